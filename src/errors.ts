@@ -1,0 +1,24 @@
+/**
+ * Error classes the library throws. The activity adapters map them onto Temporal failures:
+ * InputError becomes a non-retryable ApplicationFailure of type 'InputError'; anything else is
+ * treated as transient and retried with the stage's retry policy.
+ */
+
+/** Bad user input (file, row, field or config). Retrying cannot help, so it is never retried. */
+export class InputError extends Error {
+  override name = 'InputError';
+  /** Where the problem is, e.g. `data/train.csv:12` or `stages.train.with.lr`. */
+  readonly where?: string;
+  /** What the user can do about it. */
+  readonly hint?: string;
+  constructor(message: string, opts: { where?: string; hint?: string; cause?: unknown } = {}) {
+    super(opts.where ? `${opts.where}: ${message}` : message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.where = opts.where;
+    this.hint = opts.hint;
+  }
+}
+
+/** Data integrity broke: a stored artifact does not match its recorded hash or size. */
+export class IntegrityError extends Error {
+  override name = 'IntegrityError';
+}
