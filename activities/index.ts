@@ -1,0 +1,12 @@
+/**
+ * The worker's activities: a cache lookup plus one activity per stage kind, named after the kind.
+ */
+import type { AnyStageKind } from '../src/stages/types.ts';
+import { cacheLookupActivity } from './cache.ts';
+import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
+
+export function createActivities(kinds: ReadonlyMap<string, AnyStageKind>, deps: ActivityDeps): Record<string, (...args: any[]) => Promise<unknown>> {
+  const acts: Record<string, (...args: any[]) => Promise<unknown>> = { lookupCache: cacheLookupActivity(kinds, deps.cache) };
+  for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
+  return acts;
+}

@@ -1,0 +1,82 @@
+/**
+ * Turns a library stage kind into a Temporal activity: heartbeats (which also deliver
+ * cancellation), resume data across retries, input errors as non-retryable failures, and the
+ * stage cache record on success.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
+import { InputError } from '../src/errors.ts';
+import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
+import type { StageCache } from '../src/store/stage-cache.ts';
+import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import type { StageProgress } from '../src/types.ts';
+import type { StageRequest, StageResult } from '../workflows/types.ts';
+
+export interface ActivityDeps {
+  store: ArtifactStore;
+  cache: StageCache;
+  stateDir: string;
+  /** Called after a stage succeeds (the audit trail hooks in here). */
+  onStageCompleted?: (req: StageRequest, result: StageResult) => Promise<void>;
+  heartbeatEveryMs?: number;
+}
+
+interface HeartbeatDetails {
+  progress?: StageProgress;
+  resume?: unknown;
+}
+
+export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: StageRequest) => Promise<StageResult> {
+  return async (req) => {
+    const actx = Context.current();
+    const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
+    let details: HeartbeatDetails = { resume: previous?.resume };
+    const workDir = join(deps.store.root, 'tmp', `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'));
+    mkdirSync(workDir, { recursive: true });
+    // A silent stage must still heartbeat, or it would never hear that the run was cancelled.
+    const beat = setInterval(() => actx.heartbeat(details), deps.heartbeatEveryMs ?? 2000);
+    const ctx: StageContext = {
+      runId: req.runId,
+      stageId: req.stageId,
+      attempt: actx.info.attempt,
+      baseDir: req.baseDir,
+      specHash: req.specHash,
+      actor: req.actor,
+      cacheKey: req.cacheKey,
+      store: deps.store,
+      workDir,
+      stateDir: deps.stateDir,
+      signal: actx.cancellationSignal,
+      resumeFrom: previous?.resume,
+      progress(p) {
+        const { resume, ...progress } = p;
+        details = { progress, resume: resume === undefined ? details.resume : resume };
+        actx.heartbeat(details);
+      },
+      log(message) {
+        actx.log.info(message, { stage: req.stageId });
+      },
+    };
+    try {
+      actx.heartbeat(details);
+      const outputs = await kind.run(req.config, ctx);
+      if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
+      const result: StageResult = { outputs, cacheKey: req.cacheKey };
+      if (req.writeCache && req.cacheKey) {
+        await deps.cache.put({ key: req.cacheKey, kind: req.kind, outputs, producedBy: { runId: req.runId, stageId: req.stageId }, createdAt: new Date().toISOString() });
+      }
+      await deps.onStageCompleted?.(req, result);
+      return result;
+    } catch (err) {
+      if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
+      if (err instanceof InputError) {
+        throw ApplicationFailure.create({ type: 'InputError', message: err.message, nonRetryable: true, details: [{ where: err.where, hint: err.hint }] });
+      }
+      throw err;
+    } finally {
+      clearInterval(beat);
+      rmSync(workDir, { recursive: true, force: true });
+    }
+  };
+}

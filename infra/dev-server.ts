@@ -1,0 +1,183 @@
+/**
+ * Starts and stops a local `temporal server start-dev` with SQLite persistence.
+ * Used by `tempered server`, `npm run demo` and the integration tests (on free ports, temp db).
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { Connection } from '@temporalio/client';
+import { ensureDir, statePaths } from './state.ts';
+import { findTemporalCli } from './temporal-cli.ts';
+
+export interface DevServerOptions {
+  port?: number;
+  uiPort?: number;
+  /** SQLite file; runs survive a server restart because they live here. */
+  dbFile: string;
+  logFile: string;
+  headless?: boolean;
+  ip?: string;
+  /** How long to wait for the frontend to answer. */
+  timeoutMs?: number;
+}
+
+export interface DevServerHandle {
+  pid: number;
+  address: string;
+  port: number;
+  uiPort?: number;
+  uiUrl?: string;
+  dbFile: string;
+  logFile: string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(true));
+    srv.listen(port, host, () => srv.close(() => resolve(false)));
+  });
+}
+
+/** True once the frontend answers a gRPC health check. */
+export async function isHealthy(address: string, timeoutMs = 2000): Promise<boolean> {
+  let conn: Connection | undefined;
+  try {
+    conn = await Connection.connect({ address, connectTimeout: timeoutMs });
+    await conn.workflowService.getSystemInfo({});
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await conn?.close().catch(() => undefined);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function logTail(path: string, lines = 20): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/** Spawns the dev server detached from this process and waits until it is healthy. */
+export async function startDevServer(opts: DevServerOptions): Promise<DevServerHandle> {
+  const cli = findTemporalCli();
+  if (!cli) throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
+  const port = opts.port ?? (await freePort());
+  const ip = opts.ip ?? '127.0.0.1';
+  if (await portInUse(port, ip)) {
+    throw new Error(`port ${port} is already in use; stop what holds it or choose another port`);
+  }
+  const args = ['server', 'start-dev', '--db-filename', opts.dbFile, '--port', String(port), '--ip', ip, '--log-level', 'warn'];
+  let uiPort: number | undefined;
+  if (opts.headless) {
+    args.push('--headless');
+  } else {
+    uiPort = opts.uiPort ?? port + 1000;
+    args.push('--ui-port', String(uiPort));
+  }
+  const fd = openSync(opts.logFile, 'a');
+  const child = spawn(cli, args, { detached: true, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  child.unref();
+  const pid = child.pid!;
+  const address = `${ip}:${port}`;
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  while (Date.now() < deadline) {
+    if (exited || !pidAlive(pid)) {
+      throw new Error(`the Temporal dev server exited during start-up; its log (${opts.logFile}) ends with:\n${logTail(opts.logFile)}`);
+    }
+    if (await isHealthy(address, 1000)) {
+      return { pid, address, port, uiPort, uiUrl: uiPort ? `http://${ip}:${uiPort}` : undefined, dbFile: opts.dbFile, logFile: opts.logFile };
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+  throw new Error(`the Temporal dev server did not become healthy within ${(opts.timeoutMs ?? 60_000) / 1000}s; log: ${opts.logFile}`);
+}
+
+/** SIGTERM, then SIGKILL after a grace period. Resolves once the process is gone. */
+export async function stopProcess(pid: number, graceMs = 10_000): Promise<void> {
+  if (!pidAlive(pid)) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (pidAlive(pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    while (pidAlive(pid)) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// ---- the project's embedded server, as managed by `tempered server start|stop|status` ----
+
+const DEFAULT_PORT = 7233;
+
+function serverFile(): string {
+  return join(statePaths().temporal, 'server.json');
+}
+
+export function embeddedServerInfo(): DevServerHandle | undefined {
+  const file = serverFile();
+  if (!existsSync(file)) return undefined;
+  const info = JSON.parse(readFileSync(file, 'utf8')) as DevServerHandle;
+  return pidAlive(info.pid) ? info : undefined;
+}
+
+/** Starts the project's dev server unless it already runs; returns its handle. */
+export async function ensureEmbeddedServer(opts: { port?: number; uiPort?: number; log?: (m: string) => void } = {}): Promise<DevServerHandle & { started: boolean }> {
+  const running = embeddedServerInfo();
+  if (running && (await isHealthy(running.address))) return { ...running, started: false };
+  const dir = ensureDir(statePaths().temporal);
+  const port = opts.port ?? Number(process.env.TEMPERED_DEV_PORT ?? DEFAULT_PORT);
+  opts.log?.(`starting the Temporal dev server on 127.0.0.1:${port} (state in ${dir})`);
+  const handle = await startDevServer({ port, uiPort: opts.uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log') });
+  writeFileSync(serverFile(), JSON.stringify(handle, null, 2));
+  return { ...handle, started: true };
+}
+
+export async function stopEmbeddedServer(): Promise<boolean> {
+  const info = embeddedServerInfo();
+  if (!info) return false;
+  await stopProcess(info.pid);
+  rmSync(serverFile(), { force: true });
+  return true;
+}

@@ -1,0 +1,50 @@
+/**
+ * Builds and runs a tempered worker: the pipeline workflow plus one activity per stage kind, on a
+ * task queue. Run several (on several machines) against one Temporal cluster to scale out; a GPU
+ * machine's worker listens on the `gpu` queue so stages with `queue: gpu` land there.
+ */
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createActivities } from '../activities/index.ts';
+import type { ActivityDeps } from '../activities/stage-adapter.ts';
+import type { AnyStageKind } from '../src/stages/types.ts';
+
+const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/** Bundles the workflow code once per process (webpack takes a few seconds). */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+  return bundle;
+}
+
+const noop = () => undefined;
+const quietLogger = { trace: noop, debug: noop, info: noop, warn: (m: string) => console.warn(m), error: (m: string) => console.error(m), log: noop };
+
+export interface WorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  kinds: ReadonlyMap<string, AnyStageKind>;
+  deps: ActivityDeps;
+  /** Whether this worker also runs workflow tasks (a GPU-only worker may run activities alone). */
+  workflows?: boolean;
+  maxConcurrentActivities?: number;
+}
+
+export async function createWorker(opts: WorkerOptions): Promise<Worker> {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: opts.taskQueue,
+    workflowBundle: opts.workflows === false ? undefined : await workflowBundle(),
+    activities: createActivities(opts.kinds, opts.deps),
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 8,
+    // Lets a SIGKILLed worker's activities be retried promptly elsewhere (heartbeat timeout does the rest).
+    shutdownGraceTime: '10s',
+    // Heartbeats carry live progress to `tempered status`; the SDK's default throttle (up to 60 s) would hide it.
+    maxHeartbeatThrottleInterval: '1s',
+    defaultHeartbeatThrottleInterval: '1s',
+  });
+}

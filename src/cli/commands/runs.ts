@@ -1,0 +1,204 @@
+/** validate, submit, status, runs, cancel, logs, resume. */
+import { dirname, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Client } from '@temporalio/client';
+import { runUrl } from '../../../infra/connection.ts';
+import { getRunStatus, listRuns, submitRun } from '../../client/runs.ts';
+import { formatSpecErrors, loadSpec } from '../../spec/load.ts';
+import type { PlannedPipeline } from '../../spec/types.ts';
+import type { RunInput, RunStatus } from '../../../workflows/types.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { formatRunStatus, stageLine } from '../format.ts';
+import { startLocalWorkerIfNeeded } from './worker.ts';
+
+function collectParams(values: string[] | undefined): string[] {
+  return values ?? [];
+}
+
+/** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
+export async function planOrExit(ctx: CliContext, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
+  const res = await loadSpec(file, { kinds: ctx.registry.kinds, knownButUnavailable: ctx.registry.knownButUnavailable, paramOverrides: params });
+  if (!res.ok) {
+    if (json) console.log(JSON.stringify({ ok: false, errors: res.errors }, null, 2));
+    else console.error(formatSpecErrors(res.errors));
+    throw new CliError(`${res.errors.length} error${res.errors.length === 1 ? '' : 's'} in ${file}`, 2);
+  }
+  return res.plan;
+}
+
+export async function validateCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered validate <file> [--param k=v ...] [--json]';
+  const { values, positionals } = parse(argv, { param: { type: 'string', multiple: true }, json: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1) throw new CliError(`validate takes one pipeline file\nusage: ${usage}`, 2);
+  const plan = await planOrExit(ctx, positionals[0]!, collectParams(values.param), !!values.json);
+  if (values.json) console.log(JSON.stringify({ ok: true, plan }, null, 2));
+  else console.log(`ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`);
+  return 0;
+}
+
+/** Prints stage transitions and progress until the run ends; returns its final status. */
+export async function followRun(client: Client, runId: string, opts: { json?: boolean; intervalMs?: number } = {}): Promise<RunStatus> {
+  const seen = new Map<string, string>();
+  let lastProgressAt = 0;
+  for (;;) {
+    let st: RunStatus;
+    try {
+      st = await getRunStatus(client, runId);
+    } catch (e) {
+      // The run's first workflow task may not have run yet; keep polling.
+      if (/query|not found|workflow task/i.test((e as Error).message)) {
+        await sleep(500);
+        continue;
+      }
+      throw e;
+    }
+    if (!opts.json) {
+      const now = Date.now();
+      for (const s of st.stages) {
+        const key = `${s.state}:${s.attempt ?? 1}`;
+        const progress = s.state === 'running' && now - lastProgressAt > 5000;
+        if (seen.get(s.id) !== key || (progress && s.progress)) {
+          if (seen.get(s.id) !== key || progress) console.log(stageLine(s));
+          seen.set(s.id, key);
+        }
+      }
+      if (now - lastProgressAt > 5000) lastProgressAt = now;
+    }
+    if (st.state !== 'running') {
+      const desc = await client.workflow.getHandle(runId).describe();
+      if (desc.status.name !== 'RUNNING') return st;
+    }
+    await sleep(opts.intervalMs ?? 1000);
+  }
+}
+
+export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered submit <file> [--param k=v ...] [--wait] [--no-cache] [--run-id ID] [--json]';
+  const { values, positionals } = parse(
+    argv,
+    { param: { type: 'string', multiple: true }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' }, json: { type: 'boolean' }, 'run-id': { type: 'string' }, queue: { type: 'string' } },
+    usage,
+  );
+  if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
+  const file = positionals[0]!;
+  const plan = await planOrExit(ctx, file, collectParams(values.param), !!values.json);
+  const client = await ctx.client({ startServer: true });
+  const input: RunInput = {
+    plan,
+    options: { baseDir: dirname(resolve(file)), actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
+  };
+  return startAndReport(ctx, client, input, { wait: !!values.wait, json: !!values.json, runId: values['run-id'], queue: values.queue });
+}
+
+export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string }): Promise<number> {
+  const queue = o.queue ?? ctx.taskQueue;
+  const local = o.wait ? await startLocalWorkerIfNeeded(ctx, client, queue) : undefined;
+  try {
+    const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
+    const url = runUrl(ctx.settings(), handle.workflowId);
+    if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
+    else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
+    if (!o.wait) {
+      if (!local && !(await hasWorkers(client, ctx.settings().namespace, queue))) {
+        console.error(`note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker\`).`);
+      }
+      return 0;
+    }
+    const final = await followRun(client, handle.workflowId, { json: o.json });
+    if (o.json) console.log(JSON.stringify(final, null, 2));
+    else console.log(`\n${formatRunStatus(final)}`);
+    return final.state === 'succeeded' ? 0 : 1;
+  } finally {
+    await local?.stop();
+  }
+}
+
+export async function hasWorkers(client: Client, namespace: string, queue: string): Promise<boolean> {
+  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: 1 });
+  return (res.pollers ?? []).length > 0;
+}
+
+export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered status <run> [--json] [--watch]';
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, watch: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
+  const client = await ctx.client();
+  const runId = positionals[0]!;
+  const st = values.watch ? await followRun(client, runId) : await getRunStatus(client, runId).catch((e: Error) => {
+    throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
+  });
+  if (values.json) console.log(JSON.stringify(st, null, 2));
+  else console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId) }));
+  return 0;
+}
+
+export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values } = parse(argv, { json: { type: 'boolean' }, limit: { type: 'string' } }, 'tempered runs [--limit N] [--json]');
+  const client = await ctx.client();
+  const runs = await listRuns(client, Number(values.limit ?? 20));
+  if (values.json) console.log(JSON.stringify(runs, null, 2));
+  else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
+  else for (const r of runs) console.log(`${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}`);
+  return 0;
+}
+
+export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered cancel <run>';
+  const { positionals } = parse(argv, {}, usage);
+  if (positionals.length !== 1) throw new CliError(`cancel takes one run id\nusage: ${usage}`, 2);
+  const client = await ctx.client();
+  const handle = client.workflow.getHandle(positionals[0]!);
+  const desc = await handle.describe().catch(() => {
+    throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
+  });
+  if (desc.status.name !== 'RUNNING') throw new CliError(`run ${positionals[0]} is already ${desc.status.name.toLowerCase()}`);
+  await handle.cancel();
+  console.log(`cancellation requested for ${positionals[0]}; running stages stop at their next heartbeat`);
+  return 0;
+}
+
+export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered logs <run> [--json]';
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1) throw new CliError(`logs takes one run id\nusage: ${usage}`, 2);
+  const client = await ctx.client();
+  const history = await client.workflow.getHandle(positionals[0]!).fetchHistory();
+  const events = history.events ?? [];
+  const scheduled = new Map<string, string>();
+  const lines: Record<string, unknown>[] = [];
+  for (const ev of events) {
+    const time = ev.eventTime?.seconds ? new Date(Number(ev.eventTime.seconds) * 1000 + Math.floor((ev.eventTime.nanos ?? 0) / 1e6)).toISOString() : '';
+    const id = String(ev.eventId);
+    if (ev.activityTaskScheduledEventAttributes) {
+      const a = ev.activityTaskScheduledEventAttributes;
+      scheduled.set(id, `${a.activityId} (${a.activityType?.name} on ${a.taskQueue?.name})`);
+      lines.push({ time, event: 'scheduled', activity: scheduled.get(id) });
+    } else if (ev.activityTaskStartedEventAttributes) {
+      const a = ev.activityTaskStartedEventAttributes;
+      lines.push({ time, event: 'started', activity: scheduled.get(String(a.scheduledEventId)), attempt: a.attempt, worker: a.identity });
+    } else if (ev.activityTaskCompletedEventAttributes) {
+      lines.push({ time, event: 'completed', activity: scheduled.get(String(ev.activityTaskCompletedEventAttributes.scheduledEventId)) });
+    } else if (ev.activityTaskFailedEventAttributes) {
+      const a = ev.activityTaskFailedEventAttributes;
+      lines.push({ time, event: 'failed', activity: scheduled.get(String(a.scheduledEventId)), error: a.failure?.message });
+    } else if (ev.activityTaskTimedOutEventAttributes) {
+      lines.push({ time, event: 'timed out', activity: scheduled.get(String(ev.activityTaskTimedOutEventAttributes.scheduledEventId)) });
+    } else if (ev.activityTaskCanceledEventAttributes) {
+      lines.push({ time, event: 'cancelled', activity: scheduled.get(String(ev.activityTaskCanceledEventAttributes.scheduledEventId)) });
+    } else if (ev.workflowExecutionStartedEventAttributes) {
+      lines.push({ time, event: 'run started' });
+    } else if (ev.workflowExecutionCompletedEventAttributes) {
+      lines.push({ time, event: 'run succeeded' });
+    } else if (ev.workflowExecutionFailedEventAttributes) {
+      lines.push({ time, event: 'run failed', error: ev.workflowExecutionFailedEventAttributes.failure?.message });
+    } else if (ev.workflowExecutionCanceledEventAttributes) {
+      lines.push({ time, event: 'run cancelled' });
+    } else if (ev.workflowExecutionCancelRequestedEventAttributes) {
+      lines.push({ time, event: 'cancel requested', by: ev.workflowExecutionCancelRequestedEventAttributes.identity });
+    }
+  }
+  if (values.json) console.log(JSON.stringify(lines, null, 2));
+  else for (const l of lines) console.log(Object.values(l).filter((v) => v !== undefined && v !== null && v !== '').join('  '));
+  return 0;
+}

@@ -1,0 +1,43 @@
+/** `tempered server start|stop|status`: the embedded Temporal dev server. */
+import { embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../../infra/dev-server.ts';
+import { parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+
+export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered server start|stop|status [--port N] [--ui-port N]';
+  const { values, positionals } = parse(argv, { port: { type: 'string' }, 'ui-port': { type: 'string' } }, usage);
+  const sub = positionals[0];
+  if (!ctx.settings().embedded && sub !== 'status') {
+    throw new CliError(`TEMPORAL_ADDRESS is set (${process.env.TEMPORAL_ADDRESS}), so tempered uses that server and manages none; unset it to use the embedded dev server.`, 2);
+  }
+  switch (sub) {
+    case 'start': {
+      const h = await ensureEmbeddedServer({ port: values.port ? Number(values.port) : undefined, uiPort: values['ui-port'] ? Number(values['ui-port']) : undefined });
+      console.log(`${h.started ? 'started' : 'already running'}: Temporal dev server at ${h.address}, web UI ${h.uiUrl}, state ${h.dbFile} (pid ${h.pid})`);
+      return 0;
+    }
+    case 'stop': {
+      const stopped = await stopEmbeddedServer();
+      console.log(stopped ? 'stopped the Temporal dev server' : 'the Temporal dev server was not running');
+      return 0;
+    }
+    case 'status': {
+      const s = ctx.settings();
+      if (!s.embedded) {
+        const ok = await isHealthy(s.address);
+        console.log(`${ok ? 'reachable' : 'NOT reachable'}: Temporal at ${s.address} (from TEMPORAL_ADDRESS), namespace ${s.namespace}`);
+        return ok ? 0 : 1;
+      }
+      const info = embeddedServerInfo();
+      if (!info) {
+        console.log('not running; start it with `tempered server start`');
+        return 1;
+      }
+      const ok = await isHealthy(info.address);
+      console.log(`${ok ? 'running' : 'started but NOT answering'}: Temporal dev server at ${info.address}, web UI ${info.uiUrl}, state ${info.dbFile} (pid ${info.pid})`);
+      return ok ? 0 : 1;
+    }
+    default:
+      throw new CliError(`unknown server command '${sub ?? ''}'\nusage: ${usage}`, 2);
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * What every command needs: Temporal settings, a client (starting the embedded server when no
+ * TEMPORAL_ADDRESS is set and the command needs one), the stage kinds, the state folders.
+ */
+import { Client } from '@temporalio/client';
+import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../../infra/connection.ts';
+import { ensureEmbeddedServer } from '../../infra/dev-server.ts';
+import { ensureDir, statePaths, type StatePaths } from '../../infra/state.ts';
+import { loadStageKinds, kindRegistry } from '../stages/registry.ts';
+import type { AnyStageKind } from '../stages/types.ts';
+import type { KindRegistry } from '../spec/types.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { StageCache } from '../store/stage-cache.ts';
+
+export class CliError extends Error {
+  override name = 'CliError';
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+  }
+}
+
+export interface CliContext {
+  paths: StatePaths;
+  kinds: Map<string, AnyStageKind>;
+  registry: KindRegistry;
+  taskQueue: string;
+  settings(): TemporalSettings;
+  client(opts?: { startServer?: boolean }): Promise<Client>;
+  store(): ArtifactStore;
+  cache(): StageCache;
+  log(msg: string): void;
+  close(): Promise<void>;
+}
+
+export async function createContext(): Promise<CliContext> {
+  const paths = statePaths();
+  const kinds = await loadStageKinds();
+  let client: Client | undefined;
+  let store: ArtifactStore | undefined;
+  const getStore = () => (store ??= new ArtifactStore(ensureDir(paths.store)));
+  return {
+    paths,
+    kinds,
+    registry: kindRegistry(kinds),
+    taskQueue: TASK_QUEUE,
+    settings: () => temporalSettings(),
+    log: (m) => console.error(m),
+    store: getStore,
+    cache: () => new StageCache(paths.cache, getStore()),
+    async client(opts = {}) {
+      if (client) return client;
+      let s = temporalSettings();
+      if (s.embedded && opts.startServer) {
+        const h = await ensureEmbeddedServer({ log: (m) => console.error(m) });
+        if (h.started) console.error(`Temporal dev server started at ${h.address} (web UI ${h.uiUrl})`);
+        s = temporalSettings();
+      }
+      try {
+        const connection = await connectClient(s);
+        client = new Client({ connection, namespace: s.namespace });
+        await connection.workflowService.getSystemInfo({});
+      } catch (e) {
+        const how = s.embedded ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster' : 'check TEMPORAL_ADDRESS and the TLS/API-key settings';
+        throw new CliError(`cannot reach Temporal at ${s.address} (${(e as Error).message.split('\n')[0]}): ${how}.`);
+      }
+      return client;
+    },
+    async close() {
+      await client?.connection.close().catch(() => undefined);
+    },
+  };
+}

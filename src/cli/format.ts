@@ -1,0 +1,60 @@
+/** Human-readable rendering of run status for the terminal. */
+import type { RunStatus, StageStatus } from '../../workflows/types.ts';
+import { isArtifactRef } from '../types.ts';
+
+const ICON: Record<string, string> = { pending: '·', running: '▶', succeeded: '✓', cached: '≡', failed: '✗', skipped: '-', cancelled: '⊘' };
+
+function secs(a?: string, b?: string): string {
+  if (!a) return '';
+  const ms = (b ? Date.parse(b) : Date.now()) - Date.parse(a);
+  return ms < 1000 ? `${ms}ms` : `${(ms / 1000).toFixed(1)}s`;
+}
+
+export function describeOutput(v: unknown): string {
+  if (isArtifactRef(v)) {
+    const rows = v.rows !== undefined ? `, ${v.rows} rows` : '';
+    return `${v.sha256.slice(0, 12)} (${humanBytes(v.bytes)}${rows})`;
+  }
+  if (typeof v === 'object' && v !== null) return JSON.stringify(v).slice(0, 80);
+  return String(v);
+}
+
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+export function progressText(s: StageStatus): string {
+  const p = s.progress as { fraction?: number; message?: string; metrics?: Record<string, number> } | undefined;
+  if (!p) return '';
+  const parts: string[] = [];
+  if (typeof p.fraction === 'number') parts.push(`${(p.fraction * 100).toFixed(0)}%`);
+  if (p.message) parts.push(p.message);
+  if (p.metrics) parts.push(Object.entries(p.metrics).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`).join(' '));
+  return parts.join(' ');
+}
+
+export function stageLine(s: StageStatus): string {
+  const attempt = s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
+  let tail = '';
+  if (s.state === 'running') tail = progressText(s);
+  else if (s.state === 'failed') tail = s.error?.message ?? '';
+  else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
+  else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
+  return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
+}
+
+export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string } = {}): string {
+  const lines = [`run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`];
+  if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
+  if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
+  for (const s of st.stages) {
+    lines.push(stageLine(s));
+    if ((s.state === 'succeeded' || s.state === 'cached') && s.outputs) {
+      for (const [k, v] of Object.entries(s.outputs)) lines.push(`      ${k}: ${describeOutput(v)}`);
+    }
+  }
+  return lines.join('\n');
+}

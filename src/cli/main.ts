@@ -1,0 +1,65 @@
+/**
+ * `tempered` command line. Exit codes: 0 success, 1 a run or operation failed, 2 bad usage or an
+ * invalid pipeline file.
+ */
+import { UsageError } from './args.ts';
+import { CliError, createContext, type CliContext } from './context.ts';
+import { cancelCmd, logsCmd, runsCmd, statusCmd, submitCmd, validateCmd } from './commands/runs.ts';
+import { serverCmd } from './commands/server.ts';
+import { workerCmd } from './commands/worker.ts';
+
+type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = {
+  validate: { run: async () => validateCmd, help: 'check a pipeline file and show its plan' },
+  submit: { run: async () => submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
+  status: { run: async () => statusCmd, help: 'show a run, stage by stage' },
+  runs: { run: async () => runsCmd, help: 'list recent runs' },
+  cancel: { run: async () => cancelCmd, help: 'cancel a run' },
+  logs: { run: async () => logsCmd, help: "a run's activity timeline (attempts, failures)" },
+  worker: { run: async () => workerCmd, help: 'run a worker (stages execute here)' },
+  server: { run: async () => serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
+  demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
+};
+
+function help(): string {
+  const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`);
+  return `usage: tempered <command> [options]\n\ncommands:\n${rows.join('\n')}\n\nEnvironment: TEMPORAL_ADDRESS (use a cluster instead of the embedded dev server), TEMPORAL_NAMESPACE,\nTEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY/TEMPORAL_TLS_CA, TEMPORAL_API_KEY, TEMPERED_HOME (state folder), TEMPERED_ACTOR.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(help());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    console.error(`tempered: unknown command '${name}'\n\n${help()}`);
+    return 2;
+  }
+  const ctx = await createContext();
+  try {
+    return await (await cmd.run())(ctx, rest);
+  } finally {
+    await ctx.close();
+  }
+}
+
+const isEntry = process.argv[1] && /(src\/cli\/main\.ts|bin\/tempered(\.js)?)$/.test(process.argv[1]);
+if (isEntry) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      const err = e as Error;
+      if (err instanceof CliError || err instanceof UsageError) {
+        console.error(`tempered: ${err.message}`);
+        process.exit(err instanceof CliError ? err.exitCode : 2);
+      }
+      console.error(`tempered: ${err.message ?? String(err)}`);
+      if (process.env.TEMPERED_DEBUG) console.error(err.stack);
+      else console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,44 @@
+/**
+ * What a stage kind is: its contract (config schema, outputs, code version, from the spec
+ * library's StageKindInfo) and the library function that does the work. Stage kinds know nothing
+ * of Temporal; the activity adapter gives them a StageContext.
+ */
+import type { StageKindInfo } from '../spec/types.ts';
+import type { ArtifactStore } from '../store/artifact-store.ts';
+import type { StageOutputs, StageProgress } from '../types.ts';
+
+export interface StageContext {
+  runId: string;
+  stageId: string;
+  /** 1 on the first try; higher on retries. */
+  attempt: number;
+  /** Folder that relative paths in the config are resolved against. */
+  baseDir: string;
+  specHash: string;
+  actor: string;
+  /** Cache key of this execution; stable across retries and resumed runs of the same work. */
+  cacheKey?: string;
+  store: ArtifactStore;
+  /** Scratch folder on the store's filesystem, removed after the attempt. */
+  workDir: string;
+  /** Root of tempered's state (registry, audit log, model cache live here). */
+  stateDir: string;
+  /** Aborted when the run is cancelled or the attempt times out. */
+  signal: AbortSignal;
+  /**
+   * Reports progress. `resume` data (e.g. a checkpoint reference) is kept and handed to the next
+   * attempt as `resumeFrom`, so a retried stage continues instead of starting over.
+   */
+  progress(p: StageProgress & { resume?: unknown }): void;
+  /** The last `resume` value a previous attempt reported, if any. */
+  resumeFrom?: unknown;
+  log(message: string): void;
+}
+
+export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
+  /** Hashes of inputs the config only names (source files), so a changed file misses the cache. */
+  externalInputs?(config: C, ctx: { baseDir: string }): Promise<string[]>;
+  run(config: C, ctx: StageContext): Promise<StageOutputs>;
+}
+
+export type AnyStageKind = StageKind<any>;

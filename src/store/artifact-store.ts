@@ -1,0 +1,242 @@
+/**
+ * Content-addressed artifact store: every file is kept under its sha256, written atomically and
+ * verified on read. Stage outputs carry `ArtifactRef`s, never the bytes.
+ *
+ * Layout: <root>/sha256/<first two hex>/<hex>; temporary files live in <root>/tmp on the same
+ * filesystem so the final rename is atomic.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
+import { isAbsolute, join, normalize, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { IntegrityError, InputError } from '../errors.ts';
+import type { ArtifactRef } from '../types.ts';
+
+const URI_PREFIX = 'artifact://sha256/';
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export function uriFor(sha256: string): string {
+  return `${URI_PREFIX}${sha256}`;
+}
+
+/** Parses an artifact URI; anything that is not exactly `artifact://sha256/<64 hex>` is rejected. */
+export function parseUri(uri: string): string {
+  if (!uri.startsWith(URI_PREFIX)) throw new InputError(`not an artifact URI: ${JSON.stringify(uri)}`, { hint: 'expected artifact://sha256/<hex>' });
+  const hex = uri.slice(URI_PREFIX.length);
+  if (!HEX64.test(hex)) throw new InputError(`malformed artifact URI: ${JSON.stringify(uri)}`, { hint: 'the hash must be 64 lower-case hex digits' });
+  return hex;
+}
+
+/**
+ * Checks a relative name used inside an artifact tree (a manifest entry, a file in a model folder):
+ * no absolute paths, no `..`, no empty segments. Returns the normalised name.
+ */
+export function safeRelativeName(name: string): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InputError('empty file name in artifact tree');
+  if (isAbsolute(name) || name.includes('\0') || name.includes('\\')) throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`);
+  const norm = normalize(name);
+  if (norm.split(sep).some((s) => s === '..' || s === '') || norm.startsWith('.' + sep) || norm === '.') {
+    throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`, { hint: 'names must stay inside the tree (no .. or absolute paths)' });
+  }
+  return norm;
+}
+
+export interface PutOptions {
+  mediaType: string;
+  rows?: number;
+  schema?: Record<string, string>;
+}
+
+/** A file listed in a tree manifest: a folder stored as one JSON artifact naming its files. */
+export interface TreeEntry {
+  name: string;
+  sha256: string;
+  bytes: number;
+}
+export const TREE_MEDIA = 'application/vnd.tempered.tree+json';
+
+export class ArtifactStore {
+  readonly root: string;
+  private readonly tmpDir: string;
+
+  constructor(root: string) {
+    this.root = root;
+    this.tmpDir = join(root, 'tmp');
+    mkdirSync(join(root, 'sha256'), { recursive: true });
+    mkdirSync(this.tmpDir, { recursive: true });
+  }
+
+  private objectPath(hex: string): string {
+    return join(this.root, 'sha256', hex.slice(0, 2), hex);
+  }
+
+  /** Path of a stored artifact after checking the reference names a well-formed object that exists. */
+  pathOf(ref: Pick<ArtifactRef, 'uri'> | string): string {
+    const hex = parseUri(typeof ref === 'string' ? ref : ref.uri);
+    const path = this.objectPath(hex);
+    let st;
+    try {
+      st = lstatSync(path);
+    } catch {
+      throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`);
+    }
+    if (!st.isFile()) throw new IntegrityError(`artifact ${hex} is not a regular file (symlinks are rejected)`);
+    return path;
+  }
+
+  has(sha256: string): boolean {
+    return HEX64.test(sha256) && existsSync(this.objectPath(sha256));
+  }
+
+  /** A fresh temp path inside the store, for writers that produce a file and then `putFile(..., {move: true})`. */
+  tempPath(suffix = ''): string {
+    return join(this.tmpDir, `${Date.now()}-${process.pid}-${randomBytes(6).toString('hex')}${suffix}`);
+  }
+
+  /** Adds a file's content; with `move`, the source (which must be on the store's filesystem) is renamed in. */
+  async putFile(src: string, opts: PutOptions & { move?: boolean }): Promise<ArtifactRef> {
+    const st = lstatSync(src);
+    if (st.isSymbolicLink() || !st.isFile()) throw new InputError(`${src} is not a regular file (symlinks are not stored)`);
+    let staged = src;
+    let hex: string;
+    let bytes: number;
+    if (opts.move && src.startsWith(this.tmpDir + sep)) {
+      ({ hex, bytes } = await hashFile(src));
+      const fh = await fsp.open(src, 'r+');
+      await fh.sync();
+      await fh.close();
+    } else {
+      staged = this.tempPath();
+      ({ hex, bytes } = await copyHashing(src, staged));
+    }
+    return this.commit(staged, hex, bytes, opts);
+  }
+
+  async putBytes(data: Uint8Array | string, opts: PutOptions): Promise<ArtifactRef> {
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const staged = this.tempPath();
+    const fh = await fsp.open(staged, 'wx');
+    try {
+      await fh.writeFile(buf);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return this.commit(staged, createHash('sha256').update(buf).digest('hex'), buf.length, opts);
+  }
+
+  async putJson(value: unknown, mediaType = 'application/json'): Promise<ArtifactRef> {
+    return this.putBytes(JSON.stringify(value, null, 2) + '\n', { mediaType });
+  }
+
+  private async commit(staged: string, hex: string, bytes: number, opts: PutOptions): Promise<ArtifactRef> {
+    const final = this.objectPath(hex);
+    if (existsSync(final)) {
+      await fsp.rm(staged, { force: true });
+    } else {
+      await fsp.mkdir(join(this.root, 'sha256', hex.slice(0, 2)), { recursive: true });
+      await fsp.chmod(staged, 0o444);
+      await fsp.rename(staged, final);
+      // The rename is durable only once the directory entry is on disk.
+      const dh = await fsp.open(join(this.root, 'sha256', hex.slice(0, 2)), 'r');
+      await dh.sync().catch(() => undefined);
+      await dh.close();
+    }
+    const ref: ArtifactRef = { uri: uriFor(hex), sha256: hex, bytes, mediaType: opts.mediaType };
+    if (opts.rows !== undefined) ref.rows = opts.rows;
+    if (opts.schema !== undefined) ref.schema = opts.schema;
+    return ref;
+  }
+
+  /** Re-hashes a stored artifact; throws IntegrityError when size or hash differ from the reference. */
+  async verify(ref: ArtifactRef): Promise<string> {
+    const path = this.pathOf(ref);
+    const { hex, bytes } = await hashFile(path);
+    if (bytes !== ref.bytes) throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`);
+    if (hex !== ref.sha256) throw new IntegrityError(`artifact ${ref.sha256} is corrupt: its content hashes to ${hex}`);
+    return path;
+  }
+
+  async readJson<T>(ref: ArtifactRef): Promise<T> {
+    const path = await this.verify(ref);
+    return JSON.parse(await fsp.readFile(path, 'utf8')) as T;
+  }
+
+  /** Stores every regular file of a folder and a manifest naming them; symlinks are rejected. */
+  async putTree(dir: string): Promise<ArtifactRef> {
+    const entries: TreeEntry[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const name of readdirSync(join(dir, rel)).sort()) {
+        const relName = rel ? `${rel}/${name}` : name;
+        const st = lstatSync(join(dir, relName));
+        if (st.isSymbolicLink()) throw new InputError(`${join(dir, relName)} is a symlink; artifact trees hold regular files only`);
+        if (st.isDirectory()) await walk(relName);
+        else if (st.isFile()) {
+          const ref = await this.putFile(join(dir, relName), { mediaType: 'application/octet-stream' });
+          entries.push({ name: relName, sha256: ref.sha256, bytes: ref.bytes });
+        }
+      }
+    };
+    await walk('');
+    return this.putBytes(JSON.stringify({ files: entries }, null, 2) + '\n', { mediaType: TREE_MEDIA });
+  }
+
+  /** Recreates a tree under `dest` (verifying every file); names that would escape `dest` are rejected. */
+  async materializeTree(ref: ArtifactRef, dest: string): Promise<string> {
+    const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+    await fsp.mkdir(dest, { recursive: true });
+    for (const e of manifest.files) {
+      const name = safeRelativeName(e.name);
+      const src = await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
+      const target = join(dest, name);
+      await fsp.mkdir(join(target, '..'), { recursive: true });
+      await fsp.copyFile(src, target);
+    }
+    return dest;
+  }
+
+  /** Removes temp files left by writers that died (older than `olderThanMs`). */
+  async sweepTemp(olderThanMs = 60 * 60 * 1000): Promise<number> {
+    let removed = 0;
+    for (const name of await fsp.readdir(this.tmpDir)) {
+      const p = join(this.tmpDir, name);
+      const st = await fsp.stat(p).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > olderThanMs) {
+        await fsp.rm(p, { recursive: true, force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+}
+
+export async function hashFile(path: string): Promise<{ hex: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path)) {
+    h.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { hex: h.digest('hex'), bytes };
+}
+
+async function copyHashing(src: string, dest: string): Promise<{ hex: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  const out = createWriteStream(dest, { flags: 'wx' });
+  await pipeline(
+    createReadStream(src),
+    async function* (source) {
+      for await (const chunk of source) {
+        h.update(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+        yield chunk;
+      }
+    },
+    out,
+  );
+  const fh = await fsp.open(dest, 'r+');
+  await fh.sync();
+  await fh.close();
+  return { hex: h.digest('hex'), bytes };
+}

@@ -1,0 +1,1 @@
+export { pipelineRun, statusQuery } from './pipeline.ts';

@@ -1,0 +1,121 @@
+/**
+ * Shapes that cross the workflow boundary (inputs, status, results). Plain JSON, imported by both
+ * workflow code and clients, so this file imports nothing.
+ */
+
+export interface RetrySpec {
+  maximumAttempts?: number;
+  initialInterval?: string | number;
+  backoffCoefficient?: number;
+  maximumInterval?: string | number;
+  nonRetryableErrorTypes?: string[];
+}
+
+/** One stage as planned by the spec library; `with` still holds `${{ stages.x.outputs.y }}` refs. */
+export interface RunStage {
+  id: string;
+  uses: string;
+  needs: string[];
+  with: Record<string, unknown>;
+  retry?: RetrySpec;
+  timeout?: string | number;
+  heartbeatTimeout?: string | number;
+  cache?: boolean;
+  queue?: string;
+}
+
+export interface RunPlan {
+  name: string;
+  specHash: string;
+  params: Record<string, unknown>;
+  concurrency?: number;
+  onFailure?: 'fail-fast' | 'finish-independent';
+  stages: RunStage[];
+}
+
+export interface RunOptions {
+  /** Directory that relative paths in the spec are resolved against (the spec file's folder). */
+  baseDir: string;
+  /** Who submitted the run (TEMPERED_ACTOR or the OS user). */
+  actor: string;
+  noCache?: boolean;
+  /** Run this one resumes, for lineage. */
+  resumeOf?: string;
+  /** Path of the spec file as submitted, for the audit trail. */
+  specFile?: string;
+  /** Task queue for stages that name none. */
+  defaultQueue?: string;
+}
+
+export interface RunInput {
+  plan: RunPlan;
+  options: RunOptions;
+}
+
+export type StageState = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'cached' | 'cancelled';
+
+export interface StageStatus {
+  id: string;
+  uses: string;
+  needs: string[];
+  state: StageState;
+  /** Attempt number of the last activity attempt the workflow knows of (1-based). */
+  attempt?: number;
+  startedAt?: string;
+  endedAt?: string;
+  outputs?: Record<string, unknown>;
+  error?: { message: string; type?: string; nonRetryable?: boolean };
+  cacheKey?: string;
+  /** Run that produced a cached output. */
+  cachedFrom?: { runId: string; stageId: string };
+  /** Filled by the client from the pending activity's last heartbeat. */
+  progress?: Record<string, unknown>;
+  skippedBecause?: string;
+}
+
+export type RunState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface RunStatus {
+  runId: string;
+  name: string;
+  specHash: string;
+  state: RunState;
+  startedAt: string;
+  endedAt?: string;
+  actor: string;
+  resumeOf?: string;
+  params: Record<string, unknown>;
+  stages: StageStatus[];
+}
+
+/** What an activity for a stage kind receives. */
+export interface StageRequest {
+  runId: string;
+  stageId: string;
+  kind: string;
+  /** `with`, with params and upstream outputs substituted. */
+  config: Record<string, unknown>;
+  baseDir: string;
+  specHash: string;
+  actor: string;
+  /** Precomputed by the cache lookup; the activity records its outputs under it. */
+  cacheKey?: string;
+  /** Whether to record the outputs in the cache. */
+  writeCache: boolean;
+}
+
+export interface StageResult {
+  outputs: Record<string, unknown>;
+  cacheKey?: string;
+}
+
+export interface CacheLookupRequest {
+  kind: string;
+  config: Record<string, unknown>;
+  baseDir: string;
+}
+
+export interface CacheLookupResult {
+  key: string;
+  hit?: { outputs: Record<string, unknown>; producedBy: { runId: string; stageId: string } };
+}
