@@ -1,0 +1,90 @@
+/**
+ * Model card in Markdown, generated only from what the registry recorded, so it cannot drift
+ * from the facts. Output depends only on the version record (no clock), so the same version
+ * always yields the same bytes and the card can itself be stored as a content-addressed artifact.
+ */
+import { canonicalJson } from '../audit/canonical.ts';
+import { flattenParams } from './diff.ts';
+import type { ModelVersion } from './types.ts';
+
+/** Escapes text for a Markdown table cell. */
+function cell(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
+}
+
+function fmtMetric(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(4);
+}
+
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u]}`;
+}
+
+export function modelCard(v: ModelVersion): string {
+  const L: string[] = [];
+  L.push(`# ${v.name} v${v.version}`, '');
+  if (v.aliases.length) L.push(`Aliases: ${v.aliases.map((a) => `\`${a}\``).join(', ')}`, '');
+  L.push('## Description', '', v.description?.trim() || '_No description was given at registration._', '');
+  L.push('## Intended use', '', v.intendedUse?.trim() || '_Not stated. Do not use for decisions about people without a separate review._', '');
+
+  L.push('## Training data', '');
+  if (v.lineage.data.length === 0) L.push('_No input data was recorded._');
+  else {
+    L.push('| Name | Rows | SHA-256 | URI |', '|---|---:|---|---|');
+    for (const d of v.lineage.data) L.push(`| ${cell(d.name)} | ${d.rows ?? ''} | \`${d.sha256}\` | ${d.uri ? cell(d.uri) : ''} |`);
+  }
+  L.push('');
+
+  L.push('## Base model', '');
+  if (v.lineage.baseModel) {
+    for (const [k, val] of Object.entries(flattenParams(v.lineage.baseModel))) L.push(`- ${k}: \`${cell(canonicalJson(val))}\``);
+  } else L.push('_Trained from scratch or not recorded._');
+  L.push('');
+
+  L.push('## Hyperparameters', '');
+  const params = Object.entries(flattenParams(v.params)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  if (params.length === 0) L.push('_None recorded._');
+  else {
+    L.push('| Parameter | Value |', '|---|---|');
+    for (const [k, val] of params) L.push(`| ${cell(k)} | \`${cell(canonicalJson(val))}\` |`);
+  }
+  L.push('');
+
+  L.push('## Metrics', '');
+  const metrics = Object.entries(v.metrics);
+  if (metrics.length === 0) L.push('_No metrics recorded._');
+  else {
+    L.push('| Metric | Value |', '|---|---:|');
+    for (const [k, val] of metrics) L.push(`| ${cell(k)} | ${fmtMetric(val)} |`);
+  }
+  L.push('');
+
+  L.push('## Artifacts', '', '| Role | Size | SHA-256 | URI |', '|---|---:|---|---|');
+  for (const a of v.artifacts) L.push(`| ${cell(a.role)} | ${fmtBytes(a.bytes)} | \`${a.sha256}\` | ${cell(a.uri)} |`);
+  L.push('');
+
+  L.push('## Lineage', '');
+  L.push(`- Pipeline spec hash: \`${v.lineage.specHash}\``);
+  L.push(`- Run: \`${v.lineage.runId}\`, stage \`${v.lineage.stageId}\``);
+  L.push(`- Code version: ${v.lineage.codeVersion ? `\`${v.lineage.codeVersion}\`` : '_not recorded_'}`);
+  L.push(`- Registered: ${v.createdAt} by ${v.createdBy}`);
+  const tags = Object.entries(v.tags);
+  if (tags.length) L.push(`- Tags: ${tags.map(([k, val]) => `${k}=${val}`).join(', ')}`);
+  L.push('');
+
+  L.push('## Limitations', '');
+  L.push(
+    v.limitations?.trim() ||
+      '_Not stated._ The metrics above were measured on the recorded evaluation data only; performance on data from a different source, time period or language is unknown.',
+  );
+  L.push('');
+  return L.join('\n');
+}

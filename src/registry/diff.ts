@@ -1,0 +1,64 @@
+/** What changed between two versions of a model: parameters, metrics, data and artifacts. */
+import { canonicalJson } from '../audit/canonical.ts';
+import type { ModelVersion, VersionDiff } from './types.ts';
+
+/** Nested params → dotted keys; arrays are compared whole. */
+export function flattenParams(v: unknown, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    const entries = Object.entries(v as Record<string, unknown>);
+    if (entries.length === 0 && prefix) out[prefix] = {};
+    for (const [k, x] of entries) flattenParams(x, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) {
+    out[prefix] = v;
+  }
+  return out;
+}
+
+const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff {
+  const pa = flattenParams(a.params);
+  const pb = flattenParams(b.params);
+  const params: VersionDiff['params'] = [];
+  for (const key of [...new Set([...Object.keys(pa), ...Object.keys(pb)])].sort(byKey)) {
+    const inA = Object.hasOwn(pa, key);
+    const inB = Object.hasOwn(pb, key);
+    if (inA && inB && canonicalJson(pa[key]) === canonicalJson(pb[key])) continue;
+    params.push({ key, ...(inA ? { a: pa[key] } : {}), ...(inB ? { b: pb[key] } : {}) });
+  }
+
+  const metrics: VersionDiff['metrics'] = [...new Set([...Object.keys(a.metrics), ...Object.keys(b.metrics)])].sort(byKey).map((name) => {
+    const x = a.metrics[name];
+    const y = b.metrics[name];
+    return { name, ...(x !== undefined ? { a: x } : {}), ...(y !== undefined ? { b: y } : {}), ...(x !== undefined && y !== undefined ? { delta: y - x } : {}) };
+  });
+
+  const shaA = new Set(a.lineage.data.map((d) => d.sha256));
+  const shaB = new Set(b.lineage.data.map((d) => d.sha256));
+  const data = {
+    added: b.lineage.data.filter((d) => !shaA.has(d.sha256)),
+    removed: a.lineage.data.filter((d) => !shaB.has(d.sha256)),
+    unchanged: b.lineage.data.filter((d) => shaA.has(d.sha256)),
+  };
+
+  const artA = new Map(a.artifacts.map((x) => [x.role, x.sha256] as const));
+  const artB = new Map(b.artifacts.map((x) => [x.role, x.sha256] as const));
+  const artifacts = [...new Set([...artA.keys(), ...artB.keys()])].sort(byKey).map((role) => {
+    const x = artA.get(role);
+    const y = artB.get(role);
+    return { role, ...(x ? { a: x } : {}), ...(y ? { b: y } : {}), changed: x !== y };
+  });
+
+  return {
+    name: a.name,
+    a: a.version,
+    b: b.version,
+    params,
+    metrics,
+    data,
+    artifacts,
+    specHashChanged: a.lineage.specHash !== b.lineage.specHash,
+    codeVersionChanged: (a.lineage.codeVersion ?? null) !== (b.lineage.codeVersion ?? null),
+    baseModelChanged: canonicalJson(a.lineage.baseModel ?? null) !== canonicalJson(b.lineage.baseModel ?? null),
+  };
+}

@@ -1,0 +1,189 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { openRegistry, flattenMetrics } from './registry.ts';
+import type { RegisterInput } from './types.ts';
+import { InputError } from '../errors.ts';
+
+const sha = (c: string) => c.repeat(64);
+let clock = Date.parse('2026-01-01T00:00:00Z');
+const now = () => new Date((clock += 1000));
+
+function tmpDb(t: { after: (fn: () => void) => void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-registry-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'sub', 'registry.db');
+}
+
+function input(run: string, over: Partial<RegisterInput> = {}): RegisterInput {
+  return {
+    name: 'spam-clf',
+    runId: run,
+    stageId: 'register',
+    specHash: sha('a'),
+    data: [{ name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') }, { name: 'eval', sha256: sha('c'), rows: 200 }],
+    artifacts: [
+      { role: 'onnx', uri: 'artifact://sha256/' + sha('d'), sha256: sha('d'), bytes: 1_234_567, mediaType: 'application/onnx' },
+      { role: 'tokenizer', uri: 'artifact://sha256/' + sha('e'), sha256: sha('e'), bytes: 4096 },
+    ],
+    metrics: { accuracy: 0.95, f1_macro: 0.94, per_class: { spam: { f1: 0.9 }, ham: { f1: 0.98 } } },
+    params: { lr: 0.001, epochs: 3, lora: { r: 8, alpha: 16, targets: ['q', 'v'] } },
+    baseModel: { source: 'hf', name: 'tiny-bert', revision: 'abc123' },
+    codeVersion: 'git:1234abc',
+    actor: 'alice',
+    ...over,
+  };
+}
+
+test('versions auto-increment per name and resolve by number, v-prefix, latest and alias', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  const a = reg.registerVersion(input('run-1'));
+  const b = reg.registerVersion(input('run-2', { metrics: { accuracy: 0.97 } }));
+  const other = reg.registerVersion(input('run-3', { name: 'other' }));
+  assert.deepEqual([a.version.version, b.version.version, other.version.version], [1, 2, 1]);
+  assert.equal(a.created, true);
+  assert.equal(reg.getVersion('spam-clf', 'v2').metrics.accuracy, 0.97);
+  assert.equal(reg.getVersion('spam-clf', '1').version, 1);
+  assert.equal(reg.getVersion('spam-clf', 'latest').version, 2);
+  reg.setAlias('spam-clf', 'production', 1, { actor: 'bob', reason: 'first release' });
+  assert.equal(reg.getVersion('spam-clf', 'production').version, 1);
+
+  const v1 = reg.getVersion('spam-clf', 1);
+  assert.deepEqual(v1.metrics, { accuracy: 0.95, f1_macro: 0.94, 'per_class.ham.f1': 0.98, 'per_class.spam.f1': 0.9 });
+  assert.deepEqual(v1.params, { lr: 0.001, epochs: 3, lora: { r: 8, alpha: 16, targets: ['q', 'v'] } });
+  assert.deepEqual(v1.lineage, {
+    specHash: sha('a'), runId: 'run-1', stageId: 'register', codeVersion: 'git:1234abc',
+    baseModel: { source: 'hf', name: 'tiny-bert', revision: 'abc123' },
+    data: [{ name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') }, { name: 'eval', sha256: sha('c'), rows: 200 }],
+  });
+  assert.deepEqual(v1.artifacts.map((x) => x.role), ['onnx', 'tokenizer']);
+  assert.equal(v1.artifacts[0]!.mediaType, 'application/onnx');
+  assert.deepEqual(v1.aliases, ['production']);
+  assert.equal(v1.createdBy, 'alice');
+
+  assert.deepEqual(reg.listModels().map((m) => [m.name, m.versions, m.latestVersion, m.aliases]), [
+    ['other', 1, 1, {}],
+    ['spam-clf', 2, 2, { production: 1 }],
+  ]);
+  assert.deepEqual(reg.listVersions('spam-clf').map((v) => v.version), [1, 2]);
+  assert.throws(() => reg.getVersion('spam-clf', 9), (e: unknown) => e instanceof InputError && /no version or alias '9'/.test(e.message) && /aliases production/.test(e.hint!));
+  assert.throws(() => reg.getVersion('nope', 1), /no model named 'nope'/);
+  assert.throws(() => reg.getVersion('spam-clf', 'staging'), /no version or alias 'staging'/);
+  reg.close();
+});
+
+test('registering the same run+stage twice (a retried activity) returns the existing version', (t) => {
+  const path = tmpDb(t);
+  const reg = openRegistry(path, { now });
+  const first = reg.registerVersion(input('run-1'));
+  const again = reg.registerVersion(input('run-1'));
+  assert.equal(again.created, false);
+  assert.deepEqual(again.version, first.version);
+  // A second process (separate connection) retrying sees the same row too.
+  const reg2 = openRegistry(path, { now });
+  assert.equal(reg2.registerVersion(input('run-1')).created, false);
+  assert.equal(reg2.listVersions('spam-clf').length, 1);
+  assert.throws(() => reg2.registerVersion(input('run-1', { name: 'other' })), /already registered model 'spam-clf' v1/);
+  reg2.close();
+  reg.close();
+});
+
+test('reopening keeps data, applies migrations once and uses WAL', (t) => {
+  const path = tmpDb(t);
+  openRegistry(path, { now }).registerVersion(input('run-1')).version;
+  const reg = openRegistry(path, { now });
+  assert.equal(reg.listVersions('spam-clf').length, 1);
+  assert.equal(reg.db.pragma('journal_mode', { simple: true }), 'wal');
+  reg.close();
+  const raw = new Database(path);
+  assert.deepEqual(raw.prepare("SELECT scope, version FROM schema_migrations").all(), [{ scope: 'registry', version: 1 }]);
+  raw.prepare("INSERT INTO schema_migrations VALUES ('registry', 99, 'future', 'x')").run();
+  raw.close();
+  assert.throws(() => openRegistry(path), /schema is at version 99 but this tempered knows up to 1/);
+});
+
+test('aliases move with history; setting the same version is a no-op; rollback walks back', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  for (const r of ['r1', 'r2', 'r3']) reg.registerVersion(input(r));
+  assert.equal(reg.setAlias('spam-clf', 'production', 1, { actor: 'bob', reason: 'launch' }).changed, true);
+  reg.setAlias('spam-clf', 'production', 2, { actor: 'bob', reason: 'better f1' });
+  reg.setAlias('spam-clf', 'staging', 3, { actor: 'ci' });
+  reg.setAlias('spam-clf', 'production', 'staging', { actor: 'carol', reason: 'promote' });
+  assert.equal(reg.setAlias('spam-clf', 'production', 3, { actor: 'carol' }).changed, false);
+  assert.equal(reg.getVersion('spam-clf', 'production').version, 3);
+  const hist = reg.aliasHistory('spam-clf', 'production');
+  assert.deepEqual(hist.map((h) => [h.kind, h.fromVersion, h.toVersion, h.actor, h.reason]), [
+    ['set', null, 1, 'bob', 'launch'],
+    ['set', 1, 2, 'bob', 'better f1'],
+    ['set', 2, 3, 'carol', 'promote'],
+  ]);
+  assert.ok(hist.every((h, i) => i === 0 || h.at > hist[i - 1]!.at));
+
+  const rb = reg.rollback('spam-clf', 'production', { actor: 'dave' });
+  assert.deepEqual([rb.kind, rb.fromVersion, rb.toVersion, rb.actor, rb.reason], ['rollback', 3, 2, 'dave', 'rollback from v3']);
+  assert.equal(reg.getVersion('spam-clf', 'production').version, 2);
+  assert.equal(reg.rollback('spam-clf', 'production', { actor: 'dave' }).toVersion, 1);
+  assert.throws(() => reg.rollback('spam-clf', 'production'), (e: unknown) => e instanceof InputError && /no earlier version/.test(e.message) && /only ever pointed at v1/.test(e.hint!));
+  // Promoting again after rollbacks, then rolling back, returns to where the alias was before.
+  reg.setAlias('spam-clf', 'production', 3, { actor: 'erin' });
+  assert.equal(reg.rollback('spam-clf', 'production').toVersion, 1);
+  assert.equal(reg.aliasHistory('spam-clf').length, 8);
+  assert.throws(() => reg.rollback('spam-clf', 'canary'), (e: unknown) => e instanceof InputError && e.hint === 'it has never been set');
+  assert.throws(() => reg.setAlias('spam-clf', 'latest', 1), /reserved/);
+  assert.throws(() => reg.setAlias('spam-clf', 'Prod!', 1), InputError);
+  assert.throws(() => reg.setAlias('spam-clf', 'production', 42), /no version or alias '42'/);
+  reg.close();
+});
+
+test('diffVersions reports params, metric deltas, data and artifact changes', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  reg.registerVersion(input('r1'));
+  reg.registerVersion(input('r2', {
+    params: { lr: 0.0005, epochs: 3, lora: { r: 16, alpha: 16, targets: ['q', 'v'] }, warmup: 10 },
+    metrics: { accuracy: 0.96, f1_macro: 0.95, loss: 0.2 },
+    data: [{ name: 'train', sha256: sha('f'), rows: 900 }, { name: 'eval', sha256: sha('c'), rows: 200 }],
+    artifacts: [
+      { role: 'onnx', uri: 'artifact://x', sha256: sha('9'), bytes: 10 },
+      { role: 'tokenizer', uri: 'artifact://y', sha256: sha('e'), bytes: 4096 },
+    ],
+  }));
+  const d = reg.diffVersions('spam-clf', 1, 2);
+  assert.deepEqual(d.params, [{ key: 'lora.r', a: 8, b: 16 }, { key: 'lr', a: 0.001, b: 0.0005 }, { key: 'warmup', b: 10 }]);
+  const acc = d.metrics.find((m) => m.name === 'accuracy')!;
+  assert.ok(Math.abs(acc.delta! - 0.01) < 1e-12);
+  assert.deepEqual(d.metrics.find((m) => m.name === 'loss'), { name: 'loss', b: 0.2 });
+  assert.deepEqual(d.metrics.find((m) => m.name === 'per_class.spam.f1'), { name: 'per_class.spam.f1', a: 0.9 });
+  assert.deepEqual(d.data.added.map((x) => x.sha256), [sha('f')]);
+  assert.deepEqual(d.data.removed.map((x) => x.sha256), [sha('b')]);
+  assert.deepEqual(d.data.unchanged.map((x) => x.name), ['eval']);
+  assert.deepEqual(d.artifacts, [{ role: 'onnx', a: sha('d'), b: sha('9'), changed: true }, { role: 'tokenizer', a: sha('e'), b: sha('e'), changed: false }]);
+  assert.equal(d.specHashChanged, false);
+  assert.equal(reg.diffVersions('spam-clf', 2, 2).params.length, 0);
+  reg.close();
+});
+
+test('invalid registrations are refused with the field named and nothing written', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  const bad: [Partial<RegisterInput>, RegExp][] = [
+    [{ name: 'has space' }, /register\.name/],
+    [{ artifacts: [] }, /register\.artifacts: a version needs at least one artifact/],
+    [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: 'XYZ', bytes: 1 }] }, /register\.artifacts\[0\]\.sha256/],
+    [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('1'), bytes: 1 }, { role: 'onnx', uri: 'v', sha256: sha('2'), bytes: 2 }] }, /artifacts\[1\]\.role: role 'onnx' appears twice/],
+    [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('1'), bytes: -1 }] }, /bytes/],
+    [{ metrics: { accuracy: NaN } }, /register\.metrics\.accuracy: metric is NaN/],
+    [{ metrics: { accuracy: 'high' } }, /register\.metrics\.accuracy/],
+    [{ params: { f: () => 1 } as never }, /register\.params\.f/],
+    [{ data: [{ name: 'train', sha256: 'nope' }] }, /register\.data\[0\]\.sha256/],
+    [{ runId: '' }, /register\.runId/],
+  ];
+  for (const [over, re] of bad) assert.throws(() => reg.registerVersion(input('r1', over)), (e: unknown) => e instanceof InputError && re.test(e.message), String(re));
+  assert.deepEqual(reg.listModels(), []);
+  reg.close();
+});
+
+test('flattenMetrics sorts and dots nested names', () => {
+  assert.deepEqual(Object.keys(flattenMetrics({ z: 1, a: { c: 2, b: 3 } })), ['a.b', 'a.c', 'z']);
+});

@@ -1,0 +1,312 @@
+/**
+ * The model registry: named models, numbered versions with their artifacts, metrics, parameters
+ * and lineage, and movable aliases (`staging`, `production`) with a full history.
+ *
+ * Idempotent by (runId, stageId): a Temporal activity that is retried after it already wrote its
+ * version gets that same version back (`created: false`) instead of a duplicate.
+ */
+import { InputError } from '../errors.ts';
+import { canonicalJson } from '../audit/canonical.ts';
+import { defaultActor } from '../audit/actor.ts';
+import { openSqlite, type Db } from './sqlite.ts';
+import { REGISTRY_MIGRATIONS } from './schema.ts';
+import { modelCard } from './card.ts';
+import { diffModelVersions } from './diff.ts';
+import type { AliasChange, DataRef, ModelSummary, ModelVersion, RegisterInput, RegisteredArtifact, VersionDiff } from './types.ts';
+
+export interface RegistryOptions {
+  /** Clock, injectable so tests and reproducible demos get stable timestamps. */
+  now?: () => Date;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const ALIAS_RE = /^[a-z][a-z0-9_-]{0,63}$/;
+const SHA_RE = /^[0-9a-f]{64}$/;
+
+export function openRegistry(path: string, opts: RegistryOptions = {}): Registry {
+  return new Registry(openSqlite(path, REGISTRY_MIGRATIONS, 'registry'), opts);
+}
+
+/** Nested numbers → dotted names; anything else is an input error naming the field. */
+export function flattenMetrics(metrics: Record<string, unknown>, where = 'metrics'): Record<string, number> {
+  const out: Record<string, number> = {};
+  const walk = (v: unknown, path: string, field: string) => {
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw new InputError(`metric is ${v}`, { where: field, hint: 'metrics must be finite numbers' });
+      out[path] = v;
+    } else if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k, `${field}.${k}`);
+    } else {
+      throw new InputError(`metric must be a number or an object of numbers, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}`, { where: field });
+    }
+  };
+  walk(metrics, '', where);
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function validateInput(inp: RegisterInput): void {
+  const w = 'register';
+  const str = (v: unknown, field: string) => {
+    if (typeof v !== 'string' || v.length === 0) throw new InputError('must be a non-empty string', { where: `${w}.${field}` });
+  };
+  if (typeof inp.name !== 'string' || !NAME_RE.test(inp.name)) {
+    throw new InputError(`model name ${JSON.stringify(inp.name)} is not valid`, { where: `${w}.name`, hint: 'use letters, digits, ".", "_" or "-" (up to 128), starting with a letter or digit' });
+  }
+  str(inp.runId, 'runId');
+  str(inp.stageId, 'stageId');
+  str(inp.specHash, 'specHash');
+  if (!Array.isArray(inp.artifacts) || inp.artifacts.length === 0) {
+    throw new InputError('a version needs at least one artifact', { where: `${w}.artifacts`, hint: "pass the exported model, e.g. { role: 'onnx', uri, sha256, bytes }" });
+  }
+  const roles = new Set<string>();
+  inp.artifacts.forEach((a, i) => {
+    const f = `artifacts[${i}]`;
+    str(a.role, `${f}.role`);
+    str(a.uri, `${f}.uri`);
+    if (typeof a.sha256 !== 'string' || !SHA_RE.test(a.sha256)) throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.${f}.sha256` });
+    if (!Number.isSafeInteger(a.bytes) || a.bytes < 0) throw new InputError('bytes must be an integer ≥ 0', { where: `${w}.${f}.bytes` });
+    if (roles.has(a.role)) throw new InputError(`role '${a.role}' appears twice`, { where: `${w}.${f}.role`, hint: 'one artifact per role' });
+    roles.add(a.role);
+  });
+  if (!Array.isArray(inp.data)) throw new InputError('must be an array of { name, sha256 }', { where: `${w}.data` });
+  inp.data.forEach((d, i) => {
+    str(d.name, `data[${i}].name`);
+    if (typeof d.sha256 !== 'string' || !SHA_RE.test(d.sha256)) throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.data[${i}].sha256` });
+  });
+  for (const [k, v] of Object.entries(inp.tags ?? {})) {
+    if (typeof v !== 'string') throw new InputError('tag values must be strings', { where: `${w}.tags.${k}` });
+  }
+}
+
+interface VersionRow {
+  id: number;
+  model: string;
+  version: number;
+  run_id: string;
+  stage_id: string;
+  created_at: string;
+  created_by: string;
+  description: string | null;
+  intended_use: string | null;
+  limitations: string | null;
+  spec_hash: string;
+  code_version: string | null;
+  base_model_json: string | null;
+  params_json: string;
+  data_json: string;
+}
+
+export class Registry {
+  private readonly now: () => Date;
+  constructor(readonly db: Db, opts: RegistryOptions = {}) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /**
+   * Registers a new version (number = previous max + 1 for that name). If (runId, stageId) was
+   * already registered, returns that version with `created: false` and writes nothing.
+   */
+  registerVersion(input: RegisterInput): { version: ModelVersion; created: boolean } {
+    validateInput(input);
+    const metrics = flattenMetrics(input.metrics ?? {}, 'register.metrics');
+    const paramsJson = canonicalJson(input.params ?? {}, 'register.params');
+    const baseJson = input.baseModel === undefined ? null : canonicalJson(input.baseModel, 'register.baseModel');
+    const dataJson = canonicalJson(input.data.map((d) => ({ name: d.name, sha256: d.sha256, uri: d.uri, rows: d.rows })), 'register.data');
+    const actor = input.actor ?? defaultActor();
+
+    const tx = this.db.transaction((): { name: string; version: number; created: boolean } => {
+      const existing = this.db.prepare('SELECT model, version FROM versions WHERE run_id = ? AND stage_id = ?').get(input.runId, input.stageId) as { model: string; version: number } | undefined;
+      if (existing) {
+        if (existing.model !== input.name) {
+          throw new InputError(`run ${input.runId} stage ${input.stageId} already registered model '${existing.model}' v${existing.version}`, { where: 'register.name', hint: 'a stage registers one model; use a different stage id for another' });
+        }
+        return { name: existing.model, version: existing.version, created: false };
+      }
+      const at = this.now().toISOString();
+      this.db.prepare('INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)').run(input.name, at);
+      const { v } = this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?').get(input.name) as { v: number };
+      const info = this.db
+        .prepare(`INSERT INTO versions (model, version, run_id, stage_id, created_at, created_by, description, intended_use, limitations,
+                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+        .run(input.name, v, input.runId, input.stageId, at, actor, input.description ?? null, input.intendedUse ?? null, input.limitations ?? null,
+          input.specHash, input.codeVersion ?? null, baseJson, paramsJson, dataJson);
+      const id = Number(info.lastInsertRowid);
+      const art = this.db.prepare('INSERT INTO artifacts (version_id, role, uri, sha256, bytes, media_type) VALUES (?,?,?,?,?,?)');
+      for (const a of input.artifacts) art.run(id, a.role, a.uri, a.sha256, a.bytes, a.mediaType ?? null);
+      const met = this.db.prepare('INSERT INTO metrics (version_id, name, value) VALUES (?,?,?)');
+      for (const [k, val] of Object.entries(metrics)) met.run(id, k, val);
+      const tag = this.db.prepare('INSERT INTO tags (version_id, key, value) VALUES (?,?,?)');
+      for (const [k, val] of Object.entries(input.tags ?? {})) tag.run(id, k, val);
+      return { name: input.name, version: v, created: true };
+    });
+    const r = tx.immediate();
+    return { version: this.getVersion(r.name, r.version), created: r.created };
+  }
+
+  private resolve(name: string, ref: number | string): VersionRow {
+    const model = this.db.prepare('SELECT name FROM models WHERE name = ?').get(name);
+    if (!model) {
+      const names = this.listModels().map((m) => m.name);
+      throw new InputError(`no model named '${name}'`, { where: 'model', hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet' });
+    }
+    let row: VersionRow | undefined;
+    const asNum = typeof ref === 'number' ? ref : /^v?\d+$/.test(ref) ? Number(ref.replace(/^v/, '')) : null;
+    if (asNum !== null) {
+      row = this.db.prepare('SELECT * FROM versions WHERE model = ? AND version = ?').get(name, asNum) as VersionRow | undefined;
+    } else if (ref === 'latest') {
+      row = this.db.prepare('SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT 1').get(name) as VersionRow | undefined;
+    } else {
+      row = this.db.prepare('SELECT v.* FROM aliases a JOIN versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?').get(name, ref) as VersionRow | undefined;
+    }
+    if (!row) {
+      const s = this.listModels().find((m) => m.name === name)!;
+      const aliases = Object.keys(s.aliases);
+      throw new InputError(`model '${name}' has no version or alias '${ref}'`, {
+        where: 'model',
+        hint: `versions 1..${s.latestVersion}${aliases.length ? `, aliases ${aliases.join(', ')}` : ''}, or 'latest'`,
+      });
+    }
+    return row;
+  }
+
+  /** `ref`: a version number, 'v3' / '3', an alias, or 'latest'. */
+  getVersion(name: string, ref: number | string): ModelVersion {
+    return this.hydrate(this.resolve(name, ref));
+  }
+
+  private hydrate(r: VersionRow): ModelVersion {
+    const artifacts = (this.db.prepare('SELECT role, uri, sha256, bytes, media_type FROM artifacts WHERE version_id = ? ORDER BY role').all(r.id) as {
+      role: string; uri: string; sha256: string; bytes: number; media_type: string | null;
+    }[]).map((a): RegisteredArtifact => ({ role: a.role, uri: a.uri, sha256: a.sha256, bytes: a.bytes, ...(a.media_type ? { mediaType: a.media_type } : {}) }));
+    const metrics = Object.fromEntries((this.db.prepare('SELECT name, value FROM metrics WHERE version_id = ? ORDER BY name').all(r.id) as { name: string; value: number }[]).map((m) => [m.name, m.value]));
+    const tags = Object.fromEntries((this.db.prepare('SELECT key, value FROM tags WHERE version_id = ? ORDER BY key').all(r.id) as { key: string; value: string }[]).map((t) => [t.key, t.value]));
+    const aliases = (this.db.prepare('SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias').all(r.model, r.version) as { alias: string }[]).map((a) => a.alias);
+    const data = (JSON.parse(r.data_json) as DataRef[]).map((d) => ({ ...d }));
+    return {
+      name: r.model,
+      version: r.version,
+      createdAt: r.created_at,
+      createdBy: r.created_by,
+      description: r.description,
+      intendedUse: r.intended_use,
+      limitations: r.limitations,
+      lineage: {
+        specHash: r.spec_hash,
+        runId: r.run_id,
+        stageId: r.stage_id,
+        data,
+        ...(r.base_model_json ? { baseModel: JSON.parse(r.base_model_json) as Record<string, unknown> } : {}),
+        ...(r.code_version ? { codeVersion: r.code_version } : {}),
+      },
+      params: JSON.parse(r.params_json) as Record<string, unknown>,
+      metrics,
+      artifacts,
+      tags,
+      aliases,
+    };
+  }
+
+  listModels(): ModelSummary[] {
+    const rows = this.db.prepare(`SELECT m.name, m.created_at, COUNT(v.id) AS n, COALESCE(MAX(v.version), 0) AS latest
+      FROM models m LEFT JOIN versions v ON v.model = m.name GROUP BY m.name ORDER BY m.name`).all() as { name: string; created_at: string; n: number; latest: number }[];
+    const al = this.db.prepare('SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias');
+    return rows.map((r) => ({
+      name: r.name,
+      createdAt: r.created_at,
+      versions: r.n,
+      latestVersion: r.latest,
+      aliases: Object.fromEntries((al.all(r.name) as { alias: string; version: number }[]).map((a) => [a.alias, a.version])),
+    }));
+  }
+
+  listVersions(name: string): ModelVersion[] {
+    this.resolveModel(name);
+    const rows = this.db.prepare('SELECT * FROM versions WHERE model = ? ORDER BY version').all(name) as VersionRow[];
+    return rows.map((r) => this.hydrate(r));
+  }
+
+  private resolveModel(name: string): void {
+    if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(name)) {
+      const names = this.listModels().map((m) => m.name);
+      throw new InputError(`no model named '${name}'`, { where: 'model', hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet' });
+    }
+  }
+
+  diffVersions(name: string, a: number | string, b: number | string): VersionDiff {
+    return diffModelVersions(this.getVersion(name, a), this.getVersion(name, b));
+  }
+
+  /**
+   * Points `alias` at a version. Setting it to the version it already has changes nothing and
+   * returns `changed: false` (so a retried promote does not add history).
+   */
+  setAlias(name: string, alias: string, ref: number | string, opts: { actor?: string; reason?: string } = {}): { changed: boolean; change?: AliasChange } {
+    if (alias === 'latest' || /^v\d+$/.test(alias)) {
+      throw new InputError(`alias '${alias}' is reserved: it already means a version`, { where: 'alias', hint: "choose another name, e.g. 'production' or 'staging'" });
+    }
+    if (typeof alias !== 'string' || !ALIAS_RE.test(alias)) {
+      throw new InputError(`alias ${JSON.stringify(alias)} is not valid`, { where: 'alias', hint: "use lowercase letters, digits, '_' or '-', starting with a letter" });
+    }
+    const tx = this.db.transaction(() => {
+      const target = this.resolve(name, ref);
+      const cur = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+      if (cur?.version === target.version) return { changed: false };
+      return { changed: true, change: this.moveAlias(name, alias, cur?.version ?? null, target.version, 'set', opts.actor ?? defaultActor(), opts.reason ?? null) };
+    });
+    return tx.immediate();
+  }
+
+  private moveAlias(name: string, alias: string, from: number | null, to: number, kind: 'set' | 'rollback', actor: string, reason: string | null): AliasChange {
+    const at = this.now().toISOString();
+    this.db.prepare('INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version').run(name, alias, to);
+    const info = this.db
+      .prepare('INSERT INTO alias_history (model, alias, kind, from_version, to_version, actor, reason, at) VALUES (?,?,?,?,?,?,?,?)')
+      .run(name, alias, kind, from, to, actor, reason, at);
+    return { id: Number(info.lastInsertRowid), model: name, alias, kind, fromVersion: from, toVersion: to, actor, reason, at };
+  }
+
+  /**
+   * Moves `alias` back to the version it pointed to before its latest promotion. Repeated
+   * rollbacks keep walking back (v1 → v2 → v3, rollback → v2, rollback → v1): the history is
+   * replayed as a stack where a `set` pushes and a `rollback` pops.
+   */
+  rollback(name: string, alias: string, opts: { actor?: string; reason?: string } = {}): AliasChange {
+    const tx = this.db.transaction(() => {
+      this.resolveModel(name);
+      const stack: number[] = [];
+      for (const h of this.aliasHistory(name, alias)) {
+        if (h.kind === 'set') stack.push(h.toVersion);
+        else stack.pop();
+      }
+      if (stack.length < 2) {
+        throw new InputError(`alias '${alias}' of '${name}' has no earlier version to roll back to`, {
+          where: 'alias',
+          hint: stack.length ? `it has only ever pointed at v${stack[0]}` : 'it has never been set',
+        });
+      }
+      const from = stack[stack.length - 1]!;
+      const to = stack[stack.length - 2]!;
+      return this.moveAlias(name, alias, from, to, 'rollback', opts.actor ?? defaultActor(), opts.reason ?? `rollback from v${from}`);
+    });
+    return tx.immediate();
+  }
+
+  /** Oldest first. Without `alias`, the history of every alias of the model. */
+  aliasHistory(name: string, alias?: string): AliasChange[] {
+    const rows = (alias === undefined
+      ? this.db.prepare('SELECT * FROM alias_history WHERE model = ? ORDER BY id').all(name)
+      : this.db.prepare('SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id').all(name, alias)) as {
+      id: number; model: string; alias: string; kind: 'set' | 'rollback'; from_version: number | null; to_version: number; actor: string; reason: string | null; at: string;
+    }[];
+    return rows.map((r) => ({ id: r.id, model: r.model, alias: r.alias, kind: r.kind, fromVersion: r.from_version, toVersion: r.to_version, actor: r.actor, reason: r.reason, at: r.at }));
+  }
+
+  /** Markdown model card of one version (see card.ts). */
+  modelCard(name: string, ref: number | string): string {
+    return modelCard(this.getVersion(name, ref));
+  }
+}
