@@ -12,7 +12,7 @@ import { inferShapes, type TypeMap } from './shapes.ts';
 export type AttrInput = number | string | number[] | string[] | Tensor | Attr;
 
 /** ONNX attributes of type float for the ops tempered uses; a whole number given for these stays a float. */
-const FLOAT_ATTRS = new Set(['alpha', 'beta', 'epsilon', 'ratio', 'value_float', 'value_floats', 'lambd', 'bias', 'gamma', 'momentum', 'min', 'max', 'scale', 'mean', 'threshold', 'seed', 'spatial_scale']);
+const FLOAT_ATTRS = new Set(['alpha', 'beta', 'epsilon', 'ratio', 'value_float', 'value_floats', 'lambd', 'bias', 'gamma', 'momentum', 'min', 'max', 'scale', 'mean', 'threshold', 'spatial_scale']);
 
 /** Forces a float attribute when the name is not in the known list. */
 export function floatAttr(v: number | number[]): Attr {

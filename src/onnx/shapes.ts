@@ -305,6 +305,7 @@ function inferNode(node: Node, get: (n: string) => TypeInfo | undefined, fresh: 
       const statType = x?.dtype === 'float64' ? 'float64' : 'float32';
       return [same()[0]!, { dtype: statType, shape: stat }, { dtype: statType, shape: [...stat] }];
     }
+    case 'Pad': return [{ dtype: x?.dtype, shape: s && s.map(() => fresh()) }];
     case 'Range': return [{ dtype: x?.dtype, shape: [fresh()] }];
     case 'NonZero': return [{ dtype: 'int64', shape: [s ? s.length : fresh(), fresh()] }];
     default:
