@@ -131,5 +131,5 @@ test('Dropout in training mode: gradient is dY·mask/(1−ratio)', async () => {
   const out = await s.run({ x: new ort.Tensor('float32', new Float32Array(64).fill(1), [64]) });
   const mk = out['mask']!.data as Uint8Array, dx = out['dx']!.data as Float32Array;
   assert.ok(mk.some((v) => v === 0) && mk.some((v) => v === 1));
-  for (let i = 0; i < 64; i++) assert.equal(dx[i], mk[i] ? 1 / 0.75 : 0);
+  for (let i = 0; i < 64; i++) assert.equal(dx[i], mk[i] ? Math.fround(1 / 0.75) : 0);
 });
