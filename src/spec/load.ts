@@ -1,0 +1,55 @@
+/**
+ * Entry points: read a pipeline file, parse, validate and plan it. User mistakes (including a
+ * missing or unreadable file) come back as SpecErrors; nothing here throws for them.
+ */
+import { readFile } from 'node:fs/promises';
+import { parseSource } from './parse.ts';
+import { planPipeline } from './plan.ts';
+import type { KindRegistry, PipelineSpec, PlannedPipeline, SpecError } from './types.ts';
+import { validateParsed } from './validate.ts';
+
+export interface LoadSpecOptions extends KindRegistry {
+  /** `--param` values as text (see parseParamOverrides); parsed by each parameter's declared type. */
+  paramOverrides?: Record<string, string>;
+}
+
+export type LoadSpecResult = { ok: true; spec: PipelineSpec; plan: PlannedPipeline } | { ok: false; errors: SpecError[] };
+export type CheckSpecResult = { ok: true; spec: PipelineSpec } | { ok: false; errors: SpecError[] };
+
+export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise<LoadSpecResult> {
+  const text = await readSource(filePath);
+  return typeof text === 'string' ? loadSpecText(text, filePath, opts) : { ok: false, errors: [text] };
+}
+
+/** Same as loadSpec for text already in memory; `file` is only used in error messages. */
+export function loadSpecText(text: string, file: string, opts: LoadSpecOptions): LoadSpecResult {
+  const parsed = parseSource(text, file);
+  if (!parsed.ok) return parsed;
+  const v = validateParsed(parsed.parsed, { ...opts, requireParams: true });
+  if (!v.ok) return v;
+  return { ok: true, spec: v.spec, plan: planPipeline(v.spec, v.params) };
+}
+
+/** Validates a file without planning it: parameters without a default need not be given. */
+export async function checkSpec(filePath: string, opts: LoadSpecOptions): Promise<CheckSpecResult> {
+  const text = await readSource(filePath);
+  return typeof text === 'string' ? checkSpecText(text, filePath, opts) : { ok: false, errors: [text] };
+}
+
+export function checkSpecText(text: string, file: string, opts: LoadSpecOptions): CheckSpecResult {
+  const parsed = parseSource(text, file);
+  if (!parsed.ok) return parsed;
+  const v = validateParsed(parsed.parsed, { ...opts, requireParams: false });
+  return v.ok ? { ok: true, spec: v.spec } : v;
+}
+
+async function readSource(filePath: string): Promise<string | SpecError> {
+  try {
+    return await readFile(filePath, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { file: filePath, line: 0, column: 0, path: '', code: 'file-not-found', message: 'no such file', hint: 'check the path; pipeline files usually live under pipelines/' };
+    if (code === 'EISDIR') return { file: filePath, line: 0, column: 0, path: '', code: 'file-unreadable', message: 'is a directory, not a pipeline file', hint: 'give the path of a .yaml or .json file' };
+    return { file: filePath, line: 0, column: 0, path: '', code: 'file-unreadable', message: `cannot read the file: ${(e as Error).message}`, hint: 'check its permissions' };
+  }
+}

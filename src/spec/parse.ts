@@ -1,0 +1,126 @@
+/**
+ * Parses a pipeline file (YAML, or JSON, which is YAML) into plain data plus a map from every
+ * node's JSON pointer to where it sits in the file, so later checks can point at the exact
+ * line and column. Syntax errors and duplicate keys come back as SpecErrors, never thrown.
+ */
+import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, type Node, type Document, type YAMLError } from 'yaml';
+import { toPointer, type Segment } from './paths.ts';
+import type { SpecError } from './types.ts';
+
+export interface Pos {
+  line: number;
+  column: number;
+}
+
+export interface NodeLocation {
+  /** Where the value starts. */
+  value: Pos;
+  /** Where its key starts, when the value sits under a mapping key. */
+  key?: Pos;
+  /** Offsets of the value in the source, for finding text inside a scalar. */
+  start: number;
+  end: number;
+}
+
+export interface ParsedSource {
+  file: string;
+  text: string;
+  data: unknown;
+  locations: Map<string, NodeLocation>;
+  lineCounter: LineCounter;
+}
+
+export type ParseResult = { ok: true; parsed: ParsedSource } | { ok: false; errors: SpecError[] };
+
+export function parseSource(text: string, file: string): ParseResult {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, keepSourceTokens: false });
+  if (doc.errors.length > 0) {
+    // A document with syntax errors cannot be trusted for further checks; report only these.
+    return { ok: false, errors: doc.errors.map((e) => yamlError(e, file, lineCounter)) };
+  }
+  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+    return {
+      ok: false,
+      errors: [{ file, line: 1, column: 1, path: '', code: 'empty-file', message: 'the pipeline file is empty', hint: 'start with `name: my-pipeline` and a `stages:` map' }],
+    };
+  }
+  const locations = new Map<string, NodeLocation>();
+  walk(doc, doc.contents as Node, [], undefined, lineCounter, locations, 0);
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 1000 });
+  } catch (e) {
+    return { ok: false, errors: [{ file, line: 1, column: 1, path: '', code: 'yaml-syntax', message: (e as Error).message }] };
+  }
+  return { ok: true, parsed: { file, text, data, locations, lineCounter } };
+}
+
+function yamlError(e: YAMLError, file: string, lc: LineCounter): SpecError {
+  const at = lc.linePos(e.pos[0]);
+  // yaml's messages end with ` at line L, column C:` and a source excerpt; we print the position ourselves.
+  const message = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+  if (e.code === 'DUPLICATE_KEY') {
+    return { file, line: at.line, column: at.col, path: '', code: 'duplicate-key', message: message.replace(/^Map keys must be unique$/, 'duplicate key; each key may appear only once in a mapping'), hint: 'remove or rename one of the repeated keys' };
+  }
+  return { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
+}
+
+const MAX_DEPTH = 200;
+
+function walk(doc: Document, node: Node | null | undefined, path: Segment[], key: Pos | undefined, lc: LineCounter, out: Map<string, NodeLocation>, depth: number): void {
+  if (depth > MAX_DEPTH) return;
+  let target: unknown = node;
+  if (isAlias(node)) target = node.resolve(doc);
+  const range = (node as Node | null | undefined)?.range;
+  const emptyValue = !node || (isScalar(node) && node.value === null && (node.source === '' || node.source === undefined));
+  let value: Pos;
+  if (range && !(emptyValue && key)) {
+    const p = lc.linePos(range[0]);
+    value = { line: p.line, column: p.col };
+  } else {
+    // `key:` with nothing after it: the key is the best place to point at.
+    value = key ?? { line: 1, column: 1 };
+  }
+  out.set(toPointer(path), { value, key, start: range?.[0] ?? 0, end: range?.[1] ?? 0 });
+  if (isMap(target)) {
+    for (const item of target.items) {
+      if (!isPair(item)) continue;
+      const k = item.key as Node | null;
+      const name = isScalar(k) ? String(k.value) : String(k);
+      const kp = k?.range ? lc.linePos(k.range[0]) : undefined;
+      walk(doc, item.value as Node | null, [...path, name], kp ? { line: kp.line, column: kp.col } : value, lc, out, depth + 1);
+    }
+  } else if (isSeq(target)) {
+    target.items.forEach((item, i) => walk(doc, item as Node | null, [...path, i], undefined, lc, out, depth + 1));
+  }
+}
+
+/** Where to report a problem with the node at `pointer`, falling back to the nearest located ancestor. */
+export function locate(parsed: ParsedSource, pointer: string, at: 'value' | 'key' = 'value'): Pos {
+  let p = pointer;
+  for (;;) {
+    const loc = parsed.locations.get(p);
+    if (loc) return at === 'key' && loc.key ? loc.key : loc.value;
+    if (p === '') return { line: 1, column: 1 };
+    p = p.slice(0, p.lastIndexOf('/'));
+  }
+}
+
+/** Position of `needle` inside the scalar at `pointer`, when it appears there verbatim. */
+export function locateText(parsed: ParsedSource, pointer: string, needle: string, occurrence = 0): Pos {
+  const loc = parsed.locations.get(pointer);
+  if (loc && loc.end > loc.start) {
+    const slice = parsed.text.slice(loc.start, loc.end);
+    let idx = -1;
+    for (let i = 0; i <= occurrence; i++) {
+      idx = slice.indexOf(needle, idx + 1);
+      if (idx < 0) break;
+    }
+    if (idx >= 0) {
+      const p = parsed.lineCounter.linePos(loc.start + idx);
+      return { line: p.line, column: p.col };
+    }
+  }
+  return locate(parsed, pointer);
+}

@@ -1,0 +1,34 @@
+/**
+ * The pipeline file's JSON Schema (pipelines/pipeline.schema.json, also used by editors) and the
+ * ajv validators: one strict instance for our own schema, one lenient instance for the stage
+ * kinds' `with` schemas, which other modules write and may annotate with extra keywords.
+ */
+import { readFileSync } from 'node:fs';
+import Ajv2020 from 'ajv/dist/2020.js';
+import type { ValidateFunction } from 'ajv';
+
+export const pipelineSchema: Record<string, unknown> = JSON.parse(readFileSync(new URL('../../pipelines/pipeline.schema.json', import.meta.url), 'utf8'));
+
+let pipelineValidator: ValidateFunction | undefined;
+
+export function validatePipelineSchema(): ValidateFunction {
+  pipelineValidator ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true }).compile(pipelineSchema);
+  return pipelineValidator;
+}
+
+const withAjv = new Ajv2020.default({ allErrors: true, verbose: true, strict: false, allowUnionTypes: true });
+const withValidators = new WeakMap<object, ValidateFunction>();
+
+/** Compiled validator for a stage kind's `with` schema; a schema that does not compile is a bug in the registry, not in the user's file. */
+export function withValidator(kind: string, schema: object): ValidateFunction {
+  let v = withValidators.get(schema);
+  if (!v) {
+    try {
+      v = withAjv.compile(schema);
+    } catch (e) {
+      throw new Error(`stage kind '${kind}' has an invalid withSchema: ${(e as Error).message}`, { cause: e });
+    }
+    withValidators.set(schema, v);
+  }
+  return v;
+}

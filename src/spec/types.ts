@@ -1,0 +1,152 @@
+/**
+ * Types of the pipeline spec library: what a pipeline file holds once validated, the plan the
+ * workflow receives, the injected stage-kind registry and the errors reported to people.
+ * Everything here is plain JSON so it can travel in Temporal payloads.
+ */
+
+export interface StageOutputInfo {
+  type: 'table' | 'artifact' | 'json' | 'string' | 'number' | 'boolean';
+  description?: string;
+}
+
+export interface StageKindInfo {
+  kind: string;
+  description: string;
+  /** JSON Schema 2020-12 for the stage's `with`. */
+  withSchema: object;
+  outputs: Record<string, StageOutputInfo>;
+  codeVersion: string;
+}
+
+export type ParamType = 'string' | 'number' | 'integer' | 'boolean';
+export type ParamValue = string | number | boolean;
+
+export interface ParamSpec {
+  type: ParamType;
+  default?: ParamValue;
+  description?: string;
+  enum?: ParamValue[];
+}
+
+export interface RetrySpec {
+  maximumAttempts?: number;
+  initialInterval?: string;
+  backoffCoefficient?: number;
+  maximumInterval?: string;
+  nonRetryableErrorTypes?: string[];
+}
+
+export interface StageSpec {
+  uses: string;
+  description?: string;
+  needs?: string | string[];
+  with?: Record<string, unknown>;
+  retry?: RetrySpec;
+  timeout?: string;
+  heartbeatTimeout?: string;
+  cache?: boolean;
+  queue?: string;
+}
+
+export type OnFailure = 'fail-fast' | 'finish-independent';
+
+/** A pipeline file as written, after it passed validation. */
+export interface PipelineSpec {
+  name: string;
+  description?: string;
+  params?: Record<string, ParamSpec>;
+  stages: Record<string, StageSpec>;
+  defaults?: { retry?: RetrySpec; timeout?: string; heartbeatTimeout?: string; queue?: string };
+  concurrency?: number;
+  onFailure?: OnFailure;
+}
+
+/**
+ * Retry policy with every field filled in. Intervals are milliseconds so the workflow can hand
+ * the object to Temporal's RetryPolicy as is (Temporal's own duration strings do not accept `1h30m`).
+ */
+export interface PlannedRetry {
+  maximumAttempts: number;
+  initialInterval: number;
+  backoffCoefficient: number;
+  maximumInterval: number;
+  nonRetryableErrorTypes: string[];
+}
+
+export interface PlannedStage {
+  id: string;
+  uses: string;
+  /** Direct dependencies, in plan order. */
+  needs: string[];
+  /** Stage config with params substituted; `${{ stages.<id>.outputs.<name> }}` stay for run time. */
+  with: Record<string, unknown>;
+  retry: PlannedRetry;
+  /** start-to-close timeout in milliseconds. */
+  timeout: number;
+  /** Heartbeat timeout in milliseconds; absent when neither the stage nor defaults set one. */
+  heartbeatTimeout?: number;
+  cache: boolean;
+  /** Task queue; absent means the workflow's own queue. */
+  queue?: string;
+  /** Stages that list this one in `needs`, in plan order. */
+  dependents: string[];
+}
+
+export interface PlannedPipeline {
+  name: string;
+  /** sha256 (hex) of the canonical JSON of the resolved spec (params substituted, defaults merged). */
+  specHash: string;
+  params: Record<string, ParamValue>;
+  /** Most stages at once; the number of stages when the file sets no limit. */
+  concurrency: number;
+  onFailure: OnFailure;
+  /** Topological order; ties broken by the order stages appear in the file. */
+  stages: PlannedStage[];
+}
+
+export type SpecErrorCode =
+  | 'file-not-found'
+  | 'file-unreadable'
+  | 'yaml-syntax'
+  | 'duplicate-key'
+  | 'empty-file'
+  | 'schema'
+  | 'unknown-field'
+  | 'missing-field'
+  | 'bad-duration'
+  | 'bad-retry'
+  | 'unknown-kind'
+  | 'kind-unavailable'
+  | 'with-schema'
+  | 'unknown-need'
+  | 'self-need'
+  | 'cycle'
+  | 'bad-param-default'
+  | 'bad-ref'
+  | 'unknown-param'
+  | 'unknown-stage'
+  | 'unknown-output'
+  | 'not-upstream'
+  | 'type-mismatch'
+  | 'bad-param-override'
+  | 'missing-param';
+
+/** One problem in a pipeline file, with where it is and what to do about it. */
+export interface SpecError {
+  file: string;
+  /** 1-based; 0 when the problem is not in the file (e.g. a --param on the command line). */
+  line: number;
+  /** 1-based; 0 when line is 0. */
+  column: number;
+  /** Human path to the offending field, e.g. `stages.train.needs[0]`; '' for the whole file. */
+  path: string;
+  message: string;
+  hint?: string;
+  code: SpecErrorCode;
+}
+
+export interface KindRegistry {
+  kinds: ReadonlyMap<string, StageKindInfo>;
+  /** Kinds tempered knows of but this build does not provide. */
+  knownButUnavailable?: ReadonlySet<string>;
+}
