@@ -1,0 +1,161 @@
+/**
+ * ingest: source files (JSONL, CSV/TSV, Parquet, Arrow) → one Arrow IPC table with the task's
+ * columns plus provenance (`_source`, `_row`, `_hash`), and a quarantine table of rejected rows.
+ * Every row read is either kept or quarantined with a stable reason; both files are always
+ * written (possibly empty) so the stage's output set is fixed, and neither is left behind on error.
+ */
+import { InputError } from '../errors.ts';
+import { ArrowTableWriter, describeArrowFile, type ColumnSpec } from './arrow-io.ts';
+import type { BadReason } from './bad-rows.ts';
+import { TASK_COLUMNS, type IngestConfig } from './config.ts';
+import { sha256File, sha256Hex } from './hash.ts';
+import { readRecords } from './read-records.ts';
+import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
+import { resolveSources } from './sources.ts';
+import { isBad, makeRowMapper, templateFields } from './task-fields.ts';
+
+export interface Progress { rows: number; fraction?: number }
+
+export interface IngestOptions {
+  /** Folder that relative source paths are resolved against (the pipeline file's folder). */
+  baseDir: string;
+  outPath: string;
+  quarantinePath: string;
+  onProgress?: (p: Progress) => void;
+}
+
+export const QUARANTINE_COLUMNS: ColumnSpec = { _source: 'utf8', _row: 'int32', reason: 'utf8', detail: 'utf8', raw: 'utf8' };
+
+/** How many bad rows a 'fail' error lists before giving up. */
+const FAIL_LIST = 5;
+
+export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
+  const spec: ColumnSpec = {};
+  for (const c of TASK_COLUMNS[task]) spec[c] = 'utf8';
+  spec._source = 'utf8';
+  spec._row = 'int32';
+  spec._hash = 'utf8';
+  return spec;
+}
+
+function checkConfig(cfg: IngestConfig): void {
+  if (!(cfg.task in TASK_COLUMNS)) throw new InputError(`unknown task ${JSON.stringify(cfg.task)}`, { where: 'task', hint: "use 'classification', 'pairs' or 'instruction'" });
+  if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1)) {
+    throw new InputError(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, { where: 'maxBadFraction' });
+  }
+  if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0)) {
+    throw new InputError(`maxLength must be a positive integer, got ${cfg.maxLength}`, { where: 'maxLength' });
+  }
+  if (cfg.promptTemplate !== undefined) {
+    if (cfg.task !== 'instruction') throw new InputError('promptTemplate applies to the instruction task only', { where: 'promptTemplate' });
+    if (templateFields(cfg.promptTemplate).length === 0) throw new InputError('promptTemplate names no {field}', { where: 'promptTemplate', hint: 'e.g. "{instruction}[[\\n\\n{input}]]"' });
+  }
+  if (cfg.labels !== undefined) {
+    if (cfg.task === 'instruction') throw new InputError('labels apply to classification and pairs only', { where: 'labels' });
+    if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length) throw new InputError('labels must be a non-empty list without repeats', { where: 'labels' });
+  }
+  if (cfg.header === false && cfg.columns === undefined && cfg.fields === undefined && cfg.promptTemplate === undefined) {
+    // Without names the default task fields ('text', 'label') can never match '1', '2', ...
+    throw new InputError('header is false but neither columns nor fields are given', { where: 'columns', hint: "name the columns, e.g. columns: ['label', 'text']" });
+  }
+}
+
+export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
+  checkConfig(cfg);
+  const onBadRow = cfg.onBadRow ?? 'fail';
+  const maxBad = cfg.maxBadFraction ?? 0.1;
+  const files = resolveSources(cfg.path, opts.baseDir, cfg.format);
+
+  const sourceFiles: SourceFileInfo[] = [];
+  for (const f of files) sourceFiles.push({ path: f.display, ...(await sha256File(f.abs)) });
+  const totalBytes = sourceFiles.reduce((s, f) => s + f.bytes, 0);
+
+  const cols = TASK_COLUMNS[cfg.task];
+  const mapRow = makeRowMapper(cfg);
+  const out = new ArrowTableWriter(opts.outPath, ingestColumns(cfg.task));
+  let quarantine: ArrowTableWriter | null = null;
+  try {
+    quarantine = new ArrowTableWriter(opts.quarantinePath, QUARANTINE_COLUMNS);
+    let rowsIn = 0, rowsOut = 0, bytesDone = 0;
+    const badRows: Record<string, number> = {};
+    const failures: string[] = [];
+    let firstWhere = '';
+    const labels = new Map<string, number>();
+    const lengths = new Map<number, number>();
+    const report = () => opts.onProgress?.({ rows: rowsIn, fraction: totalBytes > 0 ? Math.min(1, bytesDone / totalBytes) : undefined });
+
+    const bad = (source: string, row: number, reason: BadReason, detail: string, raw: string) => {
+      badRows[reason] = (badRows[reason] ?? 0) + 1;
+      if (onBadRow === 'fail') {
+        if (failures.length === 0) firstWhere = `${source}:${row}`;
+        failures.push(`${source}:${row}: ${reason}: ${detail}`);
+      } else quarantine!.push({ _source: source, _row: row, reason, detail, raw });
+    };
+
+    outer: for (const f of files) {
+      for await (const rec of readRecords(f, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onBytes: (n) => { bytesDone += n; } })) {
+        rowsIn++;
+        if (rowsIn % 8192 === 0) report();
+        if (rec.bad) { bad(f.display, rec.row, rec.bad.reason, rec.bad.detail, rec.raw); }
+        else {
+          const mapped = mapRow(rec.values!);
+          if (isBad(mapped)) bad(f.display, rec.row, mapped.reason, mapped.detail, rec.raw);
+          else {
+            const values = cols.map((c) => mapped[c]!);
+            // Canonical content: the task and its columns in order, as JSON; provenance is excluded
+            // so identical rows from different files hash alike.
+            const hash = sha256Hex(JSON.stringify([cfg.task, ...values]));
+            out.push({ ...mapped, _source: f.display, _row: rec.row, _hash: hash });
+            rowsOut++;
+            if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
+            let len = 0;
+            for (const c of cols) if (c !== 'label') for (const _ of mapped[c]!) len++;
+            lengths.set(len, (lengths.get(len) ?? 0) + 1);
+          }
+        }
+        if (failures.length >= FAIL_LIST) break outer;
+      }
+    }
+    report();
+
+    if (failures.length > 0) {
+      throw new InputError(`${failures.length === FAIL_LIST ? 'at least ' : ''}${failures.length} bad row(s):\n  ${failures.join('\n  ')}`, {
+        where: firstWhere,
+        hint: "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
+      });
+    }
+    if (rowsIn === 0) throw new InputError(`no rows found in ${JSON.stringify(cfg.path)}`, { where: 'path', hint: 'check that the files are not empty' });
+    const badCount = rowsIn - rowsOut;
+    if (badCount / rowsIn > maxBad) {
+      const top = Object.entries(badRows).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+      throw new InputError(`${badCount} of ${rowsIn} rows are bad (${((100 * badCount) / rowsIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}`, {
+        where: 'maxBadFraction',
+        hint: 'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty',
+      });
+    }
+
+    const labelSet = cfg.labels ?? [...labels.keys()].sort();
+    const labelCounts: Record<string, number> = {};
+    if (cfg.task !== 'instruction') for (const l of labelSet) labelCounts[l] = labels.get(l) ?? 0;
+
+    out.close();
+    quarantine.close();
+    const h = sha256Hex(sourceFiles.map((f) => f.sha256).join('\n'));
+    return {
+      kind: 'ingest',
+      task: cfg.task,
+      rowsIn,
+      rowsOut,
+      badRows,
+      labels: labelCounts,
+      sourceFiles,
+      dataHash: h,
+      textLength: lengthStats(lengths),
+      schema: (await describeArrowFile(opts.outPath)).schema,
+    };
+  } catch (e) {
+    out.abort();
+    quarantine?.abort();
+    throw e;
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Reports of the data stages: plain JSON (they travel in workflow history and land in the run's
+ * record) and a readable text rendering for the CLI.
+ */
+import type { Task } from './config.ts';
+
+export interface SourceFileInfo { path: string; sha256: string; bytes: number }
+export interface LengthStats { p50: number; p90: number; p99: number; max: number }
+
+export interface IngestReport {
+  kind: 'ingest';
+  task: Task;
+  rowsIn: number;
+  rowsOut: number;
+  /** Stable reason code → count (quarantined rows). */
+  badRows: Record<string, number>;
+  /** Label → count among kept rows (empty for instruction data). */
+  labels: Record<string, number>;
+  sourceFiles: SourceFileInfo[];
+  /** sha256 over the source files' hashes in order: identifies the raw data. */
+  dataHash: string;
+  /** Characters (code points) of the task's text, summed over text columns per row. */
+  textLength: LengthStats;
+  /** Output column → Arrow type. */
+  schema: Record<string, string>;
+}
+
+export interface DedupeConflict {
+  cluster: number;
+  reason: 'exact' | 'near';
+  /** Label → member count. */
+  labels: Record<string, number>;
+  /** Policy outcome: the label kept, or null when the cluster was dropped. */
+  kept: string | null;
+}
+
+export interface DedupeReport {
+  kind: 'dedupe';
+  rowsIn: number;
+  rowsOut: number;
+  exactRemoved: number;
+  nearRemoved: number;
+  conflictsRemoved: number;
+  /** Clusters with more than one member. */
+  clusters: number;
+  largestCluster: number;
+  /** Up to 20 conflicting clusters, for the user to inspect; `conflictCount` has the total. */
+  conflicts: DedupeConflict[];
+  conflictCount: number;
+  /** Candidate pairs from LSH and how many passed verification. */
+  nearCandidates: number;
+  nearVerified: number;
+}
+
+export interface SplitPart { rows: number; labels: Record<string, number> }
+
+export interface SplitReport {
+  kind: 'split';
+  rowsIn: number;
+  seed: number;
+  /** Split name (train | validation | test | fold-<i>-train | fold-<i>-validation) → counts. */
+  splits: Record<string, SplitPart>;
+  /** Groups whose rows land in more than one of train/validation/test (or a fold's pair); must be 0. */
+  leakage: number;
+  groupBy: string | null;
+  stratify: string | null;
+  /** Largest deviation, over splits and labels, of a label count from its exact proportional share. */
+  maxStratifyDeviation: number;
+}
+
+export type DataReport = IngestReport | DedupeReport | SplitReport;
+
+function pct(n: number, d: number): string {
+  return d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd()).join('\n');
+}
+
+function countsLine(m: Record<string, number>): string {
+  const keys = Object.keys(m).sort();
+  return keys.length === 0 ? '-' : keys.map((k) => `${k} ${m[k]}`).join(', ');
+}
+
+export function formatDataReport(r: DataReport): string {
+  switch (r.kind) {
+    case 'ingest': {
+      const lines = [
+        `ingest (${r.task}): ${r.rowsIn} rows in, ${r.rowsOut} kept, ${r.rowsIn - r.rowsOut} quarantined`,
+        table([
+          ['', 'rows', 'share'],
+          ['kept', String(r.rowsOut), pct(r.rowsOut, r.rowsIn)],
+          ...Object.keys(r.badRows).sort().map((k) => [`bad: ${k}`, String(r.badRows[k]), pct(r.badRows[k], r.rowsIn)]),
+        ]),
+        `labels: ${countsLine(r.labels)}`,
+        `text length (chars): p50 ${r.textLength.p50}, p90 ${r.textLength.p90}, p99 ${r.textLength.p99}, max ${r.textLength.max}`,
+        `sources: ${r.sourceFiles.length} file(s), data hash ${r.dataHash.slice(0, 16)}…`,
+        ...r.sourceFiles.map((f) => `  ${f.path}  ${f.bytes} bytes  sha256 ${f.sha256.slice(0, 16)}…`),
+      ];
+      return lines.join('\n');
+    }
+    case 'dedupe':
+      return [
+        `dedupe: ${r.rowsIn} rows in, ${r.rowsOut} kept`,
+        table([
+          ['', 'rows', 'share'],
+          ['exact duplicates removed', String(r.exactRemoved), pct(r.exactRemoved, r.rowsIn)],
+          ['near duplicates removed', String(r.nearRemoved), pct(r.nearRemoved, r.rowsIn)],
+          ['label conflicts removed', String(r.conflictsRemoved), pct(r.conflictsRemoved, r.rowsIn)],
+        ]),
+        `clusters: ${r.clusters} (largest ${r.largestCluster}); near candidates ${r.nearCandidates}, verified ${r.nearVerified}`,
+        `label conflicts: ${r.conflictCount}`,
+        ...r.conflicts.map((c) => `  cluster ${c.cluster} (${c.reason}): ${countsLine(c.labels)} → ${c.kept ?? 'dropped'}`),
+      ].join('\n');
+    case 'split': {
+      const names = Object.keys(r.splits);
+      const labels = [...new Set(names.flatMap((n) => Object.keys(r.splits[n].labels)))].sort();
+      return [
+        `split (seed ${r.seed}${r.stratify ? `, stratified by ${r.stratify}` : ''}${r.groupBy ? `, grouped by ${r.groupBy}` : ''}): ${r.rowsIn} rows`,
+        table([
+          ['split', 'rows', 'share', ...labels],
+          ...names.map((n) => [n, String(r.splits[n].rows), pct(r.splits[n].rows, r.rowsIn), ...labels.map((l) => String(r.splits[n].labels[l] ?? 0))]),
+        ]),
+        `leakage: ${r.leakage} group(s) across splits${r.leakage === 0 ? ' (ok)' : ' (BROKEN)'}; max stratification deviation ${r.maxStratifyDeviation.toFixed(2)} rows`,
+      ].join('\n');
+    }
+  }
+}
+
+/** Nearest-rank percentiles from a length histogram (exact, and bounded by the number of distinct lengths). */
+export function lengthStats(hist: Map<number, number>): LengthStats {
+  const lengths = [...hist.keys()].sort((a, b) => a - b);
+  const total = lengths.reduce((s, l) => s + hist.get(l)!, 0);
+  if (total === 0) return { p50: 0, p90: 0, p99: 0, max: 0 };
+  const at = (q: number) => {
+    const rank = Math.max(1, Math.ceil(q * total));
+    let seen = 0;
+    for (const l of lengths) { seen += hist.get(l)!; if (seen >= rank) return l; }
+    return lengths[lengths.length - 1];
+  };
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: lengths[lengths.length - 1] };
+}

@@ -1,0 +1,110 @@
+/**
+ * Maps a source record onto a task's columns and checks it. Returns the row or a BadRow; never
+ * throws for bad data, so the caller decides between failing and quarantining.
+ */
+import type { BadRow } from './bad-rows.ts';
+import { TASK_COLUMNS, type IngestConfig, type TaskColumn } from './config.ts';
+
+export type TaskRow = Partial<Record<TaskColumn, string>>;
+
+/** Length in code points, the unit users count in; UTF-16 length is an upper bound, so it is a fast path. */
+function tooLong(s: string, max: number): number | null {
+  if (s.length <= max) return null;
+  let n = 0;
+  for (const _ of s) n++;
+  return n > max ? n : null;
+}
+
+interface TemplatePart { optional: boolean; text: string }
+
+function splitTemplate(t: string): TemplatePart[] {
+  const parts: TemplatePart[] = [];
+  const re = /\[\[([\s\S]*?)\]\]/g;
+  let last = 0;
+  for (let m; (m = re.exec(t)); ) {
+    if (m.index > last) parts.push({ optional: false, text: t.slice(last, m.index) });
+    parts.push({ optional: true, text: m[1] });
+    last = m.index + m[0].length;
+  }
+  if (last < t.length) parts.push({ optional: false, text: t.slice(last) });
+  return parts;
+}
+
+export function templateFields(t: string): string[] {
+  return [...t.matchAll(/\{([^{}]+)\}/g)].map((m) => m[1]);
+}
+
+function renderTemplate(parts: TemplatePart[], values: Record<string, unknown>): string | BadRow {
+  let out = '';
+  for (const p of parts) {
+    let dropped = false;
+    let bad: BadRow | null = null;
+    const text = p.text.replace(/\{([^{}]+)\}/g, (_m, name: string) => {
+      const v = values[name];
+      if (v === undefined || v === null) {
+        if (p.optional) dropped = true;
+        else bad ??= { reason: 'missing-field', detail: `template field ${JSON.stringify(name)} is missing` };
+        return '';
+      }
+      if (typeof v !== 'string') { bad ??= { reason: 'not-string', detail: `template field ${JSON.stringify(name)} is ${typeof v}, expected string` }; return ''; }
+      if (p.optional && v.trim() === '') dropped = true;
+      return v;
+    });
+    if (bad) return bad;
+    if (!dropped) out += text;
+  }
+  return out;
+}
+
+export interface RowMapper {
+  (values: Record<string, unknown>): TaskRow | BadRow;
+}
+
+export function isBad(r: TaskRow | BadRow): r is BadRow {
+  return 'reason' in r;
+}
+
+export function makeRowMapper(cfg: IngestConfig): RowMapper {
+  const cols = TASK_COLUMNS[cfg.task];
+  const source = (c: TaskColumn) => cfg.fields?.[c] ?? c;
+  const declared = cfg.labels ? new Set(cfg.labels) : null;
+  const template = cfg.task === 'instruction' && cfg.promptTemplate !== undefined ? splitTemplate(cfg.promptTemplate) : null;
+  const max = cfg.maxLength;
+
+  return (values) => {
+    const row: TaskRow = {};
+    for (const c of cols) {
+      if (c === 'label') {
+        const f = source('label');
+        const v = values[f];
+        if (v === undefined || v === null || v === '') return { reason: 'missing-label', detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : 'missing'}` };
+        let label: string;
+        if (typeof v === 'string') label = v;
+        else if ((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'boolean' || typeof v === 'bigint') label = String(v);
+        else return { reason: 'invalid-label', detail: `label field ${JSON.stringify(f)} is ${typeof v === 'number' ? 'a non-integer number' : typeof v}; use strings or integers` };
+        if (declared && !declared.has(label)) return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
+        row.label = label;
+        continue;
+      }
+      let text: string;
+      if (c === 'prompt' && template) {
+        const r = renderTemplate(template, values);
+        if (typeof r !== 'string') return r;
+        text = r;
+      } else {
+        const f = source(c);
+        const v = values[f];
+        if (v === undefined || v === null) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing` };
+        if (typeof v !== 'string') return { reason: 'not-string', detail: `field ${JSON.stringify(f)} (${c}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string` };
+        text = v;
+      }
+      if (text.trim() === '') return { reason: 'empty-text', detail: `${c} is empty` };
+      if (max !== undefined) {
+        const n = tooLong(text, max);
+        if (n !== null) return { reason: 'too-long', detail: `${c} has ${n} characters, maxLength is ${max}` };
+      }
+      row[c] = text;
+    }
+    return row;
+  };
+}
