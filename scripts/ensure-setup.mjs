@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// Installs what a fresh clone lacks before `npm test` / `npm run demo`: npm packages (when
+// node_modules is missing or older than package-lock.json) and the pinned Temporal CLI.
+// Plain JavaScript on purpose: it must run before any dependency is installed.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const [major] = process.versions.node.split('.').map(Number);
+if (major < 20) {
+  console.error(`tempered needs Node.js 20 or newer; this is ${process.version}.`);
+  process.exit(1);
+}
+
+const lock = join(root, 'package-lock.json');
+const stamp = join(root, 'node_modules', '.tempered-lock-sha256');
+const want = createHash('sha256').update(readFileSync(lock)).digest('hex');
+const have = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
+if (want !== have) {
+  console.error('[setup] installing npm packages (npm ci)…');
+  // onnxruntime-node would otherwise try to fetch CUDA libraries from outside the npm registry.
+  const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip'};
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env });
+  if (r.status !== 0) {
+    console.error('[setup] npm ci failed; see the output above.');
+    process.exit(r.status ?? 1);
+  }
+  writeFileSync(stamp, want + '\n');
+}
+
+const cli = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'infra', 'temporal-cli.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+if (cli.status !== 0) {
+  console.error('[setup] could not provide the Temporal CLI (see above).');
+  process.exit(cli.status ?? 1);
+}
