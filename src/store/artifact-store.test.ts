@@ -1,0 +1,130 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IntegrityError, InputError } from '../errors.ts';
+import { ArtifactStore, parseUri, safeRelativeName, uriFor } from './artifact-store.ts';
+import { sha256Hex } from '../util/canonical-json.ts';
+
+const fresh = () => new ArtifactStore(mkdtempSync(join(tmpdir(), 'store-')));
+
+function objects(store: ArtifactStore): string[] {
+  const root = join(store.root, 'sha256');
+  return readdirSync(root).flatMap((d) => readdirSync(join(root, d)));
+}
+
+describe('ArtifactStore', () => {
+  it('stores content under its sha256 and returns a full reference', async () => {
+    const s = fresh();
+    const ref = await s.putBytes('hello', { mediaType: 'text/plain', rows: 1 });
+    assert.equal(ref.sha256, sha256Hex('hello'));
+    assert.equal(ref.uri, `artifact://sha256/${ref.sha256}`);
+    assert.equal(ref.bytes, 5);
+    assert.equal(readFileSync(s.pathOf(ref), 'utf8'), 'hello');
+    const again = await s.putBytes('hello', { mediaType: 'text/plain', rows: 1 });
+    assert.deepEqual(again, ref, 'same content, same reference');
+    assert.equal(objects(s).length, 1, 'stored once');
+  });
+
+  it('copies or moves files in and verifies them on read', async () => {
+    const s = fresh();
+    const src = join(s.root, '..', `src-${Date.now()}.bin`);
+    writeFileSync(src, Buffer.alloc(300_000, 7));
+    const ref = await s.putFile(src, { mediaType: 'application/octet-stream' });
+    assert.equal(ref.bytes, 300_000);
+    assert.ok(existsSync(src), 'copy leaves the source');
+    const tmp = s.tempPath();
+    writeFileSync(tmp, 'moved');
+    const moved = await s.putFile(tmp, { mediaType: 'text/plain', move: true });
+    assert.ok(!existsSync(tmp), 'move consumes the temp file');
+    assert.equal(await s.verify(moved), s.pathOf(moved));
+  });
+
+  it('detects a corrupted or truncated artifact', async () => {
+    const s = fresh();
+    const ref = await s.putBytes('precious data', { mediaType: 'text/plain' });
+    const p = s.pathOf(ref);
+    chmodSync(p, 0o644);
+    writeFileSync(p, 'precious dat4');
+    await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /corrupt/.test(e.message));
+    writeFileSync(p, 'precious');
+    await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /8 bytes on disk/.test(e.message));
+  });
+
+  it('rejects URIs and tree names that could escape the store', async () => {
+    const s = fresh();
+    for (const bad of ['artifact://sha256/../../etc/passwd', 'artifact://sha256/' + 'g'.repeat(64), '/etc/passwd', 'file:///etc/passwd', 'artifact://sha256/ABC']) {
+      assert.throws(() => parseUri(bad), InputError, bad);
+      assert.throws(() => s.pathOf(bad), InputError, bad);
+    }
+    for (const bad of ['../x', 'a/../../x', '/abs', 'a\\b', '', '.', 'a//b/..//..']) {
+      assert.throws(() => safeRelativeName(bad), InputError, JSON.stringify(bad));
+    }
+    assert.equal(safeRelativeName('model/config.json'), 'model/config.json');
+    // A manifest that names ../ is refused before anything is written outside dest.
+    const evil = await s.putBytes(JSON.stringify({ files: [{ name: '../escaped.txt', sha256: sha256Hex('x'), bytes: 1 }] }), { mediaType: 'application/json' });
+    await s.putBytes('x', { mediaType: 'text/plain' });
+    const dest = mkdtempSync(join(tmpdir(), 'dest-'));
+    await assert.rejects(s.materializeTree(evil, join(dest, 'inner')), InputError);
+    assert.ok(!existsSync(join(dest, 'escaped.txt')));
+  });
+
+  it('rejects symlinks, both as stored objects and inside trees', async () => {
+    const s = fresh();
+    const ref = await s.putBytes('target', { mediaType: 'text/plain' });
+    const fake = 'f'.repeat(64);
+    mkdirSync(join(s.root, 'sha256', 'ff'), { recursive: true });
+    symlinkSync(s.pathOf(ref), join(s.root, 'sha256', 'ff', fake));
+    assert.throws(() => s.pathOf(uriFor(fake)), IntegrityError);
+    const dir = mkdtempSync(join(tmpdir(), 'tree-'));
+    writeFileSync(join(dir, 'a.txt'), 'a');
+    symlinkSync('/etc/passwd', join(dir, 'link'));
+    await assert.rejects(s.putTree(dir), /symlink/);
+  });
+
+  it('round-trips a folder as a tree', async () => {
+    const s = fresh();
+    const dir = mkdtempSync(join(tmpdir(), 'tree-'));
+    mkdirSync(join(dir, 'sub'));
+    writeFileSync(join(dir, 'a.txt'), 'A');
+    writeFileSync(join(dir, 'sub', 'b.txt'), 'B');
+    const tree = await s.putTree(dir);
+    const out = await s.materializeTree(tree, mkdtempSync(join(tmpdir(), 'out-')));
+    assert.equal(readFileSync(join(out, 'a.txt'), 'utf8'), 'A');
+    assert.equal(readFileSync(join(out, 'sub', 'b.txt'), 'utf8'), 'B');
+    assert.deepEqual(await s.putTree(dir), tree, 'trees are content-addressed too');
+  });
+
+  it('leaves no partial object when the writer is killed mid-write', async () => {
+    const s = fresh();
+    // A child process streams 200 MB into the store; we SIGKILL it while it writes.
+    const script = `
+      import { ArtifactStore } from ${JSON.stringify(new URL('./artifact-store.ts', import.meta.url).pathname)};
+      import { writeFileSync } from 'node:fs';
+      const s = new ArtifactStore(${JSON.stringify(s.root)});
+      const src = ${JSON.stringify(join(s.root, '..', 'big-src.bin'))};
+      writeFileSync(src, Buffer.alloc(200 * 1024 * 1024, 1));
+      console.log('writing');
+      await s.putFile(src, { mediaType: 'application/octet-stream' });
+      console.log('done');
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('writing') && resolve()));
+    // Wait until the temp file has begun to grow, then kill.
+    const tmpDir = join(s.root, 'tmp');
+    const size = () => readdirSync(tmpDir).reduce((n, f) => n + statSync(join(tmpDir, f)).size, 0);
+    for (let i = 0; i < 1000 && size() === 0; i++) await new Promise((r) => setTimeout(r, 2));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    assert.deepEqual(objects(s), [], 'no object appears under sha256/');
+    const partial = readdirSync(tmpDir);
+    assert.equal(partial.length, 1, 'the killed write left one temp file');
+    assert.ok(size() < 200 * 1024 * 1024, 'and it is partial');
+    assert.equal(await s.sweepTemp(0), 1, 'which the sweeper removes');
+    // The same content can still be stored afterwards, completely.
+    const ref = await s.putBytes(Buffer.alloc(1024, 1), { mediaType: 'application/octet-stream' });
+    await s.verify(ref);
+  });
+});
