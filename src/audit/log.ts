@@ -1,0 +1,362 @@
+/**
+ * Append-only, hash-chained audit log in SQLite. Each record's `hash` is the SHA-256 of the
+ * canonical JSON of the record without `hash` (so including `seq` and `prevHash`); each
+ * `prevHash` is the previous record's `hash`. Editing, deleting or reordering any stored row
+ * breaks the chain, and `verify()` names the first bad record and what happened to it.
+ * A one-row head table (seq and hash of the last record) also catches deletion of the newest
+ * records, which the chain alone cannot see.
+ *
+ * Appends run in a BEGIN IMMEDIATE transaction: the write lock is taken before the last record
+ * is read, so concurrent writers in different processes serialise and never fork the chain.
+ */
+import { InputError } from '../errors.ts';
+import { canonicalJson, sha256Hex } from './canonical.ts';
+import { defaultActor } from './actor.ts';
+import { openSqlite, type Db, type Migration } from '../registry/sqlite.ts';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Actions tempered writes. Others of the same dotted shape are accepted for extensions. */
+export const AUDIT_ACTIONS = [
+  'run.submitted',
+  'run.completed',
+  'run.failed',
+  'run.cancelled',
+  'stage.completed',
+  'stage.failed',
+  'model.registered',
+  'model.promoted',
+  'model.rolled_back',
+  'serve.started',
+  'serve.swapped',
+  'schedule.created',
+  'schedule.updated',
+  'schedule.deleted',
+] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number] | (string & {});
+
+export interface AuditEntry {
+  action: AuditAction;
+  /** What the action is about, e.g. a run id or `spam-clf@3`. */
+  subject: string;
+  details?: Record<string, unknown>;
+  /** Defaults to TEMPERED_ACTOR or the OS user. */
+  actor?: string;
+  /** Run the record belongs to, for `query({ run })`. */
+  runId?: string;
+  /** `name@version` (or just `name`) the record is about, for `query({ model })`. */
+  model?: string;
+  specHash?: string;
+  /** Input name → sha256. */
+  dataHashes?: Record<string, string>;
+  modelHash?: string;
+  /**
+   * Unique key for idempotency, e.g. `${runId}/${stageId}/completed`: a retried activity that
+   * appends the same key gets the existing record back instead of a second one.
+   */
+  dedupeKey?: string;
+}
+
+export interface AuditRecord {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  subject: string;
+  details: Record<string, unknown>;
+  runId?: string;
+  model?: string;
+  specHash?: string;
+  dataHashes?: Record<string, string>;
+  modelHash?: string;
+  dedupeKey?: string;
+  prevHash: string;
+  hash: string;
+}
+
+export type AuditProblem = 'edited' | 'removed' | 'reordered' | 'truncated';
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Records checked before stopping (all of them when ok). */
+  checked: number;
+  firstBadSeq?: number;
+  problem?: AuditProblem;
+  message?: string;
+}
+
+export interface AuditQuery {
+  run?: string;
+  /** `name` matches every version of the model; `name@3` only that version. */
+  model?: string;
+  action?: string;
+  /** Only records with seq greater than this (for tailing). */
+  afterSeq?: number;
+  limit?: number;
+}
+
+const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'audit log',
+    sql: `
+      CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details_json TEXT NOT NULL,
+        run_id TEXT,
+        model TEXT,
+        spec_hash TEXT,
+        data_hashes_json TEXT,
+        model_hash TEXT,
+        dedupe_key TEXT UNIQUE,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+      );
+      CREATE INDEX audit_by_run ON audit_log (run_id);
+      CREATE INDEX audit_by_model ON audit_log (model);
+      CREATE INDEX audit_by_action ON audit_log (action);
+      CREATE INDEX audit_by_hash ON audit_log (hash);
+      CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+      );
+    `,
+  },
+];
+
+interface Row {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  subject: string;
+  details_json: string;
+  run_id: string | null;
+  model: string | null;
+  spec_hash: string | null;
+  data_hashes_json: string | null;
+  model_hash: string | null;
+  dedupe_key: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** The exact object that is hashed: the record minus `hash`, absent optionals omitted. */
+function hashedFields(r: Omit<AuditRecord, 'hash'>): Record<string, unknown> {
+  return {
+    seq: r.seq,
+    time: r.time,
+    actor: r.actor,
+    action: r.action,
+    subject: r.subject,
+    details: r.details,
+    runId: r.runId,
+    model: r.model,
+    specHash: r.specHash,
+    dataHashes: r.dataHashes,
+    modelHash: r.modelHash,
+    dedupeKey: r.dedupeKey,
+    prevHash: r.prevHash,
+  };
+}
+
+export function hashRecord(r: Omit<AuditRecord, 'hash'>): string {
+  return sha256Hex(canonicalJson(hashedFields(r)));
+}
+
+/**
+ * Rebuilds a record from its row. JSON columns that no longer parse (a tampered byte) come
+ * back as the raw text so the hash check, not a parser crash, reports them.
+ */
+function fromRow(row: Row): AuditRecord {
+  const parse = (s: string): unknown => {
+    try {
+      return JSON.parse(s);
+    } catch {
+      return { unparseable: s };
+    }
+  };
+  const r: AuditRecord = {
+    seq: row.seq,
+    time: row.time,
+    actor: row.actor,
+    action: row.action,
+    subject: row.subject,
+    details: parse(row.details_json) as Record<string, unknown>,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+  if (row.run_id !== null) r.runId = row.run_id;
+  if (row.model !== null) r.model = row.model;
+  if (row.spec_hash !== null) r.specHash = row.spec_hash;
+  if (row.data_hashes_json !== null) r.dataHashes = parse(row.data_hashes_json) as Record<string, string>;
+  if (row.model_hash !== null) r.modelHash = row.model_hash;
+  if (row.dedupe_key !== null) r.dedupeKey = row.dedupe_key;
+  return r;
+}
+
+function safeCanonical(v: unknown): string | null {
+  try {
+    return canonicalJson(v);
+  } catch {
+    return null;
+  }
+}
+
+const ACTION_RE = /^[a-z][a-z_]*(\.[a-z][a-z_]*)+$/;
+
+function validate(e: AuditEntry): void {
+  const w = 'audit';
+  if (typeof e.action !== 'string' || !ACTION_RE.test(e.action)) {
+    throw new InputError(`action ${JSON.stringify(e.action)} is not valid`, { where: `${w}.action`, hint: `use a dotted lowercase name such as ${AUDIT_ACTIONS.slice(0, 3).join(', ')}` });
+  }
+  if (typeof e.subject !== 'string' || e.subject.length === 0) throw new InputError('subject must be a non-empty string', { where: `${w}.subject` });
+  for (const k of ['actor', 'runId', 'model', 'specHash', 'modelHash', 'dedupeKey'] as const) {
+    const v = e[k];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new InputError('must be a non-empty string when given', { where: `${w}.${k}` });
+  }
+  if (e.details !== undefined && (e.details === null || typeof e.details !== 'object' || Array.isArray(e.details))) {
+    throw new InputError('details must be an object', { where: `${w}.details` });
+  }
+  for (const [k, v] of Object.entries(e.dataHashes ?? {})) {
+    if (typeof v !== 'string') throw new InputError('data hashes must be strings', { where: `${w}.dataHashes.${k}` });
+  }
+}
+
+export interface AuditOptions {
+  now?: () => Date;
+}
+
+export function openAudit(path: string, opts: AuditOptions = {}): AuditLog {
+  return new AuditLog(openSqlite(path, MIGRATIONS, 'audit'), opts);
+}
+
+export class AuditLog {
+  private readonly now: () => Date;
+  constructor(readonly db: Db, opts: AuditOptions = {}) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  append(entry: AuditEntry): { record: AuditRecord; appended: boolean } {
+    validate(entry);
+    // Serialise outside the transaction so a bad value fails before taking the write lock.
+    const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
+    const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
+    const tx = this.db.transaction(() => {
+      if (entry.dedupeKey !== undefined) {
+        const existing = this.db.prepare('SELECT * FROM audit_log WHERE dedupe_key = ?').get(entry.dedupeKey) as Row | undefined;
+        if (existing) return { record: fromRow(existing), appended: false };
+      }
+      const last = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+      const base: Omit<AuditRecord, 'hash'> = {
+        seq: (last?.seq ?? 0) + 1,
+        time: this.now().toISOString(),
+        actor: entry.actor ?? defaultActor(),
+        action: entry.action,
+        subject: entry.subject,
+        details: JSON.parse(detailsJson) as Record<string, unknown>,
+        prevHash: last?.hash ?? GENESIS_HASH,
+      };
+      if (entry.runId !== undefined) base.runId = entry.runId;
+      if (entry.model !== undefined) base.model = entry.model;
+      if (entry.specHash !== undefined) base.specHash = entry.specHash;
+      if (dataJson !== null) base.dataHashes = JSON.parse(dataJson) as Record<string, string>;
+      if (entry.modelHash !== undefined) base.modelHash = entry.modelHash;
+      if (entry.dedupeKey !== undefined) base.dedupeKey = entry.dedupeKey;
+      const record: AuditRecord = { ...base, hash: hashRecord(base) };
+      this.db
+        .prepare(`INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+                  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+        .run(record.seq, record.time, record.actor, record.action, record.subject, detailsJson, record.runId ?? null, record.model ?? null,
+          record.specHash ?? null, dataJson, record.modelHash ?? null, record.dedupeKey ?? null, record.prevHash, record.hash);
+      this.db.prepare('INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash').run(record.seq, record.hash);
+      return { record, appended: true };
+    });
+    return tx.immediate();
+  }
+
+  /** Matching records, oldest first. */
+  query(q: AuditQuery = {}): AuditRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (q.run !== undefined) {
+      where.push('(run_id = ? OR subject = ?)');
+      args.push(q.run, q.run);
+    }
+    if (q.model !== undefined) {
+      if (q.model.includes('@')) {
+        where.push('model = ?');
+        args.push(q.model);
+      } else {
+        // substr avoids LIKE, whose % and _ wildcards could match other model names.
+        where.push('(model = ? OR substr(model, 1, ?) = ?)');
+        args.push(q.model, q.model.length + 1, `${q.model}@`);
+      }
+    }
+    if (q.action !== undefined) {
+      where.push('action = ?');
+      args.push(q.action);
+    }
+    if (q.afterSeq !== undefined) {
+      where.push('seq > ?');
+      args.push(q.afterSeq);
+    }
+    const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.limit !== undefined ? ' LIMIT ?' : ''}`;
+    if (q.limit !== undefined) args.push(q.limit);
+    return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
+  }
+
+  /** Walks the whole chain; stops at the first problem. */
+  verify(): VerifyResult {
+    // A read transaction gives one consistent snapshot even while other processes append.
+    const run = this.db.transaction((): VerifyResult => {
+      let expectedSeq = 1;
+      let prev = GENESIS_HASH;
+      let checked = 0;
+      const bySeqOfHash = this.db.prepare('SELECT seq FROM audit_log WHERE hash = ? LIMIT 1');
+      const bad = (seq: number, problem: AuditProblem, message: string): VerifyResult => ({ ok: false, checked, firstBadSeq: seq, problem, message });
+      for (const row of this.db.prepare('SELECT * FROM audit_log ORDER BY seq').iterate() as Iterable<Row>) {
+        if (row.seq !== expectedSeq) {
+          return bad(expectedSeq, 'removed', `record ${expectedSeq}${row.seq - expectedSeq > 1 ? `..${row.seq - 1}` : ''} is missing (next stored record is ${row.seq})`);
+        }
+        if (row.prev_hash !== prev) {
+          const owner = bySeqOfHash.get(row.prev_hash) as { seq: number } | undefined;
+          if (owner && owner.seq !== row.seq - 1) {
+            return bad(row.seq, 'reordered', `record ${row.seq} follows the record now stored at ${owner.seq}, not ${row.seq - 1}`);
+          }
+          return bad(row.seq, 'edited', `record ${row.seq} does not link to record ${row.seq - 1} (prevHash changed)`);
+        }
+        const rec = fromRow(row);
+        // Stored JSON must be exactly its canonical form, else a byte could change (say, added
+        // whitespace) without changing the parsed value that is hashed.
+        const canonical = row.details_json === safeCanonical(rec.details) && (row.data_hashes_json === null || row.data_hashes_json === safeCanonical(rec.dataHashes));
+        if (!canonical || hashRecord(rec) !== row.hash) {
+          return bad(row.seq, 'edited', `record ${row.seq} does not match its hash: its content or hash was changed`);
+        }
+        prev = row.hash;
+        expectedSeq++;
+        checked++;
+      }
+      const head = this.db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as { seq: number; hash: string } | undefined;
+      const lastSeq = expectedSeq - 1;
+      if (!head) {
+        if (lastSeq > 0) return bad(lastSeq, 'edited', 'the head record is missing');
+      } else if (head.seq > lastSeq) {
+        return bad(lastSeq + 1, 'truncated', `records ${lastSeq + 1}..${head.seq} were removed from the end`);
+      } else if (head.seq < lastSeq || head.hash !== prev) {
+        return bad(head.seq, 'edited', `the head says record ${head.seq} is last with a different hash`);
+      }
+      return { ok: true, checked };
+    });
+    return run.deferred();
+  }
+}
