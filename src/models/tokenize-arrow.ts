@@ -1,0 +1,132 @@
+/**
+ * Tokenizes a whole table once and stores the result as an Arrow IPC file, so training and evaluation
+ * read ready token ids instead of re-tokenizing every epoch.
+ *
+ * Output columns are FixedSizeList<Int32>[seqLen] (one length per file: `max_length` padding, or the
+ * longest row rounded up to a bucket multiple):
+ * - classification: input_ids, attention_mask, token_type_ids, and labels: Int32 (class index) when a label column is given;
+ * - causal:         input_ids, attention_mask, labels: FixedSizeList<Int32> (IGNORE_INDEX = -100 off the response).
+ * Written atomically (temp + rename); identical input gives identical bytes.
+ */
+import { DataType } from 'apache-arrow';
+import { ArrowTableWriter, columnValues, readArrowBatches, stringColumn, type ColumnSpec } from '../data/arrow-io.ts';
+import { InputError } from '../errors.ts';
+import { padBatch, paddedLength, type CausalEncoding, type Encoding, type HfTokenizer, type Padding, type PromptTemplate } from './tokenizer.ts';
+
+export type TokenizeTask =
+  | {
+    kind: 'classification';
+    textColumn: string;
+    pairColumn?: string;
+    labelColumn?: string;
+    /** Class names in index order; string labels map to their position. Integer labels pass through (checked against it when given). */
+    labelNames?: string[];
+  }
+  | { kind: 'causal'; promptColumn: string; responseColumn: string; template?: PromptTemplate };
+
+export interface TokenizeToArrowOptions {
+  input: string;
+  output: string;
+  tokenizer: HfTokenizer;
+  task: TokenizeTask;
+  padding: Padding;
+  /** Rows per output record batch. */
+  batchRows?: number;
+}
+
+export interface TokenizeResult {
+  path: string;
+  rows: number;
+  bytes: number;
+  seqLen: number;
+  /** Rows whose tokens did not all fit in maxLength. */
+  truncatedRows: number;
+  /** Longest row before padding. */
+  longest: number;
+}
+
+function requireColumn(batch: { schema: { fields: { name: string }[] } }, name: string, input: string, field: string): void {
+  if (!batch.schema.fields.some((f) => f.name === name)) {
+    throw new InputError(`column ${JSON.stringify(name)} not found (columns: ${batch.schema.fields.map((f) => f.name).join(', ')})`, { where: `${input} (${field})` });
+  }
+}
+
+export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<TokenizeResult> {
+  const { tokenizer: tok, task, padding, input } = opts;
+  const maxLength = padding.maxLength;
+  const encoded: (Encoding | CausalEncoding)[] = [];
+  const labels: number[] = [];
+  let truncatedRows = 0;
+  let rowBase = 0;
+  // Encode everything first: with bucketed padding the file's single sequence length is only known at the end.
+  for await (const batch of readArrowBatches(input)) {
+    if (task.kind === 'classification') {
+      requireColumn(batch, task.textColumn, input, 'textColumn');
+      const texts = stringColumn(batch, task.textColumn);
+      let pairs: string[] | undefined;
+      if (task.pairColumn) { requireColumn(batch, task.pairColumn, input, 'pairColumn'); pairs = stringColumn(batch, task.pairColumn); }
+      let raw: unknown[] | undefined;
+      if (task.labelColumn) { requireColumn(batch, task.labelColumn, input, 'labelColumn'); raw = columnValues(batch, task.labelColumn); }
+      const labelType = task.labelColumn ? batch.schema.fields.find((f) => f.name === task.labelColumn)!.type : undefined;
+      for (let i = 0; i < texts.length; i++) {
+        const full = tok.encode(texts[i]!, pairs?.[i]);
+        const e = full.inputIds.length > maxLength ? tok.encode(texts[i]!, pairs?.[i], { maxLength }) : full;
+        if (e !== full) truncatedRows++;
+        encoded.push(e);
+        if (raw) labels.push(labelIndex(raw[i], labelType!, task.labelNames, `${input}: row ${rowBase + i}, column ${task.labelColumn}`));
+      }
+    } else {
+      requireColumn(batch, task.promptColumn, input, 'promptColumn');
+      requireColumn(batch, task.responseColumn, input, 'responseColumn');
+      const prompts = stringColumn(batch, task.promptColumn);
+      const responses = stringColumn(batch, task.responseColumn);
+      for (let i = 0; i < prompts.length; i++) {
+        const full = tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template });
+        const e = full.inputIds.length > maxLength ? tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template, maxLength }) : full;
+        if (e !== full) truncatedRows++;
+        encoded.push(e);
+      }
+    }
+    rowBase += batch.numRows;
+  }
+  const longest = encoded.reduce((m, e) => Math.max(m, e.inputIds.length), 0);
+  const seqLen = paddedLength(longest, padding);
+  const list = { fixedSizeList: 'int32' as const, size: seqLen };
+  const spec: ColumnSpec = task.kind === 'classification'
+    ? { input_ids: list, attention_mask: list, token_type_ids: list, ...(task.labelColumn ? { labels: 'int32' as const } : {}) }
+    : { input_ids: list, attention_mask: list, labels: list };
+  const batchRows = opts.batchRows ?? 4096;
+  const writer = new ArrowTableWriter(opts.output, spec, batchRows);
+  try {
+    for (let start = 0; start < encoded.length; start += batchRows) {
+      const chunk = encoded.slice(start, start + batchRows);
+      const b = padBatch(tok, chunk, { kind: 'max_length', maxLength: seqLen });
+      const rows = (a: Int32Array) => Array.from({ length: b.rows }, (_, r) => a.subarray(r * seqLen, (r + 1) * seqLen));
+      const cols: Record<string, ArrayLike<unknown>> = { input_ids: rows(b.inputIds), attention_mask: rows(b.attentionMask) };
+      if (task.kind === 'classification') {
+        cols.token_type_ids = rows(b.tokenTypeIds);
+        if (task.labelColumn) cols.labels = Int32Array.from(labels.slice(start, start + batchRows));
+      } else cols.labels = rows(b.labels!);
+      writer.writeBatch(cols);
+    }
+    const r = writer.close();
+    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, longest };
+  } catch (e) {
+    writer.abort();
+    throw e;
+  }
+}
+
+function labelIndex(v: unknown, type: DataType, names: string[] | undefined, where: string): number {
+  if (typeof v === 'string') {
+    if (!names) throw new InputError(`label ${JSON.stringify(v)} is a string but no labelNames were given`, { where, hint: 'list the class names in order, e.g. labels: [negative, positive]' });
+    const k = names.indexOf(v);
+    if (k < 0) throw new InputError(`label ${JSON.stringify(v)} is not one of ${JSON.stringify(names)}`, { where });
+    return k;
+  }
+  if (typeof v === 'number' && Number.isInteger(v) && DataType.isInt(type)) {
+    if (v < 0 || (names && v >= names.length)) throw new InputError(`label ${v} is out of range${names ? ` [0, ${names.length})` : ''}`, { where });
+    return v;
+  }
+  throw new InputError(`label ${JSON.stringify(v)} must be a class name or a non-negative integer`, { where });
+}

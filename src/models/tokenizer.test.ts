@@ -1,0 +1,163 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter, columnValues, readArrowBatches } from '../data/arrow-io.ts';
+import { InputError } from '../errors.ts';
+import { longestFirstLengths } from './post-processor.ts';
+import { HfTokenizer, IGNORE_INDEX, loadTokenizer, padBatch } from './tokenizer.ts';
+import { tokenizeToArrow } from './tokenize-arrow.ts';
+
+const FX = new URL('./fixtures/', import.meta.url).pathname;
+const json = (f: string) => JSON.parse(readFileSync(join(FX, f), 'utf8'));
+const fixture = json('tokenizer-parity.json') as {
+  strings: string[]; pairs: [string, string][]; pair_max_length: number;
+  tokenizers: Record<string, {
+    single: { ids: number[]; type_ids: number[] }[]; no_special: number[][]; pairs: { ids: number[]; type_ids: number[] }[];
+    pairs_truncated: { ids: number[]; type_ids: number[] }[]; single_truncated: { ids: number[]; type_ids: number[] }[];
+  }>;
+};
+const toks: Record<string, HfTokenizer> = {
+  minilm: new HfTokenizer(json('minilm-tokenizer.json'), json('minilm-tokenizer_config.json')),
+  bpe: new HfTokenizer(json('bpe-tokenizer.json'), json('bpe-tokenizer_config.json')),
+};
+
+for (const name of ['minilm', 'bpe']) {
+  test(`${name}: ids identical to the Rust tokenizers library on ${fixture.strings.length} strings and ${fixture.pairs.length} pairs`, () => {
+    const tok = toks[name]!;
+    const ref = fixture.tokenizers[name]!;
+    assert.ok(fixture.strings.length >= 200);
+    fixture.strings.forEach((s, i) => {
+      const label = `string ${i} ${JSON.stringify(s).slice(0, 60)}`;
+      const e = tok.encode(s);
+      assert.deepEqual(e.inputIds, ref.single[i]!.ids, label);
+      assert.deepEqual(e.tokenTypeIds, ref.single[i]!.type_ids, label);
+      assert.deepEqual(tok.tokenize(s), ref.no_special[i], label);
+      assert.deepEqual(tok.encode(s, null, { maxLength: fixture.pair_max_length }).inputIds, ref.single_truncated[i]!.ids, `truncated ${label}`);
+    });
+    fixture.pairs.forEach(([a, b], i) => {
+      const full = tok.encode(a, b);
+      assert.deepEqual([full.inputIds, full.tokenTypeIds], [ref.pairs[i]!.ids, ref.pairs[i]!.type_ids], `pair ${i}`);
+      const t = tok.encode(a, b, { maxLength: fixture.pair_max_length });
+      assert.deepEqual([t.inputIds, t.tokenTypeIds], [ref.pairs_truncated[i]!.ids, ref.pairs_truncated[i]!.type_ids], `truncated pair ${i}`);
+    });
+  });
+}
+
+test('longest-first keeps the short side whole when the long side can absorb the cut', () => {
+  assert.deepEqual(longestFirstLengths(5, 100, 20), [5, 15]);
+  assert.deepEqual(longestFirstLengths(100, 5, 20), [15, 5]);
+  assert.deepEqual(longestFirstLengths(30, 40, 21), [10, 11]);
+  assert.deepEqual(longestFirstLengths(40, 30, 21), [11, 10]);
+  assert.deepEqual(longestFirstLengths(3, 4, 20), [3, 4]);
+});
+
+test('padding: fixed length and buckets, masks and pad ids', () => {
+  const tok = toks.minilm!;
+  const rows = [tok.encode('hello world'), tok.encode('a b c d e f g h i j k')];
+  const fixed = padBatch(tok, rows, { kind: 'max_length', maxLength: 16 });
+  assert.equal(fixed.seqLen, 16);
+  assert.deepEqual(Array.from(fixed.inputIds.subarray(0, 5)), [101, 7592, 2088, 102, 0]);
+  assert.deepEqual(Array.from(fixed.attentionMask.subarray(0, 5)), [1, 1, 1, 1, 0]);
+  const bucket = padBatch(tok, rows, { kind: 'longest', maxLength: 64, multipleOf: 8 });
+  assert.equal(bucket.seqLen, 16); // longest row is 13 tokens → next multiple of 8
+  const small = padBatch(tok, [rows[0]!], { kind: 'longest', maxLength: 64, multipleOf: 8 });
+  assert.equal(small.seqLen, 8);
+  // GPT-2-style tokenizers have no pad token: EOS pads, masked out.
+  const bpe = toks.bpe!;
+  assert.equal(bpe.padId, bpe.eosId);
+  assert.throws(() => padBatch(tok, rows, { kind: 'max_length', maxLength: 4 }), /encode with maxLength/);
+});
+
+test('prompt/response: loss only on response tokens and EOS; truncation keeps the response and the prompt end', () => {
+  const tok = toks.bpe!;
+  const tpl = { prompt: 'Q: {prompt}\nA: ' };
+  const e = tok.encodePromptResponse('What is 2+2?', 'It is 4.', { template: tpl });
+  const p = tok.tokenize('Q: What is 2+2?\nA: ');
+  const r = tok.tokenize('It is 4.');
+  assert.deepEqual(e.inputIds, [...p, ...r, tok.eosId]);
+  assert.deepEqual(e.labels, [...p.map(() => IGNORE_INDEX), ...r, tok.eosId]);
+  assert.equal(tok.decode(e.labels.filter((x) => x !== IGNORE_INDEX)), 'It is 4.');
+  const long = tok.encodePromptResponse('word '.repeat(100), 'answer '.repeat(50), { template: tpl, maxLength: 40 });
+  assert.equal(long.inputIds.length, 40);
+  assert.equal(long.labels.filter((x) => x !== IGNORE_INDEX).length, 21); // 20 response tokens (half the 39-token budget, rounded up) + EOS
+  // The prompt lost its start, so the response marker "A: " still precedes the response.
+  const promptPart = long.inputIds.slice(0, 19);
+  assert.ok(tok.decode(promptPart).endsWith('\nA: '), tok.decode(promptPart));
+  assert.equal(long.inputIds.at(-1), tok.eosId);
+  const withBos = tok.encodePromptResponse('x', 'y', { template: { ...tpl, addBos: true } });
+  assert.equal(withBos.inputIds[0], tok.bosId);
+  assert.equal(withBos.labels[0], IGNORE_INDEX);
+});
+
+function writeTable(path: string, rows: Record<string, unknown>[], spec: Record<string, 'utf8' | 'int32'>): void {
+  const w = new ArrowTableWriter(path, spec, 16);
+  for (const r of rows) w.push(r);
+  w.close();
+}
+
+const sms = readFileSync('/work/shared/datasets/sms_spam/sms_spam.jsonl', 'utf8').split('\n').filter(Boolean).slice(0, 60).map((l) => JSON.parse(l) as { text: string; label: string });
+
+test('tokenizeToArrow (classification): columns, labels, bucketed length, byte-identical reruns', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+  const input = join(dir, 'in.arrow');
+  writeTable(input, sms, { text: 'utf8', label: 'utf8' });
+  const opts = {
+    input, tokenizer: toks.minilm!, task: { kind: 'classification' as const, textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] },
+    padding: { kind: 'longest' as const, maxLength: 64, multipleOf: 16 }, batchRows: 25,
+  };
+  const a = await tokenizeToArrow({ ...opts, output: join(dir, 'a.arrow') });
+  const b = await tokenizeToArrow({ ...opts, output: join(dir, 'b.arrow') });
+  assert.deepEqual(readFileSync(a.path), readFileSync(b.path));
+  assert.equal(a.rows, sms.length);
+  assert.equal(a.seqLen % 16, 0);
+  assert.ok(a.truncatedRows > 0 && a.seqLen === 64, `longest ${a.longest}`);
+  let row = 0;
+  for await (const batch of readArrowBatches(a.path)) {
+    const ids = columnValues(batch, 'input_ids') as { toArray(): Int32Array }[];
+    const labels = columnValues(batch, 'labels') as number[];
+    for (let i = 0; i < batch.numRows; i++, row++) {
+      const want = toks.minilm!.encode(sms[row]!.text, null, { maxLength: 64 }).inputIds;
+      assert.deepEqual(Array.from(ids[i]!.toArray()).slice(0, want.length), want);
+      assert.equal(labels[i], sms[row]!.label === 'spam' ? 1 : 0);
+    }
+  }
+  assert.equal(row, sms.length);
+  rmSync(dir, { recursive: true });
+});
+
+test('tokenizeToArrow (causal): labels mask the prompt and padding', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+  const input = join(dir, 'in.arrow');
+  writeTable(input, [{ prompt: 'Add 2 and 2.', response: '4' }, { prompt: 'Say hi.', response: 'hi there' }], { prompt: 'utf8', response: 'utf8' });
+  const r = await tokenizeToArrow({
+    input, output: join(dir, 'o.arrow'), tokenizer: toks.bpe!, task: { kind: 'causal', promptColumn: 'prompt', responseColumn: 'response' },
+    padding: { kind: 'max_length', maxLength: 32 },
+  });
+  assert.equal(r.seqLen, 32);
+  for await (const batch of readArrowBatches(r.path)) {
+    assert.deepEqual(batch.schema.fields.map((f) => f.name), ['input_ids', 'attention_mask', 'labels']);
+    const labels = Array.from((columnValues(batch, 'labels')[1] as { toArray(): Int32Array }).toArray());
+    const mask = Array.from((columnValues(batch, 'attention_mask')[1] as { toArray(): Int32Array }).toArray());
+    const kept = labels.filter((x) => x !== IGNORE_INDEX);
+    assert.equal(toks.bpe!.decode(kept), 'hi there');
+    labels.forEach((l, i) => { if (mask[i] === 0) assert.equal(l, IGNORE_INDEX); });
+  }
+  rmSync(dir, { recursive: true });
+});
+
+test('bad input: missing column, unknown label, missing tokenizer.json; no partial output', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+  const input = join(dir, 'in.arrow');
+  writeTable(input, [{ text: 'ok', label: 'ham' }, { text: 'x', label: 'eggs' }], { text: 'utf8', label: 'utf8' });
+  const base = { input, output: join(dir, 'o.arrow'), tokenizer: toks.minilm!, padding: { kind: 'max_length' as const, maxLength: 8 } };
+  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'sentence' } }), (e: unknown) => e instanceof InputError && /column "sentence" not found \(columns: text, label\)/.test(e.message));
+  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] } }), /row 1, column label: label "eggs" is not one of/);
+  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label' } }), /no labelNames/);
+  assert.deepEqual(readdirSync(dir), ['in.arrow']);
+  assert.throws(() => loadTokenizer(dir), /tokenizer.json not found/);
+  writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
+  assert.throws(() => loadTokenizer(dir), /not valid JSON/);
+  rmSync(dir, { recursive: true });
+});
