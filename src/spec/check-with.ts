@@ -51,7 +51,7 @@ export function checkWith(ctx: CheckContext): void {
     const value = structuredClone(original);
     const standIns: StandIn[] = [];
     forEachString(original, (text, path) => {
-      const s = standInFor(ctx, text);
+      const s = standInFor(ctx, id, text);
       if (!s) return;
       setAt(value, path, s.value);
       standIns.push({ ...s.standIn, path });
@@ -85,7 +85,7 @@ export function checkWith(ctx: CheckContext): void {
   }
 }
 
-function standInFor(ctx: CheckContext, text: string): { value: unknown; standIn: StandInKind } | undefined {
+function standInFor(ctx: CheckContext, stageId: string, text: string): { value: unknown; standIn: StandInKind } | undefined {
   const refs = findRefs(text);
   if (!refs.length) return undefined;
   if (isWholeRef(text, refs)) {
@@ -97,8 +97,10 @@ function standInFor(ctx: CheckContext, text: string): { value: unknown; standIn:
         const v = ctx.paramValues[t.name];
         return { value: v, standIn: { kind: 'value', raw: text, note: `${text} is ${p.type} parameter ${JSON.stringify(v)}` } };
       }
-      return { value: PARAM_STAND_IN[p.type], standIn: { kind: 'typed', raw: text, note: `${text} is a ${p.type} parameter` } };
+      return { value: PARAM_STAND_IN[p.type], standIn: { kind: 'typed', raw: text, note: `${text} is ${p.type === 'integer' ? 'an' : 'a'} ${p.type} parameter` } };
     }
+    // A stage using its own output is already an error; its type adds nothing.
+    if (t.stage === stageId) return { value: text, standIn: { kind: 'any' } };
     const uses = ctx.stages.get(t.stage)?.uses;
     const output = typeof uses === 'string' ? ctx.kinds.get(uses)?.outputs[t.output] : undefined;
     if (!output || output.type === 'json' || !Object.prototype.hasOwnProperty.call(ctx.kinds.get(uses as string)!.outputs, t.output)) return { value: text, standIn: { kind: 'any' } };

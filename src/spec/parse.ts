@@ -4,7 +4,7 @@
  * line and column. Syntax errors and duplicate keys come back as SpecErrors, never thrown.
  */
 import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, type Node, type Document, type YAMLError } from 'yaml';
-import { toPointer, type Segment } from './paths.ts';
+import { fromPointer, toHumanPath, toPointer, type Segment } from './paths.ts';
 import type { SpecError } from './types.ts';
 
 export interface Pos {
@@ -35,9 +35,14 @@ export type ParseResult = { ok: true; parsed: ParsedSource } | { ok: false; erro
 export function parseSource(text: string, file: string): ParseResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, keepSourceTokens: false });
+  const locations = new Map<string, NodeLocation>();
+  if (doc.contents) walk(doc, doc.contents as Node, [], undefined, lineCounter, locations, 0);
   if (doc.errors.length > 0) {
-    // A document with syntax errors cannot be trusted for further checks; report only these.
-    return { ok: false, errors: doc.errors.map((e) => yamlError(e, file, lineCounter)) };
+    // A document with syntax errors cannot be trusted for further checks, and the errors after the
+    // first syntax error are mostly its echoes; duplicate keys are independent, so keep them all.
+    const firstSyntax = doc.errors.find((e) => e.code !== 'DUPLICATE_KEY');
+    const kept = doc.errors.filter((e) => e.code === 'DUPLICATE_KEY' || e === firstSyntax);
+    return { ok: false, errors: kept.map((e) => yamlError(e, file, lineCounter, locations, text)).sort((a, b) => a.line - b.line || a.column - b.column) };
   }
   if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
     return {
@@ -45,8 +50,6 @@ export function parseSource(text: string, file: string): ParseResult {
       errors: [{ file, line: 1, column: 1, path: '', code: 'empty-file', message: 'the pipeline file is empty', hint: 'start with `name: my-pipeline` and a `stages:` map' }],
     };
   }
-  const locations = new Map<string, NodeLocation>();
-  walk(doc, doc.contents as Node, [], undefined, lineCounter, locations, 0);
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: 1000 });
@@ -56,14 +59,22 @@ export function parseSource(text: string, file: string): ParseResult {
   return { ok: true, parsed: { file, text, data, locations, lineCounter } };
 }
 
-function yamlError(e: YAMLError, file: string, lc: LineCounter): SpecError {
+function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<string, NodeLocation>, text: string): SpecError {
   const at = lc.linePos(e.pos[0]);
   // yaml's messages end with ` at line L, column C:` and a source excerpt; we print the position ourselves.
   const message = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
   if (e.code === 'DUPLICATE_KEY') {
-    return { file, line: at.line, column: at.col, path: '', code: 'duplicate-key', message: message.replace(/^Map keys must be unique$/, 'duplicate key; each key may appear only once in a mapping'), hint: 'remove or rename one of the repeated keys' };
+    // The later of two equal keys overwrote the earlier one's entry, so its key position is the error's.
+    let path = '';
+    for (const [pointer, loc] of locations) if (loc.key && loc.key.line === at.line && loc.key.column === at.col) path = humanPath(pointer);
+    const key = /^("(?:[^"\\]|\\.)*"|'[^']*'|[^:\s,{}[\]]+)/.exec(text.slice(e.pos[0]))?.[1] ?? '';
+    return { file, line: at.line, column: at.col, path, code: 'duplicate-key', message: `duplicate key '${key.replace(/^["']|["']$/g, '')}'; each key may appear only once in a mapping`, hint: 'remove or rename one of the repeated keys' };
   }
   return { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
+}
+
+function humanPath(pointer: string): string {
+  return toHumanPath(fromPointer(pointer).map((s) => (/^\d+$/.test(s) ? Number(s) : s)));
 }
 
 const MAX_DEPTH = 200;
