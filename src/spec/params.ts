@@ -44,7 +44,8 @@ export function parseParamText(type: ParamType, text: string): { ok: true; value
     case 'string':
       return { ok: true, value: text };
     case 'number': {
-      const n = text.trim() === '' ? NaN : Number(text);
+      // Number() would also take hex, binary and '' (as 0); a parameter should read as a decimal.
+      const n = /^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$/.test(text) ? Number(text) : NaN;
       return Number.isFinite(n) ? { ok: true, value: n } : { ok: false, message: `must be a number, got '${text}'` };
     }
     case 'integer': {

@@ -70,7 +70,11 @@ function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<s
     const key = /^("(?:[^"\\]|\\.)*"|'[^']*'|[^:\s,{}[\]]+)/.exec(text.slice(e.pos[0]))?.[1] ?? '';
     return { file, line: at.line, column: at.col, path, code: 'duplicate-key', message: `duplicate key '${key.replace(/^["']|["']$/g, '')}'; each key may appear only once in a mapping`, hint: 'remove or rename one of the repeated keys' };
   }
-  return { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
+  const err: SpecError = { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
+  // `{` and `}` are flow indicators, so an unquoted reference inside [ ] or { } breaks the parse.
+  const lineText = text.split('\n')[at.line - 1] ?? '';
+  if (lineText.includes('${{')) err.hint = "inside [ ] or { }, quote strings that contain ${{ … }}, e.g. [\"${{ params.x }}\"]";
+  return err;
 }
 
 function humanPath(pointer: string): string {

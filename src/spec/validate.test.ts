@@ -52,6 +52,15 @@ describe('YAML and JSON syntax', () => {
     assert.deepEqual([errors[0]!.line, errors[0]!.column], [1, 14]);
   });
 
+  test('an unquoted reference inside a flow sequence gets a hint about quoting', () => {
+    const text = 'name: p\nstages:\n  a: { uses: ingest, with: { source: x, tags: [e${{ params.n }}] } }\n';
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.code, 'yaml-syntax');
+    assert.equal(errors[0]!.line, 3);
+    assert.match(errors[0]!.hint ?? '', /quote strings that contain \$\{\{/);
+  });
+
   test('an empty file says so', () => {
     for (const text of ['', '# only a comment\n', '~\n']) {
       const errors = errorsOf(text);
