@@ -3,10 +3,11 @@
  */
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheLookupActivity } from './cache.ts';
+import { runGateActivities } from './run-gate.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 
 export function createActivities(kinds: ReadonlyMap<string, AnyStageKind>, deps: ActivityDeps): Record<string, (...args: any[]) => Promise<unknown>> {
-  const acts: Record<string, (...args: any[]) => Promise<unknown>> = { lookupCache: cacheLookupActivity(kinds, deps.cache) };
+  const acts: Record<string, (...args: any[]) => Promise<unknown>> = { lookupCache: cacheLookupActivity(kinds, deps.cache), ...runGateActivities(deps) };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
   return acts;
 }

@@ -18,13 +18,17 @@ import {
 } from '@temporalio/workflow';
 import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import { durationMs } from './duration.ts';
-import type { CacheLookupRequest, CacheLookupResult, RunInput, RunStatus, StageRequest, StageResult, StageStatus, RunStage } from './types.ts';
+import type { CacheLookupRequest, CacheLookupResult, IngestFingerprint, RunGateRequest, RunGateResult, RunInput, RunOutcomeRecord, RunStatus, StageRequest, StageResult, StageStatus, RunStage } from './types.ts';
 
 export const statusQuery = defineQuery<RunStatus>('status');
 
 type StageActivity = (req: StageRequest) => Promise<StageResult>;
 
-const { lookupCache } = proxyLocalActivities<{ lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> }>({
+const { lookupCache, checkRunGate, recordRunOutcome } = proxyLocalActivities<{
+  lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult>;
+  checkRunGate(req: RunGateRequest): Promise<RunGateResult>;
+  recordRunOutcome(rec: RunOutcomeRecord): Promise<void>;
+}>({
   startToCloseTimeout: '5 minutes',
   retry: { maximumAttempts: 5 },
 });
@@ -139,7 +143,36 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const ready = (s: StageStatus): boolean => s.needs.every((n) => ['succeeded', 'cached'].includes(byId.get(n)!.state));
 
   const cancelled = () => CancellationScope.current().consideredCancelled;
+  const ingestIds = plan.stages.filter((s) => s.uses === 'ingest').map((s) => s.id);
+  const fingerprints = (): IngestFingerprint[] =>
+    ingestIds.map((id) => ({ stageId: id, dataHash: String(outputs[id]?.dataHash ?? ''), report: outputs[id]?.report }));
+  const ingestDone = () => ingestIds.every((id) => ['succeeded', 'cached'].includes(byId.get(id)!.state));
+  // Runs started before run gates existed replay without them.
+  const gatesSupported = patched('run-gate-v1');
+  let gatePending = gatesSupported && !!options.gate && ingestIds.length > 0;
   for (;;) {
+    if (gatePending && ingestDone()) {
+      gatePending = false;
+      status.gate = await checkRunGate({
+        pipeline: plan.name,
+        runId: info.workflowId,
+        specHash: plan.specHash,
+        actor: options.actor,
+        scheduleId: options.scheduleId,
+        gate: options.gate!,
+        ingest: fingerprints(),
+      });
+      if (!status.gate.proceed) {
+        for (const st of status.stages) {
+          if (st.state === 'pending') {
+            st.state = 'skipped';
+            st.skippedBecause = `run gate: ${status.gate.reason}`;
+          }
+        }
+      }
+    }
+    // Stages downstream of ingest wait while the gate has not been decided.
+    const gateHolds = gatePending;
     for (const st of status.stages) {
       if (st.state !== 'pending') continue;
       if (cancelled()) {
@@ -154,7 +187,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           : 'the run stopped after a failure (fail-fast)';
         continue;
       }
-      if (ready(st) && running.size < concurrency) {
+      if (ready(st) && running.size < concurrency && !(gateHolds && !ingestIds.includes(st.id))) {
         const stage = plan.stages.find((s) => s.id === st.id)!;
         const scope = new CancellationScope();
         scopes.set(st.id, scope);
@@ -189,5 +222,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     });
   }
   status.state = 'succeeded';
+  if (gatesSupported && ingestIds.length > 0 && status.gate?.proceed !== false) {
+    await recordRunOutcome({ pipeline: plan.name, runId: info.workflowId, specHash: plan.specHash, ingest: fingerprints() });
+  }
   return status;
 }

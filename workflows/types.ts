@@ -45,6 +45,50 @@ export interface RunOptions {
   specFile?: string;
   /** Task queue for stages that name none. */
   defaultQueue?: string;
+  /** Retrain-only-when-it-matters checks, evaluated once every ingest stage has finished. */
+  gate?: RunGateSpec;
+  /** Schedule that started the run, for the audit trail. */
+  scheduleId?: string;
+}
+
+export interface RunGateSpec {
+  /** End early as 'unchanged' when spec and source data match the last successful run. */
+  skipIfUnchanged?: boolean;
+  /** Retrain when a registered model's production metric is below a threshold. */
+  metricBelow?: { model: string; alias?: string; metric: string; threshold: number };
+  /** Retrain when the label distribution moved from the last successful run's by more than a threshold. */
+  labelDrift?: { distance?: 'jensen-shannon'; threshold: number };
+}
+
+export interface IngestFingerprint {
+  stageId: string;
+  dataHash: string;
+  /** The ingest report artifact (label counts live there). */
+  report: unknown;
+}
+
+export interface RunGateRequest {
+  pipeline: string;
+  runId: string;
+  specHash: string;
+  actor: string;
+  scheduleId?: string;
+  gate: RunGateSpec;
+  ingest: IngestFingerprint[];
+}
+
+export interface RunGateResult {
+  proceed: boolean;
+  /** 'unchanged' and 'not-triggered' end the run early; 'changed' and 'triggered' go on. */
+  outcome: 'changed' | 'unchanged' | 'triggered' | 'not-triggered' | 'first-run';
+  reason: string;
+}
+
+export interface RunOutcomeRecord {
+  pipeline: string;
+  runId: string;
+  specHash: string;
+  ingest: IngestFingerprint[];
 }
 
 export interface RunInput {
@@ -86,6 +130,8 @@ export interface RunStatus {
   resumeOf?: string;
   params: Record<string, unknown>;
   stages: StageStatus[];
+  /** Set when a run gate ended the run early or let it go on. */
+  gate?: RunGateResult;
 }
 
 /** What an activity for a stage kind receives. */

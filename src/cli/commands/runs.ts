@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
 import { runUrl } from '../../../infra/connection.ts';
 import { getRunStatus, listRuns, submitRun } from '../../client/runs.ts';
-import { formatSpecErrors, loadSpec } from '../../spec/load.ts';
+import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../spec/index.ts';
 import type { PlannedPipeline } from '../../spec/types.ts';
 import type { RunInput, RunStatus } from '../../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
@@ -18,7 +18,10 @@ function collectParams(values: string[] | undefined): string[] {
 
 /** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
 export async function planOrExit(ctx: CliContext, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
-  const res = await loadSpec(file, { kinds: ctx.registry.kinds, knownButUnavailable: ctx.registry.knownButUnavailable, paramOverrides: params });
+  const parsed = parseParamOverrides(params);
+  const res = parsed.errors.length > 0
+    ? { ok: false as const, errors: parsed.errors }
+    : await loadSpec(file, { kinds: ctx.registry.kinds, knownButUnavailable: ctx.registry.knownButUnavailable, paramOverrides: parsed.overrides });
   if (!res.ok) {
     if (json) console.log(JSON.stringify({ ok: false, errors: res.errors }, null, 2));
     else console.error(formatSpecErrors(res.errors));

@@ -1,0 +1,60 @@
+/** Local activities behind run gates: decide whether a (scheduled) run goes on, and remember successes. */
+import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { decideGate, RunIndex, type DataFingerprint } from '../src/runs/run-gate.ts';
+import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { isArtifactRef } from '../src/types.ts';
+import type { IngestFingerprint, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
+
+async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): Promise<DataFingerprint[]> {
+  return Promise.all(
+    ingest.map(async (i) => ({
+      stageId: i.stageId,
+      dataHash: i.dataHash,
+      labels: isArtifactRef(i.report) ? ((await store.readJson<{ labels?: Record<string, number> }>(i.report)).labels ?? {}) : {},
+    })),
+  );
+}
+
+export function runGateActivities(deps: { store: ArtifactStore; stateDir: string }) {
+  const index = () => new RunIndex(join(deps.stateDir, 'runs'));
+  return {
+    async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
+      const data = await fingerprints(deps.store, req.ingest);
+      let metric: number | undefined;
+      if (req.gate.metricBelow) {
+        const reg = openRegistry(join(deps.stateDir, 'registry.db'));
+        try {
+          const v = reg.getVersion(req.gate.metricBelow.model, req.gate.metricBelow.alias ?? 'production');
+          const m = (v.metrics as Record<string, unknown>)[req.gate.metricBelow.metric];
+          metric = typeof m === 'number' ? m : undefined;
+        } catch {
+          metric = undefined;
+        } finally {
+          reg.close();
+        }
+      }
+      const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.pipeline), metric);
+      const audit = openAudit(join(deps.stateDir, 'audit.db'));
+      try {
+        audit.append({
+          action: decision.proceed ? (decision.outcome === 'triggered' ? 'run.triggered' : 'run.gate_passed') : decision.outcome === 'unchanged' ? 'run.skipped_unchanged' : 'run.skipped_not_triggered',
+          subject: req.runId,
+          runId: req.runId,
+          actor: req.actor,
+          specHash: req.specHash,
+          dataHashes: Object.fromEntries(data.map((d) => [d.stageId, d.dataHash])),
+          details: { ...decision, scheduleId: req.scheduleId },
+          dedupeKey: `${req.runId}/gate`,
+        });
+      } finally {
+        audit.close();
+      }
+      return decision;
+    },
+    async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
+      index().record(rec.pipeline, { runId: rec.runId, specHash: rec.specHash, data: await fingerprints(deps.store, rec.ingest), time: new Date().toISOString() });
+    },
+  };
+}

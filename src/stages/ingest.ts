@@ -1,0 +1,46 @@
+/** Stage kind `ingest`: source files → Arrow table + quarantine table + data report. */
+import { join } from 'node:path';
+import { describeArrowFile } from '../data/arrow-io.ts';
+import type { IngestConfig } from '../data/config.ts';
+import { sha256File } from '../data/hash.ts';
+import { ingest } from '../data/ingest.ts';
+import { ingestWithSchema } from '../data/schemas.ts';
+import { resolveSources } from '../data/sources.ts';
+import { MEDIA } from '../types.ts';
+import type { StageKind } from './types.ts';
+
+export const ingestStage: StageKind<IngestConfig> = {
+  kind: 'ingest',
+  description: 'read JSONL, CSV/TSV, Parquet or Arrow files into an Arrow table with provenance; bad rows fail or go to quarantine',
+  codeVersion: 'ingest-1',
+  withSchema: ingestWithSchema,
+  outputs: {
+    table: { type: 'table', description: 'the ingested rows (task columns + _source, _row, _hash)' },
+    quarantine: { type: 'table', description: 'rejected rows with reason codes' },
+    report: { type: 'json', description: 'rows in/out, bad rows by reason, labels, source hashes' },
+    dataHash: { type: 'string', description: 'sha256 over the source files: identifies the raw data' },
+    rows: { type: 'number' },
+  },
+  async externalInputs(cfg, { baseDir }) {
+    const files = resolveSources(cfg.path, baseDir, cfg.format);
+    return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
+  },
+  async run(cfg, ctx) {
+    const outPath = join(ctx.workDir, 'table.arrow');
+    const quarantinePath = join(ctx.workDir, 'quarantine.arrow');
+    const report = await ingest(cfg, {
+      baseDir: ctx.baseDir,
+      outPath,
+      quarantinePath,
+      onProgress: (p) => ctx.progress({ fraction: p.fraction, message: `${p.rows} rows read`, metrics: { rows: p.rows } }),
+    });
+    const q = await describeArrowFile(quarantinePath);
+    const table = await ctx.store.putFile(outPath, { mediaType: MEDIA.arrow, rows: report.rowsOut, schema: report.schema, move: true });
+    const quarantine = await ctx.store.putFile(quarantinePath, { mediaType: MEDIA.arrow, rows: q.rows, schema: q.schema, move: true });
+    return { table, quarantine, report: await ctx.store.putJson(report), dataHash: report.dataHash, rows: report.rowsOut };
+  },
+};
+
+export function stageKinds(): StageKind<any>[] {
+  return [ingestStage];
+}

@@ -1,0 +1,100 @@
+/**
+ * Durability on a real dev server: a worker SIGKILLed mid-stage is replaced and the run completes;
+ * the dev server restarted mid-run (same SQLite file) keeps the run, which completes.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ChildProcess } from 'node:child_process';
+import { getRunStatus, submitRun, waitForRun } from '../src/client/runs.ts';
+import type { RunPlan, RunStage } from '../workflows/types.ts';
+import { startCliWorker } from './helpers/cli.ts';
+import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
+import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
+
+let env: TestEnv;
+let logFile: string;
+
+const stage = (id: string, needs: string[], w: Record<string, unknown> = {}): RunStage => ({
+  id,
+  uses: 'probe',
+  needs,
+  with: { value: id, ...w },
+  heartbeatTimeout: '3s',
+  retry: { maximumAttempts: 5, initialInterval: 200, backoffCoefficient: 1 },
+});
+const plan = (name: string, stages: RunStage[]): RunPlan => ({ name, specHash: name, params: {}, stages });
+
+function execs(runId: string): ExecutionRecord[] {
+  if (!existsSync(logFile)) return [];
+  return readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId);
+}
+
+async function waitForState(runId: string, stageId: string, state: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const st = await getRunStatus(env.client, runId).catch(() => undefined);
+    if (st?.stages.find((s) => s.id === stageId)?.state === state) return;
+    await sleep(100);
+  }
+  throw new Error(`stage ${stageId} never reached ${state}`);
+}
+
+before(async () => {
+  env = await startTestEnv(new Map());
+  logFile = join(env.dir, 'executions.log');
+  env.kinds.set('probe', probeKind(logFile));
+});
+after(async () => env?.close());
+
+describe('durability', () => {
+  it('finishes a run after its worker is SIGKILLed mid-stage and a new worker starts', async () => {
+    const queue = 'durability-kill';
+    const workerEnv = {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: env.dir,
+      TEMPERED_PLUGINS: new URL('./helpers/probe-plugin.ts', import.meta.url).pathname,
+      TEMPERED_PROBE_LOG: logFile,
+    };
+    let worker: ChildProcess = await startCliWorker(['--queue', queue], workerEnv);
+    const h = await submitRun(env.client, { plan: plan('kill', [stage('a', []), stage('b', ['a'], { sleepMs: 6000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: queue });
+    await waitForState(h.workflowId, 'b', 'running');
+    await sleep(1000);
+    worker.kill('SIGKILL');
+    await new Promise((r) => worker.once('exit', r));
+    worker = await startCliWorker(['--queue', queue], workerEnv);
+    try {
+      const final = await waitForRun(env.client, h.workflowId);
+      assert.equal(final.state, 'succeeded');
+      const b = execs(h.workflowId).filter((e) => e.stageId === 'b');
+      assert.deepEqual(b.map((e) => e.outcome), ['ok'], 'the killed attempt never finished; the retry did');
+      assert.ok(b[0]!.attempt >= 2, `b completed on a retry (attempt ${b[0]!.attempt})`);
+    } finally {
+      worker.kill('SIGTERM');
+      await new Promise((r) => worker.once('exit', r));
+    }
+  });
+
+  it('finishes a run across a dev-server restart (state kept in SQLite)', async () => {
+    await env.startWorker();
+    try {
+      const h = await submitRun(env.client, { plan: plan('restart', [stage('a', []), stage('b', ['a'], { sleepMs: 5000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: 'tempered-test' });
+      await waitForState(h.workflowId, 'b', 'running');
+      await env.restartServer();
+      let final;
+      for (let i = 0; i < 10 && !final; i++) {
+        final = await waitForRun(env.client, h.workflowId).catch(async (e: Error) => {
+          // The client's connection may need a moment to reconnect after the restart.
+          await sleep(500);
+          if (i === 9) throw e;
+          return undefined;
+        });
+      }
+      assert.equal(final!.state, 'succeeded');
+      assert.deepEqual(final!.stages.map((s) => s.state), ['succeeded', 'succeeded', 'succeeded']);
+    } finally {
+      await env.stopWorker();
+    }
+  });
+});
