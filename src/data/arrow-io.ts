@@ -130,9 +130,10 @@ export class ArrowTableWriter {
   private buffered = 0;
   private done = false;
 
-  constructor(path: string, spec: ColumnSpec, readonly batchRows = BATCH_ROWS) {
+  constructor(path: string, spec: ColumnSpec | Schema, readonly batchRows = BATCH_ROWS) {
     this.path = path;
-    this.schema = arrowSchema(spec);
+    // Re-create fields without metadata so a schema read from another file cannot carry any in.
+    this.schema = spec instanceof Schema ? new Schema(spec.fields.map((f) => new Field(f.name, f.type, f.nullable))) : arrowSchema(spec);
     this.names = this.schema.fields.map((f) => f.name);
     this.buffer = this.emptyBuffer();
     this.file = new AtomicFile(path);
@@ -260,5 +261,20 @@ export function stringColumn(batch: RecordBatch, name: string): string[] {
   if (!DataType.isUtf8(vec.type) && !DataType.isLargeUtf8(vec.type)) throw new Error(`column ${name} is ${vec.type}, expected Utf8`);
   const out = new Array<string>(vec.length);
   for (let i = 0; i < vec.length; i++) out[i] = vec.get(i) as string;
+  return out;
+}
+
+/** Values of the given rows of a batch, column by column, ready for `writeBatch` (lists as arrays). */
+export function selectRows(batch: RecordBatch, indices: ArrayLike<number>): ColumnValues {
+  const out: ColumnValues = {};
+  for (const f of batch.schema.fields) {
+    const vec = batch.getChild(f.name)!;
+    const vals = new Array<unknown>(indices.length);
+    for (let i = 0; i < indices.length; i++) {
+      const v = vec.get(indices[i]);
+      vals[i] = v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function' ? Array.from((v as Vector).toArray() as ArrayLike<unknown>) : v;
+    }
+    out[f.name] = vals;
+  }
   return out;
 }

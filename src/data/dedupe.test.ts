@@ -1,0 +1,173 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
+import type { DedupeConfig } from './config.ts';
+import { dedupe } from './dedupe.ts';
+import { ingest } from './ingest.ts';
+import { Rng } from './rng.ts';
+
+async function readAll(path: string): Promise<Record<string, unknown>[]> {
+  const rows: Record<string, unknown>[] = [];
+  for await (const b of readArrowBatches(path)) {
+    const names = b.schema.fields.map((f) => f.name);
+    const cols = names.map((n) => columnValues(b, n));
+    for (let i = 0; i < b.numRows; i++) rows.push(Object.fromEntries(names.map((n, c) => [n, cols[c][i]])));
+  }
+  return rows;
+}
+
+function table(rows: { text: string; label: string }[]): { dir: string; path: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-'));
+  const path = join(dir, 'in.arrow');
+  const w = new ArrowTableWriter(path, { text: 'utf8', label: 'utf8', _hash: 'utf8' }, 3);
+  rows.forEach((r, i) => w.push({ ...r, _hash: `h${i}` }));
+  w.close();
+  return { dir, path };
+}
+
+async function run(rows: { text: string; label: string }[], cfg: DedupeConfig) {
+  const { dir, path } = table(rows);
+  const report = await dedupe(path, cfg, { outPath: join(dir, 'out.arrow'), clustersPath: join(dir, 'clusters.arrow') });
+  return { report, dir, kept: await readAll(join(dir, 'out.arrow')), clusters: await readAll(join(dir, 'clusters.arrow')) };
+}
+
+const variants = [
+  'Find the file now', // 0
+  'ﬁnd the ﬁle now', // 1: ligatures (NFKC)
+  'Ｆｉｎｄ ｔｈｅ ｆｉｌｅ ｎｏｗ', // 2: full-width (NFKC)
+  'find\u200B the fi\u2060le now\uFEFF', // 3: zero-width chars
+  'FIND THE FILE NOW', // 4: case
+  '  find   the\tfile now ', // 5: whitespace
+  'something else entirely', // 6
+  'find the file later', // 7: different text
+];
+
+test('exact duplicates on the normalized key, with a clusters table', async () => {
+  const { report, kept, clusters } = await run(variants.map((text) => ({ text, label: 'a' })), { near: false });
+  assert.equal(report.rowsIn, 8);
+  assert.equal(report.exactRemoved, 5);
+  assert.equal(report.rowsOut, 3);
+  assert.equal(report.clusters, 1);
+  assert.equal(report.largestCluster, 6);
+  assert.deepEqual(kept.map((r) => r.text), [variants[0], variants[6], variants[7]]);
+  assert.deepEqual(kept.map((r) => r._cluster), [0, 1, 2]); // dense ids in order of first appearance
+  assert.deepEqual(clusters.map((c) => [c.cluster_id, c.member_row, c.member_hash, c.kept, c.reason]), [
+    [0, 0, 'h0', true, 'exact'], [0, 1, 'h1', false, 'exact'], [0, 2, 'h2', false, 'exact'],
+    [0, 3, 'h3', false, 'exact'], [0, 4, 'h4', false, 'exact'], [0, 5, 'h5', false, 'exact'],
+  ]);
+});
+
+test('switching normalization steps off un-merges exactly the matching variants', async () => {
+  const off = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } });
+  assert.equal(off.report.exactRemoved, 0);
+  const noZw = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { zeroWidth: false } });
+  assert.equal(noZw.report.exactRemoved, 4); // only row 3 stays apart
+  const noCase = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { casefold: false } });
+  // Without case folding: 0 ('Find…') stands with none; 1,2 ('fi'/'Ｆ'…) → 'ﬁnd'→'find', 'Ｆｉｎｄ'→'Find' so 2 joins 0; 3,5 join 1.
+  assert.deepEqual(noCase.kept.map((r) => r.text), [variants[0], variants[1], variants[4], variants[6], variants[7]]);
+  assert.equal(noCase.report.exactRemoved, 3);
+});
+
+function plantedRows(seed: number, n: number, len = 40) {
+  const rng = new Rng(seed);
+  const rows: { text: string; label: string }[] = [];
+  const partner = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    if (i % 4 === 3) {
+      const src = i - 1 - rng.int(3);
+      const w = rows[src].text.split(' ');
+      w[rng.int(w.length)] = 'edited'; // ~0.9 Jaccard over 3-word shingles of 40 words
+      rows.push({ text: w.join(' '), label: rows[src].label });
+      partner.set(i, src);
+    } else rows.push({ text: Array.from({ length: len }, () => 'w' + rng.int(20000)).join(' '), label: rng.next() < 0.5 ? 'x' : 'y' });
+  }
+  return { rows, partner };
+}
+
+test('near duplicates: planted pairs are clustered, unrelated rows are not', async () => {
+  const { rows, partner } = plantedRows(9, 200);
+  const { report, kept, clusters } = await run(rows, { near: { threshold: 0.7, seed: 1 } });
+  assert.equal(report.nearRemoved, 50);
+  assert.equal(report.exactRemoved, 0);
+  assert.equal(report.rowsOut, 150);
+  const keptIdx = new Set(kept.map((r) => Number(String(r._hash).slice(1))));
+  for (const [dup, src] of partner) {
+    assert.ok(!keptIdx.has(dup), `planted duplicate ${dup} was kept`);
+    const cd = clusters.find((c) => c.member_row === dup)!, cs = clusters.find((c) => c.member_row === src)!;
+    assert.equal(cd.cluster_id, cs.cluster_id);
+    assert.equal(cd.reason, 'near');
+  }
+  assert.equal(clusters.length, 100); // 50 pairs, nothing else
+});
+
+test('near detection uses the seed but finds the same planted pairs across seeds', async () => {
+  // 80 words with one edit: Jaccard ~0.93, far enough above 0.8 that LSH misses are ~1e-4 per pair.
+  const { rows } = plantedRows(2, 120, 80);
+  for (const seed of [0, 1, 2]) {
+    const { report } = await run(rows, { near: { seed } });
+    assert.equal(report.nearRemoved, 30, `seed ${seed}`);
+  }
+  const char = await run(rows, { near: { shingle: 'char', size: 5 } });
+  assert.equal(char.report.nearRemoved, 30);
+});
+
+const conflictRows = [
+  { text: 'win a prize now', label: 'ham' },
+  { text: 'WIN a prize now', label: 'spam' },
+  { text: 'win a  prize now', label: 'spam' },
+  { text: 'unique row', label: 'ham' },
+];
+
+test('label conflicts: keep-first, drop-all, majority', async () => {
+  const first = await run(conflictRows, { near: false, conflicts: 'keep-first' });
+  assert.deepEqual(first.kept.map((r) => [r.text, r.label]), [['win a prize now', 'ham'], ['unique row', 'ham']]);
+  assert.deepEqual([first.report.exactRemoved, first.report.conflictsRemoved, first.report.conflictCount], [0, 2, 1]);
+  assert.deepEqual(first.report.conflicts, [{ cluster: 0, reason: 'exact', labels: { ham: 1, spam: 2 }, kept: 'ham' }]);
+  assert.ok(first.clusters.every((c) => c.conflict === true));
+
+  const drop = await run(conflictRows, { near: false, conflicts: 'drop-all' });
+  assert.deepEqual(drop.kept.map((r) => r.text), ['unique row']);
+  assert.equal(drop.report.conflictsRemoved, 3);
+  assert.equal(drop.report.conflicts[0].kept, null);
+
+  const maj = await run(conflictRows, { near: false, conflicts: 'majority' });
+  assert.deepEqual(maj.kept.map((r) => [r.text, r.label, r._cluster]), [['WIN a prize now', 'spam', 0], ['unique row', 'ham', 1]]);
+  assert.deepEqual([maj.report.exactRemoved, maj.report.conflictsRemoved], [1, 1]);
+  for (const r of [first, drop, maj]) assert.equal(r.report.rowsIn, r.report.rowsOut + r.report.exactRemoved + r.report.nearRemoved + r.report.conflictsRemoved);
+});
+
+test('config errors name the field and leave nothing behind', async () => {
+  const { dir, path } = table([{ text: 'a', label: 'b' }]);
+  const o = { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') };
+  await assert.rejects(dedupe(path, { columns: ['nope'] }, o), (e: unknown) => e instanceof InputError && e.where === 'columns');
+  await assert.rejects(dedupe(path, { near: { bands: 20, rows: 10 } }, o), (e: unknown) => e instanceof InputError && e.where === 'near.bands');
+  await assert.rejects(dedupe(path, { near: { threshold: 0 } }, o), (e: unknown) => e instanceof InputError && e.where === 'near.threshold');
+  await assert.rejects(dedupe(path, { labelColumn: 'x' }, o), (e: unknown) => e instanceof InputError && e.where === 'labelColumn');
+  assert.deepEqual(readdirSync(dir), ['in.arrow']);
+});
+
+test('real data: sms_spam accounting, 403 raw exact copies, byte-identical reruns', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-sms-'));
+  await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, { baseDir: '/work/shared/datasets', outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') });
+  const raw = await dedupe(join(dir, 'in.arrow'), { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } }, { outPath: join(dir, 'raw.arrow'), clustersPath: join(dir, 'raw.c.arrow') });
+  assert.deepEqual([raw.rowsOut, raw.exactRemoved, raw.clusters, raw.conflictCount], [5171, 403, 281, 0]);
+  const norm = await dedupe(join(dir, 'in.arrow'), { near: false }, { outPath: join(dir, 'n.arrow'), clustersPath: join(dir, 'n.c.arrow') });
+  assert.ok(norm.exactRemoved >= 414, `normalized exact removals ${norm.exactRemoved}`); // README: 414 after trimming alone
+  const outs = [];
+  for (const k of ['a', 'b']) {
+    const r = await dedupe(join(dir, 'in.arrow'), {}, { outPath: join(dir, `${k}.arrow`), clustersPath: join(dir, `${k}.c.arrow`) });
+    assert.equal(r.rowsIn, r.rowsOut + r.exactRemoved + r.nearRemoved + r.conflictsRemoved);
+    assert.ok(r.rowsOut < norm.rowsOut);
+    outs.push(r);
+  }
+  assert.deepEqual(outs[0], outs[1]);
+  assert.ok(readFileSync(join(dir, 'a.arrow')).equals(readFileSync(join(dir, 'b.arrow'))));
+  assert.ok(readFileSync(join(dir, 'a.c.arrow')).equals(readFileSync(join(dir, 'b.c.arrow'))));
+  const kept = await readAll(join(dir, 'a.arrow'));
+  assert.equal(kept.length, outs[0].rowsOut);
+  assert.equal(new Set(kept.map((r) => r._cluster)).size, kept.length);
+});

@@ -1,0 +1,23 @@
+/**
+ * Text normalization for duplicate detection. Each step is switchable because some datasets
+ * (e.g. case-sensitive tasks) must not merge what the defaults would merge.
+ */
+import type { NormalizeStep } from './config.ts';
+
+export type NormalizeOptions = Partial<Record<NormalizeStep, boolean>>;
+
+/** U+200B–U+200D (zero-width space, non-joiner, joiner), U+2060 (word joiner), U+FEFF (BOM / ZWNBSP). */
+const ZERO_WIDTH = /[\u200B-\u200D\u2060\uFEFF]/g;
+const WHITESPACE = /\s+/gu;
+
+export function makeNormalizer(opts: NormalizeOptions = {}): (s: string) => string {
+  const zeroWidth = opts.zeroWidth ?? true, nfkc = opts.nfkc ?? true, casefold = opts.casefold ?? true, whitespace = opts.whitespace ?? true;
+  return (s) => {
+    if (zeroWidth) s = s.replace(ZERO_WIDTH, '');
+    if (nfkc) s = s.normalize('NFKC');
+    // Upper then lower approximates Unicode full case folding: ß → SS → ss, final ς → Σ → σ.
+    if (casefold) s = s.toUpperCase().toLowerCase();
+    if (whitespace) s = s.replace(WHITESPACE, ' ').trim();
+    return s;
+  };
+}
