@@ -56,7 +56,33 @@ export function parseSource(text: string, file: string): ParseResult {
   } catch (e) {
     return { ok: false, errors: [{ file, line: 1, column: 1, path: '', code: 'yaml-syntax', message: (e as Error).message }] };
   }
-  return { ok: true, parsed: { file, text, data, locations, lineCounter } };
+  const parsed: ParsedSource = { file, text, data, locations, lineCounter };
+  const nonJson = nonJsonValues(parsed);
+  return nonJson.length ? { ok: false, errors: nonJson } : { ok: true, parsed };
+}
+
+/**
+ * Values YAML can express but JSON cannot (.inf, .nan, !!binary, !!set, …) would break hashing and
+ * Temporal payloads, so they are rejected where they appear.
+ */
+function nonJsonValues(parsed: ParsedSource): SpecError[] {
+  const errors: SpecError[] = [];
+  const visit = (v: unknown, path: Segment[]): void => {
+    let problem: string | undefined;
+    if (typeof v === 'number' && !Number.isFinite(v)) problem = `${v} is not allowed; use a finite number`;
+    else if (typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function') problem = `a ${typeof v} is not allowed`;
+    else if (v !== null && typeof v === 'object') {
+      if (Array.isArray(v)) v.forEach((x, i) => visit(x, [...path, i]));
+      else if (Object.getPrototypeOf(v) !== Object.prototype && Object.getPrototypeOf(v) !== null) problem = `a ${(v as object).constructor?.name ?? 'non-JSON'} value is not allowed; use plain strings, numbers, booleans, lists and mappings`;
+      else for (const [k, x] of Object.entries(v)) visit(x, [...path, k]);
+    }
+    if (problem) {
+      const at = locate(parsed, toPointer(path));
+      errors.push({ file: parsed.file, line: at.line, column: at.column, path: toHumanPath(path), code: 'bad-value', message: problem });
+    }
+  };
+  visit(parsed.data, []);
+  return errors;
 }
 
 function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<string, NodeLocation>, text: string): SpecError {

@@ -110,6 +110,8 @@ export type SpecErrorCode =
   | 'yaml-syntax'
   | 'duplicate-key'
   | 'empty-file'
+  /** A value YAML allows but JSON does not (.inf, .nan, !!binary, !!set). */
+  | 'bad-value'
   | 'schema'
   | 'unknown-field'
   | 'missing-field'

@@ -61,6 +61,14 @@ describe('YAML and JSON syntax', () => {
     assert.match(errors[0]!.hint ?? '', /quote strings that contain \$\{\{/);
   });
 
+  test('values JSON cannot carry (.inf, !!set) are rejected where they are', () => {
+    const text = `name: p\nstages:\n  ingest:\n    uses: ingest\n    with:\n      source: a.csv\n      limit: .inf\n      tags: !!set { a, b }\n`;
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 2);
+    assertError(text, errors[0]!, { code: 'bad-value', path: 'stages.ingest.with.limit', at: '.inf', message: 'Infinity is not allowed; use a finite number' });
+    assertError(text, errors[1]!, { code: 'bad-value', path: 'stages.ingest.with.tags', at: '{ a, b }', message: 'a Set value is not allowed; use plain strings, numbers, booleans, lists and mappings' });
+  });
+
   test('an empty file says so', () => {
     for (const text of ['', '# only a comment\n', '~\n']) {
       const errors = errorsOf(text);
@@ -239,6 +247,11 @@ describe('needs and cycles', () => {
   test('needs written as one string', () => {
     const text = `name: p\nstages:\n${INGEST}  other:\n    uses: ingest\n    needs: nothing\n    with: { source: b.csv }\n`;
     expectOnly(text, { code: 'unknown-need', path: 'stages.other.needs', at: 'nothing', message: "unknown stage 'nothing'", hint: 'stages are: ingest' });
+  });
+
+  test('a malformed stage is still a known need target', () => {
+    const text = `name: p\nstages:\n${INGEST}  broken: 5\n  other:\n    uses: ingest\n    needs: broken\n    with: { source: b.csv }\n`;
+    expectOnly(text, { code: 'schema', path: 'stages.broken', at: '5', message: 'must be a mapping, got 5' });
   });
 
   test('a stage needing itself', () => {

@@ -31,6 +31,8 @@ export function validateParsed(parsed: ParsedSource, opts: ValidateOptions): Val
   const stagesValue = isObject(data.stages) ? data.stages : {};
   const stages = new Map<string, Record<string, unknown>>();
   for (const [id, s] of Object.entries(stagesValue)) if (isObject(s)) stages.set(id, s);
+  // Malformed stages still exist as needs targets; only their own checks are skipped.
+  const graphInput = Object.fromEntries(Object.keys(stagesValue).map((id) => [id, stages.get(id) ?? {}]));
   const params = declaredParams(data);
   errors.push(...checkParamDeclarations(params, parsed));
   const resolved = resolveParams(params, opts.paramOverrides ?? {}, parsed);
@@ -42,7 +44,7 @@ export function validateParsed(parsed: ParsedSource, opts: ValidateOptions): Val
     params,
     paramValues: resolved.values,
     stages,
-    graph: buildGraph(Object.fromEntries(stages)),
+    graph: buildGraph(graphInput),
     errors,
   };
   checkKinds(ctx);
