@@ -1,0 +1,75 @@
+/**
+ * Losses appended to a forward graph as standard ONNX ops (so autodiff differentiates them like any
+ * other part of the graph).
+ */
+import type { GraphBuilder } from '../onnx/builder.ts';
+import type { TypeMap } from '../onnx/shapes.ts';
+import type { DType } from '../onnx/dtype.ts';
+
+export type LossSpec =
+  | {
+      kind: 'cross_entropy';
+      /** Forward output holding logits [..., C] (default: the first graph output). */
+      logits?: string;
+      /** Name of the int64 labels input added to the graph (default 'labels'). */
+      labels?: string;
+      /** Label value whose rows do not count (default -100, as in PyTorch/HF). */
+      ignoreIndex?: number;
+      /** 0..1: mixes the one-hot target with the uniform distribution. */
+      labelSmoothing?: number;
+      /** Next-token prediction: logits[:, :-1] predict labels[:, 1:] (labels = input ids). */
+      shift?: boolean;
+    }
+  | {
+      kind: 'mse';
+      predictions?: string;
+      /** Name of the float targets input (default 'targets'), shaped like the predictions. */
+      targets?: string;
+    };
+
+export interface AppendedLoss {
+  loss: string;
+  /** Graph inputs the loss added (labels or targets). */
+  inputs: string[];
+}
+
+const FLOAT_CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
+
+export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defaultOutput: string): AppendedLoss {
+  if (spec.kind === 'mse') {
+    const pred = spec.predictions ?? defaultOutput;
+    const t = types.get(pred);
+    if (!t?.shape || !t.dtype) throw new Error(`mse: predictions '${pred}' have no known shape`);
+    const targets = b.input(spec.targets ?? 'targets', t.dtype, t.shape);
+    const d = b.op('Sub', [pred, targets]);
+    return { loss: b.op('ReduceMean', [b.op('Mul', [d, d])], { keepdims: 0 }, { name: 'loss_mse' }), inputs: [targets] };
+  }
+  const logits = spec.logits ?? defaultOutput;
+  const t = types.get(logits);
+  if (!t?.shape || !t.dtype) throw new Error(`cross_entropy: logits '${logits}' have no known shape`);
+  const rank = t.shape.length;
+  const classes = t.shape[rank - 1]!;
+  if (typeof classes !== 'number') throw new Error(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`);
+  const dtype = t.dtype;
+  const labels = b.input(spec.labels ?? 'labels', 'int64', t.shape.slice(0, -1));
+  let lg = logits, lb = labels;
+  if (spec.shift) {
+    if (rank !== 3) throw new Error(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`);
+    lg = b.op('Slice', [logits, b.ints([0]), b.ints([-1]), b.ints([1])]);
+    lb = b.op('Slice', [labels, b.ints([1]), b.ints([2 ** 62]), b.ints([1])]);
+  }
+  const flatLogits = b.op('Reshape', [lg, b.ints([-1, classes])]);
+  const flatLabels = b.op('Reshape', [lb, b.ints([-1])]);
+  const ignore = b.constant([spec.ignoreIndex ?? -100], [], 'int64');
+  const valid = b.op('Not', [b.op('Equal', [flatLabels, ignore])]);
+  const safe = b.op('Where', [valid, flatLabels, b.constant([0], [], 'int64')]);
+  const eps = spec.labelSmoothing ?? 0;
+  const onehot = b.op('OneHot', [safe, b.constant([classes], [], 'int64'), b.constant([eps / classes, 1 - eps + eps / classes], [2], dtype)], { axis: -1 });
+  const logp = b.op('LogSoftmax', [flatLogits], { axis: -1 });
+  const perRow = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [onehot, logp]), b.ints([-1])], { keepdims: 0 })]);
+  const mask = b.op('Cast', [valid], { to: FLOAT_CODE[dtype] ?? 1 });
+  const total = b.op('ReduceSum', [b.op('Mul', [perRow, mask])], { keepdims: 0 });
+  // All rows ignored → loss 0 rather than 0/0.
+  const count = b.op('Max', [b.op('ReduceSum', [mask], { keepdims: 0 }), b.scalar(1, dtype)]);
+  return { loss: b.op('Div', [total, count], {}, { name: 'loss_cross_entropy' }), inputs: [labels] };
+}

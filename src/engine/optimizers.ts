@@ -1,0 +1,108 @@
+/**
+ * Optimizer updates written as graph nodes: the train step graph takes weights, gradients' sources and
+ * optimizer state as inputs and returns the updated weights and state. Formulas follow PyTorch
+ * (torch.optim.AdamW and SGD) so results match a reference implementation.
+ */
+import type { GraphBuilder } from '../onnx/builder.ts';
+import type { DType } from '../onnx/dtype.ts';
+import { matchesAny } from './patterns.ts';
+
+export type OptimizerSpec =
+  | { kind: 'adamw'; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; noDecay?: string[] }
+  | { kind: 'sgd'; momentum?: number; weightDecay?: number; noDecay?: string[] };
+
+/** HF Trainer's convention: biases and normalization weights get no weight decay. */
+export const DEFAULT_NO_DECAY = ['*bias', '*LayerNorm.weight', '*layernorm*.weight', '*layer_norm*.weight', '*ln_*.weight', '*ln_f.weight', '*norm.weight', '*norm?.weight'];
+
+export interface ParamSlot {
+  name: string;
+  grad: string;
+  dtype: DType;
+  dims: number[];
+}
+
+/** One tensor of optimizer state: fed as `input`, returned as `output`, zeros at step 1. */
+export interface StateSlot {
+  input: string;
+  output: string;
+  param: string;
+  dtype: DType;
+  dims: number[];
+}
+
+export interface AppendedOptimizer {
+  /** param name → graph output holding its updated value. */
+  updated: Map<string, string>;
+  state: StateSlot[];
+  /** Global L2 norm of the gradients before clipping. */
+  gradNorm: string;
+}
+
+const CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
+
+/**
+ * Appends global-norm clipping and the optimizer update. `lr` and `step` are float32 scalar values
+ * (graph inputs fed by the trainer); `step` is the 1-based optimizer step used for bias correction.
+ */
+export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: OptimizerSpec, opts: { lr: string; step: string; clipNorm?: number }): AppendedOptimizer {
+  if (params.length === 0) throw new Error('nothing to train: no trainable weights were selected');
+  const dtype = params[0]!.dtype;
+  const code = CODE[dtype];
+  if (!code) throw new Error(`optimizer: weights of type ${dtype} are not supported (float32 or float64)`);
+  const cast = (v: string) => (dtype === 'float32' ? v : b.op('Cast', [v], { to: code }));
+  const lr = cast(opts.lr);
+  const step = cast(opts.step);
+  const s = (v: number) => b.scalar(v, dtype);
+
+  // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
+  const squares = params.map((p) => b.op('ReduceSumSquare', [p.grad], { keepdims: 0 }));
+  const gradNorm = b.op('Sqrt', [squares.length === 1 ? squares[0]! : b.op('Sum', squares)], {}, { name: 'global_grad_norm' });
+  let grads = params.map((p) => p.grad);
+  if (opts.clipNorm !== undefined) {
+    const coef = b.op('Min', [b.op('Div', [s(opts.clipNorm), b.op('Add', [gradNorm, s(1e-6)])]), s(1)]);
+    grads = grads.map((g) => b.op('Mul', [g, coef]));
+  }
+
+  const noDecay = spec.noDecay ?? DEFAULT_NO_DECAY;
+  const updated = new Map<string, string>();
+  const state: StateSlot[] = [];
+  const slot = (p: ParamSlot, key: string): StateSlot => {
+    const input = b.input(`${p.name}::${key}`, p.dtype, p.dims);
+    const st: StateSlot = { input, output: `${p.name}::${key}::new`, param: p.name, dtype: p.dtype, dims: p.dims };
+    state.push(st);
+    return st;
+  };
+
+  if (spec.kind === 'adamw') {
+    const b1 = spec.beta1 ?? 0.9, b2 = spec.beta2 ?? 0.999, eps = spec.eps ?? 1e-8, wd = spec.weightDecay ?? 0.01;
+    const bc1 = b.op('Sub', [s(1), b.op('Pow', [s(b1), step])]);
+    const bc2 = b.op('Sub', [s(1), b.op('Pow', [s(b2), step])]);
+    params.forEach((p, i) => {
+      const g = grads[i]!;
+      const ms = slot(p, 'm'), vs = slot(p, 'v');
+      const m = b.op('Add', [b.op('Mul', [ms.input, s(b1)]), b.op('Mul', [g, s(1 - b1)])], {}, { outputs: [ms.output] });
+      const v = b.op('Add', [b.op('Mul', [vs.input, s(b2)]), b.op('Mul', [b.op('Mul', [g, g]), s(1 - b2)])], {}, { outputs: [vs.output] });
+      // PyTorch: p ← p·(1 − lr·wd), then p ← p − lr·m̂/(√v̂ + ε).
+      const decayed = wd && !matchesAny(p.name, noDecay) ? b.op('Mul', [p.name, b.op('Sub', [s(1), b.op('Mul', [lr, s(wd)])])]) : p.name;
+      const denom = b.op('Add', [b.op('Div', [b.op('Sqrt', [v]), b.op('Sqrt', [bc2])]), s(eps)]);
+      const stepSize = b.op('Div', [lr, bc1]);
+      const out = b.op('Sub', [decayed, b.op('Mul', [stepSize, b.op('Div', [m, denom])])], {}, { outputs: [`${p.name}::new`] });
+      updated.set(p.name, out);
+    });
+  } else {
+    const mu = spec.momentum ?? 0, wd = spec.weightDecay ?? 0;
+    params.forEach((p, i) => {
+      let g = grads[i]!;
+      // SGD's weight decay is L2 added to the gradient (torch.optim.SGD).
+      if (wd && !matchesAny(p.name, noDecay)) g = b.op('Add', [g, b.op('Mul', [p.name, s(wd)])]);
+      if (mu) {
+        const bs = slot(p, 'momentum');
+        g = b.op('Add', [b.op('Mul', [bs.input, s(mu)]), g], {}, { outputs: [bs.output] });
+      }
+      updated.set(p.name, b.op('Sub', [p.name, b.op('Mul', [g, lr])], {}, { outputs: [`${p.name}::new`] }));
+    });
+  }
+  for (const st of state) b.output(st.output);
+  for (const out of updated.values()) b.output(out);
+  return { updated, state, gradNorm };
+}

@@ -1,0 +1,332 @@
+/**
+ * Trainer: runs compiled train-step graphs on onnxruntime over plain typed-array datasets, with a seeded
+ * data order, LR schedule, gradient accumulation, periodic evaluation, early stopping and checkpoints
+ * that resume bitwise identically on CPU.
+ */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import type * as ort from 'onnxruntime-node';
+import { InputError } from '../errors.ts';
+import type { DType, TypedArray } from '../onnx/dtype.ts';
+import { allocate } from '../onnx/dtype.ts';
+import type { TrainProgram } from './compile.ts';
+import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, gradName } from './compile.ts';
+import { LORA_DROPOUT_SEED } from './lora.ts';
+import { learningRate, type ScheduleSpec } from './schedules.ts';
+import { Rng } from './prng.ts';
+import { createSession, toOrt, type Device } from './runtime.ts';
+import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+
+/** A column of examples: dims[0] is the number of examples. */
+export interface Column {
+  data: TypedArray;
+  dims: number[];
+  dtype: DType;
+}
+export type Dataset = Record<string, Column>;
+
+export interface StepMetrics {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  samplesPerSec: number;
+}
+
+export interface EvalMetrics {
+  step: number;
+  epoch: number;
+  loss: number;
+  /** Cross-entropy programs: share of non-ignored labels whose argmax prediction is right. */
+  accuracy?: number;
+}
+
+export interface TrainerOptions {
+  device?: Device;
+  threads?: number;
+  seed: number;
+  batchSize: number;
+  /** Micro-batches per optimizer step (default 1). */
+  accumulation?: number;
+  epochs?: number;
+  maxSteps?: number;
+  schedule: ScheduleSpec;
+  evalEvery?: number;
+  /** Stop after this many evaluations without improvement of `monitor`. */
+  patience?: number;
+  monitor?: 'loss' | 'accuracy';
+  checkpointEvery?: number;
+  checkpointDir?: string;
+  onStep?: (m: StepMetrics) => void;
+  onEval?: (m: EvalMetrics) => void;
+  onCheckpoint?: (dir: string, step: number) => void;
+  /** Stop (as if interrupted) after this optimizer step; for tests and time-boxed activities. */
+  stopAfterStep?: number;
+}
+
+export interface FitResult {
+  params: Map<string, TypedArray>;
+  step: number;
+  epoch: number;
+  stoppedEarly: boolean;
+  lastEval?: EvalMetrics;
+  history: StepMetrics[];
+}
+
+const rows = (c: Column) => c.dims[0]!;
+const rowSize = (c: Column) => c.data.length / Math.max(1, c.dims[0]!);
+
+function gatherRows(c: Column, idx: ArrayLike<number>): Column {
+  const rs = rowSize(c);
+  const out = allocate(c.dtype, idx.length * rs);
+  for (let i = 0; i < idx.length; i++) out.set(c.data.subarray(idx[i]! * rs, (idx[i]! + 1) * rs) as never, i * rs);
+  return { data: out, dims: [idx.length, ...c.dims.slice(1)], dtype: c.dtype };
+}
+
+function checkDataset(ds: Dataset, needed: string[], what: string): number {
+  let n = -1;
+  for (const name of needed) {
+    const c = ds[name];
+    if (!c) throw new InputError(`${what} has no column '${name}' (the model needs ${needed.join(', ')})`, { where: `${what}.${name}` });
+    if (n >= 0 && rows(c) !== n) throw new InputError(`${what} column '${name}' has ${rows(c)} rows, others have ${n}`, { where: `${what}.${name}` });
+    n = rows(c);
+  }
+  return n;
+}
+
+export class Trainer {
+  readonly program: TrainProgram;
+  readonly opts: TrainerOptions;
+  private params = new Map<string, TypedArray>();
+  private state = new Map<string, TypedArray>();
+
+  constructor(program: TrainProgram, opts: TrainerOptions) {
+    if (!(opts.batchSize >= 1)) throw new InputError('batchSize must be at least 1', { where: 'train.batchSize' });
+    if (opts.epochs === undefined && opts.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train' });
+    this.program = program;
+    this.opts = opts;
+    for (const p of program.params) this.params.set(p.name, p.init.slice());
+    for (const s of program.state) this.state.set(s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1)));
+  }
+
+  /** Hash of everything that must match for a checkpoint to be resumable with these settings. */
+  configHash(): string {
+    const o = this.opts;
+    const cfg = { compile: this.program.options, seed: o.seed, batchSize: o.batchSize, accumulation: o.accumulation ?? 1, schedule: o.schedule, params: this.program.params.map((p) => [p.name, p.dims]) };
+    return createHash('sha256').update(JSON.stringify(cfg)).digest('hex');
+  }
+
+  /** Current trainable weights (name → values). */
+  weights(): Map<string, TypedArray> {
+    return this.params;
+  }
+
+  async fit(train: Dataset, val?: Dataset, fitOpts: { resumeFrom?: string } = {}): Promise<FitResult> {
+    const o = this.opts;
+    const prog = this.program;
+    const sessOpts = { device: o.device, threads: o.threads };
+    // Head-only: run the frozen backbone once over the data, then train the head on its features.
+    if (prog.backbone) {
+      train = await this.featurize(train, sessOpts);
+      if (val) val = await this.featurize(val, sessOpts);
+    }
+    const feedNames = prog.dataInputs.map((v) => v.name).filter((n) => n !== LORA_DROPOUT_SEED);
+    const n = checkDataset(train, feedNames, 'train data');
+    if (val) checkDataset(val, feedNames, 'validation data');
+    const accumulation = o.accumulation ?? 1;
+    const perEpoch = Math.floor(n / o.batchSize);
+    if (perEpoch < accumulation) throw new InputError(`train data has ${n} rows: fewer than one optimizer step of ${accumulation}×${o.batchSize}`, { where: 'train.batchSize', hint: 'lower batchSize or accumulation' });
+    const stepsPerEpoch = Math.floor(perEpoch / accumulation);
+    const maxSteps = o.maxSteps ?? stepsPerEpoch * o.epochs!;
+
+    let step = 0, epoch = 0, position = 0, best: number | undefined, bad = 0;
+    const rng = new Rng(o.seed);
+    let rngState = rng.state();
+    if (fitOpts.resumeFrom) {
+      const ck = loadCheckpoint(fitOpts.resumeFrom);
+      if (ck.manifest.configHash !== this.configHash()) throw new InputError('checkpoint was written with different training settings', { where: fitOpts.resumeFrom, hint: 'resume with the same model, data layout and train options, or start fresh' });
+      for (const [k, v] of ck.params) this.params.set(k, v);
+      for (const [k, v] of ck.state) this.state.set(k, v);
+      ({ step, epoch, position, best } = ck.manifest);
+      bad = ck.manifest.evalsWithoutImprovement;
+      rngState = ck.manifest.rng;
+    }
+    const dropRng = new Rng(rngState);
+
+    const useFused = accumulation === 1;
+    const stepSession = useFused ? await createSession(prog.step, sessOpts) : undefined;
+    const gradSession = useFused ? undefined : await createSession(prog.grad, sessOpts);
+    const applySession = useFused ? undefined : await createSession(prog.apply, sessOpts);
+    const evalSession = val ? await createSession(prog.eval, sessOpts) : undefined;
+    const history: FitResult['history'] = [];
+    let lastEval: EvalMetrics | undefined;
+    let stoppedEarly = false;
+    const hasSeed = prog.dataInputs.some((v) => v.name === LORA_DROPOUT_SEED);
+
+    const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
+    let perm = order(epoch);
+
+    const paramFeeds = (): Record<string, ort.Tensor> => {
+      const f: Record<string, ort.Tensor> = {};
+      for (const p of prog.params) f[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+      return f;
+    };
+    const batchFeeds = (idx: Uint32Array): Record<string, ort.Tensor> => {
+      const f: Record<string, ort.Tensor> = {};
+      for (const name of feedNames) {
+        const c = gatherRows(train[name]!, idx);
+        f[name] = toOrt(c.dtype, c.data, c.dims);
+      }
+      if (hasSeed) f[LORA_DROPOUT_SEED] = toOrt('float32', Float32Array.of(dropRng.int(1 << 20)), []);
+      return f;
+    };
+    const nextBatch = (): Uint32Array => {
+      if (position >= stepsPerEpoch * accumulation) {
+        epoch++;
+        position = 0;
+        perm = order(epoch);
+      }
+      const idx = perm.subarray(position * o.batchSize, (position + 1) * o.batchSize);
+      position++;
+      return idx;
+    };
+
+    while (step < maxSteps) {
+      const t0 = performance.now();
+      const lr = learningRate(o.schedule, step);
+      const scalars = { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step + 1), []) };
+      let loss = 0, gradNorm = 0;
+      let out: ort.InferenceSession.ReturnType;
+      if (useFused) {
+        const feeds = { ...batchFeeds(nextBatch()), ...paramFeeds(), ...this.stateFeeds(), ...scalars };
+        out = await stepSession!.run(feeds);
+        loss = Number(out[LOSS_OUTPUT]!.data[0]);
+      } else {
+        const acc = new Map<string, Float64Array>();
+        for (let k = 0; k < accumulation; k++) {
+          const r = await gradSession!.run({ ...batchFeeds(nextBatch()), ...paramFeeds() });
+          loss += Number(r[LOSS_OUTPUT]!.data[0]) / accumulation;
+          for (const p of prog.params) {
+            const g = r[gradName(p.name)]!.data as Float32Array;
+            let a = acc.get(p.name);
+            if (!a) acc.set(p.name, (a = new Float64Array(g.length)));
+            for (let i = 0; i < g.length; i++) a[i]! += g[i]!;
+          }
+        }
+        const gradFeeds: Record<string, ort.Tensor> = {};
+        for (const p of prog.params) {
+          const a = acc.get(p.name)!;
+          const mean = allocate(p.dtype, a.length) as Float32Array;
+          for (let i = 0; i < a.length; i++) mean[i] = a[i]! / accumulation;
+          gradFeeds[gradName(p.name)] = toOrt(p.dtype, mean, p.dims);
+        }
+        out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...this.stateFeeds(), ...scalars });
+      }
+      gradNorm = Number(out[GRAD_NORM_OUTPUT]!.data[0]);
+      for (const p of prog.params) this.params.set(p.name, out[`${p.name}::new`]!.data as TypedArray);
+      for (const s of prog.state) this.state.set(s.input, out[s.output]!.data as TypedArray);
+      step++;
+      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
+      const m: StepMetrics = { step, epoch, loss, lr, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, performance.now() - t0) };
+      history.push(m);
+      o.onStep?.(m);
+
+      if (val && o.evalEvery && (step % o.evalEvery === 0 || step === maxSteps)) {
+        lastEval = await this.evaluate(evalSession!, val, feedNames, step, epoch);
+        o.onEval?.(lastEval);
+        const metric = o.monitor === 'accuracy' ? -(lastEval.accuracy ?? 0) : lastEval.loss;
+        if (best === undefined || metric < best) { best = metric; bad = 0; } else bad++;
+        if (o.patience !== undefined && bad >= o.patience) stoppedEarly = true;
+      }
+      if (o.checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0) {
+        const dir = join(o.checkpointDir, `step-${String(step).padStart(8, '0')}`);
+        const shapes: Record<string, number[]> = {};
+        for (const p of prog.params) shapes[p.name] = p.dims;
+        for (const s of prog.state) shapes[s.input] = s.dims;
+        const manifest: CheckpointManifest = { format: 'tempered-checkpoint/1', step, epoch, position, rng: dropRng.state(), configHash: this.configHash(), best, evalsWithoutImprovement: bad, shapes };
+        saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
+        o.onCheckpoint?.(dir, step);
+      }
+      if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
+    }
+    for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
+    return { params: this.params, step, epoch, stoppedEarly, lastEval, history };
+  }
+
+  private stateFeeds(): Record<string, ort.Tensor> {
+    const f: Record<string, ort.Tensor> = {};
+    for (const s of this.program.state) f[s.input] = toOrt(s.dtype, this.state.get(s.input)!, s.dims);
+    return f;
+  }
+
+  /** Loss (mean over batches weighted by rows) and, for cross-entropy, accuracy on a dataset. */
+  async evaluate(session: ort.InferenceSession, data: Dataset, feedNames: string[], step: number, epoch: number): Promise<EvalMetrics> {
+    const prog = this.program;
+    const n = rows(data[feedNames[0]!]!);
+    const loss = prog.options.loss;
+    let lossSum = 0, right = 0, counted = 0;
+    for (let start = 0; start < n; start += this.opts.batchSize) {
+      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const name of feedNames) {
+        const c = gatherRows(data[name]!, idx);
+        feeds[name] = toOrt(c.dtype, c.data, c.dims);
+      }
+      for (const p of prog.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+      const out = await session.run(feeds);
+      lossSum += Number(out[LOSS_OUTPUT]!.data[0]) * idx.length;
+      if (loss.kind === 'cross_entropy') {
+        const logits = out[prog.prediction]!;
+        const labels = feeds[loss.labels ?? 'labels']!.data as BigInt64Array;
+        const c = logits.dims[logits.dims.length - 1]!;
+        const ld = logits.data as Float32Array;
+        const t = loss.shift ? logits.dims[1]! : 1;
+        const ignore = BigInt(loss.ignoreIndex ?? -100);
+        for (let r = 0; r < ld.length / c; r++) {
+          // With shift, position j predicts label j+1 of the same sequence.
+          if (loss.shift && r % t === t - 1) continue;
+          const label = labels[loss.shift ? r + 1 : r]!;
+          if (label === ignore) continue;
+          let arg = 0;
+          for (let k = 1; k < c; k++) if (ld[r * c + k]! > ld[r * c + arg]!) arg = k;
+          if (BigInt(arg) === label) right++;
+          counted++;
+        }
+      }
+    }
+    return { step, epoch, loss: lossSum / n, accuracy: loss.kind === 'cross_entropy' ? right / Math.max(1, counted) : undefined };
+  }
+
+  private async featurize(ds: Dataset, sessOpts: { device?: Device; threads?: number }): Promise<Dataset> {
+    const bb = this.program.backbone!;
+    const session = await createSession(bb.model, sessOpts);
+    const names = bb.model.graph.inputs.map((v) => v.name);
+    const n = checkDataset(ds, names, 'data');
+    const chunks: TypedArray[] = [];
+    let dims: number[] = [];
+    let dtype: DType = 'float32';
+    for (let start = 0; start < n; start += this.opts.batchSize) {
+      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const name of names) {
+        const c = gatherRows(ds[name]!, idx);
+        feeds[name] = toOrt(c.dtype, c.data, c.dims);
+      }
+      const f = (await session.run(feeds))[bb.features]!;
+      chunks.push(f.data as TypedArray);
+      dims = f.dims.slice(1) as number[];
+      dtype = f.type === 'float64' ? 'float64' : 'float32';
+    }
+    await session.release();
+    const total = chunks.reduce((s, c) => s + c.length, 0);
+    const data = allocate(dtype, total);
+    let off = 0;
+    for (const c of chunks) { data.set(c as never, off); off += c.length; }
+    const out: Dataset = { ...ds };
+    const headInputs = new Set(this.program.dataInputs.map((v) => v.name));
+    for (const name of names) if (!headInputs.has(name)) delete out[name];
+    out[bb.features] = { data, dims: [n, ...dims], dtype };
+    return out;
+  }
+}
