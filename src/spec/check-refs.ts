@@ -4,10 +4,21 @@
  */
 import { isObject } from './check-stages.ts';
 import { type CheckContext, report } from './context.ts';
-import { ancestors } from './graph.ts';
+import { ancestors, type StageGraph } from './graph.ts';
 import type { Segment } from './paths.ts';
 import { findRefs, forEachString, type FoundRef } from './runtime-refs.ts';
-import { closest } from './suggest.ts';
+import { closest, nameList } from './suggest.ts';
+
+/** Ancestor sets per graph, computed once per stage however many references it has. */
+const upstreamCache = new WeakMap<StageGraph, Map<string, Set<string>>>();
+
+function upstreamOf(graph: StageGraph, id: string): Set<string> {
+  let byStage = upstreamCache.get(graph);
+  if (!byStage) upstreamCache.set(graph, (byStage = new Map()));
+  let set = byStage.get(id);
+  if (!set) byStage.set(id, (set = ancestors(graph, id)));
+  return set;
+}
 
 const REF_FORMS = 'write ${{ params.<name> }} or ${{ stages.<id>.outputs.<name> }}';
 
@@ -41,7 +52,7 @@ function checkRef(ctx: CheckContext, stageId: string | undefined, seg: Segment[]
     if (!ctx.params.has(t.name)) {
       const known = [...ctx.params.keys()];
       const guess = closest(t.name, known);
-      report(ctx, seg, { ...at, code: 'unknown-param', message: `unknown parameter '${t.name}' in ${ref.raw}`, hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${known.join(', ')}` : `declare it under params:, e.g. params: { ${t.name}: { type: string } }` });
+      report(ctx, seg, { ...at, code: 'unknown-param', message: `unknown parameter '${t.name}' in ${ref.raw}`, hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}` : `declare it under params:, e.g. params: { ${t.name}: { type: string } }` });
     }
     return;
   }
@@ -52,7 +63,7 @@ function checkRef(ctx: CheckContext, stageId: string | undefined, seg: Segment[]
   if (!ctx.graph.needs.has(t.stage)) {
     const others = ctx.graph.ids.filter((s) => s !== stageId);
     const guess = closest(t.stage, others);
-    report(ctx, seg, { ...at, code: 'unknown-stage', message: `unknown stage '${t.stage}' in ${ref.raw}`, hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${others.join(', ')}` });
+    report(ctx, seg, { ...at, code: 'unknown-stage', message: `unknown stage '${t.stage}' in ${ref.raw}`, hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${nameList(others)}` });
     return;
   }
   if (t.stage === stageId) {
@@ -64,10 +75,10 @@ function checkRef(ctx: CheckContext, stageId: string | undefined, seg: Segment[]
   if (kind && !Object.prototype.hasOwnProperty.call(kind.outputs, t.output)) {
     const names = Object.keys(kind.outputs);
     const guess = closest(t.output, names);
-    report(ctx, seg, { ...at, code: 'unknown-output', message: `stage '${t.stage}' (kind ${kind.kind}) has no output '${t.output}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}its outputs are: ${names.join(', ') || 'none'}` });
+    report(ctx, seg, { ...at, code: 'unknown-output', message: `stage '${t.stage}' (kind ${kind.kind}) has no output '${t.output}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}its outputs are: ${nameList(names) || 'none'}` });
     return;
   }
-  if (!ancestors(ctx.graph, stageId).has(t.stage)) {
+  if (!upstreamOf(ctx.graph, stageId).has(t.stage)) {
     report(ctx, seg, { ...at, code: 'not-upstream', message: `stage '${t.stage}' is not upstream of '${stageId}', so its outputs may not exist yet when '${stageId}' runs`, hint: `add '${t.stage}' to needs of stage '${stageId}'` });
   }
 }

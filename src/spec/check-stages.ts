@@ -2,7 +2,7 @@
 import { type CheckContext, report } from './context.ts';
 import { parseDuration, formatDuration } from './duration.ts';
 import { findCycles } from './graph.ts';
-import { closest } from './suggest.ts';
+import { closest, nameList } from './suggest.ts';
 import type { Segment } from './paths.ts';
 
 export function checkKinds(ctx: CheckContext): void {
@@ -12,10 +12,10 @@ export function checkKinds(ctx: CheckContext): void {
     if (typeof uses !== 'string' || uses === '' || ctx.kinds.has(uses)) continue;
     const seg = ['stages', id, 'uses'];
     if (ctx.unavailable.has(uses)) {
-      report(ctx, seg, { code: 'kind-unavailable', message: `stage kind '${uses}' is not available in this version`, hint: `available kinds: ${available.join(', ')}` });
+      report(ctx, seg, { code: 'kind-unavailable', message: `stage kind '${uses}' is not available in this version`, hint: `available kinds: ${nameList(available)}` });
     } else {
       const guess = closest(uses, available);
-      report(ctx, seg, { code: 'unknown-kind', message: `unknown stage kind '${uses}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${available.join(', ')}` });
+      report(ctx, seg, { code: 'unknown-kind', message: `unknown stage kind '${uses}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${nameList(available)}` });
     }
   }
 }
@@ -32,7 +32,7 @@ export function checkNeeds(ctx: CheckContext): void {
       } else if (!ctx.graph.needs.has(need)) {
         const others = ids.filter((s) => s !== id);
         const guess = closest(need, others);
-        report(ctx, seg, { code: 'unknown-need', message: `unknown stage '${need}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${others.join(', ')}` });
+        report(ctx, seg, { code: 'unknown-need', message: `unknown stage '${need}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${nameList(others)}` });
       }
     }
   }

@@ -4,7 +4,7 @@
  */
 import { locate, type ParsedSource } from './parse.ts';
 import { toHumanPath, toPointer } from './paths.ts';
-import { closest } from './suggest.ts';
+import { closest, nameList } from './suggest.ts';
 import type { ParamSpec, ParamType, ParamValue, SpecError } from './types.ts';
 
 /** File name used for problems in command-line arguments rather than in the pipeline file. */
@@ -129,7 +129,7 @@ export function resolveParams(params: Map<string, ParamSpec>, overrides: Record<
       path: `params.${name}`,
       code: 'unknown-param',
       message: `unknown parameter '${name}' in --param`,
-      hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${known.join(', ')}` : `${parsed.file} declares no parameters`,
+      hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}` : `${parsed.file} declares no parameters`,
     });
   }
   for (const [name, p] of params) {

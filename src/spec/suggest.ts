@@ -30,6 +30,8 @@ export function closest(name: string, candidates: Iterable<string>): string | un
   return best !== undefined && bestDist <= limit ? best : undefined;
 }
 
-export function quoteList(names: Iterable<string>): string {
-  return [...names].join(', ');
+/** Comma-separated names, shortened for large pipelines so a hint stays one readable line. */
+export function nameList(names: Iterable<string>, max = 12): string {
+  const all = [...names];
+  return all.length <= max ? all.join(', ') : `${all.slice(0, max).join(', ')} and ${all.length - max} more`;
 }
