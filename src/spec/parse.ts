@@ -3,7 +3,7 @@
  * node's JSON pointer to where it sits in the file, so later checks can point at the exact
  * line and column. Syntax errors and duplicate keys come back as SpecErrors, never thrown.
  */
-import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, type Node, type Document, type YAMLError } from 'yaml';
+import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, type Node, type YAMLError } from 'yaml';
 import { fromPointer, toHumanPath, toPointer, type Segment } from './paths.ts';
 import type { SpecError } from './types.ts';
 
@@ -36,7 +36,7 @@ export function parseSource(text: string, file: string): ParseResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, keepSourceTokens: false });
   const locations = new Map<string, NodeLocation>();
-  if (doc.contents) walk(doc, doc.contents as Node, [], undefined, lineCounter, locations, 0);
+  if (doc.contents) walk(doc.contents as Node, [], undefined, lineCounter, locations, 0);
   if (doc.errors.length > 0) {
     // A document with syntax errors cannot be trusted for further checks, and the errors after the
     // first syntax error are mostly its echoes; duplicate keys are independent, so keep them all.
@@ -109,10 +109,11 @@ function humanPath(pointer: string): string {
 
 const MAX_DEPTH = 200;
 
-function walk(doc: Document, node: Node | null | undefined, path: Segment[], key: Pos | undefined, lc: LineCounter, out: Map<string, NodeLocation>, depth: number): void {
+function walk(node: Node | null | undefined, path: Segment[], key: Pos | undefined, lc: LineCounter, out: Map<string, NodeLocation>, depth: number): void {
   if (depth > MAX_DEPTH) return;
-  let target: unknown = node;
-  if (isAlias(node)) target = node.resolve(doc);
+  // Aliased content is not walked again: its nodes already have locations at the anchor, errors
+  // below an alias point at the alias itself, and re-walking would let an alias bomb explode here.
+  const target: unknown = isAlias(node) ? undefined : node;
   const range = (node as Node | null | undefined)?.range;
   const emptyValue = !node || (isScalar(node) && node.value === null && (node.source === '' || node.source === undefined));
   let value: Pos;
@@ -130,10 +131,10 @@ function walk(doc: Document, node: Node | null | undefined, path: Segment[], key
       const k = item.key as Node | null;
       const name = isScalar(k) ? String(k.value) : String(k);
       const kp = k?.range ? lc.linePos(k.range[0]) : undefined;
-      walk(doc, item.value as Node | null, [...path, name], kp ? { line: kp.line, column: kp.col } : value, lc, out, depth + 1);
+      walk(item.value as Node | null, [...path, name], kp ? { line: kp.line, column: kp.col } : value, lc, out, depth + 1);
     }
   } else if (isSeq(target)) {
-    target.items.forEach((item, i) => walk(doc, item as Node | null, [...path, i], undefined, lc, out, depth + 1));
+    target.items.forEach((item, i) => walk(item as Node | null, [...path, i], undefined, lc, out, depth + 1));
   }
 }
 

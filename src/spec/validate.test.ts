@@ -69,6 +69,24 @@ describe('YAML and JSON syntax', () => {
     assertError(text, errors[1]!, { code: 'bad-value', path: 'stages.ingest.with.tags', at: '{ a, b }', message: 'a Set value is not allowed; use plain strings, numbers, booleans, lists and mappings' });
   });
 
+  test('an alias bomb is refused quickly', () => {
+    let text = 'a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n';
+    for (let i = 1; i < 12; i++) text += `a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]\n`;
+    const started = Date.now();
+    const errors = errorsOf(text);
+    assert.ok(Date.now() - started < 2000);
+    assert.deepEqual(errors.map((e) => [e.code, e.line, e.column]), [['yaml-syntax', 1, 1]]);
+    assert.match(errors[0]!.message, /alias/);
+  });
+
+  test('an error inside aliased content is reported at the anchor and at the alias', () => {
+    const text = 'name: p\nstages:\n  a: &s\n    uses: ingest\n    with: { source: x, limit: 0 }\n  b: *s\n';
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 2);
+    assertError(text, errors[0]!, { code: 'with-schema', path: 'stages.a.with.limit', at: '0 }', message: 'must be an integer ≥ 1, got 0' });
+    assertError(text, errors[1]!, { code: 'with-schema', path: 'stages.b.with.limit', at: '*s', message: 'must be an integer ≥ 1, got 0' });
+  });
+
   test('an empty file says so', () => {
     for (const text of ['', '# only a comment\n', '~\n']) {
       const errors = errorsOf(text);
