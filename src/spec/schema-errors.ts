@@ -91,7 +91,7 @@ function resolveAlternatives(errors: readonly ErrorObject[], opts: HumanizeOptio
       for (const e of humanizeAjvErrors(typeFits[0]!, opts)) push(e);
     } else {
       const branchSchemas = (alt.schema as unknown[]) ?? [];
-      const expected = branchSchemas.map((s) => describeExpected(s as Record<string, unknown>)).filter(Boolean).join(', or ');
+      const expected = branchSchemas.map((s) => describeExpected(s as Record<string, unknown>)).filter(Boolean).join(' or ');
       push(valueErrorMessage(alt, alt.instancePath, opts, `must be ${expected || 'one of the allowed forms'}, got ${show(alt.data)}`));
     }
   }

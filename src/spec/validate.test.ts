@@ -236,6 +236,16 @@ describe('stage kinds and with-schemas', () => {
     assertError(text, errors[1]!, { code: 'with-schema', path: 'stages.train.with.optimizer.betas[1]', at: 'high', message: "must be a number, got 'high'" });
   });
 
+  test('anyOf in a kind schema: the branch the value aims at is reported, or else every form', () => {
+    const text = (seed: string) => `name: p\nparams:\n  flag: { type: boolean, default: true }\n  mode: { type: string, default: manual }\nstages:\n${INGEST}  split:\n    uses: split\n    needs: ingest\n    with:\n      table: \${{ stages.ingest.outputs.table }}\n      seed: ${seed}\n`;
+    expectOnly(text('manual'), { code: 'with-schema', path: 'stages.split.with.seed', at: 'manual', nth: 1, message: "must be a string matching /^auto$/, got 'manual'" });
+    expectOnly(text('1.5'), { code: 'with-schema', path: 'stages.split.with.seed', at: '1.5', message: "must be an integer or a string matching /^auto$/, got 1.5" });
+    expectOnly(text('${{ params.flag }}'), { code: 'type-mismatch', path: 'stages.split.with.seed', at: '${{ params.flag', message: 'must be an integer or a string matching /^auto$/, but ${{ params.flag }} is boolean parameter true' });
+    // The type fits one branch, so the value decides: 'manual' fails the pattern.
+    expectOnly(text('${{ params.mode }}'), { code: 'with-schema', path: 'stages.split.with.seed', at: '${{ params.mode', message: "must be a string matching /^auto$/, got 'manual'", hint: '${{ params.mode }} is string parameter "manual"' });
+    assert.equal(loadCheck(text('${{ params.mode }}').replace('default: manual', 'default: auto')).length, 0);
+  });
+
   test('an unknown with field points at its key', () => {
     const text = `name: p\nstages:\n  ingest:\n    uses: ingest\n    with:\n      source: a.csv\n      sep: ";"\n`;
     expectOnly(text, { code: 'with-schema', path: 'stages.ingest.with.sep', at: 'sep', message: "unknown field 'sep'", hint: /allowed fields: source, format, limit/ });
