@@ -49,8 +49,8 @@ function checkRef(ctx: CheckContext, stageId: string | undefined, seg: Segment[]
     return;
   }
   if (t.kind === 'param') {
-    if (!ctx.params.has(t.name)) {
-      const known = [...ctx.params.keys()];
+    if (!ctx.paramNames.has(t.name)) {
+      const known = [...ctx.paramNames];
       const guess = closest(t.name, known);
       report(ctx, seg, { ...at, code: 'unknown-param', message: `unknown parameter '${t.name}' in ${ref.raw}`, hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}` : `declare it under params:, e.g. params: { ${t.name}: { type: string } }` });
     }

@@ -8,7 +8,10 @@ export interface CheckContext {
   parsed: ParsedSource;
   kinds: ReadonlyMap<string, StageKindInfo>;
   unavailable: ReadonlySet<string>;
+  /** Well-formed parameter declarations. */
   params: Map<string, ParamSpec>;
+  /** Every declared parameter name, including malformed declarations (already reported by the schema). */
+  paramNames: Set<string>;
   /** Values of the parameters that have one (override or valid default). */
   paramValues: Record<string, ParamValue>;
   /** Stages whose value is a mapping, in declaration order. */

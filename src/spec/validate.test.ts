@@ -452,8 +452,8 @@ describe('parameters', () => {
     expectOnly(text, { code: 'bad-param-default', path: 'params.size.enum[1]', at: 'big', message: "enum value 'big' is not a number" });
   });
 
-  test('an unknown parameter type', () => {
-    const text = withParams('  size: { type: float, default: 1 }');
+  test('an unknown parameter type is reported once, not again where the parameter is used', () => {
+    const text = withParams('  size: { type: float, default: 1 }').replace('source: a.csv', 'source: "${{ params.size }}"');
     expectOnly(text, { code: 'schema', path: 'params.size.type', at: 'float', message: "must be one of: string, number, integer, boolean, got 'float'" });
   });
 

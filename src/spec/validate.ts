@@ -42,6 +42,7 @@ export function validateParsed(parsed: ParsedSource, opts: ValidateOptions): Val
     kinds: opts.kinds,
     unavailable: opts.knownButUnavailable ?? new Set(),
     params,
+    paramNames: new Set(isObject(data.params) ? Object.keys(data.params) : []),
     paramValues: resolved.values,
     stages,
     graph: buildGraph(graphInput),
