@@ -1,0 +1,138 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { compileTrainStep, type CompileOptions } from './compile.ts';
+import { Trainer } from './trainer.ts';
+import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.ts';
+import { tokenTask } from './synthetic.ts';
+import { exportInference, exportPeftAdapter } from './export.ts';
+import { encodeModel } from '../onnx/proto.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
+import { InputError } from '../errors.ts';
+
+const CFG: TinyEncoderConfig = { vocab: 12, hidden: 16, heads: 2, intermediate: 32, layers: 1, seq: 8, classes: 2, seed: 11 };
+const ce = { kind: 'cross_entropy' as const };
+const adamw = { kind: 'adamw' as const, weightDecay: 0.01 };
+
+test('full fine-tuning of a tiny transformer learns a task that needs attention (val accuracy ≥ 0.9)', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'full' }, optimizer: adamw, clipNorm: 1 });
+  const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
+  const evals: number[] = [];
+  const tr = new Trainer(prog, { seed: 5, batchSize: 32, epochs: 12, schedule: { kind: 'linear', lr: 3e-3, warmupSteps: 10, totalSteps: 192 }, evalEvery: 48, threads: 2, onEval: (m) => evals.push(m.accuracy!) });
+  const res = await tr.fit(train, val);
+  const first = res.history.slice(0, 5).reduce((s, m) => s + m.loss, 0) / 5;
+  const last = res.history.slice(-5).reduce((s, m) => s + m.loss, 0) / 5;
+  assert.ok(last < first * 0.5, `loss fell from ${first} to ${last}`);
+  assert.ok(res.lastEval!.accuracy! >= 0.9, `val accuracy ${res.lastEval!.accuracy} (evals ${evals})`);
+});
+
+test('LoRA (r=4 on query/value + classifier) learns the task; base weights stay frozen', async () => {
+  const opts: CompileOptions = {
+    loss: ce, optimizer: adamw,
+    trainable: { kind: 'lora', r: 4, alpha: 8, dropout: 0.05, targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'], seed: 3 },
+  };
+  const prog = compileTrainStep(buildTinyEncoder(CFG), opts);
+  assert.deepEqual(prog.params.map((p) => p.name).sort(), [
+    'classifier.bias', 'classifier.weight',
+    'encoder.layer.0.attention.self.query.lora_A.weight', 'encoder.layer.0.attention.self.query.lora_B.weight',
+    'encoder.layer.0.attention.self.value.lora_A.weight', 'encoder.layer.0.attention.self.value.lora_B.weight',
+  ]);
+  const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
+  const tr = new Trainer(prog, { seed: 5, batchSize: 32, epochs: 16, schedule: { kind: 'constant', lr: 1e-2 }, evalEvery: 64, threads: 2 });
+  const res = await tr.fit(train, val);
+  assert.ok(res.lastEval!.accuracy! >= 0.8, `LoRA val accuracy ${res.lastEval!.accuracy}`);
+
+  // Export: merged inference model matches the trained (unmerged, dropout-free) forward.
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-export-'));
+  const merged = exportInference(prog, res.params, join(dir, 'model.onnx'));
+  assert.ok(!merged.graph.nodes.some((n) => n.name.includes('lora')), 'no LoRA nodes in the exported model');
+  const feeds = { input_ids: new ort.Tensor('int64', val.input_ids!.data as BigInt64Array, val.input_ids!.dims), attention_mask: new ort.Tensor('int64', val.attention_mask!.data as BigInt64Array, val.attention_mask!.dims) };
+  const exported = await (await ort.InferenceSession.create(join(dir, 'model.onnx'))).run(feeds);
+  const evalSess = await ort.InferenceSession.create(encodeModel(prog.eval));
+  const evalFeeds: Record<string, ort.Tensor> = { ...feeds, labels: new ort.Tensor('int64', val.labels!.data as BigInt64Array, val.labels!.dims) };
+  for (const p of prog.params) evalFeeds[p.name] = new ort.Tensor('float32', res.params.get(p.name) as Float32Array, p.dims);
+  const trained = await evalSess.run(evalFeeds);
+  const a = exported['logits']!.data as Float32Array, b = trained['logits']!.data as Float32Array;
+  let maxDiff = 0;
+  for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+  assert.ok(maxDiff < 1e-5, `export parity: max abs diff ${maxDiff}`);
+
+  // PEFT adapter: names, [r,in] / [out,r] shapes, transposed values.
+  const out = join(dir, 'adapter');
+  exportPeftAdapter(prog, res.params, out, { baseModel: 'tiny', taskType: 'SEQ_CLS' });
+  assert.deepEqual(readdirSync(out).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+  const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+  assert.equal(cfg.peft_type, 'LORA');
+  assert.equal(cfg.r, 4);
+  assert.equal(cfg.lora_alpha, 8);
+  assert.deepEqual(cfg.target_modules, ['query', 'value']);
+  const st = readSafetensors(join(out, 'adapter_model.safetensors')).tensors;
+  const aName = 'base_model.model.encoder.layer.0.attention.self.query.lora_A.weight';
+  const bName = 'base_model.model.encoder.layer.0.attention.self.value.lora_B.weight';
+  assert.deepEqual(st.get(aName)!.shape, [4, 16]);
+  assert.deepEqual(st.get(bName)!.shape, [16, 4]);
+  const aOnnx = res.params.get('encoder.layer.0.attention.self.query.lora_A.weight') as Float32Array; // [in=16, r=4]
+  assert.equal((st.get(aName)!.data as Float32Array)[1 * 16 + 3], aOnnx[3 * 4 + 1]);
+});
+
+test('head-only training: frozen backbone features computed once, classifier learns (val accuracy ≥ 0.9)', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'head', features: 'pooled' }, optimizer: adamw });
+  assert.deepEqual(prog.params.map((p) => p.name).sort(), ['classifier.bias', 'classifier.weight']);
+  assert.deepEqual(prog.dataInputs.map((v) => v.name).sort(), ['labels', 'pooled']);
+  const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'first' });
+  const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'first' });
+  const tr = new Trainer(prog, { seed: 5, batchSize: 32, epochs: 30, schedule: { kind: 'constant', lr: 3e-2 }, evalEvery: 80, patience: 100, threads: 2 });
+  const res = await tr.fit(train, val);
+  assert.ok(res.lastEval!.accuracy! >= 0.9, `head-only val accuracy ${res.lastEval!.accuracy}`);
+  // The exported model is the whole network with the trained head.
+  const model = exportInference(prog, res.params);
+  assert.deepEqual(model.graph.initializers.get('classifier.weight')!.data, res.params.get('classifier.weight'));
+});
+
+test('resuming from a checkpoint gives bitwise identical weights (full fine-tuning, embeddings with repeated tokens, 2 threads)', async () => {
+  const opts: CompileOptions = { loss: ce, trainable: { kind: 'full' }, optimizer: adamw, clipNorm: 1 };
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const base = { seed: 9, batchSize: 16, maxSteps: 10, schedule: { kind: 'cosine' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 10 }, threads: 2 };
+  const whole = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train);
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
+  const first = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, checkpointEvery: 3, checkpointDir: dir, stopAfterStep: 6 }).fit(train);
+  assert.equal(first.step, 6);
+  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, { resumeFrom: join(dir, 'step-00000006') });
+  assert.equal(resumed.step, 10);
+  for (const [name, w] of whole.params) {
+    assert.deepEqual(Buffer.from((resumed.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${name} differs after resume`);
+  }
+  // A checkpoint from other settings is refused.
+  await assert.rejects(new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, batchSize: 8 }).fit(train, undefined, { resumeFrom: join(dir, 'step-00000006') }), InputError);
+});
+
+test('resume is bitwise identical with LoRA dropout and gradient accumulation', async () => {
+  const opts: CompileOptions = { loss: ce, optimizer: adamw, trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.1, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] } };
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const base = { seed: 4, batchSize: 8, accumulation: 2, maxSteps: 6, schedule: { kind: 'constant' as const, lr: 1e-2 }, threads: 2 };
+  const whole = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train);
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
+  await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, checkpointEvery: 2, checkpointDir: dir, stopAfterStep: 2 }).fit(train);
+  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, { resumeFrom: join(dir, 'step-00000002') });
+  for (const [name, w] of whole.params) {
+    assert.deepEqual(Buffer.from((resumed.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${name} differs after resume`);
+  }
+});
+
+test('an unavailable device is an InputError naming the field', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'full' }, optimizer: adamw });
+  const train = tokenTask({ n: 16, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  await assert.rejects(new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, device: 'cuda' }).fit(train), (e: Error) => e instanceof InputError && /train\.device/.test(e.message));
+});
+
+test('missing data column is an InputError', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'full' }, optimizer: adamw });
+  const train = tokenTask({ n: 16, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  delete train['labels'];
+  await assert.rejects(new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 } }).fit(train), (e: Error) => e instanceof InputError && /labels/.test(e.message));
+});
