@@ -1,0 +1,199 @@
+/**
+ * trainClassifier: fine-tunes a BERT-family encoder for sequence classification, end to end:
+ * tokenize the tables once (to Arrow), build the forward graph with a classification head, compile
+ * the train step with the engine (full, LoRA or head-only), train with bucketed batches and
+ * checkpoints, and export an inference folder (see export.ts).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { compileTrainStep, type TrainableSpec } from '../engine/compile.ts';
+import type { Device } from '../engine/runtime.ts';
+import { loadTokenizer } from '../models/tokenizer.ts';
+import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type Pooling } from './bert.ts';
+import { readTokenTable } from './batches.ts';
+import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
+import { exportClassifier, type ModelManifest } from './export.ts';
+
+export interface LoraOptions {
+  r: number;
+  alpha: number;
+  dropout?: number;
+  /** Module names ('query', 'value', …) or weight-name patterns (globs or /regex/). Default query + value. */
+  targets?: string[];
+  /** Only these encoder layers get adapters (default: all). */
+  layers?: number[];
+}
+
+export interface TrainClassifierOptions {
+  /** Hugging Face folder: config.json, model.safetensors, tokenizer.json. */
+  modelDir: string;
+  /** Arrow IPC table with a text and a label column. */
+  train: string;
+  validation?: string;
+  labels: string[];
+  textColumn?: string;
+  labelColumn?: string;
+  method: 'full' | 'lora' | 'head';
+  lora?: LoraOptions;
+  lr: number;
+  epochs?: number;
+  maxSteps?: number;
+  batchSize: number;
+  accumulation?: number;
+  warmupRatio?: number;
+  warmupSteps?: number;
+  schedule: 'constant' | 'linear' | 'cosine';
+  weightDecay: number;
+  clipNorm?: number;
+  seed: number;
+  maxLength: number;
+  pooling: Pooling;
+  /** Batches are padded to the longest row rounded up to this multiple (default 16). */
+  bucket?: number;
+  device: Device;
+  threads?: number;
+  checkpointDir: string;
+  /** Optimizer steps between checkpoints (0: only the final one). */
+  checkpointEvery: number;
+  /** Continue from the latest checkpoint in checkpointDir, if any. */
+  resume?: boolean;
+  evalEvery?: number;
+  earlyStopping?: { metric: StopMetric; patience: number };
+  outDir: string;
+  onProgress?: (m: Progress) => void;
+  onCheckpoint?: (dir: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  steps: number;
+  epochs: number;
+  finalLoss: number;
+  bestStep?: number;
+  history: HistoryRow[];
+  resumedFromStep?: number;
+  /** Rows whose text was cut at maxLength (train table). */
+  truncatedRows: number;
+  outDir: string;
+}
+
+const posInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 1;
+
+function validate(o: TrainClassifierOptions): void {
+  const bad = (field: string, msg: string, hint?: string) => { throw new InputError(msg, { where: `train.${field}`, hint }); };
+  if (!existsSync(o.train)) bad('train', `table ${o.train} does not exist`);
+  if (o.validation !== undefined && !existsSync(o.validation)) bad('validation', `table ${o.validation} does not exist`);
+  if (!Array.isArray(o.labels) || o.labels.length < 2) bad('labels', 'give at least two class labels, in a fixed order');
+  if (new Set(o.labels).size !== o.labels.length) bad('labels', `labels ${JSON.stringify(o.labels)} contain duplicates`);
+  if (!['full', 'lora', 'head'].includes(o.method)) bad('method', `method ${JSON.stringify(o.method)} is not one of full, lora, head`);
+  if (o.method === 'lora') {
+    if (!o.lora) bad('lora', 'method lora needs lora: { r, alpha }');
+    if (!posInt(o.lora!.r)) bad('lora.r', `r must be a positive integer, got ${o.lora!.r}`);
+    if (!(o.lora!.alpha > 0)) bad('lora.alpha', `alpha must be positive, got ${o.lora!.alpha}`);
+  }
+  if (!(o.lr > 0 && o.lr < 1)) bad('lr', `lr must be in (0, 1), got ${o.lr}`, 'typical: 2e-5…5e-5 full, 5e-4…2e-3 LoRA, 1e-3…1e-2 head');
+  if (o.epochs === undefined && o.maxSteps === undefined) bad('epochs', 'give epochs or maxSteps');
+  if (o.epochs !== undefined && !posInt(o.epochs)) bad('epochs', `epochs must be a positive integer, got ${o.epochs}`);
+  if (o.maxSteps !== undefined && !posInt(o.maxSteps)) bad('maxSteps', `maxSteps must be a positive integer, got ${o.maxSteps}`);
+  if (!posInt(o.batchSize)) bad('batchSize', `batchSize must be a positive integer, got ${o.batchSize}`);
+  if (o.accumulation !== undefined && !posInt(o.accumulation)) bad('accumulation', `accumulation must be a positive integer, got ${o.accumulation}`);
+  if (o.warmupRatio !== undefined && !(o.warmupRatio >= 0 && o.warmupRatio < 1)) bad('warmupRatio', `warmupRatio must be in [0, 1), got ${o.warmupRatio}`);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) bad('schedule', `schedule ${JSON.stringify(o.schedule)} is not one of constant, linear, cosine`);
+  if (!(o.weightDecay >= 0)) bad('weightDecay', `weightDecay must be ≥ 0, got ${o.weightDecay}`);
+  if (o.clipNorm !== undefined && !(o.clipNorm > 0)) bad('clipNorm', `clipNorm must be positive, got ${o.clipNorm}`);
+  if (!Number.isInteger(o.seed)) bad('seed', `seed must be an integer, got ${o.seed}`);
+  if (!posInt(o.maxLength) || o.maxLength < 3) bad('maxLength', `maxLength must be an integer ≥ 3, got ${o.maxLength}`);
+  if (o.pooling !== 'cls' && o.pooling !== 'mean') bad('pooling', `pooling must be cls or mean, got ${JSON.stringify(o.pooling)}`);
+  if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device)) bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
+  if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) bad('checkpointEvery', `checkpointEvery must be an integer ≥ 0, got ${o.checkpointEvery}`);
+  if (o.evalEvery !== undefined && !posInt(o.evalEvery)) bad('evalEvery', `evalEvery must be a positive integer, got ${o.evalEvery}`);
+  if (o.earlyStopping) {
+    if (!o.validation || !o.evalEvery) bad('earlyStopping', 'early stopping needs a validation table and evalEvery');
+    if (!['loss', 'accuracy', 'f1_macro'].includes(o.earlyStopping.metric)) bad('earlyStopping.metric', `metric must be loss, accuracy or f1_macro, got ${JSON.stringify(o.earlyStopping.metric)}`);
+    if (!posInt(o.earlyStopping.patience)) bad('earlyStopping.patience', `patience must be a positive integer, got ${o.earlyStopping.patience}`);
+  }
+}
+
+/** Weight-name patterns for LoRA: short module names become globs, restricted to `layers` when given. */
+export function loraTargetPatterns(targets: string[] | undefined, layers: number[] | undefined): string[] {
+  const names = targets?.length ? targets : ['query', 'value'];
+  const isPattern = (t: string) => /[*?/.]/.test(t);
+  if (!layers?.length) return names.map((t) => (isPattern(t) ? t : `*.${t}.weight`));
+  const out: string[] = [];
+  for (const l of layers) for (const t of names) out.push(isPattern(t) ? t : `encoder.layer.${l}.*.${t}.weight`);
+  return out;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainResult> {
+  validate(o);
+  const bucket = o.bucket ?? 16;
+  const textColumn = o.textColumn ?? 'text';
+  const labelColumn = o.labelColumn ?? 'label';
+  mkdirSync(o.checkpointDir, { recursive: true });
+
+  // Tokenize once into Arrow files beside the checkpoints (deterministic bytes, reused on resume).
+  const tokenizer = loadTokenizer(o.modelDir);
+  const task = { kind: 'classification' as const, textColumn, labelColumn, labelNames: o.labels };
+  const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: bucket };
+  const tokDir = join(o.checkpointDir, 'tokens');
+  mkdirSync(tokDir, { recursive: true });
+  const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
+  const valTok = o.validation ? await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding }) : undefined;
+  const train = await readTokenTable(trainTok.path);
+  const val = valTok ? await readTokenTable(valTok.path) : undefined;
+
+  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed });
+  if (train.width > config.maxPositions) throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
+  const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
+  let trainable: TrainableSpec;
+  if (o.method === 'full') trainable = { kind: 'full' };
+  else if (o.method === 'head') trainable = { kind: 'head', features: FEATURES };
+  else trainable = { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers), seed: o.seed, alsoTrain: head };
+  let program;
+  try {
+    program = compileTrainStep(model, {
+      loss: { kind: 'cross_entropy', logits: 'logits' }, trainable, clipNorm: o.clipNorm,
+      optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
+    });
+  } catch (e) {
+    if (o.method === 'lora' && /match no MatMul/.test((e as Error).message)) throw new InputError((e as Error).message, { where: 'train.lora.targets', cause: e });
+    throw e;
+  }
+
+  const baseSha = await sha256File(join(o.modelDir, 'model.safetensors'));
+  const hyper = {
+    method: o.method, lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,
+    lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
+    warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps, schedule: o.schedule, weightDecay: o.weightDecay, clipNorm: o.clipNorm,
+    seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, labels: o.labels,
+  };
+  const dataHash = createHash('sha256').update(readFileSync(trainTok.path)).digest('hex');
+  const configHash = createHash('sha256').update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping })).digest('hex');
+
+  const r = await runLoop({
+    program, train, val, labels: o.labels, seed: o.seed, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
+    epochs: o.epochs, maxSteps: o.maxSteps, lr: o.lr, schedule: o.schedule, warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps,
+    bucket, device: o.device, threads: o.threads, checkpointDir: o.checkpointDir, checkpointEvery: o.checkpointEvery,
+    resume: o.resume ?? false, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping, configHash,
+    onProgress: o.onProgress, onCheckpoint: o.onCheckpoint, signal: o.signal,
+  });
+
+  const cfgRaw = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
+  const manifest: ModelManifest = {
+    format: 'tempered-model/1', task: 'classification', labels: o.labels, maxLength: o.maxLength, pooling: o.pooling,
+    baseModel: { name: cfgRaw._name_or_path ?? o.modelDir, sha256: baseSha }, method: o.method, hyperparameters: hyper,
+    inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: { logits: 'logits', embeddings: FEATURES },
+    training: { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep },
+  };
+  exportClassifier({ outDir: o.outDir, modelDir: o.modelDir, program, weights: r.bestParams ?? r.params, manifest });
+  return { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep, history: r.history, resumedFromStep: r.resumedFromStep, truncatedRows: trainTok.truncatedRows, outDir: o.outDir };
+}

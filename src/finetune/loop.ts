@@ -1,0 +1,334 @@
+/**
+ * The classification training loop over compiled engine programs, fed from length-bucketed token
+ * batches (the engine's Trainer feeds fixed-width columns; bucketing is what makes short-text
+ * fine-tuning fast on CPU). Checkpoints use the engine's format; a resumed run replays the same data
+ * order, learning rates and dropout seeds, so its weights are bitwise those of an uninterrupted run.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type * as ort from 'onnxruntime-node';
+import { InputError } from '../errors.ts';
+import type { TypedArray } from '../onnx/dtype.ts';
+import { allocate } from '../onnx/dtype.ts';
+import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, gradName, type TrainProgram } from '../engine/compile.ts';
+import { LORA_DROPOUT_SEED } from '../engine/lora.ts';
+import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
+import { Rng } from '../engine/prng.ts';
+import { createSession, toOrt, type Device } from '../engine/runtime.ts';
+import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
+import { classificationReport } from '../eval/metrics.ts';
+import { makeBatch, type TokenTable } from './batches.ts';
+import { FEATURES, LOGITS } from './bert.ts';
+
+export interface Progress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  samplesPerSec: number;
+  etaSec: number;
+  gradNorm?: number;
+}
+
+export interface ValMetrics {
+  loss: number;
+  accuracy: number;
+  f1_macro: number;
+}
+
+export interface HistoryRow {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  val?: ValMetrics;
+}
+
+export type StopMetric = 'loss' | 'accuracy' | 'f1_macro';
+
+export interface LoopOptions {
+  program: TrainProgram;
+  train: TokenTable;
+  val?: TokenTable;
+  labels: string[];
+  seed: number;
+  batchSize: number;
+  accumulation: number;
+  epochs?: number;
+  maxSteps?: number;
+  lr: number;
+  schedule: 'constant' | 'linear' | 'cosine';
+  warmupRatio?: number;
+  warmupSteps?: number;
+  bucket: number;
+  device: Device;
+  threads?: number;
+  checkpointDir: string;
+  checkpointEvery: number;
+  resume: boolean;
+  evalEvery?: number;
+  earlyStopping?: { metric: StopMetric; patience: number };
+  /** Must change whenever anything that shapes the trajectory changes (checked on resume). */
+  configHash: string;
+  onProgress?: (m: Progress) => void;
+  onCheckpoint?: (dir: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface LoopResult {
+  params: Map<string, TypedArray>;
+  steps: number;
+  epochs: number;
+  finalLoss: number;
+  bestStep?: number;
+  /** Weights at bestStep (early stopping), else undefined. */
+  bestParams?: Map<string, TypedArray>;
+  history: HistoryRow[];
+  resumedFromStep?: number;
+}
+
+/** Input name a head-only program reads the pooled features from. */
+const HEAD_FEATURES = FEATURES;
+
+export function checkpointName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+/** The newest complete checkpoint folder in `dir` (temp folders never match), or undefined. */
+export function latestCheckpoint(dir: string): string | undefined {
+  if (!existsSync(dir)) return undefined;
+  const names = readdirSync(dir).filter((n) => /^step-\d{8}$/.test(n) && existsSync(join(dir, n, 'manifest.json'))).sort();
+  return names.length ? join(dir, names[names.length - 1]!) : undefined;
+}
+
+function abortError(signal: AbortSignal): Error {
+  const r = signal.reason;
+  if (r instanceof Error) return r;
+  const e = new Error(typeof r === 'string' ? r : 'training was aborted');
+  e.name = 'AbortError';
+  return e;
+}
+
+export async function runLoop(o: LoopOptions): Promise<LoopResult> {
+  const prog = o.program;
+  const sessOpts = { device: o.device, threads: o.threads };
+  const n = o.train.rows;
+  const perStep = o.batchSize * o.accumulation;
+  const stepsPerEpoch = Math.floor(n / perStep);
+  if (stepsPerEpoch < 1) throw new InputError(`the training table has ${n} rows, fewer than one optimizer step of batchSize ${o.batchSize} × accumulation ${o.accumulation}`, { where: 'train.batchSize', hint: 'lower batchSize or accumulation, or add rows' });
+  const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
+  const warmupSteps = o.warmupSteps ?? Math.round((o.warmupRatio ?? 0) * totalSteps);
+  const schedule: ScheduleSpec = o.schedule === 'constant' ? { kind: 'constant', lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
+
+  // Head-only programs train on pooled features computed once by the frozen backbone.
+  let trainFeatures: Float32Array | undefined, valFeatures: Float32Array | undefined, featureDim = 0;
+  if (prog.backbone) {
+    const bb = await createSession(prog.backbone.model, sessOpts);
+    try {
+      const f = await featurize(bb, o.train, o.bucket);
+      trainFeatures = f.data; featureDim = f.dim;
+      if (o.val) valFeatures = (await featurize(bb, o.val, o.bucket)).data;
+    } finally {
+      await bb.release();
+    }
+  }
+  const hasSeed = prog.dataInputs.some((v) => v.name === LORA_DROPOUT_SEED);
+  const dataFeeds = (t: TokenTable, feats: Float32Array | undefined, idx: ArrayLike<number>): Record<string, ort.Tensor> => {
+    if (!t.labels) throw new Error('the table has no labels');
+    if (feats) {
+      const x = new Float32Array(idx.length * featureDim);
+      for (let i = 0; i < idx.length; i++) x.set(feats.subarray(idx[i]! * featureDim, (idx[i]! + 1) * featureDim), i * featureDim);
+      const labels = BigInt64Array.from(Array.from(idx, (r) => BigInt(t.labels![r]!)));
+      return { [HEAD_FEATURES]: toOrt('float32', x, [idx.length, featureDim]), labels: toOrt('int64', labels, [idx.length]) };
+    }
+    const b = makeBatch(t, idx, o.bucket);
+    return {
+      input_ids: toOrt('int64', b.inputIds, [b.rows, b.seq]),
+      attention_mask: toOrt('int64', b.attentionMask, [b.rows, b.seq]),
+      token_type_ids: toOrt('int64', b.tokenTypeIds, [b.rows, b.seq]),
+      labels: toOrt('int64', b.labels!, [b.rows]),
+    };
+  };
+
+  const params = new Map<string, TypedArray>();
+  const state = new Map<string, TypedArray>();
+  for (const p of prog.params) params.set(p.name, p.init.slice());
+  for (const s of prog.state) state.set(s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1)));
+
+  let step = 0, epoch = 0, position = 0, best: number | undefined, bad = 0;
+  let dropRng = new Rng((o.seed ^ 0x5bd1e995) >>> 0);
+  let resumedFromStep: number | undefined;
+  const history: HistoryRow[] = [];
+  if (o.resume) {
+    const dir = latestCheckpoint(o.checkpointDir);
+    if (dir) {
+      const ck = loadCheckpoint(dir);
+      if (ck.manifest.configHash !== o.configHash) throw new InputError('the latest checkpoint was written with different training settings, model or data', { where: dir, hint: 'resume with the same options, or use a fresh checkpointDir (or resume: false)' });
+      for (const p of prog.params) {
+        const v = ck.params.get(p.name);
+        if (!v) throw new InputError(`checkpoint lacks weight '${p.name}'`, { where: dir });
+        params.set(p.name, v);
+      }
+      for (const s of prog.state) {
+        const v = ck.state.get(s.input);
+        if (!v) throw new InputError(`checkpoint lacks optimizer state '${s.input}'`, { where: dir });
+        state.set(s.input, v);
+      }
+      ({ step, epoch, position, best } = ck.manifest);
+      bad = ck.manifest.evalsWithoutImprovement;
+      dropRng = new Rng(ck.manifest.rng);
+      resumedFromStep = step;
+    }
+  }
+
+  const fused = o.accumulation === 1;
+  const stepSession = fused ? await createSession(prog.step, sessOpts) : undefined;
+  const gradSession = fused ? undefined : await createSession(prog.grad, sessOpts);
+  const applySession = fused ? undefined : await createSession(prog.apply, sessOpts);
+  const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
+  const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
+  let perm = order(epoch);
+  const nextIdx = (): Uint32Array => {
+    if (position >= stepsPerEpoch * o.accumulation) { epoch++; position = 0; perm = order(epoch); }
+    const idx = perm.subarray(position * o.batchSize, (position + 1) * o.batchSize);
+    position++;
+    return idx;
+  };
+  const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
+  const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
+  const seedFeed = (): Record<string, ort.Tensor> => (hasSeed ? { [LORA_DROPOUT_SEED]: toOrt('float32', Float32Array.of(dropRng.int(1 << 20)), []) } : {});
+
+  let bestStep: number | undefined;
+  let bestParams: Map<string, TypedArray> | undefined;
+  let finalLoss = NaN;
+  const started = performance.now();
+  const firstStep = step;
+  try {
+    while (step < totalSteps) {
+      if (o.signal?.aborted) throw abortError(o.signal);
+      const lr = learningRate(schedule, step);
+      const scalars = { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step + 1), []) };
+      let loss = 0;
+      let out: ort.InferenceSession.ReturnType;
+      if (fused) {
+        out = await stepSession!.run({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds(), ...stateFeeds(), ...scalars });
+        loss = Number(out[LOSS_OUTPUT]!.data[0]);
+      } else {
+        // Gradients summed in float64 in a fixed order, so accumulation stays deterministic.
+        const acc = new Map<string, Float64Array>();
+        for (let k = 0; k < o.accumulation; k++) {
+          const r = await gradSession!.run({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds() });
+          loss += Number(r[LOSS_OUTPUT]!.data[0]) / o.accumulation;
+          for (const p of prog.params) {
+            const g = r[gradName(p.name)]!.data as Float32Array;
+            let a = acc.get(p.name);
+            if (!a) acc.set(p.name, (a = new Float64Array(g.length)));
+            for (let i = 0; i < g.length; i++) a[i]! += g[i]!;
+          }
+        }
+        const gradFeeds: Record<string, ort.Tensor> = {};
+        for (const p of prog.params) {
+          const a = acc.get(p.name)!;
+          const mean = allocate(p.dtype, a.length) as Float32Array;
+          for (let i = 0; i < a.length; i++) mean[i] = a[i]! / o.accumulation;
+          gradFeeds[gradName(p.name)] = toOrt(p.dtype, mean, p.dims);
+        }
+        out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...stateFeeds(), ...scalars });
+      }
+      if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
+      const gradNorm = Number(out[GRAD_NORM_OUTPUT]!.data[0]);
+      for (const p of prog.params) params.set(p.name, out[`${p.name}::new`]!.data as TypedArray);
+      for (const s of prog.state) state.set(s.input, out[s.output]!.data as TypedArray);
+      step++;
+      finalLoss = loss;
+      const row: HistoryRow = { step, epoch, loss, lr, gradNorm };
+      history.push(row);
+
+      let stop = false;
+      if (o.val && o.evalEvery && (step % o.evalEvery === 0 || step === totalSteps)) {
+        row.val = await evaluateTable(evalSession!, prog, o.val, valFeatures, featureDim, params, o.labels, o.batchSize, o.bucket);
+        if (o.earlyStopping) {
+          const m = o.earlyStopping.metric;
+          const score = m === 'loss' ? row.val.loss : -row.val[m];
+          if (best === undefined || score < best) {
+            best = score; bad = 0; bestStep = step;
+            bestParams = new Map([...params].map(([k, v]) => [k, v.slice()]));
+          } else if (++bad >= o.earlyStopping.patience) stop = true;
+        }
+      }
+      const elapsed = (performance.now() - started) / 1000;
+      const sps = ((step - firstStep) * perStep) / Math.max(1e-9, elapsed);
+      o.onProgress?.({ step, totalSteps, epoch, loss, lr, samplesPerSec: sps, etaSec: ((totalSteps - step) * perStep) / Math.max(1e-9, sps), gradNorm });
+
+      if (o.checkpointEvery > 0 && (step % o.checkpointEvery === 0 || step === totalSteps || stop)) {
+        const dir = join(o.checkpointDir, checkpointName(step));
+        const shapes: Record<string, number[]> = {};
+        for (const p of prog.params) shapes[p.name] = p.dims;
+        for (const s of prog.state) shapes[s.input] = s.dims;
+        const manifest: CheckpointManifest = { format: 'tempered-checkpoint/1', step, epoch, position, rng: dropRng.state(), configHash: o.configHash, best, evalsWithoutImprovement: bad, shapes };
+        saveCheckpoint(dir, { manifest, params, state });
+        o.onCheckpoint?.(dir);
+      }
+      if (stop) break;
+    }
+  } finally {
+    for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
+  }
+  return { params, steps: step, epochs: epoch + (position > 0 ? 1 : 0), finalLoss, bestStep, bestParams, history, resumedFromStep };
+}
+
+async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: number): Promise<{ data: Float32Array; dim: number }> {
+  let data: Float32Array | undefined;
+  let dim = 0;
+  const chunk = 64;
+  for (let start = 0; start < t.rows; start += chunk) {
+    const idx = Array.from({ length: Math.min(chunk, t.rows - start) }, (_, i) => start + i);
+    const b = makeBatch(t, idx, bucket);
+    const out = await session.run({
+      input_ids: toOrt('int64', b.inputIds, [b.rows, b.seq]),
+      attention_mask: toOrt('int64', b.attentionMask, [b.rows, b.seq]),
+      token_type_ids: toOrt('int64', b.tokenTypeIds, [b.rows, b.seq]),
+    });
+    const f = out[FEATURES]!;
+    dim = f.dims[1]!;
+    data ??= new Float32Array(t.rows * dim);
+    data.set(f.data as Float32Array, start * dim);
+  }
+  return { data: data ?? new Float32Array(0), dim };
+}
+
+/** Validation loss (row-weighted), accuracy and macro-F1 with the current weights. */
+async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, t: TokenTable, feats: Float32Array | undefined, featureDim: number, params: Map<string, TypedArray>, labels: string[], batchSize: number, bucket: number): Promise<ValMetrics> {
+  let lossSum = 0;
+  const yTrue: string[] = [], yPred: string[] = [];
+  const C = labels.length;
+  for (let start = 0; start < t.rows; start += batchSize) {
+    const idx = Array.from({ length: Math.min(batchSize, t.rows - start) }, (_, i) => start + i);
+    const feeds: Record<string, ort.Tensor> = {};
+    if (feats) {
+      const x = new Float32Array(idx.length * featureDim);
+      x.set(feats.subarray(start * featureDim, (start + idx.length) * featureDim));
+      feeds[HEAD_FEATURES] = toOrt('float32', x, [idx.length, featureDim]);
+    } else {
+      const b = makeBatch(t, idx, bucket);
+      feeds.input_ids = toOrt('int64', b.inputIds, [b.rows, b.seq]);
+      feeds.attention_mask = toOrt('int64', b.attentionMask, [b.rows, b.seq]);
+      feeds.token_type_ids = toOrt('int64', b.tokenTypeIds, [b.rows, b.seq]);
+    }
+    feeds.labels = toOrt('int64', BigInt64Array.from(idx, (r) => BigInt(t.labels![r]!)), [idx.length]);
+    for (const p of prog.params) feeds[p.name] = toOrt(p.dtype, params.get(p.name)!, p.dims);
+    const out = await session.run(feeds);
+    lossSum += Number(out[LOSS_OUTPUT]!.data[0]) * idx.length;
+    const lg = out[LOGITS]!.data as Float32Array;
+    idx.forEach((r, i) => {
+      let arg = 0;
+      for (let k = 1; k < C; k++) if (lg[i * C + k]! > lg[i * C + arg]!) arg = k;
+      yTrue.push(labels[t.labels![r]!]!);
+      yPred.push(labels[arg]!);
+    });
+  }
+  const rep = classificationReport(yTrue, yPred, { labels, where: 'validation' });
+  return { loss: lossSum / Math.max(1, t.rows), accuracy: rep.accuracy, f1_macro: rep.macro.f1 };
+}
