@@ -35,12 +35,17 @@ export interface AppendedLoss {
 
 const FLOAT_CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
 
+/** A graph input of that name when the caller declared one already, else a new input. */
+function existingOr(b: GraphBuilder, name: string, create: () => string): string {
+  return b.graph.inputs.some((v) => v.name === name) ? name : create();
+}
+
 export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defaultOutput: string): AppendedLoss {
   if (spec.kind === 'mse') {
     const pred = spec.predictions ?? defaultOutput;
     const t = types.get(pred);
     if (!t?.shape || !t.dtype) throw new Error(`mse: predictions '${pred}' have no known shape`);
-    const targets = b.input(spec.targets ?? 'targets', t.dtype, t.shape);
+    const targets = existingOr(b, spec.targets ?? 'targets', () => b.input(spec.targets ?? 'targets', t.dtype!, t.shape!));
     const d = b.op('Sub', [pred, targets]);
     return { loss: b.op('ReduceMean', [b.op('Mul', [d, d])], { keepdims: 0 }, { name: 'loss_mse' }), inputs: [targets] };
   }
@@ -51,7 +56,7 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   const classes = t.shape[rank - 1]!;
   if (typeof classes !== 'number') throw new Error(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`);
   const dtype = t.dtype;
-  const labels = b.input(spec.labels ?? 'labels', 'int64', t.shape.slice(0, -1));
+  const labels = existingOr(b, spec.labels ?? 'labels', () => b.input(spec.labels ?? 'labels', 'int64', t.shape!.slice(0, -1)));
   let lg = logits, lb = labels;
   if (spec.shift) {
     if (rank !== 3) throw new Error(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`);
@@ -64,7 +69,9 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   const valid = b.op('Not', [b.op('Equal', [flatLabels, ignore])]);
   const safe = b.op('Where', [valid, flatLabels, b.constant([0], [], 'int64')]);
   const eps = spec.labelSmoothing ?? 0;
-  const onehot = b.op('OneHot', [safe, b.constant([classes], [], 'int64'), b.constant([eps / classes, 1 - eps + eps / classes], [2], dtype)], { axis: -1 });
+  // onnxruntime's CPU OneHot has no double kernel: build the target in float32 and cast.
+  const onehot32 = b.op('OneHot', [safe, b.constant([classes], [], 'int64'), b.constant([eps / classes, 1 - eps + eps / classes], [2], 'float32')], { axis: -1 });
+  const onehot = dtype === 'float32' ? onehot32 : b.op('Cast', [onehot32], { to: FLOAT_CODE[dtype] ?? 1 });
   const logp = b.op('LogSoftmax', [flatLogits], { axis: -1 });
   const perRow = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [onehot, logp]), b.ints([-1])], { keepdims: 0 })]);
   const mask = b.op('Cast', [valid], { to: FLOAT_CODE[dtype] ?? 1 });
