@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import { Rng } from './prng.ts';
+import { InputError } from '../errors.ts';
+
+const manifest = (step: number): CheckpointManifest => ({
+  format: 'tempered-checkpoint/1', step, epoch: 1, position: 3, rng: new Rng(1).state(), configHash: 'abc',
+  evalsWithoutImprovement: 0, shapes: { w: [2, 2], 'w::m': [2, 2] },
+});
+
+test('checkpoints round-trip, overwrite atomically, and write identical bytes for identical state', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ck-'));
+  const path = join(dir, 'step-1');
+  const params = new Map([['w', Float32Array.from([1, 2, 3, 4])]]);
+  const state = new Map([['w::m', Float32Array.from([0.5, 0, 0, -1])]]);
+  saveCheckpoint(path, { manifest: manifest(1), params, state });
+  const bytes = readFileSync(join(path, 'weights.safetensors'));
+  saveCheckpoint(path, { manifest: manifest(1), params, state });
+  assert.deepEqual(readFileSync(join(path, 'weights.safetensors')), bytes);
+  assert.deepEqual(readdirSync(dir), ['step-1'], 'no temp folders left');
+  const back = loadCheckpoint(path);
+  assert.equal(back.manifest.step, 1);
+  assert.deepEqual(back.params.get('w'), params.get('w'));
+  assert.deepEqual(back.state.get('w::m'), state.get('w::m'));
+  assert.deepEqual(back.manifest.rng, new Rng(1).state());
+});
+
+test('loading a folder that is not a checkpoint is an InputError', () => {
+  assert.throws(() => loadCheckpoint(mkdtempSync(join(tmpdir(), 'tempered-ck-'))), InputError);
+});
+
+test('Rng state restores the exact stream', () => {
+  const a = new Rng(42);
+  a.next(); a.next();
+  const b = new Rng(a.state());
+  assert.deepEqual([a.next(), a.nextU32(), a.normal()], [b.next(), b.nextU32(), b.normal()]);
+  assert.notDeepEqual(new Rng(1).permutation(10), new Rng(2).permutation(10));
+  assert.deepEqual(Array.from(new Rng(1).permutation(10)).sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
