@@ -8,11 +8,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { compileTrainStep, type TrainableSpec } from '../engine/compile.ts';
+import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engine/compile.ts';
 import type { Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
-import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type Pooling } from './bert.ts';
+import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import { readTokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
@@ -127,6 +127,26 @@ export function loraTargetPatterns(targets: string[] | undefined, layers: number
   return out;
 }
 
+/** Forward graph + compiled train program for the options' model, method and head (no data needed). */
+export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm'>): { program: TrainProgram; config: BertConfig } {
+  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed });
+  const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
+  let trainable: TrainableSpec;
+  if (o.method === 'full') trainable = { kind: 'full' };
+  else if (o.method === 'head') trainable = { kind: 'head', features: FEATURES };
+  else trainable = { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers), seed: o.seed, alsoTrain: head };
+  try {
+    const program = compileTrainStep(model, {
+      loss: { kind: 'cross_entropy', logits: 'logits' }, trainable, clipNorm: o.clipNorm,
+      optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
+    });
+    return { program, config };
+  } catch (e) {
+    if (o.method === 'lora' && /match no MatMul/.test((e as Error).message)) throw new InputError((e as Error).message, { where: 'train.lora.targets', cause: e });
+    throw e;
+  }
+}
+
 async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
@@ -151,23 +171,8 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const train = await readTokenTable(trainTok.path);
   const val = valTok ? await readTokenTable(valTok.path) : undefined;
 
-  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed });
+  const { program, config } = compileClassifier(o);
   if (train.width > config.maxPositions) throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
-  const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
-  let trainable: TrainableSpec;
-  if (o.method === 'full') trainable = { kind: 'full' };
-  else if (o.method === 'head') trainable = { kind: 'head', features: FEATURES };
-  else trainable = { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers), seed: o.seed, alsoTrain: head };
-  let program;
-  try {
-    program = compileTrainStep(model, {
-      loss: { kind: 'cross_entropy', logits: 'logits' }, trainable, clipNorm: o.clipNorm,
-      optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
-    });
-  } catch (e) {
-    if (o.method === 'lora' && /match no MatMul/.test((e as Error).message)) throw new InputError((e as Error).message, { where: 'train.lora.targets', cause: e });
-    throw e;
-  }
 
   const baseSha = await sha256File(join(o.modelDir, 'model.safetensors'));
   const hyper = {

@@ -7,11 +7,11 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { TypedArray } from '../onnx/dtype.ts';
-import { cloneModel, type Model } from '../onnx/ir.ts';
 import { saveModel } from '../onnx/proto.ts';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TrainProgram } from '../engine/compile.ts';
-import type { LoraModule, LoraSpec } from '../engine/lora.ts';
+import type { LoraSpec } from '../engine/lora.ts';
+import { exportInference } from '../engine/export.ts';
 
 export const MODEL_MANIFEST = 'tempered-model.json';
 
@@ -29,50 +29,16 @@ export interface ModelManifest {
   training: { steps: number; epochs: number; finalLoss: number; bestStep?: number };
 }
 
-/** Forward model with trained weights written back and LoRA deltas merged (W += A·B·alpha/r). */
-export function mergedModel(prog: TrainProgram, weights: Map<string, TypedArray>): Model {
-  const m = cloneModel(prog.source);
-  const inits = m.graph.initializers;
-  const loraNames = new Set((prog.lora?.modules ?? []).flatMap((x) => [x.a, x.b]));
-  for (const [name, data] of weights) {
-    if (loraNames.has(name)) continue;
-    const t = inits.get(name);
-    if (!t) throw new Error(`trained weight '${name}' is not in the forward model`);
-    inits.set(name, { ...t, data: data.slice() });
-  }
-  if (prog.lora) {
-    const scale = prog.lora.spec.alpha / prog.lora.spec.r;
-    for (const mod of prog.lora.modules) {
-      const w = inits.get(mod.weight)!;
-      const merged = Float32Array.from(w.data as Float32Array);
-      const a = weights.get(mod.a) as Float32Array, b = weights.get(mod.b) as Float32Array;
-      addLoraDelta(merged, a, b, mod, prog.lora.spec.r, scale);
-      inits.set(mod.weight, { ...w, data: merged });
-    }
-  }
-  return m;
-}
-
-/** W[in,out] (or [out,in] when transposed) += scale · A[in,r] · B[r,out], summed in float64 per element. */
-function addLoraDelta(w: Float32Array, a: Float32Array, b: Float32Array, mod: LoraModule, r: number, scale: number): void {
-  const I = mod.inFeatures, O = mod.outFeatures;
-  for (let i = 0; i < I; i++) {
-    for (let o = 0; o < O; o++) {
-      let s = 0;
-      for (let k = 0; k < r; k++) s += a[i * r + k]! * b[k * O + o]!;
-      const at = mod.weightTransposed ? o * I + i : i * O + o;
-      w[at] = w[at]! + s * scale;
-    }
-  }
-}
-
 function transpose(data: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(data.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
   return out;
 }
 
-/** PEFT LoRA adapter (HF layout: lora_A [r, in], lora_B [out, r]) for BertForSequenceClassification. */
+/**
+ * PEFT LoRA adapter for BertForSequenceClassification: unlike the engine's generic exportPeftAdapter,
+ * module paths carry the `bert.` prefix that class nests the encoder under, and the trained head is saved.
+ */
 export function writePeftAdapter(dir: string, prog: TrainProgram, weights: Map<string, TypedArray>, baseName: string, headNames: string[]): void {
   const lora = prog.lora!;
   const spec: LoraSpec = lora.spec;
@@ -118,7 +84,7 @@ export function exportClassifier(o: ExportOptions): void {
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const model = mergedModel(o.program, o.weights);
+    const model = exportInference(o.program, o.weights);
     model.metadata = { ...model.metadata, 'tempered.labels': JSON.stringify(o.manifest.labels), 'tempered.pooling': o.manifest.pooling };
     saveModel(model, join(tmp, 'model.onnx'));
     for (const f of TOKENIZER_FILES) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));

@@ -1,0 +1,137 @@
+/**
+ * Predictor over an exported classifier folder (model.onnx + tokenizer + tempered-model.json): what
+ * evaluation and the HTTP server call. Texts are tokenized, grouped into batches padded to a bucket
+ * length, run through onnxruntime, and turned into per-label probabilities (softmax in float64).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type * as ort from 'onnxruntime-node';
+import { InputError } from '../errors.ts';
+import { createSession, toOrt, type Device } from '../engine/runtime.ts';
+import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
+import { bucketLength } from './batches.ts';
+import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
+
+export interface Prediction {
+  label: string;
+  scores: Record<string, number>;
+}
+
+export interface Predictor {
+  /** sha256 of model.onnx: identifies exactly which weights answered. */
+  id: string;
+  labels: string[];
+  manifest: ModelManifest;
+  predict(texts: string[]): Promise<Prediction[]>;
+  /** Raw logits [texts.length × labels.length], row-major. */
+  logits(texts: string[]): Promise<Float32Array>;
+  /** Pooled sentence embeddings [texts.length × hidden], row-major. */
+  embed(texts: string[]): Promise<{ dim: number; data: Float32Array }>;
+  close(): Promise<void>;
+}
+
+export interface PredictorOptions {
+  device?: Device;
+  threads?: number;
+  /** Texts per onnxruntime run (default 32). */
+  batchSize?: number;
+  /** Padding multiple (default 16). */
+  bucket?: number;
+}
+
+export function readManifest(folder: string): ModelManifest {
+  const path = join(folder, MODEL_MANIFEST);
+  if (!existsSync(path)) throw new InputError(`${MODEL_MANIFEST} not found`, { where: folder, hint: 'pass a folder written by trainClassifier (outDir)' });
+  const m = JSON.parse(readFileSync(path, 'utf8')) as ModelManifest;
+  if (m.format !== 'tempered-model/1' || m.task !== 'classification') throw new InputError(`unsupported model format ${JSON.stringify(m.format)} / task ${JSON.stringify(m.task)}`, { where: path });
+  return m;
+}
+
+/** Tokenizes and pads a group of texts to one bucket length (int64 tensors for onnxruntime). */
+export function encodeTexts(tok: HfTokenizer, texts: string[], maxLength: number, bucket: number): Record<string, ort.Tensor> {
+  const enc = texts.map((t) => tok.encode(t, null, { maxLength }));
+  const longest = enc.reduce((m, e) => Math.max(m, e.inputIds.length), 1);
+  const L = bucketLength(longest, bucket, maxLength);
+  const n = texts.length;
+  const ids = new BigInt64Array(n * L).fill(BigInt(tok.padId));
+  const mask = new BigInt64Array(n * L);
+  const types = new BigInt64Array(n * L).fill(BigInt(tok.padTypeId));
+  enc.forEach((e, i) => {
+    for (let j = 0; j < e.inputIds.length; j++) {
+      ids[i * L + j] = BigInt(e.inputIds[j]!);
+      mask[i * L + j] = BigInt(e.attentionMask[j]!);
+      types[i * L + j] = BigInt(e.tokenTypeIds[j]!);
+    }
+  });
+  return { input_ids: toOrt('int64', ids, [n, L]), attention_mask: toOrt('int64', mask, [n, L]), token_type_ids: toOrt('int64', types, [n, L]) };
+}
+
+export function softmax(row: ArrayLike<number>): number[] {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]!);
+  const e = Array.from(row, (v) => Math.exp(v - max));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+export async function loadPredictor(modelFolder: string, opts: PredictorOptions = {}): Promise<Predictor> {
+  const manifest = readManifest(modelFolder);
+  const onnxPath = join(modelFolder, 'model.onnx');
+  if (!existsSync(onnxPath)) throw new InputError('model.onnx not found', { where: modelFolder });
+  const bytes = readFileSync(onnxPath);
+  const id = createHash('sha256').update(bytes).digest('hex');
+  const tok = loadTokenizer(modelFolder);
+  const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), { device: opts.device ?? 'cpu', threads: opts.threads });
+  const batchSize = opts.batchSize ?? 32;
+  const bucket = opts.bucket ?? 16;
+  const labels = manifest.labels;
+  const C = labels.length;
+  let closed = false;
+
+  // One run per batch; onnxruntime sessions are not re-entrant, so runs are chained.
+  let queue: Promise<unknown> = Promise.resolve();
+  const run = (feeds: Record<string, ort.Tensor>) => {
+    const p = queue.then(() => session.run(feeds));
+    queue = p.catch(() => undefined);
+    return p;
+  };
+  const forAll = async (texts: string[], output: string): Promise<{ dim: number; data: Float32Array }> => {
+    if (closed) throw new Error('predictor is closed');
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('texts must be an array of strings', { where: 'texts' });
+    let data = new Float32Array(0), dim = 0;
+    for (let start = 0; start < texts.length; start += batchSize) {
+      const chunk = texts.slice(start, start + batchSize);
+      const out = (await run(encodeTexts(tok, chunk, manifest.maxLength, bucket)))[output]!;
+      dim = out.dims[1]!;
+      if (start === 0) data = new Float32Array(texts.length * dim);
+      data.set(out.data as Float32Array, start * dim);
+    }
+    return { dim, data };
+  };
+
+  return {
+    id, labels, manifest,
+    async logits(texts) {
+      return (await forAll(texts, manifest.outputs.logits)).data;
+    },
+    async predict(texts) {
+      const { data } = await forAll(texts, manifest.outputs.logits);
+      return texts.map((_, i) => {
+        const p = softmax(data.subarray(i * C, (i + 1) * C));
+        let arg = 0;
+        for (let k = 1; k < C; k++) if (p[k]! > p[arg]!) arg = k;
+        return { label: labels[arg]!, scores: Object.fromEntries(labels.map((l, k) => [l, p[k]!])) };
+      });
+    },
+    embed(texts) {
+      return forAll(texts, manifest.outputs.embeddings);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await queue;
+      await session.release();
+    },
+  };
+}
