@@ -22,7 +22,7 @@ export const TASK_QUEUE = process.env.TEMPERED_TASK_QUEUE ?? 'tempered';
 export function temporalSettings(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
   const embedded = !env.TEMPORAL_ADDRESS;
   const running = embedded ? embeddedServerInfo() : undefined;
-  const address = env.TEMPORAL_ADDRESS ?? running?.address ?? `127.0.0.1:${env.TEMPERED_DEV_PORT ?? 7233}`;
+  const address = env.TEMPORAL_ADDRESS || (running?.address ?? `127.0.0.1:${env.TEMPERED_DEV_PORT ?? 7233}`);
   const namespace = env.TEMPORAL_NAMESPACE ?? 'default';
   let tls: TemporalSettings['tls'];
   if (env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_KEY || env.TEMPORAL_TLS_CA || env.TEMPORAL_TLS === 'true') {

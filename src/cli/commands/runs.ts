@@ -11,6 +11,7 @@ import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, stageLine } from '../format.ts';
 import { startLocalWorkerIfNeeded } from './worker.ts';
+import { auditRunSubmitted } from '../../../activities/audit.ts';
 
 function collectParams(values: string[] | undefined): string[] {
   return values ?? [];
@@ -99,6 +100,7 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
   const local = o.wait ? await startLocalWorkerIfNeeded(ctx, client, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
+    auditRunSubmitted(ctx.paths.root, handle.workflowId, input);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
     else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
@@ -204,4 +206,32 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   if (values.json) console.log(JSON.stringify(lines, null, 2));
   else for (const l of lines) console.log(Object.values(l).filter((v) => v !== undefined && v !== null && v !== '').join('  '));
   return 0;
+}
+
+/** The input a run was started with, read back from its history. */
+export async function runInput(client: Client, runId: string): Promise<RunInput> {
+  const history = await client.workflow.getHandle(runId).fetchHistory();
+  const started = history.events?.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
+  const payload = started?.input?.payloads?.[0];
+  if (!payload) throw new CliError(`run ${runId} has no recorded input`);
+  return client.options.loadedDataConverter.payloadConverter.fromPayload(payload) as RunInput;
+}
+
+export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered resume <run> [--wait] [--json]';
+  const { values, positionals } = parse(argv, { wait: { type: 'boolean' }, json: { type: 'boolean' } }, usage);
+  if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
+  const client = await ctx.client({ startServer: true });
+  const old = positionals[0]!;
+  const desc = await client.workflow.getHandle(old).describe().catch(() => {
+    throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
+  });
+  if (desc.status.name === 'RUNNING') throw new CliError(`run ${old} is still running; cancel it first or wait for it`);
+  if (desc.status.name === 'COMPLETED') console.error(`note: run ${old} succeeded; resuming reuses all of its outputs`);
+  const input = await runInput(client, old);
+  // Same spec and params; finished stages come back from the cache and the failed stage's
+  // checkpoints are found by its cache key, so only unfinished work runs again.
+  const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
+  if (!values.json) console.log(`resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)})`);
+  return startAndReport(ctx, client, next, { wait: !!values.wait, json: !!values.json });
 }

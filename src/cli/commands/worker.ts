@@ -6,7 +6,7 @@ import { createWorker } from '../../../infra/worker.ts';
 import { parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { hasWorkers } from './runs.ts';
-import { stageCompletedHook } from './hooks.ts';
+import { stageCompletedHook } from '../../../activities/audit.ts';
 
 export async function buildWorker(ctx: CliContext, queue: string, opts: { workflows?: boolean; maxActivities?: number } = {}): Promise<Worker> {
   const s = ctx.settings();
@@ -18,7 +18,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: { workfl
     kinds: ctx.kinds,
     workflows: opts.workflows,
     maxConcurrentActivities: opts.maxActivities,
-    deps: { store: ctx.store(), cache: ctx.cache(), stateDir: ctx.paths.root, onStageCompleted: stageCompletedHook(ctx) },
+    deps: { store: ctx.store(), cache: ctx.cache(), stateDir: ctx.paths.root, onStageCompleted: stageCompletedHook(ctx.paths.root) },
   });
 }
 

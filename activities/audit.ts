@@ -1,0 +1,50 @@
+/** Product side effects around runs and stages: the audit trail records them. */
+import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
+import { isArtifactRef } from '../src/types.ts';
+import type { RunInput, StageRequest, StageResult } from '../workflows/types.ts';
+
+export function artifactHashes(outputs: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(outputs)) if (isArtifactRef(v)) out[k] = v.sha256;
+  return out;
+}
+
+/** Called by the worker after a stage succeeds; the dedupe key keeps a retried activity from logging twice. */
+export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
+  return async (req, res) => {
+    const audit = openAudit(join(stateDir, 'audit.db'));
+    try {
+      const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
+      audit.append({
+        action: 'stage.completed',
+        subject: `${req.runId}/${req.stageId}`,
+        runId: req.runId,
+        actor: req.actor,
+        specHash: req.specHash,
+        dataHashes: { ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])), ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])) },
+        details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
+        dedupeKey: `${req.runId}/${req.stageId}/completed`,
+      });
+    } finally {
+      audit.close();
+    }
+  };
+}
+
+export function auditRunSubmitted(stateDir: string, runId: string, input: RunInput): void {
+  const audit = openAudit(join(stateDir, 'audit.db'));
+  try {
+    audit.append({
+      action: 'run.submitted',
+      subject: runId,
+      runId,
+      actor: input.options.actor,
+      specHash: input.plan.specHash,
+      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache },
+      dedupeKey: `${runId}/submitted`,
+    });
+  } finally {
+    audit.close();
+  }
+}

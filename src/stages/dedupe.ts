@@ -1,0 +1,45 @@
+/** Stage kind `dedupe`: exact and near-duplicate removal with a clusters table and conflict policy. */
+import { join } from 'node:path';
+import { describeArrowFile } from '../data/arrow-io.ts';
+import type { DedupeConfig } from '../data/config.ts';
+import { dedupe } from '../data/dedupe.ts';
+import { dedupeWithSchema } from '../data/schemas.ts';
+import { MEDIA, type ArtifactRef } from '../types.ts';
+import { artifactRefSchema, withInputs } from './schema-helpers.ts';
+import type { StageKind } from './types.ts';
+
+type Config = DedupeConfig & { table: ArtifactRef };
+
+export const dedupeStage: StageKind<Config> = {
+  kind: 'dedupe',
+  description: 'remove exact and near duplicates (MinHash + LSH); report clusters and label conflicts',
+  codeVersion: 'dedupe-1',
+  withSchema: withInputs(dedupeWithSchema, { table: artifactRefSchema }),
+  outputs: {
+    table: { type: 'table', description: 'kept rows, with _cluster' },
+    clusters: { type: 'table', description: 'cluster id, member, kept, reason' },
+    report: { type: 'json' },
+    rows: { type: 'number' },
+  },
+  async run({ table, ...cfg }, ctx) {
+    const inPath = await ctx.store.verify(table);
+    const outPath = join(ctx.workDir, 'table.arrow');
+    const clustersPath = join(ctx.workDir, 'clusters.arrow');
+    const report = await dedupe(inPath, cfg, {
+      outPath,
+      clustersPath,
+      onProgress: (p) => ctx.progress({ fraction: p.fraction, message: `${p.rows} rows`, metrics: { rows: p.rows } }),
+    });
+    const [kept, clusters] = await Promise.all([describeArrowFile(outPath), describeArrowFile(clustersPath)]);
+    return {
+      table: await ctx.store.putFile(outPath, { mediaType: MEDIA.arrow, rows: kept.rows, schema: kept.schema, move: true }),
+      clusters: await ctx.store.putFile(clustersPath, { mediaType: MEDIA.arrow, rows: clusters.rows, schema: clusters.schema, move: true }),
+      report: await ctx.store.putJson(report),
+      rows: report.rowsOut,
+    };
+  },
+};
+
+export function stageKinds(): StageKind<any>[] {
+  return [dedupeStage];
+}

@@ -1,0 +1,141 @@
+/**
+ * The `tempered` command through its real entry point (bin/tempered.js) against a real dev server:
+ * validate, submit --wait, status, runs, logs, cancel, audit, server start/status/stop.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ChildProcess } from 'node:child_process';
+import { freePort, startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
+import { runCli, startCliWorker } from './helpers/cli.ts';
+
+const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
+let server: DevServerHandle;
+let home: string;
+let env: Record<string, string>;
+
+before(async () => {
+  home = mkdtempSync(join(tmpdir(), 'tempered-cli-'));
+  server = await startDevServer({ dbFile: join(home, 'temporal.db'), logFile: join(home, 'server.log'), headless: true });
+  env = {
+    TEMPORAL_ADDRESS: server.address,
+    TEMPERED_HOME: home,
+    TEMPERED_TASK_QUEUE: 'cli-test',
+    TEMPERED_ACTOR: 'cli-tester',
+    TEMPERED_PLUGINS: fileURLToPath(new URL('./helpers/probe-plugin.ts', import.meta.url)),
+    TEMPERED_PROBE_LOG: join(home, 'probe.log'),
+  };
+});
+after(async () => {
+  await stopProcess(server.pid);
+  rmSync(home, { recursive: true, force: true });
+});
+
+describe('tempered CLI', () => {
+  it('validate accepts a good spec and prints the plan', async () => {
+    const r = await runCli(['validate', join(FIX, 'tiny-pipeline.yaml')], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /ok: pipeline 'tiny', 2 stages in order ingest → split/);
+  });
+
+  it('validate reports every error with file:line:column, a hint, exit code 2 and no stack trace', async () => {
+    const r = await runCli(['validate', join(FIX, 'bad-pipeline.yaml')], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /bad-pipeline\.yaml:10:\d+: .*ingst/);
+    assert.match(r.stderr, /bad-pipeline\.yaml:12:\d+: .*tabel/);
+    assert.match(r.stderr, /hint: /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  it('rejects bad usage and a missing file clearly', async () => {
+    const r1 = await runCli(['submit'], env);
+    assert.equal(r1.code, 2);
+    assert.match(r1.stderr, /usage: tempered submit/);
+    const r2 = await runCli(['validate', join(FIX, 'nope.yaml')], env);
+    assert.equal(r2.code, 2);
+    assert.match(r2.stderr, /nope\.yaml/);
+    const r3 = await runCli(['frobnicate'], env);
+    assert.equal(r3.code, 2);
+  });
+
+  it('submit --wait runs the pipeline with progress, then status, runs, logs and audit show it', async () => {
+    const r = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait'], env, { timeoutMs: 180_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const runId = /submitted run (\S+)/.exec(r.stdout)?.[1];
+    assert.ok(runId, r.stdout);
+    assert.match(r.stdout, /ingest\s+ingest\s+succeeded/);
+    assert.match(r.stdout, /split\s+split\s+succeeded/);
+
+    const st = await runCli(['status', runId!, '--json'], env);
+    assert.equal(st.code, 0, st.stderr);
+    const status = JSON.parse(st.stdout) as { state: string; params: { seed: number }; stages: { id: string; state: string; outputs: Record<string, { rows?: number }> }[] };
+    assert.equal(status.state, 'succeeded');
+    assert.equal(status.params.seed, 3);
+    const split = status.stages.find((s) => s.id === 'split')!;
+    const rows = ['train', 'validation', 'test'].map((k) => split.outputs[k]?.rows ?? 0);
+    assert.equal(rows.reduce((a, b) => a + b, 0), 10, 'every ingested row lands in a split');
+
+    const runs = await runCli(['runs'], env);
+    assert.match(runs.stdout, new RegExp(runId!));
+    const logs = await runCli(['logs', runId!], env);
+    assert.match(logs.stdout, /stage-ingest.*\n.*started/);
+    const audit = await runCli(['audit', '--run', runId!], env);
+    assert.match(audit.stdout, /run\.submitted/);
+    assert.match(audit.stdout, /stage\.completed\s+.*\/ingest/);
+    assert.match(audit.stdout, /cli-tester/);
+    const verify = await runCli(['audit', '--verify'], env);
+    assert.equal(verify.code, 0, verify.stdout);
+  });
+
+  it('submit without --wait returns at once; cancel stops the running stage', async () => {
+    let worker: ChildProcess | undefined;
+    try {
+      worker = await startCliWorker([], env);
+      const r = await runCli(['submit', join(FIX, 'probe-pipeline.yaml'), '--json'], env);
+      assert.equal(r.code, 0, r.stderr);
+      const { runId } = JSON.parse(r.stdout) as { runId: string };
+      for (let i = 0; i < 100; i++) {
+        const s = JSON.parse((await runCli(['status', runId, '--json'], env)).stdout) as { stages: { id: string; state: string }[] };
+        if (s.stages.find((x) => x.id === 'block')?.state === 'running') break;
+        await sleep(200);
+      }
+      const c = await runCli(['cancel', runId], env);
+      assert.equal(c.code, 0, c.stderr);
+      let final: { state: string; stages: { id: string; state: string }[] } | undefined;
+      for (let i = 0; i < 100; i++) {
+        final = JSON.parse((await runCli(['status', runId, '--json'], env)).stdout);
+        if (final!.state !== 'running') break;
+        await sleep(300);
+      }
+      assert.equal(final!.state, 'cancelled');
+      assert.equal(final!.stages.find((x) => x.id === 'block')!.state, 'cancelled');
+      const again = await runCli(['cancel', runId], env);
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, /already cancel/);
+    } finally {
+      worker?.kill('SIGTERM');
+    }
+  });
+
+  it('server start/status/stop manages an embedded dev server in the state folder', async () => {
+    const port = await freePort();
+    const local = { TEMPERED_HOME: mkdtempSync(join(tmpdir(), 'tempered-srv-')), TEMPERED_DEV_PORT: String(port), TEMPORAL_ADDRESS: '' };
+    const envNoAddr = { ...local };
+    const start = await runCli(['server', 'start', '--ui-port', String(await freePort())], envNoAddr, { timeoutMs: 90_000 });
+    assert.equal(start.code, 0, start.stderr);
+    assert.match(start.stdout, new RegExp(`started: Temporal dev server at 127.0.0.1:${port}`));
+    const status = await runCli(['server', 'status'], envNoAddr);
+    assert.equal(status.code, 0);
+    assert.match(status.stdout, /running/);
+    const stop = await runCli(['server', 'stop'], envNoAddr);
+    assert.equal(stop.code, 0);
+    const after = await runCli(['server', 'status'], envNoAddr);
+    assert.equal(after.code, 1);
+    assert.match(after.stdout, /not running/);
+    rmSync(local.TEMPERED_HOME, { recursive: true, force: true });
+  });
+});
