@@ -1,0 +1,369 @@
+/** `tempered schedule`: retrain on a timetable with Temporal Schedules. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Client } from '@temporalio/client';
+import {
+  auditScheduleChange,
+  backfillSchedule,
+  checkCron,
+  checkScheduleName,
+  createSchedule,
+  deleteSchedule,
+  listSchedules,
+  parseDriftTrigger,
+  parseDurationOption,
+  parseInstant,
+  parseMetricTrigger,
+  parseOverlap,
+  pauseSchedule,
+  planScheduledRun,
+  readSchedule,
+  recentRuns,
+  replanStoredSpec,
+  SpecLoadError,
+  triggerSchedule,
+  unpauseSchedule,
+  updateSchedule,
+  type RecentRun,
+  type ScheduleChange,
+  type ScheduleConfig,
+  type ScheduleTiming,
+  type ScheduleView,
+} from '../../client/schedules.ts';
+import { InputError } from '../../errors.ts';
+import { formatSpecErrors } from '../../spec/index.ts';
+import type { RunGateSpec, RunInput } from '../../../workflows/types.ts';
+import { actor, parse, UsageError } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+
+const TIMING_USAGE = '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
+const GATE_USAGE = '[--skip-if-unchanged] [--trigger-metric <model>:<metric>:<threshold>] [--trigger-drift <threshold>]';
+const USAGE: Record<string, string> = {
+  create: `tempered schedule create <name> --pipeline <file> ${TIMING_USAGE} [--param k=v ...] [--paused] [--note <text>] ${GATE_USAGE} [--json]`,
+  list: 'tempered schedule list [--json]',
+  describe: 'tempered schedule describe <name> [--json]',
+  pause: 'tempered schedule pause <name> [--note <text>]',
+  unpause: 'tempered schedule unpause <name> [--note <text>]',
+  trigger: 'tempered schedule trigger <name> [--overlap <policy>] [--json]',
+  backfill: 'tempered schedule backfill <name> --from <iso> --to <iso> [--overlap <policy>]',
+  update: `tempered schedule update <name> [--pipeline <file>] [--param k=v ...] [--cron "<expr>" | --every <d>] [--jitter <d>] [--catchup-window <d>] [--overlap <policy>] [--note <text>] [--no-gate] ${GATE_USAGE} [--json]`,
+  delete: 'tempered schedule delete <name>',
+};
+
+function help(): string {
+  return `usage:\n${Object.values(USAGE).map((u) => `  ${u}`).join('\n')}\n\nDurations: 30s, 10m, 2h, 1h30m, 1d. Cron: 5 fields (minute hour day-of-month month day-of-week) in UTC, or @daily, @hourly, ...`;
+}
+
+const TIMING_OPTIONS = {
+  cron: { type: 'string' },
+  every: { type: 'string' },
+  jitter: { type: 'string' },
+  'catchup-window': { type: 'string' },
+  overlap: { type: 'string' },
+} as const;
+const GATE_OPTIONS = {
+  'skip-if-unchanged': { type: 'boolean' },
+  'trigger-metric': { type: 'string' },
+  'trigger-drift': { type: 'string' },
+} as const;
+const SPEC_OPTIONS = { pipeline: { type: 'string' }, param: { type: 'string', multiple: true } } as const;
+
+/** Library input errors are usage errors here: exit code 2, with the hint. */
+async function asUsage<T>(f: () => Promise<T> | T): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof SpecLoadError) {
+      console.error(formatSpecErrors(e.errors));
+      throw new CliError(e.message, 2);
+    }
+    if (e instanceof InputError) throw new CliError(`${e.message}${e.hint ? `\n  hint: ${e.hint}` : ''}`, 2);
+    throw e;
+  }
+}
+
+function oneName(positionals: string[], sub: string): string {
+  if (positionals.length !== 1) throw new UsageError(`schedule ${sub} takes one schedule name\nusage: ${USAGE[sub]}`);
+  return positionals[0]!;
+}
+
+interface TimingFlags {
+  cron?: string;
+  every?: string;
+  jitter?: string;
+  'catchup-window'?: string;
+  overlap?: string;
+}
+
+/** The timing the flags ask for, starting from `base` (an update changes only what it names). */
+function timingFrom(v: TimingFlags, base: ScheduleTiming | undefined, sub: string): ScheduleTiming {
+  if (v.cron !== undefined && v.every !== undefined) throw new UsageError(`give --cron or --every, not both\nusage: ${USAGE[sub]}`);
+  if (!base && v.cron === undefined && v.every === undefined) throw new UsageError(`say when to run with --cron "<expr>" or --every <duration>\nusage: ${USAGE[sub]}`);
+  const t: ScheduleTiming = base ? { ...base } : { overlap: 'skip' };
+  if (v.cron !== undefined) {
+    t.cron = checkCron(v.cron);
+    delete t.everyMs;
+  }
+  if (v.every !== undefined) {
+    t.everyMs = parseDurationOption(v.every, '--every', { minMs: 1000, wholeSeconds: true });
+    delete t.cron;
+  }
+  if (v.jitter !== undefined) t.jitterMs = parseDurationOption(v.jitter, '--jitter');
+  if (v['catchup-window'] !== undefined) t.catchupWindowMs = parseDurationOption(v['catchup-window'], '--catchup-window', { minMs: 10_000 });
+  if (v.overlap !== undefined) t.overlap = parseOverlap(v.overlap);
+  return t;
+}
+
+interface GateFlags {
+  'skip-if-unchanged'?: boolean;
+  'trigger-metric'?: string;
+  'trigger-drift'?: string;
+}
+
+function gateFrom(v: GateFlags, base: RunGateSpec | undefined): RunGateSpec | undefined {
+  const g: RunGateSpec = { ...(base ?? {}) };
+  if (v['skip-if-unchanged']) g.skipIfUnchanged = true;
+  if (v['trigger-metric'] !== undefined) g.metricBelow = parseMetricTrigger(v['trigger-metric']);
+  if (v['trigger-drift'] !== undefined) g.labelDrift = parseDriftTrigger(v['trigger-drift']);
+  return Object.keys(g).length > 0 ? g : undefined;
+}
+
+function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string): RunInput {
+  const { gate: _old, ...options } = input.options;
+  return { plan: input.plan, options: { ...options, actor: who, ...(gate ? { gate } : {}) } };
+}
+
+/** Options as given, for the audit record (absent ones left out). */
+function given(values: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(values).filter(([k, v]) => v !== undefined && k !== 'json'));
+}
+
+function audit(ctx: CliContext, change: ScheduleChange, name: string, who: string, specHash: string | undefined, details: Record<string, unknown>): void {
+  auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
+}
+
+export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    console.log(help());
+    return sub ? 0 : 2;
+  }
+  switch (sub) {
+    case 'create':
+      return createCmd(ctx, rest);
+    case 'update':
+      return updateCmd(ctx, rest);
+    case 'list':
+      return listCmd(ctx, rest);
+    case 'describe':
+      return describeCmd(ctx, rest);
+    case 'pause':
+    case 'unpause':
+      return pauseCmd(ctx, rest, sub);
+    case 'trigger':
+      return triggerCmd(ctx, rest);
+    case 'backfill':
+      return backfillCmd(ctx, rest);
+    case 'delete':
+      return deleteCmd(ctx, rest);
+    default:
+      throw new UsageError(`unknown schedule command '${sub}'\n${help()}`);
+  }
+}
+
+async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    { ...SPEC_OPTIONS, ...TIMING_OPTIONS, ...GATE_OPTIONS, paused: { type: 'boolean' }, note: { type: 'string' }, json: { type: 'boolean' } },
+    USAGE.create!,
+  );
+  const name = oneName(positionals, 'create');
+  if (!values.pipeline) throw new UsageError(`name the pipeline file with --pipeline <file>\nusage: ${USAGE.create}`);
+  const who = actor();
+  const cfg = await asUsage(async (): Promise<ScheduleConfig> => {
+    checkScheduleName(name);
+    const timing = timingFrom(values, undefined, 'create');
+    const gate = gateFrom(values, undefined);
+    const { input, spec } = await planScheduledRun({ file: values.pipeline!, params: values.param ?? [], registry: ctx.registry, store: ctx.store(), actor: who, name, gate });
+    return { name, taskQueue: ctx.taskQueue, input, spec, timing, paused: !!values.paused, note: values.note };
+  });
+  const client = await ctx.client({ startServer: true });
+  await asUsage(() => createSchedule(client, cfg));
+  audit(ctx, 'created', name, who, cfg.spec.specHash, { ...given(values), pipeline: cfg.spec.pipeline, file: cfg.spec.file, specUri: cfg.spec.specUri, taskQueue: cfg.taskQueue, gate: cfg.input.options.gate });
+  const { view } = await readSchedule(client, name);
+  if (values.json) console.log(JSON.stringify(view, null, 2));
+  else {
+    console.log(`created schedule '${name}': pipeline ${view.spec.pipeline} (spec ${view.spec.specHash.slice(0, 12)}), ${whenText(view)}${view.paused ? ', paused' : ''}`);
+    if (view.nextRuns[0] && !view.paused) console.log(`  next run ${view.nextRuns[0]}`);
+  }
+  return 0;
+}
+
+async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    { ...SPEC_OPTIONS, ...TIMING_OPTIONS, ...GATE_OPTIONS, 'no-gate': { type: 'boolean' }, note: { type: 'string' }, json: { type: 'boolean' } },
+    USAGE.update!,
+  );
+  const name = oneName(positionals, 'update');
+  const changes = given(values);
+  if (Object.keys(changes).length === 0) throw new UsageError(`nothing to change; give at least one option\nusage: ${USAGE.update}`);
+  const who = actor();
+  const client = await ctx.client();
+  const cur = (await asUsage(() => readSchedule(client, name))).config;
+  const next = await asUsage(async (): Promise<ScheduleConfig> => {
+    const timing = timingFrom(values, cur.timing, 'update');
+    const gate = gateFrom(values, values['no-gate'] ? undefined : cur.input.options.gate);
+    const params = values.param ?? cur.spec.params;
+    const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate };
+    // A new file is read and stored afresh; new params alone replan the stored bytes, never the file on disk.
+    const planned = values.pipeline
+      ? await planScheduledRun({ ...common, file: values.pipeline })
+      : values.param
+        ? await replanStoredSpec({ ...common, spec: cur.spec })
+        : { input: withGate(cur.input, gate, who), spec: cur.spec };
+    return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };
+  });
+  await asUsage(() => updateSchedule(client, next));
+  audit(ctx, 'updated', name, who, next.spec.specHash, { ...changes, previousSpecHash: cur.spec.specHash, specUri: next.spec.specUri, file: next.spec.file, gate: next.input.options.gate });
+  const { view } = await readSchedule(client, name);
+  if (values.json) console.log(JSON.stringify(view, null, 2));
+  else {
+    const specNote = cur.spec.specHash === view.spec.specHash ? 'spec unchanged' : `spec ${cur.spec.specHash.slice(0, 12)} → ${view.spec.specHash.slice(0, 12)}`;
+    console.log(`updated schedule '${name}': ${specNote}, ${whenText(view)}`);
+  }
+  return 0;
+}
+
+async function listCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, USAGE.list!);
+  if (positionals.length > 0) throw new UsageError(`schedule list takes no arguments\nusage: ${USAGE.list}`);
+  const items = await listSchedules(await ctx.client());
+  if (values.json) console.log(JSON.stringify(items, null, 2));
+  else if (items.length === 0) console.log('no schedules; create one with `tempered schedule create <name> --pipeline <file> --every 1d`');
+  else {
+    for (const s of items) {
+      const state = s.paused ? `paused${s.note ? ` (${s.note})` : ''}` : `next ${s.nextRun ?? '-'}`;
+      console.log(`${s.name.padEnd(24)} ${s.pipeline.padEnd(20)} ${s.specHash.slice(0, 12)}  ${s.timing.padEnd(20)} ${state}`);
+    }
+  }
+  return 0;
+}
+
+function whenText(v: ScheduleView): string {
+  const parts = [v.timing.cron ? `cron "${v.timing.cron}" (UTC)` : `every ${v.timing.every}`];
+  if (v.timing.jitter) parts.push(`jitter ${v.timing.jitter}`);
+  parts.push(`overlap ${v.timing.overlap}`);
+  return parts.join(', ');
+}
+
+export function gateText(g: RunGateSpec | undefined): string {
+  if (!g) return 'none (every run retrains)';
+  const parts: string[] = [];
+  if (g.metricBelow) parts.push(`retrain when ${g.metricBelow.model}@${g.metricBelow.alias ?? 'production'} ${g.metricBelow.metric} < ${g.metricBelow.threshold}`);
+  if (g.labelDrift) parts.push(`retrain when label drift (Jensen-Shannon) > ${g.labelDrift.threshold}`);
+  if (g.skipIfUnchanged) parts.push((g.metricBelow || g.labelDrift ? '(triggers decide) ' : '') + 'skip when spec and data are unchanged');
+  return parts.join('; ');
+}
+
+function runLine(r: RecentRun): string {
+  let outcome = r.state;
+  if (r.gate && !r.gate.proceed) outcome += `, skipped: ${r.gate.outcome} (${r.gate.reason})`;
+  else if (r.gate) outcome += `, ${r.gate.outcome}: ${r.gate.reason}`;
+  if (r.error) outcome += `: ${r.error}`;
+  return `    ${r.runId.padEnd(40)} ${outcome}`;
+}
+
+async function describeCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, USAGE.describe!);
+  const name = oneName(positionals, 'describe');
+  const client = await ctx.client();
+  const { view } = await asUsage(() => readSchedule(client, name));
+  const runs = await recentRuns(client, view);
+  if (values.json) {
+    console.log(JSON.stringify({ ...view, recentRuns: runs }, null, 2));
+    return 0;
+  }
+  const lines = [
+    `schedule ${name}: ${view.paused ? 'PAUSED' : 'active'}${view.note ? ` (note: ${view.note})` : ''}`,
+    `  pipeline    ${view.spec.pipeline}, spec ${view.spec.specHash}`,
+    `  spec file   ${view.spec.file} (stored as ${view.spec.specUri})`,
+    `  params      ${view.spec.params.length ? view.spec.params.join(' ') : '(defaults)'}`,
+    `  when        ${whenText(view)}, catch-up window ${view.timing.catchupWindow}`,
+    `  gate        ${gateText(view.gate)}`,
+    `  queue       ${view.taskQueue}   actor ${view.actor}`,
+    `  created     ${view.createdAt}${view.updatedAt ? `   updated ${view.updatedAt}` : ''}`,
+    `  actions     ${view.actionsTaken} taken, ${view.skippedOverlap} skipped by overlap policy, ${view.missedCatchupWindow} missed (catch-up window)`,
+    `  next runs   ${view.paused ? '(paused)' : view.nextRuns.slice(0, 3).join(', ') || '-'}`,
+  ];
+  if (view.runningRuns.length) lines.push(`  running     ${view.runningRuns.join(', ')}`);
+  lines.push(runs.length ? '  recent runs (newest first)' : '  recent runs none yet');
+  for (const r of runs) lines.push(runLine(r));
+  console.log(lines.join('\n'));
+  return 0;
+}
+
+async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause'): Promise<number> {
+  const { values, positionals } = parse(argv, { note: { type: 'string' } }, USAGE[sub]!);
+  const name = oneName(positionals, sub);
+  const client = await ctx.client();
+  const { config } = await asUsage(() => readSchedule(client, name));
+  await asUsage(() => (sub === 'pause' ? pauseSchedule : unpauseSchedule)(client, name, values.note));
+  audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), config.spec.specHash, given(values));
+  console.log(`${sub}d schedule '${name}'${values.note ? ` (note: ${values.note})` : ''}`);
+  return 0;
+}
+
+/** Waits briefly for the server to act on a trigger: the new run's id, or that the overlap policy skipped it. */
+async function triggerOutcome(client: Client, name: string, before: ScheduleView): Promise<{ runId?: string; skipped?: boolean }> {
+  for (let i = 0; i < 40; i++) {
+    const { view } = await readSchedule(client, name);
+    if (view.actionsTaken > before.actionsTaken) return { runId: view.recentActions.at(-1)?.runId };
+    if (view.skippedOverlap > before.skippedOverlap) return { skipped: true };
+    await sleep(250);
+  }
+  return {};
+}
+
+async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { overlap: { type: 'string' }, json: { type: 'boolean' } }, USAGE.trigger!);
+  const name = oneName(positionals, 'trigger');
+  const overlap = values.overlap === undefined ? undefined : await asUsage(() => parseOverlap(values.overlap!));
+  const client = await ctx.client();
+  const { view, config } = await asUsage(() => readSchedule(client, name));
+  await asUsage(() => triggerSchedule(client, name, overlap));
+  audit(ctx, 'triggered', name, actor(), config.spec.specHash, given(values));
+  const out = await triggerOutcome(client, name, view);
+  if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
+  else if (out.runId) console.log(`triggered schedule '${name}': run ${out.runId}`);
+  else if (out.skipped) console.log(`triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`);
+  else console.log(`triggered schedule '${name}'; the server has not started the run yet (see \`tempered schedule describe ${name}\`)`);
+  return 0;
+}
+
+async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { from: { type: 'string' }, to: { type: 'string' }, overlap: { type: 'string' } }, USAGE.backfill!);
+  const name = oneName(positionals, 'backfill');
+  if (!values.from || !values.to) throw new UsageError(`give the time range with --from <iso> and --to <iso>\nusage: ${USAGE.backfill}`);
+  const { from, to, overlap } = await asUsage(() => ({
+    from: parseInstant(values.from!, '--from'),
+    to: parseInstant(values.to!, '--to'),
+    overlap: values.overlap === undefined ? undefined : parseOverlap(values.overlap),
+  }));
+  const client = await ctx.client();
+  const { config } = await asUsage(() => readSchedule(client, name));
+  await asUsage(() => backfillSchedule(client, name, from, to, overlap));
+  audit(ctx, 'backfilled', name, actor(), config.spec.specHash, { from: from.toISOString(), to: to.toISOString(), overlap: overlap ?? config.timing.overlap });
+  console.log(`backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? config.timing.overlap}); follow it with \`tempered schedule describe ${name}\``);
+  return 0;
+}
+
+async function deleteCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { positionals } = parse(argv, {}, USAGE.delete!);
+  const name = oneName(positionals, 'delete');
+  const client = await ctx.client();
+  const { config } = await asUsage(() => readSchedule(client, name));
+  await asUsage(() => deleteSchedule(client, name));
+  audit(ctx, 'deleted', name, actor(), config.spec.specHash, { pipeline: config.spec.pipeline, specUri: config.spec.specUri });
+  console.log(`deleted schedule '${name}' (runs it started are not affected)`);
+  return 0;
+}
