@@ -24,13 +24,15 @@ export async function createSession(model: Model | Uint8Array, opts: SessionOpti
     try {
       return await ort.InferenceSession.create(bytes, {
         executionProviders: PROVIDERS[d],
-        intraOpNumThreads: opts.threads,
+        ...(opts.threads !== undefined ? { intraOpNumThreads: opts.threads } : {}),
         interOpNumThreads: 1,
         executionMode: 'sequential',
         // 'all' may fuse into contrib ops; 'extended' keeps results stable and is fast enough.
         graphOptimizationLevel: 'extended',
       });
     } catch (e) {
+      // On CPU a failure is a bad graph, not a missing device: report it as it is.
+      if (d === 'cpu') throw e;
       last = e;
     }
   }
