@@ -82,3 +82,14 @@ test('topological order, dead-node removal and shape inference', () => {
   assert.deepEqual(types.get(red)!.shape, ['batch', 2, 'seq']);
   assert.equal(types.get(flat)!.shape![1], 8);
 });
+
+test('encoded nodes are topologically sorted even when the IR list is not (ONNX checker requirement)', () => {
+  const model = tinyMlp();
+  model.graph.nodes.reverse();
+  const back = decodeModel(encodeModel(model));
+  const seen = new Set([...back.graph.inputs.map((v) => v.name), ...back.graph.initializers.keys()]);
+  for (const n of back.graph.nodes) {
+    for (const i of n.inputs) assert.ok(seen.has(i), `${n.name} reads ${i} before it is produced`);
+    n.outputs.forEach((o) => seen.add(o));
+  }
+});

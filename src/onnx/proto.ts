@@ -7,6 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as OnnxNs } from 'onnx-proto';
 import type { Attr, Dim, Model, Node, Tensor, ValueInfo } from './ir.ts';
 import { numel } from './ir.ts';
+import { topoSort } from './graph.ts';
 import { BYTES, dtypeFromCode, fromBytes, onnxCode, toBytes, allocate } from './dtype.ts';
 
 // onnx-proto ships CommonJS static protobufjs code; createRequire keeps this file ESM.
@@ -123,7 +124,8 @@ function toProto(model: Model, opts: EncodeOptions = {}): OnnxNs.ModelProto {
     metadataProps: Object.entries(model.metadata).map(([key, value]) => ({ key, value })),
     graph: {
       name: g.name,
-      node: g.nodes.map((n) => ({
+      // ONNX requires producers before consumers; rewrites (LoRA, autodiff) append nodes anywhere.
+      node: topoSort(g).map((n) => ({
         name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs,
         attribute: Object.entries(n.attrs).map(([k, a]) => attrToProto(k, a)),
       })),
