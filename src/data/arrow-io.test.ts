@@ -71,3 +71,22 @@ test('abort and failed rows leave nothing behind', () => {
   w2.abort();
   assert.deepEqual(readdirSync(dir), []);
 });
+
+test('takeRows gathers rows of every column type, from sliced batches too', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'arrow-io-'));
+  const path = join(dir, 't.arrow');
+  writeSample(path, 10, 10);
+  const { takeRows } = await import('./arrow-io.ts');
+  for await (const b of readArrowBatches(path)) {
+    const pick = [9, 0, 4, 4];
+    const t = takeRows(b, pick);
+    for (const name of Object.keys(spec)) {
+      const want = columnValues(b, name).map(String);
+      assert.deepEqual(columnValues(t, name).map(String), pick.map((i) => want[i]), name);
+    }
+    const sliced = b.slice(3, 8);
+    const s = takeRows(sliced, [4, 0]);
+    assert.deepEqual(columnValues(s, 'text'), ['row 7 ✓', 'row 3 ✓']);
+    assert.deepEqual(columnValues(s, 'big'), [2 ** 40 + 7, 2 ** 40 + 3]);
+  }
+});

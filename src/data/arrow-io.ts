@@ -8,7 +8,7 @@
 import { open } from 'node:fs/promises';
 import {
   Bool, DataType, Field, FixedSizeList, Float32, Float64, Int32, Int64, List, RecordBatch, RecordBatchFileWriter,
-  RecordBatchReader, Schema, Struct, Utf8, makeBuilder, makeData, type Vector,
+  RecordBatchReader, Schema, Struct, Utf8, makeBuilder, makeData, type Data, type Vector,
 } from 'apache-arrow';
 import { AtomicFile } from './atomic.ts';
 
@@ -277,4 +277,77 @@ export function selectRows(batch: RecordBatch, indices: ArrayLike<number>): Colu
     out[f.name] = vals;
   }
   return out;
+}
+
+/**
+ * The given rows of a batch as a new batch, copying bytes directly for non-null Utf8 and
+ * fixed-width numeric columns (no decode/encode); other columns go through the builders.
+ * `extra` appends columns (already-built Data) after the batch's own.
+ */
+export function takeRows(batch: RecordBatch, indices: ArrayLike<number>, schema: Schema = batch.schema, extra: Data[] = []): RecordBatch {
+  const n = indices.length;
+  const children: Data[] = [];
+  const own = schema.fields.length - extra.length;
+  for (let c = 0; c < own; c++) {
+    const f = schema.fields[c];
+    const src = batch.getChild(f.name);
+    if (!src) throw new Error(`batch is missing column ${f.name}`);
+    children.push(takeColumn(src, indices, f));
+  }
+  children.push(...extra);
+  for (const d of children) if (d.length !== n) throw new Error(`column length ${d.length} does not match ${n} rows`);
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
+}
+
+function takeColumn(vec: Vector, indices: ArrayLike<number>, field: Field): Data {
+  const n = indices.length;
+  if (vec.nullCount === 0 && DataType.isUtf8(vec.type)) {
+    // Gather byte ranges chunk by chunk (a column may span several Data chunks).
+    let bytes = 0;
+    const loc = locate(vec, indices);
+    for (let i = 0; i < n; i++) { const d = vec.data[loc.chunk[i]]; const o = d.valueOffsets as Int32Array; bytes += o[loc.row[i] + 1] - o[loc.row[i]]; }
+    const offsets = new Int32Array(n + 1);
+    const values = new Uint8Array(bytes);
+    let pos = 0;
+    for (let i = 0; i < n; i++) {
+      const d = vec.data[loc.chunk[i]];
+      const o = d.valueOffsets as Int32Array, r = loc.row[i];
+      const start = o[r], end = o[r + 1];
+      values.set((d.values as Uint8Array).subarray(start, end), pos);
+      pos += end - start;
+      offsets[i + 1] = pos;
+    }
+    return makeData({ type: field.type as Utf8, length: n, nullCount: 0, valueOffsets: offsets, data: values });
+  }
+  if (vec.nullCount === 0 && (DataType.isInt(vec.type) || DataType.isFloat(vec.type))) {
+    const loc = locate(vec, indices);
+    const first = vec.data[0].values as Int32Array;
+    const Ctor = first.constructor as new (n: number) => Int32Array;
+    const out = new Ctor(n);
+    for (let i = 0; i < n; i++) out[i] = (vec.data[loc.chunk[i]].values as Int32Array)[loc.row[i]];
+    return makeData({ type: field.type as Int32, length: n, nullCount: 0, data: out });
+  }
+  const b = makeBuilder({ type: field.type, nullValues: [null, undefined] });
+  for (let i = 0; i < n; i++) {
+    const v = vec.get(indices[i]);
+    b.append(v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function' ? Array.from((v as Vector).toArray() as ArrayLike<unknown>) : v);
+  }
+  return b.finish().flush();
+}
+
+/** Chunk and in-chunk row of each index (indices ascending or not). */
+function locate(vec: Vector, indices: ArrayLike<number>): { chunk: Int32Array; row: Int32Array } {
+  const n = indices.length, chunk = new Int32Array(n), row = new Int32Array(n);
+  // Sliced Data has its offset and value buffers already cut to the slice, so rows index them directly.
+  if (vec.data.length === 1) { for (let i = 0; i < n; i++) row[i] = indices[i]; return { chunk, row }; }
+  const starts: number[] = [];
+  let s = 0;
+  for (const d of vec.data) { starts.push(s); s += d.length; }
+  for (let i = 0; i < n; i++) {
+    let c = starts.length - 1;
+    while (starts[c] > indices[i]) c--;
+    chunk[i] = c;
+    row[i] = indices[i] - starts[c];
+  }
+  return { chunk, row };
 }

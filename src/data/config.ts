@@ -63,7 +63,7 @@ export interface DedupeConfig {
     size?: number;
     /** Signature length. Default 128. */
     numPerm?: number;
-    /** LSH bands × rows must equal numPerm. Default: chosen for the threshold. */
+    /** LSH bands × rows ≤ numPerm. Default: minimises 0.1·false-candidate + 0.9·missed-pair area around the threshold (candidates are verified, so recall is favoured). */
     bands?: number;
     rows?: number;
     /** Estimated Jaccard needed to call two rows near duplicates. Default 0.8. */

@@ -7,9 +7,9 @@
  * union-find, label ids); the second streams the input again and writes the kept rows. The first
  * row of a cluster (in input order) is kept unless the conflict policy says otherwise.
  */
-import { DataType, Field, Int32, Schema } from 'apache-arrow';
+import { DataType, Field, Int32, Schema, makeData } from 'apache-arrow';
 import { InputError } from '../errors.ts';
-import { ArrowTableWriter, arrowSchema, readArrowBatches, readArrowSchema, selectRows, stringColumn } from './arrow-io.ts';
+import { ArrowTableWriter, arrowSchema, readArrowBatches, readArrowSchema, stringColumn, takeRows } from './arrow-io.ts';
 import type { DedupeConfig } from './config.ts';
 import { Growable } from './growable.ts';
 import { hashString32, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashes, type ShingleKind } from './minhash.ts';
@@ -46,7 +46,7 @@ export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
   if (!(threshold > 0 && threshold <= 1)) throw new InputError(`near.threshold must be in (0, 1], got ${threshold}`, { where: 'near.threshold' });
   if (!Number.isInteger(seed)) throw new InputError(`near.seed must be an integer, got ${seed}`, { where: 'near.seed' });
   let bands = n.bands, rows = n.rows;
-  if (bands === undefined && rows === undefined) ({ bands, rows } = optimalBands(threshold, numPerm));
+  if (bands === undefined && rows === undefined) ({ bands, rows } = optimalBands(threshold, numPerm, 0.1, 0.9));
   else if (bands === undefined) bands = Math.floor(numPerm / rows!);
   else if (rows === undefined) rows = Math.floor(numPerm / bands);
   if (!Number.isInteger(bands) || !Number.isInteger(rows) || bands! < 1 || rows! < 1 || bands! * rows! > numPerm) {
@@ -228,11 +228,9 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
         if (size[r] > 1) clustersOut.push({ cluster_id: clusterId[r], member_row: g, member_hash: hashes ? hashes[i] : '', kept: isKept, reason, conflict: conflictRoot[r] === 1 });
       }
       if (keep.length > 0) {
-        const cols = selectRows(batch, keep);
-        delete cols._cluster;
-        const values = Object.fromEntries(outFields.map((f) => [f.name, cols[f.name]]));
-        values._cluster = keep.map((i) => clusterId[root[base + i]]);
-        out.writeBatch(values);
+        const ids = new Int32Array(keep.length);
+        for (let k = 0; k < keep.length; k++) ids[k] = clusterId[root[base + keep[k]]];
+        out.writeRecordBatch(takeRows(batch, keep, out.schema, [makeData({ type: new Int32(), length: ids.length, nullCount: 0, data: ids })]));
         rowsOut += keep.length;
       }
       base += batch.numRows;

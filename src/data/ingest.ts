@@ -29,6 +29,16 @@ export const QUARANTINE_COLUMNS: ColumnSpec = { _source: 'utf8', _row: 'int32', 
 /** How many bad rows a 'fail' error lists before giving up. */
 const FAIL_LIST = 5;
 
+/** Length in code points: UTF-16 length less one per surrogate pair. */
+function codePoints(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) n--;
+  }
+  return n;
+}
+
 export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
   const spec: ColumnSpec = {};
   for (const c of TASK_COLUMNS[task]) spec[c] = 'utf8';
@@ -93,7 +103,7 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
     };
 
     outer: for (const f of files) {
-      for await (const rec of readRecords(f, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onBytes: (n) => { bytesDone += n; } })) {
+      for await (const recs of readRecords(f, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
         rowsIn++;
         if (rowsIn % 8192 === 0) report();
         if (rec.bad) { bad(f.display, rec.row, rec.bad.reason, rec.bad.detail, rec.raw); }
@@ -109,7 +119,7 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
             rowsOut++;
             if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
             let len = 0;
-            for (const c of cols) if (c !== 'label') for (const _ of mapped[c]!) len++;
+            for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
             lengths.set(len, (lengths.get(len) ?? 0) + 1);
           }
         }

@@ -1,9 +1,8 @@
 /**
  * MinHash signatures and banded LSH, in 32-bit integer arithmetic on typed arrays.
  *
- * Each of the `numPerm` hash functions is h_k(x) = fmix32(x XOR s_k), the murmur3 finalizer over a
- * per-permutation seed: a full-avalanche bijection on 32 bits, so each behaves as an independent
- * random permutation of shingle hashes (the min-wise property MinHash needs) at ~6 integer ops.
+ * Shingles are hashed once to 32 bits (murmur3-style); each of the `numPerm` permutations is then
+ * a cheap seeded bijection of those hashes (see MinHasher.signature).
  */
 import { splitmix32 } from './rng.ts';
 
@@ -67,26 +66,37 @@ export function shingleHashes(text: string, kind: ShingleKind, k: number): Uint3
 }
 
 export class MinHasher {
-  readonly seeds: Uint32Array;
+  readonly seeds: Int32Array;
+  readonly mults: Int32Array;
   constructor(readonly numPerm: number, seed = 0) {
     if (!Number.isInteger(numPerm) || numPerm < 1) throw new Error(`numPerm must be a positive integer, got ${numPerm}`);
-    this.seeds = new Uint32Array(numPerm);
-    for (let k = 0; k < numPerm; k++) this.seeds[k] = splitmix32((seed * 0x9e3779b1 + k) | 0);
+    this.seeds = new Int32Array(numPerm);
+    this.mults = new Int32Array(numPerm);
+    for (let k = 0; k < numPerm; k++) {
+      this.seeds[k] = splitmix32((Math.imul(seed, 0x9e3779b1) + 2 * k) | 0);
+      this.mults[k] = splitmix32((Math.imul(seed, 0x9e3779b1) + 2 * k + 1) | 0) | 1; // odd: a bijection
+    }
   }
 
-  /** Writes the signature into out[offset .. offset+numPerm). Empty shingle sets give all 0xFFFFFFFF. */
+  /**
+   * Writes the signature into out[offset .. offset+numPerm). Each slot is the minimum, in signed
+   * 32-bit order (any fixed order of a permutation is as good as another), of
+   * h_k(x) = xorshift15(M_k · (x XOR s_k)) over the shingle hashes x. Shingle hashes are already
+   * fully mixed, so one multiply per permutation suffices; permutations run in the outer loop so
+   * the running minimum stays in a register. Empty shingle sets give all 0x7fffffff.
+   */
   signature(shingles: Uint32Array, out: Uint32Array, offset = 0): void {
-    const n = this.numPerm, seeds = this.seeds;
-    out.fill(0xffffffff, offset, offset + n);
-    for (let i = 0; i < shingles.length; i++) {
-      const x = shingles[i];
-      for (let k = 0; k < n; k++) {
-        let h = x ^ seeds[k];
-        h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-        h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-        h = (h ^ (h >>> 16)) >>> 0;
-        if (h < out[offset + k]) out[offset + k] = h;
+    const n = this.numPerm, seeds = this.seeds, mults = this.mults, len = shingles.length;
+    const sh = new Int32Array(shingles.buffer, shingles.byteOffset, len);
+    for (let k = 0; k < n; k++) {
+      const s = seeds[k], m = mults[k];
+      let min = 0x7fffffff;
+      for (let i = 0; i < len; i++) {
+        let h = Math.imul(sh[i] ^ s, m);
+        h ^= h >>> 15;
+        if (h < min) min = h;
       }
+      out[offset + k] = min;
     }
   }
 }
@@ -109,10 +119,12 @@ export function jaccard(a: Uint32Array, b: Uint32Array): number {
 }
 
 /**
- * Bands × rows minimising equal-weighted false-positive and false-negative areas under the
- * S-curve 1-(1-s^r)^b around the threshold (midpoint-rule integration).
+ * Bands × rows minimising the weighted false-positive and false-negative areas under the
+ * S-curve 1-(1-s^r)^b around the threshold (midpoint-rule integration). Dedupe verifies every
+ * candidate against the threshold, so a false positive costs only a comparison while a false
+ * negative is a missed duplicate: its default weights favour recall.
  */
-export function optimalBands(threshold: number, numPerm: number): { bands: number; rows: number } {
+export function optimalBands(threshold: number, numPerm: number, fpWeight = 0.5, fnWeight = 0.5): { bands: number; rows: number } {
   const prob = (s: number, b: number, r: number) => 1 - (1 - s ** r) ** b;
   const integrate = (f: (s: number) => number, lo: number, hi: number) => {
     const steps = 200, dx = (hi - lo) / steps;
@@ -125,7 +137,7 @@ export function optimalBands(threshold: number, numPerm: number): { bands: numbe
     for (let r = 1; b * r <= numPerm; r++) {
       const fp = integrate((s) => prob(s, b, r), 0, threshold);
       const fn = integrate((s) => 1 - prob(s, b, r), threshold, 1);
-      const err = 0.5 * fp + 0.5 * fn;
+      const err = fpWeight * fp + fnWeight * fn;
       if (err < bestErr - 1e-12) { bestErr = err; best = { bands: b, rows: r }; }
     }
   }

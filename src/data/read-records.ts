@@ -9,7 +9,7 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'h
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS, readArrowBatches } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
-import { readLines } from './lines.ts';
+import { readLineChunks } from './lines.ts';
 import type { SourceFile } from './sources.ts';
 
 export interface SourceRecord {
@@ -40,21 +40,25 @@ export function safeJson(v: unknown): string {
   return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : ArrayBuffer.isView(x) ? Array.from(x as unknown as ArrayLike<number>) : x));
 }
 
-export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
-  for await (const l of readLines(file.abs, opts.onBytes)) {
-    // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
-    if (l.text.trim() === '') continue;
-    if (l.invalidUtf8) { yield { row: l.line, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } }; continue; }
-    let v: unknown;
-    try { v = JSON.parse(l.text); } catch (e) {
-      yield { row: l.line, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } };
-      continue;
+export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+  for await (const lines of readLineChunks(file.abs, opts.onBytes)) {
+    const out: SourceRecord[] = [];
+    for (const l of lines) {
+      // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
+      if (l.text.trim() === '') continue;
+      if (l.invalidUtf8) { out.push({ row: l.line, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } }); continue; }
+      let v: unknown;
+      try { v = JSON.parse(l.text); } catch (e) {
+        out.push({ row: l.line, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
+        continue;
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        out.push({ row: l.line, raw: l.text, bad: { reason: 'not-object', detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}` } });
+        continue;
+      }
+      out.push({ row: l.line, raw: l.text, values: v as Record<string, unknown> });
     }
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      yield { row: l.line, raw: l.text, bad: { reason: 'not-object', detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}` } };
-      continue;
-    }
-    yield { row: l.line, raw: l.text, values: v as Record<string, unknown> };
+    yield out;
   }
 }
 
@@ -77,7 +81,7 @@ function endsInsideQuotes(line: string, inQuote: boolean, delim: string, quote: 
   return inQuote;
 }
 
-export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   const tsv = file.format === 'tsv';
   const delimiter = opts.delimiter ?? (tsv ? '\t' : ',');
   const quote = opts.quote === undefined ? (tsv ? false : '"') : opts.quote;
@@ -124,26 +128,30 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     return { row, raw: text, values };
   };
 
-  for await (const l of readLines(file.abs, opts.onBytes)) {
-    if (parts.length === 0) {
-      if (l.text.trim() === '') continue; // blank lines between records are not rows
-      start = l.line;
-      invalid = false;
+  for await (const lines of readLineChunks(file.abs, opts.onBytes)) {
+    const out: SourceRecord[] = [];
+    for (const l of lines) {
+      if (parts.length === 0) {
+        if (l.text.trim() === '') continue; // blank lines between records are not rows
+        start = l.line;
+        invalid = false;
+      }
+      parts.push(l.text);
+      invalid ||= l.invalidUtf8;
+      if (quote !== false) inQuote = endsInsideQuotes(l.text, parts.length > 1 && inQuote, delimiter, quote);
+      if (inQuote) continue;
+      const r = emit();
+      if (r) out.push(r);
     }
-    parts.push(l.text);
-    invalid ||= l.invalidUtf8;
-    if (quote !== false) inQuote = endsInsideQuotes(l.text, parts.length > 1 && inQuote, delimiter, quote);
-    if (inQuote) continue;
-    const r = emit();
-    if (r) yield r;
+    yield out;
   }
   if (parts.length > 0) {
-    yield { row: start, raw: parts.join('\n'), bad: { reason: 'csv-syntax', detail: `quote opened on line ${start} is never closed` } };
+    yield [{ row: start, raw: parts.join('\n'), bad: { reason: 'csv-syntax', detail: `quote opened on line ${start} is never closed` } }];
   }
   if (header && names === null) throw new InputError('file is empty: no header line', { where: file.display, hint: 'remove the file or set header: false' });
 }
 
-export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   let buf, metadata;
   try {
     buf = await asyncBufferFromFile(file.abs);
@@ -161,12 +169,12 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
     } catch (e) {
       throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${(e as Error).message}`, { where: file.display, cause: e });
     }
-    for (let i = 0; i < rows.length; i++) yield { row: rowStart + i + 1, raw: safeJson(rows[i]), values: rows[i] };
+    yield rows.map((values, i) => ({ row: rowStart + i + 1, raw: safeJson(values), values }));
     opts.onBytes?.((rowEnd - rowStart) * perRowBytes);
   }
 }
 
-export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   let row = 0;
   let batches;
   try {
@@ -184,18 +192,21 @@ export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}
     const batch = next.value;
     const names = batch.schema.fields.map((f) => f.name);
     const cols = names.map((n) => batch.getChild(n)!);
+    const out: SourceRecord[] = [];
     for (let i = 0; i < batch.numRows; i++) {
       const values: Record<string, unknown> = {};
       for (let c = 0; c < names.length; c++) {
         const v = cols[c].get(i);
         values[names[c]] = typeof v === 'bigint' && Number.isSafeInteger(Number(v)) ? Number(v) : v;
       }
-      yield { row: ++row, raw: safeJson(values), values };
+      out.push({ row: ++row, raw: safeJson(values), values });
     }
+    yield out;
   }
 }
 
-export function readRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
+/** Records of one file, in arrays (one per read chunk or record batch). */
+export function readRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   switch (file.format) {
     case 'jsonl': return readJsonl(file, opts);
     case 'csv': case 'tsv': return readDelimited(file, opts);

@@ -70,7 +70,7 @@ export const dedupeWithSchema = {
             shingle: { enum: ['char', 'word'], default: 'word' },
             size: { type: 'integer', minimum: 1, description: 'Default 5 (char) or 3 (word).' },
             numPerm: { type: 'integer', minimum: 1, maximum: 1024, default: 128 },
-            bands: { type: 'integer', minimum: 1, description: 'Default: optimal for threshold; bands × rows ≤ numPerm.' },
+            bands: { type: 'integer', minimum: 1, description: 'Default: minimises 0.1·false-candidate + 0.9·missed-pair area for the threshold (candidates are verified, so recall is favoured); bands × rows ≤ numPerm.' },
             rows: { type: 'integer', minimum: 1 },
             threshold: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.8 },
             seed: { type: 'integer', default: 0 },

@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { DataType } from 'apache-arrow';
 import { InputError } from '../errors.ts';
-import { ArrowTableWriter, columnValues, readArrowBatches, readArrowSchema, selectRows } from './arrow-io.ts';
+import { ArrowTableWriter, columnValues, readArrowBatches, readArrowSchema, takeRows } from './arrow-io.ts';
 import type { SplitConfig } from './config.ts';
 import { Growable } from './growable.ts';
 import type { SplitPart, SplitReport } from './report.ts';
@@ -265,7 +265,7 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
           if (!names[k].endsWith('-train')) rowPart[row] = k;
         }
       }
-      picks.forEach((idx, k) => { if (idx.length > 0) writers[k]!.writeBatch(selectRows(batch, idx)); });
+      picks.forEach((idx, k) => { if (idx.length > 0) writers[k]!.writeRecordBatch(takeRows(batch, idx, writers[k]!.schema)); });
       base += batch.numRows;
       opts.onProgress?.({ rows: base, fraction: base / n });
     }
