@@ -4,6 +4,7 @@
  * apply graph (for gradient accumulation), and an eval graph (loss + logits). Frozen weights stay
  * initializers; trainable weights and optimizer state are inputs and outputs.
  */
+import { InputError } from '../errors.ts';
 import { GraphBuilder } from '../onnx/builder.ts';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { isFloat } from '../onnx/dtype.ts';
@@ -114,7 +115,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
       case 'head': return !tr.include || matchesAny(t.name, tr.include);
     }
   });
-  if (chosen.length === 0) throw new Error(`no trainable weights selected by ${JSON.stringify(tr)}; weights include '${candidates.slice(0, 3).map((t) => t.name).join("', '")}'`);
+  if (chosen.length === 0) throw new InputError(`no trainable weights selected by ${JSON.stringify(tr)}; weights include '${candidates.slice(0, 3).map((t) => t.name).join("', '")}'`, { where: 'train.trainable', hint: 'adjust include/exclude patterns' });
   const params: ParamInfo[] = chosen.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims], init: t.data }));
 
   // Base graphs: params become inputs, the loss is appended.
@@ -206,7 +207,7 @@ function dependencies(model: Model, target: string): Set<string> {
 export function splitAtFeatures(model: Model, features: string): { backbone: Model; head: Model } {
   const types = inferShapes(model.graph);
   const t = types.get(features);
-  if (!t?.dtype || !t.shape) throw new Error(`head features '${features}' is not a value of the forward graph (or its shape is unknown)`);
+  if (!t?.dtype || !t.shape) throw new InputError(`head features '${features}' is not a value of the forward graph (or its shape is unknown)`, { where: 'train.trainable.features', hint: 'name a value computed by the model, e.g. its pooled output' });
   const backbone = cloneModel(model);
   backbone.graph.outputs = [{ name: features, dtype: t.dtype, shape: t.shape }];
   removeDeadNodes(backbone.graph);

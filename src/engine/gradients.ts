@@ -42,6 +42,8 @@ const sub: GradRule = (ctx, n, [dy], needed) => {
   return [needed[0] ? ctx.sumTo(dy!, y, a) : undefined, needed[1] ? ctx.sumTo(ctx.op('Neg', [dy!]), y, b) : undefined];
 };
 
+const sum: GradRule = (ctx, n, [dy], needed) => n.inputs.map((x, i) => (needed[i] ? ctx.sumTo(dy!, n.outputs[0]!, x) : undefined));
+
 const mul: GradRule = (ctx, n, [dy], needed) => {
   const [a, b] = n.inputs as [string, string];
   const y = n.outputs[0]!;
@@ -328,7 +330,11 @@ export const GRADIENTS: Record<string, GradRule> = {
   Pow: pow,
   MatMul: matmul,
   Gemm: gemm,
+  Sum: sum,
   Neg: unary((ctx, _n, dy) => ctx.op('Neg', [dy])),
+  Abs: unary((ctx, n, dy) => ctx.op('Mul', [dy, ctx.op('Sign', [n.inputs[0]!])])),
+  Sin: unary((ctx, n, dy) => ctx.op('Mul', [dy, ctx.op('Cos', [n.inputs[0]!])])),
+  Cos: unary((ctx, n, dy) => ctx.op('Neg', [ctx.op('Mul', [dy, ctx.op('Sin', [n.inputs[0]!])])])),
   Identity: unary((_c, _n, dy) => dy),
   Sqrt: unary((ctx, n, dy) => ctx.op('Div', [ctx.op('Mul', [dy, ctx.scalar(0.5, dy)]), n.outputs[0]!])),
   Exp: unary((ctx, n, dy) => ctx.op('Mul', [dy, n.outputs[0]!])),

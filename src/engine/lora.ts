@@ -3,6 +3,7 @@
  * y += (dropout(x)·A·B)·(alpha/r) with A [in, r] (Kaiming-uniform, seeded) and B [r, out] (zeros),
  * named `<module>.lora_A.weight` / `<module>.lora_B.weight` where W is `<module>.weight`.
  */
+import { InputError } from '../errors.ts';
 import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { attrInt } from '../onnx/ir.ts';
@@ -39,9 +40,9 @@ export function moduleOf(weight: string): string {
 
 /** Rewrites `model` in place; returns the modules it adapted (in graph order). */
 export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
-  if (!(spec.r >= 1 && Number.isInteger(spec.r))) throw new Error(`lora.r must be a positive integer, got ${spec.r}`);
+  if (!(spec.r >= 1 && Number.isInteger(spec.r))) throw new InputError(`LoRA rank must be a positive integer, got ${spec.r}`, { where: 'train.trainable.r' });
   const p = spec.dropout ?? 0;
-  if (!(p >= 0 && p < 1)) throw new Error(`lora.dropout must be in [0, 1), got ${p}`);
+  if (!(p >= 0 && p < 1)) throw new InputError(`LoRA dropout must be in [0, 1), got ${p}`, { where: 'train.trainable.dropout' });
   const b = GraphBuilder.extend(model);
   const rng = new Rng(spec.seed ?? 0);
   const scale = spec.alpha / spec.r;
@@ -53,7 +54,7 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     const wName = node.inputs[1]!;
     const w = model.graph.initializers.get(wName);
     if (!w || w.dims.length !== 2 || !matchesAny(wName, spec.targets)) continue;
-    if (node.opType === 'Gemm' && attrInt(node, 'transA', 0)) throw new Error(`LoRA target '${wName}': Gemm with transA=1 is not supported`);
+    if (node.opType === 'Gemm' && attrInt(node, 'transA', 0)) throw new InputError(`LoRA target '${wName}': Gemm with transA=1 is not supported`, { where: 'train.trainable.targets', hint: 'target other weights' });
     const transposed = node.opType === 'Gemm' && attrInt(node, 'transB', 0) === 1;
     const [inF, outF] = transposed ? [w.dims[1]!, w.dims[0]!] : [w.dims[0]!, w.dims[1]!];
     const module = moduleOf(wName);
@@ -77,7 +78,7 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     void add;
     modules.push({ module, weight: wName, a, b: bw, inFeatures: inF, outFeatures: outF, weightTransposed: transposed });
   }
-  if (modules.length === 0) throw new Error(`LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`);
+  if (modules.length === 0) throw new InputError(`LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`, { where: 'train.trainable.targets', hint: 'use globs over full weight names, e.g. *attention.self.query.weight' });
   return modules;
 }
 

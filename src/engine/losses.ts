@@ -2,6 +2,7 @@
  * Losses appended to a forward graph as standard ONNX ops (so autodiff differentiates them like any
  * other part of the graph).
  */
+import { InputError } from '../errors.ts';
 import type { GraphBuilder } from '../onnx/builder.ts';
 import type { TypeMap } from '../onnx/shapes.ts';
 import type { DType } from '../onnx/dtype.ts';
@@ -44,22 +45,22 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   if (spec.kind === 'mse') {
     const pred = spec.predictions ?? defaultOutput;
     const t = types.get(pred);
-    if (!t?.shape || !t.dtype) throw new Error(`mse: predictions '${pred}' have no known shape`);
+    if (!t?.shape || !t.dtype) throw new InputError(`mse: predictions '${pred}' are not a value of the model with a known shape`, { where: 'train.loss.predictions' });
     const targets = existingOr(b, spec.targets ?? 'targets', () => b.input(spec.targets ?? 'targets', t.dtype!, t.shape!));
     const d = b.op('Sub', [pred, targets]);
     return { loss: b.op('ReduceMean', [b.op('Mul', [d, d])], { keepdims: 0 }, { name: 'loss_mse' }), inputs: [targets] };
   }
   const logits = spec.logits ?? defaultOutput;
   const t = types.get(logits);
-  if (!t?.shape || !t.dtype) throw new Error(`cross_entropy: logits '${logits}' have no known shape`);
+  if (!t?.shape || !t.dtype) throw new InputError(`cross_entropy: logits '${logits}' are not a value of the model with a known shape`, { where: 'train.loss.logits' });
   const rank = t.shape.length;
   const classes = t.shape[rank - 1]!;
-  if (typeof classes !== 'number') throw new Error(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`);
+  if (typeof classes !== 'number') throw new InputError(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`, { where: 'train.loss.logits' });
   const dtype = t.dtype;
   const labels = existingOr(b, spec.labels ?? 'labels', () => b.input(spec.labels ?? 'labels', 'int64', t.shape!.slice(0, -1)));
   let lg = logits, lb = labels;
   if (spec.shift) {
-    if (rank !== 3) throw new Error(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`);
+    if (rank !== 3) throw new InputError(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`, { where: 'train.loss.shift' });
     lg = b.op('Slice', [logits, b.ints([0]), b.ints([-1]), b.ints([1])]);
     lb = b.op('Slice', [labels, b.ints([1]), b.ints([2 ** 62]), b.ints([1])]);
   }

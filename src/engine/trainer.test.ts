@@ -136,3 +136,16 @@ test('missing data column is an InputError', async () => {
   delete train['labels'];
   await assert.rejects(new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 } }).fit(train), (e: Error) => e instanceof InputError && /labels/.test(e.message));
 });
+
+test('early stopping ends training after `patience` evaluations without improvement', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*'] }, optimizer: { kind: 'sgd' } });
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const val = tokenTask({ n: 32, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
+  const evals: number[] = [];
+  // lr 0: the validation loss can never improve on the first evaluation.
+  const res = await new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 50, schedule: { kind: 'constant', lr: 0 }, evalEvery: 2, patience: 3, onEval: (m) => evals.push(m.loss) }).fit(train, val);
+  assert.equal(res.stoppedEarly, true);
+  assert.equal(res.step, 8);
+  assert.equal(evals.length, 4);
+  assert.ok(evals.every((l) => l === evals[0]));
+});

@@ -84,7 +84,9 @@ function inferNode(node: Node, get: (n: string) => TypeInfo | undefined, fresh: 
   switch (node.opType) {
     case 'Identity': case 'Neg': case 'Sqrt': case 'Exp': case 'Log': case 'Tanh': case 'Sigmoid': case 'Relu':
     case 'Erf': case 'Gelu': case 'Softmax': case 'LogSoftmax': case 'Abs': case 'Reciprocal': case 'Floor':
-    case 'Ceil': case 'Sin': case 'Cos': case 'Trilu': case 'Sign': case 'Clip': case 'LeakyRelu': case 'Softplus': {
+    case 'Ceil': case 'Sin': case 'Cos': case 'Trilu': case 'Sign': case 'Clip': case 'LeakyRelu': case 'Softplus':
+    case 'Tan': case 'Atan': case 'Asin': case 'Acos': case 'Sinh': case 'Cosh': case 'Round': case 'Elu': case 'Selu':
+    case 'HardSigmoid': case 'HardSwish': case 'Mish': case 'Softsign': case 'Celu': case 'CumSum': {
       const out = same();
       if (node.opType === 'Identity' && x?.value) out[0]!.value = [...x.value];
       return out;
