@@ -72,7 +72,13 @@ export interface ScheduleConfig {
 }
 
 export interface RecentAction {
+  /** Workflow id: the schedule name plus the action's time to the second. */
   runId: string;
+  /**
+   * Temporal's id of this execution. Two actions in the same second (two triggers, say) share a
+   * workflow id, so this is what tells them apart.
+   */
+  executionRunId: string;
   scheduledAt: string;
   takenAt: string;
 }
@@ -372,7 +378,7 @@ export async function readSchedule(client: Client, name: string): Promise<{ view
     paused: d.state.paused,
     note: d.state.note || undefined,
     nextRuns: d.info.nextActionTimes.map((t) => t.toISOString()),
-    recentActions: d.info.recentActions.map((a) => ({ runId: a.action.workflow.workflowId, scheduledAt: a.scheduledAt.toISOString(), takenAt: a.takenAt.toISOString() })),
+    recentActions: d.info.recentActions.map((a) => ({ runId: a.action.workflow.workflowId, executionRunId: a.action.workflow.firstExecutionRunId, scheduledAt: a.scheduledAt.toISOString(), takenAt: a.takenAt.toISOString() })),
     runningRuns: d.info.runningActions.map((a) => a.workflow.workflowId),
     actionsTaken: d.info.numActionsTaken,
     skippedOverlap: d.info.numActionsSkippedOverlap,
@@ -474,7 +480,7 @@ export async function recentRuns(client: Client, view: ScheduleView, limit = 10)
   const actions = [...view.recentActions].reverse().slice(0, limit);
   return Promise.all(
     actions.map(async (a): Promise<RecentRun> => {
-      const h = client.workflow.getHandle(a.runId);
+      const h = client.workflow.getHandle(a.runId, a.executionRunId);
       try {
         const d = await h.describe();
         const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();

@@ -1,0 +1,376 @@
+/**
+ * Scheduled retraining on a real Temporal dev server with the real stage kinds: interval firing,
+ * the skip overlap policy, pause/unpause, trigger, backfill, run gates (unchanged data, label
+ * drift), update semantics, and the `tempered schedule` command with its audit trail.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openAudit } from '../src/audit/log.ts';
+import { waitForRun } from '../src/client/runs.ts';
+import {
+  backfillSchedule,
+  createSchedule,
+  deleteSchedule,
+  pauseSchedule,
+  planScheduledRun,
+  readSchedule,
+  recentRuns,
+  replanStoredSpec,
+  triggerSchedule,
+  unpauseSchedule,
+  updateSchedule,
+  type ScheduleTiming,
+} from '../src/client/schedules.ts';
+import type { KindRegistry } from '../src/spec/types.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import type { RunGateSpec, RunStatus } from '../workflows/types.ts';
+import { runScheduleCli, waitFor, writeData, writePipeline } from './helpers/schedule-fixtures.ts';
+import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+
+let env: TestEnv;
+let registry: KindRegistry;
+let probeLog: string;
+const created = new Set<string>();
+
+before(async () => {
+  env = await startTestEnv(await loadStageKinds());
+  probeLog = join(env.dir, 'probe.log');
+  env.kinds.set('probe', probeKind(probeLog));
+  registry = kindRegistry(env.kinds);
+  await env.startWorker();
+});
+
+after(async () => {
+  for (const name of created) await deleteSchedule(env.client, name).catch(() => undefined);
+  await env?.close();
+});
+
+async function schedule(name: string, file: string, timing: ScheduleTiming, o: { gate?: RunGateSpec; paused?: boolean; note?: string; params?: string[] } = {}) {
+  const { input, spec } = await planScheduledRun({ file, params: o.params ?? [], registry, store: env.store, actor: 'tester', name, gate: o.gate });
+  await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing, paused: o.paused, note: o.note });
+  created.add(name);
+  return spec;
+}
+
+const view = async (name: string) => (await readSchedule(env.client, name)).view;
+
+/** Triggers one run and waits for it to finish. */
+async function triggerAndWait(name: string): Promise<RunStatus> {
+  const v0 = await view(name);
+  const before = v0.actionsTaken;
+  // Temporal names a triggered run after the schedule and the second it was taken; a second
+  // trigger within the same second would reuse the first run's workflow id.
+  const last = v0.recentActions.at(-1);
+  if (last && Math.floor(Date.now() / 1000) <= Math.floor(Date.parse(last.takenAt) / 1000)) await sleep(1000 - (Date.now() % 1000) + 20);
+  await triggerSchedule(env.client, name);
+  const runId = await waitFor(`a new run of ${name}`, async () => {
+    const v = await view(name);
+    return v.actionsTaken > before && v.recentActions.at(-1)?.runId;
+  });
+  return waitForRun(env.client, runId);
+}
+
+function executed(runId: string): string[] {
+  if (!existsSync(probeLog)) return [];
+  return readFileSync(probeLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId && r.outcome === 'ok').map((r) => r.stageId);
+}
+
+const stateOf = (st: RunStatus, id: string) => st.stages.find((s) => s.id === id)?.state;
+const YEARLY = '0 0 1 1 *';
+
+describe('schedules on Temporal', () => {
+  it('fires on an interval; each run executes the scheduled spec and completes', async () => {
+    writeData(env.dir, 'tick.jsonl', 20, 0.3);
+    const spec = await schedule('tick', writePipeline(env.dir, 'tick', 'tick.jsonl'), { everyMs: 2000, overlap: 'skip' });
+    const actions = await waitFor('two scheduled runs', async () => {
+      const v = await view('tick');
+      return v.recentActions.length >= 2 && v.recentActions.slice(0, 2);
+    }, 30_000);
+    await pauseSchedule(env.client, 'tick');
+    for (const a of actions) {
+      assert.match(a.runId, /^tick-\d{4}-\d{2}-\d{2}T/);
+      // Interval times sit on whole multiples of 2 s since the epoch.
+      assert.equal(Date.parse(a.scheduledAt) % 2000, 0, a.scheduledAt);
+      const st = await waitForRun(env.client, a.runId);
+      assert.equal(st.state, 'succeeded');
+      assert.equal(st.specHash, spec.specHash);
+      assert.deepEqual(st.stages.map((s) => s.id), ['ingest', 'train']);
+      const memo = (await env.client.workflow.getHandle(a.runId).describe()).memo as Record<string, unknown>;
+      assert.equal(memo.scheduleId, 'tick');
+      assert.equal(memo.specUri, spec.specUri);
+    }
+    // The stored spec bytes are the file's bytes.
+    assert.equal(readFileSync(env.store.pathOf(spec.specUri), 'utf8'), readFileSync(join(env.dir, 'tick.yaml'), 'utf8'));
+  });
+
+  it('overlap skip holds while a run is in progress, for ticks and manual triggers alike', async () => {
+    writeData(env.dir, 'slow.jsonl', 10, 0.5);
+    await schedule('slow', writePipeline(env.dir, 'slow', 'slow.jsonl', { sleepMs: 7000 }), { everyMs: 1000, overlap: 'skip' });
+    const v = await waitFor('a running run and skipped ticks', async () => {
+      const x = await view('slow');
+      return x.runningRuns.length === 1 && x.skippedOverlap >= 2 && x;
+    }, 20_000);
+    assert.equal(v.actionsTaken, 1, 'only one run started');
+    await triggerSchedule(env.client, 'slow');
+    const after = await waitFor('the trigger to be skipped', async () => {
+      const x = await view('slow');
+      return x.skippedOverlap > v.skippedOverlap && x;
+    });
+    assert.equal(after.actionsTaken, 1, 'the trigger did not start a second run');
+    assert.deepEqual(after.runningRuns, v.runningRuns);
+    await pauseSchedule(env.client, 'slow');
+    const st = await waitForRun(env.client, v.runningRuns[0]!);
+    assert.equal(st.state, 'succeeded');
+  });
+
+  it('pause stops the ticks and unpause resumes them', async () => {
+    writeData(env.dir, 'pausing.jsonl', 10, 0.5);
+    await schedule('pausing', writePipeline(env.dir, 'pausing', 'pausing.jsonl'), { everyMs: 1000, overlap: 'allow-all' }, { paused: true, note: 'not yet' });
+    const v0 = await view('pausing');
+    assert.equal(v0.paused, true);
+    assert.equal(v0.note, 'not yet');
+    await sleep(2500);
+    assert.equal((await view('pausing')).actionsTaken, 0, 'no run while paused');
+    await unpauseSchedule(env.client, 'pausing', 'go');
+    await waitFor('a run after unpausing', async () => (await view('pausing')).actionsTaken >= 1);
+    await pauseSchedule(env.client, 'pausing', 'enough');
+    await sleep(500); // an action already being taken when the pause landed may still count
+    const n = (await view('pausing')).actionsTaken;
+    await sleep(2500);
+    const v = await view('pausing');
+    assert.equal(v.actionsTaken, n, 'no new run after pausing again');
+    assert.deepEqual([v.paused, v.note], [true, 'enough']);
+    for (const a of v.recentActions) await waitForRun(env.client, a.runId);
+  });
+
+  it('trigger starts a run at once, outside the timetable', async () => {
+    writeData(env.dir, 'manual.jsonl', 12, 0.25);
+    await schedule('manual', writePipeline(env.dir, 'manual', 'manual.jsonl'), { cron: YEARLY, overlap: 'skip' });
+    const v = await view('manual');
+    assert.equal(v.timing.cron, YEARLY);
+    assert.match(v.nextRuns[0]!, /-01-01T00:00:00\.000Z$/);
+    const st = await triggerAndWait('manual');
+    assert.equal(st.state, 'succeeded');
+    assert.deepEqual(executed(st.runId), ['train']);
+  });
+
+  it('backfill takes every action of the range, each one running', async () => {
+    writeData(env.dir, 'back.jsonl', 10, 0.4);
+    await schedule('back', writePipeline(env.dir, 'back', 'back.jsonl'), { cron: '0 * * * *', overlap: 'skip' });
+    const hour = 3_600_000;
+    const base = Math.floor(Date.now() / hour) * hour;
+    const from = new Date(base - 3 * hour - hour / 2);
+    const to = new Date(base - hour / 2);
+    const expected = [3, 2, 1].map((k) => new Date(base - k * hour).toISOString());
+    await backfillSchedule(env.client, 'back', from, to, 'allow-all');
+    const inRange = async () => (await view('back')).recentActions.filter((a) => a.scheduledAt >= from.toISOString() && a.scheduledAt <= to.toISOString());
+    const acts = await waitFor('three backfilled runs', async () => {
+      const a = await inRange();
+      return a.length >= 3 && a;
+    });
+    assert.deepEqual(acts.map((a) => a.scheduledAt).sort(), expected);
+    const states = await Promise.all(acts.map(async (a) => (await waitForRun(env.client, a.runId)).state));
+    assert.deepEqual(states, ['succeeded', 'succeeded', 'succeeded']);
+    assert.equal((await inRange()).length, 3, 'nothing else in the range');
+  });
+
+  it('skip-if-unchanged ends a run on unchanged data early and retrains on changed data', async () => {
+    writeData(env.dir, 'gated.jsonl', 30, 0.3, 'a');
+    await schedule('gated', writePipeline(env.dir, 'gated', 'gated.jsonl'), { cron: YEARLY, overlap: 'skip' }, { gate: { skipIfUnchanged: true } });
+    const first = await triggerAndWait('gated');
+    assert.equal(first.gate?.outcome, 'first-run');
+    assert.equal(stateOf(first, 'train'), 'succeeded');
+
+    const same = await triggerAndWait('gated');
+    assert.equal(same.state, 'succeeded');
+    assert.equal(same.gate?.outcome, 'unchanged');
+    assert.equal(same.gate?.proceed, false);
+    assert.equal(stateOf(same, 'train'), 'skipped');
+    assert.match(same.stages.find((s) => s.id === 'train')!.skippedBecause!, /run gate: spec and data match run gated-/);
+    assert.deepEqual(executed(same.runId), [], 'no training ran');
+
+    writeData(env.dir, 'gated.jsonl', 30, 0.3, 'b');
+    const changed = await triggerAndWait('gated');
+    assert.equal(changed.gate?.outcome, 'changed');
+    assert.match(changed.gate!.reason, /source data changed/);
+    assert.equal(stateOf(changed, 'ingest'), 'succeeded');
+    assert.equal(stateOf(changed, 'train'), 'succeeded');
+    assert.deepEqual(executed(changed.runId), ['train']);
+
+    // describe's recent runs show each outcome, newest first.
+    const runs = await recentRuns(env.client, await view('gated'));
+    assert.deepEqual(runs.map((r) => [r.runId, r.state, r.gate?.outcome]), [
+      [changed.runId, 'succeeded', 'changed'],
+      [same.runId, 'succeeded', 'unchanged'],
+      [first.runId, 'succeeded', 'first-run'],
+    ]);
+    const audit = openAudit(join(env.dir, 'audit.db'));
+    try {
+      const skipped = audit.query({ action: 'run.skipped_unchanged' }).filter((r) => r.subject === same.runId);
+      assert.equal(skipped.length, 1);
+      assert.equal(skipped[0]!.details.scheduleId, 'gated');
+    } finally {
+      audit.close();
+    }
+  });
+
+  it('a drift trigger retrains on a shifted label mix, not on new data from the same mix', async () => {
+    writeData(env.dir, 'drift.jsonl', 100, 0.2, 'a');
+    await schedule('drift', writePipeline(env.dir, 'drift', 'drift.jsonl'), { cron: YEARLY, overlap: 'skip' }, { gate: { labelDrift: { threshold: 0.1 } } });
+    const first = await triggerAndWait('drift');
+    assert.equal(first.gate?.outcome, 'triggered', 'no earlier run to compare with');
+    assert.equal(stateOf(first, 'train'), 'succeeded');
+
+    writeData(env.dir, 'drift.jsonl', 200, 0.2, 'b');
+    const stable = await triggerAndWait('drift');
+    assert.equal(stable.gate?.outcome, 'not-triggered');
+    assert.match(stable.gate!.reason, /distance 0\.0000/);
+    assert.equal(stateOf(stable, 'train'), 'skipped');
+
+    writeData(env.dir, 'drift.jsonl', 100, 0.6, 'c');
+    const shifted = await triggerAndWait('drift');
+    assert.equal(shifted.gate?.outcome, 'triggered');
+    assert.match(shifted.gate!.reason, /Jensen-Shannon distance 0\.\d+ > 0\.1/);
+    assert.equal(stateOf(shifted, 'train'), 'succeeded');
+    assert.deepEqual(executed(shifted.runId), ['train']);
+  });
+
+  it('runs the stored spec until updated: new params replan the stored bytes, a new file replaces them', async () => {
+    writeData(env.dir, 'upd.jsonl', 10, 0.5);
+    const file = writePipeline(env.dir, 'upd', 'upd.jsonl');
+    const spec1 = await schedule('upd', file, { cron: YEARLY, overlap: 'skip' });
+    // Editing the file on disk does not change what the schedule runs.
+    writeFileSync(file, readFileSync(file, 'utf8').replace('default: v1', 'default: edited'));
+    const r1 = await triggerAndWait('upd');
+    assert.equal(r1.specHash, spec1.specHash);
+    assert.deepEqual(r1.params, { tag: 'v1' });
+
+    const cur = (await readSchedule(env.client, 'upd')).config;
+    const p2 = await replanStoredSpec({ spec: cur.spec, params: ['tag=v3'], registry, store: env.store, actor: 'tester', name: 'upd' });
+    await updateSchedule(env.client, { ...cur, ...p2 });
+    const v2 = await view('upd');
+    assert.equal(v2.spec.specUri, spec1.specUri, 'same stored bytes');
+    assert.notEqual(v2.spec.specHash, spec1.specHash);
+    assert.deepEqual(v2.spec.params, ['tag=v3']);
+    assert.deepEqual((await triggerAndWait('upd')).params, { tag: 'v3' });
+
+    const p3 = await planScheduledRun({ file, params: [], registry, store: env.store, actor: 'tester', name: 'upd' });
+    await updateSchedule(env.client, { ...cur, ...p3, timing: { everyMs: 3_600_000, overlap: 'buffer-one' } });
+    const v3 = await view('upd');
+    assert.notEqual(v3.spec.specUri, spec1.specUri);
+    assert.deepEqual([v3.timing.every, v3.timing.cron, v3.timing.overlap], ['1h', undefined, 'buffer-one']);
+    assert.deepEqual((await triggerAndWait('upd')).params, { tag: 'edited' });
+  });
+});
+
+describe('tempered schedule (command line)', () => {
+  let cli: Record<string, string>;
+  before(() => {
+    cli = {
+      TEMPORAL_ADDRESS: env.server.address,
+      // Same state folder as the worker, so the command's audit records share the worker's log.
+      TEMPERED_HOME: env.dir,
+      TEMPERED_TASK_QUEUE: TEST_QUEUE,
+      TEMPERED_ACTOR: 'sched-tester',
+      TEMPERED_PLUGINS: fileURLToPath(new URL('./helpers/probe-plugin.ts', import.meta.url)),
+      TEMPERED_PROBE_LOG: probeLog,
+    };
+  });
+
+  it('rejects bad usage with exit code 2 and says what to do', async () => {
+    writeData(env.dir, 'cli.jsonl', 10, 0.3);
+    const file = writePipeline(env.dir, 'cli-pipe', 'cli.jsonl');
+    const cases: [string[], RegExp][] = [
+      [['create', 'x', '--pipeline', file], /--cron .* or --every/],
+      [['create', 'x', '--pipeline', file, '--every', '1.5s'], /--every: '1\.5s' is not a duration/],
+      [['create', 'x', '--pipeline', file, '--cron', '0 3 * *'], /has 4 fields/],
+      [['create', 'x', '--pipeline', file, '--cron', '61 * * * *'], /Minute is not in range/],
+      [['create', 'x', '--pipeline', file, '--every', '1h', '--overlap', 'sometimes'], /unknown overlap policy 'sometimes'[\s\S]*buffer-one/],
+      [['create', 'x', '--pipeline', file, '--every', '1h', '--trigger-metric', 'clf:f1'], /model:metric:threshold/],
+      [['create', 'x', '--pipeline', join(env.dir, 'missing.yaml'), '--every', '1h'], /missing\.yaml: no such file/],
+      [['describe', 'nope'], /no schedule named 'nope'[\s\S]*tempered schedule list/],
+      [['frobnicate'], /unknown schedule command/],
+    ];
+    for (const [args, re] of cases) {
+      const r = await runScheduleCli(args, cli);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, re, args.join(' '));
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+
+  it('create, list, describe, trigger, pause, update and delete, each audited', async () => {
+    const file = join(env.dir, 'cli-pipe.yaml');
+    const c = await runScheduleCli(['create', 'cli-nightly', '--pipeline', file, '--cron', '0 3 * * *', '--param', 'tag=v7', '--skip-if-unchanged', '--note', 'hello', '--json'], cli);
+    assert.equal(c.code, 0, c.stderr);
+    const made = JSON.parse(c.stdout) as { spec: { pipeline: string; specHash: string; params: string[] }; timing: { cron: string }; gate: RunGateSpec; nextRuns: string[]; note: string };
+    created.add('cli-nightly');
+    assert.deepEqual([made.spec.pipeline, made.spec.params, made.timing.cron, made.gate, made.note], ['cli-pipe', ['tag=v7'], '0 3 * * *', { skipIfUnchanged: true }, 'hello']);
+    assert.match(made.nextRuns[0]!, /T03:00:00\.000Z$/);
+
+    const dup = await runScheduleCli(['create', 'cli-nightly', '--pipeline', file, '--every', '1h'], cli);
+    assert.equal(dup.code, 2);
+    assert.match(dup.stderr, /already exists/);
+
+    // Listing is eventually consistent in Temporal.
+    await waitFor('the schedule in the list', async () => {
+      const l = await runScheduleCli(['list'], cli);
+      return l.code === 0 && /cli-nightly\s+cli-pipe\s+[0-9a-f]{12}\s+cron 0 3 \* \* \*/.test(l.stdout);
+    }, 30_000, 500);
+
+    const t = await runScheduleCli(['trigger', 'cli-nightly'], cli);
+    assert.equal(t.code, 0, t.stderr);
+    const runId = /run (cli-nightly-\S+)/.exec(t.stdout)?.[1];
+    assert.ok(runId, t.stdout);
+    const st = await waitForRun(env.client, runId!);
+    assert.equal(st.state, 'succeeded');
+    assert.deepEqual(st.params, { tag: 'v7' });
+
+    const d = await runScheduleCli(['describe', 'cli-nightly'], cli);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, new RegExp(`pipeline\\s+cli-pipe, spec ${made.spec.specHash}`));
+    assert.match(d.stdout, /spec file\s+.*cli-pipe\.yaml \(stored as artifact:\/\/sha256\/[0-9a-f]{64}\)/);
+    assert.match(d.stdout, /when\s+cron "0 3 \* \* \*" \(UTC\), overlap skip/);
+    assert.match(d.stdout, /gate\s+skip when spec and data are unchanged/);
+    assert.match(d.stdout, /note: hello/);
+    assert.match(d.stdout, /next runs\s+\S+T03:00:00/);
+    assert.match(d.stdout, new RegExp(`${runId}\\s+succeeded, first-run`));
+
+    const p = await runScheduleCli(['pause', 'cli-nightly', '--note', 'maintenance'], cli);
+    assert.equal(p.code, 0, p.stderr);
+    const u = await runScheduleCli(['update', 'cli-nightly', '--every', '6h', '--trigger-drift', '0.2', '--json'], cli);
+    assert.equal(u.code, 0, u.stderr);
+    const upd = JSON.parse(u.stdout) as { paused: boolean; note: string; timing: { every?: string; cron?: string }; gate: RunGateSpec; spec: { specHash: string } };
+    assert.deepEqual([upd.paused, upd.note, upd.timing.every, upd.timing.cron], [true, 'maintenance', '6h', undefined], 'update keeps the paused state');
+    assert.deepEqual(upd.gate, { skipIfUnchanged: true, labelDrift: { distance: 'jensen-shannon', threshold: 0.2 } });
+    assert.equal(upd.spec.specHash, made.spec.specHash, 'same spec');
+
+    const del = await runScheduleCli(['delete', 'cli-nightly'], cli);
+    assert.equal(del.code, 0, del.stderr);
+    created.delete('cli-nightly');
+    const gone = await runScheduleCli(['describe', 'cli-nightly'], cli);
+    assert.equal(gone.code, 2);
+
+    const audit = openAudit(join(env.dir, 'audit.db'));
+    try {
+      const recs = audit.query().filter((r) => r.subject === 'cli-nightly');
+      assert.deepEqual(recs.map((r) => r.action), ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.deleted']);
+      for (const r of recs) {
+        assert.equal(r.actor, 'sched-tester');
+        assert.equal(r.specHash, made.spec.specHash);
+      }
+      assert.deepEqual(recs[0]!.details.param, ['tag=v7']);
+      assert.equal(recs[0]!.details.cron, '0 3 * * *');
+      assert.equal(recs[2]!.details.note, 'maintenance');
+      assert.equal(recs[3]!.details.every, '6h');
+      assert.equal(audit.verify().ok, true);
+    } finally {
+      audit.close();
+    }
+  });
+});
