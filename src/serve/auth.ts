@@ -1,0 +1,14 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Checks an `Authorization: Bearer <token>` header in constant time. Both sides are hashed
+ * first so the comparison takes the same time whatever the length of the guess.
+ */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  if (typeof header !== 'string') return false;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  const given = createHash('sha256').update(m ? m[1]! : '').digest();
+  const want = createHash('sha256').update(token).digest();
+  // Evaluate both so a malformed header costs the same as a wrong token.
+  return timingSafeEqual(given, want) && m !== null;
+}

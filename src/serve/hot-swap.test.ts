@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HotSwapModel } from './hot-swap.ts';
+import { FakePredictor } from './fake-predictor.test-util.ts';
+
+function source() {
+  const s = { key: 'm@1', loads: 0, loaded: [] as FakePredictor[], gate: null as Promise<void> | null };
+  const resolve = async () => ({
+    key: s.key,
+    load: async () => {
+      s.loads++;
+      if (s.gate) await s.gate;
+      const p = new FakePredictor(s.key);
+      s.loaded.push(p);
+      return p;
+    },
+  });
+  return { s, resolve };
+}
+
+test('the old predictor closes only after its last lease is released', async () => {
+  const { s, resolve } = source();
+  const m = new HotSwapModel(resolve, { pollMs: 1e9 });
+  await m.start();
+  const lease1 = m.acquire();
+  const lease2 = m.acquire();
+  s.key = 'm@2';
+  assert.equal(await m.pollOnce(), true);
+  assert.equal(m.current.id, 'm@2');
+  assert.equal(lease1.predictor.id, 'm@1');
+  const old = s.loaded[0]!;
+  assert.equal(old.closed, false);
+  lease1.release();
+  lease1.release(); // double release must not over-count
+  assert.equal(old.closed, false);
+  lease2.release();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(old.closed, true);
+  const lease3 = m.acquire();
+  assert.equal(lease3.predictor.id, 'm@2');
+  lease3.release();
+  await m.stop();
+});
+
+test('requests keep using the current model while the new one loads', async () => {
+  const { s, resolve } = source();
+  const m = new HotSwapModel(resolve, { pollMs: 1e9 });
+  await m.start();
+  let open!: () => void;
+  s.gate = new Promise((r) => (open = r));
+  s.key = 'm@2';
+  const swapping = m.pollOnce();
+  const again = m.pollOnce(); // overlapping polls share one check and one load
+  await new Promise((r) => setTimeout(r, 10));
+  const during = m.acquire();
+  assert.equal(during.predictor.id, 'm@1');
+  during.release();
+  open();
+  assert.equal(await swapping, true);
+  assert.equal(await again, true);
+  assert.equal(s.loads, 2);
+  assert.equal(m.swaps, 1);
+  await m.stop();
+});
+
+test('an unchanged key loads nothing; polling runs on its own timer', async () => {
+  const { s, resolve } = source();
+  const swaps: string[] = [];
+  const m = new HotSwapModel(resolve, { pollMs: 5, onSwap: (a, b) => swaps.push(`${a}->${b}`) });
+  await m.start();
+  assert.equal(await m.pollOnce(), false);
+  assert.equal(s.loads, 1);
+  s.key = 'm@2';
+  for (let i = 0; i < 100 && swaps.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(swaps, ['m@1->m@2']);
+  await m.stop();
+  assert.ok(s.loaded.every((p) => p.closed), 'stop closes every predictor');
+});
+
+test('stop waits for outstanding leases before closing', async () => {
+  const { s, resolve } = source();
+  const m = new HotSwapModel(resolve, { pollMs: 1e9 });
+  await m.start();
+  const lease = m.acquire();
+  let stopped = false;
+  const stopping = m.stop().then(() => (stopped = true));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(stopped, false);
+  assert.equal(s.loaded[0]!.closed, false);
+  lease.release();
+  await stopping;
+  assert.equal(s.loaded[0]!.closed, true);
+});

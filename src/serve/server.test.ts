@@ -1,0 +1,222 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createModelServer, type ServeOptions } from './server.ts';
+import { FakePredictor } from './fake-predictor.test-util.ts';
+import type { CurrentModel } from './types.ts';
+import { InputError } from '../errors.ts';
+
+const TOKEN = 'test-token-0123456789';
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+/** A served alias that tests can move, recording every predictor it hands out. */
+function aliasSource(initial: string, opts: { loadMs?: number; delayMs?: number } = {}) {
+  const state = { key: initial, loaded: [] as FakePredictor[], failNextLoad: false, failResolve: false };
+  const resolveCurrent = async (): Promise<CurrentModel> => {
+    if (state.failResolve) throw new Error('registry unavailable');
+    const key = state.key;
+    return {
+      key,
+      load: async () => {
+        if (opts.loadMs) await new Promise((r) => setTimeout(r, opts.loadMs));
+        if (state.failNextLoad) {
+          state.failNextLoad = false;
+          throw new Error('corrupt model file');
+        }
+        const p = new FakePredictor(key, opts.delayMs ?? 0);
+        state.loaded.push(p);
+        return p;
+      },
+    };
+  };
+  return { state, resolveCurrent };
+}
+
+async function start(t: { after: (fn: () => Promise<void>) => void }, over: Partial<ServeOptions> = {}, src = aliasSource('spam@1')) {
+  const server = await createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, pollMs: 60_000, ...over });
+  const url = await server.listen();
+  t.after(() => server.close());
+  return { server, url, src };
+}
+
+const post = (url: string, body: unknown, headers: Record<string, string> = auth) =>
+  fetch(`${url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+
+test('predicts over real HTTP and reports health', async (t) => {
+  const { url } = await start(t);
+  const res = await post(url, { inputs: ['hi', 'a considerably longer text'] });
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
+  assert.equal(body.model, 'spam@1');
+  assert.deepEqual(body.predictions.map((p) => p.label), ['short', 'long']);
+  assert.ok(Math.abs(body.predictions[0]!.scores.short! - 0.9) < 1e-12);
+  const health = await fetch(`${url}/health`);
+  assert.equal(health.status, 200);
+  const h = (await health.json()) as { status: string; model: string; uptimeSeconds: number; swaps: number };
+  assert.equal(h.status, 'ok');
+  assert.equal(h.model, 'spam@1');
+  assert.ok(h.uptimeSeconds >= 0);
+});
+
+test('rejects missing or wrong tokens with 401; /health stays open', async (t) => {
+  const { url, src } = await start(t);
+  for (const headers of [{} as Record<string, string>, { authorization: 'Bearer nope' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }]) {
+    const res = await post(url, { inputs: ['x'] }, headers);
+    assert.equal(res.status, 401, JSON.stringify(headers));
+    assert.equal(res.headers.get('www-authenticate'), 'Bearer');
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'unauthorized');
+  }
+  assert.equal((await fetch(`${url}/metrics`)).status, 401);
+  assert.equal((await fetch(`${url}/health`)).status, 200);
+  assert.equal(src.state.loaded[0]!.calls, 0);
+});
+
+test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', async (t) => {
+  const { url, src } = await start(t, { maxBatch: 3, maxChars: 10, bodyLimit: 2048 });
+  const cases: [unknown, number, string, RegExp][] = [
+    ['{"inputs": ["a",', 400, 'malformed_json', /not valid JSON/],
+    ['', 400, 'malformed_json', /empty/],
+    [{ inputs: ['a', 'b', 'c', 'd'] }, 400, 'invalid_request', /body\.inputs must NOT have more than 3 items/],
+    [{ inputs: ['short', 'this is far too long'] }, 400, 'invalid_request', /body\.inputs\.1 must NOT have more than 10 characters/],
+    [{ inputs: [] }, 400, 'invalid_request', /must NOT have fewer than 1 items/],
+    [{ inputs: [1, 2] }, 400, 'invalid_request', /body\.inputs\.0 must be string/],
+    [{ inputs: 'hello' }, 400, 'invalid_request', /body\.inputs must be array/],
+    [{ texts: ['a'] }, 400, 'invalid_request', /must have required property 'inputs'/],
+    [{ inputs: ['a'], extra: 1 }, 400, 'invalid_request', /must NOT have additional properties/],
+    [[1], 400, 'invalid_request', /body must be object/],
+    [JSON.stringify({ inputs: ['x'.repeat(3000)] }), 413, 'body_too_large', /exceeds 2048 bytes/],
+  ];
+  for (const [body, status, code, re] of cases) {
+    const res = await post(url, body);
+    const j = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(res.status, status, `${JSON.stringify(body).slice(0, 60)} → ${JSON.stringify(j)}`);
+    assert.equal(j.error.code, code);
+    assert.match(j.error.message, re);
+  }
+  const text = await fetch(`${url}/predict`, { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: 'hello' });
+  assert.equal(text.status, 415);
+  const nf = await fetch(`${url}/nope`, { headers: auth });
+  assert.equal(nf.status, 404);
+  assert.equal(src.state.loaded[0]!.calls, 0, 'no invalid request reached the model');
+});
+
+test('a predictor failure is a 500 and the server keeps serving', async (t) => {
+  const p = new FakePredictor('spam@1', 0, 'boom');
+  const server = await createModelServer({ token: TOKEN, pollMs: 60_000, resolveCurrent: async () => ({ key: 'k', load: async () => p }) });
+  const url = await server.listen();
+  t.after(() => server.close());
+  const bad = await post(url, { inputs: ['boom'] });
+  assert.equal(bad.status, 500);
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'internal');
+  assert.equal((await post(url, { inputs: ['fine'] })).status, 200);
+});
+
+test('/metrics exposes request counts, latency histogram, model gauge and swaps', async (t) => {
+  const { url, server, src } = await start(t);
+  await post(url, { inputs: ['a', 'b'] });
+  await post(url, { inputs: ['c'] });
+  await post(url, { inputs: [] });
+  await post(url, { inputs: ['x'] }, {});
+  src.state.key = 'spam@2';
+  assert.equal(await server.model.pollOnce(), true);
+  const res = await fetch(`${url}/metrics`, { headers: auth });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type')!, /^text\/plain; version=0\.0\.4/);
+  const text = await res.text();
+  const lines = text.split('\n');
+  const has = (l: string) => assert.ok(lines.includes(l), `missing line: ${l}\n${text}`);
+  has('# TYPE tempered_http_requests_total counter');
+  has('tempered_http_requests_total{route="/predict",status="200"} 2');
+  has('tempered_http_requests_total{route="/predict",status="400"} 1');
+  has('tempered_http_requests_total{route="/predict",status="401"} 1');
+  has('# TYPE tempered_http_request_duration_seconds histogram');
+  has('tempered_http_request_duration_seconds_bucket{le="+Inf",route="/predict"} 4');
+  has('tempered_http_request_duration_seconds_count{route="/predict"} 4');
+  has('tempered_model_info{key="spam@2",model="spam@2"} 1');
+  has('tempered_model_swaps_total 1');
+  has('tempered_model_swap_failures_total 0');
+  has('tempered_predictions_total{model="spam@1"} 3');
+  // Buckets are cumulative: each count is ≥ the one before.
+  const buckets = lines.filter((l) => l.startsWith('tempered_http_request_duration_seconds_bucket{') && l.includes('route="/predict"')).map((l) => Number(l.split(' ')[1]));
+  assert.ok(buckets.every((b, i) => i === 0 || b >= buckets[i - 1]!));
+});
+
+test('hot swap under concurrent load: zero failed requests, both versions seen, old model drained then closed', { timeout: 60_000 }, async (t) => {
+  const src = aliasSource('spam@1', { loadMs: 30, delayMs: 3 });
+  const { url, server } = await start(t, { pollMs: 10 }, src);
+  const total = 400;
+  const workers = 8;
+  let sent = 0;
+  const seen: string[] = [];
+  const failures: string[] = [];
+  const worker = async () => {
+    while (sent < total) {
+      const i = sent++;
+      if (i === 100) src.state.key = 'spam@2';
+      try {
+        const res = await post(url, { inputs: [`request ${i}`] });
+        const body = (await res.json()) as { model?: string };
+        if (res.status !== 200) failures.push(`${i}: ${res.status} ${JSON.stringify(body)}`);
+        else seen.push(body.model!);
+      } catch (e) {
+        failures.push(`${i}: ${(e as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
+  assert.deepEqual(failures, []);
+  assert.equal(seen.length, total);
+  const v1 = seen.filter((m) => m === 'spam@1').length;
+  const v2 = seen.filter((m) => m === 'spam@2').length;
+  assert.ok(v1 >= 100 && v2 > 0, `v1 ${v1}, v2 ${v2}`);
+  assert.equal(seen.at(-1), 'spam@2');
+  assert.equal(server.model.swaps, 1);
+  const [old, fresh] = src.state.loaded;
+  assert.equal(src.state.loaded.length, 2, 'each version loaded exactly once');
+  assert.equal(old!.closed, true, 'old predictor closed once drained');
+  assert.equal(old!.closedWhileBusy, false);
+  assert.equal(old!.usedAfterClose, 0);
+  assert.equal(fresh!.closed, false);
+});
+
+test('a failed load keeps the old model serving and is retried on the next poll', async (t) => {
+  const errors: string[] = [];
+  const swaps: string[] = [];
+  const src = aliasSource('spam@1');
+  const { url, server } = await start(t, { onError: (e, phase) => errors.push(`${phase}: ${(e as Error).message}`), onSwap: (a, b) => swaps.push(`${a}->${b}`) }, src);
+  src.state.key = 'spam@2';
+  src.state.failNextLoad = true;
+  assert.equal(await server.model.pollOnce(), false);
+  src.state.failResolve = true;
+  assert.equal(await server.model.pollOnce(), false);
+  assert.deepEqual(errors, ['load: corrupt model file', 'resolve: registry unavailable']);
+  assert.equal(((await (await post(url, { inputs: ['x'] })).json()) as { model: string }).model, 'spam@1');
+  src.state.failResolve = false;
+  assert.equal(await server.model.pollOnce(), true);
+  assert.deepEqual(swaps, ['spam@1->spam@2']);
+  assert.equal(((await (await post(url, { inputs: ['x'] })).json()) as { model: string }).model, 'spam@2');
+  const m = await (await fetch(`${url}/metrics`, { headers: auth })).text();
+  assert.ok(m.includes('tempered_model_swap_failures_total 2'));
+});
+
+test('close waits for in-flight requests, then closes the predictor', async (t) => {
+  const src = aliasSource('spam@1', { delayMs: 150 });
+  const server = await createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, pollMs: 60_000 });
+  const url = await server.listen();
+  const pending = post(url, { inputs: ['slow'] });
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(src.state.loaded[0]!.inflight, 1);
+  await server.close();
+  const res = await pending;
+  assert.equal(res.status, 200);
+  assert.equal(src.state.loaded[0]!.closed, true);
+  assert.equal(src.state.loaded[0]!.closedWhileBusy, false);
+  void t;
+});
+
+test('bad options and an unloadable first model are refused at start', async () => {
+  const src = aliasSource('spam@1');
+  await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: 'short' }), (e: unknown) => e instanceof InputError && e.where === 'serve.token');
+  await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, maxBatch: 0 }), /serve\.maxBatch/);
+  src.state.failNextLoad = true;
+  await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN }), /corrupt model file/);
+});

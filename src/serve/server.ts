@@ -1,0 +1,183 @@
+/**
+ * HTTP model server: `POST /predict`, `GET /health`, `GET /metrics`, with bearer-token auth,
+ * request limits, Prometheus metrics and hot swap of the model when its alias moves
+ * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { HotSwapModel } from './hot-swap.ts';
+import { bearerMatches } from './auth.ts';
+import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
+import type { Prediction, ResolveCurrent } from './types.ts';
+import { InputError } from '../errors.ts';
+
+export interface ServeOptions {
+  resolveCurrent: ResolveCurrent;
+  /** Required on every route but /health. Use a long random string. */
+  token: string;
+  /** How often to check whether the served alias moved. Default 5000 ms. */
+  pollMs?: number;
+  /** Most texts per request. Default 64. */
+  maxBatch?: number;
+  /** Most characters (code points) per text. Default 8192. */
+  maxChars?: number;
+  /** Largest request body in bytes; larger gets 413. Default 1 MiB. */
+  bodyLimit?: number;
+  /** Fastify logger; off by default (tests), on in `tempered serve`. */
+  logger?: boolean;
+  /** Told about swaps and failed swaps, e.g. to write `serve.swapped` audit records. */
+  onSwap?: (from: string, to: string) => void;
+  onError?: (err: unknown, phase: 'resolve' | 'load' | 'close') => void;
+}
+
+export interface ModelServer {
+  app: FastifyInstance;
+  model: HotSwapModel;
+  /** Starts listening; returns the base URL, e.g. http://127.0.0.1:43121. */
+  listen(port?: number, host?: string): Promise<string>;
+  /** Stops accepting requests, lets in-flight ones finish, then closes the predictor. */
+  close(): Promise<void>;
+}
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+function errorBody(code: string, message: string) {
+  return { error: { code, message } };
+}
+
+function positiveInt(v: number, field: string): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${field}` });
+  return v;
+}
+
+/** Builds the server and loads the first model (throws if it cannot be loaded). */
+export async function createModelServer(opts: ServeOptions): Promise<ModelServer> {
+  if (typeof opts.token !== 'string' || opts.token.length < 8) {
+    throw new InputError('a bearer token of at least 8 characters is required', { where: 'serve.token', hint: 'set TEMPERED_SERVE_TOKEN to a long random string' });
+  }
+  const maxBatch = positiveInt(opts.maxBatch ?? 64, 'maxBatch');
+  const maxChars = positiveInt(opts.maxChars ?? 8192, 'maxChars');
+  const bodyLimit = positiveInt(opts.bodyLimit ?? 1024 * 1024, 'bodyLimit');
+  const pollMs = positiveInt(opts.pollMs ?? 5000, 'pollMs');
+
+  const metrics = new MetricsRegistry();
+  const requests = metrics.add(new Counter('tempered_http_requests_total', 'HTTP requests by route and status code.'));
+  const latency = metrics.add(new Histogram('tempered_http_request_duration_seconds', 'HTTP request latency by route.', LATENCY_BUCKETS));
+  const predicted = metrics.add(new Counter('tempered_predictions_total', 'Texts classified, by model.'));
+  const swapFailures = metrics.add(new Counter('tempered_model_swap_failures_total', 'Failed checks or loads of a new model version.', true));
+
+  const model = new HotSwapModel(opts.resolveCurrent, {
+    pollMs,
+    onSwap: opts.onSwap,
+    onError: (e, phase) => {
+      if (phase !== 'close') swapFailures.inc();
+      opts.onError?.(e, phase);
+    },
+  });
+  await model.start();
+  const started = process.hrtime.bigint();
+  const uptime = () => Number(process.hrtime.bigint() - started) / 1e9;
+
+  metrics.add(new Gauge('tempered_model_info', 'The model version being served (value is always 1).', () => [{ labels: { model: model.current.id, key: model.key ?? '' }, value: 1 }]));
+  metrics.add(new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }]));
+  metrics.add(new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]));
+
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit,
+    // Strict validation: no type coercion, no silently dropped fields.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
+  });
+
+  const startTimes = new WeakMap<object, bigint>();
+  app.addHook('onRequest', async (req, reply) => {
+    startTimes.set(req, process.hrtime.bigint());
+    if (req.url === '/health' || req.url.startsWith('/health?')) return;
+    if (!bearerMatches(req.headers.authorization, opts.token)) {
+      reply.header('www-authenticate', 'Bearer');
+      return reply.code(401).send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>'));
+    }
+  });
+  // While shutting down, answer in-flight requests with `Connection: close`: otherwise their
+  // keep-alive sockets would hold app.close() open until the keep-alive timeout.
+  let closing = false;
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    if (closing) setImmediate(() => app.server.closeIdleConnections());
+    const route = req.routeOptions.url ?? 'unmatched';
+    requests.inc({ route, status: String(reply.statusCode) });
+    const t0 = startTimes.get(req);
+    if (t0 !== undefined) latency.observe({ route }, Number(process.hrtime.bigint() - t0) / 1e9);
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (err.validation) {
+      const detail = err.validation.map((v) => `${v.instancePath ? `body${v.instancePath.replace(/\//g, '.')}` : 'body'} ${v.message}`).join('; ');
+      return reply.code(400).send(errorBody('invalid_request', detail));
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json'));
+    if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
+    if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send(errorBody('bad_request', err.message));
+    req.log.error(err);
+    return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log'));
+  });
+  // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
+  app.removeContentTypeParser('text/plain');
+  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `no route ${req.method} ${req.url}; try POST /predict, GET /health or GET /metrics`)));
+
+  app.get('/health', async () => ({ status: 'ok', model: model.current.id, uptimeSeconds: Math.round(uptime() * 1000) / 1000, swaps: model.swaps }));
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', PROMETHEUS_CONTENT_TYPE);
+    return metrics.render();
+  });
+
+  app.post<{ Body: { inputs: string[] } }>(
+    '/predict',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['inputs'],
+          additionalProperties: false,
+          properties: {
+            inputs: { type: 'array', minItems: 1, maxItems: maxBatch, items: { type: 'string', maxLength: maxChars } },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const lease = model.acquire();
+      try {
+        const { inputs } = req.body;
+        const predictions: Prediction[] = await lease.predictor.predict(inputs);
+        if (!Array.isArray(predictions) || predictions.length !== inputs.length) {
+          throw new Error(`predictor ${lease.predictor.id} returned ${Array.isArray(predictions) ? predictions.length : 'no'} predictions for ${inputs.length} inputs`);
+        }
+        predicted.inc({ model: lease.predictor.id }, inputs.length);
+        return { model: lease.predictor.id, predictions };
+      } finally {
+        lease.release();
+      }
+    },
+  );
+
+  return {
+    app,
+    model,
+    async listen(port = 0, host = '127.0.0.1') {
+      await app.listen({ port, host });
+      const addr = app.server.address();
+      if (addr === null || typeof addr === 'string') throw new Error(`unexpected server address ${String(addr)}`);
+      return `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+    },
+    async close() {
+      closing = true;
+      await app.close();
+      await model.stop();
+    },
+  };
+}
