@@ -181,7 +181,7 @@ export function parseInstant(text: string, where: string): Date {
 /** A schedule id is also the prefix of its runs' workflow ids, so keep it to safe characters. */
 export function checkScheduleName(name: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) {
-    throw new InputError(`'${name}' is not a valid schedule name`, { where: 'name', hint: 'use letters, digits, ., _ and -, starting with a letter or digit (at most 100 characters)' });
+    throw new InputError(`'${name}' is not a valid schedule name`, { where: 'schedule name', hint: 'use letters, digits, ., _ and -, starting with a letter or digit (at most 100 characters)' });
   }
   return name;
 }
@@ -313,7 +313,7 @@ export async function createSchedule(client: Client, cfg: ScheduleConfig): Promi
     await client.schedule.create(scheduleOptions(cfg));
   } catch (e) {
     if (e instanceof ScheduleAlreadyRunning) {
-      throw new InputError(`a schedule named '${cfg.name}' already exists`, { where: 'name', hint: `change it with \`tempered schedule update ${cfg.name}\`, or delete it first` });
+      throw new InputError(`a schedule named '${cfg.name}' already exists`, { hint: `change it with \`tempered schedule update ${cfg.name}\`, or delete it first` });
     }
     rethrowInvalid(e, cfg.name);
   }
@@ -329,7 +329,7 @@ async function describeRaw(client: Client, name: string): Promise<ScheduleDescri
 }
 
 function notFound(name: string): InputError {
-  return new InputError(`no schedule named '${name}'`, { where: 'name', hint: 'list schedules with `tempered schedule list`' });
+  return new InputError(`no schedule named '${name}'`, { hint: 'list schedules with `tempered schedule list`' });
 }
 
 const OVERLAP_BY_POLICY = Object.fromEntries(Object.entries(OVERLAP_POLICIES).map(([k, v]) => [v, k])) as Record<OverlapPolicy, OverlapName>;
@@ -345,7 +345,7 @@ export async function readSchedule(client: Client, name: string): Promise<{ view
   const memo = (d.action.memo ?? {}) as Record<string, unknown>;
   const created = (d.memo ?? {}) as Record<string, unknown>;
   if (d.action.workflowType !== WORKFLOW_TYPE || !input?.plan) {
-    throw new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${d.action.workflowType})`, { where: 'name', hint: 'manage it with the temporal CLI instead' });
+    throw new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${d.action.workflowType})`, { hint: 'manage it with the temporal CLI instead' });
   }
   const spec: ScheduledSpec = {
     pipeline: input.plan.name,

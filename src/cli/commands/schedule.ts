@@ -250,7 +250,9 @@ async function listCmd(ctx: CliContext, argv: string[]): Promise<number> {
 }
 
 function whenText(v: ScheduleView): string {
-  const parts = [v.timing.cron ? `cron "${v.timing.cron}" (UTC)` : `every ${v.timing.every}`];
+  // A cron expression may name its own time zone (CRON_TZ=... or TZ=...); otherwise Temporal reads it as UTC.
+  const zone = v.timing.cron && !/^(CRON_TZ|TZ)=/.test(v.timing.cron) ? ' (UTC)' : '';
+  const parts = [v.timing.cron ? `cron "${v.timing.cron}"${zone}` : `every ${v.timing.every}`];
   if (v.timing.jitter) parts.push(`jitter ${v.timing.jitter}`);
   parts.push(`overlap ${v.timing.overlap}`);
   return parts.join(', ');
@@ -261,7 +263,7 @@ export function gateText(g: RunGateSpec | undefined): string {
   const parts: string[] = [];
   if (g.metricBelow) parts.push(`retrain when ${g.metricBelow.model}@${g.metricBelow.alias ?? 'production'} ${g.metricBelow.metric} < ${g.metricBelow.threshold}`);
   if (g.labelDrift) parts.push(`retrain when label drift (Jensen-Shannon) > ${g.labelDrift.threshold}`);
-  if (g.skipIfUnchanged) parts.push((g.metricBelow || g.labelDrift ? '(triggers decide) ' : '') + 'skip when spec and data are unchanged');
+  if (g.skipIfUnchanged) parts.push(g.metricBelow || g.labelDrift ? 'skip-if-unchanged is set, but the triggers decide' : 'skip when spec and data are unchanged');
   return parts.join('; ');
 }
 
