@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { embeddedServerInfo } from './dev-server.ts';
+import { installRuntime } from './runtime.ts';
 
 export interface TemporalSettings {
   address: string;
@@ -47,6 +48,7 @@ export async function connectClient(s: TemporalSettings = temporalSettings()): P
 }
 
 export async function connectWorker(s: TemporalSettings = temporalSettings()): Promise<NativeConnection> {
+  installRuntime();
   const opts: NativeConnectionOptions = { address: s.address, tls: s.tls as NativeConnectionOptions['tls'], apiKey: s.apiKey };
   return NativeConnection.connect(opts);
 }

@@ -5,6 +5,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { installRuntime } from './runtime.ts';
 import { createActivities } from '../activities/index.ts';
 import type { ActivityDeps } from '../activities/stage-adapter.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
@@ -34,6 +35,7 @@ export interface WorkerOptions {
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
+  installRuntime();
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,

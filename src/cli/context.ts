@@ -2,7 +2,10 @@
  * What every command needs: Temporal settings, a client (starting the embedded server when no
  * TEMPORAL_ADDRESS is set and the command needs one), the stage kinds, the state folders.
  */
+import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
+import { formatDataReport, type DataReport } from '../data/report.ts';
+import { isArtifactRef } from '../types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../../infra/connection.ts';
 import { ensureEmbeddedServer } from '../../infra/dev-server.ts';
 import { ensureDir, statePaths, type StatePaths } from '../../infra/state.ts';
@@ -27,6 +30,8 @@ export interface CliContext {
   settings(): TemporalSettings;
   client(opts?: { startServer?: boolean }): Promise<Client>;
   store(): ArtifactStore;
+  /** Formats a report artifact from the local store; undefined when it is not there (remote workers). */
+  readReport(ref: unknown): string | undefined;
   cache(): StageCache;
   log(msg: string): void;
   close(): Promise<void>;
@@ -47,6 +52,15 @@ export async function createContext(): Promise<CliContext> {
     log: (m) => console.error(m),
     store: getStore,
     cache: () => new StageCache(paths.cache, getStore()),
+    readReport(ref) {
+      if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
+      try {
+        const report = JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')) as { kind?: string };
+        return report.kind === 'ingest' || report.kind === 'dedupe' || report.kind === 'split' ? formatDataReport(report as DataReport) : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     async client(opts = {}) {
       if (client) return client;
       let s = temporalSettings();

@@ -46,14 +46,20 @@ export function stageLine(s: StageStatus): string {
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
 }
 
-export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string } = {}): string {
+/** Renders a stage's report artifact (data reports, evaluation) when the local store has it. */
+export type ReportReader = (ref: unknown) => string | undefined;
+
+export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
   const lines = [`run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`];
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
   if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
+  if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);
   for (const s of st.stages) {
     lines.push(stageLine(s));
     if ((s.state === 'succeeded' || s.state === 'cached') && s.outputs) {
       for (const [k, v] of Object.entries(s.outputs)) lines.push(`      ${k}: ${describeOutput(v)}`);
+      const report = opts.readReport?.(s.outputs.report);
+      if (report) lines.push(...report.split('\n').map((l) => `      | ${l}`));
     }
   }
   return lines.join('\n');

@@ -9,6 +9,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
 import { createWorker } from '../../infra/worker.ts';
+import { installRuntime } from '../../infra/runtime.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { StageCache } from '../../src/store/stage-cache.ts';
 import type { AnyStageKind } from '../../src/stages/types.ts';
@@ -50,6 +51,7 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
     cache,
     kinds,
     async startWorker() {
+      installRuntime();
       workerConn = await NativeConnection.connect({ address: server.address });
       worker = await createWorker({ connection: workerConn, namespace: 'default', taskQueue: TEST_QUEUE, kinds, deps: { store, cache, stateDir: dir, heartbeatEveryMs: 500, onStageCompleted: stageCompletedHook(dir) } });
       workerRun = worker.run();

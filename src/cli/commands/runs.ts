@@ -112,7 +112,7 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
     }
     const final = await followRun(client, handle.workflowId, { json: o.json });
     if (o.json) console.log(JSON.stringify(final, null, 2));
-    else console.log(`\n${formatRunStatus(final)}`);
+    else console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
     return final.state === 'succeeded' ? 0 : 1;
   } finally {
     await local?.stop();
@@ -134,7 +134,7 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
     throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
   });
   if (values.json) console.log(JSON.stringify(st, null, 2));
-  else console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId) }));
+  else console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
   return 0;
 }
 

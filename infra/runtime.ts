@@ -1,0 +1,19 @@
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+
+let installed = false;
+
+/**
+ * Installs the Temporal worker runtime with a quieter logger (worker state changes are logged at
+ * INFO otherwise; tempered's terminal output is the run's progress). Must run before the first
+ * NativeConnection or Worker is created. TEMPERED_LOG_LEVEL=INFO|DEBUG brings the detail back.
+ */
+export function installRuntime(): void {
+  if (installed) return;
+  installed = true;
+  const level = (process.env.TEMPERED_LOG_LEVEL ?? 'WARN').toUpperCase() as 'WARN';
+  try {
+    Runtime.install({ logger: new DefaultLogger(level) });
+  } catch {
+    /* the host process installed one already */
+  }
+}
