@@ -1,0 +1,100 @@
+/**
+ * Transformer building blocks written with the GraphBuilder, using only ops the engine can
+ * differentiate (MatMul, Add, Mul, Softmax, LayerNormalization, Erf, Tanh, Sigmoid, ReduceMean, Sqrt,
+ * Gather, Reshape, Transpose, Slice, Concat, Neg...). Linear weights are [in, out] and named after
+ * the Hugging Face parameter they come from.
+ */
+import type { GraphBuilder } from '../onnx/builder.ts';
+
+/** Large negative added to masked attention scores; exp() underflows to exactly 0 in float32. */
+export const MASK_NEG = -1e9;
+
+export function linear(g: GraphBuilder, x: string, name: string, w: Float32Array, inF: number, outF: number, bias?: Float32Array): string {
+  const y = g.op('MatMul', [x, g.initializer(`${name}.weight`, w, [inF, outF])]);
+  return bias ? g.op('Add', [y, g.initializer(`${name}.bias`, bias, [outF])]) : y;
+}
+
+export function layerNorm(g: GraphBuilder, x: string, name: string, gamma: Float32Array, beta: Float32Array, eps: number): string {
+  const n = gamma.length;
+  return g.op('LayerNormalization', [x, g.initializer(`${name}.weight`, gamma, [n]), g.initializer(`${name}.bias`, beta, [n])], { axis: -1, epsilon: eps });
+}
+
+/** RMSNorm as LLaMA computes it: x / sqrt(mean(x²) + eps) · weight. */
+export function rmsNorm(g: GraphBuilder, x: string, name: string, weight: Float32Array, eps: number): string {
+  const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+  const inv = g.op('Div', [g.scalar(1), g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])])]);
+  return g.op('Mul', [g.op('Mul', [x, inv]), g.initializer(`${name}.weight`, weight, [weight.length])]);
+}
+
+/** Exact GELU: 0.5·x·(1 + erf(x/√2)) (BERT's "gelu"). */
+export function geluErf(g: GraphBuilder, x: string): string {
+  return g.op('Mul', [g.op('Mul', [x, g.scalar(0.5)]), g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.scalar(Math.SQRT1_2)])]), g.scalar(1)])]);
+}
+
+/** Tanh-approximated GELU (GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+export function geluTanh(g: GraphBuilder, x: string): string {
+  const x3 = g.op('Mul', [g.op('Mul', [x, x]), x]);
+  const inner = g.op('Mul', [g.op('Add', [x, g.op('Mul', [x3, g.scalar(0.044715)])]), g.scalar(Math.sqrt(2 / Math.PI))]);
+  return g.op('Mul', [g.op('Mul', [x, g.scalar(0.5)]), g.op('Add', [g.op('Tanh', [inner]), g.scalar(1)])]);
+}
+
+/** SiLU: x·sigmoid(x) (LLaMA's "silu"). */
+export function silu(g: GraphBuilder, x: string): string {
+  return g.op('Mul', [x, g.op('Sigmoid', [x])]);
+}
+
+/** [batch, seq, heads·dh] → [batch, heads, seq, dh]. */
+export function splitHeads(g: GraphBuilder, x: string, heads: number, dh: number): string {
+  return g.op('Transpose', [g.op('Reshape', [x, g.ints([0, 0, heads, dh])])], { perm: [0, 2, 1, 3] });
+}
+
+/** [batch, heads, seq, dh] → [batch, seq, heads·dh]. */
+export function mergeHeads(g: GraphBuilder, x: string, hidden: number): string {
+  return g.op('Reshape', [g.op('Transpose', [x], { perm: [0, 2, 1, 3] }), g.ints([0, 0, hidden])]);
+}
+
+/** Scaled dot-product attention on [batch, heads, seq, dh] tensors with an additive score bias. */
+export function attention(g: GraphBuilder, q: string, k: string, v: string, dh: number, bias: string): string {
+  const kT = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
+  const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kT]), g.scalar(1 / Math.sqrt(dh))]), bias]);
+  return g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), v]);
+}
+
+/** Padding mask [batch, seq] (int64, 1 = token) → additive bias [batch, 1, 1, seq] and the float mask. */
+export function paddingBias(g: GraphBuilder, mask: string): { bias: string; maskF: string } {
+  const maskF = g.op('Cast', [mask], { to: 1 });
+  const bias = g.op('Unsqueeze', [g.op('Mul', [g.op('Sub', [g.scalar(1), maskF]), g.scalar(MASK_NEG)]), g.ints([1, 2])]);
+  return { bias, maskF };
+}
+
+/** The sequence length of a [batch, seq] input as a 1-element int64 vector. */
+export function seqLenOf(g: GraphBuilder, ids: string): string {
+  return g.op('Shape', [ids], { start: 1, end: 2 });
+}
+
+/** 0..seq-1 as int64 [seq] (Range on the shape path: no gradient flows through it). */
+export function positions(g: GraphBuilder, seqLen: string): string {
+  const scalarLen = g.op('Squeeze', [seqLen, g.ints([0])]);
+  return g.op('Range', [g.constant([0], [], 'int64'), scalarLen, g.constant([1], [], 'int64')]);
+}
+
+/**
+ * Causal + padding bias [batch, 1, seq, seq]: key j is hidden from query i when j > i or when j is
+ * padding. Built from Range/Greater/Where at run time, so no [maxPos, maxPos] constant is stored.
+ */
+export function causalBias(g: GraphBuilder, mask: string, seqLen: string): string {
+  const pos = positions(g, seqLen);
+  const future = g.op('Greater', [g.op('Unsqueeze', [pos, g.ints([0])]), g.op('Unsqueeze', [pos, g.ints([1])])]);
+  const causal = g.op('Where', [future, g.scalar(MASK_NEG), g.scalar(0)]);
+  return g.op('Add', [causal, paddingBias(g, mask).bias]);
+}
+
+/** Positions 0..seq-1 of a table [maxPos, dim]: a Slice, so the table's gradient is a plain pad. */
+export function firstRows(g: GraphBuilder, table: string, seqLen: string): string {
+  return g.op('Slice', [table, g.ints([0]), seqLen, g.ints([0])]);
+}
+
+export function normalL2(g: GraphBuilder, x: string): string {
+  const norm = g.op('Sqrt', [g.op('ReduceSum', [g.op('Mul', [x, x]), g.ints([-1])], { keepdims: 1 })]);
+  return g.op('Div', [x, g.op('Max', [norm, g.scalar(1e-12)])]);
+}
