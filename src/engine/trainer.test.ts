@@ -149,3 +149,23 @@ test('early stopping ends training after `patience` evaluations without improvem
   assert.equal(evals.length, 4);
   assert.ok(evals.every((l) => l === evals[0]));
 });
+
+test('a custom evalFn sees the forward outputs of every validation row and can drive early stopping', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*', 'pooler.*'] }, optimizer: adamw });
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'first' });
+  const val = tokenTask({ n: 37, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'first' });
+  const seen: number[][] = [];
+  const res = await new Trainer(prog, {
+    seed: 1, batchSize: 8, maxSteps: 4, schedule: { kind: 'constant', lr: 1e-2 }, evalEvery: 2, monitor: 'positives',
+    evalFn: async ({ predict, val: v }) => {
+      const out = await predict(v);
+      seen.push(out['logits']!.dims);
+      const l = out['logits']!.data as Float32Array;
+      let pos = 0;
+      for (let i = 0; i < l.length; i += 2) if (l[i + 1]! > l[i]!) pos++;
+      return { positives: pos / (l.length / 2) };
+    },
+  }).fit(train, val);
+  assert.deepEqual(seen, [[37, 2], [37, 2]]);
+  assert.ok(res.lastEval!.custom!['positives']! >= 0 && res.lastEval!.custom!['positives']! <= 1);
+});

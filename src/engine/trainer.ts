@@ -40,7 +40,18 @@ export interface EvalMetrics {
   loss: number;
   /** Cross-entropy programs: share of non-ignored labels whose argmax prediction is right. */
   accuracy?: number;
+  /** Results of `evalFn`, when given. */
+  custom?: Record<string, number>;
 }
+
+/** Outputs of the forward graph for one batch, by output name. */
+export type Outputs = Record<string, { data: TypedArray; dims: number[] }>;
+
+/**
+ * A caller-defined evaluation: `predict` runs the current weights on any rows (in batches of batchSize)
+ * and returns the forward outputs (e.g. logits); the returned numbers land in EvalMetrics.custom.
+ */
+export type EvalFn = (ctx: { predict: (data: Dataset) => Promise<Outputs>; step: number; val: Dataset }) => Promise<Record<string, number>>;
 
 export interface TrainerOptions {
   device?: Device;
@@ -55,7 +66,9 @@ export interface TrainerOptions {
   evalEvery?: number;
   /** Stop after this many evaluations without improvement of `monitor`. */
   patience?: number;
-  monitor?: 'loss' | 'accuracy';
+  /** 'loss' (lower is better), 'accuracy' or a key of evalFn's result (higher is better). */
+  monitor?: string;
+  evalFn?: EvalFn;
   checkpointEvery?: number;
   checkpointDir?: string;
   onStep?: (m: StepMetrics) => void;
@@ -234,8 +247,10 @@ export class Trainer {
 
       if (val && o.evalEvery && (step % o.evalEvery === 0 || step === maxSteps)) {
         lastEval = await this.evaluate(evalSession!, val, feedNames, step, epoch);
+        if (o.evalFn) lastEval.custom = await o.evalFn({ predict: (d) => this.predictWith(evalSession!, d, feedNames), step, val });
         o.onEval?.(lastEval);
-        const metric = o.monitor === 'accuracy' ? -(lastEval.accuracy ?? 0) : lastEval.loss;
+        const monitor = o.monitor ?? 'loss';
+        const metric = monitor === 'loss' ? lastEval.loss : monitor === 'accuracy' ? -(lastEval.accuracy ?? 0) : -(lastEval.custom?.[monitor] ?? Number.NEGATIVE_INFINITY);
         if (best === undefined || metric < best) { best = metric; bad = 0; } else bad++;
         if (o.patience !== undefined && bad >= o.patience) stoppedEarly = true;
       }
@@ -252,6 +267,38 @@ export class Trainer {
     }
     for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
     return { params: this.params, step, epoch, stoppedEarly, lastEval, history };
+  }
+
+  /** Forward outputs of the eval graph for every row of `data` (batched, concatenated along rows). */
+  private async predictWith(session: ort.InferenceSession, data: Dataset, feedNames: string[]): Promise<Outputs> {
+    const n = rows(data[feedNames[0]!]!);
+    const outs = this.program.eval.graph.outputs.map((o) => o.name).filter((o) => o !== LOSS_OUTPUT);
+    const parts = new Map<string, { chunks: TypedArray[]; dims: number[] }>();
+    for (let start = 0; start < n; start += this.opts.batchSize) {
+      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const name of feedNames) {
+        const c = gatherRows(data[name]!, idx);
+        feeds[name] = toOrt(c.dtype, c.data, c.dims);
+      }
+      for (const p of this.program.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+      const r = await session.run(feeds, outs);
+      for (const o of outs) {
+        const t = r[o]!;
+        const e = parts.get(o) ?? { chunks: [], dims: t.dims.slice(1) as number[] };
+        e.chunks.push(t.data as TypedArray);
+        parts.set(o, e);
+      }
+    }
+    const result: Outputs = {};
+    for (const [o, e] of parts) {
+      const total = e.chunks.reduce((s, c) => s + c.length, 0);
+      const data = new (e.chunks[0]!.constructor as new (n: number) => TypedArray)(total);
+      let off = 0;
+      for (const c of e.chunks) { data.set(c as never, off); off += c.length; }
+      result[o] = { data, dims: [n, ...e.dims] };
+    }
+    return result;
   }
 
   private stateFeeds(): Record<string, ort.Tensor> {
