@@ -12,7 +12,7 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, arrowSchema, readArrowBatches, readArrowSchema, stringColumn, takeRows } from './arrow-io.ts';
 import type { DedupeConfig } from './config.ts';
 import { Growable } from './growable.ts';
-import { hashString32, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashes, type ShingleKind } from './minhash.ts';
+import { hashString32, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashesScratch, type ShingleKind } from './minhash.ts';
 import { makeNormalizer } from './normalize.ts';
 import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
@@ -125,11 +125,11 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
         exactFirst.set(k, row);
       }
       exactOf.push(row);
-      if (near && key.replace(/\u0000/g, '').length > 0) {
+      if (near && key.length > cols.length - 1) { // not every column empty
         const sigId = rowOfSig.length;
         rowOfSig.push(row);
         sigs.reserve(near.numPerm);
-        hasher!.signature(shingleHashes(key, near.shingle, near.size), sigs.data, sigId * near.numPerm);
+        hasher!.signature(shingleHashesScratch(key, near.shingle, near.size), sigs.data, sigId * near.numPerm);
         sigs.length += near.numPerm;
         const me = row;
         lsh!.insert(sigs.data, sigId, (other) => {

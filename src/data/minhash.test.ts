@@ -78,3 +78,13 @@ test('LSH finds planted near duplicates and few unrelated pairs', () => {
   assert.ok(found.size >= 198, `found ${found.size} of 200`);
   assert.ok(unrelated < 5, `unrelated candidates ${unrelated}`);
 });
+
+test('numPerm need not be a multiple of the unroll width', () => {
+  const s = shingleHashes('one two three four five six seven', 'word', 2);
+  const a = new Uint32Array(7), b = new Uint32Array(8);
+  new MinHasher(7, 3).signature(s, a);
+  new MinHasher(8, 3).signature(s, b);
+  // Same seed: the first 7 permutations are the same functions.
+  assert.deepEqual(Array.from(a), Array.from(b.subarray(0, 7)));
+  assert.ok(a.every((v) => v !== 0x7fffffff));
+});

@@ -28,41 +28,69 @@ export function fmix32(h: number): number {
 
 export type ShingleKind = 'char' | 'word';
 
+/** Scratch buffers reused across calls: shingling allocates nothing per row in the steady state. */
+let scratchUnits = new Uint32Array(4096);
+let scratchOut = new Uint32Array(4096);
+
+function ensure(n: number): void {
+  if (scratchUnits.length < n) scratchUnits = new Uint32Array(n * 2);
+  if (scratchOut.length < n) scratchOut = new Uint32Array(n * 2);
+}
+
+/** Rolling combination of k unit hashes (order-sensitive). */
+function combine(units: Uint32Array, from: number, k: number, seed: number): number {
+  let h = seed;
+  for (let j = 0; j < k; j++) h = Math.imul(h ^ units[from + j], 0x01000193) ^ (h >>> 15);
+  return fmix32(h);
+}
+
 /**
- * Hashes of the text's k-shingles. A text shorter than one shingle yields one shingle of the
- * whole text, so short texts can still match each other. Empty text yields none.
+ * Hashes of the text's k-shingles: words are runs between ' ' (dedupe's normalized text has
+ * single spaces), chars are code points. A text shorter than one shingle yields one shingle of
+ * the whole text, so short texts can still match each other; empty text yields none.
+ * The result is a view of a scratch buffer, valid only until the next call: hot loops use this;
+ * `shingleHashes` returns a copy.
  */
-export function shingleHashes(text: string, kind: ShingleKind, k: number): Uint32Array {
-  if (text.length === 0) return new Uint32Array(0);
+export function shingleHashesScratch(text: string, kind: ShingleKind, k: number): Uint32Array {
+  ensure(text.length + 1);
+  const units = scratchUnits;
+  let m = 0;
   if (kind === 'char') {
-    const cps = Array.from(text);
-    if (cps.length <= k) return Uint32Array.of(hashString32(text));
-    const out = new Uint32Array(cps.length - k + 1);
-    for (let i = 0; i < out.length; i++) {
-      let h = 0x9747b28c;
-      for (let j = 0; j < k; j++) {
-        const cp = cps[i + j].codePointAt(0)!;
-        h = Math.imul(h ^ cp, 0x01000193);
+    for (let i = 0; i < text.length; i++) {
+      let cp = text.charCodeAt(i);
+      if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < text.length) {
+        const lo = text.charCodeAt(i + 1);
+        if (lo >= 0xdc00 && lo <= 0xdfff) { cp = ((cp - 0xd800) << 10) + (lo - 0xdc00) + 0x10000; i++; }
       }
-      out[i] = fmix32(h);
+      units[m++] = Math.imul(cp, 0x9e3779b1) ^ cp;
     }
-    return out;
+  } else {
+    // murmur3-style hash of each word, computed while scanning.
+    let h = 0, len = 0;
+    for (let i = 0; i <= text.length; i++) {
+      const c = i < text.length ? text.charCodeAt(i) : 32;
+      if (c === 32) {
+        if (len > 0) { units[m++] = fmix32(h ^ len); h = 0; len = 0; }
+        continue;
+      }
+      let x = Math.imul(c, 0xcc9e2d51);
+      x = (x << 15) | (x >>> 17);
+      h ^= Math.imul(x, 0x1b873593);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      len++;
+    }
   }
-  const words = text.split(' ').filter((w) => w.length > 0);
-  if (words.length === 0) return new Uint32Array(0);
-  const wh = words.map((w) => hashString32(w));
-  if (wh.length <= k) {
-    let h = 0x3c6ef372;
-    for (const x of wh) h = Math.imul(h ^ x, 0x01000193) ^ (h >>> 15);
-    return Uint32Array.of(fmix32(h));
-  }
-  const out = new Uint32Array(wh.length - k + 1);
-  for (let i = 0; i < out.length; i++) {
-    let h = 0x3c6ef372;
-    for (let j = 0; j < k; j++) h = Math.imul(h ^ wh[i + j], 0x01000193) ^ (h >>> 15);
-    out[i] = fmix32(h);
-  }
-  return out;
+  if (m === 0) return scratchOut.subarray(0, 0);
+  const seed = kind === 'char' ? 0x9747b28c : 0x3c6ef372;
+  if (m <= k) { scratchOut[0] = combine(units, 0, m, seed); return scratchOut.subarray(0, 1); }
+  const count = m - k + 1;
+  for (let i = 0; i < count; i++) scratchOut[i] = combine(units, i, k, seed);
+  return scratchOut.subarray(0, count);
+}
+
+export function shingleHashes(text: string, kind: ShingleKind, k: number): Uint32Array {
+  return shingleHashesScratch(text, kind, k).slice();
 }
 
 export class MinHasher {
@@ -88,7 +116,22 @@ export class MinHasher {
   signature(shingles: Uint32Array, out: Uint32Array, offset = 0): void {
     const n = this.numPerm, seeds = this.seeds, mults = this.mults, len = shingles.length;
     const sh = new Int32Array(shingles.buffer, shingles.byteOffset, len);
-    for (let k = 0; k < n; k++) {
+    let k = 0;
+    // Four permutations per pass over the shingles: independent minima keep the CPU's pipelines full.
+    for (; k + 4 <= n; k += 4) {
+      const s0 = seeds[k], s1 = seeds[k + 1], s2 = seeds[k + 2], s3 = seeds[k + 3];
+      const m0 = mults[k], m1 = mults[k + 1], m2 = mults[k + 2], m3 = mults[k + 3];
+      let a = 0x7fffffff, b = 0x7fffffff, c = 0x7fffffff, d = 0x7fffffff;
+      for (let i = 0; i < len; i++) {
+        const x = sh[i];
+        let h0 = Math.imul(x ^ s0, m0); h0 ^= h0 >>> 15; a = h0 < a ? h0 : a;
+        let h1 = Math.imul(x ^ s1, m1); h1 ^= h1 >>> 15; b = h1 < b ? h1 : b;
+        let h2 = Math.imul(x ^ s2, m2); h2 ^= h2 >>> 15; c = h2 < c ? h2 : c;
+        let h3 = Math.imul(x ^ s3, m3); h3 ^= h3 >>> 15; d = h3 < d ? h3 : d;
+      }
+      out[offset + k] = a; out[offset + k + 1] = b; out[offset + k + 2] = c; out[offset + k + 3] = d;
+    }
+    for (; k < n; k++) {
       const s = seeds[k], m = mults[k];
       let min = 0x7fffffff;
       for (let i = 0; i < len; i++) {
