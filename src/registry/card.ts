@@ -1,7 +1,8 @@
 /**
  * Model card in Markdown, generated only from what the registry recorded, so it cannot drift
- * from the facts. Output depends only on the version record (no clock), so the same version
- * always yields the same bytes and the card can itself be stored as a content-addressed artifact.
+ * from the facts. Output depends only on the immutable part of the version record (no clock, no
+ * aliases), so a version always yields the same bytes and the card can be stored as a
+ * content-addressed artifact.
  */
 import { canonicalJson } from '../audit/canonical.ts';
 import { flattenParams } from './diff.ts';
@@ -30,8 +31,8 @@ function fmtBytes(n: number): string {
 
 export function modelCard(v: ModelVersion): string {
   const L: string[] = [];
+  // Aliases are left out on purpose: they move, and the card is stored as an immutable artifact.
   L.push(`# ${v.name} v${v.version}`, '');
-  if (v.aliases.length) L.push(`Aliases: ${v.aliases.map((a) => `\`${a}\``).join(', ')}`, '');
   L.push('## Description', '', v.description?.trim() || '_No description was given at registration._', '');
   L.push('## Intended use', '', v.intendedUse?.trim() || '_Not stated. Do not use for decisions about people without a separate review._', '');
 

@@ -187,3 +187,46 @@ test('invalid registrations are refused with the field named and nothing written
 test('flattenMetrics sorts and dots nested names', () => {
   assert.deepEqual(Object.keys(flattenMetrics({ z: 1, a: { c: 2, b: 3 } })), ['a.b', 'a.c', 'z']);
 });
+
+test('concurrent processes get contiguous versions and retries never duplicate', { timeout: 60_000 }, async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const path = tmpDb(t);
+  openRegistry(path).close();
+  const regTs = fileURLToPath(new URL('./registry.ts', import.meta.url));
+  // Every writer registers its own runs and also "retries" the shared run-0, as two workers
+  // picking up the same retried activity would.
+  const code = `
+    import { openRegistry } from ${JSON.stringify(regTs)};
+    const reg = openRegistry(process.env.REG_PATH);
+    const sha = (c) => c.repeat(64);
+    const base = { name: 'm', stageId: 'register', specHash: sha('a'), data: [], artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('b'), bytes: 1 }] };
+    process.stdout.write('ready\\n');
+    await new Promise((r) => process.stdin.once('data', r));
+    for (let i = 0; i < 10; i++) {
+      reg.registerVersion({ ...base, runId: 'run-0' });
+      reg.registerVersion({ ...base, runId: process.env.WRITER + '-' + i });
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    reg.close();
+    process.exit(0);`;
+  const kids = ['a', 'b', 'c'].map((w) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { env: { ...process.env, REG_PATH: path, WRITER: w }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    return {
+      child,
+      ready: new Promise<void>((r) => child.stdout.once('data', () => r())),
+      done: new Promise<void>((res, rej) => child.on('exit', (c) => (c === 0 ? res() : rej(new Error(`writer ${w} exited ${c}: ${err}`))))),
+    };
+  });
+  await Promise.all(kids.map((k) => k.ready));
+  for (const k of kids) k.child.stdin.write('go\n');
+  await Promise.all(kids.map((k) => k.done));
+  const reg = openRegistry(path);
+  const versions = reg.listVersions('m');
+  assert.deepEqual(versions.map((v) => v.version), Array.from({ length: 31 }, (_, i) => i + 1));
+  assert.equal(new Set(versions.map((v) => v.lineage.runId)).size, 31);
+  assert.equal(versions.filter((v) => v.lineage.runId === 'run-0').length, 1);
+  reg.close();
+});
