@@ -211,6 +211,29 @@ export class LmLossAccumulator {
     }
   }
 
+  /**
+   * Batched form for a model output of shape [batch, seqLen, vocab] (row-major, as onnxruntime
+   * returns it) with inputIds and responseMask of shape [batch, seqLen]. Padding positions must
+   * have mask 0.
+   */
+  addBatchLogits(
+    logits: Float32Array,
+    dims: readonly [batch: number, seqLen: number, vocab: number],
+    inputIds: Int32Array | BigInt64Array,
+    responseMask: Uint8Array | Int32Array | BigInt64Array,
+  ): void {
+    const [B, T, V] = dims;
+    if (logits.length !== B * T * V) throw new InputError(`logits has ${logits.length} values, expected ${B}×${T}×${V}`, { where: 'evaluate.lm' });
+    if (inputIds.length !== B * T || responseMask.length !== B * T) {
+      throw new InputError(`inputIds (${inputIds.length}) and responseMask (${responseMask.length}) must both have ${B}×${T} entries`, { where: 'evaluate.lm' });
+    }
+    for (let b = 0; b < B; b++) {
+      const ids = Array.from(inputIds.subarray(b * T, (b + 1) * T) as ArrayLike<number | bigint>, Number);
+      const mask = Array.from(responseMask.subarray(b * T, (b + 1) * T) as ArrayLike<number | bigint>, Number);
+      this.addLogits(logits.subarray(b * T * V, (b + 1) * T * V), V, ids, mask);
+    }
+  }
+
   result(): LmLoss {
     if (this.count === 0) throw new InputError('no response tokens were scored', { where: 'evaluate.lm', hint: 'check the response mask marks the answer tokens' });
     const loss = this.sum / this.count;
