@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import { latestCheckpoint, listCheckpoints, loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
 import { Rng } from './prng.ts';
 import { InputError } from '../errors.ts';
 
@@ -40,4 +40,14 @@ test('Rng state restores the exact stream', () => {
   assert.deepEqual([a.next(), a.nextU32(), a.normal()], [b.next(), b.nextU32(), b.normal()]);
   assert.notDeepEqual(new Rng(1).permutation(10), new Rng(2).permutation(10));
   assert.deepEqual(Array.from(new Rng(1).permutation(10)).sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+test('latestCheckpoint orders by step number and pruning keeps the newest', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ck-'));
+  const params = new Map([['w', Float32Array.from([1, 2, 3, 4])]]);
+  for (const step of [2, 10, 9]) saveCheckpoint(join(dir, `step-${step}`), { manifest: manifest(step), params, state: new Map() });
+  assert.equal(latestCheckpoint(dir), join(dir, 'step-10'));
+  pruneCheckpoints(dir, 2);
+  assert.deepEqual(listCheckpoints(dir), [join(dir, 'step-9'), join(dir, 'step-10')]);
+  assert.equal(latestCheckpoint(join(dir, 'missing')), undefined);
 });

@@ -3,7 +3,7 @@
  * everything needed to continue bitwise identically (step, epoch, position in the data order, RNG state,
  * config hash). A checkpoint is a folder written under a temp name and renamed into place.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
@@ -62,4 +62,26 @@ export function loadCheckpoint(dir: string): CheckpointData {
   if (manifest.format !== 'tempered-checkpoint/1') throw new InputError(`unknown checkpoint format ${JSON.stringify(manifest.format)}`, { where: mpath });
   const read = (f: string) => new Map([...readSafetensors(join(dir, f)).tensors].map(([k, t]) => [k, t.data as TypedArray]));
   return { manifest, params: read('weights.safetensors'), state: read('optimizer.safetensors') };
+}
+
+const STEP_DIR = /^step-(\d+)$/;
+
+/** Checkpoint folders under `dir` (complete ones only: temp folders are skipped), oldest first. */
+export function listCheckpoints(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((n) => STEP_DIR.test(n) && existsSync(join(dir, n, 'manifest.json')))
+    .sort((a, b) => Number(STEP_DIR.exec(a)![1]) - Number(STEP_DIR.exec(b)![1]))
+    .map((n) => join(dir, n));
+}
+
+/** The newest checkpoint under `dir`, for resuming after a crash or retry. */
+export function latestCheckpoint(dir: string): string | undefined {
+  return listCheckpoints(dir).at(-1);
+}
+
+/** Deletes all but the newest `keep` checkpoints. */
+export function pruneCheckpoints(dir: string, keep: number): void {
+  const all = listCheckpoints(dir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(old, { recursive: true, force: true });
 }

@@ -15,7 +15,7 @@ import { LORA_DROPOUT_SEED } from './lora.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
-import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -71,6 +71,8 @@ export interface TrainerOptions {
   evalFn?: EvalFn;
   checkpointEvery?: number;
   checkpointDir?: string;
+  /** Keep only the newest N checkpoints (default: all). */
+  keepCheckpoints?: number;
   onStep?: (m: StepMetrics) => void;
   onEval?: (m: EvalMetrics) => void;
   onCheckpoint?: (dir: string, step: number) => void;
@@ -261,6 +263,7 @@ export class Trainer {
         for (const s of prog.state) shapes[s.input] = s.dims;
         const manifest: CheckpointManifest = { format: 'tempered-checkpoint/1', step, epoch, position, rng: dropRng.state(), configHash: this.configHash(), best, evalsWithoutImprovement: bad, shapes };
         saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
+        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
         o.onCheckpoint?.(dir, step);
       }
       if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
