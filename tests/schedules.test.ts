@@ -10,13 +10,23 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openAudit } from '../src/audit/log.ts';
+import { InputError } from '../src/errors.ts';
 import { waitForRun } from '../src/client/runs.ts';
 import {
   backfillSchedule,
+  checkCron,
+  checkScheduleName,
   createSchedule,
   deleteSchedule,
+  parseDriftTrigger,
+  parseDurationOption,
+  parseInstant,
+  parseMetricTrigger,
+  parseOverlap,
   pauseSchedule,
   planScheduledRun,
+  scheduleOptions,
+  SpecLoadError,
   readSchedule,
   recentRuns,
   replanStoredSpec,
@@ -285,16 +295,13 @@ describe('tempered schedule (command line)', () => {
   it('rejects bad usage with exit code 2 and says what to do', async () => {
     writeData(env.dir, 'cli.jsonl', 10, 0.3);
     const file = writePipeline(env.dir, 'cli-pipe', 'cli.jsonl');
+    // Each child process costs seconds, so this covers one of each kind of failure; the option
+    // parsers are tested one by one under 'schedule options'.
     const cases: [string[], RegExp][] = [
       [['create', 'x', '--pipeline', file], /--cron .* or --every/],
-      [['create', 'x', '--pipeline', file, '--every', '1.5s'], /--every: '1\.5s' is not a duration/],
-      [['create', 'x', '--pipeline', file, '--cron', '0 3 * *'], /has 4 fields/],
+      [['create', 'x', '--pipeline', file, '--every', '1h', '--overlap', 'sometimes'], /--overlap: unknown overlap policy 'sometimes'[\s\S]*hint: .*buffer-one/],
       [['create', 'x', '--pipeline', file, '--cron', '61 * * * *'], /Minute is not in range/],
-      [['create', 'x', '--pipeline', file, '--every', '1h', '--overlap', 'sometimes'], /unknown overlap policy 'sometimes'[\s\S]*buffer-one/],
-      [['create', 'x', '--pipeline', file, '--every', '1h', '--trigger-metric', 'clf:f1'], /model:metric:threshold/],
-      [['create', 'x', '--pipeline', join(env.dir, 'missing.yaml'), '--every', '1h'], /missing\.yaml: no such file/],
       [['describe', 'nope'], /no schedule named 'nope'[\s\S]*tempered schedule list/],
-      [['frobnicate'], /unknown schedule command/],
     ];
     for (const [args, re] of cases) {
       const r = await runScheduleCli(args, cli);
@@ -372,5 +379,72 @@ describe('tempered schedule (command line)', () => {
     } finally {
       audit.close();
     }
+  });
+});
+
+describe('schedule options', () => {
+  const rejects = (f: () => unknown, where: string, re: RegExp) =>
+    assert.throws(f, (e: unknown) => e instanceof InputError && e.where === where && re.test(e.message) && !!e.hint);
+
+  it('parses durations, insisting on whole seconds and a minimum where Temporal needs them', () => {
+    assert.equal(parseDurationOption('1h30m', '--every', { minMs: 1000, wholeSeconds: true }), 5_400_000);
+    assert.equal(parseDurationOption('250ms', '--jitter'), 250);
+    rejects(() => parseDurationOption('1.5s', '--every'), '--every', /not a duration/);
+    rejects(() => parseDurationOption('1500ms', '--every', { wholeSeconds: true }), '--every', /whole number of seconds/);
+    rejects(() => parseDurationOption('5s', '--catchup-window', { minMs: 10_000 }), '--catchup-window', /too short/);
+  });
+
+  it('checks cron expressions before the server sees them', () => {
+    for (const ok of ['0 3 * * *', '*/15 9-17 * * MON-FRI', '@daily', 'CRON_TZ=Europe/Paris 30 2 * * 1-5', '0 0 12 * * * 2030']) assert.equal(checkCron(ok), ok);
+    rejects(() => checkCron('0 3 * *'), '--cron', /4 fields/);
+    rejects(() => checkCron('@every 5m'), '--cron', /is an interval/);
+    rejects(() => checkCron('@sometimes'), '--cron', /unknown cron shorthand/);
+    rejects(() => checkCron('0 3 * * $'), '--cron', /not a cron field/);
+  });
+
+  it('parses triggers and overlap policies', () => {
+    assert.deepEqual(parseMetricTrigger('spam-clf:f1:0.9'), { model: 'spam-clf', metric: 'f1', threshold: 0.9 });
+    assert.deepEqual(parseMetricTrigger('spam-clf@staging:accuracy:0.75'), { model: 'spam-clf', alias: 'staging', metric: 'accuracy', threshold: 0.75 });
+    rejects(() => parseMetricTrigger('spam-clf:f1'), '--trigger-metric', /model:metric:threshold/);
+    rejects(() => parseMetricTrigger('spam-clf:f1:high'), '--trigger-metric', /not a number/);
+    rejects(() => parseMetricTrigger('a@b@c:f1:0.5'), '--trigger-metric', /model or model@alias/);
+    assert.deepEqual(parseDriftTrigger('0.1'), { distance: 'jensen-shannon', threshold: 0.1 });
+    for (const bad of ['', '1', '-0.1', 'x']) rejects(() => parseDriftTrigger(bad), '--trigger-drift', /not a distance threshold/);
+    assert.equal(parseOverlap('buffer-all'), 'buffer-all');
+    rejects(() => parseOverlap('BUFFER_ALL'), '--overlap', /unknown overlap policy/);
+    assert.equal(parseInstant('2026-01-02T03:04:05Z', '--from').toISOString(), '2026-01-02T03:04:05.000Z');
+    rejects(() => parseInstant('yesterday', '--from'), '--from', /not an ISO time/);
+    assert.equal(checkScheduleName('nightly.spam-v2'), 'nightly.spam-v2');
+    rejects(() => checkScheduleName('-x'), 'schedule name', /not a valid schedule name/);
+    rejects(() => checkScheduleName('a b'), 'schedule name', /not a valid schedule name/);
+  });
+
+  it('plans from the stored bytes and builds the action Temporal receives', async () => {
+    writeData(env.dir, 'opts.jsonl', 4, 0.5);
+    const file = writePipeline(env.dir, 'opts', 'opts.jsonl');
+    const { input, spec } = await planScheduledRun({ file, params: ['tag=x'], registry, store: env.store, actor: 'ann', name: 'opts', gate: { skipIfUnchanged: true } });
+    assert.deepEqual(input.options, { baseDir: env.dir, actor: 'ann', specFile: file, scheduleId: 'opts', gate: { skipIfUnchanged: true } });
+    assert.deepEqual(input.plan.params, { tag: 'x' });
+    const o = scheduleOptions({ name: 'opts', taskQueue: 'q', input, spec, timing: { everyMs: 60_000, jitterMs: 5000, catchupWindowMs: 600_000, overlap: 'buffer-one' } });
+    assert.deepEqual(o.spec, { intervals: [{ every: 60_000 }], jitter: 5000 });
+    assert.deepEqual(o.policies, { overlap: 'BUFFER_ONE', catchupWindow: 600_000 });
+    assert.equal(o.action.workflowType, 'pipelineRun');
+    assert.equal(o.action.taskQueue, 'q');
+    assert.deepEqual(o.action.args, [input]);
+    assert.deepEqual(o.memo, { tempered: 1, pipeline: 'opts', specHash: spec.specHash, specUri: spec.specUri, file });
+    assert.throws(() => scheduleOptions({ name: 'opts', taskQueue: 'q', input, spec, timing: { overlap: 'skip' } }), InputError);
+
+    writeFileSync(join(env.dir, 'broken.yaml'), 'name: broken\nstages:\n  a:\n    uses: ingst\n');
+    await assert.rejects(planScheduledRun({ file: join(env.dir, 'broken.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }), (e: unknown) => {
+      assert.ok(e instanceof SpecLoadError);
+      assert.equal(e.errors[0]!.line, 4);
+      return true;
+    });
+    await assert.rejects(planScheduledRun({ file: join(env.dir, 'missing.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }), (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.match(e.message, /missing\.yaml: no such file/);
+      return true;
+    });
+    await assert.rejects(planScheduledRun({ file, params: ['nope=1'], registry, store: env.store, actor: 'ann', name: 'b' }), SpecLoadError);
   });
 });
