@@ -61,11 +61,11 @@ test('has() guards an absent production model; && / || short-circuit', () => {
   const gate = '!has(production) || f1_macro >= production.f1_macro - 0.005';
   const first = evaluateGate(gate, { f1_macro: 0.9 });
   assert.equal(first.passed, true);
-  assert.equal(first.explanation, 'has(production) ✗');
+  assert.equal(first.explanation, 'has(production) = false');
   assert.equal(evaluateGate(gate, { f1_macro: 0.9, production: null }).passed, true);
   const later = evaluateGate(gate, { f1_macro: 0.9, production: { f1_macro: 0.95 } });
   assert.equal(later.passed, false);
-  assert.equal(later.explanation, 'has(production) ✓; f1_macro 0.9 >= production.f1_macro - 0.005 = 0.945 ✗');
+  assert.equal(later.explanation, 'has(production) = true; f1_macro 0.9 >= production.f1_macro - 0.005 = 0.945 ✗');
   assert.equal(evaluateGate('has(per_class.spam.f1) && !has(per_class.eggs)', ctx).passed, true);
 });
 

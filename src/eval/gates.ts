@@ -369,7 +369,8 @@ class Evaluator {
           const name = (node.args[0] as { name: string }).name;
           const v = lookup(this.context, name);
           const present = v !== undefined && v !== null;
-          this.clauses.push(`has(${name}) ${present ? '✓' : '✗'}`);
+          // Reported as a fact, not ✓/✗: a missing value is often the passing case (`!has(x) || ...`).
+          this.clauses.push(`has(${name}) = ${present}`);
           return present;
         }
         if (node.fn === 'abs') return Math.abs(this.num(node.args[0]!));
