@@ -51,8 +51,10 @@ export interface TrainClassifierOptions {
   seed: number;
   maxLength: number;
   pooling: Pooling;
-  /** Batches are padded to the longest row rounded up to this multiple (default 16). */
+  /** Batches are padded to the longest row rounded up to this multiple (default 8). */
   bucket?: number;
+  /** Batch texts of similar length together (default true): far less padding on short-text data. */
+  groupByLength?: boolean;
   device: Device;
   threads?: number;
   checkpointDir: string;
@@ -155,7 +157,8 @@ async function sha256File(path: string): Promise<string> {
 
 export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainResult> {
   validate(o);
-  const bucket = o.bucket ?? 16;
+  const bucket = o.bucket ?? 8;
+  const groupByLength = o.groupByLength ?? true;
   const textColumn = o.textColumn ?? 'text';
   const labelColumn = o.labelColumn ?? 'label';
   mkdirSync(o.checkpointDir, { recursive: true });
@@ -179,7 +182,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     method: o.method, lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,
     lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
     warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps, schedule: o.schedule, weightDecay: o.weightDecay, clipNorm: o.clipNorm,
-    seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, labels: o.labels,
+    seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, groupByLength, labels: o.labels,
   };
   const dataHash = createHash('sha256').update(readFileSync(trainTok.path)).digest('hex');
   const configHash = createHash('sha256').update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping })).digest('hex');
@@ -187,7 +190,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const r = await runLoop({
     program, train, val, labels: o.labels, seed: o.seed, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
     epochs: o.epochs, maxSteps: o.maxSteps, lr: o.lr, schedule: o.schedule, warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps,
-    bucket, device: o.device, threads: o.threads, checkpointDir: o.checkpointDir, checkpointEvery: o.checkpointEvery,
+    bucket, groupByLength, device: o.device, threads: o.threads, checkpointDir: o.checkpointDir, checkpointEvery: o.checkpointEvery,
     resume: o.resume ?? false, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping, configHash,
     onProgress: o.onProgress, onCheckpoint: o.onCheckpoint, signal: o.signal,
   });

@@ -63,6 +63,8 @@ export interface LoopOptions {
   warmupRatio?: number;
   warmupSteps?: number;
   bucket: number;
+  /** Batch rows of similar length together (shuffled within and across groups), cutting padding. */
+  groupByLength: boolean;
   device: Device;
   threads?: number;
   checkpointDir: string;
@@ -116,7 +118,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const sessOpts = { device: o.device, threads: o.threads };
   const n = o.train.rows;
   const perStep = o.batchSize * o.accumulation;
-  const stepsPerEpoch = Math.floor(n / perStep);
+  const stepsPerEpoch = Math.floor(epochBatches(o.train, o.batchSize, o.seed, 0, o.groupByLength).length / o.accumulation);
   if (stepsPerEpoch < 1) throw new InputError(`the training table has ${n} rows, fewer than one optimizer step of batchSize ${o.batchSize} × accumulation ${o.accumulation}`, { where: 'train.batchSize', hint: 'lower batchSize or accumulation, or add rows' });
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
   const warmupSteps = o.warmupSteps ?? Math.round((o.warmupRatio ?? 0) * totalSteps);
@@ -188,13 +190,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const gradSession = fused ? undefined : await createSession(prog.grad, sessOpts);
   const applySession = fused ? undefined : await createSession(prog.apply, sessOpts);
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
-  const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
-  let perm = order(epoch);
+  let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
-    if (position >= stepsPerEpoch * o.accumulation) { epoch++; position = 0; perm = order(epoch); }
-    const idx = perm.subarray(position * o.batchSize, (position + 1) * o.batchSize);
-    position++;
-    return idx;
+    if (position >= stepsPerEpoch * o.accumulation) { epoch++; position = 0; batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength); }
+    return batches[position++]!;
   };
   const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
   const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
@@ -277,6 +276,31 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
   }
   return { params, steps: step, epochs: epoch + (position > 0 ? 1 : 0), finalLoss, bestStep, bestParams, history, resumedFromStep };
+}
+
+/** Rows per length group: large enough to shuffle well, small enough that lengths in a group vary. */
+const GROUP_BATCHES = 32;
+
+/**
+ * The epoch's batches, a pure function of (seed, epoch): a seeded permutation; with grouping, each
+ * window of GROUP_BATCHES batches is sorted by length, cut into batches, and the batch order shuffled
+ * (as Hugging Face's group_by_length does). Incomplete batches are dropped.
+ */
+export function epochBatches(t: TokenTable, batchSize: number, seed: number, epoch: number, group: boolean): Uint32Array[] {
+  const rng = new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) >>> 0);
+  const perm = rng.permutation(t.rows);
+  const out: Uint32Array[] = [];
+  if (!group) {
+    for (let s = 0; s + batchSize <= t.rows; s += batchSize) out.push(perm.subarray(s, s + batchSize));
+    return out;
+  }
+  const window = batchSize * GROUP_BATCHES;
+  for (let s = 0; s < t.rows; s += window) {
+    const seg = Array.from(perm.subarray(s, Math.min(t.rows, s + window))).sort((a, b) => t.lengths[a]! - t.lengths[b]! || a - b);
+    for (let k = 0; k + batchSize <= seg.length; k += batchSize) out.push(Uint32Array.from(seg.slice(k, k + batchSize)));
+  }
+  const order = rng.permutation(out.length);
+  return Array.from(order, (i) => out[i]!);
 }
 
 async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: number): Promise<{ data: Float32Array; dim: number }> {

@@ -36,7 +36,7 @@ export interface PredictorOptions {
   threads?: number;
   /** Texts per onnxruntime run (default 32). */
   batchSize?: number;
-  /** Padding multiple (default 16). */
+  /** Padding multiple (default 8). */
   bucket?: number;
 }
 
@@ -84,7 +84,7 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   const tok = loadTokenizer(modelFolder);
   const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), { device: opts.device ?? 'cpu', threads: opts.threads });
   const batchSize = opts.batchSize ?? 32;
-  const bucket = opts.bucket ?? 16;
+  const bucket = opts.bucket ?? 8;
   const labels = manifest.labels;
   const C = labels.length;
   let closed = false;
@@ -100,12 +100,15 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     if (closed) throw new Error('predictor is closed');
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('texts must be an array of strings', { where: 'texts' });
     let data = new Float32Array(0), dim = 0;
-    for (let start = 0; start < texts.length; start += batchSize) {
-      const chunk = texts.slice(start, start + batchSize);
-      const out = (await run(encodeTexts(tok, chunk, manifest.maxLength, bucket)))[output]!;
+    // Texts of similar length share a batch (less padding); results return to input order.
+    const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
+    for (let start = 0; start < order.length; start += batchSize) {
+      const idx = order.slice(start, start + batchSize);
+      const out = (await run(encodeTexts(tok, idx.map((i) => texts[i]!), manifest.maxLength, bucket)))[output]!;
       dim = out.dims[1]!;
       if (start === 0) data = new Float32Array(texts.length * dim);
-      data.set(out.data as Float32Array, start * dim);
+      const d = out.data as Float32Array;
+      idx.forEach((i, k) => data.set(d.subarray(k * dim, (k + 1) * dim), i * dim));
     }
     return { dim, data };
   };

@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { trainClassifier, type TrainClassifierOptions } from './classifier.ts';
+import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
+import { InputError } from '../errors.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'ft-resume-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+const modelDir = makeTinyBert(join(root, 'model'));
+const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(160, 5));
+
+function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
+  return {
+    modelDir, train, labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8, dropout: 0.1 },
+    lr: 1e-2, maxSteps: 12, batchSize: 8, schedule: 'cosine', warmupSteps: 2, weightDecay: 0.01, clipNorm: 1, seed: 9, maxLength: 32,
+    pooling: 'cls', device: 'cpu', threads: 2, checkpointDir: join(root, name, 'ck'), checkpointEvery: 4, outDir: join(root, name, 'out'), ...over,
+  };
+}
+
+async function interruptedThenResumed(name: string, over: Partial<TrainClassifierOptions>, stopAt: number) {
+  const ctl = new AbortController();
+  await assert.rejects(
+    trainClassifier(options(name, { ...over, signal: ctl.signal, onCheckpoint: (dir) => { if (dir.endsWith(`step-${String(stopAt).padStart(8, '0')}`)) ctl.abort(); } })),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  assert.equal(existsSync(join(root, name, 'out')), false, 'an interrupted run exports nothing');
+  assert.ok(readdirSync(join(root, name, 'ck')).includes(`step-${String(stopAt).padStart(8, '0')}`));
+  return trainClassifier(options(name, { ...over, resume: true }));
+}
+
+for (const [label, over, stopAt] of [
+  ['LoRA with dropout', {}, 4],
+  ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 6, checkpointEvery: 2, lr: 1e-3 }, 2],
+] as const) {
+  test(`${label}: killed after a checkpoint and resumed gives bitwise the same model`, async () => {
+    const a = await trainClassifier(options(`${label}-a`, over as Partial<TrainClassifierOptions>));
+    const b = await interruptedThenResumed(`${label}-b`, over as Partial<TrainClassifierOptions>, stopAt);
+    assert.equal(b.resumedFromStep, stopAt);
+    assert.equal(b.steps, a.steps);
+    // The resumed run replays exactly the uninterrupted run's remaining steps.
+    assert.deepEqual(b.history.map((h) => h.loss), a.history.slice(stopAt).map((h) => h.loss));
+    const bytesA = readFileSync(join(root, `${label}-a`, 'out', 'model.onnx'));
+    const bytesB = readFileSync(join(root, `${label}-b`, 'out', 'model.onnx'));
+    assert.ok(bytesA.equals(bytesB), 'model.onnx differs between the uninterrupted and the resumed run');
+  });
+}
+
+test('a different seed changes the weights (the comparison above can fail)', async () => {
+  const a = await trainClassifier(options('seed-a', { maxSteps: 4 }));
+  const b = await trainClassifier(options('seed-b', { maxSteps: 4, seed: 10 }));
+  assert.notDeepEqual(a.history.map((h) => h.loss), b.history.map((h) => h.loss));
+  assert.ok(!readFileSync(join(root, 'seed-a', 'out', 'model.onnx')).equals(readFileSync(join(root, 'seed-b', 'out', 'model.onnx'))));
+});
+
+test('resuming with changed settings is refused', async () => {
+  await trainClassifier(options('changed', { maxSteps: 4 }));
+  await assert.rejects(trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, resume: true })), (e: unknown) => e instanceof InputError && /different training settings/.test(e.message));
+});
