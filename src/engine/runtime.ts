@@ -2,7 +2,10 @@
 import * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import type { Model } from '../onnx/ir.ts';
-import { encodeModel } from '../onnx/proto.ts';
+import { EXTERNAL_THRESHOLD_BYTES, encodeModel, saveModel } from '../onnx/proto.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda' | 'auto';
@@ -11,25 +14,42 @@ export interface SessionOptions {
   device?: Device;
   /** Intra-op threads (onnxruntime's default: one per physical core). */
   threads?: number;
+  /** Models whose weights exceed this go through a temp file with external data (protobuf's 2 GB limit). */
+  externalDataBytes?: number;
 }
 
 const PROVIDERS: Record<Exclude<Device, 'auto'>, string[]> = { cpu: ['cpu'], cuda: ['cuda', 'cpu'], webgpu: ['webgpu', 'cpu'] };
 
 export async function createSession(model: Model | Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
-  const bytes = model instanceof Uint8Array ? model : encodeModel(model);
+  const weightBytes = model instanceof Uint8Array ? 0 : [...model.graph.initializers.values()].reduce((s, t) => s + t.data.byteLength, 0);
+  if (!(model instanceof Uint8Array) && weightBytes > (opts.externalDataBytes ?? EXTERNAL_THRESHOLD_BYTES)) {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-session-'));
+    try {
+      saveModel(model, join(dir, 'model.onnx'), { externalData: true });
+      return await open(join(dir, 'model.onnx'), opts);
+    } finally {
+      // onnxruntime has read (or mapped) the weights by now; an unlinked mapping stays valid on Linux.
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return open(model instanceof Uint8Array ? model : encodeModel(model), opts);
+}
+
+async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
   const device = opts.device ?? 'cpu';
   const tries: Exclude<Device, 'auto'>[] = device === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [device];
   let last: unknown;
   for (const d of tries) {
     try {
-      return await ort.InferenceSession.create(bytes, {
+      const o: ort.InferenceSession.SessionOptions = {
         executionProviders: PROVIDERS[d],
         ...(opts.threads !== undefined ? { intraOpNumThreads: opts.threads } : {}),
         interOpNumThreads: 1,
         executionMode: 'sequential',
         // 'all' may fuse into contrib ops; 'extended' keeps results stable and is fast enough.
         graphOptimizationLevel: 'extended',
-      });
+      };
+      return await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
     } catch (e) {
       // On CPU a failure is a bad graph, not a missing device: report it as it is.
       if (d === 'cpu') throw e;
