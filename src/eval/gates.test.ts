@@ -158,3 +158,46 @@ test('evaluateGates reports every gate and names the failing one', () => {
   assert.deepEqual(r.results.map((x) => x.passed), [true, false, true]);
   assert.throws(() => evaluateGates(['accuracy >= 0.9', 'bad >= 1'], ctx), (e: unknown) => e instanceof GateError && e.where === 'gates[1]');
 });
+
+test('seeded fuzz: any input either evaluates or raises a GateError, never another exception', () => {
+  let s = 20260101;
+  const rnd = (n: number) => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % n;
+  };
+  const pieces = ['f1_macro', 'production.f1_macro', 'per_class.spam.f1', 'calibrated', 'missing', '0.5', '2', '1e3', '.5', 'true', 'false',
+    '+', '-', '*', '/', '<', '<=', '>', '>=', '==', '!=', '&&', '||', '!', '(', ')', ',', 'min(', 'max(', 'abs(', 'has(', ' ',
+    '__proto__', 'constructor', '.', '=', '&', '"', '[', ']', ';', 'process.exit(', '\u2028', 'é'];
+  // Grammar-shaped expressions reach the evaluator; token soup exercises the tokenizer and parser.
+  const num = (d: number): string => {
+    const leaves = ['f1_macro', 'production.f1_macro', 'per_class.spam.f1', '0.5', '2', '0', 'missing'];
+    if (d > 3 || rnd(3) === 0) return leaves[rnd(leaves.length)]!;
+    const k = rnd(5);
+    if (k === 0) return `(${num(d + 1)} ${['+', '-', '*', '/'][rnd(4)]} ${num(d + 1)})`;
+    if (k === 1) return `${['min', 'max'][rnd(2)]}(${num(d + 1)}, ${num(d + 1)})`;
+    if (k === 2) return `abs(${num(d + 1)})`;
+    if (k === 3) return `-${num(d + 1)}`;
+    return num(d + 1);
+  };
+  const cond = (d: number): string => {
+    if (d > 3 || rnd(3) === 0) return rnd(4) === 0 ? ['has(production)', 'calibrated', 'true'][rnd(3)]! : `${num(d)} ${['<', '<=', '>', '>=', '==', '!='][rnd(6)]} ${num(d)}`;
+    const k = rnd(3);
+    if (k === 0) return `(${cond(d + 1)} ${['&&', '||'][rnd(2)]} ${cond(d + 1)})`;
+    if (k === 1) return `!${cond(d + 1)}`;
+    return cond(d + 1);
+  };
+  let evaluated = 0;
+  for (let i = 0; i < 3000; i++) {
+    const expr = i % 2 ? cond(0) : Array.from({ length: 1 + rnd(12) }, () => pieces[rnd(pieces.length)]).join(rnd(2) ? ' ' : '');
+    try {
+      const r = evaluateGate(expr, ctx);
+      assert.equal(typeof r.passed, 'boolean');
+      evaluated++;
+    } catch (e) {
+      assert.ok(e instanceof GateError, `${JSON.stringify(expr)} threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
+      assert.ok(e.column >= 1 && e.column <= expr.length + 1, `column ${e.column} outside ${JSON.stringify(expr)}`);
+    }
+  }
+  // The generator must reach the evaluator sometimes, or the test would only exercise the parser.
+  assert.ok(evaluated > 300, `only ${evaluated} expressions evaluated`);
+});
