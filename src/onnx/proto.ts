@@ -182,6 +182,9 @@ export function decodeModel(bytes: Uint8Array, baseDir?: string): Model {
 /** Protobuf messages cannot exceed 2 GB; stay well below it. */
 export const EXTERNAL_THRESHOLD_BYTES = 1_800_000_000;
 
+/** Tensors smaller than this stay inline when external data is used (as onnx's size_threshold). */
+export const EXTERNAL_MIN_TENSOR_BYTES = 1024;
+
 export interface SaveOptions {
   /** 'auto' (default): external data only when the weights would not fit in one message. */
   externalData?: boolean | 'auto';
@@ -208,6 +211,8 @@ export function saveModel(model: Model, path: string, opts: SaveOptions = {}): v
     try {
       let offset = 0;
       for (const t of model.graph.initializers.values()) {
+        // Small tensors (shape vectors, axes) stay inline: shape inference must read them from the proto.
+        if (t.data.byteLength < EXTERNAL_MIN_TENSOR_BYTES) continue;
         // Aligning each tensor lets runtimes memory-map it.
         const pad = (64 - (offset % 64)) % 64;
         if (pad) writeAll(fd, new Uint8Array(pad));
