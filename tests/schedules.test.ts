@@ -312,7 +312,8 @@ describe('tempered schedule (command line)', () => {
   });
 
   it('create, list, describe, trigger, pause, update and delete, each audited', async () => {
-    const file = join(env.dir, 'cli-pipe.yaml');
+    writeData(env.dir, 'cli.jsonl', 10, 0.3);
+    const file = writePipeline(env.dir, 'cli-pipe', 'cli.jsonl');
     const c = await runScheduleCli(['create', 'cli-nightly', '--pipeline', file, '--cron', '0 3 * * *', '--param', 'tag=v7', '--skip-if-unchanged', '--note', 'hello', '--json'], cli);
     assert.equal(c.code, 0, c.stderr);
     const made = JSON.parse(c.stdout) as { spec: { pipeline: string; specHash: string; params: string[] }; timing: { cron: string }; gate: RunGateSpec; nextRuns: string[]; note: string };
@@ -373,6 +374,7 @@ describe('tempered schedule (command line)', () => {
       }
       assert.deepEqual(recs[0]!.details.param, ['tag=v7']);
       assert.equal(recs[0]!.details.cron, '0 3 * * *');
+      assert.deepEqual(recs[1]!.details, { overlap: 'skip', runId });
       assert.equal(recs[2]!.details.note, 'maintenance');
       assert.equal(recs[3]!.details.every, '6h');
       assert.equal(audit.verify().ok, true);

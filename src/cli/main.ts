@@ -20,6 +20,8 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   logs: { run: async () => logsCmd, help: "a run's activity timeline (attempts, failures)" },
   worker: { run: async () => workerCmd, help: 'run a worker (stages execute here)' },
   server: { run: async () => serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
+  models: { run: async () => (await import('./commands/models.ts')).modelsCmd, help: 'list, show, diff, promote and roll back registered models' },
+  serve: { run: async () => (await import('./commands/serve.ts')).serveCmd, help: 'serve a registered model over HTTP (hot-swaps when its alias moves)' },
   audit: { run: async () => (await import('./commands/audit.ts')).auditCmd, help: 'read or --verify the audit trail (who ran what, on which data)' },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };

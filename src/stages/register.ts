@@ -23,7 +23,7 @@ interface Config {
   tags?: Record<string, string>;
 }
 
-const ROLE_OF: Record<string, string> = { 'model.onnx': 'onnx', 'tokenizer.json': 'tokenizer', 'labels.json': 'config', 'tempered-model.json': 'config', 'config.json': 'config' };
+const ROLE_OF: Record<string, string> = { 'model.onnx': 'onnx', 'tokenizer.json': 'tokenizer', 'labels.json': 'config', 'tempered-model.json': 'config', 'config.json': 'config', 'base-model.json': 'config' };
 
 export const registerStage: StageKind<Config> = {
   kind: 'register',
@@ -60,6 +60,10 @@ export const registerStage: StageKind<Config> = {
     }
     const info = manifest.files.find((f) => f.name === 'tempered-model.json');
     const modelInfo = info ? await ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(info.sha256), sha256: info.sha256, bytes: info.bytes, mediaType: MEDIA.json }) : {};
+    const baseFile = manifest.files.find((f) => f.name === 'base-model.json');
+    const baseModel = baseFile
+      ? await ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(baseFile.sha256), sha256: baseFile.sha256, bytes: baseFile.bytes, mediaType: MEDIA.json })
+      : (modelInfo.baseModel as Record<string, unknown> | undefined);
     const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
     const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
@@ -74,7 +78,7 @@ export const registerStage: StageKind<Config> = {
         artifacts,
         metrics: numericOnly(metrics),
         params: cfg.params ?? (modelInfo.hyperparameters as Record<string, unknown> | undefined) ?? {},
-        baseModel: modelInfo.baseModel as Record<string, unknown> | undefined,
+        baseModel,
         codeVersion: codeVersion(),
         description: cfg.description,
         intendedUse: cfg.intendedUse,
@@ -95,7 +99,7 @@ export const registerStage: StageKind<Config> = {
           specHash: ctx.specHash,
           dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
           modelHash: onnx?.sha256 ?? cfg.model.sha256,
-          details: { stage: ctx.stageId, metrics: numericOnly(metrics), baseModel: modelInfo.baseModel ?? null },
+          details: { stage: ctx.stageId, metrics: numericOnly(metrics), baseModel: baseModel ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 } : null },
           dedupeKey: `${ctx.runId}/${ctx.stageId}/registered`,
         });
       } finally {

@@ -11,7 +11,7 @@ import type { AnyStageKind } from './types.ts';
 const ALL_KNOWN = ['ingest', 'dedupe', 'split', 'train', 'evaluate', 'register', 'deploy'] as const;
 
 async function builtinKinds(): Promise<AnyStageKind[]> {
-  const mods = await Promise.all([import('./ingest.ts'), import('./dedupe.ts'), import('./split.ts'), import('./register.ts'), import('./deploy.ts')]);
+  const mods = await Promise.all([import('./ingest.ts'), import('./dedupe.ts'), import('./split.ts'), import('./train.ts'), import('./evaluate.ts'), import('./register.ts'), import('./deploy.ts')]);
   return mods.flatMap((m) => m.stageKinds());
 }
 

@@ -333,8 +333,8 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { view, config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => triggerSchedule(client, name, overlap));
-  audit(ctx, 'triggered', name, actor(), config.spec.specHash, given(values));
   const out = await triggerOutcome(client, name, view);
+  audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
   else if (out.runId) console.log(`triggered schedule '${name}': run ${out.runId}`);
   else if (out.skipped) console.log(`triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`);

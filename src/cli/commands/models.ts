@@ -1,0 +1,137 @@
+/** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
+import { existsSync } from 'node:fs';
+import { openAudit } from '../../audit/log.ts';
+import { modelCard } from '../../registry/card.ts';
+import { openRegistry, type Registry } from '../../registry/registry.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+
+function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => T): T {
+  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
+  const reg = openRegistry(ctx.paths.registryDb);
+  try {
+    return fn(reg);
+  } finally {
+    reg.close();
+  }
+}
+
+/** `name@3`, `name@production` or `name` (latest). */
+export function parseModelRef(ref: string): { name: string; at: string | number } {
+  const [name, at] = ref.split('@');
+  if (!name) throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
+  if (at === undefined || at === '') return { name, at: 'latest' };
+  return { name, at: /^\d+$/.test(at) ? Number(at) : at };
+}
+
+function resolveLatest(reg: Registry, name: string, at: string | number): number | string {
+  if (at !== 'latest') return at;
+  const m = reg.listModels().find((x) => x.name === name);
+  if (!m) throw new CliError(`no registered model '${name}'; list them with \`tempered models list\``);
+  return m.latestVersion;
+}
+
+export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] | rollback <name> [--alias production] | history <name> [--json]';
+  const [sub, ...rest] = argv;
+  const { values, positionals } = parse(rest, { json: { type: 'boolean' }, alias: { type: 'string' }, reason: { type: 'string' }, card: { type: 'boolean' } }, usage);
+  const out = (v: unknown, human: () => string) => console.log(values.json ? JSON.stringify(v, null, 2) : human());
+  switch (sub) {
+    case 'list':
+      return withRegistry(ctx, (reg) => {
+        const models = reg.listModels();
+        out(models, () =>
+          models.length === 0
+            ? 'no registered models'
+            : models.map((m) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versions} version(s)  ${Object.entries(m.aliases).map(([a, v]) => `${a}→v${v}`).join(' ')}`).join('\n'),
+        );
+        return 0;
+      });
+    case 'show': {
+      if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
+      const { name, at } = parseModelRef(positionals[0]!);
+      return withRegistry(ctx, (reg) => {
+        const v = reg.getVersion(name, resolveLatest(reg, name, at));
+        if (values.card) console.log(modelCard(v));
+        else
+          out(v, () =>
+            [
+              `${v.name}@${v.version}  created ${v.createdAt} by ${v.createdBy}${v.aliases.length ? `  aliases: ${v.aliases.join(', ')}` : ''}`,
+              `lineage: run ${v.lineage.runId} stage ${v.lineage.stageId}, spec ${v.lineage.specHash.slice(0, 12)}, code ${v.lineage.codeVersion ?? '?'}`,
+              ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
+              v.lineage.baseModel ? `  base model: ${JSON.stringify(v.lineage.baseModel).slice(0, 160)}` : '',
+              'metrics:',
+              ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(28)} ${x.toFixed(4)}`),
+              'artifacts:',
+              ...v.artifacts.map((a) => `  ${a.role.padEnd(28)} ${a.sha256.slice(0, 16)}…  ${a.bytes} bytes`),
+            ]
+              .filter(Boolean)
+              .join('\n'),
+          );
+        return 0;
+      });
+    }
+    case 'diff': {
+      if (positionals.length !== 3) throw new CliError(`usage: ${usage}`, 2);
+      const [name, a, b] = positionals as [string, string, string];
+      const num = (x: string) => (/^\d+$/.test(x) ? Number(x) : x);
+      return withRegistry(ctx, (reg) => {
+        const d = reg.diffVersions(name, num(a), num(b));
+        out(d, () =>
+          [
+            `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
+            'metrics:',
+            ...d.metrics.map((m) => `  ${m.name.padEnd(28)} ${m.a?.toFixed(4) ?? '-'} → ${m.b?.toFixed(4) ?? '-'}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`),
+            'params:',
+            ...(d.params.length ? d.params.map((p) => `  ${p.key}: ${JSON.stringify(p.a)} → ${JSON.stringify(p.b)}`) : ['  (same)']),
+            `data: ${d.data.added.length} added, ${d.data.removed.length} removed, ${d.data.unchanged.length} unchanged`,
+            ...d.artifacts.filter((x) => x.changed).map((x) => `  artifact ${x.role} changed`),
+          ].join('\n'),
+        );
+        return 0;
+      });
+    }
+    case 'promote':
+    case 'rollback': {
+      if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
+      const { name, at } = parseModelRef(positionals[0]!);
+      const alias = values.alias ?? 'production';
+      const who = actor();
+      return withRegistry(ctx, (reg) => {
+        const change =
+          sub === 'promote'
+            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand' }).change
+            : reg.rollback(name, alias, { actor: who, reason: values.reason });
+        if (!change) {
+          console.log(`${name}@${alias} already points at v${reg.getVersion(name, alias).version}`);
+          return 0;
+        }
+        const audit = openAudit(ctx.paths.auditDb);
+        try {
+          audit.append({
+            action: sub === 'promote' ? 'model.promoted' : 'model.rolled_back',
+            subject: `${name}@${change.toVersion}`,
+            model: `${name}@${change.toVersion}`,
+            actor: who,
+            modelHash: reg.getVersion(name, change.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
+            details: { alias, from: change.fromVersion, to: change.toVersion, reason: change.reason },
+          });
+        } finally {
+          audit.close();
+        }
+        out(change, () => `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`);
+        return 0;
+      });
+    }
+    case 'history': {
+      if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
+      return withRegistry(ctx, (reg) => {
+        const h = reg.aliasHistory(positionals[0]!, values.alias);
+        out(h, () => h.map((c) => `${c.at}  ${c.alias.padEnd(12)} ${c.kind.padEnd(8)} v${c.fromVersion ?? '-'} → v${c.toVersion}  by ${c.actor}${c.reason ? `  (${c.reason})` : ''}`).join('\n') || 'no alias changes');
+        return 0;
+      });
+    }
+    default:
+      throw new CliError(`unknown models command '${sub ?? ''}'\nusage: ${usage}`, 2);
+  }
+}

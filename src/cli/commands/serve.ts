@@ -1,0 +1,96 @@
+/** `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias moves. */
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { openAudit } from '../../audit/log.ts';
+import { loadPredictor } from '../../finetune/predictor.ts';
+import { openRegistry } from '../../registry/registry.ts';
+import { createModelServer, type ModelServer } from '../../serve/server.ts';
+import type { CurrentModel, Predictor } from '../../serve/types.ts';
+import type { ArtifactStore } from '../../store/artifact-store.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { parseModelRef } from './models.ts';
+
+/** Resolves `name@alias` in the registry and loads that version's exported model from the store. */
+export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number }): () => Promise<CurrentModel> {
+  return async () => {
+    const reg = openRegistry(opts.registryDb);
+    let version;
+    try {
+      version = reg.getVersion(opts.name, opts.alias);
+    } finally {
+      reg.close();
+    }
+    const tree = version.artifacts.find((a) => a.role === 'model');
+    if (!tree) throw new Error(`${opts.name}@${version.version} has no model artifact`);
+    const key = `${opts.name}@${version.version}`;
+    return {
+      key,
+      async load(): Promise<Predictor> {
+        const dir = join(opts.servingDir, tree.sha256);
+        if (!existsSync(dir)) {
+          const tmp = `${dir}.${process.pid}.tmp`;
+          rmSync(tmp, { recursive: true, force: true });
+          await opts.store.materializeTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, tmp);
+          renameSync(tmp, dir);
+        }
+        const p = await loadPredictor(dir, { threads: opts.threads });
+        return { id: key, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
+      },
+    };
+  };
+}
+
+export async function startServing(ctx: CliContext, ref: string, o: { port?: number; host?: string; token: string; pollMs?: number; maxBatch?: number; threads?: number; logger?: boolean }): Promise<{ server: ModelServer; url: string }> {
+  const { name, at } = parseModelRef(ref);
+  const alias = at === 'latest' ? 'production' : String(at);
+  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
+  const resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: join(ctx.paths.root, 'serving'), name, alias, threads: o.threads });
+  const who = actor();
+  const audit = (action: string, subject: string, details: Record<string, unknown>) => {
+    const log = openAudit(ctx.paths.auditDb);
+    try {
+      log.append({ action, subject, model: subject, actor: who, details });
+    } finally {
+      log.close();
+    }
+  };
+  let server: ModelServer;
+  try {
+    server = await createModelServer({
+      resolveCurrent,
+      token: o.token,
+      pollMs: o.pollMs,
+      maxBatch: o.maxBatch,
+      logger: o.logger,
+      onSwap: (from, to) => audit('serve.swapped', to, { from, to, alias }),
+      onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
+    });
+  } catch (e) {
+    throw new CliError(`cannot serve ${name}@${alias}: ${(e as Error).message}`);
+  }
+  const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
+  audit('serve.started', server.model.current?.id ?? `${name}@${alias}`, { alias, url });
+  return { server, url };
+}
+
+export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered serve <name>[@alias] [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]   (token from TEMPERED_SERVE_TOKEN)';
+  const { values, positionals } = parse(
+    argv,
+    { port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' } },
+    usage,
+  );
+  if (positionals.length !== 1) throw new CliError(`serve takes one model reference\nusage: ${usage}`, 2);
+  const token = process.env.TEMPERED_SERVE_TOKEN;
+  if (!token) throw new CliError('set TEMPERED_SERVE_TOKEN to a long random string; clients send it as `Authorization: Bearer <token>`', 2);
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const { server, url } = await startServing(ctx, positionals[0]!, { port: num(values.port) ?? 8080, host: values.host, token, pollMs: num(values['poll-ms']) ?? 2000, maxBatch: num(values['max-batch']), threads: num(values.threads), logger: false });
+  console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (POST /predict, GET /health, GET /metrics)`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.close();
+  return 0;
+}

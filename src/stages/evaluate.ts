@@ -1,0 +1,137 @@
+/**
+ * Stage kind `evaluate`: the fine-tuned model on the test split, side by side with the baselines
+ * the spec names: the base model's frozen features under a logistic-regression head, and the
+ * version currently serving under a registry alias (evaluated on the same test split).
+ */
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { reportToGateMetrics } from '../eval/metrics.ts';
+import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
+import { readManifest } from '../finetune/predictor.ts';
+import { resolveModelSource } from '../models/sources.ts';
+import { openRegistry } from '../registry/registry.ts';
+import type { ArtifactRef } from '../types.ts';
+import { artifactRefSchema } from './schema-helpers.ts';
+import { modelSpec } from './train.ts';
+import type { StageContext, StageKind } from './types.ts';
+
+interface Config {
+  model: ArtifactRef;
+  test: ArtifactRef;
+  baseline?: { model: string; train: ArtifactRef; pooling?: 'cls' | 'mean'; maxLength?: number; seed?: number };
+  production?: { name: string; alias?: string };
+  threads?: number;
+}
+
+async function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
+  const dir = join(ctx.stateDir, 'serving', tree.sha256);
+  if (!existsSync(dir)) {
+    const tmp = `${dir}.${process.pid}.tmp`;
+    rmSync(tmp, { recursive: true, force: true });
+    await ctx.store.materializeTree(tree, tmp);
+    renameSync(tmp, dir);
+  }
+  return dir;
+}
+
+export const evaluateStage: StageKind<Config> = {
+  kind: 'evaluate',
+  description: 'accuracy, per-class and macro/micro P/R/F1 and confusion matrix on the test split, against baselines',
+  codeVersion: 'evaluate-1',
+  withSchema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['model', 'test'],
+    properties: {
+      model: { ...artifactRefSchema, description: 'exported model folder (train outputs.model)' },
+      test: artifactRefSchema,
+      baseline: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['model', 'train'],
+        description: 'frozen-feature baseline: logistic regression on the base model’s pooled embeddings',
+        properties: {
+          model: { type: 'string' },
+          train: artifactRefSchema,
+          pooling: { enum: ['cls', 'mean'] },
+          maxLength: { type: 'integer', minimum: 3 },
+          seed: { type: 'integer' },
+        },
+      },
+      production: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        description: 'compare with the version a registry alias points at (skipped when there is none)',
+        properties: { name: { type: 'string' }, alias: { type: 'string' } },
+      },
+      threads: { type: 'integer', minimum: 1 },
+    },
+  },
+  outputs: {
+    metrics: { type: 'json', description: 'flat metrics for gates: accuracy, f1_macro, …, baseline.*, production.*' },
+    report: { type: 'json', description: 'full reports with confusion matrices' },
+    f1_macro: { type: 'number' },
+    accuracy: { type: 'number' },
+  },
+  async run(cfg, ctx) {
+    const modelDir = await materialize(ctx, cfg.model);
+    const testPath = await ctx.store.verify(cfg.test);
+    const manifest = readManifest(modelDir);
+    const labels = manifest.labels;
+    ctx.progress({ fraction: 0.05, message: 'evaluating the fine-tuned model' });
+    const main = await evaluateClassifier({ modelFolder: modelDir, table: testPath, labels, threads: cfg.threads });
+    const metrics: Record<string, unknown> = reportToGateMetrics(main.metrics);
+    const report: Record<string, unknown> = { model: main.metrics, labels, testRows: (await readLabeledTexts(testPath)).texts.length };
+    if (cfg.baseline) {
+      ctx.progress({ fraction: 0.4, message: 'frozen-feature baseline (base model embeddings + logistic regression)' });
+      const base = await resolveModelSource(modelSpec(cfg.baseline.model, ctx.baseDir), { cacheDir: join(ctx.stateDir, 'models'), signal: ctx.signal });
+      const b = await frozenFeatureBaseline({
+        modelDir: base.dir,
+        train: await ctx.store.verify(cfg.baseline.train),
+        test: testPath,
+        labels,
+        pooling: cfg.baseline.pooling ?? manifest.pooling,
+        maxLength: cfg.baseline.maxLength ?? manifest.maxLength,
+        seed: cfg.baseline.seed ?? 0,
+        threads: cfg.threads,
+      });
+      metrics.baseline = reportToGateMetrics(b.metrics);
+      report.baseline = b.metrics;
+    }
+    if (cfg.production) {
+      const alias = cfg.production.alias ?? 'production';
+      const reg = existsSync(join(ctx.stateDir, 'registry.db')) ? openRegistry(join(ctx.stateDir, 'registry.db')) : undefined;
+      let tree: ArtifactRef | undefined;
+      let id: string | undefined;
+      try {
+        const v = reg?.getVersion(cfg.production.name, alias);
+        const a = v?.artifacts.find((x) => x.role === 'model');
+        if (v && a) {
+          tree = { uri: a.uri, sha256: a.sha256, bytes: a.bytes, mediaType: a.mediaType ?? '' };
+          id = `${v.name}@${v.version}`;
+        }
+      } catch {
+        /* no production version yet: gates see has(production) = false */
+      } finally {
+        reg?.close();
+      }
+      if (tree) {
+        ctx.progress({ fraction: 0.8, message: `evaluating ${id} (current ${alias}) on the same test split` });
+        const p = await evaluateClassifier({ modelFolder: await materialize(ctx, tree), table: testPath, labels, threads: cfg.threads });
+        metrics.production = { ...reportToGateMetrics(p.metrics), version: id };
+        report.production = { id, metrics: p.metrics };
+      }
+    }
+    return {
+      metrics: await ctx.store.putJson(metrics),
+      report: await ctx.store.putJson(report),
+      f1_macro: main.metrics.macro.f1,
+      accuracy: main.metrics.accuracy,
+    };
+  },
+};
+
+export function stageKinds(): StageKind<any>[] {
+  return [evaluateStage];
+}

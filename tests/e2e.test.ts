@@ -1,0 +1,115 @@
+/**
+ * Fine-tuning end to end on a real dev server with a tiny model: ingest → dedupe → split → train
+ * (LoRA) → evaluate (with the frozen-feature baseline) → register → deploy, then a served
+ * prediction; gates that pass and fail; lineage from model to run to data; the audit trail.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { createModelServer } from '../src/serve/server.ts';
+import { registryModelSource } from '../src/cli/commands/serve.ts';
+import { loadSpec } from '../src/spec/index.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import type { RunStatus } from '../workflows/types.ts';
+import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+
+let env: TestEnv;
+
+async function runPipeline(file: string, params: Record<string, string> = {}): Promise<RunStatus> {
+  const reg = kindRegistry(env.kinds);
+  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable, paramOverrides: params });
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'e2e-tester' } }, { taskQueue: TEST_QUEUE });
+  return waitForRun(env.client, h.workflowId);
+}
+
+before(async () => {
+  env = await startTestEnv(await loadStageKinds());
+  await env.startWorker();
+});
+after(async () => env?.close());
+
+describe('fine-tuning end to end', () => {
+  let first: RunStatus;
+
+  it('runs ingest to deploy on a tiny model and beats nothing-learned', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'e2e-'));
+    first = await runPipeline(writeE2EPipeline(dir));
+    const states = Object.fromEntries(first.stages.map((s) => [s.id, s.state]));
+    assert.deepEqual(states, { ingest: 'succeeded', dedupe: 'succeeded', split: 'succeeded', train: 'succeeded', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' }, JSON.stringify(first.stages.map((s) => [s.id, s.error])));
+    const evalOut = first.stages.find((s) => s.id === 'evaluate')!.outputs!;
+    assert.ok((evalOut.f1_macro as number) >= 0.8, `fine-tuned f1_macro ${evalOut.f1_macro}`);
+    const deploy = first.stages.find((s) => s.id === 'deploy')!.outputs!;
+    assert.equal(deploy.promoted, true, String(deploy.explanation));
+    assert.equal(deploy.ref, 'e2e-clf@1');
+  });
+
+  it('records lineage from model to run to data, and an intact audit trail', async () => {
+    const reg = openRegistry(join(env.dir, 'registry.db'));
+    try {
+      const v = reg.getVersion('e2e-clf', 'production');
+      assert.equal(v.version, 1);
+      assert.equal(v.lineage.runId, first.runId);
+      assert.equal(v.lineage.specHash, first.specHash);
+      const split = first.stages.find((s) => s.id === 'split')!.outputs!;
+      assert.equal(v.lineage.data.find((d) => d.name === 'train')!.sha256, (split.train as { sha256: string }).sha256);
+      assert.ok(v.metrics.f1_macro! >= 0.8);
+      assert.ok(v.metrics['baseline.f1_macro'] !== undefined, 'baseline metrics recorded');
+      assert.ok(v.artifacts.some((a) => a.role === 'onnx'));
+      assert.match(JSON.stringify(v.lineage.baseModel), /file:/);
+    } finally {
+      reg.close();
+    }
+    const audit = openAudit(join(env.dir, 'audit.db'));
+    try {
+      const actions = audit.query({ run: first.runId }).map((r) => r.action);
+      for (const a of ['stage.completed', 'model.registered', 'model.promoted']) assert.ok(actions.includes(a), `${a} in ${actions}`);
+      assert.equal(audit.query({ model: 'e2e-clf@1', action: 'model.promoted' })[0]!.actor, 'e2e-tester');
+      assert.equal(audit.verify().ok, true);
+    } finally {
+      audit.close();
+    }
+  });
+
+  it('serves the promoted model: a prediction for a text', async () => {
+    const server = await createModelServer({
+      resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
+      token: 'test-token-123456',
+    });
+    try {
+      const url = await server.listen(0, '127.0.0.1');
+      const res = await fetch(`${url}/predict`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: ['what a wonderful great film', 'an awful terrible boring plot'] }),
+      });
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { model: string; predictions: { label: string }[] };
+      assert.equal(body.model, 'e2e-clf@1');
+      assert.deepEqual(body.predictions.map((p) => p.label), ['positive', 'negative']);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a failed gate ends the run as not promoted, not as an error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'e2e-gate-'));
+    const st = await runPipeline(writeE2EPipeline(dir, { gate: 'f1_macro >= 1.01', seed: 6 }));
+    assert.equal(st.state, 'succeeded');
+    const deploy = st.stages.find((s) => s.id === 'deploy')!.outputs!;
+    assert.equal(deploy.promoted, false);
+    assert.match(String(deploy.explanation), /f1_macro .* >= 1\.01 ✗/);
+    const reg = openRegistry(join(env.dir, 'registry.db'));
+    try {
+      assert.equal(reg.getVersion('e2e-clf', 'production').version, 1, 'production did not move');
+    } finally {
+      reg.close();
+    }
+  });
+});

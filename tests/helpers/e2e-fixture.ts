@@ -1,0 +1,98 @@
+/** A complete fine-tuning pipeline over a tiny random BERT and a learnable synthetic dataset. */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeTinyBert, syntheticRows } from '../../src/finetune/test-helpers.ts';
+
+export interface E2EOptions {
+  epochs?: number;
+  checkpointEvery?: number;
+  gate?: string;
+  rows?: number;
+  seed?: number;
+}
+
+export function writeE2EPipeline(dir: string, o: E2EOptions = {}): string {
+  makeTinyBert(join(dir, 'tiny-bert'), { seed: 11 });
+  const rows = syntheticRows(o.rows ?? 320, o.seed ?? 5);
+  writeFileSync(join(dir, 'data.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const file = join(dir, 'pipeline.yaml');
+  writeFileSync(
+    file,
+    `name: e2e
+params:
+  seed:
+    type: integer
+    default: 3
+stages:
+  ingest:
+    uses: ingest
+    with:
+      path: data.jsonl
+      task: classification
+  dedupe:
+    uses: dedupe
+    needs: ingest
+    with:
+      table: \${{ stages.ingest.outputs.table }}
+  split:
+    uses: split
+    needs: dedupe
+    with:
+      table: \${{ stages.dedupe.outputs.table }}
+      ratios:
+        train: 0.7
+        validation: 0.1
+        test: 0.2
+      seed: \${{ params.seed }}
+  train:
+    uses: train
+    needs: split
+    heartbeatTimeout: 10s
+    with:
+      model: tiny-bert
+      train: \${{ stages.split.outputs.train }}
+      validation: \${{ stages.split.outputs.validation }}
+      method: lora
+      lora:
+        r: 4
+        alpha: 8
+      lr: 0.02
+      epochs: ${o.epochs ?? 4}
+      batchSize: 16
+      maxLength: 32
+      seed: 1
+      checkpointEvery: ${o.checkpointEvery ?? 5}
+  evaluate:
+    uses: evaluate
+    needs: [train, split]
+    with:
+      model: \${{ stages.train.outputs.model }}
+      test: \${{ stages.split.outputs.test }}
+      baseline:
+        model: tiny-bert
+        train: \${{ stages.split.outputs.train }}
+      production:
+        name: e2e-clf
+  register:
+    uses: register
+    needs: [train, evaluate, split]
+    with:
+      name: e2e-clf
+      model: \${{ stages.train.outputs.model }}
+      metrics: \${{ stages.evaluate.outputs.metrics }}
+      data:
+        train: \${{ stages.split.outputs.train }}
+        test: \${{ stages.split.outputs.test }}
+  deploy:
+    uses: deploy
+    needs: [register, evaluate]
+    with:
+      name: e2e-clf
+      version: \${{ stages.register.outputs.version }}
+      alias: production
+      metrics: \${{ stages.evaluate.outputs.metrics }}
+      gate: "${o.gate ?? 'f1_macro >= 0.8'}"
+`,
+  );
+  return file;
+}
