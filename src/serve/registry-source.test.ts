@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRegistry } from '../registry/registry.ts';
+import { registryAliasSource } from './registry-source.ts';
+import { createModelServer } from './server.ts';
+import { FakePredictor } from './fake-predictor.test-util.ts';
+
+const TOKEN = 'registry-source-token';
+
+test('promoting and rolling back in the registry moves the running server', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-serve-reg-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'registry.db');
+  const reg = openRegistry(path);
+  for (const run of ['r1', 'r2']) {
+    reg.registerVersion({ name: 'spam', runId: run, stageId: 'register', specHash: 'a'.repeat(64), data: [], artifacts: [{ role: 'onnx', uri: 'u', sha256: 'b'.repeat(64), bytes: 1 }] });
+  }
+  reg.setAlias('spam', 'production', 1, { actor: 'test' });
+
+  const loaded: string[] = [];
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 10,
+    resolveCurrent: registryAliasSource({
+      registryPath: path,
+      name: 'spam',
+      load: async (v) => {
+        loaded.push(`${v.name}@${v.version}`);
+        return new FakePredictor(`${v.name}@${v.version}`);
+      },
+    }),
+  });
+  const url = await server.listen();
+  t.after(() => server.close());
+  const servedModel = async () => {
+    const res = await fetch(`${url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: '{"inputs":["hi"]}' });
+    return ((await res.json()) as { model: string }).model;
+  };
+  const waitFor = async (id: string) => {
+    for (let i = 0; i < 500 && (await servedModel()) !== id; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await servedModel(), id);
+  };
+
+  assert.equal(await servedModel(), 'spam@1');
+  reg.setAlias('spam', 'production', 2, { actor: 'test' });
+  await waitFor('spam@2');
+  reg.rollback('spam', 'production', { actor: 'test' });
+  await waitFor('spam@1');
+  reg.close();
+  assert.deepEqual(loaded, ['spam@1', 'spam@2', 'spam@1']);
+  assert.equal(server.model.swaps, 2);
+});
+
+test('an unknown model or alias fails the start with the registry error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-serve-reg-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'registry.db');
+  openRegistry(path).close();
+  await assert.rejects(
+    createModelServer({ token: TOKEN, resolveCurrent: registryAliasSource({ registryPath: path, name: 'nope', load: async () => new FakePredictor('x') }) }),
+    /no model named 'nope'/,
+  );
+});

@@ -1,0 +1,32 @@
+/**
+ * `resolveCurrent` backed by the model registry: serves whatever version an alias points at, so
+ * `tempered promote` / `rollback` in another process moves the server on its next poll.
+ */
+import { openRegistry } from '../registry/registry.ts';
+import type { ModelVersion } from '../registry/types.ts';
+import type { Predictor, ResolveCurrent } from './types.ts';
+
+export interface RegistryAliasSourceOptions {
+  registryPath: string;
+  name: string;
+  /** Default 'production'. */
+  alias?: string;
+  /** Builds the predictor for a version (the ONNX one in production; the lead wires it). */
+  load: (version: ModelVersion) => Promise<Predictor>;
+}
+
+export function registryAliasSource(opts: RegistryAliasSourceOptions): ResolveCurrent {
+  const alias = opts.alias ?? 'production';
+  return async () => {
+    // A short-lived connection per poll: nothing stays open between polls, and a registry file
+    // that was moved or restored is picked up as it is now.
+    const reg = openRegistry(opts.registryPath);
+    let version: ModelVersion;
+    try {
+      version = reg.getVersion(opts.name, alias);
+    } finally {
+      reg.close();
+    }
+    return { key: `${version.name}@${version.version}`, load: () => opts.load(version) };
+  };
+}
