@@ -117,36 +117,57 @@ function splitSizes(cfg: SplitConfig, n: number): Record<SplitName, number> {
 }
 
 /**
- * Assigns each group to one of `sizes.length` bins. Returns the bin per group.
- * groupLabels[g] lists (label, count) pairs of group g.
+ * Label composition of groups, compact for the common case: most groups hold one label, so a
+ * group keeps a single label id and only mixed groups get a map (label → rows).
  */
-function assignGroups(groupSize: Int32Array, groupLabels: Map<number, number>[], labelTotals: number[], sizes: number[], rng: Rng): Int8Array {
+export interface GroupLabels {
+  size: Int32Array;
+  /** Label id of a single-label group; -1 for mixed groups (see `mixed`). */
+  label: Int32Array;
+  mixed: Map<number, Map<number, number>>;
+}
+
+function forEachLabel(groups: GroupLabels, g: number, fn: (label: number, count: number) => void): void {
+  const l = groups.label[g];
+  if (l >= 0) fn(l, groups.size[g]);
+  else for (const [label, count] of groups.mixed.get(g)!) fn(label, count);
+}
+
+/** Assigns each group (by index into `groups`) to one of `sizes.length` bins; returns the bin per group. */
+function assignGroups(groups: GroupLabels, labelTotals: number[], sizes: number[], rng: Rng): Int8Array {
   const targets = labelTargets(labelTotals, sizes);
   const assignedRows = sizes.map(() => 0);
   const assignedLabels = sizes.map(() => labelTotals.map(() => 0));
-  const G = groupSize.length;
+  const G = groups.size.length;
   const order = new Uint32Array(G);
   for (let g = 0; g < G; g++) order[g] = g;
   rng.shuffle(order);
-  // Largest groups first leave the singletons to even things out at the end; the sort is
-  // stable, so equal sizes keep their shuffled order.
-  const sorted = Array.from(order).sort((a, b) => groupSize[b] - groupSize[a]);
+  // Largest groups first leave the singletons to even things out at the end. A stable counting
+  // sort by size keeps the shuffled order among equal sizes.
+  let maxSize = 0;
+  for (let g = 0; g < G; g++) maxSize = Math.max(maxSize, groups.size[g]);
+  const starts = new Int32Array(maxSize + 2);
+  for (let g = 0; g < G; g++) starts[maxSize - groups.size[g] + 1]++;
+  for (let i = 1; i < starts.length; i++) starts[i] += starts[i - 1];
+  const sorted = new Uint32Array(G);
+  for (const g of order) sorted[starts[maxSize - groups.size[g]]++] = g;
+
   const bin = new Int8Array(G).fill(-1);
   for (const g of sorted) {
-    let best = -1, bestScore = -Infinity, bestRoom = -Infinity;
+    let best = -1, bestKey = -Infinity;
+    const size = groups.size[g];
     for (let s = 0; s < sizes.length; s++) {
       if (sizes[s] === 0) continue;
       let score = 0;
-      for (const [l, c] of groupLabels[g]) score += Math.min(c, targets[s][l] - assignedLabels[s][l]);
+      forEachLabel(groups, g, (l, c) => { score += Math.min(c, targets[s][l] - assignedLabels[s][l]); });
       const room = sizes[s] - assignedRows[s];
-      // Never overfill a split that another split still needs... unless nothing has room.
-      const fits = room >= groupSize[g] ? 1 : 0;
-      const key = fits * 1e12 + score * 1e6 + room;
-      if (key > bestScore || (key === bestScore && room > bestRoom)) { best = s; bestScore = key; bestRoom = room; }
+      // Prefer a split with room for the whole group, then the largest label shortfall, then the most room.
+      const key = (room >= size ? 1 : 0) * 1e12 + score * 1e6 + room;
+      if (key > bestKey) { best = s; bestKey = key; }
     }
     bin[g] = best;
-    assignedRows[best] += groupSize[g];
-    for (const [l, c] of groupLabels[g]) assignedLabels[best][l] += c;
+    assignedRows[best] += size;
+    forEachLabel(groups, g, (l, c) => { assignedLabels[best][l] += c; });
   }
   return bin;
 }
@@ -200,18 +221,23 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
   groupIds.clear();
   const sizes = splitSizes(cfg, n);
 
-  const groupSize = new Int32Array(G);
-  const groupLabels: Map<number, number>[] = Array.from({ length: G }, () => new Map());
+  const groups: GroupLabels = { size: new Int32Array(G), label: new Int32Array(G).fill(-2), mixed: new Map() };
   const labelTotals = labelNames.map(() => 0);
   for (let i = 0; i < n; i++) {
     const g = groupOf.data[i], l = labelOf.data[i];
-    groupSize[g]++;
-    groupLabels[g].set(l, (groupLabels[g].get(l) ?? 0) + 1);
     labelTotals[l]++;
+    const cur = groups.label[g];
+    if (cur === -2) groups.label[g] = l;
+    else if (cur !== l) {
+      let m = groups.mixed.get(g);
+      if (!m) { m = new Map([[cur, groups.size[g]]]); groups.mixed.set(g, m); groups.label[g] = -1; }
+      m.set(l, (m.get(l) ?? 0) + 1);
+    }
+    groups.size[g]++;
   }
 
   const rng = new Rng(r.seed);
-  const mainBin = assignGroups(groupSize, groupLabels, labelTotals, SPLITS.map((s) => sizes[s]), rng);
+  const mainBin = assignGroups(groups, labelTotals, SPLITS.map((s) => sizes[s]), rng);
   /** Output name per (row bucket): main splits, or fold files. */
   const names: string[] = [];
   let foldOf: Int8Array | null = null;
@@ -219,13 +245,18 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
     // Folds over the non-test groups: equal sizes, stratified by the same greedy.
     const pool: number[] = [];
     for (let g = 0; g < G; g++) if (mainBin[g] === 0) pool.push(g);
-    const poolSize = new Int32Array(pool.map((g) => groupSize[g]));
-    const poolLabels = pool.map((g) => groupLabels[g]);
+    const poolGroups: GroupLabels = { size: new Int32Array(pool.length), label: new Int32Array(pool.length), mixed: new Map() };
     const poolTotals = labelNames.map(() => 0);
-    for (const m of poolLabels) for (const [l, c] of m) poolTotals[l] += c;
+    pool.forEach((g, i) => {
+      poolGroups.size[i] = groups.size[g];
+      poolGroups.label[i] = groups.label[g];
+      const m = groups.mixed.get(g);
+      if (m) poolGroups.mixed.set(i, m);
+      forEachLabel(groups, g, (l, c) => { poolTotals[l] += c; });
+    });
     const total = poolTotals.reduce((a, b) => a + b, 0);
     if (pool.length < r.kfold) throw new InputError(`kfold ${r.kfold} needs at least ${r.kfold} groups outside test, found ${pool.length}`, { where: 'kfold' });
-    const foldBins = assignGroups(poolSize, poolLabels, poolTotals, apportion(total, Array(r.kfold).fill(1)), rng);
+    const foldBins = assignGroups(poolGroups, poolTotals, apportion(total, Array(r.kfold).fill(1)), rng);
     foldOf = new Int8Array(G).fill(-1);
     pool.forEach((g, i) => { foldOf![g] = foldBins[i]; });
     for (let f = 0; f < r.kfold; f++) names.push(`fold-${f}-train`, `fold-${f}-validation`);
