@@ -195,7 +195,7 @@ test('concurrent writers in separate processes keep one unbroken chain', { timeo
     await new Promise((r) => process.stdin.once('data', r));
     for (let i = 0; i < ${perWriter}; i++) {
       log.append({ action: 'stage.completed', subject: process.env.TEMPERED_ACTOR + '/' + i, details: { i } });
-      await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setTimeout(r, 3));
     }
     log.close();
     process.exit(0);`;
@@ -221,6 +221,7 @@ test('concurrent writers in separate processes keep one unbroken chain', { timeo
   // Each writer's own records stay in the order it wrote them.
   for (const w of writers) assert.deepEqual(records.filter((r) => r.actor === w).map((r) => r.details.i), [...Array(perWriter).keys()]);
   const switches = records.filter((r, i) => i > 0 && r.actor !== records[i - 1]!.actor).length;
-  assert.ok(switches > writers.length, `writers did not interleave (${switches} switches)`);
+  // Without any interleaving there would be writers.length − 1 switches.
+  assert.ok(switches >= writers.length, `writers did not interleave (${switches} switches)`);
   log.close();
 });

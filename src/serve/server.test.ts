@@ -167,7 +167,9 @@ test('hot swap under concurrent load: zero failed requests, both versions seen, 
   assert.equal(seen.length, total);
   const v1 = seen.filter((m) => m === 'spam@1').length;
   const v2 = seen.filter((m) => m === 'spam@2').length;
-  assert.ok(v1 >= 100 && v2 > 0, `v1 ${v1}, v2 ${v2}`);
+  // Requests already on the wire when the alias moves may land on either version, so only
+  // loose bounds: most of the first 100 on v1, most of the last 300 on v2.
+  assert.ok(v1 >= 50 && v2 >= 100, `v1 ${v1}, v2 ${v2}`);
   assert.equal(seen.at(-1), 'spam@2');
   assert.equal(server.model.swaps, 1);
   const [old, fresh] = src.state.loaded;
