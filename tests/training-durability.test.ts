@@ -1,0 +1,119 @@
+/**
+ * No crash loses more than one checkpoint interval: a worker SIGKILLed during training is replaced
+ * and the run finishes with the same final weights as an uninterrupted run; a run that died is
+ * resumed with `tempered resume`, which reuses every finished stage and the training checkpoint.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { getRunStatus, submitRun, waitForRun } from '../src/client/runs.ts';
+import { loadSpec } from '../src/spec/index.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import type { RunStatus } from '../workflows/types.ts';
+import { runCli, startCliWorker } from './helpers/cli.ts';
+import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
+import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
+
+const CHECKPOINT_EVERY = 4;
+let env: TestEnv;
+let pipeline: string;
+
+function workerEnv(home: string, queue: string) {
+  return { TEMPORAL_ADDRESS: env.server.address, TEMPERED_HOME: home, TEMPERED_TASK_QUEUE: queue, TEMPERED_ACTOR: 'durability' };
+}
+
+async function submit(queue: string): Promise<string> {
+  const reg = kindRegistry(env.kinds);
+  const res = await loadSpec(pipeline, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(pipeline), actor: 'durability' } }, { taskQueue: queue });
+  return h.workflowId;
+}
+
+async function trainingStep(runId: string, atLeast: number): Promise<number> {
+  for (let i = 0; i < 600; i++) {
+    const st = await getRunStatus(env.client, runId);
+    const train = st.stages.find((s) => s.id === 'train')!;
+    const step = (train.progress as { metrics?: { step?: number } } | undefined)?.metrics?.step ?? 0;
+    if (train.state === 'running' && step >= atLeast) return step;
+    if (train.state !== 'pending' && train.state !== 'running') throw new Error(`train ended (${train.state}) before step ${atLeast}`);
+    await sleep(100);
+  }
+  throw new Error('training never reached the step');
+}
+
+const out = (st: RunStatus, stage: string) => st.stages.find((s) => s.id === stage)!.outputs!;
+const stopWorker = async (w: ChildProcess) => {
+  w.kill('SIGTERM');
+  await new Promise((r) => w.once('exit', r));
+};
+
+let reference: RunStatus;
+
+before(async () => {
+  env = await startTestEnv(await loadStageKinds());
+  pipeline = writeE2EPipeline(mkdtempSync(join(tmpdir(), 'train-dur-')), { epochs: 10, checkpointEvery: CHECKPOINT_EVERY });
+  // The reference: the same pipeline, never interrupted, in its own state folder.
+  const home = mkdtempSync(join(tmpdir(), 'home-ref-'));
+  const w = await startCliWorker([], workerEnv(home, 'ref'));
+  try {
+    reference = await waitForRun(env.client, await submit('ref'));
+  } finally {
+    await stopWorker(w);
+  }
+  assert.equal(reference.state, 'succeeded', JSON.stringify(reference.stages.map((s) => s.error)));
+});
+after(async () => env?.close());
+
+describe('training durability', () => {
+  it('SIGKILL during training: a new worker resumes from the last checkpoint and ends with identical weights', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'home-kill-'));
+    let w = await startCliWorker([], workerEnv(home, 'kill'));
+    const runId = await submit('kill');
+    const killedAt = await trainingStep(runId, 2 * CHECKPOINT_EVERY + 1);
+    w.kill('SIGKILL');
+    await new Promise((r) => w.once('exit', r));
+    w = await startCliWorker([], workerEnv(home, 'kill'));
+    try {
+      const st = await waitForRun(env.client, runId);
+      assert.equal(st.state, 'succeeded');
+      const train = out(st, 'train');
+      const resumedFrom = (train.baseModel as { resumedFromStep: number | null }).resumedFromStep;
+      assert.ok(resumedFrom !== null && resumedFrom > 0, 'the retry resumed from a checkpoint');
+      assert.ok(resumedFrom! >= killedAt - CHECKPOINT_EVERY - 1, `redid at most one checkpoint interval (killed at step ~${killedAt}, resumed from ${resumedFrom})`);
+      assert.equal(train.steps, out(reference, 'train').steps);
+      assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256, 'bitwise-identical exported model');
+    } finally {
+      await stopWorker(w);
+    }
+  });
+
+  it('tempered resume reruns only the stage that did not finish, from its checkpoint', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'home-resume-'));
+    const wenv = workerEnv(home, 'resume');
+    let w = await startCliWorker([], wenv);
+    const runId = await submit('resume');
+    await trainingStep(runId, CHECKPOINT_EVERY + 1);
+    w.kill('SIGKILL');
+    await new Promise((r) => w.once('exit', r));
+    await env.client.workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
+    w = await startCliWorker([], wenv);
+    try {
+      const r = await runCli(['resume', runId, '--json', '--wait'], wenv, { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
+      assert.equal(st.resumeOf, runId);
+      const states = Object.fromEntries(st.stages.map((s) => [s.id, s.state]));
+      assert.deepEqual(states, { ingest: 'cached', dedupe: 'cached', split: 'cached', train: 'succeeded', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' });
+      const train = out(st, 'train');
+      assert.ok(((train.baseModel as { resumedFromStep: number | null }).resumedFromStep ?? 0) > 0, 'training continued from the dead run’s checkpoint');
+      assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256);
+    } finally {
+      await stopWorker(w);
+    }
+  });
+});
