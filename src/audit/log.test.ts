@@ -225,3 +225,48 @@ test('concurrent writers in separate processes keep one unbroken chain', { timeo
   assert.ok(switches >= writers.length, `writers did not interleave (${switches} switches)`);
   log.close();
 });
+
+test('a consistently rewritten chain passes plain verify but fails against an anchor', (t) => {
+  const path = tmpPath(t);
+  const log = openAudit(path);
+  fill(log);
+  const anchor = log.head()!;
+  assert.equal(anchor.seq, 6);
+  log.close();
+  // Rewrite record 2 and re-hash everything after it, as someone with write access could.
+  tamper(path, (db) => {
+    const rows = db.prepare('SELECT seq FROM audit_log ORDER BY seq').all() as { seq: number }[];
+    const reopened = new AuditLogReader(db);
+    let prev = GENESIS_HASH;
+    for (const { seq } of rows) {
+      const rec = reopened.record(seq);
+      if (seq === 2) rec.details = { rows: 1 };
+      rec.prevHash = prev;
+      const hash = hashRecord(rec);
+      db.prepare('UPDATE audit_log SET details_json = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(canonicalJson(rec.details), prev, hash, seq);
+      prev = hash;
+    }
+    db.prepare('UPDATE audit_head SET hash = ? WHERE id = 1').run(prev);
+  });
+  const after = openAudit(path);
+  assert.deepEqual(after.verify(), { ok: true, checked: 6 });
+  const r = after.verify({ anchor });
+  assert.deepEqual([r.ok, r.problem, r.firstBadSeq], [false, 'rewritten', 6]);
+  assert.equal(after.verify({ anchor: { seq: 99, hash: anchor.hash } }).problem, 'truncated');
+  after.close();
+});
+
+/** Reads records straight from a raw connection, for the rewrite attack above. */
+class AuditLogReader {
+  constructor(private readonly db: Database.Database) {}
+  record(seq: number) {
+    const row = this.db.prepare('SELECT * FROM audit_log WHERE seq = ?').get(seq) as Record<string, string | number | null>;
+    const rec: Record<string, unknown> = { seq: row.seq, time: row.time, actor: row.actor, action: row.action, subject: row.subject, details: JSON.parse(row.details_json as string), prevHash: row.prev_hash };
+    if (row.run_id !== null) rec.runId = row.run_id;
+    if (row.model !== null) rec.model = row.model;
+    if (row.spec_hash !== null) rec.specHash = row.spec_hash;
+    if (row.data_hashes_json !== null) rec.dataHashes = JSON.parse(row.data_hashes_json as string);
+    if (row.model_hash !== null) rec.modelHash = row.model_hash;
+    return rec as Parameters<typeof hashRecord>[0] & { details: Record<string, unknown> };
+  }
+}

@@ -74,7 +74,13 @@ export interface AuditRecord {
   hash: string;
 }
 
-export type AuditProblem = 'edited' | 'removed' | 'reordered' | 'truncated';
+export type AuditProblem = 'edited' | 'removed' | 'reordered' | 'truncated' | 'rewritten';
+
+/** A record's position and hash, kept outside the log to pin its history. */
+export interface AuditAnchor {
+  seq: number;
+  hash: string;
+}
 
 export interface VerifyResult {
   ok: boolean;
@@ -315,8 +321,18 @@ export class AuditLog {
     return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
   }
 
+  /**
+   * The newest record's seq and hash. Keep it somewhere this file's writers cannot reach (a
+   * workflow result, a ticket, a signed export) and pass it to `verify({ anchor })` later: that
+   * detects even a chain rewritten consistently from an edited record onwards.
+   */
+  head(): AuditAnchor | null {
+    const h = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as AuditAnchor | undefined;
+    return h ?? null;
+  }
+
   /** Walks the whole chain; stops at the first problem. */
-  verify(): VerifyResult {
+  verify(opts: { anchor?: AuditAnchor } = {}): VerifyResult {
     // A read transaction gives one consistent snapshot even while other processes append.
     const run = this.db.transaction((): VerifyResult => {
       let expectedSeq = 1;
@@ -354,6 +370,11 @@ export class AuditLog {
         return bad(lastSeq + 1, 'truncated', `records ${lastSeq + 1}..${head.seq} were removed from the end`);
       } else if (head.seq < lastSeq || head.hash !== prev) {
         return bad(head.seq, 'edited', `the head says record ${head.seq} is last with a different hash`);
+      }
+      if (opts.anchor) {
+        const at = this.db.prepare('SELECT hash FROM audit_log WHERE seq = ?').get(opts.anchor.seq) as { hash: string } | undefined;
+        if (!at) return bad(opts.anchor.seq, 'truncated', `anchored record ${opts.anchor.seq} no longer exists`);
+        if (at.hash !== opts.anchor.hash) return bad(opts.anchor.seq, 'rewritten', `record ${opts.anchor.seq} no longer has the anchored hash: the chain up to it was rewritten`);
       }
       return { ok: true, checked };
     });
