@@ -72,10 +72,9 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     const out = node.outputs[0]!;
     const base = b.fresh(`${out}__base`);
     node.outputs[0] = base;
-    const add = b.op('Add', [base, delta], {}, { name: `${module}.lora_add` });
-    const addNode = model.graph.nodes[model.graph.nodes.length - 1]!;
-    addNode.outputs[0] = out;
-    void add;
+    b.op('Add', [base, delta], {}, { name: `${module}.lora_add` });
+    // The builder named the sum freshly; point it at the original output name the consumers read.
+    model.graph.nodes[model.graph.nodes.length - 1]!.outputs[0] = out;
     modules.push({ module, weight: wName, a, b: bw, inFeatures: inF, outFeatures: outF, weightTransposed: transposed });
   }
   if (modules.length === 0) throw new InputError(`LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`, { where: 'train.trainable.targets', hint: 'use globs over full weight names, e.g. *attention.self.query.weight' });
