@@ -15,8 +15,10 @@ export const TASK_COLUMNS: Record<Task, readonly TaskColumn[]> = {
 };
 
 export interface IngestConfig {
-  /** File, directory (recursive, files with known extensions) or glob, relative to baseDir. */
+  /** File, directory (recursive, files with known extensions) or glob, relative to baseDir; or an http(s) URL (then `sha256` is required). */
   path: string;
+  /** URL sources only: expected sha256 (hex) of the downloaded file; a mismatch fails the stage. */
+  sha256?: string;
   /** Default: inferred per file from the extension (.jsonl/.ndjson, .csv, .tsv/.tab, .parquet, .arrow/.feather/.ipc). */
   format?: SourceFormat;
   task: Task;

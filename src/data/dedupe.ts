@@ -96,7 +96,7 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   const labelNames: string[] = [];
   const labelIndex = new Map<string, number>();
   const hasher = near ? new MinHasher(near.numPerm, near.seed) : null;
-  const lsh = near ? new LshIndex(near.bands, near.rows, near.numPerm) : null;
+  let lsh = near ? new LshIndex(near.bands, near.rows, near.numPerm) : null;
   const sigs = new Growable<Uint32Array>(Uint32Array, near ? near.numPerm * 1024 : 1);
   const rowOfSig = new Growable<Int32Array>(Int32Array);
   let nearCandidates = 0, nearVerified = 0;
@@ -149,7 +149,9 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   }
   const n = row;
   exactFirst.clear();
-  sigs.data = new Uint32Array(0); // signatures are no longer needed; let them go before pass 2
+  // Signatures and the LSH index are no longer needed; let them go before pass 2.
+  sigs.data = new Uint32Array(0);
+  lsh = null;
 
   // ---- clusters and policy ----
   const root = new Int32Array(n);

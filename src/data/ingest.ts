@@ -11,7 +11,10 @@ import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { sha256File, sha256Hex } from './hash.ts';
 import { readRecords } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
-import { resolveSources } from './sources.ts';
+import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
+import { downloadVerified, isUrl } from './download.ts';
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { isBad, makeRowMapper, templateFields } from './task-fields.ts';
 
 export interface Progress { rows: number; fraction?: number }
@@ -64,6 +67,7 @@ function checkConfig(cfg: IngestConfig): void {
     if (cfg.task === 'instruction') throw new InputError('labels apply to classification and pairs only', { where: 'labels' });
     if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length) throw new InputError('labels must be a non-empty list without repeats', { where: 'labels' });
   }
+  if (cfg.sha256 !== undefined && !isUrl(cfg.path)) throw new InputError('sha256 applies to http(s) URL sources only', { where: 'sha256' });
   if (cfg.header === false && cfg.columns === undefined && cfg.fields === undefined && cfg.promptTemplate === undefined) {
     // Without names the default task fields ('text', 'label') can never match '1', '2', ...
     throw new InputError('header is false but neither columns nor fields are given', { where: 'columns', hint: "name the columns, e.g. columns: ['label', 'text']" });
@@ -72,10 +76,20 @@ function checkConfig(cfg: IngestConfig): void {
 
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
   checkConfig(cfg);
+  if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, resolveSources(cfg.path, opts.baseDir, cfg.format));
+  const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
+  if (!format) throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, { where: 'format', hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });
+  const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath));
+  try {
+    return await ingestFiles(cfg, opts, [{ abs: dl.path, display: cfg.path, format }]);
+  } finally {
+    rmSync(dl.path, { force: true });
+  }
+}
+
+async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: SourceFile[]): Promise<IngestReport> {
   const onBadRow = cfg.onBadRow ?? 'fail';
   const maxBad = cfg.maxBadFraction ?? 0.1;
-  const files = resolveSources(cfg.path, opts.baseDir, cfg.format);
-
   const sourceFiles: SourceFileInfo[] = [];
   for (const f of files) sourceFiles.push({ path: f.display, ...(await sha256File(f.abs)) });
   const totalBytes = sourceFiles.reduce((s, f) => s + f.bytes, 0);

@@ -18,6 +18,7 @@ test('ingest schema accepts what ingest accepts and rejects unknown or mistyped 
     { path: 'a.jsonl', task: 'classification' },
     { path: 'd/**/*.csv', task: 'pairs', format: 'csv', delimiter: ';', quote: false, header: false, columns: ['a', 'b', 'c'], fields: { text_a: 'a', text_b: 'b', label: 'c' }, labels: ['x', 'y'], maxLength: 512, onBadRow: 'quarantine', maxBadFraction: 0.2 },
     { path: 's.jsonl', task: 'instruction', promptTemplate: '{instruction}[[\n\n{input}]]', fields: { response: 'output' } },
+    { path: 'https://example.org/train.jsonl', sha256: 'a'.repeat(64), task: 'classification' },
   ]) assert.ok(v(ok), JSON.stringify(v.errors));
   for (const bad of [
     { task: 'classification' },
@@ -27,6 +28,7 @@ test('ingest schema accepts what ingest accepts and rejects unknown or mistyped 
     { path: 'a', task: 'classification', maxBadFraction: 2 },
     { path: 'a', task: 'classification', fields: { txt: 'x' } },
     { path: 'a', task: 'classification', extra: 1 },
+    { path: 'https://example.org/x.jsonl', task: 'classification', sha256: 'abc' },
   ]) assert.ok(!v(bad), JSON.stringify(bad));
 });
 

@@ -17,7 +17,8 @@ export const ingestWithSchema = {
   additionalProperties: false,
   required: ['path', 'task'],
   properties: {
-    path: { type: 'string', minLength: 1, description: 'File, directory (recursive; known extensions only) or glob (*, **, ?, [..], {a,b}), relative to the pipeline file.' },
+    path: { type: 'string', minLength: 1, description: 'File, directory (recursive; known extensions only) or glob (*, **, ?, [..], {a,b}), relative to the pipeline file; or an http(s) URL with sha256.' },
+    sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'Required for URL sources: expected sha256 of the file.' },
     format: { enum: ['jsonl', 'csv', 'tsv', 'parquet', 'arrow'], description: 'Default: from each file\'s extension.' },
     task: { enum: ['classification', 'pairs', 'instruction'], description: 'Output columns: text,label | text_a,text_b,label | prompt,response.' },
     fields: {
