@@ -171,3 +171,20 @@ test('real data: sms_spam accounting, 403 raw exact copies, byte-identical rerun
   assert.equal(kept.length, outs[0].rowsOut);
   assert.equal(new Set(kept.map((r) => r._cluster)).size, kept.length);
 });
+
+test('pairs compare both texts; an empty table gives empty outputs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-pairs-'));
+  const path = join(dir, 'in.arrow');
+  const w = new ArrowTableWriter(path, { text_a: 'utf8', text_b: 'utf8', label: 'utf8' });
+  for (const [a, b] of [['x y', 'z'], ['X  y', 'Z'], ['z', 'x y'], ['x y', 'w']]) w.push({ text_a: a, text_b: b, label: 'same' });
+  w.close();
+  const r = await dedupe(path, { near: false }, { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') });
+  assert.deepEqual([r.rowsOut, r.exactRemoved], [3, 1]);
+  assert.deepEqual((await readAll(join(dir, 'o.arrow'))).map((x) => `${x.text_a}|${x.text_b}`), ['x y|z', 'z|x y', 'x y|w']);
+
+  const ePath = join(dir, 'empty.arrow');
+  new ArrowTableWriter(ePath, { text: 'utf8', label: 'utf8' }).close();
+  const e = await dedupe(ePath, {}, { outPath: join(dir, 'eo.arrow'), clustersPath: join(dir, 'ec.arrow') });
+  assert.deepEqual([e.rowsIn, e.rowsOut, e.clusters], [0, 0, 0]);
+  assert.equal((await readAll(join(dir, 'eo.arrow'))).length, 0);
+});
