@@ -6,7 +6,7 @@
  *
  * Env knobs: BENCH_STEPS (max optimizer steps, default one epoch), BENCH_THREADS (default 2),
  * BENCH_LAYERS (comma list of layers given LoRA, default 2,3,4,5), BENCH_LR (default 1e-3),
- * BENCH_BATCH (default 16), BENCH_OUT (work folder, default .tempered/bench-finetune).
+ * BENCH_BATCH (default 16), BENCH_TARGETS (LoRA modules, default query,value), BENCH_SKIP_BASELINE=1, BENCH_OUT (work folder, default .tempered/bench-finetune).
  * The model comes from the models package's source resolver (PyPI wheel, cached under the state folder).
  */
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -26,6 +26,7 @@ const threads = Number(env.BENCH_THREADS ?? 2);
 const layers = (env.BENCH_LAYERS ?? '2,3,4,5').split(',').map(Number);
 const lr = Number(env.BENCH_LR ?? 1e-3);
 const batchSize = Number(env.BENCH_BATCH ?? 16);
+const targets = (env.BENCH_TARGETS ?? 'query,value').split(',');
 const maxSteps = env.BENCH_STEPS ? Number(env.BENCH_STEPS) : undefined;
 
 /**
@@ -82,7 +83,7 @@ async function main() {
   let lastLog = 0;
   const tTrain0 = performance.now();
   const r = await trainClassifier({
-    modelDir: model.dir, train, validation, labels, method: 'lora', lora: { r: 8, alpha: 16, layers },
+    modelDir: model.dir, train, validation, labels, method: 'lora', lora: { r: 8, alpha: 16, layers, targets },
     lr, epochs: 1, maxSteps, batchSize, schedule: 'linear', warmupRatio: 0.06, weightDecay: 0.01, clipNorm: 1, seed: 42,
     maxLength: 64, pooling: 'mean', device: 'cpu', threads, checkpointDir: join(work, 'ck'), checkpointEvery: 100,
     outDir: join(work, 'model'),
@@ -96,7 +97,7 @@ async function main() {
   const tTrain = performance.now();
   const ev = await evaluateClassifier({ modelFolder: join(work, 'model'), table: test, threads });
   const tEval = performance.now();
-  const base = await frozenFeatureBaseline({ modelDir: model.dir, train, test, labels, pooling: 'mean', seed: 42, maxLength: 64, threads });
+  const base = env.BENCH_SKIP_BASELINE ? undefined : await frozenFeatureBaseline({ modelDir: model.dir, train, test, labels, pooling: 'mean', seed: 42, maxLength: 64, threads });
   const tBase = performance.now();
 
   const trainSec = (tTrain - tTrain0) / 1000;
@@ -104,8 +105,9 @@ async function main() {
     rows: { train: splits.train.length, validation: splits.validation.length, test: splits.test.length },
     steps: r.steps, trainSec: +trainSec.toFixed(1), stepsPerSec: +(r.steps / trainSec).toFixed(2), samplesPerSec: +((r.steps * batchSize) / trainSec).toFixed(1),
     finetuned: { macroF1: +ev.metrics.macro.f1.toFixed(4), accuracy: +ev.metrics.accuracy.toFixed(4), evalSec: +((tEval - tTrain) / 1000).toFixed(1) },
-    baseline: { macroF1: +base.metrics.macro.f1.toFixed(4), accuracy: +base.metrics.accuracy.toFixed(4), sec: +((tBase - tEval) / 1000).toFixed(1) },
-    modelSec: +((tModel - t0) / 1000).toFixed(1), totalSec: +((tBase - t0) / 1000).toFixed(1), threads, layers, lr, batchSize,
+    baseline: base && { macroF1: +base.metrics.macro.f1.toFixed(4), accuracy: +base.metrics.accuracy.toFixed(4), sec: +((tBase - tEval) / 1000).toFixed(1) },
+    confusion: ev.metrics.confusion,
+    modelSec: +((tModel - t0) / 1000).toFixed(1), totalSec: +((tBase - t0) / 1000).toFixed(1), threads, layers, targets, lr, batchSize, loadAvg: (await import('node:os')).loadavg().map((x) => +x.toFixed(1)),
   }, null, 2));
 }
 

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
+import type { Model } from '../onnx/ir.ts';
 import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engine/compile.ts';
 import type { Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
@@ -108,7 +109,7 @@ function validate(o: TrainClassifierOptions): void {
   if (o.clipNorm !== undefined && !(o.clipNorm > 0)) bad('clipNorm', `clipNorm must be positive, got ${o.clipNorm}`);
   if (!Number.isInteger(o.seed)) bad('seed', `seed must be an integer, got ${o.seed}`);
   if (!posInt(o.maxLength) || o.maxLength < 3) bad('maxLength', `maxLength must be an integer ≥ 3, got ${o.maxLength}`);
-  if (o.pooling !== 'cls' && o.pooling !== 'mean') bad('pooling', `pooling must be cls or mean, got ${JSON.stringify(o.pooling)}`);
+  if (!['cls', 'mean', 'pooler'].includes(o.pooling)) bad('pooling', `pooling must be cls, mean or pooler, got ${JSON.stringify(o.pooling)}`);
   if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device)) bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
   if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) bad('checkpointEvery', `checkpointEvery must be an integer ≥ 0, got ${o.checkpointEvery}`);
   if (o.evalEvery !== undefined && !posInt(o.evalEvery)) bad('evalEvery', `evalEvery must be a positive integer, got ${o.evalEvery}`);
@@ -129,13 +130,22 @@ export function loraTargetPatterns(targets: string[] | undefined, layers: number
   return out;
 }
 
+/**
+ * The value the classifier head reads: the graph output `embeddings` is an Identity of it, so the
+ * head-only split must cut at its input for the head not to depend on the encoder.
+ */
+function pooledValue(model: Model): string {
+  const id = model.graph.nodes.find((n) => n.opType === 'Identity' && n.outputs[0] === FEATURES);
+  return id ? id.inputs[0]! : FEATURES;
+}
+
 /** Forward graph + compiled train program for the options' model, method and head (no data needed). */
 export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm'>): { program: TrainProgram; config: BertConfig } {
   const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed });
   const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
   let trainable: TrainableSpec;
   if (o.method === 'full') trainable = { kind: 'full' };
-  else if (o.method === 'head') trainable = { kind: 'head', features: FEATURES };
+  else if (o.method === 'head') trainable = { kind: 'head', features: pooledValue(model) };
   else trainable = { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers), seed: o.seed, alsoTrain: head };
   try {
     const program = compileTrainStep(model, {

@@ -11,6 +11,7 @@ import { saveModel } from '../onnx/proto.ts';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TrainProgram } from '../engine/compile.ts';
 import type { LoraSpec } from '../engine/lora.ts';
+import type { Pooling } from './bert.ts';
 import { exportInference } from '../engine/export.ts';
 
 export const MODEL_MANIFEST = 'tempered-model.json';
@@ -20,7 +21,7 @@ export interface ModelManifest {
   task: 'classification';
   labels: string[];
   maxLength: number;
-  pooling: 'cls' | 'mean';
+  pooling: Pooling;
   baseModel: { name: string; sha256: string };
   method: 'full' | 'lora' | 'head';
   hyperparameters: Record<string, unknown>;

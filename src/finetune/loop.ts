@@ -91,9 +91,6 @@ export interface LoopResult {
   resumedFromStep?: number;
 }
 
-/** Input name a head-only program reads the pooled features from. */
-const HEAD_FEATURES = FEATURES;
-
 export function checkpointName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
 }
@@ -126,12 +123,13 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
   // Head-only programs train on pooled features computed once by the frozen backbone.
   let trainFeatures: Float32Array | undefined, valFeatures: Float32Array | undefined, featureDim = 0;
+  const featureName = prog.backbone?.features ?? FEATURES;
   if (prog.backbone) {
     const bb = await createSession(prog.backbone.model, sessOpts);
     try {
-      const f = await featurize(bb, o.train, o.bucket);
+      const f = await featurize(bb, o.train, o.bucket, featureName);
       trainFeatures = f.data; featureDim = f.dim;
-      if (o.val) valFeatures = (await featurize(bb, o.val, o.bucket)).data;
+      if (o.val) valFeatures = (await featurize(bb, o.val, o.bucket, featureName)).data;
     } finally {
       await bb.release();
     }
@@ -143,7 +141,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       const x = new Float32Array(idx.length * featureDim);
       for (let i = 0; i < idx.length; i++) x.set(feats.subarray(idx[i]! * featureDim, (idx[i]! + 1) * featureDim), i * featureDim);
       const labels = BigInt64Array.from(Array.from(idx, (r) => BigInt(t.labels![r]!)));
-      return { [HEAD_FEATURES]: toOrt('float32', x, [idx.length, featureDim]), labels: toOrt('int64', labels, [idx.length]) };
+      return { [featureName]: toOrt('float32', x, [idx.length, featureDim]), labels: toOrt('int64', labels, [idx.length]) };
     }
     const b = makeBatch(t, idx, o.bucket);
     return {
@@ -247,7 +245,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
       let stop = false;
       if (o.val && o.evalEvery && (step % o.evalEvery === 0 || step === totalSteps)) {
-        row.val = await evaluateTable(evalSession!, prog, o.val, valFeatures, featureDim, params, o.labels, o.batchSize, o.bucket);
+        row.val = await evaluateTable(evalSession!, prog, o.val, valFeatures, featureName, featureDim, params, o.labels, o.batchSize, o.bucket);
         if (o.earlyStopping) {
           const m = o.earlyStopping.metric;
           const score = m === 'loss' ? row.val.loss : -row.val[m];
@@ -303,7 +301,7 @@ export function epochBatches(t: TokenTable, batchSize: number, seed: number, epo
   return Array.from(order, (i) => out[i]!);
 }
 
-async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: number): Promise<{ data: Float32Array; dim: number }> {
+async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: number, featureName: string): Promise<{ data: Float32Array; dim: number }> {
   let data: Float32Array | undefined;
   let dim = 0;
   const chunk = 64;
@@ -315,7 +313,7 @@ async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: n
       attention_mask: toOrt('int64', b.attentionMask, [b.rows, b.seq]),
       token_type_ids: toOrt('int64', b.tokenTypeIds, [b.rows, b.seq]),
     });
-    const f = out[FEATURES]!;
+    const f = out[featureName]!;
     dim = f.dims[1]!;
     data ??= new Float32Array(t.rows * dim);
     data.set(f.data as Float32Array, start * dim);
@@ -324,7 +322,7 @@ async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: n
 }
 
 /** Validation loss (row-weighted), accuracy and macro-F1 with the current weights. */
-async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, t: TokenTable, feats: Float32Array | undefined, featureDim: number, params: Map<string, TypedArray>, labels: string[], batchSize: number, bucket: number): Promise<ValMetrics> {
+async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, t: TokenTable, feats: Float32Array | undefined, featureName: string, featureDim: number, params: Map<string, TypedArray>, labels: string[], batchSize: number, bucket: number): Promise<ValMetrics> {
   let lossSum = 0;
   const yTrue: string[] = [], yPred: string[] = [];
   const C = labels.length;
@@ -334,7 +332,7 @@ async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, 
     if (feats) {
       const x = new Float32Array(idx.length * featureDim);
       x.set(feats.subarray(start * featureDim, (start + idx.length) * featureDim));
-      feeds[HEAD_FEATURES] = toOrt('float32', x, [idx.length, featureDim]);
+      feeds[featureName] = toOrt('float32', x, [idx.length, featureDim]);
     } else {
       const b = makeBatch(t, idx, bucket);
       feeds.input_ids = toOrt('int64', b.inputIds, [b.rows, b.seq]);
