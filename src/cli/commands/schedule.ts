@@ -34,6 +34,7 @@ import { formatSpecErrors } from '../../spec/index.ts';
 import type { RunGateSpec, RunInput } from '../../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { hasWorkers } from './runs.ts';
 
 const TIMING_USAGE = '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
 const GATE_USAGE = '[--skip-if-unchanged] [--trigger-metric <model>:<metric>:<threshold>] [--trigger-drift <threshold>]';
@@ -137,6 +138,13 @@ function given(values: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(values).filter(([k, v]) => v !== undefined && k !== 'json'));
 }
 
+/** Schedules start runs whether or not a worker listens; say so when none does, or the runs just wait. */
+async function noteMissingWorker(ctx: CliContext, client: Client): Promise<void> {
+  if (!(await hasWorkers(client, ctx.settings().namespace, ctx.taskQueue).catch(() => true))) {
+    console.error(`note: no worker is polling task queue '${ctx.taskQueue}' yet; scheduled runs wait until one does (\`tempered worker\`).`);
+  }
+}
+
 function audit(ctx: CliContext, change: ScheduleChange, name: string, who: string, specHash: string | undefined, details: Record<string, unknown>): void {
   auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
 }
@@ -195,6 +203,7 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
     console.log(`created schedule '${name}': pipeline ${view.spec.pipeline} (spec ${view.spec.specHash.slice(0, 12)}), ${whenText(view)}${view.paused ? ', paused' : ''}`);
     if (view.nextRuns[0] && !view.paused) console.log(`  next run ${view.nextRuns[0]}`);
   }
+  await noteMissingWorker(ctx, client);
   return 0;
 }
 
@@ -333,6 +342,7 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { view, config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => triggerSchedule(client, name, overlap));
+  await noteMissingWorker(ctx, client);
   const out = await triggerOutcome(client, name, view);
   audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
