@@ -5,7 +5,7 @@
  *   node --import tsx bench/finetune.bench.ts
  *
  * Env knobs: BENCH_STEPS (max optimizer steps, default one epoch), BENCH_THREADS (default 2),
- * BENCH_LAYERS (comma list of layers given LoRA, default 2,3,4,5), BENCH_LR (default 1e-3),
+ * BENCH_LAYERS (comma list of layers given LoRA, default 2,3,4,5), BENCH_LR (default 3e-3),
  * BENCH_BATCH (default 16), BENCH_TARGETS (LoRA modules, default query,value), BENCH_SKIP_BASELINE=1, BENCH_OUT (work folder, default .tempered/bench-finetune).
  * The model comes from the models package's source resolver (PyPI wheel, cached under the state folder).
  */
@@ -24,7 +24,7 @@ const env = process.env;
 const work = resolve(env.BENCH_OUT ?? '.tempered/bench-finetune');
 const threads = Number(env.BENCH_THREADS ?? 2);
 const layers = (env.BENCH_LAYERS ?? '2,3,4,5').split(',').map(Number);
-const lr = Number(env.BENCH_LR ?? 1e-3);
+const lr = Number(env.BENCH_LR ?? 3e-3);
 const batchSize = Number(env.BENCH_BATCH ?? 16);
 const targets = (env.BENCH_TARGETS ?? 'query,value').split(',');
 const maxSteps = env.BENCH_STEPS ? Number(env.BENCH_STEPS) : undefined;
