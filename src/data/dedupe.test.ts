@@ -9,6 +9,7 @@ import type { DedupeConfig } from './config.ts';
 import { dedupe } from './dedupe.ts';
 import { ingest } from './ingest.ts';
 import { Rng } from './rng.ts';
+import { datasetsDir } from './datasets-dir.ts';
 
 async function readAll(path: string): Promise<Record<string, unknown>[]> {
   const rows: Record<string, unknown>[] = [];
@@ -152,7 +153,7 @@ test('config errors name the field and leave nothing behind', async () => {
 
 test('real data: sms_spam accounting, 403 raw exact copies, byte-identical reruns', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dedupe-sms-'));
-  await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, { baseDir: '/work/shared/datasets', outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') });
+  await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, { baseDir: datasetsDir(), outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') });
   const raw = await dedupe(join(dir, 'in.arrow'), { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } }, { outPath: join(dir, 'raw.arrow'), clustersPath: join(dir, 'raw.c.arrow') });
   assert.deepEqual([raw.rowsOut, raw.exactRemoved, raw.clusters, raw.conflictCount], [5171, 403, 281, 0]);
   const norm = await dedupe(join(dir, 'in.arrow'), { near: false }, { outPath: join(dir, 'n.arrow'), clustersPath: join(dir, 'n.c.arrow') });

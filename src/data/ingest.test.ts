@@ -8,8 +8,9 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
+import { datasetsDir } from './datasets-dir.ts';
 
-const DATASETS = '/work/shared/datasets';
+const DATASETS = datasetsDir();
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'ingest-'));
@@ -119,8 +120,9 @@ test('csv with custom delimiter and field mapping', async () => {
   assert.equal((await readAll(join(dir, 'out.arrow')))[0].text, 'a; b');
 });
 
-function parquetFile(texts: unknown[], labels: unknown[]): Uint8Array {
+function parquetFile(texts: unknown[], labels: unknown[], rowGroupSize?: number): Uint8Array {
   return new Uint8Array(parquetWriteBuffer({
+    ...(rowGroupSize ? { rowGroupSize } : {}),
     columnData: [
       { name: 'text', data: texts, type: 'STRING' },
       { name: 'label', data: labels, type: 'INT32' },
@@ -128,6 +130,14 @@ function parquetFile(texts: unknown[], labels: unknown[]): Uint8Array {
   }));
 }
 test('parquet: null text is reported at its 1-based row', () => expectBad('a.parquet', parquetFile(['a', 'b', null, 'd'], [0, 1, 0, 1]), cls, 3, 'missing-field', 3));
+test('parquet: row numbers run across row groups', async () => {
+  const texts: (string | null)[] = Array.from({ length: 25 }, (_, i) => `t${i}`);
+  texts[22] = null;
+  const file = parquetFile(texts, texts.map((_, i) => i % 2), 10);
+  const { parquetMetadata } = await import('hyparquet');
+  assert.equal(parquetMetadata(file.buffer as ArrayBuffer).row_groups.length, 3);
+  await expectBad('g.parquet', file, cls, 23, 'missing-field', 24);
+});
 test('parquet: integer labels become strings', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.parquet'), parquetFile(['a', 'b', 'c'], [0, 1, 1]));

@@ -9,8 +9,9 @@ import type { IngestConfig } from './config.ts';
 import { dedupe } from './dedupe.ts';
 import { ingest } from './ingest.ts';
 import { split } from './split.ts';
+import { datasetsDir } from './datasets-dir.ts';
 
-const DATASETS = '/work/shared/datasets';
+const DATASETS = datasetsDir();
 
 async function hashes(path: string): Promise<string[]> {
   const out: string[] = [];

@@ -159,18 +159,23 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
   } catch (e) {
     throw new InputError(`not a readable Parquet file: ${(e as Error).message}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading', cause: e });
   }
-  const total = Number(metadata.num_rows);
-  const perRowBytes = total > 0 ? buf.byteLength / total : 0;
-  for (let rowStart = 0; rowStart < total; rowStart += BATCH_ROWS) {
-    const rowEnd = Math.min(total, rowStart + BATCH_ROWS);
+  // Read whole row groups: hyparquet decodes a row group's column chunks in full, so smaller
+  // slices would decode the same group again and again. Memory is bounded by the row group size.
+  let groupStart = 0;
+  for (const rg of metadata.row_groups) {
+    const rowStart = groupStart, rowEnd = groupStart + Number(rg.num_rows);
+    groupStart = rowEnd;
+    if (rowEnd === rowStart) continue;
     let rows: Record<string, unknown>[];
     try {
       rows = await parquetReadObjects({ file: buf, metadata, rowStart, rowEnd });
     } catch (e) {
       throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${(e as Error).message}`, { where: file.display, cause: e });
     }
-    yield rows.map((values, i) => ({ row: rowStart + i + 1, raw: safeJson(values), values }));
-    opts.onBytes?.((rowEnd - rowStart) * perRowBytes);
+    for (let i = 0; i < rows.length; i += BATCH_ROWS) {
+      yield rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, raw: safeJson(values), values }));
+    }
+    opts.onBytes?.(Number(rg.total_compressed_size ?? 0) || (buf.byteLength * (rowEnd - rowStart)) / Math.max(1, Number(metadata.num_rows)));
   }
 }
 
