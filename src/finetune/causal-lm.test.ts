@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { Rng } from '../engine/prng.ts';
+import { tinyGpt2Dir } from '../models/tiny.ts';
+import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'ft-causal-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+const modelDir = tinyGpt2Dir(join(root, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+
+/** "repeat: xyz" → "xyz": the response is predictable from the prompt, so the loss on it can fall far. */
+function table(path: string, n: number, seed: number): string {
+  const rng = new Rng(seed);
+  const letters = 'abcdefgh';
+  const prompts: string[] = [], responses: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]).join('');
+    prompts.push(`repeat: ${w}`);
+    responses.push(w);
+  }
+  const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
+  wr.writeBatch({ prompt: prompts, response: responses });
+  wr.close();
+  return path;
+}
+const train = table(join(root, 'train.arrow'), 128, 1);
+const heldOut = table(join(root, 'test.arrow'), 32, 2);
+const template = { prompt: '{prompt}\n', addEos: true };
+
+for (const method of ['full', 'lora'] as const) {
+  test(`${method}: response-token loss falls and held-out perplexity improves`, async () => {
+    const outDir = join(root, method, 'out');
+    const before = await evaluateCausalLm({ model: modelDir, table: heldOut, template, maxLength: 32, threads: 2 });
+    const r = await trainCausalLm({
+      modelDir, train, template, method, lora: { r: 4, alpha: 8 }, lr: method === 'full' ? 1e-2 : 3e-2, epochs: 6, batchSize: 16,
+      schedule: 'linear', weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 32, device: 'cpu', threads: 2,
+      checkpointDir: join(root, method, 'ck'), checkpointEvery: 0, outDir,
+    });
+    const k = 5;
+    const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
+    assert.ok(mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3, `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`);
+    const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
+    assert.equal(after.tokens, before.tokens, 'the same response tokens are scored');
+    // 3 letters + EOS per response.
+    assert.equal(after.tokens, 32 * 4);
+    assert.ok(after.perplexity < before.perplexity * 0.7, `perplexity ${before.perplexity} → ${after.perplexity}`);
+    const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8'));
+    assert.equal(manifest.task, 'causal-lm');
+    assert.equal(existsSync(join(outDir, 'adapter', 'adapter_config.json')), method === 'lora');
+  });
+}

@@ -1,0 +1,207 @@
+/**
+ * Instruction tuning of a causal LM (GPT-2 / LLaMA family) on `prompt, response` tables, with the loss on
+ * response tokens only, and its evaluation (loss and perplexity on response tokens). Sequences are
+ * short in the demos, so this uses the engine's Trainer on fixed-width token columns.
+ */
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { compileTrainStep, type TrainableSpec } from '../engine/compile.ts';
+import { Trainer, type Dataset } from '../engine/trainer.ts';
+import { latestCheckpoint } from '../engine/checkpoint.ts';
+import { exportInference, exportPeftAdapter } from '../engine/export.ts';
+import { createSession, toOrt, type Device } from '../engine/runtime.ts';
+import { LmLossAccumulator, type LmLoss } from '../eval/metrics.ts';
+import { buildCausalLmGraph } from '../models/causal-lm.ts';
+import { loadTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
+import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { readArrowBatches } from '../data/arrow-io.ts';
+
+export interface TrainCausalLmOptions {
+  modelDir: string;
+  /** Arrow table with prompt and response columns. */
+  train: string;
+  validation?: string;
+  promptColumn?: string;
+  responseColumn?: string;
+  template?: PromptTemplate;
+  method: 'full' | 'lora';
+  /** targets: weight-name patterns; default the attention projections (c_attn for GPT-2, q_proj/v_proj for LLaMA). */
+  lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
+  lr: number;
+  epochs?: number;
+  maxSteps?: number;
+  batchSize: number;
+  accumulation?: number;
+  warmupSteps?: number;
+  schedule: 'constant' | 'linear' | 'cosine';
+  weightDecay: number;
+  clipNorm?: number;
+  seed: number;
+  maxLength: number;
+  device: Device;
+  threads?: number;
+  checkpointDir: string;
+  checkpointEvery: number;
+  resume?: boolean;
+  evalEvery?: number;
+  outDir: string;
+  onProgress?: (m: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; samplesPerSec: number; gradNorm: number }) => void;
+  onCheckpoint?: (dir: string) => void;
+}
+
+export interface CausalTrainResult {
+  steps: number;
+  epochs: number;
+  finalLoss: number;
+  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number }[];
+  resumedFromStep?: number;
+  truncatedRows: number;
+}
+
+const MANIFEST = 'tempered-model.json';
+
+/** Token columns of a causal tokenized table as int64 [rows, seqLen] arrays for the trainer. */
+async function readCausalTable(path: string): Promise<{ data: Dataset; rows: number; seq: number }> {
+  const cols: Record<string, bigint[]> = { input_ids: [], attention_mask: [], labels: [] };
+  let rows = 0, seq = 0;
+  for await (const b of readArrowBatches(path)) {
+    rows += b.numRows;
+    for (const name of Object.keys(cols)) {
+      const vec = b.getChild(name)!;
+      seq = (vec.type as { listSize: number }).listSize;
+      for (const d of vec.data) {
+        const child = d.children[0]!;
+        const v = (child.values as Int32Array).subarray(child.offset, child.offset + child.length);
+        for (const x of v) cols[name]!.push(BigInt(x));
+      }
+    }
+  }
+  const data: Dataset = {};
+  for (const [name, v] of Object.entries(cols)) data[name] = { data: BigInt64Array.from(v), dims: [rows, seq], dtype: 'int64' };
+  return { data, rows, seq };
+}
+
+function defaultTargets(modelType: string): string[] {
+  return modelType === 'gpt2' ? ['*attn.c_attn.weight'] : ['*self_attn.q_proj.weight', '*self_attn.v_proj.weight'];
+}
+
+export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrainResult> {
+  if (!existsSync(o.train)) throw new InputError(`table ${o.train} does not exist`, { where: 'train.train' });
+  if (o.method !== 'full' && o.method !== 'lora') throw new InputError(`method ${JSON.stringify(o.method)} is not one of full, lora`, { where: 'train.method' });
+  if (o.method === 'lora' && !o.lora) throw new InputError('method lora needs lora: { r, alpha }', { where: 'train.lora' });
+  if (!(o.lr > 0 && o.lr < 1)) throw new InputError(`lr must be in (0, 1), got ${o.lr}`, { where: 'train.lr' });
+  if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
+  mkdirSync(o.checkpointDir, { recursive: true });
+  const tokenizer = loadTokenizer(o.modelDir);
+  const task = { kind: 'causal' as const, promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template: o.template };
+  const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: 8 };
+  const tokDir = join(o.checkpointDir, 'tokens');
+  mkdirSync(tokDir, { recursive: true });
+  const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
+  const train = await readCausalTable(trainTok.path);
+  const val = o.validation ? await readCausalTable((await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path) : undefined;
+
+  const { model, modelType } = buildCausalLmGraph(o.modelDir);
+  const trainable: TrainableSpec = o.method === 'full'
+    ? { kind: 'full' }
+    : { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: o.lora!.targets ?? defaultTargets(modelType), seed: o.seed };
+  const program = compileTrainStep(model, {
+    loss: { kind: 'cross_entropy', logits: 'logits', labels: 'labels', shift: true, ignoreIndex: -100 }, trainable, clipNorm: o.clipNorm,
+    optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
+  });
+  const accumulation = o.accumulation ?? 1;
+  const stepsPerEpoch = Math.floor(Math.floor(train.rows / o.batchSize) / accumulation);
+  const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
+  const warmupSteps = o.warmupSteps ?? 0;
+  const schedule = o.schedule === 'constant' ? { kind: 'constant' as const, lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
+  const trainer = new Trainer(program, {
+    device: o.device, threads: o.threads, seed: o.seed, batchSize: o.batchSize, accumulation, epochs: o.epochs, maxSteps: o.maxSteps, schedule,
+    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir,
+    onStep: (m) => o.onProgress?.({ ...m, totalSteps }),
+    onCheckpoint: (dir) => o.onCheckpoint?.(dir),
+  });
+  const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;
+  const r = await trainer.fit(train.data, val?.data, { resumeFrom });
+  const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm }));
+
+  // Export folder, assembled under a temp name and renamed into place.
+  const tmp = join(dirname(o.outDir), `.${basename(o.outDir)}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    exportInference(program, r.params, join(tmp, 'model.onnx'));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
+    const baseSha = createHash('sha256').update(readFileSync(join(o.modelDir, 'model.safetensors'))).digest('hex');
+    const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
+    writeFileSync(join(tmp, MANIFEST), JSON.stringify({
+      format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
+      method: o.method, hyperparameters: { lora: o.lora, lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation, schedule: o.schedule, warmupSteps, weightDecay: o.weightDecay, clipNorm: o.clipNorm, seed: o.seed, maxLength: o.maxLength },
+      inputs: ['input_ids', 'attention_mask'], outputs: { logits: 'logits' }, training: { steps: r.step, epochs: r.epoch },
+    }, null, 2) + '\n');
+    if (program.lora) exportPeftAdapter(program, r.params, join(tmp, 'adapter'), { baseModel: cfg._name_or_path, taskType: 'CAUSAL_LM' });
+    if (existsSync(o.outDir)) rmSync(o.outDir, { recursive: true });
+    mkdirSync(dirname(o.outDir), { recursive: true });
+    renameSync(tmp, o.outDir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const resumedFromStep = resumeFrom ? Number(/step-(\d+)$/.exec(resumeFrom)?.[1]) : undefined;
+  return { steps: r.step, epochs: r.epoch, finalLoss: history.at(-1)?.loss ?? NaN, history, resumedFromStep, truncatedRows: trainTok.truncatedRows };
+}
+
+export interface EvaluateCausalLmOptions {
+  /** A folder written by trainCausalLm, or a base model folder (HF layout) for the before-tuning score. */
+  model: string;
+  table: string;
+  promptColumn?: string;
+  responseColumn?: string;
+  template?: PromptTemplate;
+  maxLength?: number;
+  batchSize?: number;
+  device?: Device;
+  threads?: number;
+}
+
+/** Mean NLL and perplexity over response tokens only (prompt tokens and padding are not scored). */
+export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLoss> {
+  const manifestPath = join(o.model, MANIFEST);
+  const manifest = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) as { maxLength: number; template: PromptTemplate | null } : undefined;
+  const maxLength = o.maxLength ?? manifest?.maxLength ?? 256;
+  const template = o.template ?? manifest?.template ?? undefined;
+  const tokenizer = loadTokenizer(o.model);
+  const tmpDir = join(dirname(o.table), `.eval-lm-${process.pid}-${Date.now()}`);
+  mkdirSync(tmpDir, { recursive: true });
+  try {
+    const tok = await tokenizeToArrow({
+      input: o.table, output: join(tmpDir, 'tokens.arrow'), tokenizer,
+      task: { kind: 'causal', promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template },
+      padding: { kind: 'longest', maxLength, multipleOf: 8 },
+    });
+    const t = await readCausalTable(tok.path);
+    const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model).model;
+    const session = await createSession(model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model, { device: o.device ?? 'cpu', threads: o.threads });
+    const acc = new LmLossAccumulator();
+    const bs = o.batchSize ?? 8;
+    const T = t.seq;
+    try {
+      for (let s = 0; s < t.rows; s += bs) {
+        const n = Math.min(bs, t.rows - s);
+        const slice = (name: string) => (t.data[name]!.data as BigInt64Array).subarray(s * T, (s + n) * T);
+        const out = await session.run({ input_ids: toOrt('int64', slice('input_ids'), [n, T]), attention_mask: toOrt('int64', slice('attention_mask'), [n, T]) });
+        const logits = out.logits!;
+        const labels = slice('labels');
+        const mask = new Int32Array(n * T);
+        for (let i = 0; i < mask.length; i++) mask[i] = labels[i] === -100n ? 0 : 1;
+        acc.addBatchLogits(logits.data as Float32Array, [n, T, logits.dims[2]!], slice('input_ids'), mask);
+      }
+    } finally {
+      await session.release();
+    }
+    return acc.result();
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
