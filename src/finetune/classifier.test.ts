@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier, loraTargetPatterns, type TrainClassifierOptions } from './classifier.ts';
+import { compileClassifier, trainClassifier, loraTargetPatterns, type TrainClassifierOptions } from './classifier.ts';
 import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
 import { readSafetensorsHeader } from '../formats/safetensors.ts';
 import { InputError } from '../errors.ts';
@@ -64,9 +64,18 @@ for (const [method, over, minAcc] of [
   });
 }
 
-test('LoRA on chosen layers adapts only those layers', () => {
+test('LoRA on chosen layers adapts only those layers, and backprop stops below them', () => {
   assert.deepEqual(loraTargetPatterns(undefined, undefined), ['*.query.weight', '*.value.weight']);
   assert.deepEqual(loraTargetPatterns(['query'], [1]), ['encoder.layer.1.*.query.weight']);
+  const compiled = (layers: number[]) => compileClassifier({ modelDir, labels: ['a', 'b'], method: 'lora', lora: { r: 4, alpha: 8, layers }, pooling: 'mean', seed: 1, weightDecay: 0 }).program;
+  const top = compiled([1]), bottom = compiled([0]);
+  assert.deepEqual(top.params.map((p) => p.name).filter((n) => n.includes('lora')).sort(), [
+    'encoder.layer.1.attention.self.query.lora_A.weight', 'encoder.layer.1.attention.self.query.lora_B.weight',
+    'encoder.layer.1.attention.self.value.lora_A.weight', 'encoder.layer.1.attention.self.value.lora_B.weight',
+  ]);
+  // Adapters only in the top layer: the backward pass has no nodes for layer 0.
+  const gradNodes = (p: typeof top) => p.step.graph.nodes.filter((n) => n.name.startsWith('grad_')).length;
+  assert.ok(gradNodes(top) < gradNodes(bottom) * 0.75, `grad nodes: top-only ${gradNodes(top)}, bottom ${gradNodes(bottom)}`);
 });
 
 test('early stopping keeps the best step and exports its weights', async () => {
