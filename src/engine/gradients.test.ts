@@ -82,6 +82,10 @@ const cases: Case[] = [
     name: 'Gather embedding rows with repeated indices', inputs: [inp('w', [5, 3]), inp('ids', [2, 3], { dtype: 'int64', data: [1, 4, 1, 0, 4, -1] })],
     build: (g, [w, ids]) => g.op('Gather', [w!, ids!], { axis: 0 }),
   },
+  {
+    name: 'GatherElements axis 1 with repeated indices', inputs: [inp('x', [3, 4]), inp('i', [3, 2], { dtype: 'int64', data: [0, 0, 3, 1, 2, 2], wrt: false })],
+    build: (g, [x, i]) => g.op('GatherElements', [x!, i!], { axis: 1 }),
+  },
   { name: 'Gather axis 1 scalar index (CLS token)', inputs: [inp('h', [2, 3, 4])], build: (g, [h]) => g.op('Gather', [h!, g.constant([0], [], 'int64')], { axis: 1 }) },
   {
     name: 'Where with broadcast', inputs: [inp('c', [3], { dtype: 'bool', data: [1, 0, 1] }), inp('a', [2, 3]), inp('b', [1])],

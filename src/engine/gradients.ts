@@ -270,6 +270,15 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   return [ctx.op('Transpose', [acc], { perm: back })];
 };
 
+/** GatherElements: add dY back at the gathered positions (ScatterElements add is sequential on CPU, so deterministic). */
+const gatherElements: GradRule = (ctx, n, [dy], needed) => {
+  if (!needed[0]) return [];
+  const [data, indices] = n.inputs as [string, string];
+  const axis = norm(attrInt(n, 'axis', 0), ctx.rank(data));
+  const zeros = ctx.op('Expand', [ctx.scalar(0, data), ctx.shapeOf(data)]);
+  return [ctx.op('ScatterElements', [zeros, indices, dy!], { axis, reduction: 'add' })];
+};
+
 const where: GradRule = (ctx, n, [dy], needed) => {
   const [c, a, b] = n.inputs as [string, string, string];
   const y = n.outputs[0]!;
@@ -373,6 +382,7 @@ export const GRADIENTS: Record<string, GradRule> = {
   Split: split,
   Slice: slice,
   Gather: gather,
+  GatherElements: gatherElements,
   Where: where,
   Cast: cast,
   Dropout: dropout,

@@ -70,11 +70,17 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   const valid = b.op('Not', [b.op('Equal', [flatLabels, ignore])]);
   const safe = b.op('Where', [valid, flatLabels, b.constant([0], [], 'int64')]);
   const eps = spec.labelSmoothing ?? 0;
-  // onnxruntime's CPU OneHot has no double kernel: build the target in float32 and cast.
-  const onehot32 = b.op('OneHot', [safe, b.constant([classes], [], 'int64'), b.constant([eps / classes, 1 - eps + eps / classes], [2], 'float32')], { axis: -1 });
-  const onehot = dtype === 'float32' ? onehot32 : b.op('Cast', [onehot32], { to: FLOAT_CODE[dtype] ?? 1 });
   const logp = b.op('LogSoftmax', [flatLogits], { axis: -1 });
-  const perRow = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [onehot, logp]), b.ints([-1])], { keepdims: 0 })]);
+  // −log p(label) by GatherElements: a one-hot target would be [tokens, vocab] (400 MB for GPT-2 at 2k tokens).
+  const picked = b.op('GatherElements', [logp, b.op('Unsqueeze', [safe, b.ints([1])])], { axis: 1 });
+  let perRow = b.op('Neg', [b.op('Squeeze', [picked, b.ints([1])])]);
+  if (eps > 0) {
+    // Smoothed target (1−ε)·onehot + ε/C gives (1−ε)·nll + ε·mean_c(−log p_c).
+    // ReduceMean takes axes as an input from opset 18 on, as an attribute before.
+    const mean = (b.opsets[''] ?? 17) >= 18 ? b.op('ReduceMean', [logp, b.ints([1])], { keepdims: 0 }) : b.op('ReduceMean', [logp], { axes: [1], keepdims: 0 });
+    const uniform = b.op('Neg', [mean]);
+    perRow = b.op('Add', [b.op('Mul', [perRow, b.scalar(1 - eps, dtype)]), b.op('Mul', [uniform, b.scalar(eps, dtype)])]);
+  }
   const mask = b.op('Cast', [valid], { to: FLOAT_CODE[dtype] ?? 1 });
   const total = b.op('ReduceSum', [b.op('Mul', [perRow, mask])], { keepdims: 0 });
   // All rows ignored → loss 0 rather than 0/0.
