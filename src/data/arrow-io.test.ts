@@ -52,9 +52,9 @@ test('identical input gives byte-identical files', () => {
   assert.ok(readFileSync(join(dir, 'a.arrow')).equals(readFileSync(join(dir, 'b.arrow'))));
 });
 
-test('zero-row table is a valid file with its schema', async () => {
+test('zero-row table is a valid file with its schema; missing folders are created', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'arrow-io-'));
-  const path = join(dir, 'empty.arrow');
+  const path = join(dir, 'new', 'sub', 'empty.arrow');
   new ArrowTableWriter(path, { a: 'utf8', b: 'int32' }).close();
   assert.deepEqual(await describeArrowFile(path), { rows: 0, schema: { a: 'Utf8', b: 'Int32' } });
 });

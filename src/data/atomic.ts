@@ -3,7 +3,7 @@
  * A reader therefore sees either the old file or the complete new one, and a failed write leaves
  * nothing behind (the temp file is deleted).
  */
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -19,6 +19,8 @@ export class AtomicFile {
     this.path = path;
     // Random suffix only names the temp file; it never reaches the output bytes.
     this.tempPath = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    // Output folders are the caller's choice; creating a missing one is never harmful.
+    mkdirSync(dirname(path), { recursive: true });
     this.fd = openSync(this.tempPath, 'wx');
   }
 
