@@ -1,5 +1,6 @@
 /** Product side effects around runs and stages: the audit trail records them. */
 import { join } from 'node:path';
+import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { RunInput, StageRequest, StageResult } from '../workflows/types.ts';
@@ -11,6 +12,14 @@ export function artifactHashes(outputs: Record<string, unknown>): Record<string,
 }
 
 /** Called by the worker after a stage succeeds; the dedupe key keeps a retried activity from logging twice. */
+function executionId(): string {
+  try {
+    return Context.current().info.workflowExecution?.runId ?? "unknown";
+  } catch {
+    return 'no-activity-context';
+  }
+}
+
 export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
   return async (req, res) => {
     const audit = openAudit(join(stateDir, 'audit.db'));
@@ -24,7 +33,8 @@ export function stageCompletedHook(stateDir: string): (req: StageRequest, res: S
         specHash: req.specHash,
         dataHashes: { ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])), ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])) },
         details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
-        dedupeKey: `${req.runId}/${req.stageId}/completed`,
+        // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
+        dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
       });
     } finally {
       audit.close();

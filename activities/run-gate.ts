@@ -1,5 +1,6 @@
 /** Local activities behind run gates: decide whether a (scheduled) run goes on, and remember successes. */
 import { join } from 'node:path';
+import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { decideGate, RunIndex, type DataFingerprint } from '../src/runs/run-gate.ts';
@@ -35,7 +36,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
           reg.close();
         }
       }
-      const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.pipeline), metric);
+      const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.scheduleId ?? req.pipeline), metric);
       const audit = openAudit(join(deps.stateDir, 'audit.db'));
       try {
         audit.append({
@@ -46,7 +47,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
           specHash: req.specHash,
           dataHashes: Object.fromEntries(data.map((d) => [d.stageId, d.dataHash])),
           details: { ...decision, scheduleId: req.scheduleId },
-          dedupeKey: `${req.runId}/gate`,
+          dedupeKey: `${req.runId}/${Context.current().info.workflowExecution?.runId ?? "unknown"}/gate`,
         });
       } finally {
         audit.close();
@@ -54,7 +55,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       return decision;
     },
     async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
-      index().record(rec.pipeline, { runId: rec.runId, specHash: rec.specHash, data: await fingerprints(deps.store, rec.ingest), time: new Date().toISOString() });
+      index().record(rec.scheduleId ?? rec.pipeline, { runId: rec.runId, specHash: rec.specHash, data: await fingerprints(deps.store, rec.ingest), time: new Date().toISOString() });
     },
   };
 }

@@ -224,7 +224,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   }
   status.state = 'succeeded';
   if (gatesSupported && ingestIds.length > 0 && status.gate?.proceed !== false) {
-    await recordRunOutcome({ pipeline: plan.name, runId: info.workflowId, specHash: plan.specHash, ingest: fingerprints() });
+    await recordRunOutcome({ pipeline: plan.name, scheduleId: options.scheduleId, runId: info.workflowId, specHash: plan.specHash, ingest: fingerprints() });
   }
   return status;
 }

@@ -86,6 +86,8 @@ export interface RunGateResult {
 
 export interface RunOutcomeRecord {
   pipeline: string;
+  /** Schedules keep their own history: two schedules of one pipeline must not overwrite each other. */
+  scheduleId?: string;
   runId: string;
   specHash: string;
   ingest: IngestFingerprint[];

@@ -23,6 +23,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   models: { run: async () => (await import('./commands/models.ts')).modelsCmd, help: 'list, show, diff, promote and roll back registered models' },
   serve: { run: async () => (await import('./commands/serve.ts')).serveCmd, help: 'serve a registered model over HTTP (hot-swaps when its alias moves)' },
   audit: { run: async () => (await import('./commands/audit.ts')).auditCmd, help: 'read or --verify the audit trail (who ran what, on which data)' },
+  schedule: { run: async () => (await import('./commands/schedule.ts')).scheduleCmd, help: 'retrain on a timetable (Temporal Schedules): create|list|describe|pause|unpause|trigger|backfill|update|delete' },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };
 

@@ -3,42 +3,34 @@ import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../audit/log.ts';
 import { loadPredictor } from '../../finetune/predictor.ts';
-import { openRegistry } from '../../registry/registry.ts';
 import { createModelServer, type ModelServer } from '../../serve/server.ts';
-import type { CurrentModel, Predictor } from '../../serve/types.ts';
+import { registryAliasSource } from '../../serve/registry-source.ts';
+import type { Predictor, ResolveCurrent } from '../../serve/types.ts';
 import type { ArtifactStore } from '../../store/artifact-store.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 
-/** Resolves `name@alias` in the registry and loads that version's exported model from the store. */
-export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number }): () => Promise<CurrentModel> {
-  return async () => {
-    const reg = openRegistry(opts.registryDb);
-    let version;
-    try {
-      version = reg.getVersion(opts.name, opts.alias);
-    } finally {
-      reg.close();
-    }
-    const tree = version.artifacts.find((a) => a.role === 'model');
-    if (!tree) throw new Error(`${opts.name}@${version.version} has no model artifact`);
-    const key = `${opts.name}@${version.version}`;
-    return {
-      key,
-      async load(): Promise<Predictor> {
-        const dir = join(opts.servingDir, tree.sha256);
-        if (!existsSync(dir)) {
-          const tmp = `${dir}.${process.pid}.tmp`;
-          rmSync(tmp, { recursive: true, force: true });
-          await opts.store.materializeTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, tmp);
-          renameSync(tmp, dir);
-        }
-        const p = await loadPredictor(dir, { threads: opts.threads });
-        return { id: key, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
-      },
-    };
-  };
+/** Serves what `name@alias` points at in the registry, loading that version's exported model from the store. */
+export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number }): ResolveCurrent {
+  return registryAliasSource({
+    registryPath: opts.registryDb,
+    name: opts.name,
+    alias: opts.alias,
+    async load(version): Promise<Predictor> {
+      const tree = version.artifacts.find((a) => a.role === 'model');
+      if (!tree) throw new Error(`${version.name}@${version.version} has no model artifact`);
+      const dir = join(opts.servingDir, tree.sha256);
+      if (!existsSync(dir)) {
+        const tmp = `${dir}.${process.pid}.tmp`;
+        rmSync(tmp, { recursive: true, force: true });
+        await opts.store.materializeTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, tmp);
+        renameSync(tmp, dir);
+      }
+      const p = await loadPredictor(dir, { threads: opts.threads });
+      return { id: `${version.name}@${version.version}`, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
+    },
+  });
 }
 
 export async function startServing(ctx: CliContext, ref: string, o: { port?: number; host?: string; token: string; pollMs?: number; maxBatch?: number; threads?: number; logger?: boolean }): Promise<{ server: ModelServer; url: string }> {
