@@ -3,8 +3,14 @@
  * (6 layers, hidden 384, 12 heads, intermediate 1536, vocab 30522, seq 128, batch 16) on onnxruntime CPU,
  * full fine-tuning and LoRA r=8 on query+value.
  *
- *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads]
+ *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads=1]
+ *
+ * When bench/.venv has PyTorch (see bench/fixtures/torch_train_bench.py), the same step is timed in
+ * PyTorch with the same thread count and the ratio is printed beside it. Peak RSS is per process: run one
+ * mode at a time to read it per mode.
  */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
@@ -12,7 +18,7 @@ import { tokenTask } from '../src/engine/synthetic.ts';
 
 const mode = process.argv[2] ?? 'both';
 const steps = Number(process.argv[3] ?? 5);
-const threads = process.argv[4] ? Number(process.argv[4]) : undefined;
+const threads = Number(process.argv[4] ?? 1);
 const cfg = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
 const batch = 16;
 
@@ -36,15 +42,26 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
       const now = performance.now();
       times.push(now - last);
       last = now;
-      console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${(now - (now - times.at(-1)!)) && ''}${m.samplesPerSec.toFixed(2)} samples/s`);
+      console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${m.samplesPerSec.toFixed(2)} samples/s`);
     },
   });
   last = performance.now();
   await tr.fit(data);
   const steady = times.slice(1); // the first step includes session creation
   const meanMs = steady.reduce((a, b) => a + b, 0) / steady.length;
-  console.log(JSON.stringify({
+  const ours = {
     mode: name, trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(meanMs),
-    samplesPerSec: +((batch * 1000) / meanMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads: threads ?? 'default',
-  }));
+    samplesPerSec: +((batch * 1000) / meanMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
+  };
+  console.log('tempered', JSON.stringify(ours));
+  const py = 'bench/.venv/bin/python';
+  if (existsSync(py)) {
+    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8' });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    if (r.status === 0 && line.startsWith('{')) {
+      const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };
+      console.log('pytorch ', line);
+      console.log(`ratio tempered/pytorch: throughput ${(ours.samplesPerSec / ref.samplesPerSec).toFixed(2)}x, peak RSS ${(ours.peakRssMiB / ref.peakRssMiB).toFixed(2)}x`);
+    } else console.log('pytorch reference unavailable:', (r.stderr || '').trim().split('\n').pop());
+  }
 }
