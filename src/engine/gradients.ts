@@ -301,9 +301,13 @@ const cast: GradRule = (ctx, n, [dy], needed) => {
 const dropout: GradRule = (ctx, n, [dy], needed) => {
   if (!needed[0]) return [];
   const training = n.inputs[2];
-  const mask = n.outputs[1];
   if (!training) return [dy!]; // inference mode: identity
-  if (!mask) throw new Error(`Dropout '${n.name}' in training mode needs its mask output for the gradient`);
+  // The backward pass must reuse the forward's mask: expose it as the node's optional second output.
+  if (!n.outputs[1]) {
+    n.outputs[1] = ctx.b.fresh(`${n.name}_mask`);
+    ctx.types.set(n.outputs[1], { dtype: 'bool' });
+  }
+  const mask = n.outputs[1];
   const ratio = n.inputs[1] ? n.inputs[1] : ctx.scalar(0.5, dy!);
   const keep = ctx.op('Sub', [ctx.scalar(1, dy!), ratio]);
   return [ctx.op('Div', [ctx.op('Mul', [dy!, ctx.op('Cast', [mask], { to: CODES[ctx.dtype(dy!)]! })]), keep])];
