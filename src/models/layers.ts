@@ -22,8 +22,12 @@ export function layerNorm(g: GraphBuilder, x: string, name: string, gamma: Float
 /** RMSNorm as LLaMA computes it: x / sqrt(mean(x²) + eps) · weight. */
 export function rmsNorm(g: GraphBuilder, x: string, name: string, weight: Float32Array, eps: number): string {
   const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
-  const inv = g.op('Div', [g.scalar(1), g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])])]);
-  return g.op('Mul', [g.op('Mul', [x, inv]), g.initializer(`${name}.weight`, weight, [weight.length])]);
+  const normed = g.op('Mul', [x, g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])])])]);
+  const y = g.op('Mul', [normed, g.initializer(`${name}.weight`, weight, [weight.length])]);
+  // A float→float Cast is a no-op at run time. It is here for the engine: the gradient of a fanned-out
+  // value (this output feeds q, k and v) is an untyped Sum, and the Sqrt rule below needs its dtype;
+  // the Cast rule re-types it.
+  return g.op('Cast', [y], { to: 1 });
 }
 
 /** Exact GELU: 0.5·x·(1 + erf(x/√2)) (BERT's "gelu"). */
@@ -89,9 +93,9 @@ export function causalBias(g: GraphBuilder, mask: string, seqLen: string): strin
   return g.op('Add', [causal, paddingBias(g, mask).bias]);
 }
 
-/** Positions 0..seq-1 of a table [maxPos, dim]: a Slice, so the table's gradient is a plain pad. */
+/** Rows 0..seq-1 of a table [maxPos, dim], as a Gather (the engine differentiates Gather, not a Slice with run-time ends). */
 export function firstRows(g: GraphBuilder, table: string, seqLen: string): string {
-  return g.op('Slice', [table, g.ints([0]), seqLen, g.ints([0])]);
+  return g.op('Gather', [table, positions(g, seqLen)], { axis: 0 });
 }
 
 export function normalL2(g: GraphBuilder, x: string): string {
