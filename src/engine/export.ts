@@ -57,9 +57,15 @@ function transpose(src: TypedArray, rows: number, cols: number): Float32Array {
 export interface PeftOptions {
   baseModel?: string;
   taskType?: string;
+  /** true when the HF base layer stores its weight [in, out] (GPT-2 Conv1D); the adapter tensors are the same. */
+  fanInFanOut?: boolean;
 }
 
-/** Writes `outDir`/adapter_config.json and adapter_model.safetensors (PEFT names, [r,in] / [out,r]) atomically. */
+/**
+ * Writes `outDir`/adapter_config.json and adapter_model.safetensors (PEFT names, [r,in] / [out,r]) atomically.
+ * Only LoRA tensors are written; weights trained beside them (alsoTrain, e.g. a classifier) are not part of
+ * the adapter file and travel with the merged model instead.
+ */
 export function exportPeftAdapter(program: TrainProgram, params: Map<string, TypedArray>, outDir: string, opts: PeftOptions = {}): { config: Record<string, unknown>; tensors: Map<string, SafeTensor> } {
   const lora = program.lora;
   if (!lora) throw new Error('exportPeftAdapter: the program was not compiled with LoRA');
@@ -79,7 +85,7 @@ export function exportPeftAdapter(program: TrainProgram, params: Map<string, Typ
     lora_dropout: lora.spec.dropout ?? 0,
     target_modules: targetModules,
     bias: 'none',
-    fan_in_fan_out: false,
+    fan_in_fan_out: opts.fanInFanOut ?? false,
     inference_mode: true,
     init_lora_weights: true,
     modules_to_save: null,
