@@ -15,7 +15,7 @@ const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(160, 5));
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
   return {
     modelDir, train, labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8, dropout: 0.1 },
-    lr: 1e-2, maxSteps: 12, batchSize: 8, schedule: 'cosine', warmupSteps: 2, weightDecay: 0.01, clipNorm: 1, seed: 9, maxLength: 32,
+    lr: 1e-2, maxSteps: 8, batchSize: 8, schedule: 'cosine', warmupSteps: 2, weightDecay: 0.01, clipNorm: 1, seed: 9, maxLength: 32,
     pooling: 'cls', device: 'cpu', threads: 2, checkpointDir: join(root, name, 'ck'), checkpointEvery: 4, outDir: join(root, name, 'out'), ...over,
   };
 }
@@ -33,7 +33,7 @@ async function interruptedThenResumed(name: string, over: Partial<TrainClassifie
 
 for (const [label, over, stopAt] of [
   ['LoRA with dropout', {}, 4],
-  ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 6, checkpointEvery: 2, lr: 1e-3 }, 2],
+  ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 4, checkpointEvery: 2, lr: 1e-3 }, 2],
 ] as const) {
   test(`${label}: killed after a checkpoint and resumed gives bitwise the same model`, async () => {
     const a = await trainClassifier(options(`${label}-a`, over as Partial<TrainClassifierOptions>));
