@@ -6,7 +6,10 @@ import { encodeModel } from '../onnx/proto.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { applyLora } from './lora.ts';
 import { compileTrainStep } from './compile.ts';
-import { exportInference } from './export.ts';
+import { exportInference, exportPeftAdapter } from './export.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Rng } from './prng.ts';
 
 function gemmModel() {
@@ -52,6 +55,14 @@ test('merged export equals the unmerged LoRA forward for Gemm (transB=1) and Mat
   const want = await run(unmerged);
   const got = await run(exportInference(prog, params));
   for (let i = 0; i < want.length; i++) assert.ok(Math.abs(want[i]! - got[i]!) < 1e-5, `${i}: ${want[i]} vs ${got[i]}`);
+  // PEFT stores lora_A [r, in] / lora_B [out, r] whatever the base layout; fan_in_fan_out only flags the base.
+  const dir = join(mkdtempSync(join(tmpdir(), 'tempered-peft-')), 'adapter');
+  const { config, tensors } = exportPeftAdapter(prog, params, dir, { fanInFanOut: true });
+  assert.equal(config['fan_in_fan_out'], true);
+  assert.deepEqual(config['target_modules'], ['fc', 'out']);
+  assert.deepEqual(tensors.get('base_model.model.fc.lora_A.weight')!.shape, [2, 6]);
+  assert.deepEqual(tensors.get('base_model.model.fc.lora_B.weight')!.shape, [4, 2]);
+  assert.deepEqual(tensors.get('base_model.model.out.lora_B.weight')!.shape, [3, 2]);
 });
 
 test('LoRA targets that match nothing are an error that shows weight names', () => {
