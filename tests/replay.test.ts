@@ -1,0 +1,67 @@
+/**
+ * Versioning: histories recorded from earlier versions of `pipelineRun` must replay against the
+ * current workflow code without non-determinism errors, so runs in flight survive an upgrade.
+ * Behaviour changes go behind `patched()`. Record a new fixture after a deliberate change with
+ * `TEMPERED_RECORD_HISTORY=1 node --import tsx --test tests/replay.test.ts`.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import proto from '@temporalio/proto';
+
+const { temporal } = proto;
+import { Worker } from '@temporalio/worker';
+import { workflowBundle } from '../infra/worker.ts';
+import { submitRun, waitForRun } from '../src/client/runs.ts';
+import type { RunPlan } from '../workflows/types.ts';
+import { probeKind } from './helpers/test-stages.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+
+const DIR = fileURLToPath(new URL('./fixtures/histories/', import.meta.url));
+const record = process.env.TEMPERED_RECORD_HISTORY === '1';
+
+describe('workflow versioning', () => {
+  let env: TestEnv | undefined;
+  before(async () => {
+    if (!record) return;
+    env = await startTestEnv(new Map());
+    env.kinds.set('probe', probeKind(join(env.dir, 'exec.log')));
+    await env.startWorker();
+  });
+  after(async () => env?.close());
+
+  it('records a history of the current code (only with TEMPERED_RECORD_HISTORY=1)', { skip: !record }, async () => {
+    const plan: RunPlan = {
+      name: 'replay',
+      specHash: 'replay',
+      params: {},
+      concurrency: 2,
+      stages: [
+        { id: 'a', uses: 'probe', needs: [], with: { value: 'a' } },
+        { id: 'b', uses: 'probe', needs: ['a'], with: { value: 'b', inputs: ['${{ stages.a.outputs.out }}'] } },
+        { id: 'c', uses: 'probe', needs: ['a'], with: { value: 'c', failUntilAttempt: 2 }, retry: { maximumAttempts: 3, initialInterval: 100 } },
+        { id: 'd', uses: 'probe', needs: ['b', 'c'], with: { value: 'd' } },
+      ],
+    };
+    const h = await submitRun(env!.client, { plan, options: { baseDir: env!.dir, actor: 'replay' } }, { taskQueue: TEST_QUEUE });
+    assert.equal((await waitForRun(env!.client, h.workflowId)).state, 'succeeded');
+    const history = await env!.client.workflow.getHandle(h.workflowId).fetchHistory();
+    // protobufjs's own object form (enums as names, bytes as base64) round-trips without the
+    // proto3-JSON helper, which trips over two protobufjs copies in node_modules.
+    const History = temporal.api.history.v1.History;
+    const json = History.toObject(History.fromObject(history), { longs: String, enums: String, bytes: String });
+    writeFileSync(join(DIR, `pipeline-run-${new Date().toISOString().slice(0, 10)}.json`), JSON.stringify(json, null, 1) + '\n');
+  });
+
+  it('replays every recorded history against the current workflow code', async () => {
+    const files = existsSync(DIR) ? readdirSync(DIR).filter((f) => f.endsWith('.json')) : [];
+    assert.ok(files.length > 0, 'at least one recorded history is committed');
+    const bundle = await workflowBundle();
+    for (const f of files) {
+      const history = temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(join(DIR, f), 'utf8')));
+      await Worker.runReplayHistory({ workflowBundle: bundle }, history, f);
+    }
+  });
+});
