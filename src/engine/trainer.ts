@@ -173,7 +173,7 @@ export class Trainer {
     const stepSession = useFused ? await createSession(prog.step, sessOpts) : undefined;
     const gradSession = useFused ? undefined : await createSession(prog.grad, sessOpts);
     const applySession = useFused ? undefined : await createSession(prog.apply, sessOpts);
-    const evalSession = val ? await createSession(prog.eval, sessOpts) : undefined;
+    const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
     let stoppedEarly = false;
