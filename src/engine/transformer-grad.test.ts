@@ -49,13 +49,15 @@ async function check(cfg: TinyEncoderConfig, h: number): Promise<{ rel: number; 
   return { rel: Math.sqrt(num2) / den, checked };
 }
 
-test('tiny transformer block: every weight gradient matches central differences (float64, tanh GELU, rel < 1e-6)', async () => {
+test('tiny transformer block: every weight gradient matches central differences (float64, tanh GELU, rel < 1e-6)', async (t) => {
   const r = await check({ vocab: 7, hidden: 4, heads: 2, intermediate: 8, layers: 1, seq: 4, classes: 3, seed: 2, dtype: 'float64', gelu: 'tanh' }, 1e-6);
   assert.ok(r.checked > 200);
   assert.ok(r.rel < 1e-6, `relative error ${r.rel}`);
+  t.diagnostic(`${r.checked} weight elements, relative error ${r.rel}`);
 });
 
-test('tiny transformer block with exact erf GELU (float32 only on CPU: h=1e-2, rel < 1e-2)', async () => {
+test('tiny transformer block with exact erf GELU (float32 only on CPU: h=1e-2, rel < 1e-2)', async (t) => {
   const r = await check({ vocab: 7, hidden: 4, heads: 2, intermediate: 8, layers: 1, seq: 4, classes: 3, seed: 2, dtype: 'float32', gelu: 'erf' }, 1e-2);
   assert.ok(r.rel < 1e-2, `relative error ${r.rel}`);
+  t.diagnostic(`${r.checked} weight elements, relative error ${r.rel}`);
 });
