@@ -85,3 +85,25 @@ test('unsupported config values fail naming the field', () => {
   }
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('BF16 and F16 checkpoints load as float32 and give nearly the same logits', async () => {
+  const { readSafetensors, writeSafetensors, fromFloat32, toFloat32 } = await import('../formats/safetensors.ts');
+  const src = join(FX, 'tiny-llama');
+  const ids = [[5, 17, 3, 60, 22]];
+  const mask = [[1, 1, 1, 1, 1]];
+  const ref = await run(src, ids, mask);
+  for (const dtype of ['BF16', 'F16'] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'half-'));
+    cpSync(src, dir, { recursive: true });
+    const f = readSafetensors(join(src, 'model.safetensors'));
+    writeSafetensors(join(dir, 'model.safetensors'), new Map([...f.tensors].map(([k, t]) => [k, fromFloat32(toFloat32(t), t.shape, dtype)])));
+    const half = await run(dir, ids, mask);
+    let maxErr = 0;
+    let maxRef = 0;
+    for (let i = 0; i < ref.data.length; i++) { maxErr = Math.max(maxErr, Math.abs(half.data[i]! - ref.data[i]!)); maxRef = Math.max(maxRef, Math.abs(ref.data[i]!)); }
+    // bf16 keeps 8 mantissa bits, f16 11: rounding the weights moves logits by a few percent at most.
+    assert.ok(maxErr > 0, `${dtype}: weights were rounded, so logits must move a little`);
+    assert.ok(maxErr < (dtype === 'BF16' ? 0.08 : 0.01) * maxRef, `${dtype}: max error ${maxErr} vs max |logit| ${maxRef}`);
+    rmSync(dir, { recursive: true });
+  }
+});
