@@ -169,3 +169,12 @@ test('a custom evalFn sees the forward outputs of every validation row and can d
   assert.deepEqual(seen, [[37, 2], [37, 2]]);
   assert.ok(res.lastEval!.custom!['positives']! >= 0 && res.lastEval!.custom!['positives']! <= 1);
 });
+
+test('an abort signal stops training after the current step', async () => {
+  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*'] }, optimizer: adamw });
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const ac = new AbortController();
+  const res = await new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 20, schedule: { kind: 'constant', lr: 1e-3 }, signal: ac.signal, onStep: (m) => { if (m.step === 3) ac.abort(); } }).fit(train);
+  assert.equal(res.aborted, true);
+  assert.equal(res.step, 3);
+});

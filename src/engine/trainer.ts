@@ -78,6 +78,8 @@ export interface TrainerOptions {
   onCheckpoint?: (dir: string, step: number) => void;
   /** Stop (as if interrupted) after this optimizer step; for tests and time-boxed activities. */
   stopAfterStep?: number;
+  /** Cancellation (e.g. a Temporal activity's): training stops after the current step, keeping its weights. */
+  signal?: AbortSignal;
 }
 
 export interface FitResult {
@@ -85,6 +87,8 @@ export interface FitResult {
   step: number;
   epoch: number;
   stoppedEarly: boolean;
+  /** The signal stopped training before maxSteps/epochs. */
+  aborted: boolean;
   lastEval?: EvalMetrics;
   history: StepMetrics[];
 }
@@ -176,7 +180,7 @@ export class Trainer {
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
-    let stoppedEarly = false;
+    let stoppedEarly = false, aborted = false;
     const hasSeed = prog.dataInputs.some((v) => v.name === LORA_DROPOUT_SEED);
 
     const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
@@ -266,10 +270,11 @@ export class Trainer {
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
         o.onCheckpoint?.(dir, step);
       }
+      if (o.signal?.aborted) { aborted = true; break; }
       if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
     }
     for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
-    return { params: this.params, step, epoch, stoppedEarly, lastEval, history };
+    return { params: this.params, step, epoch, stoppedEarly, aborted, lastEval, history };
   }
 
   /** Forward outputs of the eval graph for every row of `data` (batched, concatenated along rows). */
