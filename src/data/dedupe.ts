@@ -97,7 +97,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   const labelIndex = new Map<string, number>();
   const hasher = near ? new MinHasher(near.numPerm, near.seed) : null;
   let lsh = near ? new LshIndex(near.bands, near.rows, near.numPerm) : null;
-  const sigs = new Growable<Uint32Array>(Uint32Array, near ? near.numPerm * 1024 : 1);
+  // 16-bit signatures: half the memory of the largest per-row state, see minhash.ts `Signatures`.
+  const sigs = new Growable<Uint16Array>(Uint16Array, near ? near.numPerm * 1024 : 1);
   const rowOfSig = new Growable<Int32Array>(Int32Array);
   let nearCandidates = 0, nearVerified = 0;
 
@@ -150,7 +151,7 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   const n = row;
   exactFirst.clear();
   // Signatures and the LSH index are no longer needed; let them go before pass 2.
-  sigs.data = new Uint32Array(0);
+  sigs.data = new Uint16Array(0);
   lsh = null;
 
   // ---- clusters and policy ----

@@ -1,7 +1,7 @@
 /** Append-only typed arrays that double when full: per-row state without knowing the row count. */
-type TypedCtor = Int32ArrayConstructor | Uint32ArrayConstructor | Uint8ArrayConstructor;
+type TypedCtor = Int32ArrayConstructor | Uint32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor;
 
-export class Growable<T extends Int32Array | Uint32Array | Uint8Array> {
+export class Growable<T extends Int32Array | Uint32Array | Uint16Array | Uint8Array> {
   data: T;
   length = 0;
   constructor(private readonly ctor: TypedCtor, initial = 1024) {

@@ -88,3 +88,19 @@ test('numPerm need not be a multiple of the unroll width', () => {
   assert.deepEqual(Array.from(a), Array.from(b.subarray(0, 7)));
   assert.ok(a.every((v) => v !== 0x7fffffff));
 });
+
+test('16-bit signature storage estimates like 32-bit storage', () => {
+  const rng = new Rng(12);
+  const h = new MinHasher(128, 2);
+  const s32 = new Uint32Array(256), s16 = new Uint16Array(256);
+  let maxDiff = 0;
+  for (let t = 0; t < 50; t++) {
+    const a = words(rng, 50), b = a.map((w) => (rng.next() < 0.3 ? 'z' + rng.int(9999) : w));
+    const sa = shingleHashes(a.join(' '), 'word', 2), sb = shingleHashes(b.join(' '), 'word', 2);
+    h.signature(sa, s32, 0); h.signature(sb, s32, 128);
+    h.signature(sa, s16, 0); h.signature(sb, s16, 128);
+    maxDiff = Math.max(maxDiff, estimateJaccard(s16, 0, 1, 128) - estimateJaccard(s32, 0, 1, 128));
+  }
+  // Only accidental 16-bit agreements can differ (expected ~0.001 slots per pair).
+  assert.ok(maxDiff >= 0 && maxDiff <= 1 / 128, `max difference ${maxDiff}`);
+});

@@ -93,6 +93,13 @@ export function shingleHashes(text: string, kind: ShingleKind, k: number): Uint3
   return shingleHashesScratch(text, kind, k).slice();
 }
 
+/**
+ * Signature storage: full 32-bit minima, or their low 16 bits (b-bit MinHash). Two different
+ * minima agree in 16 bits with probability 2^-16, so the Jaccard estimate rises by at most
+ * (1-J)/65536 — far below sampling error — for half the memory.
+ */
+export type Signatures = Uint32Array | Uint16Array;
+
 export class MinHasher {
   readonly seeds: Int32Array;
   readonly mults: Int32Array;
@@ -113,7 +120,7 @@ export class MinHasher {
    * fully mixed, so one multiply per permutation suffices; permutations run in the outer loop so
    * the running minimum stays in a register. Empty shingle sets give all 0x7fffffff.
    */
-  signature(shingles: Uint32Array, out: Uint32Array, offset = 0): void {
+  signature(shingles: Uint32Array, out: Signatures, offset = 0): void {
     const n = this.numPerm, seeds = this.seeds, mults = this.mults, len = shingles.length;
     const sh = new Int32Array(shingles.buffer, shingles.byteOffset, len);
     let k = 0;
@@ -145,7 +152,7 @@ export class MinHasher {
 }
 
 /** Fraction of equal signature slots: an unbiased estimate of Jaccard similarity. */
-export function estimateJaccard(sig: Uint32Array, a: number, b: number, numPerm: number): number {
+export function estimateJaccard(sig: Signatures, a: number, b: number, numPerm: number): number {
   let eq = 0;
   const oa = a * numPerm, ob = b * numPerm;
   for (let k = 0; k < numPerm; k++) if (sig[oa + k] === sig[ob + k]) eq++;
@@ -240,7 +247,7 @@ export class LshIndex {
     this.tables = Array.from({ length: bands }, () => new BandTable());
   }
 
-  bandKey(sig: Uint32Array, id: number, band: number): number {
+  bandKey(sig: Signatures, id: number, band: number): number {
     let h = band * 0x9e3779b1;
     const o = id * this.numPerm + band * this.rows;
     for (let j = 0; j < this.rows; j++) h = Math.imul(h ^ sig[o + j], 0x01000193) ^ (h >>> 13);
@@ -252,7 +259,7 @@ export class LshIndex {
    * true when `id` is already represented by `other` (same cluster) so `id` need not join that
    * bucket's chain. Then inserts `id` where needed.
    */
-  insert(sig: Uint32Array, id: number, visit: (other: number) => boolean): void {
+  insert(sig: Signatures, id: number, visit: (other: number) => boolean): void {
     const need = (id + 1) * this.bands;
     if (need > this.next.length) {
       let cap = this.next.length * 2;
