@@ -21,9 +21,10 @@ const fixture = json('tokenizer-parity.json') as {
 const toks: Record<string, HfTokenizer> = {
   minilm: new HfTokenizer(json('minilm-tokenizer.json'), json('minilm-tokenizer_config.json')),
   bpe: new HfTokenizer(json('bpe-tokenizer.json'), json('bpe-tokenizer_config.json')),
+  llama: new HfTokenizer(json('llama-tokenizer.json'), json('llama-tokenizer_config.json')),
 };
 
-for (const name of ['minilm', 'bpe']) {
+for (const name of ['minilm', 'bpe', 'llama']) {
   test(`${name}: ids identical to the Rust tokenizers library on ${fixture.strings.length} strings and ${fixture.pairs.length} pairs`, () => {
     const tok = toks[name]!;
     const ref = fixture.tokenizers[name]!;
@@ -160,4 +161,15 @@ test('bad input: missing column, unknown label, missing tokenizer.json; no parti
   writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
   assert.throws(() => loadTokenizer(dir), /not valid JSON/);
   rmSync(dir, { recursive: true });
+});
+
+test('LLaMA-style tokenizer: BOS from add_bos_token starts prompt/response rows; byte fallback round-trips', () => {
+  const tok = toks.llama!;
+  const e = tok.encodePromptResponse('Say 日本', 'ok 😀');
+  assert.equal(e.inputIds[0], tok.bosId);
+  assert.equal(e.labels[0], IGNORE_INDEX);
+  assert.equal(e.inputIds.at(-1), tok.eosId);
+  assert.equal(tok.decode(e.labels.filter((x) => x !== IGNORE_INDEX)), 'ok 😀');
+  // No pad token in its config: EOS pads.
+  assert.equal(tok.padId, tok.eosId);
 });
