@@ -59,7 +59,7 @@ export interface TrainClassifierOptions {
   device: Device;
   threads?: number;
   checkpointDir: string;
-  /** Optimizer steps between checkpoints (0: only the final one). */
+  /** Optimizer steps between checkpoints; the last step is always saved when > 0 (0: no checkpoints). */
   checkpointEvery: number;
   /** Continue from the latest checkpoint in checkpointDir, if any. */
   resume?: boolean;
