@@ -112,4 +112,44 @@ describe('fine-tuning end to end', () => {
       reg.close();
     }
   });
+
+  it('hot-swaps the served model when production moves, without a failed request', async () => {
+    const server = await createModelServer({
+      resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
+      token: 'test-token-123456',
+      pollMs: 100,
+    });
+    try {
+      const url = await server.listen(0, '127.0.0.1');
+      const seen = new Set<string>();
+      let failures = 0;
+      let stop = false;
+      const client = async () => {
+        for (let i = 0; i < 400 && !stop; i++) {
+          const res = await fetch(`${url}/predict`, {
+            method: 'POST',
+            headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
+            body: JSON.stringify({ inputs: ['a great and wonderful day'] }),
+          }).catch(() => undefined);
+          if (!res || res.status !== 200) failures++;
+          else seen.add(((await res.json()) as { model: string }).model);
+        }
+      };
+      const clients = Promise.all([client(), client(), client(), client()]);
+      await new Promise((r) => setTimeout(r, 300));
+      const reg = openRegistry(join(env.dir, 'registry.db'));
+      try {
+        reg.setAlias('e2e-clf', 'production', 2, { actor: 'e2e-tester', reason: 'swap test' });
+      } finally {
+        reg.close();
+      }
+      for (let i = 0; i < 100 && !seen.has('e2e-clf@2'); i++) await new Promise((r) => setTimeout(r, 50));
+      stop = true;
+      await clients;
+      assert.equal(failures, 0, 'no request failed during the swap');
+      assert.deepEqual([...seen].sort(), ['e2e-clf@1', 'e2e-clf@2']);
+    } finally {
+      await server.close();
+    }
+  });
 });
