@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every *.test.ts with node's built-in test runner (through tsx). Extra arguments are passed
 // on, e.g. `npm test -- --test-name-pattern=cache` or a list of files. --test-force-exit: a test
-// file that leaves a handle open (a socket, a timer) must not hang the whole suite.
+// file that leaves a handle open (a socket, a timer) must not hang the whole suite. Two files at a
+// time: the integration files spend most of their time waiting on Temporal and child processes.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
@@ -24,7 +25,7 @@ const args = process.argv.slice(2);
 const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
 const r = spawnSync(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-force-exit', '--test-timeout=600000', ...args, ...files],
+  ['--import', 'tsx', '--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files],
   { cwd: root, stdio: 'inherit', env: { ...process.env, TEMPERED_TESTING: '1' } },
 );
 process.exit(r.status ?? 1);
