@@ -7,8 +7,8 @@
  * small non-LFS files), fsynced and renamed into place, so `dest` exists only when it is complete and verified.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, statSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 
 export interface Expected {
@@ -61,7 +61,58 @@ export function describeHttpFailure(status: number, url: string): string {
   return `${url} answered HTTP ${status}`;
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs `fn` holding `<path>.lock`, so two workers fetching the same model into one cache do not write
+ * the same part file. A lock whose owning process is gone is taken over.
+ */
+export async function withFileLock<T>(path: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const lock = `${path}.lock`;
+  for (;;) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let owner = NaN;
+      try { owner = Number(readFileSync(lock, 'utf8')); } catch { continue; }
+      if (Number.isInteger(owner) && owner > 0 && !processAlive(owner)) { await rm(lock, { force: true }); continue; }
+      if (signal?.aborted) throw new Error('aborted while waiting for a download lock');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
+function matches(got: { sha256: string; gitSha1: string; bytes: number }, exp: Expected): boolean {
+  return (exp.bytes === undefined || got.bytes === exp.bytes) && (exp.sha256 === undefined || got.sha256 === exp.sha256.toLowerCase())
+    && (exp.gitSha1 === undefined || got.gitSha1 === exp.gitSha1.toLowerCase()) && (exp.sha256 !== undefined || exp.gitSha1 !== undefined);
+}
+
 export async function downloadFile(url: string, dest: string, opts: DownloadOptions = {}): Promise<Downloaded> {
+  return withFileLock(dest, async () => {
+    // Another worker may have finished this file while we waited for the lock.
+    if (existsSync(dest)) {
+      const got = await hashFile(dest);
+      if (matches(got, opts.expected ?? {})) return { path: dest, sha256: got.sha256, bytes: got.bytes, resumed: 0 };
+    }
+    return downloadUnlocked(url, dest, opts);
+  }, opts.signal);
+}
+
+async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions): Promise<Downloaded> {
   const doFetch = opts.fetchImpl ?? fetch;
   const part = `${dest}.part`;
   const retries = opts.retries ?? 4;

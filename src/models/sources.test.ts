@@ -232,3 +232,23 @@ test('local directory and ONNX file: identity hashes, clear errors', async () =>
   await assert.rejects(resolveModelSource(join(dir, 'nope')), /not a directory, an .onnx file or a known scheme/);
   await assert.rejects(resolveModelSource('onnx:/nonexistent/m.onnx'), /ONNX model file not found/);
 });
+
+test('download: concurrent fetches of one file share the work through a lock file', async () => {
+  const { downloadFile } = await import('./download.ts');
+  const body = weights(9);
+  const hub = await startHub({ 'model.safetensors': body });
+  const dir = tmp();
+  const dest = join(dir, 'w.safetensors');
+  const url = `${hub.url}/cdn/model.safetensors`;
+  const [a, b] = await Promise.all([0, 1].map(() => downloadFile(url, dest, { expected: { sha256: sha256(body) } })));
+  assert.equal(a!.sha256, sha256(body));
+  assert.equal(b!.sha256, sha256(body));
+  assert.equal(hub.log.filter((l) => l.url.startsWith('/cdn/')).length, 1);
+  assert.deepEqual(readdirSync(dir), ['w.safetensors']);
+  // A lock left by a dead process is taken over.
+  writeFileSync(`${dest}.lock`, '2147483646');
+  rmSync(dest);
+  await downloadFile(url, dest, { expected: { sha256: sha256(body) } });
+  assert.deepEqual(readdirSync(dir), ['w.safetensors']);
+  await hub.close();
+});
