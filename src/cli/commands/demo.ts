@@ -1,23 +1,55 @@
 /**
  * `tempered demo` (what `npm run demo` runs): brings up the embedded Temporal dev server (or uses
- * TEMPORAL_ADDRESS), a worker in this process, and runs the example pipeline to the end with
- * progress on the terminal.
+ * TEMPORAL_ADDRESS), a worker in this process, runs the example pipeline to the end with progress
+ * on the terminal, then serves the promoted model over HTTP and asks it for one prediction.
  */
+import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { PROJECT_ROOT } from '../../../infra/state.ts';
+import { waitForRun } from '../../client/runs.ts';
+import type { RunStatus } from '../../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { planOrExit, startAndReport } from './runs.ts';
+import { startServing } from './serve.ts';
 
 export const DEMO_PIPELINE = resolve(PROJECT_ROOT, 'pipelines', 'sms-spam.yaml');
+const EXAMPLES = ['WINNER!! You have been selected to receive a £900 prize reward. Call 09061701461 to claim now', 'Are we still meeting for lunch tomorrow? I can bring the notes'];
+
+async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void> {
+  const deploy = status.stages.find((s) => s.uses === 'deploy' && s.outputs);
+  if (!deploy?.outputs) return;
+  const out = deploy.outputs as { promoted?: boolean; ref?: string; alias?: string; explanation?: string };
+  if (!out.promoted) {
+    console.log(`\nnot promoted: ${out.explanation}`);
+    return;
+  }
+  const name = String(out.ref).split('@')[0]!;
+  const token = randomBytes(24).toString('hex');
+  console.log(`\nserving ${name}@${out.alias} …`);
+  const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2 });
+  try {
+    console.log(`POST ${url}/predict`);
+    const res = await fetch(`${url}/predict`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs: EXAMPLES }) });
+    const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
+    console.log(`${res.status} from ${body.model}:`);
+    body.predictions.forEach((p, i) => console.log(`  ${p.label.padEnd(5)} ${(Math.max(...Object.values(p.scores)) * 100).toFixed(1).padStart(5)}%  ${EXAMPLES[i]}`));
+  } finally {
+    await server.close();
+  }
+}
 
 export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values } = parse(argv, { pipeline: { type: 'string' }, param: { type: 'string', multiple: true }, 'no-cache': { type: 'boolean' } }, 'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache]');
   const file = values.pipeline ?? DEMO_PIPELINE;
+  const started = Date.now();
   console.log(`tempered demo: ${file}`);
   const plan = await planOrExit(ctx, file, values.param ?? [], false);
   console.log(`plan: ${plan.stages.map((s) => s.id).join(' → ')}`);
   const client = await ctx.client({ startServer: true });
-  const code = await startAndReport(ctx, client, { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } }, { wait: true, json: false });
+  let runId = '';
+  const code = await startAndReport(ctx, client, { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } }, { wait: true, json: false, onSubmitted: (id) => (runId = id) });
+  if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId));
+  console.log(`\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`);
   return code;
 }

@@ -95,12 +95,13 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
   return startAndReport(ctx, client, input, { wait: !!values.wait, json: !!values.json, runId: values['run-id'], queue: values.queue });
 }
 
-export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string }): Promise<number> {
+export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string; onSubmitted?: (runId: string) => void }): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
   const local = o.wait ? await startLocalWorkerIfNeeded(ctx, client, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     auditRunSubmitted(ctx.paths.root, handle.workflowId, input);
+    o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
     else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
