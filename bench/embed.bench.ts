@@ -4,8 +4,8 @@
  *
  *   node --import tsx bench/embed.bench.ts [--threads 2] [--batches 10]
  *
- * The PyTorch side runs bench/embed_reference.py in bench/.venv when sentence-transformers imports
- * there; otherwise the script says so and prints our figure alone.
+ * The PyTorch side runs bench/embed_reference.py with $TEMPERED_REFERENCE_PYTHON (default bench/.venv's python)
+ * when sentence-transformers imports there; otherwise the script says so and prints our figure alone.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -38,7 +38,7 @@ for (let i = 0; i < batches; i++) await session.run(feeds);
 const ours = (batches * BATCH) / ((performance.now() - t0) / 1000);
 console.log(`tempered (onnxruntime-node ${ort.env.versions.common}, ${threads} threads): ${ours.toFixed(1)} sentences/s  (batch ${BATCH}, seq ${SEQ}, ${batches} batches)`);
 
-const py = join(import.meta.dirname, '.venv', 'bin', 'python');
+const py = process.env.TEMPERED_REFERENCE_PYTHON ?? join(import.meta.dirname, '.venv', 'bin', 'python');
 const script = join(import.meta.dirname, 'embed_reference.py');
 if (!existsSync(py)) {
   console.log('reference: skipped (no bench/.venv; see bench/embed_reference.py)');

@@ -19,9 +19,10 @@ async function run(dir: string, ids: number[][], mask: number[][]): Promise<{ da
   return { data: out.logits!.data as Float32Array, dims: out.logits!.dims };
 }
 
-for (const name of ['tiny-gpt2', 'tiny-llama']) {
-  test(`${name}: logits match the NumPy transformers reference on unpadded and right-padded rows`, async () => {
-    const ref = JSON.parse(readFileSync(join(FX, `${name}-logits.json`), 'utf8')) as { input_ids: number[][]; attention_mask: number[][]; logits: number[][][] };
+// References: transformers itself (float64, eager attention) and a NumPy float64 re-implementation.
+for (const [name, suffix] of [['tiny-gpt2', 'logits-hf'], ['tiny-llama', 'logits-hf'], ['tiny-gpt2', 'logits'], ['tiny-llama', 'logits']] as const) {
+  test(`${name}: logits match ${name}-${suffix}.json on unpadded and right-padded rows`, async () => {
+    const ref = JSON.parse(readFileSync(join(FX, `${name}-${suffix}.json`), 'utf8')) as { input_ids: number[][]; attention_mask: number[][]; logits: number[][][] };
     const out = await run(join(FX, name), ref.input_ids, ref.attention_mask);
     const [B, S, V] = out.dims as number[];
     assert.deepEqual([B, S, V], [ref.logits.length, ref.logits[0]!.length, ref.logits[0]![0]!.length]);
@@ -36,7 +37,7 @@ for (const name of ['tiny-gpt2', 'tiny-llama']) {
     }
     assert.ok(compared > 700);
     assert.ok(maxErr < 2e-4, `max abs error ${maxErr}`);
-    if (process.env.TEMPERED_VERBOSE) console.log(name, "max abs logit error", maxErr);
+    if (process.env.TEMPERED_VERBOSE) console.log(name, suffix, 'max abs logit error', maxErr);
   });
 }
 
