@@ -91,6 +91,22 @@ describe('tempered CLI', () => {
     assert.equal(verify.code, 0, verify.stdout);
   });
 
+  it('spec triggers: skipIfUnchanged ends a rerun on unchanged data early, as unchanged', async () => {
+    const file = join(FIX, 'tiny-triggered.yaml');
+    const first = await runCli(['submit', file, '--wait', '--json'], env, { timeoutMs: 180_000 });
+    assert.equal(first.code, 0, first.stderr);
+    const a = JSON.parse(first.stdout.slice(first.stdout.indexOf('{'))) as { gate: { outcome: string }; stages: { state: string }[] };
+    assert.equal(a.gate.outcome, 'first-run');
+    const second = await runCli(['submit', file, '--wait', '--json'], env, { timeoutMs: 180_000 });
+    assert.equal(second.code, 0, second.stderr);
+    const b = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as { state: string; gate: { outcome: string; reason: string }; stages: { id: string; state: string }[] };
+    assert.equal(b.state, 'succeeded');
+    assert.equal(b.gate.outcome, 'unchanged');
+    assert.deepEqual(b.stages.map((s) => s.state), ['cached', 'skipped']);
+    const audit = await runCli(['audit', '--action', 'run.skipped_unchanged'], env);
+    assert.match(audit.stdout, /run\.skipped_unchanged/);
+  });
+
   it('submit without --wait returns at once; cancel stops the running stage', async () => {
     let worker: ChildProcess | undefined;
     try {

@@ -149,7 +149,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const ingestDone = () => ingestIds.every((id) => ['succeeded', 'cached'].includes(byId.get(id)!.state));
   // Runs started before run gates existed replay without them.
   const gatesSupported = patched('run-gate-v1');
-  let gatePending = gatesSupported && !!options.gate && ingestIds.length > 0;
+  const gate = options.gate ?? plan.triggers;
+  let gatePending = gatesSupported && !!gate && ingestIds.length > 0;
   for (;;) {
     if (gatePending && ingestDone()) {
       gatePending = false;
@@ -159,7 +160,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         specHash: plan.specHash,
         actor: options.actor,
         scheduleId: options.scheduleId,
-        gate: options.gate!,
+        gate: gate!,
         ingest: fingerprints(),
       });
       if (!status.gate.proceed) {

@@ -30,6 +30,8 @@ export interface RunPlan {
   params: Record<string, unknown>;
   concurrency?: number;
   onFailure?: 'fail-fast' | 'finish-independent';
+  /** The spec's `triggers`; RunOptions.gate (from a schedule's flags) takes precedence. */
+  triggers?: RunGateSpec;
   stages: RunStage[];
 }
 

@@ -49,9 +49,12 @@ export function planPipeline(spec: PipelineSpec, params: Record<string, ParamVal
     params: resolvedParams,
     concurrency: spec.concurrency ?? stages.length,
     onFailure: spec.onFailure ?? 'fail-fast',
+    ...(spec.triggers ? { triggers: spec.triggers } : {}),
     stages,
   };
-  return { name: body.name, specHash: sha256Hex(canonicalJson(body)), params: body.params, concurrency: body.concurrency, onFailure: body.onFailure, stages };
+  const plan: PlannedPipeline = { name: body.name, specHash: sha256Hex(canonicalJson(body)), params: body.params, concurrency: body.concurrency, onFailure: body.onFailure, stages };
+  if (spec.triggers) plan.triggers = spec.triggers;
+  return plan;
 }
 
 function ms(d: string | undefined): number | undefined {

@@ -59,6 +59,14 @@ export interface PipelineSpec {
   defaults?: { retry?: RetrySpec; timeout?: string; heartbeatTimeout?: string; queue?: string };
   concurrency?: number;
   onFailure?: OnFailure;
+  triggers?: TriggerSpec;
+}
+
+/** Retrain-only-when-it-matters checks (see the `triggers` field of the schema). */
+export interface TriggerSpec {
+  skipIfUnchanged?: boolean;
+  metricBelow?: { model: string; alias?: string; metric: string; threshold: number };
+  labelDrift?: { distance?: 'jensen-shannon'; threshold: number };
 }
 
 /**
@@ -100,6 +108,8 @@ export interface PlannedPipeline {
   /** Most stages at once; the number of stages when the file sets no limit. */
   concurrency: number;
   onFailure: OnFailure;
+  /** Run gate from the spec's `triggers`, when it has any. */
+  triggers?: TriggerSpec;
   /** Topological order; ties broken by the order stages appear in the file. */
   stages: PlannedStage[];
 }

@@ -10,7 +10,7 @@ import type { RunInput, RunStatus } from '../../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, stageLine } from '../format.ts';
-import { startLocalWorkerIfNeeded } from './worker.ts';
+import { startLocalWorker } from './worker.ts';
 import { auditRunSubmitted } from '../../../activities/audit.ts';
 
 function collectParams(values: string[] | undefined): string[] {
@@ -78,10 +78,10 @@ export async function followRun(client: Client, runId: string, opts: { json?: bo
 }
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered submit <file> [--param k=v ...] [--wait] [--no-cache] [--run-id ID] [--json]';
+  const usage = 'tempered submit <file> [--param k=v ...] [--wait [--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
   const { values, positionals } = parse(
     argv,
-    { param: { type: 'string', multiple: true }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' }, json: { type: 'boolean' }, 'run-id': { type: 'string' }, queue: { type: 'string' } },
+    { param: { type: 'string', multiple: true }, wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, 'no-cache': { type: 'boolean' }, json: { type: 'boolean' }, 'run-id': { type: 'string' }, queue: { type: 'string' } },
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
@@ -92,12 +92,12 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     plan,
     options: { baseDir: dirname(resolve(file)), actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
   };
-  return startAndReport(ctx, client, input, { wait: !!values.wait, json: !!values.json, runId: values['run-id'], queue: values.queue });
+  return startAndReport(ctx, client, input, { wait: !!values.wait, json: !!values.json, runId: values['run-id'], queue: values.queue, localWorker: !values['no-local-worker'] });
 }
 
-export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string; onSubmitted?: (runId: string) => void }): Promise<number> {
+export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string; localWorker?: boolean; onSubmitted?: (runId: string) => void }): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
-  const local = o.wait ? await startLocalWorkerIfNeeded(ctx, client, queue) : undefined;
+  const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     auditRunSubmitted(ctx.paths.root, handle.workflowId, input);
@@ -219,8 +219,8 @@ export async function runInput(client: Client, runId: string): Promise<RunInput>
 }
 
 export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered resume <run> [--wait] [--json]';
-  const { values, positionals } = parse(argv, { wait: { type: 'boolean' }, json: { type: 'boolean' } }, usage);
+  const usage = 'tempered resume <run> [--wait [--no-local-worker]] [--json]';
+  const { values, positionals } = parse(argv, { wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client({ startServer: true });
   const old = positionals[0]!;
@@ -234,5 +234,5 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   // checkpoints are found by its cache key, so only unfinished work runs again.
   const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
   if (!values.json) console.log(`resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)})`);
-  return startAndReport(ctx, client, next, { wait: !!values.wait, json: !!values.json });
+  return startAndReport(ctx, client, next, { wait: !!values.wait, json: !!values.json, localWorker: !values['no-local-worker'] });
 }

@@ -1,11 +1,9 @@
 /** `tempered worker`, and the in-process worker that `submit --wait` and `demo` start when none runs. */
-import type { Client } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import { connectWorker } from '../../../infra/connection.ts';
 import { createWorker } from '../../../infra/worker.ts';
 import { parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
-import { hasWorkers } from './runs.ts';
 import { stageCompletedHook } from '../../../activities/audit.ts';
 
 export async function buildWorker(ctx: CliContext, queue: string, opts: { workflows?: boolean; maxActivities?: number } = {}): Promise<Worker> {
@@ -22,11 +20,12 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: { workfl
   });
 }
 
-export async function startLocalWorkerIfNeeded(ctx: CliContext, client: Client, queue: string): Promise<{ stop(): Promise<void> } | undefined> {
-  if (await hasWorkers(client, ctx.settings().namespace, queue)) return undefined;
-  if (!ctx.settings().embedded) {
-    console.error(`note: no worker polls '${queue}' on ${ctx.settings().address}; starting one in this process`);
-  }
+/**
+ * A worker inside this process for the length of a `--wait`. It does not ask whether other workers
+ * poll: the server keeps listing pollers for a while after they die, so that answer can be stale,
+ * and an extra worker next to live ones only shares the work.
+ */
+export async function startLocalWorker(ctx: CliContext, queue: string): Promise<{ stop(): Promise<void> }> {
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
