@@ -10,12 +10,13 @@ import { InputError } from '../errors.ts';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
-import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, gradName } from './compile.ts';
+import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT } from './compile.ts';
 import { LORA_DROPOUT_SEED } from './lora.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import { accumulateGradients } from './accumulate.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -222,24 +223,9 @@ export class Trainer {
         out = await stepSession!.run(feeds);
         loss = Number(out[LOSS_OUTPUT]!.data[0]);
       } else {
-        const acc = new Map<string, Float64Array>();
-        for (let k = 0; k < accumulation; k++) {
-          const r = await gradSession!.run({ ...batchFeeds(nextBatch()), ...paramFeeds() });
-          loss += Number(r[LOSS_OUTPUT]!.data[0]) / accumulation;
-          for (const p of prog.params) {
-            const g = r[gradName(p.name)]!.data as Float32Array;
-            let a = acc.get(p.name);
-            if (!a) acc.set(p.name, (a = new Float64Array(g.length)));
-            for (let i = 0; i < g.length; i++) a[i]! += g[i]!;
-          }
-        }
-        const gradFeeds: Record<string, ort.Tensor> = {};
-        for (const p of prog.params) {
-          const a = acc.get(p.name)!;
-          const mean = allocate(p.dtype, a.length) as Float32Array;
-          for (let i = 0; i < a.length; i++) mean[i] = a[i]! / accumulation;
-          gradFeeds[gradName(p.name)] = toOrt(p.dtype, mean, p.dims);
-        }
+        const g = await accumulateGradients(gradSession!, prog, accumulation, () => ({ ...batchFeeds(nextBatch()), ...paramFeeds() }));
+        loss = g.loss;
+        const gradFeeds = g.gradFeeds;
         out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...this.stateFeeds(), ...scalars });
       }
       gradNorm = Number(out[GRAD_NORM_OUTPUT]!.data[0]);

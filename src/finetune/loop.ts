@@ -10,12 +10,13 @@ import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
-import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, gradName, type TrainProgram } from '../engine/compile.ts';
+import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../engine/compile.ts';
 import { LORA_DROPOUT_SEED } from '../engine/lora.ts';
 import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
+import { accumulateGradients } from '../engine/accumulate.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
 import { FEATURES, LOGITS } from './bert.ts';
@@ -213,25 +214,9 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
         out = await stepSession!.run({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds(), ...stateFeeds(), ...scalars });
         loss = Number(out[LOSS_OUTPUT]!.data[0]);
       } else {
-        // Gradients summed in float64 in a fixed order, so accumulation stays deterministic.
-        const acc = new Map<string, Float64Array>();
-        for (let k = 0; k < o.accumulation; k++) {
-          const r = await gradSession!.run({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds() });
-          loss += Number(r[LOSS_OUTPUT]!.data[0]) / o.accumulation;
-          for (const p of prog.params) {
-            const g = r[gradName(p.name)]!.data as Float32Array;
-            let a = acc.get(p.name);
-            if (!a) acc.set(p.name, (a = new Float64Array(g.length)));
-            for (let i = 0; i < g.length; i++) a[i]! += g[i]!;
-          }
-        }
-        const gradFeeds: Record<string, ort.Tensor> = {};
-        for (const p of prog.params) {
-          const a = acc.get(p.name)!;
-          const mean = allocate(p.dtype, a.length) as Float32Array;
-          for (let i = 0; i < a.length; i++) mean[i] = a[i]! / o.accumulation;
-          gradFeeds[gradName(p.name)] = toOrt(p.dtype, mean, p.dims);
-        }
+        const g = await accumulateGradients(gradSession!, prog, o.accumulation, () => ({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds() }));
+        loss = g.loss;
+        const gradFeeds = g.gradFeeds;
         out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...stateFeeds(), ...scalars });
       }
       if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
