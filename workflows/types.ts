@@ -1,7 +1,8 @@
 /**
  * Shapes that cross the workflow boundary (inputs, status, results). Plain JSON, imported by both
- * workflow code and clients, so this file imports nothing.
+ * workflow code and clients, so this file imports types only (erased before bundling).
  */
+import type { TriggerSpec } from '../src/spec/types.ts';
 
 export interface RetrySpec {
   maximumAttempts?: number;
@@ -53,14 +54,8 @@ export interface RunOptions {
   scheduleId?: string;
 }
 
-export interface RunGateSpec {
-  /** End early as 'unchanged' when spec and source data match the last successful run. */
-  skipIfUnchanged?: boolean;
-  /** Retrain when a registered model's production metric is below a threshold. */
-  metricBelow?: { model: string; alias?: string; metric: string; threshold: number };
-  /** Retrain when the label distribution moved from the last successful run's by more than a threshold. */
-  labelDrift?: { distance?: 'jensen-shannon'; threshold: number };
-}
+/** Retrain-only-when-it-matters checks; the spec's `triggers` (type-only import: erased before bundling). */
+export type RunGateSpec = TriggerSpec;
 
 export interface IngestFingerprint {
   stageId: string;

@@ -5,13 +5,10 @@
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { TriggerSpec } from '../spec/types.ts';
 import { jensenShannon } from './drift.ts';
 
-export interface GateSpec {
-  skipIfUnchanged?: boolean;
-  metricBelow?: { model: string; alias?: string; metric: string; threshold: number };
-  labelDrift?: { distance?: 'jensen-shannon'; threshold: number };
-}
+export type GateSpec = TriggerSpec;
 
 export interface DataFingerprint {
   stageId: string;
