@@ -35,7 +35,10 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const workDir = join(deps.store.root, 'tmp', `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'));
     mkdirSync(workDir, { recursive: true });
     // A silent stage must still heartbeat, or it would never hear that the run was cancelled.
-    const beat = setInterval(() => actx.heartbeat(details), deps.heartbeatEveryMs ?? 2000);
+    // Well inside the heartbeat timeout, so a busy machine does not time out a healthy stage.
+    const timeoutMs = actx.info.heartbeatTimeoutMs ?? 0;
+    const every = deps.heartbeatEveryMs ?? (timeoutMs > 0 ? Math.min(2000, Math.max(200, timeoutMs / 5)) : 2000);
+    const beat = setInterval(() => actx.heartbeat(details), every);
     const ctx: StageContext = {
       runId: req.runId,
       stageId: req.stageId,
