@@ -27,6 +27,14 @@ interface HeartbeatDetails {
   resume?: unknown;
 }
 
+/** Input errors become non-retryable failures that keep where and hint; anything else is retried. */
+export function asActivityFailure(err: unknown): unknown {
+  if (err instanceof InputError) {
+    return ApplicationFailure.create({ type: 'InputError', message: err.message, nonRetryable: true, details: [{ where: err.where, hint: err.hint }] });
+  }
+  return err;
+}
+
 export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: StageRequest) => Promise<StageResult> {
   return async (req) => {
     const actx = Context.current();
@@ -73,10 +81,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       return result;
     } catch (err) {
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
-      if (err instanceof InputError) {
-        throw ApplicationFailure.create({ type: 'InputError', message: err.message, nonRetryable: true, details: [{ where: err.where, hint: err.hint }] });
-      }
-      throw err;
+      throw asActivityFailure(err);
     } finally {
       clearInterval(beat);
       rmSync(workDir, { recursive: true, force: true });

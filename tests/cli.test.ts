@@ -107,6 +107,16 @@ describe('tempered CLI', () => {
     assert.match(audit.stdout, /run\.skipped_unchanged/);
   });
 
+  it('a run over a missing data file fails at once (no retries) with the path and a hint', async () => {
+    const started = Date.now();
+    const r = await runCli(['submit', join(FIX, 'missing-data.yaml'), '--wait'], env, { timeoutMs: 120_000 });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /ingest\s+ingest\s+failed .*"no-such-file\.jsonl" does not exist/);
+    assert.match(r.stdout, /hint: fix the path/);
+    assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
+    assert.ok(Date.now() - started < 60_000);
+  });
+
   it('submit without --wait returns at once; cancel stops the running stage', async () => {
     let worker: ChildProcess | undefined;
     try {

@@ -58,9 +58,12 @@ function stageActivity(stage: RunStage, defaultQueue: string | undefined): Stage
 
 function failureInfo(err: unknown): StageStatus['error'] {
   // ActivityFailure wraps the activity's own failure in `cause`.
-  let e = err as { message?: string; cause?: unknown; type?: string; nonRetryable?: boolean; name?: string };
+  let e = err as { message?: string; cause?: unknown; type?: string; nonRetryable?: boolean; name?: string; details?: unknown[] };
   while (e && e.cause && (e as { name?: string }).name === 'ActivityFailure') e = e.cause as typeof e;
-  return { message: e?.message ?? String(err), type: e?.type ?? e?.name, nonRetryable: e?.nonRetryable };
+  const info: NonNullable<StageStatus['error']> = { message: e?.message ?? String(err), type: e?.type ?? e?.name, nonRetryable: e?.nonRetryable };
+  const hint = (e?.details?.[0] as { hint?: unknown } | undefined)?.hint;
+  if (typeof hint === 'string') info.hint = hint;
+  return info;
 }
 
 export async function pipelineRun(input: RunInput): Promise<RunStatus> {

@@ -107,7 +107,7 @@ export interface StageStatus {
   startedAt?: string;
   endedAt?: string;
   outputs?: Record<string, unknown>;
-  error?: { message: string; type?: string; nonRetryable?: boolean };
+  error?: { message: string; type?: string; nonRetryable?: boolean; hint?: string };
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

@@ -40,7 +40,7 @@ export function stageLine(s: StageStatus): string {
   const attempt = s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
   let tail = '';
   if (s.state === 'running') tail = progressText(s);
-  else if (s.state === 'failed') tail = s.error?.message ?? '';
+  else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
   else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();

@@ -2,6 +2,7 @@
 import type { Worker } from '@temporalio/worker';
 import { connectWorker } from '../../../infra/connection.ts';
 import { createWorker } from '../../../infra/worker.ts';
+import { installRuntime } from '../../../infra/runtime.ts';
 import { parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { stageCompletedHook } from '../../../activities/audit.ts';
@@ -26,6 +27,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: { workfl
  * and an extra worker next to live ones only shares the work.
  */
 export async function startLocalWorker(ctx: CliContext, queue: string): Promise<{ stop(): Promise<void> }> {
+  installRuntime('ERROR');
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
