@@ -3,10 +3,8 @@
  * hand the table to a probe stage (optionally slow), polling helpers, and the `tempered schedule`
  * command run in a child process.
  */
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, runCli, type CliResult } from './cli.ts';
 
@@ -77,53 +75,10 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const COMMAND = fileURLToPath(new URL('../../src/cli/commands/schedule.ts', import.meta.url));
-const CONTEXT = fileURLToPath(new URL('../../src/cli/context.ts', import.meta.url));
-const ARGS = fileURLToPath(new URL('../../src/cli/args.ts', import.meta.url));
 
-/** Whether `tempered schedule` is wired into the CLI entry point yet. */
-export function cliHasScheduleCommand(): boolean {
-  return /['"]?schedule['"]?\s*:\s*\{/.test(readFileSync(MAIN, 'utf8'));
-}
-
-/**
- * Runs `tempered schedule <args>`: through the real entry point (bin/tempered.js) once main.ts
- * routes `schedule`; until then through the same command function with main's error handling, so
- * the command is exercised as a user runs it either way.
- */
+/** Runs `tempered schedule <args>` through the real entry point (bin/tempered.js). */
 export function runScheduleCli(args: string[], env: Record<string, string | undefined>, opts: { timeoutMs?: number } = {}): Promise<CliResult> {
-  if (cliHasScheduleCommand()) return runCli(['schedule', ...args], env, opts);
-  const script = `
-    const { createContext, CliError } = await import(${JSON.stringify(CONTEXT)});
-    const { UsageError } = await import(${JSON.stringify(ARGS)});
-    const { scheduleCmd } = await import(${JSON.stringify(COMMAND)});
-    const ctx = await createContext();
-    let code;
-    try { code = await scheduleCmd(ctx, JSON.parse(process.env.SCHEDULE_ARGS)); }
-    catch (e) {
-      console.error('tempered: ' + e.message);
-      code = e instanceof CliError ? e.exitCode : e instanceof UsageError ? 2 : 1;
-    } finally { await ctx.close(); }
-    process.exit(code);`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      env: { ...process.env, ...env, SCHEDULE_ARGS: JSON.stringify(args) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`tempered schedule ${args.join(' ')} timed out\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 120_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+  return runCli(['schedule', ...args], env, opts);
 }
 
 export { BIN };
