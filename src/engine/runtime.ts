@@ -48,6 +48,8 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
         executionMode: 'sequential',
         // 'all' may fuse into contrib ops; 'extended' keeps results stable and is fast enough.
         graphOptimizationLevel: 'extended',
+        // TEMPERED_ORT_PROFILE=/path/prefix writes onnxruntime's per-op trace (chrome://tracing JSON) for performance work.
+        ...(process.env.TEMPERED_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.TEMPERED_ORT_PROFILE } : {}),
       };
       return await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
     } catch (e) {
