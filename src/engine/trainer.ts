@@ -268,14 +268,7 @@ export class Trainer {
     const n = rows(data[feedNames[0]!]!);
     const outs = this.program.eval.graph.outputs.map((o) => o.name).filter((o) => o !== LOSS_OUTPUT);
     const parts = new Map<string, { chunks: TypedArray[]; dims: number[] }>();
-    for (let start = 0; start < n; start += this.opts.batchSize) {
-      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const name of feedNames) {
-        const c = gatherRows(data[name]!, idx);
-        feeds[name] = toOrt(c.dtype, c.data, c.dims);
-      }
-      for (const p of this.program.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+    for (const { feeds } of this.evalBatches(data, feedNames, n)) {
       const r = await session.run(feeds, outs);
       for (const o of outs) {
         const t = r[o]!;
@@ -295,6 +288,20 @@ export class Trainer {
     return result;
   }
 
+  /** Consecutive batches of every row with the current weights: what prediction and evaluation feed. */
+  private *evalBatches(data: Dataset, feedNames: string[], n: number): Generator<{ idx: Uint32Array; feeds: Record<string, ort.Tensor> }> {
+    for (let start = 0; start < n; start += this.opts.batchSize) {
+      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const name of feedNames) {
+        const c = gatherRows(data[name]!, idx);
+        feeds[name] = toOrt(c.dtype, c.data, c.dims);
+      }
+      for (const p of this.program.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+      yield { idx, feeds };
+    }
+  }
+
   private stateFeeds(): Record<string, ort.Tensor> {
     const f: Record<string, ort.Tensor> = {};
     for (const s of this.program.state) f[s.input] = toOrt(s.dtype, this.state.get(s.input)!, s.dims);
@@ -307,14 +314,7 @@ export class Trainer {
     const n = rows(data[feedNames[0]!]!);
     const loss = prog.options.loss;
     let lossSum = 0, right = 0, counted = 0;
-    for (let start = 0; start < n; start += this.opts.batchSize) {
-      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const name of feedNames) {
-        const c = gatherRows(data[name]!, idx);
-        feeds[name] = toOrt(c.dtype, c.data, c.dims);
-      }
-      for (const p of prog.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
+    for (const { idx, feeds } of this.evalBatches(data, feedNames, n)) {
       const out = await session.run(feeds);
       lossSum += Number(out[LOSS_OUTPUT]!.data[0]) * idx.length;
       if (loss.kind === 'cross_entropy') {
