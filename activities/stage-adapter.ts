@@ -74,7 +74,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       const outputs = await kind.run(req.config, ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       const result: StageResult = { outputs, cacheKey: req.cacheKey };
-      if (req.writeCache && req.cacheKey) {
+      if (req.writeCache && req.cacheKey && kind.cacheable !== false) {
         await deps.cache.put({ key: req.cacheKey, kind: req.kind, outputs, producedBy: { runId: req.runId, stageId: req.stageId }, createdAt: new Date().toISOString() });
       }
       await deps.onStageCompleted?.(req, result);

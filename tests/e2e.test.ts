@@ -37,10 +37,12 @@ after(async () => env?.close());
 
 describe('fine-tuning end to end', () => {
   let first: RunStatus;
+  let firstFile: string;
 
   it('runs ingest to deploy on a tiny model and beats nothing-learned', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'e2e-'));
-    first = await runPipeline(writeE2EPipeline(dir));
+    firstFile = writeE2EPipeline(dir);
+    first = await runPipeline(firstFile);
     const states = Object.fromEntries(first.stages.map((s) => [s.id, s.state]));
     assert.deepEqual(states, { ingest: 'succeeded', dedupe: 'succeeded', split: 'succeeded', train: 'succeeded', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' }, JSON.stringify(first.stages.map((s) => [s.id, s.error])));
     const evalOut = first.stages.find((s) => s.id === 'evaluate')!.outputs!;
@@ -74,6 +76,21 @@ describe('fine-tuning end to end', () => {
       assert.equal(audit.verify().ok, true);
     } finally {
       audit.close();
+    }
+  });
+
+  it('a rerun reuses training, evaluates against the new production, and registers no duplicate', async () => {
+    const again = await runPipeline(firstFile);
+    const states = Object.fromEntries(again.stages.map((s) => [s.id, s.state]));
+    // evaluate reruns because production moved (none → v1); register and deploy always act on the registry as it is.
+    assert.deepEqual(states, { ingest: 'cached', dedupe: 'cached', split: 'cached', train: 'cached', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' });
+    assert.equal(again.stages.find((s) => s.id === 'register')!.outputs!.version, 1, 'same model bytes, same version');
+    assert.match(String(again.stages.find((s) => s.id === 'deploy')!.outputs!.explanation), /already pointed at v1/);
+    const reg = openRegistry(join(env.dir, 'registry.db'));
+    try {
+      assert.equal(reg.listVersions('e2e-clf').length, 1);
+    } finally {
+      reg.close();
     }
   });
 

@@ -22,6 +22,8 @@ export const deployStage: StageKind<Config> = {
   kind: 'deploy',
   description: 'promote a registered model version to an alias when its gate passes',
   codeVersion: 'deploy-1',
+  // Promotion acts on the registry as it is now (the alias may have moved since the last run).
+  cacheable: false,
   withSchema: {
     type: 'object',
     additionalProperties: false,
@@ -67,6 +69,7 @@ export const deployStage: StageKind<Config> = {
         }
       }
       const { change } = reg.setAlias(cfg.name, alias, cfg.version, { actor: ctx.actor, reason: `run ${ctx.runId}: ${explanation}` });
+      if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
       const v = reg.getVersion(cfg.name, cfg.version);
       audit.append({
         action: 'model.promoted',

@@ -70,6 +70,21 @@ export const evaluateStage: StageKind<Config> = {
       threads: { type: 'integer', minimum: 1 },
     },
   },
+  // The production comparison depends on which version the alias points at now.
+  async externalInputs(cfg, { stateDir }) {
+    if (!cfg.production) return [];
+    const db = join(stateDir, 'registry.db');
+    if (!existsSync(db)) return ['production:none'];
+    const reg = openRegistry(db);
+    try {
+      const v = reg.getVersion(cfg.production.name, cfg.production.alias ?? 'production');
+      return [`production:${v.name}@${v.version}:${v.artifacts.find((a) => a.role === 'model')?.sha256 ?? ''}`];
+    } catch {
+      return ['production:none'];
+    } finally {
+      reg.close();
+    }
+  },
   outputs: {
     metrics: { type: 'json', description: 'flat metrics for gates: accuracy, f1_macro, …, baseline.*, production.*' },
     report: { type: 'json', description: 'full reports with confusion matrices' },

@@ -29,6 +29,9 @@ export const registerStage: StageKind<Config> = {
   kind: 'register',
   description: 'register the trained model as a new version with metrics, lineage and a model card',
   codeVersion: 'register-1',
+  // Registration is a side effect; a rerun asks the registry again (and gets the same version back
+  // when the model's bytes are already registered).
+  cacheable: false,
   withSchema: {
     type: 'object',
     additionalProperties: false,
@@ -69,6 +72,14 @@ export const registerStage: StageKind<Config> = {
     const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
     let out;
     try {
+      // The same model bytes are the same version: a rerun whose training came from the cache does not mint a copy.
+      const existing = reg.listModels().some((m) => m.name === cfg.name)
+        ? reg.listVersions(cfg.name).find((v) => v.artifacts.some((a) => a.role === 'model' && a.sha256 === cfg.model.sha256))
+        : undefined;
+      if (existing) {
+        const card = await ctx.store.putBytes(modelCard(existing), { mediaType: MEDIA.markdown });
+        return { name: cfg.name, version: existing.version, ref: `${cfg.name}@${existing.version}`, card };
+      }
       const { version } = reg.registerVersion({
         name: cfg.name,
         runId: ctx.runId,

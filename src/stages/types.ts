@@ -36,8 +36,16 @@ export interface StageContext {
 }
 
 export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
-  /** Hashes of inputs the config only names (source files), so a changed file misses the cache. */
-  externalInputs?(config: C, ctx: { baseDir: string }): Promise<string[]>;
+  /**
+   * Identities of inputs the config only names (source files, the model a registry alias points
+   * at), so a change there misses the cache.
+   */
+  externalInputs?(config: C, ctx: { baseDir: string; stateDir: string }): Promise<string[]>;
+  /**
+   * False for stages whose point is a side effect on state outside the store (the registry): their
+   * outputs are never reused, so a rerun acts again against the state as it is now.
+   */
+  cacheable?: boolean;
   run(config: C, ctx: StageContext): Promise<StageOutputs>;
 }
 
