@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { freePort, startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
-import { runCli, startCliWorker } from './helpers/cli.ts';
+import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
 let server: DevServerHandle;
@@ -143,7 +143,7 @@ describe('tempered CLI', () => {
       assert.equal(again.code, 1);
       assert.match(again.stderr, /already cancel/);
     } finally {
-      worker?.kill('SIGTERM');
+      if (worker) await stopCliWorker(worker);
     }
   });
 

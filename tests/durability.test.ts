@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { getRunStatus, submitRun, waitForRun } from '../src/client/runs.ts';
 import type { RunPlan, RunStage } from '../workflows/types.ts';
-import { startCliWorker } from './helpers/cli.ts';
+import { startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
 
@@ -58,21 +58,20 @@ describe('durability', () => {
       TEMPERED_PROBE_LOG: logFile,
     };
     let worker: ChildProcess = await startCliWorker(['--queue', queue], workerEnv);
-    const h = await submitRun(env.client, { plan: plan('kill', [stage('a', []), stage('b', ['a'], { sleepMs: 6000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: queue });
-    await waitForState(h.workflowId, 'b', 'running');
-    await sleep(1000);
-    worker.kill('SIGKILL');
-    await new Promise((r) => worker.once('exit', r));
-    worker = await startCliWorker(['--queue', queue], workerEnv);
     try {
+      const h = await submitRun(env.client, { plan: plan('kill', [stage('a', []), stage('b', ['a'], { sleepMs: 6000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: queue });
+      await waitForState(h.workflowId, 'b', 'running');
+      await sleep(1000);
+      worker.kill('SIGKILL');
+      await new Promise((r) => worker.once('exit', r));
+      worker = await startCliWorker(['--queue', queue], workerEnv);
       const final = await waitForRun(env.client, h.workflowId);
       assert.equal(final.state, 'succeeded');
       const b = execs(h.workflowId).filter((e) => e.stageId === 'b');
       assert.deepEqual(b.map((e) => e.outcome), ['ok'], 'the killed attempt never finished; the retry did');
       assert.ok(b[0]!.attempt >= 2, `b completed on a retry (attempt ${b[0]!.attempt})`);
     } finally {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
+      await stopCliWorker(worker);
     }
   });
 

@@ -5,7 +5,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,7 +13,7 @@ import { submitRun, waitForRun } from '../src/client/runs.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { runCli, startCliWorker } from './helpers/cli.ts';
+import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
 
@@ -57,10 +56,6 @@ async function checkpointReached(home: string, atLeast: number): Promise<number>
 }
 
 const out = (st: RunStatus, stage: string) => st.stages.find((s) => s.id === stage)!.outputs!;
-const stopWorker = async (w: ChildProcess) => {
-  w.kill('SIGTERM');
-  await new Promise((r) => w.once('exit', r));
-};
 
 let reference: RunStatus;
 
@@ -73,7 +68,7 @@ before(async () => {
   try {
     reference = await waitForRun(env.client, await submit('ref'));
   } finally {
-    await stopWorker(w);
+    await stopCliWorker(w);
   }
   assert.equal(reference.state, 'succeeded', JSON.stringify(reference.stages.map((s) => s.error)));
 });
@@ -83,12 +78,12 @@ describe('training durability', () => {
   it('SIGKILL during training: a new worker resumes from the last checkpoint and ends with identical weights', async () => {
     const home = mkdtempSync(join(tmpdir(), 'home-kill-'));
     let w = await startCliWorker([], workerEnv(home, 'kill'));
-    const runId = await submit('kill');
-    const killedAt = await checkpointReached(home, 2 * CHECKPOINT_EVERY);
-    w.kill('SIGKILL');
-    await new Promise((r) => w.once('exit', r));
-    w = await startCliWorker([], workerEnv(home, 'kill'));
     try {
+      const runId = await submit('kill');
+      const killedAt = await checkpointReached(home, 2 * CHECKPOINT_EVERY);
+      w.kill('SIGKILL');
+      await new Promise((r) => w.once('exit', r));
+      w = await startCliWorker([], workerEnv(home, 'kill'));
       const st = await waitForRun(env.client, runId);
       assert.equal(st.state, 'succeeded');
       const train = out(st, 'train');
@@ -98,7 +93,7 @@ describe('training durability', () => {
       assert.equal(train.steps, out(reference, 'train').steps);
       assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256, 'bitwise-identical exported model');
     } finally {
-      await stopWorker(w);
+      await stopCliWorker(w);
     }
   });
 
@@ -106,13 +101,13 @@ describe('training durability', () => {
     const home = mkdtempSync(join(tmpdir(), 'home-resume-'));
     const wenv = workerEnv(home, 'resume');
     let w = await startCliWorker([], wenv);
-    const runId = await submit('resume');
-    await checkpointReached(home, CHECKPOINT_EVERY);
-    w.kill('SIGKILL');
-    await new Promise((r) => w.once('exit', r));
-    await env.client.workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
-    w = await startCliWorker([], wenv);
     try {
+      const runId = await submit('resume');
+      await checkpointReached(home, CHECKPOINT_EVERY);
+      w.kill('SIGKILL');
+      await new Promise((r) => w.once('exit', r));
+      await env.client.workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
+      w = await startCliWorker([], wenv);
       const r = await runCli(['resume', runId, '--json', '--wait'], wenv, { timeoutMs: 300_000 });
       assert.equal(r.code, 0, r.stderr);
       const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
@@ -123,7 +118,7 @@ describe('training durability', () => {
       assert.ok(((train.baseModel as { resumedFromStep: number | null }).resumedFromStep ?? 0) > 0, 'training continued from the dead run’s checkpoint');
       assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256);
     } finally {
-      await stopWorker(w);
+      await stopCliWorker(w);
     }
   });
 });

@@ -47,3 +47,11 @@ export function startCliWorker(args: string[], env: Record<string, string | unde
     });
   });
 }
+
+/** Stops a worker started by startCliWorker; returns at once if it already exited (e.g. SIGKILLed). */
+export async function stopCliWorker(w: ChildProcess): Promise<void> {
+  if (w.exitCode !== null || w.signalCode !== null) return;
+  const exited = new Promise((r) => w.once('exit', r));
+  w.kill('SIGTERM');
+  await exited;
+}
