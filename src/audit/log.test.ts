@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openAudit, hashRecord, GENESIS_HASH, type AuditLog } from './log.ts';
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { InputError } from '../errors.ts';
 
 const sha = (c: string) => c.repeat(64);

@@ -10,7 +10,7 @@
  * is read, so concurrent writers in different processes serialise and never fork the chain.
  */
 import { InputError } from '../errors.ts';
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { defaultActor } from './actor.ts';
 import { openSqlite, type Db, type Migration } from '../registry/sqlite.ts';
 

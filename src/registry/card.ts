@@ -4,7 +4,7 @@
  * aliases), so a version always yields the same bytes and the card can be stored as a
  * content-addressed artifact.
  */
-import { canonicalJson } from '../audit/canonical.ts';
+import { canonicalJson } from '../util/canonical-json.ts';
 import { flattenParams } from './diff.ts';
 import type { ModelVersion } from './types.ts';
 

@@ -1,5 +1,5 @@
 /** What changed between two versions of a model: parameters, metrics, data and artifacts. */
-import { canonicalJson } from '../audit/canonical.ts';
+import { canonicalJson } from '../util/canonical-json.ts';
 import type { ModelVersion, VersionDiff } from './types.ts';
 
 /** Nested params → dotted keys; arrays are compared whole. */

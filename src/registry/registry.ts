@@ -6,7 +6,7 @@
  * version gets that same version back (`created: false`) instead of a duplicate.
  */
 import { InputError } from '../errors.ts';
-import { canonicalJson } from '../audit/canonical.ts';
+import { canonicalJson } from '../util/canonical-json.ts';
 import { defaultActor } from '../audit/actor.ts';
 import { openSqlite, type Db } from './sqlite.ts';
 import { REGISTRY_MIGRATIONS } from './schema.ts';

@@ -17,4 +17,4 @@ export { planPipeline, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './plan.ts';
 export { resolveStageRefs, listStageRefs, StageRefError, type StageRef } from './runtime-refs.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export { pipelineSchema } from './schema.ts';
-export { canonicalJson, sha256Hex } from './canonical-json.ts';
+export { canonicalJson, sha256Hex } from '../util/canonical-json.ts';

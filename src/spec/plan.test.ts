@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { canonicalJson } from './canonical-json.ts';
+import { canonicalJson } from '../util/canonical-json.ts';
 import { registry } from './fixtures/kinds.ts';
 import { yaml } from './fixtures/helpers.ts';
 import { loadSpec, loadSpecText, checkSpecText } from './load.ts';

@@ -3,7 +3,7 @@
  * parameters substituted, defaults merged, durations in milliseconds, stages in a
  * deterministic topological order, and a hash identifying the resolved spec.
  */
-import { canonicalJson, sha256Hex } from './canonical-json.ts';
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { parseDuration } from './duration.ts';
 import { buildGraph, topologicalOrder } from './graph.ts';
 import { findRefs, isWholeRef } from './runtime-refs.ts';

@@ -1,27 +1,51 @@
+/**
+ * Canonical JSON: object keys sorted by UTF-16 code unit, no whitespace, so the same value always
+ * serialises to the same bytes. Hash chains and stored JSON depend on that stability.
+ * Refuses values JSON cannot represent faithfully (undefined inside arrays, NaN, Infinity,
+ * functions, bigint, class instances other than Date) instead of silently changing them.
+ */
 import { createHash } from 'node:crypto';
+import { InputError } from '../errors.ts';
 
-/** JSON with object keys sorted at every level, so equal values always give equal bytes. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
+export function canonicalJson(value: unknown, where = 'value'): string {
+  return write(value, where);
 }
 
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(value as object).sort()) {
-      const v = (value as Record<string, unknown>)[k];
-      if (v !== undefined) out[k] = sortKeys(v);
+function write(v: unknown, path: string): string {
+  if (v === null) return 'null';
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'number':
+      if (!Number.isFinite(v)) throw new InputError(`${v} cannot be stored as JSON`, { where: path, hint: 'use a finite number or null' });
+      return JSON.stringify(v);
+    case 'object': {
+      if (Array.isArray(v)) {
+        return `[${v.map((x, i) => {
+          if (x === undefined) throw new InputError('undefined cannot be stored as JSON', { where: `${path}[${i}]`, hint: 'use null' });
+          return write(x, `${path}[${i}]`);
+        }).join(',')}]`;
+      }
+      if (v instanceof Date) return JSON.stringify(v.toISOString());
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) {
+        throw new InputError(`a ${proto?.constructor?.name ?? 'non-plain'} object cannot be stored as JSON`, { where: path, hint: 'pass plain objects, arrays, strings, numbers, booleans or null' });
+      }
+      const keys = Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      return `{${keys.map((k) => `${JSON.stringify(k)}:${write((v as Record<string, unknown>)[k], `${path}.${k}`)}`).join(',')}}`;
     }
-    return out;
+    default:
+      throw new InputError(`a ${typeof v} cannot be stored as JSON`, { where: path });
   }
-  return value;
 }
 
-export function sha256Hex(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+export function sha256Hex(text: string | Uint8Array): string {
+  return createHash('sha256').update(text).digest('hex');
 }
 
-export function hashJson(value: unknown): string {
-  return sha256Hex(canonicalJson(value));
+/** sha256 of a value's canonical JSON: the same value, in any key order, gives the same hash. */
+export function hashJson(value: unknown, where = 'value'): string {
+  return sha256Hex(canonicalJson(value, where));
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalJson, sha256Hex } from './canonical-json.ts';
 import { InputError } from '../errors.ts';
 
 test('canonical JSON sorts keys at every depth and drops undefined properties', () => {
