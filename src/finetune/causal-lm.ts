@@ -3,7 +3,7 @@
  * response tokens only, and its evaluation (loss and perplexity on response tokens). Sequences are
  * short in the demos, so this uses the engine's Trainer on fixed-width token columns.
  */
-import { createHash } from 'node:crypto';
+import { sha256File } from '../util/hash-file.ts';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -133,7 +133,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   try {
     exportInference(program, r.params, join(tmp, 'model.onnx'));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
-    const baseSha = createHash('sha256').update(readFileSync(join(o.modelDir, 'model.safetensors'))).digest('hex');
+    const baseSha = (await sha256File(join(o.modelDir, 'model.safetensors'))).sha256;
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
     writeFileSync(join(tmp, MANIFEST), JSON.stringify({
       format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },

@@ -5,7 +5,8 @@
  * checkpoints, and export an inference folder (see export.ts).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { sha256File } from '../util/hash-file.ts';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import type { Model } from '../onnx/ir.ts';
@@ -159,12 +160,6 @@ export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | '
   }
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainResult> {
   validate(o);
   const bucket = o.bucket ?? 8;
@@ -187,14 +182,14 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const { program, config } = compileClassifier(o);
   if (train.width > config.maxPositions) throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
 
-  const baseSha = await sha256File(join(o.modelDir, 'model.safetensors'));
+  const baseSha = (await sha256File(join(o.modelDir, 'model.safetensors'))).sha256;
   const hyper = {
     method: o.method, lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,
     lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
     warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps, schedule: o.schedule, weightDecay: o.weightDecay, clipNorm: o.clipNorm,
     seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, groupByLength, labels: o.labels,
   };
-  const dataHash = createHash('sha256').update(readFileSync(trainTok.path)).digest('hex');
+  const dataHash = (await sha256File(trainTok.path)).sha256;
   const configHash = createHash('sha256').update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping })).digest('hex');
 
   const r = await runLoop({

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { describeArrowFile } from '../data/arrow-io.ts';
 import type { IngestConfig } from '../data/config.ts';
-import { sha256File } from '../data/hash.ts';
+import { sha256File } from '../util/hash-file.ts';
 import { ingest } from '../data/ingest.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';

@@ -10,6 +10,7 @@ import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, 
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
+import { sha256File } from '../util/hash-file.ts';
 import type { ArtifactRef } from '../types.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
@@ -101,7 +102,7 @@ export class ArtifactStore {
     let hex: string;
     let bytes: number;
     if (opts.move && src.startsWith(this.tmpDir + sep)) {
-      ({ hex, bytes } = await hashFile(src));
+      ({ sha256: hex, bytes } = await sha256File(src));
       const fh = await fsp.open(src, 'r+');
       await fh.sync();
       await fh.close();
@@ -151,7 +152,7 @@ export class ArtifactStore {
   /** Re-hashes a stored artifact; throws IntegrityError when size or hash differ from the reference. */
   async verify(ref: ArtifactRef): Promise<string> {
     const path = this.pathOf(ref);
-    const { hex, bytes } = await hashFile(path);
+    const { sha256: hex, bytes } = await sha256File(path);
     if (bytes !== ref.bytes) throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`);
     if (hex !== ref.sha256) throw new IntegrityError(`artifact ${ref.sha256} is corrupt: its content hashes to ${hex}`);
     return path;
@@ -208,16 +209,6 @@ export class ArtifactStore {
     }
     return removed;
   }
-}
-
-export async function hashFile(path: string): Promise<{ hex: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path)) {
-    h.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
-  }
-  return { hex: h.digest('hex'), bytes };
 }
 
 async function copyHashing(src: string, dest: string): Promise<{ hex: string; bytes: number }> {

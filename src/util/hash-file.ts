@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
+/** Streams a file through sha256 (1 MiB reads), so large files are hashed without loading them whole. */
 export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
@@ -9,8 +10,4 @@ export async function sha256File(path: string): Promise<{ sha256: string; bytes:
     bytes += chunk.length;
   }
   return { sha256: h.digest('hex'), bytes };
-}
-
-export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s, 'utf8').digest('hex');
 }
