@@ -3,7 +3,7 @@
  * the spec names: the base model's frozen features under a logistic-regression head, and the
  * version currently serving under a registry alias (evaluated on the same test split).
  */
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { reportToGateMetrics } from '../eval/metrics.ts';
 import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
@@ -25,15 +25,9 @@ interface Config {
   threads?: number;
 }
 
-async function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
-  const dir = join(ctx.stateDir, 'serving', tree.sha256);
-  if (!existsSync(dir)) {
-    const tmp = `${dir}.${process.pid}.tmp`;
-    rmSync(tmp, { recursive: true, force: true });
-    await ctx.store.materializeTree(tree, tmp);
-    renameSync(tmp, dir);
-  }
-  return dir;
+/** Models are checked out once per state folder and shared with `tempered serve`. */
+function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
+  return ctx.store.checkoutTree(tree, join(ctx.stateDir, 'serving'));
 }
 
 export const evaluateStage: StageKind<Config> = {

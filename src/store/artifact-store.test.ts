@@ -97,6 +97,21 @@ describe('ArtifactStore', () => {
     assert.deepEqual(await s.putTree(dir), tree, 'trees are content-addressed too');
   });
 
+  it('checks a tree out once under its hash and reuses the copy', async () => {
+    const s = fresh();
+    const dir = mkdtempSync(join(tmpdir(), 'tree-'));
+    writeFileSync(join(dir, 'model.onnx'), 'weights');
+    const tree = await s.putTree(dir);
+    const parent = mkdtempSync(join(tmpdir(), 'serving-'));
+    const out = await s.checkoutTree(tree, parent);
+    assert.equal(out, join(parent, tree.sha256));
+    assert.equal(readFileSync(join(out, 'model.onnx'), 'utf8'), 'weights');
+    const before = statSync(join(out, 'model.onnx')).mtimeMs;
+    assert.equal(await s.checkoutTree(tree, parent), out);
+    assert.equal(statSync(join(out, 'model.onnx')).mtimeMs, before, 'second checkout reuses the copy');
+    assert.deepEqual(readdirSync(parent), [tree.sha256], 'no temp folder left behind');
+  });
+
   it('leaves no partial object when the writer is killed mid-write', async () => {
     const s = fresh();
     // A child process streams 200 MB into the store; we SIGKILL it while it writes.

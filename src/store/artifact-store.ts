@@ -196,6 +196,27 @@ export class ArtifactStore {
     return dest;
   }
 
+  /**
+   * A read-only working copy of a tree at `<parent>/<sha256>`, made once and reused: the name is the
+   * tree's hash, so an existing folder is already right. Built under a temp name and renamed in, so
+   * a crash never leaves a half-written copy behind.
+   */
+  async checkoutTree(ref: ArtifactRef, parent: string): Promise<string> {
+    const dir = join(parent, parseUri(ref.uri));
+    if (existsSync(dir)) return dir;
+    const tmp = `${dir}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      await this.materializeTree(ref, tmp);
+      await fsp.rename(tmp, dir).catch(async (e: NodeJS.ErrnoException) => {
+        // Another process checked the same tree out first: theirs is identical.
+        if (!existsSync(dir)) throw e;
+      });
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+    return dir;
+  }
+
   /** Removes temp files left by writers that died (older than `olderThanMs`). */
   async sweepTemp(olderThanMs = 60 * 60 * 1000): Promise<number> {
     let removed = 0;

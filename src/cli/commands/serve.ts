@@ -1,5 +1,5 @@
 /** `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias moves. */
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../audit/log.ts';
 import { loadPredictor } from '../../finetune/predictor.ts';
@@ -20,13 +20,7 @@ export function registryModelSource(opts: { registryDb: string; store: ArtifactS
     async load(version): Promise<Predictor> {
       const tree = version.artifacts.find((a) => a.role === 'model');
       if (!tree) throw new Error(`${version.name}@${version.version} has no model artifact`);
-      const dir = join(opts.servingDir, tree.sha256);
-      if (!existsSync(dir)) {
-        const tmp = `${dir}.${process.pid}.tmp`;
-        rmSync(tmp, { recursive: true, force: true });
-        await opts.store.materializeTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, tmp);
-        renameSync(tmp, dir);
-      }
+      const dir = await opts.store.checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir);
       const p = await loadPredictor(dir, { threads: opts.threads });
       return { id: `${version.name}@${version.version}`, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
     },
