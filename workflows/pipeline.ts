@@ -2,6 +2,11 @@
  * `pipelineRun`: interprets a planned pipeline as a DAG of activities. Deterministic orchestration
  * only: every stage whose needs are met starts at once (up to `concurrency`), each with its own
  * retry policy, timeouts and task queue; outputs flow downstream as small artifact references.
+ *
+ * Upgrading: runs in flight replay this code. A change that alters the commands a run issues
+ * (activities scheduled, their order, timers) must go behind `patched('<change-id>')` with the old
+ * path kept; tests/replay.test.ts replays committed histories of every released version and fails
+ * on non-determinism. Nothing is patched yet: no earlier version has been released.
  */
 import {
   ActivityCancellationType,
@@ -14,7 +19,6 @@ import {
   proxyLocalActivities,
   setHandler,
   workflowInfo,
-  patched,
 } from '@temporalio/workflow';
 import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import { durationMs } from './duration.ts';
@@ -98,10 +102,9 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     try {
       const config = resolveStageRefs(stage.with, outputs) as Record<string, unknown>;
       const useCache = stage.cache !== false && !options.noCache;
-      // Older histories ran without a cache lookup; the patch keeps them replayable.
-      const lookup = patched('stage-cache-lookup') ? await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir }) : undefined;
-      st.cacheKey = lookup?.key;
-      if (useCache && lookup?.hit) {
+      const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir });
+      st.cacheKey = lookup.key;
+      if (useCache && lookup.hit) {
         outputs[stage.id] = lookup.hit.outputs;
         st.outputs = lookup.hit.outputs;
         st.cachedFrom = lookup.hit.producedBy;
@@ -118,7 +121,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         baseDir: options.baseDir,
         specHash: plan.specHash,
         actor: options.actor,
-        cacheKey: lookup?.key,
+        cacheKey: lookup.key,
         writeCache: stage.cache !== false,
       };
       const result = await stageActivity(stage, options.defaultQueue)(req);
@@ -150,10 +153,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const fingerprints = (): IngestFingerprint[] =>
     ingestIds.map((id) => ({ stageId: id, dataHash: String(outputs[id]?.dataHash ?? ''), report: outputs[id]?.report }));
   const ingestDone = () => ingestIds.every((id) => ['succeeded', 'cached'].includes(byId.get(id)!.state));
-  // Runs started before run gates existed replay without them.
-  const gatesSupported = patched('run-gate-v1');
   const gate = options.gate ?? plan.triggers;
-  let gatePending = gatesSupported && !!gate && ingestIds.length > 0;
+  let gatePending = !!gate && ingestIds.length > 0;
   for (;;) {
     if (gatePending && ingestDone()) {
       gatePending = false;
@@ -227,7 +228,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     });
   }
   status.state = 'succeeded';
-  if (gatesSupported && ingestIds.length > 0 && status.gate?.proceed !== false) {
+  if (ingestIds.length > 0 && status.gate?.proceed !== false) {
     await recordRunOutcome({ pipeline: plan.name, scheduleId: options.scheduleId, runId: info.workflowId, specHash: plan.specHash, ingest: fingerprints() });
   }
   return status;

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Client, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import type { RunInput, RunStatus, StageStatus } from '../../workflows/types.ts';
+import type { RunInput, RunStatus } from '../../workflows/types.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -101,8 +101,4 @@ export async function waitForRun(client: Client, runId: string): Promise<RunStat
     }
     throw e;
   }
-}
-
-export function stageLine(s: StageStatus): string {
-  return `${s.id} ${s.state}`;
 }
