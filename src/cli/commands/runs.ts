@@ -13,10 +13,6 @@ import { formatRunStatus, stageLine } from '../format.ts';
 import { startLocalWorker } from './worker.ts';
 import { auditRunSubmitted } from '../../../activities/audit.ts';
 
-function collectParams(values: string[] | undefined): string[] {
-  return values ?? [];
-}
-
 /** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
 export async function planOrExit(ctx: CliContext, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
   const parsed = parseParamOverrides(params);
@@ -35,7 +31,7 @@ export async function validateCmd(ctx: CliContext, argv: string[]): Promise<numb
   const usage = 'tempered validate <file> [--param k=v ...] [--json]';
   const { values, positionals } = parse(argv, { param: { type: 'string', multiple: true }, json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`validate takes one pipeline file\nusage: ${usage}`, 2);
-  const plan = await planOrExit(ctx, positionals[0]!, collectParams(values.param), !!values.json);
+  const plan = await planOrExit(ctx, positionals[0]!, values.param ?? [], !!values.json);
   if (values.json) console.log(JSON.stringify({ ok: true, plan }, null, 2));
   else console.log(`ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`);
   return 0;
@@ -86,7 +82,7 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
   );
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
   const file = positionals[0]!;
-  const plan = await planOrExit(ctx, file, collectParams(values.param), !!values.json);
+  const plan = await planOrExit(ctx, file, values.param ?? [], !!values.json);
   const client = await ctx.client({ startServer: true });
   const input: RunInput = {
     plan,
