@@ -29,6 +29,15 @@ async function runPipeline(file: string, params: Record<string, string> = {}): P
   return waitForRun(env.client, h.workflowId);
 }
 
+/** The real server over the registry's production alias of e2e-clf. */
+function serveProduction(pollMs?: number) {
+  return createModelServer({
+    resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
+    token: 'test-token-123456',
+    pollMs,
+  });
+}
+
 before(async () => {
   env = await startTestEnv(await loadStageKinds());
   await env.startWorker();
@@ -95,10 +104,7 @@ describe('fine-tuning end to end', () => {
   });
 
   it('serves the promoted model: a prediction for a text', async () => {
-    const server = await createModelServer({
-      resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
-      token: 'test-token-123456',
-    });
+    const server = await serveProduction();
     try {
       const url = await server.listen(0, '127.0.0.1');
       const res = await fetch(`${url}/predict`, {
@@ -131,11 +137,7 @@ describe('fine-tuning end to end', () => {
   });
 
   it('hot-swaps the served model when production moves, without a failed request', async () => {
-    const server = await createModelServer({
-      resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
-      token: 'test-token-123456',
-      pollMs: 100,
-    });
+    const server = await serveProduction(100);
     try {
       const url = await server.listen(0, '127.0.0.1');
       const seen = new Set<string>();
