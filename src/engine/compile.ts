@@ -12,10 +12,12 @@ import type { Model, ValueInfo } from '../onnx/ir.ts';
 import { cloneModel } from '../onnx/ir.ts';
 import { inferShapes } from '../onnx/shapes.ts';
 import { removeDeadNodes, topoSort } from '../onnx/graph.ts';
+import { sinkRowGathers } from '../onnx/sink-gathers.ts';
 import { appendGradients } from './autodiff.ts';
 import { appendLoss, type LossSpec } from './losses.ts';
 import { appendOptimizer, type OptimizerSpec, type StateSlot } from './optimizers.ts';
 import { applyLora, type LoraModule, type LoraSpec } from './lora.ts';
+import type { DropoutMask } from './lora-dropout.ts';
 import { matchesAny } from './patterns.ts';
 
 export type TrainableSpec =
@@ -60,8 +62,10 @@ export interface TrainProgram {
   eval: Model;
   params: ParamInfo[];
   state: StateSlot[];
-  /** Inputs fed per batch (model inputs plus labels/targets), excluding params, state, lr, step. */
+  /** Inputs fed per batch (model inputs plus labels/targets, and dropout masks), excluding params, state, lr, step. */
   dataInputs: ValueInfo[];
+  /** LoRA dropout keep-masks the step and grad graphs read (fed with dropoutMaskFeeds). */
+  dropoutMasks: DropoutMask[];
   /** Name of the forward output the loss reads (logits / predictions). */
   prediction: string;
   lora?: { spec: LoraSpec; modules: LoraModule[] };
@@ -86,6 +90,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     fwd = split.head;
   }
   let lora: TrainProgram['lora'];
+  let dropoutMasks: DropoutMask[] = [];
   let trainFwd: Model | undefined;
   if (opts.trainable.kind === 'lora') {
     const { kind: _k, alsoTrain: _a, ...spec } = opts.trainable;
@@ -94,7 +99,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     lora = { spec, modules: applyLora(evalFwd, { ...spec, dropout: 0 }) };
     if ((spec.dropout ?? 0) > 0) {
       trainFwd = cloneModel(fwd);
-      applyLora(trainFwd, spec);
+      dropoutMasks = applyLora(trainFwd, spec).flatMap((m) => (m.dropoutMask ? [m.dropoutMask] : []));
     }
     fwd = evalFwd;
   }
@@ -119,7 +124,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   const params: ParamInfo[] = chosen.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims], init: t.data }));
 
   // Base graphs: params become inputs, the loss is appended.
-  const withLoss = (m: Model) => {
+  const withLoss = (m: Model, keepOutputs: boolean) => {
     const base = cloneModel(m);
     for (const p of params) {
       base.graph.initializers.delete(p.name);
@@ -130,11 +135,13 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     const { loss } = appendLoss(lb, inferShapes(base.graph), opts.loss, lossDefault);
     lb.op('Identity', [loss], {}, { outputs: [LOSS_OUTPUT] });
     base.graph.outputs = [];
+    // Rows no output reads (all positions but CLS in the last layer of a pooled classifier) are never computed.
+    sinkRowGathers(base.graph, [LOSS_OUTPUT, ...(keepOutputs ? outputs : [])]);
     return { base, outputs };
   };
   const lossOut = LOSS_OUTPUT;
-  const { base: evalBase, outputs: forwardOutputs } = withLoss(fwd);
-  const { base } = withLoss(trainFwd);
+  const { base: evalBase, outputs: forwardOutputs } = withLoss(fwd, true);
+  const { base } = withLoss(trainFwd, false);
   const paramNames = new Set(params.map((p) => p.name));
   const dataInputs = base.graph.inputs.filter((v) => !paramNames.has(v.name));
 
@@ -184,7 +191,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
 
   return {
     options: opts, source, forward: fwd, backbone, step: stepModel, grad: gradModel, apply: applyModel, eval: evalModel,
-    params, state, dataInputs, prediction: lossDefault, lora,
+    params, state, dataInputs, dropoutMasks, prediction: lossDefault, lora,
   };
 }
 
