@@ -11,6 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from './prng.ts';
+import { dropoutMaskFeeds, dropoutThreshold, fillMask } from './lora-dropout.ts';
 
 function gemmModel() {
   const r = new Rng(1);
@@ -67,4 +68,80 @@ test('merged export equals the unmerged LoRA forward for Gemm (transB=1) and Mat
 
 test('LoRA targets that match nothing are an error that shows weight names', () => {
   assert.throws(() => applyLora(gemmModel(), { r: 2, alpha: 4, targets: ['*query.weight'] }), /match no MatMul\/Gemm weight.*fc\.weight/);
+});
+
+test('LoRA dropout: the fed keep-mask zeroes inputs of the adapter only, rescaled by 1/(1-p) at its output', async () => {
+  const p = 0.25;
+  const adapted = gemmModel();
+  const mods = applyLora(adapted, { r: 2, alpha: 4, dropout: p, targets: ['fc.weight'], seed: 7 });
+  const mask = mods[0]!.dropoutMask!;
+  assert.deepEqual(mask.shape, ['batch', 6]);
+  assert.equal(mask.input, 'lora_dropout_mask:fc');
+  // Give B values so the adapter contributes, then compare with the same graph computed by hand.
+  const bw = adapted.graph.initializers.get('fc.lora_B.weight')!;
+  bw.data = Float32Array.from({ length: bw.data.length }, (_, i) => 0.1 * (i + 1));
+  const keep = fillMask(new Uint8Array(5 * 6), mask.threshold, 1234, 0);
+  assert.ok(keep.includes(0) && keep.includes(1));
+  const session = await ort.InferenceSession.create(encodeModel(adapted));
+  const y = (await session.run({ x: new ort.Tensor('float32', X, [5, 6]), [mask.input]: new ort.Tensor('bool', keep, [5, 6]) }))['y']!.data as Float32Array;
+  // Reference: the base model with fc.weight replaced per row by W + (scale/(1-p))·(A·B) applied to masked x.
+  const W = adapted.graph.initializers.get('fc.weight')!.data as Float32Array; // [out 4, in 6]
+  const A = adapted.graph.initializers.get('fc.lora_A.weight')!.data as Float32Array; // [6, 2]
+  const B = bw.data as Float32Array; // [2, 4]
+  const W2 = adapted.graph.initializers.get('out.weight')!.data as Float32Array; // [4, 3]
+  const s = (4 / 2) / (1 - dropoutThreshold(p).rate);
+  for (let n = 0; n < 5; n++) {
+    const h = new Float64Array(4);
+    for (let o = 0; o < 4; o++) {
+      let v = 0;
+      for (let i = 0; i < 6; i++) v += X[n * 6 + i]! * W[o * 6 + i]!;
+      for (let k = 0; k < 2; k++) {
+        let xa = 0;
+        for (let i = 0; i < 6; i++) xa += (keep[n * 6 + i] ? X[n * 6 + i]! : 0) * A[i * 2 + k]!;
+        v += s * xa * B[k * 4 + o]!;
+      }
+      h[o] = Math.max(0, v);
+    }
+    for (let c = 0; c < 3; c++) {
+      let want = 0;
+      for (let o = 0; o < 4; o++) want += h[o]! * W2[o * 3 + c]!;
+      assert.ok(Math.abs(want - y[n * 3 + c]!) < 1e-5, `row ${n} col ${c}: ${want} vs ${y[n * 3 + c]}`);
+    }
+  }
+});
+
+test('LoRA dropout masks: rate within sampling error, a pure function of (step seed, module), modules independent', () => {
+  const { threshold, rate } = dropoutThreshold(0.1);
+  assert.equal(threshold, 6554);
+  assert.ok(Math.abs(rate - 0.1) < 1 / 65536);
+  const n = 1 << 20;
+  const a = fillMask(new Uint8Array(n), threshold, 42, 0);
+  const dropped = n - a.reduce((s, v) => s + v, 0);
+  // Binomial(n, 0.1): sd ≈ 307; 5 sd.
+  assert.ok(Math.abs(dropped - rate * n) < 5 * Math.sqrt(n * rate * (1 - rate)), `dropped ${dropped} of ${n}`);
+  assert.deepEqual(fillMask(new Uint8Array(n), threshold, 42, 0), a);
+  const b = fillMask(new Uint8Array(n), threshold, 42, 1);
+  const c = fillMask(new Uint8Array(n), threshold, 43, 0);
+  // Both dropped at the same place as often as independent masks would be: p² n ± 5 sd.
+  for (const other of [b, c]) {
+    let both = 0;
+    for (let i = 0; i < n; i++) if (!a[i] && !other[i]) both++;
+    const e = rate * rate * n;
+    assert.ok(Math.abs(both - e) < 5 * Math.sqrt(e), `both dropped ${both}, independent ${e.toFixed(0)}`);
+  }
+  // Neighbouring elements are not correlated either.
+  let pairs = 0;
+  for (let i = 0; i + 1 < n; i += 2) if (!a[i] && !a[i + 1]) pairs++;
+  const e = rate * rate * (n / 2);
+  assert.ok(Math.abs(pairs - e) < 5 * Math.sqrt(e), `adjacent both dropped ${pairs}, independent ${e.toFixed(0)}`);
+  assert.equal(dropoutThreshold(0).threshold, 0);
+});
+
+test('LoRA dropout mask feeds take their symbolic dims from the fed data', () => {
+  const masks = [{ input: 'lora_dropout_mask:m', shape: ['batch', 'seq', 3], threshold: 100 }];
+  const inputs = [{ name: 'input_ids', dtype: 'int64' as const, shape: ['batch', 'seq'] }];
+  const feeds = dropoutMaskFeeds(masks, inputs, { input_ids: new ort.Tensor('int64', new BigInt64Array(10), [2, 5]) }, 9);
+  assert.deepEqual(feeds['lora_dropout_mask:m']!.dims, [2, 5, 3]);
+  assert.equal(feeds['lora_dropout_mask:m']!.type, 'bool');
+  assert.throws(() => dropoutMaskFeeds(masks, inputs, {}, 9), /dim 'batch' is not a dim of any fed input/);
 });

@@ -5,8 +5,10 @@
  */
 import { InputError } from '../errors.ts';
 import { GraphBuilder } from '../onnx/builder.ts';
-import type { Model } from '../onnx/ir.ts';
+import type { Dim, Model } from '../onnx/ir.ts';
 import { attrInt } from '../onnx/ir.ts';
+import { inferShapes } from '../onnx/shapes.ts';
+import { dropoutThreshold, LORA_MASK_PREFIX, type DropoutMask } from './lora-dropout.ts';
 import { matchesAny } from './patterns.ts';
 import { Rng } from './prng.ts';
 
@@ -29,10 +31,10 @@ export interface LoraModule {
   outFeatures: number;
   /** Gemm with transB=1 stores W as [out, in] (HF layout) instead of [in, out]. */
   weightTransposed: boolean;
+  /** With dropout: the boolean keep-mask input fed each step (see lora-dropout.ts). */
+  dropoutMask?: DropoutMask;
 }
 
-/** Graph input fed each step with a fresh seed for LoRA dropout masks (only when dropout > 0). */
-export const LORA_DROPOUT_SEED = 'lora_dropout_seed';
 
 export function moduleOf(weight: string): string {
   return weight.endsWith('.weight') ? weight.slice(0, -'.weight'.length) : weight;
@@ -47,7 +49,10 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
   const rng = new Rng(spec.seed ?? 0);
   const scale = spec.alpha / spec.r;
   const modules: LoraModule[] = [];
-  const seed = p > 0 ? b.input(LORA_DROPOUT_SEED, 'float32', []) : undefined;
+  const { threshold, rate } = dropoutThreshold(p);
+  const types = threshold > 0 ? inferShapes(model.graph) : undefined;
+  // Mask shapes must be expressible in the model inputs' dims, which the trainer knows at each step.
+  const inputDims = new Set(model.graph.inputs.flatMap((v) => (v.shape ?? []).filter((d): d is string => typeof d === 'string')));
   const original = [...model.graph.nodes];
   for (const node of original) {
     if (node.opType !== 'MatMul' && node.opType !== 'Gemm') continue;
@@ -66,8 +71,17 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     const a = b.initializer(`${module}.lora_A.weight`, aData, [inF, spec.r]);
     const bw = b.initializer(`${module}.lora_B.weight`, w.dtype === 'float64' ? new Float64Array(spec.r * outF) : new Float32Array(spec.r * outF), [spec.r, outF]);
     let x = node.inputs[0]!;
-    if (seed) x = dropout(b, x, seed, p, modules.length, w.dtype === 'float64');
-    const delta = b.op('Mul', [b.op('MatMul', [b.op('MatMul', [x, a]), bw]), b.scalar(scale, w.dtype)]);
+    let dropoutMask: DropoutMask | undefined;
+    if (types) {
+      const shape = types.get(x)?.shape;
+      if (!shape || !shape.every((d: Dim) => typeof d === 'number' || inputDims.has(d))) {
+        throw new InputError(`LoRA dropout on '${wName}': the shape of its input '${x}' ([${shape ?? '?'}]) cannot be derived from the model inputs' dims`, { where: 'train.trainable.dropout', hint: 'set dropout: 0 for this model' });
+      }
+      dropoutMask = { input: b.input(`${LORA_MASK_PREFIX}${module}`, 'bool', shape), shape: [...shape], threshold };
+      x = b.op('Where', [dropoutMask.input, x, b.scalar(0, w.dtype)]);
+    }
+    // Inverted dropout's 1/(1-p) rides on the adapter scale: one multiply on the small output, not on x.
+    const delta = b.op('Mul', [b.op('MatMul', [b.op('MatMul', [x, a]), bw]), b.scalar(dropoutMask ? scale / (1 - rate) : scale, w.dtype)]);
     // The adapted value keeps the original output name, so every consumer sees W·x + ΔW·x.
     const out = node.outputs[0]!;
     const base = b.fresh(`${out}__base`);
@@ -75,22 +89,8 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     b.op('Add', [base, delta], {}, { name: `${module}.lora_add` });
     // The builder named the sum freshly; point it at the original output name the consumers read.
     model.graph.nodes[model.graph.nodes.length - 1]!.outputs[0] = out;
-    modules.push({ module, weight: wName, a, b: bw, inFeatures: inF, outFeatures: outF, weightTransposed: transposed });
+    modules.push({ module, weight: wName, a, b: bw, inFeatures: inF, outFeatures: outF, weightTransposed: transposed, ...(dropoutMask ? { dropoutMask } : {}) });
   }
   if (modules.length === 0) throw new InputError(`LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`, { where: 'train.trainable.targets', hint: 'use globs over full weight names, e.g. *attention.self.query.weight' });
   return modules;
-}
-
-/**
- * Dropout whose mask is a pure function of (element index, per-step seed, module index): reproducible
- * across runs and resumes, unlike onnxruntime's Dropout whose generator lives inside the session.
- */
-function dropout(b: GraphBuilder, x: string, seed: string, p: number, k: number, f64: boolean): string {
-  const iota = b.op('Cast', [b.op('Range', [b.constant([0], [], 'int64'), b.op('Size', [x]), b.constant([1], [], 'int64')])], { to: 1 });
-  const phase = b.op('Add', [b.op('Mul', [iota, b.scalar(12.9898)]), b.op('Mul', [b.op('Add', [seed, b.scalar(k * 17.31)]), b.scalar(78.233)])]);
-  const h = b.op('Mul', [b.op('Sin', [phase]), b.scalar(43758.5453)]);
-  const u = b.op('Sub', [h, b.op('Floor', [h])]);
-  let keep = b.op('Cast', [b.op('Greater', [u, b.scalar(p)])], { to: f64 ? 11 : 1 });
-  keep = b.op('Reshape', [keep, b.op('Shape', [x])]);
-  return b.op('Mul', [x, b.op('Mul', [keep, b.scalar(1 / (1 - p), f64 ? 'float64' : 'float32')])]);
 }

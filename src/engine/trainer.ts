@@ -11,7 +11,7 @@ import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT } from './compile.ts';
-import { LORA_DROPOUT_SEED } from './lora.ts';
+import { dropoutMaskFeeds, LORA_MASK_PREFIX } from './lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
@@ -151,7 +151,7 @@ export class Trainer {
       train = await this.featurize(train, sessOpts);
       if (val) val = await this.featurize(val, sessOpts);
     }
-    const feedNames = prog.dataInputs.map((v) => v.name).filter((n) => n !== LORA_DROPOUT_SEED);
+    const feedNames = prog.dataInputs.map((v) => v.name).filter((n) => !n.startsWith(LORA_MASK_PREFIX));
     const n = checkDataset(train, feedNames, 'train data');
     if (val) checkDataset(val, feedNames, 'validation data');
     const accumulation = o.accumulation ?? 1;
@@ -182,7 +182,6 @@ export class Trainer {
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
     let stoppedEarly = false, aborted = false;
-    const hasSeed = prog.dataInputs.some((v) => v.name === LORA_DROPOUT_SEED);
 
     const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
     let perm = order(epoch);
@@ -198,7 +197,7 @@ export class Trainer {
         const c = gatherRows(train[name]!, idx);
         f[name] = toOrt(c.dtype, c.data, c.dims);
       }
-      if (hasSeed) f[LORA_DROPOUT_SEED] = toOrt('float32', Float32Array.of(dropRng.int(1 << 20)), []);
+      if (prog.dropoutMasks.length > 0) Object.assign(f, dropoutMaskFeeds(prog.dropoutMasks, prog.dataInputs, f, dropRng.nextU32()));
       return f;
     };
     const nextBatch = (): Uint32Array => {

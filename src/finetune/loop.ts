@@ -11,7 +11,7 @@ import { InputError } from '../errors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../engine/compile.ts';
-import { LORA_DROPOUT_SEED } from '../engine/lora.ts';
+import { dropoutMaskFeeds } from '../engine/lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
@@ -135,7 +135,6 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       await bb.release();
     }
   }
-  const hasSeed = prog.dataInputs.some((v) => v.name === LORA_DROPOUT_SEED);
   const dataFeeds = (t: TokenTable, feats: Float32Array | undefined, idx: ArrayLike<number>): Record<string, ort.Tensor> => {
     if (!t.labels) throw new Error('the table has no labels');
     if (feats) {
@@ -196,7 +195,11 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   };
   const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
   const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
-  const seedFeed = (): Record<string, ort.Tensor> => (hasSeed ? { [LORA_DROPOUT_SEED]: toOrt('float32', Float32Array.of(dropRng.int(1 << 20)), []) } : {});
+  /** Data feeds of one micro-batch, with its LoRA dropout masks (one RNG draw per micro-batch). */
+  const trainFeeds = (): Record<string, ort.Tensor> => {
+    const f = dataFeeds(o.train, trainFeatures, nextIdx());
+    return prog.dropoutMasks.length > 0 ? { ...f, ...dropoutMaskFeeds(prog.dropoutMasks, prog.dataInputs, f, dropRng.nextU32()) } : f;
+  };
 
   let bestStep: number | undefined;
   let bestParams: Map<string, TypedArray> | undefined;
@@ -211,10 +214,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       let loss = 0;
       let out: ort.InferenceSession.ReturnType;
       if (fused) {
-        out = await stepSession!.run({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds(), ...stateFeeds(), ...scalars });
+        out = await stepSession!.run({ ...trainFeeds(), ...paramFeeds(), ...stateFeeds(), ...scalars });
         loss = Number(out[LOSS_OUTPUT]!.data[0]);
       } else {
-        const g = await accumulateGradients(gradSession!, prog, o.accumulation, () => ({ ...dataFeeds(o.train, trainFeatures, nextIdx()), ...seedFeed(), ...paramFeeds() }));
+        const g = await accumulateGradients(gradSession!, prog, o.accumulation, () => ({ ...trainFeeds(), ...paramFeeds() }));
         loss = g.loss;
         const gradFeeds = g.gradFeeds;
         out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...stateFeeds(), ...scalars });

@@ -1,0 +1,86 @@
+/**
+ * LoRA dropout masks, drawn on the host and fed as boolean graph inputs, one per adapted module.
+ *
+ * Why not in the graph: onnxruntime's random ops keep their generator inside the session, so a resumed
+ * run would draw different masks; and a hash of the element index in standard ops costs about 9 ms per
+ * module per step on two cores (Sin alone has no vectorized kernel), several times PyTorch's whole
+ * dropout. Here each step takes one draw from the run's checkpointed RNG, and every module's mask is a
+ * pure function of that draw and the module's index: reproducible across resumes, and cheap in the
+ * graph (one Where; the 1/(1-p) rescale is folded into the adapter's scale).
+ *
+ * The keep decision compares 16 random bits with a threshold, so the dropout rate is p rounded to a
+ * multiple of 1/65536 (0.1 becomes 0.100006); the rescale uses that same rounded rate, so the expected
+ * value of a masked input is exactly the input.
+ */
+import type * as ort from 'onnxruntime-node';
+import type { Dim, ValueInfo } from '../onnx/ir.ts';
+import { toOrt } from './runtime.ts';
+
+/** Prefix of the per-module mask inputs: `lora_dropout_mask:<module>`. */
+export const LORA_MASK_PREFIX = 'lora_dropout_mask:';
+
+export interface DropoutMask {
+  /** Graph input name. */
+  input: string;
+  /** Shape of the adapted input, in the model inputs' dims ('batch', 'seq') and numbers. */
+  shape: Dim[];
+  /** Drop when the 16-bit draw is below this. */
+  threshold: number;
+}
+
+/** The 16-bit threshold for rate p, and the rate it really gives. */
+export function dropoutThreshold(p: number): { threshold: number; rate: number } {
+  const threshold = Math.round(p * 65536);
+  return { threshold, rate: threshold / 65536 };
+}
+
+/** Mixes a step seed and a module index into a non-zero xorshift state (splitmix32 finalizer). */
+function moduleState(stepSeed: number, module: number): number {
+  let z = (stepSeed + Math.imul(module + 1, 0x9e3779b9)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  z = (z ^ (z >>> 16)) >>> 0;
+  return z === 0 ? 0x6d2b79f5 : z;
+}
+
+/** Keep-mask (1 keep, 0 drop) of `n` elements: xorshift32, two 16-bit decisions per draw. */
+export function fillMask(out: Uint8Array, threshold: number, stepSeed: number, module: number): Uint8Array {
+  let x = moduleState(stepSeed, module);
+  const n = out.length;
+  let i = 0;
+  for (; i + 1 < n; i += 2) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    out[i] = (x & 0xffff) >= threshold ? 1 : 0;
+    out[i + 1] = (x >>> 16) >= threshold ? 1 : 0;
+  }
+  if (i < n) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    out[i] = (x & 0xffff) >= threshold ? 1 : 0;
+  }
+  return out;
+}
+
+/**
+ * Builds the mask feeds of one step. `data` holds the step's data feeds; symbolic dims of the masks
+ * are read off them through the data inputs' declared shapes.
+ */
+export function dropoutMaskFeeds(masks: readonly DropoutMask[], dataInputs: readonly ValueInfo[], data: Record<string, ort.Tensor>, stepSeed: number): Record<string, ort.Tensor> {
+  if (masks.length === 0) return {};
+  const dims = new Map<string, number>();
+  for (const v of dataInputs) {
+    const fed = data[v.name];
+    if (!fed || !v.shape) continue;
+    v.shape.forEach((d, i) => { if (typeof d === 'string' && fed.dims[i] !== undefined) dims.set(d, fed.dims[i]!); });
+  }
+  const feeds: Record<string, ort.Tensor> = {};
+  masks.forEach((m, k) => {
+    const shape = m.shape.map((d) => {
+      const v = typeof d === 'number' ? d : dims.get(d);
+      if (v === undefined) throw new Error(`LoRA dropout mask '${m.input}': dim '${d}' is not a dim of any fed input`);
+      return v;
+    });
+    const mask = fillMask(new Uint8Array(shape.reduce((a, b) => a * b, 1)), m.threshold, stepSeed, k);
+    feeds[m.input] = toOrt('bool', mask, shape);
+  });
+  return feeds;
+}
