@@ -6,8 +6,10 @@
  *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads=1]
  *
  * When bench/.venv has PyTorch (see bench/fixtures/torch_train_bench.py), the same step is timed in
- * PyTorch with the same thread count and the ratio is printed beside it. Peak RSS is per process: run one
- * mode at a time to read it per mode.
+ * PyTorch with the same thread count (LoRA through PEFT when installed) and the ratio is printed beside it.
+ * Both sides report the median step after two warm-up steps (session creation, arena growth), which keeps
+ * one descheduled step on a shared machine from moving the ratio. LORA_DROPOUT (default 0.1) applies to
+ * both. Peak RSS is per process: run one mode at a time to read it per mode.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -33,11 +35,11 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1 });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
-  const data = tokenTask({ n: batch * (steps + 1), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
+  const data = tokenTask({ n: batch * (steps + 2), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
   const times: number[] = [];
   let last = performance.now();
   const tr = new Trainer(prog, {
-    seed: 1, batchSize: batch, maxSteps: steps + 1, threads, schedule: { kind: 'constant', lr: 1e-4 },
+    seed: 1, batchSize: batch, maxSteps: steps + 2, threads, schedule: { kind: 'constant', lr: 1e-4 },
     onStep: (m) => {
       const now = performance.now();
       times.push(now - last);
@@ -47,11 +49,11 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   });
   last = performance.now();
   await tr.fit(data);
-  const steady = times.slice(1); // the first step includes session creation
-  const meanMs = steady.reduce((a, b) => a + b, 0) / steady.length;
+  const steady = times.slice(2).sort((a, b) => a - b);
+  const medianMs = (steady[(steady.length - 1) >> 1]! + steady[steady.length >> 1]!) / 2;
   const ours = {
-    mode: name, trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(meanMs),
-    samplesPerSec: +((batch * 1000) / meanMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
+    mode: name, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+    samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
   };
   console.log('tempered', JSON.stringify(ours));
   const py = 'bench/.venv/bin/python';
