@@ -1,18 +1,21 @@
 /**
- * LoRA dropout masks, drawn on the host and fed as boolean graph inputs, one per adapted module.
+ * LoRA dropout masks, drawn on the host and fed as 0/1 float graph inputs, one per adapted module.
  *
  * Why not in the graph: onnxruntime's random ops keep their generator inside the session, so a resumed
  * run would draw different masks; and a hash of the element index in standard ops costs about 9 ms per
  * module per step on two cores (Sin alone has no vectorized kernel), several times PyTorch's whole
  * dropout. Here each step takes one draw from the run's checkpointed RNG, and every module's mask is a
  * pure function of that draw and the module's index: reproducible across resumes, and cheap in the
- * graph (one Where; the 1/(1-p) rescale is folded into the adapter's scale).
+ * graph: one Mul forward and one backward (onnxruntime's Where is 5x slower than Mul on these tensors,
+ * which outweighs writing floats instead of bytes), with the 1/(1-p) rescale folded into the adapter's
+ * scale. Mask buffers are reused from step to step.
  *
  * The keep decision compares 16 random bits with a threshold, so the dropout rate is p rounded to a
  * multiple of 1/65536 (0.1 becomes 0.100006); the rescale uses that same rounded rate, so the expected
  * value of a masked input is exactly the input.
  */
 import type * as ort from 'onnxruntime-node';
+import type { DType } from '../onnx/dtype.ts';
 import type { Dim, ValueInfo } from '../onnx/ir.ts';
 import { toOrt } from './runtime.ts';
 
@@ -26,6 +29,8 @@ export interface DropoutMask {
   shape: Dim[];
   /** Drop when the 16-bit draw is below this. */
   threshold: number;
+  /** float32 or float64, as the adapted input. */
+  dtype: DType;
 }
 
 /** The 16-bit threshold for rate p, and the rate it really gives. */
@@ -43,8 +48,8 @@ function moduleState(stepSeed: number, module: number): number {
   return z === 0 ? 0x6d2b79f5 : z;
 }
 
-/** Keep-mask (1 keep, 0 drop) of `n` elements: xorshift32, two 16-bit decisions per draw. */
-export function fillMask(out: Uint8Array, threshold: number, stepSeed: number, module: number): Uint8Array {
+/** Keep-mask (1 keep, 0 drop): xorshift32, two 16-bit decisions per draw. */
+export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out: T, threshold: number, stepSeed: number, module: number): T {
   let x = moduleState(stepSeed, module);
   const n = out.length;
   let i = 0;
@@ -61,26 +66,38 @@ export function fillMask(out: Uint8Array, threshold: number, stepSeed: number, m
 }
 
 /**
- * Builds the mask feeds of one step. `data` holds the step's data feeds; symbolic dims of the masks
- * are read off them through the data inputs' declared shapes.
+ * Builds each step's mask feeds. Symbolic dims of the masks are read off the step's data feeds through
+ * the data inputs' declared shapes. Feeds of one step must be consumed (the session run awaited) before
+ * the next call, which overwrites the same buffers.
  */
-export function dropoutMaskFeeds(masks: readonly DropoutMask[], dataInputs: readonly ValueInfo[], data: Record<string, ort.Tensor>, stepSeed: number): Record<string, ort.Tensor> {
-  if (masks.length === 0) return {};
-  const dims = new Map<string, number>();
-  for (const v of dataInputs) {
-    const fed = data[v.name];
-    if (!fed || !v.shape) continue;
-    v.shape.forEach((d, i) => { if (typeof d === 'string' && fed.dims[i] !== undefined) dims.set(d, fed.dims[i]!); });
-  }
-  const feeds: Record<string, ort.Tensor> = {};
-  masks.forEach((m, k) => {
-    const shape = m.shape.map((d) => {
-      const v = typeof d === 'number' ? d : dims.get(d);
-      if (v === undefined) throw new Error(`LoRA dropout mask '${m.input}': dim '${d}' is not a dim of any fed input`);
-      return v;
+export class DropoutMasker {
+  private buffers = new Map<string, Float32Array | Float64Array>();
+
+  constructor(private readonly masks: readonly DropoutMask[], private readonly dataInputs: readonly ValueInfo[]) {}
+
+  feeds(data: Record<string, ort.Tensor>, stepSeed: number): Record<string, ort.Tensor> {
+    if (this.masks.length === 0) return {};
+    const dims = new Map<string, number>();
+    for (const v of this.dataInputs) {
+      const fed = data[v.name];
+      if (!fed || !v.shape) continue;
+      v.shape.forEach((d, i) => { if (typeof d === 'string' && fed.dims[i] !== undefined) dims.set(d, fed.dims[i]!); });
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    this.masks.forEach((m, k) => {
+      const shape = m.shape.map((d) => {
+        const v = typeof d === 'number' ? d : dims.get(d);
+        if (v === undefined) throw new Error(`LoRA dropout mask '${m.input}': dim '${d}' is not a dim of any fed input`);
+        return v;
+      });
+      const n = shape.reduce((a, b) => a * b, 1);
+      let buf = this.buffers.get(m.input);
+      if (!buf || buf.length !== n) {
+        buf = m.dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+        this.buffers.set(m.input, buf);
+      }
+      feeds[m.input] = toOrt(m.dtype, fillMask(buf, m.threshold, stepSeed, k), shape);
     });
-    const mask = fillMask(new Uint8Array(shape.reduce((a, b) => a * b, 1)), m.threshold, stepSeed, k);
-    feeds[m.input] = toOrt('bool', mask, shape);
-  });
-  return feeds;
+    return feeds;
+  }
 }

@@ -11,7 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from './prng.ts';
-import { dropoutMaskFeeds, dropoutThreshold, fillMask } from './lora-dropout.ts';
+import { DropoutMasker, dropoutThreshold, fillMask } from './lora-dropout.ts';
 
 function gemmModel() {
   const r = new Rng(1);
@@ -80,10 +80,10 @@ test('LoRA dropout: the fed keep-mask zeroes inputs of the adapter only, rescale
   // Give B values so the adapter contributes, then compare with the same graph computed by hand.
   const bw = adapted.graph.initializers.get('fc.lora_B.weight')!;
   bw.data = Float32Array.from({ length: bw.data.length }, (_, i) => 0.1 * (i + 1));
-  const keep = fillMask(new Uint8Array(5 * 6), mask.threshold, 1234, 0);
+  const keep = fillMask(new Float32Array(5 * 6), mask.threshold, 1234, 0);
   assert.ok(keep.includes(0) && keep.includes(1));
   const session = await ort.InferenceSession.create(encodeModel(adapted));
-  const y = (await session.run({ x: new ort.Tensor('float32', X, [5, 6]), [mask.input]: new ort.Tensor('bool', keep, [5, 6]) }))['y']!.data as Float32Array;
+  const y = (await session.run({ x: new ort.Tensor('float32', X, [5, 6]), [mask.input]: new ort.Tensor('float32', keep, [5, 6]) }))['y']!.data as Float32Array;
   // Reference: the base model with fc.weight replaced per row by W + (scale/(1-p))·(A·B) applied to masked x.
   const W = adapted.graph.initializers.get('fc.weight')!.data as Float32Array; // [out 4, in 6]
   const A = adapted.graph.initializers.get('fc.lora_A.weight')!.data as Float32Array; // [6, 2]
@@ -138,10 +138,14 @@ test('LoRA dropout masks: rate within sampling error, a pure function of (step s
 });
 
 test('LoRA dropout mask feeds take their symbolic dims from the fed data', () => {
-  const masks = [{ input: 'lora_dropout_mask:m', shape: ['batch', 'seq', 3], threshold: 100 }];
+  const masks = [{ input: 'lora_dropout_mask:m', shape: ['batch', 'seq', 3], threshold: 100, dtype: 'float32' as const }];
   const inputs = [{ name: 'input_ids', dtype: 'int64' as const, shape: ['batch', 'seq'] }];
-  const feeds = dropoutMaskFeeds(masks, inputs, { input_ids: new ort.Tensor('int64', new BigInt64Array(10), [2, 5]) }, 9);
+  const masker = new DropoutMasker(masks, inputs);
+  const feeds = masker.feeds({ input_ids: new ort.Tensor('int64', new BigInt64Array(10), [2, 5]) }, 9);
   assert.deepEqual(feeds['lora_dropout_mask:m']!.dims, [2, 5, 3]);
-  assert.equal(feeds['lora_dropout_mask:m']!.type, 'bool');
-  assert.throws(() => dropoutMaskFeeds(masks, inputs, {}, 9), /dim 'batch' is not a dim of any fed input/);
+  assert.equal(feeds['lora_dropout_mask:m']!.type, 'float32');
+  assert.deepEqual(feeds['lora_dropout_mask:m']!.data, fillMask(new Float32Array(30), 100, 9, 0));
+  // A shorter batch gets a mask of its own size.
+  assert.deepEqual(masker.feeds({ input_ids: new ort.Tensor('int64', new BigInt64Array(3), [1, 3]) }, 9)['lora_dropout_mask:m']!.dims, [1, 3, 3]);
+  assert.throws(() => masker.feeds({}, 9), /dim 'batch' is not a dim of any fed input/);
 });

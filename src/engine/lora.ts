@@ -77,8 +77,8 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
       if (!shape || !shape.every((d: Dim) => typeof d === 'number' || inputDims.has(d))) {
         throw new InputError(`LoRA dropout on '${wName}': the shape of its input '${x}' ([${shape ?? '?'}]) cannot be derived from the model inputs' dims`, { where: 'train.trainable.dropout', hint: 'set dropout: 0 for this model' });
       }
-      dropoutMask = { input: b.input(`${LORA_MASK_PREFIX}${module}`, 'bool', shape), shape: [...shape], threshold };
-      x = b.op('Where', [dropoutMask.input, x, b.scalar(0, w.dtype)]);
+      dropoutMask = { input: b.input(`${LORA_MASK_PREFIX}${module}`, w.dtype, shape), shape: [...shape], threshold, dtype: w.dtype };
+      x = b.op('Mul', [x, dropoutMask.input]);
     }
     // Inverted dropout's 1/(1-p) rides on the adapter scale: one multiply on the small output, not on x.
     const delta = b.op('Mul', [b.op('MatMul', [b.op('MatMul', [x, a]), bw]), b.scalar(dropoutMask ? scale / (1 - rate) : scale, w.dtype)]);

@@ -11,7 +11,7 @@ import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT } from './compile.ts';
-import { dropoutMaskFeeds, LORA_MASK_PREFIX } from './lora-dropout.ts';
+import { DropoutMasker, LORA_MASK_PREFIX } from './lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
@@ -191,13 +191,14 @@ export class Trainer {
       for (const p of prog.params) f[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
       return f;
     };
+    const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
     const batchFeeds = (idx: Uint32Array): Record<string, ort.Tensor> => {
       const f: Record<string, ort.Tensor> = {};
       for (const name of feedNames) {
         const c = gatherRows(train[name]!, idx);
         f[name] = toOrt(c.dtype, c.data, c.dims);
       }
-      if (prog.dropoutMasks.length > 0) Object.assign(f, dropoutMaskFeeds(prog.dropoutMasks, prog.dataInputs, f, dropRng.nextU32()));
+      if (prog.dropoutMasks.length > 0) Object.assign(f, masker.feeds(f, dropRng.nextU32()));
       return f;
     };
     const nextBatch = (): Uint32Array => {

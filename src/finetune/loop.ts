@@ -11,7 +11,7 @@ import { InputError } from '../errors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../engine/compile.ts';
-import { dropoutMaskFeeds } from '../engine/lora-dropout.ts';
+import { DropoutMasker } from '../engine/lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
@@ -196,9 +196,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
   const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
   /** Data feeds of one micro-batch, with its LoRA dropout masks (one RNG draw per micro-batch). */
+  const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
   const trainFeeds = (): Record<string, ort.Tensor> => {
     const f = dataFeeds(o.train, trainFeatures, nextIdx());
-    return prog.dropoutMasks.length > 0 ? { ...f, ...dropoutMaskFeeds(prog.dropoutMasks, prog.dataInputs, f, dropRng.nextU32()) } : f;
+    return prog.dropoutMasks.length > 0 ? { ...f, ...masker.feeds(f, dropRng.nextU32()) } : f;
   };
 
   let bestStep: number | undefined;
