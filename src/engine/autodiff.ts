@@ -9,6 +9,7 @@ import { inferShapes, type TypeMap } from '../onnx/shapes.ts';
 import { topoSort } from '../onnx/graph.ts';
 import { GRADIENTS } from './gradients.ts';
 import { GradContext } from './grad-context.ts';
+import { findComposites } from './composites.ts';
 
 export interface GradientResult {
   /** wrt name → name of its gradient value in the (mutated) model. */
@@ -48,6 +49,10 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
     if (node.outputs.some((o) => toLoss.has(o))) for (const i of node.inputs) if (i) toLoss.add(i);
   }
 
+  // Patterns with a closed-form gradient (GELU) replace their interior nodes' rules.
+  const composites = new Map(findComposites(graph).map((c) => [c.root, c]));
+  const interior = new Set([...composites.values()].flatMap((c) => c.interior));
+
   const b = GraphBuilder.extend(model);
   const ctx = new GradContext(b, types);
   const contributions = new Map<string, string[]>();
@@ -74,6 +79,13 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
 
   for (const node of [...order].reverse()) {
     if (!node.outputs.some((o) => toLoss.has(o) && fromWrt.has(o))) continue;
+    if (interior.has(node)) continue;
+    const composite = composites.get(node);
+    if (composite) {
+      const dy = total(node.outputs[0]!);
+      if (dy && fromWrt.has(composite.input) && isDiff(composite.input)) addGrad(composite.input, composite.grad(ctx, dy));
+      continue;
+    }
     const needed = node.inputs.map((i) => !!i && fromWrt.has(i) && isDiff(i));
     if (!needed.some(Boolean)) continue;
     const dOut = node.outputs.map((o) => (o && toLoss.has(o) ? total(o) : undefined));

@@ -95,6 +95,22 @@ export class GradContext {
     return this.op('Expand', [zero, this.shapeOf(like)]);
   }
 
+  /** The input of `x`'s producer when that is a Transpose swapping exactly the last two axes. */
+  swappedFrom(x: string): string | undefined {
+    if (!this.producerOf) {
+      this.producerOf = new Map();
+      for (const node of this.b.graph.nodes) for (const o of node.outputs) if (o) this.producerOf.set(o, node);
+    }
+    const p = this.producerOf.get(x);
+    if (!p || p.opType !== 'Transpose' || p.domain !== '') return undefined;
+    const perm = p.attrs['perm']?.kind === 'ints' ? p.attrs['perm'].value : undefined;
+    const r = perm?.length ?? 0;
+    if (!perm || r < 2 || !perm.every((v, i) => (i < r - 2 ? v === i : v === (i === r - 1 ? r - 2 : r - 1)))) return undefined;
+    return p.inputs[0];
+  }
+
+  private producerOf?: Map<string, Node>;
+
   /** Swaps the last two axes. */
   swapLast(x: string, rank: number): string {
     const perm = Array.from({ length: rank }, (_, i) => i);

@@ -78,17 +78,31 @@ const matmul: GradRule = (ctx, n, [dy], needed) => {
   const y = n.outputs[0]!;
   const ra = ctx.rank(a), rb = ctx.rank(b);
   if (ra < 2 || rb < 2) throw new Error(`MatMul '${n.name}': rank-1 operands are not differentiable here; Unsqueeze them to rank 2`);
+  // Attention multiplies by transposed values (Q·Kᵀ). Transposing such an operand again reads its source;
+  // and a gradient for it is built transposed, so the Transpose gradient that follows cancels out.
+  // onnxruntime would otherwise merge the transposes into one that no MatMul can absorb.
+  const srcA = ctx.swappedFrom(a), srcB = ctx.swappedFrom(b);
+  const tA = () => srcA ?? ctx.swapLast(a, ra);
+  const tB = () => srcB ?? ctx.swapLast(b, rb);
   let da: string | undefined, db: string | undefined;
-  if (needed[0]) da = ctx.sumTo(ctx.op('MatMul', [dy!, ctx.swapLast(b, rb)]), y, a);
+  if (needed[0]) {
+    da = srcA && rb > 2 ? ctx.swapLast(ctx.op('MatMul', [b, ctx.swapLast(dy!, ctx.rank(y))]), ra) : ctx.op('MatMul', [dy!, tB()]);
+    da = ctx.sumTo(da, y, a);
+  }
   if (needed[1]) {
     if (rb === 2) {
       // A linear layer: fold all batch axes into rows so dB is one 2-D MatMul, not a batched one plus a sum.
       const k = ctx.shape(a)[ra - 1]!, m = ctx.shape(y)[ctx.rank(y) - 1]!;
       const flat = (x: string, last: number | string, src: string) =>
         typeof last === 'number' ? ctx.op('Reshape', [x, ctx.b.ints([-1, last])]) : ctx.op('Reshape', [x, ctx.op('Concat', [ctx.b.ints([-1]), ctx.op('Shape', [src], { start: -1 })], { axis: 0 })]);
-      db = ctx.op('MatMul', [ctx.op('Transpose', [flat(a, k, a)], { perm: [1, 0] }), flat(dy!, m, y)]);
+      // A narrow output (LoRA's A: [in, r]) is faster computed as (dYᵀ·A)ᵀ: CPU GEMM kernels vectorize
+      // along the output's columns, and r = 8 fills half a vector.
+      db = typeof m === 'number' && typeof k === 'number' && m < 16 && k > m
+        ? ctx.op('Transpose', [ctx.op('MatMul', [ctx.op('Transpose', [flat(dy!, m, y)], { perm: [1, 0] }), flat(a, k, a)])], { perm: [1, 0] })
+        : ctx.op('MatMul', [ctx.op('Transpose', [flat(a, k, a)], { perm: [1, 0] }), flat(dy!, m, y)]);
     } else {
-      db = ctx.sumTo(ctx.op('MatMul', [ctx.swapLast(a, ra), dy!]), y, b);
+      db = srcB && ra > 2 ? ctx.swapLast(ctx.op('MatMul', [ctx.swapLast(dy!, ctx.rank(y)), a]), rb) : ctx.op('MatMul', [tA(), dy!]);
+      db = ctx.sumTo(db, y, b);
     }
   }
   return [da, db];

@@ -1,0 +1,105 @@
+/**
+ * Gradient rules for multi-node patterns whose op-by-op backward is wasteful. Exported models spell
+ * GELU as five elementwise ops; differentiating them one by one makes ten passes over the MLP's widest
+ * tensor plus a fan-out sum. The closed form dx = dy·(Φ(x) + x·φ(x)) reuses the forward's 1 + erf(x/√2)
+ * and x/√2, and takes seven.
+ *
+ * A pattern is used only when its interior values feed nothing outside it, so skipping their
+ * individual gradients loses no contribution.
+ */
+import type { Graph, Node } from '../onnx/ir.ts';
+import type { GradContext } from './grad-context.ts';
+
+export interface Composite {
+  /** The node whose output the pattern produces. */
+  root: Node;
+  /** Nodes inside the pattern (root excluded) whose own rules are skipped. */
+  interior: Node[];
+  /** The pattern's differentiable input. */
+  input: string;
+  /** d input from d root-output. */
+  grad: (ctx: GradContext, dy: string) => string;
+}
+
+function scalarValue(graph: Graph, name: string): number | undefined {
+  const t = graph.initializers.get(name);
+  if (!t || t.data.length !== 1 || (t.dtype !== 'float32' && t.dtype !== 'float64' && t.dtype !== 'float16')) return undefined;
+  return Number(t.data[0]);
+}
+
+const near = (v: number | undefined, want: number) => v !== undefined && Math.abs(v - want) <= 1e-6 * Math.abs(want);
+
+/** Finds exact-GELU subgraphs: x·0.5·(1 + erf(x/√2)) in the two orders exporters write it. */
+export function findComposites(graph: Graph): Composite[] {
+  const producer = new Map<string, Node>();
+  const readers = new Map<string, Node[]>();
+  for (const n of graph.nodes) {
+    for (const o of n.outputs) if (o) producer.set(o, n);
+    for (const i of n.inputs) if (i) (readers.get(i) ?? readers.set(i, []).get(i)!).push(n);
+  }
+  const graphOutputs = new Set(graph.outputs.map((o) => o.name));
+  const prod = (v: string, op: string) => {
+    const p = producer.get(v);
+    return p && p.opType === op && p.domain === '' ? p : undefined;
+  };
+  /** Of a binary node, the operand that is not the scalar constant `c` (either order), if the other one is. */
+  const otherThan = (n: Node, c: number) => {
+    const [l, r] = n.inputs as [string, string];
+    if (near(scalarValue(graph, r), c)) return l;
+    if (near(scalarValue(graph, l), c)) return r;
+    return undefined;
+  };
+  /** 1 + erf(x/√2) → { x, a, interior }. */
+  const onePlusErf = (v: string) => {
+    const add = prod(v, 'Add');
+    const e = add && otherThan(add, 1);
+    const erf = e ? prod(e, 'Erf') : undefined;
+    if (!add || !erf) return undefined;
+    const u = erf.inputs[0]!;
+    const div = prod(u, 'Div');
+    const mul = prod(u, 'Mul');
+    const x = div && near(scalarValue(graph, div.inputs[1]!), Math.SQRT2) ? div.inputs[0]! : mul ? otherThan(mul, Math.SQRT1_2) : undefined;
+    if (!x) return undefined;
+    return { x, a: v, u, interior: [add, erf, (div ?? mul)!] };
+  };
+
+  const found: Composite[] = [];
+  for (const root of graph.nodes) {
+    if (root.opType !== 'Mul' || root.domain !== '') continue;
+    let match: { x: string; a: string; u: string; interior: Node[] } | undefined;
+    // x·0.5 · (1 + erf(x/√2)), either operand order.
+    for (const [half, rest] of [[root.inputs[0]!, root.inputs[1]!], [root.inputs[1]!, root.inputs[0]!]] as const) {
+      const h = prod(half, 'Mul');
+      const x = h && otherThan(h, 0.5);
+      const m = x ? onePlusErf(rest) : undefined;
+      if (h && m && m.x === x) { match = { ...m, interior: [h, ...m.interior] }; break; }
+    }
+    // (x · (1 + erf(x/√2))) · 0.5, as torch.onnx exports nn.GELU.
+    if (!match) {
+      const inner = otherThan(root, 0.5);
+      const xm = inner ? prod(inner, 'Mul') : undefined;
+      if (xm) {
+        for (const [x, rest] of [[xm.inputs[0]!, xm.inputs[1]!], [xm.inputs[1]!, xm.inputs[0]!]] as const) {
+          const m = onePlusErf(rest);
+          if (m && m.x === x) { match = { ...m, interior: [xm, ...m.interior] }; break; }
+        }
+      }
+    }
+    if (!match) continue;
+    const inside = new Set([root, ...match.interior]);
+    const sealed = match.interior.every((n) => n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => inside.has(r)))));
+    if (!sealed) continue;
+    const { x, a, u } = match;
+    found.push({
+      root, interior: match.interior, input: x,
+      // dx = dy·(Φ(x) + x·φ(x)) = dy·(0.5·a + x·exp(ln(1/√(2π)) − u²)), u = x/√2, a = 1 + erf(u).
+      // The constant rides in the exponent, and the last op is the product with dy: a trailing scalar
+      // Mul would be fused into the next MatMul by onnxruntime, whose scaled kernel is slower.
+      grad: (ctx, dy) => {
+        const xpdf = ctx.op('Mul', [ctx.op('Exp', [ctx.op('Sub', [ctx.scalar(-0.5 * Math.log(2 * Math.PI), x), ctx.op('Mul', [u, u])])]), x]);
+        return ctx.op('Mul', [dy, ctx.op('Add', [ctx.op('Mul', [a, ctx.scalar(0.5, x)]), xpdf])]);
+      },
+    });
+  }
+  return found;
+}
