@@ -9,7 +9,8 @@
  * PyTorch with the same thread count (LoRA through PEFT when installed) and the ratio is printed beside it.
  * Both sides report the median step after two warm-up steps (session creation, arena growth), which keeps
  * one descheduled step on a shared machine from moving the ratio. LORA_DROPOUT (default 0.1) applies to
- * both. Peak RSS is per process: run one mode at a time to read it per mode.
+ * both. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
+ * to show what that optimization contributes. Peak RSS is per process: run one mode at a time to read it per mode.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -32,7 +33,7 @@ const specs: Record<string, TrainableSpec> = {
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
   const model = buildTinyEncoder(cfg);
-  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows: process.env.PRUNE_ROWS !== '0' });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
   const data = tokenTask({ n: batch * (steps + 2), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
@@ -52,7 +53,7 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const steady = times.slice(2).sort((a, b) => a - b);
   const medianMs = (steady[(steady.length - 1) >> 1]! + steady[steady.length >> 1]!) / 2;
   const ours = {
-    mode: name, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+    mode: name, pruneRows: process.env.PRUNE_ROWS !== '0', ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
     samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
   };
   console.log('tempered', JSON.stringify(ours));

@@ -34,6 +34,8 @@ export interface CompileOptions {
   trainable: TrainableSpec;
   optimizer: OptimizerSpec;
   clipNorm?: number;
+  /** Compute only the rows the outputs read (default true; see src/onnx/sink-gathers.ts). */
+  pruneRows?: boolean;
 }
 
 export interface ParamInfo {
@@ -136,7 +138,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     lb.op('Identity', [loss], {}, { outputs: [LOSS_OUTPUT] });
     base.graph.outputs = [];
     // Rows no output reads (all positions but CLS in the last layer of a pooled classifier) are never computed.
-    sinkRowGathers(base.graph, [LOSS_OUTPUT, ...(keepOutputs ? outputs : [])]);
+    if (opts.pruneRows !== false) sinkRowGathers(base.graph, [LOSS_OUTPUT, ...(keepOutputs ? outputs : [])]);
     return { base, outputs };
   };
   const lossOut = LOSS_OUTPUT;
