@@ -3,12 +3,14 @@
  * (6 layers, hidden 384, 12 heads, intermediate 1536, vocab 30522, seq 128, batch 16) on onnxruntime CPU,
  * full fine-tuning and LoRA r=8 on query+value.
  *
- *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads=1]
+ *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads=1] [rounds=1]
  *
  * When bench/.venv has PyTorch (see bench/fixtures/torch_train_bench.py), the same step is timed in
  * PyTorch with the same thread count (LoRA through PEFT when installed) and the ratio is printed beside it.
  * Both sides report the median step after two warm-up steps (session creation, arena growth), which keeps
- * one descheduled step on a shared machine from moving the ratio. LORA_DROPOUT (default 0.1) applies to
+ * one descheduled step on a shared machine from moving the ratio. With rounds > 1 the two sides alternate
+ * (tempered, PyTorch, tempered, …) so a slow stretch of a shared machine hits both, and the median of the
+ * per-round ratios is printed. LORA_DROPOUT (default 0.1) applies to
  * both. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
  * to show what that optimization contributes. Peak RSS is per process: run one mode at a time to read it per mode.
  */
@@ -22,6 +24,7 @@ import { tokenTask } from '../src/engine/synthetic.ts';
 const mode = process.argv[2] ?? 'both';
 const steps = Number(process.argv[3] ?? 5);
 const threads = Number(process.argv[4] ?? 1);
+const rounds = Number(process.argv[5] ?? 1);
 const cfg = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
 const batch = 16;
 
@@ -30,41 +33,50 @@ const specs: Record<string, TrainableSpec> = {
   lora: { kind: 'lora', r: 8, alpha: 16, dropout: Number(process.env.LORA_DROPOUT ?? 0.1), targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'] },
 };
 
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
+};
+const pruneRows = process.env.PRUNE_ROWS !== '0';
+
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
   const model = buildTinyEncoder(cfg);
-  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows: process.env.PRUNE_ROWS !== '0' });
+  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
   const data = tokenTask({ n: batch * (steps + 2), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
-  const times: number[] = [];
-  let last = performance.now();
-  const tr = new Trainer(prog, {
-    seed: 1, batchSize: batch, maxSteps: steps + 2, threads, schedule: { kind: 'constant', lr: 1e-4 },
-    onStep: (m) => {
-      const now = performance.now();
-      times.push(now - last);
-      last = now;
-      console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${m.samplesPerSec.toFixed(2)} samples/s`);
-    },
-  });
-  last = performance.now();
-  await tr.fit(data);
-  const steady = times.slice(2).sort((a, b) => a - b);
-  const medianMs = (steady[(steady.length - 1) >> 1]! + steady[steady.length >> 1]!) / 2;
-  const ours = {
-    mode: name, pruneRows: process.env.PRUNE_ROWS !== '0', ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
-    samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
-  };
-  console.log('tempered', JSON.stringify(ours));
-  const py = 'bench/.venv/bin/python';
-  if (existsSync(py)) {
+  const ratios: number[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const times: number[] = [];
+    let last = performance.now();
+    const tr = new Trainer(prog, {
+      seed: 1, batchSize: batch, maxSteps: steps + 2, threads, schedule: { kind: 'constant', lr: 1e-4 },
+      onStep: (m) => {
+        const now = performance.now();
+        times.push(now - last);
+        last = now;
+        console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${m.samplesPerSec.toFixed(2)} samples/s`);
+      },
+    });
+    last = performance.now();
+    await tr.fit(data);
+    const medianMs = median(times.slice(2));
+    const ours = {
+      mode: name, round, pruneRows, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
+    };
+    console.log('tempered', JSON.stringify(ours));
+    const py = 'bench/.venv/bin/python';
+    if (!existsSync(py)) { console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)'); continue; }
     const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8' });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status === 0 && line.startsWith('{')) {
       const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };
       console.log('pytorch ', line);
+      ratios.push(ours.samplesPerSec / ref.samplesPerSec);
       console.log(`ratio tempered/pytorch: throughput ${(ours.samplesPerSec / ref.samplesPerSec).toFixed(2)}x, peak RSS ${(ours.peakRssMiB / ref.peakRssMiB).toFixed(2)}x`);
     } else console.log('pytorch reference unavailable:', (r.stderr || '').trim().split('\n').pop());
   }
+  if (ratios.length > 1) console.log(`${name}: throughput ratio per round ${ratios.map((x) => x.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)}x`);
 }
