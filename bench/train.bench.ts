@@ -11,7 +11,9 @@
  * one descheduled step on a shared machine from moving the ratio. With rounds > 1 the two sides alternate
  * (tempered, PyTorch, tempered, …) so a slow stretch of a shared machine hits both, and the median of the
  * per-round ratios is printed. LORA_DROPOUT (default 0.1) applies to
- * both. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
+ * both. tempered runs with glibc malloc tuned as `npm run demo` runs it (scripts/malloc-tuning.mjs; the
+ * bench re-executes itself to apply it, BENCH_MALLOC=default skips that); PyTorch runs with the
+ * environment as given. Each side's setting is printed. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
  * to show what that optimization contributes. Peak RSS is per process: run one mode at a time to read it per mode.
  */
 import { spawnSync } from 'node:child_process';
@@ -20,6 +22,16 @@ import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
 import { tokenTask } from '../src/engine/synthetic.ts';
+import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
+
+// glibc reads its tunables at process start: run this script again with them set.
+if (process.platform === 'linux' && !process.env.GLIBC_TUNABLES && process.env.BENCH_MALLOC !== 'default') {
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...withMallocTuning(), BENCH_MALLOC_ADDED: '1' } });
+  process.exit(r.status ?? 1);
+}
+const malloc = process.env.GLIBC_TUNABLES ? `GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}` : 'default';
+const referenceEnv = { ...process.env };
+if (referenceEnv.BENCH_MALLOC_ADDED) delete referenceEnv.GLIBC_TUNABLES;
 
 const mode = process.argv[2] ?? 'both';
 const steps = Number(process.argv[3] ?? 5);
@@ -64,12 +76,12 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     const medianMs = median(times.slice(2));
     const ours = {
       mode: name, round, pruneRows, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
-      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads,
+      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc,
     };
     console.log('tempered', JSON.stringify(ours));
     const py = 'bench/.venv/bin/python';
     if (!existsSync(py)) { console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)'); continue; }
-    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8' });
+    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: referenceEnv });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status === 0 && line.startsWith('{')) {
       const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };
