@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { encodeModel } from '../onnx/proto.ts';
 import type { Model } from '../onnx/ir.ts';
+import { cloneModel } from '../onnx/ir.ts';
+import { sinkRowGathers } from '../onnx/sink-gathers.ts';
 import { InputError } from '../errors.ts';
 import { buildClassifierGraph, buildEncoderGraph } from './bert.ts';
 import { defaultCacheDir } from './sources.ts';
@@ -59,6 +61,24 @@ test('classifier head: seeded when absent, reused when the checkpoint has one; c
   const out = await runEncoder(pooler, loadTokenizer(dir), ['good film'], 16);
   assert.ok(row(out.embeddings!, 0).every((v) => Math.abs(v) <= 1), 'tanh pooler output');
   assert.throws(() => buildClassifierGraph(dir, { numLabels: 0, pooling: 'cls', seed: 1 }), /numLabels must be a positive integer/);
+  rmSync(dir, { recursive: true });
+});
+
+test('CLS and pooler classifiers keep their outputs when the last layer is pruned to the CLS row', async () => {
+  const dir = tinyBertDir(mkdtempSync(join(tmpdir(), 'bert-')), 7);
+  const tok = loadTokenizer(dir);
+  const texts = ['this movie is great', 'call now to win a free prize, text stop to reply', 'a'];
+  for (const pooling of ['cls', 'pooler'] as const) {
+    const { model } = buildClassifierGraph(dir, { numLabels: 3, pooling, seed: 1 });
+    const pruned = cloneModel(model);
+    assert.ok(sinkRowGathers(pruned.graph) > 10, pooling);
+    const [want, got] = [await runEncoder(model, tok, texts, 32), await runEncoder(pruned, tok, texts, 32)];
+    for (const out of ['logits', 'embeddings'] as const) {
+      const a = want[out]!.data as Float32Array, b = got[out]!.data as Float32Array;
+      assert.deepEqual(got[out]!.dims, want[out]!.dims);
+      for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-5, `${pooling} ${out}[${i}]: ${a[i]} vs ${b[i]}`);
+    }
+  }
   rmSync(dir, { recursive: true });
 });
 
