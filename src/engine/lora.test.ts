@@ -149,3 +149,16 @@ test('LoRA dropout mask feeds take their symbolic dims from the fed data', () =>
   assert.deepEqual(masker.feeds({ input_ids: new ort.Tensor('int64', new BigInt64Array(3), [1, 3]) }, 9)['lora_dropout_mask:m']!.dims, [1, 3, 3]);
   assert.throws(() => masker.feeds({}, 9), /dim 'batch' is not a dim of any fed input/);
 });
+
+test('LoRA dropout masks are the same keep decisions in every buffer type', () => {
+  const n = 10_001;
+  const f32 = fillMask(new Float32Array(n), 20000, 77, 3);
+  const u8 = fillMask(new Uint8Array(n), 20000, 77, 3);
+  const f64 = fillMask(new Float64Array(n), 20000, 77, 3);
+  assert.ok(f32.every((v) => v === 0 || v === 1) && f32.includes(0) && f32.includes(1));
+  assert.deepEqual(Array.from(u8), Array.from(f32));
+  assert.deepEqual(Array.from(f64), Array.from(f32));
+  // Threshold 0 keeps everything; 65536 drops everything.
+  assert.ok(fillMask(new Float32Array(99), 0, 1, 0).every((v) => v === 1));
+  assert.ok(fillMask(new Float32Array(99), 65536, 1, 0).every((v) => v === 0));
+});
