@@ -36,7 +36,8 @@ for (const method of ['full', 'lora'] as const) {
     const outDir = join(root, method, 'out');
     const before = await evaluateCausalLm({ model: modelDir, table: heldOut, template, maxLength: 32, threads: 2 });
     const r = await trainCausalLm({
-      modelDir, train, template, method, lora: { r: 4, alpha: 8 }, lr: method === 'full' ? 1e-2 : 3e-2, epochs: 6, batchSize: 16,
+      // LoRA with dropout: the host-drawn masks follow the model's own (batch, seq) dims.
+      modelDir, train, template, method, lora: { r: 4, alpha: 8, dropout: 0.05 }, lr: method === 'full' ? 1e-2 : 3e-2, epochs: 6, batchSize: 16,
       schedule: 'linear', weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 32, device: 'cpu', threads: 2,
       checkpointDir: join(root, method, 'ck'), checkpointEvery: 0, outDir,
     });
