@@ -66,7 +66,7 @@ export interface TrainProgram {
   state: StateSlot[];
   /** Inputs fed per batch (model inputs plus labels/targets, and dropout masks), excluding params, state, lr, step. */
   dataInputs: ValueInfo[];
-  /** LoRA dropout keep-masks the step and grad graphs read (fed with dropoutMaskFeeds). */
+  /** LoRA dropout keep-masks the step and grad graphs read (fed each micro-batch by a DropoutMasker). */
   dropoutMasks: DropoutMask[];
   /** Name of the forward output the loss reads (logits / predictions). */
   prediction: string;

@@ -31,7 +31,7 @@ export interface LoraModule {
   outFeatures: number;
   /** Gemm with transB=1 stores W as [out, in] (HF layout) instead of [in, out]. */
   weightTransposed: boolean;
-  /** With dropout: the boolean keep-mask input fed each step (see lora-dropout.ts). */
+  /** With dropout: the 0/1 keep-mask input fed each step (see lora-dropout.ts). */
   dropoutMask?: DropoutMask;
 }
 

@@ -195,8 +195,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   };
   const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
   const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
-  /** Data feeds of one micro-batch, with its LoRA dropout masks (one RNG draw per micro-batch). */
   const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
+  /** Data feeds of one micro-batch, with its LoRA dropout masks (one RNG draw per micro-batch). */
   const trainFeeds = (): Record<string, ort.Tensor> => {
     const f = dataFeeds(o.train, trainFeatures, nextIdx());
     return prog.dropoutMasks.length > 0 ? { ...f, ...masker.feeds(f, dropRng.nextU32()) } : f;

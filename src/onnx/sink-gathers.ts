@@ -195,15 +195,18 @@ export function sinkRowGathers(graph: Graph, keep: readonly string[] = []): numb
     }
     if (!changed) break;
   }
-  mergeDuplicateGathers(graph);
+  mergeDuplicateGathers(graph, graphOutputs);
   // Index constants of the Gathers that moved are read by nothing now.
   const read = new Set(graph.nodes.flatMap((n) => n.inputs));
   for (const name of [...indexConsts.values(), ...replacedIndices]) if (!read.has(name)) graph.initializers.delete(name);
   return moved;
 }
 
-/** One Gather per (value, axis, indices): the selections that stopped at the same value read it once. */
-function mergeDuplicateGathers(graph: Graph): void {
+/**
+ * One Gather per (value, axis, indices): the selections that stopped at the same value read it once.
+ * Gathers whose output is in `fixed` (graph outputs, kept values) keep their names.
+ */
+function mergeDuplicateGathers(graph: Graph, fixed: ReadonlySet<string>): void {
   const seen = new Map<string, string>();
   const rename = new Map<string, string>();
   graph.nodes = graph.nodes.filter((n) => {
@@ -213,7 +216,7 @@ function mergeDuplicateGathers(graph: Graph): void {
     if (!idx) return true;
     const key = `${n.inputs[0]}|${attrInt(n, 'axis', 0)}|${idx.scalar}|${idx.values.join(',')}`;
     const first = seen.get(key);
-    if (first === undefined || graph.outputs.some((o) => o.name === n.outputs[0])) {
+    if (first === undefined || fixed.has(n.outputs[0]!)) {
       seen.set(key, n.outputs[0]!);
       return true;
     }
