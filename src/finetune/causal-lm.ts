@@ -17,38 +17,17 @@ import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { loadTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
+import type { RunSettings } from './run-options.ts';
 
-export interface TrainCausalLmOptions {
-  modelDir: string;
-  /** Arrow table with prompt and response columns. */
-  train: string;
-  validation?: string;
+/** `train` (and `validation`) hold prompt and response columns. */
+export interface TrainCausalLmOptions extends RunSettings {
   promptColumn?: string;
   responseColumn?: string;
   template?: PromptTemplate;
   method: 'full' | 'lora';
   /** targets: weight-name patterns; default the attention projections (c_attn for GPT-2, q_proj/v_proj for LLaMA). */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
-  lr: number;
-  epochs?: number;
-  maxSteps?: number;
-  batchSize: number;
-  accumulation?: number;
-  warmupSteps?: number;
-  schedule: 'constant' | 'linear' | 'cosine';
-  weightDecay: number;
-  clipNorm?: number;
-  seed: number;
-  maxLength: number;
-  device: Device;
-  threads?: number;
-  checkpointDir: string;
-  checkpointEvery: number;
-  resume?: boolean;
-  evalEvery?: number;
-  outDir: string;
   onProgress?: (m: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; samplesPerSec: number; gradNorm: number }) => void;
-  onCheckpoint?: (dir: string) => void;
 }
 
 export interface CausalTrainResult {

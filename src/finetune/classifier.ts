@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import type { Model } from '../onnx/ir.ts';
 import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engine/compile.ts';
-import type { Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import { readTokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
+import type { RunSettings } from './run-options.ts';
 
 export interface LoraOptions {
   r: number;
@@ -29,46 +29,21 @@ export interface LoraOptions {
   layers?: number[];
 }
 
-export interface TrainClassifierOptions {
-  /** Hugging Face folder: config.json, model.safetensors, tokenizer.json. */
-  modelDir: string;
-  /** Arrow IPC table with a text and a label column. */
-  train: string;
-  validation?: string;
+/** `train` (and `validation`) hold a text and a label column. */
+export interface TrainClassifierOptions extends RunSettings {
   labels: string[];
   textColumn?: string;
   labelColumn?: string;
   method: 'full' | 'lora' | 'head';
   lora?: LoraOptions;
-  lr: number;
-  epochs?: number;
-  maxSteps?: number;
-  batchSize: number;
-  accumulation?: number;
   warmupRatio?: number;
-  warmupSteps?: number;
-  schedule: 'constant' | 'linear' | 'cosine';
-  weightDecay: number;
-  clipNorm?: number;
-  seed: number;
-  maxLength: number;
   pooling: Pooling;
   /** Batches are padded to the longest row rounded up to this multiple (default 8). */
   bucket?: number;
   /** Batch texts of similar length together (default true): far less padding on short-text data. */
   groupByLength?: boolean;
-  device: Device;
-  threads?: number;
-  checkpointDir: string;
-  /** Optimizer steps between checkpoints; the last step is always saved when > 0 (0: no checkpoints). */
-  checkpointEvery: number;
-  /** Continue from the latest checkpoint in checkpointDir, if any. */
-  resume?: boolean;
-  evalEvery?: number;
   earlyStopping?: { metric: StopMetric; patience: number };
-  outDir: string;
   onProgress?: (m: Progress) => void;
-  onCheckpoint?: (dir: string) => void;
   signal?: AbortSignal;
 }
 

@@ -1,0 +1,31 @@
+/** Settings every fine-tuning run takes, whatever the task (classification, causal LM). */
+import type { Device } from '../engine/runtime.ts';
+
+export interface RunSettings {
+  /** Hugging Face folder: config.json, model.safetensors, tokenizer.json. */
+  modelDir: string;
+  /** Arrow IPC table of training rows. */
+  train: string;
+  validation?: string;
+  lr: number;
+  epochs?: number;
+  maxSteps?: number;
+  batchSize: number;
+  accumulation?: number;
+  warmupSteps?: number;
+  schedule: 'constant' | 'linear' | 'cosine';
+  weightDecay: number;
+  clipNorm?: number;
+  seed: number;
+  maxLength: number;
+  device: Device;
+  threads?: number;
+  checkpointDir: string;
+  /** Optimizer steps between checkpoints; the last step is always saved when > 0 (0: no checkpoints). */
+  checkpointEvery: number;
+  /** Continue from the latest checkpoint in checkpointDir, if any. */
+  resume?: boolean;
+  evalEvery?: number;
+  outDir: string;
+  onCheckpoint?: (dir: string) => void;
+}
