@@ -104,6 +104,21 @@ function gatherRows(c: Column, idx: ArrayLike<number>): Column {
   return { data: out, dims: [idx.length, ...c.dims.slice(1)], dtype: c.dtype };
 }
 
+/** Feeds holding rows `idx` of each named column. */
+function rowFeeds(data: Dataset, names: readonly string[], idx: ArrayLike<number>): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of names) {
+    const c = gatherRows(data[name]!, idx);
+    feeds[name] = toOrt(c.dtype, c.data, c.dims);
+  }
+  return feeds;
+}
+
+/** Row indices of consecutive batches covering rows 0..n-1 (the last one may be short). */
+function* consecutiveBatches(n: number, batchSize: number): Generator<Uint32Array> {
+  for (let start = 0; start < n; start += batchSize) yield Uint32Array.from({ length: Math.min(batchSize, n - start) }, (_, i) => start + i);
+}
+
 function checkDataset(ds: Dataset, needed: string[], what: string): number {
   let n = -1;
   for (const name of needed) {
@@ -193,11 +208,7 @@ export class Trainer {
     };
     const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
     const batchFeeds = (idx: Uint32Array): Record<string, ort.Tensor> => {
-      const f: Record<string, ort.Tensor> = {};
-      for (const name of feedNames) {
-        const c = gatherRows(train[name]!, idx);
-        f[name] = toOrt(c.dtype, c.data, c.dims);
-      }
+      const f = rowFeeds(train, feedNames, idx);
       if (prog.dropoutMasks.length > 0) Object.assign(f, masker.feeds(f, dropRng.nextU32()));
       return f;
     };
@@ -290,13 +301,8 @@ export class Trainer {
 
   /** Consecutive batches of every row with the current weights: what prediction and evaluation feed. */
   private *evalBatches(data: Dataset, feedNames: string[], n: number): Generator<{ idx: Uint32Array; feeds: Record<string, ort.Tensor> }> {
-    for (let start = 0; start < n; start += this.opts.batchSize) {
-      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const name of feedNames) {
-        const c = gatherRows(data[name]!, idx);
-        feeds[name] = toOrt(c.dtype, c.data, c.dims);
-      }
+    for (const idx of consecutiveBatches(n, this.opts.batchSize)) {
+      const feeds = rowFeeds(data, feedNames, idx);
       for (const p of this.program.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
       yield { idx, feeds };
     }
@@ -347,14 +353,8 @@ export class Trainer {
     const chunks: TypedArray[] = [];
     let dims: number[] = [];
     let dtype: DType = 'float32';
-    for (let start = 0; start < n; start += this.opts.batchSize) {
-      const idx = Uint32Array.from({ length: Math.min(this.opts.batchSize, n - start) }, (_, i) => start + i);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const name of names) {
-        const c = gatherRows(ds[name]!, idx);
-        feeds[name] = toOrt(c.dtype, c.data, c.dims);
-      }
-      const f = (await session.run(feeds))[bb.features]!;
+    for (const idx of consecutiveBatches(n, this.opts.batchSize)) {
+      const f = (await session.run(rowFeeds(ds, names, idx)))[bb.features]!;
       chunks.push(f.data as TypedArray);
       dims = f.dims.slice(1) as number[];
       dtype = f.type === 'float64' ? 'float64' : 'float32';
