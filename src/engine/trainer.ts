@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
-import { accumulateGradients } from './accumulate.ts';
+import { StepRunner } from './step-runner.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -189,10 +189,7 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const useFused = accumulation === 1;
-    const stepSession = useFused ? await createSession(prog.step, sessOpts) : undefined;
-    const gradSession = useFused ? undefined : await createSession(prog.grad, sessOpts);
-    const applySession = useFused ? undefined : await createSession(prog.apply, sessOpts);
+    const runner = await StepRunner.open(prog, this.params, this.state, accumulation, sessOpts);
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
@@ -201,11 +198,6 @@ export class Trainer {
     const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
     let perm = order(epoch);
 
-    const paramFeeds = (): Record<string, ort.Tensor> => {
-      const f: Record<string, ort.Tensor> = {};
-      for (const p of prog.params) f[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
-      return f;
-    };
     const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
     const batchFeeds = (idx: Uint32Array): Record<string, ort.Tensor> => {
       const f = rowFeeds(train, feedNames, idx);
@@ -226,22 +218,7 @@ export class Trainer {
     while (step < maxSteps) {
       const t0 = performance.now();
       const lr = learningRate(o.schedule, step);
-      const scalars = { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step + 1), []) };
-      let loss = 0, gradNorm = 0;
-      let out: ort.InferenceSession.ReturnType;
-      if (useFused) {
-        const feeds = { ...batchFeeds(nextBatch()), ...paramFeeds(), ...this.stateFeeds(), ...scalars };
-        out = await stepSession!.run(feeds);
-        loss = Number(out[LOSS_OUTPUT]!.data[0]);
-      } else {
-        const g = await accumulateGradients(gradSession!, prog, accumulation, () => ({ ...batchFeeds(nextBatch()), ...paramFeeds() }));
-        loss = g.loss;
-        const gradFeeds = g.gradFeeds;
-        out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...this.stateFeeds(), ...scalars });
-      }
-      gradNorm = Number(out[GRAD_NORM_OUTPUT]!.data[0]);
-      for (const p of prog.params) this.params.set(p.name, out[`${p.name}::new`]!.data as TypedArray);
-      for (const s of prog.state) this.state.set(s.input, out[s.output]!.data as TypedArray);
+      const { loss, gradNorm } = await runner.run(() => batchFeeds(nextBatch()), lr, step + 1);
       step++;
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
       const m: StepMetrics = { step, epoch, loss, lr, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, performance.now() - t0) };
@@ -270,7 +247,8 @@ export class Trainer {
       if (o.signal?.aborted) { aborted = true; break; }
       if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
     }
-    for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
+    await runner.release();
+    await evalSession?.release();
     return { params: this.params, step, epoch, stoppedEarly, aborted, lastEval, history };
   }
 

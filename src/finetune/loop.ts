@@ -10,13 +10,13 @@ import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
-import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../engine/compile.ts';
+import { LOSS_OUTPUT, type TrainProgram } from '../engine/compile.ts';
 import { DropoutMasker } from '../engine/lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
-import { accumulateGradients } from '../engine/accumulate.ts';
+import { StepRunner } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
 import { FEATURES, LOGITS } from './bert.ts';
@@ -183,18 +183,13 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const fused = o.accumulation === 1;
-  const stepSession = fused ? await createSession(prog.step, sessOpts) : undefined;
-  const gradSession = fused ? undefined : await createSession(prog.grad, sessOpts);
-  const applySession = fused ? undefined : await createSession(prog.apply, sessOpts);
+  const runner = await StepRunner.open(prog, params, state, o.accumulation, sessOpts);
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
     if (position >= stepsPerEpoch * o.accumulation) { epoch++; position = 0; batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength); }
     return batches[position++]!;
   };
-  const paramFeeds = () => Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, params.get(p.name)!, p.dims)]));
-  const stateFeeds = () => Object.fromEntries(prog.state.map((s) => [s.input, toOrt(s.dtype, state.get(s.input)!, s.dims)]));
   const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
   /** Data feeds of one micro-batch, with its LoRA dropout masks (one RNG draw per micro-batch). */
   const trainFeeds = (): Record<string, ort.Tensor> => {
@@ -211,22 +206,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     while (step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
       const lr = learningRate(schedule, step);
-      const scalars = { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step + 1), []) };
-      let loss = 0;
-      let out: ort.InferenceSession.ReturnType;
-      if (fused) {
-        out = await stepSession!.run({ ...trainFeeds(), ...paramFeeds(), ...stateFeeds(), ...scalars });
-        loss = Number(out[LOSS_OUTPUT]!.data[0]);
-      } else {
-        const g = await accumulateGradients(gradSession!, prog, o.accumulation, () => ({ ...trainFeeds(), ...paramFeeds() }));
-        loss = g.loss;
-        const gradFeeds = g.gradFeeds;
-        out = await applySession!.run({ ...paramFeeds(), ...gradFeeds, ...stateFeeds(), ...scalars });
-      }
+      const { loss, gradNorm } = await runner.run(trainFeeds, lr, step + 1);
       if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
-      const gradNorm = Number(out[GRAD_NORM_OUTPUT]!.data[0]);
-      for (const p of prog.params) params.set(p.name, out[`${p.name}::new`]!.data as TypedArray);
-      for (const s of prog.state) state.set(s.input, out[s.output]!.data as TypedArray);
       step++;
       finalLoss = loss;
       const row: HistoryRow = { step, epoch, loss, lr, gradNorm };
@@ -260,7 +241,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       if (stop) break;
     }
   } finally {
-    for (const s of [stepSession, gradSession, applySession, evalSession]) await s?.release();
+    await runner.release();
+    await evalSession?.release();
   }
   return { params, steps: step, epochs: epoch + (position > 0 ? 1 : 0), finalLoss, bestStep, bestParams, history, resumedFromStep };
 }
