@@ -1,11 +1,14 @@
 // glibc malloc settings for processes that train. onnxruntime-node copies every output of a run into a
 // freshly allocated buffer, so a training step allocates (and frees) its updated weights and optimizer
 // state each time: 270 MB per step for full fine-tuning of a MiniLM-size model. With glibc's defaults
-// those frees go back to the OS and the next step pays a page fault for every 4 KiB again. Serving
-// allocations up to 32 MiB from the heap and never trimming it keeps that memory mapped between steps:
-// `node --import tsx bench/train.bench.ts full 6 2` went from 1230 to 990 ms a step.
+// those frees go back to the OS and the next step pays a page fault for every 4 KiB again.
+// - trim_threshold: never give the heap back, so freed buffers stay mapped for the next step.
+// - mmap_max=0: serve every allocation from the heap. glibc caps mmap_threshold at 32 MiB, so without
+//   this the word-embedding tensors (47 MB each for weights, m and v) were mmap'd and unmapped every
+//   step; that alone cost 130-280 ms of a full fine-tuning step outside onnxruntime, against ~80 ms
+//   with it (bench/step-overhead.bench.ts). When the heap cannot grow, glibc still falls back to mmap.
 // Other platforms ignore the variable.
-export const MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295';
+export const MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295:glibc.malloc.mmap_max=0';
 
 /** `env` with the tuning added, unless GLIBC_TUNABLES is already set (the user's choice wins). */
 export function withMallocTuning(env = process.env) {

@@ -18,5 +18,5 @@ test('the npm launcher runs the CLI and hands back its exit status', () => {
 test('malloc tuning is added to the environment unless the user set GLIBC_TUNABLES', () => {
   assert.equal(withMallocTuning({ PATH: '/bin' }).GLIBC_TUNABLES, MALLOC_TUNABLES);
   assert.equal(withMallocTuning({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2');
-  assert.match(MALLOC_TUNABLES, /^glibc\.malloc\.mmap_threshold=33554432:glibc\.malloc\.trim_threshold=\d+$/);
+  assert.match(MALLOC_TUNABLES, /^glibc\.malloc\.mmap_threshold=33554432:glibc\.malloc\.trim_threshold=\d+:glibc\.malloc\.mmap_max=0$/);
 });
