@@ -15,12 +15,14 @@
  * both. tempered runs with glibc malloc tuned as `npm run demo` runs it (scripts/malloc-tuning.mjs; the
  * bench re-executes itself to apply it, BENCH_MALLOC=default skips that); PyTorch runs with the
  * environment as given. Each side's setting is printed. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
- * to show what that optimization contributes. Peak RSS is per process: run one mode at a time to read it per mode.
+ * to show what that optimization contributes. STEPS_PER_RUN sets the optimizer steps per onnxruntime run (default: the
+ * library's, 4 for full fine-tuning here and 1 for LoRA); the first run is the warm-up. Peak RSS is per process: run one mode at a time to read it per mode.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
+import { defaultStepsPerRun } from '../src/engine/step-runner.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
 import { tokenTask } from '../src/engine/synthetic.ts';
 import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
@@ -51,6 +53,7 @@ const median = (xs: number[]) => {
   return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
 };
 const pruneRows = process.env.PRUNE_ROWS !== '0';
+const stepsPerRunEnv = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_RUN) : undefined;
 
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
@@ -58,25 +61,25 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
-  const data = tokenTask({ n: batch * (steps + 2), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
+  const data = tokenTask({ n: batch * (steps + 8), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
   const ratios: number[] = [];
   for (let round = 1; round <= rounds; round++) {
+    // Steps of one onnxruntime run report together, each with the run's average step time; the warm-up
+    // (session start, arena growth) is the first run, at least two steps as on the PyTorch side.
+    const perRun = stepsPerRunEnv ?? defaultStepsPerRun(prog);
+    const warmup = Math.max(2, perRun);
     const times: number[] = [];
-    let last = performance.now();
     const tr = new Trainer(prog, {
-      seed: 1, batchSize: batch, maxSteps: steps + 2, threads, schedule: { kind: 'constant', lr: 1e-4 },
+      seed: 1, batchSize: batch, maxSteps: steps + warmup, threads, schedule: { kind: 'constant', lr: 1e-4 }, stepsPerRun: perRun,
       onStep: (m) => {
-        const now = performance.now();
-        times.push(now - last);
-        last = now;
+        times.push((batch * 1000) / m.samplesPerSec);
         console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${m.samplesPerSec.toFixed(2)} samples/s`);
       },
     });
-    last = performance.now();
     await tr.fit(data);
-    const medianMs = median(times.slice(2));
+    const medianMs = median(times.slice(warmup));
     const ours = {
-      mode: name, round, pruneRows, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+      mode: name, round, pruneRows, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
       samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc,
     };
     console.log('tempered', JSON.stringify(ours));

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from './compile.ts';
-import { StepRunner } from './step-runner.ts';
+import { StepRunner, stepsThisRun } from './step-runner.ts';
 import { buildTinyEncoder } from './tiny-encoder.ts';
 import { tokenTask } from './synthetic.ts';
 import { toOrt } from './runtime.ts';
@@ -22,12 +22,12 @@ function fresh(): { params: Map<string, TypedArray>; state: Map<string, TypedArr
 
 test('accumulating two copies of a micro-batch gives the same step as the fused graph on it', async () => {
   const fused = fresh(), accumulated = fresh();
-  const a = await StepRunner.open(prog, fused.params, fused.state, 1, { threads: 1 });
-  const b = await StepRunner.open(prog, accumulated.params, accumulated.state, 2, { threads: 1 });
+  const a = await StepRunner.open(prog, fused.params, fused.state, { accumulation: 1, stepsPerRun: 1, threads: 1 });
+  const b = await StepRunner.open(prog, accumulated.params, accumulated.state, { accumulation: 2, stepsPerRun: 1, threads: 1 });
   for (let step = 1; step <= 3; step++) {
-    const ra = await a.run(batch, 1e-2, step);
-    const rb = await b.run(batch, 1e-2, step);
-    assert.ok(Math.abs(ra.loss - rb.loss) < 1e-6, `step ${step} loss ${ra.loss} vs ${rb.loss}`);
+    const [ra] = await a.run(batch, [1e-2], step);
+    const [rb] = await b.run(batch, [1e-2], step);
+    assert.ok(ra && rb && Math.abs(ra.loss - rb.loss) < 1e-6, `step ${step} loss ${ra?.loss} vs ${rb?.loss}`);
     assert.ok(Math.abs(ra.gradNorm - rb.gradNorm) < 1e-5 && ra.gradNorm > 0, `grad norm ${ra.gradNorm} vs ${rb.gradNorm}`);
   }
   let moved = 0;
@@ -43,16 +43,55 @@ test('accumulating two copies of a micro-batch gives the same step as the fused 
   await b.release();
 });
 
-test('a step whose loss is not finite leaves weights and optimizer state as they were', async () => {
-  const { params, state } = fresh();
-  const runner = await StepRunner.open(prog, params, state, 1, { threads: 1 });
-  await runner.run(batch, 1e-2, 1);
-  const bias = params.get('classifier.bias')!.slice() as Float32Array;
-  bias.fill(Number.NaN);
-  params.set('classifier.bias', bias);
-  const before = new Map([...params, ...state]);
-  const r = await runner.run(batch, 1e-2, 2);
-  assert.ok(Number.isNaN(r.loss));
-  for (const [k, v] of [...params, ...state]) assert.equal(v, before.get(k), `${k} was replaced`);
-  await runner.release();
+test('a run whose loss is not finite leaves weights and optimizer state as they were (one step per run, and a Loop run)', async () => {
+  for (const perRun of [1, 2]) {
+    const { params, state } = fresh();
+    const runner = await StepRunner.open(prog, params, state, { accumulation: 1, stepsPerRun: perRun, threads: 1 });
+    await runner.run(batch, [1e-2], 1);
+    const bias = params.get('classifier.bias')!.slice() as Float32Array;
+    bias.fill(Number.NaN);
+    params.set('classifier.bias', bias);
+    const before = new Map([...params, ...state]);
+    const r = await runner.run(batch, Array(perRun).fill(1e-2), 2);
+    assert.equal(r.length, perRun);
+    assert.ok(r.every((x) => Number.isNaN(x.loss)));
+    for (const [k, v] of [...params, ...state]) assert.equal(v, before.get(k), `${k} was replaced (${perRun} per run)`);
+    await runner.release();
+  }
+});
+
+test('several steps in one Loop run match one run per step bit for bit, also when batch shapes change mid-run', async () => {
+  // Batches of 8 rows, then 4 (a bucketed loader's last batch), then 8 again: the 4-row batch needs a run of its own.
+  const rowsOf = [8, 8, 4, 8, 8];
+  const feedsOf = (k: number) => {
+    const n = rowsOf[k]!;
+    return Object.fromEntries(prog.dataInputs.map((d) => {
+      const c = data[d.name]!;
+      const per = c.data.length / c.dims[0]!;
+      return [d.name, toOrt(c.dtype, c.data.subarray(0, n * per) as TypedArray, [n, ...c.dims.slice(1)])];
+    }));
+  };
+  const lrs = [1e-2, 2e-2, 3e-2, 2e-2, 1e-2];
+  const one = fresh(), many = fresh();
+  const a = await StepRunner.open(prog, one.params, one.state, { accumulation: 1, stepsPerRun: 1, threads: 1 });
+  const b = await StepRunner.open(prog, many.params, many.state, { accumulation: 1, stepsPerRun: 5, threads: 1 });
+  const single: number[] = [];
+  for (let k = 0; k < lrs.length; k++) single.push((await a.run(() => feedsOf(k), [lrs[k]!], k + 1))[0]!.loss);
+  let next = 0;
+  const multi = (await b.run(() => feedsOf(next++), lrs, 1)).map((r) => r.loss);
+  assert.equal(next, lrs.length);
+  assert.deepEqual(multi, single);
+  for (const [k, v] of [...one.params, ...one.state]) assert.deepEqual(many.params.get(k) ?? many.state.get(k), v, k);
+  await a.release();
+  await b.release();
+});
+
+test('stepsThisRun stops runs at the last step and at every evaluation and checkpoint step', () => {
+  assert.equal(stepsThisRun(0, 4, [100], []), 4);
+  assert.equal(stepsThisRun(98, 4, [100], []), 2);
+  assert.equal(stepsThisRun(0, 4, [100, 3], []), 3);
+  assert.equal(stepsThisRun(8, 4, [100], [10, 25]), 2);
+  assert.equal(stepsThisRun(10, 4, [100], [10, undefined]), 4);
+  assert.equal(stepsThisRun(23, 4, [100], [10, 25]), 2);
+  assert.equal(stepsThisRun(5, 0, [100], []), 1);
 });

@@ -1,18 +1,45 @@
 /**
- * One optimizer step on onnxruntime: the fused step graph, or micro-batch gradients accumulated on the
- * host and then the apply graph. The trainable weights and optimizer state live between steps in the
- * maps the caller hands in (name → values); each step replaces their entries with the updated values,
- * so the caller reads current weights for evaluation and checkpoints from the same maps.
+ * Optimizer steps on onnxruntime: the fused step graph (one step per run, or several through an ONNX
+ * Loop, see multi-step.ts), or micro-batch gradients accumulated on the host and then the apply graph.
+ * The trainable weights and optimizer state live between steps in the maps the caller hands in
+ * (name → values); each run replaces their entries with the updated values, so the caller reads
+ * current weights for evaluation and checkpoints from the same maps.
  */
 import type * as ort from 'onnxruntime-node';
-import type { DType, TypedArray } from '../onnx/dtype.ts';
+import { allocate, type DType, type TypedArray } from '../onnx/dtype.ts';
 import { accumulateGradients } from './accumulate.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from './compile.ts';
+import { endName, multiStepModel, stackedName, startName, TRIP_COUNT_INPUT } from './multi-step.ts';
 import { createSession, toOrt, type SessionOptions } from './runtime.ts';
 
 export interface StepResult {
   loss: number;
   gradNorm: number;
+}
+
+/**
+ * Steps per onnxruntime run when the caller does not say. Several steps per run pay off when a step's
+ * outputs are large, as in full fine-tuning, where onnxruntime-node's copy of the updated weights and
+ * optimizer state into JavaScript, with the allocations around it, cost 70-120 ms of a ~1 s step
+ * (MiniLM size, bench/train.bench.ts with STEPS_PER_RUN=1 and 4). With small outputs (LoRA, a head)
+ * the Loop gains nothing and its body runs a little slower than the plain graph (~20 ms of ~550 ms a
+ * LoRA step: frozen weights read from the outer graph), so one step per run stays the default there.
+ */
+export function defaultStepsPerRun(prog: TrainProgram): number {
+  const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * 4, 0);
+  return bytes >= 32 * 2 ** 20 ? 4 : 1;
+}
+
+/**
+ * How many steps the next run takes: at most `perRun`, and never past a step where the caller has to
+ * act: one of `ends` (absolute step numbers, such as the last step) or a multiple of one of `everys`
+ * (evaluation, checkpoint intervals). Undefined entries are ignored.
+ */
+export function stepsThisRun(step: number, perRun: number, ends: (number | undefined)[], everys: (number | undefined)[]): number {
+  let k = Math.max(1, perRun);
+  for (const e of ends) if (e !== undefined && e > step) k = Math.min(k, e - step);
+  for (const e of everys) if (e !== undefined && e > 0) k = Math.min(k, e - (step % e));
+  return k;
 }
 
 /** A value the step reads as `input` and returns updated as `output`, kept in `store` between steps. */
@@ -24,6 +51,15 @@ interface Carried {
   dims: number[];
 }
 
+interface Sessions {
+  /** The step graph, one step per run. */
+  step?: ort.InferenceSession;
+  /** The step graph inside a Loop, any number of steps per run. */
+  loop?: ort.InferenceSession;
+  grad?: ort.InferenceSession;
+  apply?: ort.InferenceSession;
+}
+
 export class StepRunner {
   private readonly params: Carried[];
   private readonly carried: Carried[];
@@ -31,7 +67,7 @@ export class StepRunner {
   private constructor(
     private readonly prog: TrainProgram,
     private readonly accumulation: number,
-    private readonly sessions: { step?: ort.InferenceSession; grad?: ort.InferenceSession; apply?: ort.InferenceSession },
+    private readonly sessions: Sessions,
     params: Map<string, TypedArray>,
     state: Map<string, TypedArray>,
   ) {
@@ -39,37 +75,137 @@ export class StepRunner {
     this.carried = [...this.params, ...prog.state.map((s) => ({ store: state, input: s.input, output: s.output, dtype: s.dtype, dims: s.dims }))];
   }
 
-  /** Opens the sessions a step needs: the fused step graph without accumulation, grad + apply with it. */
-  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, accumulation: number, sessOpts: SessionOptions): Promise<StepRunner> {
-    const sessions = accumulation === 1
-      ? { step: await createSession(prog.step, sessOpts) }
-      : { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) };
+  /**
+   * Opens the sessions the steps need: with gradient accumulation the grad and apply graphs (one step
+   * per run); otherwise the step graph, inside a Loop when `stepsPerRun` > 1.
+   */
+  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun: number } & SessionOptions): Promise<StepRunner> {
+    const { accumulation, stepsPerRun, ...sessOpts } = opts;
+    const sessions: Sessions = accumulation > 1
+      ? { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) }
+      : stepsPerRun > 1 ? { loop: await createSession(multiStepModel(prog), sessOpts) } : { step: await createSession(prog.step, sessOpts) };
     return new StepRunner(prog, accumulation, sessions, params, state);
   }
 
+  /** The most steps one `run` call takes. */
+  get maxStepsPerRun(): number {
+    return this.sessions.loop ? Number.MAX_SAFE_INTEGER : 1;
+  }
+
   /**
-   * Runs one optimizer step at learning rate `lr` as step number `step` (1-based, for bias correction);
-   * `microBatch` gives the data feeds of each micro-batch in turn. The maps take the new values only
-   * when the loss is finite, so a diverged step leaves the last good weights for the caller to report on.
+   * Runs one optimizer step per entry of `lrs`, the first numbered `firstStep` (1-based, for bias
+   * correction). `microBatch` gives the data feeds of each micro-batch in turn. The maps take the new
+   * values of a run only when all its losses are finite, so a diverged run leaves the weights from
+   * before it for the caller to report on.
    */
-  async run(microBatch: () => Record<string, ort.Tensor>, lr: number, step: number): Promise<StepResult> {
-    const scalars = { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step), []) };
-    const feedsOf = (values: Carried[]) => Object.fromEntries(values.map((c) => [c.input, toOrt(c.dtype, c.store.get(c.input)!, c.dims)]));
-    let loss: number;
-    let out: ort.InferenceSession.ReturnType;
-    if (this.sessions.step) {
-      out = await this.sessions.step.run({ ...microBatch(), ...feedsOf(this.carried), ...scalars });
-      loss = Number(out[LOSS_OUTPUT]!.data[0]);
-    } else {
-      const g = await accumulateGradients(this.sessions.grad!, this.prog, this.accumulation, () => ({ ...microBatch(), ...feedsOf(this.params) }));
-      loss = g.loss;
-      out = await this.sessions.apply!.run({ ...feedsOf(this.carried), ...g.gradFeeds, ...scalars });
+  async run(microBatch: () => Record<string, ort.Tensor>, lrs: number[], firstStep: number): Promise<StepResult[]> {
+    if (lrs.length > this.maxStepsPerRun) throw new Error(`StepRunner: ${lrs.length} steps in one run; this runner takes ${this.maxStepsPerRun} (open it with stepsPerRun > 1 and no gradient accumulation for more)`);
+    if (this.sessions.loop) return this.runLoop(microBatch, lrs, firstStep);
+    return [this.sessions.step ? await this.runStep(microBatch(), lrs[0]!, firstStep) : await this.runAccumulated(microBatch, lrs[0]!, firstStep)];
+  }
+
+  private scalars(lr: number, step: number): Record<string, ort.Tensor> {
+    return { [LR_INPUT]: toOrt('float32', Float32Array.of(lr), []), [STEP_INPUT]: toOrt('float32', Float32Array.of(step), []) };
+  }
+
+  private feedsOf(values: Carried[], name: (input: string) => string = (n) => n): Record<string, ort.Tensor> {
+    return Object.fromEntries(values.map((c) => [name(c.input), toOrt(c.dtype, c.store.get(c.input)!, c.dims)]));
+  }
+
+  private commit(results: StepResult[], out: ort.InferenceSession.ReturnType, outputName: (output: string) => string = (n) => n): StepResult[] {
+    if (results.every((r) => Number.isFinite(r.loss))) for (const c of this.carried) c.store.set(c.input, out[outputName(c.output)]!.data as TypedArray);
+    return results;
+  }
+
+  private async runStep(batch: Record<string, ort.Tensor>, lr: number, step: number): Promise<StepResult> {
+    const out = await this.sessions.step!.run({ ...batch, ...this.feedsOf(this.carried), ...this.scalars(lr, step) });
+    return this.commit([{ loss: Number(out[LOSS_OUTPUT]!.data[0]), gradNorm: Number(out[GRAD_NORM_OUTPUT]!.data[0]) }], out)[0]!;
+  }
+
+  private async runAccumulated(microBatch: () => Record<string, ort.Tensor>, lr: number, step: number): Promise<StepResult> {
+    const g = await accumulateGradients(this.sessions.grad!, this.prog, this.accumulation, () => ({ ...microBatch(), ...this.feedsOf(this.params) }));
+    const out = await this.sessions.apply!.run({ ...this.feedsOf(this.carried), ...g.gradFeeds, ...this.scalars(lr, step) });
+    return this.commit([{ loss: g.loss, gradNorm: Number(out[GRAD_NORM_OUTPUT]!.data[0]) }], out)[0]!;
+  }
+
+  private async runLoop(microBatch: () => Record<string, ort.Tensor>, lrs: number[], firstStep: number): Promise<StepResult[]> {
+    // Steps of one Loop run read slices of one stacked tensor, so their batches must agree in shape;
+    // batches bucketed by length can differ, and then each stretch of equal shapes gets a run of its own.
+    // Each batch is copied into the stack as soon as it is made: feed builders may reuse their buffers
+    // (the dropout masker does).
+    const results: StepResult[] = [];
+    let stretch: Stack | undefined;
+    let start = 0;
+    for (let i = 0; i < lrs.length; i++) {
+      const batch = microBatch();
+      if (stretch && !stretch.fits(batch)) {
+        results.push(...await this.runStretch(stretch, lrs.slice(start, i), firstStep + start));
+        if (!results.every((r) => Number.isFinite(r.loss))) return results;
+        stretch = undefined;
+      }
+      if (!stretch) { stretch = new Stack(batch, lrs.length - i); start = i; }
+      stretch.push(batch);
     }
-    if (Number.isFinite(loss)) for (const c of this.carried) c.store.set(c.input, out[c.output]!.data as TypedArray);
-    return { loss, gradNorm: Number(out[GRAD_NORM_OUTPUT]!.data[0]) };
+    results.push(...await this.runStretch(stretch!, lrs.slice(start), firstStep + start));
+    return results;
+  }
+
+  private async runStretch(batches: Stack, lrs: number[], firstStep: number): Promise<StepResult[]> {
+    const k = lrs.length;
+    const out = await this.sessions.loop!.run({
+      [TRIP_COUNT_INPUT]: toOrt('int64', BigInt64Array.of(BigInt(k)), []),
+      [stackedName(LR_INPUT)]: toOrt('float32', Float32Array.from(lrs), [k]),
+      [stackedName(STEP_INPUT)]: toOrt('float32', Float32Array.from(lrs, (_, i) => firstStep + i), [k]),
+      ...batches.feeds(),
+      ...this.feedsOf(this.carried, startName),
+    });
+    const norms = out[stackedName(GRAD_NORM_OUTPUT)]!.data as Float32Array;
+    const results = Array.from(out[stackedName(LOSS_OUTPUT)]!.data as Float32Array, (loss, i) => ({ loss, gradNorm: norms[i]! }));
+    return this.commit(results, out, endName);
   }
 
   async release(): Promise<void> {
     for (const s of Object.values(this.sessions)) await s?.release();
+  }
+}
+
+/** Micro-batches of equal shapes stacked along a new leading axis, under the Loop's input names. */
+class Stack {
+  private readonly columns = new Map<string, { dtype: DType; dims: readonly number[]; size: number; data?: TypedArray }>();
+  private count = 0;
+
+  /** A stack of one is fed without copying: it runs before the next batch is made. */
+  constructor(first: Record<string, ort.Tensor>, private readonly capacity: number) {
+    for (const [name, t] of Object.entries(first)) {
+      const dtype = toDType(t.type);
+      this.columns.set(name, { dtype, dims: t.dims, size: t.data.length, data: capacity === 1 ? undefined : allocate(dtype, t.data.length * capacity) });
+    }
+  }
+
+  fits(batch: Record<string, ort.Tensor>): boolean {
+    const names = Object.keys(batch);
+    return names.length === this.columns.size && names.every((n) => this.columns.get(n)?.dims.join() === batch[n]!.dims.join());
+  }
+
+  push(batch: Record<string, ort.Tensor>): void {
+    if (this.count >= this.capacity) throw new Error(`StepRunner: more than ${this.capacity} batches in one stack`);
+    for (const [name, c] of this.columns) {
+      if (this.capacity === 1) c.data = batch[name]!.data as TypedArray;
+      else (c.data as Float32Array).set(batch[name]!.data as Float32Array, this.count * c.size);
+    }
+    this.count++;
+  }
+
+  feeds(): Record<string, ort.Tensor> {
+    const out: Record<string, ort.Tensor> = {};
+    for (const [name, c] of this.columns) out[stackedName(name)] = toOrt(c.dtype, c.data!.subarray(0, this.count * c.size) as TypedArray, [this.count, ...c.dims]);
+    return out;
+  }
+}
+
+function toDType(t: ort.Tensor.Type): DType {
+  switch (t) {
+    case 'float32': case 'float64': case 'int64': case 'int32': case 'bool': case 'uint8': case 'int8': case 'float16': return t;
+    default: throw new Error(`StepRunner: feeds of type ${t} are not supported`);
   }
 }

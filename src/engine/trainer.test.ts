@@ -170,6 +170,35 @@ test('a custom evalFn sees the forward outputs of every validation row and can d
   assert.ok(res.lastEval!.custom!['positives']! >= 0 && res.lastEval!.custom!['positives']! <= 1);
 });
 
+test('several steps per onnxruntime run change nothing: same history, evaluations and weights bit for bit, and resume across runs', async () => {
+  const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const val = tokenTask({ n: 32, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
+  const cases: [string, CompileOptions][] = [
+    ['full', { loss: ce, trainable: { kind: 'full' }, optimizer: adamw, clipNorm: 1 }],
+    ['LoRA with dropout', { loss: ce, optimizer: adamw, trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.2, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] } }],
+  ];
+  for (const [what, opts] of cases) {
+    const base = { seed: 3, batchSize: 8, maxSteps: 11, evalEvery: 5, schedule: { kind: 'linear' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 11 }, threads: 2 };
+    const fit = async (stepsPerRun: number, extra: object = {}, resumeFrom?: string) => {
+      const evals: number[] = [];
+      const res = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, stepsPerRun, ...extra, onEval: (m) => evals.push(m.loss) }).fit(train, val, { resumeFrom });
+      return { res, evals };
+    };
+    const one = await fit(1);
+    const four = await fit(4);
+    assert.deepEqual(four.res.history.map(({ samplesPerSec: _, ...m }) => m), one.res.history.map(({ samplesPerSec: _, ...m }) => m), `${what}: history`);
+    assert.deepEqual(four.evals, one.evals, `${what}: evaluations`);
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
+    await fit(4, { checkpointEvery: 3, checkpointDir: dir, stopAfterStep: 6 });
+    assert.deepEqual(readdirSync(dir).sort(), ['step-00000003', 'step-00000006'], `${what}: checkpoints at their steps`);
+    const resumed = await fit(4, {}, join(dir, 'step-00000006'));
+    for (const [name, w] of one.res.params) {
+      assert.deepEqual(Buffer.from((four.res.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${what}: ${name} differs with 4 steps per run`);
+      assert.deepEqual(Buffer.from((resumed.res.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${what}: ${name} differs after resume`);
+    }
+  }
+});
+
 test('an abort signal stops training after the current step', async () => {
   const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*'] }, optimizer: adamw });
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });

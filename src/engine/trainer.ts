@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
-import { StepRunner } from './step-runner.ts';
+import { StepRunner, defaultStepsPerRun, stepsThisRun } from './step-runner.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -79,8 +79,14 @@ export interface TrainerOptions {
   onCheckpoint?: (dir: string, step: number) => void;
   /** Stop (as if interrupted) after this optimizer step; for tests and time-boxed activities. */
   stopAfterStep?: number;
-  /** Cancellation (e.g. a Temporal activity's): training stops after the current step, keeping its weights. */
+  /** Cancellation (e.g. a Temporal activity's): training stops after the current run of steps, keeping its weights. */
   signal?: AbortSignal;
+  /**
+   * Optimizer steps per onnxruntime run (default: defaultStepsPerRun, 4 when the trainable weights and
+   * optimizer state are large, else 1). Runs end at every evaluation, checkpoint and stop step, so
+   * results do not depend on it; step metrics of one run are reported together when it ends.
+   */
+  stepsPerRun?: number;
 }
 
 export interface FitResult {
@@ -189,7 +195,8 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const runner = await StepRunner.open(prog, this.params, this.state, accumulation, sessOpts);
+    const perRun = accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
+    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: perRun, ...sessOpts });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
@@ -217,13 +224,18 @@ export class Trainer {
 
     while (step < maxSteps) {
       const t0 = performance.now();
-      const lr = learningRate(o.schedule, step);
-      const { loss, gradNorm } = await runner.run(() => batchFeeds(nextBatch()), lr, step + 1);
-      step++;
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
-      const m: StepMetrics = { step, epoch, loss, lr, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, performance.now() - t0) };
-      history.push(m);
-      o.onStep?.(m);
+      const k = stepsThisRun(step, perRun, [maxSteps, o.stopAfterStep], [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined]);
+      const lrs = Array.from({ length: k }, (_, i) => learningRate(o.schedule, step + i));
+      const epochs: number[] = [];
+      const results = await runner.run(() => { const f = batchFeeds(nextBatch()); epochs.push(epoch); return f; }, lrs, step + 1);
+      const perStepMs = (performance.now() - t0) / k;
+      for (const [i, { loss, gradNorm }] of results.entries()) {
+        step++;
+        if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
+        const m: StepMetrics = { step, epoch: epochs[i]!, loss, lr: lrs[i]!, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs) };
+        history.push(m);
+        o.onStep?.(m);
+      }
 
       if (val && o.evalEvery && (step % o.evalEvery === 0 || step === maxSteps)) {
         lastEval = await this.evaluate(evalSession!, val, feedNames, step, epoch);

@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
-import { StepRunner } from '../engine/step-runner.ts';
+import { StepRunner, defaultStepsPerRun, stepsThisRun } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
 import { FEATURES, LOGITS } from './bert.ts';
@@ -78,6 +78,8 @@ export interface LoopOptions {
   onProgress?: (m: Progress) => void;
   onCheckpoint?: (dir: string) => void;
   signal?: AbortSignal;
+  /** Optimizer steps per onnxruntime run (default: defaultStepsPerRun); runs end at evaluations and checkpoints. */
+  stepsPerRun?: number;
 }
 
 export interface LoopResult {
@@ -183,7 +185,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const runner = await StepRunner.open(prog, params, state, o.accumulation, sessOpts);
+  const perRun = o.accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
+  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: perRun, ...sessOpts });
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
@@ -202,16 +205,27 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   let finalLoss = NaN;
   const started = performance.now();
   const firstStep = step;
+  const progress = (r: HistoryRow) => {
+    const elapsed = (performance.now() - started) / 1000;
+    const sps = ((r.step - firstStep) * perStep) / Math.max(1e-9, elapsed);
+    o.onProgress?.({ step: r.step, totalSteps, epoch: r.epoch, loss: r.loss, lr: r.lr, samplesPerSec: sps, etaSec: ((totalSteps - r.step) * perStep) / Math.max(1e-9, sps), gradNorm: r.gradNorm });
+  };
   try {
     while (step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
-      const lr = learningRate(schedule, step);
-      const { loss, gradNorm } = await runner.run(trainFeeds, lr, step + 1);
-      if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
-      step++;
-      finalLoss = loss;
-      const row: HistoryRow = { step, epoch, loss, lr, gradNorm };
-      history.push(row);
+      const k = stepsThisRun(step, perRun, [totalSteps], [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined]);
+      const lrs = Array.from({ length: k }, (_, i) => learningRate(schedule, step + i));
+      const epochs: number[] = [];
+      const results = await runner.run(() => { const f = trainFeeds(); epochs.push(epoch); return f; }, lrs, step + 1);
+      let row!: HistoryRow;
+      for (const [i, { loss, gradNorm }] of results.entries()) {
+        if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
+        step++;
+        finalLoss = loss;
+        row = { step, epoch: epochs[i]!, loss, lr: lrs[i]!, gradNorm };
+        history.push(row);
+        if (i < results.length - 1) progress(row);
+      }
 
       let stop = false;
       if (o.val && o.evalEvery && (step % o.evalEvery === 0 || step === totalSteps)) {
@@ -225,9 +239,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           } else if (++bad >= o.earlyStopping.patience) stop = true;
         }
       }
-      const elapsed = (performance.now() - started) / 1000;
-      const sps = ((step - firstStep) * perStep) / Math.max(1e-9, elapsed);
-      o.onProgress?.({ step, totalSteps, epoch, loss, lr, samplesPerSec: sps, etaSec: ((totalSteps - step) * perStep) / Math.max(1e-9, sps), gradNorm });
+      progress(row);
 
       if (o.checkpointEvery > 0 && (step % o.checkpointEvery === 0 || step === totalSteps || stop)) {
         const dir = join(o.checkpointDir, checkpointName(step));

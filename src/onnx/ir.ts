@@ -28,7 +28,9 @@ export type Attr =
   | { kind: 'ints'; value: number[] }
   | { kind: 'floats'; value: number[] }
   | { kind: 'strings'; value: string[] }
-  | { kind: 'tensor'; value: Tensor };
+  | { kind: 'tensor'; value: Tensor }
+  /** A subgraph (Loop's body). Its nodes may read values of the enclosing graph by name. */
+  | { kind: 'graph'; value: Graph };
 
 export interface Node {
   name: string;

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync, readSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { onnx as OnnxNs } from 'onnx-proto';
-import type { Attr, Dim, Model, Node, Tensor, ValueInfo } from './ir.ts';
+import type { Attr, Dim, Graph, Model, Node, Tensor, ValueInfo } from './ir.ts';
 import { numel } from './ir.ts';
 import { topoSort } from './graph.ts';
 import { BYTES, dtypeFromCode, fromBytes, onnxCode, toBytes, allocate } from './dtype.ts';
@@ -76,6 +76,7 @@ function attrToProto(name: string, a: Attr): OnnxNs.IAttributeProto {
     case 'floats': return { name, type: ATTR.FLOATS, floats: a.value };
     case 'strings': return { name, type: ATTR.STRINGS, strings: a.value.map((s) => new TextEncoder().encode(s)) };
     case 'tensor': return { name, type: ATTR.TENSOR, t: tensorToProto(a.value) };
+    case 'graph': return { name, type: ATTR.GRAPH, g: graphToProto(a.value) };
   }
 }
 
@@ -116,28 +117,31 @@ export interface EncodeOptions {
 }
 
 function toProto(model: Model, opts: EncodeOptions = {}): OnnxNs.ModelProto {
-  const g = model.graph;
   return onnx.ModelProto.create({
     irVersion: model.irVersion,
     producerName: model.producerName,
     opsetImport: Object.entries(model.opsets).map(([domain, version]) => ({ domain, version })),
     metadataProps: Object.entries(model.metadata).map(([key, value]) => ({ key, value })),
-    graph: {
-      name: g.name,
-      // ONNX requires producers before consumers; rewrites (LoRA, autodiff) append nodes anywhere.
-      node: topoSort(g).map((n) => ({
-        name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs,
-        attribute: Object.entries(n.attrs).map(([k, a]) => attrToProto(k, a)),
-      })),
-      input: g.inputs.map(valueInfoToProto),
-      output: g.outputs.map(valueInfoToProto),
-      valueInfo: g.valueInfo.map(valueInfoToProto),
-      initializer: [...g.initializers.values()].map((t) => {
-        const off = opts.external?.offsets.get(t.name);
-        return tensorToProto(t, off === undefined ? undefined : { location: opts.external!.location, offset: off });
-      }),
-    },
+    graph: graphToProto(model.graph, opts),
   });
+}
+
+function graphToProto(g: Graph, opts: EncodeOptions = {}): OnnxNs.IGraphProto {
+  return {
+    name: g.name,
+    // ONNX requires producers before consumers; rewrites (LoRA, autodiff) append nodes anywhere.
+    node: topoSort(g).map((n) => ({
+      name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs,
+      attribute: Object.entries(n.attrs).map(([k, a]) => attrToProto(k, a)),
+    })),
+    input: g.inputs.map(valueInfoToProto),
+    output: g.outputs.map(valueInfoToProto),
+    valueInfo: g.valueInfo.map(valueInfoToProto),
+    initializer: [...g.initializers.values()].map((t) => {
+      const off = opts.external?.offsets.get(t.name);
+      return tensorToProto(t, off === undefined ? undefined : { location: opts.external!.location, offset: off });
+    }),
+  };
 }
 
 /** Serializes a model whose tensors all fit in one protobuf message (< 2 GB). */
