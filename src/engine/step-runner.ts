@@ -20,10 +20,11 @@ export interface StepResult {
 /**
  * Steps per onnxruntime run when the caller does not say. Several steps per run pay off when a step's
  * outputs are large, as in full fine-tuning, where onnxruntime-node's copy of the updated weights and
- * optimizer state into JavaScript, with the allocations around it, cost 70-120 ms of a ~1 s step
- * (MiniLM size, bench/train.bench.ts with STEPS_PER_RUN=1 and 4). With small outputs (LoRA, a head)
- * the Loop gains nothing and its body runs a little slower than the plain graph (~20 ms of ~550 ms a
- * LoRA step: frozen weights read from the outer graph), so one step per run stays the default there.
+ * optimizer state into JavaScript, with the allocations around it, cost ~80 ms of a ~930 ms step
+ * (MiniLM size: 935 vs 854 ms a step at 1 and 4 per run, bench/steps-per-run.bench.ts). With small
+ * outputs (LoRA, a head) the Loop gains nothing, and when this default was chosen a LoRA step inside
+ * a one-step Loop ran ~20 ms slower than the plain graph (552-575 vs 539-546 ms), so one step per run
+ * without the Loop stays the default there.
  */
 export function defaultStepsPerRun(prog: TrainProgram): number {
   const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * 4, 0);
