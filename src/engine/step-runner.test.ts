@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from './compile.ts';
-import { StepRunner, stepsThisRun } from './step-runner.ts';
+import { RunSizer, StepRunner, stepsThisRun } from './step-runner.ts';
 import { buildTinyEncoder } from './tiny-encoder.ts';
 import { tokenTask } from './synthetic.ts';
 import { toOrt } from './runtime.ts';
@@ -94,4 +94,16 @@ test('stepsThisRun stops runs at the last step and at every evaluation and check
   assert.equal(stepsThisRun(10, 4, [100], [10, undefined]), 4);
   assert.equal(stepsThisRun(23, 4, [100], [10, 25]), 2);
   assert.equal(stepsThisRun(5, 0, [100], []), 1);
+});
+
+test('RunSizer measures with a one-step run first, then keeps runs within the time budget', () => {
+  const sizer = new RunSizer(4, 5000);
+  assert.equal(sizer.next(0, [100], []), 1);
+  sizer.observe(900, 1);
+  assert.equal(sizer.next(1, [100], []), 4);
+  assert.equal(sizer.next(1, [100], [3]), 2);
+  sizer.observe(8000, 4);
+  assert.equal(sizer.next(5, [100], []), 2);
+  sizer.observe(7000, 1);
+  assert.equal(sizer.next(7, [100], []), 1);
 });

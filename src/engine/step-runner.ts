@@ -43,6 +43,29 @@ export function stepsThisRun(step: number, perRun: number, ends: (number | undef
   return k;
 }
 
+/**
+ * Sizes runs of steps. onnxruntime-node runs a session synchronously on the JavaScript thread, so while
+ * a run lasts nothing else happens there: no Temporal heartbeat, no cancellation, no progress. Runs
+ * therefore also stay within `budgetMs` at the step time measured so far; the first run takes one step
+ * to measure it. The number of steps per run never changes results, only how often control returns.
+ */
+export class RunSizer {
+  private stepMs?: number;
+
+  constructor(private readonly perRun: number, private readonly budgetMs = 5000) {}
+
+  /** Steps for the run starting after `step` (see stepsThisRun for `ends` and `everys`). */
+  next(step: number, ends: (number | undefined)[], everys: (number | undefined)[]): number {
+    const byTime = this.stepMs === undefined ? 1 : Math.max(1, Math.floor(this.budgetMs / this.stepMs));
+    return stepsThisRun(step, Math.min(this.perRun, byTime), ends, everys);
+  }
+
+  /** Records how long a run of `steps` steps took. */
+  observe(ms: number, steps: number): void {
+    this.stepMs = ms / Math.max(1, steps);
+  }
+}
+
 /** A value the step reads as `input` and returns updated as `output`, kept in `store` between steps. */
 interface Carried {
   store: Map<string, TypedArray>;

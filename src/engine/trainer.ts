@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
-import { StepRunner, defaultStepsPerRun, stepsThisRun } from './step-runner.ts';
+import { RunSizer, StepRunner, defaultStepsPerRun } from './step-runner.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -84,7 +84,8 @@ export interface TrainerOptions {
   /**
    * Optimizer steps per onnxruntime run (default: defaultStepsPerRun, 4 when the trainable weights and
    * optimizer state are large, else 1). Runs end at every evaluation, checkpoint and stop step, so
-   * results do not depend on it; step metrics of one run are reported together when it ends.
+   * results do not depend on it; step metrics of one run are reported together when it ends. The first
+   * run takes one step, and later runs stay within about 5 s (RunSizer): a run blocks the JS thread.
    */
   stepsPerRun?: number;
 }
@@ -197,6 +198,7 @@ export class Trainer {
 
     const perRun = accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
     const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: perRun, ...sessOpts });
+    const sizer = new RunSizer(perRun);
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
@@ -224,11 +226,13 @@ export class Trainer {
 
     while (step < maxSteps) {
       const t0 = performance.now();
-      const k = stepsThisRun(step, perRun, [maxSteps, o.stopAfterStep], [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined]);
+      const k = sizer.next(step, [maxSteps, o.stopAfterStep], [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined]);
       const lrs = Array.from({ length: k }, (_, i) => learningRate(o.schedule, step + i));
       const epochs: number[] = [];
       const results = await runner.run(() => { const f = batchFeeds(nextBatch()); epochs.push(epoch); return f; }, lrs, step + 1);
-      const perStepMs = (performance.now() - t0) / k;
+      const runMs = performance.now() - t0;
+      sizer.observe(runMs, k);
+      const perStepMs = runMs / k;
       for (const [i, { loss, gradNorm }] of results.entries()) {
         step++;
         if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);

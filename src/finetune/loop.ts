@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
-import { StepRunner, defaultStepsPerRun, stepsThisRun } from '../engine/step-runner.ts';
+import { RunSizer, StepRunner, defaultStepsPerRun } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
 import { FEATURES, LOGITS } from './bert.ts';
@@ -187,6 +187,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
   const perRun = o.accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
   const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: perRun, ...sessOpts });
+  const sizer = new RunSizer(perRun);
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
@@ -213,10 +214,12 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   try {
     while (step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
-      const k = stepsThisRun(step, perRun, [totalSteps], [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined]);
+      const k = sizer.next(step, [totalSteps], [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined]);
+      const t0 = performance.now();
       const lrs = Array.from({ length: k }, (_, i) => learningRate(schedule, step + i));
       const epochs: number[] = [];
       const results = await runner.run(() => { const f = trainFeeds(); epochs.push(epoch); return f; }, lrs, step + 1);
+      sizer.observe(performance.now() - t0, k);
       let row!: HistoryRow;
       for (const [i, { loss, gradNorm }] of results.entries()) {
         if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
