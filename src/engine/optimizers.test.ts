@@ -57,30 +57,38 @@ function close(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: st
   for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= tol, `${what}[${i}]: ${a[i]} vs ${b[i]}`);
 }
 
-test('AdamW in the graph matches a hand-written PyTorch-style reference over 4 steps (bias exempt from decay)', async () => {
+test('AdamW in the graph matches a hand-written PyTorch-style reference over 4 steps (bias exempt from decay), with and without clipping', async () => {
   const opt = { kind: 'adamw' as const, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 };
-  const { w, b, w0, b0, x, t } = await run({ loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: opt }, 4, 4);
-  const lr = Math.fround(0.05);
-  const P = [w0.slice(), b0.slice()];
-  const M = P.map((p) => new Float64Array(p.length)), V = P.map((p) => new Float64Array(p.length));
-  for (let s = 1; s <= 4; s++) {
-    const epoch = Math.floor((s - 1) / 2), pos = (s - 1) % 2;
-    const idx = orderOf(3, epoch).slice(pos * 4, pos * 4 + 4);
-    const G = refGrad(P[0]!, P[1]!, x, t, idx);
-    P.forEach((p, k) => {
-      const decay = k === 0 ? opt.weightDecay : 0;
-      for (let i = 0; i < p.length; i++) {
-        p[i] = p[i]! * (1 - lr * decay);
-        M[k]![i] = opt.beta1 * M[k]![i]! + (1 - opt.beta1) * G[k]![i]!;
-        V[k]![i] = opt.beta2 * V[k]![i]! + (1 - opt.beta2) * G[k]![i]! ** 2;
-        const mh = M[k]![i]! / (1 - opt.beta1 ** s), vh = V[k]![i]! / (1 - opt.beta2 ** s);
-        p[i] = p[i]! - lr * mh / (Math.sqrt(vh) + opt.eps);
-      }
-    });
+  for (const clip of [undefined, 0.05]) {
+    const { w, b, w0, b0, x, t } = await run({ loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: opt, clipNorm: clip }, 4, 4);
+    const lr = Math.fround(0.05);
+    const P = [w0.slice(), b0.slice()];
+    const M = P.map((p) => new Float64Array(p.length)), V = P.map((p) => new Float64Array(p.length));
+    let clipped = 0;
+    for (let s = 1; s <= 4; s++) {
+      const epoch = Math.floor((s - 1) / 2), pos = (s - 1) % 2;
+      const idx = orderOf(3, epoch).slice(pos * 4, pos * 4 + 4);
+      const G = refGrad(P[0]!, P[1]!, x, t, idx);
+      const norm = Math.sqrt(G.reduce((acc, g) => acc + g.reduce((q, v) => q + v * v, 0), 0));
+      const coef = clip === undefined ? 1 : Math.min(1, clip / (norm + 1e-6));
+      if (coef < 1) clipped++;
+      P.forEach((p, k) => {
+        const decay = k === 0 ? opt.weightDecay : 0;
+        for (let i = 0; i < p.length; i++) {
+          const g = G[k]![i]! * coef;
+          p[i] = p[i]! * (1 - lr * decay);
+          M[k]![i] = opt.beta1 * M[k]![i]! + (1 - opt.beta1) * g;
+          V[k]![i] = opt.beta2 * V[k]![i]! + (1 - opt.beta2) * g ** 2;
+          const mh = M[k]![i]! / (1 - opt.beta1 ** s), vh = V[k]![i]! / (1 - opt.beta2 ** s);
+          p[i] = p[i]! - lr * mh / (Math.sqrt(vh) + opt.eps);
+        }
+      });
+    }
+    if (clip !== undefined) assert.ok(clipped > 0, 'clipping was active');
+    close(w, P[0]!, 1e-12, `weight (clip ${clip})`);
+    close(b, P[1]!, 1e-12, `bias (clip ${clip})`);
+    assert.ok(Math.abs(w[0]! - w0[0]!) > 1e-3, 'weights moved');
   }
-  close(w, P[0]!, 1e-12, 'weight');
-  close(b, P[1]!, 1e-12, 'bias');
-  assert.ok(Math.abs(w[0]! - w0[0]!) > 1e-3, 'weights moved');
 });
 
 test('SGD with momentum and global-norm clipping matches the reference', async () => {
