@@ -34,6 +34,7 @@ async function interruptedThenResumed(name: string, over: Partial<TrainClassifie
 for (const [label, over, stopAt] of [
   ['LoRA with dropout', {}, 4],
   ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 4, checkpointEvery: 2, lr: 1e-3 }, 2],
+  ['full fine-tuning, 3 steps per run, length-grouped batches', { method: 'full', stepsPerRun: 3, groupByLength: true, maxSteps: 10, checkpointEvery: 5, lr: 1e-3 }, 5],
 ] as const) {
   test(`${label}: killed after a checkpoint and resumed gives bitwise the same model`, async () => {
     const a = await trainClassifier(options(`${label}-a`, over as Partial<TrainClassifierOptions>));
@@ -58,4 +59,12 @@ test('a different seed changes the weights (the comparison above can fail)', asy
 test('resuming with changed settings is refused', async () => {
   await trainClassifier(options('changed', { maxSteps: 4 }));
   await assert.rejects(trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, resume: true })), (e: unknown) => e instanceof InputError && /different training settings/.test(e.message));
+});
+
+test('several steps per onnxruntime run give the same model bytes as one step per run (full fine-tuning, length-grouped batches)', async () => {
+  const over = { method: 'full' as const, groupByLength: true, maxSteps: 10, checkpointEvery: 0, lr: 1e-3 };
+  const one = await trainClassifier(options('per-run-1', { ...over, stepsPerRun: 1 }));
+  const four = await trainClassifier(options('per-run-4', { ...over, stepsPerRun: 4 }));
+  assert.deepEqual(four.history, one.history);
+  assert.ok(readFileSync(join(root, 'per-run-4', 'out', 'model.onnx')).equals(readFileSync(join(root, 'per-run-1', 'out', 'model.onnx'))), 'model.onnx differs');
 });
