@@ -43,6 +43,7 @@ export interface TrainConfig {
   checkpointEvery?: number;
   evalEvery?: number;
   earlyStopping?: { metric: 'loss' | 'accuracy' | 'f1_macro'; patience: number };
+  stepsPerRun?: number;
 }
 
 const COMPLETE = 'COMPLETE';
@@ -111,6 +112,7 @@ export const trainStage: StageKind<TrainConfig> = {
       threads: { type: 'integer', minimum: 1 },
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
       evalEvery: { type: 'integer', minimum: 1 },
+      stepsPerRun: { type: 'integer', minimum: 1, description: 'optimizer steps per onnxruntime run; default 4 when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1; results do not depend on it' },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
@@ -171,6 +173,7 @@ export const trainStage: StageKind<TrainConfig> = {
       resume: true,
       evalEvery: cfg.evalEvery,
       earlyStopping: cfg.earlyStopping,
+      stepsPerRun: cfg.stepsPerRun,
       outDir,
       signal: ctx.signal,
       onProgress: (m) =>
@@ -205,6 +208,7 @@ export const trainStage: StageKind<TrainConfig> = {
           checkpointEvery: opts.checkpointEvery,
           resume: true,
           evalEvery: cfg.evalEvery,
+          stepsPerRun: cfg.stepsPerRun,
           outDir,
           onProgress: (m) =>
             ctx.progress({
