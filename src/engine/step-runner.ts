@@ -10,7 +10,7 @@ import { allocate, type DType, type TypedArray } from '../onnx/dtype.ts';
 import { accumulateGradients } from './accumulate.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from './compile.ts';
 import { endName, multiStepModel, stackedName, startName, TRIP_COUNT_INPUT } from './multi-step.ts';
-import { createSession, toOrt, type SessionOptions } from './runtime.ts';
+import { createSession, toOrt, type Device, type SessionOptions } from './runtime.ts';
 
 export interface StepResult {
   loss: number;
@@ -26,7 +26,10 @@ export interface StepResult {
  * a one-step Loop ran ~20 ms slower than the plain graph (552-575 vs 539-546 ms), so one step per run
  * without the Loop stays the default there.
  */
-export function defaultStepsPerRun(prog: TrainProgram): number {
+export function defaultStepsPerRun(prog: TrainProgram, device: Device = 'cpu'): number {
+  // Loop runs are checked bit for bit against single steps on CPU only; no GPU was at hand to check the
+  // CUDA and WebGPU providers, so there the caller opts in with an explicit stepsPerRun.
+  if (device !== 'cpu') return 1;
   const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * 4, 0);
   return bytes >= 32 * 2 ** 20 ? 4 : 1;
 }

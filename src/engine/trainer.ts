@@ -82,8 +82,8 @@ export interface TrainerOptions {
   /** Cancellation (e.g. a Temporal activity's): training stops after the current run of steps, keeping its weights. */
   signal?: AbortSignal;
   /**
-   * Optimizer steps per onnxruntime run (default: defaultStepsPerRun, 4 when the trainable weights and
-   * optimizer state are large, else 1). Runs end at every evaluation, checkpoint and stop step, so
+   * Optimizer steps per onnxruntime run (default: defaultStepsPerRun, 4 on CPU when the trainable
+   * weights and optimizer state are large, else 1). Runs end at every evaluation, checkpoint and stop step, so
    * results do not depend on it; step metrics of one run are reported together when it ends. The first
    * run takes one step, and later runs stay within about 5 s (RunSizer): a run blocks the JS thread.
    */
@@ -196,7 +196,7 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const perRun = accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
+    const perRun = accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog, o.device));
     const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: perRun, ...sessOpts });
     const sizer = new RunSizer(perRun);
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;

@@ -185,7 +185,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const perRun = o.accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog));
+  const perRun = o.accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog, o.device));
   const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: perRun, ...sessOpts });
   const sizer = new RunSizer(perRun);
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;

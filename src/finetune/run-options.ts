@@ -27,8 +27,8 @@ export interface RunSettings {
   resume?: boolean;
   evalEvery?: number;
   /**
-   * Optimizer steps per onnxruntime run (default: 4 when the trainable weights and optimizer state
-   * exceed 32 MB, as in full fine-tuning, else 1). Results do not depend on it, so it is not part of
+   * Optimizer steps per onnxruntime run (default: 4 on CPU when the trainable weights and optimizer
+   * state exceed 32 MB, as in full fine-tuning, else 1). Results do not depend on it, so it is not part of
    * the settings a resume checks.
    */
   stepsPerRun?: number;

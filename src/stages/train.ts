@@ -112,7 +112,7 @@ export const trainStage: StageKind<TrainConfig> = {
       threads: { type: 'integer', minimum: 1 },
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
       evalEvery: { type: 'integer', minimum: 1 },
-      stepsPerRun: { type: 'integer', minimum: 1, description: 'optimizer steps per onnxruntime run; default 4 when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1; results do not depend on it' },
+      stepsPerRun: { type: 'integer', minimum: 1, description: 'optimizer steps per onnxruntime run; default 4 on CPU when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1 (set it to use multi-step runs on a GPU); results do not depend on it' },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
