@@ -38,6 +38,7 @@ export function multiStepModel(prog: TrainProgram): Model {
   ];
   const carriedNames = new Set(carried.map((c) => c.input.name));
   const perStep = g.inputs.filter((v) => !carriedNames.has(v.name));
+  // The body picks these per step like the data; a step graph without them is not one compileTrainStep made.
   for (const name of [LR_INPUT, STEP_INPUT]) input(name);
 
   const body: Graph = {

@@ -122,8 +122,8 @@ export class StepRunner {
   /**
    * Runs one optimizer step per entry of `lrs`, the first numbered `firstStep` (1-based, for bias
    * correction). `microBatch` gives the data feeds of each micro-batch in turn. The maps take the new
-   * values of a run only when all its losses are finite, so a diverged run leaves the weights from
-   * before it for the caller to report on.
+   * values of each onnxruntime run only when all its losses are finite, so the weights left behind are
+   * those from before the run that diverged, for the caller to report on.
    */
   async run(microBatch: () => Record<string, ort.Tensor>, lrs: number[], firstStep: number): Promise<StepResult[]> {
     if (lrs.length > this.maxStepsPerRun) throw new Error(`StepRunner: ${lrs.length} steps in one run; this runner takes ${this.maxStepsPerRun} (open it with stepsPerRun > 1 and no gradient accumulation for more)`);
