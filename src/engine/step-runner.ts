@@ -6,7 +6,7 @@
  * current weights for evaluation and checkpoints from the same maps.
  */
 import type * as ort from 'onnxruntime-node';
-import { allocate, type DType, type TypedArray } from '../onnx/dtype.ts';
+import { allocate, BYTES, type DType, type TypedArray } from '../onnx/dtype.ts';
 import { accumulateGradients } from './accumulate.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from './compile.ts';
 import { endName, multiStepModel, stackedName, startName, TRIP_COUNT_INPUT } from './multi-step.ts';
@@ -15,6 +15,12 @@ import { createSession, toOrt, type Device, type SessionOptions } from './runtim
 export interface StepResult {
   loss: number;
   gradNorm: number;
+}
+
+/** Where runs of steps must stop: absolute step numbers (`ends`) and multiples of intervals (`everys`). */
+export interface RunStops {
+  ends: (number | undefined)[];
+  everys: (number | undefined)[];
 }
 
 /**
@@ -30,7 +36,7 @@ export function defaultStepsPerRun(prog: TrainProgram, device: Device = 'cpu'): 
   // Loop runs are checked bit for bit against single steps on CPU only; no GPU was at hand to check the
   // CUDA and WebGPU providers, so there the caller opts in with an explicit stepsPerRun.
   if (device !== 'cpu') return 1;
-  const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * 4, 0);
+  const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * BYTES[v.dtype], 0);
   return bytes >= 32 * 2 ** 20 ? 4 : 1;
 }
 
@@ -91,27 +97,48 @@ export class StepRunner {
   private readonly params: Carried[];
   private readonly carried: Carried[];
 
+  private readonly sizer: RunSizer;
+
   private constructor(
     private readonly prog: TrainProgram,
     private readonly accumulation: number,
     private readonly sessions: Sessions,
     params: Map<string, TypedArray>,
     state: Map<string, TypedArray>,
+    stepsPerRun: number,
   ) {
+    this.sizer = new RunSizer(stepsPerRun);
     this.params = prog.params.map((p) => ({ store: params, input: p.name, output: `${p.name}::new`, dtype: p.dtype, dims: p.dims }));
     this.carried = [...this.params, ...prog.state.map((s) => ({ store: state, input: s.input, output: s.output, dtype: s.dtype, dims: s.dims }))];
   }
 
   /**
    * Opens the sessions the steps need: with gradient accumulation the grad and apply graphs (one step
-   * per run); otherwise the step graph, inside a Loop when `stepsPerRun` > 1.
+   * per run); otherwise the step graph, inside a Loop when more than one step per run is wanted
+   * (`stepsPerRun`, default defaultStepsPerRun).
    */
-  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun: number } & SessionOptions): Promise<StepRunner> {
+  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun?: number } & SessionOptions): Promise<StepRunner> {
     const { accumulation, stepsPerRun, ...sessOpts } = opts;
+    const perRun = accumulation > 1 ? 1 : Math.max(1, stepsPerRun ?? defaultStepsPerRun(prog, sessOpts.device));
     const sessions: Sessions = accumulation > 1
       ? { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) }
-      : stepsPerRun > 1 ? { loop: await createSession(multiStepModel(prog), sessOpts) } : { step: await createSession(prog.step, sessOpts) };
-    return new StepRunner(prog, accumulation, sessions, params, state);
+      : perRun > 1 ? { loop: await createSession(multiStepModel(prog), sessOpts) } : { step: await createSession(prog.step, sessOpts) };
+    return new StepRunner(prog, accumulation, sessions, params, state, perRun);
+  }
+
+  /**
+   * Runs the steps that follow `step` in one go, as many as RunSizer allows without passing `stops`,
+   * at the learning rates `lrAt(step index)` gives. Returns each step's result with its learning rate,
+   * and the run's wall time.
+   */
+  async next(step: number, stops: RunStops, lrAt: (step: number) => number, microBatch: () => Record<string, ort.Tensor>): Promise<{ steps: (StepResult & { lr: number })[]; ms: number }> {
+    const t0 = performance.now();
+    const k = this.sizer.next(step, stops.ends, stops.everys);
+    const lrs = Array.from({ length: k }, (_, i) => lrAt(step + i));
+    const results = await this.run(microBatch, lrs, step + 1);
+    const ms = performance.now() - t0;
+    this.sizer.observe(ms, k);
+    return { steps: results.map((r, i) => ({ ...r, lr: lrs[i]! })), ms };
   }
 
   /** The most steps one `run` call takes. */

@@ -10,13 +10,13 @@ import { InputError } from '../errors.ts';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
-import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT } from './compile.ts';
+import { LOSS_OUTPUT } from './compile.ts';
 import { DropoutMasker, LORA_MASK_PREFIX } from './lora-dropout.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
-import { RunSizer, StepRunner, defaultStepsPerRun } from './step-runner.ts';
+import { StepRunner } from './step-runner.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
 export interface Column {
@@ -196,9 +196,7 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const perRun = accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog, o.device));
-    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: perRun, ...sessOpts });
-    const sizer = new RunSizer(perRun);
+    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: o.stepsPerRun, ...sessOpts });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
@@ -225,18 +223,14 @@ export class Trainer {
     };
 
     while (step < maxSteps) {
-      const t0 = performance.now();
-      const k = sizer.next(step, [maxSteps, o.stopAfterStep], [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined]);
-      const lrs = Array.from({ length: k }, (_, i) => learningRate(o.schedule, step + i));
+      const stops = { ends: [maxSteps, o.stopAfterStep], everys: [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined] };
       const epochs: number[] = [];
-      const results = await runner.run(() => { const f = batchFeeds(nextBatch()); epochs.push(epoch); return f; }, lrs, step + 1);
-      const runMs = performance.now() - t0;
-      sizer.observe(runMs, k);
-      const perStepMs = runMs / k;
-      for (const [i, { loss, gradNorm }] of results.entries()) {
+      const run = await runner.next(step, stops, (s) => learningRate(o.schedule, s), () => { const f = batchFeeds(nextBatch()); epochs.push(epoch); return f; });
+      const perStepMs = run.ms / run.steps.length;
+      for (const [i, { loss, gradNorm, lr }] of run.steps.entries()) {
         step++;
         if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
-        const m: StepMetrics = { step, epoch: epochs[i]!, loss, lr: lrs[i]!, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs) };
+        const m: StepMetrics = { step, epoch: epochs[i]!, loss, lr, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs) };
         history.push(m);
         o.onStep?.(m);
       }
@@ -300,12 +294,6 @@ export class Trainer {
       for (const p of this.program.params) feeds[p.name] = toOrt(p.dtype, this.params.get(p.name)!, p.dims);
       yield { idx, feeds };
     }
-  }
-
-  private stateFeeds(): Record<string, ort.Tensor> {
-    const f: Record<string, ort.Tensor> = {};
-    for (const s of this.program.state) f[s.input] = toOrt(s.dtype, this.state.get(s.input)!, s.dims);
-    return f;
   }
 
   /** Loss (mean over batches weighted by rows) and, for cross-entropy, accuracy on a dataset. */

@@ -16,7 +16,7 @@ import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
-import { RunSizer, StepRunner, defaultStepsPerRun } from '../engine/step-runner.ts';
+import { StepRunner } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
 import { FEATURES, LOGITS } from './bert.ts';
@@ -185,9 +185,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const perRun = o.accumulation > 1 ? 1 : Math.max(1, o.stepsPerRun ?? defaultStepsPerRun(prog, o.device));
-  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: perRun, ...sessOpts });
-  const sizer = new RunSizer(perRun);
+  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: o.stepsPerRun, ...sessOpts });
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
@@ -214,20 +212,17 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   try {
     while (step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
-      const k = sizer.next(step, [totalSteps], [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined]);
-      const t0 = performance.now();
-      const lrs = Array.from({ length: k }, (_, i) => learningRate(schedule, step + i));
+      const stops = { ends: [totalSteps], everys: [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined] };
       const epochs: number[] = [];
-      const results = await runner.run(() => { const f = trainFeeds(); epochs.push(epoch); return f; }, lrs, step + 1);
-      sizer.observe(performance.now() - t0, k);
+      const run = await runner.next(step, stops, (s) => learningRate(schedule, s), () => { const f = trainFeeds(); epochs.push(epoch); return f; });
       let row!: HistoryRow;
-      for (const [i, { loss, gradNorm }] of results.entries()) {
+      for (const [i, { loss, gradNorm, lr }] of run.steps.entries()) {
         if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
         step++;
         finalLoss = loss;
-        row = { step, epoch: epochs[i]!, loss, lr: lrs[i]!, gradNorm };
+        row = { step, epoch: epochs[i]!, loss, lr, gradNorm };
         history.push(row);
-        if (i < results.length - 1) progress(row);
+        if (i < run.steps.length - 1) progress(row);
       }
 
       let stop = false;
