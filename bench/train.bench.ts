@@ -64,8 +64,9 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const data = tokenTask({ n: batch * (steps + 8), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
   const ratios: number[] = [];
   for (let round = 1; round <= rounds; round++) {
-    // Steps of one onnxruntime run report together, each with the run's average step time; the warm-up
-    // (session start, arena growth) is the first run, at least two steps as on the PyTorch side.
+    // Steps of one onnxruntime run report together, each with the run's average step time. The first
+    // run takes one step (RunSizer), so dropping max(2, perRun) steps drops it and, with several steps
+    // per run, the second one's first steps too: at least two warm-up steps, as on the PyTorch side.
     const perRun = stepsPerRunEnv ?? defaultStepsPerRun(prog);
     const warmup = Math.max(2, perRun);
     const times: number[] = [];

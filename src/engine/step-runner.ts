@@ -26,8 +26,8 @@ export interface RunStops {
 /**
  * Steps per onnxruntime run when the caller does not say. Several steps per run pay off when a step's
  * outputs are large, as in full fine-tuning, where onnxruntime-node's copy of the updated weights and
- * optimizer state into JavaScript, with the allocations around it, cost ~80 ms of a ~930 ms step
- * (MiniLM size: 935 vs 854 ms a step at 1 and 4 per run, bench/steps-per-run.bench.ts). With small
+ * optimizer state into JavaScript, with the allocations around it, cost 20-80 ms of a ~950 ms step
+ * (MiniLM size, 1 vs 4 per run: 935/854, 972/927, 975/954 ms, bench/steps-per-run.bench.ts). With small
  * outputs (LoRA, a head) the Loop gains nothing, and when this default was chosen a LoRA step inside
  * a one-step Loop ran ~20 ms slower than the plain graph (552-575 vs 539-546 ms), so one step per run
  * without the Loop stays the default there.
