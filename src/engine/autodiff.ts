@@ -8,12 +8,14 @@ import { isFloat } from '../onnx/dtype.ts';
 import { inferShapes, type TypeMap } from '../onnx/shapes.ts';
 import { topoSort } from '../onnx/graph.ts';
 import { GRADIENTS } from './gradients.ts';
-import { GradContext } from './grad-context.ts';
+import { GradContext, type RowGradient } from './grad-context.ts';
 import { findComposites } from './composites.ts';
 
 export interface GradientResult {
   /** wrt name → name of its gradient value in the (mutated) model. */
   grads: Map<string, string>;
+  /** wrt name → its gradient as rows, when a single Gather (axis 0) is its only use (an embedding table). */
+  rowGradients: Map<string, RowGradient>;
   types: TypeMap;
 }
 
@@ -105,8 +107,14 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
   }
 
   const grads = new Map<string, string>();
-  for (const w of wrt) grads.set(w, total(w) ?? ctx.zerosLike(w));
-  return { grads, types };
+  const rowGradients = new Map<string, RowGradient>();
+  for (const w of wrt) {
+    const g = total(w) ?? ctx.zerosLike(w);
+    grads.set(w, g);
+    const rows = ctx.rowGradients.get(g);
+    if (rows) rowGradients.set(w, rows);
+  }
+  return { grads, rowGradients, types };
 }
 
 function unsupported(node: Node): UnsupportedOpError {

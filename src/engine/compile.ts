@@ -36,6 +36,11 @@ export interface CompileOptions {
   clipNorm?: number;
   /** Compute only the rows the outputs read (default true; see src/onnx/sink-gathers.ts). */
   pruneRows?: boolean;
+  /**
+   * AdamW updates an embedding table (a weight read by one Gather) from its touched rows, never building
+   * a table-sized gradient (default true; the values are the dense update's; see optimizers.ts).
+   */
+  rowUpdates?: boolean;
 }
 
 export interface ParamInfo {
@@ -170,12 +175,12 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   const stepModel = cloneModel(base);
   let state: StateSlot[];
   {
-    const { grads } = appendGradients(stepModel, LOSS_OUTPUT, params.map((p) => p.name));
+    const { grads, rowGradients } = appendGradients(stepModel, LOSS_OUTPUT, params.map((p) => p.name));
     const b = GraphBuilder.extend(stepModel);
     const lr = b.input(LR_INPUT, 'float32', []);
     const step = b.input(STEP_INPUT, 'float32', []);
     b.output(lossOut);
-    const opt = appendOptimizer(b, params.map((p) => ({ name: p.name, grad: grads.get(p.name)!, dtype: p.dtype, dims: p.dims })), opts.optimizer, { lr, step, clipNorm: opts.clipNorm });
+    const opt = appendOptimizer(b, params.map((p) => ({ name: p.name, grad: grads.get(p.name)!, rows: opts.rowUpdates === false ? undefined : rowGradients.get(p.name), dtype: p.dtype, dims: p.dims })), opts.optimizer, { lr, step, clipNorm: opts.clipNorm });
     b.output(opt.gradNorm, GRAD_NORM_OUTPUT);
     state = opt.state;
     finish(b);

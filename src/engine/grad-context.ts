@@ -9,7 +9,21 @@ import type { TypeInfo, TypeMap } from '../onnx/shapes.ts';
 
 const CAST_TO: Record<number, DType> = { 1: 'float32', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64' };
 
+/**
+ * A gradient that is zero outside some rows: d[indices[i]] += values[i] (values [N, ...rest]). The
+ * Gather rule records it beside the dense gradient it builds, so an optimizer can update the touched
+ * rows without materializing a table-sized gradient.
+ */
+export interface RowGradient {
+  /** int64 [N], already non-negative. */
+  indices: string;
+  values: string;
+}
+
 export class GradContext {
+  /** Dense gradient value → the same gradient as rows (see RowGradient). */
+  readonly rowGradients = new Map<string, RowGradient>();
+
   constructor(readonly b: GraphBuilder, readonly types: TypeMap) {}
 
   get opset(): number {

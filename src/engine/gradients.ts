@@ -279,7 +279,10 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   const zeros = ctx.op('Expand', [ctx.scalar(0, data), zerosShape]);
   const acc = ctx.op('ScatterElements', [zeros, idxFull, rows], { axis: 0, reduction: 'add' });
   // acc is [dimA, pre..., post...]; move dimA back to `axis`.
-  if (axis === 0) return [acc];
+  if (axis === 0) {
+    ctx.rowGradients.set(acc, { indices: fixed, values: rows });
+    return [acc];
+  }
   const back = [...Array.from({ length: axis }, (_, i) => i + 1), 0, ...Array.from({ length: r - axis - 1 }, (_, i) => axis + 1 + i)];
   return [ctx.op('Transpose', [acc], { perm: back })];
 };

@@ -6,6 +6,7 @@
 import type { GraphBuilder } from '../onnx/builder.ts';
 import type { DType } from '../onnx/dtype.ts';
 import { matchesAny } from './patterns.ts';
+import type { RowGradient } from './grad-context.ts';
 
 export type OptimizerSpec =
   | { kind: 'adamw'; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; noDecay?: string[] }
@@ -19,6 +20,8 @@ export interface ParamSlot {
   grad: string;
   dtype: DType;
   dims: number[];
+  /** The same gradient as touched rows (an embedding table's); AdamW then never builds `grad`. */
+  rows?: RowGradient;
 }
 
 /** One tensor of optimizer state: fed as `input`, returned as `output`, zeros at step 1. */
@@ -54,8 +57,11 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
   const step = cast(opts.step);
   const s = (v: number) => b.scalar(v, dtype);
 
+  // Embedding tables (rows given) are updated row-wise by AdamW: their gradient is summed per distinct
+  // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
+  const rowwise = new Map(spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, { ...p, rows: p.rows })] as const] : [])) : []);
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
-  const squares = params.map((p) => b.op('ReduceSumSquare', [p.grad], { keepdims: 0 }));
+  const squares = params.map((p) => b.op('ReduceSumSquare', [rowwise.get(p.name)?.sums ?? p.grad], { keepdims: 0 }));
   const gradNorm = b.op('Sqrt', [squares.length === 1 ? squares[0]! : b.op('Sum', squares)], {}, { name: 'global_grad_norm' });
   const clip = opts.clipNorm === undefined ? undefined : b.op('Min', [b.op('Div', [s(opts.clipNorm), b.op('Add', [gradNorm, s(1e-6)])]), s(1)]);
 
@@ -82,10 +88,17 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
     const epsHat = b.op('Mul', [s(eps), sqrtBc2]);
     const stepSize = b.op('Div', [b.op('Mul', [lr, sqrtBc2]), bc1]);
     params.forEach((p) => {
-      const g = p.grad;
       const ms = slot(p, 'm'), vs = slot(p, 'v');
-      const m = b.op('Add', [b.op('Mul', [ms.input, s(b1)]), b.op('Mul', [g, mScale])], {}, { outputs: [ms.output] });
-      const v = b.op('Add', [b.op('Mul', [vs.input, s(b2)]), b.op('Mul', [b.op('Mul', [g, g]), vScale])], {}, { outputs: [vs.output] });
+      // Rows without gradient get β·m + 0 either way, so the row-wise form gives the dense values.
+      const rows = rowwise.get(p.name);
+      const g = rows?.sums ?? p.grad;
+      const mTerm = b.op('Mul', [g, mScale]), vTerm = b.op('Mul', [b.op('Mul', [g, g]), vScale]);
+      const m = rows
+        ? b.op('ScatterND', [b.op('Mul', [ms.input, s(b1)]), rows.at, mTerm], { reduction: 'add' }, { outputs: [ms.output] })
+        : b.op('Add', [b.op('Mul', [ms.input, s(b1)]), mTerm], {}, { outputs: [ms.output] });
+      const v = rows
+        ? b.op('ScatterND', [b.op('Mul', [vs.input, s(b2)]), rows.at, vTerm], { reduction: 'add' }, { outputs: [vs.output] })
+        : b.op('Add', [b.op('Mul', [vs.input, s(b2)]), vTerm], {}, { outputs: [vs.output] });
       // PyTorch: p ← p·(1 − lr·wd), then p ← p − lr·m̂/(√v̂ + ε).
       const decayed = wd && !matchesAny(p.name, noDecay) ? b.op('Mul', [p.name, b.op('Sub', [s(1), b.op('Mul', [lr, s(wd)])])]) : p.name;
       const denom = b.op('Add', [b.op('Sqrt', [v]), epsHat]);
@@ -108,4 +121,20 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
   for (const st of state) b.output(st.output);
   for (const out of updated.values()) b.output(out);
   return { updated, state, gradNorm };
+}
+
+/**
+ * Sums a row gradient per distinct row: `sums` [U, …] holds the total for row `at`[u] ([U, 1], for
+ * ScatterND). Repeated rows (the same token twice) are summed by ScatterElements, which runs sequentially
+ * on CPU, so the result is reproducible; `at` has no repeats, so the ScatterND that applies `sums`
+ * (onnxruntime runs it in parallel) has no races.
+ */
+function distinctRows(b: GraphBuilder, p: ParamSlot & { rows: RowGradient }): { sums: string; at: string } {
+  const { indices, values } = p.rows;
+  const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [string, string, string];
+  const zeros = b.op('Expand', [b.scalar(0, p.dtype), b.op('Concat', [b.op('Shape', [unique]), b.ints(p.dims.slice(1))], { axis: 0 })]);
+  // inverse [N] → [N, 1, …, 1] → broadcast across each row, as ScatterElements wants.
+  const spread = b.op('Expand', [b.op('Reshape', [inverse, b.ints([-1, ...p.dims.slice(1).map(() => 1)])]), b.op('Shape', [values])]);
+  const sums = b.op('ScatterElements', [zeros, spread, values], { axis: 0, reduction: 'add' }, { name: 'rows_sum' });
+  return { sums, at: b.op('Unsqueeze', [unique, b.ints([1])]) };
 }

@@ -275,6 +275,13 @@ function inferNode(node: Node, get: (n: string) => TypeInfo | undefined, fresh: 
     }
     case 'GatherElements': return [{ dtype: x?.dtype, shape: inp[1]?.shape && [...inp[1].shape] }];
     case 'ScatterND': case 'ScatterElements': return same();
+    case 'Unique': {
+      // Without an axis Unique flattens: values [U], indices [U], inverse [numel], counts [U].
+      if (node.attrs['axis']) return [{ dtype: x?.dtype }, { dtype: 'int64' }, { dtype: 'int64' }, { dtype: 'int64' }];
+      const u = fresh();
+      const n = s && s.every((d) => typeof d === 'number') ? (s as number[]).reduce((a, b) => a * b, 1) : fresh();
+      return [{ dtype: x?.dtype, shape: [u] }, { dtype: 'int64', shape: [u] }, { dtype: 'int64', shape: [n] }, { dtype: 'int64', shape: [u] }];
+    }
     case 'OneHot': {
       const ind = inp[0]?.shape;
       const depth = constOf(1);
