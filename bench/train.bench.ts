@@ -15,7 +15,7 @@
  * both. tempered runs with glibc malloc tuned as `npm run demo` runs it (scripts/malloc-tuning.mjs; the
  * bench re-executes itself to apply it, BENCH_MALLOC=default skips that); PyTorch runs with the
  * environment as given. Each side's setting is printed. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
- * to show what that optimization contributes. STEPS_PER_RUN sets the optimizer steps per onnxruntime run (default: the
+ * to show what that optimization contributes; ROW_UPDATES=0 gives AdamW a dense embedding gradient (compile option rowUpdates). STEPS_PER_RUN sets the optimizer steps per onnxruntime run (default: the
  * library's, 4 for full fine-tuning here and 1 for LoRA); the first run is the warm-up. Peak RSS is per process: run one mode at a time to read it per mode.
  */
 import { spawnSync } from 'node:child_process';
@@ -53,12 +53,13 @@ const median = (xs: number[]) => {
   return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
 };
 const pruneRows = process.env.PRUNE_ROWS !== '0';
+const rowUpdates = process.env.ROW_UPDATES !== '0';
 const stepsPerRunEnv = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_RUN) : undefined;
 
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
   const model = buildTinyEncoder(cfg);
-  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows });
+  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows, rowUpdates });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
   const data = tokenTask({ n: batch * (steps + 8), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
@@ -80,7 +81,7 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     await tr.fit(data);
     const medianMs = median(times.slice(warmup));
     const ours = {
-      mode: name, round, pruneRows, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+      mode: name, round, pruneRows, rowUpdates, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
       samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc,
     };
     console.log('tempered', JSON.stringify(ours));
