@@ -59,7 +59,7 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
 
   // Embedding tables (rows given) are updated row-wise by AdamW: their gradient is summed per distinct
   // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
-  const rowwise = new Map(spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, { ...p, rows: p.rows })] as const] : [])) : []);
+  const rowwise = new Map(spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p)] as const] : [])) : []);
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
   const squares = params.map((p) => b.op('ReduceSumSquare', [rowwise.get(p.name)?.sums ?? p.grad], { keepdims: 0 }));
   const gradNorm = b.op('Sqrt', [squares.length === 1 ? squares[0]! : b.op('Sum', squares)], {}, { name: 'global_grad_norm' });
@@ -129,12 +129,11 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
  * on CPU, so the result is reproducible; `at` has no repeats, so the ScatterND that applies `sums`
  * (onnxruntime runs it in parallel) has no races.
  */
-function distinctRows(b: GraphBuilder, p: ParamSlot & { rows: RowGradient }): { sums: string; at: string } {
-  const { indices, values } = p.rows;
+function distinctRows(b: GraphBuilder, { indices, values }: RowGradient, table: { dtype: DType; dims: number[] }): { sums: string; at: string } {
   const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [string, string, string];
-  const zeros = b.op('Expand', [b.scalar(0, p.dtype), b.op('Concat', [b.op('Shape', [unique]), b.ints(p.dims.slice(1))], { axis: 0 })]);
+  const zeros = b.op('Expand', [b.scalar(0, table.dtype), b.op('Concat', [b.op('Shape', [unique]), b.ints(table.dims.slice(1))], { axis: 0 })]);
   // inverse [N] → [N, 1, …, 1] → broadcast across each row, as ScatterElements wants.
-  const spread = b.op('Expand', [b.op('Reshape', [inverse, b.ints([-1, ...p.dims.slice(1).map(() => 1)])]), b.op('Shape', [values])]);
+  const spread = b.op('Expand', [b.op('Reshape', [inverse, b.ints([-1, ...table.dims.slice(1).map(() => 1)])]), b.op('Shape', [values])]);
   const sums = b.op('ScatterElements', [zeros, spread, values], { axis: 0, reduction: 'add' }, { name: 'rows_sum' });
   return { sums, at: b.op('Unsqueeze', [unique, b.ints([1])]) };
 }
