@@ -36,6 +36,13 @@ export function multiStepModel(prog: TrainProgram): Model {
     ...prog.params.map((p) => ({ input: input(p.name), output: `${p.name}::new` })),
     ...prog.state.map((s) => ({ input: input(s.input), output: s.output })),
   ];
+  // Loss and gradient norm have the step graph's float type (float64 programs exist: gradient checks).
+  const output = (name: string): ValueInfo => {
+    const v = g.outputs.find((o) => o.name === name);
+    if (!v?.dtype) throw new Error(`multi-step: the step graph has no typed output '${name}'`);
+    return v;
+  };
+  const loss = output(LOSS_OUTPUT), gradNorm = output(GRAD_NORM_OUTPUT);
   const carriedNames = new Set(carried.map((c) => c.input.name));
   const perStep = g.inputs.filter((v) => !carriedNames.has(v.name));
   // The body picks these per step like the data; a step graph without them is not one compileTrainStep made.
@@ -52,8 +59,8 @@ export function multiStepModel(prog: TrainProgram): Model {
     outputs: [
       { name: COND_OUT, dtype: 'bool', shape: [] },
       ...carried.map((c) => ({ name: c.output, dtype: c.input.dtype, shape: c.input.shape })),
-      { name: LOSS_OUTPUT, dtype: 'float32', shape: [] },
-      { name: GRAD_NORM_OUTPUT, dtype: 'float32', shape: [] },
+      { name: LOSS_OUTPUT, dtype: loss.dtype, shape: [] },
+      { name: GRAD_NORM_OUTPUT, dtype: gradNorm.dtype, shape: [] },
     ],
     // Frozen weights stay in the outer graph, where the body reads them by name; large ones can then go
     // to external data like any initializer.
@@ -75,8 +82,8 @@ export function multiStepModel(prog: TrainProgram): Model {
     ],
     outputs: [
       ...carried.map((c) => ({ name: endName(c.output), dtype: c.input.dtype, shape: c.input.shape })),
-      { name: stackedName(LOSS_OUTPUT), dtype: 'float32', shape: ['loop_steps'] },
-      { name: stackedName(GRAD_NORM_OUTPUT), dtype: 'float32', shape: ['loop_steps'] },
+      { name: stackedName(LOSS_OUTPUT), dtype: loss.dtype, shape: ['loop_steps'] },
+      { name: stackedName(GRAD_NORM_OUTPUT), dtype: gradNorm.dtype, shape: ['loop_steps'] },
     ],
     initializers: g.initializers,
     valueInfo: [],

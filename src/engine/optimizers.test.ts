@@ -125,3 +125,13 @@ test('accumulating 2 micro-batches of 4 equals one batch of 8', async () => {
   close(acc.b, big.b, 1e-12, 'bias');
   assert.ok(Math.abs(acc.res.history[0]!.gradNorm - big.res.history[0]!.gradNorm) < 1e-12);
 });
+
+test('a float64 program runs several steps per onnxruntime run with the weights of one step per run', async () => {
+  const prog = compileTrainStep(linearModel(Float64Array.from({ length: IN * OUT }, (_, i) => 0.1 * (i - 2)), Float64Array.from([0.05, -0.02])), { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 0.5 });
+  const { ds } = data(7);
+  const fit = (stepsPerRun: number) => new Trainer(prog, { seed: 3, batchSize: 4, maxSteps: 6, stepsPerRun, schedule: { kind: 'constant', lr: 0.05 }, threads: 1 }).fit(ds);
+  const one = await fit(1), three = await fit(3);
+  assert.deepEqual(three.history.map((h) => [h.loss, h.gradNorm]), one.history.map((h) => [h.loss, h.gradNorm]));
+  assert.deepEqual(three.params, one.params);
+  assert.notDeepEqual(one.params.get('dense.weight'), prog.params[0]!.init);
+});

@@ -213,8 +213,8 @@ export class StepRunner {
       ...batches.feeds(),
       ...this.feedsOf(this.carried, startName),
     });
-    const norms = out[stackedName(GRAD_NORM_OUTPUT)]!.data as Float32Array;
-    const results = Array.from(out[stackedName(LOSS_OUTPUT)]!.data as Float32Array, (loss, i) => ({ loss, gradNorm: norms[i]! }));
+    const norms = out[stackedName(GRAD_NORM_OUTPUT)]!.data as Float32Array | Float64Array;
+    const results = Array.from(out[stackedName(LOSS_OUTPUT)]!.data as Float32Array | Float64Array, (loss, i) => ({ loss, gradNorm: norms[i]! }));
     return this.commit(results, out, endName);
   }
 
