@@ -11,19 +11,18 @@
  * PyTorch's is the wall time of clip + step. Both: median after two warm-up runs.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from '../src/engine/compile.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
 import { createSession, toOrt } from '../src/engine/runtime.ts';
+import { median, MINILM_SIZE, modelRunMs } from './common.ts';
 
 const runs = Number(process.argv[2] ?? 10);
 const threads = Number(process.argv[3] ?? 2);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-const cfg = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
-const prog = compileTrainStep(buildTinyEncoder(cfg), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-adamw-'));
 process.env.TEMPERED_ORT_PROFILE = join(dir, 'p');
@@ -36,9 +35,8 @@ for (const p of prog.params) {
 for (const s of prog.state) feeds[s.input] = toOrt('float32', new Float32Array(s.dims.reduce((a, b) => a * b, 1)).fill(0.01), s.dims);
 for (let i = 0; i < runs + 2; i++) await session.run(feeds);
 session.endProfiling();
-const events = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith('.json'))!), 'utf8')) as { name: string; dur: number }[];
+const ours = median(modelRunMs(dir).slice(2));
 rmSync(dir, { recursive: true, force: true });
-const ours = median(events.filter((e) => e.name === 'model_run').map((e) => e.dur / 1000).slice(2));
 const params = prog.params.reduce((s, p) => s + p.init.length, 0);
 console.log(`tempered: AdamW + clipping over ${params} parameters in ${ours.toFixed(1)} ms (onnxruntime model_run, median of ${runs}, ${threads} threads)`);
 

@@ -3,31 +3,18 @@
  * seq 128, batch 16, AdamW) in one process: the variants alternate for `rounds` rounds, so a slow stretch
  * of a shared machine hits all of them. Each fit's first max(4, stepsPerRun) steps are the warm-up; the
  * median step after it is reported, and the median over rounds as a ratio against the first variant.
- * Callers re-execute with glibc malloc tuned first (reexecWithMallocTuning).
+ * Callers re-execute with glibc malloc tuned first (reexecWithMallocTuning in common.ts).
  */
-import { spawnSync } from 'node:child_process';
 import type { TrainProgram } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
 import { tokenTask } from '../src/engine/synthetic.ts';
-import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
-
-export const MINILM_SIZE = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
-
-/** glibc reads its tunables at process start: run the script again with them set, as `npm run demo` runs. */
-export function reexecWithMallocTuning(): void {
-  if (process.platform === 'linux' && !process.env.GLIBC_TUNABLES && process.env.BENCH_MALLOC !== 'default') {
-    const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: withMallocTuning() });
-    process.exit(r.status ?? 1);
-  }
-}
+import { mallocSetting, median, MINILM_SIZE } from './common.ts';
 
 export interface Variant {
   label: string;
   prog: TrainProgram;
   stepsPerRun?: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 export async function alternate(variants: Variant[], opts: { steps: number; rounds: number; threads: number; batch?: number }): Promise<void> {
   const batch = opts.batch ?? 16;
@@ -49,7 +36,7 @@ export async function alternate(variants: Variant[], opts: { steps: number; roun
   }
   const first = variants[0]!.label;
   const ref = median(results.get(first)!);
-  console.log(`\nmedians over ${opts.rounds} rounds (${opts.threads} threads, ${process.env.GLIBC_TUNABLES ? `GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}` : 'glibc default'}):`);
+  console.log(`\nmedians over ${opts.rounds} rounds (${opts.threads} threads, ${mallocSetting()}):`);
   for (const [label, xs] of results) {
     const m = median(xs);
     console.log(`${label}: ${m.toFixed(0)} ms a step (rounds ${xs.map((x) => x.toFixed(0)).join(', ')}), ${(ref / m).toFixed(2)}x the speed of ${first}`);

@@ -13,7 +13,7 @@ const { threshold } = dropoutThreshold(0.1);
 const masks = Array.from({ length: 12 }, (_, k) => ({ input: `lora_dropout_mask:m${k}`, shape: ['batch', 'seq', 384], threshold, dtype: 'float32' as const }));
 const masker = new DropoutMasker(masks, [{ name: 'input_ids', dtype: 'int64', shape: ['batch', 'seq'] }]);
 const data = { input_ids: new ort.Tensor('int64', new BigInt64Array(16 * 128), [16, 128]) };
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+import { median } from './common.ts';
 
 const drawMs: number[] = [];
 let kept = 0, total = 0;

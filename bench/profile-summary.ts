@@ -8,16 +8,14 @@
  * The first `skip` runs (session warm-up, arena growth) are left out. For a Loop session (several steps
  * per run) the body's nodes are not traced one by one, so profile with STEPS_PER_RUN=1.
  */
-import { readFileSync } from 'node:fs';
-
-interface Event { cat: string; name: string; ts: number; dur: number; args: { op_name?: string; input_type_shape?: Record<string, number[]>[]; output_type_shape?: Record<string, number[]>[] } }
+import { readProfile } from './common.ts';
 
 const [file, skipArg] = process.argv.slice(2);
 if (!file) {
   console.error('usage: node --import tsx bench/profile-summary.ts PROFILE.json [skip=2]');
   process.exit(2);
 }
-const events = JSON.parse(readFileSync(file, 'utf8')) as Event[];
+const events = readProfile(file);
 const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
 const skip = Number(skipArg ?? 2);
 if (runs.length <= skip) throw new Error(`${file} has ${runs.length} runs; nothing left after skipping ${skip}`);

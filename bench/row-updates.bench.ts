@@ -8,7 +8,8 @@
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
-import { alternate, MINILM_SIZE, reexecWithMallocTuning } from './alternate.ts';
+import { alternate } from './alternate.ts';
+import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
 reexecWithMallocTuning();
 const compile = (rowUpdates: boolean) => compileTrainStep(buildTinyEncoder(MINILM_SIZE), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1, rowUpdates });

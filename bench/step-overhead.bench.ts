@@ -14,16 +14,16 @@
  * with it.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { MALLOC_TUNABLES } from '../scripts/malloc-tuning.mjs';
+import { median, MINILM_SIZE, modelRunMs } from './common.ts';
 
 const steps = Number(process.argv[2] ?? 12);
 const rounds = Number(process.argv[3] ?? 2);
 const threads = Number(process.argv[4] ?? 2);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 if (process.env.STEP_OVERHEAD_CHILD) await child();
 else parent();
@@ -61,7 +61,7 @@ async function child(): Promise<void> {
   const { buildTinyEncoder } = await import('../src/engine/tiny-encoder.ts');
   const { createSession, toOrt } = await import('../src/engine/runtime.ts');
   const { tokenTask } = await import('../src/engine/synthetic.ts');
-  const cfg = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
+  const cfg = MINILM_SIZE;
   const prog = compileTrainStep(buildTinyEncoder(cfg), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'tempered-overhead-'));
   process.env.TEMPERED_ORT_PROFILE = join(dir, 'p');
@@ -82,10 +82,8 @@ async function child(): Promise<void> {
     wall.push(performance.now() - t);
   }
   session.endProfiling();
-  const file = readdirSync(dir).find((f) => f.endsWith('.json'))!;
-  const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { name: string; dur: number }[];
+  const run = modelRunMs(dir);
   rmSync(dir, { recursive: true, force: true });
-  const run = events.filter((e) => e.name === 'model_run').map((e) => e.dur / 1000);
   const w = wall.slice(2), r = run.slice(2);
   console.log(JSON.stringify({ wall: median(w), run: median(r), outside: median(w.map((x, i) => x - r[i]!)) }));
 }

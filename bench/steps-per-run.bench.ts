@@ -11,7 +11,8 @@
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
-import { alternate, MINILM_SIZE, reexecWithMallocTuning } from './alternate.ts';
+import { alternate } from './alternate.ts';
+import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
 reexecWithMallocTuning();
 const settings = (process.argv[2] ?? '1,4').split(',').map(Number);

@@ -25,22 +25,15 @@ import { Trainer } from '../src/engine/trainer.ts';
 import { defaultStepsPerRun } from '../src/engine/step-runner.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
 import { tokenTask } from '../src/engine/synthetic.ts';
-import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
+import { mallocSetting, median, MINILM_SIZE, reexecWithMallocTuning, referenceEnv } from './common.ts';
 
-// glibc reads its tunables at process start: run this script again with them set.
-if (process.platform === 'linux' && !process.env.GLIBC_TUNABLES && process.env.BENCH_MALLOC !== 'default') {
-  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...withMallocTuning(), BENCH_MALLOC_ADDED: '1' } });
-  process.exit(r.status ?? 1);
-}
-const malloc = process.env.GLIBC_TUNABLES ? `GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}` : 'default';
-const referenceEnv = { ...process.env };
-if (referenceEnv.BENCH_MALLOC_ADDED) delete referenceEnv.GLIBC_TUNABLES;
+reexecWithMallocTuning();
 
 const mode = process.argv[2] ?? 'both';
 const steps = Number(process.argv[3] ?? 5);
 const threads = Number(process.argv[4] ?? 1);
 const rounds = Number(process.argv[5] ?? 1);
-const cfg = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
+const cfg = MINILM_SIZE;
 const batch = 16;
 
 const specs: Record<string, TrainableSpec> = {
@@ -48,10 +41,6 @@ const specs: Record<string, TrainableSpec> = {
   lora: { kind: 'lora', r: 8, alpha: 16, dropout: Number(process.env.LORA_DROPOUT ?? 0.1), targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'] },
 };
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
-};
 const pruneRows = process.env.PRUNE_ROWS !== '0';
 const rowUpdates = process.env.ROW_UPDATES !== '0';
 const stepsPerRunEnv = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_RUN) : undefined;
@@ -82,12 +71,12 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     const medianMs = median(times.slice(warmup));
     const ours = {
       mode: name, round, pruneRows, rowUpdates, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
-      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc,
+      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc: mallocSetting(),
     };
     console.log('tempered', JSON.stringify(ours));
     const py = 'bench/.venv/bin/python';
     if (!existsSync(py)) { console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)'); continue; }
-    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: referenceEnv });
+    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: referenceEnv() });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status === 0 && line.startsWith('{')) {
       const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };

@@ -1,0 +1,59 @@
+/**
+ * What the engine benches share: the MiniLM-size encoder they train, a median, running with glibc malloc
+ * tuned as `npm run demo` runs tempered, and reading onnxruntime's profile.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
+
+/** all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, vocab 30522) at seq 128, two classes. */
+export const MINILM_SIZE = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
+}
+
+/**
+ * glibc reads its tunables only at process start, so on Linux this runs the script again with the
+ * tuning set (scripts/malloc-tuning.mjs) and exits with its status. BENCH_MALLOC=default skips that.
+ */
+export function reexecWithMallocTuning(): void {
+  if (process.platform !== 'linux' || process.env.GLIBC_TUNABLES || process.env.BENCH_MALLOC === 'default') return;
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...withMallocTuning(), BENCH_MALLOC_ADDED: '1' } });
+  process.exit(r.status ?? 1);
+}
+
+/** This process's malloc setting, for reports. */
+export function mallocSetting(): string {
+  return process.env.GLIBC_TUNABLES ? `GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}` : 'glibc default';
+}
+
+/** The environment as the user gave it (without the tuning reexecWithMallocTuning added), for reference runs. */
+export function referenceEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (env.BENCH_MALLOC_ADDED) delete env.GLIBC_TUNABLES;
+  delete env.BENCH_MALLOC_ADDED;
+  return env;
+}
+
+/** One event of onnxruntime's profile (chrome-tracing JSON, written with TEMPERED_ORT_PROFILE). */
+export interface ProfileEvent {
+  cat: string;
+  name: string;
+  ts: number;
+  dur: number;
+  args: { op_name?: string; input_type_shape?: Record<string, number[]>[]; output_type_shape?: Record<string, number[]>[] };
+}
+
+export function readProfile(file: string): ProfileEvent[] {
+  return JSON.parse(readFileSync(file, 'utf8')) as ProfileEvent[];
+}
+
+/** Durations (ms) of every session run in the one profile written to `dir`. */
+export function modelRunMs(dir: string): number[] {
+  const file = readdirSync(dir).find((f) => f.endsWith('.json'));
+  if (!file) throw new Error(`no onnxruntime profile in ${dir}`);
+  return readProfile(join(dir, file)).filter((e) => e.name === 'model_run').map((e) => e.dur / 1000);
+}
