@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { isArtifactRef } from '../src/types.ts';
-import type { RunInput, StageRequest, StageResult } from '../workflows/types.ts';
+import type { StageRequest, StageResult } from '../workflows/types.ts';
 
 export function artifactHashes(outputs: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
@@ -40,21 +40,4 @@ export function stageCompletedHook(stateDir: string): (req: StageRequest, res: S
       audit.close();
     }
   };
-}
-
-export function auditRunSubmitted(stateDir: string, runId: string, input: RunInput): void {
-  const audit = openAudit(join(stateDir, 'audit.db'));
-  try {
-    audit.append({
-      action: 'run.submitted',
-      subject: runId,
-      runId,
-      actor: input.options.actor,
-      specHash: input.plan.specHash,
-      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache },
-      dedupeKey: `${runId}/submitted`,
-    });
-  } finally {
-    audit.close();
-  }
 }

@@ -13,4 +13,4 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   }
 }
 
-export { defaultActor as actor } from '../audit/actor.ts';
+export { defaultActor as actor } from '../src/audit/actor.ts';

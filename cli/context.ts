@@ -4,16 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
-import { formatDataReport, type DataReport } from '../data/report.ts';
-import { isArtifactRef } from '../types.ts';
-import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../../infra/connection.ts';
-import { ensureEmbeddedServer } from '../../infra/dev-server.ts';
-import { ensureDir, statePaths, type StatePaths } from '../../infra/state.ts';
-import { loadStageKinds, kindRegistry } from '../stages/registry.ts';
-import type { AnyStageKind } from '../stages/types.ts';
-import type { KindRegistry } from '../spec/types.ts';
-import { ArtifactStore } from '../store/artifact-store.ts';
-import { StageCache } from '../store/stage-cache.ts';
+import { formatDataReport, type DataReport } from '../src/data/report.ts';
+import { isArtifactRef } from '../src/types.ts';
+import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
+import { ensureEmbeddedServer } from '../infra/dev-server.ts';
+import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
+import { loadStageKinds, kindRegistry } from '../src/stages/registry.ts';
+import type { AnyStageKind } from '../src/stages/types.ts';
+import type { KindRegistry } from '../src/spec/types.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
 
 export class CliError extends Error {
   override name = 'CliError';

@@ -1,6 +1,6 @@
 /** Human-readable rendering of run status for the terminal. */
-import type { RunStatus, StageStatus } from '../../workflows/types.ts';
-import { isArtifactRef } from '../types.ts';
+import type { RunStatus, StageStatus } from '../workflows/types.ts';
+import { isArtifactRef } from '../src/types.ts';
 
 const ICON: Record<string, string> = { pending: '·', running: '▶', succeeded: '✓', cached: '≡', failed: '✗', skipped: '-', cancelled: '⊘' };
 

@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const isEntry = process.argv[1] && /(src\/cli\/main\.ts|bin\/tempered(\.js)?)$/.test(process.argv[1]);
+const isEntry = process.argv[1] && /(cli\/main\.ts|bin\/tempered(\.js)?)$/.test(process.argv[1]);
 if (isEntry) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),

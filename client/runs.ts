@@ -1,10 +1,13 @@
 /**
- * Client-side run operations over Temporal: submit, status (the workflow's status query merged with
- * the live heartbeat of each running stage), list, cancel, wait.
+ * Client-side run operations over Temporal: submit (and its audit record), status (the workflow's
+ * status query merged with the live heartbeat of each running stage), follow, list, wait, the input
+ * a run was started with, and whether any worker polls a task queue.
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import type { RunInput, RunStatus } from '../../workflows/types.ts';
+import { openAudit } from '../src/audit/log.ts';
+import type { RunInput, RunStatus } from '../workflows/types.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -100,5 +103,63 @@ export async function waitForRun(client: Client, runId: string): Promise<RunStat
       return getRunStatus(client, runId);
     }
     throw e;
+  }
+}
+
+/**
+ * Polls the run's status, handing each one to `onStatus`, until the workflow has closed; returns
+ * the final status.
+ */
+export async function followRun(client: Client, runId: string, onStatus: (st: RunStatus) => void = () => {}, intervalMs = 1000): Promise<RunStatus> {
+  for (;;) {
+    let st: RunStatus;
+    try {
+      st = await getRunStatus(client, runId);
+    } catch (e) {
+      // The run's first workflow task may not have run yet; keep polling.
+      if (/query|not found|workflow task/i.test((e as Error).message)) {
+        await sleep(500);
+        continue;
+      }
+      throw e;
+    }
+    onStatus(st);
+    if (st.state !== 'running') {
+      const desc = await client.workflow.getHandle(runId).describe();
+      if (desc.status.name !== 'RUNNING') return st;
+    }
+    await sleep(intervalMs);
+  }
+}
+
+export async function hasWorkers(client: Client, namespace: string, queue: string): Promise<boolean> {
+  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: 1 });
+  return (res.pollers ?? []).length > 0;
+}
+
+/** The input a run was started with, read back from its history. */
+export async function runInput(client: Client, runId: string): Promise<RunInput> {
+  const history = await client.workflow.getHandle(runId).fetchHistory();
+  const started = history.events?.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
+  const payload = started?.input?.payloads?.[0];
+  if (!payload) throw new Error(`run ${runId} has no recorded input`);
+  return client.options.loadedDataConverter.payloadConverter.fromPayload(payload) as RunInput;
+}
+
+/** Appends `run.submitted` for a run this client started: who, which spec and params. */
+export function auditRunSubmitted(auditDb: string, runId: string, input: RunInput): void {
+  const audit = openAudit(auditDb);
+  try {
+    audit.append({
+      action: 'run.submitted',
+      subject: runId,
+      runId,
+      actor: input.options.actor,
+      specHash: input.plan.specHash,
+      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache },
+      dedupeKey: `${runId}/submitted`,
+    });
+  } finally {
+    audit.close();
   }
 }

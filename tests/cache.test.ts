@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
 import type { RunPlan, RunStage } from '../workflows/types.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { getRunStatus, submitRun, waitForRun } from '../src/client/runs.ts';
+import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
 import type { RunPlan, RunStage } from '../workflows/types.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
-import { getRunStatus, submitRun, waitForRun } from '../src/client/runs.ts';
+import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
 import type { RunPlan, RunStage } from '../workflows/types.ts';
 import { startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
 import { datasetsDir } from '../src/data/datasets-dir.ts';
 import { tinyGpt2Dir } from '../src/models/tiny.ts';
 import { loadSpec } from '../src/spec/index.ts';

@@ -11,18 +11,11 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openAudit } from '../src/audit/log.ts';
 import { InputError } from '../src/errors.ts';
-import { waitForRun } from '../src/client/runs.ts';
+import { waitForRun } from '../client/runs.ts';
 import {
   backfillSchedule,
-  checkCron,
-  checkScheduleName,
   createSchedule,
   deleteSchedule,
-  parseDriftTrigger,
-  parseDurationOption,
-  parseInstant,
-  parseMetricTrigger,
-  parseOverlap,
   pauseSchedule,
   planScheduledRun,
   scheduleOptions,
@@ -34,7 +27,8 @@ import {
   unpauseSchedule,
   updateSchedule,
   type ScheduleTiming,
-} from '../src/client/schedules.ts';
+} from '../client/schedules.ts';
+import { checkCron, checkScheduleName, parseDriftTrigger, parseDurationOption, parseInstant, parseMetricTrigger, parseOverlap } from '../cli/schedule-flags.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
 import type { RunGateSpec, RunStatus } from '../workflows/types.ts';

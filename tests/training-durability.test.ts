@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
 import type { RunStatus } from '../workflows/types.ts';

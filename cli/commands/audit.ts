@@ -1,6 +1,6 @@
 /** `tempered audit`: read and verify the hash-chained audit trail. */
 import { existsSync } from 'node:fs';
-import { openAudit, type AuditRecord } from '../../audit/log.ts';
+import { openAudit, type AuditRecord } from '../../src/audit/log.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 

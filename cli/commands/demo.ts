@@ -5,9 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
-import { PROJECT_ROOT } from '../../../infra/state.ts';
+import { PROJECT_ROOT } from '../../infra/state.ts';
 import { waitForRun } from '../../client/runs.ts';
-import type { RunStatus } from '../../../workflows/types.ts';
+import type { RunStatus } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { planOrExit, startAndReport } from './runs.ts';

@@ -1,8 +1,8 @@
 /** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
 import { existsSync } from 'node:fs';
-import { openAudit } from '../../audit/log.ts';
-import { modelCard } from '../../registry/card.ts';
-import { openRegistry, type Registry } from '../../registry/registry.ts';
+import { openAudit } from '../../src/audit/log.ts';
+import { modelCard } from '../../src/registry/card.ts';
+import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 

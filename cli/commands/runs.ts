@@ -1,17 +1,15 @@
 /** validate, submit, status, runs, cancel, logs, resume. */
 import { dirname, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
-import { runUrl } from '../../../infra/connection.ts';
-import { getRunStatus, listRuns, submitRun } from '../../client/runs.ts';
-import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../spec/index.ts';
-import type { PlannedPipeline } from '../../spec/types.ts';
-import type { RunInput, RunStatus } from '../../../workflows/types.ts';
+import { runUrl } from '../../infra/connection.ts';
+import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, runInput, submitRun } from '../../client/runs.ts';
+import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../src/spec/index.ts';
+import type { PlannedPipeline } from '../../src/spec/types.ts';
+import type { RunInput, RunStatus } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, stageLine } from '../format.ts';
 import { startLocalWorker } from './worker.ts';
-import { auditRunSubmitted } from '../../../activities/audit.ts';
 
 /** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
 export async function planOrExit(ctx: CliContext, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
@@ -37,40 +35,23 @@ export async function validateCmd(ctx: CliContext, argv: string[]): Promise<numb
   return 0;
 }
 
-/** Prints stage transitions and progress until the run ends; returns its final status. */
-export async function followRun(client: Client, runId: string, opts: { json?: boolean; intervalMs?: number } = {}): Promise<RunStatus> {
+/** Follows the run, printing stage transitions (and progress every few seconds) unless `json`. */
+function followAndPrint(client: Client, runId: string, json = false): Promise<RunStatus> {
   const seen = new Map<string, string>();
   let lastProgressAt = 0;
-  for (;;) {
-    let st: RunStatus;
-    try {
-      st = await getRunStatus(client, runId);
-    } catch (e) {
-      // The run's first workflow task may not have run yet; keep polling.
-      if (/query|not found|workflow task/i.test((e as Error).message)) {
-        await sleep(500);
-        continue;
+  return followRun(client, runId, (st) => {
+    if (json) return;
+    const now = Date.now();
+    for (const s of st.stages) {
+      const key = `${s.state}:${s.attempt ?? 1}`;
+      const progress = s.state === 'running' && now - lastProgressAt > 5000;
+      if (seen.get(s.id) !== key || (progress && s.progress)) {
+        if (seen.get(s.id) !== key || progress) console.log(stageLine(s));
+        seen.set(s.id, key);
       }
-      throw e;
     }
-    if (!opts.json) {
-      const now = Date.now();
-      for (const s of st.stages) {
-        const key = `${s.state}:${s.attempt ?? 1}`;
-        const progress = s.state === 'running' && now - lastProgressAt > 5000;
-        if (seen.get(s.id) !== key || (progress && s.progress)) {
-          if (seen.get(s.id) !== key || progress) console.log(stageLine(s));
-          seen.set(s.id, key);
-        }
-      }
-      if (now - lastProgressAt > 5000) lastProgressAt = now;
-    }
-    if (st.state !== 'running') {
-      const desc = await client.workflow.getHandle(runId).describe();
-      if (desc.status.name !== 'RUNNING') return st;
-    }
-    await sleep(opts.intervalMs ?? 1000);
-  }
+    if (now - lastProgressAt > 5000) lastProgressAt = now;
+  });
 }
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -96,7 +77,7 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
   const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
-    auditRunSubmitted(ctx.paths.root, handle.workflowId, input);
+    auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input);
     o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
@@ -107,7 +88,7 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
       }
       return 0;
     }
-    const final = await followRun(client, handle.workflowId, { json: o.json });
+    const final = await followAndPrint(client, handle.workflowId, o.json);
     if (o.json) console.log(JSON.stringify(final, null, 2));
     else console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
     return final.state === 'succeeded' ? 0 : 1;
@@ -116,18 +97,13 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
   }
 }
 
-export async function hasWorkers(client: Client, namespace: string, queue: string): Promise<boolean> {
-  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: 1 });
-  return (res.pollers ?? []).length > 0;
-}
-
 export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered status <run> [--json] [--watch]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' }, watch: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
   const runId = positionals[0]!;
-  const st = values.watch ? await followRun(client, runId) : await getRunStatus(client, runId).catch((e: Error) => {
+  const st = values.watch ? await followAndPrint(client, runId) : await getRunStatus(client, runId).catch((e: Error) => {
     throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
   });
   if (values.json) console.log(JSON.stringify(st, null, 2));
@@ -205,15 +181,6 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   return 0;
 }
 
-/** The input a run was started with, read back from its history. */
-export async function runInput(client: Client, runId: string): Promise<RunInput> {
-  const history = await client.workflow.getHandle(runId).fetchHistory();
-  const started = history.events?.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
-  const payload = started?.input?.payloads?.[0];
-  if (!payload) throw new CliError(`run ${runId} has no recorded input`);
-  return client.options.loadedDataConverter.payloadConverter.fromPayload(payload) as RunInput;
-}
-
 export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered resume <run> [--wait [--no-local-worker]] [--json]';
   const { values, positionals } = parse(argv, { wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } }, usage);
@@ -225,7 +192,9 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   });
   if (desc.status.name === 'RUNNING') throw new CliError(`run ${old} is still running; cancel it first or wait for it`);
   if (desc.status.name === 'COMPLETED') console.error(`note: run ${old} succeeded; resuming reuses all of its outputs`);
-  const input = await runInput(client, old);
+  const input = await runInput(client, old).catch((e: Error) => {
+    throw new CliError(e.message);
+  });
   // Same spec and params; finished stages come back from the cache and the failed stage's
   // checkpoints are found by its cache key, so only unfinished work runs again.
   const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };

@@ -4,16 +4,9 @@ import type { Client } from '@temporalio/client';
 import {
   auditScheduleChange,
   backfillSchedule,
-  checkCron,
-  checkScheduleName,
   createSchedule,
   deleteSchedule,
   listSchedules,
-  parseDriftTrigger,
-  parseDurationOption,
-  parseInstant,
-  parseMetricTrigger,
-  parseOverlap,
   pauseSchedule,
   planScheduledRun,
   readSchedule,
@@ -29,12 +22,13 @@ import {
   type ScheduleTiming,
   type ScheduleView,
 } from '../../client/schedules.ts';
-import { InputError } from '../../errors.ts';
-import { formatSpecErrors } from '../../spec/index.ts';
-import type { RunGateSpec, RunInput } from '../../../workflows/types.ts';
+import { checkCron, checkScheduleName, parseDriftTrigger, parseDurationOption, parseInstant, parseMetricTrigger, parseOverlap } from '../schedule-flags.ts';
+import { InputError } from '../../src/errors.ts';
+import { formatSpecErrors } from '../../src/spec/index.ts';
+import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { hasWorkers } from './runs.ts';
+import { hasWorkers } from '../../client/runs.ts';
 
 const TIMING_USAGE = '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
 const GATE_USAGE = '[--skip-if-unchanged] [--trigger-metric <model>:<metric>:<threshold>] [--trigger-drift <threshold>]';

@@ -1,12 +1,12 @@
 /** `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias moves. */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { openAudit } from '../../audit/log.ts';
-import { loadPredictor } from '../../finetune/predictor.ts';
-import { createModelServer, type ModelServer } from '../../serve/server.ts';
-import { registryAliasSource } from '../../serve/registry-source.ts';
-import type { Predictor, ResolveCurrent } from '../../serve/types.ts';
-import type { ArtifactStore } from '../../store/artifact-store.ts';
+import { openAudit } from '../../src/audit/log.ts';
+import { loadPredictor } from '../../src/finetune/predictor.ts';
+import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
+import { registryAliasSource } from '../../src/serve/registry-source.ts';
+import type { Predictor, ResolveCurrent } from '../../src/serve/types.ts';
+import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';

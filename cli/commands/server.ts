@@ -1,5 +1,5 @@
 /** `tempered server start|stop|status`: the embedded Temporal dev server. */
-import { embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../../infra/dev-server.ts';
+import { embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../infra/dev-server.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 

@@ -1,11 +1,11 @@
 /** `tempered worker`, and the in-process worker that `submit --wait` and `demo` start when none runs. */
 import type { Worker } from '@temporalio/worker';
-import { connectWorker } from '../../../infra/connection.ts';
-import { createWorker } from '../../../infra/worker.ts';
-import { installRuntime } from '../../../infra/runtime.ts';
+import { connectWorker } from '../../infra/connection.ts';
+import { createWorker } from '../../infra/worker.ts';
+import { installRuntime } from '../../infra/runtime.ts';
 import { parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
-import { stageCompletedHook } from '../../../activities/audit.ts';
+import { stageCompletedHook } from '../../activities/audit.ts';
 
 export async function buildWorker(ctx: CliContext, queue: string, opts: { workflows?: boolean; maxActivities?: number } = {}): Promise<Worker> {
   const s = ctx.settings();

@@ -12,7 +12,7 @@
 import { InputError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { defaultActor } from './actor.ts';
-import { openSqlite, type Db, type Migration } from '../registry/sqlite.ts';
+import { openSqlite, type Db, type Migration } from '../util/sqlite.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
 

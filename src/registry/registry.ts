@@ -8,7 +8,7 @@
 import { InputError } from '../errors.ts';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { defaultActor } from '../audit/actor.ts';
-import { openSqlite, type Db } from './sqlite.ts';
+import { openSqlite, type Db } from '../util/sqlite.ts';
 import { REGISTRY_MIGRATIONS } from './schema.ts';
 import { modelCard } from './card.ts';
 import { diffModelVersions } from './diff.ts';

@@ -1,5 +1,5 @@
 /** Registry tables. Append new migrations; never edit one that has shipped. */
-import type { Migration } from './sqlite.ts';
+import type { Migration } from '../util/sqlite.ts';
 
 export const REGISTRY_MIGRATIONS: readonly Migration[] = [
   {
