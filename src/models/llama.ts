@@ -2,15 +2,16 @@
  * LLaMA-style decoder-only causal LM as an ONNX forward graph: RMSNorm, rotary position embeddings
  * (rotate_half form, as transformers applies them), SwiGLU MLP and grouped-query attention.
  *
- * Inputs: input_ids, attention_mask: int64 [batch, seq] (right padding). Output: `logits` [batch, seq, vocab].
+ * Training graph inputs: input_ids, attention_mask: int64 [batch, seq] (right padding). Output: `logits` [batch, seq, vocab].
  * Projections are nn.Linear weights, stored transposed ([in, out]) under their Hugging Face names
- * (`model.layers.0.self_attn.q_proj.weight`, …). Positions are 0..seq-1 (no KV cache: training graphs).
+ * (`model.layers.0.self_attn.q_proj.weight`, …). Positions are 0..seq-1 there; the generation graph
+ * (`buildLlamaDecoderGraph`) is the same decoder with a key/value cache and explicit positions.
  */
 import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { InputError } from '../errors.ts';
-import { attention, causalBias, linear, mergeHeads, positions, rmsNorm, seqLenOf, silu } from './layers.ts';
-import { ModelConfig, Weights, transpose2d } from './weights.ts';
+import { MASK_NEG, attention, causalBias, linear, mergeHeads, paddingBias, positions, rmsNorm, seqLenOf, silu } from './layers.ts';
+import { ModelConfig, Weights } from './weights.ts';
 
 export interface LlamaConfig {
   vocabSize: number;
@@ -46,23 +47,56 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   };
 }
 
+/** Where the graph builders get float32 weights: a checkpoint (`Weights`) or an exported ONNX model's initializers. */
+export interface LlamaWeights {
+  has(name: string): boolean;
+  get(name: string, shape: number[]): Float32Array;
+  /** An nn.Linear weight in tempered's [in, out] layout. */
+  linear(name: string, inF: number, outF: number): Float32Array;
+}
+
 export function buildLlamaGraph(dir: string): { model: Model; config: LlamaConfig } {
   const cfg = readLlamaConfig(dir);
-  const w = Weights.read(dir);
+  return { model: llamaGraph(cfg, Weights.read(dir), false), config: cfg };
+}
+
+/**
+ * The generation graph: the same decoder with a key/value cache, so a prompt runs once and every new token
+ * costs one position. Inputs: `input_ids` and `position_ids` int64 [batch, seq], `attention_mask` int64
+ * [batch, past + seq] (1 = token; left padding allowed), `past_key_values.<l>.key|value` float32
+ * [batch, kvHeads, past, headDim] (past may be 0). Outputs: `logits` [batch, vocab] of the last position and
+ * `present.<l>.key|value` [batch, kvHeads, past + seq, headDim] (the past with this call's positions appended).
+ */
+export function buildLlamaDecoderGraph(cfg: LlamaConfig, w: LlamaWeights): Model {
+  return llamaGraph(cfg, w, true);
+}
+
+function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean): Model {
   const { hidden: H, heads: nh, kvHeads: nkv, headDim: dh } = cfg;
-  const g = new GraphBuilder({ opset: 17, name: 'llama_causal_lm' });
+  const g = new GraphBuilder({ opset: 17, name: kvCache ? 'llama_decoder' : 'llama_causal_lm' });
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
-  const mask = g.input('attention_mask', 'int64', ['batch', 'seq']);
+  const mask = g.input('attention_mask', 'int64', ['batch', kvCache ? 'total' : 'seq']);
+  const positionIds = kvCache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
+  const past = kvCache
+    ? Array.from({ length: cfg.layers }, (_, l) => ({
+      key: g.input(`past_key_values.${l}.key`, 'float32', ['batch', nkv, 'past', dh]),
+      value: g.input(`past_key_values.${l}.value`, 'float32', ['batch', nkv, 'past', dh]),
+    }))
+    : [];
   const embed = g.initializer('model.embed_tokens.weight', w.get('model.embed_tokens.weight', [cfg.vocabSize, H]), [cfg.vocabSize, H]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
   const seqLen = seqLenOf(g, ids);
-  const bias = causalBias(g, mask, seqLen);
+  const bias = kvCache ? cachedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
 
-  // cos/sin [seq, dh] from positions × inverse frequencies, duplicated over both halves (transformers' layout).
+  // cos/sin from positions × inverse frequencies, duplicated over both halves (transformers' layout):
+  // [seq, dh] for the training graph, [batch, 1, seq, dh] from explicit position_ids for generation.
   const half = dh / 2;
   const invFreq = new Float32Array(dh);
   for (let i = 0; i < half; i++) invFreq[i] = invFreq[i + half] = 1 / cfg.ropeTheta ** ((2 * i) / dh);
-  const angles = g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), g.constant(invFreq, [dh], 'float32', 'rope_inv_freq')]);
+  const inv = g.constant(invFreq, [dh], 'float32', 'rope_inv_freq');
+  const angles = kvCache
+    ? g.op('Unsqueeze', [g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: 1 }), g.ints([-1])]), inv]), g.ints([1])])
+    : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
   const cos = g.op('Cos', [angles]);
   const sin = g.op('Sin', [angles]);
   const rope = (t: string) => {
@@ -82,19 +116,45 @@ export function buildLlamaGraph(dir: string): { model: Model; config: LlamaConfi
     const p = `model.layers.${l}`;
     const a = rmsNorm(g, x, `${p}.input_layernorm`, w.get(`${p}.input_layernorm.weight`, [H]), cfg.eps);
     const q = rope(heads(proj(a, `${p}.self_attn.q_proj`, H, nh * dh, cfg.attentionBias), nh));
-    const k = repeatKv(rope(heads(proj(a, `${p}.self_attn.k_proj`, H, nkv * dh, cfg.attentionBias), nkv)));
-    const v = repeatKv(heads(proj(a, `${p}.self_attn.v_proj`, H, nkv * dh, cfg.attentionBias), nkv));
-    const ctx = mergeHeads(g, attention(g, q, k, v, dh, bias), nh * dh);
+    let k = rope(heads(proj(a, `${p}.self_attn.k_proj`, H, nkv * dh, cfg.attentionBias), nkv));
+    let v = heads(proj(a, `${p}.self_attn.v_proj`, H, nkv * dh, cfg.attentionBias), nkv);
+    if (kvCache) {
+      // The cache holds kv heads before repetition: nh/nkv times smaller than what attention reads.
+      k = g.op('Concat', [past[l]!.key, k], { axis: 2 });
+      v = g.op('Concat', [past[l]!.value, v], { axis: 2 });
+      g.output(k, `present.${l}.key`);
+      g.output(v, `present.${l}.value`);
+    }
+    const ctx = mergeHeads(g, attention(g, q, repeatKv(k), repeatKv(v), dh, bias), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
     const gated = g.op('Mul', [silu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias)), proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias)]);
     x = g.op('Add', [x, proj(gated, `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias)]);
   }
+  // Generation needs only the last position's logits: the head is the largest matmul, so the prompt's
+  // other positions never reach it. Left padding keeps the last position a real token in every row.
+  if (kvCache) x = g.op('Squeeze', [g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([1])]), g.ints([1])]);
   x = rmsNorm(g, x, 'model.norm', w.get('model.norm.weight', [H]), cfg.eps);
   const head = cfg.tieEmbeddings
     ? g.op('Transpose', [embed], { perm: [1, 0] })
-    : g.initializer('lm_head.weight', transpose2d(w.get('lm_head.weight', [cfg.vocabSize, H]), cfg.vocabSize, H), [H, cfg.vocabSize]);
+    : g.initializer('lm_head.weight', w.linear('lm_head.weight', H, cfg.vocabSize), [H, cfg.vocabSize]);
   g.output(g.op('MatMul', [x, head]), 'logits');
-  g.setMetadata('tempered.architecture', 'llama-causal-lm');
-  return { model: g.build(), config: cfg };
+  g.setMetadata('tempered.architecture', kvCache ? 'llama-decoder-kv-cache' : 'llama-causal-lm');
+  return g.build();
+}
+
+/**
+ * Causal + padding bias [batch, 1, seq, total] for queries at cache positions past..total-1: key j is
+ * hidden from the query at position i when j > i or when j is padding (left padding of a batch).
+ */
+function cachedCausalBias(g: GraphBuilder, mask: string, seqLen: string): string {
+  const total = g.op('Shape', [mask], { start: 1, end: 2 });
+  const pastLen = g.op('Sub', [total, seqLen]);
+  const scalar = (t: string) => g.op('Squeeze', [t, g.ints([0])]);
+  const one = g.constant([1], [], 'int64');
+  const qpos = g.op('Range', [scalar(pastLen), scalar(total), one]);
+  const kpos = g.op('Range', [g.constant([0], [], 'int64'), scalar(total), one]);
+  const future = g.op('Greater', [g.op('Unsqueeze', [kpos, g.ints([0])]), g.op('Unsqueeze', [qpos, g.ints([1])])]);
+  const causal = g.op('Where', [future, g.scalar(MASK_NEG), g.scalar(0)]);
+  return g.op('Add', [causal, paddingBias(g, mask).bias]);
 }

@@ -1,0 +1,132 @@
+/**
+ * A LLaMA-family model ready for generation: its KV-cache graph in an onnxruntime session, the config,
+ * and (when the folder has one) the tokenizer. `run` is one forward pass over new positions with the
+ * cache of the earlier ones; the generation loop is in generate.ts.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { InputError } from '../errors.ts';
+import { createSession, type Device } from '../engine/runtime.ts';
+import { buildLlamaDecoderGraph, readLlamaConfig, type LlamaConfig, type LlamaWeights } from '../models/llama.ts';
+import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
+import { ModelConfig, Weights } from '../models/weights.ts';
+import { loadModel } from '../onnx/proto.ts';
+import type { Model } from '../onnx/ir.ts';
+
+export interface DecoderOptions {
+  device?: Device;
+  threads?: number;
+}
+
+/** Past keys and values by graph input name (`past_key_values.<l>.key|value`), [batch, kvHeads, past, headDim]. */
+export type KvCache = Record<string, ort.Tensor>;
+
+/** Weights from an exported model.onnx (tempered's causal-LM export): initializers already in [in, out] layout, LoRA merged. */
+export class OnnxInitializerWeights implements LlamaWeights {
+  constructor(private readonly model: Model, private readonly where: string) {}
+
+  has(name: string): boolean {
+    return this.model.graph.initializers.has(name);
+  }
+
+  get(name: string, shape: number[]): Float32Array {
+    const t = this.model.graph.initializers.get(name);
+    if (!t) throw new InputError(`initializer ${JSON.stringify(name)} is missing`, { where: this.where, hint: 'expected a causal-LM model.onnx exported by tempered (Hugging Face weight names)' });
+    if (t.dtype !== 'float32') throw new InputError(`initializer ${JSON.stringify(name)} is ${t.dtype}, expected float32`, { where: this.where });
+    if (t.dims.length !== shape.length || t.dims.some((d, i) => d !== shape[i])) throw new InputError(`initializer ${JSON.stringify(name)} has shape [${t.dims}], config.json implies [${shape}]`, { where: this.where });
+    return t.data as Float32Array;
+  }
+
+  linear(name: string, inF: number, outF: number): Float32Array {
+    return this.get(name, [inF, outF]);
+  }
+}
+
+/** Where a fine-tuned export keeps its weights: model.onnx next to tempered-model.json with task causal-lm. */
+function exportedOnnx(dir: string): string | null {
+  const manifest = join(dir, 'tempered-model.json');
+  if (!existsSync(manifest)) return null;
+  const m = JSON.parse(readFileSync(manifest, 'utf8')) as { task?: string };
+  if (m.task !== 'causal-lm') throw new InputError(`model task is ${JSON.stringify(m.task)}, not causal-lm: only causal language models generate text`, { where: manifest });
+  return join(dir, 'model.onnx');
+}
+
+/** Weights of a model folder: a Hugging Face checkpoint (safetensors) or a tempered causal-LM export (model.onnx). */
+export function readDecoderWeights(dir: string): LlamaWeights {
+  const onnx = exportedOnnx(dir);
+  return onnx ? new OnnxInitializerWeights(loadModel(onnx), onnx) : Weights.read(dir);
+}
+
+export class Decoder {
+  private constructor(
+    readonly config: LlamaConfig,
+    private readonly session: ort.InferenceSession,
+    /** Longest context (prompt + generated) the model was trained for: config.json's max_position_embeddings. */
+    readonly maxPositions: number,
+    readonly tokenizer: HfTokenizer | null,
+    /** Token ids that end generation: config.json's eos_token_id (a number or a list) and the tokenizer's eos. */
+    readonly eosTokenIds: number[],
+  ) {}
+
+  /** A Hugging Face-layout LLaMA folder (config.json, weights, optional tokenizer.json) or a tempered causal-LM export. */
+  static async load(dir: string, opts: DecoderOptions = {}): Promise<Decoder> {
+    const raw = ModelConfig.read(dir);
+    const type = raw.raw.model_type;
+    if (type !== 'llama') {
+      throw new InputError(`generation supports the LLaMA family (model_type "llama"); this model is ${JSON.stringify(type)}`, { where: `${raw.path}: model_type` });
+    }
+    const config = readLlamaConfig(dir);
+    const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
+    return Decoder.create(config, readDecoderWeights(dir), { ...opts, maxPositions: raw.int('max_position_embeddings', 2048), tokenizer, eosTokenIds: eosIds(raw, tokenizer) });
+  }
+
+  /** From a config and weights already in memory (e.g. a GGUF file's). */
+  static async create(config: LlamaConfig, weights: LlamaWeights, opts: DecoderOptions & { maxPositions: number; tokenizer?: HfTokenizer | null; eosTokenIds?: number[] }): Promise<Decoder> {
+    const session = await createSession(buildLlamaDecoderGraph(config, weights), { device: opts.device ?? 'cpu', threads: opts.threads });
+    return new Decoder(config, session, opts.maxPositions, opts.tokenizer ?? null, opts.eosTokenIds ?? []);
+  }
+
+  /** An empty cache for `batch` rows. */
+  emptyCache(batch: number): KvCache {
+    const { kvHeads, headDim } = this.config;
+    const cache: KvCache = {};
+    for (let l = 0; l < this.config.layers; l++) {
+      for (const kind of ['key', 'value']) cache[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]);
+    }
+    return cache;
+  }
+
+  /**
+   * One forward pass. `ids` and `positions` are [batch, seq]; `mask` is [batch, past + seq] and covers the
+   * cached positions too. Returns the last position's logits [batch × vocab] and the cache with these positions added.
+   */
+  async run(ids: BigInt64Array, positions: BigInt64Array, mask: BigInt64Array, batch: number, cache: KvCache): Promise<{ logits: Float32Array; cache: KvCache }> {
+    const seq = ids.length / batch;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [batch, seq]),
+      position_ids: new ort.Tensor('int64', positions, [batch, seq]),
+      attention_mask: new ort.Tensor('int64', mask, [batch, mask.length / batch]),
+      ...cache,
+    };
+    const out = await this.session.run(feeds);
+    const next: KvCache = {};
+    for (let l = 0; l < this.config.layers; l++) {
+      next[`past_key_values.${l}.key`] = out[`present.${l}.key`]!;
+      next[`past_key_values.${l}.value`] = out[`present.${l}.value`]!;
+    }
+    return { logits: out.logits!.data as Float32Array, cache: next };
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function eosIds(cfg: ModelConfig, tok: HfTokenizer | null): number[] {
+  const v = cfg.raw.eos_token_id;
+  const ids = new Set<number>();
+  for (const x of Array.isArray(v) ? v : [v]) if (Number.isInteger(x)) ids.add(x as number);
+  if (tok?.eosId !== undefined) ids.add(tok.eosId);
+  return [...ids];
+}

@@ -1,0 +1,192 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { buildLlamaGraph } from '../models/llama.ts';
+import { tinyLlamaDir } from '../models/tiny.ts';
+import { encodeModel } from '../onnx/proto.ts';
+import { Decoder } from './decoder.ts';
+import { generate, type TokenEvent } from './generate.ts';
+import { argmax } from './sampling.ts';
+
+const FIXTURE = new URL('../models/fixtures/tiny-llama/', import.meta.url).pathname;
+const tmp = mkdtempSync(join(tmpdir(), 'tempered-generate-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Full recompute without a cache: the training graph on the whole sequence, logits of its last position. */
+async function fullRecompute(dir: string) {
+  const { model, config } = buildLlamaGraph(dir);
+  const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: 1 });
+  return {
+    V: config.vocabSize,
+    async last(seq: number[]): Promise<Float32Array> {
+      const t = new ort.Tensor('int64', BigInt64Array.from(seq, BigInt), [1, seq.length]);
+      const m = new ort.Tensor('int64', new BigInt64Array(seq.length).fill(1n), [1, seq.length]);
+      const out = await s.run({ input_ids: t, attention_mask: m });
+      return (out.logits!.data as Float32Array).slice((seq.length - 1) * config.vocabSize);
+    },
+    close: () => s.release(),
+  };
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+const i64 = (xs: number[]) => BigInt64Array.from(xs, BigInt);
+
+test('KV cache: logits of the prompt pass and of every one-token step equal a full recompute of the whole sequence', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  const ref = await fullRecompute(FIXTURE);
+  try {
+    const seq = [5, 17, 3, 60, 22];
+    let { logits, cache } = await dec.run(i64(seq), i64(seq.map((_, i) => i)), i64(seq.map(() => 1)), 1, dec.emptyCache(1));
+    let worst = maxAbsDiff(logits, await ref.last(seq));
+    // 10 steps: positions up to 14 of the fixture's 16.
+    for (let step = 0; step < 10; step++) {
+      const t = argmax(logits);
+      seq.push(t);
+      ({ logits, cache } = await dec.run(i64([t]), i64([seq.length - 1]), i64(seq.map(() => 1)), 1, cache));
+      assert.deepEqual(cache['past_key_values.0.key']!.dims, [1, 2, seq.length, 8], 'the cache grows by one position a step');
+      worst = Math.max(worst, maxAbsDiff(logits, await ref.last(seq)));
+    }
+    assert.ok(worst < 1e-4, `max abs logit difference ${worst}`);
+    // The loop above is greedy decoding; generate() must pick the same tokens.
+    const [r] = await generate(dec, [seq.slice(0, 5)], { maxNewTokens: 10, eosTokenIds: [] });
+    assert.deepEqual(r!.tokens, seq.slice(5));
+    assert.equal(r!.finishReason, 'length');
+    assert.equal(r!.promptTokens, 5);
+  } finally {
+    await dec.close();
+    await ref.close();
+  }
+});
+
+test('left-padded batch: every row gives the logits and the tokens it gives alone', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  try {
+    const prompts = [[7, 8, 9, 10, 11, 12], [40], [3, 30, 33]];
+    const batch = await generate(dec, prompts, { maxNewTokens: 8, eosTokenIds: [] });
+    for (let i = 0; i < prompts.length; i++) {
+      const [alone] = await generate(dec, [prompts[i]!], { maxNewTokens: 8, eosTokenIds: [] });
+      assert.deepEqual(batch[i]!.tokens, alone!.tokens, `row ${i}`);
+      assert.equal(batch[i]!.promptTokens, prompts[i]!.length);
+    }
+    // Logits of the padded prompt pass against each prompt alone.
+    const P = 6, V = dec.config.vocabSize;
+    const ids: number[] = [], pos: number[] = [], mask: number[] = [];
+    for (const p of prompts) {
+      const pad = P - p.length;
+      for (let j = 0; j < P; j++) {
+        ids.push(j < pad ? 0 : p[j - pad]!);
+        pos.push(j < pad ? 1 : j - pad);
+        mask.push(j < pad ? 0 : 1);
+      }
+    }
+    const { logits } = await dec.run(i64(ids), i64(pos), i64(mask), 3, dec.emptyCache(3));
+    for (let i = 0; i < prompts.length; i++) {
+      const p = prompts[i]!;
+      const alone = await dec.run(i64(p), i64(p.map((_, j) => j)), i64(p.map(() => 1)), 1, dec.emptyCache(1));
+      const d = maxAbsDiff(logits.subarray(i * V, (i + 1) * V), alone.logits);
+      assert.ok(d < 1e-5, `row ${i}: max abs difference ${d}`);
+    }
+  } finally {
+    await dec.close();
+  }
+});
+
+test('sampling: the same seed gives the same tokens, other seeds other tokens; top-k 1 is greedy', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  try {
+    const prompt = [[5, 17, 3]];
+    const opts = { maxNewTokens: 12, eosTokenIds: [], temperature: 1.5, topP: 0.95, topK: 40 };
+    const a = await generate(dec, prompt, { ...opts, seed: 7 });
+    const b = await generate(dec, prompt, { ...opts, seed: 7 });
+    assert.deepEqual(a[0]!.tokens, b[0]!.tokens);
+    const others = await Promise.all([8, 9, 10].map((seed) => generate(dec, prompt, { ...opts, seed })));
+    assert.ok(others.some((o) => o[0]!.tokens.join() !== a[0]!.tokens.join()), 'other seeds draw other tokens');
+    // Each row has its own generator: a row's draws do not depend on the rows beside it.
+    const two = await generate(dec, [prompt[0]!, [9, 9]], { ...opts, seed: 7 });
+    assert.deepEqual(two[0]!.tokens, a[0]!.tokens);
+    const greedy = await generate(dec, prompt, { maxNewTokens: 12, eosTokenIds: [] });
+    const topK1 = await generate(dec, prompt, { ...opts, topK: 1, seed: 3 });
+    assert.deepEqual(topK1[0]!.tokens, greedy[0]!.tokens);
+  } finally {
+    await dec.close();
+  }
+});
+
+test('repetition penalty changes greedy output away from repeats', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  try {
+    const plain = await generate(dec, [[5, 17, 3]], { maxNewTokens: 10, eosTokenIds: [] });
+    const penal = await generate(dec, [[5, 17, 3]], { maxNewTokens: 10, eosTokenIds: [], repetitionPenalty: 100 });
+    const repeats = (xs: number[]) => xs.length - new Set(xs).size;
+    assert.ok(repeats(plain[0]!.tokens) > 0, 'the fixture repeats itself without a penalty');
+    // With a huge penalty every seen token scores below unseen ones (whose logits are positive): no repeats.
+    assert.ok(repeats(penal[0]!.tokens) < repeats(plain[0]!.tokens));
+  } finally {
+    await dec.close();
+  }
+});
+
+test('EOS ends a row early; stop strings cut the text and never reach the stream', async () => {
+  const dir = tinyLlamaDir(join(tmp, 'tiny-tok'), 11, { hidden: 16, layers: 2 });
+  const dec = await Decoder.load(dir, { threads: 1 });
+  try {
+    assert.ok(dec.tokenizer);
+    const prompt = [dec.tokenizer!.encode('The cat sat on').inputIds];
+    const free = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [] });
+    assert.equal(free[0]!.tokens.length, 24);
+    // EOS: the 6th greedy token declared an end-of-sequence id.
+    const eosTok = free[0]!.tokens[5]!;
+    const firstAt = free[0]!.tokens.indexOf(eosTok);
+    const ended = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [eosTok] });
+    assert.equal(ended[0]!.finishReason, 'stop');
+    assert.deepEqual(ended[0]!.tokens, free[0]!.tokens.slice(0, firstAt));
+
+    // Stop string: a piece of the free text after its first few characters.
+    const text = free[0]!.text;
+    assert.ok(text.length >= 12, `free text ${JSON.stringify(text)}`);
+    const stop = text.slice(6, 9);
+    const streamed: TokenEvent[] = [];
+    const cut = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [], stop: ['never-there', stop], onToken: (e) => { streamed.push(e); } });
+    assert.equal(cut[0]!.finishReason, 'stop');
+    assert.equal(cut[0]!.text, text.slice(0, text.indexOf(stop)));
+    assert.equal(streamed.map((e) => e.text).join(''), cut[0]!.text, 'the streamed deltas add up to the final text');
+    assert.equal(streamed.length, cut[0]!.tokens.length);
+    assert.deepEqual(streamed.map((e) => e.token), cut[0]!.tokens);
+    // Without stop strings the stream is the whole text too.
+    const all: string[] = [];
+    const whole = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [], onToken: (e) => { all.push(e.text); } });
+    assert.equal(all.join(''), whole[0]!.text);
+    assert.equal(whole[0]!.text, dec.tokenizer!.decode(whole[0]!.tokens));
+  } finally {
+    await dec.close();
+  }
+});
+
+test('bad requests fail with errors naming the field', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  try {
+    await assert.rejects(generate(dec, [[1, 2]], { maxNewTokens: 0 }), /generate\.maxNewTokens/);
+    await assert.rejects(generate(dec, [[1, 64]], { maxNewTokens: 2 }), /generate\.prompts\[0\].*outside the vocabulary/);
+    await assert.rejects(generate(dec, [[]], { maxNewTokens: 2 }), /generate\.prompts\[0\]/);
+    await assert.rejects(generate(dec, [[1]], { maxNewTokens: 2, temperature: -1 }), /generate\.temperature/);
+    await assert.rejects(generate(dec, [[1]], { maxNewTokens: 2, topP: 0 }), /generate\.topP/);
+    await assert.rejects(generate(dec, [[1]], { maxNewTokens: 2, stop: ['x'] }), /generate\.stop: .*tokenizer/);
+    await assert.rejects(generate(dec, [Array(16).fill(1)], { maxNewTokens: 2 }), /context is 16/);
+    // The context caps new tokens: 14 prompt tokens leave room for 2.
+    const [r] = await generate(dec, [Array(14).fill(1)], { maxNewTokens: 50, eosTokenIds: [] });
+    assert.equal(r!.tokens.length, 2);
+    assert.equal(r!.finishReason, 'length');
+  } finally {
+    await dec.close();
+  }
+  await assert.rejects(Decoder.load(new URL('../models/fixtures/tiny-gpt2/', import.meta.url).pathname), /LLaMA family/);
+});

@@ -1,0 +1,125 @@
+/**
+ * Text generation with a KV cache: the prompts go through the model in one pass, then each step feeds
+ * only the newest token of every row. Batches are left-padded (the attention mask hides the padding and
+ * positions count from each row's first real token, as Hugging Face does), so the last position of every
+ * row is a real token and a row's output does not depend on the rows beside it.
+ */
+import { InputError } from '../errors.ts';
+import type { Decoder } from './decoder.ts';
+import { TokenSampler, checkSampling, type SamplingOptions } from './sampling.ts';
+import { TextStream } from './text-stream.ts';
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface TokenEvent {
+  /** Which prompt of the batch. */
+  row: number;
+  token: number;
+  /** Text that became safe to show with this token ('' while a character or a possible stop string is incomplete). */
+  text: string;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens per row. */
+  maxNewTokens: number;
+  /** Generation of a row ends when its text contains one of these; the text is cut before it. Needs a tokenizer. */
+  stop?: string[];
+  /** Token ids that end a row (not part of its text). Default: the model's EOS ids. */
+  eosTokenIds?: number[];
+  /** Called for every generated token of every row, in order; awaited, so a slow consumer slows generation instead of piling up. */
+  onToken?: (e: TokenEvent) => void | Promise<void>;
+  /** Aborting ends every unfinished row with finish reason 'cancelled' after the current step. */
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  /** Generated ids (EOS not included; a row stopped by a stop string keeps the tokens that formed it). */
+  tokens: number[];
+  /** Decoded output, cut before a stop string ('' without a tokenizer). */
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+/** Generates a continuation for each prompt (token ids). Rows share forward passes; each row samples with its own seeded generator. */
+export async function generate(decoder: Decoder, prompts: number[][], o: GenerateOptions): Promise<GenerateResult[]> {
+  checkSampling(o);
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError(`must be a positive integer, got ${o.maxNewTokens}`, { where: 'generate.maxNewTokens' });
+  if (prompts.length === 0) throw new InputError('no prompts', { where: 'generate.prompts' });
+  const vocab = decoder.config.vocabSize;
+  prompts.forEach((p, i) => {
+    if (p.length === 0) throw new InputError('a prompt must have at least one token', { where: `generate.prompts[${i}]` });
+    const bad = p.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+    if (bad !== undefined) throw new InputError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`, { where: `generate.prompts[${i}]` });
+  });
+  const stops = (o.stop ?? []).filter((s) => s.length > 0);
+  const tok = decoder.tokenizer;
+  if (stops.length > 0 && !tok) throw new InputError('stop strings need a tokenizer to decode text; this model folder has no tokenizer.json', { where: 'generate.stop' });
+
+  const B = prompts.length;
+  const P = Math.max(...prompts.map((p) => p.length));
+  if (P >= decoder.maxPositions) throw new InputError(`the prompt has ${P} tokens; the model's context is ${decoder.maxPositions} (max_position_embeddings)`, { where: 'generate.prompts' });
+  const maxNew = Math.min(o.maxNewTokens, decoder.maxPositions - P);
+  const eos = new Set(o.eosTokenIds ?? decoder.eosTokenIds);
+  const padId = tok?.padId ?? [...eos][0] ?? 0;
+  const decode = (ids: number[]) => (tok ? tok.decode(ids, true) : '');
+
+  // Prefill: left-padded ids, mask, and positions counted from each row's first token (padding gets 1, as in HF).
+  const ids = new BigInt64Array(B * P).fill(BigInt(padId));
+  const pos = new BigInt64Array(B * P).fill(1n);
+  let mask = new BigInt64Array(B * P);
+  prompts.forEach((p, b) => {
+    const off = P - p.length;
+    p.forEach((t, j) => {
+      ids[b * P + off + j] = BigInt(t);
+      pos[b * P + off + j] = BigInt(j);
+      mask[b * P + off + j] = 1n;
+    });
+  });
+  const rows = prompts.map((p, b) => ({
+    seen: [...p],
+    out: [] as number[],
+    sampler: new TokenSampler(o, b),
+    text: new TextStream(decode, stops),
+    done: null as FinishReason | null,
+  }));
+
+  let { logits, cache } = await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+  for (let step = 0; ; step++) {
+    const next = new BigInt64Array(B).fill(BigInt(padId));
+    for (let b = 0; b < B; b++) {
+      const r = rows[b]!;
+      if (r.done) continue;
+      const t = r.sampler.next(logits.slice(b * vocab, (b + 1) * vocab), r.seen);
+      next[b] = BigInt(t);
+      if (eos.has(t)) {
+        r.done = 'stop';
+        const rest = r.text.flush(r.out);
+        await o.onToken?.({ row: b, token: t, text: rest });
+        continue;
+      }
+      r.out.push(t);
+      r.seen.push(t);
+      let text = r.text.push(r.out);
+      if (r.text.stoppedText !== null) r.done = 'stop';
+      else if (r.out.length >= maxNew) {
+        r.done = 'length';
+        text += r.text.flush(r.out);
+      }
+      await o.onToken?.({ row: b, token: t, text });
+    }
+    if (o.signal?.aborted) for (const r of rows) r.done ??= 'cancelled';
+    if (rows.every((r) => r.done)) break;
+    // One new position per row; finished rows ride along (their outputs are ignored).
+    const total = P + step + 1;
+    const grown = new BigInt64Array(B * total);
+    for (let b = 0; b < B; b++) {
+      grown.set(mask.subarray(b * (total - 1), (b + 1) * (total - 1)), b * total);
+      grown[b * total + total - 1] = 1n;
+    }
+    mask = grown;
+    const stepPos = BigInt64Array.from(prompts, (p) => BigInt(p.length + step));
+    ({ logits, cache } = await decoder.run(next, stepPos, mask, B, cache));
+  }
+  return rows.map((r, b) => ({ tokens: r.out, text: r.text.stoppedText ?? decode(r.out), finishReason: r.done!, promptTokens: prompts[b]!.length }));
+}
