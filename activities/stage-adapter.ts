@@ -49,6 +49,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const beat = setInterval(() => actx.heartbeat(details), every);
     const ctx: StageContext = {
       runId: req.runId,
+      executionId: actx.info.workflowExecution?.runId,
       stageId: req.stageId,
       attempt: actx.info.attempt,
       baseDir: req.baseDir,

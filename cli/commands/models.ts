@@ -1,8 +1,9 @@
 /** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
 import { existsSync } from 'node:fs';
-import { openAudit } from '../../src/audit/log.ts';
+import { openAudit, type AuditEntry } from '../../src/audit/log.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
+import type { AliasChange } from '../../src/registry/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
@@ -98,26 +99,30 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const alias = values.alias ?? 'production';
       const who = actor();
       return withRegistry(ctx, (reg) => {
+        // The audit record commits with the alias move (registry outbox) and is then delivered, so
+        // a crash in between leaves it pending for the next delivery instead of losing it.
+        const audit = (c: AliasChange): AuditEntry => ({
+          action: sub === 'promote' ? 'model.promoted' : 'model.rolled_back',
+          subject: `${name}@${c.toVersion}`,
+          model: `${name}@${c.toVersion}`,
+          actor: who,
+          modelHash: reg.getVersion(name, c.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
+          details: { alias, from: c.fromVersion, to: c.toVersion, reason: c.reason },
+          dedupeKey: `alias-change/${name}/${c.id}`,
+        });
         const change =
           sub === 'promote'
-            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand' }).change
-            : reg.rollback(name, alias, { actor: who, reason: values.reason });
+            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand', audit }).change
+            : reg.rollback(name, alias, { actor: who, reason: values.reason, audit });
+        const log = openAudit(ctx.paths.auditDb);
+        try {
+          reg.drainAuditOutbox(log);
+        } finally {
+          log.close();
+        }
         if (!change) {
           console.log(`${name}@${alias} already points at v${reg.getVersion(name, alias).version}`);
           return 0;
-        }
-        const audit = openAudit(ctx.paths.auditDb);
-        try {
-          audit.append({
-            action: sub === 'promote' ? 'model.promoted' : 'model.rolled_back',
-            subject: `${name}@${change.toVersion}`,
-            model: `${name}@${change.toVersion}`,
-            actor: who,
-            modelHash: reg.getVersion(name, change.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
-            details: { alias, from: change.fromVersion, to: change.toVersion, reason: change.reason },
-          });
-        } finally {
-          audit.close();
         }
         out(change, () => `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`);
         return 0;

@@ -216,7 +216,8 @@ function safeCanonical(v: unknown): string | null {
 
 const ACTION_RE = /^[a-z][a-z_]*(\.[a-z][a-z_]*)+$/;
 
-function validate(e: AuditEntry): void {
+/** Checks an entry without writing it (the registry validates outbox records before committing them). */
+export function validateAuditEntry(e: AuditEntry): void {
   const w = 'audit';
   if (typeof e.action !== 'string' || !ACTION_RE.test(e.action)) {
     throw new InputError(`action ${JSON.stringify(e.action)} is not valid`, { where: `${w}.action`, hint: `use a dotted lowercase name such as ${AUDIT_ACTIONS.slice(0, 3).join(', ')}` });
@@ -253,7 +254,7 @@ export class AuditLog {
   }
 
   append(entry: AuditEntry): { record: AuditRecord; appended: boolean } {
-    validate(entry);
+    validateAuditEntry(entry);
     // Serialise outside the transaction so a bad value fails before taking the write lock.
     const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
     const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');

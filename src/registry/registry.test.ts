@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { openRegistry, flattenMetrics } from './registry.ts';
+import { openRegistry, flattenMetrics, unflattenMetrics, AliasMovedError } from './registry.ts';
+import { REGISTRY_MIGRATIONS } from './schema.ts';
+import { openAudit, type AuditEntry } from '../audit/log.ts';
 import type { RegisterInput } from './types.ts';
 import { InputError } from '../errors.ts';
 
@@ -99,10 +101,10 @@ test('reopening keeps data, applies migrations once and uses WAL', (t) => {
   assert.equal(reg.db.pragma('journal_mode', { simple: true }), 'wal');
   reg.close();
   const raw = new Database(path);
-  assert.deepEqual(raw.prepare("SELECT scope, version FROM schema_migrations").all(), [{ scope: 'registry', version: 1 }]);
+  assert.deepEqual(raw.prepare("SELECT scope, version FROM schema_migrations").all(), [{ scope: 'registry', version: 1 }, { scope: 'registry', version: 2 }]);
   raw.prepare("INSERT INTO schema_migrations VALUES ('registry', 99, 'future', 'x')").run();
   raw.close();
-  assert.throws(() => openRegistry(path), /schema is at version 99 but this tempered knows up to 1/);
+  assert.throws(() => openRegistry(path), /schema is at version 99 but this tempered knows up to 2/);
 });
 
 test('aliases move with history; setting the same version is a no-op; rollback walks back', (t) => {
@@ -204,6 +206,8 @@ test('concurrent processes get contiguous versions and retries never duplicate',
     process.stdout.write('ready\\n');
     await new Promise((r) => process.stdin.once('data', r));
     for (let i = 0; i < 10; i++) {
+      // Different runs, same bytes: one version however the writers interleave.
+      reg.registerVersion({ ...base, name: 'dup', runId: process.env.WRITER + '-dup-' + i, artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('f'), bytes: 1 }], reuseVersionWithSame: 'onnx' });
       reg.registerVersion({ ...base, runId: 'run-0' });
       reg.registerVersion({ ...base, runId: process.env.WRITER + '-' + i });
       await new Promise((r) => setTimeout(r, 1));
@@ -228,5 +232,103 @@ test('concurrent processes get contiguous versions and retries never duplicate',
   assert.deepEqual(versions.map((v) => v.version), Array.from({ length: 31 }, (_, i) => i + 1));
   assert.equal(new Set(versions.map((v) => v.lineage.runId)).size, 31);
   assert.equal(versions.filter((v) => v.lineage.runId === 'run-0').length, 1);
+  assert.equal(reg.listVersions('dup').length, 1);
   reg.close();
+});
+
+test('metric names from data cannot reach Object.prototype: dots are escaped, unsafe segments dropped, objects have no prototype', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  const perClass = JSON.parse('{"__proto__.isAdmin": {"f1": 0.5}, "__proto__": {"f1": 0.1}, "constructor": {"f1": 0.2}, "a.b%c": {"f1": 0.3}, "ham": {"f1": 0.9}}');
+  reg.registerVersion(input('run-1', { metrics: { f1_macro: 0.8, per_class: perClass } }));
+  const flat = reg.getVersion('spam-clf', 1).metrics;
+  assert.equal(flat['per_class.__proto__%2EisAdmin.f1'], 0.5);
+  assert.equal(flat['per_class.a%2Eb%25c.f1'], 0.3);
+  const nested = unflattenMetrics(flat) as any;
+  assert.equal(({} as any).isAdmin, undefined, 'Object.prototype untouched');
+  assert.equal(Object.getPrototypeOf(nested), null);
+  assert.equal(nested.per_class['__proto__.isAdmin'].f1, 0.5);
+  assert.equal(nested.per_class['a.b%c'].f1, 0.3);
+  assert.equal(nested.per_class.ham.f1, 0.9);
+  assert.equal(Object.hasOwn(nested.per_class, '__proto__'), false);
+  assert.equal(Object.hasOwn(nested.per_class, 'constructor'), false);
+  // A number and a deeper name under it: no TypeError, the number stays.
+  assert.deepEqual({ ...(unflattenMetrics({ a: 1, 'a.b': 2 }) as object) }, { a: 1 });
+  reg.close();
+});
+
+test('a reused run id with a new execution key gets a new version; the same key with other bytes fails loudly', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  const a = reg.registerVersion(input('nightly', { idempotencyKey: 'nightly/exec-1/register' }));
+  const bytes2 = { artifacts: [{ role: 'onnx', uri: 'artifact://sha256/' + sha('9'), sha256: sha('9'), bytes: 10 }] };
+  const b = reg.registerVersion(input('nightly', { idempotencyKey: 'nightly/exec-2/register', ...bytes2 }));
+  assert.deepEqual([a.version.version, b.version.version, b.created], [1, 2, true]);
+  assert.equal(reg.getVersion('spam-clf', 2).artifacts[0]!.sha256, sha('9'));
+  // The default key (run/stage) keeps its old meaning: the same run and stage is the same registration...
+  assert.equal(reg.registerVersion(input('r')).created, true);
+  // ...and other bytes under a key already used are refused, naming what differs.
+  assert.throws(() => reg.registerVersion(input('nightly', { idempotencyKey: 'nightly/exec-1/register', ...bytes2 })), (e: unknown) => e instanceof InputError && /other artifacts \(onnx differ\)/.test(e.message));
+  assert.equal(reg.listVersions('spam-clf').length, 3);
+  reg.close();
+});
+
+test('a version 1 registry migrates: rows, keys and foreign keys survive', (t) => {
+  const path = tmpDb(t);
+  mkdirSync(join(path, '..'), { recursive: true });
+  const raw = new Database(path);
+  raw.exec(`CREATE TABLE schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))`);
+  raw.exec(REGISTRY_MIGRATIONS[0]!.sql);
+  raw.prepare("INSERT INTO schema_migrations VALUES ('registry', 1, 'initial registry', 'x')").run();
+  raw.exec(`INSERT INTO models VALUES ('old', 't');
+    INSERT INTO versions (id, model, version, run_id, stage_id, created_at, created_by, spec_hash, params_json, data_json) VALUES (7, 'old', 1, 'run-1', 'register', 't', 'a', 's', '{}', '[]');
+    INSERT INTO artifacts VALUES (7, 'onnx', 'u', '${sha('d')}', 1, NULL);
+    INSERT INTO metrics VALUES (7, 'f1', 0.5);`);
+  raw.close();
+  const reg = openRegistry(path, { now });
+  assert.deepEqual(reg.getVersion('old', 1).metrics, { f1: 0.5 });
+  assert.equal(reg.registerVersion(input('run-1', { name: 'old', artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('d'), bytes: 1 }] })).created, false, 'the old (run, stage) key still dedupes');
+  assert.deepEqual(reg.db.pragma('foreign_key_check'), []);
+  assert.equal(reg.db.pragma('foreign_keys', { simple: true }), 1);
+  assert.throws(() => reg.db.prepare("INSERT INTO artifacts VALUES (999, 'x', 'u', 's', 1, NULL)").run(), /FOREIGN KEY/);
+  reg.close();
+});
+
+test('setAlias with expect is a compare-and-swap', (t) => {
+  const reg = openRegistry(tmpDb(t), { now });
+  for (const r of ['r1', 'r2', 'r3']) reg.registerVersion(input(r));
+  reg.setAlias('spam-clf', 'production', 1, { expect: null });
+  reg.setAlias('spam-clf', 'production', 2); // someone else promotes v2 meanwhile
+  assert.throws(() => reg.setAlias('spam-clf', 'production', 3, { expect: 1 }), AliasMovedError);
+  assert.equal(reg.aliasVersion('spam-clf', 'production'), 2);
+  assert.equal(reg.aliasHistory('spam-clf').length, 2);
+  assert.equal(reg.setAlias('spam-clf', 'production', 3, { expect: 2 }).changed, true);
+  reg.close();
+});
+
+test('audit records commit with the registry change and are delivered exactly once, even after a crash between the two', (t) => {
+  const path = tmpDb(t);
+  const auditPath = join(path, '..', 'audit.db');
+  const entry = (v: { name: string; version: number }): AuditEntry => ({ action: 'model.registered', subject: `${v.name}@${v.version}`, dedupeKey: `run-1/exec/register/registered` });
+  const reg = openRegistry(path, { now });
+  reg.registerVersion(input('run-1'), { audit: entry });
+  // The attempt dies here, before the audit append: the record waits in the outbox.
+  assert.equal(reg.pendingAudit().length, 1);
+  reg.close();
+  const retry = openRegistry(path, { now });
+  assert.equal(retry.registerVersion(input('run-1'), { audit: entry }).created, false);
+  // A delivery that dies after the append but before the outbox row is removed...
+  const log = openAudit(auditPath);
+  assert.throws(() => retry.drainAuditOutbox({ append: (e) => { log.append(e); throw new Error('killed'); } }), /killed/);
+  // ...is redelivered, and the dedupe key keeps it to one record.
+  assert.equal(retry.drainAuditOutbox(log), 1);
+  assert.equal(retry.drainAuditOutbox(log), 0);
+  assert.deepEqual(log.query({ action: 'model.registered' }).map((r) => r.subject), ['spam-clf@1']);
+  assert.equal(log.verify().ok, true);
+  // An alias move with an audit record goes the same way; an invalid record refuses the move.
+  assert.throws(() => retry.setAlias('spam-clf', 'production', 1, { audit: () => ({ action: 'BAD', subject: 'x', dedupeKey: 'k' }) }), InputError);
+  assert.equal(retry.aliasVersion('spam-clf', 'production'), null);
+  retry.setAlias('spam-clf', 'production', 1, { audit: (c) => ({ action: 'model.promoted', subject: `spam-clf@${c.toVersion}`, dedupeKey: `promote/${c.id}` }) });
+  retry.drainAuditOutbox(log);
+  assert.equal(log.query({ action: 'model.promoted' }).length, 1);
+  log.close();
+  retry.close();
 });

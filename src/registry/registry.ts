@@ -2,12 +2,20 @@
  * The model registry: named models, numbered versions with their artifacts, metrics, parameters
  * and lineage, and movable aliases (`staging`, `production`) with a full history.
  *
- * Idempotent by (runId, stageId): a Temporal activity that is retried after it already wrote its
- * version gets that same version back (`created: false`) instead of a duplicate.
+ * Idempotent by an idempotency key (default `runId/stageId`; the register stage passes the run id,
+ * the workflow execution's id and the stage): a Temporal activity that is retried after it already
+ * wrote its version gets that same version back (`created: false`) instead of a duplicate.
+ *
+ * Audit records of registry changes are written to an outbox table in the same transaction as the
+ * change, and `drainAuditOutbox` moves them into the audit log (another database) under their
+ * dedupe key. A writer that dies between the two leaves the record in the outbox; the next drain
+ * (a retry, or any later register/deploy) delivers it, and the dedupe key makes delivering twice
+ * harmless: exactly one audit record per change.
  */
 import { InputError } from '../errors.ts';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { defaultActor } from '../audit/actor.ts';
+import { validateAuditEntry, type AuditEntry } from '../audit/log.ts';
 import { openSqlite, type Db } from '../util/sqlite.ts';
 import { REGISTRY_MIGRATIONS } from './schema.ts';
 import { modelCard } from './card.ts';
@@ -27,21 +35,75 @@ export function openRegistry(path: string, opts: RegistryOptions = {}): Registry
   return new Registry(openSqlite(path, REGISTRY_MIGRATIONS, 'registry'), opts);
 }
 
-/** Nested numbers → dotted names; anything else is an input error naming the field. */
+/**
+ * One segment of a dotted metric name. Segments come from data (class labels), so `.` and `%` are
+ * percent-encoded: the label `a.b` stays one segment (`per_class.a%2Eb.f1`) instead of becoming a
+ * path that `unflattenMetrics` would walk.
+ */
+export function escapeMetricSegment(s: string): string {
+  return s.replace(/%/g, '%25').replace(/\./g, '%2E');
+}
+
+function unescapeMetricSegment(s: string): string {
+  return s.replace(/%(25|2E)/g, (_, c: string) => (c === '25' ? '%' : '.'));
+}
+
+/** Segments that would reach an object's prototype machinery if used as keys of a plain object. */
+const UNSAFE_SEGMENTS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** Nested numbers → dotted names (segments escaped); anything else is an input error naming the field. */
 export function flattenMetrics(metrics: Record<string, unknown>, where = 'metrics'): Record<string, number> {
-  const out: Record<string, number> = {};
+  const out = new Map<string, number>();
   const walk = (v: unknown, path: string, field: string) => {
     if (typeof v === 'number') {
       if (!Number.isFinite(v)) throw new InputError(`metric is ${v}`, { where: field, hint: 'metrics must be finite numbers' });
-      out[path] = v;
+      out.set(path, v);
     } else if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      for (const [k, x] of Object.entries(v)) walk(x, path ? `${path}.${k}` : k, `${field}.${k}`);
+      for (const [k, x] of Object.entries(v)) {
+        const seg = escapeMetricSegment(k);
+        walk(x, path ? `${path}.${seg}` : seg, `${field}.${k}`);
+      }
     } else {
       throw new InputError(`metric must be a number or an object of numbers, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}`, { where: field });
     }
   };
   walk(metrics, '', where);
-  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  // Object.fromEntries defines own properties, so a key such as `__proto__` stays a plain key.
+  return Object.fromEntries([...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/**
+ * `per_class.spam.f1` → { per_class: { spam: { f1 } } }, so gates read registry metrics like
+ * evaluation output. Objects have no prototype, and names with a `__proto__`, `constructor` or
+ * `prototype` segment are left out (a gate cannot name them anyway), so a label taken from data
+ * can never write into Object.prototype.
+ */
+export function unflattenMetrics(flat: Record<string, number>): Record<string, unknown> {
+  const out: Record<string, unknown> = Object.create(null);
+  for (const [name, v] of Object.entries(flat)) {
+    const parts = name.split('.').map(unescapeMetricSegment);
+    if (parts.some((p) => UNSAFE_SEGMENTS.has(p))) continue;
+    let cur: Record<string, unknown> | undefined = out;
+    for (const p of parts.slice(0, -1)) {
+      const next: unknown = Object.hasOwn(cur, p) ? cur[p] : (cur[p] = Object.create(null));
+      // `a` = 1 beside `a.b` = 2: the number wins, the deeper name is dropped.
+      cur = next !== null && typeof next === 'object' ? (next as Record<string, unknown>) : undefined;
+      if (!cur) break;
+    }
+    const leaf = parts[parts.length - 1]!;
+    if (cur && !Object.hasOwn(cur, leaf)) cur[leaf] = v;
+  }
+  return out;
+}
+
+/** Where the audit records of registry changes go; an AuditLog, or a wrapper in tests. */
+export interface AuditSink {
+  append(entry: AuditEntry): unknown;
+}
+
+/** Thrown when `setAlias({ expect })` finds the alias moved since the caller read it. Retrying re-reads. */
+export class AliasMovedError extends Error {
+  override name = 'AliasMovedError';
 }
 
 function validateInput(inp: RegisterInput): void {
@@ -55,6 +117,7 @@ function validateInput(inp: RegisterInput): void {
   str(inp.runId, 'runId');
   str(inp.stageId, 'stageId');
   str(inp.specHash, 'specHash');
+  if (inp.idempotencyKey !== undefined) str(inp.idempotencyKey, 'idempotencyKey');
   if (!Array.isArray(inp.artifacts) || inp.artifacts.length === 0) {
     throw new InputError('a version needs at least one artifact', { where: `${w}.artifacts`, hint: "pass the exported model, e.g. { role: 'onnx', uri, sha256, bytes }" });
   }
@@ -84,6 +147,7 @@ interface VersionRow {
   version: number;
   run_id: string;
   stage_id: string;
+  idempotency_key: string;
   created_at: string;
   created_by: string;
   description: string | null;
@@ -107,32 +171,54 @@ export class Registry {
   }
 
   /**
-   * Registers a new version (number = previous max + 1 for that name). If (runId, stageId) was
-   * already registered, returns that version with `created: false` and writes nothing.
+   * Registers a new version (number = previous max + 1 for that name). If the idempotency key was
+   * already used, returns that version with `created: false` and writes nothing; if that version's
+   * artifacts differ from these, it is an error (the same work produced other bytes). With
+   * `reuseVersionWithSame: role`, a version of this model whose artifact of that role has the same
+   * sha256 is returned instead of minting a copy; the check runs in the write transaction, so two
+   * concurrent identical registrations get one version.
+   * `opts.audit` builds the audit record of a new version; it is committed to the outbox with it.
    */
-  registerVersion(input: RegisterInput): { version: ModelVersion; created: boolean } {
+  registerVersion(input: RegisterInput, opts: { audit?: (v: { name: string; version: number }) => AuditEntry } = {}): { version: ModelVersion; created: boolean } {
     validateInput(input);
     const metrics = flattenMetrics(input.metrics ?? {}, 'register.metrics');
     const paramsJson = canonicalJson(input.params ?? {}, 'register.params');
     const baseJson = input.baseModel === undefined ? null : canonicalJson(input.baseModel, 'register.baseModel');
     const dataJson = canonicalJson(input.data.map((d) => ({ name: d.name, sha256: d.sha256, uri: d.uri, rows: d.rows })), 'register.data');
     const actor = input.actor ?? defaultActor();
+    const key = input.idempotencyKey ?? `${input.runId}/${input.stageId}`;
 
     const tx = this.db.transaction((): { name: string; version: number; created: boolean } => {
-      const existing = this.db.prepare('SELECT model, version FROM versions WHERE run_id = ? AND stage_id = ?').get(input.runId, input.stageId) as { model: string; version: number } | undefined;
+      const existing = this.db.prepare('SELECT id, model, version FROM versions WHERE idempotency_key = ?').get(key) as { id: number; model: string; version: number } | undefined;
       if (existing) {
         if (existing.model !== input.name) {
           throw new InputError(`run ${input.runId} stage ${input.stageId} already registered model '${existing.model}' v${existing.version}`, { where: 'register.name', hint: 'a stage registers one model; use a different stage id for another' });
         }
+        const stored = this.db.prepare('SELECT role, sha256 FROM artifacts WHERE version_id = ? ORDER BY role').all(existing.id) as { role: string; sha256: string }[];
+        const given = input.artifacts.map((a) => ({ role: a.role, sha256: a.sha256 })).sort((a, b) => (a.role < b.role ? -1 : a.role > b.role ? 1 : 0));
+        if (canonicalJson(stored) !== canonicalJson(given)) {
+          const diff = given.filter((g) => !stored.some((x) => x.role === g.role && x.sha256 === g.sha256)).map((g) => g.role);
+          throw new InputError(`'${existing.model}' v${existing.version} was registered under the same key (${key}) with other artifacts (${diff.join(', ') || 'a different set of roles'} differ)`, {
+            where: 'register.artifacts',
+            hint: 'a retried registration must carry the bytes of the first attempt; this run produced different ones, so nothing was registered',
+          });
+        }
         return { name: existing.model, version: existing.version, created: false };
+      }
+      if (input.reuseVersionWithSame !== undefined) {
+        const same = input.artifacts.find((a) => a.role === input.reuseVersionWithSame);
+        const hit = same
+          ? (this.db.prepare('SELECT v.version FROM versions v JOIN artifacts a ON a.version_id = v.id WHERE v.model = ? AND a.role = ? AND a.sha256 = ? ORDER BY v.version LIMIT 1').get(input.name, same.role, same.sha256) as { version: number } | undefined)
+          : undefined;
+        if (hit) return { name: input.name, version: hit.version, created: false };
       }
       const at = this.now().toISOString();
       this.db.prepare('INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)').run(input.name, at);
       const { v } = this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?').get(input.name) as { v: number };
       const info = this.db
-        .prepare(`INSERT INTO versions (model, version, run_id, stage_id, created_at, created_by, description, intended_use, limitations,
-                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-        .run(input.name, v, input.runId, input.stageId, at, actor, input.description ?? null, input.intendedUse ?? null, input.limitations ?? null,
+        .prepare(`INSERT INTO versions (model, version, run_id, stage_id, idempotency_key, created_at, created_by, description, intended_use, limitations,
+                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+        .run(input.name, v, input.runId, input.stageId, key, at, actor, input.description ?? null, input.intendedUse ?? null, input.limitations ?? null,
           input.specHash, input.codeVersion ?? null, baseJson, paramsJson, dataJson);
       const id = Number(info.lastInsertRowid);
       const art = this.db.prepare('INSERT INTO artifacts (version_id, role, uri, sha256, bytes, media_type) VALUES (?,?,?,?,?,?)');
@@ -141,10 +227,44 @@ export class Registry {
       for (const [k, val] of Object.entries(metrics)) met.run(id, k, val);
       const tag = this.db.prepare('INSERT INTO tags (version_id, key, value) VALUES (?,?,?)');
       for (const [k, val] of Object.entries(input.tags ?? {})) tag.run(id, k, val);
+      if (opts.audit) this.enqueueAudit(opts.audit({ name: input.name, version: v }));
       return { name: input.name, version: v, created: true };
     });
     const r = tx.immediate();
     return { version: this.getVersion(r.name, r.version), created: r.created };
+  }
+
+  /** Inside a registry transaction: the audit record commits (or not) with the change it describes. */
+  private enqueueAudit(entry: AuditEntry): void {
+    validateAuditEntry(entry);
+    if (entry.dedupeKey === undefined) throw new Error('an outbox audit record needs a dedupe key, or delivering it twice would log it twice');
+    this.db.prepare('INSERT OR IGNORE INTO audit_outbox (dedupe_key, entry_json) VALUES (?, ?)').run(entry.dedupeKey, canonicalJson(entry, 'audit'));
+  }
+
+  /**
+   * Appends every pending outbox record to the audit log, oldest first, removing each once it is
+   * there. Safe to run from several processes at once and after a crash: the dedupe key turns a
+   * second delivery into a no-op. Returns how many records were delivered.
+   */
+  drainAuditOutbox(audit: AuditSink): number {
+    const rows = this.db.prepare('SELECT id, entry_json FROM audit_outbox ORDER BY id').all() as { id: number; entry_json: string }[];
+    const del = this.db.prepare('DELETE FROM audit_outbox WHERE id = ?');
+    for (const r of rows) {
+      audit.append(JSON.parse(r.entry_json) as AuditEntry);
+      del.run(r.id);
+    }
+    return rows.length;
+  }
+
+  /** Audit records committed with a registry change but not yet in the audit log. */
+  pendingAudit(): AuditEntry[] {
+    return (this.db.prepare('SELECT entry_json FROM audit_outbox ORDER BY id').all() as { entry_json: string }[]).map((r) => JSON.parse(r.entry_json) as AuditEntry);
+  }
+
+  /** The version an alias points at now, or null when the model or the alias does not exist. */
+  aliasVersion(name: string, alias: string): number | null {
+    const row = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+    return row?.version ?? null;
   }
 
   private resolve(name: string, ref: number | string): VersionRow {
@@ -242,9 +362,17 @@ export class Registry {
 
   /**
    * Points `alias` at a version. Setting it to the version it already has changes nothing and
-   * returns `changed: false` (so a retried promote does not add history).
+   * returns `changed: false` (so a retried promote does not add history). With `expect` (a
+   * version, or null for "unset"), the move is a compare-and-swap: if the alias points elsewhere
+   * now, nothing changes and AliasMovedError is thrown. `audit` builds the record of the change,
+   * committed to the outbox with it.
    */
-  setAlias(name: string, alias: string, ref: number | string, opts: { actor?: string; reason?: string } = {}): { changed: boolean; change?: AliasChange } {
+  setAlias(
+    name: string,
+    alias: string,
+    ref: number | string,
+    opts: { actor?: string; reason?: string; expect?: number | null; audit?: (change: AliasChange) => AuditEntry } = {},
+  ): { changed: boolean; change?: AliasChange } {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
       throw new InputError(`alias '${alias}' is reserved: it already means a version`, { where: 'alias', hint: "choose another name, e.g. 'production' or 'staging'" });
     }
@@ -255,7 +383,12 @@ export class Registry {
       const target = this.resolve(name, ref);
       const cur = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
       if (cur?.version === target.version) return { changed: false };
-      return { changed: true, change: this.moveAlias(name, alias, cur?.version ?? null, target.version, 'set', opts.actor ?? defaultActor(), opts.reason ?? null) };
+      if (opts.expect !== undefined && (cur?.version ?? null) !== opts.expect) {
+        throw new AliasMovedError(`${name}@${alias} moved to ${cur ? `v${cur.version}` : 'nothing'} since it was read (expected ${opts.expect === null ? 'nothing' : `v${opts.expect}`}); not moved to v${target.version}`);
+      }
+      const change = this.moveAlias(name, alias, cur?.version ?? null, target.version, 'set', opts.actor ?? defaultActor(), opts.reason ?? null);
+      if (opts.audit) this.enqueueAudit(opts.audit(change));
+      return { changed: true, change };
     });
     return tx.immediate();
   }
@@ -274,7 +407,7 @@ export class Registry {
    * rollbacks keep walking back (v1 → v2 → v3, rollback → v2, rollback → v1): the history is
    * replayed as a stack where a `set` pushes and a `rollback` pops.
    */
-  rollback(name: string, alias: string, opts: { actor?: string; reason?: string } = {}): AliasChange {
+  rollback(name: string, alias: string, opts: { actor?: string; reason?: string; audit?: (change: AliasChange) => AuditEntry } = {}): AliasChange {
     const tx = this.db.transaction(() => {
       this.resolveModel(name);
       const stack: number[] = [];
@@ -290,7 +423,9 @@ export class Registry {
       }
       const from = stack[stack.length - 1]!;
       const to = stack[stack.length - 2]!;
-      return this.moveAlias(name, alias, from, to, 'rollback', opts.actor ?? defaultActor(), opts.reason ?? `rollback from v${from}`);
+      const change = this.moveAlias(name, alias, from, to, 'rollback', opts.actor ?? defaultActor(), opts.reason ?? `rollback from v${from}`);
+      if (opts.audit) this.enqueueAudit(opts.audit(change));
+      return change;
     });
     return tx.immediate();
   }

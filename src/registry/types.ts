@@ -35,6 +35,13 @@ export interface RegisterInput {
   name: string;
   runId: string;
   stageId: string;
+  /**
+   * What makes two registrations "the same attempt" (default `runId/stageId`). A workflow id can be
+   * reused once its run closed, so workflow callers add the execution's run id.
+   */
+  idempotencyKey?: string;
+  /** Return the existing version whose artifact of this role has the same sha256, instead of a copy. */
+  reuseVersionWithSame?: string;
   specHash: string;
   data: DataRef[];
   artifacts: RegisteredArtifact[];

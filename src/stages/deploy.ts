@@ -5,10 +5,11 @@
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { evaluateGate } from '../eval/gates.ts';
-import { openRegistry } from '../registry/registry.ts';
+import { openRegistry, unflattenMetrics } from '../registry/registry.ts';
+import { deliverAudit } from './register.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
-import type { StageKind } from './types.ts';
+import type { StageContext, StageKind } from './types.ts';
 
 interface Config {
   name: string;
@@ -45,61 +46,73 @@ export const deployStage: StageKind<Config> = {
   async run(cfg, ctx) {
     const alias = cfg.alias ?? 'production';
     const ref = `${cfg.name}@${cfg.version}`;
+    // Keyed on the execution, not the reusable workflow id, so a rerun under the same id records its own promotion.
+    const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
+    const candidate = cfg.gate && cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
-    const audit = openAudit(join(ctx.stateDir, 'audit.db'));
     try {
+      // Records an earlier attempt committed but did not deliver go first, so the log stays in order.
+      deliverAudit(reg, ctx.stateDir);
+      // The gate judges against the alias as it is now, and the move below only happens if it is
+      // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
+      const holder = reg.aliasVersion(cfg.name, alias);
       let explanation = 'no gate';
       if (cfg.gate) {
-        const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
-        const context: Record<string, unknown> = { ...metrics };
-        if (context.production === undefined) {
+        const context: Record<string, unknown> = { ...candidate };
+        const evaluated = productionEvaluated(context.production);
+        if (evaluated !== undefined && holder !== cfg.version && evaluated !== (holder === null ? null : `${cfg.name}@${holder}`)) {
+          explanation = `${alias} is ${holder === null ? 'unset' : `v${holder}`} now, but evaluate compared against ${evaluated ?? 'no production model'}; rerun the pipeline to compare with the current ${alias}`;
+          return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
+        }
+        if (context.production === undefined && holder !== null && holder !== cfg.version) {
           // Fall back to the metrics the current holder of the alias was registered with.
-          try {
-            const current = reg.getVersion(cfg.name, alias);
-            if (current.version !== cfg.version) context.production = unflatten(current.metrics);
-          } catch {
-            /* no production model yet: has(production) is false */
-          }
+          context.production = unflattenMetrics(reg.getVersion(cfg.name, holder).metrics);
         }
         const res = evaluateGate(cfg.gate, context, `stages.${ctx.stageId}.with.gate`);
         explanation = res.explanation;
-        if (!res.passed) {
-          audit.append({ action: 'model.not_promoted', subject: ref, model: ref, runId: ctx.runId, actor: ctx.actor, specHash: ctx.specHash, details: { alias, gate: cfg.gate, explanation }, dedupeKey: `${ctx.runId}/${ctx.stageId}/not_promoted` });
-          return { promoted: false, alias, ref, explanation };
-        }
+        if (!res.passed) return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
       }
-      const { change } = reg.setAlias(cfg.name, alias, cfg.version, { actor: ctx.actor, reason: `run ${ctx.runId}: ${explanation}` });
-      if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
       const v = reg.getVersion(cfg.name, cfg.version);
-      audit.append({
-        action: 'model.promoted',
-        subject: ref,
-        model: ref,
-        runId: ctx.runId,
+      const { change } = reg.setAlias(cfg.name, alias, cfg.version, {
         actor: ctx.actor,
-        specHash: ctx.specHash,
-        modelHash: v.artifacts.find((a) => a.role === 'onnx')?.sha256,
-        details: { alias, from: change?.fromVersion ?? null, gate: cfg.gate ?? null, explanation },
-        dedupeKey: `${ctx.runId}/${ctx.stageId}/promoted`,
+        reason: `run ${ctx.runId}: ${explanation}`,
+        expect: holder,
+        audit: (c) => ({
+          action: 'model.promoted',
+          subject: ref,
+          model: ref,
+          runId: ctx.runId,
+          actor: ctx.actor,
+          specHash: ctx.specHash,
+          modelHash: v.artifacts.find((a) => a.role === 'onnx')?.sha256,
+          details: { alias, from: c.fromVersion, gate: cfg.gate ?? null, explanation, execution: ctx.executionId ?? null },
+          dedupeKey: `${attemptKey}/promoted`,
+        }),
       });
+      deliverAudit(reg, ctx.stateDir);
+      if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
       return { promoted: true, alias, ref, explanation };
     } finally {
-      audit.close();
       reg.close();
     }
   },
 };
 
-/** `per_class.spam.f1` → { per_class: { spam: { f1 } } }, so gates read registry metrics like evaluation output. */
-function unflatten(flat: Record<string, number>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(flat)) {
-    const parts = k.split('.');
-    let cur = out;
-    for (const p of parts.slice(0, -1)) cur = (cur[p] ??= {}) as Record<string, unknown>;
-    cur[parts[parts.length - 1]!] = v;
+/** The `version` ('name@N') evaluate compared against; null when it found none; undefined when it did not compare. */
+function productionEvaluated(p: unknown): string | null | undefined {
+  if (p === undefined) return undefined;
+  if (p && typeof p === 'object' && typeof (p as { version?: unknown }).version === 'string') return (p as { version: string }).version;
+  return undefined;
+}
+
+function notPromoted(ctx: StageContext, ref: string, alias: string, gate: string, explanation: string, attemptKey: string, out: { alias: string; ref: string; explanation: string }) {
+  const audit = openAudit(join(ctx.stateDir, 'audit.db'));
+  try {
+    audit.append({ action: 'model.not_promoted', subject: ref, model: ref, runId: ctx.runId, actor: ctx.actor, specHash: ctx.specHash, details: { alias, gate, explanation }, dedupeKey: `${attemptKey}/not_promoted` });
+  } finally {
+    audit.close();
   }
-  return out;
+  return { promoted: false, ...out };
 }
 
 export function stageKinds(): StageKind<any>[] {

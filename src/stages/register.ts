@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { modelCard } from '../registry/card.ts';
-import { openRegistry } from '../registry/registry.ts';
+import { openRegistry, type Registry } from '../registry/registry.ts';
 import type { DataRef, RegisteredArtifact } from '../registry/types.ts';
 import { TREE_MEDIA, type TreeEntry } from '../store/artifact-store.ts';
 import { uriFor } from '../store/artifact-store.ts';
@@ -69,64 +69,72 @@ export const registerStage: StageKind<Config> = {
       : (modelInfo.baseModel as Record<string, unknown> | undefined);
     const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
+    const onnx = artifacts.find((a) => a.role === 'onnx');
+    // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
+    const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
     const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
-    let out;
     try {
-      // The same model bytes are the same version: a rerun whose training came from the cache does not mint a copy.
-      const existing = reg.listModels().some((m) => m.name === cfg.name)
-        ? reg.listVersions(cfg.name).find((v) => v.artifacts.some((a) => a.role === 'model' && a.sha256 === cfg.model.sha256))
-        : undefined;
-      if (existing) {
-        const card = await ctx.store.putBytes(modelCard(existing), { mediaType: MEDIA.markdown });
-        return { name: cfg.name, version: existing.version, ref: `${cfg.name}@${existing.version}`, card };
-      }
-      const { version } = reg.registerVersion({
-        name: cfg.name,
-        runId: ctx.runId,
-        stageId: ctx.stageId,
-        specHash: ctx.specHash,
-        data,
-        artifacts,
-        metrics: numericOnly(metrics),
-        params: cfg.params ?? (modelInfo.hyperparameters as Record<string, unknown> | undefined) ?? {},
-        baseModel,
-        codeVersion: codeVersion(),
-        description: cfg.description,
-        intendedUse: cfg.intendedUse,
-        limitations: cfg.limitations,
-        tags: cfg.tags,
-        actor: ctx.actor,
-      });
-      const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
-      const onnx = artifacts.find((a) => a.role === 'onnx');
-      const audit = openAudit(join(ctx.stateDir, 'audit.db'));
-      try {
-        audit.append({
-          action: 'model.registered',
-          subject: `${cfg.name}@${version.version}`,
-          model: `${cfg.name}@${version.version}`,
+      // The same model bytes are the same version: a rerun whose training came from the cache does
+      // not mint a copy (decided inside the registry's write transaction, so concurrent runs agree).
+      const { version } = reg.registerVersion(
+        {
+          name: cfg.name,
           runId: ctx.runId,
-          actor: ctx.actor,
+          stageId: ctx.stageId,
+          idempotencyKey: attemptKey,
+          reuseVersionWithSame: 'model',
           specHash: ctx.specHash,
-          dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
-          modelHash: onnx?.sha256 ?? cfg.model.sha256,
-          details: { stage: ctx.stageId, metrics: numericOnly(metrics), baseModel: baseModel ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 } : null },
-          dedupeKey: `${ctx.runId}/${ctx.stageId}/registered`,
-        });
-      } finally {
-        audit.close();
-      }
-      out = { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, card };
+          data,
+          artifacts,
+          metrics: numericOnly(metrics),
+          params: cfg.params ?? (modelInfo.hyperparameters as Record<string, unknown> | undefined) ?? {},
+          baseModel,
+          codeVersion: codeVersion(),
+          description: cfg.description,
+          intendedUse: cfg.intendedUse,
+          limitations: cfg.limitations,
+          tags: cfg.tags,
+          actor: ctx.actor,
+        },
+        {
+          // Committed with the version; delivered below, or by the retry if this attempt dies first.
+          audit: (v) => ({
+            action: 'model.registered',
+            subject: `${v.name}@${v.version}`,
+            model: `${v.name}@${v.version}`,
+            runId: ctx.runId,
+            actor: ctx.actor,
+            specHash: ctx.specHash,
+            dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
+            modelHash: onnx?.sha256 ?? cfg.model.sha256,
+            details: { stage: ctx.stageId, execution: ctx.executionId ?? null, metrics: numericOnly(metrics), baseModel: baseModel ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 } : null },
+            dedupeKey: `${attemptKey}/registered`,
+          }),
+        },
+      );
+      deliverAudit(reg, ctx.stateDir);
+      const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
+      return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, card };
     } finally {
       reg.close();
     }
-    return out;
   },
 };
 
+/** Moves the registry's pending audit records into the audit log. */
+export function deliverAudit(reg: Registry, stateDir: string): void {
+  const audit = openAudit(join(stateDir, 'audit.db'));
+  try {
+    reg.drainAuditOutbox(audit);
+  } finally {
+    audit.close();
+  }
+}
+
 /** Metrics JSON may hold arrays (confusion matrices) and strings; the registry keeps numbers. */
 function numericOnly(v: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  // No prototype: a class label named `__proto__` stays a key instead of replacing the prototype.
+  const out: Record<string, unknown> = Object.create(null);
   for (const [k, x] of Object.entries(v)) {
     if (typeof x === 'number' && Number.isFinite(x)) out[k] = x;
     else if (x && typeof x === 'object' && !Array.isArray(x)) {

@@ -8,7 +8,13 @@ import type { ArtifactStore } from '../store/artifact-store.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
 
 export interface StageContext {
+  /** The run's id (the workflow id). A user, a schedule or a backfill can reuse it once the run closed. */
   runId: string;
+  /**
+   * Id of this one execution of the run (Temporal's workflow run id): never reused, so side effects
+   * that must happen once per run (registering, promoting, their audit records) key on it.
+   */
+  executionId?: string;
   stageId: string;
   /** 1 on the first try; higher on retries. */
   attempt: number;

@@ -13,6 +13,11 @@ export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /**
+   * Rebuilds a table that others reference (SQLite's 12-step ALTER): foreign keys are switched off
+   * around the transaction, as SQLite requires, and checked before it commits.
+   */
+  rebuildsTables?: boolean;
 }
 
 export function openSqlite(path: string, migrations: readonly Migration[], scope: string): Db {
@@ -38,6 +43,14 @@ export function migrate(db: Db, migrations: readonly Migration[], scope: string)
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
     PRIMARY KEY (scope, version))`);
+  const pendingRebuild = () => {
+    const done = new Set((db.prepare('SELECT version FROM schema_migrations WHERE scope = ?').all(scope) as { version: number }[]).map((r) => r.version));
+    return migrations.some((m) => m.rebuildsTables && !done.has(m.version));
+  };
+  // PRAGMA foreign_keys is a no-op inside a transaction, so it is switched before one starts.
+  const fkWasOn = db.pragma('foreign_keys', { simple: true }) === 1;
+  const rebuild = pendingRebuild();
+  if (rebuild) db.pragma('foreign_keys = OFF');
   const apply = db.transaction(() => {
     const rows = db.prepare('SELECT version FROM schema_migrations WHERE scope = ?').all(scope) as { version: number }[];
     const done = new Set(rows.map((r) => r.version));
@@ -49,8 +62,16 @@ export function migrate(db: Db, migrations: readonly Migration[], scope: string)
     for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
       if (done.has(m.version)) continue;
       db.exec(m.sql);
+      if (m.rebuildsTables) {
+        const broken = db.pragma('foreign_key_check') as unknown[];
+        if (broken.length) throw new Error(`${scope} migration ${m.version} (${m.name}) would leave ${broken.length} broken foreign key(s); nothing was changed`);
+      }
       db.prepare('INSERT INTO schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)').run(scope, m.version, m.name, new Date().toISOString());
     }
   });
-  apply.immediate();
+  try {
+    apply.immediate();
+  } finally {
+    if (rebuild && fkWasOn) db.pragma('foreign_keys = ON');
+  }
 }

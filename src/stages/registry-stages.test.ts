@@ -1,0 +1,126 @@
+/**
+ * register and deploy against a real artifact store and real SQLite registry and audit files: what
+ * a hostile label, a reused run id, a crash between the registry and the audit write, and a
+ * promotion racing the gate do to them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit } from '../audit/log.ts';
+import { openRegistry } from '../registry/registry.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import type { ArtifactRef } from '../types.ts';
+import { deployStage } from './deploy.ts';
+import { registerStage } from './register.ts';
+import type { StageContext } from './types.ts';
+
+function setup(t: { after: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-regstages-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ArtifactStore(join(dir, 'store'));
+  const ctx = (over: Partial<StageContext> = {}): StageContext => ({
+    runId: 'nightly',
+    executionId: 'exec-1',
+    stageId: 'register',
+    attempt: 1,
+    baseDir: dir,
+    specHash: 'spec',
+    actor: 'test',
+    store,
+    workDir: join(dir, 'work'),
+    stateDir: dir,
+    signal: new AbortController().signal,
+    progress() {},
+    log() {},
+    ...over,
+  });
+  const model = (bytes: string) => store.putBytes(bytes, { mediaType: 'application/octet-stream' });
+  return { dir, store, ctx, model };
+}
+
+const evaluation = (f1: number, extra: Record<string, unknown> = {}) => ({
+  f1_macro: f1,
+  // Class labels come from the data; this is what an attacker would put there.
+  per_class: { '__proto__.isAdmin': { f1: 0.5 }, ham: { f1: 0.9 } },
+  ...extra,
+});
+
+test('a class label such as __proto__.isAdmin travels evaluate → register → gated deploy without touching Object.prototype', async (t) => {
+  const { ctx, model, store } = setup(t);
+  const v1 = await registerStage.run({ name: 'spam', model: await model('m1'), metrics: await store.putJson(evaluation(0.8)) }, ctx());
+  await deployStage.run({ name: 'spam', version: v1.version as number }, ctx({ stageId: 'deploy' }));
+  const v2 = await registerStage.run({ name: 'spam', model: await model('m2'), metrics: await store.putJson(evaluation(0.9)) }, ctx({ runId: 'run-2', executionId: 'exec-2' }));
+  // No production metrics in the candidate's: the gate reads the holder's registered metrics.
+  const out = await deployStage.run({ name: 'spam', version: v2.version as number, gate: 'f1_macro >= production.f1_macro && per_class.ham.f1 >= production.per_class.ham.f1', metrics: await store.putJson(evaluation(0.9)) }, ctx({ runId: 'run-2', stageId: 'deploy', executionId: 'exec-2' }));
+  assert.equal(out.promoted, true, String(out.explanation));
+  assert.equal(({} as Record<string, unknown>).isAdmin, undefined, 'Object.prototype was polluted');
+  assert.equal(Object.hasOwn(Object.prototype, 'isAdmin'), false);
+  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(reg.getVersion('spam', 2).metrics['per_class.__proto__%2EisAdmin.f1'], 0.5);
+  reg.close();
+});
+
+test('labels named __proto__ and constructor register with their metrics instead of breaking the registration', async (t) => {
+  const { ctx, model, store } = setup(t);
+  const metrics = await store.putJson({ f1_macro: 0.7, per_class: JSON.parse('{"__proto__": {"f1": 0.4}, "constructor": {"f1": 0.3}}') });
+  await registerStage.run({ name: 'spam', model: await model('m'), metrics }, ctx());
+  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.deepEqual(reg.getVersion('spam', 1).metrics, { f1_macro: 0.7, 'per_class.__proto__.f1': 0.4, 'per_class.constructor.f1': 0.3 });
+  reg.close();
+});
+
+test('a reused run id (submit --run-id, schedules) registers and promotes again; the audit log records both', async (t) => {
+  const { ctx, model } = setup(t);
+  const first = await registerStage.run({ name: 'spam', model: await model('monday') }, ctx());
+  await deployStage.run({ name: 'spam', version: first.version as number }, ctx({ stageId: 'deploy' }));
+  // The same workflow id, a new execution, new model bytes.
+  const second = await registerStage.run({ name: 'spam', model: await model('tuesday') }, ctx({ executionId: 'exec-2' }));
+  assert.equal(second.version, 2, 'the second run got the first run\'s version back');
+  await deployStage.run({ name: 'spam', version: second.version as number }, ctx({ stageId: 'deploy', executionId: 'exec-2' }));
+  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(reg.aliasVersion('spam', 'production'), 2);
+  reg.close();
+  const audit = openAudit(join(ctx().stateDir, 'audit.db'));
+  assert.deepEqual(audit.query({ action: 'model.registered' }).map((r) => r.subject), ['spam@1', 'spam@2']);
+  assert.deepEqual(audit.query({ action: 'model.promoted' }).map((r) => r.subject), ['spam@1', 'spam@2']);
+  audit.close();
+});
+
+test('a register attempt that dies between the registry and the audit write leaves the record for its retry', async (t) => {
+  const { ctx, model, dir } = setup(t);
+  const ref: ArtifactRef = await model('weights');
+  // Fault: the audit database cannot be opened (a directory where the file should be).
+  mkdirSync(join(dir, 'audit.db'));
+  await assert.rejects(registerStage.run({ name: 'spam', model: ref }, ctx()));
+  rmSync(join(dir, 'audit.db'), { recursive: true });
+  const reg = openRegistry(join(dir, 'registry.db'));
+  assert.equal(reg.listVersions('spam').length, 1, 'the registry change committed');
+  reg.close();
+  // The retry (same execution) finds the version already there and still writes the audit record, once.
+  const retry = await registerStage.run({ name: 'spam', model: ref }, ctx({ attempt: 2 }));
+  assert.equal(retry.version, 1);
+  await registerStage.run({ name: 'spam', model: ref }, ctx({ attempt: 3 }));
+  const audit = openAudit(join(dir, 'audit.db'));
+  assert.deepEqual(audit.query({ action: 'model.registered' }).map((r) => r.subject), ['spam@1']);
+  audit.close();
+});
+
+test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
+  const { ctx, model, store } = setup(t);
+  for (const [i, bytes] of ['a', 'b', 'c'].entries()) await registerStage.run({ name: 'spam', model: await model(bytes) }, ctx({ runId: `r${i}`, executionId: `e${i}` }));
+  await deployStage.run({ name: 'spam', version: 1 }, ctx({ stageId: 'deploy', executionId: 'e0' }));
+  // evaluate compared v3 against production v1 ...
+  const metrics = await store.putJson(evaluation(0.9, { production: { f1_macro: 0.5, version: 'spam@1' } }));
+  // ... then someone promoted v2 (better than v3) by hand.
+  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
+  reg.setAlias('spam', 'production', 2);
+  reg.close();
+  const out = await deployStage.run({ name: 'spam', version: 3, gate: 'f1_macro > production.f1_macro', metrics }, ctx({ stageId: 'deploy', executionId: 'e2' }));
+  assert.equal(out.promoted, false);
+  assert.match(String(out.explanation), /production is v2 now, but evaluate compared against spam@1/);
+  const after = openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(after.aliasVersion('spam', 'production'), 2);
+  after.close();
+});
