@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { deployStage } from '../src/stages/deploy.ts';
