@@ -7,14 +7,15 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { submitRun, waitForRun } from '../client/runs.ts';
-import type { RunPlan, RunStage } from '../workflows/types.ts';
+import type { PlannedPipeline } from '../src/spec/types.ts';
+import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 let logFile: string;
 
-const stage = (id: string, needs: string[], value: string, extra: Partial<RunStage> = {}): RunStage => ({
+const stage = (id: string, needs: string[], value: string, extra: Partial<StageDraft> = {}): StageDraft => ({
   id,
   uses: 'probe',
   needs,
@@ -22,21 +23,17 @@ const stage = (id: string, needs: string[], value: string, extra: Partial<RunSta
   ...extra,
 });
 
-function chain(values: Record<string, string>, extra: Record<string, Partial<RunStage>> = {}): RunPlan {
-  return {
-    name: 'cached',
-    specHash: JSON.stringify(values),
-    params: {},
-    stages: [
-      stage('a', [], values.a!, extra.a),
-      stage('b', ['a'], values.b!, extra.b),
-      stage('c', ['b'], values.c!, extra.c),
-      stage('side', ['a'], values.side!, extra.side),
-    ],
-  };
+function chain(values: Record<string, string>, extra: Record<string, Partial<StageDraft>> = {}): PlannedPipeline {
+  const stages = [
+    stage('a', [], values.a!, extra.a),
+    stage('b', ['a'], values.b!, extra.b),
+    stage('c', ['b'], values.c!, extra.c),
+    stage('side', ['a'], values.side!, extra.side),
+  ];
+  return plannedPipeline('cached', stages, { specHash: JSON.stringify(values) });
 }
 
-async function run(p: RunPlan, noCache = false) {
+async function run(p: PlannedPipeline, noCache = false) {
   const h = await submitRun(env.client, { plan: p, options: { baseDir: env.dir, actor: 'test', noCache } }, { taskQueue: TEST_QUEUE });
   const status = await waitForRun(env.client, h.workflowId);
   const ran = existsSync(logFile)

@@ -8,19 +8,20 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
-import type { RunPlan, RunStage } from '../workflows/types.ts';
+import type { PlannedPipeline } from '../src/spec/types.ts';
+import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 let logFile: string;
 
-function stage(id: string, needs: string[], w: Record<string, unknown> = {}, extra: Partial<RunStage> = {}): RunStage {
-  return { id, uses: 'probe', needs, with: { value: id, ...w }, retry: { maximumAttempts: 3, initialInterval: 100, backoffCoefficient: 1 }, heartbeatTimeout: '10s', ...extra };
+function stage(id: string, needs: string[], w: Record<string, unknown> = {}, extra: Partial<StageDraft> = {}): StageDraft {
+  return { id, uses: 'probe', needs, with: { value: id, ...w }, retry: { maximumAttempts: 3, initialInterval: 100, backoffCoefficient: 1 }, heartbeatTimeout: 10_000, ...extra };
 }
 
-function plan(name: string, stages: RunStage[], extra: Partial<RunPlan> = {}): RunPlan {
-  return { name, specHash: name, params: {}, stages, ...extra };
+function plan(name: string, stages: StageDraft[], extra: Partial<PlannedPipeline> = {}): PlannedPipeline {
+  return plannedPipeline(name, stages, extra);
 }
 
 function executions(runId: string): ExecutionRecord[] {
@@ -28,7 +29,7 @@ function executions(runId: string): ExecutionRecord[] {
   return readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId);
 }
 
-async function run(p: RunPlan, opts: { noCache?: boolean } = {}) {
+async function run(p: PlannedPipeline, opts: { noCache?: boolean } = {}) {
   const handle = await submitRun(env.client, { plan: p, options: { baseDir: env.dir, actor: 'test', noCache: opts.noCache ?? true } }, { taskQueue: TEST_QUEUE });
   const status = await waitForRun(env.client, handle.workflowId);
   return { runId: handle.workflowId, status, execs: executions(handle.workflowId) };

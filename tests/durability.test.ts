@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
-import type { RunPlan, RunStage } from '../workflows/types.ts';
+import type { PlannedPipeline } from '../src/spec/types.ts';
+import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
@@ -17,15 +18,15 @@ import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
 let env: TestEnv;
 let logFile: string;
 
-const stage = (id: string, needs: string[], w: Record<string, unknown> = {}): RunStage => ({
+const stage = (id: string, needs: string[], w: Record<string, unknown> = {}): StageDraft => ({
   id,
   uses: 'probe',
   needs,
   with: { value: id, ...w },
-  heartbeatTimeout: '3s',
+  heartbeatTimeout: 3_000,
   retry: { maximumAttempts: 5, initialInterval: 200, backoffCoefficient: 1 },
 });
-const plan = (name: string, stages: RunStage[]): RunPlan => ({ name, specHash: name, params: {}, stages });
+const plan = (name: string, stages: StageDraft[]): PlannedPipeline => plannedPipeline(name, stages);
 
 function execs(runId: string): ExecutionRecord[] {
   if (!existsSync(logFile)) return [];

@@ -15,7 +15,7 @@ const { temporal } = proto;
 import { Worker } from '@temporalio/worker';
 import { workflowBundle } from '../infra/worker.ts';
 import { submitRun, waitForRun } from '../client/runs.ts';
-import type { RunPlan } from '../workflows/types.ts';
+import { plannedPipeline } from './helpers/plans.ts';
 import { probeKind } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
@@ -33,18 +33,16 @@ describe('workflow versioning', () => {
   after(async () => env?.close());
 
   it('records a history of the current code (only with TEMPERED_RECORD_HISTORY=1)', { skip: !record }, async () => {
-    const plan: RunPlan = {
-      name: 'replay',
-      specHash: 'replay',
-      params: {},
-      concurrency: 2,
-      stages: [
+    const plan = plannedPipeline(
+      'replay',
+      [
         { id: 'a', uses: 'probe', needs: [], with: { value: 'a' } },
         { id: 'b', uses: 'probe', needs: ['a'], with: { value: 'b', inputs: ['${{ stages.a.outputs.out }}'] } },
         { id: 'c', uses: 'probe', needs: ['a'], with: { value: 'c', failUntilAttempt: 2 }, retry: { maximumAttempts: 3, initialInterval: 100 } },
         { id: 'd', uses: 'probe', needs: ['b', 'c'], with: { value: 'd' } },
       ],
-    };
+      { concurrency: 2 },
+    );
     const h = await submitRun(env!.client, { plan, options: { baseDir: env!.dir, actor: 'replay' } }, { taskQueue: TEST_QUEUE });
     assert.equal((await waitForRun(env!.client, h.workflowId)).state, 'succeeded');
     const history = await env!.client.workflow.getHandle(h.workflowId).fetchHistory();

@@ -6,7 +6,11 @@
  * Upgrading: runs in flight replay this code. A change that alters the commands a run issues
  * (activities scheduled, their order, timers) must go behind `patched('<change-id>')` with the old
  * path kept; tests/replay.test.ts replays committed histories of every released version and fails
- * on non-determinism. Nothing is patched yet: no earlier version has been released.
+ * on non-determinism.
+ *
+ * Plans are the spec planner's `PlannedPipeline` (durations in milliseconds, defaults filled in).
+ * Inputs recorded before the workflow took that type may lack fields; each `??` below fills one as
+ * the workflow did then, so those histories replay unchanged.
  */
 import {
   ActivityCancellationType,
@@ -15,14 +19,17 @@ import {
   CancellationScope,
   defineQuery,
   isCancellation,
+  patched,
   proxyActivities,
   proxyLocalActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
+import { DEFAULT_HEARTBEAT_MS, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from '../src/spec/defaults.ts';
 import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
-import { durationMs } from './duration.ts';
-import type { CacheLookupRequest, CacheLookupResult, IngestFingerprint, RunGateRequest, RunGateResult, RunInput, RunOutcomeRecord, RunStatus, StageRequest, StageResult, StageStatus, RunStage } from './types.ts';
+import type { PlannedStage } from '../src/spec/types.ts';
+import { nextStages } from './next-stages.ts';
+import type { CacheLookupRequest, CacheLookupResult, IngestFingerprint, RunGateRequest, RunGateResult, RunInput, RunOutcomeRecord, RunStatus, StageRequest, StageResult, StageStatus } from './types.ts';
 
 export const statusQuery = defineQuery<RunStatus>('status');
 
@@ -37,23 +44,25 @@ const { lookupCache, checkRunGate, recordRunOutcome } = proxyLocalActivities<{
   retry: { maximumAttempts: 5 },
 });
 
-const DEFAULT_TIMEOUT_MS = 2 * 3_600_000;
-const DEFAULT_HEARTBEAT_MS = 60_000;
+/** The timeout of a stage without one in inputs recorded before plans came from the planner. */
+const RECORDED_DEFAULT_TIMEOUT_MS = 2 * 3_600_000;
 
-function stageActivity(stage: RunStage, defaultQueue: string | undefined): StageActivity {
-  const r = stage.retry ?? {};
+function stageActivity(stage: PlannedStage, defaultQueue: string | undefined): StageActivity {
+  const r: Partial<PlannedStage['retry']> = stage.retry ?? {};
+  const timeout = stage.timeout ?? (patched('planner-default-timeout') ? DEFAULT_TIMEOUT_MS : RECORDED_DEFAULT_TIMEOUT_MS);
   const acts = proxyActivities<Record<string, StageActivity>>({
     activityId: `stage-${stage.id}`,
     taskQueue: stage.queue ?? defaultQueue,
-    startToCloseTimeout: durationMs(stage.timeout, DEFAULT_TIMEOUT_MS),
-    heartbeatTimeout: durationMs(stage.heartbeatTimeout, DEFAULT_HEARTBEAT_MS),
+    startToCloseTimeout: timeout,
+    // The planner leaves the heartbeat timeout out when the file does not set one.
+    heartbeatTimeout: stage.heartbeatTimeout ?? DEFAULT_HEARTBEAT_MS,
     // Wait for the activity to acknowledge cancellation so a cancelled run leaves no stage running.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
-      maximumAttempts: r.maximumAttempts ?? 3,
-      initialInterval: durationMs(r.initialInterval, 1000),
-      backoffCoefficient: r.backoffCoefficient ?? 2,
-      maximumInterval: durationMs(r.maximumInterval, 60_000),
+      maximumAttempts: r.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts,
+      initialInterval: r.initialInterval ?? DEFAULT_RETRY.initialInterval,
+      backoffCoefficient: r.backoffCoefficient ?? DEFAULT_RETRY.backoffCoefficient,
+      maximumInterval: r.maximumInterval ?? DEFAULT_RETRY.maximumInterval,
       nonRetryableErrorTypes: ['InputError', ...(r.nonRetryableErrorTypes ?? [])],
     },
   });
@@ -95,7 +104,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const failFast = (plan.onFailure ?? 'fail-fast') === 'fail-fast';
   let stopping = false;
 
-  const runOne = async (stage: RunStage): Promise<void> => {
+  const runOne = async (stage: PlannedStage): Promise<void> => {
     const st = byId.get(stage.id)!;
     st.state = 'running';
     st.startedAt = now();
@@ -144,10 +153,6 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     }
   };
 
-  const blockedBy = (s: StageStatus): string | undefined =>
-    s.needs.find((n) => ['failed', 'skipped', 'cancelled'].includes(byId.get(n)!.state));
-  const ready = (s: StageStatus): boolean => s.needs.every((n) => ['succeeded', 'cached'].includes(byId.get(n)!.state));
-
   const cancelled = () => CancellationScope.current().consideredCancelled;
   const ingestIds = plan.stages.filter((s) => s.uses === 'ingest').map((s) => s.id);
   const fingerprints = (): IngestFingerprint[] =>
@@ -176,36 +181,28 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         }
       }
     }
-    // Stages downstream of ingest wait while the gate has not been decided.
-    const gateHolds = gatePending;
-    for (const st of status.stages) {
-      if (st.state !== 'pending') continue;
-      if (cancelled()) {
-        st.state = 'cancelled';
-        continue;
-      }
-      const blocker = blockedBy(st);
-      if (blocker || stopping) {
-        st.state = 'skipped';
-        st.skippedBecause = blocker
-          ? `needs '${blocker}', which ${byId.get(blocker)!.state === 'skipped' ? 'was skipped' : byId.get(blocker)!.state}`
-          : 'the run stopped after a failure (fail-fast)';
-        continue;
-      }
-      if (ready(st) && running.size < concurrency && !(gateHolds && !ingestIds.includes(st.id))) {
-        const stage = plan.stages.find((s) => s.id === st.id)!;
-        const scope = new CancellationScope();
-        scopes.set(st.id, scope);
-        running.set(
-          st.id,
-          scope.run(() => runOne(stage)).finally(() => {
-            running.delete(st.id);
-            scopes.delete(st.id);
-          }),
-        );
-      }
+    // Stages other than ingest wait while the gate has not been decided.
+    const next = nextStages(
+      { stages: plan.stages, concurrency },
+      { states: new Map(status.stages.map((st) => [st.id, st.state])), running: running.size, stopping, cancelled: cancelled(), gateAllows: gatePending ? new Set(ingestIds) : undefined },
+    );
+    for (const id of next.cancel) byId.get(id)!.state = 'cancelled';
+    for (const { id, because } of next.skip) {
+      byId.get(id)!.state = 'skipped';
+      byId.get(id)!.skippedBecause = because;
     }
-    if (running.size === 0) break;
+    for (const id of next.start) {
+      const scope = new CancellationScope();
+      scopes.set(id, scope);
+      running.set(
+        id,
+        scope.run(() => runOne(plan.stages.find((s) => s.id === id)!)).finally(() => {
+          running.delete(id);
+          scopes.delete(id);
+        }),
+      );
+    }
+    if (next.done) break;
     // runOne never rejects, so this wakes on the first stage to settle.
     await Promise.race(running.values());
   }

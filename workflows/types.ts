@@ -2,39 +2,7 @@
  * Shapes that cross the workflow boundary (inputs, status, results). Plain JSON, imported by both
  * workflow code and clients, so this file imports types only (erased before bundling).
  */
-import type { TriggerSpec } from '../src/spec/types.ts';
-
-export interface RetrySpec {
-  maximumAttempts?: number;
-  initialInterval?: string | number;
-  backoffCoefficient?: number;
-  maximumInterval?: string | number;
-  nonRetryableErrorTypes?: string[];
-}
-
-/** One stage as planned by the spec library; `with` still holds `${{ stages.x.outputs.y }}` refs. */
-export interface RunStage {
-  id: string;
-  uses: string;
-  needs: string[];
-  with: Record<string, unknown>;
-  retry?: RetrySpec;
-  timeout?: string | number;
-  heartbeatTimeout?: string | number;
-  cache?: boolean;
-  queue?: string;
-}
-
-export interface RunPlan {
-  name: string;
-  specHash: string;
-  params: Record<string, unknown>;
-  concurrency?: number;
-  onFailure?: 'fail-fast' | 'finish-independent';
-  /** The spec's `triggers`; RunOptions.gate (from a schedule's flags) takes precedence. */
-  triggers?: RunGateSpec;
-  stages: RunStage[];
-}
+import type { PlannedPipeline, TriggerSpec } from '../src/spec/types.ts';
 
 export interface RunOptions {
   /** Directory that relative paths in the spec are resolved against (the spec file's folder). */
@@ -91,7 +59,8 @@ export interface RunOutcomeRecord {
 }
 
 export interface RunInput {
-  plan: RunPlan;
+  /** As the spec planner made it (`planPipeline`). */
+  plan: PlannedPipeline;
   options: RunOptions;
 }
 

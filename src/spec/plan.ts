@@ -4,20 +4,13 @@
  * deterministic topological order, and a hash identifying the resolved spec.
  */
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
+import { DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './defaults.ts';
 import { parseDuration } from './duration.ts';
 import { buildGraph, topologicalOrder } from './graph.ts';
 import { findRefs, isWholeRef } from './runtime-refs.ts';
 import type { ParamValue, PipelineSpec, PlannedPipeline, PlannedRetry, PlannedStage, RetrySpec } from './types.ts';
 
-/** Used when neither the stage nor `defaults` set a field. Bounded so a broken stage cannot retry forever. */
-export const DEFAULT_RETRY: Readonly<Omit<PlannedRetry, 'nonRetryableErrorTypes'>> & { nonRetryableErrorTypes: readonly string[] } = {
-  maximumAttempts: 3,
-  initialInterval: 1_000,
-  backoffCoefficient: 2,
-  maximumInterval: 60_000,
-  nonRetryableErrorTypes: [],
-};
-export const DEFAULT_TIMEOUT_MS = 3_600_000;
+export { DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './defaults.ts';
 
 export function planPipeline(spec: PipelineSpec, params: Record<string, ParamValue>): PlannedPipeline {
   const graph = buildGraph(spec.stages);
