@@ -11,22 +11,22 @@ import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { deployStage } from '../src/stages/deploy.ts';
 import { registerStage } from '../src/stages/register.ts';
-import type { RunPlan } from '../workflows/types.ts';
+import { plannedPipeline } from './helpers/plans.ts';
 import { probeKind } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 
-const plan = (value: string): RunPlan => ({
-  name: 'reuse',
-  specHash: value,
-  params: {},
-  stages: [
-    { id: 'train', uses: 'probe', needs: [], with: { value } },
-    { id: 'register', uses: 'register', needs: ['train'], with: { name: 'spam', model: '${{ stages.train.outputs.out }}' } },
-    { id: 'deploy', uses: 'deploy', needs: ['register'], with: { name: 'spam', version: '${{ stages.register.outputs.version }}' } },
-  ],
-});
+const plan = (value: string) =>
+  plannedPipeline(
+    'reuse',
+    [
+      { id: 'train', uses: 'probe', needs: [], with: { value } },
+      { id: 'register', uses: 'register', needs: ['train'], with: { name: 'spam', model: '${{ stages.train.outputs.out }}' } },
+      { id: 'deploy', uses: 'deploy', needs: ['register'], with: { name: 'spam', version: '${{ stages.register.outputs.version }}' } },
+    ],
+    { specHash: value },
+  );
 
 before(async () => {
   env = await startTestEnv(new Map());
