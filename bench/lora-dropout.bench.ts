@@ -6,7 +6,7 @@
  *   node --import tsx bench/lora-dropout.bench.ts [steps=20]
  */
 import * as ort from 'onnxruntime-node';
-import { DropoutMasker, dropoutThreshold } from '../src/engine/lora-dropout.ts';
+import { DropoutMasker, dropoutThreshold } from '../src/engine/dropout-masks.ts';
 
 const steps = Number(process.argv[2] ?? 20);
 const { threshold } = dropoutThreshold(0.1);

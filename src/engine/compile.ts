@@ -17,7 +17,8 @@ import { appendGradients } from './autodiff.ts';
 import { appendLoss, type LossSpec } from './losses.ts';
 import { appendOptimizer, type OptimizerSpec, type StateSlot } from './optimizers.ts';
 import { applyLora, type LoraModule, type LoraSpec } from './lora.ts';
-import type { DropoutMask } from './lora-dropout.ts';
+import type { DropoutMask } from './dropout-masks.ts';
+import { stripDropout, trainDropout } from './dropout.ts';
 import { matchesAny } from './patterns.ts';
 
 export type TrainableSpec =
@@ -41,6 +42,12 @@ export interface CompileOptions {
    * a table-sized gradient (default true; the values are the dense update's; see optimizers.ts).
    */
   rowUpdates?: boolean;
+  /**
+   * The forward model's Dropout nodes drop out in the graphs that train (default true, as a PyTorch
+   * model in train mode), with host-drawn masks (see dropout.ts); false: they are identities there too.
+   * Evaluation and export graphs never drop out.
+   */
+  modelDropout?: boolean;
 }
 
 export interface ParamInfo {
@@ -71,7 +78,7 @@ export interface TrainProgram {
   state: StateSlot[];
   /** Inputs fed per batch (model inputs plus labels/targets, and dropout masks), excluding params, state, lr, step. */
   dataInputs: ValueInfo[];
-  /** LoRA dropout keep-masks the step and grad graphs read (fed each micro-batch by a DropoutMasker). */
+  /** Dropout masks the step and grad graphs read, LoRA's then the model's (fed each micro-batch by a DropoutMasker). */
   dropoutMasks: DropoutMask[];
   /** Name of the forward output the loss reads (logits / predictions). */
   prediction: string;
@@ -88,11 +95,15 @@ export const gradName = (param: string) => `${param}::grad`;
 const CONSTANT_NAME = /^(const|scalar|ints)(_\d+)?$/;
 
 export function compileTrainStep(forward: Model, opts: CompileOptions): TrainProgram {
+  // Export writes trained weights into the source: an inference graph, so without dropout.
   const source = cloneModel(forward);
+  stripDropout(source);
   let fwd = cloneModel(forward);
   let backbone: TrainProgram['backbone'];
   if (opts.trainable.kind === 'head') {
     const split = splitAtFeatures(fwd, opts.trainable.features);
+    // The frozen backbone runs once per row, for features: no dropout there.
+    stripDropout(split.backbone);
     backbone = { model: split.backbone, features: opts.trainable.features };
     fwd = split.head;
   }
@@ -110,7 +121,10 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     }
     fwd = evalFwd;
   }
-  trainFwd ??= fwd;
+  trainFwd = cloneModel(trainFwd ?? fwd);
+  stripDropout(fwd);
+  if (opts.modelDropout === false) stripDropout(trainFwd);
+  else dropoutMasks = [...dropoutMasks, ...trainDropout(trainFwd)];
   const prediction = fwd.graph.outputs[0]?.name;
   if (!prediction) throw new Error('the forward model has no outputs');
   const lossDefault = opts.loss.kind === 'mse' ? opts.loss.predictions ?? prediction : opts.loss.logits ?? prediction;

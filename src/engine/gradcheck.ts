@@ -10,6 +10,7 @@ import { numel } from '../onnx/ir.ts';
 import { appendGradients } from './autodiff.ts';
 import { Rng } from './prng.ts';
 import { gradName, LOSS_OUTPUT, type ParamInfo, type TrainProgram } from './compile.ts';
+import { DropoutMasker } from './dropout-masks.ts';
 
 export interface CheckInput {
   name: string;
@@ -103,17 +104,20 @@ export async function gradCheck(spec: {
 /**
  * Checks a compiled program end to end: the grad graph's weight gradients against central differences
  * of the eval graph's loss, at the elements `pick` chooses for each weight (all of them by default).
+ * A program with dropout is checked with one fixed set of masks (drawn from `maskSeed`), against
+ * differences of the grad graph's own loss, since the eval graph has no dropout.
  * Weights are fed as `dtype`; returns ‖analytic − numeric‖₂ / (‖analytic‖₂ + ‖numeric‖₂) over every
  * checked element, and how many there were.
  */
 export async function programGradCheck(
   prog: TrainProgram,
   data: Record<string, ort.Tensor>,
-  opts: { dtype: 'float32' | 'float64'; h: number; pick?: (param: ParamInfo, grad: ArrayLike<number>) => Iterable<number>; threads?: number },
+  opts: { dtype: 'float32' | 'float64'; h: number; pick?: (param: ParamInfo, grad: ArrayLike<number>) => Iterable<number>; threads?: number; maskSeed?: number },
 ): Promise<{ rel: number; checked: number }> {
   const values = new Map(prog.params.map((p) => [p.name, Float64Array.from(p.init as ArrayLike<number>)]));
+  const masks = new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(data, opts.maskSeed ?? 1);
   const feeds = () => {
-    const f: Record<string, ort.Tensor> = { ...data };
+    const f: Record<string, ort.Tensor> = { ...data, ...masks };
     for (const p of prog.params) {
       const v = values.get(p.name)!;
       f[p.name] = opts.dtype === 'float64' ? new ort.Tensor('float64', v, p.dims) : new ort.Tensor('float32', Float32Array.from(v), p.dims);
@@ -122,7 +126,7 @@ export async function programGradCheck(
   };
   const sessionOpts = opts.threads ? { intraOpNumThreads: opts.threads } : {};
   const gs = await ort.InferenceSession.create(encodeModel(prog.grad), sessionOpts);
-  const es = await ort.InferenceSession.create(encodeModel(prog.eval), sessionOpts);
+  const es = prog.dropoutMasks.length > 0 ? gs : await ort.InferenceSession.create(encodeModel(prog.eval), sessionOpts);
   const loss = async () => Number((await es.run(feeds()))[LOSS_OUTPUT]!.data[0]);
   const grads = await gs.run(feeds());
   let diff2 = 0, na = 0, nn = 0, checked = 0;
@@ -144,6 +148,6 @@ export async function programGradCheck(
     }
   }
   await gs.release();
-  await es.release();
+  if (es !== gs) await es.release();
   return { rel: Math.sqrt(diff2) / (Math.sqrt(na) + Math.sqrt(nn)), checked };
 }

@@ -11,7 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from './prng.ts';
-import { DropoutMasker, dropoutThreshold, fillMask } from './lora-dropout.ts';
+import { DropoutMasker, dropoutThreshold, fillMask } from './dropout-masks.ts';
 
 function gemmModel() {
   const r = new Rng(1);

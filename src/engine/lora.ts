@@ -8,7 +8,7 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import type { Dim, Model } from '../onnx/ir.ts';
 import { attrInt } from '../onnx/ir.ts';
 import { inferShapes } from '../onnx/shapes.ts';
-import { dropoutThreshold, LORA_MASK_PREFIX, type DropoutMask } from './lora-dropout.ts';
+import { dropoutThreshold, LORA_MASK_PREFIX, type DropoutMask } from './dropout-masks.ts';
 import { matchesAny } from './patterns.ts';
 import { Rng } from './prng.ts';
 
@@ -31,7 +31,7 @@ export interface LoraModule {
   outFeatures: number;
   /** Gemm with transB=1 stores W as [out, in] (HF layout) instead of [in, out]. */
   weightTransposed: boolean;
-  /** With dropout: the 0/1 keep-mask input fed each step (see lora-dropout.ts). */
+  /** With dropout: the 0/1 keep-mask input fed each step (see dropout-masks.ts). */
   dropoutMask?: DropoutMask;
 }
 

@@ -11,7 +11,7 @@ import type { DType, TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
 import { LOSS_OUTPUT } from './compile.ts';
-import { DropoutMasker, LORA_MASK_PREFIX } from './lora-dropout.ts';
+import { DropoutMasker } from './dropout-masks.ts';
 import { learningRate, type ScheduleSpec } from './schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
@@ -173,7 +173,8 @@ export class Trainer {
       train = await this.featurize(train, sessOpts);
       if (val) val = await this.featurize(val, sessOpts);
     }
-    const feedNames = prog.dataInputs.map((v) => v.name).filter((n) => !n.startsWith(LORA_MASK_PREFIX));
+    const masks = new Set(prog.dropoutMasks.map((m) => m.input));
+    const feedNames = prog.dataInputs.map((v) => v.name).filter((n) => !masks.has(n));
     const n = checkDataset(train, feedNames, 'train data');
     if (val) checkDataset(val, feedNames, 'validation data');
     const accumulation = o.accumulation ?? 1;

@@ -3,7 +3,7 @@
  * parity-tested against reference embeddings); these are the value names the fine-tuning code relies on.
  */
 import type { Model } from '../onnx/ir.ts';
-import { buildClassifierGraph, type BertConfig, type Pooling } from '../models/bert.ts';
+import { buildClassifierGraph, type BertConfig, type DropoutRates, type Pooling } from '../models/bert.ts';
 
 export type { BertConfig, Pooling };
 
@@ -13,6 +13,6 @@ export const LOGITS = 'logits';
 export const CLASSIFIER_WEIGHT = 'classifier.weight';
 export const CLASSIFIER_BIAS = 'classifier.bias';
 
-export function buildBertClassifier(modelDir: string, opts: { numLabels: number; pooling: Pooling; seed: number }): { model: Model; config: BertConfig } {
+export function buildBertClassifier(modelDir: string, opts: { numLabels: number; pooling: Pooling; seed: number; dropout?: DropoutRates }): { model: Model; config: BertConfig } {
   return buildClassifierGraph(modelDir, opts);
 }

@@ -35,7 +35,7 @@ function lossDrop(history: { loss: number }[], k = 8): [number, number] {
 // Chance is 0.5 on the balanced synthetic task; each method must clearly learn it.
 for (const [method, over, minAcc] of [
   ['lora', { lora: { r: 4, alpha: 8 }, lr: 2e-2, epochs: 4, evalEvery: 64 }, 0.8],
-  ['full', { lr: 3e-3, evalEvery: 48 }, 0.8],
+  ['full', { lr: 3e-3, epochs: 4, evalEvery: 64 }, 0.8],
   ['head', { lr: 0.05, epochs: 20, train: bigTrain, validation: bigVal, evalEvery: 100 }, 0.65],
 ] as const) {
   test(`${method}: loss falls and validation accuracy reaches ${minAcc}`, async () => {

@@ -14,6 +14,7 @@ import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engi
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
+import type { DropoutRates } from '../models/bert.ts';
 import { readTokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
@@ -29,6 +30,13 @@ export interface LoraOptions {
   layers?: number[];
 }
 
+export type DropoutSetting = number | DropoutRates;
+
+/** The rates a dropout setting gives (undefined fields: the checkpoint's). */
+export function dropoutRates(d: DropoutSetting | undefined): DropoutRates | undefined {
+  return typeof d === 'number' ? { hidden: d, attention: d, classifier: d } : d;
+}
+
 /** `train` (and `validation`) hold a text and a label column. */
 export interface TrainClassifierOptions extends RunSettings {
   labels: string[];
@@ -42,6 +50,13 @@ export interface TrainClassifierOptions extends RunSettings {
   bucket?: number;
   /** Batch texts of similar length together (default true): far less padding on short-text data. */
   groupByLength?: boolean;
+  /**
+   * The encoder's dropout while training (inference never drops out). Default: the checkpoint's
+   * config.json rates (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout; 0.1 each
+   * when absent), as transformers applies them in train mode. A number sets every rate; `hidden` also
+   * sets the classifier's unless `classifier` is given; 0 turns dropout off.
+   */
+  dropout?: DropoutSetting;
   earlyStopping?: { metric: StopMetric; patience: number };
   onProgress?: (m: Progress) => void;
   signal?: AbortSignal;
@@ -85,6 +100,11 @@ function validate(o: TrainClassifierOptions): void {
   if (o.clipNorm !== undefined && !(o.clipNorm > 0)) bad('clipNorm', `clipNorm must be positive, got ${o.clipNorm}`);
   if (!Number.isInteger(o.seed)) bad('seed', `seed must be an integer, got ${o.seed}`);
   if (!posInt(o.maxLength) || o.maxLength < 3) bad('maxLength', `maxLength must be an integer ≥ 3, got ${o.maxLength}`);
+  const rates = dropoutRates(o.dropout);
+  for (const k of ['hidden', 'attention', 'classifier'] as const) {
+    const v = rates?.[k];
+    if (v !== undefined && !(typeof v === 'number' && v >= 0 && v < 1)) bad(typeof o.dropout === 'number' ? 'dropout' : `dropout.${k}`, `dropout rate must be a number in [0, 1), got ${JSON.stringify(v)}`);
+  }
   if (!['cls', 'mean', 'pooler'].includes(o.pooling)) bad('pooling', `pooling must be cls, mean or pooler, got ${JSON.stringify(o.pooling)}`);
   if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device)) bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
   if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) bad('checkpointEvery', `checkpointEvery must be an integer ≥ 0, got ${o.checkpointEvery}`);
@@ -116,8 +136,8 @@ function pooledValue(model: Model): string {
 }
 
 /** Forward graph + compiled train program for the options' model, method and head (no data needed). */
-export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm'>): { program: TrainProgram; config: BertConfig } {
-  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed });
+export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'>): { program: TrainProgram; config: BertConfig } {
+  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed, dropout: dropoutRates(o.dropout) });
   const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
   let trainable: TrainableSpec;
   if (o.method === 'full') trainable = { kind: 'full' };
@@ -163,6 +183,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
     warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps, schedule: o.schedule, weightDecay: o.weightDecay, clipNorm: o.clipNorm,
     seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, groupByLength, labels: o.labels,
+    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout, classifier: config.classifierDropout },
   };
   const dataHash = (await sha256File(trainTok.path)).sha256;
   const configHash = createHash('sha256').update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping })).digest('hex');

@@ -11,7 +11,7 @@ import { InputError } from '../errors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import { LOSS_OUTPUT, type TrainProgram } from '../engine/compile.ts';
-import { DropoutMasker } from '../engine/lora-dropout.ts';
+import { DropoutMasker } from '../engine/dropout-masks.ts';
 import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';

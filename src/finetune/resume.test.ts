@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier, type TrainClassifierOptions } from './classifier.ts';
+import { compileClassifier, trainClassifier, type TrainClassifierOptions } from './classifier.ts';
+import { DROPOUT_MASK_PREFIX } from '../engine/dropout.ts';
 import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
 import { InputError } from '../errors.ts';
 
@@ -31,10 +32,17 @@ async function interruptedThenResumed(name: string, over: Partial<TrainClassifie
   return trainClassifier(options(name, { ...over, resume: true }));
 }
 
+test("the tiny model trains with the encoder's own dropout (config default 0.1) besides LoRA's, so the resume tests below cover both", () => {
+  const masks = compileClassifier(options('masks', {})).program.dropoutMasks.map((m) => m.input);
+  assert.equal(masks.filter((m) => m.startsWith(DROPOUT_MASK_PREFIX)).length, 1 + 2 * 3 + 1);
+  assert.ok(masks.some((m) => m.startsWith('lora_dropout_mask:')));
+});
+
 for (const [label, over, stopAt] of [
   ['LoRA with dropout', {}, 4],
   ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 4, checkpointEvery: 2, lr: 1e-3 }, 2],
   ['full fine-tuning, 3 steps per run, length-grouped batches', { method: 'full', stepsPerRun: 3, groupByLength: true, maxSteps: 10, checkpointEvery: 5, lr: 1e-3 }, 5],
+  ['LoRA, 4 steps per run (dropout masks stacked in the Loop)', { stepsPerRun: 4, maxSteps: 10, checkpointEvery: 5 }, 5],
 ] as const) {
   test(`${label}: killed after a checkpoint and resumed gives bitwise the same model`, async () => {
     const a = await trainClassifier(options(`${label}-a`, over as Partial<TrainClassifierOptions>));
@@ -54,6 +62,21 @@ test('a different seed changes the weights (the comparison above can fail)', asy
   const b = await trainClassifier(options('seed-b', { maxSteps: 4, seed: 10 }));
   assert.notDeepEqual(a.history.map((h) => h.loss), b.history.map((h) => h.loss));
   assert.ok(!readFileSync(join(root, 'seed-a', 'out', 'model.onnx')).equals(readFileSync(join(root, 'seed-b', 'out', 'model.onnx'))));
+});
+
+test('dropout changes the trajectory (the resume comparisons above would see wrong masks), and dropout: 0 turns it off', async () => {
+  const on = await trainClassifier(options('dropout-on', { maxSteps: 4, lora: { r: 4, alpha: 8 } }));
+  const off = await trainClassifier(options('dropout-off', { maxSteps: 4, lora: { r: 4, alpha: 8 }, dropout: 0 }));
+  const attnOnly = await trainClassifier(options('dropout-attn', { maxSteps: 4, lora: { r: 4, alpha: 8 }, dropout: { hidden: 0 } }));
+  assert.notDeepEqual(on.history.map((h) => h.loss), off.history.map((h) => h.loss));
+  assert.notDeepEqual(attnOnly.history.map((h) => h.loss), off.history.map((h) => h.loss));
+  assert.equal(compileClassifier(options('x', { lora: { r: 4, alpha: 8 }, dropout: 0 })).program.dropoutMasks.length, 0);
+  const manifest = JSON.parse(readFileSync(join(root, 'dropout-attn', 'out', 'tempered-model.json'), 'utf8'));
+  assert.deepEqual(manifest.hyperparameters.dropout, { hidden: 0, attention: 0.1, classifier: 0 });
+});
+
+test('a dropout rate out of range is an InputError naming the field', async () => {
+  await assert.rejects(trainClassifier(options('bad-rate', { dropout: { attention: 1 } })), (e: unknown) => e instanceof InputError && /train\.dropout\.attention/.test(String((e as InputError).where)));
 });
 
 test('resuming with changed settings is refused', async () => {

@@ -10,7 +10,7 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { Rng } from '../engine/prng.ts';
 import { InputError } from '../errors.ts';
-import { attention, geluErf, layerNorm, linear, mergeHeads, normalL2, paddingBias, seqLenOf, splitHeads, firstRows } from './layers.ts';
+import { attention, dropout, geluErf, layerNorm, linear, mergeHeads, normalL2, paddingBias, seqLenOf, splitHeads, firstRows } from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
 
 export type Pooling = 'cls' | 'mean' | 'pooler';
@@ -25,6 +25,19 @@ export interface BertConfig {
   typeVocabSize: number;
   eps: number;
   initializerRange: number;
+  /** hidden_dropout_prob: after the embeddings, each attention output and each MLP output (transformers' default 0.1). */
+  hiddenDropout: number;
+  /** attention_probs_dropout_prob: on the attention probabilities (default 0.1). */
+  attentionDropout: number;
+  /** classifier_dropout, or hidden_dropout_prob when null: on the pooled features before the classifier. */
+  classifierDropout: number;
+}
+
+/** Dropout rates that replace the checkpoint's (undefined: keep the config's). */
+export interface DropoutRates {
+  hidden?: number;
+  attention?: number;
+  classifier?: number;
 }
 
 export function readBertConfig(dir: string): BertConfig {
@@ -37,12 +50,17 @@ export function readBertConfig(dir: string): BertConfig {
     vocabSize: c.int('vocab_size'), hidden: c.int('hidden_size'), layers: c.int('num_hidden_layers'), heads: c.int('num_attention_heads'),
     intermediate: c.int('intermediate_size'), maxPositions: c.int('max_position_embeddings', 512), typeVocabSize: c.int('type_vocab_size', 2),
     eps: c.num('layer_norm_eps', 1e-12), initializerRange: c.num('initializer_range', 0.02),
+    hiddenDropout: c.rate('hidden_dropout_prob', 0.1), attentionDropout: c.rate('attention_probs_dropout_prob', 0.1), classifierDropout: 0,
   };
+  cfg.classifierDropout = c.raw['classifier_dropout'] === null || c.raw['classifier_dropout'] === undefined ? cfg.hiddenDropout : c.rate('classifier_dropout', cfg.hiddenDropout);
   if (cfg.hidden % cfg.heads !== 0) throw new InputError(`hidden_size ${cfg.hidden} is not a multiple of num_attention_heads ${cfg.heads}`, { where: `${c.path}: num_attention_heads` });
   return cfg;
 }
 
-/** Encoder body: embeddings + layers. Returns the last hidden state [batch, seq, hidden] and the float mask. */
+/**
+ * Encoder body: embeddings + layers. Returns the last hidden state [batch, seq, hidden] and the float mask.
+ * Dropout sits where transformers' BertModel applies it (Dropout nodes; identities outside training).
+ */
 function encoder(g: GraphBuilder, cfg: BertConfig, w: Weights): { hidden: string; maskF: string } {
   const H = cfg.hidden;
   const dh = H / cfg.heads;
@@ -57,17 +75,19 @@ function encoder(g: GraphBuilder, cfg: BertConfig, w: Weights): { hidden: string
   let x = g.op('Add', [g.op('Add', [g.op('Gather', [word, ids], { axis: 0 }), g.op('Gather', [typ, types], { axis: 0 })]), firstRows(g, pos, seqLen)]);
   const ln = (t: string, name: string) => layerNorm(g, t, name, w.get(`${name}.weight`, [H]), w.get(`${name}.bias`, [H]), cfg.eps);
   const lin = (t: string, name: string, inF: number, outF: number) => linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, w.get(`${name}.bias`, [outF]));
-  x = ln(x, 'embeddings.LayerNorm');
+  x = dropout(g, ln(x, 'embeddings.LayerNorm'), cfg.hiddenDropout, 'embeddings.dropout');
   const { bias, maskF } = paddingBias(g, mask);
   for (let l = 0; l < cfg.layers; l++) {
     const p = `encoder.layer.${l}`;
     const q = splitHeads(g, lin(x, `${p}.attention.self.query`, H, H), cfg.heads, dh);
     const k = splitHeads(g, lin(x, `${p}.attention.self.key`, H, H), cfg.heads, dh);
     const v = splitHeads(g, lin(x, `${p}.attention.self.value`, H, H), cfg.heads, dh);
-    const ctx = mergeHeads(g, attention(g, q, k, v, dh, bias), H);
-    x = ln(g.op('Add', [lin(ctx, `${p}.attention.output.dense`, H, H), x]), `${p}.attention.output.LayerNorm`);
+    const ctx = mergeHeads(g, attention(g, q, k, v, dh, bias, { rate: cfg.attentionDropout, name: `${p}.attention.self.dropout` }), H);
+    const attnOut = dropout(g, lin(ctx, `${p}.attention.output.dense`, H, H), cfg.hiddenDropout, `${p}.attention.output.dropout`);
+    x = ln(g.op('Add', [attnOut, x]), `${p}.attention.output.LayerNorm`);
     const inter = geluErf(g, lin(x, `${p}.intermediate.dense`, H, cfg.intermediate));
-    x = ln(g.op('Add', [lin(inter, `${p}.output.dense`, cfg.intermediate, H), x]), `${p}.output.LayerNorm`);
+    const mlpOut = dropout(g, lin(inter, `${p}.output.dense`, cfg.intermediate, H), cfg.hiddenDropout, `${p}.output.dropout`);
+    x = ln(g.op('Add', [mlpOut, x]), `${p}.output.LayerNorm`);
   }
   return { hidden: x, maskF };
 }
@@ -93,6 +113,21 @@ export interface ClassifierOptions {
   pooling: Pooling;
   /** Seeds the classifier head when the checkpoint has none of the right shape. */
   seed: number;
+  /** Dropout rates instead of the checkpoint config's (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout). */
+  dropout?: DropoutRates;
+}
+
+function withRates(cfg: BertConfig, r: DropoutRates | undefined): BertConfig {
+  const check = (v: number | undefined, field: string) => {
+    if (v !== undefined && !(v >= 0 && v < 1)) throw new InputError(`dropout rate must be in [0, 1), got ${v}`, { where: `train.dropout.${field}` });
+    return v;
+  };
+  return {
+    ...cfg,
+    hiddenDropout: check(r?.hidden, 'hidden') ?? cfg.hiddenDropout,
+    attentionDropout: check(r?.attention, 'attention') ?? cfg.attentionDropout,
+    classifierDropout: check(r?.classifier, 'classifier') ?? (r?.hidden !== undefined ? r.hidden : cfg.classifierDropout),
+  };
 }
 
 /**
@@ -102,11 +137,12 @@ export interface ClassifierOptions {
  */
 export function buildClassifierGraph(dir: string, opts: ClassifierOptions): { model: Model; config: BertConfig } {
   if (!Number.isInteger(opts.numLabels) || opts.numLabels < 1) throw new InputError(`numLabels must be a positive integer, got ${opts.numLabels}`, { where: 'numLabels' });
-  const cfg = readBertConfig(dir);
+  const cfg = withRates(readBertConfig(dir), opts.dropout);
   const w = Weights.read(dir, ['bert.']);
   const g = new GraphBuilder({ opset: 17, name: 'bert_classifier' });
   const { hidden, maskF } = encoder(g, cfg, w);
   const pooled = pool(g, cfg, w, hidden, maskF, opts.pooling);
+  const headIn = dropout(g, pooled, cfg.classifierDropout, 'dropout'); // BertForSequenceClassification's `dropout`
   const H = cfg.hidden;
   const C = opts.numLabels;
   let headW: Float32Array;
@@ -121,7 +157,7 @@ export function buildClassifierGraph(dir: string, opts: ClassifierOptions): { mo
     for (let i = 0; i < headW.length; i++) headW[i] = rng.normal() * cfg.initializerRange;
     headB = new Float32Array(C);
   }
-  const logits = linear(g, pooled, 'classifier', headW, H, C, headB);
+  const logits = linear(g, headIn, 'classifier', headW, H, C, headB);
   g.output(logits, 'logits');
   g.output(pooled, 'embeddings');
   g.setMetadata('tempered.architecture', `bert-classifier/${opts.pooling}`);
@@ -130,7 +166,8 @@ export function buildClassifierGraph(dir: string, opts: ClassifierOptions): { mo
 
 /** Encoder → pooled sentence embeddings [batch, hidden] (`normalize`: L2, as sentence-transformers' Normalize module). */
 export function buildEncoderGraph(dir: string, opts: { pooling: Pooling; normalize?: boolean }): { model: Model; config: BertConfig } {
-  const cfg = readBertConfig(dir);
+  // Embeddings are inference only: no dropout.
+  const cfg = withRates(readBertConfig(dir), { hidden: 0, attention: 0 });
   const w = Weights.read(dir, ['bert.']);
   const g = new GraphBuilder({ opset: 17, name: 'bert_encoder' });
   const { hidden, maskF } = encoder(g, cfg, w);

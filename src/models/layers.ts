@@ -57,11 +57,27 @@ export function mergeHeads(g: GraphBuilder, x: string, hidden: number): string {
   return g.op('Reshape', [g.op('Transpose', [x], { perm: [0, 2, 1, 3] }), g.ints([0, 0, hidden])]);
 }
 
-/** Scaled dot-product attention on [batch, heads, seq, dh] tensors with an additive score bias. */
-export function attention(g: GraphBuilder, q: string, k: string, v: string, dh: number, bias: string): string {
+/**
+ * Dropout at `rate` as a standard ONNX Dropout node in inference mode, an identity wherever it runs
+ * as is; the training engine turns it into real dropout in the graphs that train (src/engine/dropout.ts).
+ * `name` is the Hugging Face module's (`encoder.layer.0.output.dropout`), so its mask input says where it
+ * is. Rate 0 adds nothing.
+ */
+export function dropout(g: GraphBuilder, x: string, rate: number, name: string): string {
+  if (!(rate > 0)) return x;
+  return g.op('Dropout', [x, g.scalar(rate)], {}, { name });
+}
+
+/**
+ * Scaled dot-product attention on [batch, heads, seq, dh] tensors with an additive score bias;
+ * `probsDropout` drops out attention probabilities, as BERT does in training.
+ */
+export function attention(g: GraphBuilder, q: string, k: string, v: string, dh: number, bias: string, probsDropout?: { rate: number; name: string }): string {
   const kT = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
   const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kT]), g.scalar(1 / Math.sqrt(dh))]), bias]);
-  return g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), v]);
+  let probs = g.op('Softmax', [scores], { axis: -1 });
+  if (probsDropout) probs = dropout(g, probs, probsDropout.rate, probsDropout.name);
+  return g.op('MatMul', [probs, v]);
 }
 
 /** Padding mask [batch, seq] (int64, 1 = token) → additive bias [batch, 1, 1, seq] and the float mask. */

@@ -45,6 +45,13 @@ export class ModelConfig {
     return v;
   }
 
+  /** A probability in [0, 1) (dropout rates). */
+  rate(key: string, dflt: number): number {
+    const v = this.num(key, dflt);
+    if (!(v >= 0 && v < 1)) this.fail(key, `must be in [0, 1), got ${v}`);
+    return v;
+  }
+
   str(key: string, dflt: string): string {
     const v = this.raw[key] ?? dflt;
     if (typeof v !== 'string') this.fail(key, `must be a string, got ${JSON.stringify(v)}`);

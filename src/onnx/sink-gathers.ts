@@ -22,7 +22,7 @@ function constIndices(graph: Graph, name: string): { values: number[]; scalar: b
   return { values: Array.from(t.data as ArrayLike<number | bigint>, Number), scalar: t.dims.length === 0 };
 }
 
-const UNARY = new Set(['Identity', 'Cast', 'Neg', 'Exp', 'Log', 'Sqrt', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'Abs', 'Reciprocal', 'Floor', 'Ceil', 'Sin', 'Cos', 'Softplus', 'Sign', 'Not', 'Gelu', 'LeakyRelu', 'Elu', 'HardSigmoid', 'Round']);
+const UNARY = new Set(['Identity', 'Dropout', 'Cast', 'Neg', 'Exp', 'Log', 'Sqrt', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'Abs', 'Reciprocal', 'Floor', 'Ceil', 'Sin', 'Cos', 'Softplus', 'Sign', 'Not', 'Gelu', 'LeakyRelu', 'Elu', 'HardSigmoid', 'Round']);
 const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor', 'Mod']);
 
 /**

@@ -44,6 +44,9 @@ export interface TrainConfig {
   evalEvery?: number;
   earlyStopping?: { metric: 'loss' | 'accuracy' | 'f1_macro'; patience: number };
   stepsPerRun?: number;
+  /** The encoder's dropout in training: a rate for all, or per kind; default the checkpoint's config. */
+  dropout?: number | { hidden?: number; attention?: number; classifier?: number };
+  groupByLength?: boolean;
 }
 
 const COMPLETE = 'COMPLETE';
@@ -113,6 +116,22 @@ export const trainStage: StageKind<TrainConfig> = {
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
       evalEvery: { type: 'integer', minimum: 1 },
       stepsPerRun: { type: 'integer', minimum: 1, description: 'optimizer steps per onnxruntime run; default 4 on CPU when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1 (set it to use multi-step runs on a GPU); results do not depend on it' },
+      dropout: {
+        description: "the encoder's dropout while training (never at inference). Default: the checkpoint's config.json (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout; 0.1 when absent), as transformers trains. A number sets every rate (0: off); an object sets hidden (embeddings, attention output, MLP output, and the classifier's unless classifier is given), attention (attention probabilities) or classifier (pooled features)",
+        oneOf: [
+          { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+          {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              hidden: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+              attention: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+              classifier: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+            },
+          },
+        ],
+      },
+      groupByLength: { type: 'boolean', default: true, description: 'batch texts of similar length together (shuffled within and across groups): less padding, faster on short texts; classification only' },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
@@ -139,6 +158,9 @@ export const trainStage: StageKind<TrainConfig> = {
     const valPath = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     const causal = cfg.task === 'causal-lm';
     if (causal && cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
+    for (const field of ['dropout', 'groupByLength'] as const) {
+      if (causal && cfg[field] !== undefined) throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, { where: `stages.${ctx.stageId}.with.${field}`, hint: `remove ${field}` });
+    }
     const labels = causal ? [] : (cfg.labels ?? [...new Set((await readLabeledTexts(trainPath)).labels)].sort());
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
     const key = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
@@ -174,6 +196,8 @@ export const trainStage: StageKind<TrainConfig> = {
       evalEvery: cfg.evalEvery,
       earlyStopping: cfg.earlyStopping,
       stepsPerRun: cfg.stepsPerRun,
+      dropout: cfg.dropout,
+      groupByLength: cfg.groupByLength,
       outDir,
       signal: ctx.signal,
       onProgress: (m) =>

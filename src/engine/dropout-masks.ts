@@ -1,5 +1,7 @@
 /**
- * LoRA dropout masks, drawn on the host and fed as 0/1 float graph inputs, one per adapted module.
+ * Dropout masks, drawn on the host and fed as float graph inputs: one per LoRA-adapted module (0/1, the
+ * rescale rides on the adapter's scale) and one per Dropout of the model itself (0 or 1/(1-p), see
+ * dropout.ts).
  *
  * Why not in the graph: onnxruntime's random ops keep their generator inside the session, so a resumed
  * run would draw different masks; and a hash of the element index in standard ops costs about 9 ms per
@@ -29,8 +31,10 @@ export interface DropoutMask {
   shape: Dim[];
   /** Drop when the 16-bit draw is below this. */
   threshold: number;
-  /** float32 or float64, as the adapted input. */
+  /** float32 or float64, as the input it masks. */
   dtype: DType;
+  /** Value of a kept element (default 1): 1/(1-p) when the mask also rescales, as inverted dropout does. */
+  keep?: number;
 }
 
 /** The 16-bit threshold for rate p, and the rate it really gives. */
@@ -48,14 +52,18 @@ function moduleState(stepSeed: number, module: number): number {
   return z === 0 ? 0x6d2b79f5 : z;
 }
 
-/** Keep-mask (1 keep, 0 drop): xorshift32, two 16-bit decisions per draw. */
-export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out: T, threshold: number, stepSeed: number, module: number): T {
+const f32 = new Float32Array(1);
+const f32Bits = new Int32Array(f32.buffer);
+
+/** Keep-mask (`keep` where kept, default 1; 0 where dropped): xorshift32, two 16-bit decisions per draw. */
+export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out: T, threshold: number, stepSeed: number, module: number, keep = 1): T {
   let x = moduleState(stepSeed, module);
   const n = out.length;
-  // Branch-free stores run about 1.6x faster than `draw >= threshold ? 1 : 0`: masks are random, so the
+  // Branch-free stores run about 1.6x faster than `draw >= threshold ? keep : 0`: masks are random, so the
   // branch is mispredicted as often as the dropout rate. ((draw - threshold) >> 31) is -1 exactly when
-  // the draw is below the threshold (a drop); its complement selects the bits of 1.
-  const [bits, one] = out instanceof Float32Array ? [new Int32Array(out.buffer, out.byteOffset, n), 0x3f800000] : out instanceof Uint8Array ? [out, 1] : [undefined, 1];
+  // the draw is below the threshold (a drop); its complement selects the bits of `keep`.
+  f32[0] = keep;
+  const [bits, one] = out instanceof Float32Array ? [new Int32Array(out.buffer, out.byteOffset, n), f32Bits[0]!] : out instanceof Uint8Array ? [out, keep] : [undefined, keep];
   if (bits) {
     let i = 0;
     for (; i + 1 < n; i += 2) {
@@ -71,8 +79,8 @@ export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out
   }
   for (let i = 0; i < n; i += 2) {
     x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    out[i] = (x & 0xffff) >= threshold ? 1 : 0;
-    if (i + 1 < n) out[i + 1] = (x >>> 16) >= threshold ? 1 : 0;
+    out[i] = (x & 0xffff) >= threshold ? keep : 0;
+    if (i + 1 < n) out[i + 1] = (x >>> 16) >= threshold ? keep : 0;
   }
   return out;
 }
@@ -99,7 +107,7 @@ export class DropoutMasker {
     this.masks.forEach((m, k) => {
       const shape = m.shape.map((d) => {
         const v = typeof d === 'number' ? d : dims.get(d);
-        if (v === undefined) throw new Error(`LoRA dropout mask '${m.input}': dim '${d}' is not a dim of any fed input`);
+        if (v === undefined) throw new Error(`dropout mask '${m.input}': dim '${d}' is not a dim of any fed input`);
         return v;
       });
       const n = shape.reduce((a, b) => a * b, 1);
@@ -108,7 +116,7 @@ export class DropoutMasker {
         buf = m.dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
         this.buffers.set(m.input, buf);
       }
-      feeds[m.input] = toOrt(m.dtype, fillMask(buf, m.threshold, stepSeed, k), shape);
+      feeds[m.input] = toOrt(m.dtype, fillMask(buf, m.threshold, stepSeed, k, m.keep), shape);
     });
     return feeds;
   }
