@@ -12,6 +12,7 @@
 export type * from './types.ts';
 export { loadSpec, loadSpecText, checkSpec, checkSpecText, type LoadSpecOptions, type LoadSpecResult, type CheckSpecResult } from './load.ts';
 export { formatSpecErrors } from './format.ts';
+export { decodeSource } from './decode.ts';
 export { parseParamOverrides, COMMAND_LINE } from './params.ts';
 export { planPipeline, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './plan.ts';
 export { resolveStageRefs, listStageRefs, StageRefError, type StageRef } from './runtime-refs.ts';

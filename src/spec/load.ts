@@ -3,6 +3,7 @@
  * missing or unreadable file) come back as SpecErrors; nothing here throws for them.
  */
 import { readFile } from 'node:fs/promises';
+import { decodeSource } from './decode.ts';
 import { parseSource } from './parse.ts';
 import { planPipeline } from './plan.ts';
 import type { KindRegistry, PipelineSpec, PlannedPipeline, SpecError } from './types.ts';
@@ -45,7 +46,8 @@ export function checkSpecText(text: string, file: string, opts: LoadSpecOptions)
 
 async function readSource(filePath: string): Promise<string | SpecError> {
   try {
-    return await readFile(filePath, 'utf8');
+    const decoded = decodeSource(await readFile(filePath), filePath);
+    return decoded.ok ? decoded.text : decoded.error;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { file: filePath, line: 0, column: 0, path: '', code: 'file-not-found', message: 'no such file', hint: 'check the path; pipeline files usually live under pipelines/' };

@@ -117,6 +117,8 @@ export interface PlannedPipeline {
 export type SpecErrorCode =
   | 'file-not-found'
   | 'file-unreadable'
+  /** The file is not valid UTF-8. */
+  | 'bad-encoding'
   | 'yaml-syntax'
   | 'duplicate-key'
   | 'empty-file'
