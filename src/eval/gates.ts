@@ -17,6 +17,8 @@
  * syntax error). Division by zero is an error rather than Infinity/NaN.
  */
 import { InputError } from '../errors.ts';
+import { closest, nameList } from '../spec/suggest.ts';
+import type { ValueShape } from '../spec/types.ts';
 
 export type GateValue = number | boolean;
 
@@ -440,4 +442,183 @@ export interface GatesResult {
 export function evaluateGates(gates: readonly string[], context: Record<string, unknown>, where = 'gates'): GatesResult {
   const results = gates.map((g, i) => ({ gate: g, ...evaluateGate(g, context, `${where}[${i}]`) }));
   return { passed: results.every((r) => r.passed), results };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking a gate before any run: syntax, names, types and has() guards against the shape of
+// the context it will be evaluated in.
+
+/** A problem found before evaluation; `column` is 1-based in the expression. */
+export interface GateIssue {
+  reason: string;
+  column: number;
+  hint?: string;
+}
+
+type StaticType = 'number' | 'boolean' | 'unknown';
+type ObjectShape = Extract<ValueShape, { type: 'object' }>;
+
+/**
+ * Everything evaluation would refuse that the text already shows: a syntax error; with the
+ * context's shape, a name the context never holds, a group used as a number, text in a comparison,
+ * a value that may be absent (`optional` in the shape) read without a has() guard on the path
+ * that reads it, operands of the wrong type, a literal division by zero, and a gate that is not a
+ * condition. With no shape only syntax is checked. Returns [] when the gate is fine.
+ */
+export function checkGate(expression: string, shape?: ObjectShape): GateIssue[] {
+  let parsed: ParsedGate;
+  try {
+    parsed = parseGate(expression);
+  } catch (e) {
+    if (e instanceof GateError) return [{ reason: e.reason, column: e.column }];
+    if (e instanceof InputError) return [{ reason: e.message, column: 1 }];
+    throw e;
+  }
+  if (!shape) return [];
+  return new GateChecker(parsed, shape).run();
+}
+
+type Resolved =
+  | { found: true; leaf: ValueShape; optional: Array<{ path: string; description?: string }> }
+  | { found: false; at: string; candidates: string[] };
+
+class GateChecker {
+  readonly issues: GateIssue[] = [];
+  constructor(private readonly gate: ParsedGate, private readonly shape: ObjectShape) {}
+
+  run(): GateIssue[] {
+    const t = this.type(this.gate.ast, new Set());
+    if (t === 'number') this.issue(this.gate.ast, 'the gate is a number, not a condition', "compare it, e.g. '>= 0.9'");
+    return this.issues;
+  }
+
+  private issue(node: GateNode, reason: string, hint?: string): void {
+    this.issues.push(hint ? { reason, column: node.start + 1, hint } : { reason, column: node.start + 1 });
+  }
+  private text(node: GateNode): string {
+    return this.gate.source.slice(node.start, node.end).trim();
+  }
+
+  private resolve(name: string): Resolved {
+    let cur: ValueShape = this.shape;
+    const optional: Array<{ path: string; description?: string }> = [];
+    const segs = name.split('.');
+    for (let i = 0; i < segs.length; i++) {
+      const here = segs.slice(0, i).join('.');
+      if (cur.type === 'unknown') break;
+      if (cur.type !== 'object') return { found: false, at: here, candidates: [] };
+      const next: ValueShape | undefined = Object.hasOwn(cur.fields, segs[i]!) ? cur.fields[segs[i]!] : cur.rest;
+      if (!next) return { found: false, at: here, candidates: Object.keys(cur.fields).map((k) => (here ? `${here}.${k}` : k)) };
+      if (next.optional) optional.push({ path: segs.slice(0, i + 1).join('.'), description: next.description });
+      cur = next;
+    }
+    return { found: true, leaf: cur, optional };
+  }
+
+  private unknownName(node: GateNode, name: string, r: Extract<Resolved, { found: false }>, inHas: boolean): void {
+    const all = leafNames(this.shape);
+    const guess = closest(name, all);
+    const where = r.at ? `'${r.at}' has no '${name.slice(r.at.length + 1).split('.')[0]}'` : 'the metrics have no such name';
+    const reason = inHas ? `has(${name}) is always false: ${where}` : `unknown name '${name}': ${where}`;
+    const known = r.candidates.length ? r.candidates : all;
+    this.issue(node, reason, all.length ? `${guess ? `did you mean '${guess}'? ` : ''}names here: ${nameList(known)}` : "the gate reads no metrics; set with.metrics to an evaluate stage's outputs.metrics");
+  }
+
+  /** Names proven present when `node` evaluates to `value` (has() results, through !, && and ||). */
+  private facts(node: GateNode, value: boolean): string[] {
+    if (node.type === 'call' && node.fn === 'has' && value) return [(node.args[0] as { name: string }).name];
+    if (node.type === 'unary' && node.op === '!') return this.facts(node.arg, !value);
+    if (node.type === 'binary' && ((node.op === '&&' && value) || (node.op === '||' && !value))) return [...this.facts(node.left, value), ...this.facts(node.right, value)];
+    return [];
+  }
+
+  private want(node: GateNode, present: ReadonlySet<string>, want: 'number' | 'boolean'): void {
+    const t = this.type(node, present);
+    if (t !== 'unknown' && t !== want) {
+      this.issue(node, want === 'number' ? `'${this.text(node)}' is a condition (true/false), but a number is needed here` : `'${this.text(node)}' is a number, but a condition (true/false) is needed here`);
+    }
+  }
+
+  private type(node: GateNode, present: ReadonlySet<string>): StaticType {
+    switch (node.type) {
+      case 'num':
+        return 'number';
+      case 'bool':
+        return 'boolean';
+      case 'ident': {
+        const r = this.resolve(node.name);
+        if (!r.found) {
+          this.unknownName(node, node.name, r, false);
+          return 'unknown';
+        }
+        if (r.leaf.type === 'object') {
+          const first = Object.keys(r.leaf.fields)[0];
+          this.issue(node, `'${node.name}' is a group of values, not a number`, first ? `name one of them, e.g. ${node.name}.${first}` : undefined);
+          return 'unknown';
+        }
+        if (r.leaf.type === 'string') {
+          this.issue(node, `'${node.name}' is text; gates compare numbers and conditions`);
+          return 'unknown';
+        }
+        const unguarded = r.optional.find((o) => !isProven(o.path, present));
+        if (unguarded) {
+          this.issue(
+            node,
+            `'${node.name}' may be missing when the gate runs${unguarded.description ? ` (${unguarded.description})` : ''}, and a missing name fails the gate with an error`,
+            `guard it: '!has(${unguarded.path}) || …' or 'has(${unguarded.path}) && …'`,
+          );
+        }
+        return r.leaf.type === 'unknown' ? 'unknown' : r.leaf.type;
+      }
+      case 'unary':
+        this.want(node.arg, present, node.op === '!' ? 'boolean' : 'number');
+        return node.op === '!' ? 'boolean' : 'number';
+      case 'call': {
+        if (node.fn === 'has') {
+          const name = (node.args[0] as { name: string }).name;
+          const r = this.resolve(name);
+          if (!r.found) this.unknownName(node.args[0]!, name, r, true);
+          return 'boolean';
+        }
+        for (const a of node.args) this.want(a, present, 'number');
+        return 'number';
+      }
+      case 'binary': {
+        const { op, left, right } = node;
+        if (op === '&&' || op === '||') {
+          this.want(left, present, 'boolean');
+          const more = new Set([...present, ...this.facts(left, op === '&&')]);
+          this.want(right, more, 'boolean');
+          return 'boolean';
+        }
+        if (op === '==' || op === '!=') {
+          const a = this.type(left, present);
+          const b = this.type(right, present);
+          if (a !== 'unknown' && b !== 'unknown' && a !== b) this.issue(node, `cannot compare ${a} '${this.text(left)}' with ${b} '${this.text(right)}'`);
+          return 'boolean';
+        }
+        this.want(left, present, 'number');
+        this.want(right, present, 'number');
+        if (op === '/' && right.type === 'num' && right.value === 0) this.issue(right, 'division by zero');
+        return op === '+' || op === '-' || op === '*' || op === '/' ? 'number' : 'boolean';
+      }
+    }
+  }
+}
+
+/** has(a.b) proves a and a.b present. */
+function isProven(path: string, present: ReadonlySet<string>): boolean {
+  for (const p of present) if (p === path || p.startsWith(path + '.')) return true;
+  return false;
+}
+
+/** Every readable name of a shape, for suggestions (names under `rest` are shown with <name>). */
+function leafNames(shape: ValueShape, prefix = '', out: string[] = []): string[] {
+  if (shape.type !== 'object') {
+    if (prefix && (shape.type === 'number' || shape.type === 'boolean')) out.push(prefix);
+    return out;
+  }
+  for (const [k, v] of Object.entries(shape.fields)) leafNames(v, prefix ? `${prefix}.${k}` : k, out);
+  if (shape.rest) leafNames(shape.rest, prefix ? `${prefix}.<name>` : '<name>', out);
+  return out;
 }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classificationReport, reportToGateMetrics, LmLossAccumulator, lmLossFromTokenLosses, tokenNll } from './metrics.ts';
+import { classificationGateShape, classificationReport, lmGateShape, reportToGateMetrics, LmLossAccumulator, lmLossFromTokenLosses, tokenNll } from './metrics.ts';
+import type { ValueShape } from '../spec/types.ts';
 import { InputError } from '../errors.ts';
 
 const close = (a: number, b: number, eps = 1e-12) => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
@@ -120,4 +121,15 @@ test('batched logits give the same loss as sequence-by-sequence accumulation', (
   close(one.result().loss, lse - row[ids[1]!]!, 1e-6);
   assert.throws(() => batched.addBatchLogits(logits, [B, T, V + 1], ids, mask), /expected 3×4×6/);
   assert.throws(() => batched.addBatchLogits(logits, [B, T, V], ids.slice(1), mask), /must both have 3×4/);
+});
+
+test('the gate shapes list exactly the names evaluation produces', () => {
+  const leaves = (v: unknown, prefix = ''): string[] =>
+    v !== null && typeof v === 'object' ? Object.entries(v).flatMap(([k, x]) => leaves(x, prefix ? `${prefix}.${k}` : k)) : [prefix];
+  const shapeLeaves = (s: ValueShape, prefix = ''): string[] =>
+    s.type === 'object' ? Object.entries(s.fields).flatMap(([k, x]) => shapeLeaves(x, prefix ? `${prefix}.${k}` : k)) : [prefix];
+  const metrics = reportToGateMetrics(classificationReport(['ham', 'spam', 'ham'], ['ham', 'ham', 'spam'], { labels: ['ham', 'spam'] }));
+  assert.deepEqual(shapeLeaves(classificationGateShape(['ham', 'spam'])).sort(), leaves(metrics).sort());
+  const lm = lmLossFromTokenLosses(Float64Array.from([1, 2]));
+  assert.deepEqual(shapeLeaves(lmGateShape()).sort(), Object.keys(lm).sort());
 });

@@ -8,6 +8,7 @@
  * that ignores a class.
  */
 import { InputError } from '../errors.ts';
+import type { ValueShape } from '../spec/types.ts';
 
 export interface PRF {
   precision: number;
@@ -149,6 +150,22 @@ export function reportToGateMetrics(r: ClassificationReport): Record<string, unk
     f1_weighted: r.weighted.f1,
     per_class: perClass,
   };
+}
+
+const num = { type: 'number' } as const;
+
+/** The names reportToGateMetrics produces, for checking gates before a run; `labels` when known, else any label. */
+export function classificationGateShape(labels?: readonly string[]): Extract<ValueShape, { type: 'object' }> {
+  const perClass: ValueShape = { type: 'object', fields: { precision: num, recall: num, f1: num, support: num } };
+  const fields: Record<string, ValueShape> = {};
+  for (const k of ['accuracy', 'n', 'precision_macro', 'recall_macro', 'f1_macro', 'precision_micro', 'recall_micro', 'f1_micro', 'precision_weighted', 'recall_weighted', 'f1_weighted']) fields[k] = num;
+  fields.per_class = labels ? { type: 'object', fields: Object.fromEntries(labels.map((l) => [l, perClass])) } : { type: 'object', fields: {}, rest: perClass };
+  return { type: 'object', fields };
+}
+
+/** The names a causal-LM evaluation produces (see LmLoss). */
+export function lmGateShape(): Extract<ValueShape, { type: 'object' }> {
+  return { type: 'object', fields: { loss: num, perplexity: num, tokens: num } };
 }
 
 // ---------------------------------------------------------------------------------------------

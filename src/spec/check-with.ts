@@ -42,7 +42,9 @@ function outputStandIn(type: StageOutputInfo['type']): unknown {
 
 const PARAM_STAND_IN = { string: 'x', number: 0, integer: 0, boolean: false } as const;
 
-export function checkWith(ctx: CheckContext): void {
+/** Returns the stages whose `with` fits its kind's schema. */
+export function checkWith(ctx: CheckContext): Set<string> {
+  const valid = new Set<string>();
   for (const [id, stage] of ctx.stages) {
     const kind = typeof stage.uses === 'string' ? ctx.kinds.get(stage.uses) : undefined;
     if (!kind) continue;
@@ -57,7 +59,12 @@ export function checkWith(ctx: CheckContext): void {
       standIns.push({ ...s.standIn, path });
     });
     const validate = withValidator(kind.kind, kind.withSchema);
-    if (validate(value)) continue;
+    if (validate(value)) {
+      valid.add(id);
+      continue;
+    }
+    // Errors a stand-in causes only because its value is unknown do not count against the config.
+    const reportedBefore = ctx.errors.length;
     const base = ['stages', id, 'with'];
     const plain: ErrorObject[] = [];
     const byStandIn = new Map<StandIn, ErrorObject[]>();
@@ -82,7 +89,9 @@ export function checkWith(ctx: CheckContext): void {
         for (const e of humanize(errs)) ctx.errors.push({ ...e, hint: e.hint ? `${e.hint}; ${s.note}` : s.note });
       }
     }
+    if (ctx.errors.length === reportedBefore) valid.add(id);
   }
+  return valid;
 }
 
 function standInFor(ctx: CheckContext, stageId: string, text: string): { value: unknown; standIn: StandInKind } | undefined {

@@ -3,6 +3,7 @@
  * missing or unreadable file) come back as SpecErrors; nothing here throws for them.
  */
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { decodeSource } from './decode.ts';
 import { parseSource } from './parse.ts';
 import { planPipeline } from './plan.ts';
@@ -12,6 +13,8 @@ import { validateParsed } from './validate.ts';
 export interface LoadSpecOptions extends KindRegistry {
   /** `--param` values as text (see parseParamOverrides); parsed by each parameter's declared type. */
   paramOverrides?: Record<string, string>;
+  /** Folder relative paths resolve against (default for files: the file's folder); enables checks of local paths. */
+  baseDir?: string;
 }
 
 export type LoadSpecResult = { ok: true; spec: PipelineSpec; plan: PlannedPipeline } | { ok: false; errors: SpecError[] };
@@ -19,7 +22,7 @@ export type CheckSpecResult = { ok: true; spec: PipelineSpec } | { ok: false; er
 
 export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise<LoadSpecResult> {
   const text = await readSource(filePath);
-  return typeof text === 'string' ? loadSpecText(text, filePath, opts) : { ok: false, errors: [text] };
+  return typeof text === 'string' ? loadSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts }) : { ok: false, errors: [text] };
 }
 
 /** Same as loadSpec for text already in memory; `file` is only used in error messages. */
@@ -34,7 +37,7 @@ export function loadSpecText(text: string, file: string, opts: LoadSpecOptions):
 /** Validates a file without planning it: parameters without a default need not be given. */
 export async function checkSpec(filePath: string, opts: LoadSpecOptions): Promise<CheckSpecResult> {
   const text = await readSource(filePath);
-  return typeof text === 'string' ? checkSpecText(text, filePath, opts) : { ok: false, errors: [text] };
+  return typeof text === 'string' ? checkSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts }) : { ok: false, errors: [text] };
 }
 
 export function checkSpecText(text: string, file: string, opts: LoadSpecOptions): CheckSpecResult {

@@ -63,6 +63,14 @@ export function isWholeRef(text: string, refs: readonly FoundRef[] = findRefs(te
   return refs.length === 1 && refs[0]!.index === 0 && refs[0]!.raw.length === text.length && refs[0]!.target !== undefined;
 }
 
+/** True when `value` holds a `${{ … }}` anywhere, so it is known only at run time. */
+export function hasRefs(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('${{');
+  if (Array.isArray(value)) return value.some(hasRefs);
+  if (value !== null && typeof value === 'object') return Object.values(value).some(hasRefs);
+  return false;
+}
+
 /** Calls `visit` for every string inside `value` (object keys are not visited). */
 export function forEachString(value: unknown, visit: (text: string, path: Array<string | number>) => void, path: Array<string | number> = []): void {
   if (typeof value === 'string') visit(value, path);

@@ -16,6 +16,56 @@ export interface StageKindInfo {
   withSchema: object;
   outputs: Record<string, StageOutputInfo>;
   codeVersion: string;
+  /**
+   * Rules the JSON Schema cannot express (fields that depend on each other, expressions, model
+   * source strings, names another stage produces), so a file that validates does not fail later
+   * for a reason visible in its text. Called only when `with` passed the schema; parameters are
+   * substituted, and values holding `${{ … }}` are known only at run time (see hasRefs).
+   */
+  check?(config: Record<string, unknown>, ctx: KindCheckContext): KindIssue[];
+  /** What a `json` output will hold, for the checks of stages that read it (e.g. a gate reading evaluate's metrics). */
+  outputShape?(output: string, config: Record<string, unknown>, ctx: KindCheckContext): ValueShape | undefined;
+}
+
+/** The shape of JSON data: which names a document will hold, with their types. */
+export type ValueShape =
+  /** 'unknown': whatever is there is known only at run time. */
+  | { type: 'number' | 'boolean' | 'string' | 'unknown'; optional?: boolean; description?: string }
+  | {
+      type: 'object';
+      /** May be absent at run time (e.g. no production model yet). */
+      optional?: boolean;
+      description?: string;
+      fields: Record<string, ValueShape>;
+      /** Fields whose names are known only at run time (e.g. one per class label), all of this shape. */
+      rest?: ValueShape;
+    };
+
+/** A problem a stage kind's check found in its `with`. */
+export interface KindIssue {
+  /** Inside `with`, e.g. ['lora'] or ['baseline', 'model']. */
+  path: Array<string | number>;
+  message: string;
+  hint?: string;
+  /** 0-based offset into the string value the problem is at (e.g. a gate's bad token). */
+  offset?: number;
+}
+
+export interface KindCheckContext {
+  stageId: string;
+  /** Folder relative paths in the config resolve against, when the file is on this machine's disk. */
+  baseDir?: string;
+  /** The upstream stage a whole `${{ stages.<id>.outputs.<name> }}` value comes from, when its kind is known and its config valid. */
+  upstream(value: unknown): UpstreamOutput | undefined;
+}
+
+export interface UpstreamOutput {
+  stage: string;
+  output: string;
+  kind: StageKindInfo;
+  /** The upstream stage's `with`, parameters substituted. */
+  config: Record<string, unknown>;
+  context: KindCheckContext;
 }
 
 export type ParamType = 'string' | 'number' | 'integer' | 'boolean';
@@ -142,6 +192,8 @@ export type SpecErrorCode =
   | 'unknown-output'
   | 'not-upstream'
   | 'type-mismatch'
+  /** A rule of the stage kind beyond its JSON Schema (see StageKindInfo.check). */
+  | 'bad-config'
   | 'bad-param-override'
   | 'missing-param';
 

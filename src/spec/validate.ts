@@ -4,6 +4,7 @@
  * may have failed the schema.
  */
 import { checkCycles, checkDurations, checkKinds, checkNeeds, isObject } from './check-stages.ts';
+import { checkKindRules } from './check-kinds.ts';
 import { checkRefs } from './check-refs.ts';
 import { checkWith } from './check-with.ts';
 import type { CheckContext } from './context.ts';
@@ -19,6 +20,8 @@ export interface ValidateOptions extends KindRegistry {
   paramOverrides?: Record<string, string>;
   /** Report parameters without default or override (default true; false for checking a file alone). */
   requireParams?: boolean;
+  /** Folder the file's relative paths resolve against, when it is on this machine's disk (enables checks of local paths). */
+  baseDir?: string;
 }
 
 export type ValidateResult = { ok: true; spec: PipelineSpec; params: Record<string, ParamValue> } | { ok: false; errors: SpecError[] };
@@ -53,7 +56,7 @@ export function validateParsed(parsed: ParsedSource, opts: ValidateOptions): Val
   checkCycles(ctx);
   checkDurations(ctx);
   checkRefs(ctx);
-  checkWith(ctx);
+  checkKindRules(ctx, checkWith(ctx), opts.baseDir);
   if (errors.length) return { ok: false, errors: sortErrors(errors) };
   return { ok: true, spec: parsed.data as PipelineSpec, params: resolved.values };
 }

@@ -4,11 +4,13 @@
  */
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
-import { evaluateGate } from '../eval/gates.ts';
+import { checkGate, evaluateGate } from '../eval/gates.ts';
 import { openRegistry, unflattenMetrics } from '../registry/registry.ts';
 import { deliverAudit } from './register.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import type { KindCheckContext, ValueShape } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
 
 interface Config {
@@ -42,6 +44,11 @@ export const deployStage: StageKind<Config> = {
     alias: { type: 'string' },
     ref: { type: 'string' },
     explanation: { type: 'string' },
+  },
+  check(raw, ctx) {
+    const cfg = raw as Partial<Config>;
+    if (typeof cfg.gate !== 'string' || hasRefs(cfg.gate)) return [];
+    return checkGate(cfg.gate, gateContextShape(cfg, ctx)).map((i) => ({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 }));
   },
   async run(cfg, ctx) {
     const alias = cfg.alias ?? 'production';
@@ -97,6 +104,19 @@ export const deployStage: StageKind<Config> = {
     }
   },
 };
+
+/**
+ * What the gate will read: the metrics document, plus `production` from the registry when the
+ * metrics lack it. Undefined when the metrics come from a stage whose output shape is unknown.
+ */
+function gateContextShape(cfg: Partial<Config>, ctx: KindCheckContext): Extract<ValueShape, { type: 'object' }> | undefined {
+  const production: ValueShape = { type: 'unknown', optional: true, description: 'absent while no version holds the alias' };
+  if (cfg.metrics === undefined) return { type: 'object', fields: { production } };
+  const up = ctx.upstream(cfg.metrics);
+  const shape = up?.kind.outputShape?.(up.output, up.config, up.context);
+  if (shape?.type !== 'object') return undefined;
+  return shape.fields.production ? shape : { ...shape, fields: { ...shape.fields, production } };
+}
 
 /** The `version` ('name@N') evaluate compared against; null when it found none; undefined when it did not compare. */
 function productionEvaluated(p: unknown): string | null | undefined {

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { reportToGateMetrics } from '../eval/metrics.ts';
+import { classificationGateShape, lmGateShape, reportToGateMetrics } from '../eval/metrics.ts';
 import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
 import { evaluateCausalLm } from '../finetune/causal-lm.ts';
 import { readFileSync } from 'node:fs';
@@ -14,7 +14,10 @@ import { resolveModelSource } from '../models/sources.ts';
 import { openRegistry } from '../registry/registry.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
-import { modelSpec } from './train.ts';
+import { absoluteModelSource as modelSpec } from '../models/source-spec.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import type { ValueShape } from '../spec/types.ts';
+import { modelSourceIssues } from './checks.ts';
 import type { StageContext, StageKind } from './types.ts';
 
 interface Config {
@@ -86,6 +89,25 @@ export const evaluateStage: StageKind<Config> = {
     accuracy: { type: 'number', description: 'classification' },
     loss: { type: 'number', description: 'causal LM: mean NLL of response tokens' },
     perplexity: { type: 'number', description: 'causal LM' },
+  },
+  check(raw, ctx) {
+    const cfg = raw as Partial<Config>;
+    return modelSourceIssues(cfg.baseline?.model, ['baseline', 'model'], ctx);
+  },
+  outputShape(output, raw, ctx) {
+    if (output !== 'metrics') return undefined;
+    const cfg = raw as Partial<Config>;
+    // The task, and the labels when listed, are the training stage's.
+    const trained = ctx.upstream(cfg.model);
+    if (trained?.kind.kind !== 'train' || hasRefs(trained.config.task) || hasRefs(trained.config.labels)) return undefined;
+    const causal = trained.config.task === 'causal-lm';
+    const labels = Array.isArray(trained.config.labels) ? (trained.config.labels as string[]) : undefined;
+    const own = causal ? lmGateShape() : classificationGateShape(labels);
+    const fields: Record<string, ValueShape> = { ...own.fields };
+    if (cfg.baseline) fields.baseline = { ...(causal ? lmGateShape() : classificationGateShape(labels)) };
+    // Present only when the alias has a version when the run evaluates; deploy falls back to the registry the same way.
+    fields.production = { type: 'object', optional: true, description: 'absent while no version holds the alias', fields: { ...own.fields, version: { type: 'string' } } };
+    return { type: 'object', fields };
   },
   async run(cfg, ctx) {
     const modelDir = await materialize(ctx, cfg.model);

@@ -5,15 +5,17 @@
  * checkpoint instead of starting over.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { readLabeledTexts } from '../finetune/evaluate.ts';
 import { trainClassifier, type TrainClassifierOptions } from '../finetune/classifier.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { InputError } from '../errors.ts';
 import { resolveModelSource } from '../models/sources.ts';
+import { absoluteModelSource } from '../models/source-spec.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
+import { modelSourceIssues } from './checks.ts';
 import type { StageKind } from './types.ts';
 
 export interface TrainConfig {
@@ -51,9 +53,9 @@ export interface TrainConfig {
 
 const COMPLETE = 'COMPLETE';
 
-/** Model sources with a scheme are global; bare paths are relative to the pipeline file. */
+/** Model sources with a scheme are global; local paths (bare, onnx:, file:) are relative to the pipeline file. */
 export function modelSpec(model: string, baseDir: string): string {
-  return /^(pypi|hf|onnx|file):/.test(model) || isAbsolute(model) ? model : resolve(baseDir, model);
+  return absoluteModelSource(model, baseDir);
 }
 
 function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): void {
@@ -99,7 +101,7 @@ export const trainStage: StageKind<TrainConfig> = {
           layers: { type: 'array', items: { type: 'integer', minimum: 0 } },
         },
       },
-      lr: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+      lr: { type: 'number', exclusiveMinimum: 0, exclusiveMaximum: 1 },
       epochs: { type: 'integer', minimum: 1 },
       maxSteps: { type: 'integer', minimum: 1 },
       batchSize: { type: 'integer', minimum: 1, default: 16 },
@@ -147,6 +149,20 @@ export const trainStage: StageKind<TrainConfig> = {
     steps: { type: 'number' },
     finalLoss: { type: 'number' },
     baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
+  },
+  check(raw, ctx) {
+    const cfg = raw as Partial<TrainConfig>;
+    const issues = modelSourceIssues(cfg.model, ['model'], ctx);
+    const causal = cfg.task === 'causal-lm';
+    if (causal && cfg.method === 'head') issues.push({ path: ['method'], message: "method 'head' applies to classification; use full or lora for causal-lm" });
+    if (cfg.method === 'lora' && cfg.lora === undefined) issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
+    if (cfg.earlyStopping !== undefined) {
+      if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
+      else if (cfg.validation === undefined || cfg.evalEvery === undefined) {
+        issues.push({ path: ['earlyStopping'], message: 'early stopping needs a validation table and evalEvery', hint: 'set validation: ${{ stages.<split>.outputs.validation }} and evalEvery: <steps>' });
+      }
+    }
+    return issues;
   },
   async run(cfg, ctx) {
     const resolved = await resolveModelSource(modelSpec(cfg.model, ctx.baseDir), {

@@ -1,0 +1,89 @@
+/**
+ * Runs each stage kind's own rules (StageKindInfo.check) on stages whose `with` passed its schema,
+ * with parameters substituted and a way to look at the upstream stage an output reference names.
+ */
+import { type CheckContext, report } from './context.ts';
+import { ancestors } from './graph.ts';
+import { locate, type Pos } from './parse.ts';
+import { toPointer, type Segment } from './paths.ts';
+import { findRefs, isWholeRef } from './runtime-refs.ts';
+import type { KindCheckContext, ParamValue, UpstreamOutput } from './types.ts';
+import { isObject } from './check-stages.ts';
+
+/** `with` as the stage will see it: parameters with a value substituted, stage outputs left as references. */
+export function substituteParams(value: unknown, params: Record<string, ParamValue>): unknown {
+  if (typeof value === 'string') {
+    const refs = findRefs(value);
+    if (!refs.length) return value;
+    const known = (r: (typeof refs)[number]) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(params, r.target.name);
+    if (isWholeRef(value, refs)) return known(refs[0]!) ? params[(refs[0]!.target as { name: string }).name] : value;
+    if (!refs.every(known)) return value;
+    let out = '';
+    let last = 0;
+    for (const r of refs) {
+      out += value.slice(last, r.index) + String(params[(r.target as { name: string }).name]);
+      last = r.index + r.raw.length;
+    }
+    return out + value.slice(last);
+  }
+  if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
+  if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
+  return value;
+}
+
+const MAX_UPSTREAM_DEPTH = 32;
+
+export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>, baseDir: string | undefined): void {
+  const configs = new Map<string, Record<string, unknown>>();
+  const configOf = (id: string) => {
+    let c = configs.get(id);
+    if (!c) configs.set(id, (c = substituteParams(ctx.stages.get(id)!.with ?? {}, ctx.paramValues) as Record<string, unknown>));
+    return c;
+  };
+  const kindOf = (id: string) => {
+    const uses = ctx.stages.get(id)?.uses;
+    return typeof uses === 'string' ? ctx.kinds.get(uses) : undefined;
+  };
+  const contextFor = (stageId: string, depth: number): KindCheckContext => ({
+    stageId,
+    baseDir,
+    upstream(value): UpstreamOutput | undefined {
+      if (typeof value !== 'string' || depth > MAX_UPSTREAM_DEPTH) return undefined;
+      const refs = findRefs(value);
+      const t = isWholeRef(value, refs) ? refs[0]!.target : undefined;
+      if (t?.kind !== 'stage' || !validWith.has(t.stage) || !ancestors(ctx.graph, stageId).has(t.stage)) return undefined;
+      const kind = kindOf(t.stage);
+      if (!kind || !Object.prototype.hasOwnProperty.call(kind.outputs, t.output)) return undefined;
+      return { stage: t.stage, output: t.output, kind, config: configOf(t.stage), context: contextFor(t.stage, depth + 1) };
+    },
+  });
+  for (const id of ctx.stages.keys()) {
+    const kind = kindOf(id);
+    if (!kind?.check || !validWith.has(id)) continue;
+    for (const issue of kind.check(configOf(id), contextFor(id, 0))) {
+      const seg: Segment[] = ['stages', id, 'with', ...issue.path];
+      const before = ctx.errors.length;
+      report(ctx, seg, { code: 'bad-config', message: issue.message, hint: issue.hint });
+      if (issue.offset !== undefined) {
+        const at = locateInString(ctx, seg, issue.offset);
+        Object.assign(ctx.errors[before]!, { line: at.line, column: at.column });
+      }
+    }
+  }
+}
+
+/** Position of character `offset` of the string at `seg`, when the file holds the string verbatim (no escapes, not from a parameter). */
+function locateInString(ctx: CheckContext, seg: Segment[], offset: number): Pos {
+  const pointer = toPointer(seg);
+  const loc = ctx.parsed.locations.get(pointer);
+  let node: unknown = ctx.parsed.data;
+  for (const s of seg) node = isObject(node) || Array.isArray(node) ? (node as Record<string, unknown>)[s as string] : undefined;
+  if (loc && typeof node === 'string' && !node.includes('${{')) {
+    const idx = ctx.parsed.text.slice(loc.start, loc.end).indexOf(node);
+    if (idx >= 0 && !node.slice(0, offset).includes('\n')) {
+      const p = ctx.parsed.lineCounter.linePos(loc.start + idx + offset);
+      return { line: p.line, column: p.col };
+    }
+  }
+  return locate(ctx.parsed, pointer);
+}

@@ -1,0 +1,13 @@
+/** Checks several stage kinds share (see StageKindInfo.check). */
+import { missingLocalModel, MODEL_SOURCE_FORMS, parseModelSource } from '../models/source-spec.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import type { KindCheckContext, KindIssue } from '../spec/types.ts';
+
+/** A model source string: its scheme and shape, and for a local one, that it is there. */
+export function modelSourceIssues(value: unknown, path: Array<string | number>, ctx: KindCheckContext): KindIssue[] {
+  if (typeof value !== 'string' || hasRefs(value)) return [];
+  const p = parseModelSource(value);
+  if ('error' in p) return [{ path, message: p.error, hint: p.hint }];
+  const missing = ctx.baseDir === undefined ? undefined : missingLocalModel(p, ctx.baseDir);
+  return missing ? [{ path, message: missing, hint: `relative paths start at the pipeline file's folder; or use ${MODEL_SOURCE_FORMS}` }] : [];
+}

