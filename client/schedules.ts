@@ -22,7 +22,7 @@ import {
 import { openAudit } from '../src/audit/log.ts';
 import { InputError } from '../src/errors.ts';
 import { formatDuration } from '../src/spec/duration.ts';
-import { loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
+import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
@@ -156,7 +156,9 @@ async function planFromBytes(
 ): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const parsed = parseParamOverrides(o.params);
   if (parsed.errors.length > 0) throw new SpecLoadError(parsed.errors, '--param');
-  const res = loadSpecText(o.bytes.toString('utf8'), o.file, { ...o.registry, paramOverrides: parsed.overrides });
+  const text = decodeSource(o.bytes, o.file);
+  if (!text.ok) throw new SpecLoadError([text.error], o.file);
+  const res = loadSpecText(text.text, o.file, { ...o.registry, paramOverrides: parsed.overrides, baseDir: dirname(o.file) });
   if (!res.ok) throw new SpecLoadError(res.errors, o.file);
   const specUri = o.storedUri ?? (await o.store.putBytes(o.bytes, { mediaType: mediaTypeOf(o.file) })).uri;
   const gate = o.gate && Object.keys(o.gate).length > 0 ? o.gate : undefined;
