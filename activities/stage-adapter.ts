@@ -6,7 +6,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
-import { InputError } from '../src/errors.ts';
+import { InputError, IntegrityError } from '../src/errors.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { StageCache } from '../src/store/stage-cache.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -27,10 +27,22 @@ interface HeartbeatDetails {
   resume?: unknown;
 }
 
-/** Input errors become non-retryable failures that keep where and hint; anything else is retried. */
+/**
+ * Input errors become non-retryable failures that keep where and hint. So does a damaged or
+ * missing store object: another attempt would read the same bad bytes (the caller has already
+ * evicted the cache records that point at it, so a rerun recomputes it). Anything else is retried.
+ */
 export function asActivityFailure(err: unknown): unknown {
   if (err instanceof InputError) {
     return ApplicationFailure.create({ type: 'InputError', message: err.message, nonRetryable: true, details: [{ where: err.where, hint: err.hint }] });
+  }
+  if (err instanceof IntegrityError && err.sha256 !== undefined) {
+    return ApplicationFailure.create({
+      type: 'IntegrityError',
+      message: err.message,
+      nonRetryable: true,
+      details: [{ sha256: err.sha256, hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it' }],
+    });
   }
   return err;
 }
@@ -82,6 +94,10 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       return result;
     } catch (err) {
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
+      if (err instanceof IntegrityError && err.sha256 !== undefined) {
+        const evicted = await deps.cache.evictReferencing(err.sha256).catch(() => []);
+        actx.log.warn(`damaged store object ${err.sha256}: evicted ${evicted.length} cache record(s) that named it`, { stage: req.stageId });
+      }
       throw asActivityFailure(err);
     } finally {
       clearInterval(beat);

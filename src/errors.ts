@@ -21,4 +21,13 @@ export class InputError extends Error {
 /** Data integrity broke: a stored artifact does not match its recorded hash or size. */
 export class IntegrityError extends Error {
   override name = 'IntegrityError';
+  /**
+   * The store object that is missing or damaged, when the error is about one. Retrying the stage
+   * that read it cannot help (the bytes stay bad); the producing stage has to run again.
+   */
+  readonly sha256?: string;
+  constructor(message: string, opts: { sha256?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.sha256 = opts.sha256;
+  }
 }

@@ -4,7 +4,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ArtifactRef } from '../src/types.ts';
+import type { StageKind } from '../src/stages/types.ts';
 import { join } from 'node:path';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import type { PlannedPipeline } from '../src/spec/types.ts';
@@ -14,6 +16,7 @@ import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.t
 
 let env: TestEnv;
 let logFile: string;
+let readerAttempts = 0;
 
 const stage = (id: string, needs: string[], value: string, extra: Partial<StageDraft> = {}): StageDraft => ({
   id,
@@ -46,6 +49,18 @@ before(async () => {
   env = await startTestEnv(new Map());
   logFile = join(env.dir, 'executions.log');
   env.kinds.set('probe', probeKind(logFile));
+  env.kinds.set('reader', {
+    kind: 'reader',
+    description: 'reads its input artifact',
+    codeVersion: '1',
+    withSchema: { type: 'object' },
+    outputs: {},
+    async run(cfg: { input: ArtifactRef }, ctx) {
+      readerAttempts++;
+      await ctx.store.readJson(cfg.input);
+      return {};
+    },
+  } satisfies StageKind<{ input: ArtifactRef }>);
   await env.startWorker();
 });
 after(async () => env?.close());
@@ -74,5 +89,33 @@ describe('stage cache', () => {
     assert.deepEqual(all.ran, ['a', 'b', 'c', 'side']);
     const one = await run(chain(base, { side: { cache: false } }));
     assert.deepEqual(one.ran, ['side']);
+  });
+
+  it('a cache hit whose output object was damaged is not served: the stage reruns and the object is repaired', async () => {
+    const first = await run(chain({ ...base, side: 'S-damage' }));
+    const out = first.status.stages.find((s) => s.id === 'side')!.outputs!.out as ArtifactRef;
+    const path = env.store.pathOf(out);
+    chmodSync(path, 0o644);
+    writeFileSync(path, '{"value": "tampered"}');
+    const again = await run(chain({ ...base, side: 'S-damage' }));
+    assert.deepEqual(again.ran, ['side'], 'only the stage whose output was damaged ran again');
+    assert.equal(JSON.parse(readFileSync(env.store.pathOf(out), 'utf8')).value, 'S-damage');
+    await env.store.verify(out);
+  });
+
+  it('a stage that reads a damaged object fails at once, not retried, and the cache records naming it are evicted', async () => {
+    const input = await env.store.putJson({ rows: [1, 2, 3] });
+    await env.cache.put({ key: 'e'.repeat(64), kind: 'probe', outputs: { out: input }, producedBy: { runId: 'earlier', stageId: 'x' }, createdAt: 'now' });
+    chmodSync(env.store.pathOf(input), 0o644);
+    writeFileSync(env.store.pathOf(input), '{"rows": []}');
+    readerAttempts = 0;
+    const p: RunPlan = { name: 'damaged', specHash: 'damaged', params: {}, stages: [{ id: 'read', uses: 'reader', needs: [], with: { input }, retry: { maximumAttempts: 3, initialInterval: 100 } }] };
+    const res = await run(p, true);
+    assert.equal(res.status.state, 'failed');
+    const st = res.status.stages.find((s) => s.id === 'read')!;
+    assert.equal(st.error?.type, 'IntegrityError', JSON.stringify(st.error));
+    assert.equal(readerAttempts, 1, 'retrying cannot fix bad bytes');
+    assert.equal(await env.cache.get('e'.repeat(64)), undefined);
+    assert.equal(existsSync(join(env.dir, 'cache', 'ee', `${'e'.repeat(64)}.json`)), false);
   });
 });

@@ -1,8 +1,10 @@
 /** Distances between label distributions, for drift triggers. */
 
 function normalise(counts: Record<string, number>, keys: string[]): number[] {
-  const total = keys.reduce((n, k) => n + (counts[k] ?? 0), 0);
-  return keys.map((k) => (total > 0 ? (counts[k] ?? 0) / total : 0));
+  // Own properties only: a label named `constructor` must not read Object's constructor.
+  const count = (k: string) => (Object.hasOwn(counts, k) ? counts[k]! : 0);
+  const total = keys.reduce((n, k) => n + count(k), 0);
+  return keys.map((k) => (total > 0 ? count(k) / total : 0));
 }
 
 /**

@@ -152,3 +152,15 @@ describe('RunIndex', () => {
     }
   });
 });
+
+describe('decideGate: labels named like Object properties', () => {
+  const gate = { labelDrift: { threshold: 0.1 } };
+  const parsed = (json: string) => JSON.parse(json) as Record<string, number>;
+  it('counts constructor and __proto__ like any other label', () => {
+    const same = decideGate(gate, { specHash: 's', data: [data('h2', parsed('{"constructor": 10, "ham": 10}'))] }, lastRun('s', [data('h1', parsed('{"constructor": 10, "ham": 10}'))]));
+    assert.equal(same.proceed, false, same.reason);
+    const moved = decideGate(gate, { specHash: 's', data: [data('h2', parsed('{"__proto__": 10}'))] }, lastRun('s', [data('h1', parsed('{"ham": 10}'))]));
+    assert.equal(moved.proceed, true, moved.reason);
+    assert.match(moved.reason, /distance 1\.0000/);
+  });
+});

@@ -3,10 +3,12 @@
  * same pipeline (unchanged data and spec → skip), and evaluates optional triggers (production
  * metric below a threshold, label distribution drift).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TriggerSpec } from '../spec/types.ts';
 import { jensenShannon } from './drift.ts';
+import { syncDirSync, writeFileDurableSync } from '../util/durable-write.ts';
 
 export type GateSpec = TriggerSpec;
 
@@ -46,16 +48,19 @@ export class RunIndex {
 
   record(pipeline: string, rec: RunRecord): void {
     const p = this.path(pipeline);
-    const tmp = `${p}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(rec, null, 2));
+    const tmp = `${p}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    // Flushed before the rename: after a power cut the record is the old one or the new one, whole.
+    writeFileDurableSync(tmp, JSON.stringify(rec, null, 2));
     renameSync(tmp, p);
+    syncDirSync(this.dir);
   }
 }
 
 function sumLabels(data: DataFingerprint[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const d of data) for (const [k, v] of Object.entries(d.labels)) out[k] = (out[k] ?? 0) + v;
-  return out;
+  // Labels come from the data: a Map, so `constructor` or `__proto__` are counted like any label.
+  const out = new Map<string, number>();
+  for (const d of data) for (const [k, v] of Object.entries(d.labels)) out.set(k, (out.get(k) ?? 0) + v);
+  return Object.fromEntries(out);
 }
 
 /**

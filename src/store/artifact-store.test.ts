@@ -50,7 +50,29 @@ describe('ArtifactStore', () => {
     writeFileSync(p, 'precious dat4');
     await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /corrupt/.test(e.message));
     writeFileSync(p, 'precious');
-    await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /8 bytes on disk/.test(e.message));
+    await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /corrupt/.test(e.message));
+    const good = await s.putBytes('precious data', { mediaType: 'text/plain' });
+    await assert.rejects(s.verify({ ...good, bytes: 8 }), (e: Error) => e instanceof IntegrityError && /13 bytes on disk, the reference says 8/.test(e.message));
+  });
+
+  it('a damaged object is quarantined on verify and replaced by the next put of its bytes', async () => {
+    const s = fresh();
+    const ref = await s.putBytes('the right bytes', { mediaType: 'text/plain' });
+    chmodSync(s.pathOf(ref), 0o644);
+    writeFileSync(s.pathOf(ref), 'the wrong bytes');
+    // Putting the same content again must not trust the damaged object that has its name.
+    const again = await s.putBytes('the right bytes', { mediaType: 'text/plain' });
+    assert.deepEqual(again, ref);
+    assert.equal(readFileSync(s.pathOf(ref), 'utf8'), 'the right bytes');
+    await s.verify(ref);
+    // A damaged object found by verify is moved aside (kept for inspection), so has() is false.
+    chmodSync(s.pathOf(ref), 0o644);
+    writeFileSync(s.pathOf(ref), 'rot');
+    await assert.rejects(s.verify(ref), (e: unknown) => e instanceof IntegrityError && e.sha256 === ref.sha256);
+    assert.equal(s.has(ref.sha256), false);
+    assert.equal(readdirSync(join(s.root, 'quarantine')).length, 2);
+    await s.putBytes('the right bytes', { mediaType: 'text/plain' });
+    await s.verify(ref);
   });
 
   it('rejects URIs and tree names that could escape the store', async () => {

@@ -79,14 +79,36 @@ export class ArtifactStore {
     try {
       st = lstatSync(path);
     } catch {
-      throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`);
+      throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`, { sha256: hex });
     }
-    if (!st.isFile()) throw new IntegrityError(`artifact ${hex} is not a regular file (symlinks are rejected)`);
+    if (!st.isFile()) throw new IntegrityError(`artifact ${hex} is not a regular file (symlinks are rejected)`, { sha256: hex });
     return path;
   }
 
+  /** Whether an object exists (not whether it is intact: `verify` re-hashes it). */
   has(sha256: string): boolean {
     return HEX64.test(sha256) && existsSync(this.objectPath(sha256));
+  }
+
+  /** Whether the stored object's content still hashes to its name; false when absent or damaged. */
+  private async intact(hex: string): Promise<boolean> {
+    const path = this.objectPath(hex);
+    const st = await fsp.lstat(path).catch(() => undefined);
+    if (!st?.isFile()) return false;
+    return (await sha256File(path)).sha256 === hex;
+  }
+
+  /**
+   * Moves a damaged object out of the way (to <root>/quarantine, kept for inspection), so that the
+   * next put of the right bytes stores them afresh and `has` no longer reports it.
+   */
+  async quarantine(hex: string): Promise<void> {
+    if (!HEX64.test(hex)) return;
+    const dir = join(this.root, 'quarantine');
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.rename(this.objectPath(hex), join(dir, `${hex}.${Date.now()}.${randomBytes(3).toString('hex')}`)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   }
 
   /** A fresh temp path inside the store, for writers that produce a file and then `putFile(..., {move: true})`. */
@@ -132,9 +154,12 @@ export class ArtifactStore {
 
   private async commit(staged: string, hex: string, bytes: number, opts: PutOptions): Promise<ArtifactRef> {
     const final = this.objectPath(hex);
-    if (existsSync(final)) {
+    // An existing object is only trusted after re-hashing it: a damaged one (bit rot, a torn copy,
+    // a hand edit) is replaced by these bytes instead of staying wrong forever.
+    if (await this.intact(hex)) {
       await fsp.rm(staged, { force: true });
     } else {
+      if (lstatSync(final, { throwIfNoEntry: false })) await this.quarantine(hex);
       await fsp.mkdir(join(this.root, 'sha256', hex.slice(0, 2)), { recursive: true });
       await fsp.chmod(staged, 0o444);
       await fsp.rename(staged, final);
@@ -149,13 +174,41 @@ export class ArtifactStore {
     return ref;
   }
 
-  /** Re-hashes a stored artifact; throws IntegrityError when size or hash differ from the reference. */
+  /**
+   * Re-hashes a stored artifact; throws IntegrityError when size or hash differ from the reference.
+   * An object whose content no longer hashes to its own name is quarantined, so the stage that
+   * produces it stores it afresh when it runs again.
+   */
   async verify(ref: ArtifactRef): Promise<string> {
     const path = this.pathOf(ref);
+    const name = parseUri(ref.uri);
     const { sha256: hex, bytes } = await sha256File(path);
-    if (bytes !== ref.bytes) throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`);
-    if (hex !== ref.sha256) throw new IntegrityError(`artifact ${ref.sha256} is corrupt: its content hashes to ${hex}`);
+    if (hex !== name) {
+      await this.quarantine(name);
+      throw new IntegrityError(`artifact ${name} is corrupt: its content hashes to ${hex} (moved to ${join(this.root, 'quarantine')})`, { sha256: name });
+    }
+    if (hex !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
+    if (bytes !== ref.bytes) throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
     return path;
+  }
+
+  /** `verify`, and for a tree every file its manifest lists. */
+  async verifyDeep(ref: ArtifactRef): Promise<void> {
+    await this.verify(ref);
+    if (ref.mediaType !== TREE_MEDIA) return;
+    const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+    for (const e of manifest.files) await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
+  }
+
+  /** Whether a tree's manifest lists the object `sha256` (false for other artifacts or unreadable manifests). */
+  async treeContains(ref: ArtifactRef, sha256: string): Promise<boolean> {
+    if (ref.mediaType !== TREE_MEDIA || !this.has(ref.sha256)) return false;
+    try {
+      const manifest = JSON.parse(await fsp.readFile(this.pathOf(ref), 'utf8')) as { files?: TreeEntry[] };
+      return (manifest.files ?? []).some((f) => f.sha256 === sha256);
+    } catch {
+      return false;
+    }
   }
 
   async readJson<T>(ref: ArtifactRef): Promise<T> {

@@ -2,13 +2,17 @@
  * Stage cache: maps a cache key to the outputs a stage produced for it. A key hashes everything that
  * determines the output: the stage kind and its code version, the resolved config (upstream
  * artifact references inside it carry their sha256) and the hashes of external inputs such as
- * source files. A hit is only served when every artifact it names is still in the store.
+ * source files. A hit is only served when every artifact it names (and every file of a tree) is
+ * still in the store and still hashes to its name; otherwise the record is evicted and the damaged
+ * object quarantined, so the stage runs again and stores its output afresh.
  */
 import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { IntegrityError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
-import { isArtifactRef, type StageOutputs } from '../types.ts';
+import { writeFileDurable } from '../util/durable-write.ts';
+import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
 
 export interface CacheKeyParts {
@@ -31,7 +35,7 @@ export function cacheKey(parts: CacheKeyParts): string {
   return hashJson({ v: 1, ...parts });
 }
 
-function collectRefs(value: unknown, out: { sha256: string }[] = []): { sha256: string }[] {
+function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
   if (isArtifactRef(value)) out.push(value);
   else if (Array.isArray(value)) value.forEach((v) => collectRefs(v, out));
   else if (value && typeof value === 'object') Object.values(value).forEach((v) => collectRefs(v, out));
@@ -57,7 +61,16 @@ export class StageCache {
       return undefined; // an unreadable record is a miss, and the rerun overwrites it
     }
     if (rec.key !== key) return undefined;
-    if (!collectRefs(rec.outputs).every((r) => this.store.has(r.sha256))) return undefined;
+    for (const ref of collectRefs(rec.outputs)) {
+      try {
+        await this.store.verifyDeep(ref);
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        // Missing or damaged (verify quarantined it): the stage must run again and store it afresh.
+        await this.evict(key);
+        return undefined;
+      }
+    }
     return rec;
   }
 
@@ -65,7 +78,49 @@ export class StageCache {
     const p = this.path(rec.key);
     await fsp.mkdir(join(p, '..'), { recursive: true });
     const tmp = `${p}.${randomBytes(4).toString('hex')}.tmp`;
-    await fsp.writeFile(tmp, JSON.stringify(rec, null, 2));
+    // Durable before it is visible: after a power cut a record either is whole or is absent.
+    await writeFileDurable(tmp, JSON.stringify(rec, null, 2));
     await fsp.rename(tmp, p);
+    await syncDir(join(p, '..'));
+  }
+
+  async evict(key: string): Promise<void> {
+    await fsp.rm(this.path(key), { force: true });
+  }
+
+  /**
+   * Evicts every record whose outputs name the object `sha256`, directly or as a file of a tree.
+   * Called when a stage finds that object damaged, so a rerun recomputes whatever produced it.
+   * Returns the evicted keys.
+   */
+  async evictReferencing(sha256: string): Promise<string[]> {
+    const evicted: string[] = [];
+    for (const sub of await fsp.readdir(this.dir).catch(() => [] as string[])) {
+      for (const name of await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])) {
+        if (!name.endsWith('.json')) continue;
+        let rec: CacheRecord;
+        try {
+          rec = JSON.parse(await fsp.readFile(join(this.dir, sub, name), 'utf8')) as CacheRecord;
+        } catch {
+          continue;
+        }
+        let hit = false;
+        for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) hit = true;
+        if (hit) {
+          await fsp.rm(join(this.dir, sub, name), { force: true });
+          evicted.push(rec.key);
+        }
+      }
+    }
+    return evicted;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const dh = await fsp.open(dir, 'r');
+  try {
+    await dh.sync().catch(() => undefined);
+  } finally {
+    await dh.close();
   }
 }

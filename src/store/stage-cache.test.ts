@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArtifactStore, uriFor } from './artifact-store.ts';
+import { StageCache, type CacheRecord } from './stage-cache.ts';
+
+function setup(t: { after: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cache-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ArtifactStore(join(dir, 'store'));
+  return { dir, store, cache: new StageCache(join(dir, 'cache'), store) };
+}
+
+const record = (key: string, outputs: CacheRecord['outputs']): CacheRecord => ({ key, kind: 'k', outputs, producedBy: { runId: 'r', stageId: 's' }, createdAt: 'now' });
+const damage = (path: string) => {
+  chmodSync(path, 0o644);
+  writeFileSync(path, 'bit rot');
+};
+
+test('a hit whose artifact (or a file of its tree) no longer matches its hash is evicted, not served', async (t) => {
+  const { dir, store, cache } = setup(t);
+  const file = await store.putBytes('table bytes', { mediaType: 'application/octet-stream' });
+  mkdirSync(join(dir, 'model'));
+  writeFileSync(join(dir, 'model', 'model.onnx'), 'weights');
+  const tree = await store.putTree(join(dir, 'model'));
+  const k1 = 'a'.repeat(64);
+  const k2 = 'b'.repeat(64);
+  await cache.put(record(k1, { table: file, n: 3 }));
+  await cache.put(record(k2, { model: tree }));
+  assert.ok(await cache.get(k1));
+  assert.ok(await cache.get(k2));
+
+  damage(store.pathOf(file));
+  assert.equal(await cache.get(k1), undefined);
+  assert.equal(existsSync(join(dir, 'cache', 'aa', `${k1}.json`)), false, 'the record was evicted');
+
+  const weights = (await store.readJson<{ files: { name: string; sha256: string }[] }>(tree)).files[0]!.sha256;
+  damage(store.pathOf(uriFor(weights)));
+  assert.equal(await cache.get(k2), undefined);
+  assert.equal(store.has(weights), false, 'the damaged file was quarantined');
+});
+
+test('evictReferencing finds records naming an object directly or inside a tree', async (t) => {
+  const { dir, store, cache } = setup(t);
+  mkdirSync(join(dir, 'm'));
+  writeFileSync(join(dir, 'm', 'w.bin'), 'w');
+  const tree = await store.putTree(join(dir, 'm'));
+  const other = await store.putBytes('other', { mediaType: 'text/plain' });
+  const inner = (await store.readJson<{ files: { sha256: string }[] }>(tree)).files[0]!.sha256;
+  await cache.put(record('c'.repeat(64), { model: tree }));
+  await cache.put(record('d'.repeat(64), { x: other }));
+  assert.deepEqual(await cache.evictReferencing(inner), ['c'.repeat(64)]);
+  assert.ok(await cache.get('d'.repeat(64)));
+});
