@@ -8,6 +8,8 @@ test('model source forms parse; malformed ones say what is wrong', () => {
   assert.deepEqual(parseModelSource('hf:sentence-transformers/all-MiniLM-L6-v2'), { scheme: 'hf', org: 'sentence-transformers', name: 'all-MiniLM-L6-v2', revision: 'main' });
   assert.deepEqual(parseModelSource('hf:org/name@v1.0'), { scheme: 'hf', org: 'org', name: 'name', revision: 'v1.0' });
   assert.deepEqual(parseModelSource('models/m.onnx'), { scheme: 'onnx', path: 'models/m.onnx' });
+  assert.deepEqual(parseModelSource('models/m.Q4_1.gguf'), { scheme: 'gguf', path: 'models/m.Q4_1.gguf' });
+  assert.deepEqual(parseModelSource('gguf:m.bin'), { scheme: 'gguf', path: 'm.bin' });
   assert.deepEqual(parseModelSource('file:models/m'), { scheme: 'dir', path: 'models/m' });
   assert.deepEqual(parseModelSource('C:/models/m'), { scheme: 'dir', path: 'C:/models/m' });
   const bad: Array<[string, RegExp]> = [
@@ -20,6 +22,7 @@ test('model source forms parse; malformed ones say what is wrong', () => {
     ['hf:../name', /is not hf:org\/name|'\.\.'/],
     ['hf:org/name@../../x', /'\.\.'/],
     ['onnx:', /names no file/],
+    ['gguf:', /names no file/],
     ['https://example.com/model', /unknown model source scheme 'https:'.*|/],
     ['s3://bucket/m', /unknown model source scheme 's3:'/],
   ];
@@ -32,6 +35,7 @@ test('model source forms parse; malformed ones say what is wrong', () => {
 
 test('onnx: and file: paths resolve against the pipeline folder like bare paths, not the worker folder', () => {
   assert.equal(modelSpec('onnx:m/model.onnx', '/base'), 'onnx:/base/m/model.onnx');
+  assert.equal(modelSpec('m/x.gguf', '/base'), 'gguf:/base/m/x.gguf');
   assert.equal(modelSpec('file:m', '/base'), '/base/m');
   assert.equal(modelSpec('m', '/base'), '/base/m');
   assert.equal(modelSpec('hf:o/n@r', '/base'), 'hf:o/n@r');

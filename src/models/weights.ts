@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readModelWeights } from '../formats/safetensors-index.ts';
 import { toFloat32 } from '../formats/safetensors.ts';
+import { readGguf } from '../formats/gguf.ts';
+import { GGUF_FILE_KEY, llamaWeightsFromGguf } from './gguf-llama.ts';
 
 export class ModelConfig {
   constructor(readonly raw: Record<string, unknown>, readonly path: string) {}
@@ -90,6 +92,13 @@ export class Weights {
   }
 
   static read(dir: string, stripPrefixes: string[] = []): Weights {
+    // A GGUF model directory (see gguf-llama.ts): config.json names the GGUF file holding the weights.
+    const config = existsSync(join(dir, 'config.json')) ? ModelConfig.read(dir) : undefined;
+    const gguf = config?.raw[GGUF_FILE_KEY];
+    if (typeof gguf === 'string') {
+      if (gguf.includes('/') || gguf.includes('\\')) throw new InputError(`${GGUF_FILE_KEY} must be a file name in the model directory`, { where: `${config!.path}: ${GGUF_FILE_KEY}` });
+      return new Weights(llamaWeightsFromGguf(readGguf(join(dir, gguf)), config!.raw), dir);
+    }
     const file = readModelWeights(dir);
     const map = new Map<string, Weight>();
     for (const [name, t] of file.tensors) {

@@ -1,0 +1,89 @@
+/**
+ * Chat templates: the model's own Jinja template (tokenizer_config.json `chat_template`, a
+ * `chat_template.jinja` file, or a GGUF's `tokenizer.chat_template`), rendered with @huggingface/jinja
+ * the way transformers' `apply_chat_template` renders it: `messages`, `add_generation_prompt`, the
+ * special tokens (`bos_token`, `eos_token`, …) and any extra variables; trim_blocks and lstrip_blocks on.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { InputError } from '../errors.ts';
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+export interface RenderOptions {
+  /** End with the header of an assistant turn, so generation writes the reply. */
+  addGenerationPrompt?: boolean;
+  /** More template variables (e.g. `tools`, `documents`, model-specific switches). */
+  variables?: Record<string, unknown>;
+}
+
+const SPECIAL_KEYS = ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token'] as const;
+
+function tokenString(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return undefined;
+}
+
+export class ChatTemplate {
+  private readonly template: Template;
+
+  /** `source` names where the template came from, for errors. */
+  constructor(readonly text: string, readonly source: string, readonly specialTokens: Record<string, string> = {}) {
+    try {
+      this.template = new Template(text);
+    } catch (e) {
+      throw new InputError(`chat template does not parse: ${(e as Error).message}`, { where: source, cause: e });
+    }
+  }
+
+  render(messages: ChatMessage[], opts: RenderOptions = {}): string {
+    messages.forEach((m, i) => {
+      if (typeof m?.role !== 'string' || typeof m.content !== 'string') throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
+    });
+    try {
+      return this.template.render({
+        ...this.specialTokens, ...opts.variables,
+        messages: messages.map((m) => ({ ...m })),
+        add_generation_prompt: opts.addGenerationPrompt ?? false,
+      });
+    } catch (e) {
+      throw new InputError(`chat template failed: ${(e as Error).message}`, { where: this.source, cause: e });
+    }
+  }
+}
+
+/**
+ * The chat template of a model directory. `override` (a template given in the pipeline or the call) wins;
+ * a model without a template and no override is an error that says how to give one.
+ */
+export function loadChatTemplate(dir: string, override?: string): ChatTemplate {
+  const cfgPath = join(dir, 'tokenizer_config.json');
+  let config: Record<string, unknown> = {};
+  if (existsSync(cfgPath)) {
+    try {
+      config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new InputError(`not valid JSON (${(e as Error).message})`, { where: cfgPath, cause: e });
+    }
+  }
+  const specials: Record<string, string> = {};
+  for (const k of SPECIAL_KEYS) {
+    const t = tokenString(config[k]);
+    if (t !== undefined) specials[k] = t;
+  }
+  if (override !== undefined) return new ChatTemplate(override, 'chat_template (given explicitly)', specials);
+  const jinjaPath = join(dir, 'chat_template.jinja');
+  if (existsSync(jinjaPath)) return new ChatTemplate(readFileSync(jinjaPath, 'utf8'), jinjaPath, specials);
+  let t = config.chat_template;
+  // Some tokenizer configs carry several named templates; 'default' is the chat one.
+  if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
+  if (typeof t === 'string' && t.length > 0) return new ChatTemplate(t, `${cfgPath}: chat_template`, specials);
+  throw new InputError('the model has no chat template', {
+    where: dir, hint: 'give one explicitly (the pipeline\'s chat_template field, or the call\'s template option), or use a prompt template for plain prompt/response training',
+  });
+}
