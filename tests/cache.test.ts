@@ -109,7 +109,7 @@ describe('stage cache', () => {
     chmodSync(env.store.pathOf(input), 0o644);
     writeFileSync(env.store.pathOf(input), '{"rows": []}');
     readerAttempts = 0;
-    const p: RunPlan = { name: 'damaged', specHash: 'damaged', params: {}, stages: [{ id: 'read', uses: 'reader', needs: [], with: { input }, retry: { maximumAttempts: 3, initialInterval: 100 } }] };
+    const p = plannedPipeline('damaged', [{ id: 'read', uses: 'reader', needs: [], with: { input }, retry: { maximumAttempts: 3, initialInterval: 100 } }]);
     const res = await run(p, true);
     assert.equal(res.status.state, 'failed');
     const st = res.status.stages.find((s) => s.id === 'read')!;
