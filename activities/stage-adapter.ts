@@ -7,6 +7,9 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
 import { InputError, IntegrityError } from '../src/errors.ts';
+import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
+import { ChildProcessDied, runStageInChild } from '../src/isolate/run-in-child.ts';
+import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { StageCache } from '../src/store/stage-cache.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -20,6 +23,8 @@ export interface ActivityDeps {
   /** Called after a stage succeeds (the audit trail hooks in here). */
   onStageCompleted?: (req: StageRequest, result: StageResult) => Promise<void>;
   heartbeatEveryMs?: number;
+  /** Where kinds with `isolation` run and their children's memory limits; default from the environment (isolationFromEnv). */
+  isolation?: Isolation;
 }
 
 interface HeartbeatDetails {
@@ -30,7 +35,9 @@ interface HeartbeatDetails {
 /**
  * Input errors become non-retryable failures that keep where and hint. So does a damaged or
  * missing store object: another attempt would read the same bad bytes (the caller has already
- * evicted the cache records that point at it, so a rerun recomputes it). Anything else is retried.
+ * evicted the cache records that point at it, so a rerun recomputes it). A stage process that died
+ * (crash, OOM kill) becomes a retryable failure that carries its exit signal and last stderr lines.
+ * Anything else is retried.
  */
 export function asActivityFailure(err: unknown): unknown {
   if (err instanceof InputError) {
@@ -44,10 +51,15 @@ export function asActivityFailure(err: unknown): unknown {
       details: [{ sha256: err.sha256, hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it' }],
     });
   }
+  if (err instanceof ChildProcessDied) {
+    return ApplicationFailure.create({ type: 'ChildProcessDied', message: err.message, nonRetryable: false, details: [{ exitCode: err.exitCode, signal: err.signal, stderrTail: err.stderrTail }] });
+  }
   return err;
 }
 
 export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: StageRequest) => Promise<StageResult> {
+  const isolation = deps.isolation ?? isolationFromEnv();
+  const inChild = kind.isolation !== undefined && isolation.mode === 'process';
   return async (req) => {
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
@@ -84,7 +96,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     };
     try {
       actx.heartbeat(details);
-      const outputs = await kind.run(req.config, ctx);
+      const outputs = inChild ? await runStageInChild(kind, req.config, ctx, isolation.limits) : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       const result: StageResult = { outputs, cacheKey: req.cacheKey };
       if (req.writeCache && req.cacheKey && kind.cacheable !== false) {

@@ -4,11 +4,23 @@ import { connectWorker } from '../../infra/connection.ts';
 import { createWorker } from '../../infra/worker.ts';
 import { installRuntime } from '../../infra/runtime.ts';
 import { parse } from '../args.ts';
-import type { CliContext } from '../context.ts';
+import { CliError, type CliContext } from '../context.ts';
 import { stageCompletedHook } from '../../activities/audit.ts';
+import { isolationFromEnv } from '../../src/isolate/limits.ts';
 
-export async function buildWorker(ctx: CliContext, queue: string, opts: { workflows?: boolean; maxActivities?: number } = {}): Promise<Worker> {
+export interface BuildWorkerOptions {
+  workflows?: boolean;
+  maxActivities?: number;
+  /** Flags that override TEMPERED_CHILD_MAX_OLD_SPACE_MB / TEMPERED_CHILD_MAX_RSS_MB. */
+  childMaxOldSpaceMb?: number;
+  childMaxRssMb?: number;
+}
+
+export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWorkerOptions = {}): Promise<Worker> {
   const s = ctx.settings();
+  const isolation = isolationFromEnv();
+  if (opts.childMaxOldSpaceMb) isolation.limits.maxOldSpaceMb = opts.childMaxOldSpaceMb;
+  if (opts.childMaxRssMb) isolation.limits.maxRssMb = opts.childMaxRssMb;
   const connection = await connectWorker(s);
   return createWorker({
     connection,
@@ -17,7 +29,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: { workfl
     kinds: ctx.kinds,
     workflows: opts.workflows,
     maxConcurrentActivities: opts.maxActivities,
-    deps: { store: ctx.store(), cache: ctx.cache(), stateDir: ctx.paths.root, onStageCompleted: stageCompletedHook(ctx.paths.root) },
+    deps: { store: ctx.store(), cache: ctx.cache(), stateDir: ctx.paths.root, onStageCompleted: stageCompletedHook(ctx.paths.root), isolation },
   });
 }
 
@@ -39,11 +51,23 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
 }
 
 export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered worker [--queue NAME] [--activities-only] [--max-activities N]';
-  const { values } = parse(argv, { queue: { type: 'string' }, 'activities-only': { type: 'boolean' }, 'max-activities': { type: 'string' } }, usage);
+  const usage = 'tempered worker [--queue NAME] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
+  const { values } = parse(argv, { queue: { type: 'string' }, 'activities-only': { type: 'boolean' }, 'max-activities': { type: 'string' }, 'child-max-old-space-mb': { type: 'string' }, 'child-max-rss-mb': { type: 'string' } }, usage);
+  const mib = (flag: 'child-max-old-space-mb' | 'child-max-rss-mb') => {
+    const raw = values[flag];
+    if (raw === undefined) return undefined;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n <= 0) throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
+    return n;
+  };
   const queue = values.queue ?? ctx.taskQueue;
   await ctx.client({ startServer: true });
-  const worker = await buildWorker(ctx, queue, { workflows: !values['activities-only'], maxActivities: values['max-activities'] ? Number(values['max-activities']) : undefined });
+  const worker = await buildWorker(ctx, queue, {
+    workflows: !values['activities-only'],
+    maxActivities: values['max-activities'] ? Number(values['max-activities']) : undefined,
+    childMaxOldSpaceMb: mib('child-max-old-space-mb'),
+    childMaxRssMb: mib('child-max-rss-mb'),
+  });
   const s = ctx.settings();
   console.error(`worker polling '${queue}' on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`);
   const stop = () => worker.shutdown();

@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { latestCheckpoint, listCheckpoints, loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import { latestCheckpoint, listCheckpoints, loadCheckpoint, pruneCheckpoints, removeStaleTemps, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
 import { Rng } from './prng.ts';
 import { InputError } from '../errors.ts';
 
@@ -50,4 +51,16 @@ test('latestCheckpoint orders by step number and pruning keeps the newest', () =
   pruneCheckpoints(dir, 2);
   assert.deepEqual(listCheckpoints(dir), [join(dir, 'step-9'), join(dir, 'step-10')]);
   assert.equal(latestCheckpoint(join(dir, 'missing')), undefined);
+});
+
+test('removeStaleTemps deletes half-written checkpoints of dead writers only', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ck-'));
+  const params = new Map([['w', Float32Array.from([1, 2, 3, 4])]]);
+  saveCheckpoint(join(dir, 'step-4'), { manifest: manifest(4), params, state: new Map() });
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  mkdirSync(join(dir, `.step-8.tmp-${dead}`));
+  mkdirSync(join(dir, `.step-8.tmp-${dead}.old`));
+  mkdirSync(join(dir, `.step-12.tmp-${process.pid}`));
+  removeStaleTemps(dir);
+  assert.deepEqual(readdirSync(dir).sort(), [`.step-12.tmp-${process.pid}`, 'step-4']);
 });

@@ -37,6 +37,8 @@ export const evaluateStage: StageKind<Config> = {
   kind: 'evaluate',
   description: 'accuracy, per-class and macro/micro P/R/F1 and confusion matrix on the test split, against baselines',
   codeVersion: 'evaluate-1',
+  // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
+  isolation: { module: import.meta.url },
   withSchema: {
     type: 'object',
     additionalProperties: false,

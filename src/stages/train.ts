@@ -11,6 +11,7 @@ import { readLabeledTexts } from '../finetune/evaluate.ts';
 import { trainClassifier, type TrainClassifierOptions } from '../finetune/classifier.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { InputError } from '../errors.ts';
+import { removeStaleTemps } from '../engine/checkpoint.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
@@ -78,6 +79,8 @@ export const trainStage: StageKind<TrainConfig> = {
   kind: 'train',
   description: 'fine-tune a pre-trained encoder (full, LoRA or head-only) on the train split; resumable from checkpoints',
   codeVersion: 'train-1',
+  // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
+  isolation: { module: import.meta.url },
   withSchema: {
     type: 'object',
     additionalProperties: false,
@@ -183,6 +186,7 @@ export const trainStage: StageKind<TrainConfig> = {
     const checkpointDir = join(ctx.stateDir, 'checkpoints', key);
     if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
     mkdirSync(checkpointDir, { recursive: true });
+    removeStaleTemps(checkpointDir);
     const outDir = join(ctx.workDir, 'model');
     const started = Date.now();
     const opts: TrainClassifierOptions = {

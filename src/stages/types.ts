@@ -52,6 +52,12 @@ export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
    * outputs are never reused, so a rerun acts again against the state as it is now.
    */
   cacheable?: boolean;
+  /**
+   * Run each attempt in a child process of its own (src/isolate/): for kinds whose work blocks the
+   * JavaScript thread for long (onnxruntime runs) or may crash natively or run out of memory.
+   * `module` exports `stageKinds()` with this kind; the child loads it from there.
+   */
+  isolation?: { module: string };
   run(config: C, ctx: StageContext): Promise<StageOutputs>;
 }
 

@@ -1,0 +1,24 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { InputError, IntegrityError } from '../errors.ts';
+import { fromWire, toWire } from './protocol.ts';
+
+test('an InputError crosses the process boundary with its class, message, where and hint', () => {
+  const original = new InputError('lr must be below 1', { where: 'stages.train.with.lr', hint: 'try 0.001' });
+  const back = fromWire(structuredClone(toWire(original)));
+  assert.ok(back instanceof InputError);
+  assert.equal(back.message, original.message);
+  assert.equal((back as InputError).where, 'stages.train.with.lr');
+  assert.equal((back as InputError).hint, 'try 0.001');
+});
+
+test('other errors keep their class name and message; integrity errors their class', () => {
+  const e = new TypeError('bad');
+  const back = fromWire(toWire(e));
+  assert.equal(back.name, 'TypeError');
+  assert.equal(back.message, 'bad');
+  const integrity = fromWire(toWire(new IntegrityError('hash mismatch', { sha256: 'ab'.repeat(32) })));
+  assert.ok(integrity instanceof IntegrityError);
+  assert.equal(integrity.sha256, 'ab'.repeat(32), 'kept: it makes the failure non-retryable');
+  assert.equal(fromWire(toWire('plain string')).message, 'plain string');
+});
