@@ -154,13 +154,13 @@ describe('training in a child process', () => {
 
   it('an input error raised in the child stays an input error: not retried, its field named', async () => {
     const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), 'sp-input-')));
-    writeFileSync(file, readFileSync(file, 'utf8').replace('      method: lora', '      task: causal-lm\n      method: head'));
+    writeFileSync(file, readFileSync(file, 'utf8').replace('lora: { r: 4, alpha: 8 }', 'lora: { r: 4, alpha: 8, targets: [no_such_weight] }'));
     const st = await waitForRun(env.client, await submit(file));
     assert.equal(st.state, 'failed');
     const err = stage(st, 'train').error!;
     assert.equal(err.type, 'InputError');
     assert.equal(err.nonRetryable, true);
-    assert.match(err.message, /stages\.train\.with\.method/);
+    assert.match(err.message, /train\.lora\.targets/);
     assert.deepEqual(await attempts(st.runId), [1, 1, 1]);
   });
 
