@@ -7,9 +7,18 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export function datasetsDir(): string {
+function candidates(env: NodeJS.ProcessEnv): string[] {
   const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const candidates = [process.env.TEMPERED_DATASETS, join(repo, '..', 'shared', 'datasets'), join(repo, 'shared', 'datasets'), '/work/shared/datasets'];
-  for (const c of candidates) if (c && existsSync(join(c, 'sms_spam'))) return c;
-  throw new Error(`shared datasets not found (looked in ${candidates.filter(Boolean).join(', ')}); set TEMPERED_DATASETS`);
+  return [env.TEMPERED_DATASETS, join(repo, '..', 'shared', 'datasets'), join(repo, 'shared', 'datasets'), '/work/shared/datasets'].filter((c): c is string => !!c);
+}
+
+/** The datasets folder, or undefined when none of the candidates holds it. */
+export function findDatasetsDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return candidates(env).find((c) => existsSync(join(c, 'sms_spam')));
+}
+
+export function datasetsDir(): string {
+  const found = findDatasetsDir();
+  if (found) return found;
+  throw new Error(`shared datasets not found (looked in ${candidates(process.env).join(', ')}); set TEMPERED_DATASETS`);
 }

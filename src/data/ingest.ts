@@ -25,6 +25,9 @@ export interface IngestOptions {
   baseDir: string;
   outPath: string;
   quarantinePath: string;
+  /** Folders source paths may resolve into (after symlinks). Default: `dataRoots(baseDir)`. */
+  roots?: readonly string[];
+  signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
 }
 
@@ -77,7 +80,7 @@ function checkConfig(cfg: IngestConfig): void {
 
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
   checkConfig(cfg);
-  if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, resolveSources(cfg.path, opts.baseDir, cfg.format));
+  if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }));
   const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
   if (!format) throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, { where: 'format', hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });
   const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath));

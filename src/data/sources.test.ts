@@ -1,21 +1,44 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { formatFromExtension, globToRegExp, resolveSources } from './sources.ts';
+import { formatFromExtension, globMatcher, resolveSources } from './sources.ts';
+import { dataRoots, DATA_ROOTS_ENV } from './roots.ts';
 
 test('glob syntax: * stays in a folder, ** crosses folders, ? [] {} as usual', () => {
-  const m = (g: string, p: string) => globToRegExp(g).test(p);
+  const m = (g: string, p: string) => globMatcher(g)(p);
   assert.ok(m('/d/*.jsonl', '/d/a.jsonl'));
   assert.ok(!m('/d/*.jsonl', '/d/sub/a.jsonl'));
   assert.ok(m('/d/**/*.jsonl', '/d/a.jsonl'));
   assert.ok(m('/d/**/*.jsonl', '/d/x/y/a.jsonl'));
   assert.ok(m('/d/part-?.csv', '/d/part-1.csv') && !m('/d/part-?.csv', '/d/part-10.csv'));
   assert.ok(m('/d/[ab].tsv', '/d/b.tsv') && !m('/d/[!ab].tsv', '/d/b.tsv'));
+  assert.ok(!m('/d/[!ab]x', '/d//x'), 'a negated class does not match a folder separator');
   assert.ok(m('/d/*.{csv,tsv}', '/d/x.tsv') && !m('/d/*.{csv,tsv}', '/d/x.json'));
+  assert.ok(m('/d/{a,{b,c}*}.csv', '/d/cc.csv') && !m('/d/{a,{b,c}*}.csv', '/d/d.csv'), 'braces nest');
   assert.ok(!m('/d/a.csv', '/d/aXcsv'), 'dots are literal');
+  assert.ok(m('/d/(x)+$.csv', '/d/(x)+$.csv') && !m('/d/(x)+$.csv', '/d/xx.csv'), 'regex metacharacters are literal');
+  assert.throws(() => globMatcher('/d/{a,b'), InputError);
+});
+
+test('a pathological glob is matched in linear time: *a*a*a…b over long names answers', { timeout: 60_000 }, () => {
+  // With a backtracking RegExp each of these names takes longer than the test suite's whole
+  // budget (~10x per extra `*a`); the test's timeout fails it if matching hangs.
+  const m = globMatcher('*a*a*a*a*a*a*a*a*a*a*a*a*b');
+  const names = [10, 40, 200, 5000].map((n) => 'a'.repeat(n));
+  assert.deepEqual(names.map(m), [false, false, false, false]);
+  assert.equal(m('a'.repeat(40) + 'b'), true);
+  assert.equal(m('a'.repeat(11) + 'b'), false);
+});
+
+test('the pathological glob over a folder of long file names lists the right files', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sources-'));
+  for (let i = 0; i < 20; i++) writeFileSync(join(dir, 'a'.repeat(60 + i) + '.jsonl'), '');
+  writeFileSync(join(dir, 'a'.repeat(30) + 'b'), '');
+  const got = await resolveSources('*a*a*a*a*a*a*a*a*a*a*a*a*b', dir, { format: 'jsonl' });
+  assert.deepEqual(got.map((s) => s.display), ['a'.repeat(30) + 'b']);
 });
 
 test('formats from extensions', () => {
@@ -26,14 +49,65 @@ test('formats from extensions', () => {
   assert.equal(formatFromExtension('a.txt'), undefined);
 });
 
-test('sources are sorted by code units, hidden files skipped, display paths relative to baseDir', () => {
+test('sources are sorted by code units, hidden files skipped, display paths relative to baseDir', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sources-'));
   mkdirSync(join(dir, 'd', 'B'), { recursive: true });
   for (const f of ['d/b.jsonl', 'd/B/a.csv', 'd/a.jsonl', 'd/.hidden.jsonl', 'd/readme.md']) writeFileSync(join(dir, f), '');
-  assert.deepEqual(resolveSources('d', dir, undefined).map((s) => `${s.display}:${s.format}`), ['d/B/a.csv:csv', 'd/a.jsonl:jsonl', 'd/b.jsonl:jsonl']);
+  assert.deepEqual((await resolveSources('d', dir)).map((s) => `${s.display}:${s.format}`), ['d/B/a.csv:csv', 'd/a.jsonl:jsonl', 'd/b.jsonl:jsonl']);
   // With an explicit format every file counts, whatever its extension.
-  assert.equal(resolveSources('d', dir, 'jsonl').length, 4);
-  assert.deepEqual(resolveSources(join(dir, 'd', 'a.jsonl'), '/', undefined).map((s) => s.display), [join(dir, 'd', 'a.jsonl').slice(1)]);
-  assert.throws(() => resolveSources('d/*.parquet', dir, undefined), (e: unknown) => e instanceof InputError && e.where === 'path');
-  assert.throws(() => resolveSources('d/{a,b', dir, undefined), InputError);
+  assert.equal((await resolveSources('d', dir, { format: 'jsonl' })).length, 4);
+  assert.deepEqual((await resolveSources(join(dir, 'd', 'a.jsonl'), '/')).map((s) => s.display), [join(dir, 'd', 'a.jsonl').slice(1)]);
+  assert.deepEqual((await resolveSources('d/*.jsonl', dir)).map((s) => s.display), ['d/a.jsonl', 'd/b.jsonl'], '* does not descend');
+  assert.deepEqual((await resolveSources('d/**/*.csv', dir)).map((s) => s.display), ['d/B/a.csv']);
+  await assert.rejects(resolveSources('d/*.parquet', dir), (e: unknown) => e instanceof InputError && e.where === 'path');
+  await assert.rejects(resolveSources('d/{a,b', dir), InputError);
+});
+
+test('walk budgets: too many entries or files fail with an error naming the pattern and the limit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sources-'));
+  mkdirSync(join(dir, 'd'));
+  for (let i = 0; i < 50; i++) writeFileSync(join(dir, 'd', `f${i}.jsonl`), '');
+  await assert.rejects(resolveSources('d/**/*.jsonl', dir, { maxEntries: 20 }), (e: unknown) =>
+    e instanceof InputError && e.where === 'path' && e.message.includes('"d/**/*.jsonl"') && e.message.includes('20 directory entries'));
+  await assert.rejects(resolveSources('d', dir, { maxFiles: 10 }), (e: unknown) => e instanceof InputError && /50 files, more than the limit of 10/.test(e.message));
+  assert.equal((await resolveSources('d', dir, { maxEntries: 50, maxFiles: 50 })).length, 50);
+});
+
+test('confinement: .. and absolute paths outside the data roots are refused, naming the setting', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const outside = mkdtempSync(join(tmpdir(), 'outside-'));
+  writeFileSync(join(outside, 'secret.jsonl'), '{"text":"x","label":"y"}\n');
+  const roots = dataRoots(base, { env: {} });
+  const refused = (e: unknown) => e instanceof InputError && e.where === 'path' && e.message.includes('outside the allowed data roots') && (e.hint ?? '').includes(DATA_ROOTS_ENV);
+  const rel = join('..', outside.split('/').pop()!, 'secret.jsonl');
+  await assert.rejects(resolveSources(rel, base, { roots }), refused);
+  await assert.rejects(resolveSources(join(outside, 'secret.jsonl'), base, { roots }), refused);
+  await assert.rejects(resolveSources('../../../../../../../../etc/passwd', base, { roots, format: 'jsonl' }), refused);
+  await assert.rejects(resolveSources('/etc/*', base, { roots, format: 'jsonl' }), refused);
+  await assert.rejects(resolveSources('/**', base, { roots, format: 'jsonl' }), refused, 'a whole-filesystem walk never starts');
+  // The setting widens the roots.
+  const wider = dataRoots(base, { env: { [DATA_ROOTS_ENV]: outside } });
+  assert.deepEqual((await resolveSources(rel, base, { roots: wider })).map((s) => s.abs), [join(base, rel)]);
+});
+
+test('confinement holds after symlinks: a link to a file or folder outside is refused, walks do not follow links', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const outside = mkdtempSync(join(tmpdir(), 'outside-'));
+  writeFileSync(join(outside, 'secret.jsonl'), '{"text":"x","label":"y"}\n');
+  mkdirSync(join(base, 'data'));
+  writeFileSync(join(base, 'data', 'ok.jsonl'), '{"text":"x","label":"y"}\n');
+  symlinkSync(join(outside, 'secret.jsonl'), join(base, 'data', 'link.jsonl'));
+  symlinkSync(outside, join(base, 'escape'));
+  const roots = dataRoots(base, { env: {} });
+  const refused = (e: unknown) => e instanceof InputError && e.message.includes(realpathSync(join(outside, 'secret.jsonl'))) && e.message.includes('outside the allowed data roots');
+  await assert.rejects(resolveSources('data/link.jsonl', base, { roots }), refused);
+  await assert.rejects(resolveSources('escape/secret.jsonl', base, { roots }), refused);
+  await assert.rejects(resolveSources('escape/*.jsonl', base, { roots }), (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'));
+  await assert.rejects(resolveSources('escape', base, { roots }), (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'));
+  // A walk over the pipeline's own folder lists real files only, never what a link points at.
+  assert.deepEqual((await resolveSources('data', base, { roots })).map((s) => s.display), ['data/ok.jsonl']);
+  assert.deepEqual((await resolveSources('**/*.jsonl', base, { roots })).map((s) => s.display), ['data/ok.jsonl']);
+  // A link that stays inside the roots is fine.
+  symlinkSync(join(base, 'data', 'ok.jsonl'), join(base, 'inside.jsonl'));
+  assert.equal((await resolveSources('inside.jsonl', base, { roots })).length, 1);
 });

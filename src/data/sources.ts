@@ -1,10 +1,17 @@
 /**
  * Turns a source path (file, directory or glob) into a sorted, deterministic file list.
  * Sorting is by UTF-16 code units (not locale) so every machine lists files in the same order.
+ *
+ * A pipeline file is hostile until checked, so: every path must resolve (symlinks included) inside
+ * the allowed data roots (roots.ts); globs are matched by a linear-time engine (RE2), because a
+ * backtracking RegExp turns a pattern like `*a*a*a*a*a*a*b` into minutes per file name; and walks
+ * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { opendir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
+import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
 
 export type SourceFormat = 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow';
 
@@ -27,14 +34,71 @@ export interface SourceFile {
   format: SourceFormat;
 }
 
+/** Budgets of one source resolution; past one the stage fails with an error naming the limit. */
+export const SOURCE_LIMITS = {
+  /** Directory entries a walk may look at. */
+  maxEntries: 200_000,
+  /** Files one source may resolve to. */
+  maxFiles: 50_000,
+  /** Wall time of the walk. */
+  timeoutMs: 60_000,
+  /** Longest glob pattern accepted. */
+  maxGlobLength: 1024,
+};
+
+export interface ResolveOptions {
+  /** When set, every file of a directory counts, whatever its extension. */
+  format?: SourceFormat;
+  /** Config field named in errors. Default 'path'. */
+  field?: string;
+  /** Allowed data roots. Default: `dataRoots(baseDir)`. */
+  roots?: readonly string[];
+  maxEntries?: number;
+  maxFiles?: number;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
 const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function hasGlob(p: string): boolean {
   return /[*?[{]/.test(p);
 }
 
-/** Glob → RegExp over '/'-separated paths: `**` crosses folders, `*` and `?` do not, `{a,b}` and `[...]` as usual. */
-export function globToRegExp(glob: string): RegExp {
+/** Index of the `}` closing the `{` at `open`, counting nested braces; -1 when unclosed. */
+function closingBrace(glob: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < glob.length; i++) {
+    if (glob[i] === '{') depth++;
+    else if (glob[i] === '}' && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/** Splits brace contents on commas that are not inside a nested brace. */
+function alternatives(body: string): string[] {
+  const out: string[] = [];
+  let depth = 0, start = 0;
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] === '{') depth++;
+    else if (body[i] === '}') depth--;
+    else if (body[i] === ',' && depth === 0) { out.push(body.slice(start, i)); start = i + 1; }
+  }
+  out.push(body.slice(start));
+  return out;
+}
+
+const escapeRe2 = (s: string) => s.replace(/[\\^$.|?*+()[\]{}]/g, '\\$&');
+
+function charClass(body: string): string {
+  const negate = body[0] === '!' || body[0] === '^';
+  const chars = (negate ? body.slice(1) : body).replace(/[\\[\]^]/g, '\\$&');
+  // A negated class must not cross a folder boundary either.
+  return negate ? `[^/${chars}]` : `[${chars}]`;
+}
+
+/** Glob → RE2 syntax over '/'-separated paths: `**` crosses folders, `*` and `?` do not, `{a,b}` (nestable) and `[...]` as usual. */
+export function globToRe2(glob: string): string {
   let re = '';
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i];
@@ -45,25 +109,74 @@ export function globToRegExp(glob: string): RegExp {
       } else re += '[^/]*';
     } else if (c === '?') re += '[^/]';
     else if (c === '{') {
-      const end = glob.indexOf('}', i);
+      const end = closingBrace(glob, i);
       if (end === -1) throw new InputError(`unclosed '{' in glob ${JSON.stringify(glob)}`, { hint: 'close the brace or escape it' });
-      re += '(?:' + glob.slice(i + 1, end).split(',').map((s) => s.replace(/[.+^$()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')).join('|') + ')';
+      re += '(?:' + alternatives(glob.slice(i + 1, end)).map(globToRe2).join('|') + ')';
       i = end;
     } else if (c === '[') {
       const end = glob.indexOf(']', i + 1);
-      if (end === -1) re += '\\[';
-      else { re += '[' + glob.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\') + ']'; i = end; }
-    } else re += c.replace(/[.+^$()|\\\]]/g, '\\$&');
+      const body = end === -1 ? '' : glob.slice(i + 1, end);
+      if (body === '' || body === '!' || body === '^') re += '\\[';
+      else { re += charClass(body); i = end; }
+    } else re += escapeRe2(c);
   }
-  return new RegExp('^' + re + '$');
+  return re;
 }
 
-function walk(dir: string, out: string[]): void {
-  for (const ent of readdirSync(dir, { withFileTypes: true })) {
-    if (ent.name.startsWith('.')) continue;
-    const p = join(dir, ent.name);
-    if (ent.isDirectory()) walk(p, out);
-    else if (ent.isFile()) out.push(p);
+/** A matcher for whole '/'-separated paths; linear in the path length whatever the pattern. */
+export function globMatcher(glob: string): (path: string) => boolean {
+  if (glob.length > SOURCE_LIMITS.maxGlobLength) throw new InputError(`glob is ${glob.length} characters long (limit ${SOURCE_LIMITS.maxGlobLength})`, { hint: 'use a shorter pattern or a directory' });
+  let re: RE2JS;
+  try {
+    re = RE2JS.compile(globToRe2(glob), RE2JS.DOTALL);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(`glob ${JSON.stringify(glob)} is not a valid pattern: ${(e as Error).message}`, { hint: 'check brackets and braces' });
+  }
+  return (path) => re.matches(path);
+}
+
+interface Budget {
+  what: string;
+  field: string;
+  entries: number;
+  maxEntries: number;
+  deadline: number;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+function spend(b: Budget): void {
+  if (++b.entries > b.maxEntries) {
+    throw new InputError(`listing ${b.what} looked at more than ${b.maxEntries} directory entries (the walk budget)`, { where: b.field, hint: 'narrow the pattern or point at a smaller folder' });
+  }
+  if ((b.entries & 255) === 0) {
+    b.signal?.throwIfAborted();
+    if (Date.now() > b.deadline) {
+      throw new InputError(`listing ${b.what} took longer than ${b.timeoutMs / 1000} s (the walk budget)`, { where: b.field, hint: 'narrow the pattern or point at a smaller folder' });
+    }
+  }
+}
+
+/**
+ * Lists regular files under `dir` (hidden entries skipped, symlinks never followed, so a walk
+ * cannot leave the folder it started in), at most `maxDepth` folders deep.
+ */
+async function walk(dir: string, maxDepth: number, b: Budget, out: string[]): Promise<void> {
+  const stack: { dir: string; depth: number }[] = [{ dir, depth: 1 }];
+  while (stack.length > 0) {
+    const { dir: d, depth } = stack.pop()!;
+    let handle;
+    try { handle = await opendir(d); } catch (e) {
+      if (d === dir) throw e;
+      continue; // a folder that vanished or cannot be read mid-walk contributes nothing
+    }
+    for await (const ent of handle) {
+      spend(b);
+      if (ent.name.startsWith('.')) continue;
+      const p = join(d, ent.name);
+      if (ent.isDirectory()) { if (depth < maxDepth) stack.push({ dir: p, depth: depth + 1 }); } else if (ent.isFile()) out.push(p);
+    }
   }
 }
 
@@ -72,36 +185,64 @@ function display(abs: string, baseDir: string): string {
   return rel.startsWith('..') || isAbsolute(rel) ? abs : rel.split(sep).join('/');
 }
 
+async function realOrMissing(abs: string): Promise<string | undefined> {
+  try { return await realpath(abs); } catch { return undefined; }
+}
+
 /**
  * Resolves `path` against `baseDir`. A directory contributes its files with a known extension
- * (recursively, hidden entries skipped) unless `format` is given, in which case all its files.
+ * (recursively, hidden entries and symlinks skipped) unless `format` is given, in which case all its files.
  */
-export function resolveSources(path: string, baseDir: string, format: SourceFormat | undefined, field = 'path'): SourceFile[] {
+export async function resolveSources(path: string, baseDir: string, opts: ResolveOptions = {}): Promise<SourceFile[]> {
+  const field = opts.field ?? 'path';
+  const format = opts.format;
+  const roots = realRoots(opts.roots ?? dataRoots(baseDir));
+  const timeoutMs = opts.timeoutMs ?? SOURCE_LIMITS.timeoutMs;
+  const budget: Budget = { what: JSON.stringify(path), field, entries: 0, maxEntries: opts.maxEntries ?? SOURCE_LIMITS.maxEntries, deadline: Date.now() + timeoutMs, timeoutMs, signal: opts.signal };
+  const confined = async (abs: string): Promise<string> => {
+    const real = await realOrMissing(abs);
+    if (real === undefined) {
+      throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, { where: field, hint: 'fix the path; relative paths are resolved against the pipeline file\'s folder' });
+    }
+    if (!isInside(real, roots)) throw outsideRootsError(path, real, roots, field);
+    return real;
+  };
+
   let files: string[];
   if (hasGlob(path)) {
     const absGlob = resolve(baseDir, path).split(sep).join('/');
-    // Walk from the deepest folder without glob characters.
+    // Walk from the deepest folder without glob characters; match the rest of each path.
     const parts = absGlob.split('/');
     const firstGlob = parts.findIndex(hasGlob);
     const root = parts.slice(0, firstGlob).join('/') || '/';
-    const re = globToRegExp(absGlob);
+    const rest = parts.slice(firstGlob).join('/');
+    const matches = globMatcher(rest);
+    const maxDepth = rest.includes('**') || rest.includes('{') ? Infinity : parts.length - firstGlob;
+    const realRoot = await realOrMissing(root);
     const all: string[] = [];
-    try { walk(root, all); } catch { /* missing root: no matches, reported below */ }
-    files = all.filter((f) => re.test(f.split(sep).join('/')));
+    if (realRoot !== undefined) {
+      if (!isInside(realRoot, roots)) throw outsideRootsError(path, realRoot, roots, field);
+      await walk(root, maxDepth, budget, all);
+    }
+    files = all.filter((f) => matches(relative(root, f).split(sep).join('/')));
     if (files.length === 0) throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, { where: field, hint: 'check the pattern and the base directory' });
   } else {
     const abs = resolve(baseDir, path);
-    let st;
-    try { st = statSync(abs); } catch {
-      throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, { where: field, hint: 'fix the path; relative paths are resolved against the pipeline file\'s folder' });
-    }
+    await confined(abs);
+    const st = await stat(abs);
     if (st.isDirectory()) {
       files = [];
-      walk(abs, files);
+      await walk(abs, Infinity, budget, files);
       if (format === undefined) files = files.filter((f) => formatFromExtension(f) !== undefined);
       if (files.length === 0) throw new InputError(`directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow)`, { where: field });
     } else files = [abs];
   }
+  const maxFiles = opts.maxFiles ?? SOURCE_LIMITS.maxFiles;
+  if (files.length > maxFiles) {
+    throw new InputError(`${JSON.stringify(path)} matches ${files.length} files, more than the limit of ${maxFiles}`, { where: field, hint: 'narrow the pattern, or merge small files into larger ones' });
+  }
+  // A walk follows no symlink, but a folder swapped for one mid-walk would: check every file.
+  for (const f of files) await confined(f);
   files.sort(byCodeUnits);
   return files.map((abs) => {
     const fmt = format ?? formatFromExtension(abs);

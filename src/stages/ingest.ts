@@ -6,6 +6,7 @@ import { sha256File } from '../util/hash-file.ts';
 import { ingest } from '../data/ingest.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
+import { dataRoots } from '../data/roots.ts';
 import { MEDIA } from '../types.ts';
 import type { StageKind } from './types.ts';
 
@@ -21,8 +22,8 @@ export const ingestStage: StageKind<IngestConfig> = {
     dataHash: { type: 'string', description: 'sha256 over the source files: identifies the raw data' },
     rows: { type: 'number' },
   },
-  async externalInputs(cfg, { baseDir }) {
-    const files = resolveSources(cfg.path, baseDir, cfg.format);
+  async externalInputs(cfg, { baseDir, stateDir }) {
+    const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots: dataRoots(baseDir, { stateDir }) });
     return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
   },
   async run(cfg, ctx) {
@@ -30,6 +31,8 @@ export const ingestStage: StageKind<IngestConfig> = {
     const quarantinePath = join(ctx.workDir, 'quarantine.arrow');
     const report = await ingest(cfg, {
       baseDir: ctx.baseDir,
+      roots: dataRoots(ctx.baseDir, { stateDir: ctx.stateDir }),
+      signal: ctx.signal,
       outPath,
       quarantinePath,
       onProgress: (p) => ctx.progress({ fraction: p.fraction, message: `${p.rows} rows read`, metrics: { rows: p.rows } }),
