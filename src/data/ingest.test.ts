@@ -86,7 +86,7 @@ test('jsonl: CRLF line endings and BOM are accepted', async () => {
 
 const csv: Omit<IngestConfig, 'path'> = { task: 'classification' };
 test('csv: wrong column count', () => expectBad('a.csv', 'text,label\nhello,ham\nbye,spam,extra\n', csv, 3, 'column-count', 1));
-test('csv: unclosed quote is reported at the line it opens', () => expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 1));
+test('csv: unclosed quote is reported at the line it opens; reading resumes after it', () => expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 2));
 test('csv: junk after a closing quote', () => expectBad('a.csv', 'text,label\n"bad"x,ham\n"good ""quoted""",spam\n', csv, 2, 'csv-syntax', 1));
 test('csv: multi-line quoted records keep later line numbers right', async () => {
   await expectBad('a.csv', 'text,label\n"line one\nline two",ham\n"x",\n', csv, 4, 'missing-label', 1);

@@ -8,14 +8,17 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, describeArrowFile, type ColumnSpec } from './arrow-io.ts';
 import type { BadReason } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
-import { sha256File } from '../util/hash-file.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
 import { readRecords } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
 import { downloadVerified, isUrl } from './download.ts';
-import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper, templateFields } from './task-fields.ts';
 
 export interface Progress { rows: number; fraction?: number }
@@ -94,9 +97,11 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
 async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: SourceFile[]): Promise<IngestReport> {
   const onBadRow = cfg.onBadRow ?? 'fail';
   const maxBad = cfg.maxBadFraction ?? 0.1;
+  // Each file is hashed from the very bytes that are parsed (not read twice), so a file that
+  // changes meanwhile cannot be reported, or cached, under the hash of other content.
   const sourceFiles: SourceFileInfo[] = [];
-  for (const f of files) sourceFiles.push({ path: f.display, ...(await sha256File(f.abs)) });
-  const totalBytes = sourceFiles.reduce((s, f) => s + f.bytes, 0);
+  let totalBytes = 0;
+  for (const f of files) totalBytes += (await stat(f.abs)).size;
 
   const cols = TASK_COLUMNS[cfg.task];
   const mapRow = makeRowMapper(cfg);
@@ -104,7 +109,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   let quarantine: ArrowTableWriter | null = null;
   try {
     quarantine = new ArrowTableWriter(opts.quarantinePath, QUARANTINE_COLUMNS);
-    let rowsIn = 0, rowsOut = 0, bytesDone = 0;
+    let rowsIn = 0, rowsOut = 0, bytesDone = 0, linesIn = 0, badLines = 0;
     const badRows: Record<string, number> = {};
     const failures: string[] = [];
     let firstWhere = '';
@@ -112,8 +117,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     const lengths = new Map<number, number>();
     const report = () => opts.onProgress?.({ rows: rowsIn, fraction: totalBytes > 0 ? Math.min(1, bytesDone / totalBytes) : undefined });
 
-    const bad = (source: string, row: number, reason: BadReason, detail: string, raw: string) => {
+    const bad = (source: string, row: number, lines: number, reason: BadReason, detail: string, raw: string) => {
       badRows[reason] = (badRows[reason] ?? 0) + 1;
+      badLines += lines;
       if (onBadRow === 'fail') {
         if (failures.length === 0) firstWhere = `${source}:${row}`;
         failures.push(`${source}:${row}: ${reason}: ${detail}`);
@@ -121,28 +127,42 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     };
 
     outer: for (const f of files) {
-      for await (const recs of readRecords(f, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
-        rowsIn++;
-        if (rowsIn % 8192 === 0) report();
-        if (rec.bad) { bad(f.display, rec.row, rec.bad.reason, rec.bad.detail, rec.raw); }
-        else {
-          const mapped = mapRow(rec.values!);
-          if (isBad(mapped)) bad(f.display, rec.row, mapped.reason, mapped.detail, rec.raw);
+      const hash = createHash('sha256');
+      let bytes = 0;
+      const hashing = (chunk: Uint8Array) => { hash.update(chunk); bytes += chunk.length; };
+      // Parquet and Arrow are read at random offsets: parse a private copy made while hashing.
+      const snapshot = f.format === 'parquet' || f.format === 'arrow' ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`) : undefined;
+      try {
+        if (snapshot) await pipeline(createReadStream(f.abs), new Transform({ transform(chunk: Buffer, _e, done) { hashing(chunk); done(null, chunk); } }), createWriteStream(snapshot, { flags: 'wx' }));
+        const readFrom = snapshot ? { ...f, abs: snapshot } : f;
+        for await (const recs of readRecords(readFrom, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onData: snapshot ? undefined : hashing, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
+          rowsIn++;
+          const lines = rec.lines ?? 1;
+          linesIn += lines;
+          if (rowsIn % 8192 === 0) report();
+          if (rec.bad) { bad(f.display, rec.row, lines, rec.bad.reason, rec.bad.detail, rec.raw); }
           else {
-            const values = cols.map((c) => mapped[c]!);
-            // Canonical content: the task and its columns in order, as JSON; provenance is excluded
-            // so identical rows from different files hash alike.
-            const hash = sha256Hex(JSON.stringify([cfg.task, ...values]));
-            out.push({ ...mapped, _source: f.display, _row: rec.row, _hash: hash });
-            rowsOut++;
-            if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
-            let len = 0;
-            for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
-            lengths.set(len, (lengths.get(len) ?? 0) + 1);
+            const mapped = mapRow(rec.values!);
+            if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw);
+            else {
+              const values = cols.map((c) => mapped[c]!);
+              // Canonical content: the task and its columns in order, as JSON; provenance is excluded
+              // so identical rows from different files hash alike.
+              const hash = sha256Hex(JSON.stringify([cfg.task, ...values]));
+              out.push({ ...mapped, _source: f.display, _row: rec.row, _hash: hash });
+              rowsOut++;
+              if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
+              let len = 0;
+              for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
+              lengths.set(len, (lengths.get(len) ?? 0) + 1);
+            }
           }
+          if (failures.length >= FAIL_LIST) break outer;
         }
-        if (failures.length >= FAIL_LIST) break outer;
+      } finally {
+        if (snapshot) rmSync(snapshot, { force: true });
       }
+      sourceFiles.push({ path: f.display, sha256: hash.digest('hex'), bytes });
     }
     report();
 
@@ -154,9 +174,13 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     }
     if (rowsIn === 0) throw new InputError(`no rows found in ${JSON.stringify(cfg.path)}`, { where: 'path', hint: 'check that the files are not empty' });
     const badCount = rowsIn - rowsOut;
-    if (badCount / rowsIn > maxBad) {
+    // Lines as well as records: a record spanning many lines (a quoted CSV field) must not hide
+    // how much of the file was rejected.
+    const byLines = linesIn > 0 && badLines / linesIn > badCount / rowsIn;
+    const [nBad, nIn, unit] = byLines ? [badLines, linesIn, 'lines'] : [badCount, rowsIn, 'rows'];
+    if (nBad / nIn > maxBad) {
       const top = Object.entries(badRows).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
-      throw new InputError(`${badCount} of ${rowsIn} rows are bad (${((100 * badCount) / rowsIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}`, {
+      throw new InputError(`${nBad} of ${nIn} ${unit} are bad (${((100 * nBad) / nIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}`, {
         where: 'maxBadFraction',
         hint: 'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty',
       });
@@ -174,6 +198,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       task: cfg.task,
       rowsIn,
       rowsOut,
+      linesIn,
+      badLines,
       badRows,
       labels: labelCounts,
       sourceFiles,

@@ -2,16 +2,37 @@
  * Byte-level line splitting. Lines are split on raw `\n` bytes (never on U+2028 or U+0085, which
  * JSON text may legally contain) and decoded one by one with a fatal UTF-8 decoder, so an invalid
  * byte sequence is pinned to its own line instead of silently becoming U+FFFD.
+ *
+ * A line longer than `maxLineBytes` is not held in memory: its bytes are skipped up to the next
+ * `\n` and it is yielded as `tooLong` with a short prefix, so a hostile file (one huge line, or
+ * none at all) costs bounded memory and linear time.
  */
 import { createReadStream } from 'node:fs';
 
 export interface Line {
   /** 1-based physical line number. */
   line: number;
-  /** Decoded text without the line terminator; lossy (U+FFFD) when `invalidUtf8` is set. */
+  /** Decoded text without the line terminator; lossy (U+FFFD) when `invalidUtf8` is set; a prefix when `tooLong` is. */
   text: string;
   invalidUtf8: boolean;
+  /** Set when the line exceeded `maxLineBytes`; `bytes` then holds its full length. */
+  tooLong?: boolean;
+  bytes?: number;
 }
+
+export interface LineOptions {
+  /** Bytes consumed so far, for progress. */
+  onBytes?: (n: number) => void;
+  /** Every chunk read, in order (the caller hashes exactly the bytes it parsed). */
+  onData?: (chunk: Uint8Array) => void;
+  /** Longest line kept. Default LINE_LIMIT_BYTES. */
+  maxLineBytes?: number;
+}
+
+/** Default longest line: far above any real record, far below V8's string limit. */
+export const LINE_LIMIT_BYTES = 64 << 20;
+/** How much of an over-long line is kept for the quarantine table. */
+const TOO_LONG_PREFIX = 256;
 
 const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const lossy = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
@@ -32,24 +53,57 @@ function decodeLine(bytes: Uint8Array, line: number): Line {
 /**
  * Yields every line of a file, including blank ones (callers decide what a blank line means), in
  * arrays of one read chunk each: a per-line async step would cost more than parsing the line.
- * `onBytes` reports bytes consumed, for progress.
  */
-export async function* readLineChunks(path: string, onBytes?: (n: number) => void): AsyncGenerator<Line[]> {
-  let carry: Uint8Array | null = null;
+export async function* readLineChunks(path: string, opts: LineOptions = {}): AsyncGenerator<Line[]> {
+  const max = opts.maxLineBytes ?? LINE_LIMIT_BYTES;
+  // The unfinished line is kept as a list of pieces and joined once when its `\n` arrives: joining
+  // on every chunk would copy a long line again and again (quadratic in its length).
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  /** Over-long line being skipped: its prefix and length so far. */
+  let skipping: { prefix: Uint8Array; bytes: number } | null = null;
   let line = 0;
+  const finish = (tail: Uint8Array): Line => {
+    const bytes = (skipping ? skipping.bytes : pendingBytes) + tail.length;
+    if (skipping || bytes > max) {
+      const prefix = skipping ? skipping.prefix : Buffer.concat([...pending, tail.subarray(0, TOO_LONG_PREFIX)]).subarray(0, TOO_LONG_PREFIX);
+      skipping = null;
+      pending = [];
+      pendingBytes = 0;
+      return { line: ++line, text: lossy.decode(prefix), invalidUtf8: false, tooLong: true, bytes };
+    }
+    const whole = pending.length === 0 ? tail : Buffer.concat([...pending, tail]);
+    pending = [];
+    pendingBytes = 0;
+    return decodeLine(whole, ++line);
+  };
+  const keep = (piece: Uint8Array): void => {
+    if (skipping) { skipping.bytes += piece.length; return; }
+    if (pendingBytes + piece.length > max) {
+      const head = Buffer.concat([...pending, piece.subarray(0, Math.max(0, TOO_LONG_PREFIX - pendingBytes))]).subarray(0, TOO_LONG_PREFIX);
+      skipping = { prefix: Uint8Array.from(head), bytes: pendingBytes + piece.length };
+      pending = [];
+      pendingBytes = 0;
+      return;
+    }
+    pending.push(piece);
+    pendingBytes += piece.length;
+  };
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    const buf: Uint8Array = carry ? Buffer.concat([carry, chunk]) : chunk;
+    opts.onData?.(chunk);
     const out: Line[] = [];
     let start = 0;
     for (;;) {
-      const nl = buf.indexOf(0x0a, start);
+      const nl = chunk.indexOf(0x0a, start);
       if (nl === -1) break;
-      out.push(decodeLine(buf.subarray(start, nl), ++line));
+      // A line within one chunk is a view into it; only a line spanning chunks is copied.
+      out.push(finish(chunk.subarray(start, nl)));
       start = nl + 1;
     }
-    carry = start < buf.length ? buf.slice(start) : null;
-    onBytes?.(chunk.length);
+    // Copy the tail: the stream may reuse the chunk's memory.
+    if (start < chunk.length) keep(new Uint8Array(chunk.subarray(start)));
+    opts.onBytes?.(chunk.length);
     if (out.length > 0) yield out;
   }
-  if (carry && carry.length > 0) yield [decodeLine(carry, ++line)];
+  if (pendingBytes > 0 || skipping) yield [finish(new Uint8Array(0))];
 }

@@ -9,11 +9,13 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'h
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS, readArrowBatches } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
-import { readLineChunks } from './lines.ts';
+import { readLineChunks, type Line } from './lines.ts';
 import type { SourceFile } from './sources.ts';
 
 export interface SourceRecord {
   row: number;
+  /** Physical lines the record spans (1 for JSONL and columnar rows). */
+  lines?: number;
   /** The record as it appeared (text formats) or as JSON (columnar formats), for quarantine. */
   raw: string;
   values?: Record<string, unknown>;
@@ -33,6 +35,26 @@ export interface DelimitedOptions {
 
 export interface ReadOptions extends DelimitedOptions {
   onBytes?: (n: number) => void;
+  /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */
+  onData?: (chunk: Uint8Array) => void;
+  /** Text formats: longest line kept (longer ones are bad rows). Default LINE_LIMIT_BYTES. */
+  maxLineBytes?: number;
+  /** CSV/TSV: most physical lines one quoted record may span. Default RECORD_LIMITS.lines. */
+  maxRecordLines?: number;
+  /** CSV/TSV: most characters one quoted record may hold. Default RECORD_LIMITS.chars. */
+  maxRecordChars?: number;
+}
+
+/**
+ * Bounds of one quoted CSV record: past them an unclosed quote is reported on the line that opened
+ * it and reading resumes at the next line, instead of the quote swallowing the rest of the file.
+ */
+export const RECORD_LIMITS = { lines: 1000, chars: 16 << 20 };
+
+const lineOptions = (opts: ReadOptions) => ({ onBytes: opts.onBytes, onData: opts.onData, maxLineBytes: opts.maxLineBytes });
+
+function tooLong(l: Line): SourceRecord {
+  return { row: l.line, lines: 1, raw: l.text, bad: { reason: 'line-too-long', detail: `line is ${l.bytes} bytes long, more than the limit` } };
 }
 
 /** JSON.stringify that survives bigint and typed arrays from columnar sources. */
@@ -41,22 +63,23 @@ export function safeJson(v: unknown): string {
 }
 
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
-  for await (const lines of readLineChunks(file.abs, opts.onBytes)) {
+  for await (const lines of readLineChunks(file.abs, lineOptions(opts))) {
     const out: SourceRecord[] = [];
     for (const l of lines) {
+      if (l.tooLong) { out.push(tooLong(l)); continue; }
       // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
       if (l.text.trim() === '') continue;
-      if (l.invalidUtf8) { out.push({ row: l.line, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } }); continue; }
+      if (l.invalidUtf8) { out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } }); continue; }
       let v: unknown;
       try { v = JSON.parse(l.text); } catch (e) {
-        out.push({ row: l.line, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
         continue;
       }
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        out.push({ row: l.line, raw: l.text, bad: { reason: 'not-object', detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}` } });
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'not-object', detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}` } });
         continue;
       }
-      out.push({ row: l.line, raw: l.text, values: v as Record<string, unknown> });
+      out.push({ row: l.line, lines: 1, raw: l.text, values: v as Record<string, unknown> });
     }
     yield out;
   }
@@ -90,12 +113,17 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   const header = opts.header ?? true;
   let names: string[] | null = header ? null : opts.columns ?? null;
 
-  let start = 0, parts: string[] = [], invalid = false, inQuote = false;
+  const maxLines = opts.maxRecordLines ?? RECORD_LIMITS.lines;
+  const maxChars = opts.maxRecordChars ?? RECORD_LIMITS.chars;
+  /** Lines of the record being assembled, and whether its quote is still open. */
+  let rec: Line[] = [], recChars = 0, inQuote = false;
   const emit = (): SourceRecord | null => {
-    const text = parts.join('\n');
-    const row = start;
-    parts = [];
-    if (invalid) return { row, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
+    const text = rec.map((l) => l.text).join('\n');
+    const row = rec[0].line, lines = rec.length;
+    const invalid = rec.some((l) => l.invalidUtf8);
+    rec = [];
+    recChars = 0;
+    if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
     let records: string[][];
     // Without quote characters a record is a plain split; csv-parse handles the quoted ones.
     if (quote === false || !text.includes(quote)) records = [text.split(delimiter)];
@@ -103,51 +131,80 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
       records = parseCsv(text, { delimiter, quote, relax_column_count: true, skip_empty_lines: false, bom: false }) as string[][];
     } catch (e) {
       const msg = (e as Error).message.replace(/ at line \d+/, '');
-      return { row, raw: text, bad: { reason: 'csv-syntax', detail: msg } };
+      return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: msg } };
     }
-    const rec = records[0] ?? [''];
+    const fields = records[0] ?? [''];
     if (names === null) {
       if (header) {
         const seen = new Set<string>();
-        for (const n of rec) {
+        for (const n of fields) {
           if (n.trim() === '' || seen.has(n)) {
             throw new InputError(`header has ${n.trim() === '' ? 'an empty' : `a duplicate (${JSON.stringify(n)})`} column name`, { where: `${file.display}:${row}`, hint: 'fix the header, or set header: false and columns: [...]' });
           }
           seen.add(n);
         }
-        names = rec;
+        names = fields;
         return null;
       }
-      names = rec.map((_, i) => String(i + 1));
+      names = fields.map((_, i) => String(i + 1));
     }
-    if (rec.length !== names.length) {
-      return { row, raw: text, bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${rec.length}` } };
+    if (fields.length !== names.length) {
+      return { row, lines, raw: text, bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${fields.length}` } };
     }
     const values: Record<string, unknown> = {};
-    for (let i = 0; i < names.length; i++) values[names[i]] = rec[i];
-    return { row, raw: text, values };
+    for (let i = 0; i < names.length; i++) values[names[i]] = fields[i];
+    return { row, lines, raw: text, values };
   };
-
-  for await (const lines of readLineChunks(file.abs, opts.onBytes)) {
-    const out: SourceRecord[] = [];
-    for (const l of lines) {
-      if (parts.length === 0) {
+  /**
+   * The open quote of the record being assembled cannot close in bounds: its first line is a bad
+   * row, and the lines after it are parsed again as fresh records (returned, to be fed first).
+   */
+  const abandon = (why: string, out: SourceRecord[]): Line[] => {
+    const [first, ...rest] = rec;
+    if (header && names === null) {
+      throw new InputError(`the header opens a quote that is not closed ${why}`, { where: `${file.display}:${first.line}`, hint: 'fix the header\'s quoting, or set quote: false' });
+    }
+    rec = [];
+    recChars = 0;
+    inQuote = false;
+    out.push({ row: first.line, lines: 1, raw: first.text, bad: { reason: 'csv-syntax', detail: `quote opened on line ${first.line} is not closed ${why}; reading resumed at line ${first.line + 1}` } });
+    return rest;
+  };
+  const feed = (input: Line[], out: SourceRecord[]): void => {
+    let queue = input, i = 0;
+    while (i < queue.length) {
+      const l = queue[i++];
+      if (rec.length === 0) {
+        if (l.tooLong) { out.push(tooLong(l)); continue; }
         if (l.text.trim() === '') continue; // blank lines between records are not rows
-        start = l.line;
-        invalid = false;
+      } else if (l.tooLong) {
+        queue = [...abandon('before an over-long line', out), l, ...queue.slice(i)];
+        i = 0;
+        continue;
       }
-      parts.push(l.text);
-      invalid ||= l.invalidUtf8;
-      if (quote !== false) inQuote = endsInsideQuotes(l.text, parts.length > 1 && inQuote, delimiter, quote);
-      if (inQuote) continue;
+      rec.push(l);
+      recChars += l.text.length;
+      if (quote !== false) inQuote = endsInsideQuotes(l.text, rec.length > 1 && inQuote, delimiter, quote);
+      if (inQuote) {
+        if (rec.length > maxLines || recChars > maxChars) {
+          queue = [...abandon(`within ${rec.length > maxLines ? `${maxLines} lines` : `${maxChars} characters`}`, out), ...queue.slice(i)];
+          i = 0;
+        }
+        continue;
+      }
       const r = emit();
       if (r) out.push(r);
     }
+  };
+
+  for await (const lines of readLineChunks(file.abs, lineOptions(opts))) {
+    const out: SourceRecord[] = [];
+    feed(lines, out);
     yield out;
   }
-  if (parts.length > 0) {
-    yield [{ row: start, raw: parts.join('\n'), bad: { reason: 'csv-syntax', detail: `quote opened on line ${start} is never closed` } }];
-  }
+  const out: SourceRecord[] = [];
+  while (rec.length > 0) feed(abandon('before the end of the file', out), out);
+  if (out.length > 0) yield out;
   if (header && names === null) throw new InputError('file is empty: no header line', { where: file.display, hint: 'remove the file or set header: false' });
 }
 
@@ -173,7 +230,7 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
       throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${(e as Error).message}`, { where: file.display, cause: e });
     }
     for (let i = 0; i < rows.length; i += BATCH_ROWS) {
-      yield rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, raw: safeJson(values), values }));
+      yield rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, lines: 1, raw: safeJson(values), values }));
     }
     opts.onBytes?.(Number(rg.total_compressed_size ?? 0) || (buf.byteLength * (rowEnd - rowStart)) / Math.max(1, Number(metadata.num_rows)));
   }
@@ -204,7 +261,7 @@ export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}
         const v = cols[c].get(i);
         values[names[c]] = typeof v === 'bigint' && Number.isSafeInteger(Number(v)) ? Number(v) : v;
       }
-      out.push({ row: ++row, raw: safeJson(values), values });
+      out.push({ row: ++row, lines: 1, raw: safeJson(values), values });
     }
     yield out;
   }

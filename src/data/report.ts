@@ -12,6 +12,10 @@ export interface IngestReport {
   task: Task;
   rowsIn: number;
   rowsOut: number;
+  /** Physical lines the rows came from (a quoted CSV record may span several; blank lines and the header excluded); rows for Parquet and Arrow. */
+  linesIn: number;
+  /** Physical lines of the bad rows; `maxBadFraction` holds for rows and for lines. */
+  badLines: number;
   /** Stable reason code → count (quarantined rows). */
   badRows: Record<string, number>;
   /** Label → count among kept rows (empty for instruction data). */
@@ -94,6 +98,7 @@ export function formatDataReport(r: DataReport): string {
           ['kept', String(r.rowsOut), pct(r.rowsOut, r.rowsIn)],
           ...Object.keys(r.badRows).sort().map((k) => [`bad: ${k}`, String(r.badRows[k]), pct(r.badRows[k], r.rowsIn)]),
         ]),
+        ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`] : []),
         `labels: ${countsLine(r.labels)}`,
         `text length (chars): p50 ${r.textLength.p50}, p90 ${r.textLength.p90}, p99 ${r.textLength.p99}, max ${r.textLength.max}`,
         `sources: ${r.sourceFiles.length} file(s), data hash ${r.dataHash.slice(0, 16)}…`,
