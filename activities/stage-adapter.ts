@@ -11,7 +11,7 @@ import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { ChildProcessDied, runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
-import type { StageCache } from '../src/store/stage-cache.ts';
+import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
@@ -71,6 +71,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const timeoutMs = actx.info.heartbeatTimeoutMs ?? 0;
     const every = deps.heartbeatEveryMs ?? (timeoutMs > 0 ? Math.min(2000, Math.max(200, timeoutMs / 5)) : 2000);
     const beat = setInterval(() => actx.heartbeat(details), every);
+    let readInputs: string[] | undefined;
     const ctx: StageContext = {
       runId: req.runId,
       executionId: actx.info.workflowExecution?.runId,
@@ -93,14 +94,25 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       log(message) {
         actx.log.info(message, { stage: req.stageId });
       },
+      inputsRead(externalInputs) {
+        readInputs = externalInputs;
+      },
     };
     try {
       actx.heartbeat(details);
       const outputs = inChild ? await runStageInChild(kind, req.config, ctx, isolation.limits) : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
-      const result: StageResult = { outputs, cacheKey: req.cacheKey };
-      if (req.writeCache && req.cacheKey && kind.cacheable !== false) {
-        await deps.cache.put({ key: req.cacheKey, kind: req.kind, outputs, producedBy: { runId: req.runId, stageId: req.stageId }, createdAt: new Date().toISOString() });
+      let key = req.cacheKey;
+      if (key && readInputs) {
+        const readKey = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: readInputs });
+        if (readKey !== key) {
+          ctx.log(`inputs changed between the cache lookup and the read; outputs are recorded under the key of what was read (${readKey.slice(0, 12)}…), not the looked-up one (${key.slice(0, 12)}…)`);
+          key = readKey;
+        }
+      }
+      const result: StageResult = { outputs, cacheKey: key };
+      if (req.writeCache && key && kind.cacheable !== false) {
+        await deps.cache.put({ key, kind: req.kind, outputs, producedBy: { runId: req.runId, stageId: req.stageId }, createdAt: new Date().toISOString() });
       }
       await deps.onStageCompleted?.(req, result);
       return result;

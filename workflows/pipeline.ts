@@ -136,6 +136,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       const result = await stageActivity(stage, options.defaultQueue)(req);
       outputs[stage.id] = result.outputs;
       st.outputs = result.outputs;
+      // The stage may have read other inputs than the lookup saw; its key names what it read.
+      if (result.cacheKey) st.cacheKey = result.cacheKey;
       st.state = 'succeeded';
     } catch (err) {
       if (isCancellation(err)) {

@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { ingest } from './ingest.ts';
+import { downloadVerified, DownloadStalled } from './download.ts';
 
 const body = ['{"text": "hello", "label": "a"}', '{"text": "world", "label": "b"}'].join('\n') + '\n';
 const sha = createHash('sha256').update(body).digest('hex');
@@ -39,5 +40,45 @@ test('URL source: downloaded, verified against sha256, provenance is the URL, te
     assert.deepEqual(readdirSync(empty), []);
   } finally {
     server.close();
+  }
+});
+
+/** A loopback server whose routes are small handlers; returns its base URL. */
+async function serveRoutes(routes: Record<string, (res: import('node:http').ServerResponse) => void>): Promise<{ server: Server; base: string }> {
+  const server = createServer((req, res) => {
+    const h = routes[req.url ?? ''];
+    if (h) h(res); else { res.writeHead(404); res.end(); }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
+}
+
+test('downloads follow redirects within the origin only, cap the size and give up on a stalled body', { timeout: 60_000 }, async () => {
+  const other = await serveRoutes({ '/data.jsonl': (res) => { res.writeHead(200); res.end(body); } });
+  const stalls: import('node:http').ServerResponse[] = [];
+  const { server, base } = await serveRoutes({
+    '/data.jsonl': (res) => { res.writeHead(200); res.end(body); },
+    '/moved': (res) => { res.writeHead(302, { location: '/data.jsonl' }); res.end(); },
+    '/away': (res) => { res.writeHead(302, { location: `${other.base}/data.jsonl` }); res.end(); },
+    '/loop': (res) => { res.writeHead(302, { location: '/loop' }); res.end(); },
+    '/big': (res) => { res.writeHead(200, { 'content-length': String(10_000) }); res.end('x'.repeat(10_000)); },
+    '/endless': (res) => { res.writeHead(200); res.write('x'.repeat(6000)); res.end('x'.repeat(6000)); },
+    '/stall': (res) => { res.writeHead(200); res.write('{"text"'); stalls.push(res); },
+  });
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'dl-'));
+    const got = await downloadVerified(`${base}/moved`, sha, dir);
+    assert.equal(got.bytes, body.length);
+    rmSync(got.path);
+    await assert.rejects(downloadVerified(`${base}/away`, sha, dir), (e: unknown) => e instanceof InputError && e.message.includes('another origin'));
+    await assert.rejects(downloadVerified(`${base}/loop`, sha, dir), (e: unknown) => e instanceof InputError && /redirects more than 5 times/.test(e.message));
+    await assert.rejects(downloadVerified(`${base}/big`, sha, dir, { maxBytes: 5000 }), (e: unknown) => e instanceof InputError && /larger than the 5000-byte download limit/.test(e.message));
+    await assert.rejects(downloadVerified(`${base}/endless`, sha, dir, { maxBytes: 5000 }), (e: unknown) => e instanceof InputError && /larger than the 5000-byte/.test(e.message));
+    await assert.rejects(downloadVerified(`${base}/stall`, sha, dir, { idleMs: 300 }), (e: unknown) => e instanceof DownloadStalled && !(e instanceof InputError));
+    assert.deepEqual(readdirSync(dir), [], 'no partial download is left behind');
+  } finally {
+    for (const r of stalls) r.destroy();
+    server.close();
+    other.server.close();
   }
 });

@@ -12,7 +12,7 @@ import { sha256Hex } from '../util/canonical-json.ts';
 import { readRecords } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
-import { downloadVerified, isUrl } from './download.ts';
+import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -31,6 +31,8 @@ export interface IngestOptions {
   /** Folders source paths may resolve into (after symlinks). Default: `dataRoots(baseDir)`. */
   roots?: readonly string[];
   signal?: AbortSignal;
+  /** Limits of URL downloads (size, stall time, redirects); defaults in DOWNLOAD_LIMITS. */
+  download?: Omit<DownloadOptions, 'signal'>;
   onProgress?: (p: Progress) => void;
 }
 
@@ -86,7 +88,7 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
   if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }));
   const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
   if (!format) throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, { where: 'format', hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });
-  const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath));
+  const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath), { signal: opts.signal, ...opts.download });
   try {
     return await ingestFiles(cfg, opts, [{ abs: dl.path, display: cfg.path, format }]);
   } finally {

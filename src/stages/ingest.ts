@@ -7,6 +7,7 @@ import { ingest } from '../data/ingest.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
+import { isUrl, urlPin } from '../data/download.ts';
 import { MEDIA } from '../types.ts';
 import type { StageKind } from './types.ts';
 
@@ -23,6 +24,8 @@ export const ingestStage: StageKind<IngestConfig> = {
     rows: { type: 'number' },
   },
   async externalInputs(cfg, { baseDir, stateDir }) {
+    // A URL source is identified by the hash it is pinned to: the download is checked against it.
+    if (isUrl(cfg.path)) return [`${cfg.path}:${urlPin(cfg.sha256)}`];
     const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots: dataRoots(baseDir, { stateDir }) });
     return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
   },
@@ -37,6 +40,7 @@ export const ingestStage: StageKind<IngestConfig> = {
       quarantinePath,
       onProgress: (p) => ctx.progress({ fraction: p.fraction, message: `${p.rows} rows read`, metrics: { rows: p.rows } }),
     });
+    ctx.inputsRead?.(report.sourceFiles.map((f) => `${f.path}:${f.sha256}`));
     const q = await describeArrowFile(quarantinePath);
     const table = await ctx.store.putFile(outPath, { mediaType: MEDIA.arrow, rows: report.rowsOut, schema: report.schema, move: true });
     const quarantine = await ctx.store.putFile(quarantinePath, { mediaType: MEDIA.arrow, rows: q.rows, schema: q.schema, move: true });

@@ -38,6 +38,12 @@ export interface StageContext {
   progress(p: StageProgress & { resume?: unknown }): void;
   /** The last `resume` value a previous attempt reported, if any. */
   resumeFrom?: unknown;
+  /**
+   * Reports the identities of the external inputs the stage actually read, in the form its
+   * `externalInputs` returns. A source that changed between the cache lookup and the read then
+   * has its outputs recorded under the key of what was read, never under the looked-up key.
+   */
+  inputsRead?(externalInputs: string[]): void;
   log(message: string): void;
 }
 
