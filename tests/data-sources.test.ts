@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { submitRun, waitForRun } from '../src/client/runs.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry } from '../src/stages/registry.ts';
 import { ingestStage } from '../src/stages/ingest.ts';
