@@ -17,6 +17,8 @@ export interface TokenEvent {
   token: number;
   /** Text that became safe to show with this token ('' while a character or a possible stop string is incomplete). */
   text: string;
+  /** Set on a row's last event: why it ended. */
+  finishReason?: FinishReason;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -95,7 +97,7 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
       if (eos.has(t)) {
         r.done = 'stop';
         const rest = r.text.flush(r.out);
-        await o.onToken?.({ row: b, token: t, text: rest });
+        await o.onToken?.({ row: b, token: t, text: rest, finishReason: 'stop' });
         continue;
       }
       r.out.push(t);
@@ -106,7 +108,7 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
         r.done = 'length';
         text += r.text.flush(r.out);
       }
-      await o.onToken?.({ row: b, token: t, text });
+      await o.onToken?.({ row: b, token: t, text, ...(r.done ? { finishReason: r.done } : {}) });
     }
     if (o.signal?.aborted) for (const r of rows) r.done ??= 'cancelled';
     if (rows.every((r) => r.done)) break;

@@ -4,18 +4,18 @@
  * hold a lease on the predictor they started with, and the old one is closed only after its last
  * lease is released.
  */
-import type { Predictor, ResolveCurrent } from './types.ts';
+import type { ResolveCurrent, ServedModel } from './types.ts';
 
-interface Slot {
+interface Slot<P> {
   key: string;
-  predictor: Predictor;
+  predictor: P;
   inflight: number;
   retired: boolean;
   closing?: Promise<void>;
 }
 
-export interface Lease {
-  readonly predictor: Predictor;
+export interface Lease<P extends ServedModel = ServedModel> {
+  readonly predictor: P;
   /** Call exactly once when the request is done with the predictor. */
   release(): void;
 }
@@ -27,16 +27,16 @@ export interface HotSwapOptions {
   onError?: (err: unknown, phase: 'resolve' | 'load' | 'close') => void;
 }
 
-export class HotSwapModel {
-  private slot: Slot | null = null;
+export class HotSwapModel<P extends ServedModel = ServedModel> {
+  private slot: Slot<P> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private polling: Promise<boolean> | null = null;
   private stopped = false;
-  private readonly retiring = new Set<Slot>();
+  private readonly retiring = new Set<Slot<P>>();
   swaps = 0;
   failures = 0;
 
-  constructor(private readonly resolveCurrent: ResolveCurrent, private readonly opts: HotSwapOptions) {}
+  constructor(private readonly resolveCurrent: ResolveCurrent<P>, private readonly opts: HotSwapOptions) {}
 
   /** Loads the first model; throws if it cannot, since there is nothing to serve. */
   async start(): Promise<void> {
@@ -46,7 +46,7 @@ export class HotSwapModel {
     this.schedule();
   }
 
-  get current(): Predictor {
+  get current(): P {
     if (!this.slot) throw new Error('model not loaded yet: call start() first');
     return this.slot.predictor;
   }
@@ -55,7 +55,7 @@ export class HotSwapModel {
     return this.slot?.key ?? null;
   }
 
-  acquire(): Lease {
+  acquire(): Lease<P> {
     const slot = this.slot;
     if (!slot) throw new Error('model not loaded yet: call start() first');
     slot.inflight++;
@@ -98,7 +98,7 @@ export class HotSwapModel {
       return false;
     }
     if (!this.slot || cur.key === this.slot.key || this.stopped) return false;
-    let predictor: Predictor;
+    let predictor: P;
     try {
       predictor = await cur.load();
     } catch (e) {
@@ -121,12 +121,12 @@ export class HotSwapModel {
     return true;
   }
 
-  private closeSlot(slot: Slot): Promise<void> {
+  private closeSlot(slot: Slot<P>): Promise<void> {
     slot.closing ??= this.safeClose(slot.predictor).finally(() => this.retiring.delete(slot));
     return slot.closing;
   }
 
-  private async safeClose(p: Predictor): Promise<void> {
+  private async safeClose(p: P): Promise<void> {
     try {
       await p.close();
     } catch (e) {

@@ -4,18 +4,18 @@
  */
 import { openRegistry } from '../registry/registry.ts';
 import type { ModelVersion } from '../registry/types.ts';
-import type { Predictor, ResolveCurrent } from './types.ts';
+import type { ResolveCurrent, ServedModel } from './types.ts';
 
-export interface RegistryAliasSourceOptions {
+export interface RegistryAliasSourceOptions<P extends ServedModel = ServedModel> {
   registryPath: string;
   name: string;
   /** Default 'production'. */
   alias?: string;
   /** Builds the predictor for a version (the ONNX one in production; the lead wires it). */
-  load: (version: ModelVersion) => Promise<Predictor>;
+  load: (version: ModelVersion) => Promise<P>;
 }
 
-export function registryAliasSource(opts: RegistryAliasSourceOptions): ResolveCurrent {
+export function registryAliasSource<P extends ServedModel = ServedModel>(opts: RegistryAliasSourceOptions<P>): ResolveCurrent<P> {
   const alias = opts.alias ?? 'production';
   return async () => {
     // A short-lived connection per poll: nothing stays open between polls, and a registry file

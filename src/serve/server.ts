@@ -7,7 +7,9 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches } from './auth.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
-import type { Prediction, ResolveCurrent } from './types.ts';
+import { errorType, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
+import type { GenerationGate } from './gate.ts';
+import { isTextGenerator, type Prediction, type ResolveCurrent } from './types.ts';
 import { InputError } from '../errors.ts';
 
 export interface ServeOptions {
@@ -27,11 +29,15 @@ export interface ServeOptions {
   /** Told about swaps and failed swaps, e.g. to write `serve.swapped` audit records. */
   onSwap?: (from: string, to: string) => void;
   onError?: (err: unknown, phase: 'resolve' | 'load' | 'close') => void;
+  /** Limits of the text-generation routes (prompt length, max_tokens, concurrent and queued generations). */
+  generation?: GenerationLimits;
 }
 
 export interface ModelServer {
   app: FastifyInstance;
   model: HotSwapModel;
+  /** Admission of generations (running and queued counts). */
+  gate: GenerationGate;
   /** Starts listening; returns the base URL, e.g. http://127.0.0.1:43121. */
   listen(port?: number, host?: string): Promise<string>;
   /** Stops accepting requests, lets in-flight ones finish, then closes the predictor. */
@@ -40,8 +46,9 @@ export interface ModelServer {
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-function errorBody(code: string, message: string) {
-  return { error: { code, message } };
+/** Errors in the OpenAI shape (`message`, `type`, `param`, `code`), which every route shares. */
+function errorBody(code: string, message: string, status = 400) {
+  return { error: { message, type: errorType(status), param: null, code } };
 }
 
 function positiveInt(v: number, field: string): number {
@@ -63,6 +70,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const requests = metrics.add(new Counter('tempered_http_requests_total', 'HTTP requests by route and status code.'));
   const latency = metrics.add(new Histogram('tempered_http_request_duration_seconds', 'HTTP request latency by route.', LATENCY_BUCKETS));
   const predicted = metrics.add(new Counter('tempered_predictions_total', 'Texts classified, by model.'));
+  const generated = metrics.add(new Counter('tempered_generated_tokens_total', 'Tokens generated, by model.'));
   const swapFailures = metrics.add(new Counter('tempered_model_swap_failures_total', 'Failed checks or loads of a new model version.', true));
 
   const model = new HotSwapModel(opts.resolveCurrent, {
@@ -85,7 +93,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     logger: opts.logger ?? false,
     bodyLimit,
     // Strict validation: no type coercion, no silently dropped fields.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
 
   const startTimes = new WeakMap<object, bigint>();
@@ -94,7 +102,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (req.url === '/health' || req.url.startsWith('/health?')) return;
     if (!bearerMatches(req.headers.authorization, opts.token)) {
       reply.header('www-authenticate', 'Bearer');
-      return reply.code(401).send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>'));
+      return reply.code(401).send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>', 401));
     }
   });
   // While shutting down, answer in-flight requests with `Connection: close`: otherwise their
@@ -116,17 +124,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       const detail = err.validation.map((v) => `${v.instancePath ? `body${v.instancePath.replace(/\//g, '.')}` : 'body'} ${v.message}`).join('; ');
       return reply.code(400).send(errorBody('invalid_request', detail));
     }
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`));
-    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json'));
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`, 413));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
     if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
     if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
-    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send(errorBody('bad_request', err.message));
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
-    return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log'));
+    return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log', 500));
   });
   // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
   app.removeContentTypeParser('text/plain');
-  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `no route ${req.method} ${req.url}; try POST /predict, GET /health or GET /metrics`)));
+  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `no route ${req.method} ${req.url}; try POST /predict, POST /v1/chat/completions, POST /v1/completions, GET /health or GET /metrics`, 404)));
 
   app.get('/health', async () => ({ status: 'ok', model: model.current.id, uptimeSeconds: Math.round(uptime() * 1000) / 1000, swaps: model.swaps }));
 
@@ -149,11 +157,13 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const lease = model.acquire();
       try {
         const { inputs } = req.body;
-        const predictions: Prediction[] = await lease.predictor.predict(inputs);
+        const p = lease.predictor;
+        if (isTextGenerator(p)) return reply.code(400).send(errorBody('model_not_supported', `${p.id} is a language model; use POST /v1/chat/completions or /v1/completions`));
+        const predictions: Prediction[] = await p.predict(inputs);
         if (!Array.isArray(predictions) || predictions.length !== inputs.length) {
           throw new Error(`predictor ${lease.predictor.id} returned ${Array.isArray(predictions) ? predictions.length : 'no'} predictions for ${inputs.length} inputs`);
         }
@@ -165,9 +175,14 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     },
   );
 
+  const gate = registerOpenAiRoutes(app, { model, limits: opts.generation, tokens: generated });
+  metrics.add(new Gauge('tempered_generations_running', 'Generations running now.', () => [{ value: gate.active }]));
+  metrics.add(new Gauge('tempered_generations_queued', 'Generations waiting for a slot.', () => [{ value: gate.queued }]));
+
   return {
     app,
     model,
+    gate,
     async listen(port = 0, host = '127.0.0.1') {
       await app.listen({ port, host });
       const addr = app.server.address();

@@ -1,4 +1,5 @@
-/** What the server needs from a model; the lead wires the real ONNX predictor behind it. */
+/** What the server needs from a model; the CLI wires the real ONNX models behind it. */
+import type { GenerateOptions, GenerateResult } from '../generate/generate.ts';
 
 export interface Prediction {
   label: string;
@@ -7,6 +8,7 @@ export interface Prediction {
 }
 
 export interface Predictor {
+  readonly kind?: 'classification';
   /** `model@version`, reported in every response and in /metrics. */
   readonly id: string;
   readonly labels: string[];
@@ -15,11 +17,40 @@ export interface Predictor {
   close(): Promise<void> | void;
 }
 
-/** The version the serving alias points at now; `load` is only called when `key` changes. */
-export interface CurrentModel {
-  /** Changes exactly when a different model should be served, e.g. `spam-clf@3` or a hash. */
-  key: string;
-  load(): Promise<Predictor>;
+/** One chat turn as the OpenAI API sends it (text content only). */
+export interface ChatMessage {
+  role: string;
+  content: string;
 }
 
-export type ResolveCurrent = () => Promise<CurrentModel>;
+/** A causal language model behind `/v1/chat/completions` and `/v1/completions`. */
+export interface TextGenerator {
+  readonly kind: 'text-generation';
+  /** `model@version`, reported in every response and in /metrics. */
+  readonly id: string;
+  /** Most tokens of prompt plus output (the model's max_position_embeddings). */
+  readonly contextLength: number;
+  /** Prompt token ids of a plain text. */
+  encode(text: string): number[];
+  /** Prompt token ids of a conversation rendered with the model's chat template (assistant turn opened). */
+  encodeChat(messages: ChatMessage[]): number[];
+  /** Generates for each prompt (token ids); see src/generate. */
+  generate(prompts: number[][], opts: GenerateOptions): Promise<GenerateResult[]>;
+  close(): Promise<void> | void;
+}
+
+/** What the server can serve: a classifier (`/predict`) or a text generator (`/v1/...`). */
+export type ServedModel = Predictor | TextGenerator;
+
+export function isTextGenerator(m: ServedModel): m is TextGenerator {
+  return (m as TextGenerator).kind === 'text-generation';
+}
+
+/** The version the serving alias points at now; `load` is only called when `key` changes. */
+export interface CurrentModel<P extends ServedModel = ServedModel> {
+  /** Changes exactly when a different model should be served, e.g. `spam-clf@3` or a hash. */
+  key: string;
+  load(): Promise<P>;
+}
+
+export type ResolveCurrent<P extends ServedModel = ServedModel> = () => Promise<CurrentModel<P>>;

@@ -1,0 +1,55 @@
+/**
+ * Admission for generations: at most `maxConcurrent` run at once and at most `maxQueue` wait; anything
+ * beyond is refused at once (the server answers 429), so load never piles up without bound.
+ */
+export class GenerationGate {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly maxConcurrent: number, readonly maxQueue: number) {}
+
+  get active(): number {
+    return this.running;
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /**
+   * A promise of the release function once a slot is free, or null when the queue is full. Aborting
+   * `signal` while queued leaves the queue and rejects with the signal's reason.
+   */
+  tryEnter(signal?: AbortSignal): Promise<() => void> | null {
+    if (this.running < this.maxConcurrent && this.waiting.length === 0) {
+      this.running++;
+      return Promise.resolve(this.releaser());
+    }
+    if (this.waiting.length >= this.maxQueue) return null;
+    return new Promise((resolve, reject) => {
+      const start = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.running++;
+        resolve(this.releaser());
+      };
+      const onAbort = () => {
+        const i = this.waiting.indexOf(start);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(signal!.reason);
+      };
+      if (signal?.aborted) return reject(signal.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(start);
+    });
+  }
+
+  private releaser(): () => void {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.running--;
+      this.waiting.shift()?.();
+    };
+  }
+}

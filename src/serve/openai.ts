@@ -1,0 +1,304 @@
+/**
+ * OpenAI-compatible text generation: `POST /v1/chat/completions`, `POST /v1/completions` (with
+ * `stream: true` as server-sent events) and `GET /v1/models`, in the wire format of the OpenAI API so
+ * its SDKs and other clients work unchanged. Generations go through a bounded gate (429 when full), hold
+ * a lease on the model they started with (hot swap never breaks one), and stop when the client leaves.
+ */
+import { randomInt, randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
+import { InputError } from '../errors.ts';
+import { GenerationGate } from './gate.ts';
+import type { HotSwapModel } from './hot-swap.ts';
+import type { Counter } from './prometheus.ts';
+import { isTextGenerator, type ChatMessage, type TextGenerator } from './types.ts';
+
+export interface GenerationLimits {
+  /** Most prompt tokens (after the chat template); longer gets 400 context_length_exceeded. Default: the model's context. */
+  maxPromptTokens?: number;
+  /** Largest `max_tokens` a request may ask for. Default 1024. */
+  maxTokens?: number;
+  /** `max_tokens` when the request gives none (capped by what the context leaves). Default 256. */
+  defaultMaxTokens?: number;
+  /** Generations running at once. Default 1 (a CPU generation already uses every core). */
+  maxConcurrent?: number;
+  /** Generations waiting for a slot; beyond that requests get 429. Default 16. */
+  maxQueue?: number;
+  /** Most sequences per request (`n` × prompts). Default 8. */
+  maxChoices?: number;
+}
+
+/** An error in the OpenAI shape: `{ error: { message, type, param, code } }`. */
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
+export function errorType(status: number): string {
+  return status === 401 ? 'authentication_error' : status === 404 ? 'not_found_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
+}
+
+export function openAiError(status: number, code: string, message: string, param: string | null = null) {
+  return { error: { message, type: errorType(status), param, code } };
+}
+
+const samplingProps = {
+  model: { type: 'string' },
+  max_tokens: { type: ['integer', 'null'], minimum: 1 },
+  temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+  top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
+  n: { type: ['integer', 'null'], minimum: 1 },
+  stream: { type: ['boolean', 'null'] },
+  stream_options: { type: ['object', 'null'], additionalProperties: false, properties: { include_usage: { type: 'boolean' } } },
+  stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }, { type: 'null' }] },
+  seed: { type: ['integer', 'null'] },
+  user: { type: 'string' },
+  // Accepted for compatibility at their defaults only (see checkUnsupported).
+  presence_penalty: { type: ['number', 'null'] },
+  frequency_penalty: { type: ['number', 'null'] },
+  logprobs: { type: ['boolean', 'integer', 'null'] },
+  // Extensions other OpenAI-compatible servers (vLLM) accept too.
+  top_k: { type: ['integer', 'null'], minimum: 0 },
+  repetition_penalty: { type: ['number', 'null'], exclusiveMinimum: 0 },
+} as const;
+
+const chatSchema = {
+  type: 'object',
+  required: ['messages'],
+  additionalProperties: false,
+  properties: {
+    ...samplingProps,
+    max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
+    messages: {
+      type: 'array', minItems: 1, maxItems: 1024,
+      items: {
+        type: 'object', required: ['role', 'content'], additionalProperties: false,
+        properties: {
+          role: { enum: ['system', 'developer', 'user', 'assistant'] },
+          name: { type: 'string' },
+          content: {
+            anyOf: [
+              { type: 'string' },
+              { type: 'array', items: { type: 'object', required: ['type', 'text'], additionalProperties: false, properties: { type: { const: 'text' }, text: { type: 'string' } } } },
+            ],
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+const completionSchema = {
+  type: 'object',
+  required: ['prompt'],
+  additionalProperties: false,
+  properties: {
+    ...samplingProps,
+    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }] },
+    echo: { type: ['boolean', 'null'] },
+    best_of: { type: ['integer', 'null'] },
+    suffix: { type: ['string', 'null'] },
+  },
+} as const;
+
+interface CommonBody {
+  model?: string;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  repetition_penalty?: number | null;
+  n?: number | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logprobs?: boolean | number | null;
+  echo?: boolean | null;
+  best_of?: number | null;
+  suffix?: string | null;
+}
+interface ChatBody extends CommonBody {
+  messages: { role: string; content: string | { type: 'text'; text: string }[] }[];
+}
+interface CompletionBody extends CommonBody {
+  prompt: string | string[];
+}
+
+function checkUnsupported(b: CommonBody): void {
+  const zeroOr = (v: number | null | undefined) => v === undefined || v === null || v === 0;
+  if (!zeroOr(b.presence_penalty)) throw new ApiError(400, 'unsupported_parameter', 'presence_penalty is not supported; use repetition_penalty', 'presence_penalty');
+  if (!zeroOr(b.frequency_penalty)) throw new ApiError(400, 'unsupported_parameter', 'frequency_penalty is not supported; use repetition_penalty', 'frequency_penalty');
+  if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false && b.logprobs !== 0) throw new ApiError(400, 'unsupported_parameter', 'logprobs are not supported', 'logprobs');
+  if (b.echo) throw new ApiError(400, 'unsupported_parameter', 'echo is not supported', 'echo');
+  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== 1) throw new ApiError(400, 'unsupported_parameter', 'best_of is not supported', 'best_of');
+  if (b.suffix) throw new ApiError(400, 'unsupported_parameter', 'suffix is not supported', 'suffix');
+}
+
+/** The served model answers to its registry name (`name` of `name@version`) or its full id. */
+function checkModelName(asked: string | undefined, id: string): void {
+  if (asked === undefined || asked === id || asked === id.split('@')[0]) return;
+  throw new ApiError(404, 'model_not_found', `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(id.split('@')[0])} (now ${id})`, 'model');
+}
+
+export interface OpenAiRouteOptions {
+  model: HotSwapModel;
+  limits?: GenerationLimits;
+  tokens?: Counter;
+}
+
+export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions): GenerationGate {
+  const L = {
+    maxTokens: o.limits?.maxTokens ?? 1024,
+    defaultMaxTokens: o.limits?.defaultMaxTokens ?? 256,
+    maxChoices: o.limits?.maxChoices ?? 8,
+    maxPromptTokens: o.limits?.maxPromptTokens,
+  };
+  for (const [k, v] of Object.entries({ ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue })) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' ? 0 : 1))) throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
+  }
+  const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
+
+  app.get('/v1/models', async () => {
+    const id = o.model.current.id;
+    return { object: 'list', data: [{ id: id.split('@')[0], object: 'model', created: 0, owned_by: 'tempered', version: id }] };
+  });
+
+  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, (req, reply) => serve(req, reply, 'chat'));
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, (req, reply) => serve(req, reply, 'completion'));
+
+  async function serve(req: FastifyRequest<{ Body: ChatBody | CompletionBody }>, reply: FastifyReply, kind: 'chat' | 'completion') {
+    const body = req.body;
+    const lease = o.model.acquire();
+    let leave: (() => void) | null = null;
+    // The client leaving (a closed socket before the answer is complete) cancels the generation.
+    const gone = new AbortController();
+    const onClose = () => {
+      if (!reply.raw.writableFinished) gone.abort(new Error('client closed the connection'));
+    };
+    reply.raw.on('close', onClose);
+    try {
+      const gen = lease.predictor;
+      if (!isTextGenerator(gen)) throw new ApiError(400, 'model_not_supported', `${gen.id} is a classifier, not a language model; use POST /predict`, 'model');
+      checkModelName(body.model, gen.id);
+      checkUnsupported(body);
+      const prompts = kind === 'chat' ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, (body as CompletionBody).prompt);
+      const n = body.n ?? 1;
+      if (prompts.length * n > L.maxChoices) throw new ApiError(400, 'too_many_choices', `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences; the limit is ${L.maxChoices}`, 'n');
+      const longest = Math.max(...prompts.map((p) => p.length));
+      const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
+      if (longest > maxPrompt) {
+        throw new ApiError(400, 'context_length_exceeded', `the prompt has ${longest} tokens; this server takes at most ${maxPrompt}`, kind === 'chat' ? 'messages' : 'prompt');
+      }
+      const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
+      const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+      if (asked !== null && asked > L.maxTokens) throw new ApiError(400, 'max_tokens_exceeded', `${param} is ${asked}; this server allows at most ${L.maxTokens}`, param);
+      if (asked !== null && longest + asked > gen.contextLength) {
+        throw new ApiError(400, 'context_length_exceeded', `the prompt (${longest} tokens) plus ${param} (${asked}) exceeds the model's context of ${gen.contextLength} tokens`, param);
+      }
+      const maxNewTokens = asked ?? Math.min(L.defaultMaxTokens, gen.contextLength - longest);
+      const rows = prompts.flatMap((p) => Array.from({ length: n }, () => p));
+      const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+
+      const entered = gate.tryEnter(gone.signal);
+      if (!entered) {
+        reply.header('retry-after', '1');
+        throw new ApiError(429, 'server_busy', `${gate.active} generation(s) running and ${gate.queued} waiting, which is the limit; retry shortly`);
+      }
+      leave = await entered;
+      const opts: GenerateOptions = {
+        maxNewTokens,
+        // OpenAI's defaults: temperature 1, top_p 1, a fresh seed unless one is given.
+        temperature: body.temperature ?? 1,
+        ...(body.top_p != null ? { topP: body.top_p } : {}),
+        ...(body.top_k != null ? { topK: body.top_k } : {}),
+        ...(body.repetition_penalty != null ? { repetitionPenalty: body.repetition_penalty } : {}),
+        seed: body.seed ?? randomInt(2 ** 47),
+        stop,
+        signal: gone.signal,
+      };
+      const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
+      const created = Math.floor(Date.now() / 1000);
+      const usage = (results: GenerateResult[]) => {
+        const prompt = prompts.reduce((s, p) => s + p.length, 0);
+        const completion = results.reduce((s, r) => s + r.tokens.length, 0);
+        return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+      };
+      if (!body.stream) {
+        const results = await gen.generate(rows, opts);
+        o.tokens?.inc({ model: gen.id }, results.reduce((s, r) => s + r.tokens.length, 0));
+        const choices = results.map((r, index) => kind === 'chat'
+          ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
+          : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.finishReason) });
+        return reply.send({ id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model: gen.id, choices, usage: usage(results) });
+      }
+
+      // Server-sent events: one `data:` line per chunk, `data: [DONE]` at the end.
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+      const includeUsage = body.stream_options?.include_usage === true;
+      const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+      const send = async (chunk: unknown) => {
+        if (res.destroyed) return;
+        // Awaiting the drain makes a slow reader slow the generation down instead of buffering tokens.
+        if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r); });
+      };
+      const chunk = (choices: unknown[]) => ({ id, object, created, model: gen.id, choices, ...(includeUsage ? { usage: null } : {}) });
+      try {
+        if (kind === 'chat') await send(chunk(rows.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }))));
+        const results = await gen.generate(rows, {
+          ...opts,
+          onToken: async (e: TokenEvent) => {
+            if (e.text === '' && !e.finishReason) return;
+            const fin = e.finishReason ? finishReason(e.finishReason) : null;
+            await send(chunk([kind === 'chat'
+              ? { index: e.row, delta: e.text === '' ? {} : { content: e.text }, logprobs: null, finish_reason: fin }
+              : { index: e.row, text: e.text, logprobs: null, finish_reason: fin }]));
+          },
+        });
+        o.tokens?.inc({ model: gen.id }, results.reduce((s, r) => s + r.tokens.length, 0));
+        if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
+        if (!res.destroyed) res.end('data: [DONE]\n\n');
+      } catch (e) {
+        req.log.error(e);
+        // Headers are gone: the error travels as an event, then the stream ends.
+        if (!res.destroyed) res.end(`data: ${JSON.stringify(openAiError(500, 'internal', 'generation failed; see the server log'))}\n\ndata: [DONE]\n\n`);
+      }
+      return reply;
+    } catch (e) {
+      // A client that left while queued or generating gets no answer.
+      if (gone.signal.aborted) return reply;
+      if (e instanceof ApiError) return reply.code(e.status).send(openAiError(e.status, e.code, e.message, e.param));
+      if (e instanceof InputError) return reply.code(400).send(openAiError(400, 'invalid_request', e.message));
+      throw e;
+    } finally {
+      reply.raw.off('close', onClose);
+      leave?.();
+      lease.release();
+    }
+  }
+  return gate;
+}
+
+function finishReason(r: GenerateResult['finishReason']): string {
+  return r === 'cancelled' ? 'stop' : r;
+}
+
+function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[] {
+  const turns: ChatMessage[] = messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
+  return gen.encodeChat(turns);
+}
+
+function promptsOf(gen: TextGenerator, prompt: string | string[]): number[][] {
+  const texts = typeof prompt === 'string' ? [prompt] : prompt;
+  return texts.map((t, i) => {
+    const ids = gen.encode(t);
+    if (ids.length === 0) throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
+    return ids;
+  });
+}
