@@ -13,7 +13,9 @@ import { buildCausalLmGraph } from './causal-lm.ts';
 import { loadChatTemplate, type ChatMessage } from './chat-template.ts';
 import { readLlamaConfig } from './llama.ts';
 import { DEFAULT_LLM, PINNED_WHEELS, resolveModelSource, type ResolvedModel } from './sources.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { HfTokenizer, loadTokenizer } from './tokenizer.ts';
+import { tokenizerFromGguf } from './gguf-tokenizer.ts';
+import { readGguf } from '../formats/gguf.ts';
 
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 const fixture = <T>(name: string): T => JSON.parse(readFileSync(join(FX, name), 'utf8')) as T;
@@ -58,6 +60,25 @@ test('tokenizer built from the GGUF metadata matches the reference id for id on 
   assert.equal(ref.differ.length, 5);
   assert.deepEqual(tok.tokenize('  5 apples'), [256, 37, 13855], 'a whitespace run before a digit stays one token, as llama.cpp splits it');
   assert.deepEqual([tok.bosId, tok.eosId, tok.padId, tok.vocabSize], [1, 2, 2, 49152]);
+});
+
+test('other pre-tokenizer names (GPT-2 default, LLaMA-3, Qwen2 splits) on the same vocabulary match the Rust library id for id', async () => {
+  const m = await model();
+  const g = readGguf(m.ggufPath!);
+  const ref = fixture<{ strings: string[]; ids_transformers: number[][]; ids_by_pre: Record<string, number[][]> }>('smollm2-tokenizer.json');
+  const cases: Array<[string, number[][]]> = [['default', ref.ids_transformers], ['llama-bpe', ref.ids_by_pre['llama-bpe']!], ['qwen2', ref.ids_by_pre.qwen2!]];
+  for (const [pre, want] of cases) {
+    g.metadata.set('tokenizer.ggml.pre', pre);
+    const files = tokenizerFromGguf(g);
+    const tok = new HfTokenizer(files.tokenizer, files.config);
+    const bad = ref.strings.filter((s, i) => JSON.stringify(tok.tokenize(s)) !== JSON.stringify(want[i])).map((s) => JSON.stringify(s.slice(0, 30)));
+    assert.deepEqual(bad, [], `pre-tokenizer ${pre}`);
+  }
+  assert.notDeepEqual(ref.ids_by_pre['llama-bpe'], ref.ids_transformers, 'the splits differ on these strings, so each case checks its own regex');
+  g.metadata.set('tokenizer.ggml.pre', 'made-up');
+  assert.throws(() => tokenizerFromGguf(g), (e: unknown) => e instanceof InputError && /pre-tokenizer "made-up" is not known/.test(e.message));
+  g.metadata.set('tokenizer.ggml.model', 'llama');
+  assert.throws(() => tokenizerFromGguf(g), (e: unknown) => e instanceof InputError && /tokenizer model "llama" is not supported/.test(e.message));
 });
 
 test('the model\'s own chat template renders as transformers\' apply_chat_template, with and without the generation prompt', async () => {
