@@ -125,3 +125,13 @@ test('parquet sources are hashed from the copy that is parsed, and the copy is r
   assert.deepEqual(r.sourceFiles, [{ path: 'a.parquet', sha256: createHash('sha256').update(buf).digest('hex'), bytes: buf.length }]);
   assert.deepEqual(readdirSync(dir).sort(), ['a.parquet', 'out.arrow', 'quarantine.arrow']);
 });
+
+test('field names that objects inherit are plain names: a __proto__ column is read, a missing constructor field is missing', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), '__proto__,label\nhello,ham\n');
+  const r = await run(dir, { path: 'a.csv', task: 'classification', fields: { text: '__proto__' } });
+  assert.equal(r.rowsOut, 1);
+  writeFileSync(join(dir, 'b.jsonl'), '{"label":"ham"}\n');
+  await assert.rejects(run(dir, { path: 'b.jsonl', task: 'classification', fields: { text: 'constructor' } }), (e: unknown) => e instanceof InputError && /missing-field/.test(e.message));
+  await assert.rejects(run(dir, { path: 'b.jsonl', task: 'instruction', promptTemplate: '{toString}', fields: { response: 'label' } }), (e: unknown) => e instanceof InputError && /missing-field/.test(e.message));
+});

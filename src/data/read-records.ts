@@ -151,7 +151,8 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (fields.length !== names.length) {
       return { row, lines, raw: text, bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${fields.length}` } };
     }
-    const values: Record<string, unknown> = {};
+    // Prototype-less: a column named __proto__ is a column like any other.
+    const values: Record<string, unknown> = Object.create(null);
     for (let i = 0; i < names.length; i++) values[names[i]] = fields[i];
     return { row, lines, raw: text, values };
   };
@@ -256,7 +257,7 @@ export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}
     const cols = names.map((n) => batch.getChild(n)!);
     const out: SourceRecord[] = [];
     for (let i = 0; i < batch.numRows; i++) {
-      const values: Record<string, unknown> = {};
+      const values: Record<string, unknown> = Object.create(null);
       for (let c = 0; c < names.length; c++) {
         const v = cols[c].get(i);
         values[names[c]] = typeof v === 'bigint' && Number.isSafeInteger(Number(v)) ? Number(v) : v;

@@ -15,6 +15,14 @@ function tooLong(s: string, max: number): number | null {
   return n > max ? n : null;
 }
 
+/**
+ * A field of a source record: own properties only, so a field the row lacks is missing even when
+ * its name is inherited (`constructor`, `toString`, `__proto__`).
+ */
+function field(values: Record<string, unknown>, name: string): unknown {
+  return Object.hasOwn(values, name) ? values[name] : undefined;
+}
+
 interface TemplatePart { optional: boolean; text: string }
 
 function splitTemplate(t: string): TemplatePart[] {
@@ -40,7 +48,7 @@ function renderTemplate(parts: TemplatePart[], values: Record<string, unknown>):
     let dropped = false;
     let bad: BadRow | null = null;
     const text = p.text.replace(/\{([^{}]+)\}/g, (_m, name: string) => {
-      const v = values[name];
+      const v = field(values, name);
       if (v === undefined || v === null) {
         if (p.optional) dropped = true;
         else bad ??= { reason: 'missing-field', detail: `template field ${JSON.stringify(name)} is missing` };
@@ -76,7 +84,7 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
     for (const c of cols) {
       if (c === 'label') {
         const f = source('label');
-        const v = values[f];
+        const v = field(values, f);
         if (v === undefined || v === null || v === '') return { reason: 'missing-label', detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : 'missing'}` };
         let label: string;
         if (typeof v === 'string') label = v;
@@ -93,7 +101,7 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         text = r;
       } else {
         const f = source(c);
-        const v = values[f];
+        const v = field(values, f);
         if (v === undefined || v === null) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing` };
         if (typeof v !== 'string') return { reason: 'not-string', detail: `field ${JSON.stringify(f)} (${c}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string` };
         text = v;
