@@ -12,6 +12,7 @@ export const BAD_REASONS = [
   'invalid-label', // label is not a string, integer or boolean
   'unknown-label', // label not in the declared `labels`
   'too-long', // a text field exceeds maxLength characters
+  'lone-surrogate', // a text field or label holds an unpaired UTF-16 surrogate (a JSON \ud800 escape), which UTF-8 cannot store
   'line-too-long', // a physical line exceeds the reader's line limit (64 MiB by default)
 ] as const;
 export type BadReason = (typeof BAD_REASONS)[number];

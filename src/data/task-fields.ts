@@ -23,6 +23,9 @@ function field(values: Record<string, unknown>, name: string): unknown {
   return Object.hasOwn(values, name) ? values[name] : undefined;
 }
 
+/** In `u` mode surrogate pairs are one code point, so only an unpaired surrogate is in category Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 interface TemplatePart { optional: boolean; text: string }
 
 function splitTemplate(t: string): TemplatePart[] {
@@ -90,6 +93,7 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         if (typeof v === 'string') label = v;
         else if ((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'boolean' || typeof v === 'bigint') label = String(v);
         else return { reason: 'invalid-label', detail: `label field ${JSON.stringify(f)} is ${typeof v === 'number' ? 'a non-integer number' : typeof v}; use strings or integers` };
+        if (LONE_SURROGATE.test(label)) return { reason: 'lone-surrogate', detail: `label field ${JSON.stringify(f)} holds an unpaired surrogate` };
         if (declared && !declared.has(label)) return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
         row.label = label;
         continue;
@@ -107,6 +111,8 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         text = v;
       }
       if (text.trim() === '') return { reason: 'empty-text', detail: `${c} is empty` };
+      // Written as UTF-8 it would silently become U+FFFD: refuse rather than change the text.
+      if (LONE_SURROGATE.test(text)) return { reason: 'lone-surrogate', detail: `${c} holds an unpaired UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)` };
       if (max !== undefined) {
         const n = tooLong(text, max);
         if (n !== null) return { reason: 'too-long', detail: `${c} has ${n} characters, maxLength is ${max}` };
