@@ -1,7 +1,7 @@
 /** Product side effects around runs and stages: the audit trail records them. */
-import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
+import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 
@@ -22,7 +22,7 @@ function executionId(): string {
 
 export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
   return async (req, res) => {
-    const audit = openAudit(join(stateDir, 'audit.db'));
+    const audit = openAudit(statePaths(stateDir).auditDb);
     try {
       const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
       audit.append({

@@ -1,10 +1,10 @@
 /** Local activities behind run gates: decide whether a (scheduled) run goes on, and remember successes. */
-import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
-import { openRegistry } from '../src/registry/registry.ts';
+import { currentVersion } from '../src/registry/current.ts';
 import { decideGate, RunIndex, type DataFingerprint } from '../src/runs/run-gate.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { IngestFingerprint, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
 
@@ -19,25 +19,17 @@ async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): 
 }
 
 export function runGateActivities(deps: { store: ArtifactStore; stateDir: string }) {
-  const index = () => new RunIndex(join(deps.stateDir, 'runs'));
+  const paths = statePaths(deps.stateDir);
+  const index = () => new RunIndex(paths.runs);
   return {
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
       const data = await fingerprints(deps.store, req.ingest);
-      let metric: number | undefined;
-      if (req.gate.metricBelow) {
-        const reg = openRegistry(join(deps.stateDir, 'registry.db'));
-        try {
-          const v = reg.getVersion(req.gate.metricBelow.model, req.gate.metricBelow.alias ?? 'production');
-          const m = (v.metrics as Record<string, unknown>)[req.gate.metricBelow.metric];
-          metric = typeof m === 'number' ? m : undefined;
-        } catch {
-          metric = undefined;
-        } finally {
-          reg.close();
-        }
-      }
+      const below = req.gate.metricBelow;
+      const current = below && currentVersion(paths.registryDb, below.model, below.alias ?? 'production');
+      const m: unknown = current && Object.hasOwn(current.metrics, below!.metric) ? current.metrics[below!.metric] : undefined;
+      const metric = typeof m === 'number' ? m : undefined;
       const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.scheduleId ?? req.pipeline), metric);
-      const audit = openAudit(join(deps.stateDir, 'audit.db'));
+      const audit = openAudit(paths.auditDb);
       try {
         audit.append({
           action: decision.proceed ? (decision.outcome === 'triggered' ? 'run.triggered' : 'run.gate_passed') : decision.outcome === 'unchanged' ? 'run.skipped_unchanged' : 'run.skipped_not_triggered',

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { statePaths as layout, type StatePaths } from '../src/state-paths.ts';
 
 /** Repository root (infra/ sits directly under it). */
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -14,30 +15,11 @@ export function stateDir(): string {
   return resolve(process.env.TEMPERED_HOME ?? join(PROJECT_ROOT, '.tempered'));
 }
 
-export interface StatePaths {
-  root: string;
-  store: string;
-  cache: string;
-  temporal: string;
-  bin: string;
-  registryDb: string;
-  auditDb: string;
-  models: string;
-  work: string;
-}
+export type { StatePaths } from '../src/state-paths.ts';
 
+/** The state folder's paths; `root` defaults to `stateDir()`. */
 export function statePaths(root = stateDir()): StatePaths {
-  return {
-    root,
-    store: join(root, 'store'),
-    cache: join(root, 'cache'),
-    temporal: join(root, 'temporal'),
-    bin: join(root, 'bin'),
-    registryDb: join(root, 'registry.db'),
-    auditDb: join(root, 'audit.db'),
-    models: join(root, 'models'),
-    work: join(root, 'work'),
-  };
+  return layout(root);
 }
 
 export function ensureDir(path: string): string {

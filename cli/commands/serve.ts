@@ -31,7 +31,7 @@ export async function startServing(ctx: CliContext, ref: string, o: { port?: num
   const { name, at } = parseModelRef(ref);
   const alias = at === 'latest' ? 'production' : String(at);
   if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
-  const resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: join(ctx.paths.root, 'serving'), name, alias, threads: o.threads });
+  const resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads });
   const who = actor();
   const audit = (action: string, subject: string, details: Record<string, unknown>) => {
     const log = openAudit(ctx.paths.auditDb);

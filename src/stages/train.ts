@@ -8,16 +8,18 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { readLabeledTexts } from '../finetune/evaluate.ts';
-import { trainClassifier, type TrainClassifierOptions } from '../finetune/classifier.ts';
+import { trainClassifier } from '../finetune/classifier.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
+import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { removeStaleTemps } from '../engine/checkpoint.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
+import { statePaths } from '../state-paths.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { modelSourceIssues } from './checks.ts';
-import type { StageKind } from './types.ts';
+import type { StageContext, StageKind } from './types.ts';
 
 export interface TrainConfig {
   /** Model source: a folder (relative to the pipeline file), `pypi:name==version`, `hf:org/name@rev`. */
@@ -54,11 +56,6 @@ export interface TrainConfig {
 
 const COMPLETE = 'COMPLETE';
 
-/** Model sources with a scheme are global; local paths (bare, onnx:, file:) are relative to the pipeline file. */
-export function modelSpec(model: string, baseDir: string): string {
-  return absoluteModelSource(model, baseDir);
-}
-
 function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): void {
   const w = new ArrowTableWriter(path, { step: 'int32', epoch: 'int32', loss: 'float64', lr: 'float64', grad_norm: 'float64', val_loss: 'float64', val_accuracy: 'float64', val_f1_macro: 'float64' });
   const nan = Number.NaN;
@@ -74,6 +71,41 @@ function writeHistory(path: string, history: { step: number; epoch: number; loss
   });
   w.close();
 }
+
+interface StepReport {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  samplesPerSec: number;
+  etaSec?: number;
+}
+
+type HistoryRow = Parameters<typeof writeHistory>[1][number];
+type Trainer = (cfg: TrainConfig, settings: RunSettings, ctx: StageContext, onStep: (m: StepReport) => void) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number }>;
+
+/** What each task adds to the shared settings, and which library recipe trains it. */
+const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
+  async classification(cfg, settings, ctx, onStep) {
+    return trainClassifier({
+      ...settings,
+      labels: cfg.labels ?? [...new Set((await readLabeledTexts(settings.train)).labels)].sort(),
+      method: cfg.method,
+      lora: cfg.lora,
+      warmupRatio: cfg.warmupRatio,
+      pooling: cfg.pooling ?? 'mean',
+      earlyStopping: cfg.earlyStopping,
+      dropout: cfg.dropout,
+      groupByLength: cfg.groupByLength,
+      signal: ctx.signal,
+      onProgress: onStep,
+    });
+  },
+  async 'causal-lm'(cfg, settings, _ctx, onStep) {
+    return trainCausalLm({ ...settings, method: cfg.method as 'full' | 'lora', lora: cfg.lora, onProgress: onStep });
+  },
+};
 
 export const trainStage: StageKind<TrainConfig> = {
   kind: 'train',
@@ -168,102 +200,60 @@ export const trainStage: StageKind<TrainConfig> = {
     return issues;
   },
   async run(cfg, ctx) {
-    const resolved = await resolveModelSource(modelSpec(cfg.model, ctx.baseDir), {
-      cacheDir: join(ctx.stateDir, 'models'),
+    const task = cfg.task ?? 'classification';
+    if (task === 'causal-lm') {
+      if (cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
+      for (const field of ['dropout', 'groupByLength'] as const) {
+        if (cfg[field] !== undefined) throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, { where: `stages.${ctx.stageId}.with.${field}`, hint: `remove ${field}` });
+      }
+    }
+    const paths = statePaths(ctx.stateDir);
+    const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
+      cacheDir: paths.models,
       signal: ctx.signal,
       onProgress: (message, bytes, total) => ctx.progress({ fraction: total ? bytes / total : undefined, message: `model: ${message}` }),
     });
-    const trainPath = await ctx.store.verify(cfg.train);
-    const valPath = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
-    const causal = cfg.task === 'causal-lm';
-    if (causal && cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
-    for (const field of ['dropout', 'groupByLength'] as const) {
-      if (causal && cfg[field] !== undefined) throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, { where: `stages.${ctx.stageId}.with.${field}`, hint: `remove ${field}` });
-    }
-    const labels = causal ? [] : (cfg.labels ?? [...new Set((await readLabeledTexts(trainPath)).labels)].sort());
+    const train = await ctx.store.verify(cfg.train);
+    const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
-    const key = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
-    const checkpointDir = join(ctx.stateDir, 'checkpoints', key);
+    const checkpointDir = join(paths.checkpoints, ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`);
     if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
     mkdirSync(checkpointDir, { recursive: true });
     removeStaleTemps(checkpointDir);
     const outDir = join(ctx.workDir, 'model');
     const started = Date.now();
-    const opts: TrainClassifierOptions = {
+    const settings: RunSettings = {
       modelDir: resolved.dir,
-      train: trainPath,
-      validation: valPath,
-      labels,
-      method: cfg.method,
-      lora: cfg.lora,
+      train,
+      validation,
       lr: cfg.lr,
       epochs: cfg.epochs ?? (cfg.maxSteps ? undefined : 1),
       maxSteps: cfg.maxSteps,
       batchSize: cfg.batchSize ?? 16,
       accumulation: cfg.accumulation,
-      warmupRatio: cfg.warmupRatio,
       schedule: cfg.schedule ?? 'linear',
       weightDecay: cfg.weightDecay ?? 0.01,
       clipNorm: cfg.clipNorm,
       seed: cfg.seed ?? 0,
       maxLength: cfg.maxLength ?? 128,
-      pooling: cfg.pooling ?? 'mean',
       device: cfg.device ?? 'cpu',
       threads: cfg.threads,
       checkpointDir,
       checkpointEvery: cfg.checkpointEvery ?? 50,
       resume: true,
       evalEvery: cfg.evalEvery,
-      earlyStopping: cfg.earlyStopping,
       stepsPerRun: cfg.stepsPerRun,
-      dropout: cfg.dropout,
-      groupByLength: cfg.groupByLength,
       outDir,
-      signal: ctx.signal,
-      onProgress: (m) =>
-        ctx.progress({
-          fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
-          message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
-          metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, etaSec: m.etaSec },
-          resume: { checkpointDir },
-        }),
       onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
     };
-    const result = causal
-      ? await trainCausalLm({
-          modelDir: resolved.dir,
-          train: trainPath,
-          validation: valPath,
-          method: cfg.method as 'full' | 'lora',
-          lora: cfg.lora,
-          lr: cfg.lr,
-          epochs: opts.epochs,
-          maxSteps: cfg.maxSteps,
-          batchSize: opts.batchSize,
-          accumulation: cfg.accumulation,
-          schedule: opts.schedule,
-          weightDecay: opts.weightDecay,
-          clipNorm: cfg.clipNorm,
-          seed: opts.seed,
-          maxLength: opts.maxLength,
-          device: opts.device,
-          threads: cfg.threads,
-          checkpointDir,
-          checkpointEvery: opts.checkpointEvery,
-          resume: true,
-          evalEvery: cfg.evalEvery,
-          stepsPerRun: cfg.stepsPerRun,
-          outDir,
-          onProgress: (m) =>
-            ctx.progress({
-              fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
-              message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
-              metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec },
-              resume: { checkpointDir },
-            }),
-          onCheckpoint: opts.onCheckpoint,
-        })
-      : await trainClassifier(opts);
+    const onStep = (m: StepReport) =>
+      ctx.progress({
+        fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
+        message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
+        metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}) },
+        resume: { checkpointDir },
+      });
+    const result = await TRAINERS[task](cfg, settings, ctx, onStep);
     // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
     writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
     const historyPath = join(ctx.workDir, 'history.arrow');
