@@ -6,8 +6,8 @@
  * interleaved, for its RoPE kernel); `llama.ts` applies RoPE in the rotate-half form transformers uses,
  * so the permutation is undone here (as transformers' GGUF loader does).
  */
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../data/atomic.ts';
 import { InputError } from '../errors.ts';
 import { dequantize, metaInt, metaNumber, metaString, type GgufFile, type GgufTensorInfo } from '../formats/gguf.ts';
 import { tokenizerFromGguf } from './gguf-tokenizer.ts';
@@ -129,12 +129,12 @@ export function llamaWeightsFromGguf(g: GgufFile, config: Record<string, unknown
   return out;
 }
 
-/** Writes config.json, tokenizer.json and tokenizer_config.json for a GGUF file into `dir`. */
+/** Writes config.json, tokenizer.json and tokenizer_config.json for a GGUF file into `dir` (each atomically: another process may be reading them). */
 export function writeGgufSidecars(g: GgufFile, dir: string, ggufFile: string): string[] {
   const config = llamaConfigFromGguf(g, ggufFile);
   const tok = tokenizerFromGguf(g);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizer));
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.config, null, 2) + '\n');
+  writeFileAtomic(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  writeFileAtomic(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizer));
+  writeFileAtomic(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.config, null, 2) + '\n');
   return ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
 }

@@ -154,6 +154,8 @@ test('a local .gguf path resolves to the same model (sidecars in the cache, the 
     writeFileSync(notGguf, 'hello world, not a model');
     await assert.rejects(resolveModelSource(notGguf, { cacheDir }), (e: unknown) => e instanceof InputError && /not a GGUF file/.test(e.message));
     assert.ok(existsSync(local.ggufPath!));
+    const again = await resolveModelSource(`gguf:${m.ggufPath!}`, { cacheDir });
+    assert.deepEqual([again.dir, again.ggufPath, again.identity], [local.dir, local.ggufPath, local.identity]);
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
   }

