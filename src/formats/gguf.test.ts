@@ -58,7 +58,7 @@ const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); retu
 const u64 = (v: number | bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
 const gstr = (s: string) => Buffer.concat([u64(Buffer.byteLength(s)), Buffer.from(s)]);
 
-function build(o: { magic?: string; version?: number; kvs?: Kv[]; tensors?: Ti[]; data?: Buffer; tensorCount?: bigint; kvCount?: bigint } = {}): Uint8Array {
+function build(o: { magic?: string; version?: number; kvs?: Kv[]; tensors?: Ti[]; data?: Buffer; tensorCount?: bigint; kvCount?: bigint; align?: number } = {}): Uint8Array {
   const kvs = o.kvs ?? [['general.architecture', 8, gstr('llama')]];
   const tensors = o.tensors ?? [{ name: 'a', dims: [8], type: 0, offset: 0 }, { name: 'b', dims: [32], type: 8, offset: 32 }];
   const head = Buffer.concat([
@@ -66,7 +66,8 @@ function build(o: { magic?: string; version?: number; kvs?: Kv[]; tensors?: Ti[]
     ...kvs.flatMap(([k, t, v]) => [gstr(k), u32(t), v]),
     ...tensors.flatMap((t) => [gstr(t.name), u32(t.nDims ?? t.dims.length), ...t.dims.map(u64), u32(t.type), u64(t.offset)]),
   ]);
-  const pad = Buffer.alloc((32 - (head.length % 32)) % 32);
+  const align = o.align ?? 32;
+  const pad = Buffer.alloc((align - (head.length % align)) % align);
   return new Uint8Array(Buffer.concat([head, pad, o.data ?? Buffer.alloc(32 + 34)]));
 }
 
@@ -83,6 +84,19 @@ test('the corpus writer makes a valid file (so each malformed case below fails f
   const g: GgufFile = parseGguf(build(), 'ok.gguf');
   assert.deepEqual(g.tensors.map((t) => [t.name, t.type, t.nbytes]), [['a', 'F32', 32], ['b', 'Q8_0', 34]]);
   assert.equal(parseGguf(build({ version: 2 })).version, 2);
+});
+
+test('general.alignment moves the data section and constrains tensor offsets', () => {
+  const data = Buffer.alloc(128);
+  data.writeFloatLE(1.5, 0);
+  data.writeFloatLE(-2.25, 64);
+  const kvs: Kv[] = [['general.alignment', 4, u32(64)], ['pad.to.shift.header', 8, gstr('x'.repeat(17))]];
+  const g = parseGguf(build({ align: 64, kvs, tensors: [{ name: 'a', dims: [4], type: 0, offset: 0 }, { name: 'b', dims: [4], type: 0, offset: 64 }], data }));
+  assert.equal(g.alignment, 64);
+  assert.equal(g.dataOffset % 64, 0);
+  assert.deepEqual(Array.from(dequantize(g, g.tensors[0]!)), [1.5, 0, 0, 0]);
+  assert.deepEqual(Array.from(dequantize(g, g.tensors[1]!)), [-2.25, 0, 0, 0]);
+  fails(build({ align: 64, kvs, tensors: [{ name: 'a', dims: [4], type: 0, offset: 32 }], data }), /offset 32 is not a multiple of the alignment 64/);
 });
 
 test('malformed GGUF corpus: each case is an InputError naming what is wrong, never a crash or a huge allocation', () => {
