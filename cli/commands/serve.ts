@@ -1,4 +1,5 @@
 /** `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias moves. */
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
@@ -33,10 +34,14 @@ export async function startServing(ctx: CliContext, ref: string, o: { port?: num
   if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
   const resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads });
   const who = actor();
-  const audit = (action: string, subject: string, details: Record<string, unknown>) => {
+  // One id per server process: with a swap counter it makes the dedupe key of each record, so an
+  // append retried after it had in fact committed (then failed to close) is not logged twice.
+  const instance = randomUUID();
+  let swapSeq = 0;
+  const audit = (action: string, subject: string, details: Record<string, unknown>, dedupeKey: string) => {
     const log = openAudit(ctx.paths.auditDb);
     try {
-      log.append({ action, subject, model: subject, actor: who, details });
+      log.append({ action, subject, model: subject, actor: who, details, dedupeKey });
     } finally {
       log.close();
     }
@@ -49,14 +54,24 @@ export async function startServing(ctx: CliContext, ref: string, o: { port?: num
       pollMs: o.pollMs,
       maxBatch: o.maxBatch,
       logger: o.logger,
-      onSwap: (from, to) => audit('serve.swapped', to, { from, to, alias }),
+      // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
+      // record are retried on the next poll (see HotSwapModel).
+      onSwap: (from, to) => {
+        audit('serve.swapped', to, { from, to, alias }, `serve/${instance}/swap-${swapSeq + 1}`);
+        swapSeq++;
+      },
       onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
     });
   } catch (e) {
     throw new CliError(`cannot serve ${name}@${alias}: ${(e as Error).message}`);
   }
   const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
-  audit('serve.started', server.model.current?.id ?? `${name}@${alias}`, { alias, url });
+  try {
+    audit('serve.started', server.model.current?.id ?? `${name}@${alias}`, { alias, url }, `serve/${instance}/started`);
+  } catch (e) {
+    await server.close();
+    throw new CliError(`cannot serve ${name}@${alias}: the audit log refused the serve.started record: ${(e as Error).message}`);
+  }
   return { server, url };
 }
 

@@ -91,3 +91,38 @@ test('stop waits for outstanding leases before closing', async () => {
   await stopping;
   assert.equal(s.loaded[0]!.closed, true);
 });
+
+test('a failing swap callback (the audit append) neither crashes the server nor serves the unrecorded model; it is retried', async () => {
+  const { s, resolve } = source();
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    let failuresLeft = 2;
+    const errors: string[] = [];
+    const swaps: string[] = [];
+    const m = new HotSwapModel(resolve, {
+      pollMs: 5,
+      onSwap: (a, b) => {
+        if (failuresLeft-- > 0) throw new Error('audit.db is locked');
+        swaps.push(`${a}->${b}`);
+      },
+      onError: (e, phase) => errors.push(`${phase}: ${(e as Error).message}`),
+    });
+    await m.start();
+    s.key = 'm@2';
+    for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(m.current.id, 'm@1', 'the old model serves while the swap is unrecorded');
+    for (let i = 0; i < 400 && swaps.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(swaps, ['m@1->m@2']);
+    assert.equal(m.current.id, 'm@2');
+    assert.deepEqual(errors, ['notify: audit.db is locked', 'notify: audit.db is locked']);
+    assert.equal(s.loads, 2, 'the new model was loaded once and kept while the record was retried');
+    await m.stop();
+    assert.ok(s.loaded.every((p) => p.closed));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+});

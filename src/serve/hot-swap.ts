@@ -23,12 +23,19 @@ export interface Lease<P extends ServedModel = ServedModel> {
 export interface HotSwapOptions {
   /** How often to ask `resolveCurrent` whether the model changed. */
   pollMs: number;
-  onSwap?: (from: string, to: string) => void;
-  onError?: (err: unknown, phase: 'resolve' | 'load' | 'close') => void;
+  /**
+   * Called with the new model loaded but not yet served (e.g. to write the `serve.swapped` audit
+   * record). If it throws or rejects, the old model keeps serving and the next poll calls it again
+   * with the already-loaded model: no model is served without its record.
+   */
+  onSwap?: (from: string, to: string) => unknown;
+  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close') => void;
 }
 
 export class HotSwapModel<P extends ServedModel = ServedModel> {
   private slot: Slot<P> | null = null;
+  /** A loaded model whose onSwap failed: served once a later onSwap succeeds. */
+  private pending: { key: string; predictor: P } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private polling: Promise<boolean> | null = null;
   private stopped = false;
@@ -74,7 +81,11 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      void this.pollOnce().finally(() => this.schedule());
+      // check() reports its own failures; this catch only keeps a bug there from becoming an
+      // unhandled rejection, which would end the whole server process.
+      void this.pollOnce()
+        .catch((e) => this.report(e, 'resolve'))
+        .finally(() => this.schedule());
     }, this.opts.pollMs);
     // Polling alone must not keep a process alive; the HTTP server does that.
     this.timer.unref();
@@ -88,37 +99,70 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     return this.polling;
   }
 
+  private report(e: unknown, phase: 'resolve' | 'load' | 'notify' | 'close'): void {
+    try {
+      this.opts.onError?.(e, phase);
+    } catch {
+      /* an error reporter that throws must not take the server down either */
+    }
+  }
+
   private async check(): Promise<boolean> {
     let cur;
     try {
       cur = await this.resolveCurrent();
     } catch (e) {
       this.failures++;
-      this.opts.onError?.(e, 'resolve');
+      this.report(e, 'resolve');
       return false;
     }
-    if (!this.slot || cur.key === this.slot.key || this.stopped) return false;
-    let predictor: P;
-    try {
-      predictor = await cur.load();
-    } catch (e) {
-      // Keep serving the old model; the next poll tries again.
-      this.failures++;
-      this.opts.onError?.(e, 'load');
+    if (!this.slot || this.stopped) return false;
+    if (cur.key === this.slot.key) {
+      // The alias went back before a pending swap was recorded: drop the pending model.
+      await this.dropPending();
       return false;
+    }
+    let predictor: P;
+    if (this.pending?.key === cur.key) {
+      predictor = this.pending.predictor;
+    } else {
+      await this.dropPending();
+      try {
+        predictor = await cur.load();
+      } catch (e) {
+        // Keep serving the old model; the next poll tries again.
+        this.failures++;
+        this.report(e, 'load');
+        return false;
+      }
+      this.pending = { key: cur.key, predictor };
     }
     if (this.stopped) {
-      await this.safeClose(predictor);
+      await this.dropPending();
       return false;
     }
     const old = this.slot;
+    try {
+      await this.opts.onSwap?.(old.key, cur.key);
+    } catch (e) {
+      // Not recorded, so not served yet: the old model stays, the next poll retries the record.
+      this.failures++;
+      this.report(e, 'notify');
+      return false;
+    }
+    this.pending = null;
     this.slot = { key: cur.key, predictor, inflight: 0, retired: false };
     this.swaps++;
     old.retired = true;
     this.retiring.add(old);
     if (old.inflight === 0) void this.closeSlot(old);
-    this.opts.onSwap?.(old.key, cur.key);
     return true;
+  }
+
+  private async dropPending(): Promise<void> {
+    const p = this.pending;
+    this.pending = null;
+    if (p) await this.safeClose(p.predictor);
   }
 
   private closeSlot(slot: Slot<P>): Promise<void> {
@@ -130,7 +174,7 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     try {
       await p.close();
     } catch (e) {
-      this.opts.onError?.(e, 'close');
+      this.report(e, 'close');
     }
   }
 
@@ -138,7 +182,8 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    await this.polling;
+    await this.polling?.catch(() => undefined);
+    await this.dropPending();
     const slot = this.slot;
     if (slot) {
       slot.retired = true;

@@ -27,8 +27,9 @@ export interface ServeOptions {
   /** Fastify logger; off by default (tests), on in `tempered serve`. */
   logger?: boolean;
   /** Told about swaps and failed swaps, e.g. to write `serve.swapped` audit records. */
-  onSwap?: (from: string, to: string) => void;
-  onError?: (err: unknown, phase: 'resolve' | 'load' | 'close') => void;
+  /** Runs before the new model is served; if it throws, the old model keeps serving and it is retried. */
+  onSwap?: (from: string, to: string) => unknown;
+  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close') => void;
   /** Limits of the text-generation routes (prompt length, max_tokens, concurrent and queued generations). */
   generation?: GenerationLimits;
 }
