@@ -1,6 +1,8 @@
 /** `tempered audit`: read and verify the hash-chained audit trail. */
-import { existsSync } from 'node:fs';
-import { openAudit, type AuditRecord } from '../../src/audit/log.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/audit/anchor.ts';
+import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
+import { InputError } from '../../src/errors.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
@@ -13,16 +15,69 @@ function line(r: AuditRecord): string {
 }
 
 export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered audit [--run R | --model M] [--action A] [--verify] [--json]';
-  const { values } = parse(argv, { run: { type: 'string' }, model: { type: 'string' }, action: { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' } }, usage);
-  if (!existsSync(ctx.paths.auditDb)) throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change`);
+  const usage =
+    'tempered audit [--run R | --model M] [--action A] [--json] | --verify [--anchor seq:hash|hash] [--anchor-file FILE] [--allow-empty] | --head | --export-head   (--export-head and signed anchor files use TEMPERED_AUDIT_KEY)';
+  const { values } = parse(
+    argv,
+    {
+      run: { type: 'string' }, model: { type: 'string' }, action: { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' },
+      anchor: { type: 'string' }, 'anchor-file': { type: 'string' }, 'allow-empty': { type: 'boolean' }, head: { type: 'boolean' }, 'export-head': { type: 'boolean' },
+    },
+    usage,
+  );
+  if (!existsSync(ctx.paths.auditDb)) {
+    // Missing where an anchor says records were: the log was deleted, which is what the anchor is for.
+    if (values.verify && (values.anchor || values['anchor-file'])) {
+      console.log(`AUDIT LOG TAMPERED: no audit log at ${ctx.paths.auditDb}, but an anchor says it held records`);
+      return 1;
+    }
+    throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change`);
+  }
   const audit = openAudit(ctx.paths.auditDb);
   try {
+    if (values.head || values['export-head']) {
+      const head = audit.head();
+      if (!head) throw new CliError('the audit log is empty: there is no head to anchor');
+      if (values['export-head']) {
+        const key = (() => {
+          try {
+            return auditKey();
+          } catch (e) {
+            throw new CliError((e as Error).message, 2);
+          }
+        })();
+        console.log(JSON.stringify(signAnchor(head, key)));
+      } else console.log(`${head.seq}:${head.hash}`);
+      return 0;
+    }
     if (values.verify) {
-      const v = audit.verify();
+      const anchors: { text: string; where: string }[] = [];
+      if (values.anchor) anchors.push({ text: values.anchor, where: '--anchor' });
+      if (values['anchor-file']) {
+        const file = values['anchor-file'];
+        // One anchor per line; the file keeps every head exported so far, so all of them are checked.
+        readFileSync(file, 'utf8').split('\n').forEach((l, i) => l.trim() && anchors.push({ text: l, where: `${file}:${i + 1}` }));
+      }
+      // Every anchor is parsed (and its signature checked) before any is trusted.
+      const parsed = anchors.map((a) => {
+        try {
+          return parseAnchorText(a.text, process.env[AUDIT_KEY_ENV], a.where);
+        } catch (e) {
+          if (e instanceof InputError) throw new CliError(e.message, 2);
+          throw e;
+        }
+      });
+      let v: VerifyResult = audit.verify({ expectRecords: !values['allow-empty'] });
+      for (const p of parsed) {
+        if (!v.ok) break;
+        const seq = 'seq' in p ? p.seq : audit.seqOfHash(p.hash);
+        v = seq === undefined
+          ? { ok: false, checked: v.checked, problem: 'rewritten', message: `no record has the anchored hash ${p.hash.slice(0, 12)}…: the log was cut or rewritten after it was anchored` }
+          : audit.verify({ anchor: { seq, hash: p.hash }, expectRecords: true });
+      }
       if (values.json) console.log(JSON.stringify(v, null, 2));
-      else if (v.ok) console.log(`audit log intact: ${v.checked} records, hash chain verified`);
-      else console.log(`AUDIT LOG TAMPERED: ${v.problem} at record #${v.firstBadSeq} (${v.message ?? ''}); ${v.checked} records checked before it`);
+      else if (v.ok) console.log(`audit log intact: ${v.checked} records, hash chain verified${anchors.length ? `, ${anchors.length} anchor(s) match` : ''}`);
+      else console.log(`AUDIT LOG TAMPERED: ${v.problem}${v.firstBadSeq !== undefined ? ` at record #${v.firstBadSeq}` : ''} (${v.message ?? ''}); ${v.checked} records checked before it`);
       return v.ok ? 0 : 1;
     }
     const records = audit.query({ run: values.run, model: values.model, action: values.action });

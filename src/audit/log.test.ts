@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openAudit, hashRecord, GENESIS_HASH, type AuditLog } from './log.ts';
+import { parseAnchorText, signAnchor, verifySignedAnchor } from './anchor.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { InputError } from '../errors.ts';
 
@@ -270,3 +271,59 @@ class AuditLogReader {
     return rec as Parameters<typeof hashRecord>[0] & { details: Record<string, unknown> };
   }
 }
+
+test('lone UTF-16 surrogates in string fields (a label from the data) do not break verification', (t) => {
+  const path = tmpPath(t);
+  const log = openAudit(path);
+  const lone = 'label-\ud800-x';
+  const { record } = log.append({ action: 'model.registered', subject: `m@1 ${lone}`, model: lone, runId: lone, actor: `\udc00${lone}`, details: { label: lone }, dataHashes: { [lone]: sha('a') }, dedupeKey: `k/${lone}` });
+  assert.equal(record.subject, 'm@1 label-\ufffd-x');
+  assert.deepEqual(log.verify(), { ok: true, checked: 1 });
+  // The same key finds the same record again.
+  assert.equal(log.append({ action: 'model.registered', subject: 'x', dedupeKey: `k/${lone}` }).appended, false);
+  log.close();
+  const again = openAudit(path);
+  assert.deepEqual(again.verify(), { ok: true, checked: 1 });
+  again.close();
+});
+
+test('a wiped log fails verification where records are expected; a cut tail with a rewritten head fails against an anchor', (t) => {
+  const path = tmpPath(t);
+  const log = openAudit(path);
+  fill(log);
+  const anchor = log.head()!;
+  log.close();
+  // Cut the last two records and make the head row agree, as someone with write access could.
+  tamper(path, (db) => {
+    db.prepare('DELETE FROM audit_log WHERE seq > 4').run();
+    const last = db.prepare('SELECT seq, hash FROM audit_log WHERE seq = 4').get() as { seq: number; hash: string };
+    db.prepare('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1').run(last.seq, last.hash);
+  });
+  const cut = openAudit(path);
+  assert.deepEqual(cut.verify(), { ok: true, checked: 4 }, 'the chain alone cannot see a consistent cut');
+  const r = cut.verify({ anchor });
+  assert.deepEqual([r.ok, r.problem], [false, 'truncated']);
+  cut.close();
+  tamper(path, (db) => {
+    db.prepare('DELETE FROM audit_log').run();
+    db.prepare('DELETE FROM audit_head').run();
+  });
+  const wiped = openAudit(path);
+  assert.equal(wiped.verify().ok, true, 'an empty log is fine where nothing is expected (a fresh install)');
+  assert.equal(wiped.verify({ expectRecords: true }).problem, 'empty');
+  assert.equal(wiped.verify({ anchor }).problem, 'empty');
+  wiped.close();
+});
+
+test('signed anchors verify with the key and refuse an altered anchor or another key', () => {
+  const key = 'k'.repeat(32);
+  const signed = signAnchor({ seq: 6, hash: sha('a') }, key, new Date('2026-01-01T00:00:00Z'));
+  assert.deepEqual(verifySignedAnchor(JSON.stringify(signed), key, 'f'), { seq: 6, hash: sha('a') });
+  assert.throws(() => verifySignedAnchor(JSON.stringify({ ...signed, seq: 5 }), key, 'f'), /signature does not match/);
+  assert.throws(() => verifySignedAnchor(JSON.stringify(signed), 'x'.repeat(32), 'f'), /signature does not match/);
+  assert.throws(() => verifySignedAnchor(JSON.stringify({ ...signed, mac: 'zz' }), key, 'f'), InputError);
+  assert.throws(() => verifySignedAnchor(JSON.stringify(signed), undefined, 'f'), /TEMPERED_AUDIT_KEY/);
+  assert.deepEqual(parseAnchorText(`6:${sha('b')}`, undefined, 'a'), { seq: 6, hash: sha('b') });
+  assert.deepEqual(parseAnchorText(sha('b'), undefined, 'a'), { hash: sha('b') });
+  assert.throws(() => parseAnchorText('nope', undefined, 'a'), InputError);
+});

@@ -74,7 +74,7 @@ export interface AuditRecord {
   hash: string;
 }
 
-export type AuditProblem = 'edited' | 'removed' | 'reordered' | 'truncated' | 'rewritten';
+export type AuditProblem = 'edited' | 'removed' | 'reordered' | 'truncated' | 'rewritten' | 'empty';
 
 /** A record's position and hash, kept outside the log to pin its history. */
 export interface AuditAnchor {
@@ -216,6 +216,16 @@ function safeCanonical(v: unknown): string | null {
 
 const ACTION_RE = /^[a-z][a-z_]*(\.[a-z][a-z_]*)+$/;
 
+/**
+ * Replaces lone UTF-16 surrogates with U+FFFD. SQLite stores text as UTF-8, where a lone surrogate
+ * cannot exist, so it would come back as U+FFFD and the record would no longer match the hash
+ * computed from the JavaScript string: a label from the data could make an intact log fail
+ * verification. Fixing the string before hashing keeps what is hashed equal to what is stored.
+ */
+export function wellFormed(s: string): string {
+  return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
 /** Checks an entry without writing it (the registry validates outbox records before committing them). */
 export function validateAuditEntry(e: AuditEntry): void {
   const w = 'audit';
@@ -258,27 +268,28 @@ export class AuditLog {
     // Serialise outside the transaction so a bad value fails before taking the write lock.
     const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
     const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
+    const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
     const tx = this.db.transaction(() => {
-      if (entry.dedupeKey !== undefined) {
-        const existing = this.db.prepare('SELECT * FROM audit_log WHERE dedupe_key = ?').get(entry.dedupeKey) as Row | undefined;
+      if (dedupeKey !== undefined) {
+        const existing = this.db.prepare('SELECT * FROM audit_log WHERE dedupe_key = ?').get(dedupeKey) as Row | undefined;
         if (existing) return { record: fromRow(existing), appended: false };
       }
       const last = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
       const base: Omit<AuditRecord, 'hash'> = {
         seq: (last?.seq ?? 0) + 1,
         time: this.now().toISOString(),
-        actor: entry.actor ?? defaultActor(),
+        actor: wellFormed(entry.actor ?? defaultActor()),
         action: entry.action,
-        subject: entry.subject,
+        subject: wellFormed(entry.subject),
         details: JSON.parse(detailsJson) as Record<string, unknown>,
         prevHash: last?.hash ?? GENESIS_HASH,
       };
-      if (entry.runId !== undefined) base.runId = entry.runId;
-      if (entry.model !== undefined) base.model = entry.model;
-      if (entry.specHash !== undefined) base.specHash = entry.specHash;
+      if (entry.runId !== undefined) base.runId = wellFormed(entry.runId);
+      if (entry.model !== undefined) base.model = wellFormed(entry.model);
+      if (entry.specHash !== undefined) base.specHash = wellFormed(entry.specHash);
       if (dataJson !== null) base.dataHashes = JSON.parse(dataJson) as Record<string, string>;
-      if (entry.modelHash !== undefined) base.modelHash = entry.modelHash;
-      if (entry.dedupeKey !== undefined) base.dedupeKey = entry.dedupeKey;
+      if (entry.modelHash !== undefined) base.modelHash = wellFormed(entry.modelHash);
+      if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
       const record: AuditRecord = { ...base, hash: hashRecord(base) };
       this.db
         .prepare(`INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
@@ -332,8 +343,20 @@ export class AuditLog {
     return h ?? null;
   }
 
-  /** Walks the whole chain; stops at the first problem. */
-  verify(opts: { anchor?: AuditAnchor } = {}): VerifyResult {
+  /** The seq of the record with this hash, if one is stored. */
+  seqOfHash(hash: string): number | undefined {
+    return (this.db.prepare('SELECT seq FROM audit_log WHERE hash = ? ORDER BY seq LIMIT 1').get(hash) as { seq: number } | undefined)?.seq;
+  }
+
+  /**
+   * Walks the whole chain; stops at the first problem. What it proves: every stored record is
+   * unchanged since it was appended, none is missing or moved between the first and the last, and
+   * the head row agrees with the last record. What it cannot prove on its own: that records were
+   * not cut from the end or the whole log wiped by someone who also rewrote the head row, or that
+   * the chain was not rewritten wholesale; an `anchor` kept outside the database (see anchor.ts)
+   * closes those gaps up to the anchored record. `expectRecords` makes an empty log a failure.
+   */
+  verify(opts: { anchor?: AuditAnchor; expectRecords?: boolean } = {}): VerifyResult {
     // A read transaction gives one consistent snapshot even while other processes append.
     const run = this.db.transaction((): VerifyResult => {
       let expectedSeq = 1;
@@ -365,6 +388,9 @@ export class AuditLog {
       }
       const head = this.db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as { seq: number; hash: string } | undefined;
       const lastSeq = expectedSeq - 1;
+      if (lastSeq === 0 && !head && (opts.expectRecords || opts.anchor)) {
+        return bad(opts.anchor?.seq ?? 1, 'empty', opts.anchor ? `the log is empty, but record ${opts.anchor.seq} was anchored: it was wiped` : 'the log is empty where records are expected: it was wiped or is the wrong file');
+      }
       if (!head) {
         if (lastSeq > 0) return bad(lastSeq, 'edited', 'the head record is missing');
       } else if (head.seq > lastSeq) {

@@ -1,0 +1,89 @@
+/**
+ * `tempered audit` as an operator uses it to pin the chain outside the database: --head,
+ * --export-head (HMAC with TEMPERED_AUDIT_KEY), --verify --anchor / --anchor-file, and an empty or
+ * deleted log where records are expected.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { openAudit } from '../src/audit/log.ts';
+import { main } from '../cli/main.ts';
+import { CliError } from '../cli/context.ts';
+
+/** The real command, in this process (a child process costs seconds of startup per call). */
+async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const saved = { log: console.log, env: { ...process.env } };
+  let stdout = '';
+  console.log = (...a: unknown[]) => void (stdout += a.join(' ') + '\n');
+  Object.assign(process.env, env);
+  try {
+    return { code: await main(args), stdout, stderr: '' };
+  } catch (e) {
+    if (e instanceof CliError) return { code: e.exitCode, stdout, stderr: e.message };
+    throw e;
+  } finally {
+    console.log = saved.log;
+    for (const k of Object.keys(env)) if (saved.env[k] === undefined) delete process.env[k];
+    Object.assign(process.env, saved.env);
+  }
+}
+
+test('audit anchors catch a cut tail and a wipe that plain verify cannot see', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-audit-cli-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home, TEMPERED_AUDIT_KEY: 'a-secret-kept-elsewhere-0123456789' };
+  const db = join(home, 'audit.db');
+  const log = openAudit(db);
+  for (let i = 1; i <= 5; i++) log.append({ action: 'run.submitted', subject: `run-${i}` });
+  log.close();
+
+  const head = await runCli(['audit', '--head'], env);
+  assert.equal(head.code, 0, head.stderr);
+  assert.match(head.stdout.trim(), /^5:[0-9a-f]{64}$/);
+  const exported = await runCli(['audit', '--export-head'], env);
+  assert.equal(exported.code, 0, exported.stderr);
+  const anchors = join(home, '..', `anchors-${Date.now()}.jsonl`);
+  t.after(() => rmSync(anchors, { force: true }));
+  writeFileSync(anchors, exported.stdout);
+  const ok = await runCli(['audit', '--verify', '--anchor', head.stdout.trim(), '--anchor-file', anchors], env);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, /intact: 5 records.*2 anchor\(s\) match/);
+
+  // Cut the last two records and fix the head row.
+  const raw = new Database(db);
+  raw.prepare('DELETE FROM audit_log WHERE seq > 3').run();
+  const last = raw.prepare('SELECT seq, hash FROM audit_log WHERE seq = 3').get() as { seq: number; hash: string };
+  raw.prepare('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1').run(last.seq, last.hash);
+  raw.close();
+  assert.equal((await runCli(['audit', '--verify'], env)).code, 0, 'plain verify cannot see it');
+  const cut = await runCli(['audit', '--verify', '--anchor-file', anchors], env);
+  assert.equal(cut.code, 1);
+  assert.match(cut.stdout, /TAMPERED: truncated/);
+  const byHash = await runCli(['audit', '--verify', '--anchor', head.stdout.trim().split(':')[1]!], env);
+  assert.equal(byHash.code, 1);
+  assert.match(byHash.stdout, /TAMPERED: rewritten/);
+
+  // A forged anchor file (edited without the key) is refused, not trusted.
+  const forged = JSON.parse(exported.stdout) as { seq: number };
+  appendFileSync(anchors, JSON.stringify({ ...forged, seq: 3 }) + '\n');
+  const refused = await runCli(['audit', '--verify', '--anchor-file', anchors], env);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /signature does not match/);
+
+  // Wiped: every row and the head gone.
+  const w = new Database(db);
+  w.exec('DELETE FROM audit_log; DELETE FROM audit_head;');
+  w.close();
+  const wiped = await runCli(['audit', '--verify'], env);
+  assert.equal(wiped.code, 1);
+  assert.match(wiped.stdout, /TAMPERED: empty/);
+  assert.equal((await runCli(['audit', '--verify', '--allow-empty'], env)).code, 0);
+  // Deleted file: with an anchor that is tampering, not "nothing yet".
+  rmSync(db);
+  const gone = await runCli(['audit', '--verify', '--anchor', head.stdout.trim()], env);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stdout, /TAMPERED: no audit log/);
+});
