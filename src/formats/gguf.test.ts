@@ -135,3 +135,31 @@ test('malformed GGUF corpus: each case is an InputError naming what is wrong, ne
 test('readGguf names a missing file', () => {
   assert.throws(() => readGguf(join(FIXTURES, 'nope.gguf')), (e: unknown) => e instanceof InputError && /nope\.gguf: cannot open GGUF file/.test(e.message));
 });
+
+test('seeded fuzz: 3000 corrupted copies of a real file either parse and dequantize or fail with an InputError', () => {
+  const good = new Uint8Array(readFileSync(QUANTS));
+  let seed = 12345;
+  const rand = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  let parsed = 0;
+  let refused = 0;
+  for (let i = 0; i < 3000; i++) {
+    const b = good.slice(0, i % 7 === 0 ? rand(good.length) : good.length);
+    // Corrupt mostly the header region, where counts, lengths, types and offsets live.
+    for (let k = 0, n = 1 + rand(4); k < n && b.length > 0; k++) b[rand(Math.min(b.length, 1300))] = rand(256);
+    try {
+      const g = parseGguf(b, 'fuzz.gguf');
+      for (const t of g.tensors) {
+        try {
+          dequantize(g, t);
+        } catch (e) {
+          if (!(e instanceof InputError)) throw e;
+        }
+      }
+      parsed++;
+    } catch (e) {
+      if (!(e instanceof InputError)) throw new Error(`case ${i}: ${String(e)}`);
+      refused++;
+    }
+  }
+  assert.ok(parsed > 100 && refused > 100, `parsed ${parsed}, refused ${refused}`);
+});
