@@ -27,6 +27,37 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** Called with bytes on disk so far (for heartbeats). */
   onProgress?: (bytes: number, total: number | undefined) => void;
+  /** Longest wait for response headers or between two pieces of the body; a stall counts as a broken connection. Default 60 s. */
+  idleMs?: number;
+  /** Largest file accepted when `expected.bytes` is unknown. Default 256 GiB. */
+  maxBytes?: number;
+}
+
+const IDLE_MS = 60_000;
+const MAX_BYTES = 256 * 1024 ** 3;
+const MAX_REDIRECTS = 10;
+
+/**
+ * GET following redirects by hand: within the origin freely; to another origin only over https
+ * (a CDN, as the Hub's LFS files use), and without the Authorization header, so a token never
+ * travels to a host it was not meant for nor in clear text.
+ */
+export async function fetchWithRedirectPolicy(doFetch: typeof fetch, url: string, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<Response> {
+  const origin = new URL(url).origin;
+  let current = url;
+  let headers = init.headers;
+  for (let hop = 0; ; hop++) {
+    const res = await doFetch(current, { headers, signal: init.signal, redirect: 'manual' });
+    if (res.status < 300 || res.status >= 400 || !res.headers.has('location')) return res;
+    await res.body?.cancel();
+    const next = new URL(res.headers.get('location')!, current);
+    if (next.origin !== origin) {
+      if (next.protocol !== 'https:') throw new InputError(`${current} redirects to ${next.origin}, another origin over plain http; refused`, { hint: 'use an https source' });
+      headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
+    }
+    if (hop + 1 > MAX_REDIRECTS) throw new InputError(`${url} redirects more than ${MAX_REDIRECTS} times`);
+    current = next.href;
+  }
 }
 
 export interface Downloaded {
@@ -121,48 +152,79 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
     const have = existsSync(part) ? statSync(part).size : 0;
     const headers: Record<string, string> = { ...opts.headers };
     if (have > 0) headers.Range = `bytes=${have}-`;
-    let res: Response;
+    // One controller per attempt: aborted on a stall (no headers, or no bytes, for idleMs) or on cancellation.
+    const ctl = new AbortController();
+    const idleMs = opts.idleMs ?? IDLE_MS;
+    let stalled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => { clearTimeout(timer); timer = setTimeout(() => { stalled = true; ctl.abort(); }, idleMs); };
+    const onCancel = () => ctl.abort(opts.signal!.reason);
+    opts.signal?.addEventListener('abort', onCancel, { once: true });
     try {
-      res = await doFetch(url, { headers, signal: opts.signal, redirect: 'follow' });
-    } catch (e) {
-      if (attempt < retries && !opts.signal?.aborted) continue;
-      throw new Error(`cannot reach ${url}: ${(e as Error).message}`, { cause: e });
-    }
-    if (res.status === 416 && have > 0) {
-      // The part file is already whole (or longer than the file): verify it as is.
-      await res.body?.cancel();
-    } else if (res.status !== 200 && res.status !== 206) {
-      await res.body?.cancel();
-      if (res.status >= 500 && attempt < retries) continue;
-      const msg = describeHttpFailure(res.status, url);
-      throw res.status >= 400 && res.status < 500 ? new InputError(msg) : new HttpError(res.status, url, msg);
-    } else {
-      const append = res.status === 206 && have > 0;
-      if (append) resumed++;
-      const lengthHeader = Number(res.headers.get('content-length') ?? NaN);
-      const total = Number.isFinite(lengthHeader) ? lengthHeader + (append ? have : 0) : opts.expected?.bytes;
-      const fh = await open(part, append ? 'a' : 'w');
-      let written = append ? have : 0;
-      let broken: unknown = null;
+      let res: Response;
       try {
-        if (res.body) {
-          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-            await fh.write(chunk);
-            written += chunk.byteLength;
-            opts.onProgress?.(written, total);
-          }
-        }
-        await fh.sync();
+        arm();
+        res = await fetchWithRedirectPolicy(doFetch, url, { headers, signal: ctl.signal });
       } catch (e) {
-        broken = e;
-      } finally {
-        await fh.close();
+        if (e instanceof InputError) throw e;
+        if (attempt < retries && !opts.signal?.aborted) continue;
+        throw new Error(`cannot reach ${url}: ${stalled ? `no answer for ${idleMs / 1000} s` : (e as Error).message}`, { cause: e });
       }
-      if (broken !== null || (total !== undefined && written < total)) {
-        if (opts.signal?.aborted) throw broken ?? new Error('aborted');
-        if (attempt < retries) continue;
-        throw new Error(`download of ${url} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`, { cause: broken ?? undefined });
+      if (res.status === 416 && have > 0) {
+        // The part file is already whole (or longer than the file): verify it as is.
+        await res.body?.cancel();
+      } else if (res.status !== 200 && res.status !== 206) {
+        await res.body?.cancel();
+        if (res.status >= 500 && attempt < retries) continue;
+        const msg = describeHttpFailure(res.status, url);
+        throw res.status >= 400 && res.status < 500 ? new InputError(msg) : new HttpError(res.status, url, msg);
+      } else {
+        const append = res.status === 206 && have > 0;
+        if (append) resumed++;
+        const lengthHeader = Number(res.headers.get('content-length') ?? NaN);
+        const total = Number.isFinite(lengthHeader) ? lengthHeader + (append ? have : 0) : opts.expected?.bytes;
+        // Never write more than the file can be: its pinned size, else the cap.
+        const cap = opts.expected?.bytes ?? opts.maxBytes ?? MAX_BYTES;
+        const tooBig = (n: number) => new IntegrityError(`${url} sends more than ${cap} bytes (${n} so far)${opts.expected?.bytes !== undefined ? ', its expected size' : ', the download limit'}; the partial file was removed`);
+        if (total !== undefined && total > cap) {
+          await res.body?.cancel();
+          await rm(part, { force: true });
+          throw tooBig(total);
+        }
+        const fh = await open(part, append ? 'a' : 'w');
+        let written = append ? have : 0;
+        let broken: unknown = null;
+        let oversize = false;
+        try {
+          if (res.body) {
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+              arm();
+              if (written + chunk.byteLength > cap) { oversize = true; break; }
+              await fh.write(chunk);
+              written += chunk.byteLength;
+              opts.onProgress?.(written, total);
+            }
+          }
+          await fh.sync();
+        } catch (e) {
+          broken = stalled ? new Error(`no data from ${url} for ${idleMs / 1000} s`, { cause: e }) : e;
+        } finally {
+          await fh.close();
+        }
+        if (oversize) {
+          ctl.abort();
+          await rm(part, { force: true });
+          throw tooBig(written);
+        }
+        if (broken !== null || (total !== undefined && written < total)) {
+          if (opts.signal?.aborted) throw broken ?? new Error('aborted');
+          if (attempt < retries) continue;
+          throw new Error(`download of ${url} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`, { cause: broken ?? undefined });
+        }
       }
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onCancel);
     }
     const got = await hashFile(part);
     const exp = opts.expected ?? {};
