@@ -2,8 +2,9 @@
  * ModelProto bytes ⇄ tempered's IR (ir.ts), including external data for models over protobuf's 2 GB limit.
  */
 import { createRequire } from 'node:module';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync, readSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeSync, readSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, sep } from 'node:path';
+import { InputError } from '../errors.ts';
 import type { onnx as OnnxNs } from 'onnx-proto';
 import type { Attr, Dim, Graph, Model, Node, Tensor, ValueInfo } from './ir.ts';
 import { numel } from './ir.ts';
@@ -33,6 +34,21 @@ function tensorToProto(t: Tensor, external?: { location: string; offset: number 
   return p;
 }
 
+/**
+ * The file holding a tensor's external data: a path relative to the model's folder that stays
+ * inside it after symlinks, so a model cannot make the loader read, say, ../../etc/shadow.
+ */
+function externalDataFile(baseDir: string, location: string, what: string): string {
+  const outside = () => new InputError(`${what} names external data at ${JSON.stringify(location)}, outside the model's folder ${baseDir}`, { hint: 'external data files must sit beside the model file' });
+  if (location === '' || isAbsolute(location) || location.split(/[\\/]/).includes('..')) throw outside();
+  const file = join(baseDir, location);
+  let real: string;
+  try { real = realpathSync(file); } catch { throw new InputError(`${what}: external data file ${file} does not exist`, { where: file }); }
+  const base = realpathSync(baseDir);
+  if (!real.startsWith(base.endsWith(sep) ? base : base + sep)) throw outside();
+  return file;
+}
+
 function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string): Tensor {
   const dtype = dtypeFromCode(p.dataType ?? 0, where);
   const dims = (p.dims ?? []).map((d) => num(d as LongLike));
@@ -41,20 +57,28 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
   if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key, e.value]));
     if (!baseDir) throw new Error(`${where}: tensor '${name}' uses external data; load the model from a file path`);
-    const file = join(baseDir, kv['location'] ?? '');
+    const file = externalDataFile(baseDir, kv['location'] ?? '', `${where}: tensor '${name}'`);
     const offset = Number(kv['offset'] ?? 0);
-    const length = kv['length'] !== undefined ? Number(kv['length']) : n * BYTES[dtype];
-    const buf = Buffer.alloc(length);
+    const want = n * BYTES[dtype];
+    const length = kv['length'] !== undefined ? Number(kv['length']) : want;
+    // A model file is hostile until checked: the declared span must be the tensor's exact size and
+    // lie inside the data file, before anything is allocated for it.
+    if (!Number.isSafeInteger(offset) || offset < 0 || length !== want) {
+      throw new InputError(`${where}: tensor '${name}' declares external data offset ${kv['offset']} length ${kv['length']}, but its ${dims.join('x') || 'scalar'} ${dtype} needs ${want} bytes`, { where: file });
+    }
     const fd = openSync(file, 'r');
     try {
+      const size = fstatSync(fd).size;
+      if (offset + length > size) throw new InputError(`${where}: tensor '${name}' wants bytes ${offset}-${offset + length} of ${file}, which has ${size}`, { where: file });
+      const buf = Buffer.alloc(length);
       let got = 0;
       while (got < length) {
         const r = readSync(fd, buf, got, length - got, offset + got);
         if (r === 0) throw new Error(`${file}: external data for '${name}' ends early (wanted ${length} bytes at ${offset})`);
         got += r;
       }
+      return { name, dtype, dims, data: fromBytes(dtype, buf) };
     } finally { closeSync(fd); }
-    return { name, dtype, dims, data: fromBytes(dtype, buf) };
   }
   if (p.rawData && p.rawData.length) return { name, dtype, dims, data: fromBytes(dtype, p.rawData) };
   const data = allocate(dtype, n);

@@ -1,0 +1,69 @@
+/**
+ * A model file is hostile until checked: its external-data entries may not lead out of the model's
+ * folder (by `..`, an absolute path or a symlink), nor declare a span that is not the tensor's size
+ * or lies past the end of the data file.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { onnx as OnnxNs } from 'onnx-proto';
+import { InputError } from '../errors.ts';
+import { GraphBuilder } from './builder.ts';
+import { encodeModel, loadModel } from './proto.ts';
+
+const { onnx } = createRequire(import.meta.url)('onnx-proto') as { onnx: typeof OnnxNs };
+
+const big = Float32Array.from({ length: 600 }, (_, i) => i);
+
+function modelBytes(location: string): Uint8Array {
+  const g = new GraphBuilder({ opset: 17 });
+  const x = g.input('x', 'float32', [600]);
+  g.output(g.op('Add', [x, g.initializer('big', big, [600])]), 'y');
+  return encodeModel(g.build(), { external: { location, offsets: new Map([['big', 0]]) } });
+}
+
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'ext-'));
+  mkdirSync(join(dir, 'model'));
+  writeFileSync(join(dir, 'secret.bin'), Buffer.from(big.buffer));
+  return dir;
+}
+
+const refused = (e: unknown) => e instanceof InputError && e.message.includes("outside the model's folder");
+
+test("external data outside the model's folder is refused: .., absolute paths, symlinks", () => {
+  const dir = setup();
+  const m = join(dir, 'model', 'm.onnx');
+  writeFileSync(m, modelBytes('../secret.bin'));
+  assert.throws(() => loadModel(m), refused);
+  writeFileSync(m, modelBytes(join(dir, 'secret.bin')));
+  assert.throws(() => loadModel(m), refused);
+  symlinkSync(join(dir, 'secret.bin'), join(dir, 'model', 'link.bin'));
+  writeFileSync(m, modelBytes('link.bin'));
+  assert.throws(() => loadModel(m), refused);
+  // The same bytes beside the model load.
+  writeFileSync(join(dir, 'model', 'm.onnx.data'), Buffer.from(big.buffer));
+  writeFileSync(m, modelBytes('m.onnx.data'));
+  assert.deepEqual(loadModel(m).graph.initializers.get('big')!.data, big);
+});
+
+test('an external span that is not the tensor size, or runs past the file, is refused before allocating', () => {
+  const dir = setup();
+  const m = join(dir, 'model', 'm.onnx');
+  writeFileSync(join(dir, 'model', 'm.onnx.data'), Buffer.from(big.buffer));
+  const tamper = (edit: Record<string, string>) => {
+    const p = onnx.ModelProto.decode(modelBytes('m.onnx.data'));
+    const t = p.graph!.initializer!.find((i) => i.name === 'big')!;
+    t.externalData = t.externalData!.map((e) => ({ key: e.key, value: edit[e.key!] ?? e.value }));
+    writeFileSync(m, onnx.ModelProto.encode(p).finish());
+  };
+  tamper({ length: String(1e15) });
+  assert.throws(() => loadModel(m), (e: unknown) => e instanceof InputError && /needs 2400 bytes/.test(e.message));
+  tamper({ offset: '100' });
+  assert.throws(() => loadModel(m), (e: unknown) => e instanceof InputError && /wants bytes 100-2500 .* which has 2400/.test(e.message));
+  tamper({ offset: '-8' });
+  assert.throws(() => loadModel(m), InputError);
+});
