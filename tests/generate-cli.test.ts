@@ -1,0 +1,42 @@
+// `tempered generate` as a user runs it: a real CLI process, a model folder, tokens streamed to stdout.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Decoder } from '../src/generate/decoder.ts';
+import { generate } from '../src/generate/generate.ts';
+import { tinyLlamaDir } from '../src/models/tiny.ts';
+import { runCli } from './helpers/cli.ts';
+
+const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));
+after(() => rmSync(home, { recursive: true, force: true }));
+const dir = tinyLlamaDir(join(home, 'model'), 4, { hidden: 32, layers: 2, maxPositions: 128 });
+const env = { TEMPERED_HOME: join(home, 'state') };
+
+test('tempered generate streams the same text the library generates; bad flags exit 2', async () => {
+  const dec = await Decoder.load(dir, { threads: 1 });
+  const [ref] = await generate(dec, [dec.tokenizer!.encode('Once upon').inputIds], { maxNewTokens: 12, temperature: 0.8, seed: 5 });
+  await dec.close();
+  const r = await runCli(['generate', dir, 'Once upon', '--raw', '--max-tokens', '12', '--temperature', '0.8', '--seed', '5', '--threads', '1'], env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, `${ref!.text}\n`);
+  assert.match(r.stderr, /\d+ prompt tokens, 12 new, finish length/);
+
+  // Chat mode needs a template: the tiny model has none, so the error says how to give one.
+  const noTemplate = await runCli(['generate', dir, 'hi'], env);
+  assert.equal(noTemplate.code, 2);
+  assert.match(noTemplate.stderr, /no chat template/);
+  const tpl = join(home, 'chat.jinja');
+  writeFileSync(tpl, '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] ');
+  const chat = await runCli(['generate', dir, 'hi', '--chat-template', tpl, '--max-tokens', '3'], env);
+  assert.equal(chat.code, 0, chat.stderr);
+  assert.match(chat.stderr, /\[.*: \d+ prompt tokens, 3 new, finish length/);
+
+  const bad = await runCli(['generate', dir, 'x', '--temperature', 'hot'], env);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--temperature must be a number/);
+  const usage = await runCli(['generate', dir], env);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /usage: tempered generate/);
+});
