@@ -15,12 +15,9 @@ import type { KindRegistry } from '../src/spec/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
 
-export class CliError extends Error {
-  override name = 'CliError';
-  constructor(message: string, readonly exitCode = 1) {
-    super(message);
-  }
-}
+import { CliError } from './errors.ts';
+
+export { CliError };
 
 export interface CliContext {
   paths: StatePaths;

@@ -2,24 +2,31 @@
  * `tempered` command line. Exit codes: 0 success, 1 a run or operation failed, 2 bad usage or an
  * invalid pipeline file.
  */
+import type { CliContext } from './context.ts';
 import { UsageError } from './args.ts';
-import { CliError, createContext, type CliContext } from './context.ts';
-import { cancelCmd, logsCmd, resumeCmd, runsCmd, statusCmd, submitCmd, validateCmd } from './commands/runs.ts';
-import { serverCmd } from './commands/server.ts';
-import { workerCmd } from './commands/worker.ts';
+import { CliError } from './errors.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
 
+// Each command's module loads only when that command runs: Temporal's client and worker, Arrow and
+// onnxruntime take seconds to load, which `validate` and `--help` never need.
+const runs = () => import('./commands/runs.ts');
 const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = {
-  validate: { run: async () => validateCmd, help: 'check a pipeline file and show its plan' },
-  submit: { run: async () => submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
-  status: { run: async () => statusCmd, help: 'show a run, stage by stage' },
-  runs: { run: async () => runsCmd, help: 'list recent runs' },
-  resume: { run: async () => resumeCmd, help: 'rerun a failed run: finished stages are reused, training continues from its checkpoint' },
-  cancel: { run: async () => cancelCmd, help: 'cancel a run' },
-  logs: { run: async () => logsCmd, help: "a run's activity timeline (attempts, failures)" },
-  worker: { run: async () => workerCmd, help: 'run a worker (stages execute here)' },
-  server: { run: async () => serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
+  validate: {
+    run: async () => {
+      const { validateCmd } = await import('./commands/validate.ts');
+      return (_ctx, argv) => validateCmd(argv);
+    },
+    help: 'check a pipeline file and show its plan',
+  },
+  submit: { run: async () => (await runs()).submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
+  status: { run: async () => (await runs()).statusCmd, help: 'show a run, stage by stage' },
+  runs: { run: async () => (await runs()).runsCmd, help: 'list recent runs' },
+  resume: { run: async () => (await runs()).resumeCmd, help: 'rerun a failed run: finished stages are reused, training continues from its checkpoint' },
+  cancel: { run: async () => (await runs()).cancelCmd, help: 'cancel a run' },
+  logs: { run: async () => (await runs()).logsCmd, help: "a run's activity timeline (attempts, failures)" },
+  worker: { run: async () => (await import('./commands/worker.ts')).workerCmd, help: 'run a worker (stages execute here)' },
+  server: { run: async () => (await import('./commands/server.ts')).serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
   models: { run: async () => (await import('./commands/models.ts')).modelsCmd, help: 'list, show, diff, promote and roll back registered models' },
   serve: { run: async () => (await import('./commands/serve.ts')).serveCmd, help: 'serve a registered model over HTTP (hot-swaps when its alias moves); language models answer the OpenAI API' },
   generate: { run: async () => (await import('./commands/generate.ts')).generateCmd, help: 'stream a language model\'s answer to a prompt (a registered model or a model source)' },
@@ -27,6 +34,9 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   schedule: { run: async () => (await import('./commands/schedule.ts')).scheduleCmd, help: 'retrain on a timetable (Temporal Schedules): create|list|describe|pause|unpause|trigger|backfill|update|delete' },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };
+
+/** Commands that need no context (state folders, Temporal client, stage kinds). */
+const CONTEXT_FREE = new Set(['validate']);
 
 function help(): string {
   const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`);
@@ -44,9 +54,11 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`tempered: unknown command '${name}'\n\n${help()}`);
     return 2;
   }
-  const ctx = await createContext();
+  const run = await cmd.run();
+  if (CONTEXT_FREE.has(name)) return run(undefined as never, rest);
+  const ctx = await (await import('./context.ts')).createContext();
   try {
-    return await (await cmd.run())(ctx, rest);
+    return await run(ctx, rest);
   } finally {
     await ctx.close();
   }

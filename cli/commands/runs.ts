@@ -3,37 +3,14 @@ import { dirname, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { runUrl } from '../../infra/connection.ts';
 import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, runInput, submitRun } from '../../client/runs.ts';
-import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../src/spec/index.ts';
-import type { PlannedPipeline } from '../../src/spec/types.ts';
 import type { RunInput, RunStatus } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, stageLine } from '../format.ts';
 import { startLocalWorker } from './worker.ts';
+import { planOrExit } from './validate.ts';
 
-/** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
-export async function planOrExit(ctx: CliContext, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
-  const parsed = parseParamOverrides(params);
-  const res = parsed.errors.length > 0
-    ? { ok: false as const, errors: parsed.errors }
-    : await loadSpec(file, { kinds: ctx.registry.kinds, knownButUnavailable: ctx.registry.knownButUnavailable, paramOverrides: parsed.overrides });
-  if (!res.ok) {
-    if (json) console.log(JSON.stringify({ ok: false, errors: res.errors }, null, 2));
-    else console.error(formatSpecErrors(res.errors));
-    throw new CliError(`${res.errors.length} error${res.errors.length === 1 ? '' : 's'} in ${file}`, 2);
-  }
-  return res.plan;
-}
-
-export async function validateCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered validate <file> [--param k=v ...] [--json]';
-  const { values, positionals } = parse(argv, { param: { type: 'string', multiple: true }, json: { type: 'boolean' } }, usage);
-  if (positionals.length !== 1) throw new CliError(`validate takes one pipeline file\nusage: ${usage}`, 2);
-  const plan = await planOrExit(ctx, positionals[0]!, values.param ?? [], !!values.json);
-  if (values.json) console.log(JSON.stringify({ ok: true, plan }, null, 2));
-  else console.log(`ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`);
-  return 0;
-}
+export { planOrExit };
 
 /** Follows the run, printing stage transitions (and progress every few seconds) unless `json`. */
 function followAndPrint(client: Client, runId: string, json = false): Promise<RunStatus> {

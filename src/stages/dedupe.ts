@@ -1,12 +1,13 @@
 /** Stage kind `dedupe`: exact and near-duplicate removal with a clusters table and conflict policy. */
 import { join } from 'node:path';
-import { describeArrowFile } from '../data/arrow-io.ts';
 import type { DedupeConfig } from '../data/config.ts';
-import { dedupe } from '../data/dedupe.ts';
 import { dedupeWithSchema } from '../data/schemas.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema, withInputs } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
+
+// The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/dedupe.ts')) });
 
 type Config = DedupeConfig & { table: ArtifactRef };
 
@@ -22,6 +23,7 @@ export const dedupeStage: StageKind<Config> = {
     rows: { type: 'number' },
   },
   async run({ table, ...cfg }, ctx) {
+    const { describeArrowFile, dedupe } = await lib();
     const inPath = await ctx.store.verify(table);
     const outPath = join(ctx.workDir, 'table.arrow');
     const clustersPath = join(ctx.workDir, 'clusters.arrow');

@@ -2,9 +2,7 @@
  * Stage kind `deploy`: promote a registered version to an alias (staging, production) when its
  * gate passes. A failed gate is an outcome ("not promoted"), not an error.
  */
-import { openAudit } from '../audit/log.ts';
 import { checkGate, evaluateGate } from '../eval/gates.ts';
-import { openRegistry, unflattenMetrics } from '../registry/registry.ts';
 import { deliverAudit } from './register.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -12,6 +10,9 @@ import { artifactRefSchema } from './schema-helpers.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { KindCheckContext, ValueShape } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
+
+// The registry and audit log (SQLite) load when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({ ...(await import('../audit/log.ts')), ...(await import('../registry/registry.ts')) });
 
 interface Config {
   name: string;
@@ -51,6 +52,7 @@ export const deployStage: StageKind<Config> = {
     return checkGate(cfg.gate, gateContextShape(cfg, ctx)).map((i) => ({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 }));
   },
   async run(cfg, ctx) {
+    const { openRegistry, unflattenMetrics } = await lib();
     const alias = cfg.alias ?? 'production';
     const ref = `${cfg.name}@${cfg.version}`;
     // Keyed on the execution, not the reusable workflow id, so a rerun under the same id records its own promotion.
@@ -59,7 +61,7 @@ export const deployStage: StageKind<Config> = {
     const reg = openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // Records an earlier attempt committed but did not deliver go first, so the log stays in order.
-      deliverAudit(reg, ctx.stateDir);
+      await deliverAudit(reg, ctx.stateDir);
       // The gate judges against the alias as it is now, and the move below only happens if it is
       // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
       const holder = reg.aliasVersion(cfg.name, alias);
@@ -96,7 +98,7 @@ export const deployStage: StageKind<Config> = {
           dedupeKey: `${attemptKey}/promoted`,
         }),
       });
-      deliverAudit(reg, ctx.stateDir);
+      await deliverAudit(reg, ctx.stateDir);
       if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
       return { promoted: true, alias, ref, explanation };
     } finally {
@@ -125,7 +127,8 @@ function productionEvaluated(p: unknown): string | null | undefined {
   return undefined;
 }
 
-function notPromoted(ctx: StageContext, ref: string, alias: string, gate: string, explanation: string, attemptKey: string, out: { alias: string; ref: string; explanation: string }) {
+async function notPromoted(ctx: StageContext, ref: string, alias: string, gate: string, explanation: string, attemptKey: string, out: { alias: string; ref: string; explanation: string }) {
+  const { openAudit } = await lib();
   const audit = openAudit(statePaths(ctx.stateDir).auditDb);
   try {
     audit.append({ action: 'model.not_promoted', subject: ref, model: ref, runId: ctx.runId, actor: ctx.actor, specHash: ctx.specHash, details: { alias, gate, explanation }, dedupeKey: `${attemptKey}/not_promoted` });

@@ -5,12 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { classificationGateShape, lmGateShape, reportToGateMetrics } from '../eval/metrics.ts';
-import { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts } from '../finetune/evaluate.ts';
-import { evaluateCausalLm } from '../finetune/causal-lm.ts';
-import { readManifest } from '../finetune/predictor.ts';
-import { resolveModelSource } from '../models/sources.ts';
-import { currentVersion, versionArtifact } from '../registry/current.ts';
+import { classificationGateShape, lmGateShape } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
@@ -19,6 +14,16 @@ import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { modelSourceIssues } from './checks.ts';
 import type { StageContext, StageKind } from './types.ts';
+
+// The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({
+  ...(await import('../eval/metrics.ts')),
+  ...(await import('../finetune/evaluate.ts')),
+  ...(await import('../finetune/causal-lm.ts')),
+  ...(await import('../finetune/predictor.ts')),
+  ...(await import('../models/sources.ts')),
+  ...(await import('../registry/current.ts')),
+});
 
 interface Config {
   model: ArtifactRef;
@@ -34,15 +39,17 @@ function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
 }
 
 /** The version the spec's `production` alias points at now, with its exported model folder. */
-function productionModel(cfg: Config, stateDir: string): { id: string; alias: string; tree: ArtifactRef } | undefined {
+async function productionModel(cfg: Config, stateDir: string): Promise<{ id: string; alias: string; tree: ArtifactRef } | undefined> {
   if (!cfg.production) return undefined;
+  const { currentVersion, versionArtifact } = await lib();
   const alias = cfg.production.alias ?? 'production';
   const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
   const tree = v && versionArtifact(v, 'model');
   return v && tree && { id: `${v.name}@${v.version}`, alias, tree };
 }
 
-function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
+async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
+  const { resolveModelSource } = await lib();
   return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), { cacheDir: statePaths(ctx.stateDir).models, signal: ctx.signal });
 }
 
@@ -84,6 +91,7 @@ export const evaluateStage: StageKind<Config> = {
   },
   // The production comparison depends on which version the alias points at now.
   async externalInputs(cfg, { stateDir }) {
+    const { currentVersion, versionArtifact } = await lib();
     if (!cfg.production) return [];
     const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
     return [v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none'];
@@ -116,6 +124,7 @@ export const evaluateStage: StageKind<Config> = {
     return { type: 'object', fields };
   },
   async run(cfg, ctx) {
+    const { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts, readManifest, reportToGateMetrics } = await lib();
     const modelDir = await materialize(ctx, cfg.model);
     const testPath = await ctx.store.verify(cfg.test);
     const task = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { task?: string }).task;
@@ -143,7 +152,7 @@ export const evaluateStage: StageKind<Config> = {
       report.baseline = b.metrics;
     }
     // No production version yet: gates see has(production) = false.
-    const prod = productionModel(cfg, ctx.stateDir);
+    const prod = await productionModel(cfg, ctx.stateDir);
     if (prod) {
       ctx.progress({ fraction: 0.8, message: `evaluating ${prod.id} (current ${prod.alias}) on the same test split` });
       const p = await evaluateClassifier({ modelFolder: await materialize(ctx, prod.tree), table: testPath, labels, threads: cfg.threads });
@@ -161,6 +170,7 @@ export const evaluateStage: StageKind<Config> = {
 
 /** Causal LM: loss and perplexity on response tokens, against the base model before tuning and the production version. */
 async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, testPath: string) {
+  const { evaluateCausalLm } = await lib();
   ctx.progress({ fraction: 0.05, message: 'response-token loss of the fine-tuned model' });
   const main = await evaluateCausalLm({ model: modelDir, table: testPath, threads: cfg.threads });
   const metrics: Record<string, unknown> = { loss: main.loss, perplexity: main.perplexity, tokens: main.tokens };
@@ -170,7 +180,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, threads: cfg.threads });
     metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
   }
-  const prod = productionModel(cfg, ctx.stateDir);
+  const prod = await productionModel(cfg, ctx.stateDir);
   if (prod) {
     const p = await evaluateCausalLm({ model: await materialize(ctx, prod.tree), table: testPath, threads: cfg.threads });
     metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: prod.id };

@@ -1,15 +1,16 @@
 /** Stage kind `ingest`: source files → Arrow table + quarantine table + data report. */
 import { join } from 'node:path';
-import { describeArrowFile } from '../data/arrow-io.ts';
 import type { IngestConfig } from '../data/config.ts';
 import { sha256File } from '../util/hash-file.ts';
-import { ingest } from '../data/ingest.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
 import { isUrl, urlPin } from '../data/download.ts';
 import { MEDIA } from '../types.ts';
 import type { StageKind } from './types.ts';
+
+// The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/ingest.ts')) });
 
 export const ingestStage: StageKind<IngestConfig> = {
   kind: 'ingest',
@@ -30,6 +31,7 @@ export const ingestStage: StageKind<IngestConfig> = {
     return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
   },
   async run(cfg, ctx) {
+    const { describeArrowFile, ingest } = await lib();
     const outPath = join(ctx.workDir, 'table.arrow');
     const quarantinePath = join(ctx.workDir, 'quarantine.arrow');
     const report = await ingest(cfg, {

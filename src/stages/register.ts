@@ -1,7 +1,5 @@
 /** Stage kind `register`: a trained model folder becomes a new version in the model registry, with lineage and a model card. */
-import { openAudit } from '../audit/log.ts';
-import { modelCard } from '../registry/card.ts';
-import { openRegistry, type Registry } from '../registry/registry.ts';
+import type { Registry } from '../registry/registry.ts';
 import type { DataRef, RegisteredArtifact } from '../registry/types.ts';
 import { TREE_MEDIA, type TreeEntry } from '../store/artifact-store.ts';
 import { uriFor } from '../store/artifact-store.ts';
@@ -10,6 +8,9 @@ import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
+
+// The registry and audit log (SQLite) load when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({ ...(await import('../audit/log.ts')), ...(await import('../registry/card.ts')), ...(await import('../registry/registry.ts')) });
 
 interface Config {
   name: string;
@@ -55,6 +56,7 @@ export const registerStage: StageKind<Config> = {
     card: { type: 'artifact', description: 'model card (Markdown)' },
   },
   async run(cfg, ctx) {
+    const { modelCard, openRegistry } = await lib();
     const manifest = cfg.model.mediaType === TREE_MEDIA ? await ctx.store.readJson<{ files: TreeEntry[] }>(cfg.model) : { files: [] };
     const artifacts: RegisteredArtifact[] = [{ role: 'model', uri: cfg.model.uri, sha256: cfg.model.sha256, bytes: cfg.model.bytes, mediaType: cfg.model.mediaType }];
     for (const f of manifest.files) {
@@ -112,7 +114,7 @@ export const registerStage: StageKind<Config> = {
           }),
         },
       );
-      deliverAudit(reg, ctx.stateDir);
+      await deliverAudit(reg, ctx.stateDir);
       const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
       return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, card };
     } finally {
@@ -122,7 +124,8 @@ export const registerStage: StageKind<Config> = {
 };
 
 /** Moves the registry's pending audit records into the audit log. */
-export function deliverAudit(reg: Registry, stateDir: string): void {
+export async function deliverAudit(reg: Registry, stateDir: string): Promise<void> {
+  const { openAudit } = await lib();
   const audit = openAudit(statePaths(stateDir).auditDb);
   try {
     reg.drainAuditOutbox(audit);

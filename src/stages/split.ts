@@ -1,17 +1,18 @@
 /** Stage kind `split`: seeded, stratified, group-aware train/validation/test (and k-fold) split. */
 import { existsSync } from 'node:fs';
-import { describeArrowFile } from '../data/arrow-io.ts';
 import type { SplitConfig } from '../data/config.ts';
 import { splitWithSchema } from '../data/schemas.ts';
-import { split } from '../data/split.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema, withInputs } from './schema-helpers.ts';
 import type { StageContext, StageKind } from './types.ts';
 
+// The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/split.ts')) });
+
 type Config = SplitConfig & { table: ArtifactRef };
 
 async function put(ctx: StageContext, path: string): Promise<ArtifactRef> {
-  const d = await describeArrowFile(path);
+  const d = await (await lib()).describeArrowFile(path);
   return ctx.store.putFile(path, { mediaType: MEDIA.arrow, rows: d.rows, schema: d.schema, move: true });
 }
 
@@ -28,6 +29,7 @@ export const splitStage: StageKind<Config> = {
     report: { type: 'json' },
   },
   async run({ table, ...cfg }, ctx) {
+    const { split } = await lib();
     const inPath = await ctx.store.verify(table);
     const res = await split(inPath, cfg, {
       outDir: ctx.workDir,

@@ -6,20 +6,24 @@
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { readLabeledTexts } from '../finetune/evaluate.ts';
-import { trainClassifier } from '../finetune/classifier.ts';
-import { trainCausalLm } from '../finetune/causal-lm.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
-import { removeStaleTemps } from '../engine/checkpoint.ts';
-import { resolveModelSource } from '../models/sources.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import { statePaths } from '../state-paths.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { modelSourceIssues } from './checks.ts';
 import type { StageContext, StageKind } from './types.ts';
+
+// The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
+const lib = async () => ({
+  ...(await import('../data/arrow-io.ts')),
+  ...(await import('../engine/checkpoint.ts')),
+  ...(await import('../finetune/evaluate.ts')),
+  ...(await import('../finetune/classifier.ts')),
+  ...(await import('../finetune/causal-lm.ts')),
+  ...(await import('../models/sources.ts')),
+});
 
 export interface TrainConfig {
   /** Model source: a folder (relative to the pipeline file), `pypi:name==version`, `hf:org/name@rev`. */
@@ -56,7 +60,8 @@ export interface TrainConfig {
 
 const COMPLETE = 'COMPLETE';
 
-function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): void {
+async function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): Promise<void> {
+  const { ArrowTableWriter } = await lib();
   const w = new ArrowTableWriter(path, { step: 'int32', epoch: 'int32', loss: 'float64', lr: 'float64', grad_norm: 'float64', val_loss: 'float64', val_accuracy: 'float64', val_f1_macro: 'float64' });
   const nan = Number.NaN;
   w.writeBatch({
@@ -88,6 +93,7 @@ type Trainer = (cfg: TrainConfig, settings: RunSettings, ctx: StageContext, onSt
 /** What each task adds to the shared settings, and which library recipe trains it. */
 const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
   async classification(cfg, settings, ctx, onStep) {
+    const { readLabeledTexts, trainClassifier } = await lib();
     return trainClassifier({
       ...settings,
       labels: cfg.labels ?? [...new Set((await readLabeledTexts(settings.train)).labels)].sort(),
@@ -103,6 +109,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
     });
   },
   async 'causal-lm'(cfg, settings, _ctx, onStep) {
+    const { trainCausalLm } = await lib();
     return trainCausalLm({ ...settings, method: cfg.method as 'full' | 'lora', lora: cfg.lora, onProgress: onStep });
   },
 };
@@ -200,6 +207,7 @@ export const trainStage: StageKind<TrainConfig> = {
     return issues;
   },
   async run(cfg, ctx) {
+    const { removeStaleTemps, resolveModelSource } = await lib();
     const task = cfg.task ?? 'classification';
     if (task === 'causal-lm') {
       if (cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
@@ -257,7 +265,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
     writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
     const historyPath = join(ctx.workDir, 'history.arrow');
-    writeHistory(historyPath, result.history);
+    await writeHistory(historyPath, result.history);
     const ckpts = readdirSync(checkpointDir).filter((n) => /^step-\d+$/.test(n)).sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
     const latest = ckpts.length ? join(checkpointDir, ckpts[ckpts.length - 1]!) : undefined;
     const outputs = {
