@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { dequantize, parseGguf, readGguf, type GgufFile } from './gguf.ts';
@@ -130,6 +131,27 @@ test('malformed GGUF corpus: each case is an InputError naming what is wrong, ne
   fails(build({ tensors: [{ name: 'a', dims: [8], type: 0, offset: 0, nDims: 9 }] }), /has 9 dimensions/);
   fails(build({ tensors: [{ name: 'a', dims: [2n ** 40n, 2n ** 40n], type: 0, offset: 0 }] }), /more than the file can hold/);
   fails(build({ tensors: [{ name: 'a', dims: [8], type: 0, offset: 2n ** 63n }] }), /offset of tensor a is \d+, beyond any real file/);
+});
+
+test('readGguf reads a header larger than its first read (grows the prefix) and reads tensor data from the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gguf-'));
+  try {
+    const big = 'é'.repeat(3 << 20); // 6 MiB of UTF-8: past the 4 MiB first read
+    const data = Buffer.alloc(32 + 34);
+    data.writeFloatLE(3.5, 4);
+    const bytes = build({ kvs: [['big', 8, gstr(big)]], data });
+    const path = join(dir, 'big.gguf');
+    writeFileSync(path, bytes);
+    const g = readGguf(path);
+    assert.equal(g.metadata.get('big'), big);
+    assert.equal(g.size, bytes.length);
+    assert.deepEqual(Array.from(dequantize(g, g.tensors[0]!)), [0, 3.5, 0, 0, 0, 0, 0, 0]);
+    // Cut inside the big string: the header can never complete, which is a truncation error, not an endless retry.
+    writeFileSync(path, bytes.subarray(0, 5 << 20));
+    assert.throws(() => readGguf(path), (e: unknown) => e instanceof InputError && /length of metadata "big" is \d+, but only \d+ bytes follow/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('readGguf names a missing file', () => {

@@ -63,8 +63,10 @@ export interface GgufFile {
   tensors: GgufTensorInfo[];
   /** Absolute offset of the data section. */
   dataOffset: number;
-  /** The whole file. */
-  bytes: Uint8Array;
+  /** File size in bytes. */
+  size: number;
+  /** Bytes [offset, offset + length) of the file (already checked to lie inside it). */
+  read(offset: number, length: number): Uint8Array;
 }
 
 const VALUE_TYPES = ['UINT8', 'INT8', 'UINT16', 'INT16', 'UINT32', 'INT32', 'FLOAT32', 'BOOL', 'STRING', 'ARRAY', 'UINT64', 'INT64', 'FLOAT64'];
@@ -74,19 +76,26 @@ const MAX_DIMS = 4;
 const MAX_ARRAY_DEPTH = 8;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Reads the cursor's fields with checks; every failure names the file, the byte offset and the field. */
+/** Thrown when the header runs past the prefix read so far (but not past the file): read more and parse again. */
+class NeedMoreBytes extends Error {}
+
+/**
+ * Reads the header's fields with checks; every failure names the file, the byte offset and the field.
+ * `bytes` is a prefix of a file of `size` bytes: counts are bounded by the file's size, reads by the prefix.
+ */
 class Cursor {
   pos = 0;
   private readonly view: DataView;
-  constructor(readonly bytes: Uint8Array, readonly where: string) {
+  constructor(readonly bytes: Uint8Array, readonly size: number, readonly where: string) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   fail(what: string, at = this.pos): never {
     throw new InputError(`malformed GGUF at byte ${at}: ${what}`, { where: this.where, hint: 'the file is truncated or not a GGUF model; download it again or convert it with llama.cpp' });
   }
-  get left(): number { return this.bytes.byteLength - this.pos; }
+  get left(): number { return this.size - this.pos; }
   need(n: number, what: string): void {
     if (n > this.left) this.fail(`${what} needs ${n} bytes, only ${this.left} left (truncated file?)`);
+    if (this.pos + n > this.bytes.byteLength) throw new NeedMoreBytes();
   }
   u8(what: string): number { this.need(1, what); return this.view.getUint8(this.pos++); }
   i8(what: string): number { this.need(1, what); return this.view.getInt8(this.pos++); }
@@ -115,6 +124,7 @@ class Cursor {
   str(what: string): string {
     const at = this.pos;
     const n = this.count(`length of ${what}`, 1);
+    this.need(n, what);
     const b = this.bytes.subarray(this.pos, this.pos + n);
     this.pos += n;
     try {
@@ -160,7 +170,13 @@ function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue 
 
 /** Parses a GGUF image held in memory. `where` names it in errors. */
 export function parseGguf(bytes: Uint8Array, where = 'GGUF'): GgufFile {
-  const c = new Cursor(bytes, where);
+  return { ...parseHeader(bytes, bytes.byteLength, where), read: (offset, length) => bytes.subarray(offset, offset + length) };
+}
+
+/** The header of a file of `size` bytes from a prefix of it (NeedMoreBytes when the prefix is too short). */
+function parseHeader(bytes: Uint8Array, size: number, where: string): Omit<GgufFile, 'read'> {
+  const c = new Cursor(bytes, size, where);
+  if (bytes.byteLength < 4 && size > bytes.byteLength) throw new NeedMoreBytes();
   if (bytes.byteLength < 4 || bytes[0] !== 0x47 || bytes[1] !== 0x47 || bytes[2] !== 0x55 || bytes[3] !== 0x46) {
     const got = Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw new InputError(`not a GGUF file (magic bytes are [${got}], expected "GGUF")`, { where, hint: 'pass a .gguf model file (llama.cpp format)' });
@@ -212,7 +228,7 @@ export function parseGguf(bytes: Uint8Array, where = 'GGUF'): GgufFile {
       const dimAt = c.pos;
       const n = c.u64(`dimension ${d} of tensor ${name}`);
       numel *= n;
-      if (!Number.isSafeInteger(numel) || numel > bytes.byteLength * 8) c.fail(`tensor ${JSON.stringify(name)} has ${numel} elements, more than the file can hold`, dimAt);
+      if (!Number.isSafeInteger(numel) || numel > size * 8) c.fail(`tensor ${JSON.stringify(name)} has ${numel} elements, more than the file can hold`, dimAt);
       dims.push(n);
     }
     const typeAt = c.pos;
@@ -226,8 +242,8 @@ export function parseGguf(bytes: Uint8Array, where = 'GGUF'): GgufFile {
     infos.push({ name, dims, shape: [...dims].reverse(), type: t.name, typeId, numel, nbytes: (numel / t.block) * t.bytes, rel, at });
   }
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
-  if (tensorCount > 0 && dataOffset > bytes.byteLength) c.fail(`the data section would start at byte ${dataOffset}, past the end of the file (${bytes.byteLength} bytes)`, c.pos);
-  const dataBytes = bytes.byteLength - dataOffset;
+  if (tensorCount > 0 && dataOffset > size) c.fail(`the data section would start at byte ${dataOffset}, past the end of the file (${size} bytes)`, c.pos);
+  const dataBytes = size - dataOffset;
 
   const tensors: GgufTensorInfo[] = infos.map(({ rel, at, ...t }) => {
     if (rel + t.nbytes > dataBytes) {
@@ -243,31 +259,52 @@ export function parseGguf(bytes: Uint8Array, where = 'GGUF'): GgufFile {
       throw new InputError(`malformed GGUF: tensors ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.name)} overlap (bytes ${prev.offset}-${prev.offset + prev.nbytes} and ${cur.offset}-${cur.offset + cur.nbytes})`, { where });
     }
   }
-  return { path: where, version, alignment, metadata, tensors, dataOffset, bytes };
+  return { path: where, version, alignment, metadata, tensors, dataOffset, size };
 }
 
-/** Reads and parses a GGUF file (the whole file is read: tensor data are views into it). */
+/**
+ * Reads and parses a GGUF file. Only the header is held in memory (read in growing prefixes until it
+ * parses); tensor data are read from the file when asked for, so a file larger than memory can be opened.
+ */
 export function readGguf(path: string): GgufFile {
+  const readAt = (fd: number, offset: number, length: number): Uint8Array => {
+    if (length > bufferConstants.MAX_LENGTH) throw new InputError(`a read of ${length} bytes is more than this Node.js can hold in one buffer`, { where: path });
+    const out = Buffer.allocUnsafe(length);
+    let off = 0;
+    while (off < length) {
+      const n = readSync(fd, out, off, Math.min(length - off, 1 << 30), offset + off);
+      if (n === 0) throw new InputError(`file ended at byte ${offset + off} while reading ${length} bytes at ${offset} (changed while open?)`, { where: path });
+      off += n;
+    }
+    return out;
+  };
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (e) {
     throw new InputError(`cannot open GGUF file: ${(e as Error).message}`, { where: path, cause: e });
   }
+  let header: Omit<GgufFile, 'read'>;
   try {
     const size = fstatSync(fd).size;
-    if (size > bufferConstants.MAX_LENGTH) throw new InputError(`GGUF file of ${size} bytes is larger than this Node.js can hold in memory (${bufferConstants.MAX_LENGTH})`, { where: path });
-    const bytes = Buffer.allocUnsafe(size);
-    let off = 0;
-    while (off < size) {
-      const n = readSync(fd, bytes, off, Math.min(size - off, 1 << 30), off);
-      if (n === 0) throw new InputError(`file shrank while reading (${off} of ${size} bytes)`, { where: path });
-      off += n;
+    for (let n = Math.min(size, 4 << 20); ; n = Math.min(size, n * 4)) {
+      try {
+        header = parseHeader(readAt(fd, 0, n), size, path);
+        break;
+      } catch (e) {
+        if (!(e instanceof NeedMoreBytes) || n === size) throw e;
+      }
     }
-    return parseGguf(bytes, path);
   } finally {
     closeSync(fd);
   }
+  return {
+    ...header, path,
+    read(offset, length) {
+      const f = openSync(path, 'r');
+      try { return readAt(f, offset, length); } finally { closeSync(f); }
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,9 +365,9 @@ const HALF = (() => {
 
 const f = Math.fround;
 
-/** The tensor's raw bytes (a view into the file). */
+/** The tensor's raw bytes. */
 export function tensorBytes(g: GgufFile, t: GgufTensorInfo): Uint8Array {
-  return g.bytes.subarray(t.offset, t.offset + t.nbytes);
+  return g.read(t.offset, t.nbytes);
 }
 
 export function findTensor(g: GgufFile, name: string): GgufTensorInfo | undefined {
