@@ -35,6 +35,11 @@ export async function createSession(model: Model | Uint8Array, opts: SessionOpti
   return open(model instanceof Uint8Array ? model : encodeModel(model), opts);
 }
 
+/** A session from a model file on disk (external data beside it is read, or memory-mapped, by onnxruntime). */
+export function createSessionFromFile(path: string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  return open(path, opts);
+}
+
 async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
   const device = opts.device ?? 'cpu';
   const tries: Exclude<Device, 'auto'>[] = device === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [device];

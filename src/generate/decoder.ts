@@ -3,15 +3,18 @@
  * and (when the folder has one) the tokenizer. `run` is one forward pass over new positions with the
  * cache of the earlier ones; the generation loop is in generate.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
-import { createSession, type Device } from '../engine/runtime.ts';
+import { createSessionFromFile, type Device } from '../engine/runtime.ts';
 import { buildLlamaDecoderGraph, readLlamaConfig, type LlamaConfig, type LlamaWeights } from '../models/llama.ts';
 import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import { ModelConfig, Weights } from '../models/weights.ts';
-import { loadModel } from '../onnx/proto.ts';
+import { loadModel, saveModel } from '../onnx/proto.ts';
 import type { Model } from '../onnx/ir.ts';
 
 export interface DecoderOptions {
@@ -78,13 +81,26 @@ export class Decoder {
     }
     const config = readLlamaConfig(dir);
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
-    return Decoder.create(config, readDecoderWeights(dir), { ...opts, maxPositions: raw.int('max_position_embeddings', 2048), tokenizer, eosTokenIds: eosIds(raw, tokenizer) });
+    return Decoder.create(config, () => readDecoderWeights(dir), { ...opts, maxPositions: raw.int('max_position_embeddings', 2048), tokenizer, eosTokenIds: eosIds(raw, tokenizer) });
   }
 
-  /** From a config and weights already in memory (e.g. a GGUF file's). */
-  static async create(config: LlamaConfig, weights: LlamaWeights, opts: DecoderOptions & { maxPositions: number; tokenizer?: HfTokenizer | null; eosTokenIds?: number[] }): Promise<Decoder> {
-    const session = await createSession(buildLlamaDecoderGraph(config, weights), { device: opts.device ?? 'cpu', threads: opts.threads });
-    return new Decoder(config, session, opts.maxPositions, opts.tokenizer ?? null, opts.eosTokenIds ?? []);
+  /**
+   * From a config and weights (or a function giving them, so they can be freed while onnxruntime loads).
+   * The graph goes through a temporary file with its weights as page-aligned external data: onnxruntime then maps
+   * or reads them from disk while this process no longer holds a copy, which keeps peak memory near one copy of
+   * the weights instead of three (float32 arrays, protobuf bytes, onnxruntime's own).
+   */
+  static async create(config: LlamaConfig, weights: LlamaWeights | (() => LlamaWeights), opts: DecoderOptions & { maxPositions: number; tokenizer?: HfTokenizer | null; eosTokenIds?: number[] }): Promise<Decoder> {
+    const tmp = mkdtempSync(join(tmpdir(), 'tempered-decoder-'));
+    try {
+      writeDecoderGraph(config, typeof weights === 'function' ? weights : () => weights, join(tmp, 'decoder.onnx'));
+      collectGarbage();
+      const session = await createSessionFromFile(join(tmp, 'decoder.onnx'), { device: opts.device ?? 'cpu', threads: opts.threads });
+      return new Decoder(config, session, opts.maxPositions, opts.tokenizer ?? null, opts.eosTokenIds ?? []);
+    } finally {
+      // onnxruntime has read or mapped the weights by now; an unlinked mapping stays valid on Linux.
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }
 
   /** An empty cache for `batch` rows. */
@@ -120,6 +136,29 @@ export class Decoder {
 
   async close(): Promise<void> {
     await this.session.release();
+  }
+}
+
+/** Builds and saves the graph; nothing it allocated is reachable once it returns. */
+function writeDecoderGraph(config: LlamaConfig, weights: () => LlamaWeights, path: string): void {
+  const w = weights();
+  // A checkpoint's nn.Linear weights are transposed into new arrays: drop each original once it is taken.
+  const taking: LlamaWeights = w instanceof Weights
+    ? { has: (n) => w.has(n), get: (n, s) => w.get(n, s), linear: (n, i, o) => { const t = w.linear(n, i, o); w.map.delete(n); return t; } }
+    : w;
+  saveModel(buildLlamaDecoderGraph(config, taking), path, { externalData: true });
+}
+
+/**
+ * Runs a full garbage collection when the runtime allows it, so the float32 weights the graph was built from
+ * are freed before onnxruntime allocates its own (V8 does not see native allocations and would collect later).
+ */
+function collectGarbage(): void {
+  try {
+    setFlagsFromString('--expose-gc');
+    (runInNewContext('gc') as () => void)();
+  } catch {
+    // Not available: memory is freed at V8's next collection instead.
   }
 }
 

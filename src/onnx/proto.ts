@@ -241,8 +241,9 @@ export function saveModel(model: Model, path: string, opts: SaveOptions = {}): v
       for (const t of model.graph.initializers.values()) {
         // Small tensors (shape vectors, axes) stay inline: shape inference must read them from the proto.
         if (t.data.byteLength < EXTERNAL_MIN_TENSOR_BYTES) continue;
-        // Aligning each tensor lets runtimes memory-map it.
-        const pad = (64 - (offset % 64)) % 64;
+        // Page-aligned tensors let onnxruntime memory-map them instead of copying (it maps only offsets
+        // that are multiples of the allocation granularity, 4 KiB on Linux).
+        const pad = (4096 - (offset % 4096)) % 4096;
         if (pad) writeAll(fd, new Uint8Array(pad));
         offset += pad;
         offsets.set(t.name, offset);

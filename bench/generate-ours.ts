@@ -1,0 +1,36 @@
+/**
+ * tempered side of bench/generate.bench.ts, in its own process so its peak RSS is its own. Prints one JSON line.
+ *   node --import tsx bench/generate-ours.ts <model dir> <threads> <inputs.json>
+ */
+import { readFileSync } from 'node:fs';
+import { Decoder } from '../src/generate/decoder.ts';
+import { generate } from '../src/generate/generate.ts';
+
+const [dir, threadsArg, inputsPath] = process.argv.slice(2) as [string, string, string];
+const inp = JSON.parse(readFileSync(inputsPath, 'utf8')) as { prefill: number[]; repeats: number; batches: number[]; prompts: number[][]; new_tokens: number };
+const t0 = performance.now();
+const dec = await Decoder.load(dir, { threads: Number(threadsArg) });
+const out: Record<string, unknown> = { load_s: (performance.now() - t0) / 1000 };
+const i64 = (xs: number[]) => BigInt64Array.from(xs, BigInt);
+const prefill = async (ids: number[]) => dec.run(i64(ids), i64(ids.map((_, i) => i)), i64(ids.map(() => 1)), 1, dec.emptyCache(1));
+await prefill(inp.prefill.slice(0, 16)); // warm-up
+const times: number[] = [];
+for (let r = 0; r < inp.repeats; r++) {
+  const t = performance.now();
+  await prefill(inp.prefill);
+  times.push((performance.now() - t) / 1000);
+}
+times.sort((a, b) => a - b);
+out.prefill_tok_s = inp.prefill.length / times[times.length >> 1]!;
+for (const batch of inp.batches) {
+  const t = performance.now();
+  const res = await generate(dec, inp.prompts.slice(0, batch), { maxNewTokens: inp.new_tokens, eosTokenIds: [] });
+  const dt = (performance.now() - t) / 1000;
+  if (res.some((r) => r.tokens.length !== inp.new_tokens)) throw new Error('a row ended early');
+  out[`gen${batch}_tok_s`] = (batch * inp.new_tokens) / dt;
+  out[`gen${batch}_first`] = res[0]!.tokens.slice(0, 8);
+}
+await dec.close();
+const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+out.peak_rss_mib = hwm ? Number(hwm[1]) / 1024 : null;
+console.log(JSON.stringify(out));
