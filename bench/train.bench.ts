@@ -11,8 +11,8 @@
  * Both sides report the median step after two warm-up steps (session creation, arena growth), which keeps
  * one descheduled step on a shared machine from moving the ratio. With rounds > 1 the two sides alternate
  * (tempered, PyTorch, tempered, …) so a slow stretch of a shared machine hits both, and the median of the
- * per-round ratios is printed. LORA_DROPOUT (default 0.1) applies to
- * both. tempered runs with glibc malloc tuned as `npm run demo` runs it (scripts/malloc-tuning.mjs; the
+ * per-round ratios is printed. LORA_DROPOUT (default 0.1) and MODEL_DROPOUT (the encoder's own dropout
+ * where BERT drops out, default 0.1 as BERT's config; 0 for none) apply to both. tempered runs with glibc malloc tuned as `npm run demo` runs it (scripts/malloc-tuning.mjs; the
  * bench re-executes itself to apply it, BENCH_MALLOC=default skips that); PyTorch runs with the
  * environment as given. Each side's setting is printed. PRUNE_ROWS=0 turns off row pruning (the last layer then runs for every position, as in PyTorch),
  * to show what that optimization contributes; ROW_UPDATES=0 gives AdamW a dense embedding gradient (compile option rowUpdates). STEPS_PER_RUN sets the optimizer steps per onnxruntime run (default: the
@@ -41,13 +41,14 @@ const specs: Record<string, TrainableSpec> = {
   lora: { kind: 'lora', r: 8, alpha: 16, dropout: Number(process.env.LORA_DROPOUT ?? 0.1), targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'] },
 };
 
+const modelDropout = Number(process.env.MODEL_DROPOUT ?? 0.1);
 const pruneRows = process.env.PRUNE_ROWS !== '0';
 const rowUpdates = process.env.ROW_UPDATES !== '0';
 const stepsPerRunEnv = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_RUN) : undefined;
 
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
-  const model = buildTinyEncoder(cfg);
+  const model = buildTinyEncoder({ ...cfg, dropout: modelDropout });
   const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows, rowUpdates });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
@@ -70,13 +71,13 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     await tr.fit(data);
     const medianMs = median(times.slice(warmup));
     const ours = {
-      mode: name, round, pruneRows, rowUpdates, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
+      mode: name, round, modelDropout, pruneRows, rowUpdates, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
       samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc: mallocSetting(),
     };
     console.log('tempered', JSON.stringify(ours));
     const py = 'bench/.venv/bin/python';
     if (!existsSync(py)) { console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)'); continue; }
-    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: referenceEnv() });
+    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: { ...referenceEnv(), MODEL_DROPOUT: String(modelDropout) } });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status === 0 && line.startsWith('{')) {
       const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };

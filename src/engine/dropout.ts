@@ -69,7 +69,14 @@ function removeDropouts(model: Model, nodes: Node[]): number {
   };
   model.graph.nodes = model.graph.nodes.filter((n) => !gone.has(n));
   for (const n of model.graph.nodes) n.inputs = n.inputs.map((i) => (i ? resolve(i) : i));
+  dropUnused(model, nodes.map((n) => n.inputs[1]));
   return nodes.length;
+}
+
+/** Deletes the ratio constants no node reads any more (onnxruntime warns about each). */
+function dropUnused(model: Model, names: (string | undefined)[]): void {
+  const read = new Set(model.graph.nodes.flatMap((n) => n.inputs));
+  for (const name of names) if (name && !read.has(name) && !model.graph.outputs.some((o) => o.name === name)) model.graph.initializers.delete(name);
 }
 
 /**
@@ -100,7 +107,9 @@ export function trainDropout(model: Model): DropoutMask[] {
     // Inverted dropout: kept elements are scaled by 1/(1-p), at the rate the 16-bit threshold really gives.
     const keep = t.dtype === 'float32' ? Math.fround(1 / (1 - rate)) : 1 / (1 - rate);
     masks.push({ input, shape: [...t.shape], threshold, dtype: t.dtype, keep });
+    const ratio = n.inputs[1];
     Object.assign(n, { opType: 'Mul', inputs: [x, input], outputs: [n.outputs[0]!], attrs: {} });
+    dropUnused(model, [ratio]);
   }
   removeDropouts(model, zero); // rate 0: identities
   return masks;
