@@ -42,6 +42,9 @@ test('inference graphs have no dropout: eval, export and a frozen backbone neith
   const prog = compileTrainStep(model, OPTS);
   const exported = exportInference(prog, new Map(prog.params.map((p) => [p.name, p.init])));
   for (const m of [prog.eval, prog.forward, prog.source, exported]) { assert.equal(dropouts(m), 0); assert.equal(maskInputs(m), 0); }
+  // The dropout ratios go with their nodes (onnxruntime warns about every unread initializer).
+  const read = new Set(exported.graph.nodes.flatMap((n) => n.inputs));
+  assert.deepEqual([...exported.graph.initializers.keys()].filter((k) => !read.has(k)), []);
   const head = compileTrainStep(model, { ...OPTS, trainable: { kind: 'head', features: 'pooled' } });
   assert.equal(dropouts(head.backbone!.model), 0);
   assert.deepEqual(head.dropoutMasks.map((m) => [m.input, m.shape]), [[`${DROPOUT_MASK_PREFIX}dropout`, ['batch', 8]]], 'the head keeps the classifier dropout');
