@@ -105,6 +105,7 @@ async function runTempered(modelDir: string, data: { dir: string; labels: string
     lr, epochs: RECIPE.epochs, batchSize: RECIPE.batchSize, schedule: 'linear', warmupRatio: RECIPE.warmupRatio, weightDecay: RECIPE.weightDecay,
     clipNorm: RECIPE.clipNorm, seed, maxLength: RECIPE.maxLength, pooling: 'mean', device: 'cpu', threads,
     checkpointDir: join(run, 'ck'), checkpointEvery: 0, outDir: join(run, 'model'), dropout, groupByLength,
+    onProgress: (m) => { if (m.step % 50 === 0) console.log(`    tempered ${method} seed ${seed}: step ${m.step}/${m.totalSteps}, loss ${m.loss.toFixed(4)}`); },
   });
   const sec = (performance.now() - t0) / 1000;
   const { metrics } = await evaluateClassifier({ modelFolder: join(run, 'model'), table: join(data.dir, 'test-used.arrow'), threads });
