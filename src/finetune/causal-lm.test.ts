@@ -54,3 +54,22 @@ for (const method of ['full', 'lora'] as const) {
     assert.equal(existsSync(join(outDir, 'adapter', 'adapter_config.json')), method === 'lora');
   });
 }
+
+test('training stops between steps when its signal aborts, and exports nothing', async () => {
+  const outDir = join(root, 'aborted', 'out');
+  const ac = new AbortController();
+  let steps = 0;
+  await assert.rejects(
+    trainCausalLm({
+      modelDir, train, template, method: 'lora', lora: { r: 4, alpha: 8 }, lr: 1e-2, maxSteps: 500, batchSize: 16,
+      schedule: 'constant', weightDecay: 0, seed: 3, maxLength: 32, device: 'cpu', threads: 2, stepsPerRun: 1,
+      checkpointDir: join(root, 'aborted', 'ck'), checkpointEvery: 0, outDir, signal: ac.signal,
+      onProgress: () => {
+        if (++steps === 2) ac.abort('run cancelled');
+      },
+    }),
+    /run cancelled/,
+  );
+  assert.ok(steps < 10, `stopped after ${steps} steps`);
+  assert.equal(existsSync(outDir), false);
+});

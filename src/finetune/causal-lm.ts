@@ -62,6 +62,12 @@ async function readCausalTable(path: string): Promise<{ data: Dataset; rows: num
   return { data, rows, seq };
 }
 
+function abortError(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  if (r instanceof Error) return r;
+  return new Error(typeof r === 'string' ? r : 'training was aborted');
+}
+
 function defaultTargets(modelType: string): string[] {
   return modelType === 'gpt2' ? ['*attn.c_attn.weight'] : ['*self_attn.q_proj.weight', '*self_attn.v_proj.weight'];
 }
@@ -97,12 +103,15 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const schedule = o.schedule === 'constant' ? { kind: 'constant' as const, lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
   const trainer = new Trainer(program, {
     device: o.device, threads: o.threads, seed: o.seed, batchSize: o.batchSize, accumulation, epochs: o.epochs, maxSteps: o.maxSteps, schedule,
-    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir, stepsPerRun: o.stepsPerRun,
+    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir, stepsPerRun: o.stepsPerRun, signal: o.signal,
     onStep: (m) => o.onProgress?.({ ...m, totalSteps }),
     onCheckpoint: (dir) => o.onCheckpoint?.(dir),
   });
   const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;
+  if (o.signal?.aborted) throw abortError(o.signal);
   const r = await trainer.fit(train.data, val?.data, { resumeFrom });
+  // An aborted run stops between steps; its weights are not a finished model, so nothing is exported.
+  if (r.aborted) throw abortError(o.signal!);
   const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm }));
 
   // Export folder, assembled under a temp name and renamed into place.

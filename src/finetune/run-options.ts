@@ -34,4 +34,6 @@ export interface RunSettings {
   stepsPerRun?: number;
   outDir: string;
   onCheckpoint?: (dir: string) => void;
+  /** Stops training between steps (run cancelled, attempt timed out, checkpoint lock lost); nothing is exported then. */
+  signal?: AbortSignal;
 }

@@ -10,6 +10,8 @@ import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import { statePaths } from '../state-paths.ts';
+import { hashJson } from '../util/canonical-json.ts';
+import { acquireDirLock } from '../util/dir-lock.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { modelSourceIssues } from './checks.ts';
@@ -104,7 +106,6 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       earlyStopping: cfg.earlyStopping,
       dropout: cfg.dropout,
       groupByLength: cfg.groupByLength,
-      signal: ctx.signal,
       onProgress: onStep,
     });
   },
@@ -192,6 +193,11 @@ export const trainStage: StageKind<TrainConfig> = {
     finalLoss: { type: 'number' },
     baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
   },
+  // The config names the base model; its content is in the key too, so a re-exported local folder or
+  // an hf: branch that moved to a new commit misses the cache instead of reusing the old model.
+  async externalInputs(cfg, { baseDir, stateDir }) {
+    return [`model:${await modelIdentityKey(cfg.model, baseDir, stateDir)}`];
+  },
   check(raw, ctx) {
     const cfg = raw as Partial<TrainConfig>;
     const issues = modelSourceIssues(cfg.model, ['model'], ctx);
@@ -225,61 +231,89 @@ export const trainStage: StageKind<TrainConfig> = {
     const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
     const checkpointDir = join(paths.checkpoints, ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`);
-    if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
-    mkdirSync(checkpointDir, { recursive: true });
-    removeStaleTemps(checkpointDir);
-    const outDir = join(ctx.workDir, 'model');
-    const started = Date.now();
-    const settings: RunSettings = {
-      modelDir: resolved.dir,
-      train,
-      validation,
-      lr: cfg.lr,
-      epochs: cfg.epochs ?? (cfg.maxSteps ? undefined : 1),
-      maxSteps: cfg.maxSteps,
-      batchSize: cfg.batchSize ?? 16,
-      accumulation: cfg.accumulation,
-      schedule: cfg.schedule ?? 'linear',
-      weightDecay: cfg.weightDecay ?? 0.01,
-      clipNorm: cfg.clipNorm,
-      seed: cfg.seed ?? 0,
-      maxLength: cfg.maxLength ?? 128,
-      device: cfg.device ?? 'cpu',
-      threads: cfg.threads,
-      checkpointDir,
-      checkpointEvery: cfg.checkpointEvery ?? 50,
-      resume: true,
-      evalEvery: cfg.evalEvery,
-      stepsPerRun: cfg.stepsPerRun,
-      outDir,
-      onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
-    };
-    const onStep = (m: StepReport) =>
-      ctx.progress({
-        fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
-        message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
-        metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}) },
-        resume: { checkpointDir },
-      });
-    const result = await TRAINERS[task](cfg, settings, ctx, onStep);
-    // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
-    writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
-    const historyPath = join(ctx.workDir, 'history.arrow');
-    await writeHistory(historyPath, result.history);
-    const ckpts = readdirSync(checkpointDir).filter((n) => /^step-\d+$/.test(n)).sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
-    const latest = ckpts.length ? join(checkpointDir, ckpts[ckpts.length - 1]!) : undefined;
-    const outputs = {
-      model: await ctx.store.putTree(outDir),
-      checkpoint: latest ? await ctx.store.putTree(latest) : await ctx.store.putJson({ none: true }),
-      history: await ctx.store.putFile(historyPath, { mediaType: MEDIA.arrow, rows: result.history.length, move: true }),
-      steps: result.steps,
-      finalLoss: result.finalLoss,
-      baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
-    };
-    writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
-    return outputs;
+    // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its
+    // process) or a second run of the same config waits (LockBusyError is retried) instead of
+    // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
+    mkdirSync(paths.checkpoints, { recursive: true });
+    const lock = acquireDirLock(`${checkpointDir}.lock`, { what: `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`, staleMs: lockStaleMs() });
+    const signal = AbortSignal.any([ctx.signal, lock.signal]);
+    try {
+      // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
+      if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
+      mkdirSync(checkpointDir, { recursive: true });
+      removeStaleTemps(checkpointDir);
+      const outDir = join(ctx.workDir, 'model');
+      const started = Date.now();
+      const settings: RunSettings = {
+        modelDir: resolved.dir,
+        train,
+        validation,
+        lr: cfg.lr,
+        epochs: cfg.epochs ?? (cfg.maxSteps ? undefined : 1),
+        maxSteps: cfg.maxSteps,
+        batchSize: cfg.batchSize ?? 16,
+        accumulation: cfg.accumulation,
+        schedule: cfg.schedule ?? 'linear',
+        weightDecay: cfg.weightDecay ?? 0.01,
+        clipNorm: cfg.clipNorm,
+        seed: cfg.seed ?? 0,
+        maxLength: cfg.maxLength ?? 128,
+        device: cfg.device ?? 'cpu',
+        threads: cfg.threads,
+        checkpointDir,
+        checkpointEvery: cfg.checkpointEvery ?? 50,
+        resume: true,
+        evalEvery: cfg.evalEvery,
+        stepsPerRun: cfg.stepsPerRun,
+        outDir,
+        signal,
+        onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
+      };
+      const onStep = (m: StepReport) =>
+        ctx.progress({
+          fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
+          message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
+          metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}) },
+          resume: { checkpointDir },
+        });
+      const result = await TRAINERS[task](cfg, settings, ctx, onStep);
+      // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
+      writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
+      const historyPath = join(ctx.workDir, 'history.arrow');
+      await writeHistory(historyPath, result.history);
+      const ckpts = readdirSync(checkpointDir).filter((n) => /^step-\d+$/.test(n)).sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
+      const latest = ckpts.length ? join(checkpointDir, ckpts[ckpts.length - 1]!) : undefined;
+      const outputs = {
+        model: await ctx.store.putTree(outDir),
+        checkpoint: latest ? await ctx.store.putTree(latest) : await ctx.store.putJson({ none: true }),
+        history: await ctx.store.putFile(historyPath, { mediaType: MEDIA.arrow, rows: result.history.length, move: true }),
+        steps: result.steps,
+        finalLoss: result.finalLoss,
+        baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
+      };
+      writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
+      return outputs;
+    } finally {
+      lock.release();
+    }
   },
 };
+
+/**
+ * Hash of what a model source resolves to now: file hashes for a folder or .onnx file, the commit
+ * (asked of the Hub for a branch or tag) and file hashes for hf:, the pinned wheel for pypi:.
+ */
+export async function modelIdentityKey(model: string, baseDir: string, stateDir: string): Promise<string> {
+  const { resolveModelSource } = await lib();
+  const resolved = await resolveModelSource(absoluteModelSource(model, baseDir), { cacheDir: statePaths(stateDir).models });
+  return hashJson(resolved.identity);
+}
+
+/** How long a checkpoint lock may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
+function lockStaleMs(): number {
+  const v = Number(process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS);
+  return Number.isFinite(v) && v > 0 ? v : 60_000;
+}
 
 export function stageKinds(): StageKind<any>[] {
   return [trainStage];

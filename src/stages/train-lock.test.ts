@@ -1,0 +1,59 @@
+/**
+ * Two attempts of the same train stage (a retry while the attempt that lost its heartbeat still
+ * runs): one checkpoint folder, one writer. Real tiny GPT-2, real onnxruntime training, real store.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { tinyGpt2Dir } from '../models/tiny.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
+import { trainStage, type TrainConfig } from './train.ts';
+import type { StageContext } from './types.ts';
+
+test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ArtifactStore(join(dir, 'store'));
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const tablePath = join(dir, 'train.arrow');
+  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
+  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
+  w.close();
+  const trainRef = await store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = (maxSteps: number): TrainConfig => ({ model: modelDir, task: 'causal-lm', train: trainRef, method: 'lora', lora: { r: 2, alpha: 4 }, lr: 1e-2, maxSteps, batchSize: 8, maxLength: 16, checkpointEvery: 1, stepsPerRun: 1, threads: 1 }) as TrainConfig;
+  const ctx = (attempt: number, signal: AbortSignal): StageContext => ({
+    runId: 'r', stageId: 'train', attempt, baseDir: dir, specHash: 's', actor: 't', cacheKey: 'k'.repeat(64), store,
+    workDir: join(dir, `work-${attempt}`), stateDir: dir, signal, progress() {}, log() {},
+  });
+
+  // Attempt 1 (a zombie that lost its heartbeat) holds the folder; it had finished a run before, so
+  // the folder carries COMPLETE, which a new attempt would clear.
+  const ckDir = join(dir, 'checkpoints', 'k'.repeat(64));
+  mkdirSync(ckDir, { recursive: true });
+  writeFileSync(join(ckDir, 'COMPLETE'), 'earlier');
+  const zombie = acquireDirLock(`${ckDir}.lock`, { what: 'run r stage train attempt 1' });
+  await assert.rejects(trainStage.run(cfg(2), ctx(2, new AbortController().signal)), (e: unknown) => e instanceof LockBusyError && /attempt 1/.test(e.message));
+  assert.ok(existsSync(join(ckDir, 'COMPLETE')), 'the rejected attempt deleted nothing the holder writes');
+  zombie.release();
+  // Once the holder stopped, the retry runs (and clears the finished folder as before).
+  const out = await trainStage.run(cfg(2), ctx(3, new AbortController().signal));
+  assert.equal(out.steps, 2);
+  assert.equal(existsSync(`${ckDir}.lock`), false, 'the lock is released after the run');
+});
+
+test('the train cache key follows the base model\'s content: a re-exported folder under the same path misses the cache', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainkey-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const key = async () => (await trainStage.externalInputs!({ model: 'model' } as TrainConfig, { baseDir: dir, stateDir: dir })).join();
+  const before = await key();
+  assert.equal(await key(), before, 'same bytes, same key');
+  // Re-export: same folder, other weights.
+  tinyGpt2Dir(join(dir, 'model'), 6, { hidden: 32, layers: 2, maxPositions: 64 });
+  assert.ok(existsSync(modelDir));
+  assert.notEqual(await key(), before);
+});

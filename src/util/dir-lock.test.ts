@@ -1,0 +1,27 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { acquireDirLock, LockBusyError } from './dir-lock.ts';
+
+test('one holder at a time; a stale lock is taken over and its old holder is told to stop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'ck.lock');
+  const a = acquireDirLock(path, { what: 'attempt 1', staleMs: 60_000, refreshMs: 20 });
+  assert.throws(() => acquireDirLock(path, { what: 'attempt 2', staleMs: 60_000 }), (e: unknown) => e instanceof LockBusyError && /attempt 1 \(pid/.test(e.message));
+  // attempt 1 stops refreshing (a hung zombie): its lock ages past staleMs.
+  const old = new Date(Date.now() - 120_000);
+  utimesSync(path, old, old);
+  const b = acquireDirLock(path, { what: 'attempt 2', staleMs: 60_000, refreshMs: 20 });
+  for (let i = 0; i < 100 && !a.signal.aborted; i++) await sleep(10);
+  assert.equal(a.signal.aborted, true, 'the old holder learns it lost the lock');
+  a.release(); // must not remove attempt 2's lock
+  assert.ok(existsSync(path));
+  assert.throws(() => acquireDirLock(path, { what: 'attempt 3' }), LockBusyError);
+  b.release();
+  assert.equal(existsSync(path), false);
+  acquireDirLock(path, { what: 'attempt 3' }).release();
+});

@@ -1,0 +1,110 @@
+/**
+ * An exclusive lock on a folder that several attempts of the same work could write (a retried
+ * train stage and the zombie attempt that lost its heartbeat but still runs; two runs of the same
+ * config). The lock is a file created with O_EXCL beside the folder, naming its owner, and kept
+ * fresh by its holder. A lock not refreshed within `staleMs` is taken over; the old holder then
+ * finds on its next refresh that it lost the lock, and its `signal` aborts, so it stops writing.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+
+export interface DirLock {
+  /** Aborted when another holder took the lock over (this one was presumed dead). */
+  readonly signal: AbortSignal;
+  release(): void;
+}
+
+export interface LockOwner {
+  token: string;
+  pid: number;
+  host: string;
+  what: string;
+  since: string;
+}
+
+/** Thrown when a live holder has the lock. Transient: the caller retries once the holder stops. */
+export class LockBusyError extends Error {
+  override name = 'LockBusyError';
+  constructor(readonly path: string, readonly owner: LockOwner | undefined) {
+    super(`${path} is held by ${owner ? `${owner.what} (pid ${owner.pid} on ${owner.host}, since ${owner.since})` : 'another writer'}, which has not stopped; try again once it has`);
+  }
+}
+
+function readOwner(path: string): LockOwner | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
+  } catch {
+    return undefined;
+  }
+}
+
+function create(path: string, owner: LockOwner): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  try {
+    writeSync(fd, JSON.stringify(owner));
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+export function acquireDirLock(path: string, opts: { what: string; staleMs?: number; refreshMs?: number; now?: () => number }): DirLock {
+  const staleMs = opts.staleMs ?? 60_000;
+  const now = opts.now ?? Date.now;
+  const owner: LockOwner = { token: randomBytes(8).toString('hex'), pid: process.pid, host: hostname(), what: opts.what, since: new Date(now()).toISOString() };
+  if (!create(path, owner)) {
+    let mtime: number | undefined;
+    try {
+      mtime = statSync(path).mtimeMs;
+    } catch {
+      /* released meanwhile */
+    }
+    if (mtime !== undefined && now() - mtime < staleMs) throw new LockBusyError(path, readOwner(path));
+    // Stale: move it aside atomically (only one taker wins the rename), then create ours.
+    const aside = `${path}.stale-${owner.token}`;
+    try {
+      renameSync(path, aside);
+      unlinkSync(aside);
+    } catch {
+      /* another taker moved it first */
+    }
+    if (!create(path, owner)) throw new LockBusyError(path, readOwner(path));
+  }
+  const ac = new AbortController();
+  const ours = () => readOwner(path)?.token === owner.token;
+  const timer = setInterval(() => {
+    if (!ours()) {
+      clearInterval(timer);
+      ac.abort(`lost the lock on ${path} to another attempt`);
+      return;
+    }
+    const t = new Date(now());
+    try {
+      utimesSync(path, t, t);
+    } catch {
+      /* checked again on the next tick */
+    }
+  }, opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4)));
+  timer.unref();
+  return {
+    signal: ac.signal,
+    release() {
+      clearInterval(timer);
+      // Never remove a lock another attempt took over.
+      if (ours()) {
+        try {
+          unlinkSync(path);
+        } catch {
+          /* already gone */
+        }
+      }
+    },
+  };
+}
