@@ -13,13 +13,14 @@ import { readRecords } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
+import { checkIngestConfig } from './ingest-config.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isBad, makeRowMapper, templateFields } from './task-fields.ts';
+import { isBad, makeRowMapper } from './task-fields.ts';
 
 export interface Progress { rows: number; fraction?: number }
 
@@ -60,31 +61,9 @@ export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
   return spec;
 }
 
-function checkConfig(cfg: IngestConfig): void {
-  if (!(cfg.task in TASK_COLUMNS)) throw new InputError(`unknown task ${JSON.stringify(cfg.task)}`, { where: 'task', hint: "use 'classification', 'pairs' or 'instruction'" });
-  if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1)) {
-    throw new InputError(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, { where: 'maxBadFraction' });
-  }
-  if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0)) {
-    throw new InputError(`maxLength must be a positive integer, got ${cfg.maxLength}`, { where: 'maxLength' });
-  }
-  if (cfg.promptTemplate !== undefined) {
-    if (cfg.task !== 'instruction') throw new InputError('promptTemplate applies to the instruction task only', { where: 'promptTemplate' });
-    if (templateFields(cfg.promptTemplate).length === 0) throw new InputError('promptTemplate names no {field}', { where: 'promptTemplate', hint: 'e.g. "{instruction}[[\\n\\n{input}]]"' });
-  }
-  if (cfg.labels !== undefined) {
-    if (cfg.task === 'instruction') throw new InputError('labels apply to classification and pairs only', { where: 'labels' });
-    if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length) throw new InputError('labels must be a non-empty list without repeats', { where: 'labels' });
-  }
-  if (cfg.sha256 !== undefined && !isUrl(cfg.path)) throw new InputError('sha256 applies to http(s) URL sources only', { where: 'sha256' });
-  if (cfg.header === false && cfg.columns === undefined && cfg.fields === undefined && cfg.promptTemplate === undefined) {
-    // Without names the default task fields ('text', 'label') can never match '1', '2', ...
-    throw new InputError('header is false but neither columns nor fields are given', { where: 'columns', hint: "name the columns, e.g. columns: ['label', 'text']" });
-  }
-}
-
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
-  checkConfig(cfg);
+  const [broken] = checkIngestConfig(cfg);
+  if (broken) throw broken;
   if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }));
   const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
   if (!format) throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, { where: 'format', hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });

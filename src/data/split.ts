@@ -14,6 +14,7 @@ import { DataType } from 'apache-arrow';
 import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches, readArrowSchema, takeRows } from './arrow-io.ts';
 import type { SplitConfig } from './config.ts';
+import { checkSplitConfig, SPLITS } from './split-config.ts';
 import { Growable } from './growable.ts';
 import type { SplitPart, SplitReport } from './report.ts';
 import { Rng } from './rng.ts';
@@ -23,7 +24,6 @@ export interface SplitOptions {
   onProgress?: (p: { rows: number; fraction?: number }) => void;
 }
 
-const SPLITS = ['train', 'validation', 'test'] as const;
 type SplitName = (typeof SPLITS)[number];
 
 /** Largest-remainder apportionment of `total` by `weights` (ties to the earlier index). */
@@ -75,28 +75,13 @@ interface Resolved {
   kfold: number | null;
 }
 
-function checkNumbers(obj: Record<string, number | undefined> | undefined, field: string, integer: boolean): void {
-  if (obj === undefined) return;
-  for (const [k, v] of Object.entries(obj)) {
-    if (!(SPLITS as readonly string[]).includes(k)) throw new InputError(`unknown split ${JSON.stringify(k)}`, { where: `${field}.${k}`, hint: 'use train, validation, test' });
-    if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v))) {
-      throw new InputError(`must be a ${integer ? 'non-negative integer' : 'non-negative number'}, got ${v}`, { where: `${field}.${k}` });
-    }
-  }
-}
-
 /** Rows per split for n rows. */
 function splitSizes(cfg: SplitConfig, n: number): Record<SplitName, number> {
-  checkNumbers(cfg.ratios, 'ratios', false);
-  checkNumbers(cfg.counts, 'counts', true);
-  if (cfg.ratios && cfg.counts) throw new InputError('give ratios or counts, not both', { where: 'counts' });
+  const [broken] = checkSplitConfig(cfg);
+  if (broken) throw broken;
   if (cfg.kfold !== undefined) {
-    const src = cfg.counts ? 'counts' : 'ratios';
     const o = (cfg.counts ?? cfg.ratios ?? {}) as Record<string, number | undefined>;
-    if (o.train !== undefined || o.validation !== undefined) throw new InputError('with kfold only the test share may be given; folds use the rest', { where: src });
     const test = cfg.counts ? (o.test ?? 0) : Math.round((o.test ?? 0) * n);
-    if (cfg.ratios && (o.test ?? 0) > 1) throw new InputError('ratios.test must be at most 1', { where: 'ratios.test' });
     if (test > n) throw new InputError(`counts.test ${test} exceeds the ${n} rows`, { where: 'counts.test' });
     return { train: n - test, validation: 0, test };
   }
@@ -110,8 +95,6 @@ function splitSizes(cfg: SplitConfig, n: number): Record<SplitName, number> {
   }
   const r = cfg.ratios ?? { train: 0.8, validation: 0.1, test: 0.1 };
   const w = SPLITS.map((s) => r[s] ?? 0);
-  const sum = w.reduce((a, b) => a + b, 0);
-  if (Math.abs(sum - 1) > 1e-6) throw new InputError(`ratios add up to ${sum}, expected 1`, { where: 'ratios' });
   const [train, validation, test] = apportion(n, w);
   return { train, validation, test };
 }

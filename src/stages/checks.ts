@@ -1,6 +1,7 @@
 /** Checks several stage kinds share (see StageKindInfo.check). */
 import { missingLocalModel, MODEL_SOURCE_FORMS, parseModelSource } from '../models/source-spec.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
+import type { InputError } from '../errors.ts';
 import type { KindCheckContext, KindIssue } from '../spec/types.ts';
 
 /** A model source string: its scheme and shape, and for a local one, that it is there. */
@@ -10,4 +11,12 @@ export function modelSourceIssues(value: unknown, path: Array<string | number>, 
   if ('error' in p) return [{ path, message: p.error, hint: p.hint }];
   const missing = ctx.baseDir === undefined ? undefined : missingLocalModel(p, ctx.baseDir);
   return missing ? [{ path, message: missing, hint: `relative paths start at the pipeline file's folder; or use ${MODEL_SOURCE_FORMS}` }] : [];
+}
+
+/** A library's config errors (InputError with `where` naming the field, e.g. `near.size`) as issues at that field. */
+export function issuesFrom(errors: readonly InputError[]): KindIssue[] {
+  return errors.map((e) => {
+    const message = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
+    return { path: e.where ? e.where.split('.') : [], message, hint: e.hint };
+  });
 }

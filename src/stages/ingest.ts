@@ -7,6 +7,9 @@ import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
 import { isUrl, urlPin } from '../data/download.ts';
 import { MEDIA } from '../types.ts';
+import { checkIngestConfig } from '../data/ingest-config.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import { issuesFrom } from './checks.ts';
 import type { StageKind } from './types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
@@ -23,6 +26,10 @@ export const ingestStage: StageKind<IngestConfig> = {
     report: { type: 'json', description: 'rows in/out, bad rows by reason, labels, source hashes' },
     dataHash: { type: 'string', description: 'sha256 over the source files: identifies the raw data' },
     rows: { type: 'number' },
+  },
+  check(cfg) {
+    // A value known only at run time is checked then.
+    return hasRefs(cfg) ? [] : issuesFrom(checkIngestConfig(cfg as unknown as IngestConfig));
   },
   async externalInputs(cfg, { baseDir, stateDir }) {
     // A URL source is identified by the hash it is pinned to: the download is checked against it.

@@ -147,3 +147,19 @@ describe('rules between train fields', () => {
     assert.deepEqual(lr.map((e) => [e.path, e.code]), [['stages.train.with.lr', 'with-schema']]);
   });
 });
+
+describe('rules between data stage fields', () => {
+  test('ingest: promptTemplate and labels by task, URL sources need a sha256 pin and a known format, sha256 only for URLs', () => {
+    only(edit(['      labels: [ham, spam]\n      onBadRow', '      labels: [ham, spam]\n      promptTemplate: "{instruction}"\n      onBadRow']), '"{instruction}"', /promptTemplate applies to the instruction task only/, { path: 'stages.ingest.with.promptTemplate' });
+    only(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', 'path: https://example.com/sms.jsonl']), 'path: https://example.com/sms.jsonl', /a URL source needs its expected sha256/, { path: 'stages.ingest.with.sha256', hint: /sha256sum/ });
+    const pin = 'a'.repeat(64);
+    only(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms\n      sha256: ${pin}`]), 'path: https://example.com/sms\n', /cannot tell the format of https:\/\/example.com\/sms/, { path: 'stages.ingest.with.format' });
+    only(edit(['      task: classification\n', `      task: classification\n      sha256: ${pin}\n`]), pin, /sha256 applies to http\(s\) URL sources only/);
+    assert.equal(loadSpecText(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms.jsonl\n      sha256: ${pin}`]), file, { ...registry, baseDir: pipelines }).ok, true);
+  });
+
+  test('split: ratios must add up to 1; with kfold only the test share may be given', () => {
+    only(edit(['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { train: 0.8, validation: 0.2, test: 0.1 }']), '{ train: 0.8, validation: 0.2', /ratios add up to 1\.1/, { path: 'stages.split.with.ratios' });
+    only(edit(['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:']), '{ train: 0.8, validation: 0.1', /with kfold only the test share may be given/);
+  });
+});

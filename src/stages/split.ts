@@ -4,6 +4,9 @@ import type { SplitConfig } from '../data/config.ts';
 import { splitWithSchema } from '../data/schemas.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema, withInputs } from './schema-helpers.ts';
+import { checkSplitConfig } from '../data/split-config.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import { issuesFrom } from './checks.ts';
 import type { StageContext, StageKind } from './types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
@@ -27,6 +30,10 @@ export const splitStage: StageKind<Config> = {
     test: { type: 'table' },
     folds: { type: 'json', description: 'k-fold pairs [{train, validation}] when kfold is set' },
     report: { type: 'json' },
+  },
+  check({ table: _table, ...cfg }) {
+    // The input table is a reference by nature; the rest must be known now to be checked now.
+    return hasRefs(cfg) ? [] : issuesFrom(checkSplitConfig(cfg as SplitConfig));
   },
   async run({ table, ...cfg }, ctx) {
     const { split } = await lib();
