@@ -17,11 +17,13 @@ import { encodeModel } from '../onnx/proto.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
 import { loadChatTemplate } from './chat-template.ts';
 import { llamaConfigFromGguf } from './gguf-llama.ts';
+import { tokenizerFromGguf } from './gguf-tokenizer.ts';
 import { resolveModelSource } from './sources.ts';
 import { HfTokenizer, loadTokenizer } from './tokenizer.ts';
 
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
+const TINY_SPM = new URL('../formats/fixtures/tiny-spm.gguf', import.meta.url).pathname;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const tmp = () => mkdtempSync(join(tmpdir(), 'gguf-tiny-'));
 
@@ -104,6 +106,24 @@ test('tokenizer from the GGUF metadata tokenizes and decodes as the tokenizer.js
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
   }
+});
+
+test('a SentencePiece vocabulary (tokenizer.ggml.model = llama, scores, no merges) tokenizes as transformers builds it from the GGUF', () => {
+  // tiny-spm.gguf: the LLaMA-2-style fixture vocabulary stored as llama.cpp stores one (bench/fixtures/make_gguf_fixture.py).
+  const files = tokenizerFromGguf(readGguf(TINY_SPM));
+  const tok = new HfTokenizer(files.tokenizer, files.config);
+  const ref = JSON.parse(readFileSync(join(FX, 'spm-gguf-tokenizer.json'), 'utf8')) as { strings: string[]; ids: number[][]; ids_no_special: number[][]; decoded: string[] };
+  assert.ok(ref.strings.length >= 220);
+  const bad: string[] = [];
+  ref.strings.forEach((s, i) => {
+    if (JSON.stringify(tok.encode(s).inputIds) !== JSON.stringify(ref.ids[i])) bad.push(`with BOS ${JSON.stringify(s.slice(0, 30))}`);
+    if (JSON.stringify(tok.tokenize(s)) !== JSON.stringify(ref.ids_no_special[i])) bad.push(`plain ${JSON.stringify(s.slice(0, 30))}`);
+    // @huggingface/tokenizers' ByteFallback decoder drops a U+FEFF it decodes from byte tokens (TextDecoder's BOM handling).
+    if (!s.includes('\ufeff') && tok.decode(ref.ids[i]!, true) !== ref.decoded[i]) bad.push(`decode ${JSON.stringify(s.slice(0, 30))}`);
+  });
+  assert.deepEqual(bad, []);
+  assert.equal(tok.bosId, 1);
+  assert.equal(files.config.add_bos_token, true);
 });
 
 test('GGUF files tempered cannot place are refused with the key or tensor named', () => {

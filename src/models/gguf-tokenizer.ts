@@ -2,10 +2,12 @@
  * A Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) built from a GGUF file's `tokenizer.*`
  * metadata, so GGUF models tokenize with the same library (and code path) as every other model.
  *
- * Byte-level BPE (`tokenizer.ggml.model = gpt2`) only: vocabulary and merges as stored, CONTROL tokens
+ * Byte-level BPE (`tokenizer.ggml.model = gpt2`): vocabulary and merges as stored, CONTROL tokens
  * (type 3) added as special tokens and USER_DEFINED ones (type 4) as plain added tokens (both matched
  * whole in the text, as llama.cpp does), and the pre-tokenizer that `tokenizer.ggml.pre` names in
  * llama.cpp (llama-vocab.cpp): the regex list llama.cpp applies, as a Split + ByteLevel sequence.
+ * SentencePiece BPE (`llama`: LLaMA-2, Mistral, TinyLlama): ▁ for spaces (Metaspace), byte fallback, merges as
+ * stored or, as usual for these files, rebuilt from the token scores the way transformers' GGUF loader does.
  */
 import { InputError } from '../errors.ts';
 import { metaArray, metaBool, metaInt, metaString, type GgufFile, type GgufValue } from '../formats/gguf.ts';
@@ -57,9 +59,10 @@ export interface GgufTokenizerFiles {
 export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const where = `${g.path}: tokenizer.ggml.model`;
   const model = metaString(g, 'tokenizer.ggml.model', '');
+  if (model === 'llama') return sentencePieceFromGguf(g);
   if (model !== 'gpt2') {
-    throw new InputError(`tokenizer model ${JSON.stringify(model || '(missing)')} is not supported; tempered builds byte-level BPE ("gpt2") tokenizers from GGUF metadata`, {
-      where, hint: 'use a GGUF whose tokenizer.ggml.model is "gpt2" (LLaMA-3, SmolLM, Qwen2, GPT-2 families)',
+    throw new InputError(`tokenizer model ${JSON.stringify(model || '(missing)')} is not supported; tempered builds byte-level BPE ("gpt2") and SentencePiece BPE ("llama") tokenizers from GGUF metadata`, {
+      where, hint: 'use a GGUF whose tokenizer.ggml.model is "gpt2" (LLaMA-3, SmolLM, Qwen2, GPT-2 families) or "llama" (LLaMA-2, Mistral)',
     });
   }
   const pre = metaString(g, 'tokenizer.ggml.pre', 'default');
@@ -140,6 +143,103 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
     model_max_length: g.metadata.has(`${metaString(g, 'general.architecture', '')}.context_length`) ? metaInt(g, `${metaString(g, 'general.architecture', '')}.context_length`) : undefined,
     ...(template !== undefined ? { chat_template: template } : {}),
     tokenizer_ggml_pre: pre,
+  };
+  return { tokenizer, config };
+}
+
+const isNumber = (v: GgufValue): v is number => typeof v === 'number';
+
+/** Code-point length (Python's len), which orders generated merges. */
+const cpLength = (t: string) => [...t].length;
+
+/**
+ * Merges implied by a vocabulary and its scores (transformers' generate_merges): every split of every token
+ * into two vocabulary pieces, highest-scoring tokens first, then longer left and right pieces; ties keep the
+ * vocabulary order (both sorts are stable).
+ */
+export function mergesFromScores(vocab: Record<string, number>, scores: Map<string, number>): string[][] {
+  const merges: Array<[string, string, number]> = [];
+  for (const [token, score] of scores) {
+    const cps = [...token];
+    const local: Array<[string, string, number]> = [];
+    for (let i = 1; i < cps.length; i++) {
+      const l = cps.slice(0, i).join('');
+      const r = cps.slice(i).join('');
+      if (l in vocab && r in vocab) local.push([l, r, score]);
+    }
+    local.sort((a, b) => vocab[a[0]]! - vocab[b[0]]! || vocab[a[1]]! - vocab[b[1]]!);
+    merges.push(...local);
+  }
+  merges.sort((a, b) => b[2] - a[2] || cpLength(b[0]) - cpLength(a[0]) || cpLength(b[1]) - cpLength(a[1]));
+  return merges.map(([l, r]) => [l, r]);
+}
+
+function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
+  const tokens = metaArray(g, 'tokenizer.ggml.tokens', isString, 'strings');
+  if (!tokens || tokens.length === 0) throw new InputError('metadata tokenizer.ggml.tokens is missing or empty', { where: g.path });
+  const types = metaArray(g, 'tokenizer.ggml.token_type', isInt, 'integers') ?? [];
+  if (types.length !== 0 && types.length !== tokens.length) throw new InputError(`tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`, { where: g.path });
+  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
+  tokens.forEach((t, i) => { vocab[t] = i; });
+  const stored = metaArray(g, 'tokenizer.ggml.merges', isString, 'strings');
+  let merges: string[][];
+  if (stored) {
+    merges = stored.map((m, i) => {
+      const parts = m.split(' ');
+      if (parts.length !== 2 || !parts[0] || !parts[1]) throw new InputError(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by one space`, { where: g.path });
+      return parts;
+    });
+  } else {
+    const scores = metaArray(g, 'tokenizer.ggml.scores', isNumber, 'numbers');
+    if (!scores || scores.length !== tokens.length) throw new InputError(`a SentencePiece vocabulary without merges needs tokenizer.ggml.scores for each of its ${tokens.length} tokens`, { where: g.path });
+    const byToken = new Map<string, number>();
+    tokens.forEach((t, i) => byToken.set(t, scores[i]!));
+    merges = mergesFromScores(vocab, byToken);
+  }
+  const tokenAt = (key: string): string | undefined => {
+    if (!g.metadata.has(key)) return undefined;
+    const id = metaInt(g, key);
+    if (id >= tokens.length) throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
+    return tokens[id];
+  };
+  const bos = tokenAt('tokenizer.ggml.bos_token_id');
+  const eos = tokenAt('tokenizer.ggml.eos_token_id');
+  const unk = tokenAt('tokenizer.ggml.unknown_token_id');
+  // llama.cpp adds BOS to a SentencePiece vocabulary that does not say otherwise (so does transformers).
+  const addBos = metaBool(g, 'tokenizer.ggml.add_bos_token', true);
+  const addEos = metaBool(g, 'tokenizer.ggml.add_eos_token', false);
+  const addPrefixSpace = metaBool(g, 'tokenizer.ggml.add_space_prefix', true);
+  const added = tokens.flatMap((t, id) => {
+    const type = types[id];
+    if (type === 3 || t === unk) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }];
+    if (type === 4) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }];
+    return [];
+  });
+  const single = [...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []), { Sequence: { id: 'A', type_id: 0 } }, ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : [])];
+  const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
+  for (const t of [addBos ? bos : undefined, addEos ? eos : undefined]) if (t) specialTokens[t] = { id: t, ids: [vocab[t]!], tokens: [t] };
+  const tokenizer = {
+    version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
+    pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: addPrefixSpace ? 'first' : 'never', split: false },
+    post_processor: { type: 'TemplateProcessing', single, pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))], special_tokens: specialTokens },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' },
+        ...(addPrefixSpace ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : []),
+      ],
+    },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges },
+  };
+  const template = g.metadata.get('tokenizer.chat_template');
+  if (template !== undefined && typeof template !== 'string') throw new InputError('metadata tokenizer.chat_template must be a string', { where: g.path });
+  const arch = metaString(g, 'general.architecture', '');
+  const config: Record<string, unknown> = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: bos ?? null, eos_token: eos ?? null, unk_token: unk ?? null, pad_token: tokenAt('tokenizer.ggml.padding_token_id') ?? null,
+    add_bos_token: addBos, add_eos_token: addEos, clean_up_tokenization_spaces: false,
+    model_max_length: g.metadata.has(`${arch}.context_length`) ? metaInt(g, `${arch}.context_length`) : undefined,
+    ...(template !== undefined ? { chat_template: template } : {}),
   };
   return { tokenizer, config };
 }
