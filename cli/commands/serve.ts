@@ -7,11 +7,11 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
-import { loadPredictor } from '../../src/finetune/predictor.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
+import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import type { GenerationLimits } from '../../src/serve/openai.ts';
 import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../src/serve/types.ts';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
@@ -20,7 +20,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 
 /** Serves what `name@alias` points at in the registry, loading that version's exported model from the store. */
-export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number; chatTemplate?: string }): ResolveCurrent {
+export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number; chatTemplate?: string; workers?: number; maxQueueTexts?: number }): ResolveCurrent {
   return registryAliasSource({
     registryPath: opts.registryDb,
     name: opts.name,
@@ -31,8 +31,9 @@ export function registryModelSource(opts: { registryDb: string; store: ArtifactS
       const dir = await opts.store.checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir);
       const id = `${version.name}@${version.version}`;
       if (exportedTask(dir) === 'causal-lm') return loadTextGenerator(dir, { id, threads: opts.threads, chatTemplate: opts.chatTemplate });
-      const p = await loadPredictor(dir, { threads: opts.threads });
-      return { id, labels: p.labels, predict: (texts) => p.predict(texts), close: () => p.close() };
+      // Inference runs in worker threads behind a bounded, batching queue, so /health and /metrics answer while the model works.
+      const p = await loadPooledPredictor(dir, { threads: opts.threads, workers: opts.workers, maxQueue: opts.maxQueueTexts });
+      return { id, labels: p.labels, predict: (texts) => p.predict(texts), stats: () => p.stats(), close: () => p.close() };
     },
   });
 }
@@ -65,6 +66,9 @@ export interface ServingOptions {
   pollMs?: number;
   maxBatch?: number;
   threads?: number;
+  /** Classifiers: inference threads, and texts that may wait for one before requests get 429 (worker-pool.ts). */
+  workers?: number;
+  maxQueueTexts?: number;
   logger?: boolean;
   /** A Jinja chat template for language models that have none (or to replace theirs). */
   chatTemplate?: string;
@@ -81,7 +85,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     name = n;
     alias = at === 'latest' ? 'production' : String(at);
     if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
-    resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads, chatTemplate: o.chatTemplate });
+    resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads, chatTemplate: o.chatTemplate, workers: o.workers, maxQueueTexts: o.maxQueueTexts });
   }
   const who = actor();
   // One id per server process: with a swap counter it makes the dedupe key of each record, so an
@@ -128,11 +132,12 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n'
+    + '  classifiers: [--workers 1] [--max-queue-texts 256]\n'
     + '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
-      port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' },
+      port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' }, workers: { type: 'string' }, 'max-queue-texts': { type: 'string' },
       'chat-template': { type: 'string' }, 'max-tokens': { type: 'string' }, 'max-prompt-tokens': { type: 'string' }, 'max-concurrent': { type: 'string' }, 'max-queue': { type: 'string' },
     },
     usage,
@@ -146,6 +151,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   };
   const { server, url } = await startServing(ctx, positionals[0]!, {
     port: num(values.port) ?? 8080, host: values.host, token, pollMs: num(values['poll-ms']) ?? 2000, maxBatch: num(values['max-batch']), threads: num(values.threads), logger: false,
+    workers: num(values.workers), maxQueueTexts: num(values['max-queue-texts']),
     chatTemplate: readChatTemplate(values['chat-template']), generation,
   });
   const routes = isTextGenerator(server.model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';

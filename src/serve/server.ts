@@ -9,7 +9,7 @@ import { bearerMatches } from './auth.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { errorType, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import type { GenerationGate } from './gate.ts';
-import { isTextGenerator, type Prediction, type ResolveCurrent } from './types.ts';
+import { isTextGenerator, type Prediction, type Predictor, type ResolveCurrent } from './types.ts';
 import { InputError } from '../errors.ts';
 
 export interface ServeOptions {
@@ -88,6 +88,15 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
 
   metrics.add(new Gauge('tempered_model_info', 'The model version being served (value is always 1).', () => [{ labels: { model: model.current.id, key: model.key ?? '' }, value: 1 }]));
   metrics.add(new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }]));
+  // Classifiers served through worker-pool.ts report their queue; other models show no series.
+  const pool = (pick: 'queued' | 'inflight' | 'batches' | 'rejected') => () => {
+    const st = (model.current as { stats?: Predictor['stats'] }).stats?.();
+    return st ? [{ value: st[pick] }] : [];
+  };
+  metrics.add(new Gauge('tempered_inference_queued_texts', 'Texts waiting for an inference thread.', pool('queued')));
+  metrics.add(new Gauge('tempered_inference_inflight_batches', 'Batches onnxruntime is running now.', pool('inflight')));
+  metrics.add(new Gauge('tempered_inference_batches_total', 'Batches run by the served model (concurrent requests are batched together).', pool('batches')));
+  metrics.add(new Gauge('tempered_inference_rejected_total', 'Requests refused with 429 because the inference queue was full.', pool('rejected')));
   metrics.add(new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]));
 
   const app = Fastify({
@@ -129,6 +138,10 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
     if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
     if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
+    if (err.code === 'overloaded') {
+      reply.header('retry-after', '1');
+      return reply.code(429).send(errorBody('server_busy', err.message, 429));
+    }
     if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
     return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log', 500));

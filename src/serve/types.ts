@@ -13,6 +13,8 @@ export interface Predictor {
   readonly id: string;
   readonly labels: string[];
   predict(texts: string[]): Promise<Prediction[]>;
+  /** Queue and batch counters, when the predictor runs off the event loop (worker-pool.ts); shown in /metrics. */
+  stats?(): { queued: number; inflight: number; batches: number; rejected: number };
   /** Frees the model; called once, after every request using it has finished. */
   close(): Promise<void> | void;
 }

@@ -1,0 +1,32 @@
+/**
+ * One inference worker thread of the pool (worker-pool.ts): loads the model folder once and answers
+ * `predict` messages one at a time. onnxruntime blocks this thread while it runs, not the server's.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadPredictor } from '../finetune/predictor.ts';
+import type { ThreadReply, ThreadRequest, ThreadSetup } from './worker-pool.ts';
+
+const setup = workerData as ThreadSetup;
+const port = parentPort!;
+const reply = (m: ThreadReply) => port.postMessage(m);
+
+try {
+  const predictor = await loadPredictor(setup.folder, { threads: setup.threads, device: setup.device });
+  reply({ type: 'ready', id: predictor.id, labels: predictor.labels });
+  port.on('message', async (m: ThreadRequest) => {
+    if (m.type === 'close') {
+      await predictor.close();
+      // Ends this thread only; the loader tsx registered keeps a port open, so it would not end by itself.
+      process.exit(0);
+    }
+    try {
+      // Test-only (worker-pool's holdBatches): keep the batch in flight until the test lets it go.
+      if (setup.hold) Atomics.wait(setup.hold, 0, 0);
+      reply({ type: 'result', batch: m.batch, predictions: await predictor.predict(m.texts) });
+    } catch (e) {
+      reply({ type: 'error', batch: m.batch, message: (e as Error).message });
+    }
+  });
+} catch (e) {
+  reply({ type: 'failed', message: (e as Error).message });
+}

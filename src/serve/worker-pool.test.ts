@@ -1,0 +1,107 @@
+/**
+ * The inference pool on a real tiny classifier (real onnxruntime sessions in worker threads) behind
+ * the real HTTP server: results equal the in-thread predictor's, /health and /metrics answer while
+ * an inference is provably in flight, requests that queue meanwhile run as one batch, and a full
+ * queue is refused with 429 at once. "In flight" is made certain, not timed: the test holds the
+ * batch inside its thread (PoolOptions.hold) and lets it go when it has checked what it wants.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as tick } from 'node:timers/promises';
+import { trainClassifier } from '../finetune/classifier.ts';
+import { loadPredictor } from '../finetune/predictor.ts';
+import { makeTinyBert, syntheticRows, writeTextTable } from '../finetune/test-helpers.ts';
+import { createModelServer, type ModelServer } from './server.ts';
+import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
+import type { Prediction } from './types.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'serve-pool-'));
+const outDir = join(root, 'out');
+const texts = syntheticRows(12, 4).map((r) => r.text);
+const TOKEN = 'pool-test-token';
+
+before(async () => {
+  const modelDir = makeTinyBert(join(root, 'model'));
+  await trainClassifier({
+    modelDir, train: writeTextTable(join(root, 'train.arrow'), syntheticRows(64, 1)), labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8 },
+    lr: 2e-2, maxSteps: 2, batchSize: 16, schedule: 'constant', weightDecay: 0.01, seed: 3, maxLength: 32, pooling: 'mean', device: 'cpu', threads: 1,
+    checkpointDir: join(root, 'ck'), checkpointEvery: 0, outDir,
+  });
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function close(a: Prediction[], b: Prediction[]) {
+  assert.equal(a.length, b.length);
+  a.forEach((p, i) => {
+    assert.equal(p.label, b[i]!.label);
+    for (const [l, v] of Object.entries(p.scores)) assert.ok(Math.abs(v - b[i]!.scores[l]!) < 1e-5, `${l}: ${v} vs ${b[i]!.scores[l]}`);
+  });
+}
+
+test('a request through the pool gets exactly what the in-thread predictor gives', async () => {
+  const direct = await loadPredictor(outDir, { threads: 1 });
+  const pool = await loadPooledPredictor(outDir, { threads: 1, workers: 2 });
+  try {
+    assert.equal(pool.id, direct.id);
+    assert.deepEqual(await pool.predict(texts), await direct.predict(texts));
+  } finally {
+    await pool.close();
+    await direct.close();
+  }
+});
+
+test('bad pool settings are input errors naming the setting', async () => {
+  await assert.rejects(loadPooledPredictor(outDir, { workers: 0 }), /serve\.workers: must be a whole number >= 1/);
+});
+
+test('while an inference is in flight /health and /metrics answer, queued requests run as one batch, and a full queue gets 429', async () => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool: PooledPredictor = await loadPooledPredictor(outDir, { threads: 1, workers: 1, maxQueue: 3, hold });
+  const direct = await loadPredictor(outDir, { threads: 1 });
+  let server: ModelServer | undefined;
+  try {
+    server = await createModelServer({ token: TOKEN, pollMs: 60_000, resolveCurrent: async () => ({ key: 'k', load: async () => ({ id: 'tiny@1', labels: pool.labels, predict: (t) => pool.predict(t), stats: () => pool.stats(), close: () => pool.close() }) }) });
+    const url = await server.listen();
+    const predict = (inputs: string[]) =>
+      fetch(`${url}/predict`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs }) });
+
+    let firstDone = false;
+    const first = predict(texts.slice(0, 4)).then((r) => ((firstDone = true), r));
+    while (pool.stats().inflight === 0) await tick();
+    const health = await fetch(`${url}/health`);
+    assert.equal(health.status, 200);
+    assert.equal(((await health.json()) as { status: string }).status, 'ok');
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    assert.match(metrics, /^tempered_inference_inflight_batches 1$/m);
+    assert.equal(firstDone, false, 'the first inference was still running while /health and /metrics answered');
+
+    // Three one-text requests queue behind it (the queue's limit is 3 texts); a fourth is refused.
+    const queued = [4, 5, 6].map((i) => predict([texts[i]!]));
+    while (pool.stats().queued < 3) await tick();
+    const refused = await predict([texts[7]!]);
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'server_busy');
+    assert.equal(firstDone, false, 'refused while the first inference was still in flight');
+
+    Atomics.store(hold, 0, 1);
+    Atomics.notify(hold, 0);
+    const answers = await Promise.all([first, ...queued]);
+    for (const a of answers) assert.equal(a.status, 200);
+    const bodies = (await Promise.all(answers.map((a) => a.json()))) as { predictions: Prediction[] }[];
+    close(bodies[0]!.predictions, await direct.predict(texts.slice(0, 4)));
+    for (let k = 0; k < 3; k++) close(bodies[k + 1]!.predictions, await direct.predict([texts[4 + k]!]));
+    const st = pool.stats();
+    assert.equal(st.batches, 2, 'the three queued requests went to onnxruntime as one batch');
+    assert.equal(st.requests, 4);
+    assert.equal(st.rejected, 1);
+  } finally {
+    Atomics.store(hold, 0, 1);
+    Atomics.notify(hold, 0);
+    await server?.close();
+    await direct.close();
+  }
+});

@@ -1,0 +1,215 @@
+/**
+ * Runs a classifier's inference off the server's event loop: worker threads that each hold the
+ * model, a bounded queue in front of them, and dynamic batching (requests that arrive within a short
+ * window, or while every thread is busy, go to onnxruntime together). /health and /metrics keep
+ * answering while the model works, and a full queue is refused at once (OverloadedError → 429)
+ * instead of growing latency without bound.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Device } from '../engine/runtime.ts';
+import { InputError } from '../errors.ts';
+import type { Prediction, Predictor } from './types.ts';
+
+export interface PoolOptions {
+  /** Worker threads, each with its own onnxruntime session. Default 1. */
+  workers?: number;
+  /** onnxruntime intra-op threads per worker. Default: onnxruntime's. */
+  threads?: number;
+  device?: Device;
+  /** Texts waiting for a thread beyond which requests are refused (an empty queue takes any request). Default 256. */
+  maxQueue?: number;
+  /** How long an idle pool waits for more requests to join a batch. Default 2 ms. */
+  batchWindowMs?: number;
+  /** Most texts in one batch. Default 64. */
+  maxBatchTexts?: number;
+  /**
+   * Test-only: every batch waits in its thread until `hold[0]` is non-zero (Atomics.notify), so a
+   * test can keep an inference in flight for as long as it likes without timing anything.
+   */
+  hold?: Int32Array;
+}
+
+export interface PoolStats {
+  workers: number;
+  /** Texts waiting for a thread. */
+  queued: number;
+  /** Batches running now. */
+  inflight: number;
+  batches: number;
+  requests: number;
+  rejected: number;
+}
+
+/** The queue is full: the server answers 429 with Retry-After, as it does for generations. */
+export class OverloadedError extends Error {
+  override name = 'OverloadedError';
+  readonly code = 'overloaded';
+  readonly statusCode = 429;
+}
+
+/** @internal the messages between the pool and its threads */
+export interface ThreadSetup {
+  folder: string;
+  threads?: number;
+  device?: Device;
+  hold?: Int32Array;
+}
+export type ThreadRequest = { type: 'predict'; batch: number; texts: string[] } | { type: 'close' };
+export type ThreadReply =
+  | { type: 'ready'; id: string; labels: string[] }
+  | { type: 'failed'; message: string }
+  | { type: 'result'; batch: number; predictions: Prediction[] }
+  | { type: 'error'; batch: number; message: string };
+
+interface Pending {
+  texts: string[];
+  resolve(p: Prediction[]): void;
+  reject(e: Error): void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy?: { batch: number; requests: Pending[] };
+}
+
+const THREAD_MAIN = new URL('./inference-thread.mjs', import.meta.url);
+
+function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(THREAD_MAIN, { workerData: setup });
+    const onError = (e: Error) => reject(e);
+    worker.once('error', onError);
+    worker.once('message', (m: ThreadReply) => {
+      worker.off('error', onError);
+      if (m.type === 'ready') resolve({ worker, id: m.id, labels: m.labels });
+      else {
+        void worker.terminate();
+        reject(new Error(m.type === 'failed' ? m.message : `unexpected first message ${m.type}`));
+      }
+    });
+  });
+}
+
+export interface PooledPredictor extends Predictor {
+  stats(): PoolStats;
+}
+
+/** Loads `folder` (an exported classifier) into `workers` threads and returns a batching Predictor over them. */
+export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}): Promise<PooledPredictor> {
+  const positive = (v: number | undefined, dflt: number, field: string, min = 1) => {
+    if (v === undefined) return dflt;
+    if (!Number.isSafeInteger(v) || v < min) throw new InputError(`must be a whole number >= ${min}, got ${v}`, { where: `serve.${field}` });
+    return v;
+  };
+  const n = positive(opts.workers, 1, 'workers');
+  const maxQueue = positive(opts.maxQueue, 256, 'maxQueue');
+  const windowMs = positive(opts.batchWindowMs, 2, 'batchWindowMs', 0);
+  const maxBatch = positive(opts.maxBatchTexts, 64, 'maxBatchTexts');
+  const setup: ThreadSetup = { folder, threads: positive(opts.threads, 0, 'threads') || undefined, device: opts.device, hold: opts.hold };
+  const started = await Promise.all(Array.from({ length: n }, () => startThread(setup)));
+  const { id, labels } = started[0]!;
+  const slots: Slot[] = [];
+  const queue: Pending[] = [];
+  let queuedTexts = 0;
+  let nextBatch = 0;
+  let window: NodeJS.Timeout | undefined;
+  let closed = false;
+  const counts = { batches: 0, requests: 0, rejected: 0 };
+
+  const attach = (slot: Slot) => {
+    slot.worker.on('message', (m: ThreadReply) => {
+      const busy = slot.busy;
+      if (!busy || (m.type !== 'result' && m.type !== 'error') || m.batch !== busy.batch) return;
+      slot.busy = undefined;
+      if (m.type === 'result') {
+        let at = 0;
+        for (const r of busy.requests) {
+          r.resolve(m.predictions.slice(at, at + r.texts.length));
+          at += r.texts.length;
+        }
+      } else for (const r of busy.requests) r.reject(new Error(`inference failed: ${m.message}`));
+      dispatch();
+    });
+    // A thread that dies fails only its own batch; a fresh one takes its place.
+    slot.worker.once('exit', (code) => {
+      const busy = slot.busy;
+      slot.busy = undefined;
+      for (const r of busy?.requests ?? []) r.reject(new Error(`inference thread exited with code ${code}`));
+      const i = slots.indexOf(slot);
+      if (i >= 0) slots.splice(i, 1);
+      if (closed) return;
+      startThread(setup).then(
+        (t) => {
+          const fresh: Slot = { worker: t.worker };
+          slots.push(fresh);
+          attach(fresh);
+          dispatch();
+        },
+        () => undefined,
+      );
+    });
+  };
+  for (const t of started) {
+    const slot: Slot = { worker: t.worker };
+    slots.push(slot);
+    attach(slot);
+  }
+
+  /** Sends queued requests, whole, up to maxBatch texts, to each idle thread. */
+  function dispatch(): void {
+    clearTimeout(window);
+    window = undefined;
+    for (const slot of slots) {
+      if (slot.busy || queue.length === 0) continue;
+      const requests: Pending[] = [];
+      let size = 0;
+      while (queue.length > 0 && (requests.length === 0 || size + queue[0]!.texts.length <= maxBatch)) {
+        const r = queue.shift()!;
+        requests.push(r);
+        size += r.texts.length;
+      }
+      queuedTexts -= size;
+      const batch = nextBatch++;
+      slot.busy = { batch, requests };
+      counts.batches++;
+      slot.worker.postMessage({ type: 'predict', batch, texts: requests.flatMap((r) => r.texts) } satisfies ThreadRequest);
+    }
+  }
+
+  return {
+    id,
+    labels,
+    predict(texts) {
+      if (closed) return Promise.reject(new Error('predictor is closed'));
+      // An empty queue takes any request, so one larger than the limit is not refused forever.
+      if (queuedTexts > 0 && queuedTexts + texts.length > maxQueue) {
+        counts.rejected++;
+        return Promise.reject(new OverloadedError(`the inference queue is full (${queuedTexts} texts waiting, limit ${maxQueue}); retry shortly`));
+      }
+      counts.requests++;
+      return new Promise<Prediction[]>((resolve, reject) => {
+        queue.push({ texts, resolve, reject });
+        queuedTexts += texts.length;
+        const idle = slots.some((s) => !s.busy);
+        // An idle thread waits a moment for company; a busy pool batches whatever queued meanwhile.
+        if (idle && window === undefined) window = setTimeout(dispatch, windowMs);
+      });
+    },
+    stats: () => ({ workers: slots.length, queued: queuedTexts, inflight: slots.filter((s) => s.busy).length, ...counts }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearTimeout(window);
+      for (const r of queue.splice(0)) r.reject(new Error('predictor is closed'));
+      await Promise.all(
+        slots.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.worker.once('exit', () => resolve());
+              s.worker.postMessage({ type: 'close' } satisfies ThreadRequest);
+            }),
+        ),
+      );
+    },
+  };
+}
