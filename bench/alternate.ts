@@ -14,6 +14,7 @@ export interface Variant {
   label: string;
   prog: TrainProgram;
   stepsPerRun?: number;
+  runBudgetMs?: number;
 }
 
 export async function alternate(variants: Variant[], opts: { steps: number; rounds: number; threads: number; batch?: number }): Promise<void> {
@@ -27,6 +28,7 @@ export async function alternate(variants: Variant[], opts: { steps: number; roun
       await new Trainer(v.prog, {
         seed: 1, batchSize: batch, maxSteps: opts.steps + warmup, threads: opts.threads, schedule: { kind: 'constant', lr: 1e-4 },
         ...(v.stepsPerRun !== undefined ? { stepsPerRun: v.stepsPerRun } : {}),
+        ...(v.runBudgetMs !== undefined ? { runBudgetMs: v.runBudgetMs } : {}),
         onStep: (m) => ms.push((batch * 1000) / m.samplesPerSec),
       }).fit(data);
       const step = median(ms.slice(warmup));

@@ -106,8 +106,9 @@ export class StepRunner {
     params: Map<string, TypedArray>,
     state: Map<string, TypedArray>,
     stepsPerRun: number,
+    runBudgetMs?: number,
   ) {
-    this.sizer = new RunSizer(stepsPerRun);
+    this.sizer = new RunSizer(stepsPerRun, runBudgetMs);
     this.params = prog.params.map((p) => ({ store: params, input: p.name, output: `${p.name}::new`, dtype: p.dtype, dims: p.dims }));
     this.carried = [...this.params, ...prog.state.map((s) => ({ store: state, input: s.input, output: s.output, dtype: s.dtype, dims: s.dims }))];
   }
@@ -117,13 +118,13 @@ export class StepRunner {
    * per run); otherwise the step graph, inside a Loop when more than one step per run is wanted
    * (`stepsPerRun`, default defaultStepsPerRun).
    */
-  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun?: number } & SessionOptions): Promise<StepRunner> {
-    const { accumulation, stepsPerRun, ...sessOpts } = opts;
+  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun?: number; runBudgetMs?: number } & SessionOptions): Promise<StepRunner> {
+    const { accumulation, stepsPerRun, runBudgetMs, ...sessOpts } = opts;
     const perRun = accumulation > 1 ? 1 : Math.max(1, stepsPerRun ?? defaultStepsPerRun(prog, sessOpts.device));
     const sessions: Sessions = accumulation > 1
       ? { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) }
       : perRun > 1 ? { loop: await createSession(multiStepModel(prog), sessOpts) } : { step: await createSession(prog.step, sessOpts) };
-    return new StepRunner(prog, accumulation, sessions, params, state, perRun);
+    return new StepRunner(prog, accumulation, sessions, params, state, perRun, runBudgetMs);
   }
 
   /**

@@ -88,6 +88,8 @@ export interface TrainerOptions {
    * run takes one step, and later runs stay within about 5 s (RunSizer): a run blocks the JS thread.
    */
   stepsPerRun?: number;
+  /** Longest a multi-step run may take (RunSizer's budget). */
+  runBudgetMs?: number;
 }
 
 export interface FitResult {
@@ -197,7 +199,7 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: o.stepsPerRun, ...sessOpts });
+    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, ...sessOpts });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
