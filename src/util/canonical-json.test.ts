@@ -19,6 +19,9 @@ test('values JSON cannot carry faithfully are refused with their path', () => {
     [{ m: new Map() }, /value\.m: a Map object/],
     [{ f: () => 1 }, /value\.f: a function/],
     [{ n: 1n }, /value\.n: a bigint/],
+    // Found by the property test: map() skipped the holes and join wrote `[,1]`, which is not JSON.
+    [{ s: [, 1] }, /value\.s\[0\]: a hole in a sparse array/],
+    [{ d: new Date(NaN) }, /value\.d: an invalid Date/],
   ];
   for (const [v, re] of cases) assert.throws(() => canonicalJson(v), (e: unknown) => e instanceof InputError && re.test(e.message), String(re));
 });

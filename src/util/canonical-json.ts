@@ -23,12 +23,19 @@ function write(v: unknown, path: string): string {
       return JSON.stringify(v);
     case 'object': {
       if (Array.isArray(v)) {
-        return `[${v.map((x, i) => {
-          if (x === undefined) throw new InputError('undefined cannot be stored as JSON', { where: `${path}[${i}]`, hint: 'use null' });
-          return write(x, `${path}[${i}]`);
-        }).join(',')}]`;
+        // By index, not map(): map skips the holes of a sparse array and join would write `[,1]`.
+        const parts: string[] = [];
+        for (let i = 0; i < v.length; i++) {
+          const x: unknown = v[i];
+          if (x === undefined) throw new InputError(`${i in v ? 'undefined' : 'a hole in a sparse array'} cannot be stored as JSON`, { where: `${path}[${i}]`, hint: 'use null' });
+          parts.push(write(x, `${path}[${i}]`));
+        }
+        return `[${parts.join(',')}]`;
       }
-      if (v instanceof Date) return JSON.stringify(v.toISOString());
+      if (v instanceof Date) {
+        if (Number.isNaN(v.getTime())) throw new InputError('an invalid Date cannot be stored as JSON', { where: path });
+        return JSON.stringify(v.toISOString());
+      }
       const proto = Object.getPrototypeOf(v);
       if (proto !== Object.prototype && proto !== null) {
         throw new InputError(`a ${proto?.constructor?.name ?? 'non-plain'} object cannot be stored as JSON`, { where: path, hint: 'pass plain objects, arrays, strings, numbers, booleans or null' });
