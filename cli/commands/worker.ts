@@ -21,6 +21,10 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
   const isolation = isolationFromEnv();
   if (opts.childMaxOldSpaceMb) isolation.limits.maxOldSpaceMb = opts.childMaxOldSpaceMb;
   if (opts.childMaxRssMb) isolation.limits.maxRssMb = opts.childMaxRssMb;
+  // Scratch files of workers that were killed are never cleaned by their owner: sweep them here
+  // (only those whose writer process is gone; see ArtifactStore.sweepTemp).
+  const swept = await ctx.store().sweepTemp().catch(() => 0);
+  if (swept) console.error(`worker: removed ${swept} temp file(s) left by stopped workers`);
   const connection = await connectWorker(s);
   return createWorker({
     connection,

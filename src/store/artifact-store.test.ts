@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IntegrityError, InputError } from '../errors.ts';
@@ -73,6 +73,29 @@ describe('ArtifactStore', () => {
     assert.equal(readdirSync(join(s.root, 'quarantine')).length, 2);
     await s.putBytes('the right bytes', { mediaType: 'text/plain' });
     await s.verify(ref);
+  });
+
+  it('the sweeper removes what dead writers left and never what a live one is using, however old', async () => {
+    const s = fresh();
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((r) => dead.on('exit', r));
+    const old = new Date(Date.now() - 3 * 60 * 60 * 1000);
+    const entries = {
+      deadTemp: join(s.root, 'tmp', `${Date.now()}-${dead.pid}-abcdef`),
+      deadStage: join(s.root, 'tmp', `stage-run_1-train-2-${dead.pid}`),
+      liveStage: join(s.root, 'tmp', `stage-run_1-train-1-${process.pid}`),
+      liveTemp: join(s.root, 'tmp', `${Date.now()}-${process.pid}-123456`),
+      unknownOld: join(s.root, 'tmp', 'something-else'),
+    };
+    for (const [k, p] of Object.entries(entries)) {
+      if (k.endsWith('Stage')) mkdirSync(p);
+      else writeFileSync(p, 'x');
+      utimesSync(p, old, old);
+    }
+    const fresher = join(s.root, 'tmp', `${Date.now()}-${dead.pid}-fedcba`);
+    writeFileSync(fresher, 'just written');
+    assert.equal(await s.sweepTemp(), 3);
+    assert.deepEqual(readdirSync(join(s.root, 'tmp')).sort(), [fresher, entries.liveStage, entries.liveTemp].map((p) => p.split('/').pop()!).sort());
   });
 
   it('rejects URIs and tree names that could escape the store', async () => {
@@ -159,7 +182,7 @@ describe('ArtifactStore', () => {
     const partial = readdirSync(tmpDir);
     assert.equal(partial.length, 1, 'the killed write left one temp file');
     assert.ok(size() < 200 * 1024 * 1024, 'and it is partial');
-    assert.equal(await s.sweepTemp(0), 1, 'which the sweeper removes');
+    assert.equal(await s.sweepTemp(0, 0), 1, 'which the sweeper removes (its writer is dead)');
     // The same content can still be stored afterwards, completely.
     const ref = await s.putBytes(Buffer.alloc(1024, 1), { mediaType: 'application/octet-stream' });
     await s.verify(ref);

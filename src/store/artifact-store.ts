@@ -270,18 +270,43 @@ export class ArtifactStore {
     return dir;
   }
 
-  /** Removes temp files left by writers that died (older than `olderThanMs`). */
-  async sweepTemp(olderThanMs = 60 * 60 * 1000): Promise<number> {
+  /**
+   * Removes temp files and stage scratch folders left by writers that died. A name that carries
+   * its writer's pid (`<time>-<pid>-<rand>`, `stage-…-<attempt>-<pid>`) goes once that process is
+   * gone from this host and the entry is older than `minAgeMs`; a live pid is never touched (a
+   * long training keeps its scratch folder for hours). Anything else goes after `olderThanMs`.
+   */
+  async sweepTemp(olderThanMs = 60 * 60 * 1000, minAgeMs = 5 * 60 * 1000): Promise<number> {
     let removed = 0;
     for (const name of await fsp.readdir(this.tmpDir)) {
       const p = join(this.tmpDir, name);
-      const st = await fsp.stat(p).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > olderThanMs) {
+      const st = await fsp.lstat(p).catch(() => undefined);
+      if (!st) continue;
+      const age = Date.now() - st.mtimeMs;
+      const pid = writerPid(name);
+      const dead = pid !== undefined ? !processAlive(pid) && age > minAgeMs : age > olderThanMs;
+      if (dead) {
         await fsp.rm(p, { recursive: true, force: true });
         removed++;
       }
     }
     return removed;
+  }
+}
+
+function writerPid(name: string): number | undefined {
+  const m = /^\d+-(\d+)-[0-9a-f]+/.exec(name) ?? /^stage-.*-(\d+)$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
