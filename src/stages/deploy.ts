@@ -8,7 +8,7 @@ import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
-import type { KindCheckContext, ValueShape } from '../spec/types.ts';
+import type { KindCheckContext, KindIssue, ValueShape } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
 
 // The registry and audit log (SQLite) load when the stage runs, not when `validate` reads the kind's contract.
@@ -48,8 +48,18 @@ export const deployStage: StageKind<Config> = {
   },
   check(raw, ctx) {
     const cfg = raw as Partial<Config>;
-    if (typeof cfg.gate !== 'string' || hasRefs(cfg.gate)) return [];
-    return checkGate(cfg.gate, gateContextShape(cfg, ctx)).map((i) => ({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 }));
+    const issues: KindIssue[] = [];
+    // A version number from a register stage belongs to that stage's model name: under another
+    // name it would promote whatever version N of that model is, or fail.
+    const registered = ctx.upstream(cfg.version);
+    const registeredName = registered?.kind.kind === 'register' && registered.output === 'version' ? registered.config.name : undefined;
+    if (typeof registeredName === 'string' && !hasRefs(registeredName) && typeof cfg.name === 'string' && !hasRefs(cfg.name) && registeredName !== cfg.name) {
+      issues.push({ path: ['name'], message: `version comes from stage '${registered!.stage}', which registers '${registeredName}', not '${cfg.name}'`, hint: `set name: ${registeredName}, or take the version from the stage that registers '${cfg.name}'` });
+    }
+    if (typeof cfg.gate === 'string' && !hasRefs(cfg.gate)) {
+      for (const i of checkGate(cfg.gate, gateContextShape(cfg, ctx))) issues.push({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 });
+    }
+    return issues;
   },
   async run(cfg, ctx) {
     const { openRegistry, unflattenMetrics } = await lib();

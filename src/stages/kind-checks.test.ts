@@ -163,3 +163,8 @@ describe('rules between data stage fields', () => {
     only(edit(['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:']), '{ train: 0.8, validation: 0.1', /with kfold only the test share may be given/);
   });
 });
+
+test('deploy promotes under the name the register stage it takes the version from registers', () => {
+  const text = edit([/(deploy:\n    uses: deploy\n    needs: \[register, evaluate\]\n    with:\n      name: )sms-spam-classifier/, '$1sms-spam-clf']);
+  only(text, 'sms-spam-clf', /version comes from stage 'register', which registers 'sms-spam-classifier', not 'sms-spam-clf'/, { path: 'stages.deploy.with.name', hint: /set name: sms-spam-classifier/ });
+});
