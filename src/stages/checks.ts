@@ -20,3 +20,18 @@ export function issuesFrom(errors: readonly InputError[]): KindIssue[] {
     return { path: e.where ? e.where.split('.') : [], message, hint: e.hint };
   });
 }
+
+/**
+ * The label set an ingest stage declares for the table `value` comes from, followed through
+ * dedupe and split (which keep labels as they are); undefined when unknown.
+ */
+export function declaredLabels(value: unknown, ctx: KindCheckContext): { stage: string; labels: string[] } | undefined {
+  const up = ctx.upstream(value);
+  if (!up) return undefined;
+  if (up.kind.kind === 'ingest') {
+    const labels = up.config.labels;
+    return Array.isArray(labels) && !hasRefs(labels) && labels.every((l) => typeof l === 'string') ? { stage: up.stage, labels: labels as string[] } : undefined;
+  }
+  if (up.kind.kind === 'dedupe' || up.kind.kind === 'split') return declaredLabels(up.config.table, up.context);
+  return undefined;
+}

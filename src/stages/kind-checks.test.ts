@@ -168,3 +168,10 @@ test('deploy promotes under the name the register stage it takes the version fro
   const text = edit([/(deploy:\n    uses: deploy\n    needs: \[register, evaluate\]\n    with:\n      name: )sms-spam-classifier/, '$1sms-spam-clf']);
   only(text, 'sms-spam-clf', /version comes from stage 'register', which registers 'sms-spam-classifier', not 'sms-spam-clf'/, { path: 'stages.deploy.with.name', hint: /set name: sms-spam-classifier/ });
 });
+
+test('train lists every label the ingest stage admits, through dedupe and split', () => {
+  const text = edit([/(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/, '$1labels: [ham, spamm]']);
+  only(text, '[ham, spamm]', /stage 'ingest' admits label "spam", which is not among these labels/, { path: 'stages.train.with.labels', hint: /labels: \[ham, spam\]/ });
+  // More labels than the data holds is fine (a class without examples).
+  assert.equal(loadSpecText(edit([/(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/, '$1labels: [ham, spam, phishing]']), file, { ...registry, baseDir: pipelines }).ok, true);
+});

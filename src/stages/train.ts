@@ -14,7 +14,8 @@ import { hashJson } from '../util/canonical-json.ts';
 import { acquireDirLock } from '../util/dir-lock.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
-import { modelSourceIssues } from './checks.ts';
+import { declaredLabels, modelSourceIssues } from './checks.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
 import type { StageContext, StageKind } from './types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
@@ -203,6 +204,10 @@ export const trainStage: StageKind<TrainConfig> = {
     const issues = modelSourceIssues(cfg.model, ['model'], ctx);
     const causal = cfg.task === 'causal-lm';
     if (causal && cfg.method === 'head') issues.push({ path: ['method'], message: "method 'head' applies to classification; use full or lora for causal-lm" });
+    // Rows whose label the model does not list fail training; the ingest stage's declared labels are those rows' labels.
+    const data = !causal && Array.isArray(cfg.labels) && !hasRefs(cfg.labels) ? declaredLabels(cfg.train, ctx) : undefined;
+    const unlisted = data?.labels.filter((l) => !cfg.labels!.includes(l)) ?? [];
+    if (unlisted.length) issues.push({ path: ['labels'], message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`, hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]` });
     if (cfg.method === 'lora' && cfg.lora === undefined) issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
     if (cfg.earlyStopping !== undefined) {
       if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
