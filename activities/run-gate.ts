@@ -2,7 +2,7 @@
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { currentVersion } from '../src/registry/current.ts';
-import { decideGate, RunIndex, type DataFingerprint } from '../src/runs/run-gate.ts';
+import { decideGate, RunIndex, type DataFingerprint } from '../src/triggers/run-gate.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';

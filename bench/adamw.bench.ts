@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from '../src/engine/compile.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { createSession, toOrt } from '../src/engine/runtime.ts';
 import { median, MINILM_SIZE, modelRunMs } from './common.ts';
 

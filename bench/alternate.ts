@@ -7,7 +7,7 @@
  */
 import type { TrainProgram } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
-import { tokenTask } from '../src/engine/synthetic.ts';
+import { tokenTask } from '../src/engine/synthetic.testing.ts';
 import { mallocSetting, median, MINILM_SIZE } from './common.ts';
 
 export interface Variant {

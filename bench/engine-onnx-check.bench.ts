@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { exportInference } from '../src/engine/export.ts';
 import { multiStepModel } from '../src/engine/multi-step.ts';
 import { saveModel } from '../src/onnx/proto.ts';

@@ -19,7 +19,7 @@ import { Rng } from '../src/engine/prng.ts';
 import { datasetsDir } from '../src/data/datasets-dir.ts';
 import { trainClassifier } from '../src/finetune/classifier.ts';
 import { evaluateClassifier, frozenFeatureBaseline } from '../src/finetune/evaluate.ts';
-import { writeTextTable } from '../src/finetune/test-helpers.ts';
+import { writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
 
 const env = process.env;
 const work = resolve(env.BENCH_OUT ?? '.tempered/bench-finetune');

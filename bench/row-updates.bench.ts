@@ -7,7 +7,7 @@
  *   node --import tsx bench/row-updates.bench.ts [steps=12] [rounds=3] [threads=2]
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { alternate } from './alternate.ts';
 import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 

@@ -58,9 +58,9 @@ function parent(): void {
 
 async function child(): Promise<void> {
   const { compileTrainStep } = await import('../src/engine/compile.ts');
-  const { buildTinyEncoder } = await import('../src/engine/tiny-encoder.ts');
+  const { buildTinyEncoder } = await import('../src/engine/tiny-encoder.testing.ts');
   const { createSession, toOrt } = await import('../src/engine/runtime.ts');
-  const { tokenTask } = await import('../src/engine/synthetic.ts');
+  const { tokenTask } = await import('../src/engine/synthetic.testing.ts');
   const cfg = MINILM_SIZE;
   const prog = compileTrainStep(buildTinyEncoder(cfg), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'tempered-overhead-'));

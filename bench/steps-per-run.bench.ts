@@ -10,7 +10,7 @@
  * malloc tuned as `npm run demo` runs tempered (scripts/malloc-tuning.mjs; BENCH_MALLOC=default skips that).
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { alternate } from './alternate.ts';
 import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 

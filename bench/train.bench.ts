@@ -23,8 +23,8 @@ import { existsSync } from 'node:fs';
 import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
 import { defaultStepsPerRun } from '../src/engine/step-runner.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
-import { tokenTask } from '../src/engine/synthetic.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
+import { tokenTask } from '../src/engine/synthetic.testing.ts';
 import { mallocSetting, median, MINILM_SIZE, reexecWithMallocTuning, referenceEnv } from './common.ts';
 
 reexecWithMallocTuning();

@@ -9,7 +9,7 @@ import { isArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { ensureEmbeddedServer } from '../infra/dev-server.ts';
 import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
-import { loadStageKinds, kindRegistry } from '../src/stages/registry.ts';
+import { loadStageKinds, kindRegistry } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { planScheduledRun, SpecLoadError } from './schedules.ts';
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry } from '../src/stages/registry.ts';
+import { kindRegistry } from '../src/stages/stage-kinds.ts';
 import { ingestStage } from '../src/stages/ingest.ts';
 import { stageKinds as dedupeKinds } from '../src/stages/dedupe.ts';
 import { stageKinds as splitKinds } from '../src/stages/split.ts';

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { datasetsDir } from '../src/data/datasets-dir.ts';
-import { tinyGpt2Dir } from '../src/models/tiny.ts';
+import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
 import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;

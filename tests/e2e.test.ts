@@ -14,7 +14,7 @@ import { openRegistry } from '../src/registry/registry.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import { registryModelSource } from '../cli/commands/serve.ts';
 import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';

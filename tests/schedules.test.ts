@@ -30,7 +30,7 @@ import {
 } from '../client/schedules.ts';
 import { checkCron, checkScheduleName, parseDriftTrigger, parseDurationOption, parseInstant, parseMetricTrigger, parseOverlap } from '../cli/schedule-flags.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunGateSpec, RunStatus } from '../workflows/types.ts';
 import { runScheduleCli, waitFor, writeData, writePipeline } from './helpers/schedule-fixtures.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';

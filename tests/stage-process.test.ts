@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
 import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { GraphBuilder } from '../onnx/builder.ts';
 import { InputError } from '../errors.ts';
 import { compileTrainStep } from './compile.ts';
-import { buildTinyEncoder } from './tiny-encoder.ts';
+import { buildTinyEncoder } from './tiny-encoder.testing.ts';
 
 const CFG = { vocab: 12, hidden: 8, heads: 2, intermediate: 16, layers: 1, seq: 4, classes: 2, seed: 1 };
 const base = { loss: { kind: 'cross_entropy' as const }, optimizer: { kind: 'adamw' as const } };

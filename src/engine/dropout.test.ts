@@ -6,9 +6,9 @@ import { compileTrainStep, gradName, LOSS_OUTPUT, type CompileOptions } from './
 import { DropoutMasker } from './dropout-masks.ts';
 import { DROPOUT_MASK_PREFIX } from './dropout.ts';
 import { exportInference } from './export.ts';
-import { programGradCheck } from './gradcheck.ts';
-import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.ts';
-import { tokenTask } from './synthetic.ts';
+import { programGradCheck } from './gradcheck.testing.ts';
+import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
 import type { Model } from '../onnx/ir.ts';
 
 const CFG: TinyEncoderConfig = { vocab: 9, hidden: 8, heads: 2, intermediate: 16, layers: 2, seq: 5, classes: 3, seed: 4, dtype: 'float64', gelu: 'tanh', dropout: 0.25 };

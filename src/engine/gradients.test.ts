@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gradCheck, type CheckInput } from './gradcheck.ts';
+import { gradCheck, type CheckInput } from './gradcheck.testing.ts';
 import type { GraphBuilder } from '../onnx/builder.ts';
 
 const F64_TOL = 1e-6;

@@ -5,7 +5,7 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { inferShapes } from '../onnx/shapes.ts';
 import { appendLoss, type LossSpec } from './losses.ts';
-import { gradCheck } from './gradcheck.ts';
+import { gradCheck } from './gradcheck.testing.ts';
 
 const LOGITS = [0.2, -1, 0.5, 0.1, 1.5, 0.3, -0.2, 0.0, 0.7, -0.4, 0.9, 0.05]; // [2, 2, 3]
 

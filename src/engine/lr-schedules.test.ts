@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { learningRate } from './schedules.ts';
+import { learningRate } from './lr-schedules.ts';
 
 test('constant schedule with warmup ramps linearly then holds', () => {
   const s = { kind: 'constant' as const, lr: 1e-3, warmupSteps: 4 };

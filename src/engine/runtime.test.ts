@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { createSession } from './runtime.ts';
-import { buildTinyEncoder } from './tiny-encoder.ts';
-import { tokenTask } from './synthetic.ts';
+import { buildTinyEncoder } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
 
 test('models over the external-data threshold load through a temp file and give the same outputs', async () => {
   const model = buildTinyEncoder({ vocab: 12, hidden: 8, heads: 2, intermediate: 16, layers: 1, seq: 4, classes: 2, seed: 1 });

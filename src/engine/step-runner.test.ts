@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from './compile.ts';
 import { RunSizer, StepRunner, stepsThisRun } from './step-runner.ts';
-import { buildTinyEncoder } from './tiny-encoder.ts';
-import { tokenTask } from './synthetic.ts';
+import { buildTinyEncoder } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
 import { toOrt } from './runtime.ts';
 import { allocate, type TypedArray } from '../onnx/dtype.ts';
 

@@ -5,7 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { readSafetensors } from '../formats/safetensors.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { compileTrainStep, gradName, LOSS_OUTPUT, LR_INPUT, STEP_INPUT } from './compile.ts';
-import { REFERENCE_LR, REFERENCE_OPTIONS, referenceSetup } from './torch-reference.ts';
+import { REFERENCE_LR, REFERENCE_OPTIONS, referenceSetup } from './torch-reference.testing.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/torch-tiny-bert-step.safetensors', import.meta.url));
 

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import type { Model } from '../onnx/ir.ts';
 import type { CompileOptions } from './compile.ts';
-import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.ts';
-import { tokenTask } from './synthetic.ts';
+import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
 import type { Dataset } from './trainer.ts';
 
 export const REFERENCE_CONFIG: TinyEncoderConfig = { vocab: 20, hidden: 16, heads: 4, intermediate: 32, layers: 2, seq: 6, classes: 3, seed: 21, gelu: 'erf' };

@@ -12,7 +12,7 @@ import { allocate } from '../onnx/dtype.ts';
 import type { TrainProgram } from './compile.ts';
 import { LOSS_OUTPUT } from './compile.ts';
 import { DropoutMasker } from './dropout-masks.ts';
-import { learningRate, type ScheduleSpec } from './schedules.ts';
+import { learningRate, type ScheduleSpec } from './lr-schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
 import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';

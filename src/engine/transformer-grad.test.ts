@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { compileTrainStep } from './compile.ts';
-import { programGradCheck } from './gradcheck.ts';
-import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.ts';
-import { tokenTask } from './synthetic.ts';
+import { programGradCheck } from './gradcheck.testing.ts';
+import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
 
 /**
  * End-to-end check of the compiled gradient graph of a whole transformer block (embeddings with repeated

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
-import { tinyGpt2Dir } from '../models/tiny.ts';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-causal-'));

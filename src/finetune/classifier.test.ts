@@ -4,13 +4,14 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileClassifier, trainClassifier, loraTargetPatterns, type TrainClassifierOptions } from './classifier.ts';
-import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
+import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { readSafetensorsHeader } from '../formats/safetensors.ts';
 import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-classifier-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const modelDir = makeTinyBert(join(root, 'model'));
+const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
 const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(256, 1));
 const validation = writeTextTable(join(root, 'val.arrow'), syntheticRows(96, 2));
 // Frozen random features carry a weak signal: the head-only case needs more rows to show it reliably.

@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import { trainClassifier } from './classifier.ts';
 import { evaluateClassifier, frozenFeatureBaseline } from './evaluate.ts';
 import { loadPredictor } from './predictor.ts';
-import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
+import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-evaluate-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const modelDir = makeTinyBert(join(root, 'model'));
+const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
 const trainRows = syntheticRows(200, 1);
 const train = writeTextTable(join(root, 'train.arrow'), trainRows);
 const testRows = syntheticRows(60, 4);

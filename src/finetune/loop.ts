@@ -12,7 +12,7 @@ import type { TypedArray } from '../onnx/dtype.ts';
 import { allocate } from '../onnx/dtype.ts';
 import { LOSS_OUTPUT, type TrainProgram } from '../engine/compile.ts';
 import { DropoutMasker } from '../engine/dropout-masks.ts';
-import { learningRate, type ScheduleSpec } from '../engine/schedules.ts';
+import { learningRate, type ScheduleSpec } from '../engine/lr-schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { compileClassifier, trainClassifier, type TrainClassifierOptions } from './classifier.ts';
 import { loadPredictor, encodeTexts } from './predictor.ts';
 import { latestCheckpoint } from './loop.ts';
-import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
+import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { loadCheckpoint } from '../engine/checkpoint.ts';
 import { createSession, toOrt } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
@@ -14,7 +15,7 @@ import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-predictor-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const modelDir = makeTinyBert(join(root, 'model'));
+const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
 const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(200, 1));
 const texts = syntheticRows(40, 3).map((r) => r.text);
 texts.push('a much longer text than the others so that it needs truncation at the maximum length of the model '.repeat(3));

@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileClassifier, trainClassifier, type TrainClassifierOptions } from './classifier.ts';
 import { DROPOUT_MASK_PREFIX } from '../engine/dropout.ts';
-import { makeTinyBert, syntheticRows, writeTextTable } from './test-helpers.ts';
+import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-resume-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const modelDir = makeTinyBert(join(root, 'model'));
+const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
 const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(160, 5));
 
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph } from '../models/llama.ts';
-import { tinyLlamaDir } from '../models/tiny.ts';
+import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { Decoder } from './decoder.ts';
 import { generate, type TokenEvent } from './generate.ts';

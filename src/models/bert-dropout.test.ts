@@ -15,7 +15,7 @@ import * as ort from 'onnxruntime-node';
 import { readSafetensors } from '../formats/safetensors.ts';
 import { gradName, LOSS_OUTPUT } from '../engine/compile.ts';
 import { createSession, toOrt } from '../engine/runtime.ts';
-import { dropoutReferenceSetup } from './dropout-reference.ts';
+import { dropoutReferenceSetup } from './dropout-reference.testing.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/bert-dropout-step.safetensors', import.meta.url));
 

@@ -12,7 +12,7 @@ import { InputError } from '../errors.ts';
 import { buildClassifierGraph, buildEncoderGraph } from './bert.ts';
 import { DEFAULT_MODEL } from './sources.ts';
 import { realModel } from './test-models.ts';
-import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.ts';
+import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.testing.ts';
 import { loadTokenizer, padBatch, type HfTokenizer } from './tokenizer.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
 

@@ -13,7 +13,7 @@ import * as ort from 'onnxruntime-node';
 import { compileTrainStep, type TrainProgram } from '../engine/compile.ts';
 import { DropoutMasker } from '../engine/dropout-masks.ts';
 import { buildClassifierGraph } from './bert.ts';
-import { tinyBertDir } from './tiny.ts';
+import { tinyBertDir } from './tiny.testing.ts';
 
 export const REFERENCE_RATES = { hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.2, classifier_dropout: 0.3 };
 export const MASK_SEED = 20261203;

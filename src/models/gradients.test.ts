@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { compileTrainStep } from '../engine/compile.ts';
-import { programGradCheck } from '../engine/gradcheck.ts';
+import { programGradCheck } from '../engine/gradcheck.testing.ts';
 import { Rng } from '../engine/prng.ts';
 import type { Model } from '../onnx/ir.ts';
 import { buildClassifierGraph } from './bert.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
-import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.ts';
+import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.testing.ts';
 
 async function check(model: Model, data: Record<string, { data: BigInt64Array; dims: number[] }>, causal: boolean, seed: number): Promise<{ rel: number; checked: number }> {
   const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy', ignoreIndex: -100, shift: causal }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd' } });

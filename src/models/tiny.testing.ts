@@ -3,8 +3,9 @@
  * parameters, written in Hugging Face layout (config.json, model.safetensors, tokenizer.json,
  * tokenizer_config.json) so they go through exactly the loaders real models use. Same seed → same bytes.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { Rng } from '../engine/prng.ts';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
@@ -91,15 +92,31 @@ export interface TinyOptions {
   maxPositions?: number;
 }
 
-/** A tiny BERT (MiniLM-shaped) encoder with a WordPiece tokenizer. Returns the directory. */
-export function tinyBertDir(dir: string, seed: number, opts: TinyOptions = {}): string {
+const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
+
+/** all-MiniLM-L6-v2's own WordPiece tokenizer (30522 tokens), for tests that feed real English text. */
+function miniLmTokenizer(): { tokenizer: Record<string, unknown>; config: Record<string, unknown>; vocabSize: number } {
+  const tokenizer = JSON.parse(readFileSync(join(FIXTURES, 'minilm-tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+  const config = JSON.parse(readFileSync(join(FIXTURES, 'minilm-tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+  return { tokenizer, config, vocabSize: Object.keys(tokenizer.model.vocab).length };
+}
+
+/** The size the fine-tuning tests train: MiniLM's tokenizer, 128 positions (the train stage's default maxLength). */
+export const TINY_MINILM = { hidden: 32, layers: 2, heads: 4, intermediate: 64, maxPositions: 128, tokenizer: 'minilm' } as const;
+
+/**
+ * A tiny BERT (MiniLM-shaped) encoder. Its tokenizer is a small WordPiece vocabulary, or with
+ * `tokenizer: 'minilm'` MiniLM's own, so English text tokenizes as it does for the real model.
+ * Returns the directory.
+ */
+export function tinyBertDir(dir: string, seed: number, opts: TinyOptions & { intermediate?: number; tokenizer?: 'tiny' | 'minilm' } = {}): string {
   mkdirSync(dir, { recursive: true });
-  const { tokenizer, config: tokCfg, vocabSize } = tinyWordPieceTokenizer();
+  const { tokenizer, config: tokCfg, vocabSize } = opts.tokenizer === 'minilm' ? miniLmTokenizer() : tinyWordPieceTokenizer();
   const H = opts.hidden ?? 16;
   const L = opts.layers ?? 2;
   const heads = opts.heads ?? 2;
   const P = opts.maxPositions ?? 64;
-  const I = 4 * H;
+  const I = opts.intermediate ?? 4 * H;
   const { add, tensors } = weightsWriter(seed, 0.02 * 10);
   add('embeddings.word_embeddings.weight', [vocabSize, H]);
   add('embeddings.position_embeddings.weight', [P, H]);

@@ -6,7 +6,7 @@ import { cloneModel, type Model } from './ir.ts';
 import { encodeModel } from './proto.ts';
 import { inferShapes } from './shapes.ts';
 import { sinkRowGathers } from './sink-gathers.ts';
-import { buildTinyEncoder } from '../engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../engine/tiny-encoder.testing.ts';
 import { appendGradients } from '../engine/autodiff.ts';
 import { appendLoss } from '../engine/losses.ts';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HotSwapModel } from './hot-swap.ts';
-import { FakePredictor } from './fake-predictor.test-util.ts';
+import { FakePredictor } from './fake-predictor.testing.ts';
 
 function source() {
   const s = { key: 'm@1', loads: 0, loaded: [] as FakePredictor[], gate: null as Promise<void> | null };

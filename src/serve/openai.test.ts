@@ -8,7 +8,7 @@ import { Rng } from '../engine/prng.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { generate } from '../generate/generate.ts';
 import { loadTextGenerator, type LoadedTextGenerator } from '../generate/text-generator.ts';
-import { tinyLlamaDir } from '../models/tiny.ts';
+import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { openRegistry } from '../registry/registry.ts';
 import { registryAliasSource } from './registry-source.ts';
 import { createModelServer, type ServeOptions } from './server.ts';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { openRegistry } from '../registry/registry.ts';
 import { registryAliasSource } from './registry-source.ts';
 import { createModelServer } from './server.ts';
-import { FakePredictor } from './fake-predictor.test-util.ts';
+import { FakePredictor } from './fake-predictor.testing.ts';
 
 const TOKEN = 'registry-source-token';
 

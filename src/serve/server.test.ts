@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createModelServer, type ServeOptions } from './server.ts';
-import { FakePredictor } from './fake-predictor.test-util.ts';
+import { FakePredictor } from './fake-predictor.testing.ts';
 import type { CurrentModel } from './types.ts';
 import { InputError } from '../errors.ts';
 

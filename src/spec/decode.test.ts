@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { formatSpecErrors } from './format.ts';
 import { checkSpec, loadSpec } from './load.ts';
 import { firstInvalidUtf8 } from './decode.ts';
-import { registry } from './fixtures/kinds.ts';
+import { registry } from './kinds.testing.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-decode-'));
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatSpecErrors } from './format.ts';
-import { errorsOf } from './fixtures/helpers.ts';
+import { errorsOf } from './spec-errors.testing.ts';
 
 test('errors print as file:line:col: error: path: message with an indented hint', () => {
   const text = 'name: p\nstages:\n  ingest:\n    uses: ingest\n    with: { source: a.csv }\n  split:\n    uses: split\n    needs: [splt]\n    with: { table: "${{ stages.ingest.outputs.table }}" }\n';

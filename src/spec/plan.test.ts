@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { canonicalJson } from '../util/canonical-json.ts';
-import { registry } from './fixtures/kinds.ts';
-import { yaml } from './fixtures/helpers.ts';
+import { registry } from './kinds.testing.ts';
+import { yaml } from './spec-errors.testing.ts';
 import { loadSpec, loadSpecText, checkSpecText } from './load.ts';
 import type { PlannedPipeline } from './types.ts';
 

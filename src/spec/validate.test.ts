@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assertError, errorsOf, expectOnly, posOf, yaml } from './fixtures/helpers.ts';
+import { assertError, errorsOf, expectOnly, posOf, yaml } from './spec-errors.testing.ts';
 
 const INGEST = `  ingest:\n    uses: ingest\n    with: { source: a.csv }\n`;
 
@@ -532,7 +532,7 @@ describe('many errors at once', () => {
 });
 
 import { checkSpecText } from './load.ts';
-import { registry } from './fixtures/kinds.ts';
+import { registry } from './kinds.testing.ts';
 function loadCheck(text: string) {
   const r = checkSpecText(text, 'p.yaml', registry);
   return r.ok ? [] : r.errors;

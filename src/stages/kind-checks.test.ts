@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import { checkSpecText, loadSpecText } from '../spec/load.ts';
 import type { KindRegistry, SpecError } from '../spec/types.ts';
-import { kindRegistry, loadStageKinds } from './registry.ts';
+import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
 
 const pipelines = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'pipelines');
 const file = join(pipelines, 'sms-spam.yaml');

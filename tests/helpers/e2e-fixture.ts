@@ -1,7 +1,8 @@
 /** A complete fine-tuning pipeline over a tiny random BERT and a learnable synthetic dataset. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTinyBert, syntheticRows } from '../../src/finetune/test-helpers.ts';
+import { syntheticRows } from '../../src/finetune/synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../../src/models/tiny.testing.ts';
 
 export interface E2EOptions {
   epochs?: number;
@@ -12,7 +13,7 @@ export interface E2EOptions {
 }
 
 export function writeE2EPipeline(dir: string, o: E2EOptions = {}): string {
-  makeTinyBert(join(dir, 'tiny-bert'), { seed: 11 });
+  tinyBertDir(join(dir, 'tiny-bert'), 11, TINY_MINILM);
   const rows = syntheticRows(o.rows ?? 320, o.seed ?? 5);
   writeFileSync(join(dir, 'data.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const file = join(dir, 'pipeline.yaml');

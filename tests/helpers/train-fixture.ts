@@ -1,7 +1,8 @@
 /** A short pipeline, ingest → split → train, over a tiny random BERT: for tests about how training runs. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTinyBert, syntheticRows } from '../../src/finetune/test-helpers.ts';
+import { syntheticRows } from '../../src/finetune/synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../../src/models/tiny.testing.ts';
 
 export interface TrainFixtureOptions {
   epochs?: number;
@@ -11,7 +12,7 @@ export interface TrainFixtureOptions {
 }
 
 export function writeTrainPipeline(dir: string, o: TrainFixtureOptions = {}): string {
-  makeTinyBert(join(dir, 'tiny-bert'), { seed: 11 });
+  tinyBertDir(join(dir, 'tiny-bert'), 11, TINY_MINILM);
   writeFileSync(join(dir, 'data.jsonl'), syntheticRows(320, 5).map((r) => JSON.stringify(r)).join('\n') + '\n');
   const file = join(dir, 'pipeline.yaml');
   writeFileSync(
