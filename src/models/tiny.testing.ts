@@ -12,14 +12,15 @@ import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 
 type Init = (name: string, shape: number[], kind?: 'normal' | 'ones' | 'zeros') => void;
 
-function weightsWriter(seed: number, std: number): { add: Init; tensors: Map<string, SafeTensor> } {
+function weightsWriter(seed: number, std: number | ((name: string) => number)): { add: Init; tensors: Map<string, SafeTensor> } {
   const rng = new Rng(seed);
   const tensors = new Map<string, SafeTensor>();
   const add: Init = (name, shape, kind = 'normal') => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
+    const s = typeof std === 'number' ? std : std(name);
     if (kind === 'ones') data.fill(1);
-    else if (kind === 'normal') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+    else if (kind === 'normal') for (let i = 0; i < n; i++) data[i] = rng.normal() * s;
     tensors.set(name, { dtype: 'F32', shape, data });
   };
   return { add, tensors };
@@ -101,15 +102,27 @@ function miniLmTokenizer(): { tokenizer: Record<string, unknown>; config: Record
   return { tokenizer, config, vocabSize: Object.keys(tokenizer.model.vocab).length };
 }
 
-/** The size the fine-tuning tests train: MiniLM's tokenizer, 128 positions (the train stage's default maxLength). */
-export const TINY_MINILM = { hidden: 32, layers: 2, heads: 4, intermediate: 64, maxPositions: 128, tokenizer: 'minilm' } as const;
+/**
+ * The model the fine-tuning tests train: MiniLM's tokenizer, 128 positions (the train stage's default
+ * maxLength), and larger embeddings than other weights so a few steps learn the synthetic task.
+ */
+export const TINY_MINILM = {
+  hidden: 32,
+  layers: 2,
+  heads: 4,
+  intermediate: 64,
+  maxPositions: 128,
+  tokenizer: 'minilm',
+  nameOrPath: 'tempered/tiny-random-bert',
+  std: (name: string) => (name.startsWith('embeddings.word_') ? 0.5 : name.startsWith('embeddings.') ? 0.1 : name.endsWith('.bias') ? 0.02 : 0.2),
+} as const;
 
 /**
  * A tiny BERT (MiniLM-shaped) encoder. Its tokenizer is a small WordPiece vocabulary, or with
  * `tokenizer: 'minilm'` MiniLM's own, so English text tokenizes as it does for the real model.
  * Returns the directory.
  */
-export function tinyBertDir(dir: string, seed: number, opts: TinyOptions & { intermediate?: number; tokenizer?: 'tiny' | 'minilm' } = {}): string {
+export function tinyBertDir(dir: string, seed: number, opts: TinyOptions & { intermediate?: number; tokenizer?: 'tiny' | 'minilm'; std?: (name: string) => number; nameOrPath?: string } = {}): string {
   mkdirSync(dir, { recursive: true });
   const { tokenizer, config: tokCfg, vocabSize } = opts.tokenizer === 'minilm' ? miniLmTokenizer() : tinyWordPieceTokenizer();
   const H = opts.hidden ?? 16;
@@ -117,7 +130,7 @@ export function tinyBertDir(dir: string, seed: number, opts: TinyOptions & { int
   const heads = opts.heads ?? 2;
   const P = opts.maxPositions ?? 64;
   const I = opts.intermediate ?? 4 * H;
-  const { add, tensors } = weightsWriter(seed, 0.02 * 10);
+  const { add, tensors } = weightsWriter(seed, opts.std ?? 0.02 * 10);
   add('embeddings.word_embeddings.weight', [vocabSize, H]);
   add('embeddings.position_embeddings.weight', [P, H]);
   add('embeddings.token_type_embeddings.weight', [2, H]);
@@ -137,7 +150,7 @@ export function tinyBertDir(dir: string, seed: number, opts: TinyOptions & { int
   writeJson(join(dir, 'config.json'), {
     architectures: ['BertModel'], model_type: 'bert', vocab_size: vocabSize, hidden_size: H, num_hidden_layers: L, num_attention_heads: heads,
     intermediate_size: I, hidden_act: 'gelu', max_position_embeddings: P, type_vocab_size: 2, layer_norm_eps: 1e-12, initializer_range: 0.02,
-    pad_token_id: 0, position_embedding_type: 'absolute',
+    pad_token_id: 0, position_embedding_type: 'absolute', ...(opts.nameOrPath ? { _name_or_path: opts.nameOrPath } : {}),
   });
   writeJson(join(dir, 'tokenizer.json'), tokenizer);
   writeJson(join(dir, 'tokenizer_config.json'), tokCfg);

@@ -1,0 +1,130 @@
+/**
+ * The stage adapter in the SDK's MockActivityEnvironment (a real activity Context without a
+ * server), over a real artifact store and stage cache: input errors become non-retryable
+ * failures, resume data comes back from heartbeat details, progress keeps it, cancellation stops
+ * the stage, and a success is recorded in the cache.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { InputError } from '../src/errors.ts';
+import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
+import type { StageOutputs } from '../src/types.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import type { StageRequest, StageResult } from '../workflows/types.ts';
+import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'tempered-adapter-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function deps(extra: Partial<ActivityDeps> = {}): ActivityDeps {
+  const dir = mkdtempSync(join(root, 'state-'));
+  const store = new ArtifactStore(join(dir, 'store'));
+  return { store, cache: new StageCache(join(dir, 'cache'), store), stateDir: dir, isolation: { mode: 'inline', limits: {} }, heartbeatEveryMs: 50, ...extra };
+}
+
+function kind(run: (cfg: Record<string, unknown>, ctx: StageContext) => Promise<StageOutputs>): AnyStageKind {
+  return { kind: 'probe', description: 'test stage', codeVersion: 'probe-1', withSchema: { type: 'object' }, outputs: {}, run };
+}
+
+const request = (over: Partial<StageRequest> = {}): StageRequest => ({
+  runId: 'run-1',
+  stageId: 'stage-a',
+  kind: 'probe',
+  config: { value: 1 },
+  baseDir: root,
+  specHash: 'spec',
+  actor: 'test',
+  cacheKey: 'key-1',
+  writeCache: true,
+  ...over,
+});
+
+describe('stage adapter', () => {
+  it('turns an input error into a non-retryable InputError failure that keeps where and hint', async () => {
+    const act = stageActivity(kind(async () => { throw new InputError('column "text" is missing', { where: 'data/train.csv', hint: 'name the text column with textColumn' }); }), deps());
+    const err = await new MockActivityEnvironment().run(act, request()).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.equal(err.type, 'InputError');
+    assert.equal(err.nonRetryable, true);
+    assert.match(err.message, /column "text" is missing/);
+    assert.deepEqual(err.details, [{ where: 'data/train.csv', hint: 'name the text column with textColumn' }]);
+  });
+
+  it('lets other errors through unchanged, so Temporal retries them', async () => {
+    const boom = new Error('connection reset');
+    const act = stageActivity(kind(async () => { throw boom; }), deps());
+    await assert.rejects(new MockActivityEnvironment().run(act, request()), (e) => e === boom);
+  });
+
+  it("hands a retried attempt the previous attempt's resume data from its heartbeat details, and keeps it in later heartbeats", async () => {
+    let seen: unknown;
+    const act = stageActivity(
+      kind(async (_cfg, ctx) => {
+        seen = ctx.resumeFrom;
+        ctx.progress({ message: 'step 4', metrics: { step: 4 } });
+        ctx.progress({ message: 'checkpoint', resume: { checkpoint: 'step-4' } });
+        ctx.progress({ message: 'step 5', metrics: { step: 5 } });
+        return { done: true };
+      }),
+      deps(),
+    );
+    const env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: { resume: { checkpoint: 'step-3' } } });
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    const res = (await env.run(act, request())) as StageResult;
+    assert.deepEqual(seen, { checkpoint: 'step-3' });
+    assert.deepEqual(res.outputs, { done: true });
+    assert.deepEqual(beats[0], { resume: { checkpoint: 'step-3' } }, 'the first heartbeat already carries the resume data, so a crash before any progress loses nothing');
+    assert.deepEqual(beats.slice(1, 4), [
+      { progress: { message: 'step 4', metrics: { step: 4 } }, resume: { checkpoint: 'step-3' } },
+      { progress: { message: 'checkpoint' }, resume: { checkpoint: 'step-4' } },
+      { progress: { message: 'step 5', metrics: { step: 5 } }, resume: { checkpoint: 'step-4' } },
+    ]);
+  });
+
+  it('stops a running stage on cancellation, reports it as cancelled and removes its scratch folder', async () => {
+    const d = deps();
+    let workDir = '';
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const act = stageActivity(
+      kind(
+        (_cfg, ctx) =>
+          new Promise((_resolve, reject) => {
+            workDir = ctx.workDir;
+            ctx.signal.addEventListener('abort', () => reject(new Error('aborted by signal')));
+            started();
+          }),
+      ),
+      d,
+    );
+    const env = new MockActivityEnvironment();
+    const result = env.run(act, request());
+    await running;
+    assert.ok(existsSync(workDir));
+    env.cancel();
+    await assert.rejects(result, (e) => e instanceof CancelledFailure);
+    assert.equal(existsSync(workDir), false);
+    assert.equal(await d.cache.get('key-1'), undefined, 'a cancelled stage records nothing in the cache');
+  });
+
+  it('records a success in the stage cache under the request key and calls the completion hook once', async () => {
+    const completed: StageResult[] = [];
+    const d = deps({ onStageCompleted: async (_req, res) => void completed.push(res) });
+    const act = stageActivity(kind(async (cfg) => ({ echoed: cfg.value as number })), d);
+    const res = (await new MockActivityEnvironment().run(act, request())) as StageResult;
+    assert.deepEqual(res, { outputs: { echoed: 1 }, cacheKey: 'key-1' });
+    assert.deepEqual((await d.cache.get('key-1'))?.outputs, { echoed: 1 });
+    assert.deepEqual(completed, [res]);
+    assert.deepEqual(readdirSync(join(d.store.root, 'tmp')), [], 'no scratch folder left behind');
+    const noWrite = (await new MockActivityEnvironment().run(act, request({ cacheKey: 'key-2', writeCache: false }))) as StageResult;
+    assert.equal(noWrite.cacheKey, 'key-2');
+    assert.equal(await d.cache.get('key-2'), undefined, 'writeCache: false records nothing');
+  });
+});
