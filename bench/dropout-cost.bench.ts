@@ -10,7 +10,7 @@
  * LoRA is r=8 on query/value with the classifier, LoRA dropout 0.1 in both variants.
  */
 import { compileTrainStep, type TrainableSpec } from '../src/engine/compile.ts';
-import { buildTinyEncoder } from '../src/engine/tiny-encoder.ts';
+import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { alternate } from './alternate.ts';
 import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 

@@ -29,7 +29,7 @@ import { datasetsDir } from '../src/data/datasets-dir.ts';
 import { Rng } from '../src/engine/prng.ts';
 import { trainClassifier } from '../src/finetune/classifier.ts';
 import { evaluateClassifier, readLabeledTexts } from '../src/finetune/evaluate.ts';
-import { writeTextTable } from '../src/finetune/test-helpers.ts';
+import { writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
 import { DEFAULT_MODEL, resolveModelSource } from '../src/models/sources.ts';
 import { referenceEnv, reexecWithMallocTuning } from './common.ts';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
-import { tinyLlamaDir } from '../src/models/tiny.ts';
+import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import { runCli } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));

@@ -4,7 +4,7 @@
  */
 import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../src/spec/index.ts';
 import type { KindRegistry, PlannedPipeline } from '../../src/spec/types.ts';
-import { kindRegistry, loadStageKinds } from '../../src/stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../../src/stages/stage-kinds.ts';
 import { parse } from '../args.ts';
 import { CliError } from '../errors.ts';
 

@@ -12,12 +12,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
-import { kindRegistry, loadStageKinds } from '../stages/registry.ts';
+import { kindRegistry, loadStageKinds } from '../stages/stage-kinds.ts';
 import { decodeSource, firstInvalidUtf8 } from './decode.ts';
 import { ancestors, buildGraph } from './graph.ts';
 import { checkSpecText, loadSpecText, type LoadSpecResult } from './load.ts';
 import { listStageRefs } from './runtime-refs.ts';
-import { registry as fixtureKinds } from './fixtures/kinds.ts';
+import { registry as fixtureKinds } from './kinds.testing.ts';
 import type { KindRegistry, PlannedPipeline, SpecError } from './types.ts';
 
 const SEED = 20261203;
