@@ -11,7 +11,7 @@ import { sinkRowGathers } from '../onnx/sink-gathers.ts';
 import { InputError } from '../errors.ts';
 import { buildClassifierGraph, buildEncoderGraph } from './bert.ts';
 import { DEFAULT_MODEL } from './sources.ts';
-import { realModel } from './test-models.ts';
+import { realModel } from './real-models.testing.ts';
 import { tinyBertDir, tinyGpt2Dir, tinyLlamaDir } from './tiny.testing.ts';
 import { loadTokenizer, padBatch, type HfTokenizer } from './tokenizer.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';

@@ -13,7 +13,7 @@ import { buildCausalLmGraph } from './causal-lm.ts';
 import { loadChatTemplate, type ChatMessage } from './chat-template.ts';
 import { readLlamaConfig } from './llama.ts';
 import { DEFAULT_LLM, PINNED_WHEELS, resolveModelSource, type ResolvedModel } from './sources.ts';
-import { realModel, testModelCache } from './test-models.ts';
+import { realModel, testModelCache } from './real-models.testing.ts';
 import { HfTokenizer, loadTokenizer } from './tokenizer.ts';
 import { tokenizerFromGguf } from './gguf-tokenizer.ts';
 import { readGguf } from '../formats/gguf.ts';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { IntegrityError } from '../errors.ts';
-import { realModel, registryUnreachable, testModelCache } from './test-models.ts';
+import { realModel, registryUnreachable, testModelCache } from './real-models.testing.ts';
 
 test('the cache is the state folder the demo uses', () => {
   assert.equal(testModelCache({ TEMPERED_HOME: '/x/home' }), '/x/home/models');
