@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { tinyGpt2Dir } from '../models/tiny.ts';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
 import { trainStage, type TrainConfig } from './train.ts';
