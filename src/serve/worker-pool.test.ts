@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { trainClassifier } from '../finetune/classifier.ts';
 import { loadPredictor } from '../finetune/predictor.ts';
-import { makeTinyBert, syntheticRows, writeTextTable } from '../finetune/test-helpers.ts';
+import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { createModelServer, type ModelServer } from './server.ts';
 import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
 import type { Prediction } from './types.ts';
@@ -24,7 +25,7 @@ const texts = syntheticRows(12, 4).map((r) => r.text);
 const TOKEN = 'pool-test-token';
 
 before(async () => {
-  const modelDir = makeTinyBert(join(root, 'model'));
+  const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
   await trainClassifier({
     modelDir, train: writeTextTable(join(root, 'train.arrow'), syntheticRows(64, 1)), labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8 },
     lr: 2e-2, maxSteps: 2, batchSize: 16, schedule: 'constant', weightDecay: 0.01, seed: 3, maxLength: 32, pooling: 'mean', device: 'cpu', threads: 1,
