@@ -71,7 +71,7 @@ test('an unchanged key loads nothing; polling runs on its own timer', async () =
   assert.equal(await m.pollOnce(), false);
   assert.equal(s.loads, 1);
   s.key = 'm@2';
-  for (let i = 0; i < 100 && swaps.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 2000 && swaps.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(swaps, ['m@1->m@2']);
   await m.stop();
   assert.ok(s.loaded.every((p) => p.closed), 'stop closes every predictor');

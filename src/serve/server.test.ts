@@ -201,11 +201,13 @@ test('a failed load keeps the old model serving and is retried on the next poll'
 });
 
 test('close waits for in-flight requests, then closes the predictor', async (t) => {
-  const src = aliasSource('spam@1', { delayMs: 150 });
+  // The predictor holds the request for a while; wait until it is provably in flight rather than
+  // sleeping a fixed time, which a loaded machine outlasts before the request arrives.
+  const src = aliasSource('spam@1', { delayMs: 1500 });
   const server = await createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, pollMs: 60_000 });
   const url = await server.listen();
   const pending = post(url, { inputs: ['slow'] });
-  await new Promise((r) => setTimeout(r, 40));
+  for (let i = 0; i < 2000 && (src.state.loaded[0]?.inflight ?? 0) === 0; i++) await new Promise((r) => setTimeout(r, 5));
   assert.equal(src.state.loaded[0]!.inflight, 1);
   await server.close();
   const res = await pending;
