@@ -11,12 +11,16 @@ export const pipelineSchema: Record<string, unknown> = JSON.parse(readFileSync(n
 
 let pipelineValidator: ValidateFunction | undefined;
 
+// Each validator checks one small document per command, so ajv's code optimisation pass costs
+// more than it saves (validate of the demo pipeline: 0.87 s CPU with it, 0.74 s without).
+const COMPILE = { code: { optimize: false } } as const;
+
 export function validatePipelineSchema(): ValidateFunction {
-  pipelineValidator ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true }).compile(pipelineSchema);
+  pipelineValidator ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true, ...COMPILE }).compile(pipelineSchema);
   return pipelineValidator;
 }
 
-const withAjv = new Ajv2020.default({ allErrors: true, verbose: true, strict: false, allowUnionTypes: true });
+const withAjv = new Ajv2020.default({ allErrors: true, verbose: true, strict: false, allowUnionTypes: true, ...COMPILE });
 const withValidators = new WeakMap<object, ValidateFunction>();
 
 /** Compiled validator for a stage kind's `with` schema; a schema that does not compile is a bug in the registry, not in the user's file. */
