@@ -5,8 +5,9 @@
  *
  *   node --import tsx bench/steps-per-run.bench.ts [stepsPerRun list=1,4] [steps=12] [rounds=3] [threads=2]
  *
- * A run also stays within about 5 s (RunSizer), so at this model's ~0.9 s a step a setting above 5
- * runs 5 steps at a time. The settings alternate in one process (bench/alternate.ts), with glibc
+ * A run also stays within RunSizer's budget (5 s unless BENCH_RUN_BUDGET_MS says otherwise; the train
+ * stage, in its own process, uses 30 s), so at this model's ~0.9 s a step a setting above 5 runs 5
+ * steps at a time under the 5 s default. The settings alternate in one process (bench/alternate.ts), with glibc
  * malloc tuned as `npm run demo` runs tempered (scripts/malloc-tuning.mjs; BENCH_MALLOC=default skips that).
  */
 import { compileTrainStep } from '../src/engine/compile.ts';

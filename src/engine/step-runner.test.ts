@@ -108,6 +108,14 @@ test('RunSizer measures with a one-step run first, then keeps runs within the ti
   assert.equal(sizer.next(7, [100], []), 1);
 });
 
+test('a larger budget (a stage in its own process) keeps the steps per run a slow machine would cut', () => {
+  const sizer = new RunSizer(4, 30_000);
+  sizer.observe(2000, 1);
+  assert.equal(sizer.next(1, [100], []), 4);
+  sizer.observe(4 * 9000, 4);
+  assert.equal(sizer.next(5, [100], []), 3);
+});
+
 test('a Loop session whose frozen weights go through external data (the >2 GB path) trains as the in-memory one', async () => {
   const lora = compileTrainStep(buildTinyEncoder(CFG), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] }, optimizer: { kind: 'adamw' } });
   assert.ok(lora.step.graph.initializers.size > 5, 'frozen weights are initializers');

@@ -103,7 +103,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const schedule = o.schedule === 'constant' ? { kind: 'constant' as const, lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
   const trainer = new Trainer(program, {
     device: o.device, threads: o.threads, seed: o.seed, batchSize: o.batchSize, accumulation, epochs: o.epochs, maxSteps: o.maxSteps, schedule,
-    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir, stepsPerRun: o.stepsPerRun, signal: o.signal,
+    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, signal: o.signal,
     onStep: (m) => o.onProgress?.({ ...m, totalSteps }),
     onCheckpoint: (dir) => o.onCheckpoint?.(dir),
   });

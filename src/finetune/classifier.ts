@@ -193,7 +193,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     epochs: o.epochs, maxSteps: o.maxSteps, lr: o.lr, schedule: o.schedule, warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps,
     bucket, groupByLength, device: o.device, threads: o.threads, checkpointDir: o.checkpointDir, checkpointEvery: o.checkpointEvery,
     resume: o.resume ?? false, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping, configHash,
-    onProgress: o.onProgress, onCheckpoint: o.onCheckpoint, signal: o.signal, stepsPerRun: o.stepsPerRun,
+    onProgress: o.onProgress, onCheckpoint: o.onCheckpoint, signal: o.signal, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs,
   });
 
   const cfgRaw = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };

@@ -80,6 +80,7 @@ export interface LoopOptions {
   signal?: AbortSignal;
   /** Optimizer steps per onnxruntime run (default: defaultStepsPerRun); runs end at evaluations and checkpoints. */
   stepsPerRun?: number;
+  runBudgetMs?: number;
 }
 
 export interface LoopResult {
@@ -185,7 +186,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: o.stepsPerRun, ...sessOpts });
+  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, ...sessOpts });
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {

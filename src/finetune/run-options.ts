@@ -32,6 +32,11 @@ export interface RunSettings {
    * the settings a resume checks.
    */
   stepsPerRun?: number;
+  /**
+   * Longest one multi-step onnxruntime run may take (default 5 s, RunSizer): a run blocks its thread,
+   * so a caller whose thread serves others keeps it short; one in a process of its own can raise it.
+   */
+  runBudgetMs?: number;
   outDir: string;
   onCheckpoint?: (dir: string) => void;
   /** Stops training between steps (run cancelled, attempt timed out, checkpoint lock lost); nothing is exported then. */

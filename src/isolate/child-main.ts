@@ -40,6 +40,7 @@ async function run(job: ChildJob): Promise<void> {
     store: new ArtifactStore(job.storeRoot),
     workDir: job.workDir,
     stateDir: job.stateDir,
+    ownProcess: true,
     signal: new AbortController().signal,
     resumeFrom: job.resumeFrom,
     progress(p) {

@@ -62,6 +62,7 @@ export interface TrainConfig {
 }
 
 const COMPLETE = 'COMPLETE';
+const OWN_PROCESS_RUN_BUDGET_MS = 30_000;
 
 async function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): Promise<void> {
   const { ArrowTableWriter } = await lib();
@@ -270,6 +271,9 @@ export const trainStage: StageKind<TrainConfig> = {
         resume: true,
         evalEvery: cfg.evalEvery,
         stepsPerRun: cfg.stepsPerRun,
+        // In its own process a long run stalls no heartbeat, cancellation or other stage; the cap then
+        // only bounds how long step metrics wait to be reported (a run reports its steps when it ends).
+        runBudgetMs: ctx.ownProcess ? OWN_PROCESS_RUN_BUDGET_MS : undefined,
         outDir,
         signal,
         onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),

@@ -29,6 +29,11 @@ export interface StageContext {
   workDir: string;
   /** Root of tempered's state (registry, audit log, model cache live here). */
   stateDir: string;
+  /**
+   * True when this attempt runs in a process of its own (src/isolate/): blocking the thread for long
+   * stalls nobody else, so work may be sized for throughput rather than for responsiveness.
+   */
+  ownProcess?: boolean;
   /** Aborted when the run is cancelled or the attempt times out. */
   signal: AbortSignal;
   /**
