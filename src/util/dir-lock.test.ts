@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,4 +26,17 @@ test('one holder at a time; a stale lock is taken over and its old holder is tol
   b.release();
   assert.equal(existsSync(path), false);
   acquireDirLock(path, { what: 'attempt 3' }).release();
+});
+
+test('a fresh lock whose holder on this host is gone (crashed, killed) is taken over at once', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'ck.lock');
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  writeFileSync(path, JSON.stringify({ token: 'x', pid: dead, host: hostname(), what: 'crashed attempt', since: new Date().toISOString() }));
+  const b = acquireDirLock(path, { what: 'retry', staleMs: 60_000 });
+  b.release();
+  // A holder on another host is judged by freshness alone.
+  writeFileSync(path, JSON.stringify({ token: 'y', pid: dead, host: `${hostname()}-elsewhere`, what: 'remote attempt', since: new Date().toISOString() }));
+  assert.throws(() => acquireDirLock(path, { what: 'retry' }), LockBusyError);
 });

@@ -4,6 +4,8 @@
  * config). The lock is a file created with O_EXCL beside the folder, naming its owner, and kept
  * fresh by its holder. A lock not refreshed within `staleMs` is taken over; the old holder then
  * finds on its next refresh that it lost the lock, and its `signal` aborts, so it stops writing.
+ * A lock whose holder ran on this host and is gone (a stage process that crashed or was killed for
+ * its memory) is taken over at once: its retry should not wait out `staleMs`.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -39,6 +41,17 @@ function readOwner(path: string): LockOwner | undefined {
   }
 }
 
+/** The holder was a process on this host that no longer exists. A reused pid only makes this answer no. */
+function holderGone(owner: LockOwner | undefined): boolean {
+  if (!owner || owner.host !== hostname() || !Number.isSafeInteger(owner.pid) || owner.pid === process.pid) return false;
+  try {
+    process.kill(owner.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 function create(path: string, owner: LockOwner): boolean {
   let fd: number;
   try {
@@ -66,7 +79,7 @@ export function acquireDirLock(path: string, opts: { what: string; staleMs?: num
     } catch {
       /* released meanwhile */
     }
-    if (mtime !== undefined && now() - mtime < staleMs) throw new LockBusyError(path, readOwner(path));
+    if (mtime !== undefined && now() - mtime < staleMs && !holderGone(readOwner(path))) throw new LockBusyError(path, readOwner(path));
     // Stale: move it aside atomically (only one taker wins the rename), then create ours.
     const aside = `${path}.stale-${owner.token}`;
     try {
