@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { Client, WorkflowFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { openAudit } from '../src/audit/log.ts';
 import type { RunInput, RunStatus } from '../workflows/types.ts';
 
@@ -15,7 +15,7 @@ export function newRunId(name: string): string {
   return `${name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomBytes(3).toString('hex')}`;
 }
 
-export async function submitRun(client: Client, input: RunInput, opts: { taskQueue: string; runId?: string }): Promise<WorkflowHandle> {
+export async function submitRun(client: Client, input: RunInput, opts: { taskQueue: string; runId?: string }): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = opts.runId ?? newRunId(input.plan.name);
   return client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
@@ -146,8 +146,12 @@ export async function runInput(client: Client, runId: string): Promise<RunInput>
   return client.options.loadedDataConverter.payloadConverter.fromPayload(payload) as RunInput;
 }
 
-/** Appends `run.submitted` for a run this client started: who, which spec and params. */
-export function auditRunSubmitted(auditDb: string, runId: string, input: RunInput): void {
+/**
+ * Appends `run.submitted` for a run this client started: who, which spec and params. The run id
+ * (workflow id) can be reused once the earlier run closed (`submit --run-id`), so the record is
+ * keyed on the execution too; without it a second submission under the same id went unrecorded.
+ */
+export function auditRunSubmitted(auditDb: string, runId: string, input: RunInput, executionId?: string): void {
   const audit = openAudit(auditDb);
   try {
     audit.append({
@@ -156,8 +160,8 @@ export function auditRunSubmitted(auditDb: string, runId: string, input: RunInpu
       runId,
       actor: input.options.actor,
       specHash: input.plan.specHash,
-      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache },
-      dedupeKey: `${runId}/submitted`,
+      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache, execution: executionId ?? null },
+      dedupeKey: executionId ? `${runId}/${executionId}/submitted` : `${runId}/submitted`,
     });
   } finally {
     audit.close();

@@ -54,7 +54,7 @@ export async function startAndReport(ctx: CliContext, client: Client, input: Run
   const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
-    auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input);
+    auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input, handle.firstExecutionRunId);
     o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));

@@ -1,0 +1,68 @@
+/**
+ * Audit records of the operator's registry commands and of run submissions, through the real
+ * commands in this process: a promote whose audit write fails is still recorded by the next
+ * command, and a run id used twice is recorded twice.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from '../cli/main.ts';
+import { CliError } from '../cli/context.ts';
+import { auditRunSubmitted } from '../client/runs.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { plannedPipeline } from './helpers/plans.ts';
+
+async function cli(args: string[], home: string): Promise<number> {
+  const saved = { log: console.log, home: process.env.TEMPERED_HOME };
+  console.log = () => {};
+  process.env.TEMPERED_HOME = home;
+  try {
+    return await main(args);
+  } catch (e) {
+    if (e instanceof CliError) return e.exitCode;
+    return -1;
+  } finally {
+    console.log = saved.log;
+    if (saved.home === undefined) delete process.env.TEMPERED_HOME;
+    else process.env.TEMPERED_HOME = saved.home;
+  }
+}
+
+test('models promote: an audit write that fails after the alias moved is delivered by the next command, once', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-outbox-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = openRegistry(join(home, 'registry.db'));
+  const sha = (c: string) => c.repeat(64);
+  for (const [run, c] of [['r1', 'a'], ['r2', 'b']] as const) {
+    reg.registerVersion({ name: 'spam', runId: run, stageId: 'register', specHash: 's', data: [], artifacts: [{ role: 'model', uri: `artifact://sha256/${sha(c)}`, sha256: sha(c), bytes: 1 }] });
+  }
+  reg.close();
+  // Fault between the two writes: the audit database cannot be opened.
+  mkdirSync(join(home, 'audit.db'));
+  assert.notEqual(await cli(['models', 'promote', 'spam@2'], home), 0);
+  rmSync(join(home, 'audit.db'), { recursive: true });
+  const check = openRegistry(join(home, 'registry.db'));
+  assert.equal(check.aliasVersion('spam', 'production'), 2, 'the alias moved');
+  check.close();
+  // Retrying the command finds the alias already there, and still records the promotion.
+  assert.equal(await cli(['models', 'promote', 'spam@2'], home), 0);
+  const audit = openAudit(join(home, 'audit.db'));
+  assert.deepEqual(audit.query({ action: 'model.promoted' }).map((r) => r.subject), ['spam@2']);
+  assert.equal(audit.verify().ok, true);
+  audit.close();
+});
+
+test('run.submitted is recorded for each execution of a reused run id', (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-submitted-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const input = { plan: plannedPipeline('p', []), options: { baseDir: home, actor: 'test' } };
+  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-1');
+  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
+  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
+  const audit = openAudit(join(home, 'audit.db'));
+  assert.equal(audit.query({ action: 'run.submitted' }).length, 2);
+  audit.close();
+});
