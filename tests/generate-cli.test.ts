@@ -1,13 +1,14 @@
 // `tempered generate` as a user runs it: a real CLI process, a model folder, tokens streamed to stdout.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
-import { runCli } from './helpers/cli.ts';
+import { BIN, runCli } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));
 after(() => rmSync(home, { recursive: true, force: true }));
@@ -39,4 +40,37 @@ test('tempered generate streams the same text the library generates; bad flags e
   const usage = await runCli(['generate', dir], env);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /usage: tempered generate/);
+});
+
+test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {
+  const tpl = join(home, 'serve-chat.jinja');
+  writeFileSync(tpl, '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>');
+  const token = 'cli-serve-token-1';
+  const child = spawn(process.execPath, [BIN, 'serve', dir, '--port', '0', '--chat-template', tpl, '--threads', '1', '--max-tokens', '16'], {
+    env: { ...process.env, ...env, TEMPERED_SERVE_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    let out = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /serving .* at (http:\/\/\S+)\s+\(POST \/v1\/chat\/completions/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', () => reject(new Error(`serve exited: ${out}`)));
+    });
+    const post = (body: unknown) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+    const res = await post({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, temperature: 0 });
+    assert.equal(res.status, 200);
+    const j = await res.json() as { model: string; usage: { prompt_tokens: number; completion_tokens: number }; choices: { message: { content: string } }[] };
+    // The template renders '<user>hi\n<assistant>': 20 bytes, one token each in the tiny byte-level tokenizer.
+    assert.equal(j.usage.prompt_tokens, 20);
+    assert.equal(j.usage.completion_tokens, 4);
+    assert.equal(j.model, `file:${dir}`, "the model source's identity names the model");
+    assert.equal((await post({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 17 })).status, 400, '--max-tokens is the limit');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0);
 });
