@@ -135,3 +135,21 @@ test('field names that objects inherit are plain names: a __proto__ column is re
   await assert.rejects(run(dir, { path: 'b.jsonl', task: 'classification', fields: { text: 'constructor' } }), (e: unknown) => e instanceof InputError && /missing-field/.test(e.message));
   await assert.rejects(run(dir, { path: 'b.jsonl', task: 'instruction', promptTemplate: '{toString}', fields: { response: 'label' } }), (e: unknown) => e instanceof InputError && /missing-field/.test(e.message));
 });
+
+test('a corrupt Parquet page header that makes the decoder loop is an input error, and the worker thread stays free', { timeout: 120_000 }, async () => {
+  // fixtures/rle-hang.parquet: a 50-row file with three bytes changed; hyparquet 1.33 spins in
+  // readRleBitPackedHybrid on it without end. Decoding runs in a worker thread with a budget.
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.parquet'), readFileSync(new URL('./fixtures/rle-hang.parquet', import.meta.url)));
+  let ticks = 0;
+  const beat = setInterval(() => ticks++, 50);
+  try {
+    await assert.rejects(
+      ingest({ path: 'a.parquet', task: 'classification' }, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'q.arrow'), parquetLimits: { baseMs: 3000, msPerMiB: 0 } }),
+      (e: unknown) => e instanceof InputError && e.where === 'a.parquet' && /did not finish within 3 s/.test(e.message));
+  } finally {
+    clearInterval(beat);
+  }
+  assert.ok(ticks > 0, 'timers (heartbeats) ran while the file was being decoded');
+  assert.deepEqual(readdirSync(dir), ['a.parquet']);
+});

@@ -9,7 +9,7 @@ import { ArrowTableWriter, describeArrowFile, type ColumnSpec } from './arrow-io
 import type { BadReason } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
-import { readRecords } from './read-records.ts';
+import { readRecords, type ReadOptions } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
@@ -32,6 +32,8 @@ export interface IngestOptions {
   /** Folders source paths may resolve into (after symlinks). Default: `dataRoots(baseDir)`. */
   roots?: readonly string[];
   signal?: AbortSignal;
+  /** Parquet decoding budgets; defaults in PARQUET_LIMITS. */
+  parquetLimits?: ReadOptions['parquetLimits'];
   /** Limits of URL downloads (size, stall time, redirects); defaults in DOWNLOAD_LIMITS. */
   download?: Omit<DownloadOptions, 'signal'>;
   onProgress?: (p: Progress) => void;
@@ -116,7 +118,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       try {
         if (snapshot) await pipeline(createReadStream(f.abs), new Transform({ transform(chunk: Buffer, _e, done) { hashing(chunk); done(null, chunk); } }), createWriteStream(snapshot, { flags: 'wx' }));
         const readFrom = snapshot ? { ...f, abs: snapshot } : f;
-        for await (const recs of readRecords(readFrom, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, onData: snapshot ? undefined : hashing, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
+        for await (const recs of readRecords(readFrom, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, signal: opts.signal, parquetLimits: opts.parquetLimits, onData: snapshot ? undefined : hashing, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
           rowsIn++;
           const lines = rec.lines ?? 1;
           linesIn += lines;

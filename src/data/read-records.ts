@@ -5,7 +5,7 @@
  * InputError only when the whole file is unusable (bad header, corrupt Parquet footer).
  */
 import { parse as parseCsv } from 'csv-parse/sync';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
+import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS, readArrowBatches } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
@@ -43,6 +43,9 @@ export interface ReadOptions extends DelimitedOptions {
   maxRecordLines?: number;
   /** CSV/TSV: most characters one quoted record may hold. Default RECORD_LIMITS.chars. */
   maxRecordChars?: number;
+  /** Parquet: decoding budgets. Default PARQUET_LIMITS. */
+  parquetLimits?: Partial<typeof PARQUET_LIMITS>;
+  signal?: AbortSignal;
 }
 
 /**
@@ -209,31 +212,63 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   if (header && names === null) throw new InputError('file is empty: no header line', { where: file.display, hint: 'remove the file or set header: false' });
 }
 
+/**
+ * Limits of decoding one Parquet file (in a worker thread, see parquet-thread.mjs): a row group
+ * that takes longer than `baseMs + msPerMiB` per MiB of its compressed size, or more heap than
+ * `heapMb`, is a corrupt file, not a reason to hang or crash the worker.
+ */
+export const PARQUET_LIMITS = { baseMs: 60_000, msPerMiB: 2_000, heapMb: 4096 };
+
+type ParquetReply =
+  | { type: 'meta'; total: number; groups: { rows: number; bytes: number }[] }
+  | { type: 'rows'; rows: Record<string, unknown>[] }
+  | { type: 'error'; phase: 'metadata' | 'rows'; message: string };
+
 export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
-  let buf, metadata;
+  const limits = { ...PARQUET_LIMITS, ...opts.parquetLimits };
+  const thread = new Worker(new URL('./parquet-thread.mjs', import.meta.url), { workerData: { path: file.abs }, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: limits.heapMb } });
+  thread.unref();
+  let waiting: { resolve: (r: ParquetReply) => void; reject: (e: unknown) => void } | null = null;
+  let failed: unknown = null;
+  const fail = (e: unknown) => { failed ??= e; waiting?.reject(e); waiting = null; };
+  thread.on('message', (m: ParquetReply) => { waiting?.resolve(m); waiting = null; });
+  thread.on('error', (e) => fail((e as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY'
+    ? new InputError(`decoding needed more than ${limits.heapMb} MB of memory; the file is corrupt or a row group is too large to read`, { where: file.display, hint: 'check the file, or rewrite it with smaller row groups' })
+    : new InputError(`not a readable Parquet file: ${(e as Error).message}`, { where: file.display, cause: e })));
+  thread.on('exit', (code) => fail(new Error(`the Parquet decoding thread exited (code ${code})`)));
+  /** The thread's next reply, or an input error once `budgetMs` passes without one. */
+  const reply = (what: string, budgetMs: number): Promise<ParquetReply> => new Promise((resolve, reject) => {
+    if (failed) { reject(failed); return; }
+    const timer = setTimeout(() => {
+      fail(new InputError(`decoding ${what} did not finish within ${Math.round(budgetMs / 1000)} s; the file is probably corrupt (a page header with impossible counts)`, { where: file.display, hint: 'check the file, e.g. with pyarrow.parquet.read_table' }));
+    }, budgetMs);
+    waiting = { resolve: (r) => { clearTimeout(timer); resolve(r); }, reject: (e) => { clearTimeout(timer); reject(e); } };
+  });
   try {
-    buf = await asyncBufferFromFile(file.abs);
-    metadata = await parquetMetadataAsync(buf);
-  } catch (e) {
-    throw new InputError(`not a readable Parquet file: ${(e as Error).message}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading', cause: e });
-  }
-  // Read whole row groups: hyparquet decodes a row group's column chunks in full, so smaller
-  // slices would decode the same group again and again. Memory is bounded by the row group size.
-  let groupStart = 0;
-  for (const rg of metadata.row_groups) {
-    const rowStart = groupStart, rowEnd = groupStart + Number(rg.num_rows);
-    groupStart = rowEnd;
-    if (rowEnd === rowStart) continue;
-    let rows: Record<string, unknown>[];
-    try {
-      rows = await parquetReadObjects({ file: buf, metadata, rowStart, rowEnd });
-    } catch (e) {
-      throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${(e as Error).message}`, { where: file.display, cause: e });
+    opts.signal?.throwIfAborted();
+    const meta = await reply('the footer', limits.baseMs);
+    if (meta.type === 'error') throw new InputError(`not a readable Parquet file: ${meta.message}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading' });
+    if (meta.type !== 'meta') throw new Error('Parquet thread: unexpected reply');
+    // Read whole row groups: hyparquet decodes a row group's column chunks in full, so smaller
+    // slices would decode the same group again and again. Memory is bounded by the row group size.
+    let groupStart = 0;
+    for (const [g, rg] of meta.groups.entries()) {
+      const rowStart = groupStart, rowEnd = groupStart + rg.rows;
+      groupStart = rowEnd;
+      if (rowEnd === rowStart) continue;
+      opts.signal?.throwIfAborted();
+      thread.postMessage({ rowStart, rowEnd });
+      const r = await reply(`row group ${g + 1} (rows ${rowStart + 1}-${rowEnd})`, limits.baseMs + (limits.msPerMiB * rg.bytes) / (1 << 20));
+      if (r.type === 'error') throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${r.message}`, { where: file.display });
+      if (r.type !== 'rows') throw new Error('Parquet thread: unexpected reply');
+      for (let i = 0; i < r.rows.length; i += BATCH_ROWS) {
+        yield r.rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, lines: 1, raw: safeJson(values), values }));
+      }
+      opts.onBytes?.(rg.bytes);
     }
-    for (let i = 0; i < rows.length; i += BATCH_ROWS) {
-      yield rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, lines: 1, raw: safeJson(values), values }));
-    }
-    opts.onBytes?.(Number(rg.total_compressed_size ?? 0) || (buf.byteLength * (rowEnd - rowStart)) / Math.max(1, Number(metadata.num_rows)));
+  } finally {
+    thread.removeAllListeners('exit');
+    await thread.terminate();
   }
 }
 
