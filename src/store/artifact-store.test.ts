@@ -157,6 +157,22 @@ describe('ArtifactStore', () => {
     assert.deepEqual(readdirSync(parent), [tree.sha256], 'no temp folder left behind');
   });
 
+  it('a checked-out copy that was edited, or gained a file, is replaced rather than served', async () => {
+    const s = fresh();
+    const dir = mkdtempSync(join(tmpdir(), 'tree-'));
+    writeFileSync(join(dir, 'model.onnx'), 'weights');
+    const tree = await s.putTree(dir);
+    const parent = mkdtempSync(join(tmpdir(), 'serving-'));
+    const out = await s.checkoutTree(tree, parent);
+    writeFileSync(join(out, 'model.onnx'), 'backdoor');
+    await s.checkoutTree(tree, parent);
+    assert.equal(readFileSync(join(out, 'model.onnx'), 'utf8'), 'weights');
+    writeFileSync(join(out, 'model.onnx_data'), 'planted external data');
+    await s.checkoutTree(tree, parent);
+    assert.deepEqual(readdirSync(out), ['model.onnx']);
+    assert.deepEqual(readdirSync(parent), [tree.sha256]);
+  });
+
   it('leaves no partial object when the writer is killed mid-write', async () => {
     const s = fresh();
     // A child process streams 200 MB into the store; we SIGKILL it while it writes.

@@ -256,7 +256,14 @@ export class ArtifactStore {
    */
   async checkoutTree(ref: ArtifactRef, parent: string): Promise<string> {
     const dir = join(parent, parseUri(ref.uri));
-    if (existsSync(dir)) return dir;
+    if (existsSync(dir)) {
+      // The copy is outside the store, so its name proves nothing: reuse it only if its files are
+      // exactly the manifest's; a damaged or added file gets a fresh copy instead of being served.
+      if (await this.copyMatches(ref, dir)) return dir;
+      const aside = `${dir}.damaged.${randomBytes(4).toString('hex')}`;
+      await fsp.rename(dir, aside).catch(() => undefined);
+      await fsp.rm(aside, { recursive: true, force: true });
+    }
     const tmp = `${dir}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
       await this.materializeTree(ref, tmp);
@@ -268,6 +275,30 @@ export class ArtifactStore {
       await fsp.rm(tmp, { recursive: true, force: true });
     }
     return dir;
+  }
+
+  /** Whether `dir` holds exactly the files of the tree `ref`, each with its recorded hash. */
+  private async copyMatches(ref: ArtifactRef, dir: string): Promise<boolean> {
+    try {
+      const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+      const found: string[] = [];
+      const walk = async (rel: string): Promise<void> => {
+        for (const e of await fsp.readdir(join(dir, rel), { withFileTypes: true })) {
+          const name = rel ? `${rel}/${e.name}` : e.name;
+          if (e.isDirectory()) await walk(name);
+          else found.push(name);
+        }
+      };
+      await walk('');
+      if (found.sort().join('\n') !== manifest.files.map((f) => f.name).sort().join('\n')) return false;
+      for (const f of manifest.files) {
+        const st = await fsp.lstat(join(dir, f.name));
+        if (!st.isFile() || st.size !== f.bytes || (await sha256File(join(dir, f.name))).sha256 !== f.sha256) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**
