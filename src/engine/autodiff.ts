@@ -7,7 +7,7 @@ import type { Model, Node } from '../onnx/ir.ts';
 import { isFloat } from '../onnx/dtype.ts';
 import { inferShapes, type TypeMap } from '../onnx/shapes.ts';
 import { topoSort } from '../onnx/graph.ts';
-import { GRADIENTS } from './gradients.ts';
+import { BROADCASTING, GRADIENTS } from './gradients.ts';
 import { GradContext, type RowGradient } from './grad-context.ts';
 import { findComposites } from './composites.ts';
 
@@ -100,9 +100,10 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
     } catch (e) {
       throw new Error(`gradient of ${node.opType} node '${node.name}' failed: ${(e as Error).message}`, { cause: e });
     }
+    const broadcast = BROADCASTING.has(node.opType);
     node.inputs.forEach((i, k) => {
       const g = dIn[k];
-      if (g && needed[k]) addGrad(i, g);
+      if (g && needed[k]) addGrad(i, broadcast ? ctx.sumTo(g, node.outputs[0]!, i) : g);
     });
   }
 

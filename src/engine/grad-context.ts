@@ -3,11 +3,9 @@
  * "sum a broadcast gradient back to the input's shape".
  */
 import type { GraphBuilder } from '../onnx/builder.ts';
-import type { DType } from '../onnx/dtype.ts';
+import { dtypeOfCode, type DType } from '../onnx/dtype.ts';
 import type { Dim, Node } from '../onnx/ir.ts';
 import type { TypeInfo, TypeMap } from '../onnx/shapes.ts';
-
-const CAST_TO: Record<number, DType> = { 1: 'float32', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64' };
 
 /**
  * A gradient that is zero outside some rows: d[indices[i]] += values[i] (values [N, ...rest]). The
@@ -63,7 +61,7 @@ export class GradContext {
     const out = this.b.op(opType, inputs, attrs, { name: `grad_${opType}` });
     // Rules ask for dtypes of the values they create (e.g. to type a constant); record the easy cases.
     const dtype = opType === 'Shape' || opType === 'Size' ? 'int64'
-      : opType === 'Cast' ? CAST_TO[attrs['to'] as number]
+      : opType === 'Cast' ? dtypeOfCode(attrs['to'] as number)
       : ['Greater', 'Less', 'Equal', 'Not'].includes(opType) ? 'bool'
       : this.dtypeOrUndefined(inputs[opType === 'Where' ? 1 : 0]!);
     if (dtype) this.types.set(out, { dtype });

@@ -5,6 +5,7 @@
  */
 import type { Node } from '../onnx/ir.ts';
 import { attrFloat, attrInt, attrInts, attrString } from '../onnx/ir.ts';
+import { isFloat, onnxCode } from '../onnx/dtype.ts';
 import type { GradContext, GradRule } from './grad-context.ts';
 
 const norm = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis);
@@ -30,48 +31,31 @@ function reduceAxes(ctx: GradContext, node: Node): number[] {
 const unary = (f: (ctx: GradContext, node: Node, dy: string) => string): GradRule =>
   (ctx, node, [dy], needed) => [needed[0] && dy ? f(ctx, node, dy) : undefined];
 
-const add: GradRule = (ctx, n, [dy], needed) => {
-  const [a, b] = n.inputs as [string, string];
-  const y = n.outputs[0]!;
-  return [needed[0] ? ctx.sumTo(dy!, y, a) : undefined, needed[1] ? ctx.sumTo(dy!, y, b) : undefined];
-};
+/**
+ * Rules of ops whose inputs broadcast to the output give output-shaped gradients; the walker sums
+ * each back to its input's shape (autodiff.ts), so these read as the calculus they are.
+ */
+const binary = (da: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string, db: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string): GradRule =>
+  (ctx, n, [dy], needed) => {
+    const [a, b] = n.inputs as [string, string];
+    const y = n.outputs[0]!;
+    return [needed[0] ? da(ctx, a, b, y, dy!) : undefined, needed[1] ? db(ctx, a, b, y, dy!) : undefined];
+  };
 
-const sub: GradRule = (ctx, n, [dy], needed) => {
-  const [a, b] = n.inputs as [string, string];
-  const y = n.outputs[0]!;
-  return [needed[0] ? ctx.sumTo(dy!, y, a) : undefined, needed[1] ? ctx.sumTo(ctx.op('Neg', [dy!]), y, b) : undefined];
-};
-
-const sum: GradRule = (ctx, n, [dy], needed) => n.inputs.map((x, i) => (needed[i] ? ctx.sumTo(dy!, n.outputs[0]!, x) : undefined));
-
-const mul: GradRule = (ctx, n, [dy], needed) => {
-  const [a, b] = n.inputs as [string, string];
-  const y = n.outputs[0]!;
-  return [
-    needed[0] ? ctx.sumTo(ctx.op('Mul', [dy!, b]), y, a) : undefined,
-    needed[1] ? ctx.sumTo(ctx.op('Mul', [dy!, a]), y, b) : undefined,
-  ];
-};
-
+const add = binary((_c, _a, _b, _y, dy) => dy, (_c, _a, _b, _y, dy) => dy);
+const sub = binary((_c, _a, _b, _y, dy) => dy, (ctx, _a, _b, _y, dy) => ctx.op('Neg', [dy]));
+const mul = binary((ctx, _a, b, _y, dy) => ctx.op('Mul', [dy, b]), (ctx, a, _b, _y, dy) => ctx.op('Mul', [dy, a]));
 const div: GradRule = (ctx, n, [dy], needed) => {
-  const [a, b] = n.inputs as [string, string];
-  const y = n.outputs[0]!;
-  const da = needed[0] || needed[1] ? ctx.op('Div', [dy!, b]) : undefined;
+  const [, b] = n.inputs as [string, string];
+  const q = needed[0] || needed[1] ? ctx.op('Div', [dy!, b]) : undefined;
   // d(a/b)/db = -a/b² = -y/b, so dB = -(dy/b)·y.
-  return [needed[0] ? ctx.sumTo(da!, y, a) : undefined, needed[1] ? ctx.sumTo(ctx.op('Neg', [ctx.op('Mul', [da!, y])]), y, b) : undefined];
+  return [needed[0] ? q : undefined, needed[1] ? ctx.op('Neg', [ctx.op('Mul', [q!, n.outputs[0]!])]) : undefined];
 };
-
-const pow: GradRule = (ctx, n, [dy], needed) => {
-  const [a, b] = n.inputs as [string, string];
-  const y = n.outputs[0]!;
-  let da: string | undefined, db: string | undefined;
-  if (needed[0]) {
-    const bm1 = ctx.op('Sub', [b, ctx.scalar(1, b)]);
-    da = ctx.sumTo(ctx.op('Mul', [dy!, ctx.op('Mul', [b, ctx.op('Pow', [a, bm1])])]), y, a);
-  }
-  if (needed[1]) db = ctx.sumTo(ctx.op('Mul', [dy!, ctx.op('Mul', [y, ctx.op('Log', [a])])]), y, b);
-  return [da, db];
-};
+const pow = binary(
+  (ctx, a, b, _y, dy) => ctx.op('Mul', [dy, ctx.op('Mul', [b, ctx.op('Pow', [a, ctx.op('Sub', [b, ctx.scalar(1, b)])])])]),
+  (ctx, a, _b, y, dy) => ctx.op('Mul', [dy, ctx.op('Mul', [y, ctx.op('Log', [a])])]),
+);
+const sum: GradRule = (_ctx, n, [dy], needed) => n.inputs.map((_x, i) => (needed[i] ? dy : undefined));
 
 const matmul: GradRule = (ctx, n, [dy], needed) => {
   const [a, b] = n.inputs as [string, string];
@@ -176,8 +160,7 @@ const reduceMean: GradRule = (ctx, n, dOut, needed) => {
   if (!needed[0]) return [];
   const [dx] = reduceSum(ctx, n, dOut, needed);
   const x = n.inputs[0]!, y = n.outputs[0]!;
-  const dt = ctx.dtype(x);
-  const code = { float32: 1, float64: 11, float16: 10 }[dt as 'float32'] ?? 1;
+  const code = onnxCode(ctx.dtype(x));
   const ratio = ctx.op('Div', [ctx.op('Cast', [ctx.op('Size', [y])], { to: code }), ctx.op('Cast', [ctx.op('Size', [x])], { to: code })]);
   return [ctx.op('Mul', [dx!, ratio])];
 };
@@ -193,7 +176,7 @@ const transpose: GradRule = (ctx, n, [dy], needed) => {
   return [ctx.op('Transpose', [dy!], { perm: inv })];
 };
 
-const expand: GradRule = (ctx, n, [dy], needed) => [needed[0] ? ctx.sumTo(dy!, n.outputs[0]!, n.inputs[0]!) : undefined];
+const expand: GradRule = (_ctx, _n, [dy], needed) => [needed[0] ? dy : undefined];
 
 const concat: GradRule = (ctx, n, [dy], needed) => {
   const rank = ctx.rank(n.outputs[0]!);
@@ -271,7 +254,7 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   const rows = ctx.op('Reshape', [moved, ctx.op('Concat', [ctx.b.ints([-1]), ...pre, ...post], { axis: 0 })]);
   // Negative indices count from the end, like Gather.
   const dimA = ctx.op('Shape', [data], { start: axis, end: axis + 1 });
-  const idx64 = ctx.op('Cast', [ctx.op('Reshape', [indices, ctx.b.ints([-1])])], { to: 7 });
+  const idx64 = ctx.op('Cast', [ctx.op('Reshape', [indices, ctx.b.ints([-1])])], { to: onnxCode('int64') });
   const fixed = ctx.op('Where', [ctx.op('Less', [idx64, ctx.b.ints([0])]), ctx.op('Add', [idx64, dimA]), idx64]);
   // ScatterElements needs indices shaped like the updates: broadcast each row index across the row.
   const idxFull = ctx.op('Expand', [ctx.op('Reshape', [fixed, ctx.op('Concat', [ctx.b.ints([-1]), ctx.b.ints(new Array(r - 1).fill(1))], { axis: 0 })]), ctx.shapeOf(rows)]);
@@ -297,22 +280,14 @@ const gatherElements: GradRule = (ctx, n, [dy], needed) => {
 };
 
 const where: GradRule = (ctx, n, [dy], needed) => {
-  const [c, a, b] = n.inputs as [string, string, string];
-  const y = n.outputs[0]!;
-  const zero = ctx.scalar(0, y);
-  return [
-    undefined,
-    needed[1] ? ctx.sumTo(ctx.op('Where', [c, dy!, zero]), y, a) : undefined,
-    needed[2] ? ctx.sumTo(ctx.op('Where', [c, zero, dy!]), y, b) : undefined,
-  ];
+  const c = n.inputs[0]!;
+  const zero = ctx.scalar(0, n.outputs[0]!);
+  return [undefined, needed[1] ? ctx.op('Where', [c, dy!, zero]) : undefined, needed[2] ? ctx.op('Where', [c, zero, dy!]) : undefined];
 };
 
-const CODES: Record<string, number> = { float32: 1, float64: 11, float16: 10 };
-
 const cast: GradRule = (ctx, n, [dy], needed) => {
-  const x = n.inputs[0]!;
-  const code = CODES[ctx.dtype(x)];
-  return [needed[0] && code !== undefined ? ctx.op('Cast', [dy!], { to: code }) : undefined];
+  const from = ctx.dtype(n.inputs[0]!);
+  return [needed[0] && isFloat(from) ? ctx.op('Cast', [dy!], { to: onnxCode(from) }) : undefined];
 };
 
 const dropout: GradRule = (ctx, n, [dy], needed) => {
@@ -327,7 +302,7 @@ const dropout: GradRule = (ctx, n, [dy], needed) => {
   const mask = n.outputs[1];
   const ratio = n.inputs[1] ? n.inputs[1] : ctx.scalar(0.5, dy!);
   const keep = ctx.op('Sub', [ctx.scalar(1, dy!), ratio]);
-  return [ctx.op('Div', [ctx.op('Mul', [dy!, ctx.op('Cast', [mask], { to: CODES[ctx.dtype(dy!)]! })]), keep])];
+  return [ctx.op('Div', [ctx.op('Mul', [dy!, ctx.op('Cast', [mask], { to: onnxCode(ctx.dtype(dy!)) })]), keep])];
 };
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -350,6 +325,9 @@ const gelu = unary((ctx, n, dy) => {
   const pdf = M(s(1 / Math.sqrt(2 * Math.PI)), ctx.op('Exp', [M(M(x, x), s(-0.5))]));
   return M(dy, A(cdf, M(x, pdf)));
 });
+
+/** Ops whose inputs broadcast to the output: their rules' gradients are summed back to each input's shape by the walker. */
+export const BROADCASTING: ReadonlySet<string> = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Sum', 'Where', 'Expand']);
 
 /** The rule table. An op missing here cannot be differentiated (autodiff says which and where). */
 export const GRADIENTS: Record<string, GradRule> = {

@@ -5,7 +5,7 @@
 import { InputError } from '../errors.ts';
 import type { GraphBuilder } from '../onnx/builder.ts';
 import type { TypeMap } from '../onnx/shapes.ts';
-import type { DType } from '../onnx/dtype.ts';
+import { onnxCode } from '../onnx/dtype.ts';
 
 export type LossSpec =
   | {
@@ -34,7 +34,6 @@ export interface AppendedLoss {
   inputs: string[];
 }
 
-const FLOAT_CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
 
 /** A graph input of that name when the caller declared one already, else a new input. */
 function existingOr(b: GraphBuilder, name: string, create: () => string): string {
@@ -81,7 +80,7 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
     const uniform = b.op('Neg', [mean]);
     perRow = b.op('Add', [b.op('Mul', [perRow, b.scalar(1 - eps, dtype)]), b.op('Mul', [uniform, b.scalar(eps, dtype)])]);
   }
-  const mask = b.op('Cast', [valid], { to: FLOAT_CODE[dtype] ?? 1 });
+  const mask = b.op('Cast', [valid], { to: onnxCode(dtype) });
   const total = b.op('ReduceSum', [b.op('Mul', [perRow, mask])], { keepdims: 0 });
   // All rows ignored → loss 0 rather than 0/0.
   const count = b.op('Max', [b.op('ReduceSum', [mask], { keepdims: 0 }), b.scalar(1, dtype)]);

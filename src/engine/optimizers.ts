@@ -4,7 +4,7 @@
  * (torch.optim.AdamW and SGD) so results match a reference implementation.
  */
 import type { GraphBuilder } from '../onnx/builder.ts';
-import type { DType } from '../onnx/dtype.ts';
+import { onnxCode, type DType } from '../onnx/dtype.ts';
 import { matchesAny } from './patterns.ts';
 import type { RowGradient } from './grad-context.ts';
 
@@ -41,8 +41,6 @@ export interface AppendedOptimizer {
   gradNorm: string;
 }
 
-const CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
-
 /**
  * Appends global-norm clipping and the optimizer update. `lr` and `step` are float32 scalar values
  * (graph inputs fed by the trainer); `step` is the 1-based optimizer step used for bias correction.
@@ -50,8 +48,8 @@ const CODE: Partial<Record<DType, number>> = { float32: 1, float64: 11 };
 export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: OptimizerSpec, opts: { lr: string; step: string; clipNorm?: number }): AppendedOptimizer {
   if (params.length === 0) throw new Error('nothing to train: no trainable weights were selected');
   const dtype = params[0]!.dtype;
-  const code = CODE[dtype];
-  if (!code) throw new Error(`optimizer: weights of type ${dtype} are not supported (float32 or float64)`);
+  if (dtype !== 'float32' && dtype !== 'float64') throw new Error(`optimizer: weights of type ${dtype} are not supported (float32 or float64)`);
+  const code = onnxCode(dtype);
   const cast = (v: string) => (dtype === 'float32' ? v : b.op('Cast', [v], { to: code }));
   const lr = cast(opts.lr);
   const step = cast(opts.step);

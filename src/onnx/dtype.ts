@@ -13,6 +13,11 @@ export function onnxCode(d: DType): number {
   return ONNX_CODE[d];
 }
 
+/** The dtype of an ONNX element type code, or undefined for one tempered does not handle. */
+export function dtypeOfCode(code: number): DType | undefined {
+  return FROM_CODE.get(code);
+}
+
 export function dtypeFromCode(code: number, where: string): DType {
   const d = FROM_CODE.get(code);
   if (!d) throw new Error(`${where}: ONNX element type ${code} is not supported (supported: ${Object.keys(ONNX_CODE).join(', ')})`);
