@@ -3,12 +3,11 @@
 // state each time: 270 MB per step for full fine-tuning of a MiniLM-size model. With glibc's defaults
 // those frees go back to the OS and the next step pays a page fault for every 4 KiB again.
 // - trim_threshold: never give the heap back, so freed buffers stay mapped for the next step. With
-//   mmap_threshold but without mmap_max=0 it measured no gain (130 ms outside onnxruntime, bench below).
+//   mmap_threshold but without mmap_max=0 it measured no gain (bench below).
 // - mmap_max=0: serve every allocation from the heap. glibc caps mmap_threshold at 32 MiB, so without
 //   this the word-embedding tensors (47 MB each for weights, m and v) were mmap'd and unmapped every
-//   step: a full fine-tuning step spent 130 ms outside onnxruntime with glibc's defaults and 75 ms with
-//   this setting (medians of 4 alternating rounds, bench/step-overhead.bench.ts 14 4). When the heap
-//   cannot grow, glibc still falls back to mmap.
+//   step, and a full fine-tuning step spent far more time outside onnxruntime (bench/step-overhead.bench.ts;
+//   figures in the README's bench table). When the heap cannot grow, glibc still falls back to mmap.
 // Other platforms ignore the variable.
 export const MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295:glibc.malloc.mmap_max=0';
 

@@ -71,3 +71,11 @@ test('no file under src/ imports Temporal or the folders that wrap the library',
   assert.ok(seen > 200, `expected to see the library's imports, saw ${seen}`);
   assert.deepEqual(problems, [], `src/ is the Temporal-free library; move Temporal-facing code beside infra/:\n${problems.join('\n')}`);
 });
+
+test('library and edge code never import test support (*.testing.ts)', () => {
+  const dirs = ['src', 'cli', 'client', 'infra', 'activities', 'workflows'].map((d) => join(ROOT, d));
+  const files = dirs.flatMap((d) => tsFiles(d)).filter((f) => !/\.test(ing)?\.ts$/.test(f));
+  assert.ok(files.length > 50);
+  const problems = files.flatMap((f) => importSpecifiers(readFileSync(f, 'utf8')).filter((s) => s.endsWith('.testing.ts')).map((s) => `${relative(ROOT, f)} imports ${s}`));
+  assert.deepEqual(problems, [], 'test support is for tests and benches; move what the library needs out of the *.testing.ts file');
+});

@@ -65,7 +65,7 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
   };
   /**
    * Sums all contributions (fan-out) in a fixed order, so accumulation is deterministic. A chain of
-   * binary Adds, not one Sum: onnxruntime's CPU Sum is about 4x slower than Add on large tensors.
+   * binary Adds, not one Sum: onnxruntime's CPU Sum is several times slower than Add on large tensors.
    */
   const total = (v: string): string | undefined => {
     const list = contributions.get(v);

@@ -4,12 +4,11 @@
  * dropout.ts).
  *
  * Why not in the graph: onnxruntime's random ops keep their generator inside the session, so a resumed
- * run would draw different masks; and a hash of the element index in standard ops costs about 9 ms per
- * module per step on two cores (Sin alone has no vectorized kernel), several times PyTorch's whole
- * dropout. Here each step takes one draw from the run's checkpointed RNG, and every module's mask is a
+ * run would draw different masks; and a hash of the element index in standard ops costs several times
+ * PyTorch's whole dropout per module per step (Sin alone has no vectorized kernel). Here each step takes one draw from the run's checkpointed RNG, and every module's mask is a
  * pure function of that draw and the module's index: reproducible across resumes, and cheap in the
- * graph: one Mul forward and one backward (onnxruntime's Where is 5x slower than Mul on these tensors,
- * which outweighs writing floats instead of bytes), with the 1/(1-p) rescale folded into the adapter's
+ * graph: one Mul forward and one backward (onnxruntime's Where is several times slower than Mul on
+ * these tensors, which outweighs writing floats instead of bytes), with the 1/(1-p) rescale folded into the adapter's
  * scale. Mask buffers are reused from step to step.
  *
  * The keep decision compares 16 random bits with a threshold, so the dropout rate is p rounded to a
@@ -59,7 +58,7 @@ const f32Bits = new Int32Array(f32.buffer);
 export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out: T, threshold: number, stepSeed: number, module: number, keep = 1): T {
   let x = moduleState(stepSeed, module);
   const n = out.length;
-  // Branch-free stores run about 1.6x faster than `draw >= threshold ? keep : 0`: masks are random, so the
+  // Branch-free stores run faster than `draw >= threshold ? keep : 0`: masks are random, so the
   // branch is mispredicted as often as the dropout rate. ((draw - threshold) >> 31) is -1 exactly when
   // the draw is below the threshold (a drop); its complement selects the bits of `keep`.
   f32[0] = keep;

@@ -4,7 +4,7 @@
  *
  * Why: onnxruntime-node copies every output of a run into fresh JavaScript buffers, and a step's
  * outputs are all the trainable weights plus their optimizer state (270 MB for a MiniLM-size full
- * fine-tune, about 75 ms a step on two cores). Inside a Loop the updated values feed the next iteration
+ * fine-tune; bench/step-overhead.bench.ts measures the time). Inside a Loop the updated values feed the next iteration
  * without leaving onnxruntime, so that copy is paid once per run instead of once per step. On a GPU the
  * same change keeps weights on the device between steps.
  *

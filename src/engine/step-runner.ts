@@ -26,11 +26,10 @@ export interface RunStops {
 /**
  * Steps per onnxruntime run when the caller does not say. Several steps per run pay off when a step's
  * outputs are large, as in full fine-tuning, where onnxruntime-node's copy of the updated weights and
- * optimizer state into JavaScript, with the allocations around it, cost 20-80 ms of a ~950 ms step
- * (MiniLM size, 1 vs 4 per run: 935/854, 972/927, 975/954 ms, bench/steps-per-run.bench.ts). With small
- * outputs (LoRA, a head) the Loop gains nothing, and when this default was chosen a LoRA step inside
- * a one-step Loop ran ~20 ms slower than the plain graph (552-575 vs 539-546 ms), so one step per run
- * without the Loop stays the default there.
+ * optimizer state into JavaScript, with the allocations around it, is a few percent of a step
+ * (bench/steps-per-run.bench.ts; figures in the README's bench table). With small outputs (LoRA, a
+ * head) the Loop gains nothing and a one-step Loop measured slightly slower than the plain graph, so
+ * one step per run without the Loop stays the default there.
  */
 export function defaultStepsPerRun(prog: TrainProgram, device: Device = 'cpu'): number {
   // Loop runs are checked bit for bit against single steps on CPU only; no GPU was at hand to check the

@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
@@ -81,15 +82,8 @@ async function writeHistory(path: string, history: { step: number; epoch: number
   w.close();
 }
 
-interface StepReport {
-  step: number;
-  totalSteps: number;
-  epoch: number;
-  loss: number;
-  lr: number;
-  samplesPerSec: number;
-  etaSec?: number;
-}
+/** A training step as both recipes report it (the causal-LM one has no time estimate). */
+type StepReport = Omit<Progress, 'etaSec'> & { etaSec?: number };
 
 type HistoryRow = Parameters<typeof writeHistory>[1][number];
 type Trainer = (cfg: TrainConfig, settings: RunSettings, ctx: StageContext, onStep: (m: StepReport) => void) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number }>;
