@@ -153,3 +153,14 @@ test('a corrupt Parquet page header that makes the decoder loop is an input erro
   assert.ok(ticks > 0, 'timers (heartbeats) ran while the file was being decoded');
   assert.deepEqual(readdirSync(dir), ['a.parquet']);
 });
+
+test('an Arrow file with one flipped byte that makes the reader re-read its end forever is an input error', { timeout: 120_000 }, async () => {
+  // fixtures/flipped-schema.arrow: a 50-row file written by ArrowTableWriter with byte 30 changed;
+  // apache-arrow's async reader loops on it without end. Decoding runs in a worker thread with a budget.
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.arrow'), readFileSync(new URL('./fixtures/flipped-schema.arrow', import.meta.url)));
+  await assert.rejects(
+    ingest({ path: 'a.arrow', task: 'classification' }, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'q.arrow'), parquetLimits: { baseMs: 3000 } }),
+    (e: unknown) => e instanceof InputError && e.where === 'a.arrow' && /did not finish within 3 s/.test(e.message));
+  assert.deepEqual(readdirSync(dir), ['a.arrow']);
+});

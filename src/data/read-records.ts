@@ -7,7 +7,7 @@
 import { parse as parseCsv } from 'csv-parse/sync';
 import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
-import { BATCH_ROWS, readArrowBatches } from './arrow-io.ts';
+import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
 import { readLineChunks, type Line } from './lines.ts';
 import type { SourceFile } from './sources.ts';
@@ -213,42 +213,53 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
 }
 
 /**
- * Limits of decoding one Parquet file (in a worker thread, see parquet-thread.mjs): a row group
- * that takes longer than `baseMs + msPerMiB` per MiB of its compressed size, or more heap than
- * `heapMb`, is a corrupt file, not a reason to hang or crash the worker.
+ * Limits of decoding one Parquet or Arrow file (in a worker thread, see source-thread.mjs): a row
+ * group or record batch that takes longer than `baseMs` (+ `msPerMiB` per MiB of a Parquet row
+ * group's compressed size), or more heap than `heapMb`, is a corrupt file, not a reason to hang or
+ * crash the worker.
  */
 export const PARQUET_LIMITS = { baseMs: 60_000, msPerMiB: 2_000, heapMb: 4096 };
 
-type ParquetReply =
-  | { type: 'meta'; total: number; groups: { rows: number; bytes: number }[] }
+type ThreadReply =
+  | { type: 'meta'; groups: { rows: number; bytes: number }[] }
   | { type: 'rows'; rows: Record<string, unknown>[] }
+  | { type: 'done' }
   | { type: 'error'; phase: 'metadata' | 'rows'; message: string };
 
-export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+/** A decoding thread for one columnar file; `ask` sends a request and awaits the reply within a budget. */
+function decodingThread(file: SourceFile, opts: ReadOptions) {
   const limits = { ...PARQUET_LIMITS, ...opts.parquetLimits };
-  const thread = new Worker(new URL('./parquet-thread.mjs', import.meta.url), { workerData: { path: file.abs }, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: limits.heapMb } });
+  const kind = file.format === 'parquet' ? 'Parquet' : 'Arrow IPC';
+  const thread = new Worker(new URL('./source-thread.mjs', import.meta.url), { workerData: { path: file.abs, format: file.format }, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: limits.heapMb } });
   thread.unref();
-  let waiting: { resolve: (r: ParquetReply) => void; reject: (e: unknown) => void } | null = null;
+  let waiting: { resolve: (r: ThreadReply) => void; reject: (e: unknown) => void } | null = null;
   let failed: unknown = null;
   const fail = (e: unknown) => { failed ??= e; waiting?.reject(e); waiting = null; };
-  thread.on('message', (m: ParquetReply) => { waiting?.resolve(m); waiting = null; });
+  thread.on('message', (m: ThreadReply) => { waiting?.resolve(m); waiting = null; });
   thread.on('error', (e) => fail((e as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY'
     ? new InputError(`decoding needed more than ${limits.heapMb} MB of memory; the file is corrupt or a row group is too large to read`, { where: file.display, hint: 'check the file, or rewrite it with smaller row groups' })
-    : new InputError(`not a readable Parquet file: ${(e as Error).message}`, { where: file.display, cause: e })));
-  thread.on('exit', (code) => fail(new Error(`the Parquet decoding thread exited (code ${code})`)));
-  /** The thread's next reply, or an input error once `budgetMs` passes without one. */
-  const reply = (what: string, budgetMs: number): Promise<ParquetReply> => new Promise((resolve, reject) => {
+    : new InputError(`not a readable ${kind} file: ${(e as Error).message}`, { where: file.display, cause: e })));
+  thread.on('exit', (code) => fail(new Error(`the ${kind} decoding thread exited (code ${code})`)));
+  const ask = (request: unknown, what: string, budgetMs: number): Promise<ThreadReply> => new Promise((resolve, reject) => {
     if (failed) { reject(failed); return; }
     const timer = setTimeout(() => {
-      fail(new InputError(`decoding ${what} did not finish within ${Math.round(budgetMs / 1000)} s; the file is probably corrupt (a page header with impossible counts)`, { where: file.display, hint: 'check the file, e.g. with pyarrow.parquet.read_table' }));
+      fail(new InputError(`decoding ${what} did not finish within ${Math.round(budgetMs / 1000)} s; the file is probably corrupt (impossible counts or offsets)`, { where: file.display, hint: 'check the file, e.g. with pyarrow' }));
     }, budgetMs);
     waiting = { resolve: (r) => { clearTimeout(timer); resolve(r); }, reject: (e) => { clearTimeout(timer); reject(e); } };
+    if (request !== undefined) thread.postMessage(request);
   });
+  const close = async () => { thread.removeAllListeners('exit'); await thread.terminate(); };
+  const unreadable = (m: string) => new InputError(`not a readable ${kind} file: ${m}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading' });
+  return { limits, ask, close, unreadable };
+}
+
+export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+  const t = decodingThread(file, opts);
   try {
     opts.signal?.throwIfAborted();
-    const meta = await reply('the footer', limits.baseMs);
-    if (meta.type === 'error') throw new InputError(`not a readable Parquet file: ${meta.message}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading' });
-    if (meta.type !== 'meta') throw new Error('Parquet thread: unexpected reply');
+    const meta = await t.ask(undefined, 'the footer', t.limits.baseMs);
+    if (meta.type === 'error') throw t.unreadable(meta.message);
+    if (meta.type !== 'meta') throw new Error('decoding thread: unexpected reply');
     // Read whole row groups: hyparquet decodes a row group's column chunks in full, so smaller
     // slices would decode the same group again and again. Memory is bounded by the row group size.
     let groupStart = 0;
@@ -257,49 +268,35 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
       groupStart = rowEnd;
       if (rowEnd === rowStart) continue;
       opts.signal?.throwIfAborted();
-      thread.postMessage({ rowStart, rowEnd });
-      const r = await reply(`row group ${g + 1} (rows ${rowStart + 1}-${rowEnd})`, limits.baseMs + (limits.msPerMiB * rg.bytes) / (1 << 20));
+      const r = await t.ask({ rowStart, rowEnd }, `row group ${g + 1} (rows ${rowStart + 1}-${rowEnd})`, t.limits.baseMs + (t.limits.msPerMiB * rg.bytes) / (1 << 20));
       if (r.type === 'error') throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${r.message}`, { where: file.display });
-      if (r.type !== 'rows') throw new Error('Parquet thread: unexpected reply');
+      if (r.type !== 'rows') throw new Error('decoding thread: unexpected reply');
       for (let i = 0; i < r.rows.length; i += BATCH_ROWS) {
         yield r.rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, lines: 1, raw: safeJson(values), values }));
       }
       opts.onBytes?.(rg.bytes);
     }
   } finally {
-    thread.removeAllListeners('exit');
-    await thread.terminate();
+    await t.close();
   }
 }
 
 export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
-  let row = 0;
-  let batches;
+  const t = decodingThread(file, opts);
   try {
-    batches = readArrowBatches(file.abs);
-  } catch (e) {
-    throw new InputError(`not a readable Arrow IPC file: ${(e as Error).message}`, { where: file.display, cause: e });
-  }
-  const iter = batches[Symbol.asyncIterator]();
-  for (;;) {
-    let next;
-    try { next = await iter.next(); } catch (e) {
-      throw new InputError(`not a readable Arrow IPC file: ${(e as Error).message}`, { where: file.display, cause: e });
+    const meta = await t.ask(undefined, 'the schema', t.limits.baseMs);
+    if (meta.type === 'error') throw t.unreadable(meta.message);
+    let row = 0;
+    for (let b = 1; ; b++) {
+      opts.signal?.throwIfAborted();
+      const r = await t.ask({}, `record batch ${b}`, t.limits.baseMs);
+      if (r.type === 'done') break;
+      if (r.type === 'error') throw t.unreadable(r.message);
+      if (r.type !== 'rows') throw new Error('decoding thread: unexpected reply');
+      yield r.rows.map((values) => ({ row: ++row, lines: 1, raw: safeJson(values), values }));
     }
-    if (next.done) break;
-    const batch = next.value;
-    const names = batch.schema.fields.map((f) => f.name);
-    const cols = names.map((n) => batch.getChild(n)!);
-    const out: SourceRecord[] = [];
-    for (let i = 0; i < batch.numRows; i++) {
-      const values: Record<string, unknown> = Object.create(null);
-      for (let c = 0; c < names.length; c++) {
-        const v = cols[c].get(i);
-        values[names[c]] = typeof v === 'bigint' && Number.isSafeInteger(Number(v)) ? Number(v) : v;
-      }
-      out.push({ row: ++row, lines: 1, raw: safeJson(values), values });
-    }
-    yield out;
+  } finally {
+    await t.close();
   }
 }
 
