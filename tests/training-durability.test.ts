@@ -42,7 +42,8 @@ async function checkpointReached(home: string, atLeast: number): Promise<number>
   const root = join(home, 'checkpoints');
   for (let i = 0; i < 6000; i++) {
     let best = 0;
-    for (const key of existsSync(root) ? readdirSync(root) : []) {
+    // Each key is a checkpoint folder; the `<key>.lock` files beside them are not.
+    for (const key of existsSync(root) ? readdirSync(root, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : []) {
       for (const name of existsSync(join(root, key)) ? readdirSync(join(root, key)) : []) {
         const m = /^step-(\d+)$/.exec(name);
         if (m) best = Math.max(best, Number(m[1]));
