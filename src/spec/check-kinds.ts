@@ -6,7 +6,7 @@ import { type CheckContext, report } from './context.ts';
 import { ancestors } from './graph.ts';
 import { locate, type Pos } from './parse.ts';
 import { toPointer, type Segment } from './paths.ts';
-import { findRefs, isWholeRef } from './runtime-refs.ts';
+import { findRefs, forEachString, isWholeRef } from './runtime-refs.ts';
 import type { KindCheckContext, ParamValue, UpstreamOutput } from './types.ts';
 import { isObject } from './check-stages.ts';
 
@@ -57,6 +57,23 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
       return { stage: t.stage, output: t.output, kind, config: configOf(t.stage), context: contextFor(t.stage, depth + 1) };
     },
   });
+  // A reference to an output the upstream stage's config leaves out fails at run time.
+  for (const [id, stage] of ctx.stages) {
+    if (!isObject(stage.with)) continue;
+    forEachString(stage.with, (text, path) => {
+      const seen = new Map<string, number>();
+      for (const r of findRefs(text)) {
+        const occurrence = seen.get(r.raw) ?? 0;
+        seen.set(r.raw, occurrence + 1);
+        const t = r.target;
+        if (t?.kind !== 'stage' || !validWith.has(t.stage) || !ancestors(ctx.graph, id).has(t.stage)) continue;
+        const absent = kindOf(t.stage)?.absentOutputs?.(configOf(t.stage), contextFor(t.stage, 1));
+        if (absent?.names.includes(t.output)) {
+          report(ctx, ['stages', id, 'with', ...path], { code: 'unknown-output', message: `stage '${t.stage}' does not produce '${t.output}' here: ${absent.because}`, text: r.raw, occurrence });
+        }
+      }
+    });
+  }
   for (const id of ctx.stages.keys()) {
     const kind = kindOf(id);
     if (!kind?.check || !validWith.has(id)) continue;

@@ -23,6 +23,8 @@ export interface StageKindInfo {
    * substituted, and values holding `${{ … }}` are known only at run time (see hasRefs).
    */
   check?(config: Record<string, unknown>, ctx: KindCheckContext): KindIssue[];
+  /** Outputs this config leaves out (e.g. classification metrics of a causal-LM evaluation), with why; references to them are errors. */
+  absentOutputs?(config: Record<string, unknown>, ctx: KindCheckContext): { names: string[]; because: string } | undefined;
   /** What a `json` output will hold, for the checks of stages that read it (e.g. a gate reading evaluate's metrics). */
   outputShape?(output: string, config: Record<string, unknown>, ctx: KindCheckContext): ValueShape | undefined;
 }

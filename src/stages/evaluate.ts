@@ -108,6 +108,13 @@ export const evaluateStage: StageKind<Config> = {
     const cfg = raw as Partial<Config>;
     return modelSourceIssues(cfg.baseline?.model, ['baseline', 'model'], ctx);
   },
+  absentOutputs(raw, ctx) {
+    const trained = ctx.upstream((raw as Partial<Config>).model);
+    if (trained?.kind.kind !== 'train' || hasRefs(trained.config.task)) return undefined;
+    return trained.config.task === 'causal-lm'
+      ? { names: ['f1_macro', 'accuracy'], because: `stage '${trained.stage}' trains a causal LM, evaluated by loss and perplexity` }
+      : { names: ['loss', 'perplexity'], because: `stage '${trained.stage}' trains a classifier, evaluated by accuracy and F1` };
+  },
   outputShape(output, raw, ctx) {
     if (output !== 'metrics') return undefined;
     const cfg = raw as Partial<Config>;

@@ -175,3 +175,13 @@ test('train lists every label the ingest stage admits, through dedupe and split'
   // More labels than the data holds is fine (a class without examples).
   assert.equal(loadSpecText(edit([/(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/, '$1labels: [ham, spam, phishing]']), file, { ...registry, baseDir: pipelines }).ok, true);
 });
+
+test('a reference to an output the upstream config leaves out (F1 of a causal-LM evaluation) is an error at the reference', () => {
+  const text = edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, 'loss < 5'], ['      description: all-MiniLM', '      tags: { f1: "F1 ${{ stages.evaluate.outputs.f1_macro }}" }\n      description: all-MiniLM']);
+  const errors = errorsOf(text);
+  assert.equal(errors.length, 1, JSON.stringify(errors));
+  const at = text.indexOf('${{ stages.evaluate.outputs.f1_macro }}');
+  const line = text.slice(0, at).split('\n').length;
+  assert.deepEqual([errors[0]!.code, errors[0]!.path, errors[0]!.line, errors[0]!.column], ['unknown-output', 'stages.register.with.tags.f1', line, at - text.lastIndexOf('\n', at - 1)]);
+  assert.match(errors[0]!.message, /stage 'evaluate' does not produce 'f1_macro' here: stage 'train' trains a causal LM/);
+});

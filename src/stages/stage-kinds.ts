@@ -35,6 +35,6 @@ export async function loadStageKinds(): Promise<Map<string, AnyStageKind>> {
 /** What the spec validator needs: the kinds' contracts, and which known kinds are missing. */
 export function kindRegistry(kinds: ReadonlyMap<string, AnyStageKind>): KindRegistry {
   const infos = new Map<string, StageKindInfo>();
-  for (const [name, k] of kinds) infos.set(name, { kind: k.kind, description: k.description, withSchema: k.withSchema, outputs: k.outputs, codeVersion: k.codeVersion, check: k.check?.bind(k), outputShape: k.outputShape?.bind(k) });
+  for (const [name, k] of kinds) infos.set(name, { kind: k.kind, description: k.description, withSchema: k.withSchema, outputs: k.outputs, codeVersion: k.codeVersion, check: k.check?.bind(k), outputShape: k.outputShape?.bind(k), absentOutputs: k.absentOutputs?.bind(k) });
   return { kinds: infos, knownButUnavailable: new Set(ALL_KNOWN.filter((k) => !kinds.has(k))) };
 }
