@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
+import { processAlive } from '../util/process-alive.ts';
 import type { RngState } from './prng.ts';
 
 export interface CheckpointManifest {
@@ -86,15 +87,6 @@ export function pruneCheckpoints(dir: string, keep: number): void {
   for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(old, { recursive: true, force: true });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Deletes half-written checkpoint folders of processes that are gone (a stage process killed while
  * it wrote one); those of live writers are left alone.
@@ -103,6 +95,6 @@ export function removeStaleTemps(dir: string): void {
   if (!existsSync(dir)) return;
   for (const n of readdirSync(dir)) {
     const m = /^\.step-\d+\.tmp-(\d+)(\.old)?$/.exec(n);
-    if (m && !alive(Number(m[1]))) rmSync(join(dir, n), { recursive: true, force: true });
+    if (m && !processAlive(Number(m[1]))) rmSync(join(dir, n), { recursive: true, force: true });
   }
 }

@@ -7,25 +7,20 @@
  * continues from), `log`, then exactly one of `result` or `error`.
  */
 import { InputError, IntegrityError } from '../errors.ts';
+import type { StageContext } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
 
 /** The serializable part of a StageContext; the child rebuilds the rest (store, signal, callbacks). */
-export interface ChildJob {
+export interface ChildJob
+  extends Pick<
+    StageContext,
+    'runId' | 'stageId' | 'attempt' | 'baseDir' | 'specHash' | 'actor' | 'cacheKey' | 'workDir' | 'stateDir' | 'resumeFrom'
+  > {
   /** Module exporting `stageKinds()`; the child runs the kind named `kind` from it. */
   module: string;
   kind: string;
   config: unknown;
-  runId: string;
-  stageId: string;
-  attempt: number;
-  baseDir: string;
-  specHash: string;
-  actor: string;
-  cacheKey?: string;
   storeRoot: string;
-  workDir: string;
-  stateDir: string;
-  resumeFrom?: unknown;
 }
 
 export type ParentMessage = { type: 'run'; job: ChildJob };

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { IntegrityError, InputError } from '../errors.ts';
+import { processAlive } from '../util/process-alive.ts';
 
 export interface Expected {
   sha256?: string;
@@ -90,15 +91,6 @@ export function describeHttpFailure(status: number, url: string): string {
   if (status === 401 || status === 403) return `${url} answered ${status}: access denied; set HF_TOKEN to a token that can read this repository (gated models need their licence accepted first)`;
   if (status === 404) return `${url} answered 404: no such file, repository or revision`;
   return `${url} answered HTTP ${status}`;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -10,7 +10,9 @@ import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, 
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
+import { writeFileDurable } from '../util/durable-write.ts';
 import { sha256File } from '../util/hash-file.ts';
+import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
@@ -138,13 +140,7 @@ export class ArtifactStore {
   async putBytes(data: Uint8Array | string, opts: PutOptions): Promise<ArtifactRef> {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const staged = this.tempPath();
-    const fh = await fsp.open(staged, 'wx');
-    try {
-      await fh.writeFile(buf);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeFileDurable(staged, buf);
     return this.commit(staged, createHash('sha256').update(buf).digest('hex'), buf.length, opts);
   }
 
@@ -328,17 +324,6 @@ export class ArtifactStore {
 function writerPid(name: string): number | undefined {
   const m = /^\d+-(\d+)-[0-9a-f]+/.exec(name) ?? /^stage-.*-(\d+)$/.exec(name);
   return m ? Number(m[1]) : undefined;
-}
-
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: it exists but belongs to someone else.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function copyHashing(src: string, dest: string): Promise<{ hex: string; bytes: number }> {
