@@ -15,6 +15,9 @@ import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { LmLossAccumulator, type LmLoss } from '../eval/metrics.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { loadTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
+import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
+import { loadChatTemplate } from '../models/chat-template.ts';
+import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
 import type { RunSettings } from './run-options.ts';
@@ -24,8 +27,10 @@ export interface TrainCausalLmOptions extends RunSettings {
   promptColumn?: string;
   responseColumn?: string;
   template?: PromptTemplate;
+  /** Render records with the model's chat template (or `chat.template`, Jinja text) instead of `template`. */
+  chat?: ChatOptions;
   method: 'full' | 'lora';
-  /** targets: weight-name patterns; default the attention projections (c_attn for GPT-2, q_proj/v_proj for LLaMA). */
+  /** targets: weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o, gate, up, down) for LLaMA. */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
   onProgress?: (m: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; samplesPerSec: number; gradNorm: number }) => void;
 }
@@ -40,6 +45,26 @@ export interface CausalTrainResult {
 }
 
 const MANIFEST = 'tempered-model.json';
+
+/** Chat-format training: the model's own template unless `template` (Jinja text) is given. */
+export interface ChatOptions {
+  template?: string;
+  system?: string;
+  /** The token ending an assistant turn; default the tokenizer's eos_token. */
+  endOfTurn?: string;
+}
+
+function chatTask(modelDir: string, chat: ChatOptions | undefined): Omit<ChatEncodingOptions, 'maxLength'> | undefined {
+  if (!chat) return undefined;
+  return { template: loadChatTemplate(modelDir, chat.template), system: chat.system, endOfTurn: chat.endOfTurn };
+}
+
+/** The base model's weights file: model.safetensors, or the GGUF file a GGUF model folder names in config.json. */
+function baseWeightsFile(modelDir: string): string {
+  const cfg = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const gguf = cfg[GGUF_FILE_KEY];
+  return typeof gguf === 'string' ? join(modelDir, gguf) : join(modelDir, 'model.safetensors');
+}
 
 /** Token columns of a causal tokenized table as int64 [rows, seqLen] arrays for the trainer. */
 async function readCausalTable(path: string): Promise<{ data: Dataset; rows: number; seq: number }> {
@@ -69,7 +94,8 @@ function abortError(signal: AbortSignal): Error {
 }
 
 function defaultTargets(modelType: string): string[] {
-  return modelType === 'gpt2' ? ['*attn.c_attn.weight'] : ['*self_attn.q_proj.weight', '*self_attn.v_proj.weight'];
+  if (modelType === 'gpt2') return ['*attn.c_attn.weight'];
+  return ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `*self_attn.${p}.weight`).concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`));
 }
 
 export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrainResult> {
@@ -80,7 +106,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
   mkdirSync(o.checkpointDir, { recursive: true });
   const tokenizer = loadTokenizer(o.modelDir);
-  const task = { kind: 'causal' as const, promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template: o.template };
+  const task = { kind: 'causal' as const, promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template: o.template, chat: chatTask(o.modelDir, o.chat) };
   const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: 8 };
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
@@ -121,10 +147,11 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   try {
     exportInference(program, r.params, join(tmp, 'model.onnx'));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
-    const baseSha = (await sha256File(join(o.modelDir, 'model.safetensors'))).sha256;
+    const baseSha = (await sha256File(baseWeightsFile(o.modelDir))).sha256;
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
     writeFileSync(join(tmp, MANIFEST), JSON.stringify({
-      format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
+      format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null,
+      chat: task.chat ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null } : null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
       method: o.method, hyperparameters: { lora: o.lora, lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation, schedule: o.schedule, warmupSteps, weightDecay: o.weightDecay, clipNorm: o.clipNorm, seed: o.seed, maxLength: o.maxLength },
       inputs: ['input_ids', 'attention_mask'], outputs: { logits: 'logits' }, training: { steps: r.step, epochs: r.epoch },
     }, null, 2) + '\n');
@@ -147,6 +174,8 @@ export interface EvaluateCausalLmOptions {
   promptColumn?: string;
   responseColumn?: string;
   template?: PromptTemplate;
+  /** Default: the chat settings the model was trained with (its manifest). */
+  chat?: ChatOptions;
   maxLength?: number;
   batchSize?: number;
   device?: Device;
@@ -156,16 +185,18 @@ export interface EvaluateCausalLmOptions {
 /** Mean NLL and perplexity over response tokens only (prompt tokens and padding are not scored). */
 export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLoss> {
   const manifestPath = join(o.model, MANIFEST);
-  const manifest = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) as { maxLength: number; template: PromptTemplate | null } : undefined;
+  const manifest = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) as { maxLength: number; template: PromptTemplate | null; chat?: { template: string; system: string | null; endOfTurn: string | null } | null } : undefined;
   const maxLength = o.maxLength ?? manifest?.maxLength ?? 256;
   const template = o.template ?? manifest?.template ?? undefined;
+  const m = manifest?.chat;
+  const chat = o.chat ?? (m ? { template: m.template, system: m.system ?? undefined, endOfTurn: m.endOfTurn ?? undefined } : undefined);
   const tokenizer = loadTokenizer(o.model);
   const tmpDir = join(dirname(o.table), `.eval-lm-${process.pid}-${Date.now()}`);
   mkdirSync(tmpDir, { recursive: true });
   try {
     const tok = await tokenizeToArrow({
       input: o.table, output: join(tmpDir, 'tokens.arrow'), tokenizer,
-      task: { kind: 'causal', promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template },
+      task: { kind: 'causal', promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template, chat: chatTask(o.model, chat) },
       padding: { kind: 'longest', maxLength, multipleOf: 8 },
     });
     const t = await readCausalTable(tok.path);

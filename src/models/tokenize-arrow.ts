@@ -11,6 +11,7 @@
 import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, columnValues, readArrowBatches, stringColumn, type ColumnSpec } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
+import { encodeChatExample, type ChatEncodingOptions } from './chat-encoding.ts';
 import { padBatch, paddedLength, type CausalEncoding, type Encoding, type HfTokenizer, type Padding, type PromptTemplate } from './tokenizer.ts';
 
 export type TokenizeTask =
@@ -22,7 +23,14 @@ export type TokenizeTask =
     /** Class names in index order; string labels map to their position. Integer labels pass through (checked against it when given). */
     labelNames?: string[];
   }
-  | { kind: 'causal'; promptColumn: string; responseColumn: string; template?: PromptTemplate };
+  | {
+    kind: 'causal';
+    promptColumn: string;
+    responseColumn: string;
+    template?: PromptTemplate;
+    /** Render each record with the model's chat template instead (loss on the reply and its end-of-turn token; see chat-encoding.ts). */
+    chat?: Omit<ChatEncodingOptions, 'maxLength'>;
+  };
 
 export interface TokenizeToArrowOptions {
   input: string;
@@ -81,6 +89,12 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       const prompts = stringColumn(batch, task.promptColumn);
       const responses = stringColumn(batch, task.responseColumn);
       for (let i = 0; i < prompts.length; i++) {
+        if (task.chat) {
+          const e = encodeChatExample(tok, prompts[i]!, responses[i]!, { ...task.chat, maxLength }, `${input}: row ${rowBase + i}`);
+          if (e.truncated) truncatedRows++;
+          encoded.push({ inputIds: e.inputIds, attentionMask: e.attentionMask, labels: e.labels });
+          continue;
+        }
         const full = tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template });
         const e = full.inputIds.length > maxLength ? tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template, maxLength }) : full;
         if (e !== full) truncatedRows++;
