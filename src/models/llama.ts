@@ -55,9 +55,9 @@ export interface LlamaWeights {
   linear(name: string, inF: number, outF: number): Float32Array;
 }
 
-export function buildLlamaGraph(dir: string): { model: Model; config: LlamaConfig } {
+export function buildLlamaGraph(dir: string, opts: { packed?: boolean } = {}): { model: Model; config: LlamaConfig } {
   const cfg = readLlamaConfig(dir);
-  return { model: llamaGraph(cfg, Weights.read(dir), false), config: cfg };
+  return { model: llamaGraph(cfg, Weights.read(dir), false, opts.packed ?? false), config: cfg };
 }
 
 /**
@@ -71,12 +71,17 @@ export function buildLlamaDecoderGraph(cfg: LlamaConfig, w: LlamaWeights): Model
   return llamaGraph(cfg, w, true);
 }
 
-function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean): Model {
+/**
+ * `packed`: the training graph for rows holding several examples (see packing.ts). `attention_mask` holds each
+ * token's example number in its row (1, 2, …; 0 = padding) and `position_ids` int64 [batch, seq] restart at 0 for
+ * every example: a query sees only earlier keys of its own example, and RoPE sees the example's own positions.
+ */
+function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed = false): Model {
   const { hidden: H, heads: nh, kvHeads: nkv, headDim: dh } = cfg;
   const g = new GraphBuilder({ opset: 17, name: kvCache ? 'llama_decoder' : 'llama_causal_lm' });
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
   const mask = g.input('attention_mask', 'int64', ['batch', kvCache ? 'total' : 'seq']);
-  const positionIds = kvCache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
+  const positionIds = kvCache || packed ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const past = kvCache
     ? Array.from({ length: cfg.layers }, (_, l) => ({
       key: g.input(`past_key_values.${l}.key`, 'float32', ['batch', nkv, 'past', dh]),
@@ -86,7 +91,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean): Model 
   const embed = g.initializer('model.embed_tokens.weight', w.get('model.embed_tokens.weight', [cfg.vocabSize, H]), [cfg.vocabSize, H]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
   const seqLen = seqLenOf(g, ids);
-  const bias = kvCache ? cachedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
+  const bias = kvCache ? cachedCausalBias(g, mask, seqLen) : packed ? packedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
 
   // cos/sin from positions × inverse frequencies, duplicated over both halves (transformers' layout):
   // [seq, dh] for the training graph, [batch, 1, seq, dh] from explicit position_ids for generation.
@@ -94,7 +99,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean): Model 
   const invFreq = new Float32Array(dh);
   for (let i = 0; i < half; i++) invFreq[i] = invFreq[i + half] = 1 / cfg.ropeTheta ** ((2 * i) / dh);
   const inv = g.constant(invFreq, [dh], 'float32', 'rope_inv_freq');
-  const angles = kvCache
+  const angles = kvCache || packed
     ? g.op('Unsqueeze', [g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: 1 }), g.ints([-1])]), inv]), g.ints([1])])
     : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
   const cos = g.op('Cos', [angles]);
@@ -139,7 +144,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean): Model 
     ? g.op('Transpose', [embed], { perm: [1, 0] })
     : g.initializer('lm_head.weight', w.linear('lm_head.weight', H, cfg.vocabSize), [H, cfg.vocabSize]);
   g.output(g.op('MatMul', [x, head]), 'logits');
-  g.setMetadata('tempered.architecture', kvCache ? 'llama-decoder-kv-cache' : 'llama-causal-lm');
+  g.setMetadata('tempered.architecture', kvCache ? 'llama-decoder-kv-cache' : packed ? 'llama-causal-lm-packed' : 'llama-causal-lm');
   return g.build();
 }
 
@@ -157,4 +162,17 @@ function cachedCausalBias(g: GraphBuilder, mask: string, seqLen: string): string
   const future = g.op('Greater', [g.op('Unsqueeze', [kpos, g.ints([0])]), g.op('Unsqueeze', [qpos, g.ints([1])])]);
   const causal = g.op('Where', [future, g.scalar(MASK_NEG), g.scalar(0)]);
   return g.op('Add', [causal, paddingBias(g, mask).bias]);
+}
+
+/**
+ * Block-diagonal causal bias [batch, 1, seq, seq] for packed rows: key j is hidden from query i when j > i or
+ * when they belong to different examples (segment numbers differ; padding, 0, differs from every example).
+ */
+function packedCausalBias(g: GraphBuilder, segments: string, seqLen: string): string {
+  const pos = positions(g, seqLen);
+  const future = g.op('Greater', [g.op('Unsqueeze', [pos, g.ints([0])]), g.op('Unsqueeze', [pos, g.ints([1])])]);
+  const causal = g.op('Where', [future, g.scalar(MASK_NEG), g.scalar(0)]);
+  const same = g.op('Equal', [g.op('Unsqueeze', [segments, g.ints([2])]), g.op('Unsqueeze', [segments, g.ints([1])])]);
+  const cross = g.op('Where', [same, g.scalar(0), g.scalar(MASK_NEG)]);
+  return g.op('Unsqueeze', [g.op('Add', [cross, causal]), g.ints([1])]);
 }
