@@ -142,13 +142,18 @@ describe('ArtifactStore', () => {
     assert.deepEqual(await s.putTree(dir), tree, 'trees are content-addressed too');
   });
 
-  it('checks a tree out once under its hash and reuses the copy', async () => {
+  /** A stored one-file model tree (model.onnx = 'weights'), checked out once into a fresh serving folder. */
+  async function checkOutModelTree() {
     const s = fresh();
     const dir = mkdtempSync(join(tmpdir(), 'tree-'));
     writeFileSync(join(dir, 'model.onnx'), 'weights');
     const tree = await s.putTree(dir);
     const parent = mkdtempSync(join(tmpdir(), 'serving-'));
-    const out = await s.checkoutTree(tree, parent);
+    return { s, tree, parent, out: await s.checkoutTree(tree, parent) };
+  }
+
+  it('checks a tree out once under its hash and reuses the copy', async () => {
+    const { s, tree, parent, out } = await checkOutModelTree();
     assert.equal(out, join(parent, tree.sha256));
     assert.equal(readFileSync(join(out, 'model.onnx'), 'utf8'), 'weights');
     const before = statSync(join(out, 'model.onnx')).mtimeMs;
@@ -158,12 +163,7 @@ describe('ArtifactStore', () => {
   });
 
   it('a checked-out copy that was edited, or gained a file, is replaced rather than served', async () => {
-    const s = fresh();
-    const dir = mkdtempSync(join(tmpdir(), 'tree-'));
-    writeFileSync(join(dir, 'model.onnx'), 'weights');
-    const tree = await s.putTree(dir);
-    const parent = mkdtempSync(join(tmpdir(), 'serving-'));
-    const out = await s.checkoutTree(tree, parent);
+    const { s, tree, parent, out } = await checkOutModelTree();
     writeFileSync(join(out, 'model.onnx'), 'backdoor');
     await s.checkoutTree(tree, parent);
     assert.equal(readFileSync(join(out, 'model.onnx'), 'utf8'), 'weights');
