@@ -1,8 +1,7 @@
 /** A complete fine-tuning pipeline over a tiny random BERT and a learnable synthetic dataset. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { syntheticRows } from '../../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../../src/models/tiny.testing.ts';
+import { writeTinyClassifierInputs } from './tiny-classifier.ts';
 
 export interface E2EOptions {
   epochs?: number;
@@ -13,9 +12,7 @@ export interface E2EOptions {
 }
 
 export function writeE2EPipeline(dir: string, o: E2EOptions = {}): string {
-  tinyBertDir(join(dir, 'tiny-bert'), 11, TINY_MINILM);
-  const rows = syntheticRows(o.rows ?? 320, o.seed ?? 5);
-  writeFileSync(join(dir, 'data.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writeTinyClassifierInputs(dir, o.rows, o.seed);
   const file = join(dir, 'pipeline.yaml');
   writeFileSync(
     file,

@@ -1,8 +1,7 @@
 /** A short pipeline, ingest → split → train, over a tiny random BERT: for tests about how training runs. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { syntheticRows } from '../../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../../src/models/tiny.testing.ts';
+import { writeTinyClassifierInputs } from './tiny-classifier.ts';
 
 export interface TrainFixtureOptions {
   epochs?: number;
@@ -12,8 +11,7 @@ export interface TrainFixtureOptions {
 }
 
 export function writeTrainPipeline(dir: string, o: TrainFixtureOptions = {}): string {
-  tinyBertDir(join(dir, 'tiny-bert'), 11, TINY_MINILM);
-  writeFileSync(join(dir, 'data.jsonl'), syntheticRows(320, 5).map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writeTinyClassifierInputs(dir);
   const file = join(dir, 'pipeline.yaml');
   writeFileSync(
     file,
