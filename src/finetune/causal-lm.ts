@@ -14,7 +14,8 @@ import { exportInference, exportPeftAdapter } from '../engine/export.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { LmLossAccumulator, type LmLoss } from '../eval/metrics.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
-import { loadTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
+import { loadTokenizer, type CausalEncoding, type PromptTemplate } from '../models/tokenizer.ts';
+import { packSequences } from '../models/packing.ts';
 import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
@@ -30,6 +31,11 @@ export interface TrainCausalLmOptions extends RunSettings {
   /** Render records with the model's chat template (or `chat.template`, Jinja text) instead of `template`. */
   chat?: ChatOptions;
   method: 'full' | 'lora';
+  /**
+   * Pack several examples into each row of maxLength tokens (LLaMA only): attention and positions never cross an
+   * example boundary (src/models/packing.ts). The exported model is the ordinary unpacked graph.
+   */
+  pack?: boolean;
   /** targets: weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o, gate, up, down) for LLaMA. */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
   onProgress?: (m: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; samplesPerSec: number; gradNorm: number }) => void;
@@ -87,6 +93,23 @@ async function readCausalTable(path: string): Promise<{ data: Dataset; rows: num
   return { data, rows, seq };
 }
 
+/** Padded one-example rows → packed rows (segments in attention_mask, restarting position_ids). */
+function packTable(t: { data: Dataset; rows: number; seq: number }, rowLength: number, padId: number): { data: Dataset; rows: number; seq: number } {
+  const col = (name: string) => t.data[name]!.data as BigInt64Array;
+  const [ids, mask, labels] = [col('input_ids'), col('attention_mask'), col('labels')];
+  const examples: CausalEncoding[] = [];
+  for (let r = 0; r < t.rows; r++) {
+    let n = 0;
+    while (n < t.seq && mask[r * t.seq + n] === 1n) n++;
+    const at = r * t.seq;
+    examples.push({ inputIds: Array.from(ids.subarray(at, at + n), Number), attentionMask: new Array<number>(n).fill(1), labels: Array.from(labels.subarray(at, at + n), Number) });
+  }
+  const p = packSequences(examples, rowLength, padId);
+  const dims = [p.rows, p.seqLen];
+  const big = (a: Int32Array) => ({ data: BigInt64Array.from(a, (v) => BigInt(v)), dims, dtype: 'int64' as const });
+  return { data: { input_ids: big(p.inputIds), attention_mask: big(p.segments), position_ids: big(p.positionIds), labels: big(p.labels) }, rows: p.rows, seq: p.seqLen };
+}
+
 function abortError(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   if (r instanceof Error) return r;
@@ -111,10 +134,11 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
-  const train = await readCausalTable(trainTok.path);
-  const val = o.validation ? await readCausalTable((await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path) : undefined;
+  const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
+  const train = packed(await readCausalTable(trainTok.path));
+  const val = o.validation ? packed(await readCausalTable((await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path)) : undefined;
 
-  const { model, modelType } = buildCausalLmGraph(o.modelDir);
+  const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack });
   const trainable: TrainableSpec = o.method === 'full'
     ? { kind: 'full' }
     : { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: o.lora!.targets ?? defaultTargets(modelType), seed: o.seed };
@@ -145,14 +169,15 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    exportInference(program, r.params, join(tmp, 'model.onnx'));
+    // Packed and unpacked graphs share every initializer name; inference runs one example per row.
+    exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir).model } : program, r.params, join(tmp, 'model.onnx'));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
     const baseSha = (await sha256File(baseWeightsFile(o.modelDir))).sha256;
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
     writeFileSync(join(tmp, MANIFEST), JSON.stringify({
       format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null,
       chat: task.chat ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null } : null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
-      method: o.method, hyperparameters: { lora: o.lora, lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation, schedule: o.schedule, warmupSteps, weightDecay: o.weightDecay, clipNorm: o.clipNorm, seed: o.seed, maxLength: o.maxLength },
+      method: o.method, hyperparameters: { pack: o.pack ?? false, lora: o.lora, lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation, schedule: o.schedule, warmupSteps, weightDecay: o.weightDecay, clipNorm: o.clipNorm, seed: o.seed, maxLength: o.maxLength },
       inputs: ['input_ids', 'attention_mask'], outputs: { logits: 'logits' }, training: { steps: r.step, epochs: r.epoch },
     }, null, 2) + '\n');
     if (program.lora) exportPeftAdapter(program, r.params, join(tmp, 'adapter'), { baseModel: cfg._name_or_path, taskType: 'CAUSAL_LM' });

@@ -50,9 +50,8 @@ const common = {
   weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 32, device: 'cpu' as const, threads: 2, checkpointEvery: 0,
 };
 
-test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftext|>, computed by hand from the base model', async () => {
-  // LoRA's B starts at zero, so step 1's forward pass is the base model's.
-  const r = await trainCausalLm({ ...common, lr: 1e-4, maxSteps: 1, batchSize: 64, checkpointDir: join(root, 'one', 'ck'), outDir: join(root, 'one', 'out') });
+/** Mean NLL over the training table's reply tokens (and over all tokens), by hand from the base model's logits, one example per run. */
+async function handNll(): Promise<{ reply: number; all: number }> {
   const tok = loadTokenizer(model.dir);
   const template = new ChatTemplate(TEMPLATE, 'test');
   const session = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(model.dir).model), { intraOpNumThreads: 1 });
@@ -80,11 +79,40 @@ test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftex
     }
   }
   await session.release();
-  const want = scoredSum / scored;
   assert.equal(scored, 64 * 4);
+  return { reply: scoredSum / scored, all: allSum / all };
+}
+const hand = handNll();
+
+test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftext|>, computed by hand from the base model', async () => {
+  // LoRA's B starts at zero, so step 1's forward pass is the base model's.
+  const r = await trainCausalLm({ ...common, lr: 1e-4, maxSteps: 1, batchSize: 64, checkpointDir: join(root, 'one', 'ck'), outDir: join(root, 'one', 'out') });
+  const want = (await hand).reply;
   assert.ok(Math.abs(r.history[0]!.loss - want) < 1e-4 * want, `step-1 loss ${r.history[0]!.loss} vs reply-token NLL ${want}`);
   // The check can tell: scoring every token gives a different number.
-  assert.ok(Math.abs(allSum / all - want) > 1e-2, `all-token NLL ${allSum / all} vs ${want}`);
+  assert.ok(Math.abs((await hand).all - want) > 1e-2, `all-token NLL ${(await hand).all} vs ${want}`);
+});
+
+test('packed rows (two 12-token examples per 32-token row): the step-1 loss is the same reply-token NLL, so no example sees another', async () => {
+  const r = await trainCausalLm({ ...common, pack: true, lr: 1e-4, maxSteps: 1, batchSize: 32, checkpointDir: join(root, 'packed-one', 'ck'), outDir: join(root, 'packed-one', 'out') });
+  const want = (await hand).reply;
+  assert.ok(Math.abs(r.history[0]!.loss - want) < 1e-4 * want, `packed step-1 loss ${r.history[0]!.loss} vs reply-token NLL ${want}`);
+});
+
+test('packed LoRA training: reply loss falls; the exported model is the ordinary graph and scores better on held-out records', async () => {
+  const outDir = join(root, 'packed', 'out');
+  const before = await evaluateCausalLm({ model: model.dir, table: heldOut, chat, maxLength: 32, threads: 2 });
+  const r = await trainCausalLm({ ...common, pack: true, lr: 3e-2, epochs: 8, batchSize: 8, checkpointDir: join(root, 'packed', 'ck'), outDir });
+  assert.equal(r.steps, 32, '64 examples → 32 packed rows → 4 steps an epoch');
+  const k = 4;
+  const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
+  assert.ok(mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3, `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`);
+  const session = await ort.InferenceSession.create(readFileSync(join(outDir, 'model.onnx')));
+  assert.deepEqual([...session.inputNames].sort(), ['attention_mask', 'input_ids']);
+  await session.release();
+  const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
+  if (process.env.TEMPERED_VERBOSE) console.log('packed: loss', mean(r.history.slice(0, k)), '→', mean(r.history.slice(-k)), 'perplexity', before.perplexity, '→', after.perplexity);
+  assert.ok(after.perplexity < before.perplexity * 0.8, `perplexity ${before.perplexity} → ${after.perplexity}`);
 });
 
 test('LoRA from GGUF on every projection by default: reply loss falls, held-out perplexity improves, the manifest names the GGUF', async () => {
