@@ -56,6 +56,14 @@ export interface GgufTokenizerFiles {
   config: Record<string, unknown>;
 }
 
+/** The token whose id a metadata key holds (bos, eos, unk), or undefined where the file does not say. */
+function tokenNamedBy(g: GgufFile, tokens: readonly string[], key: string): string | undefined {
+  if (!g.metadata.has(key)) return undefined;
+  const id = metaInt(g, key);
+  if (id >= tokens.length) throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
+  return tokens[id];
+}
+
 export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const where = `${g.path}: tokenizer.ggml.model`;
   const model = metaString(g, 'tokenizer.ggml.model', '');
@@ -99,14 +107,8 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
     return [];
   });
 
-  const tokenAt = (key: string): string | undefined => {
-    if (!g.metadata.has(key)) return undefined;
-    const id = metaInt(g, key);
-    if (id >= tokens.length) throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
-    return tokens[id];
-  };
-  const bos = tokenAt('tokenizer.ggml.bos_token_id');
-  const eos = tokenAt('tokenizer.ggml.eos_token_id');
+  const bos = tokenNamedBy(g, tokens, 'tokenizer.ggml.bos_token_id');
+  const eos = tokenNamedBy(g, tokens, 'tokenizer.ggml.eos_token_id');
   const addBos = metaBool(g, 'tokenizer.ggml.add_bos_token', false);
   const addEos = metaBool(g, 'tokenizer.ggml.add_eos_token', false);
   const single = [...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []), { Sequence: { id: 'A', type_id: 0 } }, ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : [])];
@@ -136,7 +138,7 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
     bos_token: bos ?? null, eos_token: eos ?? null,
-    unk_token: tokenAt('tokenizer.ggml.unknown_token_id') ?? null, pad_token: tokenAt('tokenizer.ggml.padding_token_id') ?? null,
+    unk_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.unknown_token_id') ?? null, pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
     add_bos_token: addBos, add_eos_token: addEos,
     // Decoded text exactly as the bytes say (llama.cpp does no " ?" → "?" clean-up; generated text must round-trip).
     clean_up_tokenization_spaces: false,
@@ -196,15 +198,9 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
     tokens.forEach((t, i) => byToken.set(t, scores[i]!));
     merges = mergesFromScores(vocab, byToken);
   }
-  const tokenAt = (key: string): string | undefined => {
-    if (!g.metadata.has(key)) return undefined;
-    const id = metaInt(g, key);
-    if (id >= tokens.length) throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
-    return tokens[id];
-  };
-  const bos = tokenAt('tokenizer.ggml.bos_token_id');
-  const eos = tokenAt('tokenizer.ggml.eos_token_id');
-  const unk = tokenAt('tokenizer.ggml.unknown_token_id');
+  const bos = tokenNamedBy(g, tokens, 'tokenizer.ggml.bos_token_id');
+  const eos = tokenNamedBy(g, tokens, 'tokenizer.ggml.eos_token_id');
+  const unk = tokenNamedBy(g, tokens, 'tokenizer.ggml.unknown_token_id');
   // llama.cpp adds BOS to a SentencePiece vocabulary that does not say otherwise (so does transformers).
   const addBos = metaBool(g, 'tokenizer.ggml.add_bos_token', true);
   const addEos = metaBool(g, 'tokenizer.ggml.add_eos_token', false);
@@ -236,7 +232,7 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
   const arch = metaString(g, 'general.architecture', '');
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
-    bos_token: bos ?? null, eos_token: eos ?? null, unk_token: unk ?? null, pad_token: tokenAt('tokenizer.ggml.padding_token_id') ?? null,
+    bos_token: bos ?? null, eos_token: eos ?? null, unk_token: unk ?? null, pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
     add_bos_token: addBos, add_eos_token: addEos, clean_up_tokenization_spaces: false,
     model_max_length: g.metadata.has(`${arch}.context_length`) ? metaInt(g, `${arch}.context_length`) : undefined,
     ...(template !== undefined ? { chat_template: template } : {}),
