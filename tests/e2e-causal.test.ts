@@ -5,11 +5,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { datasetsDir } from '../src/data/datasets-dir.ts';
+import { Rng } from '../src/engine/prng.ts';
 import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
@@ -106,5 +107,83 @@ stages:
     ) as { perplexity: number; baseline: { perplexity: number } };
     assert.ok(metrics.perplexity < metrics.baseline.perplexity, `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`);
     assert.equal(st.stages.find((s) => s.id === 'deploy')!.outputs!.promoted, true);
+  });
+
+  it('instruction-tunes a LLaMA GGUF with its chat template and packed rows, scored against the base on the same rendering', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'e2e-chat-'));
+    // The tiny fixture model has 64 embeddings: capitals and the template's "Q:"/"A:" stay below that.
+    copyFileSync(new URL('../src/formats/fixtures/tiny-llama.gguf', import.meta.url).pathname, join(dir, 'tiny-llama.gguf'));
+    const rng = new Rng(7);
+    const rows = Array.from({ length: 100 }, () => {
+      const w = Array.from({ length: 3 }, () => 'BCDFGHJK'[rng.int(8)]!);
+      return JSON.stringify({ instruction: w.join(''), output: [...w].reverse().join('') });
+    });
+    writeFileSync(join(dir, 'reverse.jsonl'), rows.join('\n') + '\n');
+    const file = join(dir, 'pipeline.yaml');
+    writeFileSync(
+      file,
+      `name: sft-chat
+stages:
+  ingest:
+    uses: ingest
+    with:
+      path: reverse.jsonl
+      task: instruction
+      promptTemplate: "{instruction}"
+      fields:
+        response: output
+  split:
+    uses: split
+    needs: ingest
+    with:
+      table: \${{ stages.ingest.outputs.table }}
+      ratios:
+        train: 0.8
+        validation: 0
+        test: 0.2
+      seed: 1
+  train:
+    uses: train
+    needs: split
+    with:
+      task: causal-lm
+      model: tiny-llama.gguf
+      train: \${{ stages.split.outputs.train }}
+      chat:
+        template: "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+      pack: true
+      method: lora
+      lora:
+        r: 4
+        alpha: 8
+      lr: 0.03
+      epochs: 8
+      batchSize: 8
+      maxLength: 32
+      seed: 2
+      checkpointEvery: 20
+  evaluate:
+    uses: evaluate
+    needs: [train, split]
+    with:
+      model: \${{ stages.train.outputs.model }}
+      test: \${{ stages.split.outputs.test }}
+      baseline:
+        model: tiny-llama.gguf
+        train: \${{ stages.split.outputs.train }}
+        maxLength: 32
+`,
+    );
+    const reg = kindRegistry(env.kinds);
+    const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+    assert.ok(res.ok, JSON.stringify(!res.ok && res.errors));
+    const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'sft' } }, { taskQueue: TEST_QUEUE });
+    const st = await waitForRun(env.client, h.workflowId);
+    assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => [s.id, s.state, s.error?.message])));
+    const ev = st.stages.find((s) => s.id === 'evaluate')!.outputs!;
+    const metrics = JSON.parse(readFileSync(env.store.pathOf(ev.metrics as never), 'utf8')) as { perplexity: number; tokens: number; baseline: { perplexity: number; tokens: number } };
+    // 20 test records × (3 reply tokens + <|endoftext|>), the same tokens for the base model.
+    assert.deepEqual([metrics.tokens, metrics.baseline.tokens], [80, 80]);
+    assert.ok(metrics.perplexity < metrics.baseline.perplexity * 0.8, `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`);
   });
 });

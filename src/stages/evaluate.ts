@@ -184,7 +184,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   if (cfg.baseline) {
     ctx.progress({ fraction: 0.5, message: 'the base model before tuning' });
     const base = await resolveBaseline(cfg.baseline, ctx);
-    const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, threads: cfg.threads });
+    // The base model is scored on the same rendering of the records as the fine-tune (its chat settings, if any).
+    const trainedChat = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { chat?: { template: string; system: string | null; endOfTurn: string | null } | null }).chat;
+    const chat = trainedChat ? { template: trainedChat.template, system: trainedChat.system ?? undefined, endOfTurn: trainedChat.endOfTurn ?? undefined } : undefined;
+    const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, chat, threads: cfg.threads });
     metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
   }
   const prod = await productionModel(cfg, ctx.stateDir);

@@ -143,6 +143,9 @@ describe('rules between train fields', () => {
     only(edit([/ {6}lora:\n(?: {8}.*\n){3}/, '']), 'lora\n', /method lora needs a lora block/, { path: 'stages.train.with.method' });
     only(edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], [GATE, 'loss < 5']), 'head', /method 'head' applies to classification/);
     only(edit(['      validation: ${{ stages.split.outputs.validation }}\n', ''], ['      checkpointEvery: 50\n', '      checkpointEvery: 50\n      earlyStopping: { metric: f1_macro, patience: 2 }\n']), '{ metric: f1_macro', /needs a validation table and evalEvery/);
+    only(edit(['      method: lora', '      method: lora\n      pack: true']), 'true', /pack applies to task causal-lm only/, { path: 'stages.train.with.pack' });
+    only(edit(['      method: lora', '      method: lora\n      chat: { system: terse }']), '{ system: terse }', /chat applies to task causal-lm only/, { path: 'stages.train.with.chat' });
+    assert.equal(loadSpecText(edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      method: lora'], [GATE, 'loss < 5']), file, { ...registry, baseDir: pipelines }).ok, true);
     const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
     assert.deepEqual(lr.map((e) => [e.path, e.code]), [['stages.train.with.lr', 'with-schema']]);
   });

@@ -60,6 +60,10 @@ export interface TrainConfig {
   /** The encoder's dropout in training: a rate for all, or per kind; default the checkpoint's config. */
   dropout?: number | { hidden?: number; attention?: number; classifier?: number };
   groupByLength?: boolean;
+  /** causal-lm: render records with the model's chat template (loss on the reply and its end-of-turn token). */
+  chat?: { template?: string; system?: string; endOfTurn?: string };
+  /** causal-lm (LLaMA): pack several examples into each maxLength row, attention never crossing examples. */
+  pack?: boolean;
 }
 
 const COMPLETE = 'COMPLETE';
@@ -107,7 +111,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
   },
   async 'causal-lm'(cfg, settings, _ctx, onStep) {
     const { trainCausalLm } = await lib();
-    return trainCausalLm({ ...settings, method: cfg.method as 'full' | 'lora', lora: cfg.lora, onProgress: onStep });
+    return trainCausalLm({ ...settings, method: cfg.method as 'full' | 'lora', lora: cfg.lora, chat: cfg.chat, pack: cfg.pack, onProgress: onStep });
   },
 };
 
@@ -173,6 +177,13 @@ export const trainStage: StageKind<TrainConfig> = {
         ],
       },
       groupByLength: { type: 'boolean', default: true, description: 'batch texts of similar length together (shuffled within and across groups): less padding, faster on short texts; classification only' },
+      chat: {
+        type: 'object',
+        additionalProperties: false,
+        description: "causal-lm: render each prompt/response record with the model's chat template (template: Jinja text to use instead; system: a system message; endOfTurn: the token ending an assistant turn, default eos_token); the loss is on the reply and that token only",
+        properties: { template: { type: 'string', minLength: 1 }, system: { type: 'string' }, endOfTurn: { type: 'string', minLength: 1 } },
+      },
+      pack: { type: 'boolean', default: false, description: 'causal-lm, LLaMA models: pack several examples into each maxLength row; attention and positions never cross an example' },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
@@ -203,6 +214,7 @@ export const trainStage: StageKind<TrainConfig> = {
     const data = !causal && Array.isArray(cfg.labels) && !hasRefs(cfg.labels) ? declaredLabels(cfg.train, ctx) : undefined;
     const unlisted = data?.labels.filter((l) => !cfg.labels!.includes(l)) ?? [];
     if (unlisted.length) issues.push({ path: ['labels'], message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`, hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]` });
+    if (!causal) for (const field of ['chat', 'pack'] as const) if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
     if (cfg.method === 'lora' && cfg.lora === undefined) issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
     if (cfg.earlyStopping !== undefined) {
       if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
