@@ -172,6 +172,12 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     // Packed and unpacked graphs share every initializer name; inference runs one example per row.
     exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir).model } : program, r.params, join(tmp, 'model.onnx'));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
+    // The template the model was tuned with is the one it must be served with (an explicit chat.template included).
+    if (task.chat) {
+      const cfgPath = join(tmp, 'tokenizer_config.json');
+      const tokCfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown> : {};
+      writeFileSync(cfgPath, JSON.stringify({ ...tokCfg, chat_template: task.chat.template.text }, null, 2) + '\n');
+    }
     const baseSha = (await sha256File(baseWeightsFile(o.modelDir))).sha256;
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
     writeFileSync(join(tmp, MANIFEST), JSON.stringify({

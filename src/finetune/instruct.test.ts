@@ -12,7 +12,7 @@ import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { encodeChatExample } from '../models/chat-encoding.ts';
-import { ChatTemplate } from '../models/chat-template.ts';
+import { ChatTemplate, loadChatTemplate } from '../models/chat-template.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { IGNORE_INDEX, loadTokenizer } from '../models/tokenizer.ts';
@@ -133,4 +133,7 @@ test('LoRA from GGUF on every projection by default: reply loss falls, held-out 
   const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8')) as { baseModel: { sha256: string }; chat: { template: string } };
   assert.equal(manifest.baseModel.sha256, createHash('sha256').update(readFileSync(TINY_GGUF)).digest('hex'));
   assert.equal(manifest.chat.template, TEMPLATE);
+  // Served with the template it was tuned with, not the GGUF's own.
+  assert.equal(loadChatTemplate(outDir).text, TEMPLATE);
+  assert.notEqual(loadChatTemplate(model.dir).text, TEMPLATE);
 });
