@@ -14,7 +14,7 @@ export function artifactHashes(outputs: Record<string, unknown>): Record<string,
 /** Called by the worker after a stage succeeds; the dedupe key keeps a retried activity from logging twice. */
 function executionId(): string {
   try {
-    return Context.current().info.workflowExecution?.runId ?? "unknown";
+    return Context.current().info.workflowExecution?.runId ?? 'unknown';
   } catch {
     return 'no-activity-context';
   }
@@ -31,7 +31,10 @@ export function stageCompletedHook(stateDir: string): (req: StageRequest, res: S
         runId: req.runId,
         actor: req.actor,
         specHash: req.specHash,
-        dataHashes: { ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])), ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])) },
+        dataHashes: {
+          ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])),
+          ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])),
+        },
         details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
         // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
         dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,

@@ -6,8 +6,14 @@ import { cacheLookupActivity } from './cache.ts';
 import { runGateActivities } from './run-gate.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 
-export function createActivities(kinds: ReadonlyMap<string, AnyStageKind>, deps: ActivityDeps): Record<string, (...args: any[]) => Promise<unknown>> {
-  const acts: Record<string, (...args: any[]) => Promise<unknown>> = { lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir), ...runGateActivities(deps) };
+export function createActivities(
+  kinds: ReadonlyMap<string, AnyStageKind>,
+  deps: ActivityDeps,
+): Record<string, (...args: any[]) => Promise<unknown>> {
+  const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
+    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir),
+    ...runGateActivities(deps),
+  };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
   return acts;
 }

@@ -32,14 +32,20 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       const audit = openAudit(paths.auditDb);
       try {
         audit.append({
-          action: decision.proceed ? (decision.outcome === 'triggered' ? 'run.triggered' : 'run.gate_passed') : decision.outcome === 'unchanged' ? 'run.skipped_unchanged' : 'run.skipped_not_triggered',
+          action: decision.proceed
+            ? decision.outcome === 'triggered'
+              ? 'run.triggered'
+              : 'run.gate_passed'
+            : decision.outcome === 'unchanged'
+              ? 'run.skipped_unchanged'
+              : 'run.skipped_not_triggered',
           subject: req.runId,
           runId: req.runId,
           actor: req.actor,
           specHash: req.specHash,
           dataHashes: Object.fromEntries(data.map((d) => [d.stageId, d.dataHash])),
           details: { ...decision, scheduleId: req.scheduleId },
-          dedupeKey: `${req.runId}/${Context.current().info.workflowExecution?.runId ?? "unknown"}/gate`,
+          dedupeKey: `${req.runId}/${Context.current().info.workflowExecution?.runId ?? 'unknown'}/gate`,
         });
       } finally {
         audit.close();
@@ -47,7 +53,12 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       return decision;
     },
     async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
-      index().record(rec.scheduleId ?? rec.pipeline, { runId: rec.runId, specHash: rec.specHash, data: await fingerprints(deps.store, rec.ingest), time: new Date().toISOString() });
+      index().record(rec.scheduleId ?? rec.pipeline, {
+        runId: rec.runId,
+        specHash: rec.specHash,
+        data: await fingerprints(deps.store, rec.ingest),
+        time: new Date().toISOString(),
+      });
     },
   };
 }

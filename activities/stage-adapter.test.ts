@@ -25,7 +25,14 @@ after(() => rmSync(root, { recursive: true, force: true }));
 function deps(extra: Partial<ActivityDeps> = {}): ActivityDeps {
   const dir = mkdtempSync(join(root, 'state-'));
   const store = new ArtifactStore(join(dir, 'store'));
-  return { store, cache: new StageCache(join(dir, 'cache'), store), stateDir: dir, isolation: { mode: 'inline', limits: {} }, heartbeatEveryMs: 50, ...extra };
+  return {
+    store,
+    cache: new StageCache(join(dir, 'cache'), store),
+    stateDir: dir,
+    isolation: { mode: 'inline', limits: {} },
+    heartbeatEveryMs: 50,
+    ...extra,
+  };
 }
 
 function kind(run: (cfg: Record<string, unknown>, ctx: StageContext) => Promise<StageOutputs>): AnyStageKind {
@@ -47,8 +54,16 @@ const request = (over: Partial<StageRequest> = {}): StageRequest => ({
 
 describe('stage adapter', () => {
   it('turns an input error into a non-retryable InputError failure that keeps where and hint', async () => {
-    const act = stageActivity(kind(async () => { throw new InputError('column "text" is missing', { where: 'data/train.csv', hint: 'name the text column with textColumn' }); }), deps());
-    const err = await new MockActivityEnvironment().run(act, request()).then(() => undefined, (e: unknown) => e);
+    const act = stageActivity(
+      kind(async () => {
+        throw new InputError('column "text" is missing', { where: 'data/train.csv', hint: 'name the text column with textColumn' });
+      }),
+      deps(),
+    );
+    const err = await new MockActivityEnvironment().run(act, request()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
     assert.equal(err.type, 'InputError');
     assert.equal(err.nonRetryable, true);
@@ -58,7 +73,12 @@ describe('stage adapter', () => {
 
   it('lets other errors through unchanged, so Temporal retries them', async () => {
     const boom = new Error('connection reset');
-    const act = stageActivity(kind(async () => { throw boom; }), deps());
+    const act = stageActivity(
+      kind(async () => {
+        throw boom;
+      }),
+      deps(),
+    );
     await assert.rejects(new MockActivityEnvironment().run(act, request()), (e) => e === boom);
   });
 
@@ -80,7 +100,11 @@ describe('stage adapter', () => {
     const res = (await env.run(act, request())) as StageResult;
     assert.deepEqual(seen, { checkpoint: 'step-3' });
     assert.deepEqual(res.outputs, { done: true });
-    assert.deepEqual(beats[0], { resume: { checkpoint: 'step-3' } }, 'the first heartbeat already carries the resume data, so a crash before any progress loses nothing');
+    assert.deepEqual(
+      beats[0],
+      { resume: { checkpoint: 'step-3' } },
+      'the first heartbeat already carries the resume data, so a crash before any progress loses nothing',
+    );
     assert.deepEqual(beats.slice(1, 4), [
       { progress: { message: 'step 4', metrics: { step: 4 } }, resume: { checkpoint: 'step-3' } },
       { progress: { message: 'checkpoint' }, resume: { checkpoint: 'step-4' } },
@@ -117,7 +141,10 @@ describe('stage adapter', () => {
   it('records a success in the stage cache under the request key and calls the completion hook once', async () => {
     const completed: StageResult[] = [];
     const d = deps({ onStageCompleted: async (_req, res) => void completed.push(res) });
-    const act = stageActivity(kind(async (cfg) => ({ echoed: cfg.value as number })), d);
+    const act = stageActivity(
+      kind(async (cfg) => ({ echoed: cfg.value as number })),
+      d,
+    );
     const res = (await new MockActivityEnvironment().run(act, request())) as StageResult;
     assert.deepEqual(res, { outputs: { echoed: 1 }, cacheKey: 'key-1' });
     assert.deepEqual((await d.cache.get('key-1'))?.outputs, { echoed: 1 });

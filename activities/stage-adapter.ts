@@ -41,18 +41,33 @@ interface HeartbeatDetails {
  */
 export function asActivityFailure(err: unknown): unknown {
   if (err instanceof InputError) {
-    return ApplicationFailure.create({ type: 'InputError', message: err.message, nonRetryable: true, details: [{ where: err.where, hint: err.hint }] });
+    return ApplicationFailure.create({
+      type: 'InputError',
+      message: err.message,
+      nonRetryable: true,
+      details: [{ where: err.where, hint: err.hint }],
+    });
   }
   if (err instanceof IntegrityError && err.sha256 !== undefined) {
     return ApplicationFailure.create({
       type: 'IntegrityError',
       message: err.message,
       nonRetryable: true,
-      details: [{ sha256: err.sha256, hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it' }],
+      details: [
+        {
+          sha256: err.sha256,
+          hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it',
+        },
+      ],
     });
   }
   if (err instanceof ChildProcessDied) {
-    return ApplicationFailure.create({ type: 'ChildProcessDied', message: err.message, nonRetryable: false, details: [{ exitCode: err.exitCode, signal: err.signal, stderrTail: err.stderrTail }] });
+    return ApplicationFailure.create({
+      type: 'ChildProcessDied',
+      message: err.message,
+      nonRetryable: false,
+      details: [{ exitCode: err.exitCode, signal: err.signal, stderrTail: err.stderrTail }],
+    });
   }
   return err;
 }
@@ -64,7 +79,11 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
     let details: HeartbeatDetails = { resume: previous?.resume };
-    const workDir = join(deps.store.root, 'tmp', `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'));
+    const workDir = join(
+      deps.store.root,
+      'tmp',
+      `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
+    );
     mkdirSync(workDir, { recursive: true });
     // A silent stage must still heartbeat, or it would never hear that the run was cancelled.
     // Well inside the heartbeat timeout, so a busy machine does not time out a healthy stage.
@@ -100,19 +119,29 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     };
     try {
       actx.heartbeat(details);
-      const outputs = inChild ? await runStageInChild(kind, req.config, ctx, isolation.limits) : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
+      const outputs = inChild
+        ? await runStageInChild(kind, req.config, ctx, isolation.limits)
+        : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       let key = req.cacheKey;
       if (key && readInputs) {
         const readKey = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: readInputs });
         if (readKey !== key) {
-          ctx.log(`inputs changed between the cache lookup and the read; outputs are recorded under the key of what was read (${readKey.slice(0, 12)}…), not the looked-up one (${key.slice(0, 12)}…)`);
+          ctx.log(
+            `inputs changed between the cache lookup and the read; outputs are recorded under the key of what was read (${readKey.slice(0, 12)}…), not the looked-up one (${key.slice(0, 12)}…)`,
+          );
           key = readKey;
         }
       }
       const result: StageResult = { outputs, cacheKey: key };
       if (req.writeCache && key && kind.cacheable !== false) {
-        await deps.cache.put({ key, kind: req.kind, outputs, producedBy: { runId: req.runId, stageId: req.stageId }, createdAt: new Date().toISOString() });
+        await deps.cache.put({
+          key,
+          kind: req.kind,
+          outputs,
+          producedBy: { runId: req.runId, stageId: req.stageId },
+          createdAt: new Date().toISOString(),
+        });
       }
       await deps.onStageCompleted?.(req, result);
       return result;
@@ -120,7 +149,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       if (err instanceof IntegrityError && err.sha256 !== undefined) {
         const evicted = await deps.cache.evictReferencing(err.sha256).catch(() => []);
-        actx.log.warn(`damaged store object ${err.sha256}: evicted ${evicted.length} cache record(s) that named it`, { stage: req.stageId });
+        actx.log.warn(`damaged store object ${err.sha256}: evicted ${evicted.length} cache record(s) that named it`, {
+          stage: req.stageId,
+        });
       }
       throw asActivityFailure(err);
     } finally {

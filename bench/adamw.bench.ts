@@ -22,15 +22,27 @@ import { median, MINILM_SIZE, modelRunMs } from './common.ts';
 
 const runs = Number(process.argv[2] ?? 10);
 const threads = Number(process.argv[3] ?? 2);
-const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
+  loss: { kind: 'cross_entropy' },
+  trainable: { kind: 'full' },
+  optimizer: { kind: 'adamw' },
+  clipNorm: 1,
+});
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-adamw-'));
 process.env.TEMPERED_ORT_PROFILE = join(dir, 'p');
 const session = await createSession(prog.apply, { threads });
-const feeds: Record<string, ort.Tensor> = { lr: toOrt('float32', Float32Array.of(1e-4), []), step: toOrt('float32', Float32Array.of(3), []) };
+const feeds: Record<string, ort.Tensor> = {
+  lr: toOrt('float32', Float32Array.of(1e-4), []),
+  step: toOrt('float32', Float32Array.of(3), []),
+};
 for (const p of prog.params) {
   feeds[p.name] = toOrt('float32', p.init, p.dims);
-  feeds[`${p.name}::grad`] = toOrt('float32', (p.init as Float32Array).map((x) => x * 0.1), p.dims);
+  feeds[`${p.name}::grad`] = toOrt(
+    'float32',
+    (p.init as Float32Array).map((x) => x * 0.1),
+    p.dims,
+  );
 }
 for (const s of prog.state) feeds[s.input] = toOrt('float32', new Float32Array(s.dims.reduce((a, b) => a * b, 1)).fill(0.01), s.dims);
 for (let i = 0; i < runs + 2; i++) await session.run(feeds);
@@ -38,7 +50,9 @@ session.endProfiling();
 const ours = median(modelRunMs(dir).slice(2));
 rmSync(dir, { recursive: true, force: true });
 const params = prog.params.reduce((s, p) => s + p.init.length, 0);
-console.log(`tempered: AdamW + clipping over ${params} parameters in ${ours.toFixed(1)} ms (onnxruntime model_run, median of ${runs}, ${threads} threads)`);
+console.log(
+  `tempered: AdamW + clipping over ${params} parameters in ${ours.toFixed(1)} ms (onnxruntime model_run, median of ${runs}, ${threads} threads)`,
+);
 
 const py = 'bench/.venv/bin/python';
 if (!existsSync(py)) {

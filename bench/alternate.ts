@@ -17,16 +17,29 @@ export interface Variant {
   runBudgetMs?: number;
 }
 
-export async function alternate(variants: Variant[], opts: { steps: number; rounds: number; threads: number; batch?: number }): Promise<void> {
+export async function alternate(
+  variants: Variant[],
+  opts: { steps: number; rounds: number; threads: number; batch?: number },
+): Promise<void> {
   const batch = opts.batch ?? 16;
   const results = new Map<string, number[]>();
   for (let round = 1; round <= opts.rounds; round++) {
     for (const v of variants) {
       const warmup = Math.max(4, v.stepsPerRun ?? 1);
-      const data = tokenTask({ n: batch * (opts.steps + warmup), seq: MINILM_SIZE.seq, vocab: MINILM_SIZE.vocab, seed: 2, task: 'contains' });
+      const data = tokenTask({
+        n: batch * (opts.steps + warmup),
+        seq: MINILM_SIZE.seq,
+        vocab: MINILM_SIZE.vocab,
+        seed: 2,
+        task: 'contains',
+      });
       const ms: number[] = [];
       await new Trainer(v.prog, {
-        seed: 1, batchSize: batch, maxSteps: opts.steps + warmup, threads: opts.threads, schedule: { kind: 'constant', lr: 1e-4 },
+        seed: 1,
+        batchSize: batch,
+        maxSteps: opts.steps + warmup,
+        threads: opts.threads,
+        schedule: { kind: 'constant', lr: 1e-4 },
         ...(v.stepsPerRun !== undefined ? { stepsPerRun: v.stepsPerRun } : {}),
         ...(v.runBudgetMs !== undefined ? { runBudgetMs: v.runBudgetMs } : {}),
         onStep: (m) => ms.push((batch * 1000) / m.samplesPerSec),
@@ -41,6 +54,8 @@ export async function alternate(variants: Variant[], opts: { steps: number; roun
   console.log(`\nmedians over ${opts.rounds} rounds (${opts.threads} threads, ${mallocSetting()}):`);
   for (const [label, xs] of results) {
     const m = median(xs);
-    console.log(`${label}: ${m.toFixed(0)} ms a step (rounds ${xs.map((x) => x.toFixed(0)).join(', ')}), ${(ref / m).toFixed(2)}x the speed of ${first}`);
+    console.log(
+      `${label}: ${m.toFixed(0)} ms a step (rounds ${xs.map((x) => x.toFixed(0)).join(', ')}), ${(ref / m).toFixed(2)}x the speed of ${first}`,
+    );
   }
 }

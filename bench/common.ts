@@ -21,7 +21,10 @@ export function median(xs: number[]): number {
  */
 export function reexecWithMallocTuning(): void {
   if (process.platform !== 'linux' || process.env.GLIBC_TUNABLES || process.env.BENCH_MALLOC === 'default') return;
-  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...withMallocTuning(), BENCH_MALLOC_ADDED: '1' } });
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...withMallocTuning(), BENCH_MALLOC_ADDED: '1' },
+  });
   process.exit(r.status ?? 1);
 }
 
@@ -55,5 +58,7 @@ export function readProfile(file: string): ProfileEvent[] {
 export function modelRunMs(dir: string): number[] {
   const file = readdirSync(dir).find((f) => f.endsWith('.json'));
   if (!file) throw new Error(`no onnxruntime profile in ${dir}`);
-  return readProfile(join(dir, file)).filter((e) => e.name === 'model_run').map((e) => e.dur / 1000);
+  return readProfile(join(dir, file))
+    .filter((e) => e.name === 'model_run')
+    .map((e) => e.dur / 1000);
 }

@@ -16,10 +16,32 @@ import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
 reexecWithMallocTuning();
 const mode = process.argv[2] ?? 'lora';
-const trainable: TrainableSpec = mode === 'full'
-  ? { kind: 'full' }
-  : { kind: 'lora', r: 8, alpha: 16, dropout: 0.1, targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'] };
-const compile = (dropout: number) => compileTrainStep(buildTinyEncoder({ ...MINILM_SIZE, dropout }), { loss: { kind: 'cross_entropy' }, trainable, optimizer: { kind: 'adamw' }, clipNorm: 1 });
-await alternate([{ label: `${mode}, no model dropout`, prog: compile(0) }, { label: `${mode}, model dropout 0.1`, prog: compile(0.1) }], {
-  steps: Number(process.argv[3] ?? 8), rounds: Number(process.argv[4] ?? 3), threads: Number(process.argv[5] ?? 2),
-});
+const trainable: TrainableSpec =
+  mode === 'full'
+    ? { kind: 'full' }
+    : {
+        kind: 'lora',
+        r: 8,
+        alpha: 16,
+        dropout: 0.1,
+        targets: ['*attention.self.query.weight', '*attention.self.value.weight'],
+        alsoTrain: ['classifier.*'],
+      };
+const compile = (dropout: number) =>
+  compileTrainStep(buildTinyEncoder({ ...MINILM_SIZE, dropout }), {
+    loss: { kind: 'cross_entropy' },
+    trainable,
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+  });
+await alternate(
+  [
+    { label: `${mode}, no model dropout`, prog: compile(0) },
+    { label: `${mode}, model dropout 0.1`, prog: compile(0.1) },
+  ],
+  {
+    steps: Number(process.argv[3] ?? 8),
+    rounds: Number(process.argv[4] ?? 3),
+    threads: Number(process.argv[5] ?? 2),
+  },
+);

@@ -21,7 +21,12 @@ const kinds: Record<string, TrainableSpec> = {
   head: { kind: 'head', features: 'pooled' },
 };
 for (const [name, trainable] of Object.entries(kinds)) {
-  const p = compileTrainStep(buildTinyEncoder(cfg), { loss: { kind: 'cross_entropy', labelSmoothing: 0.1 }, trainable, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+  const p = compileTrainStep(buildTinyEncoder(cfg), {
+    loss: { kind: 'cross_entropy', labelSmoothing: 0.1 },
+    trainable,
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+  });
   for (const k of ['step', 'grad', 'apply', 'eval', 'forward'] as const) saveModel(p[k], join(dir, `${name}-${k}.onnx`));
   saveModel(exportInference(p, new Map(p.params.map((q) => [q.name, q.init]))), join(dir, `${name}-export.onnx`));
   saveModel(multiStepModel(p), join(dir, `${name}-steps.onnx`));

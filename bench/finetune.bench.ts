@@ -60,7 +60,10 @@ async function main() {
   const tModel = performance.now();
 
   // Exact-text dedupe, then a seeded stratified 80/10/10 split (what the ingest/dedupe/split stages do).
-  const rows = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { text: string; label: string });
+  const rows = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { text: string; label: string });
   const seen = new Set<string>();
   const unique = rows.filter((r) => (seen.has(r.text.trim()) ? false : (seen.add(r.text.trim()), true)));
   const splits: Record<'train' | 'validation' | 'test', typeof unique> = { train: [], validation: [], test: [] };
@@ -76,40 +79,91 @@ async function main() {
   mkdirSync(work, { recursive: true });
   const table = (name: keyof typeof splits) => {
     const order = new Rng(99).permutation(splits[name].length);
-    return writeTextTable(join(work, `${name}.arrow`), Array.from(order, (i) => splits[name][i]!));
+    return writeTextTable(
+      join(work, `${name}.arrow`),
+      Array.from(order, (i) => splits[name][i]!),
+    );
   };
-  const train = table('train'), validation = table('validation'), test = table('test');
+  const train = table('train'),
+    validation = table('validation'),
+    test = table('test');
   const labels = ['ham', 'spam'];
 
   let lastLog = 0;
   const tTrain0 = performance.now();
   const r = await trainClassifier({
-    modelDir: model.dir, train, validation, labels, method: 'lora', lora: { r: 8, alpha: 16, layers, targets },
-    lr, epochs: 1, maxSteps, batchSize, schedule: 'linear', warmupRatio: 0.06, weightDecay: 0.01, clipNorm: 1, seed: 42,
-    maxLength: 64, pooling: 'mean', device: 'cpu', threads, checkpointDir: join(work, 'ck'), checkpointEvery: 100,
+    modelDir: model.dir,
+    train,
+    validation,
+    labels,
+    method: 'lora',
+    lora: { r: 8, alpha: 16, layers, targets },
+    lr,
+    epochs: 1,
+    maxSteps,
+    batchSize,
+    schedule: 'linear',
+    warmupRatio: 0.06,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    seed: 42,
+    maxLength: 64,
+    pooling: 'mean',
+    device: 'cpu',
+    threads,
+    checkpointDir: join(work, 'ck'),
+    checkpointEvery: 100,
     outDir: join(work, 'model'),
     onProgress: (m) => {
       if (performance.now() - lastLog > 10_000 || m.step === m.totalSteps) {
         lastLog = performance.now();
-        console.log(`step ${m.step}/${m.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${m.samplesPerSec.toFixed(1)} samples/s eta ${m.etaSec.toFixed(0)}s`);
+        console.log(
+          `step ${m.step}/${m.totalSteps} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${m.samplesPerSec.toFixed(1)} samples/s eta ${m.etaSec.toFixed(0)}s`,
+        );
       }
     },
   });
   const tTrain = performance.now();
   const ev = await evaluateClassifier({ modelFolder: join(work, 'model'), table: test, threads });
   const tEval = performance.now();
-  const base = env.BENCH_SKIP_BASELINE ? undefined : await frozenFeatureBaseline({ modelDir: model.dir, train, test, labels, pooling: 'mean', seed: 42, maxLength: 64, threads });
+  const base = env.BENCH_SKIP_BASELINE
+    ? undefined
+    : await frozenFeatureBaseline({ modelDir: model.dir, train, test, labels, pooling: 'mean', seed: 42, maxLength: 64, threads });
   const tBase = performance.now();
 
   const trainSec = (tTrain - tTrain0) / 1000;
-  console.log(JSON.stringify({
-    rows: { train: splits.train.length, validation: splits.validation.length, test: splits.test.length },
-    steps: r.steps, trainSec: +trainSec.toFixed(1), stepsPerSec: +(r.steps / trainSec).toFixed(2), samplesPerSec: +((r.steps * batchSize) / trainSec).toFixed(1),
-    finetuned: { macroF1: +ev.metrics.macro.f1.toFixed(4), accuracy: +ev.metrics.accuracy.toFixed(4), evalSec: +((tEval - tTrain) / 1000).toFixed(1) },
-    baseline: base && { macroF1: +base.metrics.macro.f1.toFixed(4), accuracy: +base.metrics.accuracy.toFixed(4), sec: +((tBase - tEval) / 1000).toFixed(1) },
-    confusion: ev.metrics.confusion,
-    modelSec: +((tModel - t0) / 1000).toFixed(1), totalSec: +((tBase - t0) / 1000).toFixed(1), threads, layers, targets, lr, batchSize, loadAvg: (await import('node:os')).loadavg().map((x) => +x.toFixed(1)),
-  }, null, 2));
+  console.log(
+    JSON.stringify(
+      {
+        rows: { train: splits.train.length, validation: splits.validation.length, test: splits.test.length },
+        steps: r.steps,
+        trainSec: +trainSec.toFixed(1),
+        stepsPerSec: +(r.steps / trainSec).toFixed(2),
+        samplesPerSec: +((r.steps * batchSize) / trainSec).toFixed(1),
+        finetuned: {
+          macroF1: +ev.metrics.macro.f1.toFixed(4),
+          accuracy: +ev.metrics.accuracy.toFixed(4),
+          evalSec: +((tEval - tTrain) / 1000).toFixed(1),
+        },
+        baseline: base && {
+          macroF1: +base.metrics.macro.f1.toFixed(4),
+          accuracy: +base.metrics.accuracy.toFixed(4),
+          sec: +((tBase - tEval) / 1000).toFixed(1),
+        },
+        confusion: ev.metrics.confusion,
+        modelSec: +((tModel - t0) / 1000).toFixed(1),
+        totalSec: +((tBase - t0) / 1000).toFixed(1),
+        threads,
+        layers,
+        targets,
+        lr,
+        batchSize,
+        loadAvg: (await import('node:os')).loadavg().map((x) => +x.toFixed(1)),
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 await main();

@@ -7,7 +7,13 @@ import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 
 const [dir, threadsArg, inputsPath] = process.argv.slice(2) as [string, string, string];
-const inp = JSON.parse(readFileSync(inputsPath, 'utf8')) as { prefill: number[]; repeats: number; batches: number[]; prompts: number[][]; new_tokens: number };
+const inp = JSON.parse(readFileSync(inputsPath, 'utf8')) as {
+  prefill: number[];
+  repeats: number;
+  batches: number[];
+  prompts: number[][];
+  new_tokens: number;
+};
 const t0 = performance.now();
 const dec = await Decoder.load(dir, { threads: Number(threadsArg) });
 const out: Record<string, unknown> = { load_s: (performance.now() - t0) / 1000 };

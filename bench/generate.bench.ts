@@ -17,7 +17,10 @@ import { basename, join } from 'node:path';
 import { Rng } from '../src/engine/prng.ts';
 import { DEFAULT_LLM, resolveModelSource } from '../src/models/sources.ts';
 
-const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : dflt; };
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1]! : dflt;
+};
 const threads = Number(arg('threads', '2'));
 const promptLen = Number(arg('prompt', '256'));
 const newTokens = Number(arg('new', '128'));
@@ -29,7 +32,14 @@ if (!model.ggufPath) throw new Error(`${DEFAULT_LLM} did not resolve to a GGUF`)
 // Random ordinary-token ids (ids 0..99 hold the special tokens): the same inputs on both sides.
 const rng = new Rng(7);
 const ids = (n: number) => Array.from({ length: n }, () => 100 + rng.int(48_900));
-const inputs = { prefill: ids(promptLen), repeats, batches, prompts: Array.from({ length: Math.max(...batches) }, () => ids(16)), new_tokens: newTokens, pad_id: 2 };
+const inputs = {
+  prefill: ids(promptLen),
+  repeats,
+  batches,
+  prompts: Array.from({ length: Math.max(...batches) }, () => ids(16)),
+  new_tokens: newTokens,
+  pad_id: 2,
+};
 const tmp = mkdtempSync(join(tmpdir(), 'tempered-generate-bench-'));
 const inputsPath = join(tmp, 'inputs.json');
 writeFileSync(inputsPath, JSON.stringify(inputs));
@@ -42,7 +52,14 @@ function runJson(cmd: string, args: string[]): Record<string, number | number[] 
 }
 
 try {
-  const ours = runJson(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'generate-ours.ts'), model.dir, String(threads), inputsPath]);
+  const ours = runJson(process.execPath, [
+    '--import',
+    'tsx',
+    join(import.meta.dirname, 'generate-ours.ts'),
+    model.dir,
+    String(threads),
+    inputsPath,
+  ]);
   const py = process.env.TEMPERED_REFERENCE_PYTHON ?? join(import.meta.dirname, '.venv', 'bin', 'python');
   const ref = existsSync(py)
     ? runJson(py, [join(import.meta.dirname, 'generate_reference.py'), model.dir, basename(model.ggufPath), String(threads), inputsPath])
@@ -59,15 +76,20 @@ try {
   const fmt = (v: unknown) => (typeof v === 'number' ? v.toFixed(1) : '-');
   console.log(`${'measure'.padEnd(52)} ${'tempered'.padStart(10)} ${'PyTorch'.padStart(10)} ${'ratio'.padStart(7)}`);
   for (const [label, key, higherBetter] of rows) {
-    const a = (ours as Record<string, unknown>)[key], b = 'error' in ref ? undefined : (ref as Record<string, unknown>)[key];
+    const a = (ours as Record<string, unknown>)[key],
+      b = 'error' in ref ? undefined : (ref as Record<string, unknown>)[key];
     const ratio = typeof a === 'number' && typeof b === 'number' ? (higherBetter ? a / b : b / a) : undefined;
-    console.log(`${label.padEnd(52)} ${fmt(a).padStart(10)} ${fmt(b).padStart(10)} ${ratio === undefined ? '-'.padStart(7) : `${ratio.toFixed(2)}x`.padStart(7)}`);
+    console.log(
+      `${label.padEnd(52)} ${fmt(a).padStart(10)} ${fmt(b).padStart(10)} ${ratio === undefined ? '-'.padStart(7) : `${ratio.toFixed(2)}x`.padStart(7)}`,
+    );
   }
   console.log('ratio: > 1 means tempered is better (faster, or less memory)');
   if (!('error' in ref)) {
     for (const b of batches) {
       const same = JSON.stringify(ours[`gen${b}_first`]) === JSON.stringify(ref[`gen${b}_first`]);
-      console.log(`batch ${b}: first greedy tokens of row 0 ${same ? 'agree' : `differ (${JSON.stringify(ours[`gen${b}_first`])} vs ${JSON.stringify(ref[`gen${b}_first`])})`}`);
+      console.log(
+        `batch ${b}: first greedy tokens of row 0 ${same ? 'agree' : `differ (${JSON.stringify(ours[`gen${b}_first`])} vs ${JSON.stringify(ref[`gen${b}_first`])})`}`,
+      );
     }
     console.log(`reference: torch ${ref.torch}`);
   }

@@ -60,9 +60,12 @@ for (let r = 0; r < rounds; r++) {
     ref.push(JSON.parse(b.stdout.trim().split('\n').pop()!) as Row);
   }
 }
-const fmt = (rows: Row[]) => `load ${median(rows.map((x) => x.ms)).toFixed(0)} ms (runs ${rows.map((x) => x.ms.toFixed(0)).join(', ')}), CPU ${median(rows.map((x) => x.cpuMs)).toFixed(0)} ms, peak RSS ${median(rows.map((x) => x.maxRssMiB)).toFixed(0)} MiB, ${rows[0]!.params} parameters`;
+const fmt = (rows: Row[]) =>
+  `load ${median(rows.map((x) => x.ms)).toFixed(0)} ms (runs ${rows.map((x) => x.ms.toFixed(0)).join(', ')}), CPU ${median(rows.map((x) => x.cpuMs)).toFixed(0)} ms, peak RSS ${median(rows.map((x) => x.maxRssMiB)).toFixed(0)} MiB, ${rows[0]!.params} parameters`;
 console.log(`tempered Weights.read (GGUF → float32): ${fmt(ours)}`);
 if (ref.length) {
   console.log(`transformers from_pretrained(gguf_file=): ${fmt(ref)}`);
-  console.log(`ratio (reference / tempered): CPU time ${(median(ref.map((x) => x.cpuMs)) / median(ours.map((x) => x.cpuMs))).toFixed(2)}x, wall time ${(median(ref.map((x) => x.ms)) / median(ours.map((x) => x.ms))).toFixed(2)}x, peak RSS ${(median(ref.map((x) => x.maxRssMiB)) / median(ours.map((x) => x.maxRssMiB))).toFixed(2)}x`);
+  console.log(
+    `ratio (reference / tempered): CPU time ${(median(ref.map((x) => x.cpuMs)) / median(ours.map((x) => x.cpuMs))).toFixed(2)}x, wall time ${(median(ref.map((x) => x.ms)) / median(ours.map((x) => x.ms))).toFixed(2)}x, peak RSS ${(median(ref.map((x) => x.maxRssMiB)) / median(ours.map((x) => x.maxRssMiB))).toFixed(2)}x`,
+  );
 } else console.log('(no bench/.venv: reference skipped)');

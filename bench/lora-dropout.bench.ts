@@ -10,13 +10,19 @@ import { DropoutMasker, dropoutThreshold } from '../src/engine/dropout-masks.ts'
 
 const steps = Number(process.argv[2] ?? 20);
 const { threshold } = dropoutThreshold(0.1);
-const masks = Array.from({ length: 12 }, (_, k) => ({ input: `lora_dropout_mask:m${k}`, shape: ['batch', 'seq', 384], threshold, dtype: 'float32' as const }));
+const masks = Array.from({ length: 12 }, (_, k) => ({
+  input: `lora_dropout_mask:m${k}`,
+  shape: ['batch', 'seq', 384],
+  threshold,
+  dtype: 'float32' as const,
+}));
 const masker = new DropoutMasker(masks, [{ name: 'input_ids', dtype: 'int64', shape: ['batch', 'seq'] }]);
 const data = { input_ids: new ort.Tensor('int64', new BigInt64Array(16 * 128), [16, 128]) };
 import { median } from './common.ts';
 
 const drawMs: number[] = [];
-let kept = 0, total = 0;
+let kept = 0,
+  total = 0;
 for (let s = 0; s < steps; s++) {
   const t = performance.now();
   const feeds = masker.feeds(data, s + 1);
@@ -35,4 +41,12 @@ for (let s = 0; s < steps; s++) {
   for (const b of targets) b.set(source);
   copyMs.push(performance.now() - t);
 }
-console.log(JSON.stringify({ values: total / steps, drawMs: +median(drawMs).toFixed(1), copyMs: +median(copyMs).toFixed(1), ratio: +(median(drawMs) / median(copyMs)).toFixed(2), keptFraction: +(kept / total).toFixed(5) }));
+console.log(
+  JSON.stringify({
+    values: total / steps,
+    drawMs: +median(drawMs).toFixed(1),
+    copyMs: +median(copyMs).toFixed(1),
+    ratio: +(median(drawMs) / median(copyMs)).toFixed(2),
+    keptFraction: +(kept / total).toFixed(5),
+  }),
+);

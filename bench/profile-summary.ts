@@ -26,7 +26,12 @@ const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kerne
 const byOp = new Map<string, number>();
 for (const e of kernels) byOp.set(e.args.op_name!, (byOp.get(e.args.op_name!) ?? 0) + e.dur);
 const total = [...byOp.values()].reduce((a, b) => a + b, 0);
-console.log(`${counted} runs: ${runs.slice(skip).map((r) => (r.dur / 1000).toFixed(0)).join(', ')} ms; kernel time ${(total / counted / 1000).toFixed(1)} ms a run`);
+console.log(
+  `${counted} runs: ${runs
+    .slice(skip)
+    .map((r) => (r.dur / 1000).toFixed(0))
+    .join(', ')} ms; kernel time ${(total / counted / 1000).toFixed(1)} ms a run`,
+);
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
   console.log(`  ${op.padEnd(22)} ${(us / counted / 1000).toFixed(1).padStart(7)} ms  ${((100 * us) / total).toFixed(1).padStart(5)}%`);
 }
@@ -50,5 +55,7 @@ for (const e of kernels) {
 }
 console.log('\nMatMul-like ops by shape (per run):');
 for (const [key, g] of [...gemms].sort((a, b) => b[1].us - a[1].us).slice(0, 15)) {
-  console.log(`  ${key.padEnd(72)} x${String(Math.round(g.count / counted)).padEnd(3)} ${(g.us / counted / 1000).toFixed(1).padStart(6)} ms  ${(g.flops / g.us / 1000).toFixed(0).padStart(4)} GFLOP/s`);
+  console.log(
+    `  ${key.padEnd(72)} x${String(Math.round(g.count / counted)).padEnd(3)} ${(g.us / counted / 1000).toFixed(1).padStart(6)} ms  ${(g.flops / g.us / 1000).toFixed(0).padStart(4)} GFLOP/s`,
+  );
 }

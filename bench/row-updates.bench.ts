@@ -12,7 +12,22 @@ import { alternate } from './alternate.ts';
 import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
 reexecWithMallocTuning();
-const compile = (rowUpdates: boolean) => compileTrainStep(buildTinyEncoder(MINILM_SIZE), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1, rowUpdates });
-await alternate([{ label: 'dense embedding update', prog: compile(false) }, { label: 'row-wise embedding update', prog: compile(true) }], {
-  steps: Number(process.argv[2] ?? 12), rounds: Number(process.argv[3] ?? 3), threads: Number(process.argv[4] ?? 2),
-});
+const compile = (rowUpdates: boolean) =>
+  compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
+    loss: { kind: 'cross_entropy' },
+    trainable: { kind: 'full' },
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+    rowUpdates,
+  });
+await alternate(
+  [
+    { label: 'dense embedding update', prog: compile(false) },
+    { label: 'row-wise embedding update', prog: compile(true) },
+  ],
+  {
+    steps: Number(process.argv[2] ?? 12),
+    rounds: Number(process.argv[3] ?? 3),
+    threads: Number(process.argv[4] ?? 2),
+  },
+);

@@ -30,10 +30,29 @@ const root = mkdtempSync(join(tmpdir(), 'bench-serve-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const outDir = join(root, 'out');
 await trainClassifier({
-  modelDir: tinyBertDir(join(root, 'model'), 7, { ...TINY_MINILM, hidden, layers, heads: Math.max(1, hidden / 32), intermediate: hidden * 4 }),
-  train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)), labels: ['negative', 'positive'], method: 'head',
-  lr: 1e-3, maxSteps: 2, batchSize: 16, schedule: 'constant', weightDecay: 0, seed: 1, maxLength: 64, pooling: 'mean', device: 'cpu', threads,
-  checkpointDir: join(root, 'ck'), checkpointEvery: 0, outDir,
+  modelDir: tinyBertDir(join(root, 'model'), 7, {
+    ...TINY_MINILM,
+    hidden,
+    layers,
+    heads: Math.max(1, hidden / 32),
+    intermediate: hidden * 4,
+  }),
+  train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
+  labels: ['negative', 'positive'],
+  method: 'head',
+  lr: 1e-3,
+  maxSteps: 2,
+  batchSize: 16,
+  schedule: 'constant',
+  weightDecay: 0,
+  seed: 1,
+  maxLength: 64,
+  pooling: 'mean',
+  device: 'cpu',
+  threads,
+  checkpointDir: join(root, 'ck'),
+  checkpointEvery: 0,
+  outDir,
 });
 const texts = syntheticRows(256, 7).map((r) => r.text);
 
@@ -45,12 +64,19 @@ const pct = (xs: number[], p: number) => {
 async function measure(label: string, load: () => Promise<Predictor>): Promise<void> {
   const server = await createModelServer({ token: TOKEN, pollMs: 3_600_000, resolveCurrent: async () => ({ key: label, load }) });
   const url = await server.listen();
-  const post = (text: string) => fetch(`${url}/predict`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [text] }) });
+  const post = (text: string) =>
+    fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [text] }),
+    });
   await Promise.all(texts.slice(0, 8).map(post)); // warm-up
   for (const c of levels) {
     const lat: number[] = [];
     const health: number[] = [];
-    let next = 0, failed = 0, done = false;
+    let next = 0,
+      failed = 0,
+      done = false;
     const prober = (async () => {
       while (!done) {
         const t = performance.now();
@@ -60,26 +86,32 @@ async function measure(label: string, load: () => Promise<Predictor>): Promise<v
       }
     })();
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: c }, async () => {
-      while (next < requests) {
-        const i = next++;
-        const t = performance.now();
-        const r = await post(texts[i % texts.length]!);
-        await r.arrayBuffer();
-        if (r.status !== 200) failed++;
-        lat.push(performance.now() - t);
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: c }, async () => {
+        while (next < requests) {
+          const i = next++;
+          const t = performance.now();
+          const r = await post(texts[i % texts.length]!);
+          await r.arrayBuffer();
+          if (r.status !== 200) failed++;
+          lat.push(performance.now() - t);
+        }
+      }),
+    );
     const secs = (performance.now() - t0) / 1000;
     done = true;
     await prober;
     const batches = (server.model.current as { stats?: () => { batches: number } }).stats?.().batches;
-    console.log(`${label.padEnd(10)} c=${String(c).padEnd(3)} ${(requests / secs).toFixed(1).padStart(7)} req/s  p50 ${pct(lat, 50).toFixed(1)} ms  p99 ${pct(lat, 99).toFixed(1)} ms  /health p50 ${pct(health, 50).toFixed(1)} ms p99 ${pct(health, 99).toFixed(1)} ms (${health.length} probes)${failed ? `  ${failed} failed` : ''}${batches !== undefined ? `  batches so far ${batches}` : ''}`);
+    console.log(
+      `${label.padEnd(10)} c=${String(c).padEnd(3)} ${(requests / secs).toFixed(1).padStart(7)} req/s  p50 ${pct(lat, 50).toFixed(1)} ms  p99 ${pct(lat, 99).toFixed(1)} ms  /health p50 ${pct(health, 50).toFixed(1)} ms p99 ${pct(health, 99).toFixed(1)} ms (${health.length} probes)${failed ? `  ${failed} failed` : ''}${batches !== undefined ? `  batches so far ${batches}` : ''}`,
+    );
   }
   await server.close();
 }
 
-console.log(`BERT hidden ${hidden}, ${layers} layers, maxLength 64, ${threads} onnxruntime threads, ${requests} one-text requests per level`);
+console.log(
+  `BERT hidden ${hidden}, ${layers} layers, maxLength 64, ${threads} onnxruntime threads, ${requests} one-text requests per level`,
+);
 await measure('in-thread', async () => {
   const p = await loadPredictor(outDir, { threads });
   return { id: 'bench@1', labels: p.labels, predict: (t) => p.predict(t), close: () => p.close() };

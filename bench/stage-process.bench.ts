@@ -27,17 +27,46 @@ const method = (process.argv[6] ?? 'full') as 'full' | 'lora';
 const root = mkdtempSync(join(tmpdir(), 'bench-stage-process-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const store = new ArtifactStore(join(root, 'store'));
-const modelDir = tinyBertDir(join(root, 'model'), 7, { ...TINY_MINILM, hidden, layers, heads: Math.max(1, hidden / 32), intermediate: hidden * 4 });
-const train: ArtifactRef = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(16 * steps, 1)), { mediaType: MEDIA.arrow });
-const cfg = { model: modelDir, train, method, lora: { r: 8, alpha: 16 }, lr: 1e-3, maxSteps: steps, batchSize: 16, maxLength: 64, seed: 1, checkpointEvery: 20, threads: 2 };
+const modelDir = tinyBertDir(join(root, 'model'), 7, {
+  ...TINY_MINILM,
+  hidden,
+  layers,
+  heads: Math.max(1, hidden / 32),
+  intermediate: hidden * 4,
+});
+const train: ArtifactRef = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(16 * steps, 1)), {
+  mediaType: MEDIA.arrow,
+});
+const cfg = {
+  model: modelDir,
+  train,
+  method,
+  lora: { r: 8, alpha: 16 },
+  lr: 1e-3,
+  maxSteps: steps,
+  batchSize: 16,
+  maxLength: 64,
+  seed: 1,
+  checkpointEvery: 20,
+  threads: 2,
+};
 
 let fit = 0;
 async function once(side: 'inline' | 'child'): Promise<{ wallMs: number; sps: number; model: string }> {
   fit++;
   const sps: number[] = [];
   const ctx: StageContext = {
-    runId: `bench-${fit}`, stageId: 'train', attempt: 1, baseDir: root, specHash: 'bench', actor: 'bench', cacheKey: `bench-${side}-${fit}`,
-    store, workDir: mkdtempSync(join(root, 'work-')), stateDir: root, signal: new AbortController().signal,
+    runId: `bench-${fit}`,
+    stageId: 'train',
+    attempt: 1,
+    baseDir: root,
+    specHash: 'bench',
+    actor: 'bench',
+    cacheKey: `bench-${side}-${fit}`,
+    store,
+    workDir: mkdtempSync(join(root, 'work-')),
+    stateDir: root,
+    signal: new AbortController().signal,
     progress: (p) => p.metrics?.samplesPerSec !== undefined && sps.push(p.metrics.samplesPerSec),
     log: () => undefined,
   };
@@ -46,12 +75,17 @@ async function once(side: 'inline' | 'child'): Promise<{ wallMs: number; sps: nu
   return { wallMs: performance.now() - t0, sps: median(sps.slice(2)), model: (out.model as ArtifactRef).sha256 };
 }
 
-const res = { inline: [] as { wallMs: number; sps: number; model: string }[], child: [] as { wallMs: number; sps: number; model: string }[] };
+const res = {
+  inline: [] as { wallMs: number; sps: number; model: string }[],
+  child: [] as { wallMs: number; sps: number; model: string }[],
+};
 for (let r = 1; r <= rounds; r++) {
   for (const side of ['inline', 'child'] as const) {
     const x = await once(side);
     res[side].push(x);
-    console.log(`round ${r}: ${side.padEnd(6)} wall ${(x.wallMs / 1000).toFixed(2)} s, ${x.sps.toFixed(1)} samples/s, model ${x.model.slice(0, 12)}`);
+    console.log(
+      `round ${r}: ${side.padEnd(6)} wall ${(x.wallMs / 1000).toFixed(2)} s, ${x.sps.toFixed(1)} samples/s, model ${x.model.slice(0, 12)}`,
+    );
   }
 }
 const models = new Set([...res.inline, ...res.child].map((x) => x.model));
@@ -59,5 +93,7 @@ const med = (xs: { wallMs: number; sps: number }[], k: 'wallMs' | 'sps') => medi
 console.log(`\n${method} fine-tuning, ${steps} steps of 16, hidden ${hidden}, ${layers} layers, ${rounds} rounds:`);
 console.log(`inline: wall ${(med(res.inline, 'wallMs') / 1000).toFixed(2)} s, ${med(res.inline, 'sps').toFixed(1)} samples/s`);
 console.log(`child:  wall ${(med(res.child, 'wallMs') / 1000).toFixed(2)} s, ${med(res.child, 'sps').toFixed(1)} samples/s`);
-console.log(`child/inline: wall ${(med(res.child, 'wallMs') / med(res.inline, 'wallMs')).toFixed(3)}x, step throughput ${(med(res.child, 'sps') / med(res.inline, 'sps')).toFixed(3)}x`);
+console.log(
+  `child/inline: wall ${(med(res.child, 'wallMs') / med(res.inline, 'wallMs')).toFixed(3)}x, step throughput ${(med(res.child, 'sps') / med(res.inline, 'sps')).toFixed(3)}x`,
+);
 console.log(models.size === 1 ? 'exported models identical on both sides' : `MODELS DIFFER: ${[...models].join(', ')}`);

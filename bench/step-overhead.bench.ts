@@ -44,7 +44,9 @@ function parent(): void {
       const line = p.stdout.trim().split('\n').pop() ?? '';
       if (p.status !== 0 || !line.startsWith('{')) throw new Error(`${name}: ${p.stderr.trim().split('\n').pop()}`);
       const x = JSON.parse(line) as { wall: number; run: number; outside: number };
-      console.log(`round ${r} ${name.padEnd(30)} step ${x.wall.toFixed(0)} ms = onnxruntime ${x.run.toFixed(0)} + outside ${x.outside.toFixed(0)}`);
+      console.log(
+        `round ${r} ${name.padEnd(30)} step ${x.wall.toFixed(0)} ms = onnxruntime ${x.run.toFixed(0)} + outside ${x.outside.toFixed(0)}`,
+      );
       results.set(name, [...(results.get(name) ?? []), x]);
     }
   }
@@ -52,7 +54,9 @@ function parent(): void {
   console.log(`\nmedians over ${rounds} rounds (${threads} threads):`);
   for (const [name, xs] of results) {
     const wall = median(xs.map((x) => x.wall));
-    console.log(`${name.padEnd(30)} step ${wall.toFixed(0)} ms, outside onnxruntime ${median(xs.map((x) => x.outside)).toFixed(0)} ms, speed ${(ref / wall).toFixed(2)}x glibc default`);
+    console.log(
+      `${name.padEnd(30)} step ${wall.toFixed(0)} ms, outside onnxruntime ${median(xs.map((x) => x.outside)).toFixed(0)} ms, speed ${(ref / wall).toFixed(2)}x glibc default`,
+    );
   }
 }
 
@@ -62,7 +66,12 @@ async function child(): Promise<void> {
   const { createSession, toOrt } = await import('../src/engine/runtime.ts');
   const { tokenTask } = await import('../src/engine/synthetic.testing.ts');
   const cfg = MINILM_SIZE;
-  const prog = compileTrainStep(buildTinyEncoder(cfg), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+  const prog = compileTrainStep(buildTinyEncoder(cfg), {
+    loss: { kind: 'cross_entropy' },
+    trainable: { kind: 'full' },
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+  });
   const dir = mkdtempSync(join(tmpdir(), 'tempered-overhead-'));
   process.env.TEMPERED_ORT_PROFILE = join(dir, 'p');
   const session = await createSession(prog.step, { threads });
@@ -73,7 +82,10 @@ async function child(): Promise<void> {
   const wall: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t = performance.now();
-    const feeds: Record<string, ort.Tensor> = { lr: toOrt('float32', Float32Array.of(1e-4), []), step: toOrt('float32', Float32Array.of(i + 1), []) };
+    const feeds: Record<string, ort.Tensor> = {
+      lr: toOrt('float32', Float32Array.of(1e-4), []),
+      step: toOrt('float32', Float32Array.of(i + 1), []),
+    };
     for (const d of prog.dataInputs) feeds[d.name] = toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims);
     for (const [k, v] of values) feeds[k] = v;
     const out = await session.run(feeds);
@@ -84,6 +96,7 @@ async function child(): Promise<void> {
   session.endProfiling();
   const run = modelRunMs(dir);
   rmSync(dir, { recursive: true, force: true });
-  const w = wall.slice(2), r = run.slice(2);
+  const w = wall.slice(2),
+    r = run.slice(2);
   console.log(JSON.stringify({ wall: median(w), run: median(r), outside: median(w.map((x, i) => x - r[i]!)) }));
 }

@@ -17,9 +17,19 @@ import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
 reexecWithMallocTuning();
 const settings = (process.argv[2] ?? '1,4').split(',').map(Number);
-const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
+  loss: { kind: 'cross_entropy' },
+  trainable: { kind: 'full' },
+  optimizer: { kind: 'adamw' },
+  clipNorm: 1,
+});
 // BENCH_RUN_BUDGET_MS: RunSizer's time cap on a run (the engine's default when unset; Infinity for none).
 const budget = process.env.BENCH_RUN_BUDGET_MS ? Number(process.env.BENCH_RUN_BUDGET_MS) : undefined;
-await alternate(settings.map((n) => ({ label: `${n} step(s) per run`, prog, stepsPerRun: n, runBudgetMs: budget })), {
-  steps: Number(process.argv[3] ?? 12), rounds: Number(process.argv[4] ?? 3), threads: Number(process.argv[5] ?? 2),
-});
+await alternate(
+  settings.map((n) => ({ label: `${n} step(s) per run`, prog, stepsPerRun: n, runBudgetMs: budget })),
+  {
+    steps: Number(process.argv[3] ?? 12),
+    rounds: Number(process.argv[4] ?? 3),
+    threads: Number(process.argv[5] ?? 2),
+  },
+);

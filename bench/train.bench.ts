@@ -38,7 +38,14 @@ const batch = 16;
 
 const specs: Record<string, TrainableSpec> = {
   full: { kind: 'full' },
-  lora: { kind: 'lora', r: 8, alpha: 16, dropout: Number(process.env.LORA_DROPOUT ?? 0.1), targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'] },
+  lora: {
+    kind: 'lora',
+    r: 8,
+    alpha: 16,
+    dropout: Number(process.env.LORA_DROPOUT ?? 0.1),
+    targets: ['*attention.self.query.weight', '*attention.self.value.weight'],
+    alsoTrain: ['classifier.*'],
+  },
 };
 
 const modelDropout = Number(process.env.MODEL_DROPOUT ?? 0.1);
@@ -49,7 +56,14 @@ const stepsPerRunEnv = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_
 for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
   const t0 = performance.now();
   const model = buildTinyEncoder({ ...cfg, dropout: modelDropout });
-  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy' }, trainable: specs[name]!, optimizer: { kind: 'adamw' }, clipNorm: 1, pruneRows, rowUpdates });
+  const prog = compileTrainStep(model, {
+    loss: { kind: 'cross_entropy' },
+    trainable: specs[name]!,
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+    pruneRows,
+    rowUpdates,
+  });
   const compileMs = performance.now() - t0;
   const trainable = prog.params.reduce((s, p) => s + p.init.length, 0);
   const data = tokenTask({ n: batch * (steps + 8), seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
@@ -62,7 +76,12 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     const warmup = Math.max(2, perRun);
     const times: number[] = [];
     const tr = new Trainer(prog, {
-      seed: 1, batchSize: batch, maxSteps: steps + warmup, threads, schedule: { kind: 'constant', lr: 1e-4 }, stepsPerRun: perRun,
+      seed: 1,
+      batchSize: batch,
+      maxSteps: steps + warmup,
+      threads,
+      schedule: { kind: 'constant', lr: 1e-4 },
+      stepsPerRun: perRun,
       onStep: (m) => {
         times.push((batch * 1000) / m.samplesPerSec);
         console.log(`  ${name} step ${m.step} loss ${m.loss.toFixed(4)} ${m.samplesPerSec.toFixed(2)} samples/s`);
@@ -71,20 +90,41 @@ for (const name of mode === 'both' ? ['full', 'lora'] : [mode]) {
     await tr.fit(data);
     const medianMs = median(times.slice(warmup));
     const ours = {
-      mode: name, round, modelDropout, pruneRows, rowUpdates, stepsPerRun: perRun, ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}), trainableParams: trainable, compileMs: Math.round(compileMs), stepMs: Math.round(medianMs),
-      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), threads, malloc: mallocSetting(),
+      mode: name,
+      round,
+      modelDropout,
+      pruneRows,
+      rowUpdates,
+      stepsPerRun: perRun,
+      ...(name === 'lora' ? { loraDropout: specs.lora!.kind === 'lora' ? specs.lora!.dropout : 0 } : {}),
+      trainableParams: trainable,
+      compileMs: Math.round(compileMs),
+      stepMs: Math.round(medianMs),
+      samplesPerSec: +((batch * 1000) / medianMs).toFixed(2),
+      peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+      threads,
+      malloc: mallocSetting(),
     };
     console.log('tempered', JSON.stringify(ours));
     const py = 'bench/.venv/bin/python';
-    if (!existsSync(py)) { console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)'); continue; }
-    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], { encoding: 'utf8', env: { ...referenceEnv(), MODEL_DROPOUT: String(modelDropout) } });
+    if (!existsSync(py)) {
+      console.log('pytorch reference unavailable: no bench/.venv (see bench/fixtures/torch_train_bench.py)');
+      continue;
+    }
+    const r = spawnSync(py, ['bench/fixtures/torch_train_bench.py', name, String(steps), String(threads)], {
+      encoding: 'utf8',
+      env: { ...referenceEnv(), MODEL_DROPOUT: String(modelDropout) },
+    });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status === 0 && line.startsWith('{')) {
       const ref = JSON.parse(line) as { samplesPerSec: number; peakRssMiB: number };
       console.log('pytorch ', line);
       ratios.push(ours.samplesPerSec / ref.samplesPerSec);
-      console.log(`ratio tempered/pytorch: throughput ${(ours.samplesPerSec / ref.samplesPerSec).toFixed(2)}x, peak RSS ${(ours.peakRssMiB / ref.peakRssMiB).toFixed(2)}x`);
+      console.log(
+        `ratio tempered/pytorch: throughput ${(ours.samplesPerSec / ref.samplesPerSec).toFixed(2)}x, peak RSS ${(ours.peakRssMiB / ref.peakRssMiB).toFixed(2)}x`,
+      );
     } else console.log('pytorch reference unavailable:', (r.stderr || '').trim().split('\n').pop());
   }
-  if (ratios.length > 1) console.log(`${name}: throughput ratio per round ${ratios.map((x) => x.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)}x`);
+  if (ratios.length > 1)
+    console.log(`${name}: throughput ratio per round ${ratios.map((x) => x.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)}x`);
 }

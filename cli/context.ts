@@ -53,7 +53,9 @@ export async function createContext(): Promise<CliContext> {
       if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
       try {
         const report = JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')) as { kind?: string };
-        return report.kind === 'ingest' || report.kind === 'dedupe' || report.kind === 'split' ? formatDataReport(report as DataReport) : undefined;
+        return report.kind === 'ingest' || report.kind === 'dedupe' || report.kind === 'split'
+          ? formatDataReport(report as DataReport)
+          : undefined;
       } catch {
         return undefined;
       }
@@ -71,7 +73,9 @@ export async function createContext(): Promise<CliContext> {
         client = new Client({ connection, namespace: s.namespace });
         await connection.workflowService.getSystemInfo({});
       } catch (e) {
-        const how = s.embedded ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster' : 'check TEMPORAL_ADDRESS and the TLS/API-key settings';
+        const how = s.embedded
+          ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster'
+          : 'check TEMPORAL_ADDRESS and the TLS/API-key settings';
         throw new CliError(`cannot reach Temporal at ${s.address} (${(e as Error).message.split('\n')[0]}): ${how}.`);
       }
       return client;

@@ -2,7 +2,15 @@
 import type { RunStatus, StageStatus } from '../workflows/types.ts';
 import { isArtifactRef } from '../src/types.ts';
 
-const ICON: Record<string, string> = { pending: '·', running: '▶', succeeded: '✓', cached: '≡', failed: '✗', skipped: '-', cancelled: '⊘' };
+const ICON: Record<string, string> = {
+  pending: '·',
+  running: '▶',
+  succeeded: '✓',
+  cached: '≡',
+  failed: '✗',
+  skipped: '-',
+  cancelled: '⊘',
+};
 
 function secs(a?: string, b?: string): string {
   if (!a) return '';
@@ -32,7 +40,12 @@ export function progressText(s: StageStatus): string {
   const parts: string[] = [];
   if (typeof p.fraction === 'number') parts.push(`${(p.fraction * 100).toFixed(0)}%`);
   if (p.message) parts.push(p.message);
-  if (p.metrics) parts.push(Object.entries(p.metrics).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`).join(' '));
+  if (p.metrics)
+    parts.push(
+      Object.entries(p.metrics)
+        .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`)
+        .join(' '),
+    );
   return parts.join(' ');
 }
 
@@ -50,7 +63,9 @@ export function stageLine(s: StageStatus): string {
 export type ReportReader = (ref: unknown) => string | undefined;
 
 export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
-  const lines = [`run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`];
+  const lines = [
+    `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
+  ];
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
   if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
   if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);

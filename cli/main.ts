@@ -22,16 +22,37 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   submit: { run: async () => (await runs()).submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
   status: { run: async () => (await runs()).statusCmd, help: 'show a run, stage by stage' },
   runs: { run: async () => (await runs()).runsCmd, help: 'list recent runs' },
-  resume: { run: async () => (await runs()).resumeCmd, help: 'rerun a failed run: finished stages are reused, training continues from its checkpoint' },
+  resume: {
+    run: async () => (await runs()).resumeCmd,
+    help: 'rerun a failed run: finished stages are reused, training continues from its checkpoint',
+  },
   cancel: { run: async () => (await runs()).cancelCmd, help: 'cancel a run' },
   logs: { run: async () => (await runs()).logsCmd, help: "a run's activity timeline (attempts, failures)" },
   worker: { run: async () => (await import('./commands/worker.ts')).workerCmd, help: 'run a worker (stages execute here)' },
-  server: { run: async () => (await import('./commands/server.ts')).serverCmd, help: 'start|stop|status of the embedded Temporal dev server' },
-  models: { run: async () => (await import('./commands/models.ts')).modelsCmd, help: 'list, show, diff, promote and roll back registered models' },
-  serve: { run: async () => (await import('./commands/serve.ts')).serveCmd, help: 'serve a registered model over HTTP (hot-swaps when its alias moves); language models answer the OpenAI API' },
-  generate: { run: async () => (await import('./commands/generate.ts')).generateCmd, help: 'stream a language model\'s answer to a prompt (a registered model or a model source)' },
-  audit: { run: async () => (await import('./commands/audit.ts')).auditCmd, help: 'read or --verify the audit trail (who ran what, on which data)' },
-  schedule: { run: async () => (await import('./commands/schedule.ts')).scheduleCmd, help: 'retrain on a timetable (Temporal Schedules): create|list|describe|pause|unpause|trigger|backfill|update|delete' },
+  server: {
+    run: async () => (await import('./commands/server.ts')).serverCmd,
+    help: 'start|stop|status of the embedded Temporal dev server',
+  },
+  models: {
+    run: async () => (await import('./commands/models.ts')).modelsCmd,
+    help: 'list, show, diff, promote and roll back registered models',
+  },
+  serve: {
+    run: async () => (await import('./commands/serve.ts')).serveCmd,
+    help: 'serve a registered model over HTTP (hot-swaps when its alias moves); language models answer the OpenAI API',
+  },
+  generate: {
+    run: async () => (await import('./commands/generate.ts')).generateCmd,
+    help: "stream a language model's answer to a prompt (a registered model or a model source)",
+  },
+  audit: {
+    run: async () => (await import('./commands/audit.ts')).auditCmd,
+    help: 'read or --verify the audit trail (who ran what, on which data)',
+  },
+  schedule: {
+    run: async () => (await import('./commands/schedule.ts')).scheduleCmd,
+    help: 'retrain on a timetable (Temporal Schedules): create|list|describe|pause|unpause|trigger|backfill|update|delete',
+  },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };
 

@@ -16,9 +16,14 @@ export function parseOverlap(text: string, where = '--overlap'): OverlapName {
 export function parseDurationOption(text: string, where: string, opts: { minMs?: number; wholeSeconds?: boolean } = {}): number {
   const ms = parseDuration(text.trim());
   if (ms === undefined) throw new InputError(`'${text}' is not a duration`, { where, hint: 'write it like 30s, 10m, 2h, 1h30m or 1d' });
-  if (opts.minMs !== undefined && ms < opts.minMs) throw new InputError(`'${text}' is too short`, { where, hint: `use at least ${formatDuration(opts.minMs)}` });
+  if (opts.minMs !== undefined && ms < opts.minMs)
+    throw new InputError(`'${text}' is too short`, { where, hint: `use at least ${formatDuration(opts.minMs)}` });
   // Temporal rounds interval specs to whole seconds; refusing fractions keeps what runs equal to what was asked.
-  if (opts.wholeSeconds && ms % 1000 !== 0) throw new InputError(`'${text}' is not a whole number of seconds`, { where, hint: 'Temporal schedules count in seconds, e.g. 2s or 90s' });
+  if (opts.wholeSeconds && ms % 1000 !== 0)
+    throw new InputError(`'${text}' is not a whole number of seconds`, {
+      where,
+      hint: 'Temporal schedules count in seconds, e.g. 2s or 90s',
+    });
   return ms;
 }
 
@@ -29,15 +34,23 @@ const CRON_SHORTHANDS = new Set(['@yearly', '@annually', '@monthly', '@weekly', 
  * (e.g. minute 61) on create; a problem there is reported the same way.
  */
 export function checkCron(text: string, where = '--cron'): string {
-  const expr = text.trim().replace(/^(CRON_TZ|TZ)=\S+\s+/, '').replace(/\s*#.*$/, '');
-  const hint = 'write 5 fields (minute hour day-of-month month day-of-week), e.g. "0 3 * * *" for 03:00 every day, or @daily/@hourly; use --every for intervals';
+  const expr = text
+    .trim()
+    .replace(/^(CRON_TZ|TZ)=\S+\s+/, '')
+    .replace(/\s*#.*$/, '');
+  const hint =
+    'write 5 fields (minute hour day-of-month month day-of-week), e.g. "0 3 * * *" for 03:00 every day, or @daily/@hourly; use --every for intervals';
   if (expr.startsWith('@every')) throw new InputError(`'${text}' is an interval`, { where, hint: 'use --every instead, e.g. --every 6h' });
   if (expr.startsWith('@')) {
     if (!CRON_SHORTHANDS.has(expr)) throw new InputError(`unknown cron shorthand '${expr}'`, { where, hint });
     return text.trim();
   }
   const fields = expr.split(/\s+/).filter(Boolean);
-  if (fields.length < 5 || fields.length > 7) throw new InputError(`'${text}' has ${fields.length} field${fields.length === 1 ? '' : 's'}; a cron expression has 5 to 7`, { where, hint });
+  if (fields.length < 5 || fields.length > 7)
+    throw new InputError(`'${text}' has ${fields.length} field${fields.length === 1 ? '' : 's'}; a cron expression has 5 to 7`, {
+      where,
+      hint,
+    });
   const bad = fields.find((f) => !/^[0-9A-Za-z*/,?LW#-]+$/.test(f));
   if (bad) throw new InputError(`'${bad}' is not a cron field`, { where, hint });
   return text.trim();
@@ -47,7 +60,8 @@ export function checkCron(text: string, where = '--cron'): string {
 export function parseMetricTrigger(text: string, where = '--trigger-metric'): NonNullable<RunGateSpec['metricBelow']> {
   const hint = 'write model:metric:threshold, e.g. spam-clf:f1:0.9 (or spam-clf@staging:f1:0.9 for another alias)';
   const parts = text.split(':');
-  if (parts.length !== 3 || parts.some((p) => p.trim() === '')) throw new InputError(`'${text}' is not model:metric:threshold`, { where, hint });
+  if (parts.length !== 3 || parts.some((p) => p.trim() === ''))
+    throw new InputError(`'${text}' is not model:metric:threshold`, { where, hint });
   const [modelPart, metric, thr] = parts.map((p) => p.trim()) as [string, string, string];
   const threshold = Number(thr);
   if (!Number.isFinite(threshold)) throw new InputError(`threshold '${thr}' is not a number`, { where, hint });
@@ -60,21 +74,28 @@ export function parseMetricTrigger(text: string, where = '--trigger-metric'): No
 export function parseDriftTrigger(text: string, where = '--trigger-drift'): NonNullable<RunGateSpec['labelDrift']> {
   const threshold = Number(text);
   if (text.trim() === '' || !Number.isFinite(threshold) || threshold < 0 || threshold >= 1) {
-    throw new InputError(`'${text}' is not a distance threshold`, { where, hint: 'give a number in [0, 1), e.g. 0.1; Jensen-Shannon distance is 0 for equal label distributions and 1 for disjoint ones' });
+    throw new InputError(`'${text}' is not a distance threshold`, {
+      where,
+      hint: 'give a number in [0, 1), e.g. 0.1; Jensen-Shannon distance is 0 for equal label distributions and 1 for disjoint ones',
+    });
   }
   return { distance: 'jensen-shannon', threshold };
 }
 
 export function parseInstant(text: string, where: string): Date {
   const d = /^\d{4}-\d{2}-\d{2}/.test(text) ? new Date(text) : new Date(NaN);
-  if (Number.isNaN(d.getTime())) throw new InputError(`'${text}' is not an ISO time`, { where, hint: 'write e.g. 2026-01-01T00:00:00Z or 2026-01-01' });
+  if (Number.isNaN(d.getTime()))
+    throw new InputError(`'${text}' is not an ISO time`, { where, hint: 'write e.g. 2026-01-01T00:00:00Z or 2026-01-01' });
   return d;
 }
 
 /** A schedule id is also the prefix of its runs' workflow ids, so keep it to safe characters. */
 export function checkScheduleName(name: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) {
-    throw new InputError(`'${name}' is not a valid schedule name`, { where: 'schedule name', hint: 'use letters, digits, ., _ and -, starting with a letter or digit (at most 100 characters)' });
+    throw new InputError(`'${name}' is not a valid schedule name`, {
+      where: 'schedule name',
+      hint: 'use letters, digits, ., _ and -, starting with a letter or digit (at most 100 characters)',
+    });
   }
   return name;
 }

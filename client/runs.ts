@@ -15,7 +15,11 @@ export function newRunId(name: string): string {
   return `${name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomBytes(3).toString('hex')}`;
 }
 
-export async function submitRun(client: Client, input: RunInput, opts: { taskQueue: string; runId?: string }): Promise<WorkflowHandleWithFirstExecutionRunId> {
+export async function submitRun(
+  client: Client,
+  input: RunInput,
+  opts: { taskQueue: string; runId?: string },
+): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = opts.runId ?? newRunId(input.plan.name);
   return client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
@@ -51,7 +55,9 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
     if (pa.attempt) st.attempt = pa.attempt;
     const payloads = pa.heartbeatDetails?.payloads;
     if (payloads && payloads.length > 0) {
-      const details = (await client.options.loadedDataConverter.payloadConverter.fromPayload(payloads[0] as never)) as { progress?: Record<string, unknown> };
+      const details = (await client.options.loadedDataConverter.payloadConverter.fromPayload(payloads[0] as never)) as {
+        progress?: Record<string, unknown>;
+      };
       if (details?.progress) st.progress = details.progress;
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
@@ -85,7 +91,14 @@ export async function listRuns(client: Client, limit = 20): Promise<RunSummary[]
   const out: RunSummary[] = [];
   for await (const wf of client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}'` })) {
     const memo = (wf.memo ?? {}) as Record<string, string>;
-    out.push({ runId: wf.workflowId, pipeline: memo.pipeline ?? '?', status: wf.status.name, startTime: wf.startTime, closeTime: wf.closeTime, actor: memo.actor });
+    out.push({
+      runId: wf.workflowId,
+      pipeline: memo.pipeline ?? '?',
+      status: wf.status.name,
+      startTime: wf.startTime,
+      closeTime: wf.closeTime,
+      actor: memo.actor,
+    });
     if (out.length >= limit) break;
   }
   return out;
@@ -110,7 +123,12 @@ export async function waitForRun(client: Client, runId: string): Promise<RunStat
  * Polls the run's status, handing each one to `onStatus`, until the workflow has closed; returns
  * the final status.
  */
-export async function followRun(client: Client, runId: string, onStatus: (st: RunStatus) => void = () => {}, intervalMs = 1000): Promise<RunStatus> {
+export async function followRun(
+  client: Client,
+  runId: string,
+  onStatus: (st: RunStatus) => void = () => {},
+  intervalMs = 1000,
+): Promise<RunStatus> {
   for (;;) {
     let st: RunStatus;
     try {
@@ -160,7 +178,14 @@ export function auditRunSubmitted(auditDb: string, runId: string, input: RunInpu
       runId,
       actor: input.options.actor,
       specHash: input.plan.specHash,
-      details: { pipeline: input.plan.name, params: input.plan.params, specFile: input.options.specFile, resumeOf: input.options.resumeOf, noCache: !!input.options.noCache, execution: executionId ?? null },
+      details: {
+        pipeline: input.plan.name,
+        params: input.plan.params,
+        specFile: input.options.specFile,
+        resumeOf: input.options.resumeOf,
+        noCache: !!input.options.noCache,
+        execution: executionId ?? null,
+      },
       dedupeKey: executionId ? `${runId}/${executionId}/submitted` : `${runId}/submitted`,
     });
   } finally {

@@ -116,7 +116,10 @@ export interface RecentRun extends RecentAction {
 
 export class SpecLoadError extends Error {
   override name = 'SpecLoadError';
-  constructor(readonly errors: SpecError[], file: string) {
+  constructor(
+    readonly errors: SpecError[],
+    file: string,
+  ) {
     super(`${errors.length} error${errors.length === 1 ? '' : 's'} in ${file}`);
   }
 }
@@ -129,31 +132,54 @@ function mediaTypeOf(file: string): string {
  * Reads the spec file once, stores those bytes and plans from the same bytes, so the stored spec
  * is exactly the one that runs even if the file changes meanwhile.
  */
-export async function planScheduledRun(
-  o: { file: string; params: string[]; registry: KindRegistry; store: ArtifactStore; actor: string; name: string; gate?: RunGateSpec },
-): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+export async function planScheduledRun(o: {
+  file: string;
+  params: string[];
+  registry: KindRegistry;
+  store: ArtifactStore;
+  actor: string;
+  name: string;
+  gate?: RunGateSpec;
+}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const file = resolve(o.file);
   let bytes: Buffer;
   try {
     bytes = await readFile(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'no such file' : `cannot read the file: ${(e as Error).message}`, { where: o.file, hint: 'give the path of a pipeline .yaml or .json file' });
+    throw new InputError(code === 'ENOENT' ? 'no such file' : `cannot read the file: ${(e as Error).message}`, {
+      where: o.file,
+      hint: 'give the path of a pipeline .yaml or .json file',
+    });
   }
   return planFromBytes({ ...o, file, bytes });
 }
 
 /** Replans stored spec bytes with other params (an `update` without a new file). */
-export async function replanStoredSpec(
-  o: { spec: ScheduledSpec; params: string[]; registry: KindRegistry; store: ArtifactStore; actor: string; name: string; gate?: RunGateSpec },
-): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+export async function replanStoredSpec(o: {
+  spec: ScheduledSpec;
+  params: string[];
+  registry: KindRegistry;
+  store: ArtifactStore;
+  actor: string;
+  name: string;
+  gate?: RunGateSpec;
+}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const bytes = await readFile(o.store.pathOf(o.spec.specUri));
   return planFromBytes({ ...o, file: o.spec.file, bytes, storedUri: o.spec.specUri });
 }
 
-async function planFromBytes(
-  o: { file: string; bytes: Buffer; storedUri?: string; params: string[]; registry: KindRegistry; store: ArtifactStore; actor: string; name: string; gate?: RunGateSpec },
-): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+async function planFromBytes(o: {
+  file: string;
+  bytes: Buffer;
+  storedUri?: string;
+  params: string[];
+  registry: KindRegistry;
+  store: ArtifactStore;
+  actor: string;
+  name: string;
+  gate?: RunGateSpec;
+}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const parsed = parseParamOverrides(o.params);
   if (parsed.errors.length > 0) throw new SpecLoadError(parsed.errors, '--param');
   const text = decodeSource(o.bytes, o.file);
@@ -209,7 +235,8 @@ function action(cfg: ScheduleConfig): ScheduleOptionsStartWorkflowAction<never> 
 
 /** The options `client.schedule.create` receives. */
 export function scheduleOptions(cfg: ScheduleConfig): ScheduleOptions<ScheduleOptionsStartWorkflowAction<never>> {
-  if (!cfg.timing.cron === !cfg.timing.everyMs) throw new InputError('give exactly one of a cron expression or an interval', { where: 'timing' });
+  if (!cfg.timing.cron === !cfg.timing.everyMs)
+    throw new InputError('give exactly one of a cron expression or an interval', { where: 'timing' });
   return {
     scheduleId: cfg.name,
     spec: timingSpec(cfg.timing),
@@ -231,7 +258,8 @@ function rethrowInvalid(e: unknown, where: string): never {
   const hint = 'check --cron, --every, --jitter and --catchup-window';
   if (e instanceof TypeError) throw new InputError(`invalid schedule: ${e.message}`, { where, hint });
   const cause = (e as { cause?: { code?: number; details?: string } }).cause;
-  if (cause?.code === 3 /* INVALID_ARGUMENT */) throw new InputError(`Temporal rejected the schedule: ${cause.details ?? (e as Error).message}`, { where, hint });
+  if (cause?.code === 3 /* INVALID_ARGUMENT */)
+    throw new InputError(`Temporal rejected the schedule: ${cause.details ?? (e as Error).message}`, { where, hint });
   throw e;
 }
 
@@ -240,7 +268,9 @@ export async function createSchedule(client: Client, cfg: ScheduleConfig): Promi
     await client.schedule.create(scheduleOptions(cfg));
   } catch (e) {
     if (e instanceof ScheduleAlreadyRunning) {
-      throw new InputError(`a schedule named '${cfg.name}' already exists`, { hint: `change it with \`tempered schedule update ${cfg.name}\`, or delete it first` });
+      throw new InputError(`a schedule named '${cfg.name}' already exists`, {
+        hint: `change it with \`tempered schedule update ${cfg.name}\`, or delete it first`,
+      });
     }
     rethrowInvalid(e, cfg.name);
   }
@@ -259,20 +289,28 @@ function notFound(name: string): InputError {
   return new InputError(`no schedule named '${name}'`, { hint: 'list schedules with `tempered schedule list`' });
 }
 
-const OVERLAP_BY_POLICY = Object.fromEntries(Object.entries(OVERLAP_POLICIES).map(([k, v]) => [v, k])) as Record<OverlapPolicy, OverlapName>;
+const OVERLAP_BY_POLICY = Object.fromEntries(Object.entries(OVERLAP_POLICIES).map(([k, v]) => [v, k])) as Record<
+  OverlapPolicy,
+  OverlapName
+>;
 
 function iso(d: Date | undefined): string | undefined {
   return d ? d.toISOString() : undefined;
 }
 
 /** The schedule's current definition and state, read back from Temporal. */
-export async function readSchedule(client: Client, name: string): Promise<{ view: ScheduleView; config: ScheduleConfig; raw: ScheduleDescription }> {
+export async function readSchedule(
+  client: Client,
+  name: string,
+): Promise<{ view: ScheduleView; config: ScheduleConfig; raw: ScheduleDescription }> {
   const d = await describeRaw(client, name);
   const input = d.action.args?.[0] as RunInput | undefined;
   const memo = (d.action.memo ?? {}) as Record<string, unknown>;
   const created = (d.memo ?? {}) as Record<string, unknown>;
   if (d.action.workflowType !== WORKFLOW_TYPE || !input?.plan) {
-    throw new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${d.action.workflowType})`, { hint: 'manage it with the temporal CLI instead' });
+    throw new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${d.action.workflowType})`, {
+      hint: 'manage it with the temporal CLI instead',
+    });
   }
   const spec: ScheduledSpec = {
     pipeline: input.plan.name,
@@ -305,7 +343,12 @@ export async function readSchedule(client: Client, name: string): Promise<{ view
     paused: d.state.paused,
     note: d.state.note || undefined,
     nextRuns: d.info.nextActionTimes.map((t) => t.toISOString()),
-    recentActions: d.info.recentActions.map((a) => ({ runId: a.action.workflow.workflowId, executionRunId: a.action.workflow.firstExecutionRunId, scheduledAt: a.scheduledAt.toISOString(), takenAt: a.takenAt.toISOString() })),
+    recentActions: d.info.recentActions.map((a) => ({
+      runId: a.action.workflow.workflowId,
+      executionRunId: a.action.workflow.firstExecutionRunId,
+      scheduledAt: a.scheduledAt.toISOString(),
+      takenAt: a.takenAt.toISOString(),
+    })),
     runningRuns: d.info.runningActions.map((a) => a.workflow.workflowId),
     actionsTaken: d.info.numActionsTaken,
     skippedOverlap: d.info.numActionsSkippedOverlap,
@@ -313,7 +356,15 @@ export async function readSchedule(client: Client, name: string): Promise<{ view
     createdAt: d.info.createdAt.toISOString(),
     updatedAt: iso(d.info.lastUpdatedAt),
   };
-  const config: ScheduleConfig = { name, taskQueue: d.action.taskQueue, input, spec, timing, paused: d.state.paused, note: d.state.note || undefined };
+  const config: ScheduleConfig = {
+    name,
+    taskQueue: d.action.taskQueue,
+    input,
+    spec,
+    timing,
+    paused: d.state.paused,
+    note: d.state.note || undefined,
+  };
   return { view, config, raw: d };
 }
 
@@ -329,7 +380,11 @@ export async function updateSchedule(client: Client, next: ScheduleConfig): Prom
       spec: opts.spec,
       action: opts.action,
       policies: { ...prev.policies, ...opts.policies },
-      state: { paused: next.paused ?? prev.state.paused, note: next.note ?? prev.state.note, remainingActions: prev.state.remainingActions },
+      state: {
+        paused: next.paused ?? prev.state.paused,
+        note: next.note ?? prev.state.note,
+        remainingActions: prev.state.remainingActions,
+      },
     }));
   } catch (e) {
     if (e instanceof ScheduleNotFoundError) throw notFound(next.name);
@@ -346,8 +401,10 @@ async function onHandle(client: Client, name: string, f: (h: ReturnType<Client['
   }
 }
 
-export const pauseSchedule = (client: Client, name: string, note?: string) => onHandle(client, name, (h) => h.pause(note ?? 'paused with tempered'));
-export const unpauseSchedule = (client: Client, name: string, note?: string) => onHandle(client, name, (h) => h.unpause(note ?? 'unpaused with tempered'));
+export const pauseSchedule = (client: Client, name: string, note?: string) =>
+  onHandle(client, name, (h) => h.pause(note ?? 'paused with tempered'));
+export const unpauseSchedule = (client: Client, name: string, note?: string) =>
+  onHandle(client, name, (h) => h.unpause(note ?? 'unpaused with tempered'));
 export const deleteSchedule = (client: Client, name: string) => onHandle(client, name, (h) => h.delete());
 
 /** Starts one run now; without `overlap` the schedule's own policy applies (so `skip` still holds). */
@@ -358,7 +415,11 @@ export async function triggerSchedule(client: Client, name: string, overlap?: Ov
 
 /** Takes the actions the schedule would have taken in [from, to], under `overlap` or the schedule's policy. */
 export async function backfillSchedule(client: Client, name: string, from: Date, to: Date, overlap?: OverlapName): Promise<void> {
-  if (!(from.getTime() < to.getTime())) throw new InputError(`--from ${from.toISOString()} is not before --to ${to.toISOString()}`, { where: '--from', hint: 'give a time range that starts before it ends' });
+  if (!(from.getTime() < to.getTime()))
+    throw new InputError(`--from ${from.toISOString()} is not before --to ${to.toISOString()}`, {
+      where: '--from',
+      hint: 'give a time range that starts before it ends',
+    });
   await describeRaw(client, name);
   await onHandle(client, name, (h) => h.backfill({ start: from, end: to, ...(overlap ? { overlap: OVERLAP_POLICIES[overlap] } : {}) }));
 }
@@ -436,7 +497,11 @@ export async function recentRuns(client: Client, view: ScheduleView, limit = 10)
 export type ScheduleChange = 'created' | 'updated' | 'paused' | 'unpaused' | 'triggered' | 'backfilled' | 'deleted';
 
 /** Appends `schedule.<change>` for the schedule, with who did it, the options and the spec hash. */
-export function auditScheduleChange(auditDb: string, change: ScheduleChange, e: { name: string; actor: string; specHash?: string; details: Record<string, unknown> }): void {
+export function auditScheduleChange(
+  auditDb: string,
+  change: ScheduleChange,
+  e: { name: string; actor: string; specHash?: string; details: Record<string, unknown> },
+): void {
   const audit = openAudit(auditDb);
   try {
     audit.append({

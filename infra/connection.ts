@@ -33,12 +33,14 @@ export function temporalSettings(env: NodeJS.ProcessEnv = process.env): Temporal
     tls = {
       serverNameOverride: env.TEMPORAL_TLS_SERVER_NAME,
       serverRootCACertificate: env.TEMPORAL_TLS_CA ? readFileSync(env.TEMPORAL_TLS_CA) : undefined,
-      clientCertPair: env.TEMPORAL_TLS_CERT ? { crt: readFileSync(env.TEMPORAL_TLS_CERT), key: readFileSync(env.TEMPORAL_TLS_KEY!) } : undefined,
+      clientCertPair: env.TEMPORAL_TLS_CERT
+        ? { crt: readFileSync(env.TEMPORAL_TLS_CERT), key: readFileSync(env.TEMPORAL_TLS_KEY!) }
+        : undefined,
     };
   }
   const apiKey = env.TEMPORAL_API_KEY;
   if (apiKey && !tls) tls = true;
-  const uiUrl = env.TEMPORAL_UI_URL ?? (embedded ? running?.uiUrl ?? 'http://127.0.0.1:8233' : undefined);
+  const uiUrl = env.TEMPORAL_UI_URL ?? (embedded ? (running?.uiUrl ?? 'http://127.0.0.1:8233') : undefined);
   return { address, namespace, embedded, tls, apiKey, uiUrl };
 }
 

@@ -87,7 +87,8 @@ function logTail(path: string, lines = 20): string {
 /** Spawns the dev server detached from this process and waits until it is healthy. */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServerHandle> {
   const cli = findTemporalCli();
-  if (!cli) throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
+  if (!cli)
+    throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
   const port = opts.port ?? (await freePort());
   const ip = opts.ip ?? '127.0.0.1';
   if (await portInUse(port, ip)) {
@@ -115,7 +116,15 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
       throw new Error(`the Temporal dev server exited during start-up; its log (${opts.logFile}) ends with:\n${logTail(opts.logFile)}`);
     }
     if (await isHealthy(address, 1000)) {
-      return { pid, address, port, uiPort, uiUrl: uiPort ? `http://${ip}:${uiPort}` : undefined, dbFile: opts.dbFile, logFile: opts.logFile };
+      return {
+        pid,
+        address,
+        port,
+        uiPort,
+        uiUrl: uiPort ? `http://${ip}:${uiPort}` : undefined,
+        dbFile: opts.dbFile,
+        logFile: opts.logFile,
+      };
     }
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -163,7 +172,9 @@ export function embeddedServerInfo(): DevServerHandle | undefined {
 }
 
 /** Starts the project's dev server unless it already runs; returns its handle. */
-export async function ensureEmbeddedServer(opts: { port?: number; uiPort?: number; log?: (m: string) => void } = {}): Promise<DevServerHandle & { started: boolean }> {
+export async function ensureEmbeddedServer(
+  opts: { port?: number; uiPort?: number; log?: (m: string) => void } = {},
+): Promise<DevServerHandle & { started: boolean }> {
   const running = embeddedServerInfo();
   if (running && (await isHealthy(running.address))) return { ...running, started: false };
   const dir = ensureDir(statePaths().temporal);

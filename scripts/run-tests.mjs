@@ -28,13 +28,17 @@ function find(dir, out = []) {
 const args = process.argv.slice(2);
 const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
 const DEADLINE_MIN = Number(process.env.TEMPERED_TEST_DEADLINE_MIN ?? 45);
-const r = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files],
-  { cwd: root, stdio: 'inherit', env: { ...process.env, TEMPERED_TESTING: '1' }, timeout: DEADLINE_MIN * 60_000, killSignal: 'SIGKILL' },
-);
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, TEMPERED_TESTING: '1' },
+  timeout: DEADLINE_MIN * 60_000,
+  killSignal: 'SIGKILL',
+});
 if (r.error?.code === 'ETIMEDOUT') {
-  console.error(`\nnpm test: the run passed its ${DEADLINE_MIN}-minute deadline and was killed; a test file probably left a handle (socket, timer, child process) open.`);
+  console.error(
+    `\nnpm test: the run passed its ${DEADLINE_MIN}-minute deadline and was killed; a test file probably left a handle (socket, timer, child process) open.`,
+  );
   process.exit(1);
 }
 process.exit(r.status ?? 1);

@@ -36,8 +36,18 @@ test('models promote: an audit write that fails after the alias moved is deliver
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const reg = openRegistry(join(home, 'registry.db'));
   const sha = (c: string) => c.repeat(64);
-  for (const [run, c] of [['r1', 'a'], ['r2', 'b']] as const) {
-    reg.registerVersion({ name: 'spam', runId: run, stageId: 'register', specHash: 's', data: [], artifacts: [{ role: 'model', uri: `artifact://sha256/${sha(c)}`, sha256: sha(c), bytes: 1 }] });
+  for (const [run, c] of [
+    ['r1', 'a'],
+    ['r2', 'b'],
+  ] as const) {
+    reg.registerVersion({
+      name: 'spam',
+      runId: run,
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', uri: `artifact://sha256/${sha(c)}`, sha256: sha(c), bytes: 1 }],
+    });
   }
   reg.close();
   // Fault between the two writes: the audit database cannot be opened.
@@ -50,7 +60,10 @@ test('models promote: an audit write that fails after the alias moved is deliver
   // Retrying the command finds the alias already there, and still records the promotion.
   assert.equal(await cli(['models', 'promote', 'spam@2'], home), 0);
   const audit = openAudit(join(home, 'audit.db'));
-  assert.deepEqual(audit.query({ action: 'model.promoted' }).map((r) => r.subject), ['spam@2']);
+  assert.deepEqual(
+    audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+    ['spam@2'],
+  );
   assert.equal(audit.verify().ok, true);
   audit.close();
 });

@@ -40,7 +40,13 @@ async function run(p: PlannedPipeline, noCache = false) {
   const h = await submitRun(env.client, { plan: p, options: { baseDir: env.dir, actor: 'test', noCache } }, { taskQueue: TEST_QUEUE });
   const status = await waitForRun(env.client, h.workflowId);
   const ran = existsSync(logFile)
-    ? readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === h.workflowId).map((r) => r.stageId).sort()
+    ? readFileSync(logFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as ExecutionRecord)
+        .filter((r) => r.runId === h.workflowId)
+        .map((r) => r.stageId)
+        .sort()
     : [];
   return { status, ran, states: Object.fromEntries(status.stages.map((s) => [s.id, s.state])) };
 }
@@ -105,11 +111,19 @@ describe('stage cache', () => {
 
   it('a stage that reads a damaged object fails at once, not retried, and the cache records naming it are evicted', async () => {
     const input = await env.store.putJson({ rows: [1, 2, 3] });
-    await env.cache.put({ key: 'e'.repeat(64), kind: 'probe', outputs: { out: input }, producedBy: { runId: 'earlier', stageId: 'x' }, createdAt: 'now' });
+    await env.cache.put({
+      key: 'e'.repeat(64),
+      kind: 'probe',
+      outputs: { out: input },
+      producedBy: { runId: 'earlier', stageId: 'x' },
+      createdAt: 'now',
+    });
     chmodSync(env.store.pathOf(input), 0o644);
     writeFileSync(env.store.pathOf(input), '{"rows": []}');
     readerAttempts = 0;
-    const p = plannedPipeline('damaged', [{ id: 'read', uses: 'reader', needs: [], with: { input }, retry: { maximumAttempts: 3, initialInterval: 100 } }]);
+    const p = plannedPipeline('damaged', [
+      { id: 'read', uses: 'reader', needs: [], with: { input }, retry: { maximumAttempts: 3, initialInterval: 100 } },
+    ]);
     const res = await run(p, true);
     assert.equal(res.status.state, 'failed');
     const st = res.status.stages.find((s) => s.id === 'read')!;

@@ -72,12 +72,20 @@ describe('tempered CLI', () => {
 
     const st = await runCli(['status', runId!, '--json'], env);
     assert.equal(st.code, 0, st.stderr);
-    const status = JSON.parse(st.stdout) as { state: string; params: { seed: number }; stages: { id: string; state: string; outputs: Record<string, { rows?: number }> }[] };
+    const status = JSON.parse(st.stdout) as {
+      state: string;
+      params: { seed: number };
+      stages: { id: string; state: string; outputs: Record<string, { rows?: number }> }[];
+    };
     assert.equal(status.state, 'succeeded');
     assert.equal(status.params.seed, 3);
     const split = status.stages.find((s) => s.id === 'split')!;
     const rows = ['train', 'validation', 'test'].map((k) => split.outputs[k]?.rows ?? 0);
-    assert.equal(rows.reduce((a, b) => a + b, 0), 10, 'every ingested row lands in a split');
+    assert.equal(
+      rows.reduce((a, b) => a + b, 0),
+      10,
+      'every ingested row lands in a split',
+    );
 
     const runs = await runCli(['runs'], env);
     assert.match(runs.stdout, new RegExp(runId!));
@@ -99,10 +107,17 @@ describe('tempered CLI', () => {
     assert.equal(a.gate.outcome, 'first-run');
     const second = await runCli(['submit', file, '--wait', '--json'], env, { timeoutMs: 180_000 });
     assert.equal(second.code, 0, second.stderr);
-    const b = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as { state: string; gate: { outcome: string; reason: string }; stages: { id: string; state: string }[] };
+    const b = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as {
+      state: string;
+      gate: { outcome: string; reason: string };
+      stages: { id: string; state: string }[];
+    };
     assert.equal(b.state, 'succeeded');
     assert.equal(b.gate.outcome, 'unchanged');
-    assert.deepEqual(b.stages.map((s) => s.state), ['cached', 'skipped']);
+    assert.deepEqual(
+      b.stages.map((s) => s.state),
+      ['cached', 'skipped'],
+    );
     const audit = await runCli(['audit', '--action', 'run.skipped_unchanged'], env);
     assert.match(audit.stdout, /run\.skipped_unchanged/);
   });

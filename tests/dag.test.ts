@@ -17,7 +17,15 @@ let env: TestEnv;
 let logFile: string;
 
 function stage(id: string, needs: string[], w: Record<string, unknown> = {}, extra: Partial<StageDraft> = {}): StageDraft {
-  return { id, uses: 'probe', needs, with: { value: id, ...w }, retry: { maximumAttempts: 3, initialInterval: 100, backoffCoefficient: 1 }, heartbeatTimeout: 10_000, ...extra };
+  return {
+    id,
+    uses: 'probe',
+    needs,
+    with: { value: id, ...w },
+    retry: { maximumAttempts: 3, initialInterval: 100, backoffCoefficient: 1 },
+    heartbeatTimeout: 10_000,
+    ...extra,
+  };
 }
 
 function plan(name: string, stages: StageDraft[], extra: Partial<PlannedPipeline> = {}): PlannedPipeline {
@@ -26,11 +34,20 @@ function plan(name: string, stages: StageDraft[], extra: Partial<PlannedPipeline
 
 function executions(runId: string): ExecutionRecord[] {
   if (!existsSync(logFile)) return [];
-  return readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId);
+  return readFileSync(logFile, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ExecutionRecord)
+    .filter((r) => r.runId === runId);
 }
 
 async function run(p: PlannedPipeline, opts: { noCache?: boolean } = {}) {
-  const handle = await submitRun(env.client, { plan: p, options: { baseDir: env.dir, actor: 'test', noCache: opts.noCache ?? true } }, { taskQueue: TEST_QUEUE });
+  const handle = await submitRun(
+    env.client,
+    { plan: p, options: { baseDir: env.dir, actor: 'test', noCache: opts.noCache ?? true } },
+    { taskQueue: TEST_QUEUE },
+  );
   const status = await waitForRun(env.client, handle.workflowId);
   return { runId: handle.workflowId, status, execs: executions(handle.workflowId) };
 }
@@ -57,7 +74,10 @@ describe('pipelineRun DAG', () => {
       ]),
     );
     assert.equal(status.state, 'succeeded');
-    assert.deepEqual(status.stages.map((s) => s.state), ['succeeded', 'succeeded', 'succeeded', 'succeeded']);
+    assert.deepEqual(
+      status.stages.map((s) => s.state),
+      ['succeeded', 'succeeded', 'succeeded', 'succeeded'],
+    );
     const by = Object.fromEntries(execs.map((e) => [e.stageId, e]));
     assert.ok(by.a!.end <= by.b!.start && by.a!.end <= by.c!.start, 'b and c start after a ends');
     assert.ok(by.b!.start < by.c!.end && by.c!.start < by.b!.end, 'b and c overlap in time (real parallelism)');
@@ -70,7 +90,11 @@ describe('pipelineRun DAG', () => {
   });
 
   it('runs a wide DAG with the concurrency limit respected', async () => {
-    const wide = [stage('root', []), ...Array.from({ length: 6 }, (_, i) => stage(`w${i}`, ['root'], { sleepMs: 600 })), stage('sink', ['w0', 'w1', 'w2', 'w3', 'w4', 'w5'])];
+    const wide = [
+      stage('root', []),
+      ...Array.from({ length: 6 }, (_, i) => stage(`w${i}`, ['root'], { sleepMs: 600 })),
+      stage('sink', ['w0', 'w1', 'w2', 'w3', 'w4', 'w5']),
+    ];
     const { status, execs } = await run(plan('wide', wide, { concurrency: 3 }));
     assert.equal(status.state, 'succeeded');
     const ws = execs.filter((e) => e.stageId.startsWith('w'));
@@ -83,7 +107,14 @@ describe('pipelineRun DAG', () => {
   it('retries a transient failure and succeeds', async () => {
     const { status, execs } = await run(plan('flaky', [stage('f', [], { failUntilAttempt: 3 })]));
     assert.equal(status.state, 'succeeded');
-    assert.deepEqual(execs.map((e) => [e.attempt, e.outcome]), [[1, 'failed'], [2, 'failed'], [3, 'ok']]);
+    assert.deepEqual(
+      execs.map((e) => [e.attempt, e.outcome]),
+      [
+        [1, 'failed'],
+        [2, 'failed'],
+        [3, 'ok'],
+      ],
+    );
   });
 
   it('fails at once, without retrying, on a non-retryable input error', async () => {
@@ -99,7 +130,11 @@ describe('pipelineRun DAG', () => {
 
   it('fail-fast cancels running siblings and skips the rest', async () => {
     const { status } = await run(
-      plan('failfast', [stage('bad', [], { inputError: true, sleepMs: 0 }), stage('slow', [], { blockUntilCancelled: true }), stage('after', ['slow'])], { onFailure: 'fail-fast' }),
+      plan(
+        'failfast',
+        [stage('bad', [], { inputError: true, sleepMs: 0 }), stage('slow', [], { blockUntilCancelled: true }), stage('after', ['slow'])],
+        { onFailure: 'fail-fast' },
+      ),
     );
     assert.equal(status.state, 'failed');
     const st = Object.fromEntries(status.stages.map((s) => [s.id, s.state]));
@@ -108,9 +143,13 @@ describe('pipelineRun DAG', () => {
 
   it('finish-independent lets independent branches finish', async () => {
     const { status } = await run(
-      plan('independent', [stage('bad', [], { inputError: true }), stage('dep', ['bad']), stage('other', [], { sleepMs: 800 }), stage('other2', ['other'])], {
-        onFailure: 'finish-independent',
-      }),
+      plan(
+        'independent',
+        [stage('bad', [], { inputError: true }), stage('dep', ['bad']), stage('other', [], { sleepMs: 800 }), stage('other2', ['other'])],
+        {
+          onFailure: 'finish-independent',
+        },
+      ),
     );
     assert.equal(status.state, 'failed');
     const st = Object.fromEntries(status.stages.map((s) => [s.id, s.state]));
@@ -120,7 +159,14 @@ describe('pipelineRun DAG', () => {
   it('answers the status query during a run with progress from heartbeats, and cancels on request', async () => {
     const handle = await submitRun(
       env.client,
-      { plan: plan('cancel', [stage('slow', [], { sleepMs: 4000 }), stage('block', ['slow'], { blockUntilCancelled: true }), stage('never', ['block'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } },
+      {
+        plan: plan('cancel', [
+          stage('slow', [], { sleepMs: 4000 }),
+          stage('block', ['slow'], { blockUntilCancelled: true }),
+          stage('never', ['block']),
+        ]),
+        options: { baseDir: env.dir, actor: 'test', noCache: true },
+      },
       { taskQueue: TEST_QUEUE },
     );
     let sawProgress = false;

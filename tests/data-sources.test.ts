@@ -27,9 +27,18 @@ let base: string;
 let requests = 0;
 /** Runs inside the ingest activity after the cache lookup, before the stage reads its sources. */
 let beforeRead: (() => void) | undefined;
-const ingestKind: AnyStageKind = { ...ingestStage, run: async (cfg, ctx) => { beforeRead?.(); return ingestStage.run(cfg, ctx); } };
+const ingestKind: AnyStageKind = {
+  ...ingestStage,
+  run: async (cfg, ctx) => {
+    beforeRead?.();
+    return ingestStage.run(cfg, ctx);
+  },
+};
 
-const rows = (n: number, tag: string) => Array.from({ length: n }, (_, i) => JSON.stringify({ text: `${tag} message number ${i} about ${i % 7} things`, label: i % 3 ? 'ham' : 'spam' })).join('\n') + '\n';
+const rows = (n: number, tag: string) =>
+  Array.from({ length: n }, (_, i) =>
+    JSON.stringify({ text: `${tag} message number ${i} about ${i % 7} things`, label: i % 3 ? 'ham' : 'spam' }),
+  ).join('\n') + '\n';
 const body = rows(40, 'served');
 const sha = createHash('sha256').update(body).digest('hex');
 
@@ -37,20 +46,32 @@ async function runFile(file: string): Promise<RunStatus> {
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'data-tester' } }, { taskQueue: TEST_QUEUE });
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(file), actor: 'data-tester' } },
+    { taskQueue: TEST_QUEUE },
+  );
   return waitForRun(env.client, h.workflowId);
 }
 
 function pipeline(dir: string, ingestWith: string, more = true): string {
   const file = join(dir, 'pipeline.yaml');
-  writeFileSync(file, `name: data-sources
+  writeFileSync(
+    file,
+    `name: data-sources
 stages:
   ingest:
     uses: ingest
     with:
-${ingestWith.trim().split('\n').map((l) => `      ${l}`).join('\n')}
+${ingestWith
+  .trim()
+  .split('\n')
+  .map((l) => `      ${l}`)
+  .join('\n')}
       task: classification
-${more ? `  dedupe:
+${
+  more
+    ? `  dedupe:
     uses: dedupe
     needs: ingest
     with:
@@ -61,7 +82,10 @@ ${more ? `  dedupe:
     with:
       table: \${{ stages.dedupe.outputs.table }}
       seed: 3
-` : ''}`);
+`
+    : ''
+}`,
+  );
   return file;
 }
 
@@ -71,11 +95,22 @@ const ingestOut = (s: RunStatus) => s.stages.find((x) => x.id === 'ingest')!;
 before(async () => {
   server = createServer((req, res) => {
     requests++;
-    if (req.url === '/train.jsonl') { res.writeHead(200); res.end(body); } else { res.writeHead(404); res.end(); }
+    if (req.url === '/train.jsonl') {
+      res.writeHead(200);
+      res.end(body);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  env = await startTestEnv(new Map<string, AnyStageKind>([['ingest', ingestKind], ...[...dedupeKinds(), ...splitKinds()].map((k) => [k.kind, k] as [string, AnyStageKind])]));
+  env = await startTestEnv(
+    new Map<string, AnyStageKind>([
+      ['ingest', ingestKind],
+      ...[...dedupeKinds(), ...splitKinds()].map((k) => [k.kind, k] as [string, AnyStageKind]),
+    ]),
+  );
   await env.startWorker();
 });
 after(async () => {
@@ -88,7 +123,11 @@ describe('data sources in real runs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'url-'));
     const file = pipeline(dir, `path: ${base}/train.jsonl\nsha256: ${sha}`);
     const first = await runFile(file);
-    assert.deepEqual(states(first), { ingest: 'succeeded', dedupe: 'succeeded', split: 'succeeded' }, JSON.stringify(first.stages.map((s) => s.error)));
+    assert.deepEqual(
+      states(first),
+      { ingest: 'succeeded', dedupe: 'succeeded', split: 'succeeded' },
+      JSON.stringify(first.stages.map((s) => s.error)),
+    );
     assert.equal(ingestOut(first).outputs!.rows, 40);
     assert.equal(requests, 1);
     const again = await runFile(file);
@@ -108,7 +147,8 @@ describe('data sources in real runs', () => {
   it('a source that changes between the cache lookup and the read is never cached under the old key', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'race-'));
     const data = join(dir, 'data.jsonl');
-    const original = rows(10, 'original'), changed = rows(25, 'changed');
+    const original = rows(10, 'original'),
+      changed = rows(25, 'changed');
     writeFileSync(data, original);
     const file = pipeline(dir, 'path: data.jsonl', false);
     // The file is rewritten after the lookup hashed it, before the stage reads it.

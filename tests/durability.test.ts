@@ -30,7 +30,11 @@ const plan = (name: string, stages: StageDraft[]): PlannedPipeline => plannedPip
 
 function execs(runId: string): ExecutionRecord[] {
   if (!existsSync(logFile)) return [];
-  return readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId);
+  return readFileSync(logFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as ExecutionRecord)
+    .filter((r) => r.runId === runId);
 }
 
 async function waitForState(runId: string, stageId: string, state: string): Promise<void> {
@@ -60,7 +64,14 @@ describe('durability', () => {
     };
     let worker: ChildProcess = await startCliWorker(['--queue', queue], workerEnv);
     try {
-      const h = await submitRun(env.client, { plan: plan('kill', [stage('a', []), stage('b', ['a'], { sleepMs: 6000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: queue });
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plan('kill', [stage('a', []), stage('b', ['a'], { sleepMs: 6000 }), stage('c', ['b'])]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
       await waitForState(h.workflowId, 'b', 'running');
       await sleep(1000);
       worker.kill('SIGKILL');
@@ -69,7 +80,11 @@ describe('durability', () => {
       const final = await waitForRun(env.client, h.workflowId);
       assert.equal(final.state, 'succeeded');
       const b = execs(h.workflowId).filter((e) => e.stageId === 'b');
-      assert.deepEqual(b.map((e) => e.outcome), ['ok'], 'the killed attempt never finished; the retry did');
+      assert.deepEqual(
+        b.map((e) => e.outcome),
+        ['ok'],
+        'the killed attempt never finished; the retry did',
+      );
       assert.ok(b[0]!.attempt >= 2, `b completed on a retry (attempt ${b[0]!.attempt})`);
     } finally {
       await stopCliWorker(worker);
@@ -79,7 +94,14 @@ describe('durability', () => {
   it('finishes a run across a dev-server restart (state kept in SQLite)', async () => {
     await env.startWorker();
     try {
-      const h = await submitRun(env.client, { plan: plan('restart', [stage('a', []), stage('b', ['a'], { sleepMs: 5000 }), stage('c', ['b'])]), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: 'tempered-test' });
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plan('restart', [stage('a', []), stage('b', ['a'], { sleepMs: 5000 }), stage('c', ['b'])]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: 'tempered-test' },
+      );
       await waitForState(h.workflowId, 'b', 'running');
       await env.restartServer();
       let final;
@@ -92,7 +114,10 @@ describe('durability', () => {
         });
       }
       assert.equal(final!.state, 'succeeded');
-      assert.deepEqual(final!.stages.map((s) => s.state), ['succeeded', 'succeeded', 'succeeded']);
+      assert.deepEqual(
+        final!.stages.map((s) => s.state),
+        ['succeeded', 'succeeded', 'succeeded'],
+      );
     } finally {
       await env.stopWorker();
     }

@@ -102,9 +102,10 @@ stages:
     const st = await waitForRun(env.client, h.workflowId);
     assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => [s.id, s.state, s.error?.message])));
     const ev = st.stages.find((s) => s.id === 'evaluate')!.outputs!;
-    const metrics = JSON.parse(
-      (await import('node:fs')).readFileSync(env.store.pathOf(ev.metrics as never), 'utf8'),
-    ) as { perplexity: number; baseline: { perplexity: number } };
+    const metrics = JSON.parse((await import('node:fs')).readFileSync(env.store.pathOf(ev.metrics as never), 'utf8')) as {
+      perplexity: number;
+      baseline: { perplexity: number };
+    };
     assert.ok(metrics.perplexity < metrics.baseline.perplexity, `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`);
     assert.equal(st.stages.find((s) => s.id === 'deploy')!.outputs!.promoted, true);
   });
@@ -181,9 +182,16 @@ stages:
     const st = await waitForRun(env.client, h.workflowId);
     assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => [s.id, s.state, s.error?.message])));
     const ev = st.stages.find((s) => s.id === 'evaluate')!.outputs!;
-    const metrics = JSON.parse(readFileSync(env.store.pathOf(ev.metrics as never), 'utf8')) as { perplexity: number; tokens: number; baseline: { perplexity: number; tokens: number } };
+    const metrics = JSON.parse(readFileSync(env.store.pathOf(ev.metrics as never), 'utf8')) as {
+      perplexity: number;
+      tokens: number;
+      baseline: { perplexity: number; tokens: number };
+    };
     // 20 test records × (3 reply tokens + <|endoftext|>), the same tokens for the base model.
     assert.deepEqual([metrics.tokens, metrics.baseline.tokens], [80, 80]);
-    assert.ok(metrics.perplexity < metrics.baseline.perplexity * 0.8, `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`);
+    assert.ok(
+      metrics.perplexity < metrics.baseline.perplexity * 0.8,
+      `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`,
+    );
   });
 });

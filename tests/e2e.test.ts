@@ -25,14 +25,24 @@ async function runPipeline(file: string, params: Record<string, string> = {}): P
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable, paramOverrides: params });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'e2e-tester' } }, { taskQueue: TEST_QUEUE });
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(file), actor: 'e2e-tester' } },
+    { taskQueue: TEST_QUEUE },
+  );
   return waitForRun(env.client, h.workflowId);
 }
 
 /** The real server over the registry's production alias of e2e-clf. */
 function serveProduction(pollMs?: number) {
   return createModelServer({
-    resolveCurrent: registryModelSource({ registryDb: join(env.dir, 'registry.db'), store: env.store, servingDir: join(env.dir, 'serving'), name: 'e2e-clf', alias: 'production' }),
+    resolveCurrent: registryModelSource({
+      registryDb: join(env.dir, 'registry.db'),
+      store: env.store,
+      servingDir: join(env.dir, 'serving'),
+      name: 'e2e-clf',
+      alias: 'production',
+    }),
     token: 'test-token-123456',
     pollMs,
   });
@@ -53,7 +63,19 @@ describe('fine-tuning end to end', () => {
     firstFile = writeE2EPipeline(dir);
     first = await runPipeline(firstFile);
     const states = Object.fromEntries(first.stages.map((s) => [s.id, s.state]));
-    assert.deepEqual(states, { ingest: 'succeeded', dedupe: 'succeeded', split: 'succeeded', train: 'succeeded', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' }, JSON.stringify(first.stages.map((s) => [s.id, s.error])));
+    assert.deepEqual(
+      states,
+      {
+        ingest: 'succeeded',
+        dedupe: 'succeeded',
+        split: 'succeeded',
+        train: 'succeeded',
+        evaluate: 'succeeded',
+        register: 'succeeded',
+        deploy: 'succeeded',
+      },
+      JSON.stringify(first.stages.map((s) => [s.id, s.error])),
+    );
     const evalOut = first.stages.find((s) => s.id === 'evaluate')!.outputs!;
     assert.ok((evalOut.f1_macro as number) >= 0.8, `fine-tuned f1_macro ${evalOut.f1_macro}`);
     const deploy = first.stages.find((s) => s.id === 'deploy')!.outputs!;
@@ -92,7 +114,15 @@ describe('fine-tuning end to end', () => {
     const again = await runPipeline(firstFile);
     const states = Object.fromEntries(again.stages.map((s) => [s.id, s.state]));
     // evaluate reruns because production moved (none → v1); register and deploy always act on the registry as it is.
-    assert.deepEqual(states, { ingest: 'cached', dedupe: 'cached', split: 'cached', train: 'cached', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' });
+    assert.deepEqual(states, {
+      ingest: 'cached',
+      dedupe: 'cached',
+      split: 'cached',
+      train: 'cached',
+      evaluate: 'succeeded',
+      register: 'succeeded',
+      deploy: 'succeeded',
+    });
     assert.equal(again.stages.find((s) => s.id === 'register')!.outputs!.version, 1, 'same model bytes, same version');
     assert.match(String(again.stages.find((s) => s.id === 'deploy')!.outputs!.explanation), /already pointed at v1/);
     const reg = openRegistry(join(env.dir, 'registry.db'));
@@ -115,7 +145,10 @@ describe('fine-tuning end to end', () => {
       assert.equal(res.status, 200);
       const body = (await res.json()) as { model: string; predictions: { label: string }[] };
       assert.equal(body.model, 'e2e-clf@1');
-      assert.deepEqual(body.predictions.map((p) => p.label), ['positive', 'negative']);
+      assert.deepEqual(
+        body.predictions.map((p) => p.label),
+        ['positive', 'negative'],
+      );
     } finally {
       await server.close();
     }

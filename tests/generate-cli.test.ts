@@ -19,7 +19,10 @@ test('tempered generate streams the same text the library generates; bad flags e
   const dec = await Decoder.load(dir, { threads: 1 });
   const [ref] = await generate(dec, [dec.tokenizer!.encode('Once upon').inputIds], { maxNewTokens: 12, temperature: 0.8, seed: 5 });
   await dec.close();
-  const r = await runCli(['generate', dir, 'Once upon', '--raw', '--max-tokens', '12', '--temperature', '0.8', '--seed', '5', '--threads', '1'], env);
+  const r = await runCli(
+    ['generate', dir, 'Once upon', '--raw', '--max-tokens', '12', '--temperature', '0.8', '--seed', '5', '--threads', '1'],
+    env,
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, `${ref!.text}\n`);
   assert.match(r.stderr, /\d+ prompt tokens, 12 new, finish length/);
@@ -46,9 +49,14 @@ test('tempered serve <model folder> answers the OpenAI chat route with the given
   const tpl = join(home, 'serve-chat.jinja');
   writeFileSync(tpl, '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>');
   const token = 'cli-serve-token-1';
-  const child = spawn(process.execPath, [BIN, 'serve', dir, '--port', '0', '--chat-template', tpl, '--threads', '1', '--max-tokens', '16'], {
-    env: { ...process.env, ...env, TEMPERED_SERVE_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', dir, '--port', '0', '--chat-template', tpl, '--threads', '1', '--max-tokens', '16'],
+    {
+      env: { ...process.env, ...env, TEMPERED_SERVE_TOKEN: token },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   try {
     let out = '';
@@ -60,10 +68,19 @@ test('tempered serve <model folder> answers the OpenAI chat route with the given
       });
       child.once('exit', () => reject(new Error(`serve exited: ${out}`)));
     });
-    const post = (body: unknown) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+    const post = (body: unknown) =>
+      fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
     const res = await post({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, temperature: 0 });
     assert.equal(res.status, 200);
-    const j = await res.json() as { model: string; usage: { prompt_tokens: number; completion_tokens: number }; choices: { message: { content: string } }[] };
+    const j = (await res.json()) as {
+      model: string;
+      usage: { prompt_tokens: number; completion_tokens: number };
+      choices: { message: { content: string } }[];
+    };
     // The template renders '<user>hi\n<assistant>': 20 bytes, one token each in the tiny byte-level tokenizer.
     assert.equal(j.usage.prompt_tokens, 20);
     assert.equal(j.usage.completion_tokens, 4);

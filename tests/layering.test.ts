@@ -42,13 +42,23 @@ test('the scanner finds every form of import', () => {
   const sample = [
     "import { Client } from '@temporalio/client';",
     "import type { RunInput } from '../../workflows/types.ts';",
-    "export { x } from \"../../cli/args.ts\";",
+    'export { x } from "../../cli/args.ts";',
     "import '../../infra/runtime.ts';",
     "const m = await import('../../activities/index.ts');",
     'import {\n  a,\n  b,\n} from "../../client/runs.ts";',
   ].join('\n');
   const specs = importSpecifiers(sample);
-  assert.deepEqual(specs.sort(), ['../../activities/index.ts', '../../cli/args.ts', '../../client/runs.ts', '../../infra/runtime.ts', '../../workflows/types.ts', '@temporalio/client'].sort());
+  assert.deepEqual(
+    specs.sort(),
+    [
+      '../../activities/index.ts',
+      '../../cli/args.ts',
+      '../../client/runs.ts',
+      '../../infra/runtime.ts',
+      '../../workflows/types.ts',
+      '@temporalio/client',
+    ].sort(),
+  );
   const file = join(SRC, 'spec', 'x.ts');
   for (const s of specs) assert.ok(violation(file, s), `${s} should count as a violation`);
   assert.equal(violation(file, '../store/artifact-store.ts'), undefined);
@@ -76,6 +86,10 @@ test('library and edge code never import test support (*.testing.ts)', () => {
   const dirs = ['src', 'cli', 'client', 'infra', 'activities', 'workflows'].map((d) => join(ROOT, d));
   const files = dirs.flatMap((d) => tsFiles(d)).filter((f) => !/\.test(ing)?\.ts$/.test(f));
   assert.ok(files.length > 50);
-  const problems = files.flatMap((f) => importSpecifiers(readFileSync(f, 'utf8')).filter((s) => s.endsWith('.testing.ts')).map((s) => `${relative(ROOT, f)} imports ${s}`));
+  const problems = files.flatMap((f) =>
+    importSpecifiers(readFileSync(f, 'utf8'))
+      .filter((s) => s.endsWith('.testing.ts'))
+      .map((s) => `${relative(ROOT, f)} imports ${s}`),
+  );
   assert.deepEqual(problems, [], 'test support is for tests and benches; move what the library needs out of the *.testing.ts file');
 });

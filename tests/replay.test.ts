@@ -38,7 +38,13 @@ describe('workflow versioning', () => {
       [
         { id: 'a', uses: 'probe', needs: [], with: { value: 'a' } },
         { id: 'b', uses: 'probe', needs: ['a'], with: { value: 'b', inputs: ['${{ stages.a.outputs.out }}'] } },
-        { id: 'c', uses: 'probe', needs: ['a'], with: { value: 'c', failUntilAttempt: 2 }, retry: { maximumAttempts: 3, initialInterval: 100 } },
+        {
+          id: 'c',
+          uses: 'probe',
+          needs: ['a'],
+          with: { value: 'c', failUntilAttempt: 2 },
+          retry: { maximumAttempts: 3, initialInterval: 100 },
+        },
         { id: 'd', uses: 'probe', needs: ['b', 'c'], with: { value: 'd' } },
       ],
       { concurrency: 2 },

@@ -38,9 +38,13 @@ before(async () => {
 after(async () => env?.close());
 
 describe('reused run id', () => {
-  it('registers and promotes the second run\'s model under the same workflow id', async () => {
+  it("registers and promotes the second run's model under the same workflow id", async () => {
     for (const value of ['monday', 'tuesday']) {
-      const h = await submitRun(env.client, { plan: plan(value), options: { baseDir: env.dir, actor: 'test', noCache: true } }, { taskQueue: TEST_QUEUE, runId: 'nightly' });
+      const h = await submitRun(
+        env.client,
+        { plan: plan(value), options: { baseDir: env.dir, actor: 'test', noCache: true } },
+        { taskQueue: TEST_QUEUE, runId: 'nightly' },
+      );
       assert.equal((await waitForRun(env.client, h.workflowId)).state, 'succeeded');
     }
     const reg = openRegistry(join(env.dir, 'registry.db'));
@@ -54,8 +58,14 @@ describe('reused run id', () => {
     }
     const audit = openAudit(join(env.dir, 'audit.db'));
     try {
-      assert.deepEqual(audit.query({ action: 'model.registered' }).map((r) => r.subject), ['spam@1', 'spam@2']);
-      assert.deepEqual(audit.query({ action: 'model.promoted' }).map((r) => r.subject), ['spam@1', 'spam@2']);
+      assert.deepEqual(
+        audit.query({ action: 'model.registered' }).map((r) => r.subject),
+        ['spam@1', 'spam@2'],
+      );
+      assert.deepEqual(
+        audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+        ['spam@1', 'spam@2'],
+      );
       assert.equal(audit.verify().ok, true);
     } finally {
       audit.close();

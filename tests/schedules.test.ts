@@ -28,7 +28,15 @@ import {
   updateSchedule,
   type ScheduleTiming,
 } from '../client/schedules.ts';
-import { checkCron, checkScheduleName, parseDriftTrigger, parseDurationOption, parseInstant, parseMetricTrigger, parseOverlap } from '../cli/schedule-flags.ts';
+import {
+  checkCron,
+  checkScheduleName,
+  parseDriftTrigger,
+  parseDurationOption,
+  parseInstant,
+  parseMetricTrigger,
+  parseOverlap,
+} from '../cli/schedule-flags.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunGateSpec, RunStatus } from '../workflows/types.ts';
@@ -54,8 +62,21 @@ after(async () => {
   await env?.close();
 });
 
-async function schedule(name: string, file: string, timing: ScheduleTiming, o: { gate?: RunGateSpec; paused?: boolean; note?: string; params?: string[] } = {}) {
-  const { input, spec } = await planScheduledRun({ file, params: o.params ?? [], registry, store: env.store, actor: 'tester', name, gate: o.gate });
+async function schedule(
+  name: string,
+  file: string,
+  timing: ScheduleTiming,
+  o: { gate?: RunGateSpec; paused?: boolean; note?: string; params?: string[] } = {},
+) {
+  const { input, spec } = await planScheduledRun({
+    file,
+    params: o.params ?? [],
+    registry,
+    store: env.store,
+    actor: 'tester',
+    name,
+    gate: o.gate,
+  });
   await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing, paused: o.paused, note: o.note });
   created.add(name);
   return spec;
@@ -81,7 +102,13 @@ async function triggerAndWait(name: string): Promise<RunStatus> {
 
 function executed(runId: string): string[] {
   if (!existsSync(probeLog)) return [];
-  return readFileSync(probeLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ExecutionRecord).filter((r) => r.runId === runId && r.outcome === 'ok').map((r) => r.stageId);
+  return readFileSync(probeLog, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as ExecutionRecord)
+    .filter((r) => r.runId === runId && r.outcome === 'ok')
+    .map((r) => r.stageId);
 }
 
 const stateOf = (st: RunStatus, id: string) => st.stages.find((s) => s.id === id)?.state;
@@ -91,10 +118,14 @@ describe('schedules on Temporal', () => {
   it('fires on an interval; each run executes the scheduled spec and completes', async () => {
     writeData(env.dir, 'tick.jsonl', 20, 0.3);
     const spec = await schedule('tick', writePipeline(env.dir, 'tick', 'tick.jsonl'), { everyMs: 2000, overlap: 'skip' });
-    const actions = await waitFor('two scheduled runs', async () => {
-      const v = await view('tick');
-      return v.recentActions.length >= 2 && v.recentActions.slice(0, 2);
-    }, 30_000);
+    const actions = await waitFor(
+      'two scheduled runs',
+      async () => {
+        const v = await view('tick');
+        return v.recentActions.length >= 2 && v.recentActions.slice(0, 2);
+      },
+      30_000,
+    );
     await pauseSchedule(env.client, 'tick');
     for (const a of actions) {
       assert.match(a.runId, /^tick-\d{4}-\d{2}-\d{2}T/);
@@ -103,7 +134,10 @@ describe('schedules on Temporal', () => {
       const st = await waitForRun(env.client, a.runId);
       assert.equal(st.state, 'succeeded');
       assert.equal(st.specHash, spec.specHash);
-      assert.deepEqual(st.stages.map((s) => s.id), ['ingest', 'train']);
+      assert.deepEqual(
+        st.stages.map((s) => s.id),
+        ['ingest', 'train'],
+      );
       const memo = (await env.client.workflow.getHandle(a.runId).describe()).memo as Record<string, unknown>;
       assert.equal(memo.scheduleId, 'tick');
       assert.equal(memo.specUri, spec.specUri);
@@ -115,10 +149,14 @@ describe('schedules on Temporal', () => {
   it('overlap skip holds while a run is in progress, for ticks and manual triggers alike', async () => {
     writeData(env.dir, 'slow.jsonl', 10, 0.5);
     await schedule('slow', writePipeline(env.dir, 'slow', 'slow.jsonl', { sleepMs: 7000 }), { everyMs: 1000, overlap: 'skip' });
-    const v = await waitFor('a running run and skipped ticks', async () => {
-      const x = await view('slow');
-      return x.runningRuns.length === 1 && x.skippedOverlap >= 2 && x;
-    }, 20_000);
+    const v = await waitFor(
+      'a running run and skipped ticks',
+      async () => {
+        const x = await view('slow');
+        return x.runningRuns.length === 1 && x.skippedOverlap >= 2 && x;
+      },
+      20_000,
+    );
     assert.equal(v.actionsTaken, 1, 'only one run started');
     await triggerSchedule(env.client, 'slow');
     const after = await waitFor('the trigger to be skipped', async () => {
@@ -134,7 +172,12 @@ describe('schedules on Temporal', () => {
 
   it('pause stops the ticks and unpause resumes them', async () => {
     writeData(env.dir, 'pausing.jsonl', 10, 0.5);
-    await schedule('pausing', writePipeline(env.dir, 'pausing', 'pausing.jsonl'), { everyMs: 1000, overlap: 'allow-all' }, { paused: true, note: 'not yet' });
+    await schedule(
+      'pausing',
+      writePipeline(env.dir, 'pausing', 'pausing.jsonl'),
+      { everyMs: 1000, overlap: 'allow-all' },
+      { paused: true, note: 'not yet' },
+    );
     const v0 = await view('pausing');
     assert.equal(v0.paused, true);
     assert.equal(v0.note, 'not yet');
@@ -172,7 +215,8 @@ describe('schedules on Temporal', () => {
     const to = new Date(base - hour / 2);
     const expected = [3, 2, 1].map((k) => new Date(base - k * hour).toISOString());
     await backfillSchedule(env.client, 'back', from, to, 'allow-all');
-    const inRange = async () => (await view('back')).recentActions.filter((a) => a.scheduledAt >= from.toISOString() && a.scheduledAt <= to.toISOString());
+    const inRange = async () =>
+      (await view('back')).recentActions.filter((a) => a.scheduledAt >= from.toISOString() && a.scheduledAt <= to.toISOString());
     const acts = await waitFor('three backfilled runs', async () => {
       const a = await inRange();
       return a.length >= 3 && a;
@@ -185,7 +229,12 @@ describe('schedules on Temporal', () => {
 
   it('skip-if-unchanged ends a run on unchanged data early and retrains on changed data', async () => {
     writeData(env.dir, 'gated.jsonl', 30, 0.3, 'a');
-    await schedule('gated', writePipeline(env.dir, 'gated', 'gated.jsonl'), { cron: YEARLY, overlap: 'skip' }, { gate: { skipIfUnchanged: true } });
+    await schedule(
+      'gated',
+      writePipeline(env.dir, 'gated', 'gated.jsonl'),
+      { cron: YEARLY, overlap: 'skip' },
+      { gate: { skipIfUnchanged: true } },
+    );
     const first = await triggerAndWait('gated');
     assert.equal(first.gate?.outcome, 'first-run');
     assert.equal(stateOf(first, 'train'), 'succeeded');
@@ -208,11 +257,14 @@ describe('schedules on Temporal', () => {
 
     // describe's recent runs show each outcome, newest first.
     const runs = await recentRuns(env.client, await view('gated'));
-    assert.deepEqual(runs.map((r) => [r.runId, r.state, r.gate?.outcome]), [
-      [changed.runId, 'succeeded', 'changed'],
-      [same.runId, 'succeeded', 'unchanged'],
-      [first.runId, 'succeeded', 'first-run'],
-    ]);
+    assert.deepEqual(
+      runs.map((r) => [r.runId, r.state, r.gate?.outcome]),
+      [
+        [changed.runId, 'succeeded', 'changed'],
+        [same.runId, 'succeeded', 'unchanged'],
+        [first.runId, 'succeeded', 'first-run'],
+      ],
+    );
     const audit = openAudit(join(env.dir, 'audit.db'));
     try {
       const skipped = audit.query({ action: 'run.skipped_unchanged' }).filter((r) => r.subject === same.runId);
@@ -225,7 +277,12 @@ describe('schedules on Temporal', () => {
 
   it('a drift trigger retrains on a shifted label mix, not on new data from the same mix', async () => {
     writeData(env.dir, 'drift.jsonl', 100, 0.2, 'a');
-    await schedule('drift', writePipeline(env.dir, 'drift', 'drift.jsonl'), { cron: YEARLY, overlap: 'skip' }, { gate: { labelDrift: { threshold: 0.1 } } });
+    await schedule(
+      'drift',
+      writePipeline(env.dir, 'drift', 'drift.jsonl'),
+      { cron: YEARLY, overlap: 'skip' },
+      { gate: { labelDrift: { threshold: 0.1 } } },
+    );
     const first = await triggerAndWait('drift');
     assert.equal(first.gate?.outcome, 'triggered', 'no earlier run to compare with');
     assert.equal(stateOf(first, 'train'), 'succeeded');
@@ -293,7 +350,10 @@ describe('tempered schedule (command line)', () => {
     // parsers are tested one by one under 'schedule options'.
     const cases: [string[], RegExp][] = [
       [['create', 'x', '--pipeline', file], /--cron .* or --every/],
-      [['create', 'x', '--pipeline', file, '--every', '1h', '--overlap', 'sometimes'], /--overlap: unknown overlap policy 'sometimes'[\s\S]*hint: .*buffer-one/],
+      [
+        ['create', 'x', '--pipeline', file, '--every', '1h', '--overlap', 'sometimes'],
+        /--overlap: unknown overlap policy 'sometimes'[\s\S]*hint: .*buffer-one/,
+      ],
       [['create', 'x', '--pipeline', file, '--cron', '61 * * * *'], /Minute is not in range/],
       [['describe', 'nope'], /no schedule named 'nope'[\s\S]*tempered schedule list/],
     ];
@@ -308,11 +368,36 @@ describe('tempered schedule (command line)', () => {
   it('create, list, describe, trigger, pause, update and delete, each audited', async () => {
     writeData(env.dir, 'cli.jsonl', 10, 0.3);
     const file = writePipeline(env.dir, 'cli-pipe', 'cli.jsonl');
-    const c = await runScheduleCli(['create', 'cli-nightly', '--pipeline', file, '--cron', '0 3 * * *', '--param', 'tag=v7', '--skip-if-unchanged', '--note', 'hello', '--json'], cli);
+    const c = await runScheduleCli(
+      [
+        'create',
+        'cli-nightly',
+        '--pipeline',
+        file,
+        '--cron',
+        '0 3 * * *',
+        '--param',
+        'tag=v7',
+        '--skip-if-unchanged',
+        '--note',
+        'hello',
+        '--json',
+      ],
+      cli,
+    );
     assert.equal(c.code, 0, c.stderr);
-    const made = JSON.parse(c.stdout) as { spec: { pipeline: string; specHash: string; params: string[] }; timing: { cron: string }; gate: RunGateSpec; nextRuns: string[]; note: string };
+    const made = JSON.parse(c.stdout) as {
+      spec: { pipeline: string; specHash: string; params: string[] };
+      timing: { cron: string };
+      gate: RunGateSpec;
+      nextRuns: string[];
+      note: string;
+    };
     created.add('cli-nightly');
-    assert.deepEqual([made.spec.pipeline, made.spec.params, made.timing.cron, made.gate, made.note], ['cli-pipe', ['tag=v7'], '0 3 * * *', { skipIfUnchanged: true }, 'hello']);
+    assert.deepEqual(
+      [made.spec.pipeline, made.spec.params, made.timing.cron, made.gate, made.note],
+      ['cli-pipe', ['tag=v7'], '0 3 * * *', { skipIfUnchanged: true }, 'hello'],
+    );
     assert.match(made.nextRuns[0]!, /T03:00:00\.000Z$/);
 
     const dup = await runScheduleCli(['create', 'cli-nightly', '--pipeline', file, '--every', '1h'], cli);
@@ -320,10 +405,15 @@ describe('tempered schedule (command line)', () => {
     assert.match(dup.stderr, /already exists/);
 
     // Listing is eventually consistent in Temporal.
-    await waitFor('the schedule in the list', async () => {
-      const l = await runScheduleCli(['list'], cli);
-      return l.code === 0 && /cli-nightly\s+cli-pipe\s+[0-9a-f]{12}\s+cron 0 3 \* \* \*/.test(l.stdout);
-    }, 30_000, 500);
+    await waitFor(
+      'the schedule in the list',
+      async () => {
+        const l = await runScheduleCli(['list'], cli);
+        return l.code === 0 && /cli-nightly\s+cli-pipe\s+[0-9a-f]{12}\s+cron 0 3 \* \* \*/.test(l.stdout);
+      },
+      30_000,
+      500,
+    );
 
     const t = await runScheduleCli(['trigger', 'cli-nightly'], cli);
     assert.equal(t.code, 0, t.stderr);
@@ -347,8 +437,18 @@ describe('tempered schedule (command line)', () => {
     assert.equal(p.code, 0, p.stderr);
     const u = await runScheduleCli(['update', 'cli-nightly', '--every', '6h', '--trigger-drift', '0.2', '--json'], cli);
     assert.equal(u.code, 0, u.stderr);
-    const upd = JSON.parse(u.stdout) as { paused: boolean; note: string; timing: { every?: string; cron?: string }; gate: RunGateSpec; spec: { specHash: string } };
-    assert.deepEqual([upd.paused, upd.note, upd.timing.every, upd.timing.cron], [true, 'maintenance', '6h', undefined], 'update keeps the paused state');
+    const upd = JSON.parse(u.stdout) as {
+      paused: boolean;
+      note: string;
+      timing: { every?: string; cron?: string };
+      gate: RunGateSpec;
+      spec: { specHash: string };
+    };
+    assert.deepEqual(
+      [upd.paused, upd.note, upd.timing.every, upd.timing.cron],
+      [true, 'maintenance', '6h', undefined],
+      'update keeps the paused state',
+    );
     assert.deepEqual(upd.gate, { skipIfUnchanged: true, labelDrift: { distance: 'jensen-shannon', threshold: 0.2 } });
     assert.equal(upd.spec.specHash, made.spec.specHash, 'same spec');
 
@@ -361,7 +461,10 @@ describe('tempered schedule (command line)', () => {
     const audit = openAudit(join(env.dir, 'audit.db'));
     try {
       const recs = audit.query().filter((r) => r.subject === 'cli-nightly');
-      assert.deepEqual(recs.map((r) => r.action), ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.deleted']);
+      assert.deepEqual(
+        recs.map((r) => r.action),
+        ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.deleted'],
+      );
       for (const r of recs) {
         assert.equal(r.actor, 'sched-tester');
         assert.equal(r.specHash, made.spec.specHash);
@@ -391,7 +494,8 @@ describe('schedule options', () => {
   });
 
   it('checks cron expressions before the server sees them', () => {
-    for (const ok of ['0 3 * * *', '*/15 9-17 * * MON-FRI', '@daily', 'CRON_TZ=Europe/Paris 30 2 * * 1-5', '0 0 12 * * * 2030']) assert.equal(checkCron(ok), ok);
+    for (const ok of ['0 3 * * *', '*/15 9-17 * * MON-FRI', '@daily', 'CRON_TZ=Europe/Paris 30 2 * * 1-5', '0 0 12 * * * 2030'])
+      assert.equal(checkCron(ok), ok);
     rejects(() => checkCron('0 3 * *'), '--cron', /4 fields/);
     rejects(() => checkCron('@every 5m'), '--cron', /is an interval/);
     rejects(() => checkCron('@sometimes'), '--cron', /unknown cron shorthand/);
@@ -400,7 +504,12 @@ describe('schedule options', () => {
 
   it('parses triggers and overlap policies', () => {
     assert.deepEqual(parseMetricTrigger('spam-clf:f1:0.9'), { model: 'spam-clf', metric: 'f1', threshold: 0.9 });
-    assert.deepEqual(parseMetricTrigger('spam-clf@staging:accuracy:0.75'), { model: 'spam-clf', alias: 'staging', metric: 'accuracy', threshold: 0.75 });
+    assert.deepEqual(parseMetricTrigger('spam-clf@staging:accuracy:0.75'), {
+      model: 'spam-clf',
+      alias: 'staging',
+      metric: 'accuracy',
+      threshold: 0.75,
+    });
     rejects(() => parseMetricTrigger('spam-clf:f1'), '--trigger-metric', /model:metric:threshold/);
     rejects(() => parseMetricTrigger('spam-clf:f1:high'), '--trigger-metric', /not a number/);
     rejects(() => parseMetricTrigger('a@b@c:f1:0.5'), '--trigger-metric', /model or model@alias/);
@@ -418,10 +527,30 @@ describe('schedule options', () => {
   it('plans from the stored bytes and builds the action Temporal receives', async () => {
     writeData(env.dir, 'opts.jsonl', 4, 0.5);
     const file = writePipeline(env.dir, 'opts', 'opts.jsonl');
-    const { input, spec } = await planScheduledRun({ file, params: ['tag=x'], registry, store: env.store, actor: 'ann', name: 'opts', gate: { skipIfUnchanged: true } });
-    assert.deepEqual(input.options, { baseDir: env.dir, actor: 'ann', specFile: file, scheduleId: 'opts', gate: { skipIfUnchanged: true } });
+    const { input, spec } = await planScheduledRun({
+      file,
+      params: ['tag=x'],
+      registry,
+      store: env.store,
+      actor: 'ann',
+      name: 'opts',
+      gate: { skipIfUnchanged: true },
+    });
+    assert.deepEqual(input.options, {
+      baseDir: env.dir,
+      actor: 'ann',
+      specFile: file,
+      scheduleId: 'opts',
+      gate: { skipIfUnchanged: true },
+    });
     assert.deepEqual(input.plan.params, { tag: 'x' });
-    const o = scheduleOptions({ name: 'opts', taskQueue: 'q', input, spec, timing: { everyMs: 60_000, jitterMs: 5000, catchupWindowMs: 600_000, overlap: 'buffer-one' } });
+    const o = scheduleOptions({
+      name: 'opts',
+      taskQueue: 'q',
+      input,
+      spec,
+      timing: { everyMs: 60_000, jitterMs: 5000, catchupWindowMs: 600_000, overlap: 'buffer-one' },
+    });
     assert.deepEqual(o.spec, { intervals: [{ every: 60_000 }], jitter: 5000 });
     assert.deepEqual(o.policies, { overlap: 'BUFFER_ONE', catchupWindow: 600_000 });
     assert.equal(o.action.workflowType, 'pipelineRun');
@@ -431,16 +560,25 @@ describe('schedule options', () => {
     assert.throws(() => scheduleOptions({ name: 'opts', taskQueue: 'q', input, spec, timing: { overlap: 'skip' } }), InputError);
 
     writeFileSync(join(env.dir, 'broken.yaml'), 'name: broken\nstages:\n  a:\n    uses: ingst\n');
-    await assert.rejects(planScheduledRun({ file: join(env.dir, 'broken.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }), (e: unknown) => {
-      assert.ok(e instanceof SpecLoadError);
-      assert.equal(e.errors[0]!.line, 4);
-      return true;
-    });
-    await assert.rejects(planScheduledRun({ file: join(env.dir, 'missing.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }), (e: unknown) => {
-      assert.ok(e instanceof InputError);
-      assert.match(e.message, /missing\.yaml: no such file/);
-      return true;
-    });
-    await assert.rejects(planScheduledRun({ file, params: ['nope=1'], registry, store: env.store, actor: 'ann', name: 'b' }), SpecLoadError);
+    await assert.rejects(
+      planScheduledRun({ file: join(env.dir, 'broken.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }),
+      (e: unknown) => {
+        assert.ok(e instanceof SpecLoadError);
+        assert.equal(e.errors[0]!.line, 4);
+        return true;
+      },
+    );
+    await assert.rejects(
+      planScheduledRun({ file: join(env.dir, 'missing.yaml'), params: [], registry, store: env.store, actor: 'ann', name: 'b' }),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError);
+        assert.match(e.message, /missing\.yaml: no such file/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      planScheduledRun({ file, params: ['nope=1'], registry, store: env.store, actor: 'ann', name: 'b' }),
+      SpecLoadError,
+    );
   });
 });

@@ -25,7 +25,11 @@ async function submit(file: string, taskQueue = TEST_QUEUE): Promise<string> {
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'stage-process', noCache: true } }, { taskQueue });
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(file), actor: 'stage-process', noCache: true } },
+    { taskQueue },
+  );
   return h.workflowId;
 }
 
@@ -106,7 +110,10 @@ describe('training in a child process', () => {
     assert.equal(reference.state, 'succeeded');
     const dataDir = mkdtempSync(join(tmpdir(), 'sp-data-'));
     writeFileSync(join(dataDir, 'data.jsonl'), readFileSync(join(dirname(file), 'data.jsonl')));
-    writeFileSync(join(dataDir, 'p.yaml'), 'name: data-only\nstages:\n  ingest:\n    uses: ingest\n    with: { path: data.jsonl, task: classification }\n  dedupe:\n    uses: dedupe\n    needs: ingest\n    with: { table: "${{ stages.ingest.outputs.table }}" }\n');
+    writeFileSync(
+      join(dataDir, 'p.yaml'),
+      'name: data-only\nstages:\n  ingest:\n    uses: ingest\n    with: { path: data.jsonl, task: classification }\n  dedupe:\n    uses: dedupe\n    needs: ingest\n    with: { table: "${{ stages.ingest.outputs.table }}" }\n',
+    );
 
     const [crashed, other] = await withTestEnv({ TEMPERED_TEST_ABORT_AT_STEP: '6' }, async () => {
       const runId = await submit(file);
@@ -118,7 +125,11 @@ describe('training in a child process', () => {
     assert.equal(crashed.state, 'succeeded', JSON.stringify(crashed.stages.map((s) => s.error)));
     const train = stage(crashed, 'train');
     assert.deepEqual(await attempts(crashed.runId), [1, 1, 2]);
-    assert.equal((train.outputs!.baseModel as { resumedFromStep: number | null }).resumedFromStep, 4, 'resumed from the checkpoint of step 4');
+    assert.equal(
+      (train.outputs!.baseModel as { resumedFromStep: number | null }).resumedFromStep,
+      4,
+      'resumed from the checkpoint of step 4',
+    );
     assert.equal(modelHash(crashed), modelHash(reference), 'bitwise-identical exported model');
 
     const history = await env.client.workflow.getHandle(crashed.runId).fetchHistory();
@@ -135,7 +146,17 @@ describe('training in a child process', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sp-wait-'));
     const file = writeTrainPipeline(dir, { maxSteps: 1, heartbeatTimeout: '60s' });
     const home = join(dir, 'home');
-    const cli = runCli(['submit', file, '--wait', '--run-id', 'wait-run'], { TEMPORAL_ADDRESS: env.server.address, TEMPERED_HOME: home, TEMPERED_TASK_QUEUE: 'wait-q', TEMPERED_LOG_LEVEL: 'WARN', TEMPERED_TEST_STEP_BLOCK_MS: '9000' }, { timeoutMs: 180_000 });
+    const cli = runCli(
+      ['submit', file, '--wait', '--run-id', 'wait-run'],
+      {
+        TEMPORAL_ADDRESS: env.server.address,
+        TEMPERED_HOME: home,
+        TEMPERED_TASK_QUEUE: 'wait-q',
+        TEMPERED_LOG_LEVEL: 'WARN',
+        TEMPERED_TEST_STEP_BLOCK_MS: '9000',
+      },
+      { timeoutMs: 180_000 },
+    );
     // Once step 1 is reported the stage sits in a 9 s step. A signal then needs a workflow task, which
     // the worker inside `submit --wait` must run while that step lasts (the SDK warns past 5 s).
     let inStep = false;
@@ -154,7 +175,10 @@ describe('training in a child process', () => {
 
   it('an input error raised in the child stays an input error: not retried, its field named', async () => {
     const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), 'sp-input-')));
-    writeFileSync(file, readFileSync(file, 'utf8').replace('lora: { r: 4, alpha: 8 }', 'lora: { r: 4, alpha: 8, targets: [no_such_weight] }'));
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8').replace('lora: { r: 4, alpha: 8 }', 'lora: { r: 4, alpha: 8, targets: [no_such_weight] }'),
+    );
     const st = await waitForRun(env.client, await submit(file));
     assert.equal(st.state, 'failed');
     const err = stage(st, 'train').error!;
@@ -166,7 +190,12 @@ describe('training in a child process', () => {
 
   it('a child over its memory limit (TEMPERED_CHILD_MAX_RSS_MB) is killed and the attempt fails retryable, naming the limit', async () => {
     const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), 'sp-rss-')), { maxSteps: 2 });
-    const w = await startCliWorker([], { TEMPORAL_ADDRESS: env.server.address, TEMPERED_HOME: mkdtempSync(join(tmpdir(), 'sp-rss-home-')), TEMPERED_TASK_QUEUE: 'rss-q', TEMPERED_CHILD_MAX_RSS_MB: '40' });
+    const w = await startCliWorker([], {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: mkdtempSync(join(tmpdir(), 'sp-rss-home-')),
+      TEMPERED_TASK_QUEUE: 'rss-q',
+      TEMPERED_CHILD_MAX_RSS_MB: '40',
+    });
     try {
       const st = await waitForRun(env.client, await submit(file, 'rss-q'));
       assert.equal(st.state, 'failed');

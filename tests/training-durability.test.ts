@@ -29,7 +29,11 @@ async function submit(queue: string): Promise<string> {
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(pipeline, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(pipeline), actor: 'durability' } }, { taskQueue: queue });
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(pipeline), actor: 'durability' } },
+    { taskQueue: queue },
+  );
   return h.workflowId;
 }
 
@@ -43,7 +47,11 @@ async function checkpointReached(home: string, atLeast: number): Promise<number>
   for (let i = 0; i < 6000; i++) {
     let best = 0;
     // Each key is a checkpoint folder; the `<key>.lock` files beside them are not.
-    for (const key of existsSync(root) ? readdirSync(root, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : []) {
+    for (const key of existsSync(root)
+      ? readdirSync(root, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name)
+      : []) {
       for (const name of existsSync(join(root, key)) ? readdirSync(join(root, key)) : []) {
         const m = /^step-(\d+)$/.exec(name);
         if (m) best = Math.max(best, Number(m[1]));
@@ -90,9 +98,16 @@ describe('training durability', () => {
       const train = out(st, 'train');
       const resumedFrom = (train.baseModel as { resumedFromStep: number | null }).resumedFromStep;
       assert.ok(resumedFrom !== null && resumedFrom > 0, 'the retry resumed from a checkpoint');
-      assert.ok(resumedFrom! >= killedAt, `redid at most one checkpoint interval (killed just after the checkpoint of step ${killedAt}, resumed from ${resumedFrom})`);
+      assert.ok(
+        resumedFrom! >= killedAt,
+        `redid at most one checkpoint interval (killed just after the checkpoint of step ${killedAt}, resumed from ${resumedFrom})`,
+      );
       assert.equal(train.steps, out(reference, 'train').steps);
-      assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256, 'bitwise-identical exported model');
+      assert.equal(
+        (train.model as { sha256: string }).sha256,
+        (out(reference, 'train').model as { sha256: string }).sha256,
+        'bitwise-identical exported model',
+      );
     } finally {
       await stopCliWorker(w);
     }
@@ -114,9 +129,20 @@ describe('training durability', () => {
       const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
       assert.equal(st.resumeOf, runId);
       const states = Object.fromEntries(st.stages.map((s) => [s.id, s.state]));
-      assert.deepEqual(states, { ingest: 'cached', dedupe: 'cached', split: 'cached', train: 'succeeded', evaluate: 'succeeded', register: 'succeeded', deploy: 'succeeded' });
+      assert.deepEqual(states, {
+        ingest: 'cached',
+        dedupe: 'cached',
+        split: 'cached',
+        train: 'succeeded',
+        evaluate: 'succeeded',
+        register: 'succeeded',
+        deploy: 'succeeded',
+      });
       const train = out(st, 'train');
-      assert.ok(((train.baseModel as { resumedFromStep: number | null }).resumedFromStep ?? 0) > 0, 'training continued from the dead run’s checkpoint');
+      assert.ok(
+        ((train.baseModel as { resumedFromStep: number | null }).resumedFromStep ?? 0) > 0,
+        'training continued from the dead run’s checkpoint',
+      );
       assert.equal((train.model as { sha256: string }).sha256, (out(reference, 'train').model as { sha256: string }).sha256);
     } finally {
       await stopCliWorker(w);

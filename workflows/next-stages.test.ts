@@ -43,7 +43,9 @@ describe('nextStages', () => {
     ]);
     assert.deepEqual(next.start, ['e']);
     assert.equal(next.done, false);
-    assert.deepEqual(nextStages(diamond, progress({ a: 'succeeded', b: 'cancelled', c: 'running' })).skip, [{ id: 'd', because: "needs 'b', which cancelled" }]);
+    assert.deepEqual(nextStages(diamond, progress({ a: 'succeeded', b: 'cancelled', c: 'running' })).skip, [
+      { id: 'd', because: "needs 'b', which cancelled" },
+    ]);
   });
 
   it('under fail-fast stopping, skips every pending stage and is done once nothing runs', () => {
@@ -65,10 +67,19 @@ describe('nextStages', () => {
 
   it('while the run gate is undecided, starts only the stages it allows', () => {
     const plan = plannedPipeline('gated', [s('ingest', [], 'ingest'), s('other'), s('train', ['ingest'])]);
-    const states = new Map<string, StageState>([['ingest', 'pending'], ['other', 'pending'], ['train', 'pending']]);
+    const states = new Map<string, StageState>([
+      ['ingest', 'pending'],
+      ['other', 'pending'],
+      ['train', 'pending'],
+    ]);
     const held = nextStages(plan, { states, running: 0, stopping: false, cancelled: false, gateAllows: new Set(['ingest']) });
     assert.deepEqual(held.start, ['ingest']);
-    const decided = nextStages(plan, { states: new Map([...states, ['ingest', 'succeeded']]), running: 0, stopping: false, cancelled: false });
+    const decided = nextStages(plan, {
+      states: new Map([...states, ['ingest', 'succeeded']]),
+      running: 0,
+      stopping: false,
+      cancelled: false,
+    });
     assert.deepEqual(decided.start, ['other', 'train']);
   });
 

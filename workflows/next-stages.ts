@@ -54,7 +54,10 @@ export function nextStages(plan: Pick<PlannedPipeline, 'stages' | 'concurrency'>
     if (blocker || progress.stopping) {
       state.set(stage.id, 'skipped');
       const was = blocker && state.get(blocker) === 'skipped' ? 'was skipped' : blocker && state.get(blocker);
-      out.skip.push({ id: stage.id, because: blocker ? `needs '${blocker}', which ${was}` : 'the run stopped after a failure (fail-fast)' });
+      out.skip.push({
+        id: stage.id,
+        because: blocker ? `needs '${blocker}', which ${was}` : 'the run stopped after a failure (fail-fast)',
+      });
       continue;
     }
     const ready = stage.needs.every((n) => FINISHED_OK.includes(state.get(n)!));

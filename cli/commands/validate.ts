@@ -11,9 +11,14 @@ import { CliError } from '../errors.ts';
 /** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
 export async function planOrExit(ctx: { registry: KindRegistry }, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
   const parsed = parseParamOverrides(params);
-  const res = parsed.errors.length > 0
-    ? { ok: false as const, errors: parsed.errors }
-    : await loadSpec(file, { kinds: ctx.registry.kinds, knownButUnavailable: ctx.registry.knownButUnavailable, paramOverrides: parsed.overrides });
+  const res =
+    parsed.errors.length > 0
+      ? { ok: false as const, errors: parsed.errors }
+      : await loadSpec(file, {
+          kinds: ctx.registry.kinds,
+          knownButUnavailable: ctx.registry.knownButUnavailable,
+          paramOverrides: parsed.overrides,
+        });
   if (!res.ok) {
     if (json) console.log(JSON.stringify({ ok: false, errors: res.errors }, null, 2));
     else console.error(formatSpecErrors(res.errors));
@@ -30,6 +35,9 @@ export async function validateCmd(argv: string[]): Promise<number> {
   const registry = kindRegistry(await loadStageKinds());
   const plan = await planOrExit({ registry }, positionals[0]!, values.param ?? [], !!values.json);
   if (values.json) console.log(JSON.stringify({ ok: true, plan }, null, 2));
-  else console.log(`ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`);
+  else
+    console.log(
+      `ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`,
+    );
   return 0;
 }

@@ -23,7 +23,10 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
   if (opts.childMaxRssMb) isolation.limits.maxRssMb = opts.childMaxRssMb;
   // Scratch files of workers that were killed are never cleaned by their owner: sweep them here
   // (only those whose writer process is gone; see ArtifactStore.sweepTemp).
-  const swept = await ctx.store().sweepTemp().catch(() => 0);
+  const swept = await ctx
+    .store()
+    .sweepTemp()
+    .catch(() => 0);
   if (swept) console.error(`worker: removed ${swept} temp file(s) left by stopped workers`);
   const connection = await connectWorker(s);
   return createWorker({
@@ -33,7 +36,13 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
     kinds: ctx.kinds,
     workflows: opts.workflows,
     maxConcurrentActivities: opts.maxActivities,
-    deps: { store: ctx.store(), cache: ctx.cache(), stateDir: ctx.paths.root, onStageCompleted: stageCompletedHook(ctx.paths.root), isolation },
+    deps: {
+      store: ctx.store(),
+      cache: ctx.cache(),
+      stateDir: ctx.paths.root,
+      onStageCompleted: stageCompletedHook(ctx.paths.root),
+      isolation,
+    },
   });
 }
 
@@ -55,13 +64,25 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
 }
 
 export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered worker [--queue NAME] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
-  const { values } = parse(argv, { queue: { type: 'string' }, 'activities-only': { type: 'boolean' }, 'max-activities': { type: 'string' }, 'child-max-old-space-mb': { type: 'string' }, 'child-max-rss-mb': { type: 'string' } }, usage);
+  const usage =
+    'tempered worker [--queue NAME] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
+  const { values } = parse(
+    argv,
+    {
+      queue: { type: 'string' },
+      'activities-only': { type: 'boolean' },
+      'max-activities': { type: 'string' },
+      'child-max-old-space-mb': { type: 'string' },
+      'child-max-rss-mb': { type: 'string' },
+    },
+    usage,
+  );
   const mib = (flag: 'child-max-old-space-mb' | 'child-max-rss-mb') => {
     const raw = values[flag];
     if (raw === undefined) return undefined;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n <= 0) throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
     return n;
   };
   const queue = values.queue ?? ctx.taskQueue;
@@ -73,7 +94,9 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     childMaxRssMb: mib('child-max-rss-mb'),
   });
   const s = ctx.settings();
-  console.error(`worker polling '${queue}' on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`);
+  console.error(
+    `worker polling '${queue}' on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
+  );
   const stop = () => worker.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

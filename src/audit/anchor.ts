@@ -22,13 +22,18 @@ const HEX64 = /^[0-9a-f]{64}$/;
 export const AUDIT_KEY_ENV = 'TEMPERED_AUDIT_KEY';
 
 function mac(a: { seq: number; hash: string; time: string }, key: string): string {
-  return createHmac('sha256', key).update(canonicalJson({ seq: a.seq, hash: a.hash, time: a.time })).digest('hex');
+  return createHmac('sha256', key)
+    .update(canonicalJson({ seq: a.seq, hash: a.hash, time: a.time }))
+    .digest('hex');
 }
 
 export function auditKey(env: Record<string, string | undefined> = process.env): string {
   const key = env[AUDIT_KEY_ENV];
   if (!key || key.length < 16) {
-    throw new InputError(`${AUDIT_KEY_ENV} must be set to a secret of at least 16 characters`, { where: AUDIT_KEY_ENV, hint: 'keep it outside the state folder (a secret store); the same key verifies exported heads later' });
+    throw new InputError(`${AUDIT_KEY_ENV} must be set to a secret of at least 16 characters`, {
+      where: AUDIT_KEY_ENV,
+      hint: 'keep it outside the state folder (a secret store); the same key verifies exported heads later',
+    });
   }
   return key;
 }
@@ -45,7 +50,10 @@ export function parseAnchorText(text: string, key: string | undefined, where: st
   if (m) return { seq: Number(m[1]), hash: m[2]! };
   if (HEX64.test(t)) return { hash: t };
   if (t.startsWith('{')) return verifySignedAnchor(t, key, where);
-  throw new InputError('not an audit anchor', { where, hint: 'pass seq:hash (from `tempered audit --head`), the head hash, or a file written by `tempered audit --export-head`' });
+  throw new InputError('not an audit anchor', {
+    where,
+    hint: 'pass seq:hash (from `tempered audit --head`), the head hash, or a file written by `tempered audit --export-head`',
+  });
 }
 
 /** Checks a signed anchor's MAC; any mismatch, a missing key or a malformed anchor is an InputError. */
@@ -57,13 +65,26 @@ export function verifySignedAnchor(json: string, key: string | undefined, where:
     throw new InputError('the signed anchor is not JSON', { where });
   }
   const a = v as Partial<SignedAnchor>;
-  if (!a || typeof a !== 'object' || !Number.isSafeInteger(a.seq) || (a.seq as number) < 1 || typeof a.hash !== 'string' || !HEX64.test(a.hash) || typeof a.time !== 'string' || typeof a.mac !== 'string' || !HEX64.test(a.mac)) {
+  if (
+    !a ||
+    typeof a !== 'object' ||
+    !Number.isSafeInteger(a.seq) ||
+    (a.seq as number) < 1 ||
+    typeof a.hash !== 'string' ||
+    !HEX64.test(a.hash) ||
+    typeof a.time !== 'string' ||
+    typeof a.mac !== 'string' ||
+    !HEX64.test(a.mac)
+  ) {
     throw new InputError('a signed anchor needs seq, hash, time and mac', { where });
   }
   if (key === undefined) throw new InputError(`a signed anchor needs ${AUDIT_KEY_ENV} to check its signature`, { where });
   const want = Buffer.from(mac({ seq: a.seq!, hash: a.hash, time: a.time }, key), 'hex');
   if (!timingSafeEqual(want, Buffer.from(a.mac, 'hex'))) {
-    throw new InputError('the anchor\'s signature does not match: it was altered, or signed with another key', { where, hint: `check ${AUDIT_KEY_ENV}` });
+    throw new InputError("the anchor's signature does not match: it was altered, or signed with another key", {
+      where,
+      hint: `check ${AUDIT_KEY_ENV}`,
+    });
   }
   return { seq: a.seq!, hash: a.hash };
 }

@@ -22,7 +22,13 @@ function tmpPath(t: { after: (fn: () => void) => void }): string {
 /** Six records of a typical run. */
 function fill(log: AuditLog): void {
   log.append({ action: 'run.submitted', subject: 'run-1', runId: 'run-1', specHash: sha('a'), details: { pipeline: 'spam.yaml' } });
-  log.append({ action: 'stage.completed', subject: 'run-1/ingest', runId: 'run-1', dataHashes: { train: sha('b') }, details: { rows: 5574 } });
+  log.append({
+    action: 'stage.completed',
+    subject: 'run-1/ingest',
+    runId: 'run-1',
+    dataHashes: { train: sha('b') },
+    details: { rows: 5574 },
+  });
   log.append({ action: 'stage.completed', subject: 'run-1/train', runId: 'run-1', details: { loss: 0.12 } });
   log.append({ action: 'model.registered', subject: 'spam-clf@1', runId: 'run-1', model: 'spam-clf@1', modelHash: sha('c'), details: {} });
   log.append({ action: 'model.promoted', subject: 'spam-clf@1', model: 'spam-clf@1', details: { alias: 'production', from: null } });
@@ -32,12 +38,29 @@ function fill(log: AuditLog): void {
 test('appended records chain from the genesis hash and verify', (t) => {
   let tick = Date.parse('2026-03-01T00:00:00Z');
   const log = openAudit(tmpPath(t), { now: () => new Date((tick += 1000)) });
-  const { record: r1 } = log.append({ action: 'run.submitted', subject: 'run-1', actor: 'alice', specHash: sha('a'), details: { b: 2, a: 1 } });
+  const { record: r1 } = log.append({
+    action: 'run.submitted',
+    subject: 'run-1',
+    actor: 'alice',
+    specHash: sha('a'),
+    details: { b: 2, a: 1 },
+  });
   assert.equal(r1.seq, 1);
   assert.equal(r1.prevHash, GENESIS_HASH);
   assert.equal(r1.time, '2026-03-01T00:00:01.000Z');
   // The hash is over the canonical JSON of the record without `hash`, recomputed independently here.
-  const expected = sha256Hex(canonicalJson({ seq: 1, time: r1.time, actor: 'alice', action: 'run.submitted', subject: 'run-1', details: { a: 1, b: 2 }, specHash: sha('a'), prevHash: GENESIS_HASH }));
+  const expected = sha256Hex(
+    canonicalJson({
+      seq: 1,
+      time: r1.time,
+      actor: 'alice',
+      action: 'run.submitted',
+      subject: 'run-1',
+      details: { a: 1, b: 2 },
+      specHash: sha('a'),
+      prevHash: GENESIS_HASH,
+    }),
+  );
   assert.equal(r1.hash, expected);
   const { record: r2 } = log.append({ action: 'stage.completed', subject: 'run-1/train', actor: 'alice' });
   assert.equal(r2.prevHash, r1.hash);
@@ -53,7 +76,8 @@ test('actor defaults to TEMPERED_ACTOR', (t) => {
   try {
     assert.equal(log.append({ action: 'serve.started', subject: 'spam-clf@1' }).record.actor, 'ci-bot');
   } finally {
-    if (old === undefined) delete process.env.TEMPERED_ACTOR; else process.env.TEMPERED_ACTOR = old;
+    if (old === undefined) delete process.env.TEMPERED_ACTOR;
+    else process.env.TEMPERED_ACTOR = old;
   }
   log.close();
 });
@@ -61,11 +85,26 @@ test('actor defaults to TEMPERED_ACTOR', (t) => {
 test('query filters by run, model (name or name@version) and action', (t) => {
   const log = openAudit(tmpPath(t));
   fill(log);
-  assert.deepEqual(log.query({ run: 'run-1' }).map((r) => r.seq), [1, 2, 3, 4]);
-  assert.deepEqual(log.query({ model: 'spam-clf' }).map((r) => r.seq), [4, 5]);
-  assert.deepEqual(log.query({ model: 'spam-clf@1', action: 'model.promoted' }).map((r) => r.seq), [5]);
-  assert.deepEqual(log.query({ action: 'stage.completed', afterSeq: 2 }).map((r) => r.seq), [3]);
-  assert.deepEqual(log.query({ limit: 2 }).map((r) => r.seq), [1, 2]);
+  assert.deepEqual(
+    log.query({ run: 'run-1' }).map((r) => r.seq),
+    [1, 2, 3, 4],
+  );
+  assert.deepEqual(
+    log.query({ model: 'spam-clf' }).map((r) => r.seq),
+    [4, 5],
+  );
+  assert.deepEqual(
+    log.query({ model: 'spam-clf@1', action: 'model.promoted' }).map((r) => r.seq),
+    [5],
+  );
+  assert.deepEqual(
+    log.query({ action: 'stage.completed', afterSeq: 2 }).map((r) => r.seq),
+    [3],
+  );
+  assert.deepEqual(
+    log.query({ limit: 2 }).map((r) => r.seq),
+    [1, 2],
+  );
   const reg = log.query({ model: 'spam-clf@1', action: 'model.registered' })[0]!;
   assert.equal(reg.modelHash, sha('c'));
   assert.deepEqual(log.query({ run: 'run-1' })[1]!.dataHashes, { train: sha('b') });
@@ -85,7 +124,10 @@ test('a dedupe key makes a retried append return the first record', (t) => {
 
 test('bad entries are refused before anything is written', (t) => {
   const log = openAudit(tmpPath(t));
-  assert.throws(() => log.append({ action: 'Run Submitted', subject: 'x' }), (e: unknown) => e instanceof InputError && e.where === 'audit.action');
+  assert.throws(
+    () => log.append({ action: 'Run Submitted', subject: 'x' }),
+    (e: unknown) => e instanceof InputError && e.where === 'audit.action',
+  );
   assert.throws(() => log.append({ action: 'run.submitted', subject: '' }), /audit\.subject/);
   assert.throws(() => log.append({ action: 'run.submitted', subject: 'x', details: { n: NaN } }), /audit\.details\.n/);
   assert.throws(() => log.append({ action: 'run.submitted', subject: 'x', details: { when: new Map() } }), /audit\.details\.when/);
@@ -110,7 +152,13 @@ test('a one-byte edit of a stored record is detected as edited', (t) => {
     db.prepare('UPDATE audit_log SET details_json = ? WHERE seq = 2').run(details_json.replace('5574', '5575'));
   });
   const log = openAudit(path);
-  assert.deepEqual(log.verify(), { ok: false, checked: 1, firstBadSeq: 2, problem: 'edited', message: 'record 2 does not match its hash: its content or hash was changed' });
+  assert.deepEqual(log.verify(), {
+    ok: false,
+    checked: 1,
+    firstBadSeq: 2,
+    problem: 'edited',
+    message: 'record 2 does not match its hash: its content or hash was changed',
+  });
   log.close();
 });
 
@@ -119,7 +167,7 @@ test('edits to other columns, whitespace in JSON and forged hashes are all caugh
     ['actor', "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3"],
     ['time', "UPDATE audit_log SET time = '2020-01-01T00:00:00.000Z' WHERE seq = 3"],
     ['whitespace', 'UPDATE audit_log SET details_json = \'{"loss": 0.12}\' WHERE seq = 3'],
-    ['model hash', "UPDATE audit_log SET model_hash = NULL WHERE seq = 4"],
+    ['model hash', 'UPDATE audit_log SET model_hash = NULL WHERE seq = 4'],
     ['own hash', "UPDATE audit_log SET hash = '" + sha('f') + "' WHERE seq = 3"],
     ['prev hash', "UPDATE audit_log SET prev_hash = '" + sha('f') + "' WHERE seq = 3"],
   ];
@@ -208,7 +256,9 @@ test('concurrent writers in separate processes keep one unbroken chain', { timeo
     let err = '';
     child.stderr.on('data', (d) => (err += d));
     const ready = new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
-    const done = new Promise<void>((resolve, reject) => child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`writer ${actor} exited ${c}: ${err}`)))));
+    const done = new Promise<void>((resolve, reject) =>
+      child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`writer ${actor} exited ${c}: ${err}`)))),
+    );
     return { child, ready, done };
   });
   await Promise.all(children.map((c) => c.ready));
@@ -220,7 +270,11 @@ test('concurrent writers in separate processes keep one unbroken chain', { timeo
   const records = log.query();
   for (const w of writers) assert.equal(records.filter((r) => r.actor === w).length, perWriter);
   // Each writer's own records stay in the order it wrote them.
-  for (const w of writers) assert.deepEqual(records.filter((r) => r.actor === w).map((r) => r.details.i), [...Array(perWriter).keys()]);
+  for (const w of writers)
+    assert.deepEqual(
+      records.filter((r) => r.actor === w).map((r) => r.details.i),
+      [...Array(perWriter).keys()],
+    );
   const switches = records.filter((r, i) => i > 0 && r.actor !== records[i - 1]!.actor).length;
   // Without any interleaving there would be writers.length − 1 switches.
   assert.ok(switches >= writers.length, `writers did not interleave (${switches} switches)`);
@@ -244,7 +298,12 @@ test('a consistently rewritten chain passes plain verify but fails against an an
       if (seq === 2) rec.details = { rows: 1 };
       rec.prevHash = prev;
       const hash = hashRecord(rec);
-      db.prepare('UPDATE audit_log SET details_json = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(canonicalJson(rec.details), prev, hash, seq);
+      db.prepare('UPDATE audit_log SET details_json = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(
+        canonicalJson(rec.details),
+        prev,
+        hash,
+        seq,
+      );
       prev = hash;
     }
     db.prepare('UPDATE audit_head SET hash = ? WHERE id = 1').run(prev);
@@ -262,7 +321,15 @@ class AuditLogReader {
   constructor(private readonly db: Database.Database) {}
   record(seq: number) {
     const row = this.db.prepare('SELECT * FROM audit_log WHERE seq = ?').get(seq) as Record<string, string | number | null>;
-    const rec: Record<string, unknown> = { seq: row.seq, time: row.time, actor: row.actor, action: row.action, subject: row.subject, details: JSON.parse(row.details_json as string), prevHash: row.prev_hash };
+    const rec: Record<string, unknown> = {
+      seq: row.seq,
+      time: row.time,
+      actor: row.actor,
+      action: row.action,
+      subject: row.subject,
+      details: JSON.parse(row.details_json as string),
+      prevHash: row.prev_hash,
+    };
     if (row.run_id !== null) rec.runId = row.run_id;
     if (row.model !== null) rec.model = row.model;
     if (row.spec_hash !== null) rec.specHash = row.spec_hash;
@@ -276,7 +343,16 @@ test('lone UTF-16 surrogates in string fields (a label from the data) do not bre
   const path = tmpPath(t);
   const log = openAudit(path);
   const lone = 'label-\ud800-x';
-  const { record } = log.append({ action: 'model.registered', subject: `m@1 ${lone}`, model: lone, runId: lone, actor: `\udc00${lone}`, details: { label: lone }, dataHashes: { [lone]: sha('a') }, dedupeKey: `k/${lone}` });
+  const { record } = log.append({
+    action: 'model.registered',
+    subject: `m@1 ${lone}`,
+    model: lone,
+    runId: lone,
+    actor: `\udc00${lone}`,
+    details: { label: lone },
+    dataHashes: { [lone]: sha('a') },
+    dedupeKey: `k/${lone}`,
+  });
   assert.equal(record.subject, 'm@1 label-\ufffd-x');
   assert.deepEqual(log.verify(), { ok: true, checked: 1 });
   // The same key finds the same record again.

@@ -230,12 +230,17 @@ export function wellFormed(s: string): string {
 export function validateAuditEntry(e: AuditEntry): void {
   const w = 'audit';
   if (typeof e.action !== 'string' || !ACTION_RE.test(e.action)) {
-    throw new InputError(`action ${JSON.stringify(e.action)} is not valid`, { where: `${w}.action`, hint: `use a dotted lowercase name such as ${AUDIT_ACTIONS.slice(0, 3).join(', ')}` });
+    throw new InputError(`action ${JSON.stringify(e.action)} is not valid`, {
+      where: `${w}.action`,
+      hint: `use a dotted lowercase name such as ${AUDIT_ACTIONS.slice(0, 3).join(', ')}`,
+    });
   }
-  if (typeof e.subject !== 'string' || e.subject.length === 0) throw new InputError('subject must be a non-empty string', { where: `${w}.subject` });
+  if (typeof e.subject !== 'string' || e.subject.length === 0)
+    throw new InputError('subject must be a non-empty string', { where: `${w}.subject` });
   for (const k of ['actor', 'runId', 'model', 'specHash', 'modelHash', 'dedupeKey'] as const) {
     const v = e[k];
-    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new InputError('must be a non-empty string when given', { where: `${w}.${k}` });
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0))
+      throw new InputError('must be a non-empty string when given', { where: `${w}.${k}` });
   }
   if (e.details !== undefined && (e.details === null || typeof e.details !== 'object' || Array.isArray(e.details))) {
     throw new InputError('details must be an object', { where: `${w}.details` });
@@ -255,7 +260,10 @@ export function openAudit(path: string, opts: AuditOptions = {}): AuditLog {
 
 export class AuditLog {
   private readonly now: () => Date;
-  constructor(readonly db: Db, opts: AuditOptions = {}) {
+  constructor(
+    readonly db: Db,
+    opts: AuditOptions = {},
+  ) {
     this.now = opts.now ?? (() => new Date());
   }
 
@@ -274,7 +282,9 @@ export class AuditLog {
         const existing = this.db.prepare('SELECT * FROM audit_log WHERE dedupe_key = ?').get(dedupeKey) as Row | undefined;
         if (existing) return { record: fromRow(existing), appended: false };
       }
-      const last = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+      const last = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as
+        | { seq: number; hash: string }
+        | undefined;
       const base: Omit<AuditRecord, 'hash'> = {
         seq: (last?.seq ?? 0) + 1,
         time: this.now().toISOString(),
@@ -292,11 +302,31 @@ export class AuditLog {
       if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
       const record: AuditRecord = { ...base, hash: hashRecord(base) };
       this.db
-        .prepare(`INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-                  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-        .run(record.seq, record.time, record.actor, record.action, record.subject, detailsJson, record.runId ?? null, record.model ?? null,
-          record.specHash ?? null, dataJson, record.modelHash ?? null, record.dedupeKey ?? null, record.prevHash, record.hash);
-      this.db.prepare('INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash').run(record.seq, record.hash);
+        .prepare(
+          `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+                  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        )
+        .run(
+          record.seq,
+          record.time,
+          record.actor,
+          record.action,
+          record.subject,
+          detailsJson,
+          record.runId ?? null,
+          record.model ?? null,
+          record.specHash ?? null,
+          dataJson,
+          record.modelHash ?? null,
+          record.dedupeKey ?? null,
+          record.prevHash,
+          record.hash,
+        );
+      this.db
+        .prepare(
+          'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
+        )
+        .run(record.seq, record.hash);
       return { record, appended: true };
     });
     return tx.immediate();
@@ -363,10 +393,20 @@ export class AuditLog {
       let prev = GENESIS_HASH;
       let checked = 0;
       const bySeqOfHash = this.db.prepare('SELECT seq FROM audit_log WHERE hash = ? LIMIT 1');
-      const bad = (seq: number, problem: AuditProblem, message: string): VerifyResult => ({ ok: false, checked, firstBadSeq: seq, problem, message });
+      const bad = (seq: number, problem: AuditProblem, message: string): VerifyResult => ({
+        ok: false,
+        checked,
+        firstBadSeq: seq,
+        problem,
+        message,
+      });
       for (const row of this.db.prepare('SELECT * FROM audit_log ORDER BY seq').iterate() as Iterable<Row>) {
         if (row.seq !== expectedSeq) {
-          return bad(expectedSeq, 'removed', `record ${expectedSeq}${row.seq - expectedSeq > 1 ? `..${row.seq - 1}` : ''} is missing (next stored record is ${row.seq})`);
+          return bad(
+            expectedSeq,
+            'removed',
+            `record ${expectedSeq}${row.seq - expectedSeq > 1 ? `..${row.seq - 1}` : ''} is missing (next stored record is ${row.seq})`,
+          );
         }
         if (row.prev_hash !== prev) {
           const owner = bySeqOfHash.get(row.prev_hash) as { seq: number } | undefined;
@@ -378,7 +418,9 @@ export class AuditLog {
         const rec = fromRow(row);
         // Stored JSON must be exactly its canonical form, else a byte could change (say, added
         // whitespace) without changing the parsed value that is hashed.
-        const canonical = row.details_json === safeCanonical(rec.details) && (row.data_hashes_json === null || row.data_hashes_json === safeCanonical(rec.dataHashes));
+        const canonical =
+          row.details_json === safeCanonical(rec.details) &&
+          (row.data_hashes_json === null || row.data_hashes_json === safeCanonical(rec.dataHashes));
         if (!canonical || hashRecord(rec) !== row.hash) {
           return bad(row.seq, 'edited', `record ${row.seq} does not match its hash: its content or hash was changed`);
         }
@@ -389,7 +431,13 @@ export class AuditLog {
       const head = this.db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as { seq: number; hash: string } | undefined;
       const lastSeq = expectedSeq - 1;
       if (lastSeq === 0 && !head && (opts.expectRecords || opts.anchor)) {
-        return bad(opts.anchor?.seq ?? 1, 'empty', opts.anchor ? `the log is empty, but record ${opts.anchor.seq} was anchored: it was wiped` : 'the log is empty where records are expected: it was wiped or is the wrong file');
+        return bad(
+          opts.anchor?.seq ?? 1,
+          'empty',
+          opts.anchor
+            ? `the log is empty, but record ${opts.anchor.seq} was anchored: it was wiped`
+            : 'the log is empty where records are expected: it was wiped or is the wrong file',
+        );
       }
       if (!head) {
         if (lastSeq > 0) return bad(lastSeq, 'edited', 'the head record is missing');
@@ -401,7 +449,12 @@ export class AuditLog {
       if (opts.anchor) {
         const at = this.db.prepare('SELECT hash FROM audit_log WHERE seq = ?').get(opts.anchor.seq) as { hash: string } | undefined;
         if (!at) return bad(opts.anchor.seq, 'truncated', `anchored record ${opts.anchor.seq} no longer exists`);
-        if (at.hash !== opts.anchor.hash) return bad(opts.anchor.seq, 'rewritten', `record ${opts.anchor.seq} no longer has the anchored hash: the chain up to it was rewritten`);
+        if (at.hash !== opts.anchor.hash)
+          return bad(
+            opts.anchor.seq,
+            'rewritten',
+            `record ${opts.anchor.seq} no longer has the anchored hash: the chain up to it was rewritten`,
+          );
       }
       return { ok: true, checked };
     });

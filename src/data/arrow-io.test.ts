@@ -7,13 +7,27 @@ import { tableFromIPC } from 'apache-arrow';
 import { ArrowTableWriter, columnValues, describeArrowFile, readArrowBatches, type ColumnSpec } from './arrow-io.ts';
 
 const spec: ColumnSpec = {
-  text: 'utf8', n: 'int32', big: 'int64', x: 'float32', ok: 'bool', ids: 'list<int32>', emb: { fixedSizeList: 'float32', size: 3 },
+  text: 'utf8',
+  n: 'int32',
+  big: 'int64',
+  x: 'float32',
+  ok: 'bool',
+  ids: 'list<int32>',
+  emb: { fixedSizeList: 'float32', size: 3 },
 };
 
 function writeSample(path: string, rows: number, batchRows: number) {
   const w = new ArrowTableWriter(path, spec, batchRows);
   for (let i = 0; i < rows; i++) {
-    w.push({ text: `row ${i} ✓`, n: i, big: 2 ** 40 + i, x: i / 4, ok: i % 3 === 0, ids: Array.from({ length: i % 4 }, (_, k) => k + i), emb: [i, -i, 0.5] });
+    w.push({
+      text: `row ${i} ✓`,
+      n: i,
+      big: 2 ** 40 + i,
+      x: i / 4,
+      ok: i % 3 === 0,
+      ids: Array.from({ length: i % 4 }, (_, k) => k + i),
+      emb: [i, -i, 0.5],
+    });
   }
   return w.close();
 }
@@ -28,7 +42,9 @@ test('writes every column type and reads it back in batches', async () => {
     schema: { text: 'Utf8', n: 'Int32', big: 'Int64', x: 'Float32', ok: 'Bool', ids: 'List<Int32>', emb: 'FixedSizeList[3]<Float32>' },
   });
   const sizes: number[] = [];
-  const texts: unknown[] = [], bigs: unknown[] = [], ids: number[][] = [];
+  const texts: unknown[] = [],
+    bigs: unknown[] = [],
+    ids: number[][] = [];
   for await (const b of readArrowBatches(path)) {
     sizes.push(b.numRows);
     texts.push(...columnValues(b, 'text'));
@@ -82,7 +98,11 @@ test('takeRows gathers rows of every column type, from sliced batches too', asyn
     const t = takeRows(b, pick);
     for (const name of Object.keys(spec)) {
       const want = columnValues(b, name).map(String);
-      assert.deepEqual(columnValues(t, name).map(String), pick.map((i) => want[i]), name);
+      assert.deepEqual(
+        columnValues(t, name).map(String),
+        pick.map((i) => want[i]),
+        name,
+      );
     }
     const sliced = b.slice(3, 8);
     const s = takeRows(sliced, [4, 0]);

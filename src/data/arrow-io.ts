@@ -7,17 +7,31 @@
  */
 import { open } from 'node:fs/promises';
 import {
-  Bool, DataType, Field, FixedSizeList, Float32, Float64, Int32, Int64, List, RecordBatch, RecordBatchFileWriter,
-  RecordBatchReader, Schema, Struct, Utf8, makeBuilder, makeData, type Data, type Vector,
+  Bool,
+  DataType,
+  Field,
+  FixedSizeList,
+  Float32,
+  Float64,
+  Int32,
+  Int64,
+  List,
+  RecordBatch,
+  RecordBatchFileWriter,
+  RecordBatchReader,
+  Schema,
+  Struct,
+  Utf8,
+  makeBuilder,
+  makeData,
+  type Data,
+  type Vector,
 } from 'apache-arrow';
 import { AtomicFile } from './atomic.ts';
 
 export type NumericKind = 'int32' | 'int64' | 'float32' | 'float64';
 /** Column types a tempered table may hold: scalars, and lists of numbers (token ids, embeddings). */
-export type ColumnType =
-  | 'utf8' | 'bool' | NumericKind
-  | `list<${NumericKind}>`
-  | { fixedSizeList: NumericKind; size: number };
+export type ColumnType = 'utf8' | 'bool' | NumericKind | `list<${NumericKind}>` | { fixedSizeList: NumericKind; size: number };
 /** Ordered column set: insertion order is column order. */
 export type ColumnSpec = Record<string, ColumnType>;
 
@@ -26,10 +40,14 @@ export const BATCH_ROWS = 8192;
 
 function numericType(kind: NumericKind): DataType {
   switch (kind) {
-    case 'int32': return new Int32();
-    case 'int64': return new Int64();
-    case 'float32': return new Float32();
-    case 'float64': return new Float64();
+    case 'int32':
+      return new Int32();
+    case 'int64':
+      return new Int64();
+    case 'float32':
+      return new Float32();
+    case 'float64':
+      return new Float64();
   }
 }
 
@@ -39,9 +57,15 @@ export function arrowType(t: ColumnType): DataType {
     return new FixedSizeList(t.size, new Field('item', numericType(t.fixedSizeList), false));
   }
   switch (t) {
-    case 'utf8': return new Utf8();
-    case 'bool': return new Bool();
-    case 'int32': case 'int64': case 'float32': case 'float64': return numericType(t);
+    case 'utf8':
+      return new Utf8();
+    case 'bool':
+      return new Bool();
+    case 'int32':
+    case 'int64':
+    case 'float32':
+    case 'float64':
+      return numericType(t);
   }
   const m = /^list<(int32|int64|float32|float64)>$/.exec(t);
   if (!m) throw new Error(`unknown column type ${JSON.stringify(t)}`);
@@ -64,12 +88,19 @@ function isInt64(type: DataType): boolean {
 function toBuilderValue(type: DataType, v: unknown, col: string): unknown {
   // The builders coerce silently (a string becomes an empty list), so check shapes here.
   if (v === null || v === undefined) return v;
-  if (DataType.isUtf8(type)) { if (typeof v !== 'string') throw new Error(`column ${col}: expected string, got ${typeof v}`); return v; }
-  if (DataType.isBool(type)) { if (typeof v !== 'boolean') throw new Error(`column ${col}: expected boolean, got ${typeof v}`); return v; }
+  if (DataType.isUtf8(type)) {
+    if (typeof v !== 'string') throw new Error(`column ${col}: expected string, got ${typeof v}`);
+    return v;
+  }
+  if (DataType.isBool(type)) {
+    if (typeof v !== 'boolean') throw new Error(`column ${col}: expected boolean, got ${typeof v}`);
+    return v;
+  }
   if (DataType.isList(type) || DataType.isFixedSizeList(type)) {
     if (!Array.isArray(v) && !ArrayBuffer.isView(v)) throw new Error(`column ${col}: expected a list of numbers, got ${typeof v}`);
     const len = (v as ArrayLike<unknown>).length;
-    if (DataType.isFixedSizeList(type) && len !== type.listSize) throw new Error(`column ${col}: expected ${type.listSize} values, got ${len}`);
+    if (DataType.isFixedSizeList(type) && len !== type.listSize)
+      throw new Error(`column ${col}: expected ${type.listSize} values, got ${len}`);
   } else if (typeof v !== 'number' && typeof v !== 'bigint') {
     throw new Error(`column ${col}: expected a number, got ${typeof v}`);
   }
@@ -99,12 +130,17 @@ export function makeBatch(schema: Schema, cols: ColumnValues): RecordBatch {
 
 /** RecordBatchFileWriter that writes straight to our atomic file instead of an in-memory queue. */
 class SinkFileWriter extends RecordBatchFileWriter {
-  constructor(private readonly out: AtomicFile) { super(); }
+  constructor(private readonly out: AtomicFile) {
+    super();
+  }
   protected override _write(chunk: ArrayBufferView | ArrayBuffer): this {
     if (this._started) {
-      const buf = chunk instanceof Uint8Array ? chunk
-        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-          : new Uint8Array(chunk as ArrayBuffer);
+      const buf =
+        chunk instanceof Uint8Array
+          ? chunk
+          : ArrayBuffer.isView(chunk)
+            ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+            : new Uint8Array(chunk as ArrayBuffer);
       if (buf.byteLength > 0) {
         this.out.write(buf);
         this._position += buf.byteLength;
@@ -130,7 +166,11 @@ export class ArrowTableWriter {
   private buffered = 0;
   private done = false;
 
-  constructor(path: string, spec: ColumnSpec | Schema, readonly batchRows = BATCH_ROWS) {
+  constructor(
+    path: string,
+    spec: ColumnSpec | Schema,
+    readonly batchRows = BATCH_ROWS,
+  ) {
     this.path = path;
     // Re-create fields without metadata so a schema read from another file cannot carry any in.
     this.schema = spec instanceof Schema ? new Schema(spec.fields.map((f) => new Field(f.name, f.type, f.nullable))) : arrowSchema(spec);
@@ -155,7 +195,8 @@ export class ArrowTableWriter {
   writeRecordBatch(batch: RecordBatch): void {
     if (this.done) throw new Error(`writer for ${this.path} is closed`);
     if (batch.numRows === 0) return;
-    const same = batch.schema.fields.length === this.schema.fields.length &&
+    const same =
+      batch.schema.fields.length === this.schema.fields.length &&
       batch.schema.fields.every((f, i) => f.name === this.schema.fields[i].name && String(f.type) === String(this.schema.fields[i].type));
     if (!same) throw new Error(`batch schema ${describeSchema(batch.schema)} does not match ${describeSchema(this.schema)}`);
     // Re-wrap under our schema so nullability flags are identical in every batch.
@@ -272,7 +313,10 @@ export function selectRows(batch: RecordBatch, indices: ArrayLike<number>): Colu
     const vals = new Array<unknown>(indices.length);
     for (let i = 0; i < indices.length; i++) {
       const v = vec.get(indices[i]);
-      vals[i] = v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function' ? Array.from((v as Vector).toArray() as ArrayLike<unknown>) : v;
+      vals[i] =
+        v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function'
+          ? Array.from((v as Vector).toArray() as ArrayLike<unknown>)
+          : v;
     }
     out[f.name] = vals;
   }
@@ -305,14 +349,20 @@ function takeColumn(vec: Vector, indices: ArrayLike<number>, field: Field): Data
     // Gather byte ranges chunk by chunk (a column may span several Data chunks).
     let bytes = 0;
     const loc = locate(vec, indices);
-    for (let i = 0; i < n; i++) { const d = vec.data[loc.chunk[i]]; const o = d.valueOffsets as Int32Array; bytes += o[loc.row[i] + 1] - o[loc.row[i]]; }
+    for (let i = 0; i < n; i++) {
+      const d = vec.data[loc.chunk[i]];
+      const o = d.valueOffsets as Int32Array;
+      bytes += o[loc.row[i] + 1] - o[loc.row[i]];
+    }
     const offsets = new Int32Array(n + 1);
     const values = new Uint8Array(bytes);
     let pos = 0;
     for (let i = 0; i < n; i++) {
       const d = vec.data[loc.chunk[i]];
-      const o = d.valueOffsets as Int32Array, r = loc.row[i];
-      const start = o[r], end = o[r + 1];
+      const o = d.valueOffsets as Int32Array,
+        r = loc.row[i];
+      const start = o[r],
+        end = o[r + 1];
       values.set((d.values as Uint8Array).subarray(start, end), pos);
       pos += end - start;
       offsets[i + 1] = pos;
@@ -330,19 +380,31 @@ function takeColumn(vec: Vector, indices: ArrayLike<number>, field: Field): Data
   const b = makeBuilder({ type: field.type, nullValues: [null, undefined] });
   for (let i = 0; i < n; i++) {
     const v = vec.get(indices[i]);
-    b.append(v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function' ? Array.from((v as Vector).toArray() as ArrayLike<unknown>) : v);
+    b.append(
+      v !== null && typeof v === 'object' && typeof (v as { toArray?: unknown }).toArray === 'function'
+        ? Array.from((v as Vector).toArray() as ArrayLike<unknown>)
+        : v,
+    );
   }
   return b.finish().flush();
 }
 
 /** Chunk and in-chunk row of each index (indices ascending or not). */
 function locate(vec: Vector, indices: ArrayLike<number>): { chunk: Int32Array; row: Int32Array } {
-  const n = indices.length, chunk = new Int32Array(n), row = new Int32Array(n);
+  const n = indices.length,
+    chunk = new Int32Array(n),
+    row = new Int32Array(n);
   // Sliced Data has its offset and value buffers already cut to the slice, so rows index them directly.
-  if (vec.data.length === 1) { for (let i = 0; i < n; i++) row[i] = indices[i]; return { chunk, row }; }
+  if (vec.data.length === 1) {
+    for (let i = 0; i < n; i++) row[i] = indices[i];
+    return { chunk, row };
+  }
   const starts: number[] = [];
   let s = 0;
-  for (const d of vec.data) { starts.push(s); s += d.length; }
+  for (const d of vec.data) {
+    starts.push(s);
+    s += d.length;
+  }
   for (let i = 0; i < n; i++) {
     let c = starts.length - 1;
     while (starts[c] > indices[i]) c--;

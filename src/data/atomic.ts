@@ -44,7 +44,10 @@ export class AtomicFile {
       let n = writevSync(this.fd, views);
       const rest: Uint8Array[] = [];
       for (const v of views) {
-        if (n >= v.byteLength) { n -= v.byteLength; continue; }
+        if (n >= v.byteLength) {
+          n -= v.byteLength;
+          continue;
+        }
         rest.push(n > 0 ? v.subarray(n) : v);
         n = 0;
       }
@@ -71,7 +74,11 @@ export class AtomicFile {
   /** Discards everything written; safe to call more than once. */
   abort(): void {
     if (this.fd !== null) {
-      try { closeSync(this.fd); } catch { /* already failing; the temp file is removed below */ }
+      try {
+        closeSync(this.fd);
+      } catch {
+        /* already failing; the temp file is removed below */
+      }
       this.fd = null;
     }
     rmSync(this.tempPath, { force: true });
@@ -84,7 +91,9 @@ function syncDir(dir: string): void {
   try {
     fd = openSync(dir, 'r');
     fsyncSync(fd);
-  } catch { /* best effort */ } finally {
+  } catch {
+    /* best effort */
+  } finally {
     if (fd !== null) closeSync(fd);
   }
 }
@@ -100,4 +109,3 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   }
   f.commit();
 }
-

@@ -58,21 +58,23 @@ export interface DedupeConfig {
   /** Exact duplicates on the normalized key. Default true. */
   exact?: boolean;
   /** Near duplicates by MinHash + LSH. Default enabled with the defaults below; false turns it off. */
-  near?: false | {
-    /** Default 'word'. */
-    shingle?: 'char' | 'word';
-    /** Shingle size in characters or words. Default 5 for char, 3 for word. */
-    size?: number;
-    /** Signature length. Default 128. */
-    numPerm?: number;
-    /** LSH bands × rows ≤ numPerm. Default: minimises 0.1·false-candidate + 0.9·missed-pair area around the threshold (candidates are verified, so recall is favoured). */
-    bands?: number;
-    rows?: number;
-    /** Estimated Jaccard needed to call two rows near duplicates. Default 0.8. */
-    threshold?: number;
-    /** Seed of the hash permutations. Default 0. */
-    seed?: number;
-  };
+  near?:
+    | false
+    | {
+        /** Default 'word'. */
+        shingle?: 'char' | 'word';
+        /** Shingle size in characters or words. Default 5 for char, 3 for word. */
+        size?: number;
+        /** Signature length. Default 128. */
+        numPerm?: number;
+        /** LSH bands × rows ≤ numPerm. Default: minimises 0.1·false-candidate + 0.9·missed-pair area around the threshold (candidates are verified, so recall is favoured). */
+        bands?: number;
+        rows?: number;
+        /** Estimated Jaccard needed to call two rows near duplicates. Default 0.8. */
+        threshold?: number;
+        /** Seed of the hash permutations. Default 0. */
+        seed?: number;
+      };
   /** Column holding the label, checked for conflicts. Default 'label' when present. */
   labelColumn?: string;
   /** What to do when duplicates disagree on the label. Default 'keep-first'. */

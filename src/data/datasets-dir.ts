@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 function candidates(env: NodeJS.ProcessEnv): string[] {
   const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  return [env.TEMPERED_DATASETS, join(repo, '..', 'shared', 'datasets'), join(repo, 'shared', 'datasets'), '/work/shared/datasets'].filter((c): c is string => !!c);
+  return [env.TEMPERED_DATASETS, join(repo, '..', 'shared', 'datasets'), join(repo, 'shared', 'datasets'), '/work/shared/datasets'].filter(
+    (c): c is string => !!c,
+  );
 }
 
 /** The datasets folder, or undefined when none of the candidates holds it. */

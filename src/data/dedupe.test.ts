@@ -48,28 +48,56 @@ const variants = [
 ];
 
 test('exact duplicates on the normalized key, with a clusters table', async () => {
-  const { report, kept, clusters } = await run(variants.map((text) => ({ text, label: 'a' })), { near: false });
+  const { report, kept, clusters } = await run(
+    variants.map((text) => ({ text, label: 'a' })),
+    { near: false },
+  );
   assert.equal(report.rowsIn, 8);
   assert.equal(report.exactRemoved, 5);
   assert.equal(report.rowsOut, 3);
   assert.equal(report.clusters, 1);
   assert.equal(report.largestCluster, 6);
-  assert.deepEqual(kept.map((r) => r.text), [variants[0], variants[6], variants[7]]);
-  assert.deepEqual(kept.map((r) => r._cluster), [0, 1, 2]); // dense ids in order of first appearance
-  assert.deepEqual(clusters.map((c) => [c.cluster_id, c.member_row, c.member_hash, c.kept, c.reason]), [
-    [0, 0, 'h0', true, 'exact'], [0, 1, 'h1', false, 'exact'], [0, 2, 'h2', false, 'exact'],
-    [0, 3, 'h3', false, 'exact'], [0, 4, 'h4', false, 'exact'], [0, 5, 'h5', false, 'exact'],
-  ]);
+  assert.deepEqual(
+    kept.map((r) => r.text),
+    [variants[0], variants[6], variants[7]],
+  );
+  assert.deepEqual(
+    kept.map((r) => r._cluster),
+    [0, 1, 2],
+  ); // dense ids in order of first appearance
+  assert.deepEqual(
+    clusters.map((c) => [c.cluster_id, c.member_row, c.member_hash, c.kept, c.reason]),
+    [
+      [0, 0, 'h0', true, 'exact'],
+      [0, 1, 'h1', false, 'exact'],
+      [0, 2, 'h2', false, 'exact'],
+      [0, 3, 'h3', false, 'exact'],
+      [0, 4, 'h4', false, 'exact'],
+      [0, 5, 'h5', false, 'exact'],
+    ],
+  );
 });
 
 test('switching normalization steps off un-merges exactly the matching variants', async () => {
-  const off = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } });
+  const off = await run(
+    variants.map((text) => ({ text, label: 'a' })),
+    { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } },
+  );
   assert.equal(off.report.exactRemoved, 0);
-  const noZw = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { zeroWidth: false } });
+  const noZw = await run(
+    variants.map((text) => ({ text, label: 'a' })),
+    { near: false, normalize: { zeroWidth: false } },
+  );
   assert.equal(noZw.report.exactRemoved, 4); // only row 3 stays apart
-  const noCase = await run(variants.map((text) => ({ text, label: 'a' })), { near: false, normalize: { casefold: false } });
+  const noCase = await run(
+    variants.map((text) => ({ text, label: 'a' })),
+    { near: false, normalize: { casefold: false } },
+  );
   // Without case folding: 0 ('Find…') stands with none; 1,2 ('fi'/'Ｆ'…) → 'ﬁnd'→'find', 'Ｆｉｎｄ'→'Find' so 2 joins 0; 3,5 join 1.
-  assert.deepEqual(noCase.kept.map((r) => r.text), [variants[0], variants[1], variants[4], variants[6], variants[7]]);
+  assert.deepEqual(
+    noCase.kept.map((r) => r.text),
+    [variants[0], variants[1], variants[4], variants[6], variants[7]],
+  );
   assert.equal(noCase.report.exactRemoved, 3);
 });
 
@@ -98,7 +126,8 @@ test('near duplicates: planted pairs are clustered, unrelated rows are not', asy
   const keptIdx = new Set(kept.map((r) => Number(String(r._hash).slice(1))));
   for (const [dup, src] of partner) {
     assert.ok(!keptIdx.has(dup), `planted duplicate ${dup} was kept`);
-    const cd = clusters.find((c) => c.member_row === dup)!, cs = clusters.find((c) => c.member_row === src)!;
+    const cd = clusters.find((c) => c.member_row === dup)!,
+      cs = clusters.find((c) => c.member_row === src)!;
     assert.equal(cd.cluster_id, cs.cluster_id);
     assert.equal(cd.reason, 'near');
   }
@@ -125,38 +154,71 @@ const conflictRows = [
 
 test('label conflicts: keep-first, drop-all, majority', async () => {
   const first = await run(conflictRows, { near: false, conflicts: 'keep-first' });
-  assert.deepEqual(first.kept.map((r) => [r.text, r.label]), [['win a prize now', 'ham'], ['unique row', 'ham']]);
+  assert.deepEqual(
+    first.kept.map((r) => [r.text, r.label]),
+    [
+      ['win a prize now', 'ham'],
+      ['unique row', 'ham'],
+    ],
+  );
   assert.deepEqual([first.report.exactRemoved, first.report.conflictsRemoved, first.report.conflictCount], [0, 2, 1]);
   assert.deepEqual(first.report.conflicts, [{ cluster: 0, reason: 'exact', labels: { ham: 1, spam: 2 }, kept: 'ham' }]);
   assert.ok(first.clusters.every((c) => c.conflict === true));
 
   const drop = await run(conflictRows, { near: false, conflicts: 'drop-all' });
-  assert.deepEqual(drop.kept.map((r) => r.text), ['unique row']);
+  assert.deepEqual(
+    drop.kept.map((r) => r.text),
+    ['unique row'],
+  );
   assert.equal(drop.report.conflictsRemoved, 3);
   assert.equal(drop.report.conflicts[0].kept, null);
 
   const maj = await run(conflictRows, { near: false, conflicts: 'majority' });
-  assert.deepEqual(maj.kept.map((r) => [r.text, r.label, r._cluster]), [['WIN a prize now', 'spam', 0], ['unique row', 'ham', 1]]);
+  assert.deepEqual(
+    maj.kept.map((r) => [r.text, r.label, r._cluster]),
+    [
+      ['WIN a prize now', 'spam', 0],
+      ['unique row', 'ham', 1],
+    ],
+  );
   assert.deepEqual([maj.report.exactRemoved, maj.report.conflictsRemoved], [1, 1]);
-  for (const r of [first, drop, maj]) assert.equal(r.report.rowsIn, r.report.rowsOut + r.report.exactRemoved + r.report.nearRemoved + r.report.conflictsRemoved);
+  for (const r of [first, drop, maj])
+    assert.equal(r.report.rowsIn, r.report.rowsOut + r.report.exactRemoved + r.report.nearRemoved + r.report.conflictsRemoved);
 });
 
 test('config errors name the field and leave nothing behind', async () => {
   const { dir, path } = table([{ text: 'a', label: 'b' }]);
   const o = { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') };
   await assert.rejects(dedupe(path, { columns: ['nope'] }, o), (e: unknown) => e instanceof InputError && e.where === 'columns');
-  await assert.rejects(dedupe(path, { near: { bands: 20, rows: 10 } }, o), (e: unknown) => e instanceof InputError && e.where === 'near.bands');
-  await assert.rejects(dedupe(path, { near: { threshold: 0 } }, o), (e: unknown) => e instanceof InputError && e.where === 'near.threshold');
+  await assert.rejects(
+    dedupe(path, { near: { bands: 20, rows: 10 } }, o),
+    (e: unknown) => e instanceof InputError && e.where === 'near.bands',
+  );
+  await assert.rejects(
+    dedupe(path, { near: { threshold: 0 } }, o),
+    (e: unknown) => e instanceof InputError && e.where === 'near.threshold',
+  );
   await assert.rejects(dedupe(path, { labelColumn: 'x' }, o), (e: unknown) => e instanceof InputError && e.where === 'labelColumn');
   assert.deepEqual(readdirSync(dir), ['in.arrow']);
 });
 
 test('real data: sms_spam accounting, 403 raw exact copies, byte-identical reruns', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dedupe-sms-'));
-  await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, { baseDir: datasetsDir(), outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') });
-  const raw = await dedupe(join(dir, 'in.arrow'), { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } }, { outPath: join(dir, 'raw.arrow'), clustersPath: join(dir, 'raw.c.arrow') });
+  await ingest(
+    { path: 'sms_spam/sms_spam.jsonl', task: 'classification' },
+    { baseDir: datasetsDir(), outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') },
+  );
+  const raw = await dedupe(
+    join(dir, 'in.arrow'),
+    { near: false, normalize: { nfkc: false, casefold: false, whitespace: false, zeroWidth: false } },
+    { outPath: join(dir, 'raw.arrow'), clustersPath: join(dir, 'raw.c.arrow') },
+  );
   assert.deepEqual([raw.rowsOut, raw.exactRemoved, raw.clusters, raw.conflictCount], [5171, 403, 281, 0]);
-  const norm = await dedupe(join(dir, 'in.arrow'), { near: false }, { outPath: join(dir, 'n.arrow'), clustersPath: join(dir, 'n.c.arrow') });
+  const norm = await dedupe(
+    join(dir, 'in.arrow'),
+    { near: false },
+    { outPath: join(dir, 'n.arrow'), clustersPath: join(dir, 'n.c.arrow') },
+  );
   assert.ok(norm.exactRemoved >= 414, `normalized exact removals ${norm.exactRemoved}`); // README: 414 after trimming alone
   const outs = [];
   for (const k of ['a', 'b']) {
@@ -177,11 +239,20 @@ test('pairs compare both texts; an empty table gives empty outputs', async () =>
   const dir = mkdtempSync(join(tmpdir(), 'dedupe-pairs-'));
   const path = join(dir, 'in.arrow');
   const w = new ArrowTableWriter(path, { text_a: 'utf8', text_b: 'utf8', label: 'utf8' });
-  for (const [a, b] of [['x y', 'z'], ['X  y', 'Z'], ['z', 'x y'], ['x y', 'w']]) w.push({ text_a: a, text_b: b, label: 'same' });
+  for (const [a, b] of [
+    ['x y', 'z'],
+    ['X  y', 'Z'],
+    ['z', 'x y'],
+    ['x y', 'w'],
+  ])
+    w.push({ text_a: a, text_b: b, label: 'same' });
   w.close();
   const r = await dedupe(path, { near: false }, { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') });
   assert.deepEqual([r.rowsOut, r.exactRemoved], [3, 1]);
-  assert.deepEqual((await readAll(join(dir, 'o.arrow'))).map((x) => `${x.text_a}|${x.text_b}`), ['x y|z', 'z|x y', 'x y|w']);
+  assert.deepEqual(
+    (await readAll(join(dir, 'o.arrow'))).map((x) => `${x.text_a}|${x.text_b}`),
+    ['x y|z', 'z|x y', 'x y|w'],
+  );
 
   const ePath = join(dir, 'empty.arrow');
   new ArrowTableWriter(ePath, { text: 'utf8', label: 'utf8' }).close();
@@ -194,28 +265,55 @@ test('near dedupe agrees with brute-force Jaccard on real text (sms_spam, first 
   const dir = mkdtempSync(join(tmpdir(), 'dedupe-bf-'));
   const src = join(dir, 'src.jsonl');
   const { writeFileSync } = await import('node:fs');
-  writeFileSync(src, readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8').split('\n').slice(0, 1500).join('\n'));
-  await ingest({ path: 'src.jsonl', task: 'classification' }, { baseDir: dir, outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') });
+  writeFileSync(
+    src,
+    readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8')
+      .split('\n')
+      .slice(0, 1500)
+      .join('\n'),
+  );
+  await ingest(
+    { path: 'src.jsonl', task: 'classification' },
+    { baseDir: dir, outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') },
+  );
   const threshold = 0.7;
-  await dedupe(join(dir, 'in.arrow'), { exact: false, near: { shingle: 'char', size: 5, threshold, seed: 4 } }, { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') });
+  await dedupe(
+    join(dir, 'in.arrow'),
+    { exact: false, near: { shingle: 'char', size: 5, threshold, seed: 4 } },
+    { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') },
+  );
   const rows = await readAll(join(dir, 'in.arrow'));
   const { makeNormalizer } = await import('./normalize.ts');
   const { shingleHashes } = await import('./minhash.ts');
   const norm = makeNormalizer();
   const sets = rows.map((r) => Uint32Array.from(new Set(shingleHashes(norm(String(r.text)), 'char', 5))).sort());
   const jac = (a: Uint32Array, b: Uint32Array) => {
-    let i = 0, j = 0, inter = 0;
-    while (i < a.length && j < b.length) { if (a[i] === b[j]) { inter++; i++; j++; } else if (a[i] < b[j]) i++; else j++; }
+    let i = 0,
+      j = 0,
+      inter = 0;
+    while (i < a.length && j < b.length) {
+      if (a[i] === b[j]) {
+        inter++;
+        i++;
+        j++;
+      } else if (a[i] < b[j]) i++;
+      else j++;
+    }
     return inter / (a.length + b.length - inter);
   };
   const clusterOf = new Map<number, number>();
   for (const c of await readAll(join(dir, 'c.arrow'))) clusterOf.set(c.member_row as number, c.cluster_id as number);
   const same = (a: number, b: number) => clusterOf.has(a) && clusterOf.get(a) === clusterOf.get(b);
-  let pairsAbove = 0, found = 0, falsePairs = 0;
+  let pairsAbove = 0,
+    found = 0,
+    falsePairs = 0;
   for (let a = 0; a < sets.length; a++) {
     for (let b = a + 1; b < sets.length; b++) {
       const j = jac(sets[a], sets[b]);
-      if (j >= 0.85) { pairsAbove++; if (same(a, b)) found++; }
+      if (j >= 0.85) {
+        pairsAbove++;
+        if (same(a, b)) found++;
+      }
       // Directly linked clusters can chain, but two rows far below threshold in one cluster with
       // nothing between them would be a false link: count pairs in one 2-member cluster.
       if (j < 0.5 && same(a, b) && [...clusterOf.values()].filter((x) => x === clusterOf.get(a)).length === 2) falsePairs++;

@@ -23,34 +23,54 @@ export interface DedupeOptions {
   onProgress?: (p: { rows: number; fraction?: number }) => void;
 }
 
-export const CLUSTER_COLUMNS = arrowSchema({ cluster_id: 'int32', member_row: 'int32', member_hash: 'utf8', kept: 'bool', reason: 'utf8', conflict: 'bool' });
+export const CLUSTER_COLUMNS = arrowSchema({
+  cluster_id: 'int32',
+  member_row: 'int32',
+  member_hash: 'utf8',
+  kept: 'bool',
+  reason: 'utf8',
+  conflict: 'bool',
+});
 
 /** Column sets dedupe compares by default, first match wins. */
 const DEFAULT_TEXT_COLUMNS = [['text'], ['text_a', 'text_b'], ['prompt', 'response']];
 
 export interface ResolvedNear {
-  shingle: ShingleKind; size: number; numPerm: number; bands: number; rows: number; threshold: number; seed: number;
+  shingle: ShingleKind;
+  size: number;
+  numPerm: number;
+  bands: number;
+  rows: number;
+  threshold: number;
+  seed: number;
 }
 
 export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
   if (near === false) return null;
   const n = near ?? {};
   const shingle = n.shingle ?? 'word';
-  if (shingle !== 'char' && shingle !== 'word') throw new InputError(`near.shingle must be 'char' or 'word', got ${JSON.stringify(shingle)}`, { where: 'near.shingle' });
+  if (shingle !== 'char' && shingle !== 'word')
+    throw new InputError(`near.shingle must be 'char' or 'word', got ${JSON.stringify(shingle)}`, { where: 'near.shingle' });
   const size = n.size ?? (shingle === 'char' ? 5 : 3);
   const numPerm = n.numPerm ?? 128;
   const threshold = n.threshold ?? 0.8;
   const seed = n.seed ?? 0;
-  if (!Number.isInteger(size) || size < 1) throw new InputError(`near.size must be a positive integer, got ${size}`, { where: 'near.size' });
-  if (!Number.isInteger(numPerm) || numPerm < 1 || numPerm > 1024) throw new InputError(`near.numPerm must be an integer in [1, 1024], got ${numPerm}`, { where: 'near.numPerm' });
-  if (!(threshold > 0 && threshold <= 1)) throw new InputError(`near.threshold must be in (0, 1], got ${threshold}`, { where: 'near.threshold' });
+  if (!Number.isInteger(size) || size < 1)
+    throw new InputError(`near.size must be a positive integer, got ${size}`, { where: 'near.size' });
+  if (!Number.isInteger(numPerm) || numPerm < 1 || numPerm > 1024)
+    throw new InputError(`near.numPerm must be an integer in [1, 1024], got ${numPerm}`, { where: 'near.numPerm' });
+  if (!(threshold > 0 && threshold <= 1))
+    throw new InputError(`near.threshold must be in (0, 1], got ${threshold}`, { where: 'near.threshold' });
   if (!Number.isInteger(seed)) throw new InputError(`near.seed must be an integer, got ${seed}`, { where: 'near.seed' });
-  let bands = n.bands, rows = n.rows;
+  let bands = n.bands,
+    rows = n.rows;
   if (bands === undefined && rows === undefined) ({ bands, rows } = optimalBands(threshold, numPerm, 0.1, 0.9));
   else if (bands === undefined) bands = Math.floor(numPerm / rows!);
   else if (rows === undefined) rows = Math.floor(numPerm / bands);
   if (!Number.isInteger(bands) || !Number.isInteger(rows) || bands! < 1 || rows! < 1 || bands! * rows! > numPerm) {
-    throw new InputError(`near.bands × near.rows must be positive integers with product ≤ numPerm (${numPerm}), got ${bands} × ${rows}`, { where: 'near.bands' });
+    throw new InputError(`near.bands × near.rows must be positive integers with product ≤ numPerm (${numPerm}), got ${bands} × ${rows}`, {
+      where: 'near.bands',
+    });
   }
   return { shingle, size, numPerm, bands: bands!, rows: rows!, threshold, seed };
 }
@@ -60,16 +80,22 @@ function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label
   let text = cfg.columns;
   if (text === undefined) {
     text = DEFAULT_TEXT_COLUMNS.find((set) => set.every((c) => names.has(c)));
-    if (!text) throw new InputError(`table has none of the default text columns (text | text_a+text_b | prompt+response); columns are ${[...names].join(', ')}`, { where: 'columns', hint: 'set columns: [...]' });
+    if (!text)
+      throw new InputError(
+        `table has none of the default text columns (text | text_a+text_b | prompt+response); columns are ${[...names].join(', ')}`,
+        { where: 'columns', hint: 'set columns: [...]' },
+      );
   }
   if (text.length === 0) throw new InputError('columns must name at least one column', { where: 'columns' });
   for (const c of text) {
     const f = schema.fields.find((x) => x.name === c);
     if (!f) throw new InputError(`column ${JSON.stringify(c)} is not in the table (${[...names].join(', ')})`, { where: 'columns' });
-    if (!DataType.isUtf8(f.type)) throw new InputError(`column ${JSON.stringify(c)} is ${f.type}, expected Utf8 text`, { where: 'columns' });
+    if (!DataType.isUtf8(f.type))
+      throw new InputError(`column ${JSON.stringify(c)} is ${f.type}, expected Utf8 text`, { where: 'columns' });
   }
   let label: string | null = cfg.labelColumn ?? (names.has('label') ? 'label' : null);
-  if (cfg.labelColumn !== undefined && !names.has(cfg.labelColumn)) throw new InputError(`labelColumn ${JSON.stringify(cfg.labelColumn)} is not in the table`, { where: 'labelColumn' });
+  if (cfg.labelColumn !== undefined && !names.has(cfg.labelColumn))
+    throw new InputError(`labelColumn ${JSON.stringify(cfg.labelColumn)} is not in the table`, { where: 'labelColumn' });
   if (label !== null && !DataType.isUtf8(schema.fields.find((f) => f.name === label)!.type)) label = null;
   return { text, label };
 }
@@ -85,7 +111,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   const near = resolveNear(cfg.near);
   const exact = cfg.exact ?? true;
   const policy = cfg.conflicts ?? 'keep-first';
-  if (!['keep-first', 'drop-all', 'majority'].includes(policy)) throw new InputError(`conflicts must be 'keep-first', 'drop-all' or 'majority', got ${JSON.stringify(policy)}`, { where: 'conflicts' });
+  if (!['keep-first', 'drop-all', 'majority'].includes(policy))
+    throw new InputError(`conflicts must be 'keep-first', 'drop-all' or 'majority', got ${JSON.stringify(policy)}`, { where: 'conflicts' });
   const normalize = makeNormalizer(cfg.normalize);
 
   // ---- pass 1: per-row state ----
@@ -100,7 +127,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   // 16-bit signatures: half the memory of the largest per-row state, see minhash.ts `Signatures`.
   const sigs = new Growable<Uint16Array>(Uint16Array, near ? near.numPerm * 1024 : 1);
   const rowOfSig = new Growable<Int32Array>(Int32Array);
-  let nearCandidates = 0, nearVerified = 0;
+  let nearCandidates = 0,
+    nearVerified = 0;
 
   let row = 0;
   for await (const batch of readArrowBatches(inPath)) {
@@ -112,7 +140,11 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
       for (let c = 1; c < cols.length; c++) key += '\u0000' + normalize(cols[c][i]);
       if (labels) {
         let id = labelIndex.get(labels[i]);
-        if (id === undefined) { id = labelNames.length; labelNames.push(labels[i]); labelIndex.set(labels[i], id); }
+        if (id === undefined) {
+          id = labelNames.length;
+          labelNames.push(labels[i]);
+          labelIndex.set(labels[i], id);
+        }
         labelIds.push(id);
       }
       if (exact) {
@@ -126,7 +158,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
         exactFirst.set(k, row);
       }
       exactOf.push(row);
-      if (near && key.length > cols.length - 1) { // not every column empty
+      if (near && key.length > cols.length - 1) {
+        // not every column empty
         const sigId = rowOfSig.length;
         rowOfSig.push(row);
         sigs.reserve(near.numPerm);
@@ -157,13 +190,21 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   // ---- clusters and policy ----
   const root = new Int32Array(n);
   const size = new Int32Array(n);
-  for (let i = 0; i < n; i++) { root[i] = uf.find(i); size[root[i]]++; }
+  for (let i = 0; i < n; i++) {
+    root[i] = uf.find(i);
+    size[root[i]]++;
+  }
   const clusterId = new Int32Array(n);
-  let nextId = 0, clusters = 0, largest = n > 0 ? 1 : 0;
+  let nextId = 0,
+    clusters = 0,
+    largest = n > 0 ? 1 : 0;
   for (let i = 0; i < n; i++) {
     if (root[i] === i) {
       clusterId[i] = nextId++;
-      if (size[i] > 1) { clusters++; largest = Math.max(largest, size[i]); }
+      if (size[i] > 1) {
+        clusters++;
+        largest = Math.max(largest, size[i]);
+      }
     }
   }
   /** Kept row per root (-1: whole cluster dropped); only roots of multi-row clusters differ from themselves. */
@@ -203,7 +244,12 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
       if (conflicts.length < 20) {
         const labels: Record<string, number> = {};
         for (const [l, e] of [...m].sort((a, b) => (labelNames[a[0]] < labelNames[b[0]] ? -1 : 1))) labels[labelNames[l]] = e.count;
-        conflicts.push({ cluster: clusterId[r], reason: clusterNear[r] ? 'near' : 'exact', labels, kept: kept === -1 ? null : labelNames[labelIds.data[kept]] });
+        conflicts.push({
+          cluster: clusterId[r],
+          reason: clusterNear[r] ? 'near' : 'exact',
+          labels,
+          kept: kept === -1 ? null : labelNames[labelIds.data[kept]],
+        });
       }
     }
   }
@@ -212,7 +258,10 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   const outSchema = new Schema([...outFields, new Field('_cluster', new Int32(), false)]);
   const out = new ArrowTableWriter(opts.outPath, outSchema);
   let clustersOut: ArrowTableWriter | null = null;
-  let exactRemoved = 0, nearRemoved = 0, conflictsRemoved = 0, rowsOut = 0;
+  let exactRemoved = 0,
+    nearRemoved = 0,
+    conflictsRemoved = 0,
+    rowsOut = 0;
   try {
     clustersOut = new ArrowTableWriter(opts.clustersPath, CLUSTER_COLUMNS);
     const hasHash = schema.fields.some((f) => f.name === '_hash' && DataType.isUtf8(f.type));
@@ -221,19 +270,33 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
       const keep: number[] = [];
       const hashes = hasHash ? stringColumn(batch, '_hash') : null;
       for (let i = 0; i < batch.numRows; i++) {
-        const g = base + i, r = root[g], kept = keptOf[r];
+        const g = base + i,
+          r = root[g],
+          kept = keptOf[r];
         const isKept = kept === g;
         let reason: 'exact' | 'near' = exactOf.data[g] === exactOf.data[kept === -1 ? r : kept] ? 'exact' : 'near';
-        if (isKept) { keep.push(i); reason = clusterNear[r] ? 'near' : 'exact'; }
-        else if (conflictRoot[r] && (kept === -1 || labelIds.data[g] !== labelIds.data[kept])) conflictsRemoved++;
+        if (isKept) {
+          keep.push(i);
+          reason = clusterNear[r] ? 'near' : 'exact';
+        } else if (conflictRoot[r] && (kept === -1 || labelIds.data[g] !== labelIds.data[kept])) conflictsRemoved++;
         else if (reason === 'exact') exactRemoved++;
         else nearRemoved++;
-        if (size[r] > 1) clustersOut.push({ cluster_id: clusterId[r], member_row: g, member_hash: hashes ? hashes[i] : '', kept: isKept, reason, conflict: conflictRoot[r] === 1 });
+        if (size[r] > 1)
+          clustersOut.push({
+            cluster_id: clusterId[r],
+            member_row: g,
+            member_hash: hashes ? hashes[i] : '',
+            kept: isKept,
+            reason,
+            conflict: conflictRoot[r] === 1,
+          });
       }
       if (keep.length > 0) {
         const ids = new Int32Array(keep.length);
         for (let k = 0; k < keep.length; k++) ids[k] = clusterId[root[base + keep[k]]];
-        out.writeRecordBatch(takeRows(batch, keep, out.schema, [makeData({ type: new Int32(), length: ids.length, nullCount: 0, data: ids })]));
+        out.writeRecordBatch(
+          takeRows(batch, keep, out.schema, [makeData({ type: new Int32(), length: ids.length, nullCount: 0, data: ids })]),
+        );
         rowsOut += keep.length;
       }
       base += batch.numRows;
@@ -247,7 +310,17 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
     throw e;
   }
   return {
-    kind: 'dedupe', rowsIn: n, rowsOut, exactRemoved, nearRemoved, conflictsRemoved, clusters, largestCluster: largest,
-    conflicts, conflictCount, nearCandidates, nearVerified,
+    kind: 'dedupe',
+    rowsIn: n,
+    rowsOut,
+    exactRemoved,
+    nearRemoved,
+    conflictsRemoved,
+    clusters,
+    largestCluster: largest,
+    conflicts,
+    conflictCount,
+    nearCandidates,
+    nearVerified,
   };
 }

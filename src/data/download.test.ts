@@ -14,7 +14,13 @@ const sha = createHash('sha256').update(body).digest('hex');
 
 async function serve(): Promise<{ server: Server; base: string }> {
   const server = createServer((req, res) => {
-    if (req.url === '/data/train.jsonl') { res.writeHead(200); res.end(body); } else { res.writeHead(404); res.end('nope'); }
+    if (req.url === '/data/train.jsonl') {
+      res.writeHead(200);
+      res.end(body);
+    } else {
+      res.writeHead(404);
+      res.end('nope');
+    }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const addr = server.address() as { port: number };
@@ -34,9 +40,18 @@ test('URL source: downloaded, verified against sha256, provenance is the URL, te
     const wrong = 'f'.repeat(64);
     const empty = mkdtempSync(join(tmpdir(), 'dl-'));
     const o2 = { ...opts, outPath: join(empty, 'o.arrow'), quarantinePath: join(empty, 'q.arrow') };
-    await assert.rejects(ingest({ path: `${base}/data/train.jsonl`, sha256: wrong, task: 'classification' }, o2), (e: unknown) => e instanceof InputError && e.where === 'sha256' && e.message.includes(sha));
-    await assert.rejects(ingest({ path: `${base}/data/train.jsonl`, task: 'classification' }, o2), (e: unknown) => e instanceof InputError && e.where === 'sha256');
-    await assert.rejects(ingest({ path: `${base}/missing.jsonl`, sha256: sha, task: 'classification' }, o2), (e: unknown) => e instanceof InputError && /404/.test(e.message));
+    await assert.rejects(
+      ingest({ path: `${base}/data/train.jsonl`, sha256: wrong, task: 'classification' }, o2),
+      (e: unknown) => e instanceof InputError && e.where === 'sha256' && e.message.includes(sha),
+    );
+    await assert.rejects(
+      ingest({ path: `${base}/data/train.jsonl`, task: 'classification' }, o2),
+      (e: unknown) => e instanceof InputError && e.where === 'sha256',
+    );
+    await assert.rejects(
+      ingest({ path: `${base}/missing.jsonl`, sha256: sha, task: 'classification' }, o2),
+      (e: unknown) => e instanceof InputError && /404/.test(e.message),
+    );
     assert.deepEqual(readdirSync(empty), []);
   } finally {
     server.close();
@@ -44,37 +59,86 @@ test('URL source: downloaded, verified against sha256, provenance is the URL, te
 });
 
 /** A loopback server whose routes are small handlers; returns its base URL. */
-async function serveRoutes(routes: Record<string, (res: import('node:http').ServerResponse) => void>): Promise<{ server: Server; base: string }> {
+async function serveRoutes(
+  routes: Record<string, (res: import('node:http').ServerResponse) => void>,
+): Promise<{ server: Server; base: string }> {
   const server = createServer((req, res) => {
     const h = routes[req.url ?? ''];
-    if (h) h(res); else { res.writeHead(404); res.end(); }
+    if (h) h(res);
+    else {
+      res.writeHead(404);
+      res.end();
+    }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
 }
 
 test('downloads follow redirects within the origin only, cap the size and give up on a stalled body', { timeout: 60_000 }, async () => {
-  const other = await serveRoutes({ '/data.jsonl': (res) => { res.writeHead(200); res.end(body); } });
+  const other = await serveRoutes({
+    '/data.jsonl': (res) => {
+      res.writeHead(200);
+      res.end(body);
+    },
+  });
   const stalls: import('node:http').ServerResponse[] = [];
   const { server, base } = await serveRoutes({
-    '/data.jsonl': (res) => { res.writeHead(200); res.end(body); },
-    '/moved': (res) => { res.writeHead(302, { location: '/data.jsonl' }); res.end(); },
-    '/away': (res) => { res.writeHead(302, { location: `${other.base}/data.jsonl` }); res.end(); },
-    '/loop': (res) => { res.writeHead(302, { location: '/loop' }); res.end(); },
-    '/big': (res) => { res.writeHead(200, { 'content-length': String(10_000) }); res.end('x'.repeat(10_000)); },
-    '/endless': (res) => { res.writeHead(200); res.write('x'.repeat(6000)); res.end('x'.repeat(6000)); },
-    '/stall': (res) => { res.writeHead(200); res.write('{"text"'); stalls.push(res); },
+    '/data.jsonl': (res) => {
+      res.writeHead(200);
+      res.end(body);
+    },
+    '/moved': (res) => {
+      res.writeHead(302, { location: '/data.jsonl' });
+      res.end();
+    },
+    '/away': (res) => {
+      res.writeHead(302, { location: `${other.base}/data.jsonl` });
+      res.end();
+    },
+    '/loop': (res) => {
+      res.writeHead(302, { location: '/loop' });
+      res.end();
+    },
+    '/big': (res) => {
+      res.writeHead(200, { 'content-length': String(10_000) });
+      res.end('x'.repeat(10_000));
+    },
+    '/endless': (res) => {
+      res.writeHead(200);
+      res.write('x'.repeat(6000));
+      res.end('x'.repeat(6000));
+    },
+    '/stall': (res) => {
+      res.writeHead(200);
+      res.write('{"text"');
+      stalls.push(res);
+    },
   });
   try {
     const dir = mkdtempSync(join(tmpdir(), 'dl-'));
     const got = await downloadVerified(`${base}/moved`, sha, dir);
     assert.equal(got.bytes, body.length);
     rmSync(got.path);
-    await assert.rejects(downloadVerified(`${base}/away`, sha, dir), (e: unknown) => e instanceof InputError && e.message.includes('another origin'));
-    await assert.rejects(downloadVerified(`${base}/loop`, sha, dir), (e: unknown) => e instanceof InputError && /redirects more than 5 times/.test(e.message));
-    await assert.rejects(downloadVerified(`${base}/big`, sha, dir, { maxBytes: 5000 }), (e: unknown) => e instanceof InputError && /larger than the 5000-byte download limit/.test(e.message));
-    await assert.rejects(downloadVerified(`${base}/endless`, sha, dir, { maxBytes: 5000 }), (e: unknown) => e instanceof InputError && /larger than the 5000-byte/.test(e.message));
-    await assert.rejects(downloadVerified(`${base}/stall`, sha, dir, { idleMs: 300 }), (e: unknown) => e instanceof DownloadStalled && !(e instanceof InputError));
+    await assert.rejects(
+      downloadVerified(`${base}/away`, sha, dir),
+      (e: unknown) => e instanceof InputError && e.message.includes('another origin'),
+    );
+    await assert.rejects(
+      downloadVerified(`${base}/loop`, sha, dir),
+      (e: unknown) => e instanceof InputError && /redirects more than 5 times/.test(e.message),
+    );
+    await assert.rejects(
+      downloadVerified(`${base}/big`, sha, dir, { maxBytes: 5000 }),
+      (e: unknown) => e instanceof InputError && /larger than the 5000-byte download limit/.test(e.message),
+    );
+    await assert.rejects(
+      downloadVerified(`${base}/endless`, sha, dir, { maxBytes: 5000 }),
+      (e: unknown) => e instanceof InputError && /larger than the 5000-byte/.test(e.message),
+    );
+    await assert.rejects(
+      downloadVerified(`${base}/stall`, sha, dir, { idleMs: 300 }),
+      (e: unknown) => e instanceof DownloadStalled && !(e instanceof InputError),
+    );
     assert.deepEqual(readdirSync(dir), [], 'no partial download is left behind');
   } finally {
     for (const r of stalls) r.destroy();

@@ -20,8 +20,13 @@ export function isUrl(path: string): boolean {
 
 /** The pinned sha256 of a URL source, lower case; an input error when it is missing or malformed. */
 export function urlPin(sha256: string | undefined): string {
-  if (sha256 === undefined) throw new InputError(`a URL source needs its expected sha256`, { where: 'sha256', hint: `add sha256: <64 hex digits> (e.g. from \`sha256sum\` of the file)` });
-  if (!/^[0-9a-f]{64}$/i.test(sha256)) throw new InputError(`sha256 must be 64 hex digits, got ${JSON.stringify(sha256)}`, { where: 'sha256' });
+  if (sha256 === undefined)
+    throw new InputError(`a URL source needs its expected sha256`, {
+      where: 'sha256',
+      hint: `add sha256: <64 hex digits> (e.g. from \`sha256sum\` of the file)`,
+    });
+  if (!/^[0-9a-f]{64}$/i.test(sha256))
+    throw new InputError(`sha256 must be 64 hex digits, got ${JSON.stringify(sha256)}`, { where: 'sha256' });
   return sha256.toLowerCase();
 }
 
@@ -56,15 +61,24 @@ async function getSameOrigin(url: string, signal: AbortSignal, maxRedirects: num
     await res.body?.cancel();
     const next = new URL(res.headers.get('location')!, current);
     if (next.origin !== origin) {
-      throw new InputError(`${current} redirects to ${next.origin}, another origin than the source's (${origin})`, { where: 'path', hint: 'use the final URL in the pipeline if you trust it' });
+      throw new InputError(`${current} redirects to ${next.origin}, another origin than the source's (${origin})`, {
+        where: 'path',
+        hint: 'use the final URL in the pipeline if you trust it',
+      });
     }
-    if (hop + 1 > maxRedirects) throw new InputError(`${url} redirects more than ${maxRedirects} times`, { where: 'path', hint: 'use the final URL' });
+    if (hop + 1 > maxRedirects)
+      throw new InputError(`${url} redirects more than ${maxRedirects} times`, { where: 'path', hint: 'use the final URL' });
     current = next.href;
   }
 }
 
 /** Downloads `url` into `dir` and checks its sha256; returns the temp file, which the caller deletes. */
-export async function downloadVerified(url: string, sha256: string | undefined, dir: string, opts: DownloadOptions = {}): Promise<{ path: string; bytes: number }> {
+export async function downloadVerified(
+  url: string,
+  sha256: string | undefined,
+  dir: string,
+  opts: DownloadOptions = {},
+): Promise<{ path: string; bytes: number }> {
   const pin = urlPin(sha256);
   const maxBytes = opts.maxBytes ?? DOWNLOAD_LIMITS.maxBytes;
   const idleMs = opts.idleMs ?? DOWNLOAD_LIMITS.idleMs;
@@ -74,11 +88,15 @@ export async function downloadVerified(url: string, sha256: string | undefined, 
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => { stalled = true; ctl.abort(); }, idleMs);
+    timer = setTimeout(() => {
+      stalled = true;
+      ctl.abort();
+    }, idleMs);
   };
   const onCancel = () => ctl.abort(opts.signal!.reason);
   opts.signal?.addEventListener('abort', onCancel, { once: true });
-  const stallError = () => new DownloadStalled(`${url} sent nothing for ${idleMs / 1000} s; giving up (the stage's retry policy may try again)`);
+  const stallError = () =>
+    new DownloadStalled(`${url} sent nothing for ${idleMs / 1000} s; giving up (the stage's retry policy may try again)`);
   const path = join(dir, `.download-${randomBytes(6).toString('hex')}.tmp`);
   const hash = createHash('sha256');
   let bytes = 0;
@@ -99,7 +117,11 @@ export async function downloadVerified(url: string, sha256: string | undefined, 
       throw new Error(msg);
     }
     const declared = Number(res.headers.get('content-length') ?? NaN);
-    const tooBig = () => new InputError(`${url} is larger than the ${maxBytes}-byte download limit`, { where: 'path', hint: 'download it yourself and point the pipeline at the file' });
+    const tooBig = () =>
+      new InputError(`${url} is larger than the ${maxBytes}-byte download limit`, {
+        where: 'path',
+        hint: 'download it yourself and point the pipeline at the file',
+      });
     if (Number.isFinite(declared) && declared > maxBytes) {
       await res.body.cancel();
       throw tooBig();
@@ -108,13 +130,20 @@ export async function downloadVerified(url: string, sha256: string | undefined, 
       transform(chunk: Buffer, _enc, done) {
         arm();
         bytes += chunk.length;
-        if (bytes > maxBytes) { done(tooBig()); return; }
+        if (bytes > maxBytes) {
+          done(tooBig());
+          return;
+        }
         hash.update(chunk);
         done(null, chunk);
       },
     });
     try {
-      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), counting, createWriteStream(path, { flags: 'wx' }));
+      await pipeline(
+        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>),
+        counting,
+        createWriteStream(path, { flags: 'wx' }),
+      );
     } catch (e) {
       if (stalled) throw stallError();
       throw e;
@@ -129,7 +158,10 @@ export async function downloadVerified(url: string, sha256: string | undefined, 
   const got = hash.digest('hex');
   if (got !== pin) {
     rmSync(path, { force: true });
-    throw new InputError(`${url} has sha256 ${got}, expected ${pin}`, { where: 'sha256', hint: 'the file changed or the pinned hash is wrong; check the source before updating the hash' });
+    throw new InputError(`${url} has sha256 ${got}, expected ${pin}`, {
+      where: 'sha256',
+      hint: 'the file changed or the pinned hash is wrong; check the source before updating the hash',
+    });
   }
   return { path, bytes };
 }

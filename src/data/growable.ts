@@ -4,7 +4,10 @@ type TypedCtor = Int32ArrayConstructor | Uint32ArrayConstructor | Uint16ArrayCon
 export class Growable<T extends Int32Array | Uint32Array | Uint16Array | Uint8Array> {
   data: T;
   length = 0;
-  constructor(private readonly ctor: TypedCtor, initial = 1024) {
+  constructor(
+    private readonly ctor: TypedCtor,
+    initial = 1024,
+  ) {
     this.data = new ctor(initial) as T;
   }
   /** Makes room for `n` more elements. */

@@ -13,16 +13,21 @@ import { templateFields } from './task-fields.ts';
 export function checkIngestConfig(cfg: IngestConfig): InputError[] {
   const out: InputError[] = [];
   const bad = (message: string, where: string, hint?: string) => out.push(new InputError(message, { where, hint }));
-  if (!(cfg.task in TASK_COLUMNS)) bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs' or 'instruction'");
-  if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1)) bad(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, 'maxBadFraction');
-  if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0)) bad(`maxLength must be a positive integer, got ${cfg.maxLength}`, 'maxLength');
+  if (!(cfg.task in TASK_COLUMNS))
+    bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs' or 'instruction'");
+  if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1))
+    bad(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, 'maxBadFraction');
+  if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0))
+    bad(`maxLength must be a positive integer, got ${cfg.maxLength}`, 'maxLength');
   if (cfg.promptTemplate !== undefined) {
     if (cfg.task !== 'instruction') bad('promptTemplate applies to the instruction task only', 'promptTemplate');
-    else if (templateFields(cfg.promptTemplate).length === 0) bad('promptTemplate names no {field}', 'promptTemplate', 'e.g. "{instruction}[[\\n\\n{input}]]"');
+    else if (templateFields(cfg.promptTemplate).length === 0)
+      bad('promptTemplate names no {field}', 'promptTemplate', 'e.g. "{instruction}[[\\n\\n{input}]]"');
   }
   if (cfg.labels !== undefined) {
     if (cfg.task === 'instruction') bad('labels apply to classification and pairs only', 'labels');
-    else if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length) bad('labels must be a non-empty list without repeats', 'labels');
+    else if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length)
+      bad('labels must be a non-empty list without repeats', 'labels');
   }
   if (isUrl(cfg.path)) {
     try {
@@ -30,7 +35,12 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
     } catch (e) {
       out.push(e as InputError);
     }
-    if (!cfg.format && !formatFromExtension(new URL(cfg.path).pathname)) bad(`cannot tell the format of ${cfg.path} from its extension`, 'format', "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'");
+    if (!cfg.format && !formatFromExtension(new URL(cfg.path).pathname))
+      bad(
+        `cannot tell the format of ${cfg.path} from its extension`,
+        'format',
+        "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
+      );
   } else if (cfg.sha256 !== undefined) bad('sha256 applies to http(s) URL sources only', 'sha256');
   if (cfg.header === false && cfg.columns === undefined && cfg.fields === undefined && cfg.promptTemplate === undefined) {
     // Without names the default task fields ('text', 'label') can never match '1', '2', ...

@@ -34,7 +34,14 @@ async function run(dir: string, cfg: IngestConfig) {
  * One bad row among good ones: fail mode must name `file:line: reason`, leave no output behind,
  * and quarantine mode must record the same line and reason while keeping the good rows.
  */
-async function expectBad(file: string, content: string | Uint8Array, cfg: Omit<IngestConfig, 'path'>, line: number, reason: string, goodRows: number) {
+async function expectBad(
+  file: string,
+  content: string | Uint8Array,
+  cfg: Omit<IngestConfig, 'path'>,
+  line: number,
+  reason: string,
+  goodRows: number,
+) {
   const dir = tmp();
   writeFileSync(join(dir, file), content);
   await assert.rejects(run(dir, { ...cfg, path: file, onBadRow: 'fail' }), (e: unknown) => {
@@ -60,34 +67,70 @@ const cls: Omit<IngestConfig, 'path'> = { task: 'classification' };
 const j = (o: unknown) => JSON.stringify(o);
 const good = (i: number) => j({ text: `message ${i}`, label: i % 2 ? 'spam' : 'ham' });
 
-test('jsonl: malformed JSON', () => expectBad('a.jsonl', [good(1), '{"text": "x", "label": ', good(2)].join('\n') + '\n', cls, 2, 'invalid-json', 2));
+test('jsonl: malformed JSON', () =>
+  expectBad('a.jsonl', [good(1), '{"text": "x", "label": ', good(2)].join('\n') + '\n', cls, 2, 'invalid-json', 2));
 test('jsonl: array instead of object', () => expectBad('a.jsonl', [good(1), good(2), '["x","ham"]'].join('\n'), cls, 3, 'not-object', 2));
 test('jsonl: null line', () => expectBad('a.jsonl', ['null', good(1)].join('\n'), cls, 1, 'not-object', 1));
-test('jsonl: invalid UTF-8 bytes', () => expectBad('a.jsonl', Buffer.concat([Buffer.from(good(1) + '\n'), Buffer.from('{"text": "caf'), Buffer.from([0xc3, 0x28]), Buffer.from('", "label": "ham"}\n')]), cls, 2, 'invalid-utf8', 1));
+test('jsonl: invalid UTF-8 bytes', () =>
+  expectBad(
+    'a.jsonl',
+    Buffer.concat([
+      Buffer.from(good(1) + '\n'),
+      Buffer.from('{"text": "caf'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('", "label": "ham"}\n'),
+    ]),
+    cls,
+    2,
+    'invalid-utf8',
+    1,
+  ));
 test('jsonl: missing text field', () => expectBad('a.jsonl', [good(1), j({ label: 'ham' })].join('\n'), cls, 2, 'missing-field', 1));
 test('jsonl: non-string text', () => expectBad('a.jsonl', [j({ text: 42, label: 'ham' }), good(1)].join('\n'), cls, 1, 'not-string', 1));
-test('jsonl: whitespace-only text', () => expectBad('a.jsonl', [good(1), j({ text: ' \t ', label: 'ham' })].join('\n'), cls, 2, 'empty-text', 1));
+test('jsonl: whitespace-only text', () =>
+  expectBad('a.jsonl', [good(1), j({ text: ' \t ', label: 'ham' })].join('\n'), cls, 2, 'empty-text', 1));
 test('jsonl: missing label', () => expectBad('a.jsonl', [good(1), good(2), j({ text: 'x' })].join('\n'), cls, 3, 'missing-label', 2));
 test('jsonl: empty label', () => expectBad('a.jsonl', [j({ text: 'x', label: '' }), good(2)].join('\n'), cls, 1, 'missing-label', 1));
 test('jsonl: fractional label', () => expectBad('a.jsonl', [good(1), j({ text: 'x', label: 0.5 })].join('\n'), cls, 2, 'invalid-label', 1));
-test('jsonl: label outside the declared set', () => expectBad('a.jsonl', [good(1), good(2), j({ text: 'x', label: 'eggs' })].join('\n'), { ...cls, labels: ['ham', 'spam'] }, 3, 'unknown-label', 2));
-test('jsonl: blank lines are skipped but line numbers stay physical', () => expectBad('a.jsonl', [good(1), '', '  ', j({ text: '', label: 'ham' })].join('\n'), cls, 4, 'empty-text', 1));
+test('jsonl: label outside the declared set', () =>
+  expectBad(
+    'a.jsonl',
+    [good(1), good(2), j({ text: 'x', label: 'eggs' })].join('\n'),
+    { ...cls, labels: ['ham', 'spam'] },
+    3,
+    'unknown-label',
+    2,
+  ));
+test('jsonl: blank lines are skipped but line numbers stay physical', () =>
+  expectBad('a.jsonl', [good(1), '', '  ', j({ text: '', label: 'ham' })].join('\n'), cls, 4, 'empty-text', 1));
 test('jsonl: text over maxLength counts code points, not UTF-16 units', async () => {
   // 5 emoji = 10 UTF-16 units but 5 characters: allowed at maxLength 5; 6 emoji are not.
-  await expectBad('a.jsonl', [j({ text: '😀'.repeat(5), label: 'ham' }), j({ text: '😀'.repeat(6), label: 'ham' })].join('\n'), { ...cls, maxLength: 5 }, 2, 'too-long', 1);
+  await expectBad(
+    'a.jsonl',
+    [j({ text: '😀'.repeat(5), label: 'ham' }), j({ text: '😀'.repeat(6), label: 'ham' })].join('\n'),
+    { ...cls, maxLength: 5 },
+    2,
+    'too-long',
+    1,
+  );
 });
 test('jsonl: CRLF line endings and BOM are accepted', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.jsonl'), '\ufeff' + [good(1), good(2)].join('\r\n') + '\r\n');
   const r = await run(dir, { ...cls, path: 'a.jsonl' });
   assert.equal(r.rowsOut, 2);
-  assert.deepEqual((await readAll(join(dir, 'out.arrow'))).map((x) => x.text), ['message 1', 'message 2']);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => x.text),
+    ['message 1', 'message 2'],
+  );
 });
 
 const csv: Omit<IngestConfig, 'path'> = { task: 'classification' };
 test('csv: wrong column count', () => expectBad('a.csv', 'text,label\nhello,ham\nbye,spam,extra\n', csv, 3, 'column-count', 1));
-test('csv: unclosed quote is reported at the line it opens; reading resumes after it', () => expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 2));
-test('csv: junk after a closing quote', () => expectBad('a.csv', 'text,label\n"bad"x,ham\n"good ""quoted""",spam\n', csv, 2, 'csv-syntax', 1));
+test('csv: unclosed quote is reported at the line it opens; reading resumes after it', () =>
+  expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 2));
+test('csv: junk after a closing quote', () =>
+  expectBad('a.csv', 'text,label\n"bad"x,ham\n"good ""quoted""",spam\n', csv, 2, 'csv-syntax', 1));
 test('csv: multi-line quoted records keep later line numbers right', async () => {
   await expectBad('a.csv', 'text,label\n"line one\nline two",ham\n"x",\n', csv, 4, 'missing-label', 1);
   const dir = tmp();
@@ -97,11 +140,22 @@ test('csv: multi-line quoted records keep later line numbers right', async () =>
   assert.equal(rows[0].text, 'line one\nline two, "quoted"');
   assert.equal(rows[0]._row, 2);
 });
-test('csv: invalid UTF-8', () => expectBad('a.csv', Buffer.concat([Buffer.from('text,label\nok,ham\n'), Buffer.from([0xff, 0xfe]), Buffer.from(',spam\n')]), csv, 3, 'invalid-utf8', 1));
+test('csv: invalid UTF-8', () =>
+  expectBad(
+    'a.csv',
+    Buffer.concat([Buffer.from('text,label\nok,ham\n'), Buffer.from([0xff, 0xfe]), Buffer.from(',spam\n')]),
+    csv,
+    3,
+    'invalid-utf8',
+    1,
+  ));
 test('csv: duplicate header names fail the whole file at line 1', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.csv'), 'text,text\nx,y\n');
-  await assert.rejects(run(dir, { ...csv, path: 'a.csv' }), (e: unknown) => e instanceof InputError && e.where === 'a.csv:1' && /duplicate/.test(e.message));
+  await assert.rejects(
+    run(dir, { ...csv, path: 'a.csv' }),
+    (e: unknown) => e instanceof InputError && e.where === 'a.csv:1' && /duplicate/.test(e.message),
+  );
   assert.deepEqual(readdirSync(dir), ['a.csv']);
 });
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
@@ -115,25 +169,38 @@ test('tsv without header: named columns, quotes are literal, missing tab is a co
 test('csv with custom delimiter and field mapping', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.txt'), 'sms;category\n"a; b";ham\n');
-  const r = await run(dir, { task: 'classification', path: 'a.txt', format: 'csv', delimiter: ';', fields: { text: 'sms', label: 'category' } });
+  const r = await run(dir, {
+    task: 'classification',
+    path: 'a.txt',
+    format: 'csv',
+    delimiter: ';',
+    fields: { text: 'sms', label: 'category' },
+  });
   assert.deepEqual(r.labels, { ham: 1 });
   assert.equal((await readAll(join(dir, 'out.arrow')))[0].text, 'a; b');
 });
 
 function parquetFile(texts: unknown[], labels: unknown[], rowGroupSize?: number): Uint8Array {
-  return new Uint8Array(parquetWriteBuffer({
-    ...(rowGroupSize ? { rowGroupSize } : {}),
-    columnData: [
-      { name: 'text', data: texts, type: 'STRING' },
-      { name: 'label', data: labels, type: 'INT32' },
-    ],
-  }));
+  return new Uint8Array(
+    parquetWriteBuffer({
+      ...(rowGroupSize ? { rowGroupSize } : {}),
+      columnData: [
+        { name: 'text', data: texts, type: 'STRING' },
+        { name: 'label', data: labels, type: 'INT32' },
+      ],
+    }),
+  );
 }
-test('parquet: null text is reported at its 1-based row', () => expectBad('a.parquet', parquetFile(['a', 'b', null, 'd'], [0, 1, 0, 1]), cls, 3, 'missing-field', 3));
+test('parquet: null text is reported at its 1-based row', () =>
+  expectBad('a.parquet', parquetFile(['a', 'b', null, 'd'], [0, 1, 0, 1]), cls, 3, 'missing-field', 3));
 test('parquet: row numbers run across row groups', async () => {
   const texts: (string | null)[] = Array.from({ length: 25 }, (_, i) => `t${i}`);
   texts[22] = null;
-  const file = parquetFile(texts, texts.map((_, i) => i % 2), 10);
+  const file = parquetFile(
+    texts,
+    texts.map((_, i) => i % 2),
+    10,
+  );
   const { parquetMetadata } = await import('hyparquet');
   assert.equal(parquetMetadata(file.buffer as ArrayBuffer).row_groups.length, 3);
   await expectBad('g.parquet', file, cls, 23, 'missing-field', 24);
@@ -158,15 +225,34 @@ test('arrow source: non-string text is reported at its row', async () => {
   const content = readFileSync(join(dir, 'src.arrow'));
   await expectBad('src.arrow', content, cls, 3, 'empty-text', 2);
 });
-test('pairs: missing text_b', () => expectBad('p.jsonl', [j({ text_a: 'a', text_b: 'b', label: 'same' }), j({ text_a: 'a', label: 'same' })].join('\n'), { task: 'pairs' }, 2, 'missing-field', 1));
+test('pairs: missing text_b', () =>
+  expectBad(
+    'p.jsonl',
+    [j({ text_a: 'a', text_b: 'b', label: 'same' }), j({ text_a: 'a', label: 'same' })].join('\n'),
+    { task: 'pairs' },
+    2,
+    'missing-field',
+    1,
+  ));
 test('instruction: template with optional section; a required field missing is bad', async () => {
-  const cfg: Omit<IngestConfig, 'path'> = { task: 'instruction', promptTemplate: '{instruction}[[\n\nInput: {input}]]', fields: { response: 'output' } };
-  const lines = [j({ instruction: 'Add', input: '2 and 3', output: '5' }), j({ instruction: 'Say hi', input: '', output: 'hi' }), j({ input: 'x', output: 'y' })];
+  const cfg: Omit<IngestConfig, 'path'> = {
+    task: 'instruction',
+    promptTemplate: '{instruction}[[\n\nInput: {input}]]',
+    fields: { response: 'output' },
+  };
+  const lines = [
+    j({ instruction: 'Add', input: '2 and 3', output: '5' }),
+    j({ instruction: 'Say hi', input: '', output: 'hi' }),
+    j({ input: 'x', output: 'y' }),
+  ];
   await expectBad('i.jsonl', lines.join('\n'), cfg, 3, 'missing-field', 2);
   const dir = tmp();
   writeFileSync(join(dir, 'i.jsonl'), lines.slice(0, 2).join('\n'));
   await run(dir, { ...cfg, path: 'i.jsonl' });
-  assert.deepEqual((await readAll(join(dir, 'out.arrow'))).map((r) => r.prompt), ['Add\n\nInput: 2 and 3', 'Say hi']);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((r) => r.prompt),
+    ['Add\n\nInput: 2 and 3', 'Say hi'],
+  );
 });
 
 test('fail mode lists the first 5 bad rows with file:line', async () => {
@@ -179,13 +265,19 @@ test('fail mode lists the first 5 bad rows with file:line', async () => {
     return true;
   });
   writeFileSync(join(dir, 'b.jsonl'), Array.from({ length: 20 }, () => 'oops').join('\n'));
-  await assert.rejects(run(dir, { ...cls, path: 'b.jsonl' }), (e: unknown) => e instanceof InputError && (e.message.match(/\n  b\.jsonl:\d+:/g) ?? []).length === 5);
+  await assert.rejects(
+    run(dir, { ...cls, path: 'b.jsonl' }),
+    (e: unknown) => e instanceof InputError && (e.message.match(/\n  b\.jsonl:\d+:/g) ?? []).length === 5,
+  );
 });
 
 test('too many bad rows fail even in quarantine mode, leaving nothing behind', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.jsonl'), [good(1), good(2), good(3), 'bad', 'bad'].join('\n'));
-  await assert.rejects(run(dir, { ...cls, path: 'a.jsonl', onBadRow: 'quarantine', maxBadFraction: 0.3 }), (e: unknown) => e instanceof InputError && e.where === 'maxBadFraction' && /2 of 5/.test(e.message));
+  await assert.rejects(
+    run(dir, { ...cls, path: 'a.jsonl', onBadRow: 'quarantine', maxBadFraction: 0.3 }),
+    (e: unknown) => e instanceof InputError && e.where === 'maxBadFraction' && /2 of 5/.test(e.message),
+  );
   assert.deepEqual(readdirSync(dir), ['a.jsonl']);
   const r = await run(dir, { ...cls, path: 'a.jsonl', onBadRow: 'quarantine', maxBadFraction: 0.4 });
   assert.equal(r.rowsIn, r.rowsOut + 2);
@@ -197,7 +289,10 @@ test('config errors name the field', async () => {
   await assert.rejects(run(dir, { ...cls, path: 'nothing/*.jsonl' }), (e: unknown) => e instanceof InputError && e.where === 'path');
   writeFileSync(join(dir, 'x.dat'), 'x');
   await assert.rejects(run(dir, { ...cls, path: 'x.dat' }), (e: unknown) => e instanceof InputError && /format/.test(e.hint ?? ''));
-  await assert.rejects(run(dir, { ...cls, path: 'x.dat', maxBadFraction: 2 }), (e: unknown) => e instanceof InputError && e.where === 'maxBadFraction');
+  await assert.rejects(
+    run(dir, { ...cls, path: 'x.dat', maxBadFraction: 2 }),
+    (e: unknown) => e instanceof InputError && e.where === 'maxBadFraction',
+  );
   writeFileSync(join(dir, 'e.jsonl'), '\n\n');
   await assert.rejects(run(dir, { ...cls, path: 'e.jsonl' }), (e: unknown) => e instanceof InputError && /no rows/.test(e.message));
 });
@@ -210,11 +305,20 @@ test('directory and glob sources are read in sorted order with provenance', asyn
   writeFileSync(join(dir, 'd', 'sub', 'c.csv'), 'text,label\nthird,ham\n');
   writeFileSync(join(dir, 'd', 'notes.md'), 'ignored');
   const r = await run(dir, { ...cls, path: 'd' });
-  assert.deepEqual(r.sourceFiles.map((f) => f.path), ['d/a.jsonl', 'd/b.jsonl', 'd/sub/c.csv']);
+  assert.deepEqual(
+    r.sourceFiles.map((f) => f.path),
+    ['d/a.jsonl', 'd/b.jsonl', 'd/sub/c.csv'],
+  );
   const rows = await readAll(join(dir, 'out.arrow'));
-  assert.deepEqual(rows.map((x) => `${x._source}:${x._row}`), ['d/a.jsonl:1', 'd/b.jsonl:1', 'd/sub/c.csv:2']);
+  assert.deepEqual(
+    rows.map((x) => `${x._source}:${x._row}`),
+    ['d/a.jsonl:1', 'd/b.jsonl:1', 'd/sub/c.csv:2'],
+  );
   const g = await run(dir, { ...cls, path: 'd/**/*.{jsonl,csv}' });
-  assert.deepEqual(g.sourceFiles.map((f) => f.path), ['d/a.jsonl', 'd/b.jsonl', 'd/sub/c.csv']);
+  assert.deepEqual(
+    g.sourceFiles.map((f) => f.path),
+    ['d/a.jsonl', 'd/b.jsonl', 'd/sub/c.csv'],
+  );
   assert.equal(g.dataHash, r.dataHash);
   const one = await run(dir, { ...cls, path: 'd/?.jsonl' });
   assert.equal(one.rowsIn, 2);
@@ -224,7 +328,10 @@ test('real data: sms_spam jsonl and tsv agree row for row and are byte-identical
   const dir = tmp();
   const opts = (name: string) => ({ baseDir: DATASETS, outPath: join(dir, `${name}.arrow`), quarantinePath: join(dir, `${name}.q.arrow`) });
   const a = await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, opts('a'));
-  const b = await ingest({ path: 'sms_spam/SMSSpamCollection.tsv', task: 'classification', header: false, columns: ['label', 'text'] }, opts('b'));
+  const b = await ingest(
+    { path: 'sms_spam/SMSSpamCollection.tsv', task: 'classification', header: false, columns: ['label', 'text'] },
+    opts('b'),
+  );
   const a2 = await ingest({ path: 'sms_spam/sms_spam.jsonl', task: 'classification' }, opts('a2'));
   for (const r of [a, b]) {
     assert.equal(r.rowsIn, 5574);
@@ -234,14 +341,21 @@ test('real data: sms_spam jsonl and tsv agree row for row and are byte-identical
   }
   assert.ok(readFileSync(join(dir, 'a.arrow')).equals(readFileSync(join(dir, 'a2.arrow'))));
   assert.deepEqual(a2, a);
-  const ra = await readAll(join(dir, 'a.arrow')), rb = await readAll(join(dir, 'b.arrow'));
-  assert.deepEqual(ra.map((r) => r._hash), rb.map((r) => r._hash));
+  const ra = await readAll(join(dir, 'a.arrow')),
+    rb = await readAll(join(dir, 'b.arrow'));
+  assert.deepEqual(
+    ra.map((r) => r._hash),
+    rb.map((r) => r._hash),
+  );
   assert.equal(new Set(ra.map((r) => r._hash)).size, 5574 - 403);
 });
 
 test('real data: sst2 train with declared labels', async () => {
   const dir = tmp();
-  const r = await ingest({ path: 'sst2/train.jsonl', task: 'classification', labels: ['negative', 'positive'] }, { baseDir: DATASETS, outPath: join(dir, 'o.arrow'), quarantinePath: join(dir, 'q.arrow') });
+  const r = await ingest(
+    { path: 'sst2/train.jsonl', task: 'classification', labels: ['negative', 'positive'] },
+    { baseDir: DATASETS, outPath: join(dir, 'o.arrow'), quarantinePath: join(dir, 'q.arrow') },
+  );
   assert.equal(r.rowsOut, 6920);
   assert.deepEqual(r.labels, { negative: 3310, positive: 3610 });
   assert.deepEqual(r.schema, { text: 'Utf8', label: 'Utf8', _source: 'Utf8', _row: 'Int32', _hash: 'Utf8' });

@@ -22,7 +22,10 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
 
-export interface Progress { rows: number; fraction?: number }
+export interface Progress {
+  rows: number;
+  fraction?: number;
+}
 
 export interface IngestOptions {
   /** Folder that relative source paths are resolved against (the pipeline file's folder). */
@@ -66,9 +69,18 @@ export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
   const [broken] = checkIngestConfig(cfg);
   if (broken) throw broken;
-  if (!isUrl(cfg.path)) return ingestFiles(cfg, opts, await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }));
+  if (!isUrl(cfg.path))
+    return ingestFiles(
+      cfg,
+      opts,
+      await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }),
+    );
   const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
-  if (!format) throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, { where: 'format', hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });
+  if (!format)
+    throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, {
+      where: 'format',
+      hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
+    });
   const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath), { signal: opts.signal, ...opts.download });
   try {
     return await ingestFiles(cfg, opts, [{ abs: dl.path, display: cfg.path, format }]);
@@ -92,7 +104,11 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   let quarantine: ArrowTableWriter | null = null;
   try {
     quarantine = new ArrowTableWriter(opts.quarantinePath, QUARANTINE_COLUMNS);
-    let rowsIn = 0, rowsOut = 0, bytesDone = 0, linesIn = 0, badLines = 0;
+    let rowsIn = 0,
+      rowsOut = 0,
+      bytesDone = 0,
+      linesIn = 0,
+      badLines = 0;
     const badRows: Record<string, number> = {};
     const failures: string[] = [];
     let firstWhere = '';
@@ -112,36 +128,65 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     outer: for (const f of files) {
       const hash = createHash('sha256');
       let bytes = 0;
-      const hashing = (chunk: Uint8Array) => { hash.update(chunk); bytes += chunk.length; };
+      const hashing = (chunk: Uint8Array) => {
+        hash.update(chunk);
+        bytes += chunk.length;
+      };
       // Parquet and Arrow are read at random offsets: parse a private copy made while hashing.
-      const snapshot = f.format === 'parquet' || f.format === 'arrow' ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`) : undefined;
+      const snapshot =
+        f.format === 'parquet' || f.format === 'arrow'
+          ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`)
+          : undefined;
       try {
-        if (snapshot) await pipeline(createReadStream(f.abs), new Transform({ transform(chunk: Buffer, _e, done) { hashing(chunk); done(null, chunk); } }), createWriteStream(snapshot, { flags: 'wx' }));
+        if (snapshot)
+          await pipeline(
+            createReadStream(f.abs),
+            new Transform({
+              transform(chunk: Buffer, _e, done) {
+                hashing(chunk);
+                done(null, chunk);
+              },
+            }),
+            createWriteStream(snapshot, { flags: 'wx' }),
+          );
         const readFrom = snapshot ? { ...f, abs: snapshot } : f;
-        for await (const recs of readRecords(readFrom, { header: cfg.header, columns: cfg.columns, delimiter: cfg.delimiter, quote: cfg.quote, signal: opts.signal, parquetLimits: opts.parquetLimits, onData: snapshot ? undefined : hashing, onBytes: (n) => { bytesDone += n; } })) for (const rec of recs) {
-          rowsIn++;
-          const lines = rec.lines ?? 1;
-          linesIn += lines;
-          if (rowsIn % 8192 === 0) report();
-          if (rec.bad) { bad(f.display, rec.row, lines, rec.bad.reason, rec.bad.detail, rec.raw); }
-          else {
-            const mapped = mapRow(rec.values!);
-            if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw);
-            else {
-              const values = cols.map((c) => mapped[c]!);
-              // Canonical content: the task and its columns in order, as JSON; provenance is excluded
-              // so identical rows from different files hash alike.
-              const hash = sha256Hex(JSON.stringify([cfg.task, ...values]));
-              out.push({ ...mapped, _source: f.display, _row: rec.row, _hash: hash });
-              rowsOut++;
-              if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
-              let len = 0;
-              for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
-              lengths.set(len, (lengths.get(len) ?? 0) + 1);
+        for await (const recs of readRecords(readFrom, {
+          header: cfg.header,
+          columns: cfg.columns,
+          delimiter: cfg.delimiter,
+          quote: cfg.quote,
+          signal: opts.signal,
+          parquetLimits: opts.parquetLimits,
+          onData: snapshot ? undefined : hashing,
+          onBytes: (n) => {
+            bytesDone += n;
+          },
+        }))
+          for (const rec of recs) {
+            rowsIn++;
+            const lines = rec.lines ?? 1;
+            linesIn += lines;
+            if (rowsIn % 8192 === 0) report();
+            if (rec.bad) {
+              bad(f.display, rec.row, lines, rec.bad.reason, rec.bad.detail, rec.raw);
+            } else {
+              const mapped = mapRow(rec.values!);
+              if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw);
+              else {
+                const values = cols.map((c) => mapped[c]!);
+                // Canonical content: the task and its columns in order, as JSON; provenance is excluded
+                // so identical rows from different files hash alike.
+                const hash = sha256Hex(JSON.stringify([cfg.task, ...values]));
+                out.push({ ...mapped, _source: f.display, _row: rec.row, _hash: hash });
+                rowsOut++;
+                if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
+                let len = 0;
+                for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
+                lengths.set(len, (lengths.get(len) ?? 0) + 1);
+              }
             }
+            if (failures.length >= FAIL_LIST) break outer;
           }
-          if (failures.length >= FAIL_LIST) break outer;
-        }
       } finally {
         if (snapshot) rmSync(snapshot, { force: true });
       }
@@ -150,19 +195,26 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     report();
 
     if (failures.length > 0) {
-      throw new InputError(`${failures.length === FAIL_LIST ? 'at least ' : ''}${failures.length} bad row(s):\n  ${failures.join('\n  ')}`, {
-        where: firstWhere,
-        hint: "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
-      });
+      throw new InputError(
+        `${failures.length === FAIL_LIST ? 'at least ' : ''}${failures.length} bad row(s):\n  ${failures.join('\n  ')}`,
+        {
+          where: firstWhere,
+          hint: "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
+        },
+      );
     }
-    if (rowsIn === 0) throw new InputError(`no rows found in ${JSON.stringify(cfg.path)}`, { where: 'path', hint: 'check that the files are not empty' });
+    if (rowsIn === 0)
+      throw new InputError(`no rows found in ${JSON.stringify(cfg.path)}`, { where: 'path', hint: 'check that the files are not empty' });
     const badCount = rowsIn - rowsOut;
     // Lines as well as records: a record spanning many lines (a quoted CSV field) must not hide
     // how much of the file was rejected.
     const byLines = linesIn > 0 && badLines / linesIn > badCount / rowsIn;
     const [nBad, nIn, unit] = byLines ? [badLines, linesIn, 'lines'] : [badCount, rowsIn, 'rows'];
     if (nBad / nIn > maxBad) {
-      const top = Object.entries(badRows).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
+      const top = Object.entries(badRows)
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
       throw new InputError(`${nBad} of ${nIn} ${unit} are bad (${((100 * nBad) / nIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}`, {
         where: 'maxBadFraction',
         hint: 'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty',

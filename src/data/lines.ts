@@ -66,7 +66,9 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
   const finish = (tail: Uint8Array): Line => {
     const bytes = (skipping ? skipping.bytes : pendingBytes) + tail.length;
     if (skipping || bytes > max) {
-      const prefix = skipping ? skipping.prefix : Buffer.concat([...pending, tail.subarray(0, TOO_LONG_PREFIX)]).subarray(0, TOO_LONG_PREFIX);
+      const prefix = skipping
+        ? skipping.prefix
+        : Buffer.concat([...pending, tail.subarray(0, TOO_LONG_PREFIX)]).subarray(0, TOO_LONG_PREFIX);
       skipping = null;
       pending = [];
       pendingBytes = 0;
@@ -78,7 +80,10 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     return decodeLine(whole, ++line);
   };
   const keep = (piece: Uint8Array): void => {
-    if (skipping) { skipping.bytes += piece.length; return; }
+    if (skipping) {
+      skipping.bytes += piece.length;
+      return;
+    }
     if (pendingBytes + piece.length > max) {
       const head = Buffer.concat([...pending, piece.subarray(0, Math.max(0, TOO_LONG_PREFIX - pendingBytes))]).subarray(0, TOO_LONG_PREFIX);
       skipping = { prefix: Uint8Array.from(head), bytes: pendingBytes + piece.length };

@@ -15,7 +15,8 @@ test('estimated Jaccard tracks exact Jaccard within sampling error', () => {
   for (let t = 0; t < 40; t++) {
     const a = words(rng, 60);
     const b = a.map((w) => (rng.next() < t / 40 ? 'x' + rng.int(5000) : w));
-    const sa = shingleHashes(a.join(' '), 'word', 2), sb = shingleHashes(b.join(' '), 'word', 2);
+    const sa = shingleHashes(a.join(' '), 'word', 2),
+      sb = shingleHashes(b.join(' '), 'word', 2);
     h.signature(sa, sig, 0);
     h.signature(sb, sig, 256);
     const err = Math.abs(estimateJaccard(sig, 0, 1, 256) - jaccard(sa, sb));
@@ -27,7 +28,11 @@ test('estimated Jaccard tracks exact Jaccard within sampling error', () => {
 
 test('signatures depend on the seed and are deterministic', () => {
   const s = shingleHashes('the quick brown fox jumps over the lazy dog', 'char', 4);
-  const out = (seed: number) => { const o = new Uint32Array(64); new MinHasher(64, seed).signature(s, o); return Array.from(o); };
+  const out = (seed: number) => {
+    const o = new Uint32Array(64);
+    new MinHasher(64, seed).signature(s, o);
+    return Array.from(o);
+  };
   assert.deepEqual(out(1), out(1));
   assert.notDeepEqual(out(1), out(2));
 });
@@ -52,8 +57,10 @@ test('optimal bands behave like an S-curve around the threshold', () => {
 
 test('LSH finds planted near duplicates and few unrelated pairs', () => {
   const rng = new Rng(5);
-  const numPerm = 128, { bands, rows } = optimalBands(0.8, numPerm);
-  const h = new MinHasher(numPerm, 0), lsh = new LshIndex(bands, rows, numPerm);
+  const numPerm = 128,
+    { bands, rows } = optimalBands(0.8, numPerm);
+  const h = new MinHasher(numPerm, 0),
+    lsh = new LshIndex(bands, rows, numPerm);
   const n = 400;
   const sig = new Uint32Array(n * numPerm);
   const texts: string[] = [];
@@ -81,7 +88,8 @@ test('LSH finds planted near duplicates and few unrelated pairs', () => {
 
 test('numPerm need not be a multiple of the unroll width', () => {
   const s = shingleHashes('one two three four five six seven', 'word', 2);
-  const a = new Uint32Array(7), b = new Uint32Array(8);
+  const a = new Uint32Array(7),
+    b = new Uint32Array(8);
   new MinHasher(7, 3).signature(s, a);
   new MinHasher(8, 3).signature(s, b);
   // Same seed: the first 7 permutations are the same functions.
@@ -92,13 +100,18 @@ test('numPerm need not be a multiple of the unroll width', () => {
 test('16-bit signature storage estimates like 32-bit storage', () => {
   const rng = new Rng(12);
   const h = new MinHasher(128, 2);
-  const s32 = new Uint32Array(256), s16 = new Uint16Array(256);
+  const s32 = new Uint32Array(256),
+    s16 = new Uint16Array(256);
   let maxDiff = 0;
   for (let t = 0; t < 50; t++) {
-    const a = words(rng, 50), b = a.map((w) => (rng.next() < 0.3 ? 'z' + rng.int(9999) : w));
-    const sa = shingleHashes(a.join(' '), 'word', 2), sb = shingleHashes(b.join(' '), 'word', 2);
-    h.signature(sa, s32, 0); h.signature(sb, s32, 128);
-    h.signature(sa, s16, 0); h.signature(sb, s16, 128);
+    const a = words(rng, 50),
+      b = a.map((w) => (rng.next() < 0.3 ? 'z' + rng.int(9999) : w));
+    const sa = shingleHashes(a.join(' '), 'word', 2),
+      sb = shingleHashes(b.join(' '), 'word', 2);
+    h.signature(sa, s32, 0);
+    h.signature(sb, s32, 128);
+    h.signature(sa, s16, 0);
+    h.signature(sb, s16, 128);
     maxDiff = Math.max(maxDiff, estimateJaccard(s16, 0, 1, 128) - estimateJaccard(s32, 0, 1, 128));
   }
   // Only accidental 16-bit agreements can differ (expected ~0.001 slots per pair).

@@ -60,17 +60,25 @@ export function shingleHashesScratch(text: string, kind: ShingleKind, k: number)
       let cp = text.charCodeAt(i);
       if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < text.length) {
         const lo = text.charCodeAt(i + 1);
-        if (lo >= 0xdc00 && lo <= 0xdfff) { cp = ((cp - 0xd800) << 10) + (lo - 0xdc00) + 0x10000; i++; }
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = ((cp - 0xd800) << 10) + (lo - 0xdc00) + 0x10000;
+          i++;
+        }
       }
       units[m++] = Math.imul(cp, 0x9e3779b1) ^ cp;
     }
   } else {
     // murmur3-style hash of each word, computed while scanning.
-    let h = 0, len = 0;
+    let h = 0,
+      len = 0;
     for (let i = 0; i <= text.length; i++) {
       const c = i < text.length ? text.charCodeAt(i) : 32;
       if (c === 32) {
-        if (len > 0) { units[m++] = fmix32(h ^ len); h = 0; len = 0; }
+        if (len > 0) {
+          units[m++] = fmix32(h ^ len);
+          h = 0;
+          len = 0;
+        }
         continue;
       }
       let x = Math.imul(c, 0xcc9e2d51);
@@ -83,7 +91,10 @@ export function shingleHashesScratch(text: string, kind: ShingleKind, k: number)
   }
   if (m === 0) return scratchOut.subarray(0, 0);
   const seed = kind === 'char' ? 0x9747b28c : 0x3c6ef372;
-  if (m <= k) { scratchOut[0] = combine(units, 0, m, seed); return scratchOut.subarray(0, 1); }
+  if (m <= k) {
+    scratchOut[0] = combine(units, 0, m, seed);
+    return scratchOut.subarray(0, 1);
+  }
   const count = m - k + 1;
   for (let i = 0; i < count; i++) scratchOut[i] = combine(units, i, k, seed);
   return scratchOut.subarray(0, count);
@@ -103,7 +114,10 @@ export type Signatures = Uint32Array | Uint16Array;
 export class MinHasher {
   readonly seeds: Int32Array;
   readonly mults: Int32Array;
-  constructor(readonly numPerm: number, seed = 0) {
+  constructor(
+    readonly numPerm: number,
+    seed = 0,
+  ) {
     if (!Number.isInteger(numPerm) || numPerm < 1) throw new Error(`numPerm must be a positive integer, got ${numPerm}`);
     this.seeds = new Int32Array(numPerm);
     this.mults = new Int32Array(numPerm);
@@ -121,25 +135,49 @@ export class MinHasher {
    * the running minimum stays in a register. Empty shingle sets give all 0x7fffffff.
    */
   signature(shingles: Uint32Array, out: Signatures, offset = 0): void {
-    const n = this.numPerm, seeds = this.seeds, mults = this.mults, len = shingles.length;
+    const n = this.numPerm,
+      seeds = this.seeds,
+      mults = this.mults,
+      len = shingles.length;
     const sh = new Int32Array(shingles.buffer, shingles.byteOffset, len);
     let k = 0;
     // Four permutations per pass over the shingles: independent minima keep the CPU's pipelines full.
     for (; k + 4 <= n; k += 4) {
-      const s0 = seeds[k], s1 = seeds[k + 1], s2 = seeds[k + 2], s3 = seeds[k + 3];
-      const m0 = mults[k], m1 = mults[k + 1], m2 = mults[k + 2], m3 = mults[k + 3];
-      let a = 0x7fffffff, b = 0x7fffffff, c = 0x7fffffff, d = 0x7fffffff;
+      const s0 = seeds[k],
+        s1 = seeds[k + 1],
+        s2 = seeds[k + 2],
+        s3 = seeds[k + 3];
+      const m0 = mults[k],
+        m1 = mults[k + 1],
+        m2 = mults[k + 2],
+        m3 = mults[k + 3];
+      let a = 0x7fffffff,
+        b = 0x7fffffff,
+        c = 0x7fffffff,
+        d = 0x7fffffff;
       for (let i = 0; i < len; i++) {
         const x = sh[i];
-        let h0 = Math.imul(x ^ s0, m0); h0 ^= h0 >>> 15; a = h0 < a ? h0 : a;
-        let h1 = Math.imul(x ^ s1, m1); h1 ^= h1 >>> 15; b = h1 < b ? h1 : b;
-        let h2 = Math.imul(x ^ s2, m2); h2 ^= h2 >>> 15; c = h2 < c ? h2 : c;
-        let h3 = Math.imul(x ^ s3, m3); h3 ^= h3 >>> 15; d = h3 < d ? h3 : d;
+        let h0 = Math.imul(x ^ s0, m0);
+        h0 ^= h0 >>> 15;
+        a = h0 < a ? h0 : a;
+        let h1 = Math.imul(x ^ s1, m1);
+        h1 ^= h1 >>> 15;
+        b = h1 < b ? h1 : b;
+        let h2 = Math.imul(x ^ s2, m2);
+        h2 ^= h2 >>> 15;
+        c = h2 < c ? h2 : c;
+        let h3 = Math.imul(x ^ s3, m3);
+        h3 ^= h3 >>> 15;
+        d = h3 < d ? h3 : d;
       }
-      out[offset + k] = a; out[offset + k + 1] = b; out[offset + k + 2] = c; out[offset + k + 3] = d;
+      out[offset + k] = a;
+      out[offset + k + 1] = b;
+      out[offset + k + 2] = c;
+      out[offset + k + 3] = d;
     }
     for (; k < n; k++) {
-      const s = seeds[k], m = mults[k];
+      const s = seeds[k],
+        m = mults[k];
       let min = 0x7fffffff;
       for (let i = 0; i < len; i++) {
         let h = Math.imul(sh[i] ^ s, m);
@@ -154,14 +192,16 @@ export class MinHasher {
 /** Fraction of equal signature slots: an unbiased estimate of Jaccard similarity. */
 export function estimateJaccard(sig: Signatures, a: number, b: number, numPerm: number): number {
   let eq = 0;
-  const oa = a * numPerm, ob = b * numPerm;
+  const oa = a * numPerm,
+    ob = b * numPerm;
   for (let k = 0; k < numPerm; k++) if (sig[oa + k] === sig[ob + k]) eq++;
   return eq / numPerm;
 }
 
 /** Exact Jaccard of two shingle sets (tests and verification of the estimator). */
 export function jaccard(a: Uint32Array, b: Uint32Array): number {
-  const sa = new Set(a), sb = new Set(b);
+  const sa = new Set(a),
+    sb = new Set(b);
   let inter = 0;
   for (const x of sa) if (sb.has(x)) inter++;
   const union = sa.size + sb.size - inter;
@@ -177,18 +217,23 @@ export function jaccard(a: Uint32Array, b: Uint32Array): number {
 export function optimalBands(threshold: number, numPerm: number, fpWeight = 0.5, fnWeight = 0.5): { bands: number; rows: number } {
   const prob = (s: number, b: number, r: number) => 1 - (1 - s ** r) ** b;
   const integrate = (f: (s: number) => number, lo: number, hi: number) => {
-    const steps = 200, dx = (hi - lo) / steps;
+    const steps = 200,
+      dx = (hi - lo) / steps;
     let sum = 0;
     for (let i = 0; i < steps; i++) sum += f(lo + (i + 0.5) * dx) * dx;
     return sum;
   };
-  let best = { bands: 1, rows: numPerm }, bestErr = Infinity;
+  let best = { bands: 1, rows: numPerm },
+    bestErr = Infinity;
   for (let b = 1; b <= numPerm; b++) {
     for (let r = 1; b * r <= numPerm; r++) {
       const fp = integrate((s) => prob(s, b, r), 0, threshold);
       const fn = integrate((s) => 1 - prob(s, b, r), threshold, 1);
       const err = fpWeight * fp + fnWeight * fn;
-      if (err < bestErr - 1e-12) { bestErr = err; best = { bands: b, rows: r }; }
+      if (err < bestErr - 1e-12) {
+        bestErr = err;
+        best = { bands: b, rows: r };
+      }
     }
   }
   return best;
@@ -214,14 +259,18 @@ class BandTable {
   set(key: number, row: number): void {
     let i = this.slot(key);
     if (this.heads[i] === -1) {
-      if (++this.count * 2 > this.keys.length) { this.grow(); i = this.slot(key); }
+      if (++this.count * 2 > this.keys.length) {
+        this.grow();
+        i = this.slot(key);
+      }
       this.keys[i] = key;
     }
     this.heads[i] = row;
   }
 
   private grow(): void {
-    const oldKeys = this.keys, oldHeads = this.heads;
+    const oldKeys = this.keys,
+      oldHeads = this.heads;
     this.keys = new Uint32Array(oldKeys.length * 2);
     this.heads = new Int32Array(oldKeys.length * 2).fill(-1);
     for (let i = 0; i < oldKeys.length; i++) {
@@ -242,7 +291,11 @@ export class LshIndex {
   /** next[id * bands + band]: previous id in the same bucket, or -1. */
   private next = new Int32Array(1024);
 
-  constructor(readonly bands: number, readonly rows: number, readonly numPerm: number) {
+  constructor(
+    readonly bands: number,
+    readonly rows: number,
+    readonly numPerm: number,
+  ) {
     if (bands * rows > numPerm) throw new Error(`bands × rows (${bands}×${rows}) exceeds numPerm ${numPerm}`);
     this.tables = Array.from({ length: bands }, () => new BandTable());
   }

@@ -12,7 +12,8 @@ test('default normalization merges NFKC, case, whitespace and zero-width variant
     '  find\tthe\n\nfile ',
     'fi\u200Bnd the\u200D fi\u2060le\uFEFF',
     'find\u00A0the file', // no-break space is whitespace
-  ]) assert.equal(n(v), base, JSON.stringify(v));
+  ])
+    assert.equal(n(v), base, JSON.stringify(v));
   assert.notEqual(n('find the files'), base);
 });
 

@@ -14,7 +14,10 @@ const NON_ASCII = /[^\x00-\x7f]/;
 const NEEDS_SPACING = /^\s|\s$|\s\s|[\t\n\v\f\r]/;
 
 export function makeNormalizer(opts: NormalizeOptions = {}): (s: string) => string {
-  const zeroWidth = opts.zeroWidth ?? true, nfkc = opts.nfkc ?? true, casefold = opts.casefold ?? true, whitespace = opts.whitespace ?? true;
+  const zeroWidth = opts.zeroWidth ?? true,
+    nfkc = opts.nfkc ?? true,
+    casefold = opts.casefold ?? true,
+    whitespace = opts.whitespace ?? true;
   return (s) => {
     // ASCII text is already NFKC, has no zero-width characters, and folds by toLowerCase alone.
     if (!NON_ASCII.test(s)) {

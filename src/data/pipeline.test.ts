@@ -28,12 +28,20 @@ const cases: [string, IngestConfig, number][] = [
 for (const [name, cfg, rows] of cases) {
   test(`accounting: ${name}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pipeline-'));
-    const ing = await ingest(cfg, { baseDir: DATASETS, outPath: join(dir, 'ingested.arrow'), quarantinePath: join(dir, 'quarantine.arrow') });
+    const ing = await ingest(cfg, {
+      baseDir: DATASETS,
+      outPath: join(dir, 'ingested.arrow'),
+      quarantinePath: join(dir, 'quarantine.arrow'),
+    });
     const quarantined = (await describeArrowFile(join(dir, 'quarantine.arrow'))).rows;
     assert.equal(ing.rowsIn, rows);
     assert.equal(ing.rowsIn, ing.rowsOut + quarantined);
 
-    const dd = await dedupe(join(dir, 'ingested.arrow'), {}, { outPath: join(dir, 'deduped.arrow'), clustersPath: join(dir, 'clusters.arrow') });
+    const dd = await dedupe(
+      join(dir, 'ingested.arrow'),
+      {},
+      { outPath: join(dir, 'deduped.arrow'), clustersPath: join(dir, 'clusters.arrow') },
+    );
     assert.equal(dd.rowsIn, ing.rowsOut);
     assert.equal(dd.rowsIn, dd.rowsOut + dd.exactRemoved + dd.nearRemoved + dd.conflictsRemoved);
     const clusters = await describeArrowFile(join(dir, 'clusters.arrow'));
@@ -45,7 +53,10 @@ for (const [name, cfg, rows] of cases) {
     assert.equal(sp.leakage, 0);
     assert.ok(sp.maxStratifyDeviation < 1);
     const parts = await Promise.all(['train', 'validation', 'test'].map((s) => hashes(sp.files[s])));
-    assert.equal(parts.reduce((a, p) => a + p.length, 0), dd.rowsOut);
+    assert.equal(
+      parts.reduce((a, p) => a + p.length, 0),
+      dd.rowsOut,
+    );
     // No text (by content hash) in two splits: dedupe made hashes unique, split kept them apart.
     const all = parts.flat();
     assert.equal(new Set(all).size, all.length);

@@ -57,29 +57,52 @@ export const RECORD_LIMITS = { lines: 1000, chars: 16 << 20 };
 const lineOptions = (opts: ReadOptions) => ({ onBytes: opts.onBytes, onData: opts.onData, maxLineBytes: opts.maxLineBytes });
 
 function tooLong(l: Line): SourceRecord {
-  return { row: l.line, lines: 1, raw: l.text, bad: { reason: 'line-too-long', detail: `line is ${l.bytes} bytes long, more than the limit` } };
+  return {
+    row: l.line,
+    lines: 1,
+    raw: l.text,
+    bad: { reason: 'line-too-long', detail: `line is ${l.bytes} bytes long, more than the limit` },
+  };
 }
 
 /** JSON.stringify that survives bigint and typed arrays from columnar sources. */
 export function safeJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : ArrayBuffer.isView(x) ? Array.from(x as unknown as ArrayLike<number>) : x));
+  return JSON.stringify(v, (_k, x) =>
+    typeof x === 'bigint' ? x.toString() : ArrayBuffer.isView(x) ? Array.from(x as unknown as ArrayLike<number>) : x,
+  );
 }
 
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   for await (const lines of readLineChunks(file.abs, lineOptions(opts))) {
     const out: SourceRecord[] = [];
     for (const l of lines) {
-      if (l.tooLong) { out.push(tooLong(l)); continue; }
+      if (l.tooLong) {
+        out.push(tooLong(l));
+        continue;
+      }
       // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
       if (l.text.trim() === '') continue;
-      if (l.invalidUtf8) { out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } }); continue; }
+      if (l.invalidUtf8) {
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } });
+        continue;
+      }
       let v: unknown;
-      try { v = JSON.parse(l.text); } catch (e) {
+      try {
+        v = JSON.parse(l.text);
+      } catch (e) {
         out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
         continue;
       }
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'not-object', detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}` } });
+        out.push({
+          row: l.line,
+          lines: 1,
+          raw: l.text,
+          bad: {
+            reason: 'not-object',
+            detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`,
+          },
+        });
         continue;
       }
       out.push({ row: l.line, lines: 1, raw: l.text, values: v as Record<string, unknown> });
@@ -102,7 +125,10 @@ function endsInsideQuotes(line: string, inQuote: boolean, delim: string, quote: 
         if (line[i + 1] === quote) i++;
         else inQuote = false;
       }
-    } else if (c === quote && atFieldStart) { inQuote = true; atFieldStart = false; } else atFieldStart = c === delim;
+    } else if (c === quote && atFieldStart) {
+      inQuote = true;
+      atFieldStart = false;
+    } else atFieldStart = c === delim;
   }
   return inQuote;
 }
@@ -111,18 +137,23 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   const tsv = file.format === 'tsv';
   const delimiter = opts.delimiter ?? (tsv ? '\t' : ',');
   const quote = opts.quote === undefined ? (tsv ? false : '"') : opts.quote;
-  if (delimiter.length !== 1) throw new InputError(`delimiter must be one character, got ${JSON.stringify(delimiter)}`, { where: 'delimiter' });
-  if (quote !== false && quote.length !== 1) throw new InputError(`quote must be one character or false, got ${JSON.stringify(quote)}`, { where: 'quote' });
+  if (delimiter.length !== 1)
+    throw new InputError(`delimiter must be one character, got ${JSON.stringify(delimiter)}`, { where: 'delimiter' });
+  if (quote !== false && quote.length !== 1)
+    throw new InputError(`quote must be one character or false, got ${JSON.stringify(quote)}`, { where: 'quote' });
   const header = opts.header ?? true;
-  let names: string[] | null = header ? null : opts.columns ?? null;
+  let names: string[] | null = header ? null : (opts.columns ?? null);
 
   const maxLines = opts.maxRecordLines ?? RECORD_LIMITS.lines;
   const maxChars = opts.maxRecordChars ?? RECORD_LIMITS.chars;
   /** Lines of the record being assembled, and whether its quote is still open. */
-  let rec: Line[] = [], recChars = 0, inQuote = false;
+  let rec: Line[] = [],
+    recChars = 0,
+    inQuote = false;
   const emit = (): SourceRecord | null => {
     const text = rec.map((l) => l.text).join('\n');
-    const row = rec[0].line, lines = rec.length;
+    const row = rec[0].line,
+      lines = rec.length;
     const invalid = rec.some((l) => l.invalidUtf8);
     rec = [];
     recChars = 0;
@@ -130,19 +161,23 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     let records: string[][];
     // Without quote characters a record is a plain split; csv-parse handles the quoted ones.
     if (quote === false || !text.includes(quote)) records = [text.split(delimiter)];
-    else try {
-      records = parseCsv(text, { delimiter, quote, relax_column_count: true, skip_empty_lines: false, bom: false }) as string[][];
-    } catch (e) {
-      const msg = (e as Error).message.replace(/ at line \d+/, '');
-      return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: msg } };
-    }
+    else
+      try {
+        records = parseCsv(text, { delimiter, quote, relax_column_count: true, skip_empty_lines: false, bom: false }) as string[][];
+      } catch (e) {
+        const msg = (e as Error).message.replace(/ at line \d+/, '');
+        return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: msg } };
+      }
     const fields = records[0] ?? [''];
     if (names === null) {
       if (header) {
         const seen = new Set<string>();
         for (const n of fields) {
           if (n.trim() === '' || seen.has(n)) {
-            throw new InputError(`header has ${n.trim() === '' ? 'an empty' : `a duplicate (${JSON.stringify(n)})`} column name`, { where: `${file.display}:${row}`, hint: 'fix the header, or set header: false and columns: [...]' });
+            throw new InputError(`header has ${n.trim() === '' ? 'an empty' : `a duplicate (${JSON.stringify(n)})`} column name`, {
+              where: `${file.display}:${row}`,
+              hint: 'fix the header, or set header: false and columns: [...]',
+            });
           }
           seen.add(n);
         }
@@ -166,20 +201,35 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   const abandon = (why: string, out: SourceRecord[]): Line[] => {
     const [first, ...rest] = rec;
     if (header && names === null) {
-      throw new InputError(`the header opens a quote that is not closed ${why}`, { where: `${file.display}:${first.line}`, hint: 'fix the header\'s quoting, or set quote: false' });
+      throw new InputError(`the header opens a quote that is not closed ${why}`, {
+        where: `${file.display}:${first.line}`,
+        hint: "fix the header's quoting, or set quote: false",
+      });
     }
     rec = [];
     recChars = 0;
     inQuote = false;
-    out.push({ row: first.line, lines: 1, raw: first.text, bad: { reason: 'csv-syntax', detail: `quote opened on line ${first.line} is not closed ${why}; reading resumed at line ${first.line + 1}` } });
+    out.push({
+      row: first.line,
+      lines: 1,
+      raw: first.text,
+      bad: {
+        reason: 'csv-syntax',
+        detail: `quote opened on line ${first.line} is not closed ${why}; reading resumed at line ${first.line + 1}`,
+      },
+    });
     return rest;
   };
   const feed = (input: Line[], out: SourceRecord[]): void => {
-    let queue = input, i = 0;
+    let queue = input,
+      i = 0;
     while (i < queue.length) {
       const l = queue[i++];
       if (rec.length === 0) {
-        if (l.tooLong) { out.push(tooLong(l)); continue; }
+        if (l.tooLong) {
+          out.push(tooLong(l));
+          continue;
+        }
         if (l.text.trim() === '') continue; // blank lines between records are not rows
       } else if (l.tooLong) {
         queue = [...abandon('before an over-long line', out), l, ...queue.slice(i)];
@@ -209,7 +259,8 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   const out: SourceRecord[] = [];
   while (rec.length > 0) feed(abandon('before the end of the file', out), out);
   if (out.length > 0) yield out;
-  if (header && names === null) throw new InputError('file is empty: no header line', { where: file.display, hint: 'remove the file or set header: false' });
+  if (header && names === null)
+    throw new InputError('file is empty: no header line', { where: file.display, hint: 'remove the file or set header: false' });
 }
 
 /**
@@ -230,26 +281,69 @@ type ThreadReply =
 function decodingThread(file: SourceFile, opts: ReadOptions) {
   const limits = { ...PARQUET_LIMITS, ...opts.parquetLimits };
   const kind = file.format === 'parquet' ? 'Parquet' : 'Arrow IPC';
-  const thread = new Worker(new URL('./source-thread.mjs', import.meta.url), { workerData: { path: file.abs, format: file.format }, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: limits.heapMb } });
+  const thread = new Worker(new URL('./source-thread.mjs', import.meta.url), {
+    workerData: { path: file.abs, format: file.format },
+    execArgv: [],
+    resourceLimits: { maxOldGenerationSizeMb: limits.heapMb },
+  });
   thread.unref();
   let waiting: { resolve: (r: ThreadReply) => void; reject: (e: unknown) => void } | null = null;
   let failed: unknown = null;
-  const fail = (e: unknown) => { failed ??= e; waiting?.reject(e); waiting = null; };
-  thread.on('message', (m: ThreadReply) => { waiting?.resolve(m); waiting = null; });
-  thread.on('error', (e) => fail((e as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY'
-    ? new InputError(`decoding needed more than ${limits.heapMb} MB of memory; the file is corrupt or a row group is too large to read`, { where: file.display, hint: 'check the file, or rewrite it with smaller row groups' })
-    : new InputError(`not a readable ${kind} file: ${(e as Error).message}`, { where: file.display, cause: e })));
-  thread.on('exit', (code) => fail(new Error(`the ${kind} decoding thread exited (code ${code})`)));
-  const ask = (request: unknown, what: string, budgetMs: number): Promise<ThreadReply> => new Promise((resolve, reject) => {
-    if (failed) { reject(failed); return; }
-    const timer = setTimeout(() => {
-      fail(new InputError(`decoding ${what} did not finish within ${Math.round(budgetMs / 1000)} s; the file is probably corrupt (impossible counts or offsets)`, { where: file.display, hint: 'check the file, e.g. with pyarrow' }));
-    }, budgetMs);
-    waiting = { resolve: (r) => { clearTimeout(timer); resolve(r); }, reject: (e) => { clearTimeout(timer); reject(e); } };
-    if (request !== undefined) thread.postMessage(request);
+  const fail = (e: unknown) => {
+    failed ??= e;
+    waiting?.reject(e);
+    waiting = null;
+  };
+  thread.on('message', (m: ThreadReply) => {
+    waiting?.resolve(m);
+    waiting = null;
   });
-  const close = async () => { thread.removeAllListeners('exit'); await thread.terminate(); };
-  const unreadable = (m: string) => new InputError(`not a readable ${kind} file: ${m}`, { where: file.display, hint: 'check the file, or set format if the extension is misleading' });
+  thread.on('error', (e) =>
+    fail(
+      (e as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY'
+        ? new InputError(
+            `decoding needed more than ${limits.heapMb} MB of memory; the file is corrupt or a row group is too large to read`,
+            { where: file.display, hint: 'check the file, or rewrite it with smaller row groups' },
+          )
+        : new InputError(`not a readable ${kind} file: ${(e as Error).message}`, { where: file.display, cause: e }),
+    ),
+  );
+  thread.on('exit', (code) => fail(new Error(`the ${kind} decoding thread exited (code ${code})`)));
+  const ask = (request: unknown, what: string, budgetMs: number): Promise<ThreadReply> =>
+    new Promise((resolve, reject) => {
+      if (failed) {
+        reject(failed);
+        return;
+      }
+      const timer = setTimeout(() => {
+        fail(
+          new InputError(
+            `decoding ${what} did not finish within ${Math.round(budgetMs / 1000)} s; the file is probably corrupt (impossible counts or offsets)`,
+            { where: file.display, hint: 'check the file, e.g. with pyarrow' },
+          ),
+        );
+      }, budgetMs);
+      waiting = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      if (request !== undefined) thread.postMessage(request);
+    });
+  const close = async () => {
+    thread.removeAllListeners('exit');
+    await thread.terminate();
+  };
+  const unreadable = (m: string) =>
+    new InputError(`not a readable ${kind} file: ${m}`, {
+      where: file.display,
+      hint: 'check the file, or set format if the extension is misleading',
+    });
   return { limits, ask, close, unreadable };
 }
 
@@ -264,12 +358,18 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
     // slices would decode the same group again and again. Memory is bounded by the row group size.
     let groupStart = 0;
     for (const [g, rg] of meta.groups.entries()) {
-      const rowStart = groupStart, rowEnd = groupStart + rg.rows;
+      const rowStart = groupStart,
+        rowEnd = groupStart + rg.rows;
       groupStart = rowEnd;
       if (rowEnd === rowStart) continue;
       opts.signal?.throwIfAborted();
-      const r = await t.ask({ rowStart, rowEnd }, `row group ${g + 1} (rows ${rowStart + 1}-${rowEnd})`, t.limits.baseMs + (t.limits.msPerMiB * rg.bytes) / (1 << 20));
-      if (r.type === 'error') throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${r.message}`, { where: file.display });
+      const r = await t.ask(
+        { rowStart, rowEnd },
+        `row group ${g + 1} (rows ${rowStart + 1}-${rowEnd})`,
+        t.limits.baseMs + (t.limits.msPerMiB * rg.bytes) / (1 << 20),
+      );
+      if (r.type === 'error')
+        throw new InputError(`cannot decode Parquet rows ${rowStart + 1}-${rowEnd}: ${r.message}`, { where: file.display });
       if (r.type !== 'rows') throw new Error('decoding thread: unexpected reply');
       for (let i = 0; i < r.rows.length; i += BATCH_ROWS) {
         yield r.rows.slice(i, i + BATCH_ROWS).map((values, j) => ({ row: rowStart + i + j + 1, lines: 1, raw: safeJson(values), values }));
@@ -303,9 +403,14 @@ export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}
 /** Records of one file, in arrays (one per read chunk or record batch). */
 export function readRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   switch (file.format) {
-    case 'jsonl': return readJsonl(file, opts);
-    case 'csv': case 'tsv': return readDelimited(file, opts);
-    case 'parquet': return readParquet(file, opts);
-    case 'arrow': return readArrowRecords(file, opts);
+    case 'jsonl':
+      return readJsonl(file, opts);
+    case 'csv':
+    case 'tsv':
+      return readDelimited(file, opts);
+    case 'parquet':
+      return readParquet(file, opts);
+    case 'arrow':
+      return readArrowRecords(file, opts);
   }
 }

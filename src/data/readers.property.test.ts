@@ -18,13 +18,21 @@ import type { IngestReport } from './report.ts';
 const SEED = 20261203;
 const RUNS = 60;
 
-async function ingestBytes(name: string, bytes: Uint8Array | string, cfg: Omit<IngestConfig, 'path'>): Promise<{ report?: IngestReport; error?: InputError; rows: Record<string, unknown>[] }> {
+async function ingestBytes(
+  name: string,
+  bytes: Uint8Array | string,
+  cfg: Omit<IngestConfig, 'path'>,
+): Promise<{ report?: IngestReport; error?: InputError; rows: Record<string, unknown>[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'prop-'));
   try {
     writeFileSync(join(dir, name), bytes);
     let report: IngestReport;
     try {
-      report = await ingest({ ...cfg, path: name } as IngestConfig, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'q.arrow') });
+      report = await ingest({ ...cfg, path: name } as IngestConfig, {
+        baseDir: dir,
+        outPath: join(dir, 'out.arrow'),
+        quarantinePath: join(dir, 'q.arrow'),
+      });
     } catch (e) {
       // Bad input may fail the file as a whole, but only ever as an input error.
       if (!(e instanceof InputError)) throw e;
@@ -62,75 +70,135 @@ const text = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }).filter
 const label = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 8 }).filter((s) => !s.includes('\r'));
 
 test('jsonl: rows written with JSON.stringify are read back exactly, in order', async () => {
-  await fc.assert(fc.asyncProperty(fc.array(fc.record({ text, label }), { minLength: 1, maxLength: 20 }), async (recs) => {
-    const got = await ingestBytes('a.jsonl', recs.map((r) => JSON.stringify(r)).join('\n'), { task: 'classification' });
-    assert.deepEqual(got.rows.map((r) => [r.text, r.label]), recs.map((r) => [r.text, r.label]));
-    assert.equal(got.report!.linesIn, recs.length);
-  }), { seed: SEED, numRuns: RUNS });
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.record({ text, label }), { minLength: 1, maxLength: 20 }), async (recs) => {
+      const got = await ingestBytes('a.jsonl', recs.map((r) => JSON.stringify(r)).join('\n'), { task: 'classification' });
+      assert.deepEqual(
+        got.rows.map((r) => [r.text, r.label]),
+        recs.map((r) => [r.text, r.label]),
+      );
+      assert.equal(got.report!.linesIn, recs.length);
+    }),
+    { seed: SEED, numRuns: RUNS },
+  );
 });
 
 test('jsonl: any string, unpaired surrogates included, is read back exactly or refused as lone-surrogate, never altered', async () => {
   // fast-check's string units never produce a lone surrogate, so mix them in by hand.
-  const piece = fc.oneof(fc.string({ unit: 'binary', maxLength: 4 }), fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)));
-  const any = fc.array(piece, { minLength: 1, maxLength: 4 }).map((p) => p.join('')).filter((s) => s.trim() !== '');
-  await fc.assert(fc.asyncProperty(fc.array(fc.record({ text: any, label: any }), { minLength: 1, maxLength: 8 }), async (recs) => {
-    const got = await ingestBytes('a.jsonl', recs.map((r) => JSON.stringify(r)).join('\n'), lenient);
-    const wellFormed = (s: string) => !/\p{Cs}/u.test(s);
-    const expected = recs.filter((r) => wellFormed(r.text) && wellFormed(r.label));
-    assert.deepEqual(got.rows.map((r) => [r.text, r.label]), expected.map((r) => [r.text, r.label]));
-    assert.equal(got.report!.badRows['lone-surrogate'] ?? 0, recs.length - expected.length);
-  }), { seed: SEED, numRuns: RUNS });
+  const piece = fc.oneof(
+    fc.string({ unit: 'binary', maxLength: 4 }),
+    fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)),
+  );
+  const any = fc
+    .array(piece, { minLength: 1, maxLength: 4 })
+    .map((p) => p.join(''))
+    .filter((s) => s.trim() !== '');
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.record({ text: any, label: any }), { minLength: 1, maxLength: 8 }), async (recs) => {
+      const got = await ingestBytes('a.jsonl', recs.map((r) => JSON.stringify(r)).join('\n'), lenient);
+      const wellFormed = (s: string) => !/\p{Cs}/u.test(s);
+      const expected = recs.filter((r) => wellFormed(r.text) && wellFormed(r.label));
+      assert.deepEqual(
+        got.rows.map((r) => [r.text, r.label]),
+        expected.map((r) => [r.text, r.label]),
+      );
+      assert.equal(got.report!.badRows['lone-surrogate'] ?? 0, recs.length - expected.length);
+    }),
+    { seed: SEED, numRuns: RUNS },
+  );
 });
 
 test('csv: records quoted per RFC 4180 (commas, quotes, newlines inside) are read back exactly, lines counted', async () => {
   const quoteField = (s: string) => `"${s.replace(/"/g, '""')}"`;
-  await fc.assert(fc.asyncProperty(fc.array(fc.record({ text, label }), { minLength: 1, maxLength: 20 }), fc.boolean(), async (recs, crlf) => {
-    const eol = crlf ? '\r\n' : '\n';
-    const body = ['text,label', ...recs.map((r) => `${quoteField(r.text)},${quoteField(r.label)}`)].join(eol) + eol;
-    const got = await ingestBytes('a.csv', body, { task: 'classification' });
-    assert.equal(got.error, undefined, got.error?.message);
-    assert.deepEqual(got.rows.map((r) => [r.text, r.label]), recs.map((r) => [r.text, r.label]));
-    const physical = recs.reduce((n, r) => n + r.text.split('\n').length + r.label.split('\n').length - 1, 0);
-    assert.equal(got.report!.linesIn, physical);
-  }), { seed: SEED, numRuns: RUNS });
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.record({ text, label }), { minLength: 1, maxLength: 20 }), fc.boolean(), async (recs, crlf) => {
+      const eol = crlf ? '\r\n' : '\n';
+      const body = ['text,label', ...recs.map((r) => `${quoteField(r.text)},${quoteField(r.label)}`)].join(eol) + eol;
+      const got = await ingestBytes('a.csv', body, { task: 'classification' });
+      assert.equal(got.error, undefined, got.error?.message);
+      assert.deepEqual(
+        got.rows.map((r) => [r.text, r.label]),
+        recs.map((r) => [r.text, r.label]),
+      );
+      const physical = recs.reduce((n, r) => n + r.text.split('\n').length + r.label.split('\n').length - 1, 0);
+      assert.equal(got.report!.linesIn, physical);
+    }),
+    { seed: SEED, numRuns: RUNS },
+  );
 });
 
 test('jsonl: random bytes never crash the reader, and every non-blank line is a row (kept or bad)', async () => {
   const bytes = fc.oneof(
     fc.uint8Array({ maxLength: 300 }),
-    fc.array(fc.constantFrom('{', '}', '"text"', ':', '"x"', ',', '"label"', '\n', '\r\n', ' ', '\\', '[', ']', 'null', '\u2028', '\uFEFF', '\xff'), { maxLength: 80 }).map((t) => new TextEncoder().encode(t.join(''))),
+    fc
+      .array(
+        fc.constantFrom(
+          '{',
+          '}',
+          '"text"',
+          ':',
+          '"x"',
+          ',',
+          '"label"',
+          '\n',
+          '\r\n',
+          ' ',
+          '\\',
+          '[',
+          ']',
+          'null',
+          '\u2028',
+          '\uFEFF',
+          '\xff',
+        ),
+        { maxLength: 80 },
+      )
+      .map((t) => new TextEncoder().encode(t.join(''))),
   );
-  await fc.assert(fc.asyncProperty(bytes, async (b) => {
-    const got = await ingestBytes('a.jsonl', b, lenient);
-    const nonBlank = physicalLines(b).filter((l) => l.trim() !== '').length;
-    if (got.error) {
-      assert.equal(nonBlank, 0, `only an empty file may fail as a whole: ${got.error.message}`);
-      return;
-    }
-    checkAccounting(got.report!);
-    assert.equal(got.report!.rowsIn, nonBlank);
-    assert.equal(got.report!.linesIn, nonBlank);
-  }), { seed: SEED, numRuns: RUNS * 2 });
+  await fc.assert(
+    fc.asyncProperty(bytes, async (b) => {
+      const got = await ingestBytes('a.jsonl', b, lenient);
+      const nonBlank = physicalLines(b).filter((l) => l.trim() !== '').length;
+      if (got.error) {
+        assert.equal(nonBlank, 0, `only an empty file may fail as a whole: ${got.error.message}`);
+        return;
+      }
+      checkAccounting(got.report!);
+      assert.equal(got.report!.rowsIn, nonBlank);
+      assert.equal(got.report!.linesIn, nonBlank);
+    }),
+    { seed: SEED, numRuns: RUNS * 2 },
+  );
 });
 
 test('csv: adversarial quoting never crashes or hangs the reader, and no non-blank line vanishes', { timeout: 120_000 }, async () => {
   const token = fc.constantFrom('"', '""', ',', '\n', '\r\n', 'a', ' ', 'text', 'label', '"a,b"', '\t', '\xff');
-  const bytes = fc.oneof(fc.array(token, { maxLength: 60 }).map((t) => new TextEncoder().encode(t.join(''))), fc.uint8Array({ maxLength: 200 }));
-  await fc.assert(fc.asyncProperty(bytes, fc.boolean(), async (b, withHeader) => {
-    const content = withHeader ? Buffer.concat([Buffer.from('text,label\n'), b]) : b;
-    const got = await ingestBytes('a.csv', content, { ...lenient, header: withHeader, ...(withHeader ? {} : { columns: ['text', 'label'] }) });
-    const lines = physicalLines(content);
-    const nonBlank = lines.filter((l) => l.trim() !== '').length;
-    if (got.error) {
-      // The whole file fails only for its header, or when it holds no row.
-      assert.ok(/header|no rows found|file is empty/.test(got.error.message), got.error.message);
-      return;
-    }
-    checkAccounting(got.report!);
-    // Every non-blank line but the header belongs to exactly one record: nothing is swallowed.
-    assert.ok(got.report!.linesIn >= nonBlank - (withHeader ? 1 : 0), `${got.report!.linesIn} lines accounted of ${nonBlank} non-blank`);
-    assert.ok(got.report!.linesIn <= lines.length);
-  }), { seed: SEED, numRuns: RUNS * 2 });
+  const bytes = fc.oneof(
+    fc.array(token, { maxLength: 60 }).map((t) => new TextEncoder().encode(t.join(''))),
+    fc.uint8Array({ maxLength: 200 }),
+  );
+  await fc.assert(
+    fc.asyncProperty(bytes, fc.boolean(), async (b, withHeader) => {
+      const content = withHeader ? Buffer.concat([Buffer.from('text,label\n'), b]) : b;
+      const got = await ingestBytes('a.csv', content, {
+        ...lenient,
+        header: withHeader,
+        ...(withHeader ? {} : { columns: ['text', 'label'] }),
+      });
+      const lines = physicalLines(content);
+      const nonBlank = lines.filter((l) => l.trim() !== '').length;
+      if (got.error) {
+        // The whole file fails only for its header, or when it holds no row.
+        assert.ok(/header|no rows found|file is empty/.test(got.error.message), got.error.message);
+        return;
+      }
+      checkAccounting(got.report!);
+      // Every non-blank line but the header belongs to exactly one record: nothing is swallowed.
+      assert.ok(got.report!.linesIn >= nonBlank - (withHeader ? 1 : 0), `${got.report!.linesIn} lines accounted of ${nonBlank} non-blank`);
+      assert.ok(got.report!.linesIn <= lines.length);
+    }),
+    { seed: SEED, numRuns: RUNS * 2 },
+  );
 });
 
 test('jsonl: deeply nested and very long values are bad rows, not crashes', async () => {

@@ -12,9 +12,48 @@ test('lengthStats uses nearest-rank percentiles over the histogram', () => {
 
 test('reports survive JSON and render as readable tables', () => {
   const reports: DataReport[] = [
-    { kind: 'ingest', task: 'classification', rowsIn: 10, rowsOut: 8, linesIn: 14, badLines: 5, badRows: { 'empty-text': 2 }, labels: { ham: 5, spam: 3 }, sourceFiles: [{ path: 'a.jsonl', sha256: 'ab'.repeat(32), bytes: 99 }], dataHash: 'cd'.repeat(32), textLength: { p50: 4, p90: 9, p99: 9, max: 9 }, schema: { text: 'Utf8' } },
-    { kind: 'dedupe', rowsIn: 8, rowsOut: 6, exactRemoved: 1, nearRemoved: 1, conflictsRemoved: 0, clusters: 2, largestCluster: 2, conflicts: [{ cluster: 3, reason: 'near', labels: { ham: 1, spam: 1 }, kept: 'ham' }], conflictCount: 1, nearCandidates: 4, nearVerified: 1 },
-    { kind: 'split', rowsIn: 6, seed: 1, splits: { train: { rows: 4, labels: { ham: 3, spam: 1 } }, validation: { rows: 1, labels: { ham: 1 } }, test: { rows: 1, labels: { spam: 1 } } }, leakage: 0, groupBy: '_cluster', stratify: 'label', maxStratifyDeviation: 0.5 },
+    {
+      kind: 'ingest',
+      task: 'classification',
+      rowsIn: 10,
+      rowsOut: 8,
+      linesIn: 14,
+      badLines: 5,
+      badRows: { 'empty-text': 2 },
+      labels: { ham: 5, spam: 3 },
+      sourceFiles: [{ path: 'a.jsonl', sha256: 'ab'.repeat(32), bytes: 99 }],
+      dataHash: 'cd'.repeat(32),
+      textLength: { p50: 4, p90: 9, p99: 9, max: 9 },
+      schema: { text: 'Utf8' },
+    },
+    {
+      kind: 'dedupe',
+      rowsIn: 8,
+      rowsOut: 6,
+      exactRemoved: 1,
+      nearRemoved: 1,
+      conflictsRemoved: 0,
+      clusters: 2,
+      largestCluster: 2,
+      conflicts: [{ cluster: 3, reason: 'near', labels: { ham: 1, spam: 1 }, kept: 'ham' }],
+      conflictCount: 1,
+      nearCandidates: 4,
+      nearVerified: 1,
+    },
+    {
+      kind: 'split',
+      rowsIn: 6,
+      seed: 1,
+      splits: {
+        train: { rows: 4, labels: { ham: 3, spam: 1 } },
+        validation: { rows: 1, labels: { ham: 1 } },
+        test: { rows: 1, labels: { spam: 1 } },
+      },
+      leakage: 0,
+      groupBy: '_cluster',
+      stratify: 'label',
+      maxStratifyDeviation: 0.5,
+    },
   ];
   for (const r of reports) assert.deepEqual(JSON.parse(JSON.stringify(r)), r);
   const [ing, dd, sp] = reports.map(formatDataReport);

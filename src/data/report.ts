@@ -4,8 +4,17 @@
  */
 import type { Task } from './config.ts';
 
-export interface SourceFileInfo { path: string; sha256: string; bytes: number }
-export interface LengthStats { p50: number; p90: number; p99: number; max: number }
+export interface SourceFileInfo {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+export interface LengthStats {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
 
 export interface IngestReport {
   kind: 'ingest';
@@ -56,7 +65,10 @@ export interface DedupeReport {
   nearVerified: number;
 }
 
-export interface SplitPart { rows: number; labels: Record<string, number> }
+export interface SplitPart {
+  rows: number;
+  labels: Record<string, number>;
+}
 
 export interface SplitReport {
   kind: 'split';
@@ -80,7 +92,14 @@ function pct(n: number, d: number): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function countsLine(m: Record<string, number>): string {
@@ -96,9 +115,13 @@ export function formatDataReport(r: DataReport): string {
         table([
           ['', 'rows', 'share'],
           ['kept', String(r.rowsOut), pct(r.rowsOut, r.rowsIn)],
-          ...Object.keys(r.badRows).sort().map((k) => [`bad: ${k}`, String(r.badRows[k]), pct(r.badRows[k], r.rowsIn)]),
+          ...Object.keys(r.badRows)
+            .sort()
+            .map((k) => [`bad: ${k}`, String(r.badRows[k]), pct(r.badRows[k], r.rowsIn)]),
         ]),
-        ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`] : []),
+        ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn
+          ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`]
+          : []),
         `labels: ${countsLine(r.labels)}`,
         `text length (chars): p50 ${r.textLength.p50}, p90 ${r.textLength.p90}, p99 ${r.textLength.p99}, max ${r.textLength.max}`,
         `sources: ${r.sourceFiles.length} file(s), data hash ${r.dataHash.slice(0, 16)}…`,
@@ -126,7 +149,12 @@ export function formatDataReport(r: DataReport): string {
         `split (seed ${r.seed}${r.stratify ? `, stratified by ${r.stratify}` : ''}${r.groupBy ? `, grouped by ${r.groupBy}` : ''}): ${r.rowsIn} rows`,
         table([
           ['split', 'rows', 'share', ...labels],
-          ...names.map((n) => [n, String(r.splits[n].rows), pct(r.splits[n].rows, r.rowsIn), ...labels.map((l) => String(r.splits[n].labels[l] ?? 0))]),
+          ...names.map((n) => [
+            n,
+            String(r.splits[n].rows),
+            pct(r.splits[n].rows, r.rowsIn),
+            ...labels.map((l) => String(r.splits[n].labels[l] ?? 0)),
+          ]),
         ]),
         `leakage: ${r.leakage} group(s) across splits${r.leakage === 0 ? ' (ok)' : ' (BROKEN)'}; max stratification deviation ${r.maxStratifyDeviation.toFixed(2)} rows`,
       ].join('\n');
@@ -142,7 +170,10 @@ export function lengthStats(hist: Map<number, number>): LengthStats {
   const at = (q: number) => {
     const rank = Math.max(1, Math.ceil(q * total));
     let seen = 0;
-    for (const l of lengths) { seen += hist.get(l)!; if (seen >= rank) return l; }
+    for (const l of lengths) {
+      seen += hist.get(l)!;
+      if (seen >= rank) return l;
+    }
     return lengths[lengths.length - 1];
   };
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: lengths[lengths.length - 1] };

@@ -26,12 +26,21 @@ export function seedToInt(seed: number | string): number {
 }
 
 export class Rng {
-  private s0: number; private s1: number; private s2: number; private s3: number;
+  private s0: number;
+  private s1: number;
+  private s2: number;
+  private s3: number;
 
   constructor(seed: number | string = 0) {
     let x = seedToInt(seed);
-    const next = () => { x = (x + 0x9e3779b9) >>> 0; return splitmix32(x); };
-    this.s0 = next(); this.s1 = next(); this.s2 = next(); this.s3 = next();
+    const next = () => {
+      x = (x + 0x9e3779b9) >>> 0;
+      return splitmix32(x);
+    };
+    this.s0 = next();
+    this.s1 = next();
+    this.s2 = next();
+    this.s3 = next();
     // xoshiro's all-zero state is a fixed point.
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
   }
@@ -81,7 +90,9 @@ export class Rng {
   shuffle<T>(a: T[] | Uint32Array | Int32Array): typeof a {
     for (let i = a.length - 1; i > 0; i--) {
       const j = this.int(i + 1);
-      const t = a[i]; a[i] = a[j]; a[j] = t;
+      const t = a[i];
+      a[i] = a[j];
+      a[j] = t;
     }
     return a;
   }

@@ -32,7 +32,11 @@ export function dataRoots(baseDir: string, opts: { stateDir?: string; env?: Node
 export function realRoots(roots: readonly string[]): string[] {
   const out: string[] = [];
   for (const r of roots) {
-    try { out.push(realpathSync(r)); } catch { /* missing root */ }
+    try {
+      out.push(realpathSync(r));
+    } catch {
+      /* missing root */
+    }
   }
   return [...new Set(out)];
 }
@@ -42,10 +46,13 @@ export function isInside(real: string, roots: readonly string[]): boolean {
 }
 
 export function outsideRootsError(shown: string, real: string, roots: readonly string[], field: string): InputError {
-  return new InputError(`${JSON.stringify(shown)} resolves to ${real}, which is outside the allowed data roots (${roots.join(', ') || 'none'})`, {
-    where: field,
-    hint: `keep data under the pipeline file's folder, or add its folder to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`,
-  });
+  return new InputError(
+    `${JSON.stringify(shown)} resolves to ${real}, which is outside the allowed data roots (${roots.join(', ') || 'none'})`,
+    {
+      where: field,
+      hint: `keep data under the pipeline file's folder, or add its folder to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`,
+    },
+  );
 }
 
 /** Resolves symlinks in `abs` and fails unless the result lies inside one of `realRootList`. */

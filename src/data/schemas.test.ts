@@ -16,10 +16,24 @@ test('ingest schema accepts what ingest accepts and rejects unknown or mistyped 
   const v = compile(ingestWithSchema);
   for (const ok of [
     { path: 'a.jsonl', task: 'classification' },
-    { path: 'd/**/*.csv', task: 'pairs', format: 'csv', delimiter: ';', quote: false, header: false, columns: ['a', 'b', 'c'], fields: { text_a: 'a', text_b: 'b', label: 'c' }, labels: ['x', 'y'], maxLength: 512, onBadRow: 'quarantine', maxBadFraction: 0.2 },
+    {
+      path: 'd/**/*.csv',
+      task: 'pairs',
+      format: 'csv',
+      delimiter: ';',
+      quote: false,
+      header: false,
+      columns: ['a', 'b', 'c'],
+      fields: { text_a: 'a', text_b: 'b', label: 'c' },
+      labels: ['x', 'y'],
+      maxLength: 512,
+      onBadRow: 'quarantine',
+      maxBadFraction: 0.2,
+    },
     { path: 's.jsonl', task: 'instruction', promptTemplate: '{instruction}[[\n\n{input}]]', fields: { response: 'output' } },
     { path: 'https://example.org/train.jsonl', sha256: 'a'.repeat(64), task: 'classification' },
-  ]) assert.ok(v(ok), JSON.stringify(v.errors));
+  ])
+    assert.ok(v(ok), JSON.stringify(v.errors));
   for (const bad of [
     { task: 'classification' },
     { path: 'a', task: 'regression' },
@@ -29,7 +43,8 @@ test('ingest schema accepts what ingest accepts and rejects unknown or mistyped 
     { path: 'a', task: 'classification', fields: { txt: 'x' } },
     { path: 'a', task: 'classification', extra: 1 },
     { path: 'https://example.org/x.jsonl', task: 'classification', sha256: 'abc' },
-  ]) assert.ok(!v(bad), JSON.stringify(bad));
+  ])
+    assert.ok(!v(bad), JSON.stringify(bad));
 });
 
 test('dedupe and split schemas', () => {

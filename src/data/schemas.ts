@@ -17,22 +17,49 @@ export const ingestWithSchema = {
   additionalProperties: false,
   required: ['path', 'task'],
   properties: {
-    path: { type: 'string', minLength: 1, description: 'File, directory (recursive; known extensions only) or glob (*, **, ?, [..], {a,b}), relative to the pipeline file; or an http(s) URL with sha256.' },
+    path: {
+      type: 'string',
+      minLength: 1,
+      description:
+        'File, directory (recursive; known extensions only) or glob (*, **, ?, [..], {a,b}), relative to the pipeline file; or an http(s) URL with sha256.',
+    },
     sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'Required for URL sources: expected sha256 of the file.' },
-    format: { enum: ['jsonl', 'csv', 'tsv', 'parquet', 'arrow'], description: 'Default: from each file\'s extension.' },
-    task: { enum: ['classification', 'pairs', 'instruction'], description: 'Output columns: text,label | text_a,text_b,label | prompt,response.' },
+    format: { enum: ['jsonl', 'csv', 'tsv', 'parquet', 'arrow'], description: "Default: from each file's extension." },
+    task: {
+      enum: ['classification', 'pairs', 'instruction'],
+      description: 'Output columns: text,label | text_a,text_b,label | prompt,response.',
+    },
     fields: {
       type: 'object',
       additionalProperties: false,
       description: 'Task column → source field. Default: same name.',
       properties: { text: fieldName, label: fieldName, text_a: fieldName, text_b: fieldName, prompt: fieldName, response: fieldName },
     },
-    promptTemplate: { type: 'string', minLength: 1, description: 'Instruction task: e.g. "{instruction}[[\\n\\n{input}]]"; [[...]] is dropped when a field inside is empty.' },
+    promptTemplate: {
+      type: 'string',
+      minLength: 1,
+      description: 'Instruction task: e.g. "{instruction}[[\\n\\n{input}]]"; [[...]] is dropped when a field inside is empty.',
+    },
     header: { type: 'boolean', default: true, description: 'CSV/TSV: first record is a header.' },
-    columns: { type: 'array', items: fieldName, minItems: 1, uniqueItems: true, description: 'CSV/TSV without header: column names. Default "1", "2", ...' },
+    columns: {
+      type: 'array',
+      items: fieldName,
+      minItems: 1,
+      uniqueItems: true,
+      description: 'CSV/TSV without header: column names. Default "1", "2", ...',
+    },
     delimiter: { type: 'string', minLength: 1, maxLength: 1, description: 'Default "," (csv) or "\\t" (tsv).' },
-    quote: { oneOf: [{ type: 'string', minLength: 1, maxLength: 1 }, { const: false }], description: 'Default "\\"" for csv, false (no quoting) for tsv.' },
-    labels: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, uniqueItems: true, description: 'Declared label set; default inferred (sorted).' },
+    quote: {
+      oneOf: [{ type: 'string', minLength: 1, maxLength: 1 }, { const: false }],
+      description: 'Default "\\"" for csv, false (no quoting) for tsv.',
+    },
+    labels: {
+      type: 'array',
+      items: { type: 'string', minLength: 1 },
+      minItems: 1,
+      uniqueItems: true,
+      description: 'Declared label set; default inferred (sorted).',
+    },
     maxLength: { type: 'integer', minimum: 1, description: 'Longest text field in characters; default unlimited.' },
     onBadRow: { enum: ['fail', 'quarantine'], default: 'fail' },
     maxBadFraction: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
@@ -47,7 +74,13 @@ export const dedupeWithSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    columns: { type: 'array', items: fieldName, minItems: 1, uniqueItems: true, description: 'Text columns compared. Default: text | text_a+text_b | prompt+response.' },
+    columns: {
+      type: 'array',
+      items: fieldName,
+      minItems: 1,
+      uniqueItems: true,
+      description: 'Text columns compared. Default: text | text_a+text_b | prompt+response.',
+    },
     normalize: {
       type: 'object',
       additionalProperties: false,
@@ -71,7 +104,12 @@ export const dedupeWithSchema = {
             shingle: { enum: ['char', 'word'], default: 'word' },
             size: { type: 'integer', minimum: 1, description: 'Default 5 (char) or 3 (word).' },
             numPerm: { type: 'integer', minimum: 1, maximum: 1024, default: 128 },
-            bands: { type: 'integer', minimum: 1, description: 'Default: minimises 0.1·false-candidate + 0.9·missed-pair area for the threshold (candidates are verified, so recall is favoured); bands × rows ≤ numPerm.' },
+            bands: {
+              type: 'integer',
+              minimum: 1,
+              description:
+                'Default: minimises 0.1·false-candidate + 0.9·missed-pair area for the threshold (candidates are verified, so recall is favoured); bands × rows ≤ numPerm.',
+            },
             rows: { type: 'integer', minimum: 1 },
             threshold: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.8 },
             seed: { type: 'integer', default: 0 },
@@ -88,7 +126,9 @@ const splitShares = (integer: boolean) => ({
   type: 'object',
   additionalProperties: false,
   minProperties: 1,
-  properties: Object.fromEntries(['train', 'validation', 'test'].map((k) => [k, integer ? { type: 'integer', minimum: 0 } : { type: 'number', minimum: 0, maximum: 1 }])),
+  properties: Object.fromEntries(
+    ['train', 'validation', 'test'].map((k) => [k, integer ? { type: 'integer', minimum: 0 } : { type: 'number', minimum: 0, maximum: 1 }]),
+  ),
 });
 
 export const splitWithSchema = {
@@ -99,7 +139,10 @@ export const splitWithSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    ratios: { ...splitShares(false), description: 'Fractions summing to 1. Default {train: 0.8, validation: 0.1, test: 0.1}. With kfold: only test.' },
+    ratios: {
+      ...splitShares(false),
+      description: 'Fractions summing to 1. Default {train: 0.8, validation: 0.1, test: 0.1}. With kfold: only test.',
+    },
     counts: { ...splitShares(true), description: 'Row counts; omit train to give it the remainder. With kfold: only test.' },
     seed: { type: 'integer', default: 0 },
     stratify: { oneOf: [fieldName, { const: false }], description: "Default 'label' when present." },

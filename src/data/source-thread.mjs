@@ -10,7 +10,11 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'h
 
 const message = (e) => String(e?.message ?? e);
 const post = (m) => {
-  try { parentPort.postMessage(m); } catch (e) { parentPort.postMessage({ type: 'error', phase: 'rows', message: `a value cannot be passed on: ${message(e)}` }); }
+  try {
+    parentPort.postMessage(m);
+  } catch (e) {
+    parentPort.postMessage({ type: 'error', phase: 'rows', message: `a value cannot be passed on: ${message(e)}` });
+  }
 };
 
 if (workerData.format === 'parquet') {
@@ -34,8 +38,14 @@ if (workerData.format === 'parquet') {
   });
 } else {
   // Arrow: one record batch per request, as plain rows (Arrow's own objects cannot cross threads).
-  const plain = (v) => (typeof v === 'bigint' ? (Number.isSafeInteger(Number(v)) ? Number(v) : v)
-    : v !== null && typeof v === 'object' && !ArrayBuffer.isView(v) && typeof v.toJSON === 'function' ? v.toJSON() : v);
+  const plain = (v) =>
+    typeof v === 'bigint'
+      ? Number.isSafeInteger(Number(v))
+        ? Number(v)
+        : v
+      : v !== null && typeof v === 'object' && !ArrayBuffer.isView(v) && typeof v.toJSON === 'function'
+        ? v.toJSON()
+        : v;
   let iter;
   try {
     const fh = await open(workerData.path, 'r');
@@ -47,7 +57,10 @@ if (workerData.format === 'parquet') {
   parentPort.on('message', async () => {
     try {
       const next = await iter.next();
-      if (next.done) { post({ type: 'done' }); return; }
+      if (next.done) {
+        post({ type: 'done' });
+        return;
+      }
       const batch = next.value;
       const names = batch.schema.fields.map((f) => f.name);
       const cols = names.map((n) => batch.getChild(n));

@@ -38,7 +38,10 @@ test('the pathological glob over a folder of long file names lists the right fil
   for (let i = 0; i < 20; i++) writeFileSync(join(dir, 'a'.repeat(60 + i) + '.jsonl'), '');
   writeFileSync(join(dir, 'a'.repeat(30) + 'b'), '');
   const got = await resolveSources('*a*a*a*a*a*a*a*a*a*a*a*a*b', dir, { format: 'jsonl' });
-  assert.deepEqual(got.map((s) => s.display), ['a'.repeat(30) + 'b']);
+  assert.deepEqual(
+    got.map((s) => s.display),
+    ['a'.repeat(30) + 'b'],
+  );
 });
 
 test('formats from extensions', () => {
@@ -53,12 +56,25 @@ test('sources are sorted by code units, hidden files skipped, display paths rela
   const dir = mkdtempSync(join(tmpdir(), 'sources-'));
   mkdirSync(join(dir, 'd', 'B'), { recursive: true });
   for (const f of ['d/b.jsonl', 'd/B/a.csv', 'd/a.jsonl', 'd/.hidden.jsonl', 'd/readme.md']) writeFileSync(join(dir, f), '');
-  assert.deepEqual((await resolveSources('d', dir)).map((s) => `${s.display}:${s.format}`), ['d/B/a.csv:csv', 'd/a.jsonl:jsonl', 'd/b.jsonl:jsonl']);
+  assert.deepEqual(
+    (await resolveSources('d', dir)).map((s) => `${s.display}:${s.format}`),
+    ['d/B/a.csv:csv', 'd/a.jsonl:jsonl', 'd/b.jsonl:jsonl'],
+  );
   // With an explicit format every file counts, whatever its extension.
   assert.equal((await resolveSources('d', dir, { format: 'jsonl' })).length, 4);
-  assert.deepEqual((await resolveSources(join(dir, 'd', 'a.jsonl'), '/')).map((s) => s.display), [join(dir, 'd', 'a.jsonl').slice(1)]);
-  assert.deepEqual((await resolveSources('d/*.jsonl', dir)).map((s) => s.display), ['d/a.jsonl', 'd/b.jsonl'], '* does not descend');
-  assert.deepEqual((await resolveSources('d/**/*.csv', dir)).map((s) => s.display), ['d/B/a.csv']);
+  assert.deepEqual(
+    (await resolveSources(join(dir, 'd', 'a.jsonl'), '/')).map((s) => s.display),
+    [join(dir, 'd', 'a.jsonl').slice(1)],
+  );
+  assert.deepEqual(
+    (await resolveSources('d/*.jsonl', dir)).map((s) => s.display),
+    ['d/a.jsonl', 'd/b.jsonl'],
+    '* does not descend',
+  );
+  assert.deepEqual(
+    (await resolveSources('d/**/*.csv', dir)).map((s) => s.display),
+    ['d/B/a.csv'],
+  );
   await assert.rejects(resolveSources('d/*.parquet', dir), (e: unknown) => e instanceof InputError && e.where === 'path');
   await assert.rejects(resolveSources('d/{a,b', dir), InputError);
 });
@@ -67,9 +83,15 @@ test('walk budgets: too many entries or files fail with an error naming the patt
   const dir = mkdtempSync(join(tmpdir(), 'sources-'));
   mkdirSync(join(dir, 'd'));
   for (let i = 0; i < 50; i++) writeFileSync(join(dir, 'd', `f${i}.jsonl`), '');
-  await assert.rejects(resolveSources('d/**/*.jsonl', dir, { maxEntries: 20 }), (e: unknown) =>
-    e instanceof InputError && e.where === 'path' && e.message.includes('"d/**/*.jsonl"') && e.message.includes('20 directory entries'));
-  await assert.rejects(resolveSources('d', dir, { maxFiles: 10 }), (e: unknown) => e instanceof InputError && /50 files, more than the limit of 10/.test(e.message));
+  await assert.rejects(
+    resolveSources('d/**/*.jsonl', dir, { maxEntries: 20 }),
+    (e: unknown) =>
+      e instanceof InputError && e.where === 'path' && e.message.includes('"d/**/*.jsonl"') && e.message.includes('20 directory entries'),
+  );
+  await assert.rejects(
+    resolveSources('d', dir, { maxFiles: 10 }),
+    (e: unknown) => e instanceof InputError && /50 files, more than the limit of 10/.test(e.message),
+  );
   assert.equal((await resolveSources('d', dir, { maxEntries: 50, maxFiles: 50 })).length, 50);
 });
 
@@ -78,7 +100,11 @@ test('confinement: .. and absolute paths outside the data roots are refused, nam
   const outside = mkdtempSync(join(tmpdir(), 'outside-'));
   writeFileSync(join(outside, 'secret.jsonl'), '{"text":"x","label":"y"}\n');
   const roots = dataRoots(base, { env: {} });
-  const refused = (e: unknown) => e instanceof InputError && e.where === 'path' && e.message.includes('outside the allowed data roots') && (e.hint ?? '').includes(DATA_ROOTS_ENV);
+  const refused = (e: unknown) =>
+    e instanceof InputError &&
+    e.where === 'path' &&
+    e.message.includes('outside the allowed data roots') &&
+    (e.hint ?? '').includes(DATA_ROOTS_ENV);
   const rel = join('..', outside.split('/').pop()!, 'secret.jsonl');
   await assert.rejects(resolveSources(rel, base, { roots }), refused);
   await assert.rejects(resolveSources(join(outside, 'secret.jsonl'), base, { roots }), refused);
@@ -87,7 +113,10 @@ test('confinement: .. and absolute paths outside the data roots are refused, nam
   await assert.rejects(resolveSources('/**', base, { roots, format: 'jsonl' }), refused, 'a whole-filesystem walk never starts');
   // The setting widens the roots.
   const wider = dataRoots(base, { env: { [DATA_ROOTS_ENV]: outside } });
-  assert.deepEqual((await resolveSources(rel, base, { roots: wider })).map((s) => s.abs), [join(base, rel)]);
+  assert.deepEqual(
+    (await resolveSources(rel, base, { roots: wider })).map((s) => s.abs),
+    [join(base, rel)],
+  );
 });
 
 test('confinement holds after symlinks: a link to a file or folder outside is refused, walks do not follow links', async () => {
@@ -99,14 +128,29 @@ test('confinement holds after symlinks: a link to a file or folder outside is re
   symlinkSync(join(outside, 'secret.jsonl'), join(base, 'data', 'link.jsonl'));
   symlinkSync(outside, join(base, 'escape'));
   const roots = dataRoots(base, { env: {} });
-  const refused = (e: unknown) => e instanceof InputError && e.message.includes(realpathSync(join(outside, 'secret.jsonl'))) && e.message.includes('outside the allowed data roots');
+  const refused = (e: unknown) =>
+    e instanceof InputError &&
+    e.message.includes(realpathSync(join(outside, 'secret.jsonl'))) &&
+    e.message.includes('outside the allowed data roots');
   await assert.rejects(resolveSources('data/link.jsonl', base, { roots }), refused);
   await assert.rejects(resolveSources('escape/secret.jsonl', base, { roots }), refused);
-  await assert.rejects(resolveSources('escape/*.jsonl', base, { roots }), (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'));
-  await assert.rejects(resolveSources('escape', base, { roots }), (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'));
+  await assert.rejects(
+    resolveSources('escape/*.jsonl', base, { roots }),
+    (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'),
+  );
+  await assert.rejects(
+    resolveSources('escape', base, { roots }),
+    (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'),
+  );
   // A walk over the pipeline's own folder lists real files only, never what a link points at.
-  assert.deepEqual((await resolveSources('data', base, { roots })).map((s) => s.display), ['data/ok.jsonl']);
-  assert.deepEqual((await resolveSources('**/*.jsonl', base, { roots })).map((s) => s.display), ['data/ok.jsonl']);
+  assert.deepEqual(
+    (await resolveSources('data', base, { roots })).map((s) => s.display),
+    ['data/ok.jsonl'],
+  );
+  assert.deepEqual(
+    (await resolveSources('**/*.jsonl', base, { roots })).map((s) => s.display),
+    ['data/ok.jsonl'],
+  );
   // A link that stays inside the roots is fine.
   symlinkSync(join(base, 'data', 'ok.jsonl'), join(base, 'inside.jsonl'));
   assert.equal((await resolveSources('inside.jsonl', base, { roots })).length, 1);

@@ -16,8 +16,15 @@ import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
 export type SourceFormat = 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow';
 
 const EXTENSIONS: Record<string, SourceFormat> = {
-  '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.csv': 'csv', '.tsv': 'tsv', '.tab': 'tsv',
-  '.parquet': 'parquet', '.arrow': 'arrow', '.feather': 'arrow', '.ipc': 'arrow',
+  '.jsonl': 'jsonl',
+  '.ndjson': 'jsonl',
+  '.csv': 'csv',
+  '.tsv': 'tsv',
+  '.tab': 'tsv',
+  '.parquet': 'parquet',
+  '.arrow': 'arrow',
+  '.feather': 'arrow',
+  '.ipc': 'arrow',
 };
 
 export function formatFromExtension(path: string): SourceFormat | undefined {
@@ -78,11 +85,15 @@ function closingBrace(glob: string, open: number): number {
 /** Splits brace contents on commas that are not inside a nested brace. */
 function alternatives(body: string): string[] {
   const out: string[] = [];
-  let depth = 0, start = 0;
+  let depth = 0,
+    start = 0;
   for (let i = 0; i < body.length; i++) {
     if (body[i] === '{') depth++;
     else if (body[i] === '}') depth--;
-    else if (body[i] === ',' && depth === 0) { out.push(body.slice(start, i)); start = i + 1; }
+    else if (body[i] === ',' && depth === 0) {
+      out.push(body.slice(start, i));
+      start = i + 1;
+    }
   }
   out.push(body.slice(start));
   return out;
@@ -105,19 +116,30 @@ export function globToRe2(glob: string): string {
     if (c === '*') {
       if (glob[i + 1] === '*') {
         i++;
-        if (glob[i + 1] === '/') { i++; re += '(?:.*/)?'; } else re += '.*';
+        if (glob[i + 1] === '/') {
+          i++;
+          re += '(?:.*/)?';
+        } else re += '.*';
       } else re += '[^/]*';
     } else if (c === '?') re += '[^/]';
     else if (c === '{') {
       const end = closingBrace(glob, i);
       if (end === -1) throw new InputError(`unclosed '{' in glob ${JSON.stringify(glob)}`, { hint: 'close the brace or escape it' });
-      re += '(?:' + alternatives(glob.slice(i + 1, end)).map(globToRe2).join('|') + ')';
+      re +=
+        '(?:' +
+        alternatives(glob.slice(i + 1, end))
+          .map(globToRe2)
+          .join('|') +
+        ')';
       i = end;
     } else if (c === '[') {
       const end = glob.indexOf(']', i + 1);
       const body = end === -1 ? '' : glob.slice(i + 1, end);
       if (body === '' || body === '!' || body === '^') re += '\\[';
-      else { re += charClass(body); i = end; }
+      else {
+        re += charClass(body);
+        i = end;
+      }
     } else re += escapeRe2(c);
   }
   return re;
@@ -125,13 +147,18 @@ export function globToRe2(glob: string): string {
 
 /** A matcher for whole '/'-separated paths; linear in the path length whatever the pattern. */
 export function globMatcher(glob: string): (path: string) => boolean {
-  if (glob.length > SOURCE_LIMITS.maxGlobLength) throw new InputError(`glob is ${glob.length} characters long (limit ${SOURCE_LIMITS.maxGlobLength})`, { hint: 'use a shorter pattern or a directory' });
+  if (glob.length > SOURCE_LIMITS.maxGlobLength)
+    throw new InputError(`glob is ${glob.length} characters long (limit ${SOURCE_LIMITS.maxGlobLength})`, {
+      hint: 'use a shorter pattern or a directory',
+    });
   let re: RE2JS;
   try {
     re = RE2JS.compile(globToRe2(glob), RE2JS.DOTALL);
   } catch (e) {
     if (e instanceof InputError) throw e;
-    throw new InputError(`glob ${JSON.stringify(glob)} is not a valid pattern: ${(e as Error).message}`, { hint: 'check brackets and braces' });
+    throw new InputError(`glob ${JSON.stringify(glob)} is not a valid pattern: ${(e as Error).message}`, {
+      hint: 'check brackets and braces',
+    });
   }
   return (path) => re.matches(path);
 }
@@ -148,12 +175,18 @@ interface Budget {
 
 function spend(b: Budget): void {
   if (++b.entries > b.maxEntries) {
-    throw new InputError(`listing ${b.what} looked at more than ${b.maxEntries} directory entries (the walk budget)`, { where: b.field, hint: 'narrow the pattern or point at a smaller folder' });
+    throw new InputError(`listing ${b.what} looked at more than ${b.maxEntries} directory entries (the walk budget)`, {
+      where: b.field,
+      hint: 'narrow the pattern or point at a smaller folder',
+    });
   }
   if ((b.entries & 255) === 0) {
     b.signal?.throwIfAborted();
     if (Date.now() > b.deadline) {
-      throw new InputError(`listing ${b.what} took longer than ${b.timeoutMs / 1000} s (the walk budget)`, { where: b.field, hint: 'narrow the pattern or point at a smaller folder' });
+      throw new InputError(`listing ${b.what} took longer than ${b.timeoutMs / 1000} s (the walk budget)`, {
+        where: b.field,
+        hint: 'narrow the pattern or point at a smaller folder',
+      });
     }
   }
 }
@@ -167,7 +200,9 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[]): Pr
   while (stack.length > 0) {
     const { dir: d, depth } = stack.pop()!;
     let handle;
-    try { handle = await opendir(d); } catch (e) {
+    try {
+      handle = await opendir(d);
+    } catch (e) {
       if (d === dir) throw e;
       continue; // a folder that vanished or cannot be read mid-walk contributes nothing
     }
@@ -175,7 +210,9 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[]): Pr
       spend(b);
       if (ent.name.startsWith('.')) continue;
       const p = join(d, ent.name);
-      if (ent.isDirectory()) { if (depth < maxDepth) stack.push({ dir: p, depth: depth + 1 }); } else if (ent.isFile()) out.push(p);
+      if (ent.isDirectory()) {
+        if (depth < maxDepth) stack.push({ dir: p, depth: depth + 1 });
+      } else if (ent.isFile()) out.push(p);
     }
   }
 }
@@ -186,7 +223,11 @@ function display(abs: string, baseDir: string): string {
 }
 
 async function realOrMissing(abs: string): Promise<string | undefined> {
-  try { return await realpath(abs); } catch { return undefined; }
+  try {
+    return await realpath(abs);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -198,11 +239,22 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   const format = opts.format;
   const roots = realRoots(opts.roots ?? dataRoots(baseDir));
   const timeoutMs = opts.timeoutMs ?? SOURCE_LIMITS.timeoutMs;
-  const budget: Budget = { what: JSON.stringify(path), field, entries: 0, maxEntries: opts.maxEntries ?? SOURCE_LIMITS.maxEntries, deadline: Date.now() + timeoutMs, timeoutMs, signal: opts.signal };
+  const budget: Budget = {
+    what: JSON.stringify(path),
+    field,
+    entries: 0,
+    maxEntries: opts.maxEntries ?? SOURCE_LIMITS.maxEntries,
+    deadline: Date.now() + timeoutMs,
+    timeoutMs,
+    signal: opts.signal,
+  };
   const confined = async (abs: string): Promise<string> => {
     const real = await realOrMissing(abs);
     if (real === undefined) {
-      throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, { where: field, hint: 'fix the path; relative paths are resolved against the pipeline file\'s folder' });
+      throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, {
+        where: field,
+        hint: "fix the path; relative paths are resolved against the pipeline file's folder",
+      });
     }
     if (!isInside(real, roots)) throw outsideRootsError(path, real, roots, field);
     return real;
@@ -225,7 +277,11 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       await walk(root, maxDepth, budget, all);
     }
     files = all.filter((f) => matches(relative(root, f).split(sep).join('/')));
-    if (files.length === 0) throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, { where: field, hint: 'check the pattern and the base directory' });
+    if (files.length === 0)
+      throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, {
+        where: field,
+        hint: 'check the pattern and the base directory',
+      });
   } else {
     const abs = resolve(baseDir, path);
     await confined(abs);
@@ -234,12 +290,18 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       files = [];
       await walk(abs, Infinity, budget, files);
       if (format === undefined) files = files.filter((f) => formatFromExtension(f) !== undefined);
-      if (files.length === 0) throw new InputError(`directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow)`, { where: field });
+      if (files.length === 0)
+        throw new InputError(`directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow)`, {
+          where: field,
+        });
     } else files = [abs];
   }
   const maxFiles = opts.maxFiles ?? SOURCE_LIMITS.maxFiles;
   if (files.length > maxFiles) {
-    throw new InputError(`${JSON.stringify(path)} matches ${files.length} files, more than the limit of ${maxFiles}`, { where: field, hint: 'narrow the pattern, or merge small files into larger ones' });
+    throw new InputError(`${JSON.stringify(path)} matches ${files.length} files, more than the limit of ${maxFiles}`, {
+      where: field,
+      hint: 'narrow the pattern, or merge small files into larger ones',
+    });
   }
   // A walk follows no symlink, but a folder swapped for one mid-walk would: check every file.
   for (const f of files) await confined(f);
@@ -247,7 +309,10 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   return files.map((abs) => {
     const fmt = format ?? formatFromExtension(abs);
     if (!fmt) {
-      throw new InputError(`cannot tell the format of ${display(abs, baseDir)} from its extension`, { where: field, hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'" });
+      throw new InputError(`cannot tell the format of ${display(abs, baseDir)} from its extension`, {
+        where: field,
+        hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
+      });
     }
     return { abs, display: display(abs, baseDir), format: fmt };
   });

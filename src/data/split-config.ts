@@ -12,9 +12,12 @@ export function checkSplitConfig(cfg: SplitConfig): InputError[] {
   const out: InputError[] = [];
   const numbers = (obj: Record<string, number | undefined> | undefined, field: string, integer: boolean) => {
     for (const [k, v] of Object.entries(obj ?? {})) {
-      if (!(SPLITS as readonly string[]).includes(k)) out.push(new InputError(`unknown split ${JSON.stringify(k)}`, { where: `${field}.${k}`, hint: 'use train, validation, test' }));
+      if (!(SPLITS as readonly string[]).includes(k))
+        out.push(new InputError(`unknown split ${JSON.stringify(k)}`, { where: `${field}.${k}`, hint: 'use train, validation, test' }));
       else if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v)))) {
-        out.push(new InputError(`must be a ${integer ? 'non-negative integer' : 'non-negative number'}, got ${v}`, { where: `${field}.${k}` }));
+        out.push(
+          new InputError(`must be a ${integer ? 'non-negative integer' : 'non-negative number'}, got ${v}`, { where: `${field}.${k}` }),
+        );
       }
     }
   };
@@ -24,7 +27,8 @@ export function checkSplitConfig(cfg: SplitConfig): InputError[] {
   if (cfg.kfold !== undefined) {
     const src = cfg.counts ? 'counts' : 'ratios';
     const o = (cfg.counts ?? cfg.ratios ?? {}) as Record<string, number | undefined>;
-    if (o.train !== undefined || o.validation !== undefined) out.push(new InputError('with kfold only the test share may be given; folds use the rest', { where: src }));
+    if (o.train !== undefined || o.validation !== undefined)
+      out.push(new InputError('with kfold only the test share may be given; folds use the rest', { where: src }));
     if (cfg.ratios && (o.test ?? 0) > 1) out.push(new InputError('ratios.test must be at most 1', { where: 'ratios.test' }));
   } else if (cfg.ratios && !cfg.counts) {
     const sum = SPLITS.reduce((a, s) => a + (cfg.ratios![s] ?? 0), 0);

@@ -20,9 +20,16 @@ function makeTable(n: number, seed: number, withGroups: boolean): string {
   const path = join(dir, 'in.arrow');
   const rng = new Rng(seed);
   const w = new ArrowTableWriter(path, withGroups ? { text: 'utf8', label: 'utf8', grp: 'utf8' } : { text: 'utf8', label: 'utf8' }, 100);
-  let g = 0, left = 0, groupLabel = 'a';
+  let g = 0,
+    left = 0,
+    groupLabel = 'a';
   for (let i = 0; i < n; i++) {
-    if (left === 0) { g++; left = 1 + rng.int(8); const x = rng.next(); groupLabel = x < 0.7 ? 'a' : x < 0.9 ? 'b' : 'c'; }
+    if (left === 0) {
+      g++;
+      left = 1 + rng.int(8);
+      const x = rng.next();
+      groupLabel = x < 0.7 ? 'a' : x < 0.9 ? 'b' : 'c';
+    }
     left--;
     const x = rng.next();
     const label = withGroups ? (rng.next() < 0.9 ? groupLabel : 'a') : x < 0.7 ? 'a' : x < 0.9 ? 'b' : 'c';
@@ -41,9 +48,17 @@ test('apportion and controlled rounding keep every margin exact', () => {
     const n = labels.reduce((a, b) => a + b, 0);
     const sizes = apportion(n, [rng.next(), rng.next(), rng.next()]);
     const tg = labelTargets(labels, sizes);
-    tg.forEach((row, s) => assert.equal(row.reduce((a, b) => a + b, 0), sizes[s]));
+    tg.forEach((row, s) =>
+      assert.equal(
+        row.reduce((a, b) => a + b, 0),
+        sizes[s],
+      ),
+    );
     labels.forEach((c, l) => {
-      assert.equal(tg.reduce((a, row) => a + row[l], 0), c);
+      assert.equal(
+        tg.reduce((a, row) => a + row[l], 0),
+        c,
+      );
       tg.forEach((row, s) => assert.ok(Math.abs(row[l] - (c * sizes[s]) / n) < 1 + 1e-9, `cell ${s},${l}`));
     });
   }
@@ -118,7 +133,15 @@ test('counts, zero-sized splits and kfold', async () => {
 
   const kDir = mkdtempSync(join(tmpdir(), 'split-k-'));
   const k = await split(path, { kfold: 3, ratios: { test: 0.1 }, groupBy: 'grp', seed: 1 }, { outDir: kDir });
-  assert.deepEqual(Object.keys(k.files), ['fold-0-train', 'fold-0-validation', 'fold-1-train', 'fold-1-validation', 'fold-2-train', 'fold-2-validation', 'test']);
+  assert.deepEqual(Object.keys(k.files), [
+    'fold-0-train',
+    'fold-0-validation',
+    'fold-1-train',
+    'fold-1-validation',
+    'fold-2-train',
+    'fold-2-validation',
+    'test',
+  ]);
   assert.equal(k.leakage, 0);
   const test = new Set(await column(k.files.test, 'text'));
   const inValidation = new Map<unknown, number>();
@@ -126,12 +149,19 @@ test('counts, zero-sized splits and kfold', async () => {
     const tr = new Set(await column(k.files[`fold-${f}-train`], 'text'));
     const va = await column(k.files[`fold-${f}-validation`], 'text');
     const trGroups = new Set(await column(k.files[`fold-${f}-train`], 'grp'));
-    for (const g of await column(k.files[`fold-${f}-validation`], 'grp')) assert.ok(!trGroups.has(g), `fold ${f}: group ${g} in train and validation`);
+    for (const g of await column(k.files[`fold-${f}-validation`], 'grp'))
+      assert.ok(!trGroups.has(g), `fold ${f}: group ${g} in train and validation`);
     assert.equal(tr.size + va.length + test.size, 300);
-    for (const t of va) { assert.ok(!tr.has(t) && !test.has(t)); inValidation.set(t, (inValidation.get(t) ?? 0) + 1); }
+    for (const t of va) {
+      assert.ok(!tr.has(t) && !test.has(t));
+      inValidation.set(t, (inValidation.get(t) ?? 0) + 1);
+    }
   }
   assert.equal(inValidation.size + test.size, 300);
-  assert.ok([...inValidation.values()].every((v) => v === 1), 'each non-test row is validated exactly once');
+  assert.ok(
+    [...inValidation.values()].every((v) => v === 1),
+    'each non-test row is validated exactly once',
+  );
 });
 
 test('bad config names the field and leaves no files', async () => {

@@ -62,8 +62,13 @@ export function labelTargets(labelTotals: number[], sizes: number[]): number[][]
   // Labels with the most extras first, as Gale–Ryser's greedy construction wants.
   extras.sort((a, b) => b.r - a.r || a.l - b.l);
   for (const { l, r, fracs } of extras) {
-    const order = sizes.map((_, si) => si).sort((a, b) => need[b] - need[a] || (fracs[b] > 1e-9 ? 1 : 0) - (fracs[a] > 1e-9 ? 1 : 0) || a - b);
-    for (let k = 0; k < r; k++) { t[order[k]][l]++; need[order[k]]--; }
+    const order = sizes
+      .map((_, si) => si)
+      .sort((a, b) => need[b] - need[a] || (fracs[b] > 1e-9 ? 1 : 0) - (fracs[a] > 1e-9 ? 1 : 0) || a - b);
+    for (let k = 0; k < r; k++) {
+      t[order[k]][l]++;
+      need[order[k]]--;
+    }
   }
   return t;
 }
@@ -89,8 +94,13 @@ function splitSizes(cfg: SplitConfig, n: number): Record<SplitName, number> {
     const c = cfg.counts;
     const fixed = (c.validation ?? 0) + (c.test ?? 0);
     const train = c.train ?? n - fixed;
-    if (train < 0 || fixed + train > n) throw new InputError(`counts add up to ${fixed + Math.max(train, 0)} but the table has ${n} rows`, { where: 'counts' });
-    if (fixed + train < n) throw new InputError(`counts add up to ${fixed + train} of ${n} rows; every row must go somewhere`, { where: 'counts', hint: 'omit counts.train to give it the remainder' });
+    if (train < 0 || fixed + train > n)
+      throw new InputError(`counts add up to ${fixed + Math.max(train, 0)} but the table has ${n} rows`, { where: 'counts' });
+    if (fixed + train < n)
+      throw new InputError(`counts add up to ${fixed + train} of ${n} rows; every row must go somewhere`, {
+        where: 'counts',
+        hint: 'omit counts.train to give it the remainder',
+      });
     return { train, validation: c.validation ?? 0, test: c.test ?? 0 };
   }
   const r = cfg.ratios ?? { train: 0.8, validation: 0.1, test: 0.1 };
@@ -137,20 +147,28 @@ function assignGroups(groups: GroupLabels, labelTotals: number[], sizes: number[
 
   const bin = new Int8Array(G).fill(-1);
   for (const g of sorted) {
-    let best = -1, bestKey = -Infinity;
+    let best = -1,
+      bestKey = -Infinity;
     const size = groups.size[g];
     for (let s = 0; s < sizes.length; s++) {
       if (sizes[s] === 0) continue;
       let score = 0;
-      forEachLabel(groups, g, (l, c) => { score += Math.min(c, targets[s][l] - assignedLabels[s][l]); });
+      forEachLabel(groups, g, (l, c) => {
+        score += Math.min(c, targets[s][l] - assignedLabels[s][l]);
+      });
       const room = sizes[s] - assignedRows[s];
       // Prefer a split with room for the whole group, then the largest label shortfall, then the most room.
       const key = (room >= size ? 1 : 0) * 1e12 + score * 1e6 + room;
-      if (key > bestKey) { best = s; bestKey = key; }
+      if (key > bestKey) {
+        best = s;
+        bestKey = key;
+      }
     }
     bin[g] = best;
     assignedRows[best] += size;
-    forEachLabel(groups, g, (l, c) => { assignedLabels[best][l] += c; });
+    forEachLabel(groups, g, (l, c) => {
+      assignedLabels[best][l] += c;
+    });
   }
   return bin;
 }
@@ -159,16 +177,22 @@ function resolve(cfg: SplitConfig, names: Map<string, DataType>): Resolved {
   const seed = cfg.seed ?? 0;
   if (!Number.isInteger(seed)) throw new InputError(`seed must be an integer, got ${seed}`, { where: 'seed' });
   const stratify: string | null = cfg.stratify === false ? null : (cfg.stratify ?? (names.has('label') ? 'label' : null));
-  if (stratify !== null && !names.has(stratify)) throw new InputError(`stratify column ${JSON.stringify(stratify)} is not in the table`, { where: 'stratify' });
+  if (stratify !== null && !names.has(stratify))
+    throw new InputError(`stratify column ${JSON.stringify(stratify)} is not in the table`, { where: 'stratify' });
   const groupBy: string | null = cfg.groupBy === false ? null : (cfg.groupBy ?? (names.has('_cluster') ? '_cluster' : null));
-  if (groupBy !== null && !names.has(groupBy)) throw new InputError(`groupBy column ${JSON.stringify(groupBy)} is not in the table`, { where: 'groupBy' });
+  if (groupBy !== null && !names.has(groupBy))
+    throw new InputError(`groupBy column ${JSON.stringify(groupBy)} is not in the table`, { where: 'groupBy' });
   if (cfg.kfold !== undefined && (!Number.isInteger(cfg.kfold) || cfg.kfold < 2 || cfg.kfold > 100)) {
     throw new InputError(`kfold must be an integer in [2, 100], got ${cfg.kfold}`, { where: 'kfold' });
   }
   return { seed, stratify, groupBy, kfold: cfg.kfold ?? null };
 }
 
-export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions): Promise<SplitReport & { files: Record<string, string> }> {
+export async function split(
+  inPath: string,
+  cfg: SplitConfig,
+  opts: SplitOptions,
+): Promise<SplitReport & { files: Record<string, string> }> {
   const schema = await readArrowSchema(inPath);
   const types = new Map(schema.fields.map((f) => [f.name, f.type]));
   const r = resolve(cfg, types);
@@ -187,13 +211,20 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
       if (labels) {
         const key = String(labels[i]);
         let id = labelIds.get(key);
-        if (id === undefined) { id = labelNames.length; labelIds.set(key, id); labelNames.push(key); }
+        if (id === undefined) {
+          id = labelNames.length;
+          labelIds.set(key, id);
+          labelNames.push(key);
+        }
         labelOf.push(id);
       } else labelOf.push(0);
       if (groups) {
         const key = groups[i];
         let id = groupIds.get(key);
-        if (id === undefined) { id = groupIds.size; groupIds.set(key, id); }
+        if (id === undefined) {
+          id = groupIds.size;
+          groupIds.set(key, id);
+        }
         groupOf.push(id);
       } else groupOf.push(n);
     }
@@ -207,20 +238,30 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
   const groups: GroupLabels = { size: new Int32Array(G), label: new Int32Array(G).fill(-2), mixed: new Map() };
   const labelTotals = labelNames.map(() => 0);
   for (let i = 0; i < n; i++) {
-    const g = groupOf.data[i], l = labelOf.data[i];
+    const g = groupOf.data[i],
+      l = labelOf.data[i];
     labelTotals[l]++;
     const cur = groups.label[g];
     if (cur === -2) groups.label[g] = l;
     else if (cur !== l) {
       let m = groups.mixed.get(g);
-      if (!m) { m = new Map([[cur, groups.size[g]]]); groups.mixed.set(g, m); groups.label[g] = -1; }
+      if (!m) {
+        m = new Map([[cur, groups.size[g]]]);
+        groups.mixed.set(g, m);
+        groups.label[g] = -1;
+      }
       m.set(l, (m.get(l) ?? 0) + 1);
     }
     groups.size[g]++;
   }
 
   const rng = new Rng(r.seed);
-  const mainBin = assignGroups(groups, labelTotals, SPLITS.map((s) => sizes[s]), rng);
+  const mainBin = assignGroups(
+    groups,
+    labelTotals,
+    SPLITS.map((s) => sizes[s]),
+    rng,
+  );
   /** Output name per (row bucket): main splits, or fold files. */
   const names: string[] = [];
   let foldOf: Int8Array | null = null;
@@ -235,13 +276,18 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
       poolGroups.label[i] = groups.label[g];
       const m = groups.mixed.get(g);
       if (m) poolGroups.mixed.set(i, m);
-      forEachLabel(groups, g, (l, c) => { poolTotals[l] += c; });
+      forEachLabel(groups, g, (l, c) => {
+        poolTotals[l] += c;
+      });
     });
     const total = poolTotals.reduce((a, b) => a + b, 0);
-    if (pool.length < r.kfold) throw new InputError(`kfold ${r.kfold} needs at least ${r.kfold} groups outside test, found ${pool.length}`, { where: 'kfold' });
+    if (pool.length < r.kfold)
+      throw new InputError(`kfold ${r.kfold} needs at least ${r.kfold} groups outside test, found ${pool.length}`, { where: 'kfold' });
     const foldBins = assignGroups(poolGroups, poolTotals, apportion(total, Array(r.kfold).fill(1)), rng);
     foldOf = new Int8Array(G).fill(-1);
-    pool.forEach((g, i) => { foldOf![g] = foldBins[i]; });
+    pool.forEach((g, i) => {
+      foldOf![g] = foldBins[i];
+    });
     for (let f = 0; f < r.kfold; f++) names.push(`fold-${f}-train`, `fold-${f}-validation`);
     names.push('test');
   } else names.push(...SPLITS);
@@ -267,7 +313,9 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
   const parts: Record<string, SplitPart> = Object.fromEntries(names.map((nm) => [nm, { rows: 0, labels: {} }]));
   const partLabels = names.map(() => labelNames.map(() => 0));
   try {
-    names.forEach((name, k) => { writers[k] = new ArrowTableWriter(files[name], schema); });
+    names.forEach((name, k) => {
+      writers[k] = new ArrowTableWriter(files[name], schema);
+    });
     let base = 0;
     for await (const batch of readArrowBatches(inPath)) {
       const picks: number[][] = names.map(() => []);
@@ -279,7 +327,9 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
           if (!names[k].endsWith('-train')) rowPart[row] = k;
         }
       }
-      picks.forEach((idx, k) => { if (idx.length > 0) writers[k]!.writeRecordBatch(takeRows(batch, idx, writers[k]!.schema)); });
+      picks.forEach((idx, k) => {
+        if (idx.length > 0) writers[k]!.writeRecordBatch(takeRows(batch, idx, writers[k]!.schema));
+      });
       base += batch.numRows;
       opts.onProgress?.({ rows: base, fraction: base / n });
     }
@@ -294,18 +344,27 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
   names.forEach((name, k) => {
     const rows = partLabels[k].reduce((a, b) => a + b, 0);
     parts[name].rows = rows;
-    if (r.stratify) labelNames.forEach((l, li) => { parts[name].labels[l] = partLabels[k][li]; });
+    if (r.stratify)
+      labelNames.forEach((l, li) => {
+        parts[name].labels[l] = partLabels[k][li];
+      });
   });
   const devAgainst = (k: number, totals: number[], total: number) => {
     const rows = parts[names[k]].rows;
-    totals.forEach((c, l) => { maxDev = Math.max(maxDev, Math.abs(partLabels[k][l] - (c * rows) / total)); });
+    totals.forEach((c, l) => {
+      maxDev = Math.max(maxDev, Math.abs(partLabels[k][l] - (c * rows) / total));
+    });
   };
   if (r.stratify) {
     if (!foldOf) names.forEach((_, k) => devAgainst(k, labelTotals, n));
     else {
-      const poolTotals = labelNames.map((_, l) => partLabels[names.indexOf('fold-0-train')][l] + partLabels[names.indexOf('fold-0-validation')][l]);
+      const poolTotals = labelNames.map(
+        (_, l) => partLabels[names.indexOf('fold-0-train')][l] + partLabels[names.indexOf('fold-0-validation')][l],
+      );
       const poolN = poolTotals.reduce((a, b) => a + b, 0);
-      names.forEach((nm, k) => { if (nm.endsWith('-validation')) devAgainst(k, poolTotals, poolN); });
+      names.forEach((nm, k) => {
+        if (nm.endsWith('-validation')) devAgainst(k, poolTotals, poolN);
+      });
     }
   }
   // Leakage, from what was written: groups whose rows went to more than one split (or, with
@@ -314,14 +373,24 @@ export async function split(inPath: string, cfg: SplitConfig, opts: SplitOptions
   let leakage = 0;
   const leaked = new Uint8Array(G);
   for (let i = 0; i < n; i++) {
-    const g = groupOf.data[i], p = rowPart[i];
+    const g = groupOf.data[i],
+      p = rowPart[i];
     if (seen[g] === -1) seen[g] = p;
-    else if (seen[g] !== p && !leaked[g]) { leaked[g] = 1; leakage++; }
+    else if (seen[g] !== p && !leaked[g]) {
+      leaked[g] = 1;
+      leakage++;
+    }
   }
 
   return {
-    kind: 'split', rowsIn: n, seed: r.seed, splits: parts, leakage, groupBy: r.groupBy, stratify: r.stratify,
-    maxStratifyDeviation: Math.round(maxDev * 1000) / 1000, files,
+    kind: 'split',
+    rowsIn: n,
+    seed: r.seed,
+    splits: parts,
+    leakage,
+    groupBy: r.groupBy,
+    stratify: r.stratify,
+    maxStratifyDeviation: Math.round(maxDev * 1000) / 1000,
+    files,
   };
 }
-

@@ -26,7 +26,10 @@ function field(values: Record<string, unknown>, name: string): unknown {
 /** In `u` mode surrogate pairs are one code point, so only an unpaired surrogate is in category Cs. */
 const LONE_SURROGATE = /\p{Cs}/u;
 
-interface TemplatePart { optional: boolean; text: string }
+interface TemplatePart {
+  optional: boolean;
+  text: string;
+}
 
 function splitTemplate(t: string): TemplatePart[] {
   const parts: TemplatePart[] = [];
@@ -57,7 +60,10 @@ function renderTemplate(parts: TemplatePart[], values: Record<string, unknown>):
         else bad ??= { reason: 'missing-field', detail: `template field ${JSON.stringify(name)} is missing` };
         return '';
       }
-      if (typeof v !== 'string') { bad ??= { reason: 'not-string', detail: `template field ${JSON.stringify(name)} is ${typeof v}, expected string` }; return ''; }
+      if (typeof v !== 'string') {
+        bad ??= { reason: 'not-string', detail: `template field ${JSON.stringify(name)} is ${typeof v}, expected string` };
+        return '';
+      }
       if (p.optional && v.trim() === '') dropped = true;
       return v;
     });
@@ -88,13 +94,20 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
       if (c === 'label') {
         const f = source('label');
         const v = field(values, f);
-        if (v === undefined || v === null || v === '') return { reason: 'missing-label', detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : 'missing'}` };
+        if (v === undefined || v === null || v === '')
+          return { reason: 'missing-label', detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : 'missing'}` };
         let label: string;
         if (typeof v === 'string') label = v;
         else if ((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'boolean' || typeof v === 'bigint') label = String(v);
-        else return { reason: 'invalid-label', detail: `label field ${JSON.stringify(f)} is ${typeof v === 'number' ? 'a non-integer number' : typeof v}; use strings or integers` };
-        if (LONE_SURROGATE.test(label)) return { reason: 'lone-surrogate', detail: `label field ${JSON.stringify(f)} holds an unpaired surrogate` };
-        if (declared && !declared.has(label)) return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
+        else
+          return {
+            reason: 'invalid-label',
+            detail: `label field ${JSON.stringify(f)} is ${typeof v === 'number' ? 'a non-integer number' : typeof v}; use strings or integers`,
+          };
+        if (LONE_SURROGATE.test(label))
+          return { reason: 'lone-surrogate', detail: `label field ${JSON.stringify(f)} holds an unpaired surrogate` };
+        if (declared && !declared.has(label))
+          return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
         row.label = label;
         continue;
       }
@@ -107,12 +120,17 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         const f = source(c);
         const v = field(values, f);
         if (v === undefined || v === null) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing` };
-        if (typeof v !== 'string') return { reason: 'not-string', detail: `field ${JSON.stringify(f)} (${c}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string` };
+        if (typeof v !== 'string')
+          return {
+            reason: 'not-string',
+            detail: `field ${JSON.stringify(f)} (${c}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string`,
+          };
         text = v;
       }
       if (text.trim() === '') return { reason: 'empty-text', detail: `${c} is empty` };
       // Written as UTF-8 it would silently become U+FFFD: refuse rather than change the text.
-      if (LONE_SURROGATE.test(text)) return { reason: 'lone-surrogate', detail: `${c} holds an unpaired UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)` };
+      if (LONE_SURROGATE.test(text))
+        return { reason: 'lone-surrogate', detail: `${c} holds an unpaired UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)` };
       if (max !== undefined) {
         const n = tooLong(text, max);
         if (n !== null) return { reason: 'too-long', detail: `${c} has ${n} characters, maxLength is ${max}` };

@@ -25,7 +25,8 @@ export class UnionFind {
 
   /** The earliest row of a set stays its root, so roots are stable and deterministic. */
   union(a: number, b: number): boolean {
-    const ra = this.find(a), rb = this.find(b);
+    const ra = this.find(a),
+      rb = this.find(b);
     if (ra === rb) return false;
     const p = this.parent.data;
     if (ra < rb) p[rb] = ra;

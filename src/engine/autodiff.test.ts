@@ -7,12 +7,18 @@ import { appendGradients } from './autodiff.ts';
 import { Rng } from './prng.ts';
 
 test('embedding gradient with many repeated indices is bitwise reproducible across runs (2 threads) and sums correctly', async () => {
-  const V = 8, D = 16, N = 4096;
+  const V = 8,
+    D = 16,
+    N = 4096;
   const r = new Rng(5);
   const g = new GraphBuilder({ opset: 17 });
   const ids = g.input('ids', 'int64', [N]);
   const up = g.input('up', 'float32', [N, D]);
-  const w = g.initializer('emb.weight', Float32Array.from({ length: V * D }, () => r.uniform(-1, 1)), [V, D]);
+  const w = g.initializer(
+    'emb.weight',
+    Float32Array.from({ length: V * D }, () => r.uniform(-1, 1)),
+    [V, D],
+  );
   const loss = g.op('ReduceSum', [g.op('Mul', [g.op('Gather', [w, ids]), up])], { keepdims: 0 });
   g.output(loss, 'loss');
   const m = g.build();

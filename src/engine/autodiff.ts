@@ -32,7 +32,8 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
   const types = inferShapes(graph);
   const lossType = types.get(loss);
   if (!lossType?.dtype || !isFloat(lossType.dtype)) throw new Error(`loss '${loss}' must be a float value`);
-  if (lossType.shape && lossType.shape.length !== 0 && !lossType.shape.every((d) => d === 1)) throw new Error(`loss '${loss}' must be a scalar, got shape [${lossType.shape}]`);
+  if (lossType.shape && lossType.shape.length !== 0 && !lossType.shape.every((d) => d === 1))
+    throw new Error(`loss '${loss}' must be a scalar, got shape [${lossType.shape}]`);
   for (const w of wrt) if (!types.has(w)) throw new Error(`cannot differentiate with respect to '${w}': no such value in the graph`);
 
   const order = topoSort(graph);
@@ -121,7 +122,9 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
 function unsupported(node: Node): UnsupportedOpError {
   const ops = Object.keys(GRADIENTS).sort().join(', ');
   const op = node.domain ? `${node.domain}.${node.opType}` : node.opType;
-  return new UnsupportedOpError(`no gradient rule for op ${op} (node '${node.name}'); differentiable ops: ${ops}. Rewrite the graph with these ops or freeze the weights before it.`);
+  return new UnsupportedOpError(
+    `no gradient rule for op ${op} (node '${node.name}'); differentiable ops: ${ops}. Rewrite the graph with these ops or freeze the weights before it.`,
+  );
 }
 
 export const SUPPORTED_GRADIENT_OPS: readonly string[] = Object.keys(GRADIENTS).sort();

@@ -4,13 +4,27 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { latestCheckpoint, listCheckpoints, loadCheckpoint, pruneCheckpoints, removeStaleTemps, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import {
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  pruneCheckpoints,
+  removeStaleTemps,
+  saveCheckpoint,
+  type CheckpointManifest,
+} from './checkpoint.ts';
 import { Rng } from './prng.ts';
 import { InputError } from '../errors.ts';
 
 const manifest = (step: number): CheckpointManifest => ({
-  format: 'tempered-checkpoint/1', step, epoch: 1, position: 3, rng: new Rng(1).state(), configHash: 'abc',
-  evalsWithoutImprovement: 0, shapes: { w: [2, 2], 'w::m': [2, 2] },
+  format: 'tempered-checkpoint/1',
+  step,
+  epoch: 1,
+  position: 3,
+  rng: new Rng(1).state(),
+  configHash: 'abc',
+  evalsWithoutImprovement: 0,
+  shapes: { w: [2, 2], 'w::m': [2, 2] },
 });
 
 test('checkpoints round-trip, overwrite atomically, and write identical bytes for identical state', () => {
@@ -36,11 +50,15 @@ test('loading a folder that is not a checkpoint is an InputError', () => {
 
 test('Rng state restores the exact stream', () => {
   const a = new Rng(42);
-  a.next(); a.next();
+  a.next();
+  a.next();
   const b = new Rng(a.state());
   assert.deepEqual([a.next(), a.nextU32(), a.normal()], [b.next(), b.nextU32(), b.normal()]);
   assert.notDeepEqual(new Rng(1).permutation(10), new Rng(2).permutation(10));
-  assert.deepEqual(Array.from(new Rng(1).permutation(10)).sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(
+    Array.from(new Rng(1).permutation(10)).sort((x, y) => x - y),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
 });
 
 test('latestCheckpoint orders by step number and pruning keeps the newest', () => {

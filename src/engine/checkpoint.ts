@@ -58,9 +58,14 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
 
 export function loadCheckpoint(dir: string): CheckpointData {
   const mpath = join(dir, 'manifest.json');
-  if (!existsSync(mpath)) throw new InputError('not a checkpoint folder (manifest.json missing)', { where: dir, hint: 'pass a folder written by the trainer (checkpointDir/step-N)' });
+  if (!existsSync(mpath))
+    throw new InputError('not a checkpoint folder (manifest.json missing)', {
+      where: dir,
+      hint: 'pass a folder written by the trainer (checkpointDir/step-N)',
+    });
   const manifest = JSON.parse(readFileSync(mpath, 'utf8')) as CheckpointManifest;
-  if (manifest.format !== 'tempered-checkpoint/1') throw new InputError(`unknown checkpoint format ${JSON.stringify(manifest.format)}`, { where: mpath });
+  if (manifest.format !== 'tempered-checkpoint/1')
+    throw new InputError(`unknown checkpoint format ${JSON.stringify(manifest.format)}`, { where: mpath });
   const read = (f: string) => new Map([...readSafetensors(join(dir, f)).tensors].map(([k, t]) => [k, t.data as TypedArray]));
   return { manifest, params: read('weights.safetensors'), state: read('optimizer.safetensors') };
 }

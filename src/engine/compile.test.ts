@@ -22,7 +22,10 @@ test('full training selects every HF-named float weight and no builder constants
 });
 
 test('patterns: include/exclude by glob and regex; frozen weights stay initializers', () => {
-  const prog = compileTrainStep(buildTinyEncoder(CFG), { ...base, trainable: { kind: 'patterns', include: ['encoder.*', 'classifier.*'], exclude: ['/LayerNorm/', '*.key.*'] } });
+  const prog = compileTrainStep(buildTinyEncoder(CFG), {
+    ...base,
+    trainable: { kind: 'patterns', include: ['encoder.*', 'classifier.*'], exclude: ['/LayerNorm/', '*.key.*'] },
+  });
   const names = prog.params.map((p) => p.name);
   assert.ok(names.includes('encoder.layer.0.attention.self.query.weight'));
   assert.ok(!names.some((n) => n.includes('LayerNorm') || n.includes('.key.') || n.startsWith('embeddings')));
@@ -30,7 +33,10 @@ test('patterns: include/exclude by glob and regex; frozen weights stay initializ
 });
 
 test('selecting nothing is an InputError naming the field', () => {
-  assert.throws(() => compileTrainStep(buildTinyEncoder(CFG), { ...base, trainable: { kind: 'patterns', include: ['nope.*'] } }), (e: Error) => e instanceof InputError && /train\.trainable/.test(e.message));
+  assert.throws(
+    () => compileTrainStep(buildTinyEncoder(CFG), { ...base, trainable: { kind: 'patterns', include: ['nope.*'] } }),
+    (e: Error) => e instanceof InputError && /train\.trainable/.test(e.message),
+  );
 });
 
 test('a weight behind an op without a gradient rule fails with the op and node named', () => {
@@ -38,5 +44,8 @@ test('a weight behind an op without a gradient rule fails with the op and node n
   const x = g.input('x', 'float32', ['batch', 2]);
   const h = g.op('Atan', [g.op('MatMul', [x, g.initializer('fc.weight', new Float32Array(4), [2, 2])])], {}, { name: 'odd_activation' });
   g.output(h, 'y');
-  assert.throws(() => compileTrainStep(g.build(), { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd' } }), /no gradient rule for op Atan \(node 'odd_activation'\)/);
+  assert.throws(
+    () => compileTrainStep(g.build(), { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd' } }),
+    /no gradient rule for op Atan \(node 'odd_activation'\)/,
+  );
 });

@@ -127,21 +127,34 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   else dropoutMasks = [...dropoutMasks, ...trainDropout(trainFwd)];
   const prediction = fwd.graph.outputs[0]?.name;
   if (!prediction) throw new Error('the forward model has no outputs');
-  const lossDefault = opts.loss.kind === 'mse' ? opts.loss.predictions ?? prediction : opts.loss.logits ?? prediction;
+  const lossDefault = opts.loss.kind === 'mse' ? (opts.loss.predictions ?? prediction) : (opts.loss.logits ?? prediction);
 
   // Which weights train.
   const reachesLoss = dependencies(fwd, lossDefault);
-  const candidates = [...fwd.graph.initializers.values()].filter((t) => isFloat(t.dtype) && !CONSTANT_NAME.test(t.name) && reachesLoss.has(t.name));
+  const candidates = [...fwd.graph.initializers.values()].filter(
+    (t) => isFloat(t.dtype) && !CONSTANT_NAME.test(t.name) && reachesLoss.has(t.name),
+  );
   const tr = opts.trainable;
   const chosen = candidates.filter((t) => {
     switch (tr.kind) {
-      case 'full': return true;
-      case 'patterns': return (!tr.include || matchesAny(t.name, tr.include)) && !(tr.exclude && matchesAny(t.name, tr.exclude));
-      case 'lora': return lora!.modules.some((m) => m.a === t.name || m.b === t.name) || (!!tr.alsoTrain && matchesAny(t.name, tr.alsoTrain));
-      case 'head': return !tr.include || matchesAny(t.name, tr.include);
+      case 'full':
+        return true;
+      case 'patterns':
+        return (!tr.include || matchesAny(t.name, tr.include)) && !(tr.exclude && matchesAny(t.name, tr.exclude));
+      case 'lora':
+        return lora!.modules.some((m) => m.a === t.name || m.b === t.name) || (!!tr.alsoTrain && matchesAny(t.name, tr.alsoTrain));
+      case 'head':
+        return !tr.include || matchesAny(t.name, tr.include);
     }
   });
-  if (chosen.length === 0) throw new InputError(`no trainable weights selected by ${JSON.stringify(tr)}; weights include '${candidates.slice(0, 3).map((t) => t.name).join("', '")}'`, { where: 'train.trainable', hint: 'adjust include/exclude patterns' });
+  if (chosen.length === 0)
+    throw new InputError(
+      `no trainable weights selected by ${JSON.stringify(tr)}; weights include '${candidates
+        .slice(0, 3)
+        .map((t) => t.name)
+        .join("', '")}'`,
+      { where: 'train.trainable', hint: 'adjust include/exclude patterns' },
+    );
   const params: ParamInfo[] = chosen.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims], init: t.data }));
 
   // Base graphs: params become inputs, the loss is appended.
@@ -178,7 +191,11 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   // grad: loss + gradients.
   const gradModel = cloneModel(base);
   {
-    const { grads } = appendGradients(gradModel, LOSS_OUTPUT, params.map((p) => p.name));
+    const { grads } = appendGradients(
+      gradModel,
+      LOSS_OUTPUT,
+      params.map((p) => p.name),
+    );
     const b = GraphBuilder.extend(gradModel);
     b.output(lossOut);
     for (const p of params) b.output(b.op('Identity', [grads.get(p.name)!], {}, { outputs: [gradName(p.name)] }));
@@ -189,12 +206,27 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   const stepModel = cloneModel(base);
   let state: StateSlot[];
   {
-    const { grads, rowGradients } = appendGradients(stepModel, LOSS_OUTPUT, params.map((p) => p.name));
+    const { grads, rowGradients } = appendGradients(
+      stepModel,
+      LOSS_OUTPUT,
+      params.map((p) => p.name),
+    );
     const b = GraphBuilder.extend(stepModel);
     const lr = b.input(LR_INPUT, 'float32', []);
     const step = b.input(STEP_INPUT, 'float32', []);
     b.output(lossOut);
-    const opt = appendOptimizer(b, params.map((p) => ({ name: p.name, grad: grads.get(p.name)!, rows: opts.rowUpdates === false ? undefined : rowGradients.get(p.name), dtype: p.dtype, dims: p.dims })), opts.optimizer, { lr, step, clipNorm: opts.clipNorm });
+    const opt = appendOptimizer(
+      b,
+      params.map((p) => ({
+        name: p.name,
+        grad: grads.get(p.name)!,
+        rows: opts.rowUpdates === false ? undefined : rowGradients.get(p.name),
+        dtype: p.dtype,
+        dims: p.dims,
+      })),
+      opts.optimizer,
+      { lr, step, clipNorm: opts.clipNorm },
+    );
     b.output(opt.gradNorm, GRAD_NORM_OUTPUT);
     state = opt.state;
     finish(b);
@@ -206,13 +238,30 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   const gradInputs = params.map((p) => ab.input(gradName(p.name), p.dtype, p.dims));
   const lr = ab.input(LR_INPUT, 'float32', []);
   const step = ab.input(STEP_INPUT, 'float32', []);
-  const aopt = appendOptimizer(ab, params.map((p, i) => ({ name: p.name, grad: gradInputs[i]!, dtype: p.dtype, dims: p.dims })), opts.optimizer, { lr, step, clipNorm: opts.clipNorm });
+  const aopt = appendOptimizer(
+    ab,
+    params.map((p, i) => ({ name: p.name, grad: gradInputs[i]!, dtype: p.dtype, dims: p.dims })),
+    opts.optimizer,
+    { lr, step, clipNorm: opts.clipNorm },
+  );
   ab.output(aopt.gradNorm, GRAD_NORM_OUTPUT);
   const applyModel = ab.build();
 
   return {
-    options: opts, source, forward: fwd, backbone, step: stepModel, grad: gradModel, apply: applyModel, eval: evalModel,
-    params, state, dataInputs, dropoutMasks, prediction: lossDefault, lora,
+    options: opts,
+    source,
+    forward: fwd,
+    backbone,
+    step: stepModel,
+    grad: gradModel,
+    apply: applyModel,
+    eval: evalModel,
+    params,
+    state,
+    dataInputs,
+    dropoutMasks,
+    prediction: lossDefault,
+    lora,
   };
 }
 
@@ -235,7 +284,11 @@ function dependencies(model: Model, target: string): Set<string> {
 export function splitAtFeatures(model: Model, features: string): { backbone: Model; head: Model } {
   const types = inferShapes(model.graph);
   const t = types.get(features);
-  if (!t?.dtype || !t.shape) throw new InputError(`head features '${features}' is not a value of the forward graph (or its shape is unknown)`, { where: 'train.trainable.features', hint: 'name a value computed by the model, e.g. its pooled output' });
+  if (!t?.dtype || !t.shape)
+    throw new InputError(`head features '${features}' is not a value of the forward graph (or its shape is unknown)`, {
+      where: 'train.trainable.features',
+      hint: 'name a value computed by the model, e.g. its pooled output',
+    });
   const backbone = cloneModel(model);
   backbone.graph.outputs = [{ name: features, dtype: t.dtype, shape: t.shape }];
   removeDeadNodes(backbone.graph);

@@ -8,9 +8,12 @@ import { findComposites } from './composites.ts';
 
 type Spelling = (g: GraphBuilder, x: string) => string;
 const SPELLINGS: Record<string, Spelling> = {
-  'x·0.5 · (1 + erf(x/√2))': (g, x) => g.op('Mul', [g.op('Mul', [x, g.scalar(0.5)]), g.op('Add', [g.scalar(1), g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])])])]),
-  '(erf(x·√½) + 1) · (0.5·x)': (g, x) => g.op('Mul', [g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.scalar(Math.SQRT1_2)])]), g.scalar(1)]), g.op('Mul', [g.scalar(0.5), x])]),
-  'torch.onnx nn.GELU: (x · (1 + erf(x/√2))) · 0.5': (g, x) => g.op('Mul', [g.op('Mul', [x, g.op('Add', [g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])]), g.scalar(1)])]), g.scalar(0.5)]),
+  'x·0.5 · (1 + erf(x/√2))': (g, x) =>
+    g.op('Mul', [g.op('Mul', [x, g.scalar(0.5)]), g.op('Add', [g.scalar(1), g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])])])]),
+  '(erf(x·√½) + 1) · (0.5·x)': (g, x) =>
+    g.op('Mul', [g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.scalar(Math.SQRT1_2)])]), g.scalar(1)]), g.op('Mul', [g.scalar(0.5), x])]),
+  'torch.onnx nn.GELU: (x · (1 + erf(x/√2))) · 0.5': (g, x) =>
+    g.op('Mul', [g.op('Mul', [x, g.op('Add', [g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])]), g.scalar(1)])]), g.scalar(0.5)]),
 };
 
 const N = 64;
@@ -28,7 +31,8 @@ function reference(x: number, w: number): number {
 function erf(z: number): number {
   const t = Math.abs(z);
   if (t < 3) {
-    let sum = t, term = t;
+    let sum = t,
+      term = t;
     for (let n = 1; n < 200; n++) {
       term *= (-t * t) / n;
       const add = term / (2 * n + 1);
@@ -38,7 +42,7 @@ function erf(z: number): number {
     return Math.sign(z) * (2 / Math.sqrt(Math.PI)) * sum;
   }
   let f = 0;
-  for (let n = 60; n >= 1; n--) f = (n / 2) / (t + f);
+  for (let n = 60; n >= 1; n--) f = n / 2 / (t + f);
   return Math.sign(z) * (1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f));
 }
 
@@ -57,7 +61,8 @@ for (const [name, spell] of Object.entries(SPELLINGS)) {
     assert.ok(!backward.includes('Erf') && !backward.includes('Div') && !backward.includes('Neg'), backward.join(','));
     const s = await ort.InferenceSession.create(encodeModel(m));
     const dx = (await s.run({ x: new ort.Tensor('float32', X, [N]) }))[grads.get(x)!]!.data as Float32Array;
-    for (let i = 0; i < N; i++) assert.ok(Math.abs(dx[i]! - reference(X[i]!, W[i]!)) < 2e-6, `x=${X[i]}: ${dx[i]} vs ${reference(X[i]!, W[i]!)}`);
+    for (let i = 0; i < N; i++)
+      assert.ok(Math.abs(dx[i]! - reference(X[i]!, W[i]!)) < 2e-6, `x=${X[i]}: ${dx[i]} vs ${reference(X[i]!, W[i]!)}`);
   });
 }
 
@@ -71,6 +76,9 @@ test('a GELU whose inner value is read elsewhere keeps the op-by-op gradient', (
   // A constant that is not 0.5 is not GELU either.
   const h = new GraphBuilder({ opset: 17 });
   const z = h.input('z', 'float32', [N]);
-  h.output(h.op('Mul', [h.op('Mul', [z, h.scalar(0.6)]), h.op('Add', [h.scalar(1), h.op('Erf', [h.op('Div', [z, h.scalar(Math.SQRT2)])])])]), 'y');
+  h.output(
+    h.op('Mul', [h.op('Mul', [z, h.scalar(0.6)]), h.op('Add', [h.scalar(1), h.op('Erf', [h.op('Div', [z, h.scalar(Math.SQRT2)])])])]),
+    'y',
+  );
   assert.equal(findComposites(h.build().graph).length, 0);
 });

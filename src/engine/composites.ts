@@ -68,35 +68,54 @@ export function findComposites(graph: Graph): Composite[] {
     if (root.opType !== 'Mul' || root.domain !== '') continue;
     let match: { x: string; a: string; u: string; interior: Node[] } | undefined;
     // x·0.5 · (1 + erf(x/√2)), either operand order.
-    for (const [half, rest] of [[root.inputs[0]!, root.inputs[1]!], [root.inputs[1]!, root.inputs[0]!]] as const) {
+    for (const [half, rest] of [
+      [root.inputs[0]!, root.inputs[1]!],
+      [root.inputs[1]!, root.inputs[0]!],
+    ] as const) {
       const h = prod(half, 'Mul');
       const x = h && otherThan(h, 0.5);
       const m = x ? onePlusErf(rest) : undefined;
-      if (h && m && m.x === x) { match = { ...m, interior: [h, ...m.interior] }; break; }
+      if (h && m && m.x === x) {
+        match = { ...m, interior: [h, ...m.interior] };
+        break;
+      }
     }
     // (x · (1 + erf(x/√2))) · 0.5, as torch.onnx exports nn.GELU.
     if (!match) {
       const inner = otherThan(root, 0.5);
       const xm = inner ? prod(inner, 'Mul') : undefined;
       if (xm) {
-        for (const [x, rest] of [[xm.inputs[0]!, xm.inputs[1]!], [xm.inputs[1]!, xm.inputs[0]!]] as const) {
+        for (const [x, rest] of [
+          [xm.inputs[0]!, xm.inputs[1]!],
+          [xm.inputs[1]!, xm.inputs[0]!],
+        ] as const) {
           const m = onePlusErf(rest);
-          if (m && m.x === x) { match = { ...m, interior: [xm, ...m.interior] }; break; }
+          if (m && m.x === x) {
+            match = { ...m, interior: [xm, ...m.interior] };
+            break;
+          }
         }
       }
     }
     if (!match) continue;
     const inside = new Set([root, ...match.interior]);
-    const sealed = match.interior.every((n) => n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => inside.has(r)))));
+    const sealed = match.interior.every((n) =>
+      n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => inside.has(r)))),
+    );
     if (!sealed) continue;
     const { x, a, u } = match;
     found.push({
-      root, interior: match.interior, input: x,
+      root,
+      interior: match.interior,
+      input: x,
       // dx = dy·(Φ(x) + x·φ(x)) = dy·(0.5·a + x·exp(ln(1/√(2π)) − u²)), u = x/√2, a = 1 + erf(u).
       // The constant rides in the exponent, and the last op is the product with dy: a trailing scalar
       // Mul would be fused into the next MatMul by onnxruntime, whose scaled kernel is slower.
       grad: (ctx, dy) => {
-        const xpdf = ctx.op('Mul', [ctx.op('Exp', [ctx.op('Sub', [ctx.scalar(-0.5 * Math.log(2 * Math.PI), x), ctx.op('Mul', [u, u])])]), x]);
+        const xpdf = ctx.op('Mul', [
+          ctx.op('Exp', [ctx.op('Sub', [ctx.scalar(-0.5 * Math.log(2 * Math.PI), x), ctx.op('Mul', [u, u])])]),
+          x,
+        ]);
         return ctx.op('Mul', [dy, ctx.op('Add', [ctx.op('Mul', [a, ctx.scalar(0.5, x)]), xpdf])]);
       },
     });

@@ -55,31 +55,48 @@ const f32 = new Float32Array(1);
 const f32Bits = new Int32Array(f32.buffer);
 
 /** Keep-mask (`keep` where kept, default 1; 0 where dropped): xorshift32, two 16-bit decisions per draw. */
-export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out: T, threshold: number, stepSeed: number, module: number, keep = 1): T {
+export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(
+  out: T,
+  threshold: number,
+  stepSeed: number,
+  module: number,
+  keep = 1,
+): T {
   let x = moduleState(stepSeed, module);
   const n = out.length;
   // Branch-free stores run faster than `draw >= threshold ? keep : 0`: masks are random, so the
   // branch is mispredicted as often as the dropout rate. ((draw - threshold) >> 31) is -1 exactly when
   // the draw is below the threshold (a drop); its complement selects the bits of `keep`.
   f32[0] = keep;
-  const [bits, one] = out instanceof Float32Array ? [new Int32Array(out.buffer, out.byteOffset, n), f32Bits[0]!] : out instanceof Uint8Array ? [out, keep] : [undefined, keep];
+  const [bits, one] =
+    out instanceof Float32Array
+      ? [new Int32Array(out.buffer, out.byteOffset, n), f32Bits[0]!]
+      : out instanceof Uint8Array
+        ? [out, keep]
+        : [undefined, keep];
   if (bits) {
     let i = 0;
     for (; i + 1 < n; i += 2) {
-      x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
       bits[i] = ~(((x & 0xffff) - threshold) >> 31) & one;
       bits[i + 1] = ~(((x >>> 16) - threshold) >> 31) & one;
     }
     if (i < n) {
-      x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
       bits[i] = ~(((x & 0xffff) - threshold) >> 31) & one;
     }
     return out;
   }
   for (let i = 0; i < n; i += 2) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
     out[i] = (x & 0xffff) >= threshold ? keep : 0;
-    if (i + 1 < n) out[i + 1] = (x >>> 16) >= threshold ? keep : 0;
+    if (i + 1 < n) out[i + 1] = x >>> 16 >= threshold ? keep : 0;
   }
   return out;
 }
@@ -92,7 +109,10 @@ export function fillMask<T extends Uint8Array | Float32Array | Float64Array>(out
 export class DropoutMasker {
   private buffers = new Map<string, Float32Array | Float64Array>();
 
-  constructor(private readonly masks: readonly DropoutMask[], private readonly dataInputs: readonly ValueInfo[]) {}
+  constructor(
+    private readonly masks: readonly DropoutMask[],
+    private readonly dataInputs: readonly ValueInfo[],
+  ) {}
 
   feeds(data: Record<string, ort.Tensor>, stepSeed: number): Record<string, ort.Tensor> {
     if (this.masks.length === 0) return {};
@@ -100,7 +120,9 @@ export class DropoutMasker {
     for (const v of this.dataInputs) {
       const fed = data[v.name];
       if (!fed || !v.shape) continue;
-      v.shape.forEach((d, i) => { if (typeof d === 'string' && fed.dims[i] !== undefined) dims.set(d, fed.dims[i]!); });
+      v.shape.forEach((d, i) => {
+        if (typeof d === 'string' && fed.dims[i] !== undefined) dims.set(d, fed.dims[i]!);
+      });
     }
     const feeds: Record<string, ort.Tensor> = {};
     this.masks.forEach((m, k) => {

@@ -11,13 +11,27 @@ import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.testing
 import { tokenTask } from './synthetic.testing.ts';
 import type { Model } from '../onnx/ir.ts';
 
-const CFG: TinyEncoderConfig = { vocab: 9, hidden: 8, heads: 2, intermediate: 16, layers: 2, seq: 5, classes: 3, seed: 4, dtype: 'float64', gelu: 'tanh', dropout: 0.25 };
+const CFG: TinyEncoderConfig = {
+  vocab: 9,
+  hidden: 8,
+  heads: 2,
+  intermediate: 16,
+  layers: 2,
+  seq: 5,
+  classes: 3,
+  seed: 4,
+  dtype: 'float64',
+  gelu: 'tanh',
+  dropout: 0.25,
+};
 const OPTS: CompileOptions = { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd' } };
 
 function batch(n = 3): Record<string, ort.Tensor> {
   const d = tokenTask({ n, seq: CFG.seq, vocab: CFG.vocab, seed: 6, task: 'contains' });
   (d.attention_mask!.data as BigInt64Array)[CFG.seq - 1] = 0n;
-  return Object.fromEntries(['input_ids', 'attention_mask', 'labels'].map((k) => [k, new ort.Tensor('int64', d[k]!.data as BigInt64Array, d[k]!.dims)]));
+  return Object.fromEntries(
+    ['input_ids', 'attention_mask', 'labels'].map((k) => [k, new ort.Tensor('int64', d[k]!.data as BigInt64Array, d[k]!.dims)]),
+  );
 }
 
 const dropouts = (m: Model) => m.graph.nodes.filter((n) => n.opType === 'Dropout').length;
@@ -25,14 +39,24 @@ const maskInputs = (m: Model) => m.graph.inputs.filter((v) => v.name.startsWith(
 
 test('every Dropout of the forward model becomes a mask input of the graphs that train, in graph order', () => {
   const prog = compileTrainStep(buildTinyEncoder(CFG), OPTS);
-  assert.deepEqual(prog.dropoutMasks.map((m) => m.input.slice(DROPOUT_MASK_PREFIX.length)), [
-    'embeddings.dropout',
-    'encoder.layer.0.attention.self.dropout', 'encoder.layer.0.attention.output.dropout', 'encoder.layer.0.output.dropout',
-    'encoder.layer.1.attention.self.dropout', 'encoder.layer.1.attention.output.dropout', 'encoder.layer.1.output.dropout',
-    'dropout',
-  ]);
+  assert.deepEqual(
+    prog.dropoutMasks.map((m) => m.input.slice(DROPOUT_MASK_PREFIX.length)),
+    [
+      'embeddings.dropout',
+      'encoder.layer.0.attention.self.dropout',
+      'encoder.layer.0.attention.output.dropout',
+      'encoder.layer.0.output.dropout',
+      'encoder.layer.1.attention.self.dropout',
+      'encoder.layer.1.attention.output.dropout',
+      'encoder.layer.1.output.dropout',
+      'dropout',
+    ],
+  );
   assert.deepEqual(prog.dropoutMasks[1]!.shape, ['batch', 2, 5, 5]);
-  for (const g of [prog.step, prog.grad]) { assert.equal(dropouts(g), 0); assert.equal(maskInputs(g), 8); }
+  for (const g of [prog.step, prog.grad]) {
+    assert.equal(dropouts(g), 0);
+    assert.equal(maskInputs(g), 8);
+  }
   assert.equal(prog.dataInputs.filter((v) => v.name.startsWith(DROPOUT_MASK_PREFIX)).length, 8);
 });
 
@@ -41,13 +65,23 @@ test('inference graphs have no dropout: eval, export and a frozen backbone neith
   assert.equal(dropouts(model), 8);
   const prog = compileTrainStep(model, OPTS);
   const exported = exportInference(prog, new Map(prog.params.map((p) => [p.name, p.init])));
-  for (const m of [prog.eval, prog.forward, prog.source, exported]) { assert.equal(dropouts(m), 0); assert.equal(maskInputs(m), 0); }
+  for (const m of [prog.eval, prog.forward, prog.source, exported]) {
+    assert.equal(dropouts(m), 0);
+    assert.equal(maskInputs(m), 0);
+  }
   // The dropout ratios go with their nodes (onnxruntime warns about every unread initializer).
   const read = new Set(exported.graph.nodes.flatMap((n) => n.inputs));
-  assert.deepEqual([...exported.graph.initializers.keys()].filter((k) => !read.has(k)), []);
+  assert.deepEqual(
+    [...exported.graph.initializers.keys()].filter((k) => !read.has(k)),
+    [],
+  );
   const head = compileTrainStep(model, { ...OPTS, trainable: { kind: 'head', features: 'pooled' } });
   assert.equal(dropouts(head.backbone!.model), 0);
-  assert.deepEqual(head.dropoutMasks.map((m) => [m.input, m.shape]), [[`${DROPOUT_MASK_PREFIX}dropout`, ['batch', 8]]], 'the head keeps the classifier dropout');
+  assert.deepEqual(
+    head.dropoutMasks.map((m) => [m.input, m.shape]),
+    [[`${DROPOUT_MASK_PREFIX}dropout`, ['batch', 8]]],
+    'the head keeps the classifier dropout',
+  );
   // Same logits as the forward model itself, whose Dropout nodes run in inference mode.
   const b = batch();
   const f32 = (m: Model) => ort.InferenceSession.create(encodeModel(m));
@@ -76,8 +110,16 @@ test('gradient check with a fixed mask: weight gradients of a 2-layer encoder wi
 test('masks are a function of the seed: 0 or 1/(1-p), about p dropped, the same for the same seed and different for another', () => {
   const prog = compileTrainStep(buildTinyEncoder({ ...CFG, dtype: 'float32', gelu: 'erf' }), OPTS);
   const data = batch(64);
-  const draw = (seed: number) => Object.fromEntries(Object.entries(new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(data, seed)).map(([k, v]) => [k, Array.from(v.data as Float32Array)]));
-  const a = draw(5), b = draw(5), c = draw(6);
+  const draw = (seed: number) =>
+    Object.fromEntries(
+      Object.entries(new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(data, seed)).map(([k, v]) => [
+        k,
+        Array.from(v.data as Float32Array),
+      ]),
+    );
+  const a = draw(5),
+    b = draw(5),
+    c = draw(6);
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
   const keep = Math.fround(1 / (1 - 0.25));
@@ -86,7 +128,10 @@ test('masks are a function of the seed: 0 or 1/(1-p), about p dropped, the same 
   const dropped = all.filter((v) => v === 0).length / all.length;
   assert.ok(Math.abs(dropped - 0.25) < 0.01, `dropped ${dropped}`);
   // Different sites get different masks from the same step seed.
-  assert.notDeepEqual(a[`${DROPOUT_MASK_PREFIX}encoder.layer.0.attention.output.dropout`], a[`${DROPOUT_MASK_PREFIX}encoder.layer.0.output.dropout`]);
+  assert.notDeepEqual(
+    a[`${DROPOUT_MASK_PREFIX}encoder.layer.0.attention.output.dropout`],
+    a[`${DROPOUT_MASK_PREFIX}encoder.layer.0.output.dropout`],
+  );
 });
 
 test('modelDropout: false trains without dropout; row pruning keeps gradients with masks (CLS pooling)', async () => {
@@ -94,7 +139,8 @@ test('modelDropout: false trains without dropout; row pruning keeps gradients wi
   const off = compileTrainStep(model, { ...OPTS, modelDropout: false });
   assert.equal(off.dropoutMasks.length, 0);
   assert.equal(maskInputs(off.step) + dropouts(off.step), 0);
-  const pruned = compileTrainStep(model, OPTS), full = compileTrainStep(model, { ...OPTS, pruneRows: false });
+  const pruned = compileTrainStep(model, OPTS),
+    full = compileTrainStep(model, { ...OPTS, pruneRows: false });
   const b = batch();
   const grads = async (prog: typeof pruned) => {
     const feeds: Record<string, ort.Tensor> = { ...b, ...new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(b, 3) };
@@ -105,7 +151,8 @@ test('modelDropout: false trains without dropout; row pruning keeps gradients wi
   assert.ok(pruned.grad.graph.nodes.length !== full.grad.graph.nodes.length, 'pruning changed nothing');
   assert.ok(Math.abs(Number(gp[LOSS_OUTPUT]!.data[0]) - Number(gf[LOSS_OUTPUT]!.data[0])) < 1e-6);
   for (const p of pruned.params) {
-    const x = gp[gradName(p.name)]!.data as Float32Array, y = gf[gradName(p.name)]!.data as Float32Array;
+    const x = gp[gradName(p.name)]!.data as Float32Array,
+      y = gf[gradName(p.name)]!.data as Float32Array;
     for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i]! - y[i]!) < 1e-5, `${p.name}[${i}]`);
   }
 });

@@ -24,7 +24,11 @@ export function dropoutRate(model: Model, node: Node): number {
   const ratio = node.inputs[1];
   if (!ratio) return DEFAULT_RATIO;
   const t = model.graph.initializers.get(ratio);
-  if (!t || t.data.length !== 1) throw new InputError(`Dropout node '${node.name}': its ratio '${ratio}' is not a constant scalar`, { where: 'model', hint: 'export the model with a constant dropout ratio, or train with dropout off' });
+  if (!t || t.data.length !== 1)
+    throw new InputError(`Dropout node '${node.name}': its ratio '${ratio}' is not a constant scalar`, {
+      where: 'model',
+      hint: 'export the model with a constant dropout ratio, or train with dropout off',
+    });
   const p = Number(t.data[0]);
   if (!(p >= 0 && p < 1)) throw new InputError(`Dropout node '${node.name}': ratio ${p} is not in [0, 1)`, { where: 'model' });
   return p;
@@ -39,7 +43,10 @@ function checkMaskUnused(model: Model, node: Node): void {
   const mask = node.outputs[1];
   if (!mask) return;
   if (model.graph.nodes.some((n) => n.inputs.includes(mask)) || model.graph.outputs.some((o) => o.name === mask)) {
-    throw new InputError(`Dropout node '${node.name}': its mask output '${mask}' is read by the graph`, { where: 'model', hint: 'tempered draws dropout masks itself; the model must not read them' });
+    throw new InputError(`Dropout node '${node.name}': its mask output '${mask}' is read by the graph`, {
+      where: 'model',
+      hint: 'tempered draws dropout masks itself; the model must not read them',
+    });
   }
 }
 
@@ -69,14 +76,18 @@ function removeDropouts(model: Model, nodes: Node[]): number {
   };
   model.graph.nodes = model.graph.nodes.filter((n) => !gone.has(n));
   for (const n of model.graph.nodes) n.inputs = n.inputs.map((i) => (i ? resolve(i) : i));
-  dropUnused(model, nodes.map((n) => n.inputs[1]));
+  dropUnused(
+    model,
+    nodes.map((n) => n.inputs[1]),
+  );
   return nodes.length;
 }
 
 /** Deletes the ratio constants no node reads any more (onnxruntime warns about each). */
 function dropUnused(model: Model, names: (string | undefined)[]): void {
   const read = new Set(model.graph.nodes.flatMap((n) => n.inputs));
-  for (const name of names) if (name && !read.has(name) && !model.graph.outputs.some((o) => o.name === name)) model.graph.initializers.delete(name);
+  for (const name of names)
+    if (name && !read.has(name) && !model.graph.outputs.some((o) => o.name === name)) model.graph.initializers.delete(name);
 }
 
 /**
@@ -96,13 +107,23 @@ export function trainDropout(model: Model): DropoutMask[] {
     checkMaskUnused(model, n);
     const p = dropoutRate(model, n);
     const { threshold, rate } = dropoutThreshold(p);
-    if (threshold === 0) { zero.push(n); continue; }
+    if (threshold === 0) {
+      zero.push(n);
+      continue;
+    }
     const x = n.inputs[0]!;
     const t = types.get(x);
     if (!t?.shape || !t.dtype || !t.shape.every((d: Dim) => typeof d === 'number' || inputDims.has(d))) {
-      throw new InputError(`dropout '${n.name}': the shape of its input '${x}' ([${t?.shape ?? '?'}]) cannot be derived from the model inputs' dims`, { where: 'train.dropout', hint: 'train this model with dropout: 0' });
+      throw new InputError(
+        `dropout '${n.name}': the shape of its input '${x}' ([${t?.shape ?? '?'}]) cannot be derived from the model inputs' dims`,
+        { where: 'train.dropout', hint: 'train this model with dropout: 0' },
+      );
     }
-    if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new InputError(`dropout '${n.name}': input '${x}' is ${t.dtype}; masks are float32 or float64`, { where: 'train.dropout', hint: 'train this model with dropout: 0' });
+    if (t.dtype !== 'float32' && t.dtype !== 'float64')
+      throw new InputError(`dropout '${n.name}': input '${x}' is ${t.dtype}; masks are float32 or float64`, {
+        where: 'train.dropout',
+        hint: 'train this model with dropout: 0',
+      });
     const input = b.input(`${DROPOUT_MASK_PREFIX}${n.name || n.outputs[0]}`, t.dtype, t.shape);
     // Inverted dropout: kept elements are scaled by 1/(1-p), at the rate the 16-bit threshold really gives.
     const keep = t.dtype === 'float32' ? Math.fround(1 / (1 - rate)) : 1 / (1 - rate);

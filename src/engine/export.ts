@@ -30,7 +30,8 @@ export function exportInference(program: TrainProgram, params: Map<string, Typed
     const r = lora.spec.r;
     for (const m of lora.modules) {
       const w = inits.get(m.weight)!;
-      const a = params.get(m.a)! as Float32Array, b = params.get(m.b)! as Float32Array;
+      const a = params.get(m.a)! as Float32Array,
+        b = params.get(m.b)! as Float32Array;
       const merged = w.data.slice() as Float32Array;
       const { inFeatures: nin, outFeatures: nout } = m;
       for (let i = 0; i < nin; i++) {
@@ -66,14 +67,27 @@ export interface PeftOptions {
  * Only LoRA tensors are written; weights trained beside them (alsoTrain, e.g. a classifier) are not part of
  * the adapter file and travel with the merged model instead.
  */
-export function exportPeftAdapter(program: TrainProgram, params: Map<string, TypedArray>, outDir: string, opts: PeftOptions = {}): { config: Record<string, unknown>; tensors: Map<string, SafeTensor> } {
+export function exportPeftAdapter(
+  program: TrainProgram,
+  params: Map<string, TypedArray>,
+  outDir: string,
+  opts: PeftOptions = {},
+): { config: Record<string, unknown>; tensors: Map<string, SafeTensor> } {
   const lora = program.lora;
   if (!lora) throw new Error('exportPeftAdapter: the program was not compiled with LoRA');
   const r = lora.spec.r;
   const tensors = new Map<string, SafeTensor>();
   for (const m of lora.modules) {
-    tensors.set(`base_model.model.${m.module}.lora_A.weight`, { dtype: 'F32', shape: [r, m.inFeatures], data: transpose(params.get(m.a)!, m.inFeatures, r) });
-    tensors.set(`base_model.model.${m.module}.lora_B.weight`, { dtype: 'F32', shape: [m.outFeatures, r], data: transpose(params.get(m.b)!, r, m.outFeatures) });
+    tensors.set(`base_model.model.${m.module}.lora_A.weight`, {
+      dtype: 'F32',
+      shape: [r, m.inFeatures],
+      data: transpose(params.get(m.a)!, m.inFeatures, r),
+    });
+    tensors.set(`base_model.model.${m.module}.lora_B.weight`, {
+      dtype: 'F32',
+      shape: [m.outFeatures, r],
+      data: transpose(params.get(m.b)!, r, m.outFeatures),
+    });
   }
   const targetModules = [...new Set(lora.modules.map((m) => m.module.split('.').pop()!))].sort();
   const config = {

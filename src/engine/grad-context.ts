@@ -22,7 +22,10 @@ export class GradContext {
   /** Dense gradient value → the same gradient as rows (see RowGradient). */
   readonly rowGradients = new Map<string, RowGradient>();
 
-  constructor(readonly b: GraphBuilder, readonly types: TypeMap) {}
+  constructor(
+    readonly b: GraphBuilder,
+    readonly types: TypeMap,
+  ) {}
 
   get opset(): number {
     return this.b.opsets[''] ?? 17;
@@ -60,10 +63,14 @@ export class GradContext {
   op(opType: string, inputs: string[], attrs: Record<string, number | number[] | string> = {}): string {
     const out = this.b.op(opType, inputs, attrs, { name: `grad_${opType}` });
     // Rules ask for dtypes of the values they create (e.g. to type a constant); record the easy cases.
-    const dtype = opType === 'Shape' || opType === 'Size' ? 'int64'
-      : opType === 'Cast' ? dtypeOfCode(attrs['to'] as number)
-      : ['Greater', 'Less', 'Equal', 'Not'].includes(opType) ? 'bool'
-      : this.dtypeOrUndefined(inputs[opType === 'Where' ? 1 : 0]!);
+    const dtype =
+      opType === 'Shape' || opType === 'Size'
+        ? 'int64'
+        : opType === 'Cast'
+          ? dtypeOfCode(attrs['to'] as number)
+          : ['Greater', 'Less', 'Equal', 'Not'].includes(opType)
+            ? 'bool'
+            : this.dtypeOrUndefined(inputs[opType === 'Where' ? 1 : 0]!);
     if (dtype) this.types.set(out, { dtype });
     return out;
   }
@@ -84,12 +91,14 @@ export class GradContext {
    * leading extra axes are summed away, axes where `to` has size 1 are summed with keepdims.
    */
   sumTo(grad: string, from: string, to: string): string {
-    const fs = this.shape(from), ts = this.shape(to);
+    const fs = this.shape(from),
+      ts = this.shape(to);
     const lead = fs.length - ts.length;
     let g = grad;
     const keep: number[] = [];
     for (let i = 0; i < ts.length; i++) {
-      const fd = fs[lead + i]!, td = ts[i]!;
+      const fd = fs[lead + i]!,
+        td = ts[i]!;
       // A symbolic dim equal to 1 at run time is indistinguishable here; broadcasting against it
       // is assumed not to happen (ONNX exporters give such dims a literal 1).
       if (td === 1 && fd !== 1) keep.push(lead + i);

@@ -31,10 +31,18 @@ export interface CheckResult {
 
 function tensor(inp: CheckInput, data: ArrayLike<number>): ort.Tensor {
   switch (inp.dtype ?? 'float64') {
-    case 'float64': return new ort.Tensor('float64', Float64Array.from(data), inp.shape);
-    case 'float32': return new ort.Tensor('float32', Float32Array.from(data), inp.shape);
-    case 'int64': return new ort.Tensor('int64', BigInt64Array.from(Array.from(data), (v) => BigInt(v)), inp.shape);
-    case 'bool': return new ort.Tensor('bool', Uint8Array.from(data), inp.shape);
+    case 'float64':
+      return new ort.Tensor('float64', Float64Array.from(data), inp.shape);
+    case 'float32':
+      return new ort.Tensor('float32', Float32Array.from(data), inp.shape);
+    case 'int64':
+      return new ort.Tensor(
+        'int64',
+        BigInt64Array.from(Array.from(data), (v) => BigInt(v)),
+        inp.shape,
+      );
+    case 'bool':
+      return new ort.Tensor('bool', Uint8Array.from(data), inp.shape);
   }
 }
 
@@ -59,9 +67,13 @@ export async function gradCheck(spec: {
   g.output(loss, 'loss');
   const forward = encodeModel(g.build());
 
-  const wrt = spec.inputs.filter((i) => i.wrt ?? ((i.dtype ?? 'float64').startsWith('float')));
+  const wrt = spec.inputs.filter((i) => i.wrt ?? (i.dtype ?? 'float64').startsWith('float'));
   const gradModel = g.build();
-  const { grads } = appendGradients(gradModel, 'loss', wrt.map((w) => w.name));
+  const { grads } = appendGradients(
+    gradModel,
+    'loss',
+    wrt.map((w) => w.name),
+  );
   const gb = GraphBuilder.extend(gradModel);
   for (const w of wrt) gb.output(grads.get(w.name)!, `grad_${w.name}`);
   const backward = encodeModel(gb.build());
@@ -73,7 +85,9 @@ export async function gradCheck(spec: {
   const out = await bs.run(feeds());
   const analytic: Record<string, number[]> = {};
   const numeric: Record<string, number[]> = {};
-  let num2 = 0, den2a = 0, den2n = 0;
+  let num2 = 0,
+    den2a = 0,
+    den2n = 0;
   for (const w of wrt) {
     const k = spec.inputs.indexOf(w);
     const a = Array.from(out[`grad_${w.name}`]!.data as Float64Array, Number);
@@ -112,7 +126,13 @@ export async function gradCheck(spec: {
 export async function programGradCheck(
   prog: TrainProgram,
   data: Record<string, ort.Tensor>,
-  opts: { dtype: 'float32' | 'float64'; h: number; pick?: (param: ParamInfo, grad: ArrayLike<number>) => Iterable<number>; threads?: number; maskSeed?: number },
+  opts: {
+    dtype: 'float32' | 'float64';
+    h: number;
+    pick?: (param: ParamInfo, grad: ArrayLike<number>) => Iterable<number>;
+    threads?: number;
+    maskSeed?: number;
+  },
 ): Promise<{ rel: number; checked: number }> {
   const values = new Map(prog.params.map((p) => [p.name, Float64Array.from(p.init as ArrayLike<number>)]));
   const masks = new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(data, opts.maskSeed ?? 1);
@@ -129,7 +149,10 @@ export async function programGradCheck(
   const es = prog.dropoutMasks.length > 0 ? gs : await ort.InferenceSession.create(encodeModel(prog.eval), sessionOpts);
   const loss = async () => Number((await es.run(feeds()))[LOSS_OUTPUT]!.data[0]);
   const grads = await gs.run(feeds());
-  let diff2 = 0, na = 0, nn = 0, checked = 0;
+  let diff2 = 0,
+    na = 0,
+    nn = 0,
+    checked = 0;
   for (const p of prog.params) {
     const v = values.get(p.name)!;
     const a = grads[gradName(p.name)]!.data as Float32Array | Float64Array;

@@ -15,7 +15,8 @@ function constInts(ctx: GradContext, node: Node, i: number, what: string): numbe
   const name = node.inputs[i];
   if (!name) return undefined;
   const v = ctx.type(name).value;
-  if (!v || v.some((d) => typeof d !== 'number')) throw new Error(`${node.opType} '${node.name}': ${what} must be a constant for differentiation`);
+  if (!v || v.some((d) => typeof d !== 'number'))
+    throw new Error(`${node.opType} '${node.name}': ${what} must be a constant for differentiation`);
   return v as number[];
 }
 
@@ -28,23 +29,37 @@ function reduceAxes(ctx: GradContext, node: Node): number[] {
   return axes.map((a) => norm(a, rank));
 }
 
-const unary = (f: (ctx: GradContext, node: Node, dy: string) => string): GradRule =>
+const unary =
+  (f: (ctx: GradContext, node: Node, dy: string) => string): GradRule =>
   (ctx, node, [dy], needed) => [needed[0] && dy ? f(ctx, node, dy) : undefined];
 
 /**
  * Rules of ops whose inputs broadcast to the output give output-shaped gradients; the walker sums
  * each back to its input's shape (autodiff.ts), so these read as the calculus they are.
  */
-const binary = (da: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string, db: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string): GradRule =>
+const binary =
+  (
+    da: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string,
+    db: (ctx: GradContext, a: string, b: string, y: string, dy: string) => string,
+  ): GradRule =>
   (ctx, n, [dy], needed) => {
     const [a, b] = n.inputs as [string, string];
     const y = n.outputs[0]!;
     return [needed[0] ? da(ctx, a, b, y, dy!) : undefined, needed[1] ? db(ctx, a, b, y, dy!) : undefined];
   };
 
-const add = binary((_c, _a, _b, _y, dy) => dy, (_c, _a, _b, _y, dy) => dy);
-const sub = binary((_c, _a, _b, _y, dy) => dy, (ctx, _a, _b, _y, dy) => ctx.op('Neg', [dy]));
-const mul = binary((ctx, _a, b, _y, dy) => ctx.op('Mul', [dy, b]), (ctx, a, _b, _y, dy) => ctx.op('Mul', [dy, a]));
+const add = binary(
+  (_c, _a, _b, _y, dy) => dy,
+  (_c, _a, _b, _y, dy) => dy,
+);
+const sub = binary(
+  (_c, _a, _b, _y, dy) => dy,
+  (ctx, _a, _b, _y, dy) => ctx.op('Neg', [dy]),
+);
+const mul = binary(
+  (ctx, _a, b, _y, dy) => ctx.op('Mul', [dy, b]),
+  (ctx, a, _b, _y, dy) => ctx.op('Mul', [dy, a]),
+);
 const div: GradRule = (ctx, n, [dy], needed) => {
   const [, b] = n.inputs as [string, string];
   const q = needed[0] || needed[1] ? ctx.op('Div', [dy!, b]) : undefined;
@@ -60,12 +75,14 @@ const sum: GradRule = (_ctx, n, [dy], needed) => n.inputs.map((_x, i) => (needed
 const matmul: GradRule = (ctx, n, [dy], needed) => {
   const [a, b] = n.inputs as [string, string];
   const y = n.outputs[0]!;
-  const ra = ctx.rank(a), rb = ctx.rank(b);
+  const ra = ctx.rank(a),
+    rb = ctx.rank(b);
   if (ra < 2 || rb < 2) throw new Error(`MatMul '${n.name}': rank-1 operands are not differentiable here; Unsqueeze them to rank 2`);
   // Attention multiplies by transposed values (Q·Kᵀ). Transposing such an operand again reads its source;
   // and a gradient for it is built transposed, so the Transpose gradient that follows cancels out.
   // onnxruntime would otherwise merge the transposes into one that no MatMul can absorb.
-  const srcA = ctx.swappedFrom(a), srcB = ctx.swappedFrom(b);
+  const srcA = ctx.swappedFrom(a),
+    srcB = ctx.swappedFrom(b);
   const tA = () => srcA ?? ctx.swapLast(a, ra);
   const tB = () => srcB ?? ctx.swapLast(b, rb);
   let da: string | undefined, db: string | undefined;
@@ -76,14 +93,20 @@ const matmul: GradRule = (ctx, n, [dy], needed) => {
   if (needed[1]) {
     if (rb === 2) {
       // A linear layer: fold all batch axes into rows so dB is one 2-D MatMul, not a batched one plus a sum.
-      const k = ctx.shape(a)[ra - 1]!, m = ctx.shape(y)[ctx.rank(y) - 1]!;
+      const k = ctx.shape(a)[ra - 1]!,
+        m = ctx.shape(y)[ctx.rank(y) - 1]!;
       const flat = (x: string, last: number | string, src: string) =>
-        typeof last === 'number' ? ctx.op('Reshape', [x, ctx.b.ints([-1, last])]) : ctx.op('Reshape', [x, ctx.op('Concat', [ctx.b.ints([-1]), ctx.op('Shape', [src], { start: -1 })], { axis: 0 })]);
+        typeof last === 'number'
+          ? ctx.op('Reshape', [x, ctx.b.ints([-1, last])])
+          : ctx.op('Reshape', [x, ctx.op('Concat', [ctx.b.ints([-1]), ctx.op('Shape', [src], { start: -1 })], { axis: 0 })]);
       // A narrow output (LoRA's A: [in, r]) is faster computed as (dYᵀ·A)ᵀ: CPU GEMM kernels vectorize
       // along the output's columns, and r = 8 fills half a vector.
-      db = typeof m === 'number' && typeof k === 'number' && m < 16 && k > m
-        ? ctx.op('Transpose', [ctx.op('MatMul', [ctx.op('Transpose', [flat(dy!, m, y)], { perm: [1, 0] }), flat(a, k, a)])], { perm: [1, 0] })
-        : ctx.op('MatMul', [ctx.op('Transpose', [flat(a, k, a)], { perm: [1, 0] }), flat(dy!, m, y)]);
+      db =
+        typeof m === 'number' && typeof k === 'number' && m < 16 && k > m
+          ? ctx.op('Transpose', [ctx.op('MatMul', [ctx.op('Transpose', [flat(dy!, m, y)], { perm: [1, 0] }), flat(a, k, a)])], {
+              perm: [1, 0],
+            })
+          : ctx.op('MatMul', [ctx.op('Transpose', [flat(a, k, a)], { perm: [1, 0] }), flat(dy!, m, y)]);
     } else {
       db = srcB && ra > 2 ? ctx.swapLast(ctx.op('MatMul', [ctx.swapLast(dy!, ctx.rank(y)), a]), rb) : ctx.op('MatMul', [tA(), dy!]);
       db = ctx.sumTo(db, y, b);
@@ -94,8 +117,10 @@ const matmul: GradRule = (ctx, n, [dy], needed) => {
 
 const gemm: GradRule = (ctx, n, [dy], needed) => {
   const [a, b, c] = n.inputs as [string, string, string | undefined];
-  const alpha = attrFloat(n, 'alpha', 1), beta = attrFloat(n, 'beta', 1);
-  const ta = attrInt(n, 'transA', 0), tb = attrInt(n, 'transB', 0);
+  const alpha = attrFloat(n, 'alpha', 1),
+    beta = attrFloat(n, 'beta', 1);
+  const ta = attrInt(n, 'transA', 0),
+    tb = attrInt(n, 'transB', 0);
   const g = (x: string, z: string, tA: number, tB: number) => ctx.op('Gemm', [x, z], { alpha, transA: tA, transB: tB });
   let da: string | undefined, db: string | undefined, dc: string | undefined;
   if (needed[0]) da = !ta ? g(dy!, b, 0, tb ? 0 : 1) : g(b, dy!, tb, 1);
@@ -159,7 +184,8 @@ const reduceSum: GradRule = (ctx, n, [dy], needed) => {
 const reduceMean: GradRule = (ctx, n, dOut, needed) => {
   if (!needed[0]) return [];
   const [dx] = reduceSum(ctx, n, dOut, needed);
-  const x = n.inputs[0]!, y = n.outputs[0]!;
+  const x = n.inputs[0]!,
+    y = n.outputs[0]!;
   const code = onnxCode(ctx.dtype(x));
   const ratio = ctx.op('Div', [ctx.op('Cast', [ctx.op('Size', [y])], { to: code }), ctx.op('Cast', [ctx.op('Size', [x])], { to: code })]);
   return [ctx.op('Mul', [dx!, ratio])];
@@ -182,7 +208,12 @@ const concat: GradRule = (ctx, n, [dy], needed) => {
   const rank = ctx.rank(n.outputs[0]!);
   const axis = norm(attrInt(n, 'axis', 0), rank);
   const sizes = n.inputs.map((x) => ctx.op('Shape', [x], { start: axis, end: axis + 1 }));
-  const parts = ctx.b.opMulti('Split', [dy!, ctx.op('Concat', sizes, { axis: 0 })], { axis }, { outputs: n.inputs.length, name: 'grad_Split' });
+  const parts = ctx.b.opMulti(
+    'Split',
+    [dy!, ctx.op('Concat', sizes, { axis: 0 })],
+    { axis },
+    { outputs: n.inputs.length, name: 'grad_Split' },
+  );
   return parts.map((p, i) => (needed[i] ? p : undefined));
 };
 
@@ -203,7 +234,8 @@ const slice: GradRule = (ctx, n, [dy], needed) => {
   const ends = constInts(ctx, n, 2, 'ends')!;
   const axes = (n.inputs[3] ? constInts(ctx, n, 3, 'axes') : undefined) ?? starts.map((_, i) => i);
   const steps = n.inputs[4] ? constInts(ctx, n, 4, 'steps') : undefined;
-  if (steps && steps.some((s) => s !== 1)) throw new Error(`Slice '${n.name}': only unit steps are differentiable here (got steps [${steps}])`);
+  if (steps && steps.some((s) => s !== 1))
+    throw new Error(`Slice '${n.name}': only unit steps are differentiable here (got steps [${steps}])`);
   const xs = ctx.shape(x);
   const begin: (number | string)[] = new Array(rank).fill(0);
   const end: (number | string)[] = new Array(rank).fill(0);
@@ -212,7 +244,8 @@ const slice: GradRule = (ctx, n, [dy], needed) => {
     const d = xs[a]!;
     if (typeof d === 'number') {
       const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
-      const b = clamp(starts[i]!), e = Math.max(clamp(ends[i]!), b);
+      const b = clamp(starts[i]!),
+        e = Math.max(clamp(ends[i]!), b);
       begin[a] = b;
       end[a] = d - e;
     } else {
@@ -247,7 +280,11 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   const axis = norm(attrInt(n, 'axis', 0), r);
   const ir = ctx.rank(indices);
   // dY has axes [pre(axis), idx(ir), post]; bring idx first, flatten it into N rows.
-  const perm = [...Array.from({ length: ir }, (_, i) => axis + i), ...Array.from({ length: axis }, (_, i) => i), ...Array.from({ length: r - axis - 1 }, (_, i) => axis + ir + i)];
+  const perm = [
+    ...Array.from({ length: ir }, (_, i) => axis + i),
+    ...Array.from({ length: axis }, (_, i) => i),
+    ...Array.from({ length: r - axis - 1 }, (_, i) => axis + ir + i),
+  ];
   const moved = ir === 0 ? ctx.op('Unsqueeze', [dy!, ctx.b.ints([0])]) : ctx.op('Transpose', [dy!], { perm });
   const pre = axis > 0 ? [ctx.op('Shape', [data], { start: 0, end: axis })] : [];
   const post = axis < r - 1 ? [ctx.op('Shape', [data], { start: axis + 1 })] : [];
@@ -257,7 +294,10 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   const idx64 = ctx.op('Cast', [ctx.op('Reshape', [indices, ctx.b.ints([-1])])], { to: onnxCode('int64') });
   const fixed = ctx.op('Where', [ctx.op('Less', [idx64, ctx.b.ints([0])]), ctx.op('Add', [idx64, dimA]), idx64]);
   // ScatterElements needs indices shaped like the updates: broadcast each row index across the row.
-  const idxFull = ctx.op('Expand', [ctx.op('Reshape', [fixed, ctx.op('Concat', [ctx.b.ints([-1]), ctx.b.ints(new Array(r - 1).fill(1))], { axis: 0 })]), ctx.shapeOf(rows)]);
+  const idxFull = ctx.op('Expand', [
+    ctx.op('Reshape', [fixed, ctx.op('Concat', [ctx.b.ints([-1]), ctx.b.ints(new Array(r - 1).fill(1))], { axis: 0 })]),
+    ctx.shapeOf(rows),
+  ]);
   const zerosShape = ctx.op('Concat', [dimA, ...pre, ...post], { axis: 0 });
   const zeros = ctx.op('Expand', [ctx.scalar(0, data), zerosShape]);
   const acc = ctx.op('ScatterElements', [zeros, idxFull, rows], { axis: 0, reduction: 'add' });

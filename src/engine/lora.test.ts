@@ -18,9 +18,17 @@ function gemmModel() {
   const g = new GraphBuilder({ opset: 17 });
   const x = g.input('x', 'float32', ['batch', 6]);
   // HF nn.Linear layout [out, in] consumed by Gemm transB=1.
-  const w = g.initializer('fc.weight', Float32Array.from({ length: 4 * 6 }, () => r.uniform(-1, 1)), [4, 6]);
+  const w = g.initializer(
+    'fc.weight',
+    Float32Array.from({ length: 4 * 6 }, () => r.uniform(-1, 1)),
+    [4, 6],
+  );
   const h = g.op('Gemm', [x, w, g.initializer('fc.bias', new Float32Array(4), [4])], { transB: 1 });
-  const w2 = g.initializer('out.weight', Float32Array.from({ length: 4 * 3 }, () => r.uniform(-1, 1)), [4, 3]);
+  const w2 = g.initializer(
+    'out.weight',
+    Float32Array.from({ length: 4 * 3 }, () => r.uniform(-1, 1)),
+    [4, 3],
+  );
   g.output(g.op('MatMul', [g.op('Relu', [h]), w2]), 'y');
   return g.build();
 }
@@ -36,7 +44,13 @@ test('LoRA rewrite leaves the output unchanged while B is zero, and names/inits 
   const base = gemmModel();
   const adapted = cloneModel(base);
   const mods = applyLora(adapted, { r: 2, alpha: 4, targets: ['fc.weight', 'out.weight'], seed: 7 });
-  assert.deepEqual(mods.map((m) => [m.module, m.inFeatures, m.outFeatures, m.weightTransposed]), [['fc', 6, 4, true], ['out', 4, 3, false]]);
+  assert.deepEqual(
+    mods.map((m) => [m.module, m.inFeatures, m.outFeatures, m.weightTransposed]),
+    [
+      ['fc', 6, 4, true],
+      ['out', 4, 3, false],
+    ],
+  );
   assert.deepEqual(adapted.graph.initializers.get('fc.lora_A.weight')!.dims, [6, 2]);
   assert.deepEqual(adapted.graph.initializers.get('fc.lora_B.weight')!.dims, [2, 4]);
   const a = adapted.graph.initializers.get('fc.lora_A.weight')!.data as Float32Array;
@@ -48,7 +62,11 @@ test('LoRA rewrite leaves the output unchanged while B is zero, and names/inits 
 });
 
 test('merged export equals the unmerged LoRA forward for Gemm (transB=1) and MatMul weights', async () => {
-  const prog = compileTrainStep(gemmModel(), { loss: { kind: 'mse' }, trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*.weight'] }, optimizer: { kind: 'sgd' } });
+  const prog = compileTrainStep(gemmModel(), {
+    loss: { kind: 'mse' },
+    trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*.weight'] },
+    optimizer: { kind: 'sgd' },
+  });
   const r = new Rng(3);
   const params = new Map(prog.params.map((p) => [p.name, Float32Array.from(p.init as Float32Array, (v) => v + r.uniform(-0.5, 0.5))]));
   const unmerged = cloneModel(prog.forward);
@@ -83,13 +101,14 @@ test('LoRA dropout: the fed keep-mask zeroes inputs of the adapter only, rescale
   const keep = fillMask(new Float32Array(5 * 6), mask.threshold, 1234, 0);
   assert.ok(keep.includes(0) && keep.includes(1));
   const session = await ort.InferenceSession.create(encodeModel(adapted));
-  const y = (await session.run({ x: new ort.Tensor('float32', X, [5, 6]), [mask.input]: new ort.Tensor('float32', keep, [5, 6]) }))['y']!.data as Float32Array;
+  const y = (await session.run({ x: new ort.Tensor('float32', X, [5, 6]), [mask.input]: new ort.Tensor('float32', keep, [5, 6]) }))['y']!
+    .data as Float32Array;
   // Reference: the base model with fc.weight replaced per row by W + (scale/(1-p))·(A·B) applied to masked x.
   const W = adapted.graph.initializers.get('fc.weight')!.data as Float32Array; // [out 4, in 6]
   const A = adapted.graph.initializers.get('fc.lora_A.weight')!.data as Float32Array; // [6, 2]
   const B = bw.data as Float32Array; // [2, 4]
   const W2 = adapted.graph.initializers.get('out.weight')!.data as Float32Array; // [4, 3]
-  const s = (4 / 2) / (1 - dropoutThreshold(p).rate);
+  const s = 4 / 2 / (1 - dropoutThreshold(p).rate);
   for (let n = 0; n < 5; n++) {
     const h = new Float64Array(4);
     for (let o = 0; o < 4; o++) {
@@ -146,7 +165,10 @@ test('LoRA dropout mask feeds take their symbolic dims from the fed data', () =>
   assert.equal(feeds['lora_dropout_mask:m']!.type, 'float32');
   assert.deepEqual(feeds['lora_dropout_mask:m']!.data, fillMask(new Float32Array(30), 100, 9, 0));
   // A shorter batch gets a mask of its own size.
-  assert.deepEqual(masker.feeds({ input_ids: new ort.Tensor('int64', new BigInt64Array(3), [1, 3]) }, 9)['lora_dropout_mask:m']!.dims, [1, 3, 3]);
+  assert.deepEqual(
+    masker.feeds({ input_ids: new ort.Tensor('int64', new BigInt64Array(3), [1, 3]) }, 9)['lora_dropout_mask:m']!.dims,
+    [1, 3, 3],
+  );
   assert.throws(() => masker.feeds({}, 9), /dim 'batch' is not a dim of any fed input/);
 });
 

@@ -35,14 +35,14 @@ export interface LoraModule {
   dropoutMask?: DropoutMask;
 }
 
-
 export function moduleOf(weight: string): string {
   return weight.endsWith('.weight') ? weight.slice(0, -'.weight'.length) : weight;
 }
 
 /** Rewrites `model` in place; returns the modules it adapted (in graph order). */
 export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
-  if (!(spec.r >= 1 && Number.isInteger(spec.r))) throw new InputError(`LoRA rank must be a positive integer, got ${spec.r}`, { where: 'train.trainable.r' });
+  if (!(spec.r >= 1 && Number.isInteger(spec.r)))
+    throw new InputError(`LoRA rank must be a positive integer, got ${spec.r}`, { where: 'train.trainable.r' });
   const p = spec.dropout ?? 0;
   if (!(p >= 0 && p < 1)) throw new InputError(`LoRA dropout must be in [0, 1), got ${p}`, { where: 'train.trainable.dropout' });
   const b = GraphBuilder.extend(model);
@@ -59,7 +59,11 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     const wName = node.inputs[1]!;
     const w = model.graph.initializers.get(wName);
     if (!w || w.dims.length !== 2 || !matchesAny(wName, spec.targets)) continue;
-    if (node.opType === 'Gemm' && attrInt(node, 'transA', 0)) throw new InputError(`LoRA target '${wName}': Gemm with transA=1 is not supported`, { where: 'train.trainable.targets', hint: 'target other weights' });
+    if (node.opType === 'Gemm' && attrInt(node, 'transA', 0))
+      throw new InputError(`LoRA target '${wName}': Gemm with transA=1 is not supported`, {
+        where: 'train.trainable.targets',
+        hint: 'target other weights',
+      });
     const transposed = node.opType === 'Gemm' && attrInt(node, 'transB', 0) === 1;
     const [inF, outF] = transposed ? [w.dims[1]!, w.dims[0]!] : [w.dims[0]!, w.dims[1]!];
     const module = moduleOf(wName);
@@ -69,13 +73,20 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     // Draw in PEFT's [r, in] order so the same seed gives the same adapter in either layout.
     for (let i = 0; i < spec.r; i++) for (let j = 0; j < inF; j++) aData[j * spec.r + i] = rng.uniform(-bound, bound);
     const a = b.initializer(`${module}.lora_A.weight`, aData, [inF, spec.r]);
-    const bw = b.initializer(`${module}.lora_B.weight`, w.dtype === 'float64' ? new Float64Array(spec.r * outF) : new Float32Array(spec.r * outF), [spec.r, outF]);
+    const bw = b.initializer(
+      `${module}.lora_B.weight`,
+      w.dtype === 'float64' ? new Float64Array(spec.r * outF) : new Float32Array(spec.r * outF),
+      [spec.r, outF],
+    );
     let x = node.inputs[0]!;
     let dropoutMask: DropoutMask | undefined;
     if (types) {
       const shape = types.get(x)?.shape;
       if (!shape || !shape.every((d: Dim) => typeof d === 'number' || inputDims.has(d))) {
-        throw new InputError(`LoRA dropout on '${wName}': the shape of its input '${x}' ([${shape ?? '?'}]) cannot be derived from the model inputs' dims`, { where: 'train.trainable.dropout', hint: 'set dropout: 0 for this model' });
+        throw new InputError(
+          `LoRA dropout on '${wName}': the shape of its input '${x}' ([${shape ?? '?'}]) cannot be derived from the model inputs' dims`,
+          { where: 'train.trainable.dropout', hint: 'set dropout: 0 for this model' },
+        );
       }
       dropoutMask = { input: b.input(`${LORA_MASK_PREFIX}${module}`, w.dtype, shape), shape: [...shape], threshold, dtype: w.dtype };
       x = b.op('Mul', [x, dropoutMask.input]);
@@ -89,8 +100,21 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
     b.op('Add', [base, delta], {}, { name: `${module}.lora_add` });
     // The builder named the sum freshly; point it at the original output name the consumers read.
     model.graph.nodes[model.graph.nodes.length - 1]!.outputs[0] = out;
-    modules.push({ module, weight: wName, a, b: bw, inFeatures: inF, outFeatures: outF, weightTransposed: transposed, ...(dropoutMask ? { dropoutMask } : {}) });
+    modules.push({
+      module,
+      weight: wName,
+      a,
+      b: bw,
+      inFeatures: inF,
+      outFeatures: outF,
+      weightTransposed: transposed,
+      ...(dropoutMask ? { dropoutMask } : {}),
+    });
   }
-  if (modules.length === 0) throw new InputError(`LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`, { where: 'train.trainable.targets', hint: 'use globs over full weight names, e.g. *attention.self.query.weight' });
+  if (modules.length === 0)
+    throw new InputError(
+      `LoRA targets [${spec.targets.join(', ')}] match no MatMul/Gemm weight; weight names look like '${[...model.graph.initializers.keys()].slice(0, 3).join("', '")}'`,
+      { where: 'train.trainable.targets', hint: 'use globs over full weight names, e.g. *attention.self.query.weight' },
+    );
   return modules;
 }

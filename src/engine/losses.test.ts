@@ -11,7 +11,8 @@ const LOGITS = [0.2, -1, 0.5, 0.1, 1.5, 0.3, -0.2, 0.0, 0.7, -0.4, 0.9, 0.05]; /
 
 /** Reference cross-entropy over rows of 3 classes. */
 function refCE(logits: number[], labels: number[], eps: number, ignore = -100): number {
-  let total = 0, count = 0;
+  let total = 0,
+    count = 0;
   labels.forEach((lab, r) => {
     if (lab === ignore) return;
     const row = logits.slice(r * 3, r * 3 + 3);
@@ -32,7 +33,10 @@ async function lossOf(spec: LossSpec, shape: number[], labels: number[], labelSh
   const { loss } = appendLoss(g, inferShapes(g.graph), spec, x);
   g.output(loss, 'loss');
   const s = await ort.InferenceSession.create(encodeModel(g.build()));
-  const out = await s.run({ logits: new ort.Tensor('float64', Float64Array.from(LOGITS), shape), labels: new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), labelShape) });
+  const out = await s.run({
+    logits: new ort.Tensor('float64', Float64Array.from(LOGITS), shape),
+    labels: new ort.Tensor('int64', BigInt64Array.from(labels.map(BigInt)), labelShape),
+  });
   return Number(out['loss']!.data[0]);
 }
 
@@ -55,7 +59,10 @@ test('all labels ignored gives loss 0, not NaN', async () => {
 
 test('cross-entropy gradient w.r.t. logits matches central differences (smoothing, ignored row, shift)', async () => {
   const r = await gradCheck({
-    inputs: [{ name: 'logits', shape: [2, 3, 4] }, { name: 'labels', shape: [2, 3], dtype: 'int64', data: [1, 3, -100, 0, 2, 2], wrt: false }],
+    inputs: [
+      { name: 'logits', shape: [2, 3, 4] },
+      { name: 'labels', shape: [2, 3], dtype: 'int64', data: [1, 3, -100, 0, 2, 2], wrt: false },
+    ],
     build: (g, [x]) => appendLoss(g, inferShapes(g.graph), { kind: 'cross_entropy', labelSmoothing: 0.2, shift: true }, x!).loss,
   });
   assert.ok(r.relError < 1e-6, `${r.relError}`);
@@ -63,7 +70,10 @@ test('cross-entropy gradient w.r.t. logits matches central differences (smoothin
 
 test('MSE value and gradient', async () => {
   const r = await gradCheck({
-    inputs: [{ name: 'pred', shape: [3, 2] }, { name: 'targets', shape: [3, 2], wrt: false }],
+    inputs: [
+      { name: 'pred', shape: [3, 2] },
+      { name: 'targets', shape: [3, 2], wrt: false },
+    ],
     build: (g, [x]) => appendLoss(g, inferShapes(g.graph), { kind: 'mse' }, x!).loss,
   });
   assert.ok(r.relError < 1e-6, `${r.relError}`);

@@ -34,7 +34,6 @@ export interface AppendedLoss {
   inputs: string[];
 }
 
-
 /** A graph input of that name when the caller declared one already, else a new input. */
 function existingOr(b: GraphBuilder, name: string, create: () => string): string {
   return b.graph.inputs.some((v) => v.name === name) ? name : create();
@@ -44,22 +43,31 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   if (spec.kind === 'mse') {
     const pred = spec.predictions ?? defaultOutput;
     const t = types.get(pred);
-    if (!t?.shape || !t.dtype) throw new InputError(`mse: predictions '${pred}' are not a value of the model with a known shape`, { where: 'train.loss.predictions' });
+    if (!t?.shape || !t.dtype)
+      throw new InputError(`mse: predictions '${pred}' are not a value of the model with a known shape`, {
+        where: 'train.loss.predictions',
+      });
     const targets = existingOr(b, spec.targets ?? 'targets', () => b.input(spec.targets ?? 'targets', t.dtype!, t.shape!));
     const d = b.op('Sub', [pred, targets]);
     return { loss: b.op('ReduceMean', [b.op('Mul', [d, d])], { keepdims: 0 }, { name: 'loss_mse' }), inputs: [targets] };
   }
   const logits = spec.logits ?? defaultOutput;
   const t = types.get(logits);
-  if (!t?.shape || !t.dtype) throw new InputError(`cross_entropy: logits '${logits}' are not a value of the model with a known shape`, { where: 'train.loss.logits' });
+  if (!t?.shape || !t.dtype)
+    throw new InputError(`cross_entropy: logits '${logits}' are not a value of the model with a known shape`, {
+      where: 'train.loss.logits',
+    });
   const rank = t.shape.length;
   const classes = t.shape[rank - 1]!;
-  if (typeof classes !== 'number') throw new InputError(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`, { where: 'train.loss.logits' });
+  if (typeof classes !== 'number')
+    throw new InputError(`cross_entropy: the class/vocab axis of '${logits}' must have a fixed size`, { where: 'train.loss.logits' });
   const dtype = t.dtype;
   const labels = existingOr(b, spec.labels ?? 'labels', () => b.input(spec.labels ?? 'labels', 'int64', t.shape!.slice(0, -1)));
-  let lg = logits, lb = labels;
+  let lg = logits,
+    lb = labels;
   if (spec.shift) {
-    if (rank !== 3) throw new InputError(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`, { where: 'train.loss.shift' });
+    if (rank !== 3)
+      throw new InputError(`cross_entropy shift needs logits [batch, seq, vocab], got rank ${rank}`, { where: 'train.loss.shift' });
     lg = b.op('Slice', [logits, b.ints([0]), b.ints([-1]), b.ints([1])]);
     lb = b.op('Slice', [labels, b.ints([1]), b.ints([2 ** 62]), b.ints([1])]);
   }
@@ -76,7 +84,10 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   if (eps > 0) {
     // Smoothed target (1−ε)·onehot + ε/C gives (1−ε)·nll + ε·mean_c(−log p_c).
     // ReduceMean takes axes as an input from opset 18 on, as an attribute before.
-    const mean = (b.opsets[''] ?? 17) >= 18 ? b.op('ReduceMean', [logp, b.ints([1])], { keepdims: 0 }) : b.op('ReduceMean', [logp], { axes: [1], keepdims: 0 });
+    const mean =
+      (b.opsets[''] ?? 17) >= 18
+        ? b.op('ReduceMean', [logp, b.ints([1])], { keepdims: 0 })
+        : b.op('ReduceMean', [logp], { axes: [1], keepdims: 0 });
     const uniform = b.op('Neg', [mean]);
     perRow = b.op('Add', [b.op('Mul', [perRow, b.scalar(1 - eps, dtype)]), b.op('Mul', [uniform, b.scalar(eps, dtype)])]);
   }

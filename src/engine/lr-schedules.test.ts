@@ -4,7 +4,10 @@ import { learningRate } from './lr-schedules.ts';
 
 test('constant schedule with warmup ramps linearly then holds', () => {
   const s = { kind: 'constant' as const, lr: 1e-3, warmupSteps: 4 };
-  assert.deepEqual([0, 1, 2, 4, 100].map((t) => learningRate(s, t)), [0, 2.5e-4, 5e-4, 1e-3, 1e-3]);
+  assert.deepEqual(
+    [0, 1, 2, 4, 100].map((t) => learningRate(s, t)),
+    [0, 2.5e-4, 5e-4, 1e-3, 1e-3],
+  );
 });
 
 test('linear decay reaches zero at totalSteps', () => {

@@ -21,7 +21,9 @@ export const stackedName = (input: string) => `${input}::steps`;
 export const startName = (input: string) => `${input}::start`;
 export const endName = (output: string) => `${output}::end`;
 
-const ITER = 'loop::iter', COND = 'loop::cond', COND_OUT = 'loop::cond_out';
+const ITER = 'loop::iter',
+  COND = 'loop::cond',
+  COND_OUT = 'loop::cond_out';
 
 /** The step graph of `prog` wrapped in a Loop that runs `loop::trip_count` steps. */
 export function multiStepModel(prog: TrainProgram): Model {
@@ -42,7 +44,8 @@ export function multiStepModel(prog: TrainProgram): Model {
     if (!v?.dtype) throw new Error(`multi-step: the step graph has no typed output '${name}'`);
     return v;
   };
-  const loss = output(LOSS_OUTPUT), gradNorm = output(GRAD_NORM_OUTPUT);
+  const loss = output(LOSS_OUTPUT),
+    gradNorm = output(GRAD_NORM_OUTPUT);
   const carriedNames = new Set(carried.map((c) => c.input.name));
   const perStep = g.inputs.filter((v) => !carriedNames.has(v.name));
   // The body picks these per step like the data; a step graph without them is not one compileTrainStep made.
@@ -51,7 +54,16 @@ export function multiStepModel(prog: TrainProgram): Model {
   const body: Graph = {
     name: `${g.name}_body`,
     nodes: [
-      ...perStep.map((v): Node => ({ name: `loop::pick_${v.name}`, opType: 'Gather', domain: '', inputs: [stackedName(v.name), ITER], outputs: [v.name], attrs: { axis: { kind: 'int', value: 0 } } })),
+      ...perStep.map(
+        (v): Node => ({
+          name: `loop::pick_${v.name}`,
+          opType: 'Gather',
+          domain: '',
+          inputs: [stackedName(v.name), ITER],
+          outputs: [v.name],
+          attrs: { axis: { kind: 'int', value: 0 } },
+        }),
+      ),
       ...g.nodes,
       { name: 'loop::keep_going', opType: 'Identity', domain: '', inputs: [COND], outputs: [COND_OUT], attrs: {} },
     ],
@@ -69,12 +81,16 @@ export function multiStepModel(prog: TrainProgram): Model {
   };
   const outer: Graph = {
     name: `${g.name}_steps`,
-    nodes: [{
-      name: 'loop::steps', opType: 'Loop', domain: '',
-      inputs: [TRIP_COUNT_INPUT, '', ...carried.map((c) => startName(c.input.name))],
-      outputs: [...carried.map((c) => endName(c.output)), stackedName(LOSS_OUTPUT), stackedName(GRAD_NORM_OUTPUT)],
-      attrs: { body: { kind: 'graph', value: body } },
-    }],
+    nodes: [
+      {
+        name: 'loop::steps',
+        opType: 'Loop',
+        domain: '',
+        inputs: [TRIP_COUNT_INPUT, '', ...carried.map((c) => startName(c.input.name))],
+        outputs: [...carried.map((c) => endName(c.output)), stackedName(LOSS_OUTPUT), stackedName(GRAD_NORM_OUTPUT)],
+        attrs: { body: { kind: 'graph', value: body } },
+      },
+    ],
     inputs: [
       { name: TRIP_COUNT_INPUT, dtype: 'int64', shape: [] },
       ...perStep.map((v) => ({ name: stackedName(v.name), dtype: v.dtype, shape: v.shape && ['loop_steps', ...v.shape] })),

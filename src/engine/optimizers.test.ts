@@ -6,7 +6,9 @@ import { Trainer, type Dataset } from './trainer.ts';
 import { Rng } from './prng.ts';
 
 // y = x·W + b, MSE loss, float64 throughout so the graph can be compared with a TS reference exactly.
-const IN = 3, OUT = 2, N = 8;
+const IN = 3,
+  OUT = 2,
+  N = 8;
 
 function linearModel(w: Float64Array, b: Float64Array) {
   const g = new GraphBuilder({ opset: 17 });
@@ -25,7 +27,8 @@ function data(seed: number): { x: Float64Array; t: Float64Array; ds: Dataset } {
 
 /** Gradient of mean((xW+b−t)²) over rows `idx`, computed directly. */
 function refGrad(w: Float64Array, b: Float64Array, x: Float64Array, t: Float64Array, idx: number[]) {
-  const gw = new Float64Array(w.length), gb = new Float64Array(b.length);
+  const gw = new Float64Array(w.length),
+    gb = new Float64Array(b.length);
   const scale = 2 / (idx.length * OUT);
   for (const r of idx) {
     for (let o = 0; o < OUT; o++) {
@@ -63,10 +66,12 @@ test('AdamW in the graph matches a hand-written PyTorch-style reference over 4 s
     const { w, b, w0, b0, x, t } = await run({ loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: opt, clipNorm: clip }, 4, 4);
     const lr = Math.fround(0.05);
     const P = [w0.slice(), b0.slice()];
-    const M = P.map((p) => new Float64Array(p.length)), V = P.map((p) => new Float64Array(p.length));
+    const M = P.map((p) => new Float64Array(p.length)),
+      V = P.map((p) => new Float64Array(p.length));
     let clipped = 0;
     for (let s = 1; s <= 4; s++) {
-      const epoch = Math.floor((s - 1) / 2), pos = (s - 1) % 2;
+      const epoch = Math.floor((s - 1) / 2),
+        pos = (s - 1) % 2;
       const idx = orderOf(3, epoch).slice(pos * 4, pos * 4 + 4);
       const G = refGrad(P[0]!, P[1]!, x, t, idx);
       const norm = Math.sqrt(G.reduce((acc, g) => acc + g.reduce((q, v) => q + v * v, 0), 0));
@@ -79,8 +84,9 @@ test('AdamW in the graph matches a hand-written PyTorch-style reference over 4 s
           p[i] = p[i]! * (1 - lr * decay);
           M[k]![i] = opt.beta1 * M[k]![i]! + (1 - opt.beta1) * g;
           V[k]![i] = opt.beta2 * V[k]![i]! + (1 - opt.beta2) * g ** 2;
-          const mh = M[k]![i]! / (1 - opt.beta1 ** s), vh = V[k]![i]! / (1 - opt.beta2 ** s);
-          p[i] = p[i]! - lr * mh / (Math.sqrt(vh) + opt.eps);
+          const mh = M[k]![i]! / (1 - opt.beta1 ** s),
+            vh = V[k]![i]! / (1 - opt.beta2 ** s);
+          p[i] = p[i]! - (lr * mh) / (Math.sqrt(vh) + opt.eps);
         }
       });
     }
@@ -93,7 +99,11 @@ test('AdamW in the graph matches a hand-written PyTorch-style reference over 4 s
 
 test('SGD with momentum and global-norm clipping matches the reference', async () => {
   const clip = 0.05;
-  const { w, b, w0, b0, x, t } = await run({ loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd', momentum: 0.9 }, clipNorm: clip }, 3, 4);
+  const { w, b, w0, b0, x, t } = await run(
+    { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'sgd', momentum: 0.9 }, clipNorm: clip },
+    3,
+    4,
+  );
   const lr = Math.fround(0.05);
   const P = [w0.slice(), b0.slice()];
   const B = P.map((p) => new Float64Array(p.length));
@@ -127,11 +137,22 @@ test('accumulating 2 micro-batches of 4 equals one batch of 8', async () => {
 });
 
 test('a float64 program runs several steps per onnxruntime run with the weights of one step per run', async () => {
-  const prog = compileTrainStep(linearModel(Float64Array.from({ length: IN * OUT }, (_, i) => 0.1 * (i - 2)), Float64Array.from([0.05, -0.02])), { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 0.5 });
+  const prog = compileTrainStep(
+    linearModel(
+      Float64Array.from({ length: IN * OUT }, (_, i) => 0.1 * (i - 2)),
+      Float64Array.from([0.05, -0.02]),
+    ),
+    { loss: { kind: 'mse' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 0.5 },
+  );
   const { ds } = data(7);
-  const fit = (stepsPerRun: number) => new Trainer(prog, { seed: 3, batchSize: 4, maxSteps: 6, stepsPerRun, schedule: { kind: 'constant', lr: 0.05 }, threads: 1 }).fit(ds);
-  const one = await fit(1), three = await fit(3);
-  assert.deepEqual(three.history.map((h) => [h.loss, h.gradNorm]), one.history.map((h) => [h.loss, h.gradNorm]));
+  const fit = (stepsPerRun: number) =>
+    new Trainer(prog, { seed: 3, batchSize: 4, maxSteps: 6, stepsPerRun, schedule: { kind: 'constant', lr: 0.05 }, threads: 1 }).fit(ds);
+  const one = await fit(1),
+    three = await fit(3);
+  assert.deepEqual(
+    three.history.map((h) => [h.loss, h.gradNorm]),
+    one.history.map((h) => [h.loss, h.gradNorm]),
+  );
   assert.deepEqual(three.params, one.params);
   assert.notDeepEqual(one.params.get('dense.weight'), prog.params[0]!.init);
 });

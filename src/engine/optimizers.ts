@@ -13,7 +13,16 @@ export type OptimizerSpec =
   | { kind: 'sgd'; momentum?: number; weightDecay?: number; noDecay?: string[] };
 
 /** HF Trainer's convention: biases and normalization weights get no weight decay. */
-export const DEFAULT_NO_DECAY = ['*bias', '*LayerNorm.weight', '*layernorm*.weight', '*layer_norm*.weight', '*ln_*.weight', '*ln_f.weight', '*norm.weight', '*norm?.weight'];
+export const DEFAULT_NO_DECAY = [
+  '*bias',
+  '*LayerNorm.weight',
+  '*layernorm*.weight',
+  '*layer_norm*.weight',
+  '*ln_*.weight',
+  '*ln_f.weight',
+  '*norm.weight',
+  '*norm?.weight',
+];
 
 export interface ParamSlot {
   name: string;
@@ -45,10 +54,16 @@ export interface AppendedOptimizer {
  * Appends global-norm clipping and the optimizer update. `lr` and `step` are float32 scalar values
  * (graph inputs fed by the trainer); `step` is the 1-based optimizer step used for bias correction.
  */
-export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: OptimizerSpec, opts: { lr: string; step: string; clipNorm?: number }): AppendedOptimizer {
+export function appendOptimizer(
+  b: GraphBuilder,
+  params: ParamSlot[],
+  spec: OptimizerSpec,
+  opts: { lr: string; step: string; clipNorm?: number },
+): AppendedOptimizer {
   if (params.length === 0) throw new Error('nothing to train: no trainable weights were selected');
   const dtype = params[0]!.dtype;
-  if (dtype !== 'float32' && dtype !== 'float64') throw new Error(`optimizer: weights of type ${dtype} are not supported (float32 or float64)`);
+  if (dtype !== 'float32' && dtype !== 'float64')
+    throw new Error(`optimizer: weights of type ${dtype} are not supported (float32 or float64)`);
   const code = onnxCode(dtype);
   const cast = (v: string) => (dtype === 'float32' ? v : b.op('Cast', [v], { to: code }));
   const lr = cast(opts.lr);
@@ -57,11 +72,14 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
 
   // Embedding tables (rows given) are updated row-wise by AdamW: their gradient is summed per distinct
   // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
-  const rowwise = new Map(spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p)] as const] : [])) : []);
+  const rowwise = new Map(
+    spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p)] as const] : [])) : [],
+  );
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
   const squares = params.map((p) => b.op('ReduceSumSquare', [rowwise.get(p.name)?.sums ?? p.grad], { keepdims: 0 }));
   const gradNorm = b.op('Sqrt', [squares.length === 1 ? squares[0]! : b.op('Sum', squares)], {}, { name: 'global_grad_norm' });
-  const clip = opts.clipNorm === undefined ? undefined : b.op('Min', [b.op('Div', [s(opts.clipNorm), b.op('Add', [gradNorm, s(1e-6)])]), s(1)]);
+  const clip =
+    opts.clipNorm === undefined ? undefined : b.op('Min', [b.op('Div', [s(opts.clipNorm), b.op('Add', [gradNorm, s(1e-6)])]), s(1)]);
 
   const noDecay = spec.noDecay ?? DEFAULT_NO_DECAY;
   const updated = new Map<string, string>();
@@ -74,7 +92,10 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
   };
 
   if (spec.kind === 'adamw') {
-    const b1 = spec.beta1 ?? 0.9, b2 = spec.beta2 ?? 0.999, eps = spec.eps ?? 1e-8, wd = spec.weightDecay ?? 0.01;
+    const b1 = spec.beta1 ?? 0.9,
+      b2 = spec.beta2 ?? 0.999,
+      eps = spec.eps ?? 1e-8,
+      wd = spec.weightDecay ?? 0.01;
     const bc1 = b.op('Sub', [s(1), b.op('Pow', [s(b1), step])]);
     const sqrtBc2 = b.op('Sqrt', [b.op('Sub', [s(1), b.op('Pow', [s(b2), step])])]);
     // The update is memory-bound (tens of MB per tensor, once per pass), so every scalar factor is
@@ -86,11 +107,13 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
     const epsHat = b.op('Mul', [s(eps), sqrtBc2]);
     const stepSize = b.op('Div', [b.op('Mul', [lr, sqrtBc2]), bc1]);
     params.forEach((p) => {
-      const ms = slot(p, 'm'), vs = slot(p, 'v');
+      const ms = slot(p, 'm'),
+        vs = slot(p, 'v');
       // Rows without gradient get β·m + 0 either way, so the row-wise form gives the dense values.
       const rows = rowwise.get(p.name);
       const g = rows?.sums ?? p.grad;
-      const mTerm = b.op('Mul', [g, mScale]), vTerm = b.op('Mul', [b.op('Mul', [g, g]), vScale]);
+      const mTerm = b.op('Mul', [g, mScale]),
+        vTerm = b.op('Mul', [b.op('Mul', [g, g]), vScale]);
       const m = rows
         ? b.op('ScatterND', [b.op('Mul', [ms.input, s(b1)]), rows.at, mTerm], { reduction: 'add' }, { outputs: [ms.output] })
         : b.op('Add', [b.op('Mul', [ms.input, s(b1)]), mTerm], {}, { outputs: [ms.output] });
@@ -104,7 +127,8 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
       updated.set(p.name, out);
     });
   } else {
-    const mu = spec.momentum ?? 0, wd = spec.weightDecay ?? 0;
+    const mu = spec.momentum ?? 0,
+      wd = spec.weightDecay ?? 0;
     params.forEach((p) => {
       let g = clip ? b.op('Mul', [p.grad, clip]) : p.grad;
       // SGD's weight decay is L2 added to the gradient (torch.optim.SGD).
@@ -127,9 +151,20 @@ export function appendOptimizer(b: GraphBuilder, params: ParamSlot[], spec: Opti
  * on CPU, so the result is reproducible; `at` has no repeats, so the ScatterND that applies `sums`
  * (onnxruntime runs it in parallel) has no races.
  */
-function distinctRows(b: GraphBuilder, { indices, values }: RowGradient, table: { dtype: DType; dims: number[] }): { sums: string; at: string } {
-  const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [string, string, string];
-  const zeros = b.op('Expand', [b.scalar(0, table.dtype), b.op('Concat', [b.op('Shape', [unique]), b.ints(table.dims.slice(1))], { axis: 0 })]);
+function distinctRows(
+  b: GraphBuilder,
+  { indices, values }: RowGradient,
+  table: { dtype: DType; dims: number[] },
+): { sums: string; at: string } {
+  const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [
+    string,
+    string,
+    string,
+  ];
+  const zeros = b.op('Expand', [
+    b.scalar(0, table.dtype),
+    b.op('Concat', [b.op('Shape', [unique]), b.ints(table.dims.slice(1))], { axis: 0 }),
+  ]);
   // inverse [N] → [N, 1, …, 1] → broadcast across each row, as ScatterElements wants.
   const spread = b.op('Expand', [b.op('Reshape', [inverse, b.ints([-1, ...table.dims.slice(1).map(() => 1)])]), b.op('Shape', [values])]);
   const sums = b.op('ScatterElements', [zeros, spread, values], { axis: 0, reduction: 'add' }, { name: 'rows_sum' });

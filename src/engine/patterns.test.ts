@@ -13,7 +13,14 @@ test('globs match whole names, * crosses dots; /regex/ searches', () => {
 });
 
 test('default no-decay list covers biases and norm weights, not linear weights', () => {
-  for (const n of ['classifier.bias', 'encoder.layer.0.attention.output.LayerNorm.weight', 'transformer.ln_f.weight', 'h.0.ln_1.weight', 'model.layers.0.input_layernorm.weight', 'model.norm.weight'])
+  for (const n of [
+    'classifier.bias',
+    'encoder.layer.0.attention.output.LayerNorm.weight',
+    'transformer.ln_f.weight',
+    'h.0.ln_1.weight',
+    'model.layers.0.input_layernorm.weight',
+    'model.norm.weight',
+  ])
     assert.ok(matchesAny(n, DEFAULT_NO_DECAY), n);
   for (const n of ['encoder.layer.0.attention.self.query.weight', 'embeddings.word_embeddings.weight'])
     assert.ok(!matchesAny(n, DEFAULT_NO_DECAY), n);

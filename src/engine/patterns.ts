@@ -6,7 +6,10 @@
 export function compilePattern(p: string): RegExp {
   const re = /^\/(.*)\/([a-z]*)$/.exec(p);
   if (re) return new RegExp(re[1]!, re[2]);
-  const body = p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const body = p
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${body}$`);
 }
 

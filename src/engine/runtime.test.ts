@@ -8,7 +8,10 @@ import { tokenTask } from './synthetic.testing.ts';
 test('models over the external-data threshold load through a temp file and give the same outputs', async () => {
   const model = buildTinyEncoder({ vocab: 12, hidden: 8, heads: 2, intermediate: 16, layers: 1, seq: 4, classes: 2, seed: 1 });
   const d = tokenTask({ n: 3, seq: 4, vocab: 12, seed: 1, task: 'first' });
-  const feeds = { input_ids: new ort.Tensor('int64', d.input_ids!.data as BigInt64Array, d.input_ids!.dims), attention_mask: new ort.Tensor('int64', d.attention_mask!.data as BigInt64Array, d.attention_mask!.dims) };
+  const feeds = {
+    input_ids: new ort.Tensor('int64', d.input_ids!.data as BigInt64Array, d.input_ids!.dims),
+    attention_mask: new ort.Tensor('int64', d.attention_mask!.data as BigInt64Array, d.attention_mask!.dims),
+  };
   const inline = await (await createSession(model, { threads: 1 })).run(feeds);
   const external = await (await createSession(model, { threads: 1, externalDataBytes: 0 })).run(feeds);
   assert.deepEqual(external['logits']!.data, inline['logits']!.data);

@@ -65,11 +65,29 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
   }
   throw new InputError(`device '${device}' is not available: ${(last as Error)?.message ?? last}`, {
     where: 'train.device',
-    hint: device === 'cuda' ? 'install the CUDA 12 libraries onnxruntime needs, or use device: cpu' : 'use device: cpu (available everywhere) or auto',
+    hint:
+      device === 'cuda'
+        ? 'install the CUDA 12 libraries onnxruntime needs, or use device: cpu'
+        : 'use device: cpu (available everywhere) or auto',
   });
 }
 
 export function toOrt(dtype: DType, data: TypedArray, dims: readonly number[]): ort.Tensor {
-  const t = dtype === 'float32' ? 'float32' : dtype === 'float64' ? 'float64' : dtype === 'int64' ? 'int64' : dtype === 'int32' ? 'int32' : dtype === 'bool' ? 'bool' : dtype === 'uint8' ? 'uint8' : dtype === 'int8' ? 'int8' : 'float16';
+  const t =
+    dtype === 'float32'
+      ? 'float32'
+      : dtype === 'float64'
+        ? 'float64'
+        : dtype === 'int64'
+          ? 'int64'
+          : dtype === 'int32'
+            ? 'int32'
+            : dtype === 'bool'
+              ? 'bool'
+              : dtype === 'uint8'
+                ? 'uint8'
+                : dtype === 'int8'
+                  ? 'int8'
+                  : 'float16';
   return new ort.Tensor(t, data as never, dims as number[]);
 }

@@ -9,19 +9,34 @@ import { toOrt } from './runtime.ts';
 import { allocate, type TypedArray } from '../onnx/dtype.ts';
 
 const CFG = { vocab: 12, hidden: 16, heads: 2, intermediate: 32, layers: 1, seq: 8, classes: 2, seed: 4 };
-const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw' }, clipNorm: 1 });
+const prog = compileTrainStep(buildTinyEncoder(CFG), {
+  loss: { kind: 'cross_entropy' },
+  trainable: { kind: 'full' },
+  optimizer: { kind: 'adamw' },
+  clipNorm: 1,
+});
 const data = tokenTask({ n: 8, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
-const batch = (): Record<string, ort.Tensor> => Object.fromEntries(prog.dataInputs.map((d) => [d.name, toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims)]));
+const batch = (): Record<string, ort.Tensor> =>
+  Object.fromEntries(prog.dataInputs.map((d) => [d.name, toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims)]));
 
 function fresh(): { params: Map<string, TypedArray>; state: Map<string, TypedArray> } {
   return {
     params: new Map(prog.params.map((p) => [p.name, p.init.slice()])),
-    state: new Map(prog.state.map((s) => [s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1))])),
+    state: new Map(
+      prog.state.map((s) => [
+        s.input,
+        allocate(
+          s.dtype,
+          s.dims.reduce((a, b) => a * b, 1),
+        ),
+      ]),
+    ),
   };
 }
 
 test('accumulating two copies of a micro-batch gives the same step as the fused graph on it', async () => {
-  const fused = fresh(), accumulated = fresh();
+  const fused = fresh(),
+    accumulated = fresh();
   const a = await StepRunner.open(prog, fused.params, fused.state, { accumulation: 1, stepsPerRun: 1, threads: 1 });
   const b = await StepRunner.open(prog, accumulated.params, accumulated.state, { accumulation: 2, stepsPerRun: 1, threads: 1 });
   for (let step = 1; step <= 3; step++) {
@@ -32,7 +47,8 @@ test('accumulating two copies of a micro-batch gives the same step as the fused 
   }
   let moved = 0;
   for (const p of prog.params) {
-    const x = fused.params.get(p.name) as Float32Array, y = accumulated.params.get(p.name) as Float32Array;
+    const x = fused.params.get(p.name) as Float32Array,
+      y = accumulated.params.get(p.name) as Float32Array;
     for (let i = 0; i < x.length; i++) {
       assert.ok(Math.abs(x[i]! - y[i]!) < 1e-6, `${p.name}[${i}]: ${x[i]} vs ${y[i]}`);
       if (x[i] !== p.init[i]) moved++;
@@ -65,14 +81,17 @@ test('several steps in one Loop run match one run per step bit for bit, also whe
   const rowsOf = [8, 8, 4, 8, 8];
   const feedsOf = (k: number) => {
     const n = rowsOf[k]!;
-    return Object.fromEntries(prog.dataInputs.map((d) => {
-      const c = data[d.name]!;
-      const per = c.data.length / c.dims[0]!;
-      return [d.name, toOrt(c.dtype, c.data.subarray(0, n * per) as TypedArray, [n, ...c.dims.slice(1)])];
-    }));
+    return Object.fromEntries(
+      prog.dataInputs.map((d) => {
+        const c = data[d.name]!;
+        const per = c.data.length / c.dims[0]!;
+        return [d.name, toOrt(c.dtype, c.data.subarray(0, n * per) as TypedArray, [n, ...c.dims.slice(1)])];
+      }),
+    );
   };
   const lrs = [1e-2, 2e-2, 3e-2, 2e-2, 1e-2];
-  const one = fresh(), many = fresh();
+  const one = fresh(),
+    many = fresh();
   const a = await StepRunner.open(prog, one.params, one.state, { accumulation: 1, stepsPerRun: 1, threads: 1 });
   const b = await StepRunner.open(prog, many.params, many.state, { accumulation: 1, stepsPerRun: 5, threads: 1 });
   const single: number[] = [];
@@ -117,12 +136,24 @@ test('a larger budget (a stage in its own process) keeps the steps per run a slo
 });
 
 test('a Loop session whose frozen weights go through external data (the >2 GB path) trains as the in-memory one', async () => {
-  const lora = compileTrainStep(buildTinyEncoder(CFG), { loss: { kind: 'cross_entropy' }, trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] }, optimizer: { kind: 'adamw' } });
+  const lora = compileTrainStep(buildTinyEncoder(CFG), {
+    loss: { kind: 'cross_entropy' },
+    trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] },
+    optimizer: { kind: 'adamw' },
+  });
   assert.ok(lora.step.graph.initializers.size > 5, 'frozen weights are initializers');
   const losses: number[][] = [];
   for (const externalDataBytes of [undefined, 1]) {
     const params = new Map(lora.params.map((p) => [p.name, p.init.slice()]));
-    const state = new Map(lora.state.map((s) => [s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1))]));
+    const state = new Map(
+      lora.state.map((s) => [
+        s.input,
+        allocate(
+          s.dtype,
+          s.dims.reduce((a, b) => a * b, 1),
+        ),
+      ]),
+    );
     const runner = await StepRunner.open(lora, params, state, { accumulation: 1, stepsPerRun: 3, threads: 1, externalDataBytes });
     losses.push((await runner.run(batch, [1e-2, 1e-2, 1e-2], 1)).map((r) => r.loss));
     await runner.release();

@@ -60,7 +60,10 @@ export function stepsThisRun(step: number, perRun: number, ends: (number | undef
 export class RunSizer {
   private stepMs?: number;
 
-  constructor(private readonly perRun: number, private readonly budgetMs = 5000) {}
+  constructor(
+    private readonly perRun: number,
+    private readonly budgetMs = 5000,
+  ) {}
 
   /** Steps for the run starting after `step` (see stepsThisRun for `ends` and `everys`). */
   next(step: number, ends: (number | undefined)[], everys: (number | undefined)[]): number {
@@ -109,7 +112,10 @@ export class StepRunner {
   ) {
     this.sizer = new RunSizer(stepsPerRun, runBudgetMs);
     this.params = prog.params.map((p) => ({ store: params, input: p.name, output: `${p.name}::new`, dtype: p.dtype, dims: p.dims }));
-    this.carried = [...this.params, ...prog.state.map((s) => ({ store: state, input: s.input, output: s.output, dtype: s.dtype, dims: s.dims }))];
+    this.carried = [
+      ...this.params,
+      ...prog.state.map((s) => ({ store: state, input: s.input, output: s.output, dtype: s.dtype, dims: s.dims })),
+    ];
   }
 
   /**
@@ -117,12 +123,20 @@ export class StepRunner {
    * per run); otherwise the step graph, inside a Loop when more than one step per run is wanted
    * (`stepsPerRun`, default defaultStepsPerRun).
    */
-  static async open(prog: TrainProgram, params: Map<string, TypedArray>, state: Map<string, TypedArray>, opts: { accumulation: number; stepsPerRun?: number; runBudgetMs?: number } & SessionOptions): Promise<StepRunner> {
+  static async open(
+    prog: TrainProgram,
+    params: Map<string, TypedArray>,
+    state: Map<string, TypedArray>,
+    opts: { accumulation: number; stepsPerRun?: number; runBudgetMs?: number } & SessionOptions,
+  ): Promise<StepRunner> {
     const { accumulation, stepsPerRun, runBudgetMs, ...sessOpts } = opts;
     const perRun = accumulation > 1 ? 1 : Math.max(1, stepsPerRun ?? defaultStepsPerRun(prog, sessOpts.device));
-    const sessions: Sessions = accumulation > 1
-      ? { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) }
-      : perRun > 1 ? { loop: await createSession(multiStepModel(prog), sessOpts) } : { step: await createSession(prog.step, sessOpts) };
+    const sessions: Sessions =
+      accumulation > 1
+        ? { grad: await createSession(prog.grad, sessOpts), apply: await createSession(prog.apply, sessOpts) }
+        : perRun > 1
+          ? { loop: await createSession(multiStepModel(prog), sessOpts) }
+          : { step: await createSession(prog.step, sessOpts) };
     return new StepRunner(prog, accumulation, sessions, params, state, perRun, runBudgetMs);
   }
 
@@ -131,7 +145,12 @@ export class StepRunner {
    * at the learning rates `lrAt(step index)` gives. Returns each step's result with its learning rate,
    * and the run's wall time.
    */
-  async next(step: number, stops: RunStops, lrAt: (step: number) => number, microBatch: () => Record<string, ort.Tensor>): Promise<{ steps: (StepResult & { lr: number })[]; ms: number }> {
+  async next(
+    step: number,
+    stops: RunStops,
+    lrAt: (step: number) => number,
+    microBatch: () => Record<string, ort.Tensor>,
+  ): Promise<{ steps: (StepResult & { lr: number })[]; ms: number }> {
     const t0 = performance.now();
     const k = this.sizer.next(step, stops.ends, stops.everys);
     const lrs = Array.from({ length: k }, (_, i) => lrAt(step + i));
@@ -153,9 +172,14 @@ export class StepRunner {
    * those from before the run that diverged, for the caller to report on.
    */
   async run(microBatch: () => Record<string, ort.Tensor>, lrs: number[], firstStep: number): Promise<StepResult[]> {
-    if (lrs.length > this.maxStepsPerRun) throw new Error(`StepRunner: ${lrs.length} steps in one run; this runner takes ${this.maxStepsPerRun} (open it with stepsPerRun > 1 and no gradient accumulation for more)`);
+    if (lrs.length > this.maxStepsPerRun)
+      throw new Error(
+        `StepRunner: ${lrs.length} steps in one run; this runner takes ${this.maxStepsPerRun} (open it with stepsPerRun > 1 and no gradient accumulation for more)`,
+      );
     if (this.sessions.loop) return this.runLoop(microBatch, lrs, firstStep);
-    return [this.sessions.step ? await this.runStep(microBatch(), lrs[0]!, firstStep) : await this.runAccumulated(microBatch, lrs[0]!, firstStep)];
+    return [
+      this.sessions.step ? await this.runStep(microBatch(), lrs[0]!, firstStep) : await this.runAccumulated(microBatch, lrs[0]!, firstStep),
+    ];
   }
 
   private scalars(lr: number, step: number): Record<string, ort.Tensor> {
@@ -166,8 +190,13 @@ export class StepRunner {
     return Object.fromEntries(values.map((c) => [name(c.input), toOrt(c.dtype, c.store.get(c.input)!, c.dims)]));
   }
 
-  private commit(results: StepResult[], out: ort.InferenceSession.ReturnType, outputName: (output: string) => string = (n) => n): StepResult[] {
-    if (results.every((r) => Number.isFinite(r.loss))) for (const c of this.carried) c.store.set(c.input, out[outputName(c.output)]!.data as TypedArray);
+  private commit(
+    results: StepResult[],
+    out: ort.InferenceSession.ReturnType,
+    outputName: (output: string) => string = (n) => n,
+  ): StepResult[] {
+    if (results.every((r) => Number.isFinite(r.loss)))
+      for (const c of this.carried) c.store.set(c.input, out[outputName(c.output)]!.data as TypedArray);
     return results;
   }
 
@@ -177,7 +206,10 @@ export class StepRunner {
   }
 
   private async runAccumulated(microBatch: () => Record<string, ort.Tensor>, lr: number, step: number): Promise<StepResult> {
-    const g = await accumulateGradients(this.sessions.grad!, this.prog, this.accumulation, () => ({ ...microBatch(), ...this.feedsOf(this.params) }));
+    const g = await accumulateGradients(this.sessions.grad!, this.prog, this.accumulation, () => ({
+      ...microBatch(),
+      ...this.feedsOf(this.params),
+    }));
     const out = await this.sessions.apply!.run({ ...this.feedsOf(this.carried), ...g.gradFeeds, ...this.scalars(lr, step) });
     return this.commit([{ loss: g.loss, gradNorm: Number(out[GRAD_NORM_OUTPUT]!.data[0]) }], out)[0]!;
   }
@@ -193,14 +225,17 @@ export class StepRunner {
     for (let i = 0; i < lrs.length; i++) {
       const batch = microBatch();
       if (stretch && !stretch.fits(batch)) {
-        results.push(...await this.runStretch(stretch, lrs.slice(start, i), firstStep + start));
+        results.push(...(await this.runStretch(stretch, lrs.slice(start, i), firstStep + start)));
         if (!results.every((r) => Number.isFinite(r.loss))) return results;
         stretch = undefined;
       }
-      if (!stretch) { stretch = new Stack(batch, lrs.length - i); start = i; }
+      if (!stretch) {
+        stretch = new Stack(batch, lrs.length - i);
+        start = i;
+      }
       stretch.push(batch);
     }
-    results.push(...await this.runStretch(stretch!, lrs.slice(start), firstStep + start));
+    results.push(...(await this.runStretch(stretch!, lrs.slice(start), firstStep + start)));
     return results;
   }
 
@@ -209,12 +244,19 @@ export class StepRunner {
     const out = await this.sessions.loop!.run({
       [TRIP_COUNT_INPUT]: toOrt('int64', BigInt64Array.of(BigInt(k)), []),
       [stackedName(LR_INPUT)]: toOrt('float32', Float32Array.from(lrs), [k]),
-      [stackedName(STEP_INPUT)]: toOrt('float32', Float32Array.from(lrs, (_, i) => firstStep + i), [k]),
+      [stackedName(STEP_INPUT)]: toOrt(
+        'float32',
+        Float32Array.from(lrs, (_, i) => firstStep + i),
+        [k],
+      ),
       ...batches.feeds(),
       ...this.feedsOf(this.carried, startName),
     });
     const norms = out[stackedName(GRAD_NORM_OUTPUT)]!.data as Float32Array | Float64Array;
-    const results = Array.from(out[stackedName(LOSS_OUTPUT)]!.data as Float32Array | Float64Array, (loss, i) => ({ loss, gradNorm: norms[i]! }));
+    const results = Array.from(out[stackedName(LOSS_OUTPUT)]!.data as Float32Array | Float64Array, (loss, i) => ({
+      loss,
+      gradNorm: norms[i]!,
+    }));
     return this.commit(results, out, endName);
   }
 
@@ -229,10 +271,18 @@ class Stack {
   private count = 0;
 
   /** A stack of one is fed without copying: it runs before the next batch is made. */
-  constructor(first: Record<string, ort.Tensor>, private readonly capacity: number) {
+  constructor(
+    first: Record<string, ort.Tensor>,
+    private readonly capacity: number,
+  ) {
     for (const [name, t] of Object.entries(first)) {
       const dtype = toDType(t.type);
-      this.columns.set(name, { dtype, dims: t.dims, size: t.data.length, data: capacity === 1 ? undefined : allocate(dtype, t.data.length * capacity) });
+      this.columns.set(name, {
+        dtype,
+        dims: t.dims,
+        size: t.data.length,
+        data: capacity === 1 ? undefined : allocate(dtype, t.data.length * capacity),
+      });
     }
   }
 
@@ -252,14 +302,24 @@ class Stack {
 
   feeds(): Record<string, ort.Tensor> {
     const out: Record<string, ort.Tensor> = {};
-    for (const [name, c] of this.columns) out[stackedName(name)] = toOrt(c.dtype, c.data!.subarray(0, this.count * c.size) as TypedArray, [this.count, ...c.dims]);
+    for (const [name, c] of this.columns)
+      out[stackedName(name)] = toOrt(c.dtype, c.data!.subarray(0, this.count * c.size) as TypedArray, [this.count, ...c.dims]);
     return out;
   }
 }
 
 function toDType(t: ort.Tensor.Type): DType {
   switch (t) {
-    case 'float32': case 'float64': case 'int64': case 'int32': case 'bool': case 'uint8': case 'int8': case 'float16': return t;
-    default: throw new Error(`StepRunner: feeds of type ${t} are not supported`);
+    case 'float32':
+    case 'float64':
+    case 'int64':
+    case 'int32':
+    case 'bool':
+    case 'uint8':
+    case 'int8':
+    case 'float16':
+      return t;
+    default:
+      throw new Error(`StepRunner: feeds of type ${t} are not supported`);
   }
 }

@@ -7,7 +7,14 @@ import { Rng } from './prng.ts';
  * (the model must attend across positions). Task 'first': label 1 when the first token is in the upper
  * half of the vocabulary (visible to the CLS position directly).
  */
-export function tokenTask(opts: { n: number; seq: number; vocab: number; seed: number; task: 'contains' | 'first'; marker?: number }): Dataset {
+export function tokenTask(opts: {
+  n: number;
+  seq: number;
+  vocab: number;
+  seed: number;
+  task: 'contains' | 'first';
+  marker?: number;
+}): Dataset {
   const rng = new Rng(opts.seed);
   const marker = opts.marker ?? 5;
   const ids = new BigInt64Array(opts.n * opts.seq);

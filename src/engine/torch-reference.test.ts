@@ -12,10 +12,15 @@ const FIXTURE = fileURLToPath(new URL('./fixtures/torch-tiny-bert-step.safetenso
 test('one AdamW step of a tiny BERT-like encoder matches PyTorch (loss and gradients within 1e-4, weights within 1e-5 where the gradient is not ~0)', async (t) => {
   const ref = readSafetensors(FIXTURE);
   const { model, batch, inputsSha256 } = referenceSetup();
-  assert.equal(ref.metadata['inputs_sha256'], inputsSha256, 'fixture was made from other inputs: rerun bench/fixtures/engine-torch-reference.ts');
+  assert.equal(
+    ref.metadata['inputs_sha256'],
+    inputsSha256,
+    'fixture was made from other inputs: rerun bench/fixtures/engine-torch-reference.ts',
+  );
   const prog = compileTrainStep(model, REFERENCE_OPTIONS);
   const feeds: Record<string, ort.Tensor> = {};
-  for (const k of ['input_ids', 'attention_mask', 'labels']) feeds[k] = new ort.Tensor('int64', batch[k]!.data as BigInt64Array, batch[k]!.dims);
+  for (const k of ['input_ids', 'attention_mask', 'labels'])
+    feeds[k] = new ort.Tensor('int64', batch[k]!.data as BigInt64Array, batch[k]!.dims);
   for (const p of prog.params) feeds[p.name] = new ort.Tensor('float32', p.init as Float32Array, p.dims);
   const grads = await (await ort.InferenceSession.create(encodeModel(prog.grad))).run(feeds);
   const refLoss = (ref.tensors.get('loss')!.data as Float32Array)[0]!;

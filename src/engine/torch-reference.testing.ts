@@ -10,7 +10,17 @@ import { buildTinyEncoder, type TinyEncoderConfig } from './tiny-encoder.testing
 import { tokenTask } from './synthetic.testing.ts';
 import type { Dataset } from './trainer.ts';
 
-export const REFERENCE_CONFIG: TinyEncoderConfig = { vocab: 20, hidden: 16, heads: 4, intermediate: 32, layers: 2, seq: 6, classes: 3, seed: 21, gelu: 'erf' };
+export const REFERENCE_CONFIG: TinyEncoderConfig = {
+  vocab: 20,
+  hidden: 16,
+  heads: 4,
+  intermediate: 32,
+  layers: 2,
+  seq: 6,
+  classes: 3,
+  seed: 21,
+  gelu: 'erf',
+};
 /** 2^-10: exactly representable, so the float32 lr input equals PyTorch's Python float. */
 export const REFERENCE_LR = 2 ** -10;
 export const REFERENCE_OPTIONS: CompileOptions = {

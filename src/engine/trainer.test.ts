@@ -22,7 +22,15 @@ test('full fine-tuning of a tiny transformer learns a task that needs attention 
   const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
   const evals: number[] = [];
-  const tr = new Trainer(prog, { seed: 5, batchSize: 32, epochs: 12, schedule: { kind: 'linear', lr: 3e-3, warmupSteps: 10, totalSteps: 192 }, evalEvery: 48, threads: 2, onEval: (m) => evals.push(m.accuracy!) });
+  const tr = new Trainer(prog, {
+    seed: 5,
+    batchSize: 32,
+    epochs: 12,
+    schedule: { kind: 'linear', lr: 3e-3, warmupSteps: 10, totalSteps: 192 },
+    evalEvery: 48,
+    threads: 2,
+    onEval: (m) => evals.push(m.accuracy!),
+  });
   const res = await tr.fit(train, val);
   const first = res.history.slice(0, 5).reduce((s, m) => s + m.loss, 0) / 5;
   const last = res.history.slice(-5).reduce((s, m) => s + m.loss, 0) / 5;
@@ -32,14 +40,26 @@ test('full fine-tuning of a tiny transformer learns a task that needs attention 
 
 test('LoRA (r=4 on query/value + classifier) learns the task; base weights stay frozen', async () => {
   const opts: CompileOptions = {
-    loss: ce, optimizer: adamw,
-    trainable: { kind: 'lora', r: 4, alpha: 8, dropout: 0.05, targets: ['*attention.self.query.weight', '*attention.self.value.weight'], alsoTrain: ['classifier.*'], seed: 3 },
+    loss: ce,
+    optimizer: adamw,
+    trainable: {
+      kind: 'lora',
+      r: 4,
+      alpha: 8,
+      dropout: 0.05,
+      targets: ['*attention.self.query.weight', '*attention.self.value.weight'],
+      alsoTrain: ['classifier.*'],
+      seed: 3,
+    },
   };
   const prog = compileTrainStep(buildTinyEncoder(CFG), opts);
   assert.deepEqual(prog.params.map((p) => p.name).sort(), [
-    'classifier.bias', 'classifier.weight',
-    'encoder.layer.0.attention.self.query.lora_A.weight', 'encoder.layer.0.attention.self.query.lora_B.weight',
-    'encoder.layer.0.attention.self.value.lora_A.weight', 'encoder.layer.0.attention.self.value.lora_B.weight',
+    'classifier.bias',
+    'classifier.weight',
+    'encoder.layer.0.attention.self.query.lora_A.weight',
+    'encoder.layer.0.attention.self.query.lora_B.weight',
+    'encoder.layer.0.attention.self.value.lora_A.weight',
+    'encoder.layer.0.attention.self.value.lora_B.weight',
   ]);
   const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
@@ -51,13 +71,20 @@ test('LoRA (r=4 on query/value + classifier) learns the task; base weights stay 
   const dir = mkdtempSync(join(tmpdir(), 'tempered-export-'));
   const merged = exportInference(prog, res.params, join(dir, 'model.onnx'));
   assert.ok(!merged.graph.nodes.some((n) => n.name.includes('lora')), 'no LoRA nodes in the exported model');
-  const feeds = { input_ids: new ort.Tensor('int64', val.input_ids!.data as BigInt64Array, val.input_ids!.dims), attention_mask: new ort.Tensor('int64', val.attention_mask!.data as BigInt64Array, val.attention_mask!.dims) };
+  const feeds = {
+    input_ids: new ort.Tensor('int64', val.input_ids!.data as BigInt64Array, val.input_ids!.dims),
+    attention_mask: new ort.Tensor('int64', val.attention_mask!.data as BigInt64Array, val.attention_mask!.dims),
+  };
   const exported = await (await ort.InferenceSession.create(join(dir, 'model.onnx'))).run(feeds);
   const evalSess = await ort.InferenceSession.create(encodeModel(prog.eval));
-  const evalFeeds: Record<string, ort.Tensor> = { ...feeds, labels: new ort.Tensor('int64', val.labels!.data as BigInt64Array, val.labels!.dims) };
+  const evalFeeds: Record<string, ort.Tensor> = {
+    ...feeds,
+    labels: new ort.Tensor('int64', val.labels!.data as BigInt64Array, val.labels!.dims),
+  };
   for (const p of prog.params) evalFeeds[p.name] = new ort.Tensor('float32', res.params.get(p.name) as Float32Array, p.dims);
   const trained = await evalSess.run(evalFeeds);
-  const a = exported['logits']!.data as Float32Array, b = trained['logits']!.data as Float32Array;
+  const a = exported['logits']!.data as Float32Array,
+    b = trained['logits']!.data as Float32Array;
   let maxDiff = 0;
   for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
   assert.ok(maxDiff < 1e-5, `export parity: max abs diff ${maxDiff}`);
@@ -86,7 +113,15 @@ test('head-only training: frozen backbone features computed once, classifier lea
   assert.deepEqual(prog.dataInputs.map((v) => v.name).sort(), ['labels', 'pooled']);
   const train = tokenTask({ n: 512, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'first' });
   const val = tokenTask({ n: 256, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'first' });
-  const tr = new Trainer(prog, { seed: 5, batchSize: 32, epochs: 30, schedule: { kind: 'constant', lr: 3e-2 }, evalEvery: 80, patience: 100, threads: 2 });
+  const tr = new Trainer(prog, {
+    seed: 5,
+    batchSize: 32,
+    epochs: 30,
+    schedule: { kind: 'constant', lr: 3e-2 },
+    evalEvery: 80,
+    patience: 100,
+    threads: 2,
+  });
   const res = await tr.fit(train, val);
   assert.ok(res.lastEval!.accuracy! >= 0.9, `head-only val accuracy ${res.lastEval!.accuracy}`);
   // The exported model is the whole network with the trained head.
@@ -97,53 +132,108 @@ test('head-only training: frozen backbone features computed once, classifier lea
 test('resuming from a checkpoint gives bitwise identical weights (full fine-tuning, embeddings with repeated tokens, 2 threads)', async () => {
   const opts: CompileOptions = { loss: ce, trainable: { kind: 'full' }, optimizer: adamw, clipNorm: 1 };
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
-  const base = { seed: 9, batchSize: 16, maxSteps: 10, schedule: { kind: 'cosine' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 10 }, threads: 2 };
+  const base = {
+    seed: 9,
+    batchSize: 16,
+    maxSteps: 10,
+    schedule: { kind: 'cosine' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 10 },
+    threads: 2,
+  };
   const whole = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train);
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
-  const first = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, checkpointEvery: 3, checkpointDir: dir, stopAfterStep: 6 }).fit(train);
+  const first = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), {
+    ...base,
+    checkpointEvery: 3,
+    checkpointDir: dir,
+    stopAfterStep: 6,
+  }).fit(train);
   assert.equal(first.step, 6);
-  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, { resumeFrom: join(dir, 'step-00000006') });
+  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, {
+    resumeFrom: join(dir, 'step-00000006'),
+  });
   assert.equal(resumed.step, 10);
   for (const [name, w] of whole.params) {
-    assert.deepEqual(Buffer.from((resumed.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${name} differs after resume`);
+    assert.deepEqual(
+      Buffer.from((resumed.params.get(name) as Float32Array).buffer),
+      Buffer.from((w as Float32Array).buffer),
+      `${name} differs after resume`,
+    );
   }
   // A checkpoint from other settings is refused.
-  await assert.rejects(new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, batchSize: 8 }).fit(train, undefined, { resumeFrom: join(dir, 'step-00000006') }), InputError);
+  await assert.rejects(
+    new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, batchSize: 8 }).fit(train, undefined, {
+      resumeFrom: join(dir, 'step-00000006'),
+    }),
+    InputError,
+  );
 });
 
 test('resume is bitwise identical with LoRA dropout and gradient accumulation', async () => {
-  const opts: CompileOptions = { loss: ce, optimizer: adamw, trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.1, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] } };
+  const opts: CompileOptions = {
+    loss: ce,
+    optimizer: adamw,
+    trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.1, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] },
+  };
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   const base = { seed: 4, batchSize: 8, accumulation: 2, maxSteps: 6, schedule: { kind: 'constant' as const, lr: 1e-2 }, threads: 2 };
   const whole = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train);
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
-  await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, checkpointEvery: 2, checkpointDir: dir, stopAfterStep: 2 }).fit(train);
-  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, { resumeFrom: join(dir, 'step-00000002') });
+  await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), {
+    ...base,
+    checkpointEvery: 2,
+    checkpointDir: dir,
+    stopAfterStep: 2,
+  }).fit(train);
+  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, {
+    resumeFrom: join(dir, 'step-00000002'),
+  });
   for (const [name, w] of whole.params) {
-    assert.deepEqual(Buffer.from((resumed.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${name} differs after resume`);
+    assert.deepEqual(
+      Buffer.from((resumed.params.get(name) as Float32Array).buffer),
+      Buffer.from((w as Float32Array).buffer),
+      `${name} differs after resume`,
+    );
   }
 });
 
 test('an unavailable device is an InputError naming the field', async () => {
   const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'full' }, optimizer: adamw });
   const train = tokenTask({ n: 16, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
-  await assert.rejects(new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, device: 'cuda' }).fit(train), (e: Error) => e instanceof InputError && /train\.device/.test(e.message));
+  await assert.rejects(
+    new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, device: 'cuda' }).fit(train),
+    (e: Error) => e instanceof InputError && /train\.device/.test(e.message),
+  );
 });
 
 test('missing data column is an InputError', async () => {
   const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'full' }, optimizer: adamw });
   const train = tokenTask({ n: 16, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   delete train['labels'];
-  await assert.rejects(new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 } }).fit(train), (e: Error) => e instanceof InputError && /labels/.test(e.message));
+  await assert.rejects(
+    new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 } }).fit(train),
+    (e: Error) => e instanceof InputError && /labels/.test(e.message),
+  );
 });
 
 test('early stopping ends training after `patience` evaluations without improvement', async () => {
-  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*'] }, optimizer: { kind: 'sgd' } });
+  const prog = compileTrainStep(buildTinyEncoder(CFG), {
+    loss: ce,
+    trainable: { kind: 'patterns', include: ['classifier.*'] },
+    optimizer: { kind: 'sgd' },
+  });
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   const val = tokenTask({ n: 32, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
   const evals: number[] = [];
   // lr 0: the validation loss can never improve on the first evaluation.
-  const res = await new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 50, schedule: { kind: 'constant', lr: 0 }, evalEvery: 2, patience: 3, onEval: (m) => evals.push(m.loss) }).fit(train, val);
+  const res = await new Trainer(prog, {
+    seed: 1,
+    batchSize: 8,
+    maxSteps: 50,
+    schedule: { kind: 'constant', lr: 0 },
+    evalEvery: 2,
+    patience: 3,
+    onEval: (m) => evals.push(m.loss),
+  }).fit(train, val);
   assert.equal(res.stoppedEarly, true);
   assert.equal(res.step, 8);
   assert.equal(evals.length, 4);
@@ -151,12 +241,21 @@ test('early stopping ends training after `patience` evaluations without improvem
 });
 
 test('a custom evalFn sees the forward outputs of every validation row and can drive early stopping', async () => {
-  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*', 'pooler.*'] }, optimizer: adamw });
+  const prog = compileTrainStep(buildTinyEncoder(CFG), {
+    loss: ce,
+    trainable: { kind: 'patterns', include: ['classifier.*', 'pooler.*'] },
+    optimizer: adamw,
+  });
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'first' });
   const val = tokenTask({ n: 37, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'first' });
   const seen: number[][] = [];
   const res = await new Trainer(prog, {
-    seed: 1, batchSize: 8, maxSteps: 4, schedule: { kind: 'constant', lr: 1e-2 }, evalEvery: 2, monitor: 'positives',
+    seed: 1,
+    batchSize: 8,
+    maxSteps: 4,
+    schedule: { kind: 'constant', lr: 1e-2 },
+    evalEvery: 2,
+    monitor: 'positives',
     evalFn: async ({ predict, val: v }) => {
       const out = await predict(v);
       seen.push(out['logits']!.dims);
@@ -166,7 +265,10 @@ test('a custom evalFn sees the forward outputs of every validation row and can d
       return { positives: pos / (l.length / 2) };
     },
   }).fit(train, val);
-  assert.deepEqual(seen, [[37, 2], [37, 2]]);
+  assert.deepEqual(seen, [
+    [37, 2],
+    [37, 2],
+  ]);
   assert.ok(res.lastEval!.custom!['positives']! >= 0 && res.lastEval!.custom!['positives']! <= 1);
 });
 
@@ -175,35 +277,79 @@ test('several steps per onnxruntime run change nothing: same history, evaluation
   const val = tokenTask({ n: 32, seq: CFG.seq, vocab: CFG.vocab, seed: 2, task: 'contains' });
   const cases: [string, CompileOptions][] = [
     ['full', { loss: ce, trainable: { kind: 'full' }, optimizer: adamw, clipNorm: 1 }],
-    ['LoRA with dropout', { loss: ce, optimizer: adamw, trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.2, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] } }],
+    [
+      'LoRA with dropout',
+      {
+        loss: ce,
+        optimizer: adamw,
+        trainable: { kind: 'lora', r: 2, alpha: 4, dropout: 0.2, targets: ['*query.weight', '*value.weight'], alsoTrain: ['classifier.*'] },
+      },
+    ],
   ];
   for (const [what, opts] of cases) {
-    const base = { seed: 3, batchSize: 8, maxSteps: 11, evalEvery: 5, schedule: { kind: 'linear' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 11 }, threads: 2 };
+    const base = {
+      seed: 3,
+      batchSize: 8,
+      maxSteps: 11,
+      evalEvery: 5,
+      schedule: { kind: 'linear' as const, lr: 1e-2, warmupSteps: 2, totalSteps: 11 },
+      threads: 2,
+    };
     const fit = async (stepsPerRun: number, extra: object = {}, resumeFrom?: string) => {
       const evals: number[] = [];
-      const res = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, stepsPerRun, ...extra, onEval: (m) => evals.push(m.loss) }).fit(train, val, { resumeFrom });
+      const res = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), {
+        ...base,
+        stepsPerRun,
+        ...extra,
+        onEval: (m) => evals.push(m.loss),
+      }).fit(train, val, { resumeFrom });
       return { res, evals };
     };
     const one = await fit(1);
     const four = await fit(4);
-    assert.deepEqual(four.res.history.map(({ samplesPerSec: _, ...m }) => m), one.res.history.map(({ samplesPerSec: _, ...m }) => m), `${what}: history`);
+    assert.deepEqual(
+      four.res.history.map(({ samplesPerSec: _, ...m }) => m),
+      one.res.history.map(({ samplesPerSec: _, ...m }) => m),
+      `${what}: history`,
+    );
     assert.deepEqual(four.evals, one.evals, `${what}: evaluations`);
     const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
     await fit(4, { checkpointEvery: 3, checkpointDir: dir, stopAfterStep: 6 });
     assert.deepEqual(readdirSync(dir).sort(), ['step-00000003', 'step-00000006'], `${what}: checkpoints at their steps`);
     const resumed = await fit(4, {}, join(dir, 'step-00000006'));
     for (const [name, w] of one.res.params) {
-      assert.deepEqual(Buffer.from((four.res.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${what}: ${name} differs with 4 steps per run`);
-      assert.deepEqual(Buffer.from((resumed.res.params.get(name) as Float32Array).buffer), Buffer.from((w as Float32Array).buffer), `${what}: ${name} differs after resume`);
+      assert.deepEqual(
+        Buffer.from((four.res.params.get(name) as Float32Array).buffer),
+        Buffer.from((w as Float32Array).buffer),
+        `${what}: ${name} differs with 4 steps per run`,
+      );
+      assert.deepEqual(
+        Buffer.from((resumed.res.params.get(name) as Float32Array).buffer),
+        Buffer.from((w as Float32Array).buffer),
+        `${what}: ${name} differs after resume`,
+      );
     }
   }
 });
 
 test('an abort signal stops training after the current step', async () => {
-  const prog = compileTrainStep(buildTinyEncoder(CFG), { loss: ce, trainable: { kind: 'patterns', include: ['classifier.*'] }, optimizer: adamw });
+  const prog = compileTrainStep(buildTinyEncoder(CFG), {
+    loss: ce,
+    trainable: { kind: 'patterns', include: ['classifier.*'] },
+    optimizer: adamw,
+  });
   const train = tokenTask({ n: 64, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
   const ac = new AbortController();
-  const res = await new Trainer(prog, { seed: 1, batchSize: 8, maxSteps: 20, schedule: { kind: 'constant', lr: 1e-3 }, signal: ac.signal, onStep: (m) => { if (m.step === 3) ac.abort(); } }).fit(train);
+  const res = await new Trainer(prog, {
+    seed: 1,
+    batchSize: 8,
+    maxSteps: 20,
+    schedule: { kind: 'constant', lr: 1e-3 },
+    signal: ac.signal,
+    onStep: (m) => {
+      if (m.step === 3) ac.abort();
+    },
+  }).fit(train);
   assert.equal(res.aborted, true);
   assert.equal(res.step, 3);
 });

@@ -125,7 +125,8 @@ function rowFeeds(data: Dataset, names: readonly string[], idx: ArrayLike<number
 
 /** Row indices of consecutive batches covering rows 0..n-1 (the last one may be short). */
 function* consecutiveBatches(n: number, batchSize: number): Generator<Uint32Array> {
-  for (let start = 0; start < n; start += batchSize) yield Uint32Array.from({ length: Math.min(batchSize, n - start) }, (_, i) => start + i);
+  for (let start = 0; start < n; start += batchSize)
+    yield Uint32Array.from({ length: Math.min(batchSize, n - start) }, (_, i) => start + i);
 }
 
 function checkDataset(ds: Dataset, needed: string[], what: string): number {
@@ -133,7 +134,8 @@ function checkDataset(ds: Dataset, needed: string[], what: string): number {
   for (const name of needed) {
     const c = ds[name];
     if (!c) throw new InputError(`${what} has no column '${name}' (the model needs ${needed.join(', ')})`, { where: `${what}.${name}` });
-    if (n >= 0 && rows(c) !== n) throw new InputError(`${what} column '${name}' has ${rows(c)} rows, others have ${n}`, { where: `${what}.${name}` });
+    if (n >= 0 && rows(c) !== n)
+      throw new InputError(`${what} column '${name}' has ${rows(c)} rows, others have ${n}`, { where: `${what}.${name}` });
     n = rows(c);
   }
   return n;
@@ -151,13 +153,27 @@ export class Trainer {
     this.program = program;
     this.opts = opts;
     for (const p of program.params) this.params.set(p.name, p.init.slice());
-    for (const s of program.state) this.state.set(s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1)));
+    for (const s of program.state)
+      this.state.set(
+        s.input,
+        allocate(
+          s.dtype,
+          s.dims.reduce((a, b) => a * b, 1),
+        ),
+      );
   }
 
   /** Hash of everything that must match for a checkpoint to be resumable with these settings. */
   configHash(): string {
     const o = this.opts;
-    const cfg = { compile: this.program.options, seed: o.seed, batchSize: o.batchSize, accumulation: o.accumulation ?? 1, schedule: o.schedule, params: this.program.params.map((p) => [p.name, p.dims]) };
+    const cfg = {
+      compile: this.program.options,
+      seed: o.seed,
+      batchSize: o.batchSize,
+      accumulation: o.accumulation ?? 1,
+      schedule: o.schedule,
+      params: this.program.params.map((p) => [p.name, p.dims]),
+    };
     return createHash('sha256').update(JSON.stringify(cfg)).digest('hex');
   }
 
@@ -181,16 +197,28 @@ export class Trainer {
     if (val) checkDataset(val, feedNames, 'validation data');
     const accumulation = o.accumulation ?? 1;
     const perEpoch = Math.floor(n / o.batchSize);
-    if (perEpoch < accumulation) throw new InputError(`train data has ${n} rows: fewer than one optimizer step of ${accumulation}×${o.batchSize}`, { where: 'train.batchSize', hint: 'lower batchSize or accumulation' });
+    if (perEpoch < accumulation)
+      throw new InputError(`train data has ${n} rows: fewer than one optimizer step of ${accumulation}×${o.batchSize}`, {
+        where: 'train.batchSize',
+        hint: 'lower batchSize or accumulation',
+      });
     const stepsPerEpoch = Math.floor(perEpoch / accumulation);
     const maxSteps = o.maxSteps ?? stepsPerEpoch * o.epochs!;
 
-    let step = 0, epoch = 0, position = 0, best: number | undefined, bad = 0;
+    let step = 0,
+      epoch = 0,
+      position = 0,
+      best: number | undefined,
+      bad = 0;
     const rng = new Rng(o.seed);
     let rngState = rng.state();
     if (fitOpts.resumeFrom) {
       const ck = loadCheckpoint(fitOpts.resumeFrom);
-      if (ck.manifest.configHash !== this.configHash()) throw new InputError('checkpoint was written with different training settings', { where: fitOpts.resumeFrom, hint: 'resume with the same model, data layout and train options, or start fresh' });
+      if (ck.manifest.configHash !== this.configHash())
+        throw new InputError('checkpoint was written with different training settings', {
+          where: fitOpts.resumeFrom,
+          hint: 'resume with the same model, data layout and train options, or start fresh',
+        });
       for (const [k, v] of ck.params) this.params.set(k, v);
       for (const [k, v] of ck.state) this.state.set(k, v);
       ({ step, epoch, position, best } = ck.manifest);
@@ -199,11 +227,17 @@ export class Trainer {
     }
     const dropRng = new Rng(rngState);
 
-    const runner = await StepRunner.open(prog, this.params, this.state, { accumulation, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, ...sessOpts });
+    const runner = await StepRunner.open(prog, this.params, this.state, {
+      accumulation,
+      stepsPerRun: o.stepsPerRun,
+      runBudgetMs: o.runBudgetMs,
+      ...sessOpts,
+    });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
     const history: FitResult['history'] = [];
     let lastEval: EvalMetrics | undefined;
-    let stoppedEarly = false, aborted = false;
+    let stoppedEarly = false,
+      aborted = false;
 
     const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
     let perm = order(epoch);
@@ -226,14 +260,33 @@ export class Trainer {
     };
 
     while (step < maxSteps) {
-      const stops = { ends: [maxSteps, o.stopAfterStep], everys: [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined] };
+      const stops = {
+        ends: [maxSteps, o.stopAfterStep],
+        everys: [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined],
+      };
       const epochs: number[] = [];
-      const run = await runner.next(step, stops, (s) => learningRate(o.schedule, s), () => { const f = batchFeeds(nextBatch()); epochs.push(epoch); return f; });
+      const run = await runner.next(
+        step,
+        stops,
+        (s) => learningRate(o.schedule, s),
+        () => {
+          const f = batchFeeds(nextBatch());
+          epochs.push(epoch);
+          return f;
+        },
+      );
       const perStepMs = run.ms / run.steps.length;
       for (const [i, { loss, gradNorm, lr }] of run.steps.entries()) {
         step++;
         if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}; lower the learning rate or set clipNorm`);
-        const m: StepMetrics = { step, epoch: epochs[i]!, loss, lr, gradNorm, samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs) };
+        const m: StepMetrics = {
+          step,
+          epoch: epochs[i]!,
+          loss,
+          lr,
+          gradNorm,
+          samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs),
+        };
         history.push(m);
         o.onStep?.(m);
       }
@@ -243,8 +296,16 @@ export class Trainer {
         if (o.evalFn) lastEval.custom = await o.evalFn({ predict: (d) => this.predictWith(evalSession!, d, feedNames), step, val });
         o.onEval?.(lastEval);
         const monitor = o.monitor ?? 'loss';
-        const metric = monitor === 'loss' ? lastEval.loss : monitor === 'accuracy' ? -(lastEval.accuracy ?? 0) : -(lastEval.custom?.[monitor] ?? Number.NEGATIVE_INFINITY);
-        if (best === undefined || metric < best) { best = metric; bad = 0; } else bad++;
+        const metric =
+          monitor === 'loss'
+            ? lastEval.loss
+            : monitor === 'accuracy'
+              ? -(lastEval.accuracy ?? 0)
+              : -(lastEval.custom?.[monitor] ?? Number.NEGATIVE_INFINITY);
+        if (best === undefined || metric < best) {
+          best = metric;
+          bad = 0;
+        } else bad++;
         if (o.patience !== undefined && bad >= o.patience) stoppedEarly = true;
       }
       if (o.checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0) {
@@ -252,12 +313,25 @@ export class Trainer {
         const shapes: Record<string, number[]> = {};
         for (const p of prog.params) shapes[p.name] = p.dims;
         for (const s of prog.state) shapes[s.input] = s.dims;
-        const manifest: CheckpointManifest = { format: 'tempered-checkpoint/1', step, epoch, position, rng: dropRng.state(), configHash: this.configHash(), best, evalsWithoutImprovement: bad, shapes };
+        const manifest: CheckpointManifest = {
+          format: 'tempered-checkpoint/1',
+          step,
+          epoch,
+          position,
+          rng: dropRng.state(),
+          configHash: this.configHash(),
+          best,
+          evalsWithoutImprovement: bad,
+          shapes,
+        };
         saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
         o.onCheckpoint?.(dir, step);
       }
-      if (o.signal?.aborted) { aborted = true; break; }
+      if (o.signal?.aborted) {
+        aborted = true;
+        break;
+      }
       if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
     }
     await runner.release();
@@ -284,7 +358,10 @@ export class Trainer {
       const total = e.chunks.reduce((s, c) => s + c.length, 0);
       const data = new (e.chunks[0]!.constructor as new (n: number) => TypedArray)(total);
       let off = 0;
-      for (const c of e.chunks) { data.set(c as never, off); off += c.length; }
+      for (const c of e.chunks) {
+        data.set(c as never, off);
+        off += c.length;
+      }
       result[o] = { data, dims: [n, ...e.dims] };
     }
     return result;
@@ -304,7 +381,9 @@ export class Trainer {
     const prog = this.program;
     const n = rows(data[feedNames[0]!]!);
     const loss = prog.options.loss;
-    let lossSum = 0, right = 0, counted = 0;
+    let lossSum = 0,
+      right = 0,
+      counted = 0;
     for (const { idx, feeds } of this.evalBatches(data, feedNames, n)) {
       const out = await session.run(feeds);
       lossSum += Number(out[LOSS_OUTPUT]!.data[0]) * idx.length;
@@ -348,7 +427,10 @@ export class Trainer {
     const total = chunks.reduce((s, c) => s + c.length, 0);
     const data = allocate(dtype, total);
     let off = 0;
-    for (const c of chunks) { data.set(c as never, off); off += c.length; }
+    for (const c of chunks) {
+      data.set(c as never, off);
+      off += c.length;
+    }
     const out: Dataset = { ...ds };
     const headInputs = new Set(this.program.dataInputs.map((v) => v.name));
     for (const name of names) if (!headInputs.has(name)) delete out[name];

@@ -28,7 +28,20 @@ type Node =
 
 // ----- printing with the fewest parentheses the grammar needs
 
-const PREC: Record<string, number> = { '||': 1, '&&': 2, '==': 3, '!=': 3, '<': 4, '<=': 4, '>': 4, '>=': 4, '+': 5, '-': 5, '*': 6, '/': 6 };
+const PREC: Record<string, number> = {
+  '||': 1,
+  '&&': 2,
+  '==': 3,
+  '!=': 3,
+  '<': 4,
+  '<=': 4,
+  '>': 4,
+  '>=': 4,
+  '+': 5,
+  '-': 5,
+  '*': 6,
+  '/': 6,
+};
 const NON_ASSOC = new Set(['==', '!=', '<', '<=', '>', '>=']);
 
 function print(n: Node): string {
@@ -77,8 +90,14 @@ function lookup(ctx: unknown, path: string): unknown {
 }
 
 function ref(n: Node, ctx: Record<string, unknown>): number | boolean {
-  const num = (x: Node) => { const v = ref(x, ctx); return typeof v === 'number' ? v : fail(); };
-  const bool = (x: Node) => { const v = ref(x, ctx); return typeof v === 'boolean' ? v : fail(); };
+  const num = (x: Node) => {
+    const v = ref(x, ctx);
+    return typeof v === 'number' ? v : fail();
+  };
+  const bool = (x: Node) => {
+    const v = ref(x, ctx);
+    return typeof v === 'boolean' ? v : fail();
+  };
   switch (n.k) {
     case 'num':
     case 'bool':
@@ -110,14 +129,22 @@ function ref(n: Node, ctx: Record<string, unknown>): number | boolean {
       const a = num(n.a);
       const b = num(n.b);
       switch (n.op) {
-        case '+': return a + b;
-        case '-': return a - b;
-        case '*': return a * b;
-        case '/': return b === 0 ? fail() : a / b;
-        case '<': return a < b;
-        case '<=': return a <= b;
-        case '>': return a > b;
-        default: return a >= b;
+        case '+':
+          return a + b;
+        case '-':
+          return a - b;
+        case '*':
+          return a * b;
+        case '/':
+          return b === 0 ? fail() : a / b;
+        case '<':
+          return a < b;
+        case '<=':
+          return a <= b;
+        case '>':
+          return a > b;
+        default:
+          return a >= b;
       }
     }
   }
@@ -151,18 +178,20 @@ const NUM_NAMES = ['a', 'b', 'grp.x', 'grp.y', 'opt.x', 'opt.x', 'opt.x'];
 const ODD_NAMES = ['missing', 'grp', 'txt', 'grp.z', 'opt', 'flag'];
 
 const quarter = fc.integer({ min: -12, max: 12 }).map((i) => i / 4);
-const context = fc.record({
-  a: quarter,
-  b: quarter,
-  flag: fc.boolean(),
-  grp: fc.record({ x: quarter, y: quarter }),
-  opt: fc.option(fc.record({ x: quarter }), { nil: undefined }),
-  txt: fc.constant('text'),
-}).map((c) => {
-  const out: Record<string, unknown> = { ...c };
-  if (c.opt === undefined) delete out.opt;
-  return out;
-});
+const context = fc
+  .record({
+    a: quarter,
+    b: quarter,
+    flag: fc.boolean(),
+    grp: fc.record({ x: quarter, y: quarter }),
+    opt: fc.option(fc.record({ x: quarter }), { nil: undefined }),
+    txt: fc.constant('text'),
+  })
+  .map((c) => {
+    const out: Record<string, unknown> = { ...c };
+    if (c.opt === undefined) delete out.opt;
+    return out;
+  });
 
 const { num: numExpr, bool: boolExpr } = fc.letrec<{ num: Node; bool: Node }>((tie) => ({
   num: fc.oneof(
@@ -172,7 +201,9 @@ const { num: numExpr, bool: boolExpr } = fc.letrec<{ num: Node; bool: Node }>((t
     fc.constantFrom(...ODD_NAMES).map((v): Node => ({ k: 'name', v })),
     fc.tuple(fc.constantFrom('+', '-', '*', '/'), tie('num'), tie('num')).map(([op, a, b]): Node => ({ k: 'bin', op, a, b })),
     tie('num').map((a): Node => ({ k: 'un', op: '-', a })),
-    fc.tuple(fc.constantFrom('min' as const, 'max' as const), tie('num'), tie('num')).map(([fn, a, b]): Node => ({ k: 'call', fn, args: [a, b] })),
+    fc
+      .tuple(fc.constantFrom('min' as const, 'max' as const), tie('num'), tie('num'))
+      .map(([fn, a, b]): Node => ({ k: 'call', fn, args: [a, b] })),
     tie('num').map((a): Node => ({ k: 'call', fn: 'abs', args: [a] })),
   ),
   bool: fc.oneof(
@@ -208,7 +239,20 @@ const guards = fc.letrec<{ g: Node }>((tie) => ({
 // ----- properties
 
 test('any string parses or is refused with a GateError pointing inside it', () => {
-  const gateish = fc.string({ unit: fc.constantFrom(...'ab_.01 ()!&|=<>+-*/,\t\n'.split(''), 'has', 'min', 'f1_macro', '__proto__', 'constructor', 'true', '1e999', '..'), maxLength: 60 });
+  const gateish = fc.string({
+    unit: fc.constantFrom(
+      ...'ab_.01 ()!&|=<>+-*/,\t\n'.split(''),
+      'has',
+      'min',
+      'f1_macro',
+      '__proto__',
+      'constructor',
+      'true',
+      '1e999',
+      '..',
+    ),
+    maxLength: 60,
+  });
   const anything = fc.string({ unit: 'binary', maxLength: 40 });
   fc.assert(
     fc.property(fc.oneof(gateish, anything), (s) => {

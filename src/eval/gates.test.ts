@@ -14,13 +14,16 @@ const ctx = {
 };
 
 const syntaxErr = (expr: string, column: number, re: RegExp) =>
-  assert.throws(() => parseGate(expr), (e: unknown) => {
-    assert.ok(e instanceof GateError, `expected GateError, got ${e}`);
-    assert.ok(e instanceof InputError);
-    assert.equal(e.column, column, `column for ${expr}: ${e.message}`);
-    assert.match(e.reason, re);
-    return true;
-  });
+  assert.throws(
+    () => parseGate(expr),
+    (e: unknown) => {
+      assert.ok(e instanceof GateError, `expected GateError, got ${e}`);
+      assert.ok(e instanceof InputError);
+      assert.equal(e.column, column, `column for ${expr}: ${e.message}`);
+      assert.match(e.reason, re);
+      return true;
+    },
+  );
 
 test('the example gate passes with an explanation per comparison', () => {
   const r = evaluateGate('f1_macro >= 0.9 && f1_macro >= production.f1_macro - 0.005', ctx);
@@ -70,13 +73,19 @@ test('has() guards an absent production model; && / || short-circuit', () => {
 });
 
 test('a missing name is an error that suggests has(), never a silent pass', () => {
-  assert.throws(() => evaluateGate('f1_marco >= 0.9', ctx), (e: unknown) => {
-    assert.ok(e instanceof GateError);
-    assert.equal(e.column, 1);
-    assert.match(e.message, /unknown name 'f1_marco'.*available: f1_macro/);
-    return true;
-  });
-  assert.throws(() => evaluateGate('f1_macro >= production.f1_macro', { f1_macro: 1 }), (e: unknown) => e instanceof GateError && e.column === 13 && /has\(production\)/.test(e.message));
+  assert.throws(
+    () => evaluateGate('f1_marco >= 0.9', ctx),
+    (e: unknown) => {
+      assert.ok(e instanceof GateError);
+      assert.equal(e.column, 1);
+      assert.match(e.message, /unknown name 'f1_marco'.*available: f1_macro/);
+      return true;
+    },
+  );
+  assert.throws(
+    () => evaluateGate('f1_macro >= production.f1_macro', { f1_macro: 1 }),
+    (e: unknown) => e instanceof GateError && e.column === 13 && /has\(production\)/.test(e.message),
+  );
 });
 
 test('syntax errors point at the column with a caret', () => {
@@ -96,7 +105,10 @@ test('syntax errors point at the column with a caret', () => {
     parseGate('f1_macro >= )');
     assert.fail('should throw');
   } catch (e) {
-    assert.equal((e as Error).message, "unexpected ')'; expected a number, a name, '(' or a function call at column 13\n  f1_macro >= )\n              ^");
+    assert.equal(
+      (e as Error).message,
+      "unexpected ')'; expected a number, a name, '(' or a function call at column 13\n  f1_macro >= )\n              ^",
+    );
   }
 });
 
@@ -114,7 +126,9 @@ test('type errors and division by zero are reported, not coerced', () => {
 test('malicious inputs are rejected without running anything', () => {
   let exited = false;
   const realExit = process.exit;
-  process.exit = (() => { exited = true; }) as typeof process.exit;
+  process.exit = (() => {
+    exited = true;
+  }) as typeof process.exit;
   try {
     syntaxErr('process.exit()', 1, /unknown function 'process.exit'/);
     syntaxErr('constructor.constructor("return 1")() > 0', 1, /'constructor' is not allowed/);
@@ -138,7 +152,13 @@ test('malicious inputs are rejected without running anything', () => {
   assert.throws(() => evaluateGate('__proto__.x == 1', poisoned), GateError);
   // Getters are never invoked.
   let called = false;
-  const withGetter = Object.defineProperty({}, 'g', { get() { called = true; return 1; }, enumerable: true });
+  const withGetter = Object.defineProperty({}, 'g', {
+    get() {
+      called = true;
+      return 1;
+    },
+    enumerable: true,
+  });
   assert.throws(() => evaluateGate('g == 1', withGetter), /unknown name 'g'/);
   assert.equal(called, false);
   // Class instances are not plain data.
@@ -155,8 +175,14 @@ test('pathological inputs hit limits instead of exhausting the stack', () => {
 test('evaluateGates reports every gate and names the failing one', () => {
   const r = evaluateGates(['accuracy >= 0.9', 'f1_macro >= 0.99', 'n >= 100'], ctx);
   assert.equal(r.passed, false);
-  assert.deepEqual(r.results.map((x) => x.passed), [true, false, true]);
-  assert.throws(() => evaluateGates(['accuracy >= 0.9', 'bad >= 1'], ctx), (e: unknown) => e instanceof GateError && e.where === 'gates[1]');
+  assert.deepEqual(
+    r.results.map((x) => x.passed),
+    [true, false, true],
+  );
+  assert.throws(
+    () => evaluateGates(['accuracy >= 0.9', 'bad >= 1'], ctx),
+    (e: unknown) => e instanceof GateError && e.where === 'gates[1]',
+  );
 });
 
 test('seeded fuzz: any input either evaluates or raises a GateError, never another exception', () => {
@@ -165,9 +191,52 @@ test('seeded fuzz: any input either evaluates or raises a GateError, never anoth
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return s % n;
   };
-  const pieces = ['f1_macro', 'production.f1_macro', 'per_class.spam.f1', 'calibrated', 'missing', '0.5', '2', '1e3', '.5', 'true', 'false',
-    '+', '-', '*', '/', '<', '<=', '>', '>=', '==', '!=', '&&', '||', '!', '(', ')', ',', 'min(', 'max(', 'abs(', 'has(', ' ',
-    '__proto__', 'constructor', '.', '=', '&', '"', '[', ']', ';', 'process.exit(', '\u2028', 'é'];
+  const pieces = [
+    'f1_macro',
+    'production.f1_macro',
+    'per_class.spam.f1',
+    'calibrated',
+    'missing',
+    '0.5',
+    '2',
+    '1e3',
+    '.5',
+    'true',
+    'false',
+    '+',
+    '-',
+    '*',
+    '/',
+    '<',
+    '<=',
+    '>',
+    '>=',
+    '==',
+    '!=',
+    '&&',
+    '||',
+    '!',
+    '(',
+    ')',
+    ',',
+    'min(',
+    'max(',
+    'abs(',
+    'has(',
+    ' ',
+    '__proto__',
+    'constructor',
+    '.',
+    '=',
+    '&',
+    '"',
+    '[',
+    ']',
+    ';',
+    'process.exit(',
+    '\u2028',
+    'é',
+  ];
   // Grammar-shaped expressions reach the evaluator; token soup exercises the tokenizer and parser.
   const num = (d: number): string => {
     const leaves = ['f1_macro', 'production.f1_macro', 'per_class.spam.f1', '0.5', '2', '0', 'missing'];
@@ -180,7 +249,10 @@ test('seeded fuzz: any input either evaluates or raises a GateError, never anoth
     return num(d + 1);
   };
   const cond = (d: number): string => {
-    if (d > 3 || rnd(3) === 0) return rnd(4) === 0 ? ['has(production)', 'calibrated', 'true'][rnd(3)]! : `${num(d)} ${['<', '<=', '>', '>=', '==', '!='][rnd(6)]} ${num(d)}`;
+    if (d > 3 || rnd(3) === 0)
+      return rnd(4) === 0
+        ? ['has(production)', 'calibrated', 'true'][rnd(3)]!
+        : `${num(d)} ${['<', '<=', '>', '>=', '==', '!='][rnd(6)]} ${num(d)}`;
     const k = rnd(3);
     if (k === 0) return `(${cond(d + 1)} ${['&&', '||'][rnd(2)]} ${cond(d + 1)})`;
     if (k === 1) return `!${cond(d + 1)}`;

@@ -43,7 +43,15 @@ export class GateError extends InputError {
 const MAX_LENGTH = 2000;
 const MAX_DEPTH = 64;
 /** Path segments that would reach JavaScript object machinery rather than data. */
-const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'prototype', 'constructor', '__defineGetter__', '__defineSetter__', '__lookupGetter__', '__lookupSetter__']);
+const FORBIDDEN_SEGMENTS = new Set([
+  '__proto__',
+  'prototype',
+  'constructor',
+  '__defineGetter__',
+  '__defineSetter__',
+  '__lookupGetter__',
+  '__lookupSetter__',
+]);
 const FUNCTIONS: Record<string, number> = { min: 2, max: 2, abs: 1, has: 1 };
 
 type TokKind = 'num' | 'ident' | 'op' | 'lparen' | 'rparen' | 'comma' | 'eof';
@@ -127,7 +135,11 @@ function tokenize(src: string, where?: string): Token[] {
 class Parser {
   private k = 0;
   private depth = 0;
-  constructor(private readonly src: string, private readonly toks: Token[], private readonly where?: string) {}
+  constructor(
+    private readonly src: string,
+    private readonly toks: Token[],
+    private readonly where?: string,
+  ) {}
 
   private peek(): Token {
     return this.toks[this.k]!;
@@ -231,7 +243,8 @@ class Parser {
     }
     if (t.kind === 'ident') {
       if (this.peek().kind === 'lparen') return this.call(t);
-      if (t.text === 'true' || t.text === 'false') return { type: 'bool', value: t.text === 'true', start: t.pos, end: t.pos + t.text.length };
+      if (t.text === 'true' || t.text === 'false')
+        return { type: 'bool', value: t.text === 'true', start: t.pos, end: t.pos + t.text.length };
       return { type: 'ident', name: t.text, start: t.pos, end: t.pos + t.text.length };
     }
     if (t.kind === 'lparen') {
@@ -270,7 +283,8 @@ class Parser {
 /** Parses a gate; call at spec-validation time so syntax errors surface before any training. */
 export function parseGate(expression: string, where?: string): ParsedGate {
   if (typeof expression !== 'string') throw new InputError('gate must be a string', { where });
-  if (expression.length > MAX_LENGTH) throw new GateError(`gate is longer than ${MAX_LENGTH} characters`, expression.slice(0, 60) + '…', 1, where);
+  if (expression.length > MAX_LENGTH)
+    throw new GateError(`gate is longer than ${MAX_LENGTH} characters`, expression.slice(0, 60) + '…', 1, where);
   const toks = tokenize(expression, where);
   return { source: expression, ast: new Parser(expression, toks, where).parseAll() };
 }
@@ -317,7 +331,11 @@ function availableNames(context: unknown, prefix = '', out: string[] = []): stri
 
 class Evaluator {
   readonly clauses: string[] = [];
-  constructor(private readonly gate: ParsedGate, private readonly context: unknown, private readonly where?: string) {}
+  constructor(
+    private readonly gate: ParsedGate,
+    private readonly context: unknown,
+    private readonly where?: string,
+  ) {}
 
   private fail(msg: string, node: GateNode): never {
     throw new GateError(msg, this.gate.source, node.start + 1, this.where);
@@ -332,7 +350,8 @@ class Evaluator {
   }
   private bool(node: GateNode): boolean {
     const v = this.eval(node);
-    if (typeof v !== 'boolean') this.fail(`'${this.text(node)}' is the number ${formatValue(v)}, but a condition (true/false) is needed here`, node);
+    if (typeof v !== 'boolean')
+      this.fail(`'${this.text(node)}' is the number ${formatValue(v)}, but a condition (true/false) is needed here`, node);
     return v;
   }
   private side(node: GateNode, v: GateValue): string {
@@ -400,9 +419,12 @@ class Evaluator {
     const a = this.num(left);
     const b = this.num(right);
     switch (op) {
-      case '+': return a + b;
-      case '-': return a - b;
-      case '*': return a * b;
+      case '+':
+        return a + b;
+      case '-':
+        return a - b;
+      case '*':
+        return a * b;
       case '/':
         if (b === 0) this.fail(`division by zero ('${this.text(right)}' is 0)`, right);
         return a / b;
@@ -427,7 +449,12 @@ export function evaluateGate(gate: string | ParsedGate, context: Record<string, 
   const ev = new Evaluator(parsed, context, where);
   const value = ev.eval(parsed.ast);
   if (typeof value !== 'boolean') {
-    throw new GateError(`gate evaluates to the number ${formatValue(value)}; a gate must be a condition such as '>= 0.9'`, parsed.source, 1, where);
+    throw new GateError(
+      `gate evaluates to the number ${formatValue(value)}; a gate must be a condition such as '>= 0.9'`,
+      parsed.source,
+      1,
+      where,
+    );
   }
   const explanation = ev.clauses.length ? ev.clauses.join('; ') : `${parsed.source.trim()} ${value ? '✓' : '✗'}`;
   return { passed: value, value, explanation };
@@ -484,7 +511,10 @@ type Resolved =
 
 class GateChecker {
   readonly issues: GateIssue[] = [];
-  constructor(private readonly gate: ParsedGate, private readonly shape: ObjectShape) {}
+  constructor(
+    private readonly gate: ParsedGate,
+    private readonly shape: ObjectShape,
+  ) {}
 
   run(): GateIssue[] {
     const t = this.type(this.gate.ast, new Set());
@@ -521,21 +551,33 @@ class GateChecker {
     const where = r.at ? `'${r.at}' has no '${name.slice(r.at.length + 1).split('.')[0]}'` : 'the metrics have no such name';
     const reason = inHas ? `has(${name}) is always false: ${where}` : `unknown name '${name}': ${where}`;
     const known = r.candidates.length ? r.candidates : all;
-    this.issue(node, reason, all.length ? `${guess ? `did you mean '${guess}'? ` : ''}names here: ${nameList(known)}` : "the gate reads no metrics; set with.metrics to an evaluate stage's outputs.metrics");
+    this.issue(
+      node,
+      reason,
+      all.length
+        ? `${guess ? `did you mean '${guess}'? ` : ''}names here: ${nameList(known)}`
+        : "the gate reads no metrics; set with.metrics to an evaluate stage's outputs.metrics",
+    );
   }
 
   /** Names proven present when `node` evaluates to `value` (has() results, through !, && and ||). */
   private facts(node: GateNode, value: boolean): string[] {
     if (node.type === 'call' && node.fn === 'has' && value) return [(node.args[0] as { name: string }).name];
     if (node.type === 'unary' && node.op === '!') return this.facts(node.arg, !value);
-    if (node.type === 'binary' && ((node.op === '&&' && value) || (node.op === '||' && !value))) return [...this.facts(node.left, value), ...this.facts(node.right, value)];
+    if (node.type === 'binary' && ((node.op === '&&' && value) || (node.op === '||' && !value)))
+      return [...this.facts(node.left, value), ...this.facts(node.right, value)];
     return [];
   }
 
   private want(node: GateNode, present: ReadonlySet<string>, want: 'number' | 'boolean'): void {
     const t = this.type(node, present);
     if (t !== 'unknown' && t !== want) {
-      this.issue(node, want === 'number' ? `'${this.text(node)}' is a condition (true/false), but a number is needed here` : `'${this.text(node)}' is a number, but a condition (true/false) is needed here`);
+      this.issue(
+        node,
+        want === 'number'
+          ? `'${this.text(node)}' is a condition (true/false), but a number is needed here`
+          : `'${this.text(node)}' is a number, but a condition (true/false) is needed here`,
+      );
     }
   }
 
@@ -553,7 +595,11 @@ class GateChecker {
         }
         if (r.leaf.type === 'object') {
           const first = Object.keys(r.leaf.fields)[0];
-          this.issue(node, `'${node.name}' is a group of values, not a number`, first ? `name one of them, e.g. ${node.name}.${first}` : undefined);
+          this.issue(
+            node,
+            `'${node.name}' is a group of values, not a number`,
+            first ? `name one of them, e.g. ${node.name}.${first}` : undefined,
+          );
           return 'unknown';
         }
         if (r.leaf.type === 'string') {
@@ -594,7 +640,8 @@ class GateChecker {
         if (op === '==' || op === '!=') {
           const a = this.type(left, present);
           const b = this.type(right, present);
-          if (a !== 'unknown' && b !== 'unknown' && a !== b) this.issue(node, `cannot compare ${a} '${this.text(left)}' with ${b} '${this.text(right)}'`);
+          if (a !== 'unknown' && b !== 'unknown' && a !== b)
+            this.issue(node, `cannot compare ${a} '${this.text(left)}' with ${b} '${this.text(right)}'`);
           return 'boolean';
         }
         this.want(left, present, 'number');

@@ -106,7 +106,8 @@ function validate(X: readonly Float32Array[], y: readonly string[]): number {
     const row = X[i]!;
     if (row.length !== D) throw new InputError(`row has ${row.length} features, expected ${D}`, { where: `baseline.X[${i}]` });
     for (let d = 0; d < D; d++) {
-      if (!Number.isFinite(row[d]!)) throw new InputError(`feature ${d} is ${row[d]}`, { where: `baseline.X[${i}]`, hint: 'features must be finite numbers' });
+      if (!Number.isFinite(row[d]!))
+        throw new InputError(`feature ${d} is ${row[d]}`, { where: `baseline.X[${i}]`, hint: 'features must be finite numbers' });
     }
   }
   return D;
@@ -118,7 +119,8 @@ export function fit(X: readonly Float32Array[], y: readonly string[], opts: LogR
   const gradTol = opts.gradTol ?? 1e-6;
   const m = opts.memory ?? 10;
   if (!(l2 >= 0) || !Number.isFinite(l2)) throw new InputError(`l2 must be a finite number ≥ 0, got ${l2}`, { where: 'baseline.l2' });
-  if (!Number.isInteger(maxIter) || maxIter < 0) throw new InputError(`maxIter must be an integer ≥ 0, got ${maxIter}`, { where: 'baseline.maxIter' });
+  if (!Number.isInteger(maxIter) || maxIter < 0)
+    throw new InputError(`maxIter must be an integer ≥ 0, got ${maxIter}`, { where: 'baseline.maxIter' });
   const D = validate(X, y);
   const classes = [...new Set(y)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   if (classes.length < 2) throw new InputError(`need at least 2 classes, found ${JSON.stringify(classes)}`, { where: 'baseline.y' });

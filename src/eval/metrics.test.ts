@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classificationGateShape, classificationReport, lmGateShape, reportToGateMetrics, LmLossAccumulator, lmLossFromTokenLosses, tokenNll } from './metrics.ts';
+import {
+  classificationGateShape,
+  classificationReport,
+  lmGateShape,
+  reportToGateMetrics,
+  LmLossAccumulator,
+  lmLossFromTokenLosses,
+  tokenNll,
+} from './metrics.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { InputError } from '../errors.ts';
 
@@ -13,7 +21,11 @@ const yPred = ['a', 'a', 'b', 'b', 'a', 'a'];
 test('classification report matches a hand-computed case with a never-predicted class', () => {
   const r = classificationReport(yTrue, yPred);
   assert.deepEqual(r.labels, ['a', 'b', 'c']);
-  assert.deepEqual(r.confusion, [[2, 1, 0], [1, 1, 0], [1, 0, 0]]);
+  assert.deepEqual(r.confusion, [
+    [2, 1, 0],
+    [1, 1, 0],
+    [1, 0, 0],
+  ]);
   close(r.accuracy, 0.5);
   close(r.perClass.a!.precision, 0.5);
   close(r.perClass.a!.recall, 2 / 3);
@@ -53,9 +65,15 @@ test('default label order does not depend on example order', () => {
 });
 
 test('bad inputs raise InputError naming the problem', () => {
-  assert.throws(() => classificationReport(['a'], ['a', 'b']), (e: unknown) => e instanceof InputError && /1 labels but yPred has 2/.test(e.message));
+  assert.throws(
+    () => classificationReport(['a'], ['a', 'b']),
+    (e: unknown) => e instanceof InputError && /1 labels but yPred has 2/.test(e.message),
+  );
   assert.throws(() => classificationReport([], []), InputError);
-  assert.throws(() => classificationReport(['a', 'z'], ['a', 'a'], { labels: ['a'] }), (e: unknown) => e instanceof InputError && /yTrue\[1\]="z"/.test(e.message));
+  assert.throws(
+    () => classificationReport(['a', 'z'], ['a', 'a'], { labels: ['a'] }),
+    (e: unknown) => e instanceof InputError && /yTrue\[1\]="z"/.test(e.message),
+  );
   assert.throws(() => classificationReport(['a'], ['a'], { labels: ['a', 'a'] }), /duplicates/);
 });
 
@@ -102,7 +120,9 @@ test('LM loss across batches is token-weighted', () => {
 });
 
 test('batched logits give the same loss as sequence-by-sequence accumulation', () => {
-  const B = 3, T = 4, V = 5;
+  const B = 3,
+    T = 4,
+    V = 5;
   const logits = Float32Array.from({ length: B * T * V }, (_, i) => Math.sin(i * 1.7) * 3);
   const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7) % V);
   // Sequence 2 is padded after two tokens: its padding has mask 0.
@@ -110,7 +130,8 @@ test('batched logits give the same loss as sequence-by-sequence accumulation', (
   const batched = new LmLossAccumulator();
   batched.addBatchLogits(logits, [B, T, V], ids, mask);
   const seq = new LmLossAccumulator();
-  for (let b = 0; b < B; b++) seq.addLogits(logits.slice(b * T * V, (b + 1) * T * V), V, ids.slice(b * T, (b + 1) * T), mask.slice(b * T, (b + 1) * T));
+  for (let b = 0; b < B; b++)
+    seq.addLogits(logits.slice(b * T * V, (b + 1) * T * V), V, ids.slice(b * T, (b + 1) * T), mask.slice(b * T, (b + 1) * T));
   assert.deepEqual(batched.result(), seq.result());
   assert.equal(batched.result().tokens, 6);
   // And one token checked by hand: batch 0, position 1 is predicted from row 0.

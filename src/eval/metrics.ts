@@ -90,11 +90,19 @@ export function classificationReport(
 
   const perClass: Record<string, ClassMetrics> = {};
   let correct = 0;
-  let tpSum = 0, fpSum = 0, fnSum = 0;
-  let macroP = 0, macroR = 0, macroF = 0, wP = 0, wR = 0, wF = 0;
+  let tpSum = 0,
+    fpSum = 0,
+    fnSum = 0;
+  let macroP = 0,
+    macroR = 0,
+    macroF = 0,
+    wP = 0,
+    wR = 0,
+    wF = 0;
   for (let c = 0; c < k; c++) {
     const tp = confusion[c]![c]!;
-    let rowSum = 0, colSum = 0;
+    let rowSum = 0,
+      colSum = 0;
     for (let j = 0; j < k; j++) {
       rowSum += confusion[c]![j]!;
       colSum += confusion[j]![c]!;
@@ -107,8 +115,12 @@ export function classificationReport(
     tpSum += tp;
     fpSum += colSum - tp;
     fnSum += rowSum - tp;
-    macroP += precision; macroR += recall; macroF += f1;
-    wP += precision * rowSum; wR += recall * rowSum; wF += f1 * rowSum;
+    macroP += precision;
+    macroR += recall;
+    macroF += f1;
+    wP += precision * rowSum;
+    wR += recall * rowSum;
+    wF += f1 * rowSum;
   }
   const n = yTrue.length;
   const microP = safeDiv(tpSum, tpSum + fpSum);
@@ -158,8 +170,23 @@ const num = { type: 'number' } as const;
 export function classificationGateShape(labels?: readonly string[]): Extract<ValueShape, { type: 'object' }> {
   const perClass: ValueShape = { type: 'object', fields: { precision: num, recall: num, f1: num, support: num } };
   const fields: Record<string, ValueShape> = {};
-  for (const k of ['accuracy', 'n', 'precision_macro', 'recall_macro', 'f1_macro', 'precision_micro', 'recall_micro', 'f1_micro', 'precision_weighted', 'recall_weighted', 'f1_weighted']) fields[k] = num;
-  fields.per_class = labels ? { type: 'object', fields: Object.fromEntries(labels.map((l) => [l, perClass])) } : { type: 'object', fields: {}, rest: perClass };
+  for (const k of [
+    'accuracy',
+    'n',
+    'precision_macro',
+    'recall_macro',
+    'f1_macro',
+    'precision_micro',
+    'recall_micro',
+    'f1_micro',
+    'precision_weighted',
+    'recall_weighted',
+    'f1_weighted',
+  ])
+    fields[k] = num;
+  fields.per_class = labels
+    ? { type: 'object', fields: Object.fromEntries(labels.map((l) => [l, perClass])) }
+    : { type: 'object', fields: {}, rest: perClass };
   return { type: 'object', fields };
 }
 
@@ -200,7 +227,11 @@ export class LmLossAccumulator {
     for (let i = 0; i < losses.length; i++) {
       if (mask && !mask[i]) continue;
       const v = losses[i]!;
-      if (!Number.isFinite(v)) throw new InputError(`token loss ${i} is ${v}`, { where: 'evaluate.lm', hint: 'the model produced non-finite values; check the checkpoint' });
+      if (!Number.isFinite(v))
+        throw new InputError(`token loss ${i} is ${v}`, {
+          where: 'evaluate.lm',
+          hint: 'the model produced non-finite values; check the checkpoint',
+        });
       this.sum += v;
       this.count++;
     }
@@ -211,17 +242,25 @@ export class LmLossAccumulator {
    * score the token at t+1. `responseMask[t]` non-zero means token t is part of the response
    * and is scored. `logits` is row-major [seqLen, vocabSize].
    */
-  addLogits(logits: Float32Array, vocabSize: number, inputIds: Int32Array | BigInt64Array | readonly number[], responseMask: Uint8Array | Int32Array | readonly number[]): void {
+  addLogits(
+    logits: Float32Array,
+    vocabSize: number,
+    inputIds: Int32Array | BigInt64Array | readonly number[],
+    responseMask: Uint8Array | Int32Array | readonly number[],
+  ): void {
     const T = inputIds.length;
     if (logits.length !== T * vocabSize) {
       throw new InputError(`logits has ${logits.length} values, expected seqLen ${T} × vocab ${vocabSize}`, { where: 'evaluate.lm' });
     }
-    if (responseMask.length !== T) throw new InputError(`responseMask has ${responseMask.length} entries, expected ${T}`, { where: 'evaluate.lm' });
+    if (responseMask.length !== T)
+      throw new InputError(`responseMask has ${responseMask.length} entries, expected ${T}`, { where: 'evaluate.lm' });
     for (let t = 0; t + 1 < T; t++) {
       if (!responseMask[t + 1]) continue;
       const target = Number(inputIds[t + 1]);
       if (!Number.isInteger(target) || target < 0 || target >= vocabSize) {
-        throw new InputError(`token id ${target} at position ${t + 1} is outside the vocabulary (size ${vocabSize})`, { where: 'evaluate.lm' });
+        throw new InputError(`token id ${target} at position ${t + 1} is outside the vocabulary (size ${vocabSize})`, {
+          where: 'evaluate.lm',
+        });
       }
       this.sum += tokenNll(logits, t * vocabSize, vocabSize, target);
       this.count++;
@@ -240,9 +279,12 @@ export class LmLossAccumulator {
     responseMask: Uint8Array | Int32Array | BigInt64Array,
   ): void {
     const [B, T, V] = dims;
-    if (logits.length !== B * T * V) throw new InputError(`logits has ${logits.length} values, expected ${B}×${T}×${V}`, { where: 'evaluate.lm' });
+    if (logits.length !== B * T * V)
+      throw new InputError(`logits has ${logits.length} values, expected ${B}×${T}×${V}`, { where: 'evaluate.lm' });
     if (inputIds.length !== B * T || responseMask.length !== B * T) {
-      throw new InputError(`inputIds (${inputIds.length}) and responseMask (${responseMask.length}) must both have ${B}×${T} entries`, { where: 'evaluate.lm' });
+      throw new InputError(`inputIds (${inputIds.length}) and responseMask (${responseMask.length}) must both have ${B}×${T} entries`, {
+        where: 'evaluate.lm',
+      });
     }
     for (let b = 0; b < B; b++) {
       const ids = Array.from(inputIds.subarray(b * T, (b + 1) * T) as ArrayLike<number | bigint>, Number);
@@ -252,7 +294,11 @@ export class LmLossAccumulator {
   }
 
   result(): LmLoss {
-    if (this.count === 0) throw new InputError('no response tokens were scored', { where: 'evaluate.lm', hint: 'check the response mask marks the answer tokens' });
+    if (this.count === 0)
+      throw new InputError('no response tokens were scored', {
+        where: 'evaluate.lm',
+        hint: 'check the response mask marks the answer tokens',
+      });
     const loss = this.sum / this.count;
     return { loss, perplexity: Math.exp(loss), tokens: this.count };
   }

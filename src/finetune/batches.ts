@@ -44,14 +44,21 @@ function concat(parts: Int32Array[]): Int32Array {
   if (parts.length === 1) return parts[0]!.slice();
   const out = new Int32Array(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 
 /** Reads a file written by the models package's tokenizeToArrow (classification task). */
 export async function readTokenTable(path: string): Promise<TokenTable> {
-  const ids: Int32Array[] = [], mask: Int32Array[] = [], types: Int32Array[] = [], labels: Int32Array[] = [];
-  let rows = 0, hasLabels = false;
+  const ids: Int32Array[] = [],
+    mask: Int32Array[] = [],
+    types: Int32Array[] = [],
+    labels: Int32Array[] = [];
+  let rows = 0,
+    hasLabels = false;
   for await (const b of readArrowBatches(path)) {
     rows += b.numRows;
     ids.push(listValues(b, 'input_ids'));
@@ -73,7 +80,12 @@ export async function readTokenTable(path: string): Promise<TokenTable> {
     lengths[r] = n;
   }
   return {
-    rows, width, inputIds, attentionMask, tokenTypeIds: concat(types.length ? types : [new Int32Array(0)]), lengths,
+    rows,
+    width,
+    inputIds,
+    attentionMask,
+    tokenTypeIds: concat(types.length ? types : [new Int32Array(0)]),
+    lengths,
     labels: hasLabels ? concat(labels) : undefined,
   };
 }
@@ -89,7 +101,9 @@ export function makeBatch(t: TokenTable, idx: ArrayLike<number>, bucket: number)
   for (let i = 0; i < idx.length; i++) longest = Math.max(longest, t.lengths[idx[i]!]!);
   const seq = bucketLength(longest, bucket, t.width);
   const n = idx.length;
-  const inputIds = new BigInt64Array(n * seq), attentionMask = new BigInt64Array(n * seq), tokenTypeIds = new BigInt64Array(n * seq);
+  const inputIds = new BigInt64Array(n * seq),
+    attentionMask = new BigInt64Array(n * seq),
+    tokenTypeIds = new BigInt64Array(n * seq);
   for (let i = 0; i < n; i++) {
     const src = idx[i]! * t.width;
     for (let j = 0; j < seq; j++) {

@@ -13,6 +13,9 @@ export const LOGITS = 'logits';
 export const CLASSIFIER_WEIGHT = 'classifier.weight';
 export const CLASSIFIER_BIAS = 'classifier.bias';
 
-export function buildBertClassifier(modelDir: string, opts: { numLabels: number; pooling: Pooling; seed: number; dropout?: DropoutRates }): { model: Model; config: BertConfig } {
+export function buildBertClassifier(
+  modelDir: string,
+  opts: { numLabels: number; pooling: Pooling; seed: number; dropout?: DropoutRates },
+): { model: Model; config: BertConfig } {
   return buildClassifierGraph(modelDir, opts);
 }

@@ -16,7 +16,8 @@ const modelDir = tinyGpt2Dir(join(root, 'model'), 5, { hidden: 32, layers: 2, ma
 function table(path: string, n: number, seed: number): string {
   const rng = new Rng(seed);
   const letters = 'abcdefgh';
-  const prompts: string[] = [], responses: string[] = [];
+  const prompts: string[] = [],
+    responses: string[] = [];
   for (let i = 0; i < n; i++) {
     const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]).join('');
     prompts.push(`repeat: ${w}`);
@@ -37,13 +38,31 @@ for (const method of ['full', 'lora'] as const) {
     const before = await evaluateCausalLm({ model: modelDir, table: heldOut, template, maxLength: 32, threads: 2 });
     const r = await trainCausalLm({
       // LoRA with dropout: the host-drawn masks follow the model's own (batch, seq) dims.
-      modelDir, train, template, method, lora: { r: 4, alpha: 8, dropout: 0.05 }, lr: method === 'full' ? 1e-2 : 3e-2, epochs: 6, batchSize: 16,
-      schedule: 'linear', weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 32, device: 'cpu', threads: 2,
-      checkpointDir: join(root, method, 'ck'), checkpointEvery: 0, outDir,
+      modelDir,
+      train,
+      template,
+      method,
+      lora: { r: 4, alpha: 8, dropout: 0.05 },
+      lr: method === 'full' ? 1e-2 : 3e-2,
+      epochs: 6,
+      batchSize: 16,
+      schedule: 'linear',
+      weightDecay: 0,
+      clipNorm: 1,
+      seed: 3,
+      maxLength: 32,
+      device: 'cpu',
+      threads: 2,
+      checkpointDir: join(root, method, 'ck'),
+      checkpointEvery: 0,
+      outDir,
     });
     const k = 5;
     const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
-    assert.ok(mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3, `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`);
+    assert.ok(
+      mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3,
+      `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`,
+    );
     const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
     assert.equal(after.tokens, before.tokens, 'the same response tokens are scored');
     // 3 letters + EOS per response.
@@ -61,9 +80,25 @@ test('training stops between steps when its signal aborts, and exports nothing',
   let steps = 0;
   await assert.rejects(
     trainCausalLm({
-      modelDir, train, template, method: 'lora', lora: { r: 4, alpha: 8 }, lr: 1e-2, maxSteps: 500, batchSize: 16,
-      schedule: 'constant', weightDecay: 0, seed: 3, maxLength: 32, device: 'cpu', threads: 2, stepsPerRun: 1,
-      checkpointDir: join(root, 'aborted', 'ck'), checkpointEvery: 0, outDir, signal: ac.signal,
+      modelDir,
+      train,
+      template,
+      method: 'lora',
+      lora: { r: 4, alpha: 8 },
+      lr: 1e-2,
+      maxSteps: 500,
+      batchSize: 16,
+      schedule: 'constant',
+      weightDecay: 0,
+      seed: 3,
+      maxLength: 32,
+      device: 'cpu',
+      threads: 2,
+      stepsPerRun: 1,
+      checkpointDir: join(root, 'aborted', 'ck'),
+      checkpointEvery: 0,
+      outDir,
+      signal: ac.signal,
       onProgress: () => {
         if (++steps === 2) ac.abort('run cancelled');
       },

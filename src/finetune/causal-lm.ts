@@ -38,7 +38,15 @@ export interface TrainCausalLmOptions extends RunSettings {
   pack?: boolean;
   /** targets: weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o, gate, up, down) for LLaMA. */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
-  onProgress?: (m: { step: number; totalSteps: number; epoch: number; loss: number; lr: number; samplesPerSec: number; gradNorm: number }) => void;
+  onProgress?: (m: {
+    step: number;
+    totalSteps: number;
+    epoch: number;
+    loss: number;
+    lr: number;
+    samplesPerSec: number;
+    gradNorm: number;
+  }) => void;
 }
 
 export interface CausalTrainResult {
@@ -75,7 +83,8 @@ function baseWeightsFile(modelDir: string): string {
 /** Token columns of a causal tokenized table as int64 [rows, seqLen] arrays for the trainer. */
 async function readCausalTable(path: string): Promise<{ data: Dataset; rows: number; seq: number }> {
   const cols: Record<string, bigint[]> = { input_ids: [], attention_mask: [], labels: [] };
-  let rows = 0, seq = 0;
+  let rows = 0,
+    seq = 0;
   for await (const b of readArrowBatches(path)) {
     rows += b.numRows;
     for (const name of Object.keys(cols)) {
@@ -94,7 +103,11 @@ async function readCausalTable(path: string): Promise<{ data: Dataset; rows: num
 }
 
 /** Padded one-example rows → packed rows (segments in attention_mask, restarting position_ids). */
-function packTable(t: { data: Dataset; rows: number; seq: number }, rowLength: number, padId: number): { data: Dataset; rows: number; seq: number } {
+function packTable(
+  t: { data: Dataset; rows: number; seq: number },
+  rowLength: number,
+  padId: number,
+): { data: Dataset; rows: number; seq: number } {
   const col = (name: string) => t.data[name]!.data as BigInt64Array;
   const [ids, mask, labels] = [col('input_ids'), col('attention_mask'), col('labels')];
   const examples: CausalEncoding[] = [];
@@ -102,12 +115,20 @@ function packTable(t: { data: Dataset; rows: number; seq: number }, rowLength: n
     let n = 0;
     while (n < t.seq && mask[r * t.seq + n] === 1n) n++;
     const at = r * t.seq;
-    examples.push({ inputIds: Array.from(ids.subarray(at, at + n), Number), attentionMask: new Array<number>(n).fill(1), labels: Array.from(labels.subarray(at, at + n), Number) });
+    examples.push({
+      inputIds: Array.from(ids.subarray(at, at + n), Number),
+      attentionMask: new Array<number>(n).fill(1),
+      labels: Array.from(labels.subarray(at, at + n), Number),
+    });
   }
   const p = packSequences(examples, rowLength, padId);
   const dims = [p.rows, p.seqLen];
   const big = (a: Int32Array) => ({ data: BigInt64Array.from(a, (v) => BigInt(v)), dims, dtype: 'int64' as const });
-  return { data: { input_ids: big(p.inputIds), attention_mask: big(p.segments), position_ids: big(p.positionIds), labels: big(p.labels) }, rows: p.rows, seq: p.seqLen };
+  return {
+    data: { input_ids: big(p.inputIds), attention_mask: big(p.segments), position_ids: big(p.positionIds), labels: big(p.labels) },
+    rows: p.rows,
+    seq: p.seqLen,
+  };
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -118,42 +139,82 @@ function abortError(signal: AbortSignal): Error {
 
 function defaultTargets(modelType: string): string[] {
   if (modelType === 'gpt2') return ['*attn.c_attn.weight'];
-  return ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `*self_attn.${p}.weight`).concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`));
+  return ['q_proj', 'k_proj', 'v_proj', 'o_proj']
+    .map((p) => `*self_attn.${p}.weight`)
+    .concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`));
 }
 
 export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrainResult> {
   if (!existsSync(o.train)) throw new InputError(`table ${o.train} does not exist`, { where: 'train.train' });
-  if (o.method !== 'full' && o.method !== 'lora') throw new InputError(`method ${JSON.stringify(o.method)} is not one of full, lora`, { where: 'train.method' });
+  if (o.method !== 'full' && o.method !== 'lora')
+    throw new InputError(`method ${JSON.stringify(o.method)} is not one of full, lora`, { where: 'train.method' });
   if (o.method === 'lora' && !o.lora) throw new InputError('method lora needs lora: { r, alpha }', { where: 'train.lora' });
   if (!(o.lr > 0 && o.lr < 1)) throw new InputError(`lr must be in (0, 1), got ${o.lr}`, { where: 'train.lr' });
   if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
   mkdirSync(o.checkpointDir, { recursive: true });
   const tokenizer = loadTokenizer(o.modelDir);
-  const task = { kind: 'causal' as const, promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template: o.template, chat: chatTask(o.modelDir, o.chat) };
+  const task = {
+    kind: 'causal' as const,
+    promptColumn: o.promptColumn ?? 'prompt',
+    responseColumn: o.responseColumn ?? 'response',
+    template: o.template,
+    chat: chatTask(o.modelDir, o.chat),
+  };
   const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: 8 };
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const train = packed(await readCausalTable(trainTok.path));
-  const val = o.validation ? packed(await readCausalTable((await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path)) : undefined;
+  const val = o.validation
+    ? packed(
+        await readCausalTable(
+          (await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path,
+        ),
+      )
+    : undefined;
 
   const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack });
-  const trainable: TrainableSpec = o.method === 'full'
-    ? { kind: 'full' }
-    : { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: o.lora!.targets ?? defaultTargets(modelType), seed: o.seed };
+  const trainable: TrainableSpec =
+    o.method === 'full'
+      ? { kind: 'full' }
+      : {
+          kind: 'lora',
+          r: o.lora!.r,
+          alpha: o.lora!.alpha,
+          dropout: o.lora!.dropout ?? 0,
+          targets: o.lora!.targets ?? defaultTargets(modelType),
+          seed: o.seed,
+        };
   const program = compileTrainStep(model, {
-    loss: { kind: 'cross_entropy', logits: 'logits', labels: 'labels', shift: true, ignoreIndex: -100 }, trainable, clipNorm: o.clipNorm,
+    loss: { kind: 'cross_entropy', logits: 'logits', labels: 'labels', shift: true, ignoreIndex: -100 },
+    trainable,
+    clipNorm: o.clipNorm,
     optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
   });
   const accumulation = o.accumulation ?? 1;
   const stepsPerEpoch = Math.floor(Math.floor(train.rows / o.batchSize) / accumulation);
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
   const warmupSteps = o.warmupSteps ?? 0;
-  const schedule = o.schedule === 'constant' ? { kind: 'constant' as const, lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
+  const schedule =
+    o.schedule === 'constant'
+      ? { kind: 'constant' as const, lr: o.lr, warmupSteps }
+      : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
   const trainer = new Trainer(program, {
-    device: o.device, threads: o.threads, seed: o.seed, batchSize: o.batchSize, accumulation, epochs: o.epochs, maxSteps: o.maxSteps, schedule,
-    evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery || undefined, checkpointDir: o.checkpointDir, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, signal: o.signal,
+    device: o.device,
+    threads: o.threads,
+    seed: o.seed,
+    batchSize: o.batchSize,
+    accumulation,
+    epochs: o.epochs,
+    maxSteps: o.maxSteps,
+    schedule,
+    evalEvery: o.evalEvery,
+    checkpointEvery: o.checkpointEvery || undefined,
+    checkpointDir: o.checkpointDir,
+    stepsPerRun: o.stepsPerRun,
+    runBudgetMs: o.runBudgetMs,
+    signal: o.signal,
     onStep: (m) => o.onProgress?.({ ...m, totalSteps }),
     onCheckpoint: (dir) => o.onCheckpoint?.(dir),
   });
@@ -171,21 +232,52 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   try {
     // Packed and unpacked graphs share every initializer name; inference runs one example per row.
     exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir).model } : program, r.params, join(tmp, 'model.onnx'));
-    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json']) if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json'])
+      if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
     // The template the model was tuned with is the one it must be served with (an explicit chat.template included).
     if (task.chat) {
       const cfgPath = join(tmp, 'tokenizer_config.json');
-      const tokCfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown> : {};
+      const tokCfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
       writeFileSync(cfgPath, JSON.stringify({ ...tokCfg, chat_template: task.chat.template.text }, null, 2) + '\n');
     }
     const baseSha = (await sha256File(baseWeightsFile(o.modelDir))).sha256;
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
-    writeFileSync(join(tmp, MANIFEST), JSON.stringify({
-      format: 'tempered-model/1', task: 'causal-lm', maxLength: o.maxLength, template: o.template ?? null,
-      chat: task.chat ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null } : null, baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
-      method: o.method, hyperparameters: { pack: o.pack ?? false, lora: o.lora, lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation, schedule: o.schedule, warmupSteps, weightDecay: o.weightDecay, clipNorm: o.clipNorm, seed: o.seed, maxLength: o.maxLength },
-      inputs: ['input_ids', 'attention_mask'], outputs: { logits: 'logits' }, training: { steps: r.step, epochs: r.epoch },
-    }, null, 2) + '\n');
+    writeFileSync(
+      join(tmp, MANIFEST),
+      JSON.stringify(
+        {
+          format: 'tempered-model/1',
+          task: 'causal-lm',
+          maxLength: o.maxLength,
+          template: o.template ?? null,
+          chat: task.chat
+            ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null }
+            : null,
+          baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
+          method: o.method,
+          hyperparameters: {
+            pack: o.pack ?? false,
+            lora: o.lora,
+            lr: o.lr,
+            epochs: o.epochs,
+            maxSteps: o.maxSteps,
+            batchSize: o.batchSize,
+            accumulation,
+            schedule: o.schedule,
+            warmupSteps,
+            weightDecay: o.weightDecay,
+            clipNorm: o.clipNorm,
+            seed: o.seed,
+            maxLength: o.maxLength,
+          },
+          inputs: ['input_ids', 'attention_mask'],
+          outputs: { logits: 'logits' },
+          training: { steps: r.step, epochs: r.epoch },
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     if (program.lora) exportPeftAdapter(program, r.params, join(tmp, 'adapter'), { baseModel: cfg._name_or_path, taskType: 'CAUSAL_LM' });
     if (existsSync(o.outDir)) rmSync(o.outDir, { recursive: true });
     mkdirSync(dirname(o.outDir), { recursive: true });
@@ -195,7 +287,14 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     throw e;
   }
   const resumedFromStep = resumeFrom ? Number(/step-(\d+)$/.exec(resumeFrom)?.[1]) : undefined;
-  return { steps: r.step, epochs: r.epoch, finalLoss: history.at(-1)?.loss ?? NaN, history, resumedFromStep, truncatedRows: trainTok.truncatedRows };
+  return {
+    steps: r.step,
+    epochs: r.epoch,
+    finalLoss: history.at(-1)?.loss ?? NaN,
+    history,
+    resumedFromStep,
+    truncatedRows: trainTok.truncatedRows,
+  };
 }
 
 export interface EvaluateCausalLmOptions {
@@ -216,7 +315,13 @@ export interface EvaluateCausalLmOptions {
 /** Mean NLL and perplexity over response tokens only (prompt tokens and padding are not scored). */
 export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLoss> {
   const manifestPath = join(o.model, MANIFEST);
-  const manifest = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) as { maxLength: number; template: PromptTemplate | null; chat?: { template: string; system: string | null; endOfTurn: string | null } | null } : undefined;
+  const manifest = existsSync(manifestPath)
+    ? (JSON.parse(readFileSync(manifestPath, 'utf8')) as {
+        maxLength: number;
+        template: PromptTemplate | null;
+        chat?: { template: string; system: string | null; endOfTurn: string | null } | null;
+      })
+    : undefined;
   const maxLength = o.maxLength ?? manifest?.maxLength ?? 256;
   const template = o.template ?? manifest?.template ?? undefined;
   const m = manifest?.chat;
@@ -226,13 +331,24 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLo
   mkdirSync(tmpDir, { recursive: true });
   try {
     const tok = await tokenizeToArrow({
-      input: o.table, output: join(tmpDir, 'tokens.arrow'), tokenizer,
-      task: { kind: 'causal', promptColumn: o.promptColumn ?? 'prompt', responseColumn: o.responseColumn ?? 'response', template, chat: chatTask(o.model, chat) },
+      input: o.table,
+      output: join(tmpDir, 'tokens.arrow'),
+      tokenizer,
+      task: {
+        kind: 'causal',
+        promptColumn: o.promptColumn ?? 'prompt',
+        responseColumn: o.responseColumn ?? 'response',
+        template,
+        chat: chatTask(o.model, chat),
+      },
       padding: { kind: 'longest', maxLength, multipleOf: 8 },
     });
     const t = await readCausalTable(tok.path);
     const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model).model;
-    const session = await createSession(model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model, { device: o.device ?? 'cpu', threads: o.threads });
+    const session = await createSession(
+      model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,
+      { device: o.device ?? 'cpu', threads: o.threads },
+    );
     const acc = new LmLossAccumulator();
     const bs = o.batchSize ?? 8;
     const T = t.seq;
@@ -240,7 +356,10 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLo
       for (let s = 0; s < t.rows; s += bs) {
         const n = Math.min(bs, t.rows - s);
         const slice = (name: string) => (t.data[name]!.data as BigInt64Array).subarray(s * T, (s + n) * T);
-        const out = await session.run({ input_ids: toOrt('int64', slice('input_ids'), [n, T]), attention_mask: toOrt('int64', slice('attention_mask'), [n, T]) });
+        const out = await session.run({
+          input_ids: toOrt('int64', slice('input_ids'), [n, T]),
+          attention_mask: toOrt('int64', slice('attention_mask'), [n, T]),
+        });
         const logits = out.logits!;
         const labels = slice('labels');
         const mask = new Int32Array(n * T);

@@ -20,10 +20,29 @@ const bigVal = writeTextTable(join(root, 'val-big.arrow'), syntheticRows(400, 2)
 
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
   return {
-    modelDir, train, validation, labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8 },
-    lr: 2e-2, epochs: 3, batchSize: 16, schedule: 'linear', warmupRatio: 0.05, weightDecay: 0.01, clipNorm: 1, seed: 3, maxLength: 32,
-    pooling: 'mean', device: 'cpu', threads: 2, checkpointDir: join(root, name, 'ck'), checkpointEvery: 0, evalEvery: 16,
-    outDir: join(root, name, 'out'), ...over,
+    modelDir,
+    train,
+    validation,
+    labels: ['negative', 'positive'],
+    method: 'lora',
+    lora: { r: 4, alpha: 8 },
+    lr: 2e-2,
+    epochs: 3,
+    batchSize: 16,
+    schedule: 'linear',
+    warmupRatio: 0.05,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    seed: 3,
+    maxLength: 32,
+    pooling: 'mean',
+    device: 'cpu',
+    threads: 2,
+    checkpointDir: join(root, name, 'ck'),
+    checkpointEvery: 0,
+    evalEvery: 16,
+    outDir: join(root, name, 'out'),
+    ...over,
   };
 }
 
@@ -47,7 +66,8 @@ for (const [method, over, minAcc] of [
     assert.ok(val.accuracy >= minAcc, `validation accuracy ${val.accuracy} < ${minAcc}`);
     assert.equal(r.steps, r.history.length);
     const out = join(root, method, 'out');
-    for (const f of ['model.onnx', 'tokenizer.json', 'config.json', 'labels.json', 'tempered-model.json']) assert.ok(existsSync(join(out, f)), f);
+    for (const f of ['model.onnx', 'tokenizer.json', 'config.json', 'labels.json', 'tempered-model.json'])
+      assert.ok(existsSync(join(out, f)), f);
     const manifest = JSON.parse(readFileSync(join(out, 'tempered-model.json'), 'utf8'));
     assert.equal(manifest.method, method);
     assert.deepEqual(manifest.labels, ['negative', 'positive']);
@@ -68,12 +88,30 @@ for (const [method, over, minAcc] of [
 test('LoRA on chosen layers adapts only those layers, and backprop stops below them', () => {
   assert.deepEqual(loraTargetPatterns(undefined, undefined), ['*.query.weight', '*.value.weight']);
   assert.deepEqual(loraTargetPatterns(['query'], [1]), ['encoder.layer.1.*.query.weight']);
-  const compiled = (layers: number[]) => compileClassifier({ modelDir, labels: ['a', 'b'], method: 'lora', lora: { r: 4, alpha: 8, layers }, pooling: 'mean', seed: 1, weightDecay: 0 }).program;
-  const top = compiled([1]), bottom = compiled([0]);
-  assert.deepEqual(top.params.map((p) => p.name).filter((n) => n.includes('lora')).sort(), [
-    'encoder.layer.1.attention.self.query.lora_A.weight', 'encoder.layer.1.attention.self.query.lora_B.weight',
-    'encoder.layer.1.attention.self.value.lora_A.weight', 'encoder.layer.1.attention.self.value.lora_B.weight',
-  ]);
+  const compiled = (layers: number[]) =>
+    compileClassifier({
+      modelDir,
+      labels: ['a', 'b'],
+      method: 'lora',
+      lora: { r: 4, alpha: 8, layers },
+      pooling: 'mean',
+      seed: 1,
+      weightDecay: 0,
+    }).program;
+  const top = compiled([1]),
+    bottom = compiled([0]);
+  assert.deepEqual(
+    top.params
+      .map((p) => p.name)
+      .filter((n) => n.includes('lora'))
+      .sort(),
+    [
+      'encoder.layer.1.attention.self.query.lora_A.weight',
+      'encoder.layer.1.attention.self.query.lora_B.weight',
+      'encoder.layer.1.attention.self.value.lora_A.weight',
+      'encoder.layer.1.attention.self.value.lora_B.weight',
+    ],
+  );
   // Adapters only in the top layer: the backward pass has no nodes for layer 0.
   const gradNodes = (p: typeof top) => p.step.graph.nodes.filter((n) => n.name.startsWith('grad_')).length;
   assert.ok(gradNodes(top) < gradNodes(bottom) * 0.75, `grad nodes: top-only ${gradNodes(top)}, bottom ${gradNodes(bottom)}`);
@@ -91,8 +129,17 @@ test('early stopping keeps the best step and exports its weights', async () => {
 
 test('bad options are InputErrors naming the field', async () => {
   await assert.rejects(trainClassifier(options('bad1', { lr: 0 })), (e: unknown) => e instanceof InputError && /train\.lr/.test(e.message));
-  await assert.rejects(trainClassifier(options('bad2', { labels: ['a'] })), (e: unknown) => e instanceof InputError && /train\.labels/.test(e.message));
-  await assert.rejects(trainClassifier(options('bad3', { labels: ['neg', 'pos'] })), (e: unknown) => e instanceof InputError && /label "(positive|negative)" is not one of/.test(e.message));
-  await assert.rejects(trainClassifier(options('bad4', { lora: { r: 4, alpha: 8, targets: ['nosuchmodule'] } })), (e: unknown) => e instanceof InputError && /lora\.targets/.test(e.message));
+  await assert.rejects(
+    trainClassifier(options('bad2', { labels: ['a'] })),
+    (e: unknown) => e instanceof InputError && /train\.labels/.test(e.message),
+  );
+  await assert.rejects(
+    trainClassifier(options('bad3', { labels: ['neg', 'pos'] })),
+    (e: unknown) => e instanceof InputError && /label "(positive|negative)" is not one of/.test(e.message),
+  );
+  await assert.rejects(
+    trainClassifier(options('bad4', { lora: { r: 4, alpha: 8, targets: ['nosuchmodule'] } })),
+    (e: unknown) => e instanceof InputError && /lora\.targets/.test(e.message),
+  );
   assert.equal(existsSync(join(root, 'bad3', 'out')), false);
 });

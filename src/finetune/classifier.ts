@@ -77,7 +77,9 @@ export interface TrainResult {
 const posInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 1;
 
 function validate(o: TrainClassifierOptions): void {
-  const bad = (field: string, msg: string, hint?: string) => { throw new InputError(msg, { where: `train.${field}`, hint }); };
+  const bad = (field: string, msg: string, hint?: string) => {
+    throw new InputError(msg, { where: `train.${field}`, hint });
+  };
   if (!existsSync(o.train)) bad('train', `table ${o.train} does not exist`);
   if (o.validation !== undefined && !existsSync(o.validation)) bad('validation', `table ${o.validation} does not exist`);
   if (!Array.isArray(o.labels) || o.labels.length < 2) bad('labels', 'give at least two class labels, in a fixed order');
@@ -93,9 +95,12 @@ function validate(o: TrainClassifierOptions): void {
   if (o.epochs !== undefined && !posInt(o.epochs)) bad('epochs', `epochs must be a positive integer, got ${o.epochs}`);
   if (o.maxSteps !== undefined && !posInt(o.maxSteps)) bad('maxSteps', `maxSteps must be a positive integer, got ${o.maxSteps}`);
   if (!posInt(o.batchSize)) bad('batchSize', `batchSize must be a positive integer, got ${o.batchSize}`);
-  if (o.accumulation !== undefined && !posInt(o.accumulation)) bad('accumulation', `accumulation must be a positive integer, got ${o.accumulation}`);
-  if (o.warmupRatio !== undefined && !(o.warmupRatio >= 0 && o.warmupRatio < 1)) bad('warmupRatio', `warmupRatio must be in [0, 1), got ${o.warmupRatio}`);
-  if (!['constant', 'linear', 'cosine'].includes(o.schedule)) bad('schedule', `schedule ${JSON.stringify(o.schedule)} is not one of constant, linear, cosine`);
+  if (o.accumulation !== undefined && !posInt(o.accumulation))
+    bad('accumulation', `accumulation must be a positive integer, got ${o.accumulation}`);
+  if (o.warmupRatio !== undefined && !(o.warmupRatio >= 0 && o.warmupRatio < 1))
+    bad('warmupRatio', `warmupRatio must be in [0, 1), got ${o.warmupRatio}`);
+  if (!['constant', 'linear', 'cosine'].includes(o.schedule))
+    bad('schedule', `schedule ${JSON.stringify(o.schedule)} is not one of constant, linear, cosine`);
   if (!(o.weightDecay >= 0)) bad('weightDecay', `weightDecay must be ≥ 0, got ${o.weightDecay}`);
   if (o.clipNorm !== undefined && !(o.clipNorm > 0)) bad('clipNorm', `clipNorm must be positive, got ${o.clipNorm}`);
   if (!Number.isInteger(o.seed)) bad('seed', `seed must be an integer, got ${o.seed}`);
@@ -103,16 +108,22 @@ function validate(o: TrainClassifierOptions): void {
   const rates = dropoutRates(o.dropout);
   for (const k of ['hidden', 'attention', 'classifier'] as const) {
     const v = rates?.[k];
-    if (v !== undefined && !(typeof v === 'number' && v >= 0 && v < 1)) bad(typeof o.dropout === 'number' ? 'dropout' : `dropout.${k}`, `dropout rate must be a number in [0, 1), got ${JSON.stringify(v)}`);
+    if (v !== undefined && !(typeof v === 'number' && v >= 0 && v < 1))
+      bad(typeof o.dropout === 'number' ? 'dropout' : `dropout.${k}`, `dropout rate must be a number in [0, 1), got ${JSON.stringify(v)}`);
   }
-  if (!['cls', 'mean', 'pooler'].includes(o.pooling)) bad('pooling', `pooling must be cls, mean or pooler, got ${JSON.stringify(o.pooling)}`);
-  if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device)) bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
-  if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0)) bad('checkpointEvery', `checkpointEvery must be an integer ≥ 0, got ${o.checkpointEvery}`);
+  if (!['cls', 'mean', 'pooler'].includes(o.pooling))
+    bad('pooling', `pooling must be cls, mean or pooler, got ${JSON.stringify(o.pooling)}`);
+  if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device))
+    bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
+  if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0))
+    bad('checkpointEvery', `checkpointEvery must be an integer ≥ 0, got ${o.checkpointEvery}`);
   if (o.evalEvery !== undefined && !posInt(o.evalEvery)) bad('evalEvery', `evalEvery must be a positive integer, got ${o.evalEvery}`);
   if (o.earlyStopping) {
     if (!o.validation || !o.evalEvery) bad('earlyStopping', 'early stopping needs a validation table and evalEvery');
-    if (!['loss', 'accuracy', 'f1_macro'].includes(o.earlyStopping.metric)) bad('earlyStopping.metric', `metric must be loss, accuracy or f1_macro, got ${JSON.stringify(o.earlyStopping.metric)}`);
-    if (!posInt(o.earlyStopping.patience)) bad('earlyStopping.patience', `patience must be a positive integer, got ${o.earlyStopping.patience}`);
+    if (!['loss', 'accuracy', 'f1_macro'].includes(o.earlyStopping.metric))
+      bad('earlyStopping.metric', `metric must be loss, accuracy or f1_macro, got ${JSON.stringify(o.earlyStopping.metric)}`);
+    if (!posInt(o.earlyStopping.patience))
+      bad('earlyStopping.patience', `patience must be a positive integer, got ${o.earlyStopping.patience}`);
   }
 }
 
@@ -136,21 +147,40 @@ function pooledValue(model: Model): string {
 }
 
 /** Forward graph + compiled train program for the options' model, method and head (no data needed). */
-export function compileClassifier(o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'>): { program: TrainProgram; config: BertConfig } {
-  const { model, config } = buildBertClassifier(o.modelDir, { numLabels: o.labels.length, pooling: o.pooling, seed: o.seed, dropout: dropoutRates(o.dropout) });
+export function compileClassifier(
+  o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'>,
+): { program: TrainProgram; config: BertConfig } {
+  const { model, config } = buildBertClassifier(o.modelDir, {
+    numLabels: o.labels.length,
+    pooling: o.pooling,
+    seed: o.seed,
+    dropout: dropoutRates(o.dropout),
+  });
   const head = [CLASSIFIER_WEIGHT, CLASSIFIER_BIAS];
   let trainable: TrainableSpec;
   if (o.method === 'full') trainable = { kind: 'full' };
   else if (o.method === 'head') trainable = { kind: 'head', features: pooledValue(model) };
-  else trainable = { kind: 'lora', r: o.lora!.r, alpha: o.lora!.alpha, dropout: o.lora!.dropout ?? 0, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers), seed: o.seed, alsoTrain: head };
+  else
+    trainable = {
+      kind: 'lora',
+      r: o.lora!.r,
+      alpha: o.lora!.alpha,
+      dropout: o.lora!.dropout ?? 0,
+      targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers),
+      seed: o.seed,
+      alsoTrain: head,
+    };
   try {
     const program = compileTrainStep(model, {
-      loss: { kind: 'cross_entropy', logits: 'logits' }, trainable, clipNorm: o.clipNorm,
+      loss: { kind: 'cross_entropy', logits: 'logits' },
+      trainable,
+      clipNorm: o.clipNorm,
       optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
     });
     return { program, config };
   } catch (e) {
-    if (o.method === 'lora' && /match no MatMul/.test((e as Error).message)) throw new InputError((e as Error).message, { where: 'train.lora.targets', cause: e });
+    if (o.method === 'lora' && /match no MatMul/.test((e as Error).message))
+      throw new InputError((e as Error).message, { where: 'train.lora.targets', cause: e });
     throw e;
   }
 }
@@ -170,39 +200,97 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
-  const valTok = o.validation ? await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding }) : undefined;
+  const valTok = o.validation
+    ? await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })
+    : undefined;
   const train = await readTokenTable(trainTok.path);
   const val = valTok ? await readTokenTable(valTok.path) : undefined;
 
   const { program, config } = compileClassifier(o);
-  if (train.width > config.maxPositions) throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
+  if (train.width > config.maxPositions)
+    throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
 
   const baseSha = (await sha256File(join(o.modelDir, 'model.safetensors'))).sha256;
   const hyper = {
-    method: o.method, lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,
-    lr: o.lr, epochs: o.epochs, maxSteps: o.maxSteps, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
-    warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps, schedule: o.schedule, weightDecay: o.weightDecay, clipNorm: o.clipNorm,
-    seed: o.seed, maxLength: o.maxLength, pooling: o.pooling, bucket, groupByLength, labels: o.labels,
+    method: o.method,
+    lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,
+    lr: o.lr,
+    epochs: o.epochs,
+    maxSteps: o.maxSteps,
+    batchSize: o.batchSize,
+    accumulation: o.accumulation ?? 1,
+    warmupRatio: o.warmupRatio,
+    warmupSteps: o.warmupSteps,
+    schedule: o.schedule,
+    weightDecay: o.weightDecay,
+    clipNorm: o.clipNorm,
+    seed: o.seed,
+    maxLength: o.maxLength,
+    pooling: o.pooling,
+    bucket,
+    groupByLength,
+    labels: o.labels,
     dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout, classifier: config.classifierDropout },
   };
   const dataHash = (await sha256File(trainTok.path)).sha256;
-  const configHash = createHash('sha256').update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping })).digest('hex');
+  const configHash = createHash('sha256')
+    .update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping }))
+    .digest('hex');
 
   const r = await runLoop({
-    program, train, val, labels: o.labels, seed: o.seed, batchSize: o.batchSize, accumulation: o.accumulation ?? 1,
-    epochs: o.epochs, maxSteps: o.maxSteps, lr: o.lr, schedule: o.schedule, warmupRatio: o.warmupRatio, warmupSteps: o.warmupSteps,
-    bucket, groupByLength, device: o.device, threads: o.threads, checkpointDir: o.checkpointDir, checkpointEvery: o.checkpointEvery,
-    resume: o.resume ?? false, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping, configHash,
-    onProgress: o.onProgress, onCheckpoint: o.onCheckpoint, signal: o.signal, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs,
+    program,
+    train,
+    val,
+    labels: o.labels,
+    seed: o.seed,
+    batchSize: o.batchSize,
+    accumulation: o.accumulation ?? 1,
+    epochs: o.epochs,
+    maxSteps: o.maxSteps,
+    lr: o.lr,
+    schedule: o.schedule,
+    warmupRatio: o.warmupRatio,
+    warmupSteps: o.warmupSteps,
+    bucket,
+    groupByLength,
+    device: o.device,
+    threads: o.threads,
+    checkpointDir: o.checkpointDir,
+    checkpointEvery: o.checkpointEvery,
+    resume: o.resume ?? false,
+    evalEvery: o.evalEvery,
+    earlyStopping: o.earlyStopping,
+    configHash,
+    onProgress: o.onProgress,
+    onCheckpoint: o.onCheckpoint,
+    signal: o.signal,
+    stepsPerRun: o.stepsPerRun,
+    runBudgetMs: o.runBudgetMs,
   });
 
   const cfgRaw = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
   const manifest: ModelManifest = {
-    format: 'tempered-model/1', task: 'classification', labels: o.labels, maxLength: o.maxLength, pooling: o.pooling,
-    baseModel: { name: cfgRaw._name_or_path ?? o.modelDir, sha256: baseSha }, method: o.method, hyperparameters: hyper,
-    inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: { logits: 'logits', embeddings: FEATURES },
+    format: 'tempered-model/1',
+    task: 'classification',
+    labels: o.labels,
+    maxLength: o.maxLength,
+    pooling: o.pooling,
+    baseModel: { name: cfgRaw._name_or_path ?? o.modelDir, sha256: baseSha },
+    method: o.method,
+    hyperparameters: hyper,
+    inputs: ['input_ids', 'attention_mask', 'token_type_ids'],
+    outputs: { logits: 'logits', embeddings: FEATURES },
     training: { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep },
   };
   exportClassifier({ outDir: o.outDir, modelDir: o.modelDir, program, weights: r.bestParams ?? r.params, manifest });
-  return { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep, history: r.history, resumedFromStep: r.resumedFromStep, truncatedRows: trainTok.truncatedRows, outDir: o.outDir };
+  return {
+    steps: r.steps,
+    epochs: r.epochs,
+    finalLoss: r.finalLoss,
+    bestStep: r.bestStep,
+    history: r.history,
+    resumedFromStep: r.resumedFromStep,
+    truncatedRows: trainTok.truncatedRows,
+    outDir: o.outDir,
+  };
 }

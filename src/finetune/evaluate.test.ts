@@ -19,8 +19,24 @@ const testRows = syntheticRows(60, 4);
 const labels = ['negative', 'positive'];
 const outDir = join(root, 'out');
 await trainClassifier({
-  modelDir, train, labels, method: 'lora', lora: { r: 4, alpha: 8 }, lr: 2e-2, maxSteps: 24, batchSize: 16, schedule: 'constant',
-  weightDecay: 0.01, seed: 3, maxLength: 32, pooling: 'mean', device: 'cpu', threads: 2, checkpointDir: join(root, 'ck'), checkpointEvery: 0, outDir,
+  modelDir,
+  train,
+  labels,
+  method: 'lora',
+  lora: { r: 4, alpha: 8 },
+  lr: 2e-2,
+  maxSteps: 24,
+  batchSize: 16,
+  schedule: 'constant',
+  weightDecay: 0.01,
+  seed: 3,
+  maxLength: 32,
+  pooling: 'mean',
+  device: 'cpu',
+  threads: 2,
+  checkpointDir: join(root, 'ck'),
+  checkpointEvery: 0,
+  outDir,
 });
 
 test('evaluateClassifier reports the confusion of a known labelling', async () => {
@@ -30,20 +46,29 @@ test('evaluateClassifier reports the confusion of a known labelling', async () =
   // Truth = the model's own predictions, with the first 7 flipped: exactly 7 errors, at known places.
   const flip = (l: string) => (l === 'positive' ? 'negative' : 'positive');
   const truth = preds.map((l, i) => (i < 7 ? flip(l) : l));
-  const table = writeTextTable(join(root, 'known.arrow'), testRows.map((r, i) => ({ text: r.text, label: truth[i]! })));
+  const table = writeTextTable(
+    join(root, 'known.arrow'),
+    testRows.map((r, i) => ({ text: r.text, label: truth[i]! })),
+  );
   const { metrics, predictions } = await evaluateClassifier({ modelFolder: outDir, table, threads: 2 });
   assert.deepEqual(predictions, preds);
   assert.equal(metrics.n, 60);
   assert.equal(metrics.accuracy, 53 / 60);
   const k = (t: string, q: string) => preds.filter((l, i) => truth[i] === t && l === q).length;
-  assert.deepEqual(metrics.confusion, [[k('negative', 'negative'), k('negative', 'positive')], [k('positive', 'negative'), k('positive', 'positive')]]);
+  assert.deepEqual(metrics.confusion, [
+    [k('negative', 'negative'), k('negative', 'positive')],
+    [k('positive', 'negative'), k('positive', 'positive')],
+  ]);
   assert.equal(metrics.confusion[0]![1]! + metrics.confusion[1]![0]!, 7);
   for (const l of labels) assert.ok(metrics.perClass[l]!.f1 >= 0 && metrics.perClass[l]!.f1 <= 1);
 });
 
 test('evaluateClassifier names a missing column', async () => {
   const bad = writeTextTable(join(root, 'known.arrow'), testRows);
-  await assert.rejects(evaluateClassifier({ modelFolder: outDir, table: bad, labelColumn: 'gold' }), (e: unknown) => e instanceof InputError && /"gold" not found/.test(e.message));
+  await assert.rejects(
+    evaluateClassifier({ modelFolder: outDir, table: bad, labelColumn: 'gold' }),
+    (e: unknown) => e instanceof InputError && /"gold" not found/.test(e.message),
+  );
 });
 
 test('frozen-feature baseline: base-model embeddings + logistic regression, deterministic', async () => {

@@ -18,18 +18,33 @@ export interface LabeledTexts {
 }
 
 /** Text and label columns of a table; labels may be strings or class indices into `labelNames`. */
-export async function readLabeledTexts(path: string, textColumn = 'text', labelColumn = 'label', labelNames?: string[]): Promise<LabeledTexts> {
-  const texts: string[] = [], labels: string[] = [];
+export async function readLabeledTexts(
+  path: string,
+  textColumn = 'text',
+  labelColumn = 'label',
+  labelNames?: string[],
+): Promise<LabeledTexts> {
+  const texts: string[] = [],
+    labels: string[] = [];
   let row = 0;
   for await (const b of readArrowBatches(path)) {
-    for (const [c, field] of [[textColumn, 'textColumn'], [labelColumn, 'labelColumn']] as const) {
-      if (!b.schema.fields.some((f) => f.name === c)) throw new InputError(`column ${JSON.stringify(c)} not found (columns: ${b.schema.fields.map((f) => f.name).join(', ')})`, { where: `${path} (${field})` });
+    for (const [c, field] of [
+      [textColumn, 'textColumn'],
+      [labelColumn, 'labelColumn'],
+    ] as const) {
+      if (!b.schema.fields.some((f) => f.name === c))
+        throw new InputError(`column ${JSON.stringify(c)} not found (columns: ${b.schema.fields.map((f) => f.name).join(', ')})`, {
+          where: `${path} (${field})`,
+        });
     }
     texts.push(...stringColumn(b, textColumn));
     for (const v of columnValues(b, labelColumn)) {
       if (typeof v === 'string') labels.push(v);
       else if (typeof v === 'number' && labelNames?.[v] !== undefined) labels.push(labelNames[v]!);
-      else throw new InputError(`label ${JSON.stringify(v)} is neither a class name nor an index into the labels`, { where: `${path}: row ${row}, column ${labelColumn}` });
+      else
+        throw new InputError(`label ${JSON.stringify(v)} is neither a class name nor an index into the labels`, {
+          where: `${path}: row ${row}, column ${labelColumn}`,
+        });
       row++;
     }
   }
@@ -61,7 +76,10 @@ export async function evaluateClassifier(o: EvaluateOptions): Promise<EvaluateRe
     const labels = o.labels ?? p.labels;
     const data = await readLabeledTexts(o.table, o.textColumn, o.labelColumn, labels);
     const unknown = data.labels.find((l) => !labels.includes(l));
-    if (unknown !== undefined) throw new InputError(`label ${JSON.stringify(unknown)} in the table is not one of the model's labels ${JSON.stringify(labels)}`, { where: `${o.table} (labelColumn)` });
+    if (unknown !== undefined)
+      throw new InputError(`label ${JSON.stringify(unknown)} in the table is not one of the model's labels ${JSON.stringify(labels)}`, {
+        where: `${o.table} (labelColumn)`,
+      });
     const preds = (await p.predict(data.texts)).map((r) => r.label);
     return { metrics: classificationReport(data.labels, preds, { labels, where: o.table }), modelId: p.id, predictions: preds };
   } finally {
@@ -94,7 +112,11 @@ export interface BaselineResult {
 }
 
 /** Pooled embeddings of the base model (forward only) for each text, one Float32Array per row. */
-export async function baseEmbeddings(modelDir: string, texts: string[], o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number }): Promise<Float32Array[]> {
+export async function baseEmbeddings(
+  modelDir: string,
+  texts: string[],
+  o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number },
+): Promise<Float32Array[]> {
   const { model } = buildBertClassifier(modelDir, { numLabels: 2, pooling: o.pooling, seed: 0 });
   model.graph.outputs = model.graph.outputs.filter((v) => v.name === FEATURES);
   removeDeadNodes(model.graph);
@@ -103,14 +125,28 @@ export async function baseEmbeddings(modelDir: string, texts: string[], o: { poo
   const bs = o.batchSize ?? 64;
   try {
     // Sorting by length keeps each batch's padding small; results go back to input order.
-    const order = texts.map((t, i) => [t.length, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, i]) => i);
+    const order = texts
+      .map((t, i) => [t.length, i] as const)
+      .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+      .map(([, i]) => i);
     const out = new Array<Float32Array>(texts.length);
     for (let s = 0; s < order.length; s += bs) {
       const idx = order.slice(s, s + bs);
-      const f = (await session.run(encodeTexts(tok, idx.map((i) => texts[i]!), o.maxLength, 16)))[FEATURES]!;
+      const f = (
+        await session.run(
+          encodeTexts(
+            tok,
+            idx.map((i) => texts[i]!),
+            o.maxLength,
+            16,
+          ),
+        )
+      )[FEATURES]!;
       const dim = f.dims[1]!;
       const data = f.data as Float32Array;
-      idx.forEach((i, k) => { out[i] = data.slice(k * dim, (k + 1) * dim); });
+      idx.forEach((i, k) => {
+        out[i] = data.slice(k * dim, (k + 1) * dim);
+      });
     }
     return out;
   } finally {
@@ -122,10 +158,16 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
-  const emb = (texts: string[]) => baseEmbeddings(o.modelDir, texts, { pooling: o.pooling, maxLength, device: o.device, threads: o.threads });
+  const emb = (texts: string[]) =>
+    baseEmbeddings(o.modelDir, texts, { pooling: o.pooling, maxLength, device: o.device, threads: o.threads });
   const Xtr = await emb(train.texts);
   const Xte = await emb(test.texts);
   const model = fit(Xtr, train.labels, { seed: o.seed, l2: o.l2 });
   const preds = logregPredict(model, Xte);
-  return { metrics: classificationReport(test.labels, preds, { labels: o.labels, where: o.test }), trainRows: Xtr.length, testRows: Xte.length, dim: Xtr[0]?.length ?? 0 };
+  return {
+    metrics: classificationReport(test.labels, preds, { labels: o.labels, where: o.test }),
+    trainRows: Xtr.length,
+    testRows: Xte.length,
+    dim: Xtr[0]?.length ?? 0,
+  };
 }

@@ -40,16 +40,31 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
  * PEFT LoRA adapter for BertForSequenceClassification: unlike the engine's generic exportPeftAdapter,
  * module paths carry the `bert.` prefix that class nests the encoder under, and the trained head is saved.
  */
-export function writePeftAdapter(dir: string, prog: TrainProgram, weights: Map<string, TypedArray>, baseName: string, headNames: string[]): void {
+export function writePeftAdapter(
+  dir: string,
+  prog: TrainProgram,
+  weights: Map<string, TypedArray>,
+  baseName: string,
+  headNames: string[],
+): void {
   const lora = prog.lora!;
   const spec: LoraSpec = lora.spec;
   mkdirSync(dir, { recursive: true });
   const tensors = new Map<string, SafeTensor>();
   // BertForSequenceClassification nests the encoder under `bert.`.
   for (const mod of lora.modules) {
-    const a = weights.get(mod.a) as Float32Array, b = weights.get(mod.b) as Float32Array;
-    tensors.set(`base_model.model.bert.${mod.module}.lora_A.weight`, { dtype: 'F32', shape: [spec.r, mod.inFeatures], data: transpose(a, mod.inFeatures, spec.r) });
-    tensors.set(`base_model.model.bert.${mod.module}.lora_B.weight`, { dtype: 'F32', shape: [mod.outFeatures, spec.r], data: transpose(b, spec.r, mod.outFeatures) });
+    const a = weights.get(mod.a) as Float32Array,
+      b = weights.get(mod.b) as Float32Array;
+    tensors.set(`base_model.model.bert.${mod.module}.lora_A.weight`, {
+      dtype: 'F32',
+      shape: [spec.r, mod.inFeatures],
+      data: transpose(a, mod.inFeatures, spec.r),
+    });
+    tensors.set(`base_model.model.bert.${mod.module}.lora_B.weight`, {
+      dtype: 'F32',
+      shape: [mod.outFeatures, spec.r],
+      data: transpose(b, spec.r, mod.outFeatures),
+    });
   }
   for (const name of headNames) {
     const w = weights.get(name) as Float32Array | undefined;
@@ -61,10 +76,26 @@ export function writePeftAdapter(dir: string, prog: TrainProgram, weights: Map<s
   }
   writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   const targets = [...new Set(lora.modules.map((m) => m.module.split('.').pop()!))].sort();
-  const layers = [...new Set(lora.modules.map((m) => /layer\.(\d+)\./.exec(m.module)?.[1]).filter((x): x is string => !!x).map(Number))].sort((x, y) => x - y);
+  const layers = [
+    ...new Set(
+      lora.modules
+        .map((m) => /layer\.(\d+)\./.exec(m.module)?.[1])
+        .filter((x): x is string => !!x)
+        .map(Number),
+    ),
+  ].sort((x, y) => x - y);
   const config = {
-    peft_type: 'LORA', task_type: 'SEQ_CLS', base_model_name_or_path: baseName, r: spec.r, lora_alpha: spec.alpha, lora_dropout: spec.dropout ?? 0,
-    target_modules: targets, layers_to_transform: layers, bias: 'none', fan_in_fan_out: false, inference_mode: true,
+    peft_type: 'LORA',
+    task_type: 'SEQ_CLS',
+    base_model_name_or_path: baseName,
+    r: spec.r,
+    lora_alpha: spec.alpha,
+    lora_dropout: spec.dropout ?? 0,
+    target_modules: targets,
+    layers_to_transform: layers,
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
     modules_to_save: headNames.length ? ['classifier'] : null,
   };
   writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
@@ -92,8 +123,10 @@ export function exportClassifier(o: ExportOptions): void {
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
     const labels = o.manifest.labels;
     Object.assign(cfg, {
-      architectures: ['BertForSequenceClassification'], num_labels: labels.length,
-      id2label: Object.fromEntries(labels.map((l, i) => [String(i), l])), label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
+      architectures: ['BertForSequenceClassification'],
+      num_labels: labels.length,
+      id2label: Object.fromEntries(labels.map((l, i) => [String(i), l])),
+      label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
     });
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     writeFileSync(join(tmp, 'labels.json'), JSON.stringify(labels, null, 2) + '\n');

@@ -25,14 +25,16 @@ const model = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'cache'
 
 // The fixture's model has 64 embeddings (the tokenizer has 1000 tokens): single bytes "!".."`" and <|endoftext|> (0)
 // are below 64, so the template and the data use capitals and punctuation only (checked below).
-const TEMPLATE = "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+const TEMPLATE =
+  "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
 const chat = { template: TEMPLATE };
 
 /** "Q:XYZ" → "A:ZYX": the reply (reversed prompt) is predictable from the prompt, so its loss can fall. */
 function table(path: string, n: number, seed: number): string {
   const rng = new Rng(seed);
   const letters = 'BCDFGHJK';
-  const prompts: string[] = [], responses: string[] = [];
+  const prompts: string[] = [],
+    responses: string[] = [];
   for (let i = 0; i < n; i++) {
     const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]!);
     prompts.push(w.join(''));
@@ -46,8 +48,19 @@ function table(path: string, n: number, seed: number): string {
 const train = table(join(root, 'train.arrow'), 64, 1);
 const heldOut = table(join(root, 'test.arrow'), 16, 2);
 const common = {
-  modelDir: model.dir, train, chat, method: 'lora' as const, lora: { r: 4, alpha: 8 }, schedule: 'constant' as const,
-  weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 32, device: 'cpu' as const, threads: 2, checkpointEvery: 0,
+  modelDir: model.dir,
+  train,
+  chat,
+  method: 'lora' as const,
+  lora: { r: 4, alpha: 8 },
+  schedule: 'constant' as const,
+  weightDecay: 0,
+  clipNorm: 1,
+  seed: 3,
+  maxLength: 32,
+  device: 'cpu' as const,
+  threads: 2,
+  checkpointEvery: 0,
 };
 
 /** Mean NLL over the training table's reply tokens (and over all tokens), by hand from the base model's logits, one example per run. */
@@ -57,13 +70,22 @@ async function handNll(): Promise<{ reply: number; all: number }> {
   const session = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(model.dir).model), { intraOpNumThreads: 1 });
   const rng = new Rng(1);
   const letters = 'BCDFGHJK';
-  let scored = 0, scoredSum = 0, all = 0, allSum = 0;
+  let scored = 0,
+    scoredSum = 0,
+    all = 0,
+    allSum = 0;
   for (let i = 0; i < 64; i++) {
     const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]!);
     const e = encodeChatExample(tok, w.join(''), [...w].reverse().join(''), { template });
-    assert.ok(e.inputIds.every((t) => t < 64), 'every id is inside the tiny model\'s vocabulary');
+    assert.ok(
+      e.inputIds.every((t) => t < 64),
+      "every id is inside the tiny model's vocabulary",
+    );
     // Q : X Y Z <eot> A : Z Y X <eot>: the last four tokens carry loss.
-    assert.deepEqual(e.labels.map((l) => l !== IGNORE_INDEX), [...new Array<boolean>(8).fill(false), true, true, true, true]);
+    assert.deepEqual(
+      e.labels.map((l) => l !== IGNORE_INDEX),
+      [...new Array<boolean>(8).fill(false), true, true, true, true],
+    );
     const T = e.inputIds.length;
     const ids = new ort.Tensor('int64', BigInt64Array.from(e.inputIds, BigInt), [1, T]);
     const out = await session.run({ input_ids: ids, attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]) });
@@ -74,8 +96,12 @@ async function handNll(): Promise<{ reply: number; all: number }> {
       const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
       const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
       const nll = lse - row[e.inputIds[p + 1]!]!;
-      all++; allSum += nll;
-      if (e.labels[p + 1] !== IGNORE_INDEX) { scored++; scoredSum += nll; }
+      all++;
+      allSum += nll;
+      if (e.labels[p + 1] !== IGNORE_INDEX) {
+        scored++;
+        scoredSum += nll;
+      }
     }
   }
   await session.release();
@@ -86,7 +112,14 @@ const hand = handNll();
 
 test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftext|>, computed by hand from the base model', async () => {
   // LoRA's B starts at zero, so step 1's forward pass is the base model's.
-  const r = await trainCausalLm({ ...common, lr: 1e-4, maxSteps: 1, batchSize: 64, checkpointDir: join(root, 'one', 'ck'), outDir: join(root, 'one', 'out') });
+  const r = await trainCausalLm({
+    ...common,
+    lr: 1e-4,
+    maxSteps: 1,
+    batchSize: 64,
+    checkpointDir: join(root, 'one', 'ck'),
+    outDir: join(root, 'one', 'out'),
+  });
   const want = (await hand).reply;
   assert.ok(Math.abs(r.history[0]!.loss - want) < 1e-4 * want, `step-1 loss ${r.history[0]!.loss} vs reply-token NLL ${want}`);
   // The check can tell: scoring every token gives a different number.
@@ -94,7 +127,15 @@ test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftex
 });
 
 test('packed rows (two 12-token examples per 32-token row): the step-1 loss is the same reply-token NLL, so no example sees another', async () => {
-  const r = await trainCausalLm({ ...common, pack: true, lr: 1e-4, maxSteps: 1, batchSize: 32, checkpointDir: join(root, 'packed-one', 'ck'), outDir: join(root, 'packed-one', 'out') });
+  const r = await trainCausalLm({
+    ...common,
+    pack: true,
+    lr: 1e-4,
+    maxSteps: 1,
+    batchSize: 32,
+    checkpointDir: join(root, 'packed-one', 'ck'),
+    outDir: join(root, 'packed-one', 'out'),
+  });
   const want = (await hand).reply;
   assert.ok(Math.abs(r.history[0]!.loss - want) < 1e-4 * want, `packed step-1 loss ${r.history[0]!.loss} vs reply-token NLL ${want}`);
 });
@@ -102,16 +143,37 @@ test('packed rows (two 12-token examples per 32-token row): the step-1 loss is t
 test('packed LoRA training: reply loss falls; the exported model is the ordinary graph and scores better on held-out records', async () => {
   const outDir = join(root, 'packed', 'out');
   const before = await evaluateCausalLm({ model: model.dir, table: heldOut, chat, maxLength: 32, threads: 2 });
-  const r = await trainCausalLm({ ...common, pack: true, lr: 3e-2, epochs: 8, batchSize: 8, checkpointDir: join(root, 'packed', 'ck'), outDir });
+  const r = await trainCausalLm({
+    ...common,
+    pack: true,
+    lr: 3e-2,
+    epochs: 8,
+    batchSize: 8,
+    checkpointDir: join(root, 'packed', 'ck'),
+    outDir,
+  });
   assert.equal(r.steps, 32, '64 examples → 32 packed rows → 4 steps an epoch');
   const k = 4;
   const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
-  assert.ok(mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3, `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`);
+  assert.ok(
+    mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3,
+    `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`,
+  );
   const session = await ort.InferenceSession.create(readFileSync(join(outDir, 'model.onnx')));
   assert.deepEqual([...session.inputNames].sort(), ['attention_mask', 'input_ids']);
   await session.release();
   const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
-  if (process.env.TEMPERED_VERBOSE) console.log('packed: loss', mean(r.history.slice(0, k)), '→', mean(r.history.slice(-k)), 'perplexity', before.perplexity, '→', after.perplexity);
+  if (process.env.TEMPERED_VERBOSE)
+    console.log(
+      'packed: loss',
+      mean(r.history.slice(0, k)),
+      '→',
+      mean(r.history.slice(-k)),
+      'perplexity',
+      before.perplexity,
+      '→',
+      after.perplexity,
+    );
   assert.ok(after.perplexity < before.perplexity * 0.8, `perplexity ${before.perplexity} → ${after.perplexity}`);
 });
 
@@ -121,16 +183,32 @@ test('LoRA from GGUF on every projection by default: reply loss falls, held-out 
   const r = await trainCausalLm({ ...common, lr: 3e-2, epochs: 8, batchSize: 16, checkpointDir: join(root, 'lora', 'ck'), outDir });
   const k = 4;
   const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
-  assert.ok(mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3, `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`);
+  assert.ok(
+    mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3,
+    `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`,
+  );
   // The chat settings travel in the manifest: evaluation renders the same way without being told.
   const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
   assert.equal(after.tokens, 16 * 4);
   assert.equal(before.tokens, after.tokens);
-  if (process.env.TEMPERED_VERBOSE) console.log('loss', mean(r.history.slice(0, k)), '→', mean(r.history.slice(-k)), 'perplexity', before.perplexity, '→', after.perplexity);
+  if (process.env.TEMPERED_VERBOSE)
+    console.log(
+      'loss',
+      mean(r.history.slice(0, k)),
+      '→',
+      mean(r.history.slice(-k)),
+      'perplexity',
+      before.perplexity,
+      '→',
+      after.perplexity,
+    );
   assert.ok(after.perplexity < before.perplexity * 0.8, `perplexity ${before.perplexity} → ${after.perplexity}`);
   const adapter = JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8')) as { target_modules: string[] };
   assert.deepEqual([...adapter.target_modules].sort(), ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
-  const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8')) as { baseModel: { sha256: string }; chat: { template: string } };
+  const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8')) as {
+    baseModel: { sha256: string };
+    chat: { template: string };
+  };
   assert.equal(manifest.baseModel.sha256, createHash('sha256').update(readFileSync(TINY_GGUF)).digest('hex'));
   assert.equal(manifest.chat.template, TEMPLATE);
   // Served with the template it was tuned with, not the GGUF's own.

@@ -102,7 +102,9 @@ export function checkpointName(step: number): string {
 /** The newest complete checkpoint folder in `dir` (temp folders never match), or undefined. */
 export function latestCheckpoint(dir: string): string | undefined {
   if (!existsSync(dir)) return undefined;
-  const names = readdirSync(dir).filter((n) => /^step-\d{8}$/.test(n) && existsSync(join(dir, n, 'manifest.json'))).sort();
+  const names = readdirSync(dir)
+    .filter((n) => /^step-\d{8}$/.test(n) && existsSync(join(dir, n, 'manifest.json')))
+    .sort();
   return names.length ? join(dir, names[names.length - 1]!) : undefined;
 }
 
@@ -120,19 +122,27 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const n = o.train.rows;
   const perStep = o.batchSize * o.accumulation;
   const stepsPerEpoch = Math.floor(epochBatches(o.train, o.batchSize, o.seed, 0, o.groupByLength).length / o.accumulation);
-  if (stepsPerEpoch < 1) throw new InputError(`the training table has ${n} rows, fewer than one optimizer step of batchSize ${o.batchSize} × accumulation ${o.accumulation}`, { where: 'train.batchSize', hint: 'lower batchSize or accumulation, or add rows' });
+  if (stepsPerEpoch < 1)
+    throw new InputError(
+      `the training table has ${n} rows, fewer than one optimizer step of batchSize ${o.batchSize} × accumulation ${o.accumulation}`,
+      { where: 'train.batchSize', hint: 'lower batchSize or accumulation, or add rows' },
+    );
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
   const warmupSteps = o.warmupSteps ?? Math.round((o.warmupRatio ?? 0) * totalSteps);
-  const schedule: ScheduleSpec = o.schedule === 'constant' ? { kind: 'constant', lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
+  const schedule: ScheduleSpec =
+    o.schedule === 'constant' ? { kind: 'constant', lr: o.lr, warmupSteps } : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
 
   // Head-only programs train on pooled features computed once by the frozen backbone.
-  let trainFeatures: Float32Array | undefined, valFeatures: Float32Array | undefined, featureDim = 0;
+  let trainFeatures: Float32Array | undefined,
+    valFeatures: Float32Array | undefined,
+    featureDim = 0;
   const featureName = prog.backbone?.features ?? FEATURES;
   if (prog.backbone) {
     const bb = await createSession(prog.backbone.model, sessOpts);
     try {
       const f = await featurize(bb, o.train, o.bucket, featureName);
-      trainFeatures = f.data; featureDim = f.dim;
+      trainFeatures = f.data;
+      featureDim = f.dim;
       if (o.val) valFeatures = (await featurize(bb, o.val, o.bucket, featureName)).data;
     } finally {
       await bb.release();
@@ -158,9 +168,20 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const params = new Map<string, TypedArray>();
   const state = new Map<string, TypedArray>();
   for (const p of prog.params) params.set(p.name, p.init.slice());
-  for (const s of prog.state) state.set(s.input, allocate(s.dtype, s.dims.reduce((a, b) => a * b, 1)));
+  for (const s of prog.state)
+    state.set(
+      s.input,
+      allocate(
+        s.dtype,
+        s.dims.reduce((a, b) => a * b, 1),
+      ),
+    );
 
-  let step = 0, epoch = 0, position = 0, best: number | undefined, bad = 0;
+  let step = 0,
+    epoch = 0,
+    position = 0,
+    best: number | undefined,
+    bad = 0;
   let dropRng = new Rng((o.seed ^ 0x5bd1e995) >>> 0);
   let resumedFromStep: number | undefined;
   const history: HistoryRow[] = [];
@@ -168,7 +189,11 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     const dir = latestCheckpoint(o.checkpointDir);
     if (dir) {
       const ck = loadCheckpoint(dir);
-      if (ck.manifest.configHash !== o.configHash) throw new InputError('the latest checkpoint was written with different training settings, model or data', { where: dir, hint: 'resume with the same options, or use a fresh checkpointDir (or resume: false)' });
+      if (ck.manifest.configHash !== o.configHash)
+        throw new InputError('the latest checkpoint was written with different training settings, model or data', {
+          where: dir,
+          hint: 'resume with the same options, or use a fresh checkpointDir (or resume: false)',
+        });
       for (const p of prog.params) {
         const v = ck.params.get(p.name);
         if (!v) throw new InputError(`checkpoint lacks weight '${p.name}'`, { where: dir });
@@ -186,11 +211,20 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     }
   }
 
-  const runner = await StepRunner.open(prog, params, state, { accumulation: o.accumulation, stepsPerRun: o.stepsPerRun, runBudgetMs: o.runBudgetMs, ...sessOpts });
+  const runner = await StepRunner.open(prog, params, state, {
+    accumulation: o.accumulation,
+    stepsPerRun: o.stepsPerRun,
+    runBudgetMs: o.runBudgetMs,
+    ...sessOpts,
+  });
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
-    if (position >= stepsPerEpoch * o.accumulation) { epoch++; position = 0; batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength); }
+    if (position >= stepsPerEpoch * o.accumulation) {
+      epoch++;
+      position = 0;
+      batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
+    }
     return batches[position++]!;
   };
   const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
@@ -208,17 +242,42 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   const progress = (r: HistoryRow) => {
     const elapsed = (performance.now() - started) / 1000;
     const sps = ((r.step - firstStep) * perStep) / Math.max(1e-9, elapsed);
-    o.onProgress?.({ step: r.step, totalSteps, epoch: r.epoch, loss: r.loss, lr: r.lr, samplesPerSec: sps, etaSec: ((totalSteps - r.step) * perStep) / Math.max(1e-9, sps), gradNorm: r.gradNorm });
+    o.onProgress?.({
+      step: r.step,
+      totalSteps,
+      epoch: r.epoch,
+      loss: r.loss,
+      lr: r.lr,
+      samplesPerSec: sps,
+      etaSec: ((totalSteps - r.step) * perStep) / Math.max(1e-9, sps),
+      gradNorm: r.gradNorm,
+    });
   };
   try {
     while (step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
-      const stops = { ends: [totalSteps], everys: [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined] };
+      const stops = {
+        ends: [totalSteps],
+        everys: [o.val ? o.evalEvery : undefined, o.checkpointEvery > 0 ? o.checkpointEvery : undefined],
+      };
       const epochs: number[] = [];
-      const run = await runner.next(step, stops, (s) => learningRate(schedule, s), () => { const f = trainFeeds(); epochs.push(epoch); return f; });
+      const run = await runner.next(
+        step,
+        stops,
+        (s) => learningRate(schedule, s),
+        () => {
+          const f = trainFeeds();
+          epochs.push(epoch);
+          return f;
+        },
+      );
       let row!: HistoryRow;
       for (const [i, { loss, gradNorm, lr }] of run.steps.entries()) {
-        if (!Number.isFinite(loss)) throw new InputError(`loss became ${loss} at step ${step + 1}`, { where: 'train.lr', hint: 'lower the learning rate or set clipNorm' });
+        if (!Number.isFinite(loss))
+          throw new InputError(`loss became ${loss} at step ${step + 1}`, {
+            where: 'train.lr',
+            hint: 'lower the learning rate or set clipNorm',
+          });
         step++;
         finalLoss = loss;
         row = { step, epoch: epochs[i]!, loss, lr, gradNorm };
@@ -228,12 +287,25 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
       let stop = false;
       if (o.val && o.evalEvery && (step % o.evalEvery === 0 || step === totalSteps)) {
-        row.val = await evaluateTable(evalSession!, prog, o.val, valFeatures, featureName, featureDim, params, o.labels, o.batchSize, o.bucket);
+        row.val = await evaluateTable(
+          evalSession!,
+          prog,
+          o.val,
+          valFeatures,
+          featureName,
+          featureDim,
+          params,
+          o.labels,
+          o.batchSize,
+          o.bucket,
+        );
         if (o.earlyStopping) {
           const m = o.earlyStopping.metric;
           const score = m === 'loss' ? row.val.loss : -row.val[m];
           if (best === undefined || score < best) {
-            best = score; bad = 0; bestStep = step;
+            best = score;
+            bad = 0;
+            bestStep = step;
             bestParams = new Map([...params].map(([k, v]) => [k, v.slice()]));
           } else if (++bad >= o.earlyStopping.patience) stop = true;
         }
@@ -245,7 +317,17 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
         const shapes: Record<string, number[]> = {};
         for (const p of prog.params) shapes[p.name] = p.dims;
         for (const s of prog.state) shapes[s.input] = s.dims;
-        const manifest: CheckpointManifest = { format: 'tempered-checkpoint/1', step, epoch, position, rng: dropRng.state(), configHash: o.configHash, best, evalsWithoutImprovement: bad, shapes };
+        const manifest: CheckpointManifest = {
+          format: 'tempered-checkpoint/1',
+          step,
+          epoch,
+          position,
+          rng: dropRng.state(),
+          configHash: o.configHash,
+          best,
+          evalsWithoutImprovement: bad,
+          shapes,
+        };
         saveCheckpoint(dir, { manifest, params, state });
         o.onCheckpoint?.(dir);
       }
@@ -283,7 +365,12 @@ export function epochBatches(t: TokenTable, batchSize: number, seed: number, epo
   return Array.from(order, (i) => out[i]!);
 }
 
-async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: number, featureName: string): Promise<{ data: Float32Array; dim: number }> {
+async function featurize(
+  session: ort.InferenceSession,
+  t: TokenTable,
+  bucket: number,
+  featureName: string,
+): Promise<{ data: Float32Array; dim: number }> {
   let data: Float32Array | undefined;
   let dim = 0;
   const chunk = 64;
@@ -304,9 +391,21 @@ async function featurize(session: ort.InferenceSession, t: TokenTable, bucket: n
 }
 
 /** Validation loss (row-weighted), accuracy and macro-F1 with the current weights. */
-async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, t: TokenTable, feats: Float32Array | undefined, featureName: string, featureDim: number, params: Map<string, TypedArray>, labels: string[], batchSize: number, bucket: number): Promise<ValMetrics> {
+async function evaluateTable(
+  session: ort.InferenceSession,
+  prog: TrainProgram,
+  t: TokenTable,
+  feats: Float32Array | undefined,
+  featureName: string,
+  featureDim: number,
+  params: Map<string, TypedArray>,
+  labels: string[],
+  batchSize: number,
+  bucket: number,
+): Promise<ValMetrics> {
   let lossSum = 0;
-  const yTrue: string[] = [], yPred: string[] = [];
+  const yTrue: string[] = [],
+    yPred: string[] = [];
   const C = labels.length;
   for (let start = 0; start < t.rows; start += batchSize) {
     const idx = Array.from({ length: Math.min(batchSize, t.rows - start) }, (_, i) => start + i);
@@ -321,7 +420,11 @@ async function evaluateTable(session: ort.InferenceSession, prog: TrainProgram, 
       feeds.attention_mask = toOrt('int64', b.attentionMask, [b.rows, b.seq]);
       feeds.token_type_ids = toOrt('int64', b.tokenTypeIds, [b.rows, b.seq]);
     }
-    feeds.labels = toOrt('int64', BigInt64Array.from(idx, (r) => BigInt(t.labels![r]!)), [idx.length]);
+    feeds.labels = toOrt(
+      'int64',
+      BigInt64Array.from(idx, (r) => BigInt(t.labels![r]!)),
+      [idx.length],
+    );
     for (const p of prog.params) feeds[p.name] = toOrt(p.dtype, params.get(p.name)!, p.dims);
     const out = await session.run(feeds);
     lossSum += Number(out[LOSS_OUTPUT]!.data[0]) * idx.length;

@@ -21,9 +21,24 @@ const texts = syntheticRows(40, 3).map((r) => r.text);
 texts.push('a much longer text than the others so that it needs truncation at the maximum length of the model '.repeat(3));
 
 const opts: TrainClassifierOptions = {
-  modelDir, train, labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8 },
-  lr: 2e-2, maxSteps: 20, batchSize: 16, schedule: 'constant', weightDecay: 0.01, seed: 3, maxLength: 32, pooling: 'mean',
-  device: 'cpu', threads: 2, checkpointDir: join(root, 'ck'), checkpointEvery: 20, outDir: join(root, 'out'),
+  modelDir,
+  train,
+  labels: ['negative', 'positive'],
+  method: 'lora',
+  lora: { r: 4, alpha: 8 },
+  lr: 2e-2,
+  maxSteps: 20,
+  batchSize: 16,
+  schedule: 'constant',
+  weightDecay: 0.01,
+  seed: 3,
+  maxLength: 32,
+  pooling: 'mean',
+  device: 'cpu',
+  threads: 2,
+  checkpointDir: join(root, 'ck'),
+  checkpointEvery: 20,
+  outDir: join(root, 'out'),
 };
 await trainClassifier(opts);
 
@@ -74,5 +89,8 @@ test('predict: probabilities per label, argmax label, deterministic and order-in
 });
 
 test('a folder that is not an export is an InputError', async () => {
-  await assert.rejects(loadPredictor(modelDir), (e: unknown) => e instanceof InputError && /tempered-model\.json not found/.test(e.message));
+  await assert.rejects(
+    loadPredictor(modelDir),
+    (e: unknown) => e instanceof InputError && /tempered-model\.json not found/.test(e.message),
+  );
 });

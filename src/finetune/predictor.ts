@@ -42,9 +42,11 @@ export interface PredictorOptions {
 
 export function readManifest(folder: string): ModelManifest {
   const path = join(folder, MODEL_MANIFEST);
-  if (!existsSync(path)) throw new InputError(`${MODEL_MANIFEST} not found`, { where: folder, hint: 'pass a folder written by trainClassifier (outDir)' });
+  if (!existsSync(path))
+    throw new InputError(`${MODEL_MANIFEST} not found`, { where: folder, hint: 'pass a folder written by trainClassifier (outDir)' });
   const m = JSON.parse(readFileSync(path, 'utf8')) as ModelManifest;
-  if (m.format !== 'tempered-model/1' || m.task !== 'classification') throw new InputError(`unsupported model format ${JSON.stringify(m.format)} / task ${JSON.stringify(m.task)}`, { where: path });
+  if (m.format !== 'tempered-model/1' || m.task !== 'classification')
+    throw new InputError(`unsupported model format ${JSON.stringify(m.format)} / task ${JSON.stringify(m.task)}`, { where: path });
   return m;
 }
 
@@ -64,7 +66,11 @@ export function encodeTexts(tok: HfTokenizer, texts: string[], maxLength: number
       types[i * L + j] = BigInt(e.tokenTypeIds[j]!);
     }
   });
-  return { input_ids: toOrt('int64', ids, [n, L]), attention_mask: toOrt('int64', mask, [n, L]), token_type_ids: toOrt('int64', types, [n, L]) };
+  return {
+    input_ids: toOrt('int64', ids, [n, L]),
+    attention_mask: toOrt('int64', mask, [n, L]),
+    token_type_ids: toOrt('int64', types, [n, L]),
+  };
 }
 
 export function softmax(row: ArrayLike<number>): number[] {
@@ -82,7 +88,10 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   const bytes = readFileSync(onnxPath);
   const id = createHash('sha256').update(bytes).digest('hex');
   const tok = loadTokenizer(modelFolder);
-  const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), { device: opts.device ?? 'cpu', threads: opts.threads });
+  const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+    device: opts.device ?? 'cpu',
+    threads: opts.threads,
+  });
   const batchSize = opts.batchSize ?? 32;
   const bucket = opts.bucket ?? 8;
   const labels = manifest.labels;
@@ -98,13 +107,24 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   };
   const forAll = async (texts: string[], output: string): Promise<{ dim: number; data: Float32Array }> => {
     if (closed) throw new Error('predictor is closed');
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new InputError('texts must be an array of strings', { where: 'texts' });
-    let data = new Float32Array(0), dim = 0;
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
+      throw new InputError('texts must be an array of strings', { where: 'texts' });
+    let data = new Float32Array(0),
+      dim = 0;
     // Texts of similar length share a batch (less padding); results return to input order.
     const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
-      const out = (await run(encodeTexts(tok, idx.map((i) => texts[i]!), manifest.maxLength, bucket)))[output]!;
+      const out = (
+        await run(
+          encodeTexts(
+            tok,
+            idx.map((i) => texts[i]!),
+            manifest.maxLength,
+            bucket,
+          ),
+        )
+      )[output]!;
       dim = out.dims[1]!;
       if (start === 0) data = new Float32Array(texts.length * dim);
       const d = out.data as Float32Array;
@@ -114,7 +134,9 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   };
 
   return {
-    id, labels, manifest,
+    id,
+    labels,
+    manifest,
     async logits(texts) {
       return (await forAll(texts, manifest.outputs.logits)).data;
     },

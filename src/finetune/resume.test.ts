@@ -16,16 +16,42 @@ const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(160, 5));
 
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
   return {
-    modelDir, train, labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8, dropout: 0.1 },
-    lr: 1e-2, maxSteps: 8, batchSize: 8, schedule: 'cosine', warmupSteps: 2, weightDecay: 0.01, clipNorm: 1, seed: 9, maxLength: 32,
-    pooling: 'cls', device: 'cpu', threads: 2, checkpointDir: join(root, name, 'ck'), checkpointEvery: 4, outDir: join(root, name, 'out'), ...over,
+    modelDir,
+    train,
+    labels: ['negative', 'positive'],
+    method: 'lora',
+    lora: { r: 4, alpha: 8, dropout: 0.1 },
+    lr: 1e-2,
+    maxSteps: 8,
+    batchSize: 8,
+    schedule: 'cosine',
+    warmupSteps: 2,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    seed: 9,
+    maxLength: 32,
+    pooling: 'cls',
+    device: 'cpu',
+    threads: 2,
+    checkpointDir: join(root, name, 'ck'),
+    checkpointEvery: 4,
+    outDir: join(root, name, 'out'),
+    ...over,
   };
 }
 
 async function interruptedThenResumed(name: string, over: Partial<TrainClassifierOptions>, stopAt: number) {
   const ctl = new AbortController();
   await assert.rejects(
-    trainClassifier(options(name, { ...over, signal: ctl.signal, onCheckpoint: (dir) => { if (dir.endsWith(`step-${String(stopAt).padStart(8, '0')}`)) ctl.abort(); } })),
+    trainClassifier(
+      options(name, {
+        ...over,
+        signal: ctl.signal,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(`step-${String(stopAt).padStart(8, '0')}`)) ctl.abort();
+        },
+      }),
+    ),
     (e: unknown) => (e as Error).name === 'AbortError',
   );
   assert.equal(existsSync(join(root, name, 'out')), false, 'an interrupted run exports nothing');
@@ -42,7 +68,11 @@ test("the tiny model trains with the encoder's own dropout (config default 0.1) 
 for (const [label, over, stopAt] of [
   ['LoRA with dropout', {}, 4],
   ['full fine-tuning with gradient accumulation', { method: 'full', accumulation: 2, maxSteps: 4, checkpointEvery: 2, lr: 1e-3 }, 2],
-  ['full fine-tuning, 3 steps per run, length-grouped batches', { method: 'full', stepsPerRun: 3, groupByLength: true, maxSteps: 10, checkpointEvery: 5, lr: 1e-3 }, 5],
+  [
+    'full fine-tuning, 3 steps per run, length-grouped batches',
+    { method: 'full', stepsPerRun: 3, groupByLength: true, maxSteps: 10, checkpointEvery: 5, lr: 1e-3 },
+    5,
+  ],
   ['LoRA, 4 steps per run (dropout masks stacked in the Loop)', { stepsPerRun: 4, maxSteps: 10, checkpointEvery: 5 }, 5],
 ] as const) {
   test(`${label}: killed after a checkpoint and resumed gives bitwise the same model`, async () => {
@@ -51,7 +81,10 @@ for (const [label, over, stopAt] of [
     assert.equal(b.resumedFromStep, stopAt);
     assert.equal(b.steps, a.steps);
     // The resumed run replays exactly the uninterrupted run's remaining steps.
-    assert.deepEqual(b.history.map((h) => h.loss), a.history.slice(stopAt).map((h) => h.loss));
+    assert.deepEqual(
+      b.history.map((h) => h.loss),
+      a.history.slice(stopAt).map((h) => h.loss),
+    );
     const bytesA = readFileSync(join(root, `${label}-a`, 'out', 'model.onnx'));
     const bytesB = readFileSync(join(root, `${label}-b`, 'out', 'model.onnx'));
     assert.ok(bytesA.equals(bytesB), 'model.onnx differs between the uninterrupted and the resumed run');
@@ -61,7 +94,10 @@ for (const [label, over, stopAt] of [
 test('a different seed changes the weights (the comparison above can fail)', async () => {
   const a = await trainClassifier(options('seed-a', { maxSteps: 4 }));
   const b = await trainClassifier(options('seed-b', { maxSteps: 4, seed: 10 }));
-  assert.notDeepEqual(a.history.map((h) => h.loss), b.history.map((h) => h.loss));
+  assert.notDeepEqual(
+    a.history.map((h) => h.loss),
+    b.history.map((h) => h.loss),
+  );
   assert.ok(!readFileSync(join(root, 'seed-a', 'out', 'model.onnx')).equals(readFileSync(join(root, 'seed-b', 'out', 'model.onnx'))));
 });
 
@@ -69,20 +105,32 @@ test('dropout changes the trajectory (the resume comparisons above would see wro
   const on = await trainClassifier(options('dropout-on', { maxSteps: 4, lora: { r: 4, alpha: 8 } }));
   const off = await trainClassifier(options('dropout-off', { maxSteps: 4, lora: { r: 4, alpha: 8 }, dropout: 0 }));
   const attnOnly = await trainClassifier(options('dropout-attn', { maxSteps: 4, lora: { r: 4, alpha: 8 }, dropout: { hidden: 0 } }));
-  assert.notDeepEqual(on.history.map((h) => h.loss), off.history.map((h) => h.loss));
-  assert.notDeepEqual(attnOnly.history.map((h) => h.loss), off.history.map((h) => h.loss));
+  assert.notDeepEqual(
+    on.history.map((h) => h.loss),
+    off.history.map((h) => h.loss),
+  );
+  assert.notDeepEqual(
+    attnOnly.history.map((h) => h.loss),
+    off.history.map((h) => h.loss),
+  );
   assert.equal(compileClassifier(options('x', { lora: { r: 4, alpha: 8 }, dropout: 0 })).program.dropoutMasks.length, 0);
   const manifest = JSON.parse(readFileSync(join(root, 'dropout-attn', 'out', 'tempered-model.json'), 'utf8'));
   assert.deepEqual(manifest.hyperparameters.dropout, { hidden: 0, attention: 0.1, classifier: 0 });
 });
 
 test('a dropout rate out of range is an InputError naming the field', async () => {
-  await assert.rejects(trainClassifier(options('bad-rate', { dropout: { attention: 1 } })), (e: unknown) => e instanceof InputError && /train\.dropout\.attention/.test(String((e as InputError).where)));
+  await assert.rejects(
+    trainClassifier(options('bad-rate', { dropout: { attention: 1 } })),
+    (e: unknown) => e instanceof InputError && /train\.dropout\.attention/.test(String((e as InputError).where)),
+  );
 });
 
 test('resuming with changed settings is refused', async () => {
   await trainClassifier(options('changed', { maxSteps: 4 }));
-  await assert.rejects(trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, resume: true })), (e: unknown) => e instanceof InputError && /different training settings/.test(e.message));
+  await assert.rejects(
+    trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, resume: true })),
+    (e: unknown) => e instanceof InputError && /different training settings/.test(e.message),
+  );
 });
 
 test('several steps per onnxruntime run give the same model bytes as one step per run (full fine-tuning, length-grouped batches)', async () => {
@@ -90,5 +138,8 @@ test('several steps per onnxruntime run give the same model bytes as one step pe
   const one = await trainClassifier(options('per-run-1', { ...over, stepsPerRun: 1 }));
   const four = await trainClassifier(options('per-run-4', { ...over, stepsPerRun: 4 }));
   assert.deepEqual(four.history, one.history);
-  assert.ok(readFileSync(join(root, 'per-run-4', 'out', 'model.onnx')).equals(readFileSync(join(root, 'per-run-1', 'out', 'model.onnx'))), 'model.onnx differs');
+  assert.ok(
+    readFileSync(join(root, 'per-run-4', 'out', 'model.onnx')).equals(readFileSync(join(root, 'per-run-1', 'out', 'model.onnx'))),
+    'model.onnx differs',
+  );
 });

@@ -20,22 +20,38 @@ export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
 /** ggml tensor types: id → name, block size (elements) and block bytes (ggml's GGML_QUANT_SIZES). */
 const TYPES: Record<number, { name: string; block: number; bytes: number }> = {
-  0: { name: 'F32', block: 1, bytes: 4 }, 1: { name: 'F16', block: 1, bytes: 2 },
-  2: { name: 'Q4_0', block: 32, bytes: 18 }, 3: { name: 'Q4_1', block: 32, bytes: 20 },
-  6: { name: 'Q5_0', block: 32, bytes: 22 }, 7: { name: 'Q5_1', block: 32, bytes: 24 },
-  8: { name: 'Q8_0', block: 32, bytes: 34 }, 9: { name: 'Q8_1', block: 32, bytes: 40 },
-  10: { name: 'Q2_K', block: 256, bytes: 84 }, 11: { name: 'Q3_K', block: 256, bytes: 110 },
-  12: { name: 'Q4_K', block: 256, bytes: 144 }, 13: { name: 'Q5_K', block: 256, bytes: 176 },
-  14: { name: 'Q6_K', block: 256, bytes: 210 }, 15: { name: 'Q8_K', block: 256, bytes: 292 },
-  16: { name: 'IQ2_XXS', block: 256, bytes: 66 }, 17: { name: 'IQ2_XS', block: 256, bytes: 74 },
-  18: { name: 'IQ3_XXS', block: 256, bytes: 98 }, 19: { name: 'IQ1_S', block: 256, bytes: 50 },
-  20: { name: 'IQ4_NL', block: 32, bytes: 18 }, 21: { name: 'IQ3_S', block: 256, bytes: 110 },
-  22: { name: 'IQ2_S', block: 256, bytes: 82 }, 23: { name: 'IQ4_XS', block: 256, bytes: 136 },
-  24: { name: 'I8', block: 1, bytes: 1 }, 25: { name: 'I16', block: 1, bytes: 2 },
-  26: { name: 'I32', block: 1, bytes: 4 }, 27: { name: 'I64', block: 1, bytes: 8 },
-  28: { name: 'F64', block: 1, bytes: 8 }, 29: { name: 'IQ1_M', block: 256, bytes: 56 },
-  30: { name: 'BF16', block: 1, bytes: 2 }, 34: { name: 'TQ1_0', block: 256, bytes: 54 },
-  35: { name: 'TQ2_0', block: 256, bytes: 66 }, 39: { name: 'MXFP4', block: 32, bytes: 17 },
+  0: { name: 'F32', block: 1, bytes: 4 },
+  1: { name: 'F16', block: 1, bytes: 2 },
+  2: { name: 'Q4_0', block: 32, bytes: 18 },
+  3: { name: 'Q4_1', block: 32, bytes: 20 },
+  6: { name: 'Q5_0', block: 32, bytes: 22 },
+  7: { name: 'Q5_1', block: 32, bytes: 24 },
+  8: { name: 'Q8_0', block: 32, bytes: 34 },
+  9: { name: 'Q8_1', block: 32, bytes: 40 },
+  10: { name: 'Q2_K', block: 256, bytes: 84 },
+  11: { name: 'Q3_K', block: 256, bytes: 110 },
+  12: { name: 'Q4_K', block: 256, bytes: 144 },
+  13: { name: 'Q5_K', block: 256, bytes: 176 },
+  14: { name: 'Q6_K', block: 256, bytes: 210 },
+  15: { name: 'Q8_K', block: 256, bytes: 292 },
+  16: { name: 'IQ2_XXS', block: 256, bytes: 66 },
+  17: { name: 'IQ2_XS', block: 256, bytes: 74 },
+  18: { name: 'IQ3_XXS', block: 256, bytes: 98 },
+  19: { name: 'IQ1_S', block: 256, bytes: 50 },
+  20: { name: 'IQ4_NL', block: 32, bytes: 18 },
+  21: { name: 'IQ3_S', block: 256, bytes: 110 },
+  22: { name: 'IQ2_S', block: 256, bytes: 82 },
+  23: { name: 'IQ4_XS', block: 256, bytes: 136 },
+  24: { name: 'I8', block: 1, bytes: 1 },
+  25: { name: 'I16', block: 1, bytes: 2 },
+  26: { name: 'I32', block: 1, bytes: 4 },
+  27: { name: 'I64', block: 1, bytes: 8 },
+  28: { name: 'F64', block: 1, bytes: 8 },
+  29: { name: 'IQ1_M', block: 256, bytes: 56 },
+  30: { name: 'BF16', block: 1, bytes: 2 },
+  34: { name: 'TQ1_0', block: 256, bytes: 54 },
+  35: { name: 'TQ2_0', block: 256, bytes: 66 },
+  39: { name: 'MXFP4', block: 32, bytes: 17 },
 };
 
 /** Types `dequantize` turns into float32. */
@@ -69,7 +85,21 @@ export interface GgufFile {
   read(offset: number, length: number): Uint8Array;
 }
 
-const VALUE_TYPES = ['UINT8', 'INT8', 'UINT16', 'INT16', 'UINT32', 'INT32', 'FLOAT32', 'BOOL', 'STRING', 'ARRAY', 'UINT64', 'INT64', 'FLOAT64'];
+const VALUE_TYPES = [
+  'UINT8',
+  'INT8',
+  'UINT16',
+  'INT16',
+  'UINT32',
+  'INT32',
+  'FLOAT32',
+  'BOOL',
+  'STRING',
+  'ARRAY',
+  'UINT64',
+  'INT64',
+  'FLOAT64',
+];
 /** Smallest encoding of one value of each type (strings: the u64 length; arrays: type + count). */
 const MIN_VALUE_BYTES = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8];
 const MAX_DIMS = 4;
@@ -86,27 +116,82 @@ class NeedMoreBytes extends Error {}
 class Cursor {
   pos = 0;
   private readonly view: DataView;
-  constructor(readonly bytes: Uint8Array, readonly size: number, readonly where: string) {
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly size: number,
+    readonly where: string,
+  ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   fail(what: string, at = this.pos): never {
-    throw new InputError(`malformed GGUF at byte ${at}: ${what}`, { where: this.where, hint: 'the file is truncated or not a GGUF model; download it again or convert it with llama.cpp' });
+    throw new InputError(`malformed GGUF at byte ${at}: ${what}`, {
+      where: this.where,
+      hint: 'the file is truncated or not a GGUF model; download it again or convert it with llama.cpp',
+    });
   }
-  get left(): number { return this.size - this.pos; }
+  get left(): number {
+    return this.size - this.pos;
+  }
   need(n: number, what: string): void {
     if (n > this.left) this.fail(`${what} needs ${n} bytes, only ${this.left} left (truncated file?)`);
     if (this.pos + n > this.bytes.byteLength) throw new NeedMoreBytes();
   }
-  u8(what: string): number { this.need(1, what); return this.view.getUint8(this.pos++); }
-  i8(what: string): number { this.need(1, what); return this.view.getInt8(this.pos++); }
-  u16(what: string): number { this.need(2, what); const v = this.view.getUint16(this.pos, true); this.pos += 2; return v; }
-  i16(what: string): number { this.need(2, what); const v = this.view.getInt16(this.pos, true); this.pos += 2; return v; }
-  u32(what: string): number { this.need(4, what); const v = this.view.getUint32(this.pos, true); this.pos += 4; return v; }
-  i32(what: string): number { this.need(4, what); const v = this.view.getInt32(this.pos, true); this.pos += 4; return v; }
-  f32(what: string): number { this.need(4, what); const v = this.view.getFloat32(this.pos, true); this.pos += 4; return v; }
-  f64(what: string): number { this.need(8, what); const v = this.view.getFloat64(this.pos, true); this.pos += 8; return v; }
-  u64big(what: string): bigint { this.need(8, what); const v = this.view.getBigUint64(this.pos, true); this.pos += 8; return v; }
-  i64big(what: string): bigint { this.need(8, what); const v = this.view.getBigInt64(this.pos, true); this.pos += 8; return v; }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.view.getUint8(this.pos++);
+  }
+  i8(what: string): number {
+    this.need(1, what);
+    return this.view.getInt8(this.pos++);
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  i16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getInt16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  i32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  f32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getFloat32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  f64(what: string): number {
+    this.need(8, what);
+    const v = this.view.getFloat64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  u64big(what: string): bigint {
+    this.need(8, what);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  i64big(what: string): bigint {
+    this.need(8, what);
+    const v = this.view.getBigInt64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
   /** A u64 that must fit a JS number (counts, sizes, offsets). */
   u64(what: string): number {
     const at = this.pos;
@@ -137,20 +222,28 @@ class Cursor {
 
 function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue {
   switch (type) {
-    case 0: return c.u8(what);
-    case 1: return c.i8(what);
-    case 2: return c.u16(what);
-    case 3: return c.i16(what);
-    case 4: return c.u32(what);
-    case 5: return c.i32(what);
-    case 6: return c.f32(what);
+    case 0:
+      return c.u8(what);
+    case 1:
+      return c.i8(what);
+    case 2:
+      return c.u16(what);
+    case 3:
+      return c.i16(what);
+    case 4:
+      return c.u32(what);
+    case 5:
+      return c.i32(what);
+    case 6:
+      return c.f32(what);
     case 7: {
       const at = c.pos;
       const b = c.u8(what);
       if (b > 1) c.fail(`${what}: bool byte is ${b}, not 0 or 1`, at);
       return b === 1;
     }
-    case 8: return c.str(what);
+    case 8:
+      return c.str(what);
     case 9: {
       if (depth >= MAX_ARRAY_DEPTH) c.fail(`${what}: arrays nested deeper than ${MAX_ARRAY_DEPTH}`);
       const at = c.pos;
@@ -161,10 +254,18 @@ function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue 
       for (let i = 0; i < n; i++) out[i] = readValue(c, elType, what, depth + 1);
       return out;
     }
-    case 10: { const v = c.u64big(what); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
-    case 11: { const v = c.i64big(what); return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v; }
-    case 12: return c.f64(what);
-    default: return c.fail(`${what}: unknown value type ${type}`);
+    case 10: {
+      const v = c.u64big(what);
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    }
+    case 11: {
+      const v = c.i64big(what);
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+    }
+    case 12:
+      return c.f64(what);
+    default:
+      return c.fail(`${what}: unknown value type ${type}`);
   }
 }
 
@@ -179,14 +280,20 @@ function parseHeader(bytes: Uint8Array, size: number, where: string): Omit<GgufF
   if (bytes.byteLength < 4 && size > bytes.byteLength) throw new NeedMoreBytes();
   if (bytes.byteLength < 4 || bytes[0] !== 0x47 || bytes[1] !== 0x47 || bytes[2] !== 0x55 || bytes[3] !== 0x46) {
     const got = Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
-    throw new InputError(`not a GGUF file (magic bytes are [${got}], expected "GGUF")`, { where, hint: 'pass a .gguf model file (llama.cpp format)' });
+    throw new InputError(`not a GGUF file (magic bytes are [${got}], expected "GGUF")`, {
+      where,
+      hint: 'pass a .gguf model file (llama.cpp format)',
+    });
   }
   c.pos = 4;
   const version = c.u32('version');
   if (version === 1) c.fail('GGUF version 1 (32-bit counts) is not supported; re-convert the model with a current llama.cpp', 4);
   if (version !== 2 && version !== 3) {
-    const swapped = ((version & 0xff) << 24 | (version & 0xff00) << 8 | (version >>> 8) & 0xff00 | version >>> 24) >>> 0;
-    c.fail(swapped === 2 || swapped === 3 ? 'big-endian GGUF files are not supported' : `unsupported GGUF version ${version} (supported: 2, 3)`, 4);
+    const swapped = (((version & 0xff) << 24) | ((version & 0xff00) << 8) | ((version >>> 8) & 0xff00) | (version >>> 24)) >>> 0;
+    c.fail(
+      swapped === 2 || swapped === 3 ? 'big-endian GGUF files are not supported' : `unsupported GGUF version ${version} (supported: 2, 3)`,
+      4,
+    );
   }
   // Each tensor info takes at least 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes; each KV at least 8 + 4 + 1.
   const tensorCount = c.count('tensor count', 24);
@@ -228,26 +335,33 @@ function parseHeader(bytes: Uint8Array, size: number, where: string): Omit<GgufF
       const dimAt = c.pos;
       const n = c.u64(`dimension ${d} of tensor ${name}`);
       numel *= n;
-      if (!Number.isSafeInteger(numel) || numel > size * 8) c.fail(`tensor ${JSON.stringify(name)} has ${numel} elements, more than the file can hold`, dimAt);
+      if (!Number.isSafeInteger(numel) || numel > size * 8)
+        c.fail(`tensor ${JSON.stringify(name)} has ${numel} elements, more than the file can hold`, dimAt);
       dims.push(n);
     }
     const typeAt = c.pos;
     const typeId = c.u32(`type of tensor ${name}`);
     const t = TYPES[typeId];
     if (!t) c.fail(`tensor ${JSON.stringify(name)} has unknown ggml type ${typeId}`, typeAt);
-    if (dims[0]! % t.block !== 0) c.fail(`tensor ${JSON.stringify(name)} (${t.name}) has ${dims[0]} columns, not a multiple of the block size ${t.block}`, nDimsAt);
+    if (dims[0]! % t.block !== 0)
+      c.fail(`tensor ${JSON.stringify(name)} (${t.name}) has ${dims[0]} columns, not a multiple of the block size ${t.block}`, nDimsAt);
     const relAt = c.pos;
     const rel = c.u64(`offset of tensor ${name}`);
-    if (rel % alignment !== 0) c.fail(`tensor ${JSON.stringify(name)} offset ${rel} is not a multiple of the alignment ${alignment}`, relAt);
+    if (rel % alignment !== 0)
+      c.fail(`tensor ${JSON.stringify(name)} offset ${rel} is not a multiple of the alignment ${alignment}`, relAt);
     infos.push({ name, dims, shape: [...dims].reverse(), type: t.name, typeId, numel, nbytes: (numel / t.block) * t.bytes, rel, at });
   }
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
-  if (tensorCount > 0 && dataOffset > size) c.fail(`the data section would start at byte ${dataOffset}, past the end of the file (${size} bytes)`, c.pos);
+  if (tensorCount > 0 && dataOffset > size)
+    c.fail(`the data section would start at byte ${dataOffset}, past the end of the file (${size} bytes)`, c.pos);
   const dataBytes = size - dataOffset;
 
   const tensors: GgufTensorInfo[] = infos.map(({ rel, at, ...t }) => {
     if (rel + t.nbytes > dataBytes) {
-      c.fail(`tensor ${JSON.stringify(t.name)} (${t.type} [${t.shape}], ${t.nbytes} bytes at data offset ${rel}) ends past the end of the file (data section is ${dataBytes} bytes; truncated download?)`, at);
+      c.fail(
+        `tensor ${JSON.stringify(t.name)} (${t.type} [${t.shape}], ${t.nbytes} bytes at data offset ${rel}) ends past the end of the file (data section is ${dataBytes} bytes; truncated download?)`,
+        at,
+      );
     }
     return { ...t, offset: dataOffset + rel };
   });
@@ -256,7 +370,10 @@ function parseHeader(bytes: Uint8Array, size: number, where: string): Omit<GgufF
     const prev = sorted[i - 1]!;
     const cur = sorted[i]!;
     if (cur.offset < prev.offset + prev.nbytes && cur.nbytes > 0 && prev.nbytes > 0) {
-      throw new InputError(`malformed GGUF: tensors ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.name)} overlap (bytes ${prev.offset}-${prev.offset + prev.nbytes} and ${cur.offset}-${cur.offset + cur.nbytes})`, { where });
+      throw new InputError(
+        `malformed GGUF: tensors ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.name)} overlap (bytes ${prev.offset}-${prev.offset + prev.nbytes} and ${cur.offset}-${cur.offset + cur.nbytes})`,
+        { where },
+      );
     }
   }
   return { path: where, version, alignment, metadata, tensors, dataOffset, size };
@@ -268,12 +385,16 @@ function parseHeader(bytes: Uint8Array, size: number, where: string): Omit<GgufF
  */
 export function readGguf(path: string): GgufFile {
   const readAt = (fd: number, offset: number, length: number): Uint8Array => {
-    if (length > bufferConstants.MAX_LENGTH) throw new InputError(`a read of ${length} bytes is more than this Node.js can hold in one buffer`, { where: path });
+    if (length > bufferConstants.MAX_LENGTH)
+      throw new InputError(`a read of ${length} bytes is more than this Node.js can hold in one buffer`, { where: path });
     const out = Buffer.allocUnsafe(length);
     let off = 0;
     while (off < length) {
       const n = readSync(fd, out, off, Math.min(length - off, 1 << 30), offset + off);
-      if (n === 0) throw new InputError(`file ended at byte ${offset + off} while reading ${length} bytes at ${offset} (changed while open?)`, { where: path });
+      if (n === 0)
+        throw new InputError(`file ended at byte ${offset + off} while reading ${length} bytes at ${offset} (changed while open?)`, {
+          where: path,
+        });
       off += n;
     }
     return out;
@@ -299,10 +420,15 @@ export function readGguf(path: string): GgufFile {
     closeSync(fd);
   }
   return {
-    ...header, path,
+    ...header,
+    path,
     read(offset, length) {
       const f = openSync(path, 'r');
-      try { return readAt(f, offset, length); } finally { closeSync(f); }
+      try {
+        return readAt(f, offset, length);
+      } finally {
+        closeSync(f);
+      }
     },
   };
 }
@@ -317,14 +443,16 @@ export function metaValue(g: GgufFile, key: string): GgufValue | undefined {
 export function metaString(g: GgufFile, key: string, dflt?: string): string {
   const v = g.metadata.get(key);
   if (v === undefined && dflt !== undefined) return dflt;
-  if (typeof v !== 'string') throw new InputError(`metadata ${key} ${v === undefined ? 'is missing' : `must be a string, got ${typeof v}`}`, { where: g.path });
+  if (typeof v !== 'string')
+    throw new InputError(`metadata ${key} ${v === undefined ? 'is missing' : `must be a string, got ${typeof v}`}`, { where: g.path });
   return v;
 }
 
 export function metaNumber(g: GgufFile, key: string, dflt?: number): number {
   const v = g.metadata.get(key);
   if (v === undefined && dflt !== undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`metadata ${key} ${v === undefined ? 'is missing' : `must be a number, got ${String(v)}`}`, { where: g.path });
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new InputError(`metadata ${key} ${v === undefined ? 'is missing' : `must be a number, got ${String(v)}`}`, { where: g.path });
   return v;
 }
 
@@ -345,7 +473,8 @@ export function metaArray<T extends GgufValue>(g: GgufFile, key: string, check: 
   const v = g.metadata.get(key);
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) throw new InputError(`metadata ${key} must be an array of ${what}`, { where: g.path });
-  for (let i = 0; i < v.length; i++) if (!check(v[i]!)) throw new InputError(`metadata ${key}[${i}] must be ${what}, got ${String(v[i])}`, { where: g.path });
+  for (let i = 0; i < v.length; i++)
+    if (!check(v[i]!)) throw new InputError(`metadata ${key}[${i}] must be ${what}, got ${String(v[i])}`, { where: g.path });
   return v as T[];
 }
 
@@ -380,33 +509,61 @@ export function dequantize(g: GgufFile, t: GgufTensorInfo): Float32Array {
   const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
   const out = new Float32Array(t.numel);
   const h = (o: number) => HALF[dv.getUint16(o, true)]!;
-  const nb = t.numel / (TYPES[t.typeId]!.block);
+  const nb = t.numel / TYPES[t.typeId]!.block;
   switch (t.type) {
-    case 'F32': for (let i = 0; i < t.numel; i++) out[i] = dv.getFloat32(i * 4, true); break;
-    case 'F64': for (let i = 0; i < t.numel; i++) out[i] = dv.getFloat64(i * 8, true); break;
-    case 'F16': for (let i = 0; i < t.numel; i++) out[i] = h(i * 2); break;
-    case 'BF16': { const u = new Uint32Array(out.buffer); for (let i = 0; i < t.numel; i++) u[i] = dv.getUint16(i * 2, true) << 16; break; }
+    case 'F32':
+      for (let i = 0; i < t.numel; i++) out[i] = dv.getFloat32(i * 4, true);
+      break;
+    case 'F64':
+      for (let i = 0; i < t.numel; i++) out[i] = dv.getFloat64(i * 8, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < t.numel; i++) out[i] = h(i * 2);
+      break;
+    case 'BF16': {
+      const u = new Uint32Array(out.buffer);
+      for (let i = 0; i < t.numel; i++) u[i] = dv.getUint16(i * 2, true) << 16;
+      break;
+    }
     case 'Q8_0':
       for (let b = 0; b < nb; b++) {
-        const o = b * 34; const d = h(o); const y = b * 32;
+        const o = b * 34;
+        const d = h(o);
+        const y = b * 32;
         for (let j = 0; j < 32; j++) out[y + j] = f(dv.getInt8(o + 2 + j) * d);
       }
       break;
     case 'Q4_0':
       for (let b = 0; b < nb; b++) {
-        const o = b * 18; const d = h(o); const y = b * 32;
-        for (let j = 0; j < 16; j++) { const q = src[o + 2 + j]!; out[y + j] = f(((q & 15) - 8) * d); out[y + j + 16] = f(((q >> 4) - 8) * d); }
+        const o = b * 18;
+        const d = h(o);
+        const y = b * 32;
+        for (let j = 0; j < 16; j++) {
+          const q = src[o + 2 + j]!;
+          out[y + j] = f(((q & 15) - 8) * d);
+          out[y + j + 16] = f(((q >> 4) - 8) * d);
+        }
       }
       break;
     case 'Q4_1':
       for (let b = 0; b < nb; b++) {
-        const o = b * 20; const d = h(o); const m = h(o + 2); const y = b * 32;
-        for (let j = 0; j < 16; j++) { const q = src[o + 4 + j]!; out[y + j] = f(f((q & 15) * d) + m); out[y + j + 16] = f(f((q >> 4) * d) + m); }
+        const o = b * 20;
+        const d = h(o);
+        const m = h(o + 2);
+        const y = b * 32;
+        for (let j = 0; j < 16; j++) {
+          const q = src[o + 4 + j]!;
+          out[y + j] = f(f((q & 15) * d) + m);
+          out[y + j + 16] = f(f((q >> 4) * d) + m);
+        }
       }
       break;
     case 'Q5_0':
       for (let b = 0; b < nb; b++) {
-        const o = b * 22; const d = h(o); const qh = dv.getUint32(o + 2, true); const y = b * 32;
+        const o = b * 22;
+        const d = h(o);
+        const qh = dv.getUint32(o + 2, true);
+        const y = b * 32;
         for (let j = 0; j < 16; j++) {
           const q = src[o + 6 + j]!;
           out[y + j] = f((((q & 15) | (((qh >>> j) & 1) << 4)) - 16) * d);
@@ -416,7 +573,11 @@ export function dequantize(g: GgufFile, t: GgufTensorInfo): Float32Array {
       break;
     case 'Q5_1':
       for (let b = 0; b < nb; b++) {
-        const o = b * 24; const d = h(o); const m = h(o + 2); const qh = dv.getUint32(o + 4, true); const y = b * 32;
+        const o = b * 24;
+        const d = h(o);
+        const m = h(o + 2);
+        const qh = dv.getUint32(o + 4, true);
+        const y = b * 32;
         for (let j = 0; j < 16; j++) {
           const q = src[o + 8 + j]!;
           out[y + j] = f(f(((q & 15) | (((qh >>> j) & 1) << 4)) * d) + m);
@@ -424,18 +585,27 @@ export function dequantize(g: GgufFile, t: GgufTensorInfo): Float32Array {
         }
       }
       break;
-    case 'Q4_K': case 'Q5_K': {
+    case 'Q4_K':
+    case 'Q5_K': {
       const five = t.type === 'Q5_K';
       const size = five ? 176 : 144;
       for (let b = 0; b < nb; b++) {
-        const o = b * size; const d = h(o); const dmin = h(o + 2); const sc = o + 4;
-        const qh = o + 16; const qs = five ? o + 48 : o + 16; const y0 = b * 256;
+        const o = b * size;
+        const d = h(o);
+        const dmin = h(o + 2);
+        const sc = o + 4;
+        const qh = o + 16;
+        const qs = five ? o + 48 : o + 16;
+        const y0 = b * 256;
         for (let j = 0; j < 8; j++) {
           // 6-bit scale and min of sub-block j (get_scale_min_k4).
           const s = j < 4 ? src[sc + j]! & 63 : (src[sc + j + 4]! & 15) | ((src[sc + j - 4]! >> 6) << 4);
           const mn = j < 4 ? src[sc + j + 4]! & 63 : (src[sc + j + 4]! >> 4) | ((src[sc + j]! >> 6) << 4);
-          const d1 = f(d * s); const m1 = f(dmin * mn);
-          const shift = (j & 1) * 4; const qOff = qs + (j >> 1) * 32; const y = y0 + j * 32;
+          const d1 = f(d * s);
+          const m1 = f(dmin * mn);
+          const shift = (j & 1) * 4;
+          const qOff = qs + (j >> 1) * 32;
+          const y = y0 + j * 32;
           for (let l = 0; l < 32; l++) {
             let q = (src[qOff + l]! >> shift) & 15;
             if (five) q |= ((src[qh + l]! >> j) & 1) << 4;
@@ -447,9 +617,14 @@ export function dequantize(g: GgufFile, t: GgufTensorInfo): Float32Array {
     }
     case 'Q6_K':
       for (let b = 0; b < nb; b++) {
-        const o = b * 210; const d = h(o + 208); const y0 = b * 256;
+        const o = b * 210;
+        const d = h(o + 208);
+        const y0 = b * 256;
         for (let n = 0; n < 2; n++) {
-          const ql = o + n * 64; const qh = o + 128 + n * 32; const sc = o + 192 + n * 8; const y = y0 + n * 128;
+          const ql = o + n * 64;
+          const qh = o + 128 + n * 32;
+          const sc = o + 192 + n * 8;
+          const y = y0 + n * 128;
           for (let l = 0; l < 32; l++) {
             const is = l >> 4;
             const q1 = ((src[ql + l]! & 15) | (((src[qh + l]! >> 0) & 3) << 4)) - 32;
@@ -465,9 +640,13 @@ export function dequantize(g: GgufFile, t: GgufTensorInfo): Float32Array {
       }
       break;
     default:
-      throw new InputError(`tensor ${JSON.stringify(t.name)} has type ${t.type}, which tempered cannot dequantize (supported: ${DEQUANTIZABLE.join(', ')})`, {
-        where: g.path, hint: 're-quantize the model with llama.cpp to one of the supported types (e.g. Q8_0, Q4_K_M)',
-      });
+      throw new InputError(
+        `tensor ${JSON.stringify(t.name)} has type ${t.type}, which tempered cannot dequantize (supported: ${DEQUANTIZABLE.join(', ')})`,
+        {
+          where: g.path,
+          hint: 're-quantize the model with llama.cpp to one of the supported types (e.g. Q8_0, Q4_K_M)',
+        },
+      );
   }
   return out;
 }

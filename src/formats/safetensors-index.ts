@@ -23,21 +23,33 @@ export function readSafetensorsIndex(indexPath: string): SafetensorsIndex {
     raw = JSON.parse(readFileSync(indexPath, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? 'index file not found' : `index is not valid JSON (${(e as Error).message})`, { where: indexPath, cause: e });
+    throw new InputError(code === 'ENOENT' ? 'index file not found' : `index is not valid JSON (${(e as Error).message})`, {
+      where: indexPath,
+      cause: e,
+    });
   }
   const obj = raw as { metadata?: unknown; weight_map?: unknown };
-  if (typeof obj !== 'object' || obj === null || typeof obj.weight_map !== 'object' || obj.weight_map === null || Array.isArray(obj.weight_map)) {
+  if (
+    typeof obj !== 'object' ||
+    obj === null ||
+    typeof obj.weight_map !== 'object' ||
+    obj.weight_map === null ||
+    Array.isArray(obj.weight_map)
+  ) {
     throw new InputError('index must be an object with a "weight_map" object', { where: indexPath });
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(obj.weight_map as Record<string, unknown>)) {
     // A shard name with a path separator could read files outside the model directory.
     if (typeof file !== 'string' || file === '' || file !== basename(file) || file === '.' || file === '..') {
-      throw new InputError(`weight_map[${JSON.stringify(name)}] must be a plain file name in the same directory, got ${JSON.stringify(file)}`, { where: indexPath });
+      throw new InputError(
+        `weight_map[${JSON.stringify(name)}] must be a plain file name in the same directory, got ${JSON.stringify(file)}`,
+        { where: indexPath },
+      );
     }
     weightMap.set(name, file);
   }
-  const metadata = typeof obj.metadata === 'object' && obj.metadata !== null ? obj.metadata as Record<string, unknown> : {};
+  const metadata = typeof obj.metadata === 'object' && obj.metadata !== null ? (obj.metadata as Record<string, unknown>) : {};
   return { metadata, weightMap };
 }
 
@@ -54,7 +66,11 @@ export function readShardedSafetensors(indexPath: string): SafetensorsFile {
   let metadata: Record<string, string> = {};
   for (const file of [...byShard.keys()].sort()) {
     const path = join(dir, file);
-    if (!existsSync(path)) throw new InputError(`shard ${file} listed in the index is missing`, { where: indexPath, hint: 'download the missing shard or fix weight_map' });
+    if (!existsSync(path))
+      throw new InputError(`shard ${file} listed in the index is missing`, {
+        where: indexPath,
+        hint: 'download the missing shard or fix weight_map',
+      });
     const shard = readSafetensors(path, { names: byShard.get(file)! });
     if (Object.keys(metadata).length === 0) metadata = shard.metadata;
     for (const [name, t] of shard.tensors) tensors.set(name, t);
@@ -68,7 +84,10 @@ export function readModelWeights(dir: string): SafetensorsFile {
   if (existsSync(single)) return readSafetensors(single);
   const index = join(dir, INDEX_FILE);
   if (existsSync(index)) return readShardedSafetensors(index);
-  throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE} found`, { where: dir, hint: 'point the model source at a directory in Hugging Face layout with safetensors weights' });
+  throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE} found`, {
+    where: dir,
+    hint: 'point the model source at a directory in Hugging Face layout with safetensors weights',
+  });
 }
 
 /**
@@ -90,7 +109,11 @@ export function writeShardedSafetensors(
     const t = tensors.get(name)!;
     const b = numel(t.shape) * bytesPerElement(t.dtype);
     total += b;
-    if (cur.length > 0 && curBytes + b > opts.maxShardBytes) { groups.push(cur); cur = []; curBytes = 0; }
+    if (cur.length > 0 && curBytes + b > opts.maxShardBytes) {
+      groups.push(cur);
+      cur = [];
+      curBytes = 0;
+    }
     cur.push(name);
     curBytes += b;
   }

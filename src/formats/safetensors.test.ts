@@ -6,8 +6,16 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { InputError } from '../errors.ts';
 import {
-  bf16ToFloat, floatToBf16, floatToHalf, fromFloat32, halfToFloat, readSafetensors, readSafetensorsHeader, toFloat32,
-  writeSafetensors, type SafeTensor,
+  bf16ToFloat,
+  floatToBf16,
+  floatToHalf,
+  fromFloat32,
+  halfToFloat,
+  readSafetensors,
+  readSafetensorsHeader,
+  toFloat32,
+  writeSafetensors,
+  type SafeTensor,
 } from './safetensors.ts';
 import { readModelWeights, readShardedSafetensors, writeShardedSafetensors } from './safetensors-index.ts';
 
@@ -48,7 +56,11 @@ test('round-trip keeps dtype, shape and bytes of every tensor, plus metadata', (
     const b = back.tensors.get(k)!;
     assert.equal(b.dtype, t.dtype, k);
     assert.deepEqual(b.shape, t.shape, k);
-    assert.deepEqual(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength), Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), k);
+    assert.deepEqual(
+      Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength),
+      Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      k,
+    );
   }
   // No temp file is left beside the output.
   assert.deepEqual(readdirSync(dir), ['m.safetensors']);
@@ -112,7 +124,10 @@ test('header-only read reports absolute offsets', () => {
   const h = readSafetensorsHeader(p);
   const w = h.tensors.get('w')!;
   const buf = readFileSync(p);
-  assert.deepEqual(new Float32Array(buf.buffer.slice(buf.byteOffset + w.byteOffset, buf.byteOffset + w.byteOffset + w.byteLength)), Float32Array.from([1, 2]));
+  assert.deepEqual(
+    new Float32Array(buf.buffer.slice(buf.byteOffset + w.byteOffset, buf.byteOffset + w.byteOffset + w.byteLength)),
+    Float32Array.from([1, 2]),
+  );
   rmSync(dir, { recursive: true });
 });
 
@@ -126,7 +141,10 @@ test('malformed files fail with InputError naming the file and the problem', () 
     [rawFile(dir, { w: { dtype: 'F12', shape: [2], data_offsets: [0, 8] } }, f4), /unknown dtype "F12"/],
     [rawFile(dir, { w: { dtype: 'F32', shape: [2], data_offsets: [0, 16] } }, f4), /past the end of the data/],
     [rawFile(dir, { w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, f4), /needs 12/],
-    [rawFile(dir, { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, f4), /overlaps/],
+    [
+      rawFile(dir, { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, f4),
+      /overlaps/,
+    ],
     [rawFile(dir, { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, f4), /hole/],
     [rawFile(dir, { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, f4), /trailing bytes/],
     [rawFile(dir, { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, f4), /shape must be/],
@@ -135,12 +153,15 @@ test('malformed files fail with InputError naming the file and the problem', () 
     [rawFile(dir, [1, 2]), /must be a JSON object/],
   ];
   for (const [p, re] of cases) {
-    assert.throws(() => readSafetensors(p), (e: unknown) => {
-      assert.ok(e instanceof InputError, `${p}: ${String(e)}`);
-      assert.match(e.message, re);
-      assert.ok(e.message.includes(p), 'names the file');
-      return true;
-    });
+    assert.throws(
+      () => readSafetensors(p),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError, `${p}: ${String(e)}`);
+        assert.match(e.message, re);
+        assert.ok(e.message.includes(p), 'names the file');
+        return true;
+      },
+    );
   }
   const short = join(dir, 'short.safetensors');
   writeFileSync(short, Buffer.from([1, 2, 3]));
@@ -188,7 +209,8 @@ test('sharded checkpoints: write shards + index, read back merged, detect missin
 test('reads a file written by the reference Python safetensors library', () => {
   const fx = new URL('./fixtures/', import.meta.url);
   const expected = JSON.parse(readFileSync(new URL('python.safetensors.json', fx), 'utf8')) as {
-    metadata: Record<string, string>; tensors: Record<string, { shape: number[]; values: (number | string)[] }>;
+    metadata: Record<string, string>;
+    tensors: Record<string, { shape: number[]; values: (number | string)[] }>;
   };
   const got = readSafetensors(new URL('python.safetensors', fx).pathname);
   assert.deepEqual(got.metadata, expected.metadata);
@@ -196,8 +218,16 @@ test('reads a file written by the reference Python safetensors library', () => {
   for (const [name, want] of Object.entries(expected.tensors)) {
     const t = got.tensors.get(name)!;
     assert.deepEqual(t.shape, want.shape, name);
-    const vals = t.dtype === 'F16' ? Array.from(toFloat32(t)) : Array.from(t.data as ArrayLike<number | bigint>, (v) => (typeof v === 'bigint' ? String(v) : Number(v)));
-    if (t.dtype === 'F32') assert.deepEqual(vals, want.values.map((v) => Math.fround(v as number)), name);
+    const vals =
+      t.dtype === 'F16'
+        ? Array.from(toFloat32(t))
+        : Array.from(t.data as ArrayLike<number | bigint>, (v) => (typeof v === 'bigint' ? String(v) : Number(v)));
+    if (t.dtype === 'F32')
+      assert.deepEqual(
+        vals,
+        want.values.map((v) => Math.fround(v as number)),
+        name,
+      );
     else assert.deepEqual(vals, want.values, name);
   }
   assert.equal(got.tensors.get('mask')!.dtype, 'BOOL');

@@ -13,15 +13,20 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { AtomicFile } from '../data/atomic.ts';
 import { InputError } from '../errors.ts';
 
-export type SafetensorsDType =
-  | 'F64' | 'F32' | 'F16' | 'BF16'
-  | 'I64' | 'I32' | 'I16' | 'I8'
-  | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
+export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
 /** F16 and BF16 stay raw 16-bit words (Uint16Array) until `toFloat32` converts them. */
 export type SafetensorsArray =
-  | Float64Array | Float32Array | Uint16Array | BigInt64Array | Int32Array | Int16Array | Int8Array
-  | BigUint64Array | Uint32Array | Uint8Array;
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | BigInt64Array
+  | Int32Array
+  | Int16Array
+  | Int8Array
+  | BigUint64Array
+  | Uint32Array
+  | Uint8Array;
 
 export interface SafeTensor {
   dtype: SafetensorsDType;
@@ -35,7 +40,19 @@ export interface SafetensorsFile {
 }
 
 const BYTES: Record<SafetensorsDType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** Headers larger than this are not model headers but corrupt length fields; refuse before allocating. */
@@ -65,16 +82,29 @@ export function arrayFromBytes(dtype: SafetensorsDType, bytes: Uint8Array): Safe
 
 function allocate(dtype: SafetensorsDType, n: number): SafetensorsArray {
   switch (dtype) {
-    case 'F64': return new Float64Array(n);
-    case 'F32': return new Float32Array(n);
-    case 'F16': case 'BF16': case 'U16': return new Uint16Array(n);
-    case 'I64': return new BigInt64Array(n);
-    case 'I32': return new Int32Array(n);
-    case 'I16': return new Int16Array(n);
-    case 'I8': return new Int8Array(n);
-    case 'U64': return new BigUint64Array(n);
-    case 'U32': return new Uint32Array(n);
-    case 'U8': case 'BOOL': return new Uint8Array(n);
+    case 'F64':
+      return new Float64Array(n);
+    case 'F32':
+      return new Float32Array(n);
+    case 'F16':
+    case 'BF16':
+    case 'U16':
+      return new Uint16Array(n);
+    case 'I64':
+      return new BigInt64Array(n);
+    case 'I32':
+      return new Int32Array(n);
+    case 'I16':
+      return new Int16Array(n);
+    case 'I8':
+      return new Int8Array(n);
+    case 'U64':
+      return new BigUint64Array(n);
+    case 'U32':
+      return new Uint32Array(n);
+    case 'U8':
+    case 'BOOL':
+      return new Uint8Array(n);
   }
 }
 
@@ -116,14 +146,18 @@ export function floatToHalf(v: number): number {
     const half = 1 << (shift - 1);
     const rest = mant & ((1 << shift) - 1);
     let m = mant >>> shift;
-    if (rest > half || (rest === half && (m & 1))) m++;
+    if (rest > half || (rest === half && m & 1)) m++;
     return sign | m;
   }
   const rest = mant & 0x1fff;
   let m = mant >>> 13;
-  if (rest > 0x1000 || (rest === 0x1000 && (m & 1))) {
+  if (rest > 0x1000 || (rest === 0x1000 && m & 1)) {
     m++;
-    if (m === 0x400) { m = 0; e++; if (e >= 0x1f) return sign | 0x7c00; }
+    if (m === 0x400) {
+      m = 0;
+      e++;
+      if (e >= 0x1f) return sign | 0x7c00;
+    }
   }
   return sign | (e << 10) | m;
 }
@@ -138,7 +172,7 @@ export function bf16ToFloat(b: number): number {
 export function floatToBf16(v: number): number {
   f32[0] = v;
   const x = u32[0]!;
-  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) return (x >>> 16) | 0x40;
+  if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
   const lsb = (x >>> 16) & 1;
   return ((x + 0x7fff + lsb) >>> 16) & 0xffff;
 }
@@ -146,11 +180,25 @@ export function floatToBf16(v: number): number {
 /** Any floating tensor as float32 values (F16/BF16 widened, F64 narrowed). Integer tensors are refused. */
 export function toFloat32(t: SafeTensor, name = 'tensor'): Float32Array {
   switch (t.dtype) {
-    case 'F32': return t.data as Float32Array;
-    case 'F64': return Float32Array.from(t.data as Float64Array);
-    case 'F16': { const src = t.data as Uint16Array; const out = new Float32Array(src.length); for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]!); return out; }
-    case 'BF16': { const src = t.data as Uint16Array; const out = new Float32Array(src.length); const o32 = new Uint32Array(out.buffer); for (let i = 0; i < src.length; i++) o32[i] = src[i]! << 16; return out; }
-    default: throw new InputError(`tensor ${name} has dtype ${t.dtype}, expected a floating type (F32, F16, BF16, F64)`);
+    case 'F32':
+      return t.data as Float32Array;
+    case 'F64':
+      return Float32Array.from(t.data as Float64Array);
+    case 'F16': {
+      const src = t.data as Uint16Array;
+      const out = new Float32Array(src.length);
+      for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]!);
+      return out;
+    }
+    case 'BF16': {
+      const src = t.data as Uint16Array;
+      const out = new Float32Array(src.length);
+      const o32 = new Uint32Array(out.buffer);
+      for (let i = 0; i < src.length; i++) o32[i] = src[i]! << 16;
+      return out;
+    }
+    default:
+      throw new InputError(`tensor ${name} has dtype ${t.dtype}, expected a floating type (F32, F16, BF16, F64)`);
   }
 }
 
@@ -171,14 +219,23 @@ export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' 
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-interface HeaderEntry { name: string; dtype: SafetensorsDType; shape: number[]; begin: number; end: number }
+interface HeaderEntry {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
 
 function parseHeader(path: string, json: string, dataBytes: number): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   let header: unknown;
   try {
     header = JSON.parse(json);
   } catch (e) {
-    throw new InputError(`safetensors header is not valid JSON (${(e as Error).message})`, { where: path, hint: 'the file is corrupt or not a safetensors file; re-download or re-export it' });
+    throw new InputError(`safetensors header is not valid JSON (${(e as Error).message})`, {
+      where: path,
+      hint: 'the file is corrupt or not a safetensors file; re-download or re-export it',
+    });
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) {
     throw new InputError('safetensors header must be a JSON object', { where: path });
@@ -188,7 +245,8 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     const where = `${path}: tensor ${JSON.stringify(name)}`;
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError('__metadata__ must be an object of strings', { where: path });
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+        throw new InputError('__metadata__ must be an object of strings', { where: path });
       for (const [k, v] of Object.entries(raw)) {
         if (typeof v !== 'string') throw new InputError(`__metadata__.${k} must be a string, got ${typeof v}`, { where: path });
         metadata[k] = v;
@@ -208,9 +266,14 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
     }
     const [begin, end] = offsets as [number, number];
     if (end < begin) throw new InputError(`data_offsets [${begin}, ${end}] end before begin`, { where });
-    if (end > dataBytes) throw new InputError(`data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes); the file is truncated or corrupt`, { where });
+    if (end > dataBytes)
+      throw new InputError(
+        `data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes); the file is truncated or corrupt`,
+        { where },
+      );
     const want = numel(shape as number[]) * BYTES[dtype];
-    if (end - begin !== want) throw new InputError(`data_offsets span ${end - begin} bytes but shape [${shape}] of ${dtype} needs ${want}`, { where });
+    if (end - begin !== want)
+      throw new InputError(`data_offsets span ${end - begin} bytes but shape [${shape}] of ${dtype} needs ${want}`, { where });
     entries.push({ name, dtype, shape: shape as number[], begin, end });
   }
   // Tensors must tile the data buffer exactly: overlaps mean two tensors alias the same bytes, holes
@@ -218,11 +281,16 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const e of sorted) {
-    if (e.begin < pos) throw new InputError(`tensor ${JSON.stringify(e.name)} at [${e.begin}, ${e.end}] overlaps the previous tensor (ends at ${pos})`, { where: path });
-    if (e.begin > pos) throw new InputError(`data buffer has a hole at bytes [${pos}, ${e.begin}) before tensor ${JSON.stringify(e.name)}`, { where: path });
+    if (e.begin < pos)
+      throw new InputError(`tensor ${JSON.stringify(e.name)} at [${e.begin}, ${e.end}] overlaps the previous tensor (ends at ${pos})`, {
+        where: path,
+      });
+    if (e.begin > pos)
+      throw new InputError(`data buffer has a hole at bytes [${pos}, ${e.begin}) before tensor ${JSON.stringify(e.name)}`, { where: path });
     pos = e.end;
   }
-  if (pos !== dataBytes) throw new InputError(`data buffer is ${dataBytes} bytes but tensors cover ${pos}; the file has trailing bytes`, { where: path });
+  if (pos !== dataBytes)
+    throw new InputError(`data buffer is ${dataBytes} bytes but tensors cover ${pos}; the file has trailing bytes`, { where: path });
   return { entries, metadata };
 }
 
@@ -247,7 +315,10 @@ function openHeader(fd: number, path: string): { entries: HeaderEntry[]; metadat
   if (size < 8) throw new InputError(`file is ${size} bytes, too short for a safetensors header`, { where: path });
   const lenBytes = readExact(fd, 8, 0, path);
   const n = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
-  if (n > BigInt(MAX_HEADER_BYTES)) throw new InputError(`header length ${n} is larger than the ${MAX_HEADER_BYTES}-byte limit; the file is corrupt or not safetensors`, { where: path });
+  if (n > BigInt(MAX_HEADER_BYTES))
+    throw new InputError(`header length ${n} is larger than the ${MAX_HEADER_BYTES}-byte limit; the file is corrupt or not safetensors`, {
+      where: path,
+    });
   const headerLen = Number(n);
   if (8 + headerLen > size) throw new InputError(`header length ${headerLen} runs past the end of the ${size}-byte file`, { where: path });
   const json = Buffer.from(readExact(fd, headerLen, 8, path)).toString('utf8');
@@ -261,7 +332,8 @@ export function readSafetensorsHeader(path: string): HeaderInfo {
   try {
     const { entries, metadata, dataStart } = openHeader(fd, path);
     const tensors = new Map<string, { dtype: SafetensorsDType; shape: number[]; byteOffset: number; byteLength: number }>();
-    for (const e of entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape, byteOffset: dataStart + e.begin, byteLength: e.end - e.begin });
+    for (const e of entries)
+      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, byteOffset: dataStart + e.begin, byteLength: e.end - e.begin });
     return { metadata, tensors };
   } finally {
     closeSync(fd);

@@ -27,7 +27,10 @@ export type KvCache = Record<string, ort.Tensor>;
 
 /** Weights from an exported model.onnx (tempered's causal-LM export): initializers already in [in, out] layout, LoRA merged. */
 export class OnnxInitializerWeights implements LlamaWeights {
-  constructor(private readonly model: Model, private readonly where: string) {}
+  constructor(
+    private readonly model: Model,
+    private readonly where: string,
+  ) {}
 
   has(name: string): boolean {
     return this.model.graph.initializers.has(name);
@@ -35,9 +38,17 @@ export class OnnxInitializerWeights implements LlamaWeights {
 
   get(name: string, shape: number[]): Float32Array {
     const t = this.model.graph.initializers.get(name);
-    if (!t) throw new InputError(`initializer ${JSON.stringify(name)} is missing`, { where: this.where, hint: 'expected a causal-LM model.onnx exported by tempered (Hugging Face weight names)' });
-    if (t.dtype !== 'float32') throw new InputError(`initializer ${JSON.stringify(name)} is ${t.dtype}, expected float32`, { where: this.where });
-    if (t.dims.length !== shape.length || t.dims.some((d, i) => d !== shape[i])) throw new InputError(`initializer ${JSON.stringify(name)} has shape [${t.dims}], config.json implies [${shape}]`, { where: this.where });
+    if (!t)
+      throw new InputError(`initializer ${JSON.stringify(name)} is missing`, {
+        where: this.where,
+        hint: 'expected a causal-LM model.onnx exported by tempered (Hugging Face weight names)',
+      });
+    if (t.dtype !== 'float32')
+      throw new InputError(`initializer ${JSON.stringify(name)} is ${t.dtype}, expected float32`, { where: this.where });
+    if (t.dims.length !== shape.length || t.dims.some((d, i) => d !== shape[i]))
+      throw new InputError(`initializer ${JSON.stringify(name)} has shape [${t.dims}], config.json implies [${shape}]`, {
+        where: this.where,
+      });
     return t.data as Float32Array;
   }
 
@@ -51,7 +62,10 @@ function exportedOnnx(dir: string): string | null {
   const manifest = join(dir, 'tempered-model.json');
   if (!existsSync(manifest)) return null;
   const m = JSON.parse(readFileSync(manifest, 'utf8')) as { task?: string };
-  if (m.task !== 'causal-lm') throw new InputError(`model task is ${JSON.stringify(m.task)}, not causal-lm: only causal language models generate text`, { where: manifest });
+  if (m.task !== 'causal-lm')
+    throw new InputError(`model task is ${JSON.stringify(m.task)}, not causal-lm: only causal language models generate text`, {
+      where: manifest,
+    });
   return join(dir, 'model.onnx');
 }
 
@@ -77,11 +91,18 @@ export class Decoder {
     const raw = ModelConfig.read(dir);
     const type = raw.raw.model_type;
     if (type !== 'llama') {
-      throw new InputError(`generation supports the LLaMA family (model_type "llama"); this model is ${JSON.stringify(type)}`, { where: `${raw.path}: model_type` });
+      throw new InputError(`generation supports the LLaMA family (model_type "llama"); this model is ${JSON.stringify(type)}`, {
+        where: `${raw.path}: model_type`,
+      });
     }
     const config = readLlamaConfig(dir);
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
-    return Decoder.create(config, () => readDecoderWeights(dir), { ...opts, maxPositions: raw.int('max_position_embeddings', 2048), tokenizer, eosTokenIds: eosIds(raw, tokenizer) });
+    return Decoder.create(config, () => readDecoderWeights(dir), {
+      ...opts,
+      maxPositions: raw.int('max_position_embeddings', 2048),
+      tokenizer,
+      eosTokenIds: eosIds(raw, tokenizer),
+    });
   }
 
   /**
@@ -90,7 +111,11 @@ export class Decoder {
    * or reads them from disk while this process no longer holds a copy, which keeps peak memory near one copy of
    * the weights instead of three (float32 arrays, protobuf bytes, onnxruntime's own).
    */
-  static async create(config: LlamaConfig, weights: LlamaWeights | (() => LlamaWeights), opts: DecoderOptions & { maxPositions: number; tokenizer?: HfTokenizer | null; eosTokenIds?: number[] }): Promise<Decoder> {
+  static async create(
+    config: LlamaConfig,
+    weights: LlamaWeights | (() => LlamaWeights),
+    opts: DecoderOptions & { maxPositions: number; tokenizer?: HfTokenizer | null; eosTokenIds?: number[] },
+  ): Promise<Decoder> {
     const tmp = mkdtempSync(join(tmpdir(), 'tempered-decoder-'));
     try {
       writeDecoderGraph(config, typeof weights === 'function' ? weights : () => weights, join(tmp, 'decoder.onnx'));
@@ -108,7 +133,8 @@ export class Decoder {
     const { kvHeads, headDim } = this.config;
     const cache: KvCache = {};
     for (let l = 0; l < this.config.layers; l++) {
-      for (const kind of ['key', 'value']) cache[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]);
+      for (const kind of ['key', 'value'])
+        cache[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]);
     }
     return cache;
   }
@@ -117,7 +143,13 @@ export class Decoder {
    * One forward pass. `ids` and `positions` are [batch, seq]; `mask` is [batch, past + seq] and covers the
    * cached positions too. Returns the last position's logits [batch × vocab] and the cache with these positions added.
    */
-  async run(ids: BigInt64Array, positions: BigInt64Array, mask: BigInt64Array, batch: number, cache: KvCache): Promise<{ logits: Float32Array; cache: KvCache }> {
+  async run(
+    ids: BigInt64Array,
+    positions: BigInt64Array,
+    mask: BigInt64Array,
+    batch: number,
+    cache: KvCache,
+  ): Promise<{ logits: Float32Array; cache: KvCache }> {
     const seq = ids.length / batch;
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [batch, seq]),
@@ -143,9 +175,18 @@ export class Decoder {
 function writeDecoderGraph(config: LlamaConfig, weights: () => LlamaWeights, path: string): void {
   const w = weights();
   // A checkpoint's nn.Linear weights are transposed into new arrays: drop each original once it is taken.
-  const taking: LlamaWeights = w instanceof Weights
-    ? { has: (n) => w.has(n), get: (n, s) => w.get(n, s), linear: (n, i, o) => { const t = w.linear(n, i, o); w.map.delete(n); return t; } }
-    : w;
+  const taking: LlamaWeights =
+    w instanceof Weights
+      ? {
+          has: (n) => w.has(n),
+          get: (n, s) => w.get(n, s),
+          linear: (n, i, o) => {
+            const t = w.linear(n, i, o);
+            w.map.delete(n);
+            return t;
+          },
+        }
+      : w;
   saveModel(buildLlamaDecoderGraph(config, taking), path, { externalData: true });
 }
 

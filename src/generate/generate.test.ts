@@ -78,8 +78,11 @@ test('left-padded batch: every row gives the logits and the tokens it gives alon
       assert.equal(batch[i]!.promptTokens, prompts[i]!.length);
     }
     // Logits of the padded prompt pass against each prompt alone.
-    const P = 6, V = dec.config.vocabSize;
-    const ids: number[] = [], pos: number[] = [], mask: number[] = [];
+    const P = 6,
+      V = dec.config.vocabSize;
+    const ids: number[] = [],
+      pos: number[] = [],
+      mask: number[] = [];
     for (const p of prompts) {
       const pad = P - p.length;
       for (let j = 0; j < P; j++) {
@@ -109,7 +112,10 @@ test('sampling: the same seed gives the same tokens, other seeds other tokens; t
     const b = await generate(dec, prompt, { ...opts, seed: 7 });
     assert.deepEqual(a[0]!.tokens, b[0]!.tokens);
     const others = await Promise.all([8, 9, 10].map((seed) => generate(dec, prompt, { ...opts, seed })));
-    assert.ok(others.some((o) => o[0]!.tokens.join() !== a[0]!.tokens.join()), 'other seeds draw other tokens');
+    assert.ok(
+      others.some((o) => o[0]!.tokens.join() !== a[0]!.tokens.join()),
+      'other seeds draw other tokens',
+    );
     // Each row has its own generator: a row's draws do not depend on the rows beside it.
     const two = await generate(dec, [prompt[0]!, [9, 9]], { ...opts, seed: 7 });
     assert.deepEqual(two[0]!.tokens, a[0]!.tokens);
@@ -155,15 +161,31 @@ test('EOS ends a row early; stop strings cut the text and never reach the stream
     assert.ok(text.length >= 12, `free text ${JSON.stringify(text)}`);
     const stop = text.slice(6, 9);
     const streamed: TokenEvent[] = [];
-    const cut = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [], stop: ['never-there', stop], onToken: (e) => { streamed.push(e); } });
+    const cut = await generate(dec, prompt, {
+      maxNewTokens: 24,
+      eosTokenIds: [],
+      stop: ['never-there', stop],
+      onToken: (e) => {
+        streamed.push(e);
+      },
+    });
     assert.equal(cut[0]!.finishReason, 'stop');
     assert.equal(cut[0]!.text, text.slice(0, text.indexOf(stop)));
     assert.equal(streamed.map((e) => e.text).join(''), cut[0]!.text, 'the streamed deltas add up to the final text');
     assert.equal(streamed.length, cut[0]!.tokens.length);
-    assert.deepEqual(streamed.map((e) => e.token), cut[0]!.tokens);
+    assert.deepEqual(
+      streamed.map((e) => e.token),
+      cut[0]!.tokens,
+    );
     // Without stop strings the stream is the whole text too.
     const all: string[] = [];
-    const whole = await generate(dec, prompt, { maxNewTokens: 24, eosTokenIds: [], onToken: (e) => { all.push(e.text); } });
+    const whole = await generate(dec, prompt, {
+      maxNewTokens: 24,
+      eosTokenIds: [],
+      onToken: (e) => {
+        all.push(e.text);
+      },
+    });
     assert.equal(all.join(''), whole[0]!.text);
     assert.equal(whole[0]!.text, dec.tokenizer!.decode(whole[0]!.tokens));
   } finally {

@@ -46,21 +46,29 @@ export interface GenerateResult {
 /** Generates a continuation for each prompt (token ids). Rows share forward passes; each row samples with its own seeded generator. */
 export async function generate(decoder: Decoder, prompts: number[][], o: GenerateOptions): Promise<GenerateResult[]> {
   checkSampling(o);
-  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError(`must be a positive integer, got ${o.maxNewTokens}`, { where: 'generate.maxNewTokens' });
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)
+    throw new InputError(`must be a positive integer, got ${o.maxNewTokens}`, { where: 'generate.maxNewTokens' });
   if (prompts.length === 0) throw new InputError('no prompts', { where: 'generate.prompts' });
   const vocab = decoder.config.vocabSize;
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new InputError('a prompt must have at least one token', { where: `generate.prompts[${i}]` });
     const bad = p.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-    if (bad !== undefined) throw new InputError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`, { where: `generate.prompts[${i}]` });
+    if (bad !== undefined)
+      throw new InputError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`, { where: `generate.prompts[${i}]` });
   });
   const stops = (o.stop ?? []).filter((s) => s.length > 0);
   const tok = decoder.tokenizer;
-  if (stops.length > 0 && !tok) throw new InputError('stop strings need a tokenizer to decode text; this model folder has no tokenizer.json', { where: 'generate.stop' });
+  if (stops.length > 0 && !tok)
+    throw new InputError('stop strings need a tokenizer to decode text; this model folder has no tokenizer.json', {
+      where: 'generate.stop',
+    });
 
   const B = prompts.length;
   const P = Math.max(...prompts.map((p) => p.length));
-  if (P >= decoder.maxPositions) throw new InputError(`the prompt has ${P} tokens; the model's context is ${decoder.maxPositions} (max_position_embeddings)`, { where: 'generate.prompts' });
+  if (P >= decoder.maxPositions)
+    throw new InputError(`the prompt has ${P} tokens; the model's context is ${decoder.maxPositions} (max_position_embeddings)`, {
+      where: 'generate.prompts',
+    });
   const maxNew = Math.min(o.maxNewTokens, decoder.maxPositions - P);
   const eos = new Set(o.eosTokenIds ?? decoder.eosTokenIds);
   const padId = tok?.padId ?? [...eos][0] ?? 0;
@@ -123,5 +131,10 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     const stepPos = BigInt64Array.from(prompts, (p) => BigInt(p.length + step));
     ({ logits, cache } = await decoder.run(next, stepPos, mask, B, cache));
   }
-  return rows.map((r, b) => ({ tokens: r.out, text: r.text.stoppedText ?? decode(r.out), finishReason: r.done!, promptTokens: prompts[b]!.length }));
+  return rows.map((r, b) => ({
+    tokens: r.out,
+    text: r.text.stoppedText ?? decode(r.out),
+    finishReason: r.done!,
+    promptTokens: prompts[b]!.length,
+  }));
 }

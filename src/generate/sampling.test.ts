@@ -23,10 +23,16 @@ test('sampling draws tokens with softmax(logits / temperature) probabilities', (
 
 test('top-k keeps the k best tokens; top-p the shortest set reaching p', () => {
   const k2 = frequencies(new TokenSampler({ temperature: 1, topK: 2, seed: 2 }), 4000);
-  assert.deepEqual(k2.map((f) => f > 0), [false, true, false, false, true]);
+  assert.deepEqual(
+    k2.map((f) => f > 0),
+    [false, true, false, false, true],
+  );
   // softmax of [1,3,2,0.5,2.5]: token 1 has 0.43, token 4 0.26, token 2 0.16: p = 0.6 needs tokens 1 and 4.
   const p6 = frequencies(new TokenSampler({ temperature: 1, topP: 0.6, seed: 3 }), 4000);
-  assert.deepEqual(p6.map((f) => f > 0), [false, true, false, false, true]);
+  assert.deepEqual(
+    p6.map((f) => f > 0),
+    [false, true, false, false, true],
+  );
   assert.ok(Math.abs(p6[1]! - 0.43 / 0.69) < 0.03);
   const p1 = frequencies(new TokenSampler({ temperature: 1, topP: 0.01, seed: 4 }), 100);
   assert.deepEqual(p1, [0, 1, 0, 0, 0]);

@@ -21,10 +21,13 @@ export interface SamplingOptions {
 
 export function checkSampling(o: SamplingOptions, where = 'generate'): void {
   const bad = (field: string, msg: string) => new InputError(msg, { where: `${where}.${field}` });
-  if (o.temperature !== undefined && !(Number.isFinite(o.temperature) && o.temperature >= 0)) throw bad('temperature', `must be a number >= 0, got ${o.temperature}`);
+  if (o.temperature !== undefined && !(Number.isFinite(o.temperature) && o.temperature >= 0))
+    throw bad('temperature', `must be a number >= 0, got ${o.temperature}`);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw bad('topK', `must be an integer >= 0, got ${o.topK}`);
-  if (o.topP !== undefined && !(Number.isFinite(o.topP) && o.topP > 0 && o.topP <= 1)) throw bad('topP', `must be in (0, 1], got ${o.topP}`);
-  if (o.repetitionPenalty !== undefined && !(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0)) throw bad('repetitionPenalty', `must be a number > 0, got ${o.repetitionPenalty}`);
+  if (o.topP !== undefined && !(Number.isFinite(o.topP) && o.topP > 0 && o.topP <= 1))
+    throw bad('topP', `must be in (0, 1], got ${o.topP}`);
+  if (o.repetitionPenalty !== undefined && !(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0))
+    throw bad('repetitionPenalty', `must be a number > 0, got ${o.repetitionPenalty}`);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw bad('seed', `must be an integer, got ${o.seed}`);
 }
 
@@ -49,12 +52,16 @@ export class TokenSampler {
   private readonly rng: Rng;
   private readonly greedy: boolean;
 
-  constructor(private readonly o: SamplingOptions, row = 0) {
+  constructor(
+    private readonly o: SamplingOptions,
+    row = 0,
+  ) {
     checkSampling(o);
     this.greedy = !o.temperature;
     // Mix the row into the seed so rows of one request differ, yet each is fixed by (seed, row).
     const seed = o.seed ?? 0;
-    const lo = seed >>> 0, hi = Math.floor(seed / 2 ** 32) >>> 0;
+    const lo = seed >>> 0,
+      hi = Math.floor(seed / 2 ** 32) >>> 0;
     this.rng = new Rng((Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) + Math.imul(row + 1, 0xc2b2ae35)) >>> 0);
   }
 

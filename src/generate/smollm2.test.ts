@@ -9,29 +9,46 @@ import { DEFAULT_LLM, resolveModelSource } from '../models/sources.ts';
 import { generate } from './generate.ts';
 import { loadTextGenerator } from './text-generator.ts';
 
-interface GreedyCase { question: string; prompt: string; prompt_ids: number[]; new_ids: number[]; new_text: string }
-const ref = JSON.parse(readFileSync(new URL('../models/fixtures/smollm2-greedy.json', import.meta.url), 'utf8')) as { eos_token_id: number; cases: GreedyCase[] };
+interface GreedyCase {
+  question: string;
+  prompt: string;
+  prompt_ids: number[];
+  new_ids: number[];
+  new_text: string;
+}
+const ref = JSON.parse(readFileSync(new URL('../models/fixtures/smollm2-greedy.json', import.meta.url), 'utf8')) as {
+  eos_token_id: number;
+  cases: GreedyCase[];
+};
 
-test('SmolLM2-135M: greedy continuations of a left-padded batch equal transformers generate, token for token', { timeout: 300_000 }, async () => {
-  const m = await resolveModelSource(DEFAULT_LLM);
-  const gen = await loadTextGenerator(m.dir, { threads: 2 });
-  try {
-    assert.deepEqual(gen.decoder.eosTokenIds, [ref.eos_token_id]);
-    // The chat path the server uses renders and tokenizes to the reference prompt ids.
-    for (const c of ref.cases) assert.deepEqual(gen.encodeChat([{ role: 'user', content: c.question }]), c.prompt_ids, c.question);
-    const lengths = new Set(ref.cases.map((c) => c.prompt_ids.length));
-    assert.ok(lengths.size > 1, 'prompts of different lengths, so the batch is padded');
-    const out = await generate(gen.decoder, ref.cases.map((c) => c.prompt_ids), { maxNewTokens: 16 });
-    out.forEach((r, i) => {
-      const c = ref.cases[i]!;
-      const ended = c.new_ids.at(-1) === ref.eos_token_id;
-      // EOS ends a row and is not part of its tokens or text.
-      assert.deepEqual(r.tokens, ended ? c.new_ids.slice(0, -1) : c.new_ids, c.question);
-      assert.equal(r.finishReason, ended ? 'stop' : 'length');
-      assert.equal(r.text, c.new_text.replace(/<\|im_end\|>$/, ''));
-    });
-    assert.ok(out.some((r) => r.finishReason === 'stop') && out.some((r) => r.finishReason === 'length'));
-  } finally {
-    await gen.close();
-  }
-});
+test(
+  'SmolLM2-135M: greedy continuations of a left-padded batch equal transformers generate, token for token',
+  { timeout: 300_000 },
+  async () => {
+    const m = await resolveModelSource(DEFAULT_LLM);
+    const gen = await loadTextGenerator(m.dir, { threads: 2 });
+    try {
+      assert.deepEqual(gen.decoder.eosTokenIds, [ref.eos_token_id]);
+      // The chat path the server uses renders and tokenizes to the reference prompt ids.
+      for (const c of ref.cases) assert.deepEqual(gen.encodeChat([{ role: 'user', content: c.question }]), c.prompt_ids, c.question);
+      const lengths = new Set(ref.cases.map((c) => c.prompt_ids.length));
+      assert.ok(lengths.size > 1, 'prompts of different lengths, so the batch is padded');
+      const out = await generate(
+        gen.decoder,
+        ref.cases.map((c) => c.prompt_ids),
+        { maxNewTokens: 16 },
+      );
+      out.forEach((r, i) => {
+        const c = ref.cases[i]!;
+        const ended = c.new_ids.at(-1) === ref.eos_token_id;
+        // EOS ends a row and is not part of its tokens or text.
+        assert.deepEqual(r.tokens, ended ? c.new_ids.slice(0, -1) : c.new_ids, c.question);
+        assert.equal(r.finishReason, ended ? 'stop' : 'length');
+        assert.equal(r.text, c.new_text.replace(/<\|im_end\|>$/, ''));
+      });
+      assert.ok(out.some((r) => r.finishReason === 'stop') && out.some((r) => r.finishReason === 'length'));
+    } finally {
+      await gen.close();
+    }
+  },
+);

@@ -10,7 +10,10 @@ export class TextStream {
   /** Final text once a stop string was found (cut before it). */
   stoppedText: string | null = null;
 
-  constructor(private readonly decode: (ids: number[]) => string, private readonly stops: readonly string[]) {
+  constructor(
+    private readonly decode: (ids: number[]) => string,
+    private readonly stops: readonly string[],
+  ) {
     this.maxStop = stops.reduce((m, s) => Math.max(m, s.length), 0);
   }
 

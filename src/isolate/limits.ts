@@ -23,12 +23,16 @@ function mb(env: Record<string, string | undefined>, name: string): number | und
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new InputError(`${name}=${JSON.stringify(raw)} is not a positive whole number of MiB`, { where: name, hint: 'e.g. 4096' });
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InputError(`${name}=${JSON.stringify(raw)} is not a positive whole number of MiB`, { where: name, hint: 'e.g. 4096' });
   return n;
 }
 
 export function isolationFromEnv(env: Record<string, string | undefined> = process.env): Isolation {
   const mode = env.TEMPERED_STAGE_ISOLATION ?? 'process';
-  if (mode !== 'process' && mode !== 'inline') throw new InputError(`TEMPERED_STAGE_ISOLATION=${JSON.stringify(mode)} must be process or inline`, { where: 'TEMPERED_STAGE_ISOLATION' });
+  if (mode !== 'process' && mode !== 'inline')
+    throw new InputError(`TEMPERED_STAGE_ISOLATION=${JSON.stringify(mode)} must be process or inline`, {
+      where: 'TEMPERED_STAGE_ISOLATION',
+    });
   return { mode, limits: { maxOldSpaceMb: mb(env, 'TEMPERED_CHILD_MAX_OLD_SPACE_MB'), maxRssMb: mb(env, 'TEMPERED_CHILD_MAX_RSS_MB') } };
 }

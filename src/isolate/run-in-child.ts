@@ -70,13 +70,23 @@ export interface ChildHandle {
  * `ctx` as the child reports them; `ctx.signal` stops the child (SIGTERM, then SIGKILL after
  * `killGraceMs`). Errors keep their class across the boundary (an InputError stays one).
  */
-export function runStageInChild(kind: AnyStageKind, config: unknown, ctx: StageContext, limits: ChildLimits = {}, handle: ChildHandle = {}): Promise<StageOutputs> {
+export function runStageInChild(
+  kind: AnyStageKind,
+  config: unknown,
+  ctx: StageContext,
+  limits: ChildLimits = {},
+  handle: ChildHandle = {},
+): Promise<StageOutputs> {
   const module = kind.isolation?.module;
   if (!module) throw new Error(`stage kind ${kind.kind} does not say which module to load in a child process (isolation.module)`);
   if (ctx.signal.aborted) return Promise.reject(new ChildCancelled('stage cancelled before it started'));
   const execArgv = ['--import', TSX];
   if (limits.maxOldSpaceMb) execArgv.push(`--max-old-space-size=${limits.maxOldSpaceMb}`);
-  const child: ChildProcess = fork(CHILD_MAIN, [], { execArgv, env: withMallocTuning(process.env), stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+  const child: ChildProcess = fork(CHILD_MAIN, [], {
+    execArgv,
+    env: withMallocTuning(process.env),
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+  });
   handle.pid = child.pid;
   const stderr: string[] = [];
   tailLines(child.stderr!, stderr, process.stderr);
@@ -109,7 +119,25 @@ export function runStageInChild(kind: AnyStageKind, config: unknown, ctx: StageC
     child.on('message', (m: ChildMessage) => {
       switch (m.type) {
         case 'ready':
-          child.send({ type: 'run', job: { module, kind: kind.kind, config, runId: ctx.runId, stageId: ctx.stageId, attempt: ctx.attempt, baseDir: ctx.baseDir, specHash: ctx.specHash, actor: ctx.actor, cacheKey: ctx.cacheKey, storeRoot: ctx.store.root, workDir: ctx.workDir, stateDir: ctx.stateDir, resumeFrom: ctx.resumeFrom } } satisfies ParentMessage);
+          child.send({
+            type: 'run',
+            job: {
+              module,
+              kind: kind.kind,
+              config,
+              runId: ctx.runId,
+              stageId: ctx.stageId,
+              attempt: ctx.attempt,
+              baseDir: ctx.baseDir,
+              specHash: ctx.specHash,
+              actor: ctx.actor,
+              cacheKey: ctx.cacheKey,
+              storeRoot: ctx.store.root,
+              workDir: ctx.workDir,
+              stateDir: ctx.stateDir,
+              resumeFrom: ctx.resumeFrom,
+            },
+          } satisfies ParentMessage);
           break;
         case 'progress':
           lastProgress = m.progress;
@@ -137,13 +165,18 @@ export function runStageInChild(kind: AnyStageKind, config: unknown, ctx: StageC
       ctx.signal.removeEventListener('abort', onAbort);
       clearTimeout(killTimer);
       clearInterval(watchdog);
-      if (killedFor === 'cancelled') return reject(new ChildCancelled(`stage cancelled; its process stopped (${signal ?? `exit ${code}`})`));
+      if (killedFor === 'cancelled')
+        return reject(new ChildCancelled(`stage cancelled; its process stopped (${signal ?? `exit ${code}`})`));
       if (outcome && 'ok' in outcome) return resolve(outcome.ok);
       if (outcome && !killedFor) return reject(outcome.err);
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       const why = killedFor ? `: ${killedFor}` : signal === 'SIGKILL' ? ' (out of memory? the kernel’s OOM killer sends SIGKILL)' : '';
       const tail = stderr.length ? `\nlast stderr lines:\n${stderr.join('\n')}` : '';
-      reject(new ChildProcessDied(`stage ${ctx.stageId} (${kind.kind}): its process ${how} before finishing${why}${tail}`, code, signal, [...stderr]));
+      reject(
+        new ChildProcessDied(`stage ${ctx.stageId} (${kind.kind}): its process ${how} before finishing${why}${tail}`, code, signal, [
+          ...stderr,
+        ]),
+      );
     });
   });
 }

@@ -24,7 +24,11 @@ test('train-mode dropout matches transformers BertForSequenceClassification with
   const root = mkdtempSync(join(tmpdir(), 'bert-dropout-'));
   try {
     const { prog, batch, masks, inputsSha256 } = dropoutReferenceSetup(join(root, 'model'));
-    assert.equal(ref.metadata['inputs_sha256'], inputsSha256, 'fixture was made from other inputs: rerun bench/fixtures/bert-dropout-reference.ts');
+    assert.equal(
+      ref.metadata['inputs_sha256'],
+      inputsSha256,
+      'fixture was made from other inputs: rerun bench/fixtures/bert-dropout-reference.ts',
+    );
     assert.equal(JSON.parse(ref.metadata['dropout_calls']!).length, masks.length);
     const session = await createSession(prog.grad, { device: 'cpu', threads: 1 });
     const params = Object.fromEntries(prog.params.map((p) => [p.name, toOrt(p.dtype, p.init, p.dims)]));
@@ -55,7 +59,9 @@ test('train-mode dropout matches transformers BertForSequenceClassification with
     const ones = await run(masks.map(([n, m]) => [n, new ort.Tensor('float32', new Float32Array(m.data.length).fill(1), m.dims)]));
     assert.ok(Math.abs(ones.loss - refLoss) > 1e-3 || ones.maxGrad > 1e-3, 'without dropout the result should differ');
     await session.release();
-    t.diagnostic(`loss ${same.loss} (transformers ${refLoss}), max |Δgrad| ${same.maxGrad}; swapped masks ${wrong.maxGrad}, no dropout loss ${ones.loss}`);
+    t.diagnostic(
+      `loss ${same.loss} (transformers ${refLoss}), max |Δgrad| ${same.maxGrad}; swapped masks ${wrong.maxGrad}, no dropout loss ${ones.loss}`,
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -20,20 +20,30 @@ const FX = new URL('./fixtures/', import.meta.url).pathname;
 
 async function runEncoder(model: Model, tok: HfTokenizer, texts: string[], maxLength: number): Promise<Record<string, ort.Tensor>> {
   const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: 2 });
-  const b = padBatch(tok, texts.map((t) => tok.encode(t, null, { maxLength })), { kind: 'longest', maxLength });
+  const b = padBatch(
+    tok,
+    texts.map((t) => tok.encode(t, null, { maxLength })),
+    { kind: 'longest', maxLength },
+  );
   const t = (a: Int32Array) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [b.rows, b.seqLen]);
   const out = await s.run({ input_ids: t(b.inputIds), attention_mask: t(b.attentionMask), token_type_ids: t(b.tokenTypeIds) });
   await s.release();
   return out;
 }
 
-const row = (t: ort.Tensor, i: number) => { const d = t.dims[1]!; return Array.from((t.data as Float32Array).subarray(i * d, (i + 1) * d)); };
+const row = (t: ort.Tensor, i: number) => {
+  const d = t.dims[1]!;
+  return Array.from((t.data as Float32Array).subarray(i * d, (i + 1) * d));
+};
 
 test('tiny BERT classifier: logits [batch, numLabels] and pooled embeddings; masked mean ignores padding', async () => {
   const dir = tinyBertDir(mkdtempSync(join(tmpdir(), 'bert-')), 7);
   const tok = loadTokenizer(dir);
   const { model } = buildClassifierGraph(dir, { numLabels: 3, pooling: 'mean', seed: 1 });
-  assert.deepEqual(model.graph.outputs.map((o) => o.name), ['logits', 'embeddings']);
+  assert.deepEqual(
+    model.graph.outputs.map((o) => o.name),
+    ['logits', 'embeddings'],
+  );
   assert.deepEqual(model.graph.initializers.get('classifier.weight')!.dims, [16, 3]);
   assert.deepEqual(model.graph.initializers.get('encoder.layer.0.intermediate.dense.weight')!.dims, [16, 64]);
   const texts = ['this movie is great', 'call now to win a free prize, text stop to reply', 'a'];
@@ -60,7 +70,10 @@ test('classifier head: seeded when absent, reused when the checkpoint has one; c
   const pooler = buildClassifierGraph(dir, { numLabels: 2, pooling: 'pooler', seed: 5 }).model;
   assert.ok(pooler.graph.initializers.has('pooler.dense.weight'));
   const out = await runEncoder(pooler, loadTokenizer(dir), ['good film'], 16);
-  assert.ok(row(out.embeddings!, 0).every((v) => Math.abs(v) <= 1), 'tanh pooler output');
+  assert.ok(
+    row(out.embeddings!, 0).every((v) => Math.abs(v) <= 1),
+    'tanh pooler output',
+  );
   assert.throws(() => buildClassifierGraph(dir, { numLabels: 0, pooling: 'cls', seed: 1 }), /numLabels must be a positive integer/);
   rmSync(dir, { recursive: true });
 });
@@ -75,7 +88,8 @@ test('CLS and pooler classifiers keep their outputs when the last layer is prune
     assert.ok(sinkRowGathers(pruned.graph) > 10, pooling);
     const [want, got] = [await runEncoder(model, tok, texts, 32), await runEncoder(pruned, tok, texts, 32)];
     for (const out of ['logits', 'embeddings'] as const) {
-      const a = want[out]!.data as Float32Array, b = got[out]!.data as Float32Array;
+      const a = want[out]!.data as Float32Array,
+        b = got[out]!.data as Float32Array;
       assert.deepEqual(got[out]!.dims, want[out]!.dims);
       for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-5, `${pooling} ${out}[${i}]: ${a[i]} vs ${b[i]}`);
     }
@@ -114,27 +128,38 @@ test('unsupported BERT config values fail naming the field', () => {
   ];
   for (const [patch, re] of cases) {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, ...patch }));
-    assert.throws(() => buildClassifierGraph(dir, { numLabels: 2, pooling: 'mean', seed: 1 }), (e: unknown) => e instanceof InputError && re.test(e.message), JSON.stringify(patch));
+    assert.throws(
+      () => buildClassifierGraph(dir, { numLabels: 2, pooling: 'mean', seed: 1 }),
+      (e: unknown) => e instanceof InputError && re.test(e.message),
+      JSON.stringify(patch),
+    );
   }
   rmSync(dir, { recursive: true });
 });
 
 // Two references: sentence-transformers on PyTorch (the real thing) and a NumPy float64 re-implementation.
-for (const file of ['minilm-embeddings-st.json', 'minilm-embeddings.json']) test(`all-MiniLM-L6-v2 sentence embeddings match ${file} (cosine > 0.9999 per sentence)`, async (t) => {
-  const minilm = await realModel(DEFAULT_MODEL);
-  if ('skip' in minilm) return t.skip(minilm.skip);
-  const MINILM = minilm.dir;
-  const ref = JSON.parse(readFileSync(join(FX, file), 'utf8')) as { sentences: string[]; embeddings: number[][]; max_length: number };
-  const { model } = buildEncoderGraph(MINILM, { pooling: 'mean', normalize: true });
-  const out = await runEncoder(model, loadTokenizer(MINILM), ref.sentences, ref.max_length);
-  let worst = 1;
-  ref.embeddings.forEach((want, i) => {
-    const got = row(out.embeddings!, i);
-    let dot = 0; let na = 0; let nb = 0;
-    for (let j = 0; j < want.length; j++) { dot += got[j]! * want[j]!; na += got[j]! ** 2; nb += want[j]! ** 2; }
-    const cos = dot / Math.sqrt(na * nb);
-    worst = Math.min(worst, cos);
-    assert.ok(cos > 0.9999, `sentence ${i} ${JSON.stringify(ref.sentences[i]).slice(0, 40)}: cosine ${cos}`);
+for (const file of ['minilm-embeddings-st.json', 'minilm-embeddings.json'])
+  test(`all-MiniLM-L6-v2 sentence embeddings match ${file} (cosine > 0.9999 per sentence)`, async (t) => {
+    const minilm = await realModel(DEFAULT_MODEL);
+    if ('skip' in minilm) return t.skip(minilm.skip);
+    const MINILM = minilm.dir;
+    const ref = JSON.parse(readFileSync(join(FX, file), 'utf8')) as { sentences: string[]; embeddings: number[][]; max_length: number };
+    const { model } = buildEncoderGraph(MINILM, { pooling: 'mean', normalize: true });
+    const out = await runEncoder(model, loadTokenizer(MINILM), ref.sentences, ref.max_length);
+    let worst = 1;
+    ref.embeddings.forEach((want, i) => {
+      const got = row(out.embeddings!, i);
+      let dot = 0;
+      let na = 0;
+      let nb = 0;
+      for (let j = 0; j < want.length; j++) {
+        dot += got[j]! * want[j]!;
+        na += got[j]! ** 2;
+        nb += want[j]! ** 2;
+      }
+      const cos = dot / Math.sqrt(na * nb);
+      worst = Math.min(worst, cos);
+      assert.ok(cos > 0.9999, `sentence ${i} ${JSON.stringify(ref.sentences[i]).slice(0, 40)}: cosine ${cos}`);
+    });
+    if (process.env.TEMPERED_VERBOSE) console.log(file, 'worst cosine', worst);
   });
-  if (process.env.TEMPERED_VERBOSE) console.log(file, 'worst cosine', worst);
-});

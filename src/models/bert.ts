@@ -10,7 +10,19 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { Rng } from '../engine/prng.ts';
 import { InputError } from '../errors.ts';
-import { attention, dropout, geluErf, layerNorm, linear, mergeHeads, normalL2, paddingBias, seqLenOf, splitHeads, firstRows } from './layers.ts';
+import {
+  attention,
+  dropout,
+  geluErf,
+  layerNorm,
+  linear,
+  mergeHeads,
+  normalL2,
+  paddingBias,
+  seqLenOf,
+  splitHeads,
+  firstRows,
+} from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
 
 export type Pooling = 'cls' | 'mean' | 'pooler';
@@ -47,13 +59,27 @@ export function readBertConfig(dir: string): BertConfig {
   c.oneOf('position_embedding_type', ['absolute'], 'absolute');
   c.unsupportedUnless('is_decoder', (v) => v === false, 'encoder-only models are supported');
   const cfg: BertConfig = {
-    vocabSize: c.int('vocab_size'), hidden: c.int('hidden_size'), layers: c.int('num_hidden_layers'), heads: c.int('num_attention_heads'),
-    intermediate: c.int('intermediate_size'), maxPositions: c.int('max_position_embeddings', 512), typeVocabSize: c.int('type_vocab_size', 2),
-    eps: c.num('layer_norm_eps', 1e-12), initializerRange: c.num('initializer_range', 0.02),
-    hiddenDropout: c.rate('hidden_dropout_prob', 0.1), attentionDropout: c.rate('attention_probs_dropout_prob', 0.1), classifierDropout: 0,
+    vocabSize: c.int('vocab_size'),
+    hidden: c.int('hidden_size'),
+    layers: c.int('num_hidden_layers'),
+    heads: c.int('num_attention_heads'),
+    intermediate: c.int('intermediate_size'),
+    maxPositions: c.int('max_position_embeddings', 512),
+    typeVocabSize: c.int('type_vocab_size', 2),
+    eps: c.num('layer_norm_eps', 1e-12),
+    initializerRange: c.num('initializer_range', 0.02),
+    hiddenDropout: c.rate('hidden_dropout_prob', 0.1),
+    attentionDropout: c.rate('attention_probs_dropout_prob', 0.1),
+    classifierDropout: 0,
   };
-  cfg.classifierDropout = c.raw['classifier_dropout'] === null || c.raw['classifier_dropout'] === undefined ? cfg.hiddenDropout : c.rate('classifier_dropout', cfg.hiddenDropout);
-  if (cfg.hidden % cfg.heads !== 0) throw new InputError(`hidden_size ${cfg.hidden} is not a multiple of num_attention_heads ${cfg.heads}`, { where: `${c.path}: num_attention_heads` });
+  cfg.classifierDropout =
+    c.raw['classifier_dropout'] === null || c.raw['classifier_dropout'] === undefined
+      ? cfg.hiddenDropout
+      : c.rate('classifier_dropout', cfg.hiddenDropout);
+  if (cfg.hidden % cfg.heads !== 0)
+    throw new InputError(`hidden_size ${cfg.hidden} is not a multiple of num_attention_heads ${cfg.heads}`, {
+      where: `${c.path}: num_attention_heads`,
+    });
   return cfg;
 }
 
@@ -72,9 +98,13 @@ function encoder(g: GraphBuilder, cfg: BertConfig, w: Weights): { hidden: string
   const pos = emb('embeddings.position_embeddings.weight', cfg.maxPositions);
   const typ = emb('embeddings.token_type_embeddings.weight', cfg.typeVocabSize);
   const seqLen = seqLenOf(g, ids);
-  let x = g.op('Add', [g.op('Add', [g.op('Gather', [word, ids], { axis: 0 }), g.op('Gather', [typ, types], { axis: 0 })]), firstRows(g, pos, seqLen)]);
+  let x = g.op('Add', [
+    g.op('Add', [g.op('Gather', [word, ids], { axis: 0 }), g.op('Gather', [typ, types], { axis: 0 })]),
+    firstRows(g, pos, seqLen),
+  ]);
   const ln = (t: string, name: string) => layerNorm(g, t, name, w.get(`${name}.weight`, [H]), w.get(`${name}.bias`, [H]), cfg.eps);
-  const lin = (t: string, name: string, inF: number, outF: number) => linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, w.get(`${name}.bias`, [outF]));
+  const lin = (t: string, name: string, inF: number, outF: number) =>
+    linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, w.get(`${name}.bias`, [outF]));
   x = dropout(g, ln(x, 'embeddings.LayerNorm'), cfg.hiddenDropout, 'embeddings.dropout');
   const { bias, maskF } = paddingBias(g, mask);
   for (let l = 0; l < cfg.layers; l++) {
@@ -104,7 +134,11 @@ function pool(g: GraphBuilder, cfg: BertConfig, w: Weights, hidden: string, mask
   if (pooling === 'cls') return cls;
   // BertForSequenceClassification's pooler: tanh(dense(CLS)).
   const H = cfg.hidden;
-  if (!w.has('pooler.dense.weight')) throw new InputError('pooling "pooler" needs pooler.dense.* weights, which this checkpoint lacks', { where: w.where, hint: 'use pooling "cls" or "mean"' });
+  if (!w.has('pooler.dense.weight'))
+    throw new InputError('pooling "pooler" needs pooler.dense.* weights, which this checkpoint lacks', {
+      where: w.where,
+      hint: 'use pooling "cls" or "mean"',
+    });
   return g.op('Tanh', [linear(g, cls, 'pooler.dense', w.linear('pooler.dense.weight', H, H), H, H, w.get('pooler.dense.bias', [H]))]);
 }
 
@@ -119,7 +153,8 @@ export interface ClassifierOptions {
 
 function withRates(cfg: BertConfig, r: DropoutRates | undefined): BertConfig {
   const check = (v: number | undefined, field: string) => {
-    if (v !== undefined && !(v >= 0 && v < 1)) throw new InputError(`dropout rate must be in [0, 1), got ${v}`, { where: `train.dropout.${field}` });
+    if (v !== undefined && !(v >= 0 && v < 1))
+      throw new InputError(`dropout rate must be in [0, 1), got ${v}`, { where: `train.dropout.${field}` });
     return v;
   };
   return {
@@ -136,7 +171,8 @@ function withRates(cfg: BertConfig, r: DropoutRates | undefined): BertConfig {
  * transformers initialises it.
  */
 export function buildClassifierGraph(dir: string, opts: ClassifierOptions): { model: Model; config: BertConfig } {
-  if (!Number.isInteger(opts.numLabels) || opts.numLabels < 1) throw new InputError(`numLabels must be a positive integer, got ${opts.numLabels}`, { where: 'numLabels' });
+  if (!Number.isInteger(opts.numLabels) || opts.numLabels < 1)
+    throw new InputError(`numLabels must be a positive integer, got ${opts.numLabels}`, { where: 'numLabels' });
   const cfg = withRates(readBertConfig(dir), opts.dropout);
   const w = Weights.read(dir, ['bert.']);
   const g = new GraphBuilder({ opset: 17, name: 'bert_classifier' });

@@ -20,21 +20,31 @@ async function run(dir: string, ids: number[][], mask: number[][]): Promise<{ da
 }
 
 // References: transformers itself (float64, eager attention) and a NumPy float64 re-implementation.
-for (const [name, suffix] of [['tiny-gpt2', 'logits-hf'], ['tiny-llama', 'logits-hf'], ['tiny-gpt2', 'logits'], ['tiny-llama', 'logits']] as const) {
+for (const [name, suffix] of [
+  ['tiny-gpt2', 'logits-hf'],
+  ['tiny-llama', 'logits-hf'],
+  ['tiny-gpt2', 'logits'],
+  ['tiny-llama', 'logits'],
+] as const) {
   test(`${name}: logits match ${name}-${suffix}.json on unpadded and right-padded rows`, async () => {
-    const ref = JSON.parse(readFileSync(join(FX, `${name}-${suffix}.json`), 'utf8')) as { input_ids: number[][]; attention_mask: number[][]; logits: number[][][] };
+    const ref = JSON.parse(readFileSync(join(FX, `${name}-${suffix}.json`), 'utf8')) as {
+      input_ids: number[][];
+      attention_mask: number[][];
+      logits: number[][][];
+    };
     const out = await run(join(FX, name), ref.input_ids, ref.attention_mask);
     const [B, S, V] = out.dims as number[];
     assert.deepEqual([B, S, V], [ref.logits.length, ref.logits[0]!.length, ref.logits[0]![0]!.length]);
     let maxErr = 0;
     let compared = 0;
-    for (let b = 0; b < B!; b++) for (let s = 0; s < S!; s++) {
-      if (ref.attention_mask[b]![s] === 0) continue; // padded positions carry no meaning
-      for (let v = 0; v < V!; v++) {
-        maxErr = Math.max(maxErr, Math.abs(out.data[(b * S! + s) * V! + v]! - ref.logits[b]![s]![v]!));
-        compared++;
+    for (let b = 0; b < B!; b++)
+      for (let s = 0; s < S!; s++) {
+        if (ref.attention_mask[b]![s] === 0) continue; // padded positions carry no meaning
+        for (let v = 0; v < V!; v++) {
+          maxErr = Math.max(maxErr, Math.abs(out.data[(b * S! + s) * V! + v]! - ref.logits[b]![s]![v]!));
+          compared++;
+        }
       }
-    }
     assert.ok(compared > 700);
     assert.ok(maxErr < 2e-4, `max abs error ${maxErr}`);
     if (process.env.TEMPERED_VERBOSE) console.log(name, suffix, 'max abs logit error', maxErr);
@@ -82,7 +92,11 @@ test('unsupported config values fail naming the field', () => {
     cpSync(join(FX, src), dir, { recursive: true });
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, ...patch }));
-    assert.throws(() => buildCausalLmGraph(dir), (e: unknown) => e instanceof InputError && re.test(e.message), `${src} ${JSON.stringify(patch)}`);
+    assert.throws(
+      () => buildCausalLmGraph(dir),
+      (e: unknown) => e instanceof InputError && re.test(e.message),
+      `${src} ${JSON.stringify(patch)}`,
+    );
   }
   rmSync(dir, { recursive: true, force: true });
 });
@@ -97,11 +111,17 @@ test('BF16 and F16 checkpoints load as float32 and give nearly the same logits',
     const dir = mkdtempSync(join(tmpdir(), 'half-'));
     cpSync(src, dir, { recursive: true });
     const f = readSafetensors(join(src, 'model.safetensors'));
-    writeSafetensors(join(dir, 'model.safetensors'), new Map([...f.tensors].map(([k, t]) => [k, fromFloat32(toFloat32(t), t.shape, dtype)])));
+    writeSafetensors(
+      join(dir, 'model.safetensors'),
+      new Map([...f.tensors].map(([k, t]) => [k, fromFloat32(toFloat32(t), t.shape, dtype)])),
+    );
     const half = await run(dir, ids, mask);
     let maxErr = 0;
     let maxRef = 0;
-    for (let i = 0; i < ref.data.length; i++) { maxErr = Math.max(maxErr, Math.abs(half.data[i]! - ref.data[i]!)); maxRef = Math.max(maxRef, Math.abs(ref.data[i]!)); }
+    for (let i = 0; i < ref.data.length; i++) {
+      maxErr = Math.max(maxErr, Math.abs(half.data[i]! - ref.data[i]!));
+      maxRef = Math.max(maxRef, Math.abs(ref.data[i]!));
+    }
     // bf16 keeps 8 mantissa bits, f16 11: rounding the weights moves logits by a few percent at most.
     assert.ok(maxErr > 0, `${dtype}: weights were rounded, so logits must move a little`);
     assert.ok(maxErr < (dtype === 'BF16' ? 0.08 : 0.01) * maxRef, `${dtype}: max error ${maxErr} vs max |logit| ${maxRef}`);

@@ -8,9 +8,16 @@ import { InputError } from '../errors.ts';
 export const CAUSAL_LM_TYPES = ['gpt2', 'llama'] as const;
 
 /** `packed`: the graph for packed rows (LLaMA only; see packing.ts). */
-export function buildCausalLmGraph(dir: string, opts: { packed?: boolean } = {}): { model: Model; modelType: (typeof CAUSAL_LM_TYPES)[number] } {
+export function buildCausalLmGraph(
+  dir: string,
+  opts: { packed?: boolean } = {},
+): { model: Model; modelType: (typeof CAUSAL_LM_TYPES)[number] } {
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', CAUSAL_LM_TYPES, 'gpt2' as const);
-  if (opts.packed && type !== 'llama') throw new InputError(`sequence packing is implemented for llama models, not ${type}`, { where: `${c.path}: model_type`, hint: 'turn packing off' });
+  if (opts.packed && type !== 'llama')
+    throw new InputError(`sequence packing is implemented for llama models, not ${type}`, {
+      where: `${c.path}: model_type`,
+      hint: 'turn packing off',
+    });
   return { model: type === 'gpt2' ? buildGpt2Graph(dir).model : buildLlamaGraph(dir, opts).model, modelType: type };
 }

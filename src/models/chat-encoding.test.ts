@@ -13,14 +13,19 @@ import { IGNORE_INDEX, loadTokenizer } from './tokenizer.ts';
 const llm = await realModel(DEFAULT_LLM);
 const skip = 'skip' in llm ? llm.skip : false;
 const dir = () => (llm as ResolvedModel).dir;
-const ref = JSON.parse(readFileSync(new URL('./fixtures/smollm2-chat.json', import.meta.url), 'utf8')) as { renderings: Array<{ messages: ChatMessage[]; add_generation_prompt: boolean; ids: number[] }> };
+const ref = JSON.parse(readFileSync(new URL('./fixtures/smollm2-chat.json', import.meta.url), 'utf8')) as {
+  renderings: Array<{ messages: ChatMessage[]; add_generation_prompt: boolean; ids: number[] }>;
+};
 
-test('a SmolLM2 record: the ids are transformers\' apply_chat_template ids, and only the reply and <|im_end|> carry loss', { skip }, () => {
+test("a SmolLM2 record: the ids are transformers' apply_chat_template ids, and only the reply and <|im_end|> carry loss", { skip }, () => {
   const tok = loadTokenizer(dir());
   const template = loadChatTemplate(dir());
   // Rendering 6 of the reference fixture: system "S", a multi-line user turn, the reply "ok" (transformers' ids).
   const r = ref.renderings[6]!;
-  assert.deepEqual(r.messages.map((m) => m.role), ['system', 'user', 'assistant']);
+  assert.deepEqual(
+    r.messages.map((m) => m.role),
+    ['system', 'user', 'assistant'],
+  );
   const e = encodeChatExample(tok, r.messages[1]!.content, r.messages[2]!.content, { template, system: r.messages[0]!.content });
   assert.deepEqual(e.inputIds, r.ids);
   const ok = tok.tokenize('ok');
@@ -29,35 +34,42 @@ test('a SmolLM2 record: the ids are transformers\' apply_chat_template ids, and 
   // …ok <|im_end|> \n: the template's closing newline is not scored.
   assert.deepEqual(r.ids.slice(-ok.length - 2), [...ok, imEnd, tok.tokenize('\n')[0]]);
   const n = r.ids.length;
-  assert.deepEqual(e.labels, r.ids.map((t, i) => (i >= n - ok.length - 2 && i < n - 1 ? t : IGNORE_INDEX)));
+  assert.deepEqual(
+    e.labels,
+    r.ids.map((t, i) => (i >= n - ok.length - 2 && i < n - 1 ? t : IGNORE_INDEX)),
+  );
   assert.deepEqual([e.lossTokens, e.truncated], [ok.length + 1, false]);
 });
 
-test('SmolLM2 records without a system message: masked part is the generation-prompt rendering, the scored part decodes to reply + <|im_end|>', { skip }, () => {
-  const tok = loadTokenizer(dir());
-  const template = loadChatTemplate(dir());
-  const records: Array<[string, string]> = [
-    ['What is the capital of France?', 'Paris.'],
-    ['Classify the sentiment: "a wonderful, moving film"', 'positive'],
-    ['Reply with JSON', '{"a": [1, 2], "b": "日本語 😀"}\n\nDone.'],
-    ['Two spaces follow', '  leading spaces and a trailing newline\n'],
-  ];
-  records.forEach(([prompt, response], k) => {
-    const e = encodeChatExample(tok, prompt, response, { template });
-    const head = template.render([{ role: 'user', content: prompt }], { addGenerationPrompt: true });
-    assert.ok(head.includes('You are a helpful AI assistant named SmolLM'), 'the template\'s default system prompt is in the masked part');
-    const headIds = tok.tokenize(head);
-    const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
-    // The last record's reply starts with spaces, which merge with the header's "\n" into one token: that token is scored.
-    assert.deepEqual(e.inputIds.slice(0, first), k < 3 ? headIds : headIds.slice(0, -1), prompt);
-    const scored = e.labels.filter((l) => l !== IGNORE_INDEX);
-    // One contiguous run, ending one token before the end (the closing "\n").
-    assert.deepEqual(e.labels.slice(first, first + scored.length), scored, prompt);
-    assert.equal(first + scored.length, e.inputIds.length - 1, prompt);
-    assert.equal(tok.decode(scored, false), `${k < 3 ? '' : '\n'}${response}<|im_end|>`, prompt);
-    assert.equal(scored.at(-1), 2);
-  });
-});
+test(
+  'SmolLM2 records without a system message: masked part is the generation-prompt rendering, the scored part decodes to reply + <|im_end|>',
+  { skip },
+  () => {
+    const tok = loadTokenizer(dir());
+    const template = loadChatTemplate(dir());
+    const records: Array<[string, string]> = [
+      ['What is the capital of France?', 'Paris.'],
+      ['Classify the sentiment: "a wonderful, moving film"', 'positive'],
+      ['Reply with JSON', '{"a": [1, 2], "b": "日本語 😀"}\n\nDone.'],
+      ['Two spaces follow', '  leading spaces and a trailing newline\n'],
+    ];
+    records.forEach(([prompt, response], k) => {
+      const e = encodeChatExample(tok, prompt, response, { template });
+      const head = template.render([{ role: 'user', content: prompt }], { addGenerationPrompt: true });
+      assert.ok(head.includes('You are a helpful AI assistant named SmolLM'), "the template's default system prompt is in the masked part");
+      const headIds = tok.tokenize(head);
+      const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
+      // The last record's reply starts with spaces, which merge with the header's "\n" into one token: that token is scored.
+      assert.deepEqual(e.inputIds.slice(0, first), k < 3 ? headIds : headIds.slice(0, -1), prompt);
+      const scored = e.labels.filter((l) => l !== IGNORE_INDEX);
+      // One contiguous run, ending one token before the end (the closing "\n").
+      assert.deepEqual(e.labels.slice(first, first + scored.length), scored, prompt);
+      assert.equal(first + scored.length, e.inputIds.length - 1, prompt);
+      assert.equal(tok.decode(scored, false), `${k < 3 ? '' : '\n'}${response}<|im_end|>`, prompt);
+      assert.equal(scored.at(-1), 2);
+    });
+  },
+);
 
 test('truncation cuts from the right and counts what is still scored', { skip }, () => {
   const tok = loadTokenizer(dir());
@@ -75,16 +87,42 @@ test('truncation cuts from the right and counts what is still scored', { skip },
 test('templates the reply cannot be located in, or that never end the turn, are input errors naming the record', { skip }, () => {
   const tok = loadTokenizer(dir());
   // No end-of-turn token after the reply.
-  const open = new ChatTemplate('{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}', 'open.jinja');
-  assert.throws(() => encodeChatExample(tok, 'hi', 'yo', { template: open }, 'train.arrow: row 3'),
-    (e: unknown) => e instanceof InputError && /does not end the assistant's reply with the end-of-turn token "<\|im_end\|>"/.test(e.message) && e.message.startsWith('train.arrow: row 3 (open.jinja)'));
+  const open = new ChatTemplate(
+    '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}',
+    'open.jinja',
+  );
+  assert.throws(
+    () => encodeChatExample(tok, 'hi', 'yo', { template: open }, 'train.arrow: row 3'),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /does not end the assistant's reply with the end-of-turn token "<\|im_end\|>"/.test(e.message) &&
+      e.message.startsWith('train.arrow: row 3 (open.jinja)'),
+  );
   // The same template with a named end-of-turn token that it does emit works; " yo" is one token across the
   // "assistant: " / "yo" boundary, and it is scored.
-  const closed = new ChatTemplate('{% for m in messages %}{{ m.role }}: {{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}', 'closed.jinja');
+  const closed = new ChatTemplate(
+    '{% for m in messages %}{{ m.role }}: {{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}',
+    'closed.jinja',
+  );
   const e = encodeChatExample(tok, 'hi', 'yo', { template: closed, endOfTurn: '<|endoftext|>' });
-  assert.equal(tok.decode(e.labels.filter((l) => l !== IGNORE_INDEX), false), ' yo<|endoftext|>');
-  assert.throws(() => encodeChatExample(tok, 'hi', 'yo', { template: closed, endOfTurn: '<|nope|>' }), (err: unknown) => err instanceof InputError && /"<\|nope\|>" is not in the vocabulary/.test(err.message));
+  assert.equal(
+    tok.decode(
+      e.labels.filter((l) => l !== IGNORE_INDEX),
+      false,
+    ),
+    ' yo<|endoftext|>',
+  );
+  assert.throws(
+    () => encodeChatExample(tok, 'hi', 'yo', { template: closed, endOfTurn: '<|nope|>' }),
+    (err: unknown) => err instanceof InputError && /"<\|nope\|>" is not in the vocabulary/.test(err.message),
+  );
   // The generation prompt is not a prefix of the rendering with the reply.
-  const odd = new ChatTemplate('{% if add_generation_prompt %}Q: {{ messages[0].content }}\nA:{% else %}{% for m in messages %}[{{ m.role }}] {{ m.content }}<|im_end|>{% endfor %}{% endif %}', 'odd.jinja');
-  assert.throws(() => encodeChatExample(tok, 'hi', 'yo', { template: odd }), (err: unknown) => err instanceof InputError && /cannot be located/.test(err.message));
+  const odd = new ChatTemplate(
+    '{% if add_generation_prompt %}Q: {{ messages[0].content }}\nA:{% else %}{% for m in messages %}[{{ m.role }}] {{ m.content }}<|im_end|>{% endfor %}{% endif %}',
+    'odd.jinja',
+  );
+  assert.throws(
+    () => encodeChatExample(tok, 'hi', 'yo', { template: odd }),
+    (err: unknown) => err instanceof InputError && /cannot be located/.test(err.message),
+  );
 });

@@ -34,11 +34,16 @@ export interface ChatEncoding extends CausalEncoding {
 /** The end-of-turn token's id, or an InputError saying how to name one. */
 export function endOfTurnId(tok: HfTokenizer, endOfTurn: string | undefined): number {
   if (endOfTurn === undefined) {
-    if (tok.eosId === undefined) throw new InputError('the tokenizer has no eos_token to end the assistant\'s turn', { where: 'endOfTurn', hint: 'name the end-of-turn token (e.g. <|im_end|>, <|eot_id|>, <end_of_turn>)' });
+    if (tok.eosId === undefined)
+      throw new InputError("the tokenizer has no eos_token to end the assistant's turn", {
+        where: 'endOfTurn',
+        hint: 'name the end-of-turn token (e.g. <|im_end|>, <|eot_id|>, <end_of_turn>)',
+      });
     return tok.eosId;
   }
   const id = tok.inner.token_to_id(endOfTurn);
-  if (id === undefined || id === null) throw new InputError(`end-of-turn token ${JSON.stringify(endOfTurn)} is not in the vocabulary`, { where: 'endOfTurn' });
+  if (id === undefined || id === null)
+    throw new InputError(`end-of-turn token ${JSON.stringify(endOfTurn)} is not in the vocabulary`, { where: 'endOfTurn' });
   return id;
 }
 
@@ -47,15 +52,28 @@ export function endOfTurnId(tok: HfTokenizer, endOfTurn: string | undefined): nu
  * whose reply rendering does not extend its prompt rendering, or that does not end the reply with the
  * end-of-turn token, is an input error rather than silently mislabelled rows.
  */
-export function encodeChatExample(tok: HfTokenizer, prompt: string, response: string, o: ChatEncodingOptions, where = 'record'): ChatEncoding {
+export function encodeChatExample(
+  tok: HfTokenizer,
+  prompt: string,
+  response: string,
+  o: ChatEncodingOptions,
+  where = 'record',
+): ChatEncoding {
   const eot = endOfTurnId(tok, o.endOfTurn);
-  const convo: ChatMessage[] = [...(o.system !== undefined ? [{ role: 'system', content: o.system }] : []), { role: 'user', content: prompt }];
+  const convo: ChatMessage[] = [
+    ...(o.system !== undefined ? [{ role: 'system', content: o.system }] : []),
+    { role: 'user', content: prompt },
+  ];
   const head = o.template.render(convo, { addGenerationPrompt: true });
   const full = o.template.render([...convo, { role: 'assistant', content: response }], { addGenerationPrompt: false });
   if (!full.startsWith(head)) {
-    throw new InputError('the chat template renders the conversation with the reply differently from the conversation before it, so the reply cannot be located', {
-      where: `${where} (${o.template.source})`, hint: 'use a template whose add_generation_prompt rendering is a prefix of the rendering with the assistant turn',
-    });
+    throw new InputError(
+      'the chat template renders the conversation with the reply differently from the conversation before it, so the reply cannot be located',
+      {
+        where: `${where} (${o.template.source})`,
+        hint: 'use a template whose add_generation_prompt rendering is a prefix of the rendering with the assistant turn',
+      },
+    );
   }
   const headIds = tok.tokenize(head);
   const ids = tok.tokenize(full);
@@ -66,15 +84,22 @@ export function encodeChatExample(tok: HfTokenizer, prompt: string, response: st
   while (start < headIds.length && start < ids.length && ids[start] === headIds[start]) start++;
   const end = ids.indexOf(eot, start);
   if (end < 0) {
-    throw new InputError(`the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`, {
-      where: `${where} (${o.template.source})`, hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one',
-    });
+    throw new InputError(
+      `the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`,
+      {
+        where: `${where} (${o.template.source})`,
+        hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one',
+      },
+    );
   }
   const labels = ids.map((t, i) => (i >= start && i <= end ? t : IGNORE_INDEX));
   const n = o.maxLength === undefined ? ids.length : Math.min(ids.length, o.maxLength);
   const cut = labels.slice(0, n);
   return {
-    inputIds: ids.slice(0, n), attentionMask: new Array<number>(n).fill(1), labels: cut,
-    truncated: n < ids.length, lossTokens: cut.reduce((c, l) => c + (l === IGNORE_INDEX ? 0 : 1), 0),
+    inputIds: ids.slice(0, n),
+    attentionMask: new Array<number>(n).fill(1),
+    labels: cut,
+    truncated: n < ids.length,
+    lossTokens: cut.reduce((c, l) => c + (l === IGNORE_INDEX ? 0 : 1), 0),
   };
 }

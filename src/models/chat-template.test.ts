@@ -20,7 +20,10 @@ test('templates of several families render as transformers renders them (60 case
   for (const r of fx.renderings) {
     const tpl = new ChatTemplate(fx.templates[r.name]!, r.name, fx.special_tokens);
     if (r.error !== null) {
-      assert.throws(() => tpl.render(r.messages, { addGenerationPrompt: r.add_generation_prompt }), (e: unknown) => e instanceof InputError && e.message.includes(r.error!) && e.message.startsWith(`${r.name}: `));
+      assert.throws(
+        () => tpl.render(r.messages, { addGenerationPrompt: r.add_generation_prompt }),
+        (e: unknown) => e instanceof InputError && e.message.includes(r.error!) && e.message.startsWith(`${r.name}: `),
+      );
       continue;
     }
     const got = tpl.render(r.messages, { addGenerationPrompt: r.add_generation_prompt });
@@ -32,5 +35,8 @@ test('templates of several families render as transformers renders them (60 case
 
 test('messages without a string role and content are refused before rendering', () => {
   const tpl = new ChatTemplate('{{ messages[0].content }}', 'inline');
-  assert.throws(() => tpl.render([{ role: 'user' } as ChatMessage]), (e: unknown) => e instanceof InputError && /messages\[0\]: each message needs a string role and a string content/.test(e.message));
+  assert.throws(
+    () => tpl.render([{ role: 'user' } as ChatMessage]),
+    (e: unknown) => e instanceof InputError && /messages\[0\]: each message needs a string role and a string content/.test(e.message),
+  );
 });

@@ -25,7 +25,8 @@ const SPECIAL_KEYS = ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_t
 
 function tokenString(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
-  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return undefined;
 }
 
@@ -33,7 +34,11 @@ export class ChatTemplate {
   private readonly template: Template;
 
   /** `source` names where the template came from, for errors. */
-  constructor(readonly text: string, readonly source: string, readonly specialTokens: Record<string, string> = {}) {
+  constructor(
+    readonly text: string,
+    readonly source: string,
+    readonly specialTokens: Record<string, string> = {},
+  ) {
     try {
       this.template = new Template(text);
     } catch (e) {
@@ -43,11 +48,13 @@ export class ChatTemplate {
 
   render(messages: ChatMessage[], opts: RenderOptions = {}): string {
     messages.forEach((m, i) => {
-      if (typeof m?.role !== 'string' || typeof m.content !== 'string') throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
+      if (typeof m?.role !== 'string' || typeof m.content !== 'string')
+        throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
     });
     try {
       return this.template.render({
-        ...this.specialTokens, ...opts.variables,
+        ...this.specialTokens,
+        ...opts.variables,
         messages: messages.map((m) => ({ ...m })),
         add_generation_prompt: opts.addGenerationPrompt ?? false,
       });
@@ -84,6 +91,7 @@ export function loadChatTemplate(dir: string, override?: string): ChatTemplate {
   if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
   if (typeof t === 'string' && t.length > 0) return new ChatTemplate(t, `${cfgPath}: chat_template`, specials);
   throw new InputError('the model has no chat template', {
-    where: dir, hint: 'give one explicitly (the pipeline\'s chat_template field, or the call\'s template option), or use a prompt template for plain prompt/response training',
+    where: dir,
+    hint: "give one explicitly (the pipeline's chat_template field, or the call's template option), or use a prompt template for plain prompt/response training",
   });
 }

@@ -13,9 +13,14 @@ import { join } from 'node:path';
 import { IntegrityError, InputError } from '../errors.ts';
 import { downloadFile } from './download.ts';
 
-async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server; base: string; open: ServerResponse[] }> {
+async function serve(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; base: string; open: ServerResponse[] }> {
   const open: ServerResponse[] = [];
-  const server = createServer((req, res) => { open.push(res); handler(req, res); });
+  const server = createServer((req, res) => {
+    open.push(res);
+    handler(req, res);
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, open };
 }
@@ -27,7 +32,11 @@ test('a stalled body counts as a broken connection: the next attempt resumes wit
   let calls = 0;
   const s = await serve((req, res) => {
     calls++;
-    if (calls === 1) { res.writeHead(200, { 'content-length': String(body.length) }); res.write(body.subarray(0, 1000)); return; } // then silence
+    if (calls === 1) {
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.write(body.subarray(0, 1000));
+      return;
+    } // then silence
     const from = Number(/bytes=(\d+)-/.exec(req.headers.range ?? '')?.[1] ?? 0);
     res.writeHead(206, { 'content-length': String(body.length - from) });
     res.end(body.subarray(from));
@@ -45,17 +54,30 @@ test('a stalled body counts as a broken connection: the next attempt resumes wit
 
 test('a body larger than the pinned size or the cap is cut off and removed', { timeout: 60_000 }, async () => {
   const s = await serve((req, res) => {
-    if (req.url === '/declared') { res.writeHead(200, { 'content-length': String(body.length) }); res.end(body); return; }
+    if (req.url === '/declared') {
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.end(body);
+      return;
+    }
     res.writeHead(200); // no length: an endless stream, as far as the client can tell
     res.write(body);
     res.end(body);
   });
   try {
     const dir = mkdtempSync(join(tmpdir(), 'mdl-'));
-    await assert.rejects(downloadFile(`${s.base}/endless`, join(dir, 'a'), { expected: { sha256: sha, bytes: body.length } }), (e: unknown) => e instanceof IntegrityError && /more than \d+ bytes/.test(e.message));
+    await assert.rejects(
+      downloadFile(`${s.base}/endless`, join(dir, 'a'), { expected: { sha256: sha, bytes: body.length } }),
+      (e: unknown) => e instanceof IntegrityError && /more than \d+ bytes/.test(e.message),
+    );
     assert.equal(existsSync(join(dir, 'a.part')), false);
-    await assert.rejects(downloadFile(`${s.base}/declared`, join(dir, 'b'), { expected: { sha256: sha }, maxBytes: 100 }), (e: unknown) => e instanceof IntegrityError && /the download limit/.test(e.message));
-    await assert.rejects(downloadFile(`${s.base}/endless`, join(dir, 'c'), { expected: { sha256: sha }, maxBytes: body.length + 10 }), IntegrityError);
+    await assert.rejects(
+      downloadFile(`${s.base}/declared`, join(dir, 'b'), { expected: { sha256: sha }, maxBytes: 100 }),
+      (e: unknown) => e instanceof IntegrityError && /the download limit/.test(e.message),
+    );
+    await assert.rejects(
+      downloadFile(`${s.base}/endless`, join(dir, 'c'), { expected: { sha256: sha }, maxBytes: body.length + 10 }),
+      IntegrityError,
+    );
     assert.equal(existsSync(join(dir, 'c.part')), false);
   } finally {
     s.server.close();
@@ -63,15 +85,30 @@ test('a body larger than the pinned size or the cap is cut off and removed', { t
 });
 
 test('redirects: followed within the origin, refused to another origin over plain http', { timeout: 60_000 }, async () => {
-  const other = await serve((_req, res) => { res.writeHead(200); res.end(body); });
+  const other = await serve((_req, res) => {
+    res.writeHead(200);
+    res.end(body);
+  });
   const s = await serve((req, res) => {
-    if (req.url === '/moved') { res.writeHead(302, { location: '/real' }); res.end(); } else if (req.url === '/away') { res.writeHead(302, { location: `${other.base}/x` }); res.end(); } else { res.writeHead(200); res.end(body); }
+    if (req.url === '/moved') {
+      res.writeHead(302, { location: '/real' });
+      res.end();
+    } else if (req.url === '/away') {
+      res.writeHead(302, { location: `${other.base}/x` });
+      res.end();
+    } else {
+      res.writeHead(200);
+      res.end(body);
+    }
   });
   try {
     const dir = mkdtempSync(join(tmpdir(), 'mdl-'));
     const d = await downloadFile(`${s.base}/moved`, join(dir, 'a'), { expected: { sha256: sha } });
     assert.equal(d.sha256, sha);
-    await assert.rejects(downloadFile(`${s.base}/away`, join(dir, 'b'), { expected: { sha256: sha } }), (e: unknown) => e instanceof InputError && /another origin over plain http/.test(e.message));
+    await assert.rejects(
+      downloadFile(`${s.base}/away`, join(dir, 'b'), { expected: { sha256: sha } }),
+      (e: unknown) => e instanceof InputError && /another origin over plain http/.test(e.message),
+    );
   } finally {
     s.server.close();
     other.server.close();

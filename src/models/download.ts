@@ -43,7 +43,11 @@ const MAX_REDIRECTS = 10;
  * (a CDN, as the Hub's LFS files use), and without the Authorization header, so a token never
  * travels to a host it was not meant for nor in clear text.
  */
-export async function fetchWithRedirectPolicy(doFetch: typeof fetch, url: string, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<Response> {
+export async function fetchWithRedirectPolicy(
+  doFetch: typeof fetch,
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal },
+): Promise<Response> {
   const origin = new URL(url).origin;
   let current = url;
   let headers = init.headers;
@@ -53,7 +57,10 @@ export async function fetchWithRedirectPolicy(doFetch: typeof fetch, url: string
     await res.body?.cancel();
     const next = new URL(res.headers.get('location')!, current);
     if (next.origin !== origin) {
-      if (next.protocol !== 'https:') throw new InputError(`${current} redirects to ${next.origin}, another origin over plain http; refused`, { hint: 'use an https source' });
+      if (next.protocol !== 'https:')
+        throw new InputError(`${current} redirects to ${next.origin}, another origin over plain http; refused`, {
+          hint: 'use an https source',
+        });
       headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
     }
     if (hop + 1 > MAX_REDIRECTS) throw new InputError(`${url} redirects more than ${MAX_REDIRECTS} times`);
@@ -71,7 +78,11 @@ export interface Downloaded {
 
 export class HttpError extends Error {
   override name = 'HttpError';
-  constructor(readonly status: number, readonly url: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly url: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -88,7 +99,8 @@ export async function hashFile(path: string): Promise<{ sha256: string; gitSha1:
 }
 
 export function describeHttpFailure(status: number, url: string): string {
-  if (status === 401 || status === 403) return `${url} answered ${status}: access denied; set HF_TOKEN to a token that can read this repository (gated models need their licence accepted first)`;
+  if (status === 401 || status === 403)
+    return `${url} answered ${status}: access denied; set HF_TOKEN to a token that can read this repository (gated models need their licence accepted first)`;
   if (status === 404) return `${url} answered 404: no such file, repository or revision`;
   return `${url} answered HTTP ${status}`;
 }
@@ -106,8 +118,15 @@ export async function withFileLock<T>(path: string, fn: () => Promise<T>, signal
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let owner = NaN;
-      try { owner = Number(readFileSync(lock, 'utf8')); } catch { continue; }
-      if (Number.isInteger(owner) && owner > 0 && !processAlive(owner)) { await rm(lock, { force: true }); continue; }
+      try {
+        owner = Number(readFileSync(lock, 'utf8'));
+      } catch {
+        continue;
+      }
+      if (Number.isInteger(owner) && owner > 0 && !processAlive(owner)) {
+        await rm(lock, { force: true });
+        continue;
+      }
       if (signal?.aborted) throw new Error('aborted while waiting for a download lock');
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -120,19 +139,27 @@ export async function withFileLock<T>(path: string, fn: () => Promise<T>, signal
 }
 
 function matches(got: { sha256: string; gitSha1: string; bytes: number }, exp: Expected): boolean {
-  return (exp.bytes === undefined || got.bytes === exp.bytes) && (exp.sha256 === undefined || got.sha256 === exp.sha256.toLowerCase())
-    && (exp.gitSha1 === undefined || got.gitSha1 === exp.gitSha1.toLowerCase()) && (exp.sha256 !== undefined || exp.gitSha1 !== undefined);
+  return (
+    (exp.bytes === undefined || got.bytes === exp.bytes) &&
+    (exp.sha256 === undefined || got.sha256 === exp.sha256.toLowerCase()) &&
+    (exp.gitSha1 === undefined || got.gitSha1 === exp.gitSha1.toLowerCase()) &&
+    (exp.sha256 !== undefined || exp.gitSha1 !== undefined)
+  );
 }
 
 export async function downloadFile(url: string, dest: string, opts: DownloadOptions = {}): Promise<Downloaded> {
-  return withFileLock(dest, async () => {
-    // Another worker may have finished this file while we waited for the lock.
-    if (existsSync(dest)) {
-      const got = await hashFile(dest);
-      if (matches(got, opts.expected ?? {})) return { path: dest, sha256: got.sha256, bytes: got.bytes, resumed: 0 };
-    }
-    return downloadUnlocked(url, dest, opts);
-  }, opts.signal);
+  return withFileLock(
+    dest,
+    async () => {
+      // Another worker may have finished this file while we waited for the lock.
+      if (existsSync(dest)) {
+        const got = await hashFile(dest);
+        if (matches(got, opts.expected ?? {})) return { path: dest, sha256: got.sha256, bytes: got.bytes, resumed: 0 };
+      }
+      return downloadUnlocked(url, dest, opts);
+    },
+    opts.signal,
+  );
 }
 
 async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions): Promise<Downloaded> {
@@ -149,7 +176,13 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
     const idleMs = opts.idleMs ?? IDLE_MS;
     let stalled = false;
     let timer: NodeJS.Timeout | undefined;
-    const arm = () => { clearTimeout(timer); timer = setTimeout(() => { stalled = true; ctl.abort(); }, idleMs); };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        stalled = true;
+        ctl.abort();
+      }, idleMs);
+    };
     const onCancel = () => ctl.abort(opts.signal!.reason);
     opts.signal?.addEventListener('abort', onCancel, { once: true });
     try {
@@ -177,7 +210,10 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
         const total = Number.isFinite(lengthHeader) ? lengthHeader + (append ? have : 0) : opts.expected?.bytes;
         // Never write more than the file can be: its pinned size, else the cap.
         const cap = opts.expected?.bytes ?? opts.maxBytes ?? MAX_BYTES;
-        const tooBig = (n: number) => new IntegrityError(`${url} sends more than ${cap} bytes (${n} so far)${opts.expected?.bytes !== undefined ? ', its expected size' : ', the download limit'}; the partial file was removed`);
+        const tooBig = (n: number) =>
+          new IntegrityError(
+            `${url} sends more than ${cap} bytes (${n} so far)${opts.expected?.bytes !== undefined ? ', its expected size' : ', the download limit'}; the partial file was removed`,
+          );
         if (total !== undefined && total > cap) {
           await res.body?.cancel();
           await rm(part, { force: true });
@@ -191,7 +227,10 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
           if (res.body) {
             for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
               arm();
-              if (written + chunk.byteLength > cap) { oversize = true; break; }
+              if (written + chunk.byteLength > cap) {
+                oversize = true;
+                break;
+              }
               await fh.write(chunk);
               written += chunk.byteLength;
               opts.onProgress?.(written, total);
@@ -211,7 +250,10 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
         if (broken !== null || (total !== undefined && written < total)) {
           if (opts.signal?.aborted) throw broken ?? new Error('aborted');
           if (attempt < retries) continue;
-          throw new Error(`download of ${url} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`, { cause: broken ?? undefined });
+          throw new Error(
+            `download of ${url} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`,
+            { cause: broken ?? undefined },
+          );
         }
       }
     } finally {
@@ -221,9 +263,12 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
     const got = await hashFile(part);
     const exp = opts.expected ?? {};
     const bad =
-      (exp.bytes !== undefined && got.bytes !== exp.bytes) ? `size ${got.bytes}, expected ${exp.bytes}`
-        : (exp.sha256 !== undefined && got.sha256 !== exp.sha256.toLowerCase()) ? `sha256 ${got.sha256}, expected ${exp.sha256}`
-          : (exp.gitSha1 !== undefined && got.gitSha1 !== exp.gitSha1.toLowerCase()) ? `git blob sha1 ${got.gitSha1}, expected ${exp.gitSha1}`
+      exp.bytes !== undefined && got.bytes !== exp.bytes
+        ? `size ${got.bytes}, expected ${exp.bytes}`
+        : exp.sha256 !== undefined && got.sha256 !== exp.sha256.toLowerCase()
+          ? `sha256 ${got.sha256}, expected ${exp.sha256}`
+          : exp.gitSha1 !== undefined && got.gitSha1 !== exp.gitSha1.toLowerCase()
+            ? `git blob sha1 ${got.gitSha1}, expected ${exp.gitSha1}`
             : null;
     if (bad) {
       // A corrupt part file must not be resumed by the next run.

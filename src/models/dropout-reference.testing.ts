@@ -34,20 +34,38 @@ export function dropoutReferenceSetup(dir: string): DropoutReference {
   const cfgPath = join(dir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), ...REFERENCE_RATES }, null, 2));
   const { model } = buildClassifierGraph(dir, { numLabels: 3, pooling: 'pooler', seed: 2 });
-  const prog = compileTrainStep(model, { loss: { kind: 'cross_entropy', logits: 'logits' }, trainable: { kind: 'full' }, optimizer: { kind: 'adamw', weightDecay: 0.01 } });
-  const rows = [[2, 40, 41, 42, 43, 44, 45, 3], [2, 50, 51, 3, 0, 0, 0, 0], [2, 60, 61, 62, 3, 63, 64, 3]];
+  const prog = compileTrainStep(model, {
+    loss: { kind: 'cross_entropy', logits: 'logits' },
+    trainable: { kind: 'full' },
+    optimizer: { kind: 'adamw', weightDecay: 0.01 },
+  });
+  const rows = [
+    [2, 40, 41, 42, 43, 44, 45, 3],
+    [2, 50, 51, 3, 0, 0, 0, 0],
+    [2, 60, 61, 62, 3, 63, 64, 3],
+  ];
   const i64 = (v: number[][]) => new ort.Tensor('int64', BigInt64Array.from(v.flat(), BigInt), [v.length, SEQ]);
   const batch = {
     input_ids: i64(rows),
     attention_mask: i64(rows.map((r) => r.map((t) => (t === 0 ? 0 : 1)))),
-    token_type_ids: i64([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1, 1]]),
+    token_type_ids: i64([
+      [0, 0, 0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 1, 1, 1],
+    ]),
     labels: new ort.Tensor('int64', BigInt64Array.of(0n, 2n, 1n), [3]),
   };
   const fed = new DropoutMasker(prog.dropoutMasks, prog.dataInputs).feeds(batch, MASK_SEED);
   // The masker reuses its buffers: keep copies.
-  const masks = prog.dropoutMasks.map((m): [string, ort.Tensor] => [m.input, new ort.Tensor('float32', (fed[m.input]!.data as Float32Array).slice(), fed[m.input]!.dims)]);
-  const h = createHash('sha256').update(readFileSync(join(dir, 'model.safetensors'))).update(readFileSync(cfgPath));
+  const masks = prog.dropoutMasks.map((m): [string, ort.Tensor] => [
+    m.input,
+    new ort.Tensor('float32', (fed[m.input]!.data as Float32Array).slice(), fed[m.input]!.dims),
+  ]);
+  const h = createHash('sha256')
+    .update(readFileSync(join(dir, 'model.safetensors')))
+    .update(readFileSync(cfgPath));
   for (const p of prog.params) h.update(p.name).update(new Uint8Array(p.init.buffer, p.init.byteOffset, p.init.byteLength));
-  for (const [k, t] of [...Object.entries(batch), ...masks]) h.update(k).update(new Uint8Array((t.data as BigInt64Array | Float32Array).buffer));
+  for (const [k, t] of [...Object.entries(batch), ...masks])
+    h.update(k).update(new Uint8Array((t.data as BigInt64Array | Float32Array).buffer));
   return { dir, prog, batch, masks, inputsSha256: h.digest('hex') };
 }

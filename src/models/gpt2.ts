@@ -34,8 +34,14 @@ export function readGpt2Config(dir: string): Gpt2Config {
   const heads = c.int(['n_head', 'num_attention_heads']);
   if (hidden % heads !== 0) throw new InputError(`n_embd ${hidden} is not a multiple of n_head ${heads}`, { where: `${c.path}: n_head` });
   return {
-    vocabSize: c.int('vocab_size'), positions: c.int(['n_positions', 'max_position_embeddings']), hidden, heads,
-    layers: c.int(['n_layer', 'num_hidden_layers']), inner: c.int('n_inner', 4 * hidden), eps: c.num('layer_norm_epsilon', 1e-5), activation,
+    vocabSize: c.int('vocab_size'),
+    positions: c.int(['n_positions', 'max_position_embeddings']),
+    hidden,
+    heads,
+    layers: c.int(['n_layer', 'num_hidden_layers']),
+    inner: c.int('n_inner', 4 * hidden),
+    eps: c.num('layer_norm_epsilon', 1e-5),
+    activation,
   };
 }
 
@@ -55,12 +61,17 @@ export function buildGpt2Graph(dir: string): { model: Model; config: Gpt2Config 
   const bias = causalBias(g, mask, seqLen);
   const ln = (t: string, name: string) => layerNorm(g, t, name, w.get(`${name}.weight`, [H]), w.get(`${name}.bias`, [H]), cfg.eps);
   const conv = (t: string, name: string, inF: number, outF: number) =>
-    g.op('Add', [g.op('MatMul', [t, g.initializer(`${name}.weight`, w.get(`${name}.weight`, [inF, outF]), [inF, outF])]), g.initializer(`${name}.bias`, w.get(`${name}.bias`, [outF]), [outF])]);
+    g.op('Add', [
+      g.op('MatMul', [t, g.initializer(`${name}.weight`, w.get(`${name}.weight`, [inF, outF]), [inF, outF])]),
+      g.initializer(`${name}.bias`, w.get(`${name}.bias`, [outF]), [outF]),
+    ]);
   const act = cfg.activation === 'gelu' ? geluErf : geluTanh;
   for (let l = 0; l < cfg.layers; l++) {
     const p = `${pre}h.${l}`;
     const qkv = conv(ln(x, `${p}.ln_1`), `${p}.attn.c_attn`, H, 3 * H);
-    const [q, k, v] = g.opMulti('Split', [qkv, g.ints([H, H, H])], { axis: -1 }, { outputs: 3 }).map((t) => splitHeads(g, t, cfg.heads, dh));
+    const [q, k, v] = g
+      .opMulti('Split', [qkv, g.ints([H, H, H])], { axis: -1 }, { outputs: 3 })
+      .map((t) => splitHeads(g, t, cfg.heads, dh));
     const ctx = mergeHeads(g, attention(g, q!, k!, v!, dh, bias), H);
     x = g.op('Add', [x, conv(ctx, `${p}.attn.c_proj`, H, H)]);
     const m = act(g, conv(ln(x, `${p}.ln_2`), `${p}.mlp.c_fc`, H, cfg.inner));

@@ -16,7 +16,10 @@ export function linear(g: GraphBuilder, x: string, name: string, w: Float32Array
 
 export function layerNorm(g: GraphBuilder, x: string, name: string, gamma: Float32Array, beta: Float32Array, eps: number): string {
   const n = gamma.length;
-  return g.op('LayerNormalization', [x, g.initializer(`${name}.weight`, gamma, [n]), g.initializer(`${name}.bias`, beta, [n])], { axis: -1, epsilon: eps });
+  return g.op('LayerNormalization', [x, g.initializer(`${name}.weight`, gamma, [n]), g.initializer(`${name}.bias`, beta, [n])], {
+    axis: -1,
+    epsilon: eps,
+  });
 }
 
 /** RMSNorm as LLaMA computes it: x / sqrt(mean(x²) + eps) · weight. */
@@ -32,7 +35,10 @@ export function rmsNorm(g: GraphBuilder, x: string, name: string, weight: Float3
 
 /** Exact GELU: 0.5·x·(1 + erf(x/√2)) (BERT's "gelu"). */
 export function geluErf(g: GraphBuilder, x: string): string {
-  return g.op('Mul', [g.op('Mul', [x, g.scalar(0.5)]), g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.scalar(Math.SQRT1_2)])]), g.scalar(1)])]);
+  return g.op('Mul', [
+    g.op('Mul', [x, g.scalar(0.5)]),
+    g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.scalar(Math.SQRT1_2)])]), g.scalar(1)]),
+  ]);
 }
 
 /** Tanh-approximated GELU (GPT-2's "gelu_new"): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
@@ -72,7 +78,15 @@ export function dropout(g: GraphBuilder, x: string, rate: number, name: string):
  * Scaled dot-product attention on [batch, heads, seq, dh] tensors with an additive score bias;
  * `probsDropout` drops out attention probabilities, as BERT does in training.
  */
-export function attention(g: GraphBuilder, q: string, k: string, v: string, dh: number, bias: string, probsDropout?: { rate: number; name: string }): string {
+export function attention(
+  g: GraphBuilder,
+  q: string,
+  k: string,
+  v: string,
+  dh: number,
+  bias: string,
+  probsDropout?: { rate: number; name: string },
+): string {
   const kT = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
   const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kT]), g.scalar(1 / Math.sqrt(dh))]), bias]);
   let probs = g.op('Softmax', [scores], { axis: -1 });

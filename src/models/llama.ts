@@ -32,18 +32,34 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   const c = ModelConfig.read(dir);
   c.oneOf('model_type', ['llama'], 'llama');
   c.oneOf('hidden_act', ['silu'], 'silu');
-  c.unsupportedUnless('rope_scaling', () => false, 'rope_scaling variants (linear, dynamic, llama3, yarn) are not implemented; use a model without rope_scaling');
+  c.unsupportedUnless(
+    'rope_scaling',
+    () => false,
+    'rope_scaling variants (linear, dynamic, llama3, yarn) are not implemented; use a model without rope_scaling',
+  );
   c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
   const hidden = c.int('hidden_size');
   const heads = c.int('num_attention_heads');
   const kvHeads = c.int('num_key_value_heads', heads);
-  if (heads % kvHeads !== 0) throw new InputError(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, { where: `${c.path}: num_key_value_heads` });
+  if (heads % kvHeads !== 0)
+    throw new InputError(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
+      where: `${c.path}: num_key_value_heads`,
+    });
   const headDim = c.int('head_dim', Math.floor(hidden / heads));
   if (headDim % 2 !== 0) throw new InputError(`head_dim ${headDim} must be even for rotary embeddings`, { where: `${c.path}: head_dim` });
   return {
-    vocabSize: c.int('vocab_size'), hidden, intermediate: c.int('intermediate_size'), layers: c.int('num_hidden_layers'), heads, kvHeads, headDim,
-    eps: c.num('rms_norm_eps', 1e-6), ropeTheta: c.num('rope_theta', 10000), tieEmbeddings: c.bool('tie_word_embeddings', false),
-    attentionBias: c.bool('attention_bias', false), mlpBias: c.bool('mlp_bias', false),
+    vocabSize: c.int('vocab_size'),
+    hidden,
+    intermediate: c.int('intermediate_size'),
+    layers: c.int('num_hidden_layers'),
+    heads,
+    kvHeads,
+    headDim,
+    eps: c.num('rms_norm_eps', 1e-6),
+    ropeTheta: c.num('rope_theta', 10000),
+    tieEmbeddings: c.bool('tie_word_embeddings', false),
+    attentionBias: c.bool('attention_bias', false),
+    mlpBias: c.bool('mlp_bias', false),
   };
 }
 
@@ -84,9 +100,9 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
   const positionIds = kvCache || packed ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const past = kvCache
     ? Array.from({ length: cfg.layers }, (_, l) => ({
-      key: g.input(`past_key_values.${l}.key`, 'float32', ['batch', nkv, 'past', dh]),
-      value: g.input(`past_key_values.${l}.value`, 'float32', ['batch', nkv, 'past', dh]),
-    }))
+        key: g.input(`past_key_values.${l}.key`, 'float32', ['batch', nkv, 'past', dh]),
+        value: g.input(`past_key_values.${l}.value`, 'float32', ['batch', nkv, 'past', dh]),
+      }))
     : [];
   const embed = g.initializer('model.embed_tokens.weight', w.get('model.embed_tokens.weight', [cfg.vocabSize, H]), [cfg.vocabSize, H]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
@@ -99,9 +115,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
   const invFreq = new Float32Array(dh);
   for (let i = 0; i < half; i++) invFreq[i] = invFreq[i + half] = 1 / cfg.ropeTheta ** ((2 * i) / dh);
   const inv = g.constant(invFreq, [dh], 'float32', 'rope_inv_freq');
-  const angles = kvCache || packed
-    ? g.op('Unsqueeze', [g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: 1 }), g.ints([-1])]), inv]), g.ints([1])])
-    : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
+  const angles =
+    kvCache || packed
+      ? g.op('Unsqueeze', [g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: 1 }), g.ints([-1])]), inv]), g.ints([1])])
+      : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
   const cos = g.op('Cos', [angles]);
   const sin = g.op('Sin', [angles]);
   const rope = (t: string) => {
@@ -114,8 +131,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
     linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, withBias ? w.get(`${name}.bias`, [outF]) : undefined);
   const heads = (t: string, n: number) => g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, dh])])], { perm: [0, 2, 1, 3] });
   // Grouped-query attention: each kv head serves nh/nkv consecutive query heads (transformers' repeat_kv).
-  const repeatKv = (t: string) => nkv === nh ? t
-    : g.op('Reshape', [g.op('Expand', [g.op('Unsqueeze', [t, g.ints([2])]), g.ints([1, 1, nh / nkv, 1, 1])]), g.ints([0, nh, -1, dh])]);
+  const repeatKv = (t: string) =>
+    nkv === nh
+      ? t
+      : g.op('Reshape', [g.op('Expand', [g.op('Unsqueeze', [t, g.ints([2])]), g.ints([1, 1, nh / nkv, 1, 1])]), g.ints([0, nh, -1, dh])]);
 
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}`;
@@ -133,7 +152,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
     const ctx = mergeHeads(g, attention(g, q, repeatKv(k), repeatKv(v), dh, bias), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
-    const gated = g.op('Mul', [silu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias)), proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias)]);
+    const gated = g.op('Mul', [
+      silu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias)),
+      proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias),
+    ]);
     x = g.op('Add', [x, proj(gated, `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias)]);
   }
   // Generation needs only the last position's logits: the head is the largest matmul, so the prompt's

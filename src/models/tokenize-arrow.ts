@@ -12,25 +12,33 @@ import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, columnValues, readArrowBatches, stringColumn, type ColumnSpec } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
 import { encodeChatExample, type ChatEncodingOptions } from './chat-encoding.ts';
-import { padBatch, paddedLength, type CausalEncoding, type Encoding, type HfTokenizer, type Padding, type PromptTemplate } from './tokenizer.ts';
+import {
+  padBatch,
+  paddedLength,
+  type CausalEncoding,
+  type Encoding,
+  type HfTokenizer,
+  type Padding,
+  type PromptTemplate,
+} from './tokenizer.ts';
 
 export type TokenizeTask =
   | {
-    kind: 'classification';
-    textColumn: string;
-    pairColumn?: string;
-    labelColumn?: string;
-    /** Class names in index order; string labels map to their position. Integer labels pass through (checked against it when given). */
-    labelNames?: string[];
-  }
+      kind: 'classification';
+      textColumn: string;
+      pairColumn?: string;
+      labelColumn?: string;
+      /** Class names in index order; string labels map to their position. Integer labels pass through (checked against it when given). */
+      labelNames?: string[];
+    }
   | {
-    kind: 'causal';
-    promptColumn: string;
-    responseColumn: string;
-    template?: PromptTemplate;
-    /** Render each record with the model's chat template instead (loss on the reply and its end-of-turn token; see chat-encoding.ts). */
-    chat?: Omit<ChatEncodingOptions, 'maxLength'>;
-  };
+      kind: 'causal';
+      promptColumn: string;
+      responseColumn: string;
+      template?: PromptTemplate;
+      /** Render each record with the model's chat template instead (loss on the reply and its end-of-turn token; see chat-encoding.ts). */
+      chat?: Omit<ChatEncodingOptions, 'maxLength'>;
+    };
 
 export interface TokenizeToArrowOptions {
   input: string;
@@ -55,7 +63,9 @@ export interface TokenizeResult {
 
 function requireColumn(batch: { schema: { fields: { name: string }[] } }, name: string, input: string, field: string): void {
   if (!batch.schema.fields.some((f) => f.name === name)) {
-    throw new InputError(`column ${JSON.stringify(name)} not found (columns: ${batch.schema.fields.map((f) => f.name).join(', ')})`, { where: `${input} (${field})` });
+    throw new InputError(`column ${JSON.stringify(name)} not found (columns: ${batch.schema.fields.map((f) => f.name).join(', ')})`, {
+      where: `${input} (${field})`,
+    });
   }
 }
 
@@ -72,9 +82,15 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       requireColumn(batch, task.textColumn, input, 'textColumn');
       const texts = stringColumn(batch, task.textColumn);
       let pairs: string[] | undefined;
-      if (task.pairColumn) { requireColumn(batch, task.pairColumn, input, 'pairColumn'); pairs = stringColumn(batch, task.pairColumn); }
+      if (task.pairColumn) {
+        requireColumn(batch, task.pairColumn, input, 'pairColumn');
+        pairs = stringColumn(batch, task.pairColumn);
+      }
       let raw: unknown[] | undefined;
-      if (task.labelColumn) { requireColumn(batch, task.labelColumn, input, 'labelColumn'); raw = columnValues(batch, task.labelColumn); }
+      if (task.labelColumn) {
+        requireColumn(batch, task.labelColumn, input, 'labelColumn');
+        raw = columnValues(batch, task.labelColumn);
+      }
       const labelType = task.labelColumn ? batch.schema.fields.find((f) => f.name === task.labelColumn)!.type : undefined;
       for (let i = 0; i < texts.length; i++) {
         const full = tok.encode(texts[i]!, pairs?.[i]);
@@ -96,7 +112,10 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
           continue;
         }
         const full = tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template });
-        const e = full.inputIds.length > maxLength ? tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template, maxLength }) : full;
+        const e =
+          full.inputIds.length > maxLength
+            ? tok.encodePromptResponse(prompts[i]!, responses[i]!, { template: task.template, maxLength })
+            : full;
         if (e !== full) truncatedRows++;
         encoded.push(e);
       }
@@ -106,9 +125,10 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
   const longest = encoded.reduce((m, e) => Math.max(m, e.inputIds.length), 0);
   const seqLen = paddedLength(longest, padding);
   const list = { fixedSizeList: 'int32' as const, size: seqLen };
-  const spec: ColumnSpec = task.kind === 'classification'
-    ? { input_ids: list, attention_mask: list, token_type_ids: list, ...(task.labelColumn ? { labels: 'int32' as const } : {}) }
-    : { input_ids: list, attention_mask: list, labels: list };
+  const spec: ColumnSpec =
+    task.kind === 'classification'
+      ? { input_ids: list, attention_mask: list, token_type_ids: list, ...(task.labelColumn ? { labels: 'int32' as const } : {}) }
+      : { input_ids: list, attention_mask: list, labels: list };
   const batchRows = opts.batchRows ?? 4096;
   const writer = new ArrowTableWriter(opts.output, spec, batchRows);
   try {
@@ -133,13 +153,18 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
 
 function labelIndex(v: unknown, type: DataType, names: string[] | undefined, where: string): number {
   if (typeof v === 'string') {
-    if (!names) throw new InputError(`label ${JSON.stringify(v)} is a string but no labelNames were given`, { where, hint: 'list the class names in order, e.g. labels: [negative, positive]' });
+    if (!names)
+      throw new InputError(`label ${JSON.stringify(v)} is a string but no labelNames were given`, {
+        where,
+        hint: 'list the class names in order, e.g. labels: [negative, positive]',
+      });
     const k = names.indexOf(v);
     if (k < 0) throw new InputError(`label ${JSON.stringify(v)} is not one of ${JSON.stringify(names)}`, { where });
     return k;
   }
   if (typeof v === 'number' && Number.isInteger(v) && DataType.isInt(type)) {
-    if (v < 0 || (names && v >= names.length)) throw new InputError(`label ${v} is out of range${names ? ` [0, ${names.length})` : ''}`, { where });
+    if (v < 0 || (names && v >= names.length))
+      throw new InputError(`label ${v} is out of range${names ? ` [0, ${names.length})` : ''}`, { where });
     return v;
   }
   throw new InputError(`label ${JSON.stringify(v)} must be a class name or a non-negative integer`, { where });

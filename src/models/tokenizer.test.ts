@@ -13,11 +13,19 @@ import { tokenizeToArrow } from './tokenize-arrow.ts';
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 const json = (f: string) => JSON.parse(readFileSync(join(FX, f), 'utf8'));
 const fixture = json('tokenizer-parity.json') as {
-  strings: string[]; pairs: [string, string][]; pair_max_length: number;
-  tokenizers: Record<string, {
-    single: { ids: number[]; type_ids: number[] }[]; no_special: number[][]; pairs: { ids: number[]; type_ids: number[] }[];
-    pairs_truncated: { ids: number[]; type_ids: number[] }[]; single_truncated: { ids: number[]; type_ids: number[] }[];
-  }>;
+  strings: string[];
+  pairs: [string, string][];
+  pair_max_length: number;
+  tokenizers: Record<
+    string,
+    {
+      single: { ids: number[]; type_ids: number[] }[];
+      no_special: number[][];
+      pairs: { ids: number[]; type_ids: number[] }[];
+      pairs_truncated: { ids: number[]; type_ids: number[] }[];
+      single_truncated: { ids: number[]; type_ids: number[] }[];
+    }
+  >;
 };
 const toks: Record<string, HfTokenizer> = {
   minilm: new HfTokenizer(json('minilm-tokenizer.json'), json('minilm-tokenizer_config.json')),
@@ -36,13 +44,21 @@ for (const name of ['minilm', 'bpe', 'llama']) {
       assert.deepEqual(e.inputIds, ref.single[i]!.ids, label);
       assert.deepEqual(e.tokenTypeIds, ref.single[i]!.type_ids, label);
       assert.deepEqual(tok.tokenize(s), ref.no_special[i], label);
-      assert.deepEqual(tok.encode(s, null, { maxLength: fixture.pair_max_length }).inputIds, ref.single_truncated[i]!.ids, `truncated ${label}`);
+      assert.deepEqual(
+        tok.encode(s, null, { maxLength: fixture.pair_max_length }).inputIds,
+        ref.single_truncated[i]!.ids,
+        `truncated ${label}`,
+      );
     });
     fixture.pairs.forEach(([a, b], i) => {
       const full = tok.encode(a, b);
       assert.deepEqual([full.inputIds, full.tokenTypeIds], [ref.pairs[i]!.ids, ref.pairs[i]!.type_ids], `pair ${i}`);
       const t = tok.encode(a, b, { maxLength: fixture.pair_max_length });
-      assert.deepEqual([t.inputIds, t.tokenTypeIds], [ref.pairs_truncated[i]!.ids, ref.pairs_truncated[i]!.type_ids], `truncated pair ${i}`);
+      assert.deepEqual(
+        [t.inputIds, t.tokenTypeIds],
+        [ref.pairs_truncated[i]!.ids, ref.pairs_truncated[i]!.type_ids],
+        `truncated pair ${i}`,
+      );
     });
   });
 }
@@ -99,15 +115,22 @@ function writeTable(path: string, rows: Record<string, unknown>[], spec: Record<
   w.close();
 }
 
-const sms = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 60).map((l) => JSON.parse(l) as { text: string; label: string });
+const sms = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8')
+  .split('\n')
+  .filter(Boolean)
+  .slice(0, 60)
+  .map((l) => JSON.parse(l) as { text: string; label: string });
 
 test('tokenizeToArrow (classification): columns, labels, bucketed length, byte-identical reruns', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tok-'));
   const input = join(dir, 'in.arrow');
   writeTable(input, sms, { text: 'utf8', label: 'utf8' });
   const opts = {
-    input, tokenizer: toks.minilm!, task: { kind: 'classification' as const, textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] },
-    padding: { kind: 'longest' as const, maxLength: 64, multipleOf: 16 }, batchRows: 25,
+    input,
+    tokenizer: toks.minilm!,
+    task: { kind: 'classification' as const, textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] },
+    padding: { kind: 'longest' as const, maxLength: 64, multipleOf: 16 },
+    batchRows: 25,
   };
   const a = await tokenizeToArrow({ ...opts, output: join(dir, 'a.arrow') });
   const b = await tokenizeToArrow({ ...opts, output: join(dir, 'b.arrow') });
@@ -132,19 +155,34 @@ test('tokenizeToArrow (classification): columns, labels, bucketed length, byte-i
 test('tokenizeToArrow (causal): labels mask the prompt and padding', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tok-'));
   const input = join(dir, 'in.arrow');
-  writeTable(input, [{ prompt: 'Add 2 and 2.', response: '4' }, { prompt: 'Say hi.', response: 'hi there' }], { prompt: 'utf8', response: 'utf8' });
+  writeTable(
+    input,
+    [
+      { prompt: 'Add 2 and 2.', response: '4' },
+      { prompt: 'Say hi.', response: 'hi there' },
+    ],
+    { prompt: 'utf8', response: 'utf8' },
+  );
   const r = await tokenizeToArrow({
-    input, output: join(dir, 'o.arrow'), tokenizer: toks.bpe!, task: { kind: 'causal', promptColumn: 'prompt', responseColumn: 'response' },
+    input,
+    output: join(dir, 'o.arrow'),
+    tokenizer: toks.bpe!,
+    task: { kind: 'causal', promptColumn: 'prompt', responseColumn: 'response' },
     padding: { kind: 'max_length', maxLength: 32 },
   });
   assert.equal(r.seqLen, 32);
   for await (const batch of readArrowBatches(r.path)) {
-    assert.deepEqual(batch.schema.fields.map((f) => f.name), ['input_ids', 'attention_mask', 'labels']);
+    assert.deepEqual(
+      batch.schema.fields.map((f) => f.name),
+      ['input_ids', 'attention_mask', 'labels'],
+    );
     const labels = Array.from((columnValues(batch, 'labels')[1] as { toArray(): Int32Array }).toArray());
     const mask = Array.from((columnValues(batch, 'attention_mask')[1] as { toArray(): Int32Array }).toArray());
     const kept = labels.filter((x) => x !== IGNORE_INDEX);
     assert.equal(toks.bpe!.decode(kept), 'hi there');
-    labels.forEach((l, i) => { if (mask[i] === 0) assert.equal(l, IGNORE_INDEX); });
+    labels.forEach((l, i) => {
+      if (mask[i] === 0) assert.equal(l, IGNORE_INDEX);
+    });
   }
   rmSync(dir, { recursive: true });
 });
@@ -152,11 +190,27 @@ test('tokenizeToArrow (causal): labels mask the prompt and padding', async () =>
 test('bad input: missing column, unknown label, missing tokenizer.json; no partial output', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tok-'));
   const input = join(dir, 'in.arrow');
-  writeTable(input, [{ text: 'ok', label: 'ham' }, { text: 'x', label: 'eggs' }], { text: 'utf8', label: 'utf8' });
+  writeTable(
+    input,
+    [
+      { text: 'ok', label: 'ham' },
+      { text: 'x', label: 'eggs' },
+    ],
+    { text: 'utf8', label: 'utf8' },
+  );
   const base = { input, output: join(dir, 'o.arrow'), tokenizer: toks.minilm!, padding: { kind: 'max_length' as const, maxLength: 8 } };
-  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'sentence' } }), (e: unknown) => e instanceof InputError && /column "sentence" not found \(columns: text, label\)/.test(e.message));
-  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] } }), /row 1, column label: label "eggs" is not one of/);
-  await assert.rejects(tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label' } }), /no labelNames/);
+  await assert.rejects(
+    tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'sentence' } }),
+    (e: unknown) => e instanceof InputError && /column "sentence" not found \(columns: text, label\)/.test(e.message),
+  );
+  await assert.rejects(
+    tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label', labelNames: ['ham', 'spam'] } }),
+    /row 1, column label: label "eggs" is not one of/,
+  );
+  await assert.rejects(
+    tokenizeToArrow({ ...base, task: { kind: 'classification', textColumn: 'text', labelColumn: 'label' } }),
+    /no labelNames/,
+  );
   assert.deepEqual(readdirSync(dir), ['in.arrow']);
   assert.throws(() => loadTokenizer(dir), /tokenizer.json not found/);
   writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');

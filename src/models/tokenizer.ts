@@ -48,7 +48,8 @@ export const DEFAULT_PROMPT_TEMPLATE: PromptTemplate = { prompt: '### Instructio
 
 function tokenString(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
-  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return undefined;
 }
 
@@ -109,7 +110,10 @@ export class HfTokenizer {
     let b = pair === undefined || pair === null ? undefined : this.tokenize(pair);
     if (opts.maxLength !== undefined) {
       const budget = opts.maxLength - (add ? specialCount(this.layout, b !== undefined) : 0);
-      if (budget < 0) throw new InputError(`maxLength ${opts.maxLength} leaves no room for the ${-budget + opts.maxLength} special tokens`, { where: 'maxLength' });
+      if (budget < 0)
+        throw new InputError(`maxLength ${opts.maxLength} leaves no room for the ${-budget + opts.maxLength} special tokens`, {
+          where: 'maxLength',
+        });
       if (b === undefined) a = a.slice(0, budget);
       else {
         const [n1, n2] = longestFirstLengths(a.length, b.length, budget);
@@ -134,8 +138,11 @@ export class HfTokenizer {
   encodePromptResponse(prompt: string, response: string, opts: { maxLength?: number; template?: PromptTemplate } = {}): CausalEncoding {
     const tpl = opts.template ?? DEFAULT_PROMPT_TEMPLATE;
     const addBos = (tpl.addBos ?? this.addBosDefault) && this.bosId !== undefined;
-    const addEos = (tpl.addEos ?? true);
-    if (addEos && this.eosId === undefined) throw new InputError('the tokenizer has no eos_token; set template.addEos: false or add eos_token to tokenizer_config.json', { where: 'template.addEos' });
+    const addEos = tpl.addEos ?? true;
+    if (addEos && this.eosId === undefined)
+      throw new InputError('the tokenizer has no eos_token; set template.addEos: false or add eos_token to tokenizer_config.json', {
+        where: 'template.addEos',
+      });
     let p = this.tokenize(tpl.prompt.split('{prompt}').join(prompt));
     let r = this.tokenize(response);
     if (opts.maxLength !== undefined) {
@@ -163,10 +170,13 @@ export class HfTokenizer {
 export function loadTokenizer(dir: string): HfTokenizer {
   const path = join(dir, 'tokenizer.json');
   if (!existsSync(path)) {
-    throw new InputError('tokenizer.json not found', { where: dir, hint: 'tempered needs a fast-tokenizer file (tokenizer.json); export one with transformers: AutoTokenizer.from_pretrained(...).save_pretrained(dir)' });
+    throw new InputError('tokenizer.json not found', {
+      where: dir,
+      hint: 'tempered needs a fast-tokenizer file (tokenizer.json); export one with transformers: AutoTokenizer.from_pretrained(...).save_pretrained(dir)',
+    });
   }
   const cfgPath = join(dir, 'tokenizer_config.json');
-  const config = existsSync(cfgPath) ? readJson(cfgPath) as Record<string, unknown> : {};
+  const config = existsSync(cfgPath) ? (readJson(cfgPath) as Record<string, unknown>) : {};
   return new HfTokenizer(readJson(path) as Record<string, unknown>, config, path);
 }
 
@@ -204,7 +214,8 @@ export function padBatch(tok: HfTokenizer, rows: (Encoding | CausalEncoding)[], 
   const causal = rows.length > 0 && 'labels' in rows[0]!;
   const labels = causal ? new Int32Array(n * L).fill(IGNORE_INDEX) : undefined;
   rows.forEach((r, i) => {
-    if (r.inputIds.length > L) throw new Error(`row ${i} has ${r.inputIds.length} tokens, more than the padded length ${L}; encode with maxLength`);
+    if (r.inputIds.length > L)
+      throw new Error(`row ${i} has ${r.inputIds.length} tokens, more than the padded length ${L}; encode with maxLength`);
     inputIds.set(r.inputIds, i * L);
     attentionMask.set(r.attentionMask, i * L);
     if ('tokenTypeIds' in r) tokenTypeIds.set(r.tokenTypeIds, i * L);

@@ -12,18 +12,26 @@ import { readGguf } from '../formats/gguf.ts';
 import { GGUF_FILE_KEY, llamaWeightsFromGguf } from './gguf-llama.ts';
 
 export class ModelConfig {
-  constructor(readonly raw: Record<string, unknown>, readonly path: string) {}
+  constructor(
+    readonly raw: Record<string, unknown>,
+    readonly path: string,
+  ) {}
 
   static read(dir: string): ModelConfig {
     const path = join(dir, 'config.json');
-    if (!existsSync(path)) throw new InputError('config.json not found', { where: dir, hint: 'the model directory must be in Hugging Face layout (config.json, model.safetensors, tokenizer.json)' });
+    if (!existsSync(path))
+      throw new InputError('config.json not found', {
+        where: dir,
+        hint: 'the model directory must be in Hugging Face layout (config.json, model.safetensors, tokenizer.json)',
+      });
     let raw: unknown;
     try {
       raw = JSON.parse(readFileSync(path, 'utf8'));
     } catch (e) {
       throw new InputError(`not valid JSON (${(e as Error).message})`, { where: path, cause: e });
     }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError('config.json must be a JSON object', { where: path });
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new InputError('config.json must be a JSON object', { where: path });
     return new ModelConfig(raw as Record<string, unknown>, path);
   }
 
@@ -37,7 +45,8 @@ export class ModelConfig {
     const key = list.find((k) => this.raw[k] !== undefined && this.raw[k] !== null);
     const v = key === undefined ? dflt : this.raw[key];
     if (v === undefined) this.fail(list[0]!, `${list.join(' / ')} is required`);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) this.fail(key ?? list[0]!, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      this.fail(key ?? list[0]!, `must be a positive integer, got ${JSON.stringify(v)}`);
     return v;
   }
 
@@ -69,7 +78,8 @@ export class ModelConfig {
   /** Fails unless the field has one of the supported values. */
   oneOf<T extends string | number | boolean | null>(key: string, supported: readonly T[], dflt: T): T {
     const v = (this.raw[key] === undefined ? dflt : this.raw[key]) as T;
-    if (!supported.includes(v)) this.fail(key, `${JSON.stringify(v)} is not supported; supported: ${supported.map((s) => JSON.stringify(s)).join(', ')}`);
+    if (!supported.includes(v))
+      this.fail(key, `${JSON.stringify(v)} is not supported; supported: ${supported.map((s) => JSON.stringify(s)).join(', ')}`);
     return v;
   }
 
@@ -80,14 +90,20 @@ export class ModelConfig {
   }
 }
 
-export interface Weight { shape: number[]; data: Float32Array }
+export interface Weight {
+  shape: number[];
+  data: Float32Array;
+}
 
 /** Float weights of a model directory by name, with an optional architecture prefix (`bert.`, `transformer.`, `model.`) removed. */
 export class Weights {
   readonly map: Map<string, Weight>;
   readonly used = new Set<string>();
 
-  constructor(map: Map<string, Weight>, readonly where: string) {
+  constructor(
+    map: Map<string, Weight>,
+    readonly where: string,
+  ) {
     this.map = map;
   }
 
@@ -96,7 +112,8 @@ export class Weights {
     const config = existsSync(join(dir, 'config.json')) ? ModelConfig.read(dir) : undefined;
     const gguf = config?.raw[GGUF_FILE_KEY];
     if (typeof gguf === 'string') {
-      if (gguf.includes('/') || gguf.includes('\\')) throw new InputError(`${GGUF_FILE_KEY} must be a file name in the model directory`, { where: `${config!.path}: ${GGUF_FILE_KEY}` });
+      if (gguf.includes('/') || gguf.includes('\\'))
+        throw new InputError(`${GGUF_FILE_KEY} must be a file name in the model directory`, { where: `${config!.path}: ${GGUF_FILE_KEY}` });
       return new Weights(llamaWeightsFromGguf(readGguf(join(dir, gguf)), config!.raw), dir);
     }
     const file = readModelWeights(dir);
@@ -116,7 +133,11 @@ export class Weights {
 
   get(name: string, shape: number[]): Float32Array {
     const w = this.map.get(name);
-    if (!w) throw new InputError(`weight ${JSON.stringify(name)} is missing`, { where: this.where, hint: 'expected a checkpoint with Hugging Face parameter names matching config.json' });
+    if (!w)
+      throw new InputError(`weight ${JSON.stringify(name)} is missing`, {
+        where: this.where,
+        hint: 'expected a checkpoint with Hugging Face parameter names matching config.json',
+      });
     if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
       throw new InputError(`weight ${JSON.stringify(name)} has shape [${w.shape}], config.json implies [${shape}]`, { where: this.where });
     }

@@ -12,7 +12,24 @@ import { inferShapes, type TypeMap } from './shapes.ts';
 export type AttrInput = number | string | number[] | string[] | Tensor | Attr;
 
 /** ONNX attributes of type float for the ops tempered uses; a whole number given for these stays a float. */
-const FLOAT_ATTRS = new Set(['alpha', 'beta', 'epsilon', 'ratio', 'value_float', 'value_floats', 'lambd', 'bias', 'gamma', 'momentum', 'min', 'max', 'scale', 'mean', 'threshold', 'spatial_scale']);
+const FLOAT_ATTRS = new Set([
+  'alpha',
+  'beta',
+  'epsilon',
+  'ratio',
+  'value_float',
+  'value_floats',
+  'lambd',
+  'bias',
+  'gamma',
+  'momentum',
+  'min',
+  'max',
+  'scale',
+  'mean',
+  'threshold',
+  'spatial_scale',
+]);
 
 /** Forces a float attribute when the name is not in the known list. */
 export function floatAttr(v: number | number[]): Attr {
@@ -30,7 +47,9 @@ export function toAttr(name: string, v: AttrInput): Attr {
   if (Array.isArray(v)) {
     if (v.every((x) => typeof x === 'string')) return { kind: 'strings', value: v as string[] };
     const nums = v as number[];
-    return FLOAT_ATTRS.has(name) || nums.some((x) => !Number.isInteger(x)) ? { kind: 'floats', value: nums } : { kind: 'ints', value: nums };
+    return FLOAT_ATTRS.has(name) || nums.some((x) => !Number.isInteger(x))
+      ? { kind: 'floats', value: nums }
+      : { kind: 'ints', value: nums };
   }
   return { kind: 'tensor', value: v };
 }
@@ -105,7 +124,12 @@ export class GraphBuilder {
     else if (dtype === 'bool') data = Uint8Array.from(values);
     else data = Float32Array.from(values);
     const name = this.fresh(hint);
-    this.graph.initializers.set(name, { name, dtype: Array.isArray(values) ? dtype : dtypeOfArray(data), dims: dims ?? [data.length], data });
+    this.graph.initializers.set(name, {
+      name,
+      dtype: Array.isArray(values) ? dtype : dtypeOfArray(data),
+      dims: dims ?? [data.length],
+      data,
+    });
     return name;
   }
 
@@ -125,11 +149,16 @@ export class GraphBuilder {
 
   opMulti(opType: string, inputs: string[], attrs: Record<string, AttrInput> = {}, opts: OpOptions = {}): string[] {
     const name = this.fresh(opts.name ?? opType);
-    const outs = typeof opts.outputs === 'object'
-      ? opts.outputs.map((o) => this.claim(o, 'output'))
-      : Array.from({ length: opts.outputs ?? 1 }, (_, i) => this.fresh(`${name}_out${i}`));
+    const outs =
+      typeof opts.outputs === 'object'
+        ? opts.outputs.map((o) => this.claim(o, 'output'))
+        : Array.from({ length: opts.outputs ?? 1 }, (_, i) => this.fresh(`${name}_out${i}`));
     const node: Node = {
-      name, opType, domain: opts.domain ?? '', inputs: [...inputs], outputs: outs,
+      name,
+      opType,
+      domain: opts.domain ?? '',
+      inputs: [...inputs],
+      outputs: outs,
       attrs: Object.fromEntries(Object.entries(attrs).map(([k, v]) => [k, toAttr(k, v)])),
     };
     this.graph.nodes.push(node);

@@ -61,9 +61,15 @@ test('an external span that is not the tensor size, or runs past the file, is re
     writeFileSync(m, onnx.ModelProto.encode(p).finish());
   };
   tamper({ length: String(1e15) });
-  assert.throws(() => loadModel(m), (e: unknown) => e instanceof InputError && /needs 2400 bytes/.test(e.message));
+  assert.throws(
+    () => loadModel(m),
+    (e: unknown) => e instanceof InputError && /needs 2400 bytes/.test(e.message),
+  );
   tamper({ offset: '100' });
-  assert.throws(() => loadModel(m), (e: unknown) => e instanceof InputError && /wants bytes 100-2500 .* which has 2400/.test(e.message));
+  assert.throws(
+    () => loadModel(m),
+    (e: unknown) => e instanceof InputError && /wants bytes 100-2500 .* which has 2400/.test(e.message),
+  );
   tamper({ offset: '-8' });
   assert.throws(() => loadModel(m), InputError);
 });

@@ -14,7 +14,10 @@ export function topoSort(graph: Graph): Node[] {
       const top = stack[stack.length - 1]!;
       const [i, k] = top;
       if (k === 0) {
-        if (state[i] === 2) { stack.pop(); continue; }
+        if (state[i] === 2) {
+          stack.pop();
+          continue;
+        }
         state[i] = 1;
       }
       const node = graph.nodes[i]!;
@@ -47,7 +50,9 @@ export function consumers(graph: Graph): Map<string, Node[]> {
     for (const i of n.inputs) {
       if (!i) continue;
       const list = m.get(i);
-      if (list) { if (!list.includes(n)) list.push(n); } else m.set(i, [n]);
+      if (list) {
+        if (!list.includes(n)) list.push(n);
+      } else m.set(i, [n]);
     }
   }
   return m;

@@ -2,7 +2,19 @@
  * ModelProto bytes ⇄ tempered's IR (ir.ts), including external data for models over protobuf's 2 GB limit.
  */
 import { createRequire } from 'node:module';
-import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeSync, readSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  writeSync,
+  readSync,
+} from 'node:fs';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 import { InputError } from '../errors.ts';
 import type { onnx as OnnxNs } from 'onnx-proto';
@@ -39,11 +51,18 @@ function tensorToProto(t: Tensor, external?: { location: string; offset: number 
  * inside it after symlinks, so a model cannot make the loader read, say, ../../etc/shadow.
  */
 function externalDataFile(baseDir: string, location: string, what: string): string {
-  const outside = () => new InputError(`${what} names external data at ${JSON.stringify(location)}, outside the model's folder ${baseDir}`, { hint: 'external data files must sit beside the model file' });
+  const outside = () =>
+    new InputError(`${what} names external data at ${JSON.stringify(location)}, outside the model's folder ${baseDir}`, {
+      hint: 'external data files must sit beside the model file',
+    });
   if (location === '' || isAbsolute(location) || location.split(/[\\/]/).includes('..')) throw outside();
   const file = join(baseDir, location);
   let real: string;
-  try { real = realpathSync(file); } catch { throw new InputError(`${what}: external data file ${file} does not exist`, { where: file }); }
+  try {
+    real = realpathSync(file);
+  } catch {
+    throw new InputError(`${what}: external data file ${file} does not exist`, { where: file });
+  }
   const base = realpathSync(baseDir);
   if (!real.startsWith(base.endsWith(sep) ? base : base + sep)) throw outside();
   return file;
@@ -64,12 +83,18 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
     // A model file is hostile until checked: the declared span must be the tensor's exact size and
     // lie inside the data file, before anything is allocated for it.
     if (!Number.isSafeInteger(offset) || offset < 0 || length !== want) {
-      throw new InputError(`${where}: tensor '${name}' declares external data offset ${kv['offset']} length ${kv['length']}, but its ${dims.join('x') || 'scalar'} ${dtype} needs ${want} bytes`, { where: file });
+      throw new InputError(
+        `${where}: tensor '${name}' declares external data offset ${kv['offset']} length ${kv['length']}, but its ${dims.join('x') || 'scalar'} ${dtype} needs ${want} bytes`,
+        { where: file },
+      );
     }
     const fd = openSync(file, 'r');
     try {
       const size = fstatSync(fd).size;
-      if (offset + length > size) throw new InputError(`${where}: tensor '${name}' wants bytes ${offset}-${offset + length} of ${file}, which has ${size}`, { where: file });
+      if (offset + length > size)
+        throw new InputError(`${where}: tensor '${name}' wants bytes ${offset}-${offset + length} of ${file}, which has ${size}`, {
+          where: file,
+        });
       const buf = Buffer.alloc(length);
       let got = 0;
       while (got < length) {
@@ -78,7 +103,9 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
         got += r;
       }
       return { name, dtype, dims, data: fromBytes(dtype, buf) };
-    } finally { closeSync(fd); }
+    } finally {
+      closeSync(fd);
+    }
   }
   if (p.rawData && p.rawData.length) return { name, dtype, dims, data: fromBytes(dtype, p.rawData) };
   const data = allocate(dtype, n);
@@ -93,28 +120,44 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
 
 function attrToProto(name: string, a: Attr): OnnxNs.IAttributeProto {
   switch (a.kind) {
-    case 'int': return { name, type: ATTR.INT, i: a.value };
-    case 'float': return { name, type: ATTR.FLOAT, f: a.value };
-    case 'string': return { name, type: ATTR.STRING, s: new TextEncoder().encode(a.value) };
-    case 'ints': return { name, type: ATTR.INTS, ints: a.value };
-    case 'floats': return { name, type: ATTR.FLOATS, floats: a.value };
-    case 'strings': return { name, type: ATTR.STRINGS, strings: a.value.map((s) => new TextEncoder().encode(s)) };
-    case 'tensor': return { name, type: ATTR.TENSOR, t: tensorToProto(a.value) };
-    case 'graph': return { name, type: ATTR.GRAPH, g: graphToProto(a.value) };
+    case 'int':
+      return { name, type: ATTR.INT, i: a.value };
+    case 'float':
+      return { name, type: ATTR.FLOAT, f: a.value };
+    case 'string':
+      return { name, type: ATTR.STRING, s: new TextEncoder().encode(a.value) };
+    case 'ints':
+      return { name, type: ATTR.INTS, ints: a.value };
+    case 'floats':
+      return { name, type: ATTR.FLOATS, floats: a.value };
+    case 'strings':
+      return { name, type: ATTR.STRINGS, strings: a.value.map((s) => new TextEncoder().encode(s)) };
+    case 'tensor':
+      return { name, type: ATTR.TENSOR, t: tensorToProto(a.value) };
+    case 'graph':
+      return { name, type: ATTR.GRAPH, g: graphToProto(a.value) };
   }
 }
 
 function attrFromProto(p: OnnxNs.IAttributeProto, where: string): Attr | undefined {
   const dec = (b: Uint8Array | null | undefined) => new TextDecoder().decode(b ?? new Uint8Array());
   switch (p.type) {
-    case ATTR.INT: return { kind: 'int', value: num(p.i as LongLike) };
-    case ATTR.FLOAT: return { kind: 'float', value: p.f ?? 0 };
-    case ATTR.STRING: return { kind: 'string', value: dec(p.s) };
-    case ATTR.INTS: return { kind: 'ints', value: (p.ints ?? []).map((v) => num(v as LongLike)) };
-    case ATTR.FLOATS: return { kind: 'floats', value: [...(p.floats ?? [])] };
-    case ATTR.STRINGS: return { kind: 'strings', value: (p.strings ?? []).map(dec) };
-    case ATTR.TENSOR: return { kind: 'tensor', value: tensorFromProto(p.t ?? {}, where) };
-    default: throw new Error(`${where}: attribute '${p.name}' has type ${p.type}, which tempered does not handle (subgraphs, sparse tensors)`);
+    case ATTR.INT:
+      return { kind: 'int', value: num(p.i as LongLike) };
+    case ATTR.FLOAT:
+      return { kind: 'float', value: p.f ?? 0 };
+    case ATTR.STRING:
+      return { kind: 'string', value: dec(p.s) };
+    case ATTR.INTS:
+      return { kind: 'ints', value: (p.ints ?? []).map((v) => num(v as LongLike)) };
+    case ATTR.FLOATS:
+      return { kind: 'floats', value: [...(p.floats ?? [])] };
+    case ATTR.STRINGS:
+      return { kind: 'strings', value: (p.strings ?? []).map(dec) };
+    case ATTR.TENSOR:
+      return { kind: 'tensor', value: tensorFromProto(p.t ?? {}, where) };
+    default:
+      throw new Error(`${where}: attribute '${p.name}' has type ${p.type}, which tempered does not handle (subgraphs, sparse tensors)`);
   }
 }
 
@@ -130,7 +173,14 @@ function valueInfoFromProto(p: OnnxNs.IValueInfoProto, where: string): ValueInfo
   if (!tt) throw new Error(`${where}: value '${p.name}' is not a tensor (sequences and maps are not supported)`);
   let unknown = 0;
   const shape = tt.shape
-    ? (tt.shape.dim ?? []).map((d): Dim => (d.dimValue != null && (d as { value?: string }).value === 'dimValue' ? num(d.dimValue as LongLike) : d.dimParam ? d.dimParam : `?${p.name}_${unknown++}`))
+    ? (tt.shape.dim ?? []).map(
+        (d): Dim =>
+          d.dimValue != null && (d as { value?: string }).value === 'dimValue'
+            ? num(d.dimValue as LongLike)
+            : d.dimParam
+              ? d.dimParam
+              : `?${p.name}_${unknown++}`,
+      )
     : undefined;
   return { name: p.name ?? '', dtype: dtypeFromCode(tt.elemType ?? 0, where), shape };
 }
@@ -155,7 +205,11 @@ function graphToProto(g: Graph, opts: EncodeOptions = {}): OnnxNs.IGraphProto {
     name: g.name,
     // ONNX requires producers before consumers; rewrites (LoRA, autodiff) append nodes anywhere.
     node: topoSort(g).map((n) => ({
-      name: n.name, opType: n.opType, domain: n.domain, input: n.inputs, output: n.outputs,
+      name: n.name,
+      opType: n.opType,
+      domain: n.domain,
+      input: n.inputs,
+      output: n.outputs,
       attribute: Object.entries(n.attrs).map(([k, a]) => attrToProto(k, a)),
     })),
     input: g.inputs.map(valueInfoToProto),
@@ -251,7 +305,9 @@ export function saveModel(model: Model, path: string, opts: SaveOptions = {}): v
         offset += t.data.byteLength;
       }
       fsyncSync(fd);
-    } finally { closeSync(fd); }
+    } finally {
+      closeSync(fd);
+    }
     renameSync(dataPath + tmpSuffix, dataPath);
     encodeOpts = { external: { location: basename(dataPath), offsets } };
   } else if (existsSync(dataPath)) {
@@ -259,7 +315,12 @@ export function saveModel(model: Model, path: string, opts: SaveOptions = {}): v
   }
   const bytes = encodeModel(model, encodeOpts);
   const fd = openSync(path + tmpSuffix, 'w');
-  try { writeAll(fd, bytes); fsyncSync(fd); } finally { closeSync(fd); }
+  try {
+    writeAll(fd, bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(path + tmpSuffix, path);
 }
 

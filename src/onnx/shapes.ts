@@ -114,9 +114,21 @@ const dropout: ShapeRule = (node, inp, fresh) => {
 const arithmetic: ShapeRule = (node, inp, fresh) => {
   const { x, bcast, constOf } = view(inp, fresh);
   const out = bcast(x?.dtype, inp);
-  const a = constOf(0), b = constOf(1);
-  if (a && b && a.length === b.length && node.inputs.length === 2 && a.every((v) => typeof v === 'number') && b.every((v) => typeof v === 'number')) {
-    const f = { Add: (p: number, q: number) => p + q, Sub: (p: number, q: number) => p - q, Mul: (p: number, q: number) => p * q } as Record<string, (p: number, q: number) => number>;
+  const a = constOf(0),
+    b = constOf(1);
+  if (
+    a &&
+    b &&
+    a.length === b.length &&
+    node.inputs.length === 2 &&
+    a.every((v) => typeof v === 'number') &&
+    b.every((v) => typeof v === 'number')
+  ) {
+    const f = {
+      Add: (p: number, q: number) => p + q,
+      Sub: (p: number, q: number) => p - q,
+      Mul: (p: number, q: number) => p * q,
+    } as Record<string, (p: number, q: number) => number>;
     const fn = f[node.opType];
     if (fn) out[0]!.value = a.map((v, i) => fn(v as number, b[i] as number));
   }
@@ -135,7 +147,8 @@ const where: ShapeRule = (node, inp, fresh) => {
 
 const matMul: ShapeRule = (node, inp, fresh) => {
   const { x } = view(inp, fresh);
-  const a = inp[0]?.shape, b = inp[1]?.shape;
+  const a = inp[0]?.shape,
+    b = inp[1]?.shape;
   if (!a || !b) return [{ dtype: x?.dtype }];
   const a2 = a.length === 1 ? [1, a[0]!] : a;
   const b2 = b.length === 1 ? [b[0]!, 1] : b;
@@ -148,7 +161,8 @@ const matMul: ShapeRule = (node, inp, fresh) => {
 
 const gemm: ShapeRule = (node, inp, fresh) => {
   const { x } = view(inp, fresh);
-  const a = inp[0]?.shape, b = inp[1]?.shape;
+  const a = inp[0]?.shape,
+    b = inp[1]?.shape;
   if (!a || !b) return [{ dtype: x?.dtype }];
   const m = attrInt(node, 'transA', 0) ? a[1]! : a[0]!;
   const n = attrInt(node, 'transB', 0) ? b[0]! : b[1]!;
@@ -177,7 +191,10 @@ const size: ShapeRule = (node, inp, fresh) => {
 const constant: ShapeRule = (node, inp, fresh) => {
   const a = node.attrs['value'];
   if (a?.kind === 'tensor') return [{ dtype: a.value.dtype, shape: [...a.value.dims], value: tensorValue(a.value) }];
-  const vi = node.attrs['value_int'], vis = node.attrs['value_ints'], vf = node.attrs['value_float'], vfs = node.attrs['value_floats'];
+  const vi = node.attrs['value_int'],
+    vis = node.attrs['value_ints'],
+    vf = node.attrs['value_float'],
+    vfs = node.attrs['value_floats'];
   if (vi?.kind === 'int') return [{ dtype: 'int64', shape: [], value: [vi.value] }];
   if (vis?.kind === 'ints') return [{ dtype: 'int64', shape: [vis.value.length], value: [...vis.value] }];
   if (vf) return [{ dtype: 'float32', shape: [] }];
@@ -216,8 +233,14 @@ const reshape: ShapeRule = (node, inp, fresh) => {
         else other.push(d);
       }
       const sym = rest.filter((d) => typeof d === 'string');
-      const num = numel(rest.filter((d) => typeof d === 'number') as number[]) / numel(other.filter((d) => typeof d === 'number') as number[]);
-      out[neg] = other.every((d) => typeof d === 'number') && sym.length === 1 && num === 1 ? sym[0]! : sym.length === 0 && Number.isInteger(num) && other.every((d) => typeof d === 'number') ? num : fresh();
+      const num =
+        numel(rest.filter((d) => typeof d === 'number') as number[]) / numel(other.filter((d) => typeof d === 'number') as number[]);
+      out[neg] =
+        other.every((d) => typeof d === 'number') && sym.length === 1 && num === 1
+          ? sym[0]!
+          : sym.length === 0 && Number.isInteger(num) && other.every((d) => typeof d === 'number')
+            ? num
+            : fresh();
     } else out[neg] = fresh();
   }
   return [{ dtype: x?.dtype, shape: out, value: x?.value && [...x.value] }];
@@ -262,7 +285,16 @@ const expand: ShapeRule = (node, inp, fresh) => {
   const { x, s, constOf } = view(inp, fresh);
   const target = constOf(1);
   if (!s || !target) return [{ dtype: x?.dtype }];
-  return [{ dtype: x?.dtype, shape: broadcastShapes(s, target.map((d) => (d === -1 ? 1 : d)), fresh) }];
+  return [
+    {
+      dtype: x?.dtype,
+      shape: broadcastShapes(
+        s,
+        target.map((d) => (d === -1 ? 1 : d)),
+        fresh,
+      ),
+    },
+  ];
 };
 
 const concat: ShapeRule = (node, inp, fresh) => {
@@ -295,8 +327,10 @@ const split: ShapeRule = (node, inp, fresh) => {
 
 const slice: ShapeRule = (node, inp, fresh) => {
   const { x, s, constOf } = view(inp, fresh);
-  const starts = constOf(1), ends = constOf(2);
-  const axesV = constOf(3), steps = constOf(4);
+  const starts = constOf(1),
+    ends = constOf(2);
+  const axesV = constOf(3),
+    steps = constOf(4);
   if (!s || !starts || !ends) return [{ dtype: x?.dtype, shape: s && s.map(() => fresh()) }];
   const out = [...s];
   starts.forEach((st, i) => {
@@ -310,8 +344,15 @@ const slice: ShapeRule = (node, inp, fresh) => {
     const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
     let b = st < 0 ? st + d : st;
     let e = (ends[i] as number) < 0 ? (ends[i] as number) + d : (ends[i] as number);
-    if (step > 0) { b = clamp(b, 0, d); e = clamp(e, 0, d); out[axis] = Math.max(0, Math.ceil((e - b) / step)); }
-    else { b = clamp(b, 0, d - 1); e = clamp(e, -1, d - 1); out[axis] = Math.max(0, Math.ceil((b - e) / -step)); }
+    if (step > 0) {
+      b = clamp(b, 0, d);
+      e = clamp(e, 0, d);
+      out[axis] = Math.max(0, Math.ceil((e - b) / step));
+    } else {
+      b = clamp(b, 0, d - 1);
+      e = clamp(e, -1, d - 1);
+      out[axis] = Math.max(0, Math.ceil((b - e) / -step));
+    }
   });
   let value: Dim[] | undefined;
   if (x?.value && s.length === 1 && typeof out[0] === 'number' && typeof starts[0] === 'number') {
@@ -349,7 +390,12 @@ const unique: ShapeRule = (node, inp, fresh) => {
   if (node.attrs['axis']) return [{ dtype: x?.dtype }, { dtype: 'int64' }, { dtype: 'int64' }, { dtype: 'int64' }];
   const u = fresh();
   const n = s && s.every((d) => typeof d === 'number') ? (s as number[]).reduce((a, b) => a * b, 1) : fresh();
-  return [{ dtype: x?.dtype, shape: [u] }, { dtype: 'int64', shape: [u] }, { dtype: 'int64', shape: [n] }, { dtype: 'int64', shape: [u] }];
+  return [
+    { dtype: x?.dtype, shape: [u] },
+    { dtype: 'int64', shape: [u] },
+    { dtype: 'int64', shape: [n] },
+    { dtype: 'int64', shape: [u] },
+  ];
 };
 
 const oneHot: ShapeRule = (node, inp, fresh) => {
@@ -367,7 +413,7 @@ const reduction: ShapeRule = (node, inp, fresh) => {
   const { x, s, constOf } = view(inp, fresh);
   if (!s) return [{ dtype: x?.dtype }];
   const isArg = node.opType.startsWith('Arg');
-  const axesRaw = isArg ? [attrInt(node, 'axis', 0)] : constOf(1) ?? attrInts(node, 'axes');
+  const axesRaw = isArg ? [attrInt(node, 'axis', 0)] : (constOf(1) ?? attrInts(node, 'axes'));
   if (node.inputs[1] && !constOf(1) && !isArg) return [{ dtype: x?.dtype }];
   const keep = attrInt(node, 'keepdims', 1);
   const noop = attrInt(node, 'noop_with_empty_axes', 0);
@@ -410,7 +456,49 @@ function forOps(ops: string[], rule: ShapeRule): Record<string, ShapeRule> {
 
 /** The shape rule table, keyed by op like the gradient table. An op missing here gets unknown types. */
 const SHAPE_RULES: Record<string, ShapeRule> = {
-  ...forOps(['Identity', 'Neg', 'Sqrt', 'Exp', 'Log', 'Tanh', 'Sigmoid', 'Relu', 'Erf', 'Gelu', 'Softmax', 'LogSoftmax', 'Abs', 'Reciprocal', 'Floor', 'Ceil', 'Sin', 'Cos', 'Trilu', 'Sign', 'Clip', 'LeakyRelu', 'Softplus', 'Tan', 'Atan', 'Asin', 'Acos', 'Sinh', 'Cosh', 'Round', 'Elu', 'Selu', 'HardSigmoid', 'HardSwish', 'Mish', 'Softsign', 'Celu', 'CumSum'], elementwise),
+  ...forOps(
+    [
+      'Identity',
+      'Neg',
+      'Sqrt',
+      'Exp',
+      'Log',
+      'Tanh',
+      'Sigmoid',
+      'Relu',
+      'Erf',
+      'Gelu',
+      'Softmax',
+      'LogSoftmax',
+      'Abs',
+      'Reciprocal',
+      'Floor',
+      'Ceil',
+      'Sin',
+      'Cos',
+      'Trilu',
+      'Sign',
+      'Clip',
+      'LeakyRelu',
+      'Softplus',
+      'Tan',
+      'Atan',
+      'Asin',
+      'Acos',
+      'Sinh',
+      'Cosh',
+      'Round',
+      'Elu',
+      'Selu',
+      'HardSigmoid',
+      'HardSwish',
+      'Mish',
+      'Softsign',
+      'Celu',
+      'CumSum',
+    ],
+    elementwise,
+  ),
   ...forOps(['Not', 'IsNaN', 'IsInf'], elementwiseBool),
   Dropout: dropout,
   ...forOps(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mod'], arithmetic),
@@ -437,7 +525,21 @@ const SHAPE_RULES: Record<string, ShapeRule> = {
   ...forOps(['ScatterND', 'ScatterElements'], scatter),
   Unique: unique,
   OneHot: oneHot,
-  ...forOps(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL2', 'ReduceSumSquare', 'ReduceLogSumExp', 'ArgMax', 'ArgMin'], reduction),
+  ...forOps(
+    [
+      'ReduceMean',
+      'ReduceSum',
+      'ReduceMax',
+      'ReduceMin',
+      'ReduceProd',
+      'ReduceL2',
+      'ReduceSumSquare',
+      'ReduceLogSumExp',
+      'ArgMax',
+      'ArgMin',
+    ],
+    reduction,
+  ),
   LayerNormalization: layerNormalization,
   Pad: pad,
   Range: range,
@@ -446,5 +548,11 @@ const SHAPE_RULES: Record<string, ShapeRule> = {
 
 function inferNode(node: Node, get: (n: string) => TypeInfo | undefined, fresh: () => string): TypeInfo[] {
   const rule = SHAPE_RULES[node.opType];
-  return rule ? rule(node, node.inputs.map((n) => get(n)), fresh) : node.outputs.map(() => ({}));
+  return rule
+    ? rule(
+        node,
+        node.inputs.map((n) => get(n)),
+        fresh,
+      )
+    : node.outputs.map(() => ({}));
 }

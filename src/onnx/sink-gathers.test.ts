@@ -11,8 +11,16 @@ import { appendGradients } from '../engine/autodiff.ts';
 import { appendLoss } from '../engine/losses.ts';
 
 const CFG = { vocab: 30, hidden: 8, heads: 2, intermediate: 12, layers: 2, seq: 6, classes: 3, seed: 4 };
-const ids = new ort.Tensor('int64', BigInt64Array.from({ length: 18 }, (_, i) => BigInt((i * 7 + 3) % 30)), [3, 6]);
-const mask = new ort.Tensor('int64', BigInt64Array.from({ length: 18 }, (_, i) => (i % 6 < 6 - (i % 3) ? 1n : 0n)), [3, 6]);
+const ids = new ort.Tensor(
+  'int64',
+  BigInt64Array.from({ length: 18 }, (_, i) => BigInt((i * 7 + 3) % 30)),
+  [3, 6],
+);
+const mask = new ort.Tensor(
+  'int64',
+  BigInt64Array.from({ length: 18 }, (_, i) => (i % 6 < 6 - (i % 3) ? 1n : 0n)),
+  [3, 6],
+);
 
 async function run(m: Model, feeds: Record<string, ort.Tensor>, out: string): Promise<Float64Array> {
   const s = await ort.InferenceSession.create(encodeModel(m));
@@ -26,7 +34,8 @@ test('a CLS classifier computes its last layer for the CLS row only, with the sa
   assert.ok(moved > 15, `moved ${moved}`);
   // The last layer's MLP now runs on one position; the first layer's still on all six.
   const types = inferShapes(pruned.graph);
-  const mlpIn = (l: number) => pruned.graph.nodes.find((n) => n.opType === 'MatMul' && n.inputs[1] === `encoder.layer.${l}.intermediate.dense.weight`)!;
+  const mlpIn = (l: number) =>
+    pruned.graph.nodes.find((n) => n.opType === 'MatMul' && n.inputs[1] === `encoder.layer.${l}.intermediate.dense.weight`)!;
   assert.deepEqual(types.get(mlpIn(1).outputs[0]!)!.shape, ['batch', 1, 12]);
   assert.deepEqual(types.get(mlpIn(0).outputs[0]!)!.shape, ['batch', 6, 12]);
   // Keys and values of the last layer still see every position.
@@ -57,14 +66,17 @@ test('gradients through the pruned graph equal those of the full graph (float64)
   };
   const labels = new ort.Tensor('int64', BigInt64Array.from([0n, 2n, 1n]), [3]);
   const feeds = { input_ids: ids, attention_mask: mask, labels };
-  const full = withGrads(false), pruned = withGrads(true);
+  const full = withGrads(false),
+    pruned = withGrads(true);
   const sf = await ort.InferenceSession.create(encodeModel(full.m));
   const sp = await ort.InferenceSession.create(encodeModel(pruned.m));
   const [of, op] = [await sf.run(feeds), await sp.run(feeds)];
   assert.ok(Math.abs((of['loss']!.data[0] as number) - (op['loss']!.data[0] as number)) < 1e-12);
   weights.forEach((w, i) => {
-    const a = of[full.names[i]!]!.data as Float64Array, b = op[pruned.names[i]!]!.data as Float64Array;
-    for (let k = 0; k < a.length; k++) assert.ok(Math.abs(a[k]! - b[k]!) <= 1e-12 + 1e-9 * Math.abs(a[k]!), `${w}[${k}]: ${a[k]} vs ${b[k]}`);
+    const a = of[full.names[i]!]!.data as Float64Array,
+      b = op[pruned.names[i]!]!.data as Float64Array;
+    for (let k = 0; k < a.length; k++)
+      assert.ok(Math.abs(a[k]! - b[k]!) <= 1e-12 + 1e-9 * Math.abs(a[k]!), `${w}[${k}]: ${a[k]} vs ${b[k]}`);
   });
 });
 

@@ -22,8 +22,52 @@ function constIndices(graph: Graph, name: string): { values: number[]; scalar: b
   return { values: Array.from(t.data as ArrayLike<number | bigint>, Number), scalar: t.dims.length === 0 };
 }
 
-const UNARY = new Set(['Identity', 'Dropout', 'Cast', 'Neg', 'Exp', 'Log', 'Sqrt', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'Abs', 'Reciprocal', 'Floor', 'Ceil', 'Sin', 'Cos', 'Softplus', 'Sign', 'Not', 'Gelu', 'LeakyRelu', 'Elu', 'HardSigmoid', 'Round']);
-const BROADCASTING = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor', 'Mod']);
+const UNARY = new Set([
+  'Identity',
+  'Dropout',
+  'Cast',
+  'Neg',
+  'Exp',
+  'Log',
+  'Sqrt',
+  'Erf',
+  'Tanh',
+  'Sigmoid',
+  'Relu',
+  'Abs',
+  'Reciprocal',
+  'Floor',
+  'Ceil',
+  'Sin',
+  'Cos',
+  'Softplus',
+  'Sign',
+  'Not',
+  'Gelu',
+  'LeakyRelu',
+  'Elu',
+  'HardSigmoid',
+  'Round',
+]);
+const BROADCASTING = new Set([
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Pow',
+  'Max',
+  'Min',
+  'Where',
+  'Equal',
+  'Less',
+  'Greater',
+  'LessOrEqual',
+  'GreaterOrEqual',
+  'And',
+  'Or',
+  'Xor',
+  'Mod',
+]);
 
 /**
  * For node `p` whose output is selected along `axis`, the axis to select on each input instead
@@ -51,13 +95,15 @@ export function selectionAxes(graph: Graph, types: TypeMap, p: Node, axis: numbe
   switch (p.opType) {
     case 'MatMul': {
       const [a, b] = p.inputs as [string, string];
-      const ra = shapeOf(a)?.length, rb = shapeOf(b)?.length;
+      const ra = shapeOf(a)?.length,
+        rb = shapeOf(b)?.length;
       if (ra === undefined || rb === undefined || ra < 2 || rb < 2) return null;
       if (axis === R - 2) return sameDim(shapeOf(a)![ra - 2]!, out[axis]!) ? [ra - 2, undefined] : null;
       if (axis === R - 1) return sameDim(shapeOf(b)![rb - 1]!, out[axis]!) ? [undefined, rb - 1] : null;
       return all((v) => aligned(v, axis));
     }
-    case 'Softmax': case 'LogSoftmax': {
+    case 'Softmax':
+    case 'LogSoftmax': {
       const along = norm(attrInt(p, 'axis', -1), R);
       return along === axis ? null : [axis];
     }
@@ -102,7 +148,11 @@ function norm(axis: number, rank: number): number {
  */
 export function sinkRowGathers(graph: Graph, keep: readonly string[] = []): number {
   let counter = 0;
-  const names = new Set<string>([...graph.initializers.keys(), ...graph.inputs.map((v) => v.name), ...graph.nodes.flatMap((n) => [n.name, ...n.outputs])]);
+  const names = new Set<string>([
+    ...graph.initializers.keys(),
+    ...graph.inputs.map((v) => v.name),
+    ...graph.nodes.flatMap((n) => [n.name, ...n.outputs]),
+  ]);
   const fresh = (hint: string) => {
     let n = hint;
     while (names.has(n)) n = `${hint}_${++counter}`;
@@ -137,7 +187,14 @@ export function sinkRowGathers(graph: Graph, keep: readonly string[] = []): numb
       const axis = norm(attrInt(g, 'axis', 0), rank);
       if (!selectionAxes(graph, types, p, axis)) continue;
       const kept = fresh(`${g.outputs[0]}__rows`);
-      const squeeze: Node = { name: fresh(`${g.name}__squeeze`), opType: 'Squeeze', domain: '', inputs: [kept, indexConst([axis])], outputs: [g.outputs[0]!], attrs: {} };
+      const squeeze: Node = {
+        name: fresh(`${g.name}__squeeze`),
+        opType: 'Squeeze',
+        domain: '',
+        inputs: [kept, indexConst([axis])],
+        outputs: [g.outputs[0]!],
+        attrs: {},
+      };
       replacedIndices.add(g.inputs[1]!);
       g.inputs[1] = indexConst(idx.values);
       g.outputs[0] = kept;
@@ -177,7 +234,14 @@ export function sinkRowGathers(graph: Graph, keep: readonly string[] = []): numb
         const a = axes[i];
         if (!v || a === undefined) return v;
         const out = fresh(`${v}__rows`);
-        added.push({ name: fresh(`${p.name}__select${i}`), opType: 'Gather', domain: '', inputs: [v, indexConst(indices)], outputs: [out], attrs: { axis: { kind: 'int', value: a } } });
+        added.push({
+          name: fresh(`${p.name}__select${i}`),
+          opType: 'Gather',
+          domain: '',
+          inputs: [v, indexConst(indices)],
+          outputs: [out],
+          attrs: { axis: { kind: 'int', value: a } },
+        });
         return out;
       });
       const target = first.outputs[0]!;
@@ -187,7 +251,16 @@ export function sinkRowGathers(graph: Graph, keep: readonly string[] = []): numb
       for (const g of users) replacedIndices.add(g.inputs[1]!);
       graph.nodes = graph.nodes.filter((n) => !drop.has(n));
       for (const n of graph.nodes) n.inputs = n.inputs.map((v) => rename.get(v) ?? v);
-      for (const o of graph.outputs) if (rename.has(o.name)) graph.nodes.push({ name: fresh(`${o.name}__identity`), opType: 'Identity', domain: '', inputs: [target], outputs: [o.name], attrs: {} });
+      for (const o of graph.outputs)
+        if (rename.has(o.name))
+          graph.nodes.push({
+            name: fresh(`${o.name}__identity`),
+            opType: 'Identity',
+            domain: '',
+            inputs: [target],
+            outputs: [o.name],
+            attrs: {},
+          });
       graph.nodes.splice(Math.max(0, graph.nodes.indexOf(p)), 0, ...added);
       moved++;
       changed = true;

@@ -31,7 +31,17 @@ test('model card holds every section with the recorded facts', () => {
   const md = modelCard(version);
   const lines = md.split('\n');
   assert.equal(lines[0], '# spam-clf v3');
-  for (const h of ['## Description', '## Intended use', '## Training data', '## Base model', '## Hyperparameters', '## Metrics', '## Artifacts', '## Lineage', '## Limitations']) {
+  for (const h of [
+    '## Description',
+    '## Intended use',
+    '## Training data',
+    '## Base model',
+    '## Hyperparameters',
+    '## Metrics',
+    '## Artifacts',
+    '## Lineage',
+    '## Limitations',
+  ]) {
     assert.ok(lines.includes(h), `missing ${h}`);
   }
   // Aliases move; the stored card must not go stale, so they are not in it.
@@ -51,7 +61,14 @@ test('model card holds every section with the recorded facts', () => {
 
 test('model card is byte-identical for the same version and escapes table cells', () => {
   assert.equal(modelCard(version), modelCard(structuredClone(version)));
-  const tricky = modelCard({ ...version, metrics: { 'a|b': 1 }, tags: {}, aliases: [], limitations: null, lineage: { ...version.lineage, baseModel: undefined, codeVersion: undefined } });
+  const tricky = modelCard({
+    ...version,
+    metrics: { 'a|b': 1 },
+    tags: {},
+    aliases: [],
+    limitations: null,
+    lineage: { ...version.lineage, baseModel: undefined, codeVersion: undefined },
+  });
   assert.ok(tricky.includes('| a\\|b | 1 |'));
   assert.match(tricky, /_Trained from scratch or not recorded\._/);
   assert.match(tricky, /Code version: _not recorded_/);

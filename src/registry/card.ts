@@ -34,7 +34,12 @@ export function modelCard(v: ModelVersion): string {
   // Aliases are left out on purpose: they move, and the card is stored as an immutable artifact.
   L.push(`# ${v.name} v${v.version}`, '');
   L.push('## Description', '', v.description?.trim() || '_No description was given at registration._', '');
-  L.push('## Intended use', '', v.intendedUse?.trim() || '_Not stated. Do not use for decisions about people without a separate review._', '');
+  L.push(
+    '## Intended use',
+    '',
+    v.intendedUse?.trim() || '_Not stated. Do not use for decisions about people without a separate review._',
+    '',
+  );
 
   L.push('## Training data', '');
   if (v.lineage.data.length === 0) L.push('_No input data was recorded._');

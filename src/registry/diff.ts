@@ -30,7 +30,12 @@ export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff
   const metrics: VersionDiff['metrics'] = [...new Set([...Object.keys(a.metrics), ...Object.keys(b.metrics)])].sort(byKey).map((name) => {
     const x = a.metrics[name];
     const y = b.metrics[name];
-    return { name, ...(x !== undefined ? { a: x } : {}), ...(y !== undefined ? { b: y } : {}), ...(x !== undefined && y !== undefined ? { delta: y - x } : {}) };
+    return {
+      name,
+      ...(x !== undefined ? { a: x } : {}),
+      ...(y !== undefined ? { b: y } : {}),
+      ...(x !== undefined && y !== undefined ? { delta: y - x } : {}),
+    };
   });
 
   const shaA = new Set(a.lineage.data.map((d) => d.sha256));

@@ -26,7 +26,10 @@ function input(run: string, over: Partial<RegisterInput> = {}): RegisterInput {
     runId: run,
     stageId: 'register',
     specHash: sha('a'),
-    data: [{ name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') }, { name: 'eval', sha256: sha('c'), rows: 200 }],
+    data: [
+      { name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') },
+      { name: 'eval', sha256: sha('c'), rows: 200 },
+    ],
     artifacts: [
       { role: 'onnx', uri: 'artifact://sha256/' + sha('d'), sha256: sha('d'), bytes: 1_234_567, mediaType: 'application/onnx' },
       { role: 'tokenizer', uri: 'artifact://sha256/' + sha('e'), sha256: sha('e'), bytes: 4096 },
@@ -57,21 +60,39 @@ test('versions auto-increment per name and resolve by number, v-prefix, latest a
   assert.deepEqual(v1.metrics, { accuracy: 0.95, f1_macro: 0.94, 'per_class.ham.f1': 0.98, 'per_class.spam.f1': 0.9 });
   assert.deepEqual(v1.params, { lr: 0.001, epochs: 3, lora: { r: 8, alpha: 16, targets: ['q', 'v'] } });
   assert.deepEqual(v1.lineage, {
-    specHash: sha('a'), runId: 'run-1', stageId: 'register', codeVersion: 'git:1234abc',
+    specHash: sha('a'),
+    runId: 'run-1',
+    stageId: 'register',
+    codeVersion: 'git:1234abc',
     baseModel: { source: 'hf', name: 'tiny-bert', revision: 'abc123' },
-    data: [{ name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') }, { name: 'eval', sha256: sha('c'), rows: 200 }],
+    data: [
+      { name: 'train', sha256: sha('b'), rows: 800, uri: 'artifact://sha256/' + sha('b') },
+      { name: 'eval', sha256: sha('c'), rows: 200 },
+    ],
   });
-  assert.deepEqual(v1.artifacts.map((x) => x.role), ['onnx', 'tokenizer']);
+  assert.deepEqual(
+    v1.artifacts.map((x) => x.role),
+    ['onnx', 'tokenizer'],
+  );
   assert.equal(v1.artifacts[0]!.mediaType, 'application/onnx');
   assert.deepEqual(v1.aliases, ['production']);
   assert.equal(v1.createdBy, 'alice');
 
-  assert.deepEqual(reg.listModels().map((m) => [m.name, m.versions, m.latestVersion, m.aliases]), [
-    ['other', 1, 1, {}],
-    ['spam-clf', 2, 2, { production: 1 }],
-  ]);
-  assert.deepEqual(reg.listVersions('spam-clf').map((v) => v.version), [1, 2]);
-  assert.throws(() => reg.getVersion('spam-clf', 9), (e: unknown) => e instanceof InputError && /no version or alias '9'/.test(e.message) && /aliases production/.test(e.hint!));
+  assert.deepEqual(
+    reg.listModels().map((m) => [m.name, m.versions, m.latestVersion, m.aliases]),
+    [
+      ['other', 1, 1, {}],
+      ['spam-clf', 2, 2, { production: 1 }],
+    ],
+  );
+  assert.deepEqual(
+    reg.listVersions('spam-clf').map((v) => v.version),
+    [1, 2],
+  );
+  assert.throws(
+    () => reg.getVersion('spam-clf', 9),
+    (e: unknown) => e instanceof InputError && /no version or alias '9'/.test(e.message) && /aliases production/.test(e.hint!),
+  );
   assert.throws(() => reg.getVersion('nope', 1), /no model named 'nope'/);
   assert.throws(() => reg.getVersion('spam-clf', 'staging'), /no version or alias 'staging'/);
   reg.close();
@@ -101,7 +122,10 @@ test('reopening keeps data, applies migrations once and uses WAL', (t) => {
   assert.equal(reg.db.pragma('journal_mode', { simple: true }), 'wal');
   reg.close();
   const raw = new Database(path);
-  assert.deepEqual(raw.prepare("SELECT scope, version FROM schema_migrations").all(), [{ scope: 'registry', version: 1 }, { scope: 'registry', version: 2 }]);
+  assert.deepEqual(raw.prepare('SELECT scope, version FROM schema_migrations').all(), [
+    { scope: 'registry', version: 1 },
+    { scope: 'registry', version: 2 },
+  ]);
   raw.prepare("INSERT INTO schema_migrations VALUES ('registry', 99, 'future', 'x')").run();
   raw.close();
   assert.throws(() => openRegistry(path), /schema is at version 99 but this tempered knows up to 2/);
@@ -117,23 +141,32 @@ test('aliases move with history; setting the same version is a no-op; rollback w
   assert.equal(reg.setAlias('spam-clf', 'production', 3, { actor: 'carol' }).changed, false);
   assert.equal(reg.getVersion('spam-clf', 'production').version, 3);
   const hist = reg.aliasHistory('spam-clf', 'production');
-  assert.deepEqual(hist.map((h) => [h.kind, h.fromVersion, h.toVersion, h.actor, h.reason]), [
-    ['set', null, 1, 'bob', 'launch'],
-    ['set', 1, 2, 'bob', 'better f1'],
-    ['set', 2, 3, 'carol', 'promote'],
-  ]);
+  assert.deepEqual(
+    hist.map((h) => [h.kind, h.fromVersion, h.toVersion, h.actor, h.reason]),
+    [
+      ['set', null, 1, 'bob', 'launch'],
+      ['set', 1, 2, 'bob', 'better f1'],
+      ['set', 2, 3, 'carol', 'promote'],
+    ],
+  );
   assert.ok(hist.every((h, i) => i === 0 || h.at > hist[i - 1]!.at));
 
   const rb = reg.rollback('spam-clf', 'production', { actor: 'dave' });
   assert.deepEqual([rb.kind, rb.fromVersion, rb.toVersion, rb.actor, rb.reason], ['rollback', 3, 2, 'dave', 'rollback from v3']);
   assert.equal(reg.getVersion('spam-clf', 'production').version, 2);
   assert.equal(reg.rollback('spam-clf', 'production', { actor: 'dave' }).toVersion, 1);
-  assert.throws(() => reg.rollback('spam-clf', 'production'), (e: unknown) => e instanceof InputError && /no earlier version/.test(e.message) && /only ever pointed at v1/.test(e.hint!));
+  assert.throws(
+    () => reg.rollback('spam-clf', 'production'),
+    (e: unknown) => e instanceof InputError && /no earlier version/.test(e.message) && /only ever pointed at v1/.test(e.hint!),
+  );
   // Promoting again after rollbacks, then rolling back, returns to where the alias was before.
   reg.setAlias('spam-clf', 'production', 3, { actor: 'erin' });
   assert.equal(reg.rollback('spam-clf', 'production').toVersion, 1);
   assert.equal(reg.aliasHistory('spam-clf').length, 8);
-  assert.throws(() => reg.rollback('spam-clf', 'canary'), (e: unknown) => e instanceof InputError && e.hint === 'it has never been set');
+  assert.throws(
+    () => reg.rollback('spam-clf', 'canary'),
+    (e: unknown) => e instanceof InputError && e.hint === 'it has never been set',
+  );
   assert.throws(() => reg.setAlias('spam-clf', 'latest', 1), /reserved/);
   assert.throws(() => reg.setAlias('spam-clf', 'Prod!', 1), InputError);
   assert.throws(() => reg.setAlias('spam-clf', 'production', 42), /no version or alias '42'/);
@@ -143,25 +176,52 @@ test('aliases move with history; setting the same version is a no-op; rollback w
 test('diffVersions reports params, metric deltas, data and artifact changes', (t) => {
   const reg = openRegistry(tmpDb(t), { now });
   reg.registerVersion(input('r1'));
-  reg.registerVersion(input('r2', {
-    params: { lr: 0.0005, epochs: 3, lora: { r: 16, alpha: 16, targets: ['q', 'v'] }, warmup: 10 },
-    metrics: { accuracy: 0.96, f1_macro: 0.95, loss: 0.2 },
-    data: [{ name: 'train', sha256: sha('f'), rows: 900 }, { name: 'eval', sha256: sha('c'), rows: 200 }],
-    artifacts: [
-      { role: 'onnx', uri: 'artifact://x', sha256: sha('9'), bytes: 10 },
-      { role: 'tokenizer', uri: 'artifact://y', sha256: sha('e'), bytes: 4096 },
-    ],
-  }));
+  reg.registerVersion(
+    input('r2', {
+      params: { lr: 0.0005, epochs: 3, lora: { r: 16, alpha: 16, targets: ['q', 'v'] }, warmup: 10 },
+      metrics: { accuracy: 0.96, f1_macro: 0.95, loss: 0.2 },
+      data: [
+        { name: 'train', sha256: sha('f'), rows: 900 },
+        { name: 'eval', sha256: sha('c'), rows: 200 },
+      ],
+      artifacts: [
+        { role: 'onnx', uri: 'artifact://x', sha256: sha('9'), bytes: 10 },
+        { role: 'tokenizer', uri: 'artifact://y', sha256: sha('e'), bytes: 4096 },
+      ],
+    }),
+  );
   const d = reg.diffVersions('spam-clf', 1, 2);
-  assert.deepEqual(d.params, [{ key: 'lora.r', a: 8, b: 16 }, { key: 'lr', a: 0.001, b: 0.0005 }, { key: 'warmup', b: 10 }]);
+  assert.deepEqual(d.params, [
+    { key: 'lora.r', a: 8, b: 16 },
+    { key: 'lr', a: 0.001, b: 0.0005 },
+    { key: 'warmup', b: 10 },
+  ]);
   const acc = d.metrics.find((m) => m.name === 'accuracy')!;
   assert.ok(Math.abs(acc.delta! - 0.01) < 1e-12);
-  assert.deepEqual(d.metrics.find((m) => m.name === 'loss'), { name: 'loss', b: 0.2 });
-  assert.deepEqual(d.metrics.find((m) => m.name === 'per_class.spam.f1'), { name: 'per_class.spam.f1', a: 0.9 });
-  assert.deepEqual(d.data.added.map((x) => x.sha256), [sha('f')]);
-  assert.deepEqual(d.data.removed.map((x) => x.sha256), [sha('b')]);
-  assert.deepEqual(d.data.unchanged.map((x) => x.name), ['eval']);
-  assert.deepEqual(d.artifacts, [{ role: 'onnx', a: sha('d'), b: sha('9'), changed: true }, { role: 'tokenizer', a: sha('e'), b: sha('e'), changed: false }]);
+  assert.deepEqual(
+    d.metrics.find((m) => m.name === 'loss'),
+    { name: 'loss', b: 0.2 },
+  );
+  assert.deepEqual(
+    d.metrics.find((m) => m.name === 'per_class.spam.f1'),
+    { name: 'per_class.spam.f1', a: 0.9 },
+  );
+  assert.deepEqual(
+    d.data.added.map((x) => x.sha256),
+    [sha('f')],
+  );
+  assert.deepEqual(
+    d.data.removed.map((x) => x.sha256),
+    [sha('b')],
+  );
+  assert.deepEqual(
+    d.data.unchanged.map((x) => x.name),
+    ['eval'],
+  );
+  assert.deepEqual(d.artifacts, [
+    { role: 'onnx', a: sha('d'), b: sha('9'), changed: true },
+    { role: 'tokenizer', a: sha('e'), b: sha('e'), changed: false },
+  ]);
   assert.equal(d.specHashChanged, false);
   assert.equal(reg.diffVersions('spam-clf', 2, 2).params.length, 0);
   reg.close();
@@ -173,7 +233,15 @@ test('invalid registrations are refused with the field named and nothing written
     [{ name: 'has space' }, /register\.name/],
     [{ artifacts: [] }, /register\.artifacts: a version needs at least one artifact/],
     [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: 'XYZ', bytes: 1 }] }, /register\.artifacts\[0\]\.sha256/],
-    [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('1'), bytes: 1 }, { role: 'onnx', uri: 'v', sha256: sha('2'), bytes: 2 }] }, /artifacts\[1\]\.role: role 'onnx' appears twice/],
+    [
+      {
+        artifacts: [
+          { role: 'onnx', uri: 'u', sha256: sha('1'), bytes: 1 },
+          { role: 'onnx', uri: 'v', sha256: sha('2'), bytes: 2 },
+        ],
+      },
+      /artifacts\[1\]\.role: role 'onnx' appears twice/,
+    ],
     [{ artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('1'), bytes: -1 }] }, /bytes/],
     [{ metrics: { accuracy: NaN } }, /register\.metrics\.accuracy: metric is NaN/],
     [{ metrics: { accuracy: 'high' } }, /register\.metrics\.accuracy/],
@@ -181,7 +249,12 @@ test('invalid registrations are refused with the field named and nothing written
     [{ data: [{ name: 'train', sha256: 'nope' }] }, /register\.data\[0\]\.sha256/],
     [{ runId: '' }, /register\.runId/],
   ];
-  for (const [over, re] of bad) assert.throws(() => reg.registerVersion(input('r1', over)), (e: unknown) => e instanceof InputError && re.test(e.message), String(re));
+  for (const [over, re] of bad)
+    assert.throws(
+      () => reg.registerVersion(input('r1', over)),
+      (e: unknown) => e instanceof InputError && re.test(e.message),
+      String(re),
+    );
   assert.deepEqual(reg.listModels(), []);
   reg.close();
 });
@@ -215,7 +288,10 @@ test('concurrent processes get contiguous versions and retries never duplicate',
     reg.close();
     process.exit(0);`;
   const kids = ['a', 'b', 'c'].map((w) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { env: { ...process.env, REG_PATH: path, WRITER: w }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      env: { ...process.env, REG_PATH: path, WRITER: w },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let err = '';
     child.stderr.on('data', (d) => (err += d));
     return {
@@ -229,7 +305,10 @@ test('concurrent processes get contiguous versions and retries never duplicate',
   await Promise.all(kids.map((k) => k.done));
   const reg = openRegistry(path);
   const versions = reg.listVersions('m');
-  assert.deepEqual(versions.map((v) => v.version), Array.from({ length: 31 }, (_, i) => i + 1));
+  assert.deepEqual(
+    versions.map((v) => v.version),
+    Array.from({ length: 31 }, (_, i) => i + 1),
+  );
   assert.equal(new Set(versions.map((v) => v.lineage.runId)).size, 31);
   assert.equal(versions.filter((v) => v.lineage.runId === 'run-0').length, 1);
   assert.equal(reg.listVersions('dup').length, 1);
@@ -238,7 +317,9 @@ test('concurrent processes get contiguous versions and retries never duplicate',
 
 test('metric names from data cannot reach Object.prototype: dots are escaped, unsafe segments dropped, objects have no prototype', (t) => {
   const reg = openRegistry(tmpDb(t), { now });
-  const perClass = JSON.parse('{"__proto__.isAdmin": {"f1": 0.5}, "__proto__": {"f1": 0.1}, "constructor": {"f1": 0.2}, "a.b%c": {"f1": 0.3}, "ham": {"f1": 0.9}}');
+  const perClass = JSON.parse(
+    '{"__proto__.isAdmin": {"f1": 0.5}, "__proto__": {"f1": 0.1}, "constructor": {"f1": 0.2}, "a.b%c": {"f1": 0.3}, "ham": {"f1": 0.9}}',
+  );
   reg.registerVersion(input('run-1', { metrics: { f1_macro: 0.8, per_class: perClass } }));
   const flat = reg.getVersion('spam-clf', 1).metrics;
   assert.equal(flat['per_class.__proto__%2EisAdmin.f1'], 0.5);
@@ -266,7 +347,10 @@ test('a reused run id with a new execution key gets a new version; the same key 
   // The default key (run/stage) keeps its old meaning: the same run and stage is the same registration...
   assert.equal(reg.registerVersion(input('r')).created, true);
   // ...and other bytes under a key already used are refused, naming what differs.
-  assert.throws(() => reg.registerVersion(input('nightly', { idempotencyKey: 'nightly/exec-1/register', ...bytes2 })), (e: unknown) => e instanceof InputError && /other artifacts \(onnx differ\)/.test(e.message));
+  assert.throws(
+    () => reg.registerVersion(input('nightly', { idempotencyKey: 'nightly/exec-1/register', ...bytes2 })),
+    (e: unknown) => e instanceof InputError && /other artifacts \(onnx differ\)/.test(e.message),
+  );
   assert.equal(reg.listVersions('spam-clf').length, 3);
   reg.close();
 });
@@ -275,7 +359,9 @@ test('a version 1 registry migrates: rows, keys and foreign keys survive', (t) =
   const path = tmpDb(t);
   mkdirSync(join(path, '..'), { recursive: true });
   const raw = new Database(path);
-  raw.exec(`CREATE TABLE schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))`);
+  raw.exec(
+    `CREATE TABLE schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))`,
+  );
   raw.exec(REGISTRY_MIGRATIONS[0]!.sql);
   raw.prepare("INSERT INTO schema_migrations VALUES ('registry', 1, 'initial registry', 'x')").run();
   raw.exec(`INSERT INTO models VALUES ('old', 't');
@@ -285,7 +371,11 @@ test('a version 1 registry migrates: rows, keys and foreign keys survive', (t) =
   raw.close();
   const reg = openRegistry(path, { now });
   assert.deepEqual(reg.getVersion('old', 1).metrics, { f1: 0.5 });
-  assert.equal(reg.registerVersion(input('run-1', { name: 'old', artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('d'), bytes: 1 }] })).created, false, 'the old (run, stage) key still dedupes');
+  assert.equal(
+    reg.registerVersion(input('run-1', { name: 'old', artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('d'), bytes: 1 }] })).created,
+    false,
+    'the old (run, stage) key still dedupes',
+  );
   assert.deepEqual(reg.db.pragma('foreign_key_check'), []);
   assert.equal(reg.db.pragma('foreign_keys', { simple: true }), 1);
   assert.throws(() => reg.db.prepare("INSERT INTO artifacts VALUES (999, 'x', 'u', 's', 1, NULL)").run(), /FOREIGN KEY/);
@@ -307,7 +397,11 @@ test('setAlias with expect is a compare-and-swap', (t) => {
 test('audit records commit with the registry change and are delivered exactly once, even after a crash between the two', (t) => {
   const path = tmpDb(t);
   const auditPath = join(path, '..', 'audit.db');
-  const entry = (v: { name: string; version: number }): AuditEntry => ({ action: 'model.registered', subject: `${v.name}@${v.version}`, dedupeKey: `run-1/exec/register/registered` });
+  const entry = (v: { name: string; version: number }): AuditEntry => ({
+    action: 'model.registered',
+    subject: `${v.name}@${v.version}`,
+    dedupeKey: `run-1/exec/register/registered`,
+  });
   const reg = openRegistry(path, { now });
   reg.registerVersion(input('run-1'), { audit: entry });
   // The attempt dies here, before the audit append: the record waits in the outbox.
@@ -317,16 +411,33 @@ test('audit records commit with the registry change and are delivered exactly on
   assert.equal(retry.registerVersion(input('run-1'), { audit: entry }).created, false);
   // A delivery that dies after the append but before the outbox row is removed...
   const log = openAudit(auditPath);
-  assert.throws(() => retry.drainAuditOutbox({ append: (e) => { log.append(e); throw new Error('killed'); } }), /killed/);
+  assert.throws(
+    () =>
+      retry.drainAuditOutbox({
+        append: (e) => {
+          log.append(e);
+          throw new Error('killed');
+        },
+      }),
+    /killed/,
+  );
   // ...is redelivered, and the dedupe key keeps it to one record.
   assert.equal(retry.drainAuditOutbox(log), 1);
   assert.equal(retry.drainAuditOutbox(log), 0);
-  assert.deepEqual(log.query({ action: 'model.registered' }).map((r) => r.subject), ['spam-clf@1']);
+  assert.deepEqual(
+    log.query({ action: 'model.registered' }).map((r) => r.subject),
+    ['spam-clf@1'],
+  );
   assert.equal(log.verify().ok, true);
   // An alias move with an audit record goes the same way; an invalid record refuses the move.
-  assert.throws(() => retry.setAlias('spam-clf', 'production', 1, { audit: () => ({ action: 'BAD', subject: 'x', dedupeKey: 'k' }) }), InputError);
+  assert.throws(
+    () => retry.setAlias('spam-clf', 'production', 1, { audit: () => ({ action: 'BAD', subject: 'x', dedupeKey: 'k' }) }),
+    InputError,
+  );
   assert.equal(retry.aliasVersion('spam-clf', 'production'), null);
-  retry.setAlias('spam-clf', 'production', 1, { audit: (c) => ({ action: 'model.promoted', subject: `spam-clf@${c.toVersion}`, dedupeKey: `promote/${c.id}` }) });
+  retry.setAlias('spam-clf', 'production', 1, {
+    audit: (c) => ({ action: 'model.promoted', subject: `spam-clf@${c.toVersion}`, dedupeKey: `promote/${c.id}` }),
+  });
   retry.drainAuditOutbox(log);
   assert.equal(log.query({ action: 'model.promoted' }).length, 1);
   log.close();

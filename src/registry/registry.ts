@@ -64,7 +64,9 @@ export function flattenMetrics(metrics: Record<string, unknown>, where = 'metric
         walk(x, path ? `${path}.${seg}` : seg, `${field}.${k}`);
       }
     } else {
-      throw new InputError(`metric must be a number or an object of numbers, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}`, { where: field });
+      throw new InputError(`metric must be a number or an object of numbers, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}`, {
+        where: field,
+      });
     }
   };
   walk(metrics, '', where);
@@ -112,29 +114,38 @@ function validateInput(inp: RegisterInput): void {
     if (typeof v !== 'string' || v.length === 0) throw new InputError('must be a non-empty string', { where: `${w}.${field}` });
   };
   if (typeof inp.name !== 'string' || !NAME_RE.test(inp.name)) {
-    throw new InputError(`model name ${JSON.stringify(inp.name)} is not valid`, { where: `${w}.name`, hint: 'use letters, digits, ".", "_" or "-" (up to 128), starting with a letter or digit' });
+    throw new InputError(`model name ${JSON.stringify(inp.name)} is not valid`, {
+      where: `${w}.name`,
+      hint: 'use letters, digits, ".", "_" or "-" (up to 128), starting with a letter or digit',
+    });
   }
   str(inp.runId, 'runId');
   str(inp.stageId, 'stageId');
   str(inp.specHash, 'specHash');
   if (inp.idempotencyKey !== undefined) str(inp.idempotencyKey, 'idempotencyKey');
   if (!Array.isArray(inp.artifacts) || inp.artifacts.length === 0) {
-    throw new InputError('a version needs at least one artifact', { where: `${w}.artifacts`, hint: "pass the exported model, e.g. { role: 'onnx', uri, sha256, bytes }" });
+    throw new InputError('a version needs at least one artifact', {
+      where: `${w}.artifacts`,
+      hint: "pass the exported model, e.g. { role: 'onnx', uri, sha256, bytes }",
+    });
   }
   const roles = new Set<string>();
   inp.artifacts.forEach((a, i) => {
     const f = `artifacts[${i}]`;
     str(a.role, `${f}.role`);
     str(a.uri, `${f}.uri`);
-    if (typeof a.sha256 !== 'string' || !SHA_RE.test(a.sha256)) throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.${f}.sha256` });
+    if (typeof a.sha256 !== 'string' || !SHA_RE.test(a.sha256))
+      throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.${f}.sha256` });
     if (!Number.isSafeInteger(a.bytes) || a.bytes < 0) throw new InputError('bytes must be an integer ≥ 0', { where: `${w}.${f}.bytes` });
-    if (roles.has(a.role)) throw new InputError(`role '${a.role}' appears twice`, { where: `${w}.${f}.role`, hint: 'one artifact per role' });
+    if (roles.has(a.role))
+      throw new InputError(`role '${a.role}' appears twice`, { where: `${w}.${f}.role`, hint: 'one artifact per role' });
     roles.add(a.role);
   });
   if (!Array.isArray(inp.data)) throw new InputError('must be an array of { name, sha256 }', { where: `${w}.data` });
   inp.data.forEach((d, i) => {
     str(d.name, `data[${i}].name`);
-    if (typeof d.sha256 !== 'string' || !SHA_RE.test(d.sha256)) throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.data[${i}].sha256` });
+    if (typeof d.sha256 !== 'string' || !SHA_RE.test(d.sha256))
+      throw new InputError('sha256 must be 64 lowercase hex digits', { where: `${w}.data[${i}].sha256` });
   });
   for (const [k, v] of Object.entries(inp.tags ?? {})) {
     if (typeof v !== 'string') throw new InputError('tag values must be strings', { where: `${w}.tags.${k}` });
@@ -162,7 +173,10 @@ interface VersionRow {
 
 export class Registry {
   private readonly now: () => Date;
-  constructor(readonly db: Db, opts: RegistryOptions = {}) {
+  constructor(
+    readonly db: Db,
+    opts: RegistryOptions = {},
+  ) {
     this.now = opts.now ?? (() => new Date());
   }
 
@@ -179,47 +193,89 @@ export class Registry {
    * concurrent identical registrations get one version.
    * `opts.audit` builds the audit record of a new version; it is committed to the outbox with it.
    */
-  registerVersion(input: RegisterInput, opts: { audit?: (v: { name: string; version: number }) => AuditEntry } = {}): { version: ModelVersion; created: boolean } {
+  registerVersion(
+    input: RegisterInput,
+    opts: { audit?: (v: { name: string; version: number }) => AuditEntry } = {},
+  ): { version: ModelVersion; created: boolean } {
     validateInput(input);
     const metrics = flattenMetrics(input.metrics ?? {}, 'register.metrics');
     const paramsJson = canonicalJson(input.params ?? {}, 'register.params');
     const baseJson = input.baseModel === undefined ? null : canonicalJson(input.baseModel, 'register.baseModel');
-    const dataJson = canonicalJson(input.data.map((d) => ({ name: d.name, sha256: d.sha256, uri: d.uri, rows: d.rows })), 'register.data');
+    const dataJson = canonicalJson(
+      input.data.map((d) => ({ name: d.name, sha256: d.sha256, uri: d.uri, rows: d.rows })),
+      'register.data',
+    );
     const actor = input.actor ?? defaultActor();
     const key = input.idempotencyKey ?? `${input.runId}/${input.stageId}`;
 
     const tx = this.db.transaction((): { name: string; version: number; created: boolean } => {
-      const existing = this.db.prepare('SELECT id, model, version FROM versions WHERE idempotency_key = ?').get(key) as { id: number; model: string; version: number } | undefined;
+      const existing = this.db.prepare('SELECT id, model, version FROM versions WHERE idempotency_key = ?').get(key) as
+        | { id: number; model: string; version: number }
+        | undefined;
       if (existing) {
         if (existing.model !== input.name) {
-          throw new InputError(`run ${input.runId} stage ${input.stageId} already registered model '${existing.model}' v${existing.version}`, { where: 'register.name', hint: 'a stage registers one model; use a different stage id for another' });
+          throw new InputError(
+            `run ${input.runId} stage ${input.stageId} already registered model '${existing.model}' v${existing.version}`,
+            { where: 'register.name', hint: 'a stage registers one model; use a different stage id for another' },
+          );
         }
-        const stored = this.db.prepare('SELECT role, sha256 FROM artifacts WHERE version_id = ? ORDER BY role').all(existing.id) as { role: string; sha256: string }[];
-        const given = input.artifacts.map((a) => ({ role: a.role, sha256: a.sha256 })).sort((a, b) => (a.role < b.role ? -1 : a.role > b.role ? 1 : 0));
+        const stored = this.db.prepare('SELECT role, sha256 FROM artifacts WHERE version_id = ? ORDER BY role').all(existing.id) as {
+          role: string;
+          sha256: string;
+        }[];
+        const given = input.artifacts
+          .map((a) => ({ role: a.role, sha256: a.sha256 }))
+          .sort((a, b) => (a.role < b.role ? -1 : a.role > b.role ? 1 : 0));
         if (canonicalJson(stored) !== canonicalJson(given)) {
           const diff = given.filter((g) => !stored.some((x) => x.role === g.role && x.sha256 === g.sha256)).map((g) => g.role);
-          throw new InputError(`'${existing.model}' v${existing.version} was registered under the same key (${key}) with other artifacts (${diff.join(', ') || 'a different set of roles'} differ)`, {
-            where: 'register.artifacts',
-            hint: 'a retried registration must carry the bytes of the first attempt; this run produced different ones, so nothing was registered',
-          });
+          throw new InputError(
+            `'${existing.model}' v${existing.version} was registered under the same key (${key}) with other artifacts (${diff.join(', ') || 'a different set of roles'} differ)`,
+            {
+              where: 'register.artifacts',
+              hint: 'a retried registration must carry the bytes of the first attempt; this run produced different ones, so nothing was registered',
+            },
+          );
         }
         return { name: existing.model, version: existing.version, created: false };
       }
       if (input.reuseVersionWithSame !== undefined) {
         const same = input.artifacts.find((a) => a.role === input.reuseVersionWithSame);
         const hit = same
-          ? (this.db.prepare('SELECT v.version FROM versions v JOIN artifacts a ON a.version_id = v.id WHERE v.model = ? AND a.role = ? AND a.sha256 = ? ORDER BY v.version LIMIT 1').get(input.name, same.role, same.sha256) as { version: number } | undefined)
+          ? (this.db
+              .prepare(
+                'SELECT v.version FROM versions v JOIN artifacts a ON a.version_id = v.id WHERE v.model = ? AND a.role = ? AND a.sha256 = ? ORDER BY v.version LIMIT 1',
+              )
+              .get(input.name, same.role, same.sha256) as { version: number } | undefined)
           : undefined;
         if (hit) return { name: input.name, version: hit.version, created: false };
       }
       const at = this.now().toISOString();
       this.db.prepare('INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)').run(input.name, at);
-      const { v } = this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?').get(input.name) as { v: number };
+      const { v } = this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?').get(input.name) as {
+        v: number;
+      };
       const info = this.db
-        .prepare(`INSERT INTO versions (model, version, run_id, stage_id, idempotency_key, created_at, created_by, description, intended_use, limitations,
-                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-        .run(input.name, v, input.runId, input.stageId, key, at, actor, input.description ?? null, input.intendedUse ?? null, input.limitations ?? null,
-          input.specHash, input.codeVersion ?? null, baseJson, paramsJson, dataJson);
+        .prepare(
+          `INSERT INTO versions (model, version, run_id, stage_id, idempotency_key, created_at, created_by, description, intended_use, limitations,
+                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        )
+        .run(
+          input.name,
+          v,
+          input.runId,
+          input.stageId,
+          key,
+          at,
+          actor,
+          input.description ?? null,
+          input.intendedUse ?? null,
+          input.limitations ?? null,
+          input.specHash,
+          input.codeVersion ?? null,
+          baseJson,
+          paramsJson,
+          dataJson,
+        );
       const id = Number(info.lastInsertRowid);
       const art = this.db.prepare('INSERT INTO artifacts (version_id, role, uri, sha256, bytes, media_type) VALUES (?,?,?,?,?,?)');
       for (const a of input.artifacts) art.run(id, a.role, a.uri, a.sha256, a.bytes, a.mediaType ?? null);
@@ -237,8 +293,11 @@ export class Registry {
   /** Inside a registry transaction: the audit record commits (or not) with the change it describes. */
   private enqueueAudit(entry: AuditEntry): void {
     validateAuditEntry(entry);
-    if (entry.dedupeKey === undefined) throw new Error('an outbox audit record needs a dedupe key, or delivering it twice would log it twice');
-    this.db.prepare('INSERT OR IGNORE INTO audit_outbox (dedupe_key, entry_json) VALUES (?, ?)').run(entry.dedupeKey, canonicalJson(entry, 'audit'));
+    if (entry.dedupeKey === undefined)
+      throw new Error('an outbox audit record needs a dedupe key, or delivering it twice would log it twice');
+    this.db
+      .prepare('INSERT OR IGNORE INTO audit_outbox (dedupe_key, entry_json) VALUES (?, ?)')
+      .run(entry.dedupeKey, canonicalJson(entry, 'audit'));
   }
 
   /**
@@ -258,12 +317,16 @@ export class Registry {
 
   /** Audit records committed with a registry change but not yet in the audit log. */
   pendingAudit(): AuditEntry[] {
-    return (this.db.prepare('SELECT entry_json FROM audit_outbox ORDER BY id').all() as { entry_json: string }[]).map((r) => JSON.parse(r.entry_json) as AuditEntry);
+    return (this.db.prepare('SELECT entry_json FROM audit_outbox ORDER BY id').all() as { entry_json: string }[]).map(
+      (r) => JSON.parse(r.entry_json) as AuditEntry,
+    );
   }
 
   /** The version an alias points at now, or null when the model or the alias does not exist. */
   aliasVersion(name: string, alias: string): number | null {
-    const row = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+    const row = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as
+      | { version: number }
+      | undefined;
     return row?.version ?? null;
   }
 
@@ -271,7 +334,10 @@ export class Registry {
     const model = this.db.prepare('SELECT name FROM models WHERE name = ?').get(name);
     if (!model) {
       const names = this.listModels().map((m) => m.name);
-      throw new InputError(`no model named '${name}'`, { where: 'model', hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet' });
+      throw new InputError(`no model named '${name}'`, {
+        where: 'model',
+        hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet',
+      });
     }
     let row: VersionRow | undefined;
     const asNum = typeof ref === 'number' ? ref : /^v?\d+$/.test(ref) ? Number(ref.replace(/^v/, '')) : null;
@@ -280,7 +346,11 @@ export class Registry {
     } else if (ref === 'latest') {
       row = this.db.prepare('SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT 1').get(name) as VersionRow | undefined;
     } else {
-      row = this.db.prepare('SELECT v.* FROM aliases a JOIN versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?').get(name, ref) as VersionRow | undefined;
+      row = this.db
+        .prepare(
+          'SELECT v.* FROM aliases a JOIN versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?',
+        )
+        .get(name, ref) as VersionRow | undefined;
     }
     if (!row) {
       const s = this.listModels().find((m) => m.name === name)!;
@@ -299,12 +369,38 @@ export class Registry {
   }
 
   private hydrate(r: VersionRow): ModelVersion {
-    const artifacts = (this.db.prepare('SELECT role, uri, sha256, bytes, media_type FROM artifacts WHERE version_id = ? ORDER BY role').all(r.id) as {
-      role: string; uri: string; sha256: string; bytes: number; media_type: string | null;
-    }[]).map((a): RegisteredArtifact => ({ role: a.role, uri: a.uri, sha256: a.sha256, bytes: a.bytes, ...(a.media_type ? { mediaType: a.media_type } : {}) }));
-    const metrics = Object.fromEntries((this.db.prepare('SELECT name, value FROM metrics WHERE version_id = ? ORDER BY name').all(r.id) as { name: string; value: number }[]).map((m) => [m.name, m.value]));
-    const tags = Object.fromEntries((this.db.prepare('SELECT key, value FROM tags WHERE version_id = ? ORDER BY key').all(r.id) as { key: string; value: string }[]).map((t) => [t.key, t.value]));
-    const aliases = (this.db.prepare('SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias').all(r.model, r.version) as { alias: string }[]).map((a) => a.alias);
+    const artifacts = (
+      this.db.prepare('SELECT role, uri, sha256, bytes, media_type FROM artifacts WHERE version_id = ? ORDER BY role').all(r.id) as {
+        role: string;
+        uri: string;
+        sha256: string;
+        bytes: number;
+        media_type: string | null;
+      }[]
+    ).map(
+      (a): RegisteredArtifact => ({
+        role: a.role,
+        uri: a.uri,
+        sha256: a.sha256,
+        bytes: a.bytes,
+        ...(a.media_type ? { mediaType: a.media_type } : {}),
+      }),
+    );
+    const metrics = Object.fromEntries(
+      (
+        this.db.prepare('SELECT name, value FROM metrics WHERE version_id = ? ORDER BY name').all(r.id) as { name: string; value: number }[]
+      ).map((m) => [m.name, m.value]),
+    );
+    const tags = Object.fromEntries(
+      (this.db.prepare('SELECT key, value FROM tags WHERE version_id = ? ORDER BY key').all(r.id) as { key: string; value: string }[]).map(
+        (t) => [t.key, t.value],
+      ),
+    );
+    const aliases = (
+      this.db.prepare('SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias').all(r.model, r.version) as {
+        alias: string;
+      }[]
+    ).map((a) => a.alias);
     const data = (JSON.parse(r.data_json) as DataRef[]).map((d) => ({ ...d }));
     return {
       name: r.model,
@@ -331,8 +427,12 @@ export class Registry {
   }
 
   listModels(): ModelSummary[] {
-    const rows = this.db.prepare(`SELECT m.name, m.created_at, COUNT(v.id) AS n, COALESCE(MAX(v.version), 0) AS latest
-      FROM models m LEFT JOIN versions v ON v.model = m.name GROUP BY m.name ORDER BY m.name`).all() as { name: string; created_at: string; n: number; latest: number }[];
+    const rows = this.db
+      .prepare(
+        `SELECT m.name, m.created_at, COUNT(v.id) AS n, COALESCE(MAX(v.version), 0) AS latest
+      FROM models m LEFT JOIN versions v ON v.model = m.name GROUP BY m.name ORDER BY m.name`,
+      )
+      .all() as { name: string; created_at: string; n: number; latest: number }[];
     const al = this.db.prepare('SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias');
     return rows.map((r) => ({
       name: r.name,
@@ -352,7 +452,10 @@ export class Registry {
   private resolveModel(name: string): void {
     if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(name)) {
       const names = this.listModels().map((m) => m.name);
-      throw new InputError(`no model named '${name}'`, { where: 'model', hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet' });
+      throw new InputError(`no model named '${name}'`, {
+        where: 'model',
+        hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet',
+      });
     }
   }
 
@@ -374,28 +477,58 @@ export class Registry {
     opts: { actor?: string; reason?: string; expect?: number | null; audit?: (change: AliasChange) => AuditEntry } = {},
   ): { changed: boolean; change?: AliasChange } {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
-      throw new InputError(`alias '${alias}' is reserved: it already means a version`, { where: 'alias', hint: "choose another name, e.g. 'production' or 'staging'" });
+      throw new InputError(`alias '${alias}' is reserved: it already means a version`, {
+        where: 'alias',
+        hint: "choose another name, e.g. 'production' or 'staging'",
+      });
     }
     if (typeof alias !== 'string' || !ALIAS_RE.test(alias)) {
-      throw new InputError(`alias ${JSON.stringify(alias)} is not valid`, { where: 'alias', hint: "use lowercase letters, digits, '_' or '-', starting with a letter" });
+      throw new InputError(`alias ${JSON.stringify(alias)} is not valid`, {
+        where: 'alias',
+        hint: "use lowercase letters, digits, '_' or '-', starting with a letter",
+      });
     }
     const tx = this.db.transaction(() => {
       const target = this.resolve(name, ref);
-      const cur = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as { version: number } | undefined;
+      const cur = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as
+        | { version: number }
+        | undefined;
       if (cur?.version === target.version) return { changed: false };
       if (opts.expect !== undefined && (cur?.version ?? null) !== opts.expect) {
-        throw new AliasMovedError(`${name}@${alias} moved to ${cur ? `v${cur.version}` : 'nothing'} since it was read (expected ${opts.expect === null ? 'nothing' : `v${opts.expect}`}); not moved to v${target.version}`);
+        throw new AliasMovedError(
+          `${name}@${alias} moved to ${cur ? `v${cur.version}` : 'nothing'} since it was read (expected ${opts.expect === null ? 'nothing' : `v${opts.expect}`}); not moved to v${target.version}`,
+        );
       }
-      const change = this.moveAlias(name, alias, cur?.version ?? null, target.version, 'set', opts.actor ?? defaultActor(), opts.reason ?? null);
+      const change = this.moveAlias(
+        name,
+        alias,
+        cur?.version ?? null,
+        target.version,
+        'set',
+        opts.actor ?? defaultActor(),
+        opts.reason ?? null,
+      );
       if (opts.audit) this.enqueueAudit(opts.audit(change));
       return { changed: true, change };
     });
     return tx.immediate();
   }
 
-  private moveAlias(name: string, alias: string, from: number | null, to: number, kind: 'set' | 'rollback', actor: string, reason: string | null): AliasChange {
+  private moveAlias(
+    name: string,
+    alias: string,
+    from: number | null,
+    to: number,
+    kind: 'set' | 'rollback',
+    actor: string,
+    reason: string | null,
+  ): AliasChange {
     const at = this.now().toISOString();
-    this.db.prepare('INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version').run(name, alias, to);
+    this.db
+      .prepare(
+        'INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version',
+      )
+      .run(name, alias, to);
     const info = this.db
       .prepare('INSERT INTO alias_history (model, alias, kind, from_version, to_version, actor, reason, at) VALUES (?,?,?,?,?,?,?,?)')
       .run(name, alias, kind, from, to, actor, reason, at);
@@ -407,7 +540,11 @@ export class Registry {
    * rollbacks keep walking back (v1 → v2 → v3, rollback → v2, rollback → v1): the history is
    * replayed as a stack where a `set` pushes and a `rollback` pops.
    */
-  rollback(name: string, alias: string, opts: { actor?: string; reason?: string; audit?: (change: AliasChange) => AuditEntry } = {}): AliasChange {
+  rollback(
+    name: string,
+    alias: string,
+    opts: { actor?: string; reason?: string; audit?: (change: AliasChange) => AuditEntry } = {},
+  ): AliasChange {
     const tx = this.db.transaction(() => {
       this.resolveModel(name);
       const stack: number[] = [];
@@ -423,7 +560,15 @@ export class Registry {
       }
       const from = stack[stack.length - 1]!;
       const to = stack[stack.length - 2]!;
-      const change = this.moveAlias(name, alias, from, to, 'rollback', opts.actor ?? defaultActor(), opts.reason ?? `rollback from v${from}`);
+      const change = this.moveAlias(
+        name,
+        alias,
+        from,
+        to,
+        'rollback',
+        opts.actor ?? defaultActor(),
+        opts.reason ?? `rollback from v${from}`,
+      );
       if (opts.audit) this.enqueueAudit(opts.audit(change));
       return change;
     });
@@ -432,12 +577,32 @@ export class Registry {
 
   /** Oldest first. Without `alias`, the history of every alias of the model. */
   aliasHistory(name: string, alias?: string): AliasChange[] {
-    const rows = (alias === undefined
-      ? this.db.prepare('SELECT * FROM alias_history WHERE model = ? ORDER BY id').all(name)
-      : this.db.prepare('SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id').all(name, alias)) as {
-      id: number; model: string; alias: string; kind: 'set' | 'rollback'; from_version: number | null; to_version: number; actor: string; reason: string | null; at: string;
+    const rows = (
+      alias === undefined
+        ? this.db.prepare('SELECT * FROM alias_history WHERE model = ? ORDER BY id').all(name)
+        : this.db.prepare('SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id').all(name, alias)
+    ) as {
+      id: number;
+      model: string;
+      alias: string;
+      kind: 'set' | 'rollback';
+      from_version: number | null;
+      to_version: number;
+      actor: string;
+      reason: string | null;
+      at: string;
     }[];
-    return rows.map((r) => ({ id: r.id, model: r.model, alias: r.alias, kind: r.kind, fromVersion: r.from_version, toVersion: r.to_version, actor: r.actor, reason: r.reason, at: r.at }));
+    return rows.map((r) => ({
+      id: r.id,
+      model: r.model,
+      alias: r.alias,
+      kind: r.kind,
+      fromVersion: r.from_version,
+      toVersion: r.to_version,
+      actor: r.actor,
+      reason: r.reason,
+      at: r.at,
+    }));
   }
 
   /** Markdown model card of one version (see card.ts). */

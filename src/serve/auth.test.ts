@@ -6,7 +6,17 @@ test('bearer tokens match only exactly', () => {
   const token = 's3cret-token';
   assert.equal(bearerMatches(`Bearer ${token}`, token), true);
   assert.equal(bearerMatches(`bearer ${token}`, token), true);
-  for (const h of [undefined, '', token, `Bearer`, `Bearer ${token}x`, `Bearer ${token.slice(0, -1)}`, `Basic ${token}`, `Bearer  `, `Bearer ${token} extra`]) {
+  for (const h of [
+    undefined,
+    '',
+    token,
+    `Bearer`,
+    `Bearer ${token}x`,
+    `Bearer ${token.slice(0, -1)}`,
+    `Basic ${token}`,
+    `Bearer  `,
+    `Bearer ${token} extra`,
+  ]) {
     assert.equal(bearerMatches(h, token), false, String(h));
   }
 });

@@ -7,7 +7,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 export function bearerMatches(header: string | undefined, token: string): boolean {
   if (typeof header !== 'string') return false;
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-  const given = createHash('sha256').update(m ? m[1]! : '').digest();
+  const given = createHash('sha256')
+    .update(m ? m[1]! : '')
+    .digest();
   const want = createHash('sha256').update(token).digest();
   // Evaluate both so a malformed header costs the same as a wrong token.
   return timingSafeEqual(given, want) && m !== null;

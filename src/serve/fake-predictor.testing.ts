@@ -12,7 +12,11 @@ export class FakePredictor implements Predictor {
   closedWhileBusy = false;
   usedAfterClose = 0;
   calls = 0;
-  constructor(readonly id: string, private readonly delayMs = 0, private readonly failOn?: string) {}
+  constructor(
+    readonly id: string,
+    private readonly delayMs = 0,
+    private readonly failOn?: string,
+  ) {}
 
   async predict(texts: string[]): Promise<Prediction[]> {
     if (this.closed) {

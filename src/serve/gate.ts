@@ -6,7 +6,10 @@ export class GenerationGate {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(readonly maxConcurrent: number, readonly maxQueue: number) {}
+  constructor(
+    readonly maxConcurrent: number,
+    readonly maxQueue: number,
+  ) {}
 
   get active(): number {
     return this.running;

@@ -74,7 +74,10 @@ test('an unchanged key loads nothing; polling runs on its own timer', async () =
   for (let i = 0; i < 2000 && swaps.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(swaps, ['m@1->m@2']);
   await m.stop();
-  assert.ok(s.loaded.every((p) => p.closed), 'stop closes every predictor');
+  assert.ok(
+    s.loaded.every((p) => p.closed),
+    'stop closes every predictor',
+  );
 });
 
 test('stop waits for outstanding leases before closing', async () => {

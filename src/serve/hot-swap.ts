@@ -43,7 +43,10 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   swaps = 0;
   failures = 0;
 
-  constructor(private readonly resolveCurrent: ResolveCurrent<P>, private readonly opts: HotSwapOptions) {}
+  constructor(
+    private readonly resolveCurrent: ResolveCurrent<P>,
+    private readonly opts: HotSwapOptions,
+  ) {}
 
   /** Loads the first model; throws if it cannot, since there is nothing to serve. */
   async start(): Promise<void> {

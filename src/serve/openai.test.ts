@@ -15,19 +15,31 @@ import { createModelServer, type ServeOptions } from './server.ts';
 import type { TextGenerator } from './types.ts';
 
 const TOKEN = 'openai-test-token';
-const CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+const CHATML =
+  '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}';
 const root = mkdtempSync(join(tmpdir(), 'tempered-openai-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 const dirA = tinyLlamaDir(join(root, 'a'), 1, { hidden: 32, layers: 2, maxPositions: 256 });
 const dirB = tinyLlamaDir(join(root, 'b'), 2, { hidden: 32, layers: 2, maxPositions: 256 });
 const load = (dir: string, id: string) => loadTextGenerator(dir, { id, threads: 1, chatTemplate: CHATML });
 
-interface Opened { url: string; close(): Promise<void> }
+interface Opened {
+  url: string;
+  close(): Promise<void>;
+}
 
-async function serve(t: { after(fn: () => Promise<void>): void }, gen: TextGenerator | (() => Promise<{ key: string; gen: () => Promise<TextGenerator> }>), o: Partial<ServeOptions> = {}): Promise<Opened & { server: Awaited<ReturnType<typeof createModelServer>> }> {
-  const resolveCurrent = typeof gen === 'function'
-    ? async () => { const c = await gen(); return { key: c.key, load: c.gen }; }
-    : async () => ({ key: gen.id, load: async () => gen });
+async function serve(
+  t: { after(fn: () => Promise<void>): void },
+  gen: TextGenerator | (() => Promise<{ key: string; gen: () => Promise<TextGenerator> }>),
+  o: Partial<ServeOptions> = {},
+): Promise<Opened & { server: Awaited<ReturnType<typeof createModelServer>> }> {
+  const resolveCurrent =
+    typeof gen === 'function'
+      ? async () => {
+          const c = await gen();
+          return { key: c.key, load: c.gen };
+        }
+      : async () => ({ key: gen.id, load: async () => gen });
   const server = await createModelServer({ token: TOKEN, pollMs: 60_000, resolveCurrent, ...o });
   const url = await server.listen();
   t.after(() => server.close());
@@ -35,7 +47,11 @@ async function serve(t: { after(fn: () => Promise<void>): void }, gen: TextGener
 }
 
 function post(url: string, path: string, body: unknown, token = TOKEN): Promise<Response> {
-  return fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  return fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
 }
 
 /** Reads a server-sent-event stream into its `data:` payloads. */
@@ -44,34 +60,61 @@ async function sse(res: Response): Promise<string[]> {
   assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
   const text = await res.text();
   assert.ok(text.endsWith('data: [DONE]\n\n'), 'the stream ends with [DONE]');
-  return text.split('\n\n').filter((b) => b !== '').map((b) => {
-    assert.ok(b.startsWith('data: '), `event ${JSON.stringify(b)}`);
-    return b.slice(6);
-  });
+  return text
+    .split('\n\n')
+    .filter((b) => b !== '')
+    .map((b) => {
+      assert.ok(b.startsWith('data: '), `event ${JSON.stringify(b)}`);
+      return b.slice(6);
+    });
 }
 
-const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi there' }];
+const messages = [
+  { role: 'system', content: 'Be brief.' },
+  { role: 'user', content: 'Hi there' },
+];
 
 test('chat and completions answer in the OpenAI format; streams carry the same text', async (t) => {
   const gen = await load(dirA, 'tiny@1');
   const { url } = await serve(t, gen);
   const promptIds = gen.encodeChat(messages);
-  assert.equal(gen.renderChat(messages), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(
+    gen.renderChat(messages),
+    '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n',
+  );
   const [ref] = await generate(gen.decoder, [promptIds], { maxNewTokens: 6, eosTokenIds: [] });
 
   const res = await post(url, '/v1/chat/completions', { model: 'tiny', messages, max_tokens: 6, temperature: 0 });
   assert.equal(res.status, 200);
-  const j = await res.json() as any;
+  const j = (await res.json()) as any;
   assert.match(j.id, /^chatcmpl-[0-9a-f]{32}$/);
   assert.equal(j.object, 'chat.completion');
   assert.equal(typeof j.created, 'number');
   assert.equal(j.model, 'tiny@1');
   assert.equal(j.choices.length, 1);
-  assert.deepEqual(j.choices[0], { index: 0, message: { role: 'assistant', content: ref!.text }, logprobs: null, finish_reason: ref!.finishReason === 'length' ? 'length' : 'stop' });
-  assert.deepEqual(j.usage, { prompt_tokens: promptIds.length, completion_tokens: ref!.tokens.length, total_tokens: promptIds.length + ref!.tokens.length });
+  assert.deepEqual(j.choices[0], {
+    index: 0,
+    message: { role: 'assistant', content: ref!.text },
+    logprobs: null,
+    finish_reason: ref!.finishReason === 'length' ? 'length' : 'stop',
+  });
+  assert.deepEqual(j.usage, {
+    prompt_tokens: promptIds.length,
+    completion_tokens: ref!.tokens.length,
+    total_tokens: promptIds.length + ref!.tokens.length,
+  });
 
   // Streaming: a role chunk, content deltas that add up to the same text, a finish_reason, a usage chunk, [DONE].
-  const s = await sse(await post(url, '/v1/chat/completions', { model: 'tiny@1', messages, max_tokens: 6, temperature: 0, stream: true, stream_options: { include_usage: true } }));
+  const s = await sse(
+    await post(url, '/v1/chat/completions', {
+      model: 'tiny@1',
+      messages,
+      max_tokens: 6,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  );
   assert.equal(s.at(-1), '[DONE]');
   const chunks = s.slice(0, -1).map((d) => JSON.parse(d));
   for (const c of chunks) {
@@ -90,19 +133,29 @@ test('chat and completions answer in the OpenAI format; streams carry the same t
 
   // Completions: two prompts × n=2, sampled with a seed; the same request gives the same answer.
   const req = { prompt: ['The cat', 'A dog'], n: 2, max_tokens: 5, temperature: 0.9, top_p: 0.95, seed: 11 };
-  const c1 = await (await post(url, '/v1/completions', req)).json() as any;
-  const c2 = await (await post(url, '/v1/completions', req)).json() as any;
+  const c1 = (await (await post(url, '/v1/completions', req)).json()) as any;
+  const c2 = (await (await post(url, '/v1/completions', req)).json()) as any;
   assert.match(c1.id, /^cmpl-/);
   assert.equal(c1.object, 'text_completion');
-  assert.deepEqual(c1.choices.map((c: any) => c.index), [0, 1, 2, 3]);
-  assert.deepEqual(c1.choices.map((c: any) => c.text), c2.choices.map((c: any) => c.text));
+  assert.deepEqual(
+    c1.choices.map((c: any) => c.index),
+    [0, 1, 2, 3],
+  );
+  assert.deepEqual(
+    c1.choices.map((c: any) => c.text),
+    c2.choices.map((c: any) => c.text),
+  );
   assert.notEqual(c1.choices[0].text, c1.choices[1].text, 'the n choices of one prompt are different draws');
-  const catIds = gen.encode('The cat'), dogIds = gen.encode('A dog');
+  const catIds = gen.encode('The cat'),
+    dogIds = gen.encode('A dog');
   assert.equal(c1.usage.prompt_tokens, catIds.length + dogIds.length);
   assert.equal(c1.usage.completion_tokens, 20);
   // Row 2 (the dog's first draw) is what the library gives for that prompt alone at row 2 of the batch.
   const lib = await generate(gen.decoder, [catIds, catIds, dogIds, dogIds], { maxNewTokens: 5, temperature: 0.9, topP: 0.95, seed: 11 });
-  assert.deepEqual(c1.choices.map((c: any) => c.text), lib.map((r) => r.text));
+  assert.deepEqual(
+    c1.choices.map((c: any) => c.text),
+    lib.map((r) => r.text),
+  );
 
   const cs = await sse(await post(url, '/v1/completions', { prompt: 'The cat', max_tokens: 5, temperature: 0, stream: true }));
   const cchunks = cs.slice(0, -1).map((d) => JSON.parse(d));
@@ -113,12 +166,15 @@ test('chat and completions answer in the OpenAI format; streams carry the same t
 
   // Stop strings cut the text; finish_reason is stop.
   const stop = refCat!.text.slice(1, 3);
-  const stopped = await (await post(url, '/v1/completions', { prompt: 'The cat', max_tokens: 5, temperature: 0, stop })).json() as any;
+  const stopped = (await (await post(url, '/v1/completions', { prompt: 'The cat', max_tokens: 5, temperature: 0, stop })).json()) as any;
   assert.equal(stopped.choices[0].text, refCat!.text.slice(0, refCat!.text.indexOf(stop)));
   assert.equal(stopped.choices[0].finish_reason, 'stop');
 
-  const models = await (await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as any;
-  assert.deepEqual(models.data.map((m: any) => m.id), ['tiny']);
+  const models = (await (await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as any;
+  assert.deepEqual(
+    models.data.map((m: any) => m.id),
+    ['tiny'],
+  );
 });
 
 test('auth, oversized and invalid requests get OpenAI error objects', async (t) => {
@@ -126,7 +182,7 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   const { url } = await serve(t, gen, { bodyLimit: 4096, generation: { maxTokens: 20, maxChoices: 4 } });
   const expectError = async (res: Response, status: number, code: string, param?: string | null) => {
     assert.equal(res.status, status);
-    const j = await res.json() as any;
+    const j = (await res.json()) as any;
     assert.equal(j.error.code, code, JSON.stringify(j));
     assert.equal(typeof j.error.message, 'string');
     assert.equal(typeof j.error.type, 'string');
@@ -139,28 +195,59 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   await expectError(await post(url, '/v1/completions', { prompt: 'x' }, 'wrong-token-123'), 401, 'unauthorized');
   // 300 bytes of prompt: more tokens than the 256-position context.
   await expectError(await post(url, '/v1/completions', { prompt: 'y'.repeat(300) }), 400, 'context_length_exceeded', 'prompt');
-  await expectError(await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: 'z'.repeat(300) }] }), 400, 'context_length_exceeded', 'messages');
+  await expectError(
+    await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: 'z'.repeat(300) }] }),
+    400,
+    'context_length_exceeded',
+    'messages',
+  );
   await expectError(await post(url, '/v1/completions', { prompt: 'x', max_tokens: 21 }), 400, 'max_tokens_exceeded', 'max_tokens');
-  await expectError(await post(url, '/v1/chat/completions', { messages, max_completion_tokens: 500 }), 400, 'max_tokens_exceeded', 'max_completion_tokens');
-  await expectError(await post(url, '/v1/completions', { prompt: 'y'.repeat(240), max_tokens: 20 }), 400, 'context_length_exceeded', 'max_tokens');
+  await expectError(
+    await post(url, '/v1/chat/completions', { messages, max_completion_tokens: 500 }),
+    400,
+    'max_tokens_exceeded',
+    'max_completion_tokens',
+  );
+  await expectError(
+    await post(url, '/v1/completions', { prompt: 'y'.repeat(240), max_tokens: 20 }),
+    400,
+    'context_length_exceeded',
+    'max_tokens',
+  );
   await expectError(await post(url, '/v1/completions', { prompt: ['a', 'b', 'c'], n: 2 }), 400, 'too_many_choices', 'n');
   await expectError(await post(url, '/v1/completions', { prompt: 'x'.repeat(5000) }), 413, 'body_too_large');
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temprature: 1 }), 400, 'invalid_request');
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temperature: 3 }), 400, 'invalid_request');
   await expectError(await post(url, '/v1/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'invalid_request');
-  await expectError(await post(url, '/v1/completions', { prompt: 'x', presence_penalty: 0.5 }), 400, 'unsupported_parameter', 'presence_penalty');
+  await expectError(
+    await post(url, '/v1/completions', { prompt: 'x', presence_penalty: 0.5 }),
+    400,
+    'unsupported_parameter',
+    'presence_penalty',
+  );
   await expectError(await post(url, '/v1/completions', { model: 'gpt-4', prompt: 'x' }), 404, 'model_not_found', 'model');
   await expectError(await post(url, '/v1/completions', '{"prompt": '), 400, 'malformed_json');
   await expectError(await post(url, '/predict', { inputs: ['x'] }), 400, 'model_not_supported');
   // Defaults accepted as OpenAI SDKs send them.
-  const ok = await post(url, '/v1/completions', { prompt: 'x', max_tokens: 2, presence_penalty: 0, frequency_penalty: 0, logprobs: null, n: 1, stream: false, user: 'u' });
+  const ok = await post(url, '/v1/completions', {
+    prompt: 'x',
+    max_tokens: 2,
+    presence_penalty: 0,
+    frequency_penalty: 0,
+    logprobs: null,
+    n: 1,
+    stream: false,
+    user: 'u',
+  });
   assert.equal(ok.status, 200);
 });
 
 /** A real generator whose generations wait for `open()`: makes overlap deterministic without timing. */
 function held(gen: LoadedTextGenerator) {
   let open!: () => void;
-  const gateOpen = new Promise<void>((r) => { open = r; });
+  const gateOpen = new Promise<void>((r) => {
+    open = r;
+  });
   let started = 0;
   const waiters: (() => void)[] = [];
   const wrapped: TextGenerator = {
@@ -176,7 +263,9 @@ function held(gen: LoadedTextGenerator) {
     },
     close: () => gen.close(),
   };
-  const startedAtLeast = async (n: number) => { while (started < n) await new Promise<void>((r) => waiters.push(r)); };
+  const startedAtLeast = async (n: number) => {
+    while (started < n) await new Promise<void>((r) => waiters.push(r));
+  };
   return { gen: wrapped, open, startedAtLeast };
 }
 
@@ -191,7 +280,7 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
   const third = await post(url, '/v1/chat/completions', { messages, max_tokens: 3 });
   assert.equal(third.status, 429);
   assert.equal(third.headers.get('retry-after'), '1');
-  const err = (await third.json() as any).error;
+  const err = ((await third.json()) as any).error;
   assert.equal(err.type, 'rate_limit_error');
   assert.equal(err.code, 'server_busy');
   const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
@@ -209,7 +298,18 @@ test('hot swap during concurrent requests: each answers from the model it starte
   t.after(() => a.open());
   const b = await load(dirB, 'tiny@2');
   const log: string[] = [];
-  const genA: TextGenerator = { ...a.gen, generate: async (p, o) => { const r = await a.gen.generate(p, o); log.push('a:done'); return r; }, close: async () => { log.push('a:closed'); await a.gen.close(); } };
+  const genA: TextGenerator = {
+    ...a.gen,
+    generate: async (p, o) => {
+      const r = await a.gen.generate(p, o);
+      log.push('a:done');
+      return r;
+    },
+    close: async () => {
+      log.push('a:closed');
+      await a.gen.close();
+    },
+  };
   const refA = (await generate(loadedA.decoder, [loadedA.encode('Hello')], { maxNewTokens: 6 }))[0]!.text;
   const refB = (await generate(b.decoder, [b.encode('Hello')], { maxNewTokens: 6 }))[0]!.text;
   assert.notEqual(refA, refB);
@@ -226,14 +326,20 @@ test('hot swap during concurrent requests: each answers from the model it starte
   const aDone = await Promise.all(onA);
   const textOf = async (res: Response, stream: boolean) => {
     if (!stream) {
-      const j = await res.json() as any;
+      const j = (await res.json()) as any;
       return { model: j.model, text: j.choices[0].text };
     }
     const chunks = (await sse(res)).slice(0, -1).map((d) => JSON.parse(d));
     return { model: chunks[0].model, text: chunks.map((c: any) => c.choices[0].text).join('') };
   };
-  assert.deepEqual(await Promise.all(aDone.map((r, i) => textOf(r, i === 1))), [0, 1, 2].map(() => ({ model: 'tiny@1', text: refA })));
-  assert.deepEqual(await Promise.all(bDone.map((r, i) => textOf(r, i === 1))), [0, 1].map(() => ({ model: 'tiny@2', text: refB })));
+  assert.deepEqual(
+    await Promise.all(aDone.map((r, i) => textOf(r, i === 1))),
+    [0, 1, 2].map(() => ({ model: 'tiny@1', text: refA })),
+  );
+  assert.deepEqual(
+    await Promise.all(bDone.map((r, i) => textOf(r, i === 1))),
+    [0, 1].map(() => ({ model: 'tiny@2', text: refB })),
+  );
   while (!(log as string[]).includes('a:closed')) await new Promise((r) => setTimeout(r, 5));
   assert.deepEqual(log, ['a:done', 'a:done', 'a:done', 'a:closed']);
 });
@@ -241,7 +347,8 @@ test('hot swap during concurrent requests: each answers from the model it starte
 test('a LoRA fine-tune registered as a new version is served once the alias moves to it', async (t) => {
   // Fine-tune the tiny model to repeat three letters, export it, register base and fine-tune as versions 1 and 2.
   const rng = new Rng(1);
-  const prompts: string[] = [], responses: string[] = [];
+  const prompts: string[] = [],
+    responses: string[] = [];
   for (let i = 0; i < 96; i++) {
     const w = Array.from({ length: 3 }, () => 'abcdefgh'[rng.int(8)]).join('');
     prompts.push(`repeat: ${w}`);
@@ -253,20 +360,49 @@ test('a LoRA fine-tune registered as a new version is served once the alias move
   wr.close();
   const tuned = join(root, 'tuned');
   await trainCausalLm({
-    modelDir: dirA, train, template: { prompt: '{prompt}\n', addEos: true }, method: 'lora', lora: { r: 8, alpha: 16 }, lr: 3e-2, epochs: 8, batchSize: 16,
-    schedule: 'linear', weightDecay: 0, clipNorm: 1, seed: 3, maxLength: 24, device: 'cpu', threads: 2, checkpointDir: join(root, 'ck'), checkpointEvery: 0, outDir: tuned,
+    modelDir: dirA,
+    train,
+    template: { prompt: '{prompt}\n', addEos: true },
+    method: 'lora',
+    lora: { r: 8, alpha: 16 },
+    lr: 3e-2,
+    epochs: 8,
+    batchSize: 16,
+    schedule: 'linear',
+    weightDecay: 0,
+    clipNorm: 1,
+    seed: 3,
+    maxLength: 24,
+    device: 'cpu',
+    threads: 2,
+    checkpointDir: join(root, 'ck'),
+    checkpointEvery: 0,
+    outDir: tuned,
   });
   const regPath = join(root, 'registry.db');
   const reg = openRegistry(regPath);
   t.after(() => reg.close());
-  for (const run of ['base', 'lora']) reg.registerVersion({ name: 'tiny', runId: run, stageId: 'register', specHash: 'a'.repeat(64), data: [], artifacts: [{ role: 'model', uri: run, sha256: (run === 'base' ? 'b' : 'c').repeat(64), bytes: 1 }] });
+  for (const run of ['base', 'lora'])
+    reg.registerVersion({
+      name: 'tiny',
+      runId: run,
+      stageId: 'register',
+      specHash: 'a'.repeat(64),
+      data: [],
+      artifacts: [{ role: 'model', uri: run, sha256: (run === 'base' ? 'b' : 'c').repeat(64), bytes: 1 }],
+    });
   reg.setAlias('tiny', 'production', 1, { actor: 'test' });
   const dirs: Record<string, string> = { base: dirA, lora: tuned };
   const { url, server } = await serve(t, async () => {
-    const cur = await registryAliasSource<TextGenerator>({ registryPath: regPath, name: 'tiny', load: (v) => load(dirs[v.artifacts[0]!.uri]!, `${v.name}@${v.version}`) })();
+    const cur = await registryAliasSource<TextGenerator>({
+      registryPath: regPath,
+      name: 'tiny',
+      load: (v) => load(dirs[v.artifacts[0]!.uri]!, `${v.name}@${v.version}`),
+    })();
     return { key: cur.key, gen: cur.load };
   });
-  const ask = async () => await (await post(url, '/v1/completions', { model: 'tiny', prompt: 'repeat: cab\n', max_tokens: 8, temperature: 0 })).json() as any;
+  const ask = async () =>
+    (await (await post(url, '/v1/completions', { model: 'tiny', prompt: 'repeat: cab\n', max_tokens: 8, temperature: 0 })).json()) as any;
   const before = await ask();
   assert.equal(before.model, 'tiny@1');
   reg.setAlias('tiny', 'production', 2, { actor: 'test' });

@@ -30,13 +30,26 @@ export interface GenerationLimits {
 
 /** An error in the OpenAI shape: `{ error: { message, type, param, code } }`. */
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly param: string | null = null) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly param: string | null = null,
+  ) {
     super(message);
   }
 }
 
 export function errorType(status: number): string {
-  return status === 401 ? 'authentication_error' : status === 404 ? 'not_found_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
+  return status === 401
+    ? 'authentication_error'
+    : status === 404
+      ? 'not_found_error'
+      : status === 429
+        ? 'rate_limit_error'
+        : status >= 500
+          ? 'server_error'
+          : 'invalid_request_error';
 }
 
 export function openAiError(status: number, code: string, message: string, param: string | null = null) {
@@ -71,16 +84,28 @@ const chatSchema = {
     ...samplingProps,
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     messages: {
-      type: 'array', minItems: 1, maxItems: 1024,
+      type: 'array',
+      minItems: 1,
+      maxItems: 1024,
       items: {
-        type: 'object', required: ['role', 'content'], additionalProperties: false,
+        type: 'object',
+        required: ['role', 'content'],
+        additionalProperties: false,
         properties: {
           role: { enum: ['system', 'developer', 'user', 'assistant'] },
           name: { type: 'string' },
           content: {
             anyOf: [
               { type: 'string' },
-              { type: 'array', items: { type: 'object', required: ['type', 'text'], additionalProperties: false, properties: { type: { const: 'text' }, text: { type: 'string' } } } },
+              {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  required: ['type', 'text'],
+                  additionalProperties: false,
+                  properties: { type: { const: 'text' }, text: { type: 'string' } },
+                },
+              },
             ],
           },
         },
@@ -131,18 +156,27 @@ interface CompletionBody extends CommonBody {
 
 function checkUnsupported(b: CommonBody): void {
   const zeroOr = (v: number | null | undefined) => v === undefined || v === null || v === 0;
-  if (!zeroOr(b.presence_penalty)) throw new ApiError(400, 'unsupported_parameter', 'presence_penalty is not supported; use repetition_penalty', 'presence_penalty');
-  if (!zeroOr(b.frequency_penalty)) throw new ApiError(400, 'unsupported_parameter', 'frequency_penalty is not supported; use repetition_penalty', 'frequency_penalty');
-  if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false && b.logprobs !== 0) throw new ApiError(400, 'unsupported_parameter', 'logprobs are not supported', 'logprobs');
+  if (!zeroOr(b.presence_penalty))
+    throw new ApiError(400, 'unsupported_parameter', 'presence_penalty is not supported; use repetition_penalty', 'presence_penalty');
+  if (!zeroOr(b.frequency_penalty))
+    throw new ApiError(400, 'unsupported_parameter', 'frequency_penalty is not supported; use repetition_penalty', 'frequency_penalty');
+  if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false && b.logprobs !== 0)
+    throw new ApiError(400, 'unsupported_parameter', 'logprobs are not supported', 'logprobs');
   if (b.echo) throw new ApiError(400, 'unsupported_parameter', 'echo is not supported', 'echo');
-  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== 1) throw new ApiError(400, 'unsupported_parameter', 'best_of is not supported', 'best_of');
+  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== 1)
+    throw new ApiError(400, 'unsupported_parameter', 'best_of is not supported', 'best_of');
   if (b.suffix) throw new ApiError(400, 'unsupported_parameter', 'suffix is not supported', 'suffix');
 }
 
 /** The served model answers to its registry name (`name` of `name@version`) or its full id. */
 function checkModelName(asked: string | undefined, id: string): void {
   if (asked === undefined || asked === id || asked === id.split('@')[0]) return;
-  throw new ApiError(404, 'model_not_found', `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(id.split('@')[0])} (now ${id})`, 'model');
+  throw new ApiError(
+    404,
+    'model_not_found',
+    `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(id.split('@')[0])} (now ${id})`,
+    'model',
+  );
 }
 
 export interface OpenAiRouteOptions {
@@ -159,7 +193,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     maxPromptTokens: o.limits?.maxPromptTokens,
   };
   for (const [k, v] of Object.entries({ ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue })) {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' ? 0 : 1))) throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' ? 0 : 1)))
+      throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
   }
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
@@ -169,7 +204,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
   });
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, (req, reply) => serve(req, reply, 'chat'));
-  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, (req, reply) => serve(req, reply, 'completion'));
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, (req, reply) =>
+    serve(req, reply, 'completion'),
+  );
 
   async function serve(req: FastifyRequest<{ Body: ChatBody | CompletionBody }>, reply: FastifyReply, kind: 'chat' | 'completion') {
     const body = req.body;
@@ -183,22 +220,40 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     reply.raw.on('close', onClose);
     try {
       const gen = lease.predictor;
-      if (!isTextGenerator(gen)) throw new ApiError(400, 'model_not_supported', `${gen.id} is a classifier, not a language model; use POST /predict`, 'model');
+      if (!isTextGenerator(gen))
+        throw new ApiError(400, 'model_not_supported', `${gen.id} is a classifier, not a language model; use POST /predict`, 'model');
       checkModelName(body.model, gen.id);
       checkUnsupported(body);
       const prompts = kind === 'chat' ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, (body as CompletionBody).prompt);
       const n = body.n ?? 1;
-      if (prompts.length * n > L.maxChoices) throw new ApiError(400, 'too_many_choices', `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences; the limit is ${L.maxChoices}`, 'n');
+      if (prompts.length * n > L.maxChoices)
+        throw new ApiError(
+          400,
+          'too_many_choices',
+          `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences; the limit is ${L.maxChoices}`,
+          'n',
+        );
       const longest = Math.max(...prompts.map((p) => p.length));
       const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
       if (longest > maxPrompt) {
-        throw new ApiError(400, 'context_length_exceeded', `the prompt has ${longest} tokens; this server takes at most ${maxPrompt}`, kind === 'chat' ? 'messages' : 'prompt');
+        throw new ApiError(
+          400,
+          'context_length_exceeded',
+          `the prompt has ${longest} tokens; this server takes at most ${maxPrompt}`,
+          kind === 'chat' ? 'messages' : 'prompt',
+        );
       }
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-      if (asked !== null && asked > L.maxTokens) throw new ApiError(400, 'max_tokens_exceeded', `${param} is ${asked}; this server allows at most ${L.maxTokens}`, param);
+      if (asked !== null && asked > L.maxTokens)
+        throw new ApiError(400, 'max_tokens_exceeded', `${param} is ${asked}; this server allows at most ${L.maxTokens}`, param);
       if (asked !== null && longest + asked > gen.contextLength) {
-        throw new ApiError(400, 'context_length_exceeded', `the prompt (${longest} tokens) plus ${param} (${asked}) exceeds the model's context of ${gen.contextLength} tokens`, param);
+        throw new ApiError(
+          400,
+          'context_length_exceeded',
+          `the prompt (${longest} tokens) plus ${param} (${asked}) exceeds the model's context of ${gen.contextLength} tokens`,
+          param,
+        );
       }
       const maxNewTokens = asked ?? Math.min(L.defaultMaxTokens, gen.contextLength - longest);
       const rows = prompts.flatMap((p) => Array.from({ length: n }, () => p));
@@ -207,7 +262,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       const entered = gate.tryEnter(gone.signal);
       if (!entered) {
         reply.header('retry-after', '1');
-        throw new ApiError(429, 'server_busy', `${gate.active} generation(s) running and ${gate.queued} waiting, which is the limit; retry shortly`);
+        throw new ApiError(
+          429,
+          'server_busy',
+          `${gate.active} generation(s) running and ${gate.queued} waiting, which is the limit; retry shortly`,
+        );
       }
       leave = await entered;
       const opts: GenerateOptions = {
@@ -230,11 +289,23 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       };
       if (!body.stream) {
         const results = await gen.generate(rows, opts);
-        o.tokens?.inc({ model: gen.id }, results.reduce((s, r) => s + r.tokens.length, 0));
-        const choices = results.map((r, index) => kind === 'chat'
-          ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
-          : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.finishReason) });
-        return reply.send({ id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model: gen.id, choices, usage: usage(results) });
+        o.tokens?.inc(
+          { model: gen.id },
+          results.reduce((s, r) => s + r.tokens.length, 0),
+        );
+        const choices = results.map((r, index) =>
+          kind === 'chat'
+            ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
+            : { index, text: r.text, logprobs: null, finish_reason: finishReason(r.finishReason) },
+        );
+        return reply.send({
+          id,
+          object: kind === 'chat' ? 'chat.completion' : 'text_completion',
+          created,
+          model: gen.id,
+          choices,
+          usage: usage(results),
+        });
       }
 
       // Server-sent events: one `data:` line per chunk, `data: [DONE]` at the end.
@@ -246,28 +317,43 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       const send = async (chunk: unknown) => {
         if (res.destroyed) return;
         // Awaiting the drain makes a slow reader slow the generation down instead of buffering tokens.
-        if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) await new Promise<void>((r) => { res.once('drain', r); res.once('close', r); });
+        if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`))
+          await new Promise<void>((r) => {
+            res.once('drain', r);
+            res.once('close', r);
+          });
       };
       const chunk = (choices: unknown[]) => ({ id, object, created, model: gen.id, choices, ...(includeUsage ? { usage: null } : {}) });
       try {
-        if (kind === 'chat') await send(chunk(rows.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }))));
+        if (kind === 'chat')
+          await send(
+            chunk(rows.map((_, index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }))),
+          );
         const results = await gen.generate(rows, {
           ...opts,
           onToken: async (e: TokenEvent) => {
             if (e.text === '' && !e.finishReason) return;
             const fin = e.finishReason ? finishReason(e.finishReason) : null;
-            await send(chunk([kind === 'chat'
-              ? { index: e.row, delta: e.text === '' ? {} : { content: e.text }, logprobs: null, finish_reason: fin }
-              : { index: e.row, text: e.text, logprobs: null, finish_reason: fin }]));
+            await send(
+              chunk([
+                kind === 'chat'
+                  ? { index: e.row, delta: e.text === '' ? {} : { content: e.text }, logprobs: null, finish_reason: fin }
+                  : { index: e.row, text: e.text, logprobs: null, finish_reason: fin },
+              ]),
+            );
           },
         });
-        o.tokens?.inc({ model: gen.id }, results.reduce((s, r) => s + r.tokens.length, 0));
+        o.tokens?.inc(
+          { model: gen.id },
+          results.reduce((s, r) => s + r.tokens.length, 0),
+        );
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
       } catch (e) {
         req.log.error(e);
         // Headers are gone: the error travels as an event, then the stream ends.
-        if (!res.destroyed) res.end(`data: ${JSON.stringify(openAiError(500, 'internal', 'generation failed; see the server log'))}\n\ndata: [DONE]\n\n`);
+        if (!res.destroyed)
+          res.end(`data: ${JSON.stringify(openAiError(500, 'internal', 'generation failed; see the server log'))}\n\ndata: [DONE]\n\n`);
       }
       return reply;
     } catch (e) {
@@ -290,7 +376,10 @@ function finishReason(r: GenerateResult['finishReason']): string {
 }
 
 function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[] {
-  const turns: ChatMessage[] = messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
+  const turns: ChatMessage[] = messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+  }));
   return gen.encodeChat(turns);
 }
 
@@ -298,7 +387,8 @@ function promptsOf(gen: TextGenerator, prompt: string | string[]): number[][] {
   const texts = typeof prompt === 'string' ? [prompt] : prompt;
   return texts.map((t, i) => {
     const ids = gen.encode(t);
-    if (ids.length === 0) throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
+    if (ids.length === 0)
+      throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
     return ids;
   });
 }

@@ -27,7 +27,11 @@ interface Metric {
 export class Counter implements Metric {
   private readonly values = new Map<string, number>();
   /** `unlabelled` counters print 0 before their first increment, so dashboards see the series. */
-  constructor(readonly name: string, readonly help: string, private readonly unlabelled = false) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly unlabelled = false,
+  ) {}
   inc(labels: Labels = {}, by = 1): void {
     const k = labelText(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
@@ -45,7 +49,11 @@ export class Counter implements Metric {
 
 /** A gauge whose value is read when scraped (uptime, swap count, current model). */
 export class Gauge implements Metric {
-  constructor(readonly name: string, readonly help: string, private readonly read: () => { labels?: Labels; value: number }[]) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => { labels?: Labels; value: number }[],
+  ) {}
   render(): string[] {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
     for (const s of this.read()) out.push(`${this.name}${labelText(s.labels ?? {})} ${fmt(s.value)}`);
@@ -55,7 +63,11 @@ export class Gauge implements Metric {
 
 export class Histogram implements Metric {
   private readonly series = new Map<string, { counts: number[]; sum: number; count: number; labels: Labels }>();
-  constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {}
   observe(labels: Labels, value: number): void {
     const k = labelText(labels);
     let s = this.series.get(k);

@@ -16,7 +16,14 @@ test('promoting and rolling back in the registry moves the running server', { ti
   const path = join(dir, 'registry.db');
   const reg = openRegistry(path);
   for (const run of ['r1', 'r2']) {
-    reg.registerVersion({ name: 'spam', runId: run, stageId: 'register', specHash: 'a'.repeat(64), data: [], artifacts: [{ role: 'onnx', uri: 'u', sha256: 'b'.repeat(64), bytes: 1 }] });
+    reg.registerVersion({
+      name: 'spam',
+      runId: run,
+      stageId: 'register',
+      specHash: 'a'.repeat(64),
+      data: [],
+      artifacts: [{ role: 'onnx', uri: 'u', sha256: 'b'.repeat(64), bytes: 1 }],
+    });
   }
   reg.setAlias('spam', 'production', 1, { actor: 'test' });
 
@@ -36,7 +43,11 @@ test('promoting and rolling back in the registry moves the running server', { ti
   const url = await server.listen();
   t.after(() => server.close());
   const servedModel = async () => {
-    const res = await fetch(`${url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: '{"inputs":["hi"]}' });
+    const res = await fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: '{"inputs":["hi"]}',
+    });
     return ((await res.json()) as { model: string }).model;
   };
   const waitFor = async (id: string) => {
@@ -60,7 +71,10 @@ test('an unknown model or alias fails the start with the registry error', async 
   const path = join(dir, 'registry.db');
   openRegistry(path).close();
   await assert.rejects(
-    createModelServer({ token: TOKEN, resolveCurrent: registryAliasSource({ registryPath: path, name: 'nope', load: async () => new FakePredictor('x') }) }),
+    createModelServer({
+      token: TOKEN,
+      resolveCurrent: registryAliasSource({ registryPath: path, name: 'nope', load: async () => new FakePredictor('x') }),
+    }),
     /no model named 'nope'/,
   );
 });

@@ -39,7 +39,11 @@ async function start(t: { after: (fn: () => Promise<void>) => void }, over: Part
 }
 
 const post = (url: string, body: unknown, headers: Record<string, string> = auth) =>
-  fetch(`${url}/predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  fetch(`${url}/predict`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
 
 test('predicts over real HTTP and reports health', async (t) => {
   const { url } = await start(t);
@@ -47,7 +51,10 @@ test('predicts over real HTTP and reports health', async (t) => {
   assert.equal(res.status, 200);
   const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
   assert.equal(body.model, 'spam@1');
-  assert.deepEqual(body.predictions.map((p) => p.label), ['short', 'long']);
+  assert.deepEqual(
+    body.predictions.map((p) => p.label),
+    ['short', 'long'],
+  );
   assert.ok(Math.abs(body.predictions[0]!.scores.short! - 0.9) < 1e-12);
   const health = await fetch(`${url}/health`);
   assert.equal(health.status, 200);
@@ -59,7 +66,13 @@ test('predicts over real HTTP and reports health', async (t) => {
 
 test('rejects missing or wrong tokens with 401; /health stays open', async (t) => {
   const { url, src } = await start(t);
-  for (const headers of [{} as Record<string, string>, { authorization: 'Bearer nope' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }]) {
+  for (const headers of [
+    {} as Record<string, string>,
+    { authorization: 'Bearer nope' },
+    { authorization: TOKEN },
+    { authorization: `Basic ${TOKEN}` },
+    { authorization: `Bearer ${TOKEN}x` },
+  ]) {
     const res = await post(url, { inputs: ['x'] }, headers);
     assert.equal(res.status, 401, JSON.stringify(headers));
     assert.equal(res.headers.get('www-authenticate'), 'Bearer');
@@ -136,55 +149,65 @@ test('/metrics exposes request counts, latency histogram, model gauge and swaps'
   has('tempered_model_swap_failures_total 0');
   has('tempered_predictions_total{model="spam@1"} 3');
   // Buckets are cumulative: each count is ≥ the one before.
-  const buckets = lines.filter((l) => l.startsWith('tempered_http_request_duration_seconds_bucket{') && l.includes('route="/predict"')).map((l) => Number(l.split(' ')[1]));
+  const buckets = lines
+    .filter((l) => l.startsWith('tempered_http_request_duration_seconds_bucket{') && l.includes('route="/predict"'))
+    .map((l) => Number(l.split(' ')[1]));
   assert.ok(buckets.every((b, i) => i === 0 || b >= buckets[i - 1]!));
 });
 
-test('hot swap under concurrent load: zero failed requests, both versions seen, old model drained then closed', { timeout: 60_000 }, async (t) => {
-  const src = aliasSource('spam@1', { loadMs: 30, delayMs: 3 });
-  const { url, server } = await start(t, { pollMs: 10 }, src);
-  const total = 400;
-  const workers = 8;
-  let sent = 0;
-  const seen: string[] = [];
-  const failures: string[] = [];
-  const worker = async () => {
-    while (sent < total) {
-      const i = sent++;
-      if (i === 100) src.state.key = 'spam@2';
-      try {
-        const res = await post(url, { inputs: [`request ${i}`] });
-        const body = (await res.json()) as { model?: string };
-        if (res.status !== 200) failures.push(`${i}: ${res.status} ${JSON.stringify(body)}`);
-        else seen.push(body.model!);
-      } catch (e) {
-        failures.push(`${i}: ${(e as Error).message}`);
+test(
+  'hot swap under concurrent load: zero failed requests, both versions seen, old model drained then closed',
+  { timeout: 60_000 },
+  async (t) => {
+    const src = aliasSource('spam@1', { loadMs: 30, delayMs: 3 });
+    const { url, server } = await start(t, { pollMs: 10 }, src);
+    const total = 400;
+    const workers = 8;
+    let sent = 0;
+    const seen: string[] = [];
+    const failures: string[] = [];
+    const worker = async () => {
+      while (sent < total) {
+        const i = sent++;
+        if (i === 100) src.state.key = 'spam@2';
+        try {
+          const res = await post(url, { inputs: [`request ${i}`] });
+          const body = (await res.json()) as { model?: string };
+          if (res.status !== 200) failures.push(`${i}: ${res.status} ${JSON.stringify(body)}`);
+          else seen.push(body.model!);
+        } catch (e) {
+          failures.push(`${i}: ${(e as Error).message}`);
+        }
       }
-    }
-  };
-  await Promise.all(Array.from({ length: workers }, worker));
-  assert.deepEqual(failures, []);
-  assert.equal(seen.length, total);
-  const v1 = seen.filter((m) => m === 'spam@1').length;
-  const v2 = seen.filter((m) => m === 'spam@2').length;
-  // Requests already on the wire when the alias moves may land on either version, so only
-  // loose bounds: most of the first 100 on v1, most of the last 300 on v2.
-  assert.ok(v1 >= 50 && v2 >= 100, `v1 ${v1}, v2 ${v2}`);
-  assert.equal(seen.at(-1), 'spam@2');
-  assert.equal(server.model.swaps, 1);
-  const [old, fresh] = src.state.loaded;
-  assert.equal(src.state.loaded.length, 2, 'each version loaded exactly once');
-  assert.equal(old!.closed, true, 'old predictor closed once drained');
-  assert.equal(old!.closedWhileBusy, false);
-  assert.equal(old!.usedAfterClose, 0);
-  assert.equal(fresh!.closed, false);
-});
+    };
+    await Promise.all(Array.from({ length: workers }, worker));
+    assert.deepEqual(failures, []);
+    assert.equal(seen.length, total);
+    const v1 = seen.filter((m) => m === 'spam@1').length;
+    const v2 = seen.filter((m) => m === 'spam@2').length;
+    // Requests already on the wire when the alias moves may land on either version, so only
+    // loose bounds: most of the first 100 on v1, most of the last 300 on v2.
+    assert.ok(v1 >= 50 && v2 >= 100, `v1 ${v1}, v2 ${v2}`);
+    assert.equal(seen.at(-1), 'spam@2');
+    assert.equal(server.model.swaps, 1);
+    const [old, fresh] = src.state.loaded;
+    assert.equal(src.state.loaded.length, 2, 'each version loaded exactly once');
+    assert.equal(old!.closed, true, 'old predictor closed once drained');
+    assert.equal(old!.closedWhileBusy, false);
+    assert.equal(old!.usedAfterClose, 0);
+    assert.equal(fresh!.closed, false);
+  },
+);
 
 test('a failed load keeps the old model serving and is retried on the next poll', async (t) => {
   const errors: string[] = [];
   const swaps: string[] = [];
   const src = aliasSource('spam@1');
-  const { url, server } = await start(t, { onError: (e, phase) => errors.push(`${phase}: ${(e as Error).message}`), onSwap: (a, b) => swaps.push(`${a}->${b}`) }, src);
+  const { url, server } = await start(
+    t,
+    { onError: (e, phase) => errors.push(`${phase}: ${(e as Error).message}`), onSwap: (a, b) => swaps.push(`${a}->${b}`) },
+    src,
+  );
   src.state.key = 'spam@2';
   src.state.failNextLoad = true;
   assert.equal(await server.model.pollOnce(), false);
@@ -219,7 +242,10 @@ test('close waits for in-flight requests, then closes the predictor', async (t) 
 
 test('bad options and an unloadable first model are refused at start', async () => {
   const src = aliasSource('spam@1');
-  await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: 'short' }), (e: unknown) => e instanceof InputError && e.where === 'serve.token');
+  await assert.rejects(
+    createModelServer({ resolveCurrent: src.resolveCurrent, token: 'short' }),
+    (e: unknown) => e instanceof InputError && e.where === 'serve.token',
+  );
   await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, maxBatch: 0 }), /serve\.maxBatch/);
   src.state.failNextLoad = true;
   await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN }), /corrupt model file/);

@@ -60,7 +60,10 @@ function positiveInt(v: number, field: string): number {
 /** Builds the server and loads the first model (throws if it cannot be loaded). */
 export async function createModelServer(opts: ServeOptions): Promise<ModelServer> {
   if (typeof opts.token !== 'string' || opts.token.length < 8) {
-    throw new InputError('a bearer token of at least 8 characters is required', { where: 'serve.token', hint: 'set TEMPERED_SERVE_TOKEN to a long random string' });
+    throw new InputError('a bearer token of at least 8 characters is required', {
+      where: 'serve.token',
+      hint: 'set TEMPERED_SERVE_TOKEN to a long random string',
+    });
   }
   const maxBatch = positiveInt(opts.maxBatch ?? 64, 'maxBatch');
   const maxChars = positiveInt(opts.maxChars ?? 8192, 'maxChars');
@@ -72,7 +75,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const latency = metrics.add(new Histogram('tempered_http_request_duration_seconds', 'HTTP request latency by route.', LATENCY_BUCKETS));
   const predicted = metrics.add(new Counter('tempered_predictions_total', 'Texts classified, by model.'));
   const generated = metrics.add(new Counter('tempered_generated_tokens_total', 'Tokens generated, by model.'));
-  const swapFailures = metrics.add(new Counter('tempered_model_swap_failures_total', 'Failed checks or loads of a new model version.', true));
+  const swapFailures = metrics.add(
+    new Counter('tempered_model_swap_failures_total', 'Failed checks or loads of a new model version.', true),
+  );
 
   const model = new HotSwapModel(opts.resolveCurrent, {
     pollMs,
@@ -86,7 +91,11 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const started = process.hrtime.bigint();
   const uptime = () => Number(process.hrtime.bigint() - started) / 1e9;
 
-  metrics.add(new Gauge('tempered_model_info', 'The model version being served (value is always 1).', () => [{ labels: { model: model.current.id, key: model.key ?? '' }, value: 1 }]));
+  metrics.add(
+    new Gauge('tempered_model_info', 'The model version being served (value is always 1).', () => [
+      { labels: { model: model.current.id, key: model.key ?? '' }, value: 1 },
+    ]),
+  );
   metrics.add(new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }]));
   // Classifiers served through worker-pool.ts report their queue; other models show no series.
   const pool = (pick: 'queued' | 'inflight' | 'batches' | 'rejected') => () => {
@@ -95,9 +104,19 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   };
   metrics.add(new Gauge('tempered_inference_queued_texts', 'Texts waiting for an inference thread.', pool('queued')));
   metrics.add(new Gauge('tempered_inference_inflight_batches', 'Batches onnxruntime is running now.', pool('inflight')));
-  metrics.add(new Gauge('tempered_inference_batches_total', 'Batches run by the served model (concurrent requests are batched together).', pool('batches')));
-  metrics.add(new Gauge('tempered_inference_rejected_total', 'Requests refused with 429 because the inference queue was full.', pool('rejected')));
-  metrics.add(new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]));
+  metrics.add(
+    new Gauge(
+      'tempered_inference_batches_total',
+      'Batches run by the served model (concurrent requests are batched together).',
+      pool('batches'),
+    ),
+  );
+  metrics.add(
+    new Gauge('tempered_inference_rejected_total', 'Requests refused with 429 because the inference queue was full.', pool('rejected')),
+  );
+  metrics.add(
+    new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]),
+  );
 
   const app = Fastify({
     logger: opts.logger ?? false,
@@ -131,26 +150,47 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err.validation) {
-      const detail = err.validation.map((v) => `${v.instancePath ? `body${v.instancePath.replace(/\//g, '.')}` : 'body'} ${v.message}`).join('; ');
+      const detail = err.validation
+        .map((v) => `${v.instancePath ? `body${v.instancePath.replace(/\//g, '.')}` : 'body'} ${v.message}`)
+        .join('; ');
       return reply.code(400).send(errorBody('invalid_request', detail));
     }
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`, 413));
-    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`, 413));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
     if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
-    if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
+    if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY')
+      return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
     if (err.code === 'overloaded') {
       reply.header('retry-after', '1');
       return reply.code(429).send(errorBody('server_busy', err.message, 429));
     }
-    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
+    if (err.statusCode && err.statusCode < 500)
+      return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
     return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log', 500));
   });
   // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
   app.removeContentTypeParser('text/plain');
-  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `no route ${req.method} ${req.url}; try POST /predict, POST /v1/chat/completions, POST /v1/completions, GET /health or GET /metrics`, 404)));
+  app.setNotFoundHandler((req, reply) =>
+    reply
+      .code(404)
+      .send(
+        errorBody(
+          'not_found',
+          `no route ${req.method} ${req.url}; try POST /predict, POST /v1/chat/completions, POST /v1/completions, GET /health or GET /metrics`,
+          404,
+        ),
+      ),
+  );
 
-  app.get('/health', async () => ({ status: 'ok', model: model.current.id, uptimeSeconds: Math.round(uptime() * 1000) / 1000, swaps: model.swaps }));
+  app.get('/health', async () => ({
+    status: 'ok',
+    model: model.current.id,
+    uptimeSeconds: Math.round(uptime() * 1000) / 1000,
+    swaps: model.swaps,
+  }));
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', PROMETHEUS_CONTENT_TYPE);
@@ -176,10 +216,15 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       try {
         const { inputs } = req.body;
         const p = lease.predictor;
-        if (isTextGenerator(p)) return reply.code(400).send(errorBody('model_not_supported', `${p.id} is a language model; use POST /v1/chat/completions or /v1/completions`));
+        if (isTextGenerator(p))
+          return reply
+            .code(400)
+            .send(errorBody('model_not_supported', `${p.id} is a language model; use POST /v1/chat/completions or /v1/completions`));
         const predictions: Prediction[] = await p.predict(inputs);
         if (!Array.isArray(predictions) || predictions.length !== inputs.length) {
-          throw new Error(`predictor ${lease.predictor.id} returned ${Array.isArray(predictions) ? predictions.length : 'no'} predictions for ${inputs.length} inputs`);
+          throw new Error(
+            `predictor ${lease.predictor.id} returned ${Array.isArray(predictions) ? predictions.length : 'no'} predictions for ${inputs.length} inputs`,
+          );
         }
         predicted.inc({ model: lease.predictor.id }, inputs.length);
         return { model: lease.predictor.id, predictions };

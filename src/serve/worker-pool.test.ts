@@ -27,9 +27,24 @@ const TOKEN = 'pool-test-token';
 before(async () => {
   const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
   await trainClassifier({
-    modelDir, train: writeTextTable(join(root, 'train.arrow'), syntheticRows(64, 1)), labels: ['negative', 'positive'], method: 'lora', lora: { r: 4, alpha: 8 },
-    lr: 2e-2, maxSteps: 2, batchSize: 16, schedule: 'constant', weightDecay: 0.01, seed: 3, maxLength: 32, pooling: 'mean', device: 'cpu', threads: 1,
-    checkpointDir: join(root, 'ck'), checkpointEvery: 0, outDir,
+    modelDir,
+    train: writeTextTable(join(root, 'train.arrow'), syntheticRows(64, 1)),
+    labels: ['negative', 'positive'],
+    method: 'lora',
+    lora: { r: 4, alpha: 8 },
+    lr: 2e-2,
+    maxSteps: 2,
+    batchSize: 16,
+    schedule: 'constant',
+    weightDecay: 0.01,
+    seed: 3,
+    maxLength: 32,
+    pooling: 'mean',
+    device: 'cpu',
+    threads: 1,
+    checkpointDir: join(root, 'ck'),
+    checkpointEvery: 0,
+    outDir,
   });
 });
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -64,10 +79,27 @@ test('while an inference is in flight /health and /metrics answer, queued reques
   const direct = await loadPredictor(outDir, { threads: 1 });
   let server: ModelServer | undefined;
   try {
-    server = await createModelServer({ token: TOKEN, pollMs: 60_000, resolveCurrent: async () => ({ key: 'k', load: async () => ({ id: 'tiny@1', labels: pool.labels, predict: (t) => pool.predict(t), stats: () => pool.stats(), close: () => pool.close() }) }) });
+    server = await createModelServer({
+      token: TOKEN,
+      pollMs: 60_000,
+      resolveCurrent: async () => ({
+        key: 'k',
+        load: async () => ({
+          id: 'tiny@1',
+          labels: pool.labels,
+          predict: (t) => pool.predict(t),
+          stats: () => pool.stats(),
+          close: () => pool.close(),
+        }),
+      }),
+    });
     const url = await server.listen();
     const predict = (inputs: string[]) =>
-      fetch(`${url}/predict`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs }) });
+      fetch(`${url}/predict`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs }),
+      });
 
     let firstDone = false;
     const first = predict(texts.slice(0, 4)).then((r) => ((firstDone = true), r));

@@ -98,7 +98,8 @@ export interface PooledPredictor extends Predictor {
 export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}): Promise<PooledPredictor> {
   const positive = (v: number | undefined, dflt: number, field: string, min = 1) => {
     if (v === undefined) return dflt;
-    if (!Number.isSafeInteger(v) || v < min) throw new InputError(`must be a whole number >= ${min}, got ${v}`, { where: `serve.${field}` });
+    if (!Number.isSafeInteger(v) || v < min)
+      throw new InputError(`must be a whole number >= ${min}, got ${v}`, { where: `serve.${field}` });
     return v;
   };
   const n = positive(opts.workers, 1, 'workers');
@@ -184,7 +185,9 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       // An empty queue takes any request, so one larger than the limit is not refused forever.
       if (queuedTexts > 0 && queuedTexts + texts.length > maxQueue) {
         counts.rejected++;
-        return Promise.reject(new OverloadedError(`the inference queue is full (${queuedTexts} texts waiting, limit ${maxQueue}); retry shortly`));
+        return Promise.reject(
+          new OverloadedError(`the inference queue is full (${queuedTexts} texts waiting, limit ${maxQueue}); retry shortly`),
+        );
       }
       counts.requests++;
       return new Promise<Prediction[]>((resolve, reject) => {

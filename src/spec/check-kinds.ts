@@ -69,7 +69,12 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
         if (t?.kind !== 'stage' || !validWith.has(t.stage) || !ancestors(ctx.graph, id).has(t.stage)) continue;
         const absent = kindOf(t.stage)?.absentOutputs?.(configOf(t.stage), contextFor(t.stage, 1));
         if (absent?.names.includes(t.output)) {
-          report(ctx, ['stages', id, 'with', ...path], { code: 'unknown-output', message: `stage '${t.stage}' does not produce '${t.output}' here: ${absent.because}`, text: r.raw, occurrence });
+          report(ctx, ['stages', id, 'with', ...path], {
+            code: 'unknown-output',
+            message: `stage '${t.stage}' does not produce '${t.output}' here: ${absent.because}`,
+            text: r.raw,
+            occurrence,
+          });
         }
       }
     });

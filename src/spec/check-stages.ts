@@ -12,10 +12,18 @@ export function checkKinds(ctx: CheckContext): void {
     if (typeof uses !== 'string' || uses === '' || ctx.kinds.has(uses)) continue;
     const seg = ['stages', id, 'uses'];
     if (ctx.unavailable.has(uses)) {
-      report(ctx, seg, { code: 'kind-unavailable', message: `stage kind '${uses}' is not available in this version`, hint: `available kinds: ${nameList(available)}` });
+      report(ctx, seg, {
+        code: 'kind-unavailable',
+        message: `stage kind '${uses}' is not available in this version`,
+        hint: `available kinds: ${nameList(available)}`,
+      });
     } else {
       const guess = closest(uses, available);
-      report(ctx, seg, { code: 'unknown-kind', message: `unknown stage kind '${uses}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${nameList(available)}` });
+      report(ctx, seg, {
+        code: 'unknown-kind',
+        message: `unknown stage kind '${uses}'`,
+        hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${nameList(available)}`,
+      });
     }
   }
 }
@@ -24,7 +32,12 @@ export function checkNeeds(ctx: CheckContext): void {
   const ids = [...ctx.graph.ids];
   for (const [id, stage] of ctx.stages) {
     const needs = stage.needs;
-    const entries: Array<[Segment[], unknown]> = typeof needs === 'string' ? [[['stages', id, 'needs'], needs]] : Array.isArray(needs) ? needs.map((n, i) => [['stages', id, 'needs', i], n]) : [];
+    const entries: Array<[Segment[], unknown]> =
+      typeof needs === 'string'
+        ? [[['stages', id, 'needs'], needs]]
+        : Array.isArray(needs)
+          ? needs.map((n, i) => [['stages', id, 'needs', i], n])
+          : [];
     for (const [seg, need] of entries) {
       if (typeof need !== 'string') continue;
       if (need === id) {
@@ -32,7 +45,11 @@ export function checkNeeds(ctx: CheckContext): void {
       } else if (!ctx.graph.needs.has(need)) {
         const others = ids.filter((s) => s !== id);
         const guess = closest(need, others);
-        report(ctx, seg, { code: 'unknown-need', message: `unknown stage '${need}'`, hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${nameList(others)}` });
+        report(ctx, seg, {
+          code: 'unknown-need',
+          message: `unknown stage '${need}'`,
+          hint: `${guess ? `did you mean '${guess}'? ` : ''}stages are: ${nameList(others)}`,
+        });
       }
     }
   }
@@ -71,7 +88,12 @@ export function checkDurations(ctx: CheckContext): void {
     const merged = base[0] === 'stages' ? { ...defaultRetry, ...retry } : retry;
     const initial = typeof merged.initialInterval === 'string' ? parseDuration(merged.initialInterval) : undefined;
     const maximum = typeof merged.maximumInterval === 'string' ? parseDuration(merged.maximumInterval) : undefined;
-    if (initial !== undefined && maximum !== undefined && maximum < initial && (retry.initialInterval !== undefined || retry.maximumInterval !== undefined)) {
+    if (
+      initial !== undefined &&
+      maximum !== undefined &&
+      maximum < initial &&
+      (retry.initialInterval !== undefined || retry.maximumInterval !== undefined)
+    ) {
       const field = retry.maximumInterval !== undefined ? 'maximumInterval' : 'initialInterval';
       report(ctx, [...base, 'retry', field], {
         code: 'bad-retry',
@@ -84,7 +106,8 @@ export function checkDurations(ctx: CheckContext): void {
 
 function positive(ctx: CheckContext, seg: Segment[], v: unknown): void {
   if (typeof v !== 'string') return;
-  if (parseDuration(v) === 0) report(ctx, seg, { code: 'bad-duration', message: `must be longer than zero, got '${v}'`, hint: 'e.g. 30s, 10m or 1h30m' });
+  if (parseDuration(v) === 0)
+    report(ctx, seg, { code: 'bad-duration', message: `must be longer than zero, got '${v}'`, hint: 'e.g. 30s, 10m or 1h30m' });
 }
 
 export function isObject(v: unknown): v is Record<string, unknown> {

@@ -73,7 +73,8 @@ export function checkWith(ctx: CheckContext): Set<string> {
       if (!s) plain.push(e);
       else byStandIn.set(s, [...(byStandIn.get(s) ?? []), e]);
     }
-    const humanize = (errs: ErrorObject[]) => humanizeAjvErrors(errs, { parsed: ctx.parsed, basePointer: toPointer(base), code: 'with-schema' });
+    const humanize = (errs: ErrorObject[]) =>
+      humanizeAjvErrors(errs, { parsed: ctx.parsed, basePointer: toPointer(base), code: 'with-schema' });
     ctx.errors.push(...humanize(plain));
     for (const [s, errs] of byStandIn) {
       if (s.kind === 'any') continue;
@@ -84,7 +85,12 @@ export function checkWith(ctx: CheckContext): Set<string> {
         const expected = alternatives
           ? (alternatives.schema as Array<Record<string, unknown>>).map((b) => describeExpected(b)).join(' or ')
           : describeExpected(leaves[0]!.parentSchema as Record<string, unknown>);
-        report(ctx, [...base, ...s.path], { code: 'type-mismatch', message: `must be ${expected}, but ${s.note}`, hint: 'use a parameter or output of the expected type', text: s.raw });
+        report(ctx, [...base, ...s.path], {
+          code: 'type-mismatch',
+          message: `must be ${expected}, but ${s.note}`,
+          hint: 'use a parameter or output of the expected type',
+          text: s.raw,
+        });
       } else if (s.kind === 'value') {
         for (const e of humanize(errs)) ctx.errors.push({ ...e, hint: e.hint ? `${e.hint}; ${s.note}` : s.note });
       }
@@ -106,16 +112,25 @@ function standInFor(ctx: CheckContext, stageId: string, text: string): { value: 
         const v = ctx.paramValues[t.name];
         return { value: v, standIn: { kind: 'value', raw: text, note: `${text} is ${p.type} parameter ${JSON.stringify(v)}` } };
       }
-      return { value: PARAM_STAND_IN[p.type], standIn: { kind: 'typed', raw: text, note: `${text} is ${p.type === 'integer' ? 'an' : 'a'} ${p.type} parameter` } };
+      return {
+        value: PARAM_STAND_IN[p.type],
+        standIn: { kind: 'typed', raw: text, note: `${text} is ${p.type === 'integer' ? 'an' : 'a'} ${p.type} parameter` },
+      };
     }
     // A stage using its own output is already an error; its type adds nothing.
     if (t.stage === stageId) return { value: text, standIn: { kind: 'any' } };
     const uses = ctx.stages.get(t.stage)?.uses;
     const output = typeof uses === 'string' ? ctx.kinds.get(uses)?.outputs[t.output] : undefined;
-    if (!output || output.type === 'json' || !Object.prototype.hasOwnProperty.call(ctx.kinds.get(uses as string)!.outputs, t.output)) return { value: text, standIn: { kind: 'any' } };
-    return { value: outputStandIn(output.type), standIn: { kind: 'typed', raw: text, note: `${text} is a${output.type === 'artifact' ? 'n' : ''} ${output.type} output` } };
+    if (!output || output.type === 'json' || !Object.prototype.hasOwnProperty.call(ctx.kinds.get(uses as string)!.outputs, t.output))
+      return { value: text, standIn: { kind: 'any' } };
+    return {
+      value: outputStandIn(output.type),
+      standIn: { kind: 'typed', raw: text, note: `${text} is a${output.type === 'artifact' ? 'n' : ''} ${output.type} output` },
+    };
   }
-  const allParamsKnown = refs.every((r) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(ctx.paramValues, r.target.name));
+  const allParamsKnown = refs.every(
+    (r) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(ctx.paramValues, r.target.name),
+  );
   if (allParamsKnown) {
     let out = '';
     let last = 0;

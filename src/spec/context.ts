@@ -33,8 +33,16 @@ export interface Report {
 
 export function report(ctx: CheckContext, segments: readonly Segment[], r: Report): void {
   const pointer = toPointer(segments);
-  const pos: Pos = r.text !== undefined ? locateText(ctx.parsed, pointer, r.text, r.occurrence ?? 0) : locate(ctx.parsed, pointer, r.at ?? 'value');
-  const err: SpecError = { file: ctx.parsed.file, line: pos.line, column: pos.column, path: toHumanPath(segments), code: r.code, message: r.message };
+  const pos: Pos =
+    r.text !== undefined ? locateText(ctx.parsed, pointer, r.text, r.occurrence ?? 0) : locate(ctx.parsed, pointer, r.at ?? 'value');
+  const err: SpecError = {
+    file: ctx.parsed.file,
+    line: pos.line,
+    column: pos.column,
+    path: toHumanPath(segments),
+    code: r.code,
+    message: r.message,
+  };
   if (r.hint) err.hint = r.hint;
   ctx.errors.push(err);
 }

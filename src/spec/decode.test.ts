@@ -18,12 +18,23 @@ function fileWith(name: string, ...parts: Array<string | number[]>): string {
 
 test('a Latin-1 byte in a pipeline file is an error at its line and column, not a silent U+FFFD', async () => {
   // "café" written in Latin-1: 0xe9 alone is not UTF-8. Column 19 counts the characters before it (é in line 1 is one).
-  const path = fileWith('latin1.yaml', 'name: pé\ndescription: caf', [0xe9], '\nstages:\n  a:\n    uses: ingest\n    with: { source: a.csv }\n');
+  const path = fileWith(
+    'latin1.yaml',
+    'name: pé\ndescription: caf',
+    [0xe9],
+    '\nstages:\n  a:\n    uses: ingest\n    with: { source: a.csv }\n',
+  );
   for (const r of [await loadSpec(path, registry), await checkSpec(path, registry)]) {
     assert.equal(r.ok, false);
     const errors = (r as { errors: { code: string; line: number; column: number; message: string }[] }).errors;
-    assert.deepEqual(errors.map((e) => [e.code, e.line, e.column]), [['bad-encoding', 2, 17]]);
-    assert.match(formatSpecErrors(errors as never), /latin1\.yaml:2:17: error: invalid UTF-8 at byte 26 \(bytes e9 0a 73 74\)\n {2}hint: save the file as UTF-8/);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.line, e.column]),
+      [['bad-encoding', 2, 17]],
+    );
+    assert.match(
+      formatSpecErrors(errors as never),
+      /latin1\.yaml:2:17: error: invalid UTF-8 at byte 26 \(bytes e9 0a 73 74\)\n {2}hint: save the file as UTF-8/,
+    );
   }
 });
 
@@ -50,7 +61,11 @@ test('overlong forms, surrogates and code points above U+10FFFF are refused wher
 });
 
 test('a UTF-8 file with a byte-order mark and non-ASCII text is accepted', async () => {
-  const path = fileWith('bom.yaml', [0xef, 0xbb, 0xbf], 'name: p\ndescription: café ☕\nstages:\n  a:\n    uses: ingest\n    with: { source: a.csv }\n');
+  const path = fileWith(
+    'bom.yaml',
+    [0xef, 0xbb, 0xbf],
+    'name: p\ndescription: café ☕\nstages:\n  a:\n    uses: ingest\n    with: { source: a.csv }\n',
+  );
   const r = await loadSpec(path, registry);
   assert.equal(r.ok, true, JSON.stringify(r));
   assert.equal((r as { spec: { description: string } }).spec.description, 'café ☕');

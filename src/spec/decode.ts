@@ -31,8 +31,12 @@ export function decodeSource(bytes: Uint8Array, file: string): DecodeResult {
       column,
       path: '',
       code: 'bad-encoding',
-      message: utf16 ? 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); pipeline files must be UTF-8' : `invalid UTF-8 at byte ${offset} (bytes ${hex})`,
-      hint: utf16 ? 'save it as UTF-8' : 'save the file as UTF-8; text in another encoding (e.g. Latin-1) must be converted, e.g. iconv -f latin1 -t utf-8',
+      message: utf16
+        ? 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); pipeline files must be UTF-8'
+        : `invalid UTF-8 at byte ${offset} (bytes ${hex})`,
+      hint: utf16
+        ? 'save it as UTF-8'
+        : 'save the file as UTF-8; text in another encoding (e.g. Latin-1) must be converted, e.g. iconv -f latin1 -t utf-8',
     },
   };
 }

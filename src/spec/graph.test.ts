@@ -23,7 +23,10 @@ test('topological order refuses a cycle', () => {
 test('cycles: one per strongly connected component, shortest through its first-declared stage', () => {
   // a→b→c→a plus a chord c→b: the component is {a,b,c}; from a the only way back is a→b→c→a.
   assert.deepEqual(findCycles(g({ a: ['c'], b: ['a', 'c'], c: ['b'], d: ['a'] })), [['a', 'b', 'c']]);
-  assert.deepEqual(findCycles(g({ x: [], p: ['q'], q: ['p'], r: ['s'], s: ['r'] })), [['p', 'q'], ['r', 's']]);
+  assert.deepEqual(findCycles(g({ x: [], p: ['q'], q: ['p'], r: ['s'], s: ['r'] })), [
+    ['p', 'q'],
+    ['r', 's'],
+  ]);
   assert.deepEqual(findCycles(g({ a: [], b: ['a'], c: ['a', 'b'] })), []);
 });
 

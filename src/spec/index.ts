@@ -10,7 +10,15 @@
  * stage, `resolveStageRefs(stage.with, outputsByStage)`.
  */
 export type * from './types.ts';
-export { loadSpec, loadSpecText, checkSpec, checkSpecText, type LoadSpecOptions, type LoadSpecResult, type CheckSpecResult } from './load.ts';
+export {
+  loadSpec,
+  loadSpecText,
+  checkSpec,
+  checkSpecText,
+  type LoadSpecOptions,
+  type LoadSpecResult,
+  type CheckSpecResult,
+} from './load.ts';
 export { formatSpecErrors } from './format.ts';
 export { decodeSource } from './decode.ts';
 export { parseParamOverrides, COMMAND_LINE } from './params.ts';

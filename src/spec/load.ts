@@ -22,7 +22,9 @@ export type CheckSpecResult = { ok: true; spec: PipelineSpec } | { ok: false; er
 
 export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise<LoadSpecResult> {
   const text = await readSource(filePath);
-  return typeof text === 'string' ? loadSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts }) : { ok: false, errors: [text] };
+  return typeof text === 'string'
+    ? loadSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts })
+    : { ok: false, errors: [text] };
 }
 
 /** Same as loadSpec for text already in memory; `file` is only used in error messages. */
@@ -37,7 +39,9 @@ export function loadSpecText(text: string, file: string, opts: LoadSpecOptions):
 /** Validates a file without planning it: parameters without a default need not be given. */
 export async function checkSpec(filePath: string, opts: LoadSpecOptions): Promise<CheckSpecResult> {
   const text = await readSource(filePath);
-  return typeof text === 'string' ? checkSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts }) : { ok: false, errors: [text] };
+  return typeof text === 'string'
+    ? checkSpecText(text, filePath, { baseDir: dirname(resolve(filePath)), ...opts })
+    : { ok: false, errors: [text] };
 }
 
 export function checkSpecText(text: string, file: string, opts: LoadSpecOptions): CheckSpecResult {
@@ -53,8 +57,34 @@ async function readSource(filePath: string): Promise<string | SpecError> {
     return decoded.ok ? decoded.text : decoded.error;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { file: filePath, line: 0, column: 0, path: '', code: 'file-not-found', message: 'no such file', hint: 'check the path; pipeline files usually live under pipelines/' };
-    if (code === 'EISDIR') return { file: filePath, line: 0, column: 0, path: '', code: 'file-unreadable', message: 'is a directory, not a pipeline file', hint: 'give the path of a .yaml or .json file' };
-    return { file: filePath, line: 0, column: 0, path: '', code: 'file-unreadable', message: `cannot read the file: ${(e as Error).message}`, hint: 'check its permissions' };
+    if (code === 'ENOENT')
+      return {
+        file: filePath,
+        line: 0,
+        column: 0,
+        path: '',
+        code: 'file-not-found',
+        message: 'no such file',
+        hint: 'check the path; pipeline files usually live under pipelines/',
+      };
+    if (code === 'EISDIR')
+      return {
+        file: filePath,
+        line: 0,
+        column: 0,
+        path: '',
+        code: 'file-unreadable',
+        message: 'is a directory, not a pipeline file',
+        hint: 'give the path of a .yaml or .json file',
+      };
+    return {
+      file: filePath,
+      line: 0,
+      column: 0,
+      path: '',
+      code: 'file-unreadable',
+      message: `cannot read the file: ${(e as Error).message}`,
+      hint: 'check its permissions',
+    };
   }
 }

@@ -10,7 +10,12 @@ import type { ParamSpec, ParamType, ParamValue, SpecError } from './types.ts';
 /** File name used for problems in command-line arguments rather than in the pipeline file. */
 export const COMMAND_LINE = '<command line>';
 
-const TYPE_WORD: Record<ParamType, string> = { string: 'a string', number: 'a number', integer: 'an integer', boolean: 'a boolean (true or false)' };
+const TYPE_WORD: Record<ParamType, string> = {
+  string: 'a string',
+  number: 'a number',
+  integer: 'an integer',
+  boolean: 'a boolean (true or false)',
+};
 
 export function fitsType(type: ParamType, v: unknown): v is ParamValue {
   switch (type) {
@@ -67,7 +72,8 @@ function isParamSpec(v: unknown): v is ParamSpec {
 export function declaredParams(data: unknown): Map<string, ParamSpec> {
   const out = new Map<string, ParamSpec>();
   const params = (data as { params?: unknown } | null)?.params;
-  if (params && typeof params === 'object' && !Array.isArray(params)) for (const [k, v] of Object.entries(params)) if (isParamSpec(v)) out.set(k, v);
+  if (params && typeof params === 'object' && !Array.isArray(params))
+    for (const [k, v] of Object.entries(params)) if (isParamSpec(v)) out.set(k, v);
   return out;
 }
 
@@ -79,7 +85,14 @@ export function checkParamDeclarations(params: Map<string, ParamSpec>, parsed: P
       p.enum.forEach((v, i) => {
         if (!fitsType(p.type, v)) {
           const seg = ['params', name, 'enum', i];
-          errors.push({ file: parsed.file, ...locate(parsed, toPointer(seg)), path: toHumanPath(seg), code: 'bad-param-default', message: `enum value ${showValue(v)} is not ${TYPE_WORD[p.type]}`, hint: `the parameter is declared as type ${p.type}` });
+          errors.push({
+            file: parsed.file,
+            ...locate(parsed, toPointer(seg)),
+            path: toHumanPath(seg),
+            code: 'bad-param-default',
+            message: `enum value ${showValue(v)} is not ${TYPE_WORD[p.type]}`,
+            hint: `the parameter is declared as type ${p.type}`,
+          });
         }
       });
     }
@@ -87,7 +100,14 @@ export function checkParamDeclarations(params: Map<string, ParamSpec>, parsed: P
       const problem = paramValueProblem(p, p.default);
       if (problem) {
         const seg = ['params', name, 'default'];
-        errors.push({ file: parsed.file, ...locate(parsed, toPointer(seg)), path: toHumanPath(seg), code: 'bad-param-default', message: `default ${problem}`, hint: `the parameter is declared as type ${p.type}${p.enum ? ' with an enum' : ''}; change the default or the type` });
+        errors.push({
+          file: parsed.file,
+          ...locate(parsed, toPointer(seg)),
+          path: toHumanPath(seg),
+          code: 'bad-param-default',
+          message: `default ${problem}`,
+          hint: `the parameter is declared as type ${p.type}${p.enum ? ' with an enum' : ''}; change the default or the type`,
+        });
       }
     }
   }
@@ -102,11 +122,27 @@ export function parseParamOverrides(args: readonly string[]): { overrides: Recor
     const eq = arg.indexOf('=');
     const name = eq < 0 ? arg : arg.slice(0, eq);
     if (eq <= 0 || !/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name)) {
-      errors.push({ file: COMMAND_LINE, line: 0, column: 0, path: '--param', code: 'bad-param-override', message: `'${arg}' is not of the form name=value`, hint: 'write --param name=value, e.g. --param lr=0.001' });
+      errors.push({
+        file: COMMAND_LINE,
+        line: 0,
+        column: 0,
+        path: '--param',
+        code: 'bad-param-override',
+        message: `'${arg}' is not of the form name=value`,
+        hint: 'write --param name=value, e.g. --param lr=0.001',
+      });
       continue;
     }
     if (Object.prototype.hasOwnProperty.call(overrides, name)) {
-      errors.push({ file: COMMAND_LINE, line: 0, column: 0, path: `params.${name}`, code: 'bad-param-override', message: `parameter '${name}' is given more than once`, hint: 'pass each --param once' });
+      errors.push({
+        file: COMMAND_LINE,
+        line: 0,
+        column: 0,
+        path: `params.${name}`,
+        code: 'bad-param-override',
+        message: `parameter '${name}' is given more than once`,
+        hint: 'pass each --param once',
+      });
       continue;
     }
     overrides[name] = arg.slice(eq + 1);
@@ -115,7 +151,11 @@ export function parseParamOverrides(args: readonly string[]): { overrides: Recor
 }
 
 /** Final value of every parameter: override, else default; a parameter with neither is an error. */
-export function resolveParams(params: Map<string, ParamSpec>, overrides: Record<string, string>, parsed: ParsedSource): { values: Record<string, ParamValue>; errors: SpecError[] } {
+export function resolveParams(
+  params: Map<string, ParamSpec>,
+  overrides: Record<string, string>,
+  parsed: ParsedSource,
+): { values: Record<string, ParamValue>; errors: SpecError[] } {
   const values: Record<string, ParamValue> = {};
   const errors: SpecError[] = [];
   for (const name of Object.keys(overrides)) {
@@ -129,7 +169,9 @@ export function resolveParams(params: Map<string, ParamSpec>, overrides: Record<
       path: `params.${name}`,
       code: 'unknown-param',
       message: `unknown parameter '${name}' in --param`,
-      hint: known.length ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}` : `${parsed.file} declares no parameters`,
+      hint: known.length
+        ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}`
+        : `${parsed.file} declares no parameters`,
     });
   }
   for (const [name, p] of params) {
@@ -139,14 +181,29 @@ export function resolveParams(params: Map<string, ParamSpec>, overrides: Record<
       const parsedValue = parseParamText(p.type, text);
       const problem = parsedValue.ok ? paramValueProblem(p, parsedValue.value) : parsedValue.message;
       if (problem || !parsedValue.ok) {
-        errors.push({ file: COMMAND_LINE, line: 0, column: 0, path: toHumanPath(seg), code: 'bad-param-override', message: `--param ${name} ${problem}`, hint: `${name} is declared as type ${p.type}${p.enum ? ` with values ${p.enum.join(', ')}` : ''} in ${parsed.file}` });
+        errors.push({
+          file: COMMAND_LINE,
+          line: 0,
+          column: 0,
+          path: toHumanPath(seg),
+          code: 'bad-param-override',
+          message: `--param ${name} ${problem}`,
+          hint: `${name} is declared as type ${p.type}${p.enum ? ` with values ${p.enum.join(', ')}` : ''} in ${parsed.file}`,
+        });
         continue;
       }
       values[name] = parsedValue.value;
     } else if (p.default !== undefined) {
       if (!paramValueProblem(p, p.default)) values[name] = p.default;
     } else {
-      errors.push({ file: parsed.file, ...locate(parsed, toPointer(seg), 'key'), path: toHumanPath(seg), code: 'missing-param', message: `parameter '${name}' has no default and was not given`, hint: `pass --param ${name}=<${p.type}> or add a default` });
+      errors.push({
+        file: parsed.file,
+        ...locate(parsed, toPointer(seg), 'key'),
+        path: toHumanPath(seg),
+        code: 'missing-param',
+        message: `parameter '${name}' has no default and was not given`,
+        hint: `pass --param ${name}=<${p.type}> or add a default`,
+      });
     }
   }
   return { values, errors };

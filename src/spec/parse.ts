@@ -42,12 +42,25 @@ export function parseSource(text: string, file: string): ParseResult {
     // first syntax error are mostly its echoes; duplicate keys are independent, so keep them all.
     const firstSyntax = doc.errors.find((e) => e.code !== 'DUPLICATE_KEY');
     const kept = doc.errors.filter((e) => e.code === 'DUPLICATE_KEY' || e === firstSyntax);
-    return { ok: false, errors: kept.map((e) => yamlError(e, file, lineCounter, locations, text)).sort((a, b) => a.line - b.line || a.column - b.column) };
+    return {
+      ok: false,
+      errors: kept.map((e) => yamlError(e, file, lineCounter, locations, text)).sort((a, b) => a.line - b.line || a.column - b.column),
+    };
   }
   if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
     return {
       ok: false,
-      errors: [{ file, line: 1, column: 1, path: '', code: 'empty-file', message: 'the pipeline file is empty', hint: 'start with `name: my-pipeline` and a `stages:` map' }],
+      errors: [
+        {
+          file,
+          line: 1,
+          column: 1,
+          path: '',
+          code: 'empty-file',
+          message: 'the pipeline file is empty',
+          hint: 'start with `name: my-pipeline` and a `stages:` map',
+        },
+      ],
     };
   }
   let data: unknown;
@@ -73,7 +86,8 @@ function nonJsonValues(parsed: ParsedSource): SpecError[] {
     else if (typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function') problem = `a ${typeof v} is not allowed`;
     else if (v !== null && typeof v === 'object') {
       if (Array.isArray(v)) v.forEach((x, i) => visit(x, [...path, i]));
-      else if (Object.getPrototypeOf(v) !== Object.prototype && Object.getPrototypeOf(v) !== null) problem = `a ${(v as object).constructor?.name ?? 'non-JSON'} value is not allowed; use plain strings, numbers, booleans, lists and mappings`;
+      else if (Object.getPrototypeOf(v) !== Object.prototype && Object.getPrototypeOf(v) !== null)
+        problem = `a ${(v as object).constructor?.name ?? 'non-JSON'} value is not allowed; use plain strings, numbers, booleans, lists and mappings`;
       else for (const [k, x] of Object.entries(v)) visit(x, [...path, k]);
     }
     if (problem) {
@@ -94,12 +108,20 @@ function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<s
     let path = '';
     for (const [pointer, loc] of locations) if (loc.key && loc.key.line === at.line && loc.key.column === at.col) path = humanPath(pointer);
     const key = /^("(?:[^"\\]|\\.)*"|'[^']*'|[^:\s,{}[\]]+)/.exec(text.slice(e.pos[0]))?.[1] ?? '';
-    return { file, line: at.line, column: at.col, path, code: 'duplicate-key', message: `duplicate key '${key.replace(/^["']|["']$/g, '')}'; each key may appear only once in a mapping`, hint: 'remove or rename one of the repeated keys' };
+    return {
+      file,
+      line: at.line,
+      column: at.col,
+      path,
+      code: 'duplicate-key',
+      message: `duplicate key '${key.replace(/^["']|["']$/g, '')}'; each key may appear only once in a mapping`,
+      hint: 'remove or rename one of the repeated keys',
+    };
   }
   const err: SpecError = { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
   // `{` and `}` are flow indicators, so an unquoted reference inside [ ] or { } breaks the parse.
   const lineText = text.split('\n')[at.line - 1] ?? '';
-  if (lineText.includes('${{')) err.hint = "inside [ ] or { }, quote strings that contain ${{ … }}, e.g. [\"${{ params.x }}\"]";
+  if (lineText.includes('${{')) err.hint = 'inside [ ] or { }, quote strings that contain ${{ … }}, e.g. ["${{ params.x }}"]';
   return err;
 }
 
@@ -109,7 +131,14 @@ function humanPath(pointer: string): string {
 
 const MAX_DEPTH = 200;
 
-function walk(node: Node | null | undefined, path: Segment[], key: Pos | undefined, lc: LineCounter, out: Map<string, NodeLocation>, depth: number): void {
+function walk(
+  node: Node | null | undefined,
+  path: Segment[],
+  key: Pos | undefined,
+  lc: LineCounter,
+  out: Map<string, NodeLocation>,
+  depth: number,
+): void {
   if (depth > MAX_DEPTH) return;
   // Aliased content is not walked again: its nodes already have locations at the anchor, errors
   // below an alias point at the alias itself, and re-walking would let an alias bomb explode here.

@@ -28,7 +28,10 @@ describe('the sentiment pipeline fixture', () => {
     assert.deepEqual(p.params, { lr: 0.001, epochs: 3, dataset: 'reviews.csv' });
     assert.equal(p.concurrency, 2);
     assert.equal(p.onFailure, 'fail-fast');
-    assert.deepEqual(p.stages.map((s) => s.id), ['ingest', 'dedupe', 'split', 'train', 'evaluate', 'register']);
+    assert.deepEqual(
+      p.stages.map((s) => s.id),
+      ['ingest', 'dedupe', 'split', 'train', 'evaluate', 'register'],
+    );
     const byId = Object.fromEntries(p.stages.map((s) => [s.id, s]));
     assert.deepEqual(byId.evaluate!.needs, ['split', 'train']);
     assert.deepEqual(byId.split!.dependents, ['train', 'evaluate']);
@@ -36,7 +39,13 @@ describe('the sentiment pipeline fixture', () => {
     // Whole-string params become typed values; embedded ones are stringified; stage outputs wait for run time.
     assert.deepEqual(byId.train!.with, { data: '${{ stages.split.outputs.train }}', lr: 0.001, epochs: 3, run: 'lr-0.001-e3' });
     assert.equal(byId.ingest!.with.source, 'data/reviews.csv');
-    assert.deepEqual(byId.train!.retry, { maximumAttempts: 2, initialInterval: 2000, backoffCoefficient: 2, maximumInterval: 60000, nonRetryableErrorTypes: [] });
+    assert.deepEqual(byId.train!.retry, {
+      maximumAttempts: 2,
+      initialInterval: 2000,
+      backoffCoefficient: 2,
+      maximumInterval: 60000,
+      nonRetryableErrorTypes: [],
+    });
     assert.equal(byId.ingest!.retry.maximumAttempts, 5);
     assert.equal(byId.train!.timeout, 2 * 3600_000);
     assert.equal(byId.ingest!.timeout, 30 * 60_000);
@@ -117,7 +126,10 @@ describe('DAG shapes', () => {
     `;
     const p = plan(text);
     // Declared bottom-up, planned top-down; the two branches keep their file order.
-    assert.deepEqual(p.stages.map((s) => s.id), ['root', 'left', 'right', 'join']);
+    assert.deepEqual(
+      p.stages.map((s) => s.id),
+      ['root', 'left', 'right', 'join'],
+    );
     assert.deepEqual(p.stages[0]!.dependents, ['left', 'right']);
     assert.deepEqual(p.stages[3]!.needs, ['left', 'right']);
     assert.equal(p.concurrency, 4);
@@ -132,7 +144,10 @@ describe('DAG shapes', () => {
     for (const id of ids) text += `  ${id}:\n    uses: dedupe\n    needs: src\n    with: { table: "\${{ stages.src.outputs.table }}" }\n`;
     text += `  sink:\n    uses: register\n    needs: [${[...ids].reverse().join(', ')}]\n    with: { model: "\${{ stages.${ids[5]}.outputs.table }}" }\n`;
     const p = plan(text);
-    assert.deepEqual(p.stages.map((s) => s.id), ['src', ...ids, 'sink']);
+    assert.deepEqual(
+      p.stages.map((s) => s.id),
+      ['src', ...ids, 'sink'],
+    );
     assert.deepEqual(p.stages.at(-1)!.needs, ids);
     assert.deepEqual(p.stages[0]!.dependents, ids);
     assert.equal(p.concurrency, 8);
@@ -143,7 +158,8 @@ describe('DAG shapes', () => {
 
   test('a long chain plans without recursion limits', () => {
     let text = 'name: chain\nstages:\n  s0:\n    uses: ingest\n    with: { source: a.csv }\n';
-    for (let i = 1; i < 2000; i++) text += `  s${i}: { uses: dedupe, needs: s${i - 1}, with: { table: "\${{ stages.s${i - 1}.outputs.table }}" } }\n`;
+    for (let i = 1; i < 2000; i++)
+      text += `  s${i}: { uses: dedupe, needs: s${i - 1}, with: { table: "\${{ stages.s${i - 1}.outputs.table }}" } }\n`;
     const p = plan(text);
     assert.equal(p.stages.length, 2000);
     assert.equal(p.stages[1999]!.id, 's1999');
@@ -176,7 +192,13 @@ describe('defaults and parameters', () => {
     const p = plan(text);
     const [a, b] = p.stages;
     assert.equal(p.onFailure, 'finish-independent');
-    assert.deepEqual(a!.retry, { maximumAttempts: 4, initialInterval: 500, backoffCoefficient: 1.5, maximumInterval: 5_400_000, nonRetryableErrorTypes: ['InputError'] });
+    assert.deepEqual(a!.retry, {
+      maximumAttempts: 4,
+      initialInterval: 500,
+      backoffCoefficient: 1.5,
+      maximumInterval: 5_400_000,
+      nonRetryableErrorTypes: ['InputError'],
+    });
     assert.deepEqual(b!.retry, { ...a!.retry, maximumAttempts: 1 });
     assert.equal(a!.timeout, 5_400_000);
     assert.equal(b!.timeout, 86_400_000);
@@ -188,7 +210,13 @@ describe('defaults and parameters', () => {
 
   test('without defaults a stage gets a bounded retry and an hour', () => {
     const p = plan('name: p\nstages:\n  a: { uses: ingest, with: { source: x } }\n');
-    assert.deepEqual(p.stages[0]!.retry, { maximumAttempts: 3, initialInterval: 1000, backoffCoefficient: 2, maximumInterval: 60000, nonRetryableErrorTypes: [] });
+    assert.deepEqual(p.stages[0]!.retry, {
+      maximumAttempts: 3,
+      initialInterval: 1000,
+      backoffCoefficient: 2,
+      maximumInterval: 60000,
+      nonRetryableErrorTypes: [],
+    });
     assert.equal(p.stages[0]!.timeout, 3_600_000);
     assert.equal(p.concurrency, 1);
   });
@@ -223,7 +251,14 @@ describe('defaults and parameters', () => {
     `;
     const p = plan(text, { epochs: '7', shuffle: 'true', model: 'small', lr: '1e-4' });
     assert.deepEqual(p.params, { epochs: 7, shuffle: true, model: 'small', lr: 0.0001 });
-    assert.deepEqual(p.stages[1]!.with, { data: '${{ stages.ingest.outputs.table }}', epochs: 7, shuffle: true, model: 'small', lr: 0.0001, tags: ['e7', 'true-small'] });
+    assert.deepEqual(p.stages[1]!.with, {
+      data: '${{ stages.ingest.outputs.table }}',
+      epochs: 7,
+      shuffle: true,
+      model: 'small',
+      lr: 0.0001,
+      tags: ['e7', 'true-small'],
+    });
   });
 
   test('a file can be checked without giving its required parameters', () => {
@@ -237,7 +272,20 @@ describe('defaults and parameters', () => {
 describe('reading files', () => {
   test('a missing file is a SpecError, not a throw', async () => {
     const r = await loadSpec('/nonexistent/pipeline.yaml', registry);
-    assert.deepEqual(r, { ok: false, errors: [{ file: '/nonexistent/pipeline.yaml', line: 0, column: 0, path: '', code: 'file-not-found', message: 'no such file', hint: 'check the path; pipeline files usually live under pipelines/' }] });
+    assert.deepEqual(r, {
+      ok: false,
+      errors: [
+        {
+          file: '/nonexistent/pipeline.yaml',
+          line: 0,
+          column: 0,
+          path: '',
+          code: 'file-not-found',
+          message: 'no such file',
+          hint: 'check the path; pipeline files usually live under pipelines/',
+        },
+      ],
+    });
   });
 
   test('a directory is a SpecError', async () => {

@@ -45,7 +45,14 @@ export function planPipeline(spec: PipelineSpec, params: Record<string, ParamVal
     ...(spec.triggers ? { triggers: spec.triggers } : {}),
     stages,
   };
-  const plan: PlannedPipeline = { name: body.name, specHash: sha256Hex(canonicalJson(body)), params: body.params, concurrency: body.concurrency, onFailure: body.onFailure, stages };
+  const plan: PlannedPipeline = {
+    name: body.name,
+    specHash: sha256Hex(canonicalJson(body)),
+    params: body.params,
+    concurrency: body.concurrency,
+    onFailure: body.onFailure,
+    stages,
+  };
   if (spec.triggers) plan.triggers = spec.triggers;
   return plan;
 }
@@ -77,7 +84,8 @@ export function substituteParams(value: unknown, params: Record<string, ParamVal
     const refs = findRefs(value).filter((r) => r.target?.kind === 'param');
     if (!refs.length) return value;
     const get = (name: string) => {
-      if (!Object.prototype.hasOwnProperty.call(params, name)) throw new Error(`planPipeline: no value for parameter '${name}'; validate the spec first`);
+      if (!Object.prototype.hasOwnProperty.call(params, name))
+        throw new Error(`planPipeline: no value for parameter '${name}'; validate the spec first`);
       return params[name]!;
     };
     if (isWholeRef(value) && refs.length === 1) return get((refs[0]!.target as { name: string }).name);
@@ -90,6 +98,7 @@ export function substituteParams(value: unknown, params: Record<string, ParamVal
     return out + value.slice(last);
   }
   if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
-  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
+  if (value !== null && typeof value === 'object')
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
   return value;
 }

@@ -8,11 +8,20 @@ const outputs = { split: { train: table, rows: 3, ok: true, note: 'fine' }, trai
 
 describe('resolveStageRefs', () => {
   test('a whole-string reference becomes the raw output value', () => {
-    assert.deepEqual(resolveStageRefs({ data: '${{ stages.split.outputs.train }}', n: '${{stages.split.outputs.rows}}', ok: '${{ stages.split.outputs.ok }}' }, outputs), { data: table, n: 3, ok: true });
+    assert.deepEqual(
+      resolveStageRefs(
+        { data: '${{ stages.split.outputs.train }}', n: '${{stages.split.outputs.rows}}', ok: '${{ stages.split.outputs.ok }}' },
+        outputs,
+      ),
+      { data: table, n: 3, ok: true },
+    );
   });
 
   test('embedded references are stringified, objects as JSON', () => {
-    const r = resolveStageRefs({ run: 'loss=${{ stages.train.outputs.loss }}, rows=${{ stages.split.outputs.rows }}', t: 'x ${{ stages.split.outputs.train }}' }, outputs) as Record<string, string>;
+    const r = resolveStageRefs(
+      { run: 'loss=${{ stages.train.outputs.loss }}, rows=${{ stages.split.outputs.rows }}', t: 'x ${{ stages.split.outputs.train }}' },
+      outputs,
+    ) as Record<string, string>;
     assert.equal(r.run, 'loss=0.25, rows=3');
     assert.equal(r.t, `x ${JSON.stringify(table)}`);
   });
@@ -25,11 +34,17 @@ describe('resolveStageRefs', () => {
   });
 
   test('a missing output or stage throws StageRefError naming the reference and field', () => {
-    assert.throws(() => resolveStageRefs({ x: { y: '${{ stages.split.outputs.test }}' } }, outputs), (e: unknown) => {
-      assert.ok(e instanceof StageRefError);
-      assert.equal(e.message, "${{ stages.split.outputs.test }} (in with.x.y): stage 'split' has no output 'test'; it produced: train, rows, ok, note");
-      return true;
-    });
+    assert.throws(
+      () => resolveStageRefs({ x: { y: '${{ stages.split.outputs.test }}' } }, outputs),
+      (e: unknown) => {
+        assert.ok(e instanceof StageRefError);
+        assert.equal(
+          e.message,
+          "${{ stages.split.outputs.test }} (in with.x.y): stage 'split' has no output 'test'; it produced: train, rows, ok, note",
+        );
+        return true;
+      },
+    );
     assert.throws(() => resolveStageRefs('${{ stages.eval.outputs.x }}', outputs), /stage 'eval' has not produced outputs/);
     // Prototype keys are not outputs.
     assert.throws(() => resolveStageRefs('${{ stages.split.outputs.constructor }}', outputs), StageRefError);
@@ -38,16 +53,20 @@ describe('resolveStageRefs', () => {
 
 describe('finding references', () => {
   test('listStageRefs gives stage, output, path and whether the string is only the reference', () => {
-    assert.deepEqual(listStageRefs({ data: '${{ stages.split.outputs.train }}', tags: ['a-${{ stages.train.outputs.loss }}', '${{ params.x }}'] }), [
-      { stage: 'split', output: 'train', path: ['data'], whole: true },
-      { stage: 'train', output: 'loss', path: ['tags', 0], whole: false },
-    ]);
+    assert.deepEqual(
+      listStageRefs({ data: '${{ stages.split.outputs.train }}', tags: ['a-${{ stages.train.outputs.loss }}', '${{ params.x }}'] }),
+      [
+        { stage: 'split', output: 'train', path: ['data'], whole: true },
+        { stage: 'train', output: 'loss', path: ['tags', 0], whole: false },
+      ],
+    );
   });
 
   test('expressions parse into params and stage outputs; anything else is not a reference', () => {
     assert.deepEqual(parseRefExpression(' params.lr '), { kind: 'param', name: 'lr' });
     assert.deepEqual(parseRefExpression('stages.split-1.outputs.train_x'), { kind: 'stage', stage: 'split-1', output: 'train_x' });
-    for (const bad of ['param.lr', 'stages.a.output.b', 'stages.a.outputs', 'params.', 'env.HOME', 'params.a.b']) assert.equal(parseRefExpression(bad), undefined, bad);
+    for (const bad of ['param.lr', 'stages.a.output.b', 'stages.a.outputs', 'params.', 'env.HOME', 'params.a.b'])
+      assert.equal(parseRefExpression(bad), undefined, bad);
   });
 
   test('findRefs reports offsets and an unterminated opening', () => {

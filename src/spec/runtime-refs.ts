@@ -72,7 +72,11 @@ export function hasRefs(value: unknown): boolean {
 }
 
 /** Calls `visit` for every string inside `value` (object keys are not visited). */
-export function forEachString(value: unknown, visit: (text: string, path: Array<string | number>) => void, path: Array<string | number> = []): void {
+export function forEachString(
+  value: unknown,
+  visit: (text: string, path: Array<string | number>) => void,
+  path: Array<string | number> = [],
+): void {
   if (typeof value === 'string') visit(value, path);
   else if (Array.isArray(value)) value.forEach((v, i) => forEachString(v, visit, [...path, i]));
   else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) forEachString(v, visit, [...path, k]);
@@ -99,7 +103,11 @@ export class StageRefError extends Error {
  * exactly one reference becomes the raw value (e.g. an ArtifactRef object); a reference embedded
  * in longer text is stringified (objects as JSON). Returns a new value; the input is not changed.
  */
-export function resolveStageRefs(withConfig: unknown, outputsByStage: Record<string, Record<string, unknown>>, path: Array<string | number> = []): unknown {
+export function resolveStageRefs(
+  withConfig: unknown,
+  outputsByStage: Record<string, Record<string, unknown>>,
+  path: Array<string | number> = [],
+): unknown {
   if (typeof withConfig === 'string') return resolveString(withConfig, outputsByStage, path);
   if (Array.isArray(withConfig)) return withConfig.map((v, i) => resolveStageRefs(v, outputsByStage, [...path, i]));
   if (withConfig !== null && typeof withConfig === 'object') {
@@ -118,7 +126,9 @@ function resolveString(text: string, outputsByStage: Record<string, Record<strin
     const outputs = Object.prototype.hasOwnProperty.call(outputsByStage, t.stage) ? outputsByStage[t.stage] : undefined;
     if (!outputs || !Object.prototype.hasOwnProperty.call(outputs, t.output)) {
       const where = path.length ? ` (in with.${path.join('.')})` : '';
-      throw new StageRefError(`${r.raw}${where}: stage '${t.stage}' ${outputs ? `has no output '${t.output}'; it produced: ${Object.keys(outputs).join(', ') || 'nothing'}` : 'has not produced outputs'}`);
+      throw new StageRefError(
+        `${r.raw}${where}: stage '${t.stage}' ${outputs ? `has no output '${t.output}'; it produced: ${Object.keys(outputs).join(', ') || 'nothing'}` : 'has not produced outputs'}`,
+      );
     }
     return outputs[t.output];
   };

@@ -11,7 +11,11 @@ import type { SpecError, SpecErrorCode } from './types.ts';
 
 /** What a `$defs` entry of the pipeline schema means, for messages about its pattern. */
 const DEF_WORDING: Record<string, { expected: string; code?: SpecErrorCode; hint?: string }> = {
-  duration: { expected: 'a duration such as 30s, 10m, 2h or 1h30m', code: 'bad-duration', hint: 'units: d, h, m, s, ms, largest first, e.g. 1h30m' },
+  duration: {
+    expected: 'a duration such as 30s, 10m, 2h or 1h30m',
+    code: 'bad-duration',
+    hint: 'units: d, h, m, s, ms, largest first, e.g. 1h30m',
+  },
   slug: { expected: "a name of lowercase letters, digits and '-', starting with a letter", hint: 'e.g. my-pipeline' },
   stageId: { expected: "a stage id of lowercase letters, digits, '_' and '-', starting with a letter" },
   paramName: { expected: "a parameter name of letters, digits, '_' and '-', starting with a letter or '_'" },
@@ -91,7 +95,10 @@ function resolveAlternatives(errors: readonly ErrorObject[], opts: HumanizeOptio
       for (const e of humanizeAjvErrors(typeFits[0]!, opts)) push(e);
     } else {
       const branchSchemas = (alt.schema as unknown[]) ?? [];
-      const expected = branchSchemas.map((s) => describeExpected(s as Record<string, unknown>)).filter(Boolean).join(' or ');
+      const expected = branchSchemas
+        .map((s) => describeExpected(s as Record<string, unknown>))
+        .filter(Boolean)
+        .join(' or ');
       push(valueErrorMessage(alt, alt.instancePath, opts, `must be ${expected || 'one of the allowed forms'}, got ${show(alt.data)}`));
     }
   }
@@ -118,12 +125,27 @@ function missingField(e: ErrorObject, instancePath: string, opts: HumanizeOption
 }
 
 function unknownField(e: ErrorObject, instancePath: string, opts: HumanizeOptions): SpecError {
-  const field = (e.params as { additionalProperty?: string; unevaluatedProperty?: string }).additionalProperty ?? (e.params as { unevaluatedProperty: string }).unevaluatedProperty;
+  const field =
+    (e.params as { additionalProperty?: string; unevaluatedProperty?: string }).additionalProperty ??
+    (e.params as { unevaluatedProperty: string }).unevaluatedProperty;
   const ptr = fullPointer(opts, instancePath) + toPointer([field]);
-  const allowed = Object.keys((e.parentSchema as { properties?: Record<string, unknown> })?.properties ?? {}).filter((k) => k !== '$schema');
+  const allowed = Object.keys((e.parentSchema as { properties?: Record<string, unknown> })?.properties ?? {}).filter(
+    (k) => k !== '$schema',
+  );
   const guess = closest(field, allowed);
-  const hint = allowed.length ? (guess ? `did you mean '${guess}'? allowed fields: ${allowed.join(', ')}` : `allowed fields: ${allowed.join(', ')}`) : 'remove it';
-  return { file: opts.parsed.file, ...lc(locate(opts.parsed, ptr, 'key')), path: humanPathOfPointer(ptr, opts.parsed.data), code: opts.code === 'schema' ? 'unknown-field' : opts.code, message: `unknown field '${field}'`, hint };
+  const hint = allowed.length
+    ? guess
+      ? `did you mean '${guess}'? allowed fields: ${allowed.join(', ')}`
+      : `allowed fields: ${allowed.join(', ')}`
+    : 'remove it';
+  return {
+    file: opts.parsed.file,
+    ...lc(locate(opts.parsed, ptr, 'key')),
+    path: humanPathOfPointer(ptr, opts.parsed.data),
+    code: opts.code === 'schema' ? 'unknown-field' : opts.code,
+    message: `unknown field '${field}'`,
+    hint,
+  };
 }
 
 function badPropertyName(e: ErrorObject, instancePath: string, opts: HumanizeOptions): SpecError {
@@ -144,7 +166,18 @@ function badPropertyName(e: ErrorObject, instancePath: string, opts: HumanizeOpt
 function valueError(list: ErrorObject[], instancePath: string, opts: HumanizeOptions): SpecError {
   const first = list[0]!;
   const keywords = new Set(list.map((e) => e.keyword));
-  const boundKeywords = ['type', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'pattern', 'enum', 'const', 'multipleOf', 'format'];
+  const boundKeywords = [
+    'type',
+    'minimum',
+    'maximum',
+    'exclusiveMinimum',
+    'exclusiveMaximum',
+    'pattern',
+    'enum',
+    'const',
+    'multipleOf',
+    'format',
+  ];
   const defName = /#\/\$defs\/([^/]+)\//.exec(first.schemaPath)?.[1];
   const wording = defName ? DEF_WORDING[defName] : undefined;
   let message: string;
@@ -163,9 +196,22 @@ function valueError(list: ErrorObject[], instancePath: string, opts: HumanizeOpt
   return valueErrorMessage(first, instancePath, opts, message, hint, code);
 }
 
-function valueErrorMessage(e: ErrorObject, instancePath: string, opts: HumanizeOptions, message: string, hint?: string, code: SpecErrorCode = opts.code): SpecError {
+function valueErrorMessage(
+  e: ErrorObject,
+  instancePath: string,
+  opts: HumanizeOptions,
+  message: string,
+  hint?: string,
+  code: SpecErrorCode = opts.code,
+): SpecError {
   const ptr = fullPointer(opts, instancePath);
-  const err: SpecError = { file: opts.parsed.file, ...lc(locate(opts.parsed, ptr)), path: humanPathOfPointer(ptr, opts.parsed.data), code, message };
+  const err: SpecError = {
+    file: opts.parsed.file,
+    ...lc(locate(opts.parsed, ptr)),
+    path: humanPathOfPointer(ptr, opts.parsed.data),
+    code,
+    message,
+  };
   if (hint) err.hint = hint;
   return err;
 }
@@ -194,12 +240,23 @@ function otherKeywordMessage(e: ErrorObject): string {
   }
 }
 
-const TYPE_NOUN: Record<string, string> = { integer: 'an integer', number: 'a number', string: 'a string', boolean: 'a boolean (true or false)', object: 'a mapping', array: 'a list', null: 'null' };
+const TYPE_NOUN: Record<string, string> = {
+  integer: 'an integer',
+  number: 'a number',
+  string: 'a string',
+  boolean: 'a boolean (true or false)',
+  object: 'a mapping',
+  array: 'a list',
+  null: 'null',
+};
 
 /** "an integer ≥ 1", "one of: fail-fast, finish-independent", "a duration such as 30s …". */
 export function describeExpected(schema: Record<string, unknown> | undefined, defName?: string): string {
   if (!schema) return 'a valid value';
-  if (Array.isArray(schema.enum)) return schema.enum.length === 1 ? show(schema.enum[0]) : `one of: ${schema.enum.map((v) => (typeof v === 'string' ? v : JSON.stringify(v))).join(', ')}`;
+  if (Array.isArray(schema.enum))
+    return schema.enum.length === 1
+      ? show(schema.enum[0])
+      : `one of: ${schema.enum.map((v) => (typeof v === 'string' ? v : JSON.stringify(v))).join(', ')}`;
   if ('const' in schema) return show(schema.const);
   const ref = typeof schema.$ref === 'string' ? schema.$ref.replace('#/$defs/', '') : undefined;
   const wording = DEF_WORDING[defName ?? ''] ?? DEF_WORDING[ref ?? ''];

@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 import Ajv2020 from 'ajv/dist/2020.js';
 import type { ValidateFunction } from 'ajv';
 
-export const pipelineSchema: Record<string, unknown> = JSON.parse(readFileSync(new URL('../../pipelines/pipeline.schema.json', import.meta.url), 'utf8'));
+export const pipelineSchema: Record<string, unknown> = JSON.parse(
+  readFileSync(new URL('../../pipelines/pipeline.schema.json', import.meta.url), 'utf8'),
+);
 
 let pipelineValidator: ValidateFunction | undefined;
 
@@ -16,7 +18,9 @@ let pipelineValidator: ValidateFunction | undefined;
 const COMPILE = { code: { optimize: false } } as const;
 
 export function validatePipelineSchema(): ValidateFunction {
-  pipelineValidator ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true, ...COMPILE }).compile(pipelineSchema);
+  pipelineValidator ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true, ...COMPILE }).compile(
+    pipelineSchema,
+  );
   return pipelineValidator;
 }
 

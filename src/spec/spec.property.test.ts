@@ -73,7 +73,46 @@ function check(text: string, reg: KindRegistry, file = 'p.yaml'): LoadSpecResult
 
 test('random and adversarial text never crashes the validator, and errors point into it', () => {
   const yamlish = fc.string({
-    unit: fc.constantFrom('name: p\n', 'stages:\n', '  a:\n', '    uses: ingest\n', '    needs: [a]\n', '    with: {', '}', '[', ']', '${{', '}}', 'params.', 'stages.', '.outputs.', '&x ', '*x', '!!set ', '!!binary ', '? ', '- ', ': ', '"', "'", '#', '\t', '\n', ' ', '\u0000', '\ufeff', '\u2028', 'é', '.inf', '0x1F', '~', '<<: ', '%YAML 1.2\n', '---\n', '...\n'),
+    unit: fc.constantFrom(
+      'name: p\n',
+      'stages:\n',
+      '  a:\n',
+      '    uses: ingest\n',
+      '    needs: [a]\n',
+      '    with: {',
+      '}',
+      '[',
+      ']',
+      '${{',
+      '}}',
+      'params.',
+      'stages.',
+      '.outputs.',
+      '&x ',
+      '*x',
+      '!!set ',
+      '!!binary ',
+      '? ',
+      '- ',
+      ': ',
+      '"',
+      "'",
+      '#',
+      '\t',
+      '\n',
+      ' ',
+      '\u0000',
+      '\ufeff',
+      '\u2028',
+      'é',
+      '.inf',
+      '0x1F',
+      '~',
+      '<<: ',
+      '%YAML 1.2\n',
+      '---\n',
+      '...\n',
+    ),
     maxLength: 40,
   });
   fc.assert(
@@ -85,7 +124,27 @@ test('random and adversarial text never crashes the validator, and errors point 
 });
 
 test('edits of the demo pipeline are either rejected with located errors or planned consistently', () => {
-  const TOKENS = [' ', '\n', ':', '-', '  ', '${{ ', ' }}', 'stages.', 'params.', '"', '[', ']', '{', '}', 'needs: [deploy]', 'ingest', 'outputs.', '0', '#'];
+  const TOKENS = [
+    ' ',
+    '\n',
+    ':',
+    '-',
+    '  ',
+    '${{ ',
+    ' }}',
+    'stages.',
+    'params.',
+    '"',
+    '[',
+    ']',
+    '{',
+    '}',
+    'needs: [deploy]',
+    'ingest',
+    'outputs.',
+    '0',
+    '#',
+  ];
   const edit = fc.oneof(
     fc.record({ op: fc.constant('delete' as const), at: fc.nat(), len: fc.integer({ min: 1, max: 30 }) }),
     fc.record({ op: fc.constant('insert' as const), at: fc.nat(), text: fc.constantFrom(...TOKENS) }),
@@ -97,13 +156,20 @@ test('edits of the demo pipeline are either rejected with located errors or plan
     fc.property(fc.array(edit, { minLength: 1, maxLength: 3 }), (edits) => {
       let text = demo;
       for (const e of edits) {
-        if (e.op === 'delete') { const at = e.at % text.length; text = text.slice(0, at) + text.slice(at + e.len); }
-        else if (e.op === 'insert') { const at = e.at % (text.length + 1); text = text.slice(0, at) + e.text + text.slice(at); }
-        else {
+        if (e.op === 'delete') {
+          const at = e.at % text.length;
+          text = text.slice(0, at) + text.slice(at + e.len);
+        } else if (e.op === 'insert') {
+          const at = e.at % (text.length + 1);
+          text = text.slice(0, at) + e.text + text.slice(at);
+        } else {
           const lines = text.split('\n');
           const i = e.at % lines.length;
           if (e.op === 'dup-line') lines.splice(i, 0, lines[i]!);
-          else { const j = e.other % lines.length; [lines[i], lines[j]] = [lines[j]!, lines[i]!]; }
+          else {
+            const j = e.other % lines.length;
+            [lines[i], lines[j]] = [lines[j]!, lines[i]!];
+          }
           text = lines.join('\n');
         }
       }
@@ -119,14 +185,20 @@ test('random stage graphs with random references validate or are rejected, never
   const ids = ['a', 'b', 'c', 'd', 'e'];
   const kinds = [...fixtureKinds.kinds.keys(), 'deploy', 'nope'];
   const ref = fc.oneof(
-    fc.tuple(fc.constantFrom(...ids), fc.constantFrom('table', 'model', 'report', 'accuracy', 'nope')).map(([s, o]) => `\${{ stages.${s}.outputs.${o} }}`),
+    fc
+      .tuple(fc.constantFrom(...ids), fc.constantFrom('table', 'model', 'report', 'accuracy', 'nope'))
+      .map(([s, o]) => `\${{ stages.${s}.outputs.${o} }}`),
     fc.constantFrom('${{ params.lr }}', '${{ params.nope }}', '${{ bad }}', '${{ stages.a.outputs', 'plain', ''),
   );
   const stage = fc.record(
     {
       uses: fc.constantFrom(...kinds),
       needs: fc.oneof(fc.constantFrom(...ids), fc.uniqueArray(fc.constantFrom(...ids, 'zz'), { maxLength: 3 })),
-      with: fc.dictionary(fc.constantFrom('source', 'table', 'data', 'model', 'lr', 'note', 'threshold', 'extra'), fc.oneof(ref, fc.double({ noNaN: true, min: -2, max: 2 }), fc.boolean(), fc.constant(null)), { maxKeys: 4 }),
+      with: fc.dictionary(
+        fc.constantFrom('source', 'table', 'data', 'model', 'lr', 'note', 'threshold', 'extra'),
+        fc.oneof(ref, fc.double({ noNaN: true, min: -2, max: 2 }), fc.boolean(), fc.constant(null)),
+        { maxKeys: 4 },
+      ),
       cache: fc.boolean(),
     },
     { requiredKeys: ['uses'] },
@@ -138,33 +210,55 @@ test('random stage graphs with random references validate or are rejected, never
   });
   // Mostly valid graphs too: each stage reads outputs of earlier stages, now and then the wrong
   // output, a stage that is not upstream, or a need on a later stage (possibly a cycle).
-  const ARTIFACT_FIELDS: Record<string, string[]> = { ingest: [], dedupe: ['table'], split: ['table'], train: ['data'], evaluate: ['model', 'data'], register: ['model'] };
-  const validish = fc.array(
-    fc.record({ kind: fc.constantFrom(...Object.keys(ARTIFACT_FIELDS)), pick: fc.nat(), extra: fc.array(fc.nat({ max: 4 }), { maxLength: 2 }), mistake: fc.nat({ max: 11 }) }),
-    { minLength: 1, maxLength: 5 },
-  ).map((list) => {
-    const stages: Record<string, { uses: string; needs: string[]; with: Record<string, unknown> }> = {};
-    list.forEach((x, i) => {
-      const earlier = ids.slice(0, i).filter((id) => Object.keys(fixtureKinds.kinds.get(stages[id]!.uses)!.outputs).some((o) => ['table', 'artifact'].includes(fixtureKinds.kinds.get(stages[id]!.uses)!.outputs[o]!.type)));
-      const kind = earlier.length ? x.kind : 'ingest';
-      const w: Record<string, unknown> = kind === 'ingest' ? { source: 'a.csv' } : {};
-      const needs = new Set(x.extra.filter((j) => j < i).map((j) => ids[j]!));
-      for (const field of ARTIFACT_FIELDS[kind]!) {
-        const from = earlier[(x.pick + field.length) % earlier.length]!;
-        const outs = Object.entries(fixtureKinds.kinds.get(stages[from]!.uses)!.outputs).filter(([, o]) => o.type === 'table' || o.type === 'artifact').map(([n]) => n);
-        const out = x.mistake === 1 ? 'nope' : outs[x.pick % outs.length]!;
-        w[field] = `\${{ stages.${from}.outputs.${out} }}`;
-        if (x.mistake !== 0) needs.add(from);
-      }
-      if (kind === 'train') w.lr = '${{ params.lr }}';
-      if (x.mistake === 2 && i + 1 < list.length) needs.add(ids[i + 1]!);
-      stages[ids[i]!] = { uses: kind, needs: [...needs], with: w };
+  const ARTIFACT_FIELDS: Record<string, string[]> = {
+    ingest: [],
+    dedupe: ['table'],
+    split: ['table'],
+    train: ['data'],
+    evaluate: ['model', 'data'],
+    register: ['model'],
+  };
+  const validish = fc
+    .array(
+      fc.record({
+        kind: fc.constantFrom(...Object.keys(ARTIFACT_FIELDS)),
+        pick: fc.nat(),
+        extra: fc.array(fc.nat({ max: 4 }), { maxLength: 2 }),
+        mistake: fc.nat({ max: 11 }),
+      }),
+      { minLength: 1, maxLength: 5 },
+    )
+    .map((list) => {
+      const stages: Record<string, { uses: string; needs: string[]; with: Record<string, unknown> }> = {};
+      list.forEach((x, i) => {
+        const earlier = ids
+          .slice(0, i)
+          .filter((id) =>
+            Object.keys(fixtureKinds.kinds.get(stages[id]!.uses)!.outputs).some((o) =>
+              ['table', 'artifact'].includes(fixtureKinds.kinds.get(stages[id]!.uses)!.outputs[o]!.type),
+            ),
+          );
+        const kind = earlier.length ? x.kind : 'ingest';
+        const w: Record<string, unknown> = kind === 'ingest' ? { source: 'a.csv' } : {};
+        const needs = new Set(x.extra.filter((j) => j < i).map((j) => ids[j]!));
+        for (const field of ARTIFACT_FIELDS[kind]!) {
+          const from = earlier[(x.pick + field.length) % earlier.length]!;
+          const outs = Object.entries(fixtureKinds.kinds.get(stages[from]!.uses)!.outputs)
+            .filter(([, o]) => o.type === 'table' || o.type === 'artifact')
+            .map(([n]) => n);
+          const out = x.mistake === 1 ? 'nope' : outs[x.pick % outs.length]!;
+          w[field] = `\${{ stages.${from}.outputs.${out} }}`;
+          if (x.mistake !== 0) needs.add(from);
+        }
+        if (kind === 'train') w.lr = '${{ params.lr }}';
+        if (x.mistake === 2 && i + 1 < list.length) needs.add(ids[i + 1]!);
+        stages[ids[i]!] = { uses: kind, needs: [...needs], with: w };
+      });
+      // Every later stage may point back at an earlier one: close a cycle now and then.
+      const last = list[list.length - 1]!;
+      if (last.mistake === 3 && list.length > 1) stages[ids[0]!]!.needs.push(ids[list.length - 1]!);
+      return { name: 'p', params: { lr: { type: 'number', default: 0.1 } }, stages };
     });
-    // Every later stage may point back at an earlier one: close a cycle now and then.
-    const last = list[list.length - 1]!;
-    if (last.mistake === 3 && list.length > 1) stages[ids[0]!]!.needs.push(ids[list.length - 1]!);
-    return { name: 'p', params: { lr: { type: 'number', default: 0.1 } }, stages };
-  });
   let graphsAccepted = 0;
   fc.assert(
     fc.property(fc.oneof(pipeline, validish, validish), fc.boolean(), (p, asJson) => {

@@ -22,7 +22,10 @@ describe('YAML and JSON syntax', () => {
   test('a tab used as indentation is reported where it is', () => {
     const text = 'name: p\n\tstages: {}\n';
     const [e] = errorsOf(text);
-    assert.deepEqual({ code: e!.code, line: e!.line, column: e!.column, message: e!.message }, { code: 'yaml-syntax', line: 2, column: 1, message: 'YAML syntax: Tabs are not allowed as indentation' });
+    assert.deepEqual(
+      { code: e!.code, line: e!.line, column: e!.column, message: e!.message },
+      { code: 'yaml-syntax', line: 2, column: 1, message: 'YAML syntax: Tabs are not allowed as indentation' },
+    );
   });
 
   test('a duplicate key points at the second occurrence and names the key and its path', () => {
@@ -34,14 +37,32 @@ describe('YAML and JSON syntax', () => {
           with: { source: a.csv }
           uses: dedupe
     `;
-    expectOnly(text, { code: 'duplicate-key', path: 'stages.ingest.uses', at: 'uses: dedupe', message: "duplicate key 'uses'; each key may appear only once in a mapping", hint: /remove or rename/ });
+    expectOnly(text, {
+      code: 'duplicate-key',
+      path: 'stages.ingest.uses',
+      at: 'uses: dedupe',
+      message: "duplicate key 'uses'; each key may appear only once in a mapping",
+      hint: /remove or rename/,
+    });
   });
 
   test('duplicate keys in a JSON file are reported with their position', () => {
-    const text = '{\n  "name": "p",\n  "stages": {\n    "a": {"uses": "ingest", "with": {"source": "x"}},\n    "a": {"uses": "ingest"}\n  }\n}\n';
+    const text =
+      '{\n  "name": "p",\n  "stages": {\n    "a": {"uses": "ingest", "with": {"source": "x"}},\n    "a": {"uses": "ingest"}\n  }\n}\n';
     const errors = errorsOf(text, 'p.json');
     assert.equal(errors.length, 1);
-    assertError(text, errors[0]!, { code: 'duplicate-key', path: 'stages.a', at: '"a"', nth: 1, message: "duplicate key 'a'; each key may appear only once in a mapping" }, 'p.json');
+    assertError(
+      text,
+      errors[0]!,
+      {
+        code: 'duplicate-key',
+        path: 'stages.a',
+        at: '"a"',
+        nth: 1,
+        message: "duplicate key 'a'; each key may appear only once in a mapping",
+      },
+      'p.json',
+    );
   });
 
   test('a missing comma in a JSON file points at the token after it, reporting only the first syntax error', () => {
@@ -65,17 +86,33 @@ describe('YAML and JSON syntax', () => {
     const text = `name: p\nstages:\n  ingest:\n    uses: ingest\n    with:\n      source: a.csv\n      limit: .inf\n      tags: !!set { a, b }\n`;
     const errors = errorsOf(text);
     assert.equal(errors.length, 2);
-    assertError(text, errors[0]!, { code: 'bad-value', path: 'stages.ingest.with.limit', at: '.inf', message: 'Infinity is not allowed; use a finite number' });
-    assertError(text, errors[1]!, { code: 'bad-value', path: 'stages.ingest.with.tags', at: '{ a, b }', message: 'a Set value is not allowed; use plain strings, numbers, booleans, lists and mappings' });
+    assertError(text, errors[0]!, {
+      code: 'bad-value',
+      path: 'stages.ingest.with.limit',
+      at: '.inf',
+      message: 'Infinity is not allowed; use a finite number',
+    });
+    assertError(text, errors[1]!, {
+      code: 'bad-value',
+      path: 'stages.ingest.with.tags',
+      at: '{ a, b }',
+      message: 'a Set value is not allowed; use plain strings, numbers, booleans, lists and mappings',
+    });
   });
 
   test('an alias bomb is refused quickly', () => {
     let text = 'a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n';
-    for (let i = 1; i < 12; i++) text += `a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]\n`;
+    for (let i = 1; i < 12; i++)
+      text += `a${i}: &a${i} [${Array(10)
+        .fill(`*a${i - 1}`)
+        .join(', ')}]\n`;
     const started = Date.now();
     const errors = errorsOf(text);
     assert.ok(Date.now() - started < 2000);
-    assert.deepEqual(errors.map((e) => [e.code, e.line, e.column]), [['yaml-syntax', 1, 1]]);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.line, e.column]),
+      [['yaml-syntax', 1, 1]],
+    );
     assert.match(errors[0]!.message, /alias/);
   });
 
@@ -83,14 +120,22 @@ describe('YAML and JSON syntax', () => {
     const text = 'name: p\nstages:\n  a: &s\n    uses: ingest\n    with: { source: x, limit: 0 }\n  b: *s\n';
     const errors = errorsOf(text);
     assert.equal(errors.length, 2);
-    assertError(text, errors[0]!, { code: 'with-schema', path: 'stages.a.with.limit', at: '0 }', message: 'must be an integer ≥ 1, got 0' });
+    assertError(text, errors[0]!, {
+      code: 'with-schema',
+      path: 'stages.a.with.limit',
+      at: '0 }',
+      message: 'must be an integer ≥ 1, got 0',
+    });
     assertError(text, errors[1]!, { code: 'with-schema', path: 'stages.b.with.limit', at: '*s', message: 'must be an integer ≥ 1, got 0' });
   });
 
   test('an empty file says so', () => {
     for (const text of ['', '# only a comment\n', '~\n']) {
       const errors = errorsOf(text);
-      assert.deepEqual(errors.map((e) => [e.code, e.line, e.column, e.message]), [['empty-file', 1, 1, 'the pipeline file is empty']]);
+      assert.deepEqual(
+        errors.map((e) => [e.code, e.line, e.column, e.message]),
+        [['empty-file', 1, 1, 'the pipeline file is empty']],
+      );
     }
   });
 });
@@ -108,8 +153,20 @@ describe('schema', () => {
     `;
     const errors = errorsOf(text);
     assert.equal(errors.length, 2);
-    assertError(text, errors[0]!, { code: 'missing-field', path: '', at: 'name', message: "missing required field 'stages'", hint: /^add 'stages'/ });
-    assertError(text, errors[1]!, { code: 'unknown-field', path: 'stage', at: 'stage:', message: "unknown field 'stage'", hint: /^did you mean 'stages'\? allowed fields: name, description, params, stages/ });
+    assertError(text, errors[0]!, {
+      code: 'missing-field',
+      path: '',
+      at: 'name',
+      message: "missing required field 'stages'",
+      hint: /^add 'stages'/,
+    });
+    assertError(text, errors[1]!, {
+      code: 'unknown-field',
+      path: 'stage',
+      at: 'stage:',
+      message: "unknown field 'stage'",
+      hint: /^did you mean 'stages'\? allowed fields: name, description, params, stages/,
+    });
   });
 
   test('a stage without uses points at the stage key', () => {
@@ -119,12 +176,24 @@ describe('schema', () => {
         ingest:
           with: { source: a.csv }
     `;
-    expectOnly(text, { code: 'missing-field', path: 'stages.ingest', at: 'ingest:', message: "missing required field 'uses'", hint: /^add 'uses': stage kind/ });
+    expectOnly(text, {
+      code: 'missing-field',
+      path: 'stages.ingest',
+      at: 'ingest:',
+      message: "missing required field 'uses'",
+      hint: /^add 'uses': stage kind/,
+    });
   });
 
   test('a misspelt stage field suggests the right one', () => {
     const text = `name: p\nstages:\n${INGEST}    timout: 10m\n`;
-    expectOnly(text, { code: 'unknown-field', path: 'stages.ingest.timout', at: 'timout', message: "unknown field 'timout'", hint: /^did you mean 'timeout'\?/ });
+    expectOnly(text, {
+      code: 'unknown-field',
+      path: 'stages.ingest.timout',
+      at: 'timout',
+      message: "unknown field 'timout'",
+      hint: /^did you mean 'timeout'\?/,
+    });
   });
 
   test('wrong type for concurrency', () => {
@@ -139,17 +208,34 @@ describe('schema', () => {
 
   test('a pipeline name that is not a slug', () => {
     const text = `name: My Pipeline\nstages:\n${INGEST}`;
-    expectOnly(text, { code: 'schema', path: 'name', at: 'My Pipeline', message: "must be a name of lowercase letters, digits and '-', starting with a letter, got 'My Pipeline'", hint: 'e.g. my-pipeline' });
+    expectOnly(text, {
+      code: 'schema',
+      path: 'name',
+      at: 'My Pipeline',
+      message: "must be a name of lowercase letters, digits and '-', starting with a letter, got 'My Pipeline'",
+      hint: 'e.g. my-pipeline',
+    });
   });
 
   test('a stage id with capitals points at the key', () => {
     const text = `name: p\nstages:\n  Ingest:\n    uses: ingest\n    with: { source: a.csv }\n`;
-    expectOnly(text, { code: 'schema', path: 'stages.Ingest', at: 'Ingest', message: "'Ingest' is not a stage id of lowercase letters, digits, '_' and '-', starting with a letter" });
+    expectOnly(text, {
+      code: 'schema',
+      path: 'stages.Ingest',
+      at: 'Ingest',
+      message: "'Ingest' is not a stage id of lowercase letters, digits, '_' and '-', starting with a letter",
+    });
   });
 
   test('onFailure outside its enum suggests the closest value', () => {
     const text = `name: p\nonFailure: fail-fsat\nstages:\n${INGEST}`;
-    expectOnly(text, { code: 'schema', path: 'onFailure', at: 'fail-fsat', message: "must be one of: fail-fast, finish-independent, got 'fail-fsat'", hint: "did you mean 'fail-fast'?" });
+    expectOnly(text, {
+      code: 'schema',
+      path: 'onFailure',
+      at: 'fail-fsat',
+      message: "must be one of: fail-fast, finish-independent, got 'fail-fsat'",
+      hint: "did you mean 'fail-fast'?",
+    });
   });
 
   test('an empty stages map', () => {
@@ -158,7 +244,12 @@ describe('schema', () => {
 
   test('needs listing the same stage twice', () => {
     const text = `name: p\nstages:\n${INGEST}  dedupe:\n    uses: dedupe\n    needs: [ingest, ingest]\n    with: { table: "\${{ stages.ingest.outputs.table }}" }\n`;
-    expectOnly(text, { code: 'schema', path: 'stages.dedupe.needs', at: '[ingest, ingest]', message: 'must not repeat items (items 0 and 1 are the same)' });
+    expectOnly(text, {
+      code: 'schema',
+      path: 'stages.dedupe.needs',
+      at: '[ingest, ingest]',
+      message: 'must not repeat items (items 0 and 1 are the same)',
+    });
   });
 
   test('an empty `retry:` points at its key', () => {
@@ -170,12 +261,23 @@ describe('schema', () => {
 describe('durations and retry policies', () => {
   test('a duration in words', () => {
     const text = `name: p\nstages:\n${INGEST}    timeout: 10 minutes\n`;
-    expectOnly(text, { code: 'bad-duration', path: 'stages.ingest.timeout', at: '10 minutes', message: "must be a duration such as 30s, 10m, 2h or 1h30m, got '10 minutes'", hint: /1h30m/ });
+    expectOnly(text, {
+      code: 'bad-duration',
+      path: 'stages.ingest.timeout',
+      at: '10 minutes',
+      message: "must be a duration such as 30s, 10m, 2h or 1h30m, got '10 minutes'",
+      hint: /1h30m/,
+    });
   });
 
   test('units in the wrong order', () => {
     const text = `name: p\ndefaults:\n  heartbeatTimeout: 30m1h\nstages:\n${INGEST}`;
-    expectOnly(text, { code: 'bad-duration', path: 'defaults.heartbeatTimeout', at: '30m1h', message: "must be a duration such as 30s, 10m, 2h or 1h30m, got '30m1h'" });
+    expectOnly(text, {
+      code: 'bad-duration',
+      path: 'defaults.heartbeatTimeout',
+      at: '30m1h',
+      message: "must be a duration such as 30s, 10m, 2h or 1h30m, got '30m1h'",
+    });
   });
 
   test('a zero timeout', () => {
@@ -187,32 +289,75 @@ describe('durations and retry policies', () => {
     const text = `name: p\nstages:\n${INGEST}    retry: { maximumAttempts: 1.5, backoffCoefficient: 0.5, initialInterval: 1h, maximumInterval: 10s, jitter: 1 }\n`;
     const errors = errorsOf(text);
     assert.equal(errors.length, 4, JSON.stringify(errors, null, 1));
-    assertError(text, errors[0]!, { code: 'schema', path: 'stages.ingest.retry.maximumAttempts', at: '1.5', message: 'must be an integer ≥ 1, got 1.5' });
-    assertError(text, errors[1]!, { code: 'schema', path: 'stages.ingest.retry.backoffCoefficient', at: '0.5', message: 'must be a number ≥ 1, got 0.5' });
-    assertError(text, errors[2]!, { code: 'bad-retry', path: 'stages.ingest.retry.maximumInterval', at: '10s', message: 'maximumInterval (10s) must not be shorter than initialInterval (1h)' });
-    assertError(text, errors[3]!, { code: 'unknown-field', path: 'stages.ingest.retry.jitter', at: 'jitter', message: "unknown field 'jitter'", hint: /allowed fields: maximumAttempts, initialInterval/ });
+    assertError(text, errors[0]!, {
+      code: 'schema',
+      path: 'stages.ingest.retry.maximumAttempts',
+      at: '1.5',
+      message: 'must be an integer ≥ 1, got 1.5',
+    });
+    assertError(text, errors[1]!, {
+      code: 'schema',
+      path: 'stages.ingest.retry.backoffCoefficient',
+      at: '0.5',
+      message: 'must be a number ≥ 1, got 0.5',
+    });
+    assertError(text, errors[2]!, {
+      code: 'bad-retry',
+      path: 'stages.ingest.retry.maximumInterval',
+      at: '10s',
+      message: 'maximumInterval (10s) must not be shorter than initialInterval (1h)',
+    });
+    assertError(text, errors[3]!, {
+      code: 'unknown-field',
+      path: 'stages.ingest.retry.jitter',
+      at: 'jitter',
+      message: "unknown field 'jitter'",
+      hint: /allowed fields: maximumAttempts, initialInterval/,
+    });
   });
 
   test('a stage retry that conflicts with the defaults it inherits', () => {
     const text = `name: p\ndefaults:\n  retry: { initialInterval: 5m }\nstages:\n${INGEST}    retry: { maximumInterval: 1m }\n`;
-    expectOnly(text, { code: 'bad-retry', path: 'stages.ingest.retry.maximumInterval', at: '1m }', message: 'maximumInterval (1m) must not be shorter than initialInterval (5m)' });
+    expectOnly(text, {
+      code: 'bad-retry',
+      path: 'stages.ingest.retry.maximumInterval',
+      at: '1m }',
+      message: 'maximumInterval (1m) must not be shorter than initialInterval (5m)',
+    });
   });
 });
 
 describe('stage kinds and with-schemas', () => {
   test('unknown kind suggests the closest one and lists what exists', () => {
     const text = `name: p\nstages:\n  t:\n    uses: trian\n`;
-    expectOnly(text, { code: 'unknown-kind', path: 'stages.t.uses', at: 'trian', message: "unknown stage kind 'trian'", hint: "did you mean 'train'? available: ingest, dedupe, split, train, evaluate, register" });
+    expectOnly(text, {
+      code: 'unknown-kind',
+      path: 'stages.t.uses',
+      at: 'trian',
+      message: "unknown stage kind 'trian'",
+      hint: "did you mean 'train'? available: ingest, dedupe, split, train, evaluate, register",
+    });
   });
 
   test('unknown kind with nothing close lists the kinds only', () => {
     const text = `name: p\nstages:\n  t:\n    uses: quantize\n`;
-    expectOnly(text, { code: 'unknown-kind', path: 'stages.t.uses', at: 'quantize', message: "unknown stage kind 'quantize'", hint: 'available: ingest, dedupe, split, train, evaluate, register' });
+    expectOnly(text, {
+      code: 'unknown-kind',
+      path: 'stages.t.uses',
+      at: 'quantize',
+      message: "unknown stage kind 'quantize'",
+      hint: 'available: ingest, dedupe, split, train, evaluate, register',
+    });
   });
 
   test('a known kind this version does not provide', () => {
     const text = `name: p\nstages:\n  ship:\n    uses: deploy\n`;
-    expectOnly(text, { code: 'kind-unavailable', path: 'stages.ship.uses', at: 'deploy', message: "stage kind 'deploy' is not available in this version" });
+    expectOnly(text, {
+      code: 'kind-unavailable',
+      path: 'stages.ship.uses',
+      at: 'deploy',
+      message: "stage kind 'deploy' is not available in this version",
+    });
   });
 
   test('a with value outside the kind schema is reported at that value', () => {
@@ -232,23 +377,63 @@ describe('stage kinds and with-schemas', () => {
     const text = `name: p\nstages:\n${INGEST}  train:\n    uses: train\n    needs: ingest\n    with:\n      data: \${{ stages.ingest.outputs.table }}\n      optimizer: { name: adamv, betas: [0.9, high] }\n`;
     const errors = errorsOf(text);
     assert.equal(errors.length, 2, JSON.stringify(errors, null, 1));
-    assertError(text, errors[0]!, { code: 'with-schema', path: 'stages.train.with.optimizer.name', at: 'adamv', message: "must be one of: sgd, adamw, got 'adamv'", hint: "did you mean 'adamw'?" });
-    assertError(text, errors[1]!, { code: 'with-schema', path: 'stages.train.with.optimizer.betas[1]', at: 'high', message: "must be a number, got 'high'" });
+    assertError(text, errors[0]!, {
+      code: 'with-schema',
+      path: 'stages.train.with.optimizer.name',
+      at: 'adamv',
+      message: "must be one of: sgd, adamw, got 'adamv'",
+      hint: "did you mean 'adamw'?",
+    });
+    assertError(text, errors[1]!, {
+      code: 'with-schema',
+      path: 'stages.train.with.optimizer.betas[1]',
+      at: 'high',
+      message: "must be a number, got 'high'",
+    });
   });
 
   test('anyOf in a kind schema: the branch the value aims at is reported, or else every form', () => {
-    const text = (seed: string) => `name: p\nparams:\n  flag: { type: boolean, default: true }\n  mode: { type: string, default: manual }\nstages:\n${INGEST}  split:\n    uses: split\n    needs: ingest\n    with:\n      table: \${{ stages.ingest.outputs.table }}\n      seed: ${seed}\n`;
-    expectOnly(text('manual'), { code: 'with-schema', path: 'stages.split.with.seed', at: 'manual', nth: 1, message: "must be a string matching /^auto$/, got 'manual'" });
-    expectOnly(text('1.5'), { code: 'with-schema', path: 'stages.split.with.seed', at: '1.5', message: "must be an integer or a string matching /^auto$/, got 1.5" });
-    expectOnly(text('${{ params.flag }}'), { code: 'type-mismatch', path: 'stages.split.with.seed', at: '${{ params.flag', message: 'must be an integer or a string matching /^auto$/, but ${{ params.flag }} is boolean parameter true' });
+    const text = (seed: string) =>
+      `name: p\nparams:\n  flag: { type: boolean, default: true }\n  mode: { type: string, default: manual }\nstages:\n${INGEST}  split:\n    uses: split\n    needs: ingest\n    with:\n      table: \${{ stages.ingest.outputs.table }}\n      seed: ${seed}\n`;
+    expectOnly(text('manual'), {
+      code: 'with-schema',
+      path: 'stages.split.with.seed',
+      at: 'manual',
+      nth: 1,
+      message: "must be a string matching /^auto$/, got 'manual'",
+    });
+    expectOnly(text('1.5'), {
+      code: 'with-schema',
+      path: 'stages.split.with.seed',
+      at: '1.5',
+      message: 'must be an integer or a string matching /^auto$/, got 1.5',
+    });
+    expectOnly(text('${{ params.flag }}'), {
+      code: 'type-mismatch',
+      path: 'stages.split.with.seed',
+      at: '${{ params.flag',
+      message: 'must be an integer or a string matching /^auto$/, but ${{ params.flag }} is boolean parameter true',
+    });
     // The type fits one branch, so the value decides: 'manual' fails the pattern.
-    expectOnly(text('${{ params.mode }}'), { code: 'with-schema', path: 'stages.split.with.seed', at: '${{ params.mode', message: "must be a string matching /^auto$/, got 'manual'", hint: '${{ params.mode }} is string parameter "manual"' });
+    expectOnly(text('${{ params.mode }}'), {
+      code: 'with-schema',
+      path: 'stages.split.with.seed',
+      at: '${{ params.mode',
+      message: "must be a string matching /^auto$/, got 'manual'",
+      hint: '${{ params.mode }} is string parameter "manual"',
+    });
     assert.equal(loadCheck(text('${{ params.mode }}').replace('default: manual', 'default: auto')).length, 0);
   });
 
   test('an unknown with field points at its key', () => {
     const text = `name: p\nstages:\n  ingest:\n    uses: ingest\n    with:\n      source: a.csv\n      sep: ";"\n`;
-    expectOnly(text, { code: 'with-schema', path: 'stages.ingest.with.sep', at: 'sep', message: "unknown field 'sep'", hint: /allowed fields: source, format, limit/ });
+    expectOnly(text, {
+      code: 'with-schema',
+      path: 'stages.ingest.with.sep',
+      at: 'sep',
+      message: "unknown field 'sep'",
+      hint: /allowed fields: source, format, limit/,
+    });
   });
 
   test('a missing required with field points at the with key', () => {
@@ -266,15 +451,33 @@ describe('needs and cycles', () => {
   test('an unknown need suggests the closest stage', () => {
     const text = `name: p\nstages:\n${INGEST}  split:\n    uses: split\n    needs: [ingst]\n    with: { table: "\${{ stages.ingest.outputs.table }}" }\n`;
     const errors = errorsOf(text);
-    assertError(text, errors[0]!, { code: 'unknown-need', path: 'stages.split.needs[0]', at: 'ingst', message: "unknown stage 'ingst'", hint: "did you mean 'ingest'? stages are: ingest" });
+    assertError(text, errors[0]!, {
+      code: 'unknown-need',
+      path: 'stages.split.needs[0]',
+      at: 'ingst',
+      message: "unknown stage 'ingst'",
+      hint: "did you mean 'ingest'? stages are: ingest",
+    });
     // Without the need, ingest is not upstream either: the reference is reported as well.
-    assertError(text, errors[1]!, { code: 'not-upstream', path: 'stages.split.with.table', at: '${{', message: "stage 'ingest' is not upstream of 'split', so its outputs may not exist yet when 'split' runs", hint: "add 'ingest' to needs of stage 'split'" });
+    assertError(text, errors[1]!, {
+      code: 'not-upstream',
+      path: 'stages.split.with.table',
+      at: '${{',
+      message: "stage 'ingest' is not upstream of 'split', so its outputs may not exist yet when 'split' runs",
+      hint: "add 'ingest' to needs of stage 'split'",
+    });
     assert.equal(errors.length, 2);
   });
 
   test('needs written as one string', () => {
     const text = `name: p\nstages:\n${INGEST}  other:\n    uses: ingest\n    needs: nothing\n    with: { source: b.csv }\n`;
-    expectOnly(text, { code: 'unknown-need', path: 'stages.other.needs', at: 'nothing', message: "unknown stage 'nothing'", hint: 'stages are: ingest' });
+    expectOnly(text, {
+      code: 'unknown-need',
+      path: 'stages.other.needs',
+      at: 'nothing',
+      message: "unknown stage 'nothing'",
+      hint: 'stages are: ingest',
+    });
   });
 
   test('a malformed stage is still a known need target', () => {
@@ -300,7 +503,13 @@ describe('needs and cycles', () => {
           needs: [a]
           with: { source: y }
     `;
-    expectOnly(text, { code: 'cycle', path: 'stages.a.needs', at: 'b\n', message: 'cycle: a → b → a', hint: /remove one of these needs, e\.g\. 'b' from stages\.a\.needs/ });
+    expectOnly(text, {
+      code: 'cycle',
+      path: 'stages.a.needs',
+      at: 'b\n',
+      message: 'cycle: a → b → a',
+      hint: /remove one of these needs, e\.g\. 'b' from stages\.a\.needs/,
+    });
   });
 
   test('a three-stage cycle is named in the direction work flows, starting at the first-declared stage', () => {
@@ -329,26 +538,51 @@ describe('needs and cycles', () => {
   test('two separate cycles are both reported', () => {
     const text = `name: p\nstages:\n  a: { uses: ingest, needs: b, with: { source: x } }\n  b: { uses: ingest, needs: a, with: { source: x } }\n  c: { uses: ingest, needs: d, with: { source: x } }\n  d: { uses: ingest, needs: c, with: { source: x } }\n`;
     const errors = errorsOf(text);
-    assert.deepEqual(errors.map((e) => [e.code, e.message, e.line]), [['cycle', 'cycle: a → b → a', 3], ['cycle', 'cycle: c → d → c', 5]]);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.message, e.line]),
+      [
+        ['cycle', 'cycle: a → b → a', 3],
+        ['cycle', 'cycle: c → d → c', 5],
+      ],
+    );
   });
 });
 
 describe('references', () => {
-  const twoStages = (withLine: string, needs = 'ingest') => `name: p\nparams:\n  lr: { type: number, default: 0.01 }\n  model: { type: string, default: tiny }\nstages:\n${INGEST}  train:\n    uses: train\n    needs: ${needs}\n    with:\n      data: \${{ stages.ingest.outputs.table }}\n${withLine}\n`;
+  const twoStages = (withLine: string, needs = 'ingest') =>
+    `name: p\nparams:\n  lr: { type: number, default: 0.01 }\n  model: { type: string, default: tiny }\nstages:\n${INGEST}  train:\n    uses: train\n    needs: ${needs}\n    with:\n      data: \${{ stages.ingest.outputs.table }}\n${withLine}\n`;
 
   test('an unknown parameter, with a suggestion', () => {
     const text = twoStages('      lr: ${{ params.lt }}');
-    expectOnly(text, { code: 'unknown-param', path: 'stages.train.with.lr', at: '${{ params.lt', message: "unknown parameter 'lt' in ${{ params.lt }}", hint: "did you mean 'lr'? parameters are: lr, model" });
+    expectOnly(text, {
+      code: 'unknown-param',
+      path: 'stages.train.with.lr',
+      at: '${{ params.lt',
+      message: "unknown parameter 'lt' in ${{ params.lt }}",
+      hint: "did you mean 'lr'? parameters are: lr, model",
+    });
   });
 
   test('an unknown output of a known stage, with a suggestion', () => {
     const text = twoStages('      tags: ["${{ stages.ingest.outputs.tabel }}"]');
-    expectOnly(text, { code: 'unknown-output', path: 'stages.train.with.tags[0]', at: '${{ stages.ingest.outputs.tabel', message: "stage 'ingest' (kind ingest) has no output 'tabel'", hint: "did you mean 'table'? its outputs are: table, rows" });
+    expectOnly(text, {
+      code: 'unknown-output',
+      path: 'stages.train.with.tags[0]',
+      at: '${{ stages.ingest.outputs.tabel',
+      message: "stage 'ingest' (kind ingest) has no output 'tabel'",
+      hint: "did you mean 'table'? its outputs are: table, rows",
+    });
   });
 
   test('an unknown stage in a reference', () => {
     const text = twoStages('      model: "${{ stages.ingets.outputs.table }}"');
-    expectOnly(text, { code: 'unknown-stage', path: 'stages.train.with.model', at: '${{ stages.ingets', message: "unknown stage 'ingets' in ${{ stages.ingets.outputs.table }}", hint: "did you mean 'ingest'? stages are: ingest" });
+    expectOnly(text, {
+      code: 'unknown-stage',
+      path: 'stages.train.with.model',
+      at: '${{ stages.ingets',
+      message: "unknown stage 'ingets' in ${{ stages.ingets.outputs.table }}",
+      hint: "did you mean 'ingest'? stages are: ingest",
+    });
   });
 
   test('a stage that is not upstream: the hint says what to add to needs', () => {
@@ -368,7 +602,13 @@ describe('references', () => {
             data: \${{ stages.ingest.outputs.table }}
             run: rows-\${{ stages.other.outputs.rows }}
     `;
-    expectOnly(text, { code: 'not-upstream', path: 'stages.train.with.run', at: '${{ stages.other', message: "stage 'other' is not upstream of 'train', so its outputs may not exist yet when 'train' runs", hint: "add 'other' to needs of stage 'train'" });
+    expectOnly(text, {
+      code: 'not-upstream',
+      path: 'stages.train.with.run',
+      at: '${{ stages.other',
+      message: "stage 'other' is not upstream of 'train', so its outputs may not exist yet when 'train' runs",
+      hint: "add 'other' to needs of stage 'train'",
+    });
   });
 
   test('a transitive ancestor is upstream', () => {
@@ -378,54 +618,113 @@ describe('references', () => {
 
   test('a stage using its own output', () => {
     const text = `name: p\nstages:\n  ingest:\n    uses: ingest\n    with: { source: "\${{ stages.ingest.outputs.rows }}" }\n`;
-    expectOnly(text, { code: 'not-upstream', path: 'stages.ingest.with.source', at: '${{', message: "stage 'ingest' cannot use its own output ${{ stages.ingest.outputs.rows }}" });
+    expectOnly(text, {
+      code: 'not-upstream',
+      path: 'stages.ingest.with.source',
+      at: '${{',
+      message: "stage 'ingest' cannot use its own output ${{ stages.ingest.outputs.rows }}",
+    });
   });
 
   test('an expression that is not a reference, and one never closed', () => {
     const text = twoStages('      model: "${{ param.model }}"\n      run: "x-${{ params.model"');
     const errors = errorsOf(text);
     assert.equal(errors.length, 2, JSON.stringify(errors, null, 1));
-    assertError(text, errors[0]!, { code: 'bad-ref', path: 'stages.train.with.model', at: '${{ param.', message: "'${{ param.model }}' is not a reference tempered understands", hint: 'write ${{ params.<name> }} or ${{ stages.<id>.outputs.<name> }}' });
-    assertError(text, errors[1]!, { code: 'bad-ref', path: 'stages.train.with.run', at: '${{ params.model"', message: "reference '${{ params.model' is missing its closing '}}'" });
+    assertError(text, errors[0]!, {
+      code: 'bad-ref',
+      path: 'stages.train.with.model',
+      at: '${{ param.',
+      message: "'${{ param.model }}' is not a reference tempered understands",
+      hint: 'write ${{ params.<name> }} or ${{ stages.<id>.outputs.<name> }}',
+    });
+    assertError(text, errors[1]!, {
+      code: 'bad-ref',
+      path: 'stages.train.with.run',
+      at: '${{ params.model"',
+      message: "reference '${{ params.model' is missing its closing '}}'",
+    });
   });
 
   test('a queue cannot use stage outputs', () => {
-    const text = twoStages('    queue: "${{ stages.ingest.outputs.rows }}"').replace('      data: ${{ stages.ingest.outputs.table }}\n    queue', '      data: ${{ stages.ingest.outputs.table }}\n    queue');
-    expectOnly(text, { code: 'bad-ref', path: 'stages.train.queue', at: '${{ stages.ingest.outputs.rows', message: 'a queue is chosen before any stage runs, so it cannot use ${{ stages.ingest.outputs.rows }}' });
+    const text = twoStages('    queue: "${{ stages.ingest.outputs.rows }}"').replace(
+      '      data: ${{ stages.ingest.outputs.table }}\n    queue',
+      '      data: ${{ stages.ingest.outputs.table }}\n    queue',
+    );
+    expectOnly(text, {
+      code: 'bad-ref',
+      path: 'stages.train.queue',
+      at: '${{ stages.ingest.outputs.rows',
+      message: 'a queue is chosen before any stage runs, so it cannot use ${{ stages.ingest.outputs.rows }}',
+    });
   });
 
   test('a string parameter where the kind wants a number', () => {
     const text = twoStages('      lr: ${{ params.model }}');
-    expectOnly(text, { code: 'type-mismatch', path: 'stages.train.with.lr', at: '${{ params.model', message: "must be a number > 0, but ${{ params.model }} is string parameter \"tiny\"" });
+    expectOnly(text, {
+      code: 'type-mismatch',
+      path: 'stages.train.with.lr',
+      at: '${{ params.model',
+      message: 'must be a number > 0, but ${{ params.model }} is string parameter "tiny"',
+    });
   });
 
   test('a string parameter without a value where the kind wants a number', () => {
     const text = twoStages('      lr: ${{ params.name }}').replace('params:\n', 'params:\n  name: { type: string }\n');
     const errors = errorsOf(text, 'p.yaml', { name: 'x' });
     assert.equal(errors.length, 1);
-    assertError(text, errors[0]!, { code: 'type-mismatch', path: 'stages.train.with.lr', at: '${{ params.name', message: 'must be a number > 0, but ${{ params.name }} is string parameter "x"' });
+    assertError(text, errors[0]!, {
+      code: 'type-mismatch',
+      path: 'stages.train.with.lr',
+      at: '${{ params.name',
+      message: 'must be a number > 0, but ${{ params.name }} is string parameter "x"',
+    });
     const unvalued = loadCheck(text);
-    assert.deepEqual(unvalued.map((e) => [e.code, e.message]), [['type-mismatch', 'must be a number > 0, but ${{ params.name }} is a string parameter']]);
+    assert.deepEqual(
+      unvalued.map((e) => [e.code, e.message]),
+      [['type-mismatch', 'must be a number > 0, but ${{ params.name }} is a string parameter']],
+    );
   });
 
   test('a table output where the kind wants a number', () => {
     const text = twoStages('      epochs: ${{ stages.ingest.outputs.table }}');
-    expectOnly(text, { code: 'type-mismatch', path: 'stages.train.with.epochs', at: '${{ stages.ingest.outputs.table }}', nth: 1, message: 'must be an integer ≥ 1, but ${{ stages.ingest.outputs.table }} is a table output' });
+    expectOnly(text, {
+      code: 'type-mismatch',
+      path: 'stages.train.with.epochs',
+      at: '${{ stages.ingest.outputs.table }}',
+      nth: 1,
+      message: 'must be an integer ≥ 1, but ${{ stages.ingest.outputs.table }} is a table output',
+    });
   });
 
   test('a number output where the kind wants a table', () => {
     const text = twoStages('').replace('data: ${{ stages.ingest.outputs.table }}', 'data: ${{ stages.ingest.outputs.rows }}');
-    expectOnly(text, { code: 'type-mismatch', path: 'stages.train.with.data', at: '${{ stages.ingest.outputs.rows', message: 'must be a mapping, but ${{ stages.ingest.outputs.rows }} is a number output' });
+    expectOnly(text, {
+      code: 'type-mismatch',
+      path: 'stages.train.with.data',
+      at: '${{ stages.ingest.outputs.rows',
+      message: 'must be a mapping, but ${{ stages.ingest.outputs.rows }} is a number output',
+    });
   });
 
   test('text with an embedded reference where the kind wants a number', () => {
     const text = twoStages('      epochs: "n${{ stages.ingest.outputs.rows }}"');
-    expectOnly(text, { code: 'type-mismatch', path: 'stages.train.with.epochs', at: 'n${{', message: 'must be an integer ≥ 1, but text with embedded references is always a string' });
+    expectOnly(text, {
+      code: 'type-mismatch',
+      path: 'stages.train.with.epochs',
+      at: 'n${{',
+      message: 'must be an integer ≥ 1, but text with embedded references is always a string',
+    });
   });
 
   test('a parameter value outside the kind schema names where the value came from', () => {
     const text = twoStages('      lr: ${{ params.lr }}').replace('default: 0.01', 'default: -1');
-    expectOnly(text, { code: 'with-schema', path: 'stages.train.with.lr', at: '${{ params.lr', message: 'must be a number > 0, got -1', hint: '${{ params.lr }} is number parameter -1' });
+    expectOnly(text, {
+      code: 'with-schema',
+      path: 'stages.train.with.lr',
+      at: '${{ params.lr',
+      message: 'must be a number > 0, got -1',
+      hint: '${{ params.lr }} is number parameter -1',
+    });
   });
 
   test('a json output is accepted wherever it is used', () => {
@@ -439,12 +738,22 @@ describe('parameters', () => {
 
   test('a default of the wrong type', () => {
     const text = withParams('  epochs: { type: integer, default: 2.5 }');
-    expectOnly(text, { code: 'bad-param-default', path: 'params.epochs.default', at: '2.5', message: 'default must be an integer, got 2.5' });
+    expectOnly(text, {
+      code: 'bad-param-default',
+      path: 'params.epochs.default',
+      at: '2.5',
+      message: 'default must be an integer, got 2.5',
+    });
   });
 
   test('a default outside the enum', () => {
     const text = withParams('  size: { type: string, enum: [small, large], default: medium }');
-    expectOnly(text, { code: 'bad-param-default', path: 'params.size.default', at: 'medium', message: "default must be one of: small, large; got 'medium'" });
+    expectOnly(text, {
+      code: 'bad-param-default',
+      path: 'params.size.default',
+      at: 'medium',
+      message: "default must be one of: small, large; got 'medium'",
+    });
   });
 
   test('an enum value of the wrong type', () => {
@@ -454,30 +763,63 @@ describe('parameters', () => {
 
   test('an unknown parameter type is reported once, not again where the parameter is used', () => {
     const text = withParams('  size: { type: float, default: 1 }').replace('source: a.csv', 'source: "${{ params.size }}"');
-    expectOnly(text, { code: 'schema', path: 'params.size.type', at: 'float', message: "must be one of: string, number, integer, boolean, got 'float'" });
+    expectOnly(text, {
+      code: 'schema',
+      path: 'params.size.type',
+      at: 'float',
+      message: "must be one of: string, number, integer, boolean, got 'float'",
+    });
   });
 
   test('a required parameter that was not given', () => {
     const text = withParams('  lr: { type: number, default: 0.1 }\n  epochs: { type: integer }');
-    expectOnly(text, { code: 'missing-param', path: 'params.epochs', at: 'epochs', message: "parameter 'epochs' has no default and was not given", hint: 'pass --param epochs=<integer> or add a default' });
+    expectOnly(text, {
+      code: 'missing-param',
+      path: 'params.epochs',
+      at: 'epochs',
+      message: "parameter 'epochs' has no default and was not given",
+      hint: 'pass --param epochs=<integer> or add a default',
+    });
   });
 
   test('an override that does not parse as the declared type', () => {
     const text = withParams('  lr: { type: number, default: 0.1 }');
     const errors = errorsOf(text, 'p.yaml', { lr: 'abc' });
-    assert.deepEqual(errors, [{ file: '<command line>', line: 0, column: 0, path: 'params.lr', code: 'bad-param-override', message: "--param lr must be a number, got 'abc'", hint: 'lr is declared as type number in p.yaml' }]);
+    assert.deepEqual(errors, [
+      {
+        file: '<command line>',
+        line: 0,
+        column: 0,
+        path: 'params.lr',
+        code: 'bad-param-override',
+        message: "--param lr must be a number, got 'abc'",
+        hint: 'lr is declared as type number in p.yaml',
+      },
+    ]);
   });
 
   test('overrides of each type', () => {
-    const text = withParams('  n: { type: integer, default: 1 }\n  on: { type: boolean, default: true }\n  mode: { type: string, enum: [a, b], default: a }');
+    const text = withParams(
+      '  n: { type: integer, default: 1 }\n  on: { type: boolean, default: true }\n  mode: { type: string, enum: [a, b], default: a }',
+    );
     const errors = errorsOf(text, 'p.yaml', { n: '1.5', on: 'yes', mode: 'c' });
-    assert.deepEqual(errors.map((e) => e.message), ["--param n must be an integer, got '1.5'", "--param on must be true or false, got 'yes'", "--param mode must be one of: a, b; got 'c'"]);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [
+        "--param n must be an integer, got '1.5'",
+        "--param on must be true or false, got 'yes'",
+        "--param mode must be one of: a, b; got 'c'",
+      ],
+    );
   });
 
   test('an override of a parameter that does not exist', () => {
     const text = withParams('  lr: { type: number, default: 0.1 }');
     const errors = errorsOf(text, 'p.yaml', { lt: '0.2' });
-    assert.deepEqual(errors.map((e) => [e.code, e.path, e.message, e.hint]), [['unknown-param', 'params.lt', "unknown parameter 'lt' in --param", "did you mean 'lr'? parameters are: lr"]]);
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.path, e.message, e.hint]),
+      [['unknown-param', 'params.lt', "unknown parameter 'lt' in --param", "did you mean 'lr'? parameters are: lr"]],
+    );
   });
 });
 
@@ -522,12 +864,23 @@ describe('many errors at once', () => {
   });
 
   test('a JSON file reports schema and semantic errors at their positions', () => {
-    const text = '{\n  "name": "p",\n  "concurrency": -1,\n  "stages": {\n    "ingest": {"uses": "ingest", "with": {"source": 5}},\n    "train": {"uses": "train", "needs": ["ingest"], "with": {"data": "${{ stages.ingest.outputs.tbl }}"}}\n  }\n}\n';
+    const text =
+      '{\n  "name": "p",\n  "concurrency": -1,\n  "stages": {\n    "ingest": {"uses": "ingest", "with": {"source": 5}},\n    "train": {"uses": "train", "needs": ["ingest"], "with": {"data": "${{ stages.ingest.outputs.tbl }}"}}\n  }\n}\n';
     const errors = errorsOf(text, 'p.json');
     assert.equal(errors.length, 3, JSON.stringify(errors, null, 1));
     assertError(text, errors[0]!, { code: 'schema', path: 'concurrency', at: '-1', message: 'must be an integer ≥ 1, got -1' }, 'p.json');
-    assertError(text, errors[1]!, { code: 'with-schema', path: 'stages.ingest.with.source', at: '5}', message: 'must be a string, got 5' }, 'p.json');
-    assertError(text, errors[2]!, { code: 'unknown-output', path: 'stages.train.with.data', at: '${{', message: "stage 'ingest' (kind ingest) has no output 'tbl'" }, 'p.json');
+    assertError(
+      text,
+      errors[1]!,
+      { code: 'with-schema', path: 'stages.ingest.with.source', at: '5}', message: 'must be a string, got 5' },
+      'p.json',
+    );
+    assertError(
+      text,
+      errors[2]!,
+      { code: 'unknown-output', path: 'stages.train.with.data', at: '${{', message: "stage 'ingest' (kind ingest) has no output 'tbl'" },
+      'p.json',
+    );
   });
 });
 

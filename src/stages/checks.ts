@@ -10,7 +10,9 @@ export function modelSourceIssues(value: unknown, path: Array<string | number>, 
   const p = parseModelSource(value);
   if ('error' in p) return [{ path, message: p.error, hint: p.hint }];
   const missing = ctx.baseDir === undefined ? undefined : missingLocalModel(p, ctx.baseDir);
-  return missing ? [{ path, message: missing, hint: `relative paths start at the pipeline file's folder; or use ${MODEL_SOURCE_FORMS}` }] : [];
+  return missing
+    ? [{ path, message: missing, hint: `relative paths start at the pipeline file's folder; or use ${MODEL_SOURCE_FORMS}` }]
+    : [];
 }
 
 /** A library's config errors (InputError with `where` naming the field, e.g. `near.size`) as issues at that field. */
@@ -30,7 +32,9 @@ export function declaredLabels(value: unknown, ctx: KindCheckContext): { stage: 
   if (!up) return undefined;
   if (up.kind.kind === 'ingest') {
     const labels = up.config.labels;
-    return Array.isArray(labels) && !hasRefs(labels) && labels.every((l) => typeof l === 'string') ? { stage: up.stage, labels: labels as string[] } : undefined;
+    return Array.isArray(labels) && !hasRefs(labels) && labels.every((l) => typeof l === 'string')
+      ? { stage: up.stage, labels: labels as string[] }
+      : undefined;
   }
   if (up.kind.kind === 'dedupe' || up.kind.kind === 'split') return declaredLabels(up.config.table, up.context);
   return undefined;

@@ -36,7 +36,11 @@ export const deployStage: StageKind<Config> = {
       name: { type: 'string' },
       version: { type: 'integer', minimum: 1 },
       alias: { type: 'string', pattern: '^[a-z][a-z0-9_-]*$', default: 'production' },
-      gate: { type: 'string', description: "e.g. 'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || f1_macro >= production.f1_macro - 0.005)'" },
+      gate: {
+        type: 'string',
+        description:
+          "e.g. 'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || f1_macro >= production.f1_macro - 0.005)'",
+      },
       metrics: { ...artifactRefSchema, description: 'evaluation metrics the gate reads (evaluate outputs.metrics)' },
     },
   },
@@ -53,11 +57,22 @@ export const deployStage: StageKind<Config> = {
     // name it would promote whatever version N of that model is, or fail.
     const registered = ctx.upstream(cfg.version);
     const registeredName = registered?.kind.kind === 'register' && registered.output === 'version' ? registered.config.name : undefined;
-    if (typeof registeredName === 'string' && !hasRefs(registeredName) && typeof cfg.name === 'string' && !hasRefs(cfg.name) && registeredName !== cfg.name) {
-      issues.push({ path: ['name'], message: `version comes from stage '${registered!.stage}', which registers '${registeredName}', not '${cfg.name}'`, hint: `set name: ${registeredName}, or take the version from the stage that registers '${cfg.name}'` });
+    if (
+      typeof registeredName === 'string' &&
+      !hasRefs(registeredName) &&
+      typeof cfg.name === 'string' &&
+      !hasRefs(cfg.name) &&
+      registeredName !== cfg.name
+    ) {
+      issues.push({
+        path: ['name'],
+        message: `version comes from stage '${registered!.stage}', which registers '${registeredName}', not '${cfg.name}'`,
+        hint: `set name: ${registeredName}, or take the version from the stage that registers '${cfg.name}'`,
+      });
     }
     if (typeof cfg.gate === 'string' && !hasRefs(cfg.gate)) {
-      for (const i of checkGate(cfg.gate, gateContextShape(cfg, ctx))) issues.push({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 });
+      for (const i of checkGate(cfg.gate, gateContextShape(cfg, ctx)))
+        issues.push({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 });
     }
     return issues;
   },
@@ -137,11 +152,28 @@ function productionEvaluated(p: unknown): string | null | undefined {
   return undefined;
 }
 
-async function notPromoted(ctx: StageContext, ref: string, alias: string, gate: string, explanation: string, attemptKey: string, out: { alias: string; ref: string; explanation: string }) {
+async function notPromoted(
+  ctx: StageContext,
+  ref: string,
+  alias: string,
+  gate: string,
+  explanation: string,
+  attemptKey: string,
+  out: { alias: string; ref: string; explanation: string },
+) {
   const { openAudit } = await lib();
   const audit = openAudit(statePaths(ctx.stateDir).auditDb);
   try {
-    audit.append({ action: 'model.not_promoted', subject: ref, model: ref, runId: ctx.runId, actor: ctx.actor, specHash: ctx.specHash, details: { alias, gate, explanation }, dedupeKey: `${attemptKey}/not_promoted` });
+    audit.append({
+      action: 'model.not_promoted',
+      subject: ref,
+      model: ref,
+      runId: ctx.runId,
+      actor: ctx.actor,
+      specHash: ctx.specHash,
+      details: { alias, gate, explanation },
+      dedupeKey: `${attemptKey}/not_promoted`,
+    });
   } finally {
     audit.close();
   }

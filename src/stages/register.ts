@@ -10,7 +10,11 @@ import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
 
 // The registry and audit log (SQLite) load when the stage runs, not when `validate` reads the kind's contract.
-const lib = async () => ({ ...(await import('../audit/log.ts')), ...(await import('../registry/card.ts')), ...(await import('../registry/registry.ts')) });
+const lib = async () => ({
+  ...(await import('../audit/log.ts')),
+  ...(await import('../registry/card.ts')),
+  ...(await import('../registry/registry.ts')),
+});
 
 interface Config {
   name: string;
@@ -24,7 +28,14 @@ interface Config {
   tags?: Record<string, string>;
 }
 
-const ROLE_OF: Record<string, string> = { 'model.onnx': 'onnx', 'tokenizer.json': 'tokenizer', 'labels.json': 'config', 'tempered-model.json': 'config', 'config.json': 'config', 'base-model.json': 'config' };
+const ROLE_OF: Record<string, string> = {
+  'model.onnx': 'onnx',
+  'tokenizer.json': 'tokenizer',
+  'labels.json': 'config',
+  'tempered-model.json': 'config',
+  'config.json': 'config',
+  'base-model.json': 'config',
+};
 
 export const registerStage: StageKind<Config> = {
   kind: 'register',
@@ -58,16 +69,36 @@ export const registerStage: StageKind<Config> = {
   async run(cfg, ctx) {
     const { modelCard, openRegistry } = await lib();
     const manifest = cfg.model.mediaType === TREE_MEDIA ? await ctx.store.readJson<{ files: TreeEntry[] }>(cfg.model) : { files: [] };
-    const artifacts: RegisteredArtifact[] = [{ role: 'model', uri: cfg.model.uri, sha256: cfg.model.sha256, bytes: cfg.model.bytes, mediaType: cfg.model.mediaType }];
+    const artifacts: RegisteredArtifact[] = [
+      { role: 'model', uri: cfg.model.uri, sha256: cfg.model.sha256, bytes: cfg.model.bytes, mediaType: cfg.model.mediaType },
+    ];
     for (const f of manifest.files) {
       const role = ROLE_OF[f.name] ?? (f.name.startsWith('adapter/') ? 'adapter' : undefined);
-      if (role) artifacts.push({ role: role === 'adapter' ? `adapter:${f.name.slice('adapter/'.length)}` : role === 'config' ? `config:${f.name}` : role, uri: uriFor(f.sha256), sha256: f.sha256, bytes: f.bytes });
+      if (role)
+        artifacts.push({
+          role: role === 'adapter' ? `adapter:${f.name.slice('adapter/'.length)}` : role === 'config' ? `config:${f.name}` : role,
+          uri: uriFor(f.sha256),
+          sha256: f.sha256,
+          bytes: f.bytes,
+        });
     }
     const info = manifest.files.find((f) => f.name === 'tempered-model.json');
-    const modelInfo = info ? await ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(info.sha256), sha256: info.sha256, bytes: info.bytes, mediaType: MEDIA.json }) : {};
+    const modelInfo = info
+      ? await ctx.store.readJson<Record<string, unknown>>({
+          uri: uriFor(info.sha256),
+          sha256: info.sha256,
+          bytes: info.bytes,
+          mediaType: MEDIA.json,
+        })
+      : {};
     const baseFile = manifest.files.find((f) => f.name === 'base-model.json');
     const baseModel = baseFile
-      ? await ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(baseFile.sha256), sha256: baseFile.sha256, bytes: baseFile.bytes, mediaType: MEDIA.json })
+      ? await ctx.store.readJson<Record<string, unknown>>({
+          uri: uriFor(baseFile.sha256),
+          sha256: baseFile.sha256,
+          bytes: baseFile.bytes,
+          mediaType: MEDIA.json,
+        })
       : (modelInfo.baseModel as Record<string, unknown> | undefined);
     const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
@@ -109,7 +140,14 @@ export const registerStage: StageKind<Config> = {
             specHash: ctx.specHash,
             dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
             modelHash: onnx?.sha256 ?? cfg.model.sha256,
-            details: { stage: ctx.stageId, execution: ctx.executionId ?? null, metrics: numericOnly(metrics), baseModel: baseModel ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 } : null },
+            details: {
+              stage: ctx.stageId,
+              execution: ctx.executionId ?? null,
+              metrics: numericOnly(metrics),
+              baseModel: baseModel
+                ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 }
+                : null,
+            },
             dedupeKey: `${attemptKey}/registered`,
           }),
         },

@@ -51,9 +51,20 @@ test('a class label such as __proto__.isAdmin travels evaluate → register → 
   const { ctx, model, store } = setup(t);
   const v1 = await registerStage.run({ name: 'spam', model: await model('m1'), metrics: await store.putJson(evaluation(0.8)) }, ctx());
   await deployStage.run({ name: 'spam', version: v1.version as number }, ctx({ stageId: 'deploy' }));
-  const v2 = await registerStage.run({ name: 'spam', model: await model('m2'), metrics: await store.putJson(evaluation(0.9)) }, ctx({ runId: 'run-2', executionId: 'exec-2' }));
+  const v2 = await registerStage.run(
+    { name: 'spam', model: await model('m2'), metrics: await store.putJson(evaluation(0.9)) },
+    ctx({ runId: 'run-2', executionId: 'exec-2' }),
+  );
   // No production metrics in the candidate's: the gate reads the holder's registered metrics.
-  const out = await deployStage.run({ name: 'spam', version: v2.version as number, gate: 'f1_macro >= production.f1_macro && per_class.ham.f1 >= production.per_class.ham.f1', metrics: await store.putJson(evaluation(0.9)) }, ctx({ runId: 'run-2', stageId: 'deploy', executionId: 'exec-2' }));
+  const out = await deployStage.run(
+    {
+      name: 'spam',
+      version: v2.version as number,
+      gate: 'f1_macro >= production.f1_macro && per_class.ham.f1 >= production.per_class.ham.f1',
+      metrics: await store.putJson(evaluation(0.9)),
+    },
+    ctx({ runId: 'run-2', stageId: 'deploy', executionId: 'exec-2' }),
+  );
   assert.equal(out.promoted, true, String(out.explanation));
   assert.equal(({} as Record<string, unknown>).isAdmin, undefined, 'Object.prototype was polluted');
   assert.equal(Object.hasOwn(Object.prototype, 'isAdmin'), false);
@@ -77,14 +88,20 @@ test('a reused run id (submit --run-id, schedules) registers and promotes again;
   await deployStage.run({ name: 'spam', version: first.version as number }, ctx({ stageId: 'deploy' }));
   // The same workflow id, a new execution, new model bytes.
   const second = await registerStage.run({ name: 'spam', model: await model('tuesday') }, ctx({ executionId: 'exec-2' }));
-  assert.equal(second.version, 2, 'the second run got the first run\'s version back');
+  assert.equal(second.version, 2, "the second run got the first run's version back");
   await deployStage.run({ name: 'spam', version: second.version as number }, ctx({ stageId: 'deploy', executionId: 'exec-2' }));
   const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
   assert.equal(reg.aliasVersion('spam', 'production'), 2);
   reg.close();
   const audit = openAudit(join(ctx().stateDir, 'audit.db'));
-  assert.deepEqual(audit.query({ action: 'model.registered' }).map((r) => r.subject), ['spam@1', 'spam@2']);
-  assert.deepEqual(audit.query({ action: 'model.promoted' }).map((r) => r.subject), ['spam@1', 'spam@2']);
+  assert.deepEqual(
+    audit.query({ action: 'model.registered' }).map((r) => r.subject),
+    ['spam@1', 'spam@2'],
+  );
+  assert.deepEqual(
+    audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+    ['spam@1', 'spam@2'],
+  );
   audit.close();
 });
 
@@ -103,13 +120,17 @@ test('a register attempt that dies between the registry and the audit write leav
   assert.equal(retry.version, 1);
   await registerStage.run({ name: 'spam', model: ref }, ctx({ attempt: 3 }));
   const audit = openAudit(join(dir, 'audit.db'));
-  assert.deepEqual(audit.query({ action: 'model.registered' }).map((r) => r.subject), ['spam@1']);
+  assert.deepEqual(
+    audit.query({ action: 'model.registered' }).map((r) => r.subject),
+    ['spam@1'],
+  );
   audit.close();
 });
 
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
   const { ctx, model, store } = setup(t);
-  for (const [i, bytes] of ['a', 'b', 'c'].entries()) await registerStage.run({ name: 'spam', model: await model(bytes) }, ctx({ runId: `r${i}`, executionId: `e${i}` }));
+  for (const [i, bytes] of ['a', 'b', 'c'].entries())
+    await registerStage.run({ name: 'spam', model: await model(bytes) }, ctx({ runId: `r${i}`, executionId: `e${i}` }));
   await deployStage.run({ name: 'spam', version: 1 }, ctx({ stageId: 'deploy', executionId: 'e0' }));
   // evaluate compared v3 against production v1 ...
   const metrics = await store.putJson(evaluation(0.9, { production: { f1_macro: 0.5, version: 'spam@1' } }));
@@ -117,7 +138,10 @@ test('deploy does not promote on production metrics that went stale after evalua
   const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
   reg.setAlias('spam', 'production', 2);
   reg.close();
-  const out = await deployStage.run({ name: 'spam', version: 3, gate: 'f1_macro > production.f1_macro', metrics }, ctx({ stageId: 'deploy', executionId: 'e2' }));
+  const out = await deployStage.run(
+    { name: 'spam', version: 3, gate: 'f1_macro > production.f1_macro', metrics },
+    ctx({ stageId: 'deploy', executionId: 'e2' }),
+  );
   assert.equal(out.promoted, false);
   assert.match(String(out.explanation), /production is v2 now, but evaluate compared against spam@1/);
   const after = openRegistry(join(ctx().stateDir, 'registry.db'));

@@ -11,12 +11,23 @@ import type { AnyStageKind } from './types.ts';
 const ALL_KNOWN = ['ingest', 'dedupe', 'split', 'train', 'evaluate', 'register', 'deploy'] as const;
 
 async function builtinKinds(): Promise<AnyStageKind[]> {
-  const mods = await Promise.all([import('./ingest.ts'), import('./dedupe.ts'), import('./split.ts'), import('./train.ts'), import('./evaluate.ts'), import('./register.ts'), import('./deploy.ts')]);
+  const mods = await Promise.all([
+    import('./ingest.ts'),
+    import('./dedupe.ts'),
+    import('./split.ts'),
+    import('./train.ts'),
+    import('./evaluate.ts'),
+    import('./register.ts'),
+    import('./deploy.ts'),
+  ]);
   return mods.flatMap((m) => m.stageKinds());
 }
 
 async function pluginKinds(): Promise<AnyStageKind[]> {
-  const list = (process.env.TEMPERED_PLUGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (process.env.TEMPERED_PLUGINS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const out: AnyStageKind[] = [];
   for (const p of list) {
     const mod = (await import(pathToFileURL(resolve(p)).href)) as { stageKinds?: () => AnyStageKind[] };
@@ -35,6 +46,16 @@ export async function loadStageKinds(): Promise<Map<string, AnyStageKind>> {
 /** What the spec validator needs: the kinds' contracts, and which known kinds are missing. */
 export function kindRegistry(kinds: ReadonlyMap<string, AnyStageKind>): KindRegistry {
   const infos = new Map<string, StageKindInfo>();
-  for (const [name, k] of kinds) infos.set(name, { kind: k.kind, description: k.description, withSchema: k.withSchema, outputs: k.outputs, codeVersion: k.codeVersion, check: k.check?.bind(k), outputShape: k.outputShape?.bind(k), absentOutputs: k.absentOutputs?.bind(k) });
+  for (const [name, k] of kinds)
+    infos.set(name, {
+      kind: k.kind,
+      description: k.description,
+      withSchema: k.withSchema,
+      outputs: k.outputs,
+      codeVersion: k.codeVersion,
+      check: k.check?.bind(k),
+      outputShape: k.outputShape?.bind(k),
+      absentOutputs: k.absentOutputs?.bind(k),
+    });
   return { kinds: infos, knownButUnavailable: new Set(ALL_KNOWN.filter((k) => !kinds.has(k))) };
 }

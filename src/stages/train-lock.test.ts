@@ -24,10 +24,35 @@ test('a second attempt cannot write the checkpoint folder while the first still 
   w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
   w.close();
   const trainRef = await store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  const cfg = (maxSteps: number): TrainConfig => ({ model: modelDir, task: 'causal-lm', train: trainRef, method: 'lora', lora: { r: 2, alpha: 4 }, lr: 1e-2, maxSteps, batchSize: 8, maxLength: 16, checkpointEvery: 1, stepsPerRun: 1, threads: 1 }) as TrainConfig;
+  const cfg = (maxSteps: number): TrainConfig =>
+    ({
+      model: modelDir,
+      task: 'causal-lm',
+      train: trainRef,
+      method: 'lora',
+      lora: { r: 2, alpha: 4 },
+      lr: 1e-2,
+      maxSteps,
+      batchSize: 8,
+      maxLength: 16,
+      checkpointEvery: 1,
+      stepsPerRun: 1,
+      threads: 1,
+    }) as TrainConfig;
   const ctx = (attempt: number, signal: AbortSignal): StageContext => ({
-    runId: 'r', stageId: 'train', attempt, baseDir: dir, specHash: 's', actor: 't', cacheKey: 'k'.repeat(64), store,
-    workDir: join(dir, `work-${attempt}`), stateDir: dir, signal, progress() {}, log() {},
+    runId: 'r',
+    stageId: 'train',
+    attempt,
+    baseDir: dir,
+    specHash: 's',
+    actor: 't',
+    cacheKey: 'k'.repeat(64),
+    store,
+    workDir: join(dir, `work-${attempt}`),
+    stateDir: dir,
+    signal,
+    progress() {},
+    log() {},
   });
 
   // Attempt 1 (a zombie that lost its heartbeat) holds the folder; it had finished a run before, so
@@ -36,7 +61,10 @@ test('a second attempt cannot write the checkpoint folder while the first still 
   mkdirSync(ckDir, { recursive: true });
   writeFileSync(join(ckDir, 'COMPLETE'), 'earlier');
   const zombie = acquireDirLock(`${ckDir}.lock`, { what: 'run r stage train attempt 1' });
-  await assert.rejects(trainStage.run(cfg(2), ctx(2, new AbortController().signal)), (e: unknown) => e instanceof LockBusyError && /attempt 1/.test(e.message));
+  await assert.rejects(
+    trainStage.run(cfg(2), ctx(2, new AbortController().signal)),
+    (e: unknown) => e instanceof LockBusyError && /attempt 1/.test(e.message),
+  );
   assert.ok(existsSync(join(ckDir, 'COMPLETE')), 'the rejected attempt deleted nothing the holder writes');
   zombie.release();
   // Once the holder stopped, the retry runs (and clears the finished folder as before).
@@ -45,7 +73,7 @@ test('a second attempt cannot write the checkpoint folder while the first still 
   assert.equal(existsSync(`${ckDir}.lock`), false, 'the lock is released after the run');
 });
 
-test('the train cache key follows the base model\'s content: a re-exported folder under the same path misses the cache', async (t) => {
+test("the train cache key follows the base model's content: a re-exported folder under the same path misses the cache", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainkey-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });

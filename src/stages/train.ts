@@ -69,9 +69,28 @@ export interface TrainConfig {
 const COMPLETE = 'COMPLETE';
 const OWN_PROCESS_RUN_BUDGET_MS = 30_000;
 
-async function writeHistory(path: string, history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; val?: { loss: number; accuracy?: number; f1_macro?: number } }[]): Promise<void> {
+async function writeHistory(
+  path: string,
+  history: {
+    step: number;
+    epoch: number;
+    loss: number;
+    lr: number;
+    gradNorm: number;
+    val?: { loss: number; accuracy?: number; f1_macro?: number };
+  }[],
+): Promise<void> {
   const { ArrowTableWriter } = await lib();
-  const w = new ArrowTableWriter(path, { step: 'int32', epoch: 'int32', loss: 'float64', lr: 'float64', grad_norm: 'float64', val_loss: 'float64', val_accuracy: 'float64', val_f1_macro: 'float64' });
+  const w = new ArrowTableWriter(path, {
+    step: 'int32',
+    epoch: 'int32',
+    loss: 'float64',
+    lr: 'float64',
+    grad_norm: 'float64',
+    val_loss: 'float64',
+    val_accuracy: 'float64',
+    val_f1_macro: 'float64',
+  });
   const nan = Number.NaN;
   w.writeBatch({
     step: history.map((h) => h.step),
@@ -90,7 +109,12 @@ async function writeHistory(path: string, history: { step: number; epoch: number
 type StepReport = Omit<Progress, 'etaSec'> & { etaSec?: number };
 
 type HistoryRow = Parameters<typeof writeHistory>[1][number];
-type Trainer = (cfg: TrainConfig, settings: RunSettings, ctx: StageContext, onStep: (m: StepReport) => void) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number }>;
+type Trainer = (
+  cfg: TrainConfig,
+  settings: RunSettings,
+  ctx: StageContext,
+  onStep: (m: StepReport) => void,
+) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number }>;
 
 /** What each task adds to the shared settings, and which library recipe trains it. */
 const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
@@ -111,7 +135,14 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
   },
   async 'causal-lm'(cfg, settings, _ctx, onStep) {
     const { trainCausalLm } = await lib();
-    return trainCausalLm({ ...settings, method: cfg.method as 'full' | 'lora', lora: cfg.lora, chat: cfg.chat, pack: cfg.pack, onProgress: onStep });
+    return trainCausalLm({
+      ...settings,
+      method: cfg.method as 'full' | 'lora',
+      lora: cfg.lora,
+      chat: cfg.chat,
+      pack: cfg.pack,
+      onProgress: onStep,
+    });
   },
 };
 
@@ -130,7 +161,13 @@ export const trainStage: StageKind<TrainConfig> = {
       task: { enum: ['classification', 'causal-lm'], default: 'classification' },
       train: artifactRefSchema,
       validation: artifactRefSchema,
-      labels: { type: 'array', items: { type: 'string' }, minItems: 2, uniqueItems: true, description: 'class order; default: the labels of the train table, sorted' },
+      labels: {
+        type: 'array',
+        items: { type: 'string' },
+        minItems: 2,
+        uniqueItems: true,
+        description: 'class order; default: the labels of the train table, sorted',
+      },
       method: { enum: ['full', 'lora', 'head'] },
       lora: {
         type: 'object',
@@ -160,9 +197,15 @@ export const trainStage: StageKind<TrainConfig> = {
       threads: { type: 'integer', minimum: 1 },
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
       evalEvery: { type: 'integer', minimum: 1 },
-      stepsPerRun: { type: 'integer', minimum: 1, description: 'optimizer steps per onnxruntime run; default 4 on CPU when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1 (set it to use multi-step runs on a GPU); results do not depend on it' },
+      stepsPerRun: {
+        type: 'integer',
+        minimum: 1,
+        description:
+          'optimizer steps per onnxruntime run; default 4 on CPU when the trained weights and optimizer state exceed 32 MB (full fine-tuning), else 1 (set it to use multi-step runs on a GPU); results do not depend on it',
+      },
       dropout: {
-        description: "the encoder's dropout while training (never at inference). Default: the checkpoint's config.json (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout; 0.1 when absent), as transformers trains. A number sets every rate (0: off); an object sets hidden (embeddings, attention output, MLP output, and the classifier's unless classifier is given), attention (attention probabilities) or classifier (pooled features)",
+        description:
+          "the encoder's dropout while training (never at inference). Default: the checkpoint's config.json (hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout; 0.1 when absent), as transformers trains. A number sets every rate (0: off); an object sets hidden (embeddings, attention output, MLP output, and the classifier's unless classifier is given), attention (attention probabilities) or classifier (pooled features)",
         oneOf: [
           { type: 'number', minimum: 0, exclusiveMaximum: 1 },
           {
@@ -176,14 +219,25 @@ export const trainStage: StageKind<TrainConfig> = {
           },
         ],
       },
-      groupByLength: { type: 'boolean', default: true, description: 'batch texts of similar length together (shuffled within and across groups): less padding, faster on short texts; classification only' },
+      groupByLength: {
+        type: 'boolean',
+        default: true,
+        description:
+          'batch texts of similar length together (shuffled within and across groups): less padding, faster on short texts; classification only',
+      },
       chat: {
         type: 'object',
         additionalProperties: false,
-        description: "causal-lm: render each prompt/response record with the model's chat template (template: Jinja text to use instead; system: a system message; endOfTurn: the token ending an assistant turn, default eos_token); the loss is on the reply and that token only",
+        description:
+          "causal-lm: render each prompt/response record with the model's chat template (template: Jinja text to use instead; system: a system message; endOfTurn: the token ending an assistant turn, default eos_token); the loss is on the reply and that token only",
         properties: { template: { type: 'string', minLength: 1 }, system: { type: 'string' }, endOfTurn: { type: 'string', minLength: 1 } },
       },
-      pack: { type: 'boolean', default: false, description: 'causal-lm, LLaMA models: pack several examples into each maxLength row; attention and positions never cross an example' },
+      pack: {
+        type: 'boolean',
+        default: false,
+        description:
+          'causal-lm, LLaMA models: pack several examples into each maxLength row; attention and positions never cross an example',
+      },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
@@ -209,17 +263,30 @@ export const trainStage: StageKind<TrainConfig> = {
     const cfg = raw as Partial<TrainConfig>;
     const issues = modelSourceIssues(cfg.model, ['model'], ctx);
     const causal = cfg.task === 'causal-lm';
-    if (causal && cfg.method === 'head') issues.push({ path: ['method'], message: "method 'head' applies to classification; use full or lora for causal-lm" });
+    if (causal && cfg.method === 'head')
+      issues.push({ path: ['method'], message: "method 'head' applies to classification; use full or lora for causal-lm" });
     // Rows whose label the model does not list fail training; the ingest stage's declared labels are those rows' labels.
     const data = !causal && Array.isArray(cfg.labels) && !hasRefs(cfg.labels) ? declaredLabels(cfg.train, ctx) : undefined;
     const unlisted = data?.labels.filter((l) => !cfg.labels!.includes(l)) ?? [];
-    if (unlisted.length) issues.push({ path: ['labels'], message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`, hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]` });
-    if (!causal) for (const field of ['chat', 'pack'] as const) if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
-    if (cfg.method === 'lora' && cfg.lora === undefined) issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
+    if (unlisted.length)
+      issues.push({
+        path: ['labels'],
+        message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`,
+        hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]`,
+      });
+    if (!causal)
+      for (const field of ['chat', 'pack'] as const)
+        if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
+    if (cfg.method === 'lora' && cfg.lora === undefined)
+      issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
     if (cfg.earlyStopping !== undefined) {
       if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
       else if (cfg.validation === undefined || cfg.evalEvery === undefined) {
-        issues.push({ path: ['earlyStopping'], message: 'early stopping needs a validation table and evalEvery', hint: 'set validation: ${{ stages.<split>.outputs.validation }} and evalEvery: <steps>' });
+        issues.push({
+          path: ['earlyStopping'],
+          message: 'early stopping needs a validation table and evalEvery',
+          hint: 'set validation: ${{ stages.<split>.outputs.validation }} and evalEvery: <steps>',
+        });
       }
     }
     return issues;
@@ -228,9 +295,16 @@ export const trainStage: StageKind<TrainConfig> = {
     const { removeStaleTemps, resolveModelSource } = await lib();
     const task = cfg.task ?? 'classification';
     if (task === 'causal-lm') {
-      if (cfg.method === 'head') throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", { where: `stages.${ctx.stageId}.with.method` });
+      if (cfg.method === 'head')
+        throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", {
+          where: `stages.${ctx.stageId}.with.method`,
+        });
       for (const field of ['dropout', 'groupByLength'] as const) {
-        if (cfg[field] !== undefined) throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, { where: `stages.${ctx.stageId}.with.${field}`, hint: `remove ${field}` });
+        if (cfg[field] !== undefined)
+          throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, {
+            where: `stages.${ctx.stageId}.with.${field}`,
+            hint: `remove ${field}`,
+          });
       }
     }
     const paths = statePaths(ctx.stateDir);
@@ -247,7 +321,10 @@ export const trainStage: StageKind<TrainConfig> = {
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
-    const lock = acquireDirLock(`${checkpointDir}.lock`, { what: `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`, staleMs: lockStaleMs() });
+    const lock = acquireDirLock(`${checkpointDir}.lock`, {
+      what: `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`,
+      staleMs: lockStaleMs(),
+    });
     const signal = AbortSignal.any([ctx.signal, lock.signal]);
     try {
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
@@ -288,7 +365,14 @@ export const trainStage: StageKind<TrainConfig> = {
         ctx.progress({
           fraction: m.totalSteps ? m.step / m.totalSteps : undefined,
           message: `step ${m.step}/${m.totalSteps} epoch ${m.epoch}`,
-          metrics: { step: m.step, epoch: m.epoch, loss: m.loss, lr: m.lr, samplesPerSec: m.samplesPerSec, ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}) },
+          metrics: {
+            step: m.step,
+            epoch: m.epoch,
+            loss: m.loss,
+            lr: m.lr,
+            samplesPerSec: m.samplesPerSec,
+            ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}),
+          },
           resume: { checkpointDir },
         });
       const result = await TRAINERS[task](cfg, settings, ctx, onStep);
@@ -296,7 +380,9 @@ export const trainStage: StageKind<TrainConfig> = {
       writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
       const historyPath = join(ctx.workDir, 'history.arrow');
       await writeHistory(historyPath, result.history);
-      const ckpts = readdirSync(checkpointDir).filter((n) => /^step-\d+$/.test(n)).sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
+      const ckpts = readdirSync(checkpointDir)
+        .filter((n) => /^step-\d+$/.test(n))
+        .sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
       const latest = ckpts.length ? join(checkpointDir, ckpts[ckpts.length - 1]!) : undefined;
       const outputs = {
         model: await ctx.store.putTree(outDir),

@@ -1,7 +1,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IntegrityError, InputError } from '../errors.ts';
@@ -52,7 +63,10 @@ describe('ArtifactStore', () => {
     writeFileSync(p, 'precious');
     await assert.rejects(s.verify(ref), (e: Error) => e instanceof IntegrityError && /corrupt/.test(e.message));
     const good = await s.putBytes('precious data', { mediaType: 'text/plain' });
-    await assert.rejects(s.verify({ ...good, bytes: 8 }), (e: Error) => e instanceof IntegrityError && /13 bytes on disk, the reference says 8/.test(e.message));
+    await assert.rejects(
+      s.verify({ ...good, bytes: 8 }),
+      (e: Error) => e instanceof IntegrityError && /13 bytes on disk, the reference says 8/.test(e.message),
+    );
   });
 
   it('a damaged object is quarantined on verify and replaced by the next put of its bytes', async () => {
@@ -95,12 +109,21 @@ describe('ArtifactStore', () => {
     const fresher = join(s.root, 'tmp', `${Date.now()}-${dead.pid}-fedcba`);
     writeFileSync(fresher, 'just written');
     assert.equal(await s.sweepTemp(), 3);
-    assert.deepEqual(readdirSync(join(s.root, 'tmp')).sort(), [fresher, entries.liveStage, entries.liveTemp].map((p) => p.split('/').pop()!).sort());
+    assert.deepEqual(
+      readdirSync(join(s.root, 'tmp')).sort(),
+      [fresher, entries.liveStage, entries.liveTemp].map((p) => p.split('/').pop()!).sort(),
+    );
   });
 
   it('rejects URIs and tree names that could escape the store', async () => {
     const s = fresh();
-    for (const bad of ['artifact://sha256/../../etc/passwd', 'artifact://sha256/' + 'g'.repeat(64), '/etc/passwd', 'file:///etc/passwd', 'artifact://sha256/ABC']) {
+    for (const bad of [
+      'artifact://sha256/../../etc/passwd',
+      'artifact://sha256/' + 'g'.repeat(64),
+      '/etc/passwd',
+      'file:///etc/passwd',
+      'artifact://sha256/ABC',
+    ]) {
       assert.throws(() => parseUri(bad), InputError, bad);
       assert.throws(() => s.pathOf(bad), InputError, bad);
     }
@@ -109,7 +132,9 @@ describe('ArtifactStore', () => {
     }
     assert.equal(safeRelativeName('model/config.json'), 'model/config.json');
     // A manifest that names ../ is refused before anything is written outside dest.
-    const evil = await s.putBytes(JSON.stringify({ files: [{ name: '../escaped.txt', sha256: sha256Hex('x'), bytes: 1 }] }), { mediaType: 'application/json' });
+    const evil = await s.putBytes(JSON.stringify({ files: [{ name: '../escaped.txt', sha256: sha256Hex('x'), bytes: 1 }] }), {
+      mediaType: 'application/json',
+    });
     await s.putBytes('x', { mediaType: 'text/plain' });
     const dest = mkdtempSync(join(tmpdir(), 'dest-'));
     await assert.rejects(s.materializeTree(evil, join(dest, 'inner')), InputError);
@@ -186,7 +211,9 @@ describe('ArtifactStore', () => {
       await s.putFile(src, { mediaType: 'application/octet-stream' });
       console.log('done');
     `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('writing') && resolve()));
     // Wait until the temp file has begun to grow, then kill.
     const tmpDir = join(s.root, 'tmp');

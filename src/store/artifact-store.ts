@@ -24,9 +24,11 @@ export function uriFor(sha256: string): string {
 
 /** Parses an artifact URI; anything that is not exactly `artifact://sha256/<64 hex>` is rejected. */
 export function parseUri(uri: string): string {
-  if (!uri.startsWith(URI_PREFIX)) throw new InputError(`not an artifact URI: ${JSON.stringify(uri)}`, { hint: 'expected artifact://sha256/<hex>' });
+  if (!uri.startsWith(URI_PREFIX))
+    throw new InputError(`not an artifact URI: ${JSON.stringify(uri)}`, { hint: 'expected artifact://sha256/<hex>' });
   const hex = uri.slice(URI_PREFIX.length);
-  if (!HEX64.test(hex)) throw new InputError(`malformed artifact URI: ${JSON.stringify(uri)}`, { hint: 'the hash must be 64 lower-case hex digits' });
+  if (!HEX64.test(hex))
+    throw new InputError(`malformed artifact URI: ${JSON.stringify(uri)}`, { hint: 'the hash must be 64 lower-case hex digits' });
   return hex;
 }
 
@@ -36,10 +38,13 @@ export function parseUri(uri: string): string {
  */
 export function safeRelativeName(name: string): string {
   if (typeof name !== 'string' || name.length === 0) throw new InputError('empty file name in artifact tree');
-  if (isAbsolute(name) || name.includes('\0') || name.includes('\\')) throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`);
+  if (isAbsolute(name) || name.includes('\0') || name.includes('\\'))
+    throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`);
   const norm = normalize(name);
   if (norm.split(sep).some((s) => s === '..' || s === '') || norm.startsWith('.' + sep) || norm === '.') {
-    throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`, { hint: 'names must stay inside the tree (no .. or absolute paths)' });
+    throw new InputError(`unsafe file name in artifact tree: ${JSON.stringify(name)}`, {
+      hint: 'names must stay inside the tree (no .. or absolute paths)',
+    });
   }
   return norm;
 }
@@ -108,9 +113,11 @@ export class ArtifactStore {
     if (!HEX64.test(hex)) return;
     const dir = join(this.root, 'quarantine');
     await fsp.mkdir(dir, { recursive: true });
-    await fsp.rename(this.objectPath(hex), join(dir, `${hex}.${Date.now()}.${randomBytes(3).toString('hex')}`)).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    await fsp
+      .rename(this.objectPath(hex), join(dir, `${hex}.${Date.now()}.${randomBytes(3).toString('hex')}`))
+      .catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
   }
 
   /** A fresh temp path inside the store, for writers that produce a file and then `putFile(..., {move: true})`. */
@@ -181,10 +188,13 @@ export class ArtifactStore {
     const { sha256: hex, bytes } = await sha256File(path);
     if (hex !== name) {
       await this.quarantine(name);
-      throw new IntegrityError(`artifact ${name} is corrupt: its content hashes to ${hex} (moved to ${join(this.root, 'quarantine')})`, { sha256: name });
+      throw new IntegrityError(`artifact ${name} is corrupt: its content hashes to ${hex} (moved to ${join(this.root, 'quarantine')})`, {
+        sha256: name,
+      });
     }
     if (hex !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
-    if (bytes !== ref.bytes) throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
+    if (bytes !== ref.bytes)
+      throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
     return path;
   }
 
@@ -193,7 +203,8 @@ export class ArtifactStore {
     await this.verify(ref);
     if (ref.mediaType !== TREE_MEDIA) return;
     const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
-    for (const e of manifest.files) await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
+    for (const e of manifest.files)
+      await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
   }
 
   /** Whether a tree's manifest lists the object `sha256` (false for other artifacts or unreadable manifests). */
@@ -286,7 +297,14 @@ export class ArtifactStore {
         }
       };
       await walk('');
-      if (found.sort().join('\n') !== manifest.files.map((f) => f.name).sort().join('\n')) return false;
+      if (
+        found.sort().join('\n') !==
+        manifest.files
+          .map((f) => f.name)
+          .sort()
+          .join('\n')
+      )
+        return false;
       for (const f of manifest.files) {
         const st = await fsp.lstat(join(dir, f.name));
         if (!st.isFile() || st.size !== f.bytes || (await sha256File(join(dir, f.name))).sha256 !== f.sha256) return false;

@@ -13,7 +13,13 @@ function setup(t: { after: (fn: () => void) => void }) {
   return { dir, store, cache: new StageCache(join(dir, 'cache'), store) };
 }
 
-const record = (key: string, outputs: CacheRecord['outputs']): CacheRecord => ({ key, kind: 'k', outputs, producedBy: { runId: 'r', stageId: 's' }, createdAt: 'now' });
+const record = (key: string, outputs: CacheRecord['outputs']): CacheRecord => ({
+  key,
+  kind: 'k',
+  outputs,
+  producedBy: { runId: 'r', stageId: 's' },
+  createdAt: 'now',
+});
 const damage = (path: string) => {
   chmodSync(path, 0o644);
   writeFileSync(path, 'bit rot');

@@ -43,7 +43,10 @@ function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
 }
 
 export class StageCache {
-  constructor(private readonly dir: string, private readonly store: ArtifactStore) {
+  constructor(
+    private readonly dir: string,
+    private readonly store: ArtifactStore,
+  ) {
     mkdirSync(dir, { recursive: true });
   }
 

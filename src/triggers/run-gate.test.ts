@@ -5,8 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decideGate, RunIndex, type DataFingerprint, type RunRecord } from './run-gate.ts';
 
-const data = (hash: string, labels: Record<string, number> = { ham: 80, spam: 20 }, stageId = 'ingest'): DataFingerprint => ({ stageId, dataHash: hash, labels });
-const lastRun = (specHash: string, d: DataFingerprint[]): RunRecord => ({ runId: 'run-1', specHash, data: d, time: '2026-01-01T00:00:00.000Z' });
+const data = (hash: string, labels: Record<string, number> = { ham: 80, spam: 20 }, stageId = 'ingest'): DataFingerprint => ({
+  stageId,
+  dataHash: hash,
+  labels,
+});
+const lastRun = (specHash: string, d: DataFingerprint[]): RunRecord => ({
+  runId: 'run-1',
+  specHash,
+  data: d,
+  time: '2026-01-01T00:00:00.000Z',
+});
 
 describe('decideGate: skipIfUnchanged', () => {
   const gate = { skipIfUnchanged: true };
@@ -157,9 +166,17 @@ describe('decideGate: labels named like Object properties', () => {
   const gate = { labelDrift: { threshold: 0.1 } };
   const parsed = (json: string) => JSON.parse(json) as Record<string, number>;
   it('counts constructor and __proto__ like any other label', () => {
-    const same = decideGate(gate, { specHash: 's', data: [data('h2', parsed('{"constructor": 10, "ham": 10}'))] }, lastRun('s', [data('h1', parsed('{"constructor": 10, "ham": 10}'))]));
+    const same = decideGate(
+      gate,
+      { specHash: 's', data: [data('h2', parsed('{"constructor": 10, "ham": 10}'))] },
+      lastRun('s', [data('h1', parsed('{"constructor": 10, "ham": 10}'))]),
+    );
     assert.equal(same.proceed, false, same.reason);
-    const moved = decideGate(gate, { specHash: 's', data: [data('h2', parsed('{"__proto__": 10}'))] }, lastRun('s', [data('h1', parsed('{"ham": 10}'))]));
+    const moved = decideGate(
+      gate,
+      { specHash: 's', data: [data('h2', parsed('{"__proto__": 10}'))] },
+      lastRun('s', [data('h1', parsed('{"ham": 10}'))]),
+    );
     assert.equal(moved.proceed, true, moved.reason);
     assert.match(moved.reason, /distance 1\.0000/);
   });

@@ -67,7 +67,12 @@ function sumLabels(data: DataFingerprint[]): Record<string, number> {
  * Decides whether a run goes on. Triggers, when any are set, decide on their own: the run goes on
  * if one fires. Otherwise `skipIfUnchanged` skips a run whose spec and data match the last success.
  */
-export function decideGate(gate: GateSpec, current: { specHash: string; data: DataFingerprint[] }, last: RunRecord | undefined, productionMetric?: number): GateDecision {
+export function decideGate(
+  gate: GateSpec,
+  current: { specHash: string; data: DataFingerprint[] },
+  last: RunRecord | undefined,
+  productionMetric?: number,
+): GateDecision {
   const fired: string[] = [];
   const quiet: string[] = [];
   if (gate.metricBelow) {
@@ -80,17 +85,22 @@ export function decideGate(gate: GateSpec, current: { specHash: string; data: Da
     if (!last) fired.push('no earlier successful run to compare label distributions with');
     else {
       const d = jensenShannon(sumLabels(current.data), sumLabels(last.data));
-      if (d > gate.labelDrift.threshold) fired.push(`label distribution moved: Jensen-Shannon distance ${d.toFixed(4)} > ${gate.labelDrift.threshold}`);
+      if (d > gate.labelDrift.threshold)
+        fired.push(`label distribution moved: Jensen-Shannon distance ${d.toFixed(4)} > ${gate.labelDrift.threshold}`);
       else quiet.push(`label distribution stable: Jensen-Shannon distance ${d.toFixed(4)} ≤ ${gate.labelDrift.threshold}`);
     }
   }
   if (gate.metricBelow || gate.labelDrift) {
-    return fired.length > 0 ? { proceed: true, outcome: 'triggered', reason: fired.join('; ') } : { proceed: false, outcome: 'not-triggered', reason: quiet.join('; ') };
+    return fired.length > 0
+      ? { proceed: true, outcome: 'triggered', reason: fired.join('; ') }
+      : { proceed: false, outcome: 'not-triggered', reason: quiet.join('; ') };
   }
   if (gate.skipIfUnchanged) {
     if (!last) return { proceed: true, outcome: 'first-run', reason: 'no earlier successful run' };
-    const sameData = JSON.stringify(current.data.map((d) => [d.stageId, d.dataHash])) === JSON.stringify(last.data.map((d) => [d.stageId, d.dataHash]));
-    if (sameData && current.specHash === last.specHash) return { proceed: false, outcome: 'unchanged', reason: `spec and data match run ${last.runId}` };
+    const sameData =
+      JSON.stringify(current.data.map((d) => [d.stageId, d.dataHash])) === JSON.stringify(last.data.map((d) => [d.stageId, d.dataHash]));
+    if (sameData && current.specHash === last.specHash)
+      return { proceed: false, outcome: 'unchanged', reason: `spec and data match run ${last.runId}` };
     return { proceed: true, outcome: 'changed', reason: sameData ? 'the spec changed' : 'the source data changed' };
   }
   return { proceed: true, outcome: 'changed', reason: 'no gate set' };

@@ -25,7 +25,7 @@ test('any JSON value: key order does not matter, output parses back to the value
   run(
     fc.property(fc.jsonValue(), fc.integer(), (v, s) => {
       let x = s;
-      const rnd = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+      const rnd = () => (x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
       const out = canonicalJson(v);
       assert.equal(canonicalJson(shuffled(v, rnd)), out);
       assert.equal(canonicalJson(JSON.parse(out)), out, 'canonical of the parsed output is the output');
@@ -60,8 +60,16 @@ test('keys that name Object.prototype machinery are plain keys', () => {
 
 test('anything at all: a JSON string or an InputError naming the place, never another crash or invalid JSON', () => {
   const anything = fc.anything({
-    withBigInt: true, withBoxedValues: true, withDate: true, withMap: true, withSet: true, withNullPrototype: true,
-    withObjectString: true, withSparseArray: true, withTypedArray: true, withUnicodeString: true,
+    withBigInt: true,
+    withBoxedValues: true,
+    withDate: true,
+    withMap: true,
+    withSet: true,
+    withNullPrototype: true,
+    withObjectString: true,
+    withSparseArray: true,
+    withTypedArray: true,
+    withUnicodeString: true,
   });
   run(
     fc.property(anything, (v) => {

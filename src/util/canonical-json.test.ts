@@ -4,7 +4,10 @@ import { canonicalJson, sha256Hex } from './canonical-json.ts';
 import { InputError } from '../errors.ts';
 
 test('canonical JSON sorts keys at every depth and drops undefined properties', () => {
-  assert.equal(canonicalJson({ b: 1, a: { d: [3, { z: null, y: 'x' }], c: true }, u: undefined }), '{"a":{"c":true,"d":[3,{"y":"x","z":null}]},"b":1}');
+  assert.equal(
+    canonicalJson({ b: 1, a: { d: [3, { z: null, y: 'x' }], c: true }, u: undefined }),
+    '{"a":{"c":true,"d":[3,{"y":"x","z":null}]},"b":1}',
+  );
   assert.equal(canonicalJson({ b: 1, a: 2 }), canonicalJson({ a: 2, b: 1 }));
   assert.equal(canonicalJson(new Date('2026-01-01T00:00:00Z')), '"2026-01-01T00:00:00.000Z"');
   assert.equal(canonicalJson('é\u2028"'), JSON.stringify('é\u2028"'));
@@ -23,7 +26,12 @@ test('values JSON cannot carry faithfully are refused with their path', () => {
     [{ s: [, 1] }, /value\.s\[0\]: a hole in a sparse array/],
     [{ d: new Date(NaN) }, /value\.d: an invalid Date/],
   ];
-  for (const [v, re] of cases) assert.throws(() => canonicalJson(v), (e: unknown) => e instanceof InputError && re.test(e.message), String(re));
+  for (const [v, re] of cases)
+    assert.throws(
+      () => canonicalJson(v),
+      (e: unknown) => e instanceof InputError && re.test(e.message),
+      String(re),
+    );
 });
 
 test('sha256Hex matches the known digest of "abc"', () => {

@@ -27,7 +27,11 @@ function write(v: unknown, path: string): string {
         const parts: string[] = [];
         for (let i = 0; i < v.length; i++) {
           const x: unknown = v[i];
-          if (x === undefined) throw new InputError(`${i in v ? 'undefined' : 'a hole in a sparse array'} cannot be stored as JSON`, { where: `${path}[${i}]`, hint: 'use null' });
+          if (x === undefined)
+            throw new InputError(`${i in v ? 'undefined' : 'a hole in a sparse array'} cannot be stored as JSON`, {
+              where: `${path}[${i}]`,
+              hint: 'use null',
+            });
           parts.push(write(x, `${path}[${i}]`));
         }
         return `[${parts.join(',')}]`;
@@ -38,9 +42,14 @@ function write(v: unknown, path: string): string {
       }
       const proto = Object.getPrototypeOf(v);
       if (proto !== Object.prototype && proto !== null) {
-        throw new InputError(`a ${proto?.constructor?.name ?? 'non-plain'} object cannot be stored as JSON`, { where: path, hint: 'pass plain objects, arrays, strings, numbers, booleans or null' });
+        throw new InputError(`a ${proto?.constructor?.name ?? 'non-plain'} object cannot be stored as JSON`, {
+          where: path,
+          hint: 'pass plain objects, arrays, strings, numbers, booleans or null',
+        });
       }
-      const keys = Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      const keys = Object.keys(v)
+        .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+        .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
       return `{${keys.map((k) => `${JSON.stringify(k)}:${write((v as Record<string, unknown>)[k], `${path}.${k}`)}`).join(',')}}`;
     }
     default:

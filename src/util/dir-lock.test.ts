@@ -13,7 +13,10 @@ test('one holder at a time; a stale lock is taken over and its old holder is tol
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'ck.lock');
   const a = acquireDirLock(path, { what: 'attempt 1', staleMs: 60_000, refreshMs: 20 });
-  assert.throws(() => acquireDirLock(path, { what: 'attempt 2', staleMs: 60_000 }), (e: unknown) => e instanceof LockBusyError && /attempt 1 \(pid/.test(e.message));
+  assert.throws(
+    () => acquireDirLock(path, { what: 'attempt 2', staleMs: 60_000 }),
+    (e: unknown) => e instanceof LockBusyError && /attempt 1 \(pid/.test(e.message),
+  );
   // attempt 1 stops refreshing (a hung zombie): its lock ages past staleMs.
   const old = new Date(Date.now() - 120_000);
   utimesSync(path, old, old);
@@ -33,10 +36,16 @@ test('a fresh lock whose holder on this host is gone (crashed, killed) is taken 
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'ck.lock');
   const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
-  writeFileSync(path, JSON.stringify({ token: 'x', pid: dead, host: hostname(), what: 'crashed attempt', since: new Date().toISOString() }));
+  writeFileSync(
+    path,
+    JSON.stringify({ token: 'x', pid: dead, host: hostname(), what: 'crashed attempt', since: new Date().toISOString() }),
+  );
   const b = acquireDirLock(path, { what: 'retry', staleMs: 60_000 });
   b.release();
   // A holder on another host is judged by freshness alone.
-  writeFileSync(path, JSON.stringify({ token: 'y', pid: dead, host: `${hostname()}-elsewhere`, what: 'remote attempt', since: new Date().toISOString() }));
+  writeFileSync(
+    path,
+    JSON.stringify({ token: 'y', pid: dead, host: `${hostname()}-elsewhere`, what: 'remote attempt', since: new Date().toISOString() }),
+  );
   assert.throws(() => acquireDirLock(path, { what: 'retry' }), LockBusyError);
 });

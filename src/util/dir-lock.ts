@@ -28,8 +28,13 @@ export interface LockOwner {
 /** Thrown when a live holder has the lock. Transient: the caller retries once the holder stops. */
 export class LockBusyError extends Error {
   override name = 'LockBusyError';
-  constructor(readonly path: string, readonly owner: LockOwner | undefined) {
-    super(`${path} is held by ${owner ? `${owner.what} (pid ${owner.pid} on ${owner.host}, since ${owner.since})` : 'another writer'}, which has not stopped; try again once it has`);
+  constructor(
+    readonly path: string,
+    readonly owner: LockOwner | undefined,
+  ) {
+    super(
+      `${path} is held by ${owner ? `${owner.what} (pid ${owner.pid} on ${owner.host}, since ${owner.since})` : 'another writer'}, which has not stopped; try again once it has`,
+    );
   }
 }
 
@@ -71,7 +76,13 @@ function create(path: string, owner: LockOwner): boolean {
 export function acquireDirLock(path: string, opts: { what: string; staleMs?: number; refreshMs?: number; now?: () => number }): DirLock {
   const staleMs = opts.staleMs ?? 60_000;
   const now = opts.now ?? Date.now;
-  const owner: LockOwner = { token: randomBytes(8).toString('hex'), pid: process.pid, host: hostname(), what: opts.what, since: new Date(now()).toISOString() };
+  const owner: LockOwner = {
+    token: randomBytes(8).toString('hex'),
+    pid: process.pid,
+    host: hostname(),
+    what: opts.what,
+    since: new Date(now()).toISOString(),
+  };
   if (!create(path, owner)) {
     let mtime: number | undefined;
     try {
@@ -92,19 +103,22 @@ export function acquireDirLock(path: string, opts: { what: string; staleMs?: num
   }
   const ac = new AbortController();
   const ours = () => readOwner(path)?.token === owner.token;
-  const timer = setInterval(() => {
-    if (!ours()) {
-      clearInterval(timer);
-      ac.abort(`lost the lock on ${path} to another attempt`);
-      return;
-    }
-    const t = new Date(now());
-    try {
-      utimesSync(path, t, t);
-    } catch {
-      /* checked again on the next tick */
-    }
-  }, opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4)));
+  const timer = setInterval(
+    () => {
+      if (!ours()) {
+        clearInterval(timer);
+        ac.abort(`lost the lock on ${path} to another attempt`);
+        return;
+      }
+      const t = new Date(now());
+      try {
+        utimesSync(path, t, t);
+      } catch {
+        /* checked again on the next tick */
+      }
+    },
+    opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4)),
+  );
   timer.unref();
   return {
     signal: ac.signal,

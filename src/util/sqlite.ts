@@ -44,7 +44,9 @@ export function migrate(db: Db, migrations: readonly Migration[], scope: string)
     scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
     PRIMARY KEY (scope, version))`);
   const pendingRebuild = () => {
-    const done = new Set((db.prepare('SELECT version FROM schema_migrations WHERE scope = ?').all(scope) as { version: number }[]).map((r) => r.version));
+    const done = new Set(
+      (db.prepare('SELECT version FROM schema_migrations WHERE scope = ?').all(scope) as { version: number }[]).map((r) => r.version),
+    );
     return migrations.some((m) => m.rebuildsTables && !done.has(m.version));
   };
   // PRAGMA foreign_keys is a no-op inside a transaction, so it is switched before one starts.
@@ -57,16 +59,26 @@ export function migrate(db: Db, migrations: readonly Migration[], scope: string)
     const known = Math.max(0, ...migrations.map((m) => m.version));
     const newest = Math.max(0, ...done);
     if (newest > known) {
-      throw new Error(`${scope} schema is at version ${newest} but this tempered knows up to ${known}; upgrade tempered before opening this database`);
+      throw new Error(
+        `${scope} schema is at version ${newest} but this tempered knows up to ${known}; upgrade tempered before opening this database`,
+      );
     }
     for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
       if (done.has(m.version)) continue;
       db.exec(m.sql);
       if (m.rebuildsTables) {
         const broken = db.pragma('foreign_key_check') as unknown[];
-        if (broken.length) throw new Error(`${scope} migration ${m.version} (${m.name}) would leave ${broken.length} broken foreign key(s); nothing was changed`);
+        if (broken.length)
+          throw new Error(
+            `${scope} migration ${m.version} (${m.name}) would leave ${broken.length} broken foreign key(s); nothing was changed`,
+          );
       }
-      db.prepare('INSERT INTO schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)').run(scope, m.version, m.name, new Date().toISOString());
+      db.prepare('INSERT INTO schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)').run(
+        scope,
+        m.version,
+        m.name,
+        new Date().toISOString(),
+      );
     }
   });
   try {

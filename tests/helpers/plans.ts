@@ -18,7 +18,11 @@ export interface StageDraft {
   queue?: string;
 }
 
-export function plannedPipeline(name: string, drafts: StageDraft[], extra: Partial<Omit<PlannedPipeline, 'name' | 'stages'>> = {}): PlannedPipeline {
+export function plannedPipeline(
+  name: string,
+  drafts: StageDraft[],
+  extra: Partial<Omit<PlannedPipeline, 'name' | 'stages'>> = {},
+): PlannedPipeline {
   const stages = drafts.map((d): PlannedStage => {
     const { retry, timeout, cache, ...rest } = d;
     return {

@@ -70,14 +70,18 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
     await sleep(everyMs);
   }
 }
 
-
 /** Runs `tempered schedule <args>` through the real entry point (bin/tempered.js). */
-export function runScheduleCli(args: string[], env: Record<string, string | undefined>, opts: { timeoutMs?: number } = {}): Promise<CliResult> {
+export function runScheduleCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { timeoutMs?: number } = {},
+): Promise<CliResult> {
   return runCli(['schedule', ...args], env, opts);
 }
 

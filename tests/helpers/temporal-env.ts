@@ -53,7 +53,13 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
     async startWorker() {
       installRuntime();
       workerConn = await NativeConnection.connect({ address: server.address });
-      worker = await createWorker({ connection: workerConn, namespace: 'default', taskQueue: TEST_QUEUE, kinds, deps: { store, cache, stateDir: dir, heartbeatEveryMs: 500, onStageCompleted: stageCompletedHook(dir) } });
+      worker = await createWorker({
+        connection: workerConn,
+        namespace: 'default',
+        taskQueue: TEST_QUEUE,
+        kinds,
+        deps: { store, cache, stateDir: dir, heartbeatEveryMs: 500, onStageCompleted: stageCompletedHook(dir) },
+      });
       workerRun = worker.run();
     },
     async stopWorker() {

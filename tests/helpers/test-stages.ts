@@ -48,9 +48,16 @@ export function probeKind(logFile: string): StageKind<ProbeConfig> {
     async run(cfg, ctx) {
       const start = Date.now();
       const record = (outcome: ExecutionRecord['outcome']) =>
-        appendFileSync(logFile, JSON.stringify({ stageId: ctx.stageId, runId: ctx.runId, attempt: ctx.attempt, start, end: Date.now(), outcome }) + '\n');
+        appendFileSync(
+          logFile,
+          JSON.stringify({ stageId: ctx.stageId, runId: ctx.runId, attempt: ctx.attempt, start, end: Date.now(), outcome }) + '\n',
+        );
       try {
-        if (cfg.inputError) throw new InputError(`bad value ${JSON.stringify(cfg.value)}`, { where: `stages.${ctx.stageId}.with.value`, hint: 'fix the value' });
+        if (cfg.inputError)
+          throw new InputError(`bad value ${JSON.stringify(cfg.value)}`, {
+            where: `stages.${ctx.stageId}.with.value`,
+            hint: 'fix the value',
+          });
         if (cfg.failUntilAttempt && ctx.attempt < cfg.failUntilAttempt) throw new Error(`transient failure on attempt ${ctx.attempt}`);
         if (cfg.blockUntilCancelled) {
           while (!ctx.signal.aborted) await sleep(50);

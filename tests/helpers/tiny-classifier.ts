@@ -9,5 +9,10 @@ import { TINY_MINILM, tinyBertDir } from '../../src/models/tiny.testing.ts';
 
 export function writeTinyClassifierInputs(dir: string, rows = 320, seed = 5): void {
   tinyBertDir(join(dir, 'tiny-bert'), 11, TINY_MINILM);
-  writeFileSync(join(dir, 'data.jsonl'), syntheticRows(rows, seed).map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writeFileSync(
+    join(dir, 'data.jsonl'),
+    syntheticRows(rows, seed)
+      .map((r) => JSON.stringify(r))
+      .join('\n') + '\n',
+  );
 }
