@@ -323,3 +323,15 @@ test('near dedupe agrees with brute-force Jaccard on real text (sms_spam, first 
   assert.ok(found / pairsAbove >= 0.98, `recall on pairs with Jaccard ≥ 0.85: ${found}/${pairsAbove}`);
   assert.equal(falsePairs, 0);
 });
+
+test('label conflicts name labels such as __proto__ as their own keys', async () => {
+  const rows = [
+    { text: 'same text', label: '__proto__' },
+    { text: 'same text', label: 'ham' },
+  ];
+  const r = await run(rows, { near: false, conflicts: 'keep-first' });
+  assert.deepEqual(Object.entries(r.report.conflicts[0]!.labels).sort(), [
+    ['__proto__', 1],
+    ['ham', 1],
+  ]);
+});

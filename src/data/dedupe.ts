@@ -16,6 +16,7 @@ import { hashString32, LshIndex, MinHasher, estimateJaccard, optimalBands, shing
 import { makeNormalizer } from './normalize.ts';
 import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
+import { setOwn } from '../util/own-key.ts';
 
 export interface DedupeOptions {
   outPath: string;
@@ -243,7 +244,7 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
       keptOf[r] = kept;
       if (conflicts.length < 20) {
         const labels: Record<string, number> = {};
-        for (const [l, e] of [...m].sort((a, b) => (labelNames[a[0]] < labelNames[b[0]] ? -1 : 1))) labels[labelNames[l]] = e.count;
+        for (const [l, e] of [...m].sort((a, b) => (labelNames[a[0]] < labelNames[b[0]] ? -1 : 1))) setOwn(labels, labelNames[l]!, e.count);
         conflicts.push({
           cluster: clusterId[r],
           reason: clusterNear[r] ? 'near' : 'exact',

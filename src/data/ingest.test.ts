@@ -360,3 +360,16 @@ test('real data: sst2 train with declared labels', async () => {
   assert.deepEqual(r.labels, { negative: 3310, positive: 3610 });
   assert.deepEqual(r.schema, { text: 'Utf8', label: 'Utf8', _source: 'Utf8', _row: 'Int32', _hash: 'Utf8' });
 });
+
+test('a label named __proto__ or constructor is counted as its own label in the report', async () => {
+  const dir = tmp();
+  const rows = ['__proto__', 'constructor', 'ham', '__proto__'].map((label, i) => j({ text: `message ${i}`, label }));
+  writeFileSync(join(dir, 'a.jsonl'), rows.join('\n'));
+  const r = await run(dir, { ...cls, path: 'a.jsonl' });
+  assert.deepEqual(Object.entries(r.labels).sort(), [
+    ['__proto__', 2],
+    ['constructor', 1],
+    ['ham', 1],
+  ]);
+  assert.equal(Object.getPrototypeOf(r.labels), Object.prototype, 'the label never replaces the prototype');
+});

@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
+import { setOwn } from '../util/own-key.ts';
 
 export interface Progress {
   rows: number;
@@ -223,7 +224,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
 
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};
-    if (cfg.task !== 'instruction') for (const l of labelSet) labelCounts[l] = labels.get(l) ?? 0;
+    if (cfg.task !== 'instruction') for (const l of labelSet) setOwn(labelCounts, l, labels.get(l) ?? 0);
 
     out.close();
     quarantine.close();

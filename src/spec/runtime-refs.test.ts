@@ -86,3 +86,11 @@ test('runtime-refs.ts imports nothing, so it can run in the workflow sandbox', (
   assert.doesNotMatch(source, /^\s*(import|export\s+[^;]*\bfrom\b)/m);
   assert.doesNotMatch(source, /\brequire\s*\(|\bimport\s*\(/);
 });
+
+test('resolveStageRefs keeps a key named __proto__ from the file as an own key', () => {
+  const withConfig = JSON.parse('{"__proto__": {"polluted": true}, "a": 1}') as unknown;
+  const out = resolveStageRefs(withConfig, {}) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(out), ['__proto__', 'a']);
+  assert.equal(Object.getPrototypeOf(out), Object.prototype);
+  assert.equal((out as { polluted?: unknown }).polluted, undefined);
+});

@@ -112,7 +112,16 @@ export function resolveStageRefs(
   if (Array.isArray(withConfig)) return withConfig.map((v, i) => resolveStageRefs(v, outputsByStage, [...path, i]));
   if (withConfig !== null && typeof withConfig === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(withConfig)) out[k] = resolveStageRefs(v, outputsByStage, [...path, k]);
+    // defineProperty, not assignment: a key named __proto__ in the file must stay a key (this module
+    // imports nothing, so it cannot share src/util/own-key.ts).
+    for (const [k, v] of Object.entries(withConfig)) {
+      Object.defineProperty(out, k, {
+        value: resolveStageRefs(v, outputsByStage, [...path, k]),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
     return out;
   }
   return withConfig;
