@@ -17,6 +17,7 @@ import { makeNormalizer } from './normalize.ts';
 import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
 import { setOwn } from '../util/own-key.ts';
+import { resolveNear } from './dedupe-config.ts';
 
 export interface DedupeOptions {
   outPath: string;
@@ -35,46 +36,6 @@ export const CLUSTER_COLUMNS = arrowSchema({
 
 /** Column sets dedupe compares by default, first match wins. */
 const DEFAULT_TEXT_COLUMNS = [['text'], ['text_a', 'text_b'], ['prompt', 'response']];
-
-export interface ResolvedNear {
-  shingle: ShingleKind;
-  size: number;
-  numPerm: number;
-  bands: number;
-  rows: number;
-  threshold: number;
-  seed: number;
-}
-
-export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
-  if (near === false) return null;
-  const n = near ?? {};
-  const shingle = n.shingle ?? 'word';
-  if (shingle !== 'char' && shingle !== 'word')
-    throw new InputError(`near.shingle must be 'char' or 'word', got ${JSON.stringify(shingle)}`, { where: 'near.shingle' });
-  const size = n.size ?? (shingle === 'char' ? 5 : 3);
-  const numPerm = n.numPerm ?? 128;
-  const threshold = n.threshold ?? 0.8;
-  const seed = n.seed ?? 0;
-  if (!Number.isInteger(size) || size < 1)
-    throw new InputError(`near.size must be a positive integer, got ${size}`, { where: 'near.size' });
-  if (!Number.isInteger(numPerm) || numPerm < 1 || numPerm > 1024)
-    throw new InputError(`near.numPerm must be an integer in [1, 1024], got ${numPerm}`, { where: 'near.numPerm' });
-  if (!(threshold > 0 && threshold <= 1))
-    throw new InputError(`near.threshold must be in (0, 1], got ${threshold}`, { where: 'near.threshold' });
-  if (!Number.isInteger(seed)) throw new InputError(`near.seed must be an integer, got ${seed}`, { where: 'near.seed' });
-  let bands = n.bands,
-    rows = n.rows;
-  if (bands === undefined && rows === undefined) ({ bands, rows } = optimalBands(threshold, numPerm, 0.1, 0.9));
-  else if (bands === undefined) bands = Math.floor(numPerm / rows!);
-  else if (rows === undefined) rows = Math.floor(numPerm / bands);
-  if (!Number.isInteger(bands) || !Number.isInteger(rows) || bands! < 1 || rows! < 1 || bands! * rows! > numPerm) {
-    throw new InputError(`near.bands × near.rows must be positive integers with product ≤ numPerm (${numPerm}), got ${bands} × ${rows}`, {
-      where: 'near.bands',
-    });
-  }
-  return { shingle, size, numPerm, bands: bands!, rows: rows!, threshold, seed };
-}
 
 function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label: string | null } {
   const names = new Set(schema.fields.map((f) => f.name));

@@ -5,6 +5,10 @@ import { dedupeWithSchema } from '../data/schemas.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema, withInputs } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
+import { resolveNear } from '../data/dedupe-config.ts';
+import { InputError } from '../errors.ts';
+import { hasRefs } from '../spec/runtime-refs.ts';
+import { issuesFrom } from './checks.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/dedupe.ts')) });
@@ -21,6 +25,17 @@ export const dedupeStage: StageKind<Config> = {
     clusters: { type: 'table', description: 'cluster id, member, kept, reason' },
     report: { type: 'json' },
     rows: { type: 'number' },
+  },
+  check({ near }) {
+    // The MinHash settings (bands × rows ≤ numPerm, ranges) are known from the file: refuse them now, not after ingest.
+    if (near === undefined || hasRefs(near)) return [];
+    try {
+      resolveNear(near as DedupeConfig['near']);
+      return [];
+    } catch (e) {
+      if (e instanceof InputError) return issuesFrom([e]);
+      throw e;
+    }
   },
   async run({ table, ...cfg }, ctx) {
     const { describeArrowFile, dedupe } = await lib();

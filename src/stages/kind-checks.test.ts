@@ -251,6 +251,15 @@ describe('rules between data stage fields', () => {
     );
   });
 
+  test('dedupe: MinHash bands × rows must fit in numPerm', () => {
+    only(
+      edit(['      conflicts: majority\n', '      conflicts: majority\n      near: { numPerm: 64, bands: 20, rows: 5 }\n']),
+      '20, rows',
+      /product ≤ numPerm \(64\), got 20 × 5/,
+      { path: 'stages.dedupe.with.near.bands' },
+    );
+  });
+
   test('split: ratios must add up to 1; with kfold only the test share may be given', () => {
     only(
       edit(['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { train: 0.8, validation: 0.2, test: 0.1 }']),
