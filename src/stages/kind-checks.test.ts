@@ -251,6 +251,20 @@ describe('rules between data stage fields', () => {
     );
   });
 
+  test('split: with kfold, train and validation are not outputs, so references to them are errors', () => {
+    const errors = errorsOf(
+      edit(
+        ['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { test: 0.1 }'],
+        ['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:'],
+      ),
+    );
+    assert.ok(errors.length >= 2, JSON.stringify(errors, null, 1));
+    assert.ok(
+      errors.every((e) => e.code === 'unknown-output' && /does not produce '(train|validation)' here: with kfold: 5/.test(e.message)),
+    );
+    assert.deepEqual([...new Set(errors.map((e) => e.message.match(/'(train|validation)'/)![1]))].sort(), ['train', 'validation']);
+  });
+
   test('dedupe: MinHash bands × rows must fit in numPerm', () => {
     only(
       edit(['      conflicts: majority\n', '      conflicts: majority\n      near: { numPerm: 64, bands: 20, rows: 5 }\n']),
@@ -267,10 +281,13 @@ describe('rules between data stage fields', () => {
       /ratios add up to 1\.1/,
       { path: 'stages.split.with.ratios' },
     );
-    only(
+    // (The demo's references to split's train and validation are errors too with kfold: see the kfold test.)
+    const kfoldErrors = errorsOf(
       edit(['      seed: ${{ params.seed }}\n  train:', '      seed: ${{ params.seed }}\n      kfold: 5\n  train:']),
-      '{ train: 0.8, validation: 0.1',
-      /with kfold only the test share may be given/,
+    );
+    assert.deepEqual(
+      kfoldErrors.filter((e) => e.code === 'bad-config').map((e) => [e.path, e.message]),
+      [['stages.split.with.ratios', 'with kfold only the test share may be given; folds use the rest']],
     );
   });
 });

@@ -35,6 +35,13 @@ export const splitStage: StageKind<Config> = {
     // The input table is a reference by nature; the rest must be known now to be checked now.
     return hasRefs(cfg) ? [] : issuesFrom(checkSplitConfig(cfg as SplitConfig));
   },
+  absentOutputs(raw) {
+    // With kfold the split writes folds and test only; a reference to train or validation would fail at run time.
+    const kfold = (raw as Partial<Config>).kfold;
+    return kfold === undefined || hasRefs(kfold)
+      ? undefined
+      : { names: ['train', 'validation'], because: `with kfold: ${kfold} it writes outputs.folds (train/validation pairs) and test` };
+  },
   async run({ table, ...cfg }, ctx) {
     const { split } = await lib();
     const inPath = await ctx.store.verify(table);
