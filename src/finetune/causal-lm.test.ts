@@ -108,3 +108,34 @@ test('training stops between steps when its signal aborts, and exports nothing',
   assert.ok(steps < 10, `stopped after ${steps} steps`);
   assert.equal(existsSync(outDir), false);
 });
+
+test('warmupRatio ramps the learning rate over that share of the steps', async () => {
+  const run = (warmupRatio?: number) =>
+    trainCausalLm({
+      modelDir,
+      train,
+      template,
+      method: 'lora',
+      lora: { r: 4, alpha: 8 },
+      lr: 1e-2,
+      maxSteps: 4,
+      batchSize: 16,
+      schedule: 'constant',
+      weightDecay: 0,
+      seed: 3,
+      maxLength: 32,
+      device: 'cpu',
+      threads: 2,
+      checkpointDir: join(root, `warmup-${warmupRatio}`, 'ck'),
+      checkpointEvery: 0,
+      outDir: join(root, `warmup-${warmupRatio}`, 'out'),
+      warmupRatio,
+    });
+  const lrs = (await run(0.5)).history.map((h) => h.lr);
+  assert.ok(lrs[0]! < 1e-2 && lrs[1]! <= 1e-2, `warmup over 2 of 4 steps: ${lrs}`);
+  assert.equal(lrs[3], 1e-2);
+  assert.deepEqual(
+    (await run()).history.map((h) => h.lr),
+    [1e-2, 1e-2, 1e-2, 1e-2],
+  );
+});

@@ -195,7 +195,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const accumulation = o.accumulation ?? 1;
   const stepsPerEpoch = Math.floor(Math.floor(train.rows / o.batchSize) / accumulation);
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
-  const warmupSteps = o.warmupSteps ?? 0;
+  const warmupSteps = o.warmupSteps ?? Math.round((o.warmupRatio ?? 0) * totalSteps);
   const schedule =
     o.schedule === 'constant'
       ? { kind: 'constant' as const, lr: o.lr, warmupSteps }

@@ -13,6 +13,8 @@ export interface RunSettings {
   batchSize: number;
   accumulation?: number;
   warmupSteps?: number;
+  /** Warmup as a share of the total steps (rounded), when warmupSteps is not given. */
+  warmupRatio?: number;
   schedule: 'constant' | 'linear' | 'cosine';
   weightDecay: number;
   clipNorm?: number;

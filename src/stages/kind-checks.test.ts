@@ -204,6 +204,15 @@ describe('rules between train fields', () => {
       ).ok,
       true,
     );
+    only(
+      edit(
+        ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      labels: [ham, spam]\n      method: lora'],
+        [GATE, 'loss < 5'],
+      ),
+      '[ham, spam]',
+      /labels applies to task classification only/,
+      { path: 'stages.train.with.labels', nth: 1 },
+    );
     const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
     assert.deepEqual(
       lr.map((e) => [e.path, e.code]),

@@ -141,6 +141,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       lora: cfg.lora,
       chat: cfg.chat,
       pack: cfg.pack,
+      warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
     });
   },
@@ -274,6 +275,10 @@ export const trainStage: StageKind<TrainConfig> = {
         message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`,
         hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]`,
       });
+    // Classifier settings a causal LM has no use for would be ignored silently: refuse them.
+    if (causal)
+      for (const field of ['labels', 'dropout'] as const)
+        if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task classification only` });
     if (!causal)
       for (const field of ['chat', 'pack'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
