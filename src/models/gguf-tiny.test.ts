@@ -42,23 +42,21 @@ async function pypi(whl: Buffer): Promise<{ url: string; close: () => Promise<vo
   const server = createServer((req, res) => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     if (req.url === '/pypi/tiny-llm/json') {
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(
-          JSON.stringify({
-            releases: {
-              '0.1': [
-                {
-                  filename: 'tiny_llm-0.1-py3-none-any.whl',
-                  url: `${base}/files/tiny_llm-0.1-py3-none-any.whl`,
-                  packagetype: 'bdist_wheel',
-                  size: whl.length,
-                  digests: { sha256: sha256(whl) },
-                },
-              ],
-            },
-          }),
-        );
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          releases: {
+            '0.1': [
+              {
+                filename: 'tiny_llm-0.1-py3-none-any.whl',
+                url: `${base}/files/tiny_llm-0.1-py3-none-any.whl`,
+                packagetype: 'bdist_wheel',
+                size: whl.length,
+                digests: { sha256: sha256(whl) },
+              },
+            ],
+          },
+        }),
+      );
     } else if (req.url === '/files/tiny_llm-0.1-py3-none-any.whl') res.writeHead(200, { 'content-length': whl.length }).end(whl);
     else res.writeHead(404).end();
   });
