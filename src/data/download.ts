@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../errors.ts';
+import { stallGuard } from '../util/stall-guard.ts';
 
 export function isUrl(path: string): boolean {
   return /^https?:\/\//i.test(path);
@@ -83,30 +84,19 @@ export async function downloadVerified(
   const maxBytes = opts.maxBytes ?? DOWNLOAD_LIMITS.maxBytes;
   const idleMs = opts.idleMs ?? DOWNLOAD_LIMITS.idleMs;
   // One controller aborts the request on a stall or when the stage is cancelled.
-  const ctl = new AbortController();
-  let stalled = false;
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      stalled = true;
-      ctl.abort();
-    }, idleMs);
-  };
-  const onCancel = () => ctl.abort(opts.signal!.reason);
-  opts.signal?.addEventListener('abort', onCancel, { once: true });
+  const guard = stallGuard(idleMs, opts.signal);
   const stallError = () =>
     new DownloadStalled(`${url} sent nothing for ${idleMs / 1000} s; giving up (the stage's retry policy may try again)`);
   const path = join(dir, `.download-${randomBytes(6).toString('hex')}.tmp`);
   const hash = createHash('sha256');
   let bytes = 0;
   try {
-    arm();
+    guard.arm();
     let res: Response;
     try {
-      res = await getSameOrigin(url, ctl.signal, opts.maxRedirects ?? DOWNLOAD_LIMITS.maxRedirects);
+      res = await getSameOrigin(url, guard.signal, opts.maxRedirects ?? DOWNLOAD_LIMITS.maxRedirects);
     } catch (e) {
-      if (stalled) throw stallError();
+      if (guard.stalled) throw stallError();
       throw e;
     }
     if (!res.ok || !res.body) {
@@ -128,7 +118,7 @@ export async function downloadVerified(
     }
     const counting = new Transform({
       transform(chunk: Buffer, _enc, done) {
-        arm();
+        guard.arm();
         bytes += chunk.length;
         if (bytes > maxBytes) {
           done(tooBig());
@@ -145,15 +135,14 @@ export async function downloadVerified(
         createWriteStream(path, { flags: 'wx' }),
       );
     } catch (e) {
-      if (stalled) throw stallError();
+      if (guard.stalled) throw stallError();
       throw e;
     }
   } catch (e) {
     rmSync(path, { force: true });
     throw e;
   } finally {
-    clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onCancel);
+    guard.dispose();
   }
   const got = hash.digest('hex');
   if (got !== pin) {

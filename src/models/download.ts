@@ -11,6 +11,7 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { processAlive } from '../util/process-alive.ts';
+import { stallGuard } from '../util/stall-guard.ts';
 
 export interface Expected {
   sha256?: string;
@@ -172,28 +173,17 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
     const headers: Record<string, string> = { ...opts.headers };
     if (have > 0) headers.Range = `bytes=${have}-`;
     // One controller per attempt: aborted on a stall (no headers, or no bytes, for idleMs) or on cancellation.
-    const ctl = new AbortController();
     const idleMs = opts.idleMs ?? IDLE_MS;
-    let stalled = false;
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        stalled = true;
-        ctl.abort();
-      }, idleMs);
-    };
-    const onCancel = () => ctl.abort(opts.signal!.reason);
-    opts.signal?.addEventListener('abort', onCancel, { once: true });
+    const guard = stallGuard(idleMs, opts.signal);
     try {
       let res: Response;
       try {
-        arm();
-        res = await fetchWithRedirectPolicy(doFetch, url, { headers, signal: ctl.signal });
+        guard.arm();
+        res = await fetchWithRedirectPolicy(doFetch, url, { headers, signal: guard.signal });
       } catch (e) {
         if (e instanceof InputError) throw e;
         if (attempt < retries && !opts.signal?.aborted) continue;
-        throw new Error(`cannot reach ${url}: ${stalled ? `no answer for ${idleMs / 1000} s` : (e as Error).message}`, { cause: e });
+        throw new Error(`cannot reach ${url}: ${guard.stalled ? `no answer for ${idleMs / 1000} s` : (e as Error).message}`, { cause: e });
       }
       if (res.status === 416 && have > 0) {
         // The part file is already whole (or longer than the file): verify it as is.
@@ -226,7 +216,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
         try {
           if (res.body) {
             for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-              arm();
+              guard.arm();
               if (written + chunk.byteLength > cap) {
                 oversize = true;
                 break;
@@ -238,12 +228,12 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
           }
           await fh.sync();
         } catch (e) {
-          broken = stalled ? new Error(`no data from ${url} for ${idleMs / 1000} s`, { cause: e }) : e;
+          broken = guard.stalled ? new Error(`no data from ${url} for ${idleMs / 1000} s`, { cause: e }) : e;
         } finally {
           await fh.close();
         }
         if (oversize) {
-          ctl.abort();
+          guard.abort();
           await rm(part, { force: true });
           throw tooBig(written);
         }
@@ -257,8 +247,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
         }
       }
     } finally {
-      clearTimeout(timer);
-      opts.signal?.removeEventListener('abort', onCancel);
+      guard.dispose();
     }
     const got = await hashFile(part);
     const exp = opts.expected ?? {};
