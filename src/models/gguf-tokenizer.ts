@@ -11,6 +11,7 @@
  */
 import { InputError } from '../errors.ts';
 import { metaArray, metaBool, metaInt, metaString, type GgufFile, type GgufValue } from '../formats/gguf.ts';
+import { bpeModel, templatePostProcessor } from './tokenizer-json.ts';
 
 /** GPT-2's split (the ByteLevel pre-tokenizer's own regex). */
 const GPT2_SPLIT = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -148,14 +149,6 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
   const eos = tokenNamedBy(g, tokens, 'tokenizer.ggml.eos_token_id');
   const addBos = metaBool(g, 'tokenizer.ggml.add_bos_token', false);
   const addEos = metaBool(g, 'tokenizer.ggml.add_eos_token', false);
-  const single = [
-    ...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []),
-    { Sequence: { id: 'A', type_id: 0 } },
-    ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : []),
-  ];
-  const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
-  for (const t of [addBos ? bos : undefined, addEos ? eos : undefined])
-    if (t) specialTokens[t] = { id: t, ids: [vocab[spell(t)]!], tokens: [t] };
 
   const byteLevel = {
     type: 'ByteLevel',
@@ -181,25 +174,9 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
     added_tokens: added,
     normalizer: null,
     pre_tokenizer: preTokenizer,
-    post_processor: {
-      type: 'TemplateProcessing',
-      single,
-      pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))],
-      special_tokens: specialTokens,
-    },
+    post_processor: templatePostProcessor(bos, eos, addBos, addEos, (t) => vocab[spell(t)]!),
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: '',
-      end_of_word_suffix: '',
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: pairs,
-    },
+    model: bpeModel(vocab, pairs, { affix: '', byteFallback: false }),
   };
   const template = g.metadata.get('tokenizer.chat_template');
   if (template !== undefined && typeof template !== 'string')
@@ -296,13 +273,6 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
     if (type === 4) return [{ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }];
     return [];
   });
-  const single = [
-    ...(addBos && bos ? [{ SpecialToken: { id: bos, type_id: 0 } }] : []),
-    { Sequence: { id: 'A', type_id: 0 } },
-    ...(addEos && eos ? [{ SpecialToken: { id: eos, type_id: 0 } }] : []),
-  ];
-  const specialTokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
-  for (const t of [addBos ? bos : undefined, addEos ? eos : undefined]) if (t) specialTokens[t] = { id: t, ids: [vocab[t]!], tokens: [t] };
   const tokenizer = {
     version: '1.0',
     truncation: null,
@@ -310,12 +280,7 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
     added_tokens: added,
     normalizer: null,
     pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: addPrefixSpace ? 'first' : 'never', split: false },
-    post_processor: {
-      type: 'TemplateProcessing',
-      single,
-      pair: [...single, ...single.map((p) => ('Sequence' in p ? { Sequence: { id: 'B', type_id: 1 } } : p))],
-      special_tokens: specialTokens,
-    },
+    post_processor: templatePostProcessor(bos, eos, addBos, addEos, (t) => vocab[t]!),
     decoder: {
       type: 'Sequence',
       decoders: [
@@ -325,18 +290,7 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
         ...(addPrefixSpace ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : []),
       ],
     },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      ignore_merges: false,
-      vocab,
-      merges,
-    },
+    model: bpeModel(vocab, merges, { affix: null, byteFallback: true }),
   };
   const template = g.metadata.get('tokenizer.chat_template');
   if (template !== undefined && typeof template !== 'string')

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { Rng } from '../engine/prng.ts';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
+import { bpeModel } from './tokenizer-json.ts';
 
 type Init = (name: string, shape: number[], kind?: 'normal' | 'ones' | 'zeros') => void;
 
@@ -158,18 +159,7 @@ export function tinyByteLevelTokenizer(): { tokenizer: Record<string, unknown>; 
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: [],
-    },
+    model: bpeModel(vocab, [], { affix: null, byteFallback: false }),
   };
   const config = {
     bos_token: '<|endoftext|>',
