@@ -14,6 +14,7 @@ import { Rng } from '../src/engine/prng.ts';
 import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { instructionPipelineHead } from './helpers/instruction-pipeline.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
@@ -31,34 +32,13 @@ describe('instruction tuning end to end', () => {
     const file = join(dir, 'pipeline.yaml');
     writeFileSync(
       file,
-      `name: sft
-stages:
-  ingest:
-    uses: ingest
-    with:
-      path: seed_tasks.jsonl
-      task: instruction
-      promptTemplate: "{instruction}[[\\n\\n{input}]]"
-      fields:
-        response: output
-  split:
-    uses: split
-    needs: ingest
-    with:
-      table: \${{ stages.ingest.outputs.table }}
-      ratios:
-        train: 0.8
-        validation: 0
-        test: 0.2
-      seed: 1
-  train:
-    uses: train
-    needs: split
-    with:
-      task: causal-lm
-      model: tiny-gpt2
-      train: \${{ stages.split.outputs.train }}
-      method: lora
+      instructionPipelineHead({
+        name: 'sft',
+        path: 'seed_tasks.jsonl',
+        promptTemplate: '{instruction}[[\\n\\n{input}]]',
+        model: 'tiny-gpt2',
+      }) +
+        `      method: lora
       lora:
         r: 8
         alpha: 16
@@ -123,34 +103,8 @@ stages:
     const file = join(dir, 'pipeline.yaml');
     writeFileSync(
       file,
-      `name: sft-chat
-stages:
-  ingest:
-    uses: ingest
-    with:
-      path: reverse.jsonl
-      task: instruction
-      promptTemplate: "{instruction}"
-      fields:
-        response: output
-  split:
-    uses: split
-    needs: ingest
-    with:
-      table: \${{ stages.ingest.outputs.table }}
-      ratios:
-        train: 0.8
-        validation: 0
-        test: 0.2
-      seed: 1
-  train:
-    uses: train
-    needs: split
-    with:
-      task: causal-lm
-      model: tiny-llama.gguf
-      train: \${{ stages.split.outputs.train }}
-      chat:
+      instructionPipelineHead({ name: 'sft-chat', path: 'reverse.jsonl', promptTemplate: '{instruction}', model: 'tiny-llama.gguf' }) +
+        `      chat:
         template: "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
       pack: true
       method: lora
