@@ -11,7 +11,7 @@
  */
 import { InputError } from '../errors.ts';
 import { metaArray, metaBool, metaInt, metaString, type GgufFile, type GgufValue } from '../formats/gguf.ts';
-import { bpeModel, templatePostProcessor } from './tokenizer-json.ts';
+import { bpeModel, templatePostProcessor, tokenizerJsonHead } from './tokenizer-json.ts';
 
 /** GPT-2's split (the ByteLevel pre-tokenizer's own regex). */
 const GPT2_SPLIT = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -168,11 +168,7 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
         ],
       };
   const tokenizer = {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: added,
-    normalizer: null,
+    ...tokenizerJsonHead(added),
     pre_tokenizer: preTokenizer,
     post_processor: templatePostProcessor(bos, eos, addBos, addEos, (t) => vocab[spell(t)]!),
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
@@ -274,11 +270,7 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
     return [];
   });
   const tokenizer = {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: added,
-    normalizer: null,
+    ...tokenizerJsonHead(added),
     pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: addPrefixSpace ? 'first' : 'never', split: false },
     post_processor: templatePostProcessor(bos, eos, addBos, addEos, (t) => vocab[t]!),
     decoder: {

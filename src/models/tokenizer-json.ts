@@ -1,5 +1,10 @@
 /** Pieces of a Hugging Face `tokenizer.json` that more than one writer builds (key order kept as HF writes it). */
 
+/** The leading fields of a tokenizer.json with no truncation, padding or normalizer. */
+export function tokenizerJsonHead(added: unknown[]) {
+  return { version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null };
+}
+
 /** A post-processor that wraps a sequence (and a pair) in the BOS/EOS tokens the model expects. */
 export function templatePostProcessor(
   bos: string | undefined,
