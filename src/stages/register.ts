@@ -82,24 +82,14 @@ export const registerStage: StageKind<Config> = {
           bytes: f.bytes,
         });
     }
-    const info = manifest.files.find((f) => f.name === 'tempered-model.json');
-    const modelInfo = info
-      ? await ctx.store.readJson<Record<string, unknown>>({
-          uri: uriFor(info.sha256),
-          sha256: info.sha256,
-          bytes: info.bytes,
-          mediaType: MEDIA.json,
-        })
-      : {};
-    const baseFile = manifest.files.find((f) => f.name === 'base-model.json');
-    const baseModel = baseFile
-      ? await ctx.store.readJson<Record<string, unknown>>({
-          uri: uriFor(baseFile.sha256),
-          sha256: baseFile.sha256,
-          bytes: baseFile.bytes,
-          mediaType: MEDIA.json,
-        })
-      : (modelInfo.baseModel as Record<string, unknown> | undefined);
+    const readManifestJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
+      const f = manifest.files.find((x) => x.name === name);
+      return (
+        f && ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(f.sha256), sha256: f.sha256, bytes: f.bytes, mediaType: MEDIA.json })
+      );
+    };
+    const modelInfo = (await readManifestJson('tempered-model.json')) ?? {};
+    const baseModel = (await readManifestJson('base-model.json')) ?? (modelInfo.baseModel as Record<string, unknown> | undefined);
     const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
     const onnx = artifacts.find((a) => a.role === 'onnx');
