@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { processAlive } from './process-alive.ts';
 
 export interface DirLock {
   /** Aborted when another holder took the lock over (this one was presumed dead). */
@@ -49,12 +50,7 @@ function readOwner(path: string): LockOwner | undefined {
 /** The holder was a process on this host that no longer exists. A reused pid only makes this answer no. */
 function holderGone(owner: LockOwner | undefined): boolean {
   if (!owner || owner.host !== hostname() || !Number.isSafeInteger(owner.pid) || owner.pid === process.pid) return false;
-  try {
-    process.kill(owner.pid, 0);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ESRCH';
-  }
+  return !processAlive(owner.pid);
 }
 
 function create(path: string, owner: LockOwner): boolean {
@@ -90,7 +86,8 @@ export function acquireDirLock(path: string, opts: { what: string; staleMs?: num
     } catch {
       /* released meanwhile */
     }
-    if (mtime !== undefined && now() - mtime < staleMs && !holderGone(readOwner(path))) throw new LockBusyError(path, readOwner(path));
+    const holder = readOwner(path);
+    if (mtime !== undefined && now() - mtime < staleMs && !holderGone(holder)) throw new LockBusyError(path, holder);
     // Stale: move it aside atomically (only one taker wins the rename), then create ours.
     const aside = `${path}.stale-${owner.token}`;
     try {
