@@ -6,6 +6,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { syncDirSync } from '../util/durable-write.ts';
 
 export class AtomicFile {
   readonly path: string;
@@ -68,7 +69,7 @@ export class AtomicFile {
     closeSync(this.fd);
     this.fd = null;
     renameSync(this.tempPath, this.path);
-    syncDir(dirname(this.path));
+    syncDirSync(dirname(this.path));
   }
 
   /** Discards everything written; safe to call more than once. */
@@ -82,19 +83,6 @@ export class AtomicFile {
       this.fd = null;
     }
     rmSync(this.tempPath, { force: true });
-  }
-}
-
-/** Makes the rename itself durable; some filesystems refuse fsync on directories, which is harmless. */
-function syncDir(dir: string): void {
-  let fd: number | null = null;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    /* best effort */
-  } finally {
-    if (fd !== null) closeSync(fd);
   }
 }
 
