@@ -74,26 +74,32 @@ for (const method of ['full', 'lora'] as const) {
   });
 }
 
+/** The constant-rate LoRA run the abort and warm-up tests share; each adds its own steps and paths. */
+const smallLora = () =>
+  ({
+    modelDir,
+    train,
+    template,
+    method: 'lora',
+    lora: { r: 4, alpha: 8 },
+    lr: 1e-2,
+    batchSize: 16,
+    schedule: 'constant',
+    weightDecay: 0,
+    seed: 3,
+    maxLength: 32,
+    device: 'cpu',
+    threads: 2,
+  }) as const;
+
 test('training stops between steps when its signal aborts, and exports nothing', async () => {
   const outDir = join(root, 'aborted', 'out');
   const ac = new AbortController();
   let steps = 0;
   await assert.rejects(
     trainCausalLm({
-      modelDir,
-      train,
-      template,
-      method: 'lora',
-      lora: { r: 4, alpha: 8 },
-      lr: 1e-2,
+      ...smallLora(),
       maxSteps: 500,
-      batchSize: 16,
-      schedule: 'constant',
-      weightDecay: 0,
-      seed: 3,
-      maxLength: 32,
-      device: 'cpu',
-      threads: 2,
       stepsPerRun: 1,
       checkpointDir: join(root, 'aborted', 'ck'),
       checkpointEvery: 0,
@@ -112,20 +118,8 @@ test('training stops between steps when its signal aborts, and exports nothing',
 test('warmupRatio ramps the learning rate over that share of the steps', async () => {
   const run = (warmupRatio?: number) =>
     trainCausalLm({
-      modelDir,
-      train,
-      template,
-      method: 'lora',
-      lora: { r: 4, alpha: 8 },
-      lr: 1e-2,
+      ...smallLora(),
       maxSteps: 4,
-      batchSize: 16,
-      schedule: 'constant',
-      weightDecay: 0,
-      seed: 3,
-      maxLength: 32,
-      device: 'cpu',
-      threads: 2,
       checkpointDir: join(root, `warmup-${warmupRatio}`, 'ck'),
       checkpointEvery: 0,
       outDir: join(root, `warmup-${warmupRatio}`, 'out'),
