@@ -40,7 +40,7 @@ export class ApiError extends Error {
   }
 }
 
-export function errorType(status: number): string {
+function errorType(status: number): string {
   return status === 401
     ? 'authentication_error'
     : status === 404

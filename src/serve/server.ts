@@ -7,7 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches } from './auth.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
-import { errorType, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
+import { openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import type { GenerationGate } from './gate.ts';
 import { isTextGenerator, type Prediction, type Predictor, type ResolveCurrent } from './types.ts';
 import { InputError } from '../errors.ts';
@@ -49,7 +49,7 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 /** Errors in the OpenAI shape (`message`, `type`, `param`, `code`), which every route shares. */
 function errorBody(code: string, message: string, status = 400) {
-  return { error: { message, type: errorType(status), param: null, code } };
+  return openAiError(status, code, message);
 }
 
 function positiveInt(v: number, field: string): number {
