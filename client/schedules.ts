@@ -128,19 +128,21 @@ function mediaTypeOf(file: string): string {
   return extname(file).toLowerCase() === '.json' ? 'application/json' : 'application/yaml';
 }
 
-/**
- * Reads the spec file once, stores those bytes and plans from the same bytes, so the stored spec
- * is exactly the one that runs even if the file changes meanwhile.
- */
-export async function planScheduledRun(o: {
-  file: string;
+/** What planning a scheduled run needs besides the spec source. */
+interface PlanContext {
   params: string[];
   registry: KindRegistry;
   store: ArtifactStore;
   actor: string;
   name: string;
   gate?: RunGateSpec;
-}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+}
+
+/**
+ * Reads the spec file once, stores those bytes and plans from the same bytes, so the stored spec
+ * is exactly the one that runs even if the file changes meanwhile.
+ */
+export async function planScheduledRun(o: PlanContext & { file: string }): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const file = resolve(o.file);
   let bytes: Buffer;
   try {
@@ -156,30 +158,14 @@ export async function planScheduledRun(o: {
 }
 
 /** Replans stored spec bytes with other params (an `update` without a new file). */
-export async function replanStoredSpec(o: {
-  spec: ScheduledSpec;
-  params: string[];
-  registry: KindRegistry;
-  store: ArtifactStore;
-  actor: string;
-  name: string;
-  gate?: RunGateSpec;
-}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+export async function replanStoredSpec(o: PlanContext & { spec: ScheduledSpec }): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const bytes = await readFile(o.store.pathOf(o.spec.specUri));
   return planFromBytes({ ...o, file: o.spec.file, bytes, storedUri: o.spec.specUri });
 }
 
-async function planFromBytes(o: {
-  file: string;
-  bytes: Buffer;
-  storedUri?: string;
-  params: string[];
-  registry: KindRegistry;
-  store: ArtifactStore;
-  actor: string;
-  name: string;
-  gate?: RunGateSpec;
-}): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+async function planFromBytes(
+  o: PlanContext & { file: string; bytes: Buffer; storedUri?: string },
+): Promise<{ input: RunInput; spec: ScheduledSpec }> {
   const parsed = parseParamOverrides(o.params);
   if (parsed.errors.length > 0) throw new SpecLoadError(parsed.errors, '--param');
   const text = decodeSource(o.bytes, o.file);
