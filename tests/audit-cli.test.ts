@@ -10,26 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
-import { main } from '../cli/main.ts';
-import { CliError } from '../cli/context.ts';
-
-/** The real command, in this process (a child process costs seconds of startup per call). */
-async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  const saved = { log: console.log, env: { ...process.env } };
-  let stdout = '';
-  console.log = (...a: unknown[]) => void (stdout += a.join(' ') + '\n');
-  Object.assign(process.env, env);
-  try {
-    return { code: await main(args), stdout, stderr: '' };
-  } catch (e) {
-    if (e instanceof CliError) return { code: e.exitCode, stdout, stderr: e.message };
-    throw e;
-  } finally {
-    console.log = saved.log;
-    for (const k of Object.keys(env)) if (saved.env[k] === undefined) delete process.env[k];
-    Object.assign(process.env, saved.env);
-  }
-}
+import { runCliInProcess as runCli } from './helpers/cli.ts';
 
 test('audit anchors catch a cut tail and a wipe that plain verify cannot see', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-audit-cli-'));

@@ -8,28 +8,13 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../cli/main.ts';
-import { CliError } from '../cli/context.ts';
+import { runCliInProcess } from './helpers/cli.ts';
 import { auditRunSubmitted } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { plannedPipeline } from './helpers/plans.ts';
 
-async function cli(args: string[], home: string): Promise<number> {
-  const saved = { log: console.log, home: process.env.TEMPERED_HOME };
-  console.log = () => {};
-  process.env.TEMPERED_HOME = home;
-  try {
-    return await main(args);
-  } catch (e) {
-    if (e instanceof CliError) return e.exitCode;
-    return -1;
-  } finally {
-    console.log = saved.log;
-    if (saved.home === undefined) delete process.env.TEMPERED_HOME;
-    else process.env.TEMPERED_HOME = saved.home;
-  }
-}
+const cli = async (args: string[], home: string): Promise<number> => (await runCliInProcess(args, { TEMPERED_HOME: home })).code;
 
 test('models promote: an audit write that fails after the alias moved is delivered by the next command, once', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-outbox-'));
@@ -52,7 +37,7 @@ test('models promote: an audit write that fails after the alias moved is deliver
   reg.close();
   // Fault between the two writes: the audit database cannot be opened.
   mkdirSync(join(home, 'audit.db'));
-  assert.notEqual(await cli(['models', 'promote', 'spam@2'], home), 0);
+  await assert.rejects(cli(['models', 'promote', 'spam@2'], home), { code: 'SQLITE_CANTOPEN' });
   rmSync(join(home, 'audit.db'), { recursive: true });
   const check = openRegistry(join(home, 'registry.db'));
   assert.equal(check.aliasVersion('spam', 'production'), 2, 'the alias moved');

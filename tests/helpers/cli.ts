@@ -1,4 +1,4 @@
-/** Runs the real `tempered` entry point in a child process. */
+/** Runs the real `tempered` entry point in a child process, or in this process. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -62,4 +62,27 @@ export async function stopCliWorker(w: ChildProcess): Promise<void> {
   const exited = new Promise((r) => w.once('exit', r));
   w.kill('SIGTERM');
   await exited;
+}
+
+/**
+ * The real command, in this process (a child process costs seconds of startup per call). A CliError
+ * becomes its exit code and message; any other throw is a bug and reaches the test.
+ */
+export async function runCliInProcess(args: string[], env: Record<string, string>): Promise<CliResult> {
+  // Loaded here, not at the top, so the child-process helpers above do not load the whole CLI.
+  const [{ main }, { CliError }] = await Promise.all([import('../../cli/main.ts'), import('../../cli/context.ts')]);
+  const saved = { log: console.log, env: { ...process.env } };
+  let stdout = '';
+  console.log = (...a: unknown[]) => void (stdout += a.join(' ') + '\n');
+  Object.assign(process.env, env);
+  try {
+    return { code: await main(args), stdout, stderr: '' };
+  } catch (e) {
+    if (e instanceof CliError) return { code: e.exitCode, stdout, stderr: e.message };
+    throw e;
+  } finally {
+    console.log = saved.log;
+    for (const k of Object.keys(env)) if (saved.env[k] === undefined) delete process.env[k];
+    Object.assign(process.env, saved.env);
+  }
 }
