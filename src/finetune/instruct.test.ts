@@ -110,6 +110,15 @@ async function handNll(): Promise<{ reply: number; all: number }> {
 }
 const hand = handNll();
 
+/** Mean loss over the first and last 4 steps; fails unless it fell by more than 0.3. */
+function assertLossFalls(history: { loss: number }[]): [number, number] {
+  const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
+  const first = mean(history.slice(0, 4));
+  const last = mean(history.slice(-4));
+  assert.ok(last < first - 0.3, `loss ${first} → ${last}`);
+  return [first, last];
+}
+
 test('the step-1 loss is the mean NLL of exactly the reply tokens and <|endoftext|>, computed by hand from the base model', async () => {
   // LoRA's B starts at zero, so step 1's forward pass is the base model's.
   const r = await trainCausalLm({
@@ -153,27 +162,12 @@ test('packed LoRA training: reply loss falls; the exported model is the ordinary
     outDir,
   });
   assert.equal(r.steps, 32, '64 examples → 32 packed rows → 4 steps an epoch');
-  const k = 4;
-  const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
-  assert.ok(
-    mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3,
-    `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`,
-  );
+  const [first, last] = assertLossFalls(r.history);
   const session = await ort.InferenceSession.create(readFileSync(join(outDir, 'model.onnx')));
   assert.deepEqual([...session.inputNames].sort(), ['attention_mask', 'input_ids']);
   await session.release();
   const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
-  if (process.env.TEMPERED_VERBOSE)
-    console.log(
-      'packed: loss',
-      mean(r.history.slice(0, k)),
-      '→',
-      mean(r.history.slice(-k)),
-      'perplexity',
-      before.perplexity,
-      '→',
-      after.perplexity,
-    );
+  if (process.env.TEMPERED_VERBOSE) console.log('packed: loss', first, '→', last, 'perplexity', before.perplexity, '→', after.perplexity);
   assert.ok(after.perplexity < before.perplexity * 0.8, `perplexity ${before.perplexity} → ${after.perplexity}`);
 });
 
@@ -181,27 +175,12 @@ test('LoRA from GGUF on every projection by default: reply loss falls, held-out 
   const outDir = join(root, 'lora', 'out');
   const before = await evaluateCausalLm({ model: model.dir, table: heldOut, chat, maxLength: 32, threads: 2 });
   const r = await trainCausalLm({ ...common, lr: 3e-2, epochs: 8, batchSize: 16, checkpointDir: join(root, 'lora', 'ck'), outDir });
-  const k = 4;
-  const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
-  assert.ok(
-    mean(r.history.slice(-k)) < mean(r.history.slice(0, k)) - 0.3,
-    `loss ${mean(r.history.slice(0, k))} → ${mean(r.history.slice(-k))}`,
-  );
+  const [first, last] = assertLossFalls(r.history);
   // The chat settings travel in the manifest: evaluation renders the same way without being told.
   const after = await evaluateCausalLm({ model: outDir, table: heldOut, threads: 2 });
   assert.equal(after.tokens, 16 * 4);
   assert.equal(before.tokens, after.tokens);
-  if (process.env.TEMPERED_VERBOSE)
-    console.log(
-      'loss',
-      mean(r.history.slice(0, k)),
-      '→',
-      mean(r.history.slice(-k)),
-      'perplexity',
-      before.perplexity,
-      '→',
-      after.perplexity,
-    );
+  if (process.env.TEMPERED_VERBOSE) console.log('loss', first, '→', last, 'perplexity', before.perplexity, '→', after.perplexity);
   assert.ok(after.perplexity < before.perplexity * 0.8, `perplexity ${before.perplexity} → ${after.perplexity}`);
   const adapter = JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8')) as { target_modules: string[] };
   assert.deepEqual([...adapter.target_modules].sort(), ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
