@@ -60,6 +60,10 @@ export interface PeftOptions {
   taskType?: string;
   /** true when the HF base layer stores its weight [in, out] (GPT-2 Conv1D); the adapter tensors are the same. */
   fanInFanOut?: boolean;
+  /** PEFT's layers_to_transform: the only layers adapted (written when given). */
+  layersToTransform?: number[];
+  /** Put before each module path where the Hugging Face class nests it (GPT-2 checkpoints without `transformer.`). */
+  modulePrefix?: (module: string) => string;
 }
 
 /**
@@ -78,12 +82,13 @@ export function exportPeftAdapter(
   const r = lora.spec.r;
   const tensors = new Map<string, SafeTensor>();
   for (const m of lora.modules) {
-    tensors.set(`base_model.model.${m.module}.lora_A.weight`, {
+    const path = `base_model.model.${opts.modulePrefix?.(m.module) ?? ''}${m.module}`;
+    tensors.set(`${path}.lora_A.weight`, {
       dtype: 'F32',
       shape: [r, m.inFeatures],
       data: transpose(params.get(m.a)!, m.inFeatures, r),
     });
-    tensors.set(`base_model.model.${m.module}.lora_B.weight`, {
+    tensors.set(`${path}.lora_B.weight`, {
       dtype: 'F32',
       shape: [m.outFeatures, r],
       data: transpose(params.get(m.b)!, r, m.outFeatures),
@@ -98,6 +103,7 @@ export function exportPeftAdapter(
     lora_alpha: lora.spec.alpha,
     lora_dropout: lora.spec.dropout ?? 0,
     target_modules: targetModules,
+    ...(opts.layersToTransform ? { layers_to_transform: opts.layersToTransform } : {}),
     bias: 'none',
     fan_in_fan_out: opts.fanInFanOut ?? false,
     inference_mode: true,

@@ -36,8 +36,11 @@ export interface TrainCausalLmOptions extends RunSettings {
    * example boundary (src/models/packing.ts). The exported model is the ordinary unpacked graph.
    */
   pack?: boolean;
-  /** targets: weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o, gate, up, down) for LLaMA. */
-  lora?: { r: number; alpha: number; dropout?: number; targets?: string[] };
+  /**
+   * targets: module names (`q_proj`) or weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o,
+   * gate, up, down) for LLaMA. layers: only these decoder layers get adapters (module names only; default all).
+   */
+  lora?: { r: number; alpha: number; dropout?: number; targets?: string[]; layers?: number[] };
   onProgress?: (m: {
     step: number;
     totalSteps: number;
@@ -137,11 +140,32 @@ function abortError(signal: AbortSignal): Error {
   return new Error(typeof r === 'string' ? r : 'training was aborted');
 }
 
-function defaultTargets(modelType: string): string[] {
-  if (modelType === 'gpt2') return ['*attn.c_attn.weight'];
-  return ['q_proj', 'k_proj', 'v_proj', 'o_proj']
-    .map((p) => `*self_attn.${p}.weight`)
-    .concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`));
+/**
+ * LoRA weight patterns: module names (`q_proj`) become globs, restricted to `layers` when given; patterns pass as they
+ * are. GPT-2 names its blocks `[transformer.]h.N`, LLaMA `model.layers.N`.
+ */
+export function causalLoraTargets(modelType: string, targets: string[] | undefined, layers: number[] | undefined): string[] {
+  const names = targets?.length
+    ? targets
+    : modelType === 'gpt2'
+      ? ['c_attn']
+      : ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+  const isPattern = (t: string) => /[*?/.]/.test(t);
+  if (!layers?.length) return names.map((t) => (isPattern(t) ? t : `*.${t}.weight`));
+  const bad = names.find(isPattern);
+  if (bad)
+    throw new InputError(`lora.layers restricts module names, but target ${JSON.stringify(bad)} is a pattern`, {
+      where: 'train.lora.targets',
+      hint: 'give module names (q_proj, v_proj, …) with layers, or put the layer in the pattern and drop layers',
+    });
+  const block = (l: number) => (modelType === 'gpt2' ? [`h.${l}`, `transformer.h.${l}`] : [`model.layers.${l}`]);
+  return layers.flatMap((l) => block(l).flatMap((b) => names.map((t) => `${b}.*.${t}.weight`)));
+}
+
+/** The decoder layer numbers of adapted modules (PEFT's layers_to_transform), sorted. */
+function adaptedLayers(modules: { module: string }[]): number[] {
+  const found = modules.map((m) => /(?:^|\.)(?:layers|h)\.(\d+)\./.exec(m.module)?.[1]).filter((x): x is string => x !== undefined);
+  return [...new Set(found.map(Number))].sort((a, b) => a - b);
 }
 
 export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrainResult> {
@@ -183,7 +207,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
           r: o.lora!.r,
           alpha: o.lora!.alpha,
           dropout: o.lora!.dropout ?? 0,
-          targets: o.lora!.targets ?? defaultTargets(modelType),
+          targets: causalLoraTargets(modelType, o.lora!.targets, o.lora!.layers),
           seed: o.seed,
         };
   const program = compileTrainStep(model, {
@@ -232,8 +256,11 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   try {
     // Packed and unpacked graphs share every initializer name; inference runs one example per row.
     exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir).model } : program, r.params, join(tmp, 'model.onnx'));
-    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json'])
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
       if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
+    // The weights live in model.onnx (LoRA merged); a GGUF base's file name would point at nothing here.
+    const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(exportedConfig, null, 2) + '\n');
     // The template the model was tuned with is the one it must be served with (an explicit chat.template included).
     if (task.chat) {
       const cfgPath = join(tmp, 'tokenizer_config.json');
@@ -253,7 +280,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
           chat: task.chat
             ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null }
             : null,
-          baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha },
+          baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha, ...(typeof ggufFile === 'string' ? { ggufFile } : {}) },
           method: o.method,
           hyperparameters: {
             pack: o.pack ?? false,
@@ -278,7 +305,14 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
         2,
       ) + '\n',
     );
-    if (program.lora) exportPeftAdapter(program, r.params, join(tmp, 'adapter'), { baseModel: cfg._name_or_path, taskType: 'CAUSAL_LM' });
+    if (program.lora)
+      exportPeftAdapter(program, r.params, join(tmp, 'adapter'), {
+        baseModel: cfg._name_or_path ?? (typeof ggufFile === 'string' ? ggufFile : undefined),
+        taskType: 'CAUSAL_LM',
+        layersToTransform: o.lora?.layers?.length ? adaptedLayers(program.lora.modules) : undefined,
+        // GPT2LMHeadModel holds its blocks under `transformer.`, and its Conv1D weights are [in, out].
+        ...(modelType === 'gpt2' ? { fanInFanOut: true, modulePrefix: (m: string) => (m.startsWith('transformer.') ? '' : 'transformer.') } : {}),
+      });
     if (existsSync(o.outDir)) rmSync(o.outDir, { recursive: true });
     mkdirSync(dirname(o.outDir), { recursive: true });
     renameSync(tmp, o.outDir);
