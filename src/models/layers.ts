@@ -24,9 +24,14 @@ export function layerNorm(g: GraphBuilder, x: string, name: string, gamma: Float
 
 /** RMSNorm as LLaMA computes it: x / sqrt(mean(x²) + eps) · weight. */
 export function rmsNorm(g: GraphBuilder, x: string, name: string, weight: Float32Array, eps: number): string {
+  return rmsNormOf(g, x, g.initializer(`${name}.weight`, weight, [weight.length]), eps);
+}
+
+/** RMSNorm with the weight as a value (float32). */
+export function rmsNormOf(g: GraphBuilder, x: string, weight: string, eps: number): string {
   const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
   const normed = g.op('Mul', [x, g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])])])]);
-  const y = g.op('Mul', [normed, g.initializer(`${name}.weight`, weight, [weight.length])]);
+  const y = g.op('Mul', [normed, weight]);
   // A float→float Cast is a no-op at run time. It is here for the engine: the gradient of a fanned-out
   // value (this output feeds q, k and v) is an untyped Sum, and the Sqrt rule below needs its dtype;
   // the Cast rule re-types it.
@@ -51,6 +56,33 @@ export function geluTanh(g: GraphBuilder, x: string): string {
 /** SiLU: x·sigmoid(x) (LLaMA's "silu"). */
 export function silu(g: GraphBuilder, x: string): string {
   return g.op('Mul', [x, g.op('Sigmoid', [x])]);
+}
+
+/** SwiGLU, LLaMA's MLP activation: silu(gate)·up (the projections around it are ordinary linears). */
+export function swiGlu(g: GraphBuilder, gate: string, up: string): string {
+  return g.op('Mul', [silu(g, gate), up]);
+}
+
+/**
+ * Rotary position embedding in transformers' rotate_half form on [batch, heads, seq, dh]:
+ * t·cos + [−t₂, t₁]·sin, where t₁, t₂ are the two halves of the head and cos/sin hold each frequency twice.
+ */
+export function rotary(g: GraphBuilder, t: string, cos: string, sin: string, dh: number): string {
+  const half = dh / 2;
+  const x1 = g.op('Slice', [t, g.ints([0]), g.ints([half]), g.ints([-1])]);
+  const x2 = g.op('Slice', [t, g.ints([half]), g.ints([dh]), g.ints([-1])]);
+  const rotated = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
+  return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
+}
+
+/**
+ * Grouped-query attention's key/value sharing: [batch, kvHeads, seq, dh] → [batch, heads, seq, dh], each kv head
+ * serving heads/kvHeads consecutive query heads (transformers' repeat_kv).
+ */
+export function repeatKv(g: GraphBuilder, t: string, heads: number, kvHeads: number, dh: number): string {
+  if (kvHeads === heads) return t;
+  const expanded = g.op('Expand', [g.op('Unsqueeze', [t, g.ints([2])]), g.ints([1, 1, heads / kvHeads, 1, 1])]);
+  return g.op('Reshape', [expanded, g.ints([0, heads, -1, dh])]);
 }
 
 /** [batch, seq, heads·dh] → [batch, heads, seq, dh]. */

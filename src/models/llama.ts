@@ -10,7 +10,7 @@
 import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { InputError } from '../errors.ts';
-import { MASK_NEG, attention, causalBias, linear, mergeHeads, paddingBias, positions, rmsNorm, seqLenOf, silu } from './layers.ts';
+import { MASK_NEG, attention, causalBias, linear, mergeHeads, paddingBias, positions, repeatKv, rmsNorm, rotary, seqLenOf, swiGlu } from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
 
 export interface LlamaConfig {
@@ -121,20 +121,12 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
       : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
   const cos = g.op('Cos', [angles]);
   const sin = g.op('Sin', [angles]);
-  const rope = (t: string) => {
-    const x1 = g.op('Slice', [t, g.ints([0]), g.ints([half]), g.ints([-1])]);
-    const x2 = g.op('Slice', [t, g.ints([half]), g.ints([dh]), g.ints([-1])]);
-    const rotated = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
-    return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
-  };
+  const rope = (t: string) => rotary(g, t, cos, sin, dh);
   const proj = (t: string, name: string, inF: number, outF: number, withBias: boolean) =>
     linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, withBias ? w.get(`${name}.bias`, [outF]) : undefined);
   const heads = (t: string, n: number) => g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, dh])])], { perm: [0, 2, 1, 3] });
-  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads (transformers' repeat_kv).
-  const repeatKv = (t: string) =>
-    nkv === nh
-      ? t
-      : g.op('Reshape', [g.op('Expand', [g.op('Unsqueeze', [t, g.ints([2])]), g.ints([1, 1, nh / nkv, 1, 1])]), g.ints([0, nh, -1, dh])]);
+  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads.
+  const repeat = (t: string) => repeatKv(g, t, nh, nkv, dh);
 
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}`;
@@ -149,13 +141,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
       g.output(k, `present.${l}.key`);
       g.output(v, `present.${l}.value`);
     }
-    const ctx = mergeHeads(g, attention(g, q, repeatKv(k), repeatKv(v), dh, bias), nh * dh);
+    const ctx = mergeHeads(g, attention(g, q, repeat(k), repeat(v), dh, bias), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
-    const gated = g.op('Mul', [
-      silu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias)),
-      proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias),
-    ]);
+    const gated = swiGlu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias), proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias));
     x = g.op('Add', [x, proj(gated, `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias)]);
   }
   // Generation needs only the last position's logits: the head is the largest matmul, so the prompt's
