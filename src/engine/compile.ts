@@ -17,6 +17,7 @@ import { appendGradients } from './autodiff.ts';
 import { appendLoss, type LossSpec } from './losses.ts';
 import { appendOptimizer, type OptimizerSpec, type StateSlot } from './optimizers.ts';
 import { applyLora, type LoraModule, type LoraSpec } from './lora.ts';
+import { rematerializeQ4ForBackward } from './quant4.ts';
 import type { DropoutMask } from './dropout-masks.ts';
 import { stripDropout, trainDropout } from './dropout.ts';
 import { matchesAny } from './patterns.ts';
@@ -135,6 +136,11 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     (t) => isFloat(t.dtype) && !CONSTANT_NAME.test(t.name) && reachesLoss.has(t.name),
   );
   const tr = opts.trainable;
+  if (tr.kind !== 'lora' && [...fwd.graph.initializers.keys()].some((k) => k.endsWith('.q4')))
+    throw new InputError('a model with 4-bit frozen weights trains with LoRA only (QLoRA)', {
+      where: 'train.method',
+      hint: 'use method qlora with lora settings, or build the model without quantize for full fine-tuning',
+    });
   const chosen = candidates.filter((t) => {
     switch (tr.kind) {
       case 'full':
@@ -191,11 +197,13 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   // grad: loss + gradients.
   const gradModel = cloneModel(base);
   {
+    const forwardNodes = gradModel.graph.nodes.length;
     const { grads } = appendGradients(
       gradModel,
       LOSS_OUTPUT,
       params.map((p) => p.name),
     );
+    rematerializeQ4ForBackward(gradModel, forwardNodes);
     const b = GraphBuilder.extend(gradModel);
     b.output(lossOut);
     for (const p of params) b.output(b.op('Identity', [grads.get(p.name)!], {}, { outputs: [gradName(p.name)] }));
@@ -206,11 +214,13 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
   const stepModel = cloneModel(base);
   let state: StateSlot[];
   {
+    const forwardNodes = stepModel.graph.nodes.length;
     const { grads, rowGradients } = appendGradients(
       stepModel,
       LOSS_OUTPUT,
       params.map((p) => p.name),
     );
+    rematerializeQ4ForBackward(stepModel, forwardNodes);
     const b = GraphBuilder.extend(stepModel);
     const lr = b.input(LR_INPUT, 'float32', []);
     const step = b.input(STEP_INPUT, 'float32', []);

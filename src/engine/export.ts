@@ -12,13 +12,14 @@ import { basename, dirname, join } from 'node:path';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import type { Model } from '../onnx/ir.ts';
-import { cloneModel } from '../onnx/ir.ts';
 import { saveModel } from '../onnx/proto.ts';
+import { dequantizeQ4Model } from './quant4.ts';
 import type { TrainProgram } from './compile.ts';
 
 /** The forward model with trained weights written in (and LoRA merged); saved atomically when `outPath` is given. */
 export function exportInference(program: TrainProgram, params: Map<string, TypedArray>, outPath?: string): Model {
-  const model = cloneModel(program.source);
+  // QLoRA: the 4-bit base becomes float32 initializers holding the values the training graph computed.
+  const model = dequantizeQ4Model(program.source);
   const inits = model.graph.initializers;
   for (const [name, data] of params) {
     const t = inits.get(name);

@@ -11,6 +11,7 @@ import { inferShapes } from '../onnx/shapes.ts';
 import { dropoutThreshold, LORA_MASK_PREFIX, type DropoutMask } from './dropout-masks.ts';
 import { matchesAny } from './patterns.ts';
 import { Rng } from './prng.ts';
+import { q4WeightDims } from './quant4.ts';
 
 export interface LoraSpec {
   r: number;
@@ -57,7 +58,9 @@ export function applyLora(model: Model, spec: LoraSpec): LoraModule[] {
   for (const node of original) {
     if (node.opType !== 'MatMul' && node.opType !== 'Gemm') continue;
     const wName = node.inputs[1]!;
-    const w = model.graph.initializers.get(wName);
+    // A 4-bit frozen weight (QLoRA) is the output of its dequantization chain, not an initializer.
+    const q4 = q4WeightDims(model, wName);
+    const w = model.graph.initializers.get(wName) ?? (q4 ? { dims: q4, dtype: 'float32' as const } : undefined);
     if (!w || w.dims.length !== 2 || !matchesAny(wName, spec.targets)) continue;
     if (node.opType === 'Gemm' && attrInt(node, 'transA', 0))
       throw new InputError(`LoRA target '${wName}': Gemm with transA=1 is not supported`, {

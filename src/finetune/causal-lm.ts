@@ -30,7 +30,8 @@ export interface TrainCausalLmOptions extends RunSettings {
   template?: PromptTemplate;
   /** Render records with the model's chat template (or `chat.template`, Jinja text) instead of `template`. */
   chat?: ChatOptions;
-  method: 'full' | 'lora';
+  /** `qlora`: LoRA over a 4-bit frozen base (LLaMA; src/engine/quant4.ts), with the `lora` settings. */
+  method: 'full' | 'lora' | 'qlora';
   /**
    * Pack several examples into each row of maxLength tokens (LLaMA only): attention and positions never cross an
    * example boundary (src/models/packing.ts). The exported model is the ordinary unpacked graph.
@@ -170,9 +171,9 @@ function adaptedLayers(modules: { module: string }[]): number[] {
 
 export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrainResult> {
   if (!existsSync(o.train)) throw new InputError(`table ${o.train} does not exist`, { where: 'train.train' });
-  if (o.method !== 'full' && o.method !== 'lora')
-    throw new InputError(`method ${JSON.stringify(o.method)} is not one of full, lora`, { where: 'train.method' });
-  if (o.method === 'lora' && !o.lora) throw new InputError('method lora needs lora: { r, alpha }', { where: 'train.lora' });
+  if (o.method !== 'full' && o.method !== 'lora' && o.method !== 'qlora')
+    throw new InputError(`method ${JSON.stringify(o.method)} is not one of full, lora, qlora`, { where: 'train.method' });
+  if (o.method !== 'full' && !o.lora) throw new InputError(`method ${o.method} needs lora: { r, alpha }`, { where: 'train.lora' });
   if (!(o.lr > 0 && o.lr < 1)) throw new InputError(`lr must be in (0, 1), got ${o.lr}`, { where: 'train.lr' });
   if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
   mkdirSync(o.checkpointDir, { recursive: true });
@@ -198,7 +199,8 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
       )
     : undefined;
 
-  const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack });
+  const quantize = o.method === 'qlora' ? ('q4' as const) : undefined;
+  const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack, quantize });
   const trainable: TrainableSpec =
     o.method === 'full'
       ? { kind: 'full' }
@@ -255,7 +257,8 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   mkdirSync(tmp, { recursive: true });
   try {
     // Packed and unpacked graphs share every initializer name; inference runs one example per row.
-    exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir).model } : program, r.params, join(tmp, 'model.onnx'));
+    // QLoRA exports the dequantized base with the adapters merged, in float32 (exportInference).
+    exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir, { quantize }).model } : program, r.params, join(tmp, 'model.onnx'));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
       if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
     // The weights live in model.onnx (LoRA merged); a GGUF base's file name would point at nothing here.

@@ -494,6 +494,11 @@ const HALF = (() => {
 
 const f = Math.fround;
 
+/** The float value of IEEE half-precision bits. */
+export function halfToFloat(bits: number): number {
+  return HALF[bits & 0xffff]!;
+}
+
 /** The tensor's raw bytes. */
 export function tensorBytes(g: GgufFile, t: GgufTensorInfo): Uint8Array {
   return g.read(t.offset, t.nbytes);

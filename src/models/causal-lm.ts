@@ -7,10 +7,10 @@ import { InputError } from '../errors.ts';
 
 export const CAUSAL_LM_TYPES = ['gpt2', 'llama'] as const;
 
-/** `packed`: the graph for packed rows (LLaMA only; see packing.ts). */
+/** `packed`: the graph for packed rows (LLaMA only; see packing.ts). `quantize: 'q4'`: 4-bit frozen projections (LLaMA only; QLoRA). */
 export function buildCausalLmGraph(
   dir: string,
-  opts: { packed?: boolean } = {},
+  opts: { packed?: boolean; quantize?: 'q4' } = {},
 ): { model: Model; modelType: (typeof CAUSAL_LM_TYPES)[number] } {
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', CAUSAL_LM_TYPES, 'gpt2' as const);
@@ -18,6 +18,11 @@ export function buildCausalLmGraph(
     throw new InputError(`sequence packing is implemented for llama models, not ${type}`, {
       where: `${c.path}: model_type`,
       hint: 'turn packing off',
+    });
+  if (opts.quantize && type !== 'llama')
+    throw new InputError(`4-bit base weights (QLoRA) are implemented for llama models, not ${type}`, {
+      where: `${c.path}: model_type`,
+      hint: 'use method lora',
     });
   return { model: type === 'gpt2' ? buildGpt2Graph(dir).model : buildLlamaGraph(dir, opts).model, modelType: type };
 }

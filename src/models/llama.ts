@@ -12,6 +12,8 @@ import type { Model } from '../onnx/ir.ts';
 import { InputError } from '../errors.ts';
 import { MASK_NEG, attention, causalBias, linear, mergeHeads, paddingBias, positions, repeatKv, rmsNorm, rotary, seqLenOf, swiGlu } from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
+import { readQ4Weights, type Q4LlamaWeights } from './q4-weights.ts';
+import { Q4_OPSET, q4Initializers } from '../engine/quant4.ts';
 
 export interface LlamaConfig {
   vocabSize: number;
@@ -71,9 +73,14 @@ export interface LlamaWeights {
   linear(name: string, inF: number, outF: number): Float32Array;
 }
 
-export function buildLlamaGraph(dir: string, opts: { packed?: boolean } = {}): { model: Model; config: LlamaConfig } {
+/**
+ * `quantize: 'q4'`: the QLoRA graph. The seven projections of every layer are frozen 4-bit weights dequantized in the
+ * graph per use (quant4.ts; opset 21); embeddings, norms and an untied lm_head stay float32.
+ */
+export function buildLlamaGraph(dir: string, opts: { packed?: boolean; quantize?: 'q4' } = {}): { model: Model; config: LlamaConfig } {
   const cfg = readLlamaConfig(dir);
-  return { model: llamaGraph(cfg, Weights.read(dir), false, opts.packed ?? false), config: cfg };
+  const w = opts.quantize === 'q4' ? readQ4Weights(dir) : Weights.read(dir);
+  return { model: llamaGraph(cfg, w, false, opts.packed ?? false), config: cfg };
 }
 
 /**
@@ -92,9 +99,10 @@ export function buildLlamaDecoderGraph(cfg: LlamaConfig, w: LlamaWeights): Model
  * token's example number in its row (1, 2, …; 0 = padding) and `position_ids` int64 [batch, seq] restart at 0 for
  * every example: a query sees only earlier keys of its own example, and RoPE sees the example's own positions.
  */
-function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed = false): Model {
+function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache: boolean, packed = false): Model {
   const { hidden: H, heads: nh, kvHeads: nkv, headDim: dh } = cfg;
-  const g = new GraphBuilder({ opset: 17, name: kvCache ? 'llama_decoder' : 'llama_causal_lm' });
+  const q4 = 'linearQ4' in w ? w : undefined;
+  const g = new GraphBuilder({ opset: q4 ? Q4_OPSET : 17, name: kvCache ? 'llama_decoder' : 'llama_causal_lm' });
   const ids = g.input('input_ids', 'int64', ['batch', 'seq']);
   const mask = g.input('attention_mask', 'int64', ['batch', kvCache ? 'total' : 'seq']);
   const positionIds = kvCache || packed ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
@@ -122,8 +130,12 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
   const cos = g.op('Cos', [angles]);
   const sin = g.op('Sin', [angles]);
   const rope = (t: string) => rotary(g, t, cos, sin, dh);
-  const proj = (t: string, name: string, inF: number, outF: number, withBias: boolean) =>
-    linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, withBias ? w.get(`${name}.bias`, [outF]) : undefined);
+  const proj = (t: string, name: string, inF: number, outF: number, withBias: boolean) => {
+    const bias = withBias ? w.get(`${name}.bias`, [outF]) : undefined;
+    if (!q4) return linear(g, t, name, w.linear(`${name}.weight`, inF, outF), inF, outF, bias);
+    const y = g.op('MatMul', [t, q4Initializers(g, `${name}.weight`, q4.linearQ4(`${name}.weight`, inF, outF))]);
+    return bias ? g.op('Add', [y, g.initializer(`${name}.bias`, bias, [outF])]) : y;
+  };
   const heads = (t: string, n: number) => g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, dh])])], { perm: [0, 2, 1, 3] });
   // Grouped-query attention: each kv head serves nh/nkv consecutive query heads.
   const repeat = (t: string) => repeatKv(g, t, nh, nkv, dh);
@@ -156,6 +168,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights, kvCache: boolean, packed 
     : g.initializer('lm_head.weight', w.linear('lm_head.weight', H, cfg.vocabSize), [H, cfg.vocabSize]);
   g.output(g.op('MatMul', [x, head]), 'logits');
   g.setMetadata('tempered.architecture', kvCache ? 'llama-decoder-kv-cache' : packed ? 'llama-causal-lm-packed' : 'llama-causal-lm');
+  if (q4) g.setMetadata('tempered.quantization', 'q4 (4-bit blocks of 32 along the input axis, fp32 scale and offset)');
   return g.build();
 }
 

@@ -3,7 +3,7 @@
  * Values are referred to by name (string); every op returns the names of its outputs.
  */
 import type { DType, TypedArray } from './dtype.ts';
-import { dtypeOfArray } from './dtype.ts';
+import { dtypeOfArray, storageLength } from './dtype.ts';
 import type { Attr, Dim, Graph, Model, Node, Tensor, ValueInfo } from './ir.ts';
 import { numel } from './ir.ts';
 import { inferShapes, type TypeMap } from './shapes.ts';
@@ -109,7 +109,7 @@ export class GraphBuilder {
   /** A named weight. Use Hugging Face parameter names so freezing, LoRA targeting and PEFT export work by name. */
   initializer(name: string, data: TypedArray, dims: number[], dtype?: DType): string {
     const dt = dtype ?? dtypeOfArray(data);
-    if (numel(dims) !== data.length) throw new Error(`initializer '${name}': ${data.length} values do not fill dims [${dims}]`);
+    if (storageLength(dt, numel(dims)) !== data.length) throw new Error(`initializer '${name}': ${data.length} values do not fill dims [${dims}]`);
     this.graph.initializers.set(this.claim(name, 'initializer'), { name, dtype: dt, dims: [...dims], data });
     return name;
   }

@@ -1,6 +1,10 @@
 /** Element types tempered handles, with their ONNX enum codes and JS storage. */
 
-export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
+/**
+ * `uint4`: 4-bit unsigned integers packed two to a byte, the first element in the low nibble (ONNX's layout);
+ * stored as a Uint8Array of ceil(n / 2) bytes. Used for frozen quantized weights (QLoRA), never as a graph I/O.
+ */
+export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool' | 'uint4';
 
 export type TypedArray = Float32Array | Float64Array | Uint16Array | BigInt64Array | Int32Array | Int8Array | Uint8Array;
 
@@ -13,6 +17,7 @@ const ONNX_CODE: Record<DType, number> = {
   bool: 9,
   float16: 10,
   float64: 11,
+  uint4: 21,
 };
 const FROM_CODE = new Map<number, DType>(Object.entries(ONNX_CODE).map(([k, v]) => [v, k as DType]));
 
@@ -40,6 +45,7 @@ export const BYTES: Record<DType, number> = {
   int8: 1,
   uint8: 1,
   bool: 1,
+  uint4: 0.5,
 };
 
 /** Allocates a zeroed typed array of the element type's storage class. */
@@ -60,6 +66,8 @@ export function allocate(d: DType, n: number): TypedArray {
     case 'uint8':
     case 'bool':
       return new Uint8Array(n);
+    case 'uint4':
+      return new Uint8Array(Math.ceil(n / 2));
   }
 }
 
@@ -69,6 +77,16 @@ export function fromBytes(d: DType, bytes: Uint8Array): TypedArray {
   const out = allocate(d, n);
   new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
   return out;
+}
+
+/** Bytes holding n elements (uint4 packs two to a byte). */
+export function byteSize(d: DType, n: number): number {
+  return Math.ceil(n * BYTES[d]);
+}
+
+/** Storage elements (typed-array length) holding n elements. */
+export function storageLength(d: DType, n: number): number {
+  return d === 'uint4' ? Math.ceil(n / 2) : n;
 }
 
 export function toBytes(a: TypedArray): Uint8Array {

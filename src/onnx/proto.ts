@@ -21,7 +21,7 @@ import type { onnx as OnnxNs } from 'onnx-proto';
 import type { Attr, Dim, Graph, Model, Node, Tensor, ValueInfo } from './ir.ts';
 import { numel } from './ir.ts';
 import { topoSort } from './graph.ts';
-import { BYTES, dtypeFromCode, fromBytes, onnxCode, toBytes, allocate } from './dtype.ts';
+import { byteSize, dtypeFromCode, fromBytes, onnxCode, toBytes, allocate } from './dtype.ts';
 
 // onnx-proto ships CommonJS static protobufjs code; createRequire keeps this file ESM.
 const { onnx } = createRequire(import.meta.url)('onnx-proto') as { onnx: typeof OnnxNs };
@@ -78,7 +78,7 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
     if (!baseDir) throw new Error(`${where}: tensor '${name}' uses external data; load the model from a file path`);
     const file = externalDataFile(baseDir, kv['location'] ?? '', `${where}: tensor '${name}'`);
     const offset = Number(kv['offset'] ?? 0);
-    const want = n * BYTES[dtype];
+    const want = byteSize(dtype, n);
     const length = kv['length'] !== undefined ? Number(kv['length']) : want;
     // A model file is hostile until checked: the declared span must be the tensor's exact size and
     // lie inside the data file, before anything is allocated for it.
