@@ -122,7 +122,8 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
   const half = dh / 2;
   const invFreq = new Float32Array(dh);
   for (let i = 0; i < half; i++) invFreq[i] = invFreq[i + half] = 1 / cfg.ropeTheta ** ((2 * i) / dh);
-  const inv = g.constant(invFreq, [dh], 'float32', 'rope_inv_freq');
+  // A builder constant (not a named initializer), so full fine-tuning does not train the frequencies as a weight.
+  const inv = g.constant(invFreq, [dh], 'float32');
   const angles =
     kvCache || packed
       ? g.op('Unsqueeze', [g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: 1 }), g.ints([-1])]), inv]), g.ints([1])])
