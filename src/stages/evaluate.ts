@@ -1,7 +1,10 @@
 /**
  * Stage kind `evaluate`: the fine-tuned model on the test split, side by side with the baselines
- * the spec names: the base model's frozen features under a logistic-regression head, and the
+ * the spec names: the base model (for a classifier: its frozen features under a logistic-regression
+ * head; for a causal LM: the base model itself, on the same rendering of the records), and the
  * version currently serving under a registry alias (evaluated on the same test split).
+ * Causal LMs are scored by response-token loss and perplexity, and with `generation` also by the
+ * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,24 +15,50 @@ import { artifactRefSchema } from './schema-helpers.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
-import { modelSourceIssues } from './checks.ts';
+import { issuesFrom, modelSourceIssues } from './checks.ts';
+import { checkAnswerNormalization, generativeGateShape, type AnswerNormalization } from '../eval/generative.ts';
+import type { KindIssue } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
+import { InputError } from '../errors.ts';
+import type { ChatOptions } from '../finetune/causal-lm.ts';
+import type { PromptTemplate } from '../models/tokenizer.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({
   ...(await import('../eval/metrics.ts')),
   ...(await import('../finetune/evaluate.ts')),
   ...(await import('../finetune/causal-lm.ts')),
+  ...(await import('../finetune/generative-eval.ts')),
+  ...(await import('../data/head-table.ts')),
   ...(await import('../finetune/predictor.ts')),
   ...(await import('../models/sources.ts')),
   ...(await import('../registry/current.ts')),
 });
 
+/** Causal LMs: generate an answer for every test prompt and score it against the test response. */
+export interface GenerationConfig {
+  /** Most new tokens per answer; default 16 (a word or a short phrase). */
+  maxNewTokens?: number;
+  /** Prompts decoded together; default 8. */
+  batchSize?: number;
+  /** Strings that end an answer (cut before them), besides the end-of-turn / EOS token. */
+  stop?: string[];
+  /** Rows shown side by side in the report (prompt, reference, base, production, fine-tuned); default 10. */
+  samples?: number;
+  exactMatch?: AnswerNormalization;
+}
+
+export const GENERATION_DEFAULTS = { maxNewTokens: 16, batchSize: 8, samples: 10 } as const;
+
 interface Config {
   model: ArtifactRef;
   test: ArtifactRef;
-  baseline?: { model: string; train: ArtifactRef; pooling?: 'cls' | 'mean'; maxLength?: number; seed?: number };
+  /** Classifier: `train` is required (the logistic-regression head's training rows). Causal LM: `model` only. */
+  baseline?: { model: string; train?: ArtifactRef; pooling?: 'cls' | 'mean'; maxLength?: number; seed?: number };
   production?: { name: string; alias?: string };
+  /** Evaluate the first maxRows rows of the test split only (all models the same rows), so the cost is bounded. */
+  maxRows?: number;
+  generation?: GenerationConfig;
   threads?: number;
 }
 
@@ -55,8 +84,9 @@ async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageC
 
 export const evaluateStage: StageKind<Config> = {
   kind: 'evaluate',
-  description: 'accuracy, per-class and macro/micro P/R/F1 and confusion matrix on the test split, against baselines',
-  codeVersion: 'evaluate-1',
+  description:
+    'classifiers: accuracy, per-class and macro/micro P/R/F1 and confusion matrix; causal LMs: response loss, perplexity and (generation) exact_match, rouge_l, chrf; on the test split, against baselines',
+  codeVersion: 'evaluate-2',
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
   isolation: { module: import.meta.url },
   withSchema: {
@@ -69,8 +99,9 @@ export const evaluateStage: StageKind<Config> = {
       baseline: {
         type: 'object',
         additionalProperties: false,
-        required: ['model', 'train'],
-        description: 'frozen-feature baseline: logistic regression on the base model’s pooled embeddings',
+        required: ['model'],
+        description:
+          'the base model: for a classifier, logistic regression on its pooled embeddings (needs train); for a causal LM, the base model itself',
         properties: {
           model: { type: 'string' },
           train: artifactRefSchema,
@@ -86,6 +117,50 @@ export const evaluateStage: StageKind<Config> = {
         description: 'compare with the version a registry alias points at (skipped when there is none)',
         properties: { name: { type: 'string' }, alias: { type: 'string' } },
       },
+      maxRows: { type: 'integer', minimum: 1, description: 'evaluate only the first maxRows rows of the test split' },
+      generation: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'causal LM: greedy answers to the test prompts, scored by exact_match, rouge_l and chrf',
+        properties: {
+          maxNewTokens: { type: 'integer', minimum: 1, maximum: 4096, description: `default ${GENERATION_DEFAULTS.maxNewTokens}` },
+          batchSize: { type: 'integer', minimum: 1, maximum: 256, description: `default ${GENERATION_DEFAULTS.batchSize}` },
+          stop: { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 16 },
+          samples: {
+            type: 'integer',
+            minimum: 0,
+            maximum: 1000,
+            description: `rows shown side by side in the report; default ${GENERATION_DEFAULTS.samples}`,
+          },
+          exactMatch: {
+            type: 'object',
+            additionalProperties: false,
+            description: 'normalisation before exact match',
+            properties: {
+              caseFold: { type: 'boolean', description: 'default false' },
+              whitespace: { enum: ['keep', 'strip', 'collapse'], description: 'default collapse' },
+              stripPunctuation: { type: 'boolean', description: 'default false' },
+              extract: {
+                description: "final answer only: 'gsm8k' (the number after the last ####) or a regex",
+                oneOf: [
+                  { const: 'gsm8k' },
+                  {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['regex'],
+                    properties: {
+                      regex: { type: 'string', minLength: 1 },
+                      group: { type: 'integer', minimum: 0 },
+                      select: { enum: ['first', 'last'] },
+                      flags: { type: 'string', pattern: '^[imsu]*$' },
+                    },
+                  },
+                ],
+              },
+            },
+          },
+        },
+      },
       threads: { type: 'integer', minimum: 1 },
     },
   },
@@ -97,8 +172,11 @@ export const evaluateStage: StageKind<Config> = {
     return [v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none'];
   },
   outputs: {
-    metrics: { type: 'json', description: 'flat metrics for gates: accuracy, f1_macro, …, baseline.*, production.*' },
-    report: { type: 'json', description: 'full reports with confusion matrices' },
+    metrics: {
+      type: 'json',
+      description: 'metrics for gates: accuracy, f1_macro, … or loss, perplexity, exact_match, rouge_l, chrf; baseline.*, production.*',
+    },
+    report: { type: 'json', description: 'full reports: confusion matrices, or generated samples side by side' },
     f1_macro: { type: 'number', description: 'classification' },
     accuracy: { type: 'number', description: 'classification' },
     loss: { type: 'number', description: 'causal LM: mean NLL of response tokens' },
@@ -106,7 +184,26 @@ export const evaluateStage: StageKind<Config> = {
   },
   check(raw, ctx) {
     const cfg = raw as Partial<Config>;
-    return modelSourceIssues(cfg.baseline?.model, ['baseline', 'model'], ctx);
+    const issues: KindIssue[] = [
+      ...modelSourceIssues(cfg.baseline?.model, ['baseline', 'model'], ctx),
+      ...issuesFrom(checkAnswerNormalization(cfg.generation?.exactMatch, 'generation.exactMatch')),
+    ];
+    const trained = ctx.upstream(cfg.model);
+    if (trained?.kind.kind !== 'train' || hasRefs(trained.config.task)) return issues;
+    if (trained.config.task === 'causal-lm') return issues;
+    if (cfg.generation)
+      issues.push({
+        path: ['generation'],
+        message: `stage '${trained.stage}' trains a classifier; generation scores causal LMs`,
+        hint: 'remove generation',
+      });
+    if (cfg.baseline && cfg.baseline.train === undefined)
+      issues.push({
+        path: ['baseline', 'train'],
+        message: "a classifier's baseline is a logistic regression on the base model's features: it needs the rows to fit it on",
+        hint: 'train: ${{ stages.split.outputs.train }}',
+      });
+    return issues;
   },
   absentOutputs(raw, ctx) {
     const trained = ctx.upstream((raw as Partial<Config>).model);
@@ -123,9 +220,14 @@ export const evaluateStage: StageKind<Config> = {
     if (trained?.kind.kind !== 'train' || hasRefs(trained.config.task) || hasRefs(trained.config.labels)) return undefined;
     const causal = trained.config.task === 'causal-lm';
     const labels = Array.isArray(trained.config.labels) ? (trained.config.labels as string[]) : undefined;
-    const own = causal ? lmGateShape() : classificationGateShape(labels);
+    const shape = () => {
+      if (!causal) return classificationGateShape(labels);
+      const lm = lmGateShape();
+      return cfg.generation ? { ...lm, fields: { ...lm.fields, ...generativeGateShape() } } : lm;
+    };
+    const own = shape();
     const fields: Record<string, ValueShape> = { ...own.fields };
-    if (cfg.baseline) fields.baseline = { ...(causal ? lmGateShape() : classificationGateShape(labels)) };
+    if (cfg.baseline) fields.baseline = shape();
     // Present only when the alias has a version when the run evaluates; deploy falls back to the registry the same way.
     fields.production = {
       type: 'object',
@@ -136,11 +238,18 @@ export const evaluateStage: StageKind<Config> = {
     return { type: 'object', fields };
   },
   async run(cfg, ctx) {
-    const { evaluateClassifier, frozenFeatureBaseline, readLabeledTexts, readManifest, reportToGateMetrics } = await lib();
+    const { evaluateClassifier, frozenFeatureBaseline, headTable, readLabeledTexts, readManifest, reportToGateMetrics } = await lib();
     const modelDir = await materialize(ctx, cfg.model);
-    const testPath = await ctx.store.verify(cfg.test);
+    const fullTest = await ctx.store.verify(cfg.test);
+    const testPath = cfg.maxRows === undefined ? fullTest : join(ctx.workDir, 'test-head.arrow');
+    if (cfg.maxRows !== undefined) await headTable(fullTest, cfg.maxRows, testPath);
     const task = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { task?: string }).task;
     if (task === 'causal-lm') return evaluateLm(cfg, ctx, modelDir, testPath);
+    if (cfg.generation)
+      throw new InputError(`the model's task is ${JSON.stringify(task)}; generation scores causal LMs`, {
+        where: 'evaluate.generation',
+        hint: 'remove generation',
+      });
     const manifest = readManifest(modelDir);
     const labels = manifest.labels;
     ctx.progress({ fraction: 0.05, message: 'evaluating the fine-tuned model' });
@@ -149,6 +258,10 @@ export const evaluateStage: StageKind<Config> = {
     const report: Record<string, unknown> = { model: main.metrics, labels, testRows: (await readLabeledTexts(testPath)).texts.length };
     if (cfg.baseline) {
       ctx.progress({ fraction: 0.4, message: 'frozen-feature baseline (base model embeddings + logistic regression)' });
+      if (!cfg.baseline.train)
+        throw new InputError("a classifier's baseline needs train: the rows its logistic regression is fitted on", {
+          where: 'evaluate.baseline.train',
+        });
       const base = await resolveBaseline(cfg.baseline, ctx);
       const b = await frozenFeatureBaseline({
         modelDir: base.dir,
@@ -180,37 +293,111 @@ export const evaluateStage: StageKind<Config> = {
   },
 };
 
-/** Causal LM: loss and perplexity on response tokens, against the base model before tuning and the production version. */
+/** One causal LM's scores on the test rows: response-token loss and perplexity, and with `generation` its answers' scores. */
+interface LmScores {
+  metrics: Record<string, number>;
+  outputs?: string[];
+  exact?: boolean[];
+  truncatedPrompts?: number;
+}
+
+/**
+ * Causal LM: loss and perplexity on response tokens, and (with `generation`) greedy answers scored by exact match,
+ * ROUGE-L and chrF; the same for the base model (on the fine-tune's rendering of the records) and the production version.
+ */
 async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, testPath: string) {
-  const { evaluateCausalLm } = await lib();
-  ctx.progress({ fraction: 0.05, message: 'response-token loss of the fine-tuned model' });
-  const main = await evaluateCausalLm({ model: modelDir, table: testPath, threads: cfg.threads });
-  const metrics: Record<string, unknown> = { loss: main.loss, perplexity: main.perplexity, tokens: main.tokens };
+  const { evaluateCausalLm, readPromptResponses, scoreGenerations, trainedRendering } = await lib();
+  const gen = cfg.generation;
+  const rows = gen ? await readPromptResponses(testPath) : undefined;
+  const models = 1 + (cfg.baseline ? 1 : 0) + (cfg.production ? 1 : 0);
+  let done = 0;
+  const score = async (
+    label: string,
+    dir: string,
+    rendering?: { template?: PromptTemplate; chat?: ChatOptions; maxLength?: number },
+  ): Promise<LmScores> => {
+    const at = (part: number) => (done + part) / models;
+    ctx.progress({ fraction: 0.02 + 0.96 * at(0), message: `${label}: response-token loss` });
+    const l = await evaluateCausalLm({
+      model: dir,
+      table: testPath,
+      template: rendering?.template,
+      chat: rendering?.chat,
+      maxLength: rendering?.maxLength,
+      threads: cfg.threads,
+    });
+    const metrics: Record<string, number> = { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens };
+    if (!gen || !rows) {
+      done++;
+      return { metrics };
+    }
+    const g = await scoreGenerations({
+      model: dir,
+      prompts: rows.prompts,
+      references: rows.references,
+      rendering,
+      maxNewTokens: gen.maxNewTokens ?? GENERATION_DEFAULTS.maxNewTokens,
+      batchSize: gen.batchSize ?? GENERATION_DEFAULTS.batchSize,
+      stop: gen.stop,
+      exactMatch: gen.exactMatch,
+      threads: cfg.threads,
+      signal: ctx.signal,
+      onProgress: (n, total) =>
+        ctx.progress({ fraction: 0.02 + 0.96 * at(0.2 + (0.8 * n) / total), message: `${label}: generated ${n}/${total} answers` }),
+    });
+    done++;
+    return {
+      metrics: { ...metrics, ...g.scores },
+      outputs: g.outputs,
+      exact: g.rows.map((r) => r.exact),
+      truncatedPrompts: g.truncatedPrompts,
+    };
+  };
+
+  const main = await score('fine-tuned model', modelDir);
+  const metrics: Record<string, unknown> = { ...main.metrics };
+  let base: LmScores | undefined;
   if (cfg.baseline) {
-    ctx.progress({ fraction: 0.5, message: 'the base model before tuning' });
-    const base = await resolveBaseline(cfg.baseline, ctx);
-    // The base model is scored on the same rendering of the records as the fine-tune (its chat settings, if any).
-    const trainedChat = (
-      JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as {
-        chat?: { template: string; system: string | null; endOfTurn: string | null } | null;
-      }
-    ).chat;
-    const chat = trainedChat
-      ? { template: trainedChat.template, system: trainedChat.system ?? undefined, endOfTurn: trainedChat.endOfTurn ?? undefined }
-      : undefined;
-    const b = await evaluateCausalLm({ model: base.dir, table: testPath, maxLength: cfg.baseline.maxLength, chat, threads: cfg.threads });
-    metrics.baseline = { loss: b.loss, perplexity: b.perplexity, tokens: b.tokens };
+    const b = await resolveBaseline(cfg.baseline, ctx);
+    // The base model is scored on the same rendering of the records as the fine-tune (its chat settings or prompt template).
+    const trained = trainedRendering(modelDir);
+    base = await score('base model', b.dir, {
+      template: trained?.template,
+      chat: trained?.chat,
+      maxLength: cfg.baseline.maxLength ?? trained?.maxLength,
+    });
+    metrics.baseline = base.metrics;
   }
   const prod = await productionModel(cfg, ctx.stateDir);
+  let production: LmScores | undefined;
   if (prod) {
-    const p = await evaluateCausalLm({ model: await materialize(ctx, prod.tree), table: testPath, threads: cfg.threads });
-    metrics.production = { loss: p.loss, perplexity: p.perplexity, tokens: p.tokens, version: prod.id };
+    production = await score(`${prod.id} (current ${prod.alias})`, await materialize(ctx, prod.tree));
+    metrics.production = { ...production.metrics, version: prod.id };
+  }
+  const report: Record<string, unknown> = { task: 'causal-lm', ...metrics };
+  if (gen && rows) {
+    const n = Math.min(gen.samples ?? GENERATION_DEFAULTS.samples, rows.prompts.length);
+    report.generation = {
+      rows: rows.prompts.length,
+      maxNewTokens: gen.maxNewTokens ?? GENERATION_DEFAULTS.maxNewTokens,
+      stop: gen.stop ?? [],
+      exactMatch: gen.exactMatch ?? {},
+      truncatedPrompts: { model: main.truncatedPrompts, baseline: base?.truncatedPrompts, production: production?.truncatedPrompts },
+    };
+    report.samples = Array.from({ length: n }, (_, i) => ({
+      prompt: rows.prompts[i],
+      reference: rows.references[i],
+      ...(base ? { baseline: base.outputs![i], baseline_exact: base.exact![i] } : {}),
+      ...(production ? { production: production.outputs![i], production_exact: production.exact![i] } : {}),
+      output: main.outputs![i],
+      exact: main.exact![i],
+    }));
   }
   return {
     metrics: await ctx.store.putJson(metrics),
-    report: await ctx.store.putJson({ task: 'causal-lm', ...metrics }),
-    loss: main.loss,
-    perplexity: main.perplexity,
+    report: await ctx.store.putJson(report),
+    loss: main.metrics.loss!,
+    perplexity: main.metrics.perplexity!,
   };
 }
 

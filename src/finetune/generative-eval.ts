@@ -1,0 +1,177 @@
+/**
+ * Generated answers for evaluation: every test prompt rendered as the model saw prompts in training (its chat
+ * template, or its prompt template), decoded greedily with the KV cache in batches of similar length, and
+ * scored against the references (exact match, ROUGE-L, chrF: src/eval/generative.ts).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { readArrowBatches, stringColumn } from '../data/arrow-io.ts';
+import type { Device } from '../engine/runtime.ts';
+import { generativeScores, type AnswerNormalization, type GenerativeRowScore, type GenerativeScores } from '../eval/generative.ts';
+import { Decoder } from '../generate/decoder.ts';
+import { generate, type FinishReason } from '../generate/generate.ts';
+import { endOfTurnId } from '../models/chat-encoding.ts';
+import { loadChatTemplate } from '../models/chat-template.ts';
+import { DEFAULT_PROMPT_TEMPLATE, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
+import type { ChatOptions } from './causal-lm.ts';
+
+/** How a prompt becomes the model's input: a chat template, else a prompt template (default: DEFAULT_PROMPT_TEMPLATE). */
+export interface LmRendering {
+  template?: PromptTemplate;
+  chat?: ChatOptions;
+}
+
+interface CausalManifest {
+  task?: string;
+  maxLength?: number;
+  template?: PromptTemplate | null;
+  chat?: { template: string; system: string | null; endOfTurn: string | null } | null;
+}
+
+/** The rendering and training length a tempered causal-LM export was trained with; undefined for a base model folder. */
+export function trainedRendering(modelDir: string): (LmRendering & { maxLength?: number }) | undefined {
+  const path = join(modelDir, 'tempered-model.json');
+  if (!existsSync(path)) return undefined;
+  const m = JSON.parse(readFileSync(path, 'utf8')) as CausalManifest;
+  return {
+    template: m.template ?? undefined,
+    chat: m.chat ? { template: m.chat.template, system: m.chat.system ?? undefined, endOfTurn: m.chat.endOfTurn ?? undefined } : undefined,
+    maxLength: m.maxLength,
+  };
+}
+
+/** The model_type of a model folder's config.json (generation needs the LLaMA family). */
+export function modelType(modelDir: string): string | undefined {
+  const path = join(modelDir, 'config.json');
+  if (!existsSync(path)) return undefined;
+  const t = (JSON.parse(readFileSync(path, 'utf8')) as { model_type?: unknown }).model_type;
+  return typeof t === 'string' ? t : undefined;
+}
+
+/** The first `maxRows` prompt/response pairs of a table (all of them without maxRows). */
+export async function readPromptResponses(
+  table: string,
+  o: { promptColumn?: string; responseColumn?: string; maxRows?: number } = {},
+): Promise<{ prompts: string[]; references: string[] }> {
+  const pc = o.promptColumn ?? 'prompt';
+  const rc = o.responseColumn ?? 'response';
+  const prompts: string[] = [],
+    references: string[] = [];
+  const limit = o.maxRows ?? Infinity;
+  for await (const b of readArrowBatches(table)) {
+    if (prompts.length >= limit) break;
+    for (const c of [pc, rc])
+      if (!b.getChild(c))
+        throw new InputError(`the table has no column ${JSON.stringify(c)} (columns: ${b.schema.fields.map((f) => f.name).join(', ')})`, {
+          where: table,
+        });
+    const p = stringColumn(b, pc),
+      r = stringColumn(b, rc);
+    for (let i = 0; i < p.length && prompts.length < limit; i++) {
+      if (typeof p[i] !== 'string' || typeof r[i] !== 'string')
+        throw new InputError(`row ${prompts.length} has no ${typeof p[i] !== 'string' ? pc : rc}`, { where: table });
+      prompts.push(p[i]!);
+      references.push(r[i]!);
+    }
+  }
+  return { prompts, references };
+}
+
+export interface GenerateAnswersOptions {
+  /** A tempered causal-LM export or a base model folder (LLaMA family). */
+  model: string;
+  prompts: string[];
+  /** Default: the model's own (its manifest), else the default prompt template. */
+  rendering?: LmRendering;
+  /** Most new tokens per answer. */
+  maxNewTokens: number;
+  /** Prompts decoded together (sorted by length so a batch pads little). Default 8. */
+  batchSize?: number;
+  /** Strings that end an answer (cut before them), besides the end-of-turn / EOS tokens. */
+  stop?: string[];
+  device?: Device;
+  threads?: number;
+  signal?: AbortSignal;
+  /** After each batch: answers done so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface GeneratedAnswers {
+  outputs: string[];
+  finishReasons: FinishReason[];
+  /** Prompts cut from the left to fit the context with maxNewTokens to spare. */
+  truncatedPrompts: number;
+}
+
+/** The prompt's token ids exactly as training put them before the response. */
+export function promptIds(tok: HfTokenizer, modelDir: string, prompt: string, r: LmRendering): number[] {
+  if (r.chat) {
+    const template = loadChatTemplate(modelDir, r.chat.template);
+    const convo = [...(r.chat.system !== undefined ? [{ role: 'system', content: r.chat.system }] : []), { role: 'user', content: prompt }];
+    return tok.tokenize(template.render(convo, { addGenerationPrompt: true }));
+  }
+  const tpl = r.template ?? DEFAULT_PROMPT_TEMPLATE;
+  const ids = tok.tokenize(tpl.prompt.split('{prompt}').join(prompt));
+  return (tpl.addBos ?? tok.addBosDefault) && tok.bosId !== undefined ? [tok.bosId, ...ids] : ids;
+}
+
+/** Greedy answers (deterministic: argmax, first on ties) to every prompt, in the prompts' order. */
+export async function generateAnswers(o: GenerateAnswersOptions): Promise<GeneratedAnswers> {
+  const type = modelType(o.model);
+  if (type !== 'llama')
+    throw new InputError(`generation needs a LLaMA-family model (model_type "llama"); ${o.model} is ${JSON.stringify(type)}`, {
+      where: 'evaluate.generation',
+      hint: 'remove generation to score this model by response loss and perplexity only',
+    });
+  const rendering = o.rendering ?? trainedRendering(o.model) ?? {};
+  const decoder = await Decoder.load(o.model, { device: o.device, threads: o.threads });
+  try {
+    const tok = decoder.tokenizer;
+    if (!tok) throw new InputError('the model folder has no tokenizer.json', { where: o.model });
+    // With a chat template the turn ends with its end-of-turn token, which need not be the model's EOS.
+    const eos = rendering.chat ? [...new Set([...decoder.eosTokenIds, endOfTurnId(tok, rendering.chat.endOfTurn)])] : decoder.eosTokenIds;
+    const room = decoder.maxPositions - o.maxNewTokens;
+    if (room < 1)
+      throw new InputError(`maxNewTokens ${o.maxNewTokens} leaves no room for a prompt in a context of ${decoder.maxPositions}`, {
+        where: 'evaluate.generation.maxNewTokens',
+      });
+    let truncatedPrompts = 0;
+    const ids = o.prompts.map((p) => {
+      const t = promptIds(tok, o.model, p, rendering);
+      if (t.length <= room) return t;
+      truncatedPrompts++;
+      return t.slice(t.length - room);
+    });
+    const order = ids.map((_, i) => i).sort((a, b) => ids[a]!.length - ids[b]!.length || a - b);
+    const outputs = new Array<string>(ids.length);
+    const finishReasons = new Array<FinishReason>(ids.length);
+    const bs = o.batchSize ?? 8;
+    for (let s = 0; s < order.length; s += bs) {
+      if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error('evaluation was aborted');
+      const rows = order.slice(s, s + bs);
+      const res = await generate(
+        decoder,
+        rows.map((i) => ids[i]!),
+        { maxNewTokens: o.maxNewTokens, eosTokenIds: eos, stop: o.stop, seed: 0, signal: o.signal },
+      );
+      res.forEach((r, k) => {
+        outputs[rows[k]!] = r.text;
+        finishReasons[rows[k]!] = r.finishReason;
+      });
+      o.onProgress?.(Math.min(s + bs, order.length), order.length);
+    }
+    if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error('evaluation was aborted');
+    return { outputs, finishReasons, truncatedPrompts };
+  } finally {
+    await decoder.close();
+  }
+}
+
+/** Answers and their scores against the references. */
+export async function scoreGenerations(
+  o: GenerateAnswersOptions & { references: string[]; exactMatch?: AnswerNormalization },
+): Promise<GeneratedAnswers & { scores: GenerativeScores; rows: GenerativeRowScore[] }> {
+  const g = await generateAnswers(o);
+  return { ...g, ...generativeScores(g.outputs, o.references, o.exactMatch) };
+}
