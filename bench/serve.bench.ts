@@ -4,7 +4,10 @@
  * worker-thread pool with dynamic batching (src/serve/worker-pool.ts), and /health latency measured
  * meanwhile by a prober. Same exported classifier, same server code otherwise.
  *
- *   node --import tsx bench/serve.bench.ts [requests=200] [concurrency=1,8,32] [hidden=128] [layers=4] [threads=2]
+ *   node --import tsx bench/serve.bench.ts [requests=200] [concurrency=1,8,32] [hidden=128] [layers=4] [threads=2] [rounds=2]
+ *
+ * Both servers are up at once and the variants alternate at each level for `rounds` rounds, so a slow
+ * stretch of a shared machine hits both; the summary gives the median over rounds and the ratio.
  *
  * Each request classifies one text. The model is a randomly initialised BERT of the given size with a
  * classifier head, exported after two training steps (the weights do not matter for speed).
@@ -25,6 +28,7 @@ const levels = (process.argv[3] ?? '1,8,32').split(',').map(Number);
 const hidden = Number(process.argv[4] ?? 128);
 const layers = Number(process.argv[5] ?? 4);
 const threads = Number(process.argv[6] ?? 2);
+const rounds = Number(process.argv[7] ?? 2);
 const TOKEN = 'bench-token-123456';
 const root = mkdtempSync(join(tmpdir(), 'bench-serve-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -61,7 +65,14 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
 
-async function measure(label: string, load: () => Promise<Predictor>): Promise<void> {
+interface Level {
+  rps: number;
+  p50: number;
+  p99: number;
+  health99: number;
+}
+
+async function startServer(label: string, load: () => Promise<Predictor>) {
   const server = await createModelServer({ token: TOKEN, pollMs: 3_600_000, resolveCurrent: async () => ({ key: label, load }) });
   const url = await server.listen();
   const post = (text: string) =>
@@ -71,52 +82,76 @@ async function measure(label: string, load: () => Promise<Predictor>): Promise<v
       body: JSON.stringify({ inputs: [text] }),
     });
   await Promise.all(texts.slice(0, 8).map(post)); // warm-up
-  for (const c of levels) {
-    const lat: number[] = [];
-    const health: number[] = [];
-    let next = 0,
-      failed = 0,
-      done = false;
-    const prober = (async () => {
-      while (!done) {
+  return { label, server, url, post };
+}
+
+async function level(s: Awaited<ReturnType<typeof startServer>>, c: number): Promise<Level> {
+  const lat: number[] = [];
+  const health: number[] = [];
+  let next = 0,
+    failed = 0,
+    done = false;
+  const prober = (async () => {
+    while (!done) {
+      const t = performance.now();
+      await (await fetch(`${s.url}/health`)).arrayBuffer();
+      health.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next < requests) {
+        const i = next++;
         const t = performance.now();
-        await (await fetch(`${url}/health`)).arrayBuffer();
-        health.push(performance.now() - t);
-        await new Promise((r) => setTimeout(r, 20));
+        const r = await s.post(texts[i % texts.length]!);
+        await r.arrayBuffer();
+        if (r.status !== 200) failed++;
+        lat.push(performance.now() - t);
       }
-    })();
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: c }, async () => {
-        while (next < requests) {
-          const i = next++;
-          const t = performance.now();
-          const r = await post(texts[i % texts.length]!);
-          await r.arrayBuffer();
-          if (r.status !== 200) failed++;
-          lat.push(performance.now() - t);
-        }
-      }),
-    );
-    const secs = (performance.now() - t0) / 1000;
-    done = true;
-    await prober;
-    const batches = (server.model.current as { stats?: () => { batches: number } }).stats?.().batches;
-    console.log(
-      `${label.padEnd(10)} c=${String(c).padEnd(3)} ${(requests / secs).toFixed(1).padStart(7)} req/s  p50 ${pct(lat, 50).toFixed(1)} ms  p99 ${pct(lat, 99).toFixed(1)} ms  /health p50 ${pct(health, 50).toFixed(1)} ms p99 ${pct(health, 99).toFixed(1)} ms (${health.length} probes)${failed ? `  ${failed} failed` : ''}${batches !== undefined ? `  batches so far ${batches}` : ''}`,
-    );
-  }
-  await server.close();
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  done = true;
+  await prober;
+  const batches = (s.server.model.current as { stats?: () => { batches: number } }).stats?.().batches;
+  const out = { rps: requests / secs, p50: pct(lat, 50), p99: pct(lat, 99), health99: pct(health, 99) };
+  console.log(
+    `${s.label.padEnd(10)} c=${String(c).padEnd(3)} ${out.rps.toFixed(1).padStart(7)} req/s  p50 ${out.p50.toFixed(1)} ms  p99 ${out.p99.toFixed(1)} ms  /health p50 ${pct(health, 50).toFixed(1)} ms p99 ${out.health99.toFixed(1)} ms (${health.length} probes)${failed ? `  ${failed} failed` : ''}${batches !== undefined ? `  batches so far ${batches}` : ''}`,
+  );
+  return out;
 }
 
 console.log(
-  `BERT hidden ${hidden}, ${layers} layers, maxLength 64, ${threads} onnxruntime threads, ${requests} one-text requests per level`,
+  `BERT hidden ${hidden}, ${layers} layers, maxLength 64, ${threads} onnxruntime threads, ${requests} one-text requests per level, ${rounds} alternating rounds`,
 );
-await measure('in-thread', async () => {
-  const p = await loadPredictor(outDir, { threads });
-  return { id: 'bench@1', labels: p.labels, predict: (t) => p.predict(t), close: () => p.close() };
-});
-await measure('pool', async () => {
-  const p = await loadPooledPredictor(outDir, { threads, workers: 1 });
-  return { id: 'bench@1', labels: p.labels, predict: (t) => p.predict(t), stats: () => p.stats(), close: () => p.close() };
-});
+const servers = [
+  await startServer('in-thread', async () => {
+    const p = await loadPredictor(outDir, { threads });
+    return { id: 'bench@1', labels: p.labels, predict: (t) => p.predict(t), close: () => p.close() };
+  }),
+  await startServer('pool', async () => {
+    const p = await loadPooledPredictor(outDir, { threads, workers: 1 });
+    return { id: 'bench@1', labels: p.labels, predict: (t) => p.predict(t), stats: () => p.stats(), close: () => p.close() };
+  }),
+];
+const seen = new Map<string, Level[]>();
+for (let round = 1; round <= rounds; round++)
+  for (const c of levels)
+    for (const s of round % 2 ? servers : [...servers].reverse()) {
+      const k = `${s.label} ${c}`;
+      seen.set(k, [...(seen.get(k) ?? []), await level(s, c)]);
+    }
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+console.log(`\nmedian of ${rounds} rounds (pool / in-thread):`);
+for (const c of levels) {
+  const [a, b] = servers.map((s) => seen.get(`${s.label} ${c}`)!);
+  const m = (ls: Level[], f: keyof Level) => med(ls.map((l) => l[f]));
+  console.log(
+    `c=${String(c).padEnd(3)} in-thread ${m(a!, 'rps').toFixed(1)} req/s (p50 ${m(a!, 'p50').toFixed(1)}, p99 ${m(a!, 'p99').toFixed(1)} ms, /health p99 ${m(a!, 'health99').toFixed(1)} ms)  ` +
+      `pool ${m(b!, 'rps').toFixed(1)} req/s (p50 ${m(b!, 'p50').toFixed(1)}, p99 ${m(b!, 'p99').toFixed(1)} ms, /health p99 ${m(b!, 'health99').toFixed(1)} ms)  ` +
+      `ratio ${(m(b!, 'rps') / m(a!, 'rps')).toFixed(2)}x`,
+  );
+}
+for (const s of servers) await s.server.close();

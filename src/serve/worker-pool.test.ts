@@ -69,6 +69,19 @@ test('a request through the pool gets exactly what the in-thread predictor gives
   }
 });
 
+test('a lone request on an idle pool is sent at once, not after the batching window', { timeout: 120_000 }, async () => {
+  // A window of ten minutes: a pool that waited for company before sending a lone request would hang here.
+  const pool = await loadPooledPredictor(outDir, { threads: 1, workers: 1, batchWindowMs: 600_000 });
+  const direct = await loadPredictor(outDir, { threads: 1 });
+  try {
+    for (const t of texts.slice(0, 3)) assert.deepEqual(await pool.predict([t]), await direct.predict([t]));
+    assert.equal(pool.stats().batches, 3);
+  } finally {
+    await pool.close();
+    await direct.close();
+  }
+});
+
 test('bad pool settings are input errors naming the setting', async () => {
   await assert.rejects(loadPooledPredictor(outDir, { workers: 0 }), /serve\.workers: must be a whole number >= 1/);
 });

@@ -113,7 +113,8 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
   const queue: Pending[] = [];
   let queuedTexts = 0;
   let nextBatch = 0;
-  let window: NodeJS.Timeout | undefined;
+  /** Cancels the pending dispatch (a batching window or the next turn of the loop). */
+  let scheduled: (() => void) | undefined;
   let closed = false;
   const counts = { batches: 0, requests: 0, rejected: 0 };
 
@@ -158,8 +159,8 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
 
   /** Sends queued requests, whole, up to maxBatch texts, to each idle thread. */
   function dispatch(): void {
-    clearTimeout(window);
-    window = undefined;
+    scheduled?.();
+    scheduled = undefined;
     for (const slot of slots) {
       if (slot.busy || queue.length === 0) continue;
       const requests: Pending[] = [];
@@ -193,16 +194,26 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       return new Promise<Prediction[]>((resolve, reject) => {
         queue.push({ texts, resolve, reject });
         queuedTexts += texts.length;
-        const idle = slots.some((s) => !s.busy);
-        // An idle thread waits a moment for company; a busy pool batches whatever queued meanwhile.
-        if (idle && window === undefined) window = setTimeout(dispatch, windowMs);
+        if (scheduled !== undefined || !slots.some((s) => !s.busy)) return;
+        // A busy pool batches whatever queued meanwhile. A pool with nothing in flight and nothing else
+        // queued sends the request on the next turn of the loop (requests that arrived in the same I/O
+        // phase still join it): a lone client never waits for company that is not coming. A pool with
+        // some threads busy gives an idle one a short window to gather a batch.
+        const quiet = queue.length === 1 && slots.every((s) => !s.busy);
+        if (quiet) {
+          const t = setImmediate(dispatch);
+          scheduled = () => clearImmediate(t);
+        } else {
+          const t = setTimeout(dispatch, windowMs);
+          scheduled = () => clearTimeout(t);
+        }
       });
     },
     stats: () => ({ workers: slots.length, queued: queuedTexts, inflight: slots.filter((s) => s.busy).length, ...counts }),
     async close() {
       if (closed) return;
       closed = true;
-      clearTimeout(window);
+      scheduled?.();
       for (const r of queue.splice(0)) r.reject(new Error('predictor is closed'));
       await Promise.all(
         slots.map(
