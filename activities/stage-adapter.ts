@@ -14,6 +14,8 @@ import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
+import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
+import { statePaths } from '../src/state-paths.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 
 export interface ActivityDeps {
@@ -91,6 +93,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const every = deps.heartbeatEveryMs ?? (timeoutMs > 0 ? Math.min(2000, Math.max(200, timeoutMs / 5)) : 2000);
     const beat = setInterval(() => actx.heartbeat(details), every);
     let readInputs: string[] | undefined;
+    // Per-step metrics (training curves) go to a file the dashboard tails: heartbeats keep only the latest.
+    const execution = actx.info.workflowExecution?.runId;
+    const pointsLog = execution ? progressLogPath(statePaths(deps.stateDir).progress, req.runId, execution, req.stageId) : undefined;
     const ctx: StageContext = {
       runId: req.runId,
       executionId: actx.info.workflowExecution?.runId,
@@ -109,6 +114,14 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         const { resume, ...progress } = p;
         details = { progress, resume: resume === undefined ? details.resume : resume };
         actx.heartbeat(details);
+        if (pointsLog && typeof progress.metrics?.step === 'number') {
+          try {
+            appendProgressPoint(pointsLog, { attempt: actx.info.attempt, t: Date.now(), metrics: progress.metrics });
+          } catch (e) {
+            // A curve is a view: a full disk must not fail the training that feeds it.
+            actx.log.warn(`cannot record progress point: ${(e as Error).message}`, { stage: req.stageId });
+          }
+        }
       },
       log(message) {
         actx.log.info(message, { stage: req.stageId });

@@ -53,6 +53,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/schedule.ts')).scheduleCmd,
     help: 'retrain on a timetable (Temporal Schedules): create|list|describe|pause|unpause|trigger|backfill|update|delete',
   },
+  ui: {
+    run: async () => (await import('./commands/ui.ts')).uiCmd,
+    help: 'the web dashboard: runs, live training curves, evaluations, models, audit, schedules (--port, --host)',
+  },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
 };
 
@@ -61,7 +65,7 @@ const CONTEXT_FREE = new Set(['validate']);
 
 function help(): string {
   const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`);
-  return `usage: tempered <command> [options]\n\ncommands:\n${rows.join('\n')}\n\nEnvironment: TEMPORAL_ADDRESS (use a cluster instead of the embedded dev server), TEMPORAL_NAMESPACE,\nTEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY/TEMPORAL_TLS_CA, TEMPORAL_API_KEY, TEMPERED_HOME (state folder), TEMPERED_ACTOR.`;
+  return `usage: tempered <command> [options]\n\ncommands:\n${rows.join('\n')}\n\nEnvironment: TEMPORAL_ADDRESS (use a cluster instead of the embedded dev server), TEMPORAL_NAMESPACE,\nTEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY/TEMPORAL_TLS_CA, TEMPORAL_API_KEY, TEMPERED_HOME (state folder), TEMPERED_ACTOR, TEMPERED_UI_TOKEN.`;
 }
 
 export async function main(argv: string[]): Promise<number> {

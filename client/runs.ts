@@ -85,12 +85,35 @@ export interface RunSummary {
   startTime: Date;
   closeTime?: Date;
   actor?: string;
+  /** Temporal's id of this execution (a run id can be reused once the earlier run closed). */
+  execution?: string;
+  /** Schedule that started the run, if one did. */
+  scheduleId?: string;
 }
 
-export async function listRuns(client: Client, limit = 20): Promise<RunSummary[]> {
+export interface RunFilters {
+  /** Temporal execution status: Running, Completed, Failed, Canceled, Terminated, TimedOut. */
+  status?: string;
+  pipeline?: string;
+  schedule?: string;
+}
+
+const EXECUTION_STATUSES = ['Running', 'Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut', 'ContinuedAsNew'];
+
+/** Newest first. Pipeline is kept in the memo, which visibility cannot query, so that filter applies while reading. */
+export async function listRuns(client: Client, limit = 20, filters: RunFilters = {}): Promise<RunSummary[]> {
+  const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
+  if (filters.status) {
+    const st = EXECUTION_STATUSES.find((s) => s.toLowerCase() === filters.status!.toLowerCase());
+    if (!st) throw new Error(`unknown run status '${filters.status}'; one of ${EXECUTION_STATUSES.join(', ')}`);
+    clauses.push(`ExecutionStatus = '${st}'`);
+  }
+  if (filters.schedule) clauses.push(`TemporalScheduledById = '${filters.schedule.replace(/['\\]/g, '')}'`);
   const out: RunSummary[] = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}'` })) {
+  for await (const wf of client.workflow.list({ query: clauses.join(' AND ') })) {
     const memo = (wf.memo ?? {}) as Record<string, string>;
+    if (filters.pipeline && memo.pipeline !== filters.pipeline) continue;
+    const scheduled = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     out.push({
       runId: wf.workflowId,
       pipeline: memo.pipeline ?? '?',
@@ -98,6 +121,8 @@ export async function listRuns(client: Client, limit = 20): Promise<RunSummary[]
       startTime: wf.startTime,
       closeTime: wf.closeTime,
       actor: memo.actor,
+      execution: wf.runId,
+      ...(typeof scheduled === 'string' ? { scheduleId: scheduled } : {}),
     });
     if (out.length >= limit) break;
   }

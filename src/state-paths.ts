@@ -27,6 +27,8 @@ export interface StatePaths {
   checkpoints: string;
   /** Data fingerprints of successful runs, for run gates. */
   runs: string;
+  /** Per-step metrics of running stages (training curves), one JSON-lines file per stage execution. */
+  progress: string;
 }
 
 export function statePaths(root: string): StatePaths {
@@ -43,5 +45,6 @@ export function statePaths(root: string): StatePaths {
     serving: join(root, 'serving'),
     checkpoints: join(root, 'checkpoints'),
     runs: join(root, 'runs'),
+    progress: join(root, 'progress'),
   };
 }

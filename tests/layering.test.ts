@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SRC = join(ROOT, 'src');
-const EDGE_FOLDERS = ['infra', 'activities', 'workflows', 'cli', 'client', 'tests', 'bench'];
+const EDGE_FOLDERS = ['infra', 'activities', 'workflows', 'cli', 'client', 'ui', 'tests', 'bench'];
 
 function tsFiles(dir: string, out: string[] = []): string[] {
   for (const name of readdirSync(dir)) {

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
+import { runUrl } from '../../infra/connection.ts';
 import { PROJECT_ROOT } from '../../infra/state.ts';
 import { waitForRun } from '../../client/runs.ts';
 import type { RunStatus } from '../../workflows/types.ts';
@@ -12,6 +13,7 @@ import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { planOrExit, startAndReport } from './runs.ts';
 import { startServing } from './serve.ts';
+import { startUi } from './ui.ts';
 
 export const DEMO_PIPELINE = resolve(PROJECT_ROOT, 'pipelines', 'sms-spam.yaml');
 const EXAMPLES = [
@@ -51,8 +53,14 @@ async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void
 export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values } = parse(
     argv,
-    { pipeline: { type: 'string' }, param: { type: 'string', multiple: true }, 'no-cache': { type: 'boolean' } },
-    'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache]',
+    {
+      pipeline: { type: 'string' },
+      param: { type: 'string', multiple: true },
+      'no-cache': { type: 'boolean' },
+      'no-ui': { type: 'boolean' },
+      'ui-port': { type: 'string' },
+    },
+    'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache] [--no-ui] [--ui-port 8270]',
   );
   const file = values.pipeline ?? DEMO_PIPELINE;
   const started = Date.now();
@@ -60,6 +68,9 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const plan = await planOrExit(ctx, file, values.param ?? [], false);
   console.log(`plan: ${plan.stages.map((s) => s.id).join(' → ')}`);
   const client = await ctx.client({ startServer: true });
+  // The dashboard comes up first, so the run can be watched live from its first stage.
+  const ui = values['no-ui'] ? undefined : await startUi(ctx, { port: Number(values['ui-port'] ?? 8270) });
+  if (ui) console.log(`dashboard: ${ui.url}`);
   let runId = '';
   const code = await startAndReport(
     ctx,
@@ -71,5 +82,16 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   console.log(
     `\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`,
   );
+  if (ui) {
+    const web = runId ? runUrl(ctx.settings(), runId) : undefined;
+    console.log(
+      `\ndashboard: ${ui.url}${web ? `\nweb ui:    ${web}` : ''}\nthe dashboard stays up until Ctrl-C (\`npm run demo -- --no-ui\` skips it)`,
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await ui.server.close();
+  }
   return code;
 }

@@ -1,9 +1,8 @@
 /** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
 import { existsSync } from 'node:fs';
-import { openAudit, type AuditEntry } from '../../src/audit/log.ts';
+import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
-import type { AliasChange } from '../../src/registry/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
@@ -114,40 +113,28 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const { name, at } = parseModelRef(positionals[0]!);
       const alias = values.alias ?? 'production';
       const who = actor();
-      return withRegistry(ctx, (reg) => {
-        // The audit record commits with the alias move (registry outbox) and is then delivered, so
-        // a crash in between leaves it pending for the next delivery instead of losing it.
-        const audit = (c: AliasChange): AuditEntry => ({
-          action: sub === 'promote' ? 'model.promoted' : 'model.rolled_back',
-          subject: `${name}@${c.toVersion}`,
-          model: `${name}@${c.toVersion}`,
-          actor: who,
-          modelHash: reg.getVersion(name, c.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
-          details: { alias, from: c.fromVersion, to: c.toVersion, reason: c.reason },
-          dedupeKey: `alias-change/${name}/${c.id}`,
-        });
-        const change =
-          sub === 'promote'
-            ? reg.setAlias(name, alias, resolveLatest(reg, name, at), { actor: who, reason: values.reason ?? 'promoted by hand', audit })
-                .change
-            : reg.rollback(name, alias, { actor: who, reason: values.reason, audit });
-        const log = openAudit(ctx.paths.auditDb);
-        try {
-          reg.drainAuditOutbox(log);
-        } finally {
-          log.close();
-        }
-        if (!change) {
-          console.log(`${name}@${alias} already points at v${reg.getVersion(name, alias).version}`);
-          return 0;
-        }
-        out(
-          change,
-          () =>
-            `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`,
-        );
-        return 0;
+      if (!existsSync(ctx.paths.registryDb))
+        throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
+      // The audit record commits with the alias move (registry outbox) and is then delivered, so
+      // a crash in between leaves it pending for the next delivery instead of losing it.
+      const { change, version } = changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+        op: sub,
+        name,
+        at,
+        alias,
+        actor: who,
+        reason: values.reason ?? (sub === 'promote' ? 'promoted by hand' : undefined),
       });
+      if (!change) {
+        console.log(`${name}@${alias} already points at v${version}`);
+        return 0;
+      }
+      out(
+        change,
+        () =>
+          `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`,
+      );
+      return 0;
     }
     case 'history': {
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);

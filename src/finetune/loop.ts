@@ -30,6 +30,8 @@ export interface Progress {
   samplesPerSec: number;
   etaSec: number;
   gradNorm?: number;
+  /** Validation metrics of this step, when it evaluated. */
+  val?: ValMetrics;
 }
 
 export interface ValMetrics {
@@ -251,6 +253,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       samplesPerSec: sps,
       etaSec: ((totalSteps - r.step) * perStep) / Math.max(1e-9, sps),
       gradNorm: r.gradNorm,
+      ...(r.val ? { val: r.val } : {}),
     });
   };
   try {

@@ -377,6 +377,8 @@ export const trainStage: StageKind<TrainConfig> = {
             lr: m.lr,
             samplesPerSec: m.samplesPerSec,
             ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}),
+            ...(m.gradNorm !== undefined ? { gradNorm: m.gradNorm } : {}),
+            ...(m.val ? { val_loss: m.val.loss, val_accuracy: m.val.accuracy, val_f1_macro: m.val.f1_macro } : {}),
           },
           resume: { checkpointDir },
         });

@@ -1,0 +1,52 @@
+/** `tempered ui`: the web dashboard (runs, live training curves, evaluations, models, audit, schedules). */
+import { randomBytes } from 'node:crypto';
+import { runUrl } from '../../infra/connection.ts';
+import { createUiServer, type UiServer } from '../../ui/server.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+
+/**
+ * Starts the dashboard; the URL it returns carries the token in its fragment (never sent to the
+ * server, so it stays out of logs), from where the page keeps it for its actions.
+ */
+export async function startUi(
+  ctx: CliContext,
+  o: { port?: number; host?: string; token?: string },
+): Promise<{ server: UiServer; url: string }> {
+  const host = o.host ?? '127.0.0.1';
+  const given = o.token ?? process.env.TEMPERED_UI_TOKEN ?? process.env.TEMPERED_SERVE_TOKEN;
+  const loopback = host === '127.0.0.1' || host === 'localhost' || host === '::1';
+  if (!given && !loopback)
+    throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
+  if (given !== undefined && given.length < 16) throw new CliError('TEMPERED_UI_TOKEN must be at least 16 characters', 2);
+  const token = given ?? randomBytes(24).toString('base64url');
+  const server = await createUiServer({
+    paths: ctx.paths,
+    store: ctx.store(),
+    client: () => ctx.client(),
+    token,
+    actor: actor(),
+    taskQueue: ctx.taskQueue,
+    webUiRunUrl: (runId) => runUrl(ctx.settings(), runId),
+  });
+  const address = await server.listen(o.port ?? 8270, host);
+  return { server, url: `${address}/#token=${token}` };
+}
+
+export async function uiCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered ui [--port 8270] [--host 127.0.0.1]   (token from TEMPERED_UI_TOKEN; a random one when unset on 127.0.0.1)';
+  const { values, positionals } = parse(argv, { port: { type: 'string' }, host: { type: 'string' } }, usage);
+  if (positionals.length) throw new CliError(`ui takes no arguments\nusage: ${usage}`, 2);
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536))
+    throw new CliError(`--port: not a port: ${values.port}`, 2);
+  await ctx.client({ startServer: true });
+  const { server, url } = await startUi(ctx, { port, host: values.host });
+  console.log(`dashboard: ${url}`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.close();
+  return 0;
+}

@@ -1,0 +1,73 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit } from '../audit/log.ts';
+import { changeAlias, GateRefused } from './alias-change.ts';
+import { openRegistry } from './registry.ts';
+import type { RegisterInput } from './types.ts';
+
+const sha = (c: string) => c.repeat(64);
+
+function version(run: string, f1: number, onnx: string): RegisterInput {
+  return {
+    name: 'clf',
+    runId: run,
+    stageId: 'register',
+    specHash: sha('a'),
+    data: [{ name: 'train', sha256: sha('b'), rows: 10 }],
+    artifacts: [{ role: 'onnx', uri: `artifact://sha256/${sha(onnx)}`, sha256: sha(onnx), bytes: 10 }],
+    metrics: { f1_macro: f1 },
+    params: {},
+    actor: 'alice',
+  };
+}
+
+test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  const registryDb = join(dir, 'registry.db');
+  const auditDb = join(dir, 'audit.db');
+  const reg = openRegistry(registryDb);
+  reg.registerVersion(version('r1', 0.9, 'c'));
+  reg.registerVersion(version('r2', 0.8, 'd'));
+  reg.close();
+  const gate = '!has(production) || f1_macro >= production.f1_macro';
+
+  const first = changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at: 1, alias: 'production', actor: 'bob', gate });
+  assert.equal(first.version, 1);
+  assert.equal(first.gate?.passed, true);
+  assert.throws(
+    () => changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at: 2, alias: 'production', actor: 'bob', gate }),
+    (e: unknown) => e instanceof GateRefused && /0\.8/.test(e.explanation),
+  );
+  const forced = changeAlias(registryDb, auditDb, {
+    op: 'promote',
+    name: 'clf',
+    at: 2,
+    alias: 'production',
+    actor: 'carol',
+    details: { via: 'ui' },
+  });
+  assert.equal(forced.version, 2);
+  const back = changeAlias(registryDb, auditDb, { op: 'rollback', name: 'clf', alias: 'production', actor: 'dave' });
+  assert.equal(back.version, 1);
+
+  const log = openAudit(auditDb);
+  try {
+    const recs = log.query();
+    assert.deepEqual(
+      recs.map((r) => [r.action, r.model, r.actor]),
+      [
+        ['model.promoted', 'clf@1', 'bob'],
+        ['model.promoted', 'clf@2', 'carol'],
+        ['model.rolled_back', 'clf@1', 'dave'],
+      ],
+    );
+    assert.equal(recs[0]!.details.gate, gate);
+    assert.equal(recs[1]!.details.via, 'ui');
+    assert.equal(recs[0]!.modelHash, sha('c'));
+  } finally {
+    log.close();
+  }
+});

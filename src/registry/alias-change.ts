@@ -1,0 +1,103 @@
+/**
+ * A promotion or rollback by a person (`tempered models promote|rollback`, the dashboard's buttons):
+ * the alias moves and its audit record commits with it in the registry's outbox, then is delivered
+ * to the audit log. With a gate, the candidate's metrics are judged against the version the alias
+ * holds now (as the deploy stage does) and a failing gate moves nothing.
+ */
+import { openAudit, type AuditEntry } from '../audit/log.ts';
+import { evaluateGate } from '../eval/gates.ts';
+import { InputError } from '../errors.ts';
+import { openRegistry, unflattenMetrics } from './registry.ts';
+import type { AliasChange } from './types.ts';
+
+export interface AliasChangeRequest {
+  op: 'promote' | 'rollback';
+  name: string;
+  /** Version or alias to promote (promote only); 'latest' is the newest version. */
+  at?: number | string;
+  alias: string;
+  actor: string;
+  reason?: string;
+  /** promote: a gate expression over the candidate's metrics and `production.*` (the holder's). */
+  gate?: string;
+  /** promote: the version the caller saw on the alias (null: unset); a move in between fails (AliasMovedError). */
+  expect?: number | null;
+  /** Extra audit details, e.g. `{ via: 'ui' }`. */
+  details?: Record<string, unknown>;
+}
+
+export interface AliasChangeResult {
+  /** Undefined when the alias already pointed at the version. */
+  change?: AliasChange;
+  /** Version the alias holds afterwards. */
+  version: number;
+  /** What the gate decided, when there was one. */
+  gate?: { passed: boolean; explanation: string };
+}
+
+export class GateRefused extends InputError {
+  constructor(readonly explanation: string) {
+    super(`gate refused the promotion: ${explanation}`, { where: 'gate', hint: 'promote another version, or change the gate' });
+  }
+}
+
+export function changeAlias(registryDb: string, auditDb: string, req: AliasChangeRequest): AliasChangeResult {
+  const reg = openRegistry(registryDb);
+  try {
+    const { name, alias, op } = req;
+    let gate: AliasChangeResult['gate'];
+    const audit = (c: AliasChange): AuditEntry => ({
+      action: op === 'promote' ? 'model.promoted' : 'model.rolled_back',
+      subject: `${name}@${c.toVersion}`,
+      model: `${name}@${c.toVersion}`,
+      actor: req.actor,
+      modelHash: reg.getVersion(name, c.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
+      details: {
+        alias,
+        from: c.fromVersion,
+        to: c.toVersion,
+        reason: c.reason,
+        ...(gate ? { gate: req.gate, explanation: gate.explanation } : {}),
+        ...req.details,
+      },
+      dedupeKey: `alias-change/${name}/${c.id}`,
+    });
+    let change: AliasChange | undefined;
+    if (op === 'promote') {
+      const at = req.at === undefined || req.at === 'latest' ? latestVersion(reg, name) : req.at;
+      const candidate = reg.getVersion(name, at);
+      if (req.gate) {
+        const holder = reg.aliasVersion(name, alias);
+        const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
+        delete context.production;
+        if (holder !== null) context.production = unflattenMetrics(reg.getVersion(name, holder).metrics);
+        const res = evaluateGate(req.gate, context, 'gate');
+        gate = { passed: res.passed, explanation: res.explanation };
+        if (!res.passed) throw new GateRefused(res.explanation);
+      }
+      change = reg.setAlias(name, alias, candidate.version, {
+        actor: req.actor,
+        reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
+        expect: req.expect,
+        audit,
+      }).change;
+    } else {
+      change = reg.rollback(name, alias, { actor: req.actor, reason: req.reason, audit });
+    }
+    const log = openAudit(auditDb);
+    try {
+      reg.drainAuditOutbox(log);
+    } finally {
+      log.close();
+    }
+    return { change, version: reg.getVersion(name, alias).version, gate };
+  } finally {
+    reg.close();
+  }
+}
+
+function latestVersion(reg: ReturnType<typeof openRegistry>, name: string): number {
+  const m = reg.listModels().find((x) => x.name === name);
+  if (!m) throw new InputError(`no registered model '${name}'`, { where: 'name', hint: 'list them with `tempered models list`' });
+  return m.latestVersion;
+}

@@ -1,0 +1,209 @@
+/**
+ * What the dashboard shows, read from the same places as the CLI: a run's status from Temporal
+ * (client/runs.ts), its reports and training history from the artifact store, live training points
+ * from the progress log the worker writes, models from the registry, records from the audit log.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Client } from '@temporalio/client';
+import { tableFromIPC } from 'apache-arrow';
+import { getRunStatus, runInput } from '../client/runs.ts';
+import { openAudit, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import type { ModelVersion } from '../src/registry/types.ts';
+import type { StatePaths } from '../src/state-paths.ts';
+import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { progressLogPath, readProgressPoints, type ProgressPoint } from '../src/store/progress-log.ts';
+import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
+import type { RunStatus } from '../workflows/types.ts';
+
+/** Reports small enough to send whole: data reports and evaluation reports are JSON of a few KiB. */
+const MAX_INLINE_JSON = 4 << 20;
+
+export interface RunView {
+  status: RunStatus;
+  /** Temporal's id of the execution shown (a workflow id can be reused). */
+  execution: string;
+  temporalStatus: string;
+  /** Parsed JSON report outputs (`report`, `metrics`) by stage id and output name. */
+  reports: Record<string, Record<string, unknown>>;
+}
+
+export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
+  const desc = await client.workflow.getHandle(runId).describe();
+  const status = await getRunStatus(client, runId);
+  const reports: RunView['reports'] = {};
+  for (const st of status.stages) {
+    for (const [name, ref] of Object.entries(st.outputs ?? {})) {
+      if ((name !== 'report' && name !== 'metrics') || !isArtifactRef(ref)) continue;
+      const json = readJsonArtifact(store, ref);
+      if (json !== undefined) (reports[st.id] ??= {})[name] = json;
+    }
+  }
+  return { status, execution: desc.runId, temporalStatus: desc.status.name, reports };
+}
+
+export function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): unknown {
+  if (!ref.mediaType?.includes('json') || ref.bytes > MAX_INLINE_JSON || !store.has(ref.sha256)) return undefined;
+  try {
+    return JSON.parse(readFileSync(store.pathOf(ref), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A training history as columns (step, loss, lr, grad_norm, val_*), NaN as null. */
+export type Columns = Record<string, (number | null)[]>;
+
+export function readHistoryArtifact(store: ArtifactStore, ref: unknown): Columns | undefined {
+  if (!isArtifactRef(ref) || !store.has(ref.sha256)) return undefined;
+  const table = tableFromIPC(readFileSync(store.pathOf(ref)));
+  const out: Columns = {};
+  for (const field of table.schema.fields) {
+    const col = table.getChild(field.name)!;
+    const values = new Array<number | null>(col.length);
+    for (let i = 0; i < col.length; i++) {
+      const v = Number(col.get(i));
+      values[i] = Number.isFinite(v) ? v : null;
+    }
+    out[field.name] = values;
+  }
+  return out;
+}
+
+export interface TrainingCurves {
+  /** From the stage's `history` output once it finished; absent while it runs. */
+  history?: Columns;
+  /** Points the worker recorded step by step (throughput lives only here), and where to tail from. */
+  live: { points: ProgressPoint[]; offset: number };
+}
+
+export function trainingCurves(
+  paths: StatePaths,
+  store: ArtifactStore,
+  runId: string,
+  execution: string,
+  stage: RunStatus['stages'][number],
+) {
+  const live = readProgressPoints(progressLogPath(paths.progress, runId, execution, stage.id));
+  const history = readHistoryArtifact(store, stage.outputs?.history);
+  return { history, live } satisfies TrainingCurves;
+}
+
+/** Stage ids with a progress log for this execution (stages that reported steps). */
+export function stagesWithPoints(paths: StatePaths, runId: string, execution: string): string[] {
+  const dir = join(progressLogPath(paths.progress, runId, execution, 'x'), '..');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((n) => n.endsWith('.jsonl'))
+    .map((n) => decodeURIComponent(n.slice(0, -'.jsonl'.length)));
+}
+
+export interface SpecDiffLine {
+  path: string;
+  a: unknown;
+  b: unknown;
+}
+
+/** Leaf-by-leaf differences between two JSON values (the planned specs of two runs). */
+export function jsonDiff(a: unknown, b: unknown, path = '', out: SpecDiffLine[] = []): SpecDiffLine[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+  if (isObj(a) && isObj(b) && Array.isArray(a) === Array.isArray(b)) {
+    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) jsonDiff(a[k], b[k], path ? `${path}.${k}` : k, out);
+  } else if (JSON.stringify(a) !== JSON.stringify(b)) out.push({ path, a, b });
+  return out;
+}
+
+export async function compareRuns(client: Client, store: ArtifactStore, a: string, b: string) {
+  const [va, vb] = await Promise.all([runView(client, store, a), runView(client, store, b)]);
+  const [ia, ib] = await Promise.all([runInput(client, a), runInput(client, b)]);
+  const metricsOf = (v: RunView) => {
+    const out: Record<string, number> = {};
+    for (const st of v.status.stages)
+      for (const [k, x] of Object.entries(st.outputs ?? {})) if (typeof x === 'number') out[`${st.id}.${k}`] = x;
+    return out;
+  };
+  const ma = metricsOf(va);
+  const mb = metricsOf(vb);
+  const metrics = [...new Set([...Object.keys(ma), ...Object.keys(mb)])].sort().map((name) => ({
+    name,
+    a: ma[name],
+    b: mb[name],
+    delta: ma[name] !== undefined && mb[name] !== undefined ? mb[name]! - ma[name]! : undefined,
+  }));
+  const hashes = (v: RunView) => {
+    const out: Record<string, string> = {};
+    for (const st of v.status.stages)
+      for (const [k, x] of Object.entries(st.outputs ?? {})) if (isArtifactRef(x) && x.rows !== undefined) out[`${st.id}.${k}`] = x.sha256;
+    return out;
+  };
+  const ha = hashes(va);
+  const hb = hashes(vb);
+  const data = [...new Set([...Object.keys(ha), ...Object.keys(hb)])]
+    .sort()
+    .map((name) => ({ name, a: ha[name], b: hb[name], same: ha[name] === hb[name] }));
+  return { a: va, b: vb, metrics, data, spec: jsonDiff(ia.plan, ib.plan) };
+}
+
+export interface ModelView {
+  name: string;
+  aliases: Record<string, number>;
+  versions: (ModelVersion & { card: string })[];
+  /** The gate the pipeline's deploy stage last judged with, for the promote form. */
+  lastGate?: string;
+  history: ReturnType<ReturnType<typeof openRegistry>['aliasHistory']>;
+}
+
+export function listModelViews(paths: StatePaths): ModelView[] {
+  if (!existsSync(paths.registryDb)) return [];
+  const reg = openRegistry(paths.registryDb);
+  const gates = lastGates(paths);
+  try {
+    return reg.listModels().map((m) => ({
+      name: m.name,
+      aliases: m.aliases,
+      versions: reg
+        .listVersions(m.name)
+        .map((v) => ({ ...v, card: reg.modelCard(m.name, v.version) }))
+        .sort((x, y) => y.version - x.version),
+      lastGate: gates.get(m.name),
+      history: reg.aliasHistory(m.name),
+    }));
+  } finally {
+    reg.close();
+  }
+}
+
+function lastGates(paths: StatePaths): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!existsSync(paths.auditDb)) return out;
+  const judged = [...auditRecords(paths, { action: 'model.promoted' }), ...auditRecords(paths, { action: 'model.not_promoted' })];
+  for (const r of judged.sort((a, b) => a.seq - b.seq)) {
+    const gate = r.details.gate;
+    const model = r.model ?? r.subject;
+    if (typeof gate === 'string' && model) out.set(model.split('@')[0]!, gate);
+  }
+  return out;
+}
+
+export function auditRecords(paths: StatePaths, q: AuditQuery & { actor?: string }): AuditRecord[] {
+  if (!existsSync(paths.auditDb)) return [];
+  const log = openAudit(paths.auditDb);
+  try {
+    const { actor, ...rest } = q;
+    const rows = log.query(rest);
+    return actor ? rows.filter((r) => r.actor === actor) : rows;
+  } finally {
+    log.close();
+  }
+}
+
+export function verifyAudit(paths: StatePaths) {
+  if (!existsSync(paths.auditDb)) return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${paths.auditDb}` };
+  const log = openAudit(paths.auditDb);
+  try {
+    return { ...log.verify(), head: log.head() };
+  } finally {
+    log.close();
+  }
+}

@@ -1,0 +1,406 @@
+/**
+ * `tempered ui`: the dashboard's HTTP server. A JSON API over the same state the CLI reads, server-sent
+ * events for a run's live stage states and new training points, and the page itself (ui/static/)
+ * with its libraries served from node_modules (no CDN, nothing fetched at run time).
+ *
+ * Auth is `tempered serve`'s scheme (a bearer token compared in constant time): every action
+ * (cancel, resume, promote, rollback, schedule changes) needs it, and on a non-loopback bind so does
+ * every API read. Actions are audited with the server's actor and `via: 'ui'`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { auditRunSubmitted, getRunStatus, listRuns, runInput, submitRun } from '../client/runs.ts';
+import {
+  auditScheduleChange,
+  listSchedules,
+  pauseSchedule,
+  readSchedule,
+  recentRuns,
+  triggerSchedule,
+  unpauseSchedule,
+} from '../client/schedules.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { InputError } from '../src/errors.ts';
+import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
+import { AliasMovedError } from '../src/registry/registry.ts';
+import { bearerMatches } from '../src/serve/auth.ts';
+import type { StatePaths } from '../src/state-paths.ts';
+import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { progressLogPath, readProgressPoints } from '../src/store/progress-log.ts';
+import type { RunInput } from '../workflows/types.ts';
+import {
+  auditRecords,
+  compareRuns,
+  listModelViews,
+  readHistoryArtifact,
+  runView,
+  stagesWithPoints,
+  trainingCurves,
+  verifyAudit,
+} from './data.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const STATIC = join(HERE, 'static');
+const require = createRequire(import.meta.url);
+
+/** The browser libraries, by the name the page imports them under, and the file each package ships. */
+const VENDOR: Record<string, { pkg: string; file: string; type: string }> = {
+  'preact.js': { pkg: 'preact', file: 'dist/preact.module.js', type: 'text/javascript' },
+  'hooks.js': { pkg: 'preact', file: 'hooks/dist/hooks.module.js', type: 'text/javascript' },
+  'htm.js': { pkg: 'htm', file: 'dist/htm.module.js', type: 'text/javascript' },
+  'uplot.js': { pkg: 'uplot', file: 'dist/uPlot.esm.js', type: 'text/javascript' },
+  'uplot.css': { pkg: 'uplot', file: 'dist/uPlot.min.css', type: 'text/css' },
+};
+const OWN: Record<string, string> = { 'app.js': 'text/javascript', 'style.css': 'text/css', 'dag.js': 'text/javascript' };
+
+/** A package's folder: up from its entry point to its package.json (some packages do not export package.json). */
+function packageDir(pkg: string): string {
+  let dir = dirname(require.resolve(pkg));
+  while (
+    !existsSync(join(dir, 'package.json')) ||
+    (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string }).name !== pkg
+  ) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`cannot find the folder of package ${pkg}`);
+    dir = up;
+  }
+  return dir;
+}
+
+export interface UiOptions {
+  paths: StatePaths;
+  store: ArtifactStore;
+  client(): Promise<Client>;
+  /** Bearer token for actions (and for everything on a non-loopback bind). */
+  token: string;
+  /** Who acts, for the audit trail. */
+  actor: string;
+  taskQueue: string;
+  /** Temporal Web UI link of a run, when a Web UI is known. */
+  webUiRunUrl?(runId: string): string | undefined;
+  /** How often a live view polls Temporal and the progress log (default 1000 ms). */
+  pollMs?: number;
+  logger?: boolean;
+}
+
+export interface UiServer {
+  app: FastifyInstance;
+  listen(port: number, host?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+function isLoopback(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || /^127\./.test(host);
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function createUiServer(o: UiOptions): Promise<UiServer> {
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 << 10 });
+  let readsNeedToken = true; // until listen() knows the address
+  const pollMs = o.pollMs ?? 1000;
+  const openStreams = new Set<() => void>();
+
+  const vendorFiles = new Map(Object.entries(VENDOR).map(([name, v]) => [name, { path: join(packageDir(v.pkg), v.file), type: v.type }]));
+  const indexHtml = readFileSync(join(STATIC, 'index.html'), 'utf8');
+  const importMap = /<script type="importmap">([\s\S]*?)<\/script>/.exec(indexHtml)![1]!;
+  const csp = [
+    "default-src 'self'",
+    `script-src 'self' 'sha256-${createHash('sha256').update(importMap).digest('base64')}'`,
+    // uPlot sizes and positions its elements with inline styles.
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+
+  const authorized = (req: FastifyRequest) => bearerMatches(req.headers.authorization, o.token);
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.url.startsWith('/api/')) return;
+    const action = req.method !== 'GET' && req.method !== 'HEAD';
+    if ((action || readsNeedToken) && !authorized(req)) {
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .send({
+          error: action ? 'actions need the dashboard token' : 'this dashboard needs its token',
+          hint: 'open the link `tempered ui` printed (it carries the token), or send Authorization: Bearer <token>',
+        });
+    }
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
+    if (err instanceof HttpError) return reply.code(err.statusCode).send({ error: err.message, hint: err.hint });
+    if (err instanceof GateRefused) return reply.code(409).send({ error: err.message, explanation: err.explanation });
+    if (err instanceof AliasMovedError) return reply.code(409).send({ error: err.message, hint: 'reload and try again' });
+    if (err instanceof InputError) return reply.code(400).send({ error: err.message, hint: (err as InputError).hint });
+    if (/not found/i.test(err.message)) return reply.code(404).send({ error: err.message });
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
+    return reply.code(500).send({ error: err.message });
+  });
+
+  const audit = (entry: Parameters<ReturnType<typeof openAudit>['append']>[0]) => {
+    const log = openAudit(o.paths.auditDb);
+    try {
+      log.append({ ...entry, actor: o.actor, details: { ...entry.details, via: 'ui' } });
+    } finally {
+      log.close();
+    }
+  };
+
+  // ---- the page and its assets --------------------------------------------------------------
+  const page = (reply: FastifyReply) => reply.type('text/html; charset=utf-8').header('content-security-policy', csp).send(indexHtml);
+  app.get('/', (_req, reply) => page(reply));
+  app.get<{ Params: { name: string } }>('/app/:name', (req, reply) => {
+    const type = OWN[req.params.name];
+    if (!type) throw new HttpError(404, `no asset ${req.params.name}`);
+    return reply
+      .type(type)
+      .header('cache-control', 'no-cache')
+      .send(createReadStream(join(STATIC, req.params.name)));
+  });
+  app.get<{ Params: { name: string } }>('/vendor/:name', (req, reply) => {
+    const v = vendorFiles.get(req.params.name);
+    if (!v) throw new HttpError(404, `no library ${req.params.name}`);
+    return reply.type(v.type).header('cache-control', 'max-age=3600').send(createReadStream(v.path));
+  });
+
+  // ---- runs ---------------------------------------------------------------------------------
+  app.get('/api/info', async () => ({ actor: o.actor, readsNeedToken, webUi: o.webUiRunUrl?.('RUN') ?? null }));
+
+  app.get<{ Querystring: { status?: string; pipeline?: string; schedule?: string; limit?: string } }>('/api/runs', async (req) => {
+    const client = await o.client();
+    const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 50) || 50));
+    try {
+      return { runs: await listRuns(client, limit, req.query) };
+    } catch (e) {
+      if (/unknown run status/.test((e as Error).message)) throw new HttpError(400, (e as Error).message);
+      throw e;
+    }
+  });
+
+  app.get<{ Params: { id: string } }>('/api/runs/:id', async (req) => {
+    const view = await runView(await o.client(), o.store, req.params.id);
+    return { ...view, webUrl: o.webUiRunUrl?.(req.params.id) ?? null };
+  });
+
+  app.get<{ Params: { id: string; stage: string } }>('/api/runs/:id/curves/:stage', async (req) => {
+    const client = await o.client();
+    const desc = await client.workflow.getHandle(req.params.id).describe();
+    const status = await getRunStatus(client, req.params.id);
+    const stage = status.stages.find((s) => s.id === req.params.stage);
+    if (!stage) throw new HttpError(404, `run ${req.params.id} has no stage '${req.params.stage}'`);
+    return trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
+  });
+
+  // Live view: stage states when they change and training points as they are written, each sent once.
+  app.get<{ Params: { id: string }; Querystring: Record<string, string> }>('/api/runs/:id/events', async (req, reply) => {
+    const client = await o.client();
+    const runId = req.params.id;
+    const desc = await client.workflow.getHandle(runId).describe();
+    const execution = desc.runId;
+    const offsets = new Map<string, number>();
+    for (const [k, v] of Object.entries(req.query)) if (k.startsWith('offset.')) offsets.set(k.slice(7), Number(v) || 0);
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    let closed = false;
+    let lastStages = '';
+    const stop = () => {
+      closed = true;
+      openStreams.delete(stop);
+      res.end();
+    };
+    openStreams.add(stop);
+    req.raw.on('close', () => {
+      closed = true;
+      openStreams.delete(stop);
+    });
+    const tick = async () => {
+      const st = await getRunStatus(client, runId);
+      const stages = st.stages.map((s) => ({
+        id: s.id,
+        state: s.state,
+        attempt: s.attempt,
+        startedAt: s.startedAt,
+        endedAt: s.endedAt,
+        progress: s.progress?.message,
+        fraction: s.progress?.fraction,
+        error: s.error,
+      }));
+      const key = JSON.stringify([st.state, stages]);
+      if (key !== lastStages) {
+        lastStages = key;
+        send('stages', { state: st.state, endedAt: st.endedAt, stages });
+      }
+      for (const stage of stagesWithPoints(o.paths, runId, execution)) {
+        const from = offsets.get(stage) ?? 0;
+        const { points, offset } = readProgressPoints(progressLogPath(o.paths.progress, runId, execution, stage), from);
+        if (points.length > 0) send('points', { stage, points, offset });
+        offsets.set(stage, offset);
+      }
+      return st.state !== 'running';
+    };
+    (async () => {
+      try {
+        while (!closed) {
+          const done = await tick();
+          if (done) {
+            send('end', {});
+            break;
+          }
+          await new Promise((r) => setTimeout(r, pollMs));
+        }
+      } catch (e) {
+        if (!closed) send('failure', { error: (e as Error).message });
+      } finally {
+        if (!closed) stop();
+      }
+    })();
+  });
+
+  app.post<{ Params: { id: string } }>('/api/runs/:id/cancel', async (req) => {
+    const handle = (await o.client()).workflow.getHandle(req.params.id);
+    const desc = await handle.describe();
+    if (desc.status.name !== 'RUNNING') throw new HttpError(409, `run ${req.params.id} is already ${desc.status.name.toLowerCase()}`);
+    await handle.cancel();
+    audit({ action: 'run.cancel_requested', subject: req.params.id, runId: req.params.id, details: { execution: desc.runId } });
+    return { cancelled: true };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/runs/:id/resume', async (req) => {
+    const client = await o.client();
+    const old = req.params.id;
+    const desc = await client.workflow.getHandle(old).describe();
+    if (desc.status.name === 'RUNNING') throw new HttpError(409, `run ${old} is still running`, 'cancel it first or wait for it');
+    const input = await runInput(client, old);
+    // As `tempered resume`: same spec and params; finished stages come back from the cache.
+    const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor } };
+    const handle = await submitRun(client, next, { taskQueue: o.taskQueue });
+    auditRunSubmitted(o.paths.auditDb, handle.workflowId, next, handle.firstExecutionRunId);
+    return { runId: handle.workflowId };
+  });
+
+  app.get<{ Params: { sha: string } }>('/api/artifacts/:sha', async (req, reply) => {
+    const sha = req.params.sha;
+    if (!/^[0-9a-f]{64}$/.test(sha)) throw new HttpError(400, 'an artifact is named by its sha256 (64 hex digits)');
+    if (!o.store.has(sha)) throw new HttpError(404, `no artifact ${sha} in this store`);
+    const path = o.store.pathOf(`artifact://sha256/${sha}`);
+    return reply
+      .type('application/octet-stream')
+      .header('content-length', statSync(path).size)
+      .header('content-disposition', `attachment; filename="${sha.slice(0, 16)}"`)
+      .send(createReadStream(path));
+  });
+
+  app.get<{ Querystring: { a?: string; b?: string } }>('/api/compare', async (req) => {
+    const { a, b } = req.query;
+    if (!a || !b) throw new HttpError(400, 'compare takes two runs: ?a=<run>&b=<run>');
+    const client = await o.client();
+    const cmp = await compareRuns(client, o.store, a, b);
+    const curves = (v: typeof cmp.a) => {
+      const train = v.status.stages.find((s) => s.outputs?.history !== undefined);
+      return train ? (readHistoryArtifact(o.store, train.outputs!.history) ?? null) : null;
+    };
+    return { ...cmp, curves: { a: curves(cmp.a), b: curves(cmp.b) } };
+  });
+
+  // ---- models -------------------------------------------------------------------------------
+  app.get('/api/models', async () => ({ models: listModelViews(o.paths) }));
+
+  app.post<{
+    Params: { name: string };
+    Body: { version?: number | string; alias?: string; gate?: string; reason?: string; expect?: number | null };
+  }>('/api/models/:name/promote', async (req) => {
+    const b = req.body ?? {};
+    if (b.version === undefined) throw new HttpError(400, 'promote needs a version');
+    return changeAlias(o.paths.registryDb, o.paths.auditDb, {
+      op: 'promote',
+      name: req.params.name,
+      at: b.version,
+      alias: b.alias ?? 'production',
+      actor: o.actor,
+      reason: b.reason || undefined,
+      gate: b.gate || undefined,
+      expect: b.expect,
+      details: { via: 'ui' },
+    });
+  });
+
+  app.post<{ Params: { name: string }; Body: { alias?: string; reason?: string } }>('/api/models/:name/rollback', async (req) =>
+    changeAlias(o.paths.registryDb, o.paths.auditDb, {
+      op: 'rollback',
+      name: req.params.name,
+      alias: req.body?.alias ?? 'production',
+      actor: o.actor,
+      reason: req.body?.reason || undefined,
+      details: { via: 'ui' },
+    }),
+  );
+
+  // ---- audit --------------------------------------------------------------------------------
+  app.get<{ Querystring: { run?: string; model?: string; action?: string; actor?: string; limit?: string } }>('/api/audit', async (req) => {
+    const q = req.query;
+    const rows = auditRecords(o.paths, {
+      run: q.run || undefined,
+      model: q.model || undefined,
+      action: q.action || undefined,
+      actor: q.actor || undefined,
+    });
+    const limit = Math.min(5000, Number(q.limit ?? 500) || 500);
+    return { records: rows.slice(-limit).reverse() };
+  });
+  app.get('/api/audit/verify', async () => verifyAudit(o.paths));
+
+  // ---- schedules ----------------------------------------------------------------------------
+  app.get('/api/schedules', async () => {
+    const client = await o.client();
+    const list = await listSchedules(client);
+    const withRuns = await Promise.all(
+      list.map(async (s) => {
+        const { view } = await readSchedule(client, s.name);
+        return { ...s, nextRuns: view.nextRuns.slice(0, 3), recent: await recentRuns(client, view, 5) };
+      }),
+    );
+    return { schedules: withRuns };
+  });
+  app.post<{ Params: { name: string; op: string } }>('/api/schedules/:name/:op', async (req) => {
+    const { name, op } = req.params;
+    const client = await o.client();
+    const { config } = await readSchedule(client, name);
+    if (op === 'pause') await pauseSchedule(client, name, 'paused from the dashboard');
+    else if (op === 'unpause') await unpauseSchedule(client, name, 'unpaused from the dashboard');
+    else if (op === 'trigger') await triggerSchedule(client, name);
+    else throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
+    const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
+    auditScheduleChange(o.paths.auditDb, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
+    return { ok: true };
+  });
+
+  return {
+    app,
+    async listen(port, host = '127.0.0.1') {
+      readsNeedToken = !isLoopback(host);
+      const address = await app.listen({ port, host });
+      return address;
+    },
+    async close() {
+      for (const stop of [...openStreams]) stop();
+      await app.close();
+    },
+  };
+}

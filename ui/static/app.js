@@ -1,0 +1,951 @@
+// tempered's dashboard: preact + htm (no build step), uPlot for curves. Routes live in the URL's hash.
+import { h, render } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import htm from 'htm';
+import uPlot from 'uplot';
+import { Dag } from './dag.js';
+
+const html = htm.bind(h);
+
+// ---- token: the link `tempered ui` prints carries it in the fragment; keep it for this tab --------
+const frag = new URLSearchParams(location.hash.slice(1));
+if (frag.get('token')) {
+  sessionStorage.setItem('tempered-token', frag.get('token'));
+  history.replaceState(null, '', location.pathname + '#/runs');
+}
+const token = () => sessionStorage.getItem('tempered-token');
+
+let showBanner = () => {};
+async function api(path, opts = {}) {
+  const headers = { ...(opts.body ? { 'content-type': 'application/json' } : {}) };
+  if (token()) headers.authorization = `Bearer ${token()}`;
+  const res = await fetch(path, { method: opts.method ?? 'GET', headers, body: opts.body ? JSON.stringify(opts.body) : undefined });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const err = new Error(
+      `${res.status}: ${body.error ?? res.statusText}${body.explanation ? `\n${body.explanation}` : ''}${body.hint ? `\n${body.hint}` : ''}`,
+    );
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+/** Runs an action, reporting its outcome in the banner. */
+async function act(fn, done) {
+  try {
+    const r = await fn();
+    showBanner({ ok: true, text: done(r) });
+    return r;
+  } catch (e) {
+    showBanner({ ok: false, text: e.message });
+  }
+}
+
+// ---- formatting -------------------------------------------------------------------------------
+const fmtBytes = (n) =>
+  n == null ? '' : n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
+const fmtNum = (x, d = 4) => (typeof x === 'number' ? (Number.isInteger(x) ? String(x) : x.toFixed(d)) : x == null ? '–' : String(x));
+const fmtTime = (t) => (t ? new Date(t).toLocaleString() : '');
+function fmtDur(a, b) {
+  if (!a) return '';
+  const ms = (b ? Date.parse(b) : Date.now()) - Date.parse(a);
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${(ms / 60000).toFixed(1)} min`;
+}
+const State = ({ s }) => html`<span class=${`state ${String(s).toLowerCase()}`}>${String(s).toLowerCase()}</span>`;
+const isRef = (v) => v && typeof v === 'object' && typeof v.uri === 'string' && typeof v.sha256 === 'string';
+
+function usePoll(fn, deps, everyMs) {
+  const [state, set] = useState({ data: undefined, error: undefined });
+  useEffect(() => {
+    let live = true;
+    let timer;
+    const go = async () => {
+      try {
+        const data = await fn();
+        if (live) set({ data, error: undefined });
+      } catch (e) {
+        if (live) set((s) => ({ data: s.data, error: e.message }));
+      }
+      if (live && everyMs) timer = setTimeout(go, everyMs);
+    };
+    go();
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+  }, deps);
+  return state;
+}
+
+// ---- Runs -------------------------------------------------------------------------------------
+function RunsPage({ query }) {
+  const [f, setF] = useState({
+    status: query.get('status') ?? '',
+    pipeline: query.get('pipeline') ?? '',
+    schedule: query.get('schedule') ?? '',
+  });
+  const [picked, setPicked] = useState([]);
+  const qs = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
+  const { data, error } = usePoll(() => api(`/api/runs?${qs}`), [qs], 3000);
+  const toggle = (id) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p.slice(-1), id]));
+  return html`<h1>Runs</h1>
+    <div class="bar">
+      <label
+        >status
+        <select value=${f.status} onChange=${(e) => setF({ ...f, status: e.target.value })}>
+          ${['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'].map((s) => html`<option value=${s}>${s || 'any'}</option>`)}
+        </select></label
+      >
+      <label>pipeline <input value=${f.pipeline} onChange=${(e) => setF({ ...f, pipeline: e.target.value })} placeholder="any" /></label>
+      <label>schedule <input value=${f.schedule} onChange=${(e) => setF({ ...f, schedule: e.target.value })} placeholder="any" /></label>
+      <a
+        href=${picked.length === 2 ? `#/compare?a=${encodeURIComponent(picked[0])}&b=${encodeURIComponent(picked[1])}` : undefined}
+        id="compare-link"
+        class=${picked.length === 2 ? '' : 'muted'}
+        >compare ${picked.length}/2 selected</a
+      >
+    </div>
+    ${error && html`<p class="error">${error}</p>`}
+    ${data &&
+    html`<table id="runs">
+        <tr>
+          <th></th>
+          <th>run</th>
+          <th>pipeline</th>
+          <th>status</th>
+          <th>who</th>
+          <th>started</th>
+          <th class="num">duration</th>
+          <th>schedule</th>
+        </tr>
+        ${data.runs.map(
+          (r) =>
+            html`<tr data-run=${r.runId}>
+              <td><input type="checkbox" checked=${picked.includes(r.runId)} onChange=${() => toggle(r.runId)} /></td>
+              <td><a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a></td>
+              <td>${r.pipeline}</td>
+              <td><${State} s=${r.status} /></td>
+              <td>${r.actor ?? ''}</td>
+              <td>${fmtTime(r.startTime)}</td>
+              <td class="num">${fmtDur(r.startTime, r.closeTime)}</td>
+              <td>${r.scheduleId ?? ''}</td>
+            </tr>`,
+        )}
+      </table>
+      ${data.runs.length === 0 && html`<p class="muted">no runs match; submit one with <code>tempered submit pipeline.yaml</code></p>`}`}`;
+}
+
+// ---- curves -----------------------------------------------------------------------------------
+const GROUPS = [
+  {
+    title: 'loss',
+    series: [
+      ['loss', 'train loss', '#1565c0'],
+      ['val_loss', 'validation loss', '#c62828'],
+    ],
+  },
+  { title: 'learning rate', series: [['lr', 'lr', '#6a4fb3']] },
+  { title: 'gradient norm', series: [['grad_norm', 'grad norm', '#ef6c00']] },
+  {
+    title: 'validation metrics',
+    series: [
+      ['val_accuracy', 'accuracy', '#1f8a4c'],
+      ['val_f1_macro', 'macro F1', '#00838f'],
+    ],
+  },
+  { title: 'throughput (samples/s)', series: [['samplesPerSec', 'samples/s', '#5d4037']] },
+];
+const LIVE_NAMES = { grad_norm: 'gradNorm' };
+
+/** Columns by step: the finished history when there is one, else the live points (the newest attempt wins a step). */
+export function curveColumns(curves) {
+  const byStep = new Map();
+  for (const p of curves.live.points) byStep.set(p.metrics.step, p.metrics);
+  const live = [...byStep.keys()].sort((a, b) => a - b);
+  if (curves.history && curves.history.step) {
+    const steps = curves.history.step;
+    const cols = { step: steps };
+    for (const k of Object.keys(curves.history)) if (k !== 'step' && k !== 'epoch') cols[k] = curves.history[k];
+    cols.samplesPerSec = steps.map((s) => byStep.get(s)?.samplesPerSec ?? null);
+    return cols;
+  }
+  const cols = { step: live };
+  for (const g of GROUPS) for (const [k] of g.series) cols[k] = live.map((s) => byStep.get(s)?.[LIVE_NAMES[k] ?? k] ?? null);
+  return cols;
+}
+
+function Chart({ title, series, cols, id, extra }) {
+  const el = useRef(null);
+  const plot = useRef(null);
+  const present = series.filter(([k]) => cols[k] && cols[k].some((v) => v != null));
+  const data = [cols.step, ...present.map(([k]) => cols[k])];
+  useEffect(() => {
+    if (!el.current || present.length === 0) return;
+    const opts = {
+      width: Math.max(320, el.current.clientWidth - 4),
+      height: 220,
+      scales: { x: { time: false } },
+      axes: [{ label: 'step' }, {}],
+      series: [
+        { label: 'step' },
+        ...present.map(([, label, stroke]) => ({ label, stroke, width: 1.5, spanGaps: true, points: { show: false } })),
+      ],
+      cursor: { drag: { x: true, y: false } },
+    };
+    plot.current?.destroy();
+    plot.current = new uPlot(opts, data, el.current);
+    return () => {
+      plot.current?.destroy();
+      plot.current = null;
+    };
+  }, [present.map((p) => p[0]).join()]);
+  useEffect(() => {
+    plot.current?.setData(data);
+  }, [cols]);
+  if (present.length === 0) return null;
+  const points = cols[present[0][0]].filter((v) => v != null).length;
+  return html`<div class="chart" id=${id} data-points=${points} ...${extra}>
+    <h3>${title} <span class="muted">(${points} points; drag to zoom, double-click to reset)</span></h3>
+    <div ref=${el}></div>
+  </div>`;
+}
+
+function Curves({ cols }) {
+  return html`<div class="grid" id="curves">
+    ${GROUPS.map((g) => html`<${Chart} key=${g.title} id=${`chart-${g.series[0][0]}`} title=${g.title} series=${g.series} cols=${cols} />`)}
+  </div>`;
+}
+
+// ---- evaluation -------------------------------------------------------------------------------
+function ConfusionMatrix({ labels, matrix }) {
+  const max = Math.max(1, ...matrix.flat());
+  return html`<table class="cm" id="confusion">
+    <tr>
+      <th>true \\ predicted</th>
+      ${labels.map((l) => html`<th>${l}</th>`)}
+    </tr>
+    ${matrix.map(
+      (row, i) =>
+        html`<tr>
+          <th>${labels[i]}</th>
+          ${row.map(
+            (c, j) =>
+              html`<td
+                data-true=${labels[i]}
+                data-pred=${labels[j]}
+                data-count=${c}
+                style=${`background: rgba(${i === j ? '31,138,76' : '198,40,40'}, ${(0.08 + 0.8 * (c / max)).toFixed(3)})`}
+              >
+                ${c}
+              </td>`,
+          )}
+        </tr>`,
+    )}
+  </table>`;
+}
+
+function Evaluation({ report, metrics }) {
+  if (!report) return null;
+  if (report.task === 'causal-lm')
+    return html`<h2>Evaluation</h2>
+      <table>
+        <tr>
+          <th></th>
+          <th class="num">loss</th>
+          <th class="num">perplexity</th>
+        </tr>
+        ${['', 'baseline', 'production'].map((k) => {
+          const m = k ? report[k] : report;
+          return (
+            m &&
+            html`<tr>
+              <td>${k || 'fine-tuned'}</td>
+              <td class="num">${fmtNum(m.loss)}</td>
+              <td class="num">${fmtNum(m.perplexity)}</td>
+            </tr>`
+          );
+        })}
+      </table>`;
+  const model = report.model;
+  const rows = [
+    ['fine-tuned', model],
+    ['baseline', report.baseline],
+    [`production${report.production ? ` (${report.production.id})` : ''}`, report.production?.metrics],
+  ];
+  return html`<h2>Evaluation <span class="muted">(${report.testRows} test rows)</span></h2>
+    <div class="bar" style="align-items:flex-start; gap: 24px">
+      <div>
+        <h3>Confusion matrix</h3>
+        <${ConfusionMatrix} labels=${model.labels ?? report.labels} matrix=${model.confusion} />
+      </div>
+      <div>
+        <h3>Per class</h3>
+        <table id="per-class">
+          <tr>
+            <th>label</th>
+            <th class="num">precision</th>
+            <th class="num">recall</th>
+            <th class="num">F1</th>
+            <th class="num">support</th>
+          </tr>
+          ${Object.entries(model.perClass).map(
+            ([l, m]) =>
+              html`<tr>
+                <td>${l}</td>
+                <td class="num">${fmtNum(m.precision)}</td>
+                <td class="num">${fmtNum(m.recall)}</td>
+                <td class="num">${fmtNum(m.f1)}</td>
+                <td class="num">${m.support}</td>
+              </tr>`,
+          )}
+        </table>
+      </div>
+      <div>
+        <h3>Against baseline and production</h3>
+        <table id="versus">
+          <tr>
+            <th></th>
+            <th class="num">accuracy</th>
+            <th class="num">macro F1</th>
+            <th class="num">Δ F1 vs fine-tuned</th>
+          </tr>
+          ${rows
+            .filter(([, m]) => m)
+            .map(
+              ([name, m]) =>
+                html`<tr>
+                  <td>${name}</td>
+                  <td class="num">${fmtNum(m.accuracy)}</td>
+                  <td class="num">${fmtNum(m.macro?.f1)}</td>
+                  <td class="num">${m === model ? '' : fmtNum(model.macro.f1 - m.macro.f1)}</td>
+                </tr>`,
+            )}
+        </table>
+      </div>
+    </div>`;
+}
+
+// ---- data reports -----------------------------------------------------------------------------
+function ReportTable({ report }) {
+  if (!report || typeof report !== 'object') return null;
+  const scalars = Object.entries(report).filter(([, v]) => v == null || typeof v !== 'object');
+  const objects = Object.entries(report).filter(([, v]) => v && typeof v === 'object');
+  return html`<div class="report">
+    <table>
+      ${scalars.map(
+        ([k, v]) =>
+          html`<tr>
+            <th>${k}</th>
+            <td class="num">${fmtNum(v)}</td>
+          </tr>`,
+      )}
+    </table>
+    ${objects.map(([k, v]) =>
+      Array.isArray(v) && v.every((x) => x == null || typeof x !== 'object')
+        ? html`<h3>${k}</h3>
+            <p>${v.join(', ') || '(none)'}</p>`
+        : Object.values(v).every((x) => x == null || typeof x !== 'object')
+          ? html`<h3>${k}</h3>
+              <table>
+                ${Object.entries(v).map(
+                  ([a, b]) =>
+                    html`<tr>
+                      <th>${a}</th>
+                      <td class="num">${fmtNum(b)}</td>
+                    </tr>`,
+                )}
+              </table>`
+          : html`<h3>${k}</h3>
+              <${ReportTable} report=${v} />`,
+    )}
+  </div>`;
+}
+
+// ---- a run ------------------------------------------------------------------------------------
+function StageCard({ s, view }) {
+  const reports = view.reports[s.id] ?? {};
+  return html`<div class="card" data-stage-card=${s.id}>
+    <div class="bar" style="margin:0">
+      <b>${s.id}</b> <span class="muted">${s.uses}</span> <${State} s=${s.state} />
+      ${s.attempt > 1 && html`<span>attempt ${s.attempt}</span>`}
+      <span class="muted">${s.state === 'cached' ? `cache hit from ${s.cachedFrom?.runId ?? '?'}` : fmtDur(s.startedAt, s.endedAt)}</span>
+      ${s.progress?.message && html`<span class="muted">${s.progress.message}</span>`}
+    </div>
+    ${s.error &&
+    html`<p class="error">${s.error.type ? `${s.error.type}: ` : ''}${s.error.message}${s.error.hint ? `\nhint: ${s.error.hint}` : ''}</p>`}
+    ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
+    ${s.outputs &&
+    html`<table class="outputs">
+      ${Object.entries(s.outputs).map(
+        ([k, v]) =>
+          html`<tr>
+            <th>${k}</th>
+            <td>
+              ${isRef(v)
+                ? html`<a href=${`/api/artifacts/${v.sha256}`} download=${`${s.id}-${k}`} onClick=${(e) => download(e, v, `${s.id}-${k}`)}
+                      >${v.sha256.slice(0, 12)}…</a
+                    >
+                    <span class="muted"> ${fmtBytes(v.bytes)}${v.rows != null ? ` · ${v.rows} rows` : ''} · ${v.mediaType}</span>`
+                : typeof v === 'object' && v !== null
+                  ? html`<details>
+                      <summary class="muted">${JSON.stringify(v).slice(0, 60)}…</summary>
+                      <pre>${JSON.stringify(v, null, 2)}</pre>
+                    </details>`
+                  : html`<span>${fmtNum(v)}</span>`}
+            </td>
+          </tr>`,
+      )}
+    </table>`}
+    ${['ingest', 'dedupe', 'split'].includes(s.uses) &&
+    reports.report &&
+    html`<details>
+      <summary>data report</summary>
+      <${ReportTable} report=${reports.report} />
+    </details>`}
+  </div>`;
+}
+
+/** Downloads go through fetch so the token travels in a header where reads need it. */
+async function download(e, ref, name) {
+  if (!token()) return;
+  e.preventDefault();
+  const res = await fetch(`/api/artifacts/${ref.sha256}`, { headers: { authorization: `Bearer ${token()}` } });
+  const url = URL.createObjectURL(await res.blob());
+  const a = Object.assign(document.createElement('a'), { href: url, download: name });
+  a.click();
+  URL.revokeObjectURL(url);
+}
+
+/** Server-sent events through fetch (EventSource cannot send the Authorization header). */
+function streamEvents(path, onEvent, signal) {
+  (async () => {
+    const res = await fetch(path, { headers: token() ? { authorization: `Bearer ${token()}` } : {}, signal });
+    if (!res.ok || !res.body) return;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const ev = /^event: (.*)$/m.exec(block)?.[1];
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (ev && data) onEvent(ev, JSON.parse(data));
+      }
+    }
+  })().catch((e) => {
+    if (e.name !== 'AbortError') console.warn('live updates stopped:', e.message);
+  });
+}
+
+function RunPage({ id }) {
+  const [view, setView] = useState();
+  const [error, setError] = useState();
+  const [selected, setSelected] = useState();
+  const [curves, setCurves] = useState({});
+  const reload = () => api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => setError(e.message));
+  useEffect(() => {
+    setView(undefined);
+    setCurves({});
+    reload();
+  }, [id]);
+  const trainStages = view ? view.status.stages.filter((s) => s.uses === 'train' && s.state !== 'pending' && s.state !== 'skipped') : [];
+  const trainKey = trainStages.map((s) => `${s.id}:${s.state}`).join();
+  useEffect(() => {
+    if (!view) return;
+    for (const s of trainStages)
+      api(`/api/runs/${encodeURIComponent(id)}/curves/${encodeURIComponent(s.id)}`).then((c) =>
+        setCurves((all) => ({ ...all, [s.id]: c })),
+      );
+  }, [trainKey]);
+  // Live: stage states and new training points while the run is going.
+  const running = view?.status.state === 'running';
+  const curvesLoaded = trainStages.every((s) => curves[s.id]);
+  useEffect(() => {
+    if (!running || !curvesLoaded) return;
+    const ctl = new AbortController();
+    const offsets = Object.entries(curves)
+      .map(([s, c]) => `offset.${encodeURIComponent(s)}=${c.live.offset}`)
+      .join('&');
+    streamEvents(
+      `/api/runs/${encodeURIComponent(id)}/events?${offsets}`,
+      (ev, d) => {
+        if (ev === 'stages')
+          setView((v) => ({
+            ...v,
+            status: {
+              ...v.status,
+              state: d.state,
+              endedAt: d.endedAt,
+              stages: v.status.stages.map((s) => {
+                const n = d.stages.find((x) => x.id === s.id);
+                return n ? { ...s, ...n, progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined } : s;
+              }),
+            },
+          }));
+        else if (ev === 'points')
+          setCurves((all) => {
+            const c = all[d.stage] ?? { live: { points: [], offset: 0 } };
+            return { ...all, [d.stage]: { ...c, live: { points: [...c.live.points, ...d.points], offset: d.offset } } };
+          });
+        else if (ev === 'end') reload();
+      },
+      ctl.signal,
+    );
+    return () => ctl.abort();
+  }, [id, running, curvesLoaded]);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!view) return html`<p class="muted">loading ${id}…</p>`;
+  const st = view.status;
+  const evalStage = st.stages.find((s) => s.uses === 'evaluate' && view.reports[s.id]?.report);
+  return html`<h1>${st.runId} <${State} s=${st.state} /></h1>
+    <div class="bar">
+      <span>pipeline <b>${st.name}</b></span
+      ><span>by ${st.actor}</span><span>started ${fmtTime(st.startedAt)}</span>
+      <span>${fmtDur(st.startedAt, st.endedAt)}</span>
+      ${st.resumeOf && html`<span>resumes <a href=${`#/run/${encodeURIComponent(st.resumeOf)}`}>${st.resumeOf}</a></span>`}
+      ${view.webUrl && html`<a href=${view.webUrl} target="_blank" rel="noopener">Temporal Web UI ↗</a>`}
+      <button
+        class="danger"
+        id="cancel"
+        disabled=${st.state !== 'running'}
+        onClick=${() =>
+          act(
+            () => api(`/api/runs/${encodeURIComponent(id)}/cancel`, { method: 'POST' }),
+            () => 'cancellation requested',
+          )}
+      >
+        cancel
+      </button>
+      <button
+        id="resume"
+        disabled=${st.state === 'running'}
+        onClick=${() =>
+          act(
+            () => api(`/api/runs/${encodeURIComponent(id)}/resume`, { method: 'POST' }),
+            (r) => {
+              location.hash = `#/run/${encodeURIComponent(r.runId)}`;
+              return `resumed as ${r.runId}`;
+            },
+          )}
+      >
+        resume
+      </button>
+    </div>
+    ${st.gate && html`<p>run gate: <b>${st.gate.outcome}</b> — ${st.gate.reason}</p>`}
+    <${Dag} stages=${st.stages} selected=${selected} onSelect=${setSelected} />
+    ${trainStages.map(
+      (s) =>
+        curves[s.id] &&
+        html`<h2>Training: ${s.id}</h2>
+          <${Curves} cols=${curveColumns(curves[s.id])} />`,
+    )}
+    ${evalStage && html`<${Evaluation} report=${view.reports[evalStage.id].report} metrics=${view.reports[evalStage.id].metrics} />`}
+    <h2>Stages</h2>
+    <div class="stages">
+      ${st.stages.filter((s) => !selected || s.id === selected).map((s) => html`<${StageCard} key=${s.id} s=${s} view=${view} />`)}
+    </div>`;
+}
+
+// ---- models -----------------------------------------------------------------------------------
+function ModelsPage() {
+  const [tick, setTick] = useState(0);
+  const { data, error } = usePoll(() => api('/api/models'), [tick], 0);
+  const [form, setForm] = useState({});
+  const [card, setCard] = useState();
+  const refresh = () => setTick((t) => t + 1);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!data) return html`<p class="muted">loading…</p>`;
+  if (data.models.length === 0)
+    return html`<h1>Models</h1>
+      <p class="muted">no registered models yet; a pipeline's register stage creates them</p>`;
+  return html`<h1>Models</h1>
+    ${data.models.map((m) => {
+      const f = form[m.name] ?? { alias: 'production', gate: m.lastGate ?? '' };
+      const set = (patch) => setForm({ ...form, [m.name]: { ...f, ...patch } });
+      const keys = ['f1_macro', 'accuracy', 'baseline.f1_macro', 'loss', 'perplexity'].filter((k) =>
+        m.versions.some((v) => v.metrics[k] !== undefined),
+      );
+      return html`<div class="card" data-model=${m.name}>
+        <h2 style="margin-top:0">
+          ${m.name}
+          <span class="muted"
+            >${Object.entries(m.aliases)
+              .map(([a, v]) => `${a} → v${v}`)
+              .join('  ')}</span
+          >
+        </h2>
+        <div class="bar">
+          <label>alias <input value=${f.alias} onInput=${(e) => set({ alias: e.target.value })} size="10" /></label>
+          <label
+            >gate
+            <input
+              value=${f.gate}
+              onInput=${(e) => set({ gate: e.target.value })}
+              size="60"
+              placeholder="optional, e.g. f1_macro >= production.f1_macro"
+          /></label>
+          <button
+            class="danger"
+            id=${`rollback-${m.name}`}
+            onClick=${() =>
+              act(
+                () => api(`/api/models/${encodeURIComponent(m.name)}/rollback`, { method: 'POST', body: { alias: f.alias } }),
+                (r) => {
+                  refresh();
+                  return `${m.name}@${f.alias} rolled back to v${r.version}`;
+                },
+              )}
+          >
+            roll back ${f.alias}
+          </button>
+        </div>
+        <table class="versions">
+          <tr>
+            <th>version</th>
+            <th>created</th>
+            <th>by</th>
+            <th>run</th>
+            ${keys.map((k) => html`<th class="num">${k}</th>`)}
+            <th>aliases</th>
+            <th></th>
+          </tr>
+          ${m.versions.map(
+            (v) =>
+              html`<tr data-version=${v.version}>
+                <td>v${v.version}</td>
+                <td>${fmtTime(v.createdAt)}</td>
+                <td>${v.createdBy}</td>
+                <td><a href=${`#/run/${encodeURIComponent(v.lineage.runId)}`}>${v.lineage.runId}</a></td>
+                ${keys.map((k) => html`<td class="num">${fmtNum(v.metrics[k])}</td>`)}
+                <td>${v.aliases.join(', ')}</td>
+                <td>
+                  <button
+                    class="primary"
+                    data-promote=${v.version}
+                    onClick=${() =>
+                      act(
+                        () =>
+                          api(`/api/models/${encodeURIComponent(m.name)}/promote`, {
+                            method: 'POST',
+                            body: { version: v.version, alias: f.alias, gate: f.gate || undefined, expect: m.aliases[f.alias] ?? null },
+                          }),
+                        (r) => {
+                          refresh();
+                          return `${m.name}@${f.alias} → v${r.version}${r.gate ? `\ngate: ${r.gate.explanation}` : ''}`;
+                        },
+                      )}
+                  >
+                    promote to ${f.alias}
+                  </button>
+                  <button onClick=${() => setCard(card === `${m.name}@${v.version}` ? undefined : `${m.name}@${v.version}`)}>card</button>
+                </td>
+              </tr>`,
+          )}
+        </table>
+        ${m.versions
+          .filter((v) => card === `${m.name}@${v.version}`)
+          .map(
+            (v) =>
+              html`<h3>Model card v${v.version}</h3>
+                <pre class="model-card">${v.card}</pre>
+                <h3>Lineage</h3>
+                <table>
+                  <tr>
+                    <th>run</th>
+                    <td><a href=${`#/run/${encodeURIComponent(v.lineage.runId)}`}>${v.lineage.runId}</a> · stage ${v.lineage.stageId}</td>
+                  </tr>
+                  <tr>
+                    <th>spec</th>
+                    <td>${v.lineage.specHash.slice(0, 16)}…</td>
+                  </tr>
+                  ${v.lineage.data.map(
+                    (d) =>
+                      html`<tr>
+                        <th>data ${d.name}</th>
+                        <td>${d.sha256.slice(0, 16)}…${d.rows != null ? ` (${d.rows} rows)` : ''}</td>
+                      </tr>`,
+                  )}
+                </table>`,
+          )}
+        <h3>Alias history</h3>
+        <table>
+          ${m.history
+            .slice()
+            .reverse()
+            .slice(0, 10)
+            .map(
+              (c) =>
+                html`<tr>
+                  <td>${fmtTime(c.at)}</td>
+                  <td>${c.alias}</td>
+                  <td>${c.kind}</td>
+                  <td>v${c.fromVersion ?? '–'} → v${c.toVersion}</td>
+                  <td>${c.actor}</td>
+                  <td class="muted">${c.reason ?? ''}</td>
+                </tr>`,
+            )}
+        </table>
+      </div>`;
+    })}`;
+}
+
+// ---- audit ------------------------------------------------------------------------------------
+function AuditPage({ query }) {
+  const [f, setF] = useState({ run: query.get('run') ?? '', model: query.get('model') ?? '', actor: '', action: '' });
+  const [verify, setVerify] = useState();
+  const qs = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
+  const { data, error } = usePoll(() => api(`/api/audit?${qs}`), [qs], 5000);
+  const input = (k) => html`<label>${k} <input value=${f[k]} onChange=${(e) => setF({ ...f, [k]: e.target.value })} /></label>`;
+  return html`<h1>Audit trail</h1>
+    <div class="bar">
+      ${['run', 'model', 'actor', 'action'].map(input)}
+      <button
+        id="verify"
+        onClick=${async () => setVerify(await api('/api/audit/verify').catch((e) => ({ ok: false, message: e.message })))}
+      >
+        verify chain
+      </button>
+      ${verify &&
+      html`<span id="verify-result" class=${verify.ok ? 'pos' : 'neg'}
+        >${verify.ok
+          ? `intact: ${verify.checked} records, head ${verify.head?.seq}:${verify.head?.hash.slice(0, 12)}…`
+          : `NOT intact: ${verify.problem ?? ''} ${verify.message ?? ''}`}</span
+      >`}
+    </div>
+    ${error && html`<p class="error">${error}</p>`}
+    ${data &&
+    html`<table id="audit">
+      <tr>
+        <th class="num">seq</th>
+        <th>time</th>
+        <th>actor</th>
+        <th>action</th>
+        <th>subject</th>
+        <th>details</th>
+      </tr>
+      ${data.records.map(
+        (r) =>
+          html`<tr data-action=${r.action}>
+            <td class="num">${r.seq}</td>
+            <td>${fmtTime(r.time)}</td>
+            <td>${r.actor}</td>
+            <td>${r.action}</td>
+            <td>${r.subject}</td>
+            <td class="muted" style="max-width:520px">${JSON.stringify(r.details)}</td>
+          </tr>`,
+      )}
+    </table>`}`;
+}
+
+// ---- compare ----------------------------------------------------------------------------------
+function ComparePage({ query }) {
+  const a = query.get('a');
+  const b = query.get('b');
+  const { data, error } = usePoll(() => api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`), [a, b], 0);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!data) return html`<p class="muted">loading…</p>`;
+  const cols = {};
+  if (data.curves.a && data.curves.b) {
+    const steps = [...new Set([...data.curves.a.step, ...data.curves.b.step])].sort((x, y) => x - y);
+    const at = (c, k) => {
+      const m = new Map(c.step.map((s, i) => [s, c[k][i]]));
+      return steps.map((s) => m.get(s) ?? null);
+    };
+    Object.assign(cols, {
+      step: steps,
+      a_loss: at(data.curves.a, 'loss'),
+      b_loss: at(data.curves.b, 'loss'),
+      a_val: at(data.curves.a, 'val_f1_macro'),
+      b_val: at(data.curves.b, 'val_f1_macro'),
+    });
+  }
+  return html`<h1>Compare</h1>
+    <table id="compare-runs">
+      <tr>
+        <th></th>
+        <th>run</th>
+        <th>state</th>
+        <th>pipeline</th>
+        <th>started</th>
+      </tr>
+      ${[
+        ['A', data.a],
+        ['B', data.b],
+      ].map(
+        ([k, v]) =>
+          html`<tr data-run=${v.status.runId}>
+            <td>${k}</td>
+            <td><a href=${`#/run/${encodeURIComponent(v.status.runId)}`}>${v.status.runId}</a></td>
+            <td><${State} s=${v.status.state} /></td>
+            <td>${v.status.name}</td>
+            <td>${fmtTime(v.status.startedAt)}</td>
+          </tr>`,
+      )}
+    </table>
+    ${cols.step &&
+    html`<div class="grid">
+      <${Chart}
+        id="compare-loss"
+        title="training loss"
+        cols=${cols}
+        series=${[
+          ['a_loss', 'A loss', '#1565c0'],
+          ['b_loss', 'B loss', '#ef6c00'],
+        ]}
+      />
+      <${Chart}
+        id="compare-val"
+        title="validation macro F1"
+        cols=${cols}
+        series=${[
+          ['a_val', 'A', '#1565c0'],
+          ['b_val', 'B', '#ef6c00'],
+        ]}
+      />
+    </div>`}
+    <h2>Metrics</h2>
+    <table id="compare-metrics">
+      <tr>
+        <th>output</th>
+        <th class="num">A</th>
+        <th class="num">B</th>
+        <th class="num">B − A</th>
+      </tr>
+      ${data.metrics.map(
+        (m) =>
+          html`<tr>
+            <td>${m.name}</td>
+            <td class="num">${fmtNum(m.a)}</td>
+            <td class="num">${fmtNum(m.b)}</td>
+            <td class=${`num ${m.delta > 0 ? 'pos' : m.delta < 0 ? 'neg' : ''}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
+          </tr>`,
+      )}
+    </table>
+    <h2>Data</h2>
+    <table>
+      <tr>
+        <th>table</th>
+        <th>A</th>
+        <th>B</th>
+      </tr>
+      ${data.data.map(
+        (d) =>
+          html`<tr>
+            <td>${d.name}</td>
+            <td>${d.a?.slice(0, 12) ?? '–'}</td>
+            <td class=${d.same ? '' : 'neg'}>${d.same ? 'same' : (d.b?.slice(0, 12) ?? '–')}</td>
+          </tr>`,
+      )}
+    </table>
+    <h2>Spec differences</h2>
+    ${data.spec.length === 0
+      ? html`<p class="muted" id="spec-diff">identical specs</p>`
+      : html`<table id="spec-diff">
+          <tr>
+            <th>path</th>
+            <th>A</th>
+            <th>B</th>
+          </tr>
+          ${data.spec.map(
+            (d) =>
+              html`<tr>
+                <td>${d.path}</td>
+                <td><code>${JSON.stringify(d.a)}</code></td>
+                <td><code>${JSON.stringify(d.b)}</code></td>
+              </tr>`,
+          )}
+        </table>`}`;
+}
+
+// ---- schedules --------------------------------------------------------------------------------
+function SchedulesPage() {
+  const [tick, setTick] = useState(0);
+  const { data, error } = usePoll(() => api('/api/schedules'), [tick], 10000);
+  const op = (name, what) =>
+    act(
+      () => api(`/api/schedules/${encodeURIComponent(name)}/${what}`, { method: 'POST' }),
+      () => {
+        setTick((t) => t + 1);
+        return `${what}: ${name}`;
+      },
+    );
+  return html`<h1>Schedules</h1>
+    ${error && html`<p class="error">${error}</p>`}
+    ${data && data.schedules.length === 0 && html`<p class="muted">no schedules; create one with <code>tempered schedule create</code></p>`}
+    ${data &&
+    data.schedules.length > 0 &&
+    html`<table id="schedules">
+      <tr>
+        <th>name</th>
+        <th>pipeline</th>
+        <th>timing</th>
+        <th>state</th>
+        <th>next fires</th>
+        <th>recent runs</th>
+        <th></th>
+      </tr>
+      ${data.schedules.map(
+        (s) =>
+          html`<tr data-schedule=${s.name}>
+            <td>${s.name}</td>
+            <td>${s.pipeline}</td>
+            <td>${s.timing}</td>
+            <td>${s.paused ? 'paused' : 'active'}${s.note ? html`<br /><span class="muted">${s.note}</span>` : ''}</td>
+            <td>${s.nextRuns.map((t) => html`<div>${fmtTime(t)}</div>`)}</td>
+            <td>
+              ${s.recent.map(
+                (r) => html`<div><a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a> <${State} s=${r.state} /></div>`,
+              )}
+            </td>
+            <td>
+              <button onClick=${() => op(s.name, s.paused ? 'unpause' : 'pause')}>${s.paused ? 'unpause' : 'pause'}</button>
+              <button onClick=${() => op(s.name, 'trigger')}>trigger</button>
+            </td>
+          </tr>`,
+      )}
+    </table>`}`;
+}
+
+// ---- shell ------------------------------------------------------------------------------------
+function route() {
+  const [path, q] = location.hash.replace(/^#/, '').split('?');
+  return { parts: (path || '/runs').split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(q ?? '') };
+}
+
+function App() {
+  const [r, setR] = useState(route());
+  const [banner, setBanner] = useState();
+  showBanner = (b) => {
+    setBanner(b);
+    clearTimeout(showBanner.t);
+    showBanner.t = setTimeout(() => setBanner(undefined), 8000);
+  };
+  useEffect(() => {
+    const on = () => setR(route());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  const [page, arg] = r.parts;
+  const nav = ['runs', 'models', 'audit', 'schedules'];
+  let body;
+  if (page === 'run' && arg) body = html`<${RunPage} id=${arg} />`;
+  else if (page === 'models') body = html`<${ModelsPage} />`;
+  else if (page === 'audit') body = html`<${AuditPage} query=${r.query} />`;
+  else if (page === 'compare') body = html`<${ComparePage} query=${r.query} />`;
+  else if (page === 'schedules') body = html`<${SchedulesPage} />`;
+  else body = html`<${RunsPage} query=${r.query} />`;
+  return html`<header>
+      <b>tempered</b>${nav.map((n) => html`<a href=${`#/${n}`} class=${page === n ? 'on' : ''}>${n}</a>`)}
+      <span class="who">${token() ? 'token set: actions enabled' : 'no token: read only (open the link `tempered ui` printed)'}</span>
+    </header>
+    <main>${body}</main>
+    ${banner && html`<div class=${`banner ${banner.ok ? 'ok' : ''}`} id="banner">${banner.text}</div>`}`;
+}
+
+render(html`<${App} />`, document.getElementById('root'));
