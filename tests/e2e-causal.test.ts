@@ -125,8 +125,10 @@ describe('instruction tuning end to end', () => {
       test: \${{ stages.split.outputs.test }}
       baseline:
         model: tiny-llama.gguf
-        train: \${{ stages.split.outputs.train }}
         maxLength: 32
+      generation:
+        maxNewTokens: 4
+        samples: 2
 `,
     );
     const reg = kindRegistry(env.kinds);
@@ -143,6 +145,17 @@ describe('instruction tuning end to end', () => {
     };
     // 20 test records × (3 reply tokens + <|endoftext|>), the same tokens for the base model.
     assert.deepEqual([metrics.tokens, metrics.baseline.tokens], [80, 80]);
+    // Generated answers (in the stage's own process, as a worker runs it): every row, scores in [0, 1], two samples.
+    const m = metrics as unknown as Record<string, number> & { baseline: Record<string, number> };
+    for (const s of [m, m.baseline]) {
+      assert.equal(s.generated, 20);
+      for (const k of ['exact_match', 'rouge_l', 'chrf']) assert.ok(s[k]! >= 0 && s[k]! <= 1, `${k} ${s[k]}`);
+    }
+    const report = JSON.parse(readFileSync(env.store.pathOf(ev.report as never), 'utf8')) as { samples: Record<string, unknown>[] };
+    assert.deepEqual(
+      report.samples.map((s) => Object.keys(s)),
+      [0, 1].map(() => ['prompt', 'reference', 'baseline', 'baseline_exact', 'output', 'exact']),
+    );
     assert.ok(
       metrics.perplexity < metrics.baseline.perplexity * 0.8,
       `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`,
