@@ -12,7 +12,8 @@ import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
 import { loadStageKinds, kindRegistry } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
+import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { openArtifactStore } from '../src/store/open-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
 
 import { CliError } from './errors.ts';
@@ -39,7 +40,7 @@ export async function createContext(): Promise<CliContext> {
   const kinds = await loadStageKinds();
   let client: Client | undefined;
   let store: ArtifactStore | undefined;
-  const getStore = () => (store ??= new ArtifactStore(ensureDir(paths.store)));
+  const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
   return {
     paths,
     kinds,

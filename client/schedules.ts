@@ -159,7 +159,7 @@ export async function planScheduledRun(o: PlanContext & { file: string }): Promi
 
 /** Replans stored spec bytes with other params (an `update` without a new file). */
 export async function replanStoredSpec(o: PlanContext & { spec: ScheduledSpec }): Promise<{ input: RunInput; spec: ScheduledSpec }> {
-  const bytes = await readFile(o.store.pathOf(o.spec.specUri));
+  const bytes = await readFile(await o.store.localPath(o.spec.specUri));
   return planFromBytes({ ...o, file: o.spec.file, bytes, storedUri: o.spec.specUri });
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Installs what a fresh clone lacks before `npm test` / `npm run demo`: npm packages (when
-// node_modules is missing or older than package-lock.json) and the pinned Temporal CLI.
+// node_modules is missing or older than package-lock.json), the pinned Temporal CLI and the pinned
+// SeaweedFS binary (the S3 server the object-store tests run against).
 // Plain JavaScript on purpose: it must run before any dependency is installed.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -38,4 +39,13 @@ const cli = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'infra', 
 if (cli.status !== 0) {
   console.error('[setup] could not provide the Temporal CLI (see above).');
   process.exit(cli.status ?? 1);
+}
+
+const weed = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'infra', 'seaweedfs.ts')], {
+  cwd: root,
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+if (weed.status !== 0) {
+  console.error('[setup] could not provide SeaweedFS (see above).');
+  process.exit(weed.status ?? 1);
 }

@@ -4,7 +4,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { isAbsolute } from 'node:path';
-import { ArtifactStore } from '../store/artifact-store.ts';
+import { openArtifactStore } from '../store/open-store.ts';
 import type { AnyStageKind, StageContext } from '../stages/types.ts';
 import type { StageProgress } from '../types.ts';
 import { toWire, type ChildJob, type ChildMessage, type ParentMessage } from './protocol.ts';
@@ -37,7 +37,7 @@ async function run(job: ChildJob): Promise<void> {
     specHash: job.specHash,
     actor: job.actor,
     cacheKey: job.cacheKey,
-    store: new ArtifactStore(job.storeRoot),
+    store: openArtifactStore(job.storeRoot, job.storeUrl),
     workDir: job.workDir,
     stateDir: job.stateDir,
     ownProcess: true,

@@ -21,6 +21,8 @@ export interface ChildJob
   kind: string;
   config: unknown;
   storeRoot: string;
+  /** The shared store behind it (`TEMPERED_STORE`), so the child reads and writes the same objects. */
+  storeUrl?: string;
 }
 
 export type ParentMessage = { type: 'run'; job: ChildJob };

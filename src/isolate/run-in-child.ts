@@ -133,6 +133,7 @@ export function runStageInChild(
               actor: ctx.actor,
               cacheKey: ctx.cacheKey,
               storeRoot: ctx.store.root,
+              storeUrl: ctx.store.remote?.url,
               workDir: ctx.workDir,
               stateDir: ctx.stateDir,
               resumeFrom: ctx.resumeFrom,

@@ -4,16 +4,24 @@
  *
  * Layout: <root>/sha256/<first two hex>/<hex>; temporary files live in <root>/tmp on the same
  * filesystem so the final rename is atomic.
+ *
+ * With a remote backend (`TEMPERED_STORE=s3://…`, see open-store.ts) the folder is this worker's
+ * read-through cache: every put is stored locally and then in the backend (create-only, checksummed)
+ * before its reference is returned, and a read of an object that is not in the folder, or whose
+ * cached copy no longer hashes to its name, fetches it from the backend, re-hashing it on the way.
+ * Stages still read local files.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
 import { isAbsolute, join, normalize, sep } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
+import type { ObjectBackend } from './object-backend.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -63,12 +71,24 @@ export interface TreeEntry {
 }
 export const TREE_MEDIA = 'application/vnd.tempered.tree+json';
 
+/** The backend key of an object: the same two-level layout as the local folder. */
+export function objectKey(hex: string): string {
+  return `sha256/${hex.slice(0, 2)}/${hex}`;
+}
+
+export interface ArtifactStoreOptions {
+  /** The shared store (S3 or a shared folder); the local folder is then this worker's cache of it. */
+  remote?: ObjectBackend;
+}
+
 export class ArtifactStore {
   readonly root: string;
+  readonly remote: ObjectBackend | undefined;
   private readonly tmpDir: string;
 
-  constructor(root: string) {
+  constructor(root: string, opts: ArtifactStoreOptions = {}) {
     this.root = root;
+    this.remote = opts.remote;
     this.tmpDir = join(root, 'tmp');
     mkdirSync(join(root, 'sha256'), { recursive: true });
     mkdirSync(this.tmpDir, { recursive: true });
@@ -78,7 +98,10 @@ export class ArtifactStore {
     return join(this.root, 'sha256', hex.slice(0, 2), hex);
   }
 
-  /** Path of a stored artifact after checking the reference names a well-formed object that exists. */
+  /**
+   * Path of a stored artifact in the local folder after checking the reference names a well-formed
+   * object that exists there. Never fetches: with a remote backend use `verify` or `localPath`.
+   */
   pathOf(ref: Pick<ArtifactRef, 'uri'> | string): string {
     const hex = parseUri(typeof ref === 'string' ? ref : ref.uri);
     const path = this.objectPath(hex);
@@ -92,7 +115,7 @@ export class ArtifactStore {
     return path;
   }
 
-  /** Whether an object exists (not whether it is intact: `verify` re-hashes it). */
+  /** Whether an object exists in the local folder (not whether it is intact: `verify` re-hashes it). */
   has(sha256: string): boolean {
     return HEX64.test(sha256) && existsSync(this.objectPath(sha256));
   }
@@ -139,7 +162,7 @@ export class ArtifactStore {
       await fh.close();
     } else {
       staged = this.tempPath();
-      ({ hex, bytes } = await copyHashing(src, staged));
+      ({ hex, bytes } = await copyHashing(createReadStream(src), staged));
     }
     return this.commit(staged, hex, bytes, opts);
   }
@@ -156,6 +179,32 @@ export class ArtifactStore {
   }
 
   private async commit(staged: string, hex: string, bytes: number, opts: PutOptions): Promise<ArtifactRef> {
+    await this.commitLocal(staged, hex);
+    // A reference is handed out only once the shared store holds the object: another worker may read it next.
+    if (this.remote) await this.upload(hex, bytes);
+    const ref: ArtifactRef = { uri: uriFor(hex), sha256: hex, bytes, mediaType: opts.mediaType };
+    if (opts.rows !== undefined) ref.rows = opts.rows;
+    if (opts.schema !== undefined) ref.schema = opts.schema;
+    return ref;
+  }
+
+  /** Stores an object in the backend unless it is there already (create-only, so concurrent writers never clobber). */
+  private async upload(hex: string, bytes: number): Promise<void> {
+    const remote = this.remote!;
+    const key = objectKey(hex);
+    const there = await remote.head(key);
+    if (there?.bytes === bytes) return;
+    // A wrong-sized object under this name is damage: move it aside and store the right bytes.
+    if (there) await remote.quarantine(key);
+    const r = await remote.putFile(key, this.objectPath(hex), { sha256: hex, bytes, ifAbsent: true });
+    if (r === 'exists') {
+      const now = await remote.head(key);
+      if (now?.bytes !== bytes)
+        throw new IntegrityError(`artifact ${hex} in ${remote.url} has ${now?.bytes} bytes, expected ${bytes}`, { sha256: hex });
+    }
+  }
+
+  private async commitLocal(staged: string, hex: string): Promise<void> {
     const final = this.objectPath(hex);
     // An existing object is only trusted after re-hashing it: a damaged one (bit rot, a torn copy,
     // a hand edit) is replaced by these bytes instead of staying wrong forever.
@@ -171,31 +220,81 @@ export class ArtifactStore {
       await dh.sync().catch(() => undefined);
       await dh.close();
     }
-    const ref: ArtifactRef = { uri: uriFor(hex), sha256: hex, bytes, mediaType: opts.mediaType };
-    if (opts.rows !== undefined) ref.rows = opts.rows;
-    if (opts.schema !== undefined) ref.schema = opts.schema;
-    return ref;
   }
 
   /**
    * Re-hashes a stored artifact; throws IntegrityError when size or hash differ from the reference.
    * An object whose content no longer hashes to its own name is quarantined, so the stage that
-   * produces it stores it afresh when it runs again.
+   * produces it stores it afresh when it runs again. With a remote backend a missing or damaged
+   * local copy is fetched again first.
    */
   async verify(ref: ArtifactRef): Promise<string> {
-    const path = this.pathOf(ref);
     const name = parseUri(ref.uri);
-    const { sha256: hex, bytes } = await sha256File(path);
-    if (hex !== name) {
-      await this.quarantine(name);
-      throw new IntegrityError(`artifact ${name} is corrupt: its content hashes to ${hex} (moved to ${join(this.root, 'quarantine')})`, {
-        sha256: name,
-      });
-    }
-    if (hex !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
+    const { path, bytes } = await this.ensureLocal(name);
+    if (name !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
     if (bytes !== ref.bytes)
       throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
     return path;
+  }
+
+  /** A verified local copy of the object an artifact URI names (fetched from the remote backend when needed). */
+  async localPath(uri: string): Promise<string> {
+    return (await this.ensureLocal(parseUri(uri))).path;
+  }
+
+  /** Hashes the local copy of `hex`; fetches it from the backend when absent or damaged. */
+  private async ensureLocal(hex: string): Promise<{ path: string; bytes: number }> {
+    const path = this.objectPath(hex);
+    const st = await fsp.lstat(path).catch(() => undefined);
+    if (st && !st.isFile()) {
+      if (!this.remote) throw new IntegrityError(`artifact ${hex} is not a regular file (symlinks are rejected)`, { sha256: hex });
+      await this.quarantine(hex);
+    } else if (st) {
+      const got = await sha256File(path);
+      if (got.sha256 === hex) return { path, bytes: got.bytes };
+      await this.quarantine(hex);
+      if (!this.remote)
+        throw new IntegrityError(
+          `artifact ${hex} is corrupt: its content hashes to ${got.sha256} (moved to ${join(this.root, 'quarantine')})`,
+          {
+            sha256: hex,
+          },
+        );
+    } else if (!this.remote) {
+      throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`, { sha256: hex });
+    }
+    return { path, bytes: await this.fetch(hex) };
+  }
+
+  /**
+   * Downloads an object into the local folder, hashing it as it streams; an object whose bytes do
+   * not hash to its name is quarantined in the backend and reported. Transient faults mid-stream are
+   * retried (the SDK retries failed requests, not a body that breaks off).
+   */
+  private async fetch(hex: string): Promise<number> {
+    const remote = this.remote!;
+    const key = objectKey(hex);
+    for (let attempt = 1; ; attempt++) {
+      const staged = this.tempPath();
+      try {
+        const stream = await remote.read(key);
+        if (!stream) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
+        const got = await copyHashing(stream, staged, { sync: false });
+        if (got.hex !== hex) {
+          await remote.quarantine(key);
+          throw new IntegrityError(`artifact ${hex} in ${remote.url} is corrupt: its content hashes to ${got.hex} (moved to quarantine/)`, {
+            sha256: hex,
+          });
+        }
+        await this.commitLocal(staged, hex);
+        return got.bytes;
+      } catch (e) {
+        if (e instanceof IntegrityError || e instanceof InputError || attempt >= 3) throw e;
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      } finally {
+        await fsp.rm(staged, { force: true });
+      }
+    }
   }
 
   /** `verify`, and for a tree every file its manifest lists. */
@@ -209,9 +308,9 @@ export class ArtifactStore {
 
   /** Whether a tree's manifest lists the object `sha256` (false for other artifacts or unreadable manifests). */
   async treeContains(ref: ArtifactRef, sha256: string): Promise<boolean> {
-    if (ref.mediaType !== TREE_MEDIA || !this.has(ref.sha256)) return false;
+    if (ref.mediaType !== TREE_MEDIA) return false;
     try {
-      const manifest = JSON.parse(await fsp.readFile(this.pathOf(ref), 'utf8')) as { files?: TreeEntry[] };
+      const manifest = JSON.parse(await fsp.readFile(await this.localPath(ref.uri), 'utf8')) as { files?: TreeEntry[] };
       return (manifest.files ?? []).some((f) => f.sha256 === sha256);
     } catch {
       return false;
@@ -344,14 +443,14 @@ function writerPid(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-async function copyHashing(src: string, dest: string): Promise<{ hex: string; bytes: number }> {
+async function copyHashing(source: Readable, dest: string, opts: { sync?: boolean } = {}): Promise<{ hex: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
   const out = createWriteStream(dest, { flags: 'wx' });
   await pipeline(
-    createReadStream(src),
-    async function* (source) {
-      for await (const chunk of source) {
+    source,
+    async function* (chunks) {
+      for await (const chunk of chunks) {
         h.update(chunk as Buffer);
         bytes += (chunk as Buffer).length;
         yield chunk;
@@ -359,8 +458,11 @@ async function copyHashing(src: string, dest: string): Promise<{ hex: string; by
     },
     out,
   );
-  const fh = await fsp.open(dest, 'r+');
-  await fh.sync();
-  await fh.close();
+  // A fetched copy is a cache: a torn one after a crash fails its hash and is fetched again.
+  if (opts.sync !== false) {
+    const fh = await fsp.open(dest, 'r+');
+    await fh.sync();
+    await fh.close();
+  }
   return { hex: h.digest('hex'), bytes };
 }

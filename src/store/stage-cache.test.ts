@@ -1,15 +1,18 @@
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore, uriFor } from './artifact-store.ts';
 import { StageCache, type CacheRecord } from './stage-cache.ts';
+import { startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
 
-function setup(t: { after: (fn: () => void) => void }) {
+let s3: TestS3 | undefined;
+
+function setup(t: { after: (fn: () => void) => void }, remote = false) {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-cache-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const store = new ArtifactStore(join(dir, 'store'));
+  const store = new ArtifactStore(join(dir, 'store'), { remote: remote ? s3!.backend() : undefined });
   return { dir, store, cache: new StageCache(join(dir, 'cache'), store) };
 }
 
@@ -48,15 +51,26 @@ test('a hit whose artifact (or a file of its tree) no longer matches its hash is
   assert.equal(store.has(weights), false, 'the damaged file was quarantined');
 });
 
-test('evictReferencing finds records naming an object directly or inside a tree', async (t) => {
-  const { dir, store, cache } = setup(t);
-  mkdirSync(join(dir, 'm'));
-  writeFileSync(join(dir, 'm', 'w.bin'), 'w');
-  const tree = await store.putTree(join(dir, 'm'));
-  const other = await store.putBytes('other', { mediaType: 'text/plain' });
-  const inner = (await store.readJson<{ files: { sha256: string }[] }>(tree)).files[0]!.sha256;
-  await cache.put(record('c'.repeat(64), { model: tree }));
-  await cache.put(record('d'.repeat(64), { x: other }));
-  assert.deepEqual(await cache.evictReferencing(inner), ['c'.repeat(64)]);
-  assert.ok(await cache.get('d'.repeat(64)));
-});
+for (const remote of [false, true])
+  describe(remote ? 'stage cache on SeaweedFS S3' : 'stage cache in the local folder', () => {
+    if (remote) {
+      before(async () => {
+        s3 = await startTestS3();
+      });
+      after(async () => {
+        await s3?.stop();
+      });
+    }
+    test('evictReferencing finds records naming an object directly or inside a tree', async (t) => {
+      const { dir, store, cache } = setup(t, remote);
+      mkdirSync(join(dir, 'm'));
+      writeFileSync(join(dir, 'm', 'w.bin'), 'w');
+      const tree = await store.putTree(join(dir, 'm'));
+      const other = await store.putBytes('other', { mediaType: 'text/plain' });
+      const inner = (await store.readJson<{ files: { sha256: string }[] }>(tree)).files[0]!.sha256;
+      await cache.put(record('c'.repeat(64), { model: tree }));
+      await cache.put(record('d'.repeat(64), { x: other }));
+      assert.deepEqual(await cache.evictReferencing(inner), ['c'.repeat(64)]);
+      assert.ok(await cache.get('d'.repeat(64)));
+    });
+  });

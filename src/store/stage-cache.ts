@@ -5,15 +5,19 @@
  * source files. A hit is only served when every artifact it names (and every file of a tree) is
  * still in the store and still hashes to its name; otherwise the record is evicted and the damaged
  * object quarantined, so the stage runs again and stores its output afresh.
+ *
+ * With a remote store backend the records live there too (`cache/<ab>/<key>.json`), so a stage done
+ * on one worker is a hit on every other; the local folder keeps a copy of the records this worker saw.
  */
 import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { IntegrityError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
 import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
+import { readText } from './object-backend.ts';
 
 export interface CacheKeyParts {
   kind: string;
@@ -54,12 +58,22 @@ export class StageCache {
     return join(this.dir, key.slice(0, 2), `${key}.json`);
   }
 
+  private remoteKey(key: string): string {
+    return `cache/${key.slice(0, 2)}/${key}.json`;
+  }
+
   async get(key: string): Promise<CacheRecord | undefined> {
     const p = this.path(key);
-    if (!existsSync(p)) return undefined;
+    let text: string | undefined;
+    if (existsSync(p)) text = await fsp.readFile(p, 'utf8').catch(() => undefined);
+    else if (this.store.remote && /^[0-9a-f]{64}$/.test(key)) {
+      text = await readText(this.store.remote, this.remoteKey(key));
+      if (text !== undefined) await this.writeLocal(p, text);
+    }
+    if (text === undefined) return undefined;
     let rec: CacheRecord;
     try {
-      rec = JSON.parse(await fsp.readFile(p, 'utf8')) as CacheRecord;
+      rec = JSON.parse(text) as CacheRecord;
     } catch {
       return undefined; // an unreadable record is a miss, and the rerun overwrites it
     }
@@ -79,16 +93,28 @@ export class StageCache {
 
   async put(rec: CacheRecord): Promise<void> {
     const p = this.path(rec.key);
+    const text = JSON.stringify(rec, null, 2);
+    await this.writeLocal(p, text);
+    const remote = this.store.remote;
+    if (remote) {
+      const bytes = Buffer.byteLength(text);
+      const sha256 = createHash('sha256').update(text).digest('hex');
+      await remote.putFile(this.remoteKey(rec.key), p, { sha256, bytes, ifAbsent: false });
+    }
+  }
+
+  private async writeLocal(p: string, text: string): Promise<void> {
     await fsp.mkdir(join(p, '..'), { recursive: true });
     const tmp = `${p}.${randomBytes(4).toString('hex')}.tmp`;
     // Durable before it is visible: after a power cut a record either is whole or is absent.
-    await writeFileDurable(tmp, JSON.stringify(rec, null, 2));
+    await writeFileDurable(tmp, text);
     await fsp.rename(tmp, p);
     await syncDir(join(p, '..'));
   }
 
   async evict(key: string): Promise<void> {
     await fsp.rm(this.path(key), { force: true });
+    if (this.store.remote && /^[0-9a-f]{64}$/.test(key)) await this.store.remote.delete(this.remoteKey(key));
   }
 
   /**
@@ -98,6 +124,23 @@ export class StageCache {
    */
   async evictReferencing(sha256: string): Promise<string[]> {
     const evicted: string[] = [];
+    const remote = this.store.remote;
+    if (remote) {
+      for await (const k of remote.list('cache/')) {
+        const key = /([0-9a-f]{64})\.json$/.exec(k)?.[1];
+        if (!key) continue;
+        let rec: CacheRecord;
+        try {
+          rec = JSON.parse((await readText(remote, k)) ?? 'null') as CacheRecord;
+        } catch {
+          continue;
+        }
+        if (rec && (await this.references(rec, sha256))) {
+          await this.evict(key);
+          evicted.push(key);
+        }
+      }
+    }
     for (const sub of await fsp.readdir(this.dir).catch(() => [] as string[])) {
       for (const name of await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])) {
         if (!name.endsWith('.json')) continue;
@@ -107,15 +150,18 @@ export class StageCache {
         } catch {
           continue;
         }
-        let hit = false;
-        for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) hit = true;
-        if (hit) {
+        if (await this.references(rec, sha256)) {
           await fsp.rm(join(this.dir, sub, name), { force: true });
-          evicted.push(rec.key);
+          if (!evicted.includes(rec.key)) evicted.push(rec.key);
         }
       }
     }
     return evicted;
+  }
+
+  private async references(rec: CacheRecord, sha256: string): Promise<boolean> {
+    for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) return true;
+    return false;
   }
 }
 

@@ -1,0 +1,90 @@
+/**
+ * An object backend in a plain folder: `TEMPERED_STORE=/mnt/shared/store` (or `file:///…`) for hosts
+ * that share a filesystem, and the reference the S3 backend's tests are checked against. Writes go to
+ * a temp name and are linked into place, so a create-only put is atomic (`link` fails on an existing
+ * name) and readers never see half a file.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { InputError } from '../errors.ts';
+import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
+
+export class FolderBackend implements ObjectBackend {
+  readonly url: string;
+
+  constructor(readonly root: string) {
+    this.url = root;
+  }
+
+  private path(key: string): string {
+    if (key.split('/').some((s) => s === '' || s === '.' || s === '..')) throw new InputError(`bad object key ${JSON.stringify(key)}`);
+    return join(this.root, ...key.split('/'));
+  }
+
+  async putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'> {
+    const dest = this.path(key);
+    await fsp.mkdir(dirname(dest), { recursive: true });
+    const tmp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await fsp.copyFile(file, tmp);
+    const fh = await fsp.open(tmp, 'r+');
+    await fh.sync();
+    await fh.close();
+    try {
+      if (!opts.ifAbsent) {
+        await fsp.rename(tmp, dest);
+        return 'stored';
+      }
+      try {
+        await fsp.link(tmp, dest);
+        return 'stored';
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
+        throw e;
+      }
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  async read(key: string): Promise<Readable | undefined> {
+    const p = this.path(key);
+    const fh = await fsp.open(p, 'r').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    return fh ? createReadStream(p, { fd: fh }) : undefined;
+  }
+
+  async head(key: string): Promise<{ bytes: number } | undefined> {
+    const st = await fsp.stat(this.path(key)).catch(() => undefined);
+    return st?.isFile() ? { bytes: st.size } : undefined;
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const walk = async function* (dir: string, root: string): AsyncIterable<string> {
+      const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) yield* walk(p, root);
+        else if (e.isFile() && !e.name.endsWith('.tmp')) yield relative(root, p).split(sep).join('/');
+      }
+    };
+    // Walk the deepest folder the prefix names, then filter by the rest of it.
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    for await (const key of walk(dirPart ? this.path(dirPart) : this.root, this.root)) if (key.startsWith(prefix)) yield key;
+  }
+
+  async delete(key: string): Promise<void> {
+    await fsp.rm(this.path(key), { force: true });
+  }
+
+  async quarantine(key: string): Promise<void> {
+    const dest = this.path(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}.${randomBytes(3).toString('hex')}`);
+    await fsp.mkdir(dirname(dest), { recursive: true });
+    await fsp.rename(this.path(key), dest).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+}

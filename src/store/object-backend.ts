@@ -1,0 +1,49 @@
+/**
+ * Where the artifact store keeps its objects when they must outlive one machine: the one small
+ * interface the S3 backend (s3-backend.ts) and the shared-folder backend (folder-backend.ts) implement.
+ * Keys are slash-separated names below the backend's root (`sha256/ab/abcd…`, `cache/….json`).
+ * The artifact store (artifact-store.ts) hashes and verifies; a backend moves bytes.
+ */
+import type { Readable } from 'node:stream';
+
+export interface PutFileOptions {
+  /** Lower-case hex sha256 of the file, sent so the server verifies what it received. */
+  sha256: string;
+  bytes: number;
+  /** Create only: an existing key is left alone and reported as 'exists' (S3 `If-None-Match: *`, 412). */
+  ifAbsent: boolean;
+}
+
+export interface ObjectBackend {
+  /** Where the objects live, for messages and for handing to child processes: `s3://bucket/prefix` or a folder. */
+  readonly url: string;
+  /** Stores a local file under `key` (streamed; large files in parts). */
+  putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'>;
+  /** A stream of the object's bytes, or undefined when there is no such key. */
+  read(key: string): Promise<Readable | undefined>;
+  /** The object's size, or undefined when there is no such key. */
+  head(key: string): Promise<{ bytes: number } | undefined>;
+  /** Every key starting with `prefix`. */
+  list(prefix: string): AsyncIterable<string>;
+  /** Removes a key; absent keys are fine. */
+  delete(key: string): Promise<void>;
+  /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */
+  quarantine(key: string): Promise<void>;
+}
+
+/** Collects a small object (a cache record, a pointer) into a string; undefined when absent. */
+export async function readText(backend: ObjectBackend, key: string, maxBytes = 16 * 1024 * 1024): Promise<string | undefined> {
+  const stream = await backend.read(key);
+  if (!stream) return undefined;
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    n += (c as Buffer).length;
+    if (n > maxBytes) {
+      stream.destroy();
+      throw new Error(`${backend.url}/${key} is larger than ${maxBytes} bytes; not a record`);
+    }
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

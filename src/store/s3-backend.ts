@@ -1,0 +1,269 @@
+/**
+ * The object backend for any S3-compatible store (AWS S3, SeaweedFS, MinIO, Ceph RGW, R2…), through the
+ * AWS SDK v3. Settings come from the usual environment: `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`)
+ * for a self-hosted store, which then gets path-style addressing (`AWS_S3_FORCE_PATH_STYLE=false`
+ * turns it off); `AWS_REGION`; credentials from the SDK's default chain (`AWS_ACCESS_KEY_ID` /
+ * `AWS_SECRET_ACCESS_KEY`, a profile, instance roles).
+ *
+ * Every put sends a checksum the server verifies: the whole object's SHA-256 for files up to one
+ * part, per-part SHA-256 for multipart uploads. Create-only puts send `If-None-Match: *`; a 412 means
+ * the object is already stored. Transient faults (network, 5xx, throttling) are retried by the SDK;
+ * a bad bucket, bad credentials or a refused request are InputErrors that name the setting to fix.
+ */
+import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { InputError } from '../errors.ts';
+import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
+
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+
+type Sdk = typeof import('@aws-sdk/client-s3') & { Upload: typeof import('@aws-sdk/lib-storage').Upload };
+let sdkLoad: Promise<Sdk> | undefined;
+/** The SDK takes about half a second to load: only processes that use an S3 store pay for it. */
+function sdk(): Promise<Sdk> {
+  // The pinned SDK supports Node 20; its notice that later releases will not is no news to a user.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  return (sdkLoad ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(([s3, lib]) => ({
+    ...s3,
+    Upload: lib.Upload,
+  })));
+}
+
+export interface S3Location {
+  bucket: string;
+  /** Key prefix without leading or trailing slashes ('' for the bucket root). */
+  prefix: string;
+}
+
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** Parses `s3://bucket/prefix`; anything else is an InputError naming `what` (the setting it came from). */
+export function parseS3Url(url: string, what = 'TEMPERED_STORE'): S3Location {
+  const m = /^s3:\/\/([^/]*)\/?(.*)$/.exec(url);
+  if (!m) throw new InputError(`${what}=${url} is not an s3:// URL`, { where: what, hint: 'use s3://bucket/prefix' });
+  const bucket = m[1]!;
+  if (!BUCKET.test(bucket) || bucket.includes('..'))
+    throw new InputError(`${what}=${url}: ${JSON.stringify(bucket)} is not a valid bucket name`, {
+      where: what,
+      hint: 'bucket names are 3-63 characters: lower-case letters, digits, dots and hyphens',
+    });
+  const prefix = m[2]!.replace(/^\/+|\/+$/g, '');
+  if (prefix.split('/').some((s) => s === '.' || s === '..') || prefix.includes('//'))
+    throw new InputError(`${what}=${url}: the prefix ${JSON.stringify(prefix)} has empty, . or .. segments`, { where: what });
+  return { bucket, prefix };
+}
+
+export interface S3BackendOptions {
+  /** Parts of a multipart upload, and the size above which an upload is multipart (min 5 MiB). */
+  partSize?: number;
+  /** Parts in flight at once per upload. */
+  queueSize?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+const MiB = 1024 * 1024;
+
+export class S3Backend implements ObjectBackend {
+  readonly url: string;
+  private readonly config: S3ClientConfig;
+  private s3: { client: S3Client; sdk: Sdk } | undefined;
+  readonly location: S3Location;
+  readonly endpoint: string | undefined;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private checked: Promise<void> | undefined;
+
+  constructor(url: string, opts: S3BackendOptions = {}) {
+    const env = opts.env ?? process.env;
+    this.location = parseS3Url(url);
+    this.url = `s3://${this.location.bucket}${this.location.prefix ? `/${this.location.prefix}` : ''}`;
+    this.endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
+    if (this.endpoint) {
+      try {
+        new URL(this.endpoint);
+      } catch {
+        throw new InputError(`AWS_ENDPOINT_URL=${this.endpoint} is not a URL`, {
+          where: 'AWS_ENDPOINT_URL',
+          hint: 'e.g. http://127.0.0.1:8333',
+        });
+      }
+    }
+    const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || (this.endpoint ? 'us-east-1' : undefined);
+    if (!region)
+      throw new InputError(`${this.url} needs a region`, {
+        where: 'AWS_REGION',
+        hint: 'set AWS_REGION (or AWS_ENDPOINT_URL for a self-hosted store)',
+      });
+    const pathStyle = env.AWS_S3_FORCE_PATH_STYLE !== undefined ? env.AWS_S3_FORCE_PATH_STYLE !== 'false' : !!this.endpoint;
+    this.partSize = Math.max(5 * MiB, opts.partSize ?? Number(env.TEMPERED_S3_PART_MB ?? 16) * MiB);
+    this.queueSize = opts.queueSize ?? 4;
+    this.config = {
+      region,
+      endpoint: this.endpoint,
+      forcePathStyle: pathStyle,
+      // Network errors, 5xx and throttling are retried with backoff; 4xx input errors are not.
+      maxAttempts: 5,
+      retryMode: 'standard',
+      ...(env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+        ? {
+            credentials: {
+              accessKeyId: env.AWS_ACCESS_KEY_ID,
+              secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
+              ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}),
+            },
+          }
+        : {}),
+    };
+  }
+
+  private key(k: string): string {
+    return this.location.prefix ? `${this.location.prefix}/${k}` : k;
+  }
+
+  /** The SDK client (created on first use); checks once that the bucket exists and the credentials work. */
+  async connect(): Promise<{ client: S3Client; sdk: Sdk }> {
+    if (!this.s3) {
+      const lib = await sdk();
+      this.s3 ??= { client: new lib.S3Client(this.config), sdk: lib };
+    }
+    const { client, sdk: lib } = this.s3;
+    this.checked ??= client.send(new lib.HeadBucketCommand({ Bucket: this.location.bucket })).then(
+      () => undefined,
+      (e: unknown) => {
+        this.checked = undefined;
+        throw this.explain(e, 'open', true);
+      },
+    );
+    await this.checked;
+    return this.s3;
+  }
+
+  /** Turns an SDK error into an InputError when the cause is a setting; anything else is returned as it is (transient). */
+  private explain(e: unknown, op: string, bucketCheck = false): unknown {
+    const err = e as Error & { $metadata?: { httpStatusCode?: number }; Code?: string };
+    const status = err.$metadata?.httpStatusCode;
+    const code = err.Code ?? err.name;
+    const where = `${this.url}${this.endpoint ? ` at ${this.endpoint}` : ''}`;
+    if (code === 'NoSuchBucket' || (bucketCheck && status === 404))
+      return new InputError(`the bucket ${this.location.bucket} does not exist (${where})`, {
+        where: 'TEMPERED_STORE',
+        hint: 'create the bucket first, or fix the bucket name / AWS_ENDPOINT_URL',
+      });
+    if (code === 'CredentialsProviderError' || /Could not load credentials/i.test(err.message ?? ''))
+      return new InputError(`no credentials for ${where}`, {
+        where: 'AWS_ACCESS_KEY_ID',
+        hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)',
+      });
+    if (status === 403 || code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied')
+      return new InputError(`${op} on ${where} was refused (${code}${status ? ` ${status}` : ''})`, {
+        where: 'AWS_ACCESS_KEY_ID',
+        hint: 'check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that they may read and write the bucket',
+      });
+    if (status === 400 || code === 'InvalidBucketName')
+      return new InputError(`${op} on ${where} was rejected as a bad request (${code}): ${err.message}`, { where: 'TEMPERED_STORE' });
+    return e;
+  }
+
+  private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>): Promise<T> {
+    const { client, sdk: lib } = await this.connect();
+    try {
+      return await fn(client, lib);
+    } catch (e) {
+      throw this.explain(e, op);
+    }
+  }
+
+  async putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'> {
+    const Key = this.key(key);
+    const Bucket = this.location.bucket;
+    const cond = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
+    try {
+      await this.call('put', async (client, lib) => {
+        if (opts.bytes <= this.partSize) {
+          // One request: the server checks the whole object's SHA-256 against the one we computed.
+          await client.send(
+            new lib.PutObjectCommand({
+              Bucket,
+              Key,
+              Body: await readFile(file),
+              ContentLength: opts.bytes,
+              ChecksumSHA256: Buffer.from(opts.sha256, 'hex').toString('base64'),
+              ...cond,
+            }),
+          );
+        } else {
+          // Streamed in parts, each with its own SHA-256; parts are retried one by one, and a failed
+          // upload is aborted so no orphaned parts stay behind.
+          await new lib.Upload({
+            client,
+            params: { Bucket, Key, Body: createReadStream(file), ContentLength: opts.bytes, ChecksumAlgorithm: 'SHA256', ...cond },
+            partSize: this.partSize,
+            queueSize: this.queueSize,
+            leavePartsOnError: false,
+          }).done();
+        }
+      });
+      return 'stored';
+    } catch (e) {
+      if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
+      throw e;
+    }
+  }
+
+  async read(key: string): Promise<Readable | undefined> {
+    try {
+      const r = await this.call('get', (c, lib) => c.send(new lib.GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })));
+      return r.Body as Readable;
+    } catch (e) {
+      if (isStatus(e, 404)) return undefined;
+      throw e;
+    }
+  }
+
+  async head(key: string): Promise<{ bytes: number } | undefined> {
+    try {
+      const r = await this.call('head', (c, lib) =>
+        c.send(new lib.HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })),
+      );
+      return { bytes: r.ContentLength ?? 0 };
+    } catch (e) {
+      if (isStatus(e, 404)) return undefined;
+      throw e;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const strip = this.location.prefix ? this.location.prefix.length + 1 : 0;
+    let token: string | undefined;
+    do {
+      const page = await this.call('list', (c, lib) =>
+        c.send(new lib.ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: this.key(prefix), ContinuationToken: token })),
+      );
+      for (const o of page.Contents ?? []) if (o.Key) yield o.Key.slice(strip);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.call('delete', (c, lib) => c.send(new lib.DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })));
+  }
+
+  async quarantine(key: string): Promise<void> {
+    const Bucket = this.location.bucket;
+    const aside = this.key(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}`);
+    try {
+      await this.call('quarantine', (c, lib) =>
+        c.send(new lib.CopyObjectCommand({ Bucket, Key: aside, CopySource: `${Bucket}/${encodeURI(this.key(key))}` })),
+      );
+    } catch (e) {
+      if (isStatus(e, 404)) return;
+      throw e;
+    }
+    await this.delete(key);
+  }
+}
+
+function isStatus(e: unknown, status: number): boolean {
+  return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === status;
+}

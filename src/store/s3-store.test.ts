@@ -1,0 +1,211 @@
+/**
+ * The shared-store backends against real servers: the ObjectBackend contract on a folder and on
+ * SeaweedFS, then what only a remote store has: create-only puts (412), objects damaged behind the
+ * store's back, multipart uploads, the verified read-through cache, and settings that are wrong.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError, IntegrityError } from '../errors.ts';
+import { ArtifactStore, objectKey } from './artifact-store.ts';
+import { FolderBackend } from './folder-backend.ts';
+import type { ObjectBackend } from './object-backend.ts';
+import { readText } from './object-backend.ts';
+import { openBackend } from './open-store.ts';
+import { S3Backend } from './s3-backend.ts';
+import { StageCache } from './stage-cache.ts';
+import { rawClient, startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+import { sha256Hex } from '../util/canonical-json.ts';
+
+let s3: TestS3;
+before(async () => {
+  s3 = await startTestS3();
+});
+after(async () => {
+  await s3?.stop();
+});
+
+const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
+function file(bytes: Buffer | string): { path: string; sha256: string; bytes: number } {
+  const path = join(tmp('s3f-'), 'f');
+  writeFileSync(path, bytes);
+  return { path, sha256: sha256Hex(bytes), bytes: Buffer.byteLength(bytes) };
+}
+
+for (const [name, make] of [
+  ['folder', () => new FolderBackend(tmp('folder-backend-'))],
+  ['SeaweedFS S3', () => s3.backend()],
+] as const) {
+  describe(`ObjectBackend contract: ${name}`, () => {
+    it('create-only put stores once and reports an existing key as already stored, keeping the first bytes', async () => {
+      const b: ObjectBackend = make();
+      const one = file('first');
+      const two = file('second');
+      assert.equal(await b.putFile('sha256/aa/x', one.path, { ...one, ifAbsent: true }), 'stored');
+      assert.equal(await b.putFile('sha256/aa/x', two.path, { ...two, ifAbsent: true }), 'exists');
+      assert.equal(await readText(b, 'sha256/aa/x'), 'first');
+      assert.equal(await b.putFile('sha256/aa/x', two.path, { ...two, ifAbsent: false }), 'stored', 'an overwrite replaces');
+      assert.equal(await readText(b, 'sha256/aa/x'), 'second');
+    });
+
+    it('head, list, delete and quarantine', async () => {
+      const b: ObjectBackend = make();
+      const f = file('abc');
+      for (const k of ['cache/aa/1.json', 'cache/bb/2.json', 'sha256/aa/3']) await b.putFile(k, f.path, { ...f, ifAbsent: true });
+      assert.deepEqual(await b.head('cache/aa/1.json'), { bytes: 3 });
+      assert.equal(await b.head('cache/zz/none.json'), undefined);
+      assert.equal(await b.read('cache/zz/none.json'), undefined);
+      const listed: string[] = [];
+      for await (const k of b.list('cache/')) listed.push(k);
+      assert.deepEqual(listed.sort(), ['cache/aa/1.json', 'cache/bb/2.json']);
+      await b.delete('cache/aa/1.json');
+      await b.delete('cache/aa/1.json');
+      assert.equal(await b.head('cache/aa/1.json'), undefined);
+      await b.quarantine('sha256/aa/3');
+      assert.equal(await b.head('sha256/aa/3'), undefined, 'moved aside');
+      const aside: string[] = [];
+      for await (const k of b.list('quarantine/')) aside.push(k);
+      assert.equal(aside.length, 1, 'and kept for inspection');
+    });
+  });
+}
+
+describe('S3 artifact store', () => {
+  it('a put reaches the bucket and another worker (empty cache) reads it back verified', async () => {
+    const url = s3.freshUrl();
+    const a = s3.store(url);
+    const ref = await a.putBytes('shared bytes', { mediaType: 'text/plain' });
+    assert.deepEqual(await a.remote!.head(objectKey(ref.sha256)), { bytes: 12 });
+    const b = s3.store(url);
+    assert.equal(b.has(ref.sha256), false);
+    assert.equal(readFileSync(await b.verify(ref), 'utf8'), 'shared bytes');
+    assert.equal(b.has(ref.sha256), true, 'now in b’s cache');
+  });
+
+  it('a duplicate create answers 412 and counts as already stored; the first object stays', async () => {
+    const url = s3.freshUrl();
+    const backend = s3.backend(url);
+    const f = file('same content');
+    assert.equal(await backend.putFile('k', f.path, { ...f, ifAbsent: true }), 'stored');
+    const { client, sdk } = await rawClient(s3.env);
+    try {
+      // The raw request shows the server's answer the backend turns into 'exists'.
+      await assert.rejects(
+        client.send(new sdk.PutObjectCommand({ Bucket: s3.bucket, Key: `${backend.location.prefix}/k`, Body: 'other', IfNoneMatch: '*' })),
+        (e: { $metadata?: { httpStatusCode?: number } }) => e.$metadata?.httpStatusCode === 412,
+      );
+    } finally {
+      client.destroy();
+    }
+    assert.equal(await backend.putFile('k', f.path, { ...f, ifAbsent: true }), 'exists');
+    // Two workers storing the same artifact at once: both get the same reference, one object.
+    const [r1, r2] = await Promise.all([
+      s3.store(url).putBytes('raced', { mediaType: 'x' }),
+      s3.store(url).putBytes('raced', { mediaType: 'x' }),
+    ]);
+    assert.deepEqual(r1, r2);
+  });
+
+  it('an object overwritten through the S3 API is detected on read, quarantined, and stored afresh by the next put', async () => {
+    const url = s3.freshUrl();
+    const ref = await s3.store(url).putBytes('the true bytes', { mediaType: 'text/plain' });
+    const { client, sdk } = await rawClient(s3.env);
+    try {
+      const Key = `${s3.backend(url).location.prefix}/${objectKey(ref.sha256)}`;
+      await client.send(new sdk.PutObjectCommand({ Bucket: s3.bucket, Key, Body: 'the fake bytes' }));
+    } finally {
+      client.destroy();
+    }
+    const reader = s3.store(url);
+    await assert.rejects(
+      reader.verify(ref),
+      (e: unknown) => e instanceof IntegrityError && e.sha256 === ref.sha256 && /corrupt/.test(e.message),
+    );
+    assert.equal(reader.has(ref.sha256), false, 'nothing damaged entered the cache');
+    assert.equal(await reader.remote!.head(objectKey(ref.sha256)), undefined, 'the damaged object was moved aside');
+    await s3.store(url).putBytes('the true bytes', { mediaType: 'text/plain' });
+    assert.equal(readFileSync(await s3.store(url).verify(ref), 'utf8'), 'the true bytes');
+  });
+
+  it('a file larger than the part size goes up as a checksummed multipart upload and comes back whole', async () => {
+    const url = s3.freshUrl();
+    const partSize = 5 * 1024 * 1024;
+    const a = new ArtifactStore(tmp('mp-'), { remote: s3.backend(url, { partSize }) });
+    const big = randomBytes(2 * partSize + 12345);
+    const src = join(tmp('mp-src-'), 'big.bin');
+    writeFileSync(src, big);
+    const ref = await a.putFile(src, { mediaType: 'application/octet-stream' });
+    const { client, sdk } = await rawClient(s3.env);
+    try {
+      const head = await client.send(
+        new sdk.HeadObjectCommand({ Bucket: s3.bucket, Key: `${s3.backend(url).location.prefix}/${objectKey(ref.sha256)}` }),
+      );
+      assert.match(head.ETag ?? '', /-3"?$/, 'a three-part upload (its ETag says so)');
+      assert.equal(head.ContentLength, big.length);
+    } finally {
+      client.destroy();
+    }
+    const b = s3.store(url);
+    assert.ok(readFileSync(await b.verify(ref)).equals(big));
+  });
+
+  it('the read-through cache is verified: a tampered or truncated cached copy is fetched again, never served', async () => {
+    const url = s3.freshUrl();
+    const ref = await s3.store(url).putBytes('model weights', { mediaType: 'application/octet-stream' });
+    const w = s3.store(url);
+    const path = await w.verify(ref);
+    chmodSync(path, 0o644);
+    writeFileSync(path, 'model weighTS');
+    assert.equal(readFileSync(await w.verify(ref), 'utf8'), 'model weights');
+    chmodSync(path, 0o644);
+    writeFileSync(path, 'model');
+    assert.equal(readFileSync(await w.localPath(ref.uri), 'utf8'), 'model weights');
+  });
+
+  it('stage-cache records are shared: a hit on one worker is a hit on another, and eviction reaches the bucket', async () => {
+    const url = s3.freshUrl();
+    const a = s3.store(url);
+    const out = await a.putBytes('{"rows":1}', { mediaType: 'application/json' });
+    const key = 'e'.repeat(64);
+    await new StageCache(tmp('cache-a-'), a).put({
+      key,
+      kind: 'k',
+      outputs: { out },
+      producedBy: { runId: 'r', stageId: 's' },
+      createdAt: 'now',
+    });
+    const cacheB = new StageCache(tmp('cache-b-'), s3.store(url));
+    assert.deepEqual((await cacheB.get(key))?.outputs, { out });
+    assert.deepEqual(await cacheB.evictReferencing(out.sha256), [key]);
+    assert.equal(await new StageCache(tmp('cache-c-'), s3.store(url)).get(key), undefined, 'gone for every worker');
+  });
+
+  it('wrong settings are named input errors: URL, bucket, credentials, endpoint', async () => {
+    for (const bad of ['s3://', 's3://Upper/x', 's3://ab', 's3://bucket/../x'])
+      assert.throws(
+        () => new S3Backend(bad, { env: s3.env }),
+        (e: unknown) => e instanceof InputError && /TEMPERED_STORE/.test((e as Error).message),
+        bad,
+      );
+    assert.throws(() => openBackend('relative/path'), InputError);
+    assert.throws(() => new S3Backend('s3://bucket/x', { env: { ...s3.env, AWS_ENDPOINT_URL: 'not a url' } }), /AWS_ENDPOINT_URL/);
+    const missing = new ArtifactStore(tmp('nb-'), { remote: s3.backend('s3://no-such-bucket/x') });
+    await assert.rejects(
+      missing.putBytes('x', { mediaType: 'x' }),
+      (e: unknown) => e instanceof InputError && /no-such-bucket does not exist/.test((e as Error).message),
+    );
+    const badCreds = new ArtifactStore(tmp('bc-'), {
+      remote: new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_SECRET_ACCESS_KEY: 'wrong' } }),
+    });
+    await assert.rejects(
+      badCreds.putBytes('x', { mediaType: 'x' }),
+      (e: unknown) => e instanceof InputError && (e as InputError).where === 'AWS_ACCESS_KEY_ID',
+    );
+    // A server that is down is not an input error: it is retried, then reported as it is (the stage's retry policy takes over).
+    const down = new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:9' } });
+    await assert.rejects(down.head('k'), (e: unknown) => !(e instanceof InputError));
+  });
+});
