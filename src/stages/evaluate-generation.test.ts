@@ -145,6 +145,13 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
   }
   assert.equal(report.generation.rows, 12);
 
+  // An empty test split has nothing to answer: an input error naming the field, before any model loads.
+  const empty = await store.putFile(table(join(root, 'empty.arrow'), 0, 3), { mediaType: 'application/vnd.apache.arrow.file' });
+  await assert.rejects(
+    evaluateStage.run({ model, test: empty, generation: {} }, ctx('evaluate', 'r2')),
+    /evaluate\.test: the test table has no rows to generate answers for/,
+  );
+
   // Gates read the names as the deploy stage would.
   assert.equal(evaluateGate('exact_match > baseline.exact_match + 0.05', metrics).passed, true);
   assert.equal(evaluateGate('exact_match > production.exact_match + 0.05', metrics).passed, false);

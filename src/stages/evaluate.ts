@@ -309,6 +309,8 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   const { evaluateCausalLm, readPromptResponses, scoreGenerations, trainedRendering } = await lib();
   const gen = cfg.generation;
   const rows = gen ? await readPromptResponses(testPath) : undefined;
+  if (rows && rows.prompts.length === 0)
+    throw new InputError('the test table has no rows to generate answers for', { where: 'evaluate.test', hint: 'check the split ratios' });
   const models = 1 + (cfg.baseline ? 1 : 0) + (cfg.production ? 1 : 0);
   let done = 0;
   const score = async (
