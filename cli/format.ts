@@ -43,10 +43,33 @@ export function progressText(s: StageStatus): string {
   if (p.metrics)
     parts.push(
       Object.entries(p.metrics)
-        .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`)
+        .filter(([k]) => !(p.message && SAID_BY_MESSAGE.has(k)))
+        .map(([k, v]) => (METRIC_TEXT[k] ?? plainMetric(k))(v))
         .join(' '),
     );
   return parts.join(' ');
+}
+
+/** Training reports its step and epoch in the message too ("step 12/60 epoch 1"). */
+const SAID_BY_MESSAGE = new Set(['step', 'epoch']);
+
+const plainMetric = (k: string) => (v: number) => `${k}=${Number.isInteger(v) ? v : v.toPrecision(4)}`;
+
+/** Training metrics a person reads at a glance: rates with units, the learning rate in exponent form, the ETA as a duration. */
+const METRIC_TEXT: Record<string, (v: number) => string> = {
+  loss: (v) => `loss=${v.toPrecision(4)}`,
+  lr: (v) => `lr=${v.toExponential(2)}`,
+  samplesPerSec: (v) => `${v.toPrecision(3)} samples/s`,
+  tokensPerSec: (v) => `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} tokens/s`,
+  etaSec: (v) => `eta ${duration(v)}`,
+};
+
+/** 75 → "1m15s", 3725 → "1h02m". */
+export function duration(sec: number): string {
+  const s = Math.max(0, Math.round(sec));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 export function stageLine(s: StageStatus): string {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
-import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
+import { evaluateCausalLm, trainCausalLm, type CausalProgress } from './causal-lm.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-causal-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -132,4 +132,30 @@ test('warmupRatio ramps the learning rate over that share of the steps', async (
     (await run()).history.map((h) => h.lr),
     [1e-2, 1e-2, 1e-2, 1e-2],
   );
+});
+
+test('progress reports every step with its loss, learning rate, tokens per second and a time left that reaches 0', async () => {
+  const seen: CausalProgress[] = [];
+  const r = await trainCausalLm({
+    ...smallLora(),
+    schedule: 'linear',
+    maxSteps: 4,
+    checkpointDir: join(root, 'progress', 'ck'),
+    checkpointEvery: 0,
+    outDir: join(root, 'progress', 'out'),
+    onProgress: (m) => seen.push(m),
+  });
+  assert.deepEqual(
+    seen.map((m) => [m.step, m.totalSteps, m.loss, m.lr]),
+    r.history.map((h) => [h.step, 4, h.loss, h.lr]),
+  );
+  // Rows are "repeat: xyz\n" + "xyz" + EOS, padded to a multiple of 8: some real tokens, never all 32 (maxLength).
+  const perRow = seen.map((m) => m.tokensPerSec / m.samplesPerSec);
+  for (const m of seen) assert.ok(Number.isFinite(m.tokensPerSec) && m.tokensPerSec > 0, `tokens/s ${m.tokensPerSec}`);
+  assert.ok(
+    perRow.every((t) => Math.abs(t - perRow[0]!) < 1e-9 * perRow[0]!) && perRow[0]! >= 5 && perRow[0]! < 32,
+    `real tokens per row ${perRow}`,
+  );
+  assert.ok(seen.slice(0, -1).every((m) => Number.isFinite(m.etaSec) && m.etaSec > 0), `eta ${seen.map((m) => m.etaSec)}`);
+  assert.equal(seen.at(-1)!.etaSec, 0);
 });

@@ -8,7 +8,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { compileTrainStep, type TrainableSpec } from '../engine/compile.ts';
-import { Trainer, type Dataset } from '../engine/trainer.ts';
+import { Trainer, type Dataset, type StepMetrics } from '../engine/trainer.ts';
 import { latestCheckpoint } from '../engine/checkpoint.ts';
 import { exportInference, exportPeftAdapter } from '../engine/export.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
@@ -42,15 +42,23 @@ export interface TrainCausalLmOptions extends RunSettings {
    * gate, up, down) for LLaMA. layers: only these decoder layers get adapters (module names only; default all).
    */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[]; layers?: number[] };
-  onProgress?: (m: {
-    step: number;
-    totalSteps: number;
-    epoch: number;
-    loss: number;
-    lr: number;
-    samplesPerSec: number;
-    gradNorm: number;
-  }) => void;
+  onProgress?: (m: CausalProgress) => void;
+}
+
+/** One optimizer step as a person follows it: where training is, how fast, and how long it has left. */
+export interface CausalProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Training rows (packed rows with pack) per second, this step. */
+  samplesPerSec: number;
+  /** Real (non-padding) tokens per second, this step: rows per second × the table's mean real tokens per row. */
+  tokensPerSec: number;
+  /** Seconds the remaining steps take at this process's mean step time so far. */
+  etaSec: number;
 }
 
 export interface CausalTrainResult {
@@ -132,6 +140,35 @@ function packTable(
     data: { input_ids: big(p.inputIds), attention_mask: big(p.segments), position_ids: big(p.positionIds), labels: big(p.labels) },
     rows: p.rows,
     seq: p.seqLen,
+  };
+}
+
+/** Mean count of real (non-padding) tokens per row: attention_mask is 0 on padding (and segment ids > 0 when packed). */
+function meanRealTokens(t: { data: Dataset; rows: number }): number {
+  const mask = t.data.attention_mask!.data as BigInt64Array;
+  let n = 0;
+  for (const v of mask) if (v !== 0n) n++;
+  return t.rows ? n / t.rows : 0;
+}
+
+/**
+ * Turns the trainer's step metrics into progress: tokens per second from the step's rows per second, and an ETA
+ * from the mean step time of the steps this process ran (a resumed run starts its mean afresh).
+ */
+function stepPace(totalSteps: number, rowsPerStep: number, tokensPerRow: number) {
+  let steps = 0,
+    ms = 0;
+  return {
+    report(m: StepMetrics): CausalProgress {
+      steps++;
+      ms += (rowsPerStep * 1000) / Math.max(1e-9, m.samplesPerSec);
+      return {
+        ...m,
+        totalSteps,
+        tokensPerSec: m.samplesPerSec * tokensPerRow,
+        etaSec: (Math.max(0, totalSteps - m.step) * ms) / steps / 1000,
+      };
+    },
   };
 }
 
@@ -226,6 +263,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     o.schedule === 'constant'
       ? { kind: 'constant' as const, lr: o.lr, warmupSteps }
       : { kind: o.schedule, lr: o.lr, warmupSteps, totalSteps };
+  const pace = stepPace(totalSteps, o.batchSize * accumulation, meanRealTokens(train));
   const trainer = new Trainer(program, {
     device: o.device,
     threads: o.threads,
@@ -241,7 +279,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     stepsPerRun: o.stepsPerRun,
     runBudgetMs: o.runBudgetMs,
     signal: o.signal,
-    onStep: (m) => o.onProgress?.({ ...m, totalSteps }),
+    onStep: (m) => o.onProgress?.(pace.report(m)),
     onCheckpoint: (dir) => o.onCheckpoint?.(dir),
   });
   const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;

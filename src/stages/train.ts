@@ -105,8 +105,8 @@ async function writeHistory(
   w.close();
 }
 
-/** A training step as both recipes report it (the causal-LM one has no time estimate). */
-type StepReport = Omit<Progress, 'etaSec'> & { etaSec?: number };
+/** A training step as both recipes report it (the causal-LM one adds tokens per second). */
+type StepReport = Progress & { tokensPerSec?: number };
 
 type HistoryRow = Parameters<typeof writeHistory>[1][number];
 type Trainer = (
@@ -376,7 +376,8 @@ export const trainStage: StageKind<TrainConfig> = {
             loss: m.loss,
             lr: m.lr,
             samplesPerSec: m.samplesPerSec,
-            ...(m.etaSec !== undefined ? { etaSec: m.etaSec } : {}),
+            ...(m.tokensPerSec !== undefined ? { tokensPerSec: m.tokensPerSec } : {}),
+            etaSec: m.etaSec,
             ...(m.gradNorm !== undefined ? { gradNorm: m.gradNorm } : {}),
             ...(m.val ? { val_loss: m.val.loss, val_accuracy: m.val.accuracy, val_f1_macro: m.val.f1_macro } : {}),
           },
