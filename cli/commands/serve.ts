@@ -7,10 +7,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
-import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
+import { loadPooledTextGenerator } from '../../src/serve/generation-pool.ts';
 import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import type { GenerationLimits } from '../../src/serve/openai.ts';
 import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../src/serve/types.ts';
@@ -30,6 +30,8 @@ export function registryModelSource(opts: {
   chatTemplate?: string;
   workers?: number;
   maxQueueTexts?: number;
+  /** Language models: generation threads (the gate's maxConcurrent). */
+  generationThreads?: number;
 }): ResolveCurrent {
   return registryAliasSource({
     registryPath: opts.registryDb,
@@ -43,7 +45,14 @@ export function registryModelSource(opts: {
         opts.servingDir,
       );
       const id = `${version.name}@${version.version}`;
-      if (exportedTask(dir) === 'causal-lm') return loadTextGenerator(dir, { id, threads: opts.threads, chatTemplate: opts.chatTemplate });
+      // Generation runs in worker threads too, one generation per thread, so a long one never blocks /health.
+      if (exportedTask(dir) === 'causal-lm')
+        return loadPooledTextGenerator(dir, {
+          id,
+          threads: opts.threads,
+          chatTemplate: opts.chatTemplate,
+          workers: opts.generationThreads,
+        });
       // Inference runs in worker threads behind a bounded, batching queue, so /health and /metrics answer while the model works.
       const p = await loadPooledPredictor(dir, { threads: opts.threads, workers: opts.workers, maxQueue: opts.maxQueueTexts });
       return { id, labels: p.labels, predict: (texts) => p.predict(texts), stats: () => p.stats(), close: () => p.close() };
@@ -63,13 +72,20 @@ export function isModelSource(ref: string): boolean {
 }
 
 /** A base language model served as it is: resolved once (downloaded into the model cache), never swapped. */
-export function fixedModelSource(ref: string, o: { cacheDir: string; threads?: number; chatTemplate?: string }): ResolveCurrent {
+export function fixedModelSource(
+  ref: string,
+  o: { cacheDir: string; threads?: number; chatTemplate?: string; generationThreads?: number },
+): ResolveCurrent {
   let loaded: Promise<{ dir: string; id: string }> | undefined;
   const resolveOnce = () =>
     (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => ({ dir: m.dir, id: m.identity.source })));
   return async () => {
     const m = await resolveOnce();
-    return { key: m.id, load: () => loadTextGenerator(m.dir, { id: m.id, threads: o.threads, chatTemplate: o.chatTemplate }) };
+    return {
+      key: m.id,
+      load: () =>
+        loadPooledTextGenerator(m.dir, { id: m.id, threads: o.threads, chatTemplate: o.chatTemplate, workers: o.generationThreads }),
+    };
   };
 }
 
@@ -93,7 +109,12 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
   let resolveCurrent: ResolveCurrent, name: string, alias: string;
   if (isModelSource(ref)) {
     ({ name, alias } = { name: ref, alias: 'fixed' });
-    resolveCurrent = fixedModelSource(ref, { cacheDir: ctx.paths.models, threads: o.threads, chatTemplate: o.chatTemplate });
+    resolveCurrent = fixedModelSource(ref, {
+      cacheDir: ctx.paths.models,
+      threads: o.threads,
+      chatTemplate: o.chatTemplate,
+      generationThreads: o.generation?.maxConcurrent,
+    });
   } else {
     const { name: n, at } = parseModelRef(ref);
     name = n;
@@ -110,6 +131,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       chatTemplate: o.chatTemplate,
       workers: o.workers,
       maxQueueTexts: o.maxQueueTexts,
+      generationThreads: o.generation?.maxConcurrent,
     });
   }
   const who = actor();
@@ -159,7 +181,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const usage =
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
-    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
+    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {

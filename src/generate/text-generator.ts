@@ -3,8 +3,11 @@
  * Chat templates are the model's own Jinja or one given explicitly (src/models/chat-template.ts, as
  * transformers' apply_chat_template renders them), then tokenized without added specials, as transformers does.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { loadChatTemplate, type ChatTemplate } from '../models/chat-template.ts';
+import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import type { ChatMessage, TextGenerator } from '../serve/types.ts';
 import { Decoder, type DecoderOptions } from './decoder.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -16,39 +19,62 @@ export interface TextGeneratorOptions extends DecoderOptions {
   chatTemplate?: string;
 }
 
-export interface LoadedTextGenerator extends TextGenerator {
+export interface LoadedTextGenerator extends TextGenerator, PromptEncoder {
   readonly decoder: Decoder;
+}
+
+/** Tokenization and chat rendering of a model folder: cheap and synchronous, so a server can do it on its own thread while the decoder runs elsewhere. */
+export interface PromptEncoder {
   /** The prompt text a conversation becomes (what encodeChat tokenizes). */
   renderChat(messages: ChatMessage[]): string;
+  encode(text: string): number[];
+  encodeChat(messages: ChatMessage[]): number[];
+}
+
+/**
+ * The chat renderer of a folder (its own template or `chatTemplate`). A model without a template still
+ * serves /v1/completions; chat requests then get the loader's error.
+ */
+function loadChatRenderer(dir: string, chatTemplate: string | undefined): PromptEncoder['renderChat'] {
+  let template: ChatTemplate | InputError;
+  try {
+    template = loadChatTemplate(dir, chatTemplate);
+  } catch (e) {
+    if (!(e instanceof InputError) || chatTemplate !== undefined || !/no chat template/.test(e.message)) throw e;
+    template = e;
+  }
+  return (messages) => {
+    if (template instanceof InputError) throw template;
+    return template.render(messages, { addGenerationPrompt: true });
+  };
+}
+
+function promptEncoder(renderChat: PromptEncoder['renderChat'], tok: HfTokenizer): PromptEncoder {
+  return { renderChat, encode: (text) => tok.encode(text).inputIds, encodeChat: (messages) => tok.tokenize(renderChat(messages)) };
+}
+
+/** The encoder of a folder without its decoder (the generation pool keeps the decoder in a worker thread). */
+export function loadPromptEncoder(dir: string, chatTemplate?: string): PromptEncoder {
+  const renderChat = loadChatRenderer(dir, chatTemplate);
+  if (!existsSync(join(dir, 'tokenizer.json')))
+    throw new InputError('tokenizer.json not found: a text generator needs the tokenizer', { where: dir });
+  return promptEncoder(renderChat, loadTokenizer(dir));
 }
 
 export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions = {}): Promise<LoadedTextGenerator> {
-  // A model without a template still serves /v1/completions; chat requests then get the loader's error.
-  let template: ChatTemplate | InputError;
-  try {
-    template = loadChatTemplate(dir, opts.chatTemplate);
-  } catch (e) {
-    if (!(e instanceof InputError) || opts.chatTemplate !== undefined || !/no chat template/.test(e.message)) throw e;
-    template = e;
-  }
+  const renderChat = loadChatRenderer(dir, opts.chatTemplate);
   const decoder = await Decoder.load(dir, opts);
   const tok = decoder.tokenizer;
   if (!tok) {
     await decoder.close();
     throw new InputError('tokenizer.json not found: a text generator needs the tokenizer', { where: dir });
   }
-  const renderChat = (messages: ChatMessage[]): string => {
-    if (template instanceof InputError) throw template;
-    return template.render(messages, { addGenerationPrompt: true });
-  };
   return {
     kind: 'text-generation',
     id: opts.id ?? dir,
     contextLength: decoder.maxPositions,
     decoder,
-    renderChat,
-    encode: (text) => tok.encode(text).inputIds,
-    encodeChat: (messages) => tok.tokenize(renderChat(messages)),
+    ...promptEncoder(renderChat, tok),
     generate: (prompts, o: GenerateOptions) => generate(decoder, prompts, o),
     close: () => decoder.close(),
   };

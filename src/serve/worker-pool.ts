@@ -49,6 +49,8 @@ export class OverloadedError extends Error {
 
 /** @internal the messages between the pool and its threads */
 export interface ThreadSetup {
+  /** The thread's module (ts-thread.mjs imports it). */
+  main: string;
   folder: string;
   threads?: number;
   device?: Device;
@@ -72,11 +74,13 @@ interface Slot {
   busy?: { batch: number; requests: Pending[] };
 }
 
-const THREAD_MAIN = new URL('./inference-thread.mjs', import.meta.url);
+/** Entry of every tempered worker thread: registers tsx, then imports `workerData.main`. */
+export const TS_THREAD = new URL('./ts-thread.mjs', import.meta.url);
+const THREAD_MAIN = new URL('./inference-thread-main.ts', import.meta.url).href;
 
 function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(THREAD_MAIN, { workerData: setup });
+    const worker = new Worker(TS_THREAD, { workerData: setup });
     const onError = (e: Error) => reject(e);
     worker.once('error', onError);
     worker.once('message', (m: ThreadReply) => {
@@ -106,7 +110,13 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
   const maxQueue = positive(opts.maxQueue, 256, 'maxQueue');
   const windowMs = positive(opts.batchWindowMs, 2, 'batchWindowMs', 0);
   const maxBatch = positive(opts.maxBatchTexts, 64, 'maxBatchTexts');
-  const setup: ThreadSetup = { folder, threads: positive(opts.threads, 0, 'threads') || undefined, device: opts.device, hold: opts.hold };
+  const setup: ThreadSetup = {
+    main: THREAD_MAIN,
+    folder,
+    threads: positive(opts.threads, 0, 'threads') || undefined,
+    device: opts.device,
+    hold: opts.hold,
+  };
   const started = await Promise.all(Array.from({ length: n }, () => startThread(setup)));
   const { id, labels } = started[0]!;
   const slots: Slot[] = [];

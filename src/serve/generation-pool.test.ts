@@ -1,0 +1,160 @@
+/**
+ * Generation in worker threads (generation-pool.ts) on a real tiny LLaMA (real onnxruntime sessions in
+ * the threads) behind the real HTTP server: results and streamed events equal the in-thread
+ * generator's bit for bit, /health and /metrics answer while a generation is provably in flight, a
+ * request beyond the gate gets 429 at once, and a cancel reaches the thread. "In flight" is made
+ * certain, not timed: the test holds the generation inside its thread (GenerationPoolOptions.hold).
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as tick } from 'node:timers/promises';
+import { InputError } from '../errors.ts';
+import type { GenerateOptions, TokenEvent } from '../generate/generate.ts';
+import { loadTextGenerator } from '../generate/text-generator.ts';
+import { tinyLlamaDir } from '../models/tiny.testing.ts';
+import { loadPooledTextGenerator } from './generation-pool.ts';
+import { createModelServer } from './server.ts';
+
+const TOKEN = 'generation-pool-token';
+const CHATML =
+  '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}';
+const root = mkdtempSync(join(tmpdir(), 'tempered-genpool-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const dir = tinyLlamaDir(join(root, 'm'), 3, { hidden: 32, layers: 2, maxPositions: 256 });
+const opts = { id: 'tiny@1', threads: 1, chatTemplate: CHATML };
+const messages = [{ role: 'user', content: 'Hi there' }];
+
+function release(hold: Int32Array): void {
+  Atomics.store(hold, 0, 1);
+  Atomics.notify(hold, 0);
+}
+
+test('generations in the thread equal in-thread ones bit for bit: results, streamed events, errors', async () => {
+  const direct = await loadTextGenerator(dir, opts);
+  const pool = await loadPooledTextGenerator(dir, { ...opts, workers: 2 });
+  try {
+    assert.equal(pool.id, 'tiny@1');
+    assert.equal(pool.contextLength, direct.contextLength);
+    assert.deepEqual(pool.encodeChat(messages), direct.encodeChat(messages));
+    const prompts = [direct.encodeChat(messages), direct.encode('The cat sat'), direct.encode('A')];
+    const cases: Omit<GenerateOptions, 'onToken' | 'signal'>[] = [
+      { maxNewTokens: 12, eosTokenIds: [] },
+      { maxNewTokens: 30, temperature: 0.9, topK: 20, topP: 0.9, repetitionPenalty: 1.2, seed: 5, stop: ['e'] },
+    ];
+    for (const c of cases) {
+      const events = { direct: [] as TokenEvent[], pool: [] as TokenEvent[] };
+      const a = await direct.generate(prompts, { ...c, onToken: (e) => void events.direct.push(e) });
+      // A slow consumer: the thread runs ahead by at most its window and waits for acknowledgements.
+      const b = await pool.generate(prompts, { ...c, onToken: async (e) => (await tick(), void events.pool.push(e)) });
+      assert.deepEqual(b, a);
+      assert.deepEqual(events.pool, events.direct);
+      assert.deepEqual(await pool.generate(prompts, c), a, 'without streaming too');
+    }
+    // Two generations at once run in the two threads, each as it would alone.
+    const [x, y] = await Promise.all([pool.generate([prompts[0]!], cases[1]!), pool.generate([prompts[1]!], cases[0]!)]);
+    assert.deepEqual(x, await direct.generate([prompts[0]!], cases[1]!));
+    assert.deepEqual(y, await direct.generate([prompts[1]!], cases[0]!));
+
+    // An input error in the thread is still an InputError, with the same message.
+    const bad = direct.generate([[1, 10_000_000]], { maxNewTokens: 2 });
+    const err = await bad.catch((e: Error) => e);
+    await assert.rejects(pool.generate([[1, 10_000_000]], { maxNewTokens: 2 }), (e: Error) => {
+      assert.ok(e instanceof InputError, `${e.name}: ${e.message}`);
+      assert.equal(e.message, (err as Error).message);
+      return true;
+    });
+    // An onToken that throws rejects the generation with its error, as in-thread.
+    await assert.rejects(
+      pool.generate(prompts, {
+        maxNewTokens: 5,
+        onToken: () => {
+          throw new Error('consumer broke');
+        },
+      }),
+      /consumer broke/,
+    );
+    assert.equal((await pool.generate([prompts[2]!], cases[0]!))[0]!.tokens.length, 12, 'the thread serves on after that');
+  } finally {
+    await pool.close();
+    await direct.close();
+  }
+});
+
+test('an abort reaches the generation in its thread', async () => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
+  try {
+    const stop = new AbortController();
+    const running = pool.generate([pool.encode('Once upon')], { maxNewTokens: 200, eosTokenIds: [], signal: stop.signal });
+    while (pool.stats().running === 0) await tick();
+    stop.abort();
+    release(hold);
+    const [r] = await running;
+    assert.equal(r!.finishReason, 'cancelled');
+    assert.ok(r!.tokens.length < 200);
+    assert.deepEqual(pool.stats(), { workers: 1, running: 0, waiting: 0, generations: 1 });
+  } finally {
+    release(hold);
+    await pool.close();
+  }
+});
+
+test('serve: /health and /metrics answer during a generation, a request beyond the gate gets 429, answers equal in-thread', async (t) => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
+  const direct = await loadTextGenerator(dir, opts);
+  t.after(() => direct.close());
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 60_000,
+    resolveCurrent: async () => ({ key: 'k', load: async () => pool }),
+    generation: { maxConcurrent: 1, maxQueue: 1 },
+  });
+  t.after(async () => {
+    release(hold); // a failed assertion must not leave a generation waiting forever
+    await server.close();
+  });
+  const url = await server.listen();
+  const post = (path: string, body: unknown) =>
+    fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  let firstDone = false;
+  const first = post('/v1/chat/completions', { messages, max_tokens: 20, temperature: 0.8, seed: 9 }).then((r) => ((firstDone = true), r));
+  while (pool.stats().running === 0) await tick();
+  const health = await fetch(`${url}/health`);
+  assert.equal(health.status, 200);
+  assert.equal(((await health.json()) as { status: string }).status, 'ok');
+  const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+  assert.match(metrics, /^tempered_generations_running 1$/m);
+
+  // A streamed request queues behind it (the gate's queue holds one); a third is refused at once.
+  const second = post('/v1/completions', { prompt: 'The cat', max_tokens: 15, temperature: 0, stream: true });
+  while (server.gate.queued < 1) await tick();
+  const third = await post('/v1/completions', { prompt: 'x', max_tokens: 2 });
+  assert.equal(third.status, 429);
+  assert.equal(third.headers.get('retry-after'), '1');
+  assert.equal(((await third.json()) as { error: { code: string } }).error.code, 'server_busy');
+  assert.equal(firstDone, false, '/health, /metrics and the 429 came while the first generation was held in its thread');
+
+  release(hold);
+  const a = (await (await first).json()) as { choices: { message: { content: string }; finish_reason: string }[] };
+  const [ref] = await direct.generate([direct.encodeChat(messages)], { maxNewTokens: 20, temperature: 0.8, seed: 9, stop: [] });
+  assert.equal(a.choices[0]!.message.content, ref!.text);
+  const streamed = await (await second).text();
+  const text = streamed
+    .split('\n\n')
+    .filter((b) => b.startsWith('data: {'))
+    .map((b) => (JSON.parse(b.slice(6)) as { choices: { text: string }[] }).choices[0]!.text)
+    .join('');
+  const [ref2] = await direct.generate([direct.encode('The cat')], { maxNewTokens: 15, temperature: 0, stop: [] });
+  assert.equal(text, ref2!.text);
+  assert.ok(streamed.endsWith('data: [DONE]\n\n'));
+  assert.equal(pool.stats().generations, 2);
+});

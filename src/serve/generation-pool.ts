@@ -1,0 +1,262 @@
+/**
+ * Text generation off the server's event loop: each worker thread holds the decoder (its own
+ * onnxruntime session) and runs one generation at a time, so /health, /metrics and the other routes
+ * answer while a long generation runs. Tokenization and chat rendering stay on the server's thread
+ * (they are cheap and synchronous, and the routes validate prompt lengths with them before admission).
+ *
+ * Admission (the bounded queue, 429) is openai.ts's GenerationGate; its `maxConcurrent` should equal
+ * `workers` here (the CLI does that). Requests beyond the idle threads wait here in order of arrival.
+ *
+ * Generations of different requests are not batched together: a row's logits in a batch differ from
+ * its logits alone by ~1e-6 (padding changes onnxruntime's summation), so a request's tokens would
+ * depend on its neighbours. Rows of one request (`n`, a list of prompts) are batched as before.
+ *
+ * Streaming keeps its back-pressure: the thread sends token events and waits when `TOKEN_WINDOW`
+ * events are unacknowledged; the server acknowledges each after its `onToken` resolved (the socket
+ * drained), so a slow reader still slows its generation, and tokens never pile up without bound.
+ */
+import { Worker } from 'node:worker_threads';
+import { InputError } from '../errors.ts';
+import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
+import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
+import type { TextGenerator } from './types.ts';
+import { TS_THREAD } from './worker-pool.ts';
+
+export interface GenerationPoolOptions extends TextGeneratorOptions {
+  /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
+  workers?: number;
+  /**
+   * Test-only: every generation waits in its thread until `hold[0]` is non-zero (Atomics.notify), so a
+   * test can keep a generation in flight for as long as it likes without timing anything.
+   */
+  hold?: Int32Array;
+}
+
+export interface GenerationPoolStats {
+  workers: number;
+  /** Generations running in a thread now. */
+  running: number;
+  /** Generations waiting for a free thread. */
+  waiting: number;
+  generations: number;
+}
+
+export interface PooledTextGenerator extends TextGenerator, PromptEncoder {
+  stats(): GenerationPoolStats;
+}
+
+/** Token events a thread may send ahead of the server's acknowledgements. */
+export const TOKEN_WINDOW = 16;
+
+/** @internal the messages between the pool and its threads */
+export interface GenerationThreadSetup {
+  main: string;
+  dir: string;
+  options: { id?: string; threads?: number; device?: TextGeneratorOptions['device']; chatTemplate?: string };
+  hold?: Int32Array;
+}
+export type WireOptions = Omit<GenerateOptions, 'onToken' | 'signal'>;
+export type GenerationRequest =
+  | { type: 'generate'; job: number; prompts: number[][]; options: WireOptions; stream: boolean; aborted: boolean }
+  | { type: 'ack'; job: number }
+  | { type: 'cancel'; job: number }
+  | { type: 'close' };
+export interface WireError {
+  message: string;
+  /** Set when the thread threw an InputError: it stays one (a 400, not a 500). */
+  input?: { where?: string; hint?: string };
+}
+export type GenerationReply =
+  | { type: 'ready'; contextLength: number }
+  | ({ type: 'failed' } & WireError)
+  | { type: 'token'; job: number; event: TokenEvent }
+  | { type: 'done'; job: number; results: GenerateResult[] }
+  | ({ type: 'error'; job: number } & WireError);
+
+/** An error the thread reported, rebuilt on this side (InputError keeps its class, `where` and `hint`). */
+export function fromWire(e: WireError): Error {
+  if (!e.input) return new Error(e.message);
+  // The message already starts with `where: `; InputError would prefix it again.
+  const prefix = e.input.where ? `${e.input.where}: ` : '';
+  const bare = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+  return new InputError(bare, { where: e.input.where, hint: e.input.hint });
+}
+
+export function toWire(e: unknown): WireError {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return err instanceof InputError ? { message: err.message, input: { where: err.where, hint: err.hint } } : { message: err.message };
+}
+
+interface Job {
+  id: number;
+  prompts: number[][];
+  opts: GenerateOptions;
+  resolve(r: GenerateResult[]): void;
+  reject(e: Error): void;
+  /** The server's onToken calls, in order; each acknowledges its event when it resolved. */
+  chain: Promise<void>;
+  /** Set when onToken threw: the caller has its error, the thread is told to stop. */
+  failed?: Error;
+  slot?: Slot;
+  onAbort?: () => void;
+}
+
+interface Slot {
+  worker: Worker;
+  job?: Job;
+}
+
+const THREAD_MAIN = new URL('./generation-thread-main.ts', import.meta.url).href;
+
+function startThread(setup: GenerationThreadSetup): Promise<{ worker: Worker; contextLength: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(TS_THREAD, { workerData: setup });
+    const onError = (e: Error) => reject(e);
+    worker.once('error', onError);
+    worker.once('message', (m: GenerationReply) => {
+      worker.off('error', onError);
+      if (m.type === 'ready') resolve({ worker, contextLength: m.contextLength });
+      else {
+        void worker.terminate();
+        reject(m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`));
+      }
+    });
+  });
+}
+
+/** Loads the causal LM in `dir` into `workers` threads and returns a TextGenerator whose generations run there. */
+export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolOptions = {}): Promise<PooledTextGenerator> {
+  const n = opts.workers ?? 1;
+  if (!Number.isSafeInteger(n) || n < 1) throw new InputError(`must be a whole number >= 1, got ${n}`, { where: 'serve.workers' });
+  const setup: GenerationThreadSetup = {
+    main: THREAD_MAIN,
+    dir,
+    options: { id: opts.id, threads: opts.threads, device: opts.device, chatTemplate: opts.chatTemplate },
+    hold: opts.hold,
+  };
+  // The encoder first: a bad chat template fails here, before any thread loads the model.
+  const encoder = loadPromptEncoder(dir, opts.chatTemplate);
+  const started = await Promise.allSettled(Array.from({ length: n }, () => startThread(setup)));
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(started.map((s) => (s.status === 'fulfilled' ? s.value.worker.terminate() : undefined)));
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  const ok = started.map((s) => (s as PromiseFulfilledResult<{ worker: Worker; contextLength: number }>).value);
+  const slots: Slot[] = [];
+  const waiting: Job[] = [];
+  let nextJob = 0;
+  let generations = 0;
+  let closed = false;
+
+  const post = (slot: Slot, m: GenerationRequest) => slot.worker.postMessage(m);
+
+  /** The thread is done with its job: the caller gets the outcome once every onToken before it has run. */
+  const finish = (slot: Slot, job: Job, outcome: { results: GenerateResult[] } | { error: Error }) => {
+    slot.job = undefined;
+    job.opts.signal?.removeEventListener('abort', job.onAbort!);
+    void job.chain.then(() => {
+      if (job.failed) return;
+      if ('results' in outcome) job.resolve(outcome.results);
+      else job.reject(outcome.error);
+    });
+    dispatch();
+  };
+
+  const attach = (slot: Slot) => {
+    slot.worker.on('message', (m: GenerationReply) => {
+      const job = slot.job;
+      if (!job || !('job' in m) || m.job !== job.id) return;
+      if (m.type === 'token') {
+        job.chain = job.chain
+          .then(async () => {
+            if (job.failed) return;
+            await job.opts.onToken!(m.event);
+            if (slot.job === job) post(slot, { type: 'ack', job: job.id });
+          })
+          .catch((e: Error) => {
+            if (job.failed) return;
+            // As in-thread: an onToken that throws ends the generation with its error.
+            job.failed = e;
+            job.reject(e);
+            if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
+          });
+      } else if (m.type === 'done') finish(slot, job, { results: m.results });
+      else if (m.type === 'error') finish(slot, job, { error: fromWire(m) });
+    });
+    // A thread that dies fails only its own generation; a fresh one takes its place.
+    slot.worker.once('exit', (code) => {
+      const job = slot.job;
+      if (job) finish(slot, job, { error: new Error(`generation thread exited with code ${code}`) });
+      const i = slots.indexOf(slot);
+      if (i >= 0) slots.splice(i, 1);
+      if (closed) return;
+      startThread(setup).then(
+        (t) => {
+          const fresh: Slot = { worker: t.worker };
+          slots.push(fresh);
+          attach(fresh);
+          dispatch();
+        },
+        () => undefined,
+      );
+    });
+  };
+  for (const t of ok) {
+    const slot: Slot = { worker: t.worker };
+    slots.push(slot);
+    attach(slot);
+  }
+
+  function dispatch(): void {
+    for (const slot of slots) {
+      if (slot.job || waiting.length === 0) continue;
+      const job = waiting.shift()!;
+      slot.job = job;
+      job.slot = slot;
+      generations++;
+      const { onToken, signal, ...options } = job.opts;
+      job.onAbort = () => {
+        if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
+      };
+      signal?.addEventListener('abort', job.onAbort, { once: true });
+      post(slot, {
+        type: 'generate',
+        job: job.id,
+        prompts: job.prompts,
+        options,
+        stream: onToken !== undefined,
+        aborted: signal?.aborted ?? false,
+      });
+    }
+  }
+
+  return {
+    kind: 'text-generation',
+    id: opts.id ?? dir,
+    contextLength: ok[0]!.contextLength,
+    ...encoder,
+    generate(prompts, o) {
+      if (closed) return Promise.reject(new Error('generator is closed'));
+      return new Promise<GenerateResult[]>((resolve, reject) => {
+        waiting.push({ id: nextJob++, prompts, opts: o, resolve, reject, chain: Promise.resolve() });
+        dispatch();
+      });
+    },
+    stats: () => ({ workers: slots.length, running: slots.filter((s) => s.job).length, waiting: waiting.length, generations }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const j of waiting.splice(0)) j.reject(new Error('generator is closed'));
+      await Promise.all(
+        slots.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.worker.once('exit', () => resolve());
+              post(s, { type: 'close' });
+            }),
+        ),
+      );
+    },
+  };
+}
