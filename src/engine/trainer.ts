@@ -76,7 +76,8 @@ export interface TrainerOptions {
   keepCheckpoints?: number;
   onStep?: (m: StepMetrics) => void;
   onEval?: (m: EvalMetrics) => void;
-  onCheckpoint?: (dir: string, step: number) => void;
+  /** Called after each checkpoint is on disk; training awaits what it returns (the upload to a shared store). */
+  onCheckpoint?: (dir: string, step: number) => unknown;
   /** Stop (as if interrupted) after this optimizer step; for tests and time-boxed activities. */
   stopAfterStep?: number;
   /** Cancellation (e.g. a Temporal activity's): training stops after the current run of steps, keeping its weights. */
@@ -326,7 +327,7 @@ export class Trainer {
         };
         saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
-        o.onCheckpoint?.(dir, step);
+        await o.onCheckpoint?.(dir, step);
       }
       if (o.signal?.aborted) {
         aborted = true;

@@ -78,7 +78,8 @@ export interface LoopOptions {
   /** Must change whenever anything that shapes the trajectory changes (checked on resume). */
   configHash: string;
   onProgress?: (m: Progress) => void;
-  onCheckpoint?: (dir: string) => void;
+  /** Called after each checkpoint is on disk; training awaits what it returns (the upload to a shared store). */
+  onCheckpoint?: (dir: string) => unknown;
   signal?: AbortSignal;
   /** Optimizer steps per onnxruntime run (default: defaultStepsPerRun); runs end at evaluations and checkpoints. */
   stepsPerRun?: number;
@@ -332,7 +333,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           shapes,
         };
         saveCheckpoint(dir, { manifest, params, state });
-        o.onCheckpoint?.(dir);
+        await o.onCheckpoint?.(dir);
       }
       if (stop) break;
     }

@@ -40,7 +40,8 @@ export interface RunSettings {
    */
   runBudgetMs?: number;
   outDir: string;
-  onCheckpoint?: (dir: string) => void;
+  /** Called after each checkpoint is on disk; training awaits what it returns (the upload to a shared store). */
+  onCheckpoint?: (dir: string) => unknown;
   /** Stops training between steps (run cancelled, attempt timed out, checkpoint lock lost); nothing is exported then. */
   signal?: AbortSignal;
 }

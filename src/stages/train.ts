@@ -13,6 +13,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { acquireDirLock } from '../util/dir-lock.ts';
+import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, modelSourceIssues } from './checks.ts';
@@ -321,7 +322,8 @@ export const trainStage: StageKind<TrainConfig> = {
     const train = await ctx.store.verify(cfg.train);
     const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
-    const checkpointDir = join(paths.checkpoints, ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`);
+    const checkpointName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
+    const checkpointDir = join(paths.checkpoints, checkpointName);
     // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
@@ -336,6 +338,9 @@ export const trainStage: StageKind<TrainConfig> = {
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
       mkdirSync(checkpointDir, { recursive: true });
       removeStaleTemps(checkpointDir);
+      // With a shared store, an attempt that died on another worker left its checkpoints there.
+      const pulled = await pullCheckpoint(ctx.store, checkpointName, checkpointDir);
+      if (pulled !== undefined) ctx.log(`resuming from the shared store's checkpoint at step ${pulled}`);
       const outDir = join(ctx.workDir, 'model');
       const started = Date.now();
       const settings: RunSettings = {
@@ -364,7 +369,11 @@ export const trainStage: StageKind<TrainConfig> = {
         runBudgetMs: ctx.ownProcess ? OWN_PROCESS_RUN_BUDGET_MS : undefined,
         outDir,
         signal,
-        onCheckpoint: (dir) => ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } }),
+        onCheckpoint: async (dir) => {
+          // Shared before it is reported: a worker that resumes this stage finds at least this step.
+          await pushCheckpoint(ctx.store, checkpointName, dir);
+          ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } });
+        },
       };
       const onStep = (m: StepReport) =>
         ctx.progress({
@@ -401,6 +410,7 @@ export const trainStage: StageKind<TrainConfig> = {
         baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
+      await dropSharedCheckpoint(ctx.store, checkpointName);
       return outputs;
     } finally {
       lock.release();

@@ -1,0 +1,109 @@
+/**
+ * Opt-in benchmark (not part of npm test): artifact-store throughput for one large artifact, the
+ * local folder store against a real SeaweedFS S3 server (`weed mini` on this machine, installed by
+ * setup) behind the worker's read-through cache, alternating the sides for `rounds` rounds.
+ *
+ *   nice node --import tsx bench/store.bench.ts [sizeMB=1024] [rounds=2] [partMB=16]
+ *
+ * put: `putFile` of a file outside the store (local: copy + hash + fsync; S3: the same into the
+ * cache, then a checksummed multipart upload). get: `verify` of the reference, which is what a stage
+ * does before it reads a file (local: re-hash; S3 cold: stream the object down into an empty cache
+ * while hashing; S3 warm: re-hash the cached copy). Targets (issue 17): S3 get ≥ 50 % of the local
+ * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
+ * hits every other process), so "local" reads mostly come from memory: a demanding baseline.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startSeaweed } from '../infra/seaweedfs.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { S3Backend } from '../src/store/s3-backend.ts';
+import { median } from './common.ts';
+
+const [sizeMB, rounds, partMB] = [1024, 2, 16].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number];
+const root = mkdtempSync(join(tmpdir(), 'bench-store-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+
+// Random bytes (incompressible), written in 8 MiB chunks.
+const src = join(root, 'artifact.bin');
+const fd = openSync(src, 'w');
+const chunk = randomBytes(8 * 1024 * 1024);
+for (let left = sizeMB * 1024 * 1024; left > 0; left -= chunk.length) writeSync(fd, chunk, 0, Math.min(left, chunk.length));
+closeSync(fd);
+const bytes = sizeMB * 1024 * 1024;
+
+const server = await startSeaweed({ dataDir: join(root, 'seaweed') });
+process.on('exit', () => {
+  try {
+    process.kill(server.pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+});
+const env = {
+  AWS_ENDPOINT_URL: server.endpoint,
+  AWS_REGION: 'us-east-1',
+  AWS_ACCESS_KEY_ID: server.accessKeyId,
+  AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
+};
+{
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const c = new S3Client({
+    endpoint: server.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+  });
+  await c.send(new CreateBucketCommand({ Bucket: 'bench' }));
+  c.destroy();
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t = performance.now();
+  const r = await fn();
+  return [bytes / 1024 / 1024 / ((performance.now() - t) / 1000), r];
+}
+
+const res: Record<string, number[]> = { 'local put': [], 'local get': [], 'S3 put': [], 'S3 get cold': [], 'S3 get warm': [] };
+for (let r = 0; r < rounds; r++) {
+  const local = new ArtifactStore(join(root, `local-${r}`));
+  const [lp, ref] = await timed(() => local.putFile(src, { mediaType: 'application/octet-stream' }));
+  const [lg] = await timed(() => local.verify(ref));
+  rmSync(local.root, { recursive: true, force: true });
+
+  const url = `s3://bench/r${r}`;
+  const writer = new ArtifactStore(join(root, `writer-${r}`), { remote: new S3Backend(url, { env, partSize: partMB * 1024 * 1024 }) });
+  const [sp] = await timed(() => writer.putFile(src, { mediaType: 'application/octet-stream' }));
+  rmSync(writer.root, { recursive: true, force: true });
+  const reader = new ArtifactStore(join(root, `reader-${r}`), { remote: new S3Backend(url, { env }) });
+  const [cold] = await timed(() => reader.verify(ref));
+  const [warm] = await timed(() => reader.verify(ref));
+  rmSync(reader.root, { recursive: true, force: true });
+
+  res['local put']!.push(lp);
+  res['local get']!.push(lg);
+  res['S3 put']!.push(sp);
+  res['S3 get cold']!.push(cold);
+  res['S3 get warm']!.push(warm);
+  console.log(
+    `round ${r + 1}: ${Object.entries(res)
+      .map(([k, v]) => `${k} ${v[r]!.toFixed(0)}`)
+      .join(', ')} MB/s (load ${loadavg()[0]!.toFixed(1)})`,
+  );
+}
+await server.stop();
+
+const m = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+console.log(
+  `\nstore throughput, ${sizeMB} MiB artifact, ${rounds} rounds (median MB/s), SeaweedFS ${server.endpoint} on this machine, part ${partMB} MiB`,
+);
+console.log(`put: local ${m['local put']!.toFixed(0)}  S3 ${m['S3 put']!.toFixed(0)}  (${(m['S3 put']! / m['local put']!).toFixed(2)}×)`);
+const ratio = (k: string, target: number) => {
+  const x = m[k]! / m['local get']!;
+  return `${k} ${m[k]!.toFixed(0)} = ${(x * 100).toFixed(0)}% of local get ${m['local get']!.toFixed(0)} (target ≥ ${target * 100}%: ${x >= target ? 'met' : 'NOT met'})`;
+};
+console.log(ratio('S3 get cold', 0.5));
+console.log(ratio('S3 get warm', 0.95));
+process.exit(0);

@@ -1,0 +1,111 @@
+/**
+ * A train stage killed on one worker resumes on another from the checkpoint in the shared store: two
+ * state folders (TEMPERED_HOME) that share nothing but a real SeaweedFS bucket. Real tiny GPT-2, real
+ * onnxruntime training; the resumed run must end bitwise equal to an uninterrupted one.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { readText } from '../store/object-backend.ts';
+import { trainStage, type TrainConfig } from './train.ts';
+import type { StageContext } from './types.ts';
+import { startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+
+let s3: TestS3;
+before(async () => {
+  s3 = await startTestS3();
+});
+after(async () => {
+  await s3?.stop();
+});
+
+test('a train stage aborted after its second checkpoint on home A resumes on home B from the shared store, same final weights', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-sharedck-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const url = s3.freshUrl();
+  // The base model is a model source both workers can read; everything else is per home.
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const tablePath = join(dir, 'train.arrow');
+  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
+  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
+  w.close();
+  const home = (name: string, shared: boolean) => {
+    const root = join(dir, name);
+    return { root, store: new ArtifactStore(join(root, 'store'), { remote: shared ? s3.backend(url) : undefined }) };
+  };
+  const a = home('home-a', true);
+  const trainRef = await a.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = {
+    model: modelDir,
+    task: 'causal-lm',
+    train: trainRef,
+    method: 'lora',
+    lora: { r: 2, alpha: 4 },
+    lr: 1e-2,
+    maxSteps: 4,
+    batchSize: 8,
+    maxLength: 16,
+    checkpointEvery: 1,
+    stepsPerRun: 1,
+    threads: 1,
+    seed: 3,
+  } as TrainConfig;
+  const logs: string[] = [];
+  const ctx = (
+    h: { root: string; store: ArtifactStore },
+    cacheKey: string,
+    signal: AbortSignal,
+    onProgress = (_: unknown) => {},
+  ): StageContext => ({
+    runId: 'r',
+    stageId: 'train',
+    attempt: 1,
+    baseDir: dir,
+    specHash: 's',
+    actor: 't',
+    cacheKey,
+    store: h.store,
+    workDir: join(h.root, 'work'),
+    stateDir: h.root,
+    signal,
+    progress: onProgress,
+    log: (m) => logs.push(m),
+  });
+  const key = 'c'.repeat(64);
+
+  // Home A: killed (aborted) right after its second checkpoint was reported.
+  const stop = new AbortController();
+  await assert.rejects(
+    trainStage.run(
+      cfg,
+      ctx(a, key, stop.signal, (p) => {
+        const latest = (p as { resume?: { latest?: string } }).resume?.latest;
+        if (latest?.endsWith('step-00000002')) stop.abort();
+      }),
+    ),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  const pointer = JSON.parse((await readText(s3.backend(url), `checkpoints/${key}.json`))!) as { step: number };
+  assert.ok(pointer.step >= 2 && pointer.step < 4, `the bucket holds a mid-run checkpoint (step ${pointer.step})`);
+
+  // Home B: nothing local, same bucket: the stage resumes from A's checkpoint and finishes.
+  const b = home('home-b', true);
+  assert.equal(existsSync(join(b.root, 'checkpoints', key)), false);
+  const resumed = await trainStage.run(cfg, ctx(b, key, new AbortController().signal));
+  assert.equal(resumed.steps, 4);
+  assert.equal((resumed.baseModel as { resumedFromStep: number | null }).resumedFromStep, pointer.step);
+  assert.ok(logs.some((m) => m.includes(`checkpoint at step ${pointer.step}`)));
+  assert.equal(await readText(s3.backend(url), `checkpoints/${key}.json`), undefined, 'a finished stage drops its shared checkpoint');
+
+  // An uninterrupted run on a third, local-only home gives the same weights.
+  const c = home('home-c', false);
+  await c.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  const whole = await trainStage.run(cfg, ctx(c, 'd'.repeat(64), new AbortController().signal));
+  assert.equal((whole.baseModel as { resumedFromStep: number | null }).resumedFromStep, null);
+  assert.equal((resumed.model as { sha256: string }).sha256, (whole.model as { sha256: string }).sha256, 'bitwise the same exported model');
+});
