@@ -33,6 +33,8 @@ export interface StepMetrics {
   lr: number;
   gradNorm: number;
   samplesPerSec: number;
+  /** Sequence length the step's batches were fed at (the widest micro-batch), for [rows, seq] data. */
+  seqLen?: number;
 }
 
 export interface EvalMetrics {
@@ -91,6 +93,16 @@ export interface TrainerOptions {
   stepsPerRun?: number;
   /** Longest a multi-step run may take (RunSizer's budget). */
   runBudgetMs?: number;
+  /**
+   * The epoch's batches (row indices, batchSize rows each), a pure function of the epoch so resumes find the same
+   * order; the same number every epoch. Default: consecutive slices of a seeded permutation of the rows.
+   */
+  epochBatches?: (epoch: number) => Uint32Array[];
+  /**
+   * Cut each training batch's [rows, seq] columns to its longest row (`lengths[row]` tokens, right-padded rows)
+   * rounded up to a multiple of `bucket`: trailing padding every row of the batch has costs nothing then.
+   */
+  trimPadding?: { lengths: ArrayLike<number>; bucket: number };
 }
 
 export interface FitResult {
@@ -107,18 +119,20 @@ export interface FitResult {
 const rows = (c: Column) => c.dims[0]!;
 const rowSize = (c: Column) => c.data.length / Math.max(1, c.dims[0]!);
 
-function gatherRows(c: Column, idx: ArrayLike<number>): Column {
+/** Rows `idx` of a column; a [rows, seq] column with `width` keeps only the first `width` positions of each row. */
+function gatherRows(c: Column, idx: ArrayLike<number>, width?: number): Column {
   const rs = rowSize(c);
-  const out = allocate(c.dtype, idx.length * rs);
-  for (let i = 0; i < idx.length; i++) out.set(c.data.subarray(idx[i]! * rs, (idx[i]! + 1) * rs) as never, i * rs);
-  return { data: out, dims: [idx.length, ...c.dims.slice(1)], dtype: c.dtype };
+  const keep = width !== undefined && c.dims.length === 2 && width < rs ? width : rs;
+  const out = allocate(c.dtype, idx.length * keep);
+  for (let i = 0; i < idx.length; i++) out.set(c.data.subarray(idx[i]! * rs, idx[i]! * rs + keep) as never, i * keep);
+  return { data: out, dims: keep === rs ? [idx.length, ...c.dims.slice(1)] : [idx.length, keep], dtype: c.dtype };
 }
 
-/** Feeds holding rows `idx` of each named column. */
-function rowFeeds(data: Dataset, names: readonly string[], idx: ArrayLike<number>): Record<string, ort.Tensor> {
+/** Feeds holding rows `idx` of each named column (cut to `width` positions when given). */
+function rowFeeds(data: Dataset, names: readonly string[], idx: ArrayLike<number>, width?: number): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const name of names) {
-    const c = gatherRows(data[name]!, idx);
+    const c = gatherRows(data[name]!, idx, width);
     feeds[name] = toOrt(c.dtype, c.data, c.dims);
   }
   return feeds;
@@ -174,6 +188,9 @@ export class Trainer {
       accumulation: o.accumulation ?? 1,
       schedule: o.schedule,
       params: this.program.params.map((p) => [p.name, p.dims]),
+      // A custom batch order (length grouping) is part of the data order a resume must reproduce: its first epoch stands for it.
+      ...(o.epochBatches ? { epochBatches: o.epochBatches(0).map((b) => Array.from(b).join(',')).join(';') } : {}),
+      ...(o.trimPadding ? { trimBucket: o.trimPadding.bucket } : {}),
     };
     return createHash('sha256').update(JSON.stringify(cfg)).digest('hex');
   }
@@ -197,7 +214,7 @@ export class Trainer {
     const n = checkDataset(train, feedNames, 'train data');
     if (val) checkDataset(val, feedNames, 'validation data');
     const accumulation = o.accumulation ?? 1;
-    const perEpoch = Math.floor(n / o.batchSize);
+    const perEpoch = o.epochBatches ? o.epochBatches(0).length : Math.floor(n / o.batchSize);
     if (perEpoch < accumulation)
       throw new InputError(`train data has ${n} rows: fewer than one optimizer step of ${accumulation}×${o.batchSize}`, {
         where: 'train.batchSize',
@@ -240,12 +257,23 @@ export class Trainer {
     let stoppedEarly = false,
       aborted = false;
 
-    const order = (e: number) => new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
-    let perm = order(epoch);
+    const plan = (e: number): Uint32Array[] => {
+      if (o.epochBatches) return o.epochBatches(e);
+      const perm = new Rng((o.seed ^ Math.imul(e + 1, 0x9e3779b1)) >>> 0).permutation(n);
+      return Array.from({ length: perEpoch }, (_, b) => perm.subarray(b * o.batchSize, (b + 1) * o.batchSize));
+    };
+    let batches = plan(epoch);
+    const trim = o.trimPadding;
+    const batchWidth = (idx: Uint32Array): number | undefined => {
+      if (!trim) return undefined;
+      let longest = 1;
+      for (const r of idx) longest = Math.max(longest, trim.lengths[r]!);
+      return Math.ceil(longest / trim.bucket) * trim.bucket;
+    };
 
     const masker = new DropoutMasker(prog.dropoutMasks, prog.dataInputs);
     const batchFeeds = (idx: Uint32Array): Record<string, ort.Tensor> => {
-      const f = rowFeeds(train, feedNames, idx);
+      const f = rowFeeds(train, feedNames, idx, batchWidth(idx));
       if (prog.dropoutMasks.length > 0) Object.assign(f, masker.feeds(f, dropRng.nextU32()));
       return f;
     };
@@ -253,9 +281,9 @@ export class Trainer {
       if (position >= stepsPerEpoch * accumulation) {
         epoch++;
         position = 0;
-        perm = order(epoch);
+        batches = plan(epoch);
       }
-      const idx = perm.subarray(position * o.batchSize, (position + 1) * o.batchSize);
+      const idx = batches[position]!;
       position++;
       return idx;
     };
@@ -265,7 +293,8 @@ export class Trainer {
         ends: [maxSteps, o.stopAfterStep],
         everys: [val ? o.evalEvery : undefined, o.checkpointDir ? o.checkpointEvery : undefined],
       };
-      const epochs: number[] = [];
+      const epochs: number[] = [],
+        widths: (number | undefined)[] = [];
       const run = await runner.next(
         step,
         stops,
@@ -273,6 +302,7 @@ export class Trainer {
         () => {
           const f = batchFeeds(nextBatch());
           epochs.push(epoch);
+          widths.push(Object.values(f).find((t) => t.dims.length === 2)?.dims[1]);
           return f;
         },
       );
@@ -288,6 +318,8 @@ export class Trainer {
           gradNorm,
           samplesPerSec: (o.batchSize * accumulation * 1000) / Math.max(1e-9, perStepMs),
         };
+        const seqLen = Math.max(...widths.slice(i * accumulation, (i + 1) * accumulation).map((w) => w ?? -1));
+        if (seqLen > 0) m.seqLen = seqLen;
         history.push(m);
         o.onStep?.(m);
       }

@@ -22,6 +22,7 @@ import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
 import type { RunSettings } from './run-options.ts';
+import { epochBatches } from './loop.ts';
 
 /** `train` (and `validation`) hold prompt and response columns. */
 export interface TrainCausalLmOptions extends RunSettings {
@@ -37,6 +38,11 @@ export interface TrainCausalLmOptions extends RunSettings {
    * example boundary (src/models/packing.ts). The exported model is the ordinary unpacked graph.
    */
   pack?: boolean;
+  /**
+   * Batch rows of similar length together (default true), each batch cut to its longest row rounded up to a multiple
+   * of 8: the encoders' seeded scheme (src/finetune/loop.ts epochBatches), so short examples cost short sequences.
+   */
+  groupByLength?: boolean;
   /**
    * targets: module names (`q_proj`) or weight-name patterns; default c_attn for GPT-2, every projection (q, k, v, o,
    * gate, up, down) for LLaMA. layers: only these decoder layers get adapters (module names only; default all).
@@ -65,7 +71,8 @@ export interface CausalTrainResult {
   steps: number;
   epochs: number;
   finalLoss: number;
-  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number }[];
+  /** seqLen: the padded length the step trained at (length grouping cuts it per batch). */
+  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; seqLen?: number }[];
   resumedFromStep?: number;
   truncatedRows: number;
 }
@@ -169,6 +176,27 @@ function stepPace(totalSteps: number, rowsPerStep: number, tokensPerRow: number)
         etaSec: (Math.max(0, totalSteps - m.step) * ms) / steps / 1000,
       };
     },
+  };
+}
+
+/** Rows are right-padded: a row's length is one past its last attended position (packed rows: last example's). */
+function rowLengths(t: { data: Dataset; rows: number; seq: number }): Int32Array {
+  const mask = t.data.attention_mask!.data as BigInt64Array;
+  const lengths = new Int32Array(t.rows);
+  for (let r = 0; r < t.rows; r++) {
+    let n = t.seq;
+    while (n > 0 && mask[r * t.seq + n - 1] === 0n) n--;
+    lengths[r] = n;
+  }
+  return lengths;
+}
+
+/** Trainer options for length-grouped batches, each cut to its longest row rounded up to a multiple of 8. */
+function lengthGrouping(t: { data: Dataset; rows: number; seq: number }, batchSize: number, seed: number) {
+  const table = { rows: t.rows, lengths: rowLengths(t) };
+  return {
+    epochBatches: (epoch: number) => epochBatches(table, batchSize, seed, epoch, true),
+    trimPadding: { lengths: table.lengths, bucket: 8 },
   };
 }
 
@@ -281,13 +309,14 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     signal: o.signal,
     onStep: (m) => o.onProgress?.(pace.report(m)),
     onCheckpoint: (dir) => o.onCheckpoint?.(dir),
+    ...(o.groupByLength === false ? {} : lengthGrouping(train, o.batchSize, o.seed)),
   });
   const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;
   if (o.signal?.aborted) throw abortError(o.signal);
   const r = await trainer.fit(train.data, val?.data, { resumeFrom });
   // An aborted run stops between steps; its weights are not a finished model, so nothing is exported.
   if (r.aborted) throw abortError(o.signal!);
-  const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm }));
+  const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm, seqLen: h.seqLen }));
 
   // Export folder, assembled under a temp name and renamed into place.
   const tmp = join(dirname(o.outDir), `.${basename(o.outDir)}.tmp-${process.pid}`);
@@ -325,6 +354,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
           method: o.method,
           hyperparameters: {
             pack: o.pack ?? false,
+            groupByLength: o.groupByLength ?? true,
             lora: o.lora,
             lr: o.lr,
             epochs: o.epochs,
