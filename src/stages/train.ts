@@ -142,6 +142,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       lora: cfg.lora,
       chat: cfg.chat,
       pack: cfg.pack,
+      groupByLength: cfg.groupByLength,
       warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
     });
@@ -225,7 +226,7 @@ export const trainStage: StageKind<TrainConfig> = {
         type: 'boolean',
         default: true,
         description:
-          'batch texts of similar length together (shuffled within and across groups): less padding, faster on short texts; classification only',
+          'batch texts of similar length together (shuffled within and across groups), each batch padded only to its longest row: less padding, faster on short texts',
       },
       chat: {
         type: 'object',
@@ -305,13 +306,11 @@ export const trainStage: StageKind<TrainConfig> = {
         throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", {
           where: `stages.${ctx.stageId}.with.method`,
         });
-      for (const field of ['dropout', 'groupByLength'] as const) {
-        if (cfg[field] !== undefined)
-          throw new InputError(`${field} applies to classification (the causal-lm graphs have no dropout and fixed-width batches)`, {
-            where: `stages.${ctx.stageId}.with.${field}`,
-            hint: `remove ${field}`,
-          });
-      }
+      if (cfg.dropout !== undefined)
+        throw new InputError('dropout applies to classification (the causal-lm graphs have no dropout)', {
+          where: `stages.${ctx.stageId}.with.dropout`,
+          hint: 'remove dropout',
+        });
     }
     const paths = statePaths(ctx.stateDir);
     const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
