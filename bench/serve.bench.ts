@@ -143,7 +143,10 @@ for (let round = 1; round <= rounds; round++)
       const k = `${s.label} ${c}`;
       seen.set(k, [...(seen.get(k) ?? []), await level(s, c)]);
     }
-const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+const med = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;
+};
 console.log(`\nmedian of ${rounds} rounds (pool / in-thread):`);
 for (const c of levels) {
   const [a, b] = servers.map((s) => seen.get(`${s.label} ${c}`)!);

@@ -135,6 +135,15 @@ test('a larger budget (a stage in its own process) keeps the steps per run a slo
   assert.equal(sizer.next(5, [100], []), 3);
 });
 
+test('no budget (a stage in its own process): runs take the steps per run from the first, whatever a step takes', () => {
+  const sizer = new RunSizer(4, Infinity);
+  assert.equal(sizer.next(0, [100], []), 4);
+  sizer.observe(4 * 60_000, 4);
+  assert.equal(sizer.next(4, [100], []), 4);
+  assert.equal(sizer.next(8, [100], [10]), 2, 'still never past a checkpoint or evaluation step');
+  assert.equal(sizer.next(98, [100], []), 2, 'nor past the last step');
+});
+
 test('a Loop session whose frozen weights go through external data (the >2 GB path) trains as the in-memory one', async () => {
   const lora = compileTrainStep(buildTinyEncoder(CFG), {
     loss: { kind: 'cross_entropy' },

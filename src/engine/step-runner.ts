@@ -55,7 +55,9 @@ export function stepsThisRun(step: number, perRun: number, ends: (number | undef
  * Sizes runs of steps. onnxruntime-node runs a session synchronously on the JavaScript thread, so while
  * a run lasts nothing else happens there: no Temporal heartbeat, no cancellation, no progress. Runs
  * therefore also stay within `budgetMs` at the step time measured so far; the first run takes one step
- * to measure it. The number of steps per run never changes results, only how often control returns.
+ * to measure it. A budget of Infinity (a stage in a process of its own, whose thread serves nothing
+ * else) sizes runs for throughput alone: `perRun` steps from the first run on. The number of steps
+ * per run never changes results, only how often control returns.
  */
 export class RunSizer {
   private stepMs?: number;
@@ -67,7 +69,8 @@ export class RunSizer {
 
   /** Steps for the run starting after `step` (see stepsThisRun for `ends` and `everys`). */
   next(step: number, ends: (number | undefined)[], everys: (number | undefined)[]): number {
-    const byTime = this.stepMs === undefined ? 1 : Math.max(1, Math.floor(this.budgetMs / this.stepMs));
+    const byTime =
+      this.budgetMs === Infinity ? this.perRun : this.stepMs === undefined ? 1 : Math.max(1, Math.floor(this.budgetMs / this.stepMs));
     return stepsThisRun(step, Math.min(this.perRun, byTime), ends, everys);
   }
 

@@ -36,7 +36,8 @@ export interface RunSettings {
   stepsPerRun?: number;
   /**
    * Longest one multi-step onnxruntime run may take (default 5 s, RunSizer): a run blocks its thread,
-   * so a caller whose thread serves others keeps it short; one in a process of its own can raise it.
+   * so a caller whose thread serves others keeps it short; one in a process of its own (the train stage's
+   * child) passes Infinity, and runs then take `stepsPerRun` steps from the first.
    */
   runBudgetMs?: number;
   outDir: string;

@@ -68,7 +68,6 @@ export interface TrainConfig {
 }
 
 const COMPLETE = 'COMPLETE';
-const OWN_PROCESS_RUN_BUDGET_MS = 30_000;
 
 async function writeHistory(
   path: string,
@@ -363,9 +362,9 @@ export const trainStage: StageKind<TrainConfig> = {
         resume: true,
         evalEvery: cfg.evalEvery,
         stepsPerRun: cfg.stepsPerRun,
-        // In its own process a long run stalls no heartbeat, cancellation or other stage; the cap then
-        // only bounds how long step metrics wait to be reported (a run reports its steps when it ends).
-        runBudgetMs: ctx.ownProcess ? OWN_PROCESS_RUN_BUDGET_MS : undefined,
+        // In its own process a long run stalls no heartbeat, cancellation or other stage, so runs are
+        // sized for throughput alone (stepsPerRun); inline, RunSizer's 5 s cap keeps the thread responsive.
+        runBudgetMs: ctx.ownProcess ? Infinity : undefined,
         outDir,
         signal,
         onCheckpoint: async (dir) => {
