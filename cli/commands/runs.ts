@@ -6,28 +6,32 @@ import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, runIn
 import type { RunInput, RunStatus } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { formatRunStatus, stageLine } from '../format.ts';
+import { formatRunStatus, progressText, stageLine } from '../format.ts';
 import { startLocalWorker } from './worker.ts';
 import { planOrExit } from './validate.ts';
 
 export { planOrExit };
 
-/** Follows the run, printing stage transitions (and progress every few seconds) unless `json`. */
+/** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
 function followAndPrint(client: Client, runId: string, json = false): Promise<RunStatus> {
   const seen = new Map<string, string>();
+  const shown = new Map<string, string>();
   let lastProgressAt = 0;
   return followRun(client, runId, (st) => {
     if (json) return;
     const now = Date.now();
+    const progressDue = now - lastProgressAt > 5000;
     for (const s of st.stages) {
       const key = `${s.state}:${s.attempt ?? 1}`;
-      const progress = s.state === 'running' && now - lastProgressAt > 5000;
-      if (seen.get(s.id) !== key || (progress && s.progress)) {
-        if (seen.get(s.id) !== key || progress) console.log(stageLine(s));
-        seen.set(s.id, key);
+      // A long step reports nothing new for minutes: the same line again would only scroll the terminal.
+      const progress = s.state === 'running' && progressDue && !!s.progress && progressText(s) !== shown.get(s.id);
+      if (seen.get(s.id) !== key || progress) {
+        console.log(stageLine(s));
+        shown.set(s.id, progressText(s));
       }
+      seen.set(s.id, key);
     }
-    if (now - lastProgressAt > 5000) lastProgressAt = now;
+    if (progressDue) lastProgressAt = now;
   });
 }
 

@@ -134,8 +134,9 @@ test('warmupRatio ramps the learning rate over that share of the steps', async (
   );
 });
 
-test('progress reports every step with its loss, learning rate, tokens per second and a time left that reaches 0', async () => {
+test('progress reports each phase, and every step with its loss, learning rate, tokens per second and a time left that reaches 0', async () => {
   const seen: CausalProgress[] = [];
+  const phases: string[] = [];
   const r = await trainCausalLm({
     ...smallLora(),
     schedule: 'linear',
@@ -144,7 +145,15 @@ test('progress reports every step with its loss, learning rate, tokens per secon
     checkpointEvery: 0,
     outDir: join(root, 'progress', 'out'),
     onProgress: (m) => seen.push(m),
+    onStatus: (s) => phases.push(s),
   });
+  // What it does before the first step and after the last, in order (128 rows of "repeat: xyz" padded to 16 tokens).
+  assert.deepEqual(phases, [
+    'tokenizing the training rows',
+    'building the training graph (128 rows of 16 tokens)',
+    'starting onnxruntime, then step 1 of 4',
+    'exporting the model',
+  ]);
   assert.deepEqual(
     seen.map((m) => [m.step, m.totalSteps, m.loss, m.lr]),
     r.history.map((h) => [h.step, 4, h.loss, h.lr]),

@@ -49,6 +49,8 @@ export interface TrainCausalLmOptions extends RunSettings {
    */
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[]; layers?: number[] };
   onProgress?: (m: CausalProgress) => void;
+  /** What training is doing before its first step (tokenizing, building the graph, starting onnxruntime), which takes minutes for a real LLM on CPU. */
+  onStatus?: (message: string) => void;
 }
 
 /** One optimizer step as a person follows it: where training is, how fast, and how long it has left. */
@@ -253,6 +255,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: 8 };
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
+  o.onStatus?.('tokenizing the training rows');
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const train = packed(await readCausalTable(trainTok.path));
@@ -265,6 +268,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     : undefined;
 
   const quantize = o.method === 'qlora' ? ('q4' as const) : undefined;
+  o.onStatus?.(`building the training graph (${train.rows} ${o.pack ? 'packed ' : ''}rows of ${train.seq} tokens)`);
   const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack, quantize });
   const trainable: TrainableSpec =
     o.method === 'full'
@@ -312,12 +316,14 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     ...(o.groupByLength === false ? {} : lengthGrouping(train, o.batchSize, o.seed)),
   });
   const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;
+  o.onStatus?.(`starting onnxruntime, then step ${resumeFrom ? 'after the checkpoint' : 1} of ${totalSteps}`);
   if (o.signal?.aborted) throw abortError(o.signal);
   const r = await trainer.fit(train.data, val?.data, { resumeFrom });
   // An aborted run stops between steps; its weights are not a finished model, so nothing is exported.
   if (r.aborted) throw abortError(o.signal!);
   const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm, seqLen: h.seqLen }));
 
+  o.onStatus?.('exporting the model');
   // Export folder, assembled under a temp name and renamed into place.
   const tmp = join(dirname(o.outDir), `.${basename(o.outDir)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });

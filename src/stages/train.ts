@@ -133,7 +133,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       onProgress: onStep,
     });
   },
-  async 'causal-lm'(cfg, settings, _ctx, onStep) {
+  async 'causal-lm'(cfg, settings, ctx, onStep) {
     const { trainCausalLm } = await lib();
     return trainCausalLm({
       ...settings,
@@ -144,6 +144,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       groupByLength: cfg.groupByLength,
       warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
+      onStatus: (message) => ctx.progress({ message }),
     });
   },
 };
