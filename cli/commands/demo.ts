@@ -1,7 +1,8 @@
 /**
  * `tempered demo` (what `npm run demo` runs): brings up the embedded Temporal dev server (or uses
  * TEMPORAL_ADDRESS), a worker in this process, runs the example pipeline to the end with progress
- * on the terminal, then serves the promoted model over HTTP and asks it for one prediction.
+ * on the terminal, then serves the promoted model over HTTP and asks it about two example messages: a classifier
+ * on /predict, a language model (`--pipeline pipelines/instruct.yaml`) on /v1/chat/completions.
  */
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
@@ -9,6 +10,8 @@ import { runUrl } from '../../infra/connection.ts';
 import { PROJECT_ROOT } from '../../infra/state.ts';
 import { waitForRun } from '../../client/runs.ts';
 import type { RunStatus } from '../../workflows/types.ts';
+import type { PlannedPipeline } from '../../src/spec/types.ts';
+import { isTextGenerator } from '../../src/serve/types.ts';
 import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { planOrExit, startAndReport } from './runs.ts';
@@ -21,7 +24,44 @@ const EXAMPLES = [
   'Are we still meeting for lunch tomorrow? I can bring the notes',
 ];
 
-async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void> {
+/** The user message the demo sends a served language model: the pipeline's own ingest prompt template around the example. */
+export function demoQuestion(plan: PlannedPipeline | undefined, example: string): string {
+  const template = plan?.stages.find((s) => s.uses === 'ingest')?.with.promptTemplate;
+  if (typeof template !== 'string') return example;
+  // Optional [[...]] sections and every {field} of the template: the one example text stands in for each field.
+  return template.replace(/\[\[(.*?)\]\]/gs, '$1').replace(/\{[A-Za-z0-9_]+\}/g, example);
+}
+
+async function askClassifier(url: string, token: string): Promise<void> {
+  console.log(`POST ${url}/predict`);
+  const res = await fetch(`${url}/predict`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: EXAMPLES }),
+  });
+  const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
+  console.log(`${res.status} from ${body.model}:`);
+  body.predictions.forEach((p, i) =>
+    console.log(`  ${p.label.padEnd(5)} ${(Math.max(...Object.values(p.scores)) * 100).toFixed(1).padStart(5)}%  ${EXAMPLES[i]}`),
+  );
+}
+
+/** One chat completion per example, greedy and short: what a client of the OpenAI API would send. */
+async function askLanguageModel(url: string, token: string, plan: PlannedPipeline | undefined): Promise<void> {
+  console.log(`POST ${url}/v1/chat/completions`);
+  for (const example of EXAMPLES) {
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: demoQuestion(plan, example) }], max_tokens: 8, temperature: 0 }),
+    });
+    const body = (await res.json()) as { model?: string; choices?: { message: { content: string } }[]; error?: { message: string } };
+    const answer = body.choices?.[0]?.message.content ?? `error: ${body.error?.message ?? 'no answer'}`;
+    console.log(`  ${res.status} from ${body.model ?? '?'}: ${JSON.stringify(answer.trim())}  ← ${example}`);
+  }
+}
+
+async function servePrediction(ctx: CliContext, status: RunStatus, plan?: PlannedPipeline): Promise<void> {
   const deploy = status.stages.find((s) => s.uses === 'deploy' && s.outputs);
   if (!deploy?.outputs) return;
   const out = deploy.outputs as { promoted?: boolean; ref?: string; alias?: string; explanation?: string };
@@ -34,17 +74,8 @@ async function servePrediction(ctx: CliContext, status: RunStatus): Promise<void
   console.log(`\nserving ${name}@${out.alias} …`);
   const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2 });
   try {
-    console.log(`POST ${url}/predict`);
-    const res = await fetch(`${url}/predict`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ inputs: EXAMPLES }),
-    });
-    const body = (await res.json()) as { model: string; predictions: { label: string; scores: Record<string, number> }[] };
-    console.log(`${res.status} from ${body.model}:`);
-    body.predictions.forEach((p, i) =>
-      console.log(`  ${p.label.padEnd(5)} ${(Math.max(...Object.values(p.scores)) * 100).toFixed(1).padStart(5)}%  ${EXAMPLES[i]}`),
-    );
+    if (isTextGenerator(server.model.current)) await askLanguageModel(url, token, plan);
+    else await askClassifier(url, token);
   } finally {
     await server.close();
   }
@@ -62,7 +93,7 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     },
     'tempered demo [--pipeline FILE] [--param k=v ...] [--no-cache] [--no-ui] [--ui-port 8270]',
   );
-  const file = values.pipeline ?? DEMO_PIPELINE;
+  const file = values.pipeline ? resolve(values.pipeline) : DEMO_PIPELINE;
   const started = Date.now();
   console.log(`tempered demo: ${file}`);
   const plan = await planOrExit(ctx, file, values.param ?? [], false);
@@ -78,7 +109,7 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } },
     { wait: true, json: false, onSubmitted: (id) => (runId = id) },
   );
-  if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId));
+  if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId), plan);
   console.log(
     `\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`,
   );
