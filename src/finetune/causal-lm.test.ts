@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { readSafetensorsHeader } from '../formats/safetensors.ts';
 import { Rng } from '../engine/prng.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { evaluateCausalLm, trainCausalLm, type CausalProgress } from './causal-lm.ts';
@@ -71,6 +72,12 @@ for (const method of ['full', 'lora'] as const) {
     const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8'));
     assert.equal(manifest.task, 'causal-lm');
     assert.equal(existsSync(join(outDir, 'adapter', 'adapter_config.json')), method === 'lora');
+    if (method === 'lora') {
+      // GPT2LMHeadModel nests its blocks under `transformer.` and its Conv1D weights are [in, out] (peft's fan_in_fan_out).
+      const names = [...readSafetensorsHeader(join(outDir, 'adapter', 'adapter_model.safetensors')).tensors.keys()].sort();
+      assert.deepEqual(names.slice(0, 2), ['base_model.model.transformer.h.0.attn.c_attn.lora_A.weight', 'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight']);
+      assert.equal(JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8')).fan_in_fan_out, true);
+    }
   });
 }
 
