@@ -12,7 +12,8 @@ import { ChatTemplate } from '../models/chat-template.ts';
 import { IGNORE_INDEX, loadTokenizer } from '../models/tokenizer.ts';
 import { tinyGpt2Dir, tinyLlamaDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
-import { generateAnswers, promptIds, readPromptResponses } from './generative-eval.ts';
+import { evaluateCausalLm } from './causal-lm.ts';
+import { evaluateGenerative, generateAnswers, promptIds, readPromptResponses } from './generative-eval.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'gen-eval-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -73,4 +74,31 @@ test('a GPT-2 model, a missing column and a context too small for maxNewTokens a
     prompts: ['p1', 'p2'],
     references: ['r1', 'r2'],
   });
+});
+
+test('the response loss teacher-forced on the KV-cache decoder equals evaluateCausalLm’s full forward (chat and prompt template, truncated rows)', async () => {
+  const prompts = ['hi', 'tell me a story about a dragon and a knight please', 'x', 'what is two plus two'];
+  const references = ['hello', 'once upon a time', 'a much longer answer than the prompt that it answers', '4'];
+  const path = join(root, 'loss.arrow');
+  const w = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
+  w.writeBatch({ prompt: prompts, response: references });
+  w.close();
+  for (const rendering of [{ chat: { template: TEMPLATE } }, { template: { prompt: 'Q: {prompt}\nA: ', addBos: true } }]) {
+    // maxLength 40 cuts the longest rows (their last response tokens are not scored by either path).
+    const want = await evaluateCausalLm({ model: llama, table: path, ...rendering, maxLength: 40, batchSize: 3, threads: 1 });
+    const got = await evaluateGenerative({
+      model: llama,
+      prompts,
+      references,
+      rendering,
+      maxLength: 40,
+      batchSize: 3,
+      maxNewTokens: 2,
+      threads: 1,
+    });
+    assert.equal(got.loss.tokens, want.tokens, JSON.stringify(rendering));
+    assert.ok(Math.abs(got.loss.loss - want.loss) < 1e-5 * want.loss, `${JSON.stringify(rendering)}: ${got.loss.loss} vs ${want.loss}`);
+    assert.equal(got.outputs.length, 4);
+    assert.equal(got.scores.generated, 4);
+  }
 });

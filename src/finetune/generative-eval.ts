@@ -11,9 +11,10 @@ import type { Device } from '../engine/runtime.ts';
 import { generativeScores, type AnswerNormalization, type GenerativeRowScore, type GenerativeScores } from '../eval/generative.ts';
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
-import { endOfTurnId } from '../models/chat-encoding.ts';
+import { LmLossAccumulator, tokenNll, type LmLoss } from '../eval/metrics.ts';
+import { encodeChatExample, endOfTurnId } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
-import { DEFAULT_PROMPT_TEMPLATE, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
+import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import type { ChatOptions } from './causal-lm.ts';
 
 /** How a prompt becomes the model's input: a chat template, else a prompt template (default: DEFAULT_PROMPT_TEMPLATE). */
@@ -116,53 +117,187 @@ export function promptIds(tok: HfTokenizer, modelDir: string, prompt: string, r:
   return (tpl.addBos ?? tok.addBosDefault) && tok.bosId !== undefined ? [tok.bosId, ...ids] : ids;
 }
 
-/** Greedy answers (deterministic: argmax, first on ties) to every prompt, in the prompts' order. */
-export async function generateAnswers(o: GenerateAnswersOptions): Promise<GeneratedAnswers> {
-  const type = modelType(o.model);
+function requireLlama(model: string): void {
+  const type = modelType(model);
   if (type !== 'llama')
-    throw new InputError(`generation needs a LLaMA-family model (model_type "llama"); ${o.model} is ${JSON.stringify(type)}`, {
+    throw new InputError(`generation needs a LLaMA-family model (model_type "llama"); ${model} is ${JSON.stringify(type)}`, {
       where: 'evaluate.generation',
       hint: 'remove generation to score this model by response loss and perplexity only',
     });
+}
+
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('evaluation was aborted');
+}
+
+/** Greedy answers (deterministic: argmax, first on ties) to every prompt, in the prompts' order. */
+export async function generateAnswers(o: GenerateAnswersOptions): Promise<GeneratedAnswers> {
+  requireLlama(o.model);
+  const decoder = await Decoder.load(o.model, { device: o.device, threads: o.threads });
+  try {
+    return await answersOn(decoder, o);
+  } finally {
+    await decoder.close();
+  }
+}
+
+async function answersOn(decoder: Decoder, o: GenerateAnswersOptions): Promise<GeneratedAnswers> {
   const rendering = o.rendering ?? trainedRendering(o.model) ?? {};
+  const tok = decoder.tokenizer;
+  if (!tok) throw new InputError('the model folder has no tokenizer.json', { where: o.model });
+  // With a chat template the turn ends with its end-of-turn token, which need not be the model's EOS.
+  const eos = rendering.chat ? [...new Set([...decoder.eosTokenIds, endOfTurnId(tok, rendering.chat.endOfTurn)])] : decoder.eosTokenIds;
+  const room = decoder.maxPositions - o.maxNewTokens;
+  if (room < 1)
+    throw new InputError(`maxNewTokens ${o.maxNewTokens} leaves no room for a prompt in a context of ${decoder.maxPositions}`, {
+      where: 'evaluate.generation.maxNewTokens',
+    });
+  let truncatedPrompts = 0;
+  const ids = o.prompts.map((p) => {
+    const t = promptIds(tok, o.model, p, rendering);
+    if (t.length <= room) return t;
+    truncatedPrompts++;
+    return t.slice(t.length - room);
+  });
+  const order = ids.map((_, i) => i).sort((a, b) => ids[a]!.length - ids[b]!.length || a - b);
+  const outputs = new Array<string>(ids.length);
+  const finishReasons = new Array<FinishReason>(ids.length);
+  const bs = o.batchSize ?? 8;
+  for (let s = 0; s < order.length; s += bs) {
+    if (o.signal?.aborted) throw abortError(o.signal);
+    const rows = order.slice(s, s + bs);
+    const res = await generate(
+      decoder,
+      rows.map((i) => ids[i]!),
+      { maxNewTokens: o.maxNewTokens, eosTokenIds: eos, stop: o.stop, seed: 0, signal: o.signal },
+    );
+    res.forEach((r, k) => {
+      outputs[rows[k]!] = r.text;
+      finishReasons[rows[k]!] = r.finishReason;
+    });
+    o.onProgress?.(Math.min(s + bs, order.length), order.length);
+  }
+  if (o.signal?.aborted) throw abortError(o.signal);
+  return { outputs, finishReasons, truncatedPrompts };
+}
+
+/**
+ * Each record as training encoded it (chat template or prompt template, cut at maxLength), so the loss is over the
+ * same response tokens evaluateCausalLm and training score.
+ */
+export function responseEncodings(
+  tok: HfTokenizer,
+  modelDir: string,
+  prompts: readonly string[],
+  references: readonly string[],
+  r: LmRendering & { maxLength: number },
+): CausalEncoding[] {
+  const chat = r.chat && { template: loadChatTemplate(modelDir, r.chat.template), system: r.chat.system, endOfTurn: r.chat.endOfTurn };
+  return prompts.map((p, i) =>
+    chat
+      ? encodeChatExample(tok, p, references[i]!, { ...chat, maxLength: r.maxLength }, `test row ${i}`)
+      : tok.encodePromptResponse(p, references[i]!, { template: r.template, maxLength: r.maxLength }),
+  );
+}
+
+/**
+ * Mean NLL over response tokens, teacher-forced on the KV-cache decoder: one pass over each row's tokens before its
+ * first scored token, then one token per step through the response. Equal to evaluateCausalLm's full-sequence
+ * forward up to float rounding, without a second graph of the model; for short answers it costs little more than
+ * the prompt pass.
+ */
+export async function responseLossOn(decoder: Decoder, encodings: readonly CausalEncoding[], batchSize = 8): Promise<LmLoss> {
+  const rows = encodings
+    .map((e) => {
+      const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
+      let last = e.labels.length - 1;
+      while (last >= 0 && e.labels[last] === IGNORE_INDEX) last--;
+      return { ids: e.inputIds, labels: e.labels, first, last };
+    })
+    // A row truncation left without a response token scores nothing (as in evaluateCausalLm); position 0 is never a target.
+    .filter((r) => r.first > 0);
+  rows.sort((a, b) => a.first - b.first);
+  const V = decoder.config.vocabSize;
+  const acc = new LmLossAccumulator();
+  const padId = decoder.tokenizer?.padId ?? 0;
+  for (let s = 0; s < rows.length; s += batchSize) {
+    const batch = rows.slice(s, s + batchSize);
+    const B = batch.length;
+    const P = Math.max(...batch.map((r) => r.first));
+    const ids = new BigInt64Array(B * P).fill(BigInt(padId));
+    const pos = new BigInt64Array(B * P).fill(1n);
+    let mask = new BigInt64Array(B * P);
+    batch.forEach((r, b) => {
+      const off = P - r.first;
+      for (let j = 0; j < r.first; j++) {
+        ids[b * P + off + j] = BigInt(r.ids[j]!);
+        pos[b * P + off + j] = BigInt(j);
+        mask[b * P + off + j] = 1n;
+      }
+    });
+    let { logits, cache } = await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+    const steps = Math.max(...batch.map((r) => r.last - r.first));
+    for (let k = 0; ; k++) {
+      // logits of row b now predict token first + k.
+      batch.forEach((r, b) => {
+        const t = r.first + k;
+        if (t <= r.last && r.labels[t] !== IGNORE_INDEX) acc.addTokenLosses(Float64Array.of(tokenNll(logits, b * V, V, r.ids[t]!)));
+      });
+      if (k >= steps) break;
+      const next = new BigInt64Array(B).fill(BigInt(padId));
+      const stepPos = new BigInt64Array(B);
+      batch.forEach((r, b) => {
+        const t = r.first + k;
+        if (t < r.ids.length) next[b] = BigInt(r.ids[t]!);
+        stepPos[b] = BigInt(t);
+      });
+      const total = P + k + 1;
+      const grown = new BigInt64Array(B * total);
+      for (let b = 0; b < B; b++) {
+        grown.set(mask.subarray(b * (total - 1), (b + 1) * (total - 1)), b * total);
+        grown[b * total + total - 1] = 1n;
+      }
+      mask = grown;
+      ({ logits, cache } = await decoder.run(next, stepPos, mask, B, cache));
+    }
+  }
+  return acc.result();
+}
+
+export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
+  references: string[];
+  exactMatch?: AnswerNormalization;
+  /** Training length the records are cut to (default: the model's manifest, else 256). */
+  maxLength?: number;
+}
+
+export interface GenerativeEvaluation extends GeneratedAnswers {
+  loss: LmLoss;
+  scores: GenerativeScores;
+  rows: GenerativeRowScore[];
+}
+
+/**
+ * Response-token loss and generated answers with their scores, on one decoder session: what the evaluate stage
+ * reports for a LLaMA-family model with `generation`.
+ */
+export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<GenerativeEvaluation> {
+  requireLlama(o.model);
+  const trained = trainedRendering(o.model);
+  const rendering = o.rendering ?? trained ?? {};
   const decoder = await Decoder.load(o.model, { device: o.device, threads: o.threads });
   try {
     const tok = decoder.tokenizer;
     if (!tok) throw new InputError('the model folder has no tokenizer.json', { where: o.model });
-    // With a chat template the turn ends with its end-of-turn token, which need not be the model's EOS.
-    const eos = rendering.chat ? [...new Set([...decoder.eosTokenIds, endOfTurnId(tok, rendering.chat.endOfTurn)])] : decoder.eosTokenIds;
-    const room = decoder.maxPositions - o.maxNewTokens;
-    if (room < 1)
-      throw new InputError(`maxNewTokens ${o.maxNewTokens} leaves no room for a prompt in a context of ${decoder.maxPositions}`, {
-        where: 'evaluate.generation.maxNewTokens',
-      });
-    let truncatedPrompts = 0;
-    const ids = o.prompts.map((p) => {
-      const t = promptIds(tok, o.model, p, rendering);
-      if (t.length <= room) return t;
-      truncatedPrompts++;
-      return t.slice(t.length - room);
-    });
-    const order = ids.map((_, i) => i).sort((a, b) => ids[a]!.length - ids[b]!.length || a - b);
-    const outputs = new Array<string>(ids.length);
-    const finishReasons = new Array<FinishReason>(ids.length);
-    const bs = o.batchSize ?? 8;
-    for (let s = 0; s < order.length; s += bs) {
-      if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error('evaluation was aborted');
-      const rows = order.slice(s, s + bs);
-      const res = await generate(
-        decoder,
-        rows.map((i) => ids[i]!),
-        { maxNewTokens: o.maxNewTokens, eosTokenIds: eos, stop: o.stop, seed: 0, signal: o.signal },
-      );
-      res.forEach((r, k) => {
-        outputs[rows[k]!] = r.text;
-        finishReasons[rows[k]!] = r.finishReason;
-      });
-      o.onProgress?.(Math.min(s + bs, order.length), order.length);
-    }
-    if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new Error('evaluation was aborted');
-    return { outputs, finishReasons, truncatedPrompts };
+    const maxLength = o.maxLength ?? trained?.maxLength ?? 256;
+    const loss = await responseLossOn(
+      decoder,
+      responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }),
+      o.batchSize,
+    );
+    if (o.signal?.aborted) throw abortError(o.signal);
+    const g = await answersOn(decoder, { ...o, rendering });
+    return { ...g, loss, ...generativeScores(g.outputs, o.references, o.exactMatch) };
   } finally {
     await decoder.close();
   }

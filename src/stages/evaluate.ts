@@ -306,7 +306,7 @@ interface LmScores {
  * ROUGE-L and chrF; the same for the base model (on the fine-tune's rendering of the records) and the production version.
  */
 async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, testPath: string) {
-  const { evaluateCausalLm, readPromptResponses, scoreGenerations, trainedRendering } = await lib();
+  const { evaluateCausalLm, evaluateGenerative, readPromptResponses, trainedRendering } = await lib();
   const gen = cfg.generation;
   const rows = gen ? await readPromptResponses(testPath) : undefined;
   if (rows && rows.prompts.length === 0)
@@ -320,24 +320,25 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   ): Promise<LmScores> => {
     const at = (part: number) => (done + part) / models;
     ctx.progress({ fraction: 0.02 + 0.96 * at(0), message: `${label}: response-token loss` });
-    const l = await evaluateCausalLm({
-      model: dir,
-      table: testPath,
-      template: rendering?.template,
-      chat: rendering?.chat,
-      maxLength: rendering?.maxLength,
-      threads: cfg.threads,
-    });
-    const metrics: Record<string, number> = { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens };
     if (!gen || !rows) {
+      const l = await evaluateCausalLm({
+        model: dir,
+        table: testPath,
+        template: rendering?.template,
+        chat: rendering?.chat,
+        maxLength: rendering?.maxLength,
+        threads: cfg.threads,
+      });
       done++;
-      return { metrics };
+      return { metrics: { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens } };
     }
-    const g = await scoreGenerations({
+    // One decoder session gives both: the loss teacher-forced through its KV cache, then the greedy answers.
+    const g = await evaluateGenerative({
       model: dir,
       prompts: rows.prompts,
       references: rows.references,
-      rendering,
+      rendering: rendering && { template: rendering.template, chat: rendering.chat },
+      maxLength: rendering?.maxLength,
       maxNewTokens: gen.maxNewTokens ?? GENERATION_DEFAULTS.maxNewTokens,
       batchSize: gen.batchSize ?? GENERATION_DEFAULTS.batchSize,
       stop: gen.stop,
@@ -349,7 +350,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     });
     done++;
     return {
-      metrics: { ...metrics, ...g.scores },
+      metrics: { loss: g.loss.loss, perplexity: g.loss.perplexity, tokens: g.loss.tokens, ...g.scores },
       outputs: g.outputs,
       exact: g.rows.map((r) => r.exact),
       truncatedPrompts: g.truncatedPrompts,
