@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.ts';
-import { encodeModel } from '../onnx/proto.ts';
+import { encodeModel, loadModel } from '../onnx/proto.ts';
 import { dequantize, halfToFloat, readGguf, tensorBytes } from '../formats/gguf.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
@@ -144,6 +144,31 @@ test('QLoRA trains only the adapters, its backward pass dequantizes afresh, and 
       for (let i = 0; i < y.length; i++) max = Math.max(max, Math.abs(x[i]! - y[i]!));
       assert.ok(max <= 1e-5, `${name}: max diff ${max}`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("onnxruntime's optimized step graph keeps the weights 4-bit: no float32 projection, one dequantization per forward and backward use", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-q4o-'));
+  try {
+    const { q4 } = tinyQ4(join(dir, 'm'));
+    const prog = compileTrainStep(q4, OPTS);
+    // The session's own graph after its optimizations (constant folding included), at the level createSession uses.
+    const optimized = join(dir, 'optimized.onnx');
+    const s = await ort.InferenceSession.create(encodeModel(prog.step), { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
+    await s.release();
+    const m = loadModel(optimized);
+    const big = [...m.graph.initializers.values()].filter((t) => t.dtype === 'float32' && t.data.length >= 32 * 32 && !/embed_tokens|lm_head|Transpose/.test(t.name));
+    assert.deepEqual(
+      big.map((t) => t.name),
+      [],
+      'no float32 projection-sized initializer',
+    );
+    assert.equal([...m.graph.initializers.values()].filter((t) => t.dtype === 'uint4').length, 14);
+    // 14 forward uses; the backward needs the input gradient of every projection but layer 0's q, k and v
+    // (their input comes from the frozen embedding): 11.
+    assert.equal(m.graph.nodes.filter((n) => n.opType === 'DequantizeLinear').length, 14 + 11);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
