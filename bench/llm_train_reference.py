@@ -46,15 +46,17 @@ steps = []
 for s in range(rows.shape[0] // batch):
     ids = rows[s * batch:(s + 1) * batch]
     t = time.perf_counter()
+    c = time.process_time()
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    steps.append({"loss": out.loss.item(), "ms": (time.perf_counter() - t) * 1000})
+    steps.append({"loss": out.loss.item(), "ms": (time.perf_counter() - t) * 1000, "cpu_ms": (time.process_time() - c) * 1000})
     print(f"  pytorch {mode} step {s + 1} loss {out.loss.item():.4f} {steps[-1]['ms']:.0f} ms", file=sys.stderr, flush=True)
 
 ms = statistics.median([s["ms"] for s in steps[warmup:]])
+cpu_ms = statistics.median([s["cpu_ms"] for s in steps[warmup:]])
 print(json.dumps({
     "side": "pytorch",
     "mode": mode,
@@ -65,6 +67,8 @@ print(json.dumps({
     "trainableParams": sum(p.numel() for p in params),
     "stepMs": round(ms),
     "tokPerSec": round(batch * seq * 1000 / ms, 1),
+    "cpuMsPerStep": round(cpu_ms),
+    "tokPerCpuSec": round(batch * seq * 1000 / cpu_ms, 1),
     "losses": [s["loss"] for s in steps],
     "stepMsAll": [round(s["ms"]) for s in steps],
     "rssAfterLoadMiB": rss_after_load,
