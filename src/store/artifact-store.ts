@@ -155,14 +155,19 @@ export class ArtifactStore {
     let staged = src;
     let hex: string;
     let bytes: number;
+    // With a remote backend the local copy is a cache (re-hashed on every read, fetched again when
+    // torn) and the backend holds the durable one, so the local fsync is skipped.
+    const sync = !this.remote;
     if (opts.move && src.startsWith(this.tmpDir + sep)) {
       ({ sha256: hex, bytes } = await sha256File(src));
-      const fh = await fsp.open(src, 'r+');
-      await fh.sync();
-      await fh.close();
+      if (sync) {
+        const fh = await fsp.open(src, 'r+');
+        await fh.sync();
+        await fh.close();
+      }
     } else {
       staged = this.tempPath();
-      ({ hex, bytes } = await copyHashing(createReadStream(src), staged));
+      ({ hex, bytes } = await copyHashing(createReadStream(src), staged, { sync }));
     }
     return this.commit(staged, hex, bytes, opts);
   }
