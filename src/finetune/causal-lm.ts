@@ -259,6 +259,13 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const train = packed(await readCausalTable(trainTok.path));
+  // Truncation can cut every reply away (a chat template's system prompt alone may fill maxLength): the loss would be
+  // 0 over 0 tokens and training would change nothing, silently.
+  if (!(train.data.labels!.data as BigInt64Array).some((l) => l !== -100n))
+    throw new InputError(`no row of ${o.train} keeps a response token within maxLength ${o.maxLength}: there is nothing to train on`, {
+      where: 'train.maxLength',
+      hint: 'raise maxLength (the chat template and prompt come first and take their share)',
+    });
   const val = o.validation
     ? packed(
         await readCausalTable(

@@ -84,3 +84,31 @@ test('lora.layers restricts module names to those decoder layers; a pattern with
   assert.deepEqual(causalLoraTargets('gpt2', undefined, [0]), ['h.0.*.c_attn.weight', 'transformer.h.0.*.c_attn.weight']);
   assert.throws(() => causalLoraTargets('llama', ['*q_proj.weight'], [1]), /train\.lora\.targets|is a pattern/);
 });
+
+test('a maxLength that leaves no reply token to score is an input error, not a run that trains nothing', async () => {
+  const { modelDir } = await exported;
+  const { trainCausalLm } = await import('./causal-lm.ts');
+  await assert.rejects(
+    trainCausalLm({
+      modelDir,
+      train: join(root, 'train.arrow'),
+      // A 12-token preamble (capitals: inside the tiny vocabulary) before the turns, as a long system prompt would be.
+      chat: { template: "QQQQQQQQQQQQ{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}" },
+      method: 'lora',
+      lora: { r: 2, alpha: 4 },
+      lr: 1e-2,
+      maxSteps: 1,
+      batchSize: 4,
+      schedule: 'constant',
+      weightDecay: 0,
+      seed: 1,
+      maxLength: 8,
+      device: 'cpu',
+      checkpointDir: join(root, 'short', 'ck'),
+      checkpointEvery: 0,
+      outDir: join(root, 'short', 'out'),
+    }),
+    (e: Error & { where?: string }) => e.name === 'InputError' && /maxLength 8/.test(e.message),
+  );
+  assert.equal(existsSync(join(root, 'short', 'out')), false);
+});
