@@ -36,7 +36,8 @@ export function writeTable(path: string): string {
 
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2]!) as { root: string; name: string; resume: boolean; stepPauseMs: number };
-  const model = await resolveModelSource(TINY_GGUF, { cacheDir: join(a.root, 'cache') });
+  // A cache per run name: the reference and the killed run start at the same time.
+  const model = await resolveModelSource(TINY_GGUF, { cacheDir: join(a.root, a.name, 'cache') });
   const r = await trainCausalLm({
     modelDir: model.dir,
     train: join(a.root, 'train.arrow'),
