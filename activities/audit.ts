@@ -22,10 +22,10 @@ function executionId(): string {
 
 export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
   return async (req, res) => {
-    const audit = openAudit(statePaths(stateDir).auditDb);
+    const audit = await openAudit(statePaths(stateDir).auditDb);
     try {
       const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
-      audit.append({
+      await audit.append({
         action: 'stage.completed',
         subject: `${req.runId}/${req.stageId}`,
         runId: req.runId,
@@ -40,7 +40,7 @@ export function stageCompletedHook(stateDir: string): (req: StageRequest, res: S
         dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
       });
     } finally {
-      audit.close();
+      await audit.close();
     }
   };
 }

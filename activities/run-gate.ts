@@ -25,13 +25,13 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
       const data = await fingerprints(deps.store, req.ingest);
       const below = req.gate.metricBelow;
-      const current = below && currentVersion(paths.registryDb, below.model, below.alias ?? 'production');
+      const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));
       const m: unknown = current && Object.hasOwn(current.metrics, below!.metric) ? current.metrics[below!.metric] : undefined;
       const metric = typeof m === 'number' ? m : undefined;
       const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.scheduleId ?? req.pipeline), metric);
-      const audit = openAudit(paths.auditDb);
+      const audit = await openAudit(paths.auditDb);
       try {
-        audit.append({
+        await audit.append({
           action: decision.proceed
             ? decision.outcome === 'triggered'
               ? 'run.triggered'
@@ -48,7 +48,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
           dedupeKey: `${req.runId}/${Context.current().info.workflowExecution?.runId ?? 'unknown'}/gate`,
         });
       } finally {
-        audit.close();
+        await audit.close();
       }
       return decision;
     },

@@ -5,6 +5,7 @@
 import type { CliContext } from './context.ts';
 import { UsageError } from './args.ts';
 import { CliError } from './errors.ts';
+import { InputError } from '../src/errors.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
 
@@ -100,6 +101,7 @@ if (isEntry) {
         process.exit(err instanceof CliError ? err.exitCode : 2);
       }
       console.error(`tempered: ${err.message ?? String(err)}`);
+      if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
       if (process.env.TEMPERED_DEBUG) console.error(err.stack);
       else console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
       process.exit(1);

@@ -194,10 +194,10 @@ export async function runInput(client: Client, runId: string): Promise<RunInput>
  * (workflow id) can be reused once the earlier run closed (`submit --run-id`), so the record is
  * keyed on the execution too; without it a second submission under the same id went unrecorded.
  */
-export function auditRunSubmitted(auditDb: string, runId: string, input: RunInput, executionId?: string): void {
-  const audit = openAudit(auditDb);
+export async function auditRunSubmitted(auditDb: string, runId: string, input: RunInput, executionId?: string): Promise<void> {
+  const audit = await openAudit(auditDb);
   try {
-    audit.append({
+    await audit.append({
       action: 'run.submitted',
       subject: runId,
       runId,
@@ -214,6 +214,6 @@ export function auditRunSubmitted(auditDb: string, runId: string, input: RunInpu
       dedupeKey: executionId ? `${runId}/${executionId}/submitted` : `${runId}/submitted`,
     });
   } finally {
-    audit.close();
+    await audit.close();
   }
 }

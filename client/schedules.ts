@@ -483,14 +483,14 @@ export async function recentRuns(client: Client, view: ScheduleView, limit = 10)
 export type ScheduleChange = 'created' | 'updated' | 'paused' | 'unpaused' | 'triggered' | 'backfilled' | 'deleted';
 
 /** Appends `schedule.<change>` for the schedule, with who did it, the options and the spec hash. */
-export function auditScheduleChange(
+export async function auditScheduleChange(
   auditDb: string,
   change: ScheduleChange,
   e: { name: string; actor: string; specHash?: string; details: Record<string, unknown> },
-): void {
-  const audit = openAudit(auditDb);
+): Promise<void> {
+  const audit = await openAudit(auditDb);
   try {
-    audit.append({
+    await audit.append({
       action: `schedule.${change}`,
       subject: e.name,
       actor: e.actor,
@@ -499,6 +499,6 @@ export function auditScheduleChange(
       details: JSON.parse(JSON.stringify(e.details)) as Record<string, unknown>,
     });
   } finally {
-    audit.close();
+    await audit.close();
   }
 }

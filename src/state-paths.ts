@@ -4,6 +4,7 @@
  * written; infra/state.ts decides which folder, stages get it as `ctx.stateDir`.
  */
 import { join } from 'node:path';
+import { checkDatabaseUrl, DATABASE_URL_ENV } from './db/database.ts';
 
 export interface StatePaths {
   root: string;
@@ -15,7 +16,9 @@ export interface StatePaths {
   temporal: string;
   /** The Temporal CLI binary. */
   bin: string;
+  /** The registry's SQLite file, or the TEMPERED_DATABASE_URL (postgres://…) when that is set. */
   registryDb: string;
+  /** The audit log's SQLite file, or the TEMPERED_DATABASE_URL (the same PostgreSQL database). */
   auditDb: string;
   /** Downloaded and unpacked model sources. */
   models: string;
@@ -31,15 +34,18 @@ export interface StatePaths {
   progress: string;
 }
 
-export function statePaths(root: string): StatePaths {
+export function statePaths(root: string, env: Record<string, string | undefined> = process.env): StatePaths {
+  const url = env[DATABASE_URL_ENV]?.trim() || undefined;
+  // A malformed URL fails here, naming the variable, rather than becoming a file name.
+  if (url !== undefined) checkDatabaseUrl(url);
   return {
     root,
     store: join(root, 'store'),
     cache: join(root, 'cache'),
     temporal: join(root, 'temporal'),
     bin: join(root, 'bin'),
-    registryDb: join(root, 'registry.db'),
-    auditDb: join(root, 'audit.db'),
+    registryDb: url ?? join(root, 'registry.db'),
+    auditDb: url ?? join(root, 'audit.db'),
     models: join(root, 'models'),
     work: join(root, 'work'),
     serving: join(root, 'serving'),

@@ -3,23 +3,24 @@
  * --export-head (HMAC with TEMPERED_AUDIT_KEY), --verify --anchor / --anchor-file, and an empty or
  * deleted log where records are expected.
  */
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
+import { postgresUnavailable, useDatabases } from './helpers/postgres.ts';
 
 test('audit anchors catch a cut tail and a wipe that plain verify cannot see', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-audit-cli-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const env = { TEMPERED_HOME: home, TEMPERED_AUDIT_KEY: 'a-secret-kept-elsewhere-0123456789' };
   const db = join(home, 'audit.db');
-  const log = openAudit(db);
-  for (let i = 1; i <= 5; i++) log.append({ action: 'run.submitted', subject: `run-${i}` });
-  log.close();
+  const log = await openAudit(db);
+  for (let i = 1; i <= 5; i++) await log.append({ action: 'run.submitted', subject: `run-${i}` });
+  await log.close();
 
   const head = await runCli(['audit', '--head'], env);
   assert.equal(head.code, 0, head.stderr);
@@ -67,4 +68,29 @@ test('audit anchors catch a cut tail and a wipe that plain verify cannot see', a
   const gone = await runCli(['audit', '--verify', '--anchor', head.stdout.trim()], env);
   assert.equal(gone.code, 1);
   assert.match(gone.stdout, /TAMPERED: no audit log/);
+});
+
+describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
+  const dbs = useDatabases('postgres');
+
+  test('audit --head and --verify read the log in PostgreSQL and catch an edit', async (t) => {
+    const url = await dbs.fresh(t);
+    const home = mkdtempSync(join(tmpdir(), 'tempered-audit-cli-pg-'));
+    t.after(() => rmSync(home, { recursive: true, force: true }));
+    const env = { TEMPERED_HOME: home, TEMPERED_DATABASE_URL: url };
+    const log = await openAudit(url);
+    for (let i = 1; i <= 3; i++) await log.append({ action: 'run.submitted', subject: `run-${i}` });
+    const head = await runCli(['audit', '--head'], env);
+    assert.equal(head.code, 0, head.stderr);
+    assert.equal(head.stdout.trim(), `3:${(await log.head())!.hash}`);
+    const ok = await runCli(['audit', '--verify', '--anchor', head.stdout.trim()], env);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /intact: 3 records/);
+    assert.equal(existsSync(join(home, 'audit.db')), false, 'no SQLite file was created beside it');
+    await log.db.run("UPDATE audit_log SET subject = 'run-x' WHERE seq = 2");
+    await log.close();
+    const bad = await runCli(['audit', '--verify'], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /TAMPERED: edited at record #2/);
+  });
 });

@@ -19,13 +19,13 @@ const cli = async (args: string[], home: string): Promise<number> => (await runC
 test('models promote: an audit write that fails after the alias moved is delivered by the next command, once', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-outbox-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));
-  const reg = openRegistry(join(home, 'registry.db'));
+  const reg = await openRegistry(join(home, 'registry.db'));
   const sha = (c: string) => c.repeat(64);
   for (const [run, c] of [
     ['r1', 'a'],
     ['r2', 'b'],
   ] as const) {
-    reg.registerVersion({
+    await reg.registerVersion({
       name: 'spam',
       runId: run,
       stageId: 'register',
@@ -34,33 +34,33 @@ test('models promote: an audit write that fails after the alias moved is deliver
       artifacts: [{ role: 'model', uri: `artifact://sha256/${sha(c)}`, sha256: sha(c), bytes: 1 }],
     });
   }
-  reg.close();
+  await reg.close();
   // Fault between the two writes: the audit database cannot be opened.
   mkdirSync(join(home, 'audit.db'));
   await assert.rejects(cli(['models', 'promote', 'spam@2'], home), { code: 'SQLITE_CANTOPEN' });
   rmSync(join(home, 'audit.db'), { recursive: true });
-  const check = openRegistry(join(home, 'registry.db'));
-  assert.equal(check.aliasVersion('spam', 'production'), 2, 'the alias moved');
-  check.close();
+  const check = await openRegistry(join(home, 'registry.db'));
+  assert.equal(await check.aliasVersion('spam', 'production'), 2, 'the alias moved');
+  await check.close();
   // Retrying the command finds the alias already there, and still records the promotion.
   assert.equal(await cli(['models', 'promote', 'spam@2'], home), 0);
-  const audit = openAudit(join(home, 'audit.db'));
+  const audit = await openAudit(join(home, 'audit.db'));
   assert.deepEqual(
-    audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+    (await audit.query({ action: 'model.promoted' })).map((r) => r.subject),
     ['spam@2'],
   );
-  assert.equal(audit.verify().ok, true);
-  audit.close();
+  assert.equal((await audit.verify()).ok, true);
+  await audit.close();
 });
 
-test('run.submitted is recorded for each execution of a reused run id', (t) => {
+test('run.submitted is recorded for each execution of a reused run id', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-submitted-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const input = { plan: plannedPipeline('p', []), options: { baseDir: home, actor: 'test' } };
-  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-1');
-  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
-  auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
-  const audit = openAudit(join(home, 'audit.db'));
-  assert.equal(audit.query({ action: 'run.submitted' }).length, 2);
-  audit.close();
+  await auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-1');
+  await auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
+  await auditRunSubmitted(join(home, 'audit.db'), 'nightly', input, 'exec-2');
+  const audit = await openAudit(join(home, 'audit.db'));
+  assert.equal((await audit.query({ action: 'run.submitted' })).length, 2);
+  await audit.close();
 });

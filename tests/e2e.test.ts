@@ -84,9 +84,9 @@ describe('fine-tuning end to end', () => {
   });
 
   it('records lineage from model to run to data, and an intact audit trail', async () => {
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      const v = reg.getVersion('e2e-clf', 'production');
+      const v = await reg.getVersion('e2e-clf', 'production');
       assert.equal(v.version, 1);
       assert.equal(v.lineage.runId, first.runId);
       assert.equal(v.lineage.specHash, first.specHash);
@@ -97,16 +97,16 @@ describe('fine-tuning end to end', () => {
       assert.ok(v.artifacts.some((a) => a.role === 'onnx'));
       assert.match(JSON.stringify(v.lineage.baseModel), /file:/);
     } finally {
-      reg.close();
+      await reg.close();
     }
-    const audit = openAudit(join(env.dir, 'audit.db'));
+    const audit = await openAudit(join(env.dir, 'audit.db'));
     try {
-      const actions = audit.query({ run: first.runId }).map((r) => r.action);
+      const actions = (await audit.query({ run: first.runId })).map((r) => r.action);
       for (const a of ['stage.completed', 'model.registered', 'model.promoted']) assert.ok(actions.includes(a), `${a} in ${actions}`);
-      assert.equal(audit.query({ model: 'e2e-clf@1', action: 'model.promoted' })[0]!.actor, 'e2e-tester');
-      assert.equal(audit.verify().ok, true);
+      assert.equal((await audit.query({ model: 'e2e-clf@1', action: 'model.promoted' }))[0]!.actor, 'e2e-tester');
+      assert.equal((await audit.verify()).ok, true);
     } finally {
-      audit.close();
+      await audit.close();
     }
   });
 
@@ -125,11 +125,11 @@ describe('fine-tuning end to end', () => {
     });
     assert.equal(again.stages.find((s) => s.id === 'register')!.outputs!.version, 1, 'same model bytes, same version');
     assert.match(String(again.stages.find((s) => s.id === 'deploy')!.outputs!.explanation), /already pointed at v1/);
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      assert.equal(reg.listVersions('e2e-clf').length, 1);
+      assert.equal((await reg.listVersions('e2e-clf')).length, 1);
     } finally {
-      reg.close();
+      await reg.close();
     }
   });
 
@@ -161,11 +161,11 @@ describe('fine-tuning end to end', () => {
     const deploy = st.stages.find((s) => s.id === 'deploy')!.outputs!;
     assert.equal(deploy.promoted, false);
     assert.match(String(deploy.explanation), /f1_macro .* >= 1\.01 ✗/);
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      assert.equal(reg.getVersion('e2e-clf', 'production').version, 1, 'production did not move');
+      assert.equal((await reg.getVersion('e2e-clf', 'production')).version, 1, 'production did not move');
     } finally {
-      reg.close();
+      await reg.close();
     }
   });
 
@@ -189,11 +189,11 @@ describe('fine-tuning end to end', () => {
       };
       const clients = Promise.all([client(), client(), client(), client()]);
       await new Promise((r) => setTimeout(r, 300));
-      const reg = openRegistry(join(env.dir, 'registry.db'));
+      const reg = await openRegistry(join(env.dir, 'registry.db'));
       try {
-        reg.setAlias('e2e-clf', 'production', 2, { actor: 'e2e-tester', reason: 'swap test' });
+        await reg.setAlias('e2e-clf', 'production', 2, { actor: 'e2e-tester', reason: 'swap test' });
       } finally {
-        reg.close();
+        await reg.close();
       }
       for (let i = 0; i < 100 && !seen.has('e2e-clf@2'); i++) await new Promise((r) => setTimeout(r, 50));
       stop = true;

@@ -47,28 +47,28 @@ describe('reused run id', () => {
       );
       assert.equal((await waitForRun(env.client, h.workflowId)).state, 'succeeded');
     }
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      const versions = reg.listVersions('spam');
+      const versions = await reg.listVersions('spam');
       assert.equal(versions.length, 2, 'the second run registered nothing new');
       assert.notEqual(versions[0]!.artifacts[0]!.sha256, versions[1]!.artifacts[0]!.sha256);
-      assert.equal(reg.aliasVersion('spam', 'production'), 2);
+      assert.equal(await reg.aliasVersion('spam', 'production'), 2);
     } finally {
-      reg.close();
+      await reg.close();
     }
-    const audit = openAudit(join(env.dir, 'audit.db'));
+    const audit = await openAudit(join(env.dir, 'audit.db'));
     try {
       assert.deepEqual(
-        audit.query({ action: 'model.registered' }).map((r) => r.subject),
+        (await audit.query({ action: 'model.registered' })).map((r) => r.subject),
         ['spam@1', 'spam@2'],
       );
       assert.deepEqual(
-        audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+        (await audit.query({ action: 'model.promoted' })).map((r) => r.subject),
         ['spam@1', 'spam@2'],
       );
-      assert.equal(audit.verify().ok, true);
+      assert.equal((await audit.verify()).ok, true);
     } finally {
-      audit.close();
+      await audit.close();
     }
   });
 });

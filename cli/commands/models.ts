@@ -1,19 +1,19 @@
 /** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
-import { existsSync } from 'node:fs';
+import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
-function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => T): T {
-  if (!existsSync(ctx.paths.registryDb))
+async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
+  if (!databaseExists(ctx.paths.registryDb))
     throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
-  const reg = openRegistry(ctx.paths.registryDb);
+  const reg = await openRegistry(ctx.paths.registryDb);
   try {
-    return fn(reg);
+    return await fn(reg);
   } finally {
-    reg.close();
+    await reg.close();
   }
 }
 
@@ -25,9 +25,9 @@ export function parseModelRef(ref: string): { name: string; at: string | number 
   return { name, at: /^\d+$/.test(at) ? Number(at) : at };
 }
 
-function resolveLatest(reg: Registry, name: string, at: string | number): number | string {
+async function resolveLatest(reg: Registry, name: string, at: string | number): Promise<number | string> {
   if (at !== 'latest') return at;
-  const m = reg.listModels().find((x) => x.name === name);
+  const m = (await reg.listModels()).find((x) => x.name === name);
   if (!m) throw new CliError(`no registered model '${name}'; list them with \`tempered models list\``);
   return m.latestVersion;
 }
@@ -44,8 +44,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
   const out = (v: unknown, human: () => string) => console.log(values.json ? JSON.stringify(v, null, 2) : human());
   switch (sub) {
     case 'list':
-      return withRegistry(ctx, (reg) => {
-        const models = reg.listModels();
+      return withRegistry(ctx, async (reg) => {
+        const models = await reg.listModels();
         out(models, () =>
           models.length === 0
             ? 'no registered models'
@@ -63,8 +63,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     case 'show': {
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
       const { name, at } = parseModelRef(positionals[0]!);
-      return withRegistry(ctx, (reg) => {
-        const v = reg.getVersion(name, resolveLatest(reg, name, at));
+      return withRegistry(ctx, async (reg) => {
+        const v = await reg.getVersion(name, await resolveLatest(reg, name, at));
         if (values.card) console.log(modelCard(v));
         else
           out(v, () =>
@@ -88,8 +88,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       if (positionals.length !== 3) throw new CliError(`usage: ${usage}`, 2);
       const [name, a, b] = positionals as [string, string, string];
       const num = (x: string) => (/^\d+$/.test(x) ? Number(x) : x);
-      return withRegistry(ctx, (reg) => {
-        const d = reg.diffVersions(name, num(a), num(b));
+      return withRegistry(ctx, async (reg) => {
+        const d = await reg.diffVersions(name, num(a), num(b));
         out(d, () =>
           [
             `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
@@ -113,11 +113,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const { name, at } = parseModelRef(positionals[0]!);
       const alias = values.alias ?? 'production';
       const who = actor();
-      if (!existsSync(ctx.paths.registryDb))
+      if (!databaseExists(ctx.paths.registryDb))
         throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
       // The audit record commits with the alias move (registry outbox) and is then delivered, so
       // a crash in between leaves it pending for the next delivery instead of losing it.
-      const { change, version } = changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+      const { change, version } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
         op: sub,
         name,
         at,
@@ -138,8 +138,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     }
     case 'history': {
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
-      return withRegistry(ctx, (reg) => {
-        const h = reg.aliasHistory(positionals[0]!, values.alias);
+      return withRegistry(ctx, async (reg) => {
+        const h = await reg.aliasHistory(positionals[0]!, values.alias);
         out(
           h,
           () =>

@@ -77,7 +77,7 @@ export async function startAndReport(
   const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
-    auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input, handle.firstExecutionRunId);
+    await auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input, handle.firstExecutionRunId);
     o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));

@@ -163,8 +163,8 @@ function audit(
   who: string,
   specHash: string | undefined,
   details: Record<string, unknown>,
-): void {
-  auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
+): Promise<void> {
+  return auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
 }
 
 export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -229,7 +229,7 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
   });
   const client = await ctx.client({ startServer: true });
   await asUsage(() => createSchedule(client, cfg));
-  audit(ctx, 'created', name, who, cfg.spec.specHash, {
+  await audit(ctx, 'created', name, who, cfg.spec.specHash, {
     ...given(values),
     pipeline: cfg.spec.pipeline,
     file: cfg.spec.file,
@@ -282,7 +282,7 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
     return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };
   });
   await asUsage(() => updateSchedule(client, next));
-  audit(ctx, 'updated', name, who, next.spec.specHash, {
+  await audit(ctx, 'updated', name, who, next.spec.specHash, {
     ...changes,
     previousSpecHash: cur.spec.specHash,
     specUri: next.spec.specUri,
@@ -383,7 +383,7 @@ async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause
   const client = await ctx.client();
   const { config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => (sub === 'pause' ? pauseSchedule : unpauseSchedule)(client, name, values.note));
-  audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), config.spec.specHash, given(values));
+  await audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), config.spec.specHash, given(values));
   console.log(`${sub}d schedule '${name}'${values.note ? ` (note: ${values.note})` : ''}`);
   return 0;
 }
@@ -408,7 +408,7 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   await asUsage(() => triggerSchedule(client, name, overlap));
   await noteMissingWorker(ctx, client);
   const out = await triggerOutcome(client, name, view);
-  audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
+  await audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
   else if (out.runId) console.log(`triggered schedule '${name}': run ${out.runId}`);
   else if (out.skipped)
@@ -435,7 +435,7 @@ async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => backfillSchedule(client, name, from, to, overlap));
-  audit(ctx, 'backfilled', name, actor(), config.spec.specHash, {
+  await audit(ctx, 'backfilled', name, actor(), config.spec.specHash, {
     from: from.toISOString(),
     to: to.toISOString(),
     overlap: overlap ?? config.timing.overlap,
@@ -452,7 +452,7 @@ async function deleteCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => deleteSchedule(client, name));
-  audit(ctx, 'deleted', name, actor(), config.spec.specHash, { pipeline: config.spec.pipeline, specUri: config.spec.specUri });
+  await audit(ctx, 'deleted', name, actor(), config.spec.specHash, { pipeline: config.spec.pipeline, specUri: config.spec.specUri });
   console.log(`deleted schedule '${name}' (runs it started are not affected)`);
   return 0;
 }

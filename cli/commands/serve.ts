@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
+import { databaseExists } from '../../src/db/database.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
@@ -119,7 +120,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     const { name: n, at } = parseModelRef(ref);
     name = n;
     alias = at === 'latest' ? 'production' : String(at);
-    if (!existsSync(ctx.paths.registryDb))
+    if (!databaseExists(ctx.paths.registryDb))
       throw new CliError(`no model registry at ${ctx.paths.registryDb}; run a pipeline with a register stage first`);
     resolveCurrent = registryModelSource({
       registryDb: ctx.paths.registryDb,
@@ -139,12 +140,12 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
   // append retried after it had in fact committed (then failed to close) is not logged twice.
   const instance = randomUUID();
   let swapSeq = 0;
-  const audit = (action: string, subject: string, details: Record<string, unknown>, dedupeKey: string) => {
-    const log = openAudit(ctx.paths.auditDb);
+  const audit = async (action: string, subject: string, details: Record<string, unknown>, dedupeKey: string) => {
+    const log = await openAudit(ctx.paths.auditDb);
     try {
-      log.append({ action, subject, model: subject, actor: who, details, dedupeKey });
+      await log.append({ action, subject, model: subject, actor: who, details, dedupeKey });
     } finally {
-      log.close();
+      await log.close();
     }
   };
   let server: ModelServer;
@@ -158,8 +159,8 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       generation: o.generation,
       // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
       // record are retried on the next poll (see HotSwapModel).
-      onSwap: (from, to) => {
-        audit('serve.swapped', to, { from, to, alias }, `serve/${instance}/swap-${swapSeq + 1}`);
+      onSwap: async (from, to) => {
+        await audit('serve.swapped', to, { from, to, alias }, `serve/${instance}/swap-${swapSeq + 1}`);
         swapSeq++;
       },
       onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
@@ -169,7 +170,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
   }
   const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
   try {
-    audit('serve.started', server.model.current?.id ?? `${name}@${alias}`, { alias, url }, `serve/${instance}/started`);
+    await audit('serve.started', server.model.current?.id ?? `${name}@${alias}`, { alias, url }, `serve/${instance}/started`);
   } catch (e) {
     await server.close();
     throw new CliError(`cannot serve ${name}@${alias}: the audit log refused the serve.started record: ${(e as Error).message}`);

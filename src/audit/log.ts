@@ -1,18 +1,19 @@
 /**
- * Append-only, hash-chained audit log in SQLite. Each record's `hash` is the SHA-256 of the
+ * Append-only, hash-chained audit log in SQLite or PostgreSQL. Each record's `hash` is the SHA-256 of the
  * canonical JSON of the record without `hash` (so including `seq` and `prevHash`); each
  * `prevHash` is the previous record's `hash`. Editing, deleting or reordering any stored row
  * breaks the chain, and `verify()` names the first bad record and what happened to it.
  * A one-row head table (seq and hash of the last record) also catches deletion of the newest
  * records, which the chain alone cannot see.
  *
- * Appends run in a BEGIN IMMEDIATE transaction: the write lock is taken before the last record
- * is read, so concurrent writers in different processes serialise and never fork the chain.
+ * Appends run in a write transaction that holds the `audit` lock before it reads the last record
+ * (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so concurrent writers in different
+ * processes and on different hosts serialise and never fork the chain.
  */
 import { InputError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { defaultActor } from './actor.ts';
-import { openSqlite, type Db, type Migration } from '../util/sqlite.ts';
+import { openDatabase, type Database, type Migration, type OpenOptions, type Queryable, type Schema } from '../db/database.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -101,7 +102,7 @@ export interface AuditQuery {
   limit?: number;
 }
 
-const MIGRATIONS: readonly Migration[] = [
+const SQLITE: readonly Migration[] = [
   {
     version: 1,
     name: 'audit log',
@@ -134,6 +135,43 @@ const MIGRATIONS: readonly Migration[] = [
     `,
   },
 ];
+
+/** Same tables; seq is BIGINT, and `model` sorts and compares by bytes as in SQLite. */
+const POSTGRES: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'audit log',
+    sql: `
+      CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY,
+        time TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details_json TEXT NOT NULL,
+        run_id TEXT,
+        model TEXT COLLATE "C",
+        spec_hash TEXT,
+        data_hashes_json TEXT,
+        model_hash TEXT,
+        dedupe_key TEXT UNIQUE,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+      );
+      CREATE INDEX audit_by_run ON audit_log (run_id);
+      CREATE INDEX audit_by_model ON audit_log (model);
+      CREATE INDEX audit_by_action ON audit_log (action);
+      CREATE INDEX audit_by_hash ON audit_log (hash);
+      CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL
+      );
+    `,
+  },
+];
+
+export const AUDIT_SCHEMA: Schema = { scope: 'audit', sqlite: SQLITE, postgres: POSTGRES };
 
 interface Row {
   seq: number;
@@ -250,41 +288,43 @@ export function validateAuditEntry(e: AuditEntry): void {
   }
 }
 
-export interface AuditOptions {
+export interface AuditOptions extends OpenOptions {
   now?: () => Date;
 }
 
-export function openAudit(path: string, opts: AuditOptions = {}): AuditLog {
-  return new AuditLog(openSqlite(path, MIGRATIONS, 'audit'), opts);
+/** `location`: a SQLite file, or a postgres:// URL (see db/database.ts). */
+export async function openAudit(location: string, opts: AuditOptions = {}): Promise<AuditLog> {
+  return new AuditLog(await openDatabase(location, AUDIT_SCHEMA, opts), opts);
 }
+
+/** Records read per query while verifying, so a long log is walked without holding it all in memory. */
+const VERIFY_PAGE = 1000;
 
 export class AuditLog {
   private readonly now: () => Date;
   constructor(
-    readonly db: Db,
+    readonly db: Database,
     opts: AuditOptions = {},
   ) {
     this.now = opts.now ?? (() => new Date());
   }
 
-  close(): void {
-    this.db.close();
+  close(): Promise<void> {
+    return this.db.close();
   }
 
-  append(entry: AuditEntry): { record: AuditRecord; appended: boolean } {
+  async append(entry: AuditEntry): Promise<{ record: AuditRecord; appended: boolean }> {
     validateAuditEntry(entry);
     // Serialise outside the transaction so a bad value fails before taking the write lock.
     const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
     const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
     const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
-    const tx = this.db.transaction(() => {
+    return this.db.write('audit', async (q) => {
       if (dedupeKey !== undefined) {
-        const existing = this.db.prepare('SELECT * FROM audit_log WHERE dedupe_key = ?').get(dedupeKey) as Row | undefined;
+        const existing = await q.get<Row>('SELECT * FROM audit_log WHERE dedupe_key = ?', [dedupeKey]);
         if (existing) return { record: fromRow(existing), appended: false };
       }
-      const last = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as
-        | { seq: number; hash: string }
-        | undefined;
+      const last = await q.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
       const base: Omit<AuditRecord, 'hash'> = {
         seq: (last?.seq ?? 0) + 1,
         time: this.now().toISOString(),
@@ -301,12 +341,10 @@ export class AuditLog {
       if (entry.modelHash !== undefined) base.modelHash = wellFormed(entry.modelHash);
       if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
       const record: AuditRecord = { ...base, hash: hashRecord(base) };
-      this.db
-        .prepare(
-          `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-                  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-        )
-        .run(
+      await q.run(
+        `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        [
           record.seq,
           record.time,
           record.actor,
@@ -321,19 +359,18 @@ export class AuditLog {
           record.dedupeKey ?? null,
           record.prevHash,
           record.hash,
-        );
-      this.db
-        .prepare(
-          'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
-        )
-        .run(record.seq, record.hash);
+        ],
+      );
+      await q.run(
+        'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
+        [record.seq, record.hash],
+      );
       return { record, appended: true };
     });
-    return tx.immediate();
   }
 
   /** Matching records, oldest first. */
-  query(q: AuditQuery = {}): AuditRecord[] {
+  async query(q: AuditQuery = {}): Promise<AuditRecord[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.run !== undefined) {
@@ -360,7 +397,7 @@ export class AuditLog {
     }
     const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.limit !== undefined ? ' LIMIT ?' : ''}`;
     if (q.limit !== undefined) args.push(q.limit);
-    return (this.db.prepare(sql).all(...args) as Row[]).map(fromRow);
+    return (await this.db.all<Row>(sql, args)).map(fromRow);
   }
 
   /**
@@ -368,14 +405,13 @@ export class AuditLog {
    * workflow result, a ticket, a signed export) and pass it to `verify({ anchor })` later: that
    * detects even a chain rewritten consistently from an edited record onwards.
    */
-  head(): AuditAnchor | null {
-    const h = this.db.prepare('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1').get() as AuditAnchor | undefined;
-    return h ?? null;
+  async head(): Promise<AuditAnchor | null> {
+    return (await this.db.get<AuditAnchor>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1')) ?? null;
   }
 
   /** The seq of the record with this hash, if one is stored. */
-  seqOfHash(hash: string): number | undefined {
-    return (this.db.prepare('SELECT seq FROM audit_log WHERE hash = ? ORDER BY seq LIMIT 1').get(hash) as { seq: number } | undefined)?.seq;
+  async seqOfHash(hash: string): Promise<number | undefined> {
+    return (await this.db.get<{ seq: number }>('SELECT seq FROM audit_log WHERE hash = ? ORDER BY seq LIMIT 1', [hash]))?.seq;
   }
 
   /**
@@ -386,13 +422,12 @@ export class AuditLog {
    * the chain was not rewritten wholesale; an `anchor` kept outside the database (see anchor.ts)
    * closes those gaps up to the anchored record. `expectRecords` makes an empty log a failure.
    */
-  verify(opts: { anchor?: AuditAnchor; expectRecords?: boolean } = {}): VerifyResult {
+  verify(opts: { anchor?: AuditAnchor; expectRecords?: boolean } = {}): Promise<VerifyResult> {
     // A read transaction gives one consistent snapshot even while other processes append.
-    const run = this.db.transaction((): VerifyResult => {
+    return this.db.snapshot(async (q): Promise<VerifyResult> => {
       let expectedSeq = 1;
       let prev = GENESIS_HASH;
       let checked = 0;
-      const bySeqOfHash = this.db.prepare('SELECT seq FROM audit_log WHERE hash = ? LIMIT 1');
       const bad = (seq: number, problem: AuditProblem, message: string): VerifyResult => ({
         ok: false,
         checked,
@@ -400,7 +435,7 @@ export class AuditLog {
         problem,
         message,
       });
-      for (const row of this.db.prepare('SELECT * FROM audit_log ORDER BY seq').iterate() as Iterable<Row>) {
+      for await (const row of pages(q)) {
         if (row.seq !== expectedSeq) {
           return bad(
             expectedSeq,
@@ -409,7 +444,7 @@ export class AuditLog {
           );
         }
         if (row.prev_hash !== prev) {
-          const owner = bySeqOfHash.get(row.prev_hash) as { seq: number } | undefined;
+          const owner = await q.get<{ seq: number }>('SELECT seq FROM audit_log WHERE hash = ? LIMIT 1', [row.prev_hash]);
           if (owner && owner.seq !== row.seq - 1) {
             return bad(row.seq, 'reordered', `record ${row.seq} follows the record now stored at ${owner.seq}, not ${row.seq - 1}`);
           }
@@ -428,7 +463,7 @@ export class AuditLog {
         expectedSeq++;
         checked++;
       }
-      const head = this.db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as { seq: number; hash: string } | undefined;
+      const head = await q.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_head WHERE id = 1');
       const lastSeq = expectedSeq - 1;
       if (lastSeq === 0 && !head && (opts.expectRecords || opts.anchor)) {
         return bad(
@@ -447,7 +482,7 @@ export class AuditLog {
         return bad(head.seq, 'edited', `the head says record ${head.seq} is last with a different hash`);
       }
       if (opts.anchor) {
-        const at = this.db.prepare('SELECT hash FROM audit_log WHERE seq = ?').get(opts.anchor.seq) as { hash: string } | undefined;
+        const at = await q.get<{ hash: string }>('SELECT hash FROM audit_log WHERE seq = ?', [opts.anchor.seq]);
         if (!at) return bad(opts.anchor.seq, 'truncated', `anchored record ${opts.anchor.seq} no longer exists`);
         if (at.hash !== opts.anchor.hash)
           return bad(
@@ -458,6 +493,16 @@ export class AuditLog {
       }
       return { ok: true, checked };
     });
-    return run.deferred();
+  }
+}
+
+/** Every record in seq order, read a page at a time. */
+async function* pages(q: Queryable): AsyncGenerator<Row> {
+  let after = 0;
+  for (;;) {
+    const rows = await q.all<Row>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?', [after, VERIFY_PAGE]);
+    yield* rows;
+    if (rows.length < VERIFY_PAGE) return;
+    after = rows[rows.length - 1]!.seq;
   }
 }

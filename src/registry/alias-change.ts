@@ -7,7 +7,7 @@
 import { openAudit, type AuditEntry } from '../audit/log.ts';
 import { evaluateGate } from '../eval/gates.ts';
 import { InputError } from '../errors.ts';
-import { openRegistry, unflattenMetrics } from './registry.ts';
+import { openRegistry, unflattenMetrics, type Registry } from './registry.ts';
 import type { AliasChange } from './types.ts';
 
 export interface AliasChangeRequest {
@@ -41,17 +41,19 @@ export class GateRefused extends InputError {
   }
 }
 
-export function changeAlias(registryDb: string, auditDb: string, req: AliasChangeRequest): AliasChangeResult {
-  const reg = openRegistry(registryDb);
+export async function changeAlias(registryDb: string, auditDb: string, req: AliasChangeRequest): Promise<AliasChangeResult> {
+  const reg = await openRegistry(registryDb);
   try {
     const { name, alias, op } = req;
     let gate: AliasChangeResult['gate'];
+    // The record is built inside the write transaction, so the model hashes it names are read first.
+    const onnx = new Map((await reg.listVersions(name)).map((v) => [v.version, v.artifacts.find((a) => a.role === 'onnx')?.sha256]));
     const audit = (c: AliasChange): AuditEntry => ({
       action: op === 'promote' ? 'model.promoted' : 'model.rolled_back',
       subject: `${name}@${c.toVersion}`,
       model: `${name}@${c.toVersion}`,
       actor: req.actor,
-      modelHash: reg.getVersion(name, c.toVersion).artifacts.find((a) => a.role === 'onnx')?.sha256,
+      modelHash: onnx.get(c.toVersion),
       details: {
         alias,
         from: c.fromVersion,
@@ -64,40 +66,42 @@ export function changeAlias(registryDb: string, auditDb: string, req: AliasChang
     });
     let change: AliasChange | undefined;
     if (op === 'promote') {
-      const at = req.at === undefined || req.at === 'latest' ? latestVersion(reg, name) : req.at;
-      const candidate = reg.getVersion(name, at);
+      const at = req.at === undefined || req.at === 'latest' ? await latestVersion(reg, name) : req.at;
+      const candidate = await reg.getVersion(name, at);
       if (req.gate) {
-        const holder = reg.aliasVersion(name, alias);
+        const holder = await reg.aliasVersion(name, alias);
         const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
         delete context.production;
-        if (holder !== null) context.production = unflattenMetrics(reg.getVersion(name, holder).metrics);
+        if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(name, holder)).metrics);
         const res = evaluateGate(req.gate, context, 'gate');
         gate = { passed: res.passed, explanation: res.explanation };
         if (!res.passed) throw new GateRefused(res.explanation);
       }
-      change = reg.setAlias(name, alias, candidate.version, {
-        actor: req.actor,
-        reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
-        expect: req.expect,
-        audit,
-      }).change;
+      change = (
+        await reg.setAlias(name, alias, candidate.version, {
+          actor: req.actor,
+          reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
+          expect: req.expect,
+          audit,
+        })
+      ).change;
     } else {
-      change = reg.rollback(name, alias, { actor: req.actor, reason: req.reason, audit });
+      change = await reg.rollback(name, alias, { actor: req.actor, reason: req.reason, audit });
     }
-    const log = openAudit(auditDb);
+    const log = await openAudit(auditDb);
     try {
-      reg.drainAuditOutbox(log);
+      await reg.drainAuditOutbox(log);
     } finally {
-      log.close();
+      await log.close();
     }
-    return { change, version: reg.getVersion(name, alias).version, gate };
+    return { change, version: (await reg.getVersion(name, alias)).version, gate };
   } finally {
-    reg.close();
+    await reg.close();
   }
 }
 
-function latestVersion(reg: ReturnType<typeof openRegistry>, name: string): number {
-  const m = reg.listModels().find((x) => x.name === name);
+async function latestVersion(reg: Registry, name: string): Promise<number> {
+  const m = (await reg.listModels()).find((x) => x.name === name);
   if (!m) throw new InputError(`no registered model '${name}'`, { where: 'name', hint: 'list them with `tempered models list`' });
   return m.latestVersion;
 }

@@ -2,7 +2,7 @@
  * "Which version does production point at": the question evaluate (to compare against it), the run
  * gate (to read its metric) and serving ask of the registry, answered in one place.
  */
-import { existsSync } from 'node:fs';
+import { databaseExists } from '../db/database.ts';
 import { InputError } from '../errors.ts';
 import type { ArtifactRef } from '../types.ts';
 import { openRegistry } from './registry.ts';
@@ -11,18 +11,18 @@ import type { ModelVersion } from './types.ts';
 /**
  * The version `ref` names now (an alias such as 'production', a version, or 'latest'); undefined
  * when there is no registry file yet, no such model or nothing under that ref. Other failures (a
- * corrupt or locked file) are thrown, not taken for "no production model".
+ * corrupt or locked file, an unreachable database) are thrown, not taken for "no production model".
  */
-export function currentVersion(registryDb: string, name: string, ref: string = 'production'): ModelVersion | undefined {
-  if (!existsSync(registryDb)) return undefined;
-  const reg = openRegistry(registryDb);
+export async function currentVersion(registryDb: string, name: string, ref: string = 'production'): Promise<ModelVersion | undefined> {
+  if (!databaseExists(registryDb)) return undefined;
+  const reg = await openRegistry(registryDb);
   try {
-    return reg.getVersion(name, ref);
+    return await reg.getVersion(name, ref);
   } catch (e) {
-    if (e instanceof InputError) return undefined;
+    if (e instanceof InputError && e.where === 'model') return undefined;
     throw e;
   } finally {
-    reg.close();
+    await reg.close();
   }
 }
 

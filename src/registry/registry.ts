@@ -16,13 +16,13 @@ import { InputError } from '../errors.ts';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { defaultActor } from '../audit/actor.ts';
 import { validateAuditEntry, type AuditEntry } from '../audit/log.ts';
-import { openSqlite, type Db } from '../util/sqlite.ts';
-import { REGISTRY_MIGRATIONS } from './schema.ts';
+import { openDatabase, type Database, type OpenOptions, type Queryable } from '../db/database.ts';
+import { REGISTRY_SCHEMA } from './schema.ts';
 import { modelCard } from './card.ts';
 import { diffModelVersions } from './diff.ts';
 import type { AliasChange, DataRef, ModelSummary, ModelVersion, RegisterInput, RegisteredArtifact, VersionDiff } from './types.ts';
 
-export interface RegistryOptions {
+export interface RegistryOptions extends OpenOptions {
   /** Clock, injectable so tests and reproducible demos get stable timestamps. */
   now?: () => Date;
 }
@@ -31,8 +31,9 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ALIAS_RE = /^[a-z][a-z0-9_-]{0,63}$/;
 const SHA_RE = /^[0-9a-f]{64}$/;
 
-export function openRegistry(path: string, opts: RegistryOptions = {}): Registry {
-  return new Registry(openSqlite(path, REGISTRY_MIGRATIONS, 'registry'), opts);
+/** `location`: a SQLite file, or a postgres:// URL (see db/database.ts). */
+export async function openRegistry(location: string, opts: RegistryOptions = {}): Promise<Registry> {
+  return new Registry(await openDatabase(location, REGISTRY_SCHEMA, opts), opts);
 }
 
 /**
@@ -100,7 +101,7 @@ export function unflattenMetrics(flat: Record<string, number>): Record<string, u
 
 /** Where the audit records of registry changes go; an AuditLog, or a wrapper in tests. */
 export interface AuditSink {
-  append(entry: AuditEntry): unknown;
+  append(entry: AuditEntry): unknown | Promise<unknown>;
 }
 
 /** Thrown when `setAlias({ expect })` finds the alias moved since the caller read it. Retrying re-reads. */
@@ -174,14 +175,14 @@ interface VersionRow {
 export class Registry {
   private readonly now: () => Date;
   constructor(
-    readonly db: Db,
+    readonly db: Database,
     opts: RegistryOptions = {},
   ) {
     this.now = opts.now ?? (() => new Date());
   }
 
-  close(): void {
-    this.db.close();
+  close(): Promise<void> {
+    return this.db.close();
   }
 
   /**
@@ -193,10 +194,10 @@ export class Registry {
    * concurrent identical registrations get one version.
    * `opts.audit` builds the audit record of a new version; it is committed to the outbox with it.
    */
-  registerVersion(
+  async registerVersion(
     input: RegisterInput,
     opts: { audit?: (v: { name: string; version: number }) => AuditEntry } = {},
-  ): { version: ModelVersion; created: boolean } {
+  ): Promise<{ version: ModelVersion; created: boolean }> {
     validateInput(input);
     const metrics = flattenMetrics(input.metrics ?? {}, 'register.metrics');
     const paramsJson = canonicalJson(input.params ?? {}, 'register.params');
@@ -208,10 +209,11 @@ export class Registry {
     const actor = input.actor ?? defaultActor();
     const key = input.idempotencyKey ?? `${input.runId}/${input.stageId}`;
 
-    const tx = this.db.transaction((): { name: string; version: number; created: boolean } => {
-      const existing = this.db.prepare('SELECT id, model, version FROM versions WHERE idempotency_key = ?').get(key) as
-        | { id: number; model: string; version: number }
-        | undefined;
+    const r = await this.db.write('registry', async (q): Promise<{ name: string; version: number; created: boolean }> => {
+      const existing = await q.get<{ id: number; model: string; version: number }>(
+        'SELECT id, model, version FROM versions WHERE idempotency_key = ?',
+        [key],
+      );
       if (existing) {
         if (existing.model !== input.name) {
           throw new InputError(
@@ -219,10 +221,10 @@ export class Registry {
             { where: 'register.name', hint: 'a stage registers one model; use a different stage id for another' },
           );
         }
-        const stored = this.db.prepare('SELECT role, sha256 FROM artifacts WHERE version_id = ? ORDER BY role').all(existing.id) as {
-          role: string;
-          sha256: string;
-        }[];
+        const stored = await q.all<{ role: string; sha256: string }>(
+          'SELECT role, sha256 FROM artifacts WHERE version_id = ? ORDER BY role',
+          [existing.id],
+        );
         const given = input.artifacts
           .map((a) => ({ role: a.role, sha256: a.sha256 }))
           .sort((a, b) => (a.role < b.role ? -1 : a.role > b.role ? 1 : 0));
@@ -241,25 +243,20 @@ export class Registry {
       if (input.reuseVersionWithSame !== undefined) {
         const same = input.artifacts.find((a) => a.role === input.reuseVersionWithSame);
         const hit = same
-          ? (this.db
-              .prepare(
-                'SELECT v.version FROM versions v JOIN artifacts a ON a.version_id = v.id WHERE v.model = ? AND a.role = ? AND a.sha256 = ? ORDER BY v.version LIMIT 1',
-              )
-              .get(input.name, same.role, same.sha256) as { version: number } | undefined)
+          ? await q.get<{ version: number }>(
+              'SELECT v.version FROM versions v JOIN artifacts a ON a.version_id = v.id WHERE v.model = ? AND a.role = ? AND a.sha256 = ? ORDER BY v.version LIMIT 1',
+              [input.name, same.role, same.sha256],
+            )
           : undefined;
         if (hit) return { name: input.name, version: hit.version, created: false };
       }
       const at = this.now().toISOString();
-      this.db.prepare('INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)').run(input.name, at);
-      const { v } = this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?').get(input.name) as {
-        v: number;
-      };
-      const info = this.db
-        .prepare(
-          `INSERT INTO versions (model, version, run_id, stage_id, idempotency_key, created_at, created_by, description, intended_use, limitations,
-                  spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-        )
-        .run(
+      await q.run('INSERT INTO models (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING', [input.name, at]);
+      const { v } = (await q.get<{ v: number }>('SELECT COALESCE(MAX(version), 0) + 1 AS v FROM versions WHERE model = ?', [input.name]))!;
+      const { id } = (await q.get<{ id: number }>(
+        `INSERT INTO versions (model, version, run_id, stage_id, idempotency_key, created_at, created_by, description, intended_use, limitations,
+                spec_hash, code_version, base_model_json, params_json, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id`,
+        [
           input.name,
           v,
           input.runId,
@@ -275,29 +272,36 @@ export class Registry {
           baseJson,
           paramsJson,
           dataJson,
-        );
-      const id = Number(info.lastInsertRowid);
-      const art = this.db.prepare('INSERT INTO artifacts (version_id, role, uri, sha256, bytes, media_type) VALUES (?,?,?,?,?,?)');
-      for (const a of input.artifacts) art.run(id, a.role, a.uri, a.sha256, a.bytes, a.mediaType ?? null);
-      const met = this.db.prepare('INSERT INTO metrics (version_id, name, value) VALUES (?,?,?)');
-      for (const [k, val] of Object.entries(metrics)) met.run(id, k, val);
-      const tag = this.db.prepare('INSERT INTO tags (version_id, key, value) VALUES (?,?,?)');
-      for (const [k, val] of Object.entries(input.tags ?? {})) tag.run(id, k, val);
-      if (opts.audit) this.enqueueAudit(opts.audit({ name: input.name, version: v }));
+        ],
+      ))!;
+      for (const a of input.artifacts)
+        await q.run('INSERT INTO artifacts (version_id, role, uri, sha256, bytes, media_type) VALUES (?,?,?,?,?,?)', [
+          id,
+          a.role,
+          a.uri,
+          a.sha256,
+          a.bytes,
+          a.mediaType ?? null,
+        ]);
+      for (const [k, val] of Object.entries(metrics))
+        await q.run('INSERT INTO metrics (version_id, name, value) VALUES (?,?,?)', [id, k, val]);
+      for (const [k, val] of Object.entries(input.tags ?? {}))
+        await q.run('INSERT INTO tags (version_id, key, value) VALUES (?,?,?)', [id, k, val]);
+      if (opts.audit) await this.enqueueAudit(q, opts.audit({ name: input.name, version: v }));
       return { name: input.name, version: v, created: true };
     });
-    const r = tx.immediate();
-    return { version: this.getVersion(r.name, r.version), created: r.created };
+    return { version: await this.getVersion(r.name, r.version), created: r.created };
   }
 
   /** Inside a registry transaction: the audit record commits (or not) with the change it describes. */
-  private enqueueAudit(entry: AuditEntry): void {
+  private async enqueueAudit(q: Queryable, entry: AuditEntry): Promise<void> {
     validateAuditEntry(entry);
     if (entry.dedupeKey === undefined)
       throw new Error('an outbox audit record needs a dedupe key, or delivering it twice would log it twice');
-    this.db
-      .prepare('INSERT OR IGNORE INTO audit_outbox (dedupe_key, entry_json) VALUES (?, ?)')
-      .run(entry.dedupeKey, canonicalJson(entry, 'audit'));
+    await q.run('INSERT INTO audit_outbox (dedupe_key, entry_json) VALUES (?, ?) ON CONFLICT DO NOTHING', [
+      entry.dedupeKey,
+      canonicalJson(entry, 'audit'),
+    ]);
   }
 
   /**
@@ -305,55 +309,48 @@ export class Registry {
    * there. Safe to run from several processes at once and after a crash: the dedupe key turns a
    * second delivery into a no-op. Returns how many records were delivered.
    */
-  drainAuditOutbox(audit: AuditSink): number {
-    const rows = this.db.prepare('SELECT id, entry_json FROM audit_outbox ORDER BY id').all() as { id: number; entry_json: string }[];
-    const del = this.db.prepare('DELETE FROM audit_outbox WHERE id = ?');
+  async drainAuditOutbox(audit: AuditSink): Promise<number> {
+    const rows = await this.db.all<{ id: number; entry_json: string }>('SELECT id, entry_json FROM audit_outbox ORDER BY id');
     for (const r of rows) {
-      audit.append(JSON.parse(r.entry_json) as AuditEntry);
-      del.run(r.id);
+      await audit.append(JSON.parse(r.entry_json) as AuditEntry);
+      await this.db.run('DELETE FROM audit_outbox WHERE id = ?', [r.id]);
     }
     return rows.length;
   }
 
   /** Audit records committed with a registry change but not yet in the audit log. */
-  pendingAudit(): AuditEntry[] {
-    return (this.db.prepare('SELECT entry_json FROM audit_outbox ORDER BY id').all() as { entry_json: string }[]).map(
+  async pendingAudit(): Promise<AuditEntry[]> {
+    return (await this.db.all<{ entry_json: string }>('SELECT entry_json FROM audit_outbox ORDER BY id')).map(
       (r) => JSON.parse(r.entry_json) as AuditEntry,
     );
   }
 
   /** The version an alias points at now, or null when the model or the alias does not exist. */
-  aliasVersion(name: string, alias: string): number | null {
-    const row = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as
-      | { version: number }
-      | undefined;
+  async aliasVersion(name: string, alias: string): Promise<number | null> {
+    const row = await this.db.get<{ version: number }>('SELECT version FROM aliases WHERE model = ? AND alias = ?', [name, alias]);
     return row?.version ?? null;
   }
 
-  private resolve(name: string, ref: number | string): VersionRow {
-    const model = this.db.prepare('SELECT name FROM models WHERE name = ?').get(name);
-    if (!model) {
-      const names = this.listModels().map((m) => m.name);
-      throw new InputError(`no model named '${name}'`, {
-        where: 'model',
-        hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet',
-      });
-    }
+  private async resolve(q: Queryable, name: string, ref: number | string): Promise<VersionRow> {
+    await this.resolveModel(q, name);
     let row: VersionRow | undefined;
     const asNum = typeof ref === 'number' ? ref : /^v?\d+$/.test(ref) ? Number(ref.replace(/^v/, '')) : null;
     if (asNum !== null) {
-      row = this.db.prepare('SELECT * FROM versions WHERE model = ? AND version = ?').get(name, asNum) as VersionRow | undefined;
+      // Beyond INTEGER no version exists; PostgreSQL would refuse the comparison instead of finding nothing.
+      row =
+        Number.isSafeInteger(asNum) && asNum <= 2 ** 31 - 1
+          ? await q.get<VersionRow>('SELECT * FROM versions WHERE model = ? AND version = ?', [name, asNum])
+          : undefined;
     } else if (ref === 'latest') {
-      row = this.db.prepare('SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT 1').get(name) as VersionRow | undefined;
+      row = await q.get<VersionRow>('SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT 1', [name]);
     } else {
-      row = this.db
-        .prepare(
-          'SELECT v.* FROM aliases a JOIN versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?',
-        )
-        .get(name, ref) as VersionRow | undefined;
+      row = await q.get<VersionRow>(
+        'SELECT v.* FROM aliases a JOIN versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?',
+        [name, ref],
+      );
     }
     if (!row) {
-      const s = this.listModels().find((m) => m.name === name)!;
+      const s = (await this.models(q)).find((m) => m.name === name)!;
       const aliases = Object.keys(s.aliases);
       throw new InputError(`model '${name}' has no version or alias '${ref}'`, {
         where: 'model',
@@ -364,19 +361,16 @@ export class Registry {
   }
 
   /** `ref`: a version number, 'v3' / '3', an alias, or 'latest'. */
-  getVersion(name: string, ref: number | string): ModelVersion {
-    return this.hydrate(this.resolve(name, ref));
+  async getVersion(name: string, ref: number | string): Promise<ModelVersion> {
+    return this.db.snapshot(async (q) => this.hydrate(q, await this.resolve(q, name, ref)));
   }
 
-  private hydrate(r: VersionRow): ModelVersion {
+  private async hydrate(q: Queryable, r: VersionRow): Promise<ModelVersion> {
     const artifacts = (
-      this.db.prepare('SELECT role, uri, sha256, bytes, media_type FROM artifacts WHERE version_id = ? ORDER BY role').all(r.id) as {
-        role: string;
-        uri: string;
-        sha256: string;
-        bytes: number;
-        media_type: string | null;
-      }[]
+      await q.all<{ role: string; uri: string; sha256: string; bytes: number; media_type: string | null }>(
+        'SELECT role, uri, sha256, bytes, media_type FROM artifacts WHERE version_id = ? ORDER BY role',
+        [r.id],
+      )
     ).map(
       (a): RegisteredArtifact => ({
         role: a.role,
@@ -387,19 +381,18 @@ export class Registry {
       }),
     );
     const metrics = Object.fromEntries(
-      (
-        this.db.prepare('SELECT name, value FROM metrics WHERE version_id = ? ORDER BY name').all(r.id) as { name: string; value: number }[]
-      ).map((m) => [m.name, m.value]),
-    );
-    const tags = Object.fromEntries(
-      (this.db.prepare('SELECT key, value FROM tags WHERE version_id = ? ORDER BY key').all(r.id) as { key: string; value: string }[]).map(
-        (t) => [t.key, t.value],
+      (await q.all<{ name: string; value: number }>('SELECT name, value FROM metrics WHERE version_id = ? ORDER BY name', [r.id])).map(
+        (m) => [m.name, m.value],
       ),
     );
+    const tags = Object.fromEntries(
+      (await q.all<{ key: string; value: string }>('SELECT key, value FROM tags WHERE version_id = ? ORDER BY key', [r.id])).map((t) => [
+        t.key,
+        t.value,
+      ]),
+    );
     const aliases = (
-      this.db.prepare('SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias').all(r.model, r.version) as {
-        alias: string;
-      }[]
+      await q.all<{ alias: string }>('SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias', [r.model, r.version])
     ).map((a) => a.alias);
     const data = (JSON.parse(r.data_json) as DataRef[]).map((d) => ({ ...d }));
     return {
@@ -426,32 +419,40 @@ export class Registry {
     };
   }
 
-  listModels(): ModelSummary[] {
-    const rows = this.db
-      .prepare(
-        `SELECT m.name, m.created_at, COUNT(v.id) AS n, COALESCE(MAX(v.version), 0) AS latest
+  listModels(): Promise<ModelSummary[]> {
+    return this.models(this.db);
+  }
+
+  private async models(q: Queryable): Promise<ModelSummary[]> {
+    const rows = await q.all<{ name: string; created_at: string; n: number; latest: number }>(
+      `SELECT m.name, m.created_at, COUNT(v.id) AS n, COALESCE(MAX(v.version), 0) AS latest
       FROM models m LEFT JOIN versions v ON v.model = m.name GROUP BY m.name ORDER BY m.name`,
-      )
-      .all() as { name: string; created_at: string; n: number; latest: number }[];
-    const al = this.db.prepare('SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias');
+    );
+    const aliases = await q.all<{ model: string; alias: string; version: number }>(
+      'SELECT model, alias, version FROM aliases ORDER BY model, alias',
+    );
     return rows.map((r) => ({
       name: r.name,
       createdAt: r.created_at,
       versions: r.n,
       latestVersion: r.latest,
-      aliases: Object.fromEntries((al.all(r.name) as { alias: string; version: number }[]).map((a) => [a.alias, a.version])),
+      aliases: Object.fromEntries(aliases.filter((a) => a.model === r.name).map((a) => [a.alias, a.version])),
     }));
   }
 
-  listVersions(name: string): ModelVersion[] {
-    this.resolveModel(name);
-    const rows = this.db.prepare('SELECT * FROM versions WHERE model = ? ORDER BY version').all(name) as VersionRow[];
-    return rows.map((r) => this.hydrate(r));
+  async listVersions(name: string): Promise<ModelVersion[]> {
+    return this.db.snapshot(async (q) => {
+      await this.resolveModel(q, name);
+      const rows = await q.all<VersionRow>('SELECT * FROM versions WHERE model = ? ORDER BY version', [name]);
+      const out: ModelVersion[] = [];
+      for (const r of rows) out.push(await this.hydrate(q, r));
+      return out;
+    });
   }
 
-  private resolveModel(name: string): void {
-    if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(name)) {
-      const names = this.listModels().map((m) => m.name);
+  private async resolveModel(q: Queryable, name: string): Promise<void> {
+    if (!(await q.get('SELECT 1 AS one FROM models WHERE name = ?', [name]))) {
+      const names = (await this.models(q)).map((m) => m.name);
       throw new InputError(`no model named '${name}'`, {
         where: 'model',
         hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet',
@@ -459,8 +460,8 @@ export class Registry {
     }
   }
 
-  diffVersions(name: string, a: number | string, b: number | string): VersionDiff {
-    return diffModelVersions(this.getVersion(name, a), this.getVersion(name, b));
+  async diffVersions(name: string, a: number | string, b: number | string): Promise<VersionDiff> {
+    return diffModelVersions(await this.getVersion(name, a), await this.getVersion(name, b));
   }
 
   /**
@@ -470,12 +471,12 @@ export class Registry {
    * now, nothing changes and AliasMovedError is thrown. `audit` builds the record of the change,
    * committed to the outbox with it.
    */
-  setAlias(
+  async setAlias(
     name: string,
     alias: string,
     ref: number | string,
     opts: { actor?: string; reason?: string; expect?: number | null; audit?: (change: AliasChange) => AuditEntry } = {},
-  ): { changed: boolean; change?: AliasChange } {
+  ): Promise<{ changed: boolean; change?: AliasChange }> {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
       throw new InputError(`alias '${alias}' is reserved: it already means a version`, {
         where: 'alias',
@@ -488,51 +489,50 @@ export class Registry {
         hint: "use lowercase letters, digits, '_' or '-', starting with a letter",
       });
     }
-    const tx = this.db.transaction(() => {
-      const target = this.resolve(name, ref);
-      const cur = this.db.prepare('SELECT version FROM aliases WHERE model = ? AND alias = ?').get(name, alias) as
-        | { version: number }
-        | undefined;
+    return this.db.write('registry', async (q) => {
+      const target = await this.resolve(q, name, ref);
+      const cur = await q.get<{ version: number }>('SELECT version FROM aliases WHERE model = ? AND alias = ?', [name, alias]);
       if (cur?.version === target.version) return { changed: false };
       if (opts.expect !== undefined && (cur?.version ?? null) !== opts.expect) {
         throw new AliasMovedError(
           `${name}@${alias} moved to ${cur ? `v${cur.version}` : 'nothing'} since it was read (expected ${opts.expect === null ? 'nothing' : `v${opts.expect}`}); not moved to v${target.version}`,
         );
       }
-      const change = this.moveAlias(
-        name,
+      const change = await this.moveAlias(q, {
+        model: name,
         alias,
-        cur?.version ?? null,
-        target.version,
-        'set',
-        opts.actor ?? defaultActor(),
-        opts.reason ?? null,
-      );
-      if (opts.audit) this.enqueueAudit(opts.audit(change));
+        fromVersion: cur?.version ?? null,
+        toVersion: target.version,
+        kind: 'set',
+        actor: opts.actor ?? defaultActor(),
+        reason: opts.reason ?? null,
+      });
+      if (opts.audit) await this.enqueueAudit(q, opts.audit(change));
       return { changed: true, change };
     });
-    return tx.immediate();
   }
 
-  private moveAlias(
-    name: string,
-    alias: string,
-    from: number | null,
-    to: number,
-    kind: 'set' | 'rollback',
-    actor: string,
-    reason: string | null,
-  ): AliasChange {
+  private async moveAlias(q: Queryable, c: Omit<AliasChange, 'id' | 'at'>): Promise<AliasChange> {
     const at = this.now().toISOString();
-    this.db
-      .prepare(
-        'INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version',
-      )
-      .run(name, alias, to);
-    const info = this.db
-      .prepare('INSERT INTO alias_history (model, alias, kind, from_version, to_version, actor, reason, at) VALUES (?,?,?,?,?,?,?,?)')
-      .run(name, alias, kind, from, to, actor, reason, at);
-    return { id: Number(info.lastInsertRowid), model: name, alias, kind, fromVersion: from, toVersion: to, actor, reason, at };
+    await q.run(
+      'INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version',
+      [c.model, c.alias, c.toVersion],
+    );
+    const { id } = (await q.get<{ id: number }>(
+      'INSERT INTO alias_history (model, alias, kind, from_version, to_version, actor, reason, at) VALUES (?,?,?,?,?,?,?,?) RETURNING id',
+      [c.model, c.alias, c.kind, c.fromVersion, c.toVersion, c.actor, c.reason, at],
+    ))!;
+    return {
+      id,
+      model: c.model,
+      alias: c.alias,
+      kind: c.kind,
+      fromVersion: c.fromVersion,
+      toVersion: c.toVersion,
+      actor: c.actor,
+      reason: c.reason,
+      at,
+    };
   }
 
   /**
@@ -540,15 +540,15 @@ export class Registry {
    * rollbacks keep walking back (v1 → v2 → v3, rollback → v2, rollback → v1): the history is
    * replayed as a stack where a `set` pushes and a `rollback` pops.
    */
-  rollback(
+  async rollback(
     name: string,
     alias: string,
     opts: { actor?: string; reason?: string; audit?: (change: AliasChange) => AuditEntry } = {},
-  ): AliasChange {
-    const tx = this.db.transaction(() => {
-      this.resolveModel(name);
+  ): Promise<AliasChange> {
+    return this.db.write('registry', async (q) => {
+      await this.resolveModel(q, name);
       const stack: number[] = [];
-      for (const h of this.aliasHistory(name, alias)) {
+      for (const h of await this.history(q, name, alias)) {
         if (h.kind === 'set') stack.push(h.toVersion);
         else stack.pop();
       }
@@ -560,28 +560,27 @@ export class Registry {
       }
       const from = stack[stack.length - 1]!;
       const to = stack[stack.length - 2]!;
-      const change = this.moveAlias(
-        name,
+      const change = await this.moveAlias(q, {
+        model: name,
         alias,
-        from,
-        to,
-        'rollback',
-        opts.actor ?? defaultActor(),
-        opts.reason ?? `rollback from v${from}`,
-      );
-      if (opts.audit) this.enqueueAudit(opts.audit(change));
+        fromVersion: from,
+        toVersion: to,
+        kind: 'rollback',
+        actor: opts.actor ?? defaultActor(),
+        reason: opts.reason ?? `rollback from v${from}`,
+      });
+      if (opts.audit) await this.enqueueAudit(q, opts.audit(change));
       return change;
     });
-    return tx.immediate();
   }
 
   /** Oldest first. Without `alias`, the history of every alias of the model. */
-  aliasHistory(name: string, alias?: string): AliasChange[] {
-    const rows = (
-      alias === undefined
-        ? this.db.prepare('SELECT * FROM alias_history WHERE model = ? ORDER BY id').all(name)
-        : this.db.prepare('SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id').all(name, alias)
-    ) as {
+  aliasHistory(name: string, alias?: string): Promise<AliasChange[]> {
+    return this.history(this.db, name, alias);
+  }
+
+  private async history(q: Queryable, name: string, alias?: string): Promise<AliasChange[]> {
+    const rows = await q.all<{
       id: number;
       model: string;
       alias: string;
@@ -591,7 +590,12 @@ export class Registry {
       actor: string;
       reason: string | null;
       at: string;
-    }[];
+    }>(
+      alias === undefined
+        ? 'SELECT * FROM alias_history WHERE model = ? ORDER BY id'
+        : 'SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id',
+      alias === undefined ? [name] : [name, alias],
+    );
     return rows.map((r) => ({
       id: r.id,
       model: r.model,
@@ -606,7 +610,7 @@ export class Registry {
   }
 
   /** Markdown model card of one version (see card.ts). */
-  modelCard(name: string, ref: number | string): string {
-    return modelCard(this.getVersion(name, ref));
+  async modelCard(name: string, ref: number | string): Promise<string> {
+    return modelCard(await this.getVersion(name, ref));
   }
 }

@@ -380,10 +380,10 @@ test('a LoRA fine-tune registered as a new version is served once the alias move
     outDir: tuned,
   });
   const regPath = join(root, 'registry.db');
-  const reg = openRegistry(regPath);
+  const reg = await openRegistry(regPath);
   t.after(() => reg.close());
   for (const run of ['base', 'lora'])
-    reg.registerVersion({
+    await reg.registerVersion({
       name: 'tiny',
       runId: run,
       stageId: 'register',
@@ -391,7 +391,7 @@ test('a LoRA fine-tune registered as a new version is served once the alias move
       data: [],
       artifacts: [{ role: 'model', uri: run, sha256: (run === 'base' ? 'b' : 'c').repeat(64), bytes: 1 }],
     });
-  reg.setAlias('tiny', 'production', 1, { actor: 'test' });
+  await reg.setAlias('tiny', 'production', 1, { actor: 'test' });
   const dirs: Record<string, string> = { base: dirA, lora: tuned };
   const { url, server } = await serve(t, async () => {
     const cur = await registryAliasSource<TextGenerator>({
@@ -405,7 +405,7 @@ test('a LoRA fine-tune registered as a new version is served once the alias move
     (await (await post(url, '/v1/completions', { model: 'tiny', prompt: 'repeat: cab\n', max_tokens: 8, temperature: 0 })).json()) as any;
   const before = await ask();
   assert.equal(before.model, 'tiny@1');
-  reg.setAlias('tiny', 'production', 2, { actor: 'test' });
+  await reg.setAlias('tiny', 'production', 2, { actor: 'test' });
   assert.equal(await server.model.pollOnce(), true);
   const afterSwap = await ask();
   assert.equal(afterSwap.model, 'tiny@2');

@@ -14,9 +14,9 @@ test('promoting and rolling back in the registry moves the running server', { ti
   const dir = mkdtempSync(join(tmpdir(), 'tempered-serve-reg-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'registry.db');
-  const reg = openRegistry(path);
+  const reg = await openRegistry(path);
   for (const run of ['r1', 'r2']) {
-    reg.registerVersion({
+    await reg.registerVersion({
       name: 'spam',
       runId: run,
       stageId: 'register',
@@ -25,7 +25,7 @@ test('promoting and rolling back in the registry moves the running server', { ti
       artifacts: [{ role: 'onnx', uri: 'u', sha256: 'b'.repeat(64), bytes: 1 }],
     });
   }
-  reg.setAlias('spam', 'production', 1, { actor: 'test' });
+  await reg.setAlias('spam', 'production', 1, { actor: 'test' });
 
   const loaded: string[] = [];
   const server = await createModelServer({
@@ -56,11 +56,11 @@ test('promoting and rolling back in the registry moves the running server', { ti
   };
 
   assert.equal(await servedModel(), 'spam@1');
-  reg.setAlias('spam', 'production', 2, { actor: 'test' });
+  await reg.setAlias('spam', 'production', 2, { actor: 'test' });
   await waitFor('spam@2');
-  reg.rollback('spam', 'production', { actor: 'test' });
+  await reg.rollback('spam', 'production', { actor: 'test' });
   await waitFor('spam@1');
-  reg.close();
+  await reg.close();
   assert.deepEqual(loaded, ['spam@1', 'spam@2', 'spam@1']);
   assert.equal(server.model.swaps, 2);
 });
@@ -69,7 +69,7 @@ test('an unknown model or alias fails the start with the registry error', async 
   const dir = mkdtempSync(join(tmpdir(), 'tempered-serve-reg-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'registry.db');
-  openRegistry(path).close();
+  (await openRegistry(path)).close();
   await assert.rejects(
     createModelServer({
       token: TOKEN,

@@ -20,12 +20,12 @@ export function registryAliasSource<P extends ServedModel = ServedModel>(opts: R
   return async () => {
     // A short-lived connection per poll: nothing stays open between polls, and a registry file
     // that was moved or restored is picked up as it is now.
-    const reg = openRegistry(opts.registryPath);
+    const reg = await openRegistry(opts.registryPath);
     let version: ModelVersion;
     try {
-      version = reg.getVersion(opts.name, alias);
+      version = await reg.getVersion(opts.name, alias);
     } finally {
-      reg.close();
+      await reg.close();
     }
     return { key: `${version.name}@${version.version}`, load: () => opts.load(version) };
   };

@@ -83,13 +83,13 @@ export const deployStage: StageKind<Config> = {
     // Keyed on the execution, not the reusable workflow id, so a rerun under the same id records its own promotion.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
     const candidate = cfg.gate && cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
-    const reg = openRegistry(statePaths(ctx.stateDir).registryDb);
+    const reg = await openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // Records an earlier attempt committed but did not deliver go first, so the log stays in order.
       await deliverAudit(reg, ctx.stateDir);
       // The gate judges against the alias as it is now, and the move below only happens if it is
       // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
-      const holder = reg.aliasVersion(cfg.name, alias);
+      const holder = await reg.aliasVersion(cfg.name, alias);
       let explanation = 'no gate';
       if (cfg.gate) {
         const context: Record<string, unknown> = { ...candidate };
@@ -100,14 +100,14 @@ export const deployStage: StageKind<Config> = {
         }
         if (context.production === undefined && holder !== null && holder !== cfg.version) {
           // Fall back to the metrics the current holder of the alias was registered with.
-          context.production = unflattenMetrics(reg.getVersion(cfg.name, holder).metrics);
+          context.production = unflattenMetrics((await reg.getVersion(cfg.name, holder)).metrics);
         }
         const res = evaluateGate(cfg.gate, context, `stages.${ctx.stageId}.with.gate`);
         explanation = res.explanation;
         if (!res.passed) return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
       }
-      const v = reg.getVersion(cfg.name, cfg.version);
-      const { change } = reg.setAlias(cfg.name, alias, cfg.version, {
+      const v = await reg.getVersion(cfg.name, cfg.version);
+      const { change } = await reg.setAlias(cfg.name, alias, cfg.version, {
         actor: ctx.actor,
         reason: `run ${ctx.runId}: ${explanation}`,
         expect: holder,
@@ -127,7 +127,7 @@ export const deployStage: StageKind<Config> = {
       if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
       return { promoted: true, alias, ref, explanation };
     } finally {
-      reg.close();
+      await reg.close();
     }
   },
 };
@@ -162,9 +162,9 @@ async function notPromoted(
   out: { alias: string; ref: string; explanation: string },
 ) {
   const { openAudit } = await lib();
-  const audit = openAudit(statePaths(ctx.stateDir).auditDb);
+  const audit = await openAudit(statePaths(ctx.stateDir).auditDb);
   try {
-    audit.append({
+    await audit.append({
       action: 'model.not_promoted',
       subject: ref,
       model: ref,
@@ -175,7 +175,7 @@ async function notPromoted(
       dedupeKey: `${attemptKey}/not_promoted`,
     });
   } finally {
-    audit.close();
+    await audit.close();
   }
   return { promoted: false, ...out };
 }

@@ -72,7 +72,7 @@ async function productionModel(cfg: Config, stateDir: string): Promise<{ id: str
   if (!cfg.production) return undefined;
   const { currentVersion, versionArtifact } = await lib();
   const alias = cfg.production.alias ?? 'production';
-  const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
+  const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
   const tree = v && versionArtifact(v, 'model');
   return v && tree && { id: `${v.name}@${v.version}`, alias, tree };
 }
@@ -168,7 +168,7 @@ export const evaluateStage: StageKind<Config> = {
   async externalInputs(cfg, { stateDir }) {
     const { currentVersion, versionArtifact } = await lib();
     if (!cfg.production) return [];
-    const v = currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
+    const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
     return [v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none'];
   },
   outputs: {

@@ -95,11 +95,11 @@ export const registerStage: StageKind<Config> = {
     const onnx = artifacts.find((a) => a.role === 'onnx');
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
-    const reg = openRegistry(statePaths(ctx.stateDir).registryDb);
+    const reg = await openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // The same model bytes are the same version: a rerun whose training came from the cache does
       // not mint a copy (decided inside the registry's write transaction, so concurrent runs agree).
-      const { version } = reg.registerVersion(
+      const { version } = await reg.registerVersion(
         {
           name: cfg.name,
           runId: ctx.runId,
@@ -146,7 +146,7 @@ export const registerStage: StageKind<Config> = {
       const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
       return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, card };
     } finally {
-      reg.close();
+      await reg.close();
     }
   },
 };
@@ -154,11 +154,11 @@ export const registerStage: StageKind<Config> = {
 /** Moves the registry's pending audit records into the audit log. */
 export async function deliverAudit(reg: Registry, stateDir: string): Promise<void> {
   const { openAudit } = await lib();
-  const audit = openAudit(statePaths(stateDir).auditDb);
+  const audit = await openAudit(statePaths(stateDir).auditDb);
   try {
-    reg.drainAuditOutbox(audit);
+    await reg.drainAuditOutbox(audit);
   } finally {
-    audit.close();
+    await audit.close();
   }
 }
 

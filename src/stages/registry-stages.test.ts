@@ -68,18 +68,22 @@ test('a class label such as __proto__.isAdmin travels evaluate → register → 
   assert.equal(out.promoted, true, String(out.explanation));
   assert.equal(({} as Record<string, unknown>).isAdmin, undefined, 'Object.prototype was polluted');
   assert.equal(Object.hasOwn(Object.prototype, 'isAdmin'), false);
-  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
-  assert.equal(reg.getVersion('spam', 2).metrics['per_class.__proto__%2EisAdmin.f1'], 0.5);
-  reg.close();
+  const reg = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal((await reg.getVersion('spam', 2)).metrics['per_class.__proto__%2EisAdmin.f1'], 0.5);
+  await reg.close();
 });
 
 test('labels named __proto__ and constructor register with their metrics instead of breaking the registration', async (t) => {
   const { ctx, model, store } = setup(t);
   const metrics = await store.putJson({ f1_macro: 0.7, per_class: JSON.parse('{"__proto__": {"f1": 0.4}, "constructor": {"f1": 0.3}}') });
   await registerStage.run({ name: 'spam', model: await model('m'), metrics }, ctx());
-  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
-  assert.deepEqual(reg.getVersion('spam', 1).metrics, { f1_macro: 0.7, 'per_class.__proto__.f1': 0.4, 'per_class.constructor.f1': 0.3 });
-  reg.close();
+  const reg = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.deepEqual((await reg.getVersion('spam', 1)).metrics, {
+    f1_macro: 0.7,
+    'per_class.__proto__.f1': 0.4,
+    'per_class.constructor.f1': 0.3,
+  });
+  await reg.close();
 });
 
 test('a reused run id (submit --run-id, schedules) registers and promotes again; the audit log records both', async (t) => {
@@ -90,19 +94,19 @@ test('a reused run id (submit --run-id, schedules) registers and promotes again;
   const second = await registerStage.run({ name: 'spam', model: await model('tuesday') }, ctx({ executionId: 'exec-2' }));
   assert.equal(second.version, 2, "the second run got the first run's version back");
   await deployStage.run({ name: 'spam', version: second.version as number }, ctx({ stageId: 'deploy', executionId: 'exec-2' }));
-  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
-  assert.equal(reg.aliasVersion('spam', 'production'), 2);
-  reg.close();
-  const audit = openAudit(join(ctx().stateDir, 'audit.db'));
+  const reg = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(await reg.aliasVersion('spam', 'production'), 2);
+  await reg.close();
+  const audit = await openAudit(join(ctx().stateDir, 'audit.db'));
   assert.deepEqual(
-    audit.query({ action: 'model.registered' }).map((r) => r.subject),
+    (await audit.query({ action: 'model.registered' })).map((r) => r.subject),
     ['spam@1', 'spam@2'],
   );
   assert.deepEqual(
-    audit.query({ action: 'model.promoted' }).map((r) => r.subject),
+    (await audit.query({ action: 'model.promoted' })).map((r) => r.subject),
     ['spam@1', 'spam@2'],
   );
-  audit.close();
+  await audit.close();
 });
 
 test('a register attempt that dies between the registry and the audit write leaves the record for its retry', async (t) => {
@@ -112,19 +116,19 @@ test('a register attempt that dies between the registry and the audit write leav
   mkdirSync(join(dir, 'audit.db'));
   await assert.rejects(registerStage.run({ name: 'spam', model: ref }, ctx()));
   rmSync(join(dir, 'audit.db'), { recursive: true });
-  const reg = openRegistry(join(dir, 'registry.db'));
-  assert.equal(reg.listVersions('spam').length, 1, 'the registry change committed');
-  reg.close();
+  const reg = await openRegistry(join(dir, 'registry.db'));
+  assert.equal((await reg.listVersions('spam')).length, 1, 'the registry change committed');
+  await reg.close();
   // The retry (same execution) finds the version already there and still writes the audit record, once.
   const retry = await registerStage.run({ name: 'spam', model: ref }, ctx({ attempt: 2 }));
   assert.equal(retry.version, 1);
   await registerStage.run({ name: 'spam', model: ref }, ctx({ attempt: 3 }));
-  const audit = openAudit(join(dir, 'audit.db'));
+  const audit = await openAudit(join(dir, 'audit.db'));
   assert.deepEqual(
-    audit.query({ action: 'model.registered' }).map((r) => r.subject),
+    (await audit.query({ action: 'model.registered' })).map((r) => r.subject),
     ['spam@1'],
   );
-  audit.close();
+  await audit.close();
 });
 
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
@@ -135,16 +139,16 @@ test('deploy does not promote on production metrics that went stale after evalua
   // evaluate compared v3 against production v1 ...
   const metrics = await store.putJson(evaluation(0.9, { production: { f1_macro: 0.5, version: 'spam@1' } }));
   // ... then someone promoted v2 (better than v3) by hand.
-  const reg = openRegistry(join(ctx().stateDir, 'registry.db'));
-  reg.setAlias('spam', 'production', 2);
-  reg.close();
+  const reg = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  await reg.setAlias('spam', 'production', 2);
+  await reg.close();
   const out = await deployStage.run(
     { name: 'spam', version: 3, gate: 'f1_macro > production.f1_macro', metrics },
     ctx({ stageId: 'deploy', executionId: 'e2' }),
   );
   assert.equal(out.promoted, false);
   assert.match(String(out.explanation), /production is v2 now, but evaluate compared against spam@1/);
-  const after = openRegistry(join(ctx().stateDir, 'registry.db'));
-  assert.equal(after.aliasVersion('spam', 'production'), 2);
-  after.close();
+  const after = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(await after.aliasVersion('spam', 'production'), 2);
+  await after.close();
 });

@@ -1,0 +1,93 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InputError } from '../errors.ts';
+import { statePaths } from '../state-paths.ts';
+import { openAudit } from '../audit/log.ts';
+import { openRegistry } from '../registry/registry.ts';
+import { checkDatabaseUrl, redactUrl } from './database.ts';
+import { toPostgresParams } from './postgres.ts';
+import { postgresUnavailable, useDatabases } from '../../tests/helpers/postgres.ts';
+
+test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming the variable, never a file name', () => {
+  const bad: [string, RegExp][] = [
+    ['localhost:5432/tempered', /scheme 'localhost' is not supported/],
+    ['mysql://u:p@db/tempered', /scheme 'mysql' is not supported/],
+    ['postgres://u:secret@db.example:5432', /names no database/],
+    ['postgres:///tempered', /names no host/],
+    ['postgres://u:secret@db.example:99999/tempered', /not a valid URL/],
+  ];
+  for (const [url, re] of bad) {
+    assert.throws(
+      () => statePaths('/state', { TEMPERED_DATABASE_URL: url }),
+      (e: unknown) => e instanceof InputError && e.where === 'TEMPERED_DATABASE_URL' && re.test(e.message) && !e.message.includes('secret'),
+      url,
+    );
+  }
+  const p = statePaths('/state', { TEMPERED_DATABASE_URL: 'postgresql://tempered:pw@db.example/reg?sslmode=require' });
+  assert.equal(p.registryDb, 'postgresql://tempered:pw@db.example/reg?sslmode=require');
+  assert.equal(p.auditDb, p.registryDb);
+  assert.equal(statePaths('/state', { TEMPERED_DATABASE_URL: ' ' }).registryDb, '/state/registry.db', 'blank means unset');
+  assert.equal(checkDatabaseUrl('postgres:///tempered?host=/run/postgresql').pathname, '/tempered');
+  assert.equal(redactUrl('postgres://alice:s3cret@db:5432/reg?password=x'), 'postgres://alice@db:5432/reg');
+});
+
+test('? placeholders become $n outside quoted text', () => {
+  assert.equal(
+    toPostgresParams("SELECT ? , '?', \"a?\" FROM t WHERE a = ? AND b = 'it''s ?'"),
+    "SELECT $1 , '?', \"a?\" FROM t WHERE a = $2 AND b = 'it''s ?'",
+  );
+});
+
+describe('postgres connections', { skip: postgresUnavailable() }, () => {
+  const db = useDatabases('postgres');
+
+  test('a wrong password or a missing database is an input error naming TEMPERED_DATABASE_URL, without the password', async (t) => {
+    const url = new URL(await db.fresh(t));
+    const wrong = Object.assign(new URL(url), { password: 'not-the-password' }).toString();
+    await assert.rejects(
+      () => openRegistry(wrong),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.where === 'TEMPERED_DATABASE_URL' &&
+        /refused the login/.test(e.message) &&
+        !e.message.includes('not-the-password'),
+    );
+    const missing = Object.assign(new URL(url), { pathname: '/no_such_db' }).toString();
+    await assert.rejects(
+      () => openAudit(missing),
+      (e: unknown) => e instanceof InputError && /no_such_db/.test(e.message) && /CREATE DATABASE/.test(e.hint ?? ''),
+    );
+  });
+
+  test(
+    'a server that restarts between two writes: the next write waits for it and the chain stays whole',
+    { timeout: 120_000 },
+    async (t) => {
+      const url = await db.fresh(t);
+      const log = await openAudit(url, { retryForMs: 60_000 });
+      await log.append({ action: 'run.submitted', subject: 'before' });
+      // The restart (fast shutdown) drops the pooled connection; the append after it retries through
+      // "connection refused" and "the database system is starting up" until the server is back.
+      const restarted = db.server().restart();
+      const appended = log.append({ action: 'run.submitted', subject: 'after', dedupeKey: 'after' });
+      await restarted;
+      await appended;
+      assert.deepEqual(
+        (await log.query()).map((r) => r.subject),
+        ['before', 'after'],
+      );
+      assert.deepEqual(await log.verify(), { ok: true, checked: 2 });
+      await log.close();
+    },
+  );
+
+  test('a server that stays away: a transient error naming the server (not an input error) once the retry time is spent', async (t) => {
+    const url = new URL(await db.fresh(t));
+    url.port = String(Number(url.port) === 65535 ? 65534 : Number(url.port) + 1);
+    await assert.rejects(
+      () => openRegistry(url.toString(), { retryForMs: 300 }),
+      (e: unknown) =>
+        !(e instanceof InputError) && /PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:\d+\/\w+ is unavailable/.test((e as Error).message),
+    );
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * The one small interface the registry and the audit log speak to their database, whichever it is:
+ * a SQLite file (the default, one machine) or PostgreSQL (`TEMPERED_DATABASE_URL=postgres://…`,
+ * many hosts). Queries are written once with `?` placeholders in SQL both dialects accept; each
+ * scope keeps its own migrations per dialect.
+ */
+import { existsSync } from 'node:fs';
+import { InputError } from '../errors.ts';
+
+export type Dialect = 'sqlite' | 'postgres';
+export type Params = readonly unknown[];
+
+/** What a transaction (or the database outside one) can run. */
+export interface Queryable {
+  readonly dialect: Dialect;
+  all<T>(sql: string, params?: Params): Promise<T[]>;
+  get<T>(sql: string, params?: Params): Promise<T | undefined>;
+  /** Runs a statement; resolves to the number of rows it changed. */
+  run(sql: string, params?: Params): Promise<number>;
+}
+
+/**
+ * Writers of one lock name are serialised across every process and host that share the database
+ * (SQLite: BEGIN IMMEDIATE on the file; PostgreSQL: a transaction-scoped advisory lock).
+ */
+export type WriteLock = 'registry' | 'audit';
+
+export interface Database extends Queryable {
+  /** Where the data lives, for messages: a file path, or the URL without its password. */
+  readonly where: string;
+  /** Runs `fn` in one write transaction that holds `lock`; commits if it resolves, rolls back if it throws. */
+  write<T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>): Promise<T>;
+  /** Runs `fn` in a read-only transaction that sees one consistent snapshot. */
+  snapshot<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+  /**
+   * SQLite only: rebuilds a table that others reference (SQLite's 12-step ALTER); foreign keys are
+   * switched off around the transaction, as SQLite requires, and checked before it commits.
+   */
+  rebuildsTables?: boolean;
+}
+
+/** A scope's tables: its name in `schema_migrations` and its migrations for each dialect. */
+export interface Schema {
+  scope: string;
+  sqlite: readonly Migration[];
+  postgres: readonly Migration[];
+}
+
+export const DATABASE_URL_ENV = 'TEMPERED_DATABASE_URL';
+
+export function isDatabaseUrl(location: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(location);
+}
+
+/** A URL without its password (and query, which may hold one), for messages and logs. */
+export function redactUrl(location: string): string {
+  if (!isDatabaseUrl(location)) return location;
+  try {
+    const u = new URL(location);
+    return `${u.protocol}//${u.username ? `${decodeURIComponent(u.username)}@` : ''}${u.host}${u.pathname}`;
+  } catch {
+    return '(an unparseable URL)';
+  }
+}
+
+/**
+ * Checks a database URL and says what is wrong with it, naming TEMPERED_DATABASE_URL. Only
+ * postgres:// and postgresql:// are served; the host and the database must be named (a socket
+ * folder may stand for the host as `?host=/run/postgresql`).
+ */
+export function checkDatabaseUrl(location: string, where = DATABASE_URL_ENV): URL {
+  const example = 'postgres://user:password@db.example:5432/tempered';
+  let u: URL;
+  try {
+    u = new URL(location);
+  } catch {
+    throw new InputError('is not a valid URL', {
+      where,
+      hint: `write it as ${example}, or unset it to keep the registry and audit log in SQLite files`,
+    });
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw new InputError(`scheme '${u.protocol.replace(/:$/, '')}' is not supported`, {
+      where,
+      hint: `only PostgreSQL is: ${example}; unset it to keep the registry and audit log in SQLite files under TEMPERED_HOME`,
+    });
+  }
+  if (!u.hostname && !u.searchParams.get('host')) {
+    throw new InputError(`${redactUrl(location)} names no host`, { where, hint: `write it as ${example}` });
+  }
+  const db = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  if (!db || db.includes('/')) {
+    throw new InputError(`${redactUrl(location)} names no database`, { where, hint: `name one after the host: ${example}` });
+  }
+  return u;
+}
+
+/** True when there is something to open: always for a server, for a file when it exists. */
+export function databaseExists(location: string): boolean {
+  return isDatabaseUrl(location) || existsSync(location);
+}
+
+export interface OpenOptions {
+  /** PostgreSQL: how long to keep retrying a connection that fails for a transient reason (ms). */
+  retryForMs?: number;
+}
+
+/** Opens a SQLite file, or the PostgreSQL database a postgres:// URL names, and brings `schema` up to date. */
+export async function openDatabase(location: string, schema: Schema, opts: OpenOptions = {}): Promise<Database> {
+  if (isDatabaseUrl(location)) {
+    checkDatabaseUrl(location);
+    const { openPostgres } = await import('./postgres.ts');
+    return openPostgres(location, schema, opts);
+  }
+  const { openSqlite } = await import('./sqlite.ts');
+  return openSqlite(location, schema);
+}

