@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
-import { postgresUnavailable, useDatabases } from './helpers/postgres.ts';
+import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 
 test('audit anchors catch a cut tail and a wipe that plain verify cannot see', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-audit-cli-'));

@@ -87,11 +87,11 @@ describe('dashboard API', () => {
     assert.equal((await fetch(`${url}/api/runs/${runs[0]!.runId}/cancel`, { method: 'POST' })).status, 401);
     assert.equal((await fetch(`${url}/api/runs/${runs[0]!.runId}/resume`, { method: 'POST' })).status, 401);
     assert.equal((await fetch(`${url}/api/schedules/x/pause`, { method: 'POST' })).status, 401);
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      assert.equal(reg.aliasVersion('e2e-clf', 'staging'), null, 'a refused promote moved nothing');
+      assert.equal(await reg.aliasVersion('e2e-clf', 'staging'), null, 'a refused promote moved nothing');
     } finally {
-      reg.close();
+      await reg.close();
     }
     const list = (await (await fetch(`${url}/api/runs`)).json()) as { runs: { runId: string }[] };
     for (const r of runs) assert.ok(list.runs.some((x) => x.runId === r.runId));
@@ -228,32 +228,32 @@ describe('dashboard in a browser', () => {
     await anon.locator('#banner').waitFor();
     assert.match(await anon.locator('#banner').innerText(), /^401/);
     await anon.context().close();
-    const audit = openAudit(join(env.dir, 'audit.db'));
-    const before = audit.query({ action: 'model.promoted' }).length;
-    audit.close();
+    const audit = await openAudit(join(env.dir, 'audit.db'));
+    const before = (await audit.query({ action: 'model.promoted' })).length;
+    await audit.close();
 
     const page = await open('#/models');
     await row(page).locator('input').first().fill('staging');
     await row(page).locator('input').nth(1).fill('');
     await row(page).locator('tr[data-version="1"] button[data-promote]').click();
     await page.locator('#banner.ok').waitFor();
-    const reg = openRegistry(join(env.dir, 'registry.db'));
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
-      assert.equal(reg.aliasVersion('e2e-clf', 'staging'), 1);
+      assert.equal(await reg.aliasVersion('e2e-clf', 'staging'), 1);
     } finally {
-      reg.close();
+      await reg.close();
     }
-    const log = openAudit(join(env.dir, 'audit.db'));
+    const log = await openAudit(join(env.dir, 'audit.db'));
     try {
-      const promoted = log.query({ action: 'model.promoted' });
+      const promoted = await log.query({ action: 'model.promoted' });
       assert.equal(promoted.length, before + 1);
       const rec = promoted.at(-1)!;
       assert.equal(rec.model, 'e2e-clf@1');
       assert.equal(rec.actor, 'ui-tester');
       assert.deepEqual([rec.details.alias, rec.details.via], ['staging', 'ui']);
-      assert.equal(log.verify().ok, true);
+      assert.equal((await log.verify()).ok, true);
     } finally {
-      log.close();
+      await log.close();
     }
     await page.locator('tr[data-version="1"]', { hasText: 'staging' }).waitFor();
     await page.screenshot({ path: join(SHOTS, 'ui-models.png'), fullPage: true });

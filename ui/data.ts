@@ -9,8 +9,10 @@ import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { getRunStatus, runInput } from '../client/runs.ts';
 import { openAudit, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
+import { databaseExists } from '../src/db/database.ts';
+import { modelCard } from '../src/registry/card.ts';
 import { openRegistry } from '../src/registry/registry.ts';
-import type { ModelVersion } from '../src/registry/types.ts';
+import type { AliasChange, ModelVersion } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { progressLogPath, readProgressPoints, type ProgressPoint } from '../src/store/progress-log.ts';
@@ -151,33 +153,37 @@ export interface ModelView {
   versions: (ModelVersion & { card: string })[];
   /** The gate the pipeline's deploy stage last judged with, for the promote form. */
   lastGate?: string;
-  history: ReturnType<ReturnType<typeof openRegistry>['aliasHistory']>;
+  history: AliasChange[];
 }
 
-export function listModelViews(paths: StatePaths): ModelView[] {
-  if (!existsSync(paths.registryDb)) return [];
-  const reg = openRegistry(paths.registryDb);
-  const gates = lastGates(paths);
+export async function listModelViews(paths: StatePaths): Promise<ModelView[]> {
+  if (!databaseExists(paths.registryDb)) return [];
+  const reg = await openRegistry(paths.registryDb);
+  const gates = await lastGates(paths);
   try {
-    return reg.listModels().map((m) => ({
-      name: m.name,
-      aliases: m.aliases,
-      versions: reg
-        .listVersions(m.name)
-        .map((v) => ({ ...v, card: reg.modelCard(m.name, v.version) }))
-        .sort((x, y) => y.version - x.version),
-      lastGate: gates.get(m.name),
-      history: reg.aliasHistory(m.name),
-    }));
+    const views: ModelView[] = [];
+    for (const m of await reg.listModels()) {
+      views.push({
+        name: m.name,
+        aliases: m.aliases,
+        versions: (await reg.listVersions(m.name)).map((v) => ({ ...v, card: modelCard(v) })).sort((x, y) => y.version - x.version),
+        lastGate: gates.get(m.name),
+        history: await reg.aliasHistory(m.name),
+      });
+    }
+    return views;
   } finally {
-    reg.close();
+    await reg.close();
   }
 }
 
-function lastGates(paths: StatePaths): Map<string, string> {
+async function lastGates(paths: StatePaths): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  if (!existsSync(paths.auditDb)) return out;
-  const judged = [...auditRecords(paths, { action: 'model.promoted' }), ...auditRecords(paths, { action: 'model.not_promoted' })];
+  if (!databaseExists(paths.auditDb)) return out;
+  const judged = [
+    ...(await auditRecords(paths, { action: 'model.promoted' })),
+    ...(await auditRecords(paths, { action: 'model.not_promoted' })),
+  ];
   for (const r of judged.sort((a, b) => a.seq - b.seq)) {
     const gate = r.details.gate;
     const model = r.model ?? r.subject;
@@ -186,24 +192,24 @@ function lastGates(paths: StatePaths): Map<string, string> {
   return out;
 }
 
-export function auditRecords(paths: StatePaths, q: AuditQuery & { actor?: string }): AuditRecord[] {
-  if (!existsSync(paths.auditDb)) return [];
-  const log = openAudit(paths.auditDb);
+export async function auditRecords(paths: StatePaths, q: AuditQuery & { actor?: string }): Promise<AuditRecord[]> {
+  if (!databaseExists(paths.auditDb)) return [];
+  const log = await openAudit(paths.auditDb);
   try {
     const { actor, ...rest } = q;
-    const rows = log.query(rest);
+    const rows = await log.query(rest);
     return actor ? rows.filter((r) => r.actor === actor) : rows;
   } finally {
-    log.close();
+    await log.close();
   }
 }
 
-export function verifyAudit(paths: StatePaths) {
-  if (!existsSync(paths.auditDb)) return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${paths.auditDb}` };
-  const log = openAudit(paths.auditDb);
+export async function verifyAudit(paths: StatePaths) {
+  if (!databaseExists(paths.auditDb)) return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${paths.auditDb}` };
+  const log = await openAudit(paths.auditDb);
   try {
-    return { ...log.verify(), head: log.head() };
+    return { ...(await log.verify()), head: await log.head() };
   } finally {
-    log.close();
+    await log.close();
   }
 }

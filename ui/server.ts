@@ -24,7 +24,7 @@ import {
   triggerSchedule,
   unpauseSchedule,
 } from '../client/schedules.ts';
-import { openAudit } from '../src/audit/log.ts';
+import { openAudit, type AuditEntry } from '../src/audit/log.ts';
 import { InputError } from '../src/errors.ts';
 import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
@@ -152,12 +152,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     return reply.code(500).send({ error: err.message });
   });
 
-  const audit = (entry: Parameters<ReturnType<typeof openAudit>['append']>[0]) => {
-    const log = openAudit(o.paths.auditDb);
+  const audit = async (entry: AuditEntry) => {
+    const log = await openAudit(o.paths.auditDb);
     try {
-      log.append({ ...entry, actor: o.actor, details: { ...entry.details, via: 'ui' } });
+      await log.append({ ...entry, actor: o.actor, details: { ...entry.details, via: 'ui' } });
     } finally {
-      log.close();
+      await log.close();
     }
   };
 
@@ -278,7 +278,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const desc = await handle.describe();
     if (desc.status.name !== 'RUNNING') throw new HttpError(409, `run ${req.params.id} is already ${desc.status.name.toLowerCase()}`);
     await handle.cancel();
-    audit({ action: 'run.cancel_requested', subject: req.params.id, runId: req.params.id, details: { execution: desc.runId } });
+    await audit({ action: 'run.cancel_requested', subject: req.params.id, runId: req.params.id, details: { execution: desc.runId } });
     return { cancelled: true };
   });
 
@@ -291,7 +291,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
     const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor } };
     const handle = await submitRun(client, next, { taskQueue: o.taskQueue });
-    auditRunSubmitted(o.paths.auditDb, handle.workflowId, next, handle.firstExecutionRunId);
+    await auditRunSubmitted(o.paths.auditDb, handle.workflowId, next, handle.firstExecutionRunId);
     return { runId: handle.workflowId };
   });
 
@@ -320,7 +320,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   // ---- models -------------------------------------------------------------------------------
-  app.get('/api/models', async () => ({ models: listModelViews(o.paths) }));
+  app.get('/api/models', async () => ({ models: await listModelViews(o.paths) }));
 
   app.post<{
     Params: { name: string };
@@ -355,7 +355,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // ---- audit --------------------------------------------------------------------------------
   app.get<{ Querystring: { run?: string; model?: string; action?: string; actor?: string; limit?: string } }>('/api/audit', async (req) => {
     const q = req.query;
-    const rows = auditRecords(o.paths, {
+    const rows = await auditRecords(o.paths, {
       run: q.run || undefined,
       model: q.model || undefined,
       action: q.action || undefined,
@@ -387,7 +387,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     else if (op === 'trigger') await triggerSchedule(client, name);
     else throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
     const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
-    auditScheduleChange(o.paths.auditDb, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
+    await auditScheduleChange(o.paths.auditDb, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
     return { ok: true };
   });
 

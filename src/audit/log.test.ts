@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openAudit, hashRecord, GENESIS_HASH, type AuditLog } from './log.ts';
 import type { Queryable } from '../db/database.ts';
-import { BACKENDS, postgresUnavailable, useDatabases } from '../../tests/helpers/postgres.ts';
+import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { parseAnchorText, signAnchor, verifySignedAnchor } from './anchor.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { InputError } from '../errors.ts';

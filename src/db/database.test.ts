@@ -6,7 +6,7 @@ import { openAudit } from '../audit/log.ts';
 import { openRegistry } from '../registry/registry.ts';
 import { checkDatabaseUrl, redactUrl } from './database.ts';
 import { toPostgresParams } from './postgres.ts';
-import { postgresUnavailable, useDatabases } from '../../tests/helpers/postgres.ts';
+import { postgresUnavailable, useDatabases } from './postgres.testing.ts';
 
 test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming the variable, never a file name', () => {
   const bad: [string, RegExp][] = [

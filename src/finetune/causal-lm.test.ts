@@ -172,6 +172,9 @@ test('progress reports each phase, and every step with its loss, learning rate, 
     perRow.every((t) => Math.abs(t - perRow[0]!) < 1e-9 * perRow[0]!) && perRow[0]! >= 5 && perRow[0]! < 32,
     `real tokens per row ${perRow}`,
   );
-  assert.ok(seen.slice(0, -1).every((m) => Number.isFinite(m.etaSec) && m.etaSec > 0), `eta ${seen.map((m) => m.etaSec)}`);
+  assert.ok(
+    seen.slice(0, -1).every((m) => Number.isFinite(m.etaSec) && m.etaSec > 0),
+    `eta ${seen.map((m) => m.etaSec)}`,
+  );
   assert.equal(seen.at(-1)!.etaSec, 0);
 });

@@ -338,11 +338,18 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   try {
     // Packed and unpacked graphs share every initializer name; inference runs one example per row.
     // QLoRA exports the dequantized base with the adapters merged, in float32 (exportInference).
-    exportInference(o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir, { quantize }).model } : program, r.params, join(tmp, 'model.onnx'));
+    exportInference(
+      o.pack ? { ...program, source: buildCausalLmGraph(o.modelDir, { quantize }).model } : program,
+      r.params,
+      join(tmp, 'model.onnx'),
+    );
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
       if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
     // The weights live in model.onnx (LoRA merged); a GGUF base's file name would point at nothing here.
-    const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(exportedConfig, null, 2) + '\n');
     // The template the model was tuned with is the one it must be served with (an explicit chat.template included).
     if (task.chat) {
@@ -395,7 +402,9 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
         taskType: 'CAUSAL_LM',
         layersToTransform: o.lora?.layers?.length ? adaptedLayers(program.lora.modules) : undefined,
         // GPT2LMHeadModel holds its blocks under `transformer.`, and its Conv1D weights are [in, out].
-        ...(modelType === 'gpt2' ? { fanInFanOut: true, modulePrefix: (m: string) => (m.startsWith('transformer.') ? '' : 'transformer.') } : {}),
+        ...(modelType === 'gpt2'
+          ? { fanInFanOut: true, modulePrefix: (m: string) => (m.startsWith('transformer.') ? '' : 'transformer.') }
+          : {}),
       });
     if (existsSync(o.outDir)) rmSync(o.outDir, { recursive: true });
     mkdirSync(dirname(o.outDir), { recursive: true });

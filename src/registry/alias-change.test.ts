@@ -24,24 +24,24 @@ function version(run: string, f1: number, onnx: string): RegisterInput {
   };
 }
 
-test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', () => {
+test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
   const registryDb = join(dir, 'registry.db');
   const auditDb = join(dir, 'audit.db');
-  const reg = openRegistry(registryDb);
-  reg.registerVersion(version('r1', 0.9, 'c'));
-  reg.registerVersion(version('r2', 0.8, 'd'));
-  reg.close();
+  const reg = await openRegistry(registryDb);
+  await reg.registerVersion(version('r1', 0.9, 'c'));
+  await reg.registerVersion(version('r2', 0.8, 'd'));
+  await reg.close();
   const gate = '!has(production) || f1_macro >= production.f1_macro';
 
-  const first = changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at: 1, alias: 'production', actor: 'bob', gate });
+  const first = await changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at: 1, alias: 'production', actor: 'bob', gate });
   assert.equal(first.version, 1);
   assert.equal(first.gate?.passed, true);
-  assert.throws(
+  await assert.rejects(
     () => changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at: 2, alias: 'production', actor: 'bob', gate }),
     (e: unknown) => e instanceof GateRefused && /0\.8/.test(e.explanation),
   );
-  const forced = changeAlias(registryDb, auditDb, {
+  const forced = await changeAlias(registryDb, auditDb, {
     op: 'promote',
     name: 'clf',
     at: 2,
@@ -50,12 +50,12 @@ test('a gated promotion judges against the holder, moves nothing when refused, a
     details: { via: 'ui' },
   });
   assert.equal(forced.version, 2);
-  const back = changeAlias(registryDb, auditDb, { op: 'rollback', name: 'clf', alias: 'production', actor: 'dave' });
+  const back = await changeAlias(registryDb, auditDb, { op: 'rollback', name: 'clf', alias: 'production', actor: 'dave' });
   assert.equal(back.version, 1);
 
-  const log = openAudit(auditDb);
+  const log = await openAudit(auditDb);
   try {
-    const recs = log.query();
+    const recs = await log.query();
     assert.deepEqual(
       recs.map((r) => [r.action, r.model, r.actor]),
       [
@@ -68,6 +68,6 @@ test('a gated promotion judges against the holder, moves nothing when refused, a
     assert.equal(recs[1]!.details.via, 'ui');
     assert.equal(recs[0]!.modelHash, sha('c'));
   } finally {
-    log.close();
+    await log.close();
   }
 });

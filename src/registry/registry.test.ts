@@ -11,7 +11,7 @@ import { openAudit, type AuditEntry } from '../audit/log.ts';
 import type { SqliteDatabase } from '../db/sqlite.ts';
 import type { RegisterInput } from './types.ts';
 import { InputError } from '../errors.ts';
-import { BACKENDS, postgresUnavailable, useDatabases } from '../../tests/helpers/postgres.ts';
+import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
 let clock = Date.parse('2026-01-01T00:00:00Z');
