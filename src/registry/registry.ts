@@ -469,7 +469,8 @@ export class Registry {
    * returns `changed: false` (so a retried promote does not add history). With `expect` (a
    * version, or null for "unset"), the move is a compare-and-swap: if the alias points elsewhere
    * now, nothing changes and AliasMovedError is thrown. `audit` builds the record of the change,
-   * committed to the outbox with it.
+   * committed to the outbox with it; it runs inside the write transaction, so it must not call the
+   * registry (read what it needs first).
    */
   async setAlias(
     name: string,
