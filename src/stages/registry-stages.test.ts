@@ -1,15 +1,17 @@
 /**
- * register and deploy against a real artifact store and real SQLite registry and audit files: what
+ * register and deploy against a real artifact store and real SQLite registry and audit files (and,
+ * with TEMPERED_DATABASE_URL, a real PostgreSQL): what
  * a hostile label, a reused run id, a crash between the registry and the audit write, and a
  * promotion racing the gate do to them.
  */
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { openRegistry } from '../registry/registry.ts';
+import { postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import type { ArtifactRef } from '../types.ts';
 import { deployStage } from './deploy.ts';
@@ -151,4 +153,55 @@ test('deploy does not promote on production metrics that went stale after evalua
   const after = await openRegistry(join(ctx().stateDir, 'registry.db'));
   assert.equal(await after.aliasVersion('spam', 'production'), 2);
   await after.close();
+});
+
+describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
+  const dbs = useDatabases('postgres');
+
+  test('register and gated deploy write the registry and the audit log to PostgreSQL, no SQLite files', async (t) => {
+    const url = await dbs.fresh(t);
+    const saved = process.env.TEMPERED_DATABASE_URL;
+    process.env.TEMPERED_DATABASE_URL = url;
+    t.after(() => {
+      if (saved === undefined) delete process.env.TEMPERED_DATABASE_URL;
+      else process.env.TEMPERED_DATABASE_URL = saved;
+    });
+    const { ctx, model, store, dir } = setup(t);
+    const v1 = await registerStage.run({ name: 'spam', model: await model('m1'), metrics: await store.putJson(evaluation(0.8)) }, ctx());
+    await deployStage.run({ name: 'spam', version: v1.version as number }, ctx({ stageId: 'deploy' }));
+    const later = { runId: 'run-2', executionId: 'exec-2' };
+    const v2 = await registerStage.run(
+      { name: 'spam', model: await model('m2'), metrics: await store.putJson(evaluation(0.7)) },
+      ctx(later),
+    );
+    const refused = await deployStage.run(
+      {
+        name: 'spam',
+        version: v2.version as number,
+        gate: 'f1_macro >= production.f1_macro',
+        metrics: await store.putJson(evaluation(0.7)),
+      },
+      ctx({ ...later, stageId: 'deploy' }),
+    );
+    assert.equal(refused.promoted, false);
+    // A retried register (same execution) gets its version back.
+    assert.equal((await registerStage.run({ name: 'spam', model: await model('m2') }, ctx({ ...later, attempt: 2 }))).version, 2);
+
+    const reg = await openRegistry(url);
+    assert.deepEqual(
+      (await reg.listVersions('spam')).map((v) => v.version),
+      [1, 2],
+    );
+    assert.equal(await reg.aliasVersion('spam', 'production'), 1);
+    assert.deepEqual(await reg.pendingAudit(), []);
+    await reg.close();
+    const audit = await openAudit(url);
+    assert.deepEqual(
+      (await audit.query()).map((r) => `${r.action} ${r.subject}`),
+      ['model.registered spam@1', 'model.promoted spam@1', 'model.registered spam@2', 'model.not_promoted spam@2'],
+    );
+    assert.deepEqual(await audit.verify({ expectRecords: true }), { ok: true, checked: 4 });
+    await audit.close();
+    assert.equal(existsSync(join(dir, 'registry.db')) || existsSync(join(dir, 'audit.db')), false, 'no SQLite file in the state folder');
+  });
 });
