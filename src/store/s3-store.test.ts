@@ -83,6 +83,8 @@ describe('S3 artifact store', () => {
     assert.equal(b.has(ref.sha256), false);
     assert.equal(readFileSync(await b.verify(ref), 'utf8'), 'shared bytes');
     assert.equal(b.has(ref.sha256), true, 'now in b’s cache');
+    const empty = await a.putBytes('', { mediaType: 'text/plain' });
+    assert.equal(readFileSync(await s3.store(url).verify(empty), 'utf8'), '');
   });
 
   it('a duplicate create answers 412 and counts as already stored; the first object stays', async () => {
@@ -130,6 +132,18 @@ describe('S3 artifact store', () => {
     assert.equal(readFileSync(await s3.store(url).verify(ref), 'utf8'), 'the true bytes');
   });
 
+  it('the server checks the SHA-256 a put sends: bytes that changed on the way are refused (retryable), nothing is stored', async () => {
+    const backend = s3.backend();
+    const f = file('bytes as hashed');
+    const other = sha256Hex('bytes as they arrived');
+    await assert.rejects(backend.putFile('k', f.path, { ...f, sha256: other, ifAbsent: true }), (e: unknown) => {
+      assert.ok(!(e instanceof InputError), 'not an input error: a retry sends the bytes again');
+      assert.match((e as Error).name, /BadDigest|Mismatch|InvalidDigest/);
+      return true;
+    });
+    assert.equal(await backend.head('k'), undefined);
+  });
+
   it('a file larger than the part size goes up as a checksummed multipart upload and comes back whole', async () => {
     const url = s3.freshUrl();
     const partSize = 5 * 1024 * 1024;
@@ -148,8 +162,11 @@ describe('S3 artifact store', () => {
     } finally {
       client.destroy();
     }
-    const b = s3.store(url);
+    // Read back as ranged GETs (three parts, in flight together), handed on in order.
+    const b = new ArtifactStore(tmp('mp-b-'), { remote: s3.backend(url, { partSize }) });
     assert.ok(readFileSync(await b.verify(ref)).equals(big));
+    // And in one GET by a reader with larger parts.
+    assert.ok(readFileSync(await s3.store(url).verify(ref)).equals(big));
   });
 
   it('the read-through cache is verified: a tampered or truncated cached copy is fetched again, never served', async () => {
