@@ -143,6 +143,28 @@ describe('dashboard API', () => {
     const again = await read(`?offset.train=${points[0]!.data.offset}`);
     assert.equal(again.filter((e) => e.event === 'points').length, 0, 'nothing is sent twice');
   });
+  it('resumes a run with the token (a new run linked to the old one, audited) and refuses to cancel a closed one', async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const old = runs[0]!.runId;
+    const res = await fetch(`${url}/api/runs/${old}/resume`, { method: 'POST', headers: auth });
+    assert.equal(res.status, 200);
+    const { runId } = (await res.json()) as { runId: string };
+    const st = await waitForRun(env.client, runId);
+    assert.equal(st.resumeOf, old);
+    assert.equal(st.state, 'succeeded');
+    const log = openAudit(join(env.dir, 'audit.db'));
+    try {
+      const rec = log.query({ run: runId, action: 'run.submitted' });
+      assert.equal(rec.length, 1);
+      assert.equal(rec[0]!.details.resumeOf, old);
+      assert.equal(rec[0]!.actor, 'ui-tester');
+    } finally {
+      log.close();
+    }
+    const cancel = await fetch(`${url}/api/runs/${runId}/cancel`, { method: 'POST', headers: auth });
+    assert.equal(cancel.status, 409);
+    assert.match(((await cancel.json()) as { error: string }).error, /already completed/);
+  });
 });
 
 describe('dashboard in a browser', () => {
@@ -256,6 +278,10 @@ describe('dashboard in a browser', () => {
       await log.close();
     }
     await page.locator('tr[data-version="1"]', { hasText: 'staging' }).waitFor();
+    // The model card renders as HTML (marked, sanitised by DOMPurify), not as markdown text.
+    await row(page).locator('tr[data-version="1"] button', { hasText: 'card' }).click();
+    assert.equal(await page.locator('div.model-card h1').innerText(), 'e2e-clf v1');
+    assert.ok((await page.locator('div.model-card table').count()) > 0, 'the training-data table is a table');
     await page.screenshot({ path: join(SHOTS, 'ui-models.png'), fullPage: true });
     await page.context().close();
   });

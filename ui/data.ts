@@ -61,35 +61,54 @@ export function readHistoryArtifact(store: ArtifactStore, ref: unknown): Columns
   if (!isArtifactRef(ref) || !store.has(ref.sha256)) return undefined;
   const table = tableFromIPC(readFileSync(store.pathOf(ref)));
   const out: Columns = {};
-  for (const field of table.schema.fields) {
-    const col = table.getChild(field.name)!;
-    const values = new Array<number | null>(col.length);
-    for (let i = 0; i < col.length; i++) {
-      const v = Number(col.get(i));
-      values[i] = Number.isFinite(v) ? v : null;
-    }
-    out[field.name] = values;
-  }
+  // NaN (no validation at that step) becomes null when the response is serialised.
+  for (const field of table.schema.fields) out[field.name] = Array.from(table.getChild(field.name)!.toArray() as ArrayLike<number>);
   return out;
 }
 
+/** Live metric names as the train stage reports them, by the history column they fill. */
+const LIVE_NAMES: Record<string, string> = {
+  loss: 'loss',
+  lr: 'lr',
+  grad_norm: 'gradNorm',
+  val_loss: 'val_loss',
+  val_accuracy: 'val_accuracy',
+  val_f1_macro: 'val_f1_macro',
+  samplesPerSec: 'samplesPerSec',
+};
+
 export interface TrainingCurves {
-  /** From the stage's `history` output once it finished; absent while it runs. */
-  history?: Columns;
-  /** Points the worker recorded step by step (throughput lives only here), and where to tail from. */
-  live: { points: ProgressPoint[]; offset: number };
+  /** One array per metric, aligned with `step`: the finished history when there is one, else the live points. */
+  columns: Columns;
+  source: 'history' | 'live';
+  /** Byte offset in the progress log after the points included, to tail from (server-sent events). */
+  offset: number;
 }
 
+/**
+ * A stage's curves. Throughput exists only in the live points; a retried attempt reports steps
+ * again from its checkpoint, and the newest report of a step wins.
+ */
 export function trainingCurves(
   paths: StatePaths,
   store: ArtifactStore,
   runId: string,
   execution: string,
   stage: RunStatus['stages'][number],
-) {
+): TrainingCurves {
   const live = readProgressPoints(progressLogPath(paths.progress, runId, execution, stage.id));
+  const byStep = new Map<number, Record<string, number>>();
+  for (const p of live.points) if (typeof p.metrics.step === 'number') byStep.set(p.metrics.step, p.metrics);
   const history = readHistoryArtifact(store, stage.outputs?.history);
-  return { history, live } satisfies TrainingCurves;
+  if (history?.step) {
+    const { epoch: _epoch, ...columns } = history;
+    columns.samplesPerSec = history.step.map((s) => byStep.get(s!)?.samplesPerSec ?? null);
+    return { columns, source: 'history', offset: live.offset };
+  }
+  const steps = [...byStep.keys()].sort((a, b) => a - b);
+  const columns: Columns = { step: steps };
+  for (const [col, name] of Object.entries(LIVE_NAMES)) columns[col] = steps.map((s) => byStep.get(s)![name] ?? null);
+  return { columns, source: 'live', offset: live.offset };
 }
 
 /** Stage ids with a progress log for this execution (stages that reported steps). */

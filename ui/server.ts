@@ -41,6 +41,7 @@ import {
   runView,
   stagesWithPoints,
   trainingCurves,
+  type TrainingCurves,
   verifyAudit,
 } from './data.ts';
 
@@ -55,6 +56,8 @@ const VENDOR: Record<string, { pkg: string; file: string; type: string }> = {
   'htm.js': { pkg: 'htm', file: 'dist/htm.module.js', type: 'text/javascript' },
   'uplot.js': { pkg: 'uplot', file: 'dist/uPlot.esm.js', type: 'text/javascript' },
   'uplot.css': { pkg: 'uplot', file: 'dist/uPlot.min.css', type: 'text/css' },
+  'marked.js': { pkg: 'marked', file: 'lib/marked.esm.js', type: 'text/javascript' },
+  'purify.js': { pkg: 'dompurify', file: 'dist/purify.es.mjs', type: 'text/javascript' },
 };
 const OWN: Record<string, string> = { 'app.js': 'text/javascript', 'style.css': 'text/css', 'dag.js': 'text/javascript' };
 
@@ -197,13 +200,19 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     return { ...view, webUrl: o.webUiRunUrl?.(req.params.id) ?? null };
   });
 
-  app.get<{ Params: { id: string; stage: string } }>('/api/runs/:id/curves/:stage', async (req) => {
+  // Every training stage's curves at once, so the page can ask in parallel with the run's status.
+  app.get<{ Params: { id: string } }>('/api/runs/:id/curves', async (req) => {
     const client = await o.client();
     const desc = await client.workflow.getHandle(req.params.id).describe();
     const status = await getRunStatus(client, req.params.id);
-    const stage = status.stages.find((s) => s.id === req.params.stage);
-    if (!stage) throw new HttpError(404, `run ${req.params.id} has no stage '${req.params.stage}'`);
-    return trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
+    const stages: Record<string, TrainingCurves> = {};
+    const states: Record<string, string> = {};
+    for (const stage of status.stages) {
+      if (stage.uses !== 'train' || stage.state === 'pending' || stage.state === 'skipped') continue;
+      stages[stage.id] = trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
+      states[stage.id] = stage.state;
+    }
+    return { stages, states };
   });
 
   // Live view: stage states when they change and training points as they are written, each sent once.

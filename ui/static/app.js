@@ -157,24 +157,40 @@ const GROUPS = [
   },
   { title: 'throughput (samples/s)', series: [['samplesPerSec', 'samples/s', '#5d4037']] },
 ];
-const LIVE_NAMES = { grad_norm: 'gradNorm' };
+/** History column → the name the train stage reports it under live. */
+const LIVE_NAMES = {
+  loss: 'loss',
+  lr: 'lr',
+  grad_norm: 'gradNorm',
+  val_loss: 'val_loss',
+  val_accuracy: 'val_accuracy',
+  val_f1_macro: 'val_f1_macro',
+  samplesPerSec: 'samplesPerSec',
+};
 
-/** Columns by step: the finished history when there is one, else the live points (the newest attempt wins a step). */
-export function curveColumns(curves) {
-  const byStep = new Map();
-  for (const p of curves.live.points) byStep.set(p.metrics.step, p.metrics);
-  const live = [...byStep.keys()].sort((a, b) => a - b);
-  if (curves.history && curves.history.step) {
-    const steps = curves.history.step;
-    const cols = { step: steps };
-    for (const k of Object.keys(curves.history)) if (k !== 'step' && k !== 'epoch') cols[k] = curves.history[k];
-    cols.samplesPerSec = steps.map((s) => byStep.get(s)?.samplesPerSec ?? null);
-    return cols;
+/** Adds live points to a stage's columns: a step seen before (a retried attempt) is replaced, a new one appended. */
+function mergePoints(curves, points, offset) {
+  const cols = curves.columns;
+  const index = new Map(cols.step.map((s, i) => [s, i]));
+  for (const { metrics: m } of points) {
+    let i = index.get(m.step);
+    if (i === undefined) {
+      i = cols.step.length;
+      index.set(m.step, i);
+      for (const k of Object.keys(cols)) cols[k].push(null);
+      cols.step[i] = m.step;
+    }
+    for (const [col, name] of Object.entries(LIVE_NAMES)) if (cols[col]) cols[col][i] = m[name] ?? null;
   }
-  const cols = { step: live };
-  for (const g of GROUPS) for (const [k] of g.series) cols[k] = live.map((s) => byStep.get(s)?.[LIVE_NAMES[k] ?? k] ?? null);
-  return cols;
+  // A new wrapper so the charts see the change; the arrays grow in place (a history is never copied).
+  return { ...curves, columns: { ...cols }, offset };
 }
+
+const emptyCurves = () => ({
+  columns: { step: [], ...Object.fromEntries(Object.keys(LIVE_NAMES).map((k) => [k, []])) },
+  source: 'live',
+  offset: 0,
+});
 
 function Chart({ title, series, cols, id, extra }) {
   const el = useRef(null);
@@ -201,8 +217,11 @@ function Chart({ title, series, cols, id, extra }) {
       plot.current = null;
     };
   }, [present.map((p) => p[0]).join()]);
+  const drawn = useRef(cols);
   useEffect(() => {
-    plot.current?.setData(data);
+    // The first data went in when the chart was made; redraw only for new points.
+    if (drawn.current !== cols) plot.current?.setData(data);
+    drawn.current = cols;
   }, [cols]);
   if (present.length === 0) return null;
   const points = cols[present[0][0]].filter((v) => v != null).length;
@@ -248,26 +267,52 @@ function ConfusionMatrix({ labels, matrix }) {
 
 function Evaluation({ report, metrics }) {
   if (!report) return null;
-  if (report.task === 'causal-lm')
+  if (report.task === 'causal-lm') {
+    const keys = ['loss', 'perplexity', 'exact_match', 'rouge_l', 'chrf'].filter((k) => report[k] !== undefined);
+    const who = [
+      ['fine-tuned', report],
+      ['baseline', report.baseline],
+      [`production${report.production?.version ? ` (${report.production.version})` : ''}`, report.production],
+    ].filter(([, m]) => m);
+    const samples = report.samples ?? [];
     return html`<h2>Evaluation</h2>
-      <table>
+      <table id="versus">
         <tr>
           <th></th>
-          <th class="num">loss</th>
-          <th class="num">perplexity</th>
+          ${keys.map((k) => html`<th class="num">${k}</th>`)}
         </tr>
-        ${['', 'baseline', 'production'].map((k) => {
-          const m = k ? report[k] : report;
-          return (
-            m &&
+        ${who.map(
+          ([name, m]) =>
             html`<tr>
-              <td>${k || 'fine-tuned'}</td>
-              <td class="num">${fmtNum(m.loss)}</td>
-              <td class="num">${fmtNum(m.perplexity)}</td>
-            </tr>`
-          );
-        })}
-      </table>`;
+              <td>${name}</td>
+              ${keys.map((k) => html`<td class="num">${fmtNum(m[k])}</td>`)}
+            </tr>`,
+        )}
+      </table>
+      ${samples.length > 0 &&
+      html`<h3>Samples side by side</h3>
+        <table id="samples">
+          <tr>
+            <th>prompt</th>
+            <th>reference</th>
+            <th>fine-tuned</th>
+            ${samples[0].baseline !== undefined && html`<th>baseline</th>`}${samples[0].production !== undefined &&
+            html`<th>production</th>`}
+          </tr>
+          ${samples.map(
+            (r) =>
+              html`<tr>
+                <td style="white-space:pre-wrap;max-width:320px">${r.prompt}</td>
+                <td style="white-space:pre-wrap">${r.reference}</td>
+                <td class=${r.exact ? 'pos' : ''} style="white-space:pre-wrap">${r.output}</td>
+                ${r.baseline !== undefined &&
+                html`<td class=${r.baseline_exact ? 'pos' : ''} style="white-space:pre-wrap">${r.baseline}</td>`}
+                ${r.production !== undefined &&
+                html`<td class=${r.production_exact ? 'pos' : ''} style="white-space:pre-wrap">${r.production}</td>`}
+              </tr>`,
+          )}
+        </table>`}`;
+  }
   const model = report.model;
   const rows = [
     ['fine-tuned', model],
@@ -448,29 +493,36 @@ function RunPage({ id }) {
   const [error, setError] = useState();
   const [selected, setSelected] = useState();
   const [curves, setCurves] = useState({});
+  const [curvesFor, setCurvesFor] = useState();
   const reload = () => api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => setError(e.message));
+  const loadCurves = () =>
+    api(`/api/runs/${encodeURIComponent(id)}/curves`).then((c) => {
+      setCurves(c.stages);
+      setCurvesFor(c.states);
+    });
   useEffect(() => {
     setView(undefined);
     setCurves({});
+    setCurvesFor(undefined);
+    // Status and curves in parallel: the curves do not wait for the status to name the training stages.
     reload();
+    loadCurves();
   }, [id]);
   const trainStages = view ? view.status.stages.filter((s) => s.uses === 'train' && s.state !== 'pending' && s.state !== 'skipped') : [];
   const trainKey = trainStages.map((s) => `${s.id}:${s.state}`).join();
   useEffect(() => {
-    if (!view) return;
-    for (const s of trainStages)
-      api(`/api/runs/${encodeURIComponent(id)}/curves/${encodeURIComponent(s.id)}`).then((c) =>
-        setCurves((all) => ({ ...all, [s.id]: c })),
-      );
-  }, [trainKey]);
+    // A training stage started or finished since the curves were read: read them again (once per change).
+    if (!view || !curvesFor) return;
+    if (trainStages.some((s) => curvesFor[s.id] !== s.state && !(curvesFor[s.id] === 'running' && s.state === 'running'))) loadCurves();
+  }, [trainKey, curvesFor]);
   // Live: stage states and new training points while the run is going.
   const running = view?.status.state === 'running';
-  const curvesLoaded = trainStages.every((s) => curves[s.id]);
+  const curvesLoaded = curvesFor !== undefined;
   useEffect(() => {
     if (!running || !curvesLoaded) return;
     const ctl = new AbortController();
     const offsets = Object.entries(curves)
-      .map(([s, c]) => `offset.${encodeURIComponent(s)}=${c.live.offset}`)
+      .map(([s, c]) => `offset.${encodeURIComponent(s)}=${c.offset}`)
       .join('&');
     streamEvents(
       `/api/runs/${encodeURIComponent(id)}/events?${offsets}`,
@@ -490,8 +542,7 @@ function RunPage({ id }) {
           }));
         else if (ev === 'points')
           setCurves((all) => {
-            const c = all[d.stage] ?? { live: { points: [], offset: 0 } };
-            return { ...all, [d.stage]: { ...c, live: { points: [...c.live.points, ...d.points], offset: d.offset } } };
+            return { ...all, [d.stage]: mergePoints(all[d.stage] ?? emptyCurves(), d.points, d.offset) };
           });
         else if (ev === 'end') reload();
       },
@@ -543,7 +594,7 @@ function RunPage({ id }) {
       (s) =>
         curves[s.id] &&
         html`<h2>Training: ${s.id}</h2>
-          <${Curves} cols=${curveColumns(curves[s.id])} />`,
+          <${Curves} cols=${curves[s.id].columns} />`,
     )}
     ${evalStage && html`<${Evaluation} report=${view.reports[evalStage.id].report} metrics=${view.reports[evalStage.id].metrics} />`}
     <h2>Stages</h2>
@@ -553,6 +604,20 @@ function RunPage({ id }) {
 }
 
 // ---- models -----------------------------------------------------------------------------------
+/** The card's markdown, rendered by marked and sanitised by DOMPurify (loaded only when a card is opened). */
+function ModelCard({ text }) {
+  const [htmlText, set] = useState();
+  useEffect(() => {
+    Promise.all([import('marked'), import('dompurify')]).then(([{ marked }, { default: DOMPurify }]) =>
+      set(DOMPurify.sanitize(marked.parse(text))),
+    );
+  }, [text]);
+  return htmlText === undefined
+    ? html`<pre class="model-card">${text}</pre>`
+    : html`<div class="model-card card" dangerouslySetInnerHTML=${{ __html: htmlText }}></div>`;
+}
+
+// ---- models (list) ---------------------------------------------------------------------------------
 function ModelsPage() {
   const [tick, setTick] = useState(0);
   const { data, error } = usePoll(() => api('/api/models'), [tick], 0);
@@ -653,7 +718,7 @@ function ModelsPage() {
           .map(
             (v) =>
               html`<h3>Model card v${v.version}</h3>
-                <pre class="model-card">${v.card}</pre>
+                <${ModelCard} text=${v.card} />
                 <h3>Lineage</h3>
                 <table>
                   <tr>
