@@ -1,5 +1,6 @@
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
+import { recordCacheLookup } from './metrics.ts';
 import { asActivityFailure } from './stage-adapter.ts';
 import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
 
@@ -17,6 +18,7 @@ export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, ca
     }
     const key = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs });
     const rec = kind.cacheable === false ? undefined : await cache.get(key);
+    if (kind.cacheable !== false) recordCacheLookup(kind.kind, rec !== undefined);
     return rec ? { key, hit: { outputs: rec.outputs, producedBy: rec.producedBy } } : { key };
   };
 }

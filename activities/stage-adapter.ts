@@ -17,6 +17,7 @@ import type { StageProgress } from '../src/types.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
+import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -114,6 +115,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         const { resume, ...progress } = p;
         details = { progress, resume: resume === undefined ? details.resume : resume };
         actx.heartbeat(details);
+        if (typeof progress.metrics?.samplesPerSec === 'number')
+          recordTrainingThroughput(req.kind, req.stageId, progress.metrics.samplesPerSec);
         if (pointsLog && typeof progress.metrics?.step === 'number') {
           try {
             appendProgressPoint(pointsLog, { attempt: actx.info.attempt, t: Date.now(), metrics: progress.metrics });
@@ -130,6 +133,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         readInputs = externalInputs;
       },
     };
+    const startedAt = performance.now();
+    let outcome: 'succeeded' | 'failed' | 'cancelled' = 'failed';
     try {
       actx.heartbeat(details);
       const outputs = inChild
@@ -157,9 +162,13 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         });
       }
       await deps.onStageCompleted?.(req, result);
+      outcome = 'succeeded';
       return result;
     } catch (err) {
-      if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
+      if (actx.cancellationSignal.aborted) {
+        outcome = 'cancelled';
+        throw new CancelledFailure('stage cancelled');
+      }
       if (err instanceof IntegrityError && err.sha256 !== undefined) {
         const evicted = await deps.cache.evictReferencing(err.sha256).catch(() => []);
         actx.log.warn(`damaged store object ${err.sha256}: evicted ${evicted.length} cache record(s) that named it`, {
@@ -170,6 +179,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     } finally {
       clearInterval(beat);
       rmSync(workDir, { recursive: true, force: true });
+      recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
     }
   };
 }

@@ -12,9 +12,31 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN'): void {
   if (installed) return;
   installed = true;
   const level = (process.env.TEMPERED_LOG_LEVEL ?? defaultLevel).toUpperCase() as 'WARN';
+  const metrics = metricsAddress();
   try {
-    Runtime.install({ logger: new DefaultLogger(level) });
+    Runtime.install({
+      logger: new DefaultLogger(level),
+      // The SDK's own Prometheus exporter: its worker, poller and task metrics, plus tempered's stage
+      // metrics (activities/metrics.ts) recorded through the same meter.
+      ...(metrics
+        ? {
+            telemetryOptions: {
+              metrics: { prometheus: { bindAddress: metrics, countersTotalSuffix: true, useSecondsForDurations: true } },
+            },
+          }
+        : {}),
+    });
   } catch {
     /* the host process installed one already */
   }
+}
+
+/** TEMPERED_METRICS_ADDRESS (`host:port`): where a worker serves Prometheus metrics on /metrics. */
+export function metricsAddress(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const a = env.TEMPERED_METRICS_ADDRESS;
+  if (a === undefined || a === '') return undefined;
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(a);
+  if (!m || Number(m[2]) > 65535)
+    throw new Error(`TEMPERED_METRICS_ADDRESS=${a} is not host:port (e.g. 127.0.0.1:9464, or 0.0.0.0:9464 to be scraped from elsewhere)`);
+  return a;
 }

@@ -1,0 +1,73 @@
+/**
+ * TEMPERED_METRICS_ADDRESS: a worker serves Prometheus metrics, the Temporal SDK's own beside
+ * tempered's stage durations, cache lookups and training throughput, after a real run on a real
+ * dev server. The runtime is process-wide, so this file sets the address before its worker starts.
+ */
+import { after, before, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { submitRun, waitForRun } from '../client/runs.ts';
+import { metricsAddress } from '../infra/runtime.ts';
+import type { StageKind } from '../src/stages/types.ts';
+import { plannedPipeline } from './helpers/plans.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+
+let env: TestEnv;
+let address: string;
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** A stage that reports a few training steps, as the train stage does. */
+const stepper: StageKind<{ steps: number }> = {
+  kind: 'stepper',
+  description: 'reports training steps',
+  codeVersion: '1',
+  withSchema: { type: 'object', properties: { steps: { type: 'integer' } }, required: ['steps'], additionalProperties: false },
+  outputs: { done: { type: 'number', description: 'steps' } },
+  async run(cfg, ctx) {
+    for (let step = 1; step <= cfg.steps; step++) ctx.progress({ metrics: { step, loss: 1 / step, samplesPerSec: 100 + step } });
+    return { done: cfg.steps };
+  },
+};
+
+before(async () => {
+  address = `127.0.0.1:${await freePort()}`;
+  process.env.TEMPERED_METRICS_ADDRESS = address;
+  env = await startTestEnv(new Map([['stepper', stepper as StageKind<never>]]));
+  await env.startWorker();
+});
+after(async () => env?.close());
+
+it('checks the address', () => {
+  assert.equal(metricsAddress({ TEMPERED_METRICS_ADDRESS: '0.0.0.0:9464' }), '0.0.0.0:9464');
+  assert.equal(metricsAddress({}), undefined);
+  assert.throws(() => metricsAddress({ TEMPERED_METRICS_ADDRESS: '9464' }), /not host:port/);
+  assert.throws(() => metricsAddress({ TEMPERED_METRICS_ADDRESS: 'localhost:99999' }), /not host:port/);
+});
+
+it('serves the SDK metrics and stage durations, cache lookups and throughput after a run', async () => {
+  const plan = plannedPipeline('metrics', [{ id: 'fit', uses: 'stepper', needs: [], with: { steps: 5 } }]);
+  for (let i = 0; i < 2; i++) {
+    // The second run finds the first one's outputs in the cache.
+    const h = await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'metrics-tester' } }, { taskQueue: TEST_QUEUE });
+    assert.equal((await waitForRun(env.client, h.workflowId)).state, 'succeeded');
+  }
+  // The exporter publishes what was recorded on its next collection; give it a few tries.
+  let text = '';
+  for (let i = 0; i < 40; i++) {
+    text = await (await fetch(`http://${address}/metrics`)).text();
+    if (/tempered_stage_cache_lookups_total\{[^}]*result="hit"/.test(text)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.match(text, /temporal_activity_execution_latency|temporal_workflow_completed/, 'the SDK exports its own metrics');
+  assert.match(text, /tempered_stage_duration_(seconds_)?count\{[^}]*kind="stepper"[^}]*outcome="succeeded"[^}]*\} 1\b/);
+  assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="miss"[^}]*\} 1\b/);
+  assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="hit"[^}]*\} 1\b/);
+  assert.match(text, /tempered_train_samples_per_second\{[^}]*stage="fit"[^}]*\} 105\b/);
+});
