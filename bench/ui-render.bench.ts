@@ -87,7 +87,7 @@ const status: RunStatus = {
 };
 
 const t0 = performance.now();
-const curves = trainingCurves(paths, store, 'bench-run', 'exec-1', status.stages[2]!);
+const curves = await trainingCurves(paths, store, 'bench-run', 'exec-1', status.stages[2]!);
 const curvesJson = JSON.stringify({ stages: { train: curves }, states: { train: 'succeeded' } });
 const serverMs = performance.now() - t0;
 

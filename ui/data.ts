@@ -38,17 +38,21 @@ export async function runView(client: Client, store: ArtifactStore, runId: strin
   for (const st of status.stages) {
     for (const [name, ref] of Object.entries(st.outputs ?? {})) {
       if ((name !== 'report' && name !== 'metrics') || !isArtifactRef(ref)) continue;
-      const json = readJsonArtifact(store, ref);
+      const json = await readJsonArtifact(store, ref);
       if (json !== undefined) (reports[st.id] ??= {})[name] = json;
     }
   }
   return { status, execution: desc.runId, temporalStatus: desc.status.name, reports };
 }
 
-export function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): unknown {
-  if (!ref.mediaType?.includes('json') || ref.bytes > MAX_INLINE_JSON || !store.has(ref.sha256)) return undefined;
+/**
+ * A small JSON artifact, parsed; undefined when it is not JSON, too large, or cannot be had. The
+ * store hands a verified local copy (fetched from a remote backend when there is one).
+ */
+export async function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): Promise<unknown> {
+  if (!ref.mediaType?.includes('json') || ref.bytes > MAX_INLINE_JSON) return undefined;
   try {
-    return JSON.parse(readFileSync(store.pathOf(ref), 'utf8'));
+    return JSON.parse(readFileSync(await store.localPath(ref.uri), 'utf8'));
   } catch {
     return undefined;
   }
@@ -57,9 +61,15 @@ export function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): unknow
 /** A training history as columns (step, loss, lr, grad_norm, val_*), NaN as null. */
 export type Columns = Record<string, (number | null)[]>;
 
-export function readHistoryArtifact(store: ArtifactStore, ref: unknown): Columns | undefined {
-  if (!isArtifactRef(ref) || !store.has(ref.sha256)) return undefined;
-  const table = tableFromIPC(readFileSync(store.pathOf(ref)));
+export async function readHistoryArtifact(store: ArtifactStore, ref: unknown): Promise<Columns | undefined> {
+  if (!isArtifactRef(ref)) return undefined;
+  let path: string;
+  try {
+    path = await store.localPath(ref.uri);
+  } catch {
+    return undefined; // not in this store (yet): the live points stand in
+  }
+  const table = tableFromIPC(readFileSync(path));
   const out: Columns = {};
   // NaN (no validation at that step) becomes null when the response is serialised.
   for (const field of table.schema.fields) out[field.name] = Array.from(table.getChild(field.name)!.toArray() as ArrayLike<number>);
@@ -89,17 +99,17 @@ export interface TrainingCurves {
  * A stage's curves. Throughput exists only in the live points; a retried attempt reports steps
  * again from its checkpoint, and the newest report of a step wins.
  */
-export function trainingCurves(
+export async function trainingCurves(
   paths: StatePaths,
   store: ArtifactStore,
   runId: string,
   execution: string,
   stage: RunStatus['stages'][number],
-): TrainingCurves {
+): Promise<TrainingCurves> {
   const live = readProgressPoints(progressLogPath(paths.progress, runId, execution, stage.id));
   const byStep = new Map<number, Record<string, number>>();
   for (const p of live.points) if (typeof p.metrics.step === 'number') byStep.set(p.metrics.step, p.metrics);
-  const history = readHistoryArtifact(store, stage.outputs?.history);
+  const history = await readHistoryArtifact(store, stage.outputs?.history);
   if (history?.step) {
     const { epoch: _epoch, ...columns } = history;
     columns.samplesPerSec = history.step.map((s) => byStep.get(s!)?.samplesPerSec ?? null);

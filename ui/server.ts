@@ -209,7 +209,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const states: Record<string, string> = {};
     for (const stage of status.stages) {
       if (stage.uses !== 'train' || stage.state === 'pending' || stage.state === 'skipped') continue;
-      stages[stage.id] = trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
+      stages[stage.id] = await trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
       states[stage.id] = stage.state;
     }
     return { stages, states };
@@ -307,8 +307,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { sha: string } }>('/api/artifacts/:sha', async (req, reply) => {
     const sha = req.params.sha;
     if (!/^[0-9a-f]{64}$/.test(sha)) throw new HttpError(400, 'an artifact is named by its sha256 (64 hex digits)');
-    if (!o.store.has(sha)) throw new HttpError(404, `no artifact ${sha} in this store`);
-    const path = o.store.pathOf(`artifact://sha256/${sha}`);
+    let path: string;
+    try {
+      path = await o.store.localPath(`artifact://sha256/${sha}`);
+    } catch (e) {
+      throw new HttpError(404, `artifact ${sha}: ${(e as Error).message}`);
+    }
     return reply
       .type('application/octet-stream')
       .header('content-length', statSync(path).size)
@@ -321,11 +325,11 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     if (!a || !b) throw new HttpError(400, 'compare takes two runs: ?a=<run>&b=<run>');
     const client = await o.client();
     const cmp = await compareRuns(client, o.store, a, b);
-    const curves = (v: typeof cmp.a) => {
+    const curves = async (v: typeof cmp.a) => {
       const train = v.status.stages.find((s) => s.outputs?.history !== undefined);
-      return train ? (readHistoryArtifact(o.store, train.outputs!.history) ?? null) : null;
+      return train ? ((await readHistoryArtifact(o.store, train.outputs!.history)) ?? null) : null;
     };
-    return { ...cmp, curves: { a: curves(cmp.a), b: curves(cmp.b) } };
+    return { ...cmp, curves: { a: await curves(cmp.a), b: await curves(cmp.b) } };
   });
 
   // ---- models -------------------------------------------------------------------------------

@@ -100,7 +100,9 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   console.log(`plan: ${plan.stages.map((s) => s.id).join(' → ')}`);
   const client = await ctx.client({ startServer: true });
   // The dashboard comes up first, so the run can be watched live from its first stage.
-  const ui = values['no-ui'] ? undefined : await startUi(ctx, { port: Number(values['ui-port'] ?? 8270) });
+  const ui = values['no-ui']
+    ? undefined
+    : await startUi(ctx, { port: Number(values['ui-port'] ?? 8270), anyPortIfBusy: values['ui-port'] === undefined });
   if (ui) console.log(`dashboard: ${ui.url}`);
   let runId = '';
   const code = await startAndReport(

@@ -11,7 +11,7 @@ import { CliError, type CliContext } from '../context.ts';
  */
 export async function startUi(
   ctx: CliContext,
-  o: { port?: number; host?: string; token?: string },
+  o: { port?: number; host?: string; token?: string; anyPortIfBusy?: boolean },
 ): Promise<{ server: UiServer; url: string }> {
   const host = o.host ?? '127.0.0.1';
   const given = o.token ?? process.env.TEMPERED_UI_TOKEN ?? process.env.TEMPERED_SERVE_TOKEN;
@@ -29,7 +29,14 @@ export async function startUi(
     taskQueue: ctx.taskQueue,
     webUiRunUrl: (runId) => runUrl(ctx.settings(), runId),
   });
-  const address = await server.listen(o.port ?? 8270, host);
+  let address: string;
+  try {
+    address = await server.listen(o.port ?? 8270, host);
+  } catch (e) {
+    // The demo takes any free port when the usual one is taken (a second demo, another program).
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !o.anyPortIfBusy) throw e;
+    address = await server.listen(0, host);
+  }
   return { server, url: `${address}/#token=${token}` };
 }
 
