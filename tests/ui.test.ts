@@ -152,14 +152,14 @@ describe('dashboard API', () => {
     const st = await waitForRun(env.client, runId);
     assert.equal(st.resumeOf, old);
     assert.equal(st.state, 'succeeded');
-    const log = openAudit(join(env.dir, 'audit.db'));
+    const log = await openAudit(join(env.dir, 'audit.db'));
     try {
-      const rec = log.query({ run: runId, action: 'run.submitted' });
+      const rec = await log.query({ run: runId, action: 'run.submitted' });
       assert.equal(rec.length, 1);
       assert.equal(rec[0]!.details.resumeOf, old);
       assert.equal(rec[0]!.actor, 'ui-tester');
     } finally {
-      log.close();
+      await log.close();
     }
     const cancel = await fetch(`${url}/api/runs/${runId}/cancel`, { method: 'POST', headers: auth });
     assert.equal(cancel.status, 409);
