@@ -7,6 +7,7 @@ import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { stageCompletedHook } from '../../activities/audit.ts';
 import { isolationFromEnv } from '../../src/isolate/limits.ts';
+import { InputError } from '../../src/errors.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -86,6 +87,15 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     return n;
   };
   const queue = values.queue ?? ctx.taskQueue;
+  // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
+  // than failing its first stage; a store that is down is only reported (stages retry).
+  await ctx
+    .store()
+    .remote?.head('sha256/00/worker-start-check')
+    .catch((e: unknown) => {
+      if (e instanceof InputError) throw e;
+      console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
+    });
   await ctx.client({ startServer: true });
   const worker = await buildWorker(ctx, queue, {
     workflows: !values['activities-only'],

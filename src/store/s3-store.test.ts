@@ -18,6 +18,7 @@ import { openBackend } from './open-store.ts';
 import { S3Backend } from './s3-backend.ts';
 import { StageCache } from './stage-cache.ts';
 import { rawClient, startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+import { runCli } from '../../tests/helpers/cli.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
 
 let s3: TestS3;
@@ -221,6 +222,15 @@ describe('S3 artifact store', () => {
       badCreds.putBytes('x', { mediaType: 'x' }),
       (e: unknown) => e instanceof InputError && (e as InputError).where === 'AWS_ACCESS_KEY_ID',
     );
+    // A worker with a wrong store setting stops at once, naming it (before it even looks for Temporal).
+    const worker = await runCli(['worker'], {
+      ...s3.env,
+      TEMPERED_HOME: tmp('home-'),
+      TEMPERED_STORE: 's3://no-such-bucket/x',
+      TEMPORAL_ADDRESS: '127.0.0.1:9',
+    });
+    assert.notEqual(worker.code, 0);
+    assert.match(worker.stderr, /no-such-bucket does not exist/);
     // A server that is down is not an input error: it is retried, then reported as it is (the stage's retry policy takes over).
     const down = new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:9' } });
     await assert.rejects(down.head('k'), (e: unknown) => !(e instanceof InputError));
