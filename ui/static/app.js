@@ -638,7 +638,7 @@ function ModelsPage() {
       );
       return html`<div class="card" data-model=${m.name}>
         <h2 style="margin-top:0">
-          ${m.name}
+          ${m.name}${' '}
           <span class="muted"
             >${Object.entries(m.aliases)
               .map(([a, v]) => `${a} → v${v}`)
