@@ -5,6 +5,15 @@ import { createUiServer, type UiServer } from '../../ui/server.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
+/** The dashboard's token: given (TEMPERED_UI_TOKEN, else TEMPERED_SERVE_TOKEN), required off loopback, else a random one. */
+export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || process.env.TEMPERED_SERVE_TOKEN || undefined): string {
+  const loopback = host === '127.0.0.1' || host === 'localhost' || host === '::1';
+  if (!given && !loopback)
+    throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
+  if (given !== undefined && given.length < 16) throw new CliError('TEMPERED_UI_TOKEN must be at least 16 characters', 2);
+  return given ?? randomBytes(24).toString('base64url');
+}
+
 /**
  * Starts the dashboard; the URL it returns carries the token in its fragment (never sent to the
  * server, so it stays out of logs), from where the page keeps it for its actions.
@@ -14,12 +23,7 @@ export async function startUi(
   o: { port?: number; host?: string; token?: string; anyPortIfBusy?: boolean },
 ): Promise<{ server: UiServer; url: string }> {
   const host = o.host ?? '127.0.0.1';
-  const given = o.token ?? process.env.TEMPERED_UI_TOKEN ?? process.env.TEMPERED_SERVE_TOKEN;
-  const loopback = host === '127.0.0.1' || host === 'localhost' || host === '::1';
-  if (!given && !loopback)
-    throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
-  if (given !== undefined && given.length < 16) throw new CliError('TEMPERED_UI_TOKEN must be at least 16 characters', 2);
-  const token = given ?? randomBytes(24).toString('base64url');
+  const token = uiToken(host, o.token);
   const server = await createUiServer({
     paths: ctx.paths,
     store: ctx.store(),
@@ -47,8 +51,10 @@ export async function uiCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536))
     throw new CliError(`--port: not a port: ${values.port}`, 2);
+  // A bad bind or token is refused before anything starts (the embedded dev server included).
+  const token = uiToken(values.host ?? '127.0.0.1');
   await ctx.client({ startServer: true });
-  const { server, url } = await startUi(ctx, { port, host: values.host });
+  const { server, url } = await startUi(ctx, { port, host: values.host, token });
   console.log(`dashboard: ${url}`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
