@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArtifactStore, uriFor } from './artifact-store.ts';
-import { StageCache, type CacheRecord } from './stage-cache.ts';
-import { startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+import { ArtifactStore, uriFor } from '../src/store/artifact-store.ts';
+import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3 | undefined;
 

@@ -9,17 +9,17 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InputError, IntegrityError } from '../errors.ts';
-import { ArtifactStore, objectKey } from './artifact-store.ts';
-import { FolderBackend } from './folder-backend.ts';
-import type { ObjectBackend } from './object-backend.ts';
-import { readText } from './object-backend.ts';
-import { openBackend } from './open-store.ts';
-import { S3Backend } from './s3-backend.ts';
-import { StageCache } from './stage-cache.ts';
-import { rawClient, startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
-import { runCli } from '../../tests/helpers/cli.ts';
-import { sha256Hex } from '../util/canonical-json.ts';
+import { InputError, IntegrityError } from '../src/errors.ts';
+import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
+import type { ObjectBackend } from '../src/store/object-backend.ts';
+import { readText } from '../src/store/object-backend.ts';
+import { openBackend } from '../src/store/open-store.ts';
+import { S3Backend } from '../src/store/s3-backend.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import { rawClient, startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { runCli } from './helpers/cli.ts';
+import { sha256Hex } from '../src/util/canonical-json.ts';
 
 let s3: TestS3;
 before(async () => {

@@ -15,10 +15,10 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IntegrityError, InputError } from '../errors.ts';
-import { ArtifactStore, parseUri, safeRelativeName, uriFor } from './artifact-store.ts';
-import { sha256Hex } from '../util/canonical-json.ts';
-import { startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+import { IntegrityError, InputError } from '../src/errors.ts';
+import { ArtifactStore, parseUri, safeRelativeName, uriFor } from '../src/store/artifact-store.ts';
+import { sha256Hex } from '../src/util/canonical-json.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 /**
  * Every behaviour of the store's API runs against both backends: the local folder alone (the
@@ -226,7 +226,7 @@ for (const { name: backendName, local, fresh } of backends)
         const s = fresh();
         // A child process streams 200 MB into the store; we SIGKILL it while it writes.
         const script = `
-      import { ArtifactStore } from ${JSON.stringify(new URL('./artifact-store.ts', import.meta.url).pathname)};
+      import { ArtifactStore } from ${JSON.stringify(new URL('../src/store/artifact-store.ts', import.meta.url).pathname)};
       import { writeFileSync } from 'node:fs';
       const s = new ArtifactStore(${JSON.stringify(s.root)});
       const src = ${JSON.stringify(join(s.root, '..', 'big-src.bin'))};

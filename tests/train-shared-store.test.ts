@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { tinyGpt2Dir } from '../models/tiny.testing.ts';
-import { ArtifactStore } from '../store/artifact-store.ts';
-import { readText } from '../store/object-backend.ts';
-import { trainStage, type TrainConfig } from './train.ts';
-import type { StageContext } from './types.ts';
-import { startTestS3, type TestS3 } from '../../tests/helpers/seaweedfs.ts';
+import { ArrowTableWriter } from '../src/data/arrow-io.ts';
+import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { readText } from '../src/store/object-backend.ts';
+import { trainStage, type TrainConfig } from '../src/stages/train.ts';
+import type { StageContext } from '../src/stages/types.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
 before(async () => {
