@@ -29,4 +29,13 @@ const weightMiB = Math.round([...prog.step.graph.initializers.values()].reduce((
 const session = await createSession(prog.step, { threads });
 const withSession = rss();
 await session.release();
-console.log(JSON.stringify({ mode, stepGraphInitializersMiB: weightMiB, rssStartMiB: start, rssAfterBuildMiB: built, rssAfterSessionMiB: withSession, sessionMiB: withSession - built }));
+console.log(
+  JSON.stringify({
+    mode,
+    stepGraphInitializersMiB: weightMiB,
+    rssStartMiB: start,
+    rssAfterBuildMiB: built,
+    rssAfterSessionMiB: withSession,
+    sessionMiB: withSession - built,
+  }),
+);

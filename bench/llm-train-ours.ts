@@ -37,7 +37,9 @@ const trainable: TrainableSpec =
         r: 8,
         alpha: 16,
         dropout: 0,
-        targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `*self_attn.${p}.weight`).concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`)),
+        targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj']
+          .map((p) => `*self_attn.${p}.weight`)
+          .concat(['gate_proj', 'up_proj', 'down_proj'].map((p) => `*mlp.${p}.weight`)),
         seed: 1,
       };
 const prog = compileTrainStep(model, {

@@ -53,7 +53,11 @@ function writeData(path: string, batch: number, steps: number): string {
   const rng = new Rng(7);
   writeFileSync(
     path,
-    JSON.stringify({ batch, seq, rows: Array.from({ length: batch * steps }, () => Array.from({ length: seq }, () => 100 + rng.int(48_900))) }),
+    JSON.stringify({
+      batch,
+      seq,
+      rows: Array.from({ length: batch * steps }, () => Array.from({ length: seq }, () => 100 + rng.int(48_900))),
+    }),
   );
   return path;
 }
@@ -69,12 +73,31 @@ function run(side: 'tempered' | 'pytorch', mode: string, data = dataPath): Resul
     side === 'tempered'
       ? spawnSync(
           'nice',
-          [process.execPath, '--import', 'tsx', join(import.meta.dirname, 'llm-train-ours.ts'), model.dir, mode, data, String(threads), String(warmup)],
+          [
+            process.execPath,
+            '--import',
+            'tsx',
+            join(import.meta.dirname, 'llm-train-ours.ts'),
+            model.dir,
+            mode,
+            data,
+            String(threads),
+            String(warmup),
+          ],
           { encoding: 'utf8', env: withMallocTuning(), maxBuffer: 1 << 26 },
         )
       : spawnSync(
           'nice',
-          [python, join(import.meta.dirname, 'llm_train_reference.py'), model.dir, basename(model.ggufPath!), mode, data, String(threads), String(warmup)],
+          [
+            python,
+            join(import.meta.dirname, 'llm_train_reference.py'),
+            model.dir,
+            basename(model.ggufPath!),
+            mode,
+            data,
+            String(threads),
+            String(warmup),
+          ],
           { encoding: 'utf8', maxBuffer: 1 << 26 },
         );
   const last = r.stdout.trim().split('\n').pop() ?? '';
@@ -89,7 +112,9 @@ function run(side: 'tempered' | 'pytorch', mode: string, data = dataPath): Resul
 }
 
 try {
-  console.log(`SmolLM2-135M ${model.ggufPath}; batch ${batch}, seq ${seq}, ${threads} threads, ${steps} steps (${warmup} warm-up), load ${load()}`);
+  console.log(
+    `SmolLM2-135M ${model.ggufPath}; batch ${batch}, seq ${seq}, ${threads} threads, ${steps} steps (${warmup} warm-up), load ${load()}`,
+  );
   const ratios = new Map<string, number[]>();
   const cpuRatios = new Map<string, number[]>();
   let loraRun: Result | undefined;
@@ -131,7 +156,9 @@ try {
     const ql = run('tempered', 'qlora', small);
     const lo = run('tempered', 'lora', small);
     if (ql && lo)
-      console.log(`batch ${rssBatch}: qlora peak RSS ${ql.peakRssMiB} MiB vs fp32 LoRA ${lo.peakRssMiB} MiB = ${(ql.peakRssMiB / lo.peakRssMiB).toFixed(2)}x`);
+      console.log(
+        `batch ${rssBatch}: qlora peak RSS ${ql.peakRssMiB} MiB vs fp32 LoRA ${lo.peakRssMiB} MiB = ${(ql.peakRssMiB / lo.peakRssMiB).toFixed(2)}x`,
+      );
   }
   console.log(`load average at the end: ${load()}`);
 } finally {

@@ -80,8 +80,9 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
     let runId: string;
     const progress: Record<string, number>[] = [];
     try {
-      runId = (await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'e2e' } }, { taskQueue: TEST_QUEUE }))
-        .workflowId;
+      runId = (
+        await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'e2e' } }, { taskQueue: TEST_QUEUE })
+      ).workflowId;
       for (let done = false; !done; await new Promise((r) => setTimeout(r, 250))) {
         const st = await getRunStatus(env.client, runId);
         const train = st.stages.find((s) => s.id === 'train')!;
@@ -120,7 +121,14 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
     // What `tempered serve sms-spam-smollm2@production` serves: the promoted version, on the OpenAI route.
     const paths = statePaths(env.dir);
     const server = await createModelServer({
-      resolveCurrent: registryModelSource({ registryDb: paths.registryDb, store: env.store, servingDir: paths.serving, name: NAME, alias: 'production', threads: 2 }),
+      resolveCurrent: registryModelSource({
+        registryDb: paths.registryDb,
+        store: env.store,
+        servingDir: paths.serving,
+        name: NAME,
+        alias: 'production',
+        threads: 2,
+      }),
       token: 'test-token-123456',
     });
     try {
@@ -129,7 +137,9 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
         method: 'POST',
         headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
         body: JSON.stringify({
-          messages: [{ role: 'user', content: 'Is this SMS message spam or ham? Answer with one word.\n\nAre we still on for lunch tomorrow?' }],
+          messages: [
+            { role: 'user', content: 'Is this SMS message spam or ham? Answer with one word.\n\nAre we still on for lunch tomorrow?' },
+          ],
           max_tokens: 2,
           temperature: 0,
         }),

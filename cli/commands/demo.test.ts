@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { demoQuestion } from './demo.ts';
 
-const plan = (ingest: Record<string, unknown>) => ({ stages: [{ id: 'ingest', uses: 'ingest', with: ingest }] }) as unknown as PlannedPipeline;
+const plan = (ingest: Record<string, unknown>) =>
+  ({ stages: [{ id: 'ingest', uses: 'ingest', with: ingest }] }) as unknown as PlannedPipeline;
 
 test("the demo asks a served language model the pipeline's own question: its ingest promptTemplate around the example", () => {
   assert.equal(

@@ -156,10 +156,15 @@ test("onnxruntime's optimized step graph keeps the weights 4-bit: no float32 pro
     const prog = compileTrainStep(q4, OPTS);
     // The session's own graph after its optimizations (constant folding included), at the level createSession uses.
     const optimized = join(dir, 'optimized.onnx');
-    const s = await ort.InferenceSession.create(encodeModel(prog.step), { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
+    const s = await ort.InferenceSession.create(encodeModel(prog.step), {
+      graphOptimizationLevel: 'extended',
+      optimizedModelFilePath: optimized,
+    });
     await s.release();
     const m = loadModel(optimized);
-    const big = [...m.graph.initializers.values()].filter((t) => t.dtype === 'float32' && t.data.length >= 32 * 32 && !/embed_tokens|lm_head|Transpose/.test(t.name));
+    const big = [...m.graph.initializers.values()].filter(
+      (t) => t.dtype === 'float32' && t.data.length >= 32 * 32 && !/embed_tokens|lm_head|Transpose/.test(t.name),
+    );
     assert.deepEqual(
       big.map((t) => t.name),
       [],
@@ -181,7 +186,8 @@ test('QLoRA adapter gradients (through every dequantized projection) match finit
     const prog = compileTrainStep(q4, { ...OPTS, optimizer: { kind: 'sgd' } });
     // B starts at zero (A's gradient would be zero): give every adapter a nonzero B.
     const rng = new Rng(5);
-    for (const p of prog.params) if (p.name.endsWith('lora_B.weight')) p.init = Float32Array.from({ length: p.init.length }, () => rng.uniform(-0.3, 0.3));
+    for (const p of prog.params)
+      if (p.name.endsWith('lora_B.weight')) p.init = Float32Array.from({ length: p.init.length }, () => rng.uniform(-0.3, 0.3));
     const t = tokens(2, 8, 2);
     const feeds = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, new ort.Tensor('int64', v.data as BigInt64Array, v.dims)]));
     const pickRng = new Rng(9);

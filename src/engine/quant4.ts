@@ -93,10 +93,17 @@ export function dequantizeQ4(w: Q4Weight): Float32Array {
  * nibbles, low nibbles weights 0–15, high 16–31) as a Q4 weight in [in, out] layout. `rowOrder[r]` is the GGUF
  * row that holds output feature r (llama.cpp's Q/K permutation undone), identity when absent.
  */
-export function q4FromGgufQ4_1(bytes: Uint8Array, outF: number, inF: number, half: (bits: number) => number, rowOrder?: Int32Array): Q4Weight {
+export function q4FromGgufQ4_1(
+  bytes: Uint8Array,
+  outF: number,
+  inF: number,
+  half: (bits: number) => number,
+  rowOrder?: Int32Array,
+): Q4Weight {
   checkBlocks(inF, 'GGUF Q4_1 tensor');
   const nb = inF / Q4_BLOCK;
-  if (bytes.byteLength !== outF * nb * 20) throw new InputError(`Q4_1 tensor holds ${bytes.byteLength} bytes, [${outF}, ${inF}] needs ${outF * nb * 20}`);
+  if (bytes.byteLength !== outF * nb * 20)
+    throw new InputError(`Q4_1 tensor holds ${bytes.byteLength} bytes, [${outF}, ${inF}] needs ${outF * nb * 20}`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const q = new Uint8Array((inF * outF) / 2);
   const scale = new Float32Array(nb * outF);

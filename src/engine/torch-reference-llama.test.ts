@@ -14,7 +14,13 @@ const MODEL = fileURLToPath(new URL('../models/fixtures/tiny-llama', import.meta
 
 test('one AdamW step of a tiny LLaMA matches transformers + PyTorch (loss and gradients within 1e-4, weights within 1e-5)', async (t) => {
   const ref = readSafetensors(FIXTURE);
-  const settings = JSON.parse(ref.metadata['settings']!) as { lr: number; betas: [number, number]; eps: number; weight_decay: number; clip_norm: number };
+  const settings = JSON.parse(ref.metadata['settings']!) as {
+    lr: number;
+    betas: [number, number];
+    eps: number;
+    weight_decay: number;
+    clip_norm: number;
+  };
   const prog = compileTrainStep(buildCausalLmGraph(MODEL).model, {
     loss: { kind: 'cross_entropy', ignoreIndex: -100, shift: true },
     trainable: { kind: 'full' },
@@ -24,7 +30,11 @@ test('one AdamW step of a tiny LLaMA matches transformers + PyTorch (loss and gr
   const feeds: Record<string, ort.Tensor> = {};
   for (const k of ['input_ids', 'attention_mask', 'labels']) {
     const b = ref.tensors.get(`batch.${k}`)!;
-    feeds[k] = new ort.Tensor('int64', BigInt64Array.from(b.data as Float32Array, (v) => BigInt(v)), b.shape);
+    feeds[k] = new ort.Tensor(
+      'int64',
+      BigInt64Array.from(b.data as Float32Array, (v) => BigInt(v)),
+      b.shape,
+    );
   }
   for (const p of prog.params) feeds[p.name] = new ort.Tensor('float32', p.init as Float32Array, p.dims);
   // Ours are [in, out] for MatMul; transformers' nn.Linear weights are [out, in].
@@ -38,7 +48,10 @@ test('one AdamW step of a tiny LLaMA matches transformers + PyTorch (loss and gr
   };
   assert.deepEqual(
     prog.params.map((p) => p.name).sort(),
-    [...ref.tensors.keys()].filter((k) => k.startsWith('grad.')).map((k) => k.slice(5)).sort(),
+    [...ref.tensors.keys()]
+      .filter((k) => k.startsWith('grad.'))
+      .map((k) => k.slice(5))
+      .sort(),
     'the same parameters are trained',
   );
 

@@ -189,7 +189,14 @@ export class Trainer {
       schedule: o.schedule,
       params: this.program.params.map((p) => [p.name, p.dims]),
       // A custom batch order (length grouping) is part of the data order a resume must reproduce: its first epoch stands for it.
-      ...(o.epochBatches ? { epochBatches: o.epochBatches(0).map((b) => Array.from(b).join(',')).join(';') } : {}),
+      ...(o.epochBatches
+        ? {
+            epochBatches: o
+              .epochBatches(0)
+              .map((b) => Array.from(b).join(','))
+              .join(';'),
+          }
+        : {}),
       ...(o.trimPadding ? { trimBucket: o.trimPadding.bucket } : {}),
     };
     return createHash('sha256').update(JSON.stringify(cfg)).digest('hex');

@@ -97,7 +97,10 @@ test('cutting trailing padding leaves the losses as they were (same batches, fed
     }
   }
   const data: Dataset = Object.fromEntries(
-    Object.entries({ input_ids: ids, attention_mask: mask, labels }).map(([k, v]) => [k, { data: v, dims: [rows, width], dtype: 'int64' as const }]),
+    Object.entries({ input_ids: ids, attention_mask: mask, labels }).map(([k, v]) => [
+      k,
+      { data: v, dims: [rows, width], dtype: 'int64' as const },
+    ]),
   );
   const plan = (e: number) => epochBatches({ rows, lengths }, 4, 3, e, true);
   const run = async (trim: boolean) =>
@@ -122,7 +125,10 @@ test('cutting trailing padding leaves the losses as they were (same batches, fed
 });
 
 test('an interrupted grouped run resumes bitwise', async () => {
-  const sha = (name: string) => createHash('sha256').update(readFileSync(join(root, name, 'out', 'model.onnx'))).digest('hex');
+  const sha = (name: string) =>
+    createHash('sha256')
+      .update(readFileSync(join(root, name, 'out', 'model.onnx')))
+      .digest('hex');
   await trainCausalLm(options('whole', { checkpointEvery: 3 }));
   const ctl = new AbortController();
   await assert.rejects(

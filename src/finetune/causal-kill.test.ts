@@ -22,12 +22,20 @@ interface Run {
 }
 
 /** Runs the child; with killAfterCheckpoint, SIGKILLs it once that many checkpoints are written. */
-function runChild(name: string, resume: boolean, killAfterCheckpoint?: number): Promise<{ result?: Run; killed: boolean; checkpoints: string[] }> {
+function runChild(
+  name: string,
+  resume: boolean,
+  killAfterCheckpoint?: number,
+): Promise<{ result?: Run; killed: boolean; checkpoints: string[] }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify({ root, name, resume, stepPauseMs: killAfterCheckpoint ? 40 : 0 })], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env },
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', CHILD, JSON.stringify({ root, name, resume, stepPauseMs: killAfterCheckpoint ? 40 : 0 })],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env },
+      },
+    );
     let out = '';
     const checkpoints: string[] = [];
     child.stdout.on('data', (b: Buffer) => {
@@ -66,5 +74,9 @@ test('SIGKILL mid-training, then resume: same steps, bitwise-identical model.onn
   assert.ok(from >= 2 * KILL_TEST_CHECKPOINT_EVERY && from < KILL_TEST_STEPS, `resumed from step ${from}`);
   assert.equal(resumed.result!.steps, KILL_TEST_STEPS);
   for (const f of ['model.onnx', join('adapter', 'adapter_model.safetensors')])
-    assert.equal(sha(join(root, 'killed', 'out', f)), sha(join(root, 'reference', 'out', f)), `${f} is bitwise that of the uninterrupted run`);
+    assert.equal(
+      sha(join(root, 'killed', 'out', f)),
+      sha(join(root, 'reference', 'out', f)),
+      `${f} is bitwise that of the uninterrupted run`,
+    );
 });

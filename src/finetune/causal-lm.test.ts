@@ -75,7 +75,10 @@ for (const method of ['full', 'lora'] as const) {
     if (method === 'lora') {
       // GPT2LMHeadModel nests its blocks under `transformer.` and its Conv1D weights are [in, out] (peft's fan_in_fan_out).
       const names = [...readSafetensorsHeader(join(outDir, 'adapter', 'adapter_model.safetensors')).tensors.keys()].sort();
-      assert.deepEqual(names.slice(0, 2), ['base_model.model.transformer.h.0.attn.c_attn.lora_A.weight', 'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight']);
+      assert.deepEqual(names.slice(0, 2), [
+        'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight',
+        'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight',
+      ]);
       assert.equal(JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8')).fan_in_fan_out, true);
     }
   });

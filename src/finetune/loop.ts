@@ -352,7 +352,13 @@ const GROUP_BATCHES = 32;
  * window of GROUP_BATCHES batches is sorted by length, cut into batches, and the batch order shuffled
  * (as Hugging Face's group_by_length does). Incomplete batches are dropped.
  */
-export function epochBatches(t: Pick<TokenTable, 'rows' | 'lengths'>, batchSize: number, seed: number, epoch: number, group: boolean): Uint32Array[] {
+export function epochBatches(
+  t: Pick<TokenTable, 'rows' | 'lengths'>,
+  batchSize: number,
+  seed: number,
+  epoch: number,
+  group: boolean,
+): Uint32Array[] {
   const rng = new Rng((seed ^ Math.imul(epoch + 1, 0x9e3779b1)) >>> 0);
   const perm = rng.permutation(t.rows);
   const out: Uint32Array[] = [];

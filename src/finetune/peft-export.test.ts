@@ -72,7 +72,8 @@ test('the merged folder describes itself: config.json names no GGUF file, tokeni
   assert.equal(config.gguf_file, undefined);
   assert.equal(config.model_type, 'llama');
   assert.equal(typeof JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')).gguf_file, 'string', 'the base named one');
-  for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'tempered-model.json']) assert.ok(existsSync(join(outDir, f)), f);
+  for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'tempered-model.json'])
+    assert.ok(existsSync(join(outDir, f)), f);
   assert.match(loadChatTemplate(outDir).text, /'user' %\}Q:/, 'the template it was tuned with');
   const manifest = JSON.parse(readFileSync(join(outDir, 'tempered-model.json'), 'utf8')) as { baseModel: { ggufFile?: string } };
   assert.equal(manifest.baseModel.ggufFile, 'tiny-llama.gguf');
@@ -80,7 +81,10 @@ test('the merged folder describes itself: config.json names no GGUF file, tokeni
 
 test('lora.layers restricts module names to those decoder layers; a pattern with layers is refused', async () => {
   const { causalLoraTargets } = await import('./causal-lm.ts');
-  assert.deepEqual(causalLoraTargets('llama', ['q_proj', 'v_proj'], [2]), ['model.layers.2.*.q_proj.weight', 'model.layers.2.*.v_proj.weight']);
+  assert.deepEqual(causalLoraTargets('llama', ['q_proj', 'v_proj'], [2]), [
+    'model.layers.2.*.q_proj.weight',
+    'model.layers.2.*.v_proj.weight',
+  ]);
   assert.deepEqual(causalLoraTargets('gpt2', undefined, [0]), ['h.0.*.c_attn.weight', 'transformer.h.0.*.c_attn.weight']);
   assert.throws(() => causalLoraTargets('llama', ['*q_proj.weight'], [1]), /train\.lora\.targets|is a pattern/);
 });
@@ -93,7 +97,10 @@ test('a maxLength that leaves no reply token to score is an input error, not a r
       modelDir,
       train: join(root, 'train.arrow'),
       // A 12-token preamble (capitals: inside the tiny vocabulary) before the turns, as a long system prompt would be.
-      chat: { template: "QQQQQQQQQQQQ{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}" },
+      chat: {
+        template:
+          "QQQQQQQQQQQQ{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}",
+      },
       method: 'lora',
       lora: { r: 2, alpha: 4 },
       lr: 1e-2,

@@ -63,6 +63,10 @@ for (const c of cases) {
     const r = await gradCheck({ inputs: c.inputs, build: c.build, seed: 7 });
     assert.ok(r.relError < F32_TOL, `relative error ${r.relError}`);
     // Every differentiated input gets a gradient with signal (a rule dropping one would also show here).
-    for (const [name, a] of Object.entries(r.analytic)) assert.ok(a.some((v) => Math.abs(v) > 1e-3), `${name}: gradient is ~0`);
+    for (const [name, a] of Object.entries(r.analytic))
+      assert.ok(
+        a.some((v) => Math.abs(v) > 1e-3),
+        `${name}: gradient is ~0`,
+      );
   });
 }

@@ -31,7 +31,10 @@ export function rmsNorm(g: GraphBuilder, x: string, name: string, weight: Float3
 export function rmsNormOf(g: GraphBuilder, x: string, weight: string, eps: number): string {
   const sq = g.op('Mul', [x, x]);
   // ReduceMean takes its axes as an input from opset 18 on (the 4-bit QLoRA graphs are opset 21).
-  const ms = (g.opsets[''] ?? 17) >= 18 ? g.op('ReduceMean', [sq, g.ints([-1])], { keepdims: 1 }) : g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+  const ms =
+    (g.opsets[''] ?? 17) >= 18
+      ? g.op('ReduceMean', [sq, g.ints([-1])], { keepdims: 1 })
+      : g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
   const normed = g.op('Mul', [x, g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.scalar(eps)])])])]);
   const y = g.op('Mul', [normed, weight]);
   // A float→float Cast is a no-op at run time. It is here for the engine: the gradient of a fanned-out

@@ -10,7 +10,20 @@
 import { GraphBuilder } from '../onnx/builder.ts';
 import type { Model } from '../onnx/ir.ts';
 import { InputError } from '../errors.ts';
-import { MASK_NEG, attention, causalBias, linear, mergeHeads, paddingBias, positions, repeatKv, rmsNorm, rotary, seqLenOf, swiGlu } from './layers.ts';
+import {
+  MASK_NEG,
+  attention,
+  causalBias,
+  linear,
+  mergeHeads,
+  paddingBias,
+  positions,
+  repeatKv,
+  rmsNorm,
+  rotary,
+  seqLenOf,
+  swiGlu,
+} from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
 import { readQ4Weights, type Q4LlamaWeights } from './q4-weights.ts';
 import { Q4_OPSET, q4Initializers } from '../engine/quant4.ts';
@@ -157,7 +170,11 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     const ctx = mergeHeads(g, attention(g, q, repeat(k), repeat(v), dh, bias), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
-    const gated = swiGlu(g, proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias), proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias));
+    const gated = swiGlu(
+      g,
+      proj(m, `${p}.mlp.gate_proj`, H, cfg.intermediate, cfg.mlpBias),
+      proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias),
+    );
     x = g.op('Add', [x, proj(gated, `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias)]);
   }
   // Generation needs only the last position's logits: the head is the largest matmul, so the prompt's

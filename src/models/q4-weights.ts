@@ -86,7 +86,8 @@ class GgufQ4Weights implements Q4LlamaWeights {
       // unpermuteRows: Hugging Face row h·d + s·d/2 + i is GGUF row h·d + 2i + s.
       const d = outF / heads;
       rowOrder = new Int32Array(outF);
-      for (let h = 0; h < heads; h++) for (let i = 0; i < d / 2; i++) for (let s = 0; s < 2; s++) rowOrder[h * d + s * (d / 2) + i] = h * d + 2 * i + s;
+      for (let h = 0; h < heads; h++)
+        for (let i = 0; i < d / 2; i++) for (let s = 0; s < 2; s++) rowOrder[h * d + s * (d / 2) + i] = h * d + 2 * i + s;
     }
     return q4FromGgufQ4_1(tensorBytes(this.g, t), outF, inF, halfToFloat, rowOrder);
   }

@@ -109,7 +109,8 @@ export class GraphBuilder {
   /** A named weight. Use Hugging Face parameter names so freezing, LoRA targeting and PEFT export work by name. */
   initializer(name: string, data: TypedArray, dims: number[], dtype?: DType): string {
     const dt = dtype ?? dtypeOfArray(data);
-    if (storageLength(dt, numel(dims)) !== data.length) throw new Error(`initializer '${name}': ${data.length} values do not fill dims [${dims}]`);
+    if (storageLength(dt, numel(dims)) !== data.length)
+      throw new Error(`initializer '${name}': ${data.length} values do not fill dims [${dims}]`);
     this.graph.initializers.set(this.claim(name, 'initializer'), { name, dtype: dt, dims: [...dims], data });
     return name;
   }
