@@ -20,7 +20,7 @@ import { InputError } from '../errors.ts';
 import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
 import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { TextGenerator } from './types.ts';
-import { TS_THREAD } from './worker-pool.ts';
+import { replaceOnExit, TS_THREAD } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
@@ -185,23 +185,12 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
       else if (m.type === 'error') finish(slot, job, { error: fromWire(m) });
     });
     // A thread that dies fails only its own generation; a fresh one takes its place.
-    slot.worker.once('exit', (code) => {
+    replaceOnExit(slot, pool, (code) => {
       const job = slot.job;
       if (job) finish(slot, job, { error: new Error(`generation thread exited with code ${code}`) });
-      const i = slots.indexOf(slot);
-      if (i >= 0) slots.splice(i, 1);
-      if (closed) return;
-      startThread(setup).then(
-        (t) => {
-          const fresh: Slot = { worker: t.worker };
-          slots.push(fresh);
-          attach(fresh);
-          dispatch();
-        },
-        () => undefined,
-      );
     });
   };
+  const pool = { slots, isClosed: () => closed, start: () => startThread(setup), attach, dispatch };
   for (const t of ok) {
     const slot: Slot = { worker: t.worker };
     slots.push(slot);

@@ -76,6 +76,32 @@ interface Slot {
 
 /** Entry of every tempered worker thread: registers tsx, then imports `workerData.main`. */
 export const TS_THREAD = new URL('./ts-thread.mjs', import.meta.url);
+
+/**
+ * What both serve pools do when one of their threads exits: `onExit` fails the work it held, the slot
+ * leaves the pool and, unless the pool is closed, a fresh thread takes its place and picks up queued work.
+ */
+export function replaceOnExit<S extends { worker: Worker }>(
+  slot: S,
+  pool: { slots: S[]; isClosed(): boolean; start(): Promise<{ worker: Worker }>; attach(s: S): void; dispatch(): void },
+  onExit: (code: number) => void,
+): void {
+  slot.worker.once('exit', (code) => {
+    onExit(code);
+    const i = pool.slots.indexOf(slot);
+    if (i >= 0) pool.slots.splice(i, 1);
+    if (pool.isClosed()) return;
+    pool.start().then(
+      (t) => {
+        const fresh = { worker: t.worker } as S;
+        pool.slots.push(fresh);
+        pool.attach(fresh);
+        pool.dispatch();
+      },
+      () => undefined,
+    );
+  });
+}
 const THREAD_MAIN = new URL('./inference-thread-main.ts', import.meta.url).href;
 
 function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
@@ -143,24 +169,13 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       dispatch();
     });
     // A thread that dies fails only its own batch; a fresh one takes its place.
-    slot.worker.once('exit', (code) => {
+    replaceOnExit(slot, pool, (code) => {
       const busy = slot.busy;
       slot.busy = undefined;
       for (const r of busy?.requests ?? []) r.reject(new Error(`inference thread exited with code ${code}`));
-      const i = slots.indexOf(slot);
-      if (i >= 0) slots.splice(i, 1);
-      if (closed) return;
-      startThread(setup).then(
-        (t) => {
-          const fresh: Slot = { worker: t.worker };
-          slots.push(fresh);
-          attach(fresh);
-          dispatch();
-        },
-        () => undefined,
-      );
     });
   };
+  const pool = { slots, isClosed: () => closed, start: () => startThread(setup), attach, dispatch };
   for (const t of started) {
     const slot: Slot = { worker: t.worker };
     slots.push(slot);
