@@ -6,32 +6,18 @@
  * stepPauseMs stretches the run (a busy wait after each step) so a kill lands while it trains.
  */
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { Rng } from '../engine/prng.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { trainCausalLm } from './causal-lm.ts';
 import { TINY_GGUF } from './peft-reference.testing.ts';
+import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
 
 export const KILL_TEST_STEPS = 12;
 export const KILL_TEST_CHECKPOINT_EVERY = 3;
 
-const TEMPLATE =
-  "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+const TEMPLATE = QA_TEMPLATE;
 
 export function writeTable(path: string): string {
-  const rng = new Rng(5);
-  const letters = 'BCDFGHJK';
-  const prompts: string[] = [],
-    responses: string[] = [];
-  for (let i = 0; i < 48; i++) {
-    const w = Array.from({ length: 2 + rng.int(3) }, () => letters[rng.int(letters.length)]!);
-    prompts.push(w.join(''));
-    responses.push([...w].reverse().join(''));
-  }
-  const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
-  wr.writeBatch({ prompt: prompts, response: responses });
-  wr.close();
-  return path;
+  return writeReversalTable(path, 48, 5, (rng) => 2 + rng.int(3));
 }
 
 async function main(): Promise<void> {

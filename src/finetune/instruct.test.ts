@@ -8,7 +8,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { encodeChatExample } from '../models/chat-encoding.ts';
@@ -17,34 +16,18 @@ import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { IGNORE_INDEX, loadTokenizer } from '../models/tokenizer.ts';
 import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
+import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
 
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'ft-instruct-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const model = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'cache') });
 
-// The fixture's model has 64 embeddings (the tokenizer has 1000 tokens): single bytes "!".."`" and <|endoftext|> (0)
-// are below 64, so the template and the data use capitals and punctuation only (checked below).
-const TEMPLATE =
-  "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+// The fixture's model has 64 embeddings: the task uses capitals and punctuation only (checked below).
+const TEMPLATE = QA_TEMPLATE;
 const chat = { template: TEMPLATE };
 
-/** "Q:XYZ" → "A:ZYX": the reply (reversed prompt) is predictable from the prompt, so its loss can fall. */
-function table(path: string, n: number, seed: number): string {
-  const rng = new Rng(seed);
-  const letters = 'BCDFGHJK';
-  const prompts: string[] = [],
-    responses: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]!);
-    prompts.push(w.join(''));
-    responses.push([...w].reverse().join(''));
-  }
-  const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
-  wr.writeBatch({ prompt: prompts, response: responses });
-  wr.close();
-  return path;
-}
+const table = (path: string, n: number, seed: number): string => writeReversalTable(path, n, seed);
 const train = table(join(root, 'train.arrow'), 64, 1);
 const heldOut = table(join(root, 'test.arrow'), 16, 2);
 const common = {

@@ -7,10 +7,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { Rng } from '../engine/prng.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { trainCausalLm } from './causal-lm.ts';
+import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
 
 export const TINY_GGUF = fileURLToPath(new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url));
 export const PEFT_FIXTURE = fileURLToPath(new URL('./fixtures/peft-tiny-llama.safetensors', import.meta.url));
@@ -20,25 +19,8 @@ export const LOGIT_IDS = [
   [0, 45, 40, 36, 43, 33, 50, 37],
 ];
 
-// Single bytes "!".."`" and <|endoftext|> are the fixture tokenizer's ids below 64 (the model's vocabulary).
-const TEMPLATE =
-  "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
-
-function table(path: string, n: number, seed: number): string {
-  const rng = new Rng(seed);
-  const letters = 'BCDFGHJK';
-  const prompts: string[] = [],
-    responses: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const w = Array.from({ length: 3 }, () => letters[rng.int(letters.length)]!);
-    prompts.push(w.join(''));
-    responses.push([...w].reverse().join(''));
-  }
-  const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
-  wr.writeBatch({ prompt: prompts, response: responses });
-  wr.close();
-  return path;
-}
+const TEMPLATE = QA_TEMPLATE;
+const table = (path: string, n: number, seed: number): string => writeReversalTable(path, n, seed);
 
 /** Trains and exports the reference adapter under `root`; returns the export folder and the base model folder. */
 export async function trainReferenceAdapter(root: string): Promise<{ outDir: string; modelDir: string }> {
