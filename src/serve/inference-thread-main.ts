@@ -21,7 +21,13 @@ try {
     }
     try {
       // Test-only (worker-pool's holdBatches): keep the batch in flight until the test lets it go.
-      if (setup.hold) Atomics.wait(setup.hold, 0, 0);
+      if (setup.hold) {
+        Atomics.wait(setup.hold, 0, 0);
+        // Test-only: a code in hold[1] makes this thread die mid-batch, as a native crash would; taken once,
+        // so the thread that replaces it works normally.
+        const exitCode = setup.hold.length > 1 ? Atomics.exchange(setup.hold, 1, 0) : 0;
+        if (exitCode !== 0) process.exit(exitCode);
+      }
       reply({ type: 'result', batch: m.batch, predictions: await predictor.predict(m.texts) });
     } catch (e) {
       reply({ type: 'error', batch: m.batch, message: (e as Error).message });

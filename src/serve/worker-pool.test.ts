@@ -151,3 +151,32 @@ test('while an inference is in flight /health and /metrics answer, queued reques
     await direct.close();
   }
 });
+
+test(
+  'a thread that dies mid-batch fails only that batch; a fresh thread takes its place and serves the queued request',
+  { timeout: 120_000 },
+  async () => {
+    // hold[0] keeps the first batch in flight; hold[1] = 7 makes its thread exit with code 7 when released.
+    const hold = new Int32Array(new SharedArrayBuffer(8));
+    const pool = await loadPooledPredictor(outDir, { threads: 1, workers: 1, hold });
+    const direct = await loadPredictor(outDir, { threads: 1 });
+    try {
+      const doomed = pool.predict(texts.slice(0, 2));
+      while (pool.stats().inflight === 0) await tick();
+      const waiting = pool.predict([texts[3]!]);
+      while (pool.stats().queued === 0) await tick();
+      Atomics.store(hold, 1, 7);
+      Atomics.store(hold, 0, 1);
+      Atomics.notify(hold, 0);
+      await assert.rejects(doomed, /inference thread exited with code 7/);
+      close(await waiting, await direct.predict([texts[3]!]));
+      close(await pool.predict(texts.slice(0, 2)), await direct.predict(texts.slice(0, 2)));
+      assert.equal(pool.stats().workers, 1, 'the dead thread was replaced, not added to');
+    } finally {
+      Atomics.store(hold, 0, 1);
+      Atomics.notify(hold, 0);
+      await pool.close();
+      await direct.close();
+    }
+  },
+);

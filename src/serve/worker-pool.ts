@@ -24,7 +24,8 @@ export interface PoolOptions {
   maxBatchTexts?: number;
   /**
    * Test-only: every batch waits in its thread until `hold[0]` is non-zero (Atomics.notify), so a
-   * test can keep an inference in flight for as long as it likes without timing anything.
+   * test can keep an inference in flight for as long as it likes without timing anything. A non-zero
+   * `hold[1]` (when present) is an exit code the next released batch's thread dies with, once.
    */
   hold?: Int32Array;
 }
