@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
+import { cudaBuildLoaded, cudaCpuFallback, loadedOrtCore, probeMachine } from './cuda.ts';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda' | 'auto';
 
@@ -16,9 +17,45 @@ export interface SessionOptions {
   threads?: number;
   /** Models whose weights exceed this go through a temp file with external data (protobuf's 2 GB limit). */
   externalDataBytes?: number;
+  /**
+   * CUDA only: false makes session creation fail when any node has no CUDA kernel and would run on the
+   * CPU provider (onnxruntime's `session.disable_cpu_ep_fallback`). Default: TEMPERED_CUDA_CPU_FALLBACK, else true.
+   */
+  cpuFallback?: boolean;
+  /** Writes onnxruntime's per-node trace (which provider ran each node) under this prefix; default TEMPERED_ORT_PROFILE. */
+  profilePrefix?: string;
 }
 
-const PROVIDERS: Record<Exclude<Device, 'auto'>, string[]> = { cpu: ['cpu'], cuda: ['cuda', 'cpu'], webgpu: ['webgpu', 'cpu'] };
+const PROVIDERS: Record<Exclude<Device, 'auto'>, ort.InferenceSession.ExecutionProviderConfig[]> = {
+  cpu: ['cpu'],
+  cuda: [{ name: 'cuda', deviceId: 0 }, 'cpu'],
+  webgpu: ['webgpu', 'cpu'],
+};
+
+/**
+ * The devices to try, in order. CUDA needs onnxruntime's CUDA build in this process (cuda.ts): asking
+ * the npm build for it is an error at once that says why, never a silent run on the CPU.
+ */
+function devicesToTry(device: Device): Exclude<Device, 'auto'>[] {
+  if (device === 'auto') return cudaBuildLoaded() ? ['cuda', 'cpu'] : ['webgpu', 'cpu'];
+  if (device === 'cuda' && !cudaBuildLoaded()) {
+    const machine = probeMachine();
+    throw new InputError(
+      `device 'cuda' is not available: ${
+        machine.ok
+          ? `this process runs onnxruntime's npm build (${loadedOrtCore() ?? 'core library not found'}), which has no CUDA provider`
+          : machine.problems.join('; ')
+      }`,
+      {
+        where: 'train.device',
+        hint: machine.ok
+          ? 'run `npx tempered setup --gpu`; stages run in their own process (TEMPERED_STAGE_ISOLATION=process, the default) are then started with the CUDA build'
+          : 'use device: cpu (or auto, which takes CUDA only where it works), or route the stage to a GPU worker with queue:',
+      },
+    );
+  }
+  return [device];
+}
 
 export async function createSession(model: Model | Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
   const weightBytes = model instanceof Uint8Array ? 0 : [...model.graph.initializers.values()].reduce((s, t) => s + t.data.byteLength, 0);
@@ -42,19 +79,22 @@ export function createSessionFromFile(path: string, opts: SessionOptions = {}): 
 
 async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
   const device = opts.device ?? 'cpu';
-  const tries: Exclude<Device, 'auto'>[] = device === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [device];
+  const tries = devicesToTry(device);
+  const profile = opts.profilePrefix ?? process.env.TEMPERED_ORT_PROFILE;
   let last: unknown;
   for (const d of tries) {
     try {
+      const strictCuda = d === 'cuda' && !(opts.cpuFallback ?? cudaCpuFallback());
       const o: ort.InferenceSession.SessionOptions = {
         executionProviders: PROVIDERS[d],
+        ...(strictCuda ? { extra: { session: { disable_cpu_ep_fallback: '1' } } } : {}),
         ...(opts.threads !== undefined ? { intraOpNumThreads: opts.threads } : {}),
         interOpNumThreads: 1,
         executionMode: 'sequential',
         // 'all' may fuse into contrib ops; 'extended' keeps results stable and is fast enough.
         graphOptimizationLevel: 'extended',
         // TEMPERED_ORT_PROFILE=/path/prefix writes onnxruntime's per-op trace (chrome://tracing JSON) for performance work.
-        ...(process.env.TEMPERED_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.TEMPERED_ORT_PROFILE } : {}),
+        ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
       };
       return await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
     } catch (e) {
@@ -67,7 +107,7 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
     where: 'train.device',
     hint:
       device === 'cuda'
-        ? 'install the CUDA 12 libraries onnxruntime needs, or use device: cpu'
+        ? 'check the GPU with `node --import tsx scripts/gpu-check.ts`; TEMPERED_CUDA_CPU_FALLBACK=0 fails on nodes without a CUDA kernel, unset it to let them run on the CPU'
         : 'use device: cpu (available everywhere) or auto',
   });
 }

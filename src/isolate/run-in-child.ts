@@ -11,6 +11,7 @@ import type { StageContext, AnyStageKind } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
 import { fromWire, type ChildMessage, type ParentMessage } from './protocol.ts';
 import type { ChildLimits } from './limits.ts';
+import { processForDevice } from '../engine/cuda.ts';
 
 const CHILD_MAIN = fileURLToPath(new URL('./child-main.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
@@ -80,11 +81,19 @@ export function runStageInChild(
   const module = kind.isolation?.module;
   if (!module) throw new Error(`stage kind ${kind.kind} does not say which module to load in a child process (isolation.module)`);
   if (ctx.signal.aborted) return Promise.reject(new ChildCancelled('stage cancelled before it started'));
+  // A stage asking for CUDA on a machine that cannot run it fails here, before any work, naming why.
+  let device: ReturnType<typeof processForDevice>;
+  try {
+    device = processForDevice(kind.isolation?.device?.(config), ctx.stateDir, { where: `stages.${ctx.stageId}.with.device` });
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
+  if (device.note) ctx.log(device.note);
   const execArgv = ['--import', TSX];
   if (limits.maxOldSpaceMb) execArgv.push(`--max-old-space-size=${limits.maxOldSpaceMb}`);
   const child: ChildProcess = fork(CHILD_MAIN, [], {
     execArgv,
-    env: withMallocTuning(process.env),
+    env: withMallocTuning(device.env),
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   });
   handle.pid = child.pid;

@@ -154,7 +154,7 @@ export const trainStage: StageKind<TrainConfig> = {
   description: 'fine-tune a pre-trained encoder (full, LoRA or head-only) on the train split; resumable from checkpoints',
   codeVersion: 'train-1',
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
-  isolation: { module: import.meta.url },
+  isolation: { module: import.meta.url, device: (cfg) => cfg.device },
   withSchema: {
     type: 'object',
     additionalProperties: false,

@@ -66,9 +66,11 @@ export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
   /**
    * Run each attempt in a child process of its own (src/isolate/): for kinds whose work blocks the
    * JavaScript thread for long (onnxruntime runs) or may crash natively or run out of memory.
-   * `module` exports `stageKinds()` with this kind; the child loads it from there.
+   * `module` exports `stageKinds()` with this kind; the child loads it from there. `device` says which
+   * onnxruntime device the config asks for: a child for `cuda` (or `auto` where CUDA works) is started
+   * with onnxruntime's CUDA build (src/engine/cuda.ts).
    */
-  isolation?: { module: string };
+  isolation?: { module: string; device?(config: C): 'cpu' | 'webgpu' | 'cuda' | 'auto' | undefined };
   run(config: C, ctx: StageContext): Promise<StageOutputs>;
 }
 

@@ -8,6 +8,7 @@ export interface TrainFixtureOptions {
   checkpointEvery?: number;
   heartbeatTimeout?: string;
   maxSteps?: number;
+  device?: 'cpu' | 'cuda' | 'auto';
 }
 
 export function writeTrainPipeline(dir: string, o: TrainFixtureOptions = {}): string {
@@ -45,7 +46,7 @@ ${o.maxSteps ? `      maxSteps: ${o.maxSteps}` : `      epochs: ${o.epochs ?? 1}
       maxLength: 32
       seed: 1
       checkpointEvery: ${o.checkpointEvery ?? 4}
-`,
+${o.device ? `      device: ${o.device}\n` : ''}`,
   );
   return file;
 }

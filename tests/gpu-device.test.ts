@@ -1,0 +1,70 @@
+/**
+ * `device: cuda` on a machine that cannot run CUDA (or where `setup --gpu` has not run: this test
+ * points TEMPERED_CUDA_DIR at an empty folder, so it holds on GPU machines too) fails the train stage
+ * at once, on its first attempt, with an error that names each reason; `device: auto` trains on the CPU.
+ * Real dev server, worker, stage child process.
+ */
+import { after, before, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { submitRun, waitForRun } from '../client/runs.ts';
+import { loadSpec } from '../src/spec/index.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { writeTrainPipeline } from './helpers/train-fixture.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+
+let env: TestEnv;
+const saved = process.env.TEMPERED_CUDA_DIR;
+
+before(async () => {
+  process.env.TEMPERED_CUDA_DIR = mkdtempSync(join(tmpdir(), 'tempered-no-cuda-'));
+  env = await startTestEnv(await loadStageKinds());
+  await env.startWorker();
+});
+after(async () => {
+  await env?.close();
+  if (saved === undefined) delete process.env.TEMPERED_CUDA_DIR;
+  else process.env.TEMPERED_CUDA_DIR = saved;
+});
+
+async function run(device: 'cuda' | 'auto') {
+  const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), `gpu-${device}-`)), { maxSteps: 2, device });
+  const reg = kindRegistry(env.kinds);
+  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(file), actor: 'gpu-test', noCache: true } },
+    { taskQueue: TEST_QUEUE },
+  );
+  return waitForRun(env.client, h.workflowId).catch(() =>
+    import('../client/runs.ts').then((m) => m.getRunStatus(env.client, h.workflowId)),
+  );
+}
+
+it('device: cuda without a usable CUDA install fails the train stage on its first attempt, naming why and what to do', async () => {
+  const st = await run('cuda');
+  assert.equal(st.state, 'failed');
+  const train = st.stages.find((s) => s.id === 'train')!;
+  assert.equal(train.state, 'failed');
+  assert.equal(train.outputs, undefined);
+  assert.equal(train.error?.type, 'InputError');
+  assert.equal(train.error?.nonRetryable, true);
+  assert.match(
+    train.error!.message,
+    /stages\.train\.with\.device: device 'cuda' is not available on this machine: .*npx tempered setup --gpu/,
+  );
+  const history = await env.client.workflow.getHandle(st.runId).fetchHistory();
+  const attempts = history.events!.flatMap((e) =>
+    e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : [],
+  );
+  assert.deepEqual(attempts, [1, 1, 1], 'not retried');
+});
+
+it('device: auto without CUDA trains on the CPU', async () => {
+  const st = await run('auto');
+  assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => s.error)));
+  assert.equal(st.stages.find((s) => s.id === 'train')!.outputs!.steps, 2);
+});
