@@ -1,19 +1,23 @@
 /**
- * The dashboard (`tempered ui`) against a real dev server and worker: two tiny fine-tuning runs, then
- * the JSON API (auth, live events) and the pages in a real headless chromium: the DAG's final states,
- * the loss curve's points against the history artifact, the confusion matrix against the evaluation
- * report, compare, promote through the page (alias moved, audit record), refusals without the token,
- * and no console errors. Screenshots of each page go to docs/.
+ * The dashboard (`tempered ui`) against a real dev server and worker: a tiny fine-tuning run, then the
+ * JSON API (auth, live events, resume) and the pages in a real headless chromium: a second run's
+ * training curves growing in the open page while it trains (held step by step by a test gate, so no
+ * timing is guessed), the DAG's final states, the loss curve's points against the history artifact,
+ * the confusion matrix against the evaluation report, compare of three runs, promote through the page
+ * (alias moved, audit record), a version's lineage graph and the diff of two versions, schedules
+ * (next fire time, pause / unpause / trigger, audited), refusals without the token, and no console
+ * errors. Screenshots of each page go to docs/.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tableFromIPC } from 'apache-arrow';
 import type { Browser, Page } from 'playwright-core';
 import { submitRun, waitForRun } from '../client/runs.ts';
+import { createSchedule, deleteSchedule, planScheduledRun, readSchedule } from '../client/schedules.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { loadSpec } from '../src/spec/index.ts';
@@ -24,6 +28,7 @@ import { createUiServer, type UiServer } from '../ui/server.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { announceSkip, chromiumPath } from './helpers/browser.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
+import { waitFor } from './helpers/schedule-fixtures.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 // The README shows these; a plain test run writes them to a scratch folder so it leaves the checkout as it was.
@@ -34,9 +39,13 @@ const TOKEN = 'ui-test-token-0123456789';
 let env: TestEnv;
 let ui: UiServer;
 let url: string;
+/** The finished runs: the first from `before`, the second (another split seed) trained while a page watches it. */
 let runs: RunStatus[] = [];
+/** The run the API test resumes from the first (all stages from the cache). */
+let resumed: string | undefined;
+let pipelineFile: string;
 
-async function runPipeline(file: string, params: Record<string, string>): Promise<RunStatus> {
+async function startPipeline(file: string, params: Record<string, string>): Promise<string> {
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable, paramOverrides: params });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
@@ -45,18 +54,21 @@ async function runPipeline(file: string, params: Record<string, string>): Promis
     { plan: res.plan, options: { baseDir: dirname(file), actor: 'ui-tester' } },
     { taskQueue: TEST_QUEUE },
   );
-  return waitForRun(env.client, h.workflowId);
+  return h.workflowId;
 }
+const runPipeline = async (file: string, params: Record<string, string>) => waitForRun(env.client, await startPipeline(file, params));
 
+function assertSucceeded(r: RunStatus) {
+  assert.equal(r.state, 'succeeded', JSON.stringify(r.stages.map((s) => [s.id, s.state, s.error])));
+}
 const output = (st: RunStatus, stage: string, name: string) => st.stages.find((s) => s.id === stage)!.outputs![name] as ArtifactRef;
 
 before(async () => {
   env = await startTestEnv(await loadStageKinds());
   await env.startWorker();
-  const file = writeE2EPipeline(mkdtempSync(join(tmpdir(), 'ui-e2e-')), { epochs: 2, rows: 240 });
-  // Two runs that differ in their split seed: two models, two histories to compare.
-  runs = [await runPipeline(file, {}), await runPipeline(file, { seed: '4' })];
-  for (const r of runs) assert.equal(r.state, 'succeeded', JSON.stringify(r.stages.map((s) => [s.id, s.state, s.error])));
+  pipelineFile = writeE2EPipeline(mkdtempSync(join(tmpdir(), 'ui-e2e-')), { epochs: 2, rows: 240 });
+  runs = [await runPipeline(pipelineFile, {})];
+  assertSucceeded(runs[0]!);
   ui = await createUiServer({
     paths: statePaths(env.dir),
     store: env.store,
@@ -93,6 +105,15 @@ describe('dashboard API', () => {
     } finally {
       await reg.close();
     }
+    // Bad queries are refused with what to send instead.
+    const refused = async (path: string, pattern: RegExp) => {
+      const res = await fetch(`${url}${path}`);
+      assert.equal(res.status, 400, path);
+      assert.match(((await res.json()) as { error: string }).error, pattern, path);
+    };
+    await refused(`/api/compare?run=${runs[0]!.runId}`, /two or more runs/);
+    await refused(`/api/models/e2e-clf/diff?a=1&b=x`, /b must be a version number/);
+    await refused(`/api/models/e2e-clf/versions/0/lineage`, /version must be a version number/);
     const list = (await (await fetch(`${url}/api/runs`)).json()) as { runs: { runId: string }[] };
     for (const r of runs) assert.ok(list.runs.some((x) => x.runId === r.runId));
   });
@@ -149,6 +170,7 @@ describe('dashboard API', () => {
     const res = await fetch(`${url}/api/runs/${old}/resume`, { method: 'POST', headers: auth });
     assert.equal(res.status, 200);
     const { runId } = (await res.json()) as { runId: string };
+    resumed = runId;
     const st = await waitForRun(env.client, runId);
     assert.equal(st.resumeOf, old);
     assert.equal(st.state, 'succeeded');
@@ -198,6 +220,46 @@ describe('dashboard in a browser', () => {
     return page;
   }
 
+  it("draws a run's training curves as it trains (server-sent events into the open page, no reload)", async (t) => {
+    if (skip) return t.skip(skip);
+    // The train stage holds step N's report until this file says N (src/isolate/test-hooks.ts).
+    const gate = join(mkdtempSync(join(tmpdir(), 'ui-gate-')), 'steps');
+    const allow = (steps: number) => writeFileSync(gate, String(steps));
+    allow(2);
+    process.env.TEMPERED_TEST_STEP_GATE = gate;
+    let runId: string | undefined;
+    try {
+      runId = await startPipeline(pipelineFile, { seed: '4' });
+      const reported = async () => {
+        const c = (await (await fetch(`${url}/api/runs/${runId}/curves`)).json()) as {
+          stages: Record<string, { columns: { step: number[] } }>;
+        };
+        return c.stages.train?.columns.step.length ?? 0;
+      };
+      await waitFor('the second run to report 2 training steps', async () => (await reported()) === 2, 180_000, 100);
+      const page = await open(`#/run/${runId}`);
+      await page.locator('#chart-loss[data-points="2"]').waitFor();
+      await page.evaluate('window.sameDocument = true');
+      allow(7);
+      await page.locator('#chart-loss[data-points="7"]').waitFor();
+      assert.equal(await page.getAttribute('.node[data-stage="train"]', 'data-state'), 'running', 'the curve grew while the stage ran');
+      allow(Number.MAX_SAFE_INTEGER);
+      const done = await waitForRun(env.client, runId);
+      assertSucceeded(done);
+      runs.push(done);
+      const history = tableFromIPC(readFileSync(env.store.pathOf(output(done, 'train', 'history'))));
+      await page.locator(`#chart-loss[data-points="${history.numRows}"]`).waitFor();
+      await page.locator('.node[data-stage="deploy"][data-state="succeeded"]').waitFor();
+      assert.equal(await page.evaluate('window.sameDocument'), true, 'the page was never reloaded');
+      assert.equal(await page.evaluate('performance.getEntriesByType("navigation").length'), 1);
+      await page.context().close();
+    } finally {
+      allow(Number.MAX_SAFE_INTEGER); // a failed check must not leave the training held
+      delete process.env.TEMPERED_TEST_STEP_GATE;
+      if (runId && runs.length < 2) await waitForRun(env.client, runId).catch(() => undefined);
+    }
+  });
+
   it('lists both runs', async (t) => {
     if (skip) return t.skip(skip);
     const page = await open('#/runs');
@@ -230,12 +292,48 @@ describe('dashboard in a browser', () => {
     await page.context().close();
   });
 
-  it('compares the two runs', async (t) => {
+  it('compares three runs: loss curves overlaid, metrics with deltas against the first, data hashes that differ, spec differences', async (t) => {
     if (skip) return t.skip(skip);
-    const page = await open(`#/compare?a=${runs[0]!.runId}&b=${runs[1]!.runId}`);
-    for (const r of runs) await page.locator(`#compare-runs tr[data-run="${r.runId}"]`).waitFor();
+    assert.ok(resumed && runs.length === 2, 'the resumed run and the second run exist');
+    const all = [runs[0]!, runs[1]!, await waitForRun(env.client, resumed)];
+    const page = await open(`#/compare?${all.map((r) => `run=${r.runId}`).join('&')}`);
+    for (const r of all) await page.locator(`#compare-runs tr[data-run="${r.runId}"]`).waitFor();
     await page.locator('#compare-loss canvas').waitFor();
-    assert.match(await page.locator('#spec-diff').innerText(), /seed/, 'the differing param shows in the spec diff');
+    assert.equal(await page.locator('#compare-loss .u-legend .u-series').count(), 1 + all.length, 'one loss series per run (and the step)');
+    // Integer outputs as each run's status has them; deltas against the first run.
+    for (const [stage, name] of [
+      ['train', 'steps'],
+      ['ingest', 'rows'],
+    ]) {
+      const values = all.map((r) => r.stages.find((s) => s.id === stage)!.outputs![name] as number);
+      const cells = await page.locator(`#compare-metrics tr[data-metric="${stage}.${name}"] td.num`).allInnerTexts();
+      assert.deepEqual(
+        cells.map((c) => c.trim()),
+        [...values.map(String), ...values.slice(1).map((v) => String(v - values[0]!))],
+        `${stage}.${name}`,
+      );
+    }
+    // The split seed differs (3, 4, 3): the split tables differ, the ingested table does not.
+    const sha = (r: RunStatus, stage: string, name: string) => output(r, stage, name).sha256;
+    for (const [stage, name] of [
+      ['ingest', 'table'],
+      ['split', 'train'],
+    ]) {
+      const same = new Set(all.map((r) => sha(r, stage!, name!))).size === 1;
+      assert.equal(
+        await page.getAttribute(`#compare-data tr[data-table="${stage}.${name}"]`, 'data-same'),
+        String(same),
+        `${stage}.${name}`,
+      );
+    }
+    assert.notEqual(sha(all[0]!, 'split', 'train'), sha(all[1]!, 'split', 'train'));
+    const seedRows = page.locator('#spec-diff tr[data-path]', { hasText: 'seed' });
+    assert.ok((await seedRows.count()) > 0, 'the differing seed shows in the spec diff');
+    for (const row of await seedRows.all())
+      assert.deepEqual(
+        (await row.locator('code').allInnerTexts()).map((x) => x.trim()),
+        ['3', '4', '3'],
+      );
     await page.screenshot({ path: join(SHOTS, 'ui-compare.png'), fullPage: true });
     await page.context().close();
   });
@@ -286,6 +384,73 @@ describe('dashboard in a browser', () => {
     await page.context().close();
   });
 
+  it("draws a version's lineage (source files, data hashes, run, version, aliases, serving) and diffs two versions", async (t) => {
+    if (skip) return t.skip(skip);
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
+    const [v1, diff, card1, card2] = await (async () => {
+      try {
+        return [
+          await reg.getVersion('e2e-clf', 1),
+          await reg.diffVersions('e2e-clf', 1, 2),
+          await reg.modelCard('e2e-clf', 1),
+          await reg.modelCard('e2e-clf', 2),
+        ];
+      } finally {
+        await reg.close();
+      }
+    })();
+    const ingest = JSON.parse(readFileSync(env.store.pathOf(output(runs[0]!, 'ingest', 'report')), 'utf8')) as {
+      sourceFiles: { path: string; sha256: string }[];
+    };
+    const page = await open('#/models');
+    const model = page.locator('[data-model="e2e-clf"]');
+    await model.locator('tr[data-version="1"] button[data-lineage]').click();
+    const graph = page.locator('#lineage[data-version="1"]');
+    await graph.waitFor();
+    const ids = async (kind: string) =>
+      (await graph.locator(`.lnode[data-kind="${kind}"]`).evaluateAll((els) => els.map((e) => e.getAttribute('data-id')))).sort();
+    assert.ok(ingest.sourceFiles.length > 0);
+    assert.deepEqual(await ids('source'), ingest.sourceFiles.map((f) => `source:${f.path}:${f.sha256}`).sort());
+    assert.deepEqual(await ids('data'), v1.lineage.data.map((d) => `data:${d.name}:${d.sha256}`).sort());
+    assert.deepEqual(await ids('run'), [`run:${runs[0]!.runId}`]);
+    assert.deepEqual(await ids('version'), ['version:1']);
+    assert.ok(v1.aliases.includes('staging'), 'promoted by the test before');
+    assert.deepEqual(await ids('alias'), v1.aliases.map((a) => `alias:${a}`).sort());
+    assert.deepEqual(await ids('serving'), v1.aliases.map((a) => `serving:${a}`).sort());
+    for (const [from, to] of [
+      [`run:${runs[0]!.runId}`, 'version:1'],
+      ['version:1', 'alias:staging'],
+      ['alias:staging', 'serving:staging'],
+    ])
+      assert.equal(await graph.locator(`path.edge[data-from="${from}"][data-to="${to}"]`).count(), 1, `${from} -> ${to}`);
+
+    await model.locator('select[data-diff="a"]').selectOption('1');
+    await model.locator('select[data-diff="b"]').selectOption('2');
+    await page.click('#diff-e2e-clf');
+    const shown = page.locator('#version-diff[data-a="1"][data-b="2"]');
+    await shown.waitFor();
+    assert.equal(await shown.locator('#diff-metrics tr[data-metric]').count(), diff.metrics.length);
+    for (const m of diff.metrics.filter((x) => x.delta !== undefined).slice(0, 3)) {
+      const cells = (await shown.locator(`#diff-metrics tr[data-metric="${m.name}"] td.num`).allInnerTexts()).map((x) => Number(x));
+      assert.ok(Math.abs(cells[2]! - m.delta!) < 1e-4, `${m.name}: ${cells[2]} vs ${m.delta}`);
+    }
+    const shas = async (change: string) =>
+      (
+        await shown.locator(`#diff-data tr[data-change="${change}"]`).evaluateAll((els) => els.map((e) => e.getAttribute('data-sha')))
+      ).sort();
+    assert.deepEqual(await shas('removed'), diff.data.removed.map((d) => d.sha256).sort());
+    assert.deepEqual(await shas('added'), diff.data.added.map((d) => d.sha256).sort());
+    assert.ok(diff.data.added.length > 0, 'v2 trained on another split');
+    // The cards differ line by line: each removed line is v1's, each added line v2's.
+    const del = await shown.locator('#card-diff .del').allInnerTexts();
+    const add = await shown.locator('#card-diff .add').allInnerTexts();
+    assert.ok(del.includes(`- ${card1.split('\n')[0]}`) && add.includes(`+ ${card2.split('\n')[0]}`), 'the title line changed');
+    for (const l of del) assert.ok(card1.split('\n').includes(l.slice(2)), l);
+    for (const l of add) assert.ok(card2.split('\n').includes(l.slice(2)), l);
+    await page.screenshot({ path: join(SHOTS, 'ui-lineage.png'), fullPage: true });
+    await page.context().close();
+  });
+
   it('verifies the audit chain and shows the schedules page', async (t) => {
     if (skip) return t.skip(skip);
     const page = await open('#/audit');
@@ -296,6 +461,69 @@ describe('dashboard in a browser', () => {
     await page.evaluate(`location.hash = '#/schedules'`);
     await page.locator('text=no schedules').waitFor();
     await page.context().close();
+  });
+
+  it('lists a schedule with its next fire time; pause, unpause and trigger need the token, are audited, and the run shows', async (t) => {
+    if (skip) return t.skip(skip);
+    // Ingest only, from the first run's data: a triggered run is a cache hit.
+    const file = join(dirname(pipelineFile), 'data-only.yaml');
+    writeFileSync(file, 'name: e2e-data\nstages:\n  ingest:\n    uses: ingest\n    with: { path: data.jsonl, task: classification }\n');
+    const name = 'ui-yearly';
+    const { input, spec } = await planScheduledRun({
+      file,
+      params: [],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ui-tester',
+      name,
+    });
+    await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing: { cron: '0 3 1 1 *', overlap: 'skip' } });
+    const state = async () => (await readSchedule(env.client, name)).view;
+    try {
+      const next = (await state()).nextRuns;
+      assert.ok(next.length > 0);
+      const anon = await open('#/schedules', false);
+      await anon.locator(`#schedules tr[data-schedule="${name}"] button[data-op="pause"]`).click();
+      await anon.locator('#banner').waitFor();
+      assert.match(await anon.locator('#banner').innerText(), /^401/);
+      await anon.context().close();
+      assert.equal((await state()).paused, false, 'a refused pause changed nothing');
+
+      const page = await open('#/schedules');
+      const row = page.locator(`#schedules tr[data-schedule="${name}"]`);
+      assert.deepEqual(
+        await row.locator('[data-next]').evaluateAll((els) => els.map((e) => e.getAttribute('data-next'))),
+        next.slice(0, 3),
+      );
+      await row.locator('button[data-op="pause"]').click();
+      await page.locator(`#schedules tr[data-schedule="${name}"][data-paused="true"]`).waitFor();
+      assert.equal((await state()).paused, true);
+      await row.locator('button[data-op="unpause"]').click();
+      await page.locator(`#schedules tr[data-schedule="${name}"][data-paused="false"]`).waitFor();
+      assert.equal((await state()).paused, false);
+      await row.locator('button[data-op="trigger"]').click();
+      const action = await waitFor('the triggered run', async () => (await state()).recentActions[0], 30_000, 200);
+      assertSucceeded(await waitForRun(env.client, action.runId));
+      await row.locator(`[data-recent="${action.runId}"] .state.succeeded`).waitFor();
+      const log = await openAudit(join(env.dir, 'audit.db'));
+      try {
+        const changes = (await log.query({})).filter((r) => r.subject === name && r.action.startsWith('schedule.'));
+        assert.deepEqual(
+          changes.map((r) => [r.action, r.actor, r.details.via]),
+          [
+            ['schedule.paused', 'ui-tester', 'ui'],
+            ['schedule.unpaused', 'ui-tester', 'ui'],
+            ['schedule.triggered', 'ui-tester', 'ui'],
+          ],
+        );
+      } finally {
+        await log.close();
+      }
+      await page.screenshot({ path: join(SHOTS, 'ui-schedules.png') });
+      await page.context().close();
+    } finally {
+      await deleteSchedule(env.client, name).catch(() => undefined);
+    }
   });
 
   it('logged no console errors', (t) => {

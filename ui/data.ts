@@ -7,12 +7,14 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
+import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
 import { openAudit, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { modelCard } from '../src/registry/card.ts';
+import { diffModelVersions } from '../src/registry/diff.ts';
 import { openRegistry } from '../src/registry/registry.ts';
-import type { AliasChange, ModelVersion } from '../src/registry/types.ts';
+import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { progressLogPath, readProgressPoints, type ProgressPoint } from '../src/store/progress-log.ts';
@@ -132,48 +134,71 @@ export function stagesWithPoints(paths: StatePaths, runId: string, execution: st
 
 export interface SpecDiffLine {
   path: string;
-  a: unknown;
-  b: unknown;
+  /** The value at `path` in each compared spec, in order (undefined where a spec lacks it). */
+  values: unknown[];
 }
 
-/** Leaf-by-leaf differences between two JSON values (the planned specs of two runs). */
-export function jsonDiff(a: unknown, b: unknown, path = '', out: SpecDiffLine[] = []): SpecDiffLine[] {
-  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
-  if (isObj(a) && isObj(b) && Array.isArray(a) === Array.isArray(b)) {
-    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) jsonDiff(a[k], b[k], path ? `${path}.${k}` : k, out);
-  } else if (JSON.stringify(a) !== JSON.stringify(b)) out.push({ path, a, b });
+/** JSON values flattened to their leaves by dotted path (arrays by index; an empty object or array is a leaf). */
+function leaves(v: unknown, path = '', out = new Map<string, unknown>()): Map<string, unknown> {
+  if (typeof v === 'object' && v !== null && Object.keys(v).length > 0) {
+    for (const [k, x] of Object.entries(v)) leaves(x, path ? `${path}.${k}` : k, out);
+  } else out.set(path, v);
   return out;
 }
 
-export async function compareRuns(client: Client, store: ArtifactStore, a: string, b: string) {
-  const [va, vb] = await Promise.all([runView(client, store, a), runView(client, store, b)]);
-  const [ia, ib] = await Promise.all([runInput(client, a), runInput(client, b)]);
-  const metricsOf = (v: RunView) => {
-    const out: Record<string, number> = {};
-    for (const st of v.status.stages)
-      for (const [k, x] of Object.entries(st.outputs ?? {})) if (typeof x === 'number') out[`${st.id}.${k}`] = x;
-    return out;
-  };
-  const ma = metricsOf(va);
-  const mb = metricsOf(vb);
-  const metrics = [...new Set([...Object.keys(ma), ...Object.keys(mb)])].sort().map((name) => ({
-    name,
-    a: ma[name],
-    b: mb[name],
-    delta: ma[name] !== undefined && mb[name] !== undefined ? mb[name]! - ma[name]! : undefined,
-  }));
-  const hashes = (v: RunView) => {
-    const out: Record<string, string> = {};
-    for (const st of v.status.stages)
-      for (const [k, x] of Object.entries(st.outputs ?? {})) if (isArtifactRef(x) && x.rows !== undefined) out[`${st.id}.${k}`] = x.sha256;
-    return out;
-  };
-  const ha = hashes(va);
-  const hb = hashes(vb);
-  const data = [...new Set([...Object.keys(ha), ...Object.keys(hb)])]
-    .sort()
-    .map((name) => ({ name, a: ha[name], b: hb[name], same: ha[name] === hb[name] }));
-  return { a: va, b: vb, metrics, data, spec: jsonDiff(ia.plan, ib.plan) };
+/** Leaf paths whose values are not the same in all of the given JSON values (the planned specs of runs). */
+export function jsonDiff(values: unknown[]): SpecDiffLine[] {
+  const flat = values.map((v) => leaves(v));
+  const paths = [...new Set(flat.flatMap((f) => [...f.keys()]))].sort();
+  return paths
+    .map((path) => ({ path, values: flat.map((f) => f.get(path)) }))
+    .filter((d) => new Set(d.values.map((x) => JSON.stringify(x) ?? 'undefined')).size > 1);
+}
+
+/** Numeric outputs (`stage.output`) of a run. */
+function numericOutputs(v: RunView): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const st of v.status.stages)
+    for (const [k, x] of Object.entries(st.outputs ?? {})) if (typeof x === 'number') out[`${st.id}.${k}`] = x;
+  return out;
+}
+
+/** Hashes of a run's table outputs (`stage.output` → sha256): the data each stage made. */
+function tableHashes(v: RunView): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const st of v.status.stages)
+    for (const [k, x] of Object.entries(st.outputs ?? {})) if (isArtifactRef(x) && x.rows !== undefined) out[`${st.id}.${k}`] = x.sha256;
+  return out;
+}
+
+export interface RunComparison {
+  runs: RunView[];
+  /** Every numeric output of any run; deltas are against the first run. */
+  metrics: { name: string; values: (number | undefined)[]; deltas: (number | undefined)[] }[];
+  /** Every table output; `same` when all runs made the same bytes. */
+  data: { name: string; values: (string | undefined)[]; same: boolean }[];
+  /** Where the planned specs (params, stage configs) differ. */
+  spec: SpecDiffLine[];
+}
+
+/** Two or more runs side by side: the first is the reference the deltas are taken from. */
+export async function compareRuns(client: Client, store: ArtifactStore, ids: string[]): Promise<RunComparison> {
+  const views = await Promise.all(ids.map((id) => runView(client, store, id)));
+  const inputs = await Promise.all(ids.map((id) => runInput(client, id)));
+  const nums = views.map(numericOutputs);
+  const metrics = [...new Set(nums.flatMap((m) => Object.keys(m)))].sort().map((name) => {
+    const values = nums.map((m) => m[name]);
+    const base = values[0];
+    return { name, values, deltas: values.map((x) => (x !== undefined && base !== undefined ? x - base : undefined)) };
+  });
+  const hashes = views.map(tableHashes);
+  const data = [...new Set(hashes.flatMap((h) => Object.keys(h)))].sort().map((name) => {
+    const values = hashes.map((h) => h[name]);
+    return { name, values, same: new Set(values).size === 1 };
+  });
+  // Stages by id rather than by position, so a difference reads `stages.split.with.seed`.
+  const plans = inputs.map(({ plan }) => ({ ...plan, stages: Object.fromEntries(plan.stages.map((st) => [st.id, st])) }));
+  return { runs: views, metrics, data, spec: jsonDiff(plans) };
 }
 
 export interface ModelView {
@@ -240,5 +265,123 @@ export async function verifyAudit(paths: StatePaths) {
     return { ...(await log.verify()), head: await log.head() };
   } finally {
     await log.close();
+  }
+}
+
+export type LineageKind = 'source' | 'data' | 'run' | 'version' | 'alias' | 'serving';
+
+export interface LineageNode {
+  id: string;
+  kind: LineageKind;
+  label: string;
+  detail?: string;
+  /** A page of the dashboard the node opens (`#/run/<id>`). */
+  href?: string;
+}
+
+export interface LineageGraph {
+  name: string;
+  version: number;
+  nodes: LineageNode[];
+  edges: [from: string, to: string][];
+  /** What could not be shown and why (a run Temporal no longer keeps). */
+  notes: string[];
+}
+
+/** A source file as the ingest stage's report lists it. */
+interface SourceFileEntry {
+  path: string;
+  sha256: string;
+  rows?: number;
+}
+
+const short = (sha: string) => `${sha.slice(0, 12)}…`;
+
+/**
+ * Where a model version came from and where it goes: the run's source files and the data hashes the
+ * registry recorded → the run → the version → the aliases pointing at it → what `tempered serve`
+ * serves under each alias (serve follows an alias, so the alias is what is served). Source files come
+ * from the run's ingest reports in the store, found through Temporal; a run Temporal no longer keeps
+ * leaves the registry's data hashes alone, with a note.
+ */
+export async function versionLineage(
+  paths: StatePaths,
+  client: Client,
+  store: ArtifactStore,
+  name: string,
+  version: number,
+): Promise<LineageGraph> {
+  const reg = await openRegistry(paths.registryDb);
+  let v: ModelVersion;
+  try {
+    v = await reg.getVersion(name, version);
+  } finally {
+    await reg.close();
+  }
+  const notes: string[] = [];
+  const sources: SourceFileEntry[] = [];
+  let runState: string | undefined;
+  try {
+    const run = await runView(client, store, v.lineage.runId);
+    runState = run.status.state;
+    for (const st of run.status.stages) {
+      if (st.uses !== 'ingest') continue;
+      const files = (run.reports[st.id]?.report as { sourceFiles?: SourceFileEntry[] } | undefined)?.sourceFiles ?? [];
+      for (const f of files) if (!sources.some((s) => s.sha256 === f.sha256 && s.path === f.path)) sources.push(f);
+    }
+  } catch (e) {
+    notes.push(`run ${v.lineage.runId}: ${(e as Error).message} (source files unknown)`);
+  }
+  const nodes: LineageNode[] = [];
+  const edges: LineageGraph['edges'] = [];
+  const runNode = `run:${v.lineage.runId}`;
+  const versionNode = `version:${v.version}`;
+  for (const f of sources)
+    nodes.push({
+      id: `source:${f.path}:${f.sha256}`,
+      kind: 'source',
+      label: f.path,
+      detail: `${short(f.sha256)}${f.rows != null ? ` · ${f.rows} rows` : ''}`,
+    });
+  for (const d of v.lineage.data) {
+    const id = `data:${d.name}:${d.sha256}`;
+    nodes.push({ id, kind: 'data', label: d.name, detail: `${short(d.sha256)}${d.rows != null ? ` · ${d.rows} rows` : ''}` });
+    for (const f of sources) edges.push([`source:${f.path}:${f.sha256}`, id]);
+    edges.push([id, runNode]);
+  }
+  if (v.lineage.data.length === 0) for (const f of sources) edges.push([`source:${f.path}:${f.sha256}`, runNode]);
+  nodes.push({
+    id: runNode,
+    kind: 'run',
+    label: v.lineage.runId,
+    detail: `${runState ?? 'unknown'} · stage ${v.lineage.stageId} · spec ${short(v.lineage.specHash)}`,
+    href: `#/run/${encodeURIComponent(v.lineage.runId)}`,
+  });
+  nodes.push({ id: versionNode, kind: 'version', label: `${name} v${v.version}`, detail: `by ${v.createdBy}` });
+  edges.push([runNode, versionNode]);
+  for (const alias of v.aliases) {
+    nodes.push({ id: `alias:${alias}`, kind: 'alias', label: `@${alias}`, detail: `${name}@${alias} → v${v.version}` });
+    nodes.push({ id: `serving:${alias}`, kind: 'serving', label: `tempered serve ${name}@${alias}`, detail: 'serves this version now' });
+    edges.push([versionNode, `alias:${alias}`], [`alias:${alias}`, `serving:${alias}`]);
+  }
+  if (v.aliases.length === 0) notes.push(`no alias points at v${v.version}, so nothing serves it`);
+  return { name, version: v.version, nodes, edges, notes };
+}
+
+export interface ModelVersionDiff {
+  diff: VersionDiff;
+  /** The two model cards, line by line: unchanged, added (in b) and removed (from a). */
+  card: { value: string; added: boolean; removed: boolean }[];
+}
+
+/** Two versions of a model: parameters, metrics with deltas, data hashes, artifacts, and the cards' text. */
+export async function diffVersions(paths: StatePaths, name: string, a: number, b: number): Promise<ModelVersionDiff> {
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    const [va, vb] = await Promise.all([reg.getVersion(name, a), reg.getVersion(name, b)]);
+    const card = diffLines(modelCard(va), modelCard(vb)).map((c) => ({ value: c.value, added: !!c.added, removed: !!c.removed }));
+    return { diff: diffModelVersions(va, vb), card };
+  } finally {
+    await reg.close();
   }
 }

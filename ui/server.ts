@@ -25,6 +25,7 @@ import {
   unpauseSchedule,
 } from '../client/schedules.ts';
 import { openAudit, type AuditEntry } from '../src/audit/log.ts';
+import { databaseExists } from '../src/db/database.ts';
 import { InputError } from '../src/errors.ts';
 import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
@@ -36,6 +37,7 @@ import type { RunInput } from '../workflows/types.ts';
 import {
   auditRecords,
   compareRuns,
+  diffVersions,
   listModelViews,
   readHistoryArtifact,
   runView,
@@ -43,10 +45,13 @@ import {
   trainingCurves,
   type TrainingCurves,
   verifyAudit,
+  versionLineage,
 } from './data.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const STATIC = join(HERE, 'static');
+/** Runs one compare page overlays; more curves than this are unreadable anyway. */
+const MAX_COMPARED = 8;
 const require = createRequire(import.meta.url);
 
 /** The browser libraries, by the name the page imports them under, and the file each package ships. */
@@ -320,20 +325,44 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       .send(createReadStream(path));
   });
 
-  app.get<{ Querystring: { a?: string; b?: string } }>('/api/compare', async (req) => {
-    const { a, b } = req.query;
-    if (!a || !b) throw new HttpError(400, 'compare takes two runs: ?a=<run>&b=<run>');
-    const client = await o.client();
-    const cmp = await compareRuns(client, o.store, a, b);
-    const curves = async (v: typeof cmp.a) => {
-      const train = v.status.stages.find((s) => s.outputs?.history !== undefined);
-      return train ? ((await readHistoryArtifact(o.store, train.outputs!.history)) ?? null) : null;
-    };
-    return { ...cmp, curves: { a: await curves(cmp.a), b: await curves(cmp.b) } };
+  // Two or more runs: ?run=<id>&run=<id>[&run=…] (or ?a=<id>&b=<id>); the first is the reference for deltas.
+  app.get<{ Querystring: { a?: string; b?: string; run?: string | string[] } }>('/api/compare', async (req) => {
+    const q = req.query;
+    const ids = [...(q.run === undefined ? [] : Array.isArray(q.run) ? q.run : [q.run]), ...[q.a, q.b].filter((x): x is string => !!x)];
+    if (ids.length < 2) throw new HttpError(400, 'compare takes two or more runs: ?run=<id>&run=<id>[&run=<id>…]');
+    if (ids.length > MAX_COMPARED) throw new HttpError(400, `compare takes at most ${MAX_COMPARED} runs (got ${ids.length})`);
+    const cmp = await compareRuns(await o.client(), o.store, ids);
+    const curves = await Promise.all(
+      cmp.runs.map(async (v) => {
+        const train = v.status.stages.find((s) => s.outputs?.history !== undefined);
+        return train ? ((await readHistoryArtifact(o.store, train.outputs!.history)) ?? null) : null;
+      }),
+    );
+    return { ...cmp, curves };
   });
 
   // ---- models -------------------------------------------------------------------------------
   app.get('/api/models', async () => ({ models: await listModelViews(o.paths) }));
+
+  const versionNumber = (raw: string | undefined, what: string) => {
+    const n = Number(String(raw ?? '').replace(/^v/, ''));
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new HttpError(400, `${what} must be a version number (1, 2, … or v1, v2, …), got ${JSON.stringify(raw ?? '')}`);
+    return n;
+  };
+  const needRegistry = () => {
+    if (!databaseExists(o.paths.registryDb)) throw new HttpError(404, 'no registered models yet');
+  };
+
+  app.get<{ Params: { name: string; version: string } }>('/api/models/:name/versions/:version/lineage', async (req) => {
+    needRegistry();
+    return versionLineage(o.paths, await o.client(), o.store, req.params.name, versionNumber(req.params.version, 'version'));
+  });
+
+  app.get<{ Params: { name: string }; Querystring: { a?: string; b?: string } }>('/api/models/:name/diff', async (req) => {
+    needRegistry();
+    return diffVersions(o.paths, req.params.name, versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b'));
+  });
 
   app.post<{
     Params: { name: string };

@@ -3,7 +3,7 @@ import { h, render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import uPlot from 'uplot';
-import { Dag } from './dag.js';
+import { Dag, LineageGraph } from './dag.js';
 
 const html = htm.bind(h);
 
@@ -89,7 +89,7 @@ function RunsPage({ query }) {
   const [picked, setPicked] = useState([]);
   const qs = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
   const { data, error } = usePoll(() => api(`/api/runs?${qs}`), [qs], 3000);
-  const toggle = (id) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p.slice(-1), id]));
+  const toggle = (id) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p.slice(-7), id]));
   return html`<h1>Runs</h1>
     <div class="bar">
       <label
@@ -101,10 +101,10 @@ function RunsPage({ query }) {
       <label>pipeline <input value=${f.pipeline} onChange=${(e) => setF({ ...f, pipeline: e.target.value })} placeholder="any" /></label>
       <label>schedule <input value=${f.schedule} onChange=${(e) => setF({ ...f, schedule: e.target.value })} placeholder="any" /></label>
       <a
-        href=${picked.length === 2 ? `#/compare?a=${encodeURIComponent(picked[0])}&b=${encodeURIComponent(picked[1])}` : undefined}
+        href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
         id="compare-link"
-        class=${picked.length === 2 ? '' : 'muted'}
-        >compare ${picked.length}/2 selected</a
+        class=${picked.length >= 2 ? '' : 'muted'}
+        >${picked.length >= 2 ? `compare ${picked.length} runs` : `compare: tick two or more (${picked.length} ticked)`}</a
       >
     </div>
     ${error && html`<p class="error">${error}</p>`}
@@ -617,12 +617,125 @@ function ModelCard({ text }) {
     : html`<div class="model-card card" dangerouslySetInnerHTML=${{ __html: htmlText }}></div>`;
 }
 
+/** A version's lineage, read when asked for (it looks the run up in Temporal). */
+function Lineage({ name, version }) {
+  const { data, error } = usePoll(() => api(`/api/models/${encodeURIComponent(name)}/versions/${version}/lineage`), [name, version], 0);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!data) return html`<p class="muted">loading the lineage of v${version}…</p>`;
+  return html`<h3>Lineage of v${version} <span class="muted">(source files and data → run → version → aliases → serving)</span></h3>
+    <${LineageGraph} graph=${data} />
+    ${data.notes.map((n) => html`<p class="muted">${n}</p>`)}`;
+}
+
+const fmtSha = (x) => (x ? `${x.slice(0, 12)}…` : '–');
+
+/** What changed between two versions: metrics with deltas, parameters, data hashes, artifacts, the model card. */
+function VersionDiffView({ name, a, b }) {
+  const { data, error } = usePoll(() => api(`/api/models/${encodeURIComponent(name)}/diff?a=${a}&b=${b}`), [name, a, b], 0);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!data) return html`<p class="muted">loading…</p>`;
+  const d = data.diff;
+  const flags = [
+    d.specHashChanged && 'pipeline spec',
+    d.codeVersionChanged && 'tempered code version',
+    d.baseModelChanged && 'base model',
+  ].filter(Boolean);
+  return html`<div id="version-diff" data-a=${a} data-b=${b}>
+    <h3>v${a} → v${b}</h3>
+    <p>${flags.length ? `changed: ${flags.join(', ')}` : 'same spec, code version and base model'}</p>
+    <div class="bar" style="align-items:flex-start; gap: 24px">
+      <div>
+        <h3>Metrics</h3>
+        <table id="diff-metrics">
+          <tr>
+            <th>metric</th>
+            <th class="num">v${a}</th>
+            <th class="num">v${b}</th>
+            <th class="num">Δ</th>
+          </tr>
+          ${d.metrics.map(
+            (m) =>
+              html`<tr data-metric=${m.name}>
+                <td>${m.name}</td>
+                <td class="num">${fmtNum(m.a)}</td>
+                <td class="num">${fmtNum(m.b)}</td>
+                <td class=${`num ${m.delta > 0 ? 'pos' : m.delta < 0 ? 'neg' : ''}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
+              </tr>`,
+          )}
+        </table>
+      </div>
+      <div>
+        <h3>Config</h3>
+        ${d.params.length === 0
+          ? html`<p class="muted" id="diff-params">same parameters</p>`
+          : html`<table id="diff-params">
+              <tr>
+                <th>parameter</th>
+                <th>v${a}</th>
+                <th>v${b}</th>
+              </tr>
+              ${d.params.map(
+                (p) =>
+                  html`<tr>
+                    <td>${p.key}</td>
+                    <td><code>${p.a === undefined ? '–' : JSON.stringify(p.a)}</code></td>
+                    <td><code>${p.b === undefined ? '–' : JSON.stringify(p.b)}</code></td>
+                  </tr>`,
+              )}
+            </table>`}
+        <h3>Data</h3>
+        <table id="diff-data">
+          ${[
+            ['removed', d.data.removed, 'neg'],
+            ['added', d.data.added, 'pos'],
+            ['unchanged', d.data.unchanged, 'muted'],
+          ].flatMap(([what, refs, cls]) =>
+            refs.map(
+              (r) =>
+                html`<tr data-change=${what} data-sha=${r.sha256}>
+                  <td class=${cls}>${what}</td>
+                  <td>${r.name}</td>
+                  <td>${fmtSha(r.sha256)}</td>
+                  <td class="num">${r.rows ?? ''}</td>
+                </tr>`,
+            ),
+          )}
+        </table>
+        <h3>Artifacts</h3>
+        <table id="diff-artifacts">
+          ${d.artifacts.map(
+            (x) =>
+              html`<tr data-role=${x.role}>
+                <td>${x.role}</td>
+                <td>${fmtSha(x.a)}</td>
+                <td class=${x.changed ? 'neg' : 'muted'}>${x.changed ? fmtSha(x.b) : 'same'}</td>
+              </tr>`,
+          )}
+        </table>
+      </div>
+    </div>
+    <h3>Model card</h3>
+    <div class="card-diff" id="card-diff">
+      ${data.card.flatMap((c) =>
+        c.value
+          .replace(/\n$/, '')
+          .split('\n')
+          .map(
+            (line) => html`<div class=${c.added ? 'add' : c.removed ? 'del' : ''}>${c.added ? '+ ' : c.removed ? '- ' : '  '}${line}</div>`,
+          ),
+      )}
+    </div>
+  </div>`;
+}
+
 // ---- models (list) ---------------------------------------------------------------------------------
 function ModelsPage() {
   const [tick, setTick] = useState(0);
   const { data, error } = usePoll(() => api('/api/models'), [tick], 0);
   const [form, setForm] = useState({});
   const [card, setCard] = useState();
+  const [lineage, setLineage] = useState();
+  const [diff, setDiff] = useState({});
   const refresh = () => setTick((t) => t + 1);
   if (error) return html`<p class="error">${error}</p>`;
   if (!data) return html`<p class="muted">loading…</p>`;
@@ -709,6 +822,12 @@ function ModelsPage() {
                     promote to ${f.alias}
                   </button>
                   <button onClick=${() => setCard(card === `${m.name}@${v.version}` ? undefined : `${m.name}@${v.version}`)}>card</button>
+                  <button
+                    data-lineage=${v.version}
+                    onClick=${() => setLineage(lineage === `${m.name}@${v.version}` ? undefined : `${m.name}@${v.version}`)}
+                  >
+                    lineage
+                  </button>
                 </td>
               </tr>`,
           )}
@@ -719,7 +838,7 @@ function ModelsPage() {
             (v) =>
               html`<h3>Model card v${v.version}</h3>
                 <${ModelCard} text=${v.card} />
-                <h3>Lineage</h3>
+                <h3>Recorded lineage</h3>
                 <table>
                   <tr>
                     <th>run</th>
@@ -738,6 +857,24 @@ function ModelsPage() {
                   )}
                 </table>`,
           )}
+        ${m.versions
+          .filter((v) => lineage === `${m.name}@${v.version}`)
+          .map((v) => html`<${Lineage} name=${m.name} version=${v.version} />`)}
+        ${m.versions.length > 1 &&
+        (() => {
+          const sel = diff[m.name] ?? { a: m.versions[1].version, b: m.versions[0].version, shown: false };
+          const setSel = (patch) => setDiff({ ...diff, [m.name]: { ...sel, ...patch } });
+          const pick = (k) =>
+            html`<select data-diff=${k} value=${sel[k]} onChange=${(e) => setSel({ [k]: Number(e.target.value), shown: false })}>
+              ${m.versions.map((v) => html`<option value=${v.version}>v${v.version}</option>`)}
+            </select>`;
+          return html`<h3>Compare versions</h3>
+            <div class="bar">
+              ${pick('a')} → ${pick('b')}
+              <button id=${`diff-${m.name}`} onClick=${() => setSel({ shown: true })}>diff</button>
+            </div>
+            ${sel.shown && html`<${VersionDiffView} name=${m.name} a=${sel.a} b=${sel.b} />`}`;
+        })()}
         <h3>Alias history</h3>
         <table>
           ${m.history
@@ -809,28 +946,38 @@ function AuditPage({ query }) {
 }
 
 // ---- compare ----------------------------------------------------------------------------------
+const RUN_COLORS = ['#1565c0', '#ef6c00', '#1f8a4c', '#c62828', '#6a4fb3', '#00838f', '#5d4037', '#ad1457'];
+const runLetter = (i) => String.fromCharCode(65 + i);
+
+/** Each run's history column `key` on the union of all runs' steps (null where a run has no such step). */
+function overlay(curves, key) {
+  const present = curves.filter(Boolean);
+  const steps = [...new Set(present.flatMap((c) => c.step))].sort((x, y) => x - y);
+  const cols = { step: steps };
+  curves.forEach((c, i) => {
+    const m = new Map(c ? c.step.map((s, j) => [s, c[key]?.[j]]) : []);
+    cols[`r${i}`] = steps.map((s) => m.get(s) ?? null);
+  });
+  return cols;
+}
+
+/** A JSON value in a cell, long ones clipped (the whole value on hover). */
+function Json({ value }) {
+  const text = value === undefined ? '–' : JSON.stringify(value);
+  return html`<code title=${text.length > 40 ? text : undefined}>${text.length > 40 ? `${text.slice(0, 39)}…` : text}</code>`;
+}
+
 function ComparePage({ query }) {
-  const a = query.get('a');
-  const b = query.get('b');
-  const { data, error } = usePoll(() => api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`), [a, b], 0);
+  const ids = [...query.getAll('run'), ...['a', 'b'].map((k) => query.get(k)).filter(Boolean)];
+  const qs = ids.map((id) => `run=${encodeURIComponent(id)}`).join('&');
+  const { data, error } = usePoll(() => api(`/api/compare?${qs}`), [qs], 0);
   if (error) return html`<p class="error">${error}</p>`;
   if (!data) return html`<p class="muted">loading…</p>`;
-  const cols = {};
-  if (data.curves.a && data.curves.b) {
-    const steps = [...new Set([...data.curves.a.step, ...data.curves.b.step])].sort((x, y) => x - y);
-    const at = (c, k) => {
-      const m = new Map(c.step.map((s, i) => [s, c[k][i]]));
-      return steps.map((s) => m.get(s) ?? null);
-    };
-    Object.assign(cols, {
-      step: steps,
-      a_loss: at(data.curves.a, 'loss'),
-      b_loss: at(data.curves.b, 'loss'),
-      a_val: at(data.curves.a, 'val_f1_macro'),
-      b_val: at(data.curves.b, 'val_f1_macro'),
-    });
-  }
-  return html`<h1>Compare</h1>
+  const n = data.runs.length;
+  const series = (what) => data.runs.map((_, i) => [`r${i}`, `${runLetter(i)} ${what}`, RUN_COLORS[i % RUN_COLORS.length]]);
+  const drawn = data.curves.some(Boolean);
+  const letters = data.runs.map((_, i) => runLetter(i));
+  return html`<h1>Compare <span class="muted">(${n} runs; deltas against A)</span></h1>
     <table id="compare-runs">
       <tr>
         <th></th>
@@ -838,73 +985,63 @@ function ComparePage({ query }) {
         <th>state</th>
         <th>pipeline</th>
         <th>started</th>
+        <th class="num">steps drawn</th>
       </tr>
-      ${[
-        ['A', data.a],
-        ['B', data.b],
-      ].map(
-        ([k, v]) =>
+      ${data.runs.map(
+        (v, i) =>
           html`<tr data-run=${v.status.runId}>
-            <td>${k}</td>
+            <td><b style=${`color:${RUN_COLORS[i % RUN_COLORS.length]}`}>${letters[i]}</b></td>
             <td><a href=${`#/run/${encodeURIComponent(v.status.runId)}`}>${v.status.runId}</a></td>
             <td><${State} s=${v.status.state} /></td>
             <td>${v.status.name}</td>
             <td>${fmtTime(v.status.startedAt)}</td>
+            <td class="num">${data.curves[i]?.step.length ?? '–'}</td>
           </tr>`,
       )}
     </table>
-    ${cols.step &&
+    ${drawn &&
     html`<div class="grid">
-      <${Chart}
-        id="compare-loss"
-        title="training loss"
-        cols=${cols}
-        series=${[
-          ['a_loss', 'A loss', '#1565c0'],
-          ['b_loss', 'B loss', '#ef6c00'],
-        ]}
-      />
-      <${Chart}
-        id="compare-val"
-        title="validation macro F1"
-        cols=${cols}
-        series=${[
-          ['a_val', 'A', '#1565c0'],
-          ['b_val', 'B', '#ef6c00'],
-        ]}
-      />
+      <${Chart} id="compare-loss" title="training loss" cols=${overlay(data.curves, 'loss')} series=${series('loss')} />
+      <${Chart} id="compare-val" title="validation macro F1" cols=${overlay(data.curves, 'val_f1_macro')} series=${series('F1')} />
     </div>`}
     <h2>Metrics</h2>
     <table id="compare-metrics">
       <tr>
         <th>output</th>
-        <th class="num">A</th>
-        <th class="num">B</th>
-        <th class="num">B − A</th>
+        ${letters.map((l) => html`<th class="num">${l}</th>`)} ${letters.slice(1).map((l) => html`<th class="num">${l} − A</th>`)}
       </tr>
       ${data.metrics.map(
         (m) =>
-          html`<tr>
+          html`<tr data-metric=${m.name}>
             <td>${m.name}</td>
-            <td class="num">${fmtNum(m.a)}</td>
-            <td class="num">${fmtNum(m.b)}</td>
-            <td class=${`num ${m.delta > 0 ? 'pos' : m.delta < 0 ? 'neg' : ''}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
+            ${m.values.map((x) => html`<td class="num">${fmtNum(x)}</td>`)}
+            ${m.deltas
+              .slice(1)
+              .map(
+                (d) =>
+                  html`<td class=${`num delta ${d > 0 ? 'pos' : d < 0 ? 'neg' : ''}`}>
+                    ${d === undefined || d === null ? '' : fmtNum(d)}
+                  </td>`,
+              )}
           </tr>`,
       )}
     </table>
-    <h2>Data</h2>
-    <table>
+    <h2>Data <span class="muted">(hashes of each table a stage made)</span></h2>
+    <table id="compare-data">
       <tr>
         <th>table</th>
-        <th>A</th>
-        <th>B</th>
+        ${letters.map((l) => html`<th>${l}</th>`)}
       </tr>
       ${data.data.map(
         (d) =>
-          html`<tr>
+          html`<tr data-table=${d.name} data-same=${String(d.same)}>
             <td>${d.name}</td>
-            <td>${d.a?.slice(0, 12) ?? '–'}</td>
-            <td class=${d.same ? '' : 'neg'}>${d.same ? 'same' : (d.b?.slice(0, 12) ?? '–')}</td>
+            ${d.values.map(
+              (x, i) =>
+                html`<td class=${!d.same && x !== d.values[0] ? 'neg' : ''}>
+                  ${i > 0 && x === d.values[0] ? 'same as A' : (x?.slice(0, 12) ?? '–')}
+                </td>`,
+            )}
           </tr>`,
       )}
     </table>
@@ -914,15 +1051,13 @@ function ComparePage({ query }) {
       : html`<table id="spec-diff">
           <tr>
             <th>path</th>
-            <th>A</th>
-            <th>B</th>
+            ${letters.map((l) => html`<th>${l}</th>`)}
           </tr>
           ${data.spec.map(
             (d) =>
-              html`<tr>
+              html`<tr data-path=${d.path}>
                 <td>${d.path}</td>
-                <td><code>${JSON.stringify(d.a)}</code></td>
-                <td><code>${JSON.stringify(d.b)}</code></td>
+                ${d.values.map((x) => html`<td><${Json} value=${x} /></td>`)}
               </tr>`,
           )}
         </table>`}`;
@@ -931,7 +1066,7 @@ function ComparePage({ query }) {
 // ---- schedules --------------------------------------------------------------------------------
 function SchedulesPage() {
   const [tick, setTick] = useState(0);
-  const { data, error } = usePoll(() => api('/api/schedules'), [tick], 10000);
+  const { data, error } = usePoll(() => api('/api/schedules'), [tick], 3000);
   const op = (name, what) =>
     act(
       () => api(`/api/schedules/${encodeURIComponent(name)}/${what}`, { method: 'POST' }),
@@ -957,20 +1092,31 @@ function SchedulesPage() {
       </tr>
       ${data.schedules.map(
         (s) =>
-          html`<tr data-schedule=${s.name}>
-            <td>${s.name}</td>
+          html`<tr data-schedule=${s.name} data-paused=${String(s.paused)}>
+            <td>${s.name}<br /><a class="muted" href=${`#/runs?schedule=${encodeURIComponent(s.name)}`}>its runs</a></td>
             <td>${s.pipeline}</td>
             <td>${s.timing}</td>
-            <td>${s.paused ? 'paused' : 'active'}${s.note ? html`<br /><span class="muted">${s.note}</span>` : ''}</td>
-            <td>${s.nextRuns.map((t) => html`<div>${fmtTime(t)}</div>`)}</td>
+            <td><${State} s=${s.paused ? 'paused' : 'active'} />${s.note ? html`<br /><span class="muted">${s.note}</span>` : ''}</td>
             <td>
+              ${s.nextRuns.length === 0 && html`<span class="muted">${s.paused ? 'none while paused' : 'none'}</span>`}
+              ${s.nextRuns.map((t) => html`<div data-next=${t}>${fmtTime(t)}</div>`)}
+            </td>
+            <td>
+              ${s.recent.length === 0 && html`<span class="muted">none yet</span>`}
               ${s.recent.map(
-                (r) => html`<div><a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a> <${State} s=${r.state} /></div>`,
+                (r) =>
+                  html`<div data-recent=${r.runId}>
+                    <a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a> <${State} s=${r.state} />${r.gate
+                      ? html` <span class="muted">gate ${r.gate.outcome}</span>`
+                      : ''}
+                  </div>`,
               )}
             </td>
             <td>
-              <button onClick=${() => op(s.name, s.paused ? 'unpause' : 'pause')}>${s.paused ? 'unpause' : 'pause'}</button>
-              <button onClick=${() => op(s.name, 'trigger')}>trigger</button>
+              <button data-op=${s.paused ? 'unpause' : 'pause'} onClick=${() => op(s.name, s.paused ? 'unpause' : 'pause')}>
+                ${s.paused ? 'unpause' : 'pause'}
+              </button>
+              <button data-op="trigger" onClick=${() => op(s.name, 'trigger')}>trigger now</button>
             </td>
           </tr>`,
       )}

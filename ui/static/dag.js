@@ -84,3 +84,59 @@ export function Dag({ stages, selected, onSelect }) {
     </svg>
   </div>`;
 }
+
+// ---- a model version's lineage: source files and data → run → version → aliases → serving ----------
+const LINEAGE_COLUMNS = ['source', 'data', 'run', 'version', 'alias', 'serving'];
+const LINEAGE_COLORS = {
+  source: ['#f4f5f6', '#66707a'],
+  data: ['#e6eefa', '#1565c0'],
+  run: ['#efeaf8', '#6a4fb3'],
+  version: ['#e6f4ec', '#1f8a4c'],
+  alias: ['#fff3e0', '#ef6c00'],
+  serving: ['#fbe9e9', '#c62828'],
+};
+const LW = 176;
+const LH = 58;
+const LGAP = 34;
+const clip = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+
+export function LineageGraph({ graph }) {
+  const cols = LINEAGE_COLUMNS.map((k) => graph.nodes.filter((n) => n.kind === k)).filter((c) => c.length > 0);
+  const pos = new Map();
+  cols.forEach((col, x) => col.forEach((n, y) => pos.set(n.id, { x: 10 + x * (LW + LGAP), y: 10 + y * (LH + GAP_Y) })));
+  const width = 20 + cols.length * (LW + LGAP) - LGAP;
+  const height = 20 + Math.max(1, ...cols.map((c) => c.length)) * (LH + GAP_Y) - GAP_Y;
+  const edges = graph.edges
+    .filter(([a, b]) => pos.has(a) && pos.has(b))
+    .map(([a, b]) => {
+      const p = pos.get(a);
+      const q = pos.get(b);
+      const x1 = p.x + LW;
+      const y1 = p.y + LH / 2;
+      const x2 = q.x;
+      const y2 = q.y + LH / 2;
+      return html`<path
+        class="edge"
+        data-from=${a}
+        data-to=${b}
+        d=${`M${x1},${y1} C${x1 + LGAP / 2},${y1} ${x2 - LGAP / 2},${y2} ${x2},${y2}`}
+      />`;
+    });
+  return html`<div class="dag lineage" id="lineage" data-version=${graph.version}>
+    <svg width=${width} height=${height} role="img" aria-label=${`lineage of ${graph.name} v${graph.version}`}>
+      ${edges}
+      ${graph.nodes.map((n) => {
+        const p = pos.get(n.id);
+        const [fill, stroke] = LINEAGE_COLORS[n.kind];
+        const box = html`<g class="lnode" data-kind=${n.kind} data-id=${n.id} transform=${`translate(${p.x},${p.y})`}>
+          <title>${n.label}${n.detail ? `\n${n.detail}` : ''}</title>
+          <rect width=${LW} height=${LH} fill=${fill} stroke=${stroke} stroke-width="1.5" rx="6" />
+          <text x="10" y="15" fill=${stroke} font-size="10">${n.kind}</text>
+          <text x="10" y="32" font-weight="600">${clip(n.label, 22)}</text>
+          <text x="10" y="49" fill="#66707a" font-size="11">${clip(n.detail ?? '', 27)}</text>
+        </g>`;
+        return n.href ? html`<a href=${n.href}>${box}</a>` : box;
+      })}
+    </svg>
+  </div>`;
+}
