@@ -60,7 +60,7 @@ export async function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): 
   }
 }
 
-/** A training history as columns (step, loss, lr, grad_norm, val_*), NaN as null. */
+/** A training history as columns (step, loss, lr, grad_norm, val_*; throughput from the live points), NaN as null. */
 export type Columns = Record<string, (number | null)[]>;
 
 export async function readHistoryArtifact(store: ArtifactStore, ref: unknown): Promise<Columns | undefined> {
@@ -87,7 +87,10 @@ const LIVE_NAMES: Record<string, string> = {
   val_accuracy: 'val_accuracy',
   val_f1_macro: 'val_f1_macro',
   samplesPerSec: 'samplesPerSec',
+  tokensPerSec: 'tokensPerSec',
 };
+/** Live-only columns: the history artifact has no throughput. */
+const LIVE_ONLY = ['samplesPerSec', 'tokensPerSec'];
 
 export interface TrainingCurves {
   /** One array per metric, aligned with `step`: the finished history when there is one, else the live points. */
@@ -114,7 +117,7 @@ export async function trainingCurves(
   const history = await readHistoryArtifact(store, stage.outputs?.history);
   if (history?.step) {
     const { epoch: _epoch, ...columns } = history;
-    columns.samplesPerSec = history.step.map((s) => byStep.get(s!)?.samplesPerSec ?? null);
+    for (const col of LIVE_ONLY) columns[col] = history.step.map((s) => byStep.get(s!)?.[col] ?? null);
     return { columns, source: 'history', offset: live.offset };
   }
   const steps = [...byStep.keys()].sort((a, b) => a - b);

@@ -156,6 +156,7 @@ const GROUPS = [
     ],
   },
   { title: 'throughput (samples/s)', series: [['samplesPerSec', 'samples/s', '#5d4037']] },
+  { title: 'throughput (tokens/s)', series: [['tokensPerSec', 'tokens/s', '#ad1457']] },
 ];
 /** History column → the name the train stage reports it under live. */
 const LIVE_NAMES = {
@@ -166,6 +167,7 @@ const LIVE_NAMES = {
   val_accuracy: 'val_accuracy',
   val_f1_macro: 'val_f1_macro',
   samplesPerSec: 'samplesPerSec',
+  tokensPerSec: 'tokensPerSec',
 };
 
 /** Adds live points to a stage's columns: a step seen before (a retried attempt) is replaced, a new one appended. */
