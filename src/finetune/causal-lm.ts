@@ -51,6 +51,8 @@ export interface TrainCausalLmOptions extends RunSettings {
   onProgress?: (m: CausalProgress) => void;
   /** What training is doing before its first step (tokenizing, building the graph, starting onnxruntime), which takes minutes for a real LLM on CPU. */
   onStatus?: (message: string) => void;
+  /** Data a person should know about: rows whose prompt was cut to fit maxLength, rows left out because their reply does not fit. */
+  onWarning?: (message: string) => void;
 }
 
 /** One optimizer step as a person follows it: where training is, how fast, and how long it has left. */
@@ -76,7 +78,10 @@ export interface CausalTrainResult {
   /** seqLen: the padded length the step trained at (length grouping cuts it per batch). */
   history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; seqLen?: number }[];
   resumedFromStep?: number;
+  /** Training rows cut to maxLength (chat records: the end of the user message; the reply is kept whole). */
   truncatedRows: number;
+  /** Chat records left out: the template and the whole reply alone exceed maxLength. */
+  droppedRows: number;
 }
 
 const MANIFEST = 'tempered-model.json';
@@ -257,6 +262,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   mkdirSync(tokDir, { recursive: true });
   o.onStatus?.('tokenizing the training rows');
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
+  warnAboutLength(o, o.train, trainTok);
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const train = packed(await readCausalTable(trainTok.path));
   // Truncation can cut every reply away (a chat template's system prompt alone may fill maxLength): the loss would be
@@ -269,7 +275,11 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const val = o.validation
     ? packed(
         await readCausalTable(
-          (await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })).path,
+          warnAboutLength(
+            o,
+            o.validation,
+            await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding }),
+          ).path,
         ),
       )
     : undefined;
@@ -421,7 +431,26 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     history,
     resumedFromStep,
     truncatedRows: trainTok.truncatedRows,
+    droppedRows: trainTok.droppedRows,
   };
+}
+
+/** Says how many rows of `table` lost part of their prompt or were left out to fit maxLength; returns `t`. */
+function warnAboutLength<T extends { truncatedRows: number; droppedRows: number; droppedExamples: number[]; rows: number }>(
+  o: TrainCausalLmOptions,
+  table: string,
+  t: T,
+): T {
+  const total = t.rows + t.droppedRows;
+  if (t.truncatedRows > 0)
+    o.onWarning?.(
+      `${t.truncatedRows} of ${total} rows of ${basename(table)} are longer than maxLength ${o.maxLength}: ${o.chat ? 'the end of their prompt was cut, the reply kept whole' : 'cut to fit'}`,
+    );
+  if (t.droppedRows > 0)
+    o.onWarning?.(
+      `${t.droppedRows} of ${total} rows of ${basename(table)} were left out: the chat template and the reply alone exceed maxLength ${o.maxLength} (rows ${t.droppedExamples.join(', ')}${t.droppedRows > t.droppedExamples.length ? ', …' : ''}); raise maxLength to train on them`,
+    );
+  return t;
 }
 
 export interface EvaluateCausalLmOptions {

@@ -2,13 +2,17 @@
 // model cache; no forward pass): exactly the reply's tokens and its <|im_end|> carry loss.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter, readArrowBatches } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
 import { encodeChatExample } from './chat-encoding.ts';
 import { ChatTemplate, loadChatTemplate, type ChatMessage } from './chat-template.ts';
 import { realModel } from './real-models.testing.ts';
 import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
 import { IGNORE_INDEX, loadTokenizer } from './tokenizer.ts';
+import { tokenizeToArrow } from './tokenize-arrow.ts';
 
 const llm = await realModel(DEFAULT_LLM);
 const skip = 'skip' in llm ? llm.skip : false;
@@ -71,18 +75,82 @@ test(
   },
 );
 
-test('truncation cuts from the right and counts what is still scored', { skip }, () => {
+test('a record over maxLength loses the end of its user message; the template and the whole reply stay', { skip }, () => {
   const tok = loadTokenizer(dir());
   const template = loadChatTemplate(dir());
-  const whole = encodeChatExample(tok, 'Count.', 'one two three four five six', { template });
-  const first = whole.labels.findIndex((l) => l !== IGNORE_INDEX);
-  const cut = encodeChatExample(tok, 'Count.', 'one two three four five six', { template, maxLength: first + 2 });
-  assert.deepEqual(cut.inputIds, whole.inputIds.slice(0, first + 2));
-  assert.deepEqual(cut.labels, whole.labels.slice(0, first + 2));
-  assert.deepEqual([cut.truncated, cut.lossTokens], [true, 2]);
-  const none = encodeChatExample(tok, 'Count.', 'one', { template, maxLength: first });
-  assert.deepEqual([none.truncated, none.lossTokens], [true, 0]);
+  const message = `Is this SMS message spam or ham? Answer with one word.\n\n${'Call 0800 now to claim your free prize, txt WIN to 8007. '.repeat(6)}`;
+  const whole = encodeChatExample(tok, message, 'spam', { template });
+  assert.deepEqual([whole.truncated, whole.promptTokensCut, whole.tooLong], [false, 0, false]);
+  const max = whole.inputIds.length - 20;
+  const e = encodeChatExample(tok, message, 'spam', { template, maxLength: max });
+  assert.ok(e.inputIds.length <= max, `${e.inputIds.length} tokens`);
+  assert.deepEqual([e.truncated, e.tooLong], [true, false]);
+  assert.ok(e.promptTokensCut >= 19, `cut ${e.promptTokensCut}`);
+  // The reply and its <|im_end|> are scored, exactly as in the whole record.
+  const scored = (x: typeof e) => x.labels.filter((l) => l !== IGNORE_INDEX);
+  assert.equal(tok.decode(scored(e), false), 'spam<|im_end|>');
+  assert.deepEqual(scored(e), scored(whole));
+  // The rest is the template around a prefix of the message: system prompt, user turn closed, assistant header.
+  const text = tok.decode(e.inputIds, false);
+  const m =
+    /^<\|im_start\|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<\|im_end\|>\n<\|im_start\|>user\n([^]*)<\|im_end\|>\n<\|im_start\|>assistant\nspam<\|im_end\|>\n?$/.exec(
+      text,
+    );
+  assert.ok(m, text);
+  assert.ok(message.startsWith(m[1]!) && m[1]!.length < message.length && m[1]!.startsWith('Is this SMS message spam or ham?'), m[1]);
+  assert.equal(e.lossTokens, scored(whole).length);
+
+  // Too short for the template and the reply even with no message left: no tokens, marked for the caller to drop.
+  const reply = 'a b c d e f g h i j k l m n o p q r s t u v w x y z';
+  const none = encodeChatExample(tok, message, reply, {
+    template,
+    maxLength: encodeChatExample(tok, '', reply, { template }).inputIds.length - 2,
+  });
+  assert.deepEqual([none.tooLong, none.inputIds.length, none.lossTokens], [true, 0, 0]);
 });
+
+test(
+  'tokenizing a chat table keeps the long rows with their reply and leaves out, and counts, rows whose reply cannot fit',
+  { skip },
+  async () => {
+    const tok = loadTokenizer(dir());
+    const work = mkdtempSync(join(tmpdir(), 'chat-trunc-'));
+    try {
+      const input = join(work, 'rows.arrow');
+      const w = new ArrowTableWriter(input, { prompt: 'utf8', response: 'utf8' });
+      const long = `Label this message.\n\n${'URGENT! You have won a 2000 prize GUARANTEED. Call 09061701461. '.repeat(8)}`;
+      w.writeBatch({
+        prompt: ['Label: hi there', long, 'Label: ok'],
+        response: ['ham', 'spam', 'a b c d e f g h i j k l m n o p q r s t u v w x y z '.repeat(4)],
+      });
+      w.close();
+      const r = await tokenizeToArrow({
+        input,
+        output: join(work, 'tokens.arrow'),
+        tokenizer: tok,
+        task: { kind: 'causal', promptColumn: 'prompt', responseColumn: 'response', chat: { template: loadChatTemplate(dir()) } },
+        padding: { kind: 'longest', maxLength: 64, multipleOf: 8 },
+      });
+      assert.deepEqual([r.rows, r.truncatedRows, r.droppedRows, r.droppedExamples], [2, 1, 1, [2]]);
+      const rows: number[][] = [];
+      for await (const b of readArrowBatches(r.path)) {
+        const labels = b.getChild('labels')!;
+        for (let i = 0; i < b.numRows; i++) rows.push(Array.from(labels.get(i) as Iterable<number>));
+      }
+      assert.deepEqual(
+        rows.map((l) =>
+          tok.decode(
+            l.filter((x) => x !== IGNORE_INDEX),
+            false,
+          ),
+        ),
+        ['ham<|im_end|>', 'spam<|im_end|>'],
+      );
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+);
 
 test('templates the reply cannot be located in, or that never end the turn, are input errors naming the record', { skip }, () => {
   const tok = loadTokenizer(dir());

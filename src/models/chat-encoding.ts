@@ -9,6 +9,11 @@
  * is masked: generation stops at the end-of-turn token and never sees it. This is TRL's prompt-completion
  * masking (prompt ids = the generation-prompt rendering) except that TRL also scores that trailing text, and
  * TRL only warns where a token spans the prompt/reply boundary (here that token is scored, see below).
+ *
+ * A record longer than maxLength loses the end of its user message, never the template's structure or the reply:
+ * cutting from the right (transformers' default) would train a long message's row on the prompt alone, teaching
+ * nothing, and drop exactly the long messages' answers. A reply that does not fit even after the whole message is cut
+ * marks the record `tooLong` (no tokens) for the caller to drop and count.
  */
 import { InputError } from '../errors.ts';
 import type { ChatMessage, ChatTemplate } from './chat-template.ts';
@@ -20,14 +25,18 @@ export interface ChatEncodingOptions {
   system?: string;
   /** The token that ends the assistant's turn; default the tokenizer's eos_token (`<|im_end|>` for SmolLM2). */
   endOfTurn?: string;
-  /** Longer sequences are cut from the right (as transformers/TRL truncate); see `ChatEncoding.truncated`. */
+  /** Longer records lose the end of the user's message (then masked template text after the end-of-turn token). */
   maxLength?: number;
 }
 
 export interface ChatEncoding extends CausalEncoding {
-  /** The sequence was longer than maxLength and lost its end (possibly the end-of-turn token). */
+  /** The record was longer than maxLength: its user message was cut (see promptTokensCut) or its trailing template text. */
   truncated: boolean;
-  /** Tokens carrying loss (labels ≠ IGNORE_INDEX). 0 when truncation cut the whole reply. */
+  /** Tokens cut from the end of the user's message (counted in the message's own tokenization); 0 when it is whole. */
+  promptTokensCut: number;
+  /** The template and the whole reply do not fit maxLength even with the message cut to nothing: no tokens, drop the record. */
+  tooLong: boolean;
+  /** Tokens carrying loss (labels ≠ IGNORE_INDEX): the whole reply and its end-of-turn token; 0 when tooLong. */
   lossTokens: number;
 }
 
@@ -60,6 +69,33 @@ export function encodeChatExample(
   where = 'record',
 ): ChatEncoding {
   const eot = endOfTurnId(tok, o.endOfTurn);
+  const encode = (userText: string) => locateReply(tok, userText, response, eot, o, where);
+  let r = encode(prompt);
+  const max = o.maxLength;
+  // Scored tokens end at the end-of-turn token; what follows is masked template text that may go.
+  if (max === undefined || r.end < max) return finish(r, max, 0);
+  const own = tok.tokenize(prompt);
+  let keep = own.length - (r.end + 1 - max);
+  while (keep > 0) {
+    // A prefix of the message's tokens decodes to a prefix of its text (byte-level BPE), less a split character.
+    const cutText = tok.decode(own.slice(0, keep), false).replace(/\uFFFD+$/u, '');
+    r = encode(cutText);
+    if (r.end < max) return finish(r, max, own.length - keep);
+    // Re-tokenized in place the cut text can merge differently: cut again by what is still over.
+    keep -= Math.max(1, r.end + 1 - max);
+  }
+  return { inputIds: [], attentionMask: [], labels: [], truncated: true, promptTokensCut: own.length, tooLong: true, lossTokens: 0 };
+}
+
+interface LocatedReply {
+  ids: number[];
+  /** First scored token. */
+  start: number;
+  /** The end-of-turn token closing the reply (the last scored token). */
+  end: number;
+}
+
+function locateReply(tok: HfTokenizer, prompt: string, response: string, eot: number, o: ChatEncodingOptions, where: string): LocatedReply {
   const convo: ChatMessage[] = [
     ...(o.system !== undefined ? [{ role: 'system', content: o.system }] : []),
     { role: 'user', content: prompt },
@@ -92,14 +128,20 @@ export function encodeChatExample(
       },
     );
   }
+  return { ids, start, end };
+}
+
+function finish({ ids, start, end }: LocatedReply, maxLength: number | undefined, promptTokensCut: number): ChatEncoding {
   const labels = ids.map((t, i) => (i >= start && i <= end ? t : IGNORE_INDEX));
-  const n = o.maxLength === undefined ? ids.length : Math.min(ids.length, o.maxLength);
+  const n = maxLength === undefined ? ids.length : Math.min(ids.length, maxLength);
   const cut = labels.slice(0, n);
   return {
     inputIds: ids.slice(0, n),
     attentionMask: new Array<number>(n).fill(1),
     labels: cut,
-    truncated: n < ids.length,
+    truncated: promptTokensCut > 0 || n < ids.length,
+    promptTokensCut,
+    tooLong: false,
     lossTokens: cut.reduce((c, l) => c + (l === IGNORE_INDEX ? 0 : 1), 0),
   };
 }

@@ -55,8 +55,15 @@ export interface TokenizeResult {
   rows: number;
   bytes: number;
   seqLen: number;
-  /** Rows whose tokens did not all fit in maxLength. */
+  /** Rows whose tokens did not all fit in maxLength (chat records: their user message was cut, the reply kept). */
   truncatedRows: number;
+  /**
+   * Chat records left out because the template and the whole reply alone exceed maxLength: a row trained on its prompt
+   * alone (or half a reply) teaches nothing or the wrong thing. Callers warn with the count; `rows` excludes them.
+   */
+  droppedRows: number;
+  /** Input rows of the first few dropped records (0-based), for the warning. */
+  droppedExamples: number[];
   /** Longest row before padding. */
   longest: number;
 }
@@ -75,6 +82,8 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
   const encoded: (Encoding | CausalEncoding)[] = [];
   const labels: number[] = [];
   let truncatedRows = 0;
+  let droppedRows = 0;
+  const droppedExamples: number[] = [];
   let rowBase = 0;
   // Encode everything first: with bucketed padding the file's single sequence length is only known at the end.
   for await (const batch of readArrowBatches(input)) {
@@ -107,6 +116,11 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       for (let i = 0; i < prompts.length; i++) {
         if (task.chat) {
           const e = encodeChatExample(tok, prompts[i]!, responses[i]!, { ...task.chat, maxLength }, `${input}: row ${rowBase + i}`);
+          if (e.tooLong) {
+            droppedRows++;
+            if (droppedExamples.length < 5) droppedExamples.push(rowBase + i);
+            continue;
+          }
           if (e.truncated) truncatedRows++;
           encoded.push({ inputIds: e.inputIds, attentionMask: e.attentionMask, labels: e.labels });
           continue;
@@ -144,7 +158,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       writer.writeBatch(cols);
     }
     const r = writer.close();
-    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, longest };
+    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, droppedRows, droppedExamples, longest };
   } catch (e) {
     writer.abort();
     throw e;

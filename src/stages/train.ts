@@ -145,6 +145,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
       onStatus: (message) => ctx.progress({ message }),
+      onWarning: (message) => ctx.log(`warning: ${message}`),
     });
   },
 };
