@@ -138,3 +138,34 @@ test('generativeScores: per-row scores and their corpus figures', () => {
   assert.equal(g.rows[2]!.chrf, 0);
   assert.equal(generativeScores([], []).scores.exact_match, 0);
 });
+
+test('per-answer scores: balanced exact match and macro F1 over the reference answers equal scikit-learn', () => {
+  // 6 ham, 3 spam, 1 other; the model mostly says ham. scikit-learn 1.x on the same normalised labels:
+  // balanced_accuracy_score = 0.3888…, f1_score(average='macro', labels=['ham', 'spam', 'other']) = 0.3897435897…
+  const refs = ['ham', 'ham', 'ham', 'ham', 'ham', 'ham', 'spam', 'spam', 'spam', 'other'];
+  const preds = ['Ham', 'ham.', 'ham', 'ham', 'ham', 'spam', 'Spam!', 'ham', 'I cannot tell', 'ham'];
+  const g = generativeScores(preds, refs, { caseFold: true, stripPunctuation: true });
+  assert.equal(g.scores.exact_match, 0.6);
+  close(g.scores.balanced_exact_match, (5 / 6 + 1 / 3 + 0) / 3, 'balanced_exact_match');
+  close(g.scores.answer_f1_macro, 0.38974358974358975, 'answer_f1_macro');
+  assert.deepEqual(
+    g.answers.map((a) => [a.answer, a.rows, a.predicted]),
+    [
+      ['ham', 6, 7],
+      ['spam', 3, 2],
+      ['other', 1, 0],
+    ],
+  );
+  close(g.answers[1]!.precision, 0.5, 'spam precision');
+  close(g.answers[1]!.exact_match, 1 / 3, 'spam recall');
+  // Always the majority answer: exact match is its share, balanced exact match 1/answers.
+  const majority = generativeScores(
+    refs.map(() => 'ham'),
+    refs,
+  );
+  assert.equal(majority.scores.exact_match, 0.6);
+  close(majority.scores.balanced_exact_match, 1 / 3, 'majority balanced');
+  // Free-form answers (every reference distinct): balanced exact match is exact match.
+  const free = generativeScores(['a b', 'c', 'x'], ['a b', 'c', 'd']);
+  close(free.scores.balanced_exact_match, free.scores.exact_match, 'free-form');
+});

@@ -282,8 +282,33 @@ export interface GenerativeScores {
   rouge_l: number;
   /** sacrebleu's corpus chrF / 100. */
   chrf: number;
+  /**
+   * Exact match averaged over the distinct (normalised) reference answers: each answer's rows weigh the same, so on a
+   * one-word-label task it is balanced accuracy (scikit-learn's balanced_accuracy_score) and answering the majority
+   * label every time scores 1/labels, not the majority's share. Equals exact_match when every reference is distinct.
+   */
+  balanced_exact_match: number;
+  /**
+   * F1 per distinct reference answer (precision over the rows predicted as that answer), averaged: scikit-learn's
+   * f1_score(average='macro', labels=<the reference answers>); a prediction that is none of them counts as wrong.
+   */
+  answer_f1_macro: number;
   /** Rows scored. */
   generated: number;
+}
+
+/** How the rows with one reference answer fared (after normalisation). */
+export interface AnswerBreakdown {
+  answer: string;
+  /** Rows with this reference. */
+  rows: number;
+  /** Of those, answered exactly (recall). */
+  exact_match: number;
+  /** Rows whose normalised prediction is this answer. */
+  predicted: number;
+  /** Of those, right. */
+  precision: number;
+  f1: number;
 }
 
 export interface GenerativeRowScore {
@@ -296,7 +321,7 @@ export function generativeScores(
   predictions: readonly string[],
   references: readonly string[],
   normalization: AnswerNormalization = {},
-): { scores: GenerativeScores; rows: GenerativeRowScore[] } {
+): { scores: GenerativeScores; rows: GenerativeRowScore[]; answers: AnswerBreakdown[] } {
   if (predictions.length !== references.length) throw new Error(`${predictions.length} predictions but ${references.length} references`);
   const normalize = answerNormalizer(normalization);
   const rows = predictions.map((p, i) => ({
@@ -304,21 +329,50 @@ export function generativeScores(
     rougeL: rougeL(p, references[i]!).fmeasure,
     chrf: sentenceChrf(p, references[i]!) / 100,
   }));
+  const answers = answerBreakdown(
+    predictions.map((p) => normalize(p, 'prediction')),
+    references.map((r) => normalize(r, 'reference')!),
+  );
   const n = rows.length;
+  const k = answers.length;
   return {
     scores: {
       exact_match: n ? rows.filter((r) => r.exact).length / n : 0,
       rouge_l: n ? rows.reduce((s, r) => s + r.rougeL, 0) / n : 0,
       chrf: n ? corpusChrf(predictions, references) / 100 : 0,
+      balanced_exact_match: k ? answers.reduce((s, a) => s + a.exact_match, 0) / k : 0,
+      answer_f1_macro: k ? answers.reduce((s, a) => s + a.f1, 0) / k : 0,
       generated: n,
     },
     rows,
+    answers,
   };
+}
+
+/** Per distinct reference answer, most frequent first (ties by answer): recall, precision and F1 of the normalised answers. */
+function answerBreakdown(predicted: (string | null)[], references: string[]): AnswerBreakdown[] {
+  const stats = new Map<string, { rows: number; right: number; predicted: number }>();
+  for (const r of references) stats.set(r, { rows: 0, right: 0, predicted: 0 });
+  references.forEach((r, i) => {
+    const s = stats.get(r)!;
+    s.rows++;
+    const p = predicted[i];
+    if (p === r) s.right++;
+  });
+  for (const p of predicted) if (p !== null && stats.has(p)) stats.get(p)!.predicted++;
+  return [...stats.entries()]
+    .map(([answer, s]) => {
+      const recall = s.right / s.rows;
+      const precision = s.predicted ? s.right / s.predicted : 0;
+      const f1 = precision + recall > 0 ? (2 * precision * recall) / (precision + recall) : 0;
+      return { answer, rows: s.rows, exact_match: recall, predicted: s.predicted, precision, f1 };
+    })
+    .sort((a, b) => b.rows - a.rows || (a.answer < b.answer ? -1 : a.answer > b.answer ? 1 : 0));
 }
 
 const num: ValueShape = { type: 'number' };
 
 /** The names generativeScores adds to an evaluation's metrics. */
 export function generativeGateShape(): Record<string, ValueShape> {
-  return { exact_match: num, rouge_l: num, chrf: num, generated: num };
+  return { exact_match: num, rouge_l: num, chrf: num, balanced_exact_match: num, answer_f1_macro: num, generated: num };
 }

@@ -8,7 +8,13 @@ import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readArrowBatches, stringColumn } from '../data/arrow-io.ts';
 import type { Device } from '../engine/runtime.ts';
-import { generativeScores, type AnswerNormalization, type GenerativeRowScore, type GenerativeScores } from '../eval/generative.ts';
+import {
+  generativeScores,
+  type AnswerBreakdown,
+  type AnswerNormalization,
+  type GenerativeRowScore,
+  type GenerativeScores,
+} from '../eval/generative.ts';
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, tokenNll, type LmLoss } from '../eval/metrics.ts';
@@ -275,6 +281,8 @@ export interface GenerativeEvaluation extends GeneratedAnswers {
   loss: LmLoss;
   scores: GenerativeScores;
   rows: GenerativeRowScore[];
+  /** Per distinct reference answer: recall, precision, F1. */
+  answers: AnswerBreakdown[];
 }
 
 /**
@@ -306,7 +314,7 @@ export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<
 /** Answers and their scores against the references. */
 export async function scoreGenerations(
   o: GenerateAnswersOptions & { references: string[]; exactMatch?: AnswerNormalization },
-): Promise<GeneratedAnswers & { scores: GenerativeScores; rows: GenerativeRowScore[] }> {
+): Promise<GeneratedAnswers & { scores: GenerativeScores; rows: GenerativeRowScore[]; answers: AnswerBreakdown[] }> {
   const g = await generateAnswers(o);
   return { ...g, ...generativeScores(g.outputs, o.references, o.exactMatch) };
 }

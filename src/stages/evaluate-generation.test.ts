@@ -144,6 +144,23 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
     assert.equal(s.exact, s.output.toLowerCase() === s.reference.toLowerCase());
   }
   assert.equal(report.generation.rows, 12);
+  // Per reference answer (the first letters), for every model: rows add up to the test rows, and the recalls average to
+  // the balanced exact match in the metrics.
+  for (const [who, m] of [
+    ['model', metrics],
+    ['baseline', metrics.baseline],
+    ['production', metrics.production],
+  ] as const) {
+    const answers = report.answers[who] as { answer: string; rows: number; exact_match: number }[];
+    assert.equal(
+      answers.reduce((s, a) => s + a.rows, 0),
+      12,
+      who,
+    );
+    const mean = answers.reduce((s, a) => s + a.exact_match, 0) / answers.length;
+    assert.ok(Math.abs(mean - m.balanced_exact_match) < 1e-12, `${who}: ${mean} vs ${m.balanced_exact_match}`);
+    assert.ok(m.answer_f1_macro >= 0 && m.answer_f1_macro <= 1, `${who} answer_f1_macro ${m.answer_f1_macro}`);
+  }
 
   // An empty test split has nothing to answer: an input error naming the field, before any model loads.
   const empty = await store.putFile(table(join(root, 'empty.arrow'), 0, 3), { mediaType: 'application/vnd.apache.arrow.file' });
@@ -156,6 +173,7 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
   assert.equal(evaluateGate('exact_match > baseline.exact_match + 0.05', metrics).passed, true);
   assert.equal(evaluateGate('exact_match > production.exact_match + 0.05', metrics).passed, false);
   assert.equal(evaluateGate('chrf >= baseline.chrf && rouge_l >= baseline.rouge_l', metrics).passed, true);
+  assert.equal(evaluateGate('balanced_exact_match > baseline.balanced_exact_match + 0.2', metrics).passed, true);
 });
 
 const PIPELINE = (evaluateWith: string, gate: string, task = 'causal-lm') => `name: g

@@ -16,7 +16,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { issuesFrom, modelSourceIssues } from './checks.ts';
-import { checkAnswerNormalization, generativeGateShape, type AnswerNormalization } from '../eval/generative.ts';
+import { checkAnswerNormalization, generativeGateShape, type AnswerBreakdown, type AnswerNormalization } from '../eval/generative.ts';
 import type { KindIssue } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
 import { InputError } from '../errors.ts';
@@ -299,7 +299,11 @@ interface LmScores {
   outputs?: string[];
   exact?: boolean[];
   truncatedPrompts?: number;
+  answers?: AnswerBreakdown[];
 }
+
+/** Per-answer figures go in the report for label-like answers only (a free-form task has one "answer" per row). */
+const MAX_ANSWERS_IN_REPORT = 20;
 
 /**
  * Causal LM: loss and perplexity on response tokens, and (with `generation`) greedy answers scored by exact match,
@@ -354,6 +358,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
       outputs: g.outputs,
       exact: g.rows.map((r) => r.exact),
       truncatedPrompts: g.truncatedPrompts,
+      answers: g.answers,
     };
   };
 
@@ -387,6 +392,13 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
       exactMatch: gen.exactMatch ?? {},
       truncatedPrompts: { model: main.truncatedPrompts, baseline: base?.truncatedPrompts, production: production?.truncatedPrompts },
     };
+    // Exact match alone hides a model that always gives the majority answer; per answer, that shows as recall 0 on the rest.
+    if (main.answers && main.answers.length <= MAX_ANSWERS_IN_REPORT)
+      report.answers = {
+        model: main.answers,
+        ...(base?.answers ? { baseline: base.answers } : {}),
+        ...(production?.answers ? { production: production.answers } : {}),
+      };
     report.samples = Array.from({ length: n }, (_, i) => ({
       prompt: rows.prompts[i],
       reference: rows.references[i],

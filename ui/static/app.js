@@ -270,7 +270,16 @@ function ConfusionMatrix({ labels, matrix }) {
 function Evaluation({ report, metrics }) {
   if (!report) return null;
   if (report.task === 'causal-lm') {
-    const keys = ['loss', 'perplexity', 'exact_match', 'rouge_l', 'chrf'].filter((k) => report[k] !== undefined);
+    const keys = ['loss', 'perplexity', 'exact_match', 'balanced_exact_match', 'answer_f1_macro', 'rouge_l', 'chrf'].filter(
+      (k) => report[k] !== undefined,
+    );
+    const answers = report.answers
+      ? [
+          ['fine-tuned', report.answers.model],
+          ['baseline', report.answers.baseline],
+          ['production', report.answers.production],
+        ].filter(([, a]) => a)
+      : [];
     const who = [
       ['fine-tuned', report],
       ['baseline', report.baseline],
@@ -291,6 +300,33 @@ function Evaluation({ report, metrics }) {
             </tr>`,
         )}
       </table>
+      ${answers.length > 0 &&
+      html`<h3>Per answer <span class="muted">(exact match = recall of that answer)</span></h3>
+        <table id="per-answer">
+          <tr>
+            <th></th>
+            <th>answer</th>
+            <th class="num">rows</th>
+            <th class="num">exact match</th>
+            <th class="num">predicted</th>
+            <th class="num">precision</th>
+            <th class="num">f1</th>
+          </tr>
+          ${answers.flatMap(([name, list]) =>
+            list.map(
+              (a) =>
+                html`<tr>
+                  <td>${name}</td>
+                  <td>${a.answer}</td>
+                  <td class="num">${a.rows}</td>
+                  <td class="num">${fmtNum(a.exact_match)}</td>
+                  <td class="num">${a.predicted}</td>
+                  <td class="num">${fmtNum(a.precision)}</td>
+                  <td class="num">${fmtNum(a.f1)}</td>
+                </tr>`,
+            ),
+          )}
+        </table>`}
       ${samples.length > 0 &&
       html`<h3>Samples side by side</h3>
         <table id="samples">
