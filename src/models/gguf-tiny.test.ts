@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -115,6 +115,35 @@ test('a wheel shipping a .gguf resolves to it alone (RECORD-checked), and the mo
   } finally {
     await server.close();
     rmSync(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test('a model folder holding a .gguf file resolves to it (sidecars in the cache, not the folder); two .gguf files are refused', async () => {
+  const folder = tmp();
+  const cache = tmp();
+  try {
+    copyFileSync(TINY_GGUF, join(folder, 'tiny-llama.gguf'));
+    const byFile = await resolveModelSource(join(folder, 'tiny-llama.gguf'), { cacheDir: cache });
+    const m = await resolveModelSource(folder, { cacheDir: cache });
+    assert.equal(m.format, 'gguf');
+    assert.deepEqual([m.dir, m.identity], [byFile.dir, byFile.identity]);
+    assert.deepEqual(readdirSync(folder), ['tiny-llama.gguf']);
+    // The model loads as its GGUF file does: same logits.
+    assert.deepEqual(await logits(m.dir, [[1, 5, 9, 3]]), await logits(byFile.dir, [[1, 5, 9, 3]]));
+    // A folder that already has sidecars beside its GGUF (the model cache's own layout) resolves the same way.
+    const again = await resolveModelSource(byFile.dir, { cacheDir: cache });
+    assert.deepEqual([again.format, again.identity.files], ['gguf', byFile.identity.files]);
+    copyFileSync(TINY_GGUF, join(folder, 'other.gguf'));
+    await assert.rejects(
+      resolveModelSource(folder, { cacheDir: cache }),
+      (e: unknown) =>
+        e instanceof InputError &&
+        /holds 2 \.gguf files \(other\.gguf, tiny-llama\.gguf\)/.test(e.message) &&
+        /<file>\.gguf/.test(e.hint ?? ''),
+    );
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+    rmSync(cache, { recursive: true, force: true });
   }
 });
 

