@@ -288,6 +288,18 @@ describe('dashboard in a browser', () => {
           Number(await page.getAttribute(`#confusion td[data-true="${labels[i]}"][data-pred="${labels[j]}"]`, 'data-count')),
           confusion[i]![j],
         );
+    // Per-class P/R/F1 as the metrics artifact (what the deploy gate reads) has them.
+    const metrics = JSON.parse(readFileSync(env.store.pathOf(output(run, 'evaluate', 'metrics')), 'utf8')) as Record<string, unknown>;
+    const perClass = metrics.per_class as Record<string, { precision: number; recall: number; f1: number }>;
+    for (const label of labels) {
+      const cells = await page.locator(`#per-class tr[data-label="${label}"] td.num`).allInnerTexts();
+      const want = perClass[label]!;
+      assert.deepEqual(
+        cells.slice(0, 3).map(Number),
+        [want.precision, want.recall, want.f1].map((x) => Number(x.toFixed(4))),
+        label,
+      );
+    }
     await page.screenshot({ path: join(SHOTS, 'ui-run.png'), fullPage: true });
     await page.context().close();
   });
@@ -491,6 +503,7 @@ describe('dashboard in a browser', () => {
 
       const page = await open('#/schedules');
       const row = page.locator(`#schedules tr[data-schedule="${name}"]`);
+      await row.locator('[data-next]').first().waitFor();
       assert.deepEqual(
         await row.locator('[data-next]').evaluateAll((els) => els.map((e) => e.getAttribute('data-next'))),
         next.slice(0, 3),

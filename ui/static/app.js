@@ -375,7 +375,7 @@ function Evaluation({ report, metrics }) {
           </tr>
           ${Object.entries(model.perClass).map(
             ([l, m]) =>
-              html`<tr>
+              html`<tr data-label=${l}>
                 <td>${l}</td>
                 <td class="num">${fmtNum(m.precision)}</td>
                 <td class="num">${fmtNum(m.recall)}</td>
