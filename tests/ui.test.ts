@@ -206,12 +206,14 @@ describe('dashboard in a browser', () => {
     await browser?.close();
   });
 
-  async function open(path: string, withToken = true): Promise<Page> {
+  /** `refusal`: an HTTP status the page is meant to get from an action, which the browser logs as an error. */
+  async function open(path: string, withToken = true, refusal?: number): Promise<Page> {
     const ctx = await browser!.newContext({ viewport: { width: 1360, height: 900 } });
     const page = await ctx.newPage();
     page.on('console', (m) => {
       // Without the token the refused action's 401 is what the page is meant to get (the browser logs every 4xx).
-      const expected = !withToken && /status of 401/.test(m.text());
+      const expected =
+        (!withToken && /status of 401/.test(m.text())) || (refusal !== undefined && m.text().includes(`status of ${refusal}`));
       if (m.type() === 'error' && !expected) consoleErrors.push(`${path}: ${m.text()}`);
     });
     page.on('pageerror', (e) => consoleErrors.push(`${path}: ${e.message}`));
@@ -463,6 +465,47 @@ describe('dashboard in a browser', () => {
     await page.context().close();
   });
 
+  it('explains a gate that refuses a promote, and rolls an alias back through the page (audited)', async (t) => {
+    if (skip) return t.skip(skip);
+    const staging = async () => {
+      const reg = await openRegistry(join(env.dir, 'registry.db'));
+      try {
+        return await reg.aliasVersion('e2e-clf', 'staging');
+      } finally {
+        await reg.close();
+      }
+    };
+    assert.equal(await staging(), 1);
+    const page = await open('#/models', true, 409);
+    const model = page.locator('[data-model="e2e-clf"]');
+    await model.locator('input').first().fill('staging');
+    await model.locator('input').nth(1).fill('f1_macro >= 0.99');
+    await model.locator('tr[data-version="2"] button[data-promote]').click();
+    await page.locator('#banner:not(.ok)').waitFor();
+    const refusal = await page.locator('#banner').innerText();
+    assert.match(refusal, /^409: the gate refused the promotion\nf1_macro [0-9.]+ >= 0\.99 ✗\npromote another version/);
+    assert.match(refusal, /f1_macro/, 'the explanation names what the gate read');
+    assert.equal(await staging(), 1, 'a refused promote moved nothing');
+
+    await model.locator('input').nth(1).fill('');
+    await model.locator('tr[data-version="2"] button[data-promote]').click();
+    await page.locator('#banner.ok', { hasText: 'v2' }).waitFor();
+    assert.equal(await staging(), 2);
+    await page.locator('tr[data-version="2"]', { hasText: 'staging' }).waitFor();
+    await page.click('#rollback-e2e-clf');
+    await page.locator('#banner.ok', { hasText: 'rolled back to v1' }).waitFor();
+    assert.equal(await staging(), 1);
+    const log = await openAudit(join(env.dir, 'audit.db'));
+    try {
+      const rec = (await log.query({ action: 'model.rolled_back' })).at(-1)!;
+      assert.equal(rec.actor, 'ui-tester');
+      assert.deepEqual([rec.model, rec.details.alias, rec.details.via], ['e2e-clf@1', 'staging', 'ui']);
+    } finally {
+      await log.close();
+    }
+    await page.context().close();
+  });
+
   it('verifies the audit chain and shows the schedules page', async (t) => {
     if (skip) return t.skip(skip);
     const page = await open('#/audit');
@@ -518,6 +561,11 @@ describe('dashboard in a browser', () => {
       const action = await waitFor('the triggered run', async () => (await state()).recentActions[0], 30_000, 200);
       assertSucceeded(await waitForRun(env.client, action.runId));
       await row.locator(`[data-recent="${action.runId}"] .state.succeeded`).waitFor();
+      // The schedule's runs on the Runs page (filtered by schedule): the triggered run alone.
+      await row.locator('a', { hasText: 'its runs' }).click();
+      await page.locator(`#runs tr[data-run="${action.runId}"]`).waitFor();
+      assert.equal(await page.locator('#runs tr[data-run]').count(), 1);
+      await page.goBack();
       const log = await openAudit(join(env.dir, 'audit.db'));
       try {
         const changes = (await log.query({})).filter((r) => r.subject === name && r.action.startsWith('schedule.'));
@@ -532,6 +580,7 @@ describe('dashboard in a browser', () => {
       } finally {
         await log.close();
       }
+      await row.waitFor();
       await page.screenshot({ path: join(SHOTS, 'ui-schedules.png') });
       await page.context().close();
     } finally {

@@ -152,7 +152,9 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
 
   app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
     if (err instanceof HttpError) return reply.code(err.statusCode).send({ error: err.message, hint: err.hint });
-    if (err instanceof GateRefused) return reply.code(409).send({ error: err.message, explanation: err.explanation });
+    // The explanation goes once, on its own lines (the message repeats it after the field name).
+    if (err instanceof GateRefused)
+      return reply.code(409).send({ error: 'the gate refused the promotion', explanation: err.explanation, hint: err.hint });
     if (err instanceof AliasMovedError) return reply.code(409).send({ error: err.message, hint: 'reload and try again' });
     if (err instanceof InputError) return reply.code(400).send({ error: err.message, hint: (err as InputError).hint });
     if (/not found/i.test(err.message)) return reply.code(404).send({ error: err.message });
