@@ -12,6 +12,7 @@ import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
 import { loadStageKinds, kindRegistry } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import type { KindRegistry } from '../src/spec/types.ts';
+import type { RunStatus } from '../workflows/types.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openArtifactStore } from '../src/store/open-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
@@ -28,8 +29,14 @@ export interface CliContext {
   settings(): TemporalSettings;
   client(opts?: { startServer?: boolean }): Promise<Client>;
   store(): ArtifactStore;
-  /** Formats a report artifact from the local store; undefined when it is not there (remote workers). */
+  /** Formats a report artifact from the local store; undefined when it is not there (see fetchReports). */
   readReport(ref: unknown): string | undefined;
+  /**
+   * Brings the stages' report artifacts into the local store from the shared one (TEMPERED_STORE), so
+   * readReport finds them on a host that ran none of the stages. A report that cannot be fetched is
+   * left out of the output, not an error.
+   */
+  fetchReports(st: RunStatus): Promise<void>;
   cache(): StageCache;
   log(msg: string): void;
   close(): Promise<void>;
@@ -59,6 +66,14 @@ export async function createContext(): Promise<CliContext> {
           : undefined;
       } catch {
         return undefined;
+      }
+    },
+    async fetchReports(st) {
+      const store = getStore();
+      if (!store.remote) return;
+      for (const s of st.stages) {
+        const ref = s.outputs?.report;
+        if (isArtifactRef(ref) && !store.has(ref.sha256)) await store.verify(ref).catch(() => undefined);
       }
     },
     async client(opts = {}) {

@@ -90,7 +90,10 @@ export async function startAndReport(
     }
     const final = await followAndPrint(client, handle.workflowId, o.json);
     if (o.json) console.log(JSON.stringify(final, null, 2));
-    else console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
+    else {
+      await ctx.fetchReports(final);
+      console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
+    }
     return final.state === 'succeeded' ? 0 : 1;
   } finally {
     await local?.stop();
@@ -109,7 +112,10 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
         throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
       });
   if (values.json) console.log(JSON.stringify(st, null, 2));
-  else console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
+  else {
+    await ctx.fetchReports(st);
+    console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
+  }
   return 0;
 }
 

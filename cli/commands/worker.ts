@@ -64,9 +64,35 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
   };
 }
 
+/** One queue a worker process serves, and how many of its stages may run at once (undefined: the default). */
+export interface QueueSlot {
+  queue: string;
+  maxActivities?: number;
+}
+
+/**
+ * `--queue gpu:1,cpu`: the queues one worker serves, each with an optional cap on stages at once (one
+ * training stage per GPU beside several data stages). A name is what Temporal accepts as a task
+ * queue; a cap is a positive whole number.
+ */
+export function parseQueues(raw: string, usage: string): QueueSlot[] {
+  const slots: QueueSlot[] = [];
+  for (const part of raw.split(',').map((p) => p.trim())) {
+    const m = /^([A-Za-z0-9._\-/]+)(?::(\d+))?$/.exec(part);
+    if (!m || (m[2] !== undefined && Number(m[2]) < 1))
+      throw new CliError(
+        `--queue takes NAME or NAME:MAX-STAGES, comma-separated (e.g. gpu:1,cpu), not ${JSON.stringify(part)}\nusage: ${usage}`,
+        2,
+      );
+    if (slots.some((s) => s.queue === m[1])) throw new CliError(`--queue names ${m[1]} twice\nusage: ${usage}`, 2);
+    slots.push({ queue: m[1]!, maxActivities: m[2] === undefined ? undefined : Number(m[2]) });
+  }
+  return slots;
+}
+
 export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered worker [--queue NAME] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
+    'tempered worker [--queue NAME[:MAX],...] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
   const { values } = parse(
     argv,
     {
@@ -86,7 +112,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
     return n;
   };
-  const queue = values.queue ?? ctx.taskQueue;
+  const slots = parseQueues(values.queue ?? ctx.taskQueue, usage);
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
   // than failing its first stage; a store that is down is only reported (stages retry).
   await ctx
@@ -97,19 +123,33 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
     });
   await ctx.client({ startServer: true });
-  const worker = await buildWorker(ctx, queue, {
-    workflows: !values['activities-only'],
-    maxActivities: values['max-activities'] ? Number(values['max-activities']) : undefined,
-    childMaxOldSpaceMb: mib('child-max-old-space-mb'),
-    childMaxRssMb: mib('child-max-rss-mb'),
-  });
+  // One SDK worker per queue in this process: each polls its own queue with its own stage cap.
+  const workers: Worker[] = [];
+  for (const slot of slots)
+    workers.push(
+      await buildWorker(ctx, slot.queue, {
+        workflows: !values['activities-only'],
+        maxActivities: slot.maxActivities ?? (values['max-activities'] ? Number(values['max-activities']) : undefined),
+        childMaxOldSpaceMb: mib('child-max-old-space-mb'),
+        childMaxRssMb: mib('child-max-rss-mb'),
+      }),
+    );
   const s = ctx.settings();
+  const named = slots.map((q) => `'${q.queue}'${q.maxActivities ? ` (at most ${q.maxActivities} at once)` : ''}`).join(', ');
   console.error(
-    `worker polling '${queue}' on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
+    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
-  const stop = () => worker.shutdown();
+  const stop = () => workers.forEach((w) => w.shutdown());
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  await worker.run();
+  // A worker that fails stops the others, so the process ends instead of half-serving.
+  await Promise.all(
+    workers.map((w) =>
+      w.run().catch((e: unknown) => {
+        stop();
+        throw e;
+      }),
+    ),
+  );
   return 0;
 }

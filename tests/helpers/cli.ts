@@ -1,5 +1,6 @@
 /** Runs the real `tempered` entry point in a child process, or in this process. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/tempered.js', import.meta.url));
@@ -36,15 +37,29 @@ export function runCli(
   });
 }
 
-/** Starts `tempered worker` in the background; resolves once it polls. */
-export function startCliWorker(args: string[], env: Record<string, string | undefined>): Promise<ChildProcess> {
+/**
+ * Starts `tempered worker` in the background; resolves once it polls. Its output is drained (into
+ * `logFile` when given): a worker writing to a full pipe nobody reads would block its event loop.
+ */
+export function startCliWorker(
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { logFile?: string } = {},
+): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, 'worker', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
+    child.stdout.on('data', (d: Buffer) => log?.write(d));
+    child.once('exit', () => log?.end());
     let err = '';
+    let started = false;
     const timer = setTimeout(() => reject(new Error(`worker did not start: ${err}`)), 60_000);
     child.stderr.on('data', (d: Buffer) => {
+      log?.write(d);
+      if (started) return;
       err += d.toString();
       if (err.includes('worker polling')) {
+        started = true;
         clearTimeout(timer);
         resolve(child);
       }
