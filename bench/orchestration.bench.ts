@@ -1,0 +1,293 @@
+/**
+ * What tempered's orchestration costs on a real Temporal dev server:
+ *
+ *   nice node --import tsx bench/orchestration.bench.ts [--chain 20] [--rounds 3] [--pipelines 12] [--workers 1,3]
+ *
+ * 1. Per-stage overhead: a pipeline of `--chain` stages in a row whose work is nothing (a bench stage
+ *    kind `noop`), through tempered's workflow, cache lookup (a local activity; misses, each run has
+ *    its own nonce), stage activity adapter (heartbeats, store, stage cache record, audit record),
+ *    against a bare workflow running a trivial activity as many times in a row, on the same server,
+ *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
+ * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
+ *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
+ *    the run show where the time goes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { startDevServer, stopProcess } from '../infra/dev-server.ts';
+import { createWorker } from '../infra/worker.ts';
+import { installRuntime } from '../infra/runtime.ts';
+import { stageCompletedHook } from '../activities/audit.ts';
+import { submitRun, waitForRun } from '../client/runs.ts';
+import { loadSpec } from '../src/spec/index.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import type { AnyStageKind, StageKind } from '../src/stages/types.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import { median } from './common.ts';
+
+const { values: a } = parseArgs({
+  options: {
+    chain: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '3' },
+    pipelines: { type: 'string', default: '12' },
+    workers: { type: 'string', default: '1,3' },
+  },
+});
+const CHAIN = Number(a.chain);
+const ROUNDS = Number(a.rounds);
+const PIPELINES = Number(a.pipelines);
+const WORKER_COUNTS = a.workers!.split(',').map(Number);
+
+const noopStage: StageKind<{ i: number; nonce: string }> = {
+  kind: 'noop',
+  description: 'does nothing (orchestration bench)',
+  codeVersion: 'noop-1',
+  withSchema: {
+    type: 'object',
+    properties: { i: { type: 'number' }, nonce: { type: 'string' } },
+    required: ['i', 'nonce'],
+    additionalProperties: false,
+  },
+  outputs: { n: { type: 'number' } },
+  async run(cfg) {
+    return { n: cfg.i };
+  },
+};
+
+function statFields(pid: number | string): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds (user + system) a process and its live descendants have used so far, from /proc. */
+function cpuSec(pid: number): number {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) if (/^\d+$/.test(d)) parent.set(Number(d), Number(statFields(d)?.[1] ?? 0));
+  const inTree = (p: number): boolean => p === pid || (p > 1 && parent.has(p) && inTree(parent.get(p)!));
+  let sec = 0;
+  for (const p of parent.keys())
+    if (inTree(p)) {
+      const f = statFields(p);
+      if (f) sec += (Number(f[11]) + Number(f[12])) / 100;
+    }
+  return sec;
+}
+
+/** Microseconds so far in which some runnable task waited for a CPU (Linux PSI), or undefined. */
+function cpuStallUs(): number | undefined {
+  try {
+    return Number(/^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'))?.[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-orch-bench-'));
+  const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log'), headless: true });
+  const children: ChildProcess[] = [];
+  try {
+    console.log(`orchestration bench: dev server ${server.address}; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
+    const conn = await Connection.connect({ address: server.address });
+    const client = new Client({ connection: conn });
+    installRuntime('ERROR');
+
+    // --- 1. per-stage overhead, in this process: one worker for tempered, one for the bare workflow.
+    const kinds = new Map<string, AnyStageKind>([...(await loadStageKinds()), ['noop', noopStage]]);
+    const home = join(dir, 'home');
+    mkdirSync(home);
+    const store = new ArtifactStore(join(home, 'store'));
+    const wconn = await NativeConnection.connect({ address: server.address });
+    const tw = await createWorker({
+      connection: wconn,
+      namespace: 'default',
+      taskQueue: 'tempered',
+      kinds,
+      deps: { store, cache: new StageCache(join(home, 'cache'), store), stateDir: home, onStageCompleted: stageCompletedHook(home) },
+    });
+    const bw = await Worker.create({
+      connection: wconn,
+      namespace: 'default',
+      taskQueue: 'bare',
+      workflowsPath: fileURLToPath(new URL('./orchestration-workflows.ts', import.meta.url)),
+      activities: { echo: async (x: number) => x },
+    });
+    const running = [tw.run(), bw.run()];
+
+    const specFile = join(dir, 'chain.yaml');
+    const reg = kindRegistry(kinds);
+    const tempered = async (nonce: string) => {
+      const stages = Array.from(
+        { length: CHAIN },
+        (_, i) => `  s${i}:\n    uses: noop\n${i ? `    needs: s${i - 1}\n` : ''}    with: { i: ${i}, nonce: "${nonce}" }\n`,
+      ).join('');
+      writeFileSync(specFile, `name: chain\nstages:\n${stages}`);
+      const res = await loadSpec(specFile, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+      if (!res.ok) throw new Error(JSON.stringify(res.errors));
+      const t0 = performance.now();
+      const h = await submitRun(client, { plan: res.plan, options: { baseDir: dir, actor: 'bench' } }, { taskQueue: 'tempered' });
+      const st = await waitForRun(client, h.workflowId);
+      const ms = performance.now() - t0;
+      if (st.state !== 'succeeded') throw new Error(`chain run ${st.state}`);
+      return ms / CHAIN;
+    };
+    let seq = 0;
+    const bare = async () => {
+      const t0 = performance.now();
+      await client.workflow.execute('bareChain', { taskQueue: 'bare', workflowId: `bare-${seq++}`, args: [CHAIN] });
+      return (performance.now() - t0) / CHAIN;
+    };
+    // Warm up both (workflow bundles, connections, SQLite pages).
+    await bare();
+    await tempered('warm');
+    const bareMs: number[] = [];
+    const tempMs: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      bareMs.push(await bare());
+      tempMs.push(await tempered(`r${r}`));
+    }
+    const b = median(bareMs),
+      t = median(tempMs);
+    console.log(`\nper-stage overhead (${CHAIN} stages in a row, median of ${ROUNDS} runs, alternating)`);
+    console.log(`  bare Temporal activity round trip   ${b.toFixed(1)} ms   (runs: ${bareMs.map((x) => x.toFixed(1)).join(', ')})`);
+    console.log(`  tempered stage (noop kind)          ${t.toFixed(1)} ms   (runs: ${tempMs.map((x) => x.toFixed(1)).join(', ')})`);
+    console.log(`  ratio tempered / bare               ${(t / b).toFixed(2)}×   (target ≤ 1.5×)`);
+    tw.shutdown();
+    bw.shutdown();
+    await Promise.all(running);
+    await wconn.close();
+
+    // --- 2. pipelines per minute with N worker processes.
+    const data = join(dir, 'data');
+    mkdirSync(data);
+    const rows = Array.from({ length: 40 }, (_, i) =>
+      JSON.stringify({
+        text: `message number ${i} ${i % 7 === 0 ? 'win a prize now' : 'see you at lunch'}`,
+        label: i % 7 === 0 ? 'spam' : 'ham',
+      }),
+    );
+    writeFileSync(join(data, 'data.jsonl'), rows.join('\n') + '\n');
+    writeFileSync(
+      join(data, 'tiny.yaml'),
+      `name: tiny
+stages:
+  ingest:
+    uses: ingest
+    with: { path: data.jsonl, task: classification }
+  split:
+    uses: split
+    needs: ingest
+    with: { table: "\${{ stages.ingest.outputs.table }}", ratios: { train: 0.8, test: 0.2 }, seed: 1 }
+  dedupe:
+    uses: dedupe
+    needs: split
+    with: { table: "\${{ stages.split.outputs.train }}" }
+`,
+    );
+    const realReg = kindRegistry(await loadStageKinds());
+    const tiny = await loadSpec(join(data, 'tiny.yaml'), { kinds: realReg.kinds, knownButUnavailable: realReg.knownButUnavailable });
+    if (!tiny.ok) throw new Error(JSON.stringify(tiny.errors));
+    console.log(`\npipelines per minute (${PIPELINES} tiny pipelines ingest → split → dedupe submitted at once, no cache)`);
+    const perWorkers: Record<number, number> = {};
+    for (const n of WORKER_COUNTS) {
+      const queue = `tiny-${n}`;
+      const workers: ChildProcess[] = [];
+      for (let i = 0; i < n; i++) {
+        const wHome = join(dir, `wh-${n}`);
+        const w = spawn(
+          process.execPath,
+          [fileURLToPath(new URL('../scripts/tempered.mjs', import.meta.url)), 'worker', '--queue', queue],
+          {
+            env: { ...process.env, TEMPORAL_ADDRESS: server.address, TEMPERED_HOME: wHome },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
+        children.push(w);
+        workers.push(w);
+        await new Promise<void>((resolve, reject) => {
+          let out = '';
+          const on = (d: Buffer) => {
+            out += d.toString();
+            if (out.includes('worker polling')) resolve();
+          };
+          w.stdout!.on('data', on);
+          w.stderr!.on('data', on);
+          w.once('exit', (c) => reject(new Error(`worker exited ${c}: ${out}`)));
+        });
+      }
+      // Warm-up run per worker count, then the measured batch.
+      const one = await submitRun(
+        client,
+        { plan: tiny.plan, options: { baseDir: data, actor: 'bench', noCache: true } },
+        { taskQueue: queue },
+      );
+      await waitForRun(client, one.workflowId);
+      const pids = [server.pid, ...workers.map((w) => w.pid!)];
+      const cpu0 = pids.map(cpuSec);
+      const stall0 = cpuStallUs();
+      const t0 = performance.now();
+      const handles = await Promise.all(
+        Array.from({ length: PIPELINES }, () =>
+          submitRun(client, { plan: tiny.plan, options: { baseDir: data, actor: 'bench', noCache: true } }, { taskQueue: queue }),
+        ),
+      );
+      const results = await Promise.all(handles.map((h) => waitForRun(client, h.workflowId)));
+      const sec = (performance.now() - t0) / 1000;
+      const failed = results.filter((r) => r.state !== 'succeeded').length;
+      const cpu = pids.map((p, i) => cpuSec(p) - cpu0[i]!);
+      const stall1 = cpuStallUs();
+      const stalled = stall0 !== undefined && stall1 !== undefined ? ((stall1 - stall0) / 1e6 / sec) * 100 : undefined;
+      perWorkers[n] = (PIPELINES / sec) * 60;
+      console.log(
+        `  ${n} worker(s): ${perWorkers[n]!.toFixed(1)} pipelines/min (${sec.toFixed(1)} s for ${PIPELINES}${failed ? `, ${failed} FAILED` : ''}); CPU s: server ${cpu[0]!.toFixed(1)}, workers ${cpu
+          .slice(1)
+          .map((c) => c.toFixed(1))
+          .join(' + ')} over ${sec.toFixed(1)} s wall on ${cpus().length} cores${
+          stalled !== undefined
+            ? `; some task waited for a CPU ${stalled.toFixed(0)}% of the time (PSI), load ${loadavg()[0]!.toFixed(1)}`
+            : ''
+        }`,
+      );
+      // Where a run's time goes, as its workflow saw it: each stage from scheduled to completed.
+      const byKind = new Map<string, number[]>();
+      for (const r of results)
+        for (const st of r.stages)
+          if (st.startedAt && st.endedAt)
+            byKind.set(st.uses, [...(byKind.get(st.uses) ?? []), Date.parse(st.endedAt) - Date.parse(st.startedAt)]);
+      const runMs = results.map((r) => Date.parse(r.endedAt ?? r.startedAt) - Date.parse(r.startedAt));
+      console.log(
+        `    a run: median ${(median(runMs) / 1000).toFixed(1)} s from start to end; a stage, scheduled to completed (median): ${[...byKind]
+          .map(([k, v]) => `${k} ${(median(v) / 1000).toFixed(2)} s`)
+          .join(', ')}`,
+      );
+      for (const w of workers) w.kill('SIGTERM');
+      await Promise.all(workers.map((w) => new Promise((r) => (w.exitCode !== null ? r(null) : w.once('exit', r)))));
+    }
+    if (perWorkers[1] && perWorkers[3])
+      console.log(`  ratio 3 workers / 1 worker             ${(perWorkers[3] / perWorkers[1]).toFixed(2)}×`);
+    await conn.close();
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await stopProcess(server.pid);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
