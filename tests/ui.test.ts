@@ -310,7 +310,11 @@ describe('dashboard in a browser', () => {
     if (skip) return t.skip(skip);
     assert.ok(resumed && runs.length === 2, 'the resumed run and the second run exist');
     const all = [runs[0]!, runs[1]!, await waitForRun(env.client, resumed)];
-    const page = await open(`#/compare?${all.map((r) => `run=${r.runId}`).join('&')}`);
+    // Picked on the Runs page in this order: the first ticked is A, the reference for deltas.
+    const page = await open('#/runs');
+    for (const r of all) await page.locator(`#runs tr[data-run="${r.runId}"] input[type=checkbox]`).check();
+    await page.click('#compare-link');
+    assert.equal(new URL(page.url()).hash, `#/compare?${all.map((r) => `run=${r.runId}`).join('&')}`);
     for (const r of all) await page.locator(`#compare-runs tr[data-run="${r.runId}"]`).waitFor();
     await page.locator('#compare-loss canvas').waitFor();
     assert.equal(await page.locator('#compare-loss .u-legend .u-series').count(), 1 + all.length, 'one loss series per run (and the step)');
