@@ -2,7 +2,9 @@
  * tempered side of bench/llm-train.bench.ts: one training mode of a LLaMA model folder in this process (so its peak
  * RSS is the mode's alone), on the token rows in `data.json`, printing one JSON line.
  *
- *   node --import tsx bench/llm-train-ours.ts <model dir> <lora|qlora|full> <data.json> <threads> <warmup steps>
+ *   node --import tsx bench/llm-train-ours.ts <model dir> <lora|qlora|full>[+rc] <data.json> <threads> <warmup steps>
+ *
+ * `+rc`: with activation recomputation (src/engine/recompute.ts; trainCausalLm's default for qlora).
  *
  * The graph, loss, LoRA settings and optimizer are trainCausalLm's (src/finetune/causal-lm.ts): LoRA r 8, alpha 16,
  * no dropout, on every projection; AdamW (weight decay 0.01), gradient clipping at 1, constant lr 1e-4.
@@ -15,7 +17,8 @@ import { Trainer } from '../src/engine/trainer.ts';
 import { buildCausalLmGraph } from '../src/models/causal-lm.ts';
 import { median } from './common.ts';
 
-const [dir, mode, dataPath, threadsArg, warmupArg] = process.argv.slice(2) as [string, string, string, string, string];
+const [dir, modeArg, dataPath, threadsArg, warmupArg] = process.argv.slice(2) as [string, string, string, string, string];
+const [mode, flag] = modeArg.split('+') as [string, string | undefined];
 const threads = Number(threadsArg);
 const warmup = Number(warmupArg);
 const inp = JSON.parse(readFileSync(dataPath, 'utf8')) as { batch: number; seq: number; rows: number[][] };
@@ -47,6 +50,7 @@ const prog = compileTrainStep(model, {
   trainable,
   clipNorm: 1,
   optimizer: { kind: 'adamw', weightDecay: 0.01 },
+  recompute: flag === 'rc',
 });
 const buildMs = performance.now() - t0;
 const afterBuild = memory();
@@ -94,7 +98,7 @@ const end = memory();
 console.log(
   JSON.stringify({
     side: 'tempered',
-    mode,
+    mode: modeArg,
     threads,
     batch,
     seq,

@@ -5,12 +5,16 @@
  * the same random token rows (every position scored). Each side and mode runs in a process of its own, so each peak
  * RSS (VmHWM from /proc) is that run's alone. In one run:
  *  1. LoRA (r 8, alpha 16, every projection) and full fine-tuning tokens/s, tempered and PyTorch alternating
- *     (tempered, PyTorch, per mode, per round), with the ratio per round and the median over rounds;
- *  2. QLoRA (4-bit frozen base, src/engine/quant4.ts) peak RSS against the fp32 LoRA run of round 1, and its
- *     loss curve against that run's: SmolLM2's projections are Q4_1 in the GGUF, which QLoRA keeps as they are,
- *     so the fp32 LoRA run is LoRA on the dequantized weights; tolerance 1e-3 relative per step.
+ *     (tempered, PyTorch, per mode, per round), with the ratio per round and the median over rounds. A mode ending in
+ *     `+rc` recomputes activations in the backward pass (tempered: src/engine/recompute.ts; PyTorch: transformers'
+ *     gradient checkpointing), e.g. `--modes lora,lora+rc`;
+ *  2. QLoRA (4-bit frozen base, src/engine/quant4.ts) peak RSS against each fp32 LoRA run of round 1 (`--qlora`, default
+ *     `qlora+rc,qlora`: with recomputation, trainCausalLm's default for QLoRA, and without), and its loss curve against
+ *     that run's: SmolLM2's projections are Q4_1 in the GGUF, which QLoRA keeps as they are, so the fp32 LoRA run is
+ *     LoRA on the dequantized weights; tolerance 1e-3 relative per step.
  *
- *   nice node --import tsx bench/llm-train.bench.ts [--steps 4] [--warmup 1] [--rounds 1] [--threads 2] [--batch 8] [--modes lora,full] [--rss-batch 1]
+ *   nice node --import tsx bench/llm-train.bench.ts [--steps 4] [--warmup 1] [--rounds 1] [--threads 2] [--batch 8] [--seq 256]
+ *     [--modes lora,full] [--qlora qlora+rc,qlora] [--rss-batch 1]
  *
  * `--steps` counts every optimizer step, the warm-up included; the median step after `--warmup` is reported
  * (tempered runs several steps per onnxruntime run for full fine-tuning and reports their average).
@@ -40,9 +44,10 @@ const warmup = Number(arg('warmup', '1'));
 const rounds = Number(arg('rounds', '1'));
 const threads = Number(arg('threads', '2'));
 const modes = arg('modes', 'lora,full').split(',').filter(Boolean);
+const qloraModes = arg('qlora', 'qlora+rc,qlora').split(',').filter(Boolean);
 const rssBatch = Number(arg('rss-batch', '0'));
 const batch = Number(arg('batch', '8'));
-const seq = 256;
+const seq = Number(arg('seq', '256'));
 const LOSS_TOLERANCE = 1e-3;
 
 const model = await resolveModelSource(DEFAULT_LLM);
@@ -117,12 +122,13 @@ try {
   );
   const ratios = new Map<string, number[]>();
   const cpuRatios = new Map<string, number[]>();
-  let loraRun: Result | undefined;
+  // Round 1's tempered run of each mode: what the QLoRA runs compare against.
+  const first = new Map<string, Result>();
   for (let round = 1; round <= rounds; round++) {
     for (const mode of modes) {
       const ours = run('tempered', mode);
       const ref = run('pytorch', mode);
-      if (mode === 'lora' && !loraRun) loraRun = ours;
+      if (ours && !first.has(mode)) first.set(mode, ours);
       if (ours && ref) {
         const x = ours.tokPerSec / ref.tokPerSec;
         const c = ours.tokPerCpuSec / ref.tokPerCpuSec;
@@ -134,26 +140,32 @@ try {
       }
     }
   }
-  const q = run('tempered', 'qlora');
+  const qlora = qloraModes.map((m) => [m, run('tempered', m)] as const);
   console.log('\nsummary');
   for (const [mode, xs] of ratios)
     console.log(
       `${mode}: tokens/s ratio tempered/PyTorch per round ${xs.map((x) => x.toFixed(2)).join(', ')}; median ${median(xs).toFixed(2)}x (target ≥ 1.2x); tokens per CPU-second ${median(cpuRatios.get(mode)!).toFixed(2)}x`,
     );
-  if (q && loraRun) {
-    console.log(
-      `qlora: peak RSS ${q.peakRssMiB} MiB vs fp32 LoRA ${loraRun.peakRssMiB} MiB = ${(q.peakRssMiB / loraRun.peakRssMiB).toFixed(2)}x (target ≤ 0.6x); tokens/s ${q.tokPerSec} vs ${loraRun.tokPerSec} (${(q.tokPerSec / loraRun.tokPerSec).toFixed(2)}x)`,
-    );
-    const rel = q.losses.map((l, i) => Math.abs(l - loraRun!.losses[i]!) / Math.abs(loraRun!.losses[i]!));
+  for (const [qm, q] of qlora) {
+    if (!q) continue;
+    for (const [lm, lo] of first) {
+      if (!lm.startsWith('lora')) continue;
+      console.log(
+        `${qm}: peak RSS ${q.peakRssMiB} MiB vs fp32 ${lm} ${lo.peakRssMiB} MiB = ${(q.peakRssMiB / lo.peakRssMiB).toFixed(2)}x (target ≤ 0.6x); tokens/s ${q.tokPerSec} vs ${lo.tokPerSec} (${(q.tokPerSec / lo.tokPerSec).toFixed(2)}x)`,
+      );
+    }
+    const lo = first.get('lora') ?? first.get('lora+rc');
+    if (!lo) continue;
+    const rel = q.losses.map((l, i) => Math.abs(l - lo.losses[i]!) / Math.abs(lo.losses[i]!));
     const worst = Math.max(...rel);
     console.log(
-      `qlora loss curve vs LoRA on the dequantized weights over ${rel.length} steps: max relative difference ${worst.toExponential(2)} (tolerance ${LOSS_TOLERANCE}) ${worst <= LOSS_TOLERANCE ? 'within' : 'OUTSIDE'}`,
+      `${qm} loss curve vs LoRA on the dequantized weights over ${rel.length} steps: max relative difference ${worst.toExponential(2)} (tolerance ${LOSS_TOLERANCE}) ${worst <= LOSS_TOLERANCE ? 'within' : 'OUTSIDE'}`,
     );
-    console.log(`  qlora ${q.losses.map((l) => l.toFixed(5)).join(' ')}\n  lora  ${loraRun.losses.map((l) => l.toFixed(5)).join(' ')}`);
+    console.log(`  ${qm} ${q.losses.map((l) => l.toFixed(5)).join(' ')}\n  lora  ${lo.losses.map((l) => l.toFixed(5)).join(' ')}`);
   }
   if (rssBatch > 0) {
     const small = writeData(join(tmp, 'small.json'), rssBatch, 2);
-    const ql = run('tempered', 'qlora', small);
+    const ql = run('tempered', qloraModes[0] ?? 'qlora', small);
     const lo = run('tempered', 'lora', small);
     if (ql && lo)
       console.log(

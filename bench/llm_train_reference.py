@@ -2,8 +2,10 @@
 float32 by transformers' GGUF loader), SDPA attention, eager, the same thread count; LoRA through PEFT (r 8, alpha 16,
 no dropout, every projection) or full fine-tuning; AdamW (weight decay 0.01), clip_grad_norm_ 1, lr 1e-4, as the
 tempered side. Step time = forward + backward + clipping + optimizer step + zero_grad. Prints one JSON line.
+A mode ending in `+rc` turns on transformers' gradient checkpointing (non-reentrant), as tempered's `+rc` recomputes
+activations (src/engine/recompute.ts).
 
-    bench/.venv/bin/python bench/llm_train_reference.py <model dir> <gguf file> <lora|full> <data.json> <threads> <warmup>
+    bench/.venv/bin/python bench/llm_train_reference.py <model dir> <gguf file> <lora|full>[+rc] <data.json> <threads> <warmup>
 """
 import json
 import statistics
@@ -21,7 +23,8 @@ def mib(key):
     return None
 
 
-model_dir, gguf, mode, data_path, threads, warmup = sys.argv[1:7]
+model_dir, gguf, mode_arg, data_path, threads, warmup = sys.argv[1:7]
+mode, _, flag = mode_arg.partition("+")
 threads, warmup = int(threads), int(warmup)
 torch.set_num_threads(threads)
 torch.manual_seed(1)
@@ -30,6 +33,9 @@ batch, seq = inp["batch"], inp["seq"]
 rows = torch.tensor(inp["rows"], dtype=torch.long)
 
 model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf, dtype=torch.float32, attn_implementation="sdpa")
+if flag == "rc":
+    model.config.use_cache = False
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 if mode == "lora":
     from peft import LoraConfig, get_peft_model
 
@@ -59,7 +65,7 @@ ms = statistics.median([s["ms"] for s in steps[warmup:]])
 cpu_ms = statistics.median([s["cpu_ms"] for s in steps[warmup:]])
 print(json.dumps({
     "side": "pytorch",
-    "mode": mode,
+    "mode": mode_arg,
     "threads": threads,
     "batch": batch,
     "seq": seq,

@@ -18,6 +18,7 @@ import { appendLoss, type LossSpec } from './losses.ts';
 import { appendOptimizer, type OptimizerSpec, type StateSlot } from './optimizers.ts';
 import { applyLora, type LoraModule, type LoraSpec } from './lora.ts';
 import { rematerializeQ4ForBackward } from './quant4.ts';
+import { checkpointsOf, recomputeSegments } from './recompute.ts';
 import type { DropoutMask } from './dropout-masks.ts';
 import { stripDropout, trainDropout } from './dropout.ts';
 import { matchesAny } from './patterns.ts';
@@ -49,6 +50,12 @@ export interface CompileOptions {
    * Evaluation and export graphs never drop out.
    */
   modelDropout?: boolean;
+  /**
+   * Recompute the activations between the forward model's checkpoints (a decoder's residual stream) in the
+   * backward pass instead of keeping them through the step: far less memory for one more forward pass of
+   * compute, with the same gradients (see recompute.ts). The model must name its checkpoints (LLaMA does).
+   */
+  recompute?: boolean;
 }
 
 export interface ParamInfo {
@@ -161,6 +168,16 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
         .join("', '")}'`,
       { where: 'train.trainable', hint: 'adjust include/exclude patterns' },
     );
+  const checkpoints = checkpointsOf(fwd);
+  if (opts.recompute && checkpoints.length < 2)
+    throw new InputError('activation recomputation needs a model that names its checkpoints (LLaMA models do)', {
+      where: 'train.recompute',
+      hint: 'turn recompute off for this model',
+    });
+  // Before the 4-bit rematerialization, so the recomputed forward nodes get their own dequantized weights too.
+  const recompute = (m: Model, forwardNodes: number) => {
+    if (opts.recompute) recomputeSegments(m, forwardNodes, checkpoints);
+  };
   const params: ParamInfo[] = chosen.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims], init: t.data }));
 
   // Base graphs: params become inputs, the loss is appended.
@@ -203,6 +220,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
       LOSS_OUTPUT,
       params.map((p) => p.name),
     );
+    recompute(gradModel, forwardNodes);
     rematerializeQ4ForBackward(gradModel, forwardNodes);
     const b = GraphBuilder.extend(gradModel);
     b.output(lossOut);
@@ -220,6 +238,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
       LOSS_OUTPUT,
       params.map((p) => p.name),
     );
+    recompute(stepModel, forwardNodes);
     rematerializeQ4ForBackward(stepModel, forwardNodes);
     const b = GraphBuilder.extend(stepModel);
     const lr = b.input(LR_INPUT, 'float32', []);

@@ -29,6 +29,54 @@ function scalarValue(graph: Graph, name: string): number | undefined {
 
 const near = (v: number | undefined, want: number) => v !== undefined && Math.abs(v - want) <= 1e-6 * Math.abs(want);
 
+/** Axes of a Reduce node: the `axes` attribute (opset < 18) or its constant second input. */
+function reduceAxes(graph: Graph, n: Node): number[] | undefined {
+  const a = n.attrs['axes'];
+  if (a?.kind === 'ints') return a.value;
+  const t = n.inputs[1] ? graph.initializers.get(n.inputs[1]) : undefined;
+  return t && (t.dtype === 'int64' || t.dtype === 'int32') ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined;
+}
+
+/**
+ * Cross-entropy per row as losses.ts writes it, lse − x[label] = Sub(ReduceLogSumExp(X, last axis), GatherElements(X,
+ * label, last axis)) on X [rows, classes]. Rule by rule the backward pass would build three rows × classes tensors
+ * (softmax for the log-sum-exp, a zero tensor and its scatter for the gather) and add them: for a causal LM's logits
+ * (400 MB at 2k tokens × 49k vocabulary) that is the largest memory of the step. The closed form
+ * dX = exp(X − lse)·dy − onehot(label)·dy is one such tensor, whose elementwise steps onnxruntime can run in place.
+ */
+function crossEntropyRows(graph: Graph, producer: Map<string, Node>, readers: Map<string, Node[]>, graphOutputs: Set<string>): Composite[] {
+  const found: Composite[] = [];
+  for (const root of graph.nodes) {
+    if (root.opType !== 'Sub' || root.domain !== '') continue;
+    const lse = producer.get(root.inputs[0]!);
+    const pick = producer.get(root.inputs[1]!);
+    if (lse?.opType !== 'ReduceLogSumExp' || pick?.opType !== 'GatherElements' || lse.domain !== '' || pick.domain !== '') continue;
+    const x = lse.inputs[0]!;
+    if (pick.inputs[0] !== x) continue;
+    const keep = lse.attrs['keepdims'];
+    const gAxis = pick.attrs['axis'];
+    const axes = reduceAxes(graph, lse);
+    // Rank-2 X (losses.ts flattens the logits): the last axis is 1 or −1.
+    const last = (a: number | undefined) => a === 1 || a === -1;
+    if ((keep && keep.kind === 'int' && keep.value !== 1) || !axes || axes.length !== 1 || !last(axes[0]) || !last(gAxis?.kind === 'int' ? gAxis.value : 0))
+      continue;
+    const sealed = [lse, pick].every((n) => n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => r === root))));
+    if (!sealed) continue;
+    const labels = pick.inputs[1]!;
+    const logSumExp = lse.outputs[0]!;
+    found.push({
+      root,
+      interior: [lse, pick],
+      input: x,
+      grad: (ctx, dy) => {
+        const scaled = ctx.op('Mul', [ctx.op('Exp', [ctx.op('Sub', [x, logSumExp])]), dy]);
+        return ctx.op('ScatterElements', [scaled, labels, ctx.op('Neg', [dy])], { axis: 1, reduction: 'add' });
+      },
+    });
+  }
+  return found;
+}
+
 /** Finds exact-GELU subgraphs: x·0.5·(1 + erf(x/√2)) in the two orders exporters write it. */
 export function findComposites(graph: Graph): Composite[] {
   const producer = new Map<string, Node>();
@@ -63,7 +111,7 @@ export function findComposites(graph: Graph): Composite[] {
     return { x, a: v, u, interior: [add, erf, (div ?? mul)!] };
   };
 
-  const found: Composite[] = [];
+  const found: Composite[] = [...crossEntropyRows(graph, producer, readers, graphOutputs)];
   for (const root of graph.nodes) {
     if (root.opType !== 'Mul' || root.domain !== '') continue;
     let match: { x: string; a: string; u: string; interior: Node[] } | undefined;

@@ -191,6 +191,17 @@ const reduceMean: GradRule = (ctx, n, dOut, needed) => {
   return [ctx.op('Mul', [dx!, ratio])];
 };
 
+/** ReduceLogSumExp: dX = dY · exp(X − Y) (Y broadcast back over the reduced axes), i.e. dY · softmax(X). */
+const reduceLogSumExp: GradRule = (ctx, n, [dy], needed) => {
+  if (!needed[0]) return [];
+  const x = n.inputs[0]!;
+  const axes = reduceAxes(ctx, n);
+  const keep = attrInt(n, 'keepdims', 1) || axes.length === 0;
+  const y = keep ? n.outputs[0]! : ctx.op('Unsqueeze', [n.outputs[0]!, ctx.b.ints(axes)]);
+  const g = keep ? dy! : ctx.op('Unsqueeze', [dy!, ctx.b.ints(axes)]);
+  return [ctx.op('Mul', [g, ctx.op('Exp', [ctx.op('Sub', [x, y])])])];
+};
+
 const reshapeBack: GradRule = (ctx, n, [dy], needed) => [needed[0] ? ctx.op('Reshape', [dy!, ctx.shapeOf(n.inputs[0]!)]) : undefined];
 
 const transpose: GradRule = (ctx, n, [dy], needed) => {
@@ -411,6 +422,7 @@ export const GRADIENTS: Record<string, GradRule> = {
   LayerNormalization: layerNorm,
   ReduceSum: reduceSum,
   ReduceMean: reduceMean,
+  ReduceLogSumExp: reduceLogSumExp,
   Reshape: reshapeBack,
   Flatten: reshapeBack,
   Unsqueeze: reshapeBack,

@@ -6,6 +6,7 @@ import { encodeModel } from '../onnx/proto.ts';
 import { inferShapes } from '../onnx/shapes.ts';
 import { appendLoss, type LossSpec } from './losses.ts';
 import { gradCheck } from './gradcheck.testing.ts';
+import { findComposites } from './composites.ts';
 
 const LOGITS = [0.2, -1, 0.5, 0.1, 1.5, 0.3, -0.2, 0.0, 0.7, -0.4, 0.9, 0.05]; // [2, 2, 3]
 
@@ -67,6 +68,39 @@ test('cross-entropy gradient w.r.t. logits matches central differences (smoothin
   });
   assert.ok(r.relError < 1e-6, `${r.relError}`);
 });
+
+test('cross-entropy without smoothing (logsumexp − logit form) matches the reference, ignored rows included', async () => {
+  const labels = [2, -100, 0, 1];
+  const got = await lossOf({ kind: 'cross_entropy' }, [4, 3], labels, [4]);
+  assert.ok(Math.abs(got - refCE(LOGITS, labels, 0)) < 1e-12, `${got} vs ${refCE(LOGITS, labels, 0)}`);
+});
+
+for (const opset of [17, 21])
+  test(`cross-entropy without smoothing: its closed-form gradient (one composite) matches central differences (opset ${opset})`, async () => {
+    const r = await gradCheck({
+      opset,
+      inputs: [
+        { name: 'logits', shape: [2, 3, 5] },
+        { name: 'labels', shape: [2, 3], dtype: 'int64', data: [1, 4, -100, 0, 2, 2], wrt: false },
+      ],
+      build: (g, [x]) => {
+        const loss = appendLoss(g, inferShapes(g.graph), { kind: 'cross_entropy', shift: true }, x!).loss;
+        assert.equal(findComposites(g.graph).length, 1, 'the loss rows are one cross-entropy composite');
+        assert.ok(!g.graph.nodes.some((n) => n.opType === 'LogSoftmax'), 'no log-probability tensor in the forward pass');
+        return loss;
+      },
+    });
+    assert.ok(r.relError < 1e-6, `${r.relError}`);
+  });
+
+for (const keepdims of [0, 1])
+  test(`ReduceLogSumExp gradient matches central differences (keepdims ${keepdims})`, async () => {
+    const r = await gradCheck({
+      inputs: [{ name: 'x', shape: [3, 4, 2] }],
+      build: (g, [x]) => g.op('ReduceLogSumExp', [x!], { axes: [1], keepdims }),
+    });
+    assert.ok(r.relError < 1e-6, `${r.relError}`);
+  });
 
 test('MSE value and gradient', async () => {
   const r = await gradCheck({

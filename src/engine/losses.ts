@@ -82,11 +82,22 @@ export function appendLoss(b: GraphBuilder, types: TypeMap, spec: LossSpec, defa
   const valid = b.op('Not', [b.op('Equal', [flatLabels, ignore])]);
   const safe = b.op('Where', [valid, flatLabels, b.constant([0], [], 'int64')]);
   const eps = spec.labelSmoothing ?? 0;
-  const logp = b.op('LogSoftmax', [flatLogits], { axis: -1 });
-  // −log p(label) by GatherElements: a one-hot target would be [tokens, vocab] (400 MB for GPT-2 at 2k tokens).
-  const picked = b.op('GatherElements', [logp, b.op('Unsqueeze', [safe, b.ints([1])])], { axis: 1 });
-  let perRow = b.op('Neg', [b.op('Squeeze', [picked, b.ints([1])])]);
-  if (eps > 0) {
+  const label = b.op('Unsqueeze', [safe, b.ints([1])]);
+  let perRow: string;
+  if (eps === 0) {
+    // −log p(label) = logsumexp(x) − x[label]: no log-probability tensor in the forward pass, and autodiff gives this
+    // pattern a closed-form gradient with one logits-sized tensor (composites.ts crossEntropyRows). A one-hot target
+    // would be [tokens, vocab] (400 MB for GPT-2 at 2k tokens): the label's logit comes by GatherElements.
+    const lse =
+      (b.opsets[''] ?? 17) >= 18
+        ? b.op('ReduceLogSumExp', [flatLogits, b.ints([1])], { keepdims: 1 })
+        : b.op('ReduceLogSumExp', [flatLogits], { axes: [1], keepdims: 1 });
+    const picked = b.op('GatherElements', [flatLogits, label], { axis: 1 });
+    perRow = b.op('Squeeze', [b.op('Sub', [lse, picked]), b.ints([1])]);
+  } else {
+    const logp = b.op('LogSoftmax', [flatLogits], { axis: -1 });
+    const picked = b.op('GatherElements', [logp, label], { axis: 1 });
+    perRow = b.op('Neg', [b.op('Squeeze', [picked, b.ints([1])])]);
     // Smoothed target (1−ε)·onehot + ε/C gives (1−ε)·nll + ε·mean_c(−log p_c).
     // ReduceMean takes axes as an input from opset 18 on, as an attribute before.
     const mean =

@@ -39,6 +39,12 @@ export interface TrainCausalLmOptions extends RunSettings {
    */
   pack?: boolean;
   /**
+   * Recompute each decoder layer's activations in the backward pass instead of keeping them through the step
+   * (LLaMA; src/engine/recompute.ts): the same gradients, a fraction of the activation memory, about a third more
+   * compute. Default: on for qlora (whose point is memory), off otherwise.
+   */
+  recompute?: boolean;
+  /**
    * Batch rows of similar length together (default true), each batch cut to its longest row rounded up to a multiple
    * of 8: the encoders' seeded scheme (src/finetune/loop.ts epochBatches), so short examples cost short sequences.
    */
@@ -303,6 +309,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     trainable,
     clipNorm: o.clipNorm,
     optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
+    recompute: o.recompute ?? o.method === 'qlora',
   });
   const accumulation = o.accumulation ?? 1;
   const stepsPerEpoch = Math.floor(Math.floor(train.rows / o.batchSize) / accumulation);

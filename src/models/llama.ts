@@ -27,6 +27,7 @@ import {
 import { ModelConfig, Weights } from './weights.ts';
 import { readQ4Weights, type Q4LlamaWeights } from './q4-weights.ts';
 import { Q4_OPSET, q4Initializers } from '../engine/quant4.ts';
+import { CHECKPOINTS_METADATA } from '../engine/recompute.ts';
 
 export interface LlamaConfig {
   vocabSize: number;
@@ -127,6 +128,8 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     : [];
   const embed = g.initializer('model.embed_tokens.weight', w.get('model.embed_tokens.weight', [cfg.vocabSize, H]), [cfg.vocabSize, H]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
+  // The residual stream between sublayers: what activation recomputation keeps (src/engine/recompute.ts).
+  const checkpoints = [x];
   const seqLen = seqLenOf(g, ids);
   const bias = kvCache ? cachedCausalBias(g, mask, seqLen) : packed ? packedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
 
@@ -169,6 +172,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     }
     const ctx = mergeHeads(g, attention(g, q, repeat(k), repeat(v), dh, bias), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
+    checkpoints.push(x);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
     const gated = swiGlu(
       g,
@@ -176,7 +180,9 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       proj(m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias),
     );
     x = g.op('Add', [x, proj(gated, `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias)]);
+    checkpoints.push(x);
   }
+  if (!kvCache) g.setMetadata(CHECKPOINTS_METADATA, checkpoints.join(','));
   // Generation needs only the last position's logits: the head is the largest matmul, so the prompt's
   // other positions never reach it. Left padding keeps the last position a real token in every row.
   if (kvCache) x = g.op('Squeeze', [g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([1])]), g.ints([1])]);
