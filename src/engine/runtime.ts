@@ -24,6 +24,13 @@ export interface SessionOptions {
   cpuFallback?: boolean;
   /** Writes onnxruntime's per-node trace (which provider ran each node) under this prefix; default TEMPERED_ORT_PROFILE. */
   profilePrefix?: string;
+  /**
+   * onnxruntime's memory pattern (default on): from the second run on, one block sized for all of a run's intermediate
+   * values, planned from the first run. The arena keeps what the first run allocated tensor by tensor and adds that
+   * block beside it, so the process holds the step's activations twice: training steps turn it off (`StepRunner`),
+   * which measured a lower peak RSS (SmolLM2-135M LoRA, batch 2 × 256: 3974 vs 5209 MiB) at no loss of speed.
+   */
+  memPattern?: boolean;
 }
 
 const PROVIDERS: Record<Exclude<Device, 'auto'>, ort.InferenceSession.ExecutionProviderConfig[]> = {
@@ -95,6 +102,7 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
         graphOptimizationLevel: 'extended',
         // TEMPERED_ORT_PROFILE=/path/prefix writes onnxruntime's per-op trace (chrome://tracing JSON) for performance work.
         ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
+        ...(opts.memPattern === false ? { enableMemPattern: false } : {}),
       };
       return await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
     } catch (e) {

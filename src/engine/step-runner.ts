@@ -132,7 +132,9 @@ export class StepRunner {
     state: Map<string, TypedArray>,
     opts: { accumulation: number; stepsPerRun?: number; runBudgetMs?: number } & SessionOptions,
   ): Promise<StepRunner> {
-    const { accumulation, stepsPerRun, runBudgetMs, ...sessOpts } = opts;
+    const { accumulation, stepsPerRun, runBudgetMs, ...rest } = opts;
+    // A training step's intermediates are its activations: planned once more beside the arena they would be held twice.
+    const sessOpts = { memPattern: false, ...rest };
     const perRun = accumulation > 1 ? 1 : Math.max(1, stepsPerRun ?? defaultStepsPerRun(prog, sessOpts.device));
     const sessions: Sessions =
       accumulation > 1
