@@ -245,6 +245,7 @@ describe('dashboard in a browser', () => {
       allow(7);
       await page.locator('#chart-loss[data-points="7"]').waitFor();
       assert.equal(await page.getAttribute('.node[data-stage="train"]', 'data-state'), 'running', 'the curve grew while the stage ran');
+      await page.screenshot({ path: join(SHOTS, 'ui-run-live.png') });
       allow(Number.MAX_SAFE_INTEGER);
       const done = await waitForRun(env.client, runId);
       assertSucceeded(done);
