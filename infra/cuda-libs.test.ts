@@ -96,6 +96,29 @@ test('a tampered wheel is refused: nothing is installed and no partial file stay
   }
 });
 
+test('wheels from a local folder (a machine without internet access) are used, and hash-checked all the same', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const before = downloads;
+  const r = await installCudaLibs(dir, {
+    wheels: [SIX],
+    localDir: join(import.meta.dirname, 'fixtures'),
+    pip: false,
+    log: () => {},
+    index: () => 'http://127.0.0.1:9/',
+  });
+  assert.deepEqual(r.downloaded, [FILE]);
+  assert.equal(downloads, before, 'nothing fetched over the network');
+  assert.ok(existsSync(join(import.meta.dirname, 'fixtures', FILE)), 'the local wheel is left in place');
+  const local = mkdtempSync(join(tmpdir(), 'tempered-wheels-'));
+  const tampered = Buffer.from(REAL);
+  tampered[10] ^= 1;
+  writeFileSync(join(local, FILE), tampered);
+  await assert.rejects(
+    installCudaLibs(mkdtempSync(join(tmpdir(), 'tempered-cudalibs-')), { wheels: [SIX], localDir: local, pip: false, log: () => {} }),
+    /wheel hash mismatch: expected sha256 4721f391/,
+  );
+});
+
 test('a RECORD with CRLF line ends, as onnxruntime-gpu 1.30.0 writes it, is read', async () => {
   const zip = new AdmZip(REAL);
   const record = zip.readAsText('six-1.17.0.dist-info/RECORD');

@@ -140,6 +140,8 @@ export interface InstallOptions {
   index?: (project: string) => string;
   /** Try `pip download` when the index fails (default true). */
   pip?: boolean;
+  /** A folder of already downloaded wheels (the pinned file names) to take before any download. */
+  localDir?: string;
   what?: string;
 }
 
@@ -176,7 +178,7 @@ export async function installCudaLibs(
   for (const w of todo) {
     const work = mkdtempSync(join(dir, 'download-'));
     try {
-      const wheel = await fetchPinnedWheel(w, work, log, { index: opts.index?.(w.project), pip: opts.pip });
+      const wheel = await fetchPinnedWheel(w, work, log, { index: opts.index?.(w.project), pip: opts.pip, localDir: opts.localDir });
       const files = extractWheelMembers(
         wheel,
         w.members.map((m) => ({ path: m.path, dest: join(lib, fileName(m)), mode: 0o755 })),

