@@ -60,6 +60,22 @@ for (const { name: backendName, local, fresh } of backends)
       assert.equal(objects(s).length, 1, 'stored once');
     });
 
+    it('concurrent puts of the same bytes in one store keep the object in place: nothing intact is quarantined', async () => {
+      // Stages of one worker storing the same output at once (50 pipelines ingesting one file): one put
+      // moved another's freshly stored, intact object to quarantine/, and that one's upload then read
+      // a path that was briefly gone (ENOENT, a failed stage attempt).
+      const s = fresh();
+      const data = Buffer.alloc(200_000, 3);
+      for (let round = 0; round < 5; round++) {
+        const refs = await Promise.all(
+          Array.from({ length: 12 }, () => s.putBytes(Buffer.concat([data, Buffer.from([round])]), { mediaType: 'x' })),
+        );
+        assert.equal(new Set(refs.map((r) => r.sha256)).size, 1);
+      }
+      const aside = existsSync(join(s.root, 'quarantine')) ? readdirSync(join(s.root, 'quarantine')) : [];
+      assert.deepEqual(aside, [], 'no intact object was moved aside');
+    });
+
     it('copies or moves files in and verifies them on read', async () => {
       const s = fresh();
       const src = join(s.root, '..', `src-${Date.now()}.bin`);

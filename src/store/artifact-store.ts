@@ -212,11 +212,15 @@ export class ArtifactStore {
   private async commitLocal(staged: string, hex: string): Promise<void> {
     const final = this.objectPath(hex);
     // An existing object is only trusted after re-hashing it: a damaged one (bit rot, a torn copy,
-    // a hand edit) is replaced by these bytes instead of staying wrong forever.
-    if (await this.intact(hex)) {
+    // a hand edit) is replaced by these bytes instead of staying wrong forever. Only what was found
+    // damaged is moved aside: an object that was absent when looked at may have been stored since by a
+    // concurrent put of the same bytes, and the rename below replaces it atomically (moving it aside
+    // first would leave a moment with no file for that put's upload or reader to open).
+    const found = lstatSync(final, { throwIfNoEntry: false });
+    if (found && (await this.intact(hex))) {
       await fsp.rm(staged, { force: true });
     } else {
-      if (lstatSync(final, { throwIfNoEntry: false })) await this.quarantine(hex);
+      if (found) await this.quarantine(hex);
       await fsp.mkdir(join(this.root, 'sha256', hex.slice(0, 2)), { recursive: true });
       await fsp.chmod(staged, 0o444);
       await fsp.rename(staged, final);
