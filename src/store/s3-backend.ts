@@ -209,21 +209,8 @@ export class S3Backend implements ObjectBackend {
       return 'stored';
     } catch (e) {
       if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
-      // Under load SeaweedFS answered some create-only puts with BadDigest although the object was
-      // stored, by this request's earlier attempt or by a concurrent writer of the same bytes (13 of 100
-      // ingest attempts with 50 pipelines over 3 workers). An object that is there with this size and
-      // this SHA-256 is the one we meant to store; anything else stays an error (retried).
-      if (opts.ifAbsent && isDigestError(e) && (await this.holds(Key, opts).catch(() => false))) return 'exists';
       throw e;
     }
-  }
-
-  /** Whether the object under `Key` has these bytes: the server's stored SHA-256 and size equal ours. */
-  private async holds(Key: string, want: { sha256: string; bytes: number }): Promise<boolean> {
-    const r = await this.call('head', (c, lib) =>
-      c.send(new lib.HeadObjectCommand({ Bucket: this.location.bucket, Key, ChecksumMode: 'ENABLED' })),
-    );
-    return r.ContentLength === want.bytes && r.ChecksumSHA256 === Buffer.from(want.sha256, 'hex').toString('base64');
   }
 
   /**
@@ -314,11 +301,6 @@ export class S3Backend implements ObjectBackend {
     }
     await this.delete(key);
   }
-}
-
-function isDigestError(e: unknown): boolean {
-  const err = e as { name?: string; Code?: string };
-  return ['BadDigest', 'XAmzContentSHA256Mismatch', 'InvalidDigest'].includes(err?.Code ?? err?.name ?? '');
 }
 
 function isStatus(e: unknown, status: number): boolean {

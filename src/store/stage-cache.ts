@@ -99,7 +99,15 @@ export class StageCache {
     if (remote) {
       const bytes = Buffer.byteLength(text);
       const sha256 = createHash('sha256').update(text).digest('hex');
-      await remote.putFile(this.remoteKey(rec.key), p, { sha256, bytes, ifAbsent: false });
+      // Uploaded from a file of its own: the record file `p` is shared with concurrent puts of the same
+      // key (same work finished by several runs at once), which may replace it before it is read.
+      const own = this.store.tempPath('.json');
+      await fsp.writeFile(own, text);
+      try {
+        await remote.putFile(this.remoteKey(rec.key), own, { sha256, bytes, ifAbsent: false });
+      } finally {
+        await fsp.rm(own, { force: true });
+      }
     }
   }
 
