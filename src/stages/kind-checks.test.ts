@@ -184,6 +184,9 @@ describe('rules between train fields', () => {
     only(edit(['      method: lora', '      method: lora\n      pack: true']), 'true', /pack applies to task causal-lm only/, {
       path: 'stages.train.with.pack',
     });
+    only(edit(['      method: lora', '      method: lora\n      recompute: true']), 'true', /recompute applies to task causal-lm only/, {
+      path: 'stages.train.with.recompute',
+    });
     only(
       edit(['      method: lora', '      method: lora\n      chat: { system: terse }']),
       '{ system: terse }',
@@ -195,7 +198,7 @@ describe('rules between train fields', () => {
         edit(
           [
             '      labels: [ham, spam]\n      method: lora',
-            '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      method: lora',
+            '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      recompute: true\n      method: lora',
           ],
           [GATE, 'loss < 5'],
         ),

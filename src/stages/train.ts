@@ -66,6 +66,8 @@ export interface TrainConfig {
   chat?: { template?: string; system?: string; endOfTurn?: string };
   /** causal-lm (LLaMA): pack several examples into each maxLength row, attention never crossing examples. */
   pack?: boolean;
+  /** causal-lm (LLaMA): recompute activations in the backward pass; default true for qlora, false otherwise. */
+  recompute?: boolean;
 }
 
 const COMPLETE = 'COMPLETE';
@@ -146,6 +148,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       lora: cfg.lora,
       chat: cfg.chat,
       pack: cfg.pack,
+      recompute: cfg.recompute,
       groupByLength: cfg.groupByLength,
       warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
@@ -251,6 +254,11 @@ export const trainStage: StageKind<TrainConfig> = {
         description:
           'causal-lm, LLaMA models: pack several examples into each maxLength row; attention and positions never cross an example',
       },
+      recompute: {
+        type: 'boolean',
+        description:
+          'causal-lm, LLaMA models: recompute each layer\'s activations in the backward pass instead of keeping them (the same gradients, a fraction of the activation memory, about a third more compute); default true for method qlora, false otherwise',
+      },
       earlyStopping: {
         type: 'object',
         additionalProperties: false,
@@ -298,7 +306,7 @@ export const trainStage: StageKind<TrainConfig> = {
       for (const field of ['labels', 'dropout'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task classification only` });
     if (!causal)
-      for (const field of ['chat', 'pack'] as const)
+      for (const field of ['chat', 'pack', 'recompute'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
     if ((cfg.method === 'lora' || cfg.method === 'qlora') && cfg.lora === undefined)
       issues.push({ path: ['method'], message: `method ${cfg.method} needs a lora block`, hint: 'add lora: { r: 8, alpha: 16 }' });
