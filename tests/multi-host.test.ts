@@ -281,18 +281,28 @@ describe('tempered on several hosts', () => {
         events.push('restarted PostgreSQL');
       },
       async () => {
+        // A worker that is starting gives up when it cannot reach Temporal: let restarts finish first.
+        await Promise.all([takeover, ...restarts.values()]);
         await cluster.restartTemporal();
         events.push('restarted the dev server');
       },
     ];
+    // A killed cpu host comes back while the next fault happens (a worker takes seconds to start).
+    const restarts = new Map<string, Promise<unknown>>();
     for (let k = 0; k < CHAOS_KILLS; k++) {
       actions.push(async () => {
         const name = rand() < 0.5 ? 'cpu-a' : 'cpu-b';
+        const pause = Math.floor(rand() * 1500);
+        // An earlier kill may have hit the same host, whose restart may still be under way.
+        await restarts.get(name);
         await cluster.killWorker(name);
         events.push(`killed ${name}`);
-        await sleep(Math.floor(rand() * 1500));
-        await cluster.startWorker(name, ['--queue', CPU_QUEUE], { home: cluster.workers.get(name)!.home });
-        events.push(`restarted ${name}`);
+        restarts.set(
+          name,
+          sleep(pause)
+            .then(() => cluster.startWorker(name, ['--queue', CPU_QUEUE], { home: cluster.workers.get(name)!.home }))
+            .then(() => events.push(`restarted ${name}`)),
+        );
       });
     }
     // Shuffled by the seed, each after a seeded pause.
@@ -304,7 +314,7 @@ describe('tempered on several hosts', () => {
       await sleep(Math.floor(rand() * 2000));
       await act();
     }
-    await takeover;
+    await Promise.all([takeover, ...restarts.values()]);
 
     const batchDone = await Promise.all(batch.map((id) => finish(id)));
     const trained = await finish(trainRun);
