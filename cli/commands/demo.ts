@@ -23,6 +23,11 @@ const EXAMPLES = [
   'WINNER!! You have been selected to receive a £900 prize reward. Call 09061701461 to claim now',
   'Are we still meeting for lunch tomorrow? I can bring the notes',
 ];
+/** What the demo asks the instruction-tuned LM (pipelines/instruct.yaml: SST-2 review sentiment), in SST-2's lower-cased, tokenized style. */
+const LM_EXAMPLES = [
+  'a gorgeous , witty , seductive movie that keeps you guessing until the very end .',
+  'the plot is a tired collection of clichés , and the jokes never land .',
+];
 
 /** The user message the demo sends a served language model: the pipeline's own ingest prompt template around the example. */
 export function demoQuestion(plan: PlannedPipeline | undefined, example: string): string {
@@ -49,7 +54,7 @@ async function askClassifier(url: string, token: string): Promise<void> {
 /** One chat completion per example, greedy and short: what a client of the OpenAI API would send. */
 async function askLanguageModel(url: string, token: string, plan: PlannedPipeline | undefined): Promise<void> {
   console.log(`POST ${url}/v1/chat/completions`);
-  for (const example of EXAMPLES) {
+  for (const example of LM_EXAMPLES) {
     const res = await fetch(`${url}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
