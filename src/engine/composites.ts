@@ -40,9 +40,9 @@ function reduceAxes(graph: Graph, n: Node): number[] | undefined {
 /**
  * Cross-entropy per row as losses.ts writes it, lse − x[label] = Sub(ReduceLogSumExp(X, last axis), GatherElements(X,
  * label, last axis)) on X [rows, classes]. Rule by rule the backward pass would build three rows × classes tensors
- * (softmax for the log-sum-exp, a zero tensor and its scatter for the gather) and add them: for a causal LM's logits
- * (400 MB at 2k tokens × 49k vocabulary) that is the largest memory of the step. The closed form
- * dX = exp(X − lse)·dy − onehot(label)·dy is one such tensor, whose elementwise steps onnxruntime can run in place.
+ * (softmax for the log-sum-exp, a zero tensor and its scatter for the gather) and add them, each 400 MB for a causal
+ * LM at 2k tokens × 49k vocabulary. The closed form dX = exp(X − lse)·dy − onehot(label)·dy is one such tensor, whose
+ * elementwise steps onnxruntime can run in place.
  */
 function crossEntropyRows(graph: Graph, producer: Map<string, Node>, readers: Map<string, Node[]>, graphOutputs: Set<string>): Composite[] {
   const found: Composite[] = [];
