@@ -58,9 +58,17 @@ function crossEntropyRows(graph: Graph, producer: Map<string, Node>, readers: Ma
     const axes = reduceAxes(graph, lse);
     // Rank-2 X (losses.ts flattens the logits): the last axis is 1 or −1.
     const last = (a: number | undefined) => a === 1 || a === -1;
-    if ((keep && keep.kind === 'int' && keep.value !== 1) || !axes || axes.length !== 1 || !last(axes[0]) || !last(gAxis?.kind === 'int' ? gAxis.value : 0))
+    if (
+      (keep && keep.kind === 'int' && keep.value !== 1) ||
+      !axes ||
+      axes.length !== 1 ||
+      !last(axes[0]) ||
+      !last(gAxis?.kind === 'int' ? gAxis.value : 0)
+    )
       continue;
-    const sealed = [lse, pick].every((n) => n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => r === root))));
+    const sealed = [lse, pick].every((n) =>
+      n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => r === root))),
+    );
     if (!sealed) continue;
     const labels = pick.inputs[1]!;
     const logSumExp = lse.outputs[0]!;

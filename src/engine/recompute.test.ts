@@ -47,7 +47,11 @@ async function gradients(model: Model, trainable: TrainableSpec, recompute: bool
   const s = await ort.InferenceSession.create(encodeModel(prog.grad), { intraOpNumThreads: 1, graphOptimizationLevel: 'extended' });
   const out = await s.run(f);
   await s.release();
-  return { prog, loss: out[LOSS_OUTPUT]!.data[0] as number, grads: prog.params.map((p) => [p.name, out[gradName(p.name)]!.data as Float32Array] as const) };
+  return {
+    prog,
+    loss: out[LOSS_OUTPUT]!.data[0] as number,
+    grads: prog.params.map((p) => [p.name, out[gradName(p.name)]!.data as Float32Array] as const),
+  };
 }
 
 function assertSame(a: Awaited<ReturnType<typeof gradients>>, b: Awaited<ReturnType<typeof gradients>>) {
@@ -77,7 +81,9 @@ function interiorReadByBackward(prog: ReturnType<typeof compileTrainStep>): stri
   const afterLast = downstream(ck.at(-1)!);
   const interior = new Set([...downstream(ck[0]!)].filter((v) => !afterLast.has(v) && !ck.includes(v)));
   const forwardNodes = new Set(fwd.nodes.map((n) => n.name));
-  return [...new Set(prog.grad.graph.nodes.filter((n) => !forwardNodes.has(n.name)).flatMap((n) => n.inputs.filter((i) => interior.has(i))))];
+  return [
+    ...new Set(prog.grad.graph.nodes.filter((n) => !forwardNodes.has(n.name)).flatMap((n) => n.inputs.filter((i) => interior.has(i)))),
+  ];
 }
 
 test('recomputed activations give the loss and gradients bit for bit (LoRA, QLoRA, full fine-tuning of a tiny LLaMA)', async () => {
@@ -118,7 +124,10 @@ test("with recomputation no backward node reads an activation from inside a segm
     // Common-subexpression elimination would merge an unguarded copy into its original: count the Softmax nodes
     // (one a layer forward) in the session's own optimized graph.
     const optimized = join(dir, 'optimized.onnx');
-    const s = await ort.InferenceSession.create(encodeModel(prog.step), { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
+    const s = await ort.InferenceSession.create(encodeModel(prog.step), {
+      graphOptimizationLevel: 'extended',
+      optimizedModelFilePath: optimized,
+    });
     await s.release();
     const softmax = (g: Model) => g.graph.nodes.filter((n) => n.opType === 'Softmax').length;
     assert.equal(softmax(prog.step), 3 + 3, 'three forward, three recomputed');

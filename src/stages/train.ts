@@ -257,7 +257,7 @@ export const trainStage: StageKind<TrainConfig> = {
       recompute: {
         type: 'boolean',
         description:
-          'causal-lm, LLaMA models: recompute each layer\'s activations in the backward pass instead of keeping them (the same gradients, a fraction of the activation memory, about a third more compute); default true for method qlora, false otherwise',
+          "causal-lm, LLaMA models: recompute each layer's activations in the backward pass instead of keeping them (the same gradients, a fraction of the activation memory, about a third more compute); default true for method qlora, false otherwise",
       },
       earlyStopping: {
         type: 'object',
