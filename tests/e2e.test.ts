@@ -16,7 +16,7 @@ import { registryModelSource } from '../cli/commands/serve.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
+import { assertPredictsSentiment, writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
@@ -136,19 +136,7 @@ describe('fine-tuning end to end', () => {
   it('serves the promoted model: a prediction for a text', async () => {
     const server = await serveProduction();
     try {
-      const url = await server.listen(0, '127.0.0.1');
-      const res = await fetch(`${url}/predict`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
-        body: JSON.stringify({ inputs: ['what a wonderful great film', 'an awful terrible boring plot'] }),
-      });
-      assert.equal(res.status, 200);
-      const body = (await res.json()) as { model: string; predictions: { label: string }[] };
-      assert.equal(body.model, 'e2e-clf@1');
-      assert.deepEqual(
-        body.predictions.map((p) => p.label),
-        ['positive', 'negative'],
-      );
+      await assertPredictsSentiment(await server.listen(0, '127.0.0.1'));
     } finally {
       await server.close();
     }

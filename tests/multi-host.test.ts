@@ -29,11 +29,12 @@ import { createModelServer } from '../src/serve/server.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { statePaths } from '../src/state-paths.ts';
+import { Rng } from '../src/engine/prng.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { runCliInProcess } from './helpers/cli.ts';
 import { startCluster, type Cluster } from './helpers/cluster.ts';
-import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
+import { assertPredictsSentiment, writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { rawClient } from './helpers/seaweedfs.ts';
 
 const CPU_QUEUE = 'cpu';
@@ -102,18 +103,6 @@ const modelSha = (st: RunStatus) => (stageOut(st, 'train').model as { sha256: st
 /** The four homes' view: the CLI in this process with a state folder that nothing ran in. */
 function cli(args: string[], home: string) {
   return runCliInProcess(args, cluster.hostEnv(home));
-}
-
-/** A seeded generator (mulberry32): the chaos schedule is the same every time for one seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The highest checkpoint step a train stage has pushed to the bucket (its pointer), or 0. */
@@ -208,19 +197,7 @@ describe('tempered on several hosts', () => {
       token: 'test-token-123456',
     });
     try {
-      const url = await server.listen(0, '127.0.0.1');
-      const res = await fetch(`${url}/predict`, {
-        method: 'POST',
-        headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
-        body: JSON.stringify({ inputs: ['what a wonderful great film', 'an awful terrible boring plot'] }),
-      });
-      assert.equal(res.status, 200);
-      const body = (await res.json()) as { model: string; predictions: { label: string }[] };
-      assert.equal(body.model, 'e2e-clf@1');
-      assert.deepEqual(
-        body.predictions.map((p) => p.label),
-        ['positive', 'negative'],
-      );
+      await assertPredictsSentiment(await server.listen(0, '127.0.0.1'));
     } finally {
       await server.close();
     }
@@ -251,7 +228,8 @@ describe('tempered on several hosts', () => {
 
   it('chaos: kills and restarts during a batch; runs end, the store and registry stay sound, training resumes elsewhere', async () => {
     assert.ok(reference, 'needs the multi-host run as the uninterrupted reference');
-    const rand = seeded(CHAOS_SEED);
+    const rng = new Rng(CHAOS_SEED);
+    const rand = () => rng.next();
     const events: string[] = [];
     // The training run again (noCache: it must train), slowed per step so kills land mid-training.
     await cluster.killWorker('gpu');

@@ -1,4 +1,5 @@
 /** A complete fine-tuning pipeline over a tiny random BERT and a learnable synthetic dataset. */
+import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeTinyClassifierInputs } from './tiny-classifier.ts';
@@ -93,4 +94,20 @@ stages:
 `,
   );
   return file;
+}
+
+/** The promoted e2e classifier, served at `url`, tells a glowing review from a scathing one. */
+export async function assertPredictsSentiment(url: string, token = 'test-token-123456'): Promise<void> {
+  const res = await fetch(`${url}/predict`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: ['what a wonderful great film', 'an awful terrible boring plot'] }),
+  });
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { model: string; predictions: { label: string }[] };
+  assert.equal(body.model, 'e2e-clf@1');
+  assert.deepEqual(
+    body.predictions.map((p) => p.label),
+    ['positive', 'negative'],
+  );
 }
