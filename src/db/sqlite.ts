@@ -5,37 +5,76 @@
  * migrations recorded in `schema_migrations`.
  *
  * better-sqlite3 is synchronous; the async interface is kept by running every statement and
- * transaction of one connection in turn, so an awaited transaction never interleaves with another
- * caller's statements on the same connection.
+ * transaction in turn, so an awaited transaction never interleaves with another caller's
+ * statements. The turn is per file and per process, not per connection: activities open their own
+ * connection (an audit append per stage), and a second connection's BEGIN IMMEDIATE blocks the one
+ * JavaScript thread on the file lock while the first connection's transaction waits for that same
+ * thread to reach its COMMIT, a deadlock that ends only in SQLITE_BUSY when the busy timeout runs out.
+ * Other processes still wait on the file lock, which always moves because they have threads of their own.
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Database, Migration, Params, Queryable, Schema } from './database.ts';
 
 export type Db = BetterSqlite3.Database;
 
-export function openSqlite(path: string, schema: Schema): SqliteDatabase {
+/** The queue of one file's statements in this process, shared by all its connections. */
+class FileTurn {
+  private tail: Promise<unknown> = Promise.resolve();
+  users = 0;
+  take<T>(fn: () => Promise<T> | T): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+const turns = new Map<string, FileTurn>();
+
+function turnFor(path: string): { turn: FileTurn; release: () => void } {
+  // An in-memory database is private to its connection, so it gets a queue of its own.
+  const key = path === ':memory:' ? undefined : resolve(path);
+  const turn = (key && turns.get(key)) || new FileTurn();
+  if (key) turns.set(key, turn);
+  turn.users++;
+  return {
+    turn,
+    release: () => {
+      if (--turn.users === 0 && key && turns.get(key) === turn) turns.delete(key);
+    },
+  };
+}
+
+export async function openSqlite(path: string, schema: Schema): Promise<SqliteDatabase> {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-  const db = new BetterSqlite3(path);
+  const { turn, release } = turnFor(path);
   try {
-    db.pragma('busy_timeout = 10000');
-    db.pragma('journal_mode = WAL');
-    db.pragma('foreign_keys = ON');
-    // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the
-    // last transactions, never corrupt the file.
-    db.pragma('synchronous = NORMAL');
-    migrate(db, schema.sqlite, schema.scope);
-    return new SqliteDatabase(db, path);
+    // Migrations write, so they wait for this process's other connections to the file like any write.
+    const db = await turn.take(() => {
+      const db = new BetterSqlite3(path);
+      try {
+        db.pragma('busy_timeout = 10000');
+        db.pragma('journal_mode = WAL');
+        db.pragma('foreign_keys = ON');
+        // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the
+        // last transactions, never corrupt the file.
+        db.pragma('synchronous = NORMAL');
+        migrate(db, schema.sqlite, schema.scope);
+        return db;
+      } catch (e) {
+        db.close();
+        throw e;
+      }
+    });
+    return new SqliteDatabase(db, path, turn, release);
   } catch (e) {
-    db.close();
+    release();
     throw e;
   }
 }
 
 export class SqliteDatabase implements Database {
   readonly dialect = 'sqlite' as const;
-  private tail: Promise<unknown> = Promise.resolve();
   private readonly statements = new Map<string, BetterSqlite3.Statement>();
   private readonly direct: Queryable;
 
@@ -43,6 +82,8 @@ export class SqliteDatabase implements Database {
     /** The better-sqlite3 connection, for SQLite-only checks (pragmas) in tests. */
     readonly raw: Db,
     readonly where: string,
+    private readonly turn: FileTurn,
+    private readonly release: () => void,
   ) {
     const stmt = (sql: string) => {
       let st = this.statements.get(sql);
@@ -60,11 +101,9 @@ export class SqliteDatabase implements Database {
     };
   }
 
-  /** One caller at a time on this connection: a transaction's awaits must not let others in. */
+  /** One caller at a time on this file in this process: a transaction's awaits must not let others in. */
   private inTurn<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn);
-    this.tail = result.catch(() => undefined);
-    return result;
+    return this.turn.take(fn);
   }
 
   all<T>(sql: string, params?: Params): Promise<T[]> {
@@ -99,8 +138,15 @@ export class SqliteDatabase implements Database {
     }
   }
 
+  private closed = false;
   async close(): Promise<void> {
-    await this.inTurn(async () => this.raw.close());
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.inTurn(async () => this.raw.close());
+    } finally {
+      this.release();
+    }
   }
 }
 
