@@ -68,7 +68,8 @@ const steps: { loss: number; ms: number; cpuMs: number }[] = [];
 let cpuMark = process.cpuUsage();
 let pending: { loss: number; ms: number }[] = [];
 let afterFirstStep: { rss: number; hwm: number } | undefined;
-const perRun = defaultStepsPerRun(prog);
+// STEPS_PER_RUN=1 runs the plain step graph (no Loop), whose nodes onnxruntime's profiler traces one by one.
+const perRun = process.env.STEPS_PER_RUN ? Number(process.env.STEPS_PER_RUN) : defaultStepsPerRun(prog);
 await new Trainer(prog, {
   seed: 1,
   batchSize: batch,
@@ -77,6 +78,7 @@ await new Trainer(prog, {
   schedule: { kind: 'constant', lr: 1e-4 },
   // As the train stage runs in its own process (src/isolate/): runs of up to 30 s.
   runBudgetMs: 30_000,
+  stepsPerRun: perRun,
   onStep: (m) => {
     pending.push({ loss: m.loss, ms: (batch * 1000) / m.samplesPerSec });
     // Steps of one run arrive together, in one macrotask: account their CPU time once they all have.

@@ -29,55 +29,38 @@ function scalarValue(graph: Graph, name: string): number | undefined {
 
 const near = (v: number | undefined, want: number) => v !== undefined && Math.abs(v - want) <= 1e-6 * Math.abs(want);
 
-/** Axes of a Reduce node: the `axes` attribute (opset < 18) or its constant second input. */
-function reduceAxes(graph: Graph, n: Node): number[] | undefined {
-  const a = n.attrs['axes'];
-  if (a?.kind === 'ints') return a.value;
-  const t = n.inputs[1] ? graph.initializers.get(n.inputs[1]) : undefined;
-  return t && (t.dtype === 'int64' || t.dtype === 'int32') ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined;
-}
-
 /**
- * Cross-entropy per row as losses.ts writes it, lse − x[label] = Sub(ReduceLogSumExp(X, last axis), GatherElements(X,
- * label, last axis)) on X [rows, classes]. Rule by rule the backward pass would build three rows × classes tensors
- * (softmax for the log-sum-exp, a zero tensor and its scatter for the gather) and add them, each 400 MB for a causal
- * LM at 2k tokens × 49k vocabulary. The closed form dX = exp(X − lse)·dy − onehot(label)·dy is one such tensor, whose
+ * Cross-entropy per row as losses.ts writes it, −log p(label) = Neg(GatherElements(LogSoftmax(X, last axis), label,
+ * last axis)) on X [rows, classes]. Rule by rule the backward pass would build three rows × classes tensors (a zero
+ * tensor and its scatter for the gather, then the LogSoftmax rule's softmax) and add them, each 400 MB for a causal
+ * LM at 2k tokens × 49k vocabulary. The closed form dX = exp(logp)·dy − onehot(label)·dy is one such tensor, whose
  * elementwise steps onnxruntime can run in place.
  */
 function crossEntropyRows(graph: Graph, producer: Map<string, Node>, readers: Map<string, Node[]>, graphOutputs: Set<string>): Composite[] {
   const found: Composite[] = [];
+  // Rank-2 X (losses.ts flattens the logits): the last axis is 1 or −1.
+  const last = (a: number | undefined) => a === 1 || a === -1;
   for (const root of graph.nodes) {
-    if (root.opType !== 'Sub' || root.domain !== '') continue;
-    const lse = producer.get(root.inputs[0]!);
-    const pick = producer.get(root.inputs[1]!);
-    if (lse?.opType !== 'ReduceLogSumExp' || pick?.opType !== 'GatherElements' || lse.domain !== '' || pick.domain !== '') continue;
-    const x = lse.inputs[0]!;
-    if (pick.inputs[0] !== x) continue;
-    const keep = lse.attrs['keepdims'];
+    if (root.opType !== 'Neg' || root.domain !== '') continue;
+    const pick = producer.get(root.inputs[0]!);
+    if (pick?.opType !== 'GatherElements' || pick.domain !== '') continue;
+    const lsm = producer.get(pick.inputs[0]!);
+    if (lsm?.opType !== 'LogSoftmax' || lsm.domain !== '') continue;
+    const axis = lsm.attrs['axis'];
     const gAxis = pick.attrs['axis'];
-    const axes = reduceAxes(graph, lse);
-    // Rank-2 X (losses.ts flattens the logits): the last axis is 1 or −1.
-    const last = (a: number | undefined) => a === 1 || a === -1;
-    if (
-      (keep && keep.kind === 'int' && keep.value !== 1) ||
-      !axes ||
-      axes.length !== 1 ||
-      !last(axes[0]) ||
-      !last(gAxis?.kind === 'int' ? gAxis.value : 0)
-    )
-      continue;
-    const sealed = [lse, pick].every((n) =>
-      n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => r === root))),
-    );
+    if (!last(axis?.kind === 'int' ? axis.value : -1) || !last(gAxis?.kind === 'int' ? gAxis.value : 0)) continue;
+    const readOnlyBy = (n: Node, reader: Node) =>
+      n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((r) => r === reader)));
+    const sealed = readOnlyBy(lsm, pick) && readOnlyBy(pick, root);
     if (!sealed) continue;
     const labels = pick.inputs[1]!;
-    const logSumExp = lse.outputs[0]!;
+    const logp = lsm.outputs[0]!;
     found.push({
       root,
-      interior: [lse, pick],
-      input: x,
+      interior: [lsm, pick],
+      input: lsm.inputs[0]!,
       grad: (ctx, dy) => {
-        const scaled = ctx.op('Mul', [ctx.op('Exp', [ctx.op('Sub', [x, logSumExp])]), dy]);
+        const scaled = ctx.op('Mul', [ctx.op('Exp', [logp]), dy]);
         return ctx.op('ScatterElements', [scaled, labels, ctx.op('Neg', [dy])], { axis: 1, reduction: 'add' });
       },
     });

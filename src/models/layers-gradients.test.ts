@@ -1,6 +1,7 @@
 /**
  * The LLaMA building blocks of layers.ts, each on its own, against central finite differences: RMSNorm (input and
- * weight), rotary embeddings, SwiGLU and grouped-query attention (4 query heads sharing 2 kv heads, causal bias).
+ * weight), rotary embeddings, SwiGLU and grouped-query attention (4 query heads sharing 2 kv heads, causal bias), both
+ * with repeated keys and values and in the stacked form llama.ts uses (groupedAttention).
  * The blocks are float32 graphs (as the models are), so differences use h = 1e-2 and the float32 tolerance of
  * src/engine/gradients.test.ts. The whole models are checked in gradients.test.ts.
  */
@@ -8,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gradCheck, type CheckInput } from '../engine/gradcheck.testing.ts';
 import type { GraphBuilder } from '../onnx/builder.ts';
-import { attention, MASK_NEG, repeatKv, rmsNormOf, rotary, swiGlu } from './layers.ts';
+import { attention, groupedAttention, groupedBias, MASK_NEG, repeatKv, rmsNormOf, rotary, swiGlu } from './layers.ts';
 
 const F32_TOL = 5e-3;
 const f32 = (name: string, shape: number[], extra: Partial<CheckInput> = {}): CheckInput => ({ name, shape, dtype: 'float32', ...extra });
@@ -55,6 +56,16 @@ const cases: { name: string; inputs: CheckInput[]; build: (g: GraphBuilder, x: s
       f32('bias', [3, 3], { data: [0, MASK_NEG, MASK_NEG, 0, 0, MASK_NEG, 0, 0, 0], wrt: false }),
     ],
     build: (g, [q, k, v, bias]) => attention(g, q!, repeatKv(g, k!, 4, 2, 2), repeatKv(g, v!, 4, 2, 2), 2, bias!),
+  },
+  {
+    name: 'grouped-query attention with stacked query groups: 4 query heads, 2 kv heads, causal, batch-wise bias',
+    inputs: [
+      f32('q', [2, 4, 3, 2]),
+      f32('k', [2, 2, 3, 2]),
+      f32('v', [2, 2, 3, 2]),
+      f32('bias', [1, 1, 3, 3], { data: [0, MASK_NEG, MASK_NEG, 0, 0, MASK_NEG, 0, 0, 0], wrt: false }),
+    ],
+    build: (g, [q, k, v, bias]) => groupedAttention(g, q!, k!, v!, groupedBias(g, bias!, 2), { heads: 4, kvHeads: 2, dh: 2 }),
   },
 ];
 

@@ -71,13 +71,31 @@ export function swiGlu(g: GraphBuilder, gate: string, up: string): string {
 /**
  * Rotary position embedding in transformers' rotate_half form on [batch, heads, seq, dh]:
  * t·cos + [−t₂, t₁]·sin, where t₁, t₂ are the two halves of the head and cos/sin hold each frequency twice.
+ * The rotation [−t₂, t₁] is t·R for a constant [dh, dh] matrix R with one ±1 per column, so it is exact (each output
+ * is one input, negated or not, plus zeros) and takes one small MatMul forward and one backward, where slicing the
+ * halves, negating and concatenating took four ops forward and five backward (two Pads among them).
  */
 export function rotary(g: GraphBuilder, t: string, cos: string, sin: string, dh: number): string {
-  const half = dh / 2;
-  const x1 = g.op('Slice', [t, g.ints([0]), g.ints([half]), g.ints([-1])]);
-  const x2 = g.op('Slice', [t, g.ints([half]), g.ints([dh]), g.ints([-1])]);
-  const rotated = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
-  return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
+  return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [g.op('MatMul', [t, rotateHalfMatrix(g, dh)]), sin])]);
+}
+
+const ROTATIONS = new WeakMap<GraphBuilder, Map<number, string>>();
+
+/** R [dh, dh] with t·R = [−t₂, t₁]: a builder constant (never a trained weight), one per graph and head size. */
+function rotateHalfMatrix(g: GraphBuilder, dh: number): string {
+  const byDh = ROTATIONS.get(g) ?? ROTATIONS.set(g, new Map()).get(g)!;
+  let r = byDh.get(dh);
+  if (!r) {
+    const half = dh / 2;
+    const m = new Float32Array(dh * dh);
+    for (let i = 0; i < half; i++) {
+      m[(i + half) * dh + i] = -1; // output i (first half) = −t[i + half]
+      m[i * dh + i + half] = 1; // output i + half = t[i]
+    }
+    r = g.constant(m, [dh, dh], 'float32');
+    byDh.set(dh, r);
+  }
+  return r;
 }
 
 /**
@@ -98,6 +116,45 @@ export function splitHeads(g: GraphBuilder, x: string, heads: number, dh: number
 /** [batch, heads, seq, dh] → [batch, seq, heads·dh]. */
 export function mergeHeads(g: GraphBuilder, x: string, hidden: number): string {
   return g.op('Reshape', [g.op('Transpose', [x], { perm: [0, 2, 1, 3] }), g.ints([0, 0, hidden])]);
+}
+
+/**
+ * Grouped-query attention without repeating keys and values: the `heads / kvHeads` query heads that share a kv head are
+ * stacked along the sequence axis, [batch, heads, seq, dh] → [batch, kvHeads, groups·seq, dh] (a reshape: transformers'
+ * repeat_kv pairs query head h with kv head ⌊h / groups⌋, and those heads are adjacent), so each kv head meets all its
+ * queries in one MatMul. The same scores and weighted sums as `attention` on repeatKv'd keys and values, without the
+ * Expand of k and v forward and its ReduceSum backward, and in fewer, larger MatMuls. `bias` is the additive score bias
+ * tiled for the groups (`groupedBias`). `scale` multiplies the scores (default 1/√dh); 1 adds no Mul, for a caller that
+ * scaled q already. Returns [batch, heads, seq, dh].
+ */
+export function groupedAttention(
+  g: GraphBuilder,
+  q: string,
+  k: string,
+  v: string,
+  bias: string,
+  o: { heads: number; kvHeads: number; dh: number; scale?: number },
+): string {
+  const grouped = o.heads !== o.kvHeads;
+  const qg = grouped ? g.op('Reshape', [q, g.ints([0, o.kvHeads, -1, o.dh])]) : q;
+  const scale = o.scale ?? 1 / Math.sqrt(o.dh);
+  let scores = g.op('MatMul', [qg, g.op('Transpose', [k], { perm: [0, 1, 3, 2] })]);
+  if (scale !== 1) scores = g.op('Mul', [scores, g.scalar(scale)]);
+  const probs = g.op('Softmax', [g.op('Add', [scores, bias])], { axis: -1 });
+  const ctx = g.op('MatMul', [probs, v]);
+  // Back to q's own shape (read at run time, so shape inference keeps q's symbolic dims downstream).
+  return grouped ? g.op('Reshape', [ctx, g.op('Shape', [q])]) : ctx;
+}
+
+/** An additive score bias [batch or 1, 1, seq, total] repeated for `groups` query heads per kv head (groupedAttention). */
+export function groupedBias(g: GraphBuilder, bias: string, groups: number): string {
+  return groups === 1
+    ? bias
+    : g.op(
+        'Concat',
+        Array.from({ length: groups }, () => bias),
+        { axis: 2 },
+      );
 }
 
 /**

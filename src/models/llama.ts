@@ -12,13 +12,13 @@ import type { Model } from '../onnx/ir.ts';
 import { InputError } from '../errors.ts';
 import {
   MASK_NEG,
-  attention,
   causalBias,
+  groupedAttention,
+  groupedBias,
   linear,
   mergeHeads,
   paddingBias,
   positions,
-  repeatKv,
   rmsNorm,
   rotary,
   seqLenOf,
@@ -146,6 +146,11 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       : g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [positions(g, seqLen)], { to: 1 }), g.ints([1])]), inv]);
   const cos = g.op('Cos', [angles]);
   const sin = g.op('Sin', [angles]);
+  // The attention scale 1/√dh rides on the queries' cos/sin tables ([seq, dh], computed once), so no pass over the
+  // [batch, heads, seq, seq] scores scales them, forward or backward. At dh = 64 the scale is 1/8, a power of two:
+  // the scores are the same bit for bit.
+  const scale = g.scalar(1 / Math.sqrt(dh));
+  const ropeQ = (t: string) => rotary(g, t, g.op('Mul', [cos, scale]), g.op('Mul', [sin, scale]), dh);
   const rope = (t: string) => rotary(g, t, cos, sin, dh);
   const proj = (t: string, name: string, inF: number, outF: number, withBias: boolean) => {
     const bias = withBias ? w.get(`${name}.bias`, [outF]) : undefined;
@@ -154,13 +159,13 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     return bias ? g.op('Add', [y, g.initializer(`${name}.bias`, bias, [outF])]) : y;
   };
   const heads = (t: string, n: number) => g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, dh])])], { perm: [0, 2, 1, 3] });
-  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads.
-  const repeat = (t: string) => repeatKv(g, t, nh, nkv, dh);
+  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads (groupedAttention).
+  const gBias = groupedBias(g, bias, nh / nkv);
 
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}`;
     const a = rmsNorm(g, x, `${p}.input_layernorm`, w.get(`${p}.input_layernorm.weight`, [H]), cfg.eps);
-    const q = rope(heads(proj(a, `${p}.self_attn.q_proj`, H, nh * dh, cfg.attentionBias), nh));
+    const q = ropeQ(heads(proj(a, `${p}.self_attn.q_proj`, H, nh * dh, cfg.attentionBias), nh));
     let k = rope(heads(proj(a, `${p}.self_attn.k_proj`, H, nkv * dh, cfg.attentionBias), nkv));
     let v = heads(proj(a, `${p}.self_attn.v_proj`, H, nkv * dh, cfg.attentionBias), nkv);
     if (kvCache) {
@@ -170,7 +175,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       g.output(k, `present.${l}.key`);
       g.output(v, `present.${l}.value`);
     }
-    const ctx = mergeHeads(g, attention(g, q, repeat(k), repeat(v), dh, bias), nh * dh);
+    const ctx = mergeHeads(g, groupedAttention(g, q, k, v, gBias, { heads: nh, kvHeads: nkv, dh, scale: 1 }), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     checkpoints.push(x);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
