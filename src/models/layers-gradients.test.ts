@@ -9,7 +9,23 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gradCheck, type CheckInput } from '../engine/gradcheck.testing.ts';
 import type { GraphBuilder } from '../onnx/builder.ts';
-import { attention, groupedAttention, groupedBias, MASK_NEG, repeatKv, rmsNormOf, rotary, swiGlu } from './layers.ts';
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder as Builder } from '../onnx/builder.ts';
+import { encodeModel } from '../onnx/proto.ts';
+import { Rng } from '../engine/prng.ts';
+import {
+  attention,
+  causalBias,
+  causalGroupedAttention,
+  causalHalves,
+  groupedAttention,
+  groupedBias,
+  MASK_NEG,
+  repeatKv,
+  rmsNormOf,
+  rotary,
+  swiGlu,
+} from './layers.ts';
 
 const F32_TOL = 5e-3;
 const f32 = (name: string, shape: number[], extra: Partial<CheckInput> = {}): CheckInput => ({ name, shape, dtype: 'float32', ...extra });
@@ -67,6 +83,21 @@ const cases: { name: string; inputs: CheckInput[]; build: (g: GraphBuilder, x: s
     ],
     build: (g, [q, k, v, bias]) => groupedAttention(g, q!, k!, v!, groupedBias(g, bias!, 2), { heads: 4, kvHeads: 2, dh: 2 }),
   },
+  {
+    name: 'causal grouped-query attention in two query halves (seq 3: halves of 2 and 1)',
+    inputs: [
+      f32('q', [2, 4, 3, 2]),
+      f32('k', [2, 2, 3, 2]),
+      f32('v', [2, 2, 3, 2]),
+      f32('bias', [1, 1, 3, 3], { data: [0, MASK_NEG, MASK_NEG, 0, 0, MASK_NEG, 0, 0, 0], wrt: false }),
+    ],
+    build: (g, [q, k, v, bias]) =>
+      causalGroupedAttention(g, q!, k!, v!, causalHalves(g, bias!, g.op('Shape', [q!], { start: 2, end: 3 }), 2), {
+        heads: 4,
+        kvHeads: 2,
+        dh: 2,
+      }),
+  },
 ];
 
 for (const c of cases) {
@@ -81,3 +112,36 @@ for (const c of cases) {
       );
   });
 }
+
+test('causal attention in two query halves equals attention over the whole row (seq 1, 2, 5, 8; padding)', async () => {
+  const g = new Builder({ opset: 17 });
+  const [B, H, KV, D] = [2, 4, 2, 3];
+  const q = g.input('q', 'float32', [B, H, 'seq', D]);
+  const k = g.input('k', 'float32', [B, KV, 'seq', D]);
+  const v = g.input('v', 'float32', [B, KV, 'seq', D]);
+  const mask = g.input('mask', 'int64', [B, 'seq']);
+  const seqLen = g.op('Shape', [mask], { start: 1, end: 2 });
+  const bias = causalBias(g, mask, seqLen);
+  const o = { heads: H, kvHeads: KV, dh: D };
+  g.output(groupedAttention(g, q, k, v, groupedBias(g, bias, H / KV), o), 'whole');
+  g.output(causalGroupedAttention(g, q, k, v, causalHalves(g, bias, seqLen, H / KV), o), 'halves');
+  const s = await ort.InferenceSession.create(encodeModel(g.build()));
+  const rng = new Rng(3);
+  const rand = (n: number) => Float32Array.from({ length: n }, () => rng.uniform(-1, 1));
+  for (const S of [1, 2, 5, 8]) {
+    // The second row ends in padding (never all of it: a row of padding only has no real token to compare).
+    const m = BigInt64Array.from({ length: B * S }, (_, i) => (i >= S && i - S >= Math.max(1, S - 2) ? 0n : 1n));
+    const out = await s.run({
+      q: new ort.Tensor('float32', rand(B * H * S * D), [B, H, S, D]),
+      k: new ort.Tensor('float32', rand(B * KV * S * D), [B, KV, S, D]),
+      v: new ort.Tensor('float32', rand(B * KV * S * D), [B, KV, S, D]),
+      mask: new ort.Tensor('int64', m, [B, S]),
+    });
+    const whole = out['whole']!.data as Float32Array;
+    const halves = out['halves']!.data as Float32Array;
+    assert.deepEqual(out['halves']!.dims, [B, H, S, D]);
+    // Padded queries (second row, last positions) are compared too: each still sees its row's real tokens.
+    for (let i = 0; i < whole.length; i++)
+      assert.ok(Math.abs(whole[i]! - halves[i]!) < 1e-6, `seq ${S} [${i}]: ${whole[i]} vs ${halves[i]}`);
+  }
+});

@@ -157,6 +157,49 @@ export function groupedBias(g: GraphBuilder, bias: string, groups: number): stri
       );
 }
 
+/** The query halves of causalGroupedAttention: split sizes [⌈seq/2⌉, ⌊seq/2⌋] and each half's grouped score bias. */
+export interface CausalHalves {
+  sizes: string;
+  first: string;
+  second: string;
+}
+
+/**
+ * Splits a causal score bias [batch or 1, 1, seq, seq] for causalGroupedAttention, once per graph: the first half of the
+ * queries against the first half of the keys, the second half against all keys, each tiled for `groups`.
+ */
+export function causalHalves(g: GraphBuilder, bias: string, seqLen: string, groups: number): CausalHalves {
+  // ⌈seq/2⌉ first: the size shape inference gives Split's first output when seq is a known number.
+  const h = g.op('Div', [g.op('Add', [seqLen, g.ints([1])]), g.ints([2])]);
+  const sizes = g.op('Concat', [h, g.op('Sub', [seqLen, h])], { axis: 0 });
+  const [rowsA, rowsB] = g.opMulti('Split', [bias, sizes], { axis: 2 }, { outputs: 2 }) as [string, string];
+  const [first] = g.opMulti('Split', [rowsA, sizes], { axis: 3 }, { outputs: 2 }) as [string, string];
+  return { sizes, first: groupedBias(g, first, groups), second: groupedBias(g, rowsB, groups) };
+}
+
+/**
+ * groupedAttention under a causal bias, the queries in two halves: no query of the first half sees a key of the second,
+ * so the first half attends to the first half of the keys only, and a quarter of the score matrix (all of it masked)
+ * is neither computed nor differentiated. Masked scores weigh exactly 0 after the softmax (MASK_NEG), so the result is
+ * the same up to the order of float sums. SmolLM2 at batch 8 × 256, one layer forward and backward: 38–42 vs 49–53 ms
+ * (minimum of 14–16 runs; split in four: 58 ms). `halves` from causalHalves on the same bias.
+ */
+export function causalGroupedAttention(
+  g: GraphBuilder,
+  q: string,
+  k: string,
+  v: string,
+  halves: CausalHalves,
+  o: { heads: number; kvHeads: number; dh: number; scale?: number },
+): string {
+  const split = (t: string) => g.opMulti('Split', [t, halves.sizes], { axis: 2 }, { outputs: 2 }) as [string, string];
+  const [q1, q2] = split(q);
+  const early = groupedAttention(g, q1, split(k)[0], split(v)[0], halves.first, o);
+  const late = groupedAttention(g, q2, k, v, halves.second, o);
+  // Back to q's own shape (read at run time, so shape inference keeps q's symbolic dims downstream).
+  return g.op('Reshape', [g.op('Concat', [early, late], { axis: 2 }), g.op('Shape', [q])]);
+}
+
 /**
  * Dropout at `rate` as a standard ONNX Dropout node in inference mode, an identity wherever it runs
  * as is; the training engine turns it into real dropout in the graphs that train (src/engine/dropout.ts).

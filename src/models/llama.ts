@@ -13,6 +13,8 @@ import { InputError } from '../errors.ts';
 import {
   MASK_NEG,
   causalBias,
+  causalGroupedAttention,
+  causalHalves,
   groupedAttention,
   groupedBias,
   linear,
@@ -159,8 +161,13 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     return bias ? g.op('Add', [y, g.initializer(`${name}.bias`, bias, [outF])]) : y;
   };
   const heads = (t: string, n: number) => g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, dh])])], { perm: [0, 2, 1, 3] });
-  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads (groupedAttention).
-  const gBias = groupedBias(g, bias, nh / nkv);
+  // Grouped-query attention: each kv head serves nh/nkv consecutive query heads (groupedAttention). The training graphs
+  // are causal over the whole row: their queries go in two halves (causalGroupedAttention).
+  const gqa = { heads: nh, kvHeads: nkv, dh, scale: 1 };
+  const gBias = kvCache ? groupedBias(g, bias, nh / nkv) : undefined;
+  const halves = kvCache ? undefined : causalHalves(g, bias, seqLen, nh / nkv);
+  const attend = (q: string, k: string, v: string) =>
+    halves ? causalGroupedAttention(g, q, k, v, halves, gqa) : groupedAttention(g, q, k, v, gBias!, gqa);
 
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}`;
@@ -175,7 +182,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       g.output(k, `present.${l}.key`);
       g.output(v, `present.${l}.value`);
     }
-    const ctx = mergeHeads(g, groupedAttention(g, q, k, v, gBias, { heads: nh, kvHeads: nkv, dh, scale: 1 }), nh * dh);
+    const ctx = mergeHeads(g, attend(q, k, v), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     checkpoints.push(x);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
