@@ -5,6 +5,8 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { appendGradients } from './autodiff.ts';
 import { findComposites } from './composites.ts';
+import { gradCheck } from './gradcheck.testing.ts';
+import { rmsNormOf } from '../models/layers.ts';
 
 type Spelling = (g: GraphBuilder, x: string) => string;
 const SPELLINGS: Record<string, Spelling> = {
@@ -82,3 +84,46 @@ test('a GELU whose inner value is read elsewhere keeps the op-by-op gradient', (
   );
   assert.equal(findComposites(h.build().graph).length, 0);
 });
+
+test('SiLU x·sigmoid(x): one composite, gradient dy·(s + y·(1 − s))', async () => {
+  const g = new GraphBuilder({ opset: 17 });
+  const x = g.input('x', 'float32', [N]);
+  const y = g.op('Mul', [x, g.op('Sigmoid', [x])]);
+  g.op('ReduceSum', [g.op('Mul', [y, g.constant(W, [N])]), g.ints([0])], { keepdims: 0 }, { outputs: ['loss'] });
+  const m = g.build();
+  assert.equal(findComposites(m.graph).length, 1);
+  const { grads } = appendGradients(m, 'loss', [x]);
+  m.graph.outputs = [{ name: grads.get(x)!, dtype: 'float32', shape: [N] }];
+  const s = await ort.InferenceSession.create(encodeModel(m));
+  const dx = (await s.run({ x: new ort.Tensor('float32', X, [N]) }))[grads.get(x)!]!.data as Float32Array;
+  for (let i = 0; i < N; i++) {
+    const sg = 1 / (1 + Math.exp(-X[i]!));
+    const want = W[i]! * sg * (1 + X[i]! * (1 - sg));
+    assert.ok(Math.abs(dx[i]! - want) < 2e-6, `x=${X[i]}: ${dx[i]} vs ${want}`);
+  }
+  // A sigmoid read elsewhere keeps the rules one by one.
+  const h = new GraphBuilder({ opset: 17 });
+  const z = h.input('z', 'float32', [N]);
+  const sig = h.op('Sigmoid', [z]);
+  h.output(h.op('Add', [h.op('Mul', [z, sig]), sig]), 'y');
+  assert.equal(findComposites(h.build().graph).length, 0);
+});
+
+for (const opset of [17, 21])
+  test(`RMSNorm as layers.ts writes it is one composite, and its gradient matches central differences (opset ${opset})`, async () => {
+    const r = await gradCheck({
+      opset,
+      inputs: [
+        { name: 'x', shape: [2, 3, 8], dtype: 'float32' },
+        { name: 'w', shape: [8], dtype: 'float32' },
+      ],
+      seed: 7,
+      build: (g, [x, w]) => {
+        const y = rmsNormOf(g, x!, w!, 1e-6);
+        assert.equal(findComposites(g.graph).length, 1, 'one RMSNorm composite');
+        return y;
+      },
+    });
+    // float32 (rmsNormOf is), so the tolerance of src/models/layers-gradients.test.ts.
+    assert.ok(r.relError < 5e-3, `${r.relError}`);
+  });

@@ -68,6 +68,103 @@ function crossEntropyRows(graph: Graph, producer: Map<string, Node>, readers: Ma
   return found;
 }
 
+/**
+ * SiLU, x·sigmoid(x) (LLaMA's MLP gate). Rule by rule its backward takes six passes over the MLP's widest tensor
+ * (dy·s, dy·x, 1 − s, two products for the sigmoid's derivative, the sum of both paths); the closed form
+ * dx = dy·(s + y·(1 − s)), with s and y = x·s from the forward pass, takes four and no longer reads x.
+ */
+function siluRows(graph: Graph, producer: Map<string, Node>, readers: Map<string, Node[]>, graphOutputs: Set<string>): Composite[] {
+  const found: Composite[] = [];
+  for (const root of graph.nodes) {
+    if (root.opType !== 'Mul' || root.domain !== '') continue;
+    for (const [x, other] of [
+      [root.inputs[0]!, root.inputs[1]!],
+      [root.inputs[1]!, root.inputs[0]!],
+    ] as const) {
+      const sig = producer.get(other);
+      if (sig?.opType !== 'Sigmoid' || sig.domain !== '' || sig.inputs[0] !== x) continue;
+      if (graphOutputs.has(other) || !(readers.get(other) ?? []).every((r) => r === root)) continue;
+      const y = root.outputs[0]!;
+      found.push({
+        root,
+        interior: [sig],
+        input: x,
+        grad: (ctx, dy) => ctx.op('Mul', [dy, ctx.op('Add', [ctx.op('Mul', [y, ctx.op('Sub', [ctx.scalar(1, x), other])]), other])]),
+      });
+      break;
+    }
+  }
+  return found;
+}
+
+/** Axes of a Reduce node: the `axes` attribute (opset < 18) or its constant second input. */
+function reduceAxes(graph: Graph, n: Node): number[] | undefined {
+  const a = n.attrs['axes'];
+  if (a?.kind === 'ints') return a.value;
+  const t = n.inputs[1] ? graph.initializers.get(n.inputs[1]) : undefined;
+  return t && (t.dtype === 'int64' || t.dtype === 'int32') ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined;
+}
+
+/**
+ * RMSNorm's normalization as layers.ts writes it, n = x·Reciprocal(Sqrt(ReduceMean(x·x, last axis) + ε)) (the weight
+ * is a plain Mul after it). Rule by rule the backward pass makes six passes over x's shape plus an Expand of the
+ * mean's gradient; the closed form dx = r·(dn − n·mean(dn·n)), r the reciprocal from the forward pass, takes four.
+ */
+function rmsNormRows(graph: Graph, producer: Map<string, Node>, readers: Map<string, Node[]>, graphOutputs: Set<string>): Composite[] {
+  const found: Composite[] = [];
+  const op = (v: string | undefined, type: string) => {
+    const p = v ? producer.get(v) : undefined;
+    return p && p.opType === type && p.domain === '' ? p : undefined;
+  };
+  for (const root of graph.nodes) {
+    if (root.opType !== 'Mul' || root.domain !== '') continue;
+    for (const [x, r] of [
+      [root.inputs[0]!, root.inputs[1]!],
+      [root.inputs[1]!, root.inputs[0]!],
+    ] as const) {
+      const rec = op(r, 'Reciprocal');
+      const sqrt = op(rec?.inputs[0], 'Sqrt');
+      const add = op(sqrt?.inputs[0], 'Add');
+      const mean = op(add?.inputs[0], 'ReduceMean') ?? op(add?.inputs[1], 'ReduceMean');
+      const sq = op(mean?.inputs[0], 'Mul');
+      if (!rec || !sqrt || !add || !mean || !sq || sq.inputs[0] !== x || sq.inputs[1] !== x) continue;
+      const eps = add.inputs[add.inputs[0] === mean.outputs[0] ? 1 : 0]!;
+      const axes = reduceAxes(graph, mean);
+      const keep = mean.attrs['keepdims'];
+      if (
+        scalarValue(graph, eps) === undefined ||
+        !axes ||
+        axes.length !== 1 ||
+        axes[0] !== -1 ||
+        (keep?.kind === 'int' && keep.value !== 1)
+      )
+        continue;
+      const interior = [rec, sqrt, add, mean, sq];
+      const inside = new Set<Node>([root, ...interior]);
+      const sealed = interior.every((n) =>
+        n.outputs.every((o) => !o || (!graphOutputs.has(o) && (readers.get(o) ?? []).every((rd) => inside.has(rd)))),
+      );
+      if (!sealed) continue;
+      const n = root.outputs[0]!;
+      found.push({
+        root,
+        interior,
+        input: x,
+        grad: (ctx, dn) => {
+          const prod = ctx.op('Mul', [dn, n]);
+          const c =
+            ctx.opset >= 18
+              ? ctx.op('ReduceMean', [prod, ctx.b.ints([-1])], { keepdims: 1 })
+              : ctx.op('ReduceMean', [prod], { axes: [-1], keepdims: 1 });
+          return ctx.op('Mul', [ctx.op('Sub', [dn, ctx.op('Mul', [n, c])]), r]);
+        },
+      });
+      break;
+    }
+  }
+  return found;
+}
+
 /** Finds exact-GELU subgraphs: x·0.5·(1 + erf(x/√2)) in the two orders exporters write it. */
 export function findComposites(graph: Graph): Composite[] {
   const producer = new Map<string, Node>();
@@ -102,7 +199,11 @@ export function findComposites(graph: Graph): Composite[] {
     return { x, a: v, u, interior: [add, erf, (div ?? mul)!] };
   };
 
-  const found: Composite[] = [...crossEntropyRows(graph, producer, readers, graphOutputs)];
+  const found: Composite[] = [
+    ...crossEntropyRows(graph, producer, readers, graphOutputs),
+    ...siluRows(graph, producer, readers, graphOutputs),
+    ...rmsNormRows(graph, producer, readers, graphOutputs),
+  ];
   for (const root of graph.nodes) {
     if (root.opType !== 'Mul' || root.domain !== '') continue;
     let match: { x: string; a: string; u: string; interior: Node[] } | undefined;
