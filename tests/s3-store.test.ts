@@ -6,7 +6,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError, IntegrityError } from '../src/errors.ts';
@@ -163,11 +164,67 @@ describe('S3 artifact store', () => {
     } finally {
       client.destroy();
     }
-    // Read back as ranged GETs (three parts, in flight together), handed on in order.
-    const b = new ArtifactStore(tmp('mp-b-'), { remote: s3.backend(url, { partSize }) });
+    // Read back as ranged GETs (eleven 1 MiB ranges, three in flight) written at their offsets.
+    const b = new ArtifactStore(tmp('mp-b-'), { remote: s3.backend(url, { getPartSize: 1024 * 1024, getConcurrency: 3 }) });
     assert.ok(readFileSync(await b.verify(ref)).equals(big));
+    assert.deepEqual(readdirSync(join(b.root, 'tmp')), [], 'no temp file left behind');
     // And in one GET by a reader with larger parts.
     assert.ok(readFileSync(await s3.store(url).verify(ref)).equals(big));
+  });
+
+  it('a multi-range download of an object changed in the bucket (one range altered, or cut short) never lands in the cache', async () => {
+    const MiB = 1024 * 1024;
+    for (const [what, damage] of [
+      [
+        'one byte in a middle range flipped',
+        (b: Buffer) => Buffer.concat([b.subarray(0, 3 * MiB + 5), Buffer.from([b[3 * MiB + 5]! ^ 1]), b.subarray(3 * MiB + 6)]),
+      ],
+      ['cut short', (b: Buffer) => b.subarray(0, 4 * MiB + 100)],
+    ] as const) {
+      const url = s3.freshUrl();
+      const big = randomBytes(6 * MiB + 4321);
+      const ref = await s3.store(url).putBytes(big, { mediaType: 'application/octet-stream' });
+      const { client, sdk } = await rawClient(s3.env);
+      try {
+        const Key = `${s3.backend(url).location.prefix}/${objectKey(ref.sha256)}`;
+        await client.send(new sdk.PutObjectCommand({ Bucket: s3.bucket, Key, Body: damage(big) }));
+      } finally {
+        client.destroy();
+      }
+      const reader = new ArtifactStore(tmp('damaged-'), { remote: s3.backend(url, { getPartSize: MiB, getConcurrency: 4 }) });
+      await assert.rejects(
+        reader.verify(ref),
+        (e: unknown) => e instanceof IntegrityError && /corrupt: its content hashes to/.test((e as Error).message),
+        what,
+      );
+      assert.equal(reader.has(ref.sha256), false, `${what}: nothing entered the cache`);
+      assert.deepEqual(readdirSync(join(reader.root, 'tmp')), [], `${what}: no temp file left behind`);
+      assert.equal(await reader.remote!.head(objectKey(ref.sha256)), undefined, `${what}: moved aside in the bucket`);
+    }
+  });
+
+  it('a download that keeps breaking off fails with its cause after three tries and leaves no partial file', async () => {
+    // A shared-folder backend whose transfer writes half the object and then loses the connection.
+    class BreaksOff extends FolderBackend {
+      tries = 0;
+      async readInto(key: string, file: FileHandle, onPrefix: (n: number) => void): Promise<number | undefined> {
+        this.tries++;
+        const whole = readFileSync(join(this.root, ...key.split('/')));
+        await file.write(whole, 0, whole.length >> 1, 0);
+        onPrefix(whole.length >> 1);
+        throw new Error('read ECONNRESET');
+      }
+    }
+    const shared = tmp('breaks-off-');
+    const ref = await new ArtifactStore(tmp('w-'), { remote: new FolderBackend(shared) }).putBytes(randomBytes(100_000), {
+      mediaType: 'application/octet-stream',
+    });
+    const backend = new BreaksOff(shared);
+    const reader = new ArtifactStore(tmp('r-'), { remote: backend });
+    await assert.rejects(reader.verify(ref), /ECONNRESET/);
+    assert.equal(backend.tries, 3);
+    assert.equal(reader.has(ref.sha256), false);
+    assert.deepEqual(readdirSync(join(reader.root, 'tmp')), []);
   });
 
   it('the read-through cache is verified: a tampered or truncated cached copy is fetched again, never served', async () => {

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
 import { sha256File } from '../util/hash-file.ts';
+import { followHash } from '../util/hash-follower.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
 import type { ObjectBackend } from './object-backend.ts';
@@ -276,9 +277,11 @@ export class ArtifactStore {
   }
 
   /**
-   * Downloads an object into the local folder, hashing it as it streams; an object whose bytes do
-   * not hash to its name is quarantined in the backend and reported. Transient faults mid-stream are
-   * retried (the SDK retries failed requests, not a body that breaks off).
+   * Downloads an object into a temp file of the local folder, hashing it on the way, and renames it
+   * in only once its bytes hash to its name; an object that does not is quarantined in the backend
+   * and reported. Transient faults are retried: the SDK retries failed requests, a range whose body
+   * breaks off is resumed (ranged-download.ts), and a download that still fails is started over
+   * (3 attempts). The temp file is removed whatever happens.
    */
   private async fetch(hex: string): Promise<number> {
     const remote = this.remote!;
@@ -286,9 +289,8 @@ export class ArtifactStore {
     for (let attempt = 1; ; attempt++) {
       const staged = this.tempPath();
       try {
-        const stream = await remote.read(key);
-        if (!stream) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
-        const got = await copyHashing(stream, staged, { sync: false });
+        const got = await this.download(remote, key, staged);
+        if (!got) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
         if (got.hex !== hex) {
           await remote.quarantine(key);
           throw new IntegrityError(`artifact ${hex} in ${remote.url} is corrupt: its content hashes to ${got.hex} (moved to quarantine/)`, {
@@ -304,6 +306,34 @@ export class ArtifactStore {
         await fsp.rm(staged, { force: true });
       }
     }
+  }
+
+  /**
+   * The object into the temp file `staged`, with its sha256; undefined when the backend has no such
+   * key. A backend with `readInto` writes parts in parallel at their offsets while a worker thread
+   * hashes behind the writes (hash-follower.ts); others stream in order through `copyHashing`.
+   */
+  private async download(remote: ObjectBackend, key: string, staged: string): Promise<{ hex: string; bytes: number } | undefined> {
+    if (!remote.readInto) {
+      const stream = await remote.read(key);
+      return stream && (await copyHashing(stream, staged, { sync: false }));
+    }
+    const fh = await fsp.open(staged, 'wx');
+    const hash = followHash(staged);
+    let bytes: number | undefined;
+    try {
+      bytes = await remote.readInto(key, fh, (n) => hash.advance(n));
+    } catch (e) {
+      hash.cancel();
+      throw e;
+    } finally {
+      await fh.close();
+    }
+    if (bytes === undefined) {
+      hash.cancel();
+      return undefined;
+    }
+    return { hex: await hash.finish(bytes), bytes };
   }
 
   /** `verify`, and for a tree every file its manifest lists. */

@@ -4,6 +4,7 @@
  * Keys are slash-separated names below the backend's root (`sha256/ab/abcd…`, `cache/….json`).
  * The artifact store (artifact-store.ts) hashes and verifies; a backend moves bytes.
  */
+import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 
 export interface PutFileOptions {
@@ -21,6 +22,13 @@ export interface ObjectBackend {
   putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'>;
   /** A stream of the object's bytes, or undefined when there is no such key. */
   read(key: string): Promise<Readable | undefined>;
+  /**
+   * Optional fast path for large objects: writes the object's bytes into `file` (open for writing,
+   * empty) and returns their count, or undefined when there is no such key. Parts may arrive in any
+   * order; `onPrefix(n)` says bytes [0, n) are written, so the caller can hash behind the writes.
+   * The file is only a staging copy: the caller verifies it before anything trusts it.
+   */
+  readInto?(key: string, file: FileHandle, onPrefix: (n: number) => void): Promise<number | undefined>;
   /** The object's size, or undefined when there is no such key. */
   head(key: string): Promise<{ bytes: number } | undefined>;
   /** Every key starting with `prefix`. */

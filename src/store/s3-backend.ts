@@ -13,7 +13,9 @@
 import { readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.ts';
+import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
@@ -59,10 +61,21 @@ export interface S3BackendOptions {
   partSize?: number;
   /** Parts in flight at once per upload. */
   queueSize?: number;
+  /** Ranges a download into the cache (`readInto`) fetches, and how many at once (see the defaults below). */
+  getPartSize?: number;
+  getConcurrency?: number;
   env?: NodeJS.ProcessEnv;
 }
 
 const MiB = 1024 * 1024;
+/**
+ * Download ranges for `readInto`: 16 MiB, 8 in flight. Measured with 1 GiB on 2 cores with SeaweedFS
+ * on the same machine: 16x8 and 32x8 did best, ahead of 16x4, 32x4 and 64x4, within noise of each other;
+ * the smaller ranges keep the hash (which follows the first incomplete range) closer behind the
+ * download. Ranges are written in place, so their size costs no memory.
+ */
+const GET_PART = 16 * MiB;
+const GET_CONCURRENCY = 8;
 
 export class S3Backend implements ObjectBackend {
   readonly url: string;
@@ -72,6 +85,8 @@ export class S3Backend implements ObjectBackend {
   readonly endpoint: string | undefined;
   private readonly partSize: number;
   private readonly queueSize: number;
+  private readonly getPartSize: number;
+  private readonly getConcurrency: number;
   private checked: Promise<void> | undefined;
 
   constructor(url: string, opts: S3BackendOptions = {}) {
@@ -98,6 +113,8 @@ export class S3Backend implements ObjectBackend {
     const pathStyle = env.AWS_S3_FORCE_PATH_STYLE !== undefined ? env.AWS_S3_FORCE_PATH_STYLE !== 'false' : !!this.endpoint;
     this.partSize = Math.max(5 * MiB, opts.partSize ?? Number(env.TEMPERED_S3_PART_MB ?? 16) * MiB);
     this.queueSize = opts.queueSize ?? 4;
+    this.getPartSize = Math.max(1, opts.getPartSize ?? Number(env.TEMPERED_S3_GET_PART_MB ?? GET_PART / MiB) * MiB);
+    this.getConcurrency = Math.max(1, opts.getConcurrency ?? GET_CONCURRENCY);
     this.config = {
       region,
       endpoint: this.endpoint,
@@ -258,6 +275,60 @@ export class S3Backend implements ObjectBackend {
       }
     }
     return Readable.from(inOrder(), { objectMode: false });
+  }
+
+  /**
+   * The object into a file, for the read-through cache: the first request asks for one range and
+   * learns the size and ETag; the rest come as ranged GETs, `getConcurrency` in flight, each pinned
+   * to that ETag (an object replaced meanwhile fails with 412 instead of mixing two versions), each
+   * written at its offset as it streams in (ranged-download.ts: a broken-off range is resumed).
+   */
+  async readInto(key: string, file: FileHandle, onPrefix: (n: number) => void): Promise<number | undefined> {
+    const Bucket = this.location.bucket;
+    const Key = this.key(key);
+    const partSize = this.getPartSize;
+    const range = (start: number, end: number, etag?: string, abortSignal?: AbortSignal) =>
+      this.call('get', (c, lib) =>
+        c.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
+          abortSignal,
+        }),
+      );
+    let first: Awaited<ReturnType<typeof range>>;
+    try {
+      first = await range(0, partSize - 1);
+    } catch (e) {
+      if (isStatus(e, 404)) return undefined;
+      if (isStatus(e, 416)) return 0; // an empty object has no byte 0 to range over
+      throw e;
+    }
+    const total = Number(/\/(\d+)$/.exec(first.ContentRange ?? '')?.[1] ?? first.ContentLength);
+    if (!Number.isSafeInteger(total) || total < 0) {
+      await first.Body?.transformToByteArray().catch(() => undefined);
+      throw new Error(`${this.url}/${key}: the server gave no usable size (Content-Range ${first.ContentRange})`);
+    }
+    const etag = first.ETag;
+    await downloadRanges({
+      file,
+      total,
+      // A server that ignored the range sent the whole object in this first answer.
+      partSize: first.ContentRange ? partSize : Math.max(1, total),
+      concurrency: this.getConcurrency,
+      first: first.Body as unknown as RangeBody,
+      fetch: async (start, end, signal) => {
+        const r = await range(start, end - 1, etag, signal);
+        // A server that ignored the range would send other bytes at this offset.
+        const want = `bytes ${start}-${end - 1}/${total}`;
+        if (r.ContentRange !== want) {
+          await r.Body?.transformToByteArray().catch(() => undefined);
+          throw new Error(`${this.url}/${key}: asked for ${want}, the server sent ${r.ContentRange ?? 'no Content-Range'}`);
+        }
+        return r.Body as unknown as RangeBody;
+      },
+      onPrefix,
+      // Refused requests, and an object replaced or deleted meanwhile (412, 404): the caller starts over.
+      fatal: (e) => e instanceof InputError || isStatus(e, 412) || isStatus(e, 404) || (e as Error).name === 'AbortError',
+    });
+    return total;
   }
 
   async head(key: string): Promise<{ bytes: number } | undefined> {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startSeaweed, type SeaweedHandle } from '../../infra/seaweedfs.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
-import { S3Backend } from '../../src/store/s3-backend.ts';
+import { S3Backend, type S3BackendOptions } from '../../src/store/s3-backend.ts';
 
 export interface TestS3 {
   server: SeaweedHandle;
@@ -18,7 +18,7 @@ export interface TestS3 {
   env: Record<string, string>;
   /** A fresh `s3://bucket/<random prefix>` URL. */
   freshUrl(): string;
-  backend(url?: string, opts?: { partSize?: number }): S3Backend;
+  backend(url?: string, opts?: S3BackendOptions): S3Backend;
   /** An artifact store with its local cache in a new temp folder, backed by `url` (default: a fresh prefix). */
   store(url?: string): ArtifactStore;
   stop(): Promise<void>;
@@ -34,7 +34,7 @@ export async function startTestS3(): Promise<TestS3> {
     AWS_ACCESS_KEY_ID: server.accessKeyId,
     AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
   };
-  const backend = (url = `s3://${bucket}/t-${randomBytes(4).toString('hex')}`, opts: { partSize?: number } = {}) =>
+  const backend = (url = `s3://${bucket}/t-${randomBytes(4).toString('hex')}`, opts: S3BackendOptions = {}) =>
     new S3Backend(url, { env, ...opts });
   await createBucket(env, bucket);
   const tmps: string[] = [dir];
