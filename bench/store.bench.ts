@@ -7,8 +7,9 @@
  *
  * put: `putFile` of a file outside the store (local: copy + hash + fsync; S3: the same into the
  * cache, then a checksummed multipart upload). get: `verify` of the reference, which is what a stage
- * does before it reads a file (local: re-hash; S3 cold: stream the object down into an empty cache
- * while hashing; S3 warm: re-hash the cached copy). Targets (issue 17): S3 get ≥ 50 % of the local
+ * does before it reads a file (local: re-hash; S3 cold: download into an empty cache, 16 MiB ranges
+ * 8 in flight written at their offsets while a worker thread hashes behind them; S3 warm: re-hash the
+ * cached copy). Targets (issue 17): S3 get ≥ 50 % of the local
  * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
  * hits every other process), so "local" reads mostly come from memory: a demanding baseline.
  */

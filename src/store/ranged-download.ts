@@ -10,6 +10,7 @@
  * the promise settles only once no write is in flight, so the caller may close and delete the file
  * at once. Backend-neutral: the S3 backend supplies `fetch`.
  */
+import { setMaxListeners } from 'node:events';
 import type { FileHandle } from 'node:fs/promises';
 
 export type RangeBody = AsyncIterable<Uint8Array>;
@@ -64,6 +65,9 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
   // is written from its start without holes and this is also where a retry resumes.
   const written = new Array<number>(parts).fill(0);
   const ac = new AbortController();
+  // Every request in flight listens on this signal (and a retried one again): more than Node's
+  // default of 10 is expected, not a leak.
+  setMaxListeners(4 * d.concurrency + 10, ac.signal);
   let failed = false;
   let failure: unknown;
   let firstBody = d.first;
