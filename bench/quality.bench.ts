@@ -2,7 +2,7 @@
  * Opt-in quality parity bench (not part of npm test): does a model fine-tuned by tempered come out as
  * good as the one Hugging Face transformers (+ PEFT) gives with the same data and hyperparameters?
  *
- *   node --import tsx bench/quality.bench.ts [--data sst2,sms_spam,PATH] [--methods lora,full,head] [--seeds 3 | --seeds 1,2]
+ *   node --import tsx bench/quality.bench.ts [--data sst2,sms_spam,PATH] [--methods lora,full,head] [--seeds 3 | --seeds 1,2 | --seeds 2,]
  *        [--train-rows N] [--test-rows N] [--epochs E] [--lr X] [--threads 2] [--ref-threads N] [--dropout P] [--group-by-length true|false]
  *        [--side both|tempered|reference] [--out DIR]
  *
@@ -67,8 +67,14 @@ const RECIPE = {
 const threads = Number(a.threads);
 // On a loaded machine PyTorch's OpenMP threads spin against each other; quality does not depend on it.
 const refThreads = Number(a['ref-threads'] ?? a.threads);
-// A count (3: seeds 0, 1, 2) or a list (1,2) so an unfinished matrix can be completed cell by cell.
-const seeds = a.seeds.includes(',') ? a.seeds.split(',').map(Number) : Array.from({ length: Number(a.seeds) }, (_, i) => i);
+// A count (3: seeds 0, 1, 2) or a list (1,2; one seed alone as 2,) so an unfinished matrix can be
+// completed cell by cell. Empty items are dropped: Number('') is 0, which would add seed 0 unasked.
+const seeds = a.seeds.includes(',')
+  ? a.seeds
+      .split(',')
+      .filter((s) => s.trim() !== '')
+      .map(Number)
+  : Array.from({ length: Number(a.seeds) }, (_, i) => i);
 if (seeds.some((s) => !Number.isInteger(s) || s < 0)) throw new Error(`--seeds ${a.seeds}: give a count (3) or a list of seeds (1,2)`);
 const dropout = a.dropout === undefined ? undefined : Number(a.dropout);
 const groupByLength = a['group-by-length'] === undefined ? undefined : a['group-by-length'] === 'true';
