@@ -1,7 +1,7 @@
 /**
  * Checks training on CUDA against the CPU on this machine:
  *
- *   node --import tsx scripts/gpu-check.ts [--size tiny|minilm] [--repeat N] [--against cuda|cpu]
+ *   node --import tsx scripts/gpu-check.ts [--size tiny|minilm] [--repeat N] [--against cuda|cpu] [--tf32]
  *
  * Builds a BERT-style classifier (tiny, or MiniLM-L6's shape: 6 layers, hidden 384, vocab 30522) from
  * seeded weights, compiles its full fine-tuning step, and from the same weights and batch runs on both
@@ -14,6 +14,9 @@
  * `tempered setup --gpu` it says so and exits 1. This process runs the npm (CPU) build, so for CUDA it
  * starts itself again with onnxruntime's CUDA build (src/engine/cuda.ts). `--against cpu` compares the
  * CPU with itself through the same code: a dry run of this script where no GPU is at hand.
+ *
+ * CUDA runs float32 MatMuls without TF32 as tempered's CUDA stages do (src/engine/cuda.ts); `--tf32`
+ * lets them use TF32 to show its speed, and its differences are then printed but not judged.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -35,6 +38,7 @@ const { values: args } = parseArgs({
     repeat: { type: 'string', default: '5' },
     against: { type: 'string', default: 'cuda' },
     batch: { type: 'string' },
+    tf32: { type: 'boolean', default: false },
   },
 });
 const SIZES: Record<string, TinyEncoderConfig & { batch: number }> = {
@@ -48,8 +52,16 @@ if (target !== 'cuda' && target !== 'cpu') throw new Error('--against must be cu
 const repeat = Math.max(1, Number(args.repeat));
 const batch = args.batch ? Number(args.batch) : size.batch;
 
-// Tolerances: CUDA's reductions run in another order, and cuBLAS may use TF32 for float32 MatMul.
-const TOL = { lossRel: 1e-3, gradRelL2: 1e-2, weightAbs: 1e-4 };
+// Tolerances for float32 on both sides: CUDA's reductions run in another order. A gradient is
+// compared relative to its own norm, floored at 1e-3 of the whole gradient's RMS scaled to the tensor's
+// size: some gradients are zero in exact arithmetic (a key bias shifts every score of a query alike,
+// which softmax ignores), and their rounding noise has no meaningful relative size. The first AdamW
+// step moves each weight by about lr·sign(g), so a weight whose gradient is noise may move either way
+// on either device: the check counts the weights whose update differs by more than a tenth of lr.
+// Measured on an H200 (4 Dec 2026, TF32 off): tiny loss 4.2e-7, gradients 2.7e-4, updates 2.0e-4;
+// MiniLM's shape loss 1.5e-4, gradients 2.5e-3, updates 6.4e-4. With TF32: 2.0e-2, 1.1 and 0.17.
+const TOL = { lossRel: 1e-3, gradRelL2: 1e-2, updateOffShare: 2e-3 };
+const LR = 1e-3;
 
 function relaunchWithCudaBuild(): never {
   const dir = cudaDir(stateDir());
@@ -62,7 +74,9 @@ function relaunchWithCudaBuild(): never {
   console.log(
     `GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; starting again with onnxruntime's CUDA build from ${dir}`,
   );
-  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env: cudaProcessEnv(dir), stdio: 'inherit' });
+  const env = cudaProcessEnv(dir, args.tf32 ? { ...process.env, NVIDIA_TF32_OVERRIDE: '1' } : process.env);
+  console.log(`TF32 ${env.NVIDIA_TF32_OVERRIDE === '0' ? 'off (NVIDIA_TF32_OVERRIDE=0)' : 'allowed'}`);
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
   process.exit(r.status ?? 1);
 }
 
@@ -89,7 +103,7 @@ function feedsFor(prog: TrainProgram, data: ReturnType<typeof tokenTask>, params
         ),
         s.dims,
       );
-    feeds[LR_INPUT] = toOrt('float32', Float32Array.of(1e-3), []);
+    feeds[LR_INPUT] = toOrt('float32', Float32Array.of(LR), []);
     feeds[STEP_INPUT] = toOrt('float32', Float32Array.of(1), []);
   }
   return feeds;
@@ -129,21 +143,30 @@ async function runOn(
 }
 
 /** Nodes of the profiled step that ran on a provider other than `want`, from onnxruntime's trace. */
-function nodesOffProvider(prefix: string, want: string): { total: number; off: { name: string; op: string; provider: string }[] } {
+function nodesOffProvider(
+  prefix: string,
+  want: string,
+): { total: number; off: { name: string; op: string; provider: string }[]; byOp: [string, number][] } {
   const dir = dirname(prefix);
   const file = readdirSync(dir).find((f) => f.startsWith(basename(prefix)) && f.endsWith('.json'));
   if (!file) throw new Error(`no onnxruntime profile under ${prefix}`);
   const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
     cat?: string;
     name?: string;
+    dur?: number;
     args?: { op_name?: string; provider?: string };
   }[];
   const nodes = new Map<string, { op: string; provider: string }>();
+  const byOp = new Map<string, number>();
   for (const e of events)
-    if (e.cat === 'Node' && e.args?.provider && e.name?.endsWith('_kernel_time'))
-      nodes.set(e.name.slice(0, -'_kernel_time'.length), { op: e.args.op_name ?? '?', provider: e.args.provider });
+    if (e.cat === 'Node' && e.args?.provider && e.name?.endsWith('_kernel_time')) {
+      const op = e.args.op_name ?? '?';
+      nodes.set(e.name.slice(0, -'_kernel_time'.length), { op, provider: e.args.provider });
+      const key = e.args.provider === want ? op : `${op}@${e.args.provider.replace('ExecutionProvider', '')}`;
+      byOp.set(key, (byOp.get(key) ?? 0) + (e.dur ?? 0));
+    }
   const off = [...nodes].filter(([, n]) => n.provider !== want).map(([name, n]) => ({ name, ...n }));
-  return { total: nodes.size, off };
+  return { total: nodes.size, off, byOp: [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 8) };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -172,6 +195,10 @@ async function main(): Promise<number> {
 
     const lossRel = Math.abs(other.loss - cpu.loss) / Math.max(1e-12, Math.abs(cpu.loss));
     const stepLossRel = Math.abs(other.stepLoss - cpu.stepLoss) / Math.max(1e-12, Math.abs(cpu.stepLoss));
+    let sumSq = 0,
+      count = 0;
+    for (const a of cpu.grads.values()) for (let i = 0; i < a.length; i++) ((sumSq += a[i]! ** 2), count++);
+    const gradRms = Math.sqrt(sumSq / Math.max(1, count));
     let worstGrad = { name: '', rel: 0 };
     for (const [name, a] of cpu.grads) {
       const b = other.grads.get(name)!;
@@ -181,17 +208,22 @@ async function main(): Promise<number> {
         num += (a[i]! - b[i]!) ** 2;
         den += a[i]! ** 2;
       }
-      const rel = Math.sqrt(num) / Math.max(1e-30, Math.sqrt(den));
+      const rel = Math.sqrt(num) / Math.max(1e-30, Math.sqrt(den), 1e-3 * gradRms * Math.sqrt(a.length));
       if (rel > worstGrad.rel || !worstGrad.name) worstGrad = { name, rel };
     }
     let worstWeight = { name: '', abs: 0 };
+    let updatesOff = 0,
+      weights = 0;
     for (const [name, a] of cpu.updated) {
       const b = other.updated.get(name)!;
       for (let i = 0; i < a.length; i++) {
         const d = Math.abs(a[i]! - b[i]!);
+        if (d > 0.1 * LR) updatesOff++;
         if (d > worstWeight.abs || !worstWeight.name) worstWeight = { name, abs: d };
       }
+      weights += a.length;
     }
+    const updateOffShare = updatesOff / Math.max(1, weights);
     const fmt = (x: number) => x.toExponential(2);
     console.log(
       `loss             cpu ${cpu.loss.toFixed(6)}  ${target} ${other.loss.toFixed(6)}  rel diff ${fmt(lossRel)} (tolerance ${TOL.lossRel})`,
@@ -200,13 +232,14 @@ async function main(): Promise<number> {
       `gradients        worst relative L2 diff ${fmt(worstGrad.rel)} in ${worstGrad.name} (tolerance ${TOL.gradRelL2}), ${cpu.grads.size} tensors`,
     );
     console.log(
-      `one AdamW step   loss rel diff ${fmt(stepLossRel)}; updated weights worst abs diff ${fmt(worstWeight.abs)} in ${worstWeight.name} (tolerance ${TOL.weightAbs})`,
+      `one AdamW step   loss rel diff ${fmt(stepLossRel)}; ${updatesOff} of ${weights} weights (${fmt(updateOffShare)}, tolerance ${TOL.updateOffShare}) moved differently by more than lr/10; worst ${fmt(worstWeight.abs)} in ${worstWeight.name}`,
     );
 
     const provider = target === 'cuda' ? 'CUDAExecutionProvider' : 'CPUExecutionProvider';
     const placed = nodesOffProvider(join(work, 'step'), provider);
     console.log(`placement        ${placed.total - placed.off.length}/${placed.total} nodes of the step graph ran on ${provider}`);
     for (const n of placed.off) console.log(`  on ${n.provider}: ${n.op} ${n.name}`);
+    console.log(`time by op       ${placed.byOp.map(([op, us]) => `${op} ${(us / 1000).toFixed(1)} ms`).join(', ')} (profiled step)`);
     if (target === 'cuda') {
       const strict = await createSession(prog.step, { device: 'cuda', cpuFallback: false }).then(
         (s) => s.release().then(() => 'builds'),
@@ -219,7 +252,13 @@ async function main(): Promise<number> {
     console.log(
       `step time        cpu ${c.toFixed(1)} ms, ${target} ${o.toFixed(1)} ms (median of ${repeat}); ${target} is ${(c / o).toFixed(2)}× the CPU's speed`,
     );
-    const ok = lossRel <= TOL.lossRel && stepLossRel <= TOL.lossRel && worstGrad.rel <= TOL.gradRelL2 && worstWeight.abs <= TOL.weightAbs;
+    const ok =
+      lossRel <= TOL.lossRel && stepLossRel <= TOL.lossRel && worstGrad.rel <= TOL.gradRelL2 && updateOffShare <= TOL.updateOffShare;
+    const tf32 = target === 'cuda' && process.env.NVIDIA_TF32_OVERRIDE !== '0';
+    if (tf32) {
+      console.log(`gpu-check: TF32 allowed, differences shown but not judged (${ok ? 'within' : 'beyond'} the float32 tolerances)`);
+      return 0;
+    }
     console.log(ok ? 'gpu-check: OK' : 'gpu-check: FAILED (differences above tolerance)');
     return ok ? 0 : 1;
   } finally {

@@ -8,7 +8,17 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDA_MANIFEST, cudaBuildLoaded, cudaCpuFallback, cudaLibDir, loadedOrtCore, probeCuda, processForDevice } from './cuda.ts';
+import {
+  CUDA_MANIFEST,
+  cudaBuildLoaded,
+  cudaCpuFallback,
+  cudaLibDir,
+  cudaProcessEnv,
+  cudaTf32,
+  loadedOrtCore,
+  probeCuda,
+  processForDevice,
+} from './cuda.ts';
 import { createSession } from './runtime.ts';
 import { buildTinyEncoder } from './tiny-encoder.testing.ts';
 import { InputError } from '../errors.ts';
@@ -103,6 +113,15 @@ test('processForDevice: cuda fails at once where the probe fails, auto falls bac
     assert.equal(p.cuda, true);
     assert.equal(p.env.LD_LIBRARY_PATH, `${cudaLibDir(dir)}:/opt/x`);
   }
+});
+
+test('CUDA processes run float32 MatMuls without TF32 unless TEMPERED_CUDA_TF32=1; an explicit NVIDIA_TF32_OVERRIDE wins', () => {
+  const dir = install();
+  assert.equal(cudaProcessEnv(dir, {}).NVIDIA_TF32_OVERRIDE, '0');
+  assert.equal(cudaProcessEnv(dir, { TEMPERED_CUDA_TF32: '1' }).NVIDIA_TF32_OVERRIDE, '1');
+  assert.equal(cudaProcessEnv(dir, { TEMPERED_CUDA_TF32: '0', NVIDIA_TF32_OVERRIDE: '1' }).NVIDIA_TF32_OVERRIDE, '1');
+  assert.equal(cudaTf32({}), false);
+  assert.throws(() => cudaTf32({ TEMPERED_CUDA_TF32: 'fast' }), /TEMPERED_CUDA_TF32="fast" must be 1 or 0/);
 });
 
 test('TEMPERED_CUDA_CPU_FALLBACK takes 1 or 0 and nothing else', () => {

@@ -160,10 +160,28 @@ export function probeMachine(opts: ProbeOptions = {}): Omit<CudaProbe, 'dir'> {
   return { ok: problems.length === 0, problems, devices, driver };
 }
 
+/** Set to `1` to let CUDA MatMuls run in TF32 (10-bit mantissa): faster, but no longer the CPU's numbers. */
+export const CUDA_TF32_ENV = 'TEMPERED_CUDA_TF32';
+
+/**
+ * Whether a CUDA process may use TF32. onnxruntime's CUDA provider turns TF32 on by default and
+ * onnxruntime-node passes no provider option to turn it off, so tempered switches it off through
+ * cuBLAS/cuDNN's own NVIDIA_TF32_OVERRIDE=0 unless asked: on an H200 that gave the CPU's loss to
+ * 3.6e-4 relative with TF32 on a tiny encoder and 2.0e-2 on MiniLM's shape (scripts/gpu-check.ts),
+ * and PyTorch too keeps TF32 off for float32 matmuls by default. An explicit NVIDIA_TF32_OVERRIDE wins.
+ */
+export function cudaTf32(env: Record<string, string | undefined> = process.env): boolean {
+  const v = env[CUDA_TF32_ENV]?.trim();
+  if (v === undefined || v === '' || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true') return true;
+  throw new InputError(`${CUDA_TF32_ENV}=${JSON.stringify(v)} must be 1 or 0`, { where: CUDA_TF32_ENV });
+}
+
 /** The environment of a child process that loads onnxruntime's CUDA build from `dir`. */
 export function cudaProcessEnv(dir: string, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const lib = cudaLibDir(dir);
-  return { ...env, LD_LIBRARY_PATH: [lib, env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
+  const tf32 = env.NVIDIA_TF32_OVERRIDE !== undefined ? {} : { NVIDIA_TF32_OVERRIDE: cudaTf32(env) ? '1' : '0' };
+  return { ...env, ...tf32, LD_LIBRARY_PATH: [lib, env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
 }
 
 /** The onnxruntime core library this process has loaded (from /proc/self/maps), if any. */
