@@ -18,14 +18,13 @@
  * CUDA runs float32 MatMuls without TF32 as tempered's CUDA stages do (src/engine/cuda.ts); `--tf32`
  * lets them use TF32 to show its speed, and its differences are then printed but not judged.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type * as ort from 'onnxruntime-node';
-import { stateDir } from '../infra/state.ts';
-import { cudaBuildLoaded, cudaDir, cudaProcessEnv, loadedOrtCore, probeCuda } from '../src/engine/cuda.ts';
+import { cudaBuildLoaded, loadedOrtCore } from '../src/engine/cuda.ts';
+import { relaunchWithCudaBuild } from './cuda-relaunch.ts';
 import { compileTrainStep, gradName, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../src/engine/compile.ts';
 import { createSession, toOrt, type Device } from '../src/engine/runtime.ts';
 import { buildTinyEncoder, type TinyEncoderConfig } from '../src/engine/tiny-encoder.testing.ts';
@@ -62,23 +61,6 @@ const batch = args.batch ? Number(args.batch) : size.batch;
 // MiniLM's shape loss 1.5e-4, gradients 2.5e-3, updates 6.4e-4. With TF32: 2.0e-2, 1.1 and 0.17.
 const TOL = { lossRel: 1e-3, gradRelL2: 1e-2, updateOffShare: 2e-3 };
 const LR = 1e-3;
-
-function relaunchWithCudaBuild(): never {
-  const dir = cudaDir(stateDir());
-  const probe = probeCuda(dir);
-  if (!probe.ok) {
-    const noGpu = probe.devices.length === 0;
-    console.log(`${noGpu ? 'no GPU' : 'GPU present, CUDA not usable'}: ${probe.problems.join('; ')}`);
-    process.exit(noGpu ? 0 : 1);
-  }
-  console.log(
-    `GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; starting again with onnxruntime's CUDA build from ${dir}`,
-  );
-  const env = cudaProcessEnv(dir, args.tf32 ? { ...process.env, NVIDIA_TF32_OVERRIDE: '1' } : process.env);
-  console.log(`TF32 ${env.NVIDIA_TF32_OVERRIDE === '0' ? 'off (NVIDIA_TF32_OVERRIDE=0)' : 'allowed'}`);
-  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
-  process.exit(r.status ?? 1);
-}
 
 interface Outcome {
   loss: number;
@@ -172,7 +154,7 @@ function nodesOffProvider(
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<number> {
-  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild();
+  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild({ tf32: args.tf32 });
   console.log(`onnxruntime core: ${loadedOrtCore()}`);
   const { batch: _b, ...cfg } = size!;
   const prog = compileTrainStep(buildTinyEncoder(cfg), {
