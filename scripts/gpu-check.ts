@@ -69,6 +69,8 @@ interface Outcome {
   updated: Map<string, Float32Array>;
   stepMs: number[];
   profile?: string;
+  /** Gradients that differ bitwise between two identical runs. */
+  unstable: string[];
 }
 
 function feedsFor(prog: TrainProgram, data: ReturnType<typeof tokenTask>, params: Map<string, TypedArray>, withState: boolean) {
@@ -101,6 +103,11 @@ async function runOn(
   const grad = await createSession(prog.grad, { device, cpuFallback: true });
   const g = await grad.run(feedsFor(prog, data, params, false));
   const grads = new Map(prog.params.map((p) => [p.name, g[gradName(p.name)]!.data as Float32Array]));
+  // The same run again: which gradients come out with other bits tells where a device is not deterministic.
+  const again = await grad.run(feedsFor(prog, data, params, false));
+  const unstable = prog.params
+    .map((p) => p.name)
+    .filter((n) => !Buffer.from((again[gradName(n)]!.data as Float32Array).buffer).equals(Buffer.from(grads.get(n)!.buffer)));
   await grad.release();
 
   const step = await createSession(prog.step, { device, cpuFallback: true });
@@ -121,7 +128,7 @@ async function runOn(
     traced.endProfiling();
     await traced.release();
   }
-  return { loss: Number(g[LOSS_OUTPUT]!.data[0]), grads, stepLoss: Number(s[LOSS_OUTPUT]!.data[0]), updated, stepMs, profile };
+  return { loss: Number(g[LOSS_OUTPUT]!.data[0]), grads, stepLoss: Number(s[LOSS_OUTPUT]!.data[0]), updated, stepMs, profile, unstable };
 }
 
 /** Nodes of the profiled step that ran on a provider other than `want`, from onnxruntime's trace. */
@@ -217,6 +224,13 @@ async function main(): Promise<number> {
       `one AdamW step   loss rel diff ${fmt(stepLossRel)}; ${updatesOff} of ${weights} weights (${fmt(updateOffShare)}, tolerance ${TOL.updateOffShare}) moved differently by more than lr/10; worst ${fmt(worstWeight.abs)} in ${worstWeight.name}`,
     );
 
+    console.log(
+      `repeatability    ${target}: ${
+        other.unstable.length === 0
+          ? 'two runs give the same gradients bit for bit'
+          : `${other.unstable.length} of ${other.grads.size} gradients differ between two identical runs: ${other.unstable.join(', ')}`
+      }`,
+    );
     const provider = target === 'cuda' ? 'CUDAExecutionProvider' : 'CPUExecutionProvider';
     const placed = nodesOffProvider(join(work, 'step'), provider);
     console.log(`placement        ${placed.total - placed.off.length}/${placed.total} nodes of the step graph ran on ${provider}`);

@@ -12,8 +12,9 @@
  * - resume on CUDA: a run stopped after a checkpoint and resumed continues the same loss curve and
  *   gives the same files as an uninterrupted one, byte for byte.
  * On an H200 (4 Dec 2026) the curves agreed to 4.5e-7 but two CUDA runs did not give the same bytes:
- * some CUDA kernel sums in a varying order, so bitwise determinism and bitwise resume hold on the CPU
- * only for now, and this script says so rather than pass.
+ * the bias, LayerNorm and embedding gradients are sums that onnxruntime's CUDA kernels accumulate in a
+ * varying order (scripts/gpu-check.ts names them), so bitwise determinism and bitwise resume hold on the
+ * CPU only for now, and this script says so rather than pass.
  * On a machine without an NVIDIA GPU it prints "no GPU" and exits 0; `--against cpu` runs everything
  * CPU against CPU as a dry run. scripts/gpu-check.ts checks a single step in more detail.
  */

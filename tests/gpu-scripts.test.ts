@@ -35,6 +35,7 @@ test('gpu-check --against cpu: loss, gradients, one AdamW step and placement com
   assert.equal(r.status, 0, r.out);
   assert.match(r.out, /loss +cpu [\d.]+ +cpu [\d.]+ +rel diff 0\.00e\+0/);
   assert.match(r.out, /0 of \d+ weights .* moved differently/);
+  assert.match(r.out, /repeatability +cpu: two runs give the same gradients bit for bit/);
   assert.match(r.out, /placement +(\d+)\/\1 nodes of the step graph ran on CPUExecutionProvider/);
   assert.match(r.out, /gpu-check: OK/);
 });
