@@ -169,6 +169,8 @@ async function main(): Promise<number> {
     trainable: { kind: 'full' },
     optimizer: { kind: 'adamw', weightDecay: 0.01 },
     clipNorm: 1,
+    // Both devices run the graphs a CUDA stage runs: sums as MatMuls, so that CUDA repeats bit for bit.
+    deterministicSums: target === 'cuda',
   });
   const data = tokenTask({ n: batch, seq: cfg.seq, vocab: cfg.vocab, seed: 3, task: 'contains' });
   const params = new Map(prog.params.map((p) => [p.name, p.init.slice()]));

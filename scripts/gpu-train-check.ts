@@ -11,10 +11,9 @@
  * - determinism on CUDA: a second run gives the same exported files, byte for byte;
  * - resume on CUDA: a run stopped after a checkpoint and resumed continues the same loss curve and
  *   gives the same files as an uninterrupted one, byte for byte.
- * On an H200 (4 Dec 2026) the curves agreed to 4.5e-7 but two CUDA runs did not give the same bytes:
- * the bias, LayerNorm and embedding gradients are sums that onnxruntime's CUDA kernels accumulate in a
- * varying order (scripts/gpu-check.ts names them), so bitwise determinism and bitwise resume hold on the
- * CPU only for now, and this script says so rather than pass.
+ * On an H200 (4 Dec 2026) the curves agreed to 4.5e-7 but two CUDA runs did not give the same bytes
+ * until the CUDA graphs summed over the batch with MatMuls (src/engine/deterministic-sums.ts); with
+ * them every line above passed.
  * On a machine without an NVIDIA GPU it prints "no GPU" and exits 0; `--against cpu` runs everything
  * CPU against CPU as a dry run. scripts/gpu-check.ts checks a single step in more detail.
  */

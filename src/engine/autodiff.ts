@@ -27,7 +27,12 @@ export class UnsupportedOpError extends Error {
  * Adds the nodes computing d`loss`/d`wrt[i]` to `model` (mutated in place) and returns their names.
  * `loss` must be a scalar float value. Values that do not influence the loss get zero gradients.
  */
-export function appendGradients(model: Model, loss: string, wrt: string[], opts: { seed?: string } = {}): GradientResult {
+export function appendGradients(
+  model: Model,
+  loss: string,
+  wrt: string[],
+  opts: { seed?: string; deterministicSums?: boolean } = {},
+): GradientResult {
   const graph = model.graph;
   const types = inferShapes(graph);
   const lossType = types.get(loss);
@@ -57,7 +62,7 @@ export function appendGradients(model: Model, loss: string, wrt: string[], opts:
   const interior = new Set([...composites.values()].flatMap((c) => c.interior));
 
   const b = GraphBuilder.extend(model);
-  const ctx = new GradContext(b, types);
+  const ctx = new GradContext(b, types, opts.deterministicSums);
   const contributions = new Map<string, string[]>();
   const addGrad = (v: string, g: string) => {
     const list = contributions.get(v);

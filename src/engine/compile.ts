@@ -56,6 +56,13 @@ export interface CompileOptions {
    * compute, with the same gradients (see recompute.ts). The model must name its checkpoints (LLaMA does).
    */
   recompute?: boolean;
+  /**
+   * Sums over a batch (bias, LayerNorm and RMSNorm gradients, an embedding's repeated rows, the gradient
+   * norm) as matrix products, so that CUDA repeats them bit for bit (default false: on the CPU the
+   * reductions are reproducible already and cheaper; see deterministic-sums.ts). Trainers set it for
+   * graphs that run on CUDA.
+   */
+  deterministicSums?: boolean;
 }
 
 export interface ParamInfo {
@@ -219,6 +226,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
       gradModel,
       LOSS_OUTPUT,
       params.map((p) => p.name),
+      { deterministicSums: opts.deterministicSums },
     );
     recompute(gradModel, forwardNodes);
     rematerializeQ4ForBackward(gradModel, forwardNodes);
@@ -237,6 +245,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
       stepModel,
       LOSS_OUTPUT,
       params.map((p) => p.name),
+      { deterministicSums: opts.deterministicSums },
     );
     recompute(stepModel, forwardNodes);
     rematerializeQ4ForBackward(stepModel, forwardNodes);
@@ -254,7 +263,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
         dims: p.dims,
       })),
       opts.optimizer,
-      { lr, step, clipNorm: opts.clipNorm },
+      { lr, step, clipNorm: opts.clipNorm, deterministicSums: opts.deterministicSums },
     );
     b.output(opt.gradNorm, GRAD_NORM_OUTPUT);
     state = opt.state;
@@ -271,7 +280,7 @@ export function compileTrainStep(forward: Model, opts: CompileOptions): TrainPro
     ab,
     params.map((p, i) => ({ name: p.name, grad: gradInputs[i]!, dtype: p.dtype, dims: p.dims })),
     opts.optimizer,
-    { lr, step, clipNorm: opts.clipNorm },
+    { lr, step, clipNorm: opts.clipNorm, deterministicSums: opts.deterministicSums },
   );
   ab.output(aopt.gradNorm, GRAD_NORM_OUTPUT);
   const applyModel = ab.build();

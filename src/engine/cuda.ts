@@ -205,6 +205,11 @@ export function cudaBuildLoaded(core = loadedOrtCore()): boolean {
   return core !== undefined && existsSync(join(dirname(core), 'libonnxruntime_providers_cuda.so'));
 }
 
+/** Whether sessions for `device` run on CUDA in this process (`auto` does where the CUDA build is loaded). */
+export function runsOnCuda(device: string | undefined): boolean {
+  return device === 'cuda' || (device === 'auto' && cudaBuildLoaded());
+}
+
 /** Whether CUDA sessions may place nodes without a CUDA kernel on the CPU provider (default yes). */
 export function cudaCpuFallback(env: Record<string, string | undefined> = process.env): boolean {
   const v = env[CUDA_CPU_FALLBACK_ENV]?.trim();

@@ -7,6 +7,7 @@ import type { GraphBuilder } from '../onnx/builder.ts';
 import { onnxCode, type DType } from '../onnx/dtype.ts';
 import { matchesAny } from './patterns.ts';
 import type { RowGradient } from './grad-context.ts';
+import { segmentSumByMatMul, sumSquaresByMatMul } from './deterministic-sums.ts';
 
 export type OptimizerSpec =
   | { kind: 'adamw'; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; noDecay?: string[] }
@@ -58,7 +59,7 @@ export function appendOptimizer(
   b: GraphBuilder,
   params: ParamSlot[],
   spec: OptimizerSpec,
-  opts: { lr: string; step: string; clipNorm?: number },
+  opts: { lr: string; step: string; clipNorm?: number; deterministicSums?: boolean },
 ): AppendedOptimizer {
   if (params.length === 0) throw new Error('nothing to train: no trainable weights were selected');
   const dtype = params[0]!.dtype;
@@ -73,10 +74,15 @@ export function appendOptimizer(
   // Embedding tables (rows given) are updated row-wise by AdamW: their gradient is summed per distinct
   // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
   const rowwise = new Map(
-    spec.kind === 'adamw' ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p)] as const] : [])) : [],
+    spec.kind === 'adamw'
+      ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p, opts.deterministicSums ?? false)] as const] : []))
+      : [],
   );
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
-  const squares = params.map((p) => b.op('ReduceSumSquare', [rowwise.get(p.name)?.sums ?? p.grad], { keepdims: 0 }));
+  const squares = params.map((p) => {
+    const g = rowwise.get(p.name)?.sums ?? p.grad;
+    return opts.deterministicSums ? sumSquaresByMatMul(b, g) : b.op('ReduceSumSquare', [g], { keepdims: 0 });
+  });
   const gradNorm = b.op('Sqrt', [squares.length === 1 ? squares[0]! : b.op('Sum', squares)], {}, { name: 'global_grad_norm' });
   const clip =
     opts.clipNorm === undefined ? undefined : b.op('Min', [b.op('Div', [s(opts.clipNorm), b.op('Add', [gradNorm, s(1e-6)])]), s(1)]);
@@ -148,19 +154,26 @@ export function appendOptimizer(
 /**
  * Sums a row gradient per distinct row: `sums` [U, …] holds the total for row `at`[u] ([U, 1], for
  * ScatterND). Repeated rows (the same token twice) are summed by ScatterElements, which runs sequentially
- * on CPU, so the result is reproducible; `at` has no repeats, so the ScatterND that applies `sums`
- * (onnxruntime runs it in parallel) has no races.
+ * on CPU, so the result is reproducible (on CUDA it adds with atomics: `deterministic` sums by a one-hot
+ * MatMul instead); `at` has no repeats, so the ScatterND that applies `sums` (onnxruntime runs it in
+ * parallel) has no races.
  */
 function distinctRows(
   b: GraphBuilder,
   { indices, values }: RowGradient,
   table: { dtype: DType; dims: number[] },
+  deterministic: boolean,
 ): { sums: string; at: string } {
   const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [
     string,
     string,
     string,
   ];
+  if (deterministic)
+    return {
+      sums: segmentSumByMatMul(b, values, inverse, unique, table.dims.slice(1), table.dtype),
+      at: b.op('Unsqueeze', [unique, b.ints([1])]),
+    };
   const zeros = b.op('Expand', [
     b.scalar(0, table.dtype),
     b.op('Concat', [b.op('Shape', [unique]), b.ints(table.dims.slice(1))], { axis: 0 }),

@@ -23,6 +23,7 @@ import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
 import type { RunSettings } from './run-options.ts';
 import { epochBatches } from './loop.ts';
+import { runsOnCuda } from '../engine/cuda.ts';
 
 /** `train` (and `validation`) hold prompt and response columns. */
 export interface TrainCausalLmOptions extends RunSettings {
@@ -310,6 +311,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     clipNorm: o.clipNorm,
     optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
     recompute: o.recompute ?? o.method === 'qlora',
+    deterministicSums: runsOnCuda(o.device),
   });
   const accumulation = o.accumulation ?? 1;
   const stepsPerEpoch = Math.floor(Math.floor(train.rows / o.batchSize) / accumulation);

@@ -19,6 +19,7 @@ import { readTokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
 import type { RunSettings } from './run-options.ts';
+import { runsOnCuda } from '../engine/cuda.ts';
 
 export interface LoraOptions {
   r: number;
@@ -148,7 +149,8 @@ function pooledValue(model: Model): string {
 
 /** Forward graph + compiled train program for the options' model, method and head (no data needed). */
 export function compileClassifier(
-  o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'>,
+  o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'> &
+    Partial<Pick<TrainClassifierOptions, 'device'>>,
 ): { program: TrainProgram; config: BertConfig } {
   const { model, config } = buildBertClassifier(o.modelDir, {
     numLabels: o.labels.length,
@@ -176,6 +178,7 @@ export function compileClassifier(
       trainable,
       clipNorm: o.clipNorm,
       optimizer: { kind: 'adamw', weightDecay: o.weightDecay },
+      deterministicSums: runsOnCuda(o.device),
     });
     return { program, config };
   } catch (e) {

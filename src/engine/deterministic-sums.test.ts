@@ -1,0 +1,84 @@
+/**
+ * Graphs compiled with deterministicSums (the ones CUDA runs) compute the same gradients and the same
+ * AdamW step as the default graphs, with the batch sums as MatMuls instead of ReduceSum over leading
+ * axes and ScatterElements additions. The CUDA side (bitwise repeatability) is checked on a GPU by
+ * scripts/gpu-check.ts; here, on the CPU, the values must agree up to summation order.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { compileTrainStep, gradName, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type CompileOptions, type TrainProgram } from './compile.ts';
+import { createSession, toOrt } from './runtime.ts';
+import { buildTinyEncoder } from './tiny-encoder.testing.ts';
+import { tokenTask } from './synthetic.testing.ts';
+import { allocate } from '../onnx/dtype.ts';
+import type * as ort from 'onnxruntime-node';
+
+// vocab 16 with batch 6 × 12 tokens: most token ids repeat, so the embedding's row sums add several rows.
+const cfg = { vocab: 16, hidden: 16, heads: 2, intermediate: 32, layers: 2, seq: 12, classes: 3, seed: 5 };
+const data = tokenTask({ n: 6, seq: cfg.seq, vocab: cfg.vocab, seed: 2, task: 'contains' });
+const base: CompileOptions = {
+  loss: { kind: 'cross_entropy' },
+  trainable: { kind: 'full' },
+  optimizer: { kind: 'adamw', weightDecay: 0.01 },
+  clipNorm: 0.5,
+};
+
+function feeds(prog: TrainProgram, step: boolean): Record<string, ort.Tensor> {
+  const f: Record<string, ort.Tensor> = {};
+  for (const d of prog.dataInputs) f[d.name] = toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims);
+  for (const p of prog.params) f[p.name] = toOrt(p.dtype, p.init, p.dims);
+  if (step) {
+    for (const s of prog.state)
+      f[s.input] = toOrt(
+        s.dtype,
+        allocate(
+          s.dtype,
+          s.dims.reduce((a, b) => a * b, 1),
+        ),
+        s.dims,
+      );
+    f[LR_INPUT] = toOrt('float32', Float32Array.of(1e-2), []);
+    f[STEP_INPUT] = toOrt('float32', Float32Array.of(1), []);
+  }
+  return f;
+}
+
+const count = (prog: TrainProgram, graph: 'grad' | 'step', op: string) => prog[graph].graph.nodes.filter((n) => n.opType === op).length;
+
+function assertClose(a: Float32Array, b: Float32Array, what: string, tol = 1e-5) {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(1e-3, Math.abs(a[i]!)));
+  assert.ok(worst <= tol, `${what}: worst relative difference ${worst}`);
+}
+
+test('deterministicSums: same gradients and AdamW step as the default graphs, batch sums as MatMuls', async () => {
+  const plain = compileTrainStep(buildTinyEncoder(cfg), base);
+  const det = compileTrainStep(buildTinyEncoder(cfg), { ...base, deterministicSums: true });
+
+  // Every bias and LayerNorm gradient's ReduceSum, the embedding scatter-adds and the norm's
+  // ReduceSumSquares are gone; what ReduceSum is left sums within rows (softmax, loss).
+  assert.ok(count(det, 'grad', 'ReduceSum') < count(plain, 'grad', 'ReduceSum') - 10);
+  assert.ok(count(det, 'step', 'ReduceSumSquare') === 0 && count(plain, 'step', 'ReduceSumSquare') > 0);
+  assert.ok(count(det, 'grad', 'ScatterElements') < count(plain, 'grad', 'ScatterElements'));
+  assert.ok(count(det, 'step', 'ScatterElements') < count(plain, 'step', 'ScatterElements'));
+
+  for (const graph of ['grad', 'step'] as const) {
+    const run = async (prog: TrainProgram) => {
+      const s = await createSession(prog[graph], { threads: 1 });
+      const out = await s.run(feeds(prog, graph === 'step'));
+      await s.release();
+      return out;
+    };
+    const [a, b] = [await run(plain), await run(det)];
+    assertClose(a[LOSS_OUTPUT]!.data as Float32Array, b[LOSS_OUTPUT]!.data as Float32Array, `${graph} loss`, 1e-6);
+    for (const p of plain.params) {
+      const name = graph === 'grad' ? gradName(p.name) : `${p.name}::new`;
+      // A key bias's gradient is zero in exact arithmetic (it shifts a query's scores alike), so its
+      // first AdamW step, about lr·sign(g), follows rounding noise; it may move by up to 2·lr either way.
+      if (graph === 'step' && p.name.endsWith('key.bias')) {
+        const [x, y] = [a[name]!.data as Float32Array, b[name]!.data as Float32Array];
+        for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i]! - y[i]!) <= 2.0001e-2, `${name}[${i}]`);
+      } else assertClose(a[name]!.data as Float32Array, b[name]!.data as Float32Array, `${graph} ${name}`);
+    }
+  }
+});
