@@ -12,12 +12,14 @@ import type { TrainProgram } from '../src/engine/compile.ts';
 import { Trainer } from '../src/engine/trainer.ts';
 import { tokenTask } from '../src/engine/synthetic.testing.ts';
 import { mallocSetting, median, MINILM_SIZE } from './common.ts';
+import type { Device } from '../src/engine/runtime.ts';
 
 export interface Variant {
   label: string;
   prog: TrainProgram;
   stepsPerRun?: number;
   runBudgetMs?: number;
+  device?: Device;
 }
 
 export async function alternate(
@@ -48,6 +50,7 @@ export async function alternate(
         schedule: { kind: 'constant', lr: 1e-4 },
         ...(v.stepsPerRun !== undefined ? { stepsPerRun: v.stepsPerRun } : {}),
         ...(v.runBudgetMs !== undefined ? { runBudgetMs: v.runBudgetMs } : {}),
+        ...(v.device !== undefined ? { device: v.device } : {}),
         onStep: (m) => {
           ms.push((batch * 1000) / m.samplesPerSec);
           // warmup is a multiple of stepsPerRun, so these marks fall on run boundaries.

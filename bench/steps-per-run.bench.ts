@@ -10,12 +10,20 @@
  * alternate in one process (bench/alternate.ts), with glibc malloc tuned as `npm run demo` runs tempered
  * (scripts/malloc-tuning.mjs; BENCH_MALLOC=default skips that). A smaller batch makes the fixed
  * per-run cost (the copy of weights and optimizer state out of onnxruntime) a larger share of a step.
+ * BENCH_DEVICE=cuda runs it on CUDA (starting again on onnxruntime's CUDA build, graphs compiled as the
+ * trainers compile them for CUDA), where every run copies weights and moments to the GPU and back.
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
+import { cudaBuildLoaded } from '../src/engine/cuda.ts';
+import type { Device } from '../src/engine/runtime.ts';
+import { relaunchWithCudaBuild } from '../scripts/cuda-relaunch.ts';
 import { buildTinyEncoder } from '../src/engine/tiny-encoder.testing.ts';
 import { alternate } from './alternate.ts';
 import { MINILM_SIZE, reexecWithMallocTuning } from './common.ts';
 
+const device = (process.env.BENCH_DEVICE ?? 'cpu') as Device;
+if (device !== 'cpu' && device !== 'cuda') throw new Error('BENCH_DEVICE must be cpu or cuda');
+if (device === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild();
 reexecWithMallocTuning();
 const settings = (process.argv[2] ?? '1,4').split(',').map(Number);
 const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
@@ -23,11 +31,12 @@ const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
   trainable: { kind: 'full' },
   optimizer: { kind: 'adamw' },
   clipNorm: 1,
+  deterministicSums: device === 'cuda',
 });
 // BENCH_RUN_BUDGET_MS: RunSizer's time cap on a run (none, as in the train stage's own process, when unset).
 const budget = process.env.BENCH_RUN_BUDGET_MS ? Number(process.env.BENCH_RUN_BUDGET_MS) : Infinity;
 await alternate(
-  settings.map((n) => ({ label: `${n} step(s) per run`, prog, stepsPerRun: n, runBudgetMs: budget })),
+  settings.map((n) => ({ label: `${n} step(s) per run`, prog, stepsPerRun: n, runBudgetMs: budget, device })),
   {
     steps: Number(process.argv[3] ?? 12),
     rounds: Number(process.argv[4] ?? 3),

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as ort from 'onnxruntime-node';
 import { compileTrainStep } from './compile.ts';
-import { RunSizer, StepRunner, stepsThisRun } from './step-runner.ts';
+import { defaultStepsPerRun, RunSizer, StepRunner, stepsThisRun } from './step-runner.ts';
 import { buildTinyEncoder } from './tiny-encoder.testing.ts';
 import { tokenTask } from './synthetic.testing.ts';
 import { toOrt } from './runtime.ts';
@@ -169,4 +169,18 @@ test('a Loop session whose frozen weights go through external data (the >2 GB pa
   }
   assert.deepEqual(losses[1], losses[0]);
   assert.ok(losses[0]![2]! !== losses[0]![0]!, 'the weights moved between steps');
+});
+
+test('default steps per run: 8 on CUDA (its per-run host copies dominate a step), 1 on WebGPU (no Loop kernel), by size on the CPU', () => {
+  assert.equal(defaultStepsPerRun(prog, 'cuda'), 8);
+  assert.equal(defaultStepsPerRun(prog, 'webgpu'), 1);
+  // The tiny model's weights and moments are far under 32 MiB; `auto` in this CPU-build process is the CPU.
+  assert.equal(defaultStepsPerRun(prog, 'cpu'), 1);
+  assert.equal(defaultStepsPerRun(prog, 'auto'), 1);
+  const big = compileTrainStep(buildTinyEncoder({ ...CFG, vocab: 12000, hidden: 256 }), {
+    loss: { kind: 'cross_entropy' },
+    trainable: { kind: 'full' },
+    optimizer: { kind: 'adamw' },
+  });
+  assert.equal(defaultStepsPerRun(big, 'cpu'), 4);
 });

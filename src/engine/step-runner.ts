@@ -11,6 +11,7 @@ import { accumulateGradients } from './accumulate.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from './compile.ts';
 import { endName, multiStepModel, stackedName, startName, TRIP_COUNT_INPUT } from './multi-step.ts';
 import { createSession, toOrt, type Device, type SessionOptions } from './runtime.ts';
+import { runsOnCuda } from './cuda.ts';
 
 export interface StepResult {
   loss: number;
@@ -30,10 +31,15 @@ export interface RunStops {
  * (bench/steps-per-run.bench.ts; figures in the README's bench table). With small outputs (LoRA, a
  * head) the Loop gains nothing and a one-step Loop measured slightly slower than the plain graph, so
  * one step per run without the Loop stays the default there.
+ *
+ * On CUDA every run copies the weights and optimizer state to the GPU and back, which dominates a step:
+ * MiniLM-size full fine-tuning on an H200 took 187 ms a step at one step per run, 66 ms at 4 and 41 ms
+ * at 8 (4.6×; bench/steps-per-run.bench.ts with BENCH_DEVICE=cuda), so CUDA runs 8 steps per run
+ * whatever the model. There, Loop runs were checked against the CPU's single-step curve (4e-7) and for
+ * bitwise resume by scripts/gpu-train-check.ts. WebGPU has no Loop kernel: one step per run.
  */
 export function defaultStepsPerRun(prog: TrainProgram, device: Device = 'cpu'): number {
-  // Loop runs are checked bit for bit against single steps on CPU only; no GPU was at hand to check the
-  // CUDA and WebGPU providers, so there the caller opts in with an explicit stepsPerRun.
+  if (runsOnCuda(device)) return 8;
   if (device !== 'cpu') return 1;
   const bytes = [...prog.params, ...prog.state].reduce((s, v) => s + v.dims.reduce((a, b) => a * b, 1) * BYTES[v.dtype], 0);
   return bytes >= 32 * 2 ** 20 ? 4 : 1;

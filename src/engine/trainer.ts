@@ -85,7 +85,7 @@ export interface TrainerOptions {
   /** Cancellation (e.g. a Temporal activity's): training stops after the current run of steps, keeping its weights. */
   signal?: AbortSignal;
   /**
-   * Optimizer steps per onnxruntime run (default: defaultStepsPerRun, 4 on CPU when the trainable
+   * Optimizer steps per onnxruntime run (default: defaultStepsPerRun: 8 on CUDA, 4 on CPU when the trainable
    * weights and optimizer state are large, else 1). Runs end at every evaluation, checkpoint and stop step, so
    * results do not depend on it; step metrics of one run are reported together when it ends. The first
    * run takes one step, and later runs stay within `runBudgetMs` (RunSizer): a run blocks the JS thread.
