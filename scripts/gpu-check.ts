@@ -22,14 +22,14 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type * as ort from 'onnxruntime-node';
 import { cudaBuildLoaded, loadedOrtCore } from '../src/engine/cuda.ts';
 import { relaunchWithCudaBuild } from './cuda-relaunch.ts';
-import { compileTrainStep, gradName, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from '../src/engine/compile.ts';
-import { createSession, toOrt, type Device } from '../src/engine/runtime.ts';
+import { compileTrainStep, gradName, LOSS_OUTPUT, type TrainProgram } from '../src/engine/compile.ts';
+import { createSession, type Device } from '../src/engine/runtime.ts';
 import { buildTinyEncoder, type TinyEncoderConfig } from '../src/engine/tiny-encoder.testing.ts';
 import { tokenTask } from '../src/engine/synthetic.testing.ts';
-import { allocate, type TypedArray } from '../src/onnx/dtype.ts';
+import { programFeeds } from '../src/engine/program-feeds.testing.ts';
+import type { TypedArray } from '../src/onnx/dtype.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -73,26 +73,6 @@ interface Outcome {
   unstable: string[];
 }
 
-function feedsFor(prog: TrainProgram, data: ReturnType<typeof tokenTask>, params: Map<string, TypedArray>, withState: boolean) {
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const d of prog.dataInputs) feeds[d.name] = toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims);
-  for (const p of prog.params) feeds[p.name] = toOrt(p.dtype, params.get(p.name)!, p.dims);
-  if (withState) {
-    for (const s of prog.state)
-      feeds[s.input] = toOrt(
-        s.dtype,
-        allocate(
-          s.dtype,
-          s.dims.reduce((a, b) => a * b, 1),
-        ),
-        s.dims,
-      );
-    feeds[LR_INPUT] = toOrt('float32', Float32Array.of(LR), []);
-    feeds[STEP_INPUT] = toOrt('float32', Float32Array.of(1), []);
-  }
-  return feeds;
-}
-
 async function runOn(
   device: Device,
   prog: TrainProgram,
@@ -101,17 +81,17 @@ async function runOn(
   profile?: string,
 ): Promise<Outcome> {
   const grad = await createSession(prog.grad, { device, cpuFallback: true });
-  const g = await grad.run(feedsFor(prog, data, params, false));
+  const g = await grad.run(programFeeds(prog, data, (n) => params.get(n)!));
   const grads = new Map(prog.params.map((p) => [p.name, g[gradName(p.name)]!.data as Float32Array]));
   // The same run again: which gradients come out with other bits tells where a device is not deterministic.
-  const again = await grad.run(feedsFor(prog, data, params, false));
+  const again = await grad.run(programFeeds(prog, data, (n) => params.get(n)!));
   const unstable = prog.params
     .map((p) => p.name)
     .filter((n) => !Buffer.from((again[gradName(n)]!.data as Float32Array).buffer).equals(Buffer.from(grads.get(n)!.buffer)));
   await grad.release();
 
   const step = await createSession(prog.step, { device, cpuFallback: true });
-  const feeds = feedsFor(prog, data, params, true);
+  const feeds = programFeeds(prog, data, (n) => params.get(n)!, { lr: LR });
   const s = await step.run(feeds);
   const updated = new Map(prog.params.map((p) => [p.name, s[`${p.name}::new`]!.data as Float32Array]));
   const stepMs: number[] = [];

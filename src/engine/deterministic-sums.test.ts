@@ -6,12 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileTrainStep, gradName, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type CompileOptions, type TrainProgram } from './compile.ts';
-import { createSession, toOrt } from './runtime.ts';
+import { compileTrainStep, gradName, LOSS_OUTPUT, type CompileOptions, type TrainProgram } from './compile.ts';
+import { createSession } from './runtime.ts';
 import { buildTinyEncoder } from './tiny-encoder.testing.ts';
 import { tokenTask } from './synthetic.testing.ts';
-import { allocate } from '../onnx/dtype.ts';
-import type * as ort from 'onnxruntime-node';
+import { programFeeds } from './program-feeds.testing.ts';
 
 // vocab 16 with batch 6 × 12 tokens: most token ids repeat, so the embedding's row sums add several rows.
 const cfg = { vocab: 16, hidden: 16, heads: 2, intermediate: 32, layers: 2, seq: 12, classes: 3, seed: 5 };
@@ -22,26 +21,6 @@ const base: CompileOptions = {
   optimizer: { kind: 'adamw', weightDecay: 0.01 },
   clipNorm: 0.5,
 };
-
-function feeds(prog: TrainProgram, step: boolean): Record<string, ort.Tensor> {
-  const f: Record<string, ort.Tensor> = {};
-  for (const d of prog.dataInputs) f[d.name] = toOrt(data[d.name]!.dtype, data[d.name]!.data, data[d.name]!.dims);
-  for (const p of prog.params) f[p.name] = toOrt(p.dtype, p.init, p.dims);
-  if (step) {
-    for (const s of prog.state)
-      f[s.input] = toOrt(
-        s.dtype,
-        allocate(
-          s.dtype,
-          s.dims.reduce((a, b) => a * b, 1),
-        ),
-        s.dims,
-      );
-    f[LR_INPUT] = toOrt('float32', Float32Array.of(1e-2), []);
-    f[STEP_INPUT] = toOrt('float32', Float32Array.of(1), []);
-  }
-  return f;
-}
 
 const count = (prog: TrainProgram, graph: 'grad' | 'step', op: string) => prog[graph].graph.nodes.filter((n) => n.opType === op).length;
 
@@ -65,7 +44,9 @@ test('deterministicSums: same gradients and AdamW step as the default graphs, ba
   for (const graph of ['grad', 'step'] as const) {
     const run = async (prog: TrainProgram) => {
       const s = await createSession(prog[graph], { threads: 1 });
-      const out = await s.run(feeds(prog, graph === 'step'));
+      const out = await s.run(
+        programFeeds(prog, data, (n) => prog.params.find((p) => p.name === n)!.init, graph === 'step' ? { lr: 1e-2 } : undefined),
+      );
       await s.release();
       return out;
     };
