@@ -1,19 +1,20 @@
 /**
  * Checks the library's whole training loop on CUDA against the CPU on this machine:
  *
- *   node --import tsx scripts/gpu-train-check.ts [--steps 64] [--against cuda|cpu]
+ *   node --import tsx scripts/gpu-train-check.ts [--steps 64] [--against cuda|cpu] [--steps-per-run N]
  *
  * Full fine-tuning of a tiny seeded BERT classifier on a synthetic task, with the encoder's dropout on
- * (masks drawn from the seed, the same on both devices), 3 steps per onnxruntime run and checkpoints,
- * through `trainClassifier` as a train stage runs it. Prints and judges:
+ * (masks drawn from the seed, the same on both devices), checkpoints, and each device's default steps
+ * per onnxruntime run (8 on CUDA, in an ONNX Loop; 1 on the CPU at this size) unless --steps-per-run
+ * says otherwise, through `trainClassifier` as a train stage runs it. Prints and judges:
  * - the loss curves on the CPU and on CUDA, step by step (float32 on both: CUDA runs without TF32);
  * - the validation accuracy both ways;
  * - determinism on CUDA: a second run gives the same exported files, byte for byte;
  * - resume on CUDA: a run stopped after a checkpoint and resumed continues the same loss curve and
  *   gives the same files as an uninterrupted one, byte for byte.
- * On an H200 (4 Dec 2026) the curves agreed to 4.5e-7 but two CUDA runs did not give the same bytes
- * until the CUDA graphs summed over the batch with MatMuls (src/engine/deterministic-sums.ts); with
- * them every line above passed.
+ * On an H200 (4 Dec 2026, 3 steps per run on both devices) the curves agreed to 4.5e-7 but two CUDA
+ * runs did not give the same bytes until the CUDA graphs summed over the batch with MatMuls
+ * (src/engine/deterministic-sums.ts); with them every line above passed.
  * On a machine without an NVIDIA GPU it prints "no GPU" and exits 0; `--against cpu` runs everything
  * CPU against CPU as a dry run. scripts/gpu-check.ts checks a single step in more detail.
  */
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
   options: {
     steps: { type: 'string', default: '64' },
     against: { type: 'string', default: 'cuda' },
+    'steps-per-run': { type: 'string' },
   },
 });
 const target = args.against as Device;
@@ -40,6 +42,9 @@ if (target !== 'cuda' && target !== 'cpu') throw new Error('--against must be cu
 const steps = Number(args.steps);
 if (!Number.isInteger(steps) || steps < 10) throw new Error('--steps must be an integer ≥ 10');
 const checkpointEvery = Math.floor(steps / 3);
+const stepsPerRun = args['steps-per-run'] === undefined ? undefined : Number(args['steps-per-run']);
+if (stepsPerRun !== undefined && !(Number.isInteger(stepsPerRun) && stepsPerRun >= 1))
+  throw new Error('--steps-per-run must be a positive integer');
 
 // The float32 loss curves drift apart as rounding differences compound over steps; 1e-3 relative
 // holds for tens of steps of this model, and a wrong kernel moves the loss by far more.
@@ -81,7 +86,8 @@ async function main(): Promise<number> {
       pooling: 'mean',
       device,
       threads: 4,
-      stepsPerRun: 3,
+      stepsPerRun,
+      // As in the train stage's own process: runs are sized by steps alone.
       runBudgetMs: Infinity,
       checkpointDir: join(root, name, 'ck'),
       checkpointEvery,
@@ -121,7 +127,9 @@ async function main(): Promise<number> {
     const acc = (r: TrainResult) => r.history.at(-1)?.val?.accuracy ?? NaN;
     const resumedRel = Math.abs(c.finalLoss - a.finalLoss) / Math.max(1e-12, Math.abs(a.finalLoss));
     const [ha, hb, hc] = [filesHash(a.outDir), filesHash(b.outDir), filesHash(c.outDir)];
-    console.log(`model: tiny BERT, full fine-tuning with dropout 0.1, ${steps} steps of 16, 3 steps per run`);
+    console.log(
+      `model: tiny BERT, full fine-tuning with dropout 0.1, ${steps} steps of 16, ${stepsPerRun ?? "each device's default"} steps per run`,
+    );
     console.log(`loss cpu          ${curve(cpu)}`);
     console.log(`loss ${target.padEnd(13)}${curve(a)}`);
     console.log(`loss curves       worst rel diff ${worst.rel.toExponential(2)} at step ${worst.step} (tolerance ${LOSS_REL_TOL})`);
