@@ -7,8 +7,13 @@
 // reported between 57 and 68 of its 68 tests in six runs, and the run still passed), so tests went
 // unrun without a failure. A file that leaves a handle open would instead hang the run, so the whole
 // run has a deadline after which it is killed and fails.
+//
+// The tests' temporary folders go into one scratch folder (TMPDIR) that is deleted when the run ends:
+// many tests (and the servers they start) leave theirs behind when they fail or are killed, and on a
+// CI machine that runs the suite again and again those would pile up in /tmp.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,13 +33,15 @@ function find(dir, out = []) {
 const args = process.argv.slice(2);
 const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
 const DEADLINE_MIN = Number(process.env.TEMPERED_TEST_DEADLINE_MIN ?? 45);
+const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, TEMPERED_TESTING: '1' },
+  env: { ...process.env, TEMPERED_TESTING: '1', TMPDIR: scratch },
   timeout: DEADLINE_MIN * 60_000,
   killSignal: 'SIGKILL',
 });
+rmSync(scratch, { recursive: true, force: true, maxRetries: 3 });
 if (r.error?.code === 'ETIMEDOUT') {
   console.error(
     `\nnpm test: the run passed its ${DEADLINE_MIN}-minute deadline and was killed; a test file probably left a handle (socket, timer, child process) open.`,
