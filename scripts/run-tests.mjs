@@ -12,7 +12,7 @@
 // many tests (and the servers they start) leave theirs behind when they fail or are killed, and on a
 // CI machine that runs the suite again and again those would pile up in /tmp.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,9 @@ const args = process.argv.slice(2);
 const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
 const DEADLINE_MIN = Number(process.env.TEMPERED_TEST_DEADLINE_MIN ?? 45);
 const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
+// As /tmp itself: the servers some tests start as another user (PostgreSQL runs as nobody under root)
+// must reach their folders inside it.
+chmodSync(scratch, 0o1777);
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
   cwd: root,
   stdio: 'inherit',
