@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { stateDir } from '../infra/state.ts';
-import { cudaDir, cudaProcessEnv, probeCuda } from '../src/engine/cuda.ts';
+import { CUDA_TF32_ENV, cudaDir, cudaProcessEnv, probeCuda } from '../src/engine/cuda.ts';
 
 export function relaunchWithCudaBuild(opts: { tf32?: boolean } = {}): never {
   const dir = cudaDir(stateDir());
@@ -18,7 +18,8 @@ export function relaunchWithCudaBuild(opts: { tf32?: boolean } = {}): never {
   console.log(
     `GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; starting again with onnxruntime's CUDA build from ${dir}`,
   );
-  const env = cudaProcessEnv(dir, opts.tf32 ? { ...process.env, NVIDIA_TF32_OVERRIDE: '1' } : process.env);
+  // --tf32 goes through the switch a worker reads, so the check runs what a user would get.
+  const env = cudaProcessEnv(dir, opts.tf32 ? { ...process.env, [CUDA_TF32_ENV]: '1' } : process.env);
   console.log(`TF32 ${env.NVIDIA_TF32_OVERRIDE === '0' ? 'off (NVIDIA_TF32_OVERRIDE=0)' : 'allowed'}`);
   const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
   process.exit(r.status ?? 1);

@@ -171,10 +171,16 @@ export const CUDA_TF32_ENV = 'TEMPERED_CUDA_TF32';
  * and PyTorch too keeps TF32 off for float32 matmuls by default. An explicit NVIDIA_TF32_OVERRIDE wins.
  */
 export function cudaTf32(env: Record<string, string | undefined> = process.env): boolean {
-  const v = env[CUDA_TF32_ENV]?.trim();
-  if (v === undefined || v === '' || v === '0' || v === 'false') return false;
+  return switchEnv(env, CUDA_TF32_ENV, false);
+}
+
+/** A 1/0 (or true/false) switch from the environment; unset or empty gives `dflt`, anything else is refused. */
+function switchEnv(env: Record<string, string | undefined>, name: string, dflt: boolean): boolean {
+  const v = env[name]?.trim();
+  if (v === undefined || v === '') return dflt;
   if (v === '1' || v === 'true') return true;
-  throw new InputError(`${CUDA_TF32_ENV}=${JSON.stringify(v)} must be 1 or 0`, { where: CUDA_TF32_ENV });
+  if (v === '0' || v === 'false') return false;
+  throw new InputError(`${name}=${JSON.stringify(v)} must be 1 or 0`, { where: name });
 }
 
 /** The environment of a child process that loads onnxruntime's CUDA build from `dir`. */
@@ -206,16 +212,13 @@ export function cudaBuildLoaded(core = loadedOrtCore()): boolean {
 }
 
 /** Whether sessions for `device` run on CUDA in this process (`auto` does where the CUDA build is loaded). */
-export function runsOnCuda(device: string | undefined): boolean {
+export function runsOnCuda(device: ProcessDevice | undefined): boolean {
   return device === 'cuda' || (device === 'auto' && cudaBuildLoaded());
 }
 
 /** Whether CUDA sessions may place nodes without a CUDA kernel on the CPU provider (default yes). */
 export function cudaCpuFallback(env: Record<string, string | undefined> = process.env): boolean {
-  const v = env[CUDA_CPU_FALLBACK_ENV]?.trim();
-  if (v === undefined || v === '' || v === '1' || v === 'true') return true;
-  if (v === '0' || v === 'false') return false;
-  throw new InputError(`${CUDA_CPU_FALLBACK_ENV}=${JSON.stringify(v)} must be 1 or 0`, { where: CUDA_CPU_FALLBACK_ENV });
+  return switchEnv(env, CUDA_CPU_FALLBACK_ENV, true);
 }
 
 export type ProcessDevice = 'cpu' | 'webgpu' | 'cuda' | 'auto';
