@@ -6,6 +6,7 @@ import type { GraphBuilder } from '../onnx/builder.ts';
 import { dtypeOfCode, type DType } from '../onnx/dtype.ts';
 import type { Dim, Node } from '../onnx/ir.ts';
 import type { TypeInfo, TypeMap } from '../onnx/shapes.ts';
+import { sumLeadingByMatMul } from './deterministic-sums.ts';
 
 /**
  * A gradient that is zero outside some rows: d[indices[i]] += values[i] (values [N, ...rest]). The
@@ -108,26 +109,14 @@ export class GradContext {
     const lead_axes = Array.from({ length: lead }, (_, i) => i);
     if (keep.length) g = this.reduce('ReduceSum', g, keep, true);
     if (lead_axes.length) {
-      const static_ = ts.every((d): d is number => typeof d === 'number');
-      if (this.deterministicSums && static_) return this.sumRowsByMatMul(g, ts, this.dtype(to));
-      g = this.reduce('ReduceSum', g, lead_axes, false);
+      if (!this.deterministicSums || !ts.every((d): d is number => typeof d === 'number'))
+        return this.reduce('ReduceSum', g, lead_axes, false);
+      const dtype = this.dtype(to);
+      const sum = sumLeadingByMatMul(this.b, g, ts, dtype);
+      this.types.set(sum, { dtype, shape: ts });
+      return sum;
     }
     return g;
-  }
-
-  /**
-   * Σ over the leading axes of `g` down to the static shape `to`, as ones[1, M] × G[M, K]: a GEMM repeats
-   * bit for bit where onnxruntime's CUDA ReduceSum over leading axes (every bias and LayerNorm gradient)
-   * does not.
-   */
-  private sumRowsByMatMul(g: string, to: number[], dtype: DType): string {
-    const k = to.reduce((a, d) => a * d, 1);
-    const rows = this.op('Reshape', [g, this.b.ints([-1, k])]);
-    const ones = this.op('Expand', [
-      this.b.scalar(1, dtype),
-      this.op('Concat', [this.b.ints([1]), this.op('Shape', [rows], { start: 0, end: 1 })], { axis: 0 }),
-    ]);
-    return this.op('Reshape', [this.op('MatMul', [ones, rows]), this.b.ints(to)]);
   }
 
   /** Zeros shaped like `like`. */

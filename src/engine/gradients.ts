@@ -7,7 +7,7 @@ import type { Node } from '../onnx/ir.ts';
 import { attrFloat, attrInt, attrInts, attrString } from '../onnx/ir.ts';
 import { isFloat, onnxCode } from '../onnx/dtype.ts';
 import type { GradContext, GradRule } from './grad-context.ts';
-import { segmentSumByMatMul } from './deterministic-sums.ts';
+import { sumRowsPerIndex } from './deterministic-sums.ts';
 
 const norm = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis);
 
@@ -316,13 +316,8 @@ const gather: GradRule = (ctx, n, [dy], needed) => {
   let acc: string;
   if (ctx.deterministicSums && rowDims.every((d): d is number => typeof d === 'number')) {
     // Repeated indices summed by a one-hot MatMul, then written once per distinct row (no races).
-    const [unique, , inverse] = ctx.b.opMulti('Unique', [fixed], { sorted: 1 }, { outputs: 4, name: 'grad_rows_unique' }) as [
-      string,
-      string,
-      string,
-    ];
-    const sums = segmentSumByMatMul(ctx.b, rows, inverse, unique, rowDims, ctx.dtype(data));
-    acc = ctx.op('ScatterND', [zeros, ctx.op('Unsqueeze', [unique, ctx.b.ints([1])]), sums]);
+    const { sums, at } = sumRowsPerIndex(ctx.b, fixed, rows, rowDims, ctx.dtype(data), { matmul: true, name: 'grad_rows_unique' });
+    acc = ctx.op('ScatterND', [zeros, at, sums]);
   } else acc = ctx.op('ScatterElements', [zeros, idxFull, rows], { axis: 0, reduction: 'add' });
   // acc is [dimA, pre..., post...]; move dimA back to `axis`.
   if (axis === 0) {

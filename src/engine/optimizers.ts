@@ -7,7 +7,7 @@ import type { GraphBuilder } from '../onnx/builder.ts';
 import { onnxCode, type DType } from '../onnx/dtype.ts';
 import { matchesAny } from './patterns.ts';
 import type { RowGradient } from './grad-context.ts';
-import { segmentSumByMatMul, sumSquaresByMatMul } from './deterministic-sums.ts';
+import { sumRowsPerIndex, sumSquaresByMatMul } from './deterministic-sums.ts';
 
 export type OptimizerSpec =
   | { kind: 'adamw'; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; noDecay?: string[] }
@@ -75,7 +75,16 @@ export function appendOptimizer(
   // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
   const rowwise = new Map(
     spec.kind === 'adamw'
-      ? params.flatMap((p) => (p.rows ? [[p.name, distinctRows(b, p.rows, p, opts.deterministicSums ?? false)] as const] : []))
+      ? params.flatMap((p) =>
+          p.rows
+            ? [
+                [
+                  p.name,
+                  sumRowsPerIndex(b, p.rows.indices, p.rows.values, p.dims.slice(1), p.dtype, { matmul: opts.deterministicSums ?? false }),
+                ] as const,
+              ]
+            : [],
+        )
       : [],
   );
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
@@ -149,37 +158,4 @@ export function appendOptimizer(
   for (const st of state) b.output(st.output);
   for (const out of updated.values()) b.output(out);
   return { updated, state, gradNorm };
-}
-
-/**
- * Sums a row gradient per distinct row: `sums` [U, …] holds the total for row `at`[u] ([U, 1], for
- * ScatterND). Repeated rows (the same token twice) are summed by ScatterElements, which runs sequentially
- * on CPU, so the result is reproducible (on CUDA it adds with atomics: `deterministic` sums by a one-hot
- * MatMul instead); `at` has no repeats, so the ScatterND that applies `sums` (onnxruntime runs it in
- * parallel) has no races.
- */
-function distinctRows(
-  b: GraphBuilder,
-  { indices, values }: RowGradient,
-  table: { dtype: DType; dims: number[] },
-  deterministic: boolean,
-): { sums: string; at: string } {
-  const [unique, , inverse] = b.opMulti('Unique', [indices], { sorted: 1 }, { outputs: 4, name: 'rows_unique' }) as [
-    string,
-    string,
-    string,
-  ];
-  if (deterministic)
-    return {
-      sums: segmentSumByMatMul(b, values, inverse, unique, table.dims.slice(1), table.dtype),
-      at: b.op('Unsqueeze', [unique, b.ints([1])]),
-    };
-  const zeros = b.op('Expand', [
-    b.scalar(0, table.dtype),
-    b.op('Concat', [b.op('Shape', [unique]), b.ints(table.dims.slice(1))], { axis: 0 }),
-  ]);
-  // inverse [N] → [N, 1, …, 1] → broadcast across each row, as ScatterElements wants.
-  const spread = b.op('Expand', [b.op('Reshape', [inverse, b.ints([-1, ...table.dims.slice(1).map(() => 1)])]), b.op('Shape', [values])]);
-  const sums = b.op('ScatterElements', [zeros, spread, values], { axis: 0, reduction: 'add' }, { name: 'rows_sum' });
-  return { sums, at: b.op('Unsqueeze', [unique, b.ints([1])]) };
 }
