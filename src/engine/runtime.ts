@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DType, TypedArray } from '../onnx/dtype.ts';
-import { cudaBuildLoaded, cudaCpuFallback, loadedOrtCore, probeMachine } from './cuda.ts';
+import { cudaBuildLoaded, cudaCpuFallback, loadedOrtCore, probeMachine, runsOnCuda } from './cuda.ts';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda' | 'auto';
 
@@ -44,7 +44,7 @@ const PROVIDERS: Record<Exclude<Device, 'auto'>, ort.InferenceSession.ExecutionP
  * the npm build for it is an error at once that says why, never a silent run on the CPU.
  */
 function devicesToTry(device: Device): Exclude<Device, 'auto'>[] {
-  if (device === 'auto') return cudaBuildLoaded() ? ['cuda', 'cpu'] : ['webgpu', 'cpu'];
+  if (device === 'auto') return runsOnCuda(device) ? ['cuda', 'cpu'] : ['webgpu', 'cpu'];
   if (device === 'cuda' && !cudaBuildLoaded()) {
     const machine = probeMachine();
     throw new InputError(
