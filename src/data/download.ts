@@ -8,11 +8,12 @@
  * an error that says which limit was hit.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../errors.ts';
+import { newFileWriteStream } from '../util/new-file-stream.ts';
 import { stallGuard } from '../util/stall-guard.ts';
 
 export function isUrl(path: string): boolean {
@@ -128,12 +129,9 @@ export async function downloadVerified(
         done(null, chunk);
       },
     });
+    const out = await newFileWriteStream(path);
     try {
-      await pipeline(
-        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>),
-        counting,
-        createWriteStream(path, { flags: 'wx' }),
-      );
+      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), counting, out);
     } catch (e) {
       if (guard.stalled) throw stallError();
       throw e;

@@ -15,13 +15,14 @@ import { formatFromExtension, resolveSources, type SourceFile } from './sources.
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
 import { checkIngestConfig } from './ingest-config.ts';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { createReadStream, rmSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
 import { setOwn } from '../util/own-key.ts';
+import { newFileWriteStream } from '../util/new-file-stream.ts';
 
 export interface Progress {
   rows: number;
@@ -139,7 +140,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`)
           : undefined;
       try {
-        if (snapshot)
+        if (snapshot) {
+          const out = await newFileWriteStream(snapshot);
           await pipeline(
             createReadStream(f.abs),
             new Transform({
@@ -148,8 +150,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
                 done(null, chunk);
               },
             }),
-            createWriteStream(snapshot, { flags: 'wx' }),
+            out,
           );
+        }
         const readFrom = snapshot ? { ...f, abs: snapshot } : f;
         for await (const recs of readRecords(readFrom, {
           header: cfg.header,

@@ -12,12 +12,13 @@
  * Stages still read local files.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
+import { newFileWriteStream } from '../util/new-file-stream.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { followHash } from '../util/hash-follower.ts';
 import { processAlive } from '../util/process-alive.ts';
@@ -485,7 +486,7 @@ function writerPid(name: string): number | undefined {
 async function copyHashing(source: Readable, dest: string, opts: { sync?: boolean } = {}): Promise<{ hex: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
-  const out = createWriteStream(dest, { flags: 'wx' });
+  const out = await newFileWriteStream(dest);
   await pipeline(
     source,
     async function* (chunks) {
