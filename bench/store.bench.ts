@@ -9,7 +9,8 @@
  * cache, then a checksummed multipart upload). get: `verify` of the reference, which is what a stage
  * does before it reads a file (local: re-hash; S3 cold: download into an empty cache, 16 MiB ranges
  * 8 in flight written at their offsets while a worker thread hashes behind them; S3 warm: re-hash the
- * cached copy). Targets (issue 17): S3 get ≥ 50 % of the local
+ * cached copy; S3 receive only: the cold get's ranged GETs with the bytes discarded, the ceiling the
+ * server and the HTTP stack set on this machine). Targets (issue 17): S3 get ≥ 50 % of the local
  * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
  * hits every other process), so "local" reads mostly come from memory: a demanding baseline.
  */
@@ -18,7 +19,8 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
+import type { FileHandle } from 'node:fs/promises';
+import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { median } from './common.ts';
 
@@ -67,7 +69,19 @@ async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
   return [bytes / 1024 / 1024 / ((performance.now() - t) / 1000), r];
 }
 
-const res: Record<string, number[]> = { 'local put': [], 'local get': [], 'S3 put': [], 'S3 get cold': [], 'S3 get warm': [] };
+const res: Record<string, number[]> = {
+  'local put': [],
+  'local get': [],
+  'S3 put': [],
+  'S3 get cold': [],
+  'S3 get warm': [],
+  'S3 receive only': [],
+};
+// The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
+// through the same client, so its speed is the ceiling the server and the HTTP stack set here.
+const discard = {
+  writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
+} as unknown as FileHandle;
 for (let r = 0; r < rounds; r++) {
   const local = new ArtifactStore(join(root, `local-${r}`));
   const [lp, ref] = await timed(() => local.putFile(src, { mediaType: 'application/octet-stream' }));
@@ -82,12 +96,14 @@ for (let r = 0; r < rounds; r++) {
   const [cold] = await timed(() => reader.verify(ref));
   const [warm] = await timed(() => reader.verify(ref));
   rmSync(reader.root, { recursive: true, force: true });
+  const [recv] = await timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined));
 
   res['local put']!.push(lp);
   res['local get']!.push(lg);
   res['S3 put']!.push(sp);
   res['S3 get cold']!.push(cold);
   res['S3 get warm']!.push(warm);
+  res['S3 receive only']!.push(recv);
   console.log(
     `round ${r + 1}: ${Object.entries(res)
       .map(([k, v]) => `${k} ${v[r]!.toFixed(0)}`)
@@ -107,4 +123,8 @@ const ratio = (k: string, target: number) => {
 };
 console.log(ratio('S3 get cold', 0.5));
 console.log(ratio('S3 get warm', 0.95));
+console.log(
+  `S3 receive only (the cold get's ranged GETs, bytes discarded: no write, no hash) ${m['S3 receive only']!.toFixed(0)} = ` +
+    `${((m['S3 receive only']! / m['local get']!) * 100).toFixed(0)}% of local get: the ceiling the server and HTTP stack set on this machine`,
+);
 process.exit(0);
