@@ -12,7 +12,7 @@
  * Stages still read local files.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
+import { constants as fsConstants, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -160,16 +160,28 @@ export class ArtifactStore {
     // With a remote backend the local copy is a cache (re-hashed on every read, fetched again when
     // torn) and the backend holds the durable one, so the local fsync is skipped.
     const sync = !this.remote;
-    if (opts.move && src.startsWith(this.tmpDir + sep)) {
-      ({ sha256: hex, bytes } = await sha256File(src));
+    if (!(opts.move && src.startsWith(this.tmpDir + sep))) {
+      // The kernel copies (copy_file_range), then the copy itself is hashed: what is stored is what
+      // is named, even if the source changes meanwhile. Measured on 1 GiB: 1.1 s and 1.05 CPU-s
+      // against 1.6-1.9 s and 2.2-2.5 CPU-s for a read stream hashed and piped into a write stream.
+      staged = this.tempPath();
+      try {
+        await fsp.copyFile(src, staged, fsConstants.COPYFILE_EXCL);
+      } catch (e) {
+        await fsp.rm(staged, { force: true });
+        throw e;
+      }
+    }
+    try {
+      ({ sha256: hex, bytes } = await sha256File(staged));
       if (sync) {
-        const fh = await fsp.open(src, 'r+');
+        const fh = await fsp.open(staged, 'r+');
         await fh.sync();
         await fh.close();
       }
-    } else {
-      staged = this.tempPath();
-      ({ hex, bytes } = await copyHashing(createReadStream(src), staged, { sync }));
+    } catch (e) {
+      if (staged !== src) await fsp.rm(staged, { force: true });
+      throw e;
     }
     return this.commit(staged, hex, bytes, opts);
   }
