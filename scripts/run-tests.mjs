@@ -12,7 +12,7 @@
 // many tests (and the servers they start) leave theirs behind when they fail or are killed, and on a
 // CI machine that runs the suite again and again those would pile up in /tmp.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,8 @@ const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-conc
   timeout: DEADLINE_MIN * 60_000,
   killSignal: 'SIGKILL',
 });
+const orphans = killServersUnder(scratch);
+if (orphans.length) console.error(`npm test: stopped ${orphans.length} server process(es) a test file left running: ${orphans.join('; ')}`);
 rmSync(scratch, { recursive: true, force: true, maxRetries: 3 });
 if (r.error?.code === 'ETIMEDOUT') {
   console.error(
@@ -52,3 +54,36 @@ if (r.error?.code === 'ETIMEDOUT') {
   process.exit(1);
 }
 process.exit(r.status ?? 1);
+
+/**
+ * The servers tests start (SeaweedFS, PostgreSQL, Temporal dev servers) are detached so a test can
+ * kill and restart them; a test file that crashes or is killed leaves them running. Each keeps its
+ * data in the scratch folder, so any process whose command line names that folder is one of them.
+ * Linux only (/proc); elsewhere nothing is found.
+ */
+function killServersUnder(dir) {
+  const killed = [];
+  let pids = [];
+  try {
+    pids = readdirSync('/proc').filter((n) => /^\d+$/.test(n));
+  } catch {
+    return killed;
+  }
+  for (const pid of pids) {
+    if (Number(pid) === process.pid) continue;
+    let cmd;
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (!cmd.includes(dir)) continue;
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+      killed.push(`${pid} ${cmd.slice(0, 80)}`);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return killed;
+}
