@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -271,3 +271,24 @@ for (const { name: backendName, local, fresh } of backends)
         await s.verify(ref);
       });
   });
+
+describe('an unprivileged user (root runs it as nobody)', () => {
+  it("stores a read-only source file: the kernel copy keeps the source's 0444 mode, and the fsync must not need write access", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'store-ro-'));
+    chmodSync(dir, 0o777);
+    const src = join(dir, 'src.txt');
+    writeFileSync(src, 'read-only data');
+    chmodSync(src, 0o444);
+    const script = `
+      import { ArtifactStore } from ${JSON.stringify(new URL('../src/store/artifact-store.ts', import.meta.url).pathname)};
+      const s = new ArtifactStore(${JSON.stringify(join(dir, 'store'))});
+      const ref = await s.putFile(${JSON.stringify(src)}, { mediaType: 'text/plain' });
+      await s.verify(ref);
+      console.log(ref.sha256);
+    `;
+    const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { ...asUser, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), sha256Hex('read-only data'));
+  });
+});

@@ -175,7 +175,8 @@ export class ArtifactStore {
     try {
       ({ sha256: hex, bytes } = await sha256File(staged));
       if (sync) {
-        const fh = await fsp.open(staged, 'r+');
+        // Read-only is enough for fsync, and the kernel copy keeps the source's mode (0444 for a read-only source).
+        const fh = await fsp.open(staged, 'r');
         await fh.sync();
         await fh.close();
       }
