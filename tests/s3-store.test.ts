@@ -17,6 +17,7 @@ import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { openBackend } from '../src/store/open-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
+import { REUSE_CHECKSUM_MIDDLEWARE } from '../src/store/s3-payload-hash.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
 import { rawClient, startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 import { runCli } from './helpers/cli.ts';
@@ -170,6 +171,44 @@ describe('S3 artifact store', () => {
     assert.deepEqual(readdirSync(join(b.root, 'tmp')), [], 'no temp file left behind');
     // And in one GET by a reader with larger parts.
     assert.ok(readFileSync(await s3.store(url).verify(ref)).equals(big));
+  });
+
+  it('each uploaded byte is hashed once: the checksum is signed as the payload hash, and the server accepts both', async () => {
+    const partSize = 5 * 1024 * 1024;
+    const backend = s3.backend(s3.freshUrl(), { partSize });
+    const { client } = await backend.connect();
+    // Runs after the store's middleware and before the signer: what the signer will find.
+    const seen: { command: string; payloadHash?: string; bodySha256?: string }[] = [];
+    const spy = (next: (a: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: unknown) => {
+      const req = (args as { request: { headers: Record<string, string>; body: unknown } }).request;
+      if (/^(PutObject|UploadPart)Command$/.test(context.commandName ?? ''))
+        seen.push({
+          command: context.commandName!,
+          payloadHash: req.headers['x-amz-content-sha256'],
+          bodySha256: Buffer.isBuffer(req.body) || req.body instanceof Uint8Array ? sha256Hex(req.body as Uint8Array) : undefined,
+        });
+      return next(args);
+    };
+    client.middlewareStack.addRelativeTo(spy as unknown as Parameters<typeof client.middlewareStack.addRelativeTo>[0], {
+      relation: 'after',
+      toMiddleware: REUSE_CHECKSUM_MIDDLEWARE,
+      name: 'testSpy',
+    });
+    const big = file(randomBytes(2 * partSize + 777));
+    const small = file(randomBytes(1000));
+    assert.equal(await backend.putFile('big', big.path, { ...big, ifAbsent: true }), 'stored');
+    assert.equal(await backend.putFile('small', small.path, { ...small, ifAbsent: true }), 'stored');
+    assert.deepEqual(
+      seen.map((r) => r.command),
+      ['UploadPartCommand', 'UploadPartCommand', 'UploadPartCommand', 'PutObjectCommand'],
+    );
+    for (const r of seen) {
+      assert.match(r.payloadHash ?? '', /^[0-9a-f]{64}$/, `${r.command} carries its payload hash before signing`);
+      assert.equal(r.payloadHash, r.bodySha256, `${r.command}: the hash is the body's`);
+    }
+    assert.equal(seen.at(-1)!.payloadHash, small.sha256);
+    assert.equal((await backend.head('big'))?.bytes, big.bytes);
+    assert.equal((await backend.head('small'))?.bytes, small.bytes);
   });
 
   it('a multi-range download of an object changed in the bucket (one range altered, or cut short) never lands in the cache', async () => {

@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
+import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
 import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
@@ -142,7 +143,11 @@ export class S3Backend implements ObjectBackend {
   async connect(): Promise<{ client: S3Client; sdk: Sdk }> {
     if (!this.s3) {
       const lib = await sdk();
-      this.s3 ??= { client: new lib.S3Client(this.config), sdk: lib };
+      if (!this.s3) {
+        const client = new lib.S3Client(this.config);
+        reuseChecksumAsPayloadHash(client);
+        this.s3 = { client, sdk: lib };
+      }
     }
     const { client, sdk: lib } = this.s3;
     this.checked ??= client.send(new lib.HeadBucketCommand({ Bucket: this.location.bucket })).then(
