@@ -198,8 +198,9 @@ describe('S3 artifact store', () => {
     const small = file(randomBytes(1000));
     assert.equal(await backend.putFile('big', big.path, { ...big, ifAbsent: true }), 'stored');
     assert.equal(await backend.putFile('small', small.path, { ...small, ifAbsent: true }), 'stored');
+    // Three parts and one single put; a request the SDK retried would appear again, so count distinct ones.
     assert.deepEqual(
-      seen.map((r) => r.command),
+      [...new Set(seen.map((r) => `${r.command} ${r.bodySha256}`))].map((k) => k.split(' ')[0]),
       ['UploadPartCommand', 'UploadPartCommand', 'UploadPartCommand', 'PutObjectCommand'],
     );
     for (const r of seen) {
