@@ -73,20 +73,14 @@ export function appendOptimizer(
 
   // Embedding tables (rows given) are updated row-wise by AdamW: their gradient is summed per distinct
   // row into a [U, …] tensor instead of a table-sized one. SGD reads the dense gradient.
-  const rowwise = new Map(
-    spec.kind === 'adamw'
-      ? params.flatMap((p) =>
-          p.rows
-            ? [
-                [
-                  p.name,
-                  sumRowsPerIndex(b, p.rows.indices, p.rows.values, p.dims.slice(1), p.dtype, { matmul: opts.deterministicSums ?? false }),
-                ] as const,
-              ]
-            : [],
-        )
-      : [],
-  );
+  const rowwise = new Map<string, { sums: string; at: string }>();
+  if (spec.kind === 'adamw')
+    for (const p of params)
+      if (p.rows)
+        rowwise.set(
+          p.name,
+          sumRowsPerIndex(b, p.rows.indices, p.rows.values, p.dims.slice(1), p.dtype, { matmul: opts.deterministicSums ?? false }),
+        );
   // Global norm over all gradients, like torch.nn.utils.clip_grad_norm_.
   const squares = params.map((p) => {
     const g = rowwise.get(p.name)?.sums ?? p.grad;
