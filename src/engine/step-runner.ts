@@ -32,10 +32,9 @@ export interface RunStops {
  * head) the Loop gains nothing and a one-step Loop measured slightly slower than the plain graph, so
  * one step per run without the Loop stays the default there.
  *
- * On CUDA every run copies the weights and optimizer state to the GPU and back, which dominates a step:
- * MiniLM-size full fine-tuning on an H200 took 187 ms a step at one step per run, 66 ms at 4 and 41 ms
- * at 8 (4.6×; bench/steps-per-run.bench.ts with BENCH_DEVICE=cuda), so CUDA runs 8 steps per run
- * whatever the model. There, Loop runs were checked against the CPU's single-step curve (4e-7) and for
+ * On CUDA every run copies the weights and optimizer state to the GPU and back, which dominates a step
+ * (bench/steps-per-run.bench.ts with BENCH_DEVICE=cuda; figures in the README), so CUDA runs 8 steps
+ * per run whatever the model. There, Loop runs were checked against the CPU's single-step curve (4e-7) and for
  * bitwise resume by scripts/gpu-train-check.ts. WebGPU has no Loop kernel: one step per run there, and
  * for `auto` without the CUDA build, which tries WebGPU first.
  */

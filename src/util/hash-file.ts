@@ -7,8 +7,8 @@ const READ_BYTES = 1 << 20;
 /**
  * Streams a file through sha256 without loading it whole. Two buffers are reused for the whole
  * file, the next read in flight while the current one is hashed: a read stream allocates a fresh
- * buffer per chunk, and that garbage made V8 collect often enough to slow the hash of a 1 GiB
- * artifact by up to 2x in a busy process (bench/store.bench.ts, local and warm get).
+ * buffer per chunk, and in a process with a larger heap that garbage kept V8 collecting often enough
+ * to slow the hash itself (bench/store.bench.ts, local and warm get; figures in the README).
  */
 export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
   const h = createHash('sha256');
