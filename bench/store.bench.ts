@@ -6,7 +6,8 @@
  *   nice node --import tsx bench/store.bench.ts [sizeMB=1024] [rounds=2] [partMB=16]
  *
  * put: `putFile` of a file outside the store (local: copy + hash + fsync; S3: the same into the
- * cache, then a checksummed multipart upload). get: `verify` of the reference, which is what a stage
+ * cache, then a checksummed multipart upload; "body hashed twice" is the same put through the SDK
+ * without the store's payload-hash middleware, printed with each form's main-thread CPU). get: `verify` of the reference, which is what a stage
  * does before it reads a file (local: re-hash; S3 cold: download into an empty cache, 16 MiB ranges
  * 8 in flight written at their offsets while a worker thread hashes behind them; S3 warm: re-hash the
  * cached copy; S3 receive only: the cold get's ranged GETs with the bytes discarded, the ceiling the
@@ -18,13 +19,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
 import type { FileHandle } from 'node:fs/promises';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
+import { REUSE_CHECKSUM_MIDDLEWARE } from '../src/store/s3-payload-hash.ts';
 import { median } from './common.ts';
 
 const [sizeMB, rounds, partMB] = [1024, 2, 16].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number];
@@ -77,6 +79,7 @@ const res: Record<string, number[]> = {
   'local get': [],
   'local get from disk': [],
   'S3 put': [],
+  'S3 put, body hashed twice': [],
   'S3 get cold': [],
   'S3 get warm': [],
   'S3 receive only': [],
@@ -91,6 +94,30 @@ const res: Record<string, number[]> = {
 function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
 }
+/** CPU seconds of this process's main thread so far (Linux: /proc); NaN elsewhere. */
+function mainThreadCpu(): number {
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+/** Main-thread CPU seconds per GiB of each S3 put form, per round. */
+const putCpu: Record<string, number[]> = { 'S3 put': [], 'S3 put, body hashed twice': [] };
+/**
+ * An S3 put through `backend`, timed, with the main thread's CPU per GiB recorded under `name`.
+ * "body hashed twice" is the SDK on its own: without the store's middleware (s3-payload-hash.ts) its
+ * signer hashes each body again after the checksum did.
+ */
+async function s3Put(name: string, backend: S3Backend, dir: string): Promise<number> {
+  const store = new ArtifactStore(dir, { remote: backend });
+  const cpu0 = mainThreadCpu();
+  const [mbps] = await timed(() => store.putFile(src, { mediaType: 'application/octet-stream' }));
+  putCpu[name]!.push(((mainThreadCpu() - cpu0) * 1024 ** 3) / bytes);
+  rmSync(dir, { recursive: true, force: true });
+  return mbps;
+}
 const discard = {
   writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
 } as unknown as FileHandle;
@@ -102,9 +129,11 @@ for (let r = 0; r < rounds; r++) {
   rmSync(local.root, { recursive: true, force: true });
 
   const url = `s3://bench/r${r}`;
-  const writer = new ArtifactStore(join(root, `writer-${r}`), { remote: new S3Backend(url, { env, partSize: partMB * 1024 * 1024 }) });
-  const [sp] = await timed(() => writer.putFile(src, { mediaType: 'application/octet-stream' }));
-  rmSync(writer.root, { recursive: true, force: true });
+  const partSize = partMB * 1024 * 1024;
+  const sp = await s3Put('S3 put', new S3Backend(url, { env, partSize }), join(root, `writer-${r}`));
+  const twice = new S3Backend(`s3://bench/twice-${r}`, { env, partSize });
+  (await twice.connect()).client.middlewareStack.remove(REUSE_CHECKSUM_MIDDLEWARE);
+  const sp2 = await s3Put('S3 put, body hashed twice', twice, join(root, `twice-${r}`));
   const reader = new ArtifactStore(join(root, `reader-${r}`), { remote: new S3Backend(url, { env }) });
   const [cold] = await timed(() => reader.verify(ref));
   const [warm] = await timed(() => reader.verify(ref));
@@ -115,6 +144,7 @@ for (let r = 0; r < rounds; r++) {
   res['local get']!.push(lg);
   res['local get from disk']!.push(lgDisk);
   res['S3 put']!.push(sp);
+  res['S3 put, body hashed twice']!.push(sp2);
   res['S3 get cold']!.push(cold);
   res['S3 get warm']!.push(warm);
   res['S3 receive only']!.push(recv);
@@ -131,6 +161,8 @@ console.log(
   `\nstore throughput, ${sizeMB} MiB artifact, ${rounds} rounds (median MB/s), SeaweedFS ${server.endpoint} on this machine, part ${partMB} MiB`,
 );
 console.log(`put: local ${m['local put']!.toFixed(0)}  S3 ${m['S3 put']!.toFixed(0)}  (${(m['S3 put']! / m['local put']!).toFixed(2)}×)`);
+const cpuLine = (k: string) => `${k} ${m[k]!.toFixed(0)} MB/s, main thread ${median(putCpu[k]!).toFixed(2)} CPU-s per GiB`;
+console.log(`${cpuLine('S3 put')}; ${cpuLine('S3 put, body hashed twice')} (the SDK without the store's payload-hash middleware)`);
 const ratio = (k: string, target: number) => {
   const x = m[k]! / m['local get']!;
   return `${k} ${m[k]!.toFixed(0)} = ${(x * 100).toFixed(0)}% of local get ${m['local get']!.toFixed(0)} (target ≥ ${target * 100}%: ${x >= target ? 'met' : 'NOT met'})`;
