@@ -26,8 +26,7 @@ import { parseArgs } from 'node:util';
 import { cudaBuildLoaded, loadedOrtCore } from '../src/engine/cuda.ts';
 import type { Device } from '../src/engine/runtime.ts';
 import { trainClassifier, type TrainClassifierOptions, type TrainResult } from '../src/finetune/classifier.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
+import { syntheticClassifierTask } from '../src/finetune/synthetic-text.testing.ts';
 import { relaunchWithCudaBuild } from './cuda-relaunch.ts';
 
 const { values: args } = parseArgs({
@@ -65,34 +64,19 @@ async function main(): Promise<number> {
   console.log(`onnxruntime core: ${loadedOrtCore()}`);
   const root = mkdtempSync(join(tmpdir(), 'gpu-train-check-'));
   try {
-    const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
-    const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(256, 1));
-    const validation = writeTextTable(join(root, 'val.arrow'), syntheticRows(96, 2));
+    const { base } = syntheticClassifierTask(root);
     const options = (name: string, device: Device, over: Partial<TrainClassifierOptions> = {}): TrainClassifierOptions => ({
-      modelDir,
-      train,
-      validation,
-      labels: ['negative', 'positive'],
+      ...base(name),
       method: 'full',
       lr: 3e-3,
       maxSteps: steps,
-      batchSize: 16,
-      schedule: 'linear',
-      warmupRatio: 0.05,
-      weightDecay: 0.01,
-      clipNorm: 1,
-      seed: 3,
-      maxLength: 32,
-      pooling: 'mean',
       device,
       threads: 4,
       stepsPerRun,
       // As in the train stage's own process: runs are sized by steps alone.
       runBudgetMs: Infinity,
-      checkpointDir: join(root, name, 'ck'),
       checkpointEvery,
       evalEvery: steps,
-      outDir: join(root, name, 'out'),
       ...over,
     });
     const timed = async (o: TrainClassifierOptions): Promise<TrainResult & { ms: number }> => {

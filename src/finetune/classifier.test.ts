@@ -4,44 +4,28 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileClassifier, trainClassifier, loraTargetPatterns, type TrainClassifierOptions } from './classifier.ts';
-import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
+import { syntheticClassifierTask, syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
 import { readSafetensorsHeader } from '../formats/safetensors.ts';
 import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-classifier-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
-const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(256, 1));
-const validation = writeTextTable(join(root, 'val.arrow'), syntheticRows(96, 2));
+const { modelDir, base } = syntheticClassifierTask(root);
 // Frozen random features carry a weak signal: the head-only case needs more rows to show it reliably.
 const bigTrain = writeTextTable(join(root, 'train-big.arrow'), syntheticRows(600, 1));
 const bigVal = writeTextTable(join(root, 'val-big.arrow'), syntheticRows(400, 2));
 
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
   return {
-    modelDir,
-    train,
-    validation,
-    labels: ['negative', 'positive'],
+    ...base(name),
     method: 'lora',
     lora: { r: 4, alpha: 8 },
     lr: 2e-2,
     epochs: 3,
-    batchSize: 16,
-    schedule: 'linear',
-    warmupRatio: 0.05,
-    weightDecay: 0.01,
-    clipNorm: 1,
-    seed: 3,
-    maxLength: 32,
-    pooling: 'mean',
     device: 'cpu',
     threads: 2,
-    checkpointDir: join(root, name, 'ck'),
     checkpointEvery: 0,
     evalEvery: 16,
-    outDir: join(root, name, 'out'),
     ...over,
   };
 }
