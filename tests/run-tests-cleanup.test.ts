@@ -1,0 +1,47 @@
+/**
+ * npm test's runner stops the servers a test file leaves running: any process whose command line
+ * names the run's scratch folder (scripts/run-tests.mjs).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Alive and not a zombie waiting to be reaped. */
+function running(pid: number): boolean {
+  const stat = `/proc/${pid}/stat`;
+  if (!existsSync(stat)) return false;
+  return readFileSync(stat, 'utf8').split(') ')[1]![0] !== 'Z';
+}
+
+test(
+  'a server a test file left running is stopped when the run ends, and the run says so',
+  { skip: !existsSync('/proc/self/stat') && 'needs /proc' },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), 'run-tests-cleanup-'));
+    const pidFile = join(dir, 'pid');
+    try {
+      const r = spawnSync(process.execPath, ['scripts/run-tests.mjs', join('tests', 'fixtures', 'leaves-a-server.ts')], {
+        encoding: 'utf8',
+        // Without the test runner's marker, which would make the inner `node --test` report to this one.
+        env: {
+          ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_TEST_CONTEXT')),
+          LEFT_SERVER_PID_FILE: pidFile,
+        },
+      });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      assert.match(r.stderr, new RegExp(`stopped 1 server process\\(es\\) a test file left running: ${pid} left-server -dir=`));
+      assert.equal(running(pid), false, `the left server (pid ${pid}) was stopped`);
+    } finally {
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      } catch {
+        /* stopped, as it should be */
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
