@@ -1,6 +1,6 @@
 /**
  * What the engine benches share: the MiniLM-size encoder they train, a median, running with glibc malloc
- * tuned as `npm run demo` runs tempered, and reading onnxruntime's profile.
+ * tuned as `npm run demo` runs tempered, reading onnxruntime's profile, and CPU time from /proc.
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -61,4 +61,24 @@ export function modelRunMs(dir: string): number[] {
   return readProfile(join(dir, file))
     .filter((e) => e.name === 'model_run')
     .map((e) => e.dur / 1000);
+}
+
+/**
+ * The fields of a /proc stat file after the command name (`/proc/PID/stat`, or a thread's
+ * `/proc/PID/task/TID/stat`): [0] state, [1] parent pid, [11] user and [12] system CPU in clock ticks.
+ * Undefined where the file cannot be read (gone, or not Linux).
+ */
+export function procStatFields(path: string): string[] | undefined {
+  try {
+    const stat = readFileSync(path, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** User + system CPU seconds from procStatFields (clock ticks are 1/100 s on Linux); NaN when unreadable. */
+export function procCpuSec(path: string): number {
+  const f = procStatFields(path);
+  return f ? (Number(f[11]) + Number(f[12])) / 100 : NaN;
 }

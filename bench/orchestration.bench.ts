@@ -30,7 +30,7 @@ import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind, StageKind } from '../src/stages/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
-import { median } from './common.ts';
+import { median, procCpuSec, procStatFields } from './common.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -61,25 +61,16 @@ const noopStage: StageKind<{ i: number; nonce: string }> = {
   },
 };
 
-function statFields(pid: number | string): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
 /** CPU seconds (user + system) a process and its live descendants have used so far, from /proc. */
 function cpuSec(pid: number): number {
   const parent = new Map<number, number>();
-  for (const d of readdirSync('/proc')) if (/^\d+$/.test(d)) parent.set(Number(d), Number(statFields(d)?.[1] ?? 0));
+  for (const d of readdirSync('/proc')) if (/^\d+$/.test(d)) parent.set(Number(d), Number(procStatFields(`/proc/${d}/stat`)?.[1] ?? 0));
   const inTree = (p: number): boolean => p === pid || (p > 1 && parent.has(p) && inTree(parent.get(p)!));
   let sec = 0;
   for (const p of parent.keys())
     if (inTree(p)) {
-      const f = statFields(p);
-      if (f) sec += (Number(f[11]) + Number(f[12])) / 100;
+      const cpu = procCpuSec(`/proc/${p}/stat`);
+      if (!Number.isNaN(cpu)) sec += cpu;
     }
   return sec;
 }

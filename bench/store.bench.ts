@@ -19,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
@@ -27,7 +27,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { REUSE_CHECKSUM_MIDDLEWARE } from '../src/store/s3-payload-hash.ts';
-import { median } from './common.ts';
+import { median, procCpuSec } from './common.ts';
 
 const [sizeMB, rounds, partMB] = [1024, 2, 16].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number];
 const root = mkdtempSync(join(tmpdir(), 'bench-store-'));
@@ -94,15 +94,6 @@ const res: Record<string, number[]> = {
 function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
 }
-/** CPU seconds of this process's main thread so far (Linux: /proc); NaN elsewhere. */
-function mainThreadCpu(): number {
-  try {
-    const f = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 /** Main-thread CPU seconds per GiB of each S3 put form, per round. */
 const putCpu: Record<string, number[]> = { 'S3 put': [], 'S3 put, body hashed twice': [] };
 /**
@@ -112,9 +103,9 @@ const putCpu: Record<string, number[]> = { 'S3 put': [], 'S3 put, body hashed tw
  */
 async function s3Put(name: string, backend: S3Backend, dir: string): Promise<number> {
   const store = new ArtifactStore(dir, { remote: backend });
-  const cpu0 = mainThreadCpu();
+  const cpu0 = procCpuSec(`/proc/self/task/${process.pid}/stat`);
   const [mbps] = await timed(() => store.putFile(src, { mediaType: 'application/octet-stream' }));
-  putCpu[name]!.push(((mainThreadCpu() - cpu0) * 1024 ** 3) / bytes);
+  putCpu[name]!.push(((procCpuSec(`/proc/self/task/${process.pid}/stat`) - cpu0) * 1024 ** 3) / bytes);
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
