@@ -94,18 +94,28 @@ const res: Record<string, number[]> = {
 function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
 }
-/** Main-thread CPU seconds per GiB of each S3 put form, per round. */
-const putCpu: Record<string, number[]> = { 'S3 put': [], 'S3 put, body hashed twice': [] };
+/** CPU seconds per GiB, per round, of what `cpuOf` measured: this process's main thread, its other threads, and `weed`. */
+const cpu: Record<string, { main: number; others: number; server: number }[]> = {};
+const cpuNow = () => {
+  const main = procCpuSec(`/proc/self/task/${process.pid}/stat`);
+  return { main, others: procCpuSec('/proc/self/stat') - main, server: procCpuSec(`/proc/${server.pid}/stat`) };
+};
+async function cpuOf<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const before = cpuNow();
+  const r = await fn();
+  const after = cpuNow();
+  const perGiB = (k: keyof typeof before) => ((after[k] - before[k]) * 1024 ** 3) / bytes;
+  (cpu[name] ??= []).push({ main: perGiB('main'), others: perGiB('others'), server: perGiB('server') });
+  return r;
+}
 /**
- * An S3 put through `backend`, timed, with the main thread's CPU per GiB recorded under `name`.
- * "body hashed twice" is the SDK on its own: without the store's middleware (s3-payload-hash.ts) its
- * signer hashes each body again after the checksum did.
+ * An S3 put through `backend`, timed and its CPU recorded under `name`. "body hashed twice" is the
+ * SDK on its own: without the store's middleware (s3-payload-hash.ts) its signer hashes each body
+ * again after the checksum did.
  */
 async function s3Put(name: string, backend: S3Backend, dir: string): Promise<number> {
   const store = new ArtifactStore(dir, { remote: backend });
-  const cpu0 = procCpuSec(`/proc/self/task/${process.pid}/stat`);
-  const [mbps] = await timed(() => store.putFile(src, { mediaType: 'application/octet-stream' }));
-  putCpu[name]!.push(((procCpuSec(`/proc/self/task/${process.pid}/stat`) - cpu0) * 1024 ** 3) / bytes);
+  const [mbps] = await cpuOf(name, () => timed(() => store.putFile(src, { mediaType: 'application/octet-stream' })));
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
@@ -126,7 +136,7 @@ for (let r = 0; r < rounds; r++) {
   (await twice.connect()).client.middlewareStack.remove(REUSE_CHECKSUM_MIDDLEWARE);
   const sp2 = await s3Put('S3 put, body hashed twice', twice, join(root, `twice-${r}`));
   const reader = new ArtifactStore(join(root, `reader-${r}`), { remote: new S3Backend(url, { env }) });
-  const [cold] = await timed(() => reader.verify(ref));
+  const [cold] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
   const [warm] = await timed(() => reader.verify(ref));
   rmSync(reader.root, { recursive: true, force: true });
   const [recv] = await timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined));
@@ -152,8 +162,13 @@ console.log(
   `\nstore throughput, ${sizeMB} MiB artifact, ${rounds} rounds (median MB/s), SeaweedFS ${server.endpoint} on this machine, part ${partMB} MiB`,
 );
 console.log(`put: local ${m['local put']!.toFixed(0)}  S3 ${m['S3 put']!.toFixed(0)}  (${(m['S3 put']! / m['local put']!).toFixed(2)}×)`);
-const cpuLine = (k: string) => `${k} ${m[k]!.toFixed(0)} MB/s, main thread ${median(putCpu[k]!).toFixed(2)} CPU-s per GiB`;
-console.log(`${cpuLine('S3 put')}; ${cpuLine('S3 put, body hashed twice')} (the SDK without the store's payload-hash middleware)`);
+const cpuMedian = (k: string, part: 'main' | 'others' | 'server') => median(cpu[k]!.map((c) => c[part])).toFixed(2);
+const putLine = (k: string) => `${k} ${m[k]!.toFixed(0)} MB/s, main thread ${cpuMedian(k, 'main')} CPU-s per GiB`;
+console.log(`${putLine('S3 put')}; ${putLine('S3 put, body hashed twice')} (the SDK without the store's payload-hash middleware)`);
+console.log(
+  `S3 get cold, CPU-s per GiB: main thread ${cpuMedian('S3 get cold', 'main')}, this process's other threads ` +
+    `${cpuMedian('S3 get cold', 'others')} (V8's GC helpers, libuv's writes, the hash thread), weed ${cpuMedian('S3 get cold', 'server')}`,
+);
 const ratio = (k: string, target: number) => {
   const x = m[k]! / m['local get']!;
   return `${k} ${m[k]!.toFixed(0)} = ${(x * 100).toFixed(0)}% of local get ${m['local get']!.toFixed(0)} (target ≥ ${target * 100}%: ${x >= target ? 'met' : 'NOT met'})`;
