@@ -1,8 +1,8 @@
 /**
  * downloadRanges against in-memory sources into real files: parts that complete in any order land at
  * their offsets, the reported prefix never runs ahead of a hole, a body that breaks off is resumed
- * from where it stopped, and a part that fails for good stops the rest and settles with no write in
- * flight.
+ * from where it stopped, a part that fails for good stops the rest and settles with no write in
+ * flight, and the file sees one write at a time.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -201,5 +201,50 @@ describe('downloadRanges', () => {
       /more than the 100 bytes asked for/,
     );
     await fh.close();
+  });
+
+  it('writes to the file one at a time while parts download in parallel; a failed write stops the rest', async () => {
+    const data = source(8 * 100_000, 8);
+    // The real file handle, its writes held back a little so that parts finishing together would overlap.
+    const watch = (fh: fsp.FileHandle, failAt = Infinity) => {
+      const seen = { inFlight: 0, most: 0, writes: 0 };
+      const file = new Proxy(fh, {
+        get(target, prop) {
+          if (prop !== 'writev') return Reflect.get(target, prop, target);
+          return async (buffers: Uint8Array[], position: number) => {
+            seen.most = Math.max(seen.most, ++seen.inFlight);
+            try {
+              await new Promise((r) => setTimeout(r, 5));
+              if (++seen.writes === failAt) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+              return await target.writev(buffers, position);
+            } finally {
+              seen.inFlight--;
+            }
+          };
+        },
+      });
+      return { file, seen };
+    };
+    const options = (file: fsp.FileHandle) => ({
+      file,
+      total: data.length,
+      partSize: 100_000,
+      concurrency: 8,
+      fetch: async (start: number, end: number) => chunks(data.subarray(start, end), new Rng(start)),
+    });
+
+    const ok = await openFresh();
+    const a = watch(ok.fh);
+    await downloadRanges(options(a.file));
+    await ok.fh.close();
+    assert.ok(readFileSync(ok.path).equals(data));
+    assert.equal(a.seen.most, 1, 'never two writes in flight');
+
+    const full = await openFresh();
+    const b = watch(full.fh, 3);
+    await assert.rejects(downloadRanges(options(b.file)), /writing the download failed: no space left on device/);
+    assert.equal(b.seen.inFlight, 0, 'settled with no write in flight');
+    assert.equal(b.seen.writes, 3, 'the writes queued behind the failed one were dropped');
+    await full.fh.close();
   });
 });

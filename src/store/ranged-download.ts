@@ -1,9 +1,10 @@
 /**
  * Downloads one object as byte ranges fetched in parallel, straight into a file: each part's chunks
- * are written at the part's own offset as they arrive (positional writes), so parts may finish in
- * any order and nothing is reassembled in memory. `onPrefix` reports how much of the file is written
- * from its start without a hole, which is what lets the sha256 follow the download in another thread
- * (src/util/hash-follower.ts) instead of waiting for the end or holding parts back in order.
+ * are written at the part's own offset as they arrive (positional writes, one at a time for the
+ * file), so parts may finish in any order and nothing is reassembled in memory. `onPrefix` reports
+ * how much of the file is written from its start without a hole, which is what lets the sha256
+ * follow the download in another thread (src/util/hash-follower.ts) instead of waiting for the end
+ * or holding parts back in order.
  *
  * A part whose body breaks off (or ends early) is asked again for the bytes it still lacks, up to
  * `attempts` times; a part that fails for good stops the others (their requests are aborted), and
@@ -71,6 +72,30 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
   let failed = false;
   let failure: unknown;
   let firstBody = d.first;
+  // One write at a time for the whole file: a buffered write holds the file's lock in the kernel
+  // (ext4's inode rwsem), so parallel writes to one file are not faster, and the waiting threads
+  // spin on that lock, burning CPU the download and the hash need (README, Benchmarks: store).
+  // A failed write stops the download at once, so the writes queued behind it are dropped.
+  let lastWrite: Promise<unknown> = Promise.resolve();
+  const write = (buffers: Uint8Array[], position: number) => {
+    const w = lastWrite.then(async () => {
+      if (failed) throw failure;
+      try {
+        await d.file.writev(buffers, position);
+      } catch (e) {
+        stop(new WriteFailed(e));
+        throw failure;
+      }
+    });
+    lastWrite = w.catch(() => undefined);
+    return w;
+  };
+  const stop = (e: unknown) => {
+    if (failed) return;
+    failed = true;
+    failure = e;
+    ac.abort();
+  };
 
   let donePrefix = 0; // parts [0, donePrefix) complete
   let reported = 0;
@@ -93,11 +118,7 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
       if (batched === 0) return;
       if (written[i]! + batched > length)
         throw new Error(`the range ${start}-${start + length - 1} came back with more than the ${length} bytes asked for`);
-      try {
-        await d.file.writev(batch, start + written[i]!);
-      } catch (e) {
-        throw new WriteFailed(e);
-      }
+      await write(batch, start + written[i]!);
       written[i] = written[i]! + batched;
       batch = [];
       batched = 0;
@@ -142,11 +163,7 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
       try {
         await runPart(i);
       } catch (e) {
-        if (!failed) {
-          failed = true;
-          failure = e;
-          ac.abort();
-        }
+        stop(e);
       }
     }
   };
