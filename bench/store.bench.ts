@@ -15,11 +15,13 @@
  * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
  * hits every other process), so "local" reads mostly come from memory: a demanding baseline. For
  * scale, "local get from disk" re-reads the same file after evicting just its pages (GNU dd's
- * iflag=nocache, no root needed).
+ * iflag=nocache, no root needed). "write only" writes the artifact's bytes from memory into a new
+ * file beside the cache, 1 MiB at a time, no fsync: the least a cold get must do before it hashes,
+ * timed just before it, so the cold get's ceiling on this machine is printed in the same run.
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, promises as fsp, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
@@ -83,6 +85,7 @@ const res: Record<string, number[]> = {
   'S3 get cold': [],
   'S3 get warm': [],
   'S3 receive only': [],
+  'write only': [],
 };
 // The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
 // through the same client, so its speed is the ceiling the server and the HTTP stack set here.
@@ -93,6 +96,25 @@ const res: Record<string, number[]> = {
  */
 function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
+}
+/**
+ * Three idle seconds before each of the two timed writes ("write only", the cold get), so neither
+ * lands on page-cache memory the other has just freed: on this VM, how fast a write fills new
+ * page-cache pages depends on how recently that memory was last used (README, Benchmarks: store).
+ */
+const settle = () => new Promise((r) => setTimeout(r, 3000));
+/** Writes `bytes` from one reused 1 MiB buffer into a new file under `dir`, then deletes it. */
+async function writeOnly(dir: string): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'write-only.bin');
+  const fh = await fsp.open(path, 'wx');
+  const buf = chunk.subarray(0, 1024 * 1024);
+  try {
+    for (let at = 0; at < bytes; at += buf.length) await fh.write(buf, 0, Math.min(buf.length, bytes - at), at);
+  } finally {
+    await fh.close();
+    rmSync(path);
+  }
 }
 /** CPU seconds per GiB, per round, of what `cpuOf` measured: this process's main thread, its other threads, and `weed`. */
 const cpu: Record<string, { main: number; others: number; server: number }[]> = {};
@@ -136,6 +158,9 @@ for (let r = 0; r < rounds; r++) {
   (await twice.connect()).client.middlewareStack.remove(REUSE_CHECKSUM_MIDDLEWARE);
   const sp2 = await s3Put('S3 put, body hashed twice', twice, join(root, `twice-${r}`));
   const reader = new ArtifactStore(join(root, `reader-${r}`), { remote: new S3Backend(url, { env }) });
+  await settle();
+  const [wo] = await cpuOf('write only', () => timed(() => writeOnly(reader.root)));
+  await settle();
   const [cold] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
   const [warm] = await timed(() => reader.verify(ref));
   rmSync(reader.root, { recursive: true, force: true });
@@ -149,6 +174,7 @@ for (let r = 0; r < rounds; r++) {
   res['S3 get cold']!.push(cold);
   res['S3 get warm']!.push(warm);
   res['S3 receive only']!.push(recv);
+  res['write only']!.push(wo);
   console.log(
     `round ${r + 1}: ${Object.entries(res)
       .map(([k, v]) => `${k} ${v[r]!.toFixed(0)}`)
@@ -178,6 +204,12 @@ console.log(ratio('S3 get warm', 0.95));
 console.log(
   `S3 receive only (the cold get's ranged GETs, bytes discarded: no write, no hash) ${m['S3 receive only']!.toFixed(0)} = ` +
     `${((m['S3 receive only']! / m['local get']!) * 100).toFixed(0)}% of local get: the ceiling the server and HTTP stack set on this machine`,
+);
+console.log(
+  `write only (the bytes from memory into a new file, 1 MiB writes, no fsync: the least a cold get does before hashing) ` +
+    `${m['write only']!.toFixed(0)} = ${((m['write only']! / m['local get']!) * 100).toFixed(0)}% of local get, ` +
+    `${cpuMedian('write only', 'main')} + ${cpuMedian('write only', 'others')} CPU-s per GiB: the cold get's ceiling here ` +
+    `(S3 get cold = ${((m['S3 get cold']! / m['write only']!) * 100).toFixed(0)}% of it)`,
 );
 if (Number.isFinite(m['local get from disk'])) {
   const d = m['local get from disk']!;
