@@ -9,7 +9,8 @@
  * cache, then a checksummed multipart upload; "body hashed twice" is the same put through the SDK
  * without the store's payload-hash middleware, printed with each form's main-thread CPU). get: `verify` of the reference, which is what a stage
  * does before it reads a file (local: re-hash; S3 cold: download into an empty cache, 16 MiB ranges
- * 8 in flight written at their offsets while a worker thread hashes behind them; S3 warm: re-hash the
+ * 8 in flight written at their offsets while a worker thread hashes behind them, the ranged GETs
+ * through undici; "node http" is the same with the SDK's default handler; S3 warm: re-hash the
  * cached copy; S3 receive only: the cold get's ranged GETs with the bytes discarded, the ceiling the
  * server and the HTTP stack set on this machine). Targets (issue 17): S3 get ≥ 50 % of the local
  * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
@@ -83,8 +84,10 @@ const res: Record<string, number[]> = {
   'S3 put': [],
   'S3 put, body hashed twice': [],
   'S3 get cold': [],
+  'S3 get cold, node http': [],
   'S3 get warm': [],
   'S3 receive only': [],
+  'S3 receive only, node http': [],
   'write only': [],
 };
 // The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
@@ -141,6 +144,13 @@ async function s3Put(name: string, backend: S3Backend, dir: string): Promise<num
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
+/** A backend whose ranged GETs go through the SDK's default handler (Node's http module) instead of undici. */
+async function nodeHttpBackend(url: string): Promise<S3Backend> {
+  const backend = new S3Backend(url, { env });
+  const sdkSide = await backend.connect();
+  sdkSide.downloads = sdkSide.client;
+  return backend;
+}
 const discard = {
   writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
 } as unknown as FileHandle;
@@ -164,7 +174,16 @@ for (let r = 0; r < rounds; r++) {
   const [cold] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
   const [warm] = await timed(() => reader.verify(ref));
   rmSync(reader.root, { recursive: true, force: true });
-  const [recv] = await timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined));
+  const nodeReader = new ArtifactStore(join(root, `node-reader-${r}`), { remote: await nodeHttpBackend(url) });
+  await settle();
+  const [coldNode] = await cpuOf('S3 get cold, node http', () => timed(() => nodeReader.verify(ref)));
+  rmSync(nodeReader.root, { recursive: true, force: true });
+  const [recv] = await cpuOf('S3 receive only', () =>
+    timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined)),
+  );
+  const [recvNode] = await cpuOf('S3 receive only, node http', () =>
+    timed(async () => (await nodeHttpBackend(url)).readInto(objectKey(ref.sha256), discard, () => undefined)),
+  );
 
   res['local put']!.push(lp);
   res['local get']!.push(lg);
@@ -172,8 +191,10 @@ for (let r = 0; r < rounds; r++) {
   res['S3 put']!.push(sp);
   res['S3 put, body hashed twice']!.push(sp2);
   res['S3 get cold']!.push(cold);
+  res['S3 get cold, node http']!.push(coldNode);
   res['S3 get warm']!.push(warm);
   res['S3 receive only']!.push(recv);
+  res['S3 receive only, node http']!.push(recvNode);
   res['write only']!.push(wo);
   console.log(
     `round ${r + 1}: ${Object.entries(res)
@@ -194,6 +215,17 @@ console.log(`${putLine('S3 put')}; ${putLine('S3 put, body hashed twice')} (the 
 console.log(
   `S3 get cold, CPU-s per GiB: main thread ${cpuMedian('S3 get cold', 'main')}, this process's other threads ` +
     `${cpuMedian('S3 get cold', 'others')} (V8's GC helpers, libuv's writes, the hash thread), weed ${cpuMedian('S3 get cold', 'server')}`,
+);
+console.log(
+  `S3 get cold, ranged GETs through Node's http module (the SDK's default handler): ${m['S3 get cold, node http']!.toFixed(0)} MB/s, ` +
+    `main thread ${cpuMedian('S3 get cold, node http', 'main')} + other threads ${cpuMedian('S3 get cold, node http', 'others')} CPU-s per GiB ` +
+    `(through undici: ${m['S3 get cold']!.toFixed(0)}, ${(m['S3 get cold']! / m['S3 get cold, node http']!).toFixed(2)}×)`,
+);
+console.log(
+  `S3 receive only through Node's http module: ${m['S3 receive only, node http']!.toFixed(0)} MB/s, main thread ` +
+    `${cpuMedian('S3 receive only, node http', 'main')} + other threads ${cpuMedian('S3 receive only, node http', 'others')} CPU-s per GiB ` +
+    `(through undici: ${m['S3 receive only']!.toFixed(0)}, ${cpuMedian('S3 receive only', 'main')} + ${cpuMedian('S3 receive only', 'others')}; ` +
+    `${(m['S3 receive only']! / m['S3 receive only, node http']!).toFixed(2)}×)`,
 );
 const ratio = (k: string, target: number) => {
   const x = m[k]! / m['local get']!;

@@ -81,7 +81,7 @@ const GET_CONCURRENCY = 8;
 export class S3Backend implements ObjectBackend {
   readonly url: string;
   private readonly config: S3ClientConfig;
-  private s3: { client: S3Client; sdk: Sdk } | undefined;
+  private s3: { client: S3Client; downloads: S3Client; sdk: Sdk } | undefined;
   readonly location: S3Location;
   readonly endpoint: string | undefined;
   private readonly partSize: number;
@@ -140,13 +140,16 @@ export class S3Backend implements ObjectBackend {
   }
 
   /** The SDK client (created on first use); checks once that the bucket exists and the credentials work. */
-  async connect(): Promise<{ client: S3Client; sdk: Sdk }> {
+  async connect(): Promise<{ client: S3Client; downloads: S3Client; sdk: Sdk }> {
     if (!this.s3) {
-      const lib = await sdk();
+      const [lib, { UndiciHttpHandler }] = await Promise.all([sdk(), import('./undici-http-handler.ts')]);
       if (!this.s3) {
         const client = new lib.S3Client(this.config);
         reuseChecksumAsPayloadHash(client);
-        this.s3 = { client, sdk: lib };
+        // The cache's ranged GETs go through undici (undici-http-handler.ts); everything else, puts
+        // above all, through the SDK's default handler.
+        const downloads = new lib.S3Client({ ...this.config, requestHandler: new UndiciHttpHandler() });
+        this.s3 = { client, downloads, sdk: lib };
       }
     }
     const { client, sdk: lib } = this.s3;
@@ -189,10 +192,10 @@ export class S3Backend implements ObjectBackend {
     return e;
   }
 
-  private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>): Promise<T> {
-    const { client, sdk: lib } = await this.connect();
+  private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>, via: 'client' | 'downloads' = 'client'): Promise<T> {
+    const s3 = await this.connect();
     try {
-      return await fn(client, lib);
+      return await fn(s3[via], s3.sdk);
     } catch (e) {
       throw this.explain(e, op);
     }
@@ -293,10 +296,13 @@ export class S3Backend implements ObjectBackend {
     const Key = this.key(key);
     const partSize = this.getPartSize;
     const range = (start: number, end: number, etag?: string, abortSignal?: AbortSignal) =>
-      this.call('get', (c, lib) =>
-        c.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
-          abortSignal,
-        }),
+      this.call(
+        'get',
+        (c, lib) =>
+          c.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
+            abortSignal,
+          }),
+        'downloads',
       );
     let first: Awaited<ReturnType<typeof range>>;
     try {
