@@ -90,8 +90,6 @@ const res: Record<string, number[]> = {
   'S3 receive only, node http': [],
   'write only': [],
 };
-// The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
-// through the same client, so its speed is the ceiling the server and the HTTP stack set here.
 /**
  * Drops one file's pages from the OS page cache (GNU dd asks the kernel with posix_fadvise
  * DONTNEED; the store fsyncs what it writes, so the pages are clean and go), without root and
@@ -144,13 +142,8 @@ async function s3Put(name: string, backend: S3Backend, dir: string): Promise<num
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
-/** A backend whose ranged GETs go through the SDK's default handler (Node's http module) instead of undici. */
-async function nodeHttpBackend(url: string): Promise<S3Backend> {
-  const backend = new S3Backend(url, { env });
-  const sdkSide = await backend.connect();
-  sdkSide.downloads = sdkSide.client;
-  return backend;
-}
+// The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
+// through the same client, so its speed is the ceiling the server and the HTTP stack set here.
 const discard = {
   writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
 } as unknown as FileHandle;
@@ -174,7 +167,7 @@ for (let r = 0; r < rounds; r++) {
   const [cold] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
   const [warm] = await timed(() => reader.verify(ref));
   rmSync(reader.root, { recursive: true, force: true });
-  const nodeReader = new ArtifactStore(join(root, `node-reader-${r}`), { remote: await nodeHttpBackend(url) });
+  const nodeReader = new ArtifactStore(join(root, `node-reader-${r}`), { remote: new S3Backend(url, { env, rangedGetsVia: 'node-http' }) });
   await settle();
   const [coldNode] = await cpuOf('S3 get cold, node http', () => timed(() => nodeReader.verify(ref)));
   rmSync(nodeReader.root, { recursive: true, force: true });
@@ -182,7 +175,7 @@ for (let r = 0; r < rounds; r++) {
     timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined)),
   );
   const [recvNode] = await cpuOf('S3 receive only, node http', () =>
-    timed(async () => (await nodeHttpBackend(url)).readInto(objectKey(ref.sha256), discard, () => undefined)),
+    timed(() => new S3Backend(url, { env, rangedGetsVia: 'node-http' }).readInto(objectKey(ref.sha256), discard, () => undefined)),
   );
 
   res['local put']!.push(lp);

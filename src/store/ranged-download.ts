@@ -47,7 +47,7 @@ const BATCH_BYTES = 1 << 20;
 /** …and to at most this many buffers, well under the kernel's iovec limit. */
 const BATCH_BUFFERS = 256;
 
-/** A local write that failed (disk full, file closed): retrying the network side would not help. */
+/** A local write that failed (disk full, file closed): it stops the download, as retrying the network side would not help. */
 class WriteFailed extends Error {
   constructor(cause: unknown) {
     super(`writing the download failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
@@ -149,8 +149,9 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
         if (written[i]! < end - start) throw new Error(`the range ${start}-${end - 1} ended after ${written[i]} of ${end - start} bytes`);
         return;
       } catch (e) {
+        // A failed write has stopped the download already (`write`), so only fetch errors get here.
         if (failed) return;
-        if (e instanceof WriteFailed || d.fatal?.(e) || attempt >= attempts) throw e;
+        if (d.fatal?.(e) || attempt >= attempts) throw e;
         await new Promise((r) => setTimeout(r, retryDelayMs * attempt));
       }
     }

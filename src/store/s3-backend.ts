@@ -65,6 +65,11 @@ export interface S3BackendOptions {
   /** Ranges a download into the cache (`readInto`) fetches, and how many at once (see the defaults below). */
   getPartSize?: number;
   getConcurrency?: number;
+  /**
+   * The HTTP client under `readInto`'s ranged GETs: undici (default; undici-http-handler.ts) or the
+   * SDK's default handler on Node's `http` module, which the store bench runs beside it.
+   */
+  rangedGetsVia?: 'undici' | 'node-http';
   env?: NodeJS.ProcessEnv;
 }
 
@@ -81,7 +86,10 @@ const GET_CONCURRENCY = 8;
 export class S3Backend implements ObjectBackend {
   readonly url: string;
   private readonly config: S3ClientConfig;
-  private s3: { client: S3Client; downloads: S3Client; sdk: Sdk } | undefined;
+  private s3: { client: S3Client; sdk: Sdk } | undefined;
+  /** The client `readInto` sends its ranged GETs through, made on the first download. */
+  private rangedGets: S3Client | undefined;
+  private readonly rangedGetsVia: 'undici' | 'node-http';
   readonly location: S3Location;
   readonly endpoint: string | undefined;
   private readonly partSize: number;
@@ -116,6 +124,7 @@ export class S3Backend implements ObjectBackend {
     this.queueSize = opts.queueSize ?? 4;
     this.getPartSize = Math.max(1, opts.getPartSize ?? Number(env.TEMPERED_S3_GET_PART_MB ?? GET_PART / MiB) * MiB);
     this.getConcurrency = Math.max(1, opts.getConcurrency ?? GET_CONCURRENCY);
+    this.rangedGetsVia = opts.rangedGetsVia ?? 'undici';
     this.config = {
       region,
       endpoint: this.endpoint,
@@ -140,16 +149,13 @@ export class S3Backend implements ObjectBackend {
   }
 
   /** The SDK client (created on first use); checks once that the bucket exists and the credentials work. */
-  async connect(): Promise<{ client: S3Client; downloads: S3Client; sdk: Sdk }> {
+  async connect(): Promise<{ client: S3Client; sdk: Sdk }> {
     if (!this.s3) {
-      const [lib, { UndiciHttpHandler }] = await Promise.all([sdk(), import('./undici-http-handler.ts')]);
+      const lib = await sdk();
       if (!this.s3) {
         const client = new lib.S3Client(this.config);
         reuseChecksumAsPayloadHash(client);
-        // The cache's ranged GETs go through undici (undici-http-handler.ts); everything else, puts
-        // above all, through the SDK's default handler.
-        const downloads = new lib.S3Client({ ...this.config, requestHandler: new UndiciHttpHandler() });
-        this.s3 = { client, downloads, sdk: lib };
+        this.s3 = { client, sdk: lib };
       }
     }
     const { client, sdk: lib } = this.s3;
@@ -192,10 +198,27 @@ export class S3Backend implements ObjectBackend {
     return e;
   }
 
-  private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>, via: 'client' | 'downloads' = 'client'): Promise<T> {
+  /**
+   * The client for `readInto`'s ranged GETs: through undici (undici-http-handler.ts, loaded only by a
+   * process that downloads), while everything else, puts above all, keeps the SDK's default handler.
+   */
+  private async rangedGetClient({ client, sdk: lib }: { client: S3Client; sdk: Sdk }): Promise<S3Client> {
+    if (this.rangedGetsVia === 'node-http') return client;
+    if (!this.rangedGets) {
+      const { UndiciHttpHandler } = await import('./undici-http-handler.ts');
+      this.rangedGets ??= new lib.S3Client({ ...this.config, requestHandler: new UndiciHttpHandler() });
+    }
+    return this.rangedGets;
+  }
+
+  private async call<T>(
+    op: string,
+    fn: (client: S3Client, lib: Sdk) => Promise<T>,
+    pick: (s3: { client: S3Client; sdk: Sdk }) => S3Client | Promise<S3Client> = (s3) => s3.client,
+  ): Promise<T> {
     const s3 = await this.connect();
     try {
-      return await fn(s3[via], s3.sdk);
+      return await fn(await pick(s3), s3.sdk);
     } catch (e) {
       throw this.explain(e, op);
     }
@@ -302,7 +325,7 @@ export class S3Backend implements ObjectBackend {
           c.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
             abortSignal,
           }),
-        'downloads',
+        (s3) => this.rangedGetClient(s3),
       );
     let first: Awaited<ReturnType<typeof range>>;
     try {

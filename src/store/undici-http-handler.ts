@@ -8,8 +8,9 @@
  * GETs only: undici refuses `Expect: 100-continue`, which the SDK sends with large uploads, so puts
  * keep the SDK's default handler. The SDK still signs, retries and parses; this only moves bytes.
  */
-import { Agent, errors } from 'undici';
-import type { HttpHandlerOptions, HttpRequest, HttpResponse } from '@smithy/types';
+import { buildQueryString, HttpResponse } from '@smithy/core/protocols';
+import type { HttpHandlerOptions, HttpRequest } from '@smithy/types';
+import { Agent } from 'undici';
 
 /** undici's codes for a connection that broke or stalled: worth asking again, as the SDK does for ECONNRESET. */
 const TRANSIENT = new Set([
@@ -20,26 +21,14 @@ const TRANSIENT = new Set([
   'UND_ERR_CLOSED',
 ]);
 
-/** RFC 3986 escaping, as SigV4 signs query strings (encodeURIComponent leaves !'()* alone). */
-const escape = (s: string) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-
-function queryString(query: HttpRequest['query'] = {}): string {
-  const parts: string[] = [];
-  for (const key of Object.keys(query).sort()) {
-    const value = query[key];
-    if (value === null || value === undefined) parts.push(escape(key));
-    else for (const v of Array.isArray(value) ? value : [value]) parts.push(`${escape(key)}=${escape(v)}`);
-  }
-  return parts.join('&');
-}
-
 export class UndiciHttpHandler {
   private readonly agent = new Agent({ connections: 64 });
 
   async handle(request: HttpRequest, options: HttpHandlerOptions = {}): Promise<{ response: HttpResponse }> {
     if (request.method !== 'GET' && request.method !== 'HEAD')
       throw new Error(`UndiciHttpHandler carries GET and HEAD requests only, not ${request.method}`);
-    const qs = queryString(request.query);
+    // The SDK's own query builder, so the query is escaped exactly as its signer signed it.
+    const qs = buildQueryString(request.query ?? {});
     try {
       const res = await this.agent.request({
         origin: `${request.protocol}//${request.hostname}${request.port ? `:${request.port}` : ''}`,
@@ -50,11 +39,10 @@ export class UndiciHttpHandler {
       });
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-      return { response: { statusCode: res.statusCode, reason: undefined, headers, body: res.body } };
+      return { response: new HttpResponse({ statusCode: res.statusCode, headers, body: res.body }) };
     } catch (e) {
-      const code = (e as { code?: string }).code;
-      // The SDK retries errors that carry this trait; an aborted request is not one of them.
-      if (code && TRANSIENT.has(code) && !(e instanceof errors.RequestAbortedError)) Object.assign(e as object, { $retryable: {} });
+      // The SDK retries errors that carry this trait (an aborted request has a code of its own).
+      if (TRANSIENT.has((e as { code?: string }).code ?? '')) Object.assign(e as object, { $retryable: {} });
       throw e;
     }
   }
