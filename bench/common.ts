@@ -1,9 +1,10 @@
 /**
  * What the engine benches share: the MiniLM-size encoder they train, a median, running with glibc malloc
- * tuned as `npm run demo` runs tempered, reading onnxruntime's profile, and CPU time from /proc.
+ * tuned as `npm run demo` runs tempered, reading onnxruntime's profile, CPU time from /proc, and
+ * writing a new file from memory.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
 
@@ -81,4 +82,25 @@ export function procStatFields(path: string): string[] | undefined {
 export function procCpuSec(path: string): number {
   const f = procStatFields(path);
   return f ? (Number(f[11]) + Number(f[12])) / 100 : NaN;
+}
+
+/**
+ * Writes `bytes` into a new file at `path` from `buf` (reused for every write, so only the file's
+ * pages are new memory), `writers` positional writes in flight at a time, each `buf.length` long:
+ * 1 is how the store's ranged download writes now, 8 how it wrote before. No fsync.
+ */
+export async function writeNewFile(path: string, bytes: number, buf: Uint8Array, writers = 1): Promise<void> {
+  const fh = await fsp.open(path, 'wx');
+  try {
+    let next = 0;
+    const writer = async () => {
+      for (let at = next; at < bytes; at = next) {
+        next += buf.length;
+        await fh.write(buf, 0, Math.min(buf.length, bytes - at), at);
+      }
+    };
+    await Promise.all(Array.from({ length: writers }, writer));
+  } finally {
+    await fh.close();
+  }
 }

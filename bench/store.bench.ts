@@ -22,7 +22,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, promises as fsp, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
@@ -30,7 +30,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { REUSE_CHECKSUM_MIDDLEWARE } from '../src/store/s3-payload-hash.ts';
-import { median, procCpuSec } from './common.ts';
+import { median, procCpuSec, writeNewFile } from './common.ts';
 
 const [sizeMB, rounds, partMB] = [1024, 2, 16].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number];
 const root = mkdtempSync(join(tmpdir(), 'bench-store-'));
@@ -104,17 +104,14 @@ function evictFromPageCache(path: string): boolean {
  * page-cache pages depends on how recently that memory was last used (README, Benchmarks: store).
  */
 const settle = () => new Promise((r) => setTimeout(r, 3000));
-/** Writes `bytes` from one reused 1 MiB buffer into a new file under `dir`, then deletes it. */
+/** "write only": the artifact's bytes into a new file under `dir`, 1 MiB writes one at a time, then deleted. */
 async function writeOnly(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'write-only.bin');
-  const fh = await fsp.open(path, 'wx');
-  const buf = chunk.subarray(0, 1024 * 1024);
   try {
-    for (let at = 0; at < bytes; at += buf.length) await fh.write(buf, 0, Math.min(buf.length, bytes - at), at);
+    await writeNewFile(path, bytes, chunk.subarray(0, 1024 * 1024));
   } finally {
-    await fh.close();
-    rmSync(path);
+    rmSync(path, { force: true });
   }
 }
 /** CPU seconds per GiB, per round, of what `cpuOf` measured: this process's main thread, its other threads, and `weed`. */
@@ -142,6 +139,9 @@ async function s3Put(name: string, backend: S3Backend, dir: string): Promise<num
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
+// Loaded before anything is timed, as the SDK is by the first put: a once-per-process cost (about
+// 0.1 s), which a 1 GiB get would otherwise carry in its first round only.
+await import('../src/store/undici-http-handler.ts');
 // The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
 // through the same client, so its speed is the ceiling the server and the HTTP stack set here.
 const discard = {
