@@ -6,6 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HttpRequest } from '@smithy/types';
@@ -96,4 +97,29 @@ describe('UndiciHttpHandler', () => {
   it('refuses requests other than GET and HEAD (puts keep the SDK default handler)', async () => {
     await assert.rejects(handler.handle(request({ method: 'PUT', body: Buffer.from('x') })), /GET and HEAD requests only, not PUT/);
   });
+
+  it(
+    'a process that fetched through it exits by itself while the server still keeps the connection alive',
+    { timeout: 60_000 },
+    async () => {
+      // The server would hold an idle keep-alive connection for 10 minutes: a CLI command that
+      // downloaded something must not wait for that (undici unrefs idle sockets; this checks it).
+      server.keepAliveTimeout = 600_000;
+      const script = `
+      import { UndiciHttpHandler } from ${JSON.stringify(new URL('./undici-http-handler.ts', import.meta.url).pathname)};
+      const { response } = await new UndiciHttpHandler().handle({ protocol: 'http:', hostname: '127.0.0.1', port: ${port},
+        method: 'GET', path: '/from-child', query: {}, headers: {} });
+      for await (const _ of response.body) void _;
+      console.log('fetched', response.statusCode);
+    `;
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d));
+      const code = await new Promise((r) => child.on('exit', r));
+      assert.equal(code, 0);
+      assert.equal(out.trim(), 'fetched 206');
+    },
+  );
 });
