@@ -12,6 +12,9 @@
  * per-run cost (the copy of weights and optimizer state out of onnxruntime) a larger share of a step.
  * BENCH_DEVICE=cuda runs it on CUDA (starting again on onnxruntime's CUDA build, graphs compiled as the
  * trainers compile them for CUDA), where every run copies weights and moments to the GPU and back.
+ * BENCH_SUMS picks how the batch sums are written: `matmul` (the deterministic forms graphs for CUDA
+ * use), `reduce` (ReduceSum / scatter-add, the CPU's forms) or `both`, alternating the two in one
+ * process: the cost of CUDA's determinism (default: matmul on CUDA, reduce on the CPU).
  */
 import { compileTrainStep } from '../src/engine/compile.ts';
 import { cudaBuildLoaded } from '../src/engine/cuda.ts';
@@ -26,17 +29,32 @@ if (device !== 'cpu' && device !== 'cuda') throw new Error('BENCH_DEVICE must be
 if (device === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild();
 reexecWithMallocTuning();
 const settings = (process.argv[2] ?? '1,4').split(',').map(Number);
-const prog = compileTrainStep(buildTinyEncoder(MINILM_SIZE), {
-  loss: { kind: 'cross_entropy' },
-  trainable: { kind: 'full' },
-  optimizer: { kind: 'adamw' },
-  clipNorm: 1,
-  deterministicSums: device === 'cuda',
-});
+const sumsArg = process.env.BENCH_SUMS ?? (device === 'cuda' ? 'matmul' : 'reduce');
+if (!['matmul', 'reduce', 'both'].includes(sumsArg)) throw new Error('BENCH_SUMS must be matmul, reduce or both');
+const sumForms = sumsArg === 'both' ? ['matmul', 'reduce'] : [sumsArg];
+const model = buildTinyEncoder(MINILM_SIZE);
+const programs = sumForms.map((sums) => ({
+  sums,
+  prog: compileTrainStep(model, {
+    loss: { kind: 'cross_entropy' },
+    trainable: { kind: 'full' },
+    optimizer: { kind: 'adamw' },
+    clipNorm: 1,
+    deterministicSums: sums === 'matmul',
+  }),
+}));
 // BENCH_RUN_BUDGET_MS: RunSizer's time cap on a run (none, as in the train stage's own process, when unset).
 const budget = process.env.BENCH_RUN_BUDGET_MS ? Number(process.env.BENCH_RUN_BUDGET_MS) : Infinity;
 await alternate(
-  settings.map((n) => ({ label: `${n} step(s) per run`, prog, stepsPerRun: n, runBudgetMs: budget, device })),
+  settings.flatMap((n) =>
+    programs.map(({ sums, prog }) => ({
+      label: `${n} step(s) per run${sumForms.length > 1 ? `, ${sums} sums` : ''}`,
+      prog,
+      stepsPerRun: n,
+      runBudgetMs: budget,
+      device,
+    })),
+  ),
   {
     steps: Number(process.argv[3] ?? 12),
     rounds: Number(process.argv[4] ?? 3),
