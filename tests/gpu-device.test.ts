@@ -66,5 +66,7 @@ it('device: cuda without a usable CUDA install fails the train stage on its firs
 it('device: auto without CUDA trains on the CPU', async () => {
   const st = await run('auto');
   assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => s.error)));
-  assert.equal(st.stages.find((s) => s.id === 'train')!.outputs!.steps, 2);
+  const train = st.stages.find((s) => s.id === 'train')!;
+  assert.equal(train.outputs!.steps, 2);
+  assert.equal(train.outputs!.device, 'cpu', 'the train outputs say where it ran');
 });

@@ -22,7 +22,7 @@ function script(name: string, args: string[]) {
 
 const gpuHere = existsSync('/dev/nvidia0');
 
-for (const name of ['gpu-check.ts', 'gpu-train-check.ts']) {
+for (const name of ['gpu-check.ts', 'gpu-train-check.ts', 'gpu-pipeline-check.ts']) {
   test(`${name} on a machine without a GPU says so and exits 0`, { skip: gpuHere && 'this machine has a GPU' }, () => {
     const r = script(name, []);
     assert.equal(r.status, 0, r.out);
@@ -46,4 +46,14 @@ test('gpu-train-check --against cpu: curves, accuracy, determinism and resume ju
   assert.match(r.out, /deterministic +two cpu runs export the same bytes/);
   assert.match(r.out, /resume +stopped after step-00000021, resumed from step 21: .* the same bytes as uninterrupted/);
   assert.match(r.out, /gpu-train-check: OK/);
+});
+
+test('gpu-pipeline-check --against cpu: cpu, cpu and auto runs through a real dev server and worker, device, steps and loss judged, OK', () => {
+  const r = script('gpu-pipeline-check.ts', ['--against', 'cpu', '--steps', '12']);
+  assert.equal(r.status, 0, r.out);
+  assert.match(r.out, /every run succeeds +succeeded, succeeded, succeeded/);
+  assert.match(r.out, /train ran where expected +cpu → cpu \(expected cpu\), cpu → cpu \(expected cpu\), auto → cpu \(expected cpu\)/);
+  assert.match(r.out, /same number of steps +12, 12, 12 \(asked 12\)/);
+  assert.match(r.out, /final loss +worst rel diff from the CPU run 0\.00e\+0/);
+  assert.match(r.out, /gpu-pipeline-check: OK/);
 });

@@ -28,6 +28,7 @@ const lib = async () => ({
   ...(await import('../finetune/classifier.ts')),
   ...(await import('../finetune/causal-lm.ts')),
   ...(await import('../models/sources.ts')),
+  ...(await import('../engine/cuda.ts')),
 });
 
 export interface TrainConfig {
@@ -274,6 +275,7 @@ export const trainStage: StageKind<TrainConfig> = {
     steps: { type: 'number' },
     finalLoss: { type: 'number' },
     baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
+    device: { type: 'string', description: "where the training ran: 'cuda', 'webgpu' or 'cpu' (what device: auto chose)" },
   },
   // The config names the base model; its content is in the key too, so a re-exported local folder or
   // an hf: branch that moved to a new commit misses the cache instead of reusing the old model.
@@ -323,7 +325,7 @@ export const trainStage: StageKind<TrainConfig> = {
     return issues;
   },
   async run(cfg, ctx) {
-    const { removeStaleTemps, resolveModelSource } = await lib();
+    const { removeStaleTemps, resolveModelSource, runsOnCuda } = await lib();
     const task = cfg.task ?? 'classification';
     if (task === 'causal-lm') {
       if (cfg.method === 'head')
@@ -431,6 +433,8 @@ export const trainStage: StageKind<TrainConfig> = {
         steps: result.steps,
         finalLoss: result.finalLoss,
         baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
+        // What `auto` chose, and proof for `cuda`: the process was started on the CUDA build or refused.
+        device: settings.device === 'webgpu' ? 'webgpu' : runsOnCuda(settings.device) ? 'cuda' : 'cpu',
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
       await dropSharedCheckpoint(ctx.store, checkpointName);
