@@ -5,16 +5,22 @@
  */
 import { spawnSync } from 'node:child_process';
 import { stateDir } from '../infra/state.ts';
-import { CUDA_TF32_ENV, cudaDir, cudaProcessEnv, probeCuda } from '../src/engine/cuda.ts';
+import { CUDA_TF32_ENV, cudaDir, cudaProcessEnv, probeCuda, type CudaProbe } from '../src/engine/cuda.ts';
 
-export function relaunchWithCudaBuild(opts: { tf32?: boolean } = {}): never {
-  const dir = cudaDir(stateDir());
+/** The CUDA probe of `dir` when it passes; otherwise says why and exits (0 with no GPU, 1 with one). */
+export function exitUnlessCudaUsable(dir: string): CudaProbe {
   const probe = probeCuda(dir);
   if (!probe.ok) {
     const noGpu = probe.devices.length === 0;
     console.log(`${noGpu ? 'no GPU' : 'GPU present, CUDA not usable'}: ${probe.problems.join('; ')}`);
     process.exit(noGpu ? 0 : 1);
   }
+  return probe;
+}
+
+export function relaunchWithCudaBuild(opts: { tf32?: boolean } = {}): never {
+  const dir = cudaDir(stateDir());
+  const probe = exitUnlessCudaUsable(dir);
   console.log(
     `GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; starting again with onnxruntime's CUDA build from ${dir}`,
   );

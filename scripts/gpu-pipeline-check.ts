@@ -29,6 +29,7 @@ import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
 import { stateDir } from '../infra/state.ts';
 import { CUDA_DIR_ENV, cudaDir, probeCuda } from '../src/engine/cuda.ts';
 import { loadSpec } from '../src/spec/index.ts';
+import { exitUnlessCudaUsable } from './cuda-relaunch.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { writeTrainPipeline } from '../tests/helpers/train-fixture.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
@@ -50,15 +51,8 @@ const LOSS_REL_TOL = 1e-3;
 // The worker's state folder is a throwaway one, so the stage's child must be pointed at the CUDA
 // install this machine's TEMPERED_HOME holds.
 process.env[CUDA_DIR_ENV] ||= cudaDir(stateDir());
-const probe = probeCuda(process.env[CUDA_DIR_ENV]!);
-if (target === 'cuda') {
-  if (!probe.ok) {
-    const noGpu = probe.devices.length === 0;
-    console.log(`${noGpu ? 'no GPU' : 'GPU present, CUDA not usable'}: ${probe.problems.join('; ')}`);
-    process.exit(noGpu ? 0 : 1);
-  }
-  console.log(`GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; CUDA install ${probe.dir}`);
-}
+const probe = target === 'cuda' ? exitUnlessCudaUsable(process.env[CUDA_DIR_ENV]!) : probeCuda(process.env[CUDA_DIR_ENV]!);
+if (target === 'cuda') console.log(`GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; CUDA install ${probe.dir}`);
 
 interface Outcome {
   state: string;
