@@ -4,6 +4,7 @@
  * setup) behind the worker's read-through cache, alternating the sides for `rounds` rounds.
  *
  *   nice node --import tsx bench/store.bench.ts [sizeMB=1024] [rounds=2] [partMB=16]
+ *   (BENCH_SETTLE_MS, default 3000: idle before each timed write; see `settle` below)
  *
  * put: `putFile` of a file outside the store (local: copy + hash + fsync; S3: the same into the
  * cache, then a checksummed multipart upload; "body hashed twice" is the same put through the SDK
@@ -99,11 +100,14 @@ function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
 }
 /**
- * Three idle seconds before each of the two timed writes ("write only", the cold get), so neither
- * lands on page-cache memory the other has just freed: on this VM, how fast a write fills new
- * page-cache pages depends on how recently that memory was last used (README, Benchmarks: store).
+ * Three idle seconds before each of the timed writes ("write only", the cold gets), so none lands on
+ * page-cache memory another has just freed: on this VM, how fast a write fills new page-cache pages
+ * depends on how recently that memory was last used (README, Benchmarks: store). BENCH_SETTLE_MS=0
+ * measures the other case: each write reuses memory just freed, still backed by the host.
  */
-const settle = () => new Promise((r) => setTimeout(r, 3000));
+const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 3000);
+if (!(settleMs >= 0)) throw new Error('BENCH_SETTLE_MS must be a number of milliseconds ≥ 0');
+const settle = () => new Promise((r) => setTimeout(r, settleMs));
 /** "write only": the artifact's bytes into a new file under `dir`, 1 MiB writes one at a time, then deleted. */
 async function writeOnly(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
