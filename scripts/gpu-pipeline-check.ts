@@ -29,10 +29,10 @@ import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
 import { stateDir } from '../infra/state.ts';
 import { CUDA_DIR_ENV, cudaDir, probeCuda } from '../src/engine/cuda.ts';
 import { loadSpec } from '../src/spec/index.ts';
-import { exitUnlessCudaUsable } from './cuda-relaunch.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { writeTrainPipeline } from '../tests/helpers/train-fixture.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
+import { exitUnlessCudaUsable } from './cuda-relaunch.ts';
 
 const { values: args } = parseArgs({
   options: {
