@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
-import { createSession } from './runtime.ts';
+import { createSession, sessionDevice } from './runtime.ts';
+import { encodeModel } from '../onnx/proto.ts';
 import { buildTinyEncoder } from './tiny-encoder.testing.ts';
 import { tokenTask } from './synthetic.testing.ts';
 
@@ -15,4 +16,18 @@ test('models over the external-data threshold load through a temp file and give 
   const inline = await (await createSession(model, { threads: 1 })).run(feeds);
   const external = await (await createSession(model, { threads: 1, externalDataBytes: 0 })).run(feeds);
   assert.deepEqual(external['logits']!.data, inline['logits']!.data);
+});
+
+test('sessionDevice says where a session landed: the device asked for, or for auto the first in its try order that opened', async () => {
+  const model = buildTinyEncoder({ vocab: 12, hidden: 8, heads: 2, intermediate: 16, layers: 1, seq: 4, classes: 2, seed: 1 });
+  assert.equal(sessionDevice(await createSession(model, { device: 'cpu', threads: 1 })), 'cpu');
+  // This process runs the npm build, so auto tries WebGPU, then the CPU: which one it lands on depends
+  // on the machine, and it must be the one a WebGPU session says.
+  const webgpu = await createSession(model, { device: 'webgpu', threads: 1 }).then(
+    (s) => sessionDevice(s),
+    () => undefined,
+  );
+  assert.equal(sessionDevice(await createSession(model, { device: 'auto', threads: 1 })), webgpu ?? 'cpu');
+  const foreign = await ort.InferenceSession.create(encodeModel(model));
+  assert.throws(() => sessionDevice(foreign), /not opened by createSession/);
 });

@@ -64,6 +64,16 @@ function devicesToTry(device: Device): Exclude<Device, 'auto'>[] {
   return [device];
 }
 
+/** The device each session opened here landed on: `auto` and fallbacks are only settled by trying. */
+const landedOn = new WeakMap<ort.InferenceSession, Exclude<Device, 'auto'>>();
+
+/** Where a session from createSession runs: the first device in its try order that opened it. */
+export function sessionDevice(session: ort.InferenceSession): Exclude<Device, 'auto'> {
+  const d = landedOn.get(session);
+  if (!d) throw new Error('sessionDevice: this session was not opened by createSession');
+  return d;
+}
+
 export async function createSession(model: Model | Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
   const weightBytes = model instanceof Uint8Array ? 0 : [...model.graph.initializers.values()].reduce((s, t) => s + t.data.byteLength, 0);
   if (!(model instanceof Uint8Array) && weightBytes > (opts.externalDataBytes ?? EXTERNAL_THRESHOLD_BYTES)) {
@@ -104,7 +114,9 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
         ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
         ...(opts.memPattern === false ? { enableMemPattern: false } : {}),
       };
-      return await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
+      const session = await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
+      landedOn.set(session, d);
+      return session;
     } catch (e) {
       // On CPU a failure is a bad graph, not a missing device: report it as it is.
       if (d === 'cpu') throw e;

@@ -10,7 +10,7 @@ import { allocate, BYTES, type DType, type TypedArray } from '../onnx/dtype.ts';
 import { accumulateGradients } from './accumulate.ts';
 import { GRAD_NORM_OUTPUT, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, type TrainProgram } from './compile.ts';
 import { endName, multiStepModel, stackedName, startName, TRIP_COUNT_INPUT } from './multi-step.ts';
-import { createSession, toOrt, type Device, type SessionOptions } from './runtime.ts';
+import { createSession, sessionDevice, toOrt, type Device, type SessionOptions } from './runtime.ts';
 import { runsOnCuda } from './cuda.ts';
 
 export interface StepResult {
@@ -269,6 +269,11 @@ export class StepRunner {
       gradNorm: norms[i]!,
     }));
     return this.commit(results, out, endName);
+  }
+
+  /** The device the steps run on (what `auto` chose). */
+  get device(): Exclude<Device, 'auto'> {
+    return sessionDevice((this.sessions.step ?? this.sessions.loop ?? this.sessions.grad)!);
   }
 
   async release(): Promise<void> {

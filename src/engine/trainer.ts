@@ -114,6 +114,8 @@ export interface FitResult {
   aborted: boolean;
   lastEval?: EvalMetrics;
   history: StepMetrics[];
+  /** Where the steps ran (what `auto` chose). */
+  device: Exclude<Device, 'auto'>;
 }
 
 const rows = (c: Column) => c.dims[0]!;
@@ -374,9 +376,10 @@ export class Trainer {
       }
       if (stoppedEarly || (o.stopAfterStep !== undefined && step >= o.stopAfterStep)) break;
     }
+    const device = runner.device;
     await runner.release();
     await evalSession?.release();
-    return { params: this.params, step, epoch, stoppedEarly, aborted, lastEval, history };
+    return { params: this.params, step, epoch, stoppedEarly, aborted, lastEval, history, device };
   }
 
   /** Forward outputs of the eval graph for every row of `data` (batched, concatenated along rows). */

@@ -62,6 +62,7 @@ const options = (name: string, over: Partial<TrainCausalLmOptions> = {}): TrainC
 test('grouped by default: short and long rows train in separate batches, each cut to its own length', async () => {
   const grouped = await trainCausalLm(options('grouped'));
   const flat = await trainCausalLm(options('flat', { groupByLength: false }));
+  assert.equal(grouped.device, 'cpu', 'where the steps ran');
   const widths = (h: { seqLen?: number }[]) => h.map((s) => s.seqLen!);
   const full = Math.max(...widths(flat.history));
   assert.ok(full >= 48, `the table is ${full} wide`);

@@ -89,6 +89,8 @@ export interface CausalTrainResult {
   truncatedRows: number;
   /** Chat records left out: the template and the whole reply alone exceed maxLength. */
   droppedRows: number;
+  /** Where the steps ran (what `auto` chose). */
+  device: Exclude<Device, 'auto'>;
 }
 
 const MANIFEST = 'tempered-model.json';
@@ -441,6 +443,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     resumedFromStep,
     truncatedRows: trainTok.truncatedRows,
     droppedRows: trainTok.droppedRows,
+    device: r.device,
   };
 }
 

@@ -49,6 +49,7 @@ for (const [method, over, minAcc] of [
     const val = r.history.at(-1)!.val!;
     assert.ok(val.accuracy >= minAcc, `validation accuracy ${val.accuracy} < ${minAcc}`);
     assert.equal(r.steps, r.history.length);
+    assert.equal(r.device, 'cpu', 'where the steps ran');
     const out = join(root, method, 'out');
     for (const f of ['model.onnx', 'tokenizer.json', 'config.json', 'labels.json', 'tempered-model.json'])
       assert.ok(existsSync(join(out, f)), f);

@@ -20,6 +20,7 @@ import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop
 import { exportClassifier, type ModelManifest } from './export.ts';
 import type { RunSettings } from './run-options.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
+import type { Device } from '../engine/runtime.ts';
 
 export interface LoraOptions {
   r: number;
@@ -73,6 +74,8 @@ export interface TrainResult {
   /** Rows whose text was cut at maxLength (train table). */
   truncatedRows: number;
   outDir: string;
+  /** Where the steps ran (what `auto` chose). */
+  device: Exclude<Device, 'auto'>;
 }
 
 const posInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 1;
@@ -295,5 +298,6 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     resumedFromStep: r.resumedFromStep,
     truncatedRows: trainTok.truncatedRows,
     outDir: o.outDir,
+    device: r.device,
   };
 }

@@ -96,6 +96,8 @@ export interface LoopResult {
   bestParams?: Map<string, TypedArray>;
   history: HistoryRow[];
   resumedFromStep?: number;
+  /** Where the steps ran (what `auto` chose). */
+  device: Exclude<Device, 'auto'>;
 }
 
 export function checkpointName(step: number): string {
@@ -221,6 +223,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     ...sessOpts,
   });
   const evalSession = o.val ? await createSession(prog.eval, sessOpts) : undefined;
+  const device = runner.device;
   let batches = epochBatches(o.train, o.batchSize, o.seed, epoch, o.groupByLength);
   const nextIdx = (): Uint32Array => {
     if (position >= stepsPerEpoch * o.accumulation) {
@@ -341,7 +344,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     await runner.release();
     await evalSession?.release();
   }
-  return { params, steps: step, epochs: epoch + (position > 0 ? 1 : 0), finalLoss, bestStep, bestParams, history, resumedFromStep };
+  return { params, steps: step, epochs: epoch + (position > 0 ? 1 : 0), finalLoss, bestStep, bestParams, history, resumedFromStep, device };
 }
 
 /** Rows per length group: large enough to shuffle well, small enough that lengths in a group vary. */

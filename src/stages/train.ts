@@ -28,7 +28,6 @@ const lib = async () => ({
   ...(await import('../finetune/classifier.ts')),
   ...(await import('../finetune/causal-lm.ts')),
   ...(await import('../models/sources.ts')),
-  ...(await import('../engine/cuda.ts')),
 });
 
 export interface TrainConfig {
@@ -118,7 +117,7 @@ type Trainer = (
   settings: RunSettings,
   ctx: StageContext,
   onStep: (m: StepReport) => void,
-) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number }>;
+) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number; device: string }>;
 
 /** What each task adds to the shared settings, and which library recipe trains it. */
 const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
@@ -325,7 +324,7 @@ export const trainStage: StageKind<TrainConfig> = {
     return issues;
   },
   async run(cfg, ctx) {
-    const { removeStaleTemps, resolveModelSource, runsOnCuda } = await lib();
+    const { removeStaleTemps, resolveModelSource } = await lib();
     const task = cfg.task ?? 'classification';
     if (task === 'causal-lm') {
       if (cfg.method === 'head')
@@ -433,8 +432,7 @@ export const trainStage: StageKind<TrainConfig> = {
         steps: result.steps,
         finalLoss: result.finalLoss,
         baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
-        // What `auto` chose, and proof for `cuda`: the process was started on the CUDA build or refused.
-        device: settings.device === 'webgpu' ? 'webgpu' : runsOnCuda(settings.device) ? 'cuda' : 'cpu',
+        device: result.device,
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
       await dropSharedCheckpoint(ctx.store, checkpointName);
