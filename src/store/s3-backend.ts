@@ -202,7 +202,7 @@ export class S3Backend implements ObjectBackend {
    * The client for `readInto`'s ranged GETs: through undici (undici-http-handler.ts, loaded only by a
    * process that downloads), while everything else, puts above all, keeps the SDK's default handler.
    */
-  private async rangedGetClient({ client, sdk: lib }: { client: S3Client; sdk: Sdk }): Promise<S3Client> {
+  private async rangedGetClient(client: S3Client, lib: Sdk): Promise<S3Client> {
     if (this.rangedGetsVia === 'node-http') return client;
     if (!this.rangedGets) {
       const { UndiciHttpHandler } = await import('./undici-http-handler.ts');
@@ -211,14 +211,10 @@ export class S3Backend implements ObjectBackend {
     return this.rangedGets;
   }
 
-  private async call<T>(
-    op: string,
-    fn: (client: S3Client, lib: Sdk) => Promise<T>,
-    pick: (s3: { client: S3Client; sdk: Sdk }) => S3Client | Promise<S3Client> = (s3) => s3.client,
-  ): Promise<T> {
-    const s3 = await this.connect();
+  private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>): Promise<T> {
+    const { client, sdk: lib } = await this.connect();
     try {
-      return await fn(await pick(s3), s3.sdk);
+      return await fn(client, lib);
     } catch (e) {
       throw this.explain(e, op);
     }
@@ -319,13 +315,11 @@ export class S3Backend implements ObjectBackend {
     const Key = this.key(key);
     const partSize = this.getPartSize;
     const range = (start: number, end: number, etag?: string, abortSignal?: AbortSignal) =>
-      this.call(
-        'get',
-        (c, lib) =>
-          c.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
-            abortSignal,
-          }),
-        (s3) => this.rangedGetClient(s3),
+      this.call('get', async (client, lib) =>
+        (await this.rangedGetClient(client, lib)).send(
+          new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }),
+          { abortSignal },
+        ),
       );
     let first: Awaited<ReturnType<typeof range>>;
     try {
