@@ -19,7 +19,7 @@
  * scale, "local get from disk" re-reads the same file after evicting just its pages (GNU dd's
  * iflag=nocache, no root needed). "write only" writes the artifact's bytes from memory into a new
  * file beside the cache, 1 MiB at a time, no fsync: the least a cold get must do before it hashes,
- * timed just before it, so the cold get's ceiling on this machine is printed in the same run.
+ * timed just before it, so what writing alone costs on this machine is printed in the same run.
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -251,7 +251,7 @@ console.log(
 console.log(
   `write only (the bytes from memory into a new file, 1 MiB writes, no fsync: the least a cold get does before hashing) ` +
     `${m['write only']!.toFixed(0)} = ${((m['write only']! / m['local get']!) * 100).toFixed(0)}% of local get, ` +
-    `${cpuMedian('write only', 'main')} + ${cpuMedian('write only', 'others')} CPU-s per GiB: the cold get's ceiling here ` +
+    `${cpuMedian('write only', 'main')} + ${cpuMedian('write only', 'others')} CPU-s per GiB: what writing alone costs here ` +
     `(S3 get cold = ${((m['S3 get cold']! / m['write only']!) * 100).toFixed(0)}% of it)`,
 );
 if (Number.isFinite(m['local get from disk'])) {
