@@ -23,15 +23,14 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
+import { getRunStatus, waitForRun } from '../client/runs.ts';
 import { stateDir } from '../infra/state.ts';
 import { CUDA_DIR_ENV, cudaDir, probeCuda } from '../src/engine/cuda.ts';
-import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { writeTrainPipeline } from '../tests/helpers/train-fixture.ts';
-import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
+import { startTestEnv, submitPipelineFile, type TestEnv } from '../tests/helpers/temporal-env.ts';
 import { exitUnlessCudaUsable } from './cuda-relaunch.ts';
 
 const { values: args } = parseArgs({
@@ -66,15 +65,8 @@ interface Outcome {
 async function runPipeline(env: TestEnv, device: 'cuda' | 'cpu' | 'auto'): Promise<Outcome> {
   const dir = mkdtempSync(join(env.dir, `pipeline-${device}-`));
   const file = writeTrainPipeline(dir, { maxSteps: steps, checkpointEvery: Math.max(2, Math.floor(steps / 4)), device });
-  const reg = kindRegistry(env.kinds);
-  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
-  if (!res.ok) throw new Error(`the check's own pipeline is invalid: ${JSON.stringify(res.errors)}`);
-  const h = await submitRun(
-    env.client,
-    { plan: res.plan, options: { baseDir: dirname(file), actor: 'gpu-pipeline-check', noCache: true } },
-    { taskQueue: TEST_QUEUE },
-  );
-  const st = await waitForRun(env.client, h.workflowId).catch(() => getRunStatus(env.client, h.workflowId));
+  const runId = await submitPipelineFile(env, file, { actor: 'gpu-pipeline-check', noCache: true });
+  const st = await waitForRun(env.client, runId).catch(() => getRunStatus(env.client, runId));
   const train = st.stages.find((s) => s.id === 'train');
   const out = train?.outputs as Record<string, unknown> | undefined;
   return {

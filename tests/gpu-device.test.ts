@@ -8,12 +8,11 @@ import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { submitRun, waitForRun } from '../client/runs.ts';
-import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { join } from 'node:path';
+import { getRunStatus, waitForRun } from '../client/runs.ts';
+import { loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
-import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+import { startTestEnv, submitPipelineFile, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 const saved = process.env.TEMPERED_CUDA_DIR;
@@ -31,17 +30,8 @@ after(async () => {
 
 async function run(device: 'cuda' | 'auto') {
   const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), `gpu-${device}-`)), { maxSteps: 2, device });
-  const reg = kindRegistry(env.kinds);
-  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
-  if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(
-    env.client,
-    { plan: res.plan, options: { baseDir: dirname(file), actor: 'gpu-test', noCache: true } },
-    { taskQueue: TEST_QUEUE },
-  );
-  return waitForRun(env.client, h.workflowId).catch(() =>
-    import('../client/runs.ts').then((m) => m.getRunStatus(env.client, h.workflowId)),
-  );
+  const runId = await submitPipelineFile(env, file, { actor: 'gpu-test', noCache: true });
+  return waitForRun(env.client, runId).catch(() => getRunStatus(env.client, runId));
 }
 
 it('device: cuda without a usable CUDA install fails the train stage on its first attempt, naming why and what to do', async () => {

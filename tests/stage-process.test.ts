@@ -11,27 +11,17 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
-import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { getRunStatus, waitForRun } from '../client/runs.ts';
+import { loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
-import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+import { startTestEnv, submitPipelineFile, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 
-async function submit(file: string, taskQueue = TEST_QUEUE): Promise<string> {
-  const reg = kindRegistry(env.kinds);
-  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
-  if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(
-    env.client,
-    { plan: res.plan, options: { baseDir: dirname(file), actor: 'stage-process', noCache: true } },
-    { taskQueue },
-  );
-  return h.workflowId;
-}
+const submit = (file: string, taskQueue = TEST_QUEUE) =>
+  submitPipelineFile(env, file, { actor: 'stage-process', noCache: true, taskQueue });
 
 const stage = (st: RunStatus, id: string) => st.stages.find((s) => s.id === id)!;
 /** Attempt numbers of the run's activities, from its history (the server records the last attempt of each). */

@@ -7,15 +7,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { submitRun, waitForRun } from '../client/runs.ts';
-import { loadSpec } from '../src/spec/index.ts';
-import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { waitForRun } from '../client/runs.ts';
+import { loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
-import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
+import { startTestEnv, submitPipelineFile, type TestEnv } from './helpers/temporal-env.ts';
 
 const CHECKPOINT_EVERY = 4;
 let env: TestEnv;
@@ -25,17 +24,7 @@ function workerEnv(home: string, queue: string) {
   return { TEMPORAL_ADDRESS: env.server.address, TEMPERED_HOME: home, TEMPERED_TASK_QUEUE: queue, TEMPERED_ACTOR: 'durability' };
 }
 
-async function submit(queue: string): Promise<string> {
-  const reg = kindRegistry(env.kinds);
-  const res = await loadSpec(pipeline, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
-  if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(
-    env.client,
-    { plan: res.plan, options: { baseDir: dirname(pipeline), actor: 'durability' } },
-    { taskQueue: queue },
-  );
-  return h.workflowId;
-}
+const submit = (queue: string) => submitPipelineFile(env, pipeline, { actor: 'durability', taskQueue: queue });
 
 /**
  * Waits until the worker has written a checkpoint at or past `atLeast` steps and returns that step.

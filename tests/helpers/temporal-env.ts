@@ -4,7 +4,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
@@ -14,6 +14,9 @@ import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { StageCache } from '../../src/store/stage-cache.ts';
 import type { AnyStageKind } from '../../src/stages/types.ts';
 import { stageCompletedHook } from '../../activities/audit.ts';
+import { submitRun } from '../../client/runs.ts';
+import { loadSpec } from '../../src/spec/index.ts';
+import { kindRegistry } from '../../src/stages/stage-kinds.ts';
 
 export const TEST_QUEUE = 'tempered-test';
 
@@ -81,4 +84,24 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
     },
   };
   return env;
+}
+
+/**
+ * Validates the pipeline in `file` against the env's stage kinds, as `tempered submit` does, starts it
+ * on `taskQueue` (default TEST_QUEUE) and returns its workflow id.
+ */
+export async function submitPipelineFile(
+  env: Pick<TestEnv, 'client' | 'kinds'>,
+  file: string,
+  opts: { actor: string; noCache?: boolean; taskQueue?: string },
+): Promise<string> {
+  const reg = kindRegistry(env.kinds);
+  const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+  if (!res.ok) throw new Error(`${file} is invalid: ${JSON.stringify(res.errors)}`);
+  const h = await submitRun(
+    env.client,
+    { plan: res.plan, options: { baseDir: dirname(file), actor: opts.actor, ...(opts.noCache ? { noCache: true } : {}) } },
+    { taskQueue: opts.taskQueue ?? TEST_QUEUE },
+  );
+  return h.workflowId;
 }
