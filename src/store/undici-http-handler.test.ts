@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isTransientError } from '@smithy/core/retry';
 import type { HttpRequest } from '@smithy/types';
 import { UndiciHttpHandler } from './undici-http-handler.ts';
 
@@ -78,7 +79,10 @@ describe('UndiciHttpHandler', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const gone = (closed.address() as AddressInfo).port;
     await new Promise((r) => closed.close(r));
-    await assert.rejects(handler.handle(request({ port: gone })), (e: unknown) => (e as { code?: string }).code === 'ECONNREFUSED');
+    await assert.rejects(
+      handler.handle(request({ port: gone })),
+      (e: unknown) => (e as { code?: string }).code === 'ECONNREFUSED' && isTransientError(e as Parameters<typeof isTransientError>[0]),
+    );
   });
 
   it('marks a socket that closes before the answer as retryable', async () => {
@@ -87,7 +91,8 @@ describe('UndiciHttpHandler', () => {
     try {
       await assert.rejects(
         handler.handle(request({ port: (rude.address() as AddressInfo).port })),
-        (e: unknown) => (e as { code?: string }).code === 'UND_ERR_SOCKET' && (e as { $retryable?: object }).$retryable !== undefined,
+        // The SDK's own retry decision, not just the trait: it must call this error transient.
+        (e: unknown) => (e as { code?: string }).code === 'UND_ERR_SOCKET' && isTransientError(e as Parameters<typeof isTransientError>[0]),
       );
     } finally {
       await new Promise((r) => rude.close(r));
