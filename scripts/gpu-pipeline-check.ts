@@ -11,7 +11,8 @@
  * - every run succeeds;
  * - each train stage reports where it ran (its `device` output): `cuda` for `cuda` (a stage asking for
  *   CUDA runs on the CUDA build or fails at once; it never falls back to the CPU), and for `auto` CUDA
- *   exactly where the machine's CUDA probe passes;
+ *   exactly where the machine's CUDA probe passes, and elsewhere where `auto` lands on the npm build
+ *   (WebGPU where a WebGPU session opens, else the CPU);
  * - the final losses agree to 1e-3 relative, and the step counts match.
  * scripts/gpu-check.ts and scripts/gpu-train-check.ts check the engine and the trainer in more detail;
  * this one checks the path through Temporal, the worker and the stage's child process.
@@ -32,6 +33,7 @@ import { loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { writeTrainPipeline } from '../tests/helpers/train-fixture.ts';
 import { startTestEnv, submitPipelineFile, type TestEnv } from '../tests/helpers/temporal-env.ts';
 import { exitUnlessCudaUsable } from './cuda-relaunch.ts';
+import { whereAutoLands } from '../src/engine/where-auto-lands.testing.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -91,7 +93,7 @@ try {
   const runs = [
     ['cpu', cpu, 'cpu'],
     [target, gpu, target],
-    ['auto', auto, probe.ok ? 'cuda' : 'cpu'],
+    ['auto', auto, probe.ok ? 'cuda' : await whereAutoLands()],
   ] as const;
   for (const [asked, o] of runs)
     console.log(
