@@ -148,9 +148,18 @@ async function s3Put(name: string, backend: S3Backend, dir: string): Promise<num
 await import('../src/store/undici-http-handler.ts');
 // The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
 // through the same client, so its speed is the ceiling the server and the HTTP stack set here.
-const discard = {
-  writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
-} as unknown as FileHandle;
+// It also counts what the download hands its writes, per transport: how many body chunks, in how many
+// `writev` calls, and their median size.
+const handed: Record<string, { chunks: number[]; calls: number }> = {};
+const discard = (via: string) =>
+  ({
+    writev: async (buffers: Uint8Array[]) => {
+      const h = (handed[via] ??= { chunks: [], calls: 0 });
+      h.calls++;
+      for (const b of buffers) h.chunks.push(b.length);
+      return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
+    },
+  }) as unknown as FileHandle;
 for (let r = 0; r < rounds; r++) {
   const local = new ArtifactStore(join(root, `local-${r}`));
   const [lp, ref] = await timed(() => local.putFile(src, { mediaType: 'application/octet-stream' }));
@@ -190,10 +199,12 @@ for (let r = 0; r < rounds; r++) {
   const coldMBps: Partial<Record<keyof typeof coldGets, number>> = {};
   for (const via of r % 2 === 0 ? (['undici', 'node'] as const) : (['node', 'undici'] as const)) coldMBps[via] = await coldGets[via]();
   const [recv] = await cpuOf('S3 receive only', () =>
-    timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined)),
+    timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard('undici'), () => undefined)),
   );
   const [recvNode] = await cpuOf('S3 receive only, node http', () =>
-    timed(() => new S3Backend(url, { env, rangedGetsVia: 'node-http' }).readInto(objectKey(ref.sha256), discard, () => undefined)),
+    timed(() =>
+      new S3Backend(url, { env, rangedGetsVia: 'node-http' }).readInto(objectKey(ref.sha256), discard('node http'), () => undefined),
+    ),
   );
 
   res['local put']!.push(lp);
@@ -237,6 +248,16 @@ console.log(
     `${cpuMedian('S3 receive only, node http', 'main')} + other threads ${cpuMedian('S3 receive only, node http', 'others')} CPU-s per GiB ` +
     `(through undici: ${m['S3 receive only']!.toFixed(0)}, ${cpuMedian('S3 receive only', 'main')} + ${cpuMedian('S3 receive only', 'others')}; ` +
     `${(m['S3 receive only']! / m['S3 receive only, node http']!).toFixed(2)}×)`,
+);
+const perRound = (n: number) => (n / rounds).toFixed(0);
+console.log(
+  `what the receive hands its writes, per round: ` +
+    Object.entries(handed)
+      .map(
+        ([via, h]) =>
+          `${via} ${perRound(h.chunks.length)} chunks in ${perRound(h.calls)} writev calls, median ${(median(h.chunks) / 1024).toFixed(0)} KiB`,
+      )
+      .join('; '),
 );
 const ratio = (k: string, target: number) => {
   const x = m[k]! / m['local get']!;
