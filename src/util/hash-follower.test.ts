@@ -1,12 +1,13 @@
 /**
  * followHash on real files written step by step: the digest equals a plain sha256 of the bytes,
  * several files hash at once in the one thread, a file shorter than announced is an error at
- * `finish`, and a cancelled job leaves the thread serving others.
+ * `finish`, and a cancelled job (also one cancelled mid-read) closes its file and leaves the thread
+ * serving others.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../data/rng.ts';
@@ -63,5 +64,31 @@ describe('followHash', () => {
     const ok = fresh();
     writeFileSync(ok, 'all of it');
     assert.equal(await followHash(ok).finish(9), sha(Buffer.from('all of it')));
+  });
+
+  it('a job cancelled while its reads are in flight closes its file once they land, and the thread goes on', async () => {
+    const path = fresh();
+    // This process's open files that are `path` (the thread's too: it is a thread of this process).
+    const opened = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === path;
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
+    // Large enough that the thread is still reading when the cancel reaches it (about 0.2 s of hashing).
+    const data = Buffer.alloc(256 << 20, 'tempered');
+    writeFileSync(path, data);
+    const until = async (done: () => boolean) => {
+      for (let waited = 0; !done() && waited < 5000; waited += 5) await new Promise((r) => setTimeout(r, 5));
+    };
+    const h = followHash(path);
+    h.advance(data.length);
+    await until(() => opened() > 0); // the thread has the file open and is reading it
+    h.cancel();
+    await until(() => opened() === 0);
+    assert.equal(opened(), 0, 'the cancelled job closed its file');
+    assert.equal(await followHash(path).finish(data.length), sha(data));
   });
 });
