@@ -8,22 +8,23 @@
  *
  * put: `putFile` of a file outside the store (local: copy + hash + fsync; S3: the same into the
  * cache, then a checksummed multipart upload; "body hashed twice" is the same put through the SDK
- * without the store's payload-hash middleware, printed with each form's main-thread CPU). get: `verify` of the reference, which is what a stage
- * does before it reads a file (local: re-hash; S3 cold: download into an empty cache, 16 MiB ranges
- * 8 in flight written at their offsets while a worker thread hashes behind them, the ranged GETs
- * through undici; "node http" is the same with the SDK's default handler; S3 warm: re-hash the
- * cached copy; S3 receive only: the cold get's ranged GETs with the bytes discarded, the ceiling the
- * server and the HTTP stack set on this machine). Targets (issue 17): S3 get ≥ 50 % of the local
+ * without the store's payload-hash middleware, printed with each form's main-thread CPU). get:
+ * `verify` of the reference, which is what a stage does before it reads a file (local: re-hash; S3
+ * cold: download into an empty cache, 16 MiB ranges 8 in flight written at their offsets while a
+ * worker thread hashes behind them; S3 warm: re-hash the cached copy; S3 receive only: the cold
+ * get's ranged GETs with the bytes discarded, the ceiling the server and the HTTP stack set on this
+ * machine). Targets (issue 17): S3 get ≥ 50 % of the local
  * folder's with the cache cold, ≥ 95 % warm. The OS page cache is not dropped (that needs root and
  * hits every other process), so "local" reads mostly come from memory: a demanding baseline. For
  * scale, "local get from disk" re-reads the same file after evicting just its pages (GNU dd's
  * iflag=nocache, no root needed). "write only" writes the artifact's bytes from memory into a new
  * file beside the cache, 1 MiB at a time, no fsync: the least a cold get must do before it hashes,
  * timed just before it, so what writing alone costs on this machine is printed in the same run.
+ * From the CPU each of these costs alone, the bench prints what the CPUs allow a cold get at most.
  */
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSeaweed } from '../infra/seaweedfs.ts';
@@ -46,6 +47,7 @@ closeSync(fd);
 const bytes = sizeMB * 1024 * 1024;
 
 const server = await startSeaweed({ dataDir: join(root, 'seaweed') });
+const theirs = allowedCpus(String(server.pid));
 process.on('exit', () => {
   try {
     process.kill(server.pid, 'SIGKILL');
@@ -85,10 +87,8 @@ const res: Record<string, number[]> = {
   'S3 put': [],
   'S3 put, body hashed twice': [],
   'S3 get cold': [],
-  'S3 get cold, node http': [],
   'S3 get warm': [],
   'S3 receive only': [],
-  'S3 receive only, node http': [],
   'write only': [],
 };
 /**
@@ -100,9 +100,9 @@ function evictFromPageCache(path: string): boolean {
   return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
 }
 /**
- * Three idle seconds before each of the timed writes ("write only", the cold gets), so none lands on
+ * Three idle seconds before each of the timed writes ("write only" and the cold get), so neither lands on
  * page-cache memory another has just freed: on this VM, how fast a write fills new page-cache pages
- * depends on how recently that memory was last used (README, Benchmarks: store). BENCH_SETTLE_MS=0
+ * depends on how recently that memory was last used (README, Store throughput). BENCH_SETTLE_MS=0
  * measures the other case: each write reuses memory just freed, still backed by the host.
  */
 const settleMs = Number(process.env.BENCH_SETTLE_MS ?? 3000);
@@ -143,27 +143,15 @@ async function s3Put(name: string, backend: S3Backend, dir: string): Promise<num
   rmSync(dir, { recursive: true, force: true });
   return mbps;
 }
-// Loaded before anything is timed, as the SDK is by the first put: a once-per-process cost (about
-// 0.1 s), which a 1 GiB get would otherwise carry in its first round only.
-await import('../src/store/undici-http-handler.ts');
 // The cold get's download with its bytes thrown away (no write, no hash): the same ranged GETs
 // through the same client, so its speed is the ceiling the server and the HTTP stack set here.
-// It also counts what the download hands its writes, per transport: how many body chunks, in how many
-// `writev` calls, and their median size.
-const handed: Record<string, { chunks: number[]; calls: number }> = {};
-const discard = (via: string) =>
-  ({
-    writev: async (buffers: Uint8Array[]) => {
-      const h = (handed[via] ??= { chunks: [], calls: 0 });
-      h.calls++;
-      for (const b of buffers) h.chunks.push(b.length);
-      return { bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers };
-    },
-  }) as unknown as FileHandle;
+const discard = {
+  writev: async (buffers: Uint8Array[]) => ({ bytesWritten: buffers.reduce((n, b) => n + b.length, 0), buffers }),
+} as unknown as FileHandle;
 for (let r = 0; r < rounds; r++) {
   const local = new ArtifactStore(join(root, `local-${r}`));
   const [lp, ref] = await timed(() => local.putFile(src, { mediaType: 'application/octet-stream' }));
-  const [lg, localPath] = await timed(() => local.verify(ref));
+  const [lg, localPath] = await cpuOf('local get', () => timed(() => local.verify(ref)));
   const [lgDisk] = evictFromPageCache(localPath) ? await timed(() => local.verify(ref)) : [NaN];
   rmSync(local.root, { recursive: true, force: true });
 
@@ -176,35 +164,12 @@ for (let r = 0; r < rounds; r++) {
   const reader = new ArtifactStore(join(root, `reader-${r}`), { remote: new S3Backend(url, { env }) });
   await settle();
   const [wo] = await cpuOf('write only', () => timed(() => writeOnly(reader.root)));
-  let warm = NaN;
-  // The two transports' cold gets take turns going first, so neither always follows the other's freed pages.
-  const coldGets = {
-    undici: async () => {
-      await settle();
-      const [mbps] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
-      [warm] = await timed(() => reader.verify(ref));
-      rmSync(reader.root, { recursive: true, force: true });
-      return mbps;
-    },
-    node: async () => {
-      const nodeReader = new ArtifactStore(join(root, `node-reader-${r}`), {
-        remote: new S3Backend(url, { env, rangedGetsVia: 'node-http' }),
-      });
-      await settle();
-      const [mbps] = await cpuOf('S3 get cold, node http', () => timed(() => nodeReader.verify(ref)));
-      rmSync(nodeReader.root, { recursive: true, force: true });
-      return mbps;
-    },
-  };
-  const coldMBps: Partial<Record<keyof typeof coldGets, number>> = {};
-  for (const via of r % 2 === 0 ? (['undici', 'node'] as const) : (['node', 'undici'] as const)) coldMBps[via] = await coldGets[via]();
+  await settle();
+  const [cold] = await cpuOf('S3 get cold', () => timed(() => reader.verify(ref)));
+  const [warm] = await timed(() => reader.verify(ref));
+  rmSync(reader.root, { recursive: true, force: true });
   const [recv] = await cpuOf('S3 receive only', () =>
-    timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard('undici'), () => undefined)),
-  );
-  const [recvNode] = await cpuOf('S3 receive only, node http', () =>
-    timed(() =>
-      new S3Backend(url, { env, rangedGetsVia: 'node-http' }).readInto(objectKey(ref.sha256), discard('node http'), () => undefined),
-    ),
+    timed(() => new S3Backend(url, { env }).readInto(objectKey(ref.sha256), discard, () => undefined)),
   );
 
   res['local put']!.push(lp);
@@ -212,11 +177,9 @@ for (let r = 0; r < rounds; r++) {
   res['local get from disk']!.push(lgDisk);
   res['S3 put']!.push(sp);
   res['S3 put, body hashed twice']!.push(sp2);
-  res['S3 get cold']!.push(coldMBps.undici!);
-  res['S3 get cold, node http']!.push(coldMBps.node!);
+  res['S3 get cold']!.push(cold);
   res['S3 get warm']!.push(warm);
   res['S3 receive only']!.push(recv);
-  res['S3 receive only, node http']!.push(recvNode);
   res['write only']!.push(wo);
   console.log(
     `round ${r + 1}: ${Object.entries(res)
@@ -239,25 +202,8 @@ console.log(
     `${cpuMedian('S3 get cold', 'others')} (V8's GC helpers, libuv's writes, the hash thread), weed ${cpuMedian('S3 get cold', 'server')}`,
 );
 console.log(
-  `S3 get cold, ranged GETs through Node's http module (the SDK's default handler): ${m['S3 get cold, node http']!.toFixed(0)} MB/s, ` +
-    `main thread ${cpuMedian('S3 get cold, node http', 'main')} + other threads ${cpuMedian('S3 get cold, node http', 'others')} CPU-s per GiB ` +
-    `(through undici: ${m['S3 get cold']!.toFixed(0)}, ${(m['S3 get cold']! / m['S3 get cold, node http']!).toFixed(2)}×)`,
-);
-console.log(
-  `S3 receive only through Node's http module: ${m['S3 receive only, node http']!.toFixed(0)} MB/s, main thread ` +
-    `${cpuMedian('S3 receive only, node http', 'main')} + other threads ${cpuMedian('S3 receive only, node http', 'others')} CPU-s per GiB ` +
-    `(through undici: ${m['S3 receive only']!.toFixed(0)}, ${cpuMedian('S3 receive only', 'main')} + ${cpuMedian('S3 receive only', 'others')}; ` +
-    `${(m['S3 receive only']! / m['S3 receive only, node http']!).toFixed(2)}×)`,
-);
-const perRound = (n: number) => (n / rounds).toFixed(0);
-console.log(
-  `what the receive hands its writes, per round: ` +
-    Object.entries(handed)
-      .map(
-        ([via, h]) =>
-          `${via} ${perRound(h.chunks.length)} chunks in ${perRound(h.calls)} writev calls, median ${(median(h.chunks) / 1024).toFixed(0)} KiB`,
-      )
-      .join('; '),
+  `S3 receive only: main thread ${cpuMedian('S3 receive only', 'main')} + other threads ${cpuMedian('S3 receive only', 'others')} CPU-s per GiB, ` +
+    `weed ${cpuMedian('S3 receive only', 'server')}`,
 );
 const ratio = (k: string, target: number) => {
   const x = m[k]! / m['local get']!;
@@ -275,6 +221,27 @@ console.log(
     `${cpuMedian('write only', 'main')} + ${cpuMedian('write only', 'others')} CPU-s per GiB: what writing alone costs here ` +
     `(S3 get cold = ${((m['S3 get cold']! / m['write only']!) * 100).toFixed(0)}% of it)`,
 );
+{
+  // What the CPUs allow: the cold get does a local get's work (read back and hash every byte) plus the
+  // receive, the write and the server's send, each measured alone above. However well they overlap,
+  // it can go no faster than the CPUs they may run on divided by the sum of those costs.
+  const cost = (k: string, parts: ('main' | 'others' | 'server')[]) => median(cpu[k]!.map((c) => parts.reduce((n, p) => n + c[p], 0)));
+  const hash = cost('local get', ['main', 'others']);
+  const receive = cost('S3 receive only', ['main', 'others']);
+  const write = cost('write only', ['main', 'others']);
+  const send = cost('S3 receive only', ['server']);
+  const ours = allowedCpus('self');
+  const all = new Set([...ours, ...theirs]);
+  const gibPerSec = Math.min(all.size / (hash + receive + write + send), ours.size / (hash + receive + write), theirs.size / send);
+  const bound = gibPerSec * 1024;
+  const sharing = [...theirs].some((c) => ours.has(c)) ? 'sharing them with weed' : `weed on ${theirs.size} others`;
+  console.log(
+    `what the CPUs allow a cold get: ${ours.size} CPU(s) for this process, ${sharing}; hash ${hash.toFixed(2)} + receive ` +
+      `${receive.toFixed(2)} + write ${write.toFixed(2)} + weed's send ${send.toFixed(2)} CPU-s per GiB (each measured alone above) ` +
+      `allow at most ${bound.toFixed(0)} MB/s = ${((bound / m['local get']!) * 100).toFixed(0)}% of local get; ` +
+      `the cold get reached ${((m['S3 get cold']! / bound) * 100).toFixed(0)}% of that`,
+  );
+}
 if (Number.isFinite(m['local get from disk'])) {
   const d = m['local get from disk']!;
   console.log(
@@ -283,3 +250,14 @@ if (Number.isFinite(m['local get from disk'])) {
   );
 }
 process.exit(0);
+
+/** The CPUs a process may run on (its affinity, `Cpus_allowed_list` in /proc/PID/status). */
+function allowedCpus(pid: string): Set<number> {
+  const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
+  const cpus = new Set<number>();
+  for (const r of line.split(',')) {
+    const [a, b] = r.split('-').map(Number);
+    for (let c = a!; c <= (b ?? a!); c++) cpus.add(c);
+  }
+  return cpus;
+}

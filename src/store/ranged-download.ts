@@ -74,7 +74,7 @@ export async function downloadRanges(d: RangedDownload): Promise<void> {
   let firstBody = d.first;
   // One write at a time for the whole file: a buffered write holds the file's lock in the kernel
   // (ext4's inode rwsem), so parallel writes to one file are not faster, and the waiting threads
-  // spin on that lock, burning CPU the download and the hash need (README, Benchmarks: store).
+  // spin on that lock, burning CPU the download and the hash need (README, Store throughput).
   // A failed write stops the download at once, so the writes queued behind it are dropped.
   let lastWrite: Promise<unknown> = Promise.resolve();
   const write = (buffers: Uint8Array[], position: number) => {

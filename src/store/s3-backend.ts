@@ -65,11 +65,6 @@ export interface S3BackendOptions {
   /** Ranges a download into the cache (`readInto`) fetches, and how many at once (see the defaults below). */
   getPartSize?: number;
   getConcurrency?: number;
-  /**
-   * The HTTP client under `readInto`'s ranged GETs: undici (default; undici-http-handler.ts) or the
-   * SDK's default handler on Node's `http` module, which the store bench runs beside it.
-   */
-  rangedGetsVia?: 'undici' | 'node-http';
   env?: NodeJS.ProcessEnv;
 }
 
@@ -87,9 +82,6 @@ export class S3Backend implements ObjectBackend {
   readonly url: string;
   private readonly config: S3ClientConfig;
   private s3: { client: S3Client; sdk: Sdk } | undefined;
-  /** The client `readInto` sends its ranged GETs through, made on the first download. */
-  private rangedGets: S3Client | undefined;
-  private readonly rangedGetsVia: 'undici' | 'node-http';
   readonly location: S3Location;
   readonly endpoint: string | undefined;
   private readonly partSize: number;
@@ -124,7 +116,6 @@ export class S3Backend implements ObjectBackend {
     this.queueSize = opts.queueSize ?? 4;
     this.getPartSize = Math.max(1, opts.getPartSize ?? Number(env.TEMPERED_S3_GET_PART_MB ?? GET_PART / MiB) * MiB);
     this.getConcurrency = Math.max(1, opts.getConcurrency ?? GET_CONCURRENCY);
-    this.rangedGetsVia = opts.rangedGetsVia ?? 'undici';
     this.config = {
       region,
       endpoint: this.endpoint,
@@ -196,19 +187,6 @@ export class S3Backend implements ObjectBackend {
     if (status === 400 || code === 'InvalidBucketName')
       return new InputError(`${op} on ${where} was rejected as a bad request (${code}): ${err.message}`, { where: 'TEMPERED_STORE' });
     return e;
-  }
-
-  /**
-   * The client for `readInto`'s ranged GETs: through undici (undici-http-handler.ts, loaded only by a
-   * process that downloads), while everything else, puts above all, keeps the SDK's default handler.
-   */
-  private async rangedGetClient(client: S3Client, lib: Sdk): Promise<S3Client> {
-    if (this.rangedGetsVia === 'node-http') return client;
-    if (!this.rangedGets) {
-      const { UndiciHttpHandler } = await import('./undici-http-handler.ts');
-      this.rangedGets ??= new lib.S3Client({ ...this.config, requestHandler: new UndiciHttpHandler() });
-    }
-    return this.rangedGets;
   }
 
   private async call<T>(op: string, fn: (client: S3Client, lib: Sdk) => Promise<T>): Promise<T> {
@@ -315,11 +293,10 @@ export class S3Backend implements ObjectBackend {
     const Key = this.key(key);
     const partSize = this.getPartSize;
     const range = (start: number, end: number, etag?: string, abortSignal?: AbortSignal) =>
-      this.call('get', async (client, lib) =>
-        (await this.rangedGetClient(client, lib)).send(
-          new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }),
-          { abortSignal },
-        ),
+      this.call('get', (client, lib) =>
+        client.send(new lib.GetObjectCommand({ Bucket, Key, Range: `bytes=${start}-${end}`, ...(etag ? { IfMatch: etag } : {}) }), {
+          abortSignal,
+        }),
       );
     let first: Awaited<ReturnType<typeof range>>;
     try {
