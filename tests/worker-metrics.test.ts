@@ -2,12 +2,14 @@
  * TEMPERED_METRICS_ADDRESS: a worker serves Prometheus metrics, the Temporal SDK's own beside
  * tempered's stage durations, cache lookups and training throughput, after a real run on a real
  * dev server. The runtime is process-wide, so this file sets the address before its worker starts.
+ * Also how the worker polls for activities (createWorker), read from the SDK's compiled options.
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { metricsAddress } from '../infra/runtime.ts';
+import { activityPollers } from '../infra/worker.ts';
 import type { StageKind } from '../src/stages/types.ts';
 import { plannedPipeline } from './helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
@@ -70,4 +72,19 @@ it('serves the SDK metrics and stage durations, cache lookups and throughput aft
   assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="miss"[^}]*\} 1\b/);
   assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="hit"[^}]*\} 1\b/);
   assert.match(text, /tempered_train_samples_per_second\{[^}]*stage="fit"[^}]*\} 105\b/);
+});
+
+it('the worker polls with fewer activity pollers than slots, so a stage can be handed to it eagerly', () => {
+  // Each outstanding poll holds a slot; with every slot polling, the server never dispatches a
+  // stage eagerly to the worker that scheduled it, and each stage waits for a poll instead.
+  const o = env.worker!.options;
+  const slots = (o.tuner.activityTaskSlotSupplier as { numSlots: number }).numSlots;
+  assert.equal(o.activityTaskPollerBehavior.type, 'simple-maximum');
+  const pollers = (o.activityTaskPollerBehavior as { maximum: number }).maximum;
+  assert.equal(slots, 8);
+  assert.equal(pollers, activityPollers(slots));
+  assert.ok(pollers < slots, `${pollers} pollers for ${slots} slots`);
+  assert.deepEqual([1, 2, 3, 8].map(activityPollers), [1, 1, 1, 4]);
+  // Of stages scheduled together, one may go to this worker at once; the rest are left to the queue.
+  assert.equal(o.maxEagerActivityReservationsPerWorkflowTask, 1);
 });

@@ -27,6 +27,8 @@ export interface TestEnv {
   store: ArtifactStore;
   cache: StageCache;
   kinds: Map<string, AnyStageKind>;
+  /** The worker startWorker made, while it runs. */
+  readonly worker: Worker | undefined;
   startWorker(): Promise<void>;
   stopWorker(): Promise<void>;
   restartServer(): Promise<void>;
@@ -53,6 +55,9 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
     store,
     cache,
     kinds,
+    get worker() {
+      return worker;
+    },
     async startWorker() {
       installRuntime();
       workerConn = await NativeConnection.connect({ address: server.address });
