@@ -1,6 +1,6 @@
 /** Product side effects around runs and stages: the audit trail records them. */
 import { Context } from '@temporalio/activity';
-import { openAudit } from '../src/audit/log.ts';
+import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
@@ -21,26 +21,31 @@ function executionId(): string {
 }
 
 export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
+  // Opened on the first stage and kept for the worker's life: opening per stage checked the schema
+  // (and on PostgreSQL connected and took the migration lock) every time, about 2 ms a stage on
+  // SQLite. A failed open is not kept, so the next stage tries again.
+  let opened: Promise<AuditLog> | undefined;
+  const audit = () =>
+    (opened ??= openAudit(statePaths(stateDir).auditDb).catch((e: unknown) => {
+      opened = undefined;
+      throw e;
+    }));
   return async (req, res) => {
-    const audit = await openAudit(statePaths(stateDir).auditDb);
-    try {
-      const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
-      await audit.append({
-        action: 'stage.completed',
-        subject: `${req.runId}/${req.stageId}`,
-        runId: req.runId,
-        actor: req.actor,
-        specHash: req.specHash,
-        dataHashes: {
-          ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])),
-          ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])),
-        },
-        details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
-        // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
-        dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
-      });
-    } finally {
-      await audit.close();
-    }
+    const log = await audit();
+    const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
+    await log.append({
+      action: 'stage.completed',
+      subject: `${req.runId}/${req.stageId}`,
+      runId: req.runId,
+      actor: req.actor,
+      specHash: req.specHash,
+      dataHashes: {
+        ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])),
+        ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])),
+      },
+      details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
+      // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
+      dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
+    });
   };
 }

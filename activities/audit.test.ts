@@ -1,0 +1,38 @@
+/**
+ * stageCompletedHook keeps one audit log open for all the stages a worker runs, and does not keep a
+ * failed open: the stage after it opens the log again. Real SQLite files.
+ */
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
+import type { StageRequest } from '../workflows/types.ts';
+import { stageCompletedHook } from './audit.ts';
+
+const request = (stageId: string): StageRequest =>
+  ({ runId: 'run-1', stageId, kind: 'noop', config: {}, baseDir: '/', specHash: 'h', actor: 'tester', writeCache: true }) as StageRequest;
+
+it('records every completed stage through one open log, and opens again after a failed open', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'audit-hook-'));
+  const auditDb = join(stateDir, 'audit.db');
+  // A folder where the database file should be: opening fails.
+  mkdirSync(auditDb);
+  const hook = stageCompletedHook(stateDir);
+  await assert.rejects(hook(request('a'), { outputs: {} }));
+  rmSync(auditDb, { recursive: true });
+
+  await hook(request('a'), { outputs: {} });
+  await hook(request('b'), { outputs: {} });
+  const log = await openAudit(auditDb);
+  try {
+    assert.deepEqual(
+      (await log.query({})).map((r) => r.subject),
+      ['run-1/a', 'run-1/b'],
+    );
+    assert.equal((await log.verify()).ok, true);
+  } finally {
+    await log.close();
+  }
+});
