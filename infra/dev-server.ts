@@ -84,6 +84,15 @@ function logTail(path: string, lines = 20): string {
   }
 }
 
+/**
+ * The dev server has one history shard, and the shard reads its queue of tasks to hand out (the next
+ * workflow task after an activity completes, an activity not dispatched eagerly) at most 20 times a
+ * second by default: every step of every run on the server then waited for the next 50 ms tick once
+ * steps came faster than that. A bare activity chain took 51-52 ms a step; at 1000 reads a second,
+ * 21 ms (bench/orchestration.bench.ts; README, Benchmarks). A cluster sets its own dynamic config.
+ */
+const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
+
 /** Spawns the dev server detached from this process and waits until it is healthy. */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServerHandle> {
   const cli = findTemporalCli();
@@ -94,7 +103,19 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
   if (await portInUse(port, ip)) {
     throw new Error(`port ${port} is already in use; stop what holds it or choose another port`);
   }
-  const args = ['server', 'start-dev', '--db-filename', opts.dbFile, '--port', String(port), '--ip', ip, '--log-level', 'warn'];
+  const args = [
+    'server',
+    'start-dev',
+    '--db-filename',
+    opts.dbFile,
+    '--port',
+    String(port),
+    '--ip',
+    ip,
+    '--log-level',
+    'warn',
+    ...DEV_SERVER_TUNING.flatMap((kv) => ['--dynamic-config-value', kv]),
+  ];
   let uiPort: number | undefined;
   if (opts.headless) {
     args.push('--headless');
