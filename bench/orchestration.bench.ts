@@ -8,6 +8,7 @@
  *    its own nonce), stage activity adapter (heartbeats, store, stage cache record, audit record),
  *    against a bare workflow running a trivial activity as many times in a row, on the same server,
  *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
+ *    From the last round's workflow histories it prints where a stage's time goes on each side.
  * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
  *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
  *    the run show where the time goes.
@@ -84,6 +85,35 @@ function cpuStallUs(): number | undefined {
   }
 }
 
+const PHASE_NAMES = {
+  wftWait: 'workflow task waits for the worker',
+  wft: 'workflow task runs (incl. the cache lookup)',
+  activityWait: 'activity waits for the worker (0: eager)',
+  activity: 'activity runs (incl. cache and audit records)',
+} as const;
+
+/** Median durations of each kind of step in a workflow's history, from its events' timestamps. */
+async function stagePhases(client: Client, workflowId: string): Promise<Record<keyof typeof PHASE_NAMES, number>> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const at = new Map<number, number>();
+  const spans: Record<keyof typeof PHASE_NAMES, number[]> = { wftWait: [], wft: [], activityWait: [], activity: [] };
+  for (const e of events) {
+    const t = Number(e.eventTime!.seconds) * 1000 + (e.eventTime!.nanos ?? 0) / 1e6;
+    at.set(Number(e.eventId), t);
+    const since = (id: unknown) => t - at.get(Number(id))!;
+    if (e.workflowTaskStartedEventAttributes) spans.wftWait.push(since(e.workflowTaskStartedEventAttributes.scheduledEventId));
+    if (e.workflowTaskCompletedEventAttributes) spans.wft.push(since(e.workflowTaskCompletedEventAttributes.startedEventId));
+    if (e.activityTaskStartedEventAttributes) spans.activityWait.push(since(e.activityTaskStartedEventAttributes.scheduledEventId));
+    if (e.activityTaskCompletedEventAttributes) spans.activity.push(since(e.activityTaskCompletedEventAttributes.startedEventId));
+  }
+  return {
+    wftWait: median(spans.wftWait),
+    wft: median(spans.wft),
+    activityWait: median(spans.activityWait),
+    activity: median(spans.activity),
+  };
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-orch-bench-'));
   const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log'), headless: true });
@@ -118,6 +148,7 @@ async function main() {
 
     const specFile = join(dir, 'chain.yaml');
     const reg = kindRegistry(kinds);
+    let lastTempered = '';
     const tempered = async (nonce: string) => {
       const stages = Array.from(
         { length: CHAIN },
@@ -129,6 +160,7 @@ async function main() {
       const t0 = performance.now();
       const h = await submitRun(client, { plan: res.plan, options: { baseDir: dir, actor: 'bench' } }, { taskQueue: 'tempered' });
       const st = await waitForRun(client, h.workflowId);
+      lastTempered = h.workflowId;
       const ms = performance.now() - t0;
       if (st.state !== 'succeeded') throw new Error(`chain run ${st.state}`);
       return ms / CHAIN;
@@ -154,6 +186,12 @@ async function main() {
     console.log(`  bare Temporal activity round trip   ${b.toFixed(1)} ms   (runs: ${bareMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  tempered stage (noop kind)          ${t.toFixed(1)} ms   (runs: ${tempMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  ratio tempered / bare               ${(t / b).toFixed(2)}×   (target ≤ 1.5×)`);
+    // Where a stage's time goes, from the last round's workflow histories (the server's timestamps).
+    const tp = await stagePhases(client, lastTempered);
+    const bp = await stagePhases(client, `bare-${seq - 1}`);
+    console.log('  per stage, last round, medians (tempered / bare):');
+    for (const k of Object.keys(tp) as (keyof typeof tp)[])
+      console.log(`    ${PHASE_NAMES[k].padEnd(46)}${tp[k].toFixed(1)} / ${bp[k].toFixed(1)} ms`);
     tw.shutdown();
     bw.shutdown();
     await Promise.all(running);
