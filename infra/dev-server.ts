@@ -89,7 +89,7 @@ function logTail(path: string, lines = 20): string {
  * workflow task after an activity completes, an activity not dispatched eagerly) at most 20 times a
  * second by default: every step of every run on the server then waited for the next 50 ms tick once
  * steps came faster than that. A bare activity chain took 51-52 ms a step; at 1000 reads a second,
- * 21 ms (bench/orchestration.bench.ts; README, Benchmarks). A cluster sets its own dynamic config.
+ * 18-26 ms (bench/orchestration.bench.ts; README, Benchmarks). A cluster sets its own dynamic config.
  */
 const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
 

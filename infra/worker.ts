@@ -38,7 +38,8 @@ const DEFAULT_MAX_ACTIVITIES = 8;
  * held all of them, so the server could never hand a stage to the worker that had just scheduled it
  * (eager dispatch) and every stage waited for a poll instead: bench/orchestration.bench.ts, 20 no-op
  * stages in a row on a quiet 2-core machine, 102 ms a stage against a bare activity's 52 ms (1.94×)
- * with all 8 slots polling, 52 against 52 with half (README, Benchmarks).
+ * with all 8 slots polling, 52 against 52 with half, both then on the dev server's 50 ms tick
+ * (infra/dev-server.ts; README, Benchmarks).
  */
 export function activityPollers(maxActivities: number): number {
   return Math.max(1, Math.floor(maxActivities / 2));
