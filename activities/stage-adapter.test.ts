@@ -154,4 +154,61 @@ describe('stage adapter', () => {
     assert.equal(noWrite.cacheKey, 'key-2');
     assert.equal(await d.cache.get('key-2'), undefined, 'writeCache: false records nothing');
   });
+
+  it("sends a first attempt's first heartbeat with its first progress, not before the stage runs", async () => {
+    const act = stageActivity(
+      kind(async (_cfg, ctx) => {
+        ctx.progress({ message: 'step 1', metrics: { step: 1 } });
+        return {};
+      }),
+      deps({ heartbeatEveryMs: 60_000 }),
+    );
+    const env = new MockActivityEnvironment({ attempt: 1 });
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    await env.run(act, request());
+    assert.deepEqual(beats, [{ progress: { message: 'step 1', metrics: { step: 1 } }, resume: undefined }]);
+  });
+
+  it('writes the cache record and calls the completion hook side by side, and fails the attempt when either fails', async () => {
+    let hookCalled!: () => void;
+    const hookSeen = new Promise<void>((r) => (hookCalled = r));
+    class WaitsForHook extends StageCache {
+      override async put(rec: Parameters<StageCache['put']>[0]): Promise<void> {
+        // In sequence (put, then the hook) this would wait forever; the timer turns that into a failure.
+        let timer: NodeJS.Timeout | undefined;
+        const waited = await Promise.race([
+          hookSeen.then(() => true),
+          new Promise<false>((r) => (timer = setTimeout(() => r(false), 5_000))),
+        ]);
+        clearTimeout(timer);
+        if (!waited) throw new Error('the cache put ran before the completion hook was called, not beside it');
+        return super.put(rec);
+      }
+    }
+    const base = deps();
+    const d = { ...base, cache: new WaitsForHook(join(base.stateDir, 'cache2'), base.store), onStageCompleted: async () => hookCalled() };
+    const act = stageActivity(
+      kind(async () => ({ n: 1 })),
+      d,
+    );
+    await new MockActivityEnvironment().run(act, request());
+    assert.deepEqual((await d.cache.get('key-1'))?.outputs, { n: 1 });
+
+    const hookFails = deps({
+      onStageCompleted: async () => {
+        throw new Error('audit store down');
+      },
+    });
+    await assert.rejects(
+      new MockActivityEnvironment().run(
+        stageActivity(
+          kind(async () => ({ n: 2 })),
+          hookFails,
+        ),
+        request(),
+      ),
+      /audit store down/,
+    );
+  });
 });

@@ -136,7 +136,11 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const startedAt = performance.now();
     let outcome: 'succeeded' | 'failed' | 'cancelled' = 'failed';
     try {
-      actx.heartbeat(details);
+      // A retried attempt heartbeats its resume data at once, so a crash before its first progress
+      // report cannot lose it. A first attempt has nothing to record yet: its first heartbeat waits
+      // for progress or the interval, which keeps a round trip to the server (a write to its
+      // database) off every short stage.
+      if (details.resume !== undefined) actx.heartbeat(details);
       const outputs = inChild
         ? await runStageInChild(kind, req.config, ctx, isolation.limits)
         : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
@@ -152,16 +156,21 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         }
       }
       const result: StageResult = { outputs, cacheKey: key };
-      if (req.writeCache && key && kind.cacheable !== false) {
-        await deps.cache.put({
-          key,
-          kind: req.kind,
-          outputs,
-          producedBy: { runId: req.runId, stageId: req.stageId },
-          createdAt: new Date().toISOString(),
-        });
-      }
-      await deps.onStageCompleted?.(req, result);
+      // The cache record and the audit record are independent writes: side by side, a stage pays
+      // for the slower of the two, not their sum. Either failing fails the attempt, and both are
+      // idempotent on retry (same key; the audit record's dedupe key).
+      await Promise.all([
+        req.writeCache && key && kind.cacheable !== false
+          ? deps.cache.put({
+              key,
+              kind: req.kind,
+              outputs,
+              producedBy: { runId: req.runId, stageId: req.stageId },
+              createdAt: new Date().toISOString(),
+            })
+          : undefined,
+        deps.onStageCompleted?.(req, result),
+      ]);
       outcome = 'succeeded';
       return result;
     } catch (err) {

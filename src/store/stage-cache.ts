@@ -114,10 +114,11 @@ export class StageCache {
   private async writeLocal(p: string, text: string): Promise<void> {
     await fsp.mkdir(join(p, '..'), { recursive: true });
     const tmp = `${p}.${randomBytes(4).toString('hex')}.tmp`;
-    // Durable before it is visible: after a power cut a record either is whole or is absent.
+    // Durable before it is visible: after a power cut a record either is whole or is absent. The
+    // folder is not synced after the rename: a record lost that way is a cache miss, and the stage
+    // runs again, so the second fsync a stage would pay for it buys nothing.
     await writeFileDurable(tmp, text);
     await fsp.rename(tmp, p);
-    await syncDir(join(p, '..'));
   }
 
   async evict(key: string): Promise<void> {
@@ -170,14 +171,5 @@ export class StageCache {
   private async references(rec: CacheRecord, sha256: string): Promise<boolean> {
     for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) return true;
     return false;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const dh = await fsp.open(dir, 'r');
-  try {
-    await dh.sync().catch(() => undefined);
-  } finally {
-    await dh.close();
   }
 }
