@@ -1,6 +1,7 @@
 /** Product side effects around runs and stages: the audit trail records them. */
 import { Context } from '@temporalio/activity';
-import { openAudit, type AuditLog } from '../src/audit/log.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { KeptOpen } from '../src/db/kept-open.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
@@ -22,16 +23,10 @@ function executionId(): string {
 
 export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
   // Opened on the first stage and kept for the worker's life: opening per stage checked the schema
-  // (and on PostgreSQL connected and took the migration lock) every time, about 2 ms a stage on
-  // SQLite. A failed open is not kept, so the next stage tries again.
-  let opened: Promise<AuditLog> | undefined;
-  const audit = () =>
-    (opened ??= openAudit(statePaths(stateDir).auditDb).catch((e: unknown) => {
-      opened = undefined;
-      throw e;
-    }));
+  // every time, about 2 ms a stage on SQLite.
+  const audit = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb));
   return async (req, res) => {
-    const log = await audit();
+    const log = await audit.get();
     const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
     await log.append({
       action: 'stage.completed',

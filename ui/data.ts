@@ -9,11 +9,12 @@ import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
-import { openAudit, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
+import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
+import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
 import { diffModelVersions } from '../src/registry/diff.ts';
-import { openRegistry } from '../src/registry/registry.ts';
+import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -204,6 +205,24 @@ export async function compareRuns(client: Client, store: ArtifactStore, ids: str
   return { runs: views, metrics, data, spec: jsonDiff(plans) };
 }
 
+/**
+ * The registry and audit log the dashboard reads, each opened on its first request and kept for the
+ * server's life (opening per request cost a pool, a connection and the migration lock on PostgreSQL).
+ */
+export class UiDatabases {
+  readonly audit: KeptOpen<AuditLog>;
+  readonly registry: KeptOpen<Registry>;
+
+  constructor(readonly paths: StatePaths) {
+    this.audit = new KeptOpen(() => openAudit(paths.auditDb));
+    this.registry = new KeptOpen(() => openRegistry(paths.registryDb));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.audit.close(), this.registry.close()]);
+  }
+}
+
 export interface ModelView {
   name: string;
   aliases: Record<string, number>;
@@ -213,33 +232,29 @@ export interface ModelView {
   history: AliasChange[];
 }
 
-export async function listModelViews(paths: StatePaths): Promise<ModelView[]> {
-  if (!databaseExists(paths.registryDb)) return [];
-  const reg = await openRegistry(paths.registryDb);
-  const gates = await lastGates(paths);
-  try {
-    const views: ModelView[] = [];
-    for (const m of await reg.listModels()) {
-      views.push({
-        name: m.name,
-        aliases: m.aliases,
-        versions: (await reg.listVersions(m.name)).map((v) => ({ ...v, card: modelCard(v) })).sort((x, y) => y.version - x.version),
-        lastGate: gates.get(m.name),
-        history: await reg.aliasHistory(m.name),
-      });
-    }
-    return views;
-  } finally {
-    await reg.close();
+export async function listModelViews(dbs: UiDatabases): Promise<ModelView[]> {
+  if (!databaseExists(dbs.paths.registryDb)) return [];
+  const reg = await dbs.registry.get();
+  const gates = await lastGates(dbs);
+  const views: ModelView[] = [];
+  for (const m of await reg.listModels()) {
+    views.push({
+      name: m.name,
+      aliases: m.aliases,
+      versions: (await reg.listVersions(m.name)).map((v) => ({ ...v, card: modelCard(v) })).sort((x, y) => y.version - x.version),
+      lastGate: gates.get(m.name),
+      history: await reg.aliasHistory(m.name),
+    });
   }
+  return views;
 }
 
-async function lastGates(paths: StatePaths): Promise<Map<string, string>> {
+async function lastGates(dbs: UiDatabases): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  if (!databaseExists(paths.auditDb)) return out;
+  if (!databaseExists(dbs.paths.auditDb)) return out;
   const judged = [
-    ...(await auditRecords(paths, { action: 'model.promoted' })),
-    ...(await auditRecords(paths, { action: 'model.not_promoted' })),
+    ...(await auditRecords(dbs, { action: 'model.promoted' })),
+    ...(await auditRecords(dbs, { action: 'model.not_promoted' })),
   ];
   for (const r of judged.sort((a, b) => a.seq - b.seq)) {
     const gate = r.details.gate;
@@ -249,26 +264,19 @@ async function lastGates(paths: StatePaths): Promise<Map<string, string>> {
   return out;
 }
 
-export async function auditRecords(paths: StatePaths, q: AuditQuery & { actor?: string }): Promise<AuditRecord[]> {
-  if (!databaseExists(paths.auditDb)) return [];
-  const log = await openAudit(paths.auditDb);
-  try {
-    const { actor, ...rest } = q;
-    const rows = await log.query(rest);
-    return actor ? rows.filter((r) => r.actor === actor) : rows;
-  } finally {
-    await log.close();
-  }
+export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { actor?: string }): Promise<AuditRecord[]> {
+  if (!databaseExists(dbs.paths.auditDb)) return [];
+  const log = await dbs.audit.get();
+  const { actor, ...rest } = q;
+  const rows = await log.query(rest);
+  return actor ? rows.filter((r) => r.actor === actor) : rows;
 }
 
-export async function verifyAudit(paths: StatePaths) {
-  if (!databaseExists(paths.auditDb)) return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${paths.auditDb}` };
-  const log = await openAudit(paths.auditDb);
-  try {
-    return { ...(await log.verify()), head: await log.head() };
-  } finally {
-    await log.close();
-  }
+export async function verifyAudit(dbs: UiDatabases) {
+  if (!databaseExists(dbs.paths.auditDb))
+    return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${dbs.paths.auditDb}` };
+  const log = await dbs.audit.get();
+  return { ...(await log.verify()), head: await log.head() };
 }
 
 export type LineageKind = 'source' | 'data' | 'run' | 'version' | 'alias' | 'serving';
@@ -308,19 +316,13 @@ const short = (sha: string) => `${sha.slice(0, 12)}…`;
  * leaves the registry's data hashes alone, with a note.
  */
 export async function versionLineage(
-  paths: StatePaths,
+  dbs: UiDatabases,
   client: Client,
   store: ArtifactStore,
   name: string,
   version: number,
 ): Promise<LineageGraph> {
-  const reg = await openRegistry(paths.registryDb);
-  let v: ModelVersion;
-  try {
-    v = await reg.getVersion(name, version);
-  } finally {
-    await reg.close();
-  }
+  const v = await (await dbs.registry.get()).getVersion(name, version);
   const notes: string[] = [];
   const sources: SourceFileEntry[] = [];
   let runState: string | undefined;
@@ -378,13 +380,9 @@ export interface ModelVersionDiff {
 }
 
 /** Two versions of a model: parameters, metrics with deltas, data hashes, artifacts, and the cards' text. */
-export async function diffVersions(paths: StatePaths, name: string, a: number, b: number): Promise<ModelVersionDiff> {
-  const reg = await openRegistry(paths.registryDb);
-  try {
-    const [va, vb] = await Promise.all([reg.getVersion(name, a), reg.getVersion(name, b)]);
-    const card = diffLines(modelCard(va), modelCard(vb)).map((c) => ({ value: c.value, added: !!c.added, removed: !!c.removed }));
-    return { diff: diffModelVersions(va, vb), card };
-  } finally {
-    await reg.close();
-  }
+export async function diffVersions(dbs: UiDatabases, name: string, a: number, b: number): Promise<ModelVersionDiff> {
+  const reg = await dbs.registry.get();
+  const [va, vb] = await Promise.all([reg.getVersion(name, a), reg.getVersion(name, b)]);
+  const card = diffLines(modelCard(va), modelCard(vb)).map((c) => ({ value: c.value, added: !!c.added, removed: !!c.removed }));
+  return { diff: diffModelVersions(va, vb), card };
 }

@@ -24,7 +24,7 @@ import {
   triggerSchedule,
   unpauseSchedule,
 } from '../client/schedules.ts';
-import { openAudit, type AuditEntry } from '../src/audit/log.ts';
+import type { AuditEntry } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { InputError } from '../src/errors.ts';
 import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
@@ -44,6 +44,7 @@ import {
   stagesWithPoints,
   trainingCurves,
   type TrainingCurves,
+  UiDatabases,
   verifyAudit,
   versionLineage,
 } from './data.ts';
@@ -121,6 +122,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   let readsNeedToken = true; // until listen() knows the address
   const pollMs = o.pollMs ?? 1000;
   const openStreams = new Set<() => void>();
+  const dbs = new UiDatabases(o.paths);
 
   const vendorFiles = new Map(Object.entries(VENDOR).map(([name, v]) => [name, { path: join(packageDir(v.pkg), v.file), type: v.type }]));
   const indexHtml = readFileSync(join(STATIC, 'index.html'), 'utf8');
@@ -163,12 +165,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   const audit = async (entry: AuditEntry) => {
-    const log = await openAudit(o.paths.auditDb);
-    try {
-      await log.append({ ...entry, actor: o.actor, details: { ...entry.details, via: 'ui' } });
-    } finally {
-      await log.close();
-    }
+    const log = await dbs.audit.get();
+    await log.append({ ...entry, actor: o.actor, details: { ...entry.details, via: 'ui' } });
   };
 
   // ---- the page and its assets --------------------------------------------------------------
@@ -344,7 +342,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   // ---- models -------------------------------------------------------------------------------
-  app.get('/api/models', async () => ({ models: await listModelViews(o.paths) }));
+  app.get('/api/models', async () => ({ models: await listModelViews(dbs) }));
 
   const versionNumber = (raw: string | undefined, what: string) => {
     const n = Number(String(raw ?? '').replace(/^v/, ''));
@@ -358,12 +356,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
 
   app.get<{ Params: { name: string; version: string } }>('/api/models/:name/versions/:version/lineage', async (req) => {
     needRegistry();
-    return versionLineage(o.paths, await o.client(), o.store, req.params.name, versionNumber(req.params.version, 'version'));
+    return versionLineage(dbs, await o.client(), o.store, req.params.name, versionNumber(req.params.version, 'version'));
   });
 
   app.get<{ Params: { name: string }; Querystring: { a?: string; b?: string } }>('/api/models/:name/diff', async (req) => {
     needRegistry();
-    return diffVersions(o.paths, req.params.name, versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b'));
+    return diffVersions(dbs, req.params.name, versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b'));
   });
 
   app.post<{
@@ -399,7 +397,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // ---- audit --------------------------------------------------------------------------------
   app.get<{ Querystring: { run?: string; model?: string; action?: string; actor?: string; limit?: string } }>('/api/audit', async (req) => {
     const q = req.query;
-    const rows = await auditRecords(o.paths, {
+    const rows = await auditRecords(dbs, {
       run: q.run || undefined,
       model: q.model || undefined,
       action: q.action || undefined,
@@ -408,7 +406,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const limit = Math.min(5000, Number(q.limit ?? 500) || 500);
     return { records: rows.slice(-limit).reverse() };
   });
-  app.get('/api/audit/verify', async () => verifyAudit(o.paths));
+  app.get('/api/audit/verify', async () => verifyAudit(dbs));
 
   // ---- schedules ----------------------------------------------------------------------------
   app.get('/api/schedules', async () => {
@@ -445,6 +443,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     async close() {
       for (const stop of [...openStreams]) stop();
       await app.close();
+      await dbs.close();
     },
   };
 }
