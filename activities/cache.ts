@@ -4,21 +4,37 @@ import { recordCacheLookup } from './metrics.ts';
 import { asActivityFailure } from './stage-adapter.ts';
 import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
 
-/** Computes a stage's cache key and returns the recorded outputs when the same work was done before. */
+/**
+ * A stage's cache key, and the recorded outputs when the same work was done before (`read: false`:
+ * the key alone, for a run that must not reuse outputs). Runs in the cache-lookup local activity and,
+ * for stages on the workflow's own task queue, at the start of the stage's activity.
+ */
+export async function lookupStage(
+  kind: AnyStageKind,
+  cache: StageCache,
+  stateDir: string,
+  req: CacheLookupRequest,
+  read = true,
+): Promise<CacheLookupResult> {
+  let externalInputs: string[] | undefined;
+  try {
+    externalInputs = kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir }) : undefined;
+  } catch (e) {
+    // A missing source file is the user's to fix: fail the stage at once, with the hint.
+    throw asActivityFailure(e);
+  }
+  const key = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs });
+  if (kind.cacheable === false || !read) return { key };
+  const rec = await cache.get(key);
+  recordCacheLookup(kind.kind, rec !== undefined);
+  return rec ? { key, hit: { outputs: rec.outputs, producedBy: rec.producedBy } } : { key };
+}
+
+/** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */
 export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string) {
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
-    let externalInputs: string[] | undefined;
-    try {
-      externalInputs = kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir }) : undefined;
-    } catch (e) {
-      // A missing source file is the user's to fix: fail the stage at once, with the hint.
-      throw asActivityFailure(e);
-    }
-    const key = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs });
-    const rec = kind.cacheable === false ? undefined : await cache.get(key);
-    if (kind.cacheable !== false) recordCacheLookup(kind.kind, rec !== undefined);
-    return rec ? { key, hit: { outputs: rec.outputs, producedBy: rec.producedBy } } : { key };
+    return lookupStage(kind, cache, stateDir, req);
   };
 }

@@ -15,7 +15,7 @@ import { InputError } from '../src/errors.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { StageOutputs } from '../src/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { StageCache } from '../src/store/stage-cache.ts';
+import { cacheKey, StageCache } from '../src/store/stage-cache.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 
@@ -210,5 +210,36 @@ describe('stage adapter', () => {
       ),
       /audit store down/,
     );
+  });
+
+  it('with lookup, computes the key itself: a hit returns the recorded outputs without running the stage, a miss runs and records under that key', async () => {
+    const completed: StageResult[] = [];
+    const d = deps({ onStageCompleted: async (_req, res) => void completed.push(res) });
+    let runs = 0;
+    let keySeen: string | undefined;
+    const act = stageActivity(
+      kind(async (cfg, ctx) => {
+        runs++;
+        keySeen = ctx.cacheKey;
+        return { echoed: cfg.value as number };
+      }),
+      d,
+    );
+    const key = cacheKey({ kind: 'probe', codeVersion: 'probe-1', config: { value: 1 } });
+    const lookup = request({ cacheKey: undefined, lookup: { reuse: true } });
+
+    const miss = (await new MockActivityEnvironment().run(act, lookup)) as StageResult;
+    assert.deepEqual(miss, { outputs: { echoed: 1 }, cacheKey: key });
+    assert.equal(keySeen, key, 'the stage sees the key it will be recorded under');
+    assert.deepEqual((await d.cache.get(key))?.outputs, { echoed: 1 });
+
+    const hit = (await new MockActivityEnvironment().run(act, lookup)) as StageResult;
+    assert.deepEqual(hit, { outputs: { echoed: 1 }, cacheKey: key, cachedFrom: { runId: 'run-1', stageId: 'stage-a' } });
+    assert.equal(runs, 1, 'a hit does not run the stage');
+    assert.equal(completed.length, 1, 'nor calls the completion hook (no audit record for reused outputs)');
+
+    const noReuse = (await new MockActivityEnvironment().run(act, { ...lookup, lookup: { reuse: false } })) as StageResult;
+    assert.equal(noReuse.cachedFrom, undefined);
+    assert.equal(runs, 2, 'reuse: false runs the stage even though a record exists');
   });
 });

@@ -18,6 +18,7 @@ import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.
 import { statePaths } from '../src/state-paths.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
+import { lookupStage } from './cache.ts';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -134,13 +135,29 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       },
     };
     const startedAt = performance.now();
-    let outcome: 'succeeded' | 'failed' | 'cancelled' = 'failed';
+    let outcome: 'succeeded' | 'failed' | 'cancelled' | 'cached' = 'failed';
     try {
       // A retried attempt heartbeats its resume data at once, so a crash before its first progress
       // report cannot lose it. A first attempt has nothing to record yet: its first heartbeat waits
       // for progress or the interval, which keeps a round trip to the server (a write to its
       // database) off every short stage.
       if (details.resume !== undefined) actx.heartbeat(details);
+      if (req.lookup) {
+        // Inside the heartbeating part: a hit's outputs are verified, which can take a while.
+        const { key, hit } = await lookupStage(
+          kind,
+          deps.cache,
+          deps.stateDir,
+          { kind: req.kind, config: req.config, baseDir: req.baseDir },
+          req.lookup.reuse,
+        );
+        if (hit) {
+          outcome = 'cached';
+          return { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy };
+        }
+        req = { ...req, cacheKey: key };
+        ctx.cacheKey = key;
+      }
       const outputs = inChild
         ? await runStageInChild(kind, req.config, ctx, isolation.limits)
         : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
@@ -188,7 +205,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     } finally {
       clearInterval(beat);
       rmSync(workDir, { recursive: true, force: true });
-      recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
+      if (outcome !== 'cached') recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
     }
   };
 }

@@ -4,8 +4,8 @@
  *   nice node --import tsx bench/orchestration.bench.ts [--chain 20] [--rounds 3] [--pipelines 12] [--workers 1,3]
  *
  * 1. Per-stage overhead: a pipeline of `--chain` stages in a row whose work is nothing (a bench stage
- *    kind `noop`), through tempered's workflow, cache lookup (a local activity; misses, each run has
- *    its own nonce), stage activity adapter (heartbeats, store, stage cache record, audit record),
+ *    kind `noop`), through tempered's workflow, stage activity adapter (cache lookup: misses, each run
+ *    has its own nonce; heartbeats, store, stage cache record, audit record),
  *    against a bare workflow running a trivial activity as many times in a row, on the same server,
  *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
  *    From the last round's workflow histories it prints where a stage's time goes on each side.
@@ -87,9 +87,9 @@ function cpuStallUs(): number | undefined {
 
 const PHASE_NAMES = {
   wftWait: 'workflow task waits for the worker',
-  wft: 'workflow task runs (incl. the cache lookup)',
+  wft: 'workflow task runs',
   activityWait: 'activity waits for the worker (0: eager)',
-  activity: 'activity runs (incl. cache and audit records)',
+  activity: 'activity runs (incl. cache lookup and records, audit)',
 } as const;
 
 /** Median durations of each kind of step in a workflow's history, from its events' timestamps. */

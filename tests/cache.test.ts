@@ -8,7 +8,9 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ArtifactRef } from '../src/types.ts';
 import type { StageKind } from '../src/stages/types.ts';
 import { join } from 'node:path';
+import { NativeConnection } from '@temporalio/worker';
 import { submitRun, waitForRun } from '../client/runs.ts';
+import { createWorker } from '../infra/worker.ts';
 import type { PlannedPipeline } from '../src/spec/types.ts';
 import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
@@ -131,5 +133,45 @@ describe('stage cache', () => {
     assert.equal(readerAttempts, 1, 'retrying cannot fix bad bytes');
     assert.equal(await env.cache.get('e'.repeat(64)), undefined);
     assert.equal(existsSync(join(env.dir, 'cache', 'ee', `${'e'.repeat(64)}.json`)), false);
+  });
+
+  it('a stage routed to another task queue is served from the cache with no worker on that queue, and the others look themselves up', async () => {
+    const values = { ...base, side: 'S-elsewhere' };
+    const routed = chain(values, { side: { queue: 'elsewhere' } });
+    const conn = await NativeConnection.connect({ address: env.server.address });
+    const other = await createWorker({
+      connection: conn,
+      namespace: 'default',
+      taskQueue: 'elsewhere',
+      kinds: env.kinds,
+      deps: { store: env.store, cache: env.cache, stateDir: env.dir },
+      workflows: false,
+    });
+    const otherRun = other.run();
+    let first;
+    try {
+      first = await run(routed);
+    } finally {
+      other.shutdown();
+      await otherRun;
+      await conn.close();
+    }
+    assert.equal(first.states.side, 'succeeded');
+    // No worker polls 'elsewhere' now: a lookup that needed one would wait for ever.
+    let timer: NodeJS.Timeout | undefined;
+    const second = await Promise.race([
+      run(routed),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the hit waited for a worker on its queue')), 60_000))),
+    ]).finally(() => clearTimeout(timer));
+    assert.deepEqual(second.ran, []);
+    assert.deepEqual(second.states, { a: 'cached', b: 'cached', c: 'cached', side: 'cached' });
+    // The history shows which way each stage was looked up: a local-activity marker for the routed
+    // one, a stage activity that returned the recorded outputs for the others.
+    const events = (await env.client.workflow.getHandle(second.status.runId).fetchHistory()).events ?? [];
+    const activities = events.flatMap((e) =>
+      e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes.activityId] : [],
+    );
+    assert.deepEqual(activities.sort(), ['stage-a', 'stage-b', 'stage-c']);
+    assert.equal(events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length, 1);
   });
 });

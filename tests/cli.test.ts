@@ -97,6 +97,19 @@ describe('tempered CLI', () => {
     assert.match(audit.stdout, /cli-tester/);
     const verify = await runCli(['audit', '--verify'], env);
     assert.equal(verify.code, 0, verify.stdout);
+
+    // The same pipeline again: every stage comes from the cache, and logs says from which run.
+    const again = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait'], env, { timeoutMs: 180_000 });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    const againId = /submitted run (\S+)/.exec(again.stdout)?.[1];
+    const againLogs = await runCli(['logs', againId!, '--json'], env);
+    const events = (JSON.parse(againLogs.stdout) as { event: string; activity?: string; from?: string }[]).filter((l) => l.activity);
+    assert.ok(
+      events.some((l) => l.event === 'cached'),
+      againLogs.stdout,
+    );
+    for (const l of events.filter((x) => x.event === 'cached' || x.event === 'completed'))
+      assert.deepEqual([l.event, l.from?.split('/')[0]], ['cached', runId], `${l.activity} was reused from the first run`);
   });
 
   it('spec triggers: skipIfUnchanged ends a rerun on unchanged data early, as unchanged', async () => {

@@ -116,11 +116,18 @@ export interface StageRequest {
   cacheKey?: string;
   /** Whether to record the outputs in the cache. */
   writeCache: boolean;
+  /**
+   * Set when the workflow did no cache lookup of its own: the activity computes the key first and,
+   * with `reuse`, returns a hit's recorded outputs without running the stage.
+   */
+  lookup?: { reuse: boolean };
 }
 
 export interface StageResult {
   outputs: Record<string, unknown>;
   cacheKey?: string;
+  /** Set when the activity found the outputs in the cache (`lookup`) instead of running the stage. */
+  cachedFrom?: { runId: string; stageId: string };
 }
 
 export interface CacheLookupRequest {

@@ -1,9 +1,10 @@
 /** validate, submit, status, runs, cancel, logs, resume. */
 import { dirname, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import { runUrl } from '../../infra/connection.ts';
 import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, runInput, submitRun } from '../../client/runs.ts';
-import type { RunInput, RunStatus } from '../../workflows/types.ts';
+import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, progressText, stageLine } from '../format.ts';
@@ -146,6 +147,16 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
   return 0;
 }
 
+/** The run a stage activity's outputs came from, when it found them in the stage cache instead of running. */
+function reusedFrom(payload: Payload | null | undefined): StageResult['cachedFrom'] {
+  if (!payload) return undefined;
+  try {
+    return (defaultPayloadConverter.fromPayload(payload) as Partial<StageResult> | undefined)?.cachedFrom;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered logs <run> [--json]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
@@ -168,7 +179,14 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       const a = ev.activityTaskStartedEventAttributes;
       lines.push({ time, event: 'started', activity: scheduled.get(String(a.scheduledEventId)), attempt: a.attempt, worker: a.identity });
     } else if (ev.activityTaskCompletedEventAttributes) {
-      lines.push({ time, event: 'completed', activity: scheduled.get(String(ev.activityTaskCompletedEventAttributes.scheduledEventId)) });
+      const a = ev.activityTaskCompletedEventAttributes;
+      const cachedFrom = reusedFrom(a.result?.payloads?.[0]);
+      lines.push({
+        time,
+        event: cachedFrom ? 'cached' : 'completed',
+        activity: scheduled.get(String(a.scheduledEventId)),
+        from: cachedFrom && `${cachedFrom.runId}/${cachedFrom.stageId}`,
+      });
     } else if (ev.activityTaskFailedEventAttributes) {
       const a = ev.activityTaskFailedEventAttributes;
       lines.push({ time, event: 'failed', activity: scheduled.get(String(a.scheduledEventId)), error: a.failure?.message });
