@@ -191,7 +191,7 @@ async function main() {
     const bp = await stagePhases(client, `bare-${seq - 1}`);
     console.log('  per stage, last round, medians (tempered / bare):');
     for (const k of Object.keys(tp) as (keyof typeof tp)[])
-      console.log(`    ${PHASE_NAMES[k].padEnd(46)}${tp[k].toFixed(1)} / ${bp[k].toFixed(1)} ms`);
+      console.log(`    ${PHASE_NAMES[k].padEnd(56)}${tp[k].toFixed(1)} / ${bp[k].toFixed(1)} ms`);
     tw.shutdown();
     bw.shutdown();
     await Promise.all(running);
