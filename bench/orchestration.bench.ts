@@ -9,6 +9,9 @@
  *    against a bare workflow running a trivial activity as many times in a row, on the same server,
  *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
  *    From the last round's workflow histories it prints where a stage's time goes on each side.
+ *    `--shared`: tempered's worker keeps its artifacts and stage-cache records in a SeaweedFS bucket
+ *    and its audit log in PostgreSQL (both started here, the test suite's servers), as a team's workers
+ *    do, instead of the local folder and SQLite.
  * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
  *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
  *    the run show where the time goes.
@@ -31,6 +34,8 @@ import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind, StageKind } from '../src/stages/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
+import { startPostgres } from '../src/db/postgres.testing.ts';
+import { startTestS3 } from '../tests/helpers/seaweedfs.ts';
 import { median, procCpuSec, procStatFields } from './common.ts';
 
 const { values: a } = parseArgs({
@@ -39,6 +44,7 @@ const { values: a } = parseArgs({
     rounds: { type: 'string', default: '3' },
     pipelines: { type: 'string', default: '12' },
     workers: { type: 'string', default: '1,3' },
+    shared: { type: 'boolean', default: false },
   },
 });
 const CHAIN = Number(a.chain);
@@ -118,6 +124,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-orch-bench-'));
   const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log'), headless: true });
   const children: ChildProcess[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
   try {
     console.log(`orchestration bench: dev server ${server.address}; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
     const conn = await Connection.connect({ address: server.address });
@@ -128,7 +135,20 @@ async function main() {
     const kinds = new Map<string, AnyStageKind>([...(await loadStageKinds()), ['noop', noopStage]]);
     const home = join(dir, 'home');
     mkdirSync(home);
-    const store = new ArtifactStore(join(home, 'store'));
+    let store = new ArtifactStore(join(home, 'store'));
+    let backends = 'local folder store, SQLite audit log';
+    if (a.shared) {
+      const s3 = await startTestS3();
+      const pg = await startPostgres();
+      cleanups.push(
+        () => s3.stop(),
+        () => pg.stop(),
+      );
+      store = s3.store();
+      // The hook opens the audit log at statePaths(home).auditDb, which follows this variable.
+      process.env.TEMPERED_DATABASE_URL = await pg.createDatabase();
+      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine`;
+    }
     const wconn = await NativeConnection.connect({ address: server.address });
     const tw = await createWorker({
       connection: wconn,
@@ -182,7 +202,7 @@ async function main() {
     }
     const b = median(bareMs),
       t = median(tempMs);
-    console.log(`\nper-stage overhead (${CHAIN} stages in a row, median of ${ROUNDS} runs, alternating)`);
+    console.log(`\nper-stage overhead (${CHAIN} stages in a row, median of ${ROUNDS} runs, alternating; ${backends})`);
     console.log(`  bare Temporal activity round trip   ${b.toFixed(1)} ms   (runs: ${bareMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  tempered stage (noop kind)          ${t.toFixed(1)} ms   (runs: ${tempMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  ratio tempered / bare               ${(t / b).toFixed(2)}×   (target ≤ 1.5×)`);
@@ -196,6 +216,8 @@ async function main() {
     bw.shutdown();
     await Promise.all(running);
     await wconn.close();
+    // The worker processes below keep their state in their own homes, as before.
+    delete process.env.TEMPERED_DATABASE_URL;
 
     // --- 2. pipelines per minute with N worker processes.
     const data = join(dir, 'data');
@@ -227,9 +249,10 @@ stages:
     const realReg = kindRegistry(await loadStageKinds());
     const tiny = await loadSpec(join(data, 'tiny.yaml'), { kinds: realReg.kinds, knownButUnavailable: realReg.knownButUnavailable });
     if (!tiny.ok) throw new Error(JSON.stringify(tiny.errors));
-    console.log(`\npipelines per minute (${PIPELINES} tiny pipelines ingest → split → dedupe submitted at once, no cache)`);
+    if (PIPELINES > 0)
+      console.log(`\npipelines per minute (${PIPELINES} tiny pipelines ingest → split → dedupe submitted at once, no cache)`);
     const perWorkers: Record<number, number> = {};
-    for (const n of WORKER_COUNTS) {
+    for (const n of PIPELINES > 0 ? WORKER_COUNTS : []) {
       const queue = `tiny-${n}`;
       const workers: ChildProcess[] = [];
       for (let i = 0; i < n; i++) {
@@ -308,6 +331,7 @@ stages:
     await conn.close();
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    for (const c of cleanups) await c().catch(() => undefined);
     await stopProcess(server.pid);
     rmSync(dir, { recursive: true, force: true });
   }
