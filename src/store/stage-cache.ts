@@ -92,22 +92,24 @@ export class StageCache {
   }
 
   async put(rec: CacheRecord): Promise<void> {
-    const p = this.path(rec.key);
     const text = JSON.stringify(rec, null, 2);
-    await this.writeLocal(p, text);
+    // The local copy and the shared one side by side: a stage waits for the slower, not both.
+    await Promise.all([this.writeLocal(this.path(rec.key), text), this.putRemote(rec.key, text)]);
+  }
+
+  private async putRemote(key: string, text: string): Promise<void> {
     const remote = this.store.remote;
-    if (remote) {
-      const bytes = Buffer.byteLength(text);
-      const sha256 = createHash('sha256').update(text).digest('hex');
-      // Uploaded from a file of its own: the record file `p` is shared with concurrent puts of the same
-      // key (same work finished by several runs at once), which may replace it before it is read.
-      const own = this.store.tempPath('.json');
-      await fsp.writeFile(own, text);
-      try {
-        await remote.putFile(this.remoteKey(rec.key), own, { sha256, bytes, ifAbsent: false });
-      } finally {
-        await fsp.rm(own, { force: true });
-      }
+    if (!remote) return;
+    const bytes = Buffer.byteLength(text);
+    const sha256 = createHash('sha256').update(text).digest('hex');
+    // Uploaded from a file of its own: the record file is shared with concurrent puts of the same key
+    // (same work finished by several runs at once), which may replace it before it is read.
+    const own = this.store.tempPath('.json');
+    await fsp.writeFile(own, text);
+    try {
+      await remote.putFile(this.remoteKey(key), own, { sha256, bytes, ifAbsent: false });
+    } finally {
+      await fsp.rm(own, { force: true });
     }
   }
 
