@@ -3,7 +3,7 @@
  * Used by `tempered server`, `npm run demo` and the integration tests (on free ports, temp db).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -93,12 +93,32 @@ function logTail(path: string, lines = 20): string {
  */
 const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
 
-/** Spawns the dev server detached from this process and waits until it is healthy. */
+/** How many times a start-up that lost a port to another process is tried again. */
+const PORT_RACE_RETRIES = 3;
+
+/** The dev server exited because a port it was to listen on had been taken meanwhile. */
+class PortTaken extends Error {}
+
+/**
+ * Spawns the dev server detached from this process and waits until it is healthy. Its ports are free
+ * when chosen but not held: another process (a parallel test's server, say) can take one before the
+ * server binds it, including the HTTP API port the CLI picks itself. Such a start-up is tried again,
+ * on a new port unless the caller named one.
+ */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServerHandle> {
   const cli = findTemporalCli();
   if (!cli)
     throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
-  const port = opts.port ?? (await freePort());
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchDevServer(cli, opts, opts.port ?? (await freePort()));
+    } catch (e) {
+      if (!(e instanceof PortTaken) || attempt > PORT_RACE_RETRIES) throw e;
+    }
+  }
+}
+
+async function launchDevServer(cli: string, opts: DevServerOptions, port: number): Promise<DevServerHandle> {
   const ip = opts.ip ?? '127.0.0.1';
   if (await portInUse(port, ip)) {
     throw new Error(`port ${port} is already in use; stop what holds it or choose another port`);
@@ -123,6 +143,8 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
     uiPort = opts.uiPort ?? port + 1000;
     args.push('--ui-port', String(uiPort));
   }
+  // Where this start-up's lines begin in a log that earlier starts appended to.
+  const logStart = existsSync(opts.logFile) ? statSync(opts.logFile).size : 0;
   const fd = openSync(opts.logFile, 'a');
   const child = spawn(cli, args, { detached: true, stdio: ['ignore', fd, fd] });
   closeSync(fd);
@@ -134,7 +156,8 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
   child.once('exit', () => (exited = true));
   while (Date.now() < deadline) {
     if (exited || !pidAlive(pid)) {
-      throw new Error(`the Temporal dev server exited during start-up; its log (${opts.logFile}) ends with:\n${logTail(opts.logFile)}`);
+      const message = `the Temporal dev server exited during start-up; its log (${opts.logFile}) ends with:\n${logTail(opts.logFile)}`;
+      throw lostPortRace(opts.logFile, logStart) ? new PortTaken(message) : new Error(message);
     }
     if (await isHealthy(address, 1000)) {
       return {
@@ -155,6 +178,15 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
     /* already gone */
   }
   throw new Error(`the Temporal dev server did not become healthy within ${(opts.timeoutMs ?? 60_000) / 1000}s; log: ${opts.logFile}`);
+}
+
+/** Whether the start-up that wrote the log from `from` on failed to bind a port (EADDRINUSE). */
+function lostPortRace(logFile: string, from: number): boolean {
+  try {
+    return /bind: address already in use/.test(readFileSync(logFile).subarray(from).toString('utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** SIGTERM, then SIGKILL after a grace period. Resolves once the process is gone. */
