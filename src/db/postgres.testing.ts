@@ -79,18 +79,32 @@ function run(cmd: string, args: string[], asUser: { uid?: number; gid?: number }
   });
 }
 
-async function waitReady(url: string, server: ChildProcess, log: () => string): Promise<void> {
+/** The port was taken between choosing it and the server binding it (by another test's server, say). */
+class PortTaken extends Error {}
+
+/**
+ * Waits until the server on `url` accepts connections and is the one serving `dataDir`: a port taken
+ * meanwhile by another test's server (same superuser and password) must not pass for this one.
+ */
+async function waitReady(url: string, dataDir: string, server: ChildProcess, log: () => string): Promise<void> {
   for (let i = 0; i < 600; i++) {
-    if (server.exitCode !== null) throw new Error(`postgres exited ${server.exitCode}: ${log()}`);
+    if (server.exitCode !== null) {
+      const message = `postgres exited ${server.exitCode}: ${log()}`;
+      throw /could not bind|Address already in use/i.test(log()) ? new PortTaken(message) : new Error(message);
+    }
     const c = new pg.Client({ connectionString: url });
+    let servedFrom: string | undefined;
     try {
       await c.connect();
-      await c.end();
-      return;
+      servedFrom = (await c.query<{ dir: string }>(`SELECT current_setting('data_directory') AS dir`)).rows[0]?.dir;
     } catch {
-      await c.end().catch(() => {});
       await new Promise((r) => setTimeout(r, 50));
+      continue;
+    } finally {
+      await c.end().catch(() => {});
     }
+    if (servedFrom === dataDir) return;
+    throw new PortTaken(`port of ${url} answers from ${servedFrom}, not ${dataDir}`);
   }
   throw new Error(`postgres did not accept connections within 30 s: ${log()}`);
 }
@@ -141,7 +155,7 @@ export async function startPostgres(): Promise<TestPostgres> {
     ['-D', data, '-U', SUPERUSER, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
     asUser,
   );
-  const port = await freePort();
+  let port = await freePort();
   const url = (db: string) => `postgres://${SUPERUSER}:${PASSWORD}@127.0.0.1:${port}/${db}`;
   let server: ChildProcess;
   let log = '';
@@ -174,7 +188,12 @@ export async function startPostgres(): Promise<TestPostgres> {
     );
     server.stdout!.on('data', (d) => (log += d));
     server.stderr!.on('data', (d) => (log += d));
-    await waitReady(url('postgres'), server, () => log);
+    try {
+      await waitReady(url('postgres'), data, server, () => log);
+    } catch (e) {
+      await kill('SIGKILL');
+      throw e;
+    }
   };
   const kill = (signal: NodeJS.Signals) =>
     new Promise<void>((resolve) => {
@@ -185,7 +204,16 @@ export async function startPostgres(): Promise<TestPostgres> {
   // A test process that dies without `stop()` must not leave the server running.
   const onExit = () => server.exitCode === null && server.kill('SIGKILL');
   process.on('exit', onExit);
-  await start();
+  // A port lost to another process before the server bound it: try other ports (restarts keep theirs).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (e) {
+      if (!(e instanceof PortTaken) || attempt >= 4) throw e;
+      port = await freePort();
+    }
+  }
   return {
     url,
     async createDatabase() {
