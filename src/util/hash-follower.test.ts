@@ -4,10 +4,10 @@
  * `finish`, and a cancelled job (also one cancelled mid-read) closes its file and leaves the thread
  * serving others.
  */
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../data/rng.ts';
@@ -20,8 +20,10 @@ function bytes(n: number, seed: number): Buffer {
   return Buffer.concat(blocks).subarray(0, n);
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const root = mkdtempSync(join(tmpdir(), 'follow-'));
+after(() => rmSync(root, { recursive: true, force: true }));
 const fresh = () => {
-  const path = join(mkdtempSync(join(tmpdir(), 'follow-')), 'f');
+  const path = join(mkdtempSync(join(root, 'f-')), 'f');
   writeFileSync(path, '');
   return path;
 };
