@@ -127,54 +127,48 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     try {
       const config = resolveStageRefs(stage.with, outputs) as Record<string, unknown>;
       const useCache = stage.cache !== false && !options.noCache;
-      const request = (cacheKey?: string): StageRequest => ({
-        runId: info.workflowId,
-        stageId: stage.id,
-        kind: stage.uses,
-        config,
-        baseDir: options.baseDir,
-        specHash: plan.specHash,
-        actor: options.actor,
-        cacheKey,
-        writeCache: stage.cache !== false,
-      });
       // A stage on the workflow's own task queue is looked up in the cache by its own activity: a
       // worker that runs this workflow serves that queue too, and a local activity before every
       // stage cost a second workflow activation (bench/orchestration.bench.ts). A stage routed
       // elsewhere (a GPU queue) keeps the lookup here, so a hit needs no worker of that queue.
       const onOwnQueue = (stage.queue ?? options.defaultQueue ?? info.taskQueue) === info.taskQueue;
-      if (onOwnQueue && patched('stage-looks-itself-up')) {
+      const looksItselfUp = onOwnQueue && patched('stage-looks-itself-up');
+      let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
+      if (!looksItselfUp) {
+        const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir });
+        st.cacheKey = lookup.key;
+        if (useCache && lookup.hit) done = { outputs: lookup.hit.outputs, cachedFrom: lookup.hit.producedBy };
+      }
+      if (!done) {
         st.attempt = 1;
-        const result = await stageActivity(stage, options.defaultQueue)({ ...request(), lookup: { reuse: useCache } });
-        outputs[stage.id] = result.outputs;
-        st.outputs = result.outputs;
-        st.cacheKey = result.cacheKey;
-        if (result.cachedFrom) {
-          st.cachedFrom = result.cachedFrom;
-          st.attempt = undefined;
-          st.state = 'cached';
-        } else {
-          st.state = 'succeeded';
-        }
-        return;
+        const result = await stageActivity(
+          stage,
+          options.defaultQueue,
+        )({
+          runId: info.workflowId,
+          stageId: stage.id,
+          kind: stage.uses,
+          config,
+          baseDir: options.baseDir,
+          specHash: plan.specHash,
+          actor: options.actor,
+          cacheKey: st.cacheKey,
+          writeCache: stage.cache !== false,
+          ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
+        });
+        // The stage may have read other inputs than the lookup saw; its key names what it read.
+        if (result.cacheKey) st.cacheKey = result.cacheKey;
+        done = result;
       }
-      const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir });
-      st.cacheKey = lookup.key;
-      if (useCache && lookup.hit) {
-        outputs[stage.id] = lookup.hit.outputs;
-        st.outputs = lookup.hit.outputs;
-        st.cachedFrom = lookup.hit.producedBy;
+      outputs[stage.id] = done.outputs;
+      st.outputs = done.outputs;
+      if (done.cachedFrom) {
+        st.cachedFrom = done.cachedFrom;
+        st.attempt = undefined;
         st.state = 'cached';
-        st.endedAt = now();
-        return;
+      } else {
+        st.state = 'succeeded';
       }
-      st.attempt = 1;
-      const result = await stageActivity(stage, options.defaultQueue)(request(lookup.key));
-      outputs[stage.id] = result.outputs;
-      st.outputs = result.outputs;
-      // The stage may have read other inputs than the lookup saw; its key names what it read.
-      if (result.cacheKey) st.cacheKey = result.cacheKey;
-      st.state = 'succeeded';
     } catch (err) {
       if (isCancellation(err)) {
         st.state = 'cancelled';
