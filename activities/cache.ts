@@ -1,7 +1,7 @@
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
-import { asActivityFailure } from './stage-adapter.ts';
+import { asActivityFailure } from './failures.ts';
 import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
 
 /**

@@ -5,10 +5,10 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApplicationFailure, Context, CancelledFailure } from '@temporalio/activity';
-import { InputError, IntegrityError } from '../src/errors.ts';
+import { Context, CancelledFailure } from '@temporalio/activity';
+import { IntegrityError } from '../src/errors.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
-import { ChildProcessDied, runStageInChild } from '../src/isolate/run-in-child.ts';
+import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
@@ -19,6 +19,7 @@ import { statePaths } from '../src/state-paths.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { lookupStage } from './cache.ts';
+import { asActivityFailure } from './failures.ts';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -34,46 +35,6 @@ export interface ActivityDeps {
 interface HeartbeatDetails {
   progress?: StageProgress;
   resume?: unknown;
-}
-
-/**
- * Input errors become non-retryable failures that keep where and hint. So does a damaged or
- * missing store object: another attempt would read the same bad bytes (the caller has already
- * evicted the cache records that point at it, so a rerun recomputes it). A stage process that died
- * (crash, OOM kill) becomes a retryable failure that carries its exit signal and last stderr lines.
- * Anything else is retried.
- */
-export function asActivityFailure(err: unknown): unknown {
-  if (err instanceof InputError) {
-    return ApplicationFailure.create({
-      type: 'InputError',
-      message: err.message,
-      nonRetryable: true,
-      details: [{ where: err.where, hint: err.hint }],
-    });
-  }
-  if (err instanceof IntegrityError && err.sha256 !== undefined) {
-    return ApplicationFailure.create({
-      type: 'IntegrityError',
-      message: err.message,
-      nonRetryable: true,
-      details: [
-        {
-          sha256: err.sha256,
-          hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it',
-        },
-      ],
-    });
-  }
-  if (err instanceof ChildProcessDied) {
-    return ApplicationFailure.create({
-      type: 'ChildProcessDied',
-      message: err.message,
-      nonRetryable: false,
-      details: [{ exitCode: err.exitCode, signal: err.signal, stderrTail: err.stderrTail }],
-    });
-  }
-  return err;
 }
 
 export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: StageRequest) => Promise<StageResult> {
