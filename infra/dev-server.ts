@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ensureDir, statePaths } from './state.ts';
 import { findTemporalCli } from './temporal-cli.ts';
+import { PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
 
 export interface DevServerOptions {
   port?: number;
@@ -93,12 +94,6 @@ function logTail(path: string, lines = 20): string {
  */
 const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
 
-/** How many times a start-up that lost a port to another process is tried again. */
-const PORT_RACE_RETRIES = 3;
-
-/** The dev server exited because a port it was to listen on had been taken meanwhile. */
-class PortTaken extends Error {}
-
 /**
  * Spawns the dev server detached from this process and waits until it is healthy. Its ports are free
  * when chosen but not held: another process (a parallel test's server, say) can take one before the
@@ -109,13 +104,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
   const cli = findTemporalCli();
   if (!cli)
     throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await launchDevServer(cli, opts, opts.port ?? (await freePort()));
-    } catch (e) {
-      if (!(e instanceof PortTaken) || attempt > PORT_RACE_RETRIES) throw e;
-    }
-  }
+  return retryPortRace(async () => launchDevServer(cli, opts, opts.port ?? (await freePort())));
 }
 
 async function launchDevServer(cli: string, opts: DevServerOptions, port: number): Promise<DevServerHandle> {
@@ -157,7 +146,7 @@ async function launchDevServer(cli: string, opts: DevServerOptions, port: number
   while (Date.now() < deadline) {
     if (exited || !pidAlive(pid)) {
       const message = `the Temporal dev server exited during start-up; its log (${opts.logFile}) ends with:\n${logTail(opts.logFile)}`;
-      throw lostPortRace(opts.logFile, logStart) ? new PortTaken(message) : new Error(message);
+      throw saysPortTaken(logSince(opts.logFile, logStart)) ? new PortTaken(message) : new Error(message);
     }
     if (await isHealthy(address, 1000)) {
       return {
@@ -180,12 +169,12 @@ async function launchDevServer(cli: string, opts: DevServerOptions, port: number
   throw new Error(`the Temporal dev server did not become healthy within ${(opts.timeoutMs ?? 60_000) / 1000}s; log: ${opts.logFile}`);
 }
 
-/** Whether the start-up that wrote the log from `from` on failed to bind a port (EADDRINUSE). */
-function lostPortRace(logFile: string, from: number): boolean {
+/** What a log holds from byte `from` on (this start-up's lines), or '' when it cannot be read. */
+function logSince(logFile: string, from: number): string {
   try {
-    return /bind: address already in use/.test(readFileSync(logFile).subarray(from).toString('utf8'));
+    return readFileSync(logFile).subarray(from).toString('utf8');
   } catch {
-    return false;
+    return '';
   }
 }
 

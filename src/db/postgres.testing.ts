@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before } from 'node:test';
+import { PortTaken, retryPortRace, saysPortTaken } from '../util/port-race.ts';
 import pg from 'pg';
 
 export type Backend = 'sqlite' | 'postgres';
@@ -79,9 +80,6 @@ function run(cmd: string, args: string[], asUser: { uid?: number; gid?: number }
   });
 }
 
-/** The port was taken between choosing it and the server binding it (by another test's server, say). */
-class PortTaken extends Error {}
-
 /**
  * Waits until the server on `url` accepts connections and is the one serving `dataDir`: a port taken
  * meanwhile by another test's server (same superuser and password) must not pass for this one.
@@ -90,7 +88,7 @@ async function waitReady(url: string, dataDir: string, server: ChildProcess, log
   for (let i = 0; i < 600; i++) {
     if (server.exitCode !== null) {
       const message = `postgres exited ${server.exitCode}: ${log()}`;
-      throw /could not bind|Address already in use/i.test(log()) ? new PortTaken(message) : new Error(message);
+      throw saysPortTaken(log()) ? new PortTaken(message) : new Error(message);
     }
     const c = new pg.Client({ connectionString: url });
     let servedFrom: string | undefined;
@@ -205,15 +203,12 @@ export async function startPostgres(): Promise<TestPostgres> {
   const onExit = () => server.exitCode === null && server.kill('SIGKILL');
   process.on('exit', onExit);
   // A port lost to another process before the server bound it: try other ports (restarts keep theirs).
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await start();
-      break;
-    } catch (e) {
-      if (!(e instanceof PortTaken) || attempt >= 4) throw e;
-      port = await freePort();
-    }
-  }
+  let first = true;
+  await retryPortRace(async () => {
+    if (!first) port = await freePort();
+    first = false;
+    await start();
+  });
   return {
     url,
     async createDatabase() {
