@@ -8,7 +8,8 @@
  *    has its own nonce; heartbeats, store, stage cache record, audit record),
  *    against a bare workflow running a trivial activity as many times in a row, on the same server,
  *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
- *    From the last round's workflow histories it prints where a stage's time goes on each side.
+ *    From the last round's workflow histories it prints where a stage's time goes on each side, and
+ *    it times a stage's cache lookup, cache record and audit record alone.
  *    `--shared`: tempered's worker keeps its artifacts and stage-cache records in a SeaweedFS bucket
  *    and its audit log in PostgreSQL (both started here, the test suite's servers), as a team's workers
  *    do, instead of the local folder and SQLite.
@@ -17,6 +18,7 @@
  *    the run show where the time goes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +36,8 @@ import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind, StageKind } from '../src/stages/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { statePaths } from '../src/state-paths.ts';
 import { startPostgres } from '../src/db/postgres.testing.ts';
 import { startTestS3 } from '../tests/helpers/seaweedfs.ts';
 import { median, procCpuSec, procStatFields } from './common.ts';
@@ -120,6 +124,54 @@ async function stagePhases(client: Client, workflowId: string): Promise<Record<k
   };
 }
 
+/**
+ * What a stage's own records cost, each timed alone on the bench's backends: the cache lookup of a
+ * stage seen for the first time (a miss: with a shared store, a GET the store answers 404), the cache
+ * record of its outputs, and its audit record. Wall and this process's CPU (all threads) per call.
+ */
+async function timeRecordsAlone(cache: StageCache, home: string, calls = 40): Promise<void> {
+  const audit = await openAudit(statePaths(home).auditDb);
+  const parts: [string, (i: number) => Promise<unknown>][] = [
+    ['cache lookup, a miss', () => cache.get(randomBytes(32).toString('hex'))],
+    [
+      'cache record',
+      () =>
+        cache.put({
+          key: randomBytes(32).toString('hex'),
+          kind: 'noop',
+          outputs: { n: 1 },
+          producedBy: { runId: 'records-alone', stageId: 's' },
+          createdAt: new Date().toISOString(),
+        }),
+    ],
+    [
+      'audit record',
+      (i) =>
+        audit.append({
+          action: 'stage.completed',
+          subject: `records-alone/s${i}`,
+          actor: 'bench',
+          dedupeKey: randomBytes(8).toString('hex'),
+        }),
+    ],
+  ];
+  console.log(`  a stage's records timed alone (${calls} calls each, after one warm-up): wall / this process's CPU per call`);
+  try {
+    for (const [name, call] of parts) {
+      await call(-1);
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < calls; i++) await call(i);
+      const c = process.cpuUsage(c0);
+      console.log(
+        `    ${name.padEnd(56)}${((performance.now() - t0) / calls).toFixed(1)} / ${((c.user + c.system) / 1000 / calls).toFixed(1)} ms`,
+      );
+    }
+  } finally {
+    await audit.close();
+  }
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-orch-bench-'));
   const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log'), headless: true });
@@ -149,13 +201,14 @@ async function main() {
       process.env.TEMPERED_DATABASE_URL = await pg.createDatabase();
       backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine`;
     }
+    const cache = new StageCache(join(home, 'cache'), store);
     const wconn = await NativeConnection.connect({ address: server.address });
     const tw = await createWorker({
       connection: wconn,
       namespace: 'default',
       taskQueue: 'tempered',
       kinds,
-      deps: { store, cache: new StageCache(join(home, 'cache'), store), stateDir: home, onStageCompleted: stageCompletedHook(home) },
+      deps: { store, cache, stateDir: home, onStageCompleted: stageCompletedHook(home) },
     });
     const bw = await Worker.create({
       connection: wconn,
@@ -212,6 +265,7 @@ async function main() {
     console.log('  per stage, last round, medians (tempered / bare):');
     for (const k of Object.keys(tp) as (keyof typeof tp)[])
       console.log(`    ${PHASE_NAMES[k].padEnd(56)}${tp[k].toFixed(1)} / ${bp[k].toFixed(1)} ms`);
+    await timeRecordsAlone(cache, home);
     tw.shutdown();
     bw.shutdown();
     await Promise.all(running);
