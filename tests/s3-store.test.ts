@@ -54,6 +54,16 @@ for (const [name, make] of [
       assert.equal(await readText(b, 'sha256/aa/x'), 'second');
     });
 
+    it('putBytes stores a small object from memory, create-only or overwriting, like putFile', async () => {
+      const b: ObjectBackend = make();
+      assert.equal(await b.putBytes('cache/aa/r.json', Buffer.from('{"v":1}'), { ifAbsent: true }), 'stored');
+      assert.equal(await b.putBytes('cache/aa/r.json', Buffer.from('{"v":2}'), { ifAbsent: true }), 'exists');
+      assert.equal(await readText(b, 'cache/aa/r.json'), '{"v":1}');
+      assert.equal(await b.putBytes('cache/aa/r.json', Buffer.from('{"v":3}'), { ifAbsent: false }), 'stored');
+      assert.equal(await readText(b, 'cache/aa/r.json'), '{"v":3}');
+      assert.deepEqual(await b.head('cache/aa/r.json'), { bytes: 7 });
+    });
+
     it('head, list, delete and quarantine', async () => {
       const b: ObjectBackend = make();
       const f = file('abc');

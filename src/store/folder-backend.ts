@@ -24,15 +24,24 @@ export class FolderBackend implements ObjectBackend {
   }
 
   async putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'> {
+    return this.place(key, (tmp) => fsp.copyFile(file, tmp), opts.ifAbsent);
+  }
+
+  async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'> {
+    return this.place(key, (tmp) => fsp.writeFile(tmp, bytes), opts.ifAbsent);
+  }
+
+  /** Writes the object beside its place with `write`, syncs it, then moves it in (create-only: links it). */
+  private async place(key: string, write: (tmp: string) => Promise<void>, ifAbsent: boolean): Promise<'stored' | 'exists'> {
     const dest = this.path(key);
     await fsp.mkdir(dirname(dest), { recursive: true });
     const tmp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    await fsp.copyFile(file, tmp);
-    const fh = await fsp.open(tmp, 'r+');
-    await fh.sync();
-    await fh.close();
     try {
-      if (!opts.ifAbsent) {
+      await write(tmp);
+      const fh = await fsp.open(tmp, 'r+');
+      await fh.sync();
+      await fh.close();
+      if (!ifAbsent) {
         await fsp.rename(tmp, dest);
         return 'stored';
       }

@@ -20,6 +20,8 @@ export interface ObjectBackend {
   readonly url: string;
   /** Stores a local file under `key` (streamed; large files in parts). */
   putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'>;
+  /** Stores a small object held in memory (a stage-cache record, a checkpoint pointer) in one request, its sha256 sent as putFile's. */
+  putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'>;
   /** A stream of the object's bytes, or undefined when there is no such key. */
   read(key: string): Promise<Readable | undefined>;
   /**

@@ -10,6 +10,7 @@
  * the object is already stored. Transient faults (network, 5xx, throttling) are retried by the SDK;
  * a bad bucket, bad credentials or a refused request are InputErrors that name the setting to fix.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
@@ -198,41 +199,53 @@ export class S3Backend implements ObjectBackend {
     }
   }
 
+  async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'> {
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    return this.putOne(key, async () => bytes, { sha256, bytes: bytes.byteLength, ifAbsent: opts.ifAbsent });
+  }
+
   async putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'> {
-    const Key = this.key(key);
-    const Bucket = this.location.bucket;
+    if (opts.bytes <= this.partSize) return this.putOne(key, () => readFile(file), opts);
+    // Streamed in parts, each with its own SHA-256; parts are retried one by one, and a failed upload
+    // is aborted so no orphaned parts stay behind.
     const cond = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
-    try {
-      await this.call('put', async (client, lib) => {
-        if (opts.bytes <= this.partSize) {
-          // One request: the server checks the whole object's SHA-256 against the one we computed.
-          await client.send(
-            new lib.PutObjectCommand({
-              Bucket,
-              Key,
-              Body: await readFile(file),
-              ContentLength: opts.bytes,
-              ChecksumSHA256: Buffer.from(opts.sha256, 'hex').toString('base64'),
-              ...cond,
-            }),
-          );
-        } else {
-          // Streamed in parts, each with its own SHA-256; parts are retried one by one, and a failed
-          // upload is aborted so no orphaned parts stay behind.
-          await new lib.Upload({
-            client,
-            params: { Bucket, Key, Body: createReadStream(file), ContentLength: opts.bytes, ChecksumAlgorithm: 'SHA256', ...cond },
-            partSize: this.partSize,
-            queueSize: this.queueSize,
-            leavePartsOnError: false,
-          }).done();
-        }
-      });
-      return 'stored';
-    } catch (e) {
-      if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
-      throw e;
-    }
+    return storedOrExists(
+      this.call('put', (client, lib) =>
+        new lib.Upload({
+          client,
+          params: {
+            Bucket: this.location.bucket,
+            Key: this.key(key),
+            Body: createReadStream(file),
+            ContentLength: opts.bytes,
+            ChecksumAlgorithm: 'SHA256',
+            ...cond,
+          },
+          partSize: this.partSize,
+          queueSize: this.queueSize,
+          leavePartsOnError: false,
+        }).done(),
+      ),
+    );
+  }
+
+  /** One PutObject: the server checks the whole object's SHA-256 against the one we computed. */
+  private async putOne(key: string, body: () => Promise<Uint8Array>, opts: PutFileOptions): Promise<'stored' | 'exists'> {
+    const cond = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
+    return storedOrExists(
+      this.call('put', async (client, lib) =>
+        client.send(
+          new lib.PutObjectCommand({
+            Bucket: this.location.bucket,
+            Key: this.key(key),
+            Body: await body(),
+            ContentLength: opts.bytes,
+            ChecksumSHA256: Buffer.from(opts.sha256, 'hex').toString('base64'),
+            ...cond,
+          }),
+        ),
+      ),
+    );
   }
 
   /**
@@ -381,4 +394,15 @@ export class S3Backend implements ObjectBackend {
 
 function isStatus(e: unknown, status: number): boolean {
   return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === status;
+}
+
+/** 'stored', or 'exists' when a create-only put found the key taken (412 to `If-None-Match: *`). */
+async function storedOrExists(put: Promise<unknown>): Promise<'stored' | 'exists'> {
+  try {
+    await put;
+    return 'stored';
+  } catch (e) {
+    if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
+    throw e;
+  }
 }

@@ -42,14 +42,7 @@ export async function pushCheckpoint(store: ArtifactStore, name: string, dir: st
   if (step === undefined) throw new Error(`${dir} is not a checkpoint folder (step-N)`);
   const tree = await store.putTree(dir);
   const text = JSON.stringify({ step, name: basename(dir), tree } satisfies Pointer) + '\n';
-  const tmp = store.tempPath('.json');
-  try {
-    await fsp.writeFile(tmp, text);
-    const sha256 = createHash('sha256').update(text).digest('hex');
-    await remote.putFile(pointerKey(name), tmp, { sha256, bytes: Buffer.byteLength(text), ifAbsent: false });
-  } finally {
-    await fsp.rm(tmp, { force: true });
-  }
+  await remote.putBytes(pointerKey(name), Buffer.from(text), { ifAbsent: false });
 }
 
 /**

@@ -11,7 +11,7 @@
  */
 import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { IntegrityError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
@@ -98,19 +98,7 @@ export class StageCache {
   }
 
   private async putRemote(key: string, text: string): Promise<void> {
-    const remote = this.store.remote;
-    if (!remote) return;
-    const bytes = Buffer.byteLength(text);
-    const sha256 = createHash('sha256').update(text).digest('hex');
-    // Uploaded from a file of its own: the record file is shared with concurrent puts of the same key
-    // (same work finished by several runs at once), which may replace it before it is read.
-    const own = this.store.tempPath('.json');
-    await fsp.writeFile(own, text);
-    try {
-      await remote.putFile(this.remoteKey(key), own, { sha256, bytes, ifAbsent: false });
-    } finally {
-      await fsp.rm(own, { force: true });
-    }
+    await this.store.remote?.putBytes(this.remoteKey(key), Buffer.from(text), { ifAbsent: false });
   }
 
   private async writeLocal(p: string, text: string): Promise<void> {
