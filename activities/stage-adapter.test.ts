@@ -15,6 +15,7 @@ import { InputError } from '../src/errors.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { StageOutputs } from '../src/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
 import { cacheKey, StageCache } from '../src/store/stage-cache.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
@@ -170,11 +171,50 @@ describe('stage adapter', () => {
     assert.deepEqual(beats, [{ progress: { message: 'step 1', metrics: { step: 1 } }, resume: undefined }]);
   });
 
+  it("completes a stage without waiting for its cache record's shared copy, which goes up after", async () => {
+    // A shared store whose uploads of cache records are held back until the test lets them go.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    class HeldUploads extends FolderBackend {
+      override async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'> {
+        if (key.startsWith('cache/')) await held;
+        return super.putBytes(key, bytes, opts);
+      }
+    }
+    // Shared records are looked up by a sha256 key, as cacheKey makes them.
+    const KEY = 'a'.repeat(64);
+    const dir = mkdtempSync(join(root, 'held-'));
+    const shared = new HeldUploads(join(dir, 'shared'));
+    const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
+    const cache = new StageCache(join(dir, 'cache'), store);
+    const d = { ...deps(), store, cache };
+    let timer: NodeJS.Timeout | undefined;
+    const res = (await Promise.race([
+      new MockActivityEnvironment().run(
+        stageActivity(
+          kind(async () => ({ n: 1 })),
+          d,
+        ),
+        request({ cacheKey: KEY }),
+      ),
+      // Waiting for the held upload would never end; the timer turns that into a failure.
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the stage waited for the upload')), 10_000))),
+    ])) as StageResult;
+    clearTimeout(timer);
+    assert.deepEqual(res.outputs, { n: 1 });
+    assert.equal(cache.pendingUploads, 1, 'the upload is still held back');
+    assert.ok(await cache.get(KEY), "this worker's local copy serves a hit meanwhile");
+    release();
+    await cache.flush();
+    const other = new StageCache(join(dir, 'cache-other'), new ArtifactStore(join(dir, 'store-other'), { remote: shared }));
+    assert.deepEqual((await other.get(KEY))?.outputs, { n: 1 }, 'the shared copy is there for other workers');
+  });
+
   it('writes the cache record and calls the completion hook side by side, and fails the attempt when either fails', async () => {
     let hookCalled!: () => void;
     const hookSeen = new Promise<void>((r) => (hookCalled = r));
     class WaitsForHook extends StageCache {
-      override async put(rec: Parameters<StageCache['put']>[0]): Promise<void> {
+      override async put(...[rec, opts]: Parameters<StageCache['put']>): Promise<void> {
         // In sequence (put, then the hook) this would wait forever; the timer turns that into a failure.
         let timer: NodeJS.Timeout | undefined;
         const waited = await Promise.race([
@@ -183,7 +223,7 @@ describe('stage adapter', () => {
         ]);
         clearTimeout(timer);
         if (!waited) throw new Error('the cache put ran before the completion hook was called, not beside it');
-        return super.put(rec);
+        return super.put(rec, opts);
       }
     }
     const base = deps();

@@ -136,16 +136,20 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       const result: StageResult = { outputs, cacheKey: key };
       // The cache record and the audit record are independent writes: side by side, a stage pays
       // for the slower of the two, not their sum. Either failing fails the attempt, and both are
-      // idempotent on retry (same key; the audit record's dedupe key).
+      // idempotent on retry (same key; the audit record's dedupe key). The record's local copy is
+      // written now; its shared copy (a remote store) is uploaded in the background.
       await Promise.all([
         req.writeCache && key && kind.cacheable !== false
-          ? deps.cache.put({
-              key,
-              kind: req.kind,
-              outputs,
-              producedBy: { runId: req.runId, stageId: req.stageId },
-              createdAt: new Date().toISOString(),
-            })
+          ? deps.cache.put(
+              {
+                key,
+                kind: req.kind,
+                outputs,
+                producedBy: { runId: req.runId, stageId: req.stageId },
+                createdAt: new Date().toISOString(),
+              },
+              { upload: 'background' },
+            )
           : undefined,
         deps.onStageCompleted?.(req, result),
       ]);

@@ -47,6 +47,7 @@ export async function createContext(): Promise<CliContext> {
   const kinds = await loadStageKinds();
   let client: Client | undefined;
   let store: ArtifactStore | undefined;
+  let cache: StageCache | undefined;
   const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
   return {
     paths,
@@ -56,7 +57,8 @@ export async function createContext(): Promise<CliContext> {
     settings: () => temporalSettings(),
     log: (m) => console.error(m),
     store: getStore,
-    cache: () => new StageCache(paths.cache, getStore()),
+    // One per process, so closing waits for every stage-cache upload its workers left running.
+    cache: () => (cache ??= new StageCache(paths.cache, getStore())),
     readReport(ref) {
       if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
       try {
@@ -97,6 +99,7 @@ export async function createContext(): Promise<CliContext> {
       return client;
     },
     async close() {
+      await cache?.flush();
       await client?.connection.close().catch(() => undefined);
     },
   };

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore, uriFor } from '../src/store/artifact-store.ts';
@@ -51,6 +51,21 @@ test('a hit whose artifact (or a file of its tree) no longer matches its hash is
   assert.equal(store.has(weights), false, 'the damaged file was quarantined');
 });
 
+test('a record cut short or zeroed (a power cut before it reached the disk) is a miss, and the next put writes it afresh', async (t) => {
+  const { dir, store, cache } = setup(t);
+  const file = await store.putBytes('rows', { mediaType: 'application/octet-stream' });
+  const key = 'f'.repeat(64);
+  const path = join(dir, 'cache', 'ff', `${key}.json`);
+  await cache.put(record(key, { table: file }));
+  const whole = readFileSync(path);
+  for (const damaged of [whole.subarray(0, 4096 > whole.length ? whole.length - 1 : 4096), Buffer.alloc(whole.length), Buffer.alloc(0)]) {
+    writeFileSync(path, damaged);
+    assert.equal(await cache.get(key), undefined, `a record of ${damaged.length} bytes, damaged`);
+    await cache.put(record(key, { table: file }));
+    assert.deepEqual((await cache.get(key))?.outputs, { table: file });
+  }
+});
+
 for (const remote of [false, true])
   describe(remote ? 'stage cache on SeaweedFS S3' : 'stage cache in the local folder', () => {
     if (remote) {
@@ -85,4 +100,51 @@ for (const remote of [false, true])
       assert.deepEqual(await cache.evictReferencing(inner), ['c'.repeat(64)]);
       assert.ok(await cache.get('d'.repeat(64)));
     });
+
+    if (remote)
+      describe('a record whose shared copy uploads after the stage', () => {
+        test('put returns once the local copy is written; another worker finds the record once flush() returns', async (t) => {
+          const { dir } = setup(t);
+          const url = s3!.freshUrl();
+          const storeA = new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) });
+          const a = new StageCache(join(dir, 'cache-a'), storeA);
+          const file = await storeA.putBytes('rows', { mediaType: 'application/octet-stream' });
+          const key = '1'.repeat(64);
+          await a.put(record(key, { table: file }), { upload: 'background' });
+          assert.equal(a.pendingUploads, 1, 'the upload is still under way when put returns');
+          assert.ok(await a.get(key), 'this worker finds its local copy at once');
+          await a.flush();
+          assert.equal(a.pendingUploads, 0);
+          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          assert.equal((await b.get(key))?.producedBy.runId, 'r', 'another worker reads the shared copy');
+        });
+
+        test('an upload that fails is reported, not thrown, and leaves the local copy in use', async (t) => {
+          const { dir } = setup(t);
+          const errors: string[] = [];
+          // A bucket that does not exist: every request to it is refused, as it would be without credentials.
+          const store = new ArtifactStore(join(dir, 'store-x'), { remote: s3!.backend('s3://no-such-bucket-here/x') });
+          const cache = new StageCache(join(dir, 'cache-x'), store, {
+            onUploadError: (key, e) => errors.push(`${key}: ${(e as Error).message}`),
+          });
+          const key = '2'.repeat(64);
+          await cache.put(record(key, { n: 1 }), { upload: 'background' });
+          await cache.flush();
+          assert.equal(errors.length, 1);
+          assert.match(errors[0]!, /^2{64}: .*the bucket no-such-bucket-here does not exist/);
+          assert.ok(existsSync(join(dir, 'cache-x', '22', `${key}.json`)), 'the local copy stays');
+        });
+
+        test('evicting a record waits for its upload, so the record does not come back for other workers', async (t) => {
+          const { dir } = setup(t);
+          const url = s3!.freshUrl();
+          const a = new StageCache(join(dir, 'cache-a'), new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) }));
+          const key = '3'.repeat(64);
+          await a.put(record(key, { n: 1 }), { upload: 'background' });
+          await a.evict(key);
+          await a.flush();
+          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          assert.equal(await b.get(key), undefined);
+        });
+      });
   });

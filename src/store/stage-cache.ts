@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { IntegrityError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
-import { writeFileDurable } from '../util/durable-write.ts';
 import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
 import { readText } from './object-backend.ts';
@@ -46,12 +45,27 @@ function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
   return out;
 }
 
+export interface StageCacheOptions {
+  /** A background upload that failed (after the client's own retries); the default writes a warning to stderr. */
+  onUploadError?: (key: string, error: unknown) => void;
+}
+
 export class StageCache {
+  private readonly uploading = new Map<string, Promise<void>>();
+  private readonly onUploadError: (key: string, error: unknown) => void;
+
   constructor(
     private readonly dir: string,
     private readonly store: ArtifactStore,
+    opts: StageCacheOptions = {},
   ) {
     mkdirSync(dir, { recursive: true });
+    this.onUploadError =
+      opts.onUploadError ??
+      ((key, e) =>
+        console.error(
+          `stage cache: the shared copy of record ${key.slice(0, 12)}… was not stored (${(e as Error)?.message ?? e}); other workers will run that stage again instead of reusing it`,
+        ));
   }
 
   private path(key: string): string {
@@ -91,10 +105,46 @@ export class StageCache {
     return rec;
   }
 
-  async put(rec: CacheRecord): Promise<void> {
+  /**
+   * Records `rec`: the local copy durably, and the shared copy (with a remote store backend).
+   *
+   * `upload: 'background'` returns once the local copy is written and leaves the shared copy's
+   * upload running (`flush()` waits for it). A stage then completes without waiting a round trip to
+   * the store: the record only makes later runs faster, this worker finds its local copy at once,
+   * and an upload lost to a crash or a failed request costs other workers one miss, never a wrong
+   * hit. Against a remote S3 service that round trip is most of what a short stage's record costs.
+   */
+  async put(rec: CacheRecord, opts: { upload?: 'await' | 'background' } = {}): Promise<void> {
     const text = JSON.stringify(rec, null, 2);
-    // The local copy and the shared one side by side: a stage waits for the slower, not both.
-    await Promise.all([this.writeLocal(this.path(rec.key), text), this.putRemote(rec.key, text)]);
+    if (opts.upload !== 'background') {
+      // The local copy and the shared one side by side: a stage waits for the slower, not both.
+      await Promise.all([this.writeLocal(this.path(rec.key), text), this.putRemote(rec.key, text)]);
+      return;
+    }
+    await this.writeLocal(this.path(rec.key), text);
+    if (!this.store.remote) return;
+    const upload = this.putRemote(rec.key, text)
+      .catch((e: unknown) => {
+        try {
+          this.onUploadError(rec.key, e);
+        } catch {
+          // A reporter that fails must not turn a lost record into an unhandled rejection.
+        }
+      })
+      .finally(() => {
+        if (this.uploading.get(rec.key) === upload) this.uploading.delete(rec.key);
+      });
+    this.uploading.set(rec.key, upload);
+  }
+
+  /** Waits for the shared copies of records put with `upload: 'background'` (a worker calls it before it exits). */
+  async flush(): Promise<void> {
+    while (this.uploading.size) await Promise.all(this.uploading.values());
+  }
+
+  /** Records whose shared copy is still being uploaded. */
+  get pendingUploads(): number {
+    return this.uploading.size;
   }
 
   private async putRemote(key: string, text: string): Promise<void> {
@@ -104,14 +154,18 @@ export class StageCache {
   private async writeLocal(p: string, text: string): Promise<void> {
     await fsp.mkdir(join(p, '..'), { recursive: true });
     const tmp = `${p}.${randomBytes(4).toString('hex')}.tmp`;
-    // Durable before it is visible: after a power cut a record either is whole or is absent. The
-    // folder is not synced after the rename: a record lost that way is a cache miss, and the stage
-    // runs again, so the second fsync a stage would pay for it buys nothing.
-    await writeFileDurable(tmp, text);
+    // Renamed into place, so a reader never sees half a record. Not fsynced: after a power cut a
+    // record may be lost, or come back cut short or zeroed, and get() treats each of those as a
+    // miss (it must parse, name its own key, and every artifact it names is verified), so the stage
+    // runs again and writes it afresh. A flush to disk would cost every stage a millisecond or more
+    // to save a rerun after a crash.
+    await fsp.writeFile(tmp, text, { flag: 'wx' });
     await fsp.rename(tmp, p);
   }
 
   async evict(key: string): Promise<void> {
+    // An upload still under way would bring the record back after the delete.
+    await this.uploading.get(key);
     await fsp.rm(this.path(key), { force: true });
     if (this.store.remote && /^[0-9a-f]{64}$/.test(key)) await this.store.remote.delete(this.remoteKey(key));
   }
