@@ -320,11 +320,20 @@ export class AuditLog {
     const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
     const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
     return this.db.write('audit', async (q) => {
-      if (dedupeKey !== undefined) {
-        const existing = await q.get<Row>('SELECT * FROM audit_log WHERE dedupe_key = ?', [dedupeKey]);
-        if (existing) return { record: fromRow(existing), appended: false };
-      }
-      const last = await q.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
+      // One query for both the record this entry may already have and the last record: each query is
+      // a round trip to a PostgreSQL server, and a worker appends one record per stage.
+      const rows =
+        dedupeKey === undefined
+          ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
+          : await q.all<Row & { pick: number }>(
+              `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
+               UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
+               ORDER BY pick`,
+              [dedupeKey],
+            );
+      const existing = rows.find((r) => r.pick === 0);
+      if (existing) return { record: fromRow(existing), appended: false };
+      const last = rows.find((r) => r.pick === 1);
       const base: Omit<AuditRecord, 'hash'> = {
         seq: (last?.seq ?? 0) + 1,
         time: this.now().toISOString(),
@@ -341,30 +350,33 @@ export class AuditLog {
       if (entry.modelHash !== undefined) base.modelHash = wellFormed(entry.modelHash);
       if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
       const record: AuditRecord = { ...base, hash: hashRecord(base) };
-      await q.run(
-        `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-        [
-          record.seq,
-          record.time,
-          record.actor,
-          record.action,
-          record.subject,
-          detailsJson,
-          record.runId ?? null,
-          record.model ?? null,
-          record.specHash ?? null,
-          dataJson,
-          record.modelHash ?? null,
-          record.dedupeKey ?? null,
-          record.prevHash,
-          record.hash,
-        ],
-      );
-      await q.run(
-        'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
-        [record.seq, record.hash],
-      );
+      const values = [
+        record.seq,
+        record.time,
+        record.actor,
+        record.action,
+        record.subject,
+        detailsJson,
+        record.runId ?? null,
+        record.model ?? null,
+        record.specHash ?? null,
+        dataJson,
+        record.modelHash ?? null,
+        record.dedupeKey ?? null,
+        record.prevHash,
+        record.hash,
+      ];
+      const insertRecord = `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`;
+      const moveHead =
+        'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash';
+      if (q.dialect === 'postgres') {
+        // The record and the head in one statement, one round trip (SQLite has no writes in WITH).
+        await q.run(`WITH appended AS (${insertRecord}) ${moveHead}`, [...values, record.seq, record.hash]);
+      } else {
+        await q.run(insertRecord, values);
+        await q.run(moveHead, [record.seq, record.hash]);
+      }
       return { record, appended: true };
     });
   }

@@ -187,8 +187,8 @@ export class PostgresDatabase implements Database {
       const onError = (e: Error) => (broken = e);
       client.on('error', onError);
       try {
-        await client.query(begin);
-        if (lockId !== undefined) await client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, lockId]);
+        // BEGIN and the lock in one round trip: a query without parameters may hold several statements.
+        await client.query(lockId === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`);
         let result: T;
         try {
           result = await fn(queryable(client));
