@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, WorkflowFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { openAudit } from '../src/audit/log.ts';
+import { openAudit, type AuditLog } from '../src/audit/log.ts';
+import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import type { RunInput, RunStatus } from '../workflows/types.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
@@ -194,10 +195,14 @@ export async function runInput(client: Client, runId: string): Promise<RunInput>
  * (workflow id) can be reused once the earlier run closed (`submit --run-id`), so the record is
  * keyed on the execution too; without it a second submission under the same id went unrecorded.
  */
-export async function auditRunSubmitted(auditDb: string, runId: string, input: RunInput, executionId?: string): Promise<void> {
-  const audit = await openAudit(auditDb);
-  try {
-    await audit.append({
+export async function auditRunSubmitted(
+  auditDb: string | KeptOpen<AuditLog>,
+  runId: string,
+  input: RunInput,
+  executionId?: string,
+): Promise<void> {
+  await useOpen(auditDb, openAudit, (audit) =>
+    audit.append({
       action: 'run.submitted',
       subject: runId,
       runId,
@@ -212,8 +217,6 @@ export async function auditRunSubmitted(auditDb: string, runId: string, input: R
         execution: executionId ?? null,
       },
       dedupeKey: executionId ? `${runId}/${executionId}/submitted` : `${runId}/submitted`,
-    });
-  } finally {
-    await audit.close();
-  }
+    }),
+  );
 }

@@ -19,7 +19,8 @@ import {
   type ScheduleOptionsStartWorkflowAction,
   type ScheduleSpec,
 } from '@temporalio/client';
-import { openAudit } from '../src/audit/log.ts';
+import { openAudit, type AuditLog } from '../src/audit/log.ts';
+import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { InputError } from '../src/errors.ts';
 import { formatDuration } from '../src/spec/duration.ts';
 import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
@@ -484,21 +485,18 @@ export type ScheduleChange = 'created' | 'updated' | 'paused' | 'unpaused' | 'tr
 
 /** Appends `schedule.<change>` for the schedule, with who did it, the options and the spec hash. */
 export async function auditScheduleChange(
-  auditDb: string,
+  auditDb: string | KeptOpen<AuditLog>,
   change: ScheduleChange,
   e: { name: string; actor: string; specHash?: string; details: Record<string, unknown> },
 ): Promise<void> {
-  const audit = await openAudit(auditDb);
-  try {
-    await audit.append({
+  await useOpen(auditDb, openAudit, (audit) =>
+    audit.append({
       action: `schedule.${change}`,
       subject: e.name,
       actor: e.actor,
       ...(e.specHash ? { specHash: e.specHash } : {}),
       // Canonical JSON refuses undefined; drop absent options rather than fail the record.
       details: JSON.parse(JSON.stringify(e.details)) as Record<string, unknown>,
-    });
-  } finally {
-    await audit.close();
-  }
+    }),
+  );
 }

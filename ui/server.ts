@@ -305,7 +305,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
     const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor } };
     const handle = await submitRun(client, next, { taskQueue: o.taskQueue });
-    await auditRunSubmitted(o.paths.auditDb, handle.workflowId, next, handle.firstExecutionRunId);
+    await auditRunSubmitted(dbs.audit, handle.workflowId, next, handle.firstExecutionRunId);
     return { runId: handle.workflowId };
   });
 
@@ -370,7 +370,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   }>('/api/models/:name/promote', async (req) => {
     const b = req.body ?? {};
     if (b.version === undefined) throw new HttpError(400, 'promote needs a version');
-    return changeAlias(o.paths.registryDb, o.paths.auditDb, {
+    return changeAlias(dbs.registry, dbs.audit, {
       op: 'promote',
       name: req.params.name,
       at: b.version,
@@ -384,7 +384,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   app.post<{ Params: { name: string }; Body: { alias?: string; reason?: string } }>('/api/models/:name/rollback', async (req) =>
-    changeAlias(o.paths.registryDb, o.paths.auditDb, {
+    changeAlias(dbs.registry, dbs.audit, {
       op: 'rollback',
       name: req.params.name,
       alias: req.body?.alias ?? 'production',
@@ -429,7 +429,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     else if (op === 'trigger') await triggerSchedule(client, name);
     else throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
     const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
-    await auditScheduleChange(o.paths.auditDb, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
+    await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
     return { ok: true };
   });
 

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeptOpen } from './kept-open.ts';
+import { KeptOpen, useOpen } from './kept-open.ts';
 
 describe('KeptOpen', () => {
   it('opens once for many uses, tries again after a failed open, and closes what it opened', async () => {
@@ -24,5 +24,26 @@ describe('KeptOpen', () => {
     await kept.close();
     await kept.close();
     assert.equal(closes, 2);
+  });
+
+  it('useOpen opens a named database for one use and closes it, even when the use fails; a kept one stays open', async () => {
+    const log: string[] = [];
+    const open = async (where: string) => {
+      log.push(`open ${where}`);
+      return { where, close: async () => void log.push(`close ${where}`) };
+    };
+    assert.equal(await useOpen('a.db', open, async (db) => db.where), 'a.db');
+    await assert.rejects(
+      useOpen('b.db', open, async () => {
+        throw new Error('refused');
+      }),
+      /refused/,
+    );
+    const kept = new KeptOpen(() => open('kept.db'));
+    await useOpen(kept, open, async () => undefined);
+    await useOpen(kept, open, async () => undefined);
+    assert.deepEqual(log, ['open a.db', 'close a.db', 'open b.db', 'close b.db', 'open kept.db']);
+    await kept.close();
+    assert.equal(log.at(-1), 'close kept.db');
   });
 });

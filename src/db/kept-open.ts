@@ -24,3 +24,21 @@ export class KeptOpen<T extends { close(): Promise<void> }> {
     await handle?.close();
   }
 }
+
+/**
+ * Runs `fn` on a database named by its path or URL (opened for this one use and closed after) or on
+ * one the caller keeps open: a command-line call opens per use, the dashboard shares its connections.
+ */
+export async function useOpen<T extends { close(): Promise<void> }, R>(
+  source: string | KeptOpen<T>,
+  open: (where: string) => Promise<T>,
+  fn: (db: T) => Promise<R>,
+): Promise<R> {
+  if (typeof source !== 'string') return fn(await source.get());
+  const db = await open(source);
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}

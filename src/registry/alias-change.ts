@@ -4,7 +4,8 @@
  * to the audit log. With a gate, the candidate's metrics are judged against the version the alias
  * holds now (as the deploy stage does) and a failing gate moves nothing.
  */
-import { openAudit, type AuditEntry } from '../audit/log.ts';
+import { openAudit, type AuditEntry, type AuditLog } from '../audit/log.ts';
+import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { evaluateGate } from '../eval/gates.ts';
 import { InputError } from '../errors.ts';
 import { openRegistry, unflattenMetrics, type Registry } from './registry.ts';
@@ -41,9 +42,12 @@ export class GateRefused extends InputError {
   }
 }
 
-export async function changeAlias(registryDb: string, auditDb: string, req: AliasChangeRequest): Promise<AliasChangeResult> {
-  const reg = await openRegistry(registryDb);
-  try {
+export async function changeAlias(
+  registryDb: string | KeptOpen<Registry>,
+  auditDb: string | KeptOpen<AuditLog>,
+  req: AliasChangeRequest,
+): Promise<AliasChangeResult> {
+  return useOpen(registryDb, openRegistry, async (reg) => {
     const { name, alias, op } = req;
     let gate: AliasChangeResult['gate'];
     // The record is built inside the write transaction, so the model hashes it names are read first.
@@ -88,16 +92,9 @@ export async function changeAlias(registryDb: string, auditDb: string, req: Alia
     } else {
       change = await reg.rollback(name, alias, { actor: req.actor, reason: req.reason, audit });
     }
-    const log = await openAudit(auditDb);
-    try {
-      await reg.drainAuditOutbox(log);
-    } finally {
-      await log.close();
-    }
+    await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log));
     return { change, version: (await reg.getVersion(name, alias)).version, gate };
-  } finally {
-    await reg.close();
-  }
+  });
 }
 
 async function latestVersion(reg: Registry, name: string): Promise<number> {
