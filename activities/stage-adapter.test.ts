@@ -210,6 +210,23 @@ describe('stage adapter', () => {
     assert.deepEqual((await other.get(KEY))?.outputs, { n: 1 }, 'the shared copy is there for other workers');
   });
 
+  it('a stage that ran longer than awaitRecordUploadAfterMs waits for its record to reach the shared store', async () => {
+    const dir = mkdtempSync(join(root, 'long-'));
+    const shared = new FolderBackend(join(dir, 'shared'));
+    const cache = new StageCache(join(dir, 'cache'), new ArtifactStore(join(dir, 'store'), { remote: shared }));
+    const d = { ...deps(), store: new ArtifactStore(join(dir, 'store'), { remote: shared }), cache, awaitRecordUploadAfterMs: 0 };
+    await new MockActivityEnvironment().run(
+      stageActivity(
+        kind(async () => ({ n: 1 })),
+        d,
+      ),
+      request({ cacheKey: 'b'.repeat(64) }),
+    );
+    assert.equal(cache.pendingUploads, 0, 'nothing left uploading when the activity returned');
+    const other = new StageCache(join(dir, 'cache-other'), new ArtifactStore(join(dir, 'store-other'), { remote: shared }));
+    assert.deepEqual((await other.get('b'.repeat(64)))?.outputs, { n: 1 });
+  });
+
   it('writes the cache record and calls the completion hook side by side, and fails the attempt when either fails', async () => {
     let hookCalled!: () => void;
     const hookSeen = new Promise<void>((r) => (hookCalled = r));

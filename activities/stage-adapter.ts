@@ -30,7 +30,19 @@ export interface ActivityDeps {
   heartbeatEveryMs?: number;
   /** Where kinds with `isolation` run and their children's memory limits; default from the environment (isolationFromEnv). */
   isolation?: Isolation;
+  /**
+   * A stage that ran longer than this waits for its cache record's upload to the shared store; a
+   * shorter one leaves it running in the background (StageCache.put). Default 1 s.
+   */
+  awaitRecordUploadAfterMs?: number;
 }
+
+/**
+ * Against a stage of seconds or hours a round trip to the store is nothing, while a record lost to a
+ * crash in that moment would cost a rerun of the whole stage; for a stage of milliseconds the round
+ * trip is most of the overhead it adds.
+ */
+const AWAIT_RECORD_UPLOAD_AFTER_MS = 1000;
 
 interface HeartbeatDetails {
   progress?: StageProgress;
@@ -137,7 +149,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       // The cache record and the audit record are independent writes: side by side, a stage pays
       // for the slower of the two, not their sum. Either failing fails the attempt, and both are
       // idempotent on retry (same key; the audit record's dedupe key). The record's local copy is
-      // written now; its shared copy (a remote store) is uploaded in the background.
+      // written now; a short stage leaves its shared copy (a remote store) uploading in the background.
       await Promise.all([
         req.writeCache && key && kind.cacheable !== false
           ? deps.cache.put(
@@ -148,7 +160,10 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
                 producedBy: { runId: req.runId, stageId: req.stageId },
                 createdAt: new Date().toISOString(),
               },
-              { upload: 'background' },
+              {
+                upload:
+                  performance.now() - startedAt > (deps.awaitRecordUploadAfterMs ?? AWAIT_RECORD_UPLOAD_AFTER_MS) ? 'await' : 'background',
+              },
             )
           : undefined,
         deps.onStageCompleted?.(req, result),
