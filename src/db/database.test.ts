@@ -1,4 +1,5 @@
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import assert from 'node:assert/strict';
 import { InputError } from '../errors.ts';
 import { statePaths } from '../state-paths.ts';
@@ -80,6 +81,28 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
       await log.close();
     },
   );
+
+  test('a write whose lock wait times out leaves its connection usable: the next writes and reads on it succeed', async (t) => {
+    const url = new URL(await db.fresh(t));
+    // One pooled connection for the log, so the next calls get the one whose lock wait failed.
+    url.searchParams.set('options', '-c lock_timeout=300');
+    const log = await openAudit(url.toString());
+    t.after(() => log.close());
+    await log.append({ action: 'test.first', subject: 's', actor: 'test' });
+    const holder = new pg.Client({ connectionString: url.toString() });
+    await holder.connect();
+    t.after(() => holder.end());
+    // The audit log's write lock, held by another session (the key is postgres.ts's LOCK_CLASS and audit id).
+    await holder.query('SELECT pg_advisory_lock(1952804208, 2)');
+    await assert.rejects(
+      log.append({ action: 'test.blocked', subject: 's', actor: 'test' }),
+      (e: unknown) => (e as { code?: string }).code === '55P03',
+    );
+    await holder.query('SELECT pg_advisory_unlock(1952804208, 2)');
+    for (let i = 0; i < 6; i++) await log.append({ action: 'test.after', subject: `s${i}`, actor: 'test' });
+    assert.equal((await log.query({})).length, 7);
+    assert.equal((await log.verify()).ok, true);
+  });
 
   test('a server that stays away: a transient error naming the server (not an input error) once the retry time is spent', async (t) => {
     const url = new URL(await db.fresh(t));

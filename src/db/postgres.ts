@@ -187,10 +187,12 @@ export class PostgresDatabase implements Database {
       const onError = (e: Error) => (broken = e);
       client.on('error', onError);
       try {
-        // BEGIN and the lock in one round trip: a query without parameters may hold several statements.
-        await client.query(lockId === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`);
         let result: T;
         try {
+          // BEGIN and the lock in one round trip: a query without parameters may hold several
+          // statements. Inside the ROLLBACK's reach: a lock that times out (lock_timeout) leaves the
+          // transaction open and aborted, and the connection must not go back to the pool so.
+          await client.query(lockId === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`);
           result = await fn(queryable(client));
         } catch (e) {
           await client.query('ROLLBACK').catch((r: Error) => (broken = r));
