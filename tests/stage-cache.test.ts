@@ -135,6 +135,19 @@ for (const remote of [false, true])
           assert.ok(existsSync(join(dir, 'cache-x', '22', `${key}.json`)), 'the local copy stays');
         });
 
+        test('background puts of one key go up in order: flush waits for all of them and the last one is stored', async (t) => {
+          const { dir } = setup(t);
+          const url = s3!.freshUrl();
+          const a = new StageCache(join(dir, 'cache-a'), new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) }));
+          const key = '4'.repeat(64);
+          for (let i = 0; i < 5; i++)
+            await a.put({ ...record(key, { n: 1 }), producedBy: { runId: `run-${i}`, stageId: 's' } }, { upload: 'background' });
+          await a.flush();
+          assert.equal(a.pendingUploads, 0);
+          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          assert.equal((await b.get(key))?.producedBy.runId, 'run-4');
+        });
+
         test('evicting a record waits for its upload, so the record does not come back for other workers', async (t) => {
           const { dir } = setup(t);
           const url = s3!.freshUrl();

@@ -123,7 +123,10 @@ export class StageCache {
     }
     await this.writeLocal(this.path(rec.key), text);
     if (!this.store.remote) return;
-    const upload = this.putRemote(rec.key, text)
+    // After any upload of the same key still under way, so the last put is the one stored and
+    // flush() and evict() wait for both.
+    const upload = Promise.resolve(this.uploading.get(rec.key))
+      .then(() => this.putRemote(rec.key, text))
       .catch((e: unknown) => {
         try {
           this.onUploadError(rec.key, e);
@@ -204,6 +207,8 @@ export class StageCache {
           continue;
         }
         if (await this.references(rec, sha256)) {
+          // Its upload may still be under way, and would bring the record back to the shared store.
+          if (this.store.remote && this.uploading.has(rec.key)) await this.evict(rec.key);
           await fsp.rm(join(this.dir, sub, name), { force: true });
           if (!evicted.includes(rec.key)) evicted.push(rec.key);
         }
