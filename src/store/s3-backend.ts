@@ -124,11 +124,11 @@ export class S3Backend implements ObjectBackend {
       // Network errors, 5xx and throttling are retried with backoff; 4xx input errors are not.
       maxAttempts: 5,
       retryMode: 'standard',
-      // The SDK otherwise sorts and links its middleware stack again for every request: about a
-      // quarter of a small request's CPU (bench/orchestration.bench.ts --shared). Safe here, since
-      // nothing adds middleware to single commands; the client's own stack is complete before its
-      // first request (connect).
-      cacheMiddleware: true,
+      // Not `cacheMiddleware`: it saved about 0.2 ms of CPU on a small request, which the
+      // orchestration bench could not show, but the cached handler keeps the first command of each
+      // kind (a PutObject's body, an UploadPart's part: up to 16 MiB each) for the client's life,
+      // shares one context object between concurrent requests, and is dropped by every request that
+      // carries options (each ranged download's abort signal).
       ...(env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
         ? {
             credentials: {
