@@ -142,8 +142,9 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const stop = () => workers.forEach((w) => w.shutdown());
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  // A worker that fails stops the others, so the process ends instead of half-serving.
-  await Promise.all(
+  // A worker that fails stops the others, so the process ends instead of half-serving; it ends once
+  // they have all stopped, so the stage-cache uploads their last stages started are flushed too.
+  const ended = await Promise.allSettled(
     workers.map((w) =>
       w.run().catch((e: unknown) => {
         stop();
@@ -151,5 +152,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       }),
     ),
   );
+  const failed = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   return 0;
 }
