@@ -27,7 +27,9 @@ export async function lookupStage(
   if (kind.cacheable === false || !read) return { key };
   const rec = await cache.get(key);
   recordCacheLookup(kind.kind, rec !== undefined);
-  return rec ? { key, hit: { outputs: rec.outputs, producedBy: rec.producedBy } } : { key };
+  if (!rec) return { key };
+  const { runId, stageId, executionId } = rec.producedBy;
+  return { key, hit: { outputs: rec.outputs, producedBy: { runId, stageId }, ...(executionId ? { executionId } : {}) } };
 }
 
 /** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */

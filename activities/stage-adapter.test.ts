@@ -290,13 +290,47 @@ describe('stage adapter', () => {
     assert.equal(keySeen, key, 'the stage sees the key it will be recorded under');
     assert.deepEqual((await d.cache.get(key))?.outputs, { echoed: 1 });
 
-    const hit = (await new MockActivityEnvironment().run(act, lookup)) as StageResult;
+    // A later run (another workflow execution) finds the record.
+    const later = { workflowExecution: { workflowId: 'run-1', runId: 'a-later-execution' } };
+    const hit = (await new MockActivityEnvironment(later).run(act, lookup)) as StageResult;
     assert.deepEqual(hit, { outputs: { echoed: 1 }, cacheKey: key, cachedFrom: { runId: 'run-1', stageId: 'stage-a' } });
     assert.equal(runs, 1, 'a hit does not run the stage');
     assert.equal(completed.length, 1, 'nor calls the completion hook (no audit record for reused outputs)');
 
-    const noReuse = (await new MockActivityEnvironment().run(act, { ...lookup, lookup: { reuse: false } })) as StageResult;
+    const noReuse = (await new MockActivityEnvironment(later).run(act, { ...lookup, lookup: { reuse: false } })) as StageResult;
     assert.equal(noReuse.cachedFrom, undefined);
     assert.equal(runs, 2, 'reuse: false runs the stage even though a record exists');
+  });
+
+  it("a retried attempt that finds its own earlier attempt's record finishes it: the completion hook runs and the stage is not reported as reused", async () => {
+    const completed: string[] = [];
+    let auditDown = true;
+    const d = deps({
+      onStageCompleted: async (req) => {
+        if (auditDown) throw new Error('audit store down');
+        completed.push(req.stageId);
+      },
+    });
+    let runs = 0;
+    const act = stageActivity(
+      kind(async () => ({ n: ++runs })),
+      d,
+    );
+    const lookup = request({ cacheKey: undefined, lookup: { reuse: true } });
+    // Attempt 1 runs the stage and records its outputs; its audit record fails, so the attempt fails.
+    await assert.rejects(new MockActivityEnvironment({ attempt: 1 }).run(act, lookup), /audit store down/);
+    auditDown = false;
+    const retried = (await new MockActivityEnvironment({ attempt: 2 }).run(act, lookup)) as StageResult;
+    assert.deepEqual(retried.outputs, { n: 1 }, "attempt 1's outputs, not a second run");
+    assert.equal(retried.cachedFrom, undefined, 'done in this run, not reused from another');
+    assert.equal(runs, 1);
+    assert.deepEqual(completed, ['stage-a'], 'the audit record attempt 1 could not write');
+
+    // Another execution (a resumed run) finding the same record reuses it, as before.
+    const other = (await new MockActivityEnvironment({
+      workflowExecution: { workflowId: 'run-2', runId: 'another-execution' },
+    }).run(act, { ...lookup, runId: 'run-2' })) as StageResult;
+    assert.deepEqual(other.cachedFrom, { runId: 'run-1', stageId: 'stage-a' });
+    assert.deepEqual(completed, ['stage-a'], 'no completion record for reused outputs');
   });
 });

@@ -125,6 +125,15 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           req.lookup.reuse,
         );
         if (hit) {
+          if (hit.executionId !== undefined && hit.executionId === execution && hit.producedBy.stageId === req.stageId) {
+            // An earlier attempt of this very stage ran it and recorded its outputs, then failed after
+            // (its audit record, say). The stage is done, in this run: finish what that attempt left,
+            // instead of reporting the outputs as reused and leaving the audit trail without them.
+            const result: StageResult = { outputs: hit.outputs, cacheKey: key };
+            await deps.onStageCompleted?.(req, result);
+            outcome = 'succeeded';
+            return result;
+          }
           outcome = 'cached';
           return { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy };
         }
@@ -150,14 +159,16 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       // for the slower of the two, not their sum. Either failing fails the attempt, and both are
       // idempotent on retry (same key; the audit record's dedupe key). The record's local copy is
       // written now; a short stage leaves its shared copy (a remote store) uploading in the background.
-      await Promise.all([
+      // Both are settled before the attempt ends, so a retry finds the record of an attempt whose
+      // audit record failed, and finishes it (see the lookup above).
+      const written = await Promise.allSettled([
         req.writeCache && key && kind.cacheable !== false
           ? deps.cache.put(
               {
                 key,
                 kind: req.kind,
                 outputs,
-                producedBy: { runId: req.runId, stageId: req.stageId },
+                producedBy: { runId: req.runId, stageId: req.stageId, ...(execution ? { executionId: execution } : {}) },
                 createdAt: new Date().toISOString(),
               },
               {
@@ -168,6 +179,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           : undefined,
         deps.onStageCompleted?.(req, result),
       ]);
+      const failed = written.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+      if (failed) throw failed.reason;
       outcome = 'succeeded';
       return result;
     } catch (err) {

@@ -138,5 +138,10 @@ export interface CacheLookupRequest {
 
 export interface CacheLookupResult {
   key: string;
-  hit?: { outputs: Record<string, unknown>; producedBy: { runId: string; stageId: string } };
+  hit?: {
+    outputs: Record<string, unknown>;
+    producedBy: { runId: string; stageId: string };
+    /** The workflow execution whose stage recorded it, when the record says (written since 4 Dec). */
+    executionId?: string;
+  };
 }

@@ -29,8 +29,8 @@ export interface CacheRecord {
   key: string;
   kind: string;
   outputs: StageOutputs;
-  /** The run and stage that produced it, for lineage. */
-  producedBy: { runId: string; stageId: string };
+  /** The run and stage that produced it, for lineage; the workflow execution too (records written since 4 Dec). */
+  producedBy: { runId: string; stageId: string; executionId?: string };
   createdAt: string;
 }
 
