@@ -43,6 +43,7 @@ const TRANSIENT_CODES = new Set([
   '53300', // too_many_connections
   '40001', // serialization_failure
   '40P01', // deadlock_detected
+  '55P03', // lock_not_available: a lock wait that ran past the server's lock_timeout
 ]);
 
 function errorCode(e: unknown): string | undefined {
