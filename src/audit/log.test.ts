@@ -2,8 +2,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openAudit, hashRecord, GENESIS_HASH, type AuditLog } from './log.ts';
-import type { Queryable } from '../db/database.ts';
+import { AuditLog, openAudit, hashRecord, GENESIS_HASH } from './log.ts';
+import type { Database, Queryable } from '../db/database.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { parseAnchorText, signAnchor, verifySignedAnchor } from './anchor.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
@@ -266,57 +266,98 @@ for (const backend of BACKENDS)
       await b.close();
     });
 
-    test('concurrent writers in separate processes keep one unbroken chain', { timeout: 60_000 }, async (t) => {
-      const path = await tmpPath(t);
-      (await openAudit(path)).close();
-      const logTs = fileURLToPath(new URL('./log.ts', import.meta.url));
-      const perWriter = 25;
-      const writers = ['w1', 'w2', 'w3'];
-      // Each writer reports ready, waits for "go" on stdin, then appends with short pauses, so the
-      // three really contend for the write lock instead of running one after another.
-      const code = `
+    test('a warm append with a dedupe key is one statement on PostgreSQL; without one, a locked transaction', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      t.after(() => log.close());
+      const calls: string[] = [];
+      const counted: Database = {
+        ...log.db,
+        dialect: log.db.dialect,
+        where: log.db.where,
+        all: (sql, params) => (calls.push('all'), log.db.all(sql, params)),
+        get: (sql, params) => (calls.push('get'), log.db.get(sql, params)),
+        run: (sql, params) => (calls.push('run'), log.db.run(sql, params)),
+        write: (lock, fn) => (calls.push(`write ${lock}`), log.db.write(lock, fn)),
+        snapshot: (fn) => log.db.snapshot(fn),
+        close: () => log.db.close(),
+      };
+      const counting = new AuditLog(counted);
+      await counting.append({ action: 'a.first', subject: 's', actor: 't', dedupeKey: 'k0' });
+      calls.length = 0;
+      await counting.append({ action: 'a.next', subject: 's', actor: 't', dedupeKey: 'k1' });
+      assert.deepEqual(calls, backend === 'postgres' ? ['all'] : ['write audit']);
+      calls.length = 0;
+      await counting.append({ action: 'a.plain', subject: 's', actor: 't' });
+      assert.deepEqual(calls, ['write audit']);
+      // Another writer appends meanwhile: this one's next append finds its seq taken and starts again from the new last record.
+      await log.append({ action: 'a.other', subject: 's', actor: 't', dedupeKey: 'k2' });
+      await counting.append({ action: 'a.after', subject: 's', actor: 't', dedupeKey: 'k3' });
+      assert.deepEqual(await log.verify(), { ok: true, checked: 5 });
+    });
+
+    test(
+      'concurrent writers in separate processes keep one unbroken chain, with and without dedupe keys',
+      { timeout: 60_000 },
+      async (t) => {
+        const path = await tmpPath(t);
+        (await openAudit(path)).close();
+        const logTs = fileURLToPath(new URL('./log.ts', import.meta.url));
+        const perWriter = 25;
+        const writers = ['w1', 'w2', 'w3'];
+        // Each writer reports ready, waits for "go" on stdin, then appends with short pauses, so the
+        // three really contend for the write lock instead of running one after another.
+        const code = `
     import { openAudit } from ${JSON.stringify(logTs)};
     const log = await openAudit(process.env.AUDIT_PATH);
     process.stdout.write('ready\\n');
     await new Promise((r) => process.stdin.once('data', r));
     for (let i = 0; i < ${perWriter}; i++) {
-      await log.append({ action: 'stage.completed', subject: process.env.TEMPERED_ACTOR + '/' + i, details: { i } });
+      // Every other entry has a dedupe key (on PostgreSQL those append without the lock), and each of
+      // those is appended twice: the second must find the first.
+      const entry = { action: 'stage.completed', subject: process.env.TEMPERED_ACTOR + '/' + i, details: { i } };
+      if (i % 2) {
+        const keyed = { ...entry, dedupeKey: process.env.TEMPERED_ACTOR + '/' + i };
+        const first = await log.append(keyed);
+        const again = await log.append(keyed);
+        if (!first.appended || again.appended || again.record.seq !== first.record.seq) throw new Error('a dedupe key appended twice');
+      } else await log.append(entry);
       await new Promise((r) => setTimeout(r, 3));
     }
     await log.close();
     process.exit(0);`;
-      const children = writers.map((actor) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-          env: { ...process.env, AUDIT_PATH: path, TEMPERED_ACTOR: actor },
-          stdio: ['pipe', 'pipe', 'pipe'],
+        const children = writers.map((actor) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+            env: { ...process.env, AUDIT_PATH: path, TEMPERED_ACTOR: actor },
+            stdio: ['pipe', 'pipe', 'pipe'],
+          });
+          let err = '';
+          child.stderr.on('data', (d) => (err += d));
+          const ready = new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+          const done = new Promise<void>((resolve, reject) =>
+            child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`writer ${actor} exited ${c}: ${err}`)))),
+          );
+          return { child, ready, done };
         });
-        let err = '';
-        child.stderr.on('data', (d) => (err += d));
-        const ready = new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
-        const done = new Promise<void>((resolve, reject) =>
-          child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`writer ${actor} exited ${c}: ${err}`)))),
-        );
-        return { child, ready, done };
-      });
-      await Promise.all(children.map((c) => c.ready));
-      for (const c of children) c.child.stdin.write('go\n');
-      await Promise.all(children.map((c) => c.done));
+        await Promise.all(children.map((c) => c.ready));
+        for (const c of children) c.child.stdin.write('go\n');
+        await Promise.all(children.map((c) => c.done));
 
-      const log = await openAudit(path);
-      assert.deepEqual(await log.verify(), { ok: true, checked: perWriter * writers.length });
-      const records = await log.query();
-      for (const w of writers) assert.equal(records.filter((r) => r.actor === w).length, perWriter);
-      // Each writer's own records stay in the order it wrote them.
-      for (const w of writers)
-        assert.deepEqual(
-          records.filter((r) => r.actor === w).map((r) => r.details.i),
-          [...Array(perWriter).keys()],
-        );
-      const switches = records.filter((r, i) => i > 0 && r.actor !== records[i - 1]!.actor).length;
-      // Without any interleaving there would be writers.length − 1 switches.
-      assert.ok(switches >= writers.length, `writers did not interleave (${switches} switches)`);
-      await log.close();
-    });
+        const log = await openAudit(path);
+        assert.deepEqual(await log.verify(), { ok: true, checked: perWriter * writers.length });
+        const records = await log.query();
+        for (const w of writers) assert.equal(records.filter((r) => r.actor === w).length, perWriter);
+        // Each writer's own records stay in the order it wrote them.
+        for (const w of writers)
+          assert.deepEqual(
+            records.filter((r) => r.actor === w).map((r) => r.details.i),
+            [...Array(perWriter).keys()],
+          );
+        const switches = records.filter((r, i) => i > 0 && r.actor !== records[i - 1]!.actor).length;
+        // Without any interleaving there would be writers.length − 1 switches.
+        assert.ok(switches >= writers.length, `writers did not interleave (${switches} switches)`);
+        await log.close();
+      },
+    );
 
     test('a consistently rewritten chain passes plain verify but fails against an anchor', async (t) => {
       const path = await tmpPath(t);

@@ -297,11 +297,32 @@ export async function openAudit(location: string, opts: AuditOptions = {}): Prom
   return new AuditLog(await openDatabase(location, AUDIT_SCHEMA, opts), opts);
 }
 
+interface LastRecord {
+  seq: number;
+  hash: string;
+}
+
+const INSERT_RECORD = `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`;
+const MOVE_HEAD =
+  'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash';
+/**
+ * PostgreSQL: the record, unless its seq or its dedupe key is taken, and the head with it, in one
+ * statement (SQLite has no writes in WITH). Returns the record's seq, or no row when nothing was
+ * inserted. The head only ever moves forward.
+ */
+const APPEND_IF_FREE = `WITH appended AS (${INSERT_RECORD} ON CONFLICT DO NOTHING RETURNING seq, hash),
+  moved AS (INSERT INTO audit_head (id, seq, hash) SELECT 1, seq, hash FROM appended
+    ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE audit_head.seq < excluded.seq)
+  SELECT seq FROM appended`;
+
 /** Records read per query while verifying, so a long log is walked without holding it all in memory. */
 const VERIFY_PAGE = 1000;
 
 export class AuditLog {
   private readonly now: () => Date;
+  /** The last record this log appended or read before appending: where the next append starts (PostgreSQL, no lock). */
+  private lastSeen: LastRecord | undefined;
   constructor(
     readonly db: Database,
     opts: AuditOptions = {},
@@ -319,21 +340,7 @@ export class AuditLog {
     const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
     const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
     const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
-    return this.db.write('audit', async (q) => {
-      // One query for both the record this entry may already have and the last record: each query is
-      // a round trip to a PostgreSQL server, and a worker appends one record per stage.
-      const rows =
-        dedupeKey === undefined
-          ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
-          : await q.all<Row & { pick: number }>(
-              `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
-               UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
-               ORDER BY pick`,
-              [dedupeKey],
-            );
-      const existing = rows.find((r) => r.pick === 0);
-      if (existing) return { record: fromRow(existing), appended: false };
-      const last = rows.find((r) => r.pick === 1);
+    const build = (last: LastRecord | undefined): { record: AuditRecord; values: unknown[] } => {
       const base: Omit<AuditRecord, 'hash'> = {
         seq: (last?.seq ?? 0) + 1,
         time: this.now().toISOString(),
@@ -366,19 +373,74 @@ export class AuditLog {
         record.prevHash,
         record.hash,
       ];
-      const insertRecord = `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`;
-      const moveHead =
-        'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash';
-      if (q.dialect === 'postgres') {
-        // The record and the head in one statement, one round trip (SQLite has no writes in WITH).
-        await q.run(`WITH appended AS (${insertRecord}) ${moveHead}`, [...values, record.seq, record.hash]);
-      } else {
-        await q.run(insertRecord, values);
-        await q.run(moveHead, [record.seq, record.hash]);
+      return { record, values };
+    };
+    if (this.db.dialect === 'postgres' && dedupeKey !== undefined) {
+      const done = await this.appendWithoutLock(build, dedupeKey);
+      if (done) return done;
+    }
+    const done = await this.db.write('audit', async (q): Promise<{ record: AuditRecord; appended: boolean }> => {
+      for (let turn = 0; ; turn++) {
+        if (turn === 100) throw new Error(`${this.db.where}: an audit append lost 100 races for the next sequence number in a row`);
+        // One query for both the record this entry may already have and the last record: each query
+        // is a round trip to a PostgreSQL server, and a worker appends one record per stage.
+        const rows =
+          dedupeKey === undefined
+            ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
+            : await q.all<Row & { pick: number }>(
+                `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
+                 UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
+                 ORDER BY pick`,
+                [dedupeKey],
+              );
+        const existing = rows.find((r) => r.pick === 0);
+        if (existing) return { record: fromRow(existing), appended: false };
+        const { record, values } = build(rows.find((r) => r.pick === 1));
+        if (q.dialect === 'postgres') {
+          // A host appending without the lock (appendWithoutLock) may have taken this seq since the
+          // read: then nothing is inserted, and the next turn reads the new last record (READ
+          // COMMITTED: each statement sees what was committed before it began).
+          if ((await q.all(APPEND_IF_FREE, values)).length === 0) continue;
+        } else {
+          await q.run(INSERT_RECORD, values);
+          await q.run(MOVE_HEAD, [record.seq, record.hash]);
+        }
+        return { record, appended: true };
       }
-      return { record, appended: true };
     });
+    // Only once committed: a next append built on a record that was rolled back would leave a gap.
+    if (done.appended) this.lastSeen = { seq: done.record.seq, hash: done.record.hash };
+    return done;
+  }
+
+  /**
+   * PostgreSQL, an entry with a dedupe key: no lock and no transaction, one statement, so usually one
+   * round trip instead of four (the audit record was most of a stage's overhead once the database is
+   * on another host: bench/orchestration.bench.ts --shared --delay-ms). The record is built on the
+   * last record this log saw and inserted only if its sequence number and its dedupe key are both
+   * free. `seq` is the primary key and a record's prev hash comes from the record before it, which
+   * never changes, so two hosts cannot both append after the same record: the one that finds its
+   * seq taken reads the new last record and tries again, and after a few lost races takes the lock.
+   * Entries without a dedupe key keep the lock: a retry after an answer lost on the way could not
+   * tell their own record from another's.
+   */
+  private async appendWithoutLock(
+    build: (last: LastRecord | undefined) => { record: AuditRecord; values: unknown[] },
+    dedupeKey: string,
+  ): Promise<{ record: AuditRecord; appended: boolean } | undefined> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const last = this.lastSeen ?? (await this.db.get<LastRecord>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'));
+      const { record, values } = build(last);
+      if ((await this.db.all(APPEND_IF_FREE, values)).length > 0) {
+        this.lastSeen = { seq: record.seq, hash: record.hash };
+        return { record, appended: true };
+      }
+      // Nothing inserted: this entry is there already (its dedupe key), or another host appended first.
+      this.lastSeen = undefined;
+      const existing = await this.db.get<Row>('SELECT * FROM audit_log WHERE dedupe_key = ?', [dedupeKey]);
+      if (existing) return { record: fromRow(existing), appended: false };
+    }
+    return undefined;
   }
 
   /** Matching records, oldest first. */
