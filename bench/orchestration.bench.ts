@@ -1,7 +1,7 @@
 /**
  * What tempered's orchestration costs on a real Temporal dev server:
  *
- *   nice node --import tsx bench/orchestration.bench.ts [--chain 20] [--rounds 3] [--pipelines 12] [--workers 1,3]
+ *   nice node --import tsx bench/orchestration.bench.ts [--chain 20] [--rounds 3] [--pipelines 12] [--workers 1,3] [--shared [--delay-ms N]]
  *
  * 1. Per-stage overhead: a pipeline of `--chain` stages in a row whose work is nothing (a bench stage
  *    kind `noop`), through tempered's workflow, stage activity adapter (cache lookup: misses, each run
@@ -12,7 +12,11 @@
  *    it times a stage's cache lookup, cache record and audit record alone.
  *    `--shared`: tempered's worker keeps its artifacts and stage-cache records in a SeaweedFS bucket
  *    and its audit log in PostgreSQL (both started here, the test suite's servers), as a team's workers
- *    do, instead of the local folder and SQLite.
+ *    do, instead of the local folder and SQLite. With it, a third side alternates with the two: tempered
+ *    with every stage waiting for its cache record's upload (as stages longer than a second do), to
+ *    show what leaving that upload in the background saves a short stage.
+ *    `--delay-ms N` (with --shared): the worker reaches SeaweedFS and PostgreSQL through a relay that
+ *    holds every chunk N ms each way (latency-proxy.ts), as if they ran on other hosts.
  * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
  *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
  *    the run show where the time goes.
@@ -40,6 +44,8 @@ import { openAudit } from '../src/audit/log.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { startPostgres } from '../src/db/postgres.testing.ts';
 import { startTestS3 } from '../tests/helpers/seaweedfs.ts';
+import { S3Backend } from '../src/store/s3-backend.ts';
+import { startLatencyProxy } from './latency-proxy.ts';
 import { median, procCpuSec, procStatFields } from './common.ts';
 
 const { values: a } = parseArgs({
@@ -49,12 +55,14 @@ const { values: a } = parseArgs({
     pipelines: { type: 'string', default: '12' },
     workers: { type: 'string', default: '1,3' },
     shared: { type: 'boolean', default: false },
+    'delay-ms': { type: 'string', default: '0' },
   },
 });
 const CHAIN = Number(a.chain);
 const ROUNDS = Number(a.rounds);
 const PIPELINES = Number(a.pipelines);
 const WORKER_COUNTS = a.workers!.split(',').map(Number);
+const DELAY_MS = Number(a['delay-ms']);
 
 const noopStage: StageKind<{ i: number; nonce: string }> = {
   kind: 'noop',
@@ -222,10 +230,26 @@ async function main() {
         () => s3.stop(),
         () => pg.stop(),
       );
-      store = s3.store();
+      let s3Endpoint = s3.env.AWS_ENDPOINT_URL!;
+      const dbUrl = new URL(await pg.createDatabase());
+      if (DELAY_MS > 0) {
+        const s3Url = new URL(s3Endpoint);
+        const s3Relay = await startLatencyProxy({ host: s3Url.hostname, port: Number(s3Url.port) }, DELAY_MS);
+        const dbRelay = await startLatencyProxy({ host: dbUrl.hostname, port: Number(dbUrl.port) }, DELAY_MS);
+        cleanups.unshift(
+          () => s3Relay.close(),
+          () => dbRelay.close(),
+        );
+        s3Url.port = String(s3Relay.port);
+        s3Endpoint = s3Url.toString().replace(/\/$/, '');
+        dbUrl.port = String(dbRelay.port);
+      }
+      store = new ArtifactStore(join(home, 'store'), {
+        remote: new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_ENDPOINT_URL: s3Endpoint } }),
+      });
       // The hook opens the audit log at statePaths(home).auditDb, which follows this variable.
-      process.env.TEMPERED_DATABASE_URL = await pg.createDatabase();
-      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine`;
+      process.env.TEMPERED_DATABASE_URL = dbUrl.toString();
+      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine${DELAY_MS > 0 ? `, each reached through a relay that holds every chunk ${DELAY_MS} ms each way` : ''}`;
     }
     const cache = new StageCache(join(home, 'cache'), store);
     const wconn = await NativeConnection.connect({ address: server.address });
@@ -236,6 +260,16 @@ async function main() {
       kinds,
       deps: { store, cache, stateDir: home, onStageCompleted: stageCompletedHook(home) },
     });
+    // The same worker, except that every stage waits for its cache record's upload (a third side, --shared only).
+    const awaiting = store.remote
+      ? await createWorker({
+          connection: wconn,
+          namespace: 'default',
+          taskQueue: 'tempered-await',
+          kinds,
+          deps: { store, cache, stateDir: home, onStageCompleted: stageCompletedHook(home), awaitRecordUploadAfterMs: 0 },
+        })
+      : undefined;
     const bw = await Worker.create({
       connection: wconn,
       namespace: 'default',
@@ -243,12 +277,12 @@ async function main() {
       workflowsPath: fileURLToPath(new URL('./orchestration-workflows.ts', import.meta.url)),
       activities: { echo: async (x: number) => x },
     });
-    const running = [tw.run(), bw.run()];
+    const running = [tw.run(), bw.run(), ...(awaiting ? [awaiting.run()] : [])];
 
     const specFile = join(dir, 'chain.yaml');
     const reg = kindRegistry(kinds);
     let lastTempered = '';
-    const tempered = async (nonce: string) => {
+    const tempered = async (nonce: string, taskQueue = 'tempered') => {
       const stages = Array.from(
         { length: CHAIN },
         (_, i) => `  s${i}:\n    uses: noop\n${i ? `    needs: s${i - 1}\n` : ''}    with: { i: ${i}, nonce: "${nonce}" }\n`,
@@ -257,9 +291,9 @@ async function main() {
       const res = await loadSpec(specFile, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
       if (!res.ok) throw new Error(JSON.stringify(res.errors));
       const t0 = performance.now();
-      const h = await submitRun(client, { plan: res.plan, options: { baseDir: dir, actor: 'bench' } }, { taskQueue: 'tempered' });
+      const h = await submitRun(client, { plan: res.plan, options: { baseDir: dir, actor: 'bench' } }, { taskQueue });
       const st = await waitForRun(client, h.workflowId);
-      lastTempered = h.workflowId;
+      if (taskQueue === 'tempered') lastTempered = h.workflowId;
       const ms = performance.now() - t0;
       if (st.state !== 'succeeded') throw new Error(`chain run ${st.state}`);
       return ms / CHAIN;
@@ -273,11 +307,14 @@ async function main() {
     // Warm up both (workflow bundles, connections, SQLite pages).
     await bare();
     await tempered('warm');
+    if (awaiting) await tempered('warm-await', 'tempered-await');
     const bareMs: number[] = [];
     const tempMs: number[] = [];
+    const awaitMs: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       bareMs.push(await bare());
       tempMs.push(await tempered(`r${r}`));
+      if (awaiting) awaitMs.push(await tempered(`a${r}`, 'tempered-await'));
     }
     const b = median(bareMs),
       t = median(tempMs);
@@ -285,6 +322,12 @@ async function main() {
     console.log(`  bare Temporal activity round trip   ${b.toFixed(1)} ms   (runs: ${bareMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  tempered stage (noop kind)          ${t.toFixed(1)} ms   (runs: ${tempMs.map((x) => x.toFixed(1)).join(', ')})`);
     console.log(`  ratio tempered / bare               ${(t / b).toFixed(2)}×   (target ≤ 1.5×)`);
+    if (awaiting) {
+      const w = median(awaitMs);
+      console.log(
+        `  tempered, each stage awaiting its cache record's upload   ${w.toFixed(1)} ms, ${(w / b).toFixed(2)}× bare   (runs: ${awaitMs.map((x) => x.toFixed(1)).join(', ')})`,
+      );
+    }
     // Where a stage's time goes, from the last round's workflow histories (the server's timestamps).
     const tp = await stagePhases(client, lastTempered);
     const bp = await stagePhases(client, `bare-${seq - 1}`);
@@ -293,6 +336,7 @@ async function main() {
       console.log(`    ${PHASE_NAMES[k].padEnd(56)}${tp[k].toFixed(1)} / ${bp[k].toFixed(1)} ms`);
     await timeRecordsAlone(cache, home, !!store.remote);
     tw.shutdown();
+    awaiting?.shutdown();
     bw.shutdown();
     await Promise.all(running);
     await cache.flush();
