@@ -16,7 +16,8 @@
  *    with every stage waiting for its cache record's upload (as stages longer than a second do), to
  *    show what leaving that upload in the background saves a short stage.
  *    `--delay-ms N` (with --shared): the worker reaches SeaweedFS and PostgreSQL through a relay that
- *    holds every chunk N ms each way (latency-proxy.ts), as if they ran on other hosts.
+ *    holds every chunk N ms each way (latency-proxy.ts), as if they ran on other hosts;
+ *    `--store-delay-ms M` gives the store a delay of its own.
  * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
  *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
  *    the run show where the time goes.
@@ -56,6 +57,7 @@ const { values: a } = parseArgs({
     workers: { type: 'string', default: '1,3' },
     shared: { type: 'boolean', default: false },
     'delay-ms': { type: 'string', default: '0' },
+    'store-delay-ms': { type: 'string' },
   },
 });
 const CHAIN = Number(a.chain);
@@ -63,6 +65,8 @@ const ROUNDS = Number(a.rounds);
 const PIPELINES = Number(a.pipelines);
 const WORKER_COUNTS = a.workers!.split(',').map(Number);
 const DELAY_MS = Number(a['delay-ms']);
+/** The object store's own delay, where it differs from the database's (an S3 service answers slower than a nearby database). */
+const STORE_DELAY_MS = a['store-delay-ms'] === undefined ? DELAY_MS : Number(a['store-delay-ms']);
 
 const noopStage: StageKind<{ i: number; nonce: string }> = {
   kind: 'noop',
@@ -232,9 +236,9 @@ async function main() {
       );
       let s3Endpoint = s3.env.AWS_ENDPOINT_URL!;
       const dbUrl = new URL(await pg.createDatabase());
-      if (DELAY_MS > 0) {
+      if (DELAY_MS > 0 || STORE_DELAY_MS > 0) {
         const s3Url = new URL(s3Endpoint);
-        const s3Relay = await startLatencyProxy({ host: s3Url.hostname, port: Number(s3Url.port) }, DELAY_MS);
+        const s3Relay = await startLatencyProxy({ host: s3Url.hostname, port: Number(s3Url.port) }, STORE_DELAY_MS);
         const dbRelay = await startLatencyProxy({ host: dbUrl.hostname, port: Number(dbUrl.port) }, DELAY_MS);
         cleanups.unshift(
           () => s3Relay.close(),
@@ -249,7 +253,7 @@ async function main() {
       });
       // The hook opens the audit log at statePaths(home).auditDb, which follows this variable.
       process.env.TEMPERED_DATABASE_URL = dbUrl.toString();
-      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine${DELAY_MS > 0 ? `, each reached through a relay that holds every chunk ${DELAY_MS} ms each way` : ''}`;
+      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine${DELAY_MS > 0 || STORE_DELAY_MS > 0 ? `, reached through relays that hold every chunk ${STORE_DELAY_MS} ms (store) and ${DELAY_MS} ms (database) each way` : ''}`;
     }
     const cache = new StageCache(join(home, 'cache'), store);
     const wconn = await NativeConnection.connect({ address: server.address });
