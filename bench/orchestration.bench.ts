@@ -10,7 +10,7 @@
  *    alternating. Per stage = run time / stages. Target: tempered ≤ 1.5× the bare round trip.
  *    From the last round's workflow histories it prints where a stage's time goes on each side, and
  *    it times a stage's cache lookup, cache record and audit record alone.
- *    `--shared`: tempered's worker keeps its artifacts and stage-cache records in a SeaweedFS bucket
+ *    `--shared`: tempered's worker keeps its artifacts in a SeaweedFS bucket, its stage-cache records
  *    and its audit log in PostgreSQL (both started here, the test suite's servers), as a team's workers
  *    do, instead of the local folder and SQLite. With it, a third side alternates with the two: tempered
  *    with every stage waiting for its cache record's upload (as stages longer than a second do), to
@@ -40,7 +40,8 @@ import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind, StageKind } from '../src/stages/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { StageCache } from '../src/store/stage-cache.ts';
+import type { StageCache } from '../src/store/stage-cache.ts';
+import { openStageCache } from '../src/store/open-stage-cache.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { startPostgres } from '../src/db/postgres.testing.ts';
@@ -253,9 +254,11 @@ async function main() {
       });
       // The hook opens the audit log at statePaths(home).auditDb, which follows this variable.
       process.env.TEMPERED_DATABASE_URL = dbUrl.toString();
-      backends = `SeaweedFS (S3) store and stage cache, PostgreSQL audit log (test server: fsync off), on this machine${DELAY_MS > 0 || STORE_DELAY_MS > 0 ? `, reached through relays that hold every chunk ${STORE_DELAY_MS} ms (store) and ${DELAY_MS} ms (database) each way` : ''}`;
+      backends = `SeaweedFS (S3) store, PostgreSQL stage-cache records and audit log (test server: fsync off), on this machine${DELAY_MS > 0 || STORE_DELAY_MS > 0 ? `, reached through relays that hold every chunk ${STORE_DELAY_MS} ms (store) and ${DELAY_MS} ms (database) each way` : ''}`;
     }
-    const cache = new StageCache(join(home, 'cache'), store);
+    // As a worker process opens it: records in PostgreSQL beside a shared store (--shared).
+    const opened = openStageCache(join(home, 'cache'), store, statePaths(home).registryDb);
+    const cache = opened.cache;
     const wconn = await NativeConnection.connect({ address: server.address });
     const tw = await createWorker({
       connection: wconn,
@@ -343,7 +346,7 @@ async function main() {
     awaiting?.shutdown();
     bw.shutdown();
     await Promise.all(running);
-    await cache.flush();
+    await opened.close();
     await wconn.close();
     // The worker processes below keep their state in their own homes, as before.
     delete process.env.TEMPERED_DATABASE_URL;

@@ -15,7 +15,8 @@ import type { KindRegistry } from '../src/spec/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openArtifactStore } from '../src/store/open-store.ts';
-import { StageCache } from '../src/store/stage-cache.ts';
+import type { StageCache } from '../src/store/stage-cache.ts';
+import { openStageCache, type OpenedStageCache } from '../src/store/open-stage-cache.ts';
 
 import { CliError } from './errors.ts';
 
@@ -47,7 +48,7 @@ export async function createContext(): Promise<CliContext> {
   const kinds = await loadStageKinds();
   let client: Client | undefined;
   let store: ArtifactStore | undefined;
-  let cache: StageCache | undefined;
+  let cache: OpenedStageCache | undefined;
   const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
   return {
     paths,
@@ -58,7 +59,7 @@ export async function createContext(): Promise<CliContext> {
     log: (m) => console.error(m),
     store: getStore,
     // One per process, so closing waits for every stage-cache upload its workers left running.
-    cache: () => (cache ??= new StageCache(paths.cache, getStore())),
+    cache: () => (cache ??= openStageCache(paths.cache, getStore(), paths.registryDb)).cache,
     readReport(ref) {
       if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
       try {
@@ -99,7 +100,7 @@ export async function createContext(): Promise<CliContext> {
       return client;
     },
     async close() {
-      await cache?.flush();
+      await cache?.close();
       await client?.connection.close().catch(() => undefined);
     },
   };

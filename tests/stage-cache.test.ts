@@ -4,16 +4,37 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore, uriFor } from '../src/store/artifact-store.ts';
-import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
+import { StageCache, type CacheRecord, type StageCacheOptions } from '../src/store/stage-cache.ts';
+import { DatabaseRecords, STAGE_CACHE_SCHEMA } from '../src/store/shared-records.ts';
+import { KeptOpen } from '../src/db/kept-open.ts';
+import { openDatabase } from '../src/db/database.ts';
+import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3 | undefined;
 
-function setup(t: { after: (fn: () => void) => void }, remote = false) {
+type T = { after: (fn: () => void | Promise<void>) => void };
+
+function setup(t: T, remote = false) {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-cache-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const store = new ArtifactStore(join(dir, 'store'), { remote: remote ? s3!.backend() : undefined });
   return { dir, store, cache: new StageCache(join(dir, 'cache'), store) };
+}
+
+/**
+ * One worker's stage cache in `dir/<name>`: artifacts shared through the bucket prefix `url`, and the
+ * records there too, or in the database `dbUrl` when given (as the CLI does with TEMPERED_DATABASE_URL).
+ */
+function worker(t: T, dir: string, name: string, url: string, dbUrl?: string, opts: StageCacheOptions = {}) {
+  const store = new ArtifactStore(join(dir, `store-${name}`), { remote: s3!.backend(url) });
+  let shared: DatabaseRecords | undefined;
+  if (dbUrl) {
+    const db = new KeptOpen(() => openDatabase(dbUrl, STAGE_CACHE_SCHEMA));
+    t.after(() => db.close());
+    shared = new DatabaseRecords(db);
+  }
+  return { store, cache: new StageCache(join(dir, `cache-${name}`), store, { ...opts, shared }) };
 }
 
 const record = (key: string, outputs: CacheRecord['outputs']): CacheRecord => ({
@@ -66,9 +87,15 @@ test('a record cut short or zeroed (a power cut before it reached the disk) is a
   }
 });
 
-for (const remote of [false, true])
-  describe(remote ? 'stage cache on SeaweedFS S3' : 'stage cache in the local folder', () => {
-    if (remote) {
+const MODES = [
+  ['local', 'stage cache in the local folder'],
+  ['s3', 'stage cache on SeaweedFS S3'],
+  ['database', 'stage cache records in PostgreSQL, artifacts on SeaweedFS S3'],
+] as const;
+
+for (const [mode, title] of MODES)
+  describe(title, { skip: mode === 'database' ? postgresUnavailable() : undefined }, () => {
+    if (mode !== 'local') {
       before(async () => {
         s3 = await startTestS3();
       });
@@ -76,11 +103,22 @@ for (const remote of [false, true])
         await s3?.stop();
       });
     }
+    const pg = mode === 'database' ? useDatabases('postgres') : undefined;
+    /** A fresh bucket prefix and, in database mode, a fresh database: what the workers of one test share. */
+    const shared = async (t: T) => ({ url: s3!.freshUrl(), dbUrl: pg ? await pg.fresh(t) : undefined });
+    const one = async (t: T) => {
+      if (mode === 'local') return setup(t);
+      const dir = mkdtempSync(join(tmpdir(), 'tempered-cache-'));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const { url, dbUrl } = await shared(t);
+      return { dir, ...worker(t, dir, 'a', url, dbUrl) };
+    };
+
     test('concurrent puts of one key (same outputs, other runs) all succeed and leave one whole record', async (t) => {
       // Stages of one worker finishing the same work at once (50 pipelines ingesting one file): each put
       // hashed its own record but uploaded the shared local file, which another put had meanwhile
       // replaced with its record, so the store refused the bytes (BadDigest) and the stage failed.
-      const { cache } = setup(t, remote);
+      const { cache } = await one(t);
       const key = 'e'.repeat(64);
       const recs = Array.from({ length: 12 }, (_, i) => ({ ...record(key, { n: 1 }), producedBy: { runId: `run-${i}`, stageId: 's' } }));
       for (let round = 0; round < 3; round++) await Promise.all(recs.map((r) => cache.put(r)));
@@ -89,7 +127,7 @@ for (const remote of [false, true])
     });
 
     test('evictReferencing finds records naming an object directly or inside a tree', async (t) => {
-      const { dir, store, cache } = setup(t, remote);
+      const { dir, store, cache } = await one(t);
       mkdirSync(join(dir, 'm'));
       writeFileSync(join(dir, 'm', 'w.bin'), 'w');
       const tree = await store.putTree(join(dir, 'm'));
@@ -101,13 +139,12 @@ for (const remote of [false, true])
       assert.ok(await cache.get('d'.repeat(64)));
     });
 
-    if (remote)
+    if (mode !== 'local')
       describe('a record whose shared copy uploads after the stage', () => {
         test('put returns once the local copy is written; another worker finds the record once flush() returns', async (t) => {
           const { dir } = setup(t);
-          const url = s3!.freshUrl();
-          const storeA = new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) });
-          const a = new StageCache(join(dir, 'cache-a'), storeA);
+          const { url, dbUrl } = await shared(t);
+          const { store: storeA, cache: a } = worker(t, dir, 'a', url, dbUrl);
           const file = await storeA.putBytes('rows', { mediaType: 'application/octet-stream' });
           const key = '1'.repeat(64);
           await a.put(record(key, { table: file }), { upload: 'background' });
@@ -115,48 +152,58 @@ for (const remote of [false, true])
           assert.ok(await a.get(key), 'this worker finds its local copy at once');
           await a.flush();
           assert.equal(a.pendingUploads, 0);
-          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          const { cache: b } = worker(t, dir, 'b', url, dbUrl);
           assert.equal((await b.get(key))?.producedBy.runId, 'r', 'another worker reads the shared copy');
+          if (mode === 'database') {
+            const { cache: objectsOnly } = worker(t, dir, 'c', url);
+            assert.equal(await objectsOnly.get(key), undefined, 'the record is in the database, not in the bucket');
+          }
         });
 
         test('an upload that fails is reported, not thrown, and leaves the local copy in use', async (t) => {
           const { dir } = setup(t);
           const errors: string[] = [];
-          // A bucket that does not exist: every request to it is refused, as it would be without credentials.
-          const store = new ArtifactStore(join(dir, 'store-x'), { remote: s3!.backend('s3://no-such-bucket-here/x') });
-          const cache = new StageCache(join(dir, 'cache-x'), store, {
-            onUploadError: (key, e) => errors.push(`${key}: ${(e as Error).message}`),
-          });
+          const onUploadError = (key: string, e: unknown) => errors.push(`${key}: ${(e as Error).message}`);
+          // Refused every time: a bucket that does not exist, or a database login with the wrong password.
+          const refused =
+            mode === 'database'
+              ? worker(t, dir, 'x', s3!.freshUrl(), Object.assign(new URL((await shared(t)).dbUrl!), { password: 'wrong' }).toString(), {
+                  onUploadError,
+                })
+              : worker(t, dir, 'x', 's3://no-such-bucket-here/x', undefined, { onUploadError });
           const key = '2'.repeat(64);
-          await cache.put(record(key, { n: 1 }), { upload: 'background' });
-          await cache.flush();
+          await refused.cache.put(record(key, { n: 1 }), { upload: 'background' });
+          await refused.cache.flush();
           assert.equal(errors.length, 1);
-          assert.match(errors[0]!, /^2{64}: .*the bucket no-such-bucket-here does not exist/);
+          assert.match(
+            errors[0]!,
+            mode === 'database' ? /^2{64}: .*refused the login/ : /^2{64}: .*the bucket no-such-bucket-here does not exist/,
+          );
           assert.ok(existsSync(join(dir, 'cache-x', '22', `${key}.json`)), 'the local copy stays');
         });
 
         test('background puts of one key go up in order: flush waits for all of them and the last one is stored', async (t) => {
           const { dir } = setup(t);
-          const url = s3!.freshUrl();
-          const a = new StageCache(join(dir, 'cache-a'), new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) }));
+          const { url, dbUrl } = await shared(t);
+          const { cache: a } = worker(t, dir, 'a', url, dbUrl);
           const key = '4'.repeat(64);
           for (let i = 0; i < 5; i++)
             await a.put({ ...record(key, { n: 1 }), producedBy: { runId: `run-${i}`, stageId: 's' } }, { upload: 'background' });
           await a.flush();
           assert.equal(a.pendingUploads, 0);
-          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          const { cache: b } = worker(t, dir, 'b', url, dbUrl);
           assert.equal((await b.get(key))?.producedBy.runId, 'run-4');
         });
 
         test('evicting a record waits for its upload, so the record does not come back for other workers', async (t) => {
           const { dir } = setup(t);
-          const url = s3!.freshUrl();
-          const a = new StageCache(join(dir, 'cache-a'), new ArtifactStore(join(dir, 'store-a'), { remote: s3!.backend(url) }));
+          const { url, dbUrl } = await shared(t);
+          const { cache: a } = worker(t, dir, 'a', url, dbUrl);
           const key = '3'.repeat(64);
           await a.put(record(key, { n: 1 }), { upload: 'background' });
           await a.evict(key);
           await a.flush();
-          const b = new StageCache(join(dir, 'cache-b'), new ArtifactStore(join(dir, 'store-b'), { remote: s3!.backend(url) }));
+          const { cache: b } = worker(t, dir, 'b', url, dbUrl);
           assert.equal(await b.get(key), undefined);
         });
       });

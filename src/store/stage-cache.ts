@@ -6,8 +6,9 @@
  * still in the store and still hashes to its name; otherwise the record is evicted and the damaged
  * object quarantined, so the stage runs again and stores its output afresh.
  *
- * With a remote store backend the records live there too (`cache/<ab>/<key>.json`), so a stage done
- * on one worker is a hit on every other; the local folder keeps a copy of the records this worker saw.
+ * With a shared store the records are shared too (shared-records.ts: `cache/<ab>/<key>.json` in the
+ * store, or the database's `stage_cache` table when there is one), so a stage done on one worker is a
+ * hit on every other; the local folder keeps a copy of the records this worker saw.
  */
 import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import { IntegrityError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
-import { readText } from './object-backend.ts';
+import { ObjectStoreRecords, type SharedRecords } from './shared-records.ts';
 
 export interface CacheKeyParts {
   kind: string;
@@ -48,11 +49,17 @@ function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
 export interface StageCacheOptions {
   /** A background upload that failed (after the client's own retries); the default writes a warning to stderr. */
   onUploadError?: (key: string, error: unknown) => void;
+  /**
+   * Where the records every worker shares live. Default: the store's shared backend, when it has one
+   * (`cache/<ab>/<key>.json`); none for a store that is only a local folder.
+   */
+  shared?: SharedRecords;
 }
 
 export class StageCache {
   private readonly uploading = new Map<string, Promise<void>>();
   private readonly onUploadError: (key: string, error: unknown) => void;
+  private readonly shared: SharedRecords | undefined;
 
   constructor(
     private readonly dir: string,
@@ -60,6 +67,7 @@ export class StageCache {
     opts: StageCacheOptions = {},
   ) {
     mkdirSync(dir, { recursive: true });
+    this.shared = opts.shared ?? (store.remote ? new ObjectStoreRecords(store.remote) : undefined);
     this.onUploadError =
       opts.onUploadError ??
       ((key, e) =>
@@ -72,16 +80,12 @@ export class StageCache {
     return join(this.dir, key.slice(0, 2), `${key}.json`);
   }
 
-  private remoteKey(key: string): string {
-    return `cache/${key.slice(0, 2)}/${key}.json`;
-  }
-
   async get(key: string): Promise<CacheRecord | undefined> {
     const p = this.path(key);
     let text: string | undefined;
     if (existsSync(p)) text = await fsp.readFile(p, 'utf8').catch(() => undefined);
-    else if (this.store.remote && /^[0-9a-f]{64}$/.test(key)) {
-      text = await readText(this.store.remote, this.remoteKey(key));
+    else if (this.shared && /^[0-9a-f]{64}$/.test(key)) {
+      text = await this.shared.get(key);
       if (text !== undefined) await this.writeLocal(p, text);
     }
     if (text === undefined) return undefined;
@@ -106,7 +110,7 @@ export class StageCache {
   }
 
   /**
-   * Records `rec`: the local copy durably, and the shared copy (with a remote store backend).
+   * Records `rec`: the local copy, and the shared copy (with a shared store).
    *
    * `upload: 'background'` returns once the local copy is written and leaves the shared copy's
    * upload running (`flush()` waits for it). A stage then completes without waiting a round trip to
@@ -122,7 +126,7 @@ export class StageCache {
       return;
     }
     await this.writeLocal(this.path(rec.key), text);
-    if (!this.store.remote) return;
+    if (!this.shared) return;
     // After any upload of the same key still under way, so the last put is the one stored and
     // flush() and evict() wait for both.
     const upload = Promise.resolve(this.uploading.get(rec.key))
@@ -151,7 +155,7 @@ export class StageCache {
   }
 
   private async putRemote(key: string, text: string): Promise<void> {
-    await this.store.remote?.putBytes(this.remoteKey(key), Buffer.from(text), { ifAbsent: false });
+    await this.shared?.put(key, text);
   }
 
   private async writeLocal(p: string, text: string): Promise<void> {
@@ -170,7 +174,7 @@ export class StageCache {
     // An upload still under way would bring the record back after the delete.
     await this.uploading.get(key);
     await fsp.rm(this.path(key), { force: true });
-    if (this.store.remote && /^[0-9a-f]{64}$/.test(key)) await this.store.remote.delete(this.remoteKey(key));
+    if (this.shared && /^[0-9a-f]{64}$/.test(key)) await this.shared.delete(key);
   }
 
   /**
@@ -180,14 +184,11 @@ export class StageCache {
    */
   async evictReferencing(sha256: string): Promise<string[]> {
     const evicted: string[] = [];
-    const remote = this.store.remote;
-    if (remote) {
-      for await (const k of remote.list('cache/')) {
-        const key = /([0-9a-f]{64})\.json$/.exec(k)?.[1];
-        if (!key) continue;
+    if (this.shared) {
+      for await (const { key, text } of this.shared.entries()) {
         let rec: CacheRecord;
         try {
-          rec = JSON.parse((await readText(remote, k)) ?? 'null') as CacheRecord;
+          rec = JSON.parse(text) as CacheRecord;
         } catch {
           continue;
         }
@@ -208,7 +209,7 @@ export class StageCache {
         }
         if (await this.references(rec, sha256)) {
           // Its upload may still be under way, and would bring the record back to the shared store.
-          if (this.store.remote && this.uploading.has(rec.key)) await this.evict(rec.key);
+          if (this.shared && this.uploading.has(rec.key)) await this.evict(rec.key);
           await fsp.rm(join(this.dir, sub, name), { force: true });
           if (!evicted.includes(rec.key)) evicted.push(rec.key);
         }

@@ -1,0 +1,115 @@
+/**
+ * Where a stage cache keeps the records every worker shares (stage-cache.ts keeps a local copy of
+ * each beside them). Two places:
+ *
+ * - the object store: `cache/<ab>/<key>.json` objects, when artifacts are shared through
+ *   `TEMPERED_STORE` and there is no shared database;
+ * - the database (`stage_cache` table), when there is also `TEMPERED_DATABASE_URL`: a lookup, which
+ *   every stage makes before it runs, is then a database round trip instead of a GET to the store.
+ *   An S3 service answers in tens of milliseconds where a database in the same network answers in
+ *   one (README, *Orchestration with shared backends*).
+ */
+import type { Database, Schema } from '../db/database.ts';
+import type { KeptOpen } from '../db/kept-open.ts';
+import { readText, type ObjectBackend } from './object-backend.ts';
+
+export interface SharedRecords {
+  /** Where the records live, for messages. */
+  readonly where: string;
+  /** The record's JSON text, or undefined when there is none. */
+  get(key: string): Promise<string | undefined>;
+  /** Stores or replaces the record. */
+  put(key: string, text: string): Promise<void>;
+  /** Removes the record; an absent one is fine. */
+  delete(key: string): Promise<void>;
+  /** Every record, for scans (evicting the records that name a damaged object). */
+  entries(): AsyncIterable<{ key: string; text: string }>;
+}
+
+export class ObjectStoreRecords implements SharedRecords {
+  constructor(private readonly backend: ObjectBackend) {}
+
+  get where(): string {
+    return `${this.backend.url}/cache`;
+  }
+
+  private objectKey(key: string): string {
+    return `cache/${key.slice(0, 2)}/${key}.json`;
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return readText(this.backend, this.objectKey(key));
+  }
+
+  async put(key: string, text: string): Promise<void> {
+    await this.backend.putBytes(this.objectKey(key), Buffer.from(text), { ifAbsent: false });
+  }
+
+  delete(key: string): Promise<void> {
+    return this.backend.delete(this.objectKey(key));
+  }
+
+  async *entries(): AsyncIterable<{ key: string; text: string }> {
+    for await (const k of this.backend.list('cache/')) {
+      const key = /([0-9a-f]{64})\.json$/.exec(k)?.[1];
+      if (!key) continue;
+      const text = await readText(this.backend, k);
+      if (text !== undefined) yield { key, text };
+    }
+  }
+}
+
+const TABLE = `
+  CREATE TABLE stage_cache (
+    cache_key TEXT PRIMARY KEY,
+    record_json TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+`;
+export const STAGE_CACHE_SCHEMA: Schema = {
+  scope: 'stage_cache',
+  sqlite: [{ version: 1, name: 'stage cache records', sql: TABLE }],
+  postgres: [{ version: 1, name: 'stage cache records', sql: TABLE }],
+};
+
+/** Records read per query while scanning, so a large cache is walked without holding it in memory. */
+const SCAN_PAGE = 500;
+
+export class DatabaseRecords implements SharedRecords {
+  /** `db` opened with STAGE_CACHE_SCHEMA, kept open by the caller (one per worker process). */
+  constructor(private readonly db: KeptOpen<Database>) {}
+
+  where = 'the stage_cache table';
+
+  async get(key: string): Promise<string | undefined> {
+    const row = await (await this.db.get()).get<{ record_json: string }>('SELECT record_json FROM stage_cache WHERE cache_key = ?', [key]);
+    return row?.record_json;
+  }
+
+  async put(key: string, text: string): Promise<void> {
+    await (
+      await this.db.get()
+    ).run(
+      'INSERT INTO stage_cache (cache_key, record_json, updated_at) VALUES (?, ?, ?) ON CONFLICT (cache_key) DO UPDATE SET record_json = excluded.record_json, updated_at = excluded.updated_at',
+      [key, text, new Date().toISOString()],
+    );
+  }
+
+  async delete(key: string): Promise<void> {
+    await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ?', [key]);
+  }
+
+  async *entries(): AsyncIterable<{ key: string; text: string }> {
+    const db = await this.db.get();
+    let after = '';
+    for (;;) {
+      const rows = await db.all<{ cache_key: string; record_json: string }>(
+        'SELECT cache_key, record_json FROM stage_cache WHERE cache_key > ? ORDER BY cache_key LIMIT ?',
+        [after, SCAN_PAGE],
+      );
+      for (const r of rows) yield { key: r.cache_key, text: r.record_json };
+      if (rows.length < SCAN_PAGE) return;
+      after = rows[rows.length - 1]!.cache_key;
+    }
+  }
+}
