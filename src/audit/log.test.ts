@@ -295,6 +295,21 @@ for (const backend of BACKENDS)
       assert.deepEqual(await log.verify(), { ok: true, checked: 5 });
     });
 
+    test('after the newest records are lost behind its back (a restore), a log open all along appends after what is there', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      t.after(() => log.close());
+      for (let i = 1; i <= 3; i++) await log.append({ action: 'a.step', subject: `s${i}`, actor: 't', dedupeKey: `k${i}` });
+      // A restore from a backup taken after record 2: record 3 is gone and the head says 2.
+      const second = (await log.query({})).find((r) => r.seq === 2)!;
+      await log.db.run('DELETE FROM audit_log WHERE seq = 3');
+      await log.db.run('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1', [2, second.hash]);
+      assert.deepEqual(await log.verify(), { ok: true, checked: 2 });
+      const next = await log.append({ action: 'a.step', subject: 's4', actor: 't', dedupeKey: 'k4' });
+      assert.equal(next.record.seq, 3);
+      assert.equal(next.record.prevHash, second.hash);
+      assert.deepEqual(await log.verify(), { ok: true, checked: 3 });
+    });
+
     test(
       'concurrent writers in separate processes keep one unbroken chain, with and without dedupe keys',
       { timeout: 60_000 },

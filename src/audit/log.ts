@@ -8,7 +8,10 @@
  *
  * Appends run in a write transaction that holds the `audit` lock before it reads the last record
  * (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so concurrent writers in different
- * processes and on different hosts serialise and never fork the chain.
+ * processes and on different hosts serialise and never fork the chain. On PostgreSQL an entry with a
+ * dedupe key skips the lock: one statement appends it after the last record this log saw, only if
+ * that record is still there and the next seq (the primary key) and the dedupe key are free
+ * (appendWithoutLock).
  */
 import { InputError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
@@ -315,6 +318,22 @@ const APPEND_IF_FREE = `WITH appended AS (${INSERT_RECORD} ON CONFLICT DO NOTHIN
   moved AS (INSERT INTO audit_head (id, seq, hash) SELECT 1, seq, hash FROM appended
     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE audit_head.seq < excluded.seq)
   SELECT seq FROM appended`;
+/**
+ * The same, only while the record it is built on is still the one the log holds at that seq (or,
+ * for the first record, while the log is empty): records a writer saw can disappear behind its back
+ * (a restore, a failover to a replica that lagged), and a record built on one of them would leave a
+ * gap that `verify` reports for good.
+ */
+const appendAfter = (first: boolean) => `WITH appended AS (
+    INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
+    SELECT ?::bigint, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+    WHERE ${first ? 'NOT EXISTS (SELECT 1 FROM audit_log)' : 'EXISTS (SELECT 1 FROM audit_log WHERE seq = ?::bigint AND hash = ?)'}
+    ON CONFLICT DO NOTHING RETURNING seq, hash),
+  moved AS (INSERT INTO audit_head (id, seq, hash) SELECT 1, seq, hash FROM appended
+    ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE audit_head.seq < excluded.seq)
+  SELECT seq FROM appended`;
+const APPEND_FIRST = appendAfter(true);
+const APPEND_AFTER = appendAfter(false);
 
 /** Records read per query while verifying, so a long log is walked without holding it all in memory. */
 const VERIFY_PAGE = 1000;
@@ -431,11 +450,13 @@ export class AuditLog {
     for (let attempt = 0; attempt < 3; attempt++) {
       const last = this.lastSeen ?? (await this.db.get<LastRecord>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'));
       const { record, values } = build(last);
-      if ((await this.db.all(APPEND_IF_FREE, values)).length > 0) {
+      const appended = last ? await this.db.all(APPEND_AFTER, [...values, last.seq, last.hash]) : await this.db.all(APPEND_FIRST, values);
+      if (appended.length > 0) {
         this.lastSeen = { seq: record.seq, hash: record.hash };
         return { record, appended: true };
       }
-      // Nothing inserted: this entry is there already (its dedupe key), or another host appended first.
+      // Nothing inserted: this entry is there already (its dedupe key), another host appended first, or
+      // the record it was built on is gone.
       this.lastSeen = undefined;
       const existing = await this.db.get<Row>('SELECT * FROM audit_log WHERE dedupe_key = ?', [dedupeKey]);
       if (existing) return { record: fromRow(existing), appended: false };

@@ -1,7 +1,8 @@
 /**
  * Which store a process uses: `TEMPERED_STORE` unset keeps everything in the local folder (the
- * default, one machine); `s3://bucket/prefix` shares artifacts, stage-cache records and training
- * checkpoints through any S3-compatible store; an absolute path or `file:///path` shares them through
+ * default, one machine); `s3://bucket/prefix` shares artifacts, training checkpoints and stage-cache
+ * records (these in the database instead when there is one: open-stage-cache.ts) through any
+ * S3-compatible store; an absolute path or `file:///path` shares them through
  * a folder every host mounts. In the shared cases the local folder is this worker's verified cache.
  */
 import { isAbsolute } from 'node:path';
