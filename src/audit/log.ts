@@ -305,35 +305,50 @@ interface LastRecord {
   hash: string;
 }
 
-const INSERT_RECORD = `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`;
+const COLUMNS =
+  'seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash';
+const INSERT_RECORD = `INSERT INTO audit_log (${COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`;
 const MOVE_HEAD =
   'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash';
 /**
- * PostgreSQL: the record, unless its seq or its dedupe key is taken, and the head with it, in one
- * statement (SQLite has no writes in WITH). Returns the record's seq, or no row when nothing was
- * inserted. The head only ever moves forward.
+ * PostgreSQL: the record and the head with it, in one statement (SQLite has no writes in WITH), only
+ * while the record it is built on is still the one the log holds at that seq (for the first record:
+ * while the log is empty) and its seq and dedupe key are free. Records a writer saw can disappear
+ * behind its back (a restore, a failover to a replica that lagged), and a record built on one of
+ * them would leave a gap that `verify` reports for good. Returns the record's seq, or no row when
+ * nothing was inserted. The head only ever moves forward.
  */
-const APPEND_IF_FREE = `WITH appended AS (${INSERT_RECORD} ON CONFLICT DO NOTHING RETURNING seq, hash),
-  moved AS (INSERT INTO audit_head (id, seq, hash) SELECT 1, seq, hash FROM appended
-    ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE audit_head.seq < excluded.seq)
-  SELECT seq FROM appended`;
-/**
- * The same, only while the record it is built on is still the one the log holds at that seq (or,
- * for the first record, while the log is empty): records a writer saw can disappear behind its back
- * (a restore, a failover to a replica that lagged), and a record built on one of them would leave a
- * gap that `verify` reports for good.
- */
-const appendAfter = (first: boolean) => `WITH appended AS (
-    INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, model, spec_hash, data_hashes_json, model_hash, dedupe_key, prev_hash, hash)
-    SELECT ?::bigint, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-    WHERE ${first ? 'NOT EXISTS (SELECT 1 FROM audit_log)' : 'EXISTS (SELECT 1 FROM audit_log WHERE seq = ?::bigint AND hash = ?)'}
+const appendWhen = (condition: string) => `WITH appended AS (
+    INSERT INTO audit_log (${COLUMNS}) SELECT ?::bigint, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE ${condition}
     ON CONFLICT DO NOTHING RETURNING seq, hash),
   moved AS (INSERT INTO audit_head (id, seq, hash) SELECT 1, seq, hash FROM appended
     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE audit_head.seq < excluded.seq)
   SELECT seq FROM appended`;
-const APPEND_FIRST = appendAfter(true);
-const APPEND_AFTER = appendAfter(false);
+const APPEND_FIRST = appendWhen('NOT EXISTS (SELECT 1 FROM audit_log)');
+const APPEND_AFTER = appendWhen('EXISTS (SELECT 1 FROM audit_log WHERE seq = ?::bigint AND hash = ?)');
+
+/** PostgreSQL: appends the record built on `last` (see appendWhen); false when nothing was inserted. */
+async function appendAfter(q: Queryable, values: unknown[], last: LastRecord | undefined): Promise<boolean> {
+  const rows = last ? await q.all(APPEND_AFTER, [...values, last.seq, last.hash]) : await q.all(APPEND_FIRST, values);
+  return rows.length > 0;
+}
+
+/**
+ * The record this entry already has (its dedupe key) and the last record, in one query: each query is
+ * a round trip to a PostgreSQL server, and a worker appends one record per stage.
+ */
+async function existingAndLast(q: Queryable, dedupeKey: string | undefined): Promise<{ existing?: Row; last?: LastRecord }> {
+  const rows =
+    dedupeKey === undefined
+      ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
+      : await q.all<Row & { pick: number }>(
+          `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
+           UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
+           ORDER BY pick`,
+          [dedupeKey],
+        );
+  return { existing: rows.find((r) => r.pick === 0), last: rows.find((r) => r.pick === 1) };
+}
 
 /** Records read per query while verifying, so a long log is walked without holding it all in memory. */
 const VERIFY_PAGE = 1000;
@@ -401,25 +416,14 @@ export class AuditLog {
     const done = await this.db.write('audit', async (q): Promise<{ record: AuditRecord; appended: boolean }> => {
       for (let turn = 0; ; turn++) {
         if (turn === 100) throw new Error(`${this.db.where}: an audit append lost 100 races for the next sequence number in a row`);
-        // One query for both the record this entry may already have and the last record: each query
-        // is a round trip to a PostgreSQL server, and a worker appends one record per stage.
-        const rows =
-          dedupeKey === undefined
-            ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
-            : await q.all<Row & { pick: number }>(
-                `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
-                 UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
-                 ORDER BY pick`,
-                [dedupeKey],
-              );
-        const existing = rows.find((r) => r.pick === 0);
+        const { existing, last } = await existingAndLast(q, dedupeKey);
         if (existing) return { record: fromRow(existing), appended: false };
-        const { record, values } = build(rows.find((r) => r.pick === 1));
+        const { record, values } = build(last);
         if (q.dialect === 'postgres') {
           // A host appending without the lock (appendWithoutLock) may have taken this seq since the
           // read: then nothing is inserted, and the next turn reads the new last record (READ
           // COMMITTED: each statement sees what was committed before it began).
-          if ((await q.all(APPEND_IF_FREE, values)).length === 0) continue;
+          if (!(await appendAfter(q, values, last))) continue;
         } else {
           await q.run(INSERT_RECORD, values);
           await q.run(MOVE_HEAD, [record.seq, record.hash]);
@@ -447,19 +451,19 @@ export class AuditLog {
     build: (last: LastRecord | undefined) => { record: AuditRecord; values: unknown[] },
     dedupeKey: string,
   ): Promise<{ record: AuditRecord; appended: boolean } | undefined> {
+    let last = this.lastSeen ?? (await this.db.get<LastRecord>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'));
     for (let attempt = 0; attempt < 3; attempt++) {
-      const last = this.lastSeen ?? (await this.db.get<LastRecord>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'));
       const { record, values } = build(last);
-      const appended = last ? await this.db.all(APPEND_AFTER, [...values, last.seq, last.hash]) : await this.db.all(APPEND_FIRST, values);
-      if (appended.length > 0) {
+      if (await appendAfter(this.db, values, last)) {
         this.lastSeen = { seq: record.seq, hash: record.hash };
         return { record, appended: true };
       }
       // Nothing inserted: this entry is there already (its dedupe key), another host appended first, or
-      // the record it was built on is gone.
+      // the record it was built on is gone. One query tells which, and where to start again.
       this.lastSeen = undefined;
-      const existing = await this.db.get<Row>('SELECT * FROM audit_log WHERE dedupe_key = ?', [dedupeKey]);
-      if (existing) return { record: fromRow(existing), appended: false };
+      const found = await existingAndLast(this.db, dedupeKey);
+      if (found.existing) return { record: fromRow(found.existing), appended: false };
+      last = found.last;
     }
     return undefined;
   }
