@@ -61,7 +61,6 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       'tmp',
       `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
     );
-    mkdirSync(workDir, { recursive: true });
     // A silent stage must still heartbeat, or it would never hear that the run was cancelled.
     // Well inside the heartbeat timeout, so a busy machine does not time out a healthy stage.
     const timeoutMs = actx.info.heartbeatTimeoutMs ?? 0;
@@ -117,7 +116,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       if (details.resume !== undefined) actx.heartbeat(details);
       if (req.lookup) {
         // Inside the heartbeating part: a hit's outputs are verified, which can take a while.
-        const { key, hit } = await lookupStage(
+        const { key, hit, executionId } = await lookupStage(
           kind,
           deps.cache,
           deps.stateDir,
@@ -125,7 +124,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           req.lookup.reuse,
         );
         if (hit) {
-          if (hit.executionId !== undefined && hit.executionId === execution && hit.producedBy.stageId === req.stageId) {
+          if (executionId !== undefined && executionId === execution && hit.producedBy.stageId === req.stageId) {
             // An earlier attempt of this very stage ran it and recorded its outputs, then failed after
             // (its audit record, say). The stage is done, in this run: finish what that attempt left,
             // instead of reporting the outputs as reused and leaving the audit trail without them.
@@ -140,6 +139,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         req = { ...req, cacheKey: key };
         ctx.cacheKey = key;
       }
+      // Only a stage that runs needs its scratch folder; a hit returns above without one.
+      mkdirSync(workDir, { recursive: true });
       const outputs = inChild
         ? await runStageInChild(kind, req.config, ctx, isolation.limits)
         : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
