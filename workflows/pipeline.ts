@@ -59,12 +59,17 @@ const { lookupCache, checkRunGate, recordRunOutcome } = proxyLocalActivities<{
 /** The timeout of a stage without one in inputs recorded before plans came from the planner. */
 const RECORDED_DEFAULT_TIMEOUT_MS = 2 * 3_600_000;
 
+/** The task queue a stage's activity goes to; undefined: the workflow's own. */
+function stageQueue(stage: PlannedStage, defaultQueue: string | undefined): string | undefined {
+  return stage.queue ?? defaultQueue;
+}
+
 function stageActivity(stage: PlannedStage, defaultQueue: string | undefined): StageActivity {
   const r: Partial<PlannedStage['retry']> = stage.retry ?? {};
   const timeout = stage.timeout ?? (patched('planner-default-timeout') ? DEFAULT_TIMEOUT_MS : RECORDED_DEFAULT_TIMEOUT_MS);
   const acts = proxyActivities<Record<string, StageActivity>>({
     activityId: `stage-${stage.id}`,
-    taskQueue: stage.queue ?? defaultQueue,
+    taskQueue: stageQueue(stage, defaultQueue),
     startToCloseTimeout: timeout,
     // The planner leaves the heartbeat timeout out when the file does not set one.
     heartbeatTimeout: stage.heartbeatTimeout ?? DEFAULT_HEARTBEAT_MS,
@@ -131,7 +136,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       // worker that runs this workflow serves that queue too, and a local activity before every
       // stage cost a second workflow activation (bench/orchestration.bench.ts). A stage routed
       // elsewhere (a GPU queue) keeps the lookup here, so a hit needs no worker of that queue.
-      const onOwnQueue = (stage.queue ?? options.defaultQueue ?? info.taskQueue) === info.taskQueue;
+      const onOwnQueue = (stageQueue(stage, options.defaultQueue) ?? info.taskQueue) === info.taskQueue;
       const looksItselfUp = onOwnQueue && patched('stage-looks-itself-up');
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
       if (!looksItselfUp) {
