@@ -1,7 +1,7 @@
 /** validate, submit, status, runs, cancel, logs, resume. */
 import { dirname, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { defaultPayloadConverter, type Payload } from '@temporalio/common';
+import type { Payload, PayloadConverter } from '@temporalio/common';
 import { runUrl } from '../../infra/connection.ts';
 import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, runInput, submitRun } from '../../client/runs.ts';
 import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
@@ -148,10 +148,11 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
 }
 
 /** The run a stage activity's outputs came from, when it found them in the stage cache instead of running. */
-function reusedFrom(payload: Payload | null | undefined): StageResult['cachedFrom'] {
+function reusedFrom(converter: PayloadConverter, payload: Payload | null | undefined): StageResult['cachedFrom'] {
   if (!payload) return undefined;
   try {
-    return (defaultPayloadConverter.fromPayload(payload) as Partial<StageResult> | undefined)?.cachedFrom;
+    // The client's own converter, as everything else that reads this history's payloads uses.
+    return (converter.fromPayload(payload) as Partial<StageResult> | undefined)?.cachedFrom;
   } catch {
     return undefined;
   }
@@ -180,7 +181,7 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       lines.push({ time, event: 'started', activity: scheduled.get(String(a.scheduledEventId)), attempt: a.attempt, worker: a.identity });
     } else if (ev.activityTaskCompletedEventAttributes) {
       const a = ev.activityTaskCompletedEventAttributes;
-      const cachedFrom = reusedFrom(a.result?.payloads?.[0]);
+      const cachedFrom = reusedFrom(client.options.loadedDataConverter.payloadConverter, a.result?.payloads?.[0]);
       lines.push({
         time,
         event: cachedFrom ? 'cached' : 'completed',
