@@ -15,7 +15,7 @@ export async function lookupStage(
   stateDir: string,
   req: CacheLookupRequest,
   read = true,
-): Promise<CacheLookupResult> {
+): Promise<StageLookup> {
   let externalInputs: string[] | undefined;
   try {
     externalInputs = kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir }) : undefined;
@@ -29,7 +29,13 @@ export async function lookupStage(
   recordCacheLookup(kind.kind, rec !== undefined);
   if (!rec) return { key };
   const { runId, stageId, executionId } = rec.producedBy;
-  return { key, hit: { outputs: rec.outputs, producedBy: { runId, stageId }, ...(executionId ? { executionId } : {}) } };
+  return { key, hit: { outputs: rec.outputs, producedBy: { runId, stageId } }, executionId };
+}
+
+/** A lookup's answer, and for a hit the workflow execution whose stage recorded it (records since 4 Dec). */
+export interface StageLookup extends CacheLookupResult {
+  /** Read by the stage's own activity only (an earlier attempt of the same stage); not sent to the workflow. */
+  executionId?: string;
 }
 
 /** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */
@@ -37,6 +43,7 @@ export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, ca
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
-    return lookupStage(kind, cache, stateDir, req);
+    const { key, hit } = await lookupStage(kind, cache, stateDir, req);
+    return hit ? { key, hit } : { key };
   };
 }

@@ -138,10 +138,5 @@ export interface CacheLookupRequest {
 
 export interface CacheLookupResult {
   key: string;
-  hit?: {
-    outputs: Record<string, unknown>;
-    producedBy: { runId: string; stageId: string };
-    /** The workflow execution whose stage recorded it, when the record says (written since 4 Dec). */
-    executionId?: string;
-  };
+  hit?: { outputs: Record<string, unknown>; producedBy: { runId: string; stageId: string } };
 }
