@@ -14,8 +14,6 @@ import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 
 export interface SharedRecords {
-  /** Where the records live, for messages. */
-  readonly where: string;
   /** The record's JSON text, or undefined when there is none. */
   get(key: string): Promise<string | undefined>;
   /** Stores or replaces the record. */
@@ -28,10 +26,6 @@ export interface SharedRecords {
 
 export class ObjectStoreRecords implements SharedRecords {
   constructor(private readonly backend: ObjectBackend) {}
-
-  get where(): string {
-    return `${this.backend.url}/cache`;
-  }
 
   private objectKey(key: string): string {
     return `cache/${key.slice(0, 2)}/${key}.json`;
@@ -78,8 +72,6 @@ const SCAN_PAGE = 500;
 export class DatabaseRecords implements SharedRecords {
   /** `db` opened with STAGE_CACHE_SCHEMA, kept open by the caller (one per worker process). */
   constructor(private readonly db: KeptOpen<Database>) {}
-
-  where = 'the stage_cache table';
 
   async get(key: string): Promise<string | undefined> {
     const row = await (await this.db.get()).get<{ record_json: string }>('SELECT record_json FROM stage_cache WHERE cache_key = ?', [key]);

@@ -122,7 +122,7 @@ export class StageCache {
     const text = JSON.stringify(rec, null, 2);
     if (opts.upload !== 'background') {
       // The local copy and the shared one side by side: a stage waits for the slower, not both.
-      await Promise.all([this.writeLocal(this.path(rec.key), text), this.putRemote(rec.key, text)]);
+      await Promise.all([this.writeLocal(this.path(rec.key), text), this.shared?.put(rec.key, text)]);
       return;
     }
     await this.writeLocal(this.path(rec.key), text);
@@ -130,7 +130,7 @@ export class StageCache {
     // After any upload of the same key still under way, so the last put is the one stored and
     // flush() and evict() wait for both.
     const upload = Promise.resolve(this.uploading.get(rec.key))
-      .then(() => this.putRemote(rec.key, text))
+      .then(() => this.shared!.put(rec.key, text))
       .catch((e: unknown) => {
         try {
           this.onUploadError(rec.key, e);
@@ -152,10 +152,6 @@ export class StageCache {
   /** Records whose shared copy is still being uploaded. */
   get pendingUploads(): number {
     return this.uploading.size;
-  }
-
-  private async putRemote(key: string, text: string): Promise<void> {
-    await this.shared?.put(key, text);
   }
 
   private async writeLocal(p: string, text: string): Promise<void> {
@@ -208,10 +204,12 @@ export class StageCache {
           continue;
         }
         if (await this.references(rec, sha256)) {
-          // Its upload may still be under way, and would bring the record back to the shared store.
-          if (this.shared && this.uploading.has(rec.key)) await this.evict(rec.key);
           await fsp.rm(join(this.dir, sub, name), { force: true });
-          if (!evicted.includes(rec.key)) evicted.push(rec.key);
+          if (!evicted.includes(rec.key)) {
+            // Not seen in the shared records: its upload may still be under way, and evict waits for it.
+            if (this.uploading.has(rec.key)) await this.evict(rec.key);
+            evicted.push(rec.key);
+          }
         }
       }
     }
