@@ -1,6 +1,6 @@
 /** Product side effects around runs and stages: the audit trail records them. */
 import { Context } from '@temporalio/activity';
-import { openAudit } from '../src/audit/log.ts';
+import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
@@ -21,10 +21,15 @@ function executionId(): string {
   }
 }
 
-export function stageCompletedHook(stateDir: string): (req: StageRequest, res: StageResult) => Promise<void> {
-  // Opened on the first stage and kept for the worker's life: opening per stage checked the schema
-  // every time, about 2 ms a stage on SQLite.
-  const audit = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb));
+/**
+ * `audit`: the log kept open by the caller (a worker process shares one among the SDK workers of its
+ * queues, and closes it when it stops); by default one opened on the first stage and kept for the
+ * hook's life. Opening per stage checked the schema every time, about 2 ms a stage on SQLite.
+ */
+export function stageCompletedHook(
+  stateDir: string,
+  audit: KeptOpen<AuditLog> = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb)),
+): (req: StageRequest, res: StageResult) => Promise<void> {
   return async (req, res) => {
     const log = await audit.get();
     const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));

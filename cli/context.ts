@@ -17,6 +17,8 @@ import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openArtifactStore } from '../src/store/open-store.ts';
 import type { StageCache } from '../src/store/stage-cache.ts';
 import { openStageCache, type OpenedStageCache } from '../src/store/open-stage-cache.ts';
+import { KeptOpen } from '../src/db/kept-open.ts';
+import { openAudit, type AuditLog } from '../src/audit/log.ts';
 
 import { CliError } from './errors.ts';
 
@@ -39,6 +41,8 @@ export interface CliContext {
    */
   fetchReports(st: RunStatus): Promise<void>;
   cache(): StageCache;
+  /** The audit log, opened on first use and kept until close (the worker's stage hook writes to it). */
+  auditLog(): KeptOpen<AuditLog>;
   log(msg: string): void;
   close(): Promise<void>;
 }
@@ -49,6 +53,7 @@ export async function createContext(): Promise<CliContext> {
   let client: Client | undefined;
   let store: ArtifactStore | undefined;
   let cache: OpenedStageCache | undefined;
+  const audit = new KeptOpen(() => openAudit(paths.auditDb));
   const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
   return {
     paths,
@@ -60,6 +65,7 @@ export async function createContext(): Promise<CliContext> {
     store: getStore,
     // One per process, so closing waits for every stage-cache upload its workers left running.
     cache: () => (cache ??= openStageCache(paths.cache, getStore(), paths.registryDb)).cache,
+    auditLog: () => audit,
     readReport(ref) {
       if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
       try {
@@ -101,6 +107,7 @@ export async function createContext(): Promise<CliContext> {
     },
     async close() {
       await cache?.close();
+      await audit.close();
       await client?.connection.close().catch(() => undefined);
     },
   };

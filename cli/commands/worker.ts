@@ -41,7 +41,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       store: ctx.store(),
       cache: ctx.cache(),
       stateDir: ctx.paths.root,
-      onStageCompleted: stageCompletedHook(ctx.paths.root),
+      onStageCompleted: stageCompletedHook(ctx.paths.root, ctx.auditLog()),
       isolation,
     },
   });
