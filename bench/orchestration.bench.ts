@@ -139,43 +139,31 @@ async function stagePhases(client: Client, workflowId: string): Promise<Record<k
 
 /**
  * What a stage's own records cost, each timed alone on the bench's backends: the cache lookup of a
- * stage seen for the first time (a miss: with a shared store, a GET the store answers 404), the cache
+ * stage seen for the first time (a miss: with a shared store and PostgreSQL, a SELECT that finds no
+ * row; with a shared store alone, a GET the store answers 404), the cache
  * record of its outputs, and its audit record. Wall and this process's CPU (all threads) per call.
  */
+/** A cache record under a key no stage has used. */
+const freshRecord = () => ({
+  key: randomBytes(32).toString('hex'),
+  kind: 'noop',
+  outputs: { n: 1 },
+  producedBy: { runId: 'records-alone', stageId: 's' },
+  createdAt: new Date().toISOString(),
+});
+
 async function timeRecordsAlone(cache: StageCache, home: string, shared: boolean, calls = 40): Promise<void> {
   const audit = await openAudit(statePaths(home).auditDb);
   const parts: [string, (i: number) => Promise<unknown>, (() => Promise<void>)?][] = [
     ['cache lookup, a miss', () => cache.get(randomBytes(32).toString('hex'))],
     [
       'cache record, what a stage waits for (local copy)',
-      () =>
-        cache.put(
-          {
-            key: randomBytes(32).toString('hex'),
-            kind: 'noop',
-            outputs: { n: 1 },
-            producedBy: { runId: 'records-alone', stageId: 's' },
-            createdAt: new Date().toISOString(),
-          },
-          { upload: 'background' },
-        ),
+      () => cache.put(freshRecord(), { upload: 'background' }),
       // Its upload runs after the stage: here, untimed, before the next call.
       () => cache.flush(),
     ],
     ...(shared
-      ? ([
-          [
-            'cache record and its upload, awaited',
-            () =>
-              cache.put({
-                key: randomBytes(32).toString('hex'),
-                kind: 'noop',
-                outputs: { n: 1 },
-                producedBy: { runId: 'records-alone', stageId: 's' },
-                createdAt: new Date().toISOString(),
-              }),
-          ],
-        ] as [string, (i: number) => Promise<unknown>][])
+      ? ([['cache record and its upload, awaited', () => cache.put(freshRecord())]] as [string, (i: number) => Promise<unknown>][])
       : []),
     [
       'audit record',
