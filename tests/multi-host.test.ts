@@ -339,6 +339,10 @@ describe('tempered on several hosts', () => {
       client.destroy();
     }
     assert.ok(checked > 10, `re-hashed ${checked} objects`);
+    // Every training finished, so none left a checkpoint behind, the killed one included.
+    const leftovers: string[] = [];
+    for await (const key of cluster.s3.backend(cluster.storeUrl).list('checkpoint')) leftovers.push(key);
+    assert.deepEqual(leftovers, [], 'no checkpoint pointer or file stays in the bucket');
 
     // The registry: one version per distinct model, none twice; the audit chain verifies.
     const reg = await openRegistry(cluster.databaseUrl);

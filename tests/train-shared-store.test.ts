@@ -92,6 +92,12 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   );
   const pointer = JSON.parse((await readText(s3.backend(url), `checkpoints/${key}.json`))!) as { step: number };
   assert.ok(pointer.step >= 2 && pointer.step < 4, `the bucket holds a mid-run checkpoint (step ${pointer.step})`);
+  const stepFolders = async () => {
+    const found = new Set<string>();
+    for await (const k of s3.backend(url).list(`checkpoint-files/${key}/`)) found.add(k.split('/')[2]!);
+    return [...found];
+  };
+  assert.deepEqual(await stepFolders(), [`step-${String(pointer.step).padStart(8, '0')}`], 'only the newest checkpoint is kept');
 
   // Home B: nothing local, same bucket: the stage resumes from A's checkpoint and finishes.
   const b = home('home-b', true);
@@ -101,6 +107,7 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   assert.equal((resumed.baseModel as { resumedFromStep: number | null }).resumedFromStep, pointer.step);
   assert.ok(logs.some((m) => m.includes(`checkpoint at step ${pointer.step}`)));
   assert.equal(await readText(s3.backend(url), `checkpoints/${key}.json`), undefined, 'a finished stage drops its shared checkpoint');
+  assert.deepEqual(await stepFolders(), [], 'and its files');
 
   // An uninterrupted run on a third, local-only home gives the same weights.
   const c = home('home-c', false);

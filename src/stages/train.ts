@@ -363,7 +363,7 @@ export const trainStage: StageKind<TrainConfig> = {
       mkdirSync(checkpointDir, { recursive: true });
       removeStaleTemps(checkpointDir);
       // With a shared store, an attempt that died on another worker left its checkpoints there.
-      const pulled = await pullCheckpoint(ctx.store, checkpointName, checkpointDir);
+      const pulled = await pullCheckpoint(ctx.store, checkpointName, checkpointDir, ctx.log);
       if (pulled !== undefined) ctx.log(`resuming from the shared store's checkpoint at step ${pulled}`);
       const outDir = join(ctx.workDir, 'model');
       const started = Date.now();
@@ -395,7 +395,7 @@ export const trainStage: StageKind<TrainConfig> = {
         signal,
         onCheckpoint: async (dir) => {
           // Shared before it is reported: a worker that resumes this stage finds at least this step.
-          await pushCheckpoint(ctx.store, checkpointName, dir);
+          await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log);
           ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } });
         },
       };
@@ -435,7 +435,7 @@ export const trainStage: StageKind<TrainConfig> = {
         device: result.device,
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
-      await dropSharedCheckpoint(ctx.store, checkpointName);
+      await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
       return outputs;
     } finally {
       lock.release();

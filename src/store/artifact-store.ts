@@ -14,16 +14,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
 import { isAbsolute, join, normalize, sep } from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
-import { newFileWriteStream } from '../util/new-file-stream.ts';
 import { sha256File } from '../util/hash-file.ts';
-import { followHash } from '../util/hash-follower.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
 import type { ObjectBackend } from './object-backend.ts';
+import { downloadObject } from './object-download.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -303,7 +300,7 @@ export class ArtifactStore {
     for (let attempt = 1; ; attempt++) {
       const staged = this.tempPath();
       try {
-        const got = await this.download(remote, key, staged);
+        const got = await downloadObject(remote, key, staged);
         if (!got) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
         if (got.hex !== hex) {
           await remote.quarantine(key);
@@ -320,34 +317,6 @@ export class ArtifactStore {
         await fsp.rm(staged, { force: true });
       }
     }
-  }
-
-  /**
-   * The object into the temp file `staged`, with its sha256; undefined when the backend has no such
-   * key. A backend with `readInto` writes parts in parallel at their offsets while a worker thread
-   * hashes behind the writes (hash-follower.ts); others stream in order through `copyHashing`.
-   */
-  private async download(remote: ObjectBackend, key: string, staged: string): Promise<{ hex: string; bytes: number } | undefined> {
-    if (!remote.readInto) {
-      const stream = await remote.read(key);
-      return stream && (await copyHashing(stream, staged, { sync: false }));
-    }
-    const fh = await fsp.open(staged, 'wx');
-    const hash = followHash(staged);
-    let bytes: number | undefined;
-    try {
-      bytes = await remote.readInto(key, fh, (n) => hash.advance(n));
-    } catch (e) {
-      hash.cancel();
-      throw e;
-    } finally {
-      await fh.close();
-    }
-    if (bytes === undefined) {
-      hash.cancel();
-      return undefined;
-    }
-    return { hex: await hash.finish(bytes), bytes };
   }
 
   /** `verify`, and for a tree every file its manifest lists. */
@@ -494,28 +463,4 @@ export class ArtifactStore {
 function writerPid(name: string): number | undefined {
   const m = /^\d+-(\d+)-[0-9a-f]+/.exec(name) ?? /^stage-.*-(\d+)$/.exec(name);
   return m ? Number(m[1]) : undefined;
-}
-
-async function copyHashing(source: Readable, dest: string, opts: { sync?: boolean } = {}): Promise<{ hex: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  const out = await newFileWriteStream(dest);
-  await pipeline(
-    source,
-    async function* (chunks) {
-      for await (const chunk of chunks) {
-        h.update(chunk as Buffer);
-        bytes += (chunk as Buffer).length;
-        yield chunk;
-      }
-    },
-    out,
-  );
-  // A fetched copy is a cache: a torn one after a crash fails its hash and is fetched again.
-  if (opts.sync !== false) {
-    const fh = await fsp.open(dest, 'r+');
-    await fh.sync();
-    await fh.close();
-  }
-  return { hex: h.digest('hex'), bytes };
 }

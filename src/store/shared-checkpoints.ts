@@ -1,32 +1,57 @@
 /**
  * Training checkpoints in the shared store, so that a stage killed on one worker resumes on another.
  * The trainer writes each checkpoint folder locally (atomically, engine/checkpoint.ts); `push` then
- * stores it as a tree artifact and moves a small pointer, `checkpoints/<name>.json` (step, folder
- * name, tree reference), to it. Before training, `pull` brings the pointed-to checkpoint into the
- * local folder when it is newer than any there, so the trainer's ordinary resume finds it. Without a
- * remote backend (one machine, local folder store) all three do nothing.
+ * uploads its files under `checkpoint-files/<name>/<step-N>/…` and moves a small pointer,
+ * `checkpoints/<name>.json` (step, folder name, each file's sha256 and size), to them. Before
+ * training, `pull` brings the pointed-to checkpoint into the local folder when it is newer than any
+ * there, so the trainer's ordinary resume finds it. Without a remote backend (one machine, local
+ * folder store) all three do nothing.
+ *
+ * Checkpoints are working state, not artifacts: they live outside the content-addressed objects so
+ * that they can be deleted. Once the pointer has moved, the files of older steps go; once the stage
+ * has finished (its last checkpoint is then one of its outputs, stored as an artifact), the pointer
+ * and all its files go. A stage therefore holds at most about one checkpoint in the bucket, where an
+ * LLM's is 1.6 GB, and none in the worker's artifact cache.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, lstatSync, promises as fsp, readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { sha256File } from '../util/hash-file.ts';
 import { isArtifactRef, type ArtifactRef } from '../types.ts';
-import type { ArtifactStore } from './artifact-store.ts';
-import { readText } from './object-backend.ts';
+import { safeRelativeName, type ArtifactStore, type TreeEntry } from './artifact-store.ts';
+import { readText, type ObjectBackend } from './object-backend.ts';
+import { downloadObject } from './object-download.ts';
 
 const STEP_DIR = /^step-(\d+)$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+/** More files than any checkpoint folder holds (a manifest and a few tensor files): a bound on a hostile pointer. */
+const MAX_FILES = 10_000;
 
 interface Pointer {
   step: number;
   /** The checkpoint's folder name, e.g. step-00000040. */
   name: string;
-  tree: ArtifactRef;
+  /** The folder's files, uploaded under `checkpoint-files/<name>/<folder name>/`. */
+  files?: TreeEntry[];
+  /** Before 5 Dec 2026 a checkpoint was a tree artifact; such pointers still resume. */
+  tree?: ArtifactRef;
 }
 
-/** The pointer's key: the checkpoint folder's name (a stage cache key) when it is a plain one, else its hash. */
+/** Reports what a shared checkpoint could not do: it never fails the training it serves. */
+export type CheckpointLog = (message: string) => void;
+
+/** The checkpoint folder's name (a stage cache key) when it is a plain one, else its hash. */
+function safeName(name: string): string {
+  return /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
+}
+
 function pointerKey(name: string): string {
-  const safe =
-    /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
-  return `checkpoints/${safe}.json`;
+  return `checkpoints/${safeName(name)}.json`;
+}
+
+/** Where a checkpoint's files go; ends with `/`. */
+function filesPrefix(name: string): string {
+  return `checkpoint-files/${safeName(name)}/`;
 }
 
 function stepOf(name: string): number | undefined {
@@ -34,35 +59,106 @@ function stepOf(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Stores the checkpoint folder `dir` and points `name`'s pointer at it. */
-export async function pushCheckpoint(store: ArtifactStore, name: string, dir: string): Promise<void> {
+/** The regular files of a folder, as slash-separated relative names, sorted; symlinks are refused. */
+function filesOf(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(join(dir, rel)).sort()) {
+    const name = rel ? `${rel}/${entry}` : entry;
+    const st = lstatSync(join(dir, name));
+    if (st.isSymbolicLink()) throw new Error(`${join(dir, name)} is a symlink; a checkpoint holds regular files only`);
+    if (st.isDirectory()) out.push(...filesOf(dir, name));
+    else if (st.isFile()) out.push(name);
+  }
+  return out;
+}
+
+/**
+ * Uploads the checkpoint folder `dir`, points `name`'s pointer at it, then deletes the files of
+ * older checkpoints of `name`. A failed upload throws (the trainer's checkpoint is not yet shared);
+ * a failed clean-up is only logged: what it left is removed by the next push or the final drop.
+ */
+export async function pushCheckpoint(store: ArtifactStore, name: string, dir: string, log: CheckpointLog = () => {}): Promise<void> {
   const remote = store.remote;
   if (!remote) return;
-  const step = stepOf(basename(dir));
+  const folder = basename(dir);
+  const step = stepOf(folder);
   if (step === undefined) throw new Error(`${dir} is not a checkpoint folder (step-N)`);
-  const tree = await store.putTree(dir);
-  const text = JSON.stringify({ step, name: basename(dir), tree } satisfies Pointer) + '\n';
+  const files: TreeEntry[] = [];
+  for (const rel of filesOf(dir)) {
+    const path = join(dir, rel);
+    const { sha256, bytes } = await sha256File(path);
+    await remote.putFile(`${filesPrefix(name)}${folder}/${rel}`, path, { sha256, bytes, ifAbsent: false });
+    files.push({ name: rel, sha256, bytes });
+  }
+  const text = JSON.stringify({ step, name: folder, files } satisfies Pointer) + '\n';
   await remote.putBytes(pointerKey(name), Buffer.from(text), { ifAbsent: false });
+  await removeFiles(remote, name, (stepDir) => stepDir !== folder && (stepOf(stepDir) ?? -1) < step).catch((e: Error) =>
+    log(`could not delete older shared checkpoints of ${name} (left for the next checkpoint): ${e.message}`),
+  );
+}
+
+/** Deletes the checkpoint files of `name` whose step folder `doomed` picks. */
+async function removeFiles(remote: ObjectBackend, name: string, doomed: (stepDir: string) => boolean): Promise<void> {
+  const prefix = filesPrefix(name);
+  const keys: string[] = [];
+  for await (const key of remote.list(prefix)) if (doomed(key.slice(prefix.length).split('/')[0]!)) keys.push(key);
+  for (const key of keys) await remote.delete(key);
+}
+
+/** The pointer's fields, checked: anything a hostile or damaged pointer could misuse is refused. */
+function parsePointer(text: string): Pointer | string {
+  let p: Pointer;
+  try {
+    p = JSON.parse(text) as Pointer;
+  } catch {
+    return 'its pointer is not JSON';
+  }
+  if (typeof p !== 'object' || p === null || !Number.isInteger(p.step) || stepOf(p.name) !== p.step)
+    return 'its pointer names no step folder';
+  if (p.files === undefined) return isArtifactRef(p.tree) ? p : 'its pointer lists no files';
+  if (!Array.isArray(p.files) || p.files.length > MAX_FILES) return 'its pointer lists no files';
+  for (const f of p.files) {
+    try {
+      if (safeRelativeName(f.name) !== f.name) return `its pointer lists an unusual file name ${JSON.stringify(f.name)}`;
+    } catch (e) {
+      return (e as Error).message;
+    }
+    if (typeof f.sha256 !== 'string' || !HEX64.test(f.sha256) || !Number.isSafeInteger(f.bytes) || f.bytes < 0)
+      return `its pointer's entry for ${f.name} has no valid sha256 and size`;
+  }
+  // Each name once, and none inside another: the files must fit in one folder.
+  const names = new Set(p.files.map((f) => f.name));
+  if (names.size !== p.files.length) return 'its pointer lists a file twice';
+  for (const n of names) {
+    const parts = n.split('/');
+    for (let i = 1; i < parts.length; i++)
+      if (names.has(parts.slice(0, i).join('/'))) return `its pointer lists ${parts.slice(0, i).join('/')} as a file and as a folder`;
+  }
+  return p;
 }
 
 /**
  * Brings the newest shared checkpoint of `name` into `checkpointDir` unless a checkpoint at least as
  * new is there already. Returns the step fetched, or undefined when nothing was fetched. A pointer
- * that does not parse is ignored (training starts from the local state); a damaged checkpoint file
- * fails its hash on the way down (IntegrityError).
+ * that does not parse, or a file that is missing or does not hash to what the pointer says, is
+ * logged and leaves the local state as it was: training then starts from it (a checkpoint only saves
+ * time; the same seed gives the same weights either way).
  */
-export async function pullCheckpoint(store: ArtifactStore, name: string, checkpointDir: string): Promise<number | undefined> {
+export async function pullCheckpoint(
+  store: ArtifactStore,
+  name: string,
+  checkpointDir: string,
+  log: CheckpointLog = () => {},
+): Promise<number | undefined> {
   const remote = store.remote;
   if (!remote) return undefined;
   const text = await readText(remote, pointerKey(name));
   if (text === undefined) return undefined;
-  let p: Pointer;
-  try {
-    p = JSON.parse(text) as Pointer;
-  } catch {
+  const p = parsePointer(text);
+  if (typeof p === 'string') {
+    log(`ignoring the shared checkpoint of ${name}: ${p}`);
     return undefined;
   }
-  if (!Number.isInteger(p.step) || stepOf(p.name) !== p.step || !isArtifactRef(p.tree)) return undefined;
   const local = existsSync(checkpointDir)
     ? (await fsp.readdir(checkpointDir)).filter((n) => existsSync(join(checkpointDir, n, 'manifest.json'))).map((n) => stepOf(n) ?? -1)
     : [];
@@ -72,7 +168,13 @@ export async function pullCheckpoint(store: ArtifactStore, name: string, checkpo
   const tmp = join(checkpointDir, `.${p.name}.tmp-${process.pid}`);
   await fsp.rm(tmp, { recursive: true, force: true });
   try {
-    await store.materializeTree(p.tree, tmp);
+    if (p.files) {
+      const damage = await downloadFiles(remote, `${filesPrefix(name)}${p.name}/`, p.files, tmp);
+      if (damage) {
+        log(`ignoring the shared checkpoint of ${name} at step ${p.step}: ${damage}`);
+        return undefined;
+      }
+    } else await store.materializeTree(p.tree!, tmp);
     await fsp.rename(tmp, join(checkpointDir, p.name));
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
@@ -80,7 +182,29 @@ export async function pullCheckpoint(store: ArtifactStore, name: string, checkpo
   return p.step;
 }
 
-/** Forgets `name`'s shared checkpoint once its stage finished, so a later run of the same work starts afresh. */
-export async function dropSharedCheckpoint(store: ArtifactStore, name: string): Promise<void> {
-  await store.remote?.delete(pointerKey(name));
+/** Downloads and verifies each file; returns what was wrong, or undefined when all arrived intact. */
+async function downloadFiles(remote: ObjectBackend, prefix: string, files: TreeEntry[], dest: string): Promise<string | undefined> {
+  for (const f of files) {
+    const path = join(dest, f.name);
+    await fsp.mkdir(dirname(path), { recursive: true });
+    const got = await downloadObject(remote, prefix + f.name, path);
+    if (!got) return `${remote.url}/${prefix}${f.name} is missing`;
+    if (got.hex !== f.sha256 || got.bytes !== f.bytes)
+      return `${remote.url}/${prefix}${f.name} has ${got.bytes} bytes hashing to ${got.hex}, its pointer says ${f.bytes} bytes, ${f.sha256}`;
+  }
+  return undefined;
+}
+
+/**
+ * Forgets `name`'s shared checkpoint once its stage finished, so a later run of the same work starts
+ * afresh, and deletes its files. The pointer goes first, so no pointer names deleted files; files a
+ * failed delete leaves are logged with their prefix (nothing reads them again).
+ */
+export async function dropSharedCheckpoint(store: ArtifactStore, name: string, log: CheckpointLog = () => {}): Promise<void> {
+  const remote = store.remote;
+  if (!remote) return;
+  await remote.delete(pointerKey(name));
+  await removeFiles(remote, name, () => true).catch((e: Error) =>
+    log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
+  );
 }

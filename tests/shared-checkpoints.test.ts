@@ -1,0 +1,184 @@
+/**
+ * Training checkpoints in the shared store (src/store/shared-checkpoints.ts), on a shared folder and
+ * on a real SeaweedFS bucket: a stage keeps at most its newest checkpoint there, none in the worker's
+ * artifact cache, and none once it finished; a pointer or file that is damaged or hostile is ignored
+ * (logged), never trusted, and leaves nothing behind.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
+import type { ObjectBackend } from '../src/store/object-backend.ts';
+import { readText } from '../src/store/object-backend.ts';
+import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../src/store/shared-checkpoints.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+
+type T = { after: (fn: () => void | Promise<void>) => void };
+
+let s3: TestS3 | undefined;
+const NAME = 'e'.repeat(64);
+
+/** A checkpoint folder as the trainer leaves it: a manifest and tensor files, one in a subfolder. */
+function checkpoint(parent: string, step: number): string {
+  const dir = join(parent, `step-${String(step).padStart(8, '0')}`);
+  mkdirSync(join(dir, 'state'), { recursive: true });
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ step }));
+  writeFileSync(join(dir, 'params.bin'), Buffer.alloc(4096 + step, step));
+  writeFileSync(join(dir, 'state', 'moments.bin'), Buffer.alloc(1000, 100 + step));
+  return dir;
+}
+
+async function keys(remote: ObjectBackend, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for await (const k of remote.list(prefix)) out.push(k);
+  return out.sort();
+}
+
+/** Every file under `dir`, relative, with its content. */
+function snapshot(dir: string, rel = ''): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    const name = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) Object.assign(out, snapshot(dir, name));
+    else out[name] = readFileSync(join(dir, name)).toString('base64');
+  }
+  return out;
+}
+
+const backends: { name: string; make: (t: T, dir: string) => ObjectBackend }[] = [
+  { name: 'shared folder', make: (_t, dir) => new FolderBackend(join(dir, 'shared')) },
+  { name: 'S3 (SeaweedFS)', make: () => s3!.backend() },
+];
+
+before(async () => {
+  s3 = await startTestS3();
+});
+after(async () => {
+  await s3?.stop();
+});
+
+for (const b of backends) {
+  describe(`shared checkpoints on a ${b.name}`, () => {
+    function setup(t: T) {
+      const dir = mkdtempSync(join(tmpdir(), 'tempered-sck-'));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const remote = b.make(t, dir);
+      const home = (n: string) => new ArtifactStore(join(dir, n, 'store'), { remote });
+      return { dir, remote, home };
+    }
+
+    test('a newer checkpoint replaces the older one in the store; another home pulls it whole; a finished stage leaves nothing', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const a = home('a');
+      const local = join(dir, 'a', 'checkpoints', NAME);
+      const logs: string[] = [];
+      await pushCheckpoint(a, NAME, checkpoint(local, 1), (m) => logs.push(m));
+      await pushCheckpoint(a, NAME, checkpoint(local, 2), (m) => logs.push(m));
+      const pointer = JSON.parse((await readText(remote, `checkpoints/${NAME}.json`))!) as { step: number };
+      assert.equal(pointer.step, 2);
+      assert.deepEqual(
+        await keys(remote, 'checkpoint-files/'),
+        ['manifest.json', 'params.bin', 'state/moments.bin'].map((f) => `checkpoint-files/${NAME}/step-00000002/${f}`),
+        'the files of step 1 are gone once the pointer names step 2',
+      );
+      assert.deepEqual(await keys(remote, 'sha256/'), [], 'checkpoints are not content-addressed artifacts');
+      assert.deepEqual(readdirSync(join(a.root, 'sha256')), [], 'nor copied into the worker cache');
+      assert.deepEqual(logs, []);
+
+      const b2 = home('b');
+      const there = join(dir, 'b', 'checkpoints', NAME);
+      assert.equal(await pullCheckpoint(b2, NAME, there), 2);
+      assert.deepEqual(readdirSync(there), ['step-00000002']);
+      assert.deepEqual(snapshot(join(there, 'step-00000002')), snapshot(join(local, 'step-00000002')));
+      assert.equal(await pullCheckpoint(b2, NAME, there), undefined, 'a checkpoint as new is there already');
+
+      await dropSharedCheckpoint(b2, NAME);
+      assert.deepEqual(await keys(remote), [], 'no pointer and no checkpoint files once the stage finished');
+    });
+
+    test('a file that is missing or does not match its pointer is logged and ignored: no folder, no temp files', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const a = home('a');
+      await pushCheckpoint(a, NAME, checkpoint(join(dir, 'a', 'ck'), 3));
+      const params = `checkpoint-files/${NAME}/step-00000003/params.bin`;
+      const good = (await readText(remote, params))!;
+
+      await remote.putBytes(params, Buffer.from('bit rot'), { ifAbsent: false });
+      const there = join(dir, 'b', 'ck');
+      const logs: string[] = [];
+      assert.equal(await pullCheckpoint(home('b'), NAME, there, (m) => logs.push(m)), undefined);
+      assert.match(logs.join('\n'), /params\.bin has 7 bytes hashing to [0-9a-f]{64}, its pointer says 4099 bytes/);
+      assert.deepEqual(readdirSync(there), [], 'neither the checkpoint nor its temp folder is left');
+
+      await remote.delete(params);
+      logs.length = 0;
+      assert.equal(await pullCheckpoint(home('c'), NAME, join(dir, 'c', 'ck'), (m) => logs.push(m)), undefined);
+      assert.match(logs.join('\n'), /params\.bin is missing/);
+
+      await remote.putBytes(params, Buffer.from(good, 'utf8'), { ifAbsent: false });
+      assert.equal(await pullCheckpoint(home('d'), NAME, join(dir, 'd', 'ck')), 3, 'whole again, it is used');
+    });
+
+    test('a hostile pointer is refused before anything is written', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const entry = (name: string) => ({ name, sha256: 'a'.repeat(64), bytes: 1 });
+      const pointers: [unknown, RegExp][] = [
+        ['not json', /not JSON/],
+        [{ step: 1, name: '../step-1', files: [] }, /no step folder/],
+        [{ step: 2, name: 'step-1', files: [] }, /no step folder/],
+        [{ step: 1, name: 'step-1' }, /lists no files/],
+        [{ step: 1, name: 'step-1', files: [entry('../../outside')] }, /unsafe file name/],
+        [{ step: 1, name: 'step-1', files: [entry('/etc/passwd')] }, /unsafe file name/],
+        [{ step: 1, name: 'step-1', files: [entry('a/./b')] }, /unusual file name/],
+        [{ step: 1, name: 'step-1', files: [entry('x'), entry('x')] }, /twice/],
+        [{ step: 1, name: 'step-1', files: [entry('x'), entry('x/y')] }, /as a file and as a folder/],
+        [{ step: 1, name: 'step-1', files: [{ name: 'x', sha256: 'nope', bytes: 1 }] }, /no valid sha256/],
+        [{ step: 1, name: 'step-1', files: [{ name: 'x', sha256: 'a'.repeat(64), bytes: -1 }] }, /no valid sha256/],
+      ];
+      const there = join(dir, 'b', 'ck');
+      for (const [p, why] of pointers) {
+        const text = typeof p === 'string' ? p : JSON.stringify(p);
+        await remote.putBytes(`checkpoints/${NAME}.json`, Buffer.from(text), { ifAbsent: false });
+        const logs: string[] = [];
+        assert.equal(await pullCheckpoint(home('b'), NAME, there, (m) => logs.push(m)), undefined, text);
+        assert.match(logs.join('\n'), why, text);
+      }
+      assert.equal(existsSync(there), false, 'nothing was written');
+      assert.equal(existsSync(join(dir, 'outside')), false);
+    });
+
+    test('a pointer from before checkpoints had files of their own (a tree artifact) still resumes', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const a = home('a');
+      const folder = checkpoint(join(dir, 'a', 'ck'), 4);
+      const tree = await a.putTree(folder);
+      await remote.putBytes(`checkpoints/${NAME}.json`, Buffer.from(JSON.stringify({ step: 4, name: 'step-00000004', tree })), {
+        ifAbsent: false,
+      });
+      const there = join(dir, 'b', 'ck');
+      assert.equal(await pullCheckpoint(home('b'), NAME, there), 4);
+      assert.deepEqual(snapshot(join(there, 'step-00000004')), snapshot(folder));
+    });
+
+    test('a clean-up that fails is logged, not thrown: the checkpoint is shared all the same', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const failing = Object.create(remote) as ObjectBackend;
+      failing.delete = async () => {
+        throw new Error('store refused the delete');
+      };
+      const a = new ArtifactStore(join(dir, 'a', 'store'), { remote: failing });
+      const local = join(dir, 'a', 'ck');
+      await pushCheckpoint(a, NAME, checkpoint(local, 1));
+      const logs: string[] = [];
+      await pushCheckpoint(a, NAME, checkpoint(local, 2), (m) => logs.push(m));
+      assert.match(logs.join('\n'), /could not delete older shared checkpoints.*store refused the delete/);
+      assert.equal(await pullCheckpoint(home('b'), NAME, join(dir, 'b', 'ck')), 2);
+      // The next push (here: of the same folder again) removes what the failed one left.
+      await pushCheckpoint(home('c'), NAME, join(local, 'step-00000002'));
+      assert.equal((await keys(remote, `checkpoint-files/${NAME}/step-00000001/`)).length, 0);
+    });
+  });
+}
