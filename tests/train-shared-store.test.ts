@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../src/data/arrow-io.ts';
@@ -112,7 +112,17 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   // An uninterrupted run on a third, local-only home gives the same weights.
   const c = home('home-c', false);
   await c.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  const whole = await trainStage.run(cfg, ctx(c, 'd'.repeat(64), new AbortController().signal));
+  const cDir = join(c.root, 'checkpoints', 'd'.repeat(64));
+  let most = 0;
+  const whole = await trainStage.run(
+    cfg,
+    ctx(c, 'd'.repeat(64), new AbortController().signal, (p) => {
+      if ((p as { resume?: { latest?: string } }).resume?.latest)
+        most = Math.max(most, readdirSync(cDir).filter((n) => n.startsWith('step-')).length);
+    }),
+  );
+  assert.equal(most, 2, 'at most the two newest checkpoints are on disk');
+  assert.deepEqual(readdirSync(cDir), ['COMPLETE'], 'a finished stage keeps nothing but its mark: its last checkpoint is an output');
   assert.equal((whole.baseModel as { resumedFromStep: number | null }).resumedFromStep, null);
   assert.equal((resumed.model as { sha256: string }).sha256, (whole.model as { sha256: string }).sha256, 'bitwise the same exported model');
 });

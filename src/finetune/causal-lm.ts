@@ -21,7 +21,7 @@ import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
-import type { RunSettings } from './run-options.ts';
+import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { epochBatches } from './loop.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
 
@@ -336,6 +336,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     evalEvery: o.evalEvery,
     checkpointEvery: o.checkpointEvery || undefined,
     checkpointDir: o.checkpointDir,
+    keepCheckpoints: o.keepCheckpoints ?? KEEP_CHECKPOINTS,
     stepsPerRun: o.stepsPerRun,
     runBudgetMs: o.runBudgetMs,
     signal: o.signal,

@@ -18,7 +18,7 @@ import type { DropoutRates } from '../models/bert.ts';
 import { readTokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
-import type { RunSettings } from './run-options.ts';
+import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
 import type { Device } from '../engine/runtime.ts';
 
@@ -263,6 +263,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     threads: o.threads,
     checkpointDir: o.checkpointDir,
     checkpointEvery: o.checkpointEvery,
+    keepCheckpoints: o.keepCheckpoints ?? KEEP_CHECKPOINTS,
     resume: o.resume ?? false,
     evalEvery: o.evalEvery,
     earlyStopping: o.earlyStopping,

@@ -15,7 +15,7 @@ import { DropoutMasker } from '../engine/dropout-masks.ts';
 import { learningRate, type ScheduleSpec } from '../engine/lr-schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { loadCheckpoint, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
+import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
 import { StepRunner } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
@@ -72,6 +72,8 @@ export interface LoopOptions {
   threads?: number;
   checkpointDir: string;
   checkpointEvery: number;
+  /** Older checkpoints than the newest this many are deleted once a new one is shared (default: all kept). */
+  keepCheckpoints?: number;
   resume: boolean;
   evalEvery?: number;
   earlyStopping?: { metric: StopMetric; patience: number };
@@ -337,6 +339,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
         };
         saveCheckpoint(dir, { manifest, params, state });
         await o.onCheckpoint?.(dir);
+        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
       }
       if (stop) break;
     }

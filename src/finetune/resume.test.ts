@@ -91,6 +91,18 @@ for (const [label, over, stopAt] of [
   });
 }
 
+test('only the newest two checkpoints stay on disk, by default and as asked', async () => {
+  const steps = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('step-'));
+  const seen: number[] = [];
+  const ck = join(root, 'keep', 'ck');
+  await trainClassifier(options('keep', { maxSteps: 5, checkpointEvery: 1, onCheckpoint: () => void seen.push(steps(ck).length) }));
+  assert.deepEqual(steps(ck), ['step-00000004', 'step-00000005']);
+  // Pruned after each checkpoint was handed on (shared), never before.
+  assert.deepEqual(seen, [1, 2, 3, 3, 3]);
+  await trainClassifier(options('keep-1', { maxSteps: 3, checkpointEvery: 1, keepCheckpoints: 1 }));
+  assert.deepEqual(steps(join(root, 'keep-1', 'ck')), ['step-00000003']);
+});
+
 test('a different seed changes the weights (the comparison above can fail)', async () => {
   const a = await trainClassifier(options('seed-a', { maxSteps: 4 }));
   const b = await trainClassifier(options('seed-b', { maxSteps: 4, seed: 10 }));

@@ -1,6 +1,9 @@
 /** Settings every fine-tuning run takes, whatever the task (classification, causal LM). */
 import type { Device } from '../engine/runtime.ts';
 
+/** The newest checkpoint, and the one before it for a person to fall back on if the newest is damaged. */
+export const KEEP_CHECKPOINTS = 2;
+
 export interface RunSettings {
   /** Hugging Face folder: config.json, model.safetensors, tokenizer.json. */
   modelDir: string;
@@ -27,6 +30,11 @@ export interface RunSettings {
   checkpointEvery: number;
   /** Continue from the latest checkpoint in checkpointDir, if any. */
   resume?: boolean;
+  /**
+   * Checkpoints kept in checkpointDir, the newest (default KEEP_CHECKPOINTS): a resume reads only the
+   * newest, and an LLM's full fine-tuning checkpoint is 1.6 GB, so older ones would only fill the disk.
+   */
+  keepCheckpoints?: number;
   evalEvery?: number;
   /**
    * Optimizer steps per onnxruntime run (default: 4 on CPU when the trainable weights and optimizer

@@ -435,6 +435,10 @@ export const trainStage: StageKind<TrainConfig> = {
         device: result.device,
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
+      // The last checkpoint is an output now, in the store, and the next run of this work starts
+      // afresh: the checkpoints (1.6 GB each for an LLM) and token caches would only hold the disk.
+      // COMPLETE goes first, so a crash in between leaves a folder the next attempt clears.
+      for (const n of readdirSync(checkpointDir)) if (n !== COMPLETE) rmSync(join(checkpointDir, n), { recursive: true, force: true });
       await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
       return outputs;
     } finally {
