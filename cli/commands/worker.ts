@@ -8,6 +8,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { stageCompletedHook } from '../../activities/audit.ts';
 import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
+import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -113,6 +114,8 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     return n;
   };
   const slots = parseQueues(values.queue ?? ctx.taskQueue, usage);
+  const store = ctx.store();
+  const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
   // than failing its first stage; a store that is down is only reported (stages retry).
   await ctx
@@ -139,6 +142,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   console.error(
     `worker polling ${named} on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
+  const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const stop = () => workers.forEach((w) => w.shutdown());
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
@@ -152,6 +156,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       }),
     ),
   );
+  await pruner?.stop();
   const failed = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   return 0;

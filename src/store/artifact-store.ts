@@ -272,7 +272,12 @@ export class ArtifactStore {
       await this.quarantine(hex);
     } else if (st) {
       const got = await sha256File(path);
-      if (got.sha256 === hex) return { path, bytes: got.bytes };
+      if (got.sha256 === hex) {
+        // Marks the copy as used now, for pruneCache (the access time, which mounts with relatime
+        // update only now and then; the modification time stays the object's own).
+        if (this.remote) await fsp.utimes(path, new Date(), st.mtime).catch(() => undefined);
+        return { path, bytes: got.bytes };
+      }
       await this.quarantine(hex);
       if (!this.remote)
         throw new IntegrityError(
@@ -434,6 +439,49 @@ export class ArtifactStore {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Keeps a worker's cache of the shared store within `maxBytes`: deletes the local copies used
+   * least recently (by access time, which `verify` and `localPath` set), oldest first, until the
+   * objects left add up to `maxBytes`. A copy used within `minIdleMs` is kept even above the limit, as
+   * a running stage may be about to open the path it was given. Each copy is deleted only once the
+   * backend is seen to hold the object at its size (an intact copy is stored again first if not; a
+   * damaged one is quarantined), so pruning never removes the last good copy. Without a backend the folder is the store, and nothing is deleted.
+   * A copy deleted here is fetched again (and verified) by the next read that needs it.
+   */
+  async pruneCache(opts: { maxBytes: number; minIdleMs: number }): Promise<{ removed: number; freedBytes: number; keptBytes: number }> {
+    const objects: { hex: string; bytes: number; usedMs: number }[] = [];
+    const base = join(this.root, 'sha256');
+    for (const shard of await fsp.readdir(base).catch(() => [] as string[]))
+      for (const hex of await fsp.readdir(join(base, shard)).catch(() => [] as string[])) {
+        if (!HEX64.test(hex) || hex.slice(0, 2) !== shard) continue;
+        const st = await fsp.lstat(join(base, shard, hex)).catch(() => undefined);
+        if (st?.isFile()) objects.push({ hex, bytes: st.size, usedMs: Math.max(st.atimeMs, st.mtimeMs) });
+      }
+    let kept = objects.reduce((n, o) => n + o.bytes, 0);
+    let removed = 0;
+    let freed = 0;
+    if (!this.remote) return { removed, freedBytes: freed, keptBytes: kept };
+    const idleBefore = Date.now() - opts.minIdleMs;
+    for (const o of objects.sort((a, b) => a.usedMs - b.usedMs)) {
+      if (kept <= opts.maxBytes || o.usedMs > idleBefore) break;
+      if ((await this.remote.head(objectKey(o.hex)))?.bytes !== o.bytes) {
+        // The bucket lost it (or holds a wrong size): this copy may be the last one. Store it
+        // again if it is intact; a damaged one is moved aside like any damaged object.
+        if (!(await this.intact(o.hex))) {
+          await this.quarantine(o.hex);
+          kept -= o.bytes;
+          continue;
+        }
+        await this.upload(o.hex, o.bytes);
+      }
+      await fsp.rm(this.objectPath(o.hex), { force: true });
+      kept -= o.bytes;
+      freed += o.bytes;
+      removed++;
+    }
+    return { removed, freedBytes: freed, keptBytes: kept };
   }
 
   /**

@@ -1,0 +1,131 @@
+/**
+ * A worker's cache of the shared store stays within its limit (ArtifactStore.pruneCache,
+ * src/store/cache-pruner.ts), on a real SeaweedFS bucket: least recently used copies go first, a
+ * recently used one stays, an object the bucket lost is stored again before its copy goes, and a
+ * pruned copy comes back verified when read.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
+import { cacheLimitBytes, startCachePruner } from '../src/store/cache-pruner.ts';
+import { InputError } from '../src/errors.ts';
+import type { ArtifactRef } from '../src/types.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+
+let s3: TestS3;
+before(async () => {
+  s3 = await startTestS3();
+});
+after(async () => {
+  await s3?.stop();
+});
+
+type T = { after: (fn: () => void) => void };
+const HOUR = 3600_000;
+
+/** A store with five 1000-byte objects, used 5, 4, 3, 2 and 1 hours ago. */
+async function fiveObjects(t: T, remote = true) {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-prune-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const url = s3.freshUrl();
+  const store = new ArtifactStore(join(dir, 'store'), { remote: remote ? s3.backend(url) : undefined });
+  const refs: ArtifactRef[] = [];
+  for (let i = 0; i < 5; i++) {
+    const ref = await store.putBytes(Buffer.alloc(1000, i), { mediaType: 'application/octet-stream' });
+    const when = new Date(Date.now() - (5 - i) * HOUR);
+    utimesSync(local(store, ref), when, when);
+    refs.push(ref);
+  }
+  return { dir, url, store, refs };
+}
+
+const local = (store: ArtifactStore, ref: ArtifactRef) => join(store.root, 'sha256', ref.sha256.slice(0, 2), ref.sha256);
+
+describe('pruning a worker cache', () => {
+  test('least recently used copies go first, down to the limit; the bucket keeps them all and a read brings one back', async (t) => {
+    const { store, refs, url } = await fiveObjects(t);
+    const r = await store.pruneCache({ maxBytes: 2500, minIdleMs: 30 * 60_000 });
+    assert.deepEqual(r, { removed: 3, freedBytes: 3000, keptBytes: 2000 });
+    assert.deepEqual(
+      refs.map((ref) => existsSync(local(store, ref))),
+      [false, false, false, true, true],
+    );
+    const bucket = s3.backend(url);
+    for (const ref of refs) assert.equal((await bucket.head(objectKey(ref.sha256)))?.bytes, 1000);
+    // A pruned copy is fetched again, verified, and counts as just used.
+    const path = await store.verify(refs[0]!);
+    assert.equal(statSync(path).size, 1000);
+    assert.ok(Date.now() - statSync(path).atimeMs < 60_000);
+  });
+
+  test('reading a copy marks it used, so the copies in use stay and idle ones go', async (t) => {
+    const { store, refs } = await fiveObjects(t);
+    await store.verify(refs[0]!);
+    await store.pruneCache({ maxBytes: 2500, minIdleMs: 30 * 60_000 });
+    assert.deepEqual(
+      refs.map((ref) => existsSync(local(store, ref))),
+      [true, false, false, false, true],
+    );
+  });
+
+  test('a copy used within the idle time stays even above the limit', async (t) => {
+    const { store, refs } = await fiveObjects(t);
+    const r = await store.pruneCache({ maxBytes: 0, minIdleMs: 2.5 * HOUR });
+    assert.equal(r.removed, 3);
+    assert.equal(r.keptBytes, 2000, 'the two used in the last 2.5 hours are kept');
+  });
+
+  test('an object the bucket lost is stored again before its copy goes; a damaged last copy is quarantined, not uploaded', async (t) => {
+    const { store, refs, url } = await fiveObjects(t);
+    const bucket = s3.backend(url);
+    await bucket.delete(objectKey(refs[0]!.sha256));
+    await bucket.delete(objectKey(refs[1]!.sha256));
+    const damaged = local(store, refs[1]!);
+    const { atime, mtime } = statSync(damaged);
+    chmodSync(damaged, 0o644);
+    writeFileSync(damaged, Buffer.alloc(1000, 9));
+    utimesSync(damaged, atime, mtime);
+    await store.pruneCache({ maxBytes: 0, minIdleMs: 0 });
+    assert.equal((await bucket.head(objectKey(refs[0]!.sha256)))?.bytes, 1000, 'the lost object is in the bucket again');
+    assert.equal(await bucket.head(objectKey(refs[1]!.sha256)), undefined, 'damaged bytes are not uploaded under the name');
+    assert.equal(existsSync(join(store.root, 'quarantine')), true);
+    for (const ref of refs) assert.equal(existsSync(local(store, ref)), false);
+    assert.ok((await store.verify(refs[0]!)).length > 0);
+  });
+
+  test('without a shared store the folder is the store: nothing is deleted', async (t) => {
+    const { store, refs } = await fiveObjects(t, false);
+    assert.deepEqual(await store.pruneCache({ maxBytes: 0, minIdleMs: 0 }), { removed: 0, freedBytes: 0, keptBytes: 5000 });
+    for (const ref of refs) assert.ok(existsSync(local(store, ref)));
+  });
+
+  test('the pruner runs at once and then on its interval, reports what it freed, and stop waits for it', async (t) => {
+    const { store, refs } = await fiveObjects(t);
+    const logs: string[] = [];
+    const pruner = startCachePruner(store, 4500, (m) => logs.push(m), { everyMs: 20, minIdleMs: 0 });
+    await new Promise((r) => setTimeout(r, 50));
+    // Another object arrives; the next round prunes it back under the limit.
+    const when = new Date(Date.now() - HOUR);
+    utimesSync(local(store, refs[4]!), when, when);
+    await store.putBytes(Buffer.alloc(1000, 7), { mediaType: 'application/octet-stream' });
+    await new Promise((r) => setTimeout(r, 200));
+    await pruner.stop();
+    assert.match(logs[0]!, /removed 1 local copies \(0\.00 GB\) of shared objects; 0\.00 GB kept, limit 0\.00 GB/);
+    assert.ok(logs.length >= 2, logs.join('\n'));
+    assert.equal(existsSync(local(store, refs[0]!)), false);
+    assert.equal(existsSync(local(store, refs[1]!)), false, 'the second round took the next least recently used');
+  });
+
+  test('TEMPERED_CACHE_MAX_GB sets the limit; unset, half the disk; anything else is an input error naming it', () => {
+    assert.equal(cacheLimitBytes(tmpdir(), { TEMPERED_CACHE_MAX_GB: '2.5' }), 2_500_000_000);
+    assert.ok(cacheLimitBytes(tmpdir(), {}) > 0);
+    for (const bad of ['0', '-1', 'lots', 'Infinity'])
+      assert.throws(
+        () => cacheLimitBytes(tmpdir(), { TEMPERED_CACHE_MAX_GB: bad }),
+        (e: unknown) => e instanceof InputError && /TEMPERED_CACHE_MAX_GB/.test(e.message),
+      );
+  });
+});
