@@ -333,4 +333,22 @@ describe('stage adapter', () => {
     assert.deepEqual(other.cachedFrom, { runId: 'run-1', stageId: 'stage-a' });
     assert.deepEqual(completed, ['stage-a'], 'no completion record for reused outputs');
   });
+
+  it('with a shared store, a stage reads its inputs through links in its scratch folder, which go with it', async () => {
+    const dir = mkdtempSync(join(root, 'pins-'));
+    const store = new ArtifactStore(join(dir, 'store'), { remote: new FolderBackend(join(dir, 'shared')) });
+    const input = await store.putBytes('rows', { mediaType: 'text/plain' });
+    let seen: { path: string; scratch: string } | undefined;
+    const act = stageActivity(
+      kind(async (_cfg, ctx) => {
+        seen = { path: await ctx.store.verify(input), scratch: ctx.workDir };
+        return {};
+      }),
+      deps({ store, cache: new StageCache(join(dir, 'cache'), store) }),
+    );
+    await new MockActivityEnvironment().run(act, request());
+    assert.equal(seen!.path, join(seen!.scratch, '.inputs', input.sha256), 'pruning the cached copy cannot take it');
+    assert.equal(existsSync(seen!.scratch), false);
+    assert.equal(existsSync(join(store.root, 'sha256', input.sha256.slice(0, 2), input.sha256)), true, 'the cached copy stays');
+  });
 });

@@ -12,7 +12,7 @@ import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
-import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -79,7 +79,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       specHash: req.specHash,
       actor: req.actor,
       cacheKey: req.cacheKey,
-      store: deps.store,
+      // Inputs are hard-linked into the scratch folder as the stage gets them, so a worker's cache
+      // pruning never takes a file from under a running stage.
+      store: deps.store.pinningInto(join(workDir, INPUT_PINS)),
       workDir,
       stateDir: deps.stateDir,
       signal: actx.cancellationSignal,

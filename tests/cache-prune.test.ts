@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
@@ -48,7 +48,7 @@ describe('pruning a worker cache', () => {
   test('least recently used copies go first, down to the limit; the bucket keeps them all and a read brings one back', async (t) => {
     const { store, refs, url } = await fiveObjects(t);
     const r = await store.pruneCache({ maxBytes: 2500, minIdleMs: 30 * 60_000 });
-    assert.deepEqual(r, { removed: 3, freedBytes: 3000, keptBytes: 2000 });
+    assert.deepEqual(r, { removed: 3, freedBytes: 3000, keptBytes: 2000, quarantined: 0 });
     assert.deepEqual(
       refs.map((ref) => existsSync(local(store, ref))),
       [false, false, false, true, true],
@@ -96,9 +96,43 @@ describe('pruning a worker cache', () => {
     assert.ok((await store.verify(refs[0]!)).length > 0);
   });
 
+  test("a stage's store hands out hard links to its inputs: pruning the cached copy leaves the stage its file", async (t) => {
+    const { dir, store, refs } = await fiveObjects(t);
+    const stageStore = store.pinningInto(join(dir, 'stage-scratch', '.inputs'));
+    const path = await stageStore.verify(refs[0]!);
+    assert.equal(path, join(dir, 'stage-scratch', '.inputs', refs[0]!.sha256));
+    assert.equal(await stageStore.localPath(refs[0]!.uri), path, 'one link per object');
+    // Hours later the copy is idle again and goes; the stage still reads the bytes it was given.
+    const when = new Date(Date.now() - 6 * HOUR);
+    utimesSync(local(store, refs[0]!), when, when);
+    await store.pruneCache({ maxBytes: 0, minIdleMs: HOUR });
+    assert.equal(existsSync(local(store, refs[0]!)), false);
+    assert.deepEqual(readFileSync(path), Buffer.alloc(1000, 0));
+    // Without a shared store nothing is pruned, so nothing is linked.
+    const plain = new ArtifactStore(join(dir, 'plain'));
+    assert.equal(plain.pinningInto(join(dir, 'x')), plain);
+  });
+
+  test('a copy read while the pruner waits on the store stays: it is looked at again before it goes', async (t) => {
+    const { store, refs, url } = await fiveObjects(t);
+    const bucket = s3.backend(url);
+    const head = bucket.head.bind(bucket);
+    const failing = Object.create(bucket) as typeof bucket;
+    let handedOut: string | undefined;
+    failing.head = async (key: string) => {
+      if (key === objectKey(refs[0]!.sha256)) handedOut = await store.verify(refs[0]!);
+      return head(key);
+    };
+    const racing = new ArtifactStore(store.root, { remote: failing });
+    const r = await racing.pruneCache({ maxBytes: 0, minIdleMs: HOUR / 2 });
+    assert.equal(handedOut, local(store, refs[0]!));
+    assert.equal(existsSync(handedOut!), true, 'the copy a reader was just given is kept');
+    assert.equal(r.removed, 4);
+  });
+
   test('without a shared store the folder is the store: nothing is deleted', async (t) => {
     const { store, refs } = await fiveObjects(t, false);
-    assert.deepEqual(await store.pruneCache({ maxBytes: 0, minIdleMs: 0 }), { removed: 0, freedBytes: 0, keptBytes: 5000 });
+    assert.deepEqual(await store.pruneCache({ maxBytes: 0, minIdleMs: 0 }), { removed: 0, freedBytes: 0, keptBytes: 5000, quarantined: 0 });
     for (const ref of refs) assert.ok(existsSync(local(store, ref)));
   });
 

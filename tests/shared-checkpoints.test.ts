@@ -125,11 +125,16 @@ for (const b of backends) {
     test('a hostile pointer is refused before anything is written', async (t) => {
       const { dir, remote, home } = setup(t);
       const entry = (name: string) => ({ name, sha256: 'a'.repeat(64), bytes: 1 });
+      const manifest = entry('manifest.json');
       const pointers: [unknown, RegExp][] = [
         ['not json', /not JSON/],
-        [{ step: 1, name: '../step-1', files: [] }, /no step folder/],
-        [{ step: 2, name: 'step-1', files: [] }, /no step folder/],
+        [{ step: 1, name: '../step-1', files: [manifest] }, /no step folder/],
+        [{ step: 2, name: 'step-1', files: [manifest] }, /no step folder/],
+        [{ step: 1, name: `step-${'0'.repeat(300)}1`, files: [manifest] }, /no step folder/],
         [{ step: 1, name: 'step-1' }, /lists no files/],
+        [{ step: 1, name: 'step-1', files: [] }, /no manifest\.json/],
+        [{ step: 1, name: 'step-1', files: [entry('weights.bin')] }, /no manifest\.json/],
+        [{ step: 1, name: 'step-1', files: [manifest, null] }, /not an object/],
         [{ step: 1, name: 'step-1', files: [entry('../../outside')] }, /unsafe file name/],
         [{ step: 1, name: 'step-1', files: [entry('/etc/passwd')] }, /unsafe file name/],
         [{ step: 1, name: 'step-1', files: [entry('a/./b')] }, /unusual file name/],
@@ -150,6 +155,16 @@ for (const b of backends) {
       assert.equal(existsSync(join(dir, 'outside')), false);
     });
 
+    test('a folder of the pointed-to name without a manifest (a pull cut short) is replaced, not an error', async (t) => {
+      const { dir, home } = setup(t);
+      await pushCheckpoint(home('a'), NAME, checkpoint(join(dir, 'a', 'ck'), 5));
+      const there = join(dir, 'b', 'ck');
+      mkdirSync(join(there, 'step-00000005'), { recursive: true });
+      writeFileSync(join(there, 'step-00000005', 'params.bin'), 'half');
+      assert.equal(await pullCheckpoint(home('b'), NAME, there), 5);
+      assert.deepEqual(snapshot(join(there, 'step-00000005')), snapshot(join(dir, 'a', 'ck', 'step-00000005')));
+    });
+
     test('a pointer from before checkpoints had files of their own (a tree artifact) still resumes', async (t) => {
       const { dir, remote, home } = setup(t);
       const a = home('a');
@@ -161,6 +176,13 @@ for (const b of backends) {
       const there = join(dir, 'b', 'ck');
       assert.equal(await pullCheckpoint(home('b'), NAME, there), 4);
       assert.deepEqual(snapshot(join(there, 'step-00000004')), snapshot(folder));
+      // One whose tree lost a file is ignored like a new one, not an error that fails every attempt.
+      const files = (JSON.parse(readFileSync(await a.verify(tree), 'utf8')) as { files: { name: string; sha256: string }[] }).files;
+      const lost = files.find((f) => f.name === 'manifest.json')!.sha256;
+      await remote.delete(`sha256/${lost.slice(0, 2)}/${lost}`);
+      const logs: string[] = [];
+      assert.equal(await pullCheckpoint(home('c'), NAME, join(dir, 'c', 'ck'), (m) => logs.push(m)), undefined);
+      assert.match(logs.join('\n'), /ignoring the shared checkpoint .* at step 4: artifact [0-9a-f]{64} is not in the store/);
     });
 
     test('a clean-up that fails is logged, not thrown: the checkpoint is shared all the same', async (t) => {

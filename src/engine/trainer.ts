@@ -74,7 +74,7 @@ export interface TrainerOptions {
   evalFn?: EvalFn;
   checkpointEvery?: number;
   checkpointDir?: string;
-  /** Keep only the newest N checkpoints (default: all). */
+  /** Keep only the newest N checkpoints (default: all; at least the one just written). */
   keepCheckpoints?: number;
   onStep?: (m: StepMetrics) => void;
   onEval?: (m: EvalMetrics) => void;
@@ -367,7 +367,7 @@ export class Trainer {
           shapes,
         };
         saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
-        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
+        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, Math.max(1, o.keepCheckpoints));
         await o.onCheckpoint?.(dir, step);
       }
       if (o.signal?.aborted) {

@@ -72,7 +72,7 @@ export interface LoopOptions {
   threads?: number;
   checkpointDir: string;
   checkpointEvery: number;
-  /** Older checkpoints than the newest this many are deleted once a new one is shared (default: all kept). */
+  /** Only the newest this many checkpoints are kept, pruned as each is written (default: all; at least 1). */
   keepCheckpoints?: number;
   resume: boolean;
   evalEvery?: number;
@@ -338,8 +338,9 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           shapes,
         };
         saveCheckpoint(dir, { manifest, params, state });
+        // As the engine's Trainer does: the newest is always kept, whatever the count.
+        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, Math.max(1, o.keepCheckpoints));
         await o.onCheckpoint?.(dir);
-        if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, o.keepCheckpoints);
       }
       if (stop) break;
     }

@@ -97,10 +97,12 @@ test('only the newest two checkpoints stay on disk, by default and as asked', as
   const ck = join(root, 'keep', 'ck');
   await trainClassifier(options('keep', { maxSteps: 5, checkpointEvery: 1, onCheckpoint: () => void seen.push(steps(ck).length) }));
   assert.deepEqual(steps(ck), ['step-00000004', 'step-00000005']);
-  // Pruned after each checkpoint was handed on (shared), never before.
-  assert.deepEqual(seen, [1, 2, 3, 3, 3]);
+  // Pruned as each is written, before it is handed on (shared): never more than two on disk.
+  assert.deepEqual(seen, [1, 2, 2, 2, 2]);
   await trainClassifier(options('keep-1', { maxSteps: 3, checkpointEvery: 1, keepCheckpoints: 1 }));
   assert.deepEqual(steps(join(root, 'keep-1', 'ck')), ['step-00000003']);
+  await trainClassifier(options('keep-0', { maxSteps: 2, checkpointEvery: 1, keepCheckpoints: 0 }));
+  assert.deepEqual(steps(join(root, 'keep-0', 'ck')), ['step-00000002'], 'the newest is kept whatever the count');
 });
 
 test('a different seed changes the weights (the comparison above can fail)', async () => {

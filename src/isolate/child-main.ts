@@ -3,7 +3,8 @@
  * kind from the module the job names, runs it and reports back over the IPC channel.
  */
 import { pathToFileURL } from 'node:url';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
+import { INPUT_PINS } from '../store/artifact-store.ts';
 import { openArtifactStore } from '../store/open-store.ts';
 import type { AnyStageKind, StageContext } from '../stages/types.ts';
 import type { StageProgress } from '../types.ts';
@@ -37,7 +38,7 @@ async function run(job: ChildJob): Promise<void> {
     specHash: job.specHash,
     actor: job.actor,
     cacheKey: job.cacheKey,
-    store: openArtifactStore(job.storeRoot, job.storeUrl),
+    store: openArtifactStore(job.storeRoot, job.storeUrl).pinningInto(join(job.workDir, INPUT_PINS)),
     workDir: job.workDir,
     stateDir: job.stateDir,
     ownProcess: true,

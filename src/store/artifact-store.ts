@@ -70,6 +70,9 @@ export interface TreeEntry {
 }
 export const TREE_MEDIA = 'application/vnd.tempered.tree+json';
 
+/** The folder in a stage's scratch folder that holds the links to its inputs (`pinningInto`). */
+export const INPUT_PINS = '.inputs';
+
 /** The backend key of an object: the same two-level layout as the local folder. */
 export function objectKey(hex: string): string {
   return `sha256/${hex.slice(0, 2)}/${hex}`;
@@ -78,6 +81,8 @@ export function objectKey(hex: string): string {
 export interface ArtifactStoreOptions {
   /** The shared store (S3 or a shared folder); the local folder is then this worker's cache of it. */
   remote?: ObjectBackend;
+  /** See `pinningInto`. */
+  pinDir?: string;
 }
 
 export class ArtifactStore {
@@ -85,12 +90,51 @@ export class ArtifactStore {
   readonly remote: ObjectBackend | undefined;
   private readonly tmpDir: string;
 
+  private readonly pinDir: string | undefined;
+
   constructor(root: string, opts: ArtifactStoreOptions = {}) {
     this.root = root;
     this.remote = opts.remote;
+    this.pinDir = opts.pinDir;
     this.tmpDir = join(root, 'tmp');
     mkdirSync(join(root, 'sha256'), { recursive: true });
     mkdirSync(this.tmpDir, { recursive: true });
+  }
+
+  /**
+   * The same store, except that `verify` and `localPath` return a hard link in `dir` (made on first
+   * use, on the store's filesystem) instead of the cached copy's own path. A stage gets such a store:
+   * `pruneCache` may delete the cached copy of an input the stage holds the path of (it reopens its
+   * test table for every model it evaluates, hours apart), and the link keeps the file for the
+   * stage's life at no cost in space. The stage's scratch folder, which holds `dir`, goes with it.
+   */
+  pinningInto(dir: string): ArtifactStore {
+    return this.remote ? new ArtifactStore(this.root, { remote: this.remote, pinDir: dir }) : this;
+  }
+
+  /** `path`, the verified copy of `hex`, as a link in the pin folder (see `pinningInto`). */
+  private async pinned(hex: string, path: string): Promise<string> {
+    if (!this.pinDir) return path;
+    const pin = join(this.pinDir, hex);
+    await fsp.mkdir(this.pinDir, { recursive: true });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fsp.link(path, pin);
+        return pin;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        // Pinned before: the same verified bytes (read-only, named by their hash).
+        if (code === 'EEXIST') return pin;
+        // Pruned between the check and the link: fetch it again, once.
+        if (code === 'ENOENT' && attempt === 0) {
+          path = (await this.ensureLocal(hex)).path;
+          continue;
+        }
+        // A pin folder on another filesystem, or one without hard links: the stage still runs, unpinned.
+        if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP') return path;
+        throw e;
+      }
+    }
   }
 
   private objectPath(hex: string): string {
@@ -255,12 +299,13 @@ export class ArtifactStore {
     if (name !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
     if (bytes !== ref.bytes)
       throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
-    return path;
+    return this.pinned(name, path);
   }
 
   /** A verified local copy of the object an artifact URI names (fetched from the remote backend when needed). */
   async localPath(uri: string): Promise<string> {
-    return (await this.ensureLocal(parseUri(uri))).path;
+    const hex = parseUri(uri);
+    return this.pinned(hex, (await this.ensureLocal(hex)).path);
   }
 
   /** Hashes the local copy of `hex`; fetches it from the backend when absent or damaged. */
@@ -271,21 +316,29 @@ export class ArtifactStore {
       if (!this.remote) throw new IntegrityError(`artifact ${hex} is not a regular file (symlinks are rejected)`, { sha256: hex });
       await this.quarantine(hex);
     } else if (st) {
-      const got = await sha256File(path);
-      if (got.sha256 === hex) {
+      // A copy pruned between the lstat and the open counts as absent, like one pruned while hashed.
+      const got = await sha256File(path).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT' && this.remote) return undefined;
+        throw e;
+      });
+      if (got?.sha256 === hex) {
+        if (!this.remote) return { path, bytes: got.bytes };
         // Marks the copy as used now, for pruneCache (the access time, which mounts with relatime
-        // update only now and then; the modification time stays the object's own).
-        if (this.remote) await fsp.utimes(path, new Date(), st.mtime).catch(() => undefined);
-        return { path, bytes: got.bytes };
-      }
-      await this.quarantine(hex);
-      if (!this.remote)
-        throw new IntegrityError(
-          `artifact ${hex} is corrupt: its content hashes to ${got.sha256} (moved to ${join(this.root, 'quarantine')})`,
-          {
-            sha256: hex,
-          },
+        // update only now and then; the modification time stays the object's own). A copy pruned
+        // while it was hashed is fetched again below.
+        const there = await fsp.utimes(path, new Date(), st.mtime).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => e.code !== 'ENOENT',
         );
+        if (there) return { path, bytes: got.bytes };
+      } else if (got) {
+        await this.quarantine(hex);
+        if (!this.remote)
+          throw new IntegrityError(
+            `artifact ${hex} is corrupt: its content hashes to ${got.sha256} (moved to ${join(this.root, 'quarantine')})`,
+            { sha256: hex },
+          );
+      }
     } else if (!this.remote) {
       throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`, { sha256: hex });
     }
@@ -446,11 +499,17 @@ export class ArtifactStore {
    * least recently (by access time, which `verify` and `localPath` set), oldest first, until the
    * objects left add up to `maxBytes`. A copy used within `minIdleMs` is kept even above the limit, as
    * a running stage may be about to open the path it was given. Each copy is deleted only once the
-   * backend is seen to hold the object at its size (an intact copy is stored again first if not; a
-   * damaged one is quarantined), so pruning never removes the last good copy. Without a backend the folder is the store, and nothing is deleted.
+   * backend answers for the object with its size (an intact copy is stored again first if not; a
+   * damaged one is quarantined). `HEAD` does not prove the bucket's bytes right: an object replaced
+   * there by one of the same size loses its last good copy here, as it would on any worker's next
+   * fetch. Stages hold their inputs by hard links (`pinningInto`), so pruning never takes a file a
+   * running stage was given. Without a backend the folder is the store, and nothing is deleted.
    * A copy deleted here is fetched again (and verified) by the next read that needs it.
    */
-  async pruneCache(opts: { maxBytes: number; minIdleMs: number }): Promise<{ removed: number; freedBytes: number; keptBytes: number }> {
+  async pruneCache(opts: {
+    maxBytes: number;
+    minIdleMs: number;
+  }): Promise<{ removed: number; freedBytes: number; keptBytes: number; quarantined: number }> {
     const objects: { hex: string; bytes: number; usedMs: number }[] = [];
     const base = join(this.root, 'sha256');
     for (const shard of await fsp.readdir(base).catch(() => [] as string[]))
@@ -462,26 +521,33 @@ export class ArtifactStore {
     let kept = objects.reduce((n, o) => n + o.bytes, 0);
     let removed = 0;
     let freed = 0;
-    if (!this.remote) return { removed, freedBytes: freed, keptBytes: kept };
+    let quarantined = 0;
+    if (!this.remote) return { removed, freedBytes: freed, keptBytes: kept, quarantined };
     const idleBefore = Date.now() - opts.minIdleMs;
     for (const o of objects.sort((a, b) => a.usedMs - b.usedMs)) {
       if (kept <= opts.maxBytes || o.usedMs > idleBefore) break;
-      if ((await this.remote.head(objectKey(o.hex)))?.bytes !== o.bytes) {
+      const inBucket = (await this.remote.head(objectKey(o.hex)))?.bytes === o.bytes;
+      if (!inBucket) {
         // The bucket lost it (or holds a wrong size): this copy may be the last one. Store it
         // again if it is intact; a damaged one is moved aside like any damaged object.
         if (!(await this.intact(o.hex))) {
           await this.quarantine(o.hex);
           kept -= o.bytes;
+          quarantined++;
           continue;
         }
         await this.upload(o.hex, o.bytes);
       }
-      await fsp.rm(this.objectPath(o.hex), { force: true });
+      // Looked at again just before it goes: a reader may have used it during the round trip above.
+      // (Not after the hash and upload just above, whose own reads set the access time.)
+      const now = await fsp.lstat(this.objectPath(o.hex)).catch(() => undefined);
+      if (now && inBucket && Math.max(now.atimeMs, now.mtimeMs) > idleBefore) continue;
+      if (now) await fsp.rm(this.objectPath(o.hex), { force: true });
       kept -= o.bytes;
       freed += o.bytes;
       removed++;
     }
-    return { removed, freedBytes: freed, keptBytes: kept };
+    return { removed, freedBytes: freed, keptBytes: kept, quarantined };
   }
 
   /**

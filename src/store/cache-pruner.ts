@@ -2,8 +2,8 @@
  * Bounds a worker's cache of the shared store (the local folder in front of `TEMPERED_STORE`): every
  * artifact a worker's stages read or wrote stays there, so without a bound a worker that trains
  * every night fills its disk. `tempered worker` prunes at start and every few minutes
- * (ArtifactStore.pruneCache: least recently used first, never a copy used in the last hour, never
- * the last good copy).
+ * (ArtifactStore.pruneCache: least recently used first, never a copy used in the last hour or held
+ * by a running stage, never one the store does not hold).
  */
 import { statfsSync } from 'node:fs';
 import { InputError } from '../errors.ts';
@@ -49,6 +49,10 @@ export function startCachePruner(
         if (r.removed)
           log(
             `cache: removed ${r.removed} local copies (${gb(r.freedBytes)}) of shared objects; ${gb(r.keptBytes)} kept, limit ${gb(maxBytes)}`,
+          );
+        if (r.quarantined)
+          log(
+            `cache: ${r.quarantined} local copies no longer matched their hash and the store did not hold them; moved to ${store.root}/quarantine`,
           );
       } catch (e) {
         log(`cache: pruning failed, will try again: ${(e as Error).message}`);

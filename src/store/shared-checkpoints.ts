@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, promises as fsp, readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { IntegrityError, InputError } from '../errors.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { isArtifactRef, type ArtifactRef } from '../types.ts';
 import { safeRelativeName, type ArtifactStore, type TreeEntry } from './artifact-store.ts';
@@ -113,12 +114,20 @@ function parsePointer(text: string): Pointer | string {
   } catch {
     return 'its pointer is not JSON';
   }
-  if (typeof p !== 'object' || p === null || !Number.isInteger(p.step) || stepOf(p.name) !== p.step)
+  if (
+    typeof p !== 'object' ||
+    p === null ||
+    !Number.isSafeInteger(p.step) ||
+    typeof p.name !== 'string' ||
+    p.name.length > 32 ||
+    stepOf(p.name) !== p.step
+  )
     return 'its pointer names no step folder';
   if (p.files === undefined) return isArtifactRef(p.tree) ? p : 'its pointer lists no files';
   if (!Array.isArray(p.files) || p.files.length > MAX_FILES) return 'its pointer lists no files';
   for (const f of p.files) {
     try {
+      if (typeof f !== 'object' || f === null) return 'its pointer lists a file that is not an object';
       if (safeRelativeName(f.name) !== f.name) return `its pointer lists an unusual file name ${JSON.stringify(f.name)}`;
     } catch (e) {
       return (e as Error).message;
@@ -134,6 +143,8 @@ function parsePointer(text: string): Pointer | string {
     for (let i = 1; i < parts.length; i++)
       if (names.has(parts.slice(0, i).join('/'))) return `its pointer lists ${parts.slice(0, i).join('/')} as a file and as a folder`;
   }
+  // Without its manifest the trainer would not see the folder as a checkpoint at all.
+  if (!names.has('manifest.json')) return 'its pointer lists no manifest.json';
   return p;
 }
 
@@ -166,28 +177,46 @@ export async function pullCheckpoint(
   await fsp.mkdir(checkpointDir, { recursive: true });
   // The temp name matches engine/checkpoint.ts's, so removeStaleTemps clears it if this process dies.
   const tmp = join(checkpointDir, `.${p.name}.tmp-${process.pid}`);
+  const target = join(checkpointDir, p.name);
   await fsp.rm(tmp, { recursive: true, force: true });
   try {
-    if (p.files) {
-      const damage = await downloadFiles(remote, `${filesPrefix(name)}${p.name}/`, p.files, tmp);
-      if (damage) {
-        log(`ignoring the shared checkpoint of ${name} at step ${p.step}: ${damage}`);
-        return undefined;
-      }
-    } else await store.materializeTree(p.tree!, tmp);
-    await fsp.rename(tmp, join(checkpointDir, p.name));
+    let damage: string | undefined;
+    if (p.files) damage = await downloadFiles(remote, `${filesPrefix(name)}${p.name}/`, p.files, tmp);
+    else
+      damage = await store.materializeTree(p.tree!, tmp).then(
+        () => undefined,
+        (e: Error) => {
+          if (e instanceof InputError || e instanceof IntegrityError) return e.message;
+          throw e;
+        },
+      );
+    if (damage) {
+      log(`ignoring the shared checkpoint of ${name} at step ${p.step}: ${damage}`);
+      return undefined;
+    }
+    // A folder of that name without a manifest (none at all would have been found above) is not a
+    // checkpoint the trainer could use: this one replaces it.
+    await fsp.rm(target, { recursive: true, force: true });
+    await fsp.rename(tmp, target);
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
   return p.step;
 }
 
-/** Downloads and verifies each file; returns what was wrong, or undefined when all arrived intact. */
+/**
+ * Downloads and verifies each file; returns what was wrong, or undefined when all arrived intact. A
+ * download that fails (the network, after the SDK's retries) is started again, twice, then thrown,
+ * so the stage's attempt is retried rather than 1.6 GB of progress given up.
+ */
 async function downloadFiles(remote: ObjectBackend, prefix: string, files: TreeEntry[], dest: string): Promise<string | undefined> {
   for (const f of files) {
     const path = join(dest, f.name);
     await fsp.mkdir(dirname(path), { recursive: true });
-    const got = await downloadObject(remote, prefix + f.name, path);
+    const got = await retried(async () => {
+      await fsp.rm(path, { force: true });
+      return downloadObject(remote, prefix + f.name, path);
+    });
     if (!got) return `${remote.url}/${prefix}${f.name} is missing`;
     if (got.hex !== f.sha256 || got.bytes !== f.bytes)
       return `${remote.url}/${prefix}${f.name} has ${got.bytes} bytes hashing to ${got.hex}, its pointer says ${f.bytes} bytes, ${f.sha256}`;
@@ -195,16 +224,29 @@ async function downloadFiles(remote: ObjectBackend, prefix: string, files: TreeE
   return undefined;
 }
 
+/** `fn`, and again twice with a pause (1 s, then 2 s) while it throws. */
+async function retried<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+}
+
 /**
  * Forgets `name`'s shared checkpoint once its stage finished, so a later run of the same work starts
- * afresh, and deletes its files. The pointer goes first, so no pointer names deleted files; files a
- * failed delete leaves are logged with their prefix (nothing reads them again).
+ * afresh, and deletes its files. The pointer goes first, so no pointer names deleted files. The files
+ * are tried three times (the store may be restarting); what a failed delete still leaves is logged
+ * with its prefix, since nothing will read or delete it later.
  */
 export async function dropSharedCheckpoint(store: ArtifactStore, name: string, log: CheckpointLog = () => {}): Promise<void> {
   const remote = store.remote;
   if (!remote) return;
   await remote.delete(pointerKey(name));
-  await removeFiles(remote, name, () => true).catch((e: Error) =>
+  await retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
     log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
   );
 }
