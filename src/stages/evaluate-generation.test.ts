@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -94,6 +94,7 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
   const v1 = await registerStage.run({ name: 'first-letter', model, metrics: await store.putJson({ loss: 1 }) }, ctx('register', 'r0'));
   await deployStage.run({ name: 'first-letter', version: v1.version as number }, ctx('deploy', 'r0'));
 
+  const evalCtx = ctx('evaluate');
   const out = await evaluateStage.run(
     {
       model,
@@ -104,8 +105,12 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
       generation: { maxNewTokens: 4, batchSize: 5, samples: 3, exactMatch: { caseFold: true } },
       threads: 2,
     },
-    ctx('evaluate'),
+    evalCtx,
   );
+  // The models it scored were linked into its scratch folder (no copies), not left in the state folder.
+  const onnx = readdirSync(join(evalCtx.workDir, 'models', model.sha256)).find((f) => f.endsWith('.onnx'))!;
+  assert.ok(statSync(join(evalCtx.workDir, 'models', model.sha256, onnx)).nlink >= 2, 'a hard link to the stored file');
+  assert.equal(existsSync(join(state, 'serving')), false);
   const metrics = JSON.parse(readFileSync(store.pathOf(out.metrics as never), 'utf8')) as Record<string, any>;
   const report = JSON.parse(readFileSync(store.pathOf(out.report as never), 'utf8')) as Record<string, any>;
 

@@ -6,7 +6,8 @@
  * Causal LMs are scored by response-token loss and perplexity, and with `generation` also by the
  * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { classificationGateShape, lmGateShape } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
@@ -62,9 +63,21 @@ interface Config {
   threads?: number;
 }
 
-/** Models are checked out once per state folder and shared with `tempered serve`. */
-function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
-  return ctx.store.checkoutTree(tree, statePaths(ctx.stateDir).serving);
+/**
+ * A model's folder in the stage's scratch folder, its files linked to the store's (no copy, no
+ * space), so it goes with the stage: a copy kept per evaluated model would fill a worker's disk over
+ * months of scheduled retraining (`tempered serve` keeps its own checkouts).
+ */
+async function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string> {
+  // Verified first: its sha256 is then the 64 hex digits its URI names, safe as a folder name.
+  await ctx.store.verify(tree);
+  const dir = join(ctx.workDir, 'models', tree.sha256);
+  if (existsSync(dir)) return dir;
+  const tmp = `${dir}.tmp`;
+  await rm(tmp, { recursive: true, force: true });
+  await ctx.store.materializeTree(tree, tmp, { link: true });
+  await rename(tmp, dir);
+  return dir;
 }
 
 /** The version the spec's `production` alias points at now, with its exported model folder. */

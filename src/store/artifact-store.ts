@@ -421,8 +421,11 @@ export class ArtifactStore {
     return this.putBytes(JSON.stringify({ files: entries }, null, 2) + '\n', { mediaType: TREE_MEDIA });
   }
 
-  /** Recreates a tree under `dest` (verifying every file); names that would escape `dest` are rejected. */
-  async materializeTree(ref: ArtifactRef, dest: string): Promise<string> {
+  /**
+   * Recreates a tree under `dest` (verifying every file); names that would escape `dest` are rejected.
+   * With `link`, files are hard links to the verified copies where the filesystem allows, else copies.
+   */
+  async materializeTree(ref: ArtifactRef, dest: string, opts: { link?: boolean } = {}): Promise<string> {
     const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
     await fsp.mkdir(dest, { recursive: true });
     for (const e of manifest.files) {
@@ -430,7 +433,9 @@ export class ArtifactStore {
       const src = await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
       const target = join(dest, name);
       await fsp.mkdir(join(target, '..'), { recursive: true });
-      await fsp.copyFile(src, target);
+      // A link shares the stored file (read-only, like a copy of it): no bytes written, no space taken.
+      if (opts.link) await fsp.link(src, target).catch(() => fsp.copyFile(src, target));
+      else await fsp.copyFile(src, target);
     }
     return dest;
   }
