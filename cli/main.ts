@@ -66,6 +66,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     help: 'the web dashboard: runs, live training curves, evaluations, models, audit, schedules (--port, --host)',
   },
   demo: { run: async () => (await import('./commands/demo.ts')).demoCmd, help: 'run the example pipeline end to end' },
+  cache: {
+    run: async () => (await import('./commands/cache.ts')).cacheCmd,
+    help: "prune this host's cache of the shared store (TEMPERED_STORE) to TEMPERED_CACHE_MAX_GB, as a worker does",
+  },
 };
 
 /** Commands that need no context (state folders, Temporal client, stage kinds). */

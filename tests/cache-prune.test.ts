@@ -13,6 +13,8 @@ import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { cacheLimitBytes, startCachePruner } from '../src/store/cache-pruner.ts';
 import { InputError } from '../src/errors.ts';
 import type { ArtifactRef } from '../src/types.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
+import { runCliInProcess } from './helpers/cli.ts';
 import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
@@ -161,5 +163,29 @@ describe('pruning a worker cache', () => {
         () => cacheLimitBytes(tmpdir(), { TEMPERED_CACHE_MAX_GB: bad }),
         (e: unknown) => e instanceof InputError && /TEMPERED_CACHE_MAX_GB/.test(e.message),
       );
+  });
+
+  test('tempered cache prune does one round by hand; without a shared store it refuses, naming why', async (t) => {
+    const home = mkdtempSync(join(tmpdir(), 'tempered-prune-cli-'));
+    t.after(() => rmSync(home, { recursive: true, force: true }));
+    const shared = join(home, 'shared');
+    const store = new ArtifactStore(join(home, 'store'), { remote: new FolderBackend(shared) });
+    const old = new Date(Date.now() - HOUR / 2);
+    for (let i = 0; i < 3; i++) {
+      const ref = await store.putBytes(Buffer.alloc(100, i), { mediaType: 'application/octet-stream' });
+      utimesSync(local(store, ref), old, old);
+    }
+    const env = { TEMPERED_HOME: home, TEMPERED_STORE: shared };
+    const kept = await runCliInProcess(['cache', 'prune', '--max-gb', '0', '--json'], env);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.equal((JSON.parse(kept.stdout) as { removed: number }).removed, 0, 'used within the default hour: kept');
+    const r = await runCliInProcess(['cache', 'prune', '--max-gb', '0', '--idle-minutes', '10', '--json'], env);
+    assert.deepEqual(JSON.parse(r.stdout), { removed: 3, freedBytes: 300, keptBytes: 0, quarantined: 0, maxBytes: 0 });
+    const bad = await runCliInProcess(['cache', 'prune', '--max-gb', 'lots'], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--max-gb takes a number/);
+    const none = await runCliInProcess(['cache', 'prune'], { TEMPERED_HOME: home, TEMPERED_STORE: '' });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /TEMPERED_STORE is not set, so .* is the store itself/);
   });
 });
