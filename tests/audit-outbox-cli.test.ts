@@ -37,7 +37,8 @@ test('models promote: an audit write that fails after the alias moved is deliver
   await reg.close();
   // Fault between the two writes: the audit database cannot be opened.
   mkdirSync(join(home, 'audit.db'));
-  await assert.rejects(cli(['models', 'promote', 'spam@2'], home), { code: 'SQLITE_CANTOPEN' });
+  // The move is done and reported as done (a failure would invite a retry that moves the alias again).
+  assert.equal(await cli(['models', 'promote', 'spam@2'], home), 0);
   rmSync(join(home, 'audit.db'), { recursive: true });
   const check = await openRegistry(join(home, 'registry.db'));
   assert.equal(await check.aliasVersion('spam', 'production'), 2, 'the alias moved');

@@ -383,15 +383,22 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     });
   });
 
-  app.post<{ Params: { name: string }; Body: { alias?: string; reason?: string } }>('/api/models/:name/rollback', async (req) =>
-    changeAlias(dbs.registry, dbs.audit, {
-      op: 'rollback',
-      name: req.params.name,
-      alias: req.body?.alias ?? 'production',
-      actor: o.actor,
-      reason: req.body?.reason || undefined,
-      details: { via: 'ui' },
-    }),
+  app.post<{ Params: { name: string }; Body: { alias?: string; reason?: string; expect?: number } }>(
+    '/api/models/:name/rollback',
+    async (req) => {
+      // The version the page showed: a double click, or two people at once, roll back once.
+      const expect = req.body?.expect;
+      if (expect !== undefined && !Number.isSafeInteger(expect)) throw new HttpError(400, 'expect must be a version number');
+      return changeAlias(dbs.registry, dbs.audit, {
+        op: 'rollback',
+        name: req.params.name,
+        alias: req.body?.alias ?? 'production',
+        actor: o.actor,
+        reason: req.body?.reason || undefined,
+        ...(expect !== undefined ? { expect } : {}),
+        details: { via: 'ui' },
+      });
+    },
   );
 
   // ---- audit --------------------------------------------------------------------------------

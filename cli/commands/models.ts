@@ -117,14 +117,22 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
       // The audit record commits with the alias move (registry outbox) and is then delivered, so
       // a crash in between leaves it pending for the next delivery instead of losing it.
-      const { change, version } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+      // A rollback names the version it rolls back from, as read now: two operators rolling back at
+      // once roll back once, not twice.
+      const holder = sub === 'rollback' ? await withRegistry(ctx, (reg) => reg.aliasVersion(name, alias)) : undefined;
+      const { change, version, auditPending } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
         op: sub,
         name,
         at,
         alias,
         actor: who,
         reason: values.reason ?? (sub === 'promote' ? 'promoted by hand' : undefined),
+        ...(holder !== undefined && holder !== null ? { expect: holder } : {}),
       });
+      if (auditPending)
+        console.error(
+          `warning: the ${sub} is done, but its audit record could not be written yet (${auditPending}); it waits in the registry's outbox for the next register, deploy, promote or rollback`,
+        );
       if (!change) {
         console.log(`${name}@${alias} already points at v${version}`);
         return 0;

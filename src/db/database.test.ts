@@ -105,6 +105,26 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     assert.equal((await log.verify()).ok, true);
   });
 
+  test("an error of tempered's own inside a write is thrown as it is, at once, whatever its words (never retried as a lost connection)", async (t) => {
+    const reg = await openRegistry(await db.fresh(t), { retryForMs: 3000 });
+    t.after(() => reg.close());
+    const sha = (c: string) => c.repeat(64);
+    // A run id that reads like pg's own connection errors, in the InputError a second name gets.
+    const base = {
+      runId: 'connection timeout',
+      stageId: 's',
+      specHash: sha('a'),
+      data: [],
+      artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('b'), bytes: 1 }],
+    };
+    await reg.registerVersion({ ...base, name: 'a' });
+    // Retried, it would come out after the retry time as a plain "PostgreSQL … is unavailable".
+    await assert.rejects(
+      () => reg.registerVersion({ ...base, name: 'b' }),
+      (e: unknown) => e instanceof InputError && /connection timeout/.test((e as Error).message),
+    );
+  });
+
   test('a server that stays away: a transient error naming the server (not an input error) once the retry time is spent', async (t) => {
     const url = new URL(await db.fresh(t));
     url.port = String(Number(url.port) === 65535 ? 65534 : Number(url.port) + 1);

@@ -26,6 +26,26 @@ describe('KeptOpen', () => {
     assert.equal(closes, 2);
   });
 
+  it('an open that fails after a close and a newer open forgets only itself: the newer handle is the one kept and closed', async () => {
+    let n = 0;
+    const closed: number[] = [];
+    let failFirst!: (e: Error) => void;
+    const kept = new KeptOpen(() => {
+      const id = ++n;
+      if (id === 1) return new Promise<{ id: number; close(): Promise<void> }>((_, reject) => (failFirst = reject));
+      return Promise.resolve({ id, close: async () => void closed.push(id) });
+    });
+    const first = kept.get().catch(() => 'failed');
+    const closing = kept.close();
+    const second = await kept.get();
+    failFirst(new Error('database down'));
+    assert.equal(await first, 'failed');
+    await closing;
+    assert.equal(await kept.get(), second, 'the late failure did not drop the newer handle');
+    await kept.close();
+    assert.deepEqual(closed, [2]);
+  });
+
   it('useOpen opens a named database for one use and closes it, even when the use fails; a kept one stays open', async () => {
     const log: string[] = [];
     const open = async (where: string) => {

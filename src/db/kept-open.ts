@@ -10,10 +10,14 @@ export class KeptOpen<T extends { close(): Promise<void> }> {
   constructor(private readonly open: () => Promise<T>) {}
 
   get(): Promise<T> {
-    this.opened ??= this.open().catch((e: unknown) => {
-      this.opened = undefined;
-      throw e;
-    });
+    if (!this.opened) {
+      const p: Promise<T> = this.open().catch((e: unknown) => {
+        // Only this open is forgotten: after a close() and a newer get(), the newer one stays.
+        if (this.opened === p) this.opened = undefined;
+        throw e;
+      });
+      this.opened = p;
+    }
     return this.opened;
   }
 

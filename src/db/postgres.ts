@@ -51,6 +51,14 @@ function errorCode(e: unknown): string | undefined {
   return typeof c === 'string' ? c : undefined;
 }
 
+/**
+ * An error from pg or the server: one with a SQLSTATE or system error code, or a plain Error (pg
+ * reports a dropped connection as one). tempered's own errors are subclasses and never match.
+ */
+function isDriverError(e: unknown): boolean {
+  return errorCode(e) !== undefined || (e instanceof Error && e.constructor === Error);
+}
+
 export function isTransient(e: unknown): boolean {
   const code = errorCode(e);
   // Class 08: connection exceptions; 57P: the server is shutting down, crashed or starting.
@@ -147,7 +155,9 @@ export class PostgresDatabase implements Database {
       } catch (e) {
         const input = asInputError(e, this.where);
         if (input) throw input;
-        if (e instanceof CommitLost || !isTransient(e)) throw e;
+        // Only the driver's and the server's errors can be transient: an error of tempered's own
+        // (an InputError, say) is thrown as it is, whatever its message says.
+        if (e instanceof CommitLost || e instanceof InputError || !isDriverError(e) || !isTransient(e)) throw e;
         const wait = Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
         if (Date.now() + wait > deadline) {
           throw new Error(

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { changeAlias, GateRefused } from './alias-change.ts';
-import { openRegistry } from './registry.ts';
+import { AliasMovedError, openRegistry } from './registry.ts';
+import { KeptOpen } from '../db/kept-open.ts';
 import type { RegisterInput } from './types.ts';
 
 const sha = (c: string) => c.repeat(64);
@@ -70,4 +71,36 @@ test('a gated promotion judges against the holder, moves nothing when refused, a
   } finally {
     await log.close();
   }
+});
+
+test('a gated promotion that another promotion overtakes after the gate was judged moves nothing', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  const registryDb = join(dir, 'registry.db');
+  const reg = await openRegistry(registryDb);
+  await reg.registerVersion(version('r1', 0.5, 'c'));
+  await reg.registerVersion(version('r2', 0.7, 'd'));
+  await reg.registerVersion(version('r3', 0.9, 'e'));
+  await reg.setAlias('clf', 'production', 1);
+  // Right after the gate's holder (v1) is read, bob promotes v3 through another connection.
+  const other = await openRegistry(registryDb);
+  const read = reg.aliasVersion.bind(reg);
+  reg.aliasVersion = async (name: string, alias: string) => {
+    const v = await read(name, alias);
+    await other.setAlias('clf', 'production', 3, { actor: 'bob' });
+    return v;
+  };
+  await assert.rejects(
+    changeAlias(new KeptOpen(async () => reg), join(dir, 'audit.db'), {
+      op: 'promote',
+      name: 'clf',
+      at: 2,
+      alias: 'production',
+      actor: 'alice',
+      gate: 'f1_macro > production.f1_macro',
+    }),
+    (e: unknown) => e instanceof AliasMovedError,
+  );
+  assert.equal(await other.aliasVersion('clf', 'production'), 3, 'v2 (0.7) did not replace v3 (0.9) on a verdict against v1');
+  await other.close();
+  await reg.close();
 });

@@ -21,7 +21,11 @@ export interface AliasChangeRequest {
   reason?: string;
   /** promote: a gate expression over the candidate's metrics and `production.*` (the holder's). */
   gate?: string;
-  /** promote: the version the caller saw on the alias (null: unset); a move in between fails (AliasMovedError). */
+  /**
+   * The version the caller saw on the alias (null: unset). promote: a move in between fails
+   * (AliasMovedError). rollback: the version to roll back from, so the rollback happens once: a
+   * retry, or a second operator's rollback from the same version, returns the first one's change.
+   */
   expect?: number | null;
   /** Extra audit details, e.g. `{ via: 'ui' }`. */
   details?: Record<string, unknown>;
@@ -32,6 +36,8 @@ export interface AliasChangeResult {
   change?: AliasChange;
   /** Version the alias holds afterwards. */
   version: number;
+  /** Why the audit record is not in the audit log yet (it is in the registry's outbox, delivered by the next register, deploy, promote or rollback). */
+  auditPending?: string;
   /** What the gate decided, when there was one. */
   gate?: { passed: boolean; explanation: string };
 }
@@ -72,8 +78,9 @@ export async function changeAlias(
     if (op === 'promote') {
       const at = req.at === undefined || req.at === 'latest' ? await latestVersion(reg, name) : req.at;
       const candidate = await reg.getVersion(name, at);
+      let holder: number | null | undefined;
       if (req.gate) {
-        const holder = await reg.aliasVersion(name, alias);
+        holder = await reg.aliasVersion(name, alias);
         const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
         delete context.production;
         if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(name, holder)).metrics);
@@ -85,15 +92,26 @@ export async function changeAlias(
         await reg.setAlias(name, alias, candidate.version, {
           actor: req.actor,
           reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
-          expect: req.expect,
+          // A gate judged the candidate against the version that holds the alias now: if another
+          // promotion moves it meanwhile, this one must not overwrite that with a stale verdict.
+          expect: req.expect !== undefined ? req.expect : holder,
           audit,
         })
       ).change;
     } else {
-      change = await reg.rollback(name, alias, { actor: req.actor, reason: req.reason, audit });
+      change = await reg.rollback(name, alias, {
+        actor: req.actor,
+        reason: req.reason,
+        expect: req.expect === null ? undefined : req.expect,
+        audit,
+      });
     }
-    await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log));
-    return { change, version: (await reg.getVersion(name, alias)).version, gate };
+    // The move is committed, its audit record with it in the outbox: an audit log that cannot take
+    // the record now gets it at the next delivery. Reporting the move as failed would invite a retry
+    // that moves the alias again.
+    let auditPending: string | undefined;
+    await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log)).catch((e: Error) => (auditPending = e.message));
+    return { change, version: (await reg.getVersion(name, alias)).version, gate, ...(auditPending ? { auditPending } : {}) };
   });
 }
 

@@ -189,6 +189,32 @@ for (const backend of BACKENDS) {
       await reg.close();
     });
 
+    test('a rollback that names the version it rolls back from happens once: a retry or a second operator gets the first one', async (t) => {
+      const url = await db.fresh(t);
+      const reg = await openRegistry(url, { now });
+      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(input(r));
+      for (const v of [1, 2, 3]) await reg.setAlias('spam-clf', 'production', v);
+      const other = await openRegistry(url, { now });
+      const [a, b] = await Promise.all([
+        reg.rollback('spam-clf', 'production', { actor: 'alice', expect: 3 }),
+        other.rollback('spam-clf', 'production', { actor: 'bob', expect: 3 }),
+      ]);
+      assert.deepEqual([a.id, a.fromVersion, a.toVersion], [b.id, 3, 2], 'both answers are the one change');
+      // The same request again (its answer lost on the way back) changes nothing either.
+      assert.equal((await reg.rollback('spam-clf', 'production', { actor: 'alice', expect: 3 })).id, a.id);
+      assert.equal(await reg.aliasVersion('spam-clf', 'production'), 2);
+      assert.equal((await reg.aliasHistory('spam-clf', 'production')).filter((h) => h.kind === 'rollback').length, 1);
+      // From a version the alias no longer holds, and not just rolled back from: refused.
+      await reg.setAlias('spam-clf', 'production', 3);
+      await assert.rejects(
+        () => reg.rollback('spam-clf', 'production', { expect: 2 }),
+        (e: unknown) => e instanceof AliasMovedError && /moved to v3 since it was read \(expected v2\)/.test((e as Error).message),
+      );
+      assert.equal((await reg.rollback('spam-clf', 'production', { expect: 3 })).toVersion, 2, 'a new rollback from v3 is a new one');
+      await other.close();
+      await reg.close();
+    });
+
     test('diffVersions reports params, metric deltas, data and artifact changes', async (t) => {
       const reg = await openRegistry(await db.fresh(t), { now });
       await reg.registerVersion(input('r1'));

@@ -540,18 +540,31 @@ export class Registry {
    * Moves `alias` back to the version it pointed to before its latest promotion. Repeated
    * rollbacks keep walking back (v1 → v2 → v3, rollback → v2, rollback → v1): the history is
    * replayed as a stack where a `set` pushes and a `rollback` pops.
+   *
+   * With `expect` (the version the caller saw and means to roll back from) a rollback is done once:
+   * if the alias's latest change is already a rollback from that version (this caller's, committed
+   * before its answer was lost, or another operator's at the same moment), that change is returned
+   * and nothing moves; if the alias moved otherwise, AliasMovedError. Without it, two rollbacks
+   * meant as one walk back two versions.
    */
   async rollback(
     name: string,
     alias: string,
-    opts: { actor?: string; reason?: string; audit?: (change: AliasChange) => AuditEntry } = {},
+    opts: { actor?: string; reason?: string; expect?: number; audit?: (change: AliasChange) => AuditEntry } = {},
   ): Promise<AliasChange> {
     return this.db.write('registry', async (q) => {
       await this.resolveModel(q, name);
       const stack: number[] = [];
-      for (const h of await this.history(q, name, alias)) {
+      const history = await this.history(q, name, alias);
+      for (const h of history) {
         if (h.kind === 'set') stack.push(h.toVersion);
         else stack.pop();
+      }
+      if (opts.expect !== undefined && stack[stack.length - 1] !== opts.expect) {
+        const last = history[history.length - 1];
+        if (last?.kind === 'rollback' && last.fromVersion === opts.expect) return last;
+        const now = stack.length ? `v${stack[stack.length - 1]}` : 'nothing';
+        throw new AliasMovedError(`${name}@${alias} moved to ${now} since it was read (expected v${opts.expect}); not rolled back`);
       }
       if (stack.length < 2) {
         throw new InputError(`alias '${alias}' of '${name}' has no earlier version to roll back to`, {

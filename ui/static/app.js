@@ -811,7 +811,11 @@ function ModelsPage() {
             id=${`rollback-${m.name}`}
             onClick=${() =>
               act(
-                () => api(`/api/models/${encodeURIComponent(m.name)}/rollback`, { method: 'POST', body: { alias: f.alias } }),
+                () =>
+                  api(`/api/models/${encodeURIComponent(m.name)}/rollback`, {
+                    method: 'POST',
+                    body: { alias: f.alias, expect: m.aliases[f.alias] },
+                  }),
                 (r) => {
                   refresh();
                   return `${m.name}@${f.alias} rolled back to v${r.version}`;
