@@ -133,6 +133,28 @@ test('a register attempt that dies between the registry and the audit write leav
   await audit.close();
 });
 
+test('a deploy retried after another run moved the alias records its second move too: every alias move has its audit record', async (t) => {
+  const { dir, ctx, model } = setup(t);
+  const v1 = await registerStage.run({ name: 'spam', model: await model('m1') }, ctx({ runId: 'a', executionId: 'ea' }));
+  const v2 = await registerStage.run({ name: 'spam', model: await model('m2') }, ctx({ runId: 'b', executionId: 'eb' }));
+  const deployA = ctx({ runId: 'a', executionId: 'ea', stageId: 'deploy' });
+  // Run a's deploy commits, then (say) its worker dies before reporting; run b promotes v2; Temporal
+  // retries run a's deploy, which moves the alias back to v1.
+  await deployStage.run({ name: 'spam', version: v1.version as number }, deployA);
+  await deployStage.run({ name: 'spam', version: v2.version as number }, ctx({ runId: 'b', executionId: 'eb', stageId: 'deploy' }));
+  await deployStage.run({ name: 'spam', version: v1.version as number }, { ...deployA, attempt: 2 });
+  const reg = await openRegistry(join(dir, 'registry.db'));
+  const moves = (await reg.aliasHistory('spam', 'production')).map((h) => `${h.fromVersion ?? '-'}>${h.toVersion}`);
+  await reg.close();
+  assert.deepEqual(moves, ['->1', '1>2', '2>1']);
+  const audit = await openAudit(join(dir, 'audit.db'));
+  const promoted = (await audit.query({ action: 'model.promoted' })).map(
+    (r) => `${(r.details as { from: number | null }).from ?? '-'}>${r.subject}`,
+  );
+  await audit.close();
+  assert.deepEqual(promoted, ['->spam@1', '1>spam@2', '2>spam@1']);
+});
+
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
   const { ctx, model, store } = setup(t);
   for (const [i, bytes] of ['a', 'b', 'c'].entries())
