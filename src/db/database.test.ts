@@ -5,7 +5,7 @@ import { InputError } from '../errors.ts';
 import { statePaths } from '../state-paths.ts';
 import { openAudit } from '../audit/log.ts';
 import { openRegistry } from '../registry/registry.ts';
-import { checkDatabaseUrl, redactUrl } from './database.ts';
+import { checkDatabaseUrl, openDatabase, redactUrl } from './database.ts';
 import { toPostgresParams } from './postgres.ts';
 import { postgresUnavailable, useDatabases } from './postgres.testing.ts';
 
@@ -103,6 +103,50 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     for (let i = 0; i < 3; i++) await log.append({ action: 'test.after', subject: `s${i}`, actor: 'test' });
     assert.equal((await log.query({})).length, 5);
     assert.equal((await log.verify()).ok, true);
+  });
+
+  test('a writer that stalls inside its transaction holds the write lock only until the server ends it; the writers waiting go on', async (t) => {
+    const url = await db.fresh(t);
+    const schema = {
+      scope: 'stall-test',
+      sqlite: [],
+      postgres: [{ version: 1, name: 'notes', sql: 'CREATE TABLE notes (who TEXT NOT NULL)' }],
+    };
+    const limits = { lockTimeoutMs: 100, idleInTransactionMs: 700, retryForMs: 20_000 };
+    const stalled = await openDatabase(url, schema, limits);
+    const waiter = await openDatabase(url, schema, limits);
+    t.after(async () => {
+      await stalled.close();
+      await waiter.close();
+    });
+    // The first writer takes the registry lock and then hangs (a frozen VM, say) until released.
+    let release!: () => void;
+    let locked!: () => void;
+    const holding = new Promise<void>((r) => (locked = r));
+    const released = new Promise<void>((r) => (release = r));
+    let attempts = 0;
+    const first = stalled
+      .write('registry', async (q) => {
+        attempts++;
+        await q.run('INSERT INTO notes (who) VALUES (?)', ['stalled']);
+        locked();
+        await released;
+        await q.run('INSERT INTO notes (who) VALUES (?)', ['stalled, later']);
+      })
+      .then(
+        () => 'committed',
+        (e: Error) => e.message,
+      );
+    await holding;
+    // Another writer waits for the lock (each wait ends after lock_timeout and is tried again) and
+    // gets it once the server has ended the stalled transaction.
+    await waiter.write('registry', (q) => q.run('INSERT INTO notes (who) VALUES (?)', ['waiter']));
+    release();
+    // The stalled writer's transaction was rolled back; its retry (the whole function) then commits.
+    assert.equal(await first, 'committed');
+    assert.equal(attempts, 2);
+    const rows = (await waiter.all<{ who: string }>('SELECT who FROM notes')).map((r) => r.who).sort();
+    assert.deepEqual(rows, ['stalled', 'stalled, later', 'waiter']);
   });
 
   test("an error of tempered's own inside a write is thrown as it is, at once, whatever its words (never retried as a lost connection)", async (t) => {

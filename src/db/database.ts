@@ -110,6 +110,13 @@ export function databaseExists(location: string): boolean {
 export interface OpenOptions {
   /** PostgreSQL: how long to keep retrying a connection that fails for a transient reason (ms). */
   retryForMs?: number;
+  /**
+   * PostgreSQL: the most a write waits for its lock (`lock_timeout`, then retried) and the most a
+   * write's transaction may sit idle (`idle_in_transaction_session_timeout`), where the session does
+   * not set them itself (the URL's `options`). Defaults 10 s and 60 s.
+   */
+  lockTimeoutMs?: number;
+  idleInTransactionMs?: number;
 }
 
 /** Opens a SQLite file, or the PostgreSQL database a postgres:// URL names, and brings `schema` up to date. */

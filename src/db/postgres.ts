@@ -138,12 +138,29 @@ export class PostgresDatabase implements Database {
   readonly dialect = 'postgres' as const;
   private readonly direct: Queryable;
 
+  /**
+   * Sent with every BEGIN: a write holds a lock that every writer on every host waits for, so a
+   * writer that stalls inside its transaction (a frozen VM, a dead network path the server has not
+   * noticed) must not hold it for ever: the server ends such a transaction after
+   * idle_in_transaction_session_timeout, and a waiter gives up after lock_timeout and is retried.
+   * Local to the transaction, and only where the session has no value of its own (0 is "none"),
+   * so a URL's `options=-c lock_timeout=…` still rules, and a pooler's session is left as it was.
+   */
+  private readonly bounds: string;
+
   constructor(
     private readonly pool: pg.Pool,
     readonly where: string,
     private readonly retryForMs: number,
+    limits: { lockTimeoutMs?: number; idleInTransactionMs?: number } = {},
   ) {
     this.direct = queryable(pool);
+    const bound = (name: string, ms: number) =>
+      `SELECT set_config('${name}', '${Math.max(1, Math.round(ms))}ms', true) WHERE current_setting('${name}') = '0'`;
+    this.bounds = [
+      bound('lock_timeout', limits.lockTimeoutMs ?? 10_000),
+      bound('idle_in_transaction_session_timeout', limits.idleInTransactionMs ?? 60_000),
+    ].join('; ');
   }
 
   /** Runs `fn`, again after a backoff while it fails for a transient reason and time is left. */
@@ -203,7 +220,11 @@ export class PostgresDatabase implements Database {
           // BEGIN and the lock in one round trip: a query without parameters may hold several
           // statements. Inside the ROLLBACK's reach: a lock that times out (lock_timeout) leaves the
           // transaction open and aborted, and the connection must not go back to the pool so.
-          await client.query(lockId === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`);
+          await client.query(
+            lockId === undefined
+              ? `${begin}; ${this.bounds}`
+              : `${begin}; ${this.bounds}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`,
+          );
           result = await fn(queryable(client));
         } catch (e) {
           await client.query('ROLLBACK').catch((r: Error) => (broken = r));
@@ -239,6 +260,10 @@ export class PostgresDatabase implements Database {
 export async function openPostgres(url: string, schema: Schema, opts: OpenOptions = {}): Promise<PostgresDatabase> {
   const pool = new pg.Pool({
     connectionString: url,
+    // A peer that vanished without a word (power cut, dead route) is noticed by TCP keepalives
+    // instead of after the system's two hours.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     max: 4,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 10_000,
@@ -250,7 +275,7 @@ export async function openPostgres(url: string, schema: Schema, opts: OpenOption
   // Idle connections that the server drops (restart, failover) emit here; without a listener the
   // process would crash. The next query opens a new connection.
   pool.on('error', () => {});
-  const db = new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000);
+  const db = new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000, opts);
   try {
     await migrate(db, schema);
     return db;
