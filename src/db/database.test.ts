@@ -149,6 +149,49 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     assert.deepEqual(rows, ['stalled', 'stalled, later', 'waiter']);
   });
 
+  test('a role that can only read and write the tables opens an up-to-date registry and audit log; a fresh database tells it what it lacks', async (t) => {
+    const url = await db.fresh(t);
+    await (await openRegistry(url)).close();
+    await (await openAudit(url)).close();
+    const role = `app_${process.pid}_${Date.now().toString(36)}`;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    t.after(() => admin.end());
+    const dbName = new URL(url).pathname.slice(1);
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'app-pw'`);
+    await admin.query(`GRANT CONNECT ON DATABASE ${dbName} TO ${role}`);
+    await admin.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+    await admin.query(`GRANT USAGE ON SCHEMA public TO ${role}`);
+    await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    await admin.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role}`);
+    const appUrl = Object.assign(new URL(url), { username: role, password: 'app-pw' }).toString();
+    const reg = await openRegistry(appUrl);
+    const sha = (c: string) => c.repeat(64);
+    await reg.registerVersion({
+      name: 'm',
+      runId: 'r',
+      stageId: 's',
+      specHash: sha('a'),
+      data: [],
+      artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('b'), bytes: 1 }],
+    });
+    await reg.close();
+    const log = await openAudit(appUrl);
+    await log.append({ action: 'test.least_privilege', subject: 'm' });
+    await log.close();
+    // A database whose tables are not there yet needs CREATE: the error says so, naming the setting.
+    const fresh = new URL(await db.fresh(t));
+    await admin.query(`GRANT CONNECT ON DATABASE ${fresh.pathname.slice(1)} TO ${role}`);
+    const freshAdmin = new pg.Client({ connectionString: fresh.toString() });
+    await freshAdmin.connect();
+    await freshAdmin.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+    await freshAdmin.end();
+    await assert.rejects(
+      () => openRegistry(Object.assign(fresh, { username: role, password: 'app-pw' }).toString()),
+      (e: unknown) => e instanceof InputError && e.where === 'TEMPERED_DATABASE_URL' && /CREATE on the schema/.test(e.hint ?? ''),
+    );
+  });
+
   test("an error of tempered's own inside a write is thrown as it is, at once, whatever its words (never retried as a lost connection)", async (t) => {
     const reg = await openRegistry(await db.fresh(t), { retryForMs: 3000 });
     t.after(() => reg.close());

@@ -88,7 +88,7 @@ function asInputError(e: unknown, where: string): InputError | undefined {
   if (code === '42501')
     return new InputError(`PostgreSQL at ${where}: ${msg}`, {
       where: DATABASE_URL_ENV,
-      hint: 'the user needs CREATE on the database (the first start creates the tables) and read/write on them',
+      hint: "the user needs read/write on tempered's tables, and CREATE on the schema (public) when tables are created or changed: on the first start and after an upgrade that brings a migration",
       cause: e,
     });
   // Data exceptions (class 22): a value PostgreSQL cannot store, such as a NUL character in text.
@@ -285,8 +285,21 @@ export async function openPostgres(url: string, schema: Schema, opts: OpenOption
   }
 }
 
-/** Applies a scope's missing migrations, all in one transaction under an advisory lock, so hosts starting together apply each once. */
+/**
+ * Applies a scope's missing migrations, all in one transaction under an advisory lock, so hosts
+ * starting together apply each once. A database already at this version is only read: no lock, and
+ * no CREATE privilege, so a role that can only read and write tempered's tables opens it.
+ */
 async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
+  const known = Math.max(0, ...schema.postgres.map((m) => m.version));
+  // Two statements: a query naming a table that does not exist fails as a whole, whatever CASE says.
+  const present = await db.get<{ present: boolean }>(`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`);
+  if (present?.present) {
+    const current = await db.get<{ newest: number | null }>('SELECT max(version) AS newest FROM schema_migrations WHERE scope = ?', [
+      schema.scope,
+    ]);
+    if (current?.newest === known) return;
+  }
   await db.transaction('BEGIN', LOCK_ID.migrate, async (q) => {
     await q.run(`CREATE TABLE IF NOT EXISTS schema_migrations (
       scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
@@ -294,7 +307,6 @@ async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
     const done = new Set(
       (await q.all<{ version: number }>('SELECT version FROM schema_migrations WHERE scope = ?', [schema.scope])).map((r) => r.version),
     );
-    const known = Math.max(0, ...schema.postgres.map((m) => m.version));
     const newest = Math.max(0, ...done);
     if (newest > known) {
       throw new Error(
