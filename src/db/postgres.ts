@@ -59,6 +59,13 @@ function isDriverError(e: unknown): boolean {
   return errorCode(e) !== undefined || (e instanceof Error && e.constructor === Error);
 }
 
+/** A transient error that is the connection's (class 08, the server going away, or pg's own words), not the transaction's. */
+function isConnectionLoss(e: unknown): boolean {
+  const code = errorCode(e);
+  if (code === '40001' || code === '40P01' || code === '55P03') return false;
+  return isTransient(e);
+}
+
 export function isTransient(e: unknown): boolean {
   const code = errorCode(e);
   // Class 08: connection exceptions; 57P: the server is shutting down, crashed or starting.
@@ -242,7 +249,9 @@ export class PostgresDatabase implements Database {
         }
         return result;
       } catch (e) {
-        if (isTransient(e)) broken = e as Error;
+        // A lost connection is not handed on; after a serialization failure, deadlock or lock
+        // timeout the ROLLBACK above went through and the connection is as good as new.
+        if (isConnectionLoss(e)) broken = e as Error;
         throw e;
       } finally {
         // A broken connection is dropped from the pool instead of being handed to the next caller.

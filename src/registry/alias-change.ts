@@ -78,6 +78,8 @@ export async function changeAlias(
     if (op === 'promote') {
       const at = req.at === undefined || req.at === 'latest' ? await latestVersion(reg, name) : req.at;
       const candidate = await reg.getVersion(name, at);
+      // 'latest' may name a version registered after the hashes above were read.
+      onnx.set(candidate.version, candidate.artifacts.find((a) => a.role === 'onnx')?.sha256);
       let holder: number | null | undefined;
       if (req.gate) {
         holder = await reg.aliasVersion(name, alias);
