@@ -46,3 +46,13 @@ test('two connections to one file in one process write in turn, never into the b
   assert.equal((await again.get<{ c: number }>('SELECT count(*) AS c FROM events'))?.c, 4);
   await again.close();
 });
+
+test('a commit is on disk before it returns (synchronous FULL in WAL mode): an OS crash cannot take it back', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-sqlite-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const db = await openDatabase(join(dir, 'probe.db'), schema);
+  const raw = (db as unknown as { raw: { pragma(s: string, o: { simple: true }): unknown } }).raw;
+  assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(raw.pragma('synchronous', { simple: true }), 2, 'FULL');
+  await db.close();
+});
