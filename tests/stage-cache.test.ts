@@ -4,6 +4,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore, uriFor } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
 import { StageCache, type CacheRecord, type StageCacheOptions } from '../src/store/stage-cache.ts';
 import { DatabaseRecords, STAGE_CACHE_SCHEMA } from '../src/store/shared-records.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
@@ -208,3 +209,36 @@ for (const [mode, title] of MODES)
         });
       });
   });
+
+test('a hostile or damaged shared record is a miss and is removed, never a hit, a crash, or a copy on this worker', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cache-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = new FolderBackend(join(dir, 'shared'));
+  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
+  const cache = new StageCache(join(dir, 'cache'), store);
+  const notATree = await store.putJson({ hello: 'world' });
+  const by = { runId: 'r', stageId: 's' };
+  const hostile: [string, unknown][] = [
+    ['null', null],
+    ['key only', {}],
+    ['outputs missing', { kind: 'k', producedBy: by, createdAt: 'now' }],
+    ['producedBy missing', { kind: 'k', outputs: {}, createdAt: 'now' }],
+    ['a malformed reference', { kind: 'k', outputs: { t: { uri: 'artifact://sha256/../../x', sha256: 'x', bytes: 1 } }, producedBy: by }],
+    [
+      'a tree that is other JSON',
+      { kind: 'k', outputs: { m: { ...notATree, mediaType: 'application/vnd.tempered.tree+json' } }, producedBy: by },
+    ],
+  ];
+  for (const [i, [label, body]] of hostile.entries()) {
+    const key = String(i).repeat(64);
+    const rec = body && typeof body === 'object' ? { key, ...body } : body;
+    await shared.putBytes(`cache/${key.slice(0, 2)}/${key}.json`, Buffer.from(JSON.stringify(rec)), { ifAbsent: false });
+    assert.equal(await cache.get(key), undefined, label);
+    assert.equal(existsSync(join(dir, 'cache', key.slice(0, 2), `${key}.json`)), false, `${label}: no local copy`);
+    assert.equal(await shared.head(`cache/${key.slice(0, 2)}/${key}.json`), undefined, `${label}: removed from the store`);
+  }
+  // A record evicting by hash walks past a local record that is not an object.
+  mkdirSync(join(dir, 'cache', 'ff'), { recursive: true });
+  writeFileSync(join(dir, 'cache', 'ff', `${'f'.repeat(64)}.json`), 'null');
+  assert.deepEqual(await cache.evictReferencing(notATree.sha256), []);
+});

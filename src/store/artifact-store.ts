@@ -381,7 +381,7 @@ export class ArtifactStore {
   async verifyDeep(ref: ArtifactRef): Promise<void> {
     await this.verify(ref);
     if (ref.mediaType !== TREE_MEDIA) return;
-    const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+    const manifest = await this.readTree(ref);
     for (const e of manifest.files)
       await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
   }
@@ -395,6 +395,34 @@ export class ArtifactStore {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * A tree's manifest, checked: a list of entries with a name, a 64-hex sha256 and a size. One that
+   * is not (a reference that calls other JSON a tree, a manifest altered in the store) is an
+   * IntegrityError like any damaged artifact, never a TypeError deep inside a reader.
+   */
+  private async readTree(ref: ArtifactRef): Promise<{ files: TreeEntry[] }> {
+    const manifest = await this.readJson<{ files?: unknown }>(ref).catch((e: Error) => {
+      if (e instanceof SyntaxError)
+        throw new IntegrityError(`artifact ${ref.sha256} is not a tree manifest (not JSON)`, { sha256: ref.sha256 });
+      throw e;
+    });
+    const files = manifest?.files;
+    const ok =
+      Array.isArray(files) &&
+      files.every(
+        (f: Partial<TreeEntry> | null) =>
+          typeof f === 'object' &&
+          f !== null &&
+          typeof f.name === 'string' &&
+          typeof f.sha256 === 'string' &&
+          HEX64.test(f.sha256) &&
+          Number.isSafeInteger(f.bytes) &&
+          f.bytes! >= 0,
+      );
+    if (!ok) throw new IntegrityError(`artifact ${ref.sha256} is not a tree manifest`, { sha256: ref.sha256 });
+    return manifest as { files: TreeEntry[] };
   }
 
   async readJson<T>(ref: ArtifactRef): Promise<T> {
@@ -426,7 +454,7 @@ export class ArtifactStore {
    * With `link`, files are hard links to the verified copies where the filesystem allows, else copies.
    */
   async materializeTree(ref: ArtifactRef, dest: string, opts: { link?: boolean } = {}): Promise<string> {
-    const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+    const manifest = await this.readTree(ref);
     await fsp.mkdir(dest, { recursive: true });
     for (const e of manifest.files) {
       const name = safeRelativeName(e.name);
@@ -471,7 +499,7 @@ export class ArtifactStore {
   /** Whether `dir` holds exactly the files of the tree `ref`, each with its recorded hash. */
   private async copyMatches(ref: ArtifactRef, dir: string): Promise<boolean> {
     try {
-      const manifest = await this.readJson<{ files: TreeEntry[] }>(ref);
+      const manifest = await this.readTree(ref);
       const found: string[] = [];
       const walk = async (rel: string): Promise<void> => {
         for (const e of await fsp.readdir(join(dir, rel), { withFileTypes: true })) {

@@ -13,7 +13,7 @@
 import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { IntegrityError } from '../errors.ts';
+import { IntegrityError, InputError } from '../errors.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
@@ -37,6 +37,25 @@ export interface CacheRecord {
 
 export function cacheKey(parts: CacheKeyParts): string {
   return hashJson({ v: 1, ...parts });
+}
+
+/** Whether `rec` has the shape of a record of `key` (the outputs' references are verified apart). */
+function wellFormed(rec: unknown, key: string): rec is CacheRecord {
+  if (typeof rec !== 'object' || rec === null) return false;
+  const r = rec as Partial<CacheRecord>;
+  const by = r.producedBy;
+  return (
+    r.key === key &&
+    typeof r.kind === 'string' &&
+    typeof r.outputs === 'object' &&
+    r.outputs !== null &&
+    !Array.isArray(r.outputs) &&
+    typeof by === 'object' &&
+    by !== null &&
+    typeof by.runId === 'string' &&
+    typeof by.stageId === 'string' &&
+    (by.executionId === undefined || typeof by.executionId === 'string')
+  );
 }
 
 function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
@@ -83,24 +102,32 @@ export class StageCache {
   async get(key: string): Promise<CacheRecord | undefined> {
     const p = this.path(key);
     let text: string | undefined;
+    let shared = false;
     if (existsSync(p)) text = await fsp.readFile(p, 'utf8').catch(() => undefined);
     else if (this.shared && /^[0-9a-f]{64}$/.test(key)) {
       text = await this.shared.get(key);
-      if (text !== undefined) await this.writeLocal(p, text);
+      shared = true;
     }
     if (text === undefined) return undefined;
-    let rec: CacheRecord;
+    let rec: unknown;
     try {
-      rec = JSON.parse(text) as CacheRecord;
+      rec = JSON.parse(text);
     } catch {
-      return undefined; // an unreadable record is a miss, and the rerun overwrites it
+      rec = undefined;
     }
-    if (rec.key !== key) return undefined;
+    // An unreadable or malformed record (the shared copy comes from another host, or whoever can
+    // write the bucket) is a miss, never a hit with missing outputs or a crash: the rerun replaces it.
+    if (!wellFormed(rec, key)) {
+      if (shared) await this.evict(key);
+      return undefined;
+    }
+    if (shared) await this.writeLocal(p, text);
     for (const ref of collectRefs(rec.outputs)) {
       try {
         await this.store.verifyDeep(ref);
       } catch (e) {
-        if (!(e instanceof IntegrityError)) throw e;
+        // A malformed reference is the record's fault, not the user's: a miss like a damaged object.
+        if (!(e instanceof IntegrityError) && !(e instanceof InputError)) throw e;
         // Missing or damaged (verify quarantined it): the stage must run again and store it afresh.
         await this.evict(key);
         return undefined;
@@ -188,7 +215,7 @@ export class StageCache {
         } catch {
           continue;
         }
-        if (rec && (await this.references(rec, sha256))) {
+        if (await this.references(rec, sha256)) {
           await this.evict(key);
           evicted.push(key);
         }
@@ -216,7 +243,8 @@ export class StageCache {
     return evicted;
   }
 
-  private async references(rec: CacheRecord, sha256: string): Promise<boolean> {
+  private async references(rec: CacheRecord | null, sha256: string): Promise<boolean> {
+    if (typeof rec !== 'object' || rec === null) return false;
     for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) return true;
     return false;
   }
