@@ -66,6 +66,12 @@ export interface S3BackendOptions {
   /** Ranges a download into the cache (`readInto`) fetches, and how many at once (see the defaults below). */
   getPartSize?: number;
   getConcurrency?: number;
+  /**
+   * How long a connection may stay silent, mid-answer too, before the request fails and is retried
+   * (default 60 s): without it a server that stops sending holds a stage for ever. Connecting may
+   * take 10 s.
+   */
+  idleTimeoutMs?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -124,6 +130,7 @@ export class S3Backend implements ObjectBackend {
       // Network errors, 5xx and throttling are retried with backoff; 4xx input errors are not.
       maxAttempts: 5,
       retryMode: 'standard',
+      requestHandler: { connectionTimeout: 10_000, socketTimeout: opts.idleTimeoutMs ?? 60_000 },
       // Not `cacheMiddleware`: the CPU it saved on each request did not show in the orchestration
       // bench, and the cached handler keeps the first command of each
       // kind (a PutObject's body, an UploadPart's part: up to 16 MiB each) for the client's life,
@@ -142,6 +149,10 @@ export class S3Backend implements ObjectBackend {
   }
 
   private key(k: string): string {
+    // Keys are built by tempered (hashes, checked names), but one with an empty, . or .. segment
+    // would be a path some servers and proxies resolve out of the prefix.
+    if (k !== '' && k.split('/').some((s, i, all) => s === '.' || s === '..' || (s === '' && i < all.length - 1)))
+      throw new InputError(`bad object key ${JSON.stringify(k)}`);
     return this.location.prefix ? `${this.location.prefix}/${k}` : k;
   }
 
@@ -326,8 +337,18 @@ export class S3Backend implements ObjectBackend {
     }
     const total = Number(/\/(\d+)$/.exec(first.ContentRange ?? '')?.[1] ?? first.ContentLength);
     if (!Number.isSafeInteger(total) || total < 0) {
-      await first.Body?.transformToByteArray().catch(() => undefined);
+      discard(first.Body);
       throw new Error(`${this.url}/${key}: the server gave no usable size (Content-Range ${first.ContentRange})`);
+    }
+    // The first answer must be the range asked for (or, from a server that ignores ranges, the whole
+    // object): bytes written at the wrong offset would only fail the hash, and a failed hash
+    // quarantines the bucket's copy.
+    const firstWant = `bytes 0-${Math.min(partSize, total) - 1}/${total}`;
+    if (first.ContentRange ? first.ContentRange !== firstWant : first.ContentLength !== total) {
+      discard(first.Body);
+      throw new Error(
+        `${this.url}/${key}: asked for ${firstWant}, the server sent ${first.ContentRange ?? `${first.ContentLength} bytes without a Content-Range`}`,
+      );
     }
     const etag = first.ETag;
     await downloadRanges({
@@ -342,7 +363,7 @@ export class S3Backend implements ObjectBackend {
         // A server that ignored the range would send other bytes at this offset.
         const want = `bytes ${start}-${end - 1}/${total}`;
         if (r.ContentRange !== want) {
-          await r.Body?.transformToByteArray().catch(() => undefined);
+          discard(r.Body);
           throw new Error(`${this.url}/${key}: asked for ${want}, the server sent ${r.ContentRange ?? 'no Content-Range'}`);
         }
         return r.Body as unknown as RangeBody;
@@ -368,12 +389,15 @@ export class S3Backend implements ObjectBackend {
 
   async *list(prefix: string): AsyncIterable<string> {
     const strip = this.location.prefix ? this.location.prefix.length + 1 : 0;
+    const asked = this.key(prefix);
     let token: string | undefined;
     do {
       const page = await this.call('list', (c, lib) =>
         c.send(new lib.ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: this.key(prefix), ContinuationToken: token })),
       );
-      for (const o of page.Contents ?? []) if (o.Key) yield o.Key.slice(strip);
+      // Only keys under the prefix asked for: a server (or proxy) that ignores Prefix must not hand
+      // callers that delete what they list (checkpoint clean-up) the bucket's other objects.
+      for (const o of page.Contents ?? []) if (o.Key?.startsWith(asked)) yield o.Key.slice(strip);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }
@@ -410,4 +434,10 @@ async function storedOrExists(put: Promise<unknown>): Promise<'stored' | 'exists
     if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
     throw e;
   }
+}
+
+/** Drops a response body that will not be read, without reading it: a hostile one may never end. */
+function discard(body: unknown): void {
+  const stream = body as { destroy?: () => void } | undefined;
+  stream?.destroy?.();
 }

@@ -102,7 +102,12 @@ export async function pushCheckpoint(store: ArtifactStore, name: string, dir: st
 async function removeFiles(remote: ObjectBackend, name: string, doomed: (stepDir: string) => boolean): Promise<void> {
   const prefix = filesPrefix(name);
   const keys: string[] = [];
-  for await (const key of remote.list(prefix)) if (doomed(key.slice(prefix.length).split('/')[0]!)) keys.push(key);
+  for await (const key of remote.list(prefix)) {
+    // Only what a push could have written: a listing with other keys (a server that ignores the
+    // prefix) must not turn a clean-up into deleting artifacts.
+    const step = key.startsWith(prefix) ? key.slice(prefix.length).split('/')[0]! : '';
+    if (STEP_DIR.test(step) && doomed(step)) keys.push(key);
+  }
   for (const key of keys) await remote.delete(key);
 }
 
