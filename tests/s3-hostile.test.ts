@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
+import { InputError } from '../src/errors.ts';
 import { dropSharedCheckpoint } from '../src/store/shared-checkpoints.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, key: string) => void;
@@ -128,4 +129,26 @@ test('a ranged GET answered with an endless body is dropped, not read into memor
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a create-only put answered 409 (another put of the key under way) is tried again and settles; a store without conditional writes is an input error naming TEMPERED_STORE', async () => {
+  let puts = 0;
+  handler = (req, res) => {
+    if (req.method !== 'PUT') return void res.writeHead(404).end();
+    puts++;
+    const conflict = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>busy</Message></Error>';
+    const taken = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>taken</Message></Error>';
+    if (puts <= 2) res.writeHead(409, { 'content-type': 'application/xml' }).end(conflict);
+    else res.writeHead(412, { 'content-type': 'application/xml' }).end(taken);
+  };
+  assert.equal(await backend().putBytes('sha256/ab/x', Buffer.from('bytes'), { ifAbsent: true }), 'exists');
+  assert.equal(puts, 3);
+  handler = (_req, res) =>
+    res
+      .writeHead(501, { 'content-type': 'application/xml' })
+      .end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>If-None-Match</Message></Error>');
+  await assert.rejects(
+    backend().putBytes('sha256/ab/y', Buffer.from('bytes'), { ifAbsent: true }),
+    (e: unknown) => e instanceof InputError && e.where === 'TEMPERED_STORE' && /conditional writes/.test(e.hint ?? ''),
+  );
 });

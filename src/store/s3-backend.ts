@@ -201,6 +201,12 @@ export class S3Backend implements ObjectBackend {
       });
     // A checksum the server computed differently means the bytes changed on the way: send them again.
     if (code === 'BadDigest' || code === 'XAmzContentSHA256Mismatch' || code === 'InvalidDigest') return e;
+    // A store that lacks what tempered relies on (conditional writes, checksums) or that is not an S3 API.
+    if (status === 405 || status === 411 || status === 501 || code === 'NotImplemented')
+      return new InputError(`${op} on ${where} is not supported by the store (${code}${status ? ` ${status}` : ''})`, {
+        where: 'TEMPERED_STORE',
+        hint: 'the store must speak S3, with conditional writes (If-None-Match: *) and SHA-256 checksums; check AWS_ENDPOINT_URL',
+      });
     if (status === 400 || code === 'InvalidBucketName')
       return new InputError(`${op} on ${where} was rejected as a bad request (${code}): ${err.message}`, { where: 'TEMPERED_STORE' });
     return e;
@@ -225,7 +231,7 @@ export class S3Backend implements ObjectBackend {
     // Streamed in parts, each with its own SHA-256; parts are retried one by one, and a failed upload
     // is aborted so no orphaned parts stay behind.
     const cond = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
-    return storedOrExists(
+    return storedOrExists(() =>
       this.call('put', (client, lib) =>
         new lib.Upload({
           client,
@@ -248,7 +254,7 @@ export class S3Backend implements ObjectBackend {
   /** One PutObject: the server checks the whole object's SHA-256 against the one we computed. */
   private async putOne(key: string, body: () => Promise<Uint8Array>, opts: PutFileOptions): Promise<'stored' | 'exists'> {
     const cond = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
-    return storedOrExists(
+    return storedOrExists(() =>
       this.call('put', async (client, lib) =>
         client.send(
           new lib.PutObjectCommand({
@@ -425,14 +431,21 @@ function isStatus(e: unknown, status: number): boolean {
   return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === status;
 }
 
-/** 'stored', or 'exists' when a create-only put found the key taken (412 to `If-None-Match: *`). */
-async function storedOrExists(put: Promise<unknown>): Promise<'stored' | 'exists'> {
-  try {
-    await put;
-    return 'stored';
-  } catch (e) {
-    if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
-    throw e;
+/**
+ * 'stored', or 'exists' when a create-only put found the key taken (412 to `If-None-Match: *`). A
+ * 409 (ConditionalRequestConflict: another create-only put of the key was under way, as when two
+ * workers store the same artifact) is tried again, as AWS asks, and then settles as 412 or 200.
+ */
+async function storedOrExists(put: () => Promise<unknown>): Promise<'stored' | 'exists'> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await put();
+      return 'stored';
+    } catch (e) {
+      if (isStatus(e, 412) || (e as Error).name === 'PreconditionFailed') return 'exists';
+      if (!isStatus(e, 409) || attempt >= 4) throw e;
+      await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+    }
   }
 }
 
