@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
-import { InputError } from '../src/errors.ts';
+import { InputError, IntegrityError } from '../src/errors.ts';
 import { dropSharedCheckpoint } from '../src/store/shared-checkpoints.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, key: string) => void;
@@ -151,4 +151,33 @@ test('a create-only put answered 409 (another put of the key under way) is tried
     backend().putBytes('sha256/ab/y', Buffer.from('bytes'), { ifAbsent: true }),
     (e: unknown) => e instanceof InputError && e.where === 'TEMPERED_STORE' && /conditional writes/.test(e.hint ?? ''),
   );
+});
+
+test('an object the server claims is far larger than its reference is refused before a byte is written', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-hostile-'));
+  let gets = 0;
+  try {
+    handler = (_req, res) => {
+      gets++;
+      res.writeHead(206, { 'content-range': `bytes 0-1023/${2 ** 40}`, 'content-length': '1024', etag: '"e"' });
+      res.end(Buffer.alloc(1024));
+    };
+    const store = new ArtifactStore(join(dir, 'store'), { remote: backend() });
+    const ref = {
+      uri: `artifact://sha256/${'c'.repeat(64)}`,
+      sha256: 'c'.repeat(64),
+      bytes: 3 << 20,
+      mediaType: 'application/octet-stream',
+    };
+    deleted.length = 0;
+    await assert.rejects(
+      store.verify(ref),
+      (e: unknown) => e instanceof IntegrityError && /1099511627776 bytes, more than the 3145728 expected/.test((e as Error).message),
+    );
+    assert.equal(gets, 1, 'one request, no ranges fetched');
+    assert.deepEqual(readdirSync(join(dir, 'store', 'tmp')), []);
+    assert.deepEqual(deleted, [], 'not quarantined: the reference may be the wrong one');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

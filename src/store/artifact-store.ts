@@ -19,7 +19,7 @@ import { writeFileDurable } from '../util/durable-write.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
-import type { ObjectBackend } from './object-backend.ts';
+import { ObjectSizeMismatch, type ObjectBackend } from './object-backend.ts';
 import { downloadObject } from './object-download.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
@@ -295,7 +295,7 @@ export class ArtifactStore {
    */
   async verify(ref: ArtifactRef): Promise<string> {
     const name = parseUri(ref.uri);
-    const { path, bytes } = await this.ensureLocal(name);
+    const { path, bytes } = await this.ensureLocal(name, Number.isSafeInteger(ref.bytes) ? ref.bytes : undefined);
     if (name !== ref.sha256) throw new IntegrityError(`artifact reference names ${name} but says sha256 ${ref.sha256}`, { sha256: name });
     if (bytes !== ref.bytes)
       throw new IntegrityError(`artifact ${ref.sha256} has ${bytes} bytes on disk, the reference says ${ref.bytes}`, { sha256: name });
@@ -309,7 +309,7 @@ export class ArtifactStore {
   }
 
   /** Hashes the local copy of `hex`; fetches it from the backend when absent or damaged. */
-  private async ensureLocal(hex: string): Promise<{ path: string; bytes: number }> {
+  private async ensureLocal(hex: string, expectBytes?: number): Promise<{ path: string; bytes: number }> {
     const path = this.objectPath(hex);
     const st = await fsp.lstat(path).catch(() => undefined);
     if (st && !st.isFile()) {
@@ -342,7 +342,7 @@ export class ArtifactStore {
     } else if (!this.remote) {
       throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`, { sha256: hex });
     }
-    return { path, bytes: await this.fetch(hex) };
+    return { path, bytes: await this.fetch(hex, expectBytes) };
   }
 
   /**
@@ -352,13 +352,20 @@ export class ArtifactStore {
    * breaks off is resumed (ranged-download.ts), and a download that still fails is started over
    * (3 attempts). The temp file is removed whatever happens.
    */
-  private async fetch(hex: string): Promise<number> {
+  private async fetch(hex: string, expectBytes?: number): Promise<number> {
     const remote = this.remote!;
     const key = objectKey(hex);
     for (let attempt = 1; ; attempt++) {
       const staged = this.tempPath();
       try {
-        const got = await downloadObject(remote, key, staged);
+        const got = await downloadObject(remote, key, staged, expectBytes).catch((e: Error) => {
+          // The bucket's object is larger than the reference says: one of them is wrong, and nothing
+          // is downloaded to find out which (a server may claim any size). Not quarantined: the
+          // object may be right and the reference (a hostile cache record, say) wrong; a wrong-sized
+          // object is replaced when its producing stage stores it again (upload).
+          if (e instanceof ObjectSizeMismatch) throw new IntegrityError(`artifact ${hex}: ${e.message}`, { sha256: hex });
+          throw e;
+        });
         if (!got) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
         if (got.hex !== hex) {
           await remote.quarantine(key);

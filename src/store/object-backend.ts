@@ -28,9 +28,11 @@ export interface ObjectBackend {
    * Optional fast path for large objects: writes the object's bytes into `file` (open for writing,
    * empty) and returns their count, or undefined when there is no such key. Parts may arrive in any
    * order; `onPrefix(n)` says bytes [0, n) are written, so the caller can hash behind the writes.
-   * The file is only a staging copy: the caller verifies it before anything trusts it.
+   * The file is only a staging copy: the caller verifies it before anything trusts it. With
+   * `expectBytes`, an object larger than that is refused (`ObjectSizeMismatch`) before a byte is
+   * written: a server that claims a terabyte for a 3 MiB artifact must not fill the disk first.
    */
-  readInto?(key: string, file: FileHandle, onPrefix: (n: number) => void): Promise<number | undefined>;
+  readInto?(key: string, file: FileHandle, onPrefix: (n: number) => void, expectBytes?: number): Promise<number | undefined>;
   /** The object's size, or undefined when there is no such key. */
   head(key: string): Promise<{ bytes: number } | undefined>;
   /** Every key starting with `prefix`. */
@@ -39,6 +41,11 @@ export interface ObjectBackend {
   delete(key: string): Promise<void>;
   /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */
   quarantine(key: string): Promise<void>;
+}
+
+/** The backend's object is not the size the caller knows it must have. */
+export class ObjectSizeMismatch extends Error {
+  override name = 'ObjectSizeMismatch';
 }
 
 /** Collects a small object (a cache record, a pointer) into a string; undefined when absent. */

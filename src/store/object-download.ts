@@ -9,28 +9,32 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { followHash } from '../util/hash-follower.ts';
 import { newFileWriteStream } from '../util/new-file-stream.ts';
-import type { ObjectBackend } from './object-backend.ts';
+import { ObjectSizeMismatch, type ObjectBackend } from './object-backend.ts';
 
 /**
  * The object `key` into the new file `dest` (which must not exist), with its sha256; undefined when
  * the backend has no such key. A backend with `readInto` writes parts in parallel at their offsets
  * while a worker thread hashes behind the writes (hash-follower.ts); others stream in order. The file
- * is not synced: it is a copy that a crash may tear, and a torn copy fails its hash.
+ * is not synced: it is a copy that a crash may tear, and a torn copy fails its hash. With
+ * `expectBytes`, an object larger than that throws ObjectSizeMismatch: before anything is written
+ * where the backend gives the size up front, else as soon as the stream passes it. (A smaller one
+ * is fetched: its hash tells whether it is damaged, and a damaged one is quarantined.)
  */
 export async function downloadObject(
   remote: ObjectBackend,
   key: string,
   dest: string,
+  expectBytes?: number,
 ): Promise<{ hex: string; bytes: number } | undefined> {
   if (!remote.readInto) {
     const stream = await remote.read(key);
-    return stream && (await copyHashing(stream, dest));
+    return stream && (await copyHashing(stream, dest, key, expectBytes));
   }
   const fh = await fsp.open(dest, 'wx');
   const hash = followHash(dest);
   let bytes: number | undefined;
   try {
-    bytes = await remote.readInto(key, fh, (n) => hash.advance(n));
+    bytes = await remote.readInto(key, fh, (n) => hash.advance(n), expectBytes);
   } catch (e) {
     hash.cancel();
     throw e;
@@ -44,7 +48,7 @@ export async function downloadObject(
   return { hex: await hash.finish(bytes), bytes };
 }
 
-async function copyHashing(source: Readable, dest: string): Promise<{ hex: string; bytes: number }> {
+async function copyHashing(source: Readable, dest: string, key: string, expectBytes?: number): Promise<{ hex: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
   const out = await newFileWriteStream(dest);
@@ -54,6 +58,8 @@ async function copyHashing(source: Readable, dest: string): Promise<{ hex: strin
       for await (const chunk of chunks) {
         h.update(chunk as Buffer);
         bytes += (chunk as Buffer).length;
+        if (expectBytes !== undefined && bytes > expectBytes)
+          throw new ObjectSizeMismatch(`${key} has more than the ${expectBytes} bytes expected`);
         yield chunk;
       }
     },

@@ -18,7 +18,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
-import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
+import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 
@@ -323,7 +323,7 @@ export class S3Backend implements ObjectBackend {
    * to that ETag (an object replaced meanwhile fails with 412 instead of mixing two versions), each
    * written at its offset as it streams in (ranged-download.ts: a broken-off range is resumed).
    */
-  async readInto(key: string, file: FileHandle, onPrefix: (n: number) => void): Promise<number | undefined> {
+  async readInto(key: string, file: FileHandle, onPrefix: (n: number) => void, expectBytes?: number): Promise<number | undefined> {
     const Bucket = this.location.bucket;
     const Key = this.key(key);
     const partSize = this.getPartSize;
@@ -345,6 +345,10 @@ export class S3Backend implements ObjectBackend {
     if (!Number.isSafeInteger(total) || total < 0) {
       discard(first.Body);
       throw new Error(`${this.url}/${key}: the server gave no usable size (Content-Range ${first.ContentRange})`);
+    }
+    if (expectBytes !== undefined && total > expectBytes) {
+      discard(first.Body);
+      throw new ObjectSizeMismatch(`${this.url}/${key} has ${total} bytes, more than the ${expectBytes} expected`);
     }
     // The first answer must be the range asked for (or, from a server that ignores ranges, the whole
     // object): bytes written at the wrong offset would only fail the hash, and a failed hash

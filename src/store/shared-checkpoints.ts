@@ -20,7 +20,7 @@ import { IntegrityError, InputError } from '../errors.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { isArtifactRef, type ArtifactRef } from '../types.ts';
 import { safeRelativeName, type ArtifactStore, type TreeEntry } from './artifact-store.ts';
-import { readText, type ObjectBackend } from './object-backend.ts';
+import { ObjectSizeMismatch, readText, type ObjectBackend } from './object-backend.ts';
 import { downloadObject } from './object-download.ts';
 
 const STEP_DIR = /^step-(\d+)$/;
@@ -218,10 +218,17 @@ async function downloadFiles(remote: ObjectBackend, prefix: string, files: TreeE
   for (const f of files) {
     const path = join(dest, f.name);
     await fsp.mkdir(dirname(path), { recursive: true });
-    const got = await retried(async () => {
-      await fsp.rm(path, { force: true });
-      return downloadObject(remote, prefix + f.name, path);
-    });
+    let got: { hex: string; bytes: number } | undefined;
+    try {
+      got = await retried(async () => {
+        await fsp.rm(path, { force: true });
+        return downloadObject(remote, prefix + f.name, path, f.bytes);
+      });
+    } catch (e) {
+      // The store's object is not the size the pointer says: damage, like a wrong hash.
+      if (e instanceof ObjectSizeMismatch) return e.message;
+      throw e;
+    }
     if (!got) return `${remote.url}/${prefix}${f.name} is missing`;
     if (got.hex !== f.sha256 || got.bytes !== f.bytes)
       return `${remote.url}/${prefix}${f.name} has ${got.bytes} bytes hashing to ${got.hex}, its pointer says ${f.bytes} bytes, ${f.sha256}`;
@@ -229,13 +236,13 @@ async function downloadFiles(remote: ObjectBackend, prefix: string, files: TreeE
   return undefined;
 }
 
-/** `fn`, and again twice with a pause (1 s, then 2 s) while it throws. */
+/** `fn`, and again twice with a pause (1 s, then 2 s) while it throws (a size mismatch is not retried). */
 async function retried<T>(fn: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (e) {
-      if (attempt >= 3) throw e;
+      if (attempt >= 3 || e instanceof ObjectSizeMismatch) throw e;
       await new Promise((r) => setTimeout(r, 1000 * attempt));
     }
   }
