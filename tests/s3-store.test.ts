@@ -309,7 +309,16 @@ describe('S3 artifact store', () => {
   });
 
   it('wrong settings are named input errors: URL, bucket, credentials, endpoint', async () => {
-    for (const bad of ['s3://', 's3://Upper/x', 's3://ab', 's3://bucket/../x'])
+    for (const bad of [
+      's3://',
+      's3://Upper/x',
+      's3://ab',
+      's3://bucket/../x',
+      's3://bucket/a?x',
+      's3://bucket/a#b',
+      's3://bucket/a b',
+      's3://bucket/100%',
+    ])
       assert.throws(
         () => new S3Backend(bad, { env: s3.env }),
         (e: unknown) => e instanceof InputError && /TEMPERED_STORE/.test((e as Error).message),

@@ -55,6 +55,13 @@ export function parseS3Url(url: string, what = 'TEMPERED_STORE'): S3Location {
   const prefix = m[2]!.replace(/^\/+|\/+$/g, '');
   if (prefix.split('/').some((s) => s === '.' || s === '..') || prefix.includes('//'))
     throw new InputError(`${what}=${url}: the prefix ${JSON.stringify(prefix)} has empty, . or .. segments`, { where: what });
+  // Characters that mean something in a URL (?, #, %, +, &, spaces) would change what a request's
+  // path or copy source names.
+  if (!/^[A-Za-z0-9._\-/=]*$/.test(prefix))
+    throw new InputError(`${what}=${url}: the prefix ${JSON.stringify(prefix)} has characters other than letters, digits and . _ - = /`, {
+      where: what,
+      hint: 'use a prefix of letters, digits, dots, dashes, underscores and slashes',
+    });
   return { bucket, prefix };
 }
 
@@ -390,7 +397,9 @@ export class S3Backend implements ObjectBackend {
       const r = await this.call('head', (c, lib) =>
         c.send(new lib.HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })),
       );
-      return { bytes: r.ContentLength ?? 0 };
+      // No length is no answer: 0 would read as a wrong-sized object, and a wrong-sized one is quarantined.
+      if (r.ContentLength === undefined) throw new Error(`${this.url}/${key}: the server answered HEAD without a Content-Length`);
+      return { bytes: r.ContentLength };
     } catch (e) {
       if (isStatus(e, 404)) return undefined;
       throw e;
@@ -421,7 +430,13 @@ export class S3Backend implements ObjectBackend {
     const aside = this.key(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}`);
     try {
       await this.call('quarantine', (c, lib) =>
-        c.send(new lib.CopyObjectCommand({ Bucket, Key: aside, CopySource: `${Bucket}/${encodeURI(this.key(key))}` })),
+        c.send(
+          new lib.CopyObjectCommand({
+            Bucket,
+            Key: aside,
+            CopySource: `${Bucket}/${this.key(key).split('/').map(encodeURIComponent).join('/')}`,
+          }),
+        ),
       );
     } catch (e) {
       if (isStatus(e, 404)) return;
