@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
@@ -25,8 +25,9 @@ function version(run: string, f1: number, onnx: string): RegisterInput {
   };
 }
 
-test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', async () => {
+test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const registryDb = join(dir, 'registry.db');
   const auditDb = join(dir, 'audit.db');
   const reg = await openRegistry(registryDb);
@@ -73,8 +74,9 @@ test('a gated promotion judges against the holder, moves nothing when refused, a
   }
 });
 
-test('a gated promotion that another promotion overtakes after the gate was judged moves nothing', async () => {
+test('a gated promotion that another promotion overtakes after the gate was judged moves nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const registryDb = join(dir, 'registry.db');
   const reg = await openRegistry(registryDb);
   await reg.registerVersion(version('r1', 0.5, 'c'));
