@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError, IntegrityError } from '../src/errors.ts';
@@ -251,6 +252,27 @@ describe('S3 artifact store', () => {
       assert.deepEqual(readdirSync(join(reader.root, 'tmp')), [], `${what}: no temp file left behind`);
       assert.equal(await reader.remote!.head(objectKey(ref.sha256)), undefined, `${what}: moved aside in the bucket`);
     }
+  });
+
+  it('bytes changed once on the way are fetched again, not taken for a damaged object: nothing is quarantined', async () => {
+    // A shared-folder backend whose first transfer flips a byte, as a bad proxy or NIC would.
+    class FlipsOnce extends FolderBackend {
+      reads = 0;
+      override async read(key: string): Promise<Readable | undefined> {
+        const whole = readFileSync(join(this.root, ...key.split('/')));
+        if (++this.reads === 1) whole[7] = whole[7]! ^ 1;
+        return Readable.from([whole]);
+      }
+    }
+    const dir = tmp('flip-');
+    const remote = new FlipsOnce(join(dir, 'shared'));
+    const ref = await new ArtifactStore(join(dir, 'writer'), { remote }).putBytes(randomBytes(4096), {
+      mediaType: 'application/octet-stream',
+    });
+    const reader = new ArtifactStore(join(dir, 'reader'), { remote });
+    assert.ok((await reader.verify(ref)).length > 0);
+    assert.equal(remote.reads, 2);
+    assert.equal(await remote.head(objectKey(ref.sha256)).then((h) => h?.bytes), 4096, 'the bucket copy stays where it is');
   });
 
   it('a download that keeps breaking off fails with its cause after three tries and leaves no partial file', async () => {

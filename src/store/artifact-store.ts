@@ -347,14 +347,15 @@ export class ArtifactStore {
 
   /**
    * Downloads an object into a temp file of the local folder, hashing it on the way, and renames it
-   * in only once its bytes hash to its name; an object that does not is quarantined in the backend
-   * and reported. Transient faults are retried: the SDK retries failed requests, a range whose body
+   * in only once its bytes hash to its name; an object that does not, twice, is quarantined in the
+   * backend and reported. Transient faults are retried: the SDK retries failed requests, a range whose body
    * breaks off is resumed (ranged-download.ts), and a download that still fails is started over
    * (3 attempts). The temp file is removed whatever happens.
    */
   private async fetch(hex: string, expectBytes?: number): Promise<number> {
     const remote = this.remote!;
     const key = objectKey(hex);
+    let mismatched: string | undefined;
     for (let attempt = 1; ; attempt++) {
       const staged = this.tempPath();
       try {
@@ -368,6 +369,12 @@ export class ArtifactStore {
         });
         if (!got) throw new IntegrityError(`artifact ${hex} is not in the store at ${remote.url}`, { sha256: hex });
         if (got.hex !== hex) {
+          // Bytes changed on the way (a proxy, a bad NIC) look the same as a damaged object: the
+          // bucket's copy is moved aside only when a second download hashes wrong too.
+          if (!mismatched) {
+            mismatched = got.hex;
+            continue;
+          }
           await remote.quarantine(key);
           throw new IntegrityError(`artifact ${hex} in ${remote.url} is corrupt: its content hashes to ${got.hex} (moved to quarantine/)`, {
             sha256: hex,
