@@ -1,7 +1,7 @@
 /** `tempered cache prune`: what `tempered worker` does every 10 minutes, once, for a worker that is not running. */
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { cacheLimitBytes, MIN_IDLE_MS } from '../../src/store/cache-pruner.ts';
+import { cacheLimitBytes, describePrune, MIN_IDLE_MS } from '../../src/store/cache-pruner.ts';
 
 export async function cacheCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered cache prune [--max-gb N] [--idle-minutes M] [--json]';
@@ -29,12 +29,6 @@ export async function cacheCmd(ctx: CliContext, argv: string[]): Promise<number>
   const idleMinutes = number('idle-minutes', 0);
   const maxBytes = maxGb === undefined ? cacheLimitBytes(store.root) : Math.round(maxGb * 1e9);
   const r = await store.pruneCache({ maxBytes, minIdleMs: idleMinutes === undefined ? MIN_IDLE_MS : idleMinutes * 60_000 });
-  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
-  console.log(
-    values.json
-      ? JSON.stringify({ ...r, maxBytes })
-      : `removed ${r.removed} local copies (${gb(r.freedBytes)}) of objects in ${store.remote.url}; ${gb(r.keptBytes)} kept, limit ${gb(maxBytes)}` +
-          (r.quarantined ? `; ${r.quarantined} damaged copies the store did not hold moved to ${store.root}/quarantine` : ''),
-  );
+  console.log(values.json ? JSON.stringify({ ...r, maxBytes }) : describePrune(r, maxBytes, store));
   return 0;
 }

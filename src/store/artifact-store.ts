@@ -70,6 +70,14 @@ export interface TreeEntry {
 }
 export const TREE_MEDIA = 'application/vnd.tempered.tree+json';
 
+/** What one `pruneCache` round did. */
+export interface PruneResult {
+  removed: number;
+  freedBytes: number;
+  keptBytes: number;
+  quarantined: number;
+}
+
 /** The folder in a stage's scratch folder that holds the links to its inputs (`pinningInto`). */
 export const INPUT_PINS = '.inputs';
 
@@ -553,10 +561,7 @@ export class ArtifactStore {
    * running stage was given. Without a backend the folder is the store, and nothing is deleted.
    * A copy deleted here is fetched again (and verified) by the next read that needs it.
    */
-  async pruneCache(opts: {
-    maxBytes: number;
-    minIdleMs: number;
-  }): Promise<{ removed: number; freedBytes: number; keptBytes: number; quarantined: number }> {
+  async pruneCache(opts: { maxBytes: number; minIdleMs: number }): Promise<PruneResult> {
     const objects: { hex: string; bytes: number; usedMs: number }[] = [];
     const base = join(this.root, 'sha256');
     for (const shard of await fsp.readdir(base).catch(() => [] as string[]))

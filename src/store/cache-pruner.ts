@@ -7,7 +7,7 @@
  */
 import { statfsSync } from 'node:fs';
 import { InputError } from '../errors.ts';
-import type { ArtifactStore } from './artifact-store.ts';
+import type { ArtifactStore, PruneResult } from './artifact-store.ts';
 
 export const PRUNE_EVERY_MS = 10 * 60 * 1000;
 /** Longer than a stage takes between getting an artifact's path and opening it. */
@@ -31,6 +31,14 @@ export function cacheLimitBytes(root: string, env: NodeJS.ProcessEnv = process.e
 
 const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`;
 
+/** What one pruning round did, in words: for the worker's log and `tempered cache prune`. */
+export function describePrune(r: PruneResult, maxBytes: number, store: ArtifactStore): string {
+  return (
+    `removed ${r.removed} local copies (${gb(r.freedBytes)}) of objects in ${store.remote?.url}; ${gb(r.keptBytes)} kept, limit ${gb(maxBytes)}` +
+    (r.quarantined ? `; ${r.quarantined} damaged copies the store did not hold moved to ${store.root}/quarantine` : '')
+  );
+}
+
 /**
  * Prunes `store`'s cache now and every `everyMs` until `stop()`, which waits for a prune under way.
  * A failed prune (the store down) is reported and tried again next time: it only delays freeing disk.
@@ -46,14 +54,7 @@ export function startCachePruner(
     running = running.then(async () => {
       try {
         const r = await store.pruneCache({ maxBytes, minIdleMs: opts.minIdleMs ?? MIN_IDLE_MS });
-        if (r.removed)
-          log(
-            `cache: removed ${r.removed} local copies (${gb(r.freedBytes)}) of shared objects; ${gb(r.keptBytes)} kept, limit ${gb(maxBytes)}`,
-          );
-        if (r.quarantined)
-          log(
-            `cache: ${r.quarantined} local copies no longer matched their hash and the store did not hold them; moved to ${store.root}/quarantine`,
-          );
+        if (r.removed || r.quarantined) log(`cache: ${describePrune(r, maxBytes, store)}`);
       } catch (e) {
         log(`cache: pruning failed, will try again: ${(e as Error).message}`);
       }
