@@ -99,12 +99,15 @@ export class ArtifactStore {
   private readonly tmpDir: string;
 
   private readonly pinDir: string | undefined;
+  private pinDirMade: Promise<void> | undefined;
 
   constructor(root: string, opts: ArtifactStoreOptions = {}) {
     this.root = root;
     this.remote = opts.remote;
     this.pinDir = opts.pinDir;
     this.tmpDir = join(root, 'tmp');
+    // A pinning view (one per stage) shares a store whose folders exist already.
+    if (opts.pinDir) return;
     mkdirSync(join(root, 'sha256'), { recursive: true });
     mkdirSync(this.tmpDir, { recursive: true });
   }
@@ -124,7 +127,14 @@ export class ArtifactStore {
   private async pinned(hex: string, path: string): Promise<string> {
     if (!this.pinDir) return path;
     const pin = join(this.pinDir, hex);
-    await fsp.mkdir(this.pinDir, { recursive: true });
+    this.pinDirMade ??= fsp.mkdir(this.pinDir, { recursive: true }).then(
+      () => undefined,
+      (e: unknown) => {
+        this.pinDirMade = undefined;
+        throw e;
+      },
+    );
+    await this.pinDirMade;
     for (let attempt = 0; ; attempt++) {
       try {
         await fsp.link(path, pin);
