@@ -10,8 +10,6 @@ import { ensureDir, statePaths } from './state.ts';
 import { findTemporalCli } from './temporal-cli.ts';
 import { freePort, portFree, PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
 
-export { freePort };
-
 export interface DevServerOptions {
   port?: number;
   uiPort?: number;

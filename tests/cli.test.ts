@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
+import { startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
+import { freePort } from '../src/util/port-race.ts';
 import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
