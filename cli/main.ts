@@ -70,6 +70,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/cache.ts')).cacheCmd,
     help: "prune this host's cache of the shared store (TEMPERED_STORE) to TEMPERED_CACHE_MAX_GB, as a worker does",
   },
+  store: {
+    run: async () => (await import('./commands/store.ts')).storeCmd,
+    help: 'gc: delete the artifacts nothing keeps (registry, recent stage-cache records) once older than --older-than days; a dry run unless --collect',
+  },
 };
 
 /** Commands that need no context (state folders, Temporal client, stage kinds). */

@@ -62,14 +62,14 @@ for (const [name, make] of [
       assert.equal(await readText(b, 'cache/aa/r.json'), '{"v":1}');
       assert.equal(await b.putBytes('cache/aa/r.json', Buffer.from('{"v":3}'), { ifAbsent: false }), 'stored');
       assert.equal(await readText(b, 'cache/aa/r.json'), '{"v":3}');
-      assert.deepEqual(await b.head('cache/aa/r.json'), { bytes: 7 });
+      assert.equal((await b.head('cache/aa/r.json'))?.bytes, 7);
     });
 
     it('head, list, delete and quarantine', async () => {
       const b: ObjectBackend = make();
       const f = file('abc');
       for (const k of ['cache/aa/1.json', 'cache/bb/2.json', 'sha256/aa/3']) await b.putFile(k, f.path, { ...f, ifAbsent: true });
-      assert.deepEqual(await b.head('cache/aa/1.json'), { bytes: 3 });
+      assert.equal((await b.head('cache/aa/1.json'))?.bytes, 3);
       assert.equal(await b.head('cache/zz/none.json'), undefined);
       assert.equal(await b.read('cache/zz/none.json'), undefined);
       const listed: string[] = [];
@@ -92,7 +92,7 @@ describe('S3 artifact store', () => {
     const url = s3.freshUrl();
     const a = s3.store(url);
     const ref = await a.putBytes('shared bytes', { mediaType: 'text/plain' });
-    assert.deepEqual(await a.remote!.head(objectKey(ref.sha256)), { bytes: 12 });
+    assert.equal((await a.remote!.head(objectKey(ref.sha256)))?.bytes, 12);
     const b = s3.store(url);
     assert.equal(b.has(ref.sha256), false);
     assert.equal(readFileSync(await b.verify(ref), 'utf8'), 'shared bytes');

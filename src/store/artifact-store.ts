@@ -81,6 +81,14 @@ export interface PruneResult {
 /** The folder in a stage's scratch folder that holds the links to its inputs (`pinningInto`). */
 export const INPUT_PINS = '.inputs';
 
+/** A put that finds its object stored longer ago than this marks it in use again (`freshen`). */
+export const FRESHEN_AFTER_MS = 24 * 60 * 60 * 1000;
+
+/** The backend key of the mark that an old object was stored again (see `freshen`). */
+export function touchedKey(hex: string): string {
+  return `touched/${hex.slice(0, 2)}/${hex}`;
+}
+
 /** The backend key of an object: the same two-level layout as the local folder. */
 export function objectKey(hex: string): string {
   return `sha256/${hex.slice(0, 2)}/${hex}`;
@@ -89,6 +97,8 @@ export function objectKey(hex: string): string {
 export interface ArtifactStoreOptions {
   /** The shared store (S3 or a shared folder); the local folder is then this worker's cache of it. */
   remote?: ObjectBackend;
+  /** A put that finds its object stored longer ago than this marks it (`freshen`); default FRESHEN_AFTER_MS. */
+  freshenAfterMs?: number;
   /** See `pinningInto`. */
   pinDir?: string;
 }
@@ -99,12 +109,14 @@ export class ArtifactStore {
   private readonly tmpDir: string;
 
   private readonly pinDir: string | undefined;
+  private readonly freshenAfterMs: number;
   private pinDirMade: Promise<void> | undefined;
 
   constructor(root: string, opts: ArtifactStoreOptions = {}) {
     this.root = root;
     this.remote = opts.remote;
     this.pinDir = opts.pinDir;
+    this.freshenAfterMs = opts.freshenAfterMs ?? FRESHEN_AFTER_MS;
     this.tmpDir = join(root, 'tmp');
     // A pinning view (one per stage) shares a store whose folders exist already.
     if (opts.pinDir) return;
@@ -120,7 +132,7 @@ export class ArtifactStore {
    * stage's life at no cost in space. The stage's scratch folder, which holds `dir`, goes with it.
    */
   pinningInto(dir: string): ArtifactStore {
-    return this.remote ? new ArtifactStore(this.root, { remote: this.remote, pinDir: dir }) : this;
+    return this.remote ? new ArtifactStore(this.root, { remote: this.remote, pinDir: dir, freshenAfterMs: this.freshenAfterMs }) : this;
   }
 
   /** `path`, the verified copy of `hex`, as a link in the pin folder (see `pinningInto`). */
@@ -272,7 +284,10 @@ export class ArtifactStore {
     const remote = this.remote!;
     const key = objectKey(hex);
     const there = await remote.head(key);
-    if (there?.bytes === bytes) return;
+    if (there?.bytes === bytes) {
+      await this.freshen(hex, bytes, there.modified);
+      return;
+    }
     // A wrong-sized object under this name is damage: move it aside and store the right bytes.
     if (there) await remote.quarantine(key);
     const r = await remote.putFile(key, this.objectPath(hex), { sha256: hex, bytes, ifAbsent: true });
@@ -281,6 +296,21 @@ export class ArtifactStore {
       if (now?.bytes !== bytes)
         throw new IntegrityError(`artifact ${hex} in ${remote.url} has ${now?.bytes} bytes, expected ${bytes}`, { sha256: hex });
     }
+  }
+
+  /**
+   * Marks an object that a put found already stored, and stored long ago, as in use again, so that
+   * garbage collection (garbage.ts), which collects unreferenced objects by age, does not take it
+   * while the reference this put hands out is on its way into a record or the registry. Objects
+   * are immutable, so the mark is a small object of its own (`touched/…`) rather than a rewrite.
+   */
+  private async freshen(hex: string, bytes: number, modified: Date | undefined): Promise<void> {
+    if (!modified || Date.now() - modified.getTime() < this.freshenAfterMs) return;
+    const remote = this.remote!;
+    await remote.putBytes(touchedKey(hex), Buffer.from(new Date().toISOString()), { ifAbsent: false });
+    // A collection that looked at the object before the mark landed may have deleted it meanwhile.
+    if (!(await remote.head(objectKey(hex))))
+      await remote.putFile(objectKey(hex), this.objectPath(hex), { sha256: hex, bytes, ifAbsent: true });
   }
 
   private async commitLocal(staged: string, hex: string): Promise<void> {
@@ -293,6 +323,12 @@ export class ArtifactStore {
     const found = lstatSync(final, { throwIfNoEntry: false });
     if (found && (await this.intact(hex))) {
       await fsp.rm(staged, { force: true });
+      // Without a backend this folder is the store, and garbage collection ages its objects by
+      // mtime: a put of bytes already here uses them again (see freshen).
+      if (!this.remote) {
+        const now = new Date();
+        await fsp.utimes(final, now, now);
+      }
     } else {
       if (found) await this.quarantine(hex);
       await fsp.mkdir(join(this.root, 'sha256', hex.slice(0, 2)), { recursive: true });

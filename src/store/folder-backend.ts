@@ -9,7 +9,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
-import type { ObjectBackend, PutFileOptions } from './object-backend.ts';
+import type { ObjectBackend, PutFileOptions, StoredObject } from './object-backend.ts';
 
 export class FolderBackend implements ObjectBackend {
   readonly url: string;
@@ -66,9 +66,16 @@ export class FolderBackend implements ObjectBackend {
     return fh ? createReadStream(p, { fd: fh }) : undefined;
   }
 
-  async head(key: string): Promise<{ bytes: number } | undefined> {
+  async head(key: string): Promise<StoredObject | undefined> {
     const st = await fsp.stat(this.path(key)).catch(() => undefined);
-    return st?.isFile() ? { bytes: st.size } : undefined;
+    return st?.isFile() ? { bytes: st.size, modified: st.mtime } : undefined;
+  }
+
+  async *listObjects(prefix: string): AsyncIterable<StoredObject & { key: string }> {
+    for await (const key of this.list(prefix)) {
+      const o = await this.head(key);
+      if (o) yield { key, ...o };
+    }
   }
 
   async *list(prefix: string): AsyncIterable<string> {

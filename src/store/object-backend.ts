@@ -15,6 +15,15 @@ export interface PutFileOptions {
   ifAbsent: boolean;
 }
 
+export interface StoredObject {
+  bytes: number;
+  /**
+   * When the object was last written, by the store's clock (S3 `Last-Modified`, a file's mtime);
+   * undefined when the server did not say, which garbage collection takes as "just now".
+   */
+  modified?: Date;
+}
+
 export interface ObjectBackend {
   /** Where the objects live, for messages and for handing to child processes: `s3://bucket/prefix` or a folder. */
   readonly url: string;
@@ -33,10 +42,12 @@ export interface ObjectBackend {
    * written: a server that claims a terabyte for a 3 MiB artifact must not fill the disk first.
    */
   readInto?(key: string, file: FileHandle, onPrefix: (n: number) => void, expectBytes?: number): Promise<number | undefined>;
-  /** The object's size, or undefined when there is no such key. */
-  head(key: string): Promise<{ bytes: number } | undefined>;
+  /** The object's size and when it was last written, or undefined when there is no such key. */
+  head(key: string): Promise<StoredObject | undefined>;
   /** Every key starting with `prefix`. */
   list(prefix: string): AsyncIterable<string>;
+  /** Every object whose key starts with `prefix`, with its size and write time (one listing, no HEAD each). */
+  listObjects(prefix: string): AsyncIterable<StoredObject & { key: string }>;
   /** Removes a key; absent keys are fine. */
   delete(key: string): Promise<void>;
   /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */

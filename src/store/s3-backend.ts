@@ -18,7 +18,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
-import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions } from './object-backend.ts';
+import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 
@@ -392,14 +392,14 @@ export class S3Backend implements ObjectBackend {
     return total;
   }
 
-  async head(key: string): Promise<{ bytes: number } | undefined> {
+  async head(key: string): Promise<StoredObject | undefined> {
     try {
       const r = await this.call('head', (c, lib) =>
         c.send(new lib.HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })),
       );
       // No length is no answer: 0 would read as a wrong-sized object, and a wrong-sized one is quarantined.
       if (r.ContentLength === undefined) throw new Error(`${this.url}/${key}: the server answered HEAD without a Content-Length`);
-      return { bytes: r.ContentLength };
+      return { bytes: r.ContentLength, modified: lastModified(r.LastModified) };
     } catch (e) {
       if (isStatus(e, 404)) return undefined;
       throw e;
@@ -407,6 +407,17 @@ export class S3Backend implements ObjectBackend {
   }
 
   async *list(prefix: string): AsyncIterable<string> {
+    for await (const o of this.listing(prefix)) yield o.key;
+  }
+
+  async *listObjects(prefix: string): AsyncIterable<StoredObject & { key: string }> {
+    for await (const o of this.listing(prefix)) {
+      if (o.size === undefined) throw new Error(`${this.url}/${o.key}: the server listed it without a size`);
+      yield { key: o.key, bytes: o.size, modified: lastModified(o.modified) };
+    }
+  }
+
+  private async *listing(prefix: string): AsyncIterable<{ key: string; size?: number; modified?: Date }> {
     const strip = this.location.prefix ? this.location.prefix.length + 1 : 0;
     const asked = this.key(prefix);
     let token: string | undefined;
@@ -416,7 +427,8 @@ export class S3Backend implements ObjectBackend {
       );
       // Only keys under the prefix asked for: a server (or proxy) that ignores Prefix must not hand
       // callers that delete what they list (checkpoint clean-up) the bucket's other objects.
-      for (const o of page.Contents ?? []) if (o.Key?.startsWith(asked)) yield o.Key.slice(strip);
+      for (const o of page.Contents ?? [])
+        if (o.Key?.startsWith(asked)) yield { key: o.Key.slice(strip), size: o.Size, modified: o.LastModified };
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }
@@ -444,6 +456,11 @@ export class S3Backend implements ObjectBackend {
     }
     await this.delete(key);
   }
+}
+
+/** An object's write time as the server gave it, if valid: without one garbage collection keeps the object. */
+function lastModified(d: Date | undefined): Date | undefined {
+  return d instanceof Date && !Number.isNaN(d.getTime()) ? d : undefined;
 }
 
 function isStatus(e: unknown, status: number): boolean {

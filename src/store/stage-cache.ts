@@ -201,6 +201,27 @@ export class StageCache {
   }
 
   /**
+   * Every record this cache sees, each key once: the shared records and then this host's local
+   * copies of records the shared ones lack (the whole cache, without a shared store).
+   */
+  async *records(): AsyncIterable<{ key: string; text: string }> {
+    const seen = new Set<string>();
+    if (this.shared)
+      for await (const r of this.shared.entries()) {
+        seen.add(r.key);
+        yield r;
+      }
+    for (const sub of (await fsp.readdir(this.dir).catch(() => [] as string[])).sort()) {
+      for (const name of (await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])).sort()) {
+        const key = /^([0-9a-f]{64})\.json$/.exec(name)?.[1];
+        if (!key || seen.has(key)) continue;
+        const text = await fsp.readFile(join(this.dir, sub, name), 'utf8').catch(() => undefined);
+        if (text !== undefined) yield { key, text };
+      }
+    }
+  }
+
+  /**
    * Evicts every record whose outputs name the object `sha256`, directly or as a file of a tree.
    * Called when a stage finds that object damaged, so a rerun recomputes whatever produced it.
    * Returns the evicted keys.

@@ -1,0 +1,79 @@
+/** `tempered store gc`: deletes the artifacts nothing keeps (src/store/garbage.ts), a dry run unless --collect. */
+import { databaseExists } from '../../src/db/database.ts';
+import { openRegistry } from '../../src/registry/registry.ts';
+import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { humanBytes as fmtBytes } from '../format.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+export const DEFAULT_HORIZON_DAYS = 30;
+
+export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = `tempered store gc [--older-than DAYS (default ${DEFAULT_HORIZON_DAYS}, at least ${MIN_HORIZON_MS / DAY_MS})] [--collect] [--json]`;
+  const { values, positionals } = parse(
+    argv,
+    { 'older-than': { type: 'string' }, collect: { type: 'boolean' }, json: { type: 'boolean' } },
+    usage,
+  );
+  if (positionals[0] !== 'gc' || positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
+  const raw = values['older-than'];
+  const days = raw === undefined ? DEFAULT_HORIZON_DAYS : Number(raw);
+  if (!Number.isFinite(days) || days * DAY_MS < MIN_HORIZON_MS)
+    throw new CliError(
+      `--older-than takes a number of days of at least ${MIN_HORIZON_MS / DAY_MS}, not ${JSON.stringify(raw)}: it must be longer than any run takes, since a run's outputs are kept by their age until it registers them\nusage: ${usage}`,
+      2,
+    );
+  const registryVersions = async function* (): AsyncIterable<string> {
+    if (!databaseExists(ctx.paths.registryDb)) return;
+    const reg = await openRegistry(ctx.paths.registryDb);
+    try {
+      for (const m of await reg.listModels()) for (const v of await reg.listVersions(m.name)) yield JSON.stringify(v);
+    } finally {
+      await reg.close();
+    }
+  };
+  const collect = values.collect === true;
+  const report = await collectGarbage({
+    store: ctx.store(),
+    cache: ctx.cache(),
+    roots: registryVersions(),
+    olderThanMs: days * DAY_MS,
+    collect,
+    log: (line) => console.error(line),
+  });
+  if (collect)
+    await (
+      await ctx.auditLog().get()
+    ).append({
+      action: 'store.collected',
+      subject: report.store,
+      actor: actor(),
+      details: {
+        horizon: report.horizon,
+        records: report.records.expired,
+        objects: report.objects.deleted,
+        bytes: report.objects.deletedBytes,
+      },
+    });
+  console.log(values.json ? JSON.stringify(report) : describeGarbage(report));
+  return 0;
+}
+
+export function describeGarbage(r: GarbageReport): string {
+  const o = r.objects;
+  const verb = r.collected ? 'deleted' : 'would delete';
+  const lines = [
+    `${r.store}: objects last written before ${r.horizon} that nothing keeps`,
+    `  kept:    ${o.kept} objects (${fmtBytes(o.keptBytes)}) named by the registry, a stage-cache record after the horizon, a checkpoint or a kept object`,
+    `  recent:  ${o.recent} objects (${fmtBytes(o.recentBytes)}) unreferenced but written after the horizon`,
+    `  garbage: ${o.garbage} objects (${fmtBytes(o.garbageBytes)}); ${verb} ${r.collected ? `${o.deleted} (${fmtBytes(o.deletedBytes)})` : 'them'}`,
+    `  stage-cache records: ${r.records.kept} kept, ${r.records.expired} older than the horizon ${r.collected ? 'dropped' : 'to drop'}`,
+  ];
+  if (r.quarantine.garbage)
+    lines.push(
+      `  quarantine: ${r.quarantine.garbage} damaged objects (${fmtBytes(r.quarantine.garbageBytes)}) ${verb === 'deleted' ? 'deleted' : 'to delete'}`,
+    );
+  if (!r.collected) lines.push('dry run: nothing was deleted; add --collect to delete');
+  return lines.join('\n');
+}

@@ -1,0 +1,332 @@
+/**
+ * Garbage collection of the artifact store: deletes the objects nothing keeps, once they are old.
+ *
+ * Every stage output stays in the store under its hash, so a team that retrains on a schedule fills
+ * its bucket (or its one machine's folder) without end. What keeps an object:
+ *
+ * - the registry: every version of every model, with the files of the trees it names;
+ * - a stage-cache record younger than the horizon (older ones are dropped with what only they
+ *   keep: the next run of that work computes it again);
+ * - a shared training checkpoint's pointer;
+ * - anything a kept JSON object names (a tree manifest names its files, a report its model), read
+ *   for every kept object of up to SCAN_MAX_BYTES that starts like JSON;
+ * - its age: an object written, or stored again by a put (`touched/` marks, artifact-store.ts
+ *   `freshen`), after the horizon. A run in flight is kept by this, since its outputs are new and
+ *   a put of old bytes marks them; the horizon must be longer than a run takes (at least two days).
+ *
+ * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops the
+ * expired records first, so no lookup hands out what is about to go, then looks at each object again
+ * just before deleting it: one stored again meanwhile stays.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
+import { readText } from './object-backend.ts';
+import type { StageCache } from './stage-cache.ts';
+
+/** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
+export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
+
+/** Kept objects up to this size are read for the objects they name (tree manifests, reports). */
+export const SCAN_MAX_BYTES = 4 * 1024 * 1024;
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const NAMED = /[0-9a-f]{64}/g;
+
+export interface GarbageOptions {
+  store: ArtifactStore;
+  cache: StageCache;
+  /** Texts naming objects to keep whatever their age: the registry's versions, as JSON. */
+  roots: AsyncIterable<string> | Iterable<string>;
+  /** Objects and records older than this (and unreferenced, for objects) are garbage. */
+  olderThanMs: number;
+  /** Delete; otherwise only report what would go. */
+  collect: boolean;
+  now?: number;
+  log?: (line: string) => void;
+}
+
+export interface GarbageReport {
+  /** Where the store is: the bucket (`s3://…`) or the folder. */
+  store: string;
+  horizon: string;
+  collected: boolean;
+  records: { kept: number; expired: number };
+  objects: {
+    kept: number;
+    keptBytes: number;
+    /** Unreferenced but written or stored again after the horizon (or of unknown age). */
+    recent: number;
+    recentBytes: number;
+    garbage: number;
+    garbageBytes: number;
+    /** Deleted; fewer than `garbage` when some were stored again while collecting. */
+    deleted: number;
+    deletedBytes: number;
+  };
+  /** Damaged objects moved aside (`quarantine/`) before the horizon. */
+  quarantine: { garbage: number; garbageBytes: number; deleted: number };
+}
+
+interface Found {
+  bytes: number;
+  /** Milliseconds since the epoch; undefined when the store did not say. */
+  modifiedMs: number | undefined;
+}
+
+export async function collectGarbage(opts: GarbageOptions): Promise<GarbageReport> {
+  if (!(opts.olderThanMs >= MIN_HORIZON_MS))
+    throw new RangeError(`the horizon must be at least ${MIN_HORIZON_MS} ms, not ${opts.olderThanMs}`);
+  const now = opts.now ?? Date.now();
+  const horizon = now - opts.olderThanMs;
+  const log = opts.log ?? (() => {});
+  const space = opts.store.remote ? new BucketSpace(opts.store) : new FolderSpace(opts.store);
+
+  const marked = new Set<string>();
+  const unread: string[] = [];
+  const mark = (text: string) => {
+    for (const [hex] of text.matchAll(NAMED))
+      if (!marked.has(hex)) {
+        marked.add(hex);
+        unread.push(hex);
+      }
+  };
+
+  const expired: string[] = [];
+  let keptRecords = 0;
+  for await (const { key, text } of opts.cache.records()) {
+    if (recordTime(text) >= horizon) {
+      keptRecords++;
+      mark(text);
+    } else expired.push(key);
+  }
+  for await (const text of opts.roots) mark(text);
+  for await (const text of space.pointers()) mark(text);
+
+  const objects = await space.objects();
+  // What kept objects name is kept too, transitively: a tree's files, a report's model.
+  while (unread.length) {
+    const hex = unread.pop()!;
+    const o = objects.get(hex);
+    if (!o || o.bytes > SCAN_MAX_BYTES) continue;
+    const text = await space.readJson(hex);
+    if (text !== undefined) mark(text);
+  }
+
+  const report: GarbageReport = {
+    store: space.where,
+    horizon: new Date(horizon).toISOString(),
+    collected: opts.collect,
+    records: { kept: keptRecords, expired: expired.length },
+    objects: { kept: 0, keptBytes: 0, recent: 0, recentBytes: 0, garbage: 0, garbageBytes: 0, deleted: 0, deletedBytes: 0 },
+    quarantine: { garbage: 0, garbageBytes: 0, deleted: 0 },
+  };
+  const r = report.objects;
+  const touched = await space.touched();
+  const garbage: string[] = [];
+  for (const [hex, o] of objects) {
+    const used = Math.max(o.modifiedMs ?? Infinity, touched.get(hex) ?? -Infinity);
+    if (marked.has(hex)) {
+      r.kept++;
+      r.keptBytes += o.bytes;
+    } else if (used >= horizon) {
+      r.recent++;
+      r.recentBytes += o.bytes;
+    } else {
+      r.garbage++;
+      r.garbageBytes += o.bytes;
+      garbage.push(hex);
+    }
+  }
+  const quarantined = await space.quarantined(horizon);
+  report.quarantine.garbage = quarantined.length;
+  report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
+  if (!opts.collect) return report;
+
+  for (const key of expired) await opts.cache.evict(key);
+  if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
+  for (const hex of garbage) {
+    // Looked at again just before it goes: a put may have stored it again since the listing.
+    const bytes = await space.deleteIfUnused(hex, horizon);
+    if (bytes === undefined) continue;
+    if (touched.has(hex)) await space.dropMark(hex);
+    r.deleted++;
+    r.deletedBytes += bytes;
+  }
+  for (const q of quarantined) {
+    await space.deleteQuarantined(q.name);
+    report.quarantine.deleted++;
+  }
+  // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
+  // race a put that is marking the object now.)
+  for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);
+  log(`deleted ${r.deleted} objects (${r.deletedBytes} bytes) from ${space.where}`);
+  return report;
+}
+
+/** A record's `createdAt` in ms; a record without a valid one is expired (it is a miss anyway). */
+function recordTime(text: string): number {
+  try {
+    const t = Date.parse((JSON.parse(text) as { createdAt?: unknown }).createdAt as string);
+    return Number.isFinite(t) ? t : -Infinity;
+  } catch {
+    return -Infinity;
+  }
+}
+
+/** Where the objects are: the bucket behind a worker's cache, or the local folder that is the store. */
+interface Space {
+  readonly where: string;
+  objects(): Promise<Map<string, Found>>;
+  /** Each `touched/` mark's time, by object. */
+  touched(): Promise<Map<string, number>>;
+  /** The texts of shared checkpoint pointers (an old-form one names a tree). */
+  pointers(): AsyncIterable<string>;
+  /** The object's text if it starts like JSON (`{` or `[`), else undefined. */
+  readJson(hex: string): Promise<string | undefined>;
+  /** Deletes the object unless it was written or marked since the horizon; its size, or undefined if kept. */
+  deleteIfUnused(hex: string, horizon: number): Promise<number | undefined>;
+  dropMark(hex: string): Promise<void>;
+  quarantined(horizon: number): Promise<{ name: string; bytes: number }[]>;
+  deleteQuarantined(name: string): Promise<void>;
+}
+
+function looksLikeJson(text: string): boolean {
+  const c = text.trimStart()[0];
+  return c === '{' || c === '[';
+}
+
+class BucketSpace implements Space {
+  readonly where: string;
+  constructor(private readonly store: ArtifactStore) {
+    this.where = store.remote!.url;
+  }
+
+  private get remote() {
+    return this.store.remote!;
+  }
+
+  async objects(): Promise<Map<string, Found>> {
+    const found = new Map<string, Found>();
+    for await (const o of this.remote.listObjects('sha256/')) {
+      const hex = o.key.slice(o.key.lastIndexOf('/') + 1);
+      if (HEX64.test(hex) && o.key === objectKey(hex)) found.set(hex, { bytes: o.bytes, modifiedMs: o.modified?.getTime() });
+    }
+    return found;
+  }
+
+  async touched(): Promise<Map<string, number>> {
+    const marks = new Map<string, number>();
+    for await (const o of this.remote.listObjects('touched/')) {
+      const hex = o.key.slice(o.key.lastIndexOf('/') + 1);
+      // A mark of unknown time counts as new: it keeps its object.
+      if (HEX64.test(hex) && o.key === touchedKey(hex)) marks.set(hex, o.modified?.getTime() ?? Infinity);
+    }
+    return marks;
+  }
+
+  async *pointers(): AsyncIterable<string> {
+    for await (const key of this.remote.list('checkpoints/')) {
+      const text = await readText(this.remote, key).catch(() => undefined);
+      if (text !== undefined) yield text;
+    }
+  }
+
+  async readJson(hex: string): Promise<string | undefined> {
+    const text = await readText(this.remote, objectKey(hex), SCAN_MAX_BYTES).catch(() => undefined);
+    return text !== undefined && looksLikeJson(text) ? text : undefined;
+  }
+
+  async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {
+    const [o, mark] = await Promise.all([this.remote.head(objectKey(hex)), this.remote.head(touchedKey(hex))]);
+    if (!o) return undefined;
+    const used = Math.max(o.modified?.getTime() ?? Infinity, mark ? (mark.modified?.getTime() ?? Infinity) : -Infinity);
+    if (used >= horizon) return undefined;
+    await this.remote.delete(objectKey(hex));
+    // This host's cached copy goes too; other workers' copies go as their caches are pruned.
+    await fsp.rm(join(this.store.root, 'sha256', hex.slice(0, 2), hex), { force: true });
+    return o.bytes;
+  }
+
+  async dropMark(hex: string): Promise<void> {
+    await this.remote.delete(touchedKey(hex));
+  }
+
+  async quarantined(horizon: number): Promise<{ name: string; bytes: number }[]> {
+    const old: { name: string; bytes: number }[] = [];
+    for await (const o of this.remote.listObjects('quarantine/'))
+      if (o.modified && o.modified.getTime() < horizon) old.push({ name: o.key, bytes: o.bytes });
+    return old;
+  }
+
+  async deleteQuarantined(name: string): Promise<void> {
+    await this.remote.delete(name);
+  }
+}
+
+/** The local folder, when it is the store (no `TEMPERED_STORE`): objects age by mtime. */
+class FolderSpace implements Space {
+  readonly where: string;
+  constructor(private readonly store: ArtifactStore) {
+    this.where = store.root;
+  }
+
+  private path(hex: string): string {
+    return join(this.store.root, 'sha256', hex.slice(0, 2), hex);
+  }
+
+  async objects(): Promise<Map<string, Found>> {
+    const found = new Map<string, Found>();
+    const base = join(this.store.root, 'sha256');
+    for (const shard of (await fsp.readdir(base).catch(() => [] as string[])).sort())
+      for (const hex of (await fsp.readdir(join(base, shard)).catch(() => [] as string[])).sort()) {
+        if (!HEX64.test(hex) || hex.slice(0, 2) !== shard) continue;
+        const st = await fsp.lstat(join(base, shard, hex)).catch(() => undefined);
+        if (st?.isFile()) found.set(hex, { bytes: st.size, modifiedMs: st.mtimeMs });
+      }
+    return found;
+  }
+
+  async touched(): Promise<Map<string, number>> {
+    return new Map();
+  }
+
+  async *pointers(): AsyncIterable<string> {}
+
+  async readJson(hex: string): Promise<string | undefined> {
+    const fh = await fsp.open(this.path(hex), 'r').catch(() => undefined);
+    if (!fh) return undefined;
+    try {
+      const head = Buffer.alloc(64);
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      if (!looksLikeJson(head.subarray(0, bytesRead).toString('utf8'))) return undefined;
+      return await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {
+    const st = await fsp.lstat(this.path(hex)).catch(() => undefined);
+    if (!st?.isFile() || st.mtimeMs >= horizon) return undefined;
+    await fsp.rm(this.path(hex), { force: true });
+    return st.size;
+  }
+
+  async dropMark(): Promise<void> {}
+
+  async quarantined(horizon: number): Promise<{ name: string; bytes: number }[]> {
+    const dir = join(this.store.root, 'quarantine');
+    const old: { name: string; bytes: number }[] = [];
+    for (const name of (await fsp.readdir(dir).catch(() => [] as string[])).sort()) {
+      const st = await fsp.lstat(join(dir, name)).catch(() => undefined);
+      // ctime: moving an object aside keeps its mtime, and a new quarantine stays for the horizon.
+      if (st?.isFile() && st.ctimeMs < horizon) old.push({ name, bytes: st.size });
+    }
+    return old;
+  }
+
+  async deleteQuarantined(name: string): Promise<void> {
+    await fsp.rm(join(this.store.root, 'quarantine', name), { force: true });
+  }
+}

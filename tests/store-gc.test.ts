@@ -1,0 +1,208 @@
+/**
+ * Garbage collection of the artifact store (src/store/garbage.ts, `tempered store gc`), on the local
+ * folder and on a real SeaweedFS bucket: what the registry, a recent stage-cache record or a kept
+ * tree names stays; unreferenced objects go only once older than the horizon, counting a later put
+ * of the same bytes as a new write; a dry run deletes nothing.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
+import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
+import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../src/store/garbage.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { openAudit } from '../src/audit/log.ts';
+import type { ArtifactRef } from '../src/types.ts';
+import { runCliInProcess } from './helpers/cli.ts';
+import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+
+let s3: TestS3;
+before(async () => {
+  s3 = await startTestS3();
+});
+after(async () => {
+  await s3?.stop();
+});
+
+type T = { after: (fn: () => void) => void };
+const DAY = 24 * 3600_000;
+const HORIZON = 30 * DAY;
+const bytes = (s: string) => Buffer.from(s);
+const octets = { mediaType: 'application/octet-stream' };
+
+function tmp(t: T, name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `tempered-gc-${name}-`));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The next whole second, a little after it: S3 keeps write times to the second. */
+async function nextSecond(): Promise<number> {
+  const cut = Math.ceil((Date.now() + 50) / 1000) * 1000;
+  await new Promise((r) => setTimeout(r, cut - Date.now() + 50));
+  return cut;
+}
+
+function record(key: string, outputs: Record<string, ArtifactRef>, createdAt: number): CacheRecord {
+  return { key, kind: 'test', outputs, producedBy: { runId: 'r', stageId: 's' }, createdAt: new Date(createdAt).toISOString() };
+}
+
+for (const backend of ['folder', 's3'] as const) {
+  describe(`store garbage collection (${backend})`, () => {
+    async function setup(t: T) {
+      const dir = tmp(t, backend);
+      const store =
+        backend === 's3'
+          ? new ArtifactStore(join(dir, 'store'), { remote: s3.backend(s3.freshUrl()), freshenAfterMs: 0 })
+          : new ArtifactStore(join(dir, 'store'));
+      const cache = new StageCache(join(dir, 'cache'), store);
+      const present = async (ref: ArtifactRef) =>
+        store.remote
+          ? (await store.remote.head(objectKey(ref.sha256))) !== undefined
+          : existsSync(join(store.root, 'sha256', ref.sha256.slice(0, 2), ref.sha256));
+
+      // Written before the horizon: a registered model (a tree of two files), an output of a recent
+      // record, an output of an expired record, an orphan, and an object stored again later.
+      const model = join(dir, 'model');
+      mkdirSync(join(model, 'sub'), { recursive: true });
+      writeFileSync(join(model, 'config.json'), '{"hidden": 8}');
+      writeFileSync(join(model, 'sub', 'weights.bin'), bytes('weights of the registered model'));
+      const tree = await store.putTree(model);
+      const members = ['{"hidden": 8}', 'weights of the registered model'].map((c) => ({
+        uri: '',
+        sha256: createHash('sha256').update(c).digest('hex'),
+        bytes: c.length,
+        mediaType: 'x',
+      }));
+      const keptByRecord = await store.putBytes('output of a recent record', octets);
+      const expiredOutput = await store.putBytes('output of an old record', octets);
+      const orphan = await store.putBytes('nothing names me', octets);
+      const reused = await store.putBytes('stored again after the horizon', octets);
+      const cut = await nextSecond();
+      // Written after it.
+      const young = await store.putBytes('new and not yet named', octets);
+      await store.putBytes('stored again after the horizon', octets);
+      const recentKey = 'a'.repeat(64);
+      const oldKey = 'b'.repeat(64);
+      await cache.put(record(recentKey, { out: keptByRecord }, cut + 1000));
+      await cache.put(record(oldKey, { out: expiredOutput }, cut - 1000));
+      // The registry names the tree without saying it is one: its files are found by reading it.
+      const registryVersion = JSON.stringify({ name: 'clf', version: 1, artifacts: [{ role: 'model', sha256: tree.sha256 }] });
+      const gc = (collect: boolean) =>
+        collectGarbage({ store, cache, roots: [registryVersion], olderThanMs: HORIZON, collect, now: cut + HORIZON });
+      return { store, cache, present, tree, members, keptByRecord, expiredOutput, orphan, reused, young, recentKey, oldKey, gc };
+    }
+
+    test('a dry run reports and deletes nothing; collecting deletes the unreferenced old objects and the expired records only', async (t) => {
+      const s = await setup(t);
+      const dry = await s.gc(false);
+      const expected: GarbageReport['objects'] = {
+        kept: 4, // the tree, its two files, the recent record's output
+        keptBytes: s.tree.bytes + s.members.reduce((n, m) => n + m.bytes, 0) + s.keptByRecord.bytes,
+        recent: 2, // the young object and the one stored again
+        recentBytes: bytes('new and not yet named').length + bytes('stored again after the horizon').length,
+        garbage: 2,
+        garbageBytes: bytes('output of an old record').length + bytes('nothing names me').length,
+        deleted: 0,
+        deletedBytes: 0,
+      };
+      assert.deepEqual(dry.objects, expected);
+      assert.deepEqual(dry.records, { kept: 1, expired: 1 });
+      assert.equal(dry.collected, false);
+      for (const ref of [s.tree, s.keptByRecord, s.expiredOutput, s.orphan, s.reused, s.young])
+        assert.ok(await s.present(ref), 'a dry run deletes nothing');
+      assert.ok(await s.cache.get(s.oldKey), 'a dry run keeps the old record');
+
+      const done = await s.gc(true);
+      assert.deepEqual(done.objects, { ...expected, deleted: 2, deletedBytes: expected.garbageBytes });
+      assert.equal(await s.present(s.orphan), false);
+      assert.equal(await s.present(s.expiredOutput), false);
+      for (const ref of [s.tree, ...s.members, s.keptByRecord, s.reused, s.young])
+        assert.ok(await s.present(ref), `${ref.sha256.slice(0, 8)} kept`);
+      assert.equal(
+        existsSync(join(s.store.root, 'sha256', s.orphan.sha256.slice(0, 2), s.orphan.sha256)),
+        false,
+        "this host's copy goes too",
+      );
+      assert.equal(await s.cache.get(s.oldKey), undefined, 'the expired record is dropped');
+      assert.ok(await s.cache.get(s.recentKey), 'the recent record still hits');
+      // The registered model still checks out whole.
+      await s.store.verifyDeep(s.tree);
+
+      const again = await s.gc(true);
+      assert.equal(again.objects.garbage, 0);
+      assert.equal(again.objects.deleted, 0);
+      assert.deepEqual(again.records, { kept: 1, expired: 0 });
+    });
+
+    test('an object stored again between a dry run and the collection stays', async (t) => {
+      const s = await setup(t);
+      assert.equal((await s.gc(false)).objects.garbage, 2);
+      await nextSecond();
+      await s.store.putBytes('nothing names me', octets);
+      // The collection's clock: the horizon falls between the first write and the second.
+      const r = await collectGarbage({
+        store: s.store,
+        cache: s.cache,
+        roots: [],
+        olderThanMs: HORIZON,
+        collect: true,
+        now: Date.now() - 500 + HORIZON,
+      });
+      assert.ok(await s.present(s.orphan), 'stored again after the horizon: kept');
+      assert.equal(r.objects.deleted, r.objects.garbage);
+    });
+  });
+}
+
+describe('tempered store gc', () => {
+  test('the registry keeps what it names; --collect deletes the rest of what is old and records it in the audit log; bad horizons are refused', async (t) => {
+    const home = tmp(t, 'cli');
+    const env = { TEMPERED_HOME: home, TEMPERED_STORE: '', TEMPERED_DATABASE_URL: '', TEMPERED_ACTOR: 'ops' };
+    const store = new ArtifactStore(join(home, 'store'));
+    const model = await store.putBytes('registered onnx', { mediaType: 'application/onnx' });
+    const data = await store.putBytes('training table', octets);
+    const orphan = await store.putBytes('an orphan', octets);
+    const old = new Date(Date.now() - 40 * DAY);
+    for (const ref of [model, data, orphan]) utimesSync(join(home, 'store', 'sha256', ref.sha256.slice(0, 2), ref.sha256), old, old);
+    const reg = await openRegistry(join(home, 'registry.db'));
+    await reg.registerVersion({
+      name: 'clf',
+      runId: 'run-1',
+      stageId: 'register',
+      specHash: 'f'.repeat(64),
+      data: [{ name: 'train', sha256: data.sha256, rows: 3, uri: data.uri }],
+      artifacts: [{ role: 'onnx', uri: model.uri, sha256: model.sha256, bytes: model.bytes }],
+    });
+    await reg.close();
+    const at = (ref: ArtifactRef) => existsSync(join(home, 'store', 'sha256', ref.sha256.slice(0, 2), ref.sha256));
+
+    const dry = await runCliInProcess(['store', 'gc'], env);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /garbage: 1 objects \(9 B\); would delete them/);
+    assert.match(dry.stdout, /dry run: nothing was deleted/);
+    assert.ok(at(orphan));
+
+    const done = await runCliInProcess(['store', 'gc', '--collect', '--json'], env);
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal((JSON.parse(done.stdout) as GarbageReport).objects.deleted, 1);
+    assert.deepEqual([at(model), at(data), at(orphan)], [true, true, false]);
+    const audit = await openAudit(join(home, 'audit.db'));
+    const entries = await audit.query({});
+    await audit.close();
+    const gc = entries.find((e) => e.action === 'store.collected');
+    assert.ok(gc, 'the collection is in the audit log');
+    assert.equal(gc.actor, 'ops');
+    assert.equal((gc.details as { objects: number }).objects, 1);
+
+    for (const bad of ['1', 'soon', '-5']) {
+      const r = await runCliInProcess(['store', 'gc', `--older-than=${bad}`], env);
+      assert.equal(r.code, 2, bad);
+      assert.match(r.stderr, /--older-than takes a number of days of at least 2/);
+    }
+    assert.equal(MIN_HORIZON_MS, 2 * DAY);
+  });
+});
