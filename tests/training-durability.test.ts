@@ -113,10 +113,14 @@ describe('training durability', () => {
       await new Promise((r) => w.once('exit', r));
       await env.client.workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
       w = await startCliWorker([], wenv);
-      const r = await runCli(['resume', runId, '--json', '--wait'], wenv, { timeoutMs: 300_000 });
+      // From a CLI whose default queue is another one, and without a worker of its own: the resumed
+      // run goes to the queue the run was submitted to, where the worker polls.
+      const cli = { ...wenv, TEMPERED_TASK_QUEUE: 'a-queue-no-worker-polls' };
+      const r = await runCli(['resume', runId, '--json', '--wait', '--no-local-worker'], cli, { timeoutMs: 300_000 });
       assert.equal(r.code, 0, r.stderr);
       const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
       assert.equal(st.resumeOf, runId);
+      assert.equal((await env.client.workflow.getHandle(st.runId).describe()).taskQueue, 'resume');
       const states = Object.fromEntries(st.stages.map((s) => [s.id, s.state]));
       assert.deepEqual(states, {
         ingest: 'cached',

@@ -304,7 +304,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const input = await runInput(client, old);
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
     const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor } };
-    const handle = await submitRun(client, next, { taskQueue: o.taskQueue });
+    // On the run's own queue, as `tempered resume`: only that queue's workers would pick it up.
+    const handle = await submitRun(client, next, { taskQueue: desc.taskQueue });
     await auditRunSubmitted(dbs.audit, handle.workflowId, next, handle.firstExecutionRunId);
     return { runId: handle.workflowId };
   });

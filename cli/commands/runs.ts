@@ -37,7 +37,7 @@ function followAndPrint(client: Client, runId: string, json = false): Promise<Ru
 }
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered submit <file> [--param k=v ...] [--wait [--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
+  const usage = 'tempered submit <file> [--param k=v ...] [--queue Q] [--wait [--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
   const { values, positionals } = parse(
     argv,
     {
@@ -243,5 +243,11 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   // checkpoints are found by its cache key, so only unfinished work runs again.
   const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
   if (!values.json) console.log(`resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)})`);
-  return startAndReport(ctx, client, next, { wait: !!values.wait, json: !!values.json, localWorker: !values['no-local-worker'] });
+  // On the run's own queue: a run submitted with --queue is picked up by the workers of that queue only.
+  return startAndReport(ctx, client, next, {
+    wait: !!values.wait,
+    json: !!values.json,
+    queue: desc.taskQueue,
+    localWorker: !values['no-local-worker'],
+  });
 }
