@@ -7,14 +7,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AdmZip from 'adm-zip';
-import { CUDA_WHEELS_X64, installCudaLibs, type LibraryWheel } from './cuda-libs.ts';
+import { CUDA_WHEELS_X64, installCudaLibs, ORT_GPU_VERSION, type LibraryWheel } from './cuda-libs.ts';
 import { pipTagArgs } from './pypi-wheel.ts';
-import { CUDA_MANIFEST, cudaLibDir, readCudaInstall } from '../src/engine/cuda.ts';
+import { CUDA_MANIFEST, cudaLibDir, npmOrtVersion, readCudaInstall } from '../src/engine/cuda.ts';
 
 const FILE = 'six-1.17.0-py2.py3-none-any.whl';
 const REAL = readFileSync(join(import.meta.dirname, 'fixtures', FILE));
@@ -172,4 +172,56 @@ test('the CUDA pins: hex sha256 per wheel, and every library the CUDA provider n
     '--abi',
     'cp311',
   ]);
+});
+
+test('a server sending more than the pinned wheel holds is cut off at its size, and nothing stays', async () => {
+  served = Buffer.concat([REAL, Buffer.alloc(4 * 1024 * 1024)]);
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+    await assert.rejects(install(dir), new RegExp(`sent more than the ${REAL.length} bytes of ${FILE.replace(/\./g, '\\.')}; refusing it`));
+    assert.deepEqual(readdirSync(dir).sort(), ['lib', 'wheels'], 'no partial download left');
+  } finally {
+    served = REAL;
+  }
+});
+
+test('--wheels naming a folder without the pinned file says so before the network is tried', async () => {
+  const local = mkdtempSync(join(tmpdir(), 'tempered-wheels-'));
+  const lines: string[] = [];
+  await assert.rejects(
+    installCudaLibs(mkdtempSync(join(tmpdir(), 'tempered-cudalibs-')), {
+      wheels: [SIX],
+      localDir: local,
+      pip: false,
+      log: (m) => lines.push(m),
+      index: () => 'http://127.0.0.1:9/',
+    }),
+    /has no six-1\.17\.0-py2\.py3-none-any\.whl \(fetch it where PyPI is reachable: pip download --no-deps six==1\.17\.0\)/,
+  );
+  assert.ok(lines.some((l) => l.includes(`${local} has no ${FILE}`)));
+});
+
+test('the CUDA build is pinned to the release of the npm binding; an install of another release is not usable', () => {
+  assert.equal(ORT_GPU_VERSION, npmOrtVersion(), 'infra/cuda-libs.ts pins the onnxruntime-node version this checkout installs');
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  mkdirSync(cudaLibDir(dir), { recursive: true });
+  writeFileSync(join(cudaLibDir(dir), 'libonnxruntime.so.1'), 'x');
+  const manifest = (what: string, ortVersion?: string) =>
+    writeFileSync(
+      join(dir, CUDA_MANIFEST),
+      JSON.stringify({
+        what,
+        ...(ortVersion ? { ortVersion } : {}),
+        files: { 'libonnxruntime.so.1': { bytes: 1, sha256: 'x', from: 'w' } },
+      }),
+    );
+  manifest('onnxruntime-gpu 1.29.0 with CUDA 13');
+  assert.match(
+    (readCudaInstall(dir) as { problem: string }).problem,
+    /is onnxruntime 1\.29\.0, but this checkout's onnxruntime-node is 1\.30\.0/,
+  );
+  manifest('anything', '1.31.0');
+  assert.match((readCudaInstall(dir) as { problem: string }).problem, /is onnxruntime 1\.31\.0/);
+  manifest('anything', ORT_GPU_VERSION);
+  assert.ok('manifest' in readCudaInstall(dir));
 });

@@ -10,7 +10,7 @@
  * RECORD; a stamp per wheel makes a rerun download only what is missing or damaged, and
  * `installed.json`, written last, is what marks the install complete.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CUDA_MANIFEST, cudaLibDir, type CudaManifest } from '../src/engine/cuda.ts';
@@ -197,11 +197,12 @@ export async function installCudaLibs(
   }
   const manifest: CudaManifest = {
     what: opts.what ?? `onnxruntime-gpu ${ORT_GPU_VERSION} with CUDA 13 runtime, cuBLAS, cuRAND and cuDNN 9 (linux-x64)`,
+    ...(opts.wheels ? {} : { ortVersion: ORT_GPU_VERSION }),
     files: Object.fromEntries(
       stamps.flatMap((s) => Object.entries(s.files).map(([name, f]) => [name, { ...f, from: s.wheel.split(' ')[0]! }] as const)),
     ),
   };
-  const tmp = join(dir, `${CUDA_MANIFEST}.tmp-${process.pid}`);
+  const tmp = join(dir, `${CUDA_MANIFEST}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   writeFileSync(tmp, JSON.stringify(manifest, null, 2) + '\n');
   renameSync(tmp, join(dir, CUDA_MANIFEST));
   return { downloaded, kept, manifest };

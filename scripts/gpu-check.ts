@@ -36,6 +36,7 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: 'tiny' },
     repeat: { type: 'string', default: '5' },
     against: { type: 'string', default: 'cuda' },
+    'require-gpu': { type: 'boolean', default: false },
     batch: { type: 'string' },
     tf32: { type: 'boolean', default: false },
   },
@@ -141,7 +142,7 @@ function nodesOffProvider(
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<number> {
-  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild({ tf32: args.tf32 });
+  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild({ tf32: args.tf32, requireGpu: args['require-gpu'] });
   console.log(`onnxruntime core: ${loadedOrtCore()}`);
   const { batch: _b, ...cfg } = size!;
   const prog = compileTrainStep(buildTinyEncoder(cfg), {

@@ -39,6 +39,7 @@ const { values: args } = parseArgs({
   options: {
     steps: { type: 'string', default: '40' },
     against: { type: 'string', default: 'cuda' },
+    'require-gpu': { type: 'boolean', default: false },
   },
 });
 const target = args.against;
@@ -52,7 +53,10 @@ const LOSS_REL_TOL = 1e-3;
 // The worker's state folder is a throwaway one, so the stage's child must be pointed at the CUDA
 // install this machine's TEMPERED_HOME holds.
 process.env[CUDA_DIR_ENV] ||= cudaDir(stateDir());
-const probe = target === 'cuda' ? exitUnlessCudaUsable(process.env[CUDA_DIR_ENV]!) : probeCuda(process.env[CUDA_DIR_ENV]!);
+const probe =
+  target === 'cuda'
+    ? exitUnlessCudaUsable(process.env[CUDA_DIR_ENV]!, { requireGpu: args['require-gpu'] })
+    : probeCuda(process.env[CUDA_DIR_ENV]!);
 if (target === 'cuda') console.log(`GPU: ${probe.devices.join(', ')}, driver ${probe.driver ?? 'unknown'}; CUDA install ${probe.dir}`);
 
 interface Outcome {

@@ -33,6 +33,7 @@ const { values: args } = parseArgs({
   options: {
     steps: { type: 'string', default: '64' },
     against: { type: 'string', default: 'cuda' },
+    'require-gpu': { type: 'boolean', default: false },
     'steps-per-run': { type: 'string' },
   },
 });
@@ -60,7 +61,7 @@ function filesHash(dir: string): string {
 }
 
 async function main(): Promise<number> {
-  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild();
+  if (target === 'cuda' && !cudaBuildLoaded()) relaunchWithCudaBuild({ requireGpu: args['require-gpu'] });
   console.log(`onnxruntime core: ${loadedOrtCore()}`);
   const root = mkdtempSync(join(tmpdir(), 'gpu-train-check-'));
   try {

@@ -55,7 +55,17 @@ describe('tempered CLI', () => {
   it('rejects bad usage and a missing file clearly', async () => {
     const r1 = await runCli(['submit'], env);
     assert.equal(r1.code, 2);
-    assert.match(r1.stderr, /usage: tempered submit/);
+    assert.match(r1.stderr, /usage: tempered submit .*--queue Q/);
+    // setup checks its flags before it installs anything.
+    const w1 = await runCli(['setup', '--wheels', FIX], env);
+    assert.equal(w1.code, 2);
+    assert.match(w1.stderr, /--wheels is for the CUDA wheels of --gpu/);
+    const w2 = await runCli(['setup', '--gpu', '--wheels', join(FIX, 'no-such-folder')], env);
+    assert.equal(w2.code, 2);
+    assert.match(w2.stderr, /--wheels .*no-such-folder: no such folder/);
+    const w3 = await runCli(['worker', '--max-activities', 'lots'], env);
+    assert.equal(w3.code, 2);
+    assert.match(w3.stderr, /--max-activities takes a positive whole number of stages, not "lots"/);
     const r2 = await runCli(['validate', join(FIX, 'nope.yaml')], env);
     assert.equal(r2.code, 2);
     assert.match(r2.stderr, /nope\.yaml/);

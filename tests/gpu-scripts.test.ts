@@ -27,6 +27,10 @@ for (const name of ['gpu-check.ts', 'gpu-train-check.ts', 'gpu-pipeline-check.ts
     const r = script(name, []);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /^no GPU: .*setup --gpu.*no NVIDIA GPU on this machine/m);
+    // As a GPU host's acceptance check (--require-gpu), the same answer is a failure.
+    const required = script(name, ['--require-gpu']);
+    assert.equal(required.status, 1, required.out);
+    assert.match(required.out, /^no GPU: /m);
   });
 }
 

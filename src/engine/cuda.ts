@@ -11,6 +11,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 
@@ -26,6 +27,8 @@ export const MIN_DRIVER_MAJOR = 580;
 export interface CudaManifest {
   /** What was installed, e.g. `onnxruntime-gpu 1.30.0 + CUDA 13`. */
   what: string;
+  /** The onnxruntime release installed (manifests before 5 Dec 2026 say it only in `what`). */
+  ortVersion?: string;
   /** File name in lib/ → size and sha256 (hex). */
   files: Record<string, { bytes: number; sha256: string; from: string }>;
 }
@@ -36,6 +39,15 @@ export function cudaDir(stateDir: string, env: Record<string, string | undefined
 
 export function cudaLibDir(dir: string): string {
   return join(dir, 'lib');
+}
+
+/** The version of the onnxruntime-node package this checkout runs, if it can be read. */
+export function npmOrtVersion(): string | undefined {
+  try {
+    return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The install's manifest when it is complete (every listed file present at its size), else why not. */
@@ -49,6 +61,12 @@ export function readCudaInstall(dir: string): { manifest: CudaManifest } | { pro
   } catch (e) {
     return { problem: `${path} is unreadable (${(e as Error).message})` };
   }
+  // The CUDA build must be the release the npm binding was built against, whose symbols it needs: an
+  // install left from before an upgrade of onnxruntime-node would fail in every CUDA child instead.
+  const installed = manifest.ortVersion ?? /onnxruntime-gpu (\S+)/.exec(manifest.what ?? '')?.[1];
+  const binding = npmOrtVersion();
+  if (installed && binding && installed !== binding)
+    return { problem: `the CUDA install in ${dir} is onnxruntime ${installed}, but this checkout's onnxruntime-node is ${binding}` };
   for (const [name, f] of Object.entries(manifest.files)) {
     const p = join(cudaLibDir(dir), name);
     if (!existsSync(p)) return { problem: `the CUDA install in ${dir} is incomplete: ${name} is missing` };
