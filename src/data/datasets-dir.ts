@@ -16,11 +16,15 @@ function candidates(env: NodeJS.ProcessEnv): string[] {
 
 /** The datasets folder, or undefined when none of the candidates holds it. */
 export function findDatasetsDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  // A folder the user names is taken as it is, whichever datasets it holds; the guesses after it
+  // count only when they hold the shared collection (its sms_spam/).
+  if (env.TEMPERED_DATASETS) return existsSync(env.TEMPERED_DATASETS) ? env.TEMPERED_DATASETS : undefined;
   return candidates(env).find((c) => existsSync(join(c, 'sms_spam')));
 }
 
 export function datasetsDir(): string {
   const found = findDatasetsDir();
   if (found) return found;
+  if (process.env.TEMPERED_DATASETS) throw new Error(`TEMPERED_DATASETS names ${process.env.TEMPERED_DATASETS}, which does not exist`);
   throw new Error(`shared datasets not found (looked in ${candidates(process.env).join(', ')}); set TEMPERED_DATASETS`);
 }
