@@ -147,21 +147,43 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     `worker polling ${named} on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
-  const stop = () => workers.forEach((w) => w.shutdown());
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  // A worker that fails stops the others, so the process ends instead of half-serving; it ends once
-  // they have all stopped, so the stage-cache uploads their last stages started are flushed too.
-  const ended = await Promise.allSettled(
+  const ended = runTogether(workers);
+  process.once('SIGINT', ended.stop);
+  process.once('SIGTERM', ended.stop);
+  const failure = await ended.done;
+  await pruner?.stop();
+  if (failure) throw failure.error;
+  return 0;
+}
+
+/** What runTogether needs of an SDK worker. */
+export type RunnableWorker = Pick<Worker, 'run' | 'shutdown' | 'getState'>;
+
+/**
+ * Runs the queue workers of one process until all have stopped. One that fails stops the others, so
+ * the process ends instead of half-serving, and only once they have all stopped, so the stage-cache
+ * uploads their last stages started are flushed too. `done` gives the first failure, if any.
+ */
+export function runTogether(workers: RunnableWorker[]): { stop: () => void; done: Promise<{ error: unknown } | undefined> } {
+  // Only running workers are asked to stop: the SDK throws for any other state, and a failed worker
+  // is FAILED, so stopping it first used to leave the other queues serving and the process up.
+  const stop = () => {
+    for (const w of workers)
+      if (w.getState() === 'RUNNING')
+        try {
+          w.shutdown();
+        } catch {
+          // It stopped between the look and the call.
+        }
+  };
+  let first: { error: unknown } | undefined;
+  const done = Promise.allSettled(
     workers.map((w) =>
       w.run().catch((e: unknown) => {
+        first ??= { error: e };
         stop();
-        throw e;
       }),
     ),
-  );
-  await pruner?.stop();
-  const failed = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-  return 0;
+  ).then(() => first);
+  return { stop, done };
 }
