@@ -2,7 +2,8 @@
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { currentVersion } from '../src/registry/current.ts';
-import { decideGate, RunIndex, type DataFingerprint } from '../src/triggers/run-gate.ts';
+import { decideGate, type DataFingerprint } from '../src/triggers/run-gate.ts';
+import { runIndexFor } from '../src/triggers/shared-run-index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
@@ -20,7 +21,7 @@ async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): 
 
 export function runGateActivities(deps: { store: ArtifactStore; stateDir: string }) {
   const paths = statePaths(deps.stateDir);
-  const index = () => new RunIndex(paths.runs);
+  const index = () => runIndexFor(paths.registryDb, paths.runs);
   return {
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
       const data = await fingerprints(deps.store, req.ingest);
@@ -28,7 +29,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));
       const m: unknown = current && Object.hasOwn(current.metrics, below!.metric) ? current.metrics[below!.metric] : undefined;
       const metric = typeof m === 'number' ? m : undefined;
-      const decision = decideGate(req.gate, { specHash: req.specHash, data }, index().last(req.scheduleId ?? req.pipeline), metric);
+      const decision = decideGate(req.gate, { specHash: req.specHash, data }, await index().last(req.scheduleId ?? req.pipeline), metric);
       const audit = await openAudit(paths.auditDb);
       try {
         await audit.append({
@@ -53,7 +54,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       return decision;
     },
     async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
-      index().record(rec.scheduleId ?? rec.pipeline, {
+      await index().record(rec.scheduleId ?? rec.pipeline, {
         runId: rec.runId,
         specHash: rec.specHash,
         data: await fingerprints(deps.store, rec.ingest),
