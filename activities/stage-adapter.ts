@@ -14,7 +14,7 @@ import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
-import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
+import { FilePoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
@@ -35,6 +35,8 @@ export interface ActivityDeps {
    * shorter one leaves it running in the background (StageCache.put). Default 1 s.
    */
   awaitRecordUploadAfterMs?: number;
+  /** Where per-step training points go (the dashboard's live curves); default the files under the state folder. */
+  points?: ProgressPoints;
 }
 
 /**
@@ -52,6 +54,11 @@ interface HeartbeatDetails {
 export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: StageRequest) => Promise<StageResult> {
   const isolation = deps.isolation ?? isolationFromEnv();
   const inChild = kind.isolation !== undefined && isolation.mode === 'process';
+  const points =
+    deps.points ??
+    new FilePoints(statePaths(deps.stateDir).progress, (e) =>
+      console.error(`cannot record a training point: ${(e as Error)?.message ?? e}`),
+    );
   return async (req) => {
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
@@ -69,7 +76,6 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     let readInputs: string[] | undefined;
     // Per-step metrics (training curves) go to a file the dashboard tails: heartbeats keep only the latest.
     const execution = actx.info.workflowExecution?.runId;
-    const pointsLog = execution ? progressLogPath(statePaths(deps.stateDir).progress, req.runId, execution, req.stageId) : undefined;
     const ctx: StageContext = {
       runId: req.runId,
       executionId: actx.info.workflowExecution?.runId,
@@ -92,14 +98,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         actx.heartbeat(details);
         if (typeof progress.metrics?.samplesPerSec === 'number')
           recordTrainingThroughput(req.kind, req.stageId, progress.metrics.samplesPerSec);
-        if (pointsLog && typeof progress.metrics?.step === 'number') {
-          try {
-            appendProgressPoint(pointsLog, { attempt: actx.info.attempt, t: Date.now(), metrics: progress.metrics });
-          } catch (e) {
-            // A curve is a view: a full disk must not fail the training that feeds it.
-            actx.log.warn(`cannot record progress point: ${(e as Error).message}`, { stage: req.stageId });
-          }
-        }
+        // A curve is a view: a point that cannot be stored is reported by the sink, never thrown.
+        if (execution && typeof progress.metrics?.step === 'number')
+          points.append(req.runId, execution, req.stageId, { attempt: actx.info.attempt, t: Date.now(), metrics: progress.metrics });
       },
       log(message) {
         actx.log.info(message, { stage: req.stageId });
@@ -200,6 +201,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       throw asActivityFailure(err);
     } finally {
       clearInterval(beat);
+      // The stage's last points are stored before it reports done, so its finished curve is whole.
+      await points.flush();
       rmSync(workDir, { recursive: true, force: true });
       if (outcome !== 'cached') recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
     }

@@ -16,6 +16,7 @@ import { ArrowTableWriter } from '../src/data/arrow-io.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
+import { FilePoints } from '../src/store/progress-points.ts';
 import { MEDIA } from '../src/types.ts';
 import { trainingCurves } from '../ui/data.ts';
 import { createUiServer } from '../ui/server.ts';
@@ -87,7 +88,7 @@ const status: RunStatus = {
 };
 
 const t0 = performance.now();
-const curves = await trainingCurves(paths, store, 'bench-run', 'exec-1', status.stages[2]!);
+const curves = await trainingCurves(new FilePoints(paths.progress), store, 'bench-run', 'exec-1', status.stages[2]!);
 const curvesJson = JSON.stringify({ stages: { train: curves }, states: { train: 'succeeded' } });
 const serverMs = performance.now() - t0;
 

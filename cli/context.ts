@@ -17,6 +17,7 @@ import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openArtifactStore } from '../src/store/open-store.ts';
 import type { StageCache } from '../src/store/stage-cache.ts';
 import { openStageCache, type OpenedStageCache } from '../src/store/open-stage-cache.ts';
+import { openProgressPoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 
@@ -43,6 +44,8 @@ export interface CliContext {
   cache(): StageCache;
   /** The audit log, opened on first use and kept until close (the worker's stage hook writes to it). */
   auditLog(): KeptOpen<AuditLog>;
+  /** Where this process's workers put training points (one per process: closing stores the last ones). */
+  progressPoints(): ProgressPoints;
   log(msg: string): void;
   close(): Promise<void>;
 }
@@ -54,6 +57,7 @@ export async function createContext(): Promise<CliContext> {
   let store: ArtifactStore | undefined;
   let cache: OpenedStageCache | undefined;
   const audit = new KeptOpen(() => openAudit(paths.auditDb));
+  let points: ProgressPoints | undefined;
   const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
   return {
     paths,
@@ -66,6 +70,10 @@ export async function createContext(): Promise<CliContext> {
     // One per process, so closing waits for every stage-cache upload its workers left running.
     cache: () => (cache ??= openStageCache(paths.cache, getStore(), paths.registryDb)).cache,
     auditLog: () => audit,
+    progressPoints: () =>
+      (points ??= openProgressPoints(paths.progress, paths.registryDb, (e) =>
+        console.error(`cannot record a training point: ${(e as Error)?.message ?? e}`),
+      )),
     readReport(ref) {
       if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
       try {
@@ -107,6 +115,7 @@ export async function createContext(): Promise<CliContext> {
     },
     async close() {
       await cache?.close();
+      await points?.close();
       await audit.close();
       await client?.connection.close().catch(() => undefined);
     },

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { statePaths } from '../src/state-paths.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
+import { FilePoints } from '../src/store/progress-points.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { jsonDiff, trainingCurves } from './data.ts';
@@ -19,7 +20,7 @@ describe('trainingCurves from live points', () => {
     // A retry resumed from a checkpoint at step 1 reports step 2 again.
     appendProgressPoint(log, { attempt: 2, t: 3, metrics: { step: 2, loss: 1.4, lr: 0.1, tokensPerSec: 70, samplesPerSec: 4 } });
     const stage = { id: 'train', uses: 'train', state: 'running', outputs: {} } as unknown as RunStatus['stages'][number];
-    const c = await trainingCurves(paths, {} as ArtifactStore, 'run-1', 'exec-1', stage);
+    const c = await trainingCurves(new FilePoints(paths.progress), {} as ArtifactStore, 'run-1', 'exec-1', stage);
     assert.equal(c.source, 'live');
     assert.deepEqual(c.columns.step, [1, 2]);
     assert.deepEqual(c.columns.loss, [2, 1.4]);

@@ -3,8 +3,7 @@
  * (client/runs.ts), its reports and training history from the artifact store, live training points
  * from the progress log the worker writes, models from the registry, records from the audit log.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
@@ -18,7 +17,8 @@ import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
-import { progressLogPath, readProgressPoints, type ProgressPoint } from '../src/store/progress-log.ts';
+import type { ProgressPoint } from '../src/store/progress-log.ts';
+import type { ProgressPoints } from '../src/store/progress-points.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
 
@@ -106,13 +106,13 @@ export interface TrainingCurves {
  * again from its checkpoint, and the newest report of a step wins.
  */
 export async function trainingCurves(
-  paths: StatePaths,
+  points: ProgressPoints,
   store: ArtifactStore,
   runId: string,
   execution: string,
   stage: RunStatus['stages'][number],
 ): Promise<TrainingCurves> {
-  const live = readProgressPoints(progressLogPath(paths.progress, runId, execution, stage.id));
+  const live = await points.read(runId, execution, stage.id);
   const byStep = new Map<number, Record<string, number>>();
   for (const p of live.points) if (typeof p.metrics.step === 'number') byStep.set(p.metrics.step, p.metrics);
   const history = await readHistoryArtifact(store, stage.outputs?.history);
@@ -125,15 +125,6 @@ export async function trainingCurves(
   const columns: Columns = { step: steps };
   for (const [col, name] of Object.entries(LIVE_NAMES)) columns[col] = steps.map((s) => byStep.get(s)![name] ?? null);
   return { columns, source: 'live', offset: live.offset };
-}
-
-/** Stage ids with a progress log for this execution (stages that reported steps). */
-export function stagesWithPoints(paths: StatePaths, runId: string, execution: string): string[] {
-  const dir = join(progressLogPath(paths.progress, runId, execution, 'x'), '..');
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
-    .filter((n) => n.endsWith('.jsonl'))
-    .map((n) => decodeURIComponent(n.slice(0, -'.jsonl'.length)));
 }
 
 export interface SpecDiffLine {

@@ -32,7 +32,7 @@ import { AliasMovedError } from '../src/registry/registry.ts';
 import { bearerMatches } from '../src/serve/auth.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
-import { progressLogPath, readProgressPoints } from '../src/store/progress-log.ts';
+import { openProgressPoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import type { RunInput } from '../workflows/types.ts';
 import {
   auditRecords,
@@ -41,7 +41,6 @@ import {
   listModelViews,
   readHistoryArtifact,
   runView,
-  stagesWithPoints,
   trainingCurves,
   type TrainingCurves,
   UiDatabases,
@@ -92,6 +91,8 @@ export interface UiOptions {
   taskQueue: string;
   /** Temporal Web UI link of a run, when a Web UI is known. */
   webUiRunUrl?(runId: string): string | undefined;
+  /** Where the workers' training points are read from; default from `paths` (openProgressPoints). */
+  points?: ProgressPoints;
   /** How often a live view polls Temporal and the progress log (default 1000 ms). */
   pollMs?: number;
   logger?: boolean;
@@ -123,6 +124,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   const pollMs = o.pollMs ?? 1000;
   const openStreams = new Set<() => void>();
   const dbs = new UiDatabases(o.paths);
+  // Training points: the workers' files on one machine, the shared database's table across hosts.
+  const points = o.points ?? openProgressPoints(o.paths.progress, o.paths.registryDb);
 
   const vendorFiles = new Map(Object.entries(VENDOR).map(([name, v]) => [name, { path: join(packageDir(v.pkg), v.file), type: v.type }]));
   const indexHtml = readFileSync(join(STATIC, 'index.html'), 'utf8');
@@ -214,7 +217,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const states: Record<string, string> = {};
     for (const stage of status.stages) {
       if (stage.uses !== 'train' || stage.state === 'pending' || stage.state === 'skipped') continue;
-      stages[stage.id] = await trainingCurves(o.paths, o.store, req.params.id, desc.runId, stage);
+      stages[stage.id] = await trainingCurves(points, o.store, req.params.id, desc.runId, stage);
       states[stage.id] = stage.state;
     }
     return { stages, states };
@@ -261,11 +264,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         lastStages = key;
         send('stages', { state: st.state, endedAt: st.endedAt, stages });
       }
-      for (const stage of stagesWithPoints(o.paths, runId, execution)) {
-        const from = offsets.get(stage) ?? 0;
-        const { points, offset } = readProgressPoints(progressLogPath(o.paths.progress, runId, execution, stage), from);
-        if (points.length > 0) send('points', { stage, points, offset });
-        offsets.set(stage, offset);
+      for (const stage of await points.stages(runId, execution)) {
+        const read = await points.read(runId, execution, stage, offsets.get(stage) ?? 0);
+        if (read.points.length > 0) send('points', { stage, points: read.points, offset: read.offset });
+        offsets.set(stage, read.offset);
       }
       return st.state !== 'running';
     };
@@ -452,6 +454,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       for (const stop of [...openStreams]) stop();
       await app.close();
       await dbs.close();
+      if (!o.points) await points.close();
     },
   };
 }

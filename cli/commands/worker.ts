@@ -44,6 +44,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       stateDir: ctx.paths.root,
       onStageCompleted: stageCompletedHook(ctx.paths.root, ctx.auditLog()),
       isolation,
+      points: ctx.progressPoints(),
     },
   });
 }

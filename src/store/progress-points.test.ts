@@ -1,0 +1,124 @@
+/**
+ * Training points for the dashboard: the same contract from the local files and from the shared
+ * database (SQLite and a real PostgreSQL), which is how a `tempered ui` on another host sees a
+ * worker's live curves.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase } from '../db/database.ts';
+import { KeptOpen } from '../db/kept-open.ts';
+import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
+import type { ProgressPoint } from './progress-log.ts';
+import { DatabasePoints, FilePoints, openProgressPoints, PROGRESS_SCHEMA, type ProgressPoints } from './progress-points.ts';
+
+const point = (step: number, attempt = 1): ProgressPoint => ({ attempt, t: 1000 + step, metrics: { step, loss: 1 / step } });
+
+async function contract(writer: ProgressPoints, reader: ProgressPoints): Promise<void> {
+  assert.deepEqual(await reader.read('run-1', 'exec-1', 'train'), { points: [], offset: 0 }, 'nothing yet');
+  assert.deepEqual(await reader.stages('run-1', 'exec-1'), []);
+  for (let s = 1; s <= 3; s++) writer.append('run-1', 'exec-1', 'train', point(s));
+  writer.append('run-1', 'exec-1', 'train-2', point(1));
+  writer.append('run-1', 'exec-2', 'train', point(9));
+  await writer.flush();
+  const first = await reader.read('run-1', 'exec-1', 'train');
+  assert.deepEqual(
+    first.points.map((p) => p.metrics.step),
+    [1, 2, 3],
+  );
+  assert.deepEqual(await reader.stages('run-1', 'exec-1'), ['train', 'train-2']);
+  // From the offset on: each point once.
+  writer.append('run-1', 'exec-1', 'train', point(4));
+  writer.append('run-1', 'exec-1', 'train', point(2, 2));
+  await writer.flush();
+  const next = await reader.read('run-1', 'exec-1', 'train', first.offset);
+  assert.deepEqual(
+    next.points.map((p) => [p.metrics.step, p.attempt]),
+    [
+      [4, 1],
+      [2, 2],
+    ],
+  );
+  assert.deepEqual((await reader.read('run-1', 'exec-1', 'train', next.offset)).points, [], 'nothing after the last');
+}
+
+describe('training points in files', () => {
+  it('append, flush, read from an offset, list the stages', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-points-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    await contract(new FilePoints(dir), new FilePoints(dir));
+  });
+});
+
+for (const backend of BACKENDS)
+  describe(`training points in the database (${backend})`, { skip: backend === 'postgres' ? postgresUnavailable() : undefined }, () => {
+    const dbs = useDatabases(backend);
+    const open = (location: string, flushEveryMs?: number, onError?: (e: unknown) => void) =>
+      new DatabasePoints(new KeptOpen(() => openDatabase(location, PROGRESS_SCHEMA)), { flushEveryMs, onError });
+
+    it('the same contract, a writer and a reader in different processes sharing the database', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const [writer, reader] = [open(location), open(location)];
+      try {
+        await contract(writer, reader);
+      } finally {
+        await writer.close();
+        await reader.close();
+      }
+    });
+
+    it('queued points go in on their own after flushEveryMs, in batches, and close stores the rest', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const writer = open(location, 50);
+      const reader = open(location);
+      try {
+        for (let s = 1; s <= 1203; s++) writer.append('run-1', 'exec-1', 'train', point(s));
+        let seen: number[] = [];
+        let offset = 0;
+        for (let i = 0; i < 200 && seen.length < 1203; i++) {
+          const r = await reader.read('run-1', 'exec-1', 'train', offset);
+          seen = seen.concat(r.points.map((p) => p.metrics.step!));
+          offset = r.offset;
+          if (seen.length < 1203) await new Promise((res) => setTimeout(res, 25));
+        }
+        assert.deepEqual(
+          seen,
+          Array.from({ length: 1203 }, (_, i) => i + 1),
+          'every point, once, in order, with no flush called',
+        );
+        writer.append('run-1', 'exec-1', 'train', point(1204));
+        await writer.close();
+        assert.deepEqual(
+          (await reader.read('run-1', 'exec-1', 'train', offset)).points.map((p) => p.metrics.step),
+          [1204],
+        );
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('a database that cannot be written reports through onError and never throws to the stage', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const errors: unknown[] = [];
+      const broken = new DatabasePoints(
+        new KeptOpen(async () => {
+          throw new Error('connection refused');
+        }),
+        { onError: (e) => errors.push(e) },
+      );
+      broken.append('run-1', 'exec-1', 'train', point(1));
+      await broken.flush();
+      assert.equal(errors.length, 1);
+      assert.match(String((errors[0] as Error).message), /connection refused/);
+      assert.ok(location);
+    });
+  });
+
+describe('openProgressPoints', () => {
+  it('files for a registry file, the database for a PostgreSQL URL', () => {
+    assert.ok(openProgressPoints('/tmp/x', '/tmp/registry.db') instanceof FilePoints);
+    assert.ok(openProgressPoints('/tmp/x', 'postgres://u@127.0.0.1:1/db') instanceof DatabasePoints);
+  });
+});

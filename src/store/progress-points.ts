@@ -1,0 +1,194 @@
+/**
+ * Where a training stage's per-step points (its curves as they grow) are kept for the dashboard.
+ *
+ * On one machine, a JSON-lines file per stage under `TEMPERED_HOME/progress` (progress-log.ts), which
+ * the dashboard tails by byte offset. With a shared database (`TEMPERED_DATABASE_URL`), its
+ * `progress_points` table: the worker that trains and the `tempered ui` process are then on other
+ * hosts, and the only things they share are Temporal, the store and the database. There a point
+ * read from is a row id instead of a byte offset, and a worker writes its points in batches (every
+ * `flushEveryMs`, and when the stage ends), since a small model steps many times a second.
+ */
+import { isDatabaseUrl, openDatabase, type Database, type Schema } from '../db/database.ts';
+import { KeptOpen } from '../db/kept-open.ts';
+import { appendProgressPoint, progressLogPath, readProgressPoints, type ProgressPoint } from './progress-log.ts';
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export interface PointsRead {
+  points: ProgressPoint[];
+  /** Where the next read starts: a byte offset in a file, a row id in the database. */
+  offset: number;
+}
+
+export interface ProgressPoints {
+  /** Records a point; may only queue it (see `flush`). Never throws: a curve must not fail a training. */
+  append(runId: string, execution: string, stageId: string, point: ProgressPoint): void;
+  /** Resolves once every point appended so far is stored (or dropped after a failure, reported through onError). */
+  flush(): Promise<void>;
+  /** A stage's points after `offset` (0: from the start). */
+  read(runId: string, execution: string, stageId: string, offset?: number): Promise<PointsRead>;
+  /** The stages of an execution that have points. */
+  stages(runId: string, execution: string): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** One machine: the JSON-lines files of progress-log.ts. */
+export class FilePoints implements ProgressPoints {
+  constructor(
+    private readonly dir: string,
+    private readonly onError: (e: unknown) => void = () => {},
+  ) {}
+
+  append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
+    try {
+      appendProgressPoint(progressLogPath(this.dir, runId, execution, stageId), point);
+    } catch (e) {
+      this.onError(e);
+    }
+  }
+
+  async flush(): Promise<void> {}
+
+  async read(runId: string, execution: string, stageId: string, offset = 0): Promise<PointsRead> {
+    return readProgressPoints(progressLogPath(this.dir, runId, execution, stageId), offset);
+  }
+
+  async stages(runId: string, execution: string): Promise<string[]> {
+    const dir = dirname(progressLogPath(this.dir, runId, execution, 'x'));
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir)
+      .filter((n) => n.endsWith('.jsonl'))
+      .map((n) => decodeURIComponent(n.slice(0, -'.jsonl'.length)))
+      .sort();
+  }
+
+  async close(): Promise<void> {}
+}
+
+export const PROGRESS_SCHEMA: Schema = {
+  scope: 'progress_points',
+  sqlite: [
+    {
+      version: 1,
+      name: 'training points per stage',
+      sql: `
+        CREATE TABLE progress_points (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          run_id TEXT NOT NULL,
+          execution TEXT NOT NULL,
+          stage_id TEXT NOT NULL,
+          point_json TEXT NOT NULL
+        );
+        CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
+      `,
+    },
+  ],
+  postgres: [
+    {
+      version: 1,
+      name: 'training points per stage',
+      sql: `
+        CREATE TABLE progress_points (
+          id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          run_id TEXT NOT NULL,
+          execution TEXT NOT NULL,
+          stage_id TEXT NOT NULL,
+          point_json TEXT NOT NULL
+        );
+        CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
+      `,
+    },
+  ],
+};
+
+/** Rows per INSERT, well under PostgreSQL's 65535 parameters. */
+const BATCH_ROWS = 500;
+/** Rows per read, so a long curve is sent in pieces. */
+const READ_ROWS = 5000;
+
+type Row = [runId: string, execution: string, stageId: string, json: string];
+
+/** A shared database: the `progress_points` table. */
+export class DatabasePoints implements ProgressPoints {
+  private queued: Row[] = [];
+  private writing: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: KeptOpen<Database>,
+    private readonly opts: { flushEveryMs?: number; onError?: (e: unknown) => void } = {},
+  ) {}
+
+  append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
+    this.queued.push([runId, execution, stageId, JSON.stringify(point)]);
+    this.timer ??= setTimeout(() => void this.flush(), this.opts.flushEveryMs ?? 1000);
+  }
+
+  flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const rows = this.queued;
+    this.queued = [];
+    // One write at a time, in order, so a stage's rows get increasing ids.
+    this.writing = this.writing.then(async () => {
+      if (rows.length === 0) return;
+      try {
+        const db = await this.db.get();
+        for (let i = 0; i < rows.length; i += BATCH_ROWS) {
+          const batch = rows.slice(i, i + BATCH_ROWS);
+          await db.run(
+            `INSERT INTO progress_points (run_id, execution, stage_id, point_json) VALUES ${batch.map(() => '(?, ?, ?, ?)').join(', ')}`,
+            batch.flat(),
+          );
+        }
+      } catch (e) {
+        (this.opts.onError ?? (() => {}))(e);
+      }
+    });
+    return this.writing;
+  }
+
+  async read(runId: string, execution: string, stageId: string, offset = 0): Promise<PointsRead> {
+    const rows = await (
+      await this.db.get()
+    ).all<{ id: number | string; point_json: string }>(
+      'SELECT id, point_json FROM progress_points WHERE run_id = ? AND execution = ? AND stage_id = ? AND id > ? ORDER BY id LIMIT ?',
+      [runId, execution, stageId, offset, READ_ROWS],
+    );
+    const points: ProgressPoint[] = [];
+    for (const r of rows) {
+      try {
+        const p = JSON.parse(r.point_json) as ProgressPoint;
+        if (p && typeof p === 'object' && typeof p.metrics === 'object' && p.metrics !== null) points.push(p);
+      } catch {
+        // Written by this module from JSON.stringify; a row that does not parse is skipped, not fatal.
+      }
+    }
+    // PostgreSQL returns BIGINT as a string.
+    return { points, offset: rows.length ? Number(rows[rows.length - 1]!.id) : offset };
+  }
+
+  async stages(runId: string, execution: string): Promise<string[]> {
+    const rows = await (
+      await this.db.get()
+    ).all<{ stage_id: string }>('SELECT DISTINCT stage_id FROM progress_points WHERE run_id = ? AND execution = ? ORDER BY stage_id', [
+      runId,
+      execution,
+    ]);
+    return rows.map((r) => r.stage_id);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.db.close();
+  }
+}
+
+/**
+ * The points of a process: in the database when `database` (the registry's location) is a shared
+ * one, so that a dashboard on another host sees a worker's curves; else in `progressDir`.
+ */
+export function openProgressPoints(progressDir: string, database: string, onError?: (e: unknown) => void): ProgressPoints {
+  if (isDatabaseUrl(database)) return new DatabasePoints(new KeptOpen(() => openDatabase(database, PROGRESS_SCHEMA)), { onError });
+  return new FilePoints(progressDir, onError);
+}
