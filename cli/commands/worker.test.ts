@@ -5,6 +5,11 @@ import { parseQueues, runTogether, type RunnableWorker } from './worker.ts';
 
 test('--queue lists the queues a worker serves, each with an optional cap on stages at once', () => {
   assert.deepEqual(parseQueues('tempered', 'u'), [{ queue: 'tempered', maxActivities: undefined }]);
+  // A queue's own cap wins; --max-activities caps the queues that name none.
+  assert.deepEqual(parseQueues('gpu:1,cpu', 'u', 3), [
+    { queue: 'gpu', maxActivities: 1 },
+    { queue: 'cpu', maxActivities: 3 },
+  ]);
   assert.deepEqual(parseQueues('gpu:1, cpu', 'u'), [
     { queue: 'gpu', maxActivities: 1 },
     { queue: 'cpu', maxActivities: undefined },

@@ -77,7 +77,8 @@ export interface QueueSlot {
  * training stage per GPU beside several data stages). A name is what Temporal accepts as a task
  * queue; a cap is a positive whole number.
  */
-export function parseQueues(raw: string, usage: string): QueueSlot[] {
+/** The queues of `--queue`, each with its own cap, or `defaultMax` (`--max-activities`) where it names none. */
+export function parseQueues(raw: string, usage: string, defaultMax?: number): QueueSlot[] {
   const slots: QueueSlot[] = [];
   for (const part of raw.split(',').map((p) => p.trim())) {
     const m = /^([A-Za-z0-9._\-/]+)(?::(\d+))?$/.exec(part);
@@ -87,7 +88,7 @@ export function parseQueues(raw: string, usage: string): QueueSlot[] {
         2,
       );
     if (slots.some((s) => s.queue === m[1])) throw new CliError(`--queue names ${m[1]} twice\nusage: ${usage}`, 2);
-    slots.push({ queue: m[1]!, maxActivities: m[2] === undefined ? undefined : Number(m[2]) });
+    slots.push({ queue: m[1]!, maxActivities: m[2] === undefined ? defaultMax : Number(m[2]) });
   }
   return slots;
 }
@@ -118,7 +119,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const maxActivities = rawMax === undefined ? undefined : Number(rawMax);
   if (maxActivities !== undefined && (!Number.isInteger(maxActivities) || maxActivities <= 0))
     throw new CliError(`--max-activities takes a positive whole number of stages, not ${JSON.stringify(rawMax)}\nusage: ${usage}`, 2);
-  const slots = parseQueues(values.queue ?? ctx.taskQueue, usage);
+  const slots = parseQueues(values.queue ?? ctx.taskQueue, usage, maxActivities);
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
@@ -137,7 +138,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     workers.push(
       await buildWorker(ctx, slot.queue, {
         workflows: !values['activities-only'],
-        maxActivities: slot.maxActivities ?? maxActivities,
+        maxActivities: slot.maxActivities,
         childMaxOldSpaceMb: mib('child-max-old-space-mb'),
         childMaxRssMb: mib('child-max-rss-mb'),
       }),
