@@ -53,6 +53,16 @@ export interface Schema {
   postgres: readonly Migration[];
 }
 
+/**
+ * A scope of one table that maps a text key to a JSON record, in SQL both dialects accept: the shared
+ * records of a worker fleet (stage cache, run index) that are read and replaced by key.
+ */
+export function keyedRecordsSchema(scope: string, table: string, keyColumn: string, name: string): Schema {
+  const sql = `CREATE TABLE ${table} (${keyColumn} TEXT PRIMARY KEY, record_json TEXT NOT NULL, updated_at TEXT NOT NULL);`;
+  const migrations = [{ version: 1, name, sql }];
+  return { scope, sqlite: migrations, postgres: migrations };
+}
+
 export const DATABASE_URL_ENV = 'TEMPERED_DATABASE_URL';
 
 export function isDatabaseUrl(location: string): boolean {

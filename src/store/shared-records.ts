@@ -9,7 +9,7 @@
  *   An S3 service answers in tens of milliseconds where a database in the same network answers in
  *   one (README, *Orchestration with shared backends*).
  */
-import type { Database, Schema } from '../db/database.ts';
+import { keyedRecordsSchema, type Database, type Schema } from '../db/database.ts';
 import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 
@@ -53,18 +53,7 @@ export class ObjectStoreRecords implements SharedRecords {
   }
 }
 
-const TABLE = `
-  CREATE TABLE stage_cache (
-    cache_key TEXT PRIMARY KEY,
-    record_json TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-  );
-`;
-export const STAGE_CACHE_SCHEMA: Schema = {
-  scope: 'stage_cache',
-  sqlite: [{ version: 1, name: 'stage cache records', sql: TABLE }],
-  postgres: [{ version: 1, name: 'stage cache records', sql: TABLE }],
-};
+export const STAGE_CACHE_SCHEMA: Schema = keyedRecordsSchema('stage_cache', 'stage_cache', 'cache_key', 'stage cache records');
 
 /** Records read per query while scanning, so a large cache is walked without holding it in memory. */
 const SCAN_PAGE = 500;

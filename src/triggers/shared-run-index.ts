@@ -4,21 +4,10 @@
  * not be the one that recorded. With a shared database (`TEMPERED_DATABASE_URL`) the records live in
  * its `run_index` table; on one machine, in `TEMPERED_HOME/runs` as before (`RunIndex`).
  */
-import { isDatabaseUrl, openDatabase, type Schema } from '../db/database.ts';
+import { isDatabaseUrl, keyedRecordsSchema, openDatabase, type Schema } from '../db/database.ts';
 import { RunIndex, type RunRecord } from './run-gate.ts';
 
-const TABLE = `
-  CREATE TABLE run_index (
-    pipeline TEXT PRIMARY KEY,
-    record_json TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-  );
-`;
-export const RUN_INDEX_SCHEMA: Schema = {
-  scope: 'run_index',
-  sqlite: [{ version: 1, name: 'last successful run per pipeline', sql: TABLE }],
-  postgres: [{ version: 1, name: 'last successful run per pipeline', sql: TABLE }],
-};
+export const RUN_INDEX_SCHEMA: Schema = keyedRecordsSchema('run_index', 'run_index', 'pipeline', 'last successful run per pipeline');
 
 export interface SharedRunIndex {
   last(pipeline: string): Promise<RunRecord | undefined>;
