@@ -76,6 +76,8 @@ describe('tempered CLI', () => {
   it('submit --wait runs the pipeline with progress, then status, runs, logs and audit show it', async () => {
     const r = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait'], env, { timeoutMs: 180_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Against a given TEMPORAL_ADDRESS the in-process worker is announced, with how to do without it.
+    assert.match(r.stderr, /this process also runs a worker on queue '\S+' of \S+ while it waits; pass --no-local-worker/);
     const runId = /submitted run (\S+)/.exec(r.stdout)?.[1];
     assert.ok(runId, r.stdout);
     assert.match(r.stdout, /ingest\s+ingest\s+succeeded/);

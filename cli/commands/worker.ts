@@ -56,6 +56,12 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
  */
 export async function startLocalWorker(ctx: CliContext, queue: string): Promise<{ stop(): Promise<void> }> {
   installRuntime('ERROR');
+  // Against a team's cluster this process becomes one of the queue's workers for the wait, taking
+  // other people's stages with this checkout and this machine's files: said, so it is a choice.
+  if (!ctx.settings().embedded)
+    console.error(
+      `note: this process also runs a worker on queue '${queue}' of ${ctx.settings().address} while it waits; pass --no-local-worker to leave the stages to the cluster's workers`,
+    );
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
