@@ -16,6 +16,7 @@ import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../src/store
 import { openRegistry } from '../src/registry/registry.ts';
 import { openAudit } from '../src/audit/log.ts';
 import type { ArtifactRef } from '../src/types.ts';
+import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
 import { runCliInProcess } from './helpers/cli.ts';
 import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
@@ -179,17 +180,24 @@ describe('tempered store gc', () => {
     });
     await reg.close();
     const at = (ref: ArtifactRef) => existsSync(join(home, 'store', 'sha256', ref.sha256.slice(0, 2), ref.sha256));
+    // An old run's live training points go with the horizon; a recent run's stay.
+    const oldPoints = progressLogPath(join(home, 'progress'), 'old-run', 'exec', 'train');
+    const newPoints = progressLogPath(join(home, 'progress'), 'new-run', 'exec', 'train');
+    for (const p of [oldPoints, newPoints]) appendProgressPoint(p, { attempt: 1, t: Date.now(), metrics: { step: 1 } });
+    utimesSync(oldPoints, old, old);
 
     const dry = await runCliInProcess(['store', 'gc'], env);
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /garbage: 1 objects \(9 B\); would delete them/);
     assert.match(dry.stdout, /dry run: nothing was deleted/);
+    assert.match(dry.stdout, /training points \(live curves\) written before the horizon: 1 to delete/);
     assert.ok(at(orphan));
 
     const done = await runCliInProcess(['store', 'gc', '--collect', '--json'], env);
     assert.equal(done.code, 0, done.stderr);
     assert.equal((JSON.parse(done.stdout) as GarbageReport).objects.deleted, 1);
     assert.deepEqual([at(model), at(data), at(orphan)], [true, true, false]);
+    assert.deepEqual([existsSync(oldPoints), existsSync(newPoints)], [false, true]);
     const audit = await openAudit(join(home, 'audit.db'));
     const entries = await audit.query({});
     await audit.close();

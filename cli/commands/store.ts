@@ -41,6 +41,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     olderThanMs: days * DAY_MS,
     collect,
     log: (line) => console.error(line),
+    points: ctx.progressPoints(),
   });
   if (collect)
     await (
@@ -70,6 +71,10 @@ export function describeGarbage(r: GarbageReport): string {
     `  garbage: ${o.garbage} objects (${fmtBytes(o.garbageBytes)}); ${verb} ${r.collected ? `${o.deleted} (${fmtBytes(o.deletedBytes)})` : 'them'}`,
     `  stage-cache records: ${r.records.kept} kept, ${r.records.expired} older than the horizon ${r.collected ? 'dropped' : 'to drop'}`,
   ];
+  if (r.points.old)
+    lines.push(
+      `  training points (live curves) written before the horizon: ${r.points.old} ${r.collected ? 'deleted' : 'to delete'} (stage files on one machine, rows in a shared database)`,
+    );
   if (r.quarantine.garbage)
     lines.push(
       `  quarantine: ${r.quarantine.garbage} damaged objects (${fmtBytes(r.quarantine.garbageBytes)}) ${verb === 'deleted' ? 'deleted' : 'to delete'}`,

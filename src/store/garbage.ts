@@ -14,6 +14,9 @@
  *   `freshen`), after the horizon. A run in flight is kept by this, since its outputs are new and
  *   a put of old bytes marks them; the horizon must be longer than a run takes (at least two days).
  *
+ * The dashboard's live training points written before the horizon go too (a finished stage's curves
+ * are also in its history artifact, kept or collected like any other).
+ *
  * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops the
  * expired records first, so no lookup hands out what is about to go, then looks at each object again
  * just before deleting it: one stored again meanwhile stays.
@@ -22,6 +25,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
 import { readText } from './object-backend.ts';
+import type { ProgressPoints } from './progress-points.ts';
 import type { StageCache } from './stage-cache.ts';
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
@@ -44,6 +48,8 @@ export interface GarbageOptions {
   collect: boolean;
   now?: number;
   log?: (line: string) => void;
+  /** The live training points of the dashboard; those written before the horizon go too. */
+  points?: ProgressPoints;
 }
 
 export interface GarbageReport {
@@ -66,6 +72,8 @@ export interface GarbageReport {
   };
   /** Damaged objects moved aside (`quarantine/`) before the horizon. */
   quarantine: { garbage: number; garbageBytes: number; deleted: number };
+  /** Live training points written before the horizon: stage files on one machine, rows in a shared database. */
+  points: { old: number; deleted: number };
 }
 
 interface Found {
@@ -120,6 +128,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     records: { kept: keptRecords, expired: expired.length },
     objects: { kept: 0, keptBytes: 0, recent: 0, recentBytes: 0, garbage: 0, garbageBytes: 0, deleted: 0, deletedBytes: 0 },
     quarantine: { garbage: 0, garbageBytes: 0, deleted: 0 },
+    points: { old: (await opts.points?.prune(horizon, true)) ?? 0, deleted: 0 },
   };
   const r = report.objects;
   const touched = await space.touched();
@@ -157,6 +166,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     await space.deleteQuarantined(q.name);
     report.quarantine.deleted++;
   }
+  if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
   // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
   // race a put that is marking the object now.)
   for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);

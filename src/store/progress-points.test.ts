@@ -5,13 +5,13 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../db/database.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
-import type { ProgressPoint } from './progress-log.ts';
+import { progressLogPath, type ProgressPoint } from './progress-log.ts';
 import { DatabasePoints, FilePoints, openProgressPoints, PROGRESS_SCHEMA, type ProgressPoints } from './progress-points.ts';
 
 const point = (step: number, attempt = 1): ProgressPoint => ({ attempt, t: 1000 + step, metrics: { step, loss: 1 / step } });
@@ -49,6 +49,23 @@ describe('training points in files', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tempered-points-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     await contract(new FilePoints(dir), new FilePoints(dir));
+  });
+
+  it('prune counts, then deletes, the stage files last written before the time, and their empty folders', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-points-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const points = new FilePoints(dir);
+    points.append('old-run', 'exec-1', 'train', point(1));
+    points.append('new-run', 'exec-1', 'train', point(1));
+    const old = new Date(Date.now() - 40 * 86400_000);
+    utimesSync(progressLogPath(dir, 'old-run', 'exec-1', 'train'), old, old);
+    const before = Date.now() - 30 * 86400_000;
+    assert.equal(await points.prune(before, true), 1);
+    assert.equal((await points.read('old-run', 'exec-1', 'train')).points.length, 1, 'a dry run deletes nothing');
+    assert.equal(await points.prune(before, false), 1);
+    assert.equal((await points.read('old-run', 'exec-1', 'train')).points.length, 0);
+    assert.equal(existsSync(join(dir, 'old-run')), false, 'its empty folders go');
+    assert.equal((await points.read('new-run', 'exec-1', 'train')).points.length, 1);
   });
 });
 
@@ -96,6 +113,25 @@ for (const backend of BACKENDS)
         );
       } finally {
         await reader.close();
+      }
+    });
+
+    it('prune counts, then deletes, the rows of points taken before the time', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const points = open(location);
+      try {
+        points.append('run-1', 'exec-1', 'train', { attempt: 1, t: 1_000, metrics: { step: 1 } });
+        points.append('run-1', 'exec-1', 'train', { attempt: 1, t: 5_000, metrics: { step: 2 } });
+        await points.flush();
+        assert.equal(await points.prune(2_000, true), 1);
+        assert.equal((await points.read('run-1', 'exec-1', 'train')).points.length, 2, 'a dry run deletes nothing');
+        assert.equal(await points.prune(2_000, false), 1);
+        assert.deepEqual(
+          (await points.read('run-1', 'exec-1', 'train')).points.map((p) => p.metrics.step),
+          [2],
+        );
+      } finally {
+        await points.close();
       }
     });
 

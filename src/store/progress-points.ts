@@ -11,8 +11,8 @@
 import { isDatabaseUrl, openDatabase, type Database, type Schema } from '../db/database.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { appendProgressPoint, progressLogPath, readProgressPoints, type ProgressPoint } from './progress-log.ts';
-import { existsSync, readdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, promises as fsp, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 export interface PointsRead {
   points: ProgressPoint[];
@@ -29,6 +29,8 @@ export interface ProgressPoints {
   read(runId: string, execution: string, stageId: string, offset?: number): Promise<PointsRead>;
   /** The stages of an execution that have points. */
   stages(runId: string, execution: string): Promise<string[]>;
+  /** Deletes (or with `dryRun` counts) the points written before `beforeMs`: files by mtime, rows by their time. */
+  prune(beforeMs: number, dryRun: boolean): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -48,6 +50,25 @@ export class FilePoints implements ProgressPoints {
   }
 
   async flush(): Promise<void> {}
+
+  /** Counts files, each a stage's points; a file still written to after `beforeMs` stays whole. */
+  async prune(beforeMs: number, dryRun: boolean): Promise<number> {
+    let n = 0;
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) {
+          await walk(p);
+          if (!dryRun) await fsp.rmdir(p).catch(() => undefined); // only once empty
+        } else if (e.name.endsWith('.jsonl') && ((await fsp.lstat(p).catch(() => undefined))?.mtimeMs ?? Infinity) < beforeMs) {
+          n++;
+          if (!dryRun) await fsp.rm(p, { force: true });
+        }
+      }
+    };
+    await walk(this.dir);
+    return n;
+  }
 
   async read(runId: string, execution: string, stageId: string, offset = 0): Promise<PointsRead> {
     return readProgressPoints(progressLogPath(this.dir, runId, execution, stageId), offset);
@@ -77,9 +98,11 @@ export const PROGRESS_SCHEMA: Schema = {
           run_id TEXT NOT NULL,
           execution TEXT NOT NULL,
           stage_id TEXT NOT NULL,
+          at_ms BIGINT NOT NULL,
           point_json TEXT NOT NULL
         );
         CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
+        CREATE INDEX progress_points_age ON progress_points (at_ms);
       `,
     },
   ],
@@ -93,9 +116,11 @@ export const PROGRESS_SCHEMA: Schema = {
           run_id TEXT NOT NULL,
           execution TEXT NOT NULL,
           stage_id TEXT NOT NULL,
+          at_ms BIGINT NOT NULL,
           point_json TEXT NOT NULL
         );
         CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
+        CREATE INDEX progress_points_age ON progress_points (at_ms);
       `,
     },
   ],
@@ -106,7 +131,7 @@ const BATCH_ROWS = 500;
 /** Rows per read, so a long curve is sent in pieces. */
 const READ_ROWS = 5000;
 
-type Row = [runId: string, execution: string, stageId: string, json: string];
+type Row = [runId: string, execution: string, stageId: string, atMs: number, json: string];
 
 /** A shared database: the `progress_points` table. */
 export class DatabasePoints implements ProgressPoints {
@@ -120,7 +145,7 @@ export class DatabasePoints implements ProgressPoints {
   ) {}
 
   append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
-    this.queued.push([runId, execution, stageId, JSON.stringify(point)]);
+    this.queued.push([runId, execution, stageId, point.t, JSON.stringify(point)]);
     this.timer ??= setTimeout(() => void this.flush(), this.opts.flushEveryMs ?? 1000);
   }
 
@@ -137,7 +162,7 @@ export class DatabasePoints implements ProgressPoints {
         for (let i = 0; i < rows.length; i += BATCH_ROWS) {
           const batch = rows.slice(i, i + BATCH_ROWS);
           await db.run(
-            `INSERT INTO progress_points (run_id, execution, stage_id, point_json) VALUES ${batch.map(() => '(?, ?, ?, ?)').join(', ')}`,
+            `INSERT INTO progress_points (run_id, execution, stage_id, at_ms, point_json) VALUES ${batch.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
             batch.flat(),
           );
         }
@@ -176,6 +201,15 @@ export class DatabasePoints implements ProgressPoints {
       execution,
     ]);
     return rows.map((r) => r.stage_id);
+  }
+
+  async prune(beforeMs: number, dryRun: boolean): Promise<number> {
+    const db = await this.db.get();
+    if (dryRun)
+      return Number(
+        (await db.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM progress_points WHERE at_ms < ?', [beforeMs]))?.n ?? 0,
+      );
+    return db.run('DELETE FROM progress_points WHERE at_ms < ?', [beforeMs]);
   }
 
   async close(): Promise<void> {
