@@ -43,7 +43,12 @@ export interface Cluster {
   close(): Promise<void>;
 }
 
-export async function startCluster(): Promise<Cluster> {
+export interface ClusterOptions {
+  /** Environment of every worker process (before `startWorker`'s own): e.g. TEMPERED_PLUGINS for a test stage kind. */
+  workerEnv?: Record<string, string>;
+}
+
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-cluster-'));
   const started = await Promise.allSettled([
     startTestS3(),
@@ -98,9 +103,9 @@ export async function startCluster(): Promise<Cluster> {
     workers,
     hostEnv,
     newHome,
-    async startWorker(name, args, opts = {}) {
-      const home = opts.home ?? newHome(name);
-      const proc = await startCliWorker(args, hostEnv(home, opts.env), { logFile: join(dir, `${name}.log`) });
+    async startWorker(name, args, o = {}) {
+      const home = o.home ?? newHome(name);
+      const proc = await startCliWorker(args, hostEnv(home, { ...opts.workerEnv, ...o.env }), { logFile: join(dir, `${name}.log`) });
       const w: HostWorker = { name, home, args, proc, pidPrefix: () => `${proc.pid}@` };
       workers.set(name, w);
       return w;
