@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
-import { createSession, sessionDevice } from './runtime.ts';
+import { createSession, sessionDevice, sessionFailure } from './runtime.ts';
+import { InputError } from '../errors.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { whereAutoLands } from './where-auto-lands.testing.ts';
 import { buildTinyEncoder } from './tiny-encoder.testing.ts';
@@ -27,4 +28,19 @@ test('sessionDevice says where a session landed: the device asked for, or for au
   assert.equal(sessionDevice(await createSession(model, { device: 'auto', threads: 1 })), await whereAutoLands());
   const foreign = await ort.InferenceSession.create(encodeModel(model));
   assert.throws(() => sessionDevice(foreign), /not opened by createSession/);
+});
+
+test('a session that cannot be made: a missing device is an input error, a full or busy GPU a retryable one', () => {
+  const oom = new Error('[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory ; GPU=0');
+  const present = { ok: true, problems: [] };
+  const transient = sessionFailure('cuda', oom, present);
+  assert.ok(!(transient instanceof InputError), 'retried, not failed for good');
+  assert.match(transient.message, /device 'cuda' could not take the session now .*out of memory.*retried/);
+  // No GPU: the same words are not a passing shortage.
+  const missing = sessionFailure('cuda', oom, { ok: false, problems: ['no NVIDIA GPU on this machine'] });
+  assert.ok(missing instanceof InputError);
+  assert.match(missing.message, /device 'cuda' is not available: .*no NVIDIA GPU on this machine/);
+  const unsupported = sessionFailure('cuda', new Error('Could not find an implementation for GatherND'), present);
+  assert.ok(unsupported instanceof InputError);
+  assert.ok(sessionFailure('webgpu', new Error('no adapter'), undefined) instanceof InputError);
 });

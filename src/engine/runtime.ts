@@ -123,9 +123,24 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
       last = e;
     }
   }
-  const machine = device === 'cuda' ? probeMachine() : undefined;
+  throw sessionFailure(device, last, device === 'cuda' ? probeMachine() : undefined);
+}
+
+/** GPU memory or a busy device at session creation: another process holds it now, not a setting to fix. */
+const TRANSIENT_DEVICE_ERROR =
+  /out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|CUBLAS_STATUS_ALLOC_FAILED|device(?: is)? busy|busy or unavailable/i;
+
+/**
+ * Why no session could be made on `device`. A device that is missing or cannot run the graph is an
+ * input error (another attempt meets the same machine); a GPU that is present but out of memory or
+ * busy (a second training on a shared GPU) is a plain error, so the stage is retried later.
+ */
+export function sessionFailure(device: Device, last: unknown, machine?: { ok: boolean; problems: string[] }): Error {
+  const message = (last as Error)?.message ?? String(last);
+  if (device !== 'cpu' && (!machine || machine.ok) && TRANSIENT_DEVICE_ERROR.test(message))
+    return new Error(`device '${device}' could not take the session now (${message}); the attempt is retried`);
   const why = machine && !machine.ok ? `; ${machine.problems.join('; ')}` : '';
-  throw new InputError(`device '${device}' is not available: ${(last as Error)?.message ?? last}${why}`, {
+  return new InputError(`device '${device}' is not available: ${message}${why}`, {
     where: 'train.device',
     hint:
       device === 'cuda'
