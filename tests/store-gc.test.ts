@@ -213,4 +213,17 @@ describe('tempered store gc', () => {
     }
     assert.equal(MIN_HORIZON_MS, 2 * DAY);
   });
+
+  test("a shared bucket with this host's own registry file is not collected unless this registry is the only one", async (t) => {
+    const home = tmp(t, 'cli-shared');
+    const env = { ...s3.env, TEMPERED_HOME: home, TEMPERED_STORE: s3.freshUrl(), TEMPERED_DATABASE_URL: '' };
+    const dry = await runCliInProcess(['store', 'gc'], env);
+    assert.equal(dry.code, 0, dry.stderr);
+    const refused = await runCliInProcess(['store', 'gc', '--collect'], env);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /is shared, but the registry is this host's file .*Set TEMPERED_DATABASE_URL .*or pass --sole-registry/);
+    const sole = await runCliInProcess(['store', 'gc', '--collect', '--sole-registry', '--json'], env);
+    assert.equal(sole.code, 0, sole.stderr);
+    assert.equal((JSON.parse(sole.stdout) as GarbageReport).collected, true);
+  });
 });

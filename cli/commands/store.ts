@@ -1,5 +1,5 @@
 /** `tempered store gc`: deletes the artifacts nothing keeps (src/store/garbage.ts), a dry run unless --collect. */
-import { databaseExists } from '../../src/db/database.ts';
+import { databaseExists, isDatabaseUrl } from '../../src/db/database.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
 import { actor, parse } from '../args.ts';
@@ -10,10 +10,10 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 export const DEFAULT_HORIZON_DAYS = 30;
 
 export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = `tempered store gc [--older-than DAYS (default ${DEFAULT_HORIZON_DAYS}, at least ${MIN_HORIZON_MS / DAY_MS})] [--collect] [--json]`;
+  const usage = `tempered store gc [--older-than DAYS (default ${DEFAULT_HORIZON_DAYS}, at least ${MIN_HORIZON_MS / DAY_MS})] [--collect [--sole-registry]] [--json]`;
   const { values, positionals } = parse(
     argv,
-    { 'older-than': { type: 'string' }, collect: { type: 'boolean' }, json: { type: 'boolean' } },
+    { 'older-than': { type: 'string' }, collect: { type: 'boolean' }, 'sole-registry': { type: 'boolean' }, json: { type: 'boolean' } },
     usage,
   );
   if (positionals[0] !== 'gc' || positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
@@ -22,6 +22,14 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   if (!Number.isFinite(days) || days * DAY_MS < MIN_HORIZON_MS)
     throw new CliError(
       `--older-than takes a number of days of at least ${MIN_HORIZON_MS / DAY_MS}, not ${JSON.stringify(raw)}: it must be longer than any run takes, since a run's outputs are kept by their age until it registers them\nusage: ${usage}`,
+      2,
+    );
+  // A shared bucket with this host's own registry file: other hosts' registries (each its own file)
+  // name objects in the same bucket that this collection cannot see, and would lose them.
+  const store = ctx.store();
+  if (values.collect && store.remote && !isDatabaseUrl(ctx.paths.registryDb) && !values['sole-registry'])
+    throw new CliError(
+      `the store ${store.remote.url} is shared, but the registry is this host's file ${ctx.paths.registryDb}: models registered on other hosts name objects this collection cannot see. Set TEMPERED_DATABASE_URL to the shared registry, or pass --sole-registry if this host's registry is the only one.\nusage: ${usage}`,
       2,
     );
   const registryVersions = async function* (): AsyncIterable<string> {
@@ -35,7 +43,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   };
   const collect = values.collect === true;
   const report = await collectGarbage({
-    store: ctx.store(),
+    store,
     cache: ctx.cache(),
     roots: registryVersions(),
     olderThanMs: days * DAY_MS,
