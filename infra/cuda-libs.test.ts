@@ -225,3 +225,18 @@ test('the CUDA build is pinned to the release of the npm binding; an install of 
   manifest('anything', ORT_GPU_VERSION);
   assert.ok('manifest' in readCudaInstall(dir));
 });
+
+test('an install removes what interrupted installs left (their pid is gone), and not what a live one is writing', async () => {
+  served = REAL;
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  mkdirSync(cudaLibDir(dir), { recursive: true });
+  const dead = 2 ** 22 + 12345; // above the kernel's pid_max default: no such process
+  mkdirSync(join(dir, `download-${dead}-abc123`));
+  writeFileSync(join(dir, `download-${dead}-abc123`, 'nvidia.whl.part'), Buffer.alloc(1024));
+  writeFileSync(join(cudaLibDir(dir), `libcudnn.so.9.tmp-${dead}-0a1b2c3d`), 'x');
+  const live = `download-${process.ppid}-def456`;
+  mkdirSync(join(dir, live));
+  await install(dir);
+  assert.deepEqual(readdirSync(dir).sort(), [CUDA_MANIFEST, live, 'lib', 'wheels'].sort());
+  assert.deepEqual(readdirSync(cudaLibDir(dir)).sort(), ['LICENSE.six', 'six.py']);
+});

