@@ -9,10 +9,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
-import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../src/store/garbage.ts';
+import { collectGarbage, MIN_HORIZON_MS, scanNames, type GarbageReport } from '../src/store/garbage.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { openAudit } from '../src/audit/log.ts';
 import type { ArtifactRef } from '../src/types.ts';
@@ -47,6 +48,23 @@ async function nextSecond(): Promise<number> {
   return cut;
 }
 
+/** A stage cache whose eviction of an expired record first runs `onEvict`: what happens meanwhile in other processes. */
+class HookedCache extends StageCache {
+  onEvict: ((key: string) => Promise<void>) | undefined;
+  override async evictIfUnchanged(key: string, text: string): Promise<void> {
+    const hook = this.onEvict;
+    this.onEvict = undefined;
+    await hook?.(key);
+    return super.evictIfUnchanged(key, text);
+  }
+}
+
+async function recordKeys(cache: StageCache): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const r of cache.records()) keys.push(r.key);
+  return keys;
+}
+
 function record(key: string, outputs: Record<string, ArtifactRef>, createdAt: number): CacheRecord {
   return { key, kind: 'test', outputs, producedBy: { runId: 'r', stageId: 's' }, createdAt: new Date(createdAt).toISOString() };
 }
@@ -55,11 +73,13 @@ for (const backend of ['folder', 's3'] as const) {
   describe(`store garbage collection (${backend})`, () => {
     async function setup(t: T) {
       const dir = tmp(t, backend);
+      // freshenAfterMs 0: a put of stored bytes, and a hit on a record, mark them used at once
+      // (a day later in use), so the test needs no clock of its own.
       const store =
         backend === 's3'
           ? new ArtifactStore(join(dir, 'store'), { remote: s3.backend(s3.freshUrl()), freshenAfterMs: 0 })
-          : new ArtifactStore(join(dir, 'store'));
-      const cache = new StageCache(join(dir, 'cache'), store);
+          : new ArtifactStore(join(dir, 'store'), { freshenAfterMs: 0 });
+      const cache = new HookedCache(join(dir, 'cache'), store);
       const present = async (ref: ArtifactRef) =>
         store.remote
           ? (await store.remote.head(objectKey(ref.sha256))) !== undefined
@@ -115,7 +135,8 @@ for (const backend of ['folder', 's3'] as const) {
       assert.equal(dry.collected, false);
       for (const ref of [s.tree, s.keptByRecord, s.expiredOutput, s.orphan, s.reused, s.young])
         assert.ok(await s.present(ref), 'a dry run deletes nothing');
-      assert.ok(await s.cache.get(s.oldKey), 'a dry run keeps the old record');
+      // (Looked at without a lookup: a hit marks a record used.)
+      assert.ok(await recordKeys(s.cache).then((keys) => keys.includes(s.oldKey)), 'a dry run keeps the old record');
 
       const done = await s.gc(true);
       assert.deepEqual(done.objects, { ...expected, deleted: 2, deletedBytes: expected.garbageBytes });
@@ -139,25 +160,96 @@ for (const backend of ['folder', 's3'] as const) {
       assert.deepEqual(again.records, { kept: 1, expired: 0 });
     });
 
-    test('an object stored again between a dry run and the collection stays', async (t) => {
+    test('an object stored again after the listing, just before the delete, stays: each object is looked at again', async (t) => {
       const s = await setup(t);
-      assert.equal((await s.gc(false)).objects.garbage, 2);
-      await nextSecond();
-      await s.store.putBytes('nothing names me', octets);
-      // The collection's clock: the horizon falls between the first write and the second.
-      const r = await collectGarbage({
-        store: s.store,
-        cache: s.cache,
-        roots: [],
-        olderThanMs: HORIZON,
-        collect: true,
-        now: Date.now() - 500 + HORIZON,
-      });
-      assert.ok(await s.present(s.orphan), 'stored again after the horizon: kept');
-      assert.equal(r.objects.deleted, r.objects.garbage);
+      // The collection drops the expired records right before it deletes objects: the orphan is
+      // stored again then, after it was listed and judged garbage.
+      s.cache.onEvict = async () => {
+        await s.store.putBytes('nothing names me', octets);
+      };
+      const r = await s.gc(true);
+      assert.equal(r.objects.garbage, 2, 'judged garbage from the listing');
+      assert.ok(await s.present(s.orphan), 'stored again before its delete: kept');
+      assert.equal(await s.present(s.expiredOutput), false);
+      assert.equal(r.objects.deleted, 1);
     });
+
+    test('a cache hit on an old record marks its outputs and the record used: before the collection, or during it', async (t) => {
+      for (const when of ['before', 'during'] as const) {
+        const s = await setup(t);
+        if (when === 'before') assert.ok(await s.cache.get(s.oldKey), 'a hit');
+        // A lookup between the collection's look at the records and its eviction of the expired ones.
+        else s.cache.onEvict = async (key) => void assert.ok(key === s.oldKey && (await s.cache.get(key)), 'a hit');
+        const r = await s.gc(true);
+        assert.ok(await s.present(s.expiredOutput), `${when}: the hit's output stays`);
+        assert.ok(await s.cache.get(s.oldKey), `${when}: the used record stays`);
+        assert.equal(r.objects.deleted, 1, `${when}: only the orphan goes`);
+      }
+    });
+
+    test('a record written again under an expired key while the collection runs is not dropped', async (t) => {
+      const s = await setup(t);
+      s.cache.onEvict = async (key) => {
+        // e.g. a --no-cache rerun of that stage finishing now, with new outputs
+        const fresh = await s.store.putBytes('the rerun output', octets);
+        await StageCache.prototype.put.call(s.cache, record(key, { out: fresh }, Date.now()));
+      };
+      await s.gc(true);
+      const hit = await s.cache.get(s.oldKey);
+      assert.ok(hit, 'the new record survives');
+      assert.equal((hit.outputs.out as ArtifactRef).sha256, createHash('sha256').update('the rerun output').digest('hex'));
+    });
+
+    if (backend === 's3')
+      test('a kept object that cannot be read stops the collection before it deletes anything', async (t) => {
+        const s = await setup(t);
+        const remote = s.store.remote!;
+        const failing = Object.create(remote) as typeof remote;
+        failing.read = async (key: string) => {
+          if (key === objectKey(s.tree.sha256)) throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+          return remote.read(key);
+        };
+        const flaky = new ArtifactStore(s.store.root, { remote: failing, freshenAfterMs: 0 });
+        await assert.rejects(
+          collectGarbage({
+            store: flaky,
+            cache: s.cache,
+            roots: [JSON.stringify({ sha256: s.tree.sha256 })],
+            olderThanMs: HORIZON,
+            collect: true,
+            now: Date.now() + HORIZON,
+          }),
+          /ECONNRESET/,
+        );
+        for (const ref of [s.tree, ...s.members, s.orphan, s.expiredOutput]) assert.ok(await s.present(ref), 'nothing deleted');
+      });
   });
 }
+
+describe('scanning kept objects for the names they hold', () => {
+  const names = async (chunks: string[]) => {
+    const found: string[] = [];
+    await scanNames(Readable.from(chunks.map((c) => Buffer.from(c))), (text) => {
+      for (const [hex] of text.matchAll(/[0-9a-f]{64}/g)) found.push(hex);
+    });
+    return [...new Set(found)].sort();
+  };
+  const a = 'a'.repeat(64);
+  const b = 'b'.repeat(64);
+  test('a name split between two chunks is found; JSON after leading white space is read; any size', async () => {
+    assert.deepEqual(await names(['{"files": [{"sha256": "' + a.slice(0, 30), a.slice(30) + '"}, {"sha256": "' + b + '"}]}']), [a, b]);
+    assert.deepEqual(await names(['  \n', '\t[ "' + a + '" ]']), [a]);
+    const big =
+      '{"files": [' + Array.from({ length: 60_000 }, (_, i) => `{"name": "f${i}", "sha256": "${i === 59_999 ? b : a}"}`).join(', ') + ']}';
+    const chunks: string[] = [];
+    for (let i = 0; i < big.length; i += 65_536) chunks.push(big.slice(i, i + 65_536));
+    assert.ok(big.length > 4 * 1024 * 1024, 'over the old 4 MiB limit');
+    assert.deepEqual(await names(chunks), [a, b], 'the last file of a large manifest is found');
+  });
+  test('an object that does not start like JSON (a table, weights) is not read past its first chunk', async () => {
+    assert.deepEqual(await names(['ARROW1\0\0' + a, b]), []);
+  });
+});
 
 describe('tempered store gc', () => {
   test('the registry keeps what it names; --collect deletes the rest of what is old and records it in the audit log; bad horizons are refused', async (t) => {

@@ -109,7 +109,8 @@ export class ArtifactStore {
   private readonly tmpDir: string;
 
   private readonly pinDir: string | undefined;
-  private readonly freshenAfterMs: number;
+  /** See ArtifactStoreOptions.freshenAfterMs. */
+  readonly freshenAfterMs: number;
   private pinDirMade: Promise<void> | undefined;
 
   constructor(root: string, opts: ArtifactStoreOptions = {}) {
@@ -321,16 +322,25 @@ export class ArtifactStore {
     // concurrent put of the same bytes, and the rename below replaces it atomically (moving it aside
     // first would leave a moment with no file for that put's upload or reader to open).
     const found = lstatSync(final, { throwIfNoEntry: false });
-    if (found && (await this.intact(hex))) {
+    // Without a backend this folder is the store, and garbage collection ages its objects by mtime:
+    // a put of bytes already here uses them again (see freshen). Marked before the staged copy goes,
+    // so an object collected meanwhile (ENOENT) is stored from it instead.
+    const damaged = found !== undefined && !(await this.intact(hex));
+    const reused =
+      found !== undefined &&
+      !damaged &&
+      (this.remote !== undefined ||
+        (await fsp.utimes(final, new Date(), new Date()).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => {
+            if (e.code !== 'ENOENT') throw e;
+            return false;
+          },
+        )));
+    if (reused) {
       await fsp.rm(staged, { force: true });
-      // Without a backend this folder is the store, and garbage collection ages its objects by
-      // mtime: a put of bytes already here uses them again (see freshen).
-      if (!this.remote) {
-        const now = new Date();
-        await fsp.utimes(final, now, now);
-      }
     } else {
-      if (found) await this.quarantine(hex);
+      if (damaged) await this.quarantine(hex);
       await fsp.mkdir(join(this.root, 'sha256', hex.slice(0, 2)), { recursive: true });
       await fsp.chmod(staged, 0o444);
       await fsp.rename(staged, final);
@@ -452,6 +462,27 @@ export class ArtifactStore {
     const manifest = await this.readTree(ref);
     for (const e of manifest.files)
       await this.verify({ uri: uriFor(e.sha256), sha256: e.sha256, bytes: e.bytes, mediaType: 'application/octet-stream' });
+  }
+
+  /**
+   * Marks `ref` (and a tree's files) as in use again, as a put of the same bytes would (`freshen`):
+   * a stage-cache hit hands out old outputs, which garbage collection must not take while the run
+   * that got them goes on. An object the bucket no longer holds is stored again from the verified
+   * local copy (call `verifyDeep` first). Without a backend, sets the local file's mtime.
+   */
+  async keepAlive(ref: ArtifactRef): Promise<void> {
+    const entries = [{ sha256: ref.sha256, bytes: ref.bytes }];
+    if (ref.mediaType === TREE_MEDIA) entries.push(...(await this.readTree(ref)).files);
+    for (const e of entries) {
+      if (!this.remote) {
+        const now = new Date();
+        await fsp.utimes(this.objectPath(e.sha256), now, now);
+        continue;
+      }
+      const there = await this.remote.head(objectKey(e.sha256));
+      if (there?.bytes === e.bytes) await this.freshen(e.sha256, e.bytes, there.modified);
+      else await this.upload(e.sha256, e.bytes);
+    }
   }
 
   /** Whether a tree's manifest lists the object `sha256` (false for other artifacts or unreadable manifests). */

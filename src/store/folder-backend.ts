@@ -99,8 +99,18 @@ export class FolderBackend implements ObjectBackend {
   async quarantine(key: string): Promise<void> {
     const dest = this.path(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}.${randomBytes(3).toString('hex')}`);
     await fsp.mkdir(dirname(dest), { recursive: true });
-    await fsp.rename(this.path(key), dest).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    const moved = await fsp.rename(this.path(key), dest).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+        return false;
+      },
+    );
+    // A rename keeps the object's mtime, and garbage collection ages quarantined objects by it: the
+    // damaged copy is kept for inspection from now, as S3's copy into quarantine/ is.
+    if (moved) {
+      const now = new Date();
+      await fsp.utimes(dest, now, now);
+    }
   }
 }

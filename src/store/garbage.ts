@@ -5,11 +5,12 @@
  * its bucket (or its one machine's folder) without end. What keeps an object:
  *
  * - the registry: every version of every model, with the files of the trees it names;
- * - a stage-cache record younger than the horizon (older ones are dropped with what only they
- *   keep: the next run of that work computes it again);
+ * - a stage-cache record written, or used by a hit, after the horizon (older ones are dropped with
+ *   what only they keep: the next run of that work computes it again); a hit on an old record marks
+ *   its outputs and the record before it hands them out (StageCache.get);
  * - a shared training checkpoint's pointer;
  * - anything a kept JSON object names (a tree manifest names its files, a report its model), read
- *   for every kept object of up to SCAN_MAX_BYTES that starts like JSON;
+ *   for every kept object that starts like JSON, whatever its size;
  * - its age: an object written, or stored again by a put (`touched/` marks, artifact-store.ts
  *   `freshen`), after the horizon. A run in flight is kept by this, since its outputs are new and
  *   a put of old bytes marks them; the horizon must be longer than a run takes (at least two days).
@@ -17,22 +18,21 @@
  * The dashboard's live training points written before the horizon go too (a finished stage's curves
  * are also in its history artifact, kept or collected like any other).
  *
- * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops the
- * expired records first, so no lookup hands out what is about to go, then looks at each object again
- * just before deleting it: one stored again meanwhile stays.
+ * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops each
+ * expired record only if it is still the one judged, then looks at each object (and its mark) again
+ * just before deleting it: one stored again, or handed out by a hit, meanwhile stays. Anything that
+ * cannot be read while marking stops the collection before it deletes.
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
 import { readText } from './object-backend.ts';
 import type { ProgressPoints } from './progress-points.ts';
-import type { StageCache } from './stage-cache.ts';
+import { lastUse, type StageCache } from './stage-cache.ts';
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
 export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
-
-/** Kept objects up to this size are read for the objects they name (tree manifests, reports). */
-export const SCAN_MAX_BYTES = 4 * 1024 * 1024;
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const NAMED = /[0-9a-f]{64}/g;
@@ -100,25 +100,26 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
       }
   };
 
-  const expired: string[] = [];
+  const expired: { key: string; text: string }[] = [];
   let keptRecords = 0;
   for await (const { key, text } of opts.cache.records()) {
     if (recordTime(text) >= horizon) {
       keptRecords++;
       mark(text);
-    } else expired.push(key);
+    } else expired.push({ key, text });
   }
   for await (const text of opts.roots) mark(text);
   for await (const text of space.pointers()) mark(text);
 
   const objects = await space.objects();
-  // What kept objects name is kept too, transitively: a tree's files, a report's model.
+  // What kept objects name is kept too, transitively: a tree's files, a report's model. Read whole,
+  // however large (a manifest of many files), and a read that fails stops the collection before it
+  // deletes anything: a manifest that could not be read would otherwise leave its files unkept.
   while (unread.length) {
     const hex = unread.pop()!;
-    const o = objects.get(hex);
-    if (!o || o.bytes > SCAN_MAX_BYTES) continue;
-    const text = await space.readJson(hex);
-    if (text !== undefined) mark(text);
+    if (!objects.has(hex)) continue;
+    const stream = await space.open(hex);
+    if (stream) await scanNames(stream, mark);
   }
 
   const report: GarbageReport = {
@@ -152,7 +153,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
   if (!opts.collect) return report;
 
-  for (const key of expired) await opts.cache.evict(key);
+  for (const { key, text } of expired) await opts.cache.evictIfUnchanged(key, text);
   if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
   for (const hex of garbage) {
     // Looked at again just before it goes: a put may have stored it again since the listing.
@@ -174,11 +175,13 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   return report;
 }
 
-/** A record's `createdAt` in ms; a record without a valid one is expired (it is a miss anyway). */
+/**
+ * When a record was last written or used by a hit (`usedAt`), in ms. A record without a valid time
+ * counts as expired: dropping it costs one rerun of its stage.
+ */
 function recordTime(text: string): number {
   try {
-    const t = Date.parse((JSON.parse(text) as { createdAt?: unknown }).createdAt as string);
-    return Number.isFinite(t) ? t : -Infinity;
+    return lastUse(JSON.parse(text) as { createdAt?: unknown; usedAt?: unknown });
   } catch {
     return -Infinity;
   }
@@ -192,8 +195,8 @@ interface Space {
   touched(): Promise<Map<string, number>>;
   /** The texts of shared checkpoint pointers (an old-form one names a tree). */
   pointers(): AsyncIterable<string>;
-  /** The object's text if it starts like JSON (`{` or `[`), else undefined. */
-  readJson(hex: string): Promise<string | undefined>;
+  /** The object's bytes, or undefined when it is gone. */
+  open(hex: string): Promise<Readable | undefined>;
   /** Deletes the object unless it was written or marked since the horizon; its size, or undefined if kept. */
   deleteIfUnused(hex: string, horizon: number): Promise<number | undefined>;
   dropMark(hex: string): Promise<void>;
@@ -201,9 +204,32 @@ interface Space {
   deleteQuarantined(name: string): Promise<void>;
 }
 
-function looksLikeJson(text: string): boolean {
-  const c = text.trimStart()[0];
-  return c === '{' || c === '[';
+/**
+ * Marks the object names (64 hex digits) in a stream that starts like JSON (`{` or `[`, after white
+ * space); other objects (Arrow tables, weights) are closed after their first chunk. Chunks are
+ * scanned with the last 63 characters of the one before, so a name split between two is found.
+ */
+export async function scanNames(stream: Readable, mark: (text: string) => void): Promise<void> {
+  let tail = '';
+  let started = false;
+  try {
+    for await (const chunk of stream) {
+      const text = tail + (chunk as Buffer).toString('latin1');
+      if (!started) {
+        const first = text.trimStart()[0];
+        if (first === undefined) {
+          tail = text;
+          continue;
+        }
+        if (first !== '{' && first !== '[') return;
+        started = true;
+      }
+      mark(text);
+      tail = text.slice(-63);
+    }
+  } finally {
+    stream.destroy();
+  }
 }
 
 class BucketSpace implements Space {
@@ -236,15 +262,15 @@ class BucketSpace implements Space {
   }
 
   async *pointers(): AsyncIterable<string> {
+    // A pointer that cannot be read fails the collection: it may name an old-form checkpoint tree.
     for await (const key of this.remote.list('checkpoints/')) {
-      const text = await readText(this.remote, key).catch(() => undefined);
+      const text = await readText(this.remote, key);
       if (text !== undefined) yield text;
     }
   }
 
-  async readJson(hex: string): Promise<string | undefined> {
-    const text = await readText(this.remote, objectKey(hex), SCAN_MAX_BYTES).catch(() => undefined);
-    return text !== undefined && looksLikeJson(text) ? text : undefined;
+  open(hex: string): Promise<Readable | undefined> {
+    return this.remote.read(objectKey(hex));
   }
 
   async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {
@@ -303,17 +329,12 @@ class FolderSpace implements Space {
 
   async *pointers(): AsyncIterable<string> {}
 
-  async readJson(hex: string): Promise<string | undefined> {
-    const fh = await fsp.open(this.path(hex), 'r').catch(() => undefined);
-    if (!fh) return undefined;
-    try {
-      const head = Buffer.alloc(64);
-      const { bytesRead } = await fh.read(head, 0, head.length, 0);
-      if (!looksLikeJson(head.subarray(0, bytesRead).toString('utf8'))) return undefined;
-      return await fh.readFile('utf8');
-    } finally {
-      await fh.close();
-    }
+  async open(hex: string): Promise<Readable | undefined> {
+    const fh = await fsp.open(this.path(hex), 'r').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    return fh ? fh.createReadStream() : undefined;
   }
 
   async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {

@@ -429,6 +429,9 @@ export class S3Backend implements ObjectBackend {
       // callers that delete what they list (checkpoint clean-up) the bucket's other objects.
       for (const o of page.Contents ?? [])
         if (o.Key?.startsWith(asked)) yield { key: o.Key.slice(strip), size: o.Size, modified: o.LastModified };
+      // A listing cut short without a way on would look complete: garbage collection must not trust it.
+      if (page.IsTruncated && !page.NextContinuationToken)
+        throw new Error(`${this.url}: the server cut the listing of ${prefix} short without a continuation token`);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }

@@ -20,6 +20,8 @@ export interface SharedRecords {
   put(key: string, text: string): Promise<void>;
   /** Removes the record; an absent one is fine. */
   delete(key: string): Promise<void>;
+  /** Removes the record only while its text is still `text` (garbage collection must not take a newer one). */
+  deleteIf(key: string, text: string): Promise<void>;
   /** Every record, for scans (evicting the records that name a damaged object). */
   entries(): AsyncIterable<{ key: string; text: string }>;
 }
@@ -41,6 +43,12 @@ export class ObjectStoreRecords implements SharedRecords {
 
   delete(key: string): Promise<void> {
     return this.backend.delete(this.objectKey(key));
+  }
+
+  async deleteIf(key: string, text: string): Promise<void> {
+    // S3 has no portable conditional delete: a record replaced between this read and the delete is
+    // lost, which costs one rerun of its stage, never a wrong hit.
+    if ((await this.get(key)) === text) await this.delete(key);
   }
 
   async *entries(): AsyncIterable<{ key: string; text: string }> {
@@ -78,6 +86,10 @@ export class DatabaseRecords implements SharedRecords {
 
   async delete(key: string): Promise<void> {
     await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ?', [key]);
+  }
+
+  async deleteIf(key: string, text: string): Promise<void> {
+    await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ? AND record_json = ?', [key, text]);
   }
 
   async *entries(): AsyncIterable<{ key: string; text: string }> {

@@ -33,6 +33,17 @@ export interface CacheRecord {
   /** The run and stage that produced it, for lineage; the workflow execution too (records written since 4 Dec). */
   producedBy: { runId: string; stageId: string; executionId?: string };
   createdAt: string;
+  /**
+   * When a hit last used it, if that was more than a day after `createdAt` (set by `get`, at most once
+   * a day): garbage collection keeps a record, and what it names, by the later of the two.
+   */
+  usedAt?: string;
+}
+
+/** When a record was written or last used by a hit, in ms; -Infinity when it says neither validly. */
+export function lastUse(rec: { createdAt?: unknown; usedAt?: unknown }): number {
+  const times = [rec.createdAt, rec.usedAt].map((t) => (typeof t === 'string' ? Date.parse(t) : NaN)).filter(Number.isFinite);
+  return times.length ? Math.max(...times) : -Infinity;
 }
 
 export function cacheKey(parts: CacheKeyParts): string {
@@ -122,7 +133,8 @@ export class StageCache {
       return undefined;
     }
     if (shared) await this.writeLocal(p, text);
-    for (const ref of collectRefs(rec.outputs)) {
+    const refs = collectRefs(rec.outputs);
+    for (const ref of refs) {
       try {
         await this.store.verifyDeep(ref);
       } catch (e) {
@@ -132,6 +144,14 @@ export class StageCache {
         await this.evict(key);
         return undefined;
       }
+    }
+    // An old record's outputs are marked in use before they are handed out, and the record says it
+    // was used, so a garbage collection running now or soon takes neither from the run (garbage.ts).
+    if (Date.now() - lastUse(rec) > this.store.freshenAfterMs) {
+      for (const ref of refs) await this.store.keepAlive(ref);
+      const used: CacheRecord = { ...rec, usedAt: new Date().toISOString() };
+      await this.put(used);
+      return used;
     }
     return rec;
   }
@@ -198,6 +218,17 @@ export class StageCache {
     await this.uploading.get(key);
     await fsp.rm(this.path(key), { force: true });
     if (this.shared && /^[0-9a-f]{64}$/.test(key)) await this.shared.delete(key);
+  }
+
+  /**
+   * Evicts the record only where its text is still `text`: garbage collection drops what it judged
+   * expired, not a record of the same key written (or refreshed by a hit) since.
+   */
+  async evictIfUnchanged(key: string, text: string): Promise<void> {
+    await this.uploading.get(key);
+    const p = this.path(key);
+    if ((await fsp.readFile(p, 'utf8').catch(() => undefined)) === text) await fsp.rm(p, { force: true });
+    if (this.shared && /^[0-9a-f]{64}$/.test(key)) await this.shared.deleteIf(key, text);
   }
 
   /**
