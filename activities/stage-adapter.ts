@@ -200,9 +200,10 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       }
       throw asActivityFailure(err);
     } finally {
+      // The stage's last points are stored before it reports done, so its finished curve is whole;
+      // still heartbeating, and for 5 s at most: a slow database must not hold a finished stage.
+      await Promise.race([points.flush(), new Promise((r) => setTimeout(r, 5000).unref())]);
       clearInterval(beat);
-      // The stage's last points are stored before it reports done, so its finished curve is whole.
-      await points.flush();
       rmSync(workDir, { recursive: true, force: true });
       if (outcome !== 'cached') recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
     }

@@ -112,7 +112,13 @@ export async function trainingCurves(
   execution: string,
   stage: RunStatus['stages'][number],
 ): Promise<TrainingCurves> {
+  // Read to the end: a database answers a long curve in pieces.
   const live = await points.read(runId, execution, stage.id);
+  for (let more = live; more.points.length > 0; ) {
+    more = await points.read(runId, execution, stage.id, live.offset);
+    live.points.push(...more.points);
+    live.offset = more.offset;
+  }
   const byStep = new Map<number, Record<string, number>>();
   for (const p of live.points) if (typeof p.metrics.step === 'number') byStep.set(p.metrics.step, p.metrics);
   const history = await readHistoryArtifact(store, stage.outputs?.history);
