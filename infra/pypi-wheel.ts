@@ -5,6 +5,7 @@
  * against the hash the wheel's RECORD lists for it. Runs from setup only, never while a test runs.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import {
   accessSync,
@@ -242,7 +243,7 @@ export function extractWheelMembers(
         `${m.path} does not match the wheel's RECORD (expected sha256=${expected}, ${listed.size} bytes; got ${actual}, ${data.length} bytes)`,
       );
     // A random suffix: two hosts sharing TEMPERED_CUDA_DIR may run setups with equal pids.
-    const tmp = `${m.dest}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const tmp = `${m.dest}.tmp-${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
       writeFileSync(tmp, data);
       chmodSync(tmp, m.mode ?? 0o644);
