@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CliError } from '../context.ts';
-import { parseQueues, runTogether, type RunnableWorker } from './worker.ts';
+import { parseCudaQueues, parseQueues, runTogether, type RunnableWorker } from './worker.ts';
 
 test('--queue lists the queues a worker serves, each with an optional cap on stages at once', () => {
   assert.deepEqual(parseQueues('tempered', 'u'), [{ queue: 'tempered', maxActivities: undefined }]);
@@ -71,4 +71,15 @@ test('runTogether: a queue worker that fails stops the others, whatever its plac
   r.stop();
   assert.equal(await r.done, undefined);
   assert.deepEqual([a.getState(), b.getState()], ['STOPPED', 'STOPPED']);
+});
+
+test('--cuda-queues names queues the worker serves', () => {
+  const slots = parseQueues('gpu:1,cpu', 'u');
+  assert.equal(parseCudaQueues(undefined, slots, 'u'), undefined);
+  assert.deepEqual(parseCudaQueues('gpu', slots, 'u'), ['gpu']);
+  assert.throws(
+    () => parseCudaQueues('gpus', slots, 'usage line'),
+    (e: unknown) =>
+      e instanceof CliError && /--cuda-queues names "gpus", which is not one of the queues this worker serves \(gpu, cpu\)/.test(e.message),
+  );
 });

@@ -16,6 +16,8 @@ export interface BuildWorkerOptions {
   /** Flags that override TEMPERED_CHILD_MAX_OLD_SPACE_MB / TEMPERED_CHILD_MAX_RSS_MB. */
   childMaxOldSpaceMb?: number;
   childMaxRssMb?: number;
+  /** The queues whose stages may use CUDA on this worker (`--cuda-queues`); unset: all of them. */
+  cudaQueues?: string[];
 }
 
 export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWorkerOptions = {}): Promise<Worker> {
@@ -23,6 +25,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
   const isolation = isolationFromEnv();
   if (opts.childMaxOldSpaceMb) isolation.limits.maxOldSpaceMb = opts.childMaxOldSpaceMb;
   if (opts.childMaxRssMb) isolation.limits.maxRssMb = opts.childMaxRssMb;
+  if (opts.cudaQueues) isolation.limits.cudaHere = { allowed: opts.cudaQueues.includes(queue), queues: opts.cudaQueues };
   // Scratch files of workers that were killed are never cleaned by their owner: sweep them here
   // (only those whose writer process is gone; see ArtifactStore.sweepTemp).
   const swept = await ctx
@@ -101,11 +104,12 @@ export function parseQueues(raw: string, usage: string, defaultMax?: number): Qu
 
 export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered worker [--queue NAME[:MAX],...] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
+    'tempered worker [--queue NAME[:MAX],...] [--cuda-queues NAME,...] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
   const { values } = parse(
     argv,
     {
       queue: { type: 'string' },
+      'cuda-queues': { type: 'string' },
       'activities-only': { type: 'boolean' },
       'max-activities': { type: 'string' },
       'child-max-old-space-mb': { type: 'string' },
@@ -126,6 +130,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   if (maxActivities !== undefined && (!Number.isInteger(maxActivities) || maxActivities <= 0))
     throw new CliError(`--max-activities takes a positive whole number of stages, not ${JSON.stringify(rawMax)}\nusage: ${usage}`, 2);
   const slots = parseQueues(values.queue ?? ctx.taskQueue, usage, maxActivities);
+  const cudaQueues = parseCudaQueues(values['cuda-queues'], slots, usage);
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
@@ -147,10 +152,16 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
         maxActivities: slot.maxActivities,
         childMaxOldSpaceMb: mib('child-max-old-space-mb'),
         childMaxRssMb: mib('child-max-rss-mb'),
+        cudaQueues,
       }),
     );
   const s = ctx.settings();
-  const named = slots.map((q) => `'${q.queue}'${q.maxActivities ? ` (at most ${q.maxActivities} at once)` : ''}`).join(', ');
+  const named = slots
+    .map(
+      (q) =>
+        `'${q.queue}'${q.maxActivities ? ` (at most ${q.maxActivities} at once)` : ''}${cudaQueues?.includes(q.queue) ? ' (CUDA)' : ''}`,
+    )
+    .join(', ');
   console.error(
     `worker polling ${named} on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
@@ -162,6 +173,19 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   await pruner?.stop();
   if (failure) throw failure.error;
   return 0;
+}
+
+/** `--cuda-queues`: names among the queues this worker serves; undefined when not given. */
+export function parseCudaQueues(raw: string | undefined, slots: QueueSlot[], usage: string): string[] | undefined {
+  if (raw === undefined) return undefined;
+  const names = raw.split(',').map((n) => n.trim());
+  for (const n of names)
+    if (!slots.some((s) => s.queue === n))
+      throw new CliError(
+        `--cuda-queues names ${JSON.stringify(n)}, which is not one of the queues this worker serves (${slots.map((s) => s.queue).join(', ')})\nusage: ${usage}`,
+        2,
+      );
+  return names;
 }
 
 /** What runTogether needs of an SDK worker. */

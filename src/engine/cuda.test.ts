@@ -115,6 +115,24 @@ test('processForDevice: cuda fails at once where the probe fails, auto falls bac
   }
 });
 
+test('processForDevice on a worker that runs CUDA stages only from its GPU queue: a CPU-queue stage gets the CPU (auto) or a routing error (cuda)', () => {
+  const gpu = machine({ gpu: true, driver: '580.65.06', libcuda: true });
+  const dir = install();
+  const env = { TEMPERED_CUDA_DIR: dir };
+  const state = empty();
+  const fromCpuQueue = { allowed: false, queues: ['gpu'] };
+  const auto = processForDevice('auto', state, { ...gpu, env, cudaHere: fromCpuQueue });
+  assert.equal(auto.cuda, false);
+  assert.equal(auto.env.LD_LIBRARY_PATH, undefined);
+  assert.match(auto.note ?? '', /runs CUDA stages only from queue gpu; using the CPU/);
+  assert.throws(
+    () => processForDevice('cuda', state, { ...gpu, env, cudaHere: fromCpuQueue, where: 'stages.train.with.device' }),
+    (e: unknown) => e instanceof InputError && e.where === 'stages.train.with.device' && /queue: gpu/.test(e.hint ?? ''),
+  );
+  for (const device of ['cuda', 'auto'] as const)
+    assert.equal(processForDevice(device, state, { ...gpu, env, cudaHere: { allowed: true, queues: ['gpu'] } }).cuda, true);
+});
+
 test('CUDA processes run float32 MatMuls without TF32 unless TEMPERED_CUDA_TF32=1; an explicit NVIDIA_TF32_OVERRIDE wins', () => {
   const dir = install();
   assert.equal(cudaProcessEnv(dir, {}).NVIDIA_TF32_OVERRIDE, '0');

@@ -249,10 +249,25 @@ export type ProcessDevice = 'cpu' | 'webgpu' | 'cuda' | 'auto';
 export function processForDevice(
   device: ProcessDevice | undefined,
   stateDir: string,
-  opts: ProbeOptions & { where?: string } = {},
+  opts: ProbeOptions & { where?: string; cudaHere?: { allowed: boolean; queues: string[] } } = {},
 ): { env: NodeJS.ProcessEnv; cuda: boolean; note?: string } {
   const env = (opts.env ?? process.env) as NodeJS.ProcessEnv;
   if (device !== 'cuda' && device !== 'auto') return { env, cuda: false };
+  // A GPU host that also serves a CPU queue (`--cuda-queues gpu`): a stage from the CPU queue must not
+  // take the GPU beside the one training the GPU queue's cap allows.
+  const gate = opts.cudaHere;
+  if (gate && !gate.allowed) {
+    if (device === 'auto')
+      return {
+        env,
+        cuda: false,
+        note: `device auto: this worker runs CUDA stages only from queue ${gate.queues.join(', ')}; using the CPU`,
+      };
+    throw new InputError(`device 'cuda' on a queue this worker does not run CUDA stages from (only ${gate.queues.join(', ')})`, {
+      where: opts.where ?? 'train.device',
+      hint: `route the stage to the GPU workers with queue: ${gate.queues[0]}, or use device: auto`,
+    });
+  }
   const dir = cudaDir(stateDir, env);
   const probe = probeCuda(dir, opts);
   if (probe.ok) return { env: cudaProcessEnv(dir, env), cuda: true, note: `device ${device}: CUDA (${probe.devices.join(', ')})` };

@@ -11,6 +11,11 @@ export interface ChildLimits {
   maxRssMb?: number;
   /** Between SIGTERM and SIGKILL when a stage is cancelled. */
   killGraceMs?: number;
+  /**
+   * Set where a worker runs CUDA stages only from some of its queues (`tempered worker --cuda-queues`):
+   * whether this queue is one of them, and which they are.
+   */
+  cudaHere?: { allowed: boolean; queues: string[] };
 }
 
 export interface Isolation {

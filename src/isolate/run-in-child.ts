@@ -84,7 +84,10 @@ export function runStageInChild(
   // A stage asking for CUDA on a machine that cannot run it fails here, before any work, naming why.
   let device: ReturnType<typeof processForDevice>;
   try {
-    device = processForDevice(kind.isolation?.device?.(config), ctx.stateDir, { where: `stages.${ctx.stageId}.with.device` });
+    device = processForDevice(kind.isolation?.device?.(config), ctx.stateDir, {
+      where: `stages.${ctx.stageId}.with.device`,
+      ...(limits.cudaHere ? { cudaHere: limits.cudaHere } : {}),
+    });
   } catch (e) {
     return Promise.reject(e as Error);
   }
