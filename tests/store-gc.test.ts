@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { ArtifactStore, objectKey } from '../src/store/artifact-store.ts';
 import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
-import { collectGarbage, MIN_HORIZON_MS, scanNames, type GarbageReport } from '../src/store/garbage.ts';
+import { collectGarbage, GarbageIncomplete, MIN_HORIZON_MS, scanNames, type GarbageReport } from '../src/store/garbage.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { openAudit } from '../src/audit/log.ts';
 import type { ArtifactRef } from '../src/types.ts';
@@ -222,6 +222,27 @@ for (const backend of ['folder', 's3'] as const) {
           /ECONNRESET/,
         );
         for (const ref of [s.tree, ...s.members, s.orphan, s.expiredOutput]) assert.ok(await s.present(ref), 'nothing deleted');
+      });
+
+    if (backend === 's3')
+      test('a collection that fails part-way says what it had deleted', async (t) => {
+        const s = await setup(t);
+        const remote = s.store.remote!;
+        const failing = Object.create(remote) as typeof remote;
+        let deletes = 0;
+        failing.delete = async (key: string) => {
+          if (key.startsWith('sha256/') && ++deletes === 2) throw new Error('503 SlowDown');
+          return remote.delete(key);
+        };
+        const flaky = new ArtifactStore(s.store.root, { remote: failing, freshenAfterMs: 0 });
+        const cut = Date.now() + HORIZON;
+        await assert.rejects(
+          collectGarbage({ store: flaky, cache: s.cache, roots: [], olderThanMs: HORIZON, collect: true, now: cut }),
+          (e: unknown) =>
+            e instanceof GarbageIncomplete &&
+            e.report.objects.deleted === 1 &&
+            /stopped part-way \(1 objects deleted\): 503 SlowDown/.test(e.message),
+        );
       });
   });
 }

@@ -1,7 +1,7 @@
 /** `tempered store gc`: deletes the artifacts nothing keeps (src/store/garbage.ts), a dry run unless --collect. */
 import { databaseExists, isDatabaseUrl } from '../../src/db/database.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
-import { collectGarbage, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
+import { collectGarbage, GarbageIncomplete, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes as fmtBytes } from '../format.ts';
@@ -42,6 +42,19 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     }
   };
   const collect = values.collect === true;
+  const audit = async (r: GarbageReport, error?: string) =>
+    (await ctx.auditLog().get()).append({
+      action: 'store.collected',
+      subject: r.store,
+      actor: actor(),
+      details: {
+        horizon: r.horizon,
+        records: r.records.expired,
+        objects: r.objects.deleted,
+        bytes: r.objects.deletedBytes,
+        ...(error ? { error } : {}),
+      },
+    });
   const report = await collectGarbage({
     store,
     cache: ctx.cache(),
@@ -50,21 +63,12 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     collect,
     log: (line) => console.error(line),
     points: ctx.progressPoints(),
+  }).catch(async (e: unknown) => {
+    // A collection that stopped part-way has still deleted what it says: that goes in the trail too.
+    if (e instanceof GarbageIncomplete) await audit(e.report, e.message);
+    throw e;
   });
-  if (collect)
-    await (
-      await ctx.auditLog().get()
-    ).append({
-      action: 'store.collected',
-      subject: report.store,
-      actor: actor(),
-      details: {
-        horizon: report.horizon,
-        records: report.records.expired,
-        objects: report.objects.deleted,
-        bytes: report.objects.deletedBytes,
-      },
-    });
+  if (collect) await audit(report);
   console.log(values.json ? JSON.stringify(report) : describeGarbage(report));
   return 0;
 }

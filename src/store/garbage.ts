@@ -152,27 +152,46 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   report.quarantine.garbage = quarantined.length;
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
   if (!opts.collect) return report;
-
-  for (const { key, text } of expired) await opts.cache.evictIfUnchanged(key, text);
-  if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
-  for (const hex of garbage) {
-    // Looked at again just before it goes: a put may have stored it again since the listing.
-    const bytes = await space.deleteIfUnused(hex, horizon);
-    if (bytes === undefined) continue;
-    if (touched.has(hex)) await space.dropMark(hex);
-    r.deleted++;
-    r.deletedBytes += bytes;
+  try {
+    await sweep();
+  } catch (e) {
+    // What was deleted before the failure is reported with it, for the audit trail.
+    throw new GarbageIncomplete(e, report);
   }
-  for (const q of quarantined) {
-    await space.deleteQuarantined(q.name);
-    report.quarantine.deleted++;
-  }
-  if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
-  // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
-  // race a put that is marking the object now.)
-  for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);
   log(`deleted ${r.deleted} objects (${r.deletedBytes} bytes) from ${space.where}`);
   return report;
+
+  async function sweep(): Promise<void> {
+    for (const { key, text } of expired) await opts.cache.evictIfUnchanged(key, text);
+    if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
+    for (const hex of garbage) {
+      // Looked at again just before it goes: a put may have stored it again since the listing.
+      const bytes = await space.deleteIfUnused(hex, horizon);
+      if (bytes === undefined) continue;
+      if (touched.has(hex)) await space.dropMark(hex);
+      r.deleted++;
+      r.deletedBytes += bytes;
+    }
+    for (const q of quarantined) {
+      await space.deleteQuarantined(q.name);
+      report.quarantine.deleted++;
+    }
+    if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
+    // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
+    // race a put that is marking the object now.)
+    for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);
+  }
+}
+
+/** A collection that failed after it had deleted something: `report` says what. */
+export class GarbageIncomplete extends Error {
+  override name = 'GarbageIncomplete';
+  constructor(
+    override readonly cause: unknown,
+    readonly report: GarbageReport,
+  ) {
+    super(`the collection stopped part-way (${report.objects.deleted} objects deleted): ${(cause as Error)?.message ?? cause}`);
+  }
 }
 
 /**
