@@ -103,7 +103,7 @@ test('processForDevice: cuda fails at once where the probe fails, auto falls bac
   const auto = processForDevice('auto', state, { ...none, env: { PATH: '/bin' } });
   assert.equal(auto.cuda, false);
   assert.equal(auto.env.LD_LIBRARY_PATH, undefined);
-  assert.match(auto.note ?? '', /no CUDA here .*using the CPU/);
+  assert.match(auto.note ?? '', /no CUDA here .*using the npm build \(WebGPU where a session opens, else the CPU\)/);
   assert.deepEqual(processForDevice('cpu', state, { ...none, env: { PATH: '/bin' } }), { env: { PATH: '/bin' }, cuda: false });
 
   const gpu = machine({ gpu: true, driver: '580.65.06', libcuda: true });
@@ -124,7 +124,7 @@ test('processForDevice on a worker that runs CUDA stages only from its GPU queue
   const auto = processForDevice('auto', state, { ...gpu, env, cudaHere: fromCpuQueue });
   assert.equal(auto.cuda, false);
   assert.equal(auto.env.LD_LIBRARY_PATH, undefined);
-  assert.match(auto.note ?? '', /runs CUDA stages only from queue gpu; using the CPU/);
+  assert.match(auto.note ?? '', /runs CUDA stages only from queue gpu; using the npm build/);
   assert.throws(
     () => processForDevice('cuda', state, { ...gpu, env, cudaHere: fromCpuQueue, where: 'stages.train.with.device' }),
     (e: unknown) => e instanceof InputError && e.where === 'stages.train.with.device' && /queue: gpu/.test(e.hint ?? ''),

@@ -261,7 +261,7 @@ export function processForDevice(
       return {
         env,
         cuda: false,
-        note: `device auto: this worker runs CUDA stages only from queue ${gate.queues.join(', ')}; using the CPU`,
+        note: `device auto: this worker runs CUDA stages only from queue ${gate.queues.join(', ')}; using the npm build (WebGPU where a session opens, else the CPU)`,
       };
     throw new InputError(`device 'cuda' on a queue this worker does not run CUDA stages from (only ${gate.queues.join(', ')})`, {
       where: opts.where ?? 'train.device',
@@ -271,7 +271,12 @@ export function processForDevice(
   const dir = cudaDir(stateDir, env);
   const probe = probeCuda(dir, opts);
   if (probe.ok) return { env: cudaProcessEnv(dir, env), cuda: true, note: `device ${device}: CUDA (${probe.devices.join(', ')})` };
-  if (device === 'auto') return { env, cuda: false, note: `device auto: no CUDA here (${probe.problems.join('; ')}); using the CPU` };
+  if (device === 'auto')
+    return {
+      env,
+      cuda: false,
+      note: `device auto: no CUDA here (${probe.problems.join('; ')}); using the npm build (WebGPU where a session opens, else the CPU)`,
+    };
   throw cudaUnavailable(probe, opts.where ?? 'train.device');
 }
 
