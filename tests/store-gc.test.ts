@@ -51,7 +51,7 @@ async function nextSecond(): Promise<number> {
 /** A stage cache whose eviction of an expired record first runs `onEvict`: what happens meanwhile in other processes. */
 class HookedCache extends StageCache {
   onEvict: ((key: string) => Promise<void>) | undefined;
-  override async evictIfUnchanged(key: string, text: string): Promise<void> {
+  override async evictIfUnchanged(key: string, text: string): Promise<boolean> {
     const hook = this.onEvict;
     this.onEvict = undefined;
     await hook?.(key);
@@ -131,7 +131,7 @@ for (const backend of ['folder', 's3'] as const) {
         deletedBytes: 0,
       };
       assert.deepEqual(dry.objects, expected);
-      assert.deepEqual(dry.records, { kept: 1, expired: 1 });
+      assert.deepEqual(dry.records, { kept: 1, expired: 1, dropped: 0 });
       assert.equal(dry.collected, false);
       for (const ref of [s.tree, s.keptByRecord, s.expiredOutput, s.orphan, s.reused, s.young])
         assert.ok(await s.present(ref), 'a dry run deletes nothing');
@@ -140,6 +140,7 @@ for (const backend of ['folder', 's3'] as const) {
 
       const done = await s.gc(true);
       assert.deepEqual(done.objects, { ...expected, deleted: 2, deletedBytes: expected.garbageBytes });
+      assert.deepEqual(done.records, { kept: 1, expired: 1, dropped: 1 });
       assert.equal(await s.present(s.orphan), false);
       assert.equal(await s.present(s.expiredOutput), false);
       for (const ref of [s.tree, ...s.members, s.keptByRecord, s.reused, s.young])
@@ -157,7 +158,7 @@ for (const backend of ['folder', 's3'] as const) {
       const again = await s.gc(true);
       assert.equal(again.objects.garbage, 0);
       assert.equal(again.objects.deleted, 0);
-      assert.deepEqual(again.records, { kept: 1, expired: 0 });
+      assert.deepEqual(again.records, { kept: 1, expired: 0, dropped: 0 });
     });
 
     test('an object stored again after the listing, just before the delete, stays: each object is looked at again', async (t) => {
@@ -194,11 +195,27 @@ for (const backend of ['folder', 's3'] as const) {
         const fresh = await s.store.putBytes('the rerun output', octets);
         await StageCache.prototype.put.call(s.cache, record(key, { out: fresh }, Date.now()));
       };
-      await s.gc(true);
+      const r = await s.gc(true);
+      assert.deepEqual(r.records, { kept: 1, expired: 1, dropped: 0 }, 'judged expired, not dropped');
       const hit = await s.cache.get(s.oldKey);
       assert.ok(hit, 'the new record survives');
       assert.equal((hit.outputs.out as ArtifactRef).sha256, createHash('sha256').update('the rerun output').digest('hex'));
     });
+
+    if (backend === 's3')
+      test("a hit on a worker's old local copy takes the record another worker wrote since, and does not write the old one back", async (t) => {
+        const s = await setup(t);
+        // Worker B replaces the record of oldKey (say, a --no-cache rerun with new outputs).
+        const other = new ArtifactStore(tmp(t, 'worker-b'), { remote: s.store.remote!, freshenAfterMs: 0 });
+        const b = new StageCache(tmp(t, 'cache-b'), other);
+        const rerun = await other.putBytes('output of the rerun', octets);
+        await b.put(record(s.oldKey, { out: rerun }, Date.now()));
+        // Worker A still has its old copy, over the refresh age: its hit must not bring the old record back.
+        const hit = await s.cache.get(s.oldKey);
+        assert.equal((hit?.outputs.out as ArtifactRef).sha256, rerun.sha256, "A answers with B's record");
+        const fresh = new StageCache(tmp(t, 'cache-c'), new ArtifactStore(tmp(t, 'worker-c'), { remote: s.store.remote! }));
+        assert.equal(((await fresh.get(s.oldKey))?.outputs.out as ArtifactRef).sha256, rerun.sha256, "the shared record is still B's");
+      });
 
     if (backend === 's3')
       test('a kept object that cannot be read stops the collection before it deletes anything', async (t) => {
@@ -277,8 +294,15 @@ describe('scanning kept objects for the names they hold', () => {
     assert.ok(big.length > 4 * 1024 * 1024, 'over the old 4 MiB limit');
     assert.deepEqual(await names(chunks), [a, b], 'the last file of a large manifest is found');
   });
-  test('an object that does not start like JSON (a table, weights) is not read past its first chunk', async () => {
+  test('an object that does not start like JSON (a table, weights) is not read past its first kilobyte', async () => {
     assert.deepEqual(await names(['ARROW1\0\0' + a, b]), []);
+    // A safetensors file whose header length's low byte is '{' (123): NUL bytes follow, so not JSON.
+    const header = Buffer.alloc(8);
+    header.writeBigUInt64LE(123n);
+    const weights = Buffer.concat([header, Buffer.from(`{"w": {"dtype": "F32"}} ${a}`), Buffer.alloc(2048, 7)]);
+    const found: string[] = [];
+    await scanNames(Readable.from([weights, Buffer.from(b)]), (text) => found.push(text));
+    assert.deepEqual(found, []);
   });
 });
 
@@ -345,6 +369,10 @@ describe('tempered store gc', () => {
     const refused = await runCliInProcess(['store', 'gc', '--collect'], env);
     assert.equal(refused.code, 2);
     assert.match(refused.stderr, /is shared, but the registry is this host's file .*Set TEMPERED_DATABASE_URL .*or pass --sole-registry/);
+    const none = await runCliInProcess(['store', 'gc', '--collect', '--sole-registry'], env);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /--sole-registry says this host's registry is the only one, but there is none at /);
+    await (await openRegistry(join(home, 'registry.db'))).close();
     const sole = await runCliInProcess(['store', 'gc', '--collect', '--sole-registry', '--json'], env);
     assert.equal(sole.code, 0, sole.stderr);
     assert.equal((JSON.parse(sole.stdout) as GarbageReport).collected, true);

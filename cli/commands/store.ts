@@ -27,6 +27,11 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   // A shared bucket with this host's own registry file: other hosts' registries (each its own file)
   // name objects in the same bucket that this collection cannot see, and would lose them.
   const store = ctx.store();
+  if (values.collect && store.remote && values['sole-registry'] && !databaseExists(ctx.paths.registryDb))
+    throw new CliError(
+      `--sole-registry says this host's registry is the only one, but there is none at ${ctx.paths.registryDb} (another TEMPERED_HOME?): without it every registered model's files would be garbage`,
+      2,
+    );
   if (values.collect && store.remote && !isDatabaseUrl(ctx.paths.registryDb) && !values['sole-registry'])
     throw new CliError(
       `the store ${store.remote.url} is shared, but the registry is this host's file ${ctx.paths.registryDb}: models registered on other hosts name objects this collection cannot see. Set TEMPERED_DATABASE_URL to the shared registry, or pass --sole-registry if this host's registry is the only one.\nusage: ${usage}`,
@@ -49,9 +54,11 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
       actor: actor(),
       details: {
         horizon: r.horizon,
-        records: r.records.expired,
+        records: r.records.dropped,
         objects: r.objects.deleted,
         bytes: r.objects.deletedBytes,
+        quarantined: r.quarantine.deleted,
+        points: r.points.deleted,
         ...(error ? { error } : {}),
       },
     });
@@ -81,7 +88,7 @@ export function describeGarbage(r: GarbageReport): string {
     `  kept:    ${o.kept} objects (${fmtBytes(o.keptBytes)}) named by the registry, a stage-cache record after the horizon, a checkpoint or a kept object`,
     `  recent:  ${o.recent} objects (${fmtBytes(o.recentBytes)}) unreferenced but written after the horizon`,
     `  garbage: ${o.garbage} objects (${fmtBytes(o.garbageBytes)}); ${verb} ${r.collected ? `${o.deleted} (${fmtBytes(o.deletedBytes)})` : 'them'}`,
-    `  stage-cache records: ${r.records.kept} kept, ${r.records.expired} older than the horizon ${r.collected ? 'dropped' : 'to drop'}`,
+    `  stage-cache records: ${r.records.kept} kept, ${r.records.expired} older than the horizon${r.collected ? `, ${r.records.dropped} dropped (one written again or used meanwhile stays)` : ' to drop'}`,
   ];
   if (r.points.old)
     lines.push(

@@ -59,7 +59,8 @@ export interface GarbageReport {
   store: string;
   horizon: string;
   collected: boolean;
-  records: { kept: number; expired: number };
+  /** `dropped`: of the expired ones, those deleted (one written again or used meanwhile stays). */
+  records: { kept: number; expired: number; dropped: number };
   objects: {
     kept: number;
     keptBytes: number;
@@ -128,7 +129,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     store: space.where,
     horizon: new Date(horizon).toISOString(),
     collected: opts.collect,
-    records: { kept: keptRecords, expired: expired.length },
+    records: { kept: keptRecords, expired: expired.length, dropped: 0 },
     objects: { kept: 0, keptBytes: 0, recent: 0, recentBytes: 0, garbage: 0, garbageBytes: 0, deleted: 0, deletedBytes: 0 },
     quarantine: { garbage: 0, garbageBytes: 0, deleted: 0 },
     points: { old: (await opts.points?.prune(horizon, true)) ?? 0, deleted: 0 },
@@ -164,7 +165,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   return report;
 
   async function sweep(): Promise<void> {
-    for (const { key, text } of expired) await opts.cache.evictIfUnchanged(key, text);
+    for (const { key, text } of expired) if (await opts.cache.evictIfUnchanged(key, text)) report.records.dropped++;
     if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
     // A few deletes in flight: each is two HEADs and a DELETE, round trips a serial loop would wait out.
     let next = 0;
@@ -176,9 +177,11 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
           // Looked at again just before it goes: a put may have stored it again since the listing.
           const bytes = await space.deleteIfUnused(hex, horizon);
           if (bytes === undefined) continue;
-          if (touched.has(hex)) await space.dropMark(hex);
+          // Counted as soon as it left the store, so a failure in the clean-up after is reported right.
           r.deleted++;
           r.deletedBytes += bytes;
+          await space.forgetLocal(hex);
+          if (touched.has(hex)) await space.dropMark(hex);
         } catch (e) {
           failed = true;
           throw e;
@@ -234,33 +237,63 @@ interface Space {
   open(hex: string): Promise<Readable | undefined>;
   /** Deletes the object unless it was written or marked since the horizon; its size, or undefined if kept. */
   deleteIfUnused(hex: string, horizon: number): Promise<number | undefined>;
+  /** After a delete: this host's cached copy of the object goes too. */
+  forgetLocal(hex: string): Promise<void>;
   dropMark(hex: string): Promise<void>;
   quarantined(horizon: number): Promise<{ name: string; bytes: number }[]>;
   deleteQuarantined(name: string): Promise<void>;
 }
 
+/** Bytes of an object looked at to tell JSON from a table or weights. */
+const SNIFF_BYTES = 1024;
+
 /**
- * Marks the object names (64 hex digits) in a stream that starts like JSON (`{` or `[`, after white
- * space); other objects (Arrow tables, weights) are closed after their first chunk. Chunks are
- * scanned with the last 63 characters of the one before, so a name split between two is found.
+ * Whether an object's first bytes are those of JSON: after white space, `{` or `[`, and no control
+ * byte but tab and line ends. Binary files can start with `{` (a safetensors header length whose
+ * low byte is 0x7B), but their first kilobyte holds NUL bytes.
+ */
+function sniffsJson(head: Buffer): boolean {
+  let i = 0;
+  while (i < head.length && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0a || head[i] === 0x0d)) i++;
+  if (head[i] !== 0x7b && head[i] !== 0x5b) return false;
+  for (const b of head) if (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) return false;
+  return true;
+}
+
+/**
+ * Marks the object names (64 hex digits) in a stream that starts like JSON (sniffsJson on its first
+ * kilobyte); other objects (Arrow tables, weights) are closed after that. Chunks are scanned with
+ * the last 63 characters of the one before, so a name split between two is found.
  */
 export async function scanNames(stream: Readable, mark: (text: string) => void): Promise<void> {
+  let head: Buffer[] = [];
+  let headBytes = 0;
   let tail = '';
-  let started = false;
+  let sniffed = false;
+  const scan = (buf: Buffer) => {
+    const text = tail + buf.toString('latin1');
+    mark(text);
+    tail = text.slice(-63);
+  };
   try {
     for await (const chunk of stream) {
-      const text = tail + (chunk as Buffer).toString('latin1');
-      if (!started) {
-        const first = text.trimStart()[0];
-        if (first === undefined) {
-          tail = text;
-          continue;
-        }
-        if (first !== '{' && first !== '[') return;
-        started = true;
+      if (sniffed) {
+        scan(chunk as Buffer);
+        continue;
       }
-      mark(text);
-      tail = text.slice(-63);
+      head.push(chunk as Buffer);
+      headBytes += (chunk as Buffer).length;
+      if (headBytes < SNIFF_BYTES) continue;
+      const first = Buffer.concat(head);
+      head = [];
+      if (!sniffsJson(first.subarray(0, SNIFF_BYTES))) return;
+      sniffed = true;
+      scan(first);
+    }
+    // An object shorter than the sniff window.
+    if (!sniffed && headBytes > 0) {
+      const first = Buffer.concat(head);
+      if (sniffsJson(first)) scan(first);
     }
   } finally {
     stream.destroy();
@@ -314,9 +347,12 @@ class BucketSpace implements Space {
     const used = Math.max(o.modified?.getTime() ?? Infinity, mark ? (mark.modified?.getTime() ?? Infinity) : -Infinity);
     if (used >= horizon) return undefined;
     await this.remote.delete(objectKey(hex));
-    // This host's cached copy goes too; other workers' copies go as their caches are pruned.
-    await fsp.rm(join(this.store.root, 'sha256', hex.slice(0, 2), hex), { force: true });
     return o.bytes;
+  }
+
+  async forgetLocal(hex: string): Promise<void> {
+    // Other workers' copies go as their caches are pruned.
+    await fsp.rm(join(this.store.root, 'sha256', hex.slice(0, 2), hex), { force: true });
   }
 
   async dropMark(hex: string): Promise<void> {
@@ -380,6 +416,8 @@ class FolderSpace implements Space {
   }
 
   async dropMark(): Promise<void> {}
+
+  async forgetLocal(): Promise<void> {}
 
   async quarantined(horizon: number): Promise<{ name: string; bytes: number }[]> {
     const dir = join(this.store.root, 'quarantine');

@@ -313,8 +313,10 @@ export class S3Backend implements ObjectBackend {
       const firstBody = first.Body as Readable;
       const inflight: Promise<Uint8Array>[] = [];
       let next = 1;
-      while (next < parts && inflight.length < queueSize) inflight.push(fetchPart(next++));
+      // The next ranges are asked for once the first has been read through: a reader that stops
+      // early (garbage collection looks at an object's first bytes) must not leave gigabytes coming.
       for await (const chunk of firstBody) yield chunk as Buffer;
+      while (next < parts && inflight.length < queueSize) inflight.push(fetchPart(next++));
       while (inflight.length) {
         const bytes = await inflight.shift()!;
         if (next < parts) inflight.push(fetchPart(next++));

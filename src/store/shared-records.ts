@@ -21,7 +21,7 @@ export interface SharedRecords {
   /** Removes the record; an absent one is fine. */
   delete(key: string): Promise<void>;
   /** Removes the record only while its text is still `text` (garbage collection must not take a newer one). */
-  deleteIf(key: string, text: string): Promise<void>;
+  deleteIf(key: string, text: string): Promise<boolean>;
   /** Every record, for scans (evicting the records that name a damaged object). */
   entries(): AsyncIterable<{ key: string; text: string }>;
 }
@@ -45,10 +45,12 @@ export class ObjectStoreRecords implements SharedRecords {
     return this.backend.delete(this.objectKey(key));
   }
 
-  async deleteIf(key: string, text: string): Promise<void> {
+  async deleteIf(key: string, text: string): Promise<boolean> {
     // S3 has no portable conditional delete: a record replaced between this read and the delete is
     // lost, which costs one rerun of its stage, never a wrong hit.
-    if ((await this.get(key)) === text) await this.delete(key);
+    if ((await this.get(key)) !== text) return false;
+    await this.delete(key);
+    return true;
   }
 
   async *entries(): AsyncIterable<{ key: string; text: string }> {
@@ -88,8 +90,8 @@ export class DatabaseRecords implements SharedRecords {
     await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ?', [key]);
   }
 
-  async deleteIf(key: string, text: string): Promise<void> {
-    await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ? AND record_json = ?', [key, text]);
+  async deleteIf(key: string, text: string): Promise<boolean> {
+    return (await (await this.db.get()).run('DELETE FROM stage_cache WHERE cache_key = ? AND record_json = ?', [key, text])) > 0;
   }
 
   async *entries(): AsyncIterable<{ key: string; text: string }> {

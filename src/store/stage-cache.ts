@@ -148,6 +148,16 @@ export class StageCache {
     // An old record's outputs are marked in use before they are handed out, and the record says it
     // was used, so a garbage collection running now or soon takes neither from the run (garbage.ts).
     if (Date.now() - lastUse(rec) > this.store.freshenAfterMs) {
+      await this.uploading.get(key);
+      if (!shared && this.shared && /^[0-9a-f]{64}$/.test(key)) {
+        // This worker's copy is old: if another worker has replaced the shared record since, that
+        // one is the record now, and writing this copy back would undo it for every worker.
+        const current = await this.shared.get(key);
+        if (current !== undefined && current !== text) {
+          await fsp.rm(p, { force: true });
+          return this.get(key);
+        }
+      }
       for (const ref of refs) await this.store.keepAlive(ref);
       const used: CacheRecord = { ...rec, usedAt: new Date().toISOString() };
       await this.put(used);
@@ -224,11 +234,16 @@ export class StageCache {
    * Evicts the record only where its text is still `text`: garbage collection drops what it judged
    * expired, not a record of the same key written (or refreshed by a hit) since.
    */
-  async evictIfUnchanged(key: string, text: string): Promise<void> {
+  async evictIfUnchanged(key: string, text: string): Promise<boolean> {
     await this.uploading.get(key);
     const p = this.path(key);
-    if ((await fsp.readFile(p, 'utf8').catch(() => undefined)) === text) await fsp.rm(p, { force: true });
-    if (this.shared && /^[0-9a-f]{64}$/.test(key)) await this.shared.deleteIf(key, text);
+    let gone = false;
+    if ((await fsp.readFile(p, 'utf8').catch(() => undefined)) === text) {
+      await fsp.rm(p, { force: true });
+      gone = true;
+    }
+    if (this.shared && /^[0-9a-f]{64}$/.test(key)) gone = (await this.shared.deleteIf(key, text)) || gone;
+    return gone;
   }
 
   /**
