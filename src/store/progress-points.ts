@@ -86,44 +86,26 @@ export class FilePoints implements ProgressPoints {
   async close(): Promise<void> {}
 }
 
+/** The table, with each dialect's auto-numbered id column: the offset a dashboard reads on from. */
+function pointsTable(idColumn: string): string {
+  return `
+    CREATE TABLE progress_points (
+      id ${idColumn},
+      run_id TEXT NOT NULL,
+      execution TEXT NOT NULL,
+      stage_id TEXT NOT NULL,
+      at_ms BIGINT NOT NULL,
+      point_json TEXT NOT NULL
+    );
+    CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
+    CREATE INDEX progress_points_age ON progress_points (at_ms);
+  `;
+}
+
 export const PROGRESS_SCHEMA: Schema = {
   scope: 'progress_points',
-  sqlite: [
-    {
-      version: 1,
-      name: 'training points per stage',
-      sql: `
-        CREATE TABLE progress_points (
-          id INTEGER PRIMARY KEY AUTOINCREMENT,
-          run_id TEXT NOT NULL,
-          execution TEXT NOT NULL,
-          stage_id TEXT NOT NULL,
-          at_ms BIGINT NOT NULL,
-          point_json TEXT NOT NULL
-        );
-        CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
-        CREATE INDEX progress_points_age ON progress_points (at_ms);
-      `,
-    },
-  ],
-  postgres: [
-    {
-      version: 1,
-      name: 'training points per stage',
-      sql: `
-        CREATE TABLE progress_points (
-          id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-          run_id TEXT NOT NULL,
-          execution TEXT NOT NULL,
-          stage_id TEXT NOT NULL,
-          at_ms BIGINT NOT NULL,
-          point_json TEXT NOT NULL
-        );
-        CREATE INDEX progress_points_stage ON progress_points (run_id, execution, stage_id, id);
-        CREATE INDEX progress_points_age ON progress_points (at_ms);
-      `,
-    },
-  ],
+  sqlite: [{ version: 1, name: 'training points per stage', sql: pointsTable('INTEGER PRIMARY KEY AUTOINCREMENT') }],
+  postgres: [{ version: 1, name: 'training points per stage', sql: pointsTable('BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY') }],
 };
 
 /** Rows per INSERT, well under PostgreSQL's 65535 parameters. */
