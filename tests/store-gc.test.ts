@@ -114,7 +114,7 @@ for (const backend of ['folder', 's3'] as const) {
       const registryVersion = JSON.stringify({ name: 'clf', version: 1, artifacts: [{ role: 'model', sha256: tree.sha256 }] });
       const gc = (collect: boolean) =>
         collectGarbage({ store, cache, roots: [registryVersion], olderThanMs: HORIZON, collect, now: cut + HORIZON });
-      return { store, cache, present, tree, members, keptByRecord, expiredOutput, orphan, reused, young, recentKey, oldKey, gc };
+      return { store, cache, present, tree, members, keptByRecord, expiredOutput, orphan, reused, young, recentKey, oldKey, gc, cut };
     }
 
     test('a dry run reports and deletes nothing; collecting deletes the unreferenced old objects and the expired records only', async (t) => {
@@ -159,6 +159,24 @@ for (const backend of ['folder', 's3'] as const) {
       assert.equal(again.objects.garbage, 0);
       assert.equal(again.objects.deleted, 0);
       assert.deepEqual(again.records, { kept: 1, expired: 0, dropped: 0 });
+    });
+
+    test('a quarantined object is kept for the horizon from its quarantine, not from its write, then goes', async (t) => {
+      const s = await setup(t);
+      // Written before the cut, found damaged and moved aside after it.
+      if (s.store.remote) await s.store.remote.quarantine(objectKey(s.orphan.sha256));
+      else await s.store.quarantine(s.orphan.sha256);
+      const kept = await s.gc(true);
+      assert.deepEqual(kept.quarantine, { garbage: 0, garbageBytes: 0, deleted: 0 });
+      const later = await collectGarbage({
+        store: s.store,
+        cache: s.cache,
+        roots: [],
+        olderThanMs: HORIZON,
+        collect: true,
+        now: Date.now() + HORIZON + 5000,
+      });
+      assert.deepEqual(later.quarantine, { garbage: 1, garbageBytes: bytes('nothing names me').length, deleted: 1 });
     });
 
     test('an object stored again after the listing, just before the delete, stays: each object is looked at again', async (t) => {

@@ -210,11 +210,33 @@ export class ArtifactStore {
     if (!HEX64.test(hex)) return;
     const dir = join(this.root, 'quarantine');
     await fsp.mkdir(dir, { recursive: true });
-    await fsp
-      .rename(this.objectPath(hex), join(dir, `${hex}.${Date.now()}.${randomBytes(3).toString('hex')}`))
-      .catch((e: NodeJS.ErrnoException) => {
+    const aside = join(dir, `${hex}.${Date.now()}.${randomBytes(3).toString('hex')}`);
+    const moved = await fsp.rename(this.objectPath(hex), aside).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOENT') throw e;
-      });
+        return false;
+      },
+    );
+    // A rename keeps the mtime, by which garbage collection ages quarantined objects: kept from now.
+    if (moved) await this.touchLocal(aside);
+  }
+
+  /** Sets a local file's times to now; false when it is gone. */
+  private async touchLocal(path: string): Promise<boolean> {
+    const now = new Date();
+    return fsp.utimes(path, now, now).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+        return false;
+      },
+    );
+  }
+
+  /** Deletes this host's cached copy of an object the shared store no longer holds (garbage collection). */
+  async dropLocalCopy(hex: string): Promise<void> {
+    if (HEX64.test(hex)) await fsp.rm(this.objectPath(hex), { force: true });
   }
 
   /** A fresh temp path inside the store, for writers that produce a file and then `putFile(..., {move: true})`. */
@@ -326,17 +348,7 @@ export class ArtifactStore {
     // a put of bytes already here uses them again (see freshen). Marked before the staged copy goes,
     // so an object collected meanwhile (ENOENT) is stored from it instead.
     const damaged = found !== undefined && !(await this.intact(hex));
-    const reused =
-      found !== undefined &&
-      !damaged &&
-      (this.remote !== undefined ||
-        (await fsp.utimes(final, new Date(), new Date()).then(
-          () => true,
-          (e: NodeJS.ErrnoException) => {
-            if (e.code !== 'ENOENT') throw e;
-            return false;
-          },
-        )));
+    const reused = found !== undefined && !damaged && (this.remote !== undefined || (await this.touchLocal(final)));
     if (reused) {
       await fsp.rm(staged, { force: true });
     } else {
@@ -473,16 +485,10 @@ export class ArtifactStore {
   async keepAlive(ref: ArtifactRef): Promise<void> {
     const entries = [{ sha256: ref.sha256, bytes: ref.bytes }];
     if (ref.mediaType === TREE_MEDIA) entries.push(...(await this.readTree(ref)).files);
-    for (const e of entries) {
-      if (!this.remote) {
-        const now = new Date();
-        await fsp.utimes(this.objectPath(e.sha256), now, now);
-        continue;
-      }
-      const there = await this.remote.head(objectKey(e.sha256));
-      if (there?.bytes === e.bytes) await this.freshen(e.sha256, e.bytes, there.modified);
-      else await this.upload(e.sha256, e.bytes);
-    }
+    // What a put of the same bytes does: upload marks an old stored object, and stores a lost one.
+    for (const e of entries)
+      if (this.remote) await this.upload(e.sha256, e.bytes);
+      else await this.touchLocal(this.objectPath(e.sha256));
   }
 
   /** Whether a tree's manifest lists the object `sha256` (false for other artifacts or unreadable manifests). */

@@ -23,11 +23,10 @@
  * just before deleting it: one stored again, or handed out by a hit, meanwhile stays. Anything that
  * cannot be read while marking stops the collection before it deletes.
  */
-import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
-import { readText } from './object-backend.ts';
+import { FolderBackend } from './folder-backend.ts';
+import { readText, type ObjectBackend } from './object-backend.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
 
@@ -91,7 +90,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   const now = opts.now ?? Date.now();
   const horizon = now - opts.olderThanMs;
   const log = opts.log ?? (() => {});
-  const space = opts.store.remote ? new BucketSpace(opts.store) : new FolderSpace(opts.store);
+  const space = new Space(opts.store);
 
   const marked = new Set<string>();
   const unread: string[] = [];
@@ -166,7 +165,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
 
   async function sweep(): Promise<void> {
     for (const { key, text } of expired) if (await opts.cache.evictIfUnchanged(key, text)) report.records.dropped++;
-    if (expired.length) log(`dropped ${expired.length} stage-cache records older than ${report.horizon}`);
+    if (report.records.dropped) log(`dropped ${report.records.dropped} stage-cache records last used before ${report.horizon}`);
     // A few deletes in flight: each is two HEADs and a DELETE, round trips a serial loop would wait out.
     let next = 0;
     let failed = false;
@@ -225,25 +224,6 @@ function recordTime(text: string): number {
   }
 }
 
-/** Where the objects are: the bucket behind a worker's cache, or the local folder that is the store. */
-interface Space {
-  readonly where: string;
-  objects(): Promise<Map<string, Found>>;
-  /** Each `touched/` mark's time, by object. */
-  touched(): Promise<Map<string, number>>;
-  /** The texts of shared checkpoint pointers (an old-form one names a tree). */
-  pointers(): AsyncIterable<string>;
-  /** The object's bytes, or undefined when it is gone. */
-  open(hex: string): Promise<Readable | undefined>;
-  /** Deletes the object unless it was written or marked since the horizon; its size, or undefined if kept. */
-  deleteIfUnused(hex: string, horizon: number): Promise<number | undefined>;
-  /** After a delete: this host's cached copy of the object goes too. */
-  forgetLocal(hex: string): Promise<void>;
-  dropMark(hex: string): Promise<void>;
-  quarantined(horizon: number): Promise<{ name: string; bytes: number }[]>;
-  deleteQuarantined(name: string): Promise<void>;
-}
-
 /** Bytes of an object looked at to tell JSON from a table or weights. */
 const SNIFF_BYTES = 1024;
 
@@ -300,28 +280,33 @@ export async function scanNames(stream: Readable, mark: (text: string) => void):
   }
 }
 
-class BucketSpace implements Space {
+/**
+ * The objects gc looks at, through the one ObjectBackend interface: the bucket behind a worker's
+ * cache, or, without TEMPERED_STORE, the local folder that is the store itself (the same
+ * `sha256/<ab>/<hex>` layout, read as a FolderBackend: objects age by mtime, which a put of stored
+ * bytes and a hit on an old record set).
+ */
+class Space {
   readonly where: string;
+  private readonly backend: ObjectBackend;
   constructor(private readonly store: ArtifactStore) {
-    this.where = store.remote!.url;
-  }
-
-  private get remote() {
-    return this.store.remote!;
+    this.backend = store.remote ?? new FolderBackend(store.root);
+    this.where = this.backend.url;
   }
 
   async objects(): Promise<Map<string, Found>> {
     const found = new Map<string, Found>();
-    for await (const o of this.remote.listObjects('sha256/')) {
+    for await (const o of this.backend.listObjects('sha256/')) {
       const hex = o.key.slice(o.key.lastIndexOf('/') + 1);
       if (HEX64.test(hex) && o.key === objectKey(hex)) found.set(hex, { bytes: o.bytes, modifiedMs: o.modified?.getTime() });
     }
     return found;
   }
 
+  /** Each `touched/` mark's time, by object (none on the local folder, where puts set the mtime). */
   async touched(): Promise<Map<string, number>> {
     const marks = new Map<string, number>();
-    for await (const o of this.remote.listObjects('touched/')) {
+    for await (const o of this.backend.listObjects('touched/')) {
       const hex = o.key.slice(o.key.lastIndexOf('/') + 1);
       // A mark of unknown time counts as new: it keeps its object.
       if (HEX64.test(hex) && o.key === touchedKey(hex)) marks.set(hex, o.modified?.getTime() ?? Infinity);
@@ -329,108 +314,48 @@ class BucketSpace implements Space {
     return marks;
   }
 
+  /** The texts of shared checkpoint pointers (an old-form one names a tree). */
   async *pointers(): AsyncIterable<string> {
     // A pointer that cannot be read fails the collection: it may name an old-form checkpoint tree.
-    for await (const key of this.remote.list('checkpoints/')) {
-      const text = await readText(this.remote, key);
+    for await (const key of this.backend.list('checkpoints/')) {
+      const text = await readText(this.backend, key);
       if (text !== undefined) yield text;
     }
   }
 
+  /** The object's bytes, or undefined when it is gone. */
   open(hex: string): Promise<Readable | undefined> {
-    return this.remote.read(objectKey(hex));
+    return this.backend.read(objectKey(hex));
   }
 
+  /** Deletes the object unless it was written or marked since the horizon; its size, or undefined if kept. */
   async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {
-    const [o, mark] = await Promise.all([this.remote.head(objectKey(hex)), this.remote.head(touchedKey(hex))]);
+    const [o, mark] = await Promise.all([this.backend.head(objectKey(hex)), this.backend.head(touchedKey(hex))]);
     if (!o) return undefined;
     const used = Math.max(o.modified?.getTime() ?? Infinity, mark ? (mark.modified?.getTime() ?? Infinity) : -Infinity);
     if (used >= horizon) return undefined;
-    await this.remote.delete(objectKey(hex));
+    await this.backend.delete(objectKey(hex));
     return o.bytes;
   }
 
+  /** After a delete from the bucket: this host's cached copy goes too (other workers' as their caches are pruned). */
   async forgetLocal(hex: string): Promise<void> {
-    // Other workers' copies go as their caches are pruned.
-    await fsp.rm(join(this.store.root, 'sha256', hex.slice(0, 2), hex), { force: true });
+    if (this.store.remote) await this.store.dropLocalCopy(hex);
   }
 
   async dropMark(hex: string): Promise<void> {
-    await this.remote.delete(touchedKey(hex));
+    await this.backend.delete(touchedKey(hex));
   }
 
+  /** Damaged objects moved aside before the horizon (a quarantine counts from its move: both stores set the time then). */
   async quarantined(horizon: number): Promise<{ name: string; bytes: number }[]> {
     const old: { name: string; bytes: number }[] = [];
-    for await (const o of this.remote.listObjects('quarantine/'))
+    for await (const o of this.backend.listObjects('quarantine/'))
       if (o.modified && o.modified.getTime() < horizon) old.push({ name: o.key, bytes: o.bytes });
     return old;
   }
 
   async deleteQuarantined(name: string): Promise<void> {
-    await this.remote.delete(name);
-  }
-}
-
-/** The local folder, when it is the store (no `TEMPERED_STORE`): objects age by mtime. */
-class FolderSpace implements Space {
-  readonly where: string;
-  constructor(private readonly store: ArtifactStore) {
-    this.where = store.root;
-  }
-
-  private path(hex: string): string {
-    return join(this.store.root, 'sha256', hex.slice(0, 2), hex);
-  }
-
-  async objects(): Promise<Map<string, Found>> {
-    const found = new Map<string, Found>();
-    const base = join(this.store.root, 'sha256');
-    for (const shard of (await fsp.readdir(base).catch(() => [] as string[])).sort())
-      for (const hex of (await fsp.readdir(join(base, shard)).catch(() => [] as string[])).sort()) {
-        if (!HEX64.test(hex) || hex.slice(0, 2) !== shard) continue;
-        const st = await fsp.lstat(join(base, shard, hex)).catch(() => undefined);
-        if (st?.isFile()) found.set(hex, { bytes: st.size, modifiedMs: st.mtimeMs });
-      }
-    return found;
-  }
-
-  async touched(): Promise<Map<string, number>> {
-    return new Map();
-  }
-
-  async *pointers(): AsyncIterable<string> {}
-
-  async open(hex: string): Promise<Readable | undefined> {
-    const fh = await fsp.open(this.path(hex), 'r').catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return undefined;
-      throw e;
-    });
-    return fh ? fh.createReadStream() : undefined;
-  }
-
-  async deleteIfUnused(hex: string, horizon: number): Promise<number | undefined> {
-    const st = await fsp.lstat(this.path(hex)).catch(() => undefined);
-    if (!st?.isFile() || st.mtimeMs >= horizon) return undefined;
-    await fsp.rm(this.path(hex), { force: true });
-    return st.size;
-  }
-
-  async dropMark(): Promise<void> {}
-
-  async forgetLocal(): Promise<void> {}
-
-  async quarantined(horizon: number): Promise<{ name: string; bytes: number }[]> {
-    const dir = join(this.store.root, 'quarantine');
-    const old: { name: string; bytes: number }[] = [];
-    for (const name of (await fsp.readdir(dir).catch(() => [] as string[])).sort()) {
-      const st = await fsp.lstat(join(dir, name)).catch(() => undefined);
-      // ctime: moving an object aside keeps its mtime, and a new quarantine stays for the horizon.
-      if (st?.isFile() && st.ctimeMs < horizon) old.push({ name, bytes: st.size });
-    }
-    return old;
-  }
-
-  async deleteQuarantined(name: string): Promise<void> {
-    await fsp.rm(join(this.store.root, 'quarantine', name), { force: true });
+    await this.backend.delete(name);
   }
 }
