@@ -257,14 +257,19 @@ export class StageCache {
         seen.add(r.key);
         yield r;
       }
-    for (const sub of (await fsp.readdir(this.dir).catch(() => [] as string[])).sort()) {
+    for await (const r of this.localRecords()) if (!seen.has(r.key)) yield r;
+  }
+
+  /** This host's record files (`<dir>/<ab>/<key>.json`), each with its text; one that cannot be read is skipped. */
+  private async *localRecords(): AsyncIterable<{ key: string; text: string; path: string }> {
+    for (const sub of (await fsp.readdir(this.dir).catch(() => [] as string[])).sort())
       for (const name of (await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])).sort()) {
-        const key = /^([0-9a-f]{64})\.json$/.exec(name)?.[1];
-        if (!key || seen.has(key)) continue;
-        const text = await fsp.readFile(join(this.dir, sub, name), 'utf8').catch(() => undefined);
-        if (text !== undefined) yield { key, text };
+        const key = /^(.+)\.json$/.exec(name)?.[1];
+        if (!key) continue;
+        const path = join(this.dir, sub, name);
+        const text = await fsp.readFile(path, 'utf8').catch(() => undefined);
+        if (text !== undefined) yield { key, text, path };
       }
-    }
   }
 
   /**
@@ -288,22 +293,19 @@ export class StageCache {
         }
       }
     }
-    for (const sub of await fsp.readdir(this.dir).catch(() => [] as string[])) {
-      for (const name of await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])) {
-        if (!name.endsWith('.json')) continue;
-        let rec: CacheRecord;
-        try {
-          rec = JSON.parse(await fsp.readFile(join(this.dir, sub, name), 'utf8')) as CacheRecord;
-        } catch {
-          continue;
-        }
-        if (await this.references(rec, sha256)) {
-          await fsp.rm(join(this.dir, sub, name), { force: true });
-          if (!evicted.includes(rec.key)) {
-            // Not seen in the shared records: its upload may still be under way, and evict waits for it.
-            if (this.uploading.has(rec.key)) await this.evict(rec.key);
-            evicted.push(rec.key);
-          }
+    for await (const { text, path } of this.localRecords()) {
+      let rec: CacheRecord;
+      try {
+        rec = JSON.parse(text) as CacheRecord;
+      } catch {
+        continue;
+      }
+      if (await this.references(rec, sha256)) {
+        await fsp.rm(path, { force: true });
+        if (!evicted.includes(rec.key)) {
+          // Not seen in the shared records: its upload may still be under way, and evict waits for it.
+          if (this.uploading.has(rec.key)) await this.evict(rec.key);
+          evicted.push(rec.key);
         }
       }
     }
