@@ -138,17 +138,22 @@ for (const backend of BACKENDS)
     it('a database that cannot be written reports through onError and never throws to the stage', async (t) => {
       const location = await dbs.fresh(t, 'points.db');
       const errors: unknown[] = [];
-      const broken = new DatabasePoints(
-        new KeptOpen(async () => {
-          throw new Error('connection refused');
-        }),
-        { onError: (e) => errors.push(e) },
-      );
-      broken.append('run-1', 'exec-1', 'train', point(1));
-      await broken.flush();
-      assert.equal(errors.length, 1);
-      assert.match(String((errors[0] as Error).message), /connection refused/);
-      assert.ok(location);
+      const points = open(location, undefined, (e) => errors.push(e));
+      try {
+        points.append('run-1', 'exec-1', 'train', point(1));
+        await points.flush();
+        assert.deepEqual(errors, []);
+        // The table taken away behind its back (a restore, an operator): the real database refuses the insert.
+        const db = await openDatabase(location, PROGRESS_SCHEMA);
+        await db.run('DROP TABLE progress_points');
+        await db.close();
+        points.append('run-1', 'exec-1', 'train', point(2));
+        await points.flush();
+        assert.equal(errors.length, 1);
+        assert.match(String((errors[0] as Error).message), /progress_points/);
+      } finally {
+        await points.close();
+      }
     });
   });
 
