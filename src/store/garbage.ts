@@ -34,8 +34,8 @@ import { lastUse, type StageCache } from './stage-cache.ts';
 export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
 
 const HEX64 = /^[0-9a-f]{64}$/;
-/** Objects deleted at once (2,000 objects on a local SeaweedFS: 8.6 ms each one at a time). */
-const DELETES_IN_FLIGHT = 8;
+/** Objects deleted at once: each is two HEADs and a DELETE (bench/store-gc.bench.ts, figures in the README). */
+export const DELETES_IN_FLIGHT = 8;
 const NAMED = /[0-9a-f]{64}/g;
 
 export interface GarbageOptions {
@@ -51,6 +51,8 @@ export interface GarbageOptions {
   log?: (line: string) => void;
   /** The live training points of the dashboard; those written before the horizon go too. */
   points?: ProgressPoints;
+  /** Objects deleted at once; default DELETES_IN_FLIGHT (bench/store-gc.bench.ts compares). */
+  deletesInFlight?: number;
 }
 
 export interface GarbageReport {
@@ -166,7 +168,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   async function sweep(): Promise<void> {
     for (const { key, text } of expired) if (await opts.cache.evictIfUnchanged(key, text)) report.records.dropped++;
     if (report.records.dropped) log(`dropped ${report.records.dropped} stage-cache records last used before ${report.horizon}`);
-    // A few deletes in flight: each is two HEADs and a DELETE, round trips a serial loop would wait out.
+    // A few deletes in flight: round trips a serial loop would wait out.
     let next = 0;
     let failed = false;
     const deleter = async () => {
@@ -187,7 +189,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
         }
       }
     };
-    const settled = await Promise.allSettled(Array.from({ length: DELETES_IN_FLIGHT }, deleter));
+    const settled = await Promise.allSettled(Array.from({ length: opts.deletesInFlight ?? DELETES_IN_FLIGHT }, deleter));
     const failure = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
     if (failure) throw failure.reason;
     for (const q of quarantined) {
