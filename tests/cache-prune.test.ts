@@ -4,7 +4,7 @@
  * recently used one stays, an object the bucket lost is stored again before its copy goes, and a
  * pruned copy comes back verified when read.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,15 +15,10 @@ import { InputError } from '../src/errors.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
 import { runCliInProcess } from './helpers/cli.ts';
-import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
-before(async () => {
-  s3 = await startTestS3();
-});
-after(async () => {
-  await s3?.stop();
-});
+useTestS3((h) => (s3 = h));
 
 type T = { after: (fn: () => void) => void };
 const HOUR = 3600_000;

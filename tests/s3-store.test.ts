@@ -3,7 +3,7 @@
  * SeaweedFS, then what only a remote store has: create-only puts (412), objects damaged behind the
  * store's back, multipart uploads, the verified read-through cache, and settings that are wrong.
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -20,17 +20,12 @@ import { openBackend } from '../src/store/open-store.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { REUSE_CHECKSUM_MIDDLEWARE } from '../src/store/s3-payload-hash.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
-import { rawClient, startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 import { runCli } from './helpers/cli.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 
 let s3: TestS3;
-before(async () => {
-  s3 = await startTestS3();
-});
-after(async () => {
-  await s3?.stop();
-});
+useTestS3((h) => (s3 = h));
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 function file(bytes: Buffer | string): { path: string; sha256: string; bytes: number } {

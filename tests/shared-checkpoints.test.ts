@@ -4,7 +4,7 @@
  * artifact cache, and none once it finished; a pointer or file that is damaged or hostile is ignored
  * (logged), never trusted, and leaves nothing behind.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,7 @@ import { FolderBackend } from '../src/store/folder-backend.ts';
 import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../src/store/shared-checkpoints.ts';
-import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 type T = { after: (fn: () => void | Promise<void>) => void };
 
@@ -53,12 +53,7 @@ const backends: { name: string; make: (t: T, dir: string) => ObjectBackend }[] =
   { name: 'S3 (SeaweedFS)', make: () => s3!.backend() },
 ];
 
-before(async () => {
-  s3 = await startTestS3();
-});
-after(async () => {
-  await s3?.stop();
-});
+useTestS3((h) => (s3 = h));
 
 for (const b of backends) {
   describe(`shared checkpoints on a ${b.name}`, () => {

@@ -4,7 +4,7 @@
  * tree names stays; unreferenced objects go only once older than the horizon, counting a later put
  * of the same bytes as a new write; a dry run deletes nothing.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
@@ -19,15 +19,10 @@ import { openAudit } from '../src/audit/log.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
 import { runCliInProcess } from './helpers/cli.ts';
-import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
-before(async () => {
-  s3 = await startTestS3();
-});
-after(async () => {
-  await s3?.stop();
-});
+useTestS3((h) => (s3 = h));
 
 type T = { after: (fn: () => void) => void };
 const DAY = 24 * 3600_000;

@@ -3,7 +3,7 @@
  * state folders (TEMPERED_HOME) that share nothing but a real SeaweedFS bucket. Real tiny GPT-2, real
  * onnxruntime training; the resumed run must end bitwise equal to an uninterrupted one.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,15 +14,10 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { trainStage, type TrainConfig } from '../src/stages/train.ts';
 import type { StageContext } from '../src/stages/types.ts';
-import { startTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
-before(async () => {
-  s3 = await startTestS3();
-});
-after(async () => {
-  await s3?.stop();
-});
+useTestS3((h) => (s3 = h));
 
 test('a train stage aborted after its second checkpoint on home A resumes on home B from the shared store, same final weights', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-sharedck-'));

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { after, before } from 'node:test';
 import { startSeaweed, type SeaweedHandle } from '../../infra/seaweedfs.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { S3Backend, type S3BackendOptions } from '../../src/store/s3-backend.ts';
@@ -22,6 +23,21 @@ export interface TestS3 {
   /** An artifact store with its local cache in a new temp folder, backed by `url` (default: a fresh prefix). */
   store(url?: string): ArtifactStore;
   stop(): Promise<void>;
+}
+
+/**
+ * A SeaweedFS server for the test file (or suite) that calls this at its top: started before its
+ * tests, stopped after them, and handed to `use` once it is up.
+ */
+export function useTestS3(use: (s3: TestS3) => void): void {
+  let s3: TestS3 | undefined;
+  before(async () => {
+    s3 = await startTestS3();
+    use(s3);
+  });
+  after(async () => {
+    await s3?.stop();
+  });
 }
 
 export async function startTestS3(): Promise<TestS3> {
