@@ -279,40 +279,32 @@ export class StageCache {
    */
   async evictReferencing(sha256: string): Promise<string[]> {
     const evicted: string[] = [];
-    if (this.shared) {
-      for await (const { key, text } of this.shared.entries()) {
-        let rec: CacheRecord;
-        try {
-          rec = JSON.parse(text) as CacheRecord;
-        } catch {
-          continue;
-        }
-        if (await this.references(rec, sha256)) {
+    if (this.shared)
+      for await (const { key, text } of this.shared.entries())
+        if (await this.references(text, sha256)) {
           await this.evict(key);
           evicted.push(key);
         }
-      }
-    }
-    for await (const { text, path } of this.localRecords()) {
-      let rec: CacheRecord;
-      try {
-        rec = JSON.parse(text) as CacheRecord;
-      } catch {
-        continue;
-      }
-      if (await this.references(rec, sha256)) {
+    for await (const { key, text, path } of this.localRecords())
+      if (await this.references(text, sha256)) {
         await fsp.rm(path, { force: true });
-        if (!evicted.includes(rec.key)) {
+        if (!evicted.includes(key)) {
           // Not seen in the shared records: its upload may still be under way, and evict waits for it.
-          if (this.uploading.has(rec.key)) await this.evict(rec.key);
-          evicted.push(rec.key);
+          if (this.uploading.has(key)) await this.evict(key);
+          evicted.push(key);
         }
       }
-    }
     return evicted;
   }
 
-  private async references(rec: CacheRecord | null, sha256: string): Promise<boolean> {
+  /** Whether a record's text names `sha256` among its outputs (false for text that is not a record). */
+  private async references(text: string, sha256: string): Promise<boolean> {
+    let rec: CacheRecord | null;
+    try {
+      rec = JSON.parse(text) as CacheRecord | null;
+    } catch {
+      return false;
+    }
     if (typeof rec !== 'object' || rec === null) return false;
     for (const ref of collectRefs(rec.outputs)) if (ref.sha256 === sha256 || (await this.store.treeContains(ref, sha256))) return true;
     return false;
