@@ -27,12 +27,13 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   // A shared bucket with this host's own registry file: other hosts' registries (each its own file)
   // name objects in the same bucket that this collection cannot see, and would lose them.
   const store = ctx.store();
-  if (values.collect && store.remote && values['sole-registry'] && !databaseExists(ctx.paths.registryDb))
+  const collect = values.collect === true;
+  if (collect && store.remote && values['sole-registry'] && !databaseExists(ctx.paths.registryDb))
     throw new CliError(
       `--sole-registry says this host's registry is the only one, but there is none at ${ctx.paths.registryDb} (another TEMPERED_HOME?): without it every registered model's files would be garbage`,
       2,
     );
-  if (values.collect && store.remote && !isDatabaseUrl(ctx.paths.registryDb) && !values['sole-registry'])
+  if (collect && store.remote && !isDatabaseUrl(ctx.paths.registryDb) && !values['sole-registry'])
     throw new CliError(
       `the store ${store.remote.url} is shared, but the registry is this host's file ${ctx.paths.registryDb}: models registered on other hosts name objects this collection cannot see. Set TEMPERED_DATABASE_URL to the shared registry, or pass --sole-registry if this host's registry is the only one.\nusage: ${usage}`,
       2,
@@ -46,7 +47,6 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
       await reg.close();
     }
   };
-  const collect = values.collect === true;
   const audit = async (r: GarbageReport, error?: string) =>
     (await ctx.auditLog().get()).append({
       action: 'store.collected',
