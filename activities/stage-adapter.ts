@@ -202,7 +202,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     } finally {
       // The stage's last points are stored before it reports done, so its finished curve is whole;
       // still heartbeating, and for 5 s at most: a slow database must not hold a finished stage.
-      await Promise.race([points.flush(), new Promise((r) => setTimeout(r, 5000).unref())]);
+      let giveUp: NodeJS.Timeout | undefined;
+      await Promise.race([points.flush(), new Promise((r) => (giveUp = setTimeout(r, 5000)))]);
+      clearTimeout(giveUp);
       clearInterval(beat);
       rmSync(workDir, { recursive: true, force: true });
       if (outcome !== 'cached') recordStageAttempt(req.kind, req.stageId, outcome, (performance.now() - startedAt) / 1000);
