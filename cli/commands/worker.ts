@@ -83,10 +83,9 @@ export interface QueueSlot {
 
 /**
  * `--queue gpu:1,cpu`: the queues one worker serves, each with an optional cap on stages at once (one
- * training stage per GPU beside several data stages). A name is what Temporal accepts as a task
- * queue; a cap is a positive whole number.
+ * training stage per GPU beside several data stages), else `defaultMax` (`--max-activities`). A name
+ * is what Temporal accepts as a task queue; a cap is a positive whole number.
  */
-/** The queues of `--queue`, each with its own cap, or `defaultMax` (`--max-activities`) where it names none. */
 export function parseQueues(raw: string, usage: string, defaultMax?: number): QueueSlot[] {
   const slots: QueueSlot[] = [];
   for (const part of raw.split(',').map((p) => p.trim())) {
@@ -117,18 +116,18 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     },
     usage,
   );
-  const mib = (flag: 'child-max-old-space-mb' | 'child-max-rss-mb') => {
+  const wholeNumber = (flag: 'child-max-old-space-mb' | 'child-max-rss-mb' | 'max-activities', unit: string) => {
     const raw = values[flag];
     if (raw === undefined) return undefined;
     const n = Number(raw);
     if (!Number.isInteger(n) || n <= 0)
-      throw new CliError(`--${flag} takes a positive whole number of MiB, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
+      throw new CliError(`--${flag} takes a positive whole number of ${unit}, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
     return n;
   };
-  const rawMax = values['max-activities'];
-  const maxActivities = rawMax === undefined ? undefined : Number(rawMax);
-  if (maxActivities !== undefined && (!Number.isInteger(maxActivities) || maxActivities <= 0))
-    throw new CliError(`--max-activities takes a positive whole number of stages, not ${JSON.stringify(rawMax)}\nusage: ${usage}`, 2);
+  // All flags are checked before anything connects.
+  const childMaxOldSpaceMb = wholeNumber('child-max-old-space-mb', 'MiB');
+  const childMaxRssMb = wholeNumber('child-max-rss-mb', 'MiB');
+  const maxActivities = wholeNumber('max-activities', 'stages');
   const slots = parseQueues(values.queue ?? ctx.taskQueue, usage, maxActivities);
   const cudaQueues = parseCudaQueues(values['cuda-queues'], slots, usage);
   const store = ctx.store();
@@ -150,8 +149,8 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       await buildWorker(ctx, slot.queue, {
         workflows: !values['activities-only'],
         maxActivities: slot.maxActivities,
-        childMaxOldSpaceMb: mib('child-max-old-space-mb'),
-        childMaxRssMb: mib('child-max-rss-mb'),
+        childMaxOldSpaceMb,
+        childMaxRssMb,
         cudaQueues,
       }),
     );
