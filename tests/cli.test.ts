@@ -66,6 +66,9 @@ describe('tempered CLI', () => {
     const w3 = await runCli(['worker', '--max-activities', 'lots'], env);
     assert.equal(w3.code, 2);
     assert.match(w3.stderr, /--max-activities takes a positive whole number of stages, not "lots"/);
+    const w4 = await runCli(['worker', '--child-max-rss-mb', '0'], env);
+    assert.equal(w4.code, 2);
+    assert.match(w4.stderr, /--child-max-rss-mb takes a positive whole number of MiB, not "0"/);
     const r2 = await runCli(['validate', join(FIX, 'nope.yaml')], env);
     assert.equal(r2.code, 2);
     assert.match(r2.stderr, /nope\.yaml/);
