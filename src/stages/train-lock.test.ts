@@ -11,13 +11,13 @@ import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
+import { FolderBackend } from '../store/folder-backend.ts';
+import { acquireSharedLease } from '../store/shared-lease.ts';
 import { trainStage, type TrainConfig } from './train.ts';
 import type { StageContext } from './types.ts';
 
-test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const store = new ArtifactStore(join(dir, 'store'));
+/** A tiny causal-lm train stage over `store`, its state in `stateDir` (a host's TEMPERED_HOME). */
+async function fixture(dir: string, store: ArtifactStore) {
   const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
   const tablePath = join(dir, 'train.arrow');
   const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
@@ -39,7 +39,7 @@ test('a second attempt cannot write the checkpoint folder while the first still 
       stepsPerRun: 1,
       threads: 1,
     }) as TrainConfig;
-  const ctx = (attempt: number, signal: AbortSignal): StageContext => ({
+  const ctx = (attempt: number, signal: AbortSignal, over: Partial<StageContext> = {}): StageContext => ({
     runId: 'r',
     stageId: 'train',
     attempt,
@@ -53,7 +53,16 @@ test('a second attempt cannot write the checkpoint folder while the first still 
     signal,
     progress() {},
     log() {},
+    ...over,
   });
+  return { cfg, ctx };
+}
+
+test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ArtifactStore(join(dir, 'store'));
+  const { cfg, ctx } = await fixture(dir, store);
 
   // Attempt 1 (a zombie that lost its heartbeat) holds the folder; it had finished a run before, so
   // the folder carries COMPLETE, which a new attempt would clear.
@@ -71,6 +80,55 @@ test('a second attempt cannot write the checkpoint folder while the first still 
   const out = await trainStage.run(cfg(2), ctx(3, new AbortController().signal));
   assert.equal(out.steps, 2);
   assert.equal(existsSync(`${ckDir}.lock`), false, 'the lock is released after the run');
+});
+
+test('across hosts sharing only the store: an attempt waits for the live holder of the checkpoint lease, heartbeating, and takes it over once its holder died', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = new FolderBackend(join(dir, 'bucket'));
+  // This host's own home and store cache; the other host is represented by its lease alone.
+  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
+  const { cfg, ctx } = await fixture(dir, store);
+  const before = process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
+  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = '1000';
+  t.after(() =>
+    before === undefined ? delete process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS : (process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = before),
+  );
+
+  // Attempt 1 still runs on the other host and keeps its lease fresh.
+  const other = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, { what: 'run r stage train attempt 1', staleMs: 1000 });
+  const waits: string[] = [];
+  await assert.rejects(
+    trainStage.run(cfg(2), ctx(2, new AbortController().signal, { progress: (p) => void (p.message && waits.push(p.message)) })),
+    (e: unknown) => e instanceof LockBusyError && /attempt 1/.test(e.message),
+  );
+  assert.ok(waits.length >= 1 && waits.every((m) => /waiting for the checkpoint: .*attempt 1/.test(m)), waits.join('\n'));
+  assert.equal(
+    existsSync(`${join(dir, 'checkpoints', 'k'.repeat(64))}.lock`),
+    false,
+    "the host's folder lock is released when the lease is not had",
+  );
+
+  // The other host dies: its lease is no longer refreshed (a lease whose timer stopped, not released).
+  await other.release();
+  await shared.putBytes(
+    `leases/checkpoint-${'k'.repeat(64)}/000000000007.json`,
+    Buffer.from(JSON.stringify({ token: 'dead', pid: 1, host: 'gone', what: 'run r stage train attempt 3', since: '' })),
+    { ifAbsent: true },
+  );
+  const taken: string[] = [];
+  const out = await trainStage.run(
+    cfg(2),
+    ctx(4, new AbortController().signal, { progress: (p) => void (p.message && taken.push(p.message)) }),
+  );
+  assert.equal(out.steps, 2);
+  assert.ok(
+    taken.some((m) => /waiting for the checkpoint: .*attempt 3/.test(m)),
+    'it waited for the dead holder first',
+  );
+  const left: string[] = [];
+  for await (const k of shared.list('leases/')) left.push(k);
+  assert.deepEqual(left, [], 'the lease is released, and the dead generation deleted');
 });
 
 test("the train cache key follows the base model's content: a re-exported folder under the same path misses the cache", async (t) => {

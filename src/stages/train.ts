@@ -13,6 +13,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { acquireDirLock } from '../util/dir-lock.ts';
+import { acquireSharedLease } from '../store/shared-lease.ts';
 import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
@@ -352,11 +353,30 @@ export const trainStage: StageKind<TrainConfig> = {
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
+    const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
     const lock = acquireDirLock(`${checkpointDir}.lock`, {
-      what: `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`,
+      what,
       staleMs: lockStaleMs(),
     });
-    const signal = AbortSignal.any([ctx.signal, lock.signal]);
+    // The folder lock covers this host; with a shared store, the same writer rule holds across hosts
+    // (a retry on another worker while the attempt that lost its heartbeat still runs, or a second
+    // run of the same work): they would move one shared pointer and delete each other's files.
+    const shared = ctx.store.remote
+      ? await acquireSharedLease(ctx.store.remote, `checkpoint-${checkpointName}`, {
+          what,
+          staleMs: lockStaleMs(),
+          log: ctx.log,
+          // A holder on a host that died is taken over once its lease is stale: waiting that long,
+          // heartbeating, spares the stage a retry (and a retry policy that runs out first).
+          waitMs: lockStaleMs() * 1.25,
+          onWait: (busy) => ctx.progress({ message: `waiting for the checkpoint: ${busy.message}` }),
+          signal: ctx.signal,
+        }).catch((e: unknown) => {
+          lock.release();
+          throw e;
+        })
+      : undefined;
+    const signal = AbortSignal.any([ctx.signal, lock.signal, ...(shared ? [shared.signal] : [])]);
     try {
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
@@ -442,6 +462,7 @@ export const trainStage: StageKind<TrainConfig> = {
       await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
       return outputs;
     } finally {
+      await shared?.release();
       lock.release();
     }
   },
@@ -457,7 +478,7 @@ export async function modelIdentityKey(model: string, baseDir: string, stateDir:
   return hashJson(resolved.identity);
 }
 
-/** How long a checkpoint lock may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
+/** How long a checkpoint lock or shared lease may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
 function lockStaleMs(): number {
   const v = Number(process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS);
   return Number.isFinite(v) && v > 0 ? v : 60_000;

@@ -41,15 +41,34 @@ export class LockBusyError extends Error {
 
 function readOwner(path: string): LockOwner | undefined {
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
+    return parseOwner(readFileSync(path, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A lock file's owner, when the text is one; anything else (damaged, hostile) is undefined. */
+export function parseOwner(text: string | undefined): LockOwner | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const o = JSON.parse(text) as Partial<LockOwner> | null;
+    if (typeof o !== 'object' || o === null || typeof o.token !== 'string') return undefined;
+    const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 200) : '?');
+    return {
+      token: o.token,
+      pid: Number.isSafeInteger(o.pid) && o.pid! > 0 ? o.pid! : 0,
+      host: str(o.host),
+      what: str(o.what),
+      since: str(o.since),
+    };
   } catch {
     return undefined;
   }
 }
 
 /** The holder was a process on this host that no longer exists. A reused pid only makes this answer no. */
-function holderGone(owner: LockOwner | undefined): boolean {
-  if (!owner || owner.host !== hostname() || !Number.isSafeInteger(owner.pid) || owner.pid === process.pid) return false;
+export function holderGone(owner: LockOwner | undefined): boolean {
+  if (!owner || owner.host !== hostname() || !Number.isSafeInteger(owner.pid) || owner.pid <= 0 || owner.pid === process.pid) return false;
   return !processAlive(owner.pid);
 }
 
