@@ -244,3 +244,25 @@ test('an install removes what interrupted installs left (their pid is gone), and
   assert.deepEqual(readdirSync(dir).sort(), [CUDA_MANIFEST, live, elsewhere, 'lib', 'wheels'].sort());
   assert.deepEqual(readdirSync(cudaLibDir(dir)).sort(), ['LICENSE.six', 'six.py']);
 });
+
+test('two installs into one folder at once: the second waits, then keeps what the first installed (one download)', async () => {
+  served = REAL;
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const before = downloads;
+  const said: string[] = [];
+  const opts = { wheels: [SIX], index: (p: string) => `${base}/pypi/${p}/json`, pip: false, what: 'test' };
+  const [a, b] = await Promise.all([
+    installCudaLibs(dir, { ...opts, log: () => {} }),
+    // Started a moment later, as a second terminal would be: the first holds the lock by then.
+    new Promise((r) => setTimeout(r, 1)).then(() => installCudaLibs(dir, { ...opts, log: (m) => said.push(m) })),
+  ]);
+  assert.equal(downloads, before + 1, 'the wheel was downloaded once');
+  assert.deepEqual(a.downloaded, [FILE]);
+  assert.deepEqual(b.kept, [FILE]);
+  assert.deepEqual(b.manifest, a.manifest);
+  assert.ok(
+    said.some((m) => /another install, setup --gpu \(pid \d+\) on .* is writing .*; waiting for it/.test(m)),
+    said.join('\n'),
+  );
+  assert.deepEqual(readdirSync(dir).sort(), [CUDA_MANIFEST, 'lib', 'wheels'], 'the lock is gone with the installs');
+});

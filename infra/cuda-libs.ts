@@ -25,10 +25,13 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CUDA_MANIFEST, cudaLibDir, type CudaManifest } from '../src/engine/cuda.ts';
+import { acquireDirLock, LockBusyError, type DirLock } from '../src/util/dir-lock.ts';
 import { processAlive } from '../src/util/process-alive.ts';
 import { extractWheelMembers, fetchPinnedWheel, type WheelFile } from './pypi-wheel.ts';
 
 export const ORT_GPU_VERSION = '1.30.0';
+/** Held beside the install while it writes (src/util/dir-lock.ts). */
+const INSTALL_LOCK = 'install.lock';
 
 export interface LibraryWheel extends WheelFile {
   /** Files to take from the wheel: path inside it → file name in lib/ (default: the same base name). */
@@ -187,9 +190,47 @@ export async function installCudaLibs(
   opts: InstallOptions = {},
 ): Promise<{ downloaded: string[]; kept: string[]; manifest: CudaManifest }> {
   const log = opts.log ?? ((m: string) => console.error(`[setup --gpu] ${m}`));
-  const wheels = opts.wheels ?? cudaWheels();
   const lib = cudaLibDir(dir);
   mkdirSync(lib, { recursive: true });
+  const lock = await holdInstallLock(dir, log);
+  try {
+    return await installHoldingLock(dir, opts, log);
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * One install at a time per folder: two at once (a second terminal, workers started together on a
+ * host) would each download every wheel, 3 GB, and write the same files. A second one waits and
+ * then keeps what the first installed. An install whose process is gone is taken over at once; one
+ * on another host sharing the folder, once its lock has gone unrefreshed for 10 minutes (a wheel's
+ * extraction blocks the holder's refresh for a while).
+ */
+async function holdInstallLock(dir: string, log: (m: string) => void): Promise<DirLock> {
+  let told = false;
+  for (;;) {
+    try {
+      return acquireDirLock(join(dir, INSTALL_LOCK), { what: `setup --gpu (pid ${process.pid})`, staleMs: 10 * 60_000 });
+    } catch (e) {
+      if (!(e instanceof LockBusyError)) throw e;
+      if (!told)
+        log(
+          `${e.owner ? `another install, ${e.owner.what} on ${e.owner.host},` : 'another install'} is writing ${dir}; waiting for it, then keeping what it installed`,
+        );
+      told = true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+async function installHoldingLock(
+  dir: string,
+  opts: InstallOptions,
+  log: (m: string) => void,
+): Promise<{ downloaded: string[]; kept: string[]; manifest: CudaManifest }> {
+  const wheels = opts.wheels ?? cudaWheels();
+  const lib = cudaLibDir(dir);
   removeAbandonedDownloads(dir, log);
   mkdirSync(join(dir, 'wheels'), { recursive: true });
   const stamps: Stamp[] = [];
