@@ -130,6 +130,27 @@ for (const b of backends) {
   });
 }
 
+test('on a store that lists no write times, a lease ages by the time its holder wrote in it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const folder = new FolderBackend(dir);
+  // The same folder, listed the way a store without Last-Modified lists it.
+  const timeless: ObjectBackend = Object.assign(Object.create(folder) as FolderBackend, {
+    async *listObjects(prefix: string) {
+      for await (const o of folder.listObjects(prefix)) yield { key: o.key, bytes: o.bytes };
+    },
+  });
+  const holder = await acquireSharedLease(timeless, 'job', { what: 'holder', refreshMs: 3_600_000 });
+  await assert.rejects(acquireSharedLease(timeless, 'job', { what: 'early' }), LockBusyError);
+  const taker = await acquireSharedLease(timeless, 'job', { what: 'taker', now: () => Date.now() + 120_000 });
+  await taker.release();
+  await holder.release();
+  // With no time at all (a damaged lease), it is stale: nothing could ever say it is fresh.
+  await folder.putBytes('leases/job/000000000009.json', Buffer.from('{'), { ifAbsent: false });
+  const next = await acquireSharedLease(timeless, 'job', { what: 'next' });
+  await next.release();
+});
+
 test('a name that is not a plain key segment gets its own lease under its hash', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -8,8 +8,8 @@
  * existing key, so a lease is a sequence of generations, `leases/<name>/<generation>.json`, each
  * created only by the one writer whose create-only put wins it. The newest generation is the lease.
  * Its holder rewrites it every `refreshMs`; a generation left unwritten for `staleMs` (by the store's
- * clock against this host's, so hosts' clocks must agree within a fraction of it) is taken over by
- * creating the next one. A holder learns on its next refresh that a newer generation exists, or that
+ * clock against this host's, or by the holder's time in the lease where the store gives none, so
+ * hosts' clocks must agree within a fraction of it) is taken over by creating the next one. A holder learns on its next refresh that a newer generation exists, or that
  * its own is gone or another's, and its `signal` aborts. A released lease is deleted, so a prefix
  * holds at most one object once its writers stopped.
  */
@@ -76,13 +76,28 @@ async function generations(remote: ObjectBackend, prefix: string): Promise<Gener
   return out.sort((a, b) => a.gen - b.gen);
 }
 
-async function readOwner(remote: ObjectBackend, key: string): Promise<{ owner?: LockOwner; present: boolean }> {
+interface Held {
+  present: boolean;
+  owner?: LockOwner;
+  /** When its holder last wrote it, by the holder's clock: the age of a lease the store gives no time for. */
+  refreshedAt?: number;
+}
+
+async function readHeld(remote: ObjectBackend, key: string): Promise<Held> {
   const text = await readText(remote, key, MAX_LEASE_BYTES).catch((e: Error) => {
     // Too large to be a lease: present, but nobody's.
     if (/larger than/.test(e.message)) return '';
     throw e;
   });
-  return text === undefined ? { present: false } : { owner: parseOwner(text), present: true };
+  if (text === undefined) return { present: false };
+  let refreshedAt: number | undefined;
+  try {
+    const t = Date.parse((JSON.parse(text) as { refreshedAt?: unknown } | null)?.refreshedAt as string);
+    if (Number.isFinite(t)) refreshedAt = t;
+  } catch {
+    /* a damaged lease: no time */
+  }
+  return { present: true, owner: parseOwner(text), refreshedAt };
 }
 
 /**
@@ -118,17 +133,20 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
   const newest = existing.at(-1);
   let gen = 0;
   if (newest) {
-    const held = await readOwner(remote, newest.key);
+    const held = await readHeld(remote, newest.key);
     // A generation deleted since the listing was released: the next one is free.
     if (held.present) {
-      const age = newest.modified ? now() - newest.modified.getTime() : 0;
+      // The store's time of the last write; a store that gives none, the holder's own; neither: stale.
+      const written = newest.modified?.getTime() ?? held.refreshedAt;
+      const age = written === undefined ? Infinity : now() - written;
       if (age < staleMs && !holderGone(held.owner)) throw new LockBusyError(where(newest.key), held.owner);
     }
     gen = newest.gen + 1;
   }
   const key = generationKey(prefix, gen);
-  if ((await remote.putBytes(key, Buffer.from(JSON.stringify(owner) + '\n'), { ifAbsent: true })) === 'exists')
-    throw new LockBusyError(where(key), (await readOwner(remote, key).catch(() => ({ owner: undefined }))).owner);
+  const body = () => Buffer.from(JSON.stringify({ ...owner, refreshedAt: new Date(now()).toISOString() }) + '\n');
+  if ((await remote.putBytes(key, body(), { ifAbsent: true })) === 'exists')
+    throw new LockBusyError(where(key), (await readHeld(remote, key).catch(() => ({ owner: undefined }))).owner);
   // The older generations' holders are dead or gone; deleting them keeps the prefix to one object,
   // and a zombie holder that finds its own generation gone stops.
   for (const g of existing) await remote.delete(g.key).catch(() => {});
@@ -138,7 +156,7 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
   const stillOurs = async (): Promise<boolean> => {
     const top = (await generations(remote, prefix)).at(-1);
     if (!top || top.gen !== gen) return false;
-    return (await readOwner(remote, key)).owner?.token === owner.token;
+    return (await readHeld(remote, key)).owner?.token === owner.token;
   };
   let refreshing: Promise<void> | undefined;
   let stopped = false;
@@ -150,7 +168,7 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
         stopped = true;
         return;
       }
-      if (!stopped) await remote.putBytes(key, Buffer.from(JSON.stringify(owner) + '\n'), { ifAbsent: false });
+      if (!stopped) await remote.putBytes(key, body(), { ifAbsent: false });
     } catch (e) {
       opts.log?.(`could not refresh the lease ${where(key)} (tried again in ${Math.round(refreshMs / 1000)} s): ${(e as Error).message}`);
     }
