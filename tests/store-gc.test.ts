@@ -19,6 +19,8 @@ import { openAudit } from '../src/audit/log.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.ts';
 import { runCliInProcess } from './helpers/cli.ts';
+import { checkpointLeaseName, pullCheckpoint, pushCheckpoint } from '../src/store/shared-checkpoints.ts';
+import { acquireSharedLease } from '../src/store/shared-lease.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3: TestS3;
@@ -228,6 +230,71 @@ for (const backend of ['folder', 's3'] as const) {
         assert.equal((hit?.outputs.out as ArtifactRef).sha256, rerun.sha256, "A answers with B's record");
         const fresh = new StageCache(tmp(t, 'cache-c'), new ArtifactStore(tmp(t, 'worker-c'), { remote: s.store.remote! }));
         assert.equal(((await fresh.get(s.oldKey))?.outputs.out as ArtifactRef).sha256, rerun.sha256, "the shared record is still B's");
+      });
+
+    if (backend === 's3')
+      test("a training's working state abandoned before the horizon goes (pointer, files, lease); a training that runs, or resumes meanwhile, keeps its own", async (t) => {
+        const dir = tmp(t, 'abandoned');
+        const store = new ArtifactStore(join(dir, 'store'), { remote: s3.backend(s3.freshUrl()) });
+        const remote = store.remote!;
+        const cache = new HookedCache(join(dir, 'cache'), store);
+        const step = (name: string) => {
+          const ck = join(dir, name, 'step-00000004');
+          mkdirSync(ck, { recursive: true });
+          writeFileSync(join(ck, 'manifest.json'), '{"step":4}');
+          writeFileSync(join(ck, 'params.bin'), Buffer.alloc(2048, 7));
+          return ck;
+        };
+        // Three trainings wrote a checkpoint before the horizon. `crashed` died (its lease stopped
+        // being refreshed); `running` still runs; `resumed` is taken up again during the collection.
+        const names = { crashed: 'c'.repeat(64), running: 'd'.repeat(64), resumed: 'e'.repeat(64) };
+        for (const n of Object.values(names)) await pushCheckpoint(store, n, step(n));
+        const dead = await acquireSharedLease(remote, checkpointLeaseName(names.crashed), { what: 'crashed', refreshMs: 3_600_000 });
+        const live = await acquireSharedLease(remote, checkpointLeaseName(names.running), { what: 'running', refreshMs: 200 });
+        t.after(() => live.release());
+        // A lease of some other name, left by a crash: it goes on its own.
+        await acquireSharedLease(remote, 'other-work', { what: 'gone', refreshMs: 3_600_000 });
+        const cut = await nextSecond();
+        await new Promise((r) => setTimeout(r, 500)); // the live holder refreshes after the cut
+        // An expired record, so that the collection's hook runs between judging and deleting.
+        await cache.put(record('f'.repeat(64), { out: await store.putBytes('old output', octets) }, cut - 1000));
+        let resumedLease: Awaited<ReturnType<typeof acquireSharedLease>> | undefined;
+        cache.onEvict = async () => {
+          resumedLease = await acquireSharedLease(remote, checkpointLeaseName(names.resumed), { what: 'resumed', refreshMs: 3_600_000 });
+        };
+        const gc = (collect: boolean) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now: cut + HORIZON });
+        const ckBytes = '{"step":4}'.length + 2048;
+
+        const dry = await gc(false);
+        assert.equal(dry.checkpoints.abandoned, 3, 'crashed and resumed (judged before it resumed), and the other lease');
+        assert.ok(dry.checkpoints.abandonedBytes > 2 * ckBytes, String(dry.checkpoints.abandonedBytes));
+        assert.equal(dry.checkpoints.deleted, 0);
+        const left = async (prefix: string) => {
+          const out: string[] = [];
+          for await (const k of remote.list(prefix)) out.push(k);
+          return out.sort();
+        };
+        const before = await left('');
+        assert.equal(before.filter((k) => k.startsWith('checkpoint')).length, 9, 'a dry run deletes nothing');
+
+        const done = await gc(true);
+        assert.equal(done.checkpoints.deleted, 2, 'the resumed one was taken up after it was judged: kept');
+        for (const gone of [names.crashed]) {
+          assert.deepEqual(await left(`checkpoints/${gone}`), []);
+          assert.deepEqual(await left(`checkpoint-files/${gone}/`), []);
+          assert.deepEqual(await left(`leases/checkpoint-${gone}/`), []);
+        }
+        assert.deepEqual(await left('leases/other-work/'), []);
+        for (const kept of [names.running, names.resumed]) {
+          assert.deepEqual(await left(`checkpoints/${kept}`), [`checkpoints/${kept}.json`]);
+          assert.equal((await left(`checkpoint-files/${kept}/`)).length, 2);
+          assert.equal((await left(`leases/checkpoint-${kept}/`)).length, 1);
+        }
+        // What was kept still resumes.
+        const home = join(dir, 'resume');
+        assert.equal(await pullCheckpoint(store, names.resumed, home), 4);
+        await resumedLease?.release();
+        await dead.release();
       });
 
     if (backend === 's3')

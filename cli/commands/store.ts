@@ -59,6 +59,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
         bytes: r.objects.deletedBytes,
         quarantined: r.quarantine.deleted,
         points: r.points.deleted,
+        checkpoints: r.checkpoints.deleted,
         ...(error ? { error } : {}),
       },
     });
@@ -93,6 +94,10 @@ export function describeGarbage(r: GarbageReport): string {
   if (r.points.old)
     lines.push(
       `  training points (live curves) written before the horizon: ${r.points.old} ${r.collected ? 'deleted' : 'to delete'} (stage files on one machine, rows in a shared database)`,
+    );
+  if (r.checkpoints.abandoned)
+    lines.push(
+      `  abandoned trainings (checkpoint, files and lease unwritten since the horizon): ${r.checkpoints.abandoned} (${fmtBytes(r.checkpoints.abandonedBytes)}) ${r.collected ? `deleted ${r.checkpoints.deleted} (one taken up again meanwhile stays)` : 'to delete'}`,
     );
   if (r.quarantine.garbage)
     lines.push(

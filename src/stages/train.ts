@@ -14,7 +14,7 @@ import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { acquireDirLock } from '../util/dir-lock.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
-import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
+import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, modelSourceIssues } from './checks.ts';
@@ -362,7 +362,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // (a retry on another worker while the attempt that lost its heartbeat still runs, or a second
     // run of the same work): they would move one shared pointer and delete each other's files.
     const shared = ctx.store.remote
-      ? await acquireSharedLease(ctx.store.remote, `checkpoint-${checkpointName}`, {
+      ? await acquireSharedLease(ctx.store.remote, checkpointLeaseName(checkpointName), {
           what,
           staleMs: lockStaleMs(),
           log: ctx.log,

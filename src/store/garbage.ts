@@ -16,7 +16,9 @@
  *   a put of old bytes marks them; the horizon must be longer than a run takes (at least two days).
  *
  * The dashboard's live training points written before the horizon go too (a finished stage's curves
- * are also in its history artifact, kept or collected like any other).
+ * are also in its history artifact, kept or collected like any other), and so does the working state
+ * of trainings abandoned before it: a shared checkpoint (pointer and files) and its lease that nothing
+ * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
  *
  * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops each
  * expired record only if it is still the one judged, then looks at each object (and its mark) again
@@ -26,7 +28,9 @@
 import type { Readable } from 'node:stream';
 import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
 import { FolderBackend } from './folder-backend.ts';
-import { readText, type ObjectBackend } from './object-backend.ts';
+import { readText, type ObjectBackend, type StoredObject } from './object-backend.ts';
+import { checkpointLeaseOf } from './shared-checkpoints.ts';
+import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
 
@@ -78,6 +82,21 @@ export interface GarbageReport {
   quarantine: { garbage: number; garbageBytes: number; deleted: number };
   /** Live training points written before the horizon: stage files on one machine, rows in a shared database. */
   points: { old: number; deleted: number };
+  /**
+   * Shared checkpoints (`checkpoints/`, `checkpoint-files/`) and leases (`leases/`) of trainings
+   * that stopped before the horizon and never ran again: `abandoned` names, their bytes, `deleted`
+   * (fewer when one was written again meanwhile).
+   */
+  checkpoints: { abandoned: number; abandonedBytes: number; deleted: number };
+}
+
+/** A training's working state in the store, abandoned: the keys of its pointer, files and lease. */
+interface Abandoned {
+  name: string;
+  /** Its lease's prefix (`leases/<name>/`), looked at again before the delete. */
+  lease: string;
+  keys: string[];
+  bytes: number;
 }
 
 interface Found {
@@ -134,6 +153,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     objects: { kept: 0, keptBytes: 0, recent: 0, recentBytes: 0, garbage: 0, garbageBytes: 0, deleted: 0, deletedBytes: 0 },
     quarantine: { garbage: 0, garbageBytes: 0, deleted: 0 },
     points: { old: (await opts.points?.prune(horizon, true)) ?? 0, deleted: 0 },
+    checkpoints: { abandoned: 0, abandonedBytes: 0, deleted: 0 },
   };
   const r = report.objects;
   const touched = await space.touched();
@@ -152,6 +172,9 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
       garbage.push(hex);
     }
   }
+  const abandoned = await space.abandonedWork(horizon);
+  report.checkpoints.abandoned = abandoned.length;
+  report.checkpoints.abandonedBytes = abandoned.reduce((n, a) => n + a.bytes, 0);
   const quarantined = await space.quarantined(horizon);
   report.quarantine.garbage = quarantined.length;
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
@@ -197,6 +220,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
       report.quarantine.deleted++;
     }
     if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
+    for (const work of abandoned) if (await space.deleteAbandoned(work, horizon)) report.checkpoints.deleted++;
     // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
     // race a put that is marking the object now.)
     for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);
@@ -347,6 +371,59 @@ class Space {
 
   async dropMark(hex: string): Promise<void> {
     await this.backend.delete(touchedKey(hex));
+  }
+
+  /**
+   * Training state nothing has written since the horizon, by checkpoint: its pointer, its files and
+   * its lease, all older than the horizon (a store that gives no time makes a key new). Leases of
+   * other names, equally old, each on their own.
+   */
+  async abandonedWork(horizon: number): Promise<Abandoned[]> {
+    const groups = new Map<string, Abandoned & { newest: number }>();
+    const add = (name: string, lease: string, o: StoredObject & { key: string }) => {
+      const g = groups.get(name) ?? { name, lease, keys: [], bytes: 0, newest: -Infinity };
+      g.keys.push(o.key);
+      g.bytes += o.bytes;
+      g.newest = Math.max(g.newest, o.modified?.getTime() ?? Infinity);
+      groups.set(name, g);
+    };
+    // A checkpoint's pointer, files and lease are one piece of work, named by the pointer's segment.
+    const byLease = new Map<string, string>();
+    const checkpoint = (segment: string, o: StoredObject & { key: string }) => {
+      const lease = leasePrefix(checkpointLeaseOf(segment));
+      byLease.set(lease, segment);
+      add(`checkpoint ${segment}`, lease, o);
+    };
+    for await (const o of this.backend.listObjects('checkpoints/')) {
+      const m = /^checkpoints\/([^/]+)\.json$/.exec(o.key);
+      if (m) checkpoint(m[1]!, o);
+    }
+    for await (const o of this.backend.listObjects('checkpoint-files/')) {
+      const m = /^checkpoint-files\/([^/]+)\/./.exec(o.key);
+      if (m) checkpoint(m[1]!, o);
+    }
+    for await (const o of this.backend.listObjects('leases/')) {
+      const m = /^(leases\/[^/]+\/)[^/]+$/.exec(o.key);
+      if (!m) continue;
+      const segment = byLease.get(m[1]!);
+      add(segment === undefined ? `lease ${m[1]}` : `checkpoint ${segment}`, m[1]!, o);
+    }
+    return [...groups.values()].filter((g) => g.newest < horizon).map(({ newest: _, ...g }) => g);
+  }
+
+  /**
+   * Deletes an abandoned checkpoint unless something of it was written since it was judged (a run of
+   * the same work took its lease and resumed from it): the pointer first, so none names deleted
+   * files, then the files, then the lease. Whether it was deleted.
+   */
+  async deleteAbandoned(work: Abandoned, horizon: number): Promise<boolean> {
+    const heads = await Promise.all(work.keys.map((k) => this.backend.head(k)));
+    if (heads.some((h) => h && (h.modified?.getTime() ?? Infinity) >= horizon)) return false;
+    // A lease taken since (a new generation) is a training that runs now, or is about to resume.
+    for await (const o of this.backend.listObjects(work.lease)) if (!work.keys.includes(o.key)) return false;
+    const order = (k: string) => (k.startsWith('checkpoints/') ? 0 : k.startsWith('checkpoint-files/') ? 1 : 2);
+    for (const key of [...work.keys].sort((a, b) => order(a) - order(b))) await this.backend.delete(key);
+    return true;
   }
 
   /** Damaged objects moved aside before the horizon (a quarantine counts from its move: both stores set the time then). */

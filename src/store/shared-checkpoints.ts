@@ -46,6 +46,19 @@ function safeName(name: string): string {
   return /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
 }
 
+/**
+ * The name of the lease (shared-lease.ts) its writer holds on `name`'s checkpoints: one per pointer
+ * key, so that garbage collection can tell an abandoned checkpoint from one whose training runs.
+ */
+export function checkpointLeaseName(name: string): string {
+  return checkpointLeaseOf(safeName(name));
+}
+
+/** The lease name of the checkpoint whose pointer is `checkpoints/<segment>.json`. */
+export function checkpointLeaseOf(segment: string): string {
+  return `checkpoint-${segment}`;
+}
+
 function pointerKey(name: string): string {
   return `checkpoints/${safeName(name)}.json`;
 }

@@ -50,9 +50,11 @@ const GENERATION = /^(\d{12})\.json$/;
 /** A lease object is a line of JSON; anything larger is not one of ours. */
 const MAX_LEASE_BYTES = 64 * 1024;
 
-/** The name as a single key segment: a plain name as it is, anything else by its hash. */
-function segment(name: string): string {
-  return /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
+/** Where the lease on `name` lives: `leases/<name>/`, a name that is not a plain key segment by its hash. */
+export function leasePrefix(name: string): string {
+  const segment =
+    /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
+  return `leases/${segment}/`;
 }
 
 function generationKey(prefix: string, gen: number): string {
@@ -120,7 +122,7 @@ export async function acquireSharedLease(remote: ObjectBackend, name: string, op
 async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLeaseOptions): Promise<SharedLease> {
   const staleMs = opts.staleMs ?? 60_000;
   const now = opts.now ?? Date.now;
-  const prefix = `leases/${segment(name)}/`;
+  const prefix = leasePrefix(name);
   const owner: LockOwner = {
     token: randomBytes(8).toString('hex'),
     pid: process.pid,
