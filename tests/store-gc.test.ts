@@ -417,7 +417,7 @@ describe('tempered store gc', () => {
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /garbage: 1 objects \(9 B\); would delete them/);
     assert.match(dry.stdout, /dry run: nothing was deleted/);
-    assert.match(dry.stdout, /training points \(live curves\) written before the horizon: 1 to delete/);
+    assert.match(dry.stdout, /training points \(live curves\) of 1 stages that wrote none since the horizon: to delete/);
     assert.ok(at(orphan));
 
     const done = await runCliInProcess(['store', 'gc', '--collect', '--json'], env);

@@ -93,7 +93,7 @@ export function describeGarbage(r: GarbageReport): string {
   ];
   if (r.points.old)
     lines.push(
-      `  training points (live curves) written before the horizon: ${r.points.old} ${r.collected ? 'deleted' : 'to delete'} (stage files on one machine, rows in a shared database)`,
+      `  training points (live curves) of ${r.points.old} stages that wrote none since the horizon: ${r.collected ? 'deleted' : 'to delete'} (files on one machine, rows in a shared database)`,
     );
   if (r.checkpoints.abandoned)
     lines.push(

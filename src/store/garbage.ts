@@ -15,7 +15,7 @@
  *   `freshen`), after the horizon. A run in flight is kept by this, since its outputs are new and
  *   a put of old bytes marks them; the horizon must be longer than a run takes (at least two days).
  *
- * The dashboard's live training points written before the horizon go too (a finished stage's curves
+ * The dashboard's live training points of stages that wrote none since the horizon go too (a finished stage's curves
  * are also in its history artifact, kept or collected like any other), and so does the working state
  * of trainings abandoned before it: a shared checkpoint (pointer and files) and its lease that nothing
  * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
@@ -53,7 +53,7 @@ export interface GarbageOptions {
   collect: boolean;
   now?: number;
   log?: (line: string) => void;
-  /** The live training points of the dashboard; those written before the horizon go too. */
+  /** The live training points of the dashboard; those of stages that wrote none since the horizon go too. */
   points?: ProgressPoints;
   /** Objects deleted at once; default DELETES_IN_FLIGHT (bench/store-gc.bench.ts compares). */
   deletesInFlight?: number;
@@ -80,7 +80,7 @@ export interface GarbageReport {
   };
   /** Damaged objects moved aside (`quarantine/`) before the horizon. */
   quarantine: { garbage: number; garbageBytes: number; deleted: number };
-  /** Live training points written before the horizon: stage files on one machine, rows in a shared database. */
+  /** Stages whose newest live training point is before the horizon: files on one machine, rows in a shared database. */
   points: { old: number; deleted: number };
   /**
    * Shared checkpoints (`checkpoints/`, `checkpoint-files/`) and leases (`leases/`) of trainings

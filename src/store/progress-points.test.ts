@@ -116,20 +116,27 @@ for (const backend of BACKENDS)
       }
     });
 
-    it('prune counts, then deletes, the rows of points taken before the time', async (t) => {
+    it('prune counts, then deletes, the points of stages whose newest point is before the time; a longer training keeps its whole curve', async (t) => {
       const location = await dbs.fresh(t, 'points.db');
       const points = open(location);
       try {
+        // run-1 trained for longer than the horizon and still writes; run-2 stopped before it.
         points.append('run-1', 'exec-1', 'train', { attempt: 1, t: 1_000, metrics: { step: 1 } });
         points.append('run-1', 'exec-1', 'train', { attempt: 1, t: 5_000, metrics: { step: 2 } });
+        points.append('run-2', 'exec-1', 'train', { attempt: 1, t: 1_000, metrics: { step: 1 } });
+        points.append('run-2', 'exec-1', 'train', { attempt: 1, t: 1_500, metrics: { step: 2 } });
+        points.append('run-2', 'exec-1', 'evaluate', { attempt: 1, t: 1_800, metrics: { step: 1 } });
         await points.flush();
-        assert.equal(await points.prune(2_000, true), 1);
-        assert.equal((await points.read('run-1', 'exec-1', 'train')).points.length, 2, 'a dry run deletes nothing');
-        assert.equal(await points.prune(2_000, false), 1);
+        assert.equal(await points.prune(2_000, true), 2, 'two stages');
+        assert.equal((await points.read('run-2', 'exec-1', 'train')).points.length, 2, 'a dry run deletes nothing');
+        assert.equal(await points.prune(2_000, false), 2);
         assert.deepEqual(
           (await points.read('run-1', 'exec-1', 'train')).points.map((p) => p.metrics.step),
-          [2],
+          [1, 2],
         );
+        assert.equal((await points.read('run-2', 'exec-1', 'train')).points.length, 0);
+        assert.equal((await points.read('run-2', 'exec-1', 'evaluate')).points.length, 0);
+        assert.equal(await points.prune(2_000, false), 0);
       } finally {
         await points.close();
       }

@@ -185,13 +185,16 @@ export class DatabasePoints implements ProgressPoints {
     return rows.map((r) => r.stage_id);
   }
 
+  /**
+   * Counts, then deletes, the stages whose newest point is before `beforeMs`, as FilePoints does its
+   * files: a training that runs longer than the horizon keeps the start of its curve.
+   */
   async prune(beforeMs: number, dryRun: boolean): Promise<number> {
     const db = await this.db.get();
-    if (dryRun)
-      return Number(
-        (await db.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM progress_points WHERE at_ms < ?', [beforeMs]))?.n ?? 0,
-      );
-    return db.run('DELETE FROM progress_points WHERE at_ms < ?', [beforeMs]);
+    const old = 'SELECT run_id, execution, stage_id FROM progress_points GROUP BY run_id, execution, stage_id HAVING MAX(at_ms) < ?';
+    const n = Number((await db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM (${old}) AS stages`, [beforeMs]))?.n ?? 0);
+    if (!dryRun && n > 0) await db.run(`DELETE FROM progress_points WHERE (run_id, execution, stage_id) IN (${old})`, [beforeMs]);
+    return n;
   }
 
   async close(): Promise<void> {
