@@ -43,7 +43,7 @@ export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, ca
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
-    const { key, hit } = await lookupStage(kind, cache, stateDir, req);
+    const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
     return hit ? { key, hit } : { key };
   };
 }

@@ -135,6 +135,42 @@ describe('stage cache', () => {
     assert.equal(existsSync(join(env.dir, 'cache', 'ee', `${'e'.repeat(64)}.json`)), false);
   });
 
+  it('a --no-cache run reads no stage-cache record, on its own queue or through the lookup of a routed stage: a record it does not reuse is not kept alive by it', async () => {
+    const routed = chain({ ...base, side: 'S-no-cache' }, { side: { queue: 'elsewhere' } });
+    const conn = await NativeConnection.connect({ address: env.server.address });
+    const other = await createWorker({
+      connection: conn,
+      namespace: 'default',
+      taskQueue: 'elsewhere',
+      kinds: env.kinds,
+      deps: { store: env.store, cache: env.cache, stateDir: env.dir },
+      workflows: false,
+    });
+    const otherRun = other.run();
+    const get = env.cache.get;
+    const read: string[] = [];
+    try {
+      assert.equal((await run(routed)).states.side, 'succeeded');
+      // The records exist now; a run that reuses nothing must not look at them.
+      env.cache.get = async function (this: typeof env.cache, key: string) {
+        read.push(key);
+        return get.call(this, key);
+      } as typeof get;
+      const again = await run(routed, true);
+      assert.deepEqual(again.ran, ['a', 'b', 'c', 'side']);
+      assert.deepEqual(read, [], 'no record was read');
+      read.length = 0;
+      const reused = await run(routed);
+      assert.deepEqual(reused.ran, []);
+      assert.equal(read.length, 4, 'a run that reuses reads each record');
+    } finally {
+      env.cache.get = get;
+      other.shutdown();
+      await otherRun;
+      await conn.close();
+    }
+  });
+
   it('a stage routed to another task queue is served from the cache with no worker on that queue, and the others look themselves up', async () => {
     const values = { ...base, side: 'S-elsewhere' };
     const routed = chain(values, { side: { queue: 'elsewhere' } });

@@ -140,7 +140,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       const looksItselfUp = onOwnQueue && patched('stage-looks-itself-up');
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
       if (!looksItselfUp) {
-        const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir });
+        const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir, ...(useCache ? {} : { read: false }) });
         st.cacheKey = lookup.key;
         if (useCache && lookup.hit) done = { outputs: lookup.hit.outputs, cachedFrom: lookup.hit.producedBy };
       }

@@ -134,6 +134,11 @@ export interface CacheLookupRequest {
   kind: string;
   config: Record<string, unknown>;
   baseDir: string;
+  /**
+   * false: the key only, for a run that will not reuse (`--no-cache`): reading the record would count
+   * as a use and keep its outputs from garbage collection for another horizon. Absent: read it.
+   */
+  read?: boolean;
 }
 
 export interface CacheLookupResult {
