@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { acquireDirLock, LockBusyError } from './dir-lock.ts';
+import { machineId, processStart } from './process-alive.ts';
 
 test('one holder at a time; a stale lock is taken over and its old holder is told to stop', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-lock-'));
@@ -48,4 +49,37 @@ test('a fresh lock whose holder on this host is gone (crashed, killed) is taken 
     JSON.stringify({ token: 'y', pid: dead, host: `${hostname()}-elsewhere`, what: 'remote attempt', since: new Date().toISOString() }),
   );
   assert.throws(() => acquireDirLock(path, { what: 'retry' }), LockBusyError);
+});
+
+test("a lock whose holder on this machine is alive holds however long since its refresh (a long native run); a holder of another process table with this host's name is judged by its refreshes", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'ck.lock');
+  const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+  t.after(() => holder.kill('SIGKILL'));
+  const owner = {
+    token: 'x',
+    pid: holder.pid!,
+    host: hostname(),
+    machine: machineId(),
+    pidStart: processStart(holder.pid!),
+    what: 'blocked attempt',
+    since: '',
+  };
+  writeFileSync(path, JSON.stringify(owner));
+  const old = new Date(Date.now() - 3_600_000);
+  utimesSync(path, old, old);
+  assert.throws(() => acquireDirLock(path, { what: 'retry', staleMs: 60_000 }), /blocked attempt/);
+  // The same pid in another pid namespace or a cloned VM (same host name) means nothing here.
+  writeFileSync(path, JSON.stringify({ ...owner, machine: `${machineId()}-clone` }));
+  utimesSync(path, old, old);
+  acquireDirLock(path, { what: 'retry', staleMs: 60_000 }).release();
+  // Its pid, now another process's (another start time): the holder is gone.
+  writeFileSync(path, JSON.stringify({ ...owner, pidStart: '1' }));
+  acquireDirLock(path, { what: 'retry', staleMs: 60_000 }).release();
+  // Once the holder is gone, at once.
+  writeFileSync(path, JSON.stringify(owner));
+  holder.kill('SIGKILL');
+  await new Promise((r) => holder.once('exit', r));
+  acquireDirLock(path, { what: 'retry', staleMs: 60_000 }).release();
 });

@@ -4,13 +4,15 @@
  * config). The lock is a file created with O_EXCL beside the folder, naming its owner, and kept
  * fresh by its holder. A lock not refreshed within `staleMs` is taken over; the old holder then
  * finds on its next refresh that it lost the lock, and its `signal` aborts, so it stops writing.
- * A lock whose holder ran on this host and is gone (a stage process that crashed or was killed for
- * its memory) is taken over at once: its retry should not wait out `staleMs`.
+ * A lock whose holder ran on this machine and is gone (a stage process that crashed or was killed for
+ * its memory) is taken over at once: its retry should not wait out `staleMs`; one whose holder on this
+ * machine is alive is never taken over, since a process blocked in a long onnxruntime run refreshes
+ * nothing meanwhile (only a holder elsewhere, on a shared folder, is judged by its refreshes).
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
-import { processAlive } from './process-alive.ts';
+import { machineId, processAlive, processStart } from './process-alive.ts';
 
 export interface DirLock {
   /** Aborted when another holder took the lock over (this one was presumed dead). */
@@ -22,6 +24,10 @@ export interface LockOwner {
   token: string;
   pid: number;
   host: string;
+  /** machineId() of the holder's process table: its pid is meaningful only where this is the same. */
+  machine?: string;
+  /** processStart() of the holder: a process with its pid but another start is not the holder. */
+  pidStart?: string;
   what: string;
   since: string;
 }
@@ -58,6 +64,8 @@ export function parseOwner(text: string | undefined): LockOwner | undefined {
       token: o.token,
       pid: Number.isSafeInteger(o.pid) && o.pid! > 0 ? o.pid! : 0,
       host: str(o.host),
+      ...(typeof o.machine === 'string' ? { machine: o.machine.slice(0, 300) } : {}),
+      ...(typeof o.pidStart === 'string' ? { pidStart: o.pidStart.slice(0, 40) } : {}),
       what: str(o.what),
       since: str(o.since),
     };
@@ -66,10 +74,32 @@ export function parseOwner(text: string | undefined): LockOwner | undefined {
   }
 }
 
-/** The holder was a process on this host that no longer exists. A reused pid only makes this answer no. */
+/** Whether the holder's pid can be looked up here: another process of this process table. */
+function sameProcessTable(owner: LockOwner): boolean {
+  if (!Number.isSafeInteger(owner.pid) || owner.pid <= 0 || owner.pid === process.pid) return false;
+  // Locks written before `machine` was recorded name the host alone.
+  return owner.machine !== undefined ? owner.machine === machineId() : owner.host === hostname();
+}
+
+/** Whether the holder still runs; undefined when that cannot be told from here. */
+function holderRuns(owner: LockOwner | undefined): boolean | undefined {
+  if (!owner || !sameProcessTable(owner)) return undefined;
+  if (!processAlive(owner.pid)) return false;
+  // Its pid given to another process since (a lock recorded without a start time cannot tell).
+  return owner.pidStart === undefined || processStart(owner.pid) === owner.pidStart;
+}
+
+/** The holder was a process on this machine that no longer exists. */
 export function holderGone(owner: LockOwner | undefined): boolean {
-  if (!owner || owner.host !== hostname() || !Number.isSafeInteger(owner.pid) || owner.pid <= 0 || owner.pid === process.pid) return false;
-  return !processAlive(owner.pid);
+  return holderRuns(owner) === false;
+}
+
+/**
+ * The holder is a live process on this machine: its lock holds however long ago it was refreshed, since
+ * a process blocked in a long native run (onnxruntime's, minutes for an LLM on a CPU) refreshes nothing.
+ */
+export function holderAlive(owner: LockOwner | undefined): boolean {
+  return holderRuns(owner) === true;
 }
 
 function create(path: string, owner: LockOwner): boolean {
@@ -95,6 +125,8 @@ export function acquireDirLock(path: string, opts: { what: string; staleMs?: num
     token: randomBytes(8).toString('hex'),
     pid: process.pid,
     host: hostname(),
+    machine: machineId(),
+    pidStart: processStart(process.pid),
     what: opts.what,
     since: new Date(now()).toISOString(),
   };
@@ -106,7 +138,8 @@ export function acquireDirLock(path: string, opts: { what: string; staleMs?: num
       /* released meanwhile */
     }
     const holder = readOwner(path);
-    if (mtime !== undefined && now() - mtime < staleMs && !holderGone(holder)) throw new LockBusyError(path, holder);
+    if (holderAlive(holder) || (mtime !== undefined && now() - mtime < staleMs && !holderGone(holder)))
+      throw new LockBusyError(path, holder);
     // Stale: move it aside atomically (only one taker wins the rename), then create ours.
     const aside = `${path}.stale-${owner.token}`;
     try {
