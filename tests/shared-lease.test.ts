@@ -1,18 +1,20 @@
 /**
  * The lease on a name in the shared store (src/store/shared-lease.ts), on a shared folder and on a
- * real SeaweedFS bucket: one holder at a time across writers that share nothing else, a dead
- * holder's lease taken over by exactly one writer, a taken-over holder told through its signal and
- * unable to delete its successor's lease, nothing left behind once released.
+ * real SeaweedFS bucket: one holder at a time across writers that share nothing else; a dead
+ * holder's lease taken over by exactly one writer, as is a released one; a taken-over holder told
+ * through its signal, never coming back, and unable to release its successor's lease; a holder whose
+ * own thread is blocked (a long onnxruntime run) kept fresh by its keeper thread.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FolderBackend } from '../src/store/folder-backend.ts';
-import type { ObjectBackend } from '../src/store/object-backend.ts';
-import { acquireSharedLease } from '../src/store/shared-lease.ts';
-import { LockBusyError } from '../src/util/dir-lock.ts';
+import { readText, type ObjectBackend } from '../src/store/object-backend.ts';
+import { acquireSharedLease, advanceLease, leasePrefix, type SharedLease } from '../src/store/shared-lease.ts';
+import { LockBusyError, type LockOwner } from '../src/util/dir-lock.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 type T = { after: (fn: () => void | Promise<void>) => void };
@@ -24,6 +26,16 @@ async function keys(remote: ObjectBackend, prefix = ''): Promise<string[]> {
   const out: string[] = [];
   for await (const k of remote.list(prefix)) out.push(k);
   return out.sort();
+}
+
+/** What the lease's generations say, oldest first. */
+async function bodies(remote: ObjectBackend, prefix: string): Promise<{ key: string; what: string; released: boolean }[]> {
+  const out = [];
+  for (const key of await keys(remote, prefix)) {
+    const o = JSON.parse((await readText(remote, key))!) as { what: string; released?: boolean };
+    out.push({ key: key.slice(prefix.length), what: o.what, released: o.released === true });
+  }
+  return out;
 }
 
 const backends: { name: string; make: (t: T) => ObjectBackend }[] = [
@@ -47,9 +59,14 @@ async function aborted(signal: AbortSignal, ms: number): Promise<void> {
   }
 }
 
+/** A clock 2 minutes ahead: to it, every lease written now is stale. */
+const later = () => Date.now() + 120_000;
+/** A holder that never refreshes: a process that died without releasing. */
+const dead = { inProcess: true, refreshMs: 3_600_000 };
+
 for (const b of backends) {
   describe(`shared lease on a ${b.name}`, () => {
-    test('a second writer is refused, naming the holder, until the holder releases; nothing is left after', async (t) => {
+    test('a second writer is refused, naming the holder, until the holder releases; a release leaves one tombstone', async (t) => {
       const remote = b.make(t);
       const first = await acquireSharedLease(remote, 'job', { what: 'run a stage train attempt 1' });
       await assert.rejects(
@@ -59,61 +76,123 @@ for (const b of backends) {
       // Another name is another lease.
       const other = await acquireSharedLease(remote, 'other-job', { what: 'run c' });
       await first.release();
+      assert.deepEqual(await bodies(remote, 'leases/job/'), [
+        { key: '000000000001.json', what: 'run a stage train attempt 1', released: true },
+      ]);
       const second = await acquireSharedLease(remote, 'job', { what: 'run b stage train attempt 2' });
       assert.equal(second.signal.aborted, false);
+      assert.deepEqual(await bodies(remote, 'leases/job/'), [
+        { key: '000000000002.json', what: 'run b stage train attempt 2', released: false },
+      ]);
       await second.release();
       await other.release();
-      assert.deepEqual(await keys(remote, 'leases/'), [], 'a released lease is deleted');
+      assert.deepEqual(await keys(remote, 'leases/'), ['leases/job/000000000003.json', 'leases/other-job/000000000001.json']);
     });
 
-    test("a holder that stopped refreshing is taken over; it learns so through its signal and cannot release its successor's lease", async (t) => {
+    for (const keeper of ['its keeper thread', 'in-process'] as const)
+      test(`a holder that stopped refreshing is taken over; it learns so through its signal (${keeper}) and cannot release its successor's lease`, async (t) => {
+        const remote = b.make(t);
+        const holder = await acquireSharedLease(remote, 'job', {
+          what: 'zombie',
+          staleMs: 2000,
+          refreshMs: 200,
+          inProcess: keeper === 'in-process',
+        });
+        await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 2000 }), LockBusyError);
+        // A taker whose clock reads 2 minutes later sees the lease unrefreshed for longer than 2 s.
+        const taker = await acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 2000, refreshMs: 200, now: later });
+        await aborted(holder.signal, 5000);
+        assert.match(String(holder.signal.reason), /lost the lease/);
+        await holder.release();
+        // The taker still holds it: a third writer is refused, naming the taker.
+        await assert.rejects(
+          acquireSharedLease(remote, 'job', { what: 'third', staleMs: 2000 }),
+          (e: unknown) => e instanceof LockBusyError && /taker/.test(e.message),
+        );
+        assert.equal(taker.signal.aborted, false);
+        const left = await bodies(remote, 'leases/job/');
+        assert.deepEqual(
+          left.map((g) => [g.what, g.released]),
+          [['taker', false]],
+          `only the taker's generation is left: ${JSON.stringify(left)}`,
+        );
+        await taker.release();
+      });
+
+    test('a holder taken over while its refresh was due never comes back, even once its taker released', async (t) => {
       const remote = b.make(t);
-      // The holder refreshes every 200 ms; the lease is presumed dead 2 s after its last write.
-      const zombie = await acquireSharedLease(remote, 'job', { what: 'zombie', staleMs: 2000, refreshMs: 200 });
-      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 2000 }), LockBusyError);
-      // A taker whose clock reads 10 s later sees the lease unrefreshed for longer than 2 s.
-      const later = () => Date.now() + 10_000;
-      const taker = await acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 2000, refreshMs: 200, now: later });
-      await aborted(zombie.signal, 5000);
-      assert.match(String(zombie.signal.reason), /lost the lease/);
-      await zombie.release();
-      // The taker still holds it: a third writer is refused, naming the taker.
-      await assert.rejects(
-        acquireSharedLease(remote, 'job', { what: 'third', staleMs: 2000 }),
-        (e: unknown) => e instanceof LockBusyError && /taker/.test(e.message),
+      const prefix = leasePrefix('job');
+      const owner: LockOwner = { token: 'z0mb1e', pid: 1, host: 'elsewhere', what: 'zombie', since: '' };
+      // The zombie holds generation 0, and its refresh is due.
+      await remote.putBytes(
+        `${prefix}000000000000.json`,
+        Buffer.from(JSON.stringify({ ...owner, refreshedAt: new Date().toISOString() })),
+        {
+          ifAbsent: true,
+        },
       );
-      assert.equal(taker.signal.aborted, false);
-      assert.equal((await keys(remote, 'leases/job/')).length, 1, "the zombie's generation is deleted by the taker");
+      const taker = await acquireSharedLease(remote, 'job', { what: 'taker', now: later });
       await taker.release();
-      assert.deepEqual(await keys(remote, 'leases/'), []);
+      // The zombie's refresh now finds a newer generation than its own: it lost, and writes nothing.
+      assert.deepEqual(await advanceLease(remote, prefix, 0, owner), { held: false });
+      assert.deepEqual(
+        (await bodies(remote, prefix)).map((g) => [g.key, g.what, g.released]),
+        [['000000000002.json', 'taker', true]],
+      );
+      // A new writer takes the released lease, and the zombie is still out.
+      const next = await acquireSharedLease(remote, 'job', { what: 'next' });
+      assert.deepEqual(await advanceLease(remote, prefix, 0, owner), { held: false });
+      assert.equal(next.signal.aborted, false);
+      await next.release();
     });
 
-    test('a live holder keeps its lease past the stale time by refreshing it', async (t) => {
+    test('a create whose answer was lost, and that the SDK retried into a 412, is its writer’s own', async (t) => {
+      const remote = b.make(t);
+      // Every create-only put reaches the store, and its answer is lost: the retry finds the key.
+      const retried: ObjectBackend = Object.assign(Object.create(remote) as ObjectBackend, {
+        async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }) {
+          await remote.putBytes(key, bytes, opts);
+          return opts.ifAbsent ? ('exists' as const) : ('stored' as const);
+        },
+      });
+      const lease = await acquireSharedLease(retried, 'job', { what: 'holder', inProcess: true, refreshMs: 3_600_000 });
+      assert.equal(lease.signal.aborted, false);
+      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'other' }), /held by holder/);
+      await lease.release();
+      assert.deepEqual(
+        (await bodies(remote, 'leases/job/')).map((g) => [g.key, g.released]),
+        [['000000000001.json', true]],
+        'its release, a create too, was its own as well',
+      );
+    });
+
+    test("a live holder keeps its lease past the stale time, its keeper thread refreshing it while the holder's own thread is blocked", async (t) => {
       const remote = b.make(t);
       // S3 times are whole seconds, so the stale time is a few of them.
       const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 2500, refreshMs: 300 });
-      await new Promise((r) => setTimeout(r, 4000));
+      // A synchronous onnxruntime run of 4 s: no timer of this thread fires meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
       await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 2500 }), LockBusyError);
       assert.equal(holder.signal.aborted, false);
       await holder.release();
     });
 
-    test('of writers racing for a dead lease, exactly one wins', async (t) => {
-      const remote = b.make(t);
-      const dead = await acquireSharedLease(remote, 'job', { what: 'dead', refreshMs: 3_600_000 });
-      const later = () => Date.now() + 120_000;
-      const results = await Promise.allSettled(
-        Array.from({ length: 6 }, (_, i) => acquireSharedLease(remote, 'job', { what: `racer ${i}`, now: later })),
-      );
-      const won = results.filter((r) => r.status === 'fulfilled');
-      assert.equal(won.length, 1, 'one racer holds the lease');
-      for (const r of results) if (r.status === 'rejected') assert.ok(r.reason instanceof LockBusyError, String(r.reason));
-      await (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof acquireSharedLease>>>).value.release();
-      await dead.release();
-      assert.deepEqual(await keys(remote, 'leases/'), []);
-    });
+    for (const before of ['dead', 'released'] as const)
+      test(`of writers racing for a ${before} lease, exactly one wins`, async (t) => {
+        const remote = b.make(t);
+        const first = await acquireSharedLease(remote, 'job', { what: 'first', ...dead });
+        if (before === 'released') await first.release();
+        const results = await Promise.allSettled(
+          Array.from({ length: 6 }, (_, i) => acquireSharedLease(remote, 'job', { what: `racer ${i}`, now: later, inProcess: true })),
+        );
+        const won = results.filter((r): r is PromiseFulfilledResult<SharedLease> => r.status === 'fulfilled');
+        assert.equal(won.length, 1, 'one racer holds the lease');
+        for (const r of results) if (r.status === 'rejected') assert.ok(r.reason instanceof LockBusyError, String(r.reason));
+        await won[0]!.value.release();
+        if (before === 'dead') await first.release();
+      });
 
-    test('a damaged lease object and stray keys under the prefix neither crash a writer nor count as a holder once stale', async (t) => {
+    test('a damaged lease object, stray keys and a huge generation number neither crash a writer nor count as a holder once stale', async (t) => {
       const remote = b.make(t);
       await remote.putBytes('leases/job/000000000003.json', Buffer.from('not json {'), { ifAbsent: false });
       await remote.putBytes('leases/job/readme.txt', Buffer.from('stray'), { ifAbsent: false });
@@ -122,15 +201,26 @@ for (const b of backends) {
         acquireSharedLease(remote, 'job', { what: 'w' }),
         (e: unknown) => e instanceof LockBusyError && /another writer/.test(e.message),
       );
-      const lease = await acquireSharedLease(remote, 'job', { what: 'w', now: () => Date.now() + 120_000 });
+      const lease = await acquireSharedLease(remote, 'job', { what: 'w', now: later });
       assert.deepEqual(await keys(remote, 'leases/job/'), ['leases/job/000000000004.json', 'leases/job/readme.txt']);
       await lease.release();
-      assert.deepEqual(await keys(remote, 'leases/job/'), ['leases/job/readme.txt'], 'the stray key is not the lease’s to delete');
+      assert.deepEqual(
+        await keys(remote, 'leases/job/'),
+        ['leases/job/000000000005.json', 'leases/job/readme.txt'],
+        'the stray key is not the lease’s to delete',
+      );
+      // A generation past twelve digits is still seen, so the next one is still created above it.
+      await remote.putBytes('leases/huge/999999999999.json', Buffer.from('{}'), { ifAbsent: false });
+      const huge = await acquireSharedLease(remote, 'huge', { what: 'h', now: later, staleMs: 2000, refreshMs: 100 });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(huge.signal.aborted, false, 'it refreshes its own generation past twelve digits');
+      await assert.rejects(acquireSharedLease(remote, 'huge', { what: 'second' }), /by h /);
+      await huge.release();
     });
   });
 }
 
-test('on a store that lists no write times, a lease ages by the time its holder wrote in it', async (t) => {
+test('on a store that lists no write times, a lease ages by the time its holder wrote in it, and a time far ahead is none', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const folder = new FolderBackend(dir);
@@ -140,15 +230,31 @@ test('on a store that lists no write times, a lease ages by the time its holder 
       for await (const o of folder.listObjects(prefix)) yield { key: o.key, bytes: o.bytes };
     },
   });
-  const holder = await acquireSharedLease(timeless, 'job', { what: 'holder', refreshMs: 3_600_000 });
+  const holder = await acquireSharedLease(timeless, 'job', { what: 'holder', ...dead });
   await assert.rejects(acquireSharedLease(timeless, 'job', { what: 'early' }), LockBusyError);
-  const taker = await acquireSharedLease(timeless, 'job', { what: 'taker', now: () => Date.now() + 120_000 });
+  const taker = await acquireSharedLease(timeless, 'job', { what: 'taker', now: later, inProcess: true });
   await taker.release();
   await holder.release();
-  // With no time at all (a damaged lease), it is stale: nothing could ever say it is fresh.
-  await folder.putBytes('leases/job/000000000009.json', Buffer.from('{'), { ifAbsent: false });
-  const next = await acquireSharedLease(timeless, 'job', { what: 'next' });
+  // A holder's clock (or a hostile lease) far ahead would never go stale: it is no time at all.
+  const ahead = new Date(Date.now() + 86_400_000).toISOString();
+  await folder.putBytes('leases/job/000000000009.json', Buffer.from(JSON.stringify({ token: 't', what: 'ahead', refreshedAt: ahead })), {
+    ifAbsent: false,
+  });
+  const next = await acquireSharedLease(timeless, 'job', { what: 'next', inProcess: true });
   await next.release();
+});
+
+test('a wait for a held lease ends when its signal aborts, with the busy error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const remote = new FolderBackend(dir);
+  const holder = await acquireSharedLease(remote, 'job', { what: 'holder' });
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 100);
+  const started = Date.now();
+  await assert.rejects(acquireSharedLease(remote, 'job', { what: 'waiter', waitMs: 60_000, signal: ac.signal }), LockBusyError);
+  assert.ok(Date.now() - started < 1500, `the wait ended ${Date.now() - started} ms after it began`);
+  await holder.release();
 });
 
 test('a name that is not a plain key segment gets its own lease under its hash', async (t) => {
@@ -159,4 +265,51 @@ test('a name that is not a plain key segment gets its own lease under its hash',
   const [key] = await keys(remote, 'leases/');
   assert.match(key!, /^leases\/[0-9a-f]{64}\/000000000000\.json$/);
   await a.release();
+});
+
+test('the keeper thread never keeps a process alive: one that ends without releasing exits, and a release in its last moments completes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = (name: string, release: boolean) =>
+    `import { FolderBackend } from ${JSON.stringify(new URL('../src/store/folder-backend.ts', import.meta.url).href)};\n` +
+    `import { acquireSharedLease } from ${JSON.stringify(new URL('../src/store/shared-lease.ts', import.meta.url).href)};\n` +
+    `const l = await acquireSharedLease(new FolderBackend(${JSON.stringify(join(dir, 'store'))}), ${JSON.stringify(name)}, { what: 'child' });\n` +
+    (release ? 'void l.release();\n' : '');
+  for (const [name, release] of [
+    ['left', false],
+    ['released', true],
+  ] as const) {
+    const file = join(dir, `${name}.mts`);
+    writeFileSync(file, script(name, release));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', file], { timeout: 30_000, encoding: 'utf8' });
+    assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ''}: ${r.stderr}`);
+  }
+  const remote = new FolderBackend(join(dir, 'store'));
+  assert.deepEqual(
+    (await bodies(remote, 'leases/left/')).map((g) => g.released),
+    [false],
+    'left to go stale',
+  );
+  assert.deepEqual(
+    (await bodies(remote, 'leases/released/')).map((g) => g.released),
+    [true],
+    'released before the exit',
+  );
+});
+
+test('a keeper thread that cannot run hands the lease to the holder’s own thread, which keeps refreshing it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A thread inherits --input-type, which Node refuses outside --eval: the keeper thread dies at start.
+  const code =
+    `const { FolderBackend } = await import(${JSON.stringify(new URL('../src/store/folder-backend.ts', import.meta.url).href)});` +
+    `const { acquireSharedLease } = await import(${JSON.stringify(new URL('../src/store/shared-lease.ts', import.meta.url).href)});` +
+    `const l = await acquireSharedLease(new FolderBackend(${JSON.stringify(dir)}), 'job', { what: 'child', refreshMs: 100, log: (m) => console.log(m) });` +
+    `await new Promise((r) => setTimeout(r, 1500)); await l.release();`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { timeout: 30_000, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /keeper thread of .* stopped; refreshing the lease from this thread/);
+  const [last] = await bodies(new FolderBackend(dir), 'leases/job/');
+  assert.ok(last!.released, 'released');
+  assert.ok(Number(last!.key.slice(0, 12)) >= 5, `refreshed several times before its release (generation ${last!.key})`);
 });

@@ -266,7 +266,8 @@ for (const backend of ['folder', 's3'] as const) {
         const ckBytes = '{"step":4}'.length + 2048;
 
         const dry = await gc(false);
-        assert.equal(dry.checkpoints.abandoned, 3, 'crashed and resumed (judged before it resumed), and the other lease');
+        assert.equal(dry.checkpoints.abandoned, 2, 'crashed and resumed (judged before it resumed)');
+        assert.deepEqual(dry.leases, { old: 1, deleted: 0 }, 'the lease of other work, alone');
         assert.ok(dry.checkpoints.abandonedBytes > 2 * ckBytes, String(dry.checkpoints.abandonedBytes));
         assert.equal(dry.checkpoints.deleted, 0);
         const left = async (prefix: string) => {
@@ -278,7 +279,8 @@ for (const backend of ['folder', 's3'] as const) {
         assert.equal(before.filter((k) => k.startsWith('checkpoint')).length, 9, 'a dry run deletes nothing');
 
         const done = await gc(true);
-        assert.equal(done.checkpoints.deleted, 2, 'the resumed one was taken up after it was judged: kept');
+        assert.equal(done.checkpoints.deleted, 1, 'the resumed one was taken up after it was judged: kept');
+        assert.deepEqual(done.leases, { old: 1, deleted: 1 });
         for (const gone of [names.crashed]) {
           assert.deepEqual(await left(`checkpoints/${gone}`), []);
           assert.deepEqual(await left(`checkpoint-files/${gone}/`), []);
@@ -288,7 +290,8 @@ for (const backend of ['folder', 's3'] as const) {
         for (const kept of [names.running, names.resumed]) {
           assert.deepEqual(await left(`checkpoints/${kept}`), [`checkpoints/${kept}.json`]);
           assert.equal((await left(`checkpoint-files/${kept}/`)).length, 2);
-          assert.equal((await left(`leases/checkpoint-${kept}/`)).length, 1);
+          // (A lease being refreshed may show its next generation beside the one it replaces.)
+          assert.ok((await left(`leases/checkpoint-${kept}/`)).length >= 1);
         }
         // What was kept still resumes.
         const home = join(dir, 'resume');

@@ -60,6 +60,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
         quarantined: r.quarantine.deleted,
         points: r.points.deleted,
         checkpoints: r.checkpoints.deleted,
+        leases: r.leases.deleted,
         ...(error ? { error } : {}),
       },
     });
@@ -94,6 +95,10 @@ export function describeGarbage(r: GarbageReport): string {
   if (r.points.old)
     lines.push(
       `  training points (live curves) of ${r.points.old} stages that wrote none since the horizon: ${r.collected ? 'deleted' : 'to delete'} (files on one machine, rows in a shared database)`,
+    );
+  if (r.leases.old)
+    lines.push(
+      `  leases unwritten since the horizon (of finished or abandoned trainings): ${r.leases.old} ${r.collected ? `deleted ${r.leases.deleted}` : 'to delete'}`,
     );
   if (r.checkpoints.abandoned)
     lines.push(

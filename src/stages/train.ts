@@ -414,6 +414,8 @@ export const trainStage: StageKind<TrainConfig> = {
         outDir,
         signal,
         onCheckpoint: async (dir) => {
+          // A writer that lost its lease moves the shared pointer no more: it is the new holder's.
+          signal.throwIfAborted();
           // Shared before it is reported: a worker that resumes this stage finds at least this step.
           await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log);
           ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } });
@@ -459,6 +461,9 @@ export const trainStage: StageKind<TrainConfig> = {
       // afresh: the checkpoints (1.6 GB each for an LLM) and token caches would only hold the disk.
       // COMPLETE goes first, so a crash in between leaves a folder the next attempt clears.
       for (const n of readdirSync(checkpointDir)) if (n !== COMPLETE) rmSync(join(checkpointDir, n), { recursive: true, force: true });
+      // Only the lease's holder drops the shared checkpoint: one that lost it would delete the files
+      // of the writer that took it over. (The training itself checks the signal between runs only.)
+      signal.throwIfAborted();
       await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
       return outputs;
     } finally {

@@ -17,6 +17,9 @@ export class FolderBackend implements ObjectBackend {
   constructor(readonly root: string) {
     this.url = root;
   }
+  reopen(): { url: string } {
+    return { url: this.root };
+  }
 
   private path(key: string): string {
     if (key.split('/').some((s) => s === '' || s === '.' || s === '..')) throw new InputError(`bad object key ${JSON.stringify(key)}`);

@@ -88,6 +88,11 @@ export interface GarbageReport {
    * (fewer when one was written again meanwhile).
    */
   checkpoints: { abandoned: number; abandonedBytes: number; deleted: number };
+  /**
+   * Leases alone (a finished training's released lease, or one of no checkpoint) unwritten since the
+   * horizon, by name: `deleted` fewer when one was taken again meanwhile.
+   */
+  leases: { old: number; deleted: number };
 }
 
 /** A training's working state in the store, abandoned: the keys of its pointer, files and lease. */
@@ -97,6 +102,11 @@ interface Abandoned {
   lease: string;
   keys: string[];
   bytes: number;
+}
+
+/** Whether abandoned work holds a checkpoint (a pointer or files), not just a lease. */
+function isCheckpoint(work: Abandoned): boolean {
+  return work.keys.some((k) => !k.startsWith('leases/'));
 }
 
 interface Found {
@@ -154,6 +164,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     quarantine: { garbage: 0, garbageBytes: 0, deleted: 0 },
     points: { old: (await opts.points?.prune(horizon, true)) ?? 0, deleted: 0 },
     checkpoints: { abandoned: 0, abandonedBytes: 0, deleted: 0 },
+    leases: { old: 0, deleted: 0 },
   };
   const r = report.objects;
   const touched = await space.touched();
@@ -173,8 +184,10 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     }
   }
   const abandoned = await space.abandonedWork(horizon);
-  report.checkpoints.abandoned = abandoned.length;
-  report.checkpoints.abandonedBytes = abandoned.reduce((n, a) => n + a.bytes, 0);
+  const checkpoints = abandoned.filter(isCheckpoint);
+  report.checkpoints.abandoned = checkpoints.length;
+  report.checkpoints.abandonedBytes = checkpoints.reduce((n, a) => n + a.bytes, 0);
+  report.leases.old = abandoned.length - checkpoints.length;
   const quarantined = await space.quarantined(horizon);
   report.quarantine.garbage = quarantined.length;
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
@@ -220,7 +233,8 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
       report.quarantine.deleted++;
     }
     if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
-    for (const work of abandoned) if (await space.deleteAbandoned(work, horizon)) report.checkpoints.deleted++;
+    for (const work of abandoned)
+      if (await space.deleteAbandoned(work, horizon)) isCheckpoint(work) ? report.checkpoints.deleted++ : report.leases.deleted++;
     // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
     // race a put that is marking the object now.)
     for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);

@@ -52,6 +52,11 @@ export interface ObjectBackend {
   delete(key: string): Promise<void>;
   /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */
   quarantine(key: string): Promise<void>;
+  /**
+   * What opens this backend again in another thread (`openBackend(url, { env })`, open-store.ts):
+   * its URL, and the environment it was given when not the process's own.
+   */
+  reopen?(): { url: string; env?: Record<string, string | undefined> };
 }
 
 /** The backend's object is not the size the caller knows it must have. */

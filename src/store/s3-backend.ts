@@ -103,9 +103,12 @@ export class S3Backend implements ObjectBackend {
   private readonly getPartSize: number;
   private readonly getConcurrency: number;
   private checked: Promise<void> | undefined;
+  /** The AWS settings it was given, when not the process's own: for reopen(). */
+  private readonly givenEnv: Record<string, string | undefined> | undefined;
 
   constructor(url: string, opts: S3BackendOptions = {}) {
     const env = opts.env ?? process.env;
+    this.givenEnv = opts.env && Object.fromEntries(Object.entries(opts.env).filter(([k]) => k.startsWith('AWS_')));
     this.location = parseS3Url(url);
     this.url = `s3://${this.location.bucket}${this.location.prefix ? `/${this.location.prefix}` : ''}`;
     this.endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
@@ -231,6 +234,10 @@ export class S3Backend implements ObjectBackend {
   async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'> {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     return this.putOne(key, async () => bytes, { sha256, bytes: bytes.byteLength, ifAbsent: opts.ifAbsent });
+  }
+
+  reopen(): { url: string; env?: Record<string, string | undefined> } {
+    return { url: this.url, ...(this.givenEnv ? { env: this.givenEnv } : {}) };
   }
 
   async putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'> {

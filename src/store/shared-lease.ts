@@ -5,23 +5,31 @@
  * work, waits instead of moving the same checkpoint pointer and deleting the other's files.
  *
  * S3 has create-only puts (`If-None-Match: *`) but no atomic rename or compare-and-swap on an
- * existing key, so a lease is a sequence of generations, `leases/<name>/<generation>.json`, each
- * created only by the one writer whose create-only put wins it. The newest generation is the lease.
- * Its holder rewrites it every `refreshMs`; a generation left unwritten for `staleMs` (by the store's
- * clock against this host's, or by the holder's time in the lease where the store gives none, so
- * hosts' clocks must agree within a fraction of it) is taken over by creating the next one. A holder learns on its next refresh that a newer generation exists, or that
- * its own is gone or another's, and its `signal` aborts. A released lease is deleted, so a prefix
- * holds at most one object once its writers stopped.
+ * existing key, so a lease is a sequence of generations, `leases/<name>/<generation>.json`, and every
+ * change of it is the create-only put of the next generation: whoever creates generation N+1 first
+ * owns that change, and nobody else can make it. The newest generation is the lease. Its holder
+ * refreshes it by creating the next one (then deleting its previous one); a taker takes over a
+ * newest generation that went unwritten for `staleMs` (by the store's clock against this host's, or
+ * by the holder's time in the lease where the store gives none, so hosts' clocks must agree within a
+ * fraction of it), or that is released, by creating the next one too. A holder whose next generation
+ * someone else created has lost the lease: its `signal` aborts. A release creates a tombstone
+ * generation, which stays as the newest, so generation numbers only go up.
+ *
+ * The refreshes run in a thread of their own (lease-keeper-thread.ts) where the backend can be opened
+ * again there: the train stage's process blocks its own thread in onnxruntime runs of minutes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { holderGone, LockBusyError, parseOwner, type LockOwner } from '../util/dir-lock.ts';
+import { machineId, processStart } from '../util/process-alive.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 
 export interface SharedLease {
   /** Aborted when another writer took the lease over (this one was presumed dead). */
   readonly signal: AbortSignal;
-  /** Stops refreshing and deletes the lease if it is still this holder's. Never throws. */
+  /** Stops refreshing and releases the lease if it is still this holder's. Never throws. */
   release(): Promise<void>;
 }
 
@@ -32,7 +40,7 @@ export interface SharedLeaseOptions {
   staleMs?: number;
   refreshMs?: number;
   now?: () => number;
-  /** Told when a refresh could not reach the store (the lease is then checked again next time). */
+  /** Told when a refresh could not reach the store (the lease is then refreshed next time). */
   log?: (message: string) => void;
   /**
    * How long to keep trying while another writer holds the lease (default 0: refuse at once). A
@@ -44,11 +52,16 @@ export interface SharedLeaseOptions {
   onWait?: (busy: LockBusyError) => void;
   /** Stops the wait (the busy error is thrown). */
   signal?: AbortSignal;
+  /** Refresh from this thread, not a thread of its own (tests of the lease's own rules). */
+  inProcess?: boolean;
 }
 
-const GENERATION = /^(\d{12})\.json$/;
+/** Twelve digits as written; more are read, so a hostile or very old lease cannot hide the next generation. */
+const GENERATION = /^(\d{12,15})\.json$/;
 /** A lease object is a line of JSON; anything larger is not one of ours. */
 const MAX_LEASE_BYTES = 64 * 1024;
+/** How long a release may take on a store that does not answer, before the lease is left to go stale. */
+const RELEASE_TIMEOUT_MS = 20_000;
 
 /** Where the lease on `name` lives: `leases/<name>/`, a name that is not a plain key segment by its hash. */
 export function leasePrefix(name: string): string {
@@ -78,10 +91,12 @@ async function generations(remote: ObjectBackend, prefix: string): Promise<Gener
   return out.sort((a, b) => a.gen - b.gen);
 }
 
+/** What a generation says. */
 interface Held {
   present: boolean;
   owner?: LockOwner;
-  /** When its holder last wrote it, by the holder's clock: the age of a lease the store gives no time for. */
+  released?: boolean;
+  /** When its holder wrote it, by the holder's clock: the age of a lease the store gives no time for. */
   refreshedAt?: number;
 }
 
@@ -92,14 +107,61 @@ async function readHeld(remote: ObjectBackend, key: string): Promise<Held> {
     throw e;
   });
   if (text === undefined) return { present: false };
-  let refreshedAt: number | undefined;
+  const held: Held = { present: true, owner: parseOwner(text) };
   try {
-    const t = Date.parse((JSON.parse(text) as { refreshedAt?: unknown } | null)?.refreshedAt as string);
-    if (Number.isFinite(t)) refreshedAt = t;
+    const o = JSON.parse(text) as { refreshedAt?: unknown; released?: unknown } | null;
+    const t = Date.parse(o?.refreshedAt as string);
+    if (Number.isFinite(t)) held.refreshedAt = t;
+    if (o?.released === true) held.released = true;
   } catch {
-    /* a damaged lease: no time */
+    /* a damaged lease: nobody's, no time */
   }
-  return { present: true, owner: parseOwner(text), refreshedAt };
+  return held;
+}
+
+/** A lease's body: its holder, and when it wrote this generation. */
+export interface LeaseBody extends LockOwner {
+  refreshedAt: string;
+  released?: true;
+}
+
+/**
+ * Creates generation `gen` (create-only). 'exists' means another writer made this change first. A
+ * create whose answer was lost and retried by the SDK answers 412 too: a generation that carries this
+ * writer's own token is its own.
+ */
+async function create(remote: ObjectBackend, prefix: string, gen: number, body: LeaseBody): Promise<'stored' | 'exists'> {
+  const key = generationKey(prefix, gen);
+  if ((await remote.putBytes(key, Buffer.from(JSON.stringify(body) + '\n'), { ifAbsent: true })) === 'stored') return 'stored';
+  const held = await readHeld(remote, key).catch(() => undefined);
+  return held?.owner?.token === body.token ? 'stored' : 'exists';
+}
+
+/**
+ * One step of a holder at generation `gen`: a refresh (or, with `released`, the release) creates
+ * generation gen+1 and deletes gen. 'lost' when a newer generation is another writer's (the lease
+ * was taken over); then this holder's own generation, no longer the newest, is deleted as litter.
+ * Used by the keeper thread and, where the backend cannot be opened there, in-process.
+ */
+export async function advanceLease(
+  remote: ObjectBackend,
+  prefix: string,
+  gen: number,
+  owner: LockOwner,
+  opts: { now?: () => number; released?: boolean } = {},
+): Promise<{ held: true; gen: number } | { held: false }> {
+  const now = opts.now ?? Date.now;
+  const newest = (await generations(remote, prefix)).at(-1);
+  const lost = async () => {
+    await remote.delete(generationKey(prefix, gen)).catch(() => {});
+    return { held: false as const };
+  };
+  // Someone created a newer generation than the next one this holder would: it was taken over.
+  if (newest && newest.gen > gen) return lost();
+  const body: LeaseBody = { ...owner, refreshedAt: new Date(now()).toISOString(), ...(opts.released ? { released: true as const } : {}) };
+  if ((await create(remote, prefix, gen + 1, body)) === 'exists') return lost();
+  await remote.delete(generationKey(prefix, gen)).catch(() => {});
+  return { held: true, gen: gen + 1 };
 }
 
 /**
@@ -109,12 +171,15 @@ async function readHeld(remote: ObjectBackend, key: string): Promise<Held> {
 export async function acquireSharedLease(remote: ObjectBackend, name: string, opts: SharedLeaseOptions): Promise<SharedLease> {
   const deadline = Date.now() + (opts.waitMs ?? 0);
   for (;;) {
+    opts.signal?.throwIfAborted();
     try {
       return await tryAcquire(remote, name, opts);
     } catch (e) {
-      if (!(e instanceof LockBusyError) || Date.now() >= deadline || opts.signal?.aborted) throw e;
+      if (!(e instanceof LockBusyError) || Date.now() >= deadline) throw e;
       opts.onWait?.(e);
-      await new Promise((r) => setTimeout(r, Math.min(2000, Math.max(20, deadline - Date.now()))));
+      await sleep(Math.min(2000, Math.max(20, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => {
+        throw e;
+      });
     }
   }
 }
@@ -127,71 +192,170 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
     token: randomBytes(8).toString('hex'),
     pid: process.pid,
     host: hostname(),
+    machine: machineId(),
+    pidStart: processStart(process.pid),
     what: opts.what,
     since: new Date(now()).toISOString(),
   };
   const where = (key: string) => `${remote.url}/${key}`;
-  const existing = await generations(remote, prefix);
-  const newest = existing.at(-1);
-  let gen = 0;
-  if (newest) {
-    const held = await readHeld(remote, newest.key);
-    // A generation deleted since the listing was released: the next one is free.
-    if (held.present) {
-      // The store's time of the last write; a store that gives none, the holder's own; neither: stale.
-      const written = newest.modified?.getTime() ?? held.refreshedAt;
-      const age = written === undefined ? Infinity : now() - written;
-      if (age < staleMs && !holderGone(held.owner)) throw new LockBusyError(where(newest.key), held.owner);
-    }
-    gen = newest.gen + 1;
+  let existing = await generations(remote, prefix);
+  let newest = existing.at(-1);
+  let held = newest ? await readHeld(remote, newest.key) : undefined;
+  // Gone between the listing and the read: its holder moved on to the next generation. Look again.
+  for (let i = 0; held && !held.present && i < 3; i++) {
+    existing = await generations(remote, prefix);
+    newest = existing.at(-1);
+    held = newest ? await readHeld(remote, newest.key) : undefined;
   }
-  const key = generationKey(prefix, gen);
-  const body = () => Buffer.from(JSON.stringify({ ...owner, refreshedAt: new Date(now()).toISOString() }) + '\n');
-  if ((await remote.putBytes(key, body(), { ifAbsent: true })) === 'exists')
-    throw new LockBusyError(where(key), (await readHeld(remote, key).catch(() => ({ owner: undefined }))).owner);
-  // The older generations' holders are dead or gone; deleting them keeps the prefix to one object,
-  // and a zombie holder that finds its own generation gone stops.
+  if (newest && held?.present && !held.released) {
+    // The store's time of the last write; a store that gives none, the holder's own (a time far in
+    // the future is not one: it would never go stale); neither: stale.
+    const claimed = held.refreshedAt !== undefined && held.refreshedAt <= now() + staleMs ? held.refreshedAt : undefined;
+    const written = newest.modified?.getTime() ?? claimed;
+    const age = written === undefined ? Infinity : now() - written;
+    if (age < staleMs && !holderGone(held.owner)) throw new LockBusyError(where(newest.key), held.owner);
+  } else if (newest && held && !held.present) throw new LockBusyError(where(newest.key), undefined);
+  const gen = newest ? newest.gen + 1 : 0;
+  const body: LeaseBody = { ...owner, refreshedAt: new Date(now()).toISOString() };
+  if ((await create(remote, prefix, gen, body)) === 'exists')
+    throw new LockBusyError(
+      where(generationKey(prefix, gen)),
+      (await readHeld(remote, generationKey(prefix, gen)).catch(() => undefined))?.owner,
+    );
+  // The older generations' holders are dead, gone or released: their keys go, so the prefix holds one
+  // object, and a holder that still ran finds a newer generation than its own on its next refresh.
   for (const g of existing) await remote.delete(g.key).catch(() => {});
-
-  const ac = new AbortController();
-  /** Whether the lease is still this holder's: no newer generation, and its own one names it. */
-  const stillOurs = async (): Promise<boolean> => {
-    const top = (await generations(remote, prefix)).at(-1);
-    if (!top || top.gen !== gen) return false;
-    return (await readHeld(remote, key)).owner?.token === owner.token;
-  };
-  let refreshing: Promise<void> | undefined;
-  let stopped = false;
   const refreshMs = opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4));
-  const refresh = async () => {
-    try {
-      if (!(await stillOurs())) {
-        if (!stopped) ac.abort(`lost the lease ${where(key)} to another writer`);
-        stopped = true;
-        return;
+  const reopen = opts.inProcess ? undefined : remote.reopen?.();
+  return reopen
+    ? keptInThread(
+        reopen,
+        prefix,
+        gen,
+        owner,
+        refreshMs,
+        where,
+        (at) => keptInProcess(remote, prefix, at, owner, refreshMs, where, opts),
+        opts.log,
+      )
+    : keptInProcess(remote, prefix, gen, owner, refreshMs, where, opts);
+}
+
+/** What a keeper thread needs to open the backend and refresh the lease. */
+export interface KeeperSetup {
+  backend: { url: string; env?: Record<string, string | undefined> };
+  prefix: string;
+  gen: number;
+  owner: LockOwner;
+  refreshMs: number;
+}
+
+/** Messages from the keeper thread. */
+export type KeeperMessage =
+  /** The generation it refreshed the lease to. */
+  | { type: 'gen'; gen: number }
+  | { type: 'lost' }
+  | { type: 'log'; message: string }
+  /** The answer to `release`: whether the lease was still this holder's. */
+  | { type: 'released'; held: boolean };
+
+const TS_THREAD = new URL('../serve/ts-thread.mjs', import.meta.url);
+
+/**
+ * The lease kept by a thread of its own. Should the thread fail (it could not start, or died), this
+ * thread takes over from the last generation it reported: a lease nobody refreshes would go stale
+ * under a live holder, and its holder would never learn of a takeover.
+ */
+function keptInThread(
+  backend: KeeperSetup['backend'],
+  prefix: string,
+  gen: number,
+  owner: LockOwner,
+  refreshMs: number,
+  where: (key: string) => string,
+  fallback: (gen: number) => SharedLease,
+  log: ((m: string) => void) | undefined,
+): SharedLease {
+  const ac = new AbortController();
+  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs };
+  const worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
+  let current = gen;
+  let releasing = false;
+  let inProcess: SharedLease | undefined;
+  let released: ((held: boolean) => void) | undefined;
+  worker.on('message', (m: KeeperMessage) => {
+    if (m.type === 'gen') current = m.gen;
+    else if (m.type === 'lost') ac.abort(`lost the lease ${where(prefix)} to another writer`);
+    else if (m.type === 'log') log?.(m.message);
+    else released?.(m.held);
+  });
+  const exited = new Promise<void>((resolve) =>
+    worker.once('exit', () => {
+      if (!releasing && !ac.signal.aborted) {
+        log?.(`the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`);
+        inProcess = fallback(current);
+        inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
       }
-      if (!stopped) await remote.putBytes(key, body(), { ifAbsent: false });
+      resolve();
+    }),
+  );
+  worker.on('error', (e) => log?.(`the lease keeper thread of ${where(prefix)} failed: ${e.message}`));
+  // The lease never keeps a process alive: one that exits without releasing leaves it to go stale.
+  // (After the listeners: adding a 'message' listener refs the worker's port again.)
+  worker.unref();
+  return {
+    signal: ac.signal,
+    async release() {
+      releasing = true;
+      if (inProcess) return inProcess.release();
+      const answered = new Promise<boolean>((resolve) => (released = resolve));
+      // A process with nothing else to do still waits for its release.
+      worker.ref();
+      worker.postMessage({ type: 'release' });
+      const timeout = sleep(RELEASE_TIMEOUT_MS, 'timeout' as const, { ref: false });
+      if ((await Promise.race([answered, exited.then(() => 'exited' as const), timeout])) === 'timeout')
+        log?.(`could not release the lease ${where(prefix)} within ${RELEASE_TIMEOUT_MS / 1000} s; it goes stale`);
+      await worker.terminate();
+    },
+  };
+}
+
+function keptInProcess(
+  remote: ObjectBackend,
+  prefix: string,
+  gen: number,
+  owner: LockOwner,
+  refreshMs: number,
+  where: (key: string) => string,
+  opts: SharedLeaseOptions,
+): SharedLease {
+  const ac = new AbortController();
+  let current: number | undefined = gen;
+  let refreshing: Promise<void> | undefined;
+  const step = async (released: boolean) => {
+    if (current === undefined) return;
+    try {
+      const r = await advanceLease(remote, prefix, current, owner, { now: opts.now, released });
+      if (r.held) current = released ? undefined : r.gen;
+      else {
+        current = undefined;
+        ac.abort(`lost the lease ${where(prefix)} to another writer`);
+      }
     } catch (e) {
-      opts.log?.(`could not refresh the lease ${where(key)} (tried again in ${Math.round(refreshMs / 1000)} s): ${(e as Error).message}`);
+      opts.log?.(`could not ${released ? 'release' : 'refresh'} the lease ${where(prefix)}: ${(e as Error).message}`);
     }
   };
   const timer = setInterval(() => {
     // One refresh at a time: a slow store must not pile up requests.
-    refreshing ??= refresh().finally(() => (refreshing = undefined));
+    refreshing ??= step(false).finally(() => (refreshing = undefined));
   }, refreshMs);
   timer.unref();
   return {
     signal: ac.signal,
     async release() {
       clearInterval(timer);
-      stopped = true;
       await refreshing;
-      try {
-        // Never delete a lease another writer took over.
-        if (await stillOurs()) await remote.delete(key);
-      } catch (e) {
-        opts.log?.(`could not release the lease ${where(key)} (it goes stale in ${Math.round(staleMs / 1000)} s): ${(e as Error).message}`);
-      }
+      await Promise.race([step(true), sleep(RELEASE_TIMEOUT_MS, undefined, { ref: false })]);
     },
   };
 }
