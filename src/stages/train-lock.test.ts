@@ -133,6 +133,35 @@ test('across hosts sharing only the store: an attempt waits for the live holder 
   assert.equal(JSON.parse((await readText(shared, left[0]!))!).released, true, 'the lease is released: its newest generation says so');
 });
 
+test('a training whose shared lease is taken over stops, writes no further checkpoint, and leaves the new holder its pointer', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlost-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = new FolderBackend(join(dir, 'bucket'));
+  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
+  const { cfg, ctx } = await fixture(dir, store);
+  const before = process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
+  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = '1000';
+  t.after(() =>
+    before === undefined ? delete process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS : (process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = before),
+  );
+  const pointer = `checkpoints/${'k'.repeat(64)}.json`;
+  const training = trainStage.run(cfg(100_000), ctx(1, new AbortController().signal));
+  training.catch(() => undefined);
+  // Once it has shared a checkpoint, another host (whose clock reads two minutes later) takes its lease.
+  while (!(await shared.head(pointer))) await new Promise((r) => setTimeout(r, 20));
+  const taker = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, {
+    what: 'taker',
+    staleMs: 1000,
+    now: () => Date.now() + 120_000,
+  });
+  t.after(() => taker.release());
+  await assert.rejects(training, /lost the lease/);
+  const stepAtStop = JSON.parse((await readText(shared, pointer))!).step as number;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(JSON.parse((await readText(shared, pointer))!).step, stepAtStop, 'no checkpoint after it stopped');
+  assert.equal(taker.signal.aborted, false, "the taker's lease stands");
+});
+
 test("the train cache key follows the base model's content: a re-exported folder under the same path misses the cache", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainkey-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
