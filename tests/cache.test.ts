@@ -53,6 +53,27 @@ async function run(p: PlannedPipeline, noCache = false) {
   return { status, ran, states: Object.fromEntries(status.stages.map((s) => [s.id, s.state])) };
 }
 
+/** An activity worker on the queue 'elsewhere', sharing the test's store and cache. */
+async function startElsewhereWorker(): Promise<{ stop(): Promise<void> }> {
+  const conn = await NativeConnection.connect({ address: env.server.address });
+  const worker = await createWorker({
+    connection: conn,
+    namespace: 'default',
+    taskQueue: 'elsewhere',
+    kinds: env.kinds,
+    deps: { store: env.store, cache: env.cache, stateDir: env.dir },
+    workflows: false,
+  });
+  const running = worker.run();
+  return {
+    async stop() {
+      worker.shutdown();
+      await running;
+      await conn.close();
+    },
+  };
+}
+
 before(async () => {
   env = await startTestEnv(new Map());
   logFile = join(env.dir, 'executions.log');
@@ -137,16 +158,7 @@ describe('stage cache', () => {
 
   it('a --no-cache run reads no stage-cache record, on its own queue or through the lookup of a routed stage: a record it does not reuse is not kept alive by it', async () => {
     const routed = chain({ ...base, side: 'S-no-cache' }, { side: { queue: 'elsewhere' } });
-    const conn = await NativeConnection.connect({ address: env.server.address });
-    const other = await createWorker({
-      connection: conn,
-      namespace: 'default',
-      taskQueue: 'elsewhere',
-      kinds: env.kinds,
-      deps: { store: env.store, cache: env.cache, stateDir: env.dir },
-      workflows: false,
-    });
-    const otherRun = other.run();
+    const elsewhere = await startElsewhereWorker();
     const get = env.cache.get;
     const read: string[] = [];
     try {
@@ -165,32 +177,19 @@ describe('stage cache', () => {
       assert.equal(read.length, 4, 'a run that reuses reads each record');
     } finally {
       env.cache.get = get;
-      other.shutdown();
-      await otherRun;
-      await conn.close();
+      await elsewhere.stop();
     }
   });
 
   it('a stage routed to another task queue is served from the cache with no worker on that queue, and the others look themselves up', async () => {
     const values = { ...base, side: 'S-elsewhere' };
     const routed = chain(values, { side: { queue: 'elsewhere' } });
-    const conn = await NativeConnection.connect({ address: env.server.address });
-    const other = await createWorker({
-      connection: conn,
-      namespace: 'default',
-      taskQueue: 'elsewhere',
-      kinds: env.kinds,
-      deps: { store: env.store, cache: env.cache, stateDir: env.dir },
-      workflows: false,
-    });
-    const otherRun = other.run();
+    const elsewhere = await startElsewhereWorker();
     let first;
     try {
       first = await run(routed);
     } finally {
-      other.shutdown();
-      await otherRun;
-      await conn.close();
+      await elsewhere.stop();
     }
     assert.equal(first.states.side, 'succeeded');
     // No worker polls 'elsewhere' now: a lookup that needed one would wait for ever.

@@ -32,7 +32,9 @@ async function keys(remote: ObjectBackend, prefix = ''): Promise<string[]> {
 async function bodies(remote: ObjectBackend, prefix: string): Promise<{ key: string; what: string; released: boolean }[]> {
   const out = [];
   for (const key of await keys(remote, prefix)) {
-    const o = JSON.parse((await readText(remote, key))!) as { what: string; released?: boolean };
+    const text = await readText(remote, key);
+    if (text === undefined) continue; // replaced by the next generation since the listing
+    const o = JSON.parse(text) as { what: string; released?: boolean };
     out.push({ key: key.slice(prefix.length), what: o.what, released: o.released === true });
   }
   return out;
@@ -94,19 +96,20 @@ for (const b of backends) {
         const remote = b.make(t);
         const holder = await acquireSharedLease(remote, 'job', {
           what: 'zombie',
-          staleMs: 2000,
+          staleMs: 5000,
           refreshMs: 200,
           inProcess: keeper === 'in-process',
         });
-        await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 2000 }), LockBusyError);
+        await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 5000 }), LockBusyError);
         // A taker whose clock reads 2 minutes later sees the lease unrefreshed for longer than 2 s.
-        const taker = await acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 2000, refreshMs: 200, now: later });
+        // (waitMs: a refresh of the holder landing between the taker's look and its put makes it try again.)
+        const taker = await acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 5000, refreshMs: 200, now: later, waitMs: 5000 });
         await aborted(holder.signal, 5000);
         assert.match(String(holder.signal.reason), /lost the lease/);
         await holder.release();
         // The taker still holds it: a third writer is refused, naming the taker.
         await assert.rejects(
-          acquireSharedLease(remote, 'job', { what: 'third', staleMs: 2000 }),
+          acquireSharedLease(remote, 'job', { what: 'third', staleMs: 5000 }),
           (e: unknown) => e instanceof LockBusyError && /taker/.test(e.message),
         );
         assert.equal(taker.signal.aborted, false);
@@ -146,6 +149,83 @@ for (const b of backends) {
       await next.release();
     });
 
+    test('a holder whose generation was collected (cut off from the store for the gc horizon) gives way to the new holder on its return', async (t) => {
+      const remote = b.make(t);
+      const prefix = leasePrefix('job');
+      const owner: LockOwner = { token: 'b4ck', pid: 1, host: 'elsewhere', what: 'returning', since: '' };
+      // Its generation 7 was collected; a new writer found the prefix empty and holds generation 0.
+      const current = await acquireSharedLease(remote, 'job', { what: 'new holder', inProcess: true, refreshMs: 100, staleMs: 5000 });
+      assert.deepEqual(await advanceLease(remote, prefix, 7, owner), { held: false });
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(current.signal.aborted, false, 'the new holder keeps the lease');
+      await current.release();
+      assert.deepEqual(
+        (await bodies(remote, prefix)).map((g) => [g.what, g.released]),
+        [['new holder', true]],
+      );
+    });
+
+    test('a refresh whose create was stored but answered with an error takes up its own newer generation', async (t) => {
+      const remote = b.make(t);
+      const prefix = leasePrefix('job');
+      const owner: LockOwner = { token: 'mine', pid: 1, host: 'h', what: 'holder', since: '' };
+      const body = (gen: number) => Buffer.from(JSON.stringify({ ...owner, refreshedAt: new Date().toISOString(), gen }));
+      await remote.putBytes(`${prefix}000000000000.json`, body(0), { ifAbsent: true });
+      // Its refresh to generation 1 reached the store; the answer was a timeout, so it still thinks 0.
+      await remote.putBytes(`${prefix}000000000001.json`, body(1), { ifAbsent: true });
+      assert.deepEqual(await advanceLease(remote, prefix, 0, owner), { held: true, gen: 2 });
+      assert.deepEqual(
+        (await keys(remote, prefix)).map((k) => k.slice(prefix.length)),
+        ['000000000002.json'],
+      );
+    });
+
+    test('a holder that cannot reach the store gives the lease up before another writer could find it stale', async (t) => {
+      const remote = b.make(t);
+      let down = false;
+      const flaky: ObjectBackend = Object.assign(Object.create(remote) as ObjectBackend, {
+        listObjects(prefix: string) {
+          if (down) throw new Error('connect ECONNREFUSED');
+          return remote.listObjects(prefix);
+        },
+      });
+      const holder = await acquireSharedLease(flaky, 'job', { what: 'holder', staleMs: 1500, refreshMs: 100, inProcess: true });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(holder.signal.aborted, false, 'refreshing while the store answers');
+      down = true;
+      const at = Date.now();
+      await aborted(holder.signal, 5000);
+      const after = Date.now() - at;
+      assert.match(String(holder.signal.reason), /could not refresh the lease .* another writer may take it over now/);
+      assert.ok(after < 1500, `gave up ${after} ms after the store stopped answering, within the stale time`);
+      await holder.release();
+    });
+
+    test("assertHeld knows of a loss at once, while the holder's own thread was blocked when its keeper thread learned it", async (t) => {
+      const remote = b.make(t);
+      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 6000, refreshMs: 100 });
+      holder.assertHeld();
+      const taker = await acquireSharedLease(remote, 'job', {
+        what: 'taker',
+        now: later,
+        waitMs: 5000,
+        inProcess: true,
+        refreshMs: 3_600_000,
+      });
+      // A long onnxruntime run: the keeper thread finds the takeover meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
+      assert.throws(() => holder.assertHeld(), /lost the lease/);
+      assert.equal(holder.signal.aborted, true);
+      await holder.release();
+      await taker.release();
+      // Refreshed from the holder's own thread, which was blocked for longer than the lease may go
+      // unrefreshed: it gives the lease up before it writes, not at its next tick.
+      const own = await acquireSharedLease(remote, 'own', { what: 'own', staleMs: 1500, refreshMs: 100, inProcess: true });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+      assert.throws(() => own.assertHeld(), /could not refresh the lease/);
+      await own.release();
+    });
+
     test('a create whose answer was lost, and that the SDK retried into a 412, is its writer’s own', async (t) => {
       const remote = b.make(t);
       // Every create-only put reaches the store, and its answer is lost: the retry finds the key.
@@ -168,11 +248,12 @@ for (const b of backends) {
 
     test("a live holder keeps its lease past the stale time, its keeper thread refreshing it while the holder's own thread is blocked", async (t) => {
       const remote = b.make(t);
-      // S3 times are whole seconds, so the stale time is a few of them.
-      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 2500, refreshMs: 300 });
+      // S3 times are whole seconds, and a keeper thread may take a second or more to start on a
+      // loaded machine, so the stale time is a few seconds.
+      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 4000, refreshMs: 300 });
       // A synchronous onnxruntime run of 4 s: no timer of this thread fires meanwhile.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
-      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 2500 }), LockBusyError);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);
+      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 4000 }), LockBusyError);
       assert.equal(holder.signal.aborted, false);
       await holder.release();
     });
@@ -211,7 +292,7 @@ for (const b of backends) {
       );
       // A generation past twelve digits is still seen, so the next one is still created above it.
       await remote.putBytes('leases/huge/999999999999.json', Buffer.from('{}'), { ifAbsent: false });
-      const huge = await acquireSharedLease(remote, 'huge', { what: 'h', now: later, staleMs: 2000, refreshMs: 100 });
+      const huge = await acquireSharedLease(remote, 'huge', { what: 'h', now: later, staleMs: 5000, refreshMs: 100 });
       await new Promise((r) => setTimeout(r, 500));
       assert.equal(huge.signal.aborted, false, 'it refreshes its own generation past twelve digits');
       await assert.rejects(acquireSharedLease(remote, 'huge', { what: 'second' }), /by h /);

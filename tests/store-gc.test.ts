@@ -255,7 +255,9 @@ for (const backend of ['folder', 's3'] as const) {
         // A lease of some other name, left by a crash: it goes on its own.
         await acquireSharedLease(remote, 'other-work', { what: 'gone', refreshMs: 3_600_000 });
         const cut = await nextSecond();
-        await new Promise((r) => setTimeout(r, 500)); // the live holder refreshes after the cut
+        // The live holder refreshes after the cut (its keeper thread may take a while to start).
+        for (let fresh = false; !fresh; await new Promise((r) => setTimeout(r, 50)))
+          for await (const o of remote.listObjects(`leases/checkpoint-${names.running}/`)) fresh ||= (o.modified?.getTime() ?? 0) >= cut;
         // An expired record, so that the collection's hook runs between judging and deleting.
         await cache.put(record('f'.repeat(64), { out: await store.putBytes('old output', octets) }, cut - 1000));
         let resumedLease: Awaited<ReturnType<typeof acquireSharedLease>> | undefined;

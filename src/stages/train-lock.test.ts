@@ -59,6 +59,16 @@ async function fixture(dir: string, store: ArtifactStore) {
   return { cfg, ctx };
 }
 
+/** Locks and leases go stale after `ms` for the rest of the test (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
+function staleAfter(t: { after: (fn: () => void) => void }, ms: number): void {
+  const before = process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
+  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = String(ms);
+  t.after(() => {
+    if (before === undefined) delete process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
+    else process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = before;
+  });
+}
+
 test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -90,14 +100,10 @@ test('across hosts sharing only the store: an attempt waits for the live holder 
   // This host's own home and store cache; the other host is represented by its lease alone.
   const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
   const { cfg, ctx } = await fixture(dir, store);
-  const before = process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
-  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = '1000';
-  t.after(() =>
-    before === undefined ? delete process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS : (process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = before),
-  );
+  staleAfter(t, 3000);
 
   // Attempt 1 still runs on the other host and keeps its lease fresh.
-  const other = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, { what: 'run r stage train attempt 1', staleMs: 1000 });
+  const other = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, { what: 'run r stage train attempt 1', staleMs: 3000 });
   const waits: string[] = [];
   await assert.rejects(
     trainStage.run(cfg(2), ctx(2, new AbortController().signal, { progress: (p) => void (p.message && waits.push(p.message)) })),
@@ -110,10 +116,13 @@ test('across hosts sharing only the store: an attempt waits for the live holder 
     "the host's folder lock is released when the lease is not had",
   );
 
-  // The other host dies: its lease is no longer refreshed (a lease whose timer stopped, not released).
+  // Its next attempt there dies: a generation above the released one, never refreshed.
   await other.release();
+  const gens: string[] = [];
+  for await (const k of shared.list(`leases/checkpoint-${'k'.repeat(64)}/`)) gens.push(k);
+  const next = Math.max(...gens.map((k) => Number(k.slice(-17, -5)))) + 1;
   await shared.putBytes(
-    `leases/checkpoint-${'k'.repeat(64)}/000000000007.json`,
+    `leases/checkpoint-${'k'.repeat(64)}/${String(next).padStart(12, '0')}.json`,
     Buffer.from(JSON.stringify({ token: 'dead', pid: 1, host: 'gone', what: 'run r stage train attempt 3', since: '' })),
     { ifAbsent: true },
   );
@@ -139,27 +148,31 @@ test('a training whose shared lease is taken over stops, writes no further check
   const shared = new FolderBackend(join(dir, 'bucket'));
   const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
   const { cfg, ctx } = await fixture(dir, store);
-  const before = process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS;
-  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = '1000';
-  t.after(() =>
-    before === undefined ? delete process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS : (process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = before),
-  );
+  staleAfter(t, 3000);
   const pointer = `checkpoints/${'k'.repeat(64)}.json`;
   const training = trainStage.run(cfg(100_000), ctx(1, new AbortController().signal));
   training.catch(() => undefined);
   // Once it has shared a checkpoint, another host (whose clock reads two minutes later) takes its lease.
   while (!(await shared.head(pointer))) await new Promise((r) => setTimeout(r, 20));
+  // (No refreshes of its own, so nothing writes once the test ends; waitMs: a refresh of the holder
+  // landing between the taker's look and its put makes it try again.)
   const taker = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, {
     what: 'taker',
-    staleMs: 1000,
+    staleMs: 3000,
     now: () => Date.now() + 120_000,
+    waitMs: 5000,
+    inProcess: true,
+    refreshMs: 3_600_000,
   });
-  t.after(() => taker.release());
-  await assert.rejects(training, /lost the lease/);
-  const stepAtStop = JSON.parse((await readText(shared, pointer))!).step as number;
-  await new Promise((r) => setTimeout(r, 500));
-  assert.equal(JSON.parse((await readText(shared, pointer))!).step, stepAtStop, 'no checkpoint after it stopped');
-  assert.equal(taker.signal.aborted, false, "the taker's lease stands");
+  try {
+    await assert.rejects(training, /lost the lease/);
+    const stepAtStop = JSON.parse((await readText(shared, pointer))!).step as number;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(JSON.parse((await readText(shared, pointer))!).step, stepAtStop, 'no checkpoint after it stopped');
+    assert.equal(taker.signal.aborted, false, "the taker's lease stands");
+  } finally {
+    await taker.release();
+  }
 });
 
 test("the train cache key follows the base model's content: a re-exported folder under the same path misses the cache", async (t) => {

@@ -415,6 +415,9 @@ export const trainStage: StageKind<TrainConfig> = {
         signal,
         onCheckpoint: async (dir) => {
           // A writer that lost its lease moves the shared pointer no more: it is the new holder's.
+          // (assertHeld knows at once; the signal, once this thread, just out of a long run, has
+          // taken the keeper thread's message.)
+          shared?.assertHeld();
           signal.throwIfAborted();
           // Shared before it is reported: a worker that resumes this stage finds at least this step.
           await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log);
@@ -463,6 +466,7 @@ export const trainStage: StageKind<TrainConfig> = {
       for (const n of readdirSync(checkpointDir)) if (n !== COMPLETE) rmSync(join(checkpointDir, n), { recursive: true, force: true });
       // Only the lease's holder drops the shared checkpoint: one that lost it would delete the files
       // of the writer that took it over. (The training itself checks the signal between runs only.)
+      shared?.assertHeld();
       signal.throwIfAborted();
       await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
       return outputs;

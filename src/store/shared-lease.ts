@@ -18,17 +18,23 @@
  * The refreshes run in a thread of their own (lease-keeper-thread.ts) where the backend can be opened
  * again there: the train stage's process blocks its own thread in onnxruntime runs of minutes.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { holderGone, LockBusyError, parseOwner, type LockOwner } from '../util/dir-lock.ts';
-import { machineId, processStart } from '../util/process-alive.ts';
+import { holderGone, LockBusyError, newOwner, parseOwner, type LockOwner } from '../util/dir-lock.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 
 export interface SharedLease {
-  /** Aborted when another writer took the lease over (this one was presumed dead). */
+  /**
+   * Aborted when the lease is lost: another writer took it over (this one was presumed dead), or it
+   * could not be refreshed for so long that another writer may have.
+   */
   readonly signal: AbortSignal;
+  /**
+   * Throws the signal's reason once the lease is lost, at once: also when its keeper thread knows and
+   * this thread, busy since, has not yet taken its message. Call it before each write the lease guards.
+   */
+  assertHeld(): void;
   /** Stops refreshing and releases the lease if it is still this holder's. Never throws. */
   release(): Promise<void>;
 }
@@ -140,8 +146,10 @@ async function create(remote: ObjectBackend, prefix: string, gen: number, body: 
 /**
  * One step of a holder at generation `gen`: a refresh (or, with `released`, the release) creates
  * generation gen+1 and deletes gen. 'lost' when a newer generation is another writer's (the lease
- * was taken over); then this holder's own generation, no longer the newest, is deleted as litter.
- * Used by the keeper thread and, where the backend cannot be opened there, in-process.
+ * was taken over), or when its own generation is gone (collected by gc after it was cut off from the
+ * store for the horizon: a new holder may have begun at 0 since); its own generation, no longer the
+ * lease, is then deleted as litter. A newer generation of its own (a create whose answer was lost as
+ * an error) is taken up. Used by the keeper thread and, where there is none, in-process.
  */
 export async function advanceLease(
   remote: ObjectBackend,
@@ -151,13 +159,17 @@ export async function advanceLease(
   opts: { now?: () => number; released?: boolean } = {},
 ): Promise<{ held: true; gen: number } | { held: false }> {
   const now = opts.now ?? Date.now;
-  const newest = (await generations(remote, prefix)).at(-1);
+  const all = await generations(remote, prefix);
+  const newest = all.at(-1);
   const lost = async () => {
     await remote.delete(generationKey(prefix, gen)).catch(() => {});
     return { held: false as const };
   };
-  // Someone created a newer generation than the next one this holder would: it was taken over.
-  if (newest && newest.gen > gen) return lost();
+  if (newest && newest.gen > gen) {
+    if ((await readHeld(remote, newest.key)).owner?.token !== owner.token) return lost();
+    await remote.delete(generationKey(prefix, gen)).catch(() => {});
+    gen = newest.gen;
+  } else if (!newest || newest.gen !== gen) return lost();
   const body: LeaseBody = { ...owner, refreshedAt: new Date(now()).toISOString(), ...(opts.released ? { released: true as const } : {}) };
   if ((await create(remote, prefix, gen + 1, body)) === 'exists') return lost();
   await remote.delete(generationKey(prefix, gen)).catch(() => {});
@@ -188,15 +200,7 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
   const staleMs = opts.staleMs ?? 60_000;
   const now = opts.now ?? Date.now;
   const prefix = leasePrefix(name);
-  const owner: LockOwner = {
-    token: randomBytes(8).toString('hex'),
-    pid: process.pid,
-    host: hostname(),
-    machine: machineId(),
-    pidStart: processStart(process.pid),
-    what: opts.what,
-    since: new Date(now()).toISOString(),
-  };
+  const owner = newOwner(opts.what, now());
   const where = (key: string) => `${remote.url}/${key}`;
   let existing = await generations(remote, prefix);
   let newest = existing.at(-1);
@@ -216,6 +220,8 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
     if (age < staleMs && !holderGone(held.owner)) throw new LockBusyError(where(newest.key), held.owner);
   } else if (newest && held && !held.present) throw new LockBusyError(where(newest.key), undefined);
   const gen = newest ? newest.gen + 1 : 0;
+  // Taken before the put: the store's time of the write is no earlier.
+  const writtenAt = Date.now();
   const body: LeaseBody = { ...owner, refreshedAt: new Date(now()).toISOString() };
   if ((await create(remote, prefix, gen, body)) === 'exists')
     throw new LockBusyError(
@@ -225,20 +231,98 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
   // The older generations' holders are dead, gone or released: their keys go, so the prefix holds one
   // object, and a holder that still ran finds a newer generation than its own on its next refresh.
   for (const g of existing) await remote.delete(g.key).catch(() => {});
-  const refreshMs = opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4));
+  const timing = { refreshMs: opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4)), staleMs, now: opts.now };
+  const inProcess = (at: number, atTime: number) => keptInProcess(remote, prefix, at, atTime, owner, timing, where, opts.log);
   const reopen = opts.inProcess ? undefined : remote.reopen?.();
-  return reopen
-    ? keptInThread(
-        reopen,
-        prefix,
-        gen,
-        owner,
-        refreshMs,
-        where,
-        (at) => keptInProcess(remote, prefix, at, owner, refreshMs, where, opts),
-        opts.log,
-      )
-    : keptInProcess(remote, prefix, gen, owner, refreshMs, where, opts);
+  return reopen ? keptInThread(reopen, prefix, gen, writtenAt, owner, timing, where, inProcess, opts.log) : inProcess(gen, writtenAt);
+}
+
+/**
+ * Refreshes a held lease every `refreshMs`, one request chain at a time. It gives the lease up
+ * (`lost`) when a refresh finds it taken over, and also when no refresh has succeeded for `staleMs`
+ * less two refresh periods: by then another writer may find it stale and take it, and a holder that
+ * cannot reach the store must stop before that, not learn it later. Used by the keeper thread, and
+ * in-process where there is none.
+ */
+export class LeaseRefresher {
+  private gen: number | undefined;
+  private lastOk: number;
+  private refreshing: Promise<void> | undefined;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly remote: ObjectBackend,
+    private readonly prefix: string,
+    gen: number,
+    private readonly owner: LockOwner,
+    private readonly timing: { refreshMs: number; staleMs: number; now?: () => number },
+    private readonly on: { lost(reason: string): void; advanced?(gen: number): void; log?(message: string): void },
+    /** When generation `gen` was written (Date.now()): a thread that took long to start may be late already. */
+    writtenAt = Date.now(),
+  ) {
+    this.gen = gen;
+    this.lastOk = writtenAt;
+    this.timer = setInterval(() => this.tick(), timing.refreshMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Gives the lease up if no refresh has succeeded for too long; whether it is still held. Called by
+   * each tick, and by an in-process holder before a write: a thread just out of a long run has run
+   * no tick meanwhile.
+   */
+  check(): boolean {
+    if (this.gen === undefined) return false;
+    const silentMs = Date.now() - this.lastOk;
+    if (silentMs < this.timing.staleMs - 2 * this.timing.refreshMs) return true;
+    this.lose(
+      `could not refresh the lease ${this.remote.url}/${this.prefix} for ${Math.round(silentMs / 1000)} s: another writer may take it over now`,
+    );
+    return false;
+  }
+
+  private tick(): void {
+    if (!this.check()) return;
+    // One refresh at a time: a slow store must not pile up requests.
+    this.refreshing ??= this.step(false).then(() => {
+      this.refreshing = undefined;
+    });
+  }
+
+  private lose(reason: string): void {
+    this.gen = undefined;
+    clearInterval(this.timer);
+    this.on.lost(reason);
+  }
+
+  /** A refresh or the release; whether the lease was still this holder's. */
+  private async step(released: boolean): Promise<boolean> {
+    const gen = this.gen;
+    if (gen === undefined) return false;
+    const started = Date.now();
+    try {
+      const r = await advanceLease(this.remote, this.prefix, gen, this.owner, { now: this.timing.now, released });
+      if (this.gen !== gen) return false; // given up meanwhile
+      if (!r.held) {
+        this.lose(`lost the lease ${this.remote.url}/${this.prefix} to another writer`);
+        return false;
+      }
+      this.lastOk = started;
+      this.gen = released ? undefined : r.gen;
+      if (!released) this.on.advanced?.(r.gen);
+      return true;
+    } catch (e) {
+      this.on.log?.(`could not ${released ? 'release' : 'refresh'} the lease ${this.remote.url}/${this.prefix}: ${(e as Error).message}`);
+      return false;
+    }
+  }
+
+  /** Stops refreshing and writes the release; whether the lease was still this holder's. */
+  async release(): Promise<boolean> {
+    clearInterval(this.timer);
+    await this.refreshing;
+    return this.step(true);
+  }
 }
 
 /** What a keeper thread needs to open the backend and refresh the lease. */
@@ -248,52 +332,70 @@ export interface KeeperSetup {
   gen: number;
   owner: LockOwner;
   refreshMs: number;
+  staleMs: number;
+  /** Int32Array[1], set to 1 by the thread when the lease is lost, before it says so: read by assertHeld. */
+  lostFlag: SharedArrayBuffer;
+  /** When `gen` was written, by this process's clock. */
+  writtenAt: number;
 }
 
 /** Messages from the keeper thread. */
 export type KeeperMessage =
   /** The generation it refreshed the lease to. */
   | { type: 'gen'; gen: number }
-  | { type: 'lost' }
+  | { type: 'lost'; reason: string }
   | { type: 'log'; message: string }
   /** The answer to `release`: whether the lease was still this holder's. */
   | { type: 'released'; held: boolean };
 
 const TS_THREAD = new URL('../serve/ts-thread.mjs', import.meta.url);
 
+/** `work`, or undefined once `ms` have passed: a store that does not answer must not hold a release. */
+function bounded<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
+  return Promise.race([work, sleep(ms, undefined, { ref: false })]);
+}
+
 /**
  * The lease kept by a thread of its own. Should the thread fail (it could not start, or died), this
- * thread takes over from the last generation it reported: a lease nobody refreshes would go stale
- * under a live holder, and its holder would never learn of a takeover.
+ * thread refreshes from the last generation it reported (while it is not blocked itself).
  */
 function keptInThread(
   backend: KeeperSetup['backend'],
   prefix: string,
   gen: number,
+  writtenAt: number,
   owner: LockOwner,
-  refreshMs: number,
+  timing: { refreshMs: number; staleMs: number },
   where: (key: string) => string,
-  fallback: (gen: number) => SharedLease,
+  fallback: (gen: number, writtenAt: number) => SharedLease,
   log: ((m: string) => void) | undefined,
 ): SharedLease {
   const ac = new AbortController();
-  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs };
-  const worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
+  const lostFlag = new SharedArrayBuffer(4);
+  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, lostFlag, writtenAt };
+  let worker: Worker;
+  try {
+    worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
+  } catch (e) {
+    log?.(`could not start the lease keeper thread of ${where(prefix)} (${(e as Error).message}); refreshing the lease from this thread`);
+    return fallback(gen, writtenAt);
+  }
   let current = gen;
+  let currentAt = writtenAt;
   let releasing = false;
   let inProcess: SharedLease | undefined;
   let released: ((held: boolean) => void) | undefined;
   worker.on('message', (m: KeeperMessage) => {
-    if (m.type === 'gen') current = m.gen;
-    else if (m.type === 'lost') ac.abort(`lost the lease ${where(prefix)} to another writer`);
+    if (m.type === 'gen') [current, currentAt] = [m.gen, Date.now()];
+    else if (m.type === 'lost') ac.abort(m.reason);
     else if (m.type === 'log') log?.(m.message);
     else released?.(m.held);
   });
   const exited = new Promise<void>((resolve) =>
     worker.once('exit', () => {
-      if (!releasing && !ac.signal.aborted) {
+      if (!releasing && !ac.signal.aborted && Atomics.load(new Int32Array(lostFlag), 0) === 0) {
         log?.(`the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`);
-        inProcess = fallback(current);
+        inProcess = fallback(current, currentAt);
         inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
       }
       resolve();
@@ -305,6 +407,11 @@ function keptInThread(
   worker.unref();
   return {
     signal: ac.signal,
+    assertHeld() {
+      if (Atomics.load(new Int32Array(lostFlag), 0) !== 0 && !ac.signal.aborted) ac.abort(`lost the lease ${where(prefix)}`);
+      if (inProcess) inProcess.assertHeld();
+      ac.signal.throwIfAborted();
+    },
     async release() {
       releasing = true;
       if (inProcess) return inProcess.release();
@@ -312,8 +419,7 @@ function keptInThread(
       // A process with nothing else to do still waits for its release.
       worker.ref();
       worker.postMessage({ type: 'release' });
-      const timeout = sleep(RELEASE_TIMEOUT_MS, 'timeout' as const, { ref: false });
-      if ((await Promise.race([answered, exited.then(() => 'exited' as const), timeout])) === 'timeout')
+      if ((await bounded(Promise.race([answered, exited]), RELEASE_TIMEOUT_MS)) === undefined)
         log?.(`could not release the lease ${where(prefix)} within ${RELEASE_TIMEOUT_MS / 1000} s; it goes stale`);
       await worker.terminate();
     },
@@ -324,38 +430,23 @@ function keptInProcess(
   remote: ObjectBackend,
   prefix: string,
   gen: number,
+  writtenAt: number,
   owner: LockOwner,
-  refreshMs: number,
+  timing: { refreshMs: number; staleMs: number; now?: () => number },
   where: (key: string) => string,
-  opts: SharedLeaseOptions,
+  log: ((m: string) => void) | undefined,
 ): SharedLease {
   const ac = new AbortController();
-  let current: number | undefined = gen;
-  let refreshing: Promise<void> | undefined;
-  const step = async (released: boolean) => {
-    if (current === undefined) return;
-    try {
-      const r = await advanceLease(remote, prefix, current, owner, { now: opts.now, released });
-      if (r.held) current = released ? undefined : r.gen;
-      else {
-        current = undefined;
-        ac.abort(`lost the lease ${where(prefix)} to another writer`);
-      }
-    } catch (e) {
-      opts.log?.(`could not ${released ? 'release' : 'refresh'} the lease ${where(prefix)}: ${(e as Error).message}`);
-    }
-  };
-  const timer = setInterval(() => {
-    // One refresh at a time: a slow store must not pile up requests.
-    refreshing ??= step(false).finally(() => (refreshing = undefined));
-  }, refreshMs);
-  timer.unref();
+  const refresher = new LeaseRefresher(remote, prefix, gen, owner, timing, { lost: (reason) => ac.abort(reason), log }, writtenAt);
   return {
     signal: ac.signal,
+    assertHeld() {
+      refresher.check();
+      ac.signal.throwIfAborted();
+    },
     async release() {
-      clearInterval(timer);
-      await refreshing;
-      await Promise.race([step(true), sleep(RELEASE_TIMEOUT_MS, undefined, { ref: false })]);
+      if ((await bounded(refresher.release(), RELEASE_TIMEOUT_MS)) === undefined)
+        log?.(`could not release the lease ${where(prefix)} within ${RELEASE_TIMEOUT_MS / 1000} s; it goes stale`);
     },
   };
 }

@@ -118,18 +118,23 @@ function create(path: string, owner: LockOwner): boolean {
   return true;
 }
 
-export function acquireDirLock(path: string, opts: { what: string; staleMs?: number; refreshMs?: number; now?: () => number }): DirLock {
-  const staleMs = opts.staleMs ?? 60_000;
-  const now = opts.now ?? Date.now;
-  const owner: LockOwner = {
+/** This process as the holder of a new lock or lease, with a token of its own. */
+export function newOwner(what: string, now: number): LockOwner {
+  return {
     token: randomBytes(8).toString('hex'),
     pid: process.pid,
     host: hostname(),
     machine: machineId(),
     pidStart: processStart(process.pid),
-    what: opts.what,
-    since: new Date(now()).toISOString(),
+    what,
+    since: new Date(now).toISOString(),
   };
+}
+
+export function acquireDirLock(path: string, opts: { what: string; staleMs?: number; refreshMs?: number; now?: () => number }): DirLock {
+  const staleMs = opts.staleMs ?? 60_000;
+  const now = opts.now ?? Date.now;
+  const owner = newOwner(opts.what, now());
   if (!create(path, owner)) {
     let mtime: number | undefined;
     try {
