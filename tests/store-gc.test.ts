@@ -256,8 +256,10 @@ for (const backend of ['folder', 's3'] as const) {
         await acquireSharedLease(remote, 'other-work', { what: 'gone', refreshMs: 3_600_000 });
         const cut = await nextSecond();
         // The live holder refreshes after the cut (its keeper thread may take a while to start).
-        for (let fresh = false; !fresh; await new Promise((r) => setTimeout(r, 50)))
+        for (let fresh = false, deadline = Date.now() + 30_000; !fresh; await new Promise((r) => setTimeout(r, 50))) {
+          assert.ok(Date.now() < deadline, 'the live lease was refreshed after the cut within 30 s');
           for await (const o of remote.listObjects(`leases/checkpoint-${names.running}/`)) fresh ||= (o.modified?.getTime() ?? 0) >= cut;
+        }
         // An expired record, so that the collection's hook runs between judging and deleting.
         await cache.put(record('f'.repeat(64), { out: await store.putBytes('old output', octets) }, cut - 1000));
         let resumedLease: Awaited<ReturnType<typeof acquireSharedLease>> | undefined;

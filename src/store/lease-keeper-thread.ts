@@ -10,14 +10,16 @@ import { openBackend } from './open-store.ts';
 import { LeaseRefresher, type KeeperMessage, type KeeperSetup } from './shared-lease.ts';
 
 const setup = (workerData as { setup: KeeperSetup }).setup;
-// Each request gives up within a refresh period: LeaseRefresher gives the lease up in time only if a
-// stalled request does not hold its chain for longer than that.
+// A connection that goes silent fails its request after a refresh period instead of the default
+// minute, so the next tries come sooner (the SDK retries it; LeaseRefresher gives the lease up on its
+// own timer whatever a request does).
 const remote = openBackend(setup.backend.url, {
   ...(setup.backend.env ? { env: setup.backend.env } : {}),
   idleTimeoutMs: setup.refreshMs,
 })!;
 const post = (m: KeeperMessage) => parentPort!.postMessage(m);
-const lostFlag = new Int32Array(setup.lostFlag);
+const lostFlag = new Int32Array(setup.shared, 0, 1);
+const lastOk = new BigInt64Array(setup.shared, 8, 1);
 
 const refresher = new LeaseRefresher(
   remote,
@@ -31,7 +33,10 @@ const refresher = new LeaseRefresher(
       Atomics.store(lostFlag, 0, 1);
       post({ type: 'lost', reason });
     },
-    advanced: (gen) => post({ type: 'gen', gen }),
+    advanced(gen, at) {
+      Atomics.store(lastOk, 0, BigInt(at));
+      post({ type: 'gen', gen, at });
+    },
     log: (message) => post({ type: 'log', message }),
   },
   setup.writtenAt,

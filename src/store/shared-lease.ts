@@ -46,7 +46,7 @@ export interface SharedLeaseOptions {
   staleMs?: number;
   refreshMs?: number;
   now?: () => number;
-  /** Told when a refresh could not reach the store (the lease is then refreshed next time). */
+  /** Told when a refresh could not reach the store (tried again next period, until the lease must be given up). */
   log?: (message: string) => void;
   /**
    * How long to keep trying while another writer holds the lease (default 0: refuse at once). A
@@ -166,7 +166,9 @@ export async function advanceLease(
     return { held: false as const };
   };
   if (newest && newest.gen > gen) {
-    if ((await readHeld(remote, newest.key)).owner?.token !== owner.token) return lost();
+    const held = await readHeld(remote, newest.key);
+    // Not its own, or its own release: either way no longer its lease.
+    if (held.owner?.token !== owner.token || held.released) return lost();
     await remote.delete(generationKey(prefix, gen)).catch(() => {});
     gen = newest.gen;
   } else if (!newest || newest.gen !== gen) return lost();
@@ -231,10 +233,22 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
   // The older generations' holders are dead, gone or released: their keys go, so the prefix holds one
   // object, and a holder that still ran finds a newer generation than its own on its next refresh.
   for (const g of existing) await remote.delete(g.key).catch(() => {});
-  const timing = { refreshMs: opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 4)), staleMs, now: opts.now };
+  // Eight refreshes a stale period: a holder that must give the lease up after all but two of them
+  // has had five tries (a refresh that fails is tried again only at the next period).
+  const timing = { refreshMs: opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 8)), staleMs, now: opts.now };
   const inProcess = (at: number, atTime: number) => keptInProcess(remote, prefix, at, atTime, owner, timing, where, opts.log);
   const reopen = opts.inProcess ? undefined : remote.reopen?.();
   return reopen ? keptInThread(reopen, prefix, gen, writtenAt, owner, timing, where, inProcess, opts.log) : inProcess(gen, writtenAt);
+}
+
+/**
+ * Whether a holder whose last refresh began `silentMs` ago must give the lease up: after all but two
+ * refresh periods of the stale time. A holder refreshing less than three times a stale period (a
+ * test's stand-in for a dead one) has no time to give it up in: it never does.
+ */
+function mustGiveUp(silentMs: number, timing: { refreshMs: number; staleMs: number }): boolean {
+  const limit = timing.staleMs - 2 * timing.refreshMs;
+  return limit > timing.refreshMs && silentMs >= limit;
 }
 
 /**
@@ -248,6 +262,7 @@ export class LeaseRefresher {
   private gen: number | undefined;
   private lastOk: number;
   private refreshing: Promise<void> | undefined;
+  private tried = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -256,7 +271,7 @@ export class LeaseRefresher {
     gen: number,
     private readonly owner: LockOwner,
     private readonly timing: { refreshMs: number; staleMs: number; now?: () => number },
-    private readonly on: { lost(reason: string): void; advanced?(gen: number): void; log?(message: string): void },
+    private readonly on: { lost(reason: string): void; advanced?(gen: number, at: number): void; log?(message: string): void },
     /** When generation `gen` was written (Date.now()): a thread that took long to start may be late already. */
     writtenAt = Date.now(),
   ) {
@@ -274,7 +289,7 @@ export class LeaseRefresher {
   check(): boolean {
     if (this.gen === undefined) return false;
     const silentMs = Date.now() - this.lastOk;
-    if (silentMs < this.timing.staleMs - 2 * this.timing.refreshMs) return true;
+    if (!mustGiveUp(silentMs, this.timing)) return true;
     this.lose(
       `could not refresh the lease ${this.remote.url}/${this.prefix} for ${Math.round(silentMs / 1000)} s: another writer may take it over now`,
     );
@@ -282,7 +297,9 @@ export class LeaseRefresher {
   }
 
   private tick(): void {
-    if (!this.check()) return;
+    // The first tick refreshes before it judges: a keeper thread that took long to start tries once.
+    if (this.tried && !this.check()) return;
+    this.tried = true;
     // One refresh at a time: a slow store must not pile up requests.
     this.refreshing ??= this.step(false).then(() => {
       this.refreshing = undefined;
@@ -309,7 +326,7 @@ export class LeaseRefresher {
       }
       this.lastOk = started;
       this.gen = released ? undefined : r.gen;
-      if (!released) this.on.advanced?.(r.gen);
+      if (!released) this.on.advanced?.(r.gen, started);
       return true;
     } catch (e) {
       this.on.log?.(`could not ${released ? 'release' : 'refresh'} the lease ${this.remote.url}/${this.prefix}: ${(e as Error).message}`);
@@ -333,8 +350,12 @@ export interface KeeperSetup {
   owner: LockOwner;
   refreshMs: number;
   staleMs: number;
-  /** Int32Array[1], set to 1 by the thread when the lease is lost, before it says so: read by assertHeld. */
-  lostFlag: SharedArrayBuffer;
+  /**
+   * Shared with the holder's thread, which reads it in assertHeld even while its event loop is busy:
+   * an Int32 at byte 0, set to 1 when the lease is lost (before the thread says so), and at byte 8 a
+   * BigInt64, when the last successful refresh began (Date.now()).
+   */
+  shared: SharedArrayBuffer;
   /** When `gen` was written, by this process's clock. */
   writtenAt: number;
 }
@@ -342,7 +363,7 @@ export interface KeeperSetup {
 /** Messages from the keeper thread. */
 export type KeeperMessage =
   /** The generation it refreshed the lease to. */
-  | { type: 'gen'; gen: number }
+  | { type: 'gen'; gen: number; at: number }
   | { type: 'lost'; reason: string }
   | { type: 'log'; message: string }
   /** The answer to `release`: whether the lease was still this holder's. */
@@ -371,8 +392,11 @@ function keptInThread(
   log: ((m: string) => void) | undefined,
 ): SharedLease {
   const ac = new AbortController();
-  const lostFlag = new SharedArrayBuffer(4);
-  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, lostFlag, writtenAt };
+  const shared = new SharedArrayBuffer(16);
+  const lostFlag = new Int32Array(shared, 0, 1);
+  const lastOk = new BigInt64Array(shared, 8, 1);
+  Atomics.store(lastOk, 0, BigInt(writtenAt));
+  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, shared, writtenAt };
   let worker: Worker;
   try {
     worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
@@ -386,14 +410,14 @@ function keptInThread(
   let inProcess: SharedLease | undefined;
   let released: ((held: boolean) => void) | undefined;
   worker.on('message', (m: KeeperMessage) => {
-    if (m.type === 'gen') [current, currentAt] = [m.gen, Date.now()];
+    if (m.type === 'gen') [current, currentAt] = [m.gen, m.at];
     else if (m.type === 'lost') ac.abort(m.reason);
     else if (m.type === 'log') log?.(m.message);
     else released?.(m.held);
   });
   const exited = new Promise<void>((resolve) =>
     worker.once('exit', () => {
-      if (!releasing && !ac.signal.aborted && Atomics.load(new Int32Array(lostFlag), 0) === 0) {
+      if (!releasing && !ac.signal.aborted && Atomics.load(lostFlag, 0) === 0) {
         log?.(`the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`);
         inProcess = fallback(current, currentAt);
         inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
@@ -408,8 +432,16 @@ function keptInThread(
   return {
     signal: ac.signal,
     assertHeld() {
-      if (Atomics.load(new Int32Array(lostFlag), 0) !== 0 && !ac.signal.aborted) ac.abort(`lost the lease ${where(prefix)}`);
-      if (inProcess) inProcess.assertHeld();
+      if (inProcess) return inProcess.assertHeld();
+      if (!ac.signal.aborted) {
+        // What the keeper knows, without waiting for its message; and its silence, judged here too.
+        const silentMs = Date.now() - Number(Atomics.load(lastOk, 0));
+        if (Atomics.load(lostFlag, 0) !== 0) ac.abort(`lost the lease ${where(prefix)} (the keeper thread's log says why)`);
+        else if (mustGiveUp(silentMs, timing))
+          ac.abort(
+            `could not refresh the lease ${where(prefix)} for ${Math.round(silentMs / 1000)} s: another writer may take it over now`,
+          );
+      }
       ac.signal.throwIfAborted();
     },
     async release() {
