@@ -7,7 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { openBackend } from './open-store.ts';
-import { LeaseRefresher, type KeeperMessage, type KeeperSetup } from './shared-lease.ts';
+import { KeeperState, LeaseRefresher, type KeeperMessage, type KeeperSetup } from './shared-lease.ts';
 
 const setup = (workerData as { setup: KeeperSetup }).setup;
 // A connection that goes silent fails its request after a refresh period instead of the default
@@ -18,28 +18,24 @@ const remote = openBackend(setup.backend.url, {
   idleTimeoutMs: setup.refreshMs,
 })!;
 const post = (m: KeeperMessage) => parentPort!.postMessage(m);
-const lostFlag = new Int32Array(setup.shared, 0, 1);
-const lastOk = new BigInt64Array(setup.shared, 8, 1);
+const state = new KeeperState(setup.state);
 
 const refresher = new LeaseRefresher(
   remote,
   setup.prefix,
-  setup.gen,
+  state.gen,
   setup.owner,
   setup,
   {
     lost(reason) {
       // Before the message: the holder's thread reads the flag even while its event loop is busy.
-      Atomics.store(lostFlag, 0, 1);
+      state.lose();
       post({ type: 'lost', reason });
     },
-    advanced(gen, at) {
-      Atomics.store(lastOk, 0, BigInt(at));
-      post({ type: 'gen', gen, at });
-    },
+    advanced: (gen, at) => state.advanced(gen, at),
     log: (message) => post({ type: 'log', message }),
   },
-  setup.writtenAt,
+  state.writtenAt,
 );
 
 parentPort!.on('message', (m: { type: 'release' }) => {

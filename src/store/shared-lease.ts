@@ -159,8 +159,7 @@ export async function advanceLease(
   opts: { now?: () => number; released?: boolean } = {},
 ): Promise<{ held: true; gen: number } | { held: false }> {
   const now = opts.now ?? Date.now;
-  const all = await generations(remote, prefix);
-  const newest = all.at(-1);
+  const newest = (await generations(remote, prefix)).at(-1);
   const lost = async () => {
     await remote.delete(generationKey(prefix, gen)).catch(() => {});
     return { held: false as const };
@@ -342,28 +341,53 @@ export class LeaseRefresher {
   }
 }
 
+/**
+ * What a keeper thread and the holder's thread share, readable by either at any moment (the holder's
+ * thread reads it in assertHeld even while its event loop is busy, and falls back to it if the thread
+ * dies): whether the lease is lost, its current generation, and when its last successful write began.
+ */
+export class KeeperState {
+  private readonly lostFlag: Int32Array;
+  private readonly numbers: BigInt64Array;
+
+  constructor(readonly buffer = new SharedArrayBuffer(24)) {
+    this.lostFlag = new Int32Array(buffer, 0, 1);
+    this.numbers = new BigInt64Array(buffer, 8, 2);
+  }
+
+  get lost(): boolean {
+    return Atomics.load(this.lostFlag, 0) !== 0;
+  }
+  get gen(): number {
+    return Number(Atomics.load(this.numbers, 0));
+  }
+  /** Date.now() when the write of the current generation began. */
+  get writtenAt(): number {
+    return Number(Atomics.load(this.numbers, 1));
+  }
+
+  lose(): void {
+    Atomics.store(this.lostFlag, 0, 1);
+  }
+  advanced(gen: number, writtenAt: number): void {
+    Atomics.store(this.numbers, 0, BigInt(gen));
+    Atomics.store(this.numbers, 1, BigInt(writtenAt));
+  }
+}
+
 /** What a keeper thread needs to open the backend and refresh the lease. */
 export interface KeeperSetup {
   backend: { url: string; env?: Record<string, string | undefined> };
   prefix: string;
-  gen: number;
   owner: LockOwner;
   refreshMs: number;
   staleMs: number;
-  /**
-   * Shared with the holder's thread, which reads it in assertHeld even while its event loop is busy:
-   * an Int32 at byte 0, set to 1 when the lease is lost (before the thread says so), and at byte 8 a
-   * BigInt64, when the last successful refresh began (Date.now()).
-   */
-  shared: SharedArrayBuffer;
-  /** When `gen` was written, by this process's clock. */
-  writtenAt: number;
+  /** KeeperState's buffer, holding the generation to start from. */
+  state: SharedArrayBuffer;
 }
 
 /** Messages from the keeper thread. */
 export type KeeperMessage =
-  /** The generation it refreshed the lease to. */
-  | { type: 'gen'; gen: number; at: number }
   | { type: 'lost'; reason: string }
   | { type: 'log'; message: string }
   /** The answer to `release`: whether the lease was still this holder's. */
@@ -378,7 +402,7 @@ function bounded<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
 
 /**
  * The lease kept by a thread of its own. Should the thread fail (it could not start, or died), this
- * thread refreshes from the last generation it reported (while it is not blocked itself).
+ * thread refreshes from the last generation the thread wrote (while it is not blocked itself).
  */
 function keptInThread(
   backend: KeeperSetup['backend'],
@@ -392,11 +416,9 @@ function keptInThread(
   log: ((m: string) => void) | undefined,
 ): SharedLease {
   const ac = new AbortController();
-  const shared = new SharedArrayBuffer(16);
-  const lostFlag = new Int32Array(shared, 0, 1);
-  const lastOk = new BigInt64Array(shared, 8, 1);
-  Atomics.store(lastOk, 0, BigInt(writtenAt));
-  const setup: KeeperSetup = { backend, prefix, gen, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, shared, writtenAt };
+  const state = new KeeperState();
+  state.advanced(gen, writtenAt);
+  const setup: KeeperSetup = { backend, prefix, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, state: state.buffer };
   let worker: Worker;
   try {
     worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
@@ -404,22 +426,19 @@ function keptInThread(
     log?.(`could not start the lease keeper thread of ${where(prefix)} (${(e as Error).message}); refreshing the lease from this thread`);
     return fallback(gen, writtenAt);
   }
-  let current = gen;
-  let currentAt = writtenAt;
   let releasing = false;
   let inProcess: SharedLease | undefined;
   let released: ((held: boolean) => void) | undefined;
   worker.on('message', (m: KeeperMessage) => {
-    if (m.type === 'gen') [current, currentAt] = [m.gen, m.at];
-    else if (m.type === 'lost') ac.abort(m.reason);
+    if (m.type === 'lost') ac.abort(m.reason);
     else if (m.type === 'log') log?.(m.message);
     else released?.(m.held);
   });
   const exited = new Promise<void>((resolve) =>
     worker.once('exit', () => {
-      if (!releasing && !ac.signal.aborted && Atomics.load(lostFlag, 0) === 0) {
+      if (!releasing && !ac.signal.aborted && !state.lost) {
         log?.(`the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`);
-        inProcess = fallback(current, currentAt);
+        inProcess = fallback(state.gen, state.writtenAt);
         inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
       }
       resolve();
@@ -435,8 +454,8 @@ function keptInThread(
       if (inProcess) return inProcess.assertHeld();
       if (!ac.signal.aborted) {
         // What the keeper knows, without waiting for its message; and its silence, judged here too.
-        const silentMs = Date.now() - Number(Atomics.load(lastOk, 0));
-        if (Atomics.load(lostFlag, 0) !== 0) ac.abort(`lost the lease ${where(prefix)} (the keeper thread's log says why)`);
+        const silentMs = Date.now() - state.writtenAt;
+        if (state.lost) ac.abort(`lost the lease ${where(prefix)} (the keeper thread's log says why)`);
         else if (mustGiveUp(silentMs, timing))
           ac.abort(
             `could not refresh the lease ${where(prefix)} for ${Math.round(silentMs / 1000)} s: another writer may take it over now`,
