@@ -69,6 +69,19 @@ function staleAfter(t: { after: (fn: () => void) => void }, ms: number): void {
   });
 }
 
+/**
+ * The train fixture on a host that shares only a store (a folder standing in for the bucket) with
+ * others, its locks and leases going stale after 3 s.
+ */
+async function sharedStoreFixture(t: { after: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = new FolderBackend(join(dir, 'bucket'));
+  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
+  staleAfter(t, 3000);
+  return { dir, shared, ...(await fixture(dir, store)) };
+}
+
 test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -94,13 +107,8 @@ test('a second attempt cannot write the checkpoint folder while the first still 
 });
 
 test('across hosts sharing only the store: an attempt waits for the live holder of the checkpoint lease, heartbeating, and takes it over once its holder died', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlease-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const shared = new FolderBackend(join(dir, 'bucket'));
   // This host's own home and store cache; the other host is represented by its lease alone.
-  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
-  const { cfg, ctx } = await fixture(dir, store);
-  staleAfter(t, 3000);
+  const { dir, shared, cfg, ctx } = await sharedStoreFixture(t);
 
   // Attempt 1 still runs on the other host and keeps its lease fresh.
   const other = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, { what: 'run r stage train attempt 1', staleMs: 3000 });
@@ -143,12 +151,7 @@ test('across hosts sharing only the store: an attempt waits for the live holder 
 });
 
 test('a training whose shared lease is taken over stops, writes no further checkpoint, and leaves the new holder its pointer', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlost-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const shared = new FolderBackend(join(dir, 'bucket'));
-  const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
-  const { cfg, ctx } = await fixture(dir, store);
-  staleAfter(t, 3000);
+  const { shared, cfg, ctx } = await sharedStoreFixture(t);
   const pointer = `checkpoints/${'k'.repeat(64)}.json`;
   const training = trainStage.run(cfg(100_000), ctx(1, new AbortController().signal));
   training.catch(() => undefined);
