@@ -431,10 +431,12 @@ class Space {
    * files, then the files, then the lease. Whether it was deleted.
    */
   async deleteAbandoned(work: Abandoned, horizon: number): Promise<boolean> {
-    const heads = await Promise.all(work.keys.map((k) => this.backend.head(k)));
-    if (heads.some((h) => h && (h.modified?.getTime() ?? Infinity) >= horizon)) return false;
-    // A lease taken since (a new generation) is a training that runs now, or is about to resume.
-    for await (const o of this.backend.listObjects(work.lease)) if (!work.keys.includes(o.key)) return false;
+    const recent = (o: StoredObject | undefined) => !!o && (o.modified?.getTime() ?? Infinity) >= horizon;
+    const heads = await Promise.all(work.keys.filter((k) => !k.startsWith(work.lease)).map((k) => this.backend.head(k)));
+    if (heads.some(recent)) return false;
+    // The lease by one listing: a generation written since the horizon (one taken since the judgement
+    // is: a training that runs now, or is about to resume) keeps it all.
+    for await (const o of this.backend.listObjects(work.lease)) if (recent(o)) return false;
     const order = (k: string) => (k.startsWith('checkpoints/') ? 0 : k.startsWith('checkpoint-files/') ? 1 : 2);
     for (const key of [...work.keys].sort((a, b) => order(a) - order(b))) await this.backend.delete(key);
     return true;
