@@ -354,9 +354,10 @@ export const trainStage: StageKind<TrainConfig> = {
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
     const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
+    const staleMs = lockStaleMs();
     const lock = acquireDirLock(`${checkpointDir}.lock`, {
       what,
-      staleMs: lockStaleMs(),
+      staleMs,
     });
     // The folder lock covers this host; with a shared store, the same writer rule holds across hosts
     // (a retry on another worker while the attempt that lost its heartbeat still runs, or a second
@@ -364,11 +365,11 @@ export const trainStage: StageKind<TrainConfig> = {
     const shared = ctx.store.remote
       ? await acquireSharedLease(ctx.store.remote, checkpointLeaseName(checkpointName), {
           what,
-          staleMs: lockStaleMs(),
+          staleMs,
           log: ctx.log,
           // A holder on a host that died is taken over once its lease is stale: waiting that long,
           // heartbeating, spares the stage a retry (and a retry policy that runs out first).
-          waitMs: lockStaleMs() * 1.25,
+          waitMs: staleMs * 1.25,
           onWait: (busy) => ctx.progress({ message: `waiting for the checkpoint: ${busy.message}` }),
           signal: ctx.signal,
         }).catch((e: unknown) => {
