@@ -77,10 +77,12 @@ describe('tempered CLI', () => {
   });
 
   it('submit --wait runs the pipeline with progress, then status, runs, logs and audit show it', async () => {
-    const r = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait'], env, { timeoutMs: 180_000 });
+    const r = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait', '--local-worker'], env, {
+      timeoutMs: 180_000,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    // Against a given TEMPORAL_ADDRESS the in-process worker is announced, with how to do without it.
-    assert.match(r.stderr, /this process also runs a worker on queue '\S+' of \S+ while it waits; pass --no-local-worker/);
+    // Against a given TEMPORAL_ADDRESS the in-process worker is asked for, and announced.
+    assert.match(r.stderr, /this process also runs a worker on queue 'cli-test' of \S+ while it waits/);
     const runId = /submitted run (\S+)/.exec(r.stdout)?.[1];
     assert.ok(runId, r.stdout);
     assert.match(r.stdout, /ingest\s+ingest\s+succeeded/);
@@ -115,7 +117,9 @@ describe('tempered CLI', () => {
     assert.equal(verify.code, 0, verify.stdout);
 
     // The same pipeline again: every stage comes from the cache, and logs says from which run.
-    const again = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait'], env, { timeoutMs: 180_000 });
+    const again = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--param', 'seed=3', '--wait', '--local-worker'], env, {
+      timeoutMs: 180_000,
+    });
     assert.equal(again.code, 0, again.stdout + again.stderr);
     const againId = /submitted run (\S+)/.exec(again.stdout)?.[1];
     const againLogs = await runCli(['logs', againId!, '--json'], env);
@@ -130,11 +134,11 @@ describe('tempered CLI', () => {
 
   it('spec triggers: skipIfUnchanged ends a rerun on unchanged data early, as unchanged', async () => {
     const file = join(FIX, 'tiny-triggered.yaml');
-    const first = await runCli(['submit', file, '--wait', '--json'], env, { timeoutMs: 180_000 });
+    const first = await runCli(['submit', file, '--wait', '--local-worker', '--json'], env, { timeoutMs: 180_000 });
     assert.equal(first.code, 0, first.stderr);
     const a = JSON.parse(first.stdout.slice(first.stdout.indexOf('{'))) as { gate: { outcome: string }; stages: { state: string }[] };
     assert.equal(a.gate.outcome, 'first-run');
-    const second = await runCli(['submit', file, '--wait', '--json'], env, { timeoutMs: 180_000 });
+    const second = await runCli(['submit', file, '--wait', '--local-worker', '--json'], env, { timeoutMs: 180_000 });
     assert.equal(second.code, 0, second.stderr);
     const b = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as {
       state: string;
@@ -153,12 +157,32 @@ describe('tempered CLI', () => {
 
   it('a run over a missing data file fails at once (no retries) with the path and a hint', async () => {
     const started = Date.now();
-    const r = await runCli(['submit', join(FIX, 'missing-data.yaml'), '--wait'], env, { timeoutMs: 120_000 });
+    const r = await runCli(['submit', join(FIX, 'missing-data.yaml'), '--wait', '--local-worker'], env, { timeoutMs: 120_000 });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /ingest\s+ingest\s+failed .*"no-such-file\.jsonl" does not exist/);
     assert.match(r.stdout, /hint: fix the path/);
     assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
     assert.ok(Date.now() - started < 60_000);
+  });
+
+  it("on a given TEMPORAL_ADDRESS, submit --wait leaves the stages to the queue's workers unless asked", async () => {
+    const both = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--local-worker', '--no-local-worker'], env);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /--local-worker and --no-local-worker contradict each other/);
+    // No worker serves this queue, and the waiting CLI does not become one: it says so and the run waits.
+    const args = ['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--queue', 'nobody-q', '--run-id', 'left-to-workers'];
+    await assert.rejects(
+      runCli(args, env, { timeoutMs: 20_000 }),
+      /no worker is polling task queue 'nobody-q' yet; the run starts when one does \(`tempered worker`, or pass --local-worker/,
+    );
+    // Its history (read without a worker, as `status` could not be) shows nothing ran.
+    const logs = await runCli(['logs', 'left-to-workers', '--json'], env);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.deepEqual(
+      (JSON.parse(logs.stdout) as { activity?: string }[]).filter((l) => l.activity),
+      [],
+    );
+    assert.equal((await runCli(['cancel', 'left-to-workers'], env)).code, 0);
   });
 
   it('submit without --wait returns at once; cancel stops the running stage', async () => {

@@ -137,7 +137,7 @@ describe('training in a child process', () => {
     const file = writeTrainPipeline(dir, { maxSteps: 1, heartbeatTimeout: '60s' });
     const home = join(dir, 'home');
     const cli = runCli(
-      ['submit', file, '--wait', '--run-id', 'wait-run'],
+      ['submit', file, '--wait', '--local-worker', '--run-id', 'wait-run'],
       {
         TEMPORAL_ADDRESS: env.server.address,
         TEMPERED_HOME: home,

@@ -114,7 +114,8 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     ctx,
     client,
     { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } },
-    { wait: true, json: false, onSubmitted: (id) => (runId = id) },
+    // The demo runs its stages here even against a cluster: it is one self-contained walk-through.
+    { wait: true, json: false, localWorker: true, onSubmitted: (id) => (runId = id) },
   );
   if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId), plan);
   console.log(

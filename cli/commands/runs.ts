@@ -37,12 +37,14 @@ function followAndPrint(client: Client, runId: string, json = false): Promise<Ru
 }
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered submit <file> [--param k=v ...] [--queue Q] [--wait [--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
+  const usage =
+    'tempered submit <file> [--param k=v ...] [--queue Q] [--wait [--local-worker|--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
   const { values, positionals } = parse(
     argv,
     {
       param: { type: 'string', multiple: true },
       wait: { type: 'boolean' },
+      'local-worker': { type: 'boolean' },
       'no-local-worker': { type: 'boolean' },
       'no-cache': { type: 'boolean' },
       json: { type: 'boolean' },
@@ -64,8 +66,21 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     json: !!values.json,
     runId: values['run-id'],
     queue: values.queue,
-    localWorker: !values['no-local-worker'],
+    localWorker: localWorkerFlag(values, usage),
   });
+}
+
+/**
+ * `--local-worker` / `--no-local-worker`, or undefined for the default: a worker in this process
+ * for the wait only on the embedded dev server, where no other worker would run the stages. On a
+ * given TEMPORAL_ADDRESS this process would otherwise become one of a team's workers, taking other
+ * people's stages and workflow tasks with this checkout's code and this machine's files (a store
+ * that is only a local folder here), so it is asked for, not assumed.
+ */
+export function localWorkerFlag(values: { 'local-worker'?: boolean; 'no-local-worker'?: boolean }, usage: string): boolean | undefined {
+  if (values['local-worker'] && values['no-local-worker'])
+    throw new CliError(`--local-worker and --no-local-worker contradict each other; pass one\nusage: ${usage}`, 2);
+  return values['local-worker'] ? true : values['no-local-worker'] ? false : undefined;
 }
 
 export async function startAndReport(
@@ -75,7 +90,7 @@ export async function startAndReport(
   o: { wait: boolean; json: boolean; runId?: string; queue?: string; localWorker?: boolean; onSubmitted?: (runId: string) => void },
 ): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
-  const local = o.wait && o.localWorker !== false ? await startLocalWorker(ctx, queue) : undefined;
+  const local = o.wait && (o.localWorker ?? ctx.settings().embedded) ? await startLocalWorker(ctx, queue) : undefined;
   try {
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     await auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input, handle.firstExecutionRunId);
@@ -83,12 +98,11 @@ export async function startAndReport(
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
     else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
-    if (!o.wait) {
-      if (!local && !(await hasWorkers(client, ctx.settings().namespace, queue))) {
-        console.error(`note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker\`).`);
-      }
-      return 0;
-    }
+    if (!local && !(await hasWorkers(client, ctx.settings().namespace, queue).catch(() => true)))
+      console.error(
+        `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}).`,
+      );
+    if (!o.wait) return 0;
     const final = await followAndPrint(client, handle.workflowId, o.json);
     if (o.json) console.log(JSON.stringify(final, null, 2));
     else {
@@ -219,10 +233,10 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
 }
 
 export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered resume <run> [--wait [--no-local-worker]] [--json]';
+  const usage = 'tempered resume <run> [--wait [--local-worker|--no-local-worker]] [--json]';
   const { values, positionals } = parse(
     argv,
-    { wait: { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } },
+    { wait: { type: 'boolean' }, 'local-worker': { type: 'boolean' }, 'no-local-worker': { type: 'boolean' }, json: { type: 'boolean' } },
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
@@ -248,6 +262,6 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     wait: !!values.wait,
     json: !!values.json,
     queue: desc.taskQueue,
-    localWorker: !values['no-local-worker'],
+    localWorker: localWorkerFlag(values, usage),
   });
 }

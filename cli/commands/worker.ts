@@ -1,4 +1,4 @@
-/** `tempered worker`, and the in-process worker that `submit --wait` and `demo` start when none runs. */
+/** `tempered worker`, and the in-process worker of `demo` and of `submit --wait` on the embedded dev server (or with `--local-worker`). */
 import type { Worker } from '@temporalio/worker';
 import { connectWorker } from '../../infra/connection.ts';
 import { createWorker } from '../../infra/worker.ts';
@@ -60,10 +60,10 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
 export async function startLocalWorker(ctx: CliContext, queue: string): Promise<{ stop(): Promise<void> }> {
   installRuntime('ERROR');
   // Against a team's cluster this process becomes one of the queue's workers for the wait, taking
-  // other people's stages with this checkout and this machine's files: said, so it is a choice.
+  // other people's stages with this checkout and this machine's files: said, so nobody is surprised.
   if (!ctx.settings().embedded)
     console.error(
-      `note: this process also runs a worker on queue '${queue}' of ${ctx.settings().address} while it waits; pass --no-local-worker to leave the stages to the cluster's workers`,
+      `note: this process also runs a worker on queue '${queue}' of ${ctx.settings().address} while it waits, taking any of that queue's stages`,
     );
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
