@@ -24,6 +24,9 @@ if (want !== have) {
   console.error('[setup] installing npm packages (npm ci)…');
   // onnxruntime-node would otherwise try to fetch CUDA libraries from outside the npm registry.
   const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' };
+  // Under `npm run`, .npmrc's onnxruntime-node-install reaches us as this variable, which the inner
+  // npm would warn about a second time ("Unknown env config"); ONNXRUNTIME_NODE_INSTALL does its job.
+  delete env.npm_config_onnxruntime_node_install;
   const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], env });
   if (r.status !== 0) {
     console.error('[setup] npm ci failed; see the output above.');
