@@ -70,6 +70,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/cache.ts')).cacheCmd,
     help: "prune this host's cache of the shared store (TEMPERED_STORE) to TEMPERED_CACHE_MAX_GB, as a worker does",
   },
+  db: {
+    run: async () => (await import('./commands/db.ts')).dbCmd,
+    help: 'migrate: bring the shared PostgreSQL database (TEMPERED_DATABASE_URL) up to this release, once per upgrade that needs it',
+  },
   store: {
     run: async () => (await import('./commands/store.ts')).storeCmd,
     help: 'gc: delete the artifacts nothing keeps (registry, recent stage-cache records) once older than --older-than days; a dry run unless --collect',

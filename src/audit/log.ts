@@ -37,6 +37,7 @@ export const AUDIT_ACTIONS = [
   'schedule.updated',
   'schedule.deleted',
   'store.collected',
+  'db.migrated',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number] | (string & {});
 

@@ -5,8 +5,8 @@ import { InputError } from '../errors.ts';
 import { statePaths } from '../state-paths.ts';
 import { openAudit } from '../audit/log.ts';
 import { openRegistry } from '../registry/registry.ts';
-import { checkDatabaseUrl, openDatabase, redactUrl } from './database.ts';
-import { toPostgresParams } from './postgres.ts';
+import { checkDatabaseUrl, openDatabase, redactUrl, type Schema } from './database.ts';
+import { migratePostgres, toPostgresParams } from './postgres.ts';
 import { postgresUnavailable, useDatabases } from './postgres.testing.ts';
 
 test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming the variable, never a file name', () => {
@@ -190,6 +190,50 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
       () => openRegistry(Object.assign(fresh, { username: role, password: 'app-pw' }).toString()),
       (e: unknown) => e instanceof InputError && e.where === 'TEMPERED_DATABASE_URL' && /CREATE on the schema/.test(e.hint ?? ''),
     );
+  });
+
+  test('a scope with tables that are behind is migrated only when asked (`tempered db migrate`); one with none is created by whoever opens it', async (t) => {
+    const url = await db.fresh(t);
+    const one = { version: 1, name: 'one', sql: 'CREATE TABLE probe (a INTEGER)' };
+    const v1: Schema = { scope: 'probe', sqlite: [], postgres: [one] };
+    const v2: Schema = { ...v1, postgres: [one, { version: 2, name: 'two', sql: 'ALTER TABLE probe ADD COLUMN b TEXT' }] };
+    const columns = async () => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        const r = await c.query<{ c: string }>(
+          `SELECT column_name AS c FROM information_schema.columns WHERE table_name = 'probe' ORDER BY c`,
+        );
+        return r.rows.map((x) => x.c);
+      } finally {
+        await c.end();
+      }
+    };
+    await (await openDatabase(url, v1)).close();
+    // A newer release opening it: refused, naming the step, and retryable (a stage waits for the migration).
+    await assert.rejects(
+      () => openDatabase(url, v2),
+      (e: unknown) =>
+        !(e instanceof InputError) &&
+        /the probe tables in postgres:\/\/\S+ are at version 1 and this tempered needs version 2: .*run `tempered db migrate` once/.test(
+          (e as Error).message,
+        ),
+    );
+    assert.deepEqual(await columns(), ['a'], 'nothing was migrated');
+    assert.deepEqual(await migratePostgres(url, [v2]), [{ scope: 'probe', from: 1, to: 2 }]);
+    assert.deepEqual(await columns(), ['a', 'b']);
+    await (await openDatabase(url, v2)).close();
+    assert.deepEqual(await migratePostgres(url, [v2]), [{ scope: 'probe', from: 2, to: 2 }], 'a second migration finds nothing to do');
+    // The older release is refused by the migrated database, as before.
+    await assert.rejects(() => openDatabase(url, v1), /probe schema is at version 2 but this tempered knows up to 1; upgrade tempered/);
+    // A scope with no tables yet is created at the release's version by a plain open.
+    const fresh: Schema = {
+      scope: 'probe_fresh',
+      sqlite: [],
+      postgres: v2.postgres.map((m) => ({ ...m, sql: m.sql.replaceAll('probe', 'probe_fresh') })),
+    };
+    await (await openDatabase(url, fresh)).close();
+    assert.deepEqual(await migratePostgres(url, [fresh]), [{ scope: 'probe_fresh', from: 2, to: 2 }]);
   });
 
   test("an error of tempered's own inside a write is thrown as it is, at once, whatever its words (never retried as a lost connection)", async (t) => {

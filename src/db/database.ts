@@ -127,6 +127,12 @@ export interface OpenOptions {
    */
   lockTimeoutMs?: number;
   idleInTransactionMs?: number;
+  /**
+   * PostgreSQL: migrate a scope whose tables are behind this release (`tempered db migrate`). Without
+   * it such a scope is refused; one with no tables is created either way. SQLite files, one host's
+   * own, are always brought up to date when opened.
+   */
+  migrate?: boolean;
 }
 
 /** Opens a SQLite file, or the PostgreSQL database a postgres:// URL names, and brings `schema` up to date. */

@@ -267,6 +267,17 @@ export class PostgresDatabase implements Database {
 }
 
 export async function openPostgres(url: string, schema: Schema, opts: OpenOptions = {}): Promise<PostgresDatabase> {
+  const db = openPostgresPool(url, opts);
+  try {
+    await migrate(db, schema, opts.migrate === true);
+    return db;
+  } catch (e) {
+    await db.close().catch(() => {});
+    throw e;
+  }
+}
+
+function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
   const pool = new pg.Pool({
     connectionString: url,
     // A peer that vanished without a word (power cut, dead route) is noticed by TCP keepalives
@@ -284,31 +295,34 @@ export async function openPostgres(url: string, schema: Schema, opts: OpenOption
   // Idle connections that the server drops (restart, failover) emit here; without a listener the
   // process would crash. The next query opens a new connection.
   pool.on('error', () => {});
-  const db = new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000, opts);
-  try {
-    await migrate(db, schema);
-    return db;
-  } catch (e) {
-    await pool.end().catch(() => {});
-    throw e;
-  }
+  return new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000, opts);
+}
+
+/** What a migration of a scope did: its version before and after (equal when there was nothing to do). */
+export interface Migrated {
+  scope: string;
+  from: number;
+  to: number;
 }
 
 /**
  * Applies a scope's missing migrations, all in one transaction under an advisory lock, so hosts
  * starting together apply each once. A database already at this version is only read: no lock, and
  * no CREATE privilege, so a role that can only read and write tempered's tables opens it.
+ *
+ * A scope with no tables yet is created by whoever opens it first. One that has tables and is behind
+ * is migrated only when asked (`tempered db migrate`, `apply`): the database is the whole team's, and
+ * a migration locks out every older process, so it must not follow from one person running a newer
+ * checkout's `tempered models list`. Until then this release refuses it with a retryable error, so a
+ * new worker's stage waits for the migration instead of failing the run.
  */
-async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
+async function migrate(db: PostgresDatabase, schema: Schema, apply: boolean): Promise<Migrated> {
   const known = Math.max(0, ...schema.postgres.map((m) => m.version));
-  // Two statements: a query naming a table that does not exist fails as a whole, whatever CASE says.
-  const present = await db.get<{ present: boolean }>(`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`);
-  if (present?.present) {
-    const current = await db.get<{ newest: number | null }>('SELECT max(version) AS newest FROM schema_migrations WHERE scope = ?', [
-      schema.scope,
-    ]);
-    if (current?.newest === known) return;
-  }
+  const at = await schemaVersion(db, schema.scope);
+  if (at === known) return { scope: schema.scope, from: at, to: at };
+  if (at > known) throw newerSchema(schema.scope, at, known);
+  if (at > 0 && !apply) throw behindSchema(schema.scope, db.where, at, known);
+  let from = at;
   await db.transaction('BEGIN', LOCK_ID.migrate, async (q) => {
     await q.run(`CREATE TABLE IF NOT EXISTS schema_migrations (
       scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
@@ -317,11 +331,10 @@ async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
       (await q.all<{ version: number }>('SELECT version FROM schema_migrations WHERE scope = ?', [schema.scope])).map((r) => r.version),
     );
     const newest = Math.max(0, ...done);
-    if (newest > known) {
-      throw new Error(
-        `${schema.scope} schema is at version ${newest} but this tempered knows up to ${known}; upgrade tempered before opening this database`,
-      );
-    }
+    if (newest > known) throw newerSchema(schema.scope, newest, known);
+    // Read again under the lock: another host may have created or migrated it meanwhile.
+    from = newest;
+    if (newest > 0 && newest < known && !apply) throw behindSchema(schema.scope, db.where, newest, known);
     for (const m of [...schema.postgres].sort((a, b) => a.version - b.version)) {
       if (done.has(m.version)) continue;
       await q.run(m.sql);
@@ -333,4 +346,38 @@ async function migrate(db: PostgresDatabase, schema: Schema): Promise<void> {
       ]);
     }
   });
+  return { scope: schema.scope, from, to: known };
+}
+
+function behindSchema(scope: string, where: string, at: number, known: number): Error {
+  return new Error(
+    `the ${scope} tables in ${where} are at version ${at} and this tempered needs version ${known}: stop the workers and other processes of the older release, then run \`tempered db migrate\` once (README, Deployment: upgrading workers)`,
+  );
+}
+
+function newerSchema(scope: string, at: number, known: number): Error {
+  return new Error(
+    `${scope} schema is at version ${at} but this tempered knows up to ${known}; upgrade tempered before opening this database`,
+  );
+}
+
+/** The newest migration of `scope` applied to the database; 0 when it has none (or no table of migrations yet). */
+async function schemaVersion(db: PostgresDatabase, scope: string): Promise<number> {
+  // Two statements: a query naming a table that does not exist fails as a whole, whatever CASE says.
+  const present = await db.get<{ present: boolean }>(`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`);
+  if (!present?.present) return 0;
+  const current = await db.get<{ newest: number | null }>('SELECT max(version) AS newest FROM schema_migrations WHERE scope = ?', [scope]);
+  return current?.newest ?? 0;
+}
+
+/** Brings each scope of the PostgreSQL database at `url` up to this release (`tempered db migrate`). */
+export async function migratePostgres(url: string, schemas: readonly Schema[], opts: OpenOptions = {}): Promise<Migrated[]> {
+  const db = openPostgresPool(url, opts);
+  try {
+    const out: Migrated[] = [];
+    for (const schema of schemas) out.push(await migrate(db, schema, true));
+    return out;
+  } finally {
+    await db.close();
+  }
 }
