@@ -169,6 +169,9 @@ describe('tempered CLI', () => {
     const both = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--local-worker', '--no-local-worker'], env);
     assert.equal(both.code, 2);
     assert.match(both.stderr, /--local-worker and --no-local-worker contradict each other/);
+    const noWait = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--local-worker'], env);
+    assert.equal(noWait.code, 2);
+    assert.match(noWait.stderr, /--local-worker and --no-local-worker go with --wait/);
     // No worker serves this queue, and the waiting CLI does not become one: it says so and the run waits.
     const args = ['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--queue', 'nobody-q', '--run-id', 'left-to-workers'];
     await assert.rejects(

@@ -54,6 +54,7 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
+  const localWorker = localWorkerFlag(values, usage);
   const file = positionals[0]!;
   const plan = await planOrExit(ctx, file, values.param ?? [], !!values.json);
   const client = await ctx.client({ startServer: true });
@@ -66,7 +67,7 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     json: !!values.json,
     runId: values['run-id'],
     queue: values.queue,
-    localWorker: localWorkerFlag(values, usage),
+    localWorker,
   });
 }
 
@@ -77,9 +78,14 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
  * people's stages and workflow tasks with this checkout's code and this machine's files (a store
  * that is only a local folder here), so it is asked for, not assumed.
  */
-export function localWorkerFlag(values: { 'local-worker'?: boolean; 'no-local-worker'?: boolean }, usage: string): boolean | undefined {
+export function localWorkerFlag(
+  values: { wait?: boolean; 'local-worker'?: boolean; 'no-local-worker'?: boolean },
+  usage: string,
+): boolean | undefined {
   if (values['local-worker'] && values['no-local-worker'])
     throw new CliError(`--local-worker and --no-local-worker contradict each other; pass one\nusage: ${usage}`, 2);
+  if (!values.wait && (values['local-worker'] || values['no-local-worker']))
+    throw new CliError(`--local-worker and --no-local-worker go with --wait (a worker in this process for the wait)\nusage: ${usage}`, 2);
   return values['local-worker'] ? true : values['no-local-worker'] ? false : undefined;
 }
 
@@ -92,8 +98,14 @@ export async function startAndReport(
   const queue = o.queue ?? ctx.taskQueue;
   const local = o.wait && (o.localWorker ?? ctx.settings().embedded) ? await startLocalWorker(ctx, queue) : undefined;
   try {
+    // Opened first: a database this release cannot use (not migrated yet, or migrated by a newer one)
+    // is refused before a run starts, not after, when a retried submit would start a second one.
+    const audit = ctx.auditLog();
+    await audit.get();
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
-    await auditRunSubmitted(ctx.paths.auditDb, handle.workflowId, input, handle.firstExecutionRunId);
+    await auditRunSubmitted(audit, handle.workflowId, input, handle.firstExecutionRunId).catch((e: Error) => {
+      throw new CliError(`run ${handle.workflowId} started, but its submission could not be written to the audit log: ${e.message}`);
+    });
     o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
     if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
@@ -240,6 +252,7 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
+  const localWorker = localWorkerFlag(values, usage);
   const client = await ctx.client({ startServer: true });
   const old = positionals[0]!;
   const desc = await client.workflow
@@ -262,6 +275,6 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     wait: !!values.wait,
     json: !!values.json,
     queue: desc.taskQueue,
-    localWorker: localWorkerFlag(values, usage),
+    localWorker,
   });
 }
