@@ -4,12 +4,16 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
-import { SHARED_SCHEMAS } from '../cli/commands/db.ts';
+import { awaitUsableDatabase, SHARED_SCHEMAS } from '../cli/commands/db.ts';
+import type { Schema } from '../src/db/database.ts';
+import { migratePostgres } from '../src/db/postgres.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
 import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 
@@ -24,9 +28,30 @@ test('db migrate without TEMPERED_DATABASE_URL: SQLite files need no step; bad u
   const r = await runCli(['db', 'migrate'], env);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /TEMPERED_DATABASE_URL is not set: .*nothing to migrate/);
+  const json = await runCli(['db', 'migrate', '--json'], env);
+  assert.deepEqual(JSON.parse(json.stdout), { database: null, scopes: [] });
   const bad = await runCli(['db'], env);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /usage: tempered db migrate/);
+});
+
+test('every scope kept in a shared database is one that db migrate knows', () => {
+  // A scope left off SHARED_SCHEMAS would be refused once behind, naming a command that cannot help.
+  const root = fileURLToPath(new URL('../src/', import.meta.url));
+  const files = (dir: string): string[] =>
+    readdirSync(dir).flatMap((n) =>
+      statSync(join(dir, n)).isDirectory() ? files(join(dir, n)) : n.endsWith('.ts') && !n.endsWith('.test.ts') ? [join(dir, n)] : [],
+    );
+  const defined: string[] = [];
+  for (const f of files(root))
+    for (const m of readFileSync(f, 'utf8').matchAll(/export const (\w+)(?:: Schema)? = (?:\{\s*scope: '|keyedRecordsSchema\(')(\w+)'/g))
+      defined.push(`${m[2]} (${relative(root, f)})`);
+  assert.ok(defined.length >= 5, defined.join(', '));
+  assert.deepEqual(
+    defined.map((d) => d.split(' ')[0]).sort(),
+    SHARED_SCHEMAS.map((s) => s.scope).sort(),
+    `schemas defined: ${defined.join(', ')}`,
+  );
 });
 
 describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
@@ -39,7 +64,7 @@ describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresU
     await (await openRegistry(url)).close();
     const first = await runCli(['db', 'migrate'], env);
     assert.equal(first.code, 0, first.stderr);
-    assert.doesNotMatch(first.stdout, /password|secret/);
+    assert.ok(!first.stdout.includes(new URL(url).password), 'the password is not printed');
     assert.match(first.stdout, /registry: at version 1, up to date/);
     for (const s of SHARED_SCHEMAS.filter((x) => x.scope !== 'registry'))
       assert.match(first.stdout, new RegExp(`${s.scope}: created \\(version \\d+\\)`));
@@ -65,5 +90,58 @@ describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresU
       again.stdout,
     );
     assert.equal((await log.query({})).filter((r) => r.action === 'db.migrated').length, 1, 'nothing to do is not audited');
+  });
+
+  test('a scope that fails part-way: what was applied before it is audited with the error, and the command fails', async (t) => {
+    const url = await dbs.fresh(t);
+    const env = { TEMPERED_HOME: home(t), TEMPERED_DATABASE_URL: url, TEMPERED_ACTOR: 'dba-bob' };
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    // A later scope that a newer release already migrated.
+    await c.query(
+      `CREATE TABLE schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))`,
+    );
+    await c.query(`INSERT INTO schema_migrations VALUES ('run_index', 99, 'from the future', '2030-01-01')`);
+    await c.end();
+    const r = await runCli(['db', 'migrate'], env);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /the migration stopped at run_index \(the scopes above are done\): run_index schema is at version 99 but this tempered knows up to 1; upgrade tempered/,
+    );
+    assert.match(r.stdout, /registry: created/);
+    const log = await openAudit(url);
+    t.after(() => log.close());
+    const [rec, ...more] = (await log.query({})).filter((x) => x.action === 'db.migrated');
+    assert.equal(more.length, 0);
+    assert.deepEqual(Object.keys(rec!.details ?? {}).sort(), ['audit', 'error', 'registry', 'stage_cache']);
+    assert.match(String(rec!.details!.error), /run_index schema is at version 99/);
+  });
+
+  test('a worker waits before it polls while the tables are behind, goes on once migrated, and stops on a newer release', async (t) => {
+    const url = await dbs.fresh(t);
+    const one = { version: 1, name: 'one', sql: 'CREATE TABLE waits (a INTEGER)' };
+    const v1: Schema = { scope: 'waits', sqlite: [], postgres: [one] };
+    const v2: Schema = { ...v1, postgres: [one, { version: 2, name: 'two', sql: 'ALTER TABLE waits ADD COLUMN b TEXT' }] };
+    await migratePostgres(url, [v1]);
+    const said: string[] = [];
+    let ready = false;
+    const waiting = awaitUsableDatabase(url, (m) => said.push(m), { schemas: [v2], pollMs: 50, sayEveryMs: 60_000 }).then(
+      () => (ready = true),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(ready, false, 'still waiting while behind');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(
+      said[0]!,
+      /waiting for `tempered db migrate` before polling: in postgres:\/\/\S+ waits is at version 1, this release needs 2/,
+    );
+    await migratePostgres(url, [v2]);
+    await waiting;
+    await awaitUsableDatabase(url, () => assert.fail('nothing to say'), { schemas: [v2] });
+    await assert.rejects(
+      awaitUsableDatabase(url, () => {}, { schemas: [v1] }),
+      /was migrated by a newer tempered \(waits at version 2, this release knows 1\): upgrade/,
+    );
   });
 });

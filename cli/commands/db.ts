@@ -3,8 +3,11 @@
  * up to this release. Processes never migrate a team's database on their own (src/db/postgres.ts):
  * a migration locks out every older worker, so it is a step someone takes, and the audit trail says who.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AUDIT_SCHEMA } from '../../src/audit/log.ts';
 import { isDatabaseUrl, redactUrl, type Schema } from '../../src/db/database.ts';
+import type { Migrated } from '../../src/db/postgres.ts';
+import { InputError } from '../../src/errors.ts';
 import { REGISTRY_SCHEMA } from '../../src/registry/schema.ts';
 import { PROGRESS_SCHEMA } from '../../src/store/progress-points.ts';
 import { STAGE_CACHE_SCHEMA } from '../../src/store/shared-records.ts';
@@ -12,7 +15,7 @@ import { RUN_INDEX_SCHEMA } from '../../src/triggers/shared-run-index.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
-/** Every scope tempered keeps in a shared database. */
+/** Every scope tempered keeps in a shared database (tests/db-cli.test.ts checks that none is missing). */
 export const SHARED_SCHEMAS: readonly Schema[] = [REGISTRY_SCHEMA, AUDIT_SCHEMA, STAGE_CACHE_SCHEMA, RUN_INDEX_SCHEMA, PROGRESS_SCHEMA];
 
 export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -21,13 +24,25 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
   if (positionals[0] !== 'migrate' || positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
   const url = ctx.paths.registryDb;
   if (!isDatabaseUrl(url)) {
-    console.log(
-      `TEMPERED_DATABASE_URL is not set: the registry and audit log are SQLite files under ${ctx.paths.root}, brought up to date by whatever opens them; nothing to migrate`,
-    );
+    if (values.json) console.log(JSON.stringify({ database: null, scopes: [] }));
+    else
+      console.log(
+        `TEMPERED_DATABASE_URL is not set: the registry and audit log are SQLite files under ${ctx.paths.root}, brought up to date by whatever opens them; nothing to migrate`,
+      );
     return 0;
   }
   const { migratePostgres } = await import('../../src/db/postgres.ts');
-  const done = await migratePostgres(url, SHARED_SCHEMAS);
+  // One scope at a time, each its own transaction: what was applied before a failure is audited.
+  const done: Migrated[] = [];
+  let failure: unknown;
+  for (const schema of SHARED_SCHEMAS) {
+    try {
+      done.push(...(await migratePostgres(url, [schema])));
+    } catch (e) {
+      failure = e;
+      break;
+    }
+  }
   const applied = done.filter((m) => m.from !== m.to);
   if (applied.length)
     await (
@@ -36,7 +51,10 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
       action: 'db.migrated',
       subject: redactUrl(url),
       actor: actor(),
-      details: Object.fromEntries(applied.map((m) => [m.scope, `${m.from} -> ${m.to}`])),
+      details: {
+        ...Object.fromEntries(applied.map((m) => [m.scope, `${m.from} -> ${m.to}`])),
+        ...(failure ? { error: (failure as Error).message } : {}),
+      },
     });
   if (values.json) console.log(JSON.stringify({ database: redactUrl(url), scopes: done }));
   else {
@@ -50,5 +68,53 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
             : `  ${m.scope}: migrated from version ${m.from} to ${m.to}`,
       );
   }
+  if (failure) {
+    const e = failure as Error & { hint?: string };
+    const stoppedAt = SHARED_SCHEMAS[done.length]!.scope;
+    throw new CliError(
+      `the migration stopped at ${stoppedAt}${done.length ? ' (the scopes above are done)' : ''}: ${e.message}${e.hint ? `\n  ${e.hint}` : ''}`,
+      1,
+    );
+  }
   return 0;
+}
+
+/**
+ * Before a worker polls: on a shared database that this release cannot use yet (tables behind it,
+ * `tempered db migrate` not run) it waits, saying so every minute, so that no stage lands on it to
+ * fail; on one a newer release migrated it stops. A database that does not answer is only reported:
+ * its stages retry, as any other time it is away.
+ */
+export async function awaitUsableDatabase(
+  location: string,
+  log: (line: string) => void,
+  opts: { schemas?: readonly Schema[]; pollMs?: number; sayEveryMs?: number } = {},
+): Promise<void> {
+  if (!isDatabaseUrl(location)) return;
+  const { schemaVersions } = await import('../../src/db/postgres.ts');
+  let saidAt = -Infinity;
+  for (;;) {
+    let versions: Awaited<ReturnType<typeof schemaVersions>>;
+    try {
+      versions = await schemaVersions(location, opts.schemas ?? SHARED_SCHEMAS, { retryForMs: 0 });
+    } catch (e) {
+      if (e instanceof InputError) throw e;
+      log(`the database ${redactUrl(location)} did not answer (${(e as Error).message}); stages will retry`);
+      return;
+    }
+    const newer = versions.filter((v) => v.at > v.known);
+    if (newer.length)
+      throw new CliError(
+        `the database ${redactUrl(location)} was migrated by a newer tempered (${newer.map((v) => `${v.scope} at version ${v.at}, this release knows ${v.known}`).join('; ')}): upgrade this worker's tempered`,
+      );
+    const behind = versions.filter((v) => v.at > 0 && v.at < v.known);
+    if (!behind.length) return;
+    if (Date.now() - saidAt >= (opts.sayEveryMs ?? 60_000)) {
+      log(
+        `waiting for \`tempered db migrate\` before polling: in ${redactUrl(location)} ${behind.map((v) => `${v.scope} is at version ${v.at}, this release needs ${v.known}`).join('; ')}`,
+      );
+      saidAt = Date.now();
+    }
+    await sleep(opts.pollMs ?? 5000);
+  }
 }

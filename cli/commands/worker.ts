@@ -9,6 +9,7 @@ import { stageCompletedHook } from '../../activities/audit.ts';
 import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
+import { awaitUsableDatabase } from './db.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -141,6 +142,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       if (e instanceof InputError) throw e;
       console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
     });
+  await awaitUsableDatabase(ctx.paths.registryDb, (m) => console.error(`worker: ${m}`));
   await ctx.client({ startServer: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.
   const workers: Worker[] = [];

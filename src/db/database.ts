@@ -127,15 +127,13 @@ export interface OpenOptions {
    */
   lockTimeoutMs?: number;
   idleInTransactionMs?: number;
-  /**
-   * PostgreSQL: migrate a scope whose tables are behind this release (`tempered db migrate`). Without
-   * it such a scope is refused; one with no tables is created either way. SQLite files, one host's
-   * own, are always brought up to date when opened.
-   */
-  migrate?: boolean;
 }
 
-/** Opens a SQLite file, or the PostgreSQL database a postgres:// URL names, and brings `schema` up to date. */
+/**
+ * Opens a SQLite file and brings `schema` up to date, or the PostgreSQL database a postgres:// URL
+ * names, creating the scope's tables when it has none and refusing them when they are behind this
+ * release (`tempered db migrate` brings them up: postgres.ts `migratePostgres`).
+ */
 export async function openDatabase(location: string, schema: Schema, opts: OpenOptions = {}): Promise<Database> {
   if (isDatabaseUrl(location)) {
     checkDatabaseUrl(location);

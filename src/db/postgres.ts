@@ -269,7 +269,7 @@ export class PostgresDatabase implements Database {
 export async function openPostgres(url: string, schema: Schema, opts: OpenOptions = {}): Promise<PostgresDatabase> {
   const db = openPostgresPool(url, opts);
   try {
-    await migrate(db, schema, opts.migrate === true);
+    await migrate(db, schema, false);
     return db;
   } catch (e) {
     await db.close().catch(() => {});
@@ -313,8 +313,8 @@ export interface Migrated {
  * A scope with no tables yet is created by whoever opens it first. One that has tables and is behind
  * is migrated only when asked (`tempered db migrate`, `apply`): the database is the whole team's, and
  * a migration locks out every older process, so it must not follow from one person running a newer
- * checkout's `tempered models list`. Until then this release refuses it with a retryable error, so a
- * new worker's stage waits for the migration instead of failing the run.
+ * checkout's `tempered models list`. Until then this release refuses it (a plain error, so a stage
+ * that meets it is retried; a new worker does not poll meanwhile: `tempered worker` waits for it).
  */
 async function migrate(db: PostgresDatabase, schema: Schema, apply: boolean): Promise<Migrated> {
   const known = Math.max(0, ...schema.postgres.map((m) => m.version));
@@ -370,7 +370,24 @@ async function schemaVersion(db: PostgresDatabase, scope: string): Promise<numbe
   return current?.newest ?? 0;
 }
 
-/** Brings each scope of the PostgreSQL database at `url` up to this release (`tempered db migrate`). */
+/** Each scope's version in the PostgreSQL database at `url` (0: no tables yet) and the one this release knows; reads only. */
+export async function schemaVersions(
+  url: string,
+  schemas: readonly Schema[],
+  opts: OpenOptions = {},
+): Promise<{ scope: string; at: number; known: number }[]> {
+  const db = openPostgresPool(url, opts);
+  try {
+    const out: { scope: string; at: number; known: number }[] = [];
+    for (const s of schemas)
+      out.push({ scope: s.scope, at: await schemaVersion(db, s.scope), known: Math.max(0, ...s.postgres.map((m) => m.version)) });
+    return out;
+  } finally {
+    await db.close();
+  }
+}
+
+/** Brings each scope of the PostgreSQL database at `url` up to this release (`tempered db migrate`), in turn. */
 export async function migratePostgres(url: string, schemas: readonly Schema[], opts: OpenOptions = {}): Promise<Migrated[]> {
   const db = openPostgresPool(url, opts);
   try {
