@@ -2,16 +2,17 @@
  * Opt-in benchmark (not part of npm test): `tempered store gc` on a real SeaweedFS bucket (`weed mini`
  * on this machine, installed by setup). Two identical buckets are filled: `objects` small artifacts,
  * every second one named by a stage-cache record, half of those records past the horizon. Each is
- * then collected, one with a single delete in flight and one with DELETES_IN_FLIGHT, and the bench
- * prints the dry run, both collections and their ratio. The reference for the parallel deletes is the
- * serial loop on the same server in the same run.
+ * then collected, one with a single request in flight and one with REQUESTS_IN_FLIGHT (the reads
+ * of the records and of kept objects while marking, the record drops and the object deletes), and
+ * the bench prints both dry runs, both collections and their ratios. The reference is the serial loop
+ * on the same server in the same run.
  *
  *   nice node --import tsx bench/store-gc.bench.ts [objects=2000]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { collectGarbage, DELETES_IN_FLIGHT } from '../src/store/garbage.ts';
+import { collectGarbage, REQUESTS_IN_FLIGHT } from '../src/store/garbage.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
 import { startTestS3, type TestS3 } from '../tests/helpers/seaweedfs.ts';
 
@@ -42,8 +43,8 @@ const dir = mkdtempSync(join(tmpdir(), 'gc-bench-'));
 try {
   console.log(`store gc bench: ${N} objects of 1 KiB on SeaweedFS (this machine), load ${loadavg()[0]!.toFixed(1)}`);
   const sides: { label: string; inFlight: number; dryS?: number; collectS?: number; deleted?: number; garbage?: number }[] = [
-    { label: 'one delete at a time', inFlight: 1 },
-    { label: `${DELETES_IN_FLIGHT} deletes in flight`, inFlight: DELETES_IN_FLIGHT },
+    { label: 'one request at a time', inFlight: 1 },
+    { label: `${REQUESTS_IN_FLIGHT} requests in flight`, inFlight: REQUESTS_IN_FLIGHT },
   ];
   for (const [i, side] of sides.entries()) {
     const t0 = performance.now();
@@ -53,7 +54,7 @@ try {
     const now = Date.now() + HORIZON + 60_000;
     const run = async (collect: boolean) => {
       const t = performance.now();
-      const r = await collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now, deletesInFlight: side.inFlight });
+      const r = await collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now, inFlight: side.inFlight });
       return { r, s: (performance.now() - t) / 1000 };
     };
     const dry = await run(false);
@@ -65,7 +66,8 @@ try {
     console.log(
       `  ${s.label.padEnd(24)} dry run ${s.dryS!.toFixed(2)} s, collect ${s.collectS!.toFixed(2)} s (${s.deleted} of ${N} deleted; the collection marks again before it deletes)`,
     );
-  console.log(`  collect, ${DELETES_IN_FLIGHT} in flight / one at a time: ${(sides[1]!.collectS! / sides[0]!.collectS!).toFixed(2)}×`);
+  const ratio = (k: 'dryS' | 'collectS') => (sides[1]![k]! / sides[0]![k]!).toFixed(2);
+  console.log(`  ${REQUESTS_IN_FLIGHT} in flight / one at a time: dry run ${ratio('dryS')}×, collect ${ratio('collectS')}×`);
 } finally {
   await s3.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -33,13 +33,17 @@ import { checkpointLeaseOf } from './shared-checkpoints.ts';
 import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
+import { forEachInFlight } from '../util/in-flight.ts';
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
 export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
 
 const HEX64 = /^[0-9a-f]{64}$/;
-/** Objects deleted at once: each is two HEADs and a DELETE (bench/store-gc.bench.ts, figures in the README). */
-export const DELETES_IN_FLIGHT = 8;
+/**
+ * Requests at once while marking and sweeping: the reads of records and of kept objects, the record
+ * drops and the object deletes (each two HEADs and a DELETE). bench/store-gc.bench.ts, README figures.
+ */
+export const REQUESTS_IN_FLIGHT = 8;
 const NAMED = /[0-9a-f]{64}/g;
 
 export interface GarbageOptions {
@@ -55,8 +59,8 @@ export interface GarbageOptions {
   log?: (line: string) => void;
   /** The live training points of the dashboard; those of stages that wrote none since the horizon go too. */
   points?: ProgressPoints;
-  /** Objects deleted at once; default DELETES_IN_FLIGHT (bench/store-gc.bench.ts compares). */
-  deletesInFlight?: number;
+  /** Requests at once; default REQUESTS_IN_FLIGHT (bench/store-gc.bench.ts compares it with one). */
+  inFlight?: number;
 }
 
 export interface GarbageReport {
@@ -122,6 +126,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   const horizon = now - opts.olderThanMs;
   const log = opts.log ?? (() => {});
   const space = new Space(opts.store);
+  const inFlight = opts.inFlight ?? REQUESTS_IN_FLIGHT;
 
   const marked = new Set<string>();
   const unread: string[] = [];
@@ -135,7 +140,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
 
   const expired: { key: string; text: string }[] = [];
   let keptRecords = 0;
-  for await (const { key, text } of opts.cache.records()) {
+  for await (const { key, text } of opts.cache.records(inFlight)) {
     if (recordTime(text) >= horizon) {
       keptRecords++;
       mark(text);
@@ -148,12 +153,13 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   // What kept objects name is kept too, transitively: a tree's files, a report's model. Read whole,
   // however large (a manifest of many files), and a read that fails stops the collection before it
   // deletes anything: a manifest that could not be read would otherwise leave its files unkept.
-  while (unread.length) {
-    const hex = unread.pop()!;
-    if (!objects.has(hex)) continue;
-    const stream = await space.open(hex);
-    if (stream) await scanNames(stream, mark);
-  }
+  // By generations, a few reads at once: what one generation names is the next.
+  while (unread.length)
+    await forEachInFlight(unread.splice(0), inFlight, async (hex) => {
+      if (!objects.has(hex)) return;
+      const stream = await space.open(hex);
+      if (stream) await scanNames(stream, mark);
+    });
 
   const report: GarbageReport = {
     store: space.where,
@@ -202,32 +208,20 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   return report;
 
   async function sweep(): Promise<void> {
-    for (const { key, text } of expired) if (await opts.cache.evictIfUnchanged(key, text)) report.records.dropped++;
+    await forEachInFlight(expired, inFlight, async ({ key, text }) => {
+      if (await opts.cache.evictIfUnchanged(key, text)) report.records.dropped++;
+    });
     if (report.records.dropped) log(`dropped ${report.records.dropped} stage-cache records last used before ${report.horizon}`);
-    // A few deletes in flight: round trips a serial loop would wait out.
-    let next = 0;
-    let failed = false;
-    const deleter = async () => {
-      while (!failed && next < garbage.length) {
-        const hex = garbage[next++]!;
-        try {
-          // Looked at again just before it goes: a put may have stored it again since the listing.
-          const bytes = await space.deleteIfUnused(hex, horizon);
-          if (bytes === undefined) continue;
-          // Counted as soon as it left the store, so a failure in the clean-up after is reported right.
-          r.deleted++;
-          r.deletedBytes += bytes;
-          await space.forgetLocal(hex);
-          if (touched.has(hex)) await space.dropMark(hex);
-        } catch (e) {
-          failed = true;
-          throw e;
-        }
-      }
-    };
-    const settled = await Promise.allSettled(Array.from({ length: opts.deletesInFlight ?? DELETES_IN_FLIGHT }, deleter));
-    const failure = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-    if (failure) throw failure.reason;
+    await forEachInFlight(garbage, inFlight, async (hex) => {
+      // Looked at again just before it goes: a put may have stored it again since the listing.
+      const bytes = await space.deleteIfUnused(hex, horizon);
+      if (bytes === undefined) return;
+      // Counted as soon as it left the store, so a failure in the clean-up after is reported right.
+      r.deleted++;
+      r.deletedBytes += bytes;
+      await space.forgetLocal(hex);
+      if (touched.has(hex)) await space.dropMark(hex);
+    });
     for (const q of quarantined) {
       await space.deleteQuarantined(q.name);
       report.quarantine.deleted++;

@@ -12,6 +12,7 @@
 import { keyedRecordsSchema, type Database, type Schema } from '../db/database.ts';
 import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
+import { mapReadAhead } from '../util/in-flight.ts';
 
 export interface SharedRecords {
   /** The record's JSON text, or undefined when there is none. */
@@ -22,9 +23,15 @@ export interface SharedRecords {
   delete(key: string): Promise<void>;
   /** Removes the record only while its text is still `text` (garbage collection must not take a newer one). */
   deleteIf(key: string, text: string): Promise<boolean>;
-  /** Every record, for scans (evicting the records that name a damaged object). */
-  entries(): AsyncIterable<{ key: string; text: string }>;
+  /**
+   * Every record, for scans (garbage collection; evicting the records that name a damaged object).
+   * `readAhead`: records fetched at once where each is a request of its own (default RECORDS_READ_AHEAD).
+   */
+  entries(readAhead?: number): AsyncIterable<{ key: string; text: string }>;
 }
+
+/** Records read at once from an object store, one GET each (garbage collection's REQUESTS_IN_FLIGHT). */
+export const RECORDS_READ_AHEAD = 8;
 
 export class ObjectStoreRecords implements SharedRecords {
   constructor(private readonly backend: ObjectBackend) {}
@@ -53,12 +60,19 @@ export class ObjectStoreRecords implements SharedRecords {
     return true;
   }
 
-  async *entries(): AsyncIterable<{ key: string; text: string }> {
+  async *entries(readAhead = RECORDS_READ_AHEAD): AsyncIterable<{ key: string; text: string }> {
+    // A GET per record: a few at once, or a bucket of many records is read one round trip at a time.
+    const reads = mapReadAhead(this.keys(), readAhead, async ({ key, objectKey }) => ({
+      key,
+      text: await readText(this.backend, objectKey),
+    }));
+    for await (const { key, text } of reads) if (text !== undefined) yield { key, text };
+  }
+
+  private async *keys(): AsyncIterable<{ key: string; objectKey: string }> {
     for await (const k of this.backend.list('cache/')) {
       const key = /([0-9a-f]{64})\.json$/.exec(k)?.[1];
-      if (!key) continue;
-      const text = await readText(this.backend, k);
-      if (text !== undefined) yield { key, text };
+      if (key) yield { key, objectKey: k };
     }
   }
 }

@@ -250,10 +250,10 @@ export class StageCache {
    * Every record this cache sees, each key once: the shared records and then this host's local
    * copies of records the shared ones lack (the whole cache, without a shared store).
    */
-  async *records(): AsyncIterable<{ key: string; text: string }> {
+  async *records(readAhead?: number): AsyncIterable<{ key: string; text: string }> {
     const seen = new Set<string>();
     if (this.shared)
-      for await (const r of this.shared.entries()) {
+      for await (const r of this.shared.entries(readAhead)) {
         seen.add(r.key);
         yield r;
       }
