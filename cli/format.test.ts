@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StageStatus } from '../workflows/types.ts';
-import { duration, progressText } from './format.ts';
+import { duration, progressText, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
   ({ id: 'train', uses: 'train', state: 'running', progress }) as unknown as StageStatus;
@@ -23,4 +23,13 @@ test('other metrics keep their name=value form; without a message step and epoch
 
 test('durations', () => {
   assert.deepEqual([0, 59.4, 75, 3599, 3725].map(duration), ['0s', '59s', '1m15s', '59m59s', '1h02m']);
+});
+
+test('a running stage that is being retried shows why its last attempt failed', () => {
+  const retrying = {
+    ...running({}),
+    attempt: 3,
+    error: { message: 'retrying after: PostgreSQL at postgres://t@db/t is unavailable' },
+  } as unknown as StageStatus;
+  assert.match(stageLine(retrying), /running .*\(attempt 3\)\s+retrying after: PostgreSQL at postgres:\/\/t@db\/t is unavailable$/);
 });

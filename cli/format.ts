@@ -75,7 +75,8 @@ export function duration(sec: number): string {
 export function stageLine(s: StageStatus): string {
   const attempt = s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
   let tail = '';
-  if (s.state === 'running') tail = progressText(s);
+  // A running stage with an error is being retried: why it failed last time is what the person needs.
+  if (s.state === 'running') tail = [progressText(s), s.error?.message].filter(Boolean).join('  ');
   else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
   else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
@@ -92,6 +93,10 @@ export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readRepor
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
   if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
   if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);
+  if (st.waitingForWorker)
+    lines.push(
+      `waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${st.waitingForWorker}' runs (\`tempered worker --queue ${st.waitingForWorker}\`)`,
+    );
   for (const s of st.stages) {
     lines.push(stageLine(s));
     if ((s.state === 'succeeded' || s.state === 'cached') && s.outputs) {

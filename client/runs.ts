@@ -47,6 +47,10 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
     const final = await closedRunStatus(client, runId);
     if (final) return final;
   }
+  // No worker has run the workflow's first task: a query would wait for one (and time out). Its
+  // stages are all still pending, as the run's input says; and where it waits is worth saying.
+  if (desc.status.name === 'RUNNING' && (await notPickedUp(client, runId, desc.historyLength)))
+    return notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue);
   const status = await handle.query<RunStatus>('status');
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
   for (const pa of pending) {
@@ -65,6 +69,32 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
   }
   if (desc.status.name === 'TERMINATED') status.state = 'cancelled';
   return status;
+}
+
+/**
+ * Whether no worker has completed a task of the run's workflow yet (it sits in its task queue).
+ * Looked at only while the history is this short: a started run has more events.
+ */
+export async function notPickedUp(client: Client, runId: string, historyLength: number): Promise<boolean> {
+  if (historyLength > 4) return false;
+  const history = await client.workflow.getHandle(runId).fetchHistory();
+  return !(history.events ?? []).some((e) => e.workflowTaskCompletedEventAttributes);
+}
+
+function notStartedStatus(input: RunInput, runId: string, startTime: Date, taskQueue: string): RunStatus {
+  const { plan, options } = input;
+  return {
+    runId,
+    name: plan.name,
+    specHash: plan.specHash,
+    state: 'running',
+    startedAt: startTime.toISOString(),
+    actor: options.actor,
+    resumeOf: options.resumeOf,
+    params: plan.params,
+    stages: plan.stages.map((s) => ({ id: s.id, uses: s.uses, needs: s.needs, state: 'pending' })),
+    waitingForWorker: taskQueue,
+  };
 }
 
 async function closedRunStatus(client: Client, runId: string): Promise<RunStatus | undefined> {

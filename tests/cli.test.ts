@@ -178,14 +178,28 @@ describe('tempered CLI', () => {
       runCli(args, env, { timeoutMs: 20_000 }),
       /no worker is polling task queue 'nobody-q' yet; the run starts when one does \(`tempered worker`, or pass --local-worker/,
     );
-    // Its history (read without a worker, as `status` could not be) shows nothing ran.
+    // Its history shows nothing ran.
     const logs = await runCli(['logs', 'left-to-workers', '--json'], env);
     assert.equal(logs.code, 0, logs.stderr);
     assert.deepEqual(
       (JSON.parse(logs.stdout) as { activity?: string }[]).filter((l) => l.activity),
       [],
     );
-    assert.equal((await runCli(['cancel', 'left-to-workers'], env)).code, 0);
+    // `status` answers at once from the run's input (a query would wait for a worker), saying where it waits.
+    const st = JSON.parse((await runCli(['status', 'left-to-workers', '--json'], env)).stdout) as {
+      state: string;
+      waitingForWorker?: string;
+      stages: { state: string }[];
+    };
+    assert.deepEqual([st.state, st.waitingForWorker, st.stages.map((s) => s.state)], ['running', 'nobody-q', ['pending', 'pending']]);
+    const text = await runCli(['status', 'left-to-workers'], env);
+    assert.match(text.stdout, /waiting: no worker has picked this run up yet; it starts when a worker serving task queue 'nobody-q' runs/);
+    const cancel = await runCli(['cancel', 'left-to-workers'], env);
+    assert.equal(cancel.code, 0, cancel.stderr);
+    assert.match(
+      cancel.stdout,
+      /no worker has picked it up yet, so it ends \(cancelled, nothing run\) once a worker serving task queue 'nobody-q' does/,
+    );
   });
 
   it('submit without --wait returns at once; cancel stops the running stage', async () => {

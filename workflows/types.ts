@@ -100,6 +100,8 @@ export interface RunStatus {
   stages: StageStatus[];
   /** Set when a run gate ended the run early or let it go on. */
   gate?: RunGateResult;
+  /** Set (by the client, never the workflow) while no worker has picked the run up: its task queue. */
+  waitingForWorker?: string;
 }
 
 /** What an activity for a stage kind receives. */
