@@ -202,6 +202,37 @@ describe('tempered CLI', () => {
     );
   });
 
+  it('a worker whose store is shared but whose registry is its own file (or the reverse) refuses to start, naming what to set', async () => {
+    const shared = mkdtempSync(join(tmpdir(), 'tempered-shared-store-'));
+    try {
+      const noDb = await runCli(['worker'], {
+        ...env,
+        TEMPERED_HOME: join(shared, 'h1'),
+        TEMPERED_STORE: join(shared, 'store'),
+        TEMPERED_DATABASE_URL: '',
+      });
+      assert.equal(noDb.code, 2, noDb.stderr);
+      assert.match(
+        noDb.stderr,
+        /the store \S+ is shared, but this worker's registry and audit log would be files of this host .*Set TEMPERED_DATABASE_URL as on the other workers, or pass --single-host/,
+      );
+      const noStore = await runCli(['worker'], {
+        ...env,
+        TEMPERED_HOME: join(shared, 'h2'),
+        TEMPERED_STORE: '',
+        TEMPERED_DATABASE_URL: 'postgres://tempered:pw@127.0.0.1:9/tempered',
+      });
+      assert.equal(noStore.code, 2, noStore.stderr);
+      assert.match(
+        noStore.stderr,
+        /the registry and audit log are the shared database postgres:\/\/tempered@127\.0\.0\.1:9\/tempered, but this worker's artifacts would stay in this host's folder/,
+      );
+      assert.doesNotMatch(noStore.stderr, /pw@/);
+    } finally {
+      rmSync(shared, { recursive: true, force: true });
+    }
+  });
+
   it('submit without --wait returns at once; cancel stops the running stage', async () => {
     let worker: ChildProcess | undefined;
     try {

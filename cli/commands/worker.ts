@@ -10,6 +10,7 @@ import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
 import { awaitUsableDatabase } from './db.ts';
+import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -66,6 +67,8 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
     console.error(
       `note: this process also runs a worker on queue '${queue}' of ${ctx.settings().address} while it waits, taking any of that queue's stages`,
     );
+  const mismatch = ctx.settings().embedded ? undefined : sharingMismatch(ctx);
+  if (mismatch) console.error(`warning: ${mismatch}`);
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
@@ -104,7 +107,7 @@ export function parseQueues(raw: string, usage: string, defaultMax?: number): Qu
 
 export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered worker [--queue NAME[:MAX],...] [--cuda-queues NAME,...] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB]';
+    'tempered worker [--queue NAME[:MAX],...] [--cuda-queues NAME,...] [--activities-only] [--max-activities N] [--child-max-old-space-mb MB] [--child-max-rss-mb MB] [--single-host]';
   const { values } = parse(
     argv,
     {
@@ -114,6 +117,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       'max-activities': { type: 'string' },
       'child-max-old-space-mb': { type: 'string' },
       'child-max-rss-mb': { type: 'string' },
+      'single-host': { type: 'boolean' },
     },
     usage,
   );
@@ -142,6 +146,10 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       if (e instanceof InputError) throw e;
       console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
     });
+  if (!values['single-host']) {
+    const mismatch = sharingMismatch(ctx);
+    if (mismatch) throw new CliError(`${mismatch}, or pass --single-host if this is the only worker\nusage: ${usage}`, 2);
+  }
   await awaitUsableDatabase(ctx.paths.registryDb, (m) => console.error(`worker: ${m}`));
   await ctx.client({ startServer: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.
@@ -164,7 +172,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     )
     .join(', ');
   console.error(
-    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
+    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? '' : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);
@@ -174,6 +182,21 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   await pruner?.stop();
   if (failure) throw failure.error;
   return 0;
+}
+
+/**
+ * A worker whose store is shared but whose registry is a file of its own host (or the reverse) splits
+ * a team's state without a word: the models it registers and promotes, or the artifacts it writes,
+ * are seen by no other host. Said, naming what to set; undefined when both are shared or neither is.
+ */
+export function sharingMismatch(ctx: CliContext): string | undefined {
+  const store = ctx.store().remote;
+  const db = isDatabaseUrl(ctx.paths.registryDb);
+  if (store && !db)
+    return `the store ${store.url} is shared, but this worker's registry and audit log would be files of this host (${ctx.paths.registryDb}): the models it registers and promotes would be seen by no other host. Set TEMPERED_DATABASE_URL as on the other workers`;
+  if (!store && db)
+    return `the registry and audit log are the shared database ${redactUrl(ctx.paths.registryDb)}, but this worker's artifacts would stay in this host's folder (${ctx.store().root}): other hosts could not read what it writes. Set TEMPERED_STORE (and AWS_*) as on the other workers`;
+  return undefined;
 }
 
 /** `--cuda-queues`: names among the queues this worker serves; undefined when not given. */

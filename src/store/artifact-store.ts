@@ -416,7 +416,11 @@ export class ArtifactStore {
           );
       }
     } else if (!this.remote) {
-      throw new IntegrityError(`artifact ${hex} is not in the store at ${this.root}`, { sha256: hex });
+      // Also what a worker without the team's TEMPERED_STORE meets when it reads another host's output.
+      throw new IntegrityError(
+        `artifact ${hex} is not in the store at ${this.root} (this host's folder: TEMPERED_STORE is not set; where workers share a store, each needs it)`,
+        { sha256: hex },
+      );
     }
     return { path, bytes: await this.fetch(hex, expectBytes) };
   }
