@@ -363,8 +363,41 @@ describe('S3 artifact store', () => {
     });
     assert.notEqual(worker.code, 0);
     assert.match(worker.stderr, /no-such-bucket does not exist/);
-    // A server that is down is not an input error: it is retried, then reported as it is (the stage's retry policy takes over).
-    const down = new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:9' } });
-    await assert.rejects(down.head('k'), (e: unknown) => !(e instanceof InputError));
+    // A server that is down is not an input error: it is retried, then reported naming where to look (the stage's retry policy takes over).
+    const down = new S3Backend(s3.freshUrl(), { env: { ...s3.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:9' }, retryMs: 1000 });
+    const t0 = Date.now();
+    await assert.rejects(
+      down.head('k'),
+      (e: unknown) =>
+        !(e instanceof InputError) &&
+        /(open|head) on s3:\/\/\S+ at http:\/\/127\.0\.0\.1:9: the store did not answer \(.*ECONNREFUSED.*\) through 1 s of retries; check that it is running and reachable from this host \(TEMPERED_STORE, AWS_ENDPOINT_URL\)/.test(
+          (e as Error).message,
+        ),
+    );
+    assert.ok(Date.now() - t0 >= 700, 'retried for most of its second before giving up');
+    assert.throws(
+      () => new S3Backend(s3.freshUrl(), { env: { ...s3.env, TEMPERED_S3_RETRY_S: 'soon' } }),
+      /TEMPERED_S3_RETRY_S: "soon" is not a number of seconds/,
+    );
+  });
+
+  it('a request made while the store restarts waits for it instead of failing (README: the store can be restarted under running work)', async () => {
+    const b = s3.backend();
+    const bytes = Buffer.from('kept across a restart');
+    await b.putBytes('across/restart', bytes, { ifAbsent: false });
+    await s3.server.stop();
+    try {
+      // Both made while nothing listens: a read and a create-only write.
+      const read = readText(b, 'across/restart');
+      const write = b.putBytes('across/written-while-down', Buffer.from('late'), { ifAbsent: true });
+      await new Promise((r) => setTimeout(r, 2000));
+      await s3.server.restart();
+      assert.equal(await read, 'kept across a restart');
+      assert.equal(await write, 'stored');
+      assert.equal(await readText(b, 'across/written-while-down'), 'late');
+    } finally {
+      // The file's other tests need the server whatever happened here.
+      await s3.server.restart().catch(() => undefined);
+    }
   });
 });

@@ -18,6 +18,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
+import { StoreRetryStrategy, storeRetryMs } from './s3-retry.ts';
 import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
@@ -79,6 +80,8 @@ export interface S3BackendOptions {
    * take 10 s.
    */
   idleTimeoutMs?: number;
+  /** How long a request keeps retrying a store that is away or overloaded (default TEMPERED_S3_RETRY_S, 20 s). */
+  retryMs?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -102,6 +105,7 @@ export class S3Backend implements ObjectBackend {
   private readonly queueSize: number;
   private readonly getPartSize: number;
   private readonly getConcurrency: number;
+  private readonly retryMs: number;
   private checked: Promise<void> | undefined;
   /** The AWS settings it was given, when not the process's own: for reopen(). */
   private readonly givenEnv: Record<string, string | undefined> | undefined;
@@ -128,6 +132,7 @@ export class S3Backend implements ObjectBackend {
         where: 'AWS_REGION',
         hint: 'set AWS_REGION (or AWS_ENDPOINT_URL for a self-hosted store)',
       });
+    this.retryMs = opts.retryMs ?? storeRetryMs(env);
     const pathStyle = env.AWS_S3_FORCE_PATH_STYLE !== undefined ? env.AWS_S3_FORCE_PATH_STYLE !== 'false' : !!this.endpoint;
     this.partSize = Math.max(5 * MiB, opts.partSize ?? Number(env.TEMPERED_S3_PART_MB ?? 16) * MiB);
     this.queueSize = opts.queueSize ?? 4;
@@ -137,9 +142,9 @@ export class S3Backend implements ObjectBackend {
       region,
       endpoint: this.endpoint,
       forcePathStyle: pathStyle,
-      // Network errors, 5xx and throttling are retried with backoff; 4xx input errors are not.
-      maxAttempts: 5,
-      retryMode: 'standard',
+      // Network errors, 5xx and throttling are retried with backoff for opts.retryMs (a store that
+      // restarts is waited out); 4xx input errors are not (s3-retry.ts).
+      retryStrategy: new StoreRetryStrategy(this.retryMs),
       requestHandler: { connectionTimeout: 10_000, socketTimeout: opts.idleTimeoutMs ?? 60_000 },
       // Not `cacheMiddleware`: the CPU it saved on each request did not show in the orchestration
       // bench, and the cached handler keeps the first command of each
@@ -219,6 +224,13 @@ export class S3Backend implements ObjectBackend {
       });
     if (status === 400 || code === 'InvalidBucketName')
       return new InputError(`${op} on ${where} was rejected as a bad request (${code}): ${err.message}`, { where: 'TEMPERED_STORE' });
+    // Still transient (a stage retries it), but said so a person knows where to look.
+    const net = (err as NodeJS.ErrnoException).code;
+    if (status === undefined && net && UNREACHABLE.has(net))
+      return new Error(
+        `${op} on ${where}: the store did not answer (${err.message}) through ${this.retryMs / 1000} s of retries; check that it is running and reachable from this host (TEMPERED_STORE, AWS_ENDPOINT_URL)`,
+        { cause: e },
+      );
     return e;
   }
 
@@ -484,6 +496,9 @@ function isStatus(e: unknown, status: number): boolean {
  * 409 (ConditionalRequestConflict: another create-only put of the key was under way, as when two
  * workers store the same artifact) is tried again, as AWS asks, and then settles as 412 or 200.
  */
+/** Errors of a connection that could not be made or was cut: the store is down, restarting or out of reach. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
 async function storedOrExists(put: () => Promise<unknown>): Promise<'stored' | 'exists'> {
   for (let attempt = 1; ; attempt++) {
     try {
