@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,9 +176,12 @@ describe('tempered CLI', () => {
     const args = ['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--queue', 'nobody-q', '--run-id', 'left-to-workers'];
     await assert.rejects(
       runCli(args, env, { timeoutMs: 20_000 }),
-      /no worker is polling task queue 'nobody-q' yet; the run starts when one does \(`tempered worker`, or pass --local-worker/,
+      /no worker is polling task queue 'nobody-q' yet; the run starts when one does \(`tempered worker --queue nobody-q`, or pass --local-worker to run its stages in this process\)\. If your workers serve another queue, submit with --queue NAME/,
     );
     // Its history shows nothing ran.
+    const none = await runCli(['logs', 'no-such-run'], env);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no run 'no-such-run'; list runs with `tempered runs`/);
     const logs = await runCli(['logs', 'left-to-workers', '--json'], env);
     assert.equal(logs.code, 0, logs.stderr);
     assert.deepEqual(
@@ -205,6 +208,18 @@ describe('tempered CLI', () => {
   it('a worker whose store is shared but whose registry is its own file (or the reverse) refuses to start, naming what to set', async () => {
     const shared = mkdtempSync(join(tmpdir(), 'tempered-shared-store-'));
     try {
+      // A shared folder that is not there (an unmounted share) is refused first.
+      const unmounted = await runCli(['worker'], {
+        ...env,
+        TEMPERED_HOME: join(shared, 'h0'),
+        TEMPERED_STORE: join(shared, 'not-mounted'),
+      });
+      assert.equal(unmounted.code, 1, unmounted.stderr);
+      assert.match(
+        unmounted.stderr,
+        /TEMPERED_STORE: the shared store folder \S+not-mounted does not exist or is not a folder\n\s+mount the share there/,
+      );
+      mkdirSync(join(shared, 'store'));
       const noDb = await runCli(['worker'], {
         ...env,
         TEMPERED_HOME: join(shared, 'h1'),

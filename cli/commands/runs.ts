@@ -112,7 +112,7 @@ export async function startAndReport(
     else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
     if (!local && !(await hasWorkers(client, ctx.settings().namespace, queue).catch(() => true)))
       console.error(
-        `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}).`,
+        `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker --queue ${queue}\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}). If your workers serve another queue, submit with --queue NAME (or set TEMPERED_TASK_QUEUE).`,
       );
     if (!o.wait) return 0;
     const final = await followAndPrint(client, handle.workflowId, o.json);
@@ -194,7 +194,13 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`logs takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
-  const history = await client.workflow.getHandle(positionals[0]!).fetchHistory();
+  const history = await client.workflow
+    .getHandle(positionals[0]!)
+    .fetchHistory()
+    .catch((e: Error) => {
+      if (/not found/i.test(e.message)) throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
+      throw e;
+    });
   const events = history.events ?? [];
   const scheduled = new Map<string, string>();
   const lines: Record<string, unknown>[] = [];

@@ -5,6 +5,7 @@
  * S3-compatible store; an absolute path or `file:///path` shares them through
  * a folder every host mounts. In the shared cases the local folder is this worker's verified cache.
  */
+import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors.ts';
@@ -17,12 +18,31 @@ import { S3Backend, type S3BackendOptions } from './s3-backend.ts';
 export function openBackend(url: string | undefined, opts: S3BackendOptions = {}): ObjectBackend | undefined {
   if (url === undefined || url.trim() === '') return undefined;
   if (url.startsWith('s3://')) return new S3Backend(url, opts);
-  if (url.startsWith('file://')) return new FolderBackend(fileURLToPath(url));
-  if (isAbsolute(url)) return new FolderBackend(url);
+  if (url.startsWith('file://')) return sharedFolder(fileURLToPath(url));
+  if (isAbsolute(url)) return sharedFolder(url);
   throw new InputError(`TEMPERED_STORE=${url} is not a store URL`, {
     where: 'TEMPERED_STORE',
     hint: 'use s3://bucket/prefix, an absolute folder path (file:///path), or unset it for the local folder store',
   });
+}
+
+/**
+ * A shared folder must be there already: one that is missing is most often a share that is not
+ * mounted, and creating it would fill this host's own disk with what the others cannot see.
+ */
+function sharedFolder(path: string): FolderBackend {
+  let dir = false;
+  try {
+    dir = statSync(path).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!dir)
+    throw new InputError(`the shared store folder ${path} does not exist or is not a folder`, {
+      where: 'TEMPERED_STORE',
+      hint: 'mount the share there (or create the folder, on a filesystem every worker mounts at that path)',
+    });
+  return new FolderBackend(path);
 }
 
 /** The artifact store for the local folder `root`, backed by `TEMPERED_STORE` when set. */
