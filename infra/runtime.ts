@@ -1,4 +1,16 @@
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type LogLevel, type LogMetadata } from '@temporalio/worker';
+
+/**
+ * The SDK's logger without its warning that a worker with no workflows polls no workflow tasks: an
+ * `--activities-only` worker (a GPU host) is that on purpose, and an operator reading the warning,
+ * once per queue, took it for a fault.
+ */
+export class WorkerLogger extends DefaultLogger {
+  override log(level: LogLevel, message: string, meta?: LogMetadata): void {
+    if (message.startsWith('No workflows registered, not polling for workflow tasks')) return;
+    super.log(level, message, meta);
+  }
+}
 
 let installed = false;
 
@@ -15,7 +27,7 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN'): void {
   const metrics = metricsAddress();
   try {
     Runtime.install({
-      logger: new DefaultLogger(level),
+      logger: new WorkerLogger(level),
       // The SDK's own Prometheus exporter: its worker, poller and task metrics, plus tempered's stage
       // metrics (activities/metrics.ts) recorded through the same meter.
       ...(metrics
