@@ -5,7 +5,14 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** `--help` (or `-h`) given to a command: its usage goes to stdout and the command succeeds. */
+export class HelpRequested extends Error {
+  override name = 'HelpRequested';
+}
+
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, usage: string) {
+  const flags = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
+  if (!('help' in options) && flags.some((a) => a === '--help' || a === '-h')) throw new HelpRequested(`usage: ${usage}`);
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {

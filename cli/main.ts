@@ -3,7 +3,7 @@
  * invalid pipeline file.
  */
 import type { CliContext } from './context.ts';
-import { UsageError } from './args.ts';
+import { HelpRequested, UsageError } from './args.ts';
 import { CliError } from './errors.ts';
 import { InputError } from '../src/errors.ts';
 
@@ -100,12 +100,18 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const run = await cmd.run();
-  if (CONTEXT_FREE.has(name)) return run(undefined as never, rest);
-  const ctx = await (await import('./context.ts')).createContext();
   try {
-    return await run(ctx, rest);
-  } finally {
-    await ctx.close();
+    if (CONTEXT_FREE.has(name)) return await run(undefined as never, rest);
+    const ctx = await (await import('./context.ts')).createContext();
+    try {
+      return await run(ctx, rest);
+    } finally {
+      await ctx.close();
+    }
+  } catch (e) {
+    if (!(e instanceof HelpRequested)) throw e;
+    console.log(e.message);
+    return 0;
   }
 }
 

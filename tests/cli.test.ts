@@ -56,6 +56,16 @@ describe('tempered CLI', () => {
     const r1 = await runCli(['submit'], env);
     assert.equal(r1.code, 2);
     assert.match(r1.stderr, /usage: tempered submit .*--queue Q/);
+    // --help on any command: its usage on stdout, success.
+    for (const args of [
+      ['submit', '--help'],
+      ['models', 'promote', '-h'],
+      ['db', '--help'],
+    ]) {
+      const h = await runCli(args, env);
+      assert.equal(h.code, 0, `${args.join(' ')}: ${h.stderr}`);
+      assert.match(h.stdout, new RegExp(`^usage: tempered ${args[0]} `), args.join(' '));
+    }
     // setup checks its flags before it installs anything.
     const w1 = await runCli(['setup', '--wheels', FIX], env);
     assert.equal(w1.code, 2);
