@@ -4,7 +4,7 @@ import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
-import type { StageRequest, StageResult } from '../workflows/types.ts';
+import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
 
 export function artifactHashes(outputs: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
@@ -46,6 +46,32 @@ export function stageCompletedHook(
       details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
       // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
       dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
+    });
+  };
+}
+
+const END_ACTION = { succeeded: 'run.completed', failed: 'run.failed', cancelled: 'run.cancelled' } as const;
+
+/**
+ * How a run ended, in the trail beside who submitted it and what each stage produced: completed,
+ * failed (with the first failed stage's error) or cancelled. Once per execution (the dedupe key),
+ * however often the workflow's worker retries it.
+ */
+export function runEndedHook(
+  stateDir: string,
+  audit: KeptOpen<AuditLog> = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb)),
+): (rec: RunEndRecord) => Promise<void> {
+  return async (rec) => {
+    await (
+      await audit.get()
+    ).append({
+      action: END_ACTION[rec.state],
+      subject: rec.runId,
+      runId: rec.runId,
+      actor: rec.actor,
+      specHash: rec.specHash,
+      details: { pipeline: rec.pipeline, execution: rec.execution, stages: rec.stages, ...(rec.error ? { error: rec.error } : {}) },
+      dedupeKey: `${rec.runId}/${rec.execution}/ended`,
     });
   };
 }

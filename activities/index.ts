@@ -5,6 +5,7 @@ import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheLookupActivity } from './cache.ts';
 import { runGateActivities } from './run-gate.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
+import type { RunEndRecord } from '../workflows/types.ts';
 
 export function createActivities(
   kinds: ReadonlyMap<string, AnyStageKind>,
@@ -13,6 +14,7 @@ export function createActivities(
   const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
     lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir),
     ...runGateActivities(deps),
+    auditRunEnded: async (rec: RunEndRecord) => deps.onRunEnded?.(rec),
   };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
   return acts;

@@ -16,7 +16,7 @@ import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
 import { FilePoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { statePaths } from '../src/state-paths.ts';
-import type { StageRequest, StageResult } from '../workflows/types.ts';
+import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { lookupStage } from './cache.ts';
 import { asActivityFailure } from './failures.ts';
@@ -27,6 +27,8 @@ export interface ActivityDeps {
   stateDir: string;
   /** Called after a stage succeeds (the audit trail hooks in here). */
   onStageCompleted?: (req: StageRequest, result: StageResult) => Promise<void>;
+  /** Called when a run ends, by the worker that runs its workflow (the audit trail hooks in here). */
+  onRunEnded?: (rec: RunEndRecord) => Promise<void>;
   heartbeatEveryMs?: number;
   /** Where kinds with `isolation` run and their children's memory limits; default from the environment (isolationFromEnv). */
   isolation?: Isolation;

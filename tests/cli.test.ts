@@ -121,6 +121,7 @@ describe('tempered CLI', () => {
     assert.match(logs.stdout, /stage-ingest.*\n.*started/);
     const audit = await runCli(['audit', '--run', runId!], env);
     assert.match(audit.stdout, /run\.submitted/);
+    assert.match(audit.stdout, /cli-tester run\.completed\s+tiny-/, 'how the run ended is in the trail');
     assert.match(audit.stdout, /stage\.completed\s+.*\/ingest/);
     assert.match(audit.stdout, /cli-tester/);
     const verify = await runCli(['audit', '--verify'], env);
@@ -173,6 +174,12 @@ describe('tempered CLI', () => {
     assert.match(r.stdout, /hint: fix the path/);
     assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
     assert.ok(Date.now() - started < 60_000);
+    const failedAudit = await runCli(['audit', '--run', /submitted run (\S+)/.exec(r.stdout)![1]!, '--json'], env);
+    const ended = (JSON.parse(failedAudit.stdout) as { action: string; details: { error?: string } }[]).filter(
+      (x) => x.action === 'run.failed',
+    );
+    assert.equal(ended.length, 1, failedAudit.stdout);
+    assert.match(ended[0]!.details.error ?? '', /stage 'ingest' failed: .*no-such-file\.jsonl/);
   });
 
   it("on a given TEMPORAL_ADDRESS, submit --wait leaves the stages to the queue's workers unless asked", async () => {
@@ -283,6 +290,10 @@ describe('tempered CLI', () => {
       const again = await runCli(['cancel', runId], env);
       assert.equal(again.code, 1);
       assert.match(again.stderr, /already cancel/);
+      // Who asked, and how it ended, are both in the trail.
+      const trail = await runCli(['audit', '--run', runId], env);
+      assert.match(trail.stdout, /cli-tester run\.cancel_requested\s+blocker-/);
+      assert.match(trail.stdout, /run\.cancelled/);
     } finally {
       if (worker) await stopCliWorker(worker);
     }

@@ -36,6 +36,7 @@ import type {
   RunGateRequest,
   RunGateResult,
   RunInput,
+  RunEndRecord,
   RunOutcomeRecord,
   RunStatus,
   StageRequest,
@@ -47,10 +48,11 @@ export const statusQuery = defineQuery<RunStatus>('status');
 
 type StageActivity = (req: StageRequest) => Promise<StageResult>;
 
-const { lookupCache, checkRunGate, recordRunOutcome } = proxyLocalActivities<{
+const { lookupCache, checkRunGate, recordRunOutcome, auditRunEnded } = proxyLocalActivities<{
   lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult>;
   checkRunGate(req: RunGateRequest): Promise<RunGateResult>;
   recordRunOutcome(rec: RunOutcomeRecord): Promise<void>;
+  auditRunEnded(rec: RunEndRecord): Promise<void>;
 }>({
   startToCloseTimeout: '5 minutes',
   retry: { maximumAttempts: 5 },
@@ -253,8 +255,26 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   }
 
   status.endedAt = now();
+  // How the run ended goes in the audit trail (runs recorded before this was added did without it).
+  const audited = patched('audit-run-end');
+  const auditEnd = (error?: string) =>
+    audited
+      ? CancellationScope.nonCancellable(() =>
+          auditRunEnded({
+            runId: info.workflowId,
+            execution: info.runId,
+            state: status.state as RunEndRecord['state'],
+            actor: options.actor,
+            specHash: plan.specHash,
+            pipeline: plan.name,
+            stages: Object.fromEntries(status.stages.map((st) => [st.id, st.state])),
+            ...(error ? { error } : {}),
+          }),
+        )
+      : Promise.resolve();
   if (cancelled()) {
     status.state = 'cancelled';
+    await auditEnd();
     // The final status travels with the cancellation so clients can read it without a worker.
     throw new CancelledFailure('run cancelled', [status]);
   }
@@ -262,14 +282,17 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   if (failed.length > 0) {
     status.state = 'failed';
     const first = failed[0]!;
+    const message = `stage '${first.id}' failed: ${first.error?.message ?? 'unknown error'}${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ''}`;
+    await auditEnd(message);
     throw ApplicationFailure.create({
       type: 'PipelineFailed',
-      message: `stage '${first.id}' failed: ${first.error?.message ?? 'unknown error'}${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ''}`,
+      message,
       nonRetryable: true,
       details: [status],
     });
   }
   status.state = 'succeeded';
+  await auditEnd();
   if (ingestIds.length > 0 && status.gate?.proceed !== false) {
     await recordRunOutcome({
       pipeline: plan.name,

@@ -58,6 +58,21 @@ export interface RunOutcomeRecord {
   ingest: IngestFingerprint[];
 }
 
+/** How a run ended, for the audit trail (`run.completed` / `run.failed` / `run.cancelled`). */
+export interface RunEndRecord {
+  runId: string;
+  /** The workflow execution: a run id reused later (`submit --run-id`, schedules) is another execution. */
+  execution: string;
+  state: 'succeeded' | 'failed' | 'cancelled';
+  actor: string;
+  specHash: string;
+  pipeline: string;
+  /** Each stage's final state, by id. */
+  stages: Record<string, string>;
+  /** The first failed stage's error, when it failed. */
+  error?: string;
+}
+
 export interface RunInput {
   /** As the spec planner made it (`planPipeline`). */
   plan: PlannedPipeline;

@@ -169,6 +169,16 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
   });
   if (desc.status.name !== 'RUNNING') throw new CliError(`run ${positionals[0]} is already ${desc.status.name.toLowerCase()}`);
   await handle.cancel();
+  // Who asked goes in the trail (the run's own end is recorded by its workflow as run.cancelled).
+  await (
+    await ctx.auditLog().get()
+  ).append({
+    action: 'run.cancel_requested',
+    subject: positionals[0]!,
+    runId: positionals[0]!,
+    actor: actor(),
+    details: { execution: desc.runId },
+  });
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does.
   if (await notPickedUp(client, positionals[0]!, desc.historyLength))
     console.log(

@@ -5,7 +5,7 @@ import { createWorker } from '../../infra/worker.ts';
 import { installRuntime } from '../../infra/runtime.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { stageCompletedHook } from '../../activities/audit.ts';
+import { runEndedHook, stageCompletedHook } from '../../activities/audit.ts';
 import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
@@ -48,6 +48,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       cache: ctx.cache(),
       stateDir: ctx.paths.root,
       onStageCompleted: stageCompletedHook(ctx.paths.root, ctx.auditLog()),
+      onRunEnded: runEndedHook(ctx.paths.root, ctx.auditLog()),
       isolation,
       points: ctx.progressPoints(),
     },

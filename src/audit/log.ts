@@ -26,6 +26,7 @@ export const AUDIT_ACTIONS = [
   'run.completed',
   'run.failed',
   'run.cancelled',
+  'run.cancel_requested',
   'stage.completed',
   'stage.failed',
   'model.registered',
