@@ -370,7 +370,7 @@ describe('S3 artifact store', () => {
       down.head('k'),
       (e: unknown) =>
         !(e instanceof InputError) &&
-        /(open|head) on s3:\/\/\S+ at http:\/\/127\.0\.0\.1:9: the store did not answer \(.*ECONNREFUSED.*\) through 1 s of retries; check that it is running and reachable from this host \(TEMPERED_STORE, AWS_ENDPOINT_URL\)/.test(
+        /(open|head) on s3:\/\/\S+ at http:\/\/127\.0\.0\.1:9: the store did not answer \(.*ECONNREFUSED.*\) after \d+ tries over up to 1 s; check that it is running and reachable from this host \(TEMPERED_STORE, AWS_ENDPOINT_URL\)/.test(
           (e as Error).message,
         ),
     );

@@ -94,6 +94,25 @@ for (const b of backends) {
       assert.deepEqual(await keys(remote), [], 'no pointer and no checkpoint files once the stage finished');
     });
 
+    test('a writer that may no longer move the pointer (its lease lost while the files went up) leaves it where it was', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const a = home('a');
+      const local = join(dir, 'a', 'checkpoints', NAME);
+      await pushCheckpoint(a, NAME, checkpoint(local, 1));
+      await assert.rejects(
+        pushCheckpoint(a, NAME, checkpoint(local, 2), undefined, () => {
+          throw new Error('lease lost');
+        }),
+        /lease lost/,
+      );
+      const pointer = JSON.parse((await readText(remote, `checkpoints/${NAME}.json`))!) as { step: number };
+      assert.equal(pointer.step, 1, 'the pointer still names the step before');
+      assert.ok(
+        (await keys(remote, 'checkpoint-files/')).some((k) => k.includes('step-00000001/')),
+        'the files the pointer names are kept: nothing was cleaned up after the refusal',
+      );
+    });
+
     test('a file that is missing or does not match its pointer is logged and ignored: no folder, no temp files', async (t) => {
       const { dir, remote, home } = setup(t);
       const a = home('a');

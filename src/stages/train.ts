@@ -421,7 +421,7 @@ export const trainStage: StageKind<TrainConfig> = {
           shared?.assertHeld();
           signal.throwIfAborted();
           // Shared before it is reported: a worker that resumes this stage finds at least this step.
-          await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log);
+          await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log, () => shared?.assertHeld());
           ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } });
         },
       };

@@ -222,13 +222,15 @@ export class S3Backend implements ObjectBackend {
         where: 'TEMPERED_STORE',
         hint: 'the store must speak S3, with conditional writes (If-None-Match: *) and SHA-256 checksums; check AWS_ENDPOINT_URL',
       });
+    // AWS answers an upload that went quiet for about 20 s with a 400 RequestTimeout: the network's fault, not a setting.
+    if (code === 'RequestTimeout') return e;
     if (status === 400 || code === 'InvalidBucketName')
       return new InputError(`${op} on ${where} was rejected as a bad request (${code}): ${err.message}`, { where: 'TEMPERED_STORE' });
     // Still transient (a stage retries it), but said so a person knows where to look.
     const net = (err as NodeJS.ErrnoException).code;
-    if (status === undefined && net && UNREACHABLE.has(net))
+    if (status === undefined && ((net && UNREACHABLE.has(net)) || err.name === 'TimeoutError'))
       return new Error(
-        `${op} on ${where}: the store did not answer (${err.message}) through ${this.retryMs / 1000} s of retries; check that it is running and reachable from this host (TEMPERED_STORE, AWS_ENDPOINT_URL)`,
+        `${op} on ${where}: the store did not answer (${err.message}) after ${(err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1} tries over up to ${this.retryMs / 1000} s; check that it is running and reachable from this host (TEMPERED_STORE, AWS_ENDPOINT_URL)`,
         { cause: e },
       );
     return e;
@@ -491,14 +493,14 @@ function isStatus(e: unknown, status: number): boolean {
   return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === status;
 }
 
+/** Errors of a connection that could not be made or was cut: the store is down, restarting or out of reach. */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
 /**
  * 'stored', or 'exists' when a create-only put found the key taken (412 to `If-None-Match: *`). A
  * 409 (ConditionalRequestConflict: another create-only put of the key was under way, as when two
  * workers store the same artifact) is tried again, as AWS asks, and then settles as 412 or 200.
  */
-/** Errors of a connection that could not be made or was cut: the store is down, restarting or out of reach. */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-
 async function storedOrExists(put: () => Promise<unknown>): Promise<'stored' | 'exists'> {
   for (let attempt = 1; ; attempt++) {
     try {

@@ -91,7 +91,14 @@ function filesOf(dir: string, rel = ''): string[] {
  * older checkpoints of `name`. A failed upload throws (the trainer's checkpoint is not yet shared);
  * a failed clean-up is only logged: what it left is removed by the next push or the final drop.
  */
-export async function pushCheckpoint(store: ArtifactStore, name: string, dir: string, log: CheckpointLog = () => {}): Promise<void> {
+export async function pushCheckpoint(
+  store: ArtifactStore,
+  name: string,
+  dir: string,
+  log: CheckpointLog = () => {},
+  /** Called after the files are up, just before the pointer moves: throws when this writer may no longer move it (a lost lease). */
+  beforePointer: () => void = () => {},
+): Promise<void> {
   const remote = store.remote;
   if (!remote) return;
   const folder = basename(dir);
@@ -105,6 +112,9 @@ export async function pushCheckpoint(store: ArtifactStore, name: string, dir: st
     files.push({ name: rel, sha256, bytes });
   }
   const text = JSON.stringify({ step, name: folder, files } satisfies Pointer) + '\n';
+  // Uploading the files can take long (an LLM's adapters and optimizer state): the lease may have
+  // been lost meanwhile, and a lost writer must not move the new holder's pointer.
+  beforePointer();
   await remote.putBytes(pointerKey(name), Buffer.from(text), { ifAbsent: false });
   await removeFiles(remote, name, (stepDir) => stepDir !== folder && (stepOf(stepDir) ?? -1) < step).catch((e: Error) =>
     log(`could not delete older shared checkpoints of ${name} (left for the next checkpoint): ${e.message}`),
