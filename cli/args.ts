@@ -11,13 +11,23 @@ export class HelpRequested extends Error {
 }
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, usage: string) {
-  const flags = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
-  if (!('help' in options) && flags.some((a) => a === '--help' || a === '-h')) throw new HelpRequested(`usage: ${usage}`);
+  // --help as an option of every command (unless it has its own), parsed like the others, so the
+  // value of another option that happens to read `-h` is not taken for it.
+  if (!('help' in options)) {
+    const withHelp = { ...options, help: { type: 'boolean', short: 'h' } } as const;
+    const tokens = parseArgs({ args: argv, options: withHelp, allowPositionals: true, strict: false, tokens: true }).tokens;
+    if (tokens.some((t) => t.kind === 'option' && t.name === 'help')) throw new HelpRequested(`usage: ${usage}`);
+  }
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
     throw new UsageError(`${(e as Error).message.replace(/\. To specify.*$/s, '')}\nusage: ${usage}`);
   }
+}
+
+/** A subcommand dispatcher's check before it reads its first word: `tempered models --help`. */
+export function helpAsked(argv: string[], usage: string): void {
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') throw new HelpRequested(`usage: ${usage}`);
 }
 
 export { defaultActor as actor } from '../src/audit/actor.ts';

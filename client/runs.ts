@@ -49,8 +49,12 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
   }
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
-  if (desc.status.name === 'RUNNING' && (await notPickedUp(client, runId, desc.historyLength)))
-    return notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue);
+  const first = desc.status.name === 'RUNNING' ? await firstTask(client, runId, desc.historyLength) : { state: 'done' as const };
+  if (first.state === 'queued') return notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue);
+  if (first.state === 'failing')
+    throw new Error(
+      `run ${runId}: a worker of task queue '${desc.taskQueue}' took it, but its first workflow task failed (${first.message}); see that worker's log`,
+    );
   const status = await handle.query<RunStatus>('status');
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
   for (const pa of pending) {
@@ -72,13 +76,25 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
 }
 
 /**
- * Whether no worker has completed a task of the run's workflow yet (it sits in its task queue).
- * Looked at only while the history is this short: a started run has more events.
+ * How the run's first workflow task went: `done`; `queued`, no worker has taken it (the run waits in
+ * its task queue); or `failing`, a worker took it and failed it (an unknown workflow type, a broken
+ * workflow bundle), with the failure. Looked at only while the history is this short: a run that
+ * started has more events.
  */
-export async function notPickedUp(client: Client, runId: string, historyLength: number): Promise<boolean> {
-  if (historyLength > 4) return false;
-  const history = await client.workflow.getHandle(runId).fetchHistory();
-  return !(history.events ?? []).some((e) => e.workflowTaskCompletedEventAttributes);
+export async function firstTask(
+  client: Client,
+  runId: string,
+  historyLength: number,
+): Promise<{ state: 'done' | 'queued' } | { state: 'failing'; message: string }> {
+  if (historyLength > 4) return { state: 'done' };
+  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
+  if (events.some((e) => e.workflowTaskCompletedEventAttributes)) return { state: 'done' };
+  const failed = events.find((e) => e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes);
+  if (!failed) return { state: 'queued' };
+  return {
+    state: 'failing',
+    message: failed.workflowTaskFailedEventAttributes?.failure?.message ?? 'the worker did not finish it in time',
+  };
 }
 
 function notStartedStatus(input: RunInput, runId: string, startTime: Date, taskQueue: string): RunStatus {

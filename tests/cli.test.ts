@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
+import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../src/util/port-race.ts';
 import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 
@@ -60,6 +61,7 @@ describe('tempered CLI', () => {
     for (const args of [
       ['submit', '--help'],
       ['models', 'promote', '-h'],
+      ['models', '--help'],
       ['db', '--help'],
     ]) {
       const h = await runCli(args, env);
@@ -234,7 +236,7 @@ describe('tempered CLI', () => {
       assert.equal(unmounted.code, 1, unmounted.stderr);
       assert.match(
         unmounted.stderr,
-        /TEMPERED_STORE: the shared store folder \S+not-mounted does not exist or is not a folder\n\s+mount the share there/,
+        /TEMPERED_STORE: the shared store folder \S+not-mounted does not exist or is not a folder\n\s+mount the share, or create the folder on it; name a folder inside the share/,
       );
       mkdirSync(join(shared, 'store'));
       const noDb = await runCli(['worker'], {
@@ -262,6 +264,31 @@ describe('tempered CLI', () => {
       assert.doesNotMatch(noStore.stderr, /pw@/);
     } finally {
       rmSync(shared, { recursive: true, force: true });
+    }
+  });
+
+  it('status of a run whose first workflow task a worker fails says so, not that it waits for a worker', async () => {
+    const worker = await startCliWorker(['--queue', 'broken-q'], env);
+    const connection = await Connection.connect({ address: server.address });
+    try {
+      // A workflow type no tempered worker has: the worker takes the task and fails it.
+      const client = new Client({ connection });
+      await client.workflow.start('noSuchWorkflow', { taskQueue: 'broken-q', workflowId: 'broken-first-task', args: [] });
+      for (let i = 0; i < 100; i++) {
+        const events = (await client.workflow.getHandle('broken-first-task').fetchHistory()).events ?? [];
+        if (events.some((e) => e.workflowTaskFailedEventAttributes)) break;
+        await sleep(200);
+      }
+      const st = await runCli(['status', 'broken-first-task'], env);
+      assert.equal(st.code, 1);
+      assert.match(
+        st.stderr,
+        /run broken-first-task: a worker of task queue 'broken-q' took it, but its first workflow task failed \(.*noSuchWorkflow.*\); see that worker's log/,
+      );
+      await client.workflow.getHandle('broken-first-task').terminate('test over');
+    } finally {
+      await connection.close();
+      await stopCliWorker(worker);
     }
   });
 

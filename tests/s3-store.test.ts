@@ -355,7 +355,7 @@ describe('S3 artifact store', () => {
       (e: unknown) => e instanceof InputError && (e as InputError).where === 'AWS_ACCESS_KEY_ID',
     );
     // A worker with a wrong store setting stops at once, naming it (before it even looks for Temporal).
-    const worker = await runCli(['worker'], {
+    const worker = await runCli(['worker', '--single-host'], {
       ...s3.env,
       TEMPERED_HOME: tmp('home-'),
       TEMPERED_STORE: 's3://no-such-bucket/x',

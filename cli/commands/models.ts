@@ -3,7 +3,7 @@ import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
-import { actor, parse } from '../args.ts';
+import { actor, helpAsked, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
@@ -35,6 +35,7 @@ async function resolveLatest(reg: Registry, name: string, at: string | number): 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
     'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] | rollback <name> [--alias production] | history <name> [--json]';
+  helpAsked(argv, usage);
   const [sub, ...rest] = argv;
   const { values, positionals } = parse(
     rest,

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Payload, PayloadConverter } from '@temporalio/common';
 import { runUrl } from '../../infra/connection.ts';
-import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, notPickedUp, runInput, submitRun } from '../../client/runs.ts';
+import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, firstTask, runInput, submitRun } from '../../client/runs.ts';
 import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -180,7 +180,7 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
     details: { execution: desc.runId },
   });
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does.
-  if (await notPickedUp(client, positionals[0]!, desc.historyLength))
+  if ((await firstTask(client, positionals[0]!, desc.historyLength)).state === 'queued')
     console.log(
       `cancellation requested for ${positionals[0]}; no worker has picked it up yet, so it ends (cancelled, nothing run) once a worker serving task queue '${desc.taskQueue}' does`,
     );

@@ -136,6 +136,12 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const maxActivities = wholeNumber('max-activities', 'stages');
   const slots = parseQueues(values.queue ?? ctx.taskQueue, usage, maxActivities);
   const cudaQueues = parseCudaQueues(values['cuda-queues'], slots, usage);
+  // Settings before servers: a worker configured to split the team's state is refused before it
+  // waits on a store or database that may be away.
+  if (!values['single-host']) {
+    const mismatch = sharingMismatch(ctx);
+    if (mismatch) throw new CliError(`${mismatch}, or pass --single-host if this is the only worker\nusage: ${usage}`, 2);
+  }
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
@@ -147,10 +153,6 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
       if (e instanceof InputError) throw e;
       console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
     });
-  if (!values['single-host']) {
-    const mismatch = sharingMismatch(ctx);
-    if (mismatch) throw new CliError(`${mismatch}, or pass --single-host if this is the only worker\nusage: ${usage}`, 2);
-  }
   await awaitUsableDatabase(ctx.paths.registryDb, (m) => console.error(`worker: ${m}`));
   await ctx.client({ startServer: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.

@@ -40,7 +40,7 @@ function sharedFolder(path: string): FolderBackend {
   if (!dir)
     throw new InputError(`the shared store folder ${path} does not exist or is not a folder`, {
       where: 'TEMPERED_STORE',
-      hint: 'mount the share there (or create the folder, on a filesystem every worker mounts at that path)',
+      hint: 'mount the share, or create the folder on it; name a folder inside the share (/mnt/share/tempered, not the mount point /mnt/share, which exists unmounted too)',
     });
   return new FolderBackend(path);
 }
