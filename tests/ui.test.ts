@@ -593,6 +593,27 @@ describe('dashboard in a browser', () => {
     }
   });
 
+  it('says where a run that no worker has picked up waits', async (t) => {
+    if (skip) return t.skip(skip);
+    const reg = kindRegistry(env.kinds);
+    const res = await loadSpec(pipelineFile, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
+    if (!res.ok) throw new Error(JSON.stringify(res.errors));
+    const h = await submitRun(
+      env.client,
+      { plan: res.plan, options: { baseDir: dirname(pipelineFile), actor: 'ui-tester' } },
+      { taskQueue: 'ui-nobody' },
+    );
+    try {
+      const page = await open(`#/run/${h.workflowId}`);
+      await page.locator('.waiting').waitFor();
+      assert.match(await page.locator('.waiting').innerText(), /no worker has picked this run up yet; .*task queue ui-nobody/);
+      assert.equal(await page.getAttribute('.node[data-stage="train"]', 'data-state'), 'pending');
+      await page.context().close();
+    } finally {
+      await h.terminate('test over');
+    }
+  });
+
   it('logged no console errors', (t) => {
     if (skip) return t.skip(skip);
     assert.deepEqual(consoleErrors, []);

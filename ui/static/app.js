@@ -627,6 +627,11 @@ function RunPage({ id }) {
       </button>
     </div>
     ${st.gate && html`<p>run gate: <b>${st.gate.outcome}</b> — ${st.gate.reason}</p>`}
+    ${st.waitingForWorker &&
+    html`<p class="waiting">
+      waiting: no worker has picked this run up yet; it starts when a worker serving task
+      queue${' '}<code>${st.waitingForWorker}</code>${' '}runs (<code>tempered worker --queue ${st.waitingForWorker}</code>)
+    </p>`}
     <${Dag} stages=${st.stages} selected=${selected} onSelect=${setSelected} />
     ${trainStages.map(
       (s) =>
