@@ -207,6 +207,7 @@ describe('stage cache', () => {
       e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes.activityId] : [],
     );
     assert.deepEqual(activities.sort(), ['stage-a', 'stage-b', 'stage-c']);
-    assert.equal(events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length, 1);
+    // Local activities: the routed stage's lookup, and the audit record of how the run ended.
+    assert.equal(events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length, 2);
   });
 });
