@@ -95,7 +95,9 @@ export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readRepor
   if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);
   if (st.waitingForWorker)
     lines.push(
-      `waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${st.waitingForWorker}' runs (\`tempered worker --queue ${st.waitingForWorker}\`)`,
+      st.cancelRequested
+        ? `waiting: cancellation requested; no worker has picked this run up yet, and it ends (cancelled, nothing run) when a worker serving task queue '${st.waitingForWorker}' takes it`
+        : `waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${st.waitingForWorker}' runs (\`tempered worker --queue ${st.waitingForWorker}\`)`,
     );
   for (const s of st.stages) {
     lines.push(stageLine(s));

@@ -50,7 +50,11 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
   const first = desc.status.name === 'RUNNING' ? await firstTask(client, runId, desc.historyLength) : { state: 'done' as const };
-  if (first.state === 'queued') return notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue);
+  if (first.state === 'queued')
+    return {
+      ...notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue),
+      ...(first.cancelRequested ? { cancelRequested: true } : {}),
+    };
   if (first.state === 'failing')
     throw new Error(
       `run ${runId}: a worker of task queue '${desc.taskQueue}' took it, but its first workflow task failed (${first.message}); see that worker's log`,
@@ -85,12 +89,12 @@ export async function firstTask(
   client: Client,
   runId: string,
   historyLength: number,
-): Promise<{ state: 'done' | 'queued' } | { state: 'failing'; message: string }> {
-  if (historyLength > 4) return { state: 'done' };
+): Promise<{ state: 'done' } | { state: 'queued'; cancelRequested: boolean } | { state: 'failing'; message: string }> {
+  if (historyLength > 5) return { state: 'done' };
   const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
   if (events.some((e) => e.workflowTaskCompletedEventAttributes)) return { state: 'done' };
   const failed = events.find((e) => e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes);
-  if (!failed) return { state: 'queued' };
+  if (!failed) return { state: 'queued', cancelRequested: events.some((e) => e.workflowExecutionCancelRequestedEventAttributes) };
   return {
     state: 'failing',
     message: failed.workflowTaskFailedEventAttributes?.failure?.message ?? 'the worker did not finish it in time',

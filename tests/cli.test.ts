@@ -222,6 +222,11 @@ describe('tempered CLI', () => {
       cancel.stdout,
       /no worker has picked it up yet, so it ends \(cancelled, nothing run\) once a worker serving task queue 'nobody-q' does/,
     );
+    const after = await runCli(['status', 'left-to-workers'], env);
+    assert.match(
+      after.stdout,
+      /waiting: cancellation requested; no worker has picked this run up yet, and it ends \(cancelled, nothing run\) when a worker serving task queue 'nobody-q' takes it/,
+    );
   });
 
   it('a worker whose store is shared but whose registry is its own file (or the reverse) refuses to start, naming what to set', async () => {
@@ -249,6 +254,18 @@ describe('tempered CLI', () => {
       assert.match(
         noDb.stderr,
         /the store \S+ is shared, but this worker's registry and audit log would be files of this host .*Set TEMPERED_DATABASE_URL as on the other workers, or pass --single-host/,
+      );
+      // A CLI in the same state finds no registry, and is told the likely reason.
+      const models = await runCli(['models', 'list'], {
+        ...env,
+        TEMPERED_HOME: join(shared, 'h1'),
+        TEMPERED_STORE: join(shared, 'store'),
+        TEMPERED_DATABASE_URL: '',
+      });
+      assert.equal(models.code, 1, models.stderr);
+      assert.match(
+        models.stderr,
+        /no model registry at .* yet; .*\(the store \S+ is shared: a team's registry and audit log are its database; set TEMPERED_DATABASE_URL as on the workers\)/,
       );
       const noStore = await runCli(['worker'], {
         ...env,

@@ -117,6 +117,8 @@ export interface RunStatus {
   gate?: RunGateResult;
   /** Set (by the client, never the workflow) while no worker has picked the run up: its task queue. */
   waitingForWorker?: string;
+  /** With `waitingForWorker`: a cancellation was asked for, which the run carries out when a worker takes it. */
+  cancelRequested?: boolean;
 }
 
 /** What an activity for a stage kind receives. */

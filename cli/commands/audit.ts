@@ -6,6 +6,7 @@ import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/
 import { InputError } from '../../src/errors.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { sharingHint } from './sharing.ts';
 
 function line(r: AuditRecord): string {
   const extra: string[] = [];
@@ -45,7 +46,7 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       console.log(`AUDIT LOG TAMPERED: no audit log at ${ctx.paths.auditDb}, but an anchor says it held records`);
       return 1;
     }
-    throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change`);
+    throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change${sharingHint(ctx)}`);
   }
   const audit = await openAudit(ctx.paths.auditDb);
   try {

@@ -4,11 +4,12 @@ import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import { actor, helpAsked, parse } from '../args.ts';
+import { sharingHint } from './sharing.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
-    throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
+    throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it${sharingHint(ctx)}`);
   const reg = await openRegistry(ctx.paths.registryDb);
   try {
     return await fn(reg);
@@ -115,7 +116,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const alias = values.alias ?? 'production';
       const who = actor();
       if (!databaseExists(ctx.paths.registryDb))
-        throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it`);
+        throw new CliError(`no model registry at ${ctx.paths.registryDb} yet; a pipeline's register stage creates it${sharingHint(ctx)}`);
       // The audit record commits with the alias move (registry outbox) and is then delivered, so
       // a crash in between leaves it pending for the next delivery instead of losing it.
       // A rollback names the version it rolls back from, as read now: two operators rolling back at

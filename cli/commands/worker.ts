@@ -11,6 +11,7 @@ import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
 import { awaitUsableDatabase } from './db.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
+import { sharingMismatch } from './sharing.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -179,27 +180,18 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);
-  process.once('SIGINT', ended.stop);
-  process.once('SIGTERM', ended.stop);
+  const stop = (signal: string) => {
+    console.error(
+      `worker: ${signal}: stopping; no new stages are taken, and running ones get 10 s to finish before they are cancelled (and retried elsewhere)`,
+    );
+    ended.stop();
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
   const failure = await ended.done;
   await pruner?.stop();
   if (failure) throw failure.error;
   return 0;
-}
-
-/**
- * A worker whose store is shared but whose registry is a file of its own host (or the reverse) splits
- * a team's state without a word: the models it registers and promotes, or the artifacts it writes,
- * are seen by no other host. Said, naming what to set; undefined when both are shared or neither is.
- */
-export function sharingMismatch(ctx: CliContext): string | undefined {
-  const store = ctx.store().remote;
-  const db = isDatabaseUrl(ctx.paths.registryDb);
-  if (store && !db)
-    return `the store ${store.url} is shared, but this worker's registry and audit log would be files of this host (${ctx.paths.registryDb}): the models it registers and promotes would be seen by no other host. Set TEMPERED_DATABASE_URL as on the other workers`;
-  if (!store && db)
-    return `the registry and audit log are the shared database ${redactUrl(ctx.paths.registryDb)}, but this worker's artifacts would stay in this host's folder (${ctx.store().root}): other hosts could not read what it writes. Set TEMPERED_STORE (and AWS_*) as on the other workers`;
-  return undefined;
 }
 
 /** `--cuda-queues`: names among the queues this worker serves; undefined when not given. */

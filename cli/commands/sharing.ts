@@ -1,0 +1,28 @@
+/**
+ * Whether this process's store and database are shared alike. A team shares both; a worker, or a
+ * CLI, with only one of them keeps the other half where no other host sees it.
+ */
+import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
+import type { CliContext } from '../context.ts';
+
+/**
+ * A worker whose store is shared but whose registry is a file of its own host (or the reverse) splits
+ * a team's state without a word: the models it registers and promotes, or the artifacts it writes,
+ * are seen by no other host. Said, naming what to set; undefined when both are shared or neither is.
+ */
+export function sharingMismatch(ctx: CliContext): string | undefined {
+  const store = ctx.store().remote;
+  const db = isDatabaseUrl(ctx.paths.registryDb);
+  if (store && !db)
+    return `the store ${store.url} is shared, but this worker's registry and audit log would be files of this host (${ctx.paths.registryDb}): the models it registers and promotes would be seen by no other host. Set TEMPERED_DATABASE_URL as on the other workers`;
+  if (!store && db)
+    return `the registry and audit log are the shared database ${redactUrl(ctx.paths.registryDb)}, but this worker's artifacts would stay in this host's folder (${ctx.store().root}): other hosts could not read what it writes. Set TEMPERED_STORE (and AWS_*) as on the other workers`;
+  return undefined;
+}
+
+/** For a CLI that finds no registry or audit log: the likely reason when its store is shared and its database is not. */
+export function sharingHint(ctx: CliContext): string {
+  return ctx.store().remote && !isDatabaseUrl(ctx.paths.registryDb)
+    ? ` (the store ${ctx.store().remote!.url} is shared: a team's registry and audit log are its database; set TEMPERED_DATABASE_URL as on the workers)`
+    : '';
+}
