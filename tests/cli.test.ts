@@ -244,24 +244,15 @@ describe('tempered CLI', () => {
         /TEMPERED_STORE: the shared store folder \S+not-mounted does not exist or is not a folder\n\s+mount the share, or create the folder on it; name a folder inside the share/,
       );
       mkdirSync(join(shared, 'store'));
-      const noDb = await runCli(['worker'], {
-        ...env,
-        TEMPERED_HOME: join(shared, 'h1'),
-        TEMPERED_STORE: join(shared, 'store'),
-        TEMPERED_DATABASE_URL: '',
-      });
+      const storeOnly = { ...env, TEMPERED_HOME: join(shared, 'h1'), TEMPERED_STORE: join(shared, 'store'), TEMPERED_DATABASE_URL: '' };
+      const noDb = await runCli(['worker'], storeOnly);
       assert.equal(noDb.code, 2, noDb.stderr);
       assert.match(
         noDb.stderr,
         /the store \S+ is shared, but this worker's registry and audit log would be files of this host .*Set TEMPERED_DATABASE_URL as on the other workers, or pass --single-host/,
       );
       // A CLI in the same state finds no registry, and is told the likely reason.
-      const models = await runCli(['models', 'list'], {
-        ...env,
-        TEMPERED_HOME: join(shared, 'h1'),
-        TEMPERED_STORE: join(shared, 'store'),
-        TEMPERED_DATABASE_URL: '',
-      });
+      const models = await runCli(['models', 'list'], storeOnly);
       assert.equal(models.code, 1, models.stderr);
       assert.match(
         models.stderr,
