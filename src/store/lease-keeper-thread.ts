@@ -13,9 +13,9 @@ const setup = (workerData as { setup: KeeperSetup }).setup;
 // A connection that goes silent fails its request after a refresh period instead of the default
 // minute, so the next tries come sooner (the SDK retries it; LeaseRefresher gives the lease up on its
 // own timer whatever a request does).
-// Likewise a refresh keeps retrying a store that is away for one refresh period, not the 20 s of
-// other requests: one that landed long after the holder gave the lease up would leave a generation
-// the next taker must wait out.
+// Likewise a refresh keeps retrying a store that is away for one refresh period after its first
+// failure, not the 20 s of other requests: one that landed long after the holder gave the lease up
+// would leave a generation the next taker must wait out.
 const remote = openBackend(setup.backend.url, {
   ...(setup.backend.env ? { env: setup.backend.env } : {}),
   idleTimeoutMs: setup.refreshMs,

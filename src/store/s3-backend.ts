@@ -230,7 +230,7 @@ export class S3Backend implements ObjectBackend {
     const net = (err as NodeJS.ErrnoException).code;
     if (status === undefined && ((net && UNREACHABLE.has(net)) || err.name === 'TimeoutError'))
       return new Error(
-        `${op} on ${where}: the store did not answer (${err.message}) after ${(err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1} tries over up to ${this.retryMs / 1000} s; check that it is running and reachable from this host (TEMPERED_STORE, AWS_ENDPOINT_URL)`,
+        `${op} on ${where}: the store did not answer (${err.message}) in ${tried(err)}; check that it is running and reachable from this host (TEMPERED_STORE, AWS_ENDPOINT_URL)`,
         { cause: e },
       );
     return e;
@@ -491,6 +491,13 @@ function lastModified(d: Date | undefined): Date | undefined {
 
 function isStatus(e: unknown, status: number): boolean {
   return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode === status;
+}
+
+/** How many tries a failed request had and how long it waited between them, as the SDK recorded. */
+function tried(err: unknown): string {
+  const meta = (err as { $metadata?: { attempts?: number; totalRetryDelay?: number } }).$metadata;
+  const tries = meta?.attempts ?? 1;
+  return tries === 1 ? '1 try' : `${tries} tries, ${((meta?.totalRetryDelay ?? 0) / 1000).toFixed(1)} s apart in all`;
 }
 
 /** Errors of a connection that could not be made or was cut: the store is down, restarting or out of reach. */
