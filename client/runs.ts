@@ -9,8 +9,11 @@ import { Client, WorkflowFailedError, type WorkflowHandle, type WorkflowHandleWi
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import type { RunInput, RunStatus } from '../workflows/types.ts';
+import { pendingStatus } from '../workflows/pending-status.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
+
+type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
 
 export function newRunId(name: string): string {
   return `${name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomBytes(3).toString('hex')}`;
@@ -52,7 +55,8 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
   const first = desc.status.name === 'RUNNING' ? await firstTask(client, runId, desc.historyLength) : { state: 'done' as const };
   if (first.state === 'queued')
     return {
-      ...notStartedStatus(await runInput(client, runId), runId, desc.startTime, desc.taskQueue),
+      ...pendingStatus(inputOf(client, runId, first.events), runId, desc.startTime.toISOString()),
+      waitingForWorker: desc.taskQueue,
       ...(first.cancelRequested ? { cancelRequested: true } : {}),
     };
   if (first.state === 'failing')
@@ -89,31 +93,17 @@ export async function firstTask(
   client: Client,
   runId: string,
   historyLength: number,
-): Promise<{ state: 'done' } | { state: 'queued'; cancelRequested: boolean } | { state: 'failing'; message: string }> {
+): Promise<
+  { state: 'done' } | { state: 'queued'; cancelRequested: boolean; events: HistoryEvent[] } | { state: 'failing'; message: string }
+> {
   if (historyLength > 5) return { state: 'done' };
   const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
   if (events.some((e) => e.workflowTaskCompletedEventAttributes)) return { state: 'done' };
   const failed = events.find((e) => e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes);
-  if (!failed) return { state: 'queued', cancelRequested: events.some((e) => e.workflowExecutionCancelRequestedEventAttributes) };
+  if (!failed) return { state: 'queued', cancelRequested: events.some((e) => e.workflowExecutionCancelRequestedEventAttributes), events };
   return {
     state: 'failing',
     message: failed.workflowTaskFailedEventAttributes?.failure?.message ?? 'the worker did not finish it in time',
-  };
-}
-
-function notStartedStatus(input: RunInput, runId: string, startTime: Date, taskQueue: string): RunStatus {
-  const { plan, options } = input;
-  return {
-    runId,
-    name: plan.name,
-    specHash: plan.specHash,
-    state: 'running',
-    startedAt: startTime.toISOString(),
-    actor: options.actor,
-    resumeOf: options.resumeOf,
-    params: plan.params,
-    stages: plan.stages.map((s) => ({ id: s.id, uses: s.uses, needs: s.needs, state: 'pending' })),
-    waitingForWorker: taskQueue,
   };
 }
 
@@ -233,8 +223,12 @@ export async function hasWorkers(client: Client, namespace: string, queue: strin
 
 /** The input a run was started with, read back from its history. */
 export async function runInput(client: Client, runId: string): Promise<RunInput> {
-  const history = await client.workflow.getHandle(runId).fetchHistory();
-  const started = history.events?.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
+  return inputOf(client, runId, (await client.workflow.getHandle(runId).fetchHistory()).events ?? []);
+}
+
+/** The input in a run's history that has been read already. */
+function inputOf(client: Client, runId: string, events: HistoryEvent[]): RunInput {
+  const started = events.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
   const payload = started?.input?.payloads?.[0];
   if (!payload) throw new Error(`run ${runId} has no recorded input`);
   return client.options.loadedDataConverter.payloadConverter.fromPayload(payload) as RunInput;

@@ -29,6 +29,7 @@ import { DEFAULT_HEARTBEAT_MS, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from '../src/
 import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
 import { nextStages } from './next-stages.ts';
+import { pendingStatus } from './pending-status.ts';
 import type {
   CacheLookupRequest,
   CacheLookupResult,
@@ -106,17 +107,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const { plan, options } = input;
   const info = workflowInfo();
   const now = () => new Date(Date.now()).toISOString();
-  const status: RunStatus = {
-    runId: info.workflowId,
-    name: plan.name,
-    specHash: plan.specHash,
-    state: 'running',
-    startedAt: now(),
-    actor: options.actor,
-    resumeOf: options.resumeOf,
-    params: plan.params,
-    stages: plan.stages.map((s) => ({ id: s.id, uses: s.uses, needs: s.needs, state: 'pending' })),
-  };
+  const status: RunStatus = pendingStatus(input, info.workflowId, now());
   setHandler(statusQuery, () => status);
 
   const byId = new Map(status.stages.map((s) => [s.id, s]));
