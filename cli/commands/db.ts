@@ -32,17 +32,12 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
     return 0;
   }
   const { migratePostgres } = await import('../../src/db/postgres.ts');
-  // One scope at a time, each its own transaction: what was applied before a failure is audited.
+  // What was applied before a failure is audited too.
   const done: Migrated[] = [];
-  let failure: unknown;
-  for (const schema of SHARED_SCHEMAS) {
-    try {
-      done.push(...(await migratePostgres(url, [schema])));
-    } catch (e) {
-      failure = e;
-      break;
-    }
-  }
+  const failure = await migratePostgres(url, SHARED_SCHEMAS, {}, (m) => done.push(m)).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   const applied = done.filter((m) => m.from !== m.to);
   if (applied.length)
     await (

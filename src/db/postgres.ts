@@ -317,7 +317,7 @@ export interface Migrated {
  * that meets it is retried; a new worker does not poll meanwhile: `tempered worker` waits for it).
  */
 async function migrate(db: PostgresDatabase, schema: Schema, apply: boolean): Promise<Migrated> {
-  const known = Math.max(0, ...schema.postgres.map((m) => m.version));
+  const known = newestVersion(schema);
   const at = await schemaVersion(db, schema.scope);
   if (at === known) return { scope: schema.scope, from: at, to: at };
   if (at > known) throw newerSchema(schema.scope, at, known);
@@ -379,22 +379,38 @@ export async function schemaVersions(
   const db = openPostgresPool(url, opts);
   try {
     const out: { scope: string; at: number; known: number }[] = [];
-    for (const s of schemas)
-      out.push({ scope: s.scope, at: await schemaVersion(db, s.scope), known: Math.max(0, ...s.postgres.map((m) => m.version)) });
+    for (const s of schemas) out.push({ scope: s.scope, at: await schemaVersion(db, s.scope), known: newestVersion(s) });
     return out;
   } finally {
     await db.close();
   }
 }
 
-/** Brings each scope of the PostgreSQL database at `url` up to this release (`tempered db migrate`), in turn. */
-export async function migratePostgres(url: string, schemas: readonly Schema[], opts: OpenOptions = {}): Promise<Migrated[]> {
+/**
+ * Brings each scope of the PostgreSQL database at `url` up to this release (`tempered db migrate`),
+ * in turn, each in its own transaction. `onMigrated` hears of each scope as it is done, so a caller
+ * still knows what was applied when a later scope fails.
+ */
+export async function migratePostgres(
+  url: string,
+  schemas: readonly Schema[],
+  opts: OpenOptions = {},
+  onMigrated: (m: Migrated) => void = () => {},
+): Promise<Migrated[]> {
   const db = openPostgresPool(url, opts);
   try {
     const out: Migrated[] = [];
-    for (const schema of schemas) out.push(await migrate(db, schema, true));
+    for (const schema of schemas) {
+      out.push(await migrate(db, schema, true));
+      onMigrated(out.at(-1)!);
+    }
     return out;
   } finally {
     await db.close();
   }
+}
+
+/** The version a release brings a scope's PostgreSQL tables to. */
+function newestVersion(schema: Schema): number {
+  return Math.max(0, ...schema.postgres.map((m) => m.version));
 }
