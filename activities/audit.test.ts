@@ -8,8 +8,9 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
-import type { StageRequest } from '../workflows/types.ts';
-import { stageCompletedHook } from './audit.ts';
+import type { RunEndRecord, StageRequest } from '../workflows/types.ts';
+import { KeptOpen } from '../src/db/kept-open.ts';
+import { runEndedHook, stageCompletedHook } from './audit.ts';
 
 const request = (stageId: string): StageRequest =>
   ({ runId: 'run-1', stageId, kind: 'noop', config: {}, baseDir: '/', specHash: 'h', actor: 'tester', writeCache: true }) as StageRequest;
@@ -34,5 +35,38 @@ it('records every completed stage through one open log, and opens again after a 
     assert.equal((await log.verify()).ok, true);
   } finally {
     await log.close();
+  }
+});
+
+it("records how a run ended once per execution, however often the workflow's worker retries it", async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'audit-end-'));
+  const audit = new KeptOpen(() => openAudit(join(stateDir, 'audit.db')));
+  try {
+    const hook = runEndedHook(audit);
+    const ended = (execution: string, state: RunEndRecord['state'], error?: string): RunEndRecord => ({
+      runId: 'run-1',
+      execution,
+      state,
+      actor: 'tester',
+      specHash: 'h',
+      pipeline: 'p',
+      stages: { a: state === 'succeeded' ? 'succeeded' : 'failed' },
+      ...(error ? { error } : {}),
+    });
+    await hook(ended('exec-1', 'failed', "stage 'a' failed: boom"));
+    await hook(ended('exec-1', 'failed', "stage 'a' failed: boom"));
+    // The run id reused later (a resume with --run-id, a schedule): another execution, another record.
+    await hook(ended('exec-2', 'succeeded'));
+    const records = await (await audit.get()).query({ run: 'run-1' });
+    assert.deepEqual(
+      records.map((r) => [r.action, r.details?.execution, r.details?.error]),
+      [
+        ['run.failed', 'exec-1', "stage 'a' failed: boom"],
+        ['run.completed', 'exec-2', undefined],
+      ],
+    );
+  } finally {
+    await audit.close();
+    rmSync(stateDir, { recursive: true, force: true });
   }
 });

@@ -57,10 +57,7 @@ const END_ACTION = { succeeded: 'run.completed', failed: 'run.failed', cancelled
  * failed (with the first failed stage's error) or cancelled. Once per execution (the dedupe key),
  * however often the workflow's worker retries it.
  */
-export function runEndedHook(
-  stateDir: string,
-  audit: KeptOpen<AuditLog> = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb)),
-): (rec: RunEndRecord) => Promise<void> {
+export function runEndedHook(audit: KeptOpen<AuditLog>): (rec: RunEndRecord) => Promise<void> {
   return async (rec) => {
     await (
       await audit.get()

@@ -49,7 +49,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       cache: ctx.cache(),
       stateDir: ctx.paths.root,
       onStageCompleted: stageCompletedHook(ctx.paths.root, ctx.auditLog()),
-      onRunEnded: runEndedHook(ctx.paths.root, ctx.auditLog()),
+      onRunEnded: runEndedHook(ctx.auditLog()),
       isolation,
       points: ctx.progressPoints(),
     },
