@@ -45,15 +45,11 @@ let runs: RunStatus[] = [];
 let resumed: string | undefined;
 let pipelineFile: string;
 
-async function startPipeline(file: string, params: Record<string, string>): Promise<string> {
+async function startPipeline(file: string, params: Record<string, string>, taskQueue = TEST_QUEUE): Promise<string> {
   const reg = kindRegistry(env.kinds);
   const res = await loadSpec(file, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable, paramOverrides: params });
   if (!res.ok) throw new Error(JSON.stringify(res.errors));
-  const h = await submitRun(
-    env.client,
-    { plan: res.plan, options: { baseDir: dirname(file), actor: 'ui-tester' } },
-    { taskQueue: TEST_QUEUE },
-  );
+  const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'ui-tester' } }, { taskQueue });
   return h.workflowId;
 }
 const runPipeline = async (file: string, params: Record<string, string>) => waitForRun(env.client, await startPipeline(file, params));
@@ -595,22 +591,15 @@ describe('dashboard in a browser', () => {
 
   it('says where a run that no worker has picked up waits', async (t) => {
     if (skip) return t.skip(skip);
-    const reg = kindRegistry(env.kinds);
-    const res = await loadSpec(pipelineFile, { kinds: reg.kinds, knownButUnavailable: reg.knownButUnavailable });
-    if (!res.ok) throw new Error(JSON.stringify(res.errors));
-    const h = await submitRun(
-      env.client,
-      { plan: res.plan, options: { baseDir: dirname(pipelineFile), actor: 'ui-tester' } },
-      { taskQueue: 'ui-nobody' },
-    );
+    const runId = await startPipeline(pipelineFile, {}, 'ui-nobody');
     try {
-      const page = await open(`#/run/${h.workflowId}`);
+      const page = await open(`#/run/${runId}`);
       await page.locator('.waiting').waitFor();
       assert.match(await page.locator('.waiting').innerText(), /no worker has picked this run up yet; .*task queue ui-nobody/);
       assert.equal(await page.getAttribute('.node[data-stage="train"]', 'data-state'), 'pending');
       await page.context().close();
     } finally {
-      await h.terminate('test over');
+      await env.client.workflow.getHandle(runId).terminate('test over');
     }
   });
 
