@@ -300,6 +300,25 @@ describe('tempered CLI', () => {
     }
   });
 
+  it('a run submitted before any worker keeps the start time it was shown while it waited', async () => {
+    const r = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--queue', 'late-q', '--run-id', 'late-start', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    type St = { state: string; startedAt: string; waitingForWorker?: string };
+    const waiting = JSON.parse((await runCli(['status', 'late-start', '--json'], env)).stdout) as St;
+    assert.equal(waiting.waitingForWorker, 'late-q');
+    await sleep(1500); // the worker's first task comes measurably later than the submission
+    const worker = await startCliWorker(['--queue', 'late-q'], env);
+    const connection = await Connection.connect({ address: server.address });
+    try {
+      await new Client({ connection }).workflow.getHandle('late-start').result();
+      const done = JSON.parse((await runCli(['status', 'late-start', '--json'], env)).stdout) as St;
+      assert.deepEqual([done.state, done.startedAt], ['succeeded', waiting.startedAt]);
+    } finally {
+      await connection.close();
+      await stopCliWorker(worker);
+    }
+  });
+
   it('submit without --wait returns at once; cancel stops the running stage', async () => {
     let worker: ChildProcess | undefined;
     try {

@@ -107,7 +107,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const { plan, options } = input;
   const info = workflowInfo();
   const now = () => new Date(Date.now()).toISOString();
-  const status: RunStatus = pendingStatus(input, info.workflowId, now());
+  // The run's start, not its first workflow task: `status` showed this time while the run waited for a worker.
+  const status: RunStatus = pendingStatus(input, info.workflowId, info.startTime.toISOString());
   setHandler(statusQuery, () => status);
 
   const byId = new Map(status.stages.map((s) => [s.id, s]));
