@@ -64,7 +64,20 @@ const VENDOR: Record<string, { pkg: string; file: string; type: string }> = {
   'marked.js': { pkg: 'marked', file: 'lib/marked.esm.js', type: 'text/javascript' },
   'purify.js': { pkg: 'dompurify', file: 'dist/purify.es.mjs', type: 'text/javascript' },
 };
-const OWN: Record<string, string> = { 'app.js': 'text/javascript', 'style.css': 'text/css', 'dag.js': 'text/javascript' };
+// A Map, not an object literal: `/app/toString` must not find a prototype's function.
+const OWN = new Map([
+  ['app.js', 'text/javascript'],
+  ['style.css', 'text/css'],
+  ['dag.js', 'text/javascript'],
+]);
+/**
+ * Longest a client may take to send a whole request (Node checks every 30 s, so one that stalls is
+ * cut off within a minute or so); fastify's default is no limit, and a body that never ends held
+ * its connection for ever.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** Routes anyone may fetch: the page and its code, which hold no data. Every other route, matched or not, is guarded. */
+const PUBLIC_ROUTES = new Set(['/', '/app/:name', '/vendor/:name']);
 
 /** A package's folder: up from its entry point to its package.json (some packages do not export package.json). */
 function packageDir(pkg: string): string {
@@ -108,6 +121,17 @@ function isLoopback(host: string): boolean {
   return host === '127.0.0.1' || host === '::1' || host === 'localhost' || /^127\./.test(host);
 }
 
+/**
+ * The name in a Host header, without its port (`[::1]:8270` → `::1`). A page on another site whose
+ * name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its own name here, so a dashboard
+ * bound to loopback, whose reads need no token, answers only to loopback names.
+ */
+export function hostName(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^\[([^\]]*)\](?::\d*)?$/.exec(header) ?? /^([^:]*)(?::\d*)?$/.exec(header);
+  return m ? m[1]!.toLowerCase() : header.toLowerCase();
+}
+
 class HttpError extends Error {
   constructor(
     readonly statusCode: number,
@@ -118,8 +142,35 @@ class HttpError extends Error {
   }
 }
 
+type FieldKind = 'text' | 'version or alias' | 'version or null';
+
+/**
+ * An action's JSON body with its fields' types checked, so a wrong one is a 400 that names it
+ * instead of a database error. No body is no fields.
+ */
+function actionBody<T extends Record<string, unknown>>(body: unknown, fields: Record<keyof T & string, FieldKind>): Partial<T> {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== 'object' || Array.isArray(body))
+    throw new HttpError(400, 'send the fields as a JSON object', 'Content-Type: application/json, e.g. {"alias": "production"}');
+  const kinds: Record<string, FieldKind | undefined> = fields;
+  for (const [name, value] of Object.entries(body)) {
+    const kind = kinds[name];
+    if (kind === undefined) throw new HttpError(400, `unknown field '${name}'; this action takes ${Object.keys(fields).join(', ')}`);
+    const isVersion = Number.isSafeInteger(value) && (value as number) >= 1;
+    const ok =
+      kind === 'text'
+        ? typeof value === 'string'
+        : kind === 'version or alias'
+          ? isVersion || (typeof value === 'string' && value !== '')
+          : isVersion || value === null;
+    if (!ok)
+      throw new HttpError(400, `field '${name}' must be ${kind === 'text' ? 'a string' : `a ${kind}`}, got ${JSON.stringify(value)}`);
+  }
+  return body as Partial<T>;
+}
+
 export async function createUiServer(o: UiOptions): Promise<UiServer> {
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 << 10 });
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 << 10, requestTimeout: REQUEST_TIMEOUT_MS });
   let readsNeedToken = true; // until listen() knows the address
   const pollMs = o.pollMs ?? 1000;
   const openStreams = new Set<() => void>();
@@ -142,12 +193,21 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
 
   const authorized = (req: FastifyRequest) => bearerMatches(req.headers.authorization, o.token);
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/api/')) return;
+    const host = hostName(req.headers.host);
+    if (!readsNeedToken && host !== undefined && !isLoopback(host)) {
+      return reply.code(421).send({
+        error: `this dashboard is bound to a loopback address and answers only to loopback names, not Host: ${req.headers.host}`,
+        hint: 'open the link `tempered ui` printed (http://127.0.0.1:…), or start it with --host and a token to reach it by another name',
+      });
+    }
+    // The route fastify matched, not the raw URL: `/%61pi/…` and absolute-form targets reach /api routes too.
+    if (PUBLIC_ROUTES.has(req.routeOptions.url ?? '')) return;
     const action = req.method !== 'GET' && req.method !== 'HEAD';
     if ((action || readsNeedToken) && !authorized(req)) {
       return reply
         .code(401)
         .header('www-authenticate', 'Bearer')
+        .header('connection', 'close') // and stop reading whatever body it was sending
         .send({
           error: action ? 'actions need the dashboard token' : 'this dashboard needs its token',
           hint: 'open the link `tempered ui` printed (it carries the token), or send Authorization: Bearer <token>',
@@ -176,7 +236,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   const page = (reply: FastifyReply) => reply.type('text/html; charset=utf-8').header('content-security-policy', csp).send(indexHtml);
   app.get('/', (_req, reply) => page(reply));
   app.get<{ Params: { name: string } }>('/app/:name', (req, reply) => {
-    const type = OWN[req.params.name];
+    const type = OWN.get(req.params.name);
     if (!type) throw new HttpError(404, `no asset ${req.params.name}`);
     return reply
       .type(type)
@@ -367,11 +427,14 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     return diffVersions(dbs, req.params.name, versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b'));
   });
 
-  app.post<{
-    Params: { name: string };
-    Body: { version?: number | string; alias?: string; gate?: string; reason?: string; expect?: number | null };
-  }>('/api/models/:name/promote', async (req) => {
-    const b = req.body ?? {};
+  app.post<{ Params: { name: string } }>('/api/models/:name/promote', async (req) => {
+    const b = actionBody<{ version: number | string; alias: string; gate: string; reason: string; expect: number | null }>(req.body, {
+      version: 'version or alias',
+      alias: 'text',
+      gate: 'text',
+      reason: 'text',
+      expect: 'version or null',
+    });
     if (b.version === undefined) throw new HttpError(400, 'promote needs a version');
     return changeAlias(dbs.registry, dbs.audit, {
       op: 'promote',
@@ -386,23 +449,24 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     });
   });
 
-  app.post<{ Params: { name: string }; Body: { alias?: string; reason?: string; expect?: number } }>(
-    '/api/models/:name/rollback',
-    async (req) => {
-      // The version the page showed: a double click, or two people at once, roll back once.
-      const expect = req.body?.expect;
-      if (expect !== undefined && !Number.isSafeInteger(expect)) throw new HttpError(400, 'expect must be a version number');
-      return changeAlias(dbs.registry, dbs.audit, {
-        op: 'rollback',
-        name: req.params.name,
-        alias: req.body?.alias ?? 'production',
-        actor: o.actor,
-        reason: req.body?.reason || undefined,
-        ...(expect !== undefined ? { expect } : {}),
-        details: { via: 'ui' },
-      });
-    },
-  );
+  app.post<{ Params: { name: string } }>('/api/models/:name/rollback', async (req) => {
+    const b = actionBody<{ alias: string; reason: string; expect: number | null }>(req.body, {
+      alias: 'text',
+      reason: 'text',
+      expect: 'version or null',
+    });
+    // The version the page showed: a double click, or two people at once, roll back once.
+    const expect = b.expect ?? undefined;
+    return changeAlias(dbs.registry, dbs.audit, {
+      op: 'rollback',
+      name: req.params.name,
+      alias: b.alias ?? 'production',
+      actor: o.actor,
+      reason: b.reason || undefined,
+      ...(expect !== undefined ? { expect } : {}),
+      details: { via: 'ui' },
+    });
+  });
 
   // ---- audit --------------------------------------------------------------------------------
   app.get<{ Querystring: { run?: string; model?: string; action?: string; actor?: string; limit?: string } }>('/api/audit', async (req) => {
@@ -413,7 +477,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       action: q.action || undefined,
       actor: q.actor || undefined,
     });
-    const limit = Math.min(5000, Number(q.limit ?? 500) || 500);
+    const limit = Math.min(5000, Math.max(1, Number(q.limit ?? 500) || 500));
     return { records: rows.slice(-limit).reverse() };
   });
   app.get('/api/audit/verify', async () => verifyAudit(dbs));
