@@ -30,6 +30,7 @@ import { InputError } from '../src/errors.ts';
 import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
 import { bearerMatches } from '../src/serve/auth.ts';
+import { REQUEST_TIMEOUT_MS } from '../src/serve/http-limits.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openProgressPoints, type ProgressPoints } from '../src/store/progress-points.ts';
@@ -70,12 +71,6 @@ const OWN = new Map([
   ['style.css', 'text/css'],
   ['dag.js', 'text/javascript'],
 ]);
-/**
- * Longest a client may take to send a whole request (Node checks every 30 s, so one that stalls is
- * cut off within a minute or so); fastify's default is no limit, and a body that never ends held
- * its connection for ever.
- */
-export const REQUEST_TIMEOUT_MS = 30_000;
 /** Routes anyone may fetch: the page and its code, which hold no data. Every other route, matched or not, is guarded. */
 const PUBLIC_ROUTES = new Set(['/', '/app/:name', '/vendor/:name']);
 

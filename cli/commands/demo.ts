@@ -77,7 +77,7 @@ async function servePrediction(ctx: CliContext, status: RunStatus, plan?: Planne
   const name = String(out.ref).split('@')[0]!;
   const token = randomBytes(24).toString('hex');
   console.log(`\nserving ${name}@${out.alias} …`);
-  const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2 });
+  const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2, logger: 'errors' });
   try {
     if (isTextGenerator(server.model.current)) await askLanguageModel(url, token, plan);
     else await askClassifier(url, token);

@@ -100,7 +100,7 @@ export interface ServingOptions {
   /** Classifiers: inference threads, and texts that may wait for one before requests get 429 (worker-pool.ts). */
   workers?: number;
   maxQueueTexts?: number;
-  logger?: boolean;
+  logger?: boolean | 'errors';
   /** A Jinja chat template for language models that have none (or to replace theirs). */
   chatTemplate?: string;
   generation?: GenerationLimits;
@@ -218,7 +218,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     pollMs: num(values['poll-ms']) ?? 2000,
     maxBatch: num(values['max-batch']),
     threads: num(values.threads),
-    logger: false,
+    logger: 'errors',
     workers: num(values.workers),
     maxQueueTexts: num(values['max-queue-texts']),
     chatTemplate: readChatTemplate(values['chat-template']),

@@ -1,6 +1,7 @@
 /** `tempered ui`: the web dashboard (runs, live training curves, evaluations, models, audit, schedules). */
 import { randomBytes } from 'node:crypto';
 import { runUrl } from '../../infra/connection.ts';
+import { tokenProblem } from '../../src/serve/auth.ts';
 import { createUiServer, type UiServer } from '../../ui/server.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -11,6 +12,8 @@ export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || p
   if (!given && !loopback)
     throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
   if (given !== undefined && given.length < 16) throw new CliError('TEMPERED_UI_TOKEN must be at least 16 characters', 2);
+  const unusable = given === undefined ? undefined : tokenProblem(given);
+  if (unusable) throw new CliError(`TEMPERED_UI_TOKEN cannot be used: ${unusable}; use letters, digits and -._~+/`, 2);
   return given ?? randomBytes(24).toString('base64url');
 }
 

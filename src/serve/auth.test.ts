@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bearerMatches } from './auth.ts';
+import { bearerMatches, tokenProblem } from './auth.ts';
 
 test('bearer tokens match only exactly', () => {
   const token = 's3cret-token';
@@ -19,4 +19,12 @@ test('bearer tokens match only exactly', () => {
   ]) {
     assert.equal(bearerMatches(h, token), false, String(h));
   }
+});
+
+test('a token a client could not send as it is is named as such', () => {
+  assert.equal(tokenProblem('Ab0-._~+/=!xyz'), undefined);
+  assert.match(tokenProblem('two words')!, /whitespace/);
+  assert.match(tokenProblem('line\nbreak')!, /whitespace/);
+  assert.match(tokenProblem('café-token')!, /visible ASCII/);
+  assert.match(tokenProblem('nul\u0000byte')!, /visible ASCII/);
 });

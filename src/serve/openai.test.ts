@@ -1,9 +1,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { InputError } from '../errors.ts';
 import { Rng } from '../engine/prng.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { generate } from '../generate/generate.ts';
@@ -240,6 +242,79 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
     user: 'u',
   });
   assert.equal(ok.status, 200);
+});
+
+test('what the shape of a request refuses is refused before its prompt is tokenized; a seed past 2^53 and a generation that rejects its options are 400s, streamed or not', async (t) => {
+  const real = await load(dirA, 'tiny@1');
+  let tokenized = 0;
+  const gen: TextGenerator = {
+    ...real,
+    kind: 'text-generation',
+    id: real.id,
+    contextLength: real.contextLength,
+    encode: (text) => (tokenized++, real.encode(text)),
+    encodeChat: (m) => (tokenized++, real.encodeChat(m)),
+    generate: (p, o) =>
+      o.temperature === 0.5 ? Promise.reject(new InputError('temperature 0.5 is refused by this test')) : real.generate(p, o),
+    close: () => real.close(),
+  };
+  const { url } = await serve(t, gen, { bodyLimit: 1 << 20, generation: { maxChoices: 4 } });
+  const error = async (res: Response) => [res.status, ((await res.json()) as { error: { code: string; message: string } }).error] as const;
+  // 5 prompts of a context's worth of characters each: refused for their number alone.
+  const [s1, e1] = await error(await post(url, '/v1/completions', { prompt: Array(5).fill('ab '.repeat(80)) }));
+  assert.deepEqual([s1, e1.code], [400, 'too_many_choices']);
+  // More characters than 16 a token of the 255-token limit.
+  const [s2, e2] = await error(await post(url, '/v1/completions', { prompt: 'x'.repeat(255 * 16 + 1) }));
+  assert.deepEqual([s2, e2.code], [400, 'context_length_exceeded']);
+  assert.match(e2.message, /the prompt has 4081 characters, more than 16 a token for the 255 tokens this server takes/);
+  const [s3, e3] = await error(
+    await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'text', text: 'y'.repeat(4081) }] }] }),
+  );
+  assert.deepEqual([s3, e3.code], [400, 'context_length_exceeded']);
+  assert.equal(tokenized, 0, 'nothing was tokenized');
+  // 1e20 is an integer to JSON Schema, but not one a double holds exactly.
+  for (const stream of [false, true]) {
+    const [s4, e4] = await error(await post(url, '/v1/completions', { prompt: 'Hello', seed: 1e20, max_tokens: 2, stream }));
+    assert.deepEqual([s4, e4.code], [400, 'invalid_request'], `stream: ${stream}`);
+    assert.match(e4.message, /seed/);
+  }
+  // An input error found once the stream has begun is an invalid-request event, not a server error.
+  const events = await sse(await post(url, '/v1/completions', { prompt: 'Hello', temperature: 0.5, max_tokens: 2, stream: true }));
+  assert.deepEqual(events.slice(-2), [
+    JSON.stringify({
+      error: { message: 'temperature 0.5 is refused by this test', type: 'invalid_request_error', param: null, code: 'invalid_request' },
+    }),
+    '[DONE]',
+  ]);
+});
+
+test('a request refused for its token is answered at once and its connection closed, whatever body it was still sending', async (t) => {
+  // With the error log `tempered serve` runs (fastify takes it as its logger instance).
+  const { url } = await serve(t, await load(dirA, 'tiny@1'), { logger: 'errors' });
+  const { port } = new URL(url);
+  const got = await new Promise<{ response: string; closed: boolean }>((resolve, reject) => {
+    let response = '';
+    const socket = connect(Number(port), '127.0.0.1', () =>
+      socket.write(
+        'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n',
+      ),
+    );
+    const timer = setTimeout(() => (socket.destroy(), resolve({ response, closed: false })), 20_000);
+    socket.on('data', (d) => (response += String(d)));
+    socket.on('error', reject);
+    socket.on('close', () => (clearTimeout(timer), resolve({ response, closed: true })));
+  });
+  assert.match(got.response, /^HTTP\/1\.1 401 /);
+  assert.equal(got.closed, true);
+});
+
+test('a token no client could send is refused when the server starts', async () => {
+  for (const token of ['my secret token', 'tab\tseparated-token', 'naïve-token-123'])
+    await assert.rejects(
+      createModelServer({ token, resolveCurrent: async () => ({ key: 'k', load: async () => load(dirA, 'tiny@1') }) }),
+      /the bearer token cannot be used: it (contains whitespace|has characters other than visible ASCII)/,
+      token,
+    );
 });
 
 /** A real generator whose generations wait for `open()`: makes overlap deterministic without timing. */

@@ -65,7 +65,8 @@ const samplingProps = {
   stream: { type: ['boolean', 'null'] },
   stream_options: { type: ['object', 'null'], additionalProperties: false, properties: { include_usage: { type: 'boolean' } } },
   stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }, { type: 'null' }] },
-  seed: { type: ['integer', 'null'] },
+  // A seed past 2^53 has lost its low digits on the way in (JSON numbers are doubles).
+  seed: { type: ['integer', 'null'], minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER },
   user: { type: 'string' },
   // Accepted for compatibility at their defaults only (see checkUnsupported).
   presence_penalty: { type: ['number', 'null'] },
@@ -224,17 +225,29 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         throw new ApiError(400, 'model_not_supported', `${gen.id} is a classifier, not a language model; use POST /predict`, 'model');
       checkModelName(body.model, gen.id);
       checkUnsupported(body);
-      const prompts = kind === 'chat' ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, (body as CompletionBody).prompt);
+      // What can be refused from the request's shape is, before any tokenizing: tokenizing runs on the
+      // server's thread, and a megabyte of prompts held /health for seconds.
+      const texts = kind === 'chat' ? null : (body as CompletionBody).prompt;
+      const promptCount = texts === null || typeof texts === 'string' ? 1 : texts.length;
       const n = body.n ?? 1;
-      if (prompts.length * n > L.maxChoices)
+      if (promptCount * n > L.maxChoices)
         throw new ApiError(
           400,
           'too_many_choices',
-          `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences; the limit is ${L.maxChoices}`,
+          `${promptCount} prompt(s) × n=${n} asks for ${promptCount * n} sequences; the limit is ${L.maxChoices}`,
           'n',
         );
-      const longest = Math.max(...prompts.map((p) => p.length));
       const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
+      const chars = texts === null ? chatChars((body as ChatBody).messages) : Math.max(...[texts].flat().map((t) => t.length));
+      if (chars > maxPrompt * MAX_CHARS_PER_TOKEN)
+        throw new ApiError(
+          400,
+          'context_length_exceeded',
+          `the prompt has ${chars} characters, more than ${MAX_CHARS_PER_TOKEN} a token for the ${maxPrompt} tokens this server takes`,
+          kind === 'chat' ? 'messages' : 'prompt',
+        );
+      const prompts = texts === null ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, texts);
+      const longest = Math.max(...prompts.map((p) => p.length));
       if (longest > maxPrompt) {
         throw new ApiError(
           400,
@@ -350,10 +363,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
       } catch (e) {
-        req.log.error(e);
         // Headers are gone: the error travels as an event, then the stream ends.
-        if (!res.destroyed)
-          res.end(`data: ${JSON.stringify(openAiError(500, 'internal', 'generation failed; see the server log'))}\n\ndata: [DONE]\n\n`);
+        const error =
+          e instanceof InputError
+            ? openAiError(400, 'invalid_request', e.message)
+            : openAiError(500, 'internal', 'generation failed; see the server log');
+        if (!(e instanceof InputError)) req.log.error(e);
+        if (!res.destroyed) res.end(`data: ${JSON.stringify(error)}\n\ndata: [DONE]\n\n`);
       }
       return reply;
     } catch (e) {
@@ -373,6 +389,21 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
 
 function finishReason(r: GenerateResult['finishReason']): string {
   return r === 'cancelled' ? 'stop' : r;
+}
+
+/**
+ * Characters a token that no prompt of real text averages (English runs about 4). Single tokens are
+ * longer (SmolLM2's longest is a newline and 80 spaces), but a prompt that averages more than this
+ * over the whole limit would be almost nothing but such runs; a request refused for it says so.
+ */
+const MAX_CHARS_PER_TOKEN = 16;
+
+/** The characters of a conversation's messages, which its prompt is at least as long as. */
+function chatChars(messages: ChatBody['messages']): number {
+  return messages.reduce(
+    (s, m) => s + (typeof m.content === 'string' ? m.content.length : m.content.reduce((t, p) => t + p.text.length, 0)),
+    0,
+  );
 }
 
 function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[] {

@@ -5,7 +5,8 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { HotSwapModel } from './hot-swap.ts';
-import { bearerMatches } from './auth.ts';
+import { bearerMatches, tokenProblem } from './auth.ts';
+import { errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import type { GenerationGate } from './gate.ts';
@@ -24,8 +25,8 @@ export interface ServeOptions {
   maxChars?: number;
   /** Largest request body in bytes; larger gets 413. Default 1 MiB. */
   bodyLimit?: number;
-  /** Fastify logger; off by default (tests), on in `tempered serve`. */
-  logger?: boolean;
+  /** Fastify logger: off by default (tests); `tempered serve` logs errors (a 500's cause) to stderr. */
+  logger?: boolean | 'errors';
   /** Told about swaps and failed swaps, e.g. to write `serve.swapped` audit records. */
   /** Runs before the new model is served; if it throws, the old model keeps serving and it is retried. */
   onSwap?: (from: string, to: string) => unknown;
@@ -65,6 +66,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       hint: 'set TEMPERED_SERVE_TOKEN to a long random string',
     });
   }
+  const unusable = tokenProblem(opts.token);
+  if (unusable)
+    throw new InputError(`the bearer token cannot be used: ${unusable}`, {
+      where: 'serve.token',
+      hint: 'set TEMPERED_SERVE_TOKEN to a long random string of letters, digits and -._~+/ (e.g. `openssl rand -hex 32`)',
+    });
   const maxBatch = positiveInt(opts.maxBatch ?? 64, 'maxBatch');
   const maxChars = positiveInt(opts.maxChars ?? 8192, 'maxChars');
   const bodyLimit = positiveInt(opts.bodyLimit ?? 1024 * 1024, 'bodyLimit');
@@ -119,8 +126,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   );
 
   const app = Fastify({
-    logger: opts.logger ?? false,
+    ...(opts.logger === 'errors' ? { loggerInstance: errorsToStderr() } : { logger: opts.logger ?? false }),
     bodyLimit,
+    requestTimeout: REQUEST_TIMEOUT_MS,
     // Strict validation: no type coercion, no silently dropped fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
@@ -130,7 +138,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     startTimes.set(req, process.hrtime.bigint());
     if (req.url === '/health' || req.url.startsWith('/health?')) return;
     if (!bearerMatches(req.headers.authorization, opts.token)) {
-      reply.header('www-authenticate', 'Bearer');
+      // Closed after the answer: whatever body it was sending is not read.
+      reply.header('www-authenticate', 'Bearer').header('connection', 'close');
       return reply.code(401).send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>', 401));
     }
   });
