@@ -173,12 +173,20 @@ for (const backend of BACKENDS) {
       assert.equal((await reg.rollback('spam-clf', 'production', { actor: 'dave' })).toVersion, 1);
       await assert.rejects(
         () => reg.rollback('spam-clf', 'production'),
-        (e: unknown) => e instanceof InputError && /no earlier version/.test(e.message) && /only ever pointed at v1/.test(e.hint!),
+        (e: unknown) =>
+          e instanceof InputError &&
+          /no earlier version/.test(e.message) &&
+          /it is back at v1, its first version: rollbacks have undone every later promotion/.test(e.hint!),
       );
       // Promoting again after rollbacks, then rolling back, returns to where the alias was before.
       await reg.setAlias('spam-clf', 'production', 3, { actor: 'erin' });
       assert.equal((await reg.rollback('spam-clf', 'production')).toVersion, 1);
       assert.equal((await reg.aliasHistory('spam-clf')).length, 8);
+      await reg.setAlias('spam-clf', 'qa', 2);
+      await assert.rejects(
+        () => reg.rollback('spam-clf', 'qa'),
+        (e: unknown) => e instanceof InputError && e.hint === 'it has only ever pointed at v2',
+      );
       await assert.rejects(
         () => reg.rollback('spam-clf', 'canary'),
         (e: unknown) => e instanceof InputError && e.hint === 'it has never been set',

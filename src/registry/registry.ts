@@ -569,7 +569,11 @@ export class Registry {
       if (stack.length < 2) {
         throw new InputError(`alias '${alias}' of '${name}' has no earlier version to roll back to`, {
           where: 'alias',
-          hint: stack.length ? `it has only ever pointed at v${stack[0]}` : 'it has never been set',
+          hint: !stack.length
+            ? 'it has never been set'
+            : history.some((h) => h.kind === 'rollback')
+              ? `it is back at v${stack[0]}, its first version: rollbacks have undone every later promotion (\`tempered models history ${name}\`); promote a version to move it`
+              : `it has only ever pointed at v${stack[0]}`,
         });
       }
       const from = stack[stack.length - 1]!;
