@@ -71,6 +71,18 @@ test('evaluateClassifier names a missing column', async () => {
   );
 });
 
+test('evaluateClassifier names a label the model was not trained on, by the name the caller gives the table', async () => {
+  const table = writeTextTable(join(root, 'three.arrow'), [...testRows.slice(0, 5), { text: 'so-so', label: 'neutral' }]);
+  await assert.rejects(
+    evaluateClassifier({ modelFolder: outDir, table, tableName: 'evaluate.test' }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /label "neutral" in the table is not one of the model's labels \["negative","positive"\]/.test(e.message) &&
+      e.where === 'evaluate.test (labelColumn)' &&
+      /same labels as its training rows/.test(e.hint ?? ''),
+  );
+});
+
 test('frozen-feature baseline: base-model embeddings + logistic regression, deterministic', async () => {
   const test = writeTextTable(join(root, 'test.arrow'), testRows);
   const run = () => frozenFeatureBaseline({ modelDir, train, test, labels, pooling: 'mean', seed: 1, maxLength: 32, threads: 2 });

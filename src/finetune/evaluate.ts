@@ -55,6 +55,8 @@ export interface EvaluateOptions {
   modelFolder: string;
   /** Arrow table (test split). */
   table: string;
+  /** What errors call the table (a pipeline field, say); default its path. */
+  tableName?: string;
   /** Label order for the report (default: the model's labels). */
   labels?: string[];
   textColumn?: string;
@@ -76,12 +78,14 @@ export async function evaluateClassifier(o: EvaluateOptions): Promise<EvaluateRe
     const labels = o.labels ?? p.labels;
     const data = await readLabeledTexts(o.table, o.textColumn, o.labelColumn, labels);
     const unknown = data.labels.find((l) => !labels.includes(l));
+    const where = o.tableName ?? o.table;
     if (unknown !== undefined)
       throw new InputError(`label ${JSON.stringify(unknown)} in the table is not one of the model's labels ${JSON.stringify(labels)}`, {
-        where: `${o.table} (labelColumn)`,
+        where: `${where} (labelColumn)`,
+        hint: 'a model scores only the labels it was trained on: give its test rows the same labels as its training rows (ingest with `labels:` refuses any other)',
       });
     const preds = (await p.predict(data.texts)).map((r) => r.label);
-    return { metrics: classificationReport(data.labels, preds, { labels, where: o.table }), modelId: p.id, predictions: preds };
+    return { metrics: classificationReport(data.labels, preds, { labels, where }), modelId: p.id, predictions: preds };
   } finally {
     await p.close();
   }

@@ -266,7 +266,13 @@ export const evaluateStage: StageKind<Config> = {
     const manifest = readManifest(modelDir);
     const labels = manifest.labels;
     ctx.progress({ fraction: 0.05, message: 'evaluating the fine-tuned model' });
-    const main = await evaluateClassifier({ modelFolder: modelDir, table: testPath, labels, threads: cfg.threads });
+    const main = await evaluateClassifier({
+      modelFolder: modelDir,
+      table: testPath,
+      tableName: 'evaluate.test',
+      labels,
+      threads: cfg.threads,
+    });
     const metrics: Record<string, unknown> = reportToGateMetrics(main.metrics);
     const report: Record<string, unknown> = { model: main.metrics, labels, testRows: (await readLabeledTexts(testPath)).texts.length };
     if (cfg.baseline) {
@@ -293,7 +299,13 @@ export const evaluateStage: StageKind<Config> = {
     const prod = await productionModel(cfg, ctx.stateDir);
     if (prod) {
       ctx.progress({ fraction: 0.8, message: `evaluating ${prod.id} (current ${prod.alias}) on the same test split` });
-      const p = await evaluateClassifier({ modelFolder: await materialize(ctx, prod.tree), table: testPath, labels, threads: cfg.threads });
+      const p = await evaluateClassifier({
+        modelFolder: await materialize(ctx, prod.tree),
+        table: testPath,
+        tableName: 'evaluate.test',
+        labels,
+        threads: cfg.threads,
+      });
       metrics.production = { ...reportToGateMetrics(p.metrics), version: prod.id };
       report.production = { id: prod.id, metrics: p.metrics };
     }
