@@ -127,4 +127,13 @@ test('bad options are InputErrors naming the field', async () => {
     (e: unknown) => e instanceof InputError && /lora\.targets/.test(e.message),
   );
   assert.equal(existsSync(join(root, 'bad3', 'out')), false);
+  // A label the training rows never show (the split put a rare label's rows elsewhere).
+  await assert.rejects(
+    trainClassifier(options('bad5', { labels: ['negative', 'positive', 'neutral'] })),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'train.labels' &&
+      /the training table has no rows labelled "neutral" \(of \d+ rows\); a classifier cannot learn a label it never sees/.test(e.message),
+  );
+  assert.equal(existsSync(join(root, 'bad5', 'out')), false);
 });

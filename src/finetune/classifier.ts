@@ -15,7 +15,7 @@ import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import type { DropoutRates } from '../models/bert.ts';
-import { readTokenTable } from './batches.ts';
+import { readTokenTable, type TokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
@@ -211,6 +211,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     : undefined;
   const train = await readTokenTable(trainTok.path);
   const val = valTok ? await readTokenTable(valTok.path) : undefined;
+  refuseUnseenLabels(train, o.labels);
 
   const { program, config } = compileClassifier(o);
   if (train.width > config.maxPositions)
@@ -301,4 +302,23 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     outDir: o.outDir,
     device: r.device,
   };
+}
+
+/**
+ * A label with no training row cannot be learned, and the model would still offer it: a split that put
+ * a rare label's only rows in test (1 of 151 rows, say) trained and registered such a model silently.
+ */
+function refuseUnseenLabels(train: TokenTable, labels: string[]): void {
+  if (!train.labels) return;
+  const counts = new Array<number>(labels.length).fill(0);
+  for (const l of train.labels) counts[l]!++;
+  const unseen = labels.filter((_, i) => counts[i] === 0);
+  if (unseen.length)
+    throw new InputError(
+      `the training table has no rows labelled ${unseen.map((l) => JSON.stringify(l)).join(', ')} (of ${train.rows} rows); a classifier cannot learn a label it never sees`,
+      {
+        where: 'train.labels',
+        hint: 'add rows of that label to the data, or remove it from labels (the split report counts each label per split: a label with fewer rows than the splits may have none in train)',
+      },
+    );
 }
