@@ -167,7 +167,8 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     });
     if (out.length >= limit) break;
   }
-  return out;
+  // Temporal lists running runs first, then by close time; people read a list of runs by when they started.
+  return out.sort((a, b) => b.startTime.getTime() - a.startTime.getTime());
 }
 
 /** Waits for the run; resolves with the final status whether it succeeded or failed. */

@@ -331,6 +331,9 @@ describe('tempered CLI', () => {
         if (s.stages.find((x) => x.id === 'block')?.state === 'running') break;
         await sleep(200);
       }
+      // A run started after the blocker ends before it: the list still goes by start, newest first.
+      const later = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--run-id', 'after-the-blocker'], env);
+      assert.equal(later.code, 0, later.stderr);
       const c = await runCli(['cancel', runId], env);
       assert.equal(c.code, 0, c.stderr);
       let final: { state: string; stages: { id: string; state: string }[] } | undefined;
@@ -341,6 +344,10 @@ describe('tempered CLI', () => {
       }
       assert.equal(final!.state, 'cancelled');
       assert.equal(final!.stages.find((x) => x.id === 'block')!.state, 'cancelled');
+      const listed = (JSON.parse((await runCli(['runs', '--json'], env)).stdout) as { runId: string; startTime: string }[]).map(
+        (r) => r.runId,
+      );
+      assert.ok(listed.indexOf('after-the-blocker') < listed.indexOf(runId), `newest start first: ${listed.join(', ')}`);
       const again = await runCli(['cancel', runId], env);
       assert.equal(again.code, 1);
       assert.match(again.stderr, /already cancel/);
