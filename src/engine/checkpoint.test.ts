@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  HISTORY_FILE,
   latestCheckpoint,
   listCheckpoints,
   loadCheckpoint,
@@ -81,4 +82,36 @@ test('removeStaleTemps deletes half-written checkpoints of dead writers only', (
   mkdirSync(join(dir, `.step-12.tmp-${process.pid}`));
   removeStaleTemps(dir);
   assert.deepEqual(readdirSync(dir).sort(), [`.step-12.tmp-${process.pid}`, 'step-4']);
+});
+
+test('a checkpoint carries the training history exactly (NaN, ±Infinity, -0, nested metrics); one without it (older) reads as undefined', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ck-'));
+  const params = new Map([['w', Float32Array.from([1, 2, 3, 4])]]);
+  const history = [
+    { step: 1, epoch: 0, loss: 0.1 + 0.2, lr: 1e-3 / 3, gradNorm: NaN },
+    { step: 2, epoch: 0, loss: -0, lr: Infinity, gradNorm: -Infinity, val: { loss: Math.PI, accuracy: NaN } },
+    { step: 3, epoch: 1, loss: 5e-324, lr: 0, gradNorm: 1.7976931348623157e308, seqLen: 16 },
+  ];
+  saveCheckpoint(join(dir, 'step-3'), { manifest: manifest(3), params, state: new Map(), history });
+  const back = loadCheckpoint<(typeof history)[number]>(join(dir, 'step-3')).history!;
+  assert.deepEqual(back, history);
+  assert.ok(Object.is(back[1]!.loss, -0));
+  // Written before checkpoints carried a history (or by a caller without one): no file, history undefined.
+  saveCheckpoint(join(dir, 'step-4'), { manifest: manifest(4), params, state: new Map() });
+  assert.equal(existsSync(join(dir, 'step-4', HISTORY_FILE)), false);
+  assert.equal(loadCheckpoint(join(dir, 'step-4')).history, undefined);
+  // The history ends at the checkpoint's step, a row per step; it may start later than step 1 (a run resumed from an older checkpoint).
+  saveCheckpoint(join(dir, 'step-5'), { manifest: manifest(5), params, state: new Map(), history: [{ step: 4 }, { step: 5 }] });
+  assert.deepEqual(loadCheckpoint(join(dir, 'step-5')).history, [{ step: 4 }, { step: 5 }]);
+  assert.throws(() => saveCheckpoint(join(dir, 'step-6'), { manifest: manifest(6), params, state: new Map(), history: [{ step: 5 }] }));
+  for (const bad of [
+    '[{"step":1},{"step":3}]',
+    '[{"step":2}]',
+    '{"step":3}',
+    '[{"step":0},{"step":1},{"step":2},{"step":3}]',
+    'not json',
+  ]) {
+    writeFileSync(join(dir, 'step-3', HISTORY_FILE), bad);
+    assert.throws(() => loadCheckpoint(join(dir, 'step-3')), InputError, bad);
+  }
 });

@@ -1,7 +1,9 @@
 /**
  * Training checkpoints: trainable weights and optimizer state as safetensors plus a JSON manifest with
  * everything needed to continue bitwise identically (step, epoch, position in the data order, RNG state,
- * config hash). A checkpoint is a folder written under a temp name and renamed into place.
+ * config hash), and the per-step training history so far (history.json), so that a resumed run's
+ * history is the uninterrupted run's. A checkpoint is a folder written under a temp name and renamed
+ * into place.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -25,10 +27,69 @@ export interface CheckpointManifest {
   shapes: Record<string, number[]>;
 }
 
-export interface CheckpointData {
+/** A row of a training history: the step it records, and its metrics (numbers, or objects of them). */
+export interface HistoryRecord {
+  step: number;
+}
+
+export interface CheckpointData<Row extends HistoryRecord = HistoryRecord> {
   manifest: CheckpointManifest;
   params: Map<string, TypedArray>;
   state: Map<string, TypedArray>;
+  /**
+   * The training history up to and including manifest.step, a row per optimizer step, oldest first
+   * (history.json). Undefined when reading a checkpoint written before checkpoints carried their
+   * history: a run resumed from one has a history that starts at the checkpoint's step + 1. A run that
+   * resumed from such a checkpoint carries only the rows it has, so its rows need not start at step 1.
+   */
+  history?: readonly Row[];
+}
+
+/** The history file of a checkpoint folder (optional: older checkpoints have none). */
+export const HISTORY_FILE = 'history.json';
+
+/**
+ * JSON has no NaN, ±Infinity or -0 (a gradient norm or a validation metric can be NaN): they are written
+ * as strings and read back as the numbers, so a history round-trips exactly (finite numbers do anyway:
+ * JSON.stringify writes the shortest text that parses back to the same double).
+ */
+const SPECIAL: Record<string, number> = { NaN: NaN, Infinity: Infinity, '-Infinity': -Infinity, '-0': -0 };
+function encodeNumber(_key: string, v: unknown): unknown {
+  if (typeof v !== 'number') return v;
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity || v === -Infinity) return String(v);
+  return Object.is(v, -0) ? '-0' : v;
+}
+function decodeNumber(_key: string, v: unknown): unknown {
+  return typeof v === 'string' && Object.hasOwn(SPECIAL, v) ? SPECIAL[v] : v;
+}
+
+/** One row a line: a few MB for 100k steps, beside weights and optimizer state of MBs to GBs. */
+function historyText(rows: readonly HistoryRecord[]): string {
+  return rows.length ? `[\n${rows.map((r) => JSON.stringify(r, encodeNumber)).join(',\n')}\n]\n` : '[]\n';
+}
+
+function readHistory(path: string, step: number): HistoryRecord[] {
+  const rows = ((): unknown => {
+    try {
+      return JSON.parse(readFileSync(path, 'utf8'), decodeNumber);
+    } catch (e) {
+      throw new InputError(`the checkpoint's training history is not JSON: ${(e as Error).message}`, { where: path });
+    }
+  })();
+  // Consecutive steps ending at the checkpoint's: a history that does not fit the weights beside it would
+  // give the resumed run a record of steps it did not take.
+  const first = Array.isArray(rows) ? step - rows.length + 1 : 0;
+  if (
+    !Array.isArray(rows) ||
+    first < 1 ||
+    !rows.every((r: unknown, i) => typeof r === 'object' && r !== null && (r as HistoryRecord).step === first + i)
+  )
+    throw new InputError(`the checkpoint's training history does not end at its step ${step} with a row per step`, {
+      where: path,
+      hint: 'resume from an intact checkpoint, or start afresh (resume: false or a fresh checkpointDir)',
+    });
+  return rows as HistoryRecord[];
 }
 
 function toSafe(a: TypedArray, shape: number[]): SafeTensor {
@@ -38,6 +99,8 @@ function toSafe(a: TypedArray, shape: number[]): SafeTensor {
 }
 
 export function saveCheckpoint(dir: string, data: CheckpointData): void {
+  if (data.history?.length && data.history.at(-1)!.step !== data.manifest.step)
+    throw new Error(`the history ends at step ${data.history.at(-1)!.step}, the checkpoint is of step ${data.manifest.step}`);
   const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -45,6 +108,7 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
   const tensors = (m: Map<string, TypedArray>) => new Map([...m].map(([k, v]) => [k, toSafe(v, sh[k] ?? [v.length])]));
   writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), { format: 'tempered' });
   writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), { format: 'tempered' });
+  if (data.history) writeFileSync(join(tmp, HISTORY_FILE), historyText(data.history));
   writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   if (existsSync(dir)) {
     const old = `${tmp}.old`;
@@ -56,7 +120,11 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
   }
 }
 
-export function loadCheckpoint(dir: string): CheckpointData {
+/**
+ * Reads a checkpoint folder. Row is the caller's history row type: rows are checked for their step
+ * numbers only, the rest is what the writer put there (a checkpoint's config hash ties it to its writer).
+ */
+export function loadCheckpoint<Row extends HistoryRecord = HistoryRecord>(dir: string): CheckpointData<Row> {
   const mpath = join(dir, 'manifest.json');
   if (!existsSync(mpath))
     throw new InputError('not a checkpoint folder (manifest.json missing)', {
@@ -67,7 +135,11 @@ export function loadCheckpoint(dir: string): CheckpointData {
   if (manifest.format !== 'tempered-checkpoint/1')
     throw new InputError(`unknown checkpoint format ${JSON.stringify(manifest.format)}`, { where: mpath });
   const read = (f: string) => new Map([...readSafetensors(join(dir, f)).tensors].map(([k, t]) => [k, t.data as TypedArray]));
-  return { manifest, params: read('weights.safetensors'), state: read('optimizer.safetensors') };
+  const hpath = join(dir, HISTORY_FILE);
+  // Checkpoints written before they carried the history have no history.json: they still resume, with the
+  // history starting after the checkpoint's step (history undefined).
+  const history = existsSync(hpath) ? (readHistory(hpath, manifest.step) as Row[]) : undefined;
+  return { manifest, params: read('weights.safetensors'), state: read('optimizer.safetensors'), ...(history ? { history } : {}) };
 }
 
 const STEP_DIR = /^step-(\d+)$/;

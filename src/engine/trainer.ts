@@ -239,8 +239,9 @@ export class Trainer {
       bad = 0;
     const rng = new Rng(o.seed);
     let rngState = rng.state();
+    let resumedHistory: readonly StepMetrics[] = [];
     if (fitOpts.resumeFrom) {
-      const ck = loadCheckpoint(fitOpts.resumeFrom);
+      const ck = loadCheckpoint<StepMetrics>(fitOpts.resumeFrom);
       if (ck.manifest.configHash !== this.configHash())
         throw new InputError('checkpoint was written with different training settings', {
           where: fitOpts.resumeFrom,
@@ -251,6 +252,10 @@ export class Trainer {
       ({ step, epoch, position, best } = ck.manifest);
       bad = ck.manifest.evalsWithoutImprovement;
       rngState = ck.manifest.rng;
+      // The steps before the checkpoint, as they were recorded (samplesPerSec too: the attempt's own), so that the
+      // run's history is the uninterrupted run's. A checkpoint from before checkpoints carried a history has none:
+      // the history then starts after the checkpoint's step.
+      resumedHistory = ck.history ?? [];
     }
     const dropRng = new Rng(rngState);
 
@@ -261,7 +266,7 @@ export class Trainer {
       ...sessOpts,
     });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
-    const history: FitResult['history'] = [];
+    const history: FitResult['history'] = [...resumedHistory];
     let lastEval: EvalMetrics | undefined;
     let stoppedEarly = false,
       aborted = false;
@@ -366,7 +371,8 @@ export class Trainer {
           evalsWithoutImprovement: bad,
           shapes,
         };
-        saveCheckpoint(dir, { manifest, params: this.params, state: this.state });
+        // The history so far goes with it (a row per step: small beside the weights and optimizer state).
+        saveCheckpoint(dir, { manifest, params: this.params, state: this.state, history });
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, Math.max(1, o.keepCheckpoints));
         await o.onCheckpoint?.(dir, step);
       }

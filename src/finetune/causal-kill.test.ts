@@ -1,6 +1,6 @@
 // kill -9 during causal-LM training: a process SIGKILLed while it trains (LoRA with dropout on the tiny GGUF LLaMA)
 // and started again with resume continues from its last checkpoint and exports a model.onnx and adapter bitwise equal
-// to those of an uninterrupted run.
+// to those of an uninterrupted run, with the uninterrupted run's training history.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -19,6 +19,7 @@ writeTable(join(root, 'train.arrow'));
 interface Run {
   steps: number;
   resumedFromStep: number | null;
+  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; seqLen?: number }[];
 }
 
 /** Runs the child; with killAfterCheckpoint, SIGKILLs it once that many checkpoints are written. */
@@ -61,7 +62,7 @@ function runChild(
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-test('SIGKILL mid-training, then resume: same steps, bitwise-identical model.onnx and adapter as an uninterrupted run', async () => {
+test('SIGKILL mid-training, then resume: same steps and history, bitwise-identical model.onnx and adapter as an uninterrupted run', async () => {
   const [reference, killed] = await Promise.all([runChild('reference', false), runChild('killed', false, 2)]);
   assert.equal(reference.result?.steps, KILL_TEST_STEPS);
   assert.equal(reference.result?.resumedFromStep, null);
@@ -73,6 +74,12 @@ test('SIGKILL mid-training, then resume: same steps, bitwise-identical model.onn
   const from = resumed.result!.resumedFromStep!;
   assert.ok(from >= 2 * KILL_TEST_CHECKPOINT_EVERY && from < KILL_TEST_STEPS, `resumed from step ${from}`);
   assert.equal(resumed.result!.steps, KILL_TEST_STEPS);
+  // Steps 1..from come from the checkpoint, the rest from the resumed training: the uninterrupted run's history.
+  assert.deepEqual(
+    reference.result!.history.map((h) => h.step),
+    Array.from({ length: KILL_TEST_STEPS }, (_, i) => i + 1),
+  );
+  assert.deepEqual(resumed.result!.history, reference.result!.history, 'the resumed run has the whole history');
   for (const f of ['model.onnx', join('adapter', 'adapter_model.safetensors')])
     assert.equal(
       sha(join(root, 'killed', 'out', f)),

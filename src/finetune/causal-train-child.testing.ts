@@ -2,7 +2,8 @@
  * A causal-LM training run in a process of its own, for the kill -9 test (causal-kill.test.ts):
  *   node --import tsx src/finetune/causal-train-child.testing.ts '<json: { root, name, resume, stepPauseMs }>'
  * Trains LoRA (with dropout, cosine schedule with warmup) on every projection of the tiny GGUF LLaMA, checkpointing
- * every 3 steps; prints `checkpoint <dir>` as each is written and the result as JSON on its last line.
+ * every 3 steps; prints `checkpoint <dir>` as each is written and the result (with the training history) as JSON on its
+ * last line.
  * stepPauseMs stretches the run (a busy wait after each step) so a kill lands while it trains.
  */
 import { join } from 'node:path';
@@ -51,7 +52,10 @@ async function main(): Promise<void> {
       while (Date.now() < until);
     },
   });
-  process.stdout.write(JSON.stringify({ steps: r.steps, resumedFromStep: r.resumedFromStep ?? null, finalLoss: r.finalLoss }) + '\n');
+  // JSON carries the history's finite numbers exactly (the shortest text that parses back to the same double).
+  process.stdout.write(
+    JSON.stringify({ steps: r.steps, resumedFromStep: r.resumedFromStep ?? null, finalLoss: r.finalLoss, history: r.history }) + '\n',
+  );
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) await main();

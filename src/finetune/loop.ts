@@ -195,7 +195,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   if (o.resume) {
     const dir = latestCheckpoint(o.checkpointDir);
     if (dir) {
-      const ck = loadCheckpoint(dir);
+      const ck = loadCheckpoint<HistoryRow>(dir);
       if (ck.manifest.configHash !== o.configHash)
         throw new InputError('the latest checkpoint was written with different training settings, model or data', {
           where: dir,
@@ -215,6 +215,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       bad = ck.manifest.evalsWithoutImprovement;
       dropRng = new Rng(ck.manifest.rng);
       resumedFromStep = step;
+      // The steps before the checkpoint, as they were recorded, so that the run's history is the
+      // uninterrupted run's. A checkpoint from before checkpoints carried a history has none: the
+      // history then starts after the checkpoint's step.
+      if (ck.history) history.push(...ck.history);
     }
   }
 
@@ -244,7 +248,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
   let bestStep: number | undefined;
   let bestParams: Map<string, TypedArray> | undefined;
-  let finalLoss = NaN;
+  // A run resumed from its last step's checkpoint (killed before its export) trains no further step.
+  let finalLoss = history.at(-1)?.loss ?? NaN;
   const started = performance.now();
   const firstStep = step;
   const progress = (r: HistoryRow) => {
@@ -337,7 +342,8 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           evalsWithoutImprovement: bad,
           shapes,
         };
-        saveCheckpoint(dir, { manifest, params, state });
+        // The history so far goes with it (a row per step: small beside the weights and optimizer state).
+        saveCheckpoint(dir, { manifest, params, state, history });
         // As the engine's Trainer does: the newest is always kept, whatever the count.
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, Math.max(1, o.keepCheckpoints));
         await o.onCheckpoint?.(dir);

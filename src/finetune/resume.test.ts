@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileClassifier, trainClassifier, type TrainClassifierOptions } from './classifier.ts';
@@ -8,11 +8,17 @@ import { DROPOUT_MASK_PREFIX } from '../engine/dropout.ts';
 import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
+import { HISTORY_FILE } from '../engine/checkpoint.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { FolderBackend } from '../store/folder-backend.ts';
+import { pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-resume-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
 const train = writeTextTable(join(root, 'train.arrow'), syntheticRows(160, 5));
+const validation = writeTextTable(join(root, 'validation.arrow'), syntheticRows(24, 6));
+const ckName = (step: number) => `step-${String(step).padStart(8, '0')}`;
 
 function options(name: string, over: Partial<TrainClassifierOptions>): TrainClassifierOptions {
   return {
@@ -80,11 +86,10 @@ for (const [label, over, stopAt] of [
     const b = await interruptedThenResumed(`${label}-b`, over as Partial<TrainClassifierOptions>, stopAt);
     assert.equal(b.resumedFromStep, stopAt);
     assert.equal(b.steps, a.steps);
-    // The resumed run replays exactly the uninterrupted run's remaining steps.
-    assert.deepEqual(
-      b.history.map((h) => h.loss),
-      a.history.slice(stopAt).map((h) => h.loss),
-    );
+    // The resumed run's history is the uninterrupted run's: the steps up to the checkpoint as the checkpoint
+    // recorded them, then exactly the uninterrupted run's remaining steps.
+    assert.equal(b.history.length, a.steps);
+    assert.deepEqual(b.history, a.history);
     const bytesA = readFileSync(join(root, `${label}-a`, 'out', 'model.onnx'));
     const bytesB = readFileSync(join(root, `${label}-b`, 'out', 'model.onnx'));
     assert.ok(bytesA.equals(bytesB), 'model.onnx differs between the uninterrupted and the resumed run');
@@ -155,5 +160,109 @@ test('several steps per onnxruntime run give the same model bytes as one step pe
   assert.ok(
     readFileSync(join(root, 'per-run-4', 'out', 'model.onnx')).equals(readFileSync(join(root, 'per-run-1', 'out', 'model.onnx'))),
     'model.onnx differs',
+  );
+});
+
+test("a run resumed from a checkpoint has the uninterrupted run's whole history, validation metrics included, also through a shared store", async () => {
+  const over: Partial<TrainClassifierOptions> = { validation, evalEvery: 3, maxSteps: 12, checkpointEvery: 5, stepsPerRun: 2 };
+  const a = await trainClassifier(options('history-a', over));
+  assert.deepEqual(
+    a.history.map((h) => h.step),
+    Array.from({ length: 12 }, (_, i) => i + 1),
+  );
+  assert.deepEqual(
+    a.history.filter((h) => h.val).map((h) => h.step),
+    [3, 6, 9, 12],
+  );
+  // Killed after step 10's checkpoint; the checkpoint before it (step 5) is kept too.
+  const b = await interruptedThenResumed('history-b', over, 10);
+  assert.equal(b.resumedFromStep, 10);
+  assert.deepEqual(b.history, a.history, 'steps, epochs, losses, lrs, grad norms and validation metrics');
+  assert.equal(b.finalLoss, a.finalLoss);
+
+  // A retry on another worker: the interrupted attempt shares each checkpoint; the new one starts from an
+  // empty folder, pulls the newest, and resumes from it.
+  const remote = new FolderBackend(join(root, 'shared'));
+  const home = (n: string) => new ArtifactStore(join(root, n, 'store'), { remote });
+  const ctl = new AbortController();
+  await assert.rejects(
+    trainClassifier(
+      options('history-c1', {
+        ...over,
+        signal: ctl.signal,
+        onCheckpoint: async (dir) => {
+          await pushCheckpoint(home('history-c1'), 'history', dir);
+          if (dir.endsWith(ckName(5))) ctl.abort();
+        },
+      }),
+    ),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  const ck = join(root, 'history-c2', 'ck');
+  assert.equal(await pullCheckpoint(home('history-c2'), 'history', ck), 5);
+  const c = await trainClassifier(options('history-c2', { ...over, resume: true }));
+  assert.equal(c.resumedFromStep, 5);
+  assert.deepEqual(c.history, a.history, 'resumed from the shared store');
+});
+
+test('a checkpoint written before checkpoints carried the history still resumes: the history starts after it, and later checkpoints carry what there is', async () => {
+  const over: Partial<TrainClassifierOptions> = { maxSteps: 10, checkpointEvery: 3 };
+  const a = await trainClassifier(options('old-a', over));
+  const ctl = new AbortController();
+  await assert.rejects(
+    trainClassifier(
+      options('old-b', {
+        ...over,
+        signal: ctl.signal,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(ckName(3))) ctl.abort();
+        },
+      }),
+    ),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  const ck = join(root, 'old-b', 'ck');
+  // As an older version wrote it: no history file.
+  rmSync(join(ck, ckName(3), HISTORY_FILE));
+  // Resumed from it, and stopped again after step 6's checkpoint.
+  const ctl2 = new AbortController();
+  await assert.rejects(
+    trainClassifier(
+      options('old-b', {
+        ...over,
+        resume: true,
+        signal: ctl2.signal,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(ckName(6))) ctl2.abort();
+        },
+      }),
+    ),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  // A copy of the folder for resuming from step 3 once more below.
+  cpSync(ck, join(root, 'old-c', 'ck'), { recursive: true });
+  rmSync(join(root, 'old-c', 'ck', ckName(6)), { recursive: true });
+  const b = await trainClassifier(options('old-b', { ...over, resume: true }));
+  assert.equal(b.resumedFromStep, 6);
+  assert.deepEqual(b.history, a.history.slice(3), 'steps 4.. (carried by step 6), then the rest');
+  const c = await trainClassifier(options('old-c', { ...over, resume: true }));
+  assert.equal(c.resumedFromStep, 3);
+  assert.deepEqual(c.history, a.history.slice(3));
+  assert.ok(readFileSync(join(root, 'old-c', 'out', 'model.onnx')).equals(readFileSync(join(root, 'old-a', 'out', 'model.onnx'))));
+});
+
+test('a checkpoint whose history does not end at its step is refused', async () => {
+  const over: Partial<TrainClassifierOptions> = { maxSteps: 4, checkpointEvery: 2 };
+  await trainClassifier(options('bad-history', over));
+  const path = join(root, 'bad-history', 'ck', ckName(4), HISTORY_FILE);
+  const rows = JSON.parse(readFileSync(path, 'utf8')) as { step: number }[];
+  assert.deepEqual(
+    rows.map((r) => r.step),
+    [1, 2, 3, 4],
+  );
+  writeFileSync(path, JSON.stringify(rows.slice(0, 3)));
+  await assert.rejects(
+    trainClassifier(options('bad-history', { ...over, resume: true })),
+    (e: unknown) => e instanceof InputError && /history does not end at its step 4/.test(e.message),
   );
 });
