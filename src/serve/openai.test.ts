@@ -218,7 +218,14 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   );
   await expectError(await post(url, '/v1/completions', { prompt: ['a', 'b', 'c'], n: 2 }), 400, 'too_many_choices', 'n');
   await expectError(await post(url, '/v1/completions', { prompt: 'x'.repeat(5000) }), 413, 'body_too_large');
-  await expectError(await post(url, '/v1/completions', { prompt: 'x', temprature: 1 }), 400, 'invalid_request');
+  await expectError(await post(url, '/v1/completions', { prompt: 'x', temprature: 1 }), 400, 'invalid_request', 'temprature');
+  const tools = await expectError(await post(url, '/v1/chat/completions', { messages, tools: [] }), 400, 'invalid_request', 'tools');
+  assert.equal(tools.message, 'tools: this server does not take this field');
+  const nowhere = await fetch(`${url}/v1/nothing`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.match(
+    (await expectError(nowhere, 404, 'not_found')).message,
+    /this server has POST \/v1\/chat\/completions, POST \/v1\/completions, GET \/v1\/models/,
+  );
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temperature: 3 }), 400, 'invalid_request');
   await expectError(await post(url, '/v1/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'invalid_request');
   await expectError(
@@ -337,7 +344,9 @@ function held(gen: LoadedTextGenerator) {
       return gen.generate(p, o);
     },
     close: () => gen.close(),
-  };
+    // As generation-pool.ts's pooled generator reports (keys of its own, not a classifier pool's).
+    stats: () => ({ workers: 1, running: started, waiting: 0, generations: started }),
+  } as TextGenerator;
   const startedAtLeast = async (n: number) => {
     while (started < n) await new Promise<void>((r) => waiters.push(r));
   };
@@ -360,6 +369,7 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
   assert.equal(err.code, 'server_busy');
   const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
   assert.match(metrics, /tempered_generations_running 1/);
+  assert.doesNotMatch(metrics, /undefined/, "a classifier pool's series are absent, not undefined");
   assert.match(metrics, /tempered_generations_queued 1/);
   h.open();
   assert.equal((await first).status, 200);

@@ -88,14 +88,14 @@ test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', as
   const cases: [unknown, number, string, RegExp][] = [
     ['{"inputs": ["a",', 400, 'malformed_json', /not valid JSON/],
     ['', 400, 'malformed_json', /empty/],
-    [{ inputs: ['a', 'b', 'c', 'd'] }, 400, 'invalid_request', /body\.inputs must NOT have more than 3 items/],
-    [{ inputs: ['short', 'this is far too long'] }, 400, 'invalid_request', /body\.inputs\.1 must NOT have more than 10 characters/],
+    [{ inputs: ['a', 'b', 'c', 'd'] }, 400, 'invalid_request', /^inputs must NOT have more than 3 items/],
+    [{ inputs: ['short', 'this is far too long'] }, 400, 'invalid_request', /^inputs\[1\] must NOT have more than 10 characters/],
     [{ inputs: [] }, 400, 'invalid_request', /must NOT have fewer than 1 items/],
-    [{ inputs: [1, 2] }, 400, 'invalid_request', /body\.inputs\.0 must be string/],
-    [{ inputs: 'hello' }, 400, 'invalid_request', /body\.inputs must be array/],
+    [{ inputs: [1, 2] }, 400, 'invalid_request', /^inputs\[0\] must be string/],
+    [{ inputs: 'hello' }, 400, 'invalid_request', /^inputs must be array/],
     [{ texts: ['a'] }, 400, 'invalid_request', /must have required property 'inputs'/],
-    [{ inputs: ['a'], extra: 1 }, 400, 'invalid_request', /must NOT have additional properties/],
-    [[1], 400, 'invalid_request', /body must be object/],
+    [{ inputs: ['a'], extra: 1 }, 400, 'invalid_request', /^extra: this server does not take this field$/],
+    [[1], 400, 'invalid_request', /^body must be object/],
     [JSON.stringify({ inputs: ['x'.repeat(3000)] }), 413, 'body_too_large', /exceeds 2048 bytes/],
   ];
   for (const [body, status, code, re] of cases) {
@@ -109,6 +109,7 @@ test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', as
   assert.equal(text.status, 415);
   const nf = await fetch(`${url}/nope`, { headers: auth });
   assert.equal(nf.status, 404);
+  assert.match(((await nf.json()) as { error: { message: string } }).error.message, /this server has POST \/predict, GET \/health/);
   assert.equal(src.state.loaded[0]!.calls, 0, 'no invalid request reached the model');
 });
 

@@ -7,6 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
 import { errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
+import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import type { GenerationGate } from './gate.ts';
@@ -106,8 +107,10 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   metrics.add(new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }]));
   // Classifiers served through worker-pool.ts report their queue; other models show no series.
   const pool = (pick: 'queued' | 'inflight' | 'batches' | 'rejected') => () => {
+    // A language model's generation pool has stats of its own, without these: no series, not `undefined`.
     const st = (model.current as { stats?: Predictor['stats'] }).stats?.();
-    return st ? [{ value: st[pick] }] : [];
+    const value = st?.[pick];
+    return typeof value === 'number' ? [{ value }] : [];
   };
   metrics.add(new Gauge('tempered_inference_queued_texts', 'Texts waiting for an inference thread.', pool('queued')));
   metrics.add(new Gauge('tempered_inference_inflight_batches', 'Batches onnxruntime is running now.', pool('inflight')));
@@ -159,10 +162,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err.validation) {
-      const detail = err.validation
-        .map((v) => `${v.instancePath ? `body${v.instancePath.replace(/\//g, '.')}` : 'body'} ${v.message}`)
-        .join('; ');
-      return reply.code(400).send(errorBody('invalid_request', detail));
+      const { message, param } = describeValidation(err.validation);
+      return reply.code(400).send(openAiError(400, 'invalid_request', message, param));
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
       return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`, 413));
@@ -182,17 +183,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   });
   // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
   app.removeContentTypeParser('text/plain');
-  app.setNotFoundHandler((req, reply) =>
-    reply
+  app.setNotFoundHandler((req, reply) => {
+    const routes = isTextGenerator(model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';
+    return reply
       .code(404)
-      .send(
-        errorBody(
-          'not_found',
-          `no route ${req.method} ${req.url}; try POST /predict, POST /v1/chat/completions, POST /v1/completions, GET /health or GET /metrics`,
-          404,
-        ),
-      ),
-  );
+      .send(errorBody('not_found', `no route ${req.method} ${req.url}; this server has ${routes}, GET /health and GET /metrics`, 404));
+  });
 
   app.get('/health', async () => ({
     status: 'ok',

@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Fastify from 'fastify';
+import { describeValidation } from './validation-message.ts';
+
+/** ajv's real errors, through fastify with the serving routes' options. */
+async function errorsOf(body: unknown) {
+  const app = Fastify({ ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } } });
+  let got: Parameters<typeof describeValidation>[0] = [];
+  app.setErrorHandler((err: { validation?: typeof got }, _req, reply) => ((got = err.validation ?? []), reply.send('x')));
+  const message = {
+    type: 'object',
+    required: ['role', 'content'],
+    additionalProperties: false,
+    properties: { role: { enum: ['user', 'assistant'] }, content: { anyOf: [{ type: 'string' }, { type: 'array' }] } },
+  };
+  const schema = {
+    type: 'object',
+    additionalProperties: false,
+    properties: { messages: { type: 'array', items: message }, n: { type: 'integer' } },
+  };
+  app.post('/x', { schema: { body: schema } }, async () => 'ok');
+  await app.inject({ method: 'POST', url: '/x', payload: body as object });
+  await app.close();
+  return got;
+}
+
+test('a schema failure names each field: unknown ones, shapes allowed, values allowed', async () => {
+  assert.deepEqual(describeValidation(await errorsOf({ messages: [], tools: [] })), {
+    message: 'tools: this server does not take this field',
+    param: 'tools',
+  });
+  assert.deepEqual(
+    describeValidation(
+      await errorsOf({
+        messages: [
+          { role: 'assistant', content: null },
+          { role: 'tool', content: 'r', tool_call_id: 'a' },
+        ],
+      }),
+    ),
+    {
+      message:
+        'messages[0].content must be string or array; messages[1].tool_call_id: this server does not take this field; messages[1].role must be one of "user", "assistant"',
+      param: 'messages[0].content',
+    },
+  );
+  assert.deepEqual(describeValidation(await errorsOf({ n: 'two' })), { message: 'n must be integer', param: 'n' });
+});

@@ -1,0 +1,40 @@
+import type { FastifySchemaValidationError } from 'fastify';
+
+/** `/messages/0/content` → `messages[0].content`, the way OpenAI's errors name a parameter. */
+function paramOf(instancePath: string, child?: string): string {
+  const p = instancePath
+    .replace(/\/(\d+)(?=\/|$)/g, '[$1]')
+    .replace(/\//g, '.')
+    .replace(/^\./, '');
+  return child === undefined ? p : p ? `${p}.${child}` : child;
+}
+
+/**
+ * One message for a request body that failed its schema, naming each field: ajv's own words for an
+ * unknown field ("must NOT have additional properties") do not say which, and a value allowed in
+ * several shapes gives one error a shape plus a summary.
+ */
+export function describeValidation(errors: readonly FastifySchemaValidationError[]): { message: string; param: string | null } {
+  const shapesAt = new Map<string, string[]>();
+  for (const e of errors)
+    if (e.keyword === 'type') shapesAt.set(e.instancePath, [...(shapesAt.get(e.instancePath) ?? []), String(e.params.type)]);
+  const alternatives = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath));
+  const parts: string[] = [];
+  let param: string | null = null;
+  for (const e of errors) {
+    if (e.keyword === 'type' && alternatives.has(e.instancePath)) continue;
+    let name = paramOf(e.instancePath);
+    let text: string;
+    if (e.keyword === 'additionalProperties') {
+      name = paramOf(e.instancePath, String(e.params.additionalProperty));
+      text = `${name}: this server does not take this field`;
+    } else if (e.keyword === 'anyOf' && shapesAt.has(e.instancePath)) {
+      text = `${name || 'body'} must be ${shapesAt.get(e.instancePath)!.join(' or ')}`;
+    } else if (e.keyword === 'enum') {
+      text = `${name || 'body'} must be one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    } else text = `${name || 'body'} ${e.message ?? 'is not valid'}`;
+    param ??= name || null;
+    if (!parts.includes(text)) parts.push(text);
+  }
+  return { message: parts.join('; '), param };
+}
