@@ -1,9 +1,10 @@
 /**
- * Parses a pipeline file (YAML, or JSON, which is YAML) into plain data plus a map from every
- * node's JSON pointer to where it sits in the file, so later checks can point at the exact
- * line and column. Syntax errors and duplicate keys come back as SpecErrors, never thrown.
+ * Parses a pipeline file (YAML, or strict JSON when its name ends in .json) into plain data plus a
+ * map from every node's JSON pointer to where it sits in the file, so later checks can point at the
+ * exact line and column. Syntax errors and duplicate keys come back as SpecErrors, never thrown.
  */
-import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, type Node, type YAMLError } from 'yaml';
+import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node, type YAMLError } from 'yaml';
+import { isJsonFile, parseStrictJson } from './json-syntax.ts';
 import { fromPointer, toHumanPath, toPointer, type Segment } from './paths.ts';
 import type { SpecError } from './types.ts';
 
@@ -33,21 +34,39 @@ export interface ParsedSource {
 export type ParseResult = { ok: true; parsed: ParsedSource } | { ok: false; errors: SpecError[] };
 
 export function parseSource(text: string, file: string): ParseResult {
+  // A .json file is JSON (RFC 8259): JSON.parse decides whether it is valid and gives its value, as
+  // any other JSON tool would (YAML also reads bare keys, single quotes, comments, trailing commas).
+  // YAML 1.2 reads every JSON text as the same tree (syntax-errors.test.ts checks this on random
+  // JSON of any layout), so the yaml package still supplies the positions of nodes, and the
+  // duplicate keys JSON.parse silently merges.
+  let json: { value: unknown } | undefined;
+  if (isJsonFile(file) && !/^[ \t\n\r]*$/.test(text)) {
+    const r = parseStrictJson(text, file);
+    if (!r.ok) return { ok: false, errors: [r.error] };
+    json = { value: r.value };
+  }
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, keepSourceTokens: false });
   const locations = new Map<string, NodeLocation>();
   if (doc.contents) walk(doc.contents as Node, [], undefined, lineCounter, locations, 0);
-  if (doc.errors.length > 0) {
-    // A document with syntax errors cannot be trusted for further checks, and the errors after the
-    // first syntax error are mostly its echoes; duplicate keys are independent, so keep them all.
-    const firstSyntax = doc.errors.find((e) => e.code !== 'DUPLICATE_KEY');
-    const kept = doc.errors.filter((e) => e.code === 'DUPLICATE_KEY' || e === firstSyntax);
+  const duplicates = doc.errors.filter((e) => e.code === 'DUPLICATE_KEY');
+  const syntax = doc.errors.filter((e) => e.code !== 'DUPLICATE_KEY');
+  // (For valid JSON, yaml reports no syntax error; were it to, JSON.parse's verdict stands.)
+  if (syntax.length > 0 && !json) {
+    // Nothing found in a document with a syntax error can be trusted: the errors after the first
+    // are mostly its echoes, and so are duplicate keys and any schema error (an unclosed { swallows
+    // the keys after it, which then "repeat" the ones it was meant to sit beside).
+    return { ok: false, errors: [yamlError(syntax[0]!, file, lineCounter, locations, text, doc)] };
+  }
+  if (duplicates.length > 0) {
     return {
       ok: false,
-      errors: kept.map((e) => yamlError(e, file, lineCounter, locations, text)).sort((a, b) => a.line - b.line || a.column - b.column),
+      errors: duplicates
+        .map((e) => yamlError(e, file, lineCounter, locations, text, doc))
+        .sort((a, b) => a.line - b.line || a.column - b.column),
     };
   }
-  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+  if (json ? json.value === null : doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
     return {
       ok: false,
       errors: [
@@ -64,11 +83,13 @@ export function parseSource(text: string, file: string): ParseResult {
     };
   }
   let data: unknown;
-  try {
-    data = doc.toJS({ maxAliasCount: 1000 });
-  } catch (e) {
-    return { ok: false, errors: [{ file, line: 1, column: 1, path: '', code: 'yaml-syntax', message: (e as Error).message }] };
-  }
+  if (json) data = json.value;
+  else
+    try {
+      data = doc.toJS({ maxAliasCount: 1000 });
+    } catch (e) {
+      return { ok: false, errors: [{ file, line: 1, column: 1, path: '', code: 'yaml-syntax', message: (e as Error).message }] };
+    }
   const parsed: ParsedSource = { file, text, data, locations, lineCounter };
   const nonJson = nonJsonValues(parsed);
   return nonJson.length ? { ok: false, errors: nonJson } : { ok: true, parsed };
@@ -99,7 +120,14 @@ function nonJsonValues(parsed: ParsedSource): SpecError[] {
   return errors;
 }
 
-function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<string, NodeLocation>, text: string): SpecError {
+function yamlError(
+  e: YAMLError,
+  file: string,
+  lc: LineCounter,
+  locations: Map<string, NodeLocation>,
+  text: string,
+  doc: Document,
+): SpecError {
   const at = lc.linePos(e.pos[0]);
   // yaml's messages end with ` at line L, column C:` and a source excerpt; we print the position ourselves.
   const message = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
@@ -119,10 +147,51 @@ function yamlError(e: YAMLError, file: string, lc: LineCounter, locations: Map<s
     };
   }
   const err: SpecError = { file, line: at.line, column: at.col, path: '', code: 'yaml-syntax', message: `YAML syntax: ${message}` };
-  // `{` and `}` are flow indicators, so an unquoted reference inside [ ] or { } breaks the parse.
-  const lineText = text.split('\n')[at.line - 1] ?? '';
-  if (lineText.includes('${{')) err.hint = 'inside [ ] or { }, quote strings that contain ${{ … }}, e.g. ["${{ params.x }}"]';
+  const hint = yamlHint(e, text, lc, doc);
+  if (hint) err.hint = hint;
   return err;
+}
+
+/** A hint that fits the syntax error, or none. */
+function yamlHint(e: YAMLError, text: string, lc: LineCounter, doc: Document): string | undefined {
+  const offset = e.pos[0];
+  // `{` and `}` are flow indicators, so an unquoted reference inside [ ] or { } breaks the parse
+  // where the reference is; an error elsewhere on its line (or after an unclosed { above) has
+  // another cause.
+  if (insideReference(text, offset)) return 'inside [ ] or { }, quote strings that contain ${{ … }}, e.g. ["${{ params.x }}"]';
+  // "Flow map … must end with a }": yaml notices where the next line starts, not where the { is.
+  const unclosed = /must be sufficiently indented and end with a ([}\]])/.exec(e.message);
+  if (unclosed) {
+    const closer = unclosed[1]!;
+    let opener: [number, number] | undefined;
+    visit(doc, {
+      Collection(_, node) {
+        const r = node.range;
+        if (!node.flow || !r || r[0] >= offset || r[2] < offset || (closer === '}') !== isMap(node)) return;
+        if (!opener || r[0] > opener[0]) opener = [r[0], r[2]];
+      },
+    });
+    if (opener) {
+      const p = lc.linePos(opener[0]);
+      return `the ${closer === '}' ? '{' : '['} at line ${p.line}, column ${p.col} is not closed: end it with ${closer} (a ${closer === '}' ? '{ … }' : '[ … ]'} that goes on over several lines must be indented more than its key)`;
+    }
+    return `close the ${closer === '}' ? '{' : '['} … ${closer} before this line`;
+  }
+  if (e.code === 'TAB_AS_INDENT') return 'indent with spaces; YAML does not allow tabs for indentation';
+  return undefined;
+}
+
+/** Whether `offset` falls inside a `${{ … }}` (from its `$` to the end of its `}}`) on its line. */
+function insideReference(text: string, offset: number): boolean {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  const nl = text.indexOf('\n', offset);
+  const lineEnd = nl < 0 ? text.length : nl;
+  for (let s = text.indexOf('${{', lineStart); s >= 0 && s < lineEnd; s = text.indexOf('${{', s + 3)) {
+    const close = text.indexOf('}}', s + 3);
+    const end = close < 0 || close >= lineEnd ? lineEnd : close + 2;
+    if (offset >= s && offset <= end) return true;
+  }
+  return false;
 }
 
 function humanPath(pointer: string): string {

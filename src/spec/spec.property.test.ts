@@ -118,6 +118,8 @@ test('random and adversarial text never crashes the validator, and errors point 
   fc.assert(
     fc.property(fc.oneof(yamlish, fc.string({ unit: 'binary', maxLength: 200 }), fc.json()), (text) => {
       check(text, fixtureKinds);
+      // The same text in a .json file goes through the strict JSON parser first.
+      check(text, fixtureKinds, 'p.json');
     }),
     { seed: SEED, numRuns: RUNS * 4 },
   );

@@ -172,6 +172,8 @@ export type SpecErrorCode =
   /** The file is not valid UTF-8. */
   | 'bad-encoding'
   | 'yaml-syntax'
+  /** A .json file that is not strict JSON (RFC 8259). */
+  | 'json-syntax'
   | 'duplicate-key'
   | 'empty-file'
   /** A value YAML allows but JSON does not (.inf, .nan, !!binary, !!set). */

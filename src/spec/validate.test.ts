@@ -69,7 +69,9 @@ describe('YAML and JSON syntax', () => {
     const text = '{"name": "p" "stages": {}}\n';
     const errors = errorsOf(text, 'p.json');
     assert.equal(errors.length, 1);
-    assert.equal(errors[0]!.code, 'yaml-syntax');
+    assert.equal(errors[0]!.code, 'json-syntax');
+    assert.match(errors[0]!.message, /^JSON syntax: /);
+    assert.match(errors[0]!.hint ?? '', /comma is missing/);
     assert.deepEqual([errors[0]!.line, errors[0]!.column], [1, 14]);
   });
 
