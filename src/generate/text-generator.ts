@@ -3,9 +3,10 @@
  * Chat templates are the model's own Jinja or one given explicitly (src/models/chat-template.ts, as
  * transformers' apply_chat_template renders them), then tokenized without added specials, as transformers does.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
+import { MODEL_MANIFEST } from '../finetune/export.ts';
 import { loadChatTemplate, type ChatTemplate } from '../models/chat-template.ts';
 import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import type { ChatMessage, TextGenerator } from '../serve/types.ts';
@@ -36,6 +37,7 @@ export interface PromptEncoder {
  * serves /v1/completions; chat requests then get the loader's error.
  */
 function loadChatRenderer(dir: string, chatTemplate: string | undefined): PromptEncoder['renderChat'] {
+  const system = trainedSystemPrompt(dir);
   let template: ChatTemplate | InputError;
   try {
     template = loadChatTemplate(dir, chatTemplate);
@@ -45,8 +47,30 @@ function loadChatRenderer(dir: string, chatTemplate: string | undefined): Prompt
   }
   return (messages) => {
     if (template instanceof InputError) throw template;
-    return template.render(messages, { addGenerationPrompt: true });
+    const withSystem =
+      system !== undefined && !messages.some((m) => m.role === 'system' || m.role === 'developer')
+        ? [{ role: 'system', content: system }, ...messages]
+        : messages;
+    return template.render(withSystem, { addGenerationPrompt: true });
   };
+}
+
+/**
+ * The system message a fine-tune was trained (and evaluated) with, from its manifest: a conversation
+ * that brings none gets it, so the model is asked as it learned to answer. One that brings its own
+ * system message keeps it.
+ */
+function trainedSystemPrompt(dir: string): string | undefined {
+  const path = join(dir, MODEL_MANIFEST);
+  if (!existsSync(path)) return undefined;
+  let manifest: { chat?: { system?: unknown } | null };
+  try {
+    manifest = JSON.parse(readFileSync(path, 'utf8')) as typeof manifest;
+  } catch (e) {
+    throw new InputError(`not valid JSON (${(e as Error).message})`, { where: path, cause: e });
+  }
+  const system = manifest.chat?.system;
+  return typeof system === 'string' ? system : undefined;
 }
 
 function promptEncoder(renderChat: PromptEncoder['renderChat'], tok: HfTokenizer): PromptEncoder {
