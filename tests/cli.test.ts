@@ -331,6 +331,13 @@ describe('tempered CLI', () => {
         if (s.stages.find((x) => x.id === 'block')?.state === 'running') break;
         await sleep(200);
       }
+      // Temporal records an attempt's start only when it ends: logs shows the running one from the server.
+      type Line = { time: string; event: string; activity?: string; state?: string };
+      const logsOf = async () => JSON.parse((await runCli(['logs', runId, '--json'], env)).stdout) as Line[];
+      assert.ok(
+        (await logsOf()).some((l) => l.event === 'started' && l.activity?.startsWith('stage-block') && l.state === 'running'),
+        'the running stage shows as started',
+      );
       // A run started after the blocker ends before it: the list still goes by start, newest first.
       const later = await runCli(['submit', join(FIX, 'tiny-pipeline.yaml'), '--wait', '--run-id', 'after-the-blocker'], env);
       assert.equal(later.code, 0, later.stderr);
@@ -344,6 +351,15 @@ describe('tempered CLI', () => {
       }
       assert.equal(final!.state, 'cancelled');
       assert.equal(final!.stages.find((x) => x.id === 'block')!.state, 'cancelled');
+      const lines = await logsOf();
+      assert.deepEqual(
+        lines.map((l) => l.time),
+        lines.map((l) => l.time).sort(),
+        'in the order things happened',
+      );
+      const at = (event: string) =>
+        lines.findIndex((l) => l.event === event && (event !== 'started' || l.activity?.startsWith('stage-block')));
+      assert.ok(at('started') < at('cancel requested'), JSON.stringify(lines));
       const listed = (JSON.parse((await runCli(['runs', '--json'], env)).stdout) as { runId: string; startTime: string }[]).map(
         (r) => r.runId,
       );

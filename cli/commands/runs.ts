@@ -199,6 +199,9 @@ function reusedFrom(converter: PayloadConverter, payload: Payload | null | undef
   }
 }
 
+/** PendingActivityState STARTED and CANCEL_REQUESTED (temporal.api.enums.v1): an attempt is running. */
+const RUNNING_ACTIVITY = new Set([2, 3]);
+
 export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered logs <run> [--json]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
@@ -213,6 +216,7 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     });
   const events = history.events ?? [];
   const scheduled = new Map<string, string>();
+  const byActivityId = new Map<string, string>();
   const lines: Record<string, unknown>[] = [];
   for (const ev of events) {
     const time = ev.eventTime?.seconds
@@ -222,6 +226,7 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     if (ev.activityTaskScheduledEventAttributes) {
       const a = ev.activityTaskScheduledEventAttributes;
       scheduled.set(id, `${a.activityId} (${a.activityType?.name} on ${a.taskQueue?.name})`);
+      byActivityId.set(String(a.activityId), scheduled.get(id)!);
       lines.push({ time, event: 'scheduled', activity: scheduled.get(id) });
     } else if (ev.activityTaskStartedEventAttributes) {
       const a = ev.activityTaskStartedEventAttributes;
@@ -254,6 +259,22 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       lines.push({ time, event: 'cancel requested', by: ev.workflowExecutionCancelRequestedEventAttributes.identity });
     }
   }
+  // Temporal writes an attempt's "started" event only when the attempt ends: a running stage shows
+  // from the server's view of it, and every line goes in the order things happened, not were written.
+  const desc = await client.workflow.getHandle(positionals[0]!).describe();
+  for (const pa of desc.raw.pendingActivities ?? []) {
+    if (!pa.lastStartedTime?.seconds || !RUNNING_ACTIVITY.has(Number(pa.state))) continue;
+    const t = new Date(Number(pa.lastStartedTime.seconds) * 1000 + Math.floor((pa.lastStartedTime.nanos ?? 0) / 1e6)).toISOString();
+    lines.push({
+      time: t,
+      event: 'started',
+      activity: byActivityId.get(String(pa.activityId)),
+      attempt: pa.attempt,
+      worker: pa.lastWorkerIdentity,
+      state: 'running',
+    });
+  }
+  lines.sort((a, b) => String(a.time).localeCompare(String(b.time)));
   if (values.json) console.log(JSON.stringify(lines, null, 2));
   else
     for (const l of lines)
