@@ -1,6 +1,7 @@
 /**
  * Hostile and broken inputs at the ingest library: paths that try to leave the data roots, CSV
- * quotes that never close, lines too long to hold, Parquet files hashed from what was parsed.
+ * quotes that never close, lines too long to hold, UTF-16 files, Parquet files hashed from what
+ * was parsed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,10 +11,11 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { InputError } from '../errors.ts';
+import { columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
-import { readLineChunks } from './lines.ts';
-import { readDelimited } from './read-records.ts';
+import { readLineChunks, sniffUnicode } from './lines.ts';
+import { readDelimited, type SourceRecord } from './read-records.ts';
 
 const tmp = (p = 'hostile-') => mkdtempSync(join(tmpdir(), p));
 const run = (dir: string, cfg: IngestConfig) =>
@@ -109,6 +111,188 @@ test('csv: a header that opens a quote it never closes fails the file, naming th
   const dir = tmp();
   writeFileSync(join(dir, 'a.csv'), '"text,label\na,ham\n');
   await assert.rejects(run(dir, { ...csv, path: 'a.csv' }), (e: unknown) => e instanceof InputError && e.where === 'a.csv:1');
+});
+
+async function quarantined(path: string): Promise<{ row: unknown; raw: unknown; detail: unknown }[]> {
+  const rows = [];
+  for await (const b of readArrowBatches(path)) {
+    const [row, raw, detail] = ['_row', 'raw', 'detail'].map((n) => columnValues(b, n));
+    for (let i = 0; i < b.numRows; i++) rows.push({ row: row[i], raw: raw[i], detail: detail[i] });
+  }
+  return rows;
+}
+
+test('csv: an unclosed quote followed by a quoted row: only the opening line is bad, the next row is kept (400-row file)', async () => {
+  // A reviewer's file: every row quoted, one quote never closed at line 101. The next row's opening
+  // quote "closed" it, the two lines were parsed as one record, and the bad row swallowed a good one.
+  const dir = tmp();
+  const rows = Array.from({ length: 400 }, (_, i) => `"review ${i} , with a comma .",${i % 3 ? 'positive' : 'negative'}`);
+  rows[99] = '"an inexperienced director , mehta has much to learn .",negative';
+  writeFileSync(
+    join(dir, 'a.csv'),
+    ['text,label', ...rows.slice(0, 99), '"unterminated quote,positive', ...rows.slice(99)].join('\n') + '\n',
+  );
+  const r = await run(dir, { ...csv, path: 'a.csv' });
+  assert.deepEqual([r.rowsIn, r.rowsOut, r.linesIn, r.badLines], [401, 400, 401, 1]);
+  assert.deepEqual(r.badRows, { 'csv-syntax': 1 });
+  const q = await quarantined(join(dir, 'quarantine.arrow'));
+  assert.deepEqual(
+    q.map((x) => [x.row, x.raw]),
+    [[101, '"unterminated quote,positive']],
+  );
+  assert.match(String(q[0].detail), /quote opened on line 101 is not closed properly \(.* on line 102 .*\); reading resumed at line 102/);
+});
+
+/** Records of a CSV text through readDelimited: [line, lines spanned, values or bad reason]. */
+async function delimited(content: string | Uint8Array, opts: { maxLineBytes?: number } = {}): Promise<unknown[][]> {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), content);
+  const got: SourceRecord[] = [];
+  for await (const recs of readDelimited({ abs: join(dir, 'a.csv'), display: 'a.csv', format: 'csv' }, opts)) got.push(...recs);
+  return got.map((r) => [r.row, r.lines, r.bad ? r.bad.reason : Object.values(r.values!)]);
+}
+
+test('csv: an unclosed quote in the last or a middle column, or on the last line, is its opening line alone', async () => {
+  // Last column, the next row quoted in its first column.
+  assert.deepEqual(await delimited('text,label\n"a",ham\n"b","spam\n"c",ham\n"d","spam"\n'), [
+    [2, 1, ['a', 'ham']],
+    [3, 1, 'csv-syntax'],
+    [4, 1, ['c', 'ham']],
+    [5, 1, ['d', 'spam']],
+  ]);
+  // Middle column; the next row quotes only its middle column.
+  assert.deepEqual(await delimited('id,text,label\n1,"a",ham\n2,"b unclosed,spam\n3,"c",ham\n4,d,spam\n'), [
+    [2, 1, ['1', 'a', 'ham']],
+    [3, 1, 'csv-syntax'],
+    [4, 1, ['3', 'c', 'ham']],
+    [5, 1, ['4', 'd', 'spam']],
+  ]);
+  // Two unclosed quotes in a row, then quoted rows: each opening line alone.
+  assert.deepEqual(await delimited('text,label\n"a,ham\n"b,spam\n"c",ham\n'), [
+    [2, 1, 'csv-syntax'],
+    [3, 1, 'csv-syntax'],
+    [4, 1, ['c', 'ham']],
+  ]);
+  // Unquoted rows, then a quoted one further on: every row in between is read.
+  assert.deepEqual(await delimited('text,label\n"a,ham\nb,spam\nc,ham\n"d",spam\n'), [
+    [2, 1, 'csv-syntax'],
+    [3, 1, ['b', 'spam']],
+    [4, 1, ['c', 'ham']],
+    [5, 1, ['d', 'spam']],
+  ]);
+  // A bad byte on the opening line does not take the next row with it either.
+  assert.deepEqual(
+    await delimited(Buffer.concat([Buffer.from('text,label\n"caf'), Buffer.from([0xe9]), Buffer.from(',ham\n"b",spam\n')])),
+    [
+      [2, 1, 'csv-syntax'],
+      [3, 1, ['b', 'spam']],
+    ],
+  );
+  // An over-long line ends the open quote too, and is read after the lines before it.
+  const long = 'z'.repeat(300);
+  assert.deepEqual(await delimited(`text,label\n"a,ham\nb,spam\n${long}\nc,ham\n"d\n${long}\n"e",spam\n`, { maxLineBytes: 100 }), [
+    [2, 1, 'csv-syntax'],
+    [3, 1, ['b', 'spam']],
+    [4, 1, 'line-too-long'],
+    [5, 1, ['c', 'ham']],
+    [6, 1, 'csv-syntax'],
+    [7, 1, 'line-too-long'],
+    [8, 1, ['e', 'spam']],
+  ]);
+  // The last line of the file, with and without a final newline.
+  for (const end of ['\n', ''])
+    assert.deepEqual(await delimited(`text,label\n"a",ham\n"b","spam${end}`), [
+      [2, 1, ['a', 'ham']],
+      [3, 1, 'csv-syntax'],
+    ]);
+});
+
+test('csv: quoted fields with newlines that do close are still one record, also right after an unclosed quote', async () => {
+  assert.deepEqual(await delimited('text,label\n"a\nb, ""c""",ham\n"x,spam\n"d\n\ne",spam\n"f","g\nh"\n'), [
+    [2, 2, ['a\nb, "c"', 'ham']],
+    [4, 1, 'csv-syntax'],
+    [5, 3, ['d\n\ne', 'spam']],
+    [8, 2, ['f', 'g\nh']],
+  ]);
+  // A closed multi-line record broken otherwise (a column missing) is still one bad record.
+  assert.deepEqual(await delimited('text,label\n"a\nb"\nc,ham\n'), [
+    [2, 2, 'column-count'],
+    [4, 1, ['c', 'ham']],
+  ]);
+});
+
+test('csv: a lone carriage return inside a line is data, not a record whose row is dropped', async () => {
+  // csv-parse took the \r for a record delimiter, and only the first record of the line was kept.
+  assert.deepEqual(await delimited('text,label\n"a",ham\rb,spam\n"c\rd",ham\n'), [
+    [2, 1, 'column-count'],
+    [3, 1, ['c\rd', 'ham']],
+  ]);
+});
+
+test('ingest: a UTF-16 or UTF-32 data file (with or without byte-order mark) fails at once, named, with how to convert it', async () => {
+  const csvText = 'text,label\n"café, olé",ham\nplain,spam\n';
+  const tsvText = 'text\tlabel\ncafé\tham\n';
+  const jsonlText = '{"text":"café","label":"ham"}\n{"text":"b","label":"spam"}\n';
+  const utf16le = (t: string) => Buffer.from(t, 'utf16le');
+  const utf16be = (t: string) => Buffer.from(t, 'utf16le').swap16();
+  const utf32 = (t: string, le: boolean) => {
+    const cps = [...t].map((c) => c.codePointAt(0)!);
+    const b = Buffer.alloc(4 * cps.length);
+    cps.forEach((c, i) => (le ? b.writeUInt32LE(c, 4 * i) : b.writeUInt32BE(c, 4 * i)));
+    return b;
+  };
+  const bom = /it starts with a (UTF-\d\d) byte-order mark/;
+  const encodings: [string, (t: string) => Buffer, RegExp, RegExp][] = [
+    ['UTF-16LE + BOM', (t) => utf16le('\ufeff' + t), /UTF-16 \(it starts with a UTF-16 byte-order mark\)/, /iconv -f UTF-16 -t UTF-8/],
+    ['UTF-16BE + BOM', (t) => utf16be('\ufeff' + t), /UTF-16 \(it starts with a UTF-16 byte-order mark\)/, /iconv -f UTF-16 -t UTF-8/],
+    ['UTF-16LE', utf16le, /UTF-16 \(it has no byte-order mark, but .* UTF-16LE text\)/, /iconv -f UTF-16LE -t UTF-8/],
+    ['UTF-16BE', utf16be, /UTF-16 \(it has no byte-order mark, but .* UTF-16BE text\)/, /iconv -f UTF-16BE -t UTF-8/],
+    ['UTF-32LE + BOM', (t) => utf32('\ufeff' + t, true), /UTF-32 \(it starts with a UTF-32 byte-order mark\)/, /iconv -f UTF-32 -t UTF-8/],
+    ['UTF-32BE + BOM', (t) => utf32('\ufeff' + t, false), /UTF-32 \(it starts with a UTF-32 byte-order mark\)/, /iconv -f UTF-32 -t UTF-8/],
+    ['UTF-32LE', (t) => utf32(t, true), /UTF-32 \(it has no byte-order mark, but .* UTF-32LE text\)/, /iconv -f UTF-32LE -t UTF-8/],
+  ];
+  for (const [encoding, encode, message, hint] of encodings)
+    for (const [file, text] of [
+      ['u.csv', csvText],
+      ['u.tsv', tsvText],
+      ['u.jsonl', jsonlText],
+    ]) {
+      const dir = tmp();
+      writeFileSync(join(dir, file), encode(text));
+      for (const onBadRow of ['fail', 'quarantine'] as const)
+        await assert.rejects(run(dir, { task: 'classification', path: file, onBadRow, maxBadFraction: 1 }), (e: unknown) => {
+          assert.ok(e instanceof InputError, `${encoding} ${file}: ${String(e)}`);
+          assert.equal(e.where, file, `${encoding} ${file}: ${e.message}`);
+          assert.match(e.message, message, `${encoding} ${file}`);
+          assert.match(e.message, /data files must be UTF-8/);
+          assert.match(e.hint ?? '', hint, `${encoding} ${file}`);
+          if (bom.test(e.message)) assert.match(e.hint ?? '', new RegExp(`'${file}' > 'u\\.utf8\\.${file.split('.')[1]}'`));
+          return true;
+        });
+      assert.deepEqual(readdirSync(dir), [file], 'no output or quarantine table is left behind');
+    }
+});
+
+test('ingest: UTF-8 with a byte-order mark is read, in every text format', async () => {
+  for (const [file, text] of [
+    ['a.csv', '\ufefftext,label\n"café",ham\n'],
+    ['a.tsv', '\ufefftext\tlabel\ncafé\tham\n'],
+    ['a.jsonl', '\ufeff{"text":"café","label":"ham"}\n'],
+  ]) {
+    const dir = tmp();
+    writeFileSync(join(dir, file), text);
+    const r = await run(dir, { task: 'classification', path: file });
+    assert.deepEqual([r.rowsIn, r.rowsOut], [1, 1], file);
+  }
+});
+
+test('sniffUnicode: UTF-8 text is never taken for UTF-16 or UTF-32; bytes with control characters are not either', () => {
+  for (const t of ['text,label\n', 'a', 'ab\n', '\ufeffx,y\n', 'ÿþ', 'þÿ', '日本語,ラベル\n', '😀,🙂\n'])
+    assert.equal(sniffUnicode(Buffer.from(t, 'utf8')), null, JSON.stringify(t));
+  assert.equal(sniffUnicode(Uint8Array.from([0, 0, 0, 1])), null);
+  assert.equal(sniffUnicode(Uint8Array.from([0x61, 0, 1, 0, 0x62, 0])), null, 'U+0001 is no text');
+  assert.equal(sniffUnicode(new Uint8Array(64)), null, 'NULs alone are no text');
+  assert.deepEqual(sniffUnicode(Buffer.from('a,b\n', 'utf16le')), { encoding: 'UTF-16LE', bom: false });
 });
 
 test('lines: a line over the limit becomes one bad row with its length, the next lines are read', async () => {

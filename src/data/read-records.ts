@@ -54,7 +54,12 @@ export interface ReadOptions extends DelimitedOptions {
  */
 export const RECORD_LIMITS = { lines: 1000, chars: 16 << 20 };
 
-const lineOptions = (opts: ReadOptions) => ({ onBytes: opts.onBytes, onData: opts.onData, maxLineBytes: opts.maxLineBytes });
+const lineOptions = (file: SourceFile, opts: ReadOptions) => ({
+  onBytes: opts.onBytes,
+  onData: opts.onData,
+  maxLineBytes: opts.maxLineBytes,
+  display: file.display,
+});
 
 function tooLong(l: Line): SourceRecord {
   return {
@@ -73,7 +78,7 @@ export function safeJson(v: unknown): string {
 }
 
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
-  for await (const lines of readLineChunks(file.abs, lineOptions(opts))) {
+  for await (const lines of readLineChunks(file.abs, lineOptions(file, opts))) {
     const out: SourceRecord[] = [];
     for (const l of lines) {
       if (l.tooLong) {
@@ -150,24 +155,48 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   let rec: Line[] = [],
     recChars = 0,
     inQuote = false;
-  const emit = (): SourceRecord | null => {
+  /**
+   * Parses the record assembled in `rec`, whose quotes are all closed. A record of several lines
+   * that does not parse as exactly one record is not consumed: it is returned as `unparsable`, and
+   * `rec` is left for `abandon`. Its quote was closed, as far as the line scan can tell, by a quote
+   * of a later line that is no closing quote at all (typically the first one of the next record,
+   * `"text",label`), so taking the lines as one bad record would swallow good rows.
+   */
+  const emit = (): SourceRecord | { unparsable: string } | null => {
     const text = rec.map((l) => l.text).join('\n');
     const row = rec[0].line,
       lines = rec.length;
     const invalid = rec.some((l) => l.invalidUtf8);
-    rec = [];
-    recChars = 0;
-    if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
-    let records: string[][];
+    let records: string[][] = [];
+    let error: string | null = null;
     // Without quote characters a record is a plain split; csv-parse handles the quoted ones.
     if (quote === false || !text.includes(quote)) records = [text.split(delimiter)];
     else
       try {
-        records = parseCsv(text, { delimiter, quote, relax_column_count: true, skip_empty_lines: false, bom: false }) as string[][];
+        // Records end at \n only, as lines do: a lone \r is data, not the end of a record that
+        // csv-parse would return after the first one, to be dropped.
+        records = parseCsv(text, {
+          delimiter,
+          quote,
+          record_delimiter: '\n',
+          relax_column_count: true,
+          skip_empty_lines: false,
+          bom: false,
+        }) as string[][];
+        if (records.length > 1) error = `csv-parse found ${records.length} records in it`;
       } catch (e) {
-        const msg = (e as Error).message.replace(/ at line \d+/, '');
-        return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: msg } };
+        error = (e as Error).message;
       }
+    // Checked before invalid UTF-8 too: a bad byte on the line that left a quote open must not
+    // take the next lines down with it.
+    if (error !== null && lines > 1) {
+      // Name the physical line csv-parse stopped at (it counts from the record's first line).
+      return { unparsable: error.replace(/ at line (\d+)/, (_, n: string) => ` on line ${row + Number(n) - 1}`) };
+    }
+    rec = [];
+    recChars = 0;
+    if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
+    if (error !== null) return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: error.replace(/ at line \d+/, '') } };
     const fields = records[0] ?? [''];
     if (names === null) {
       if (header) {
@@ -223,8 +252,26 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
   const feed = (input: Line[], out: SourceRecord[]): void => {
     let queue = input,
       i = 0;
+    /** A line read but not part of the abandoned record (an over-long one): it is read again after it. */
+    let taken: Line | null = null;
+    /**
+     * Reads again, from the second line of the abandoned record on, every line read since. Those
+     * lines are the last ones taken from `queue` (a record holds every line read since its first),
+     * so moving `i` back is enough; only a record begun in an earlier chunk is copied in front of
+     * the rest of this one. Copying the rest of the chunk on every abandon would be quadratic in
+     * a chunk full of broken records.
+     */
+    const reread = (rest: Line[]): void => {
+      const back = i - rest.length - (taken === null ? 0 : 1);
+      if (rest.length === 0 ? back >= 0 : back >= 0 && queue[back] === rest[0]) i = back;
+      else {
+        queue = [...rest, ...(taken === null ? [] : [taken]), ...queue.slice(i)];
+        i = 0;
+      }
+    };
     while (i < queue.length) {
       const l = queue[i++];
+      taken = null;
       if (rec.length === 0) {
         if (l.tooLong) {
           out.push(tooLong(l));
@@ -232,26 +279,29 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         }
         if (l.text.trim() === '') continue; // blank lines between records are not rows
       } else if (l.tooLong) {
-        queue = [...abandon('before an over-long line', out), l, ...queue.slice(i)];
-        i = 0;
+        taken = l;
+        reread(abandon('before an over-long line', out));
         continue;
       }
       rec.push(l);
       recChars += l.text.length;
       if (quote !== false) inQuote = endsInsideQuotes(l.text, rec.length > 1 && inQuote, delimiter, quote);
       if (inQuote) {
-        if (rec.length > maxLines || recChars > maxChars) {
-          queue = [...abandon(`within ${rec.length > maxLines ? `${maxLines} lines` : `${maxChars} characters`}`, out), ...queue.slice(i)];
-          i = 0;
-        }
+        if (rec.length > maxLines || recChars > maxChars)
+          reread(abandon(`within ${rec.length > maxLines ? `${maxLines} lines` : `${maxChars} characters`}`, out));
         continue;
       }
       const r = emit();
-      if (r) out.push(r);
+      if (r === null) continue;
+      if ('unparsable' in r) {
+        reread(abandon(`properly (${r.unparsable})`, out));
+        continue;
+      }
+      out.push(r);
     }
   };
 
-  for await (const lines of readLineChunks(file.abs, lineOptions(opts))) {
+  for await (const lines of readLineChunks(file.abs, lineOptions(file, opts))) {
     const out: SourceRecord[] = [];
     feed(lines, out);
     yield out;

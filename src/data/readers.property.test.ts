@@ -13,6 +13,7 @@ import { InputError } from '../errors.ts';
 import { columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
+import { sniffUnicode } from './lines.ts';
 import type { IngestReport } from './report.ts';
 
 const SEED = 20261203;
@@ -124,6 +125,48 @@ test('csv: records quoted per RFC 4180 (commas, quotes, newlines inside) are rea
       assert.equal(got.report!.linesIn, physical);
     }),
     { seed: SEED, numRuns: RUNS },
+  );
+});
+
+test('csv: a quote left open in one quoted row costs that line alone: every other row is read back exactly', async () => {
+  const quoteField = (s: string) => `"${s.replace(/"/g, '""')}"`;
+  // One line per row. A text may not begin with ',' or '"': after an open quote, a next line
+  // '",…' or '"""…' could close it validly, and two lines that parse as one record are one
+  // record; CSV cannot tell them apart.
+  const oneLine = text.filter((s) => !s.includes('\n') && !/^[,"]/.test(s));
+  const rowLabel = label.filter((s) => !s.includes('\n'));
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.record({ text: oneLine, label: rowLabel }), { minLength: 1, maxLength: 20 }),
+      fc.nat(),
+      async (recs, k) => {
+        const broken = k % recs.length;
+        // The label's closing quote is dropped: its quote stays open to the end of the line.
+        const lines = recs.map((r, i) => `${quoteField(r.text)},${quoteField(r.label).slice(0, i === broken ? -1 : undefined)}`);
+        const got = await ingestBytes('a.csv', ['text,label', ...lines].join('\n') + '\n', lenient);
+        assert.equal(got.error, undefined, got.error?.message);
+        assert.deepEqual(
+          got.rows.map((r) => [r.text, r.label, r._row]),
+          recs.flatMap((r, i) => (i === broken ? [] : [[r.text, r.label, i + 2]])),
+        );
+        const report = got.report!;
+        assert.deepEqual(
+          [report.rowsIn, report.linesIn, report.badLines, report.badRows],
+          [recs.length, recs.length, 1, { 'csv-syntax': 1 }],
+        );
+      },
+    ),
+    { seed: SEED, numRuns: RUNS },
+  );
+});
+
+test('the UTF-16/UTF-32 check never refuses UTF-8 text: any string without NUL', () => {
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 600 }), (s) => {
+      fc.pre(!s.includes('\0'));
+      assert.equal(sniffUnicode(new TextEncoder().encode(s)), null);
+    }),
+    { seed: SEED, numRuns: RUNS * 10 },
   );
 });
 
