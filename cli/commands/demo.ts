@@ -72,6 +72,9 @@ async function servePrediction(ctx: CliContext, status: RunStatus, plan?: Planne
   const out = deploy.outputs as { promoted?: boolean; ref?: string; alias?: string; explanation?: string };
   if (!out.promoted) {
     console.log(`\nnot promoted: ${out.explanation}`);
+    // The version is registered all the same: it can be served by its number to try it.
+    if (out.ref)
+      console.log(`  it is registered as ${out.ref}; try it anyway with \`TEMPERED_SERVE_TOKEN=… npx tempered serve ${out.ref}\``);
     return;
   }
   const name = String(out.ref).split('@')[0]!;

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
 import { databaseExists } from '../../src/db/database.ts';
+import { InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
@@ -166,7 +167,8 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
     });
   } catch (e) {
-    throw new CliError(`cannot serve ${name}@${alias}: ${(e as Error).message}`);
+    const hint = e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';
+    throw new CliError(`cannot serve ${name}@${alias}: ${(e as Error).message}${hint}`);
   }
   const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
   try {
