@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  BEST_WEIGHTS_FILE,
   HISTORY_FILE,
   latestCheckpoint,
   listCheckpoints,
@@ -114,4 +115,47 @@ test('a checkpoint carries the training history exactly (NaN, ±Infinity, -0, ne
     writeFileSync(join(dir, 'step-3', HISTORY_FILE), bad);
     assert.throws(() => loadCheckpoint(join(dir, 'step-3')), InputError, bad);
   }
+});
+
+test("a checkpoint carries early stopping's best step, and its weights when they are not the checkpoint's own; one without them (older) reads as undefined", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ck-'));
+  const params = new Map([['w', Float32Array.from([1, 2, 3, 4])]]);
+  const bestParams = new Map([['w', Float32Array.from([0.5, -1, 7, 0])]]);
+  const at = (step: number, bestStep?: number): CheckpointManifest => ({
+    ...manifest(step),
+    best: 0.25,
+    ...(bestStep ? { bestStep } : {}),
+  });
+  // Best step before the checkpoint's: its weights are stored beside the checkpoint's.
+  saveCheckpoint(join(dir, 'step-5'), { manifest: at(5, 2), params, state: new Map(), bestParams });
+  assert.ok(existsSync(join(dir, 'step-5', BEST_WEIGHTS_FILE)));
+  const back = loadCheckpoint(join(dir, 'step-5'));
+  assert.equal(back.manifest.bestStep, 2);
+  assert.deepEqual(back.bestParams, bestParams);
+  assert.deepEqual(back.params, params);
+  // At the checkpoint's own step they are its weights: not stored twice, read back as a copy of them.
+  saveCheckpoint(join(dir, 'step-6'), { manifest: at(6, 6), params, state: new Map(), bestParams: params });
+  assert.equal(existsSync(join(dir, 'step-6', BEST_WEIGHTS_FILE)), false);
+  const own = loadCheckpoint(join(dir, 'step-6'));
+  assert.deepEqual(own.bestParams, params);
+  assert.notEqual(own.bestParams!.get('w'), own.params.get('w'), 'a copy, not the weights training goes on changing');
+  // Written before checkpoints carried the best step (the best score only): bestParams undefined.
+  saveCheckpoint(join(dir, 'step-7'), { manifest: at(7), params, state: new Map() });
+  assert.equal(loadCheckpoint(join(dir, 'step-7')).bestParams, undefined);
+  assert.equal(loadCheckpoint(join(dir, 'step-7')).manifest.best, 0.25);
+  // The writer must give the best weights when they are not the checkpoint's, and a best step within the run.
+  assert.throws(
+    () => saveCheckpoint(join(dir, 'step-8'), { manifest: at(8, 3), params, state: new Map() }),
+    /lacks the weights of its best step 3/,
+  );
+  assert.throws(() => saveCheckpoint(join(dir, 'step-8'), { manifest: at(8, 9), params, state: new Map(), bestParams }));
+  assert.throws(() => saveCheckpoint(join(dir, 'step-8'), { manifest: at(8), params, state: new Map(), bestParams }));
+  // A checkpoint that lost its best weights file, or names a best step after its own, is refused.
+  rmSync(join(dir, 'step-5', BEST_WEIGHTS_FILE));
+  assert.throws(
+    () => loadCheckpoint(join(dir, 'step-5')),
+    (e: unknown) => e instanceof InputError && /lacks the weights of its best step 2/.test(e.message),
+  );
+  writeFileSync(join(dir, 'step-6', 'manifest.json'), JSON.stringify(at(6, 7)));
+  assert.throws(() => loadCheckpoint(join(dir, 'step-6')), InputError);
 });

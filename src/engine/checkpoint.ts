@@ -1,9 +1,11 @@
 /**
  * Training checkpoints: trainable weights and optimizer state as safetensors plus a JSON manifest with
  * everything needed to continue bitwise identically (step, epoch, position in the data order, RNG state,
- * config hash), and the per-step training history so far (history.json), so that a resumed run's
- * history is the uninterrupted run's. A checkpoint is a folder written under a temp name and renamed
- * into place.
+ * config hash), the per-step training history so far (history.json), so that a resumed run's
+ * history is the uninterrupted run's, and the best step of early stopping with its weights
+ * (best-weights.safetensors, when they are not the checkpoint's own), so that a resumed run exports the
+ * uninterrupted run's best weights. A checkpoint is a folder written under a temp name and renamed into
+ * place.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -21,8 +23,14 @@ export interface CheckpointManifest {
   position: number;
   rng: RngState;
   configHash: string;
-  /** Early-stopping bookkeeping. */
+  /** Early-stopping bookkeeping: the best score so far (lower is better), not a step. */
   best?: number;
+  /**
+   * The step whose evaluation scored `best`, for trainers that keep the best weights (the classifier
+   * loop exports them). At most `step`; before it, the weights at that step are in best-weights.safetensors.
+   * Absent in checkpoints written before checkpoints carried it (see CheckpointData.bestParams).
+   */
+  bestStep?: number;
   evalsWithoutImprovement: number;
   shapes: Record<string, number[]>;
 }
@@ -43,10 +51,22 @@ export interface CheckpointData<Row extends HistoryRecord = HistoryRecord> {
    * resumed from such a checkpoint carries only the rows it has, so its rows need not start at step 1.
    */
   history?: readonly Row[];
+  /**
+   * The trainable weights at manifest.bestStep. Written (best-weights.safetensors) only when bestStep is
+   * before manifest.step: at manifest.step they are `params`, and storing them again would double the
+   * checkpoint for nothing. When they are stored, the checkpoint holds the trainable weights twice: a few MB
+   * for LoRA adapters, the size of weights.safetensors again for full fine-tuning. Pointing at the older
+   * step's folder instead would not survive pruning (keepCheckpoints) nor the shared store, which keeps
+   * one checkpoint. Read back whenever manifest.bestStep is set (for bestStep === step, as a copy of
+   * `params`); undefined when it is not, as in checkpoints written before checkpoints carried the best step.
+   */
+  bestParams?: Map<string, TypedArray>;
 }
 
 /** The history file of a checkpoint folder (optional: older checkpoints have none). */
 export const HISTORY_FILE = 'history.json';
+/** The best weights file of a checkpoint folder: there when manifest.bestStep is before manifest.step. */
+export const BEST_WEIGHTS_FILE = 'best-weights.safetensors';
 
 /**
  * JSON has no NaN, ±Infinity or -0 (a gradient norm or a validation metric can be NaN): they are written
@@ -101,6 +121,13 @@ function toSafe(a: TypedArray, shape: number[]): SafeTensor {
 export function saveCheckpoint(dir: string, data: CheckpointData): void {
   if (data.history?.length && data.history.at(-1)!.step !== data.manifest.step)
     throw new Error(`the history ends at step ${data.history.at(-1)!.step}, the checkpoint is of step ${data.manifest.step}`);
+  const { step, bestStep } = data.manifest;
+  if (bestStep !== undefined && !(Number.isInteger(bestStep) && bestStep >= 1 && bestStep <= step))
+    throw new Error(`the best step ${bestStep} is not a step of the run up to the checkpoint's step ${step}`);
+  if (bestStep === undefined && data.bestParams) throw new Error('best weights without a best step');
+  // Only best weights other than the checkpoint's own are written (see CheckpointData.bestParams).
+  const storeBest = bestStep !== undefined && bestStep < step;
+  if (storeBest && !data.bestParams) throw new Error(`the checkpoint of step ${step} lacks the weights of its best step ${bestStep}`);
   const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -109,6 +136,7 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
   writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), { format: 'tempered' });
   writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), { format: 'tempered' });
   if (data.history) writeFileSync(join(tmp, HISTORY_FILE), historyText(data.history));
+  if (storeBest) writeSafetensors(join(tmp, BEST_WEIGHTS_FILE), tensors(data.bestParams!), { format: 'tempered' });
   writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   if (existsSync(dir)) {
     const old = `${tmp}.old`;
@@ -139,7 +167,34 @@ export function loadCheckpoint<Row extends HistoryRecord = HistoryRecord>(dir: s
   // Checkpoints written before they carried the history have no history.json: they still resume, with the
   // history starting after the checkpoint's step (history undefined).
   const history = existsSync(hpath) ? (readHistory(hpath, manifest.step) as Row[]) : undefined;
-  return { manifest, params: read('weights.safetensors'), state: read('optimizer.safetensors'), ...(history ? { history } : {}) };
+  const params = read('weights.safetensors');
+  // Checkpoints written before they carried the best step have none (their `best` score is there):
+  // bestParams is then undefined, and what a resume does without them is the trainer's to say.
+  const bestParams = manifest.bestStep === undefined ? undefined : readBest(dir, manifest, params);
+  return {
+    manifest,
+    params,
+    state: read('optimizer.safetensors'),
+    ...(history ? { history } : {}),
+    ...(bestParams ? { bestParams } : {}),
+  };
+}
+
+function readBest(dir: string, manifest: CheckpointManifest, params: Map<string, TypedArray>): Map<string, TypedArray> {
+  const { step, bestStep } = manifest;
+  if (!(Number.isInteger(bestStep) && bestStep! >= 1 && bestStep! <= step))
+    throw new InputError(`the checkpoint's best step ${JSON.stringify(bestStep)} is not a step up to its step ${step}`, {
+      where: join(dir, 'manifest.json'),
+    });
+  // At the checkpoint's own step the best weights are its weights: a copy, as training goes on from them.
+  if (bestStep === step) return new Map([...params].map(([k, v]) => [k, v.slice()]));
+  const bpath = join(dir, BEST_WEIGHTS_FILE);
+  if (!existsSync(bpath))
+    throw new InputError(`the checkpoint of step ${step} lacks the weights of its best step ${bestStep} (${BEST_WEIGHTS_FILE})`, {
+      where: dir,
+      hint: 'resume from an intact checkpoint, or start afresh (resume: false or a fresh checkpointDir)',
+    });
+  return new Map([...readSafetensors(bpath).tensors].map(([k, t]) => [k, t.data as TypedArray]));
 }
 
 const STEP_DIR = /^step-(\d+)$/;

@@ -2,7 +2,8 @@
  * The classification training loop over compiled engine programs, fed from length-bucketed token
  * batches (the engine's Trainer feeds fixed-width columns; bucketing is what makes short-text
  * fine-tuning fast on CPU). Checkpoints use the engine's format; a resumed run replays the same data
- * order, learning rates and dropout seeds, so its weights are bitwise those of an uninterrupted run.
+ * order, learning rates and dropout seeds, so its weights are bitwise those of an uninterrupted run,
+ * and it carries on early stopping's best step and weights, so it exports the same ones.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -192,6 +193,9 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   let dropRng = new Rng((o.seed ^ 0x5bd1e995) >>> 0);
   let resumedFromStep: number | undefined;
   const history: HistoryRow[] = [];
+  // Early stopping: the step of the best evaluation so far and the trainable weights then (exported).
+  let bestStep: number | undefined;
+  let bestParams: Map<string, TypedArray> | undefined;
   if (o.resume) {
     const dir = latestCheckpoint(o.checkpointDir);
     if (dir) {
@@ -219,8 +223,25 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
       // uninterrupted run's. A checkpoint from before checkpoints carried a history has none: the
       // history then starts after the checkpoint's step.
       if (ck.history) history.push(...ck.history);
+      // The best step and its weights, so that the run exports what the uninterrupted run exports even when
+      // no better step comes after the checkpoint. A checkpoint from before checkpoints carried them has its
+      // best score only: early stopping still counts evaluations without improvement as the uninterrupted
+      // run did, but the weights at that score are gone, so unless a later evaluation beats it the run
+      // exports its final weights and reports no best step (what every resume did before).
+      if (ck.bestParams) {
+        bestStep = ck.manifest.bestStep;
+        bestParams = new Map();
+        for (const p of prog.params) {
+          const v = ck.bestParams.get(p.name);
+          if (!v) throw new InputError(`checkpoint lacks best-step weight '${p.name}'`, { where: dir });
+          bestParams.set(p.name, v);
+        }
+      }
     }
   }
+  // A checkpoint written where early stopping ended the run (killed before its export): the uninterrupted
+  // run trained no further step.
+  const stoppedEarly = o.earlyStopping !== undefined && bad >= o.earlyStopping.patience;
 
   const runner = await StepRunner.open(prog, params, state, {
     accumulation: o.accumulation,
@@ -246,8 +267,6 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     return prog.dropoutMasks.length > 0 ? { ...f, ...masker.feeds(f, dropRng.nextU32()) } : f;
   };
 
-  let bestStep: number | undefined;
-  let bestParams: Map<string, TypedArray> | undefined;
   // A run resumed from its last step's checkpoint (killed before its export) trains no further step.
   let finalLoss = history.at(-1)?.loss ?? NaN;
   const started = performance.now();
@@ -268,7 +287,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     });
   };
   try {
-    while (step < totalSteps) {
+    while (!stoppedEarly && step < totalSteps) {
       if (o.signal?.aborted) throw abortError(o.signal);
       const stops = {
         ends: [totalSteps],
@@ -339,11 +358,14 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           rng: dropRng.state(),
           configHash: o.configHash,
           best,
+          bestStep,
           evalsWithoutImprovement: bad,
           shapes,
         };
-        // The history so far goes with it (a row per step: small beside the weights and optimizer state).
-        saveCheckpoint(dir, { manifest, params, state, history });
+        // The history so far goes with it (a row per step: small beside the weights and optimizer state), and
+        // the best weights: saveCheckpoint writes them only when bestStep is before this step (else they are
+        // `params`); then a checkpoint holds the trainable weights twice (LoRA: the adapters; full: the model).
+        saveCheckpoint(dir, { manifest, params, state, history, bestParams });
         // As the engine's Trainer does: the newest is always kept, whatever the count.
         if (o.keepCheckpoints !== undefined) pruneCheckpoints(o.checkpointDir, Math.max(1, o.keepCheckpoints));
         await o.onCheckpoint?.(dir);

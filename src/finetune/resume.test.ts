@@ -8,7 +8,8 @@ import { DROPOUT_MASK_PREFIX } from '../engine/dropout.ts';
 import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
-import { HISTORY_FILE } from '../engine/checkpoint.ts';
+import { BEST_WEIGHTS_FILE, HISTORY_FILE } from '../engine/checkpoint.ts';
+import { MODEL_MANIFEST } from './export.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
@@ -265,4 +266,138 @@ test('a checkpoint whose history does not end at its step is refused', async () 
     trainClassifier(options('bad-history', { ...over, resume: true })),
     (e: unknown) => e instanceof InputError && /history does not end at its step 4/.test(e.message),
   );
+});
+
+/**
+ * Trains until `killAt`'s checkpoint is on disk, then fails there as a killed worker would (a throw from
+ * onCheckpoint: also after the checkpoint at which early stopping ends the run, where an abort comes too
+ * late), and trains again with resume: true. Records, per checkpoint written, whether it holds best weights.
+ */
+async function killedThenResumed(name: string, over: Partial<TrainClassifierOptions>, killAt: number) {
+  await assert.rejects(
+    trainClassifier(
+      options(name, {
+        ...over,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(ckName(killAt))) throw new Error('killed after the checkpoint');
+        },
+      }),
+    ),
+    /killed after the checkpoint/,
+  );
+  assert.equal(existsSync(join(root, name, 'out')), false, 'a killed run exports nothing');
+  return trainClassifier(options(name, { ...over, resume: true }));
+}
+
+const bestOver = (o: Partial<TrainClassifierOptions>): Partial<TrainClassifierOptions> => ({
+  validation,
+  evalEvery: 2,
+  maxSteps: 12,
+  ...o,
+});
+for (const [label, over, killAt, bestStep, steps, withBest] of [
+  [
+    'LoRA, validation loss, patience never reached (best-checkpoint selection)',
+    bestOver({ checkpointEvery: 4, earlyStopping: { metric: 'loss', patience: 100 } }),
+    8,
+    2,
+    12,
+    [4, 8, 12],
+  ],
+  [
+    'LoRA, validation loss, early stopping ends the run at step 8',
+    bestOver({ checkpointEvery: 3, earlyStopping: { metric: 'loss', patience: 3 } }),
+    6,
+    2,
+    8,
+    [3, 6, 8],
+  ],
+  [
+    'the same, killed after the checkpoint at which early stopping ended the run (before its export)',
+    bestOver({ checkpointEvery: 3, earlyStopping: { metric: 'loss', patience: 3 } }),
+    8,
+    2,
+    8,
+    [3, 6, 8],
+  ],
+  [
+    'full fine-tuning, validation macro-F1, the best step between two checkpoints',
+    bestOver({ method: 'full', lr: 1e-3, checkpointEvery: 3, earlyStopping: { metric: 'f1_macro', patience: 100 } }),
+    6,
+    4,
+    12,
+    [3, 6, 9, 12],
+  ],
+  [
+    "LoRA, validation loss, the best step is the checkpoint's own (its weights are the best ones)",
+    bestOver({ lr: 5e-2, checkpointEvery: 3, earlyStopping: { metric: 'loss', patience: 100 } }),
+    6,
+    6,
+    12,
+    [3, 9, 12],
+  ],
+] as const) {
+  test(`${label}: resumed from the checkpoint of step ${killAt}, ${bestStep < killAt ? 'after' : 'at'} the best step ${bestStep} and with no better one after it, exports bitwise the uninterrupted run's best weights`, async () => {
+    const o = over as Partial<TrainClassifierOptions>;
+    const held: number[] = [];
+    const a = await trainClassifier(
+      options(`${label}-a`, {
+        ...o,
+        onCheckpoint: (dir) => {
+          if (existsSync(join(dir, BEST_WEIGHTS_FILE))) held.push(Number(/step-(\d+)$/.exec(dir)![1]));
+        },
+      }),
+    );
+    // The case as described: the best evaluation at or before the checkpoint, none better after it.
+    assert.equal(a.bestStep, bestStep);
+    assert.equal(a.steps, steps);
+    // Best weights are stored only in checkpoints after the best step (at it, they are the checkpoint's weights).
+    assert.deepEqual(held, withBest);
+    const b = await killedThenResumed(`${label}-b`, o, killAt);
+    assert.equal(b.resumedFromStep, killAt);
+    assert.equal(b.bestStep, a.bestStep);
+    assert.equal(b.steps, a.steps);
+    assert.equal(b.epochs, a.epochs);
+    assert.equal(b.finalLoss, a.finalLoss);
+    assert.deepEqual(b.history, a.history, 'validation metrics at the best step included');
+    const out = (n: string, f: string) => readFileSync(join(root, n, 'out', f));
+    assert.ok(
+      out(`${label}-a`, 'model.onnx').equals(out(`${label}-b`, 'model.onnx')),
+      'model.onnx differs between the uninterrupted and the resumed run',
+    );
+    const training = (n: string) => JSON.parse(out(n, MODEL_MANIFEST).toString('utf8')).training;
+    assert.deepEqual(training(`${label}-b`), training(`${label}-a`));
+    assert.equal(training(`${label}-b`).bestStep, bestStep);
+  });
+}
+
+test('a checkpoint written before checkpoints carried the best step still resumes: its best score counts, its best weights are gone, so the final weights are exported', async () => {
+  const over = bestOver({ checkpointEvery: 4, earlyStopping: { metric: 'loss', patience: 100 } });
+  await assert.rejects(
+    trainClassifier(
+      options('old-best', {
+        ...over,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(ckName(8))) throw new Error('killed');
+        },
+      }),
+    ),
+    /killed/,
+  );
+  // As an older version wrote it: the best score, no best step, no best weights.
+  const dir = join(root, 'old-best', 'ck', ckName(8));
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.bestStep, 2);
+  assert.equal(typeof manifest.best, 'number');
+  delete manifest.bestStep;
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  rmSync(join(dir, BEST_WEIGHTS_FILE));
+  const r = await trainClassifier(options('old-best', { ...over, resume: true }));
+  assert.equal(r.resumedFromStep, 8);
+  assert.equal(r.steps, 12);
+  assert.equal(r.bestStep, undefined, 'no later evaluation beat the best score it carried');
+  // The final weights: those of the same training without early stopping.
+  await trainClassifier(options('old-best-final', { ...over, earlyStopping: undefined }));
+  const model = (n: string) => readFileSync(join(root, n, 'out', 'model.onnx'));
+  assert.ok(model('old-best').equals(model('old-best-final')));
 });
