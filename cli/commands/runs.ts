@@ -304,7 +304,10 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
       throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
     });
   if (desc.status.name === 'RUNNING') throw new CliError(`run ${old} is still running; cancel it first or wait for it`);
-  if (desc.status.name === 'COMPLETED') console.error(`note: run ${old} succeeded; resuming reuses all of its outputs`);
+  if (desc.status.name === 'COMPLETED')
+    console.error(
+      `note: run ${old} succeeded; resuming reruns it from the stage cache: its stages come back as they were, except those whose inputs changed since (an evaluation against a production version that has moved runs again)`,
+    );
   const input = await runInput(client, old).catch((e: Error) => {
     throw new CliError(e.message);
   });
