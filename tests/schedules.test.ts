@@ -451,6 +451,15 @@ describe('tempered schedule (command line)', () => {
     );
     assert.deepEqual(upd.gate, { skipIfUnchanged: true, labelDrift: { distance: 'jensen-shannon', threshold: 0.2 } });
     assert.equal(upd.spec.specHash, made.spec.specHash, 'same spec');
+    // A trigger runs a paused schedule once, and says that its timetable stays paused.
+    const tp = await runScheduleCli(['trigger', 'cli-nightly'], cli);
+    assert.equal(tp.code, 0, tp.stderr);
+    assert.match(
+      tp.stdout,
+      /: run cli-nightly-\S+ \(the schedule stays paused: a trigger runs it once; `tempered schedule unpause cli-nightly` resumes its timetable\)/,
+    );
+    await waitForRun(env.client, /run (cli-nightly-\S+)/.exec(tp.stdout)![1]!);
+    assert.doesNotMatch(t.stdout, /stays paused/, 'an unpaused schedule says nothing of it');
 
     const del = await runScheduleCli(['delete', 'cli-nightly'], cli);
     assert.equal(del.code, 0, del.stderr);
@@ -463,7 +472,7 @@ describe('tempered schedule (command line)', () => {
       const recs = (await audit.query()).filter((r) => r.subject === 'cli-nightly');
       assert.deepEqual(
         recs.map((r) => r.action),
-        ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.deleted'],
+        ['schedule.created', 'schedule.triggered', 'schedule.paused', 'schedule.updated', 'schedule.triggered', 'schedule.deleted'],
       );
       for (const r of recs) {
         assert.equal(r.actor, 'sched-tester');

@@ -410,7 +410,10 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const out = await triggerOutcome(client, name, view);
   await audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
-  else if (out.runId) console.log(`triggered schedule '${name}': run ${out.runId}`);
+  else if (out.runId)
+    console.log(
+      `triggered schedule '${name}': run ${out.runId}${view.paused ? ` (the schedule stays paused: a trigger runs it once; \`tempered schedule unpause ${name}\` resumes its timetable)` : ''}`,
+    );
   else if (out.skipped)
     console.log(
       `triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`,
