@@ -304,6 +304,50 @@ export class LmLossAccumulator {
   }
 }
 
+/**
+ * Reply loss over test rows, some of which may have lost their whole answer to maxLength: the prompt (with its chat
+ * or prompt template) and the reply exceed it, and training's own encoding leaves no answer token in the row (a chat
+ * record keeps its reply whole or not at all; with a prompt template the answer tokens that fit are kept and scored,
+ * as training trains on them). Such rows are left out and counted, not scored as zero.
+ */
+export interface ResponseLoss extends LmLoss {
+  /** Test rows given, scored or not. */
+  rows: number;
+  /** Rows with no answer token within maxLength: left out of the loss. */
+  unscoredRows: number;
+  /** The length the rows were cut to. */
+  maxLength: number;
+}
+
+/** Not one test row kept an answer token within maxLength, so there is no reply loss to compute. */
+export class NoAnswerTokensError extends InputError {
+  /** The message without `where` (for callers that say which model or stage it was). */
+  readonly detail: string;
+  constructor(
+    readonly rows: number,
+    readonly maxLength: number,
+    o: { who?: string; where?: string; hint?: string } = {},
+  ) {
+    const detail =
+      `${o.who ? `${o.who}: ` : ''}none of the ${rows} test row${rows === 1 ? '' : 's'} keeps an answer token within maxLength ${maxLength}: ` +
+      `in ${rows === 1 ? 'it' : 'every one'}, the prompt (in its chat or prompt template) and the reply together exceed ${maxLength} tokens ` +
+      'and the reply was cut off entirely, so there is no reply loss to score';
+    super(detail, {
+      where: o.where ?? 'maxLength',
+      hint:
+        o.hint ??
+        'raise maxLength (the one the model was trained with), shorten the prompt template, or evaluate more rows so that some fit',
+    });
+    this.detail = detail;
+  }
+}
+
+/** `acc`'s loss with the row counts; a NoAnswerTokensError when every row lost its answer. */
+export function responseLoss(acc: LmLossAccumulator, o: { rows: number; unscoredRows: number; maxLength: number }): ResponseLoss {
+  if (o.rows > 0 && o.unscoredRows >= o.rows) throw new NoAnswerTokensError(o.rows, o.maxLength);
+  return { ...acc.result(), rows: o.rows, unscoredRows: o.unscoredRows, maxLength: o.maxLength };
+}
+
 /** −log softmax(row)[target], computed with the max-shift so large logits do not overflow. */
 export function tokenNll(logits: Float32Array, offset: number, vocabSize: number, target: number): number {
   let max = -Infinity;

@@ -12,8 +12,9 @@ import { Trainer, type Dataset, type StepMetrics } from '../engine/trainer.ts';
 import { latestCheckpoint } from '../engine/checkpoint.ts';
 import { exportInference, exportPeftAdapter } from '../engine/export.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { LmLossAccumulator, type LmLoss } from '../eval/metrics.ts';
+import { LmLossAccumulator, responseLoss, type ResponseLoss } from '../eval/metrics.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
+import { checkLoraLayers, checkLoraTargets, modelLayerCount } from '../models/lora-targets.ts';
 import { loadTokenizer, type CausalEncoding, type PromptTemplate } from '../models/tokenizer.ts';
 import { packSequences } from '../models/packing.ts';
 import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
@@ -227,11 +228,7 @@ function abortError(signal: AbortSignal): Error {
  * are. GPT-2 names its blocks `[transformer.]h.N`, LLaMA `model.layers.N`.
  */
 export function causalLoraTargets(modelType: string, targets: string[] | undefined, layers: number[] | undefined): string[] {
-  const names = targets?.length
-    ? targets
-    : modelType === 'gpt2'
-      ? ['c_attn']
-      : ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+  const names = targets?.length ? targets : defaultCausalTargets(modelType);
   const isPattern = (t: string) => /[*?/.]/.test(t);
   if (!layers?.length) return names.map((t) => (isPattern(t) ? t : `*.${t}.weight`));
   const bad = names.find(isPattern);
@@ -242,6 +239,10 @@ export function causalLoraTargets(modelType: string, targets: string[] | undefin
     });
   const block = (l: number) => (modelType === 'gpt2' ? [`h.${l}`, `transformer.h.${l}`] : [`model.layers.${l}`]);
   return layers.flatMap((l) => block(l).flatMap((b) => names.map((t) => `${b}.*.${t}.weight`)));
+}
+
+function defaultCausalTargets(modelType: string): string[] {
+  return modelType === 'gpt2' ? ['c_attn'] : ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 }
 
 /** The decoder layer numbers of adapted modules (PEFT's layers_to_transform), sorted. */
@@ -257,6 +258,8 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   if (o.method !== 'full' && !o.lora) throw new InputError(`method ${o.method} needs lora: { r, alpha }`, { where: 'train.lora' });
   if (!(o.lr > 0 && o.lr < 1)) throw new InputError(`lr must be in (0, 1), got ${o.lr}`, { where: 'train.lr' });
   if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
+  // A layer the model lacks would get no adapter (and train as if it were not listed): refuse it before tokenizing.
+  if (o.method !== 'full') checkLoraLayers(o.lora!.layers, modelLayerCount(o.modelDir));
   mkdirSync(o.checkpointDir, { recursive: true });
   const tokenizer = loadTokenizer(o.modelDir);
   const task = {
@@ -296,6 +299,15 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const quantize = o.method === 'qlora' ? ('q4' as const) : undefined;
   o.onStatus?.(`building the training graph (${train.rows} ${o.pack ? 'packed ' : ''}rows of ${train.seq} tokens)`);
   const { model, modelType } = buildCausalLmGraph(o.modelDir, { packed: o.pack, quantize });
+  // Every target must adapt something: a typo (or another architecture's name) would otherwise be left out silently.
+  if (o.method !== 'full')
+    checkLoraTargets(model, {
+      targets: o.lora!.targets?.length ? o.lora!.targets : defaultCausalTargets(modelType),
+      defaulted: !o.lora!.targets?.length,
+      resolve: (t) => causalLoraTargets(modelType, t, o.lora!.layers),
+      layers: o.lora!.layers,
+      modelType,
+    });
   const trainable: TrainableSpec =
     o.method === 'full'
       ? { kind: 'full' }
@@ -481,8 +493,11 @@ export interface EvaluateCausalLmOptions {
   threads?: number;
 }
 
-/** Mean NLL and perplexity over response tokens only (prompt tokens and padding are not scored). */
-export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLoss> {
+/**
+ * Mean NLL and perplexity over response tokens only (prompt tokens and padding are not scored), over the rows that keep
+ * an answer token within maxLength (`unscoredRows` counts the others; when none does, a NoAnswerTokensError).
+ */
+export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<ResponseLoss> {
   const manifestPath = join(o.model, MANIFEST);
   const manifest = existsSync(manifestPath)
     ? (JSON.parse(readFileSync(manifestPath, 'utf8')) as {
@@ -513,14 +528,21 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLo
       padding: { kind: 'longest', maxLength, multipleOf: 8 },
     });
     const t = await readCausalTable(tok.path);
+    const T = t.seq;
+    // Chat records whose template and reply alone exceed maxLength were left out by the tokenizer (as in training);
+    // a row with no label after position 0 (position 0 is never a target) scores nothing either.
+    const rows = { rows: t.rows + tok.droppedRows, unscoredRows: tok.droppedRows, maxLength };
+    const labelIds = t.rows > 0 ? (t.data.labels!.data as BigInt64Array) : new BigInt64Array(0);
+    for (let r = 0; r < t.rows; r++) if (!labelIds.subarray(r * T + 1, (r + 1) * T).some((l) => l !== -100n)) rows.unscoredRows++;
+    const acc = new LmLossAccumulator();
+    // Not one answer token to score: say so before loading the model.
+    if (rows.rows > 0 && rows.unscoredRows === rows.rows) return responseLoss(acc, rows);
     const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model).model;
     const session = await createSession(
       model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,
       { device: o.device ?? 'cpu', threads: o.threads },
     );
-    const acc = new LmLossAccumulator();
     const bs = o.batchSize ?? 8;
-    const T = t.seq;
     try {
       for (let s = 0; s < t.rows; s += bs) {
         const n = Math.min(bs, t.rows - s);
@@ -538,7 +560,7 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<LmLo
     } finally {
       await session.release();
     }
-    return acc.result();
+    return responseLoss(acc, rows);
   } finally {
     rmSync(tmpDir, { recursive: true, force: true });
   }

@@ -13,6 +13,7 @@ import type { Model } from '../onnx/ir.ts';
 import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engine/compile.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { checkLoraLayers, checkLoraTargets, modelLayerCount } from '../models/lora-targets.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import type { DropoutRates } from '../models/bert.ts';
 import { readTokenTable, type TokenTable } from './batches.ts';
@@ -131,9 +132,11 @@ function validate(o: TrainClassifierOptions): void {
   }
 }
 
+const DEFAULT_TARGETS = ['query', 'value'];
+
 /** Weight-name patterns for LoRA: short module names become globs, restricted to `layers` when given. */
 export function loraTargetPatterns(targets: string[] | undefined, layers: number[] | undefined): string[] {
-  const names = targets?.length ? targets : ['query', 'value'];
+  const names = targets?.length ? targets : DEFAULT_TARGETS;
   const isPattern = (t: string) => /[*?/.]/.test(t);
   if (!layers?.length) return names.map((t) => (isPattern(t) ? t : `*.${t}.weight`));
   const out: string[] = [];
@@ -155,6 +158,7 @@ export function compileClassifier(
   o: Pick<TrainClassifierOptions, 'modelDir' | 'labels' | 'method' | 'lora' | 'pooling' | 'seed' | 'weightDecay' | 'clipNorm' | 'dropout'> &
     Partial<Pick<TrainClassifierOptions, 'device'>>,
 ): { program: TrainProgram; config: BertConfig } {
+  if (o.method === 'lora') checkLoraLayers(o.lora!.layers, modelLayerCount(o.modelDir));
   const { model, config } = buildBertClassifier(o.modelDir, {
     numLabels: o.labels.length,
     pooling: o.pooling,
@@ -165,7 +169,15 @@ export function compileClassifier(
   let trainable: TrainableSpec;
   if (o.method === 'full') trainable = { kind: 'full' };
   else if (o.method === 'head') trainable = { kind: 'head', features: pooledValue(model) };
-  else
+  else {
+    // Every target must adapt something: a typo (or another architecture's name) would otherwise be left out silently.
+    checkLoraTargets(model, {
+      targets: o.lora!.targets?.length ? o.lora!.targets : DEFAULT_TARGETS,
+      defaulted: !o.lora!.targets?.length,
+      resolve: (t) => loraTargetPatterns(t, o.lora!.layers),
+      layers: o.lora!.layers,
+      modelType: 'bert',
+    });
     trainable = {
       kind: 'lora',
       r: o.lora!.r,
@@ -175,6 +187,7 @@ export function compileClassifier(
       seed: o.seed,
       alsoTrain: head,
     };
+  }
   try {
     const program = compileTrainStep(model, {
       loss: { kind: 'cross_entropy', logits: 'logits' },
@@ -193,6 +206,8 @@ export function compileClassifier(
 
 export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainResult> {
   validate(o);
+  // A layer the model lacks would get no adapter (and train as if it were not listed): refuse it before tokenizing.
+  if (o.method === 'lora') checkLoraLayers(o.lora!.layers, modelLayerCount(o.modelDir));
   const bucket = o.bucket ?? 8;
   const groupByLength = o.groupByLength ?? true;
   const textColumn = o.textColumn ?? 'text';

@@ -12,6 +12,7 @@ import { ChatTemplate } from '../models/chat-template.ts';
 import { IGNORE_INDEX, loadTokenizer } from '../models/tokenizer.ts';
 import { tinyGpt2Dir, tinyLlamaDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
+import { NoAnswerTokensError } from '../eval/metrics.ts';
 import { evaluateCausalLm } from './causal-lm.ts';
 import { evaluateGenerative, generateAnswers, promptIds, readPromptResponses } from './generative-eval.ts';
 
@@ -97,8 +98,63 @@ test('the response loss teacher-forced on the KV-cache decoder equals evaluateCa
       threads: 1,
     });
     assert.equal(got.loss.tokens, want.tokens, JSON.stringify(rendering));
+    // Both paths leave out (and count) the same rows: with the chat template, the one whose reply alone overflows.
+    assert.deepEqual([got.loss.rows, got.loss.unscoredRows], [want.rows, want.unscoredRows], JSON.stringify(rendering));
+    assert.equal(want.unscoredRows, rendering.chat ? 1 : 0, JSON.stringify(rendering));
     assert.ok(Math.abs(got.loss.loss - want.loss) < 1e-5 * want.loss, `${JSON.stringify(rendering)}: ${got.loss.loss} vs ${want.loss}`);
     assert.equal(got.outputs.length, 4);
     assert.equal(got.scores.generated, 4);
   }
+});
+
+test('rows whose prompt + reply exceed maxLength are left out of the reply loss and counted; when every row is, the error says so', async () => {
+  // Chat records keep their reply whole or not at all (as training does): the first two replies cannot fit 24 tokens.
+  const long = 'a reply far longer than the twenty-four tokens this evaluation allows';
+  const prompts = ['tell me', 'and now', 'hi', 'what is two plus two'];
+  const references = [long, long, 'hello', '4'];
+  const write = (name: string, n: number) => {
+    const path = join(root, name);
+    const w = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
+    w.writeBatch({ prompt: prompts.slice(0, n), response: references.slice(0, n) });
+    w.close();
+    return path;
+  };
+  const chat = { template: TEMPLATE };
+  const all = write('mixed.arrow', 4);
+  const fitting = join(root, 'fitting.arrow');
+  {
+    const w = new ArrowTableWriter(fitting, { prompt: 'utf8', response: 'utf8' });
+    w.writeBatch({ prompt: prompts.slice(2), response: references.slice(2) });
+    w.close();
+  }
+  const common = { model: llama, chat, maxLength: 24, threads: 1 };
+  const mixed = await evaluateCausalLm({ ...common, table: all });
+  const only = await evaluateCausalLm({ ...common, table: fitting });
+  assert.deepEqual([mixed.rows, mixed.unscoredRows, mixed.maxLength], [4, 2, 24]);
+  // The loss is over the rows that keep their answer: the same as scoring those rows alone.
+  assert.deepEqual([mixed.tokens, mixed.loss], [only.tokens, only.loss]);
+  const gen = { model: llama, rendering: { chat }, maxLength: 24, maxNewTokens: 2, threads: 1 };
+  const g = await evaluateGenerative({ ...gen, prompts, references });
+  assert.deepEqual([g.loss.rows, g.loss.unscoredRows, g.loss.tokens], [4, 2, only.tokens]);
+  assert.ok(Math.abs(g.loss.loss - only.loss) < 1e-5 * only.loss, `${g.loss.loss} vs ${only.loss}`);
+  assert.equal(g.outputs.length, 4, 'every row is still answered');
+
+  // With a prompt template the answer tokens that fit are kept and scored, as training trains on them.
+  const cut = await evaluateCausalLm({ model: llama, table: all, template: { prompt: 'Q: {prompt}\nA: ' }, maxLength: 24, threads: 1 });
+  assert.deepEqual([cut.rows, cut.unscoredRows], [4, 0]);
+
+  // Only the first two rows (evalRows 2): no answer token anywhere. Both paths say so in the user's terms.
+  const first2 = write('first2.arrow', 2);
+  const refused = (e: unknown) => {
+    assert.ok(e instanceof NoAnswerTokensError && e instanceof InputError, String(e));
+    assert.match(
+      e.message,
+      /none of the 2 test rows keeps an answer token within maxLength 24: .*prompt .* and the reply together exceed 24 tokens/,
+    );
+    assert.match(e.hint!, /raise maxLength.*shorten the prompt template.*evaluate more rows/);
+    assert.doesNotMatch(e.message, /response mask/);
+    return true;
+  };
+  await assert.rejects(evaluateCausalLm({ ...common, table: first2 }), refused);
+  await assert.rejects(evaluateGenerative({ ...gen, prompts: prompts.slice(0, 2), references: references.slice(0, 2) }), refused);
 });

@@ -17,7 +17,7 @@ import {
 } from '../eval/generative.ts';
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
-import { LmLossAccumulator, tokenNll, type LmLoss } from '../eval/metrics.ts';
+import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
 import { encodeChatExample, endOfTurnId } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
@@ -212,7 +212,12 @@ export function responseEncodings(
  * forward up to float rounding, without a second graph of the model; for short answers it costs little more than
  * the prompt pass.
  */
-export async function responseLossOn(decoder: Decoder, encodings: readonly CausalEncoding[], batchSize = 8): Promise<LmLoss> {
+export async function responseLossOn(
+  decoder: Decoder,
+  encodings: readonly CausalEncoding[],
+  maxLength: number,
+  batchSize = 8,
+): Promise<ResponseLoss> {
   const rows = encodings
     .map((e) => {
       const first = e.labels.findIndex((l) => l !== IGNORE_INDEX);
@@ -220,8 +225,10 @@ export async function responseLossOn(decoder: Decoder, encodings: readonly Causa
       while (last >= 0 && e.labels[last] === IGNORE_INDEX) last--;
       return { ids: e.inputIds, labels: e.labels, first, last };
     })
-    // A row truncation left without a response token scores nothing (as in evaluateCausalLm); position 0 is never a target.
+    // A row truncation left without a response token scores nothing (as in evaluateCausalLm): it is counted, not scored;
+    // position 0 is never a target.
     .filter((r) => r.first > 0);
+  const unscoredRows = encodings.length - rows.length;
   rows.sort((a, b) => a.first - b.first);
   const V = decoder.config.vocabSize;
   const acc = new LmLossAccumulator();
@@ -267,7 +274,7 @@ export async function responseLossOn(decoder: Decoder, encodings: readonly Causa
       ({ logits, cache } = await decoder.run(next, stepPos, mask, B, cache));
     }
   }
-  return acc.result();
+  return responseLoss(acc, { rows: encodings.length, unscoredRows, maxLength });
 }
 
 export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
@@ -278,7 +285,8 @@ export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
 }
 
 export interface GenerativeEvaluation extends GeneratedAnswers {
-  loss: LmLoss;
+  /** Over the rows that keep an answer token within maxLength; `unscoredRows` counts the others. */
+  loss: ResponseLoss;
   scores: GenerativeScores;
   rows: GenerativeRowScore[];
   /** Per distinct reference answer: recall, precision, F1. */
@@ -301,6 +309,7 @@ export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<
     const loss = await responseLossOn(
       decoder,
       responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }),
+      maxLength,
       o.batchSize,
     );
     if (o.signal?.aborted) throw abortError(o.signal);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
 import { evaluateGate } from '../eval/gates.ts';
+import { NoAnswerTokensError } from '../eval/metrics.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { readPromptResponses } from '../finetune/generative-eval.ts';
 import { resolveModelSource } from '../models/sources.ts';
@@ -179,6 +180,83 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
   assert.equal(evaluateGate('exact_match > production.exact_match + 0.05', metrics).passed, false);
   assert.equal(evaluateGate('chrf >= baseline.chrf && rouge_l >= baseline.rouge_l', metrics).passed, true);
   assert.equal(evaluateGate('balanced_exact_match > baseline.balanced_exact_match + 0.2', metrics).passed, true);
+});
+
+test('evaluate: test rows whose prompt + reply exceed the training maxLength are left out and reported; if all are, the error says what to change', async () => {
+  const base = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'models') });
+  const outDir = join(root, 'short-tuned');
+  // One step is enough: what is checked is which rows are scored, not how well.
+  await trainCausalLm({
+    modelDir: base.dir,
+    train: table(join(root, 'short-train.arrow'), 8, 4),
+    chat: { template: TEMPLATE },
+    method: 'lora',
+    lora: { r: 2, alpha: 4 },
+    lr: 0.01,
+    maxSteps: 1,
+    batchSize: 8,
+    schedule: 'constant',
+    weightDecay: 0,
+    seed: 3,
+    maxLength: 16,
+    device: 'cpu',
+    threads: 2,
+    checkpointEvery: 0,
+    checkpointDir: join(root, 'short-ck'),
+    outDir,
+  });
+  // The first two test rows have a reply that alone overflows the 16 tokens the model was trained with.
+  const path = join(root, 'long-first.arrow');
+  const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
+  wr.writeBatch({ prompt: ['BCD', 'FGH', 'JKB', 'CDF'], response: ['BCDFGHJKBCDFGHJKBCDF', 'FGHJKBCDFGHJKBCDFGHJ', 'J', 'C'] });
+  wr.close();
+  const store = new ArtifactStore(join(root, 'short-store'));
+  const messages: string[] = [];
+  const ctx = (): StageContext => ({
+    runId: 'r',
+    executionId: 'r-exec',
+    stageId: 'evaluate',
+    attempt: 1,
+    baseDir: root,
+    specHash: 'spec',
+    actor: 'test',
+    store,
+    workDir: mkdtempSync(join(root, 'work-')),
+    stateDir: join(root, 'short-state'),
+    signal: new AbortController().signal,
+    progress: (p) => void (p.message && messages.push(p.message)),
+    log: (m) => void messages.push(m),
+  });
+  const model = await store.putTree(outDir);
+  const test = await store.putFile(path, { mediaType: 'application/vnd.apache.arrow.file' });
+  const generation = { maxNewTokens: 2 };
+  for (const withGeneration of [true, false]) {
+    const cfg = { model, test, threads: 2, ...(withGeneration ? { generation } : {}) };
+    // evalRows 2: both rows lost their answer; the error names the model, the rows, maxLength and the way out.
+    await assert.rejects(evaluateStage.run({ ...cfg, maxRows: 2 }, ctx()), (e: unknown) => {
+      assert.ok(e instanceof NoAnswerTokensError, String(e));
+      assert.equal(e.where, 'evaluate.test');
+      assert.match(e.message, /fine-tuned model: none of the 2 test rows keeps an answer token within maxLength 16/);
+      assert.match(e.hint!, /raise maxLength in the train stage \(the model was trained with 16\).*prompt template.*more rows \(maxRows\)/);
+      return true;
+    });
+    // evalRows 4: the two rows that fit are scored, the two others counted in the report and the progress messages.
+    messages.length = 0;
+    const out = await evaluateStage.run({ ...cfg, maxRows: 4 }, ctx());
+    const metrics = JSON.parse(readFileSync(store.pathOf(out.metrics as never), 'utf8')) as Record<string, any>;
+    const report = JSON.parse(readFileSync(store.pathOf(out.report as never), 'utf8')) as Record<string, any>;
+    assert.equal(metrics.tokens, 4, 'one letter + <|endoftext|> for each of the two rows that fit');
+    assert.ok(Number.isFinite(metrics.loss) && metrics.loss > 0);
+    assert.equal(report.testRows, 4);
+    assert.deepEqual(report.unscoredRows, { model: 2 });
+    if (withGeneration) assert.equal(metrics.generated, 4, 'every row is still answered');
+    assert.ok(
+      messages.some((m) =>
+        /fine-tuned model: response-token loss over 2 of 4 test rows; 2 left out \(prompt \+ reply exceed maxLength 16/.test(m),
+      ),
+      messages.join('\n'),
+    );
+  }
 });
 
 const PIPELINE = (evaluateWith: string, gate: string, task = 'causal-lm') => `name: g

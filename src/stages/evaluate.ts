@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { classificationGateShape, lmGateShape } from '../eval/metrics.ts';
+import { classificationGateShape, lmGateShape, NoAnswerTokensError } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
@@ -321,6 +321,9 @@ export const evaluateStage: StageKind<Config> = {
 /** One causal LM's scores on the test rows: response-token loss and perplexity, and with `generation` its answers' scores. */
 interface LmScores {
   metrics: Record<string, number>;
+  /** Test rows scored for the reply loss, and those left out: prompt + reply exceed maxLength, no answer token left. */
+  rows: number;
+  unscoredRows: number;
   outputs?: string[];
   exact?: boolean[];
   truncatedPrompts?: number;
@@ -349,6 +352,26 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   ): Promise<LmScores> => {
     const at = (part: number) => (done + part) / models;
     ctx.progress({ fraction: 0.02 + 0.96 * at(0), message: `${label}: response-token loss` });
+    // Rows whose answer maxLength cut off entirely are left out of the loss and said so; when that is every row the
+    // error says which model, how many rows and what to change, in the pipeline's terms.
+    const noteUnscored = (l: { rows: number; unscoredRows: number; maxLength: number }) => {
+      if (l.unscoredRows === 0) return;
+      const message = `${label}: response-token loss over ${l.rows - l.unscoredRows} of ${l.rows} test rows; ${l.unscoredRows} left out (prompt + reply exceed maxLength ${l.maxLength}, no answer token left)`;
+      ctx.log(message);
+      ctx.progress({ fraction: 0.02 + 0.96 * at(1), message });
+    };
+    const refine = (e: unknown): unknown =>
+      e instanceof NoAnswerTokensError
+        ? new NoAnswerTokensError(e.rows, e.maxLength, {
+            who: label,
+            where: 'evaluate.test',
+            hint: `${
+              rendering && cfg.baseline?.maxLength !== undefined
+                ? `raise evaluate.baseline.maxLength (${e.maxLength})`
+                : `raise maxLength in the train stage (the model was trained with ${e.maxLength})`
+            }, shorten the prompt template, or evaluate more rows (maxRows) so that some fit`,
+          })
+        : e;
     if (!gen || !rows) {
       const l = await evaluateCausalLm({
         model: dir,
@@ -357,9 +380,12 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
         chat: rendering?.chat,
         maxLength: rendering?.maxLength,
         threads: cfg.threads,
+      }).catch((e: unknown) => {
+        throw refine(e);
       });
+      noteUnscored(l);
       done++;
-      return { metrics: { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens } };
+      return { metrics: { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens }, rows: l.rows, unscoredRows: l.unscoredRows };
     }
     // One decoder session gives both: the loss teacher-forced through its KV cache, then the greedy answers.
     const g = await evaluateGenerative({
@@ -376,10 +402,15 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
       signal: ctx.signal,
       onProgress: (n, total) =>
         ctx.progress({ fraction: 0.02 + 0.96 * at(0.2 + (0.8 * n) / total), message: `${label}: generated ${n}/${total} answers` }),
+    }).catch((e: unknown) => {
+      throw refine(e);
     });
+    noteUnscored(g.loss);
     done++;
     return {
       metrics: { loss: g.loss.loss, perplexity: g.loss.perplexity, tokens: g.loss.tokens, ...g.scores },
+      rows: g.loss.rows,
+      unscoredRows: g.loss.unscoredRows,
       outputs: g.outputs,
       exact: g.rows.map((r) => r.exact),
       truncatedPrompts: g.truncatedPrompts,
@@ -407,7 +438,13 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     production = await score(`${prod.id} (current ${prod.alias})`, await materialize(ctx, prod.tree));
     metrics.production = { ...production.metrics, version: prod.id };
   }
-  const report: Record<string, unknown> = { task: 'causal-lm', ...metrics };
+  const report: Record<string, unknown> = {
+    task: 'causal-lm',
+    ...metrics,
+    testRows: main.rows,
+    // Rows each model's reply loss left out: the prompt (in its template) and the reply exceed maxLength.
+    unscoredRows: { model: main.unscoredRows, baseline: base?.unscoredRows, production: production?.unscoredRows },
+  };
   if (gen && rows) {
     const n = Math.min(gen.samples ?? GENERATION_DEFAULTS.samples, rows.prompts.length);
     report.generation = {
