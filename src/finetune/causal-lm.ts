@@ -357,7 +357,9 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     ...(o.groupByLength === false ? {} : lengthGrouping(train, o.batchSize, o.seed)),
   });
   const resumeFrom = o.resume ? latestCheckpoint(o.checkpointDir) : undefined;
-  o.onStatus?.(`starting onnxruntime, then step ${resumeFrom ? 'after the checkpoint' : 1} of ${totalSteps}`);
+  // The checkpoint folder is step-N: the next step is N + 1.
+  const nextStep = resumeFrom ? Number(/step-(\d+)$/.exec(basename(resumeFrom))?.[1] ?? 0) + 1 : 1;
+  o.onStatus?.(`starting onnxruntime, then step ${nextStep} of ${totalSteps}${resumeFrom ? ' (resuming from the checkpoint)' : ''}`);
   if (o.signal?.aborted) throw abortError(o.signal);
   const r = await trainer.fit(train.data, val?.data, { resumeFrom });
   // An aborted run stops between steps; its weights are not a finished model, so nothing is exported.
