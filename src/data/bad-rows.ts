@@ -20,4 +20,6 @@ export type BadReason = (typeof BAD_REASONS)[number];
 export interface BadRow {
   reason: BadReason;
   detail: string;
+  /** missing-field: the source field the row lacks (for the hint when every row lacks the same one). */
+  field?: string;
 }

@@ -27,12 +27,13 @@ export interface IngestConfig {
   /**
    * Instruction task only: builds `prompt` from source fields, e.g. `{instruction}[[\n\n{input}]]`.
    * `{name}` is replaced by the field's text; a `[[...]]` section is dropped when a field inside it
-   * is empty or missing. When set, `fields.prompt` is ignored.
+   * is empty or missing; `{{` and `}}` are literal braces. Syntax: prompt-template.ts. Not with
+   * `fields.prompt` (the template builds the prompt).
    */
   promptTemplate?: string;
   /** CSV/TSV: first record is a header. Default true. */
   header?: boolean;
-  /** CSV/TSV without header: column names. Default '1', '2', ... */
+  /** CSV/TSV with `header: false`: column names. Default '1', '2', ... */
   columns?: string[];
   /** CSV/TSV: one character. Default ',' (csv) or '\t' (tsv). */
   delimiter?: string;
@@ -44,7 +45,7 @@ export interface IngestConfig {
   maxLength?: number;
   /** Default 'fail'. */
   onBadRow?: 'fail' | 'quarantine';
-  /** Fail when bad rows / rows in exceeds this, even when quarantining. Default 0.1. */
+  /** With onBadRow 'quarantine' (in 'fail' mode any bad row fails): fail when bad rows / rows in exceeds this. Default 0.1. */
   maxBadFraction?: number;
 }
 

@@ -6,23 +6,66 @@
 import { InputError } from '../errors.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { isUrl, urlPin } from './download.ts';
+import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
 import { formatFromExtension } from './sources.ts';
-import { templateFields } from './task-fields.ts';
+
+/** A config error at a field; for a string field, also the offset inside the string the problem is at. */
+export class ConfigError extends InputError {
+  /** 0-based offset in the field's string value (e.g. a promptTemplate's unclosed `[[`). */
+  readonly offset?: number;
+  constructor(message: string, opts: { where: string; hint?: string; offset?: number }) {
+    super(message, opts);
+    this.offset = opts.offset;
+  }
+}
+
+/** The syntax of a promptTemplate (`{field}`, `[[ … ]]`, `{{` `}}`): its first error, at its offset, or its parse. */
+export function checkPromptTemplate(template: string): ParsedTemplate | ConfigError {
+  const p = parseTemplate(template);
+  return isTemplateError(p) ? new ConfigError(p.message, { where: 'promptTemplate', hint: p.hint, offset: p.offset }) : p;
+}
+
+const DELIMITED_ONLY = ['header', 'columns', 'delimiter', 'quote'] as const;
 
 /** Every rule the config breaks, each as the InputError ingest would throw (`where` is the field). */
 export function checkIngestConfig(cfg: IngestConfig): InputError[] {
   const out: InputError[] = [];
-  const bad = (message: string, where: string, hint?: string) => out.push(new InputError(message, { where, hint }));
-  if (!(cfg.task in TASK_COLUMNS))
-    bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs' or 'instruction'");
+  const bad = (message: string, where: string, hint?: string, offset?: number) =>
+    out.push(new ConfigError(message, { where, hint, offset }));
+  const taskKnown = Object.hasOwn(TASK_COLUMNS, cfg.task);
+  if (!taskKnown) bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs' or 'instruction'");
   if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1))
     bad(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, 'maxBadFraction');
+  else if (cfg.maxBadFraction !== undefined && (cfg.onBadRow ?? 'fail') === 'fail')
+    bad(
+      'maxBadFraction applies with onBadRow: quarantine only: with onBadRow: fail (the default) the first bad row fails the stage, so it would be ignored',
+      'maxBadFraction',
+      'set onBadRow: quarantine to keep going past bad rows up to this fraction, or remove maxBadFraction',
+    );
   if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0))
     bad(`maxLength must be a positive integer, got ${cfg.maxLength}`, 'maxLength');
   if (cfg.promptTemplate !== undefined) {
     if (cfg.task !== 'instruction') bad('promptTemplate applies to the instruction task only', 'promptTemplate');
-    else if (templateFields(cfg.promptTemplate).length === 0)
-      bad('promptTemplate names no {field}', 'promptTemplate', 'e.g. "{instruction}[[\\n\\n{input}]]"');
+    else {
+      const t = checkPromptTemplate(cfg.promptTemplate);
+      if (t instanceof ConfigError) out.push(t);
+      if (cfg.fields?.prompt !== undefined)
+        bad(
+          'promptTemplate builds the prompt, so fields.prompt would be ignored: remove one',
+          'fields.prompt',
+          'to use a field as the prompt unchanged, write promptTemplate: "{name}" or keep fields.prompt alone',
+        );
+    }
+  }
+  if (taskKnown && cfg.fields !== undefined) {
+    const cols = TASK_COLUMNS[cfg.task];
+    for (const k of Object.keys(cfg.fields))
+      if (!(cols as readonly string[]).includes(k))
+        bad(
+          `fields.${k} does not apply to task ${cfg.task}, which has no ${k} column: it would be ignored`,
+          `fields.${k}`,
+          `the ${cfg.task} task's columns are ${cols.join(', ')}`,
+        );
   }
   if (cfg.labels !== undefined) {
     if (cfg.task === 'instruction') bad('labels apply to classification and pairs only', 'labels');
@@ -42,6 +85,24 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
         "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
       );
   } else if (cfg.sha256 !== undefined) bad('sha256 applies to http(s) URL sources only', 'sha256');
+  // CSV/TSV settings on a source that is known to be another format are never read.
+  const format = cfg.format ?? formatFromExtension(isUrl(cfg.path) ? new URL(cfg.path).pathname : cfg.path);
+  if (format !== undefined && format !== 'csv' && format !== 'tsv') {
+    for (const k of DELIMITED_ONLY)
+      if (cfg[k] !== undefined)
+        bad(
+          `${k} applies to CSV/TSV sources only; this source is ${format}${cfg.format ? '' : ' (from its extension)'}, so it would be ignored`,
+          k,
+          'remove it, or set format: csv | tsv if the files are delimited text',
+        );
+    return out;
+  }
+  if (cfg.columns !== undefined && cfg.header !== false)
+    bad(
+      "columns names the columns of a file without a header, but header is true (the default): the header's names are used and columns would be ignored",
+      'columns',
+      'set header: false if the first line is data, or remove columns',
+    );
   if (cfg.header === false && cfg.columns === undefined && cfg.fields === undefined && cfg.promptTemplate === undefined) {
     // Without names the default task fields ('text', 'label') can never match '1', '2', ...
     bad('header is false but neither columns nor fields are given', 'columns', "name the columns, e.g. columns: ['label', 'text']");

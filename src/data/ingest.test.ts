@@ -255,10 +255,122 @@ test('instruction: template with optional section; a required field missing is b
   );
 });
 
+test('instruction: {{ and }} are literal braces, and a malformed template fails before any row is read', async () => {
+  const dir = tmp();
+  writeFileSync(
+    join(dir, 'i.jsonl'),
+    [j({ instruction: 'Add 2 and 3', ref: 'math', output: '5' }), j({ instruction: 'Say hi', output: 'hi' })].join('\n'),
+  );
+  const cfg = { task: 'instruction', path: 'i.jsonl', fields: { response: 'output' } } as const;
+  await run(dir, { ...cfg, promptTemplate: 'Reply as JSON like {{"answer": ...}}. {instruction}[[[{ref}]]]' });
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((r) => r.prompt),
+    ['Reply as JSON like {"answer": ...}. Add 2 and 3[math]', 'Reply as JSON like {"answer": ...}. Say hi'],
+  );
+  // The reviewer's template: it used to keep every row with "[[\n\nInput: " copied into each prompt.
+  for (const [promptTemplate, message] of [
+    ['{instruction}[[\n\nInput: {input}', /unclosed "\[\[" at character 14/],
+    ['Reply as JSON like {"answer": ...}. {instruction}', /is not a \{field\}/],
+  ] as const)
+    await assert.rejects(run(dir, { ...cfg, promptTemplate }), (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.equal(e.where, 'promptTemplate');
+      assert.match(e.message, message);
+      return true;
+    });
+  assert.deepEqual(readdirSync(dir).sort(), ['i.jsonl', 'out.arrow', 'quarantine.arrow']);
+});
+
+test('maxBadFraction names the first row of each reason, and a wrong field mapping with the fields the first row has', async () => {
+  const dir = tmp();
+  // Shaped like self_instruct_seed/seed_tasks.jsonl, mapped as `fields: { response: outptu }`.
+  const rows = Array.from({ length: 12 }, (_, i) =>
+    j({ instruction: `task ${i}`, input: '', output: `answer ${i}`, id: `seed_task_${i}` }),
+  );
+  writeFileSync(join(dir, 'seed.jsonl'), rows.join('\n') + '\n');
+  const cfg = {
+    task: 'instruction',
+    path: 'seed.jsonl',
+    promptTemplate: '{instruction}[[\n\nInput: {input}]]',
+    onBadRow: 'quarantine',
+  } as const;
+  await assert.rejects(run(dir, { ...cfg, fields: { response: 'outptu' }, maxBadFraction: 0.01 }), (e: unknown) => {
+    assert.ok(e instanceof InputError);
+    assert.equal(e.where, 'maxBadFraction');
+    assert.match(e.message, /12 of 12 rows are bad \(100\.0% > maxBadFraction 0\.01\): missing-field 12\n/);
+    assert.match(e.message, /\n {2}missing-field 12, first: seed\.jsonl:1: field "outptu" \(response\) is missing$/);
+    assert.match(
+      e.hint ?? '',
+      /^every row lacks field "outptu" \(fields\.response\): the mapping is probably wrong; the first row \(seed\.jsonl:1\) has fields "instruction", "input", "output", "id"; did you mean "output"\?$/,
+    );
+    return true;
+  });
+  // A misspelt template field is named as such.
+  await assert.rejects(
+    run(dir, { ...cfg, promptTemplate: '{instrution}', fields: { response: 'output' }, maxBadFraction: 0.5 }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /first: seed\.jsonl:1: template field "instrution" is missing/.test(e.message) &&
+      /every row lacks field "instrution" \(promptTemplate\).*did you mean "instruction"\?/.test(e.hint ?? ''),
+  );
+
+  // Several reasons: each with its first row, most common first; details and names from the data are shortened.
+  const long = 'x'.repeat(5000);
+  writeFileSync(
+    join(dir, 'mixed.jsonl'),
+    [
+      j({ text: 'a', label: 'ham' }),
+      j({ text: long, label: 'ham' }),
+      'not json',
+      j({ body: 'b', label: 'spam' }),
+      j({ body: 'c', label: 'spam' }),
+      j({ [long]: 1, label: 'spam' }),
+      j({ text: 'd', label: long }),
+    ].join('\n'),
+  );
+  await assert.rejects(
+    run(dir, {
+      task: 'classification',
+      path: 'mixed.jsonl',
+      labels: ['ham', 'spam'],
+      maxLength: 100,
+      onBadRow: 'quarantine',
+      maxBadFraction: 0.2,
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      const lines = e.message.split('\n');
+      assert.match(lines[0]!, /6 of 7 rows are bad .*: missing-field 3, too-long 1, invalid-json 1, unknown-label 1$/);
+      assert.match(lines[1]!, /^ {2}missing-field 3, first: mixed\.jsonl:4: field "text" \(text\) is missing$/);
+      assert.match(lines[2]!, /^ {2}too-long 1, first: mixed\.jsonl:2: text has 5000 characters, maxLength is 100$/);
+      assert.match(lines[3]!, /^ {2}invalid-json 1, first: mixed\.jsonl:3: /);
+      assert.match(lines[4]!, /^ {2}unknown-label 1, first: mixed\.jsonl:7: label "x+…$/);
+      assert.ok(lines[4]!.length < 250, lines[4]);
+      assert.equal(lines.length, 5);
+      // Not every row lacks the field: the general hint.
+      assert.match(e.hint ?? '', /^the mapping is probably wrong \(fields, columns, header, delimiter\)/);
+      return true;
+    },
+  );
+  // Every row lacks the field; the first row's field names are shortened and listed up to 20.
+  writeFileSync(
+    join(dir, 'wide.jsonl'),
+    [j(Object.fromEntries([long, ...Array.from({ length: 30 }, (_, i) => `f${i}`)].map((k) => [k, 'v']))), j({ body: 'b' })].join('\n'),
+  );
+  await assert.rejects(run(dir, { task: 'classification', path: 'wide.jsonl', onBadRow: 'quarantine' }), (e: unknown) => {
+    assert.ok(e instanceof InputError);
+    const hint = e.hint ?? '';
+    assert.match(hint, /^every row lacks field "text" \(the text column's default; set fields\.text to read another field\)/);
+    assert.match(hint, /has fields "x{39}…", "f0", .*"f18" and 11 more$/);
+    assert.ok(hint.length < 600, hint);
+    return true;
+  });
+});
+
 test('fail mode lists the first 5 bad rows with file:line', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.jsonl'), Array.from({ length: 9 }, (_, i) => (i % 2 ? 'oops' : good(i))).join('\n'));
-  await assert.rejects(run(dir, { ...cls, path: 'a.jsonl', maxBadFraction: 1 }), (e: unknown) => {
+  await assert.rejects(run(dir, { ...cls, path: 'a.jsonl' }), (e: unknown) => {
     assert.ok(e instanceof InputError);
     const listed = e.message.match(/a\.jsonl:\d+: invalid-json/g);
     assert.deepEqual(listed, ['a.jsonl:2: invalid-json', 'a.jsonl:4: invalid-json', 'a.jsonl:6: invalid-json', 'a.jsonl:8: invalid-json']);

@@ -22,6 +22,8 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
 import { setOwn } from '../util/own-key.ts';
+import { closest } from '../spec/suggest.ts';
+import { isTemplateError, parseTemplate } from './prompt-template.ts';
 import { newFileWriteStream } from '../util/new-file-stream.ts';
 
 export interface Progress {
@@ -48,6 +50,30 @@ export const QUARANTINE_COLUMNS: ColumnSpec = { _source: 'utf8', _row: 'int32', 
 
 /** How many bad rows a 'fail' error lists before giving up. */
 const FAIL_LIST = 5;
+/** A maxBadFraction error shows the first row of this many reasons (most common first). */
+const REASON_LIST = 5;
+/** Longest detail, field name and field list quoted in a maxBadFraction error: details and names come from the data. */
+const DETAIL_CHARS = 200;
+const NAME_CHARS = 40;
+const NAME_LIST = 20;
+
+function cap(s: string, max: number): string {
+  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+}
+
+/** The setting that makes the task read source field `f`, for the hint when every row lacks it. */
+function settingOf(cfg: IngestConfig, f: string): string {
+  if (cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
+    const t = parseTemplate(cfg.promptTemplate);
+    if (!isTemplateError(t) && t.fields.includes(f)) return 'promptTemplate';
+  }
+  for (const c of TASK_COLUMNS[cfg.task]) {
+    if (c === 'prompt' && cfg.task === 'instruction' && cfg.promptTemplate !== undefined) continue;
+    if (cfg.fields?.[c] === f) return `fields.${c}`;
+    if (cfg.fields?.[c] === undefined && c === f) return `the ${c} column's default; set fields.${c} to read another field`;
+  }
+  return 'fields';
+}
 
 /** Length in code points: UTF-16 length less one per surrogate pair. */
 function codePoints(s: string): number {
@@ -112,15 +138,22 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       linesIn = 0,
       badLines = 0;
     const badRows: Record<string, number> = {};
+    // For a maxBadFraction error: the first row of each reason, the fields missing-field rows lack,
+    // and the field names of the first row that parsed.
+    const firstBad = new Map<string, string>();
+    const missingFields = new Map<string, number>();
+    let firstRow: { where: string; names: string[] } | undefined;
     const failures: string[] = [];
     let firstWhere = '';
     const labels = new Map<string, number>();
     const lengths = new Map<number, number>();
     const report = () => opts.onProgress?.({ rows: rowsIn, fraction: totalBytes > 0 ? Math.min(1, bytesDone / totalBytes) : undefined });
 
-    const bad = (source: string, row: number, lines: number, reason: BadReason, detail: string, raw: string) => {
+    const bad = (source: string, row: number, lines: number, reason: BadReason, detail: string, raw: string, field?: string) => {
       badRows[reason] = (badRows[reason] ?? 0) + 1;
       badLines += lines;
+      if (!firstBad.has(reason)) firstBad.set(reason, `${source}:${row}: ${cap(detail, DETAIL_CHARS)}`);
+      if (field !== undefined) missingFields.set(field, (missingFields.get(field) ?? 0) + 1);
       if (onBadRow === 'fail') {
         if (failures.length === 0) firstWhere = `${source}:${row}`;
         failures.push(`${source}:${row}: ${reason}: ${detail}`);
@@ -174,8 +207,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
             if (rec.bad) {
               bad(f.display, rec.row, lines, rec.bad.reason, rec.bad.detail, rec.raw);
             } else {
+              firstRow ??= { where: `${f.display}:${rec.row}`, names: Object.keys(rec.values!) };
               const mapped = mapRow(rec.values!);
-              if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw);
+              if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw, mapped.field);
               else {
                 const values = cols.map((c) => mapped[c]!);
                 // Canonical content: the task and its columns in order, as JSON; provenance is excluded
@@ -215,14 +249,35 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     const byLines = linesIn > 0 && badLines / linesIn > badCount / rowsIn;
     const [nBad, nIn, unit] = byLines ? [badLines, linesIn, 'lines'] : [badCount, rowsIn, 'rows'];
     if (nBad / nIn > maxBad) {
-      const top = Object.entries(badRows)
-        .sort((a, b) => b[1] - a[1])
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ');
-      throw new InputError(`${nBad} of ${nIn} ${unit} are bad (${((100 * nBad) / nIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}`, {
-        where: 'maxBadFraction',
-        hint: 'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty',
-      });
+      const reasons = Object.entries(badRows).sort((a, b) => b[1] - a[1]);
+      const top = reasons.map(([k, v]) => `${k} ${v}`).join(', ');
+      const firsts = reasons.slice(0, REASON_LIST).map(([k, v]) => `\n  ${k} ${v}, first: ${firstBad.get(k)}`);
+      let hint =
+        'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty';
+      const [only] = missingFields.keys();
+      if (rowsOut === 0 && missingFields.size === 1 && missingFields.get(only!) === rowsIn) {
+        // Every row lacks the same field: the mapping names a field the data does not have.
+        const name = only!;
+        const has = firstRow?.names ?? [];
+        const listed = has
+          .slice(0, NAME_LIST)
+          .map((n) => JSON.stringify(cap(n, NAME_CHARS)))
+          .join(', ');
+        const more = has.length > NAME_LIST ? ` and ${has.length - NAME_LIST} more` : '';
+        // Bounded: edit distance is quadratic in the names' lengths.
+        const guess = closest(
+          name,
+          has.slice(0, 1000).filter((n) => n.length <= 100),
+        );
+        hint =
+          `every row lacks field ${JSON.stringify(cap(name, NAME_CHARS))} (${settingOf(cfg, name)}): the mapping is probably wrong` +
+          (firstRow ? `; the first row (${firstRow.where}) has ${has.length === 0 ? 'no fields' : `fields ${listed}${more}`}` : '') +
+          (guess !== undefined ? `; did you mean ${JSON.stringify(cap(guess, NAME_CHARS))}?` : '');
+      }
+      throw new InputError(
+        `${nBad} of ${nIn} ${unit} are bad (${((100 * nBad) / nIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}${firsts.join('')}`,
+        { where: 'maxBadFraction', hint },
+      );
     }
 
     const labelSet = cfg.labels ?? [...labels.keys()].sort();

@@ -38,7 +38,8 @@ export const ingestWithSchema = {
     promptTemplate: {
       type: 'string',
       minLength: 1,
-      description: 'Instruction task: e.g. "{instruction}[[\\n\\n{input}]]"; [[...]] is dropped when a field inside is empty.',
+      description:
+        'Instruction task: builds the prompt, e.g. "{instruction}[[\\n\\n{input}]]". {name} is a source field; [[...]] is dropped when a field inside is missing or empty (sections do not nest); {{ and }} are literal braces. Not with fields.prompt.',
     },
     header: { type: 'boolean', default: true, description: 'CSV/TSV: first record is a header.' },
     columns: {
@@ -46,7 +47,7 @@ export const ingestWithSchema = {
       items: fieldName,
       minItems: 1,
       uniqueItems: true,
-      description: 'CSV/TSV without header: column names. Default "1", "2", ...',
+      description: 'CSV/TSV with header: false: column names. Default "1", "2", ...',
     },
     delimiter: { type: 'string', minLength: 1, maxLength: 1, description: 'Default "," (csv) or "\\t" (tsv).' },
     quote: {
@@ -62,7 +63,13 @@ export const ingestWithSchema = {
     },
     maxLength: { type: 'integer', minimum: 1, description: 'Longest text field in characters; default unlimited.' },
     onBadRow: { enum: ['fail', 'quarantine'], default: 'fail' },
-    maxBadFraction: { type: 'number', minimum: 0, maximum: 1, default: 0.1 },
+    maxBadFraction: {
+      type: 'number',
+      minimum: 0,
+      maximum: 1,
+      default: 0.1,
+      description: "With onBadRow: quarantine: fail when bad rows / rows in exceeds this. ('fail' fails on any bad row.)",
+    },
   },
 } as const;
 

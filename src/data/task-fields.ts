@@ -4,6 +4,8 @@
  */
 import type { BadRow } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig, type TaskColumn } from './config.ts';
+import { InputError } from '../errors.ts';
+import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
 
 export type TaskRow = Partial<Record<TaskColumn, string>>;
 
@@ -26,48 +28,29 @@ function field(values: Record<string, unknown>, name: string): unknown {
 /** In `u` mode surrogate pairs are one code point, so only an unpaired surrogate is in category Cs. */
 const LONE_SURROGATE = /\p{Cs}/u;
 
-interface TemplatePart {
-  optional: boolean;
-  text: string;
-}
-
-function splitTemplate(t: string): TemplatePart[] {
-  const parts: TemplatePart[] = [];
-  const re = /\[\[([\s\S]*?)\]\]/g;
-  let last = 0;
-  for (let m; (m = re.exec(t)); ) {
-    if (m.index > last) parts.push({ optional: false, text: t.slice(last, m.index) });
-    parts.push({ optional: true, text: m[1] });
-    last = m.index + m[0].length;
-  }
-  if (last < t.length) parts.push({ optional: false, text: t.slice(last) });
-  return parts;
-}
-
-export function templateFields(t: string): string[] {
-  return [...t.matchAll(/\{([^{}]+)\}/g)].map((m) => m[1]);
-}
-
-function renderTemplate(parts: TemplatePart[], values: Record<string, unknown>): string | BadRow {
+function renderTemplate(sections: ParsedTemplate['sections'], values: Record<string, unknown>): string | BadRow {
   let out = '';
-  for (const p of parts) {
+  for (const s of sections) {
     let dropped = false;
-    let bad: BadRow | null = null;
-    const text = p.text.replace(/\{([^{}]+)\}/g, (_m, name: string) => {
-      const v = field(values, name);
+    let text = '';
+    for (const p of s.pieces) {
+      if (typeof p === 'string') {
+        text += p;
+        continue;
+      }
+      const v = field(values, p.field);
       if (v === undefined || v === null) {
-        if (p.optional) dropped = true;
-        else bad ??= { reason: 'missing-field', detail: `template field ${JSON.stringify(name)} is missing` };
-        return '';
+        if (s.optional) {
+          dropped = true;
+          continue;
+        }
+        return { reason: 'missing-field', detail: `template field ${JSON.stringify(p.field)} is missing`, field: p.field };
       }
-      if (typeof v !== 'string') {
-        bad ??= { reason: 'not-string', detail: `template field ${JSON.stringify(name)} is ${typeof v}, expected string` };
-        return '';
-      }
-      if (p.optional && v.trim() === '') dropped = true;
-      return v;
-    });
-    if (bad) return bad;
+      if (typeof v !== 'string')
+        return { reason: 'not-string', detail: `template field ${JSON.stringify(p.field)} is ${typeof v}, expected string` };
+      if (s.optional && v.trim() === '') dropped = true;
+      text += v;
+    }
     if (!dropped) out += text;
   }
   return out;
@@ -85,7 +68,12 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
   const cols = TASK_COLUMNS[cfg.task];
   const source = (c: TaskColumn) => cfg.fields?.[c] ?? c;
   const declared = cfg.labels ? new Set(cfg.labels) : null;
-  const template = cfg.task === 'instruction' && cfg.promptTemplate !== undefined ? splitTemplate(cfg.promptTemplate) : null;
+  let template: ParsedTemplate['sections'] | null = null;
+  if (cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
+    const parsed = parseTemplate(cfg.promptTemplate);
+    if (isTemplateError(parsed)) throw new InputError(parsed.message, { where: 'promptTemplate', hint: parsed.hint });
+    template = parsed.sections;
+  }
   const max = cfg.maxLength;
 
   return (values) => {
@@ -119,7 +107,8 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
       } else {
         const f = source(c);
         const v = field(values, f);
-        if (v === undefined || v === null) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing` };
+        if (v === undefined || v === null)
+          return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing`, field: f };
         if (typeof v !== 'string')
           return {
             reason: 'not-string',

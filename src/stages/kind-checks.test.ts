@@ -322,6 +322,133 @@ describe('rules between data stage fields', () => {
   });
 });
 
+describe('ingest promptTemplate syntax and settings that would be ignored (pipelines/instruct.yaml)', () => {
+  const instructFile = join(pipelines, 'instruct.yaml');
+  const instruct = readFileSync(instructFile, 'utf8');
+  const TEMPLATE = 'promptTemplate: "Is the sentiment of this movie review positive or negative? Answer with one word.\\n\\n{text}"';
+  /** instruct.yaml with its promptTemplate line replaced (and more edits of its ingest `with`). */
+  const withTemplate = (line: string, ...pairs: Array<[string, string]>) => {
+    let text = instruct.replace(TEMPLATE, line);
+    assert.notEqual(text, instruct, 'instruct.yaml no longer holds the promptTemplate this test replaces');
+    for (const [from, to] of pairs) {
+      const next = text.replace(from, to);
+      assert.notEqual(next, text, `instruct.yaml no longer contains ${from}`);
+      text = next;
+    }
+    return text;
+  };
+  const ok = (text: string) => {
+    const r = loadSpecText(text, instructFile, { ...registry, baseDir: pipelines });
+    assert.equal(r.ok, true, JSON.stringify(r));
+  };
+  const path = 'stages.ingest.with.promptTemplate';
+
+  test('instruct.yaml validates', () => ok(instruct));
+
+  test('an unclosed [[ is an error at validate time, with its position in the template', () => {
+    // The reviewer's template: escapes (\n) in a double-quoted string, so the error points at the string and the message names the character.
+    const e = only(
+      withTemplate('promptTemplate: "{instruction}[[\\n\\nInput: {input}"'),
+      '"{instruction}[[',
+      /^unclosed "\[\[" at character 14 /,
+      {
+        path,
+        hint: /\]\]/,
+      },
+    );
+    assert.match(e.message, /"\[\[\\n\\nInput: \{input\}"/, 'the message quotes the template from the bad character');
+    // Written verbatim (no escapes), the error points at the [[ itself.
+    only(withTemplate("promptTemplate: '{text} [[Context: {context}'"), '[[Context', /^unclosed "\[\[" at character 8 /, { path });
+  });
+
+  test('a stray ]], an unclosed {, nested [[, an empty {} and a stray } are errors at their character', () => {
+    only(withTemplate("promptTemplate: '{text} Context: {context}]]'"), ']]', /^"\]\]" at character 26 closes no "\[\[" section/, { path });
+    only(withTemplate("promptTemplate: 'Review: {text'"), '{text', /^unclosed "\{" at character 9 /, {
+      path,
+      hint: /\{\{ and \}\} for a literal \{/,
+    });
+    only(withTemplate("promptTemplate: 'Review: {text [[{x}]]'"), '{text', /^unclosed "\{" at character 9 /, { path });
+    only(
+      withTemplate("promptTemplate: '{text}[[ a [[{b}]] ]]'"),
+      '[[{b}',
+      /^"\[\[" at character 12 opens a section inside the one opened at character 7/,
+      {
+        path,
+      },
+    );
+    only(withTemplate("promptTemplate: 'Review: {} {text}'"), '{}', /^empty "\{\}" at character 9/, { path, hint: /\{\{\}\}/ });
+    only(withTemplate("promptTemplate: 'Review: {text} :-}'"), "}'\n", /^"\}" at character 18 closes no "\{"/, {
+      path,
+      hint: /\{\{ and \}\} for a literal/,
+    });
+    only(withTemplate("promptTemplate: '{text}[[ always ]]'"), '[[ always', /section at character 7 names no \{field\}/, { path });
+    only(withTemplate("promptTemplate: '{text}[[[[{x}]]]]'"), '[[[[', /4 "\[" in a row at character 7/, { path });
+  });
+
+  test('literal braces are written {{ and }}; a {…} that is no field name is an error that says so', () => {
+    const e = only(
+      withTemplate(`promptTemplate: 'Reply as JSON like {"answer": ...}. {text}'`),
+      '{"answer"',
+      /^"\{\\"answer\\": \.\.\.\}" at character 20 is not a \{field\}/,
+      { path, hint: /\{\{ and \}\} for a literal \{ and \}/ },
+    );
+    assert.match(e.message, /field name is any text without braces, brackets, quotes/);
+    ok(withTemplate(`promptTemplate: 'Reply as JSON like {{"answer": ...}}. {text}'`));
+    ok(withTemplate("promptTemplate: '{text}[[[{context}]]]'"));
+    ok(withTemplate("promptTemplate: '[x] {text} [y]'"));
+  });
+
+  test('the template is checked even when another ingest setting comes from a parameter', () => {
+    only(
+      withTemplate("promptTemplate: '{text} [[Context: {context}'", [
+        'path: ../../shared/datasets/sst2/train.jsonl',
+        'path: ${{ params.data }}',
+      ]).replace('params:\n', 'params:\n  data:\n    type: string\n    default: ../../shared/datasets/sst2/train.jsonl\n'),
+      '[[Context',
+      /^unclosed "\[\["/,
+      { path },
+    );
+  });
+
+  test('settings that would be silently ignored are errors naming the field and why', () => {
+    const base = "promptTemplate: '{text}'";
+    only(
+      withTemplate(base, ['        response: label\n', '        response: label\n        prompt: sentence_text\n']),
+      'sentence_text',
+      /promptTemplate builds the prompt, so fields.prompt would be ignored: remove one/,
+      { path: 'stages.ingest.with.fields.prompt' },
+    );
+    only(
+      withTemplate(base, ['        response: label\n', '        response: label\n        label: label_name\n']),
+      'label_name',
+      /fields.label does not apply to task instruction, which has no label column/,
+      { path: 'stages.ingest.with.fields.label', hint: /prompt, response/ },
+    );
+    only(withTemplate(base, ['      onBadRow: quarantine\n', '']), '0.01', /maxBadFraction applies with onBadRow: quarantine only/, {
+      path: 'stages.ingest.with.maxBadFraction',
+      nth: 0,
+    });
+    only(
+      withTemplate(base, ['      onBadRow: quarantine\n', '      onBadRow: quarantine\n      delimiter: ";"\n']),
+      '";"',
+      /delimiter applies to CSV\/TSV sources only; this source is jsonl \(from its extension\)/,
+      { path: 'stages.ingest.with.delimiter' },
+    );
+    only(
+      withTemplate(base, ['      onBadRow: quarantine\n', '      onBadRow: quarantine\n      format: csv\n      columns: [text, label]\n']),
+      '[text, label]',
+      /header is true \(the default\): the header's names are used and columns would be ignored/,
+      { path: 'stages.ingest.with.columns', hint: /header: false/ },
+    );
+    ok(
+      withTemplate(base, [
+        '      onBadRow: quarantine\n',
+        '      onBadRow: quarantine\n      format: csv\n      header: false\n      columns: [text, label]\n',
+      ]),
+    );
+  });
+});
+
 test('deploy promotes under the name the register stage it takes the version from registers', () => {
   const text = edit([
     /(deploy:\n    uses: deploy\n    needs: \[register, evaluate\]\n    with:\n      name: )sms-spam-classifier/,

@@ -1,0 +1,90 @@
+/**
+ * promptTemplate syntax: `{field}`, `[[ … ]]` optional sections, `{{` / `}}` literal braces. Every
+ * malformed template is an error with its 0-based offset (a template used to be matched by two
+ * regular expressions, so an unclosed `[[` or a stray `}` was copied into every prompt).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isTemplateError, parseTemplate, type ParsedTemplate, type TemplateError } from './prompt-template.ts';
+
+function parsed(t: string): ParsedTemplate {
+  const p = parseTemplate(t);
+  assert.ok(!isTemplateError(p), `${JSON.stringify(t)}: ${JSON.stringify(p)}`);
+  return p;
+}
+
+function error(t: string, offset: number | undefined, message: RegExp): TemplateError {
+  const p = parseTemplate(t);
+  assert.ok(isTemplateError(p), `${JSON.stringify(t)} parsed: ${JSON.stringify(p)}`);
+  assert.equal(p.offset, offset, `${JSON.stringify(t)}: ${p.message}`);
+  assert.match(p.message, message);
+  return p;
+}
+
+test('fields, optional sections and literal text', () => {
+  assert.deepEqual(parsed('{instruction}[[\n\nInput: {input}]]'), {
+    sections: [
+      { optional: false, pieces: [{ field: 'instruction', at: 0 }] },
+      { optional: true, pieces: ['\n\nInput: ', { field: 'input', at: 24 }] },
+    ],
+    fields: ['instruction', 'input'],
+  });
+  // Single brackets are text; field names may hold spaces, digits, dots, dashes, parentheses.
+  assert.deepEqual(parsed('[1] {Review Text (EN)} {2} {a.b-c_d}').fields, ['Review Text (EN)', '2', 'a.b-c_d']);
+  assert.deepEqual(parsed('{a} {a}').fields, ['a']);
+});
+
+test('{{ and }} are literal braces, as in Python str.format', () => {
+  assert.deepEqual(parsed('Reply as JSON like {{"answer": ...}}. {instruction}').sections, [
+    { optional: false, pieces: ['Reply as JSON like {"answer": ...}. ', { field: 'instruction', at: 38 }] },
+  ]);
+  // Three braces: a literal brace next to a field.
+  assert.deepEqual(parsed('{{{x}}}').sections[0]!.pieces, ['{', { field: 'x', at: 2 }, '}']);
+});
+
+test('three brackets in a row: the inner pair delimits the section, the outer bracket is text', () => {
+  assert.deepEqual(parsed('{q}[[[{ref}]]]').sections, [
+    { optional: false, pieces: [{ field: 'q', at: 0 }] },
+    { optional: true, pieces: ['[', { field: 'ref', at: 6 }, ']'] },
+  ]);
+});
+
+test('an unclosed [[, a stray ]], nested [[ and four brackets in a row are errors at their offset', () => {
+  const e = error('{instruction}[[\n\nInput: {input}', 13, /^unclosed "\[\[" at character 14 \("\[\[\\n\\nInput: \{input\}"\)/);
+  assert.match(e.hint ?? '', /\]\]/);
+  error('{a}]] b', 3, /^"\]\]" at character 4 closes no "\[\[" section/);
+  error('{a} ]]] b', 5, /^"\]\]" at character 6 closes no/);
+  error(
+    '{a}[[ x [[{b}]] ]]',
+    8,
+    /^"\[\[" at character 9 opens a section inside the one opened at character 4: \[\[ … \]\] sections do not nest/,
+  );
+  error('{a}[[[[{b}]]]]', 3, /^4 "\[" in a row at character 4/);
+  error('{a}[[{b}]]]]', 8, /^4 "\]" in a row at character 9/);
+  error('{a}[[ no field ]]', 3, /section at character 4 names no \{field\}, so it would always be kept/);
+  error('{a}[[]]', 3, /names no \{field\}/);
+});
+
+test('an unclosed {, an empty {}, a stray } and a {…} that is no field name are errors with the escape as hint', () => {
+  error('Say {instruction', 4, /^unclosed "\{" at character 5/);
+  error('Say {a {b}', 4, /^unclosed "\{" at character 5/);
+  assert.match(error('{} {a}', 0, /^empty "\{\}" at character 1/).hint ?? '', /\{\{\}\}/);
+  assert.match(error('{a} }', 4, /^"\}" at character 5 closes no "\{"/).hint ?? '', /\{\{ and \}\}/);
+  error('{{a}', 3, /^"\}" at character 4 closes no/);
+  const json = error(
+    'Reply as JSON like {"answer": ...}. {instruction}',
+    19,
+    /^"\{\\"answer\\": \.\.\.\}" at character 20 is not a \{field\}/,
+  );
+  assert.match(json.hint ?? '', /\{\{\\"answer\\": \.\.\.\}\}/);
+  for (const bad of ['{ a}', '{a }', '{a:>10}', "{'a'}", '{a,b}', '{a\nb}', '{a[[b}'])
+    assert.ok(isTemplateError(parseTemplate(`${bad} {ok}`)), `${JSON.stringify(bad)} is not a field name`);
+  // A long {…} is quoted shortened in the message.
+  const long = error(`{${'x '.repeat(100)}:}`, 0, /is not a \{field\}/);
+  assert.ok(long.message.length < 300, long.message);
+});
+
+test('a template without a field is an error without an offset', () => {
+  error('just text', undefined, /names no \{field\}/);
+  error('{{literal}}', undefined, /names no \{field\}/);
+});
