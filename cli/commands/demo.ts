@@ -16,6 +16,7 @@ import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
 import { planOrExit, startAndReport } from './runs.ts';
 import { startServing } from './serve.ts';
+import { isTemplateError, parseTemplate } from '../../src/data/prompt-template.ts';
 import { startUi } from './ui.ts';
 
 export const DEMO_PIPELINE = resolve(PROJECT_ROOT, 'pipelines', 'sms-spam.yaml');
@@ -33,8 +34,10 @@ const LM_EXAMPLES = [
 export function demoQuestion(plan: PlannedPipeline | undefined, example: string): string {
   const template = plan?.stages.find((s) => s.uses === 'ingest')?.with.promptTemplate;
   if (typeof template !== 'string') return example;
-  // Optional [[...]] sections and every {field} of the template: the one example text stands in for each field.
-  return template.replace(/\[\[(.*?)\]\]/gs, '$1').replace(/\{[A-Za-z0-9_]+\}/g, example);
+  const parsed = parseTemplate(template);
+  if (isTemplateError(parsed)) return example; // validate refused it before the run
+  // Every section of the template, with the one example text standing in for each field.
+  return parsed.sections.flatMap((s) => s.pieces.map((p) => (typeof p === 'string' ? p : example))).join('');
 }
 
 async function askClassifier(url: string, token: string): Promise<void> {
