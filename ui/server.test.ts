@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { createUiServer, hostName, type UiServer } from './server.ts';
+import { createUiServer, hostName, isLoopback, type UiServer } from './server.ts';
 
 const TOKEN = 'ui-guard-token-0123456789';
 let dir: string;
@@ -87,14 +87,37 @@ describe('dashboard guards', () => {
     }
   });
 
+  it('knows loopback addresses and names exactly, not by their first characters', () => {
+    for (const h of ['127.0.0.1', '127.8.9.10', 'localhost', 'LOCALHOST', 'localhost.', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1'])
+      assert.equal(isLoopback(h), true, h);
+    for (const h of [
+      '127.0.0.1.nip.io',
+      '127.evil.example',
+      '127.0.0.1.attacker.example',
+      'localhost.attacker.example',
+      '10.0.0.5',
+      '::2',
+      '::ffff:10.0.0.1',
+      '127.0.0.1:80@evil',
+    ])
+      assert.equal(isLoopback(h), false, h);
+  });
+
   it('answers only to loopback names while reads need no token (DNS rebinding)', async () => {
     const read = (host: string) => raw(`GET /api/audit HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-    for (const host of ['attacker.example', `attacker.example:${port}`, '10.0.0.5', 'localhost.attacker.example']) {
+    for (const host of [
+      'attacker.example',
+      `attacker.example:${port}`,
+      '10.0.0.5',
+      'localhost.attacker.example',
+      `127.0.0.1.nip.io:${port}`,
+      '127.evil.example',
+    ]) {
       const { response } = await read(host);
       assert.equal(statusOf(response), 421, host);
       assert.match(response, /answers only to loopback names/);
     }
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`])
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `localhost.:${port}`])
       assert.equal(statusOf((await read(host)).response), 200, host);
   });
 

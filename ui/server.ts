@@ -8,6 +8,7 @@
  * every API read. Actions are audited with the server's actor and `via: 'ui'`.
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -112,8 +113,19 @@ export interface UiServer {
   close(): Promise<void>;
 }
 
-function isLoopback(host: string): boolean {
-  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || /^127\./.test(host);
+/**
+ * A loopback address or name, exactly: `127.0.0.1.nip.io` and `127.evil.example` are names a DNS
+ * rebinding attacker can point at 127.0.0.1, so a prefix is not enough.
+ */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/\.$/, '');
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (isIP(h) === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+    return mapped ? mapped[1]!.startsWith('127.') : /^(0{0,4}:){7}0{0,3}1$|^::1$/.test(h);
+  }
+  return false;
 }
 
 /**

@@ -17,6 +17,11 @@ export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || p
   return given ?? randomBytes(24).toString('base64url');
 }
 
+/** The dashboard's address with its token in the fragment, encoded: the page reads it back with URLSearchParams, where + is a space and % starts an escape. */
+export function dashboardLink(address: string, token: string): string {
+  return `${address}/#token=${encodeURIComponent(token)}`;
+}
+
 /**
  * Starts the dashboard; the URL it returns carries the token in its fragment (never sent to the
  * server, so it stays out of logs), from where the page keeps it for its actions.
@@ -44,7 +49,7 @@ export async function startUi(
     if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !o.anyPortIfBusy) throw e;
     address = await server.listen(0, host);
   }
-  return { server, url: `${address}/#token=${token}` };
+  return { server, url: dashboardLink(address, token) };
 }
 
 export async function uiCmd(ctx: CliContext, argv: string[]): Promise<number> {
