@@ -17,7 +17,12 @@ async function errorsOf(body: unknown) {
   const schema = {
     type: 'object',
     additionalProperties: false,
-    properties: { messages: { type: 'array', items: message }, n: { type: 'integer' } },
+    properties: {
+      messages: { type: 'array', items: message },
+      n: { type: ['integer', 'null'] },
+      stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }, { type: 'null' }] },
+      prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }] },
+    },
   };
   app.post('/x', { schema: { body: schema } }, async () => 'ok');
   await app.inject({ method: 'POST', url: '/x', payload: body as object });
@@ -45,5 +50,13 @@ test('a schema failure names each field: unknown ones, shapes allowed, values al
       param: 'messages[0].content',
     },
   );
-  assert.deepEqual(describeValidation(await errorsOf({ n: 'two' })), { message: 'n must be integer', param: 'n' });
+  assert.deepEqual(describeValidation(await errorsOf({ n: 'two' })), { message: 'n must be integer or null', param: 'n' });
+  // A value of one branch's type is held to that branch's rules, and only those are said.
+  assert.deepEqual(describeValidation(await errorsOf({ stop: ['a', 'b', 'c', 'd', 'e'] })), {
+    message: 'stop must NOT have more than 4 items',
+    param: 'stop',
+  });
+  assert.equal(describeValidation(await errorsOf({ prompt: [] })).message, 'prompt must NOT have fewer than 1 items');
+  assert.equal(describeValidation(await errorsOf({ prompt: [1, 2] })).message, 'prompt[0] must be string; prompt[1] must be string');
+  assert.equal(describeValidation(await errorsOf({ stop: 7 })).message, 'stop must be string or array or null');
 });

@@ -15,21 +15,29 @@ function paramOf(instancePath: string, child?: string): string {
  * several shapes gives one error a shape plus a summary.
  */
 export function describeValidation(errors: readonly FastifySchemaValidationError[]): { message: string; param: string | null } {
-  const shapesAt = new Map<string, string[]>();
-  for (const e of errors)
-    if (e.keyword === 'type') shapesAt.set(e.instancePath, [...(shapesAt.get(e.instancePath) ?? []), String(e.params.type)]);
+  // A value allowed in several shapes (anyOf) fails each branch. When it has the type of one branch and
+  // fails that branch's own rules (at its path or deeper), those rules are the message; only when it
+  // has none of the types is the message the list of types.
   const alternatives = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath));
+  const matchedABranch = (path: string) =>
+    errors.some((e) => e.instancePath.startsWith(`${path}/`) || (e.instancePath === path && e.keyword !== 'type' && e.keyword !== 'anyOf'));
+  const typesAt = (path: string) =>
+    errors.filter((e) => e.keyword === 'type' && e.instancePath === path).flatMap((e) => String(e.params.type).split(','));
   const parts: string[] = [];
   let param: string | null = null;
   for (const e of errors) {
-    if (e.keyword === 'type' && alternatives.has(e.instancePath)) continue;
+    const alternative = alternatives.has(e.instancePath);
+    if (alternative && e.keyword === 'type') continue;
+    if (e.keyword === 'anyOf' && matchedABranch(e.instancePath)) continue;
     let name = paramOf(e.instancePath);
     let text: string;
     if (e.keyword === 'additionalProperties') {
       name = paramOf(e.instancePath, String(e.params.additionalProperty));
       text = `${name}: this server does not take this field`;
-    } else if (e.keyword === 'anyOf' && shapesAt.has(e.instancePath)) {
-      text = `${name || 'body'} must be ${shapesAt.get(e.instancePath)!.join(' or ')}`;
+    } else if (e.keyword === 'anyOf') {
+      text = `${name || 'body'} must be ${[...new Set(typesAt(e.instancePath))].join(' or ')}`;
+    } else if (e.keyword === 'type') {
+      text = `${name || 'body'} must be ${String(e.params.type).split(',').join(' or ')}`;
     } else if (e.keyword === 'enum') {
       text = `${name || 'body'} must be one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     } else text = `${name || 'body'} ${e.message ?? 'is not valid'}`;
