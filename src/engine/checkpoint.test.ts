@@ -16,6 +16,7 @@ import {
   type CheckpointManifest,
 } from './checkpoint.ts';
 import { Rng } from './prng.ts';
+import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import { InputError } from '../errors.ts';
 
 const manifest = (step: number): CheckpointManifest => ({
@@ -102,10 +103,28 @@ test('a checkpoint carries the training history exactly (NaN, ±Infinity, -0, ne
   assert.equal(existsSync(join(dir, 'step-4', HISTORY_FILE)), false);
   assert.equal(loadCheckpoint(join(dir, 'step-4')).history, undefined);
   // The history ends at the checkpoint's step, a row per step; it may start later than step 1 (a run resumed from an older checkpoint).
-  saveCheckpoint(join(dir, 'step-5'), { manifest: manifest(5), params, state: new Map(), history: [{ step: 4 }, { step: 5 }] });
-  assert.deepEqual(loadCheckpoint(join(dir, 'step-5')).history, [{ step: 4 }, { step: 5 }]);
-  assert.throws(() => saveCheckpoint(join(dir, 'step-6'), { manifest: manifest(6), params, state: new Map(), history: [{ step: 5 }] }));
+  saveCheckpoint(join(dir, 'step-5'), {
+    manifest: manifest(5),
+    params,
+    state: new Map(),
+    history: [
+      { step: 4, loss: 1 },
+      { step: 5, loss: 0.5 },
+    ],
+  });
+  assert.deepEqual(loadCheckpoint(join(dir, 'step-5')).history, [
+    { step: 4, loss: 1 },
+    { step: 5, loss: 0.5 },
+  ]);
+  assert.throws(() =>
+    saveCheckpoint(join(dir, 'step-6'), { manifest: manifest(6), params, state: new Map(), history: [{ step: 5, loss: 1 }] }),
+  );
+  const rows = (...r: string[]) => `[${r.join(',')}]`;
   for (const bad of [
+    '[]',
+    rows('{"step":1,"loss":1}', '{"step":2,"loss":1}', '{"step":3,"loss":"abc"}'),
+    rows('{"step":1,"loss":1}', '{"step":2,"loss":1}', '{"step":3}'),
+    rows('{"step":1,"loss":1}', '{"step":2,"loss":1}', '{"step":3,"loss":1,"val":{"loss":"x"}}'),
     '[{"step":1},{"step":3}]',
     '[{"step":2}]',
     '{"step":3}',
@@ -156,6 +175,24 @@ test("a checkpoint carries early stopping's best step, and its weights when they
     () => loadCheckpoint(join(dir, 'step-5')),
     (e: unknown) => e instanceof InputError && /lacks the weights of its best step 2/.test(e.message),
   );
+  // Best weights that do not fit the weights beside them (another size, type or name, not finite) are refused at load, not at export.
+  for (const [name, wrong] of [
+    ['size', new Map([['w', Float32Array.from([1, 2])]])],
+    ['type', new Map([['w', Float64Array.from([1, 2, 3, 4])]])],
+    ['name', new Map([['v', Float32Array.from([1, 2, 3, 4])]])],
+    ['NaN', new Map([['w', Float32Array.from([1, NaN, 3, 4])]])],
+  ] as const) {
+    saveCheckpoint(join(dir, 'step-9'), { manifest: at(9, 2), params, state: new Map(), bestParams });
+    const tensors = new Map(
+      [...wrong].map(([k, v]) => [k, { dtype: v instanceof Float64Array ? 'F64' : 'F32', shape: [v.length], data: v } as SafeTensor]),
+    );
+    writeSafetensors(join(dir, 'step-9', BEST_WEIGHTS_FILE), tensors, { format: 'tempered' });
+    assert.throws(
+      () => loadCheckpoint(join(dir, 'step-9')),
+      (e: unknown) => e instanceof InputError && /the checkpoint's best weights do not fit its weights/.test(e.message),
+      name,
+    );
+  }
   writeFileSync(join(dir, 'step-6', 'manifest.json'), JSON.stringify(at(6, 7)));
   assert.throws(() => loadCheckpoint(join(dir, 'step-6')), InputError);
 });

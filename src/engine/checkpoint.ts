@@ -38,6 +38,8 @@ export interface CheckpointManifest {
 /** A row of a training history: the step it records, and its metrics (numbers, or objects of them). */
 export interface HistoryRecord {
   step: number;
+  /** The step's training loss: every trainer records it. */
+  loss: number;
 }
 
 export interface CheckpointData<Row extends HistoryRecord = HistoryRecord> {
@@ -99,17 +101,28 @@ function readHistory(path: string, step: number): HistoryRecord[] {
   })();
   // Consecutive steps ending at the checkpoint's: a history that does not fit the weights beside it would
   // give the resumed run a record of steps it did not take.
+  // Every row holds the step and the loss, and only numbers (or objects of them, such as validation
+  // metrics): a row of strings would reach the exported manifest and the history table as they are.
   const first = Array.isArray(rows) ? step - rows.length + 1 : 0;
   if (
     !Array.isArray(rows) ||
+    rows.length === 0 ||
     first < 1 ||
-    !rows.every((r: unknown, i) => typeof r === 'object' && r !== null && (r as HistoryRecord).step === first + i)
+    !rows.every(
+      (r: unknown, i) => isNumbers(r) && (r as HistoryRecord).step === first + i && typeof (r as { loss?: unknown }).loss === 'number',
+    )
   )
     throw new InputError(`the checkpoint's training history does not end at its step ${step} with a row per step`, {
       where: path,
       hint: 'resume from an intact checkpoint, or start afresh (resume: false or a fresh checkpointDir)',
     });
   return rows as HistoryRecord[];
+}
+
+/** An object whose values are numbers or such objects, all the way down. */
+function isNumbers(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  return Object.values(v).every((x) => typeof x === 'number' || isNumbers(x));
 }
 
 function toSafe(a: TypedArray, shape: number[]): SafeTensor {
@@ -194,7 +207,23 @@ function readBest(dir: string, manifest: CheckpointManifest, params: Map<string,
       where: dir,
       hint: 'resume from an intact checkpoint, or start afresh (resume: false or a fresh checkpointDir)',
     });
-  return new Map([...readSafetensors(bpath).tensors].map(([k, t]) => [k, t.data as TypedArray]));
+  const best = new Map([...readSafetensors(bpath).tensors].map(([k, t]) => [k, t.data as TypedArray]));
+  // The same tensors as the weights beside them, of the same type and size, and finite: a best score is
+  // never that of NaN weights, and a mismatch would surface only at export, after the whole training.
+  const mismatch = (k: string, v: TypedArray | undefined) => {
+    const w = params.get(k);
+    if (!w || !v) return `${k} is missing`;
+    if (v.constructor !== w.constructor || v.length !== w.length) return `${k} is not of the weights' type and size`;
+    if (v instanceof Float32Array || v instanceof Float64Array) if (!v.every(Number.isFinite)) return `${k} is not finite`;
+    return undefined;
+  };
+  const problem = [...new Set([...params.keys(), ...best.keys()])].map((k) => mismatch(k, best.get(k))).find((m) => m !== undefined);
+  if (problem)
+    throw new InputError(`the checkpoint's best weights do not fit its weights: ${problem}`, {
+      where: bpath,
+      hint: 'resume from an intact checkpoint, or start afresh (resume: false or a fresh checkpointDir)',
+    });
+  return best;
 }
 
 const STEP_DIR = /^step-(\d+)$/;
