@@ -191,8 +191,15 @@ export function classificationGateShape(labels?: readonly string[]): Extract<Val
 }
 
 /** The names a causal-LM evaluation produces (see LmLoss). */
+/** What a gate sees of a causal LM's response-token loss over `scoredRows` test rows (lmGateShape). */
+export function lmGateMetrics(l: LmLoss, scoredRows: number): Record<string, number> {
+  return { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens, scored_rows: scoredRows };
+}
+
 export function lmGateShape(): Extract<ValueShape, { type: 'object' }> {
-  return { type: 'object', fields: { loss: num, perplexity: num, tokens: num } };
+  // scored_rows: the test rows the loss is over (a row whose reply does not fit maxLength is left out), so a
+  // gate can require that models it compares by loss were scored on as many rows.
+  return { type: 'object', fields: { loss: num, perplexity: num, tokens: num, scored_rows: num } };
 }
 
 // ---------------------------------------------------------------------------------------------

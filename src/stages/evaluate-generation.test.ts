@@ -246,6 +246,7 @@ test('evaluate: test rows whose prompt + reply exceed the training maxLength are
     const metrics = JSON.parse(readFileSync(store.pathOf(out.metrics as never), 'utf8')) as Record<string, any>;
     const report = JSON.parse(readFileSync(store.pathOf(out.report as never), 'utf8')) as Record<string, any>;
     assert.equal(metrics.tokens, 4, 'one letter + <|endoftext|> for each of the two rows that fit');
+    assert.equal(metrics.scored_rows, 2, 'a gate can see the rows the loss is over');
     assert.ok(Number.isFinite(metrics.loss) && metrics.loss > 0);
     assert.equal(report.testRows, 4);
     assert.deepEqual(report.unscoredRows, { model: 2 });

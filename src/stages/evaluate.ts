@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { classificationGateShape, lmGateShape, NoAnswerTokensError } from '../eval/metrics.ts';
+import { classificationGateShape, lmGateMetrics, lmGateShape, NoAnswerTokensError } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
@@ -385,7 +385,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
       });
       noteUnscored(l);
       done++;
-      return { metrics: { loss: l.loss, perplexity: l.perplexity, tokens: l.tokens }, rows: l.rows, unscoredRows: l.unscoredRows };
+      return { metrics: lmGateMetrics(l, l.rows - l.unscoredRows), rows: l.rows, unscoredRows: l.unscoredRows };
     }
     // One decoder session gives both: the loss teacher-forced through its KV cache, then the greedy answers.
     const g = await evaluateGenerative({
@@ -408,7 +408,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     noteUnscored(g.loss);
     done++;
     return {
-      metrics: { loss: g.loss.loss, perplexity: g.loss.perplexity, tokens: g.loss.tokens, ...g.scores },
+      metrics: { ...lmGateMetrics(g.loss, g.loss.rows - g.loss.unscoredRows), ...g.scores },
       rows: g.loss.rows,
       unscoredRows: g.loss.unscoredRows,
       outputs: g.outputs,
