@@ -207,6 +207,14 @@ test('csv: an unclosed quote in the last or a middle column, or on the last line
     ]);
 });
 
+test('csv: a multi-line field with a stray quote inside is one bad record: its middle lines do not become rows', async () => {
+  assert.deepEqual(await delimited('text,label\n"I watched this\nthe ending was sad, neg\nbut they called it "awesome",pos\n"ok",pos\n'), [
+    [2, 3, 'csv-syntax'],
+    [5, 1, ['ok', 'pos']],
+  ]);
+  assert.deepEqual(await delimited('text,label\n"Para one, with comma\nmiddle line, with comma\nend" x,1\n'), [[2, 3, 'csv-syntax']]);
+});
+
 test('csv: quoted fields with newlines that do close are still one record, also right after an unclosed quote', async () => {
   assert.deepEqual(await delimited('text,label\n"a\nb, ""c""",ham\n"x,spam\n"d\n\ne",spam\n"f","g\nh"\n'), [
     [2, 2, ['a\nb, "c"', 'ham']],

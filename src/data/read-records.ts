@@ -157,11 +157,19 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     inQuote = false;
   /**
    * Parses the record assembled in `rec`, whose quotes are all closed. A record of several lines
-   * that does not parse as exactly one record is not consumed: it is returned as `unparsable`, and
-   * `rec` is left for `abandon`. Its quote was closed, as far as the line scan can tell, by a quote
-   * of a later line that is no closing quote at all (typically the first one of the next record,
-   * `"text",label`), so taking the lines as one bad record would swallow good rows.
+   * that fails at the quote opening one of its later lines is not consumed: it is returned as
+   * `unparsable`, and `rec` is left for `abandon`. Its quote was closed, as far as the line scan can
+   * tell, by the first quote of the next record (`"text",label`), so taking the lines as one bad
+   * record would swallow good rows.
    */
+  const csvOptions = { delimiter, quote, record_delimiter: '\n', relax_column_count: true, skip_empty_lines: false, bom: false } as const;
+  const isRecordAlone = (line: string): boolean => {
+    try {
+      return (parseCsv(line, csvOptions) as string[][]).length === 1;
+    } catch {
+      return false;
+    }
+  };
   const emit = (): SourceRecord | { unparsable: string } | null => {
     const text = rec.map((l) => l.text).join('\n');
     const row = rec[0].line,
@@ -175,21 +183,21 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
       try {
         // Records end at \n only, as lines do: a lone \r is data, not the end of a record that
         // csv-parse would return after the first one, to be dropped.
-        records = parseCsv(text, {
-          delimiter,
-          quote,
-          record_delimiter: '\n',
-          relax_column_count: true,
-          skip_empty_lines: false,
-          bom: false,
-        }) as string[][];
+        records = parseCsv(text, csvOptions) as string[][];
         if (records.length > 1) error = `csv-parse found ${records.length} records in it`;
       } catch (e) {
         error = (e as Error).message;
       }
     // Checked before invalid UTF-8 too: a bad byte on the line that left a quote open must not
     // take the next lines down with it.
-    if (error !== null && lines > 1) {
+    // Only where csv-parse stopped on a later line that starts a record (a record on its own, such as
+    // `3,"c",ham`, or a line that opens with a quote): a quote of that line "closed" the first line's,
+    // so the first line left its quote open and the lines after it are records of their own. A record
+    // that stops on a line that starts none (a stray quote inside a multi-line field) stays one bad
+    // record: reading its lines again would turn the fragments of a field into rows.
+    const stoppedAt = Number(/ at line (\d+)/.exec(error ?? '')?.[1] ?? 0);
+    const stoppedLine = stoppedAt >= 2 ? rec[stoppedAt - 1]?.text : undefined;
+    if (error !== null && lines > 1 && stoppedLine !== undefined && (stoppedLine.startsWith(String(quote)) || isRecordAlone(stoppedLine))) {
       // Name the physical line csv-parse stopped at (it counts from the record's first line).
       return { unparsable: error.replace(/ at line (\d+)/, (_, n: string) => ` on line ${row + Number(n) - 1}`) };
     }
