@@ -52,8 +52,8 @@ test('three brackets in a row: the inner pair delimits the section, the outer br
 test('an unclosed [[, a stray ]], nested [[ and four brackets in a row are errors at their offset', () => {
   const e = error('{instruction}[[\n\nInput: {input}', 13, /^unclosed "\[\[" at character 14 \("\[\[\\n\\nInput: \{input\}"\)/);
   assert.match(e.hint ?? '', /\]\]/);
-  error('{a}]] b', 3, /^"\]\]" at character 4 closes no "\[\[" section/);
-  error('{a} ]]] b', 5, /^"\]\]" at character 6 closes no/);
+  // Outside a section, closing brackets are text: code in a prompt.
+  assert.deepEqual(parsed('code: a[b[0]] {a}]] ]]]]').sections[0]!.pieces, ['code: a[b[0]] ', { field: 'a', at: 14 }, ']] ]]]]']);
   error(
     '{a}[[ x [[{b}]] ]]',
     8,
@@ -77,14 +77,25 @@ test('an unclosed {, an empty {}, a stray } and a {…} that is no field name ar
     /^"\{\\"answer\\": \.\.\.\}" at character 20 is not a \{field\}/,
   );
   assert.match(json.hint ?? '', /\{\{\\"answer\\": \.\.\.\}\}/);
-  for (const bad of ['{ a}', '{a }', '{a:>10}', "{'a'}", '{a,b}', '{a\nb}', '{a[[b}'])
+  for (const bad of ['{ a}', '{a }', '{"a"}', '{a\nb}', '{a[[b}'])
     assert.ok(isTemplateError(parseTemplate(`${bad} {ok}`)), `${JSON.stringify(bad)} is not a field name`);
   // A long {…} is quoted shortened in the message.
-  const long = error(`{${'x '.repeat(100)}:}`, 0, /is not a \{field\}/);
+  const long = error(`{${'x '.repeat(100)}"}`, 0, /is not a \{field\}/);
   assert.ok(long.message.length < 300, long.message);
+});
+
+test("Jinja's {{ field }} is an error, not the literal text that drops the field; names may hold : , and '", () => {
+  const e = error(
+    '{{instruction}}\n\n{input}',
+    0,
+    /^"\{\{instruction\}\}" at character 1 would be the literal text "\{instruction\}", not the field: write \{instruction\}/,
+  );
+  assert.match(e.hint ?? '', /literal braces here, as in Python's str.format, not Jinja's/);
+  error('Q: {{ question }}', 3, /^"\{\{ question \}\}" at character 4 would be the literal text "\{question\}"/);
+  assert.deepEqual(parsed("{q:a} {Rating, 1-5} {user's question}").fields, ['q:a', 'Rating, 1-5', "user's question"]);
 });
 
 test('a template without a field is an error without an offset', () => {
   error('just text', undefined, /names no \{field\}/);
-  error('{{literal}}', undefined, /names no \{field\}/);
+  error('{{"a": 1}}', undefined, /names no \{field\}/);
 });

@@ -4,9 +4,10 @@
  * are a literal `{` / `}`. Parsed once, at `tempered validate` and before ingest reads a row, so
  * a malformed template is an error naming its position instead of text copied into every prompt.
  *
- * Brackets: `[[` opens a section and `]]` closes it; a single `[` or `]` is text. Of three in a
- * row, the section's delimiter is the pair on the inside (`[[[{x}]]]` is the section `[{x}]`);
- * four or more in a row are an error, as are nested sections: there is no escape for `[[`.
+ * Brackets: `[[` opens a section and `]]` closes it; a single `[` or `]`, and `]]` outside a
+ * section (`a[b[0]]`), are text. Of three in a row, the section's delimiter is the pair on the
+ * inside (`[[[{x}]]]` is the section `[{x}]`); four or more `[` in a row are an error, as are nested
+ * sections: there is no escape for `[[`.
  */
 
 /** A `{field}` of the template, with its 0-based offset in the template. */
@@ -35,15 +36,18 @@ export interface TemplateError {
   hint?: string;
 }
 
-/** What a `{…}` may hold: any text but braces, brackets, quotes, `:`, `,` and control characters, without surrounding spaces. */
-const NOT_IN_NAME = /[{}[\]"'`:,\p{Cc}]/u;
+/**
+ * What a `{…}` may hold: any text but braces, brackets, double quotes and control characters, without
+ * surrounding spaces (a column may be called `q:a` or `Rating, 1-5`; a JSON example has double quotes).
+ */
+const NOT_IN_NAME = /[{}[\]"\p{Cc}]/u;
 
 export function isFieldName(name: string): boolean {
   return name !== '' && name.trim() === name && !NOT_IN_NAME.test(name);
 }
 
 export const FIELD_NAME_RULE =
-  'a field name is any text without braces, brackets, quotes, ":", "," or line breaks, and without surrounding spaces';
+  'a field name is any text without braces, brackets, double quotes or line breaks, and without surrounding spaces';
 const BRACE_ESCAPE = 'write {{ and }} for a literal { and }, e.g. "Reply as JSON like {{\\"answer\\": ...}}. {instruction}"';
 
 /** A short, quoted excerpt of the template from `at`, for messages. */
@@ -75,6 +79,15 @@ export function parseTemplate(t: string): ParsedTemplate | TemplateError {
   while (i < t.length) {
     const c = t[i]!;
     if (c === '{') {
+      // `{{name}}` is Jinja's way to write a field, and here the literal text `{name}`: a prompt that
+      // silently lacked the field.
+      const jinja = /^\{\{\s*([^{}]+?)\s*\}\}(?!\})/.exec(t.slice(i));
+      if (jinja && isFieldName(jinja[1]!))
+        return {
+          message: `${JSON.stringify(jinja[0])} ${at(i)} would be the literal text "{${jinja[1]}}", not the field: write {${jinja[1]}}`,
+          offset: i,
+          hint: "{{ and }} are literal braces here, as in Python's str.format, not Jinja's {{ field }}",
+        };
       if (t[i + 1] === '{') {
         text += '{';
         i += 2;
@@ -119,9 +132,10 @@ export function parseTemplate(t: string): ParsedTemplate | TemplateError {
     if (c === '[' || c === ']') {
       let run = 1;
       while (t[i + run] === c) run++;
-      if (run === 1) {
-        text += c;
-        i++;
+      // Outside a section, closing brackets are text (`a[b[0]]`): only "[[" opens something.
+      if (run === 1 || (c === ']' && !cur.optional)) {
+        text += c.repeat(run);
+        i += run;
         continue;
       }
       if (run > 3)
@@ -143,13 +157,6 @@ export function parseTemplate(t: string): ParsedTemplate | TemplateError {
         if (run === 3) text += '[';
       } else {
         // The closing pair is the inner one: `]]]` is a literal `]` followed by the end of the section.
-        const closeAt = i + run - 2;
-        if (!cur.optional)
-          return {
-            message: `"]]" ${at(closeAt)} closes no "[[" section`,
-            offset: closeAt,
-            hint: 'open the optional section with "[[", or remove the "]]"',
-          };
         if (run === 3) text += ']';
         if (!sectionHasField)
           return {

@@ -361,8 +361,15 @@ describe('ingest promptTemplate syntax and settings that would be ignored (pipel
     only(withTemplate("promptTemplate: '{text} [[Context: {context}'"), '[[Context', /^unclosed "\[\[" at character 8 /, { path });
   });
 
-  test('a stray ]], an unclosed {, nested [[, an empty {} and a stray } are errors at their character', () => {
-    only(withTemplate("promptTemplate: '{text} Context: {context}]]'"), ']]', /^"\]\]" at character 26 closes no "\[\[" section/, { path });
+  test("an unclosed [[ or {, nested [[, an empty {}, a stray } and Jinja's {{ field }} are errors at their character", () => {
+    only(
+      withTemplate("promptTemplate: 'Q: {{ text }}'"),
+      '{{ text',
+      /^"\{\{ text \}\}" at character 4 would be the literal text "\{text\}", not the field/,
+      {
+        path,
+      },
+    );
     only(withTemplate("promptTemplate: 'Review: {text'"), '{text', /^unclosed "\{" at character 9 /, {
       path,
       hint: /\{\{ and \}\} for a literal \{/,
@@ -392,10 +399,11 @@ describe('ingest promptTemplate syntax and settings that would be ignored (pipel
       /^"\{\\"answer\\": \.\.\.\}" at character 20 is not a \{field\}/,
       { path, hint: /\{\{ and \}\} for a literal \{ and \}/ },
     );
-    assert.match(e.message, /field name is any text without braces, brackets, quotes/);
+    assert.match(e.message, /field name is any text without braces, brackets, double quotes/);
     ok(withTemplate(`promptTemplate: 'Reply as JSON like {{"answer": ...}}. {text}'`));
     ok(withTemplate("promptTemplate: '{text}[[[{context}]]]'"));
     ok(withTemplate("promptTemplate: '[x] {text} [y]'"));
+    ok(withTemplate("promptTemplate: 'code: a[b[0]] {text}'"));
   });
 
   test('the template is checked even when another ingest setting comes from a parameter', () => {
