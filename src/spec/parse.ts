@@ -95,6 +95,9 @@ export function parseSource(text: string, file: string): ParseResult {
   return nonJson.length ? { ok: false, errors: nonJson } : { ok: true, parsed };
 }
 
+/** Deepest nesting of lists and mappings a pipeline file may have. */
+const MAX_NESTING = 100;
+
 /**
  * Values YAML can express but JSON cannot (.inf, .nan, !!binary, !!set, …) would break hashing and
  * Temporal payloads, so they are rejected where they appear.
@@ -103,7 +106,9 @@ function nonJsonValues(parsed: ParsedSource): SpecError[] {
   const errors: SpecError[] = [];
   const visit = (v: unknown, path: Segment[]): void => {
     let problem: string | undefined;
-    if (typeof v === 'number' && !Number.isFinite(v)) problem = `${v} is not allowed; use a finite number`;
+    // No pipeline nests this deep; every later walk of the document (schema, hashing) recurses too.
+    if (path.length > MAX_NESTING && v !== null && typeof v === 'object') problem = `nested more than ${MAX_NESTING} levels deep`;
+    else if (typeof v === 'number' && !Number.isFinite(v)) problem = `${v} is not allowed; use a finite number`;
     else if (typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function') problem = `a ${typeof v} is not allowed`;
     else if (v !== null && typeof v === 'object') {
       if (Array.isArray(v)) v.forEach((x, i) => visit(x, [...path, i]));

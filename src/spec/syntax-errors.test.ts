@@ -370,3 +370,17 @@ describe('a YAML syntax error is reported alone, with a hint that fits it', () =
     }
   });
 });
+
+test('a document nested deeper than any pipeline is one error at the place it goes too deep, not a stack overflow (JSON and YAML)', () => {
+  for (const [file, depth] of [
+    [jsonFile, 3000],
+    [yamlFile, 3000],
+    [jsonFile, 150],
+  ] as const) {
+    assert.match(demoJson, /"description": "[^"]*"/);
+    const text = demoJson.replace(/"description": "[^"]*"/, `"description": ${'['.repeat(depth)}${']'.repeat(depth)}`);
+    const errors = errorsOf(text, file);
+    assert.equal(errors.length, 1, `${file} ${depth}: ${JSON.stringify(errors).slice(0, 300)}`);
+    assert.match(errors[0]!.message, /nested more than 100 levels deep|yaml|YAML/, `${file} ${depth}`);
+  }
+});
