@@ -144,7 +144,7 @@ test('csv: an unclosed quote followed by a quoted row: only the opening line is 
 });
 
 /** Records of a CSV text through readDelimited: [line, lines spanned, values or bad reason]. */
-async function delimited(content: string | Uint8Array, opts: { maxLineBytes?: number } = {}): Promise<unknown[][]> {
+async function delimited(content: string | Uint8Array, opts: { maxLineBytes?: number; quote?: string } = {}): Promise<unknown[][]> {
   const dir = tmp();
   writeFileSync(join(dir, 'a.csv'), content);
   const got: SourceRecord[] = [];
@@ -205,6 +205,20 @@ test('csv: an unclosed quote in the last or a middle column, or on the last line
       [2, 1, ['a', 'ham']],
       [3, 1, 'csv-syntax'],
     ]);
+});
+
+test('csv: a header that does not parse stops the ingest, naming its line (its first data row became the header)', async () => {
+  await assert.rejects(
+    delimited('te"xt,label\na,1\nb,2\n'),
+    (e: unknown) => e instanceof InputError && e.where === 'a.csv:1' && /the header line does not parse as CSV/.test(e.message),
+  );
+});
+
+test('csv: with quote: "\'" a quote is escaped by doubling it, and a " inside is text', async () => {
+  assert.deepEqual(await delimited("text,label\n'it''s',1\n'say \"\nhi',2\n", { quote: "'" }), [
+    [2, 1, ["it's", '1']],
+    [3, 2, ['say "\nhi', '2']],
+  ]);
 });
 
 test('csv: a multi-line field with a stray quote inside is one bad record: its middle lines do not become rows', async () => {

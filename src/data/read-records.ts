@@ -162,7 +162,16 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
    * tell, by the first quote of the next record (`"text",label`), so taking the lines as one bad
    * record would swallow good rows.
    */
-  const csvOptions = { delimiter, quote, record_delimiter: '\n', relax_column_count: true, skip_empty_lines: false, bom: false } as const;
+  // The escape is the quote itself ('' in a '-quoted field), as csv-parse's default " is only for " quotes.
+  const csvOptions = {
+    delimiter,
+    quote,
+    escape: quote === false ? null : quote,
+    record_delimiter: '\n',
+    relax_column_count: true,
+    skip_empty_lines: false,
+    bom: false,
+  } as const;
   const isRecordAlone = (line: string): boolean => {
     try {
       return (parseCsv(line, csvOptions) as string[][]).length === 1;
@@ -203,6 +212,12 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     }
     rec = [];
     recChars = 0;
+    // A header that does not parse is no header: quarantining it would make the first data row the header.
+    if (error !== null && header && names === null)
+      throw new InputError(`the header line does not parse as CSV: ${error.replace(/ at line \d+/, '')}`, {
+        where: `${file.display}:${row}`,
+        hint: "fix the header's quoting, or set quote: false, or header: false with columns: [...]",
+      });
     if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
     if (error !== null) return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: error.replace(/ at line \d+/, '') } };
     const fields = records[0] ?? [''];
