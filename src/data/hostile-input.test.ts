@@ -207,6 +207,19 @@ test('csv: an unclosed quote in the last or a middle column, or on the last line
     ]);
 });
 
+test('lines that end in a carriage return alone are named as such, not an empty file or one long row', async () => {
+  await assert.rejects(
+    delimited('text,label\r"hello, world",pos\r"bye",neg\r'),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'a.csv' &&
+      /carriage return alone \(classic Mac OS line endings\)/.test(e.message) &&
+      (e.hint ?? '').includes("tr '\\r' '\\n' < 'a.csv' > converted.csv"),
+  );
+  // A \r inside a line of a \n-ended file is data, and a CRLF file is read as lines.
+  assert.deepEqual(await delimited('text,label\r\na\rb,pos\r\n'), [[2, 1, ['a\rb', 'pos']]]);
+});
+
 test('csv: a header that does not parse stops the ingest, naming its line (its first data row became the header)', async () => {
   await assert.rejects(
     delimited('te"xt,label\na,1\nb,2\n'),

@@ -90,6 +90,16 @@ export function sniffUnicode(b: Uint8Array): UnicodeSniff | null {
 }
 
 /** The input error for a file that `sniffUnicode` recognised. */
+/**
+ * Lines that end in \r alone: no \n in the start of the file (a megabyte, or all of it) but
+ * carriage returns. Where \n ends lines, a \r inside one is data.
+ */
+export function crOnly(b: Uint8Array): boolean {
+  if (b.indexOf(0x0a) !== -1) return false;
+  const first = b.indexOf(0x0d);
+  return first !== -1 && (b.indexOf(0x0d, first + 1) !== -1 || first === b.length - 1);
+}
+
 export function notUtf8(file: string, s: UnicodeSniff): InputError {
   const family = s.encoding.slice(0, 6); // UTF-16 or UTF-32
   const how = s.bom
@@ -175,6 +185,13 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
       first = false;
       const s = sniffUnicode(chunk);
       if (s) throw notUtf8(opts.display ?? path, s);
+      if (crOnly(chunk)) {
+        const file = opts.display ?? path;
+        throw new InputError('its lines end in a carriage return alone (classic Mac OS line endings), so it reads as one line', {
+          where: file,
+          hint: `convert them to \\n, e.g. tr '\\r' '\\n' < '${file}' > converted${file.slice(file.lastIndexOf('.'))}`,
+        });
+      }
     }
     opts.onData?.(chunk);
     const out: Line[] = [];
