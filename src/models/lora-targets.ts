@@ -63,18 +63,22 @@ function shortName(weight: string): string {
 }
 
 /**
- * What to say about a model's adaptable modules: the names inside its layers (`q_proj, k_proj, …`), those outside
- * them (`lm_head`, `classifier`), an example weight, and a glob over one module in every layer.
+ * What to say about a model's adaptable modules: the names inside its layers (`q_proj, k_proj, …`), the full
+ * weight names outside them (`lm_head.weight`), an example weight, and a glob over one module in every layer.
  */
 export function describeAdaptable(model: Model): { inLayers: string[]; outside: string[]; example?: string; glob?: string } {
   const weights = adaptableWeights(model);
   const inLayers = new Set<string>(),
     outside = new Set<string>();
-  for (const w of weights) (LAYER.test(w) ? inLayers : outside).add(shortName(w));
+  // Outside the layers a module is adapted by its full weight name (`lm_head.weight`): a bare module
+  // name becomes a pattern over the layers' weights.
+  for (const w of weights)
+    if (LAYER.test(w)) inLayers.add(shortName(w));
+    else outside.add(w);
   const example = weights.find((w) => LAYER.test(w));
   return {
     inLayers: [...inLayers],
-    outside: [...outside].filter((n) => !inLayers.has(n)),
+    outside: [...outside],
     example,
     glob: example && example.replace(LAYER, '*'),
   };
@@ -106,7 +110,7 @@ export function checkLoraTargets(
   const d = describeAdaptable(model);
   const modules = [
     d.inLayers.length ? `${d.inLayers.join(', ')} in every layer${d.example ? ` (e.g. ${d.example})` : ''}` : '',
-    d.outside.length ? `${d.outside.join(', ')} outside the layers` : '',
+    d.outside.length ? `${d.outside.join(', ')} outside the layers (named in full)` : '',
   ]
     .filter(Boolean)
     .join(', and ');
