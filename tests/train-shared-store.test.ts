@@ -13,6 +13,7 @@ import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { trainStage, type TrainConfig } from '../src/stages/train.ts';
+import { testStageContext } from '../src/stages/stage-context.testing.ts';
 import type { StageContext } from '../src/stages/types.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
@@ -56,21 +57,7 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
     cacheKey: string,
     signal: AbortSignal,
     onProgress = (_: unknown) => {},
-  ): StageContext => ({
-    runId: 'r',
-    stageId: 'train',
-    attempt: 1,
-    baseDir: dir,
-    specHash: 's',
-    actor: 't',
-    cacheKey,
-    store: h.store,
-    workDir: join(h.root, 'work'),
-    stateDir: h.root,
-    signal,
-    progress: onProgress,
-    log: (m) => logs.push(m),
-  });
+  ): StageContext => testStageContext({ ...h, baseDir: dir, cacheKey, signal, progress: onProgress, log: (m) => logs.push(m) });
   const key = 'c'.repeat(64);
 
   // Home A: killed (aborted) right after its second checkpoint was reported.

@@ -16,6 +16,7 @@ import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import type { ArtifactRef } from '../types.ts';
 import { trainStage, type TrainConfig } from './train.ts';
+import { testStageContext } from './stage-context.testing.ts';
 import type { StageContext } from './types.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-train-history-'));
@@ -29,21 +30,7 @@ function home(name: string, shared: boolean) {
 }
 
 function ctx(h: ReturnType<typeof home>, cacheKey: string, signal: AbortSignal, onProgress = (_: unknown) => {}): StageContext {
-  return {
-    runId: 'r',
-    stageId: 'train',
-    attempt: 1,
-    baseDir: dir,
-    specHash: 's',
-    actor: 't',
-    cacheKey,
-    store: h.store,
-    workDir: join(h.root, 'work'),
-    stateDir: h.root,
-    signal,
-    progress: onProgress,
-    log: () => {},
-  };
+  return testStageContext({ ...h, baseDir: dir, cacheKey, signal, progress: onProgress });
 }
 
 async function historyColumns(store: ArtifactStore, ref: ArtifactRef): Promise<Record<string, unknown[]>> {
