@@ -258,6 +258,41 @@ test('evaluate: test rows whose prompt + reply exceed the training maxLength are
       messages.join('\n'),
     );
   }
+  // The short model as production, a candidate trained with room to spare: the advice is about production, not the train stage.
+  const roomy = join(root, 'roomy-tuned');
+  await trainCausalLm({
+    modelDir: base.dir,
+    train: table(join(root, 'short-train.arrow'), 8, 4),
+    chat: { template: TEMPLATE },
+    method: 'lora',
+    lora: { r: 2, alpha: 4 },
+    lr: 0.01,
+    maxSteps: 1,
+    batchSize: 8,
+    schedule: 'constant',
+    weightDecay: 0,
+    seed: 3,
+    maxLength: 64,
+    device: 'cpu',
+    threads: 2,
+    checkpointEvery: 0,
+    checkpointDir: join(root, 'roomy-ck'),
+    outDir: roomy,
+  });
+  const v1 = await registerStage.run({ name: 'short-prod', model, metrics: await store.putJson({ loss: 1 }) }, ctx());
+  await deployStage.run({ name: 'short-prod', version: v1.version as number }, ctx());
+  await assert.rejects(
+    evaluateStage.run({ model: await store.putTree(roomy), test, maxRows: 2, production: { name: 'short-prod' }, threads: 2 }, ctx()),
+    (e: unknown) => {
+      assert.ok(e instanceof NoAnswerTokensError, String(e));
+      assert.match(e.message, /short-prod@1 \(current production\): none of the 2 test rows keeps an answer token within maxLength 16/);
+      assert.match(
+        e.hint!,
+        /short-prod@1 \(current production\) was trained with maxLength 16, which no test row fits: remove evaluate\.production/,
+      );
+      return true;
+    },
+  );
 });
 
 const PIPELINE = (evaluateWith: string, gate: string, task = 'causal-lm') => `name: g

@@ -368,7 +368,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
             hint: `${
               rendering && cfg.baseline?.maxLength !== undefined
                 ? `raise evaluate.baseline.maxLength (${e.maxLength})`
-                : `raise maxLength in the train stage (the model was trained with ${e.maxLength})`
+                : rendering === undefined && dir !== modelDir
+                  ? // The production version, scored with its own rendering: the train stage's maxLength is not its.
+                    `${label} was trained with maxLength ${e.maxLength}, which no test row fits: remove evaluate.production to compare without it`
+                  : `raise maxLength in the train stage (the model was trained with ${e.maxLength})`
             }, shorten the prompt template, or evaluate more rows (maxRows) so that some fit`,
           })
         : e;
