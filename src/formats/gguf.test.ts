@@ -193,6 +193,16 @@ test('malformed GGUF corpus: each case is an InputError naming what is wrong, ne
   fails(build({ kvs: [['k', 8, u64(2n ** 50n)]] }), /length of metadata "k" is \d+, but only/);
   fails(build({ kvs: [['k', 9, Buffer.concat([u32(4), u64(2n ** 40n)])]] }), /element count of metadata "k" is \d+, but only/);
   fails(build({ kvs: [['k', 9, Buffer.concat([u32(99), u64(1)])]] }), /unknown array element type 99/);
+  // Counts the file could hold (zeros, as a sparse file has) but no model has: refused before anything is allocated.
+  const zeros = (n: number) => Buffer.alloc(n);
+  fails(
+    build({ kvs: [['k', 9, Buffer.concat([u32(0), u64(2 ** 24 + 1), zeros(2 ** 24 + 1)])]] }),
+    /metadata "k" has 16777217 elements, more than the 16777216 a GGUF array of a model has/,
+  );
+  fails(
+    build({ kvs: [['k', 8, Buffer.concat([u64(2 ** 24 + 1), zeros(2 ** 24 + 1)])]] }),
+    /metadata "k" is 16777217 bytes long, more than the 16777216 a GGUF string of a model has/,
+  );
   fails(build({ kvs: [['k', 42, Buffer.alloc(0)]] }), /"k" has unknown value type 42/);
   fails(build({ kvs: [['k', 7, Buffer.from([5])]] }), /bool byte is 5/);
   fails(

@@ -104,6 +104,13 @@ const VALUE_TYPES = [
 const MIN_VALUE_BYTES = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8];
 const MAX_DIMS = 4;
 const MAX_ARRAY_DEPTH = 8;
+/**
+ * Most elements of one metadata array and bytes of one string. The largest real ones are vocabularies
+ * (about 10^5 to 10^6 tokens) and chat templates (kilobytes); the count check alone bounds them by the
+ * file's size, and a large sparse file of zeros then filled the heap (8+ bytes of JS value a byte on disk).
+ */
+const MAX_ARRAY_ELEMENTS = 1 << 24;
+const MAX_STRING_BYTES = 16 << 20;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Thrown when the header runs past the prefix read so far (but not past the file): read more and parse again. */
@@ -209,6 +216,7 @@ class Cursor {
   str(what: string): string {
     const at = this.pos;
     const n = this.count(`length of ${what}`, 1);
+    if (n > MAX_STRING_BYTES) this.fail(`${what} is ${n} bytes long, more than the ${MAX_STRING_BYTES} a GGUF string of a model has`, at);
     this.need(n, what);
     const b = this.bytes.subarray(this.pos, this.pos + n);
     this.pos += n;
@@ -249,7 +257,10 @@ function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue 
       const at = c.pos;
       const elType = c.u32(`element type of ${what}`);
       if (elType >= VALUE_TYPES.length) c.fail(`${what}: unknown array element type ${elType}`, at);
+      const countAt = c.pos;
       const n = c.count(`element count of ${what}`, MIN_VALUE_BYTES[elType]!);
+      if (n > MAX_ARRAY_ELEMENTS)
+        c.fail(`${what} has ${n} elements, more than the ${MAX_ARRAY_ELEMENTS} a GGUF array of a model has`, countAt);
       const out: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(c, elType, what, depth + 1);
       return out;
