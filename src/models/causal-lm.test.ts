@@ -86,6 +86,9 @@ test('unsupported config values fail naming the field', () => {
     ['tiny-gpt2', { scale_attn_by_inverse_layer_idx: true }, /scale_attn_by_inverse_layer_idx/],
     ['tiny-gpt2', { model_type: 't5' }, /model_type: "t5" is not supported; supported: "gpt2", "llama"/],
     ['tiny-gpt2', { n_embd: 30 }, /n_embd 30 is not a multiple of n_head 4|shape/],
+    // Sizes beyond any model are refused before they allocate (a rotary table of 2^31, a graph input per layer of 10^8).
+    ['tiny-llama', { head_dim: 2 ** 31 }, /config\.json: head_dim: is 2147483648, more than any model this size field allows \(4096\)/],
+    ['tiny-llama', { num_hidden_layers: 1e8 }, /num_hidden_layers: is 100000000, more than any model/],
   ];
   for (const [src, patch, re] of cases) {
     rmSync(dir, { recursive: true, force: true });

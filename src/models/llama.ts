@@ -56,20 +56,22 @@ export function readLlamaConfig(dir: string): LlamaConfig {
     'rope_scaling variants (linear, dynamic, llama3, yarn) are not implemented; use a model without rope_scaling',
   );
   c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
-  const hidden = c.int('hidden_size');
-  const heads = c.int('num_attention_heads');
-  const kvHeads = c.int('num_key_value_heads', heads);
+  // Bounds far beyond real models (the largest have about 128 layers, head_dim 256, hidden 16k): sizes
+  // from the file that allocate (rotary tables, a graph input per layer) before any weight is checked.
+  const hidden = c.int('hidden_size', undefined, 1 << 17);
+  const heads = c.int('num_attention_heads', undefined, 1 << 12);
+  const kvHeads = c.int('num_key_value_heads', heads, 1 << 12);
   if (heads % kvHeads !== 0)
     throw new InputError(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
       where: `${c.path}: num_key_value_heads`,
     });
-  const headDim = c.int('head_dim', Math.floor(hidden / heads));
+  const headDim = c.int('head_dim', Math.floor(hidden / heads), 1 << 12);
   if (headDim % 2 !== 0) throw new InputError(`head_dim ${headDim} must be even for rotary embeddings`, { where: `${c.path}: head_dim` });
   return {
-    vocabSize: c.int('vocab_size'),
+    vocabSize: c.int('vocab_size', undefined, 1 << 22),
     hidden,
-    intermediate: c.int('intermediate_size'),
-    layers: c.int('num_hidden_layers'),
+    intermediate: c.int('intermediate_size', undefined, 1 << 20),
+    layers: c.int('num_hidden_layers', undefined, 1 << 10),
     heads,
     kvHeads,
     headDim,

@@ -39,14 +39,18 @@ export class ModelConfig {
     throw new InputError(msg, { where: `${this.path}: ${key}`, hint });
   }
 
-  /** A positive integer field (first key present wins: configs name the same thing differently). */
-  int(keys: string | string[], dflt?: number): number {
+  /**
+   * A positive integer field (first key present wins: configs name the same thing differently). `max`:
+   * beyond any real model, refused before a size from the file allocates anything.
+   */
+  int(keys: string | string[], dflt?: number, max?: number): number {
     const list = Array.isArray(keys) ? keys : [keys];
     const key = list.find((k) => this.raw[k] !== undefined && this.raw[k] !== null);
     const v = key === undefined ? dflt : this.raw[key];
     if (v === undefined) this.fail(list[0]!, `${list.join(' / ')} is required`);
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
       this.fail(key ?? list[0]!, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (max !== undefined && v > max) this.fail(key ?? list[0]!, `is ${v}, more than any model this size field allows (${max})`);
     return v;
   }
 
