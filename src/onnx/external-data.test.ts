@@ -73,3 +73,36 @@ test('an external span that is not the tensor size, or runs past the file, is re
   tamper({ offset: '-8' });
   assert.throws(() => loadModel(m), InputError);
 });
+
+test('initializers whose sizes do not fit their data, and files that are no ONNX model, are input errors naming the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onnx-hostile-'));
+  const write = (name: string, initializer: OnnxNs.ITensorProto) => {
+    const path = join(dir, name);
+    writeFileSync(path, onnx.ModelProto.encode({ irVersion: 8, graph: { name: 'g', initializer: [initializer] } }).finish());
+    return path;
+  };
+  const cases: [string, OnnxNs.ITensorProto, RegExp][] = [
+    ['huge.onnx', { name: 'w', dataType: 1, dims: [2e9] }, /holds 0 values, but its 2000000000 shape needs 2000000000/],
+    ['short.onnx', { name: 'w', dataType: 1, dims: [1000], rawData: new Uint8Array(8) }, /holds 8 bytes, but its 1000 float32 needs 4000/],
+    ['negative.onnx', { name: 'w', dataType: 1, dims: [-1] }, /has dims \[-1\], which no tensor of a model has/],
+    ['overflow.onnx', { name: 'w', dataType: 1, dims: [2 ** 25, 2 ** 25] }, /has dims \[33554432, 33554432\]/],
+    ['few.onnx', { name: 'w', dataType: 1, dims: [3], floatData: [1] }, /holds 1 values, but its 3 shape needs 3/],
+  ];
+  for (const [name, init, re] of cases)
+    assert.throws(
+      () => loadModel(write(name, init)),
+      (e: unknown) => e instanceof InputError && e.where === join(dir, name) && re.test(e.message),
+      name,
+    );
+  for (const [name, bytes] of [
+    ['garbage.onnx', Buffer.from('this is not a protobuf message at all, just text')],
+    ['empty.onnx', Buffer.alloc(0)],
+  ] as const) {
+    writeFileSync(join(dir, name), bytes);
+    assert.throws(
+      () => loadModel(join(dir, name)),
+      (e: unknown) => e instanceof InputError && e.where === join(dir, name) && /not a valid ONNX model/.test(e.message),
+      name,
+    );
+  }
+});

@@ -68,11 +68,17 @@ function externalDataFile(baseDir: string, location: string, what: string): stri
   return file;
 }
 
+/** Most elements of one tensor in a model file: 2^34 (64 GiB of float32), beyond any model tempered loads. */
+const MAX_TENSOR_ELEMENTS = 2 ** 34;
+
 function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string): Tensor {
   const dtype = dtypeFromCode(p.dataType ?? 0, where);
   const dims = (p.dims ?? []).map((d) => num(d as LongLike));
   const n = numel(dims);
   const name = p.name ?? '';
+  // A model file is hostile until checked: sizes before anything is allocated for them.
+  if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0) || !Number.isSafeInteger(n) || n > MAX_TENSOR_ELEMENTS)
+    throw new InputError(`${where}: tensor '${name}' has dims [${dims.join(', ')}], which no tensor of a model has`);
   if (p.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const kv = Object.fromEntries((p.externalData ?? []).map((e) => [e.key, e.value]));
     if (!baseDir) throw new Error(`${where}: tensor '${name}' uses external data; load the model from a file path`);
@@ -107,10 +113,20 @@ function tensorFromProto(p: OnnxNs.ITensorProto, where: string, baseDir?: string
       closeSync(fd);
     }
   }
-  if (p.rawData && p.rawData.length) return { name, dtype, dims, data: fromBytes(dtype, p.rawData) };
-  const data = allocate(dtype, n);
+  if (p.rawData && p.rawData.length) {
+    if (p.rawData.length !== byteSize(dtype, n))
+      throw new InputError(
+        `${where}: tensor '${name}' holds ${p.rawData.length} bytes, but its ${dims.join('x') || 'scalar'} ${dtype} needs ${byteSize(dtype, n)}`,
+      );
+    return { name, dtype, dims, data: fromBytes(dtype, p.rawData) };
+  }
   const src: ArrayLike<LongLike> | null | undefined =
     dtype === 'float32' ? p.floatData : dtype === 'float64' ? p.doubleData : dtype === 'int64' ? (p.int64Data as LongLike[]) : p.int32Data;
+  if ((src?.length ?? 0) !== n)
+    throw new InputError(
+      `${where}: tensor '${name}' holds ${src?.length ?? 0} values, but its ${dims.join('x') || 'scalar'} shape needs ${n}`,
+    );
+  const data = allocate(dtype, n);
   if (src && src.length) {
     if (data instanceof BigInt64Array) for (let i = 0; i < n; i++) data[i] = BigInt(num(src[i]));
     else for (let i = 0; i < n; i++) (data as Float32Array)[i] = num(src[i]);
@@ -325,5 +341,11 @@ export function saveModel(model: Model, path: string, opts: SaveOptions = {}): v
 }
 
 export function loadModel(path: string): Model {
-  return decodeModel(readFileSync(path), dirname(path));
+  try {
+    return decodeModel(readFileSync(path), dirname(path));
+  } catch (e) {
+    if (e instanceof InputError) throw e.where ? e : new InputError(e.message, { where: path, hint: e.hint });
+    // protobufjs's RangeErrors (a truncated or garbled file, nesting past the stack) and a missing graph.
+    throw new InputError(`not a valid ONNX model: ${(e as Error).message}`, { where: path, cause: e });
+  }
 }
