@@ -115,21 +115,38 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Exits once stdout and stderr have taken everything written: to a pipe they write asynchronously, and
+ * process.exit() then dropped all but the first 64 KiB (`tempered audit --json | jq` read cut JSON, with
+ * exit status 0). A reader that went away (`| head`) ends the wait too.
+ */
+function exitWhenWritten(code: number): void {
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.destroyed || !stream.writable) done();
+    else stream.write('', () => done());
+  }
+}
+
 const isEntry = process.argv[1] && /(cli\/main\.ts|bin\/tempered(\.js)?)$/.test(process.argv[1]);
 if (isEntry) {
   main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+    (code) => exitWhenWritten(code),
     (e: unknown) => {
       const err = e as Error;
       if (err instanceof CliError || err instanceof UsageError) {
         console.error(`tempered: ${err.message}`);
-        process.exit(err instanceof CliError ? err.exitCode : 2);
+        exitWhenWritten(err instanceof CliError ? err.exitCode : 2);
+        return;
       }
       console.error(`tempered: ${err.message ?? String(err)}`);
       if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
       if (process.env.TEMPERED_DEBUG) console.error(err.stack);
       else console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
-      process.exit(1);
+      exitWhenWritten(1);
     },
   );
 }

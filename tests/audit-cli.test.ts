@@ -7,7 +7,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
@@ -93,4 +95,26 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /TAMPERED: edited at record #2/);
   });
+});
+
+test('output larger than a pipe holds reaches a slow reader whole before the command exits (audit --json | jq)', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'audit-pipe-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const log = await openAudit(join(home, 'audit.db'));
+  for (let i = 0; i < 3; i++)
+    await log.append({ action: 'run.submitted', subject: `r${i}`, actor: 't', details: { note: 'x'.repeat(100_000) } });
+  await log.close();
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tempered.js');
+  // Through a shell pipe into a reader that takes its time, as `| jq` on a busy machine does: the command must
+  // not exit with its output half written.
+  const child = spawn('sh', ['-c', `"${process.execPath}" "${bin}" audit --json | (sleep 1; cat)`], {
+    env: { ...process.env, TEMPERED_HOME: home },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.equal(code, 0);
+  assert.ok(out.length > 300_000, `${out.length} bytes`);
+  assert.equal((JSON.parse(out) as unknown[]).length, 3);
 });
