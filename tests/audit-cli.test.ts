@@ -57,6 +57,18 @@ test('audit anchors catch a cut tail and a wipe that plain verify cannot see', a
   assert.equal(refused.code, 2);
   assert.match(refused.stderr, /signature does not match/);
 
+  // An unsigned line in the file (anyone could write one for a rewritten log), an empty file, a missing file: refused.
+  const unsigned = join(home, '..', `anchors-unsigned-${Date.now()}.txt`);
+  t.after(() => rmSync(unsigned, { force: true }));
+  writeFileSync(unsigned, `${head.stdout.trim()}\n`);
+  const noSig = await runCli(['audit', '--verify', '--anchor-file', unsigned], env);
+  assert.deepEqual([noSig.code, /:1: not a signed anchor; with TEMPERED_AUDIT_KEY set/.test(noSig.stderr)], [2, true], noSig.stderr);
+  writeFileSync(unsigned, '\n');
+  const empty = await runCli(['audit', '--verify', '--anchor-file', unsigned], env);
+  assert.deepEqual([empty.code, /holds no anchor/.test(empty.stderr)], [2, true], empty.stderr);
+  const missing = await runCli(['audit', '--verify', '--anchor-file', join(home, 'nope.jsonl')], env);
+  assert.deepEqual([missing.code, /nope\.jsonl: no such file/.test(missing.stderr)], [2, true], missing.stderr);
+
   // Wiped: every row and the head gone.
   const w = new Database(db);
   w.exec('DELETE FROM audit_log; DELETE FROM audit_head;');
@@ -94,6 +106,12 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
     const bad = await runCli(['audit', '--verify'], env);
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /TAMPERED: edited at record #2/);
+    // Nor is a head given (to print or to sign) for a log that fails its own chain.
+    for (const flag of ['--head', '--export-head']) {
+      const r = await runCli(['audit', flag], { ...env, TEMPERED_AUDIT_KEY: 'a-secret-kept-elsewhere-0123456789' });
+      assert.equal(r.code, 1, flag);
+      assert.match(r.stdout, /TAMPERED: edited at record #2 .*no head given for a log that fails verification/, flag);
+    }
   });
 });
 

@@ -40,6 +40,32 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     },
     usage,
   );
+  // The anchors first: a file that is missing, empty or holds an unsigned line says nothing, whatever the log holds.
+  const anchors: { text: string; where: string }[] = [];
+  if (values.anchor) anchors.push({ text: values.anchor, where: '--anchor' });
+  if (values['anchor-file']) {
+    const file = values['anchor-file'];
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new CliError(
+        `--anchor-file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+        2,
+      );
+    }
+    // One anchor per line; the file keeps every head exported so far, so all of them are checked.
+    const lines = text.split('\n').flatMap((l, i) => (l.trim() ? [{ text: l, where: `${file}:${i + 1}` }] : []));
+    if (lines.length === 0) throw new CliError(`--anchor-file ${file} holds no anchor: append \`tempered audit --export-head\` to it`, 2);
+    // Signed by the key, or anyone who can write the file could anchor a rewritten log.
+    const unsigned = process.env[AUDIT_KEY_ENV] ? lines.find((l) => !l.text.trim().startsWith('{')) : undefined;
+    if (unsigned)
+      throw new CliError(
+        `${unsigned.where}: not a signed anchor; with ${AUDIT_KEY_ENV} set, an anchor file holds only lines written by \`tempered audit --export-head\` (an unsigned seq:hash proves nothing about who wrote it; pass one you keep elsewhere with --anchor)`,
+        2,
+      );
+    anchors.push(...lines);
+  }
   if (!databaseExists(ctx.paths.auditDb)) {
     // Missing where an anchor says records were: the log was deleted, which is what the anchor is for.
     if (values.verify && (values.anchor || values['anchor-file'])) {
@@ -51,6 +77,14 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
   const audit = await openAudit(ctx.paths.auditDb);
   try {
     if (values.head || values['export-head']) {
+      // A head is what later checks trust: a log that fails its own chain gets none.
+      const chain = await audit.verify({ expectRecords: false });
+      if (!chain.ok) {
+        console.log(
+          `AUDIT LOG TAMPERED: ${chain.problem}${chain.firstBadSeq !== undefined ? ` at record #${chain.firstBadSeq}` : ''} (${chain.message ?? ''}); no head given for a log that fails verification`,
+        );
+        return 1;
+      }
       const head = await audit.head();
       if (!head) throw new CliError('the audit log is empty: there is no head to anchor');
       if (values['export-head']) {
@@ -66,15 +100,6 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       return 0;
     }
     if (values.verify) {
-      const anchors: { text: string; where: string }[] = [];
-      if (values.anchor) anchors.push({ text: values.anchor, where: '--anchor' });
-      if (values['anchor-file']) {
-        const file = values['anchor-file'];
-        // One anchor per line; the file keeps every head exported so far, so all of them are checked.
-        readFileSync(file, 'utf8')
-          .split('\n')
-          .forEach((l, i) => l.trim() && anchors.push({ text: l, where: `${file}:${i + 1}` }));
-      }
       // Every anchor is parsed (and its signature checked) before any is trusted.
       const parsed = anchors.map((a) => {
         try {
