@@ -65,3 +65,43 @@ test('run.submitted is recorded for each execution of a reused run id', async (t
   assert.equal((await audit.query({ action: 'run.submitted' })).length, 2);
   await audit.close();
 });
+
+test('models promote --gate: judged against the version the alias holds, refused with the explanation, and said when it passes', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-gate-cli-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const [run, c, f1] of [
+    ['r1', 'a', 0.95],
+    ['r2', 'b', 0.9],
+  ] as const) {
+    const sha = c.repeat(64);
+    await reg.registerVersion({
+      name: 'spam',
+      runId: run,
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      metrics: { f1_macro: f1 },
+      artifacts: [{ role: 'model', uri: `artifact://sha256/${sha}`, sha256: sha, bytes: 1 }],
+    });
+  }
+  await reg.close();
+  assert.equal(await cli(['models', 'promote', 'spam@1'], home), 0);
+  const refused = await runCliInProcess(['models', 'promote', 'spam@2', '--gate', 'f1_macro >= production.f1_macro'], {
+    TEMPERED_HOME: home,
+  }).catch((e: unknown) => e as Error);
+  assert.ok(
+    refused instanceof Error && /gate refused the promotion: f1_macro 0\.9 >= production\.f1_macro 0\.95/.test(refused.message),
+    String(refused),
+  );
+  const check = await openRegistry(join(home, 'registry.db'));
+  assert.equal(await check.aliasVersion('spam', 'production'), 1, 'a refused gate moves nothing');
+  await check.close();
+  const passed = await runCliInProcess(['models', 'promote', 'spam@2', '--gate', 'f1_macro > 0.5', '--alias', 'staging'], {
+    TEMPERED_HOME: home,
+  });
+  assert.equal(passed.code, 0);
+  assert.match(passed.stdout, /gate passed: f1_macro 0\.9 > 0\.5 ✓/);
+  assert.match(passed.stdout, /spam@staging: v- → v2/);
+  assert.equal((await runCliInProcess(['models', 'rollback', 'spam', '--gate', 'x > 1'], { TEMPERED_HOME: home })).code, 2);
+});

@@ -35,12 +35,18 @@ async function resolveLatest(reg: Registry, name: string, at: string | number): 
 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] | rollback <name> [--alias production] | history <name> [--json]';
+    'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json]';
   helpAsked(argv, usage);
   const [sub, ...rest] = argv;
   const { values, positionals } = parse(
     rest,
-    { json: { type: 'boolean' }, alias: { type: 'string' }, reason: { type: 'string' }, card: { type: 'boolean' } },
+    {
+      json: { type: 'boolean' },
+      alias: { type: 'string' },
+      reason: { type: 'string' },
+      card: { type: 'boolean' },
+      gate: { type: 'string' },
+    },
     usage,
   );
   const out = (v: unknown, human: () => string) => console.log(values.json ? JSON.stringify(v, null, 2) : human());
@@ -121,20 +127,28 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       // a crash in between leaves it pending for the next delivery instead of losing it.
       // A rollback names the version it rolls back from, as read now: two operators rolling back at
       // once roll back once, not twice.
-      const holder = sub === 'rollback' ? await withRegistry(ctx, (reg) => reg.aliasVersion(name, alias)) : undefined;
-      const { change, version, auditPending } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+      // A promote names the version the alias held when read, too: of two promotes at once, the second
+      // fails (moved since read) instead of overwriting the first and both saying they promoted.
+      if (values.gate !== undefined && sub !== 'promote') throw new CliError(`--gate goes with promote\nusage: ${usage}`, 2);
+      const holder = await withRegistry(ctx, (reg) => reg.aliasVersion(name, alias));
+      const { change, version, auditPending, gate } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
         op: sub,
         name,
         at,
         alias,
         actor: who,
         reason: values.reason ?? (sub === 'promote' ? 'promoted by hand' : undefined),
-        ...(holder !== undefined && holder !== null ? { expect: holder } : {}),
+        ...(sub === 'promote'
+          ? { expect: holder, ...(values.gate !== undefined ? { gate: values.gate } : {}) }
+          : holder !== null
+            ? { expect: holder }
+            : {}),
       });
       if (auditPending)
         console.error(
           `warning: the ${sub} is done, but its audit record could not be written yet (${auditPending}); it waits in the registry's outbox for the next register, deploy, promote or rollback`,
         );
+      if (gate && !values.json) console.log(`gate passed: ${gate.explanation}`);
       if (!change) {
         console.log(`${name}@${alias} already points at v${version}`);
         return 0;
