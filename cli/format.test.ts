@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StageStatus } from '../workflows/types.ts';
-import { duration, progressText, stageLine } from './format.ts';
+import { duration, printable, progressText, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
   ({ id: 'train', uses: 'train', state: 'running', progress }) as unknown as StageStatus;
@@ -32,4 +32,11 @@ test('a running stage that is being retried shows why its last attempt failed', 
     error: { message: 'retrying after: PostgreSQL at postgres://t@db/t is unavailable' },
   } as unknown as StageStatus;
   assert.match(stageLine(retrying), /running .*\(attempt 3\)\s+retrying after: PostgreSQL at postgres:\/\/t@db\/t is unavailable$/);
+});
+
+test('printable writes control characters as escapes: a record cannot fake a line or recolour the terminal', () => {
+  assert.equal(printable('a\nb\r\tc'), 'a\\nb\\r\\tc');
+  assert.equal(printable('x\u001b[31mRED\u001b[0m'), 'x\\u001b[31mRED\\u001b[0m');
+  assert.equal(printable('p\u2028q\u007f'), 'p\\u2028q\\u007f');
+  assert.equal(printable('Zoë 李 👩‍💻 → v2'), 'Zoë 李 👩‍💻 → v2');
 });

@@ -109,3 +109,15 @@ export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readRepor
   }
   return lines.join('\n');
 }
+
+/**
+ * Text from the records as one printable line: control characters (a newline, an ANSI escape) written as
+ * their JSON escapes, so an actor or a reason cannot fake a line of the listing or recolour the terminal.
+ */
+export function printable(text: string): string {
+  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  return text.replace(
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (c) => named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}

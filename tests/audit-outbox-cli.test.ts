@@ -104,4 +104,15 @@ test('models promote --gate: judged against the version the alias holds, refused
   assert.match(passed.stdout, /gate passed: f1_macro 0\.9 > 0\.5 ✓/);
   assert.match(passed.stdout, /spam@staging: v- → v2/);
   assert.equal((await runCliInProcess(['models', 'rollback', 'spam', '--gate', 'x > 1'], { TEMPERED_HOME: home })).code, 2);
+  // The listing says which alias moved where, and a reason or an actor with a newline or an escape stays on its line.
+  const faked = '\n#  99 2026-12-05T00:00:00.000Z admin model.promoted spam@9 \u001b[31mRED';
+  await runCliInProcess(['models', 'promote', 'spam@1', '--alias', 'staging', '--reason', `back${faked}`], { TEMPERED_HOME: home });
+  await runCliInProcess(['models', 'promote', 'spam@2', '--alias', 'qa'], { TEMPERED_HOME: home, TEMPERED_ACTOR: `mallory${faked}` });
+  const listing = (await runCliInProcess(['audit'], { TEMPERED_HOME: home })).stdout.trimEnd().split('\n');
+  assert.equal(listing.length, 4, listing.join('\n'));
+  assert.match(listing[3]!, /mallory\\n#  99 .*\\u001b\[31mRED model\.promoted\s+spam@2\s+\(qa: v- → v2/);
+  assert.match(listing[1]!, /model\.promoted\s+spam@2 .*\(staging: v- → v2; reason "promoted by hand"/);
+  assert.match(listing[2]!, /\(staging: v2 → v1; reason "back\\n#  99 .*\\u001b\[31mRED"/);
+  const history = (await runCliInProcess(['models', 'history', 'spam'], { TEMPERED_HOME: home })).stdout.trimEnd().split('\n');
+  assert.ok(history.every((l) => !l.includes('\u001b')) && history.length === 4, history.join('\n'));
 });

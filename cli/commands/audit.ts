@@ -6,10 +6,16 @@ import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/
 import { InputError } from '../../src/errors.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { printable } from '../format.ts';
 import { sharingHint } from './sharing.ts';
 
 function line(r: AuditRecord): string {
   const extra: string[] = [];
+  // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
+  const d = r.details as { alias?: unknown; from?: unknown; to?: unknown; reason?: unknown };
+  if (typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: v${d.from ?? '-'} → v${d.to}`);
+  if (typeof d.reason === 'string' && d.reason)
+    extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   if (r.specHash) extra.push(`spec ${r.specHash.slice(0, 12)}`);
   if (r.modelHash) extra.push(`model ${r.modelHash.slice(0, 12)}`);
   if (r.dataHashes)
@@ -18,7 +24,9 @@ function line(r: AuditRecord): string {
         .map(([k, v]) => `${k}=${v.slice(0, 12)}`)
         .join(',')}`,
     );
-  return `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${r.subject}${extra.length ? `  (${extra.join('; ')})` : ''}`;
+  return printable(
+    `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${r.subject}${extra.length ? `  (${extra.join('; ')})` : ''}`,
+  );
 }
 
 export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number> {

@@ -6,6 +6,7 @@ import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { printable } from '../format.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -168,9 +169,10 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           h,
           () =>
             h
-              .map(
-                (c) =>
+              .map((c) =>
+                printable(
                   `${c.at}  ${c.alias.padEnd(12)} ${c.kind.padEnd(8)} v${c.fromVersion ?? '-'} → v${c.toVersion}  by ${c.actor}${c.reason ? `  (${c.reason})` : ''}`,
+                ),
               )
               .join('\n') || 'no alias changes',
         );
