@@ -115,4 +115,11 @@ test('models promote --gate: judged against the version the alias holds, refused
   assert.match(listing[2]!, /\(staging: v2 → v1; reason "back\\n#  99 .*\\u001b\[31mRED"/);
   const history = (await runCliInProcess(['models', 'history', 'spam'], { TEMPERED_HOME: home })).stdout.trimEnd().split('\n');
   assert.ok(history.every((l) => !l.includes('\u001b')) && history.length === 4, history.join('\n'));
+  // References and flags that would be ignored or mean nothing are refused.
+  const env = { TEMPERED_HOME: home };
+  assert.equal((await runCliInProcess(['models', 'rollback', 'spam@2'], env)).code, 2, 'rollback ignores a version');
+  assert.equal((await runCliInProcess(['models', 'show', 'spam@1@2'], env)).code, 2);
+  assert.equal((await runCliInProcess(['audit', '--run', 'r1', '--model', 'spam'], env)).code, 2);
+  const unknown = await runCliInProcess(['models', 'history', 'nosuch'], env);
+  assert.deepEqual([unknown.code, /no registered model 'nosuch'/.test(unknown.stderr)], [1, true], unknown.stderr);
 });

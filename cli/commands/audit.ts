@@ -48,6 +48,7 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     },
     usage,
   );
+  if (values.run !== undefined && values.model !== undefined) throw new CliError(`--run and --model go one at a time\nusage: ${usage}`, 2);
   // The anchors first: a file that is missing, empty or holds an unsigned line says nothing, whatever the log holds.
   const anchors: { text: string; where: string }[] = [];
   if (values.anchor) anchors.push({ text: values.anchor, where: '--anchor' });

@@ -21,8 +21,8 @@ async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>)
 
 /** `name@3`, `name@production` or `name` (latest). */
 export function parseModelRef(ref: string): { name: string; at: string | number } {
-  const [name, at] = ref.split('@');
-  if (!name) throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
+  const [name, at, ...more] = ref.split('@');
+  if (!name || more.length) throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
   if (at === undefined || at === '') return { name, at: 'latest' };
   return { name, at: /^\d+$/.test(at) ? Number(at) : at };
 }
@@ -120,6 +120,12 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     case 'rollback': {
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
       const { name, at } = parseModelRef(positionals[0]!);
+      // A rollback goes back along the alias's history: a version in the reference would be ignored.
+      if (sub === 'rollback' && positionals[0]!.includes('@'))
+        throw new CliError(
+          `rollback takes a model name, not ${positionals[0]}: it moves the alias back to where it was before\nusage: ${usage}`,
+          2,
+        );
       const alias = values.alias ?? 'production';
       const who = actor();
       if (!databaseExists(ctx.paths.registryDb))
@@ -164,6 +170,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     case 'history': {
       if (positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
       return withRegistry(ctx, async (reg) => {
+        if (!(await reg.listModels()).some((m) => m.name === positionals[0]))
+          throw new CliError(`no registered model '${positionals[0]}'; list them with \`tempered models list\``);
         const h = await reg.aliasHistory(positionals[0]!, values.alias);
         out(
           h,
