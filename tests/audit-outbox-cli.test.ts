@@ -16,25 +16,28 @@ import { plannedPipeline } from './helpers/plans.ts';
 
 const cli = async (args: string[], home: string): Promise<number> => (await runCliInProcess(args, { TEMPERED_HOME: home })).code;
 
-test('models promote: an audit write that fails after the alias moved is delivered by the next command, once', async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'tempered-outbox-'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
+/** Versions 1, 2, … of model 'spam' in the home's registry, each with its f1_macro when given. */
+async function registerSpam(home: string, f1: (number | undefined)[]): Promise<void> {
   const reg = await openRegistry(join(home, 'registry.db'));
-  const sha = (c: string) => c.repeat(64);
-  for (const [run, c] of [
-    ['r1', 'a'],
-    ['r2', 'b'],
-  ] as const) {
+  for (const [i, f] of f1.entries()) {
+    const sha = 'abcdef'[i]!.repeat(64);
     await reg.registerVersion({
       name: 'spam',
-      runId: run,
+      runId: `r${i + 1}`,
       stageId: 'register',
       specHash: 's',
       data: [],
-      artifacts: [{ role: 'model', uri: `artifact://sha256/${sha(c)}`, sha256: sha(c), bytes: 1 }],
+      ...(f === undefined ? {} : { metrics: { f1_macro: f } }),
+      artifacts: [{ role: 'model', uri: `artifact://sha256/${sha}`, sha256: sha, bytes: 1 }],
     });
   }
   await reg.close();
+}
+
+test('models promote: an audit write that fails after the alias moved is delivered by the next command, once', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-outbox-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  await registerSpam(home, [undefined, undefined]);
   // Fault between the two writes: the audit database cannot be opened.
   mkdirSync(join(home, 'audit.db'));
   // The move is done and reported as done (a failure would invite a retry that moves the alias again).
@@ -69,23 +72,7 @@ test('run.submitted is recorded for each execution of a reused run id', async (t
 test('models promote --gate: judged against the version the alias holds, refused with the explanation, and said when it passes', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-gate-cli-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));
-  const reg = await openRegistry(join(home, 'registry.db'));
-  for (const [run, c, f1] of [
-    ['r1', 'a', 0.95],
-    ['r2', 'b', 0.9],
-  ] as const) {
-    const sha = c.repeat(64);
-    await reg.registerVersion({
-      name: 'spam',
-      runId: run,
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      metrics: { f1_macro: f1 },
-      artifacts: [{ role: 'model', uri: `artifact://sha256/${sha}`, sha256: sha, bytes: 1 }],
-    });
-  }
-  await reg.close();
+  await registerSpam(home, [0.95, 0.9]);
   assert.equal(await cli(['models', 'promote', 'spam@1'], home), 0);
   const refused = await runCliInProcess(['models', 'promote', 'spam@2', '--gate', 'f1_macro >= production.f1_macro'], {
     TEMPERED_HOME: home,

@@ -184,27 +184,31 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
 
 test('evaluate: test rows whose prompt + reply exceed the training maxLength are left out and reported; if all are, the error says what to change', async () => {
   const base = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'models') });
-  const outDir = join(root, 'short-tuned');
   // One step is enough: what is checked is which rows are scored, not how well.
-  await trainCausalLm({
-    modelDir: base.dir,
-    train: table(join(root, 'short-train.arrow'), 8, 4),
-    chat: { template: TEMPLATE },
-    method: 'lora',
-    lora: { r: 2, alpha: 4 },
-    lr: 0.01,
-    maxSteps: 1,
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    seed: 3,
-    maxLength: 16,
-    device: 'cpu',
-    threads: 2,
-    checkpointEvery: 0,
-    checkpointDir: join(root, 'short-ck'),
-    outDir,
-  });
+  const tune = async (name: string, maxLength: number) => {
+    const outDir = join(root, `${name}-tuned`);
+    await trainCausalLm({
+      modelDir: base.dir,
+      train: table(join(root, 'short-train.arrow'), 8, 4),
+      chat: { template: TEMPLATE },
+      method: 'lora',
+      lora: { r: 2, alpha: 4 },
+      lr: 0.01,
+      maxSteps: 1,
+      batchSize: 8,
+      schedule: 'constant',
+      weightDecay: 0,
+      seed: 3,
+      maxLength,
+      device: 'cpu',
+      threads: 2,
+      checkpointEvery: 0,
+      checkpointDir: join(root, `${name}-ck`),
+      outDir,
+    });
+    return outDir;
+  };
+  const outDir = await tune('short', 16);
   // The first two test rows have a reply that alone overflows the 16 tokens the model was trained with.
   const path = join(root, 'long-first.arrow');
   const wr = new ArrowTableWriter(path, { prompt: 'utf8', response: 'utf8' });
@@ -259,26 +263,7 @@ test('evaluate: test rows whose prompt + reply exceed the training maxLength are
     );
   }
   // The short model as production, a candidate trained with room to spare: the advice is about production, not the train stage.
-  const roomy = join(root, 'roomy-tuned');
-  await trainCausalLm({
-    modelDir: base.dir,
-    train: table(join(root, 'short-train.arrow'), 8, 4),
-    chat: { template: TEMPLATE },
-    method: 'lora',
-    lora: { r: 2, alpha: 4 },
-    lr: 0.01,
-    maxSteps: 1,
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    seed: 3,
-    maxLength: 64,
-    device: 'cpu',
-    threads: 2,
-    checkpointEvery: 0,
-    checkpointDir: join(root, 'roomy-ck'),
-    outDir: roomy,
-  });
+  const roomy = await tune('roomy', 64);
   const v1 = await registerStage.run({ name: 'short-prod', model, metrics: await store.putJson({ loss: 1 }) }, ctx());
   await deployStage.run({ name: 'short-prod', version: v1.version as number }, ctx());
   await assert.rejects(
