@@ -14,7 +14,8 @@ import { InputError } from '../errors.ts';
 import { columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
-import { readLineChunks, sniffUnicode } from './lines.ts';
+import { readLineChunks } from './lines.ts';
+import { sniffUnicode } from '../util/unicode-sniff.ts';
 import { readDelimited, type SourceRecord } from './read-records.ts';
 
 const tmp = (p = 'hostile-') => mkdtempSync(join(tmpdir(), p));

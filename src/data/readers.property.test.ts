@@ -13,7 +13,7 @@ import { InputError } from '../errors.ts';
 import { columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
-import { sniffUnicode } from './lines.ts';
+import { sniffUnicode } from '../util/unicode-sniff.ts';
 import type { IngestReport } from './report.ts';
 
 const SEED = 20261203;

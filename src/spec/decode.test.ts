@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatSpecErrors } from './format.ts';
 import { checkSpec, loadSpec } from './load.ts';
-import { firstInvalidUtf8 } from './decode.ts';
+import { decodeSource, firstInvalidUtf8 } from './decode.ts';
 import { registry } from './kinds.testing.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-decode-'));
@@ -69,4 +69,23 @@ test('a UTF-8 file with a byte-order mark and non-ASCII text is accepted', async
   const r = await loadSpec(path, registry);
   assert.equal(r.ok, true, JSON.stringify(r));
   assert.equal((r as { spec: { description: string } }).spec.description, 'café ☕');
+});
+
+test('a UTF-16 or UTF-32 file without a byte-order mark is named too (ASCII in UTF-16 is valid UTF-8, NULs and all)', () => {
+  for (const [bytes, encoding] of [
+    [Buffer.from('name: p\nstages: {}\n', 'utf16le'), 'UTF-16LE'],
+    [Buffer.from('name: p\nstages: {}\n', 'utf16le').swap16(), 'UTF-16BE'],
+  ] as const) {
+    const r = decodeSource(bytes, 'p.yaml');
+    assert.equal(r.ok, false, encoding);
+    const e = (r as { error: { message: string; hint?: string; code: string } }).error;
+    assert.equal(e.code, 'bad-encoding');
+    assert.match(
+      e.message,
+      new RegExp(
+        `the file is UTF-16 \\(it has no byte-order mark, but its start has the NUL bytes of ${encoding} text\\); pipeline files must be UTF-8`,
+      ),
+    );
+    assert.match(e.hint ?? '', new RegExp(`iconv -f ${encoding} -t UTF-8`));
+  }
 });

@@ -3,6 +3,7 @@
  * so a Latin-1 label or a stray byte would silently become part of a stage's config (and its
  * hash); the bytes are checked first and the first bad one is reported by line and column.
  */
+import { describeSniff, sniffUnicode } from '../util/unicode-sniff.ts';
 import type { SpecError } from './types.ts';
 
 export type DecodeResult = { ok: true; text: string } | { ok: false; error: SpecError };
@@ -10,6 +11,22 @@ export type DecodeResult = { ok: true; text: string } | { ok: false; error: Spec
 const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 export function decodeSource(bytes: Uint8Array, file: string): DecodeResult {
+  const sniffed = sniffUnicode(bytes);
+  if (sniffed) {
+    const { family, how, iconv } = describeSniff(sniffed);
+    return {
+      ok: false,
+      error: {
+        file,
+        line: 1,
+        column: 1,
+        path: '',
+        code: 'bad-encoding',
+        message: `the file is ${family} (${how}); pipeline files must be UTF-8`,
+        hint: `save it as UTF-8, e.g. ${iconv}`,
+      },
+    };
+  }
   try {
     return { ok: true, text: fatal.decode(bytes) };
   } catch {
@@ -22,7 +39,6 @@ export function decodeSource(bytes: Uint8Array, file: string): DecodeResult {
   // Columns count characters as everywhere else in spec errors (UTF-16 units of the decoded line).
   const column = new TextDecoder().decode(bytes.subarray(lineStart, offset)).length + 1;
   const hex = [...bytes.subarray(offset, offset + 4)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
-  const utf16 = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
   return {
     ok: false,
     error: {
@@ -31,12 +47,8 @@ export function decodeSource(bytes: Uint8Array, file: string): DecodeResult {
       column,
       path: '',
       code: 'bad-encoding',
-      message: utf16
-        ? 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); pipeline files must be UTF-8'
-        : `invalid UTF-8 at byte ${offset} (bytes ${hex})`,
-      hint: utf16
-        ? 'save it as UTF-8'
-        : 'save the file as UTF-8; text in another encoding (e.g. Latin-1) must be converted, e.g. iconv -f latin1 -t utf-8',
+      message: `invalid UTF-8 at byte ${offset} (bytes ${hex})`,
+      hint: 'save the file as UTF-8; text in another encoding (e.g. Latin-1) must be converted, e.g. iconv -f latin1 -t utf-8',
     },
   };
 }
