@@ -9,3 +9,9 @@ test("the printed link carries any token the dashboard accepts, as the page's UR
     assert.equal(new URLSearchParams(new URL(link).hash.slice(1)).get('token'), token, link);
   }
 });
+
+test('a token is required exactly where the server would answer reads without one: off loopback', () => {
+  for (const host of ['127.0.0.1', '127.0.0.2', 'localhost', '::1']) assert.match(uiToken(host, undefined), /^[\w-]{32}$/, host);
+  for (const host of ['0.0.0.0', '10.0.0.5', '127.0.0.1.nip.io'])
+    assert.throws(() => uiToken(host, undefined), /exposes the dashboard/, host);
+});

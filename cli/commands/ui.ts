@@ -2,14 +2,14 @@
 import { randomBytes } from 'node:crypto';
 import { runUrl } from '../../infra/connection.ts';
 import { tokenProblem } from '../../src/serve/auth.ts';
-import { createUiServer, type UiServer } from '../../ui/server.ts';
+import { createUiServer, isLoopback, type UiServer } from '../../ui/server.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 /** The dashboard's token: given (TEMPERED_UI_TOKEN, else TEMPERED_SERVE_TOKEN), required off loopback, else a random one. */
 export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || process.env.TEMPERED_SERVE_TOKEN || undefined): string {
-  const loopback = host === '127.0.0.1' || host === 'localhost' || host === '::1';
-  if (!given && !loopback)
+  // The server's own test of a loopback bind, which decides whether its reads need the token.
+  if (!given && !isLoopback(host))
     throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
   if (given !== undefined && given.length < 16) throw new CliError('TEMPERED_UI_TOKEN must be at least 16 characters', 2);
   const unusable = given === undefined ? undefined : tokenProblem(given);
