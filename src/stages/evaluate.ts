@@ -346,6 +346,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   const models = 1 + (cfg.baseline ? 1 : 0) + (cfg.production ? 1 : 0);
   let done = 0;
   const score = async (
+    role: 'fine-tuned' | 'baseline' | 'production',
     label: string,
     dir: string,
     rendering?: { template?: PromptTemplate; chat?: ChatOptions; maxLength?: number },
@@ -366,10 +367,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
             who: label,
             where: 'evaluate.test',
             hint: `${
-              rendering && cfg.baseline?.maxLength !== undefined
+              role === 'baseline' && cfg.baseline?.maxLength !== undefined
                 ? `raise evaluate.baseline.maxLength (${e.maxLength})`
-                : rendering === undefined && dir !== modelDir
-                  ? // The production version, scored with its own rendering: the train stage's maxLength is not its.
+                : role === 'production'
+                  ? // Scored with its own rendering: the train stage's maxLength is not its.
                     `${label} was trained with maxLength ${e.maxLength}, which no test row fits: remove evaluate.production to compare without it`
                   : `raise maxLength in the train stage (the model was trained with ${e.maxLength})`
             }, shorten the prompt template, or evaluate more rows (maxRows) so that some fit`,
@@ -421,14 +422,14 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     };
   };
 
-  const main = await score('fine-tuned model', modelDir);
+  const main = await score('fine-tuned', 'fine-tuned model', modelDir);
   const metrics: Record<string, unknown> = { ...main.metrics };
   let base: LmScores | undefined;
   if (cfg.baseline) {
     const b = await resolveBaseline(cfg.baseline, ctx);
     // The base model is scored on the same rendering of the records as the fine-tune (its chat settings or prompt template).
     const trained = trainedRendering(modelDir);
-    base = await score('base model', b.dir, {
+    base = await score('baseline', 'base model', b.dir, {
       template: trained?.template,
       chat: trained?.chat,
       maxLength: cfg.baseline.maxLength ?? trained?.maxLength,
@@ -438,7 +439,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
   const prod = await productionModel(cfg, ctx.stateDir);
   let production: LmScores | undefined;
   if (prod) {
-    production = await score(`${prod.id} (current ${prod.alias})`, await materialize(ctx, prod.tree));
+    production = await score('production', `${prod.id} (current ${prod.alias})`, await materialize(ctx, prod.tree));
     metrics.production = { ...production.metrics, version: prod.id };
   }
   const report: Record<string, unknown> = {
