@@ -22,6 +22,7 @@ import { deployStage } from './deploy.ts';
 import { evaluateStage } from './evaluate.ts';
 import { registerStage } from './register.ts';
 import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
+import { testStageContext } from './stage-context.testing.ts';
 import type { StageContext } from './types.ts';
 
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
@@ -74,21 +75,8 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
   mkdirSync(state, { recursive: true });
   copyFileSync(TINY_GGUF, join(root, 'tiny-llama.gguf'));
   const store = new ArtifactStore(join(state, 'store'));
-  const ctx = (stageId: string, runId = 'r1'): StageContext => ({
-    runId,
-    executionId: `${runId}-exec`,
-    stageId,
-    attempt: 1,
-    baseDir: root,
-    specHash: 'spec',
-    actor: 'test',
-    store,
-    workDir: mkdtempSync(join(root, 'work-')),
-    stateDir: state,
-    signal: new AbortController().signal,
-    progress() {},
-    log() {},
-  });
+  const ctx = (stageId: string, runId = 'r1'): StageContext =>
+    testStageContext({ root: state, store, baseDir: root, stageId, runId, workDir: mkdtempSync(join(root, 'work-')) });
   const model = await store.putTree(outDir);
   const testRef = await store.putFile(table(join(root, 'test.arrow'), 16, 2), { mediaType: 'application/vnd.apache.arrow.file' });
   // The same model already serves as production: its scores must equal the candidate's.
@@ -216,21 +204,16 @@ test('evaluate: test rows whose prompt + reply exceed the training maxLength are
   wr.close();
   const store = new ArtifactStore(join(root, 'short-store'));
   const messages: string[] = [];
-  const ctx = (): StageContext => ({
-    runId: 'r',
-    executionId: 'r-exec',
-    stageId: 'evaluate',
-    attempt: 1,
-    baseDir: root,
-    specHash: 'spec',
-    actor: 'test',
-    store,
-    workDir: mkdtempSync(join(root, 'work-')),
-    stateDir: join(root, 'short-state'),
-    signal: new AbortController().signal,
-    progress: (p) => void (p.message && messages.push(p.message)),
-    log: (m) => void messages.push(m),
-  });
+  const ctx = (): StageContext =>
+    testStageContext({
+      root: join(root, 'short-state'),
+      store,
+      baseDir: root,
+      stageId: 'evaluate',
+      workDir: mkdtempSync(join(root, 'work-')),
+      progress: (p) => void (p.message && messages.push(p.message)),
+      log: (m) => void messages.push(m),
+    });
   const model = await store.putTree(outDir);
   const test = await store.putFile(path, { mediaType: 'application/vnd.apache.arrow.file' });
   const generation = { maxNewTokens: 2 };

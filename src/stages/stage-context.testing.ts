@@ -7,24 +7,29 @@ export function testStageContext(o: {
   root: string;
   store: ArtifactStore;
   baseDir: string;
-  cacheKey: string;
-  signal: AbortSignal;
+  cacheKey?: string;
+  signal?: AbortSignal;
   stageId?: string;
+  runId?: string;
+  /** Default the state folder's `work` folder. */
+  workDir?: string;
   progress?: StageContext['progress'];
   log?: StageContext['log'];
 }): StageContext {
+  const runId = o.runId ?? 'r';
   return {
-    runId: 'r',
+    runId,
+    executionId: `${runId}-exec`,
     stageId: o.stageId ?? 'train',
     attempt: 1,
     baseDir: o.baseDir,
     specHash: 's',
     actor: 't',
-    cacheKey: o.cacheKey,
+    ...(o.cacheKey !== undefined ? { cacheKey: o.cacheKey } : {}),
     store: o.store,
-    workDir: join(o.root, 'work'),
+    workDir: o.workDir ?? join(o.root, 'work'),
     stateDir: o.root,
-    signal: o.signal,
+    signal: o.signal ?? new AbortController().signal,
     progress: o.progress ?? (() => {}),
     log: o.log ?? (() => {}),
   };
