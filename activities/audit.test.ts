@@ -70,3 +70,38 @@ it("records how a run ended once per execution, however often the workflow's wor
     rmSync(stateDir, { recursive: true, force: true });
   }
 });
+
+it("writes what the kind's audit adds into the stage's record: data hashes beside the artifacts', the model it is, details", async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'audit-extra-'));
+  const audit = new KeptOpen(() => openAudit(join(stateDir, 'audit.db')));
+  try {
+    const hook = stageCompletedHook(stateDir, audit);
+    const card = { uri: 'sha256:' + 'c'.repeat(64), sha256: 'c'.repeat(64), bytes: 1, mediaType: 'text/markdown' };
+    await hook(
+      request('register'),
+      { outputs: { card, version: 3 } },
+      {
+        model: 'spam@3',
+        modelHash: 'd'.repeat(64),
+        dataHashes: { 'source:data/a.jsonl': 'a'.repeat(64), 'out:card': 'not the artifact' },
+        details: { registered: 'existing', stage: 'not the adapter' },
+      },
+    );
+    await hook(request('plain'), { outputs: {} });
+    const [withExtra, plain] = await (await audit.get()).query({ run: 'run-1' });
+    assert.equal(withExtra!.model, 'spam@3');
+    assert.equal(withExtra!.modelHash, 'd'.repeat(64));
+    // The artifacts' own hashes and the adapter's details win over a kind's.
+    assert.deepEqual(withExtra!.dataHashes, { 'source:data/a.jsonl': 'a'.repeat(64), 'out:card': 'c'.repeat(64) });
+    assert.deepEqual(withExtra!.details, { registered: 'existing', stage: 'register', kind: 'noop' });
+    assert.deepEqual([plain!.model, plain!.modelHash, plain!.details], [undefined, undefined, { stage: 'plain', kind: 'noop' }]);
+    assert.deepEqual(
+      (await (await audit.get()).query({ model: 'spam@3' })).map((r) => r.subject),
+      ['run-1/register'],
+    );
+    assert.equal((await (await audit.get()).verify()).ok, true);
+  } finally {
+    await audit.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});

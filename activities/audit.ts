@@ -3,6 +3,7 @@ import { Context } from '@temporalio/activity';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { statePaths } from '../src/state-paths.ts';
+import type { StageAudit } from '../src/stages/types.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
 
@@ -29,8 +30,8 @@ function executionId(): string {
 export function stageCompletedHook(
   stateDir: string,
   audit: KeptOpen<AuditLog> = new KeptOpen(() => openAudit(statePaths(stateDir).auditDb)),
-): (req: StageRequest, res: StageResult) => Promise<void> {
-  return async (req, res) => {
+): (req: StageRequest, res: StageResult, extra?: StageAudit) => Promise<void> {
+  return async (req, res, extra) => {
     const log = await audit.get();
     const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
     await log.append({
@@ -39,11 +40,15 @@ export function stageCompletedHook(
       runId: req.runId,
       actor: req.actor,
       specHash: req.specHash,
+      // What the kind adds (StageKind.audit): ingest's source files, the version register's model is.
+      ...(extra?.model !== undefined ? { model: extra.model } : {}),
+      ...(extra?.modelHash !== undefined ? { modelHash: extra.modelHash } : {}),
       dataHashes: {
+        ...extra?.dataHashes,
         ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])),
         ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])),
       },
-      details: { stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
+      details: { ...extra?.details, stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
       // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
       dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
     });

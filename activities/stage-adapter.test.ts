@@ -13,7 +13,7 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { InputError } from '../src/errors.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
-import type { StageOutputs } from '../src/types.ts';
+import type { ArtifactRef, StageOutputs } from '../src/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
 import { cacheKey, StageCache } from '../src/store/stage-cache.ts';
@@ -332,6 +332,49 @@ describe('stage adapter', () => {
     }).run(act, { ...lookup, runId: 'run-2' })) as StageResult;
     assert.deepEqual(other.cachedFrom, { runId: 'run-1', stageId: 'stage-a' });
     assert.deepEqual(completed, ['stage-a'], 'no completion record for reused outputs');
+  });
+
+  it("hands the completion hook what the kind's audit adds, read from the outputs, also when a retry finishes an earlier attempt", async () => {
+    const seen: { outputs: Record<string, unknown>; audit: unknown }[] = [];
+    let auditDown = true;
+    const d = deps({
+      onStageCompleted: async (_req, res, audit) => {
+        if (auditDown) throw new Error('audit store down');
+        seen.push({ outputs: res.outputs, audit });
+      },
+    });
+    let runs = 0;
+    const withAudit: AnyStageKind = {
+      ...kind(async (_cfg, ctx) => ({ n: ++runs, report: await ctx.store.putJson({ files: ['a.jsonl'] }) })),
+      async audit(cfg, outputs, { store }) {
+        const report = await store.readJson<{ files: string[] }>(outputs.report as ArtifactRef);
+        return { dataHashes: { 'source:a.jsonl': 'f'.repeat(64) }, details: { files: report.files, value: cfg.value } };
+      },
+    };
+    const act = stageActivity(withAudit, d);
+    const lookup = request({ cacheKey: undefined, lookup: { reuse: true } });
+    await assert.rejects(new MockActivityEnvironment({ attempt: 1 }).run(act, lookup), /audit store down/);
+    auditDown = false;
+    await new MockActivityEnvironment({ attempt: 2 }).run(act, lookup);
+    assert.equal(runs, 1, 'the retry finished attempt 1 instead of running again');
+    const expected = { dataHashes: { 'source:a.jsonl': 'f'.repeat(64) }, details: { files: ['a.jsonl'], value: 1 } };
+    assert.deepEqual(
+      seen.map((s) => s.audit),
+      [expected],
+    );
+    // A plain run (no lookup) gives the hook the same.
+    await new MockActivityEnvironment().run(act, request({ runId: 'run-3' }));
+    assert.deepEqual(seen[1]?.audit, expected);
+    // A kind without audit: the hook gets nothing extra.
+    const plain: unknown[] = [];
+    await new MockActivityEnvironment().run(
+      stageActivity(
+        kind(async () => ({ n: 1 })),
+        deps({ onStageCompleted: async (_req, _res, audit) => void plain.push(audit) }),
+      ),
+      request(),
+    );
+    assert.deepEqual(plain, [undefined]);
   });
 
   it('with a shared store, a stage reads its inputs through links in its scratch folder, which go with it', async () => {

@@ -10,7 +10,7 @@ import { IntegrityError } from '../src/errors.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
-import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
+import type { AnyStageKind, StageAudit, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
@@ -25,8 +25,11 @@ export interface ActivityDeps {
   store: ArtifactStore;
   cache: StageCache;
   stateDir: string;
-  /** Called after a stage succeeds (the audit trail hooks in here). */
-  onStageCompleted?: (req: StageRequest, result: StageResult) => Promise<void>;
+  /**
+   * Called after a stage succeeds (the audit trail hooks in here), with what the kind's `audit` says
+   * its record adds (ingest's source files, register's version).
+   */
+  onStageCompleted?: (req: StageRequest, result: StageResult, audit?: StageAudit) => Promise<void>;
   /** Called when a run ends, by the worker that runs its workflow (the audit trail hooks in here). */
   onRunEnded?: (rec: RunEndRecord) => Promise<void>;
   heartbeatEveryMs?: number;
@@ -61,6 +64,12 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     new FilePoints(statePaths(deps.stateDir).progress, (e) =>
       console.error(`cannot record a training point: ${(e as Error)?.message ?? e}`),
     );
+  /** The completion hook, told what the kind adds to its audit record (read from its outputs, so a retry says the same). */
+  const completed = async (req: StageRequest, result: StageResult): Promise<void> => {
+    if (!deps.onStageCompleted) return;
+    const audit = kind.audit ? await kind.audit(req.config, result.outputs, { store: deps.store }) : undefined;
+    await deps.onStageCompleted(req, result, audit);
+  };
   return async (req) => {
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
@@ -134,7 +143,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
             // (its audit record, say). The stage is done, in this run: finish what that attempt left,
             // instead of reporting the outputs as reused and leaving the audit trail without them.
             const result: StageResult = { outputs: hit.outputs, cacheKey: key };
-            await deps.onStageCompleted?.(req, result);
+            await completed(req, result);
             outcome = 'succeeded';
             return result;
           }
@@ -183,7 +192,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
               },
             )
           : undefined,
-        deps.onStageCompleted?.(req, result),
+        completed(req, result),
       ]);
       const failed = written.find((w): w is PromiseRejectedResult => w.status === 'rejected');
       if (failed) throw failed.reason;

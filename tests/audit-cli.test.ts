@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
 import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 
@@ -82,6 +83,72 @@ test('audit anchors catch a cut tail and a wipe that plain verify cannot see', a
   const gone = await runCli(['audit', '--verify', '--anchor', head.stdout.trim()], env);
   assert.equal(gone.code, 1);
   assert.match(gone.stdout, /TAMPERED: no audit log/);
+});
+
+test('audit --model NAME@alias reads the version the alias points at now and says which; unknown aliases and models are errors', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-audit-alias-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home };
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const [run, bytes] of [
+    ['r1', 'a'],
+    ['r2', 'b'],
+  ] as const)
+    await reg.registerVersion({
+      name: 'spam-clf',
+      runId: run,
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
+    });
+  await reg.setAlias('spam-clf', 'production', 2);
+  await reg.close();
+  const log = await openAudit(join(home, 'audit.db'));
+  for (const v of [1, 2]) await log.append({ action: 'model.registered', subject: `spam-clf@${v}`, model: `spam-clf@${v}` });
+  await log.append({ action: 'serve.started', subject: 'spam-clf@2', model: 'spam-clf@2' });
+  await log.close();
+
+  const prod = await runCli(['audit', '--model', 'spam-clf@production'], env);
+  assert.equal(prod.code, 0, prod.stderr);
+  const lines = prod.stdout.trim().split('\n');
+  assert.match(lines[0]!, /^spam-clf@production is spam-clf@2 \(the version it points at now/);
+  assert.deepEqual(
+    lines.slice(1).map((l) => /(model\.registered|serve\.started)\s+(\S+)/.exec(l)?.slice(1).join(' ')),
+    ['model.registered spam-clf@2', 'serve.started spam-clf@2'],
+  );
+  // --json stays an array of records (the resolved version is told on stderr).
+  const json = await runCli(['audit', '--model', 'spam-clf@production', '--json'], env);
+  assert.deepEqual(
+    (JSON.parse(json.stdout) as { subject: string }[]).map((r) => r.subject),
+    ['spam-clf@2', 'spam-clf@2'],
+  );
+  // name@latest and name@v1 resolve too; NAME and NAME@1 read as before.
+  assert.match((await runCli(['audit', '--model', 'spam-clf@latest'], env)).stdout, /^spam-clf@latest is spam-clf@2/);
+  assert.match((await runCli(['audit', '--model', 'spam-clf@v1'], env)).stdout, /^spam-clf@v1 is spam-clf@1/);
+  const one = await runCli(['audit', '--model', 'spam-clf@1'], env);
+  assert.equal(one.stdout.trim().split('\n').length, 1);
+  assert.match(one.stdout, /model\.registered\s+spam-clf@1/);
+  assert.equal((await runCli(['audit', '--model', 'spam-clf'], env)).stdout.trim().split('\n').length, 3);
+
+  const staging = await runCli(['audit', '--model', 'spam-clf@staging'], env);
+  assert.equal(staging.code, 1);
+  assert.match(
+    staging.stderr,
+    /cannot resolve 'spam-clf@staging': model 'spam-clf' has no version or alias 'staging'\n.*aliases production/,
+  );
+  const nosuch = await runCli(['audit', '--model', 'ham@production'], env);
+  assert.equal(nosuch.code, 1);
+  assert.match(nosuch.stderr, /cannot resolve 'ham@production': .*'ham'/);
+  const bad = await runCli(['audit', '--model', 'spam-clf@'], env);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /bad model reference/);
+  // Without a registry an alias cannot be resolved; the versions still read.
+  rmSync(join(home, 'registry.db'));
+  const noRegistry = await runCli(['audit', '--model', 'spam-clf@production'], env);
+  assert.equal(noRegistry.code, 1);
+  assert.match(noRegistry.stderr, /cannot resolve 'spam-clf@production': no model registry/);
+  assert.equal((await runCli(['audit', '--model', 'spam-clf@2'], env)).code, 0);
 });
 
 describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
@@ -90,4 +91,15 @@ test('tempered serve <model folder> answers the OpenAI chat route with the given
     child.kill('SIGTERM');
   }
   assert.equal(await exited, 0);
+  // Started and stopped are both in the audit trail, naming the source and its revision (a folder: 'local').
+  const audit = await openAudit(join(env.TEMPERED_HOME, 'audit.db'));
+  try {
+    const serves = (await audit.query({ model: `file:${dir}` })).map((r) => [r.action, r.details.revision]);
+    assert.deepEqual(serves, [
+      ['serve.started', 'local'],
+      ['serve.stopped', 'local'],
+    ]);
+  } finally {
+    await audit.close();
+  }
 });

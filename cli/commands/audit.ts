@@ -4,29 +4,68 @@ import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/
 import { databaseExists } from '../../src/db/database.ts';
 import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
 import { InputError } from '../../src/errors.ts';
+import { openRegistry } from '../../src/registry/registry.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
 import { sharingHint } from './sharing.ts';
 
+/** Data hashes a record's line shows. */
+const DATA_HASHES_SHOWN = 8;
+
 function line(r: AuditRecord): string {
   const extra: string[] = [];
   // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
-  const d = r.details as { alias?: unknown; from?: unknown; to?: unknown; reason?: unknown };
-  if (typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: v${d.from ?? '-'} → v${d.to}`);
+  const d = r.details as { alias?: unknown; from?: unknown; to?: unknown; reason?: unknown; registered?: unknown };
+  // A version number reads v3; a served id (serve.swapped) is already name@version.
+  const v = (x: unknown) => (typeof x === 'number' ? `v${x}` : String(x ?? 'v-'));
+  if (typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
   if (typeof d.reason === 'string' && d.reason)
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
+  // A record about a run's stage that is about a model too (register: which version its model is).
+  if (r.model && r.model !== r.subject) extra.push(`${r.model}${typeof d.registered === 'string' ? ` (${d.registered})` : ''}`);
   if (r.specHash) extra.push(`spec ${r.specHash.slice(0, 12)}`);
   if (r.modelHash) extra.push(`model ${r.modelHash.slice(0, 12)}`);
-  if (r.dataHashes)
-    extra.push(
-      `data ${Object.entries(r.dataHashes)
-        .map(([k, v]) => `${k}=${v.slice(0, 12)}`)
-        .join(',')}`,
-    );
+  if (r.dataHashes && Object.keys(r.dataHashes).length > 0) {
+    // An ingest of a folder names every file; the line shows the first few (--json has them all).
+    const hashes = Object.entries(r.dataHashes);
+    const shown = hashes.slice(0, DATA_HASHES_SHOWN).map(([k, v]) => `${k}=${v.slice(0, 12)}`);
+    if (hashes.length > DATA_HASHES_SHOWN) shown.push(`… ${hashes.length - DATA_HASHES_SHOWN} more`);
+    extra.push(`data ${shown.join(',')}`);
+  }
   return printable(
     `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${r.subject}${extra.length ? `  (${extra.join('; ')})` : ''}`,
   );
+}
+
+/**
+ * `--model` as the log stores it: `name` (every version) and `name@3` as given; an alias (`name@production`),
+ * `name@latest` or `name@v3` becomes the version the registry says it is now, with a line that says so.
+ */
+async function modelFilter(ctx: CliContext, ref: string): Promise<{ model: string; header?: string }> {
+  const [name, at, ...more] = ref.split('@');
+  if (!name || more.length || at === '') throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
+  if (at === undefined || /^\d+$/.test(at)) return { model: ref };
+  if (!databaseExists(ctx.paths.registryDb))
+    throw new CliError(`cannot resolve '${ref}': no model registry at ${ctx.paths.registryDb}${sharingHint(ctx)}`);
+  const reg = await openRegistry(ctx.paths.registryDb);
+  try {
+    const v = await reg.getVersion(name, at);
+    const model = `${v.name}@${v.version}`;
+    return {
+      model,
+      header: `${ref} is ${model} (the version it points at now; records of the versions it pointed at before are not shown: use --model ${name})`,
+    };
+  } catch (e) {
+    if (e instanceof InputError) {
+      // The registry's message without its `model: ` prefix: the reference is named already.
+      const msg = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
+      throw new CliError(`cannot resolve '${ref}': ${msg}${e.hint ? `\n  ${e.hint}` : ''}`);
+    }
+    throw e;
+  } finally {
+    await reg.close();
+  }
 }
 
 export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -143,7 +182,10 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
         );
       return v.ok ? 0 : 1;
     }
-    const records = await audit.query({ run: values.run, model: values.model, action: values.action });
+    const filter = values.model === undefined ? undefined : await modelFilter(ctx, values.model);
+    const records = await audit.query({ run: values.run, model: filter?.model, action: values.action });
+    // --json stays an array of records; the resolved version goes to stderr there.
+    if (filter?.header) (values.json ? console.error : console.log)(printable(filter.header));
     if (values.json) console.log(JSON.stringify(records, null, 2));
     else if (records.length === 0) console.log('no matching audit records');
     else for (const r of records) console.log(line(r));

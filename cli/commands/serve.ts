@@ -7,9 +7,11 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
+import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
+import type { ModelVersion } from '../../src/registry/types.ts';
 import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
 import { loadPooledTextGenerator } from '../../src/serve/generation-pool.ts';
@@ -34,6 +36,8 @@ export function registryModelSource(opts: {
   maxQueueTexts?: number;
   /** Language models: generation threads (the gate's maxConcurrent). */
   generationThreads?: number;
+  /** Told which registry version each served id (`name@version`) is, as it is loaded (for the audit records). */
+  loaded?: (id: string, version: ModelVersion) => void;
 }): ResolveCurrent {
   return registryAliasSource({
     registryPath: opts.registryDb,
@@ -47,6 +51,7 @@ export function registryModelSource(opts: {
         opts.servingDir,
       );
       const id = `${version.name}@${version.version}`;
+      opts.loaded?.(id, version);
       // Generation runs in worker threads too, one generation per thread, so a long one never blocks /health.
       if (exportedTask(dir) === 'causal-lm')
         return loadPooledTextGenerator(dir, {
@@ -76,11 +81,21 @@ export function isModelSource(ref: string): boolean {
 /** A base language model served as it is: resolved once (downloaded into the model cache), never swapped. */
 export function fixedModelSource(
   ref: string,
-  o: { cacheDir: string; threads?: number; chatTemplate?: string; generationThreads?: number },
+  o: {
+    cacheDir: string;
+    threads?: number;
+    chatTemplate?: string;
+    generationThreads?: number;
+    /** Told the resolved source's revision (a commit, a wheel's sha256, 'local'), for the audit records. */
+    resolved?: (id: string, revision: string) => void;
+  },
 ): ResolveCurrent {
   let loaded: Promise<{ dir: string; id: string }> | undefined;
   const resolveOnce = () =>
-    (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => ({ dir: m.dir, id: m.identity.source })));
+    (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => {
+      o.resolved?.(m.identity.source, m.identity.revision);
+      return { dir: m.dir, id: m.identity.source };
+    }));
   return async () => {
     const m = await resolveOnce();
     return {
@@ -107,8 +122,16 @@ export interface ServingOptions {
   generation?: GenerationLimits;
 }
 
+/**
+ * Serves `ref` (a registry `name@alias` or a model source) and records it: `serve.started` once it
+ * listens, `serve.swapped` before each hot swap, `serve.stopped` when `server.close()` has finished
+ * (SIGINT/SIGTERM in `tempered serve`). Each names the served model's hash (src/audit/model-hash.ts).
+ * A server that dies without closing (SIGKILL, a crash, a power cut) leaves no stop record.
+ */
 export async function startServing(ctx: CliContext, ref: string, o: ServingOptions): Promise<{ server: ModelServer; url: string }> {
   let resolveCurrent: ResolveCurrent, name: string, alias: string;
+  // What each served id is, as loaded: the audit records say which bytes were served, not only the name.
+  const identity = new Map<string, { modelHash?: string; details: Record<string, unknown> }>();
   if (isModelSource(ref)) {
     ({ name, alias } = { name: ref, alias: 'fixed' });
     resolveCurrent = fixedModelSource(ref, {
@@ -116,6 +139,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       threads: o.threads,
       chatTemplate: o.chatTemplate,
       generationThreads: o.generation?.maxConcurrent,
+      resolved: (id, revision) => identity.set(id, { details: { revision } }),
     });
   } else {
     const { name: n, at } = parseModelRef(ref);
@@ -134,6 +158,11 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       workers: o.workers,
       maxQueueTexts: o.maxQueueTexts,
       generationThreads: o.generation?.maxConcurrent,
+      loaded: (id, version) =>
+        identity.set(id, {
+          modelHash: modelHashOf(version.artifacts),
+          details: { tree: version.artifacts.find((a) => a.role === 'model')?.sha256 ?? null },
+        }),
     });
   }
   const who = actor();
@@ -142,9 +171,18 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
   const instance = randomUUID();
   let swapSeq = 0;
   const audit = async (action: string, subject: string, details: Record<string, unknown>, dedupeKey: string) => {
+    const served = identity.get(subject);
     const log = await openAudit(ctx.paths.auditDb);
     try {
-      await log.append({ action, subject, model: subject, actor: who, details, dedupeKey });
+      await log.append({
+        action,
+        subject,
+        model: subject,
+        actor: who,
+        ...(served?.modelHash !== undefined ? { modelHash: served.modelHash } : {}),
+        details: { ...served?.details, ...details },
+        dedupeKey,
+      });
     } finally {
       await log.close();
     }
@@ -177,6 +215,20 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     await server.close();
     throw new CliError(`cannot serve ${name}@${alias}: the audit log refused the serve.started record: ${(e as Error).message}`);
   }
+  // Once started is recorded, a graceful close records the stop: what was served last, once, after
+  // the in-flight requests finished.
+  const close = server.close.bind(server);
+  let stopping: Promise<void> | undefined;
+  server.close = () =>
+    (stopping ??= (async () => {
+      const last = server.model.current?.id ?? `${name}@${alias}`;
+      await close();
+      try {
+        await audit('serve.stopped', last, { alias, url, swaps: swapSeq }, `serve/${instance}/stopped`);
+      } catch (e) {
+        throw new CliError(`stopped serving ${last}, but the audit log refused the serve.stopped record: ${(e as Error).message}`);
+      }
+    })());
   return { server, url };
 }
 

@@ -34,6 +34,7 @@ export const AUDIT_ACTIONS = [
   'model.rolled_back',
   'serve.started',
   'serve.swapped',
+  'serve.stopped',
   'schedule.created',
   'schedule.updated',
   'schedule.deleted',

@@ -193,11 +193,13 @@ export class Registry {
    * sha256 is returned instead of minting a copy; the check runs in the write transaction, so two
    * concurrent identical registrations get one version.
    * `opts.audit` builds the audit record of a new version; it is committed to the outbox with it.
+   * `reusedBy` says why an existing version came back: this idempotency key registered it (an earlier
+   * attempt of the same work), or it is a version with the same artifact (`reuseVersionWithSame`).
    */
   async registerVersion(
     input: RegisterInput,
     opts: { audit?: (v: { name: string; version: number }) => AuditEntry } = {},
-  ): Promise<{ version: ModelVersion; created: boolean }> {
+  ): Promise<{ version: ModelVersion; created: boolean; reusedBy?: 'idempotency-key' | 'same-artifact' }> {
     validateInput(input);
     const metrics = flattenMetrics(input.metrics ?? {}, 'register.metrics');
     const paramsJson = canonicalJson(input.params ?? {}, 'register.params');
@@ -209,7 +211,8 @@ export class Registry {
     const actor = input.actor ?? defaultActor();
     const key = input.idempotencyKey ?? `${input.runId}/${input.stageId}`;
 
-    const r = await this.db.write('registry', async (q): Promise<{ name: string; version: number; created: boolean }> => {
+    type Outcome = { name: string; version: number; created: boolean; reusedBy?: 'idempotency-key' | 'same-artifact' };
+    const r = await this.db.write('registry', async (q): Promise<Outcome> => {
       const existing = await q.get<{ id: number; model: string; version: number }>(
         'SELECT id, model, version FROM versions WHERE idempotency_key = ?',
         [key],
@@ -238,7 +241,7 @@ export class Registry {
             },
           );
         }
-        return { name: existing.model, version: existing.version, created: false };
+        return { name: existing.model, version: existing.version, created: false, reusedBy: 'idempotency-key' };
       }
       if (input.reuseVersionWithSame !== undefined) {
         const same = input.artifacts.find((a) => a.role === input.reuseVersionWithSame);
@@ -248,7 +251,7 @@ export class Registry {
               [input.name, same.role, same.sha256],
             )
           : undefined;
-        if (hit) return { name: input.name, version: hit.version, created: false };
+        if (hit) return { name: input.name, version: hit.version, created: false, reusedBy: 'same-artifact' };
       }
       const at = this.now().toISOString();
       await q.run('INSERT INTO models (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING', [input.name, at]);
@@ -290,7 +293,7 @@ export class Registry {
       if (opts.audit) await this.enqueueAudit(q, opts.audit({ name: input.name, version: v }));
       return { name: input.name, version: v, created: true };
     });
-    return { version: await this.getVersion(r.name, r.version), created: r.created };
+    return { version: await this.getVersion(r.name, r.version), created: r.created, ...(r.reusedBy ? { reusedBy: r.reusedBy } : {}) };
   }
 
   /** Inside a registry transaction: the audit record commits (or not) with the change it describes. */

@@ -11,7 +11,9 @@ import { MEDIA } from '../types.ts';
 import { checkIngestConfig, checkPromptTemplate, ConfigError } from '../data/ingest-config.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import { issuesFrom } from './checks.ts';
-import type { StageKind } from './types.ts';
+import type { IngestReport } from '../data/report.ts';
+import type { ArtifactRef } from '../types.ts';
+import type { StageAudit, StageKind } from './types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/ingest.ts')) });
@@ -70,7 +72,33 @@ export const ingestStage: StageKind<IngestConfig> = {
     const quarantine = await ctx.store.putFile(quarantinePath, { mediaType: MEDIA.arrow, rows: q.rows, schema: q.schema, move: true });
     return { table, quarantine, report: await ctx.store.putJson(report), dataHash: report.dataHash, rows: report.rowsOut };
   },
+  // "On which data": the record names the raw files, not only the Arrow table made of them. Read
+  // from the report the stage stored, which hashed each file from the very bytes it parsed.
+  async audit(_cfg, outputs, { store }) {
+    return sourceFilesAudit(await store.readJson<IngestReport>(outputs.report as ArtifactRef));
+  },
 };
+
+/** Source files an ingest record lists; beyond this the report (`out:report`, by its hash) lists the rest. */
+export const AUDIT_SOURCE_FILES = 1000;
+
+/**
+ * The source files of an ingest report as its audit record carries them: `source:<path>` → sha256
+ * in dataHashes, and each file's path, sha256 and size in `details.sources`, with `dataHash` (over
+ * every file's hash, in order). A folder of more than AUDIT_SOURCE_FILES files lists the first of them
+ * and says how many there were: every one is in the report, whose hash the record holds.
+ */
+export function sourceFilesAudit(report: Pick<IngestReport, 'sourceFiles' | 'dataHash'>): StageAudit {
+  const listed = report.sourceFiles.slice(0, AUDIT_SOURCE_FILES).map((f) => ({ path: f.path, sha256: f.sha256, bytes: f.bytes }));
+  return {
+    dataHashes: Object.fromEntries(listed.map((f) => [`source:${f.path}`, f.sha256])),
+    details: {
+      sources: listed,
+      ...(listed.length < report.sourceFiles.length ? { sourceFiles: report.sourceFiles.length } : {}),
+      dataHash: report.dataHash,
+    },
+  };
+}
 
 export function stageKinds(): StageKind<any>[] {
   return [ingestStage];

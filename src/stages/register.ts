@@ -1,11 +1,12 @@
 /** Stage kind `register`: a trained model folder becomes a new version in the model registry, with lineage and a model card. */
 import type { Registry } from '../registry/registry.ts';
 import type { DataRef, RegisteredArtifact } from '../registry/types.ts';
-import { TREE_MEDIA, type TreeEntry } from '../store/artifact-store.ts';
+import { TREE_MEDIA, type ArtifactStore, type TreeEntry } from '../store/artifact-store.ts';
 import { uriFor } from '../store/artifact-store.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
+import { modelHashOf } from '../audit/model-hash.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
 
@@ -64,24 +65,15 @@ export const registerStage: StageKind<Config> = {
     name: { type: 'string' },
     version: { type: 'number' },
     ref: { type: 'string', description: 'name@version' },
+    registered: {
+      type: 'string',
+      description: "'new' when this run registered the version, 'existing' when its model's bytes already were that version",
+    },
     card: { type: 'artifact', description: 'model card (Markdown)' },
   },
   async run(cfg, ctx) {
     const { modelCard, openRegistry } = await lib();
-    const manifest = cfg.model.mediaType === TREE_MEDIA ? await ctx.store.readJson<{ files: TreeEntry[] }>(cfg.model) : { files: [] };
-    const artifacts: RegisteredArtifact[] = [
-      { role: 'model', uri: cfg.model.uri, sha256: cfg.model.sha256, bytes: cfg.model.bytes, mediaType: cfg.model.mediaType },
-    ];
-    for (const f of manifest.files) {
-      const role = ROLE_OF[f.name] ?? (f.name.startsWith('adapter/') ? 'adapter' : undefined);
-      if (role)
-        artifacts.push({
-          role: role === 'adapter' ? `adapter:${f.name.slice('adapter/'.length)}` : role === 'config' ? `config:${f.name}` : role,
-          uri: uriFor(f.sha256),
-          sha256: f.sha256,
-          bytes: f.bytes,
-        });
-    }
+    const { manifest, artifacts } = await modelArtifacts(cfg.model, ctx.store);
     const readManifestJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
       const f = manifest.files.find((x) => x.name === name);
       return (
@@ -92,14 +84,13 @@ export const registerStage: StageKind<Config> = {
     const baseModel = (await readManifestJson('base-model.json')) ?? (modelInfo.baseModel as Record<string, unknown> | undefined);
     const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
-    const onnx = artifacts.find((a) => a.role === 'onnx');
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
     const reg = await openRegistry(statePaths(ctx.stateDir).registryDb);
     try {
       // The same model bytes are the same version: a rerun whose training came from the cache does
       // not mint a copy (decided inside the registry's write transaction, so concurrent runs agree).
-      const { version } = await reg.registerVersion(
+      const { version, reusedBy } = await reg.registerVersion(
         {
           name: cfg.name,
           runId: ctx.runId,
@@ -129,7 +120,7 @@ export const registerStage: StageKind<Config> = {
             actor: ctx.actor,
             specHash: ctx.specHash,
             dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
-            modelHash: onnx?.sha256 ?? cfg.model.sha256,
+            modelHash: modelHashOf(artifacts),
             details: {
               stage: ctx.stageId,
               execution: ctx.executionId ?? null,
@@ -144,12 +135,47 @@ export const registerStage: StageKind<Config> = {
       );
       await deliverAudit(reg, ctx.stateDir);
       const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
-      return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, card };
+      // An earlier attempt of this very stage (same idempotency key) registered it: still this run's doing.
+      const registered = reusedBy === 'same-artifact' ? 'existing' : 'new';
+      return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, registered, card };
     } finally {
       await reg.close();
     }
   },
+  // The run's tie to the version: a rerun whose model is an existing version writes no model.registered
+  // record, and this record is where the trail says which version its model is.
+  async audit(cfg, outputs, { store }) {
+    const { artifacts } = await modelArtifacts(cfg.model, store);
+    const modelHash = modelHashOf(artifacts);
+    return {
+      model: String(outputs.ref),
+      ...(modelHash !== undefined ? { modelHash } : {}),
+      details: { version: outputs.version, registered: outputs.registered ?? null, tree: cfg.model.sha256 },
+    };
+  },
 };
+
+/** The registry artifacts of a model folder (the tree itself, and its ONNX, tokenizer, config and adapter files). */
+async function modelArtifacts(
+  model: ArtifactRef,
+  store: Pick<ArtifactStore, 'readJson'>,
+): Promise<{ manifest: { files: TreeEntry[] }; artifacts: RegisteredArtifact[] }> {
+  const manifest = model.mediaType === TREE_MEDIA ? await store.readJson<{ files: TreeEntry[] }>(model) : { files: [] };
+  const artifacts: RegisteredArtifact[] = [
+    { role: 'model', uri: model.uri, sha256: model.sha256, bytes: model.bytes, mediaType: model.mediaType },
+  ];
+  for (const f of manifest.files) {
+    const role = ROLE_OF[f.name] ?? (f.name.startsWith('adapter/') ? 'adapter' : undefined);
+    if (role)
+      artifacts.push({
+        role: role === 'adapter' ? `adapter:${f.name.slice('adapter/'.length)}` : role === 'config' ? `config:${f.name}` : role,
+        uri: uriFor(f.sha256),
+        sha256: f.sha256,
+        bytes: f.bytes,
+      });
+  }
+  return { manifest, artifacts };
+}
 
 /** Moves the registry's pending audit records into the audit log. */
 export async function deliverAudit(reg: Registry, stateDir: string): Promise<void> {

@@ -6,7 +6,8 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
@@ -131,6 +132,51 @@ test('a register attempt that dies between the registry and the audit write leav
     ['spam@1'],
   );
   await audit.close();
+});
+
+test("register says whether this run registered its version or found its model's bytes already registered, and its audit record names that version", async (t) => {
+  const { ctx, model, store } = setup(t);
+  const weights = await model('weights');
+  const first = await registerStage.run({ name: 'spam', model: weights }, ctx());
+  assert.deepEqual([first.ref, first.registered], ['spam@1', 'new']);
+  // A retry of the same attempt (its idempotency key) gets the version it registered: still this run's doing.
+  const retried = await registerStage.run({ name: 'spam', model: weights }, ctx({ attempt: 2 }));
+  assert.deepEqual([retried.ref, retried.registered], ['spam@1', 'new']);
+  // Another run whose training came from the cache: the same bytes, the existing version.
+  const rerun = await registerStage.run({ name: 'spam', model: weights }, ctx({ runId: 'rerun', executionId: 'exec-r' }));
+  assert.deepEqual([rerun.ref, rerun.registered], ['spam@1', 'existing']);
+  const other = await registerStage.run({ name: 'spam', model: await model('other') }, ctx({ runId: 'r3', executionId: 'exec-3' }));
+  assert.deepEqual([other.ref, other.registered], ['spam@2', 'new']);
+
+  // What the stage.completed record adds: the version, how it came, and the hash model.registered gives it.
+  const audit = await registerStage.audit!({ name: 'spam', model: weights }, rerun, { store });
+  assert.deepEqual(audit, {
+    model: 'spam@1',
+    modelHash: weights.sha256,
+    details: { version: 1, registered: 'existing', tree: weights.sha256 },
+  });
+  const log = await openAudit(join(ctx().stateDir, 'audit.db'));
+  try {
+    assert.equal((await log.query({ action: 'model.registered', model: 'spam@1' }))[0]!.modelHash, audit.modelHash);
+  } finally {
+    await log.close();
+  }
+  // A model folder: its ONNX file's hash, as model.registered gives it, and the folder's as details.tree.
+  const folder = join(ctx().stateDir, 'export');
+  mkdirSync(folder);
+  writeFileSync(join(folder, 'model.onnx'), 'onnx bytes');
+  writeFileSync(join(folder, 'labels.json'), '["a","b"]');
+  const tree = await store.putTree(folder);
+  const v3 = await registerStage.run({ name: 'spam', model: tree }, ctx({ runId: 'r4', executionId: 'exec-4' }));
+  const onnx = createHash('sha256').update('onnx bytes').digest('hex');
+  const treeAudit = await registerStage.audit!({ name: 'spam', model: tree }, v3, { store });
+  assert.deepEqual(treeAudit, { model: 'spam@3', modelHash: onnx, details: { version: 3, registered: 'new', tree: tree.sha256 } });
+  const log2 = await openAudit(join(ctx().stateDir, 'audit.db'));
+  try {
+    assert.equal((await log2.query({ action: 'model.registered', model: 'spam@3' }))[0]!.modelHash, onnx);
+  } finally {
+    await log2.close();
+  }
 });
 
 test('a deploy retried after another run moved the alias records its second move too: every alias move has its audit record', async (t) => {

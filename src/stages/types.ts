@@ -52,6 +52,21 @@ export interface StageContext {
   log(message: string): void;
 }
 
+/**
+ * What a stage's `stage.completed` audit record says beyond the hashes of its input and output
+ * artifacts (the kind's `audit`). Absent fields are left out of the record.
+ */
+export interface StageAudit {
+  /** Added to the record's `dataHashes`, e.g. `source:<path>` → sha256 of a file ingest read. */
+  dataHashes?: Record<string, string>;
+  /** `name@version` the stage's work is, for `tempered audit --model` (register). */
+  model?: string;
+  /** The model's hash as every audit record gives it (src/audit/model-hash.ts). */
+  modelHash?: string;
+  /** Added to the record's details (the adapter's own `stage`, `kind` and `cacheKey` win). */
+  details?: Record<string, unknown>;
+}
+
 export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
   /**
    * Identities of inputs the config only names (source files, the model a registry alias points
@@ -72,6 +87,13 @@ export interface StageKind<C = Record<string, unknown>> extends StageKindInfo {
    */
   isolation?: { module: string; device?(config: C): 'cpu' | 'webgpu' | 'cuda' | 'auto' | undefined };
   run(config: C, ctx: StageContext): Promise<StageOutputs>;
+  /**
+   * What this stage's `stage.completed` audit record adds (ingest: the source files it read;
+   * register: which version its model is). Computed from the config and the outputs, not during
+   * `run`, so the retry that finishes a stage whose earlier attempt stored its outputs but not its
+   * record writes the same record. A throw fails the attempt, which is retried.
+   */
+  audit?(config: C, outputs: Record<string, unknown>, ctx: { store: ArtifactStore }): Promise<StageAudit>;
 }
 
 export type AnyStageKind = StageKind<any>;
