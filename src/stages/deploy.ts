@@ -2,7 +2,7 @@
  * Stage kind `deploy`: promote a registered version to an alias (staging, production) when its
  * gate passes. A failed gate is an outcome ("not promoted"), not an error.
  */
-import { checkGate, evaluateGate } from '../eval/gates.ts';
+import { checkGate, evaluateGate, GateError } from '../eval/gates.ts';
 import { deliverAudit } from './register.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -98,11 +98,21 @@ export const deployStage: StageKind<Config> = {
           explanation = `${alias} is ${holder === null ? 'unset' : `v${holder}`} now, but evaluate compared against ${evaluated ?? 'no production model'}; rerun the pipeline to compare with the current ${alias}`;
           return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
         }
-        if (context.production === undefined && holder !== null && holder !== cfg.version) {
-          // Fall back to the metrics the current holder of the alias was registered with.
-          context.production = unflattenMetrics((await reg.getVersion(cfg.name, holder)).metrics);
+        const fallback = context.production === undefined && holder !== null && holder !== cfg.version;
+        // Fall back to the metrics the current holder of the alias was registered with.
+        if (fallback) context.production = unflattenMetrics((await reg.getVersion(cfg.name, holder)).metrics);
+        let res: ReturnType<typeof evaluateGate>;
+        try {
+          res = evaluateGate(cfg.gate, context, `stages.${ctx.stageId}.with.gate`);
+        } catch (e) {
+          // The holder was promoted after evaluate ran and found none: the gate reads what only
+          // evaluate measures (production.rows, production.candidate.*), which registered metrics lack.
+          // Not the pipeline's mistake, so no error: the comparison has to be run again.
+          const missing = e instanceof GateError ? /^unknown name '(production\.[^']+)'/.exec(e.reason)?.[1] : undefined;
+          if (!fallback || missing === undefined) throw e;
+          explanation = `${alias} is v${holder} now, but evaluate found no ${alias} version to compare against, and the gate reads ${missing}, which only evaluate measures; rerun the pipeline to compare with v${holder}`;
+          return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
         }
-        const res = evaluateGate(cfg.gate, context, `stages.${ctx.stageId}.with.gate`);
         explanation = res.explanation;
         if (!res.passed) return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
       }

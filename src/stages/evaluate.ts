@@ -2,7 +2,8 @@
  * Stage kind `evaluate`: the fine-tuned model on the test split, side by side with the baselines
  * the spec names: the base model (for a classifier: its frozen features under a logistic-regression
  * head; for a causal LM: the base model itself, on the same rendering of the records), and the
- * version currently serving under a registry alias (evaluated on the same test split).
+ * version currently serving under a registry alias, scored only on the test rows it was not trained on (the inputs of
+ * the `train` data its registered lineage records), with the fine-tuned model's scores on those same rows beside it.
  * Causal LMs are scored by response-token loss and perplexity, and with `generation` also by the
  * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
@@ -23,6 +24,7 @@ import type { StageContext, StageKind } from './types.ts';
 import { InputError } from '../errors.ts';
 import type { ChatOptions } from '../finetune/causal-lm.ts';
 import type { PromptTemplate } from '../models/tokenizer.ts';
+import type { DataRef } from '../registry/types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({
@@ -34,6 +36,8 @@ const lib = async () => ({
   ...(await import('../finetune/predictor.ts')),
   ...(await import('../models/sources.ts')),
   ...(await import('../registry/current.ts')),
+  ...(await import('../eval/contamination.ts')),
+  ...(await import('./production-rows.ts')),
 });
 
 /** Causal LMs: generate an answer for every test prompt and score it against the test response. */
@@ -57,7 +61,11 @@ interface Config {
   /** Classifier: `train` is required (the logistic-regression head's training rows). Causal LM: `model` only. */
   baseline?: { model: string; train?: ArtifactRef; pooling?: 'cls' | 'mean'; maxLength?: number; seed?: number };
   production?: { name: string; alias?: string };
-  /** Evaluate the first maxRows rows of the test split only (all models the same rows), so the cost is bounded. */
+  /**
+   * Evaluate the first maxRows rows of the test split only (the fine-tuned and base models the same rows), so the cost
+   * is bounded; production, and the fine-tuned model again beside it, get the first maxRows test rows production was
+   * not trained on.
+   */
   maxRows?: number;
   generation?: GenerationConfig;
   threads?: number;
@@ -80,14 +88,97 @@ async function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string
   return dir;
 }
 
+interface ProductionModel {
+  id: string;
+  alias: string;
+  tree: ArtifactRef;
+  /** The data sets its registered lineage records (its training rows are the `train` one). */
+  data: DataRef[];
+}
+
 /** The version the spec's `production` alias points at now, with its exported model folder. */
-async function productionModel(cfg: Config, stateDir: string): Promise<{ id: string; alias: string; tree: ArtifactRef } | undefined> {
+async function productionModel(cfg: Config, stateDir: string): Promise<ProductionModel | undefined> {
   if (!cfg.production) return undefined;
   const { currentVersion, versionArtifact } = await lib();
   const alias = cfg.production.alias ?? 'production';
   const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
   const tree = v && versionArtifact(v, 'model');
-  return v && tree && { id: `${v.name}@${v.version}`, alias, tree };
+  return v && tree && { id: `${v.name}@${v.version}`, alias, tree, data: v.lineage.data ?? [] };
+}
+
+/** The test rows production is scored on: those whose task input is not one of its training rows' inputs. */
+interface ProductionRows {
+  /** The table production is scored on, and the fine-tuned model again for `production.candidate.*` unless `same`. */
+  table: string;
+  /** The very rows the fine-tuned model's own metrics are over (nothing left out): those serve as production.candidate.*. */
+  same: boolean;
+  /** Rows in `table`; undefined when they are the test rows the fine-tuned model was scored on (not decontaminated). */
+  rows: number | undefined;
+  contaminatedRows: number;
+  /** Production's training rows were read and the test rows among them left out (even when there were none). */
+  decontaminated: boolean;
+  /** The index among production's rows of a test row the fine-tuned model was scored on; undefined when left out. */
+  indexOf: (testRow: number) => number | undefined;
+  report: Record<string, unknown>;
+}
+
+/**
+ * Production's rows: the first maxRows test rows (all without maxRows) whose input (classifier: `text`; causal LM:
+ * `prompt`), normalised as dedupe normalises, is not the input of a row of its `train` lineage data. Without that
+ * data (registered without lineage, or no longer in the store) it is scored on the fine-tuned model's test rows, as
+ * before, and the report, the log and `production.decontaminated` (false) say so.
+ */
+async function productionRows(
+  cfg: Config,
+  ctx: StageContext,
+  prod: ProductionModel,
+  o: { fullTest: string; testPath: string; causal: boolean },
+): Promise<ProductionRows> {
+  const { inputColumns, productionTraining, writeCleanRows } = await lib();
+  const columns = inputColumns(o.causal ? 'instruction' : 'classification');
+  const who = `${prod.id} (current ${prod.alias})`;
+  ctx.progress({ message: `${who}: reading its training rows, to leave them out of its test rows` });
+  const training = await productionTraining(ctx.store, prod.data, columns, ctx.signal);
+  if (!training.checked) {
+    ctx.log(`${who} is scored on all the test rows, some of which it may have been trained on: ${training.reason}`);
+    return {
+      table: o.testPath,
+      same: true,
+      rows: undefined,
+      contaminatedRows: 0,
+      decontaminated: false,
+      indexOf: (i) => i,
+      report: { decontaminated: false, reason: training.reason, columns },
+    };
+  }
+  const clean = await writeCleanRows(o.fullTest, training.seen, columns, cfg.maxRows, join(ctx.workDir, 'production-test.arrow'));
+  const same = clean.contaminated === 0;
+  const at = new Map(clean.testRows.map((r, i) => [r, i]));
+  if (clean.contaminated > 0)
+    ctx.log(
+      `${who}: ${clean.contaminated} test rows are in its training data and left out; it is scored on ${clean.rows} rows it was not trained on` +
+        (cfg.maxRows !== undefined ? ` (the first ${cfg.maxRows} such rows of the test split)` : ''),
+    );
+  return {
+    table: same ? o.testPath : join(ctx.workDir, 'production-test.arrow'),
+    same,
+    rows: clean.rows,
+    contaminatedRows: clean.contaminated,
+    decontaminated: true,
+    indexOf: same ? (i) => i : (i) => at.get(i),
+    report: {
+      decontaminated: true,
+      training_data: { name: training.data.name, sha256: training.data.sha256, rows: training.rows },
+      columns,
+      rows: clean.rows,
+      contaminated_rows: clean.contaminated,
+    },
+  };
+}
+
+/** What gates see of the rows production was scored on (production.rows, .contaminated_rows, .decontaminated). */
+function rowGateMetrics(p: ProductionRows, rows: number) {
+  return { rows, contaminated_rows: p.contaminatedRows, decontaminated: p.decontaminated };
 }
 
 async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
@@ -99,7 +190,8 @@ export const evaluateStage: StageKind<Config> = {
   kind: 'evaluate',
   description:
     'classifiers: accuracy, per-class and macro/micro P/R/F1 and confusion matrix; causal LMs: response loss, perplexity and (generation) exact_match, rouge_l, chrf; on the test split, against baselines',
-  codeVersion: 'evaluate-2',
+  // 3: production scored on the test rows it was not trained on; production.rows, .contaminated_rows, .decontaminated, .candidate.
+  codeVersion: 'evaluate-3',
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
   isolation: { module: import.meta.url },
   withSchema: {
@@ -127,10 +219,15 @@ export const evaluateStage: StageKind<Config> = {
         type: 'object',
         additionalProperties: false,
         required: ['name'],
-        description: 'compare with the version a registry alias points at (skipped when there is none)',
+        description:
+          "compare with the version a registry alias points at (skipped when there is none), on the test rows it was not trained on (its lineage's train data)",
         properties: { name: { type: 'string' }, alias: { type: 'string' } },
       },
-      maxRows: { type: 'integer', minimum: 1, description: 'evaluate only the first maxRows rows of the test split' },
+      maxRows: {
+        type: 'integer',
+        minimum: 1,
+        description: 'evaluate only the first maxRows rows of the test split (production: the first maxRows rows it was not trained on)',
+      },
       generation: {
         type: 'object',
         additionalProperties: false,
@@ -187,7 +284,8 @@ export const evaluateStage: StageKind<Config> = {
   outputs: {
     metrics: {
       type: 'json',
-      description: 'metrics for gates: accuracy, f1_macro, … or loss, perplexity, exact_match, rouge_l, chrf; baseline.*, production.*',
+      description:
+        'metrics for gates: accuracy, f1_macro, … or loss, perplexity, exact_match, rouge_l, chrf; baseline.*; production.* (on the test rows production was not trained on: production.rows, production.contaminated_rows, production.decontaminated, and the fine-tuned model on those rows as production.candidate.*)',
     },
     report: { type: 'json', description: 'full reports: confusion matrices, or generated samples side by side' },
     f1_macro: { type: 'number', description: 'classification' },
@@ -242,12 +340,29 @@ export const evaluateStage: StageKind<Config> = {
     const fields: Record<string, ValueShape> = { ...own.fields };
     if (cfg.baseline) fields.baseline = shape();
     // Present only when the alias has a version when the run evaluates; deploy falls back to the registry the same way.
+    // Its scores are over the test rows production was not trained on, and so are candidate.*, the fine-tuned model's.
+    // Without evaluate.production only the registered metrics can stand in, and they have none of the comparison's names.
+    const compares = cfg.production !== undefined;
     fields.production = {
       type: 'object',
       optional: true,
-      description: 'absent while no version holds the alias',
-      fields: { ...own.fields, version: { type: 'string' } },
+      description: compares ? 'absent while no version holds the alias' : 'the registered metrics of the version holding the alias',
+      fields: {
+        ...own.fields,
+        version: { type: 'string' },
+      },
     };
+    if (compares)
+      fields.production.fields = {
+        ...fields.production.fields,
+        rows: { type: 'number', description: 'test rows production was scored on: those it was not trained on' },
+        contaminated_rows: { type: 'number', description: "test rows left out because production's training rows hold their input" },
+        decontaminated: {
+          type: 'boolean',
+          description: "false when production's training data could not be read: scored on all test rows",
+        },
+        candidate: { ...own, description: 'the fine-tuned model on the rows production was scored on' },
+      };
     return { type: 'object', fields };
   },
   async run(cfg, ctx) {
@@ -257,7 +372,7 @@ export const evaluateStage: StageKind<Config> = {
     const testPath = cfg.maxRows === undefined ? fullTest : join(ctx.workDir, 'test-head.arrow');
     if (cfg.maxRows !== undefined) await headTable(fullTest, cfg.maxRows, testPath);
     const task = (JSON.parse(readFileSync(join(modelDir, 'tempered-model.json'), 'utf8')) as { task?: string }).task;
-    if (task === 'causal-lm') return evaluateLm(cfg, ctx, modelDir, testPath);
+    if (task === 'causal-lm') return evaluateLm(cfg, ctx, modelDir, fullTest, testPath);
     if (cfg.generation)
       throw new InputError(`the model's task is ${JSON.stringify(task)}; generation scores causal LMs`, {
         where: 'evaluate.generation',
@@ -298,16 +413,41 @@ export const evaluateStage: StageKind<Config> = {
     // No production version yet: gates see has(production) = false.
     const prod = await productionModel(cfg, ctx.stateDir);
     if (prod) {
-      ctx.progress({ fraction: 0.8, message: `evaluating ${prod.id} (current ${prod.alias}) on the same test split` });
-      const p = await evaluateClassifier({
-        modelFolder: await materialize(ctx, prod.tree),
-        table: testPath,
-        tableName: 'evaluate.test',
-        labels,
-        threads: cfg.threads,
-      });
-      metrics.production = { ...reportToGateMetrics(p.metrics), version: prod.id };
-      report.production = { id: prod.id, metrics: p.metrics };
+      const rows = await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: false });
+      report.contamination = rows.report;
+      if (rows.rows === 0) {
+        // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
+        ctx.log(`${prod.id} (current ${prod.alias}) is not scored: it was trained on every test row`);
+        metrics.production = { version: prod.id, ...rowGateMetrics(rows, 0) };
+        report.production = { id: prod.id };
+      } else {
+        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.id} (current ${prod.alias}) on the test rows it was not trained on` });
+        const p = await evaluateClassifier({
+          modelFolder: await materialize(ctx, prod.tree),
+          table: rows.table,
+          tableName: 'evaluate.test',
+          labels,
+          threads: cfg.threads,
+        });
+        // The fine-tuned model on the same rows, so a gate compares like with like.
+        ctx.progress({ fraction: 0.85, message: 'evaluating the fine-tuned model on the rows production was scored on' });
+        const c = rows.same
+          ? main
+          : await evaluateClassifier({
+              modelFolder: modelDir,
+              table: rows.table,
+              tableName: 'evaluate.test',
+              labels,
+              threads: cfg.threads,
+            });
+        metrics.production = {
+          ...reportToGateMetrics(p.metrics),
+          version: prod.id,
+          ...rowGateMetrics(rows, p.metrics.n),
+          candidate: reportToGateMetrics(c.metrics),
+        };
+        report.production = { id: prod.id, metrics: p.metrics, candidate: c.metrics };
+      }
     }
     return {
       metrics: await ctx.store.putJson(metrics),
@@ -337,20 +477,31 @@ const MAX_ANSWERS_IN_REPORT = 20;
  * Causal LM: loss and perplexity on response tokens, and (with `generation`) greedy answers scored by exact match,
  * ROUGE-L and chrF; the same for the base model (on the fine-tune's rendering of the records) and the production version.
  */
-async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, testPath: string) {
+async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, fullTest: string, testPath: string) {
   const { evaluateCausalLm, evaluateGenerative, readPromptResponses, trainedRendering } = await lib();
   const gen = cfg.generation;
   const rows = gen ? await readPromptResponses(testPath) : undefined;
   if (rows && rows.prompts.length === 0)
     throw new InputError('the test table has no rows to generate answers for', { where: 'evaluate.test', hint: 'check the split ratios' });
-  const models = 1 + (cfg.baseline ? 1 : 0) + (cfg.production ? 1 : 0);
+  // Production and the rows it is scored on first, so the progress counts the models to score.
+  const prod = await productionModel(cfg, ctx.stateDir);
+  const prodRows = prod && (await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: true }));
+  const onProdRows =
+    prodRows && prodRows.rows !== 0 && !prodRows.same
+      ? { table: prodRows.table, records: gen ? await readPromptResponses(prodRows.table) : undefined }
+      : undefined;
+  const models = 1 + (cfg.baseline ? 1 : 0) + (prodRows && prodRows.rows !== 0 ? (onProdRows ? 2 : 1) : 0);
   let done = 0;
+  /** `on`: another table than the test rows (production's rows), with its prompts and references for generation. */
   const score = async (
     role: 'fine-tuned' | 'baseline' | 'production',
     label: string,
     dir: string,
     rendering?: { template?: PromptTemplate; chat?: ChatOptions; maxLength?: number },
+    on?: { table: string; records?: { prompts: string[]; references: string[] } },
   ): Promise<LmScores> => {
+    const table = on?.table ?? testPath;
+    const records = on ? on.records : rows;
     const at = (part: number) => (done + part) / models;
     ctx.progress({ fraction: 0.02 + 0.96 * at(0), message: `${label}: response-token loss` });
     // Rows whose answer maxLength cut off entirely are left out of the loss and said so; when that is every row the
@@ -376,10 +527,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
             }, shorten the prompt template, or evaluate more rows (maxRows) so that some fit`,
           })
         : e;
-    if (!gen || !rows) {
+    if (!gen || !records) {
       const l = await evaluateCausalLm({
         model: dir,
-        table: testPath,
+        table,
         template: rendering?.template,
         chat: rendering?.chat,
         maxLength: rendering?.maxLength,
@@ -394,8 +545,8 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     // One decoder session gives both: the loss teacher-forced through its KV cache, then the greedy answers.
     const g = await evaluateGenerative({
       model: dir,
-      prompts: rows.prompts,
-      references: rows.references,
+      prompts: records.prompts,
+      references: records.references,
       rendering: rendering && { template: rendering.template, chat: rendering.chat },
       maxLength: rendering?.maxLength,
       maxNewTokens: gen.maxNewTokens ?? GENERATION_DEFAULTS.maxNewTokens,
@@ -436,11 +587,31 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     });
     metrics.baseline = base.metrics;
   }
-  const prod = await productionModel(cfg, ctx.stateDir);
   let production: LmScores | undefined;
-  if (prod) {
-    production = await score('production', `${prod.id} (current ${prod.alias})`, await materialize(ctx, prod.tree));
-    metrics.production = { ...production.metrics, version: prod.id };
+  if (prod && prodRows) {
+    if (prodRows.rows === 0) {
+      // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
+      ctx.log(`${prod.id} (current ${prod.alias}) is not scored: it was trained on every test row`);
+      metrics.production = { version: prod.id, ...rowGateMetrics(prodRows, 0) };
+    } else {
+      production = await score(
+        'production',
+        `${prod.id} (current ${prod.alias})`,
+        await materialize(ctx, prod.tree),
+        undefined,
+        onProdRows,
+      );
+      // The fine-tuned model on the same rows, so a gate compares like with like.
+      const candidate = onProdRows
+        ? await score('fine-tuned', "fine-tuned model (on production's rows)", modelDir, undefined, onProdRows)
+        : main;
+      metrics.production = {
+        ...production.metrics,
+        version: prod.id,
+        ...rowGateMetrics(prodRows, production.rows),
+        candidate: candidate.metrics,
+      };
+    }
   }
   const report: Record<string, unknown> = {
     task: 'causal-lm',
@@ -448,6 +619,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
     testRows: main.rows,
     // Rows each model's reply loss left out: the prompt (in its template) and the reply exceed maxLength.
     unscoredRows: { model: main.unscoredRows, baseline: base?.unscoredRows, production: production?.unscoredRows },
+    ...(prodRows ? { contamination: prodRows.report } : {}),
   };
   if (gen && rows) {
     const n = Math.min(gen.samples ?? GENERATION_DEFAULTS.samples, rows.prompts.length);
@@ -465,11 +637,18 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, test
         ...(base?.answers ? { baseline: base.answers } : {}),
         ...(production?.answers ? { production: production.answers } : {}),
       };
+    // Production answered its own rows: a test row it was trained on has no answer of its (null, production_trained_on).
+    const productionSample = (i: number) => {
+      const j = prodRows!.indexOf(i);
+      return j === undefined
+        ? { production: null, production_exact: null, production_trained_on: true }
+        : { production: production!.outputs![j], production_exact: production!.exact![j] };
+    };
     report.samples = Array.from({ length: n }, (_, i) => ({
       prompt: rows.prompts[i],
       reference: rows.references[i],
       ...(base ? { baseline: base.outputs![i], baseline_exact: base.exact![i] } : {}),
-      ...(production ? { production: production.outputs![i], production_exact: production.exact![i] } : {}),
+      ...(production ? productionSample(i) : {}),
       output: main.outputs![i],
       exact: main.exact![i],
     }));

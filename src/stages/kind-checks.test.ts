@@ -16,7 +16,8 @@ import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
 const pipelines = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'pipelines');
 const file = join(pipelines, 'sms-spam.yaml');
 const demo = readFileSync(file, 'utf8');
-const GATE = 'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || f1_macro >= production.f1_macro - 0.005)';
+const GATE =
+  'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || (production.rows >= 100 && production.candidate.f1_macro >= production.f1_macro - 0.005))';
 let registry: KindRegistry;
 before(async () => {
   registry = kindRegistry(await loadStageKinds());
@@ -91,6 +92,15 @@ describe('gates', () => {
   test('baseline.* needs a baseline in the evaluate stage', () => {
     const text = edit([/ {6}baseline:\n(?: {8}.*\n){4}/, ''], [GATE, 'f1_macro > baseline.f1_macro']);
     only(text, 'baseline.f1_macro', /unknown name 'baseline.f1_macro'/);
+  });
+
+  test("production's comparison names (rows, candidate.*) need evaluate to compare with production", () => {
+    assert.equal(loadSpecText(edit([/ {6}production:\n {8}name: .*\n/, '']), file, { ...registry, baseDir: pipelines }).ok, false);
+    const text = edit([/ {6}production:\n {8}name: .*\n/, ''], [GATE, '!has(production) || production.rows >= 100']);
+    only(text, 'production.rows', /unknown name 'production.rows': 'production' has no 'rows'/);
+    // The registered metrics that stand in for the comparison still gate.
+    const registered = edit([/ {6}production:\n {8}name: .*\n/, ''], [GATE, '!has(production) || f1_macro >= production.f1_macro']);
+    assert.equal(loadSpecText(registered, file, { ...registry, baseDir: pipelines }).ok, true);
   });
 
   test('a gate without metrics can read nothing but production', () => {

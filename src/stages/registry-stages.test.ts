@@ -223,6 +223,34 @@ test('deploy does not promote on production metrics that went stale after evalua
   await after.close();
 });
 
+test("a version promoted after evaluate found none is not judged on registered metrics that lack the comparison's names", async (t) => {
+  const { ctx, model, store } = setup(t);
+  for (const [i, bytes] of ['a', 'b'].entries()) {
+    const registered = await store.putJson(evaluation(0.5));
+    await registerStage.run(
+      { name: 'spam', model: await model(bytes), metrics: registered },
+      ctx({ runId: `r${i}`, executionId: `e${i}` }),
+    );
+  }
+  // evaluate found no production version, so its metrics have none ...
+  const metrics = await store.putJson(evaluation(0.9));
+  // ... then another run promoted v1.
+  await deployStage.run({ name: 'spam', version: 1 }, ctx({ stageId: 'deploy', executionId: 'e0' }));
+  const gate = '!has(production) || (production.rows >= 100 && production.candidate.f1_macro >= production.f1_macro)';
+  const out = await deployStage.run({ name: 'spam', version: 2, gate, metrics }, ctx({ stageId: 'deploy', executionId: 'e2' }));
+  assert.equal(out.promoted, false);
+  assert.match(String(out.explanation), /production is v1 now, but evaluate found no production version .* reads production\.rows.*rerun/);
+  const after = await openRegistry(join(ctx().stateDir, 'registry.db'));
+  assert.equal(await after.aliasVersion('spam', 'production'), 1);
+  await after.close();
+  // A gate that registered metrics can answer still falls back to them.
+  const plain = await deployStage.run(
+    { name: 'spam', version: 2, gate: '!has(production) || f1_macro >= production.f1_macro', metrics },
+    ctx({ stageId: 'deploy', executionId: 'e3' }),
+  );
+  assert.equal(plain.promoted, true);
+});
+
 describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
   const dbs = useDatabases('postgres');
 
