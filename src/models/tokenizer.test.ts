@@ -9,6 +9,17 @@ import { InputError } from '../errors.ts';
 import { longestFirstLengths } from './post-processor.ts';
 import { HfTokenizer, IGNORE_INDEX, loadTokenizer, padBatch } from './tokenizer.ts';
 import { tokenizeToArrow } from './tokenize-arrow.ts';
+import * as tokenizers from '@huggingface/tokenizers';
+import type { GgufFile } from '../formats/gguf.ts';
+import { SUPPORTED_PRE_TOKENIZERS, tokenizerFromGguf } from './gguf-tokenizer.ts';
+import { realModel } from './real-models.testing.ts';
+import { regexVerdict } from './regex-safety.ts';
+import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
+import { KNOWN_SAFE_PATTERNS } from './tokenizer-patterns.ts';
+
+const { SplitPreTokenizer: SplitPreTokenizerForTest } = tokenizers as unknown as {
+  SplitPreTokenizer: new (config: object) => { pattern: RegExp | null };
+};
 
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 const json = (f: string) => JSON.parse(readFileSync(join(FX, f), 'utf8'));
@@ -228,3 +239,136 @@ test('LLaMA-style tokenizer: BOS from add_bos_token starts prompt/response rows;
   // No pad token in its config: EOS pads.
   assert.equal(tok.padId, tok.eosId);
 });
+
+// ---- tokenizer.json patterns are hostile input: catastrophic backtracking is refused at load.
+
+/** The byte-level BPE fixture with `pre_tokenizer`, `normalizer` or `decoder` replaced. */
+function bpeWith(parts: Record<string, unknown>): Record<string, unknown> {
+  return { ...(json('bpe-tokenizer.json') as Record<string, unknown>), ...parts };
+}
+const split = (regex: string) => ({ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false });
+const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
+const splitThenBytes = (...regexes: string[]) => ({
+  pre_tokenizer: { type: 'Sequence', pretokenizers: [...regexes.map(split), byteLevel] },
+});
+
+/** Writes a model folder holding `tokenizer` and loads it the way every caller does. */
+function loadFrom(tokenizer: Record<string, unknown>): HfTokenizer {
+  const dir = mkdtempSync(join(tmpdir(), 'tok-regex-'));
+  try {
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+    return loadTokenizer(dir);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+}
+
+function refused(tokenizer: Record<string, unknown>, path: string, kind: RegExp) {
+  assert.throws(
+    () => loadFrom(tokenizer),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(e.message, /tok-regex-[^/]*\/tokenizer\.json: /, 'names the file');
+      assert.ok(e.message.includes(`: ${path} `), `names ${path}: ${e.message}`);
+      assert.match(e.message, kind);
+      assert.match(e.message, /source you trust|rewrite the pattern/, 'says what to do');
+      return true;
+    },
+  );
+}
+
+test('a Split pattern with nested repeats ((a+)+$) is refused at load, naming its JSON path', () => {
+  refused(bpeWith(splitThenBytes('\\p{N}', '(a+)+$')), 'pre_tokenizer.pretokenizers[1].pattern.Regex', /exponential time.*\(a\+\)\+/);
+  refused(bpeWith({ pre_tokenizer: split('(\\w+\\s?)+$') }), 'pre_tokenizer.pattern.Regex', /exponential/);
+  refused(bpeWith({ pre_tokenizer: split('(a|aa)+b') }), 'pre_tokenizer.pattern.Regex', /exponential/);
+  // Backreferences and lookarounds hide the same blow-up.
+  refused(bpeWith({ pre_tokenizer: split('(?=(a+)+$)a') }), 'pre_tokenizer.pattern.Regex', /exponential/);
+  refused(bpeWith({ pre_tokenizer: split('(a*)*\\1b') }), 'pre_tokenizer.pattern.Regex', /backreference/);
+});
+
+test('normalizer and decoder Replace patterns are checked too', () => {
+  const replace = (regex: string) => ({ type: 'Replace', pattern: { Regex: regex }, content: ' ' });
+  refused(
+    bpeWith({ normalizer: { type: 'Sequence', normalizers: [{ type: 'NFC' }, replace('(\\s|\\s)*$')] } }),
+    'normalizer.normalizers[1].pattern.Regex',
+    /exponential/,
+  );
+  refused(bpeWith({ decoder: replace('(x+x+)+y') }), 'decoder.pattern.Regex', /exponential/);
+  // A String pattern is a literal: nothing to backtrack.
+  loadFrom(bpeWith({ normalizer: { type: 'Replace', pattern: { String: '(a+)+$' }, content: '' } }));
+});
+
+test('polynomial patterns (\\s*\\s*\\s*$, .*.*=) and patterns beyond the checker are refused', () => {
+  refused(bpeWith({ pre_tokenizer: split('\\s*\\s*\\s*$') }), 'pre_tokenizer.pattern.Regex', /polynomial time/);
+  refused(bpeWith({ pre_tokenizer: split('.*.*=.*') }), 'pre_tokenizer.pattern.Regex', /polynomial time/);
+  // A lookahead that rescans the text on every turn of a loop: quadratic per attempt.
+  refused(bpeWith({ pre_tokenizer: split('(?:a(?=[^b]*b))*c') }), 'pre_tokenizer.pattern.Regex', /polynomial time/);
+  // Finite ambiguity that doubles with each copy: 2^30 ways before a failure.
+  refused(bpeWith({ pre_tokenizer: split('(?:a|a)'.repeat(30) + '$') }), 'pre_tokenizer.pattern.Regex', /exponential/);
+  refused(bpeWith({ pre_tokenizer: split('a'.repeat(5000)) }), 'pre_tokenizer.pattern.Regex', /5000 characters long/);
+  refused(bpeWith({ pre_tokenizer: split('(?:(?:(?:){100}){100}){100}') }), 'pre_tokenizer.pattern.Regex', /too complex/);
+  refused(
+    bpeWith({ pre_tokenizer: { type: 'Split', pattern: { Regex: 7 }, behavior: 'Isolated', invert: false } }),
+    'pre_tokenizer.pattern.Regex',
+    /not a string/,
+  );
+});
+
+test('real pre-tokenizer patterns load: the known ones pass the checker, and unknown safe ones are analysed and accepted', () => {
+  for (const p of KNOWN_SAFE_PATTERNS) {
+    const tok = new HfTokenizer(bpeWith(splitThenBytes(p)), json('bpe-tokenizer_config.json'));
+    assert.ok(tok.tokenize("Hello world, it's 2024!  \n\tdone 日本語 and ゟ").length > 0, p);
+  }
+  // Unknown to the table, analysed: DeepSeek-LLM's splits (quadratic at worst: one attempt per start, not refused),
+  // Qwen3.5's, Command-A's digit groups (an unbounded lookahead outside any loop), BERT-like word/punctuation.
+  for (const p of [
+    '[\\r\\n]',
+    '\\s?[!-/:-~！-／：-～‘-‟　-。]+',
+    '\\s+$',
+    '[一-龥ࠀ-一가-퟿]+',
+    '\\p{N}+',
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    '\\d{1,3}(?=(?:\\d{3})*\\b)',
+    '\\w+|[^\\w\\s]+',
+  ]) {
+    assert.ok(!KNOWN_SAFE_PATTERNS.has(p));
+    new HfTokenizer(bpeWith(splitThenBytes(p)), json('bpe-tokenizer_config.json'));
+  }
+});
+
+test('every table entry is safe by the analysis itself (the table only skips the work)', () => {
+  for (const p of KNOWN_SAFE_PATTERNS) {
+    const re = new SplitPreTokenizerForTest({ type: 'Split', pattern: { Regex: p }, behavior: 'Isolated', invert: false }).pattern!;
+    assert.deepEqual(regexVerdict(re), { kind: 'safe' }, p);
+  }
+});
+
+test('GGUF tokenizers: the split of every tokenizer.ggml.pre tempered knows loads', () => {
+  const tokens = ['a', 'b', 'ab', 'Ġ', '1', '<s>'];
+  for (const pre of SUPPORTED_PRE_TOKENIZERS) {
+    const g = {
+      path: `/m/${pre}.gguf`,
+      metadata: new Map<string, unknown>([
+        ['tokenizer.ggml.model', 'gpt2'],
+        ['tokenizer.ggml.pre', pre],
+        ['tokenizer.ggml.tokens', tokens],
+        ['tokenizer.ggml.merges', ['a b']],
+        ['tokenizer.ggml.bos_token_id', 5],
+      ]),
+    } as unknown as GgufFile;
+    const files = tokenizerFromGguf(g);
+    assert.ok(new HfTokenizer(files.tokenizer, files.config).tokenize('ab 1').length > 0, pre);
+  }
+});
+
+const smollm2 = await realModel(DEFAULT_LLM);
+test(
+  "SmolLM2's actual tokenizer (the GGUF-derived tokenizer.json of the project's LLM) loads",
+  { skip: 'skip' in smollm2 && smollm2.skip },
+  () => {
+    const tok = loadTokenizer((smollm2 as ResolvedModel).dir);
+    const ids = tok.tokenize('Hello 123');
+    assert.equal(ids.length, 5); // "Hello", " ", then the digits one by one
+    assert.equal(tok.decode(ids), 'Hello 123');
+  },
+);

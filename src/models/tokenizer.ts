@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../errors.ts';
 import { applyLayout, longestFirstLengths, parseSpecialLayout, specialCount, type SpecialLayout } from './post-processor.ts';
+import { checkTokenizerPatterns } from './tokenizer-patterns.ts';
 
 /** Label value of positions that carry no loss (PyTorch's CrossEntropyLoss ignore_index). */
 export const IGNORE_INDEX = -100;
@@ -75,6 +76,8 @@ export class HfTokenizer {
   readonly modelMaxLength: number | undefined;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, file = 'tokenizer.json') {
+    // Before the library compiles them: a pattern that backtracks catastrophically would hang encode().
+    checkTokenizerPatterns(tokenizerJson, file);
     try {
       this.inner = new Tokenizer(tokenizerJson, config);
     } catch (e) {

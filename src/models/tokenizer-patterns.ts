@@ -1,0 +1,120 @@
+/**
+ * tokenizer.json regexes are hostile input: @huggingface/tokenizers compiles every `{"Regex": …}` pattern
+ * (Split and Replace pre-tokenizers, Replace normalizers, Replace decoders) into a JavaScript RegExp, a
+ * backtracking engine, so `(a+)+$` in a downloaded tokenizer.json would hang a training worker or
+ * `tempered serve` on a 30-character text. Every such pattern is checked before the library sees it:
+ * known pre-tokenizer patterns (the table below) pass at once, any other is compiled exactly as the
+ * library compiles it and analysed by regex-safety.ts; a pattern that can backtrack exponentially or
+ * polynomially is refused with an InputError naming the file and the pattern's JSON path.
+ */
+import * as tokenizers from '@huggingface/tokenizers';
+import { InputError } from '../errors.ts';
+import { regexVerdict, type RegexVerdict } from './regex-safety.ts';
+
+/** Longer patterns are refused before the library compiles them (its Oniguruma rewrite is not linear in the length). */
+export const MAX_PATTERN_CHARS = 4096;
+
+/** GPT-2's split (RoBERTa, GPT-J, OLMo, StarCoder and the SmolLM GGUF split after `\p{N}`). */
+const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/** cl100k (GPT-4) as Llama-3, Phi-4, OLMo-2, GLM-4 write it; Qwen2/2.5/3 take digits one by one. */
+const LLAMA3 =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2 = LLAMA3.replace('\\p{N}{1,3}', '\\p{N}');
+/** o200k (GPT-4o, gpt-oss, Llama-4, Phi-4-mini). */
+const O200K =
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** Mistral's Tekken (Mistral-Nemo, Mistral-Small): o200k without the contractions, digits one by one. */
+const TEKKEN =
+  '[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+';
+/** DeepSeek-V3 / R1: three Splits in turn. */
+const DEEPSEEK_V3 = [
+  '\\p{N}{1,3}',
+  '[一-龥\u3040-ゟ゠-ヿ]+',
+  '[!"#$%&\'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+',
+];
+
+/**
+ * Patterns whose verdict is known (regex-safety.ts finds each safe: tokenizer.test.ts checks it), so
+ * tokenizers of these families load without the analysis (its first run in a process scans Unicode
+ * properties over every code point: ~0.1–0.4 s each). Anything else is analysed.
+ */
+export const KNOWN_SAFE_PATTERNS: ReadonlySet<string> = new Set([
+  GPT2,
+  LLAMA3,
+  QWEN2,
+  O200K,
+  TEKKEN,
+  ...DEEPSEEK_V3,
+  '\\p{N}', // SmolLM / StarCoder digits (llama.cpp's split for them)
+  ' ', // Gemma's Split on spaces
+  ' {2,}', // SentencePiece conversions (T5, NLLB): runs of spaces → one
+  ' ?[^(\\s|[.,!?…。，、।۔،])]+', // BLOOM
+]);
+
+/** The library's own compilation of a pattern (its Oniguruma → JavaScript rewrite included). */
+// Exported by the library at run time; its .d.ts re-exports lack the extensions NodeNext needs to see them.
+const { SplitPreTokenizer } = tokenizers as unknown as { SplitPreTokenizer: new (config: object) => { pattern: RegExp | null } };
+
+function compile(regex: string): RegExp | null {
+  return new SplitPreTokenizer({ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }).pattern;
+}
+
+function explain(v: Exclude<RegexVerdict, { kind: 'safe' }>): string {
+  switch (v.kind) {
+    case 'exponential':
+      return `can take exponential time on some texts: ${v.reason}`;
+    case 'polynomial':
+      return `can take polynomial time on some texts: ${v.reason}`;
+    case 'too-complex':
+      return `is too complex to check for slow matching (${v.reason})`;
+    case 'unsupported':
+      return `uses a construct that tempered does not check for slow matching: ${v.reason}`;
+  }
+}
+
+const quote = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 117)}...` : s);
+
+/** Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly. */
+export function checkPattern(regex: unknown, path: string, file: string): void {
+  if (typeof regex === 'string' && KNOWN_SAFE_PATTERNS.has(regex)) return;
+  const fail = (what: string) =>
+    new InputError(
+      `${path} ${what}; JavaScript's regex engine backtracks, so such a pattern can hang tokenization. Use the model's tokenizer.json from a source you trust, or rewrite the pattern so that no repeated part can match the same text in two ways`,
+      { where: file, hint: 'tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)' },
+    );
+  if (typeof regex !== 'string') throw fail(`is ${regex === null ? 'null' : typeof regex}, not a string`);
+  if (regex.length > MAX_PATTERN_CHARS)
+    throw fail(`is ${regex.length} characters long, more than the ${MAX_PATTERN_CHARS} tempered checks`);
+  let re: RegExp | null;
+  try {
+    re = compile(regex);
+  } catch (e) {
+    throw new InputError(`${path} ${quote(regex)} is not a valid pattern: ${(e as Error).message}`, { where: file, cause: e });
+  }
+  if (re === null) return;
+  const v = regexVerdict(re);
+  if (v.kind !== 'safe') throw fail(`${quote(regex)} ${explain(v)}`);
+}
+
+/** Objects nested deeper than this are refused (real tokenizer.json files nest 4 levels). */
+const MAX_DEPTH = 64;
+
+/**
+ * Checks every `{"Regex": …}` under the normalizer, pre-tokenizer and decoder of a tokenizer.json
+ * (the parts the library compiles patterns from), naming each by its JSON path.
+ */
+export function checkTokenizerPatterns(tokenizerJson: Record<string, unknown>, file: string): void {
+  const walk = (v: unknown, path: string, depth: number) => {
+    if (typeof v !== 'object' || v === null) return;
+    if (depth > MAX_DEPTH) throw new InputError(`${path} is nested more than ${MAX_DEPTH} levels deep`, { where: file });
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => walk(x, `${path}[${i}]`, depth + 1));
+      return;
+    }
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'Regex') checkPattern(x, `${path}.Regex`, file);
+      else walk(x, `${path}.${k}`, depth + 1);
+    }
+  };
+  for (const root of ['normalizer', 'pre_tokenizer', 'decoder']) walk(tokenizerJson[root], root, 0);
+}
