@@ -2,12 +2,14 @@
  * Chat templates: the model's own Jinja template (tokenizer_config.json `chat_template`, a
  * `chat_template.jinja` file, or a GGUF's `tokenizer.chat_template`), rendered with @huggingface/jinja
  * the way transformers' `apply_chat_template` renders it: `messages`, `add_generation_prompt`, the
- * special tokens (`bos_token`, `eos_token`, …) and any extra variables; trim_blocks and lstrip_blocks on.
+ * special tokens (`bos_token`, `eos_token`, …) and any extra variables; trim_blocks and lstrip_blocks on. A template
+ * is hostile input (it comes with the model), so it renders within a work budget that scales with the conversation
+ * (`chat-template-budget.ts`): one that would fill the heap or run for hours fails at once with an InputError.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Template } from '@huggingface/jinja';
 import { InputError } from '../errors.ts';
+import { BudgetedTemplate, renderLimits, TemplateBudgetError, type RenderLimits } from './chat-template-budget.ts';
 
 export interface ChatMessage {
   role: string;
@@ -30,8 +32,23 @@ function tokenString(v: unknown): string | undefined {
   return undefined;
 }
 
+/** How much of its budget a render took, and the budget. */
+export interface RenderUsage {
+  used: RenderLimits;
+  limits: RenderLimits;
+}
+
+/** The length of a value as JSON, to size the budget by; 0 for what JSON cannot hold (rendering then fails anyway). */
+function jsonChars(v: unknown): number {
+  try {
+    return JSON.stringify(v)?.length ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
 export class ChatTemplate {
-  private readonly template: Template;
+  private readonly template: BudgetedTemplate;
 
   /** `source` names where the template came from, for errors. */
   constructor(
@@ -40,25 +57,41 @@ export class ChatTemplate {
     readonly specialTokens: Record<string, string> = {},
   ) {
     try {
-      this.template = new Template(text);
+      this.template = new BudgetedTemplate(text);
     } catch (e) {
       throw new InputError(`chat template does not parse: ${(e as Error).message}`, { where: source, cause: e });
     }
   }
 
   render(messages: ChatMessage[], opts: RenderOptions = {}): string {
+    return this.renderWithUsage(messages, opts).text;
+  }
+
+  /** `render`, also saying how much of the budget it took (for tests and for sizing the budget). */
+  renderWithUsage(messages: ChatMessage[], opts: RenderOptions = {}): { text: string } & RenderUsage {
     messages.forEach((m, i) => {
       if (typeof m?.role !== 'string' || typeof m.content !== 'string')
         throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
     });
+    const items = {
+      ...this.specialTokens,
+      ...opts.variables,
+      messages: messages.map((m) => ({ ...m })),
+      add_generation_prompt: opts.addGenerationPrompt ?? false,
+    };
+    const limits = renderLimits(jsonChars(items), messages.length, this.text.length);
     try {
-      return this.template.render({
-        ...this.specialTokens,
-        ...opts.variables,
-        messages: messages.map((m) => ({ ...m })),
-        add_generation_prompt: opts.addGenerationPrompt ?? false,
-      });
+      return { ...this.template.render(items, limits), limits };
     } catch (e) {
+      if (e instanceof TemplateBudgetError)
+        throw new InputError(
+          `chat template exceeds its work budget: ${e.message}; a real chat template loops over the messages: see where this model comes from, and render with a template you trust`,
+          {
+            where: this.source,
+            hint: "give a template explicitly to use instead of the model's: the pipeline's chat_template field, serve's and generate's --chat-template FILE, or the call's template option",
+            cause: e,
+          },
+        );
       throw new InputError(`chat template failed: ${(e as Error).message}`, { where: this.source, cause: e });
     }
   }
