@@ -232,3 +232,45 @@ test('reads a file written by the reference Python safetensors library', () => {
   }
   assert.equal(got.tensors.get('mask')!.dtype, 'BOOL');
 });
+
+test('a header of millions of tiny JSON values is refused before JSON.parse inflates it; 50,000 real tensors still load', () => {
+  const dir = tmp();
+  try {
+    const refused = (p: string) =>
+      assert.throws(
+        () => readSafetensorsHeader(p),
+        (e: unknown) =>
+          e instanceof InputError &&
+          e.message.startsWith(`${p}: header holds more than 4000000 JSON values and keys (room for 250,000 tensors)`) &&
+          /re-download/.test(e.hint ?? ''),
+      );
+    // Zero-length tensors tile an empty data buffer, so every entry is valid: 11 values and keys each (rank 1), and
+    // 363,636 of them fit the limit exactly. One more was accepted before (135 MB of objects from 21 MB of JSON).
+    const zeroLength = (n: number) =>
+      `{${Array.from({ length: n }, (_, i) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`).join(',')}}`;
+    const over = rawFile(dir, zeroLength(363_637));
+    refused(over);
+    assert.throws(
+      () => readSafetensors(over),
+      (e: unknown) => e instanceof InputError && /more than 4000000 JSON values/.test(e.message),
+    );
+    assert.equal(readSafetensorsHeader(rawFile(dir, zeroLength(363_636))).tensors.size, 363_636);
+    // The costliest values per byte: empty objects, and arrays nested a million deep.
+    refused(rawFile(dir, `{${Array.from({ length: 1_400_000 }, (_, i) => `"a${i}":{}`).join(',')}}`));
+    refused(rawFile(dir, `{"a":${'['.repeat(4_000_001)}${']'.repeat(4_000_001)}}`));
+    // Inside strings (escaped quotes included) the same characters are text, not values.
+    const text = rawFile(dir, { __metadata__: { notes: '{[,:\\"'.repeat(1_000_000) } });
+    assert.equal(readSafetensorsHeader(text).metadata.notes!.length, 6_000_000);
+    // A realistic large header: 50,000 tensors named as in a mixture of experts.
+    const big = new Map<string, SafeTensor>();
+    for (let i = 0; i < 50_000; i++)
+      big.set(`model.layers.${i >> 9}.mlp.experts.${i & 511}.down_proj.weight`, { dtype: 'BF16', shape: [2, 2], data: new Uint16Array(4) });
+    const p = join(dir, 'big.safetensors');
+    writeSafetensors(p, big);
+    const h = readSafetensorsHeader(p);
+    assert.equal(h.tensors.size, 50_000);
+    assert.deepEqual(h.tensors.get('model.layers.97.mlp.experts.335.down_proj.weight')?.shape, [2, 2]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -57,6 +57,16 @@ const BYTES: Record<SafetensorsDType, number> = {
 
 /** Headers larger than this are not model headers but corrupt length fields; refuse before allocating. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/**
+ * JSON values and keys a header may hold, counted before parsing as the `{`, `[`, `,` and `:` outside strings. The
+ * byte limit alone does not bound memory: JSON.parse makes ~160 bytes of objects of each `"k":{},` (17 MB of them take
+ * 220 MB), so 100 MiB of them would take gigabytes. A tensor
+ * entry of rank r takes 10 + r, so this is room for 250,000 tensors of rank 6, where real files hold a few hundred to
+ * a few thousand (checkpoints are sharded at a few GB) and even an unsharded mixture of experts (48 layers × 128
+ * experts × 3 projections) about 19,000. Parsing at most this many takes at most ~220 MB (measured on 1.3 M empty
+ * objects, the costliest per value; 250,000 real tensor entries take 120 MB).
+ */
+const MAX_HEADER_VALUES = 4_000_000;
 
 export function isSafetensorsDType(d: unknown): d is SafetensorsDType {
   return typeof d === 'string' && Object.prototype.hasOwnProperty.call(BYTES, d);
@@ -294,7 +304,23 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
   return { entries, metadata };
 }
 
-function readExact(fd: number, length: number, position: number, path: string): Uint8Array {
+/** The header's JSON values and keys (see MAX_HEADER_VALUES), counting stopped just past `limit`. */
+function countJsonValues(bytes: Uint8Array, limit: number): number {
+  let n = 0;
+  let inString = false;
+  // UTF-8 continuation bytes are all >= 0x80, so the ASCII structure can be read byte by byte.
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++;
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) inString = true;
+    else if ((b === 0x7b || b === 0x5b || b === 0x2c || b === 0x3a) && ++n > limit) return n;
+  }
+  return n;
+}
+
+function readExact(fd: number, length: number, position: number, path: string): Buffer {
   const buf = Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
@@ -321,7 +347,13 @@ function openHeader(fd: number, path: string): { entries: HeaderEntry[]; metadat
     });
   const headerLen = Number(n);
   if (8 + headerLen > size) throw new InputError(`header length ${headerLen} runs past the end of the ${size}-byte file`, { where: path });
-  const json = Buffer.from(readExact(fd, headerLen, 8, path)).toString('utf8');
+  const bytes = readExact(fd, headerLen, 8, path);
+  if (countJsonValues(bytes, MAX_HEADER_VALUES) > MAX_HEADER_VALUES)
+    throw new InputError(
+      `header holds more than ${MAX_HEADER_VALUES} JSON values and keys (room for 250,000 tensors); the file is corrupt or not a model's weights`,
+      { where: path, hint: 're-download or re-export it' },
+    );
+  const json = bytes.toString('utf8');
   const { entries, metadata } = parseHeader(path, json, size - 8 - headerLen);
   return { entries, metadata, dataStart: 8 + headerLen };
 }
