@@ -13,6 +13,7 @@ import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
 import { diffModelVersions } from '../src/registry/diff.ts';
+import { resolveModelFilter, type ModelFilter } from '../src/registry/model-filter.ts';
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
@@ -32,20 +33,139 @@ export interface RunView {
   temporalStatus: string;
   /** Parsed JSON report outputs (`report`, `metrics`) by stage id and output name. */
   reports: Record<string, Record<string, unknown>>;
+  /** An evaluate stage's comparison with the production version, by stage id (where it compared with one). */
+  production: Record<string, ProductionComparison>;
 }
 
 export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
   const desc = await client.workflow.getHandle(runId).describe();
   const status = await getRunStatus(client, runId);
   const reports: RunView['reports'] = {};
+  const production: RunView['production'] = {};
   for (const st of status.stages) {
     for (const [name, ref] of Object.entries(st.outputs ?? {})) {
       if ((name !== 'report' && name !== 'metrics') || !isArtifactRef(ref)) continue;
       const json = await readJsonArtifact(store, ref);
       if (json !== undefined) (reports[st.id] ??= {})[name] = json;
     }
+    const compared = st.uses === 'evaluate' ? productionComparison(reports[st.id]?.metrics, reports[st.id]?.report) : undefined;
+    if (compared) production[st.id] = compared;
   }
-  return { status, execution: desc.runId, temporalStatus: desc.status.name, reports };
+  return { status, execution: desc.runId, temporalStatus: desc.status.name, reports, production };
+}
+
+/** The scores a comparison with production shows, in this order, where present; and which way is better. */
+const COMPARED: [name: string, better: 'higher' | 'lower'][] = [
+  ['accuracy', 'higher'],
+  ['f1_macro', 'higher'],
+  ['precision_macro', 'higher'],
+  ['recall_macro', 'higher'],
+  ['loss', 'lower'],
+  ['perplexity', 'lower'],
+  ['exact_match', 'higher'],
+  ['balanced_exact_match', 'higher'],
+  ['answer_f1_macro', 'higher'],
+  ['rouge_l', 'higher'],
+  ['chrf', 'higher'],
+];
+
+export interface ProductionComparison {
+  /** The version compared with, e.g. `spam-clf@3`. */
+  version?: string;
+  /**
+   * The fine-tuned model was scored again on the rows production was scored on (`production.candidate.*`), and
+   * those scores stand beside production's. False for metrics written before evaluate did that: production's
+   * scores then stand beside the fine-tuned model's scores over all its test rows, as they always did.
+   */
+  sameRows: boolean;
+  /** Test rows both were scored on: those production was not trained on (undefined in older metrics). */
+  rows?: number;
+  /** Test rows left out because production was trained on their input. */
+  contaminatedRows?: number;
+  /** False: production's training data could not be read, so it was scored on every test row (undefined in older metrics). */
+  decontaminated?: boolean;
+  /** Why it was not decontaminated, as the report says. */
+  reason?: string;
+  /** All the fine-tuned model's test rows (its own scores are over these). */
+  testRows?: number;
+  /** False when production has no scores: it was trained on every test row. */
+  scored: boolean;
+  /** `candidate`: the fine-tuned model's score beside production's (on production's rows where `sameRows`); `delta` = candidate − production. */
+  metrics: { name: string; candidate?: number; production?: number; delta?: number; better: 'higher' | 'lower' }[];
+}
+
+const record = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/** A classifier report's scores under their gate names (for an evaluation whose metrics artifact cannot be read). */
+function classifierScores(r: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (!r) return undefined;
+  const macro = record(r.macro);
+  return { accuracy: r.accuracy, f1_macro: macro?.f1, precision_macro: macro?.precision, recall_macro: macro?.recall, n: r.n };
+}
+
+/**
+ * What an evaluate stage says of the production version beside the fine-tuned model, from its metrics (the gate
+ * names: `production.*`, `production.candidate.*`, `production.rows`, …) or, failing those, its report. Undefined
+ * when it did not compare with production. Older evaluations, without `production.candidate`, compare with the
+ * fine-tuned model's own scores, as the dashboard always showed them.
+ */
+export function productionComparison(metrics: unknown, report: unknown): ProductionComparison | undefined {
+  const m = record(metrics);
+  const r = record(report);
+  const rp = record(r?.production);
+  let own: Record<string, unknown> | undefined = m;
+  let prod = record(m?.production);
+  if (!prod && rp) {
+    // No metrics artifact: a causal LM's report holds the gate names; a classifier's holds full reports.
+    if (r?.task === 'causal-lm') {
+      own = r;
+      prod = rp;
+    } else {
+      own = classifierScores(record(r?.model));
+      const candidate = classifierScores(record(rp.candidate));
+      prod = { ...classifierScores(record(rp.metrics)), version: rp.id, ...(candidate ? { candidate } : {}) };
+    }
+  }
+  if (!prod) return undefined;
+  const candidate = record(prod.candidate);
+  const contamination = record(r?.contamination);
+  // A classifier's report alone has no row counts where it was not decontaminated: production's own n is its rows.
+  const rows = finite(prod.rows) ?? finite(contamination?.rows) ?? (candidate ? finite(prod.n) : undefined);
+  const compared = COMPARED.flatMap(([name, better]) => {
+    const p = finite(prod[name]);
+    const c = finite(candidate ? candidate[name] : own?.[name]);
+    if (p === undefined && c === undefined) return [];
+    return [
+      {
+        name,
+        better,
+        ...(c !== undefined ? { candidate: c } : {}),
+        ...(p !== undefined ? { production: p } : {}),
+        ...(c !== undefined && p !== undefined ? { delta: c - p } : {}),
+      },
+    ];
+  });
+  const version = typeof prod.version === 'string' ? prod.version : typeof rp?.id === 'string' ? rp.id : undefined;
+  const decontaminated =
+    typeof prod.decontaminated === 'boolean'
+      ? prod.decontaminated
+      : typeof contamination?.decontaminated === 'boolean'
+        ? contamination.decontaminated
+        : undefined;
+  const contaminatedRows = finite(prod.contaminated_rows) ?? finite(contamination?.contaminated_rows);
+  return {
+    ...(version !== undefined ? { version } : {}),
+    sameRows: candidate !== undefined,
+    ...(rows !== undefined ? { rows } : {}),
+    ...(contaminatedRows !== undefined ? { contaminatedRows } : {}),
+    ...(decontaminated !== undefined ? { decontaminated } : {}),
+    ...(typeof contamination?.reason === 'string' ? { reason: contamination.reason } : {}),
+    ...(finite(r?.testRows) !== undefined ? { testRows: finite(r?.testRows) } : {}),
+    scored: compared.some((x) => x.production !== undefined),
+    metrics: compared.filter((x) => x.production !== undefined || candidate !== undefined),
+  };
 }
 
 /**
@@ -267,6 +387,34 @@ export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { actor?: s
   const { actor, ...rest } = q;
   const rows = await log.query(rest);
   return actor ? rows.filter((r) => r.actor === actor) : rows;
+}
+
+export interface AuditView {
+  /** Newest first, at most `limit`. */
+  records: AuditRecord[];
+  /** The model filter as the log was queried: an alias (`name@production`) is the version it points at now. */
+  model?: { ref: string; query: string; resolved?: NonNullable<ModelFilter['resolved']> };
+}
+
+/**
+ * The audit page's records, its model filter read as `tempered audit --model` reads it (resolveModelFilter):
+ * `name@production` is the version the alias points at now. A reference that cannot be resolved throws
+ * ModelFilterError (the server answers 400 or 404 with its message).
+ */
+export async function auditView(
+  dbs: UiDatabases,
+  q: { run?: string; model?: string; action?: string; actor?: string },
+  limit: number,
+): Promise<AuditView> {
+  const filter =
+    q.model === undefined ? undefined : await resolveModelFilter(q.model, { location: dbs.paths.registryDb, kept: dbs.registry });
+  const rows = await auditRecords(dbs, { ...q, model: filter?.model });
+  return {
+    records: rows.slice(-limit).reverse(),
+    ...(filter && q.model !== undefined
+      ? { model: { ref: q.model, query: filter.model, ...(filter.resolved ? { resolved: filter.resolved } : {}) } }
+      : {}),
+  };
 }
 
 export async function verifyAudit(dbs: UiDatabases) {

@@ -29,6 +29,7 @@ import type { AuditEntry } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { InputError } from '../src/errors.ts';
 import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
+import { ModelFilterError } from '../src/registry/model-filter.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
 import { bearerMatches } from '../src/serve/auth.ts';
 import { REQUEST_TIMEOUT_MS } from '../src/serve/http-limits.ts';
@@ -37,7 +38,7 @@ import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openProgressPoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import type { RunInput } from '../workflows/types.ts';
 import {
-  auditRecords,
+  auditView,
   compareRuns,
   diffVersions,
   listModelViews,
@@ -478,14 +479,19 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // ---- audit --------------------------------------------------------------------------------
   app.get<{ Querystring: { run?: string; model?: string; action?: string; actor?: string; limit?: string } }>('/api/audit', async (req) => {
     const q = req.query;
-    const rows = await auditRecords(dbs, {
-      run: q.run || undefined,
-      model: q.model || undefined,
-      action: q.action || undefined,
-      actor: q.actor || undefined,
-    });
     const limit = Math.min(5000, Math.max(1, Number(q.limit ?? 500) || 500));
-    return { records: rows.slice(-limit).reverse() };
+    try {
+      // The model filter reads as `tempered audit --model` reads it: name@alias is the version the alias points at now.
+      return await auditView(
+        dbs,
+        { run: q.run || undefined, model: q.model?.trim() || undefined, action: q.action || undefined, actor: q.actor || undefined },
+        limit,
+      );
+    } catch (e) {
+      // An alias or model that is not there is nothing to show, not an empty trail.
+      if (e instanceof ModelFilterError) throw new HttpError(e.reason === 'syntax' ? 400 : 404, e.message, e.hint);
+      throw e;
+    }
   });
   app.get('/api/audit/verify', async () => verifyAudit(dbs));
 

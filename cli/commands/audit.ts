@@ -4,7 +4,7 @@ import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/
 import { databaseExists } from '../../src/db/database.ts';
 import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
 import { InputError } from '../../src/errors.ts';
-import { openRegistry } from '../../src/registry/registry.ts';
+import { ModelFilterError, resolveModelFilter } from '../../src/registry/model-filter.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
@@ -39,32 +39,24 @@ function line(r: AuditRecord): string {
 }
 
 /**
- * `--model` as the log stores it: `name` (every version) and `name@3` as given; an alias (`name@production`),
- * `name@latest` or `name@v3` becomes the version the registry says it is now, with a line that says so.
+ * `--model` as the log stores it (resolveModelFilter: `name` and `name@3` as given; an alias, `name@latest` or
+ * `name@v3` the version the registry says it is now), with a line that says which version an alias is.
  */
 async function modelFilter(ctx: CliContext, ref: string): Promise<{ model: string; header?: string }> {
-  const [name, at, ...more] = ref.split('@');
-  if (!name || more.length || at === '') throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
-  if (at === undefined || /^\d+$/.test(at)) return { model: ref };
-  if (!databaseExists(ctx.paths.registryDb))
-    throw new CliError(`cannot resolve '${ref}': no model registry at ${ctx.paths.registryDb}${sharingHint(ctx)}`);
-  const reg = await openRegistry(ctx.paths.registryDb);
   try {
-    const v = await reg.getVersion(name, at);
-    const model = `${v.name}@${v.version}`;
+    const f = await resolveModelFilter(ref, { location: ctx.paths.registryDb });
+    if (!f.resolved) return { model: f.model };
     return {
-      model,
-      header: `${ref} is ${model} (the version it points at now; records of the versions it pointed at before are not shown: use --model ${name})`,
+      model: f.model,
+      header: `${ref} is ${f.model} (the version it points at now; records of the versions it pointed at before are not shown: use --model ${f.resolved.name})`,
     };
   } catch (e) {
-    if (e instanceof InputError) {
-      // The registry's message without its `model: ` prefix: the reference is named already.
-      const msg = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
-      throw new CliError(`cannot resolve '${ref}': ${msg}${e.hint ? `\n  ${e.hint}` : ''}`);
-    }
+    if (e instanceof ModelFilterError)
+      throw new CliError(
+        `${e.message}${e.reason === 'no-registry' ? sharingHint(ctx) : ''}${e.hint ? `\n  ${e.hint}` : ''}`,
+        e.reason === 'syntax' ? 2 : 1,
+      );
     throw e;
-  } finally {
-    await reg.close();
   }
 }
 

@@ -267,8 +267,69 @@ function ConfusionMatrix({ labels, matrix }) {
   </table>`;
 }
 
-function Evaluation({ report, metrics }) {
+/**
+ * The fine-tuned model against production, like with like: both on the test rows production was not trained on
+ * (`production.candidate.*` beside `production.*`), with how many rows that is and how many were left out, and a
+ * warning where production's training data could not be read (then both are on every test row).
+ */
+function VersusProduction({ c }) {
+  const left = c.contaminatedRows ?? 0;
+  const who = c.version ? `production (${c.version})` : 'production';
+  const rows =
+    c.decontaminated === false
+      ? `on all ${c.rows ?? c.testRows ?? '?'} test rows: production's training data could not be read, so none were left out`
+      : c.scored
+        ? `on ${c.rows} test rows production was not trained on; ${left} left out`
+        : `not scored: production was trained on the input of every test row (${left} left out)`;
+  return html`<div
+    id="versus-production"
+    data-version=${c.version}
+    data-rows=${c.rows}
+    data-contaminated=${left}
+    data-decontaminated=${String(c.decontaminated)}
+  >
+    <h3>Against ${who}</h3>
+    <p id="production-rows">${rows}</p>
+    ${c.decontaminated === false &&
+    html`<p class="warning" id="production-contaminated">
+      not decontaminated: production may have been trained on some of these rows, so its scores may be
+      inflated${c.reason ? ` (${c.reason})` : ''}
+    </p>`}
+    ${c.scored &&
+    html`<table id="versus-production-table">
+      <tr>
+        <th></th>
+        ${c.metrics.map((m) => html`<th class="num">${m.name}</th>`)}
+      </tr>
+      <tr data-who="candidate">
+        <td>fine-tuned, same rows</td>
+        ${c.metrics.map((m) => html`<td class="num" data-metric=${m.name}>${fmtNum(m.candidate)}</td>`)}
+      </tr>
+      <tr data-who="production">
+        <td>${who}</td>
+        ${c.metrics.map((m) => html`<td class="num" data-metric=${m.name}>${fmtNum(m.production)}</td>`)}
+      </tr>
+      <tr data-who="delta">
+        <td>Δ fine-tuned − production</td>
+        ${c.metrics.map(
+          (m) =>
+            html`<td
+              class=${`num ${m.delta === undefined || m.delta === 0 ? '' : m.delta > 0 === (m.better === 'higher') ? 'pos' : 'neg'}`}
+              data-metric=${m.name}
+            >
+              ${m.delta === undefined ? '' : fmtNum(m.delta)}
+            </td>`,
+        )}
+      </tr>
+    </table>`}
+  </div>`;
+}
+
+function Evaluation({ report, metrics, production }) {
   if (!report) return null;
+  // Evaluations that scored production on the rows it was not trained on (or found none) get their own table;
+  // older ones keep production beside the fine-tuned model's scores, as they always showed.
+  const apart = production && (production.sameRows || !production.scored) ? production : undefined;
   if (report.task === 'causal-lm') {
     const keys = ['loss', 'perplexity', 'exact_match', 'balanced_exact_match', 'answer_f1_macro', 'rouge_l', 'chrf'].filter(
       (k) => report[k] !== undefined,
@@ -277,13 +338,13 @@ function Evaluation({ report, metrics }) {
       ? [
           ['fine-tuned', report.answers.model],
           ['baseline', report.answers.baseline],
-          ['production', report.answers.production],
+          [apart?.rows !== undefined ? `production (its ${apart.rows} rows)` : 'production', report.answers.production],
         ].filter(([, a]) => a)
       : [];
     const who = [
       ['fine-tuned', report],
       ['baseline', report.baseline],
-      [`production${report.production?.version ? ` (${report.production.version})` : ''}`, report.production],
+      [`production${report.production?.version ? ` (${report.production.version})` : ''}`, apart ? undefined : report.production],
     ].filter(([, m]) => m);
     const samples = report.samples ?? [];
     return html`<h2>Evaluation</h2>
@@ -300,6 +361,7 @@ function Evaluation({ report, metrics }) {
             </tr>`,
         )}
       </table>
+      ${apart && html`<${VersusProduction} c=${apart} />`}
       ${answers.length > 0 &&
       html`<h3>Per answer <span class="muted">(exact match = recall of that answer)</span></h3>
         <table id="per-answer">
@@ -346,7 +408,9 @@ function Evaluation({ report, metrics }) {
                 ${r.baseline !== undefined &&
                 html`<td class=${r.baseline_exact ? 'pos' : ''} style="white-space:pre-wrap">${r.baseline}</td>`}
                 ${r.production !== undefined &&
-                html`<td class=${r.production_exact ? 'pos' : ''} style="white-space:pre-wrap">${r.production}</td>`}
+                (r.production === null && r.production_trained_on
+                  ? html`<td class="muted" data-trained-on="true">not scored: production was trained on this row</td>`
+                  : html`<td class=${r.production_exact ? 'pos' : ''} style="white-space:pre-wrap">${r.production}</td>`)}
               </tr>`,
           )}
         </table>`}`;
@@ -355,7 +419,7 @@ function Evaluation({ report, metrics }) {
   const rows = [
     ['fine-tuned', model],
     ['baseline', report.baseline],
-    [`production${report.production ? ` (${report.production.id})` : ''}`, report.production?.metrics],
+    [`production${report.production ? ` (${report.production.id})` : ''}`, apart ? undefined : report.production?.metrics],
   ];
   return html`<h2>Evaluation <span class="muted">(${report.testRows} test rows)</span></h2>
     <div class="bar" style="align-items:flex-start; gap: 24px">
@@ -386,7 +450,7 @@ function Evaluation({ report, metrics }) {
         </table>
       </div>
       <div>
-        <h3>Against baseline and production</h3>
+        <h3>${apart ? 'Against baseline' : 'Against baseline and production'}</h3>
         <table id="versus">
           <tr>
             <th></th>
@@ -406,6 +470,7 @@ function Evaluation({ report, metrics }) {
                 </tr>`,
             )}
         </table>
+        ${apart && html`<${VersusProduction} c=${apart} />`}
       </div>
     </div>`;
 }
@@ -639,7 +704,12 @@ function RunPage({ id }) {
         html`<h2>Training: ${s.id}</h2>
           <${Curves} cols=${curves[s.id].columns} />`,
     )}
-    ${evalStage && html`<${Evaluation} report=${view.reports[evalStage.id].report} metrics=${view.reports[evalStage.id].metrics} />`}
+    ${evalStage &&
+    html`<${Evaluation}
+      report=${view.reports[evalStage.id].report}
+      metrics=${view.reports[evalStage.id].metrics}
+      production=${view.production?.[evalStage.id]}
+    />`}
     <h2>Stages</h2>
     <div class="stages">
       ${st.stages.filter((s) => !selected || s.id === selected).map((s) => html`<${StageCard} key=${s.id} s=${s} view=${view} />`)}
@@ -967,29 +1037,40 @@ function AuditPage({ query }) {
           : `NOT intact: ${verify.problem ?? ''} ${verify.message ?? ''}`}</span
       >`}
     </div>
-    ${error && html`<p class="error">${error}</p>`}
-    ${data &&
+    ${error && html`<p class="error" id="audit-error">${error}</p>`}
+    ${!error &&
+    data?.model?.resolved &&
+    html`<p id="audit-model" data-ref=${data.model.ref} data-version=${data.model.resolved.version}>
+      <b>${data.model.ref}</b> is <b>${data.model.query}</b>${' '}
+      <span class="muted">(the version it points at now; records of the versions it pointed at before are not shown)</span>${' '}
+      <button id="audit-model-all" onClick=${() => setF({ ...f, model: data.model.resolved.name })}>
+        every version of ${data.model.resolved.name}
+      </button>
+    </p>`}
+    ${!error &&
+    data &&
     html`<table id="audit">
-      <tr>
-        <th class="num">seq</th>
-        <th>time</th>
-        <th>actor</th>
-        <th>action</th>
-        <th>subject</th>
-        <th>details</th>
-      </tr>
-      ${data.records.map(
-        (r) =>
-          html`<tr data-action=${r.action}>
-            <td class="num">${r.seq}</td>
-            <td>${fmtTime(r.time)}</td>
-            <td>${r.actor}</td>
-            <td>${r.action}</td>
-            <td>${r.subject}</td>
-            <td class="muted" style="max-width:520px">${JSON.stringify(r.details)}</td>
-          </tr>`,
-      )}
-    </table>`}`;
+        <tr>
+          <th class="num">seq</th>
+          <th>time</th>
+          <th>actor</th>
+          <th>action</th>
+          <th>subject</th>
+          <th>details</th>
+        </tr>
+        ${data.records.map(
+          (r) =>
+            html`<tr data-action=${r.action}>
+              <td class="num">${r.seq}</td>
+              <td>${fmtTime(r.time)}</td>
+              <td>${r.actor}</td>
+              <td>${r.action}</td>
+              <td>${r.subject}</td>
+              <td class="muted" style="max-width:520px">${JSON.stringify(r.details)}</td>
+            </tr>`,
+        )}
+      </table>
+      ${data.records.length === 0 && html`<p class="muted" id="audit-none">no matching audit records</p>`}`}`;
 }
 
 // ---- compare ----------------------------------------------------------------------------------
