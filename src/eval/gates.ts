@@ -507,7 +507,7 @@ export function checkGate(expression: string, shape?: ObjectShape): GateIssue[] 
 
 type Resolved =
   | { found: true; leaf: ValueShape; optional: Array<{ path: string; description?: string }> }
-  | { found: false; at: string; candidates: string[] };
+  | { found: false; at: string; candidates: string[]; lacking?: string };
 
 class GateChecker {
   readonly issues: GateIssue[] = [];
@@ -538,7 +538,13 @@ class GateChecker {
       if (cur.type === 'unknown') break;
       if (cur.type !== 'object') return { found: false, at: here, candidates: [] };
       const next: ValueShape | undefined = Object.hasOwn(cur.fields, segs[i]!) ? cur.fields[segs[i]!] : cur.rest;
-      if (!next) return { found: false, at: here, candidates: Object.keys(cur.fields).map((k) => (here ? `${here}.${k}` : k)) };
+      if (!next)
+        return {
+          found: false,
+          at: here,
+          candidates: Object.keys(cur.fields).map((k) => (here ? `${here}.${k}` : k)),
+          ...(cur.lacking ? { lacking: cur.lacking } : {}),
+        };
       if (next.optional) optional.push({ path: segs.slice(0, i + 1).join('.'), description: next.description });
       cur = next;
     }
@@ -555,7 +561,7 @@ class GateChecker {
       node,
       reason,
       all.length
-        ? `${guess ? `did you mean '${guess}'? ` : ''}names here: ${nameList(known)}`
+        ? `${guess ? `did you mean '${guess}'? ` : ''}names here: ${nameList(known)}${r.lacking ? `; ${r.lacking}` : ''}`
         : "the gate reads no metrics; set with.metrics to an evaluate stage's outputs.metrics",
     );
   }

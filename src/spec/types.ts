@@ -41,6 +41,8 @@ export type ValueShape =
       fields: Record<string, ValueShape>;
       /** Fields whose names are known only at run time (e.g. one per class label), all of this shape. */
       rest?: ValueShape;
+      /** Said when a name is not among the fields: how to get the names it lacks. */
+      lacking?: string;
     };
 
 /** A problem a stage kind's check found in its `with`. */

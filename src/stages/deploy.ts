@@ -129,7 +129,7 @@ export const deployStage: StageKind<Config> = {
           actor: ctx.actor,
           specHash: ctx.specHash,
           modelHash: v.artifacts.find((a) => a.role === 'onnx')?.sha256,
-          details: { alias, from: c.fromVersion, gate: cfg.gate ?? null, explanation, execution: ctx.executionId ?? null },
+          details: { alias, from: c.fromVersion, to: c.toVersion, gate: cfg.gate ?? null, explanation, execution: ctx.executionId ?? null },
           // One record per alias move: a retry whose first attempt's move committed moves nothing
           // (and adds none), but one that moves the alias again after another run moved it is a
           // second move and gets its own record.

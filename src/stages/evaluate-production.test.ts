@@ -136,7 +136,7 @@ test('causal LM: production is scored only on the test rows it was not trained o
   const generation = { maxNewTokens: 2, samples: 6 };
   const evaluate = async (model: ArtifactRef, t: ArtifactRef, more: Record<string, unknown> = {}) => {
     const out = await evaluateStage.run({ model, test: t, generation, threads: 2, ...more }, ctx('evaluate'));
-    return { metrics: read(out.metrics), report: read(out.report) };
+    return { metrics: read(out.metrics), report: read(out.report), comparison: out.comparison };
   };
   // Each model alone on the rows production never saw: what production.* and production.candidate.* must be.
   const prodOnFresh = await evaluate(prod, freshOnly);
@@ -201,6 +201,13 @@ test('causal LM: production is scored only on the test rows it was not trained o
   const trainedOn = await store.putFile(promptTable(join(root, 'lm-seen.arrow'), trainRows.slice(0, 8)), { mediaType: ARROW });
   const none = await evaluate(cand, trainedOn, { production: { name: 'letters' } });
   assert.deepEqual(none.metrics.production, { version: 'letters@1', rows: 0, contaminated_rows: 8, decontaminated: true });
+  // What `status` prints of the comparison, in each case.
+  assert.equal(none.comparison, 'letters@1 (current production) not scored: it was trained on the input of every test row (8)');
+  assert.equal(
+    self.comparison,
+    'letters@1 (current production) scored on 16 test rows it was not trained on, beside the fine-tuned model on the same rows; 16 left out',
+  );
+  assert.equal(prodOnFresh.comparison, undefined, 'no comparison without evaluate.production');
   const gate = '!has(production) || (production.rows >= 1 && production.candidate.exact_match >= production.exact_match)';
   assert.equal(evaluateGate(gate, none.metrics).passed, false);
   assert.equal(evaluateGate(gate, other.metrics).passed, other.metrics.production.candidate.exact_match >= prodOnFresh.metrics.exact_match);
@@ -246,6 +253,12 @@ test('causal LM: a production version whose training data cannot be read is scor
     assert.deepEqual(p.candidate, own(metrics), name);
     assert.equal(report.contamination.decontaminated, false);
     assert.match(report.contamination.reason, reason);
+    assert.match(
+      String(out.comparison),
+      new RegExp(
+        `^${name}@1 \\(current production\\) scored on all 8 test rows, some of which it may have been trained on: ${reason.source}`,
+      ),
+    );
     assert.ok(
       logs.some((m) =>
         m.startsWith(`${name}@1 (current production) is scored on all the test rows, some of which it may have been trained on: `),

@@ -181,6 +181,23 @@ function rowGateMetrics(p: ProductionRows, rows: number) {
   return { rows, contaminated_rows: p.contaminatedRows, decontaminated: p.decontaminated };
 }
 
+/**
+ * The `comparison` output: how production was compared, in a line `status` and `submit --wait` print. A comparison
+ * on rows production may have learnt must not pass unnoticed behind a gate that reads `production.rows >= 100`.
+ */
+function comparisonLine(prod: ProductionModel, p: ProductionRows, rows: number): string {
+  const who = `${prod.id} (current ${prod.alias})`;
+  if (!p.decontaminated)
+    return `${who} scored on all ${rows} test rows, some of which it may have been trained on: ${String(p.report.reason)}`;
+  if (rows === 0) return `${who} not scored: it was trained on the input of every test row (${p.contaminatedRows})`;
+  return `${who} scored on ${rows} test rows it was not trained on, beside the fine-tuned model on the same rows; ${p.contaminatedRows} left out`;
+}
+
+/** Says what production is scored on next, for the progress line. */
+function scoredOn(p: ProductionRows): string {
+  return p.decontaminated ? 'on the test rows it was not trained on' : 'on all the test rows (its training data could not be read)';
+}
+
 async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
   const { resolveModelSource } = await lib();
   return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), { cacheDir: statePaths(ctx.stateDir).models, signal: ctx.signal });
@@ -292,6 +309,11 @@ export const evaluateStage: StageKind<Config> = {
     accuracy: { type: 'number', description: 'classification' },
     loss: { type: 'number', description: 'causal LM: mean NLL of response tokens' },
     perplexity: { type: 'number', description: 'causal LM' },
+    comparison: {
+      type: 'string',
+      description:
+        'with production: on how many test rows it was not trained on it was compared, or why on all of them (absent while no version holds the alias)',
+    },
   },
   check(raw, ctx) {
     const cfg = raw as Partial<Config>;
@@ -347,6 +369,12 @@ export const evaluateStage: StageKind<Config> = {
       type: 'object',
       optional: true,
       description: compares ? 'absent while no version holds the alias' : 'the registered metrics of the version holding the alias',
+      ...(compares
+        ? {}
+        : {
+            lacking:
+              "production.rows, production.candidate.* and the comparison's other names need the evaluate stage to compare: give it production: { name: … }",
+          }),
       fields: {
         ...own.fields,
         version: { type: 'string' },
@@ -412,6 +440,7 @@ export const evaluateStage: StageKind<Config> = {
     }
     // No production version yet: gates see has(production) = false.
     const prod = await productionModel(cfg, ctx.stateDir);
+    let comparison: string | undefined;
     if (prod) {
       const rows = await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: false });
       report.contamination = rows.report;
@@ -420,8 +449,9 @@ export const evaluateStage: StageKind<Config> = {
         ctx.log(`${prod.id} (current ${prod.alias}) is not scored: it was trained on every test row`);
         metrics.production = { version: prod.id, ...rowGateMetrics(rows, 0) };
         report.production = { id: prod.id };
+        comparison = comparisonLine(prod, rows, 0);
       } else {
-        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.id} (current ${prod.alias}) on the test rows it was not trained on` });
+        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.id} (current ${prod.alias}) ${scoredOn(rows)}` });
         const p = await evaluateClassifier({
           modelFolder: await materialize(ctx, prod.tree),
           table: rows.table,
@@ -447,6 +477,7 @@ export const evaluateStage: StageKind<Config> = {
           candidate: reportToGateMetrics(c.metrics),
         };
         report.production = { id: prod.id, metrics: p.metrics, candidate: c.metrics };
+        comparison = comparisonLine(prod, rows, p.metrics.n);
       }
     }
     return {
@@ -454,6 +485,7 @@ export const evaluateStage: StageKind<Config> = {
       report: await ctx.store.putJson(report),
       f1_macro: main.metrics.macro.f1,
       accuracy: main.metrics.accuracy,
+      ...(comparison !== undefined ? { comparison } : {}),
     };
   },
 };
@@ -658,6 +690,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     report: await ctx.store.putJson(report),
     loss: main.metrics.loss!,
     perplexity: main.metrics.perplexity!,
+    ...(prod && prodRows ? { comparison: comparisonLine(prod, prodRows, production?.rows ?? 0) } : {}),
   };
 }
 

@@ -194,11 +194,13 @@ test('a deploy retried after another run moved the alias records its second move
   await reg.close();
   assert.deepEqual(moves, ['->1', '1>2', '2>1']);
   const audit = await openAudit(join(dir, 'audit.db'));
-  const promoted = (await audit.query({ action: 'model.promoted' })).map(
-    (r) => `${(r.details as { from: number | null }).from ?? '-'}>${r.subject}`,
-  );
+  const promoted = (await audit.query({ action: 'model.promoted' })).map((r) => {
+    const d = r.details as { from: number | null; to: number };
+    return `${d.from ?? '-'}>${d.to} ${r.subject}`;
+  });
   await audit.close();
-  assert.deepEqual(promoted, ['->spam@1', '1>spam@2', '2>spam@1']);
+  // `to` as a person's promote records it, so the listing shows the move (production: v1 → v2).
+  assert.deepEqual(promoted, ['->1 spam@1', '1>2 spam@2', '2>1 spam@1']);
 });
 
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {

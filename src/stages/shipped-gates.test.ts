@@ -1,9 +1,17 @@
-/** The promotion gate pipelines/instruct.yaml ships, judged on the metrics its evaluate stage reports. */
+/** The promotion gates the shipped pipelines carry, judged on the metrics their evaluate stages report, and on their data. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { readArrowBatches, stringColumn } from '../data/arrow-io.ts';
+import type { DedupeConfig, IngestConfig, SplitConfig } from '../data/config.ts';
+import { dedupe } from '../data/dedupe.ts';
+import { ingest } from '../data/ingest.ts';
+import { split } from '../data/split.ts';
+import { SeenInputs } from '../eval/contamination.ts';
 import { evaluateGate } from '../eval/gates.ts';
 
 const spec = parse(readFileSync(fileURLToPath(new URL('../../pipelines/instruct.yaml', import.meta.url)), 'utf8')) as {
@@ -61,4 +69,47 @@ test("instruct.yaml's gate compares both models on the rows production was not t
   // Production's training data could not be read: it was scored on all rows (its score can only be inflated), and
   // the comparison still stands on them.
   assert.equal(evaluateGate(gate, metrics({ rows: 100, production: 0.71, decontaminated: false })).passed, true);
+});
+
+test("sms-spam.yaml's gate can replace production after an ordinary retrain: a re-split leaves enough test rows production was not trained on", async (t) => {
+  // The pipeline's own ingest, dedupe and split on its own data: production trained on the default seed's train
+  // split, a retrain re-splits the same rows with another seed, and its test rows production never saw are what
+  // production.rows counts. A minimum above what re-splits leave would keep any retrain from replacing production.
+  const file = fileURLToPath(new URL('../../pipelines/sms-spam.yaml', import.meta.url));
+  const sms = parse(readFileSync(file, 'utf8')) as {
+    params: { seed: { default: number } };
+    stages: Record<string, { with: Record<string, unknown> }>;
+  };
+  const minimum = Number(/production\.rows >= (\d+)/.exec(String(sms.stages.deploy!.with.gate))?.[1]);
+  assert.ok(minimum > 0, 'the gate asks for a minimum of production.rows');
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-sms-gate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { path: _path, ...ingestCfg } = sms.stages.ingest!.with;
+  await ingest({ ...ingestCfg, path: String(sms.stages.ingest!.with.path) } as IngestConfig, {
+    baseDir: dirname(file),
+    outPath: join(dir, 'ingested.arrow'),
+    quarantinePath: join(dir, 'quarantine.arrow'),
+  });
+  const { table: _t, ...dedupeCfg } = sms.stages.dedupe!.with;
+  await dedupe(join(dir, 'ingested.arrow'), dedupeCfg as DedupeConfig, {
+    outPath: join(dir, 'deduped.arrow'),
+    clustersPath: join(dir, 'clusters.arrow'),
+  });
+  const ratios = sms.stages.split!.with.ratios as SplitConfig['ratios'];
+  const splitWith = async (seed: number) =>
+    (await split(join(dir, 'deduped.arrow'), { seed, ratios }, { outDir: join(dir, `split-${seed}`) })).files;
+  const seen = new SeenInputs();
+  for await (const b of readArrowBatches((await splitWith(sms.params.seed.default)).train!))
+    for (const text of stringColumn(b, 'text')) seen.add([text]);
+  const clean: number[] = [];
+  for (let seed = 1; seed <= 12; seed++) {
+    let rows = 0;
+    for await (const b of readArrowBatches((await splitWith(1000 + seed)).test!))
+      for (const text of stringColumn(b, 'text')) if (!seen.has([text])) rows++;
+    clean.push(rows);
+  }
+  assert.ok(
+    Math.min(...clean) >= minimum,
+    `test rows production was not trained on, per re-split: ${clean.join(', ')}; the gate asks ${minimum}`,
+  );
 });
