@@ -151,6 +151,63 @@ test('audit --model NAME@alias reads the version the alias points at now and say
   assert.equal((await runCli(['audit', '--model', 'spam-clf@2'], env)).code, 0);
 });
 
+/** A registry with spam-clf v1..v3 and the records a server leaves when production moves from v2 to v3. */
+async function servedHome(t: { after: (fn: () => void) => void }): Promise<Record<string, string>> {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-audit-version-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const bytes of ['a', 'b', 'c'])
+    await reg.registerVersion({
+      name: 'spam-clf',
+      runId: `r-${bytes}`,
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
+    });
+  await reg.close();
+  const log = await openAudit(join(home, 'audit.db'));
+  await log.append({ action: 'serve.started', subject: 'spam-clf@2', model: 'spam-clf@2', details: { alias: 'production' } });
+  // What tempered serve writes when production moves from v2 to v3: a record about v3 that names v2.
+  await log.append({
+    action: 'serve.swapped',
+    subject: 'spam-clf@3',
+    model: 'spam-clf@3',
+    modelHash: 'c'.repeat(64),
+    details: { from: 'spam-clf@2', to: 'spam-clf@3', alias: 'production', fromModelHash: 'b'.repeat(64) },
+  });
+  await log.append({ action: 'serve.stopped', subject: 'spam-clf@3', model: 'spam-clf@3', details: { alias: 'production' } });
+  await log.close();
+  return { TEMPERED_HOME: home };
+}
+
+test("audit --model NAME@N: a version's trail ends where a server swapped it out (v2 → v3)", async (t) => {
+  const env = await servedHome(t);
+  const v2 = await runCli(['audit', '--model', 'spam-clf@2'], env);
+  assert.equal(v2.code, 0, v2.stderr);
+  assert.deepEqual(
+    v2.stdout
+      .trim()
+      .split('\n')
+      .map((l) => /(serve\.\w+)\s+(\S+)(?:\s+\((production: [^;)]*))?/.exec(l)?.slice(1).filter(Boolean).join(' ')),
+    ['serve.started spam-clf@2', 'serve.swapped spam-clf@3 production: v2 → v3'],
+  );
+  const v3 = await runCli(['audit', '--model', 'spam-clf@3'], env);
+  assert.match(v3.stdout, /serve\.swapped\s+spam-clf@3\s+\(production: v2 → v3;[\s\S]*serve\.stopped\s+spam-clf@3/);
+});
+
+test('audit --model NAME@N: a version the registry lacks is an error; NAME@vN reads as the fixed version it is', async (t) => {
+  const env = await servedHome(t);
+  const missing = await runCli(['audit', '--model', 'spam-clf@9'], env);
+  assert.equal(missing.code, 1, missing.stdout);
+  assert.match(missing.stderr, /^no such version 'spam-clf@9': model 'spam-clf' has no version or alias '9'\n\s+versions 1\.\.3/);
+  assert.equal((await runCli(['audit', '--model', 'ham@1'], env)).code, 1);
+  const fixed = await runCli(['audit', '--model', 'spam-clf@v2'], env);
+  assert.equal(fixed.code, 0, fixed.stderr);
+  assert.equal(fixed.stdout.split('\n')[0], 'spam-clf@v2 is spam-clf@2');
+  assert.match(fixed.stdout, /serve\.started\s+spam-clf@2/);
+});
+
 describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
   const dbs = useDatabases('postgres');
 

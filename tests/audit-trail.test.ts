@@ -228,9 +228,16 @@ describe('audit trail: data, model, serving', () => {
         stopped: ['trail-clf@2', served[2]!.onnx, served[2]!.tree, 'ops'],
       },
     );
+    // The swap names the version it swapped out and that version's hash, so v1's trail has its end.
     assert.deepEqual(
-      [seen.started?.details.url, seen.swapped?.details.from, stopped?.details.url, stopped?.details.swaps],
-      [seen.url, 'trail-clf@1', seen.url, 1],
+      [
+        seen.started?.details.url,
+        seen.swapped?.details.from,
+        seen.swapped?.details.fromModelHash,
+        stopped?.details.url,
+        stopped?.details.swaps,
+      ],
+      [seen.url, 'trail-clf@1', served[1]!.onnx, seen.url, 1],
     );
     const audit = await openAudit(join(env.dir, 'audit.db'));
     try {
@@ -247,8 +254,11 @@ describe('audit trail: data, model, serving', () => {
     assert.match(r.stdout.split('\n')[0]!, /trail-clf@production is trail-clf@2/);
     assert.match(r.stdout, /serve\.swapped\s+trail-clf@2/);
     assert.doesNotMatch(r.stdout, /model\.registered\s+trail-clf@1/);
-    // The version and the name alone still work as before.
-    assert.match((await cli(['--model', 'trail-clf@1'])).stdout, /model\.registered\s+trail-clf@1/);
+    // The version and the name alone still work as before; v1's trail ends with the swap away from it.
+    assert.match(
+      (await cli(['--model', 'trail-clf@1'])).stdout,
+      /model\.registered\s+trail-clf@1[\s\S]*serve\.started\s+trail-clf@1[\s\S]*serve\.swapped\s+trail-clf@2\s+\(production: v1 → v2;/,
+    );
     assert.match((await cli(['--model', 'trail-clf'])).stdout, /model\.registered\s+trail-clf@1[\s\S]*serve\.swapped\s+trail-clf@2/);
     const unknownAlias = await cli(['--model', 'trail-clf@staging']);
     assert.equal(unknownAlias.code, 1);

@@ -4,7 +4,7 @@ import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/
 import { databaseExists } from '../../src/db/database.ts';
 import { openAudit, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
 import { InputError } from '../../src/errors.ts';
-import { ModelFilterError, resolveModelFilter } from '../../src/registry/model-filter.ts';
+import { isFixedVersion, ModelFilterError, modelRecords, resolveModelFilter } from '../../src/registry/model-filter.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
@@ -17,8 +17,14 @@ function line(r: AuditRecord): string {
   const extra: string[] = [];
   // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
   const d = r.details as { alias?: unknown; from?: unknown; to?: unknown; reason?: unknown; registered?: unknown };
-  // A version number reads v3; a served id (serve.swapped) is already name@version.
-  const v = (x: unknown) => (typeof x === 'number' ? `v${x}` : String(x ?? 'v-'));
+  // A version number reads v3; a served id (serve.swapped) name@3 of the record's model reads v3 too.
+  const name = r.model?.split('@')[0];
+  const v = (x: unknown) =>
+    typeof x === 'number'
+      ? `v${x}`
+      : typeof x === 'string' && name && /^\d+$/.test(x.slice(name.length + 1)) && x.startsWith(`${name}@`)
+        ? `v${x.slice(name.length + 1)}`
+        : String(x ?? 'v-');
   if (typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
   if (typeof d.reason === 'string' && d.reason)
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
@@ -39,8 +45,9 @@ function line(r: AuditRecord): string {
 }
 
 /**
- * `--model` as the log stores it (resolveModelFilter: `name` and `name@3` as given; an alias, `name@latest` or
- * `name@v3` the version the registry says it is now), with a line that says which version an alias is.
+ * `--model` as the log stores it (resolveModelFilter: `name` and `name@3` as given, a version checked against
+ * the registry; an alias or `name@latest` the version the registry says it is now, `name@v3` version 3), with a
+ * line that says which version an alias is.
  */
 async function modelFilter(ctx: CliContext, ref: string): Promise<{ model: string; header?: string }> {
   try {
@@ -48,7 +55,9 @@ async function modelFilter(ctx: CliContext, ref: string): Promise<{ model: strin
     if (!f.resolved) return { model: f.model };
     return {
       model: f.model,
-      header: `${ref} is ${f.model} (the version it points at now; records of the versions it pointed at before are not shown: use --model ${f.resolved.name})`,
+      header: isFixedVersion(f.resolved.at)
+        ? `${ref} is ${f.model}`
+        : `${ref} is ${f.model} (the version it points at now; records of the versions it pointed at before are not shown: use --model ${f.resolved.name})`,
     };
   } catch (e) {
     if (e instanceof ModelFilterError)
@@ -175,7 +184,10 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       return v.ok ? 0 : 1;
     }
     const filter = values.model === undefined ? undefined : await modelFilter(ctx, values.model);
-    const records = await audit.query({ run: values.run, model: filter?.model, action: values.action });
+    // A version's trail includes the serve.swapped records that swapped it out (their model is the version swapped in).
+    const records = filter
+      ? await modelRecords(audit, filter.model, { action: values.action })
+      : await audit.query({ run: values.run, action: values.action });
     // --json stays an array of records; the resolved version goes to stderr there.
     if (filter?.header) (values.json ? console.error : console.log)(printable(filter.header));
     if (values.json) console.log(JSON.stringify(records, null, 2));

@@ -2,7 +2,9 @@
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
+import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
+import type { DataRef, VersionDiff } from '../../src/registry/types.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -25,6 +27,39 @@ export function parseModelRef(ref: string): { name: string; at: string | number 
   if (!name || more.length) throw new CliError(`bad model reference '${ref}'; write name, name@version or name@alias`, 2);
   if (at === undefined || at === '') return { name, at: 'latest' };
   return { name, at: /^\d+$/.test(at) ? Number(at) : at };
+}
+
+/** Metric names padded to the longest (28 at least), so long ones such as production.candidate.* stay in the column. */
+const nameWidth = (names: string[]) => Math.max(28, ...names.map((n) => n.length));
+
+/** Counts (production.rows), version numbers and 0/1 flags read as integers; scores with four decimals. */
+function fmtMetric(name: string, x: number): string {
+  if (name === 'production.version') return `v${x}`;
+  return Number.isInteger(x) ? String(x) : x.toFixed(4);
+}
+
+/** What production.* were measured against on each side; their deltas are left out when not the same version. */
+function productionLines(d: VersionDiff): string[] {
+  const p = d.production;
+  if (!p || p.a === undefined || p.b === undefined) return [];
+  if (p.comparable) return [`  (production.* of both measured against v${p.a})`];
+  const against = (x: number | null) => (x === null ? 'a version the registry does not name' : `v${x}`);
+  return [
+    `  (production.* measured against different versions: v${d.a}'s against ${against(p.a)}, v${d.b}'s against ${against(p.b)}; no differences given)`,
+  ];
+}
+
+/** Data sets by name: changed (same name, other bytes), added, removed, unchanged, with short hashes and rows. */
+function dataLines(d: VersionDiff): string[] {
+  const ref = (r: DataRef) => `${r.sha256.slice(0, 12)}…${r.rows !== undefined ? ` (${r.rows} rows)` : ''}`;
+  const paired = new Set(d.data.changed.flatMap((c) => [c.a, c.b]));
+  const lines = [
+    ...d.data.changed.map((c) => `  changed    ${c.name.padEnd(16)} ${ref(c.a)} → ${ref(c.b)}`),
+    ...d.data.added.filter((r) => !paired.has(r)).map((r) => `  added      ${r.name.padEnd(16)} ${ref(r)}`),
+    ...d.data.removed.filter((r) => !paired.has(r)).map((r) => `  removed    ${r.name.padEnd(16)} ${ref(r)}`),
+    ...d.data.unchanged.map((r) => `  unchanged  ${r.name.padEnd(16)} ${ref(r)}`),
+  ];
+  return lines.length ? lines.map(printable) : ['  (none recorded)'];
 }
 
 async function resolveLatest(reg: Registry, name: string, at: string | number): Promise<number | string> {
@@ -74,6 +109,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const { name, at } = parseModelRef(positionals[0]!);
       return withRegistry(ctx, async (reg) => {
         const v = await reg.getVersion(name, await resolveLatest(reg, name, at));
+        const note = productionNote(v);
         if (values.card) console.log(modelCard(v));
         else
           out(v, () =>
@@ -83,7 +119,9 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
               v.lineage.baseModel ? `  base model: ${JSON.stringify(v.lineage.baseModel).slice(0, 160)}` : '',
               'metrics:',
-              ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(28)} ${x.toFixed(4)}`),
+              ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(nameWidth(Object.keys(v.metrics)))} ${fmtMetric(k, x)}`),
+              // production.* are another version's scores: say which (src/registry/production.ts).
+              ...(note ? [`  (${note})`] : []),
               'artifacts:',
               ...v.artifacts.map((a) => `  ${a.role.padEnd(28)} ${a.sha256.slice(0, 16)}…  ${a.bytes} bytes`),
             ]
@@ -105,11 +143,13 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
             'metrics:',
             ...d.metrics.map(
               (m) =>
-                `  ${m.name.padEnd(28)} ${m.a?.toFixed(4) ?? '-'} → ${m.b?.toFixed(4) ?? '-'}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
+                `  ${m.name.padEnd(nameWidth(d.metrics.map((x) => x.name)))} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
             ),
+            ...productionLines(d),
             'params:',
             ...(d.params.length ? d.params.map((p) => `  ${p.key}: ${JSON.stringify(p.a)} → ${JSON.stringify(p.b)}`) : ['  (same)']),
-            `data: ${d.data.added.length} added, ${d.data.removed.length} removed, ${d.data.unchanged.length} unchanged`,
+            'data:',
+            ...dataLines(d),
             ...d.artifacts.filter((x) => x.changed).map((x) => `  artifact ${x.role} changed`),
           ].join('\n'),
         );
@@ -155,7 +195,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         console.error(
           `warning: the ${sub} is done, but its audit record could not be written yet (${auditPending}); it waits in the registry's outbox for the next register, deploy, promote or rollback`,
         );
-      if (gate && !values.json) console.log(`gate passed: ${gate.explanation}`);
+      if (gate && !values.json) console.log(`gate passed: ${gate.explanation}${gate.compared ? ` (${gate.compared})` : ''}`);
       if (!change) {
         console.log(`${name}@${alias} already points at v${version}`);
         return 0;

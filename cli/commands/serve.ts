@@ -124,7 +124,8 @@ export interface ServingOptions {
 
 /**
  * Serves `ref` (a registry `name@alias` or a model source) and records it: `serve.started` once it
- * listens, `serve.swapped` before each hot swap, `serve.stopped` when `server.close()` has finished
+ * listens, `serve.swapped` before each hot swap (about the version swapped in; `details.from` and
+ * `details.fromModelHash` the one swapped out), `serve.stopped` when `server.close()` has finished
  * (SIGINT/SIGTERM in `tempered serve`). Each names the served model's hash (src/audit/model-hash.ts).
  * A server that dies without closing (SIGKILL, a crash, a power cut) leaves no stop record.
  */
@@ -198,8 +199,16 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       generation: o.generation,
       // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
       // record are retried on the next poll (see HotSwapModel).
+      // The record is about the version swapped in (model, modelHash); `from` and `fromModelHash` name the one
+      // swapped out, whose trail (`tempered audit --model name@N`) it ends (src/registry/model-filter.ts modelRecords).
       onSwap: async (from, to) => {
-        await audit('serve.swapped', to, { from, to, alias }, `serve/${instance}/swap-${swapSeq + 1}`);
+        const old = identity.get(from)?.modelHash;
+        await audit(
+          'serve.swapped',
+          to,
+          { from, to, alias, ...(old !== undefined ? { fromModelHash: old } : {}) },
+          `serve/${instance}/swap-${swapSeq + 1}`,
+        );
         swapSeq++;
       },
       onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),

@@ -106,3 +106,76 @@ test('a gated promotion that another promotion overtakes after the gate was judg
   await other.close();
   await reg.close();
 });
+
+test("a gated promotion reads the candidate's own production.* when they were measured against the holder, and refuses evaluate's names otherwise, naming both versions", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const registryDb = join(dir, 'registry.db');
+  const auditDb = join(dir, 'audit.db');
+  // As the register stage stores evaluate's production.* (production.version = N, decontaminated 1/0).
+  const evaluated = (run: string, f1: number, onnx: string, production: Record<string, unknown>): RegisterInput => ({
+    ...version(run, f1, onnx),
+    metrics: { f1_macro: f1, production },
+  });
+  const reg = await openRegistry(registryDb);
+  await reg.registerVersion(version('r1', 0.9, 'c'));
+  await reg.setAlias('clf', 'production', 1);
+  const againstV1 = (candidate: number) => ({
+    f1_macro: 0.7,
+    version: 1,
+    rows: 120,
+    contaminated_rows: 30,
+    decontaminated: 1,
+    candidate: { f1_macro: candidate },
+  });
+  // v2's all-row f1 (0.85) is below v1's registered 0.9; on the rows v1 was not trained on it beats v1 (0.8 vs 0.7).
+  await reg.registerVersion(evaluated('r2', 0.85, 'd', againstV1(0.8)));
+  await reg.registerVersion(evaluated('r3', 0.95, 'e', againstV1(0.9)));
+  // Registered before production.version was recorded: which version its production.* are is unknown.
+  await reg.registerVersion(evaluated('r4', 0.97, 'f', { f1_macro: 0.7, rows: 120, candidate: { f1_macro: 0.9 } }));
+  await reg.close();
+  const gate = 'production.rows >= 100 && production.decontaminated && production.candidate.f1_macro >= production.f1_macro - 0.005';
+  const promote = (at: number, g = gate) =>
+    changeAlias(registryDb, auditDb, { op: 'promote', name: 'clf', at, alias: 'production', actor: 'bob', gate: g });
+
+  const v2 = await promote(2);
+  assert.deepEqual([v2.version, v2.gate?.passed, v2.gate?.compared], [2, true, 'production.* as evaluated against v1']);
+  assert.match(v2.gate!.explanation, /production\.rows 120 >= 100 ✓.*production\.candidate\.f1_macro 0\.8 >= /);
+
+  // v3 was compared with v1 too, but v2 holds the alias now: its production.* would judge it against v1.
+  const refused = (at: number, message: RegExp) =>
+    assert.rejects(promote(at), (e: unknown) => {
+      assert.ok(e instanceof GateRefused, String(e));
+      assert.match(e.message, message);
+      assert.match(e.hint!, /rerun the pipeline so evaluate compares with v2, or use a gate on registered metrics/);
+      return true;
+    });
+  await refused(
+    3,
+    /the gate reads production\.rows, which only evaluate measures, but production was v1 when v3 was evaluated and production is v2 now/,
+  );
+  await refused(
+    4,
+    /production\.rows, which only evaluate measures, but the registry does not say which version v4's production\.\* were measured against .* and production is v2 now/,
+  );
+  const check = await openRegistry(registryDb);
+  assert.equal(await check.aliasVersion('clf', 'production'), 2, 'no refused promotion moved the alias');
+  await check.close();
+
+  // A gate on registered metrics still reads the holder's: v3's 0.95 against v2's registered 0.85.
+  const v3 = await promote(3, 'f1_macro >= production.f1_macro');
+  assert.deepEqual([v3.version, v3.gate?.compared], [3, "production.* = v2's registered metrics"]);
+  const log = await openAudit(auditDb);
+  try {
+    const recs = await log.query({ action: 'model.promoted' });
+    assert.deepEqual(
+      recs.map((r) => [r.model, r.details.compared]),
+      [
+        ['clf@2', 'production.* as evaluated against v1'],
+        ['clf@3', "production.* = v2's registered metrics"],
+      ],
+    );
+  } finally {
+    await log.close();
+  }
+});

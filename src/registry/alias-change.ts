@@ -2,13 +2,16 @@
  * A promotion or rollback by a person (`tempered models promote|rollback`, the dashboard's buttons):
  * the alias moves and its audit record commits with it in the registry's outbox, then is delivered
  * to the audit log. With a gate, the candidate's metrics are judged against the version the alias
- * holds now (as the deploy stage does) and a failing gate moves nothing.
+ * holds now (as the deploy stage does) and a failing gate moves nothing: `production.*` are the
+ * candidate's own (evaluate's, production.rows and production.candidate.* included) when they were
+ * measured against that version, else that version's registered metrics (src/registry/production.ts).
  */
 import { openAudit, type AuditEntry, type AuditLog } from '../audit/log.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
-import { evaluateGate } from '../eval/gates.ts';
+import { evaluateGate, GateError } from '../eval/gates.ts';
 import { InputError } from '../errors.ts';
 import { openRegistry, unflattenMetrics, type Registry } from './registry.ts';
+import { evaluatedProduction, isEvaluateOnlyName, productionMeasuredAgainst } from './production.ts';
 import type { AliasChange } from './types.ts';
 
 export interface AliasChangeRequest {
@@ -19,7 +22,10 @@ export interface AliasChangeRequest {
   alias: string;
   actor: string;
   reason?: string;
-  /** promote: a gate expression over the candidate's metrics and `production.*` (the holder's). */
+  /**
+   * promote: a gate expression over the candidate's metrics and `production.*`: the candidate's own when
+   * evaluate measured them against the holder, else the holder's registered metrics.
+   */
   gate?: string;
   /**
    * The version the caller saw on the alias (null: unset). promote: a move in between fails
@@ -38,14 +44,47 @@ export interface AliasChangeResult {
   version: number;
   /** Why the audit record is not in the audit log yet (it is in the registry's outbox, delivered by the next register, deploy, promote or rollback). */
   auditPending?: string;
-  /** What the gate decided, when there was one. */
-  gate?: { passed: boolean; explanation: string };
+  /**
+   * What the gate decided, when there was one; `compared` says what production.* were: the candidate's
+   * own (evaluated against the version that holds the alias) or the holder's registered metrics.
+   */
+  gate?: { passed: boolean; explanation: string; compared?: string };
 }
 
 export class GateRefused extends InputError {
-  constructor(readonly explanation: string) {
-    super(`gate refused the promotion: ${explanation}`, { where: 'gate', hint: 'promote another version, or change the gate' });
+  constructor(
+    readonly explanation: string,
+    hint = 'promote another version, or change the gate',
+  ) {
+    super(`gate refused the promotion: ${explanation}`, { where: 'gate', hint });
   }
+}
+
+/**
+ * The gate reads a name only evaluate measures (production.rows, production.candidate.*, …), and the
+ * candidate's own production.* were not measured against the version that holds the alias now: the
+ * holder's registered metrics cannot answer it, and the candidate's would judge it against another version.
+ */
+function staleComparison(
+  version: number,
+  measured: number | null | undefined,
+  alias: string,
+  holder: number | null,
+  missing: string,
+): GateRefused {
+  const then =
+    measured === undefined
+      ? `v${version} was evaluated with no ${alias} version to compare against`
+      : measured === null
+        ? `the registry does not say which version v${version}'s production.* were measured against (registered before that was recorded, or compared with another model)`
+        : `${alias} was v${measured} when v${version} was evaluated`;
+  const now = holder === null ? `${alias} is unset now` : `${alias} is v${holder} now`;
+  return new GateRefused(
+    `the gate reads ${missing}, which only evaluate measures, but ${then} and ${now}`,
+    holder === null
+      ? `promote without reading ${missing} (guard it with has(production))`
+      : `rerun the pipeline so evaluate compares with v${holder}, or use a gate on registered metrics (production.* then reads v${holder}'s registered metrics, e.g. f1_macro >= production.f1_macro)`,
+  );
 }
 
 export async function changeAlias(
@@ -69,7 +108,7 @@ export async function changeAlias(
         from: c.fromVersion,
         to: c.toVersion,
         reason: c.reason,
-        ...(gate ? { gate: req.gate, explanation: gate.explanation } : {}),
+        ...(gate ? { gate: req.gate, explanation: gate.explanation, ...(gate.compared ? { compared: gate.compared } : {}) } : {}),
         ...req.details,
       },
       dedupeKey: `alias-change/${name}/${c.id}`,
@@ -84,10 +123,30 @@ export async function changeAlias(
       if (req.gate) {
         holder = await reg.aliasVersion(name, alias);
         const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
+        // The candidate's own production.* (evaluate's like-for-like comparison: production.rows,
+        // production.candidate.*, …) when they were measured against the version that holds the alias
+        // now; otherwise the holder's registered metrics stand in, which lack evaluate's names.
+        const measured = productionMeasuredAgainst(candidate);
+        const own = holder !== null && measured === holder;
+        const production = own ? evaluatedProduction(candidate, context) : undefined;
         delete context.production;
-        if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(name, holder)).metrics);
-        const res = evaluateGate(req.gate, context, 'gate');
-        gate = { passed: res.passed, explanation: res.explanation };
+        if (production) context.production = production;
+        else if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(name, holder)).metrics);
+        let res: ReturnType<typeof evaluateGate>;
+        try {
+          res = evaluateGate(req.gate, context, 'gate');
+        } catch (e) {
+          const missing = e instanceof GateError ? /^unknown name '(production\.[^']+)'/.exec(e.reason)?.[1] : undefined;
+          if (own || missing === undefined || !isEvaluateOnlyName(missing)) throw e;
+          throw staleComparison(candidate.version, measured, alias, holder, missing);
+        }
+        const compared =
+          holder === null
+            ? undefined
+            : own
+              ? `production.* as evaluated against v${holder}`
+              : `production.* = v${holder}'s registered metrics`;
+        gate = { passed: res.passed, explanation: res.explanation, ...(compared ? { compared } : {}) };
         if (!res.passed) throw new GateRefused(res.explanation);
       }
       change = (

@@ -75,3 +75,17 @@ test('model card is byte-identical for the same version and escapes table cells'
   assert.match(tricky, /## Limitations\n\n_Not stated\._/);
   assert.equal(modelCard({ ...version, aliases: [] }), modelCard(version));
 });
+
+test('the card says which version production.* were measured against where the registry recorded it, and nothing new otherwise', () => {
+  const measured = {
+    ...version,
+    metrics: { ...version.metrics, 'production.f1_macro': 0.9, 'production.rows': 120, 'production.version': 2 },
+  };
+  assert.match(
+    modelCard(measured),
+    /\| production\.version \| 2 \|\n\n_production\.\* measured against v2, on the 120 test rows it was not trained on\._\n/,
+  );
+  // Registered before production.version was recorded: the card has the bytes it always had.
+  const before = { ...version, metrics: { ...version.metrics, 'production.f1_macro': 0.9 } };
+  assert.doesNotMatch(modelCard(before), /measured against/);
+});

@@ -6,6 +6,7 @@
  */
 import { canonicalJson } from '../util/canonical-json.ts';
 import { flattenParams } from './diff.ts';
+import { productionMeasuredAgainst, productionNote } from './production.ts';
 import type { ModelVersion } from './types.ts';
 
 /** Escapes text for a Markdown table cell. */
@@ -70,6 +71,9 @@ export function modelCard(v: ModelVersion): string {
   else {
     L.push('| Metric | Value |', '|---|---:|');
     for (const [k, val] of metrics) L.push(`| ${cell(k)} | ${fmtMetric(val)} |`);
+    // Which version production.* are, where the registry recorded it (versions registered before say nothing, as before).
+    const note = productionMeasuredAgainst(v) !== null ? productionNote(v) : undefined;
+    if (note) L.push('', `_${note}._`);
   }
   L.push('');
 

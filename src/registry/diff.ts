@@ -1,6 +1,10 @@
-/** What changed between two versions of a model: parameters, metrics, data and artifacts. */
+/**
+ * What changed between two versions of a model: parameters, metrics, data and artifacts. Differences of
+ * production.* are given only where both sides were measured against the same version.
+ */
 import { canonicalJson } from '../util/canonical-json.ts';
-import type { ModelVersion, VersionDiff } from './types.ts';
+import { productionMeasuredAgainst } from './production.ts';
+import type { DataRef, ModelVersion, VersionDiff } from './types.ts';
 
 /** Nested params → dotted keys; arrays are compared whole. */
 export function flattenParams(v: unknown, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
@@ -27,6 +31,19 @@ export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff
     params.push({ key, ...(inA ? { a: pa[key] } : {}), ...(inB ? { b: pb[key] } : {}) });
   }
 
+  // Which version each side's production.* were measured against: scores against different versions
+  // (or an unknown one) are different comparisons, and their difference means nothing.
+  const against = { a: productionMeasuredAgainst(a), b: productionMeasuredAgainst(b) };
+  const production: VersionDiff['production'] =
+    against.a === undefined && against.b === undefined
+      ? undefined
+      : {
+          ...(against.a !== undefined ? { a: against.a } : {}),
+          ...(against.b !== undefined ? { b: against.b } : {}),
+          comparable: typeof against.a === 'number' && against.a === against.b,
+        };
+  const noDelta = (name: string) =>
+    name === 'production.version' || (production !== undefined && !production.comparable && name.startsWith('production.'));
   const metrics: VersionDiff['metrics'] = [...new Set([...Object.keys(a.metrics), ...Object.keys(b.metrics)])].sort(byKey).map((name) => {
     const x = a.metrics[name];
     const y = b.metrics[name];
@@ -34,16 +51,27 @@ export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff
       name,
       ...(x !== undefined ? { a: x } : {}),
       ...(y !== undefined ? { b: y } : {}),
-      ...(x !== undefined && y !== undefined ? { delta: y - x } : {}),
+      ...(x !== undefined && y !== undefined && !noDelta(name) ? { delta: y - x } : {}),
     };
   });
 
   const shaA = new Set(a.lineage.data.map((d) => d.sha256));
   const shaB = new Set(b.lineage.data.map((d) => d.sha256));
+  // A data set of the same name with other bytes (a retrain's new split) is a change, not an unrelated pair.
+  const once = (refs: DataRef[]) => {
+    const count = new Map<string, number>();
+    for (const d of refs) count.set(d.name, (count.get(d.name) ?? 0) + 1);
+    return new Map(refs.filter((d) => count.get(d.name) === 1).map((d) => [d.name, d] as const));
+  };
+  const onceA = once(a.lineage.data);
   const data = {
     added: b.lineage.data.filter((d) => !shaA.has(d.sha256)),
     removed: a.lineage.data.filter((d) => !shaB.has(d.sha256)),
     unchanged: b.lineage.data.filter((d) => shaA.has(d.sha256)),
+    changed: [...once(b.lineage.data).values()].flatMap((y) => {
+      const x = onceA.get(y.name);
+      return x && x.sha256 !== y.sha256 && !shaA.has(y.sha256) && !shaB.has(x.sha256) ? [{ name: y.name, a: x, b: y }] : [];
+    }),
   };
 
   const artA = new Map(a.artifacts.map((x) => [x.role, x.sha256] as const));
@@ -60,6 +88,7 @@ export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff
     b: b.version,
     params,
     metrics,
+    ...(production ? { production } : {}),
     data,
     artifacts,
     specHashChanged: a.lineage.specHash !== b.lineage.specHash,

@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeptOpen } from '../db/kept-open.ts';
-import { ModelFilterError, resolveModelFilter } from './model-filter.ts';
+import { openAudit } from '../audit/log.ts';
+import { ModelFilterError, modelRecords, resolveModelFilter } from './model-filter.ts';
 import { openRegistry } from './registry.ts';
 
 test('name and name@N as given; an alias, latest or vN the version it is now; errors say which kind', async (t) => {
@@ -51,4 +52,76 @@ test('name and name@N as given; an alias, latest or vN the version it is now; er
     (e: unknown) => e instanceof ModelFilterError && e.reason === 'no-registry',
   );
   assert.deepEqual(await resolveModelFilter('spam-clf@1', none), { model: 'spam-clf@1' });
+});
+
+test('name@N is checked against the registry where there is one; a model source reads as given', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'model-filter-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const location = join(dir, 'registry.db');
+  const reg = await openRegistry(location);
+  await reg.registerVersion({
+    name: 'spam-clf',
+    runId: 'r',
+    stageId: 'register',
+    specHash: 's',
+    data: [],
+    artifacts: [{ role: 'model', uri: 'u', sha256: 'a'.repeat(64), bytes: 1 }],
+  });
+  await reg.close();
+  const f = (ref: string) => resolveModelFilter(ref, { location });
+  assert.deepEqual(await f('spam-clf@1'), { model: 'spam-clf@1' });
+  await assert.rejects(f('spam-clf@9'), (e: unknown) => {
+    assert.ok(e instanceof ModelFilterError && e.reason === 'unknown', String(e));
+    assert.equal(e.message, "no such version 'spam-clf@9': model 'spam-clf' has no version or alias '9'");
+    assert.match(e.hint!, /^versions 1\.\.1.*; filter by 'spam-clf' for the records of every version$/);
+    return true;
+  });
+  await assert.rejects(
+    f('ham@1'),
+    (e: unknown) => e instanceof ModelFilterError && /^no such version 'ham@1': no model named 'ham'$/.test(e.message),
+  );
+  // What tempered serve records for a model source is no registry name: as given, whatever follows the @.
+  assert.deepEqual(await f('file:/models/x@2'), { model: 'file:/models/x@2' });
+  assert.deepEqual(await f('hf:org/model@main'), { model: 'hf:org/model@main' });
+});
+
+test("a version's records include the serve.swapped records that swapped it out", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'model-filter-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const log = await openAudit(join(dir, 'audit.db'));
+  t.after(() => log.close());
+  const swap = (from: string, to: string) => ({
+    action: 'serve.swapped',
+    subject: to,
+    model: to,
+    details: { from, to, alias: 'production' },
+  });
+  await log.append({ action: 'serve.started', subject: 'spam-clf@2', model: 'spam-clf@2' });
+  await log.append({ action: 'model.registered', subject: 'spam-clf@3', model: 'spam-clf@3' });
+  await log.append(swap('spam-clf@2', 'spam-clf@3'));
+  await log.append({ action: 'serve.swapped', subject: 'other@3', model: 'other@3', details: { from: 'other@2', to: 'other@3' } });
+  await log.append(swap('spam-clf@3', 'spam-clf@2'));
+  await log.append({ action: 'serve.stopped', subject: 'spam-clf@2', model: 'spam-clf@2' });
+  const trail = async (model: string, action?: string) =>
+    (await modelRecords(log, model, { action })).map(
+      (r) => `${r.seq} ${r.action} ${r.model}${r.details.from ? ` from ${r.details.from}` : ''}`,
+    );
+  assert.deepEqual(await trail('spam-clf@2'), [
+    '1 serve.started spam-clf@2',
+    '3 serve.swapped spam-clf@3 from spam-clf@2',
+    '5 serve.swapped spam-clf@2 from spam-clf@3',
+    '6 serve.stopped spam-clf@2',
+  ]);
+  assert.deepEqual(await trail('spam-clf@3'), [
+    '2 model.registered spam-clf@3',
+    '3 serve.swapped spam-clf@3 from spam-clf@2',
+    '5 serve.swapped spam-clf@2 from spam-clf@3',
+  ]);
+  assert.deepEqual(await trail('spam-clf@2', 'serve.swapped'), [
+    '3 serve.swapped spam-clf@3 from spam-clf@2',
+    '5 serve.swapped spam-clf@2 from spam-clf@3',
+  ]);
+  assert.deepEqual(await trail('spam-clf@2', 'serve.started'), ['1 serve.started spam-clf@2']);
+  // The name alone has every version's records already, each once.
+  assert.equal((await trail('spam-clf')).length, 5);
 });

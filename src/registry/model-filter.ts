@@ -1,13 +1,15 @@
 /**
  * A model reference as an audit filter takes it (`tempered audit --model`, the dashboard's audit page):
- * `name` (every version) and `name@3` as given; an alias (`name@production`), `name@latest` or `name@v3`
- * becomes the version the registry says it is now. One function, so the CLI and the dashboard read
- * `spam-clf@production` alike.
+ * `name` (every version) and `name@3` as given (`name@3` checked against the registry where there is
+ * one); an alias (`name@production`) or `name@latest` becomes the version the registry says it is now,
+ * `name@v3` version 3. A reference that is no registry name (a model source `tempered serve` served,
+ * `file:…`) reads as given. One function, so the CLI and the dashboard read `spam-clf@production` alike.
  */
 import { databaseExists } from '../db/database.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { InputError } from '../errors.ts';
-import { openRegistry, type Registry } from './registry.ts';
+import type { AuditLog, AuditRecord } from '../audit/log.ts';
+import { isModelName, openRegistry, type Registry } from './registry.ts';
 
 export interface ModelFilter {
   /** What the audit log is queried with: `name` or `name@version`. */
@@ -46,18 +48,51 @@ export async function resolveModelFilter(ref: string, registry: { location: stri
   const [name, at, ...more] = ref.split('@');
   if (!name || more.length || at === '')
     throw new ModelFilterError('syntax', `bad model reference '${ref}'; write name, name@version or name@alias`);
-  if (at === undefined || /^\d+$/.test(at)) return { model: ref };
-  if (!databaseExists(registry.location))
+  if (at === undefined) return { model: ref };
+  // A served model source (`pypi:…`, `file:/…`) is no registry model: its records read as given.
+  if (!isModelName(name)) return { model: ref };
+  const numeric = /^\d+$/.test(at);
+  if (!databaseExists(registry.location)) {
+    // Without a registry a version still reads as given (its records do not need one).
+    if (numeric) return { model: ref };
     throw new ModelFilterError('no-registry', `cannot resolve '${ref}': no model registry at ${registry.location}`);
+  }
   try {
-    const v = await useOpen(registry.kept ?? registry.location, openRegistry, (reg) => reg.getVersion(name, at));
+    const v = await useOpen(registry.kept ?? registry.location, openRegistry, (reg) => reg.getVersion(name, numeric ? Number(at) : at));
+    // A version the registry has reads as given (the registry never deletes one), so a typo is an error, not "no records".
+    if (numeric) return { model: ref };
     return { model: `${v.name}@${v.version}`, resolved: { ref, name: v.name, at, version: v.version } };
   } catch (e) {
     if (e instanceof InputError) {
       // The registry's message without its `model: ` prefix: the reference is named already.
       const msg = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
-      throw new ModelFilterError('unknown', `cannot resolve '${ref}': ${msg}`, e.hint);
+      throw new ModelFilterError(
+        'unknown',
+        `${numeric ? 'no such version' : 'cannot resolve'} '${ref}': ${msg}`,
+        numeric && e.hint ? `${e.hint}; filter by '${name}' for the records of every version` : e.hint,
+      );
     }
     throw e;
   }
+}
+
+/** `name@v3`: a fixed version written with its `v` (it names the same version whatever the aliases do). */
+export function isFixedVersion(at: string): boolean {
+  return /^v\d+$/.test(at);
+}
+
+/**
+ * The audit records about `model` (query({ model })), and, for a version (`name@3`), the serve.swapped
+ * records that swapped it out: a record has one `model`, the version swapped in, and names the one
+ * swapped out in `details.from`, so `name@2`'s trail shows where a server stopped serving it. Oldest first.
+ */
+export async function modelRecords(log: Pick<AuditLog, 'query'>, model: string, q: { action?: string } = {}): Promise<AuditRecord[]> {
+  const records = await log.query({ model, action: q.action });
+  const at = model.lastIndexOf('@');
+  if (at < 0 || (q.action !== undefined && q.action !== 'serve.swapped')) return records;
+  const swappedOut = (await log.query({ model: model.slice(0, at), action: 'serve.swapped' })).filter(
+    (r) => r.details.from === model && r.model !== model,
+  );
+  if (swappedOut.length === 0) return records;
+  return [...records, ...swappedOut].sort((x, y) => x.seq - y.seq);
 }

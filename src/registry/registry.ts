@@ -28,6 +28,8 @@ export interface RegistryOptions extends OpenOptions {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Whether `s` can be a registered model's name (a model source such as `pypi:…` cannot). */
+export const isModelName = (s: string): boolean => NAME_RE.test(s);
 const ALIAS_RE = /^[a-z][a-z0-9_-]{0,63}$/;
 const SHA_RE = /^[0-9a-f]{64}$/;
 

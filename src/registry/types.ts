@@ -103,9 +103,23 @@ export interface VersionDiff {
   b: number;
   /** Only keys whose values differ; absent on one side is `undefined` there. */
   params: { key: string; a?: unknown; b?: unknown }[];
-  /** Every metric on either side; delta = b − a when both exist. */
+  /**
+   * Every metric on either side; delta = b − a when both exist, except for production.* when `production`
+   * is not `comparable` (and production.version, an identifier).
+   */
   metrics: { name: string; a?: number; b?: number; delta?: number }[];
-  data: { added: DataRef[]; removed: DataRef[]; unchanged: DataRef[] };
+  /**
+   * Which version each side's production.* metrics were measured against (its `production.version`; null:
+   * it has production.* but the registry does not say; absent: none). `comparable` only when both name
+   * the same version. Absent when neither side has production.* metrics.
+   */
+  production?: { a?: number | null; b?: number | null; comparable: boolean };
+  /**
+   * By hash: `added` (only in b), `removed` (only in a), `unchanged` (b's, in both). `changed` pairs a
+   * data set of one name on both sides whose bytes differ (a retrain's new split); those are in `added`
+   * and `removed` too.
+   */
+  data: { added: DataRef[]; removed: DataRef[]; unchanged: DataRef[]; changed: { name: string; a: DataRef; b: DataRef }[] };
   artifacts: { role: string; a?: string; b?: string; changed: boolean }[];
   specHashChanged: boolean;
   codeVersionChanged: boolean;

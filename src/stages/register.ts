@@ -7,6 +7,7 @@ import { MEDIA, type ArtifactRef } from '../types.ts';
 import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
 import { modelHashOf } from '../audit/model-hash.ts';
+import { registryProductionMetrics } from '../registry/production.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
 
@@ -82,7 +83,11 @@ export const registerStage: StageKind<Config> = {
     };
     const modelInfo = (await readManifestJson('tempered-model.json')) ?? {};
     const baseModel = (await readManifestJson('base-model.json')) ?? (modelInfo.baseModel as Record<string, unknown> | undefined);
-    const metrics = cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {};
+    // production.version ('name@N') and production.decontaminated (boolean) as numbers, so the registry
+    // keeps which version production.* were measured against (src/registry/production.ts).
+    const metrics = numericOnly(
+      registryProductionMetrics(cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {}, cfg.name),
+    );
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
@@ -100,7 +105,7 @@ export const registerStage: StageKind<Config> = {
           specHash: ctx.specHash,
           data,
           artifacts,
-          metrics: numericOnly(metrics),
+          metrics,
           params: cfg.params ?? (modelInfo.hyperparameters as Record<string, unknown> | undefined) ?? {},
           baseModel,
           codeVersion: codeVersion(),
@@ -124,7 +129,7 @@ export const registerStage: StageKind<Config> = {
             details: {
               stage: ctx.stageId,
               execution: ctx.executionId ?? null,
-              metrics: numericOnly(metrics),
+              metrics,
               baseModel: baseModel
                 ? { source: baseModel.source ?? baseModel.name, revision: baseModel.revision ?? baseModel.sha256 }
                 : null,

@@ -303,3 +303,57 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
     assert.equal(existsSync(join(dir, 'registry.db')) || existsSync(join(dir, 'audit.db')), false, 'no SQLite file in the state folder');
   });
 });
+
+test("register keeps which version evaluate compared with (production.version N, decontaminated 1/0), so a promote gate can read evaluate's like-for-like names", async (t) => {
+  const { ctx, model, store, dir } = setup(t);
+  await registerStage.run(
+    { name: 'spam', model: await model('a'), metrics: await store.putJson(evaluation(0.9)) },
+    ctx({ runId: 'r1', executionId: 'e1' }),
+  );
+  await deployStage.run({ name: 'spam', version: 1 }, ctx({ stageId: 'deploy', executionId: 'e1' }));
+  // What evaluate writes when it compared the candidate with spam@1 on the rows v1 was not trained on.
+  const production = (version: string, decontaminated: boolean) => ({
+    f1_macro: 0.7,
+    version,
+    rows: 120,
+    contaminated_rows: 30,
+    decontaminated,
+    candidate: { f1_macro: 0.8 },
+  });
+  const registered = async (run: string, bytes: string, p: Record<string, unknown>) => {
+    const out = await registerStage.run(
+      { name: 'spam', model: await model(bytes), metrics: await store.putJson(evaluation(0.85, { production: p })) },
+      ctx({ runId: run, executionId: run }),
+    );
+    const reg = await openRegistry(join(dir, 'registry.db'));
+    try {
+      return Object.fromEntries(
+        Object.entries((await reg.getVersion('spam', out.version as number)).metrics).filter(([k]) => k.startsWith('production.')),
+      );
+    } finally {
+      await reg.close();
+    }
+  };
+  assert.deepEqual(await registered('r2', 'b', production('spam@1', true)), {
+    'production.candidate.f1_macro': 0.8,
+    'production.contaminated_rows': 30,
+    'production.decontaminated': 1,
+    'production.f1_macro': 0.7,
+    'production.rows': 120,
+    'production.version': 1,
+  });
+  // Another model's version would read as one of this model's: left out. Not decontaminated: 0.
+  const other = await registered('r3', 'c', production('ham@1', false));
+  assert.deepEqual([other['production.version'], other['production.decontaminated']], [undefined, 0]);
+
+  const { changeAlias } = await import('../registry/alias-change.ts');
+  const promoted = await changeAlias(join(dir, 'registry.db'), join(dir, 'audit.db'), {
+    op: 'promote',
+    name: 'spam',
+    at: 2,
+    alias: 'production',
+    actor: 'ops',
+    gate: 'production.rows >= 100 && production.candidate.f1_macro >= production.f1_macro - 0.005',
+  });
+  assert.deepEqual([promoted.version, promoted.gate?.passed], [2, true]);
+});

@@ -1,0 +1,100 @@
+/**
+ * `tempered models show|diff|promote` on versions whose production.* were measured against different
+ * versions: show says which, diff gives no differences between comparisons with different versions and
+ * names the data sets that changed, promote --gate reads evaluate's like-for-like names.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRegistry } from '../../src/registry/registry.ts';
+import type { DataRef } from '../../src/registry/types.ts';
+import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
+
+const sha = (c: string) => c.repeat(64);
+
+test("models show and diff say which version production.* were measured against; diff names changed data sets; promote --gate reads evaluate's names", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-cli-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home };
+  const reg = await openRegistry(join(home, 'registry.db'));
+  const register = (run: string, bytes: string, data: DataRef[], metrics: Record<string, unknown>) =>
+    reg.registerVersion({
+      name: 'spam',
+      runId: run,
+      stageId: 'register',
+      specHash: 's',
+      data,
+      artifacts: [{ role: 'model', uri: 'u', sha256: sha(bytes), bytes: 1 }],
+      metrics,
+    });
+  const eval_ = { name: 'eval', sha256: sha('e'), rows: 200 };
+  await register('r1', 'a', [{ name: 'train', sha256: sha('1'), rows: 800 }, eval_], { f1_macro: 0.9 });
+  await reg.setAlias('spam', 'production', 1);
+  // As the register stage stores evaluate's comparison: v2 against v1, v3 against v2.
+  const production = (version: number, f1: number) => ({
+    f1_macro: f1,
+    version,
+    rows: 120,
+    decontaminated: 1,
+    candidate: { f1_macro: 0.93 },
+  });
+  await register('r2', 'b', [{ name: 'train', sha256: sha('2'), rows: 900 }, eval_], { f1_macro: 0.92, production: production(1, 0.88) });
+  await register(
+    'r3',
+    'c',
+    [
+      { name: 'train', sha256: sha('3'), rows: 950 },
+      { name: 'extra', sha256: sha('f') },
+    ],
+    {
+      f1_macro: 0.94,
+      production: production(2, 0.9),
+    },
+  );
+  await register('r4', 'd', [{ name: 'train', sha256: sha('4'), rows: 960 }], { f1_macro: 0.95, production: production(2, 0.91) });
+  await reg.close();
+
+  const show = await runCli(['models', 'show', 'spam@2'], env);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /production\.version\s+v1\n/);
+  assert.match(show.stdout, /production\.rows\s+120\n/);
+  assert.match(show.stdout, /\(production\.\* measured against v1, on the 120 test rows it was not trained on\)/);
+  assert.doesNotMatch((await runCli(['models', 'show', 'spam@1'], env)).stdout, /measured against/);
+
+  const diff = await runCli(['models', 'diff', 'spam', '2', '3'], env);
+  assert.equal(diff.code, 0, diff.stderr);
+  // Scores against v1 and against v2 are not subtracted.
+  assert.match(diff.stdout, /production\.f1_macro\s+0\.8800 → 0\.9000\n/);
+  assert.match(diff.stdout, /f1_macro\s+0\.9200 → 0\.9400 {2}\(\+0\.0200\)/);
+  assert.match(diff.stdout, /production\.\* measured against different versions: v2's against v1, v3's against v2; no differences given/);
+  const data = diff.stdout.slice(diff.stdout.indexOf('\ndata:\n'));
+  assert.match(data, /changed {4}train {12}2222222222\d\d… \(900 rows\) → 3333333333\d\d… \(950 rows\)/);
+  assert.match(data, /added {6}extra {12}ffffffffffff…\n/);
+  assert.match(data, /removed {4}eval {13}eeeeeeeeeeee… \(200 rows\)/);
+  assert.doesNotMatch(data, /added {6}train|removed {4}train/);
+  // Against the same version, the differences are given.
+  const same = await runCli(['models', 'diff', 'spam', '3', '4'], env);
+  assert.match(same.stdout, /production\.f1_macro\s+0\.9000 → 0\.9100 {2}\(\+0\.0100\)/);
+  assert.match(same.stdout, /\(production\.\* of both measured against v2\)/);
+  const json = JSON.parse((await runCli(['models', 'diff', 'spam', '2', '3', '--json'], env)).stdout) as {
+    production: unknown;
+    data: { changed: { name: string }[] };
+    metrics: { name: string; delta?: number }[];
+  };
+  assert.deepEqual(json.production, { a: 1, b: 2, comparable: false });
+  assert.deepEqual(
+    json.data.changed.map((c) => c.name),
+    ['train'],
+  );
+  assert.equal(json.metrics.find((m) => m.name === 'production.f1_macro')!.delta, undefined);
+
+  // v2 was compared with v1, which holds production: the gate reads v2's own comparison.
+  const promote = await runCli(
+    ['models', 'promote', 'spam@2', '--gate', 'production.rows >= 100 && production.candidate.f1_macro >= production.f1_macro - 0.005'],
+    { ...env, TEMPERED_ACTOR: 'ops' },
+  );
+  assert.equal(promote.code, 0, promote.stderr);
+  assert.match(promote.stdout, /gate passed: .*\(production\.\* as evaluated against v1\)\nspam@production: v1 → v2/);
+});
