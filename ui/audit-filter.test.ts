@@ -202,4 +202,39 @@ describe('dashboard audit page, model filter', () => {
     await page.context().close();
     assert.deepEqual(pageErrors, []);
   });
+
+  it('a fixed version (name@v1) is said to be that version, not what an alias points at now', async (t) => {
+    if (skip) return t.skip(skip);
+    const page = await open('#/audit?model=spam-clf@v1');
+    await page.locator('#audit-model[data-version="1"]').waitFor();
+    assert.equal(
+      (await page.locator('#audit-model').innerText())
+        .split('\n')[0]!
+        .replace(/every version.*$/, '')
+        .trim(),
+      'spam-clf@v1 is spam-clf@1',
+    );
+    await page.context().close();
+    assert.deepEqual(pageErrors, []);
+  });
+});
+
+describe('dashboard audit filter, a version swapped out of a server', () => {
+  it("lists the serve.swapped record that ended the version's serving, as tempered audit --model does", async () => {
+    const log = await openAudit(statePaths(dir).auditDb);
+    await log.append({
+      action: 'serve.swapped',
+      subject: 'spam-clf@2',
+      model: 'spam-clf@2',
+      actor: 'tester',
+      details: { from: 'spam-clf@1', to: 'spam-clf@2' },
+    });
+    await log.close();
+    assert.deepEqual(subjects((await audit('spam-clf@1')).body), ['serve.swapped spam-clf@2', 'model.registered spam-clf@1']);
+    assert.deepEqual(subjects((await audit('spam-clf@2')).body), [
+      'serve.swapped spam-clf@2',
+      'serve.started spam-clf@2',
+      'model.registered spam-clf@2',
+    ]);
+  });
 });

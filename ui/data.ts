@@ -13,7 +13,7 @@ import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
 import { diffModelVersions } from '../src/registry/diff.ts';
-import { resolveModelFilter, type ModelFilter } from '../src/registry/model-filter.ts';
+import { modelRecords, resolveModelFilter, type ModelFilter } from '../src/registry/model-filter.ts';
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
@@ -385,7 +385,11 @@ export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { actor?: s
   if (!databaseExists(dbs.paths.auditDb)) return [];
   const log = await dbs.audit.get();
   const { actor, ...rest } = q;
-  const rows = await log.query(rest);
+  // A version's trail as `tempered audit --model` gives it: with the serve.swapped records that ended its serving.
+  const rows =
+    rest.model !== undefined && rest.run === undefined && rest.afterSeq === undefined && rest.limit === undefined
+      ? await modelRecords(log, rest.model, { action: rest.action })
+      : await log.query(rest);
   return actor ? rows.filter((r) => r.actor === actor) : rows;
 }
 

@@ -1042,7 +1042,8 @@ function AuditPage({ query }) {
     data?.model?.resolved &&
     html`<p id="audit-model" data-ref=${data.model.ref} data-version=${data.model.resolved.version}>
       <b>${data.model.ref}</b> is <b>${data.model.query}</b>${' '}
-      <span class="muted">(the version it points at now; records of the versions it pointed at before are not shown)</span>${' '}
+      ${!/@v\d+$/.test(data.model.ref) &&
+      html`<span class="muted">(the version it points at now; records of the versions it pointed at before are not shown)</span>`}${' '}
       <button id="audit-model-all" onClick=${() => setF({ ...f, model: data.model.resolved.name })}>
         every version of ${data.model.resolved.name}
       </button>
