@@ -274,3 +274,34 @@ test('a header of millions of tiny JSON values is refused before JSON.parse infl
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('error messages show a hostile header value cut short: a shape nested a million deep, a 5 MB dtype or tensor name', () => {
+  const dir = tmp();
+  try {
+    const deep = `{"t":{"dtype":"F32","shape":${'['.repeat(1_000_000)}${']'.repeat(1_000_000)},"data_offsets":[0,0]}}`;
+    const cases: [string, RegExp][] = [
+      // JSON.stringify(shape) in the message recursed a million deep: a bare RangeError, no file named.
+      [rawFile(dir, deep), /shape must be an array of non-negative integers, got \[\[…\]\]/],
+      [rawFile(dir, { t: { dtype: 'X'.repeat(5_000_000), shape: [0], data_offsets: [0, 0] } }), /unknown dtype "X{80}…"/],
+      [rawFile(dir, { ['n'.repeat(5_000_000)]: { dtype: 'F12', shape: [0], data_offsets: [0, 0] } }), /tensor "n{80}…"/],
+      [
+        rawFile(dir, { t: { dtype: 'F32', shape: Array(100_000).fill(1).concat([-1]), data_offsets: [0, 4] } }),
+        /got \[1, 1, 1, 1, 1, 1, 1, 1, … \(100001\)\]/,
+      ],
+    ];
+    for (const [file, message] of cases) {
+      let err: unknown;
+      try {
+        readSafetensorsHeader(file);
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err instanceof InputError, String(err).slice(0, 200));
+      assert.match(err.message, message);
+      assert.ok(err.message.length + String(err.where).length < 1000, `message of ${err.message.length} characters`);
+      assert.match(String(err.where), new RegExp(file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -237,6 +237,21 @@ interface HeaderEntry {
   end: number;
 }
 
+/**
+ * A header value as an error message shows it: strings cut to 80 characters and arrays to their first 8 elements,
+ * nested values elided. The header is hostile: echoing a 50 MB dtype or a shape nested a million deep whole
+ * (JSON.stringify recursing) made a 50 MB message or a stack overflow instead of an error naming the file.
+ */
+function shown(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
+  if (Array.isArray(v))
+    return `[${v
+      .slice(0, 8)
+      .map((x) => (Array.isArray(x) ? '[…]' : typeof x === 'object' && x !== null ? '{…}' : shown(x)))
+      .join(', ')}${v.length > 8 ? `, … (${v.length})` : ''}]`;
+  if (typeof v === 'object' && v !== null) return '{…}';
+  return String(v);
+}
 function parseHeader(path: string, json: string, dataBytes: number): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   let header: unknown;
   try {
@@ -253,12 +268,12 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
   const metadata: Record<string, string> = {};
   const entries: HeaderEntry[] = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
-    const where = `${path}: tensor ${JSON.stringify(name)}`;
+    const where = `${path}: tensor ${shown(name)}`;
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
         throw new InputError('__metadata__ must be an object of strings', { where: path });
       for (const [k, v] of Object.entries(raw)) {
-        if (typeof v !== 'string') throw new InputError(`__metadata__.${k} must be a string, got ${typeof v}`, { where: path });
+        if (typeof v !== 'string') throw new InputError(`__metadata__.${shown(k)} must be a string, got ${typeof v}`, { where: path });
         metadata[k] = v;
       }
       continue;
@@ -266,13 +281,13 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
     if (typeof raw !== 'object' || raw === null) throw new InputError('entry must be an object with dtype, shape, data_offsets', { where });
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (!isSafetensorsDType(dtype)) {
-      throw new InputError(`unknown dtype ${JSON.stringify(dtype)}`, { where, hint: `supported dtypes: ${Object.keys(BYTES).join(', ')}` });
+      throw new InputError(`unknown dtype ${shown(dtype)}`, { where, hint: `supported dtypes: ${Object.keys(BYTES).join(', ')}` });
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new InputError(`shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`, { where });
+      throw new InputError(`shape must be an array of non-negative integers, got ${shown(shape)}`, { where });
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new InputError(`data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offsets)}`, { where });
+      throw new InputError(`data_offsets must be [begin, end] non-negative integers, got ${shown(offsets)}`, { where });
     }
     const [begin, end] = offsets as [number, number];
     if (end < begin) throw new InputError(`data_offsets [${begin}, ${end}] end before begin`, { where });
@@ -283,7 +298,7 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
       );
     const want = numel(shape as number[]) * BYTES[dtype];
     if (end - begin !== want)
-      throw new InputError(`data_offsets span ${end - begin} bytes but shape [${shape}] of ${dtype} needs ${want}`, { where });
+      throw new InputError(`data_offsets span ${end - begin} bytes but shape ${shown(shape)} of ${dtype} needs ${want}`, { where });
     entries.push({ name, dtype, shape: shape as number[], begin, end });
   }
   // Tensors must tile the data buffer exactly: overlaps mean two tensors alias the same bytes, holes
@@ -292,11 +307,11 @@ function parseHeader(path: string, json: string, dataBytes: number): { entries: 
   let pos = 0;
   for (const e of sorted) {
     if (e.begin < pos)
-      throw new InputError(`tensor ${JSON.stringify(e.name)} at [${e.begin}, ${e.end}] overlaps the previous tensor (ends at ${pos})`, {
+      throw new InputError(`tensor ${shown(e.name)} at [${e.begin}, ${e.end}] overlaps the previous tensor (ends at ${pos})`, {
         where: path,
       });
     if (e.begin > pos)
-      throw new InputError(`data buffer has a hole at bytes [${pos}, ${e.begin}) before tensor ${JSON.stringify(e.name)}`, { where: path });
+      throw new InputError(`data buffer has a hole at bytes [${pos}, ${e.begin}) before tensor ${shown(e.name)}`, { where: path });
     pos = e.end;
   }
   if (pos !== dataBytes)
@@ -404,7 +419,7 @@ export function readSafetensors(path: string, opts: { names?: Iterable<string> }
       let got = 0;
       while (got < view.byteLength) {
         const n = readSync(fd, view, got, view.byteLength - got, dataStart + e.begin + got);
-        if (n === 0) throw new InputError(`unexpected end of file reading tensor ${JSON.stringify(e.name)}`, { where: path });
+        if (n === 0) throw new InputError(`unexpected end of file reading tensor ${shown(e.name)}`, { where: path });
         got += n;
       }
       tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
