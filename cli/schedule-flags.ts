@@ -31,7 +31,9 @@ const CRON_SHORTHANDS = new Set(['@yearly', '@annually', '@monthly', '@weekly', 
 
 /**
  * A first check of a cron expression: field count and characters. The server checks the values
- * (e.g. minute 61) on create; a problem there is reported the same way.
+ * (e.g. minute 61) on create; a problem there is reported the same way. Exactly 5 fields: Temporal
+ * would also take 6 or 7, reading the first extra as seconds and the last as the year, so
+ * "0 0 3 * * *" (meant as seconds-first daily) runs at 00:00 on the 3rd of each month.
  */
 export function checkCron(text: string, where = '--cron'): string {
   const expr = text
@@ -46,11 +48,13 @@ export function checkCron(text: string, where = '--cron'): string {
     return text.trim();
   }
   const fields = expr.split(/\s+/).filter(Boolean);
-  if (fields.length < 5 || fields.length > 7)
-    throw new InputError(`'${text}' has ${fields.length} field${fields.length === 1 ? '' : 's'}; a cron expression has 5 to 7`, {
-      where,
-      hint,
-    });
+  if (fields.length !== 5)
+    throw new InputError(
+      `'${text}' has ${fields.length} field${fields.length === 1 ? '' : 's'}; a cron expression here has exactly 5${
+        fields.length > 5 ? ' (no seconds or year field)' : ''
+      }`,
+      { where, hint },
+    );
   const bad = fields.find((f) => !/^[0-9A-Za-z*/,?LW#-]+$/.test(f));
   if (bad) throw new InputError(`'${bad}' is not a cron field`, { where, hint });
   return text.trim();

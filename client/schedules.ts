@@ -25,6 +25,8 @@ import { InputError } from '../src/errors.ts';
 import { formatDuration } from '../src/spec/duration.ts';
 import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { currentVersion } from '../src/registry/current.ts';
+import { missingMetricText } from '../src/triggers/run-gate.ts';
 import type { RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
 
@@ -89,7 +91,13 @@ export interface ScheduleView {
   spec: ScheduledSpec;
   /** Timing as given (cron text or interval), for people; Temporal stores a compiled form. */
   timing: { cron?: string; every?: string; jitter?: string; catchupWindow: string; overlap: OverlapName };
+  /**
+   * The schedule's own gate (its flags). `{}` is an explicit "no gate" (`update --no-gate`): the
+   * pipeline file's `triggers` are off too. Absent: runs use the file's triggers, if any.
+   */
   gate?: RunGateSpec;
+  /** The pipeline file's own `triggers`, which gate every run unless the schedule has a gate of its own. */
+  pipelineTriggers?: RunGateSpec;
   taskQueue: string;
   actor: string;
   paused: boolean;
@@ -136,14 +144,27 @@ interface PlanContext {
   store: ArtifactStore;
   actor: string;
   name: string;
+  /** Passed on as given: `{}` is an explicit "no gate", which also turns off the file's `triggers`. */
   gate?: RunGateSpec;
+  /**
+   * Params the pipeline does not declare are dropped instead of refused (params kept from the
+   * schedule when `update` gives it another file); the dropped ones come back in `dropped`.
+   */
+  dropUndeclared?: boolean;
+}
+
+export interface PlannedRun {
+  input: RunInput;
+  spec: ScheduledSpec;
+  /** `--param` values left out because the pipeline declares no such parameter (with `dropUndeclared`). */
+  dropped?: string[];
 }
 
 /**
  * Reads the spec file once, stores those bytes and plans from the same bytes, so the stored spec
  * is exactly the one that runs even if the file changes meanwhile.
  */
-export async function planScheduledRun(o: PlanContext & { file: string }): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+export async function planScheduledRun(o: PlanContext & { file: string }): Promise<PlannedRun> {
   const file = resolve(o.file);
   let bytes: Buffer;
   try {
@@ -159,27 +180,69 @@ export async function planScheduledRun(o: PlanContext & { file: string }): Promi
 }
 
 /** Replans stored spec bytes with other params (an `update` without a new file). */
-export async function replanStoredSpec(o: PlanContext & { spec: ScheduledSpec }): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+export async function replanStoredSpec(o: PlanContext & { spec: ScheduledSpec }): Promise<PlannedRun> {
   const bytes = await readFile(await o.store.localPath(o.spec.specUri));
   return planFromBytes({ ...o, file: o.spec.file, bytes, storedUri: o.spec.specUri });
 }
 
-async function planFromBytes(
-  o: PlanContext & { file: string; bytes: Buffer; storedUri?: string },
-): Promise<{ input: RunInput; spec: ScheduledSpec }> {
+async function planFromBytes(o: PlanContext & { file: string; bytes: Buffer; storedUri?: string }): Promise<PlannedRun> {
   const parsed = parseParamOverrides(o.params);
   if (parsed.errors.length > 0) throw new SpecLoadError(parsed.errors, '--param');
   const text = decodeSource(o.bytes, o.file);
   if (!text.ok) throw new SpecLoadError([text.error], o.file);
-  const res = loadSpecText(text.text, o.file, { ...o.registry, paramOverrides: parsed.overrides, baseDir: dirname(o.file) });
+  const load = (overrides: Record<string, string>) =>
+    loadSpecText(text.text, o.file, { ...o.registry, paramOverrides: overrides, baseDir: dirname(o.file) });
+  let params = [...o.params];
+  let dropped: string[] = [];
+  let res = load(parsed.overrides);
+  if (!res.ok && o.dropUndeclared) {
+    const undeclared = new Set(
+      res.errors.filter((e) => e.code === 'unknown-param' && e.path.startsWith('params.')).map((e) => e.path.slice('params.'.length)),
+    );
+    if (undeclared.size > 0) {
+      const name = (p: string) => p.slice(0, p.indexOf('='));
+      dropped = params.filter((p) => undeclared.has(name(p)));
+      params = params.filter((p) => !undeclared.has(name(p)));
+      res = load(Object.fromEntries(Object.entries(parsed.overrides).filter(([k]) => !undeclared.has(k))));
+    }
+  }
   if (!res.ok) throw new SpecLoadError(res.errors, o.file);
   const specUri = o.storedUri ?? (await o.store.putBytes(o.bytes, { mediaType: mediaTypeOf(o.file) })).uri;
-  const gate = o.gate && Object.keys(o.gate).length > 0 ? o.gate : undefined;
   const input: RunInput = {
     plan: res.plan,
-    options: { baseDir: dirname(o.file), actor: o.actor, specFile: o.file, scheduleId: o.name, ...(gate ? { gate } : {}) },
+    options: { baseDir: dirname(o.file), actor: o.actor, specFile: o.file, scheduleId: o.name, ...(o.gate ? { gate: o.gate } : {}) },
   };
-  return { input, spec: { pipeline: res.plan.name, specHash: res.plan.specHash, specUri, file: o.file, params: [...o.params] } };
+  return {
+    input,
+    spec: { pipeline: res.plan.name, specHash: res.plan.specHash, specUri, file: o.file, params },
+    ...(dropped.length ? { dropped } : {}),
+  };
+}
+
+/**
+ * A `--trigger-metric` (or the file's `metricBelow`) on a model that exists but lacks the metric
+ * would retrain on every run; returns what is wrong (with the metrics the version has), a note
+ * when the model is not registered yet, or nothing when the metric is there.
+ */
+export async function checkMetricTrigger(
+  registryDb: string,
+  gate: RunGateSpec | undefined,
+): Promise<{ problem?: string; hint?: string; note?: string }> {
+  const below = gate?.metricBelow;
+  if (!below) return {};
+  const alias = below.alias ?? 'production';
+  const v = await currentVersion(registryDb, below.model, alias);
+  if (!v) return { note: `no model ${below.model}@${alias} is registered yet; until one is, every run retrains (the trigger fires)` };
+  if (typeof v.metrics[below.metric] === 'number' && Object.hasOwn(v.metrics, below.metric)) return {};
+  const metrics = Object.keys(v.metrics);
+  const asked = below.metric.toLowerCase();
+  const like = metrics.find((m) => m.toLowerCase().startsWith(asked)) ?? metrics.find((m) => m.toLowerCase().includes(asked)) ?? metrics[0];
+  return {
+    problem: missingMetricText(below.model, alias, v.version, below.metric, metrics),
+    hint: metrics.length
+      ? `name one of its metrics, e.g. ${below.model}${below.alias ? `@${below.alias}` : ''}:${like}:${below.threshold}; otherwise every run would retrain`
+      : 'the version records no metrics; every run would retrain',
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,6 +348,21 @@ function iso(d: Date | undefined): string | undefined {
   return d ? d.toISOString() : undefined;
 }
 
+/**
+ * Temporal needs a note to pause or unpause; without `--note` tempered writes one of these, which
+ * are not notes anyone wrote, so they are not shown (nor kept by `update`).
+ */
+const DEFAULT_NOTES = new Set([
+  'paused with tempered',
+  'unpaused with tempered',
+  'Paused via TypeScript SDK"',
+  'Unpaused via TypeScript SDK"',
+]);
+
+function shownNote(note: string | undefined): string | undefined {
+  return note && !DEFAULT_NOTES.has(note) ? note : undefined;
+}
+
 /** The schedule's current definition and state, read back from Temporal. */
 export async function readSchedule(
   client: Client,
@@ -325,10 +403,11 @@ export async function readSchedule(
       overlap,
     },
     gate: input.options.gate,
+    ...(input.plan.triggers ? { pipelineTriggers: input.plan.triggers } : {}),
     taskQueue: d.action.taskQueue,
     actor: input.options.actor,
     paused: d.state.paused,
-    note: d.state.note || undefined,
+    note: shownNote(d.state.note),
     nextRuns: d.info.nextActionTimes.map((t) => t.toISOString()),
     recentActions: d.info.recentActions.map((a) => ({
       runId: a.action.workflow.workflowId,
@@ -350,7 +429,7 @@ export async function readSchedule(
     spec,
     timing,
     paused: d.state.paused,
-    note: d.state.note || undefined,
+    note: shownNote(d.state.note),
   };
   return { view, config, raw: d };
 }
@@ -406,6 +485,12 @@ export async function backfillSchedule(client: Client, name: string, from: Date,
     throw new InputError(`--from ${from.toISOString()} is not before --to ${to.toISOString()}`, {
       where: '--from',
       hint: 'give a time range that starts before it ends',
+    });
+  // A range reaching into the future would start those runs at once, not when their time comes.
+  if (to.getTime() > Date.now())
+    throw new InputError(`--to ${to.toISOString()} is in the future`, {
+      where: '--to',
+      hint: 'backfill only takes actions whose time has passed; give a --to no later than now (the timetable takes the later ones)',
     });
   await describeRaw(client, name);
   await onHandle(client, name, (h) => h.backfill({ start: from, end: to, ...(overlap ? { overlap: OVERLAP_POLICIES[overlap] } : {}) }));

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { RunIndex } from '../src/triggers/run-gate.ts';
 import { InputError } from '../src/errors.ts';
 import { waitForRun } from '../client/runs.ts';
 import {
@@ -225,6 +227,17 @@ describe('schedules on Temporal', () => {
     const states = await Promise.all(acts.map(async (a) => (await waitForRun(env.client, a.runId)).state));
     assert.deepEqual(states, ['succeeded', 'succeeded', 'succeeded']);
     assert.equal((await inRange()).length, 3, 'nothing else in the range');
+    // Both ends are inclusive: a range from one slot to the next takes both (as docs/schedules.md says).
+    const [a, b] = [new Date(base - 6 * hour), new Date(base - 5 * hour)];
+    await backfillSchedule(env.client, 'back', a, b, 'allow-all');
+    const ends = await waitFor('two backfilled runs at the ends of the range', async () => {
+      const got = (await view('back')).recentActions.filter((x) => x.scheduledAt >= a.toISOString() && x.scheduledAt <= b.toISOString());
+      return got.length >= 2 && got;
+    });
+    assert.deepEqual(ends.map((x) => x.scheduledAt).sort(), [a.toISOString(), b.toISOString()]);
+    await Promise.all(ends.map((x) => waitForRun(env.client, x.runId)));
+    // A range reaching into the future is refused, not started at once.
+    await assert.rejects(backfillSchedule(env.client, 'back', from, new Date(Date.now() + 2 * hour), 'allow-all'), /is in the future/);
   });
 
   it('skip-if-unchanged ends a run on unchanged data early and retrains on changed data', async () => {
@@ -488,6 +501,114 @@ describe('tempered schedule (command line)', () => {
       await audit.close();
     }
   });
+  it('describe shows the file triggers, --no-gate turns them off, update --pipeline drops params it does not declare', async () => {
+    writeData(env.dir, 'trig.jsonl', 10, 0.3);
+    const plainFile = writePipeline(env.dir, 'trig-pipe', 'trig.jsonl');
+    const file = join(env.dir, 'trig-gated.yaml');
+    writeFileSync(
+      file,
+      readFileSync(plainFile, 'utf8').replace('name: trig-pipe\n', 'name: trig-pipe\ntriggers:\n  skipIfUnchanged: true\n'),
+    );
+    const noParams = join(env.dir, 'trig-noparams.yaml');
+    writeFileSync(
+      noParams,
+      readFileSync(plainFile, 'utf8')
+        .replace(/params:\n  tag:\n    type: string\n    default: v1\n/, '')
+        .replace("'${{ params.tag }}'", 'fixed'),
+    );
+    const c = await runScheduleCli(['create', 'cli-trig', '--pipeline', file, '--cron', YEARLY, '--param', 'tag=v2'], cli);
+    assert.equal(c.code, 0, c.stderr);
+    created.add('cli-trig');
+    const d1 = await runScheduleCli(['describe', 'cli-trig'], cli);
+    assert.match(d1.stdout, /gate\s+skip when spec and data are unchanged \(from the pipeline file's triggers\)/);
+
+    // Two runs on the same data: the file's trigger skips the second; the record is the schedule's own.
+    assert.equal((await triggerAndWait('cli-trig')).gate?.outcome, 'first-run');
+    assert.equal((await triggerAndWait('cli-trig')).gate?.outcome, 'unchanged');
+    assert.ok(new RunIndex(join(env.dir, 'runs')).last({ schedule: 'cli-trig' }), 'recorded under the schedule');
+    assert.equal(new RunIndex(join(env.dir, 'runs')).last({ pipeline: 'trig-pipe' }), undefined, 'not under the pipeline');
+
+    const u = await runScheduleCli(['update', 'cli-trig', '--no-gate'], cli);
+    assert.equal(u.code, 0, u.stderr);
+    const d2 = await runScheduleCli(['describe', 'cli-trig'], cli);
+    assert.match(d2.stdout, /gate\s+none \(--no-gate: every run retrains; the pipeline file's triggers are off\)/);
+    const free = await triggerAndWait('cli-trig');
+    assert.equal(free.gate?.proceed, true, 'no longer skipped on unchanged data');
+    assert.notEqual(stateOf(free, 'train'), 'skipped', 'trained (or reused the cached training)');
+    // An update of something else keeps the explicit "no gate".
+    assert.equal((await runScheduleCli(['update', 'cli-trig', '--every', '1h'], cli)).code, 0);
+    assert.deepEqual((await readSchedule(env.client, 'cli-trig')).config.input.options.gate, {});
+
+    // The kept --param tag=v2 is dropped for a file that declares no parameters, and said so.
+    const p = await runScheduleCli(['update', 'cli-trig', '--pipeline', noParams], cli);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stderr, /dropped the schedule's --param tag=v2: pipeline trig-pipe declares no such parameter/);
+    assert.deepEqual((await view('cli-trig')).spec.params, []);
+    const back = await runScheduleCli(['update', 'cli-trig', '--pipeline', file, '--param', 'tag=v5'], cli);
+    assert.equal(back.code, 0, back.stderr);
+    const cl = await runScheduleCli(['update', 'cli-trig', '--clear-params'], cli);
+    assert.equal(cl.code, 0, cl.stderr);
+    assert.deepEqual((await view('cli-trig')).spec.params, []);
+
+    // Pause and unpause without a note leave none to show.
+    assert.equal((await runScheduleCli(['pause', 'cli-trig'], cli)).code, 0);
+    assert.equal((await runScheduleCli(['unpause', 'cli-trig'], cli)).code, 0);
+    const d3 = await runScheduleCli(['describe', 'cli-trig'], cli);
+    assert.match(d3.stdout, /^schedule cli-trig: active\n/);
+
+    // Deleting the schedule clears its record: one created again under the name starts afresh.
+    const del = await runScheduleCli(['delete', 'cli-trig'], cli);
+    assert.equal(del.code, 0, del.stderr);
+    created.delete('cli-trig');
+    assert.match(del.stdout, /last-successful-run record is cleared/);
+    assert.equal(new RunIndex(join(env.dir, 'runs')).last({ schedule: 'cli-trig' }), undefined);
+  });
+
+  it('refuses a schedule that never fires and a metric trigger on a model without that metric', async () => {
+    writeData(env.dir, 'never.jsonl', 10, 0.3);
+    const file = writePipeline(env.dir, 'never-pipe', 'never.jsonl');
+    const n = await runScheduleCli(['create', 'cli-never', '--pipeline', file, '--cron', '0 3 31 2 *'], cli);
+    assert.equal(n.code, 2, n.stdout + n.stderr);
+    assert.match(n.stderr, /cron "0 3 31 2 \*" has no next run: the schedule would never fire/);
+    assert.equal((await runScheduleCli(['describe', 'cli-never'], cli)).code, 2, 'not left behind');
+    const six = await runScheduleCli(['create', 'cli-never', '--pipeline', file, '--cron', '0 0 3 * * *'], cli);
+    assert.equal(six.code, 2);
+    assert.match(six.stderr, /has 6 fields/);
+    // A paused schedule still has next runs; an update to a timetable without any is refused and undone.
+    const p = await runScheduleCli(['create', 'cli-never', '--pipeline', file, '--every', '1h', '--paused'], cli);
+    assert.equal(p.code, 0, p.stderr);
+    created.add('cli-never');
+    const u = await runScheduleCli(['update', 'cli-never', '--cron', '0 3 30 2 *'], cli);
+    assert.equal(u.code, 2, u.stdout + u.stderr);
+    assert.match(u.stderr, /would never fire/);
+    const kept = await view('cli-never');
+    assert.deepEqual([kept.timing.every, kept.timing.cron, kept.paused], ['1h', undefined, true]);
+    assert.equal((await runScheduleCli(['delete', 'cli-never'], cli)).code, 0);
+    created.delete('cli-never');
+
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
+    await reg.registerVersion({
+      name: 'never-clf',
+      runId: 'r1',
+      stageId: 'register',
+      specHash: 'a'.repeat(64),
+      data: [{ name: 'train', sha256: 'b'.repeat(64), rows: 10 }],
+      artifacts: [{ role: 'onnx', uri: `artifact://sha256/${'c'.repeat(64)}`, sha256: 'c'.repeat(64), bytes: 10 }],
+      metrics: { f1_macro: 0.91 },
+      params: {},
+      actor: 'alice',
+    });
+    await reg.close();
+    const m = await runScheduleCli(
+      ['create', 'cli-never', '--pipeline', file, '--every', '1h', '--trigger-metric', 'never-clf@latest:f1:0.9'],
+      cli,
+    );
+    assert.equal(m.code, 2, m.stdout + m.stderr);
+    assert.match(
+      m.stderr,
+      /--trigger-metric: never-clf@latest \(v1\) has no metric 'f1' \(it has f1_macro\)[\s\S]*hint: .*never-clf@latest:f1_macro:0\.9/,
+    );
+  });
 });
 
 describe('schedule options', () => {
@@ -503,9 +624,11 @@ describe('schedule options', () => {
   });
 
   it('checks cron expressions before the server sees them', () => {
-    for (const ok of ['0 3 * * *', '*/15 9-17 * * MON-FRI', '@daily', 'CRON_TZ=Europe/Paris 30 2 * * 1-5', '0 0 12 * * * 2030'])
-      assert.equal(checkCron(ok), ok);
+    for (const ok of ['0 3 * * *', '*/15 9-17 * * MON-FRI', '@daily', 'CRON_TZ=Europe/Paris 30 2 * * 1-5']) assert.equal(checkCron(ok), ok);
     rejects(() => checkCron('0 3 * *'), '--cron', /4 fields/);
+    // Temporal would read a 6th field as seconds and a 7th as the year: "0 0 3 * * *" would run monthly.
+    rejects(() => checkCron('0 0 3 * * *'), '--cron', /6 fields; a cron expression here has exactly 5 \(no seconds or year field\)/);
+    rejects(() => checkCron('0 0 12 * * * 2030'), '--cron', /7 fields/);
     rejects(() => checkCron('@every 5m'), '--cron', /is an interval/);
     rejects(() => checkCron('@sometimes'), '--cron', /unknown cron shorthand/);
     rejects(() => checkCron('0 3 * * $'), '--cron', /not a cron field/);

@@ -4,6 +4,7 @@ import type { Client } from '@temporalio/client';
 import {
   auditScheduleChange,
   backfillSchedule,
+  checkMetricTrigger,
   createSchedule,
   deleteSchedule,
   listSchedules,
@@ -16,6 +17,7 @@ import {
   triggerSchedule,
   unpauseSchedule,
   updateSchedule,
+  type PlannedRun,
   type RecentRun,
   type ScheduleChange,
   type ScheduleConfig,
@@ -37,6 +39,7 @@ import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { hasWorkers } from '../../client/runs.ts';
+import { runIndexFor } from '../../src/triggers/shared-run-index.ts';
 
 const TIMING_USAGE =
   '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
@@ -49,7 +52,7 @@ const USAGE: Record<string, string> = {
   unpause: 'tempered schedule unpause <name> [--note <text>]',
   trigger: 'tempered schedule trigger <name> [--overlap <policy>] [--json]',
   backfill: 'tempered schedule backfill <name> --from <iso> --to <iso> [--overlap <policy>]',
-  update: `tempered schedule update <name> [--pipeline <file>] [--param k=v ...] [--cron "<expr>" | --every <d>] [--jitter <d>] [--catchup-window <d>] [--overlap <policy>] [--note <text>] [--no-gate] ${GATE_USAGE} [--json]`,
+  update: `tempered schedule update <name> [--pipeline <file>] [--param k=v ...] [--cron "<expr>" | --every <d>] [--jitter <d>] [--catchup-window <d>] [--overlap <policy>] [--clear-params] [--note <text>] [--no-gate] ${GATE_USAGE} [--json]`,
   delete: 'tempered schedule delete <name>',
 };
 
@@ -129,12 +132,48 @@ interface GateFlags {
   'trigger-drift'?: string;
 }
 
-function gateFrom(v: GateFlags, base: RunGateSpec | undefined): RunGateSpec | undefined {
-  const g: RunGateSpec = { ...(base ?? {}) };
+/**
+ * The schedule's gate after the flags. `noGate` drops the earlier gate; with no gate flags beside it,
+ * the result is `{}`, an explicit "no gate" that the run also prefers to the pipeline file's
+ * `triggers` (the workflow uses `options.gate ?? plan.triggers`, and an empty gate lets every run on).
+ */
+export function gateFrom(v: GateFlags, base: RunGateSpec | undefined, noGate = false): RunGateSpec | undefined {
+  const flags = !!v['skip-if-unchanged'] || v['trigger-metric'] !== undefined || v['trigger-drift'] !== undefined;
+  if (!flags) return noGate ? {} : base;
+  const g: RunGateSpec = { ...(noGate ? {} : (base ?? {})) };
   if (v['skip-if-unchanged']) g.skipIfUnchanged = true;
   if (v['trigger-metric'] !== undefined) g.metricBelow = parseMetricTrigger(v['trigger-metric']);
   if (v['trigger-drift'] !== undefined) g.labelDrift = parseDriftTrigger(v['trigger-drift']);
-  return Object.keys(g).length > 0 ? g : undefined;
+  return g;
+}
+
+/**
+ * Refuses a `--trigger-metric` on a registered model that lacks the metric (every run would
+ * retrain); the same found in the pipeline file's `triggers` is a warning. A model not registered
+ * yet is a note.
+ */
+async function checkMetric(ctx: CliContext, input: RunInput, v: GateFlags): Promise<void> {
+  const own = input.options.gate;
+  const gate = own ?? input.plan.triggers;
+  const found = await checkMetricTrigger(ctx.paths.registryDb, gate);
+  const fromFlags = !!own?.metricBelow;
+  if (found.problem && fromFlags && v['trigger-metric'] !== undefined)
+    throw new InputError(found.problem, { where: '--trigger-metric', hint: found.hint });
+  if (found.problem)
+    console.error(
+      `warning: ${fromFlags ? "the schedule's --trigger-metric" : "the pipeline file's triggers.metricBelow"}: ${found.problem}; every run will retrain`,
+    );
+  else if (found.note) console.error(`note: ${found.note}`);
+}
+
+/** A schedule with no next run would never fire: refuse it (exit 2) rather than report success. */
+function neverFires(view: ScheduleView): InputError | undefined {
+  if (view.nextRuns.length > 0) return undefined;
+  const what = view.timing.cron ? `cron "${view.timing.cron}"` : `every ${view.timing.every}`;
+  return new InputError(`${what} has no next run: the schedule would never fire`, {
+    where: view.timing.cron ? '--cron' : '--every',
+    hint: 'check the day-of-month and month fields (e.g. "0 3 31 2 *" asks for February 31st)',
+  });
 }
 
 function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string): RunInput {
@@ -216,7 +255,7 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
     checkScheduleName(name);
     const timing = timingFrom(values, undefined, 'create');
     const gate = gateFrom(values, undefined);
-    const { input, spec } = await planScheduledRun({
+    const planned = await planScheduledRun({
       file: values.pipeline!,
       params: values.param ?? [],
       registry: ctx.registry,
@@ -225,10 +264,19 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
       name,
       gate,
     });
+    await checkMetric(ctx, planned.input, values);
+    const { input, spec } = planned;
     return { name, taskQueue: ctx.taskQueue, input, spec, timing, paused: !!values.paused, note: values.note };
   });
   const client = await ctx.client({ startServer: true });
   await asUsage(() => createSchedule(client, cfg));
+  const never = neverFires((await readSchedule(client, name)).view);
+  if (never) {
+    await deleteSchedule(client, name);
+    await asUsage(() => {
+      throw never;
+    });
+  }
   await audit(ctx, 'created', name, who, cfg.spec.specHash, {
     ...given(values),
     pipeline: cfg.spec.pipeline,
@@ -257,6 +305,7 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
       ...TIMING_OPTIONS,
       ...GATE_OPTIONS,
       'no-gate': { type: 'boolean' },
+      'clear-params': { type: 'boolean' },
       note: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -267,27 +316,47 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
   if (Object.keys(changes).length === 0) throw new UsageError(`nothing to change; give at least one option\nusage: ${USAGE.update}`);
   const who = actor();
   const client = await ctx.client();
+  if (values['clear-params'] && values.param)
+    throw new UsageError(`give --param (replaces all params) or --clear-params (back to the defaults), not both\nusage: ${USAGE.update}`);
   const cur = (await asUsage(() => readSchedule(client, name))).config;
+  let dropped: string[] = [];
   const next = await asUsage(async (): Promise<ScheduleConfig> => {
     const timing = timingFrom(values, cur.timing, 'update');
-    const gate = gateFrom(values, values['no-gate'] ? undefined : cur.input.options.gate);
-    const params = values.param ?? cur.spec.params;
+    const gate = gateFrom(values, cur.input.options.gate, !!values['no-gate']);
+    const params = values['clear-params'] ? [] : (values.param ?? cur.spec.params);
+    // Params kept from the schedule that the new file does not declare are dropped (and said so), not refused.
+    const inherited = !values.param && !values['clear-params'];
     const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate };
     // A new file is read and stored afresh; new params alone replan the stored bytes, never the file on disk.
-    const planned = values.pipeline
-      ? await planScheduledRun({ ...common, file: values.pipeline })
-      : values.param
+    const planned: PlannedRun = values.pipeline
+      ? await planScheduledRun({ ...common, file: values.pipeline, dropUndeclared: inherited })
+      : values.param || values['clear-params']
         ? await replanStoredSpec({ ...common, spec: cur.spec })
         : { input: withGate(cur.input, gate, who), spec: cur.spec };
+    dropped = planned.dropped ?? [];
+    if (values['trigger-metric'] !== undefined || values.pipeline) await checkMetric(ctx, planned.input, values);
     return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };
   });
   await asUsage(() => updateSchedule(client, next));
+  const never = neverFires((await readSchedule(client, name)).view);
+  if (never) {
+    // Put the earlier definition back: an update must not leave a schedule that never fires.
+    await updateSchedule(client, cur);
+    await asUsage(() => {
+      throw never;
+    });
+  }
+  if (dropped.length)
+    console.error(
+      `note: dropped the schedule's --param ${dropped.join(' ')}: pipeline ${next.spec.pipeline} declares no such parameter${dropped.length > 1 ? 's' : ''}`,
+    );
   await audit(ctx, 'updated', name, who, next.spec.specHash, {
     ...changes,
     previousSpecHash: cur.spec.specHash,
     specUri: next.spec.specUri,
     file: next.spec.file,
     gate: next.input.options.gate,
+    ...(dropped.length ? { droppedParams: dropped } : {}),
   });
   const { view } = await readSchedule(client, name);
   if (values.json) console.log(JSON.stringify(view, null, 2));
@@ -325,8 +394,16 @@ function whenText(v: ScheduleView): string {
   return parts.join(', ');
 }
 
-export function gateText(g: RunGateSpec | undefined): string {
-  if (!g) return 'none (every run retrains)';
+/** The gate that applies to the schedule's runs: its own (flags), else the pipeline file's `triggers`. */
+export function gateText(v: Pick<ScheduleView, 'gate' | 'pipelineTriggers'>): string {
+  const file = v.pipelineTriggers && Object.keys(v.pipelineTriggers).length > 0 ? v.pipelineTriggers : undefined;
+  if (v.gate && Object.keys(v.gate).length === 0)
+    return file ? "none (--no-gate: every run retrains; the pipeline file's triggers are off)" : 'none (every run retrains)';
+  if (v.gate) return specText(v.gate) + (file ? " (the schedule's own; the pipeline file's triggers do not apply)" : '');
+  return file ? `${specText(file)} (from the pipeline file's triggers)` : 'none (every run retrains)';
+}
+
+function specText(g: RunGateSpec): string {
   const parts: string[] = [];
   if (g.metricBelow)
     parts.push(
@@ -364,7 +441,7 @@ async function describeCmd(ctx: CliContext, argv: string[]): Promise<number> {
     `  spec file   ${view.spec.file} (stored as ${view.spec.specUri})`,
     `  params      ${view.spec.params.length ? view.spec.params.join(' ') : '(defaults)'}`,
     `  when        ${whenText(view)}, catch-up window ${view.timing.catchupWindow}`,
-    `  gate        ${gateText(view.gate)}`,
+    `  gate        ${gateText(view)}`,
     `  queue       ${view.taskQueue}   actor ${view.actor}`,
     `  created     ${view.createdAt}${view.updatedAt ? `   updated ${view.updatedAt}` : ''}`,
     `  actions     ${view.actionsTaken} taken, ${view.skippedOverlap} skipped by overlap policy, ${view.missedCatchupWindow} missed (catch-up window)`,
@@ -455,7 +532,16 @@ async function deleteCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   const { config } = await asUsage(() => readSchedule(client, name));
   await asUsage(() => deleteSchedule(client, name));
-  await audit(ctx, 'deleted', name, actor(), config.spec.specHash, { pipeline: config.spec.pipeline, specUri: config.spec.specUri });
-  console.log(`deleted schedule '${name}' (runs it started are not affected)`);
+  // A schedule created again under this name starts afresh: its first run is a first run, not
+  // compared with the deleted schedule's last success.
+  const forgot = await runIndexFor(ctx.paths.registryDb, ctx.paths.runs).forget({ schedule: name });
+  await audit(ctx, 'deleted', name, actor(), config.spec.specHash, {
+    pipeline: config.spec.pipeline,
+    specUri: config.spec.specUri,
+    ...(forgot ? { clearedLastRun: true } : {}),
+  });
+  console.log(
+    `deleted schedule '${name}' (runs it started are not affected${forgot ? '; its last-successful-run record is cleared' : ''})`,
+  );
   return 0;
 }

@@ -1,9 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decideGate, RunIndex, type DataFingerprint, type RunRecord } from './run-gate.ts';
+import { decideGate, RunIndex, runIndexFileName, type DataFingerprint, type RunRecord } from './run-gate.ts';
 
 const data = (hash: string, labels: Record<string, number> = { ham: 80, spam: 20 }, stageId = 'ingest'): DataFingerprint => ({
   stageId,
@@ -74,10 +74,19 @@ describe('decideGate: metric trigger', () => {
     }
   });
 
-  it('fires when there is no model (or no such metric) yet', () => {
+  it('fires when there is no model yet', () => {
     const d = decideGate(gate, cur, prev, undefined);
     assert.deepEqual([d.proceed, d.outcome], [true, 'triggered']);
-    assert.match(d.reason, /no such model/);
+    assert.match(d.reason, /no such model yet: spam-clf@production/);
+  });
+
+  it('says the model lacks the metric, naming the version and the metrics it has, rather than "no such model"', () => {
+    const d = decideGate(gate, cur, prev, { version: 3, metrics: ['f1_macro', 'accuracy'] });
+    assert.deepEqual([d.proceed, d.outcome], [true, 'triggered']);
+    assert.equal(d.reason, "spam-clf@production (v3) has no metric 'f1' (it has f1_macro, accuracy)");
+    const many = decideGate(gate, cur, prev, { version: 1, metrics: ['a', 'b', 'c', 'd', 'e', 'f', 'g'] });
+    assert.match(many.reason, /it has a, b, c, d, e, f, …\)$/);
+    assert.equal(decideGate(gate, cur, prev, { version: 3, value: 0.95, metrics: ['f1'] }).outcome, 'not-triggered');
   });
 
   it('names the alias it looked at', () => {
@@ -131,31 +140,84 @@ describe('decideGate: label drift trigger', () => {
 });
 
 describe('RunIndex', () => {
+  const spam = { pipeline: 'spam' };
   it('round-trips the last run per pipeline, replacing it atomically', () => {
     const dir = mkdtempSync(join(tmpdir(), 'run-index-'));
     try {
       const idx = new RunIndex(join(dir, 'runs'));
-      assert.equal(idx.last('spam'), undefined);
+      assert.equal(idx.last(spam), undefined);
       const r1 = lastRun('s1', [data('d1')]);
-      idx.record('spam', r1);
-      assert.deepEqual(idx.last('spam'), r1);
+      idx.record(spam, r1);
+      assert.deepEqual(idx.last(spam), r1);
       const r2 = { ...lastRun('s2', [data('d2')]), runId: 'run-2' };
-      idx.record('spam', r2);
-      assert.deepEqual(new RunIndex(join(dir, 'runs')).last('spam'), r2, 'a fresh index sees the newest record');
-      assert.equal(idx.last('other'), undefined, 'pipelines do not share records');
-      assert.deepEqual(readdirSync(join(dir, 'runs')), ['spam.json'], 'no temp file left behind');
+      idx.record(spam, r2);
+      assert.deepEqual(new RunIndex(join(dir, 'runs')).last(spam), r2, 'a fresh index sees the newest record');
+      assert.equal(idx.last({ pipeline: 'other' }), undefined, 'pipelines do not share records');
+      assert.deepEqual(readdirSync(join(dir, 'runs')), ['pipeline%3aspam.json'], 'no temp file left behind');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('keeps pipeline names that are not file-safe inside its folder', () => {
+  it('keeps names that are not file-safe inside its folder', () => {
     const dir = mkdtempSync(join(tmpdir(), 'run-index-'));
     try {
       const idx = new RunIndex(dir);
-      idx.record('../escape/me', lastRun('s', []));
-      assert.deepEqual(readdirSync(dir), ['___escape_me.json']);
-      assert.equal(idx.last('../escape/me')?.specHash, 's');
+      idx.record({ pipeline: '../escape/me' }, lastRun('s', []));
+      assert.deepEqual(readdirSync(dir), ['pipeline%3a..%2fescape%2fme.json']);
+      assert.equal(idx.last({ pipeline: '../escape/me' })?.specHash, 's');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps schedules and pipelines apart, and names that differ in one character or in case', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'run-index-'));
+    try {
+      const idx = new RunIndex(dir);
+      const owners = [
+        { pipeline: 'spam' },
+        { schedule: 'spam' },
+        { schedule: 'x.y' },
+        { schedule: 'x_y' },
+        { schedule: 'X_y' },
+        { schedule: 'x__y' },
+      ];
+      owners.forEach((o, i) => idx.record(o, { ...lastRun('s', []), runId: `r${i}` }));
+      owners.forEach((o, i) => assert.equal(idx.last(o)?.runId, `r${i}`, JSON.stringify(o)));
+      const files = readdirSync(dir);
+      assert.equal(new Set(files.map((f) => f.toLowerCase())).size, owners.length, `file names apart even ignoring case: ${files}`);
+      for (const f of files) assert.match(f, /^[a-z0-9.%_-]+\.json$/);
+      assert.equal(runIndexFileName(`schedule:${'A'.repeat(100)}`).length <= 200, true);
+      assert.notEqual(runIndexFileName(`pipeline:${'a'.repeat(300)}`), runIndexFileName(`pipeline:${'a'.repeat(301)}`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads a record of the old naming only when its run id shows whose it is, and forgets both', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'run-index-'));
+    try {
+      const old = (file: string, runId: string) => writeFileSync(join(dir, file), JSON.stringify({ ...lastRun('s', []), runId }));
+      // Before namespaces: schedule `x.y` wrote x_y.json, and so would schedule `x_y`.
+      old('x_y.json', 'x.y-2026-11-29T03:00:00Z');
+      const idx = new RunIndex(dir);
+      assert.equal(idx.last({ schedule: 'x.y' })?.runId, 'x.y-2026-11-29T03:00:00Z');
+      assert.equal(idx.last({ schedule: 'x_y' }), undefined, 'written by another schedule');
+      // A schedule named like its pipeline shared the pipeline's file with manual runs.
+      old('spam.json', 'spam-20261129030000-abcdef');
+      assert.equal(idx.last({ pipeline: 'spam' })?.runId, 'spam-20261129030000-abcdef');
+      assert.equal(idx.last({ schedule: 'spam' }), undefined, 'a manual run is not the schedule');
+      old('spam.json', 'spam-2026-11-29T03:00:00Z');
+      assert.equal(idx.last({ schedule: 'spam' })?.runId, 'spam-2026-11-29T03:00:00Z');
+      assert.equal(idx.last({ pipeline: 'spam' }), undefined, 'a scheduled run is not a manual run of the pipeline');
+      // A new record wins over the old one.
+      idx.record({ schedule: 'spam' }, { ...lastRun('s', []), runId: 'spam-2026-11-30T03:00:00Z' });
+      assert.equal(idx.last({ schedule: 'spam' })?.runId, 'spam-2026-11-30T03:00:00Z');
+      assert.equal(idx.forget({ schedule: 'spam' }), true);
+      assert.equal(idx.last({ schedule: 'spam' }), undefined, 'the old-named record went too');
+      assert.equal(idx.forget({ schedule: 'spam' }), false);
+      assert.equal(idx.last({ schedule: 'x.y' })?.runId, 'x.y-2026-11-29T03:00:00Z', 'others kept');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
