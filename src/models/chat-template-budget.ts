@@ -12,9 +12,15 @@
  * - nesting: evaluations inside evaluations (macro recursion) and values inside values (serialising a deep value
  *   recurses as deep);
  * - size: every value a node yields, strings by length and lists, dicts and namespaces by the size of what they
- *   hold when written out (shared parts counted each time, as `tojson` writes them), and the output;
- * - work: what each node builds or scans, in characters or items; joining two strings costs only the new part,
- *   since V8 joins in O(1) without copying, so building an output piece by piece stays linear;
+ *   hold when written out (shared parts counted each time, as `tojson` writes them), the output, and what the
+ *   template's variables hold together (top-level variables and namespace attributes, each counted by what it holds
+ *   now);
+ * - work: what each node builds or scans, in characters or items. Joining two strings costs only the new part, since
+ *   V8 joins in O(1) without copying (a rope), so building an output piece by piece stays linear; but anything that
+ *   reads a string's characters (indexing, slicing, a method, a comparison, `in`, a filter) costs the whole string,
+ *   because a rope is copied flat the first time it is read, and a template can read a fresh rope every time. So
+ *   every copy a render makes is paid for, and the memory it can take is bounded by the work limit (a character or an
+ *   item for each unit). A loop costs the items it copies before its first iteration;
  * - the steps that can build far more than they read are checked before they run: `range` (ours, counted before
  *   it allocates), the `indent`, `join`, `replace` and `tojson` filters with their arguments, and a string's
  *   `replace` method.
@@ -31,6 +37,7 @@ interface Value {
 }
 interface Environment {
   set(name: string, value: unknown): Value;
+  lookupVariable(name: string): Value;
   setVariable(name: string, value: Value): Value;
 }
 interface InterpreterApi {
@@ -71,6 +78,12 @@ interface ArgumentNode extends Ast {
   value?: Ast;
   argument?: Ast;
 }
+interface Wrapper extends Ast {
+  inner: Ast;
+}
+interface StoredNode extends Wrapper {
+  assignee: Ast;
+}
 interface FunctionLike {
   type: 'FunctionValue';
   value: (args: Value[], scope: Environment) => Value;
@@ -92,28 +105,40 @@ export interface RenderLimits {
   depth: number;
 }
 
+/** The most template nodes that raise the limits (the largest of the 53 real templates below has 880). */
+export const TEMPLATE_NODES_COUNTED = 10_000;
+
 /**
  * The limits for a render whose variables (messages, tools, special tokens…) take `inputChars` characters as JSON,
- * with `messages` messages. Measured on the 53 real templates of @huggingface/jinja's end-to-end tests (Llama 3.1 and
- * 3.2, Qwen 2.5 to 3.5, DeepSeek R1, Mistral, Command R, GLM, Kimi K2, SmolLM3…) over 3 to 9,000 messages and
- * contents up to 1 MB, the most any took was 110 steps a message, 15 units of work an input character (650 a short
- * message), values of 1.2 times the input and a nesting of 10; the limits are 7 to 13 times that, plus fixed parts for
- * the template's own text.
+ * with `messages` messages, of a template of `templateNodes` nodes (`BudgetedTemplate.nodes`: a comment or a run of
+ * text is one node, however long, and nodes past TEMPLATE_NODES_COUNTED count for nothing, so padding a template
+ * buys at most twice the fixed steps and a quarter more work). Measured on the 53 real templates of
+ * @huggingface/jinja's end-to-end tests (Llama 3.1 and 3.2, Qwen 2.5 to 3.5, DeepSeek R1, Mistral, Command R, GLM,
+ * Kimi K2, SmolLM3…) over 3 to 9,000 messages and contents up to 1 MB, the most any took was 130 steps a message,
+ * 15 units of work an input character (650 a short message), values of 1.2 times the input (variables holding 2.3 times it
+ * together) and a nesting of 10; the limits are 3.5 to 13 times that.
  */
-export function renderLimits(inputChars: number, messages: number, templateChars: number): RenderLimits {
+export function renderLimits(inputChars: number, messages: number, templateNodes: number): RenderLimits {
+  const nodes = Math.min(templateNodes, TEMPLATE_NODES_COUNTED);
   return {
-    steps: 100_000 + 1_000 * messages + inputChars + 10 * templateChars,
-    work: 4_000_000 + 128 * inputChars + 8_000 * messages + 100 * templateChars,
-    size: 1_000_000 + 8 * inputChars + 1_000 * messages + 4 * templateChars,
+    steps: 100_000 + 1_000 * messages + inputChars + 10 * nodes,
+    work: 4_000_000 + 128 * inputChars + 8_000 * messages + 100 * nodes,
+    size: 1_000_000 + 8 * inputChars + 1_000 * messages + 10 * nodes,
     depth: 128,
   };
 }
 
 const TICK = 'TemplateBudgetTick';
 const PRECOMPUTED = 'TemplateBudgetValue';
+/** Wraps what a loop iterates over: the library copies its items before the first iteration. */
+const ITERATED = 'TemplateBudgetIterated';
+/** Wraps the value of a `set`: what the variable holds is counted with the others. */
+const STORED = 'TemplateBudgetStored';
 const COMMENT: Ast = { type: 'Comment' };
-/** Filters whose cost does not depend on their operand's size (length and first are read, not counted). */
-const CONSTANT_FILTERS = new Set(['length', 'first', 'last', 'list', 'safe', 'default']);
+/** Filters that hand back their operand or its length, without reading a string's characters. */
+const CONSTANT_FILTERS = new Set(['length', 'safe', 'default']);
+/** Filters that read one item: of a list in O(1), of a string (none in 0.5.13) after copying a rope flat. */
+const ITEM_FILTERS = new Set(['first', 'last']);
 /** Filters that can build much more than they read, checked with their arguments before they run. */
 const GUARDED_FILTERS = new Set(['indent', 'join', 'replace', 'tojson']);
 
@@ -171,16 +196,20 @@ class BudgetedInterpreter extends Interpreter {
   private level = 0;
   // Per nesting level: what the node being evaluated there has read so far (its direct children's results).
   private readonly readTotal: number[] = [0];
+  private readonly readStrings: number[] = [0];
   private readonly readLongestString: number[] = [0];
   private readonly readFirst: Array<Value | undefined> = [undefined];
   private readonly shapes = new WeakMap<object, Shape>();
   private readonly guarded = new WeakSet<object>();
+  /** What each top-level variable and namespace attribute holds now, by where it is held. */
+  private readonly stored = new Map<object, Map<string, number>>();
+  private storedTotal = 0;
 
   constructor(
-    env: Environment,
+    private readonly topLevel: Environment,
     private readonly limits: RenderLimits,
   ) {
-    super(env);
+    super(topLevel);
   }
 
   /**
@@ -205,12 +234,25 @@ class BudgetedInterpreter extends Interpreter {
     if (node === undefined) return super.evaluate(node, environment);
     const type = (node as Ast).type;
     if (type === PRECOMPUTED) return (node as unknown as { value: Value }).value;
+    if (type === ITERATED) {
+      const v = this.evaluate((node as Wrapper).inner, environment);
+      if (v.type === 'ArrayValue' || v.type === 'TupleValue') this.spend((v.value as Value[]).length);
+      else if (v.type === 'ObjectValue') this.spend((v.value as Map<string, Value>).size);
+      else if (v.type === 'StringValue') this.spend((v.value as string).length);
+      return v;
+    }
+    if (type === STORED) {
+      const v = this.evaluate((node as Wrapper).inner, environment);
+      this.store(node as StoredNode, v, environment);
+      return v;
+    }
     this.step();
     if (type === TICK) return super.evaluate(COMMENT, environment);
     const level = ++this.level;
     if (level > this.used.depth) this.used.depth = level;
     if (level > this.limits.depth) this.over(`evaluations nest deeper than ${this.limits.depth} (a macro that calls itself without end?)`);
     this.readTotal[level] = 0;
+    this.readStrings[level] = 0;
     this.readLongestString[level] = 0;
     this.readFirst[level] = undefined;
     let v: Value;
@@ -346,6 +388,37 @@ class BudgetedInterpreter extends Interpreter {
     this.guarded.add(fn);
   }
 
+  /**
+   * Counts what a `set` stores, if it stores it at the top level or in a namespace, where it lives for the rest of the
+   * render (a variable set in a loop or a macro is gone after it). A variable counts what it holds now.
+   */
+  private store(node: StoredNode, v: Value, env: Environment): void {
+    const a = node.assignee;
+    let holder: object | undefined;
+    let key: string | undefined;
+    if (a.type === 'MemberExpression') {
+      const m = a as MemberNode;
+      // The library only assigns to `name.attribute`; looked up here without counting it as a step or a read.
+      const object = m.object.type === 'Identifier' ? env.lookupVariable((m.object as Named).value) : undefined;
+      if (object?.type === 'NamespaceValue' && m.property.type === 'Identifier') {
+        holder = object.value as object;
+        key = (m.property as Named).value;
+      }
+    } else if (env === this.topLevel) {
+      holder = env;
+      key = a.type === 'Identifier' ? (a as Named).value : JSON.stringify(a);
+    }
+    if (holder === undefined || key === undefined) return;
+    let slots = this.stored.get(holder);
+    if (slots === undefined) this.stored.set(holder, (slots = new Map()));
+    const size = this.measure(v);
+    this.storedTotal += size - (slots.get(key) ?? 0);
+    slots.set(key, size);
+    if (this.storedTotal > this.used.size) this.used.size = this.storedTotal;
+    if (this.storedTotal > this.limits.size)
+      this.over(`variables holding ${this.storedTotal} characters together (at most ${this.limits.size})`);
+  }
+
   private builds(what: string, chars: number): void {
     if (chars > this.limits.size) this.over(`${what} would build ${chars} characters (at most ${this.limits.size})`);
   }
@@ -416,8 +489,13 @@ class BudgetedInterpreter extends Interpreter {
         const m = node as MemberNode;
         if (m.computed && m.property.type === 'SliceExpression') return this.spend(read + size);
         // A method of a string scans the string when called.
-        if (v.type === 'FunctionValue') this.spend(read);
-        return;
+        if (v.type === 'FunctionValue') return this.spend(read);
+        // Indexing a string copies it flat first if it is a rope (its length does not), and looking a string key up
+        // hashes it.
+        const object = this.readFirst[level];
+        const strings = this.readStrings[level]!;
+        if (object?.type === 'StringValue' && v.type === 'IntegerValue') return this.spend(strings - (object.value as string).length);
+        return this.spend(strings);
       }
       case 'BinaryExpression': {
         const op = (node as BinaryNode).operator.value;
@@ -426,9 +504,12 @@ class BudgetedInterpreter extends Interpreter {
         if (v.type === 'StringValue' && (op === '+' || op === '~')) return this.spend(size - this.readLongestString[level]!);
         return this.spend(read + (isContainer(v) ? size : 0));
       }
-      case 'FilterExpression':
-        if (!CONSTANT_FILTERS.has(filterName((node as FilterNode).filter) ?? '')) this.spend(read + size);
+      case 'FilterExpression': {
+        const name = filterName((node as FilterNode).filter) ?? '';
+        if (ITEM_FILTERS.has(name)) return this.spend(this.readStrings[level]!);
+        if (!CONSTANT_FILTERS.has(name)) this.spend(read + size);
         return;
+      }
       case 'TestExpression': {
         const test = (node as unknown as { test: Named }).test.value;
         if (test === 'lower' || test === 'upper') this.spend(read);
@@ -447,7 +528,10 @@ class BudgetedInterpreter extends Interpreter {
 
   private read(v: Value, size: number, level: number): void {
     this.readTotal[level]! += size;
-    if (v.type === 'StringValue' && size > this.readLongestString[level]!) this.readLongestString[level] = size;
+    if (v.type === 'StringValue') {
+      this.readStrings[level]! += size;
+      if (size > this.readLongestString[level]!) this.readLongestString[level] = size;
+    }
     if (this.readFirst[level] === undefined) this.readFirst[level] = v;
   }
 
@@ -464,10 +548,16 @@ class BudgetedInterpreter extends Interpreter {
   }
 }
 
-/** Puts a step counter at the start of every loop body (once per template). */
-function countLoopIterations(program: object): void {
+/**
+ * Prepares a parsed template for counting (once per template): a step counter at the start of every loop body, what a
+ * loop iterates over and what a `set` stores wrapped to be counted. Returns the number of nodes in the template (a
+ * comment or a run of text is one).
+ */
+function prepare(program: object): number {
   const stack: unknown[] = [program];
   const seen = new Set<object>();
+  const added = new WeakSet<object>();
+  let nodes = 0;
   while (stack.length > 0) {
     const n = stack.pop();
     if (typeof n !== 'object' || n === null || seen.has(n)) continue;
@@ -476,19 +566,40 @@ function countLoopIterations(program: object): void {
       stack.push(...n);
       continue;
     }
-    if ((n as Ast).type === 'For') (n as { body: Ast[] }).body.unshift({ type: TICK });
+    if (typeof (n as Ast).type === 'string' && !added.has(n)) nodes++;
+    if ((n as Ast).type === 'For') {
+      const loop = n as { body: Ast[]; iterable: Ast & { lhs?: Ast } };
+      const tick = { type: TICK };
+      loop.body.unshift(tick);
+      added.add(tick);
+      // The library looks for a SelectExpression (`for x in xs if …`) by its type: its operand is wrapped instead.
+      const select = loop.iterable.type === 'SelectExpression';
+      const iterated = { type: ITERATED, inner: select ? loop.iterable.lhs : loop.iterable } as Wrapper;
+      if (select) loop.iterable.lhs = iterated;
+      else loop.iterable = iterated;
+      added.add(iterated);
+    } else if ((n as Ast).type === 'Set') {
+      const set = n as { assignee: Ast; value: Ast | null; body: Ast[] };
+      // A block set (`{% set x %}…{% endset %}`) renders its body as a program in the same scope, as the library does.
+      const inner = set.value ?? ({ type: 'Program', body: set.body } as Ast);
+      set.value = { type: STORED, inner, assignee: set.assignee } as StoredNode;
+      added.add(inner).add(set.value);
+    }
     for (const c of Object.values(n)) if (typeof c === 'object' && c !== null) stack.push(c);
   }
+  return nodes;
 }
 
 /** A parsed template that renders within a budget. */
 export class BudgetedTemplate {
   private readonly template: jinja.Template;
+  /** Nodes in the template, for `renderLimits`. */
+  readonly nodes: number;
 
   /** Throws the library's parse errors. */
   constructor(readonly text: string) {
     this.template = new jinja.Template(text);
-    countLoopIterations(this.template.parsed);
+    this.nodes = prepare(this.template.parsed);
   }
 
   /**

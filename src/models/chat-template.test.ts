@@ -228,3 +228,69 @@ test('the output is bounded too: a loop that writes a long string over and over 
     /a value of 524288000 characters/,
   );
 });
+
+// A security review found that joining strings is charged only for the new characters (V8 makes a rope), while reading
+// one character of the result copied the whole rope flat for free: 2,600 top-level variables of a 1 MB rope read once
+// each took 4.3 GB and crashed the heap, 14,000 fresh ropes indexed in a loop took 6 s (30 s with the limits raised
+// by a 50 KB comment). These are the same templates with smaller strings.
+
+/** A top-level string of 2**k euro signs, built by doubling a 16-character one. */
+const euros = (k: number) => `{%- set s = '${'€'.repeat(16)}' -%}${'{%- set s = s ~ s -%}'.repeat(k - 4)}`;
+
+test('reading a character of a fresh rope costs the whole string: the reviewer’s loop of (s ~ "x")[0] is refused', () => {
+  refused(
+    `${euros(17)}{%- for i in range(14000) -%}{%- set c = (s ~ 'x')[0] -%}{%- endfor -%}{{ s|length }}`,
+    /more than \d+ characters and items built or scanned/,
+  );
+  // Every way of reading a string's characters is charged, in a loop where nothing is kept.
+  const reads = ['v[0]', 'v[-1]', 'v[:1]', 'v | trim', "v.startswith('x')", "v == 'x'", "'y' in v", 'd[v]', 'v is lower', 'v | tojson'];
+  for (const read of reads)
+    refused(
+      `${euros(17)}{%- set d = {} -%}{%- for i in range(2000) -%}{%- set v = s ~ i -%}{%- set _ = ${read} -%}{%- endfor -%}`,
+      /more than \d+ characters and items built or scanned/,
+    );
+  // The length of a rope, its truthiness and writing it out do not read it: building stays linear.
+  const tpl = new ChatTemplate(
+    `${euros(17)}{% for i in range(200) %}{% set v = s ~ i %}{% if v %}{{ v | length }}{% endif %}{% endfor %}`,
+    't',
+  );
+  assert.match(tpl.render([{ role: 'user', content: 'hi' }]), /^(131073|131074|131075)+$/);
+});
+
+test('what variables hold is counted together: the reviewer’s 2,600 top-level copies of a 1 MB rope are refused', () => {
+  const copies = (n: number, target: (i: number) => string) =>
+    Array.from({ length: n }, (_, i) => `{%- set ${target(i)} = s ~ '${i}' -%}{%- set _ = ${target(i)}[0] -%}`).join('');
+  refused(`${euros(17)}\n${copies(2600, (i) => `v${i}`)}`, /variables holding \d+ characters together \(at most \d+\)/);
+  refused(`${euros(17)}{%- set ns = namespace() -%}\n${copies(2600, (i) => `ns.v${i}`)}`, /variables holding \d+ characters together/);
+  // Without the reads, the copies would be ropes: still refused, as what a variable holds can be read later.
+  refused(`${euros(17)}\n${Array.from({ length: 100 }, (_, i) => `{%- set v${i} = s ~ '${i}' -%}`).join('')}`, /variables holding/);
+  // A variable counts what it holds now: setting one variable over and over (a real template's accumulator) is fine.
+  const acc = new ChatTemplate(
+    `{%- set ns = namespace(out='') -%}{%- for m in messages -%}{%- set ns.out = ns.out ~ m.content -%}{%- set ns.last = ns.out -%}{%- endfor -%}{{ ns.last | length }}`,
+    't',
+  );
+  assert.equal(acc.render(conversation(2_000, 100)), String(conversation(2_000, 100).reduce((n, m) => n + m.content.length, 0)));
+});
+
+test('a template cannot raise its own limits by its length: a 50 KB comment adds nothing, padding counts nodes up to a cap', () => {
+  const body = '{{ messages[0].content }}';
+  const limits = (text: string) => new ChatTemplate(text, 't').renderWithUsage([{ role: 'user', content: 'hi' }]).limits;
+  const plain = limits(body);
+  const commented = limits(`{#${'p'.repeat(50_000)}#}${body}`);
+  assert.ok(commented.steps - plain.steps <= 10 && commented.work - plain.work <= 100, JSON.stringify([plain, commented]));
+  // Padding with nodes that never run: 20,000 and 40,000 nodes buy the same, and no more than the fixed allowance.
+  const padded = (n: number) => limits(`{% if false %}${'{{ 1 }}'.repeat(n)}{% endif %}${body}`);
+  assert.deepEqual(padded(20_000), padded(40_000));
+  assert.ok(padded(40_000).steps <= 2 * plain.steps && padded(40_000).work <= 1.3 * plain.work, JSON.stringify(padded(40_000)));
+  refused(
+    `{#${'p'.repeat(50_000)}#}${euros(17)}{%- for i in range(80000) -%}{%- set c = (s ~ 'x')[0] -%}{%- endfor -%}`,
+    /more than \d+ characters and items built or scanned/,
+  );
+});
+
+test('a loop is charged for the items it copies before its first iteration', () => {
+  refused(
+    `{% set big = range(500000) | list %}{% for i in range(2000) %}{% for x in big %}{% break %}{% endfor %}{% endfor %}`,
+    /more than \d+ characters and items built or scanned/,
+  );
+});

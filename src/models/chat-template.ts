@@ -79,7 +79,7 @@ export class ChatTemplate {
       messages: messages.map((m) => ({ ...m })),
       add_generation_prompt: opts.addGenerationPrompt ?? false,
     };
-    const limits = renderLimits(jsonChars(items), messages.length, this.text.length);
+    const limits = renderLimits(jsonChars(items), messages.length, this.template.nodes);
     try {
       return { ...this.template.render(items, limits), limits };
     } catch (e) {
