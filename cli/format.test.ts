@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StageStatus } from '../workflows/types.ts';
-import { duration, printable, progressText, stageLine } from './format.ts';
+import type { RunStatus } from '../workflows/types.ts';
+import { duration, formatRunStatus, printable, progressText, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
   ({ id: 'train', uses: 'train', state: 'running', progress }) as unknown as StageStatus;
@@ -39,4 +40,34 @@ test('printable writes control characters as escapes: a record cannot fake a lin
   assert.equal(printable('x\u001b[31mRED\u001b[0m'), 'x\\u001b[31mRED\\u001b[0m');
   assert.equal(printable('p\u2028q\u007f'), 'p\\u2028q\\u007f');
   assert.equal(printable('Zoë 李 👩‍💻 → v2'), 'Zoë 李 👩‍💻 → v2');
+});
+
+test("a resumed run's ingest that fails on a deleted source says that a resume reads its sources again", () => {
+  const run = (resumeOf?: string): RunStatus => ({
+    runId: 'p-2',
+    name: 'p',
+    specHash: 'h',
+    state: 'failed',
+    startedAt: '2026-12-05T00:00:00.000Z',
+    actor: 'me',
+    params: {},
+    ...(resumeOf ? { resumeOf } : {}),
+    stages: [
+      {
+        id: 'ingest',
+        uses: 'ingest',
+        needs: [],
+        state: 'failed',
+        error: {
+          message: '"d2.jsonl" does not exist (resolved to /data/d2.jsonl)',
+          hint: "fix the path; relative paths are resolved against the pipeline file's folder",
+        },
+      },
+      { id: 'train', uses: 'train', needs: ['ingest'], state: 'skipped' },
+    ],
+  });
+  const resumed = formatRunStatus(run('p-1'));
+  assert.match(resumed, /hint: fix the path; .*; a resumed run reads its ingest sources again \(their bytes are part of the cache key/);
+  assert.match(resumed, /put the file back, or submit the pipeline again with a path that exists/);
+  assert.doesNotMatch(formatRunStatus(run()), /resumed run/, 'a run that is no resume keeps the plain hint');
 });

@@ -1,6 +1,7 @@
 /** Human-readable rendering of run status for the terminal. */
-import type { RunStatus, StageStatus } from '../workflows/types.ts';
+import type { StageStatus } from '../workflows/types.ts';
 import { isArtifactRef } from '../src/types.ts';
+import type { ClientRunStatus } from '../client/runs.ts';
 
 const ICON: Record<string, string> = {
   pending: '·',
@@ -86,7 +87,7 @@ export function stageLine(s: StageStatus): string {
 /** Renders a stage's report artifact (data reports, evaluation) when the local store has it. */
 export type ReportReader = (ref: unknown) => string | undefined;
 
-export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
+export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
   const lines = [
     `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
   ];
@@ -99,7 +100,17 @@ export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readRepor
         ? `waiting: cancellation requested; no worker has picked this run up yet, and it ends (cancelled, nothing run) when a worker serving task queue '${st.waitingForWorker}' takes it`
         : `waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${st.waitingForWorker}' runs (\`tempered worker --queue ${st.waitingForWorker}\`)`,
     );
-  for (const s of st.stages) {
+  if (st.noWorkerAnswered) {
+    const q = st.noWorkerAnswered.taskQueue;
+    const why = st.noWorkerAnswered.pollersListed
+      ? ' (none answered; the server keeps listing a worker for a few minutes after it stops)'
+      : '';
+    lines.push(
+      `waiting: no worker is polling task queue '${q}' now${why}: the run continues when one starts (\`tempered worker --queue ${q}\`); stages below are from the run's history`,
+    );
+  }
+  for (const stage of st.stages) {
+    const s = st.resumeOf ? withResumeHint(stage) : stage;
     lines.push(stageLine(s));
     if ((s.state === 'succeeded' || s.state === 'cached') && s.outputs) {
       for (const [k, v] of Object.entries(s.outputs)) lines.push(`      ${k}: ${describeOutput(v)}`);
@@ -108,6 +119,20 @@ export function formatRunStatus(st: RunStatus, opts: { uiUrl?: string; readRepor
     }
   }
   return lines.join('\n');
+}
+
+/**
+ * A resumed run's ingest reads its source files again: their bytes are part of the stage's cache key,
+ * so a resume cannot know a file is unchanged without reading it, and one deleted since the first
+ * run fails the stage although its table is in the store. The error's hint says so.
+ */
+export const RESUME_SOURCE_HINT =
+  'a resumed run reads its ingest sources again (their bytes are part of the cache key, so the table the first run ingested is reused only if they are unchanged): put the file back, or submit the pipeline again with a path that exists';
+
+function withResumeHint(s: StageStatus): StageStatus {
+  if (s.state !== 'failed' || s.uses !== 'ingest' || !/ does not exist\b/.test(s.error?.message ?? '')) return s;
+  const hint = s.error!.hint ? `${s.error!.hint}; ${RESUME_SOURCE_HINT}` : RESUME_SOURCE_HINT;
+  return { ...s, error: { ...s.error!, hint } };
 }
 
 /**

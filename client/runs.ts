@@ -5,10 +5,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, WorkflowFailedError, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import {
+  Client,
+  ServiceError,
+  WorkflowFailedError,
+  type WorkflowHandle,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
-import type { RunInput, RunStatus } from '../workflows/types.ts';
+import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
@@ -24,12 +30,22 @@ export async function submitRun(
   input: RunInput,
   opts: { taskQueue: string; runId?: string },
 ): Promise<WorkflowHandleWithFirstExecutionRunId> {
-  const workflowId = opts.runId ?? newRunId(input.plan.name);
+  const { scheduleId } = input.options;
+  // A run of a schedule (a resume of one) is named as the schedule's own runs are, after the
+  // schedule, so that listing the schedule's runs finds it (visibility cannot query the memo).
+  const workflowId = opts.runId ?? newRunId(scheduleId ?? input.plan.name);
   return client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
     taskQueue: opts.taskQueue,
     args: [input],
-    memo: { pipeline: input.plan.name, specHash: input.plan.specHash, actor: input.options.actor, resumeOf: input.options.resumeOf ?? '' },
+    // The keys a schedule's runs carry too (client/schedules.ts), scheduleId where a schedule's run is resumed.
+    memo: {
+      pipeline: input.plan.name,
+      specHash: input.plan.specHash,
+      actor: input.options.actor,
+      resumeOf: input.options.resumeOf ?? '',
+      ...(scheduleId ? { scheduleId } : {}),
+    },
   });
 }
 
@@ -40,8 +56,28 @@ interface PendingActivityInfo {
   lastFailure?: { message?: string | null } | null;
 }
 
+/**
+ * How long a running run's status query may wait for a worker to answer. A worker answers in
+ * milliseconds; the server holds a query no worker takes for about half a minute, and a worker that
+ * was killed stays listed as a poller of its queue for minutes, so the poller list alone cannot say.
+ */
+export const STATUS_QUERY_WAIT_MS = 5_000;
+
+/**
+ * Set by the client (never the workflow) when no worker answered the status query and the status was
+ * rebuilt from the run's history: the workflow's task queue, and whether any worker polls it now.
+ */
+export interface NoWorkerAnswer {
+  taskQueue: string;
+  /** false: no worker polls the queue; true: one is listed (a worker killed lately stays listed for minutes) but none answered. */
+  pollersListed: boolean;
+}
+
+/** A run's status as the client reports it. */
+export type ClientRunStatus = RunStatus & { noWorkerAnswered?: NoWorkerAnswer };
+
 /** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
-export async function getRunStatus(client: Client, runId: string): Promise<RunStatus> {
+export async function getRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
   const handle = client.workflow.getHandle(runId);
   const desc = await handle.describe();
   if (desc.status.name !== 'RUNNING') {
@@ -63,7 +99,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
     throw new Error(
       `run ${runId}: a worker of task queue '${desc.taskQueue}' took it, but its first workflow task failed (${first.message}); see that worker's log`,
     );
-  const status = await handle.query<RunStatus>('status');
+  const status = await queriedOrFromHistory(client, runId, desc);
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
   for (const pa of pending) {
     const id = pa.activityId?.replace(/^stage-/, '');
@@ -80,6 +116,126 @@ export async function getRunStatus(client: Client, runId: string): Promise<RunSt
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
   }
   if (desc.status.name === 'TERMINATED') status.state = 'cancelled';
+  return status;
+}
+
+type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;
+
+/**
+ * The workflow's own status, by query; when no worker can answer it (none polls the run's task
+ * queue, or none answers in STATUS_QUERY_WAIT_MS: its worker was killed), the status is rebuilt from
+ * the run's history instead of failing after the server's half-minute query timeout.
+ */
+async function queriedOrFromHistory(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
+  const handle = client.workflow.getHandle(runId);
+  // The poller list is read beside the query, not before it: a run whose workers are up pays nothing
+  // for it, and one whose queue has no poller at all does not wait out STATUS_QUERY_WAIT_MS.
+  const giveUp = new AbortController();
+  const timer = setTimeout(() => giveUp.abort(), STATUS_QUERY_WAIT_MS);
+  const pollers = workflowPollers(client, desc.taskQueue).then(
+    (n) => {
+      if (n === 0) giveUp.abort();
+      return n;
+    },
+    () => undefined,
+  );
+  try {
+    return await client.withAbortSignal(giveUp.signal, () => handle.query<RunStatus>('status'));
+  } catch (e) {
+    if (!giveUp.signal.aborted && !unanswered(e)) throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  const events = (await handle.fetchHistory()).events ?? [];
+  return {
+    ...statusFromHistory(client, runId, desc.startTime.toISOString(), events),
+    noWorkerAnswered: { taskQueue: desc.taskQueue, pollersListed: (await pollers) !== 0 },
+  };
+}
+
+/** Workers polling a task queue for workflow tasks, as the server lists them (a killed one stays listed for minutes). */
+async function workflowPollers(client: Client, queue: string): Promise<number> {
+  const res = await client.workflowService.describeTaskQueue({
+    namespace: client.options.namespace,
+    taskQueue: { name: queue },
+    taskQueueType: 1,
+  });
+  return (res.pollers ?? []).length;
+}
+
+/** A query that no worker answered: the client's deadline passed, or the server gave up waiting for a worker. */
+function unanswered(e: unknown): boolean {
+  if (!(e instanceof ServiceError)) return false;
+  const code = (e.cause as { code?: number } | undefined)?.code;
+  // gRPC's DEADLINE_EXCEEDED and CANCELLED.
+  return code === 4 || code === 1;
+}
+
+/** Reads an event's time as ISO text. */
+function eventTime(ev: HistoryEvent): string | undefined {
+  const t = ev.eventTime;
+  if (!t?.seconds) return undefined;
+  return new Date(Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6)).toISOString();
+}
+
+/**
+ * A running run's status from its history alone, with no worker to ask: each stage's activity
+ * (`stage-<id>`) scheduled, completed (or reused from the cache), failed, timed out or cancelled.
+ * A stage the workflow found in the cache by its own lookup (one routed to another queue) shows as
+ * pending here; the run's gate verdict is not in it either.
+ */
+export function statusFromHistory(client: Client, runId: string, startedAt: string, events: HistoryEvent[]): RunStatus {
+  const status = pendingStatus(inputOf(client, runId, events), runId, startedAt);
+  const byId = new Map(status.stages.map((s) => [s.id, s]));
+  const byScheduled = new Map<string, StageStatus>();
+  const converter = client.options.loadedDataConverter.payloadConverter;
+  const decode = (p: unknown): unknown => {
+    try {
+      return p ? converter.fromPayload(p as never) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  for (const ev of events) {
+    const time = eventTime(ev);
+    const a = ev.activityTaskScheduledEventAttributes;
+    if (a) {
+      const st = a.activityId?.startsWith('stage-') ? byId.get(a.activityId.slice('stage-'.length)) : undefined;
+      if (!st) continue;
+      byScheduled.set(String(ev.eventId), st);
+      Object.assign(st, { state: 'running', attempt: 1, startedAt: time, endedAt: undefined, error: undefined });
+      continue;
+    }
+    const done = ev.activityTaskCompletedEventAttributes;
+    const failed = ev.activityTaskFailedEventAttributes;
+    const timedOut = ev.activityTaskTimedOutEventAttributes;
+    const cancelled = ev.activityTaskCanceledEventAttributes;
+    const st = byScheduled.get(String((done ?? failed ?? timedOut ?? cancelled)?.scheduledEventId ?? ''));
+    if (!st) continue;
+    st.endedAt = time;
+    if (done) {
+      const result = decode(done.result?.payloads?.[0]) as Partial<StageResult> | undefined;
+      st.outputs = result?.outputs;
+      if (result?.cacheKey) st.cacheKey = result.cacheKey;
+      if (result?.cachedFrom) {
+        st.state = 'cached';
+        st.cachedFrom = result.cachedFrom;
+        st.attempt = undefined;
+      } else st.state = 'succeeded';
+    } else if (failed || timedOut) {
+      // ActivityFailure wraps the activity's own failure in `cause`, as the workflow reads it.
+      let f = (failed ?? timedOut)!.failure;
+      while (f?.cause && f.activityFailureInfo) f = f.cause;
+      const hint = (decode(f?.applicationFailureInfo?.details?.payloads?.[0]) as { hint?: unknown } | undefined)?.hint;
+      st.state = 'failed';
+      st.error = {
+        message: f?.message ?? (timedOut ? 'timed out' : 'failed'),
+        ...(f?.applicationFailureInfo?.type ? { type: f.applicationFailureInfo.type } : {}),
+        ...(f?.applicationFailureInfo?.nonRetryable ? { nonRetryable: true } : {}),
+        ...(typeof hint === 'string' ? { hint } : {}),
+      };
+    } else st.state = 'cancelled';
+  }
   return status;
 }
 
@@ -128,8 +284,10 @@ export interface RunSummary {
   actor?: string;
   /** Temporal's id of this execution (a run id can be reused once the earlier run closed). */
   execution?: string;
-  /** Schedule that started the run, if one did. */
+  /** Schedule that started the run, if one did, or whose run this one resumes. */
   scheduleId?: string;
+  /** The run this one resumes, if it is a resume. */
+  resumeOf?: string;
 }
 
 export interface RunFilters {
@@ -149,12 +307,28 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     if (!st) throw new Error(`unknown run status '${filters.status}'; one of ${EXECUTION_STATUSES.join(', ')}`);
     clauses.push(`ExecutionStatus = '${st}'`);
   }
-  if (filters.schedule) clauses.push(`TemporalScheduledById = '${filters.schedule.replace(/['\\]/g, '')}'`);
+  const schedule = filters.schedule?.replace(/['\\]/g, '');
+  // A resumed run of a schedule was not started by it: it is named after the schedule and says so in
+  // its memo. A server whose visibility store has no STARTS_WITH lists the schedule's own runs only.
+  const byName = schedule ? [...clauses, `(TemporalScheduledById = '${schedule}' OR WorkflowId STARTS_WITH '${schedule}-')`] : clauses;
+  if (schedule) clauses.push(`TemporalScheduledById = '${schedule}'`);
+  try {
+    return await listed(client, byName.join(' AND '), limit, filters.pipeline, schedule);
+  } catch (e) {
+    const err = e as { code?: number; cause?: { code?: number } };
+    if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
+    return listed(client, clauses.join(' AND '), limit, filters.pipeline, schedule);
+  }
+}
+
+async function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
-  for await (const wf of client.workflow.list({ query: clauses.join(' AND ') })) {
+  for await (const wf of client.workflow.list({ query })) {
     const memo = (wf.memo ?? {}) as Record<string, string>;
-    if (filters.pipeline && memo.pipeline !== filters.pipeline) continue;
-    const scheduled = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
+    if (pipeline && memo.pipeline !== pipeline) continue;
+    const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
+    const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
+    if (schedule && scheduled !== schedule) continue;
     out.push({
       runId: wf.workflowId,
       pipeline: memo.pipeline ?? '?',
@@ -163,7 +337,8 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
       closeTime: wf.closeTime,
       actor: memo.actor,
       execution: wf.runId,
-      ...(typeof scheduled === 'string' ? { scheduleId: scheduled } : {}),
+      ...(scheduled ? { scheduleId: scheduled } : {}),
+      ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
     });
     if (out.length >= limit) break;
   }
@@ -258,6 +433,7 @@ export async function auditRunSubmitted(
         params: input.plan.params,
         specFile: input.options.specFile,
         resumeOf: input.options.resumeOf,
+        ...(input.options.scheduleId ? { scheduleId: input.options.scheduleId } : {}),
         noCache: !!input.options.noCache,
         execution: executionId ?? null,
       },

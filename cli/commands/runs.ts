@@ -153,8 +153,12 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   if (values.json) console.log(JSON.stringify(runs, null, 2));
   else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
   else
-    for (const r of runs)
-      console.log(`${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}`);
+    for (const r of runs) {
+      const links = [r.scheduleId && `schedule ${r.scheduleId}`, r.resumeOf && `resumes ${r.resumeOf}`].filter(Boolean).join('  ');
+      console.log(
+        `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}`,
+      );
+    }
   return 0;
 }
 
@@ -312,9 +316,13 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     throw new CliError(e.message);
   });
   // Same spec and params; finished stages come back from the cache and the failed stage's
-  // checkpoints are found by its cache key, so only unfinished work runs again.
+  // checkpoints are found by its cache key, so only unfinished work runs again. The options keep the
+  // run's scheduleId: a schedule's run resumed stays the schedule's (memo, run id, audit, run gate).
   const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
-  if (!values.json) console.log(`resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)})`);
+  if (!values.json)
+    console.log(
+      `resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)}${input.options.scheduleId ? `, schedule ${input.options.scheduleId}` : ''})`,
+    );
   // On the run's own queue: a run submitted with --queue is picked up by the workers of that queue only.
   return startAndReport(ctx, client, next, {
     wait: !!values.wait,

@@ -1,0 +1,220 @@
+/**
+ * Run status and resume where the usual path cannot serve, on a real dev server: `status` of a run
+ * whose worker was killed mid-stage (no worker can answer the status query) comes from the run's
+ * history, saying no worker polls its queue; a resumed run of a schedule stays tied to the schedule.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { getRunStatus, listRuns, submitRun, WORKFLOW_TYPE } from '../client/runs.ts';
+import { openAudit } from '../src/audit/log.ts';
+import type { RunInput } from '../workflows/types.ts';
+import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
+import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { probeKind } from './helpers/test-stages.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+import { waitFor, writeData } from './helpers/schedule-fixtures.ts';
+
+let env: TestEnv;
+let cliEnv: Record<string, string>;
+
+const stage = (id: string, needs: string[], w: Record<string, unknown> = {}): StageDraft => ({
+  id,
+  uses: 'probe',
+  needs,
+  with: { value: id, ...w },
+  heartbeatTimeout: 3_000,
+  retry: { maximumAttempts: 5, initialInterval: 200, backoffCoefficient: 1 },
+});
+
+before(async () => {
+  env = await startTestEnv(new Map());
+  const logFile = join(env.dir, 'executions.log');
+  env.kinds.set('probe', probeKind(logFile));
+  cliEnv = {
+    TEMPORAL_ADDRESS: env.server.address,
+    TEMPERED_HOME: env.dir,
+    TEMPERED_ACTOR: 'status-tester',
+    TEMPERED_PLUGINS: fileURLToPath(new URL('./helpers/probe-plugin.ts', import.meta.url)),
+    TEMPERED_PROBE_LOG: logFile,
+  };
+});
+after(async () => env?.close());
+
+describe('status without a worker', () => {
+  it('a run whose worker was killed mid-stage: status from its history, saying no worker polls its queue', async () => {
+    const queue = 'status-killed';
+    let worker: ChildProcess = await startCliWorker(['--queue', queue], cliEnv);
+    try {
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plannedPipeline('killed', [stage('a', []), stage('b', ['a'], { sleepMs: 600_000 }), stage('c', ['b'])]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
+      for (let i = 0; ; i++) {
+        const st = await getRunStatus(env.client, h.workflowId);
+        if (st.stages.find((s) => s.id === 'b')?.state === 'running') break;
+        assert.ok(i < 300, 'stage b never started');
+        await sleep(100);
+      }
+      worker.kill('SIGKILL');
+      await new Promise((r) => worker.once('exit', r));
+
+      const st = await getRunStatus(env.client, h.workflowId);
+      assert.equal(st.state, 'running');
+      assert.deepEqual(
+        st.stages.map((s) => [s.id, s.state]),
+        [
+          ['a', 'succeeded'],
+          ['b', 'running'],
+          ['c', 'pending'],
+        ],
+      );
+      assert.ok(st.stages[0]!.outputs?.out, "a finished stage's outputs come from its history");
+      assert.equal(st.noWorkerAnswered?.taskQueue, queue);
+
+      const r = await runCli(['status', h.workflowId], cliEnv);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `no worker is polling task queue '${queue}' now.*the run continues when one starts \\(\`tempered worker --queue ${queue}\`\\)`,
+        ),
+      );
+      assert.match(r.stdout, /✓ a\s+probe\s+succeeded/);
+      assert.match(r.stdout, /▶ b\s+probe\s+running/);
+      const json = JSON.parse((await runCli(['status', h.workflowId, '--json'], cliEnv)).stdout) as { noWorkerAnswered?: unknown };
+      assert.deepEqual(json.noWorkerAnswered, { taskQueue: queue, pollersListed: true });
+      await env.client.workflow.getHandle(h.workflowId).terminate('test done');
+    } finally {
+      await stopCliWorker(worker);
+    }
+  });
+});
+
+describe('resume of a scheduled run', () => {
+  it("stays tied to the schedule: memo, run id, run.submitted and `runs` name it; listing the schedule's runs finds it", async () => {
+    const name = 'resched';
+    const input: RunInput = {
+      plan: plannedPipeline('rs-pipe', [stage('bad', [], { inputError: true })]),
+      options: { baseDir: env.dir, actor: 'scheduler', scheduleId: name },
+    };
+    // As client/schedules.ts makes a schedule's action: the run's input and memo name the schedule.
+    await env.client.schedule.create({
+      scheduleId: name,
+      spec: { intervals: [{ every: '1 day' }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: WORKFLOW_TYPE,
+        taskQueue: TEST_QUEUE,
+        workflowId: name,
+        args: [input] as never,
+        memo: { pipeline: input.plan.name, specHash: input.plan.specHash, actor: 'scheduler', resumeOf: '', scheduleId: name },
+      },
+      state: { paused: true },
+    });
+    await env.startWorker();
+    try {
+      const sched = env.client.schedule.getHandle(name);
+      await sched.trigger();
+      const old = await waitFor(
+        'the schedule to start a run',
+        async () => (await sched.describe()).info.recentActions[0]?.action.workflow.workflowId,
+      );
+      await env.client.workflow
+        .getHandle(old)
+        .result()
+        .catch(() => undefined);
+
+      const r = await runCli(['resume', old], cliEnv);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`resuming ${old} \\(pipeline rs-pipe, spec \\S+, schedule ${name}\\)`));
+      const next = /submitted run (\S+)/.exec(r.stdout)?.[1];
+      assert.ok(next, r.stdout);
+      assert.ok(next.startsWith(`${name}-`), `named after the schedule as its runs are: ${next}`);
+
+      const desc = await env.client.workflow.getHandle(next).describe();
+      assert.equal(desc.memo?.scheduleId, name);
+      assert.equal(desc.memo?.resumeOf, old);
+
+      const audit = await openAudit(join(env.dir, 'audit.db'));
+      try {
+        const submitted = (await audit.query({ run: next, action: 'run.submitted' }))[0];
+        assert.equal((submitted?.details as { scheduleId?: string } | undefined)?.scheduleId, name);
+        assert.equal((submitted?.details as { resumeOf?: string } | undefined)?.resumeOf, old);
+      } finally {
+        await audit.close();
+      }
+
+      const ofSchedule = await waitFor('both runs to be listed under the schedule', async () => {
+        const runs = await listRuns(env.client, 20, { schedule: name });
+        return runs.length === 2 ? runs : undefined;
+      });
+      assert.deepEqual(ofSchedule.map((x) => x.runId).sort(), [old, next].sort());
+      assert.deepEqual(
+        ofSchedule.map((x) => x.scheduleId),
+        [name, name],
+      );
+      assert.equal(ofSchedule.find((x) => x.runId === next)?.resumeOf, old);
+
+      const listed = await runCli(['runs'], cliEnv);
+      assert.equal(listed.code, 0, listed.stderr);
+      const line = listed.stdout.split('\n').find((l) => l.startsWith(next));
+      assert.ok(line, listed.stdout);
+      assert.match(line, new RegExp(`schedule ${name}  resumes ${old}$`));
+    } finally {
+      await env.stopWorker();
+      await env.client.schedule.getHandle(name).delete();
+    }
+  });
+});
+
+describe('resume when an ingest source is gone', () => {
+  it('the resumed ingest re-reads its sources: a deleted one fails it, with a hint that says why', async () => {
+    const queue = 'resume-gone';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    try {
+      const data = writeData(env.dir, 'd2.jsonl', 20, 0.5);
+      const file = join(env.dir, 'gone.yaml');
+      writeFileSync(
+        file,
+        [
+          'name: gone',
+          'stages:',
+          '  ingest:',
+          '    uses: ingest',
+          '    with:',
+          '      path: d2.jsonl',
+          '      task: classification',
+          '  train:',
+          '    uses: probe',
+          '    needs: ingest',
+          '    with:',
+          '      value: x',
+          '      inputError: true',
+          "      inputs: ['${{ stages.ingest.outputs.table }}']",
+          '',
+        ].join('\n'),
+      );
+      const first = await runCli(['submit', file, '--queue', queue, '--wait', '--no-local-worker'], cliEnv);
+      assert.equal(first.code, 1, first.stderr);
+      assert.match(first.stdout, /✓ ingest/);
+      const runId = /submitted run (\S+)/.exec(first.stdout)![1]!;
+      rmSync(data);
+
+      const resumed = await runCli(['resume', runId, '--wait', '--no-local-worker'], cliEnv);
+      assert.equal(resumed.code, 1, resumed.stderr);
+      assert.match(resumed.stdout, /✗ ingest .*"d2\.jsonl" does not exist/);
+      assert.match(resumed.stdout, /hint: .*a resumed run reads its ingest sources again/);
+    } finally {
+      await stopCliWorker(worker);
+    }
+  });
+});
