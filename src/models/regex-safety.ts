@@ -16,11 +16,16 @@
  * `[…]*[…]+(?i:'s|…)?` pass: their second loop ends the pattern. Without EDA and IDA, one match attempt
  * takes time linear in the text, so all attempts together take at most quadratic time (an attempt
  * starts at each position: `\s+$` on a run of spaces; not refused, real tokenizers have such patterns).
- * Also refused: backreferences; a lookaround that scans without bound inside an unbounded repeat (each
- * iteration scans again); a lookaround body that is itself ambiguous; more than MAX_WAYS label-blind
+ * Also refused: backreferences; a "hot" lookaround (one the matcher may run at every step of a repeat,
+ * bounded or not, or after an unbounded part: more than HOT_EXECUTIONS runs per attempt) whose body can
+ * match more than HOT_WIDTH code points, has more than HOT_WAYS ways through it, or holds a lookaround
+ * (each run would scan again: `(?:.(?=.{0,599})){0,598}` is cubic); a lookaround body that is itself ambiguous; more than MAX_WAYS label-blind
  * paths through the failing part (ambiguity that is finite but exponential in the pattern's size,
- * `(?:a|a){40}`; label-blind, so a long chain of optional parts such as `a*b` × 17 is refused too); patterns
+ * `(?:a|a){40}`; label-blind, so a long chain of optional parts such as `a*b` × 17 is refused too; and more than
+ * MAX_SCANNING_WAYS of those paths into a failing loop, `(?:a|a){12}[^x]*y`, each of which scans the text again); patterns
  * too large to check (MAX_POSITIONS positions, MAX_EDGES transitions, MAX_WORK product steps, MAX_NESTING).
+ * All the checker's work (building, products, searches, set intersections, property scans) counts
+ * against one CheckBudget per tokenizer.json, so a file is accepted or refused in bounded time.
  *
  * Character sets are exact: each escape and property (`\p{L}`, `\s`) is expanded to code-point ranges
  * by running it over every code point with this process's own RegExp engine (cached per escape).
@@ -33,12 +38,51 @@ export type RegexVerdict = { kind: 'safe' } | { kind: 'exponential' | 'polynomia
 export const MAX_POSITIONS = 600;
 /** Label-blind paths through the part of the automaton that can fail. */
 export const MAX_WAYS = 100_000;
+/**
+ * Label-blind paths that reach a loop that can fail (or any path, where the pattern has a lookaround that
+ * can scan more than HOT_WIDTH characters): each scans the text again, so one attempt costs up to this
+ * many times the text's length (real patterns: at most 4). `(?:a|a){12}[^x]*y`: 25 s on 3000 characters.
+ */
+export const MAX_SCANNING_WAYS = 32;
 /** Steps (pairs and triples of transitions) the product searches may take: real patterns take under 100,000. */
 export const MAX_WORK = 3_000_000;
 /** Transitions between positions (each position of `a*a*…` follows every earlier one). */
 export const MAX_EDGES = 30_000;
 const MAX_CP = 0x10ffff;
 const CAP = 1e15;
+/**
+ * Work units all the patterns of one tokenizer.json may cost the checker together: real patterns take
+ * under 20,000 plus their properties (o200k: 9), and a unit costs up to ~0.2 µs, a property scan 5–70 ms.
+ */
+export const MAX_FILE_WORK = 2_000_000;
+/** Work units each property a file's patterns use counts for (its expansion scans every code point: 5–70 ms). */
+export const PROPERTY_COST = 200_000;
+/**
+ * A lookaround the matcher may run more often than this per match attempt (inside a repeat, or after
+ * more than this many characters the attempt may have consumed) is "hot": its body must match at most
+ * HOT_WIDTH code points, with at most HOT_WAYS ways, and hold no lookaround, so each run costs a constant.
+ */
+export const HOT_EXECUTIONS = 16;
+export const HOT_WIDTH = 16;
+export const HOT_WAYS = 64;
+const WIDE = 1e9;
+
+/** The checker's work for one tokenizer.json, shared by all its patterns (pass one to each regexVerdict). */
+export class CheckBudget {
+  work = 0;
+  /** Canonical properties already expanded (charged) under this budget. */
+  readonly properties = new Set<string>();
+  constructor(readonly limit = MAX_FILE_WORK) {}
+}
+
+let budget = new CheckBudget(Infinity);
+
+class Exhausted extends Error {}
+
+function charge(n: number) {
+  budget.work += n;
+  if (budget.work > budget.limit) throw new Exhausted();
+}
 
 class Refusal extends Error {
   constructor(
@@ -54,6 +98,7 @@ class Refusal extends Error {
 type Ranges = number[];
 
 function normalize(pairs: [number, number][]): Ranges {
+  charge(pairs.length);
   pairs.sort((a, b) => a[0] - b[0]);
   const out: Ranges = [];
   for (const [lo, hi] of pairs) {
@@ -75,6 +120,7 @@ function complement(r: Ranges): Ranges {
 }
 
 function intersect(a: Ranges, b: Ranges): Ranges {
+  charge(1 + ((a.length + b.length) >> 1));
   const out: Ranges = [];
   let i = 0;
   let j = 0;
@@ -109,9 +155,25 @@ function allCodePoints(): [string, string] {
 
 const highIndexToCp = (k: number) => (k < 0x2000 ? 0xe000 + k : 0x10000 + ((k - 0x2000) >> 1));
 const escapeRanges = new Map<string, Ranges>();
+const PROPERTY_KEYS: Record<string, string> = { gc: 'General_Category', sc: 'Script', scx: 'Script_Extensions' };
+
+/** `\p{sc=Latn}` and `\p{Script=Latn}` are one property (value aliases are not merged: each costs its own scan). */
+function canonicalEscape(raw: string): string {
+  const m = /^\\p\{(?:([^=}]+)=)?([^}]*)\}$/.exec(raw);
+  if (!m) return raw;
+  return m[1] ? `\\p{${PROPERTY_KEYS[m[1]] ?? m[1]}=${m[2]}}` : raw;
+}
 
 /** The code points one escape (`\p{L}`, `\S`, `\d`) matches, as the engine that will run the pattern decides. */
-function rangesOfEscape(raw: string): Ranges {
+function rangesOfEscape(written: string): Ranges {
+  const raw = canonicalEscape(written);
+  // Charged once per budget whether or not this process has scanned it before: the verdict must not depend on history.
+  usedProperties?.add(raw);
+  if (!budget.properties.has(raw)) {
+    budget.properties.add(raw);
+    propertiesCharged++;
+    charge(PROPERTY_COST);
+  }
   const known = escapeRanges.get(raw);
   if (known) return known;
   const pairs: [number, number][] = [];
@@ -201,9 +263,8 @@ class Automaton {
   readonly sets: Ranges[] = [[]];
   readonly atoms: AST.Node[] = [];
   readonly out: Map<number, number>[] = [new Map()];
-  /** Lookarounds met while building → whether an unbounded repeat encloses one of their copies. */
-  readonly lookarounds = new Map<AST.LookaroundAssertion, boolean>();
-  private loopDepth = 0;
+  /** Lookarounds met while building. */
+  readonly lookarounds = new Set<AST.LookaroundAssertion>();
 
   constructor(private readonly budget: Budget) {}
 
@@ -222,10 +283,12 @@ class Automaton {
   }
 
   private link(last: Map<number, End>, first: Map<number, number>) {
+    charge(1 + last.size * first.size);
     for (const [p, e] of last) for (const [q, w] of first) addWays(this.out[p]!, q, mul(e.ways, w));
   }
 
   private seq(a: Info, b: Info): Info {
+    charge(a.first.size + b.first.size + a.last.size + b.last.size);
     this.link(a.last, b.first);
     const first = new Map(a.first);
     if (a.empty > 0) for (const [q, w] of b.first) addWays(first, q, mul(a.empty, w));
@@ -242,6 +305,7 @@ class Automaton {
   private alt(parts: Info[]): Info {
     const r: Info = { first: new Map(), last: new Map(), empty: 0, emptyClean: false };
     for (const x of parts) {
+      charge(1 + x.first.size + x.last.size);
       for (const [q, w] of x.first) addWays(r.first, q, w);
       for (const [p, e] of x.last) r.last.set(p, e);
       r.empty = add(r.empty, x.empty);
@@ -258,6 +322,7 @@ class Automaton {
 
   private element(e: AST.Element): Info {
     if (++this.budget.steps > MAX_STEPS) throw new Refusal('too-complex', 'too many parts once repeats are unrolled');
+    charge(1);
     switch (e.type) {
       case 'Character':
       case 'CharacterClass':
@@ -269,8 +334,7 @@ class Automaton {
       case 'CapturingGroup':
         return this.alternatives(e.alternatives);
       case 'Assertion':
-        if (e.kind === 'lookahead' || e.kind === 'lookbehind')
-          this.lookarounds.set(e, (this.lookarounds.get(e) ?? false) || this.loopDepth > 0);
+        if (e.kind === 'lookahead' || e.kind === 'lookbehind') this.lookarounds.add(e);
         return { first: new Map(), last: new Map(), empty: 1, emptyClean: false };
       case 'Quantifier':
         return this.quantifier(e);
@@ -283,14 +347,15 @@ class Automaton {
 
   /** E{min,max}: min mandatory copies (an empty iteration allowed), then optional nested copies or a loop. */
   private quantifier(q: AST.Quantifier): Info {
+    // Unrolling more copies than there can be positions only costs time before the same refusal.
+    if (q.min > MAX_POSITIONS || (q.max !== Infinity && q.max > MAX_POSITIONS))
+      throw new Refusal('too-complex', `${describe(q)}: a repeat bound over ${MAX_POSITIONS}`);
     let r: Info = Automaton.EPSILON;
     const copy = () => this.element(q.element);
     const mandatory = q.max === Infinity ? Math.max(q.min - 1, 0) : q.min;
     for (let i = 0; i < mandatory; i++) r = this.seq(r, copy());
     if (q.max === Infinity) {
-      this.loopDepth++;
       const body = copy();
-      this.loopDepth--;
       this.link(body.last, body.first);
       // An iteration after the mandatory ones that matches nothing fails (RepeatMatcher's empty check).
       const loop: Info = { ...body, empty: q.min >= 1 ? body.empty : 1, emptyClean: q.min >= 1 ? body.emptyClean : true };
@@ -310,6 +375,7 @@ class Automaton {
 
 /** Strongly connected components (iterative Tarjan) of nodes 0..n-1 restricted to `keep`; returns component ids (-1: left out). */
 function scc(n: number, succ: (v: number) => Iterable<number>, keep: (v: number) => boolean): number[] {
+  charge(n);
   const index = new Array<number>(n).fill(-1);
   const low = new Array<number>(n).fill(0);
   const comp = new Array<number>(n).fill(-1);
@@ -330,6 +396,7 @@ function scc(n: number, succ: (v: number) => Iterable<number>, keep: (v: number)
     while (work.length > 0) {
       const [v, it] = work[work.length - 1]!;
       const nx = it.next();
+      charge(1);
       if (!nx.done) {
         const w = nx.value;
         if (!keep(w)) continue;
@@ -371,14 +438,19 @@ interface Analysed {
   info: Info;
 }
 
-/** Throws a Refusal when the automaton can backtrack super-linearly within one match attempt. */
-function analyse({ a, info }: Analysed, forwards: boolean) {
+/**
+ * Throws a Refusal when the automaton can backtrack super-linearly within one match attempt. `hot`:
+ * this is the body of a hot lookaround (run up to once per character per attempt), which must be cheap.
+ */
+function analyse({ a, info }: Analysed, forwards: boolean, hot = false) {
+  const maxWays = hot ? HOT_WAYS : MAX_WAYS;
   const n = a.size;
   for (const [q, w] of info.first) a.out[0]!.set(q, w);
   const succ = (v: number) => a.out[v]!.keys();
   let edgeCount = 0;
   for (const m of a.out) edgeCount += m.size;
   if (edgeCount > MAX_EDGES) throw new Refusal('too-complex', `more than ${MAX_EDGES} transitions between character positions`);
+  charge(n + edgeCount);
   const pred: number[][] = Array.from({ length: n }, () => []);
   for (let v = 0; v < n; v++) for (const w of a.out[v]!.keys()) pred[w]!.push(v);
 
@@ -389,6 +461,7 @@ function analyse({ a, info }: Analysed, forwards: boolean) {
     for (const [p, e] of info.last) sure[p] = e.clean;
     for (let changed = true; changed; ) {
       changed = false;
+      charge(n + edgeCount);
       const comp = scc(n, succ, (v) => !sure[v]);
       const size = new Map<number, number>();
       for (const c of comp) if (c >= 0) size.set(c, (size.get(c) ?? 0) + 1);
@@ -427,6 +500,7 @@ function analyse({ a, info }: Analysed, forwards: boolean) {
   const meets = (p: number, q: number) => common(p, q).length > 0;
   let work = 0;
   const step = () => {
+    charge(1);
     if (++work > MAX_WORK) throw new Refusal('too-complex', `more than ${MAX_WORK} steps to check`);
   };
 
@@ -484,7 +558,11 @@ function analyse({ a, info }: Analysed, forwards: boolean) {
     const reach = (from: number, step: (v: number) => Iterable<number>) => {
       const r = new Set<number>([from]);
       const todo = [from];
-      while (todo.length > 0) for (const w of step(todo.pop()!)) if (fails(w) && !r.has(w)) (r.add(w), todo.push(w));
+      while (todo.length > 0)
+        for (const w of step(todo.pop()!)) {
+          charge(1);
+          if (fails(w) && !r.has(w)) (r.add(w), todo.push(w));
+        }
       return r;
     };
     const coReach = new Map<number, Set<number>>();
@@ -538,41 +616,132 @@ function analyse({ a, info }: Analysed, forwards: boolean) {
       const ways = new Map<number, number>();
       for (const [v, w] of seeds) if (fails(v)) addWays(ways, comp[v]!, w);
       let total = 0;
+      let scanning = 0;
       for (const c of order) {
+        charge(1);
         const w = ways.get(c);
         if (!w) continue;
         total = add(total, w);
-        for (const v of members.get(c)!) for (const [u, m] of a.out[v]!) if (fails(u) && comp[u] !== c) addWays(ways, comp[u]!, mul(w, m));
+        if (cyclic(members.get(c)![0]!)) scanning = add(scanning, w);
+        for (const v of members.get(c)!) {
+          charge(1 + a.out[v]!.size);
+          for (const [u, m] of a.out[v]!) if (fails(u) && comp[u] !== c) addWays(ways, comp[u]!, mul(w, m));
+        }
       }
-      return total;
+      return [total, scanning] as const;
     };
-    let total = fails(0) ? paths(new Map([[0, 1]])) : 0;
-    for (let v = 0; v < n; v++) if (sure[v]) for (const [u, m] of a.out[v]!) if (fails(u)) total = add(total, paths(new Map([[u, m]])));
-    if (total > MAX_WAYS)
+    let total = 0;
+    let scanning = 0;
+    const count = (seed: Map<number, number>) => {
+      const [t, s] = paths(seed);
+      total = add(total, t);
+      scanning = add(scanning, s);
+    };
+    if (fails(0)) count(new Map([[0, 1]]));
+    for (let v = 0; v < n; v++) if (sure[v]) for (const [u, m] of a.out[v]!) if (fails(u)) count(new Map([[u, m]]));
+    const wideLookaround = [...a.lookarounds].some((l) => maxWidth(l) > HOT_WIDTH);
+    if (total > maxWays)
       throw new Refusal(
         'exponential',
-        `more than ${MAX_WAYS} ways through the pattern can be tried before a match fails (alternatives or optional parts that overlap, repeated)`,
+        `more than ${maxWays} ways through the pattern can be tried before a match fails (alternatives or optional parts that overlap, repeated)`,
+      );
+    if ((wideLookaround ? total : scanning) > MAX_SCANNING_WAYS)
+      throw new Refusal(
+        'polynomial',
+        `more than ${MAX_SCANNING_WAYS} ways through the pattern lead to a repeat or lookaround that scans the text, each again (alternatives or optional parts that overlap, before it)`,
       );
   }
 
-  // Lookarounds: each body is matched by backtracking too; one that scans without bound must not sit in a loop.
-  for (const [node, inLoop] of a.lookarounds) {
-    if (inLoop && hasUnboundedRepeat(node))
-      throw new Refusal('polynomial', `${describe(node)} scans the text again on every iteration of a repeat`);
-    analyse(build(node.alternatives, { positions: 0, steps: 0 }), node.kind === 'lookahead');
+  // Lookarounds: each body is matched by backtracking too, every time the matcher reaches it. One it may
+  // reach often (hot) must cost a constant per run: a short body, few ways through it, no lookaround in it.
+  for (const node of a.lookarounds) {
+    if (hot) throw new Refusal('polynomial', `${describe(node)} is a lookaround inside a lookaround that runs at every step of a repeat`);
+    const hotHere = executions(node) > HOT_EXECUTIONS;
+    if (hotHere && maxWidth(node) > HOT_WIDTH)
+      throw new Refusal(
+        'polynomial',
+        `${describe(node)} can scan ${maxWidth(node) >= WIDE ? 'without bound' : `${maxWidth(node)} characters`} each time a repeat reaches it (at most ${HOT_WIDTH} are checked)`,
+      );
+    analyse(build(node.alternatives, { positions: 0, steps: 0 }), node.kind === 'lookahead', hotHere);
   }
 }
 
-function hasUnboundedRepeat(node: AST.Node): boolean {
-  if (node.type === 'Quantifier') return node.max === Infinity || hasUnboundedRepeat(node.element);
-  if ('alternatives' in node) return node.alternatives.some((alt) => alt.elements.some(hasUnboundedRepeat));
-  return false;
+const widths = new WeakMap<AST.Node, number>();
+
+/** The most code points `node` can match (assertions: 0), WIDE for unbounded. */
+function maxWidth(node: AST.Node): number {
+  const known = widths.get(node);
+  if (known !== undefined) return known;
+  charge(1);
+  let w: number;
+  switch (node.type) {
+    case 'Character':
+    case 'CharacterClass':
+    case 'CharacterSet':
+      w = 1;
+      break;
+    case 'Backreference':
+      w = WIDE;
+      break;
+    case 'Quantifier': {
+      const e = maxWidth(node.element);
+      w = e === 0 ? 0 : node.max === Infinity ? WIDE : Math.min(WIDE, node.max * e);
+      break;
+    }
+    case 'Group':
+    case 'CapturingGroup':
+    case 'Pattern':
+    case 'Assertion':
+      if (node.type === 'Assertion' && node.kind !== 'lookahead' && node.kind !== 'lookbehind') w = 0;
+      else {
+        w = 0;
+        for (const alt of (node as AST.Group).alternatives)
+          w = Math.max(
+            w,
+            Math.min(
+              WIDE,
+              alt.elements.reduce((s, e) => s + maxWidth(e), 0),
+            ),
+          );
+      }
+      break;
+    default:
+      w = WIDE;
+  }
+  widths.set(node, w);
+  return w;
+}
+
+/**
+ * How many times, at most, the matcher may run `node` per run of its context (the pattern, or the
+ * lookaround around it), ignoring ambiguity: the product of the repeats around it times the characters
+ * that may come before it within the context (each can end a different way to reach it). A lookaround
+ * counts as zero width where it is an ancestor's sibling.
+ */
+function executions(node: AST.LookaroundAssertion): number {
+  let pre = 0;
+  let mult = 1;
+  for (let child: AST.Node = node, n = node.parent as AST.Node | null; n; child = n, n = n.parent as AST.Node | null) {
+    if (n.type === 'Alternative') {
+      for (const e of n.elements) {
+        if (e === child) break;
+        pre = Math.min(WIDE, pre + maxWidth(e));
+      }
+    } else if (n.type === 'Quantifier') {
+      if (n.max > 1) mult = n.max === Infinity ? WIDE : Math.min(WIDE, mult * n.max);
+      pre = Math.min(WIDE, pre + (n.max === Infinity ? (maxWidth(n.element) > 0 ? WIDE : 0) : (n.max - 1) * maxWidth(n.element)));
+    } else if (n.type === 'Pattern' || (n.type === 'Assertion' && (n.kind === 'lookahead' || n.kind === 'lookbehind'))) break;
+  }
+  return Math.min(WIDE, mult * (pre + 1));
 }
 
 function build(alts: AST.Alternative[], budget: Budget): Analysed {
   const a = new Automaton(budget);
   return { a, info: a.alternatives(alts) };
 }
+
+/** Compiled sources longer than this are refused before parsing (the library's rewrite lengthens `\b` ~140×). */
+export const MAX_SOURCE_CHARS = 65_536;
 
 /** Groups nested deeper than this are refused before parsing (the parser and the analysis recurse). */
 export const MAX_NESTING = 100;
@@ -592,18 +761,60 @@ function nesting(source: string): number {
   return max;
 }
 
-const verdicts = new Map<string, RegexVerdict>();
+/** A verdict, the work it took without its properties, and the (canonical) properties it expanded. */
+const verdicts = new Map<string, { v: RegexVerdict; work: number; properties: string[] }>();
+let usedProperties: Set<string> | undefined;
+let propertiesCharged = 0;
 
-/** The verdict on one compiled pattern (flags g and u only), cached per source. */
-export function regexVerdict(re: RegExp): RegexVerdict {
+const EXHAUSTED: RegexVerdict = {
+  kind: 'too-complex',
+  reason: `the checker's work budget for this file (${MAX_FILE_WORK} steps) is spent`,
+};
+
+/**
+ * The verdict on one compiled pattern (flags g and u only), cached per source. Its work counts against
+ * `shared` (one per tokenizer.json: all its patterns together); when that runs out the verdict is
+ * too-complex. A cached verdict counts the work it took the first time, so verdicts do not depend on
+ * what this process checked before.
+ */
+export function regexVerdict(re: RegExp, shared: CheckBudget = new CheckBudget()): RegexVerdict {
   const key = `${re.flags}/${re.source}`;
   const known = verdicts.get(key);
-  if (known) return known;
+  const outer = budget;
+  budget = shared;
+  try {
+    if (known) {
+      charge(known.work);
+      for (const p of known.properties) if (!shared.properties.has(p)) (shared.properties.add(p), charge(PROPERTY_COST));
+      return known.v;
+    }
+    const before = shared.work;
+    usedProperties = new Set();
+    propertiesCharged = 0;
+    const v = verdictOf(re);
+    const properties = [...usedProperties];
+    const work = shared.work - before - propertiesCharged * PROPERTY_COST;
+    if (verdicts.size >= 1024) verdicts.clear();
+    verdicts.set(key, { v, work, properties });
+    return v;
+  } catch (e) {
+    if (e instanceof Exhausted) return EXHAUSTED;
+    throw e;
+  } finally {
+    usedProperties = undefined;
+    budget = outer;
+  }
+}
+
+function verdictOf(re: RegExp): RegexVerdict {
   let v: RegexVerdict;
   if (re.flags.replace(/[gu]/g, '') !== '') v = { kind: 'unsupported', reason: `flags ${re.flags}` };
   else if (nesting(re.source) > MAX_NESTING) v = { kind: 'too-complex', reason: `groups nested more than ${MAX_NESTING} deep` };
   else {
     try {
+      if (re.source.length > MAX_SOURCE_CHARS)
+        throw new Refusal('too-complex', `${re.source.length} characters once compiled, more than ${MAX_SOURCE_CHARS}`);
+      charge(re.source.length);
       const literal = parseRegExpLiteral(re);
       analyse(build(literal.pattern.alternatives, { positions: 0, steps: 0 }), true);
       v = { kind: 'safe' };
@@ -614,7 +825,5 @@ export function regexVerdict(re: RegExp): RegexVerdict {
       else throw e;
     }
   }
-  if (verdicts.size >= 1024) verdicts.clear();
-  verdicts.set(key, v);
   return v;
 }

@@ -9,10 +9,14 @@
  */
 import * as tokenizers from '@huggingface/tokenizers';
 import { InputError } from '../errors.ts';
-import { regexVerdict, type RegexVerdict } from './regex-safety.ts';
+import { CheckBudget, regexVerdict, type RegexVerdict } from './regex-safety.ts';
 
 /** Longer patterns are refused before the library compiles them (its Oniguruma rewrite is not linear in the length). */
 export const MAX_PATTERN_CHARS = 4096;
+/** `{"Regex": …}` patterns one tokenizer.json may hold (real ones: at most a handful). */
+export const MAX_PATTERNS = 64;
+/** `\b` and `\B` one pattern may hold: the library rewrites each into ~280 characters of lookarounds, in time linear in its output (2048 took 1.9 s). */
+export const MAX_WORD_BOUNDARIES = 32;
 
 /** GPT-2's split (RoBERTa, GPT-J, OLMo, StarCoder and the SmolLM GGUF split after `\p{N}`). */
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -74,8 +78,11 @@ function explain(v: Exclude<RegexVerdict, { kind: 'safe' }>): string {
 
 const quote = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 117)}...` : s);
 
-/** Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly. */
-export function checkPattern(regex: unknown, path: string, file: string): void {
+/**
+ * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly. `budget`:
+ * the checker's work for the whole file (checkTokenizerPatterns passes one for all its patterns).
+ */
+export function checkPattern(regex: unknown, path: string, file: string, budget = new CheckBudget()): void {
   if (typeof regex === 'string' && KNOWN_SAFE_PATTERNS.has(regex)) return;
   const fail = (what: string) =>
     new InputError(
@@ -85,6 +92,10 @@ export function checkPattern(regex: unknown, path: string, file: string): void {
   if (typeof regex !== 'string') throw fail(`is ${regex === null ? 'null' : typeof regex}, not a string`);
   if (regex.length > MAX_PATTERN_CHARS)
     throw fail(`is ${regex.length} characters long, more than the ${MAX_PATTERN_CHARS} tempered checks`);
+  // Escaped backslashes first, so that `\\b` (a backslash, then b) is not counted; `[\b]` is, conservatively.
+  const boundaries = regex.replace(/\\\\/g, '').match(/\\[bB]/g)?.length ?? 0;
+  if (boundaries > MAX_WORD_BOUNDARIES)
+    throw fail(`has ${boundaries} word boundaries (\\b, \\B), more than the ${MAX_WORD_BOUNDARIES} tempered checks`);
   let re: RegExp | null;
   try {
     re = compile(regex);
@@ -92,7 +103,7 @@ export function checkPattern(regex: unknown, path: string, file: string): void {
     throw new InputError(`${path} ${quote(regex)} is not a valid pattern: ${(e as Error).message}`, { where: file, cause: e });
   }
   if (re === null) return;
-  const v = regexVerdict(re);
+  const v = regexVerdict(re, budget);
   if (v.kind !== 'safe') throw fail(`${quote(regex)} ${explain(v)}`);
 }
 
@@ -104,6 +115,8 @@ const MAX_DEPTH = 64;
  * (the parts the library compiles patterns from), naming each by its JSON path.
  */
 export function checkTokenizerPatterns(tokenizerJson: Record<string, unknown>, file: string): void {
+  const budget = new CheckBudget();
+  let patterns = 0;
   const walk = (v: unknown, path: string, depth: number) => {
     if (typeof v !== 'object' || v === null) return;
     if (depth > MAX_DEPTH) throw new InputError(`${path} is nested more than ${MAX_DEPTH} levels deep`, { where: file });
@@ -112,8 +125,17 @@ export function checkTokenizerPatterns(tokenizerJson: Record<string, unknown>, f
       return;
     }
     for (const [k, x] of Object.entries(v)) {
-      if (k === 'Regex') checkPattern(x, `${path}.Regex`, file);
-      else walk(x, `${path}.${k}`, depth + 1);
+      if (k === 'Regex') {
+        if (++patterns > MAX_PATTERNS)
+          throw new InputError(
+            `${path}.Regex is pattern number ${patterns}: tempered checks at most ${MAX_PATTERNS} patterns in one file; use the model's tokenizer.json from a source you trust`,
+            {
+              where: file,
+              hint: 'tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)',
+            },
+          );
+        checkPattern(x, `${path}.Regex`, file, budget);
+      } else walk(x, `${path}.${k}`, depth + 1);
     }
   };
   for (const root of ['normalizer', 'pre_tokenizer', 'decoder']) walk(tokenizerJson[root], root, 0);

@@ -13,9 +13,9 @@ import * as tokenizers from '@huggingface/tokenizers';
 import type { GgufFile } from '../formats/gguf.ts';
 import { SUPPORTED_PRE_TOKENIZERS, tokenizerFromGguf } from './gguf-tokenizer.ts';
 import { realModel } from './real-models.testing.ts';
-import { regexVerdict } from './regex-safety.ts';
+import { CheckBudget, MAX_FILE_WORK, PROPERTY_COST, regexVerdict } from './regex-safety.ts';
 import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
-import { KNOWN_SAFE_PATTERNS } from './tokenizer-patterns.ts';
+import { KNOWN_SAFE_PATTERNS, MAX_PATTERNS } from './tokenizer-patterns.ts';
 
 const { SplitPreTokenizer: SplitPreTokenizerForTest } = tokenizers as unknown as {
   SplitPreTokenizer: new (config: object) => { pattern: RegExp | null };
@@ -312,6 +312,71 @@ test('polynomial patterns (\\s*\\s*\\s*$, .*.*=) and patterns beyond the checker
     'pre_tokenizer.pattern.Regex',
     /not a string/,
   );
+});
+
+test('a lookaround run at every step of a repeat (bounded or not) must be short: nested scans are refused', () => {
+  const pre = 'pre_tokenizer.pattern.Regex';
+  // The reviewer's: seconds to encode 90-10,000 characters (the repeats are bounded, the lookarounds nest).
+  // Their {0,598} also makes more than 32 ways into a scan now; with {0,20} the lookaround rule refuses them.
+  for (const n of [598, 20]) {
+    const kind = n === 598 ? /polynomial time/ : /polynomial time.*(scan without bound|characters each time)/;
+    refused(bpeWith({ pre_tokenizer: split(`(?:.(?=(?:.(?=(?:.(?=(?:.(?=.{0,599})){0,599})){0,599})){0,599})){0,${n}}\\x00`) }), pre, kind);
+    refused(bpeWith({ pre_tokenizer: split(`(?:a(?=(?:a(?=a{0,599})){0,599})){0,${n}}b`) }), pre, kind);
+    refused(bpeWith({ pre_tokenizer: split(`(?:.(?=[^\\x00]*)){0,${n}}\\x00`) }), pre, kind);
+  }
+  refused(bpeWith({ pre_tokenizer: split('(?:.(?=[^\\x00]*)){0,20}\\x00') }), pre, /polynomial time.*without bound/);
+  // Mandatory copies run it at one place again and again.
+  refused(bpeWith({ pre_tokenizer: split('(?:(?=[^x]*)){100}y') }), pre, /polynomial time/);
+  // A short lookaround may not hold another one, nor many ways through itself.
+  refused(bpeWith({ pre_tokenizer: split('(?:a(?=b(?=c)))*d') }), pre, /polynomial time/);
+  refused(bpeWith({ pre_tokenizer: split('(?:a(?=(?:b|b){7}))*d') }), pre, /exponential/);
+  // Short lookarounds in loops pass, as do the library's own rewrites of $ and \b into lookarounds.
+  for (const p of ['(?:a(?=b))*c', '(?:a(?!b)){0,500}c', '\\w+\\b', '(?:\\b[a-z]\\b )+', '\\s+$', 'x{2,9}(?=[^y]*y)'])
+    new HfTokenizer(bpeWith(splitThenBytes(p)), json('bpe-tokenizer_config.json'));
+});
+
+test('finite ambiguity before a loop is bounded tightly: each way rescans the loop', () => {
+  // 4096 ways, each scanning [^x]* again: 25 s on 3000 characters when up to 100,000 ways were allowed.
+  refused(bpeWith({ pre_tokenizer: split('(?:a|a){12}[^x]*y') }), 'pre_tokenizer.pattern.Regex', /polynomial.*32 ways/);
+  refused(bpeWith({ pre_tokenizer: split('(?:a|a){12}(?=[^x]*)y') }), 'pre_tokenizer.pattern.Regex', /polynomial.*32 ways/);
+  refused(bpeWith({ pre_tokenizer: split('a{0,500}[^x]*y') }), 'pre_tokenizer.pattern.Regex', /polynomial.*32 ways/);
+  // Where no loop follows, each way costs a constant: many are allowed.
+  loadFrom(bpeWith(splitThenBytes('(?:a|a){12}y', 'a{0,500}c')));
+});
+
+test("the checker's own work is bounded per file: one budget for all patterns, 64 patterns, few properties and word boundaries", () => {
+  const pre = 'pre_tokenizer.pattern.Regex';
+  // 598 looping positions: the product searches run out of the file's budget.
+  refused(bpeWith({ pre_tokenizer: split('(?:\\p{Lu}+\\p{Ll}+){299}!') }), pre, /too complex.*work budget/);
+  // Each property costs a scan of every code point: a class of many runs out too.
+  const scripts = ['Latn', 'Grek', 'Cyrl', 'Armn', 'Hebr', 'Arab', 'Syrc', 'Thaa', 'Deva', 'Beng', 'Guru', 'Gujr'];
+  refused(bpeWith({ pre_tokenizer: split(`[${scripts.map((s) => `\\p{sc=${s}}`).join('')}]+`) }), pre, /too complex.*work budget/);
+  // Two spellings of one property are one scan.
+  const b = new CheckBudget();
+  regexVerdict(/[\p{sc=Latn}\p{Script=Latn}]/gu, b);
+  assert.equal(b.properties.size, 1);
+  // Alone each of these passes; in one file they share the budget, and the first that exceeds it is named.
+  const alone = scripts.map((s) => `\\p{sc=${s}}+`);
+  for (const p of alone.slice(0, 2)) loadFrom(bpeWith(splitThenBytes(p)));
+  // The budget holds exactly this many properties with nothing else: the patterns' own work tips the last one over.
+  const fits = Math.ceil(MAX_FILE_WORK / PROPERTY_COST) - 1;
+  assert.ok(fits < alone.length);
+  refused(bpeWith(splitThenBytes(...alone)), `pre_tokenizer.pretokenizers[${fits}].pattern.Regex`, /too complex.*work budget/);
+  // A cached verdict counts the same work as the first one: verdicts do not depend on what ran before.
+  const re = new RegExp('(?:ab*)+c[^d]*', 'gu');
+  const first = new CheckBudget();
+  const again = new CheckBudget();
+  regexVerdict(re, first);
+  regexVerdict(re, again);
+  assert.equal(again.work, first.work);
+  // At most 64 patterns per file, and few \b (the library's rewrite of each is ~280 characters).
+  refused(
+    bpeWith(splitThenBytes(...Array.from({ length: 100 }, () => 'x'))),
+    `pre_tokenizer.pretokenizers[${MAX_PATTERNS}].pattern.Regex`,
+    /at most 64 patterns/,
+  );
+  refused(bpeWith({ pre_tokenizer: split('a\\b'.repeat(100)) }), pre, /100 word boundaries/);
+  refused(bpeWith({ pre_tokenizer: split('a{700}') }), pre, /too complex.*over 600/);
 });
 
 test('real pre-tokenizer patterns load: the known ones pass the checker, and unknown safe ones are analysed and accepted', () => {
