@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tableFromIPC } from 'apache-arrow';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { createSchedule, deleteSchedule, planScheduledRun, readSchedule } from '../client/schedules.ts';
 import { openAudit } from '../src/audit/log.ts';
@@ -26,7 +26,7 @@ import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import { createUiServer, type UiServer } from '../ui/server.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { announceSkip, chromiumPath } from './helpers/browser.ts';
+import { useBrowser } from './helpers/browser.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { waitFor } from './helpers/schedule-fixtures.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
@@ -186,25 +186,12 @@ describe('dashboard API', () => {
 });
 
 describe('dashboard in a browser', () => {
-  let browser: Browser | undefined;
-  let skip: string | false = false;
+  const chrome = useBrowser();
   const consoleErrors: string[] = [];
-  before(async () => {
-    const found = chromiumPath();
-    if ('missing' in found) {
-      skip = announceSkip(found.missing);
-      return;
-    }
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: found.path, args: ['--disable-gpu', '--disable-dev-shm-usage'] });
-  });
-  after(async () => {
-    await browser?.close();
-  });
 
   /** `refusal`: an HTTP status the page is meant to get from an action, which the browser logs as an error. */
   async function open(path: string, withToken = true, refusal?: number): Promise<Page> {
-    const ctx = await browser!.newContext({ viewport: { width: 1360, height: 900 } });
+    const ctx = await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } });
     const page = await ctx.newPage();
     page.on('console', (m) => {
       // Without the token the refused action's 401 is what the page is meant to get (the browser logs every 4xx).
@@ -219,7 +206,7 @@ describe('dashboard in a browser', () => {
   }
 
   it("draws a run's training curves as it trains (server-sent events into the open page, no reload)", async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     // The train stage holds step N's report until this file says N (src/isolate/test-hooks.ts).
     const gate = join(mkdtempSync(join(tmpdir(), 'ui-gate-')), 'steps');
     const allow = (steps: number) => writeFileSync(gate, String(steps));
@@ -260,7 +247,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('lists both runs', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('#/runs');
     for (const r of runs) await page.locator(`#runs tr[data-run="${r.runId}"]`).waitFor();
     await page.screenshot({ path: join(SHOTS, 'ui-runs.png') });
@@ -268,7 +255,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('shows the DAG in its final states, the loss curve with every history point, and the confusion matrix of the report', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const run = runs[0]!;
     const page = await open(`#/run/${run.runId}`);
     await page.locator('.node[data-stage="deploy"]').waitFor();
@@ -304,7 +291,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('compares three runs: loss curves overlaid, metrics with deltas against the first, data hashes that differ, spec differences', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     assert.ok(resumed && runs.length === 2, 'the resumed run and the second run exist');
     const all = [runs[0]!, runs[1]!, await waitForRun(env.client, resumed)];
     // Picked on the Runs page in this order: the first ticked is A, the reference for deltas.
@@ -354,7 +341,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('refuses a promote from a page without the token, then promotes with it: alias moved, audit record written', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const anon = await open('#/models', false);
     const row = (p: Page) => p.locator('[data-model="e2e-clf"]');
     await row(anon).locator('input').first().fill('staging');
@@ -400,7 +387,7 @@ describe('dashboard in a browser', () => {
   });
 
   it("draws a version's lineage (source files, data hashes, run, version, aliases, serving) and diffs two versions", async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const reg = await openRegistry(join(env.dir, 'registry.db'));
     const [v1, diff, card1, card2] = await (async () => {
       try {
@@ -467,7 +454,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('explains a gate that refuses a promote, and rolls an alias back through the page (audited)', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const staging = async () => {
       const reg = await openRegistry(join(env.dir, 'registry.db'));
       try {
@@ -508,7 +495,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('verifies the audit chain and shows the schedules page', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('#/audit');
     await page.locator('#audit tr[data-action="model.promoted"]').first().waitFor();
     await page.click('#verify');
@@ -520,7 +507,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('lists a schedule with its next fire time; pause, unpause and trigger need the token, are audited, and the run shows', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     // Ingest only, from the first run's data: a triggered run is a cache hit.
     const file = join(dirname(pipelineFile), 'data-only.yaml');
     writeFileSync(file, 'name: e2e-data\nstages:\n  ingest:\n    uses: ingest\n    with: { path: data.jsonl, task: classification }\n');
@@ -590,7 +577,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('says where a run that no worker has picked up waits', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const runId = await startPipeline(pipelineFile, {}, 'ui-nobody');
     try {
       const page = await open(`#/run/${runId}`);
@@ -604,7 +591,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('logged no console errors', (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     assert.deepEqual(consoleErrors, []);
   });
 });

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { announceSkip, chromiumPath } from '../tests/helpers/browser.ts';
+import type { Page } from 'playwright-core';
+import { useBrowser } from '../tests/helpers/browser.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -145,24 +145,11 @@ describe('dashboard audit filter by model', () => {
 });
 
 describe('dashboard audit page, model filter', () => {
-  let browser: Browser | undefined;
-  let skip: string | false = false;
+  const chrome = useBrowser();
   const pageErrors: string[] = [];
-  before(async () => {
-    const found = chromiumPath();
-    if ('missing' in found) {
-      skip = announceSkip(found.missing);
-      return;
-    }
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: found.path, args: ['--disable-gpu', '--disable-dev-shm-usage'] });
-  });
-  after(async () => {
-    await browser?.close();
-  });
 
   async function open(path: string): Promise<Page> {
-    const page = await (await browser!.newContext({ viewport: { width: 1360, height: 900 } })).newPage();
+    const page = await (await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } })).newPage();
     page.on('pageerror', (e) => pageErrors.push(`${path}: ${e.message}`));
     await page.goto(`${url}/#token=${TOKEN}`);
     await page.evaluate(`location.hash = ${JSON.stringify(path)}`);
@@ -172,7 +159,7 @@ describe('dashboard audit page, model filter', () => {
     page.locator('#audit tr[data-action]').evaluateAll((rows) => rows.map((r) => r.querySelectorAll('td')[4]!.textContent));
 
   it('shows which version an alias is and its records; an unknown alias is an error, not an empty table', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('#/audit?model=spam-clf@production');
     await page.locator('#audit-model').waitFor();
     assert.match(await page.locator('#audit-model').innerText(), /^spam-clf@production is spam-clf@2 \(the version it points at now/);
@@ -204,7 +191,7 @@ describe('dashboard audit page, model filter', () => {
   });
 
   it('a fixed version (name@v1) is said to be that version, not what an alias points at now', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('#/audit?model=spam-clf@v1');
     await page.locator('#audit-model[data-version="1"]').waitFor();
     assert.equal(

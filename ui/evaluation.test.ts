@@ -12,8 +12,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import type { Browser, Page } from 'playwright-core';
-import { announceSkip, chromiumPath } from '../tests/helpers/browser.ts';
+import type { Page } from 'playwright-core';
+import { useBrowser } from '../tests/helpers/browser.ts';
 import { classificationReport, reportToGateMetrics, type ClassificationReport } from '../src/eval/metrics.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -258,24 +258,11 @@ describe('run API', () => {
 });
 
 describe('run page, comparison with production', () => {
-  let browser: Browser | undefined;
-  let skip: string | false = false;
+  const chrome = useBrowser();
   const pageErrors: string[] = [];
-  before(async () => {
-    const found = chromiumPath();
-    if ('missing' in found) {
-      skip = announceSkip(found.missing);
-      return;
-    }
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: found.path, args: ['--disable-gpu', '--disable-dev-shm-usage'] });
-  });
-  after(async () => {
-    await browser?.close();
-  });
 
   async function open(runId: string): Promise<Page> {
-    const page = await (await browser!.newContext({ viewport: { width: 1360, height: 900 } })).newPage();
+    const page = await (await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } })).newPage();
     page.on('pageerror', (e) => pageErrors.push(`${runId}: ${e.message}`));
     page.on('console', (m) => void (m.type() === 'error' && pageErrors.push(`${runId}: ${m.text()}`)));
     await page.goto(`${url}/#token=${TOKEN}`);
@@ -290,7 +277,7 @@ describe('run page, comparison with production', () => {
     page.locator('#versus tr').evaluateAll((rows) => rows.slice(1).map((r) => r.querySelector('td')!.textContent));
 
   it('classifier: production beside the fine-tuned model on the rows production was not trained on, with the counts', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('clf-fresh');
     await page.locator('#versus-production').waitFor();
     assert.equal(await page.locator('#production-rows').innerText(), 'on 6 test rows production was not trained on; 4 left out');
@@ -311,7 +298,7 @@ describe('run page, comparison with production', () => {
   });
 
   it('classifier: says so, visibly, when production could not be decontaminated', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('clf-raw');
     await page.locator('#production-contaminated').waitFor();
     assert.ok(await page.locator('#production-contaminated').isVisible());
@@ -325,7 +312,7 @@ describe('run page, comparison with production', () => {
   });
 
   it('classifier: production trained on every test row is not scored, and the page says why', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('clf-none');
     await page.locator('#versus-production').waitFor();
     assert.equal(
@@ -337,7 +324,7 @@ describe('run page, comparison with production', () => {
   });
 
   it('classifier: an older evaluation shows as before (production beside the fine-tuned model, Δ F1)', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('clf-old');
     await page.locator('#versus tr', { hasText: 'production (spam-clf@1)' }).waitFor();
     assert.deepEqual(await versusRows(page), ['fine-tuned', 'production (spam-clf@1)']);
@@ -352,7 +339,7 @@ describe('run page, comparison with production', () => {
   });
 
   it('causal LM: the same, and a sample production was trained on says so instead of an empty cell', async (t) => {
-    if (skip) return t.skip(skip);
+    if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('lm-fresh');
     await page.locator('#versus-production').waitFor();
     assert.equal(await page.locator('#production-rows').innerText(), 'on 4 test rows production was not trained on; 4 left out');

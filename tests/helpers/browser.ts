@@ -6,6 +6,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { after, before } from 'node:test';
+import type { Browser } from 'playwright-core';
 
 const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
 
@@ -40,4 +42,25 @@ export function announceSkip(why: string): string {
   const line = '!'.repeat(100);
   console.error(`\n${line}\n!!! DASHBOARD BROWSER TESTS SKIPPED: ${why}\n${line}\n`);
   return `no browser: ${why}`;
+}
+
+/**
+ * A headless chromium for the tests of the describe block this is called in: launched before them and closed
+ * after. `skip` says why there is none (announced loudly), for `t.skip(chrome.skip)`.
+ */
+export function useBrowser(): { readonly browser: Browser | undefined; readonly skip: string | false } {
+  const state: { browser: Browser | undefined; skip: string | false } = { browser: undefined, skip: false };
+  before(async () => {
+    const found = chromiumPath();
+    if ('missing' in found) {
+      state.skip = announceSkip(found.missing);
+      return;
+    }
+    const { chromium } = await import('playwright-core');
+    state.browser = await chromium.launch({ executablePath: found.path, args: ['--disable-gpu', '--disable-dev-shm-usage'] });
+  });
+  after(async () => {
+    await state.browser?.close();
+  });
+  return state;
 }
