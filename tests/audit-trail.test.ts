@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitForRun } from '../client/runs.ts';
@@ -93,7 +93,10 @@ stages:
   writeFileSync(file, pipeline(1));
   writeFileSync(join(dir, 'pipeline-seed2.yaml'), pipeline(2));
 });
-after(async () => env?.close());
+after(async () => {
+  await env?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 async function run(pipeline = file): Promise<RunStatus> {
   const st = await waitForRun(env.client, await submitPipelineFile(env, pipeline, { actor: 'trail-tester' }));
