@@ -29,7 +29,9 @@ export class GateError extends InputError {
   readonly expression: string;
   /** The message without the caret picture. */
   readonly reason: string;
-  constructor(reason: string, expression: string, column: number, where?: string) {
+  /** When the gate read a name the metrics lack: that name (callers tell a stale comparison from a typo by it). */
+  readonly missingName?: string;
+  constructor(reason: string, expression: string, column: number, where?: string, missingName?: string) {
     super(`${reason} at column ${column}\n  ${expression}\n  ${' '.repeat(Math.max(0, column - 1))}^`, {
       where,
       hint: 'fix the gate expression; names with dots read nested metrics, e.g. production.f1_macro, and has(x) guards values that may be missing',
@@ -37,6 +39,7 @@ export class GateError extends InputError {
     this.column = column;
     this.expression = expression;
     this.reason = reason;
+    if (missingName !== undefined) this.missingName = missingName;
   }
 }
 
@@ -337,8 +340,8 @@ class Evaluator {
     private readonly where?: string,
   ) {}
 
-  private fail(msg: string, node: GateNode): never {
-    throw new GateError(msg, this.gate.source, node.start + 1, this.where);
+  private fail(msg: string, node: GateNode, missingName?: string): never {
+    throw new GateError(msg, this.gate.source, node.start + 1, this.where, missingName);
   }
   private text(node: GateNode): string {
     return this.gate.source.slice(node.start, node.end).trim();
@@ -377,6 +380,7 @@ class Evaluator {
           this.fail(
             `unknown name '${node.name}'${names.length ? ` (available: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''})` : ''}; if it may be absent, guard it with has(${node.name.split('.')[0]})`,
             node,
+            node.name,
           );
         }
         this.fail(`'${node.name}' is not a number or boolean`, node);

@@ -136,7 +136,7 @@ export async function changeAlias(
         try {
           res = evaluateGate(req.gate, context, 'gate');
         } catch (e) {
-          const missing = e instanceof GateError ? /^unknown name '(production\.[^']+)'/.exec(e.reason)?.[1] : undefined;
+          const missing = e instanceof GateError ? e.missingName : undefined;
           if (own || missing === undefined || !isEvaluateOnlyName(missing)) throw e;
           throw staleComparison(candidate.version, measured, alias, holder, missing);
         }

@@ -3,6 +3,7 @@
  * gate passes. A failed gate is an outcome ("not promoted"), not an error.
  */
 import { checkGate, evaluateGate, GateError } from '../eval/gates.ts';
+import { isEvaluateOnlyName } from '../registry/production.ts';
 import { deliverAudit } from './register.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -108,8 +109,8 @@ export const deployStage: StageKind<Config> = {
           // The holder was promoted after evaluate ran and found none: the gate reads what only
           // evaluate measures (production.rows, production.candidate.*), which registered metrics lack.
           // Not the pipeline's mistake, so no error: the comparison has to be run again.
-          const missing = e instanceof GateError ? /^unknown name '(production\.[^']+)'/.exec(e.reason)?.[1] : undefined;
-          if (!fallback || missing === undefined) throw e;
+          const missing = e instanceof GateError ? e.missingName : undefined;
+          if (!fallback || missing === undefined || !isEvaluateOnlyName(missing)) throw e;
           explanation = `${alias} is v${holder} now, but evaluate found no ${alias} version to compare against, and the gate reads ${missing}, which only evaluate measures; rerun the pipeline to compare with v${holder}`;
           return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
         }
