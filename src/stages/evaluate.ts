@@ -91,6 +91,8 @@ async function materialize(ctx: StageContext, tree: ArtifactRef): Promise<string
 interface ProductionModel {
   id: string;
   alias: string;
+  /** `name@N (current alias)`, as logs, progress and the comparison line name it. */
+  label: string;
   tree: ArtifactRef;
   /** The data sets its registered lineage records (its training rows are the `train` one). */
   data: DataRef[];
@@ -103,7 +105,10 @@ async function productionModel(cfg: Config, stateDir: string): Promise<Productio
   const alias = cfg.production.alias ?? 'production';
   const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, alias);
   const tree = v && versionArtifact(v, 'model');
-  return v && tree && { id: `${v.name}@${v.version}`, alias, tree, data: v.lineage.data ?? [] };
+  return (
+    v &&
+    tree && { id: `${v.name}@${v.version}`, alias, label: `${v.name}@${v.version} (current ${alias})`, tree, data: v.lineage.data ?? [] }
+  );
 }
 
 /** The test rows production is scored on: those whose task input is not one of its training rows' inputs. */
@@ -136,11 +141,10 @@ async function productionRows(
 ): Promise<ProductionRows> {
   const { inputColumns, productionTraining, writeCleanRows } = await lib();
   const columns = inputColumns(o.causal ? 'instruction' : 'classification');
-  const who = `${prod.id} (current ${prod.alias})`;
-  ctx.progress({ message: `${who}: reading its training rows, to leave them out of its test rows` });
+  ctx.progress({ message: `${prod.label}: reading its training rows, to leave them out of its test rows` });
   const training = await productionTraining(ctx.store, prod.data, columns, ctx.signal);
   if (!training.checked) {
-    ctx.log(`${who} is scored on all the test rows, some of which it may have been trained on: ${training.reason}`);
+    ctx.log(`${prod.label} is scored on all the test rows, some of which it may have been trained on: ${training.reason}`);
     return {
       table: o.testPath,
       same: true,
@@ -156,7 +160,7 @@ async function productionRows(
   const at = new Map(clean.testRows.map((r, i) => [r, i]));
   if (clean.contaminated > 0)
     ctx.log(
-      `${who}: ${clean.contaminated} test rows are in its training data and left out; it is scored on ${clean.rows} rows it was not trained on` +
+      `${prod.label}: ${clean.contaminated} test rows are in its training data and left out; it is scored on ${clean.rows} rows it was not trained on` +
         (cfg.maxRows !== undefined ? ` (the first ${cfg.maxRows} such rows of the test split)` : ''),
     );
   return {
@@ -186,11 +190,10 @@ function rowGateMetrics(p: ProductionRows, rows: number) {
  * on rows production may have learnt must not pass unnoticed behind a gate that reads `production.rows >= 100`.
  */
 function comparisonLine(prod: ProductionModel, p: ProductionRows, rows: number): string {
-  const who = `${prod.id} (current ${prod.alias})`;
   if (!p.decontaminated)
-    return `${who} scored on all ${rows} test rows, some of which it may have been trained on: ${String(p.report.reason)}`;
-  if (rows === 0) return `${who} not scored: it was trained on the input of every test row (${p.contaminatedRows})`;
-  return `${who} scored on ${rows} test rows it was not trained on, beside the fine-tuned model on the same rows; ${p.contaminatedRows} left out`;
+    return `${prod.label} scored on all ${rows} test rows, some of which it may have been trained on: ${String(p.report.reason)}`;
+  if (rows === 0) return `${prod.label} not scored: it was trained on the input of every test row (${p.contaminatedRows})`;
+  return `${prod.label} scored on ${rows} test rows it was not trained on, beside the fine-tuned model on the same rows; ${p.contaminatedRows} left out`;
 }
 
 /** Says what production is scored on next, for the progress line. */
@@ -446,12 +449,12 @@ export const evaluateStage: StageKind<Config> = {
       report.contamination = rows.report;
       if (rows.rows === 0) {
         // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
-        ctx.log(`${prod.id} (current ${prod.alias}) is not scored: it was trained on every test row`);
+        comparison = comparisonLine(prod, rows, 0);
+        ctx.log(comparison);
         metrics.production = { version: prod.id, ...rowGateMetrics(rows, 0) };
         report.production = { id: prod.id };
-        comparison = comparisonLine(prod, rows, 0);
       } else {
-        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.id} (current ${prod.alias}) ${scoredOn(rows)}` });
+        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.label} ${scoredOn(rows)}` });
         const p = await evaluateClassifier({
           modelFolder: await materialize(ctx, prod.tree),
           table: rows.table,
@@ -623,16 +626,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
   if (prod && prodRows) {
     if (prodRows.rows === 0) {
       // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
-      ctx.log(`${prod.id} (current ${prod.alias}) is not scored: it was trained on every test row`);
+      ctx.log(comparisonLine(prod, prodRows, 0));
       metrics.production = { version: prod.id, ...rowGateMetrics(prodRows, 0) };
     } else {
-      production = await score(
-        'production',
-        `${prod.id} (current ${prod.alias})`,
-        await materialize(ctx, prod.tree),
-        undefined,
-        onProdRows,
-      );
+      production = await score('production', prod.label, await materialize(ctx, prod.tree), undefined, onProdRows);
       // The fine-tuned model on the same rows, so a gate compares like with like.
       const candidate = onProdRows
         ? await score('fine-tuned', "fine-tuned model (on production's rows)", modelDir, undefined, onProdRows)
