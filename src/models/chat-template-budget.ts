@@ -106,7 +106,7 @@ export interface RenderLimits {
 }
 
 /** The most template nodes that raise the limits (the largest of the 53 real templates below has 880). */
-export const TEMPLATE_NODES_COUNTED = 10_000;
+const TEMPLATE_NODES_COUNTED = 10_000;
 
 /**
  * The limits for a render whose variables (messages, tools, special tokens…) take `inputChars` characters as JSON,
@@ -597,7 +597,7 @@ export class BudgetedTemplate {
   readonly nodes: number;
 
   /** Throws the library's parse errors. */
-  constructor(readonly text: string) {
+  constructor(text: string) {
     this.template = new jinja.Template(text);
     this.nodes = prepare(this.template.parsed);
   }

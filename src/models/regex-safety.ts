@@ -35,19 +35,19 @@ import { parseRegExpLiteral, type AST } from '@eslint-community/regexpp';
 export type RegexVerdict = { kind: 'safe' } | { kind: 'exponential' | 'polynomial' | 'unsupported' | 'too-complex'; reason: string };
 
 /** Character positions a pattern may have once bounded repeats are unrolled. */
-export const MAX_POSITIONS = 600;
+const MAX_POSITIONS = 600;
 /** Label-blind paths through the part of the automaton that can fail. */
-export const MAX_WAYS = 100_000;
+const MAX_WAYS = 100_000;
 /**
  * Label-blind paths that reach a loop that can fail (or any path, where the pattern has a lookaround that
  * can scan more than HOT_WIDTH characters): each scans the text again, so one attempt costs up to this
  * many times the text's length (real patterns: at most 4). `(?:a|a){12}[^x]*y`: 25 s on 3000 characters.
  */
-export const MAX_SCANNING_WAYS = 32;
+const MAX_SCANNING_WAYS = 32;
 /** Steps (pairs and triples of transitions) the product searches may take: real patterns take under 100,000. */
-export const MAX_WORK = 3_000_000;
+const MAX_WORK = 3_000_000;
 /** Transitions between positions (each position of `a*a*…` follows every earlier one). */
-export const MAX_EDGES = 30_000;
+const MAX_EDGES = 30_000;
 const MAX_CP = 0x10ffff;
 const CAP = 1e15;
 /**
@@ -62,9 +62,9 @@ export const PROPERTY_COST = 200_000;
  * more than this many characters the attempt may have consumed) is "hot": its body must match at most
  * HOT_WIDTH code points, with at most HOT_WAYS ways, and hold no lookaround, so each run costs a constant.
  */
-export const HOT_EXECUTIONS = 16;
-export const HOT_WIDTH = 16;
-export const HOT_WAYS = 64;
+const HOT_EXECUTIONS = 16;
+const HOT_WIDTH = 16;
+const HOT_WAYS = 64;
 const WIDE = 1e9;
 
 /** The checker's work for one tokenizer.json, shared by all its patterns (pass one to each regexVerdict). */
@@ -741,10 +741,10 @@ function build(alts: AST.Alternative[], budget: Budget): Analysed {
 }
 
 /** Compiled sources longer than this are refused before parsing (the library's rewrite lengthens `\b` ~140×). */
-export const MAX_SOURCE_CHARS = 65_536;
+const MAX_SOURCE_CHARS = 65_536;
 
 /** Groups nested deeper than this are refused before parsing (the parser and the analysis recurse). */
-export const MAX_NESTING = 100;
+const MAX_NESTING = 100;
 
 function nesting(source: string): number {
   let depth = 0;

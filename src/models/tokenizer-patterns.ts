@@ -12,11 +12,11 @@ import { InputError } from '../errors.ts';
 import { CheckBudget, regexVerdict, type RegexVerdict } from './regex-safety.ts';
 
 /** Longer patterns are refused before the library compiles them (its Oniguruma rewrite is not linear in the length). */
-export const MAX_PATTERN_CHARS = 4096;
+const MAX_PATTERN_CHARS = 4096;
 /** `{"Regex": …}` patterns one tokenizer.json may hold (real ones: at most a handful). */
 export const MAX_PATTERNS = 64;
 /** `\b` and `\B` one pattern may hold: the library rewrites each into ~280 characters of lookarounds, in time linear in its output (2048 took 1.9 s). */
-export const MAX_WORD_BOUNDARIES = 32;
+const MAX_WORD_BOUNDARIES = 32;
 
 /** GPT-2's split (RoBERTa, GPT-J, OLMo, StarCoder and the SmolLM GGUF split after `\p{N}`). */
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -59,7 +59,7 @@ export const KNOWN_SAFE_PATTERNS: ReadonlySet<string> = new Set([
 // Exported by the library at run time; its .d.ts re-exports lack the extensions NodeNext needs to see them.
 const { SplitPreTokenizer } = tokenizers as unknown as { SplitPreTokenizer: new (config: object) => { pattern: RegExp | null } };
 
-function compile(regex: string): RegExp | null {
+export function compilePattern(regex: string): RegExp | null {
   return new SplitPreTokenizer({ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }).pattern;
 }
 
@@ -82,7 +82,7 @@ const quote = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 117)}
  * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly. `budget`:
  * the checker's work for the whole file (checkTokenizerPatterns passes one for all its patterns).
  */
-export function checkPattern(regex: unknown, path: string, file: string, budget = new CheckBudget()): void {
+function checkPattern(regex: unknown, path: string, file: string, budget = new CheckBudget()): void {
   if (typeof regex === 'string' && KNOWN_SAFE_PATTERNS.has(regex)) return;
   const fail = (what: string) =>
     new InputError(
@@ -98,7 +98,7 @@ export function checkPattern(regex: unknown, path: string, file: string, budget 
     throw fail(`has ${boundaries} word boundaries (\\b, \\B), more than the ${MAX_WORD_BOUNDARIES} tempered checks`);
   let re: RegExp | null;
   try {
-    re = compile(regex);
+    re = compilePattern(regex);
   } catch (e) {
     throw new InputError(`${path} ${quote(regex)} is not a valid pattern: ${(e as Error).message}`, { where: file, cause: e });
   }
