@@ -70,6 +70,7 @@ export const registerStage: StageKind<Config> = {
       type: 'string',
       description: "'new' when this run registered the version, 'existing' when its model's bytes already were that version",
     },
+    modelHash: { type: 'string', description: "the model's hash as its audit records give it (src/audit/model-hash.ts)" },
     card: { type: 'artifact', description: 'model card (Markdown)' },
   },
   async run(cfg, ctx) {
@@ -88,6 +89,7 @@ export const registerStage: StageKind<Config> = {
     const metrics = numericOnly(
       registryProductionMetrics(cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {}, cfg.name),
     );
+    const modelHash = modelHashOf(artifacts);
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
     const attemptKey = `${ctx.runId}/${ctx.executionId ?? ctx.runId}/${ctx.stageId}`;
@@ -125,7 +127,7 @@ export const registerStage: StageKind<Config> = {
             actor: ctx.actor,
             specHash: ctx.specHash,
             dataHashes: Object.fromEntries(data.map((d) => [d.name, d.sha256])),
-            modelHash: modelHashOf(artifacts),
+            modelHash,
             details: {
               stage: ctx.stageId,
               execution: ctx.executionId ?? null,
@@ -142,16 +144,24 @@ export const registerStage: StageKind<Config> = {
       const card = await ctx.store.putBytes(modelCard(version), { mediaType: MEDIA.markdown });
       // An earlier attempt of this very stage (same idempotency key) registered it: still this run's doing.
       const registered = reusedBy === 'same-artifact' ? 'existing' : 'new';
-      return { name: cfg.name, version: version.version, ref: `${cfg.name}@${version.version}`, registered, card };
+      return {
+        name: cfg.name,
+        version: version.version,
+        ref: `${cfg.name}@${version.version}`,
+        registered,
+        ...(modelHash !== undefined ? { modelHash } : {}),
+        card,
+      };
     } finally {
       await reg.close();
     }
   },
   // The run's tie to the version: a rerun whose model is an existing version writes no model.registered
   // record, and this record is where the trail says which version its model is.
+  // The hash comes from the outputs (run read the manifest already); outputs cached before it was one are read again.
   async audit(cfg, outputs, { store }) {
-    const { artifacts } = await modelArtifacts(cfg.model, store);
-    const modelHash = modelHashOf(artifacts);
+    const modelHash =
+      typeof outputs.modelHash === 'string' ? outputs.modelHash : modelHashOf((await modelArtifacts(cfg.model, store)).artifacts);
     return {
       model: String(outputs.ref),
       ...(modelHash !== undefined ? { modelHash } : {}),

@@ -171,6 +171,13 @@ test("register says whether this run registered its version or found its model's
   const onnx = createHash('sha256').update('onnx bytes').digest('hex');
   const treeAudit = await registerStage.audit!({ name: 'spam', model: tree }, v3, { store });
   assert.deepEqual(treeAudit, { model: 'spam@3', modelHash: onnx, details: { version: 3, registered: 'new', tree: tree.sha256 } });
+  // The hash is one of the stage's outputs: the audit does not read the model's manifest from the store again,
+  // except for outputs cached before modelHash was one.
+  assert.equal(v3.modelHash, onnx);
+  const noStore = { readJson: () => Promise.reject(new Error('read from the store')) } as unknown as typeof store;
+  assert.deepEqual(await registerStage.audit!({ name: 'spam', model: tree }, v3, { store: noStore }), treeAudit);
+  const { modelHash: _hash, ...older } = v3;
+  assert.deepEqual(await registerStage.audit!({ name: 'spam', model: tree }, older, { store }), treeAudit);
   const log2 = await openAudit(join(ctx().stateDir, 'audit.db'));
   try {
     assert.equal((await log2.query({ action: 'model.registered', model: 'spam@3' }))[0]!.modelHash, onnx);
