@@ -2,7 +2,7 @@
 import { Context } from '@temporalio/activity';
 import { openAudit } from '../src/audit/log.ts';
 import { currentVersion } from '../src/registry/current.ts';
-import { decideGate, runOwner, type DataFingerprint, type ProductionReading } from '../src/triggers/run-gate.ts';
+import { decideGate, productionReading, runOwner, type DataFingerprint } from '../src/triggers/run-gate.ts';
 import { runIndexFor } from '../src/triggers/shared-run-index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -27,11 +27,8 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       const data = await fingerprints(deps.store, req.ingest);
       const below = req.gate.metricBelow;
       const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));
-      const m: unknown = current && Object.hasOwn(current.metrics, below!.metric) ? current.metrics[below!.metric] : undefined;
       // A model without the metric is not "no model yet": the reason names the version and what it has.
-      const reading: ProductionReading | undefined = current
-        ? { version: current.version, value: typeof m === 'number' ? m : undefined, metrics: Object.keys(current.metrics) }
-        : undefined;
+      const reading = below && productionReading(current, below.metric);
       const decision = decideGate(req.gate, { specHash: req.specHash, data }, await index().last(runOwner(req)), reading);
       const audit = await openAudit(paths.auditDb);
       try {

@@ -26,7 +26,7 @@ import { formatDuration } from '../src/spec/duration.ts';
 import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { currentVersion } from '../src/registry/current.ts';
-import { missingMetricText } from '../src/triggers/run-gate.ts';
+import { missingMetricText, productionReading } from '../src/triggers/run-gate.ts';
 import type { RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
 
@@ -231,14 +231,14 @@ export async function checkMetricTrigger(
   const below = gate?.metricBelow;
   if (!below) return {};
   const alias = below.alias ?? 'production';
-  const v = await currentVersion(registryDb, below.model, alias);
-  if (!v) return { note: `no model ${below.model}@${alias} is registered yet; until one is, every run retrains (the trigger fires)` };
-  if (typeof v.metrics[below.metric] === 'number' && Object.hasOwn(v.metrics, below.metric)) return {};
-  const metrics = Object.keys(v.metrics);
+  const reading = productionReading(await currentVersion(registryDb, below.model, alias), below.metric);
+  if (!reading) return { note: `no model ${below.model}@${alias} is registered yet; until one is, every run retrains (the trigger fires)` };
+  const { version, value, metrics } = reading;
+  if (value !== undefined) return {};
   const asked = below.metric.toLowerCase();
   const like = metrics.find((m) => m.toLowerCase().startsWith(asked)) ?? metrics.find((m) => m.toLowerCase().includes(asked)) ?? metrics[0];
   return {
-    problem: missingMetricText(below.model, alias, v.version, below.metric, metrics),
+    problem: missingMetricText(below.model, alias, version, below.metric, metrics),
     hint: metrics.length
       ? `name one of its metrics, e.g. ${below.model}${below.alias ? `@${below.alias}` : ''}:${like}:${below.threshold}; otherwise every run would retrain`
       : 'the version records no metrics; every run would retrain',

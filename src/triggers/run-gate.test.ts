@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decideGate, RunIndex, runIndexFileName, type DataFingerprint, type RunRecord } from './run-gate.ts';
+import { decideGate, productionReading, RunIndex, runIndexFileName, type DataFingerprint, type RunRecord } from './run-gate.ts';
 
 const data = (hash: string, labels: Record<string, number> = { ham: 80, spam: 20 }, stageId = 'ingest'): DataFingerprint => ({
   stageId,
@@ -87,6 +87,18 @@ describe('decideGate: metric trigger', () => {
     const many = decideGate(gate, cur, prev, { version: 1, metrics: ['a', 'b', 'c', 'd', 'e', 'f', 'g'] });
     assert.match(many.reason, /it has a, b, c, d, e, f, …\)$/);
     assert.equal(decideGate(gate, cur, prev, { version: 3, value: 0.95, metrics: ['f1'] }).outcome, 'not-triggered');
+  });
+
+  it("reads a version's metric as a number of its own (productionReading, shared by the gate and the schedule commands)", () => {
+    assert.equal(productionReading(undefined, 'f1'), undefined);
+    assert.deepEqual(productionReading({ version: 3, metrics: { f1: 0.8, accuracy: 0.9 } }, 'f1'), {
+      version: 3,
+      value: 0.8,
+      metrics: ['f1', 'accuracy'],
+    });
+    // Not a number, or only on the prototype: the version lacks it.
+    assert.equal(productionReading({ version: 3, metrics: { f1: '0.8' } }, 'f1')!.value, undefined);
+    assert.deepEqual(productionReading({ version: 2, metrics: {} }, 'constructor'), { version: 2, value: undefined, metrics: [] });
   });
 
   it('names the alias it looked at', () => {

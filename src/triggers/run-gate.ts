@@ -160,6 +160,19 @@ function sumLabels(data: DataFingerprint[]): Record<string, number> {
  */
 export type ProductionReading = number | { version: number; value?: number; metrics: string[] };
 
+/**
+ * The metric trigger's reading of `version` (what the alias points at now; undefined: no such model yet):
+ * the metric's value where the version records it as a number, and the metrics it has.
+ */
+export function productionReading(
+  version: { version: number; metrics: Record<string, unknown> } | undefined,
+  metric: string,
+): Exclude<ProductionReading, number> | undefined {
+  if (!version) return undefined;
+  const m = Object.hasOwn(version.metrics, metric) ? version.metrics[metric] : undefined;
+  return { version: version.version, value: typeof m === 'number' ? m : undefined, metrics: Object.keys(version.metrics) };
+}
+
 /** "has no metric 'f1' (it has f1_macro, accuracy, …)": for the gate's reason and the schedule commands. */
 export function missingMetricText(model: string, alias: string, version: number, metric: string, metrics: string[]): string {
   const shown = metrics.slice(0, 6).join(', ') + (metrics.length > 6 ? ', …' : '');
