@@ -15,11 +15,15 @@ export function modelSourceIssues(value: unknown, path: Array<string | number>, 
     : [];
 }
 
-/** A library's config errors (InputError with `where` naming the field, e.g. `near.size`) as issues at that field. */
-export function issuesFrom(errors: readonly InputError[]): KindIssue[] {
+/**
+ * A library's config errors (InputError with `where` naming the field, e.g. `near.size`) as issues at that field;
+ * one with an `offset` inside the field's string value (ConfigError: a promptTemplate's unclosed `[[`) places the
+ * issue at that character.
+ */
+export function issuesFrom(errors: readonly (InputError & { offset?: number })[]): KindIssue[] {
   return errors.map((e) => {
     const message = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
-    return { path: e.where ? e.where.split('.') : [], message, hint: e.hint };
+    return { path: e.where ? e.where.split('.') : [], message, hint: e.hint, ...(e.offset !== undefined ? { offset: e.offset } : {}) };
   });
 }
 

@@ -1,7 +1,6 @@
 /** Stage kind `ingest`: source files → Arrow table + quarantine table + data report. */
 import { join } from 'node:path';
 import type { IngestConfig } from '../data/config.ts';
-import type { InputError } from '../errors.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
@@ -32,21 +31,11 @@ export const ingestStage: StageKind<IngestConfig> = {
   },
   check(cfg) {
     // A value known only at run time is checked then; a literal promptTemplate's syntax is checked now regardless.
-    let errors: InputError[];
-    if (!hasRefs(cfg)) errors = checkIngestConfig(cfg as unknown as IngestConfig);
-    else {
-      const t =
-        cfg.task === 'instruction' && typeof cfg.promptTemplate === 'string' && !hasRefs(cfg.promptTemplate)
-          ? cfg.promptTemplate
-          : undefined;
-      const e = t === undefined ? undefined : checkPromptTemplate(t);
-      errors = e instanceof ConfigError ? [e] : [];
-    }
-    // An offset inside a string value (a promptTemplate's unclosed `[[`) places the error at that character.
-    return issuesFrom(errors).map((issue, i) => {
-      const offset = (errors[i] as ConfigError).offset;
-      return offset === undefined ? issue : { ...issue, offset };
-    });
+    if (!hasRefs(cfg)) return issuesFrom(checkIngestConfig(cfg as unknown as IngestConfig));
+    const t =
+      cfg.task === 'instruction' && typeof cfg.promptTemplate === 'string' && !hasRefs(cfg.promptTemplate) ? cfg.promptTemplate : undefined;
+    const e = t === undefined ? undefined : checkPromptTemplate(t);
+    return e instanceof ConfigError ? issuesFrom([e]) : [];
   },
   async externalInputs(cfg, { baseDir, stateDir }) {
     // A URL source is identified by the hash it is pinned to: the download is checked against it.

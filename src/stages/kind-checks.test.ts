@@ -371,6 +371,16 @@ describe('ingest promptTemplate syntax and settings that would be ignored (pipel
     assert.match(e.message, /"\[\[\\n\\nInput: \{input\}"/, 'the message quotes the template from the bad character');
     // Written verbatim (no escapes), the error points at the [[ itself.
     only(withTemplate("promptTemplate: '{text} [[Context: {context}'"), '[[Context', /^unclosed "\[\[" at character 8 /, { path });
+    // Another setting known only at run time: the literal template is still checked, at its character.
+    only(
+      withTemplate("promptTemplate: '{text} [[Context: {context}'", [
+        'path: ../../shared/datasets/sst2/train.jsonl',
+        'path: ${{ params.model }}',
+      ]),
+      '[[Context',
+      /^unclosed "\[\[" at character 8 /,
+      { path },
+    );
   });
 
   test("an unclosed [[ or {, nested [[, an empty {}, a stray } and Jinja's {{ field }} are errors at their character", () => {
