@@ -16,7 +16,7 @@ export function asActivityFailure(err: unknown): unknown {
       type: 'InputError',
       message: err.message,
       nonRetryable: true,
-      details: [{ where: err.where, hint: err.hint }],
+      details: [{ where: err.where, hint: err.hint, ...(err.code ? { code: err.code } : {}) }],
     });
   }
   if (err instanceof IntegrityError && err.sha256 !== undefined) {

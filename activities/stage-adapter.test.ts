@@ -72,6 +72,21 @@ describe('stage adapter', () => {
     assert.deepEqual(err.details, [{ where: 'data/train.csv', hint: 'name the text column with textColumn' }]);
   });
 
+  it("keeps an input error's code in the failure's details, for the CLI's advice", async () => {
+    const act = stageActivity(
+      kind(async () => {
+        throw new InputError('"d.jsonl" does not exist', { code: 'source-missing' });
+      }),
+      deps(),
+    );
+    const err = await new MockActivityEnvironment().run(act, request()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.deepEqual(err.details, [{ where: undefined, hint: undefined, code: 'source-missing' }]);
+  });
+
   it('lets other errors through unchanged, so Temporal retries them', async () => {
     const boom = new Error('connection reset');
     const act = stageActivity(

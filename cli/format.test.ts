@@ -61,13 +61,22 @@ test("a resumed run's ingest that fails on a deleted source says that a resume r
         error: {
           message: '"d2.jsonl" does not exist (resolved to /data/d2.jsonl)',
           hint: "fix the path; relative paths are resolved against the pipeline file's folder",
+          code: 'source-missing',
         },
       },
-      { id: 'train', uses: 'train', needs: ['ingest'], state: 'skipped' },
+      {
+        id: 'train',
+        uses: 'train',
+        needs: ['ingest'],
+        state: 'failed',
+        // Words alike, another kind of error: no resume advice for it.
+        error: { message: 'the bucket no-such-bucket does not exist', type: 'InputError' },
+      },
     ],
   });
   const resumed = formatRunStatus(run('p-1'));
   assert.match(resumed, /hint: fix the path; .*; a resumed run reads its ingest sources again \(their bytes are part of the cache key/);
   assert.match(resumed, /put the file back, or submit the pipeline again with a path that exists/);
   assert.doesNotMatch(formatRunStatus(run()), /resumed run/, 'a run that is no resume keeps the plain hint');
+  assert.equal(resumed.match(/a resumed run reads its ingest sources again/g)?.length, 1, 'only the missing source gets the advice');
 });

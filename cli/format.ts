@@ -2,6 +2,7 @@
 import type { StageStatus } from '../workflows/types.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { ClientRunStatus } from '../client/runs.ts';
+import type { InputErrorCode } from '../src/errors.ts';
 
 const ICON: Record<string, string> = {
   pending: '·',
@@ -130,7 +131,7 @@ export const RESUME_SOURCE_HINT =
   'a resumed run reads its ingest sources again (their bytes are part of the cache key, so the table the first run ingested is reused only if they are unchanged): put the file back, or submit the pipeline again with a path that exists';
 
 function withResumeHint(s: StageStatus): StageStatus {
-  if (s.state !== 'failed' || s.uses !== 'ingest' || !/ does not exist\b/.test(s.error?.message ?? '')) return s;
+  if (s.state !== 'failed' || s.error?.code !== ('source-missing' satisfies InputErrorCode)) return s;
   const hint = s.error!.hint ? `${s.error!.hint}; ${RESUME_SOURCE_HINT}` : RESUME_SOURCE_HINT;
   return { ...s, error: { ...s.error!, hint } };
 }

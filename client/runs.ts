@@ -226,13 +226,14 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
       // ActivityFailure wraps the activity's own failure in `cause`, as the workflow reads it.
       let f = (failed ?? timedOut)!.failure;
       while (f?.cause && f.activityFailureInfo) f = f.cause;
-      const hint = (decode(f?.applicationFailureInfo?.details?.payloads?.[0]) as { hint?: unknown } | undefined)?.hint;
+      const details = decode(f?.applicationFailureInfo?.details?.payloads?.[0]) as { hint?: unknown; code?: unknown } | undefined;
       st.state = 'failed';
       st.error = {
         message: f?.message ?? (timedOut ? 'timed out' : 'failed'),
         ...(f?.applicationFailureInfo?.type ? { type: f.applicationFailureInfo.type } : {}),
         ...(f?.applicationFailureInfo?.nonRetryable ? { nonRetryable: true } : {}),
-        ...(typeof hint === 'string' ? { hint } : {}),
+        ...(typeof details?.hint === 'string' ? { hint: details.hint } : {}),
+        ...(typeof details?.code === 'string' ? { code: details.code } : {}),
       };
     } else st.state = 'cancelled';
   }

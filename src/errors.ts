@@ -11,12 +11,24 @@ export class InputError extends Error {
   readonly where?: string;
   /** What the user can do about it. */
   readonly hint?: string;
-  constructor(message: string, opts: { where?: string; hint?: string; cause?: unknown } = {}) {
+  /**
+   * What kind of problem, for callers that add advice of their own (see InputErrorCode), so they need
+   * not match the message's words.
+   */
+  readonly code?: InputErrorCode;
+  constructor(message: string, opts: { where?: string; hint?: string; code?: InputErrorCode; cause?: unknown } = {}) {
     super(opts.where ? `${opts.where}: ${message}` : message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.where = opts.where;
     this.hint = opts.hint;
+    this.code = opts.code;
   }
 }
+
+/**
+ * Kinds of input error that travel with the failure to the CLI. `source-missing`: a pipeline's data
+ * source is not there (status adds what a resume needs to know about it).
+ */
+export type InputErrorCode = 'source-missing';
 
 /** Data integrity broke: a stored artifact does not match its recorded hash or size. */
 export class IntegrityError extends Error {

@@ -98,8 +98,9 @@ function failureInfo(err: unknown): StageStatus['error'] {
     type: e?.type ?? e?.name,
     nonRetryable: e?.nonRetryable,
   };
-  const hint = (e?.details?.[0] as { hint?: unknown } | undefined)?.hint;
-  if (typeof hint === 'string') info.hint = hint;
+  const details = e?.details?.[0] as { hint?: unknown; code?: unknown } | undefined;
+  if (typeof details?.hint === 'string') info.hint = details.hint;
+  if (typeof details?.code === 'string') info.code = details.code;
   return info;
 }
 

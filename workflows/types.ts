@@ -91,7 +91,14 @@ export interface StageStatus {
   startedAt?: string;
   endedAt?: string;
   outputs?: Record<string, unknown>;
-  error?: { message: string; type?: string; nonRetryable?: boolean; hint?: string };
+  error?: {
+    message: string;
+    type?: string;
+    nonRetryable?: boolean;
+    hint?: string;
+    /** An InputError's kind (src/errors.ts InputErrorCode), so the CLI can add advice without reading the message. */
+    code?: string;
+  };
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

@@ -254,6 +254,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, {
         where: field,
         hint: "fix the path; relative paths are resolved against the pipeline file's folder",
+        code: 'source-missing',
       });
     }
     if (!isInside(real, roots)) throw outsideRootsError(path, real, roots, field);
@@ -281,6 +282,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, {
         where: field,
         hint: 'check the pattern and the base directory',
+        code: 'source-missing',
       });
   } else {
     const abs = resolve(baseDir, path);
@@ -293,6 +295,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       if (files.length === 0)
         throw new InputError(`directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow)`, {
           where: field,
+          code: 'source-missing',
         });
     } else files = [abs];
   }

@@ -3,13 +3,14 @@ import assert from 'node:assert/strict';
 import { InputError, IntegrityError } from '../errors.ts';
 import { fromWire, toWire } from './protocol.ts';
 
-test('an InputError crosses the process boundary with its class, message, where and hint', () => {
-  const original = new InputError('lr must be below 1', { where: 'stages.train.with.lr', hint: 'try 0.001' });
+test('an InputError crosses the process boundary with its class, message, where, hint and code', () => {
+  const original = new InputError('lr must be below 1', { where: 'stages.train.with.lr', hint: 'try 0.001', code: 'source-missing' });
   const back = fromWire(structuredClone(toWire(original)));
   assert.ok(back instanceof InputError);
   assert.equal(back.message, original.message);
   assert.equal((back as InputError).where, 'stages.train.with.lr');
   assert.equal((back as InputError).hint, 'try 0.001');
+  assert.equal((back as InputError).code, 'source-missing');
 });
 
 test('other errors keep their class name and message; integrity errors their class', () => {

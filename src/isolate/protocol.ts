@@ -6,7 +6,7 @@
  * child → parent: `progress` (fraction, message, metrics), `checkpoint` (resume data: what a retry
  * continues from), `log`, then exactly one of `result` or `error`.
  */
-import { InputError, IntegrityError } from '../errors.ts';
+import { InputError, IntegrityError, type InputErrorCode } from '../errors.ts';
 import type { StageContext } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
 
@@ -42,14 +42,16 @@ export interface WireError {
   stack?: string;
   where?: string;
   hint?: string;
+  /** InputError: its kind, when it has one. */
+  code?: InputErrorCode;
   /** IntegrityError: the damaged store object. */
   sha256?: string;
 }
 
 export function toWire(err: unknown): WireError {
   if (err instanceof Error) {
-    const e = err as Error & { where?: string; hint?: string; sha256?: string };
-    return { name: e.name, message: e.message, stack: e.stack, where: e.where, hint: e.hint, sha256: e.sha256 };
+    const e = err as Error & { where?: string; hint?: string; code?: InputErrorCode; sha256?: string };
+    return { name: e.name, message: e.message, stack: e.stack, where: e.where, hint: e.hint, code: e.code, sha256: e.sha256 };
   }
   return { name: 'Error', message: String(err) };
 }
@@ -61,7 +63,7 @@ export function toWire(err: unknown): WireError {
 export function fromWire(w: WireError): Error {
   let err: Error;
   if (w.name === 'InputError') {
-    err = new InputError(w.message, { hint: w.hint });
+    err = new InputError(w.message, { hint: w.hint, code: w.code });
     // The message already starts with `where`; the constructor would prefix it a second time.
     Object.assign(err, { where: w.where });
   } else if (w.name === 'IntegrityError') {
