@@ -19,6 +19,7 @@ import type { Page } from 'playwright-core';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { createSchedule, deleteSchedule, planScheduledRun, readSchedule } from '../client/schedules.ts';
 import { openAudit } from '../src/audit/log.ts';
+import { productionComparisonNote } from '../src/registry/diff.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -440,9 +441,34 @@ describe('dashboard in a browser', () => {
       (
         await shown.locator(`#diff-data tr[data-change="${change}"]`).evaluateAll((els) => els.map((e) => e.getAttribute('data-sha')))
       ).sort();
-    assert.deepEqual(await shas('removed'), diff.data.removed.map((d) => d.sha256).sort());
-    assert.deepEqual(await shas('added'), diff.data.added.map((d) => d.sha256).sort());
-    assert.ok(diff.data.added.length > 0, 'v2 trained on another split');
+    // A split of the same name with other bytes shows once, as changed (`models diff` does the same).
+    assert.ok(diff.data.changed.length > 0, 'v2 trained on another split');
+    const changed = shown.locator('#diff-data tr[data-change="changed"]');
+    assert.deepEqual(
+      (
+        await changed.evaluateAll((els) =>
+          els.map((e) => `${e.getAttribute('data-name')}:${e.getAttribute('data-sha-a')}>${e.getAttribute('data-sha')}`),
+        )
+      ).sort(),
+      diff.data.changed.map((c) => `${c.name}:${c.a.sha256}>${c.b.sha256}`).sort(),
+    );
+    const paired = new Set(diff.data.changed.flatMap((c) => [c.a.sha256, c.b.sha256]));
+    assert.deepEqual(
+      await shas('removed'),
+      diff.data.removed
+        .map((d) => d.sha256)
+        .filter((x) => !paired.has(x))
+        .sort(),
+    );
+    assert.deepEqual(
+      await shas('added'),
+      diff.data.added
+        .map((d) => d.sha256)
+        .filter((x) => !paired.has(x))
+        .sort(),
+    );
+    const note = productionComparisonNote(diff);
+    assert.deepEqual(await shown.locator('#diff-production').allInnerTexts(), note ? [note] : []);
     // The cards differ line by line: each removed line is v1's, each added line v2's.
     const del = await shown.locator('#card-diff .del').allInnerTexts();
     const add = await shown.locator('#card-diff .add').allInnerTexts();
@@ -588,6 +614,48 @@ describe('dashboard in a browser', () => {
     } finally {
       await env.client.workflow.getHandle(runId).terminate('test over');
     }
+  });
+
+  it('says in the version diff which version production.* were measured against, and gives no deltas across different ones', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const reg = await openRegistry(join(env.dir, 'registry.db'));
+    let diff;
+    try {
+      // As the register stage stores evaluate's comparison: v2 measured against v1, v3 against v2.
+      const register = (run: string, c: string, metrics: Record<string, unknown>) =>
+        reg.registerVersion({
+          name: 'ui-prod-cmp',
+          runId: run,
+          stageId: 'register',
+          specHash: 's',
+          data: [],
+          artifacts: [{ role: 'model', uri: 'u', sha256: c.repeat(64), bytes: 1 }],
+          metrics,
+        });
+      await register('c1', 'a', { f1_macro: 0.9 });
+      await register('c2', 'b', { f1_macro: 0.92, production: { f1_macro: 0.88, version: 1, rows: 120 } });
+      await register('c3', 'c', { f1_macro: 0.94, production: { f1_macro: 0.9, version: 2, rows: 130 } });
+      diff = await reg.diffVersions('ui-prod-cmp', 2, 3);
+    } finally {
+      await reg.close();
+    }
+    const page = await open('#/models');
+    const model = page.locator('[data-model="ui-prod-cmp"]');
+    await model.locator('select[data-diff="a"]').selectOption('2');
+    await model.locator('select[data-diff="b"]').selectOption('3');
+    await page.click('#diff-ui-prod-cmp');
+    const shown = page.locator('#version-diff[data-a="2"][data-b="3"]');
+    await shown.waitFor();
+    assert.equal(
+      await shown.locator('#diff-production').innerText(),
+      "production.* measured against different versions: v2's against v1, v3's against v2; no differences given",
+    );
+    assert.equal(productionComparisonNote(diff), await shown.locator('#diff-production').innerText());
+    const cells = (sel: string) => shown.locator(`#diff-metrics tr[data-metric="${sel}"] td.num`).allInnerTexts();
+    assert.deepEqual(await cells('production.version'), ['v1', 'v2', '']);
+    assert.deepEqual(await cells('production.f1_macro'), ['0.8800', '0.9000', ''], 'no delta across different versions');
+    assert.deepEqual(await cells('f1_macro'), ['0.9200', '0.9400', '0.0200']);
+    await page.context().close();
   });
 
   it('logged no console errors', (t) => {

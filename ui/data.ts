@@ -12,7 +12,7 @@ import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../
 import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
-import { diffModelVersions } from '../src/registry/diff.ts';
+import { diffModelVersions, productionComparisonNote } from '../src/registry/diff.ts';
 import { modelRecords, resolveModelFilter, type ModelFilter } from '../src/registry/model-filter.ts';
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
@@ -524,6 +524,8 @@ export async function versionLineage(
 
 export interface ModelVersionDiff {
   diff: VersionDiff;
+  /** What production.* were measured against on both sides, as `models diff` says it. */
+  productionNote?: string;
   /** The two model cards, line by line: unchanged, added (in b) and removed (from a). */
   card: { value: string; added: boolean; removed: boolean }[];
 }
@@ -533,5 +535,7 @@ export async function diffVersions(dbs: UiDatabases, name: string, a: number, b:
   const reg = await dbs.registry.get();
   const [va, vb] = await Promise.all([reg.getVersion(name, a), reg.getVersion(name, b)]);
   const card = diffLines(modelCard(va), modelCard(vb)).map((c) => ({ value: c.value, added: !!c.added, removed: !!c.removed }));
-  return { diff: diffModelVersions(va, vb), card };
+  const diff = diffModelVersions(va, vb);
+  const productionNote = productionComparisonNote(diff);
+  return { diff, ...(productionNote ? { productionNote } : {}), card };
 }

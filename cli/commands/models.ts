@@ -2,6 +2,7 @@
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
+import { productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, VersionDiff } from '../../src/registry/types.ts';
@@ -36,17 +37,6 @@ const nameWidth = (names: string[]) => Math.max(28, ...names.map((n) => n.length
 function fmtMetric(name: string, x: number): string {
   if (name === 'production.version') return `v${x}`;
   return Number.isInteger(x) ? String(x) : x.toFixed(4);
-}
-
-/** What production.* were measured against on each side; their deltas are left out when not the same version. */
-function productionLines(d: VersionDiff): string[] {
-  const p = d.production;
-  if (!p || p.a === undefined || p.b === undefined) return [];
-  if (p.comparable) return [`  (production.* of both measured against v${p.a})`];
-  const against = (x: number | null) => (x === null ? 'a version the registry does not name' : `v${x}`);
-  return [
-    `  (production.* measured against different versions: v${d.a}'s against ${against(p.a)}, v${d.b}'s against ${against(p.b)}; no differences given)`,
-  ];
 }
 
 /** Data sets by name: changed (same name, other bytes), added, removed, unchanged, with short hashes and rows. */
@@ -145,7 +135,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               (m) =>
                 `  ${m.name.padEnd(nameWidth(d.metrics.map((x) => x.name)))} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
             ),
-            ...productionLines(d),
+            ...[productionComparisonNote(d)].flatMap((note) => (note ? [`  (${note})`] : [])),
             'params:',
             ...(d.params.length ? d.params.map((p) => `  ${p.key}: ${JSON.stringify(p.a)} → ${JSON.stringify(p.b)}`) : ['  (same)']),
             'data:',

@@ -96,3 +96,15 @@ export function diffModelVersions(a: ModelVersion, b: ModelVersion): VersionDiff
     baseModelChanged: canonicalJson(a.lineage.baseModel ?? null) !== canonicalJson(b.lineage.baseModel ?? null),
   };
 }
+
+/**
+ * What both sides' production.* were measured against, in words; undefined when one side has none.
+ * `models diff` and the dashboard's version diff both print it, since their deltas hang on it.
+ */
+export function productionComparisonNote(d: VersionDiff): string | undefined {
+  const p = d.production;
+  if (!p || p.a === undefined || p.b === undefined) return undefined;
+  if (p.comparable) return `production.* of both measured against v${p.a}`;
+  const against = (x: number | null) => (x === null ? 'a version the registry does not name' : `v${x}`);
+  return `production.* measured against different versions: v${d.a}'s against ${against(p.a)}, v${d.b}'s against ${against(p.b)}; no differences given`;
+}

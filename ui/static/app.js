@@ -741,6 +741,8 @@ function Lineage({ name, version }) {
 }
 
 const fmtSha = (x) => (x ? `${x.slice(0, 12)}…` : '–');
+/** production.version is a version number, as `models diff` shows it, not a score. */
+const fmtMetricValue = (name, x) => (name === 'production.version' && typeof x === 'number' ? `v${x}` : fmtNum(x));
 
 /** What changed between two versions: metrics with deltas, parameters, data hashes, artifacts, the model card. */
 function VersionDiffView({ name, a, b }) {
@@ -753,9 +755,12 @@ function VersionDiffView({ name, a, b }) {
     d.codeVersionChanged && 'tempered code version',
     d.baseModelChanged && 'base model',
   ].filter(Boolean);
+  // A data set of the same name with other bytes (a retrain's new split) shows once, as changed.
+  const paired = new Set(d.data.changed.flatMap((c) => [c.a.sha256, c.b.sha256]));
   return html`<div id="version-diff" data-a=${a} data-b=${b}>
     <h3>v${a} → v${b}</h3>
     <p>${flags.length ? `changed: ${flags.join(', ')}` : 'same spec, code version and base model'}</p>
+    ${data.productionNote ? html`<p class="muted" id="diff-production">${data.productionNote}</p>` : null}
     <div class="bar" style="align-items:flex-start; gap: 24px">
       <div>
         <h3>Metrics</h3>
@@ -770,8 +775,8 @@ function VersionDiffView({ name, a, b }) {
             (m) =>
               html`<tr data-metric=${m.name}>
                 <td>${m.name}</td>
-                <td class="num">${fmtNum(m.a)}</td>
-                <td class="num">${fmtNum(m.b)}</td>
+                <td class="num">${fmtMetricValue(m.name, m.a)}</td>
+                <td class="num">${fmtMetricValue(m.name, m.b)}</td>
                 <td class=${`num ${m.delta > 0 ? 'pos' : m.delta < 0 ? 'neg' : ''}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
               </tr>`,
           )}
@@ -798,9 +803,18 @@ function VersionDiffView({ name, a, b }) {
             </table>`}
         <h3>Data</h3>
         <table id="diff-data">
+          ${d.data.changed.map(
+            (c) =>
+              html`<tr data-change="changed" data-name=${c.name} data-sha-a=${c.a.sha256} data-sha=${c.b.sha256}>
+                <td class="neg">changed</td>
+                <td>${c.name}</td>
+                <td>${fmtSha(c.a.sha256)} → ${fmtSha(c.b.sha256)}</td>
+                <td class="num">${c.a.rows === undefined && c.b.rows === undefined ? '' : `${c.a.rows ?? '–'} → ${c.b.rows ?? '–'}`}</td>
+              </tr>`,
+          )}
           ${[
-            ['removed', d.data.removed, 'neg'],
-            ['added', d.data.added, 'pos'],
+            ['removed', d.data.removed.filter((r) => !paired.has(r.sha256)), 'neg'],
+            ['added', d.data.added.filter((r) => !paired.has(r.sha256)), 'pos'],
             ['unchanged', d.data.unchanged, 'muted'],
           ].flatMap(([what, refs, cls]) =>
             refs.map(
