@@ -6,7 +6,7 @@ import { type CheckContext, report } from './context.ts';
 import { ancestors } from './graph.ts';
 import { locate, type Pos } from './parse.ts';
 import { toPointer, type Segment } from './paths.ts';
-import { findRefs, forEachString, isWholeRef } from './runtime-refs.ts';
+import { fillParamRefs, findRefs, forEachString, isWholeRef, writtenOffset } from './runtime-refs.ts';
 import type { KindCheckContext, ParamValue, UpstreamOutput } from './types.ts';
 import { isObject } from './check-stages.ts';
 
@@ -18,13 +18,7 @@ export function substituteParams(value: unknown, params: Record<string, ParamVal
     const known = (r: (typeof refs)[number]) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(params, r.target.name);
     if (isWholeRef(value, refs)) return known(refs[0]!) ? params[(refs[0]!.target as { name: string }).name] : value;
     if (!refs.every(known)) return value;
-    let out = '';
-    let last = 0;
-    for (const r of refs) {
-      out += value.slice(last, r.index) + String(params[(r.target as { name: string }).name]);
-      last = r.index + r.raw.length;
-    }
-    return out + value.slice(last);
+    return fillParamRefs(value, refs, (name) => params[name]).text;
   }
   if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
   if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
@@ -89,23 +83,42 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
       if (issue.offset !== undefined) {
         const at = locateInString(ctx, seg, issue.offset);
         Object.assign(ctx.errors[before]!, { line: at.line, column: at.column });
+        if (at.note) ctx.errors[before]!.message += ` (${at.note})`;
       }
     }
   }
 }
 
-/** Position of character `offset` of the string at `seg`, when the file holds the string verbatim (no escapes, not from a parameter). */
-function locateInString(ctx: CheckContext, seg: Segment[], offset: number): Pos {
+/**
+ * Position of character `offset` of the string at `seg` (as the check saw it, parameters filled in), when
+ * the file holds the string verbatim (no escapes). Where parameters were filled in, the check's "character
+ * N" counts in the filled text: `note` then says where that is in the text as written.
+ */
+function locateInString(ctx: CheckContext, seg: Segment[], offset: number): Pos & { note?: string } {
   const pointer = toPointer(seg);
   const loc = ctx.parsed.locations.get(pointer);
   let node: unknown = ctx.parsed.data;
   for (const s of seg) node = isObject(node) || Array.isArray(node) ? (node as Record<string, unknown>)[s as string] : undefined;
-  if (loc && typeof node === 'string' && !node.includes('${{')) {
+  if (typeof node !== 'string') return locate(ctx.parsed, pointer);
+  let note: string | undefined;
+  let at = offset;
+  const refs = findRefs(node);
+  if (refs.length > 0) {
+    const params = ctx.paramValues;
+    if (!refs.every((r) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(params, r.target.name)))
+      return locate(ctx.parsed, pointer);
+    const written = writtenOffset(fillParamRefs(node, refs, (name) => params[name]).filled, offset);
+    at = written.offset;
+    note = written.param
+      ? `inside the value of params.${written.param}, filled in at character ${at + 1} of the template as written`
+      : `character ${at + 1} of the template as written, before parameters are filled in`;
+  }
+  if (loc) {
     const idx = ctx.parsed.text.slice(loc.start, loc.end).indexOf(node);
-    if (idx >= 0 && !node.slice(0, offset).includes('\n')) {
-      const p = ctx.parsed.lineCounter.linePos(loc.start + idx + offset);
-      return { line: p.line, column: p.col };
+    if (idx >= 0 && !node.slice(0, at).includes('\n')) {
+      const p = ctx.parsed.lineCounter.linePos(loc.start + idx + at);
+      return { line: p.line, column: p.col, ...(note ? { note } : {}) };
     }
   }
-  return locate(ctx.parsed, pointer);
+  return { ...locate(ctx.parsed, pointer), ...(note ? { note } : {}) };
 }

@@ -7,7 +7,7 @@ import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './defaults.ts';
 import { parseDuration } from './duration.ts';
 import { buildGraph, topologicalOrder } from './graph.ts';
-import { findRefs, isWholeRef } from './runtime-refs.ts';
+import { fillParamRefs, findRefs, isWholeRef } from './runtime-refs.ts';
 import type { ParamValue, PipelineSpec, PlannedPipeline, PlannedRetry, PlannedStage, RetrySpec } from './types.ts';
 
 export { DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './defaults.ts';
@@ -89,13 +89,7 @@ export function substituteParams(value: unknown, params: Record<string, ParamVal
       return params[name]!;
     };
     if (isWholeRef(value) && refs.length === 1) return get((refs[0]!.target as { name: string }).name);
-    let out = '';
-    let last = 0;
-    for (const r of refs) {
-      out += value.slice(last, r.index) + String(get((r.target as { name: string }).name));
-      last = r.index + r.raw.length;
-    }
-    return out + value.slice(last);
+    return fillParamRefs(value, refs, get).text;
   }
   if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
   if (value !== null && typeof value === 'object')

@@ -58,6 +58,54 @@ export function findRefs(text: string): FoundRef[] {
   }
 }
 
+/** Where a parameter's value went when `${{ params.x }}` in a string was filled in. */
+export interface FilledParam {
+  param: string;
+  /** The value's offset and length in the filled string. */
+  at: number;
+  length: number;
+  /** The reference's offset and length in the string as written. */
+  rawAt: number;
+  rawLength: number;
+}
+
+/**
+ * `text` with each parameter reference among `refs` replaced by its value as a string, and where each
+ * went, so a position in the result can be told in the text as written (writtenOffset).
+ */
+export function fillParamRefs(
+  text: string,
+  refs: readonly FoundRef[],
+  valueOf: (name: string) => unknown,
+): { text: string; filled: FilledParam[] } {
+  let out = '';
+  let last = 0;
+  const filled: FilledParam[] = [];
+  for (const r of refs) {
+    if (r.target?.kind !== 'param') continue;
+    out += text.slice(last, r.index);
+    const value = String(valueOf(r.target.name));
+    filled.push({ param: r.target.name, at: out.length, length: value.length, rawAt: r.index, rawLength: r.raw.length });
+    out += value;
+    last = r.index + r.raw.length;
+  }
+  return { text: out + text.slice(last), filled };
+}
+
+/**
+ * The offset in the text as written of character `offset` of the filled text, and the parameter whose
+ * value holds it, if one does (the offset is then that reference's).
+ */
+export function writtenOffset(filled: readonly FilledParam[], offset: number): { offset: number; param?: string } {
+  let shift = 0;
+  for (const f of filled) {
+    if (offset < f.at) break;
+    if (offset < f.at + f.length) return { offset: f.rawAt, param: f.param };
+    shift = f.rawAt + f.rawLength - (f.at + f.length);
+  }
+  return { offset: offset + shift };
+}
+
 /** True when `text` is exactly one reference and nothing else. */
 export function isWholeRef(text: string, refs: readonly FoundRef[] = findRefs(text)): boolean {
   return refs.length === 1 && refs[0]!.index === 0 && refs[0]!.raw.length === text.length && refs[0]!.target !== undefined;

@@ -383,6 +383,28 @@ describe('ingest promptTemplate syntax and settings that would be ignored (pipel
     );
   });
 
+  test('in a template with ${{ params.x }} filled in, the error points where the file has it and says where that is as written', () => {
+    // The message's "character 37" counts in the filled text (the default model source is 23 characters, the reference 19).
+    only(withTemplate("promptTemplate: 'Q: ${{ params.model }} {text} :-}'"), "}'\n", /^"\}" at character 37 closes no "\{"/, {
+      path,
+    });
+    assert.match(
+      errorsOf(withTemplate("promptTemplate: 'Q: ${{ params.model }} {text} :-}'"))[0]!.message,
+      /\(character 33 of the template as written, before parameters are filled in\)$/,
+    );
+    // A value that breaks the template: the error is the reference's.
+    const e = only(
+      withTemplate("promptTemplate: '{text} ${{ params.greeting }}'", [
+        'params:\n  seed:',
+        'params:\n  greeting:\n    type: string\n    default: "Hi {"\n  seed:',
+      ]),
+      '${{ params.greeting',
+      /^unclosed "\{" at character 11 /,
+      { path },
+    );
+    assert.match(e.message, /\(inside the value of params\.greeting, filled in at character 8 of the template as written\)$/);
+  });
+
   test("an unclosed [[ or {, nested [[, an empty {}, a stray } and Jinja's {{ field }} are errors at their character", () => {
     only(
       withTemplate("promptTemplate: 'Q: {{ text }}'"),
