@@ -140,6 +140,9 @@ test('audit --model NAME@alias reads the version the alias points at now and say
   const nosuch = await runCli(['audit', '--model', 'ham@production'], env);
   assert.equal(nosuch.code, 1);
   assert.match(nosuch.stderr, /cannot resolve 'ham@production': .*'ham'/);
+  const typo = await runCli(['audit', '--model', 'spam-cfl'], env);
+  assert.equal(typo.code, 1);
+  assert.match(typo.stderr, /no model named 'spam-cfl'\n.*did you mean 'spam-clf'\?/);
   const bad = await runCli(['audit', '--model', 'spam-clf@'], env);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /bad model reference/);

@@ -44,6 +44,13 @@ test('name and name@N as given; an alias, latest or vN the version it is now; er
     await refused('a@b@c', 'syntax', /bad model reference/);
     await refused('spam-clf@staging', 'unknown', /^cannot resolve 'spam-clf@staging': model 'spam-clf' has no version or alias 'staging'$/);
     await refused('ham@production', 'unknown', /^cannot resolve 'ham@production': no model named 'ham'$/);
+    // A bare name the registry lacks is a typo, not a model without records.
+    await assert.rejects(f('SPAM-clf'), (e: unknown) => {
+      assert.ok(e instanceof ModelFilterError && e.reason === 'unknown', String(e));
+      assert.equal(e.message, "no model named 'SPAM-clf'");
+      assert.equal(e.hint, "did you mean 'spam-clf'? registered models: spam-clf");
+      return true;
+    });
   }
   // No registry: an alias cannot be resolved; a version needs none.
   const none = { location: join(dir, 'none.db') };

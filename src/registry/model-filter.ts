@@ -1,6 +1,6 @@
 /**
  * A model reference as an audit filter takes it (`tempered audit --model`, the dashboard's audit page):
- * `name` (every version) and `name@3` as given (`name@3` checked against the registry where there is
+ * `name` (every version) and `name@3` as given (both checked against the registry where there is
  * one); an alias (`name@production`) or `name@latest` becomes the version the registry says it is now,
  * `name@v3` version 3. A reference that is no registry name (a model source `tempered serve` served,
  * `file:…`) reads as given. One function, so the CLI and the dashboard read `spam-clf@production` alike.
@@ -9,6 +9,7 @@ import { databaseExists } from '../db/database.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { InputError } from '../errors.ts';
 import type { AuditLog, AuditRecord } from '../audit/log.ts';
+import { closest, nameList } from '../spec/suggest.ts';
 import { isModelName, openRegistry, type Registry } from './registry.ts';
 
 export interface ModelFilter {
@@ -48,9 +49,27 @@ export async function resolveModelFilter(ref: string, registry: { location: stri
   const [name, at, ...more] = ref.split('@');
   if (!name || more.length || at === '')
     throw new ModelFilterError('syntax', `bad model reference '${ref}'; write name, name@version or name@alias`);
-  if (at === undefined) return { model: ref };
   // A served model source (`pypi:…`, `file:/…`) is no registry model: its records read as given.
   if (!isModelName(name)) return { model: ref };
+  if (at === undefined) {
+    // A name the registry does not have is a typo (the registry never deletes one), not "no records".
+    if (databaseExists(registry.location)) {
+      const names = (await useOpen(registry.kept ?? registry.location, openRegistry, (reg) => reg.listModels())).map((m) => m.name);
+      if (!names.includes(name)) {
+        const near = closest(name, names);
+        throw new ModelFilterError(
+          'unknown',
+          `no model named '${name}'`,
+          near
+            ? `did you mean '${near}'? registered models: ${nameList(names)}`
+            : names.length
+              ? `registered models: ${nameList(names)}`
+              : 'nothing is registered yet',
+        );
+      }
+    }
+    return { model: ref };
+  }
   const numeric = /^\d+$/.test(at);
   if (!databaseExists(registry.location)) {
     // Without a registry a version still reads as given (its records do not need one).
