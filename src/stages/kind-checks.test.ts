@@ -188,10 +188,29 @@ describe('rules between train fields', () => {
     only(
       edit(
         ['      validation: ${{ stages.split.outputs.validation }}\n', ''],
+        [/ {6}evalEvery: 64 .*\n/, ''],
         ['      checkpointEvery: 50\n', '      checkpointEvery: 50\n      earlyStopping: { metric: f1_macro, patience: 2 }\n'],
       ),
       '{ metric: f1_macro',
       /needs a validation table and evalEvery/,
+    );
+    // A validation table without evalEvery was read by nothing (the demo's, until evalEvery was added), and evalEvery without one evaluates nothing.
+    only(
+      edit([/ {6}evalEvery: 64 .*\n/, '']),
+      '${{ stages.split.outputs.validation }}',
+      /the validation table is read only with evalEvery; without it, it is ignored/,
+      {
+        path: 'stages.train.with.validation',
+        hint: /add evalEvery: <steps>/,
+      },
+    );
+    only(
+      edit(['      validation: ${{ stages.split.outputs.validation }}\n', '']),
+      '64                 #',
+      /evalEvery needs a validation table to evaluate/,
+      {
+        path: 'stages.train.with.evalEvery',
+      },
     );
     only(edit(['      method: lora', '      method: lora\n      pack: true']), 'true', /pack applies to task causal-lm only/, {
       path: 'stages.train.with.pack',

@@ -213,7 +213,12 @@ export const trainStage: StageKind<TrainConfig> = {
       device: { enum: ['cpu', 'webgpu', 'cuda', 'auto'], default: 'cpu' },
       threads: { type: 'integer', minimum: 1 },
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
-      evalEvery: { type: 'integer', minimum: 1 },
+      evalEvery: {
+        type: 'integer',
+        minimum: 1,
+        description:
+          'evaluate on the validation table every this many steps and at the last (history val_* columns, the dashboard curves); needs validation',
+      },
       stepsPerRun: {
         type: 'integer',
         minimum: 1,
@@ -322,6 +327,19 @@ export const trainStage: StageKind<TrainConfig> = {
         });
       }
     }
+    // The validation table is read only every evalEvery steps: either setting alone would be ignored.
+    if (cfg.validation !== undefined && cfg.evalEvery === undefined)
+      issues.push({
+        path: ['validation'],
+        message: 'the validation table is read only with evalEvery; without it, it is ignored',
+        hint: 'add evalEvery: <steps> (validation loss and metrics every that many steps and at the last one: the history and the dashboard show them), or leave validation out',
+      });
+    if (cfg.evalEvery !== undefined && cfg.validation === undefined)
+      issues.push({
+        path: ['evalEvery'],
+        message: 'evalEvery needs a validation table to evaluate',
+        hint: 'set validation: ${{ stages.<split>.outputs.validation }}',
+      });
     return issues;
   },
   async run(cfg, ctx) {

@@ -51,6 +51,7 @@ stages:
       model: tiny-bert
       train: \${{ stages.split.outputs.train }}
       validation: \${{ stages.split.outputs.validation }}
+      evalEvery: 2
       method: lora
       lora:
         r: 4
