@@ -289,11 +289,12 @@ for (const b of backends) {
     test("a live holder keeps its lease past the stale time, its keeper thread refreshing it while the holder's own thread is blocked", async (t) => {
       const remote = b.make(t);
       // S3 times are whole seconds, and a keeper thread may take a second or more to start on a
-      // loaded machine, so the stale time is a few seconds.
-      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 4000, refreshMs: 300 });
-      // A synchronous onnxruntime run of 4 s: no timer of this thread fires meanwhile.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);
-      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 4000 }), LockBusyError);
+      // loaded machine, and a refresh (three requests to a store on the same 2 cores) as long again:
+      // with 4 s, a CI run beside other heavy jobs saw the keeper give the lease up. So 8 s.
+      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 8000, refreshMs: 300 });
+      // A synchronous onnxruntime run longer than the stale time: no timer of this thread fires meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 9000);
+      await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 8000 }), LockBusyError);
       assert.equal(holder.signal.aborted, false);
       await holder.release();
     });
