@@ -371,25 +371,28 @@ export async function followRun(
   runId: string,
   onStatus: (st: RunStatus) => void = () => {},
   intervalMs = 1000,
+  signal?: AbortSignal,
 ): Promise<RunStatus> {
   for (;;) {
+    signal?.throwIfAborted();
     let st: RunStatus;
     try {
       st = await getRunStatus(client, runId);
     } catch (e) {
       // The run's first workflow task may not have run yet; keep polling.
       if (/query|not found|workflow task/i.test((e as Error).message)) {
-        await sleep(500);
+        await sleep(500, undefined, { signal });
         continue;
       }
       throw e;
     }
+    signal?.throwIfAborted();
     onStatus(st);
     if (st.state !== 'running') {
       const desc = await client.workflow.getHandle(runId).describe();
       if (desc.status.name !== 'RUNNING') return st;
     }
-    await sleep(intervalMs);
+    await sleep(intervalMs, undefined, { signal });
   }
 }
 

@@ -19,8 +19,9 @@ let installed = false;
  * INFO otherwise; tempered's terminal output is the run's progress). Must run before the first
  * NativeConnection or Worker is created. TEMPERED_LOG_LEVEL=INFO|DEBUG brings the detail back.
  * A worker inside a CLI command logs errors only: the command already shows each stage's failure.
+ * `ownSignals`: the process handles SIGINT/SIGTERM itself and stops its workers (a waiting CLI command).
  */
-export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN'): void {
+export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { ownSignals?: boolean } = {}): void {
   if (installed) return;
   installed = true;
   const level = (process.env.TEMPERED_LOG_LEVEL ?? defaultLevel).toUpperCase() as 'WARN';
@@ -28,6 +29,9 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN'): void {
   try {
     Runtime.install({
       logger: new WorkerLogger(level),
+      // The SDK shuts every worker down on SIGINT/SIGTERM by default, and says nothing to the command
+      // that waits on them: `submit --wait` then followed a run no worker served, and Ctrl-C did nothing.
+      ...(o.ownSignals ? { shutdownSignals: [] } : {}),
       // The SDK's own Prometheus exporter: its worker, poller and task metrics, plus tempered's stage
       // metrics (activities/metrics.ts) recorded through the same meter.
       ...(metrics

@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getRunStatus, listRuns, submitRun, WORKFLOW_TYPE } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
 import type { RunInput } from '../workflows/types.ts';
 import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
-import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { BIN, runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { probeKind } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 import { waitFor, writeData } from './helpers/schedule-fixtures.ts';
@@ -215,6 +215,53 @@ describe('resume when an ingest source is gone', () => {
       assert.match(resumed.stdout, /hint: .*a resumed run reads its ingest sources again/);
     } finally {
       await stopCliWorker(worker);
+    }
+  });
+});
+
+describe('Ctrl-C while submit --wait follows a run', () => {
+  it('stops waiting and exits 130, says the run is not cancelled, and leaves it on the server', async () => {
+    const file = join(env.dir, 'interrupted.yaml');
+    writeFileSync(
+      file,
+      [
+        'name: interrupted',
+        'stages:',
+        '  slow:',
+        '    uses: probe',
+        '    with:',
+        '      value: x',
+        '      blockUntilCancelled: true',
+        '',
+      ].join('\n'),
+    );
+    // The reviewer's case: the waiting command is also the run's worker. Before, the SDK shut that
+    // worker down on SIGINT and the command kept following a run nobody served (11 minutes, then SIGINT again).
+    const child = spawn(process.execPath, [BIN, 'submit', file, '--queue', 'interrupted', '--wait', '--local-worker'], {
+      env: { ...process.env, ...cliEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      for (let i = 0; !/▶ slow\s+probe\s+running/.test(stdout); i++) {
+        assert.ok(i < 600, `the stage never ran:\n${stdout}\n${stderr}`);
+        await sleep(100);
+      }
+      child.kill('SIGINT');
+      const code = await Promise.race([exited, sleep(60_000).then(() => 'still running')]);
+      assert.equal(code, 130, `${stdout}\n${stderr}`);
+      const runId = /submitted run (\S+)/.exec(stdout)![1]!;
+      assert.match(stderr, new RegExp(`SIGINT: stopped waiting for run ${runId}; it is not cancelled\. This process was its worker`));
+      assert.match(stderr, /`tempered worker --queue interrupted` carries it on/);
+      const desc = await env.client.workflow.getHandle(runId).describe();
+      assert.equal(desc.status.name, 'RUNNING', 'the run goes on without the command that followed it');
+      await env.client.workflow.getHandle(runId).terminate('test done');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
     }
   });
 });

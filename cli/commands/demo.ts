@@ -123,6 +123,11 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     // The demo runs its stages here even against a cluster: it is one self-contained walk-through.
     { wait: true, json: false, localWorker: true, onSubmitted: (id) => (runId = id) },
   );
+  // Ctrl-C while the run went on: startAndReport said what becomes of it; nothing more to show.
+  if (code === 130 || code === 143) {
+    await ui?.server.close();
+    return code;
+  }
   if (code === 0 && runId) await servePrediction(ctx, await waitForRun(client, runId), plan);
   console.log(
     `\ndemo finished in ${((Date.now() - started) / 1000).toFixed(0)} s${ctx.settings().embedded ? ' (the dev server keeps running: `npx tempered server stop`)' : ''}`,

@@ -14,26 +14,61 @@ import { planOrExit } from './validate.ts';
 export { planOrExit };
 
 /** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
-function followAndPrint(client: Client, runId: string, json = false): Promise<RunStatus> {
+function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<RunStatus> {
   const seen = new Map<string, string>();
   const shown = new Map<string, string>();
   let lastProgressAt = 0;
-  return followRun(client, runId, (st) => {
-    if (json) return;
-    const now = Date.now();
-    const progressDue = now - lastProgressAt > 5000;
-    for (const s of st.stages) {
-      const key = `${s.state}:${s.attempt ?? 1}`;
-      // A long step reports nothing new for minutes: the same line again would only scroll the terminal.
-      const progress = s.state === 'running' && progressDue && !!s.progress && progressText(s) !== shown.get(s.id);
-      if (seen.get(s.id) !== key || progress) {
-        console.log(stageLine(s));
-        shown.set(s.id, progressText(s));
+  return followRun(
+    client,
+    runId,
+    (st) => {
+      if (json) return;
+      const now = Date.now();
+      const progressDue = now - lastProgressAt > 5000;
+      for (const s of st.stages) {
+        const key = `${s.state}:${s.attempt ?? 1}`;
+        // A long step reports nothing new for minutes: the same line again would only scroll the terminal.
+        const progress = s.state === 'running' && progressDue && !!s.progress && progressText(s) !== shown.get(s.id);
+        if (seen.get(s.id) !== key || progress) {
+          console.log(stageLine(s));
+          shown.set(s.id, progressText(s));
+        }
+        seen.set(s.id, key);
       }
-      seen.set(s.id, key);
+      if (progressDue) lastProgressAt = now;
+    },
+    1000,
+    signal,
+  );
+}
+
+/**
+ * The first SIGINT or SIGTERM while a command waits on a run: `signal` aborts, `name` says which. A
+ * second one exits at once, for a worker that does not stop.
+ */
+function untilInterrupted(): { signal: AbortSignal; name(): NodeJS.Signals | undefined; dispose(): void } {
+  const ac = new AbortController();
+  let got: NodeJS.Signals | undefined;
+  const again = (sig: NodeJS.Signals) => process.exit(sig === 'SIGINT' ? 130 : 143);
+  const first = (sig: NodeJS.Signals) => {
+    got = sig;
+    for (const s of ['SIGINT', 'SIGTERM'] as const) {
+      process.off(s, first);
+      process.once(s, again);
     }
-    if (progressDue) lastProgressAt = now;
-  });
+    ac.abort();
+  };
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, first);
+  return {
+    signal: ac.signal,
+    name: () => got,
+    dispose() {
+      for (const s of ['SIGINT', 'SIGTERM'] as const) {
+        process.off(s, first);
+        process.off(s, again);
+      }
+    },
+  };
 }
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -115,7 +150,25 @@ export async function startAndReport(
         `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker --queue ${queue}\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}). If your workers serve another queue, submit with --queue NAME (or set TEMPERED_TASK_QUEUE).`,
       );
     if (!o.wait) return 0;
-    const final = await followAndPrint(client, handle.workflowId, o.json);
+    const interrupt = untilInterrupted();
+    let final: RunStatus;
+    try {
+      final = await followAndPrint(client, handle.workflowId, o.json, interrupt.signal);
+    } catch (e) {
+      const sig = interrupt.name();
+      if (!sig) throw e;
+      // The run lives on the server, not in this process: stopping the wait does not cancel it.
+      console.error(
+        `\n${sig}: stopped waiting for run ${handle.workflowId}; it is not cancelled. ${
+          local
+            ? `This process was its worker, so it waits for one now: \`tempered worker --queue ${queue}\` carries it on, \`tempered cancel ${handle.workflowId}\` ends it. Stopping this process's worker (Ctrl-C again to exit at once).`
+            : `Follow it with \`tempered status ${handle.workflowId} --watch\`, or end it with \`tempered cancel ${handle.workflowId}\`.`
+        }`,
+      );
+      return sig === 'SIGINT' ? 130 : 143;
+    } finally {
+      interrupt.dispose();
+    }
     if (o.json) console.log(JSON.stringify(final, null, 2));
     else {
       await ctx.fetchReports(final);

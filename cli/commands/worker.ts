@@ -62,7 +62,8 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
  * and an extra worker next to live ones only shares the work.
  */
 export async function startLocalWorker(ctx: CliContext, queue: string): Promise<{ stop(): Promise<void> }> {
-  installRuntime('ERROR');
+  // The waiting command stops this worker on Ctrl-C (runs.ts), after it has said what becomes of the run.
+  installRuntime('ERROR', { ownSignals: true });
   // Against a team's cluster this process becomes one of the queue's workers for the wait, taking
   // other people's stages with this checkout and this machine's files: said, so nobody is surprised.
   if (!ctx.settings().embedded)
