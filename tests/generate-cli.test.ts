@@ -2,7 +2,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
@@ -44,6 +44,17 @@ test('tempered generate streams the same text the library generates; bad flags e
   const usage = await runCli(['generate', dir], env);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /usage: tempered generate/);
+
+  // A fine-tuned classifier's folder: said so, with the route that answers it (it said "supports the LLaMA family").
+  const clf = join(home, 'classifier');
+  mkdirSync(clf, { recursive: true });
+  writeFileSync(join(clf, 'tempered-model.json'), JSON.stringify({ task: 'classification', labels: ['ham', 'spam'] }));
+  const classifier = await runCli(['generate', clf, 'hi'], env);
+  assert.equal(classifier.code, 1, classifier.stderr);
+  assert.match(
+    classifier.stderr,
+    /is a classifier \(task classification\); generate answers with a language model\. Serve it with `tempered serve .*classifier` and POST \/predict/,
+  );
 });
 
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {

