@@ -78,7 +78,10 @@ export function stageLine(s: StageStatus): string {
   const attempt = s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
   let tail = '';
   // A running stage with an error is being retried: why it failed last time is what the person needs.
-  if (s.state === 'running') tail = [progressText(s), s.error?.message].filter(Boolean).join('  ');
+  if (s.state === 'running')
+    tail = s.waitingForWorker
+      ? `waiting: no worker polls task queue '${s.waitingForWorker}'; the stage starts when one does (\`tempered worker --queue ${s.waitingForWorker}\`)`
+      : [progressText(s), s.error?.message].filter(Boolean).join('  ');
   else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
   else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;

@@ -51,6 +51,8 @@ export async function submitRun(
 
 interface PendingActivityInfo {
   activityId?: string | null;
+  /** 1: scheduled, no worker has taken it; 2: started; 3: cancel requested. */
+  state?: number | null;
   attempt?: number | null;
   heartbeatDetails?: { payloads?: unknown[] | null } | null;
   lastFailure?: { message?: string | null } | null;
@@ -115,6 +117,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
   }
+  await markStagesNobodyTakes(client, runId, status, pending);
   if (desc.status.name === 'TERMINATED') status.state = 'cancelled';
   return status;
 }
@@ -151,6 +154,46 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
     ...statusFromHistory(client, runId, desc.startTime.toISOString(), events),
     noWorkerAnswered: { taskQueue: desc.taskQueue, pollersListed: (await pollers) !== 0 },
   };
+}
+
+/**
+ * A running stage whose activity no worker has taken, on a task queue no worker polls (a `queue:` nobody
+ * serves), reads "running" forever otherwise: it gets `waitingForWorker`. Looked up only for a stage
+ * in that state, which a served queue leaves within milliseconds, so a run's status costs nothing more.
+ */
+async function markStagesNobodyTakes(client: Client, runId: string, status: RunStatus, pending: PendingActivityInfo[]): Promise<void> {
+  const scheduled = pending.filter((pa) => pa.state === 1 && pa.activityId);
+  if (scheduled.length === 0) return;
+  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
+  const queueOf = new Map<string, string>();
+  for (const ev of events) {
+    const a = ev.activityTaskScheduledEventAttributes;
+    if (a?.activityId && a.taskQueue?.name) queueOf.set(a.activityId, a.taskQueue.name);
+  }
+  const polled = new Map<string, Promise<boolean>>();
+  for (const pa of scheduled) {
+    const queue = queueOf.get(pa.activityId!);
+    const st = status.stages.find((s) => s.id === pa.activityId!.replace(/^stage-/, ''));
+    if (!queue || !st || st.state !== 'running') continue;
+    if (!polled.has(queue))
+      polled.set(
+        queue,
+        activityPollers(client, queue).then(
+          (n) => n > 0,
+          () => true,
+        ),
+      );
+    if (!(await polled.get(queue))) st.waitingForWorker = queue;
+  }
+}
+
+async function activityPollers(client: Client, queue: string): Promise<number> {
+  const res = await client.workflowService.describeTaskQueue({
+    namespace: client.options.namespace,
+    taskQueue: { name: queue },
+    taskQueueType: 2,
+  });
+  return (res.pollers ?? []).length;
 }
 
 /** Workers polling a task queue for workflow tasks, as the server lists them (a killed one stays listed for minutes). */
@@ -396,8 +439,9 @@ export async function followRun(
   }
 }
 
-export async function hasWorkers(client: Client, namespace: string, queue: string): Promise<boolean> {
-  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: 1 });
+/** Whether a worker polls `queue` for workflow tasks (or, with `activities`, for stages). */
+export async function hasWorkers(client: Client, namespace: string, queue: string, activities = false): Promise<boolean> {
+  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: activities ? 2 : 1 });
   return (res.pollers ?? []).length > 0;
 }
 

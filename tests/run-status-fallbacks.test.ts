@@ -265,3 +265,50 @@ describe('Ctrl-C while submit --wait follows a run', () => {
     }
   });
 });
+
+describe('a stage routed to a queue no worker serves', () => {
+  it('submit says so, and status shows the stage waiting for that queue instead of running', async () => {
+    const queue = 'routed-home';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    try {
+      const file = join(env.dir, 'routed.yaml');
+      writeFileSync(
+        file,
+        [
+          'name: routed',
+          'stages:',
+          '  first:',
+          '    uses: probe',
+          '    with: { value: x }',
+          '  gpu_step:',
+          '    uses: probe',
+          '    needs: first',
+          '    queue: nobody-serves',
+          '    with: { value: y }',
+          '',
+        ].join('\n'),
+      );
+      const submitted = await runCli(['submit', file, '--queue', queue], cliEnv);
+      assert.equal(submitted.code, 0, submitted.stderr);
+      assert.match(submitted.stderr, /no worker is polling task queue 'nobody-serves' yet: stage gpu_step waits for one there/);
+      const runId = /submitted run (\S+)/.exec(submitted.stdout)![1]!;
+      try {
+        await waitFor(
+          'gpu_step waiting',
+          async () => (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'gpu_step')?.waitingForWorker,
+        );
+        const st = await runCli(['status', runId], cliEnv);
+        assert.equal(st.code, 0, st.stderr);
+        assert.match(
+          st.stdout,
+          /▶ gpu_step\s+probe\s+running .*waiting: no worker polls task queue 'nobody-serves'; the stage starts when one does/,
+        );
+        assert.match(st.stdout, /✓ first/);
+      } finally {
+        await env.client.workflow.getHandle(runId).terminate('test done');
+      }
+    } finally {
+      await stopCliWorker(worker);
+    }
+  });
+});

@@ -99,6 +99,8 @@ export interface StageStatus {
     /** An InputError's kind (src/errors.ts InputErrorCode), so the CLI can add advice without reading the message. */
     code?: string;
   };
+  /** Set by the client (never the workflow) for a running stage no worker has taken, on a task queue no worker polls: that queue. */
+  waitingForWorker?: string;
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

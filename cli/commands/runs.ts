@@ -26,7 +26,8 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
       const now = Date.now();
       const progressDue = now - lastProgressAt > 5000;
       for (const s of st.stages) {
-        const key = `${s.state}:${s.attempt ?? 1}`;
+        // A stage that waited for a worker of its queue prints again when one takes it.
+        const key = `${s.state}:${s.attempt ?? 1}:${s.waitingForWorker ?? ''}`;
         // A long step reports nothing new for minutes: the same line again would only scroll the terminal.
         const progress = s.state === 'running' && progressDue && !!s.progress && progressText(s) !== shown.get(s.id);
         if (seen.get(s.id) !== key || progress) {
@@ -149,6 +150,13 @@ export async function startAndReport(
       console.error(
         `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker --queue ${queue}\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}). If your workers serve another queue, submit with --queue NAME (or set TEMPERED_TASK_QUEUE).`,
       );
+    // A stage routed to a queue nobody serves would read "running" with no end (the README's own `queue: gpu`).
+    for (const q of new Set(input.plan.stages.flatMap((s) => (s.queue && s.queue !== queue ? [s.queue] : []))))
+      if (!(await hasWorkers(client, ctx.settings().namespace, q, true).catch(() => true))) {
+        const ids = input.plan.stages.filter((s) => s.queue === q).map((s) => s.id);
+        const which = ids.length === 1 ? `stage ${ids[0]} waits` : `stages ${ids.join(', ')} wait`;
+        console.error(`note: no worker is polling task queue '${q}' yet: ${which} for one there (\`tempered worker --queue ${q}\`)`);
+      }
     if (!o.wait) return 0;
     const interrupt = untilInterrupted();
     let final: RunStatus;
