@@ -80,3 +80,29 @@ test("a resumed run's ingest that fails on a deleted source says that a resume r
   assert.doesNotMatch(formatRunStatus(run()), /resumed run/, 'a run that is no resume keeps the plain hint');
   assert.equal(resumed.match(/a resumed run reads its ingest sources again/g)?.length, 1, 'only the missing source gets the advice');
 });
+
+test("a stage's warnings output prints a line each, as warnings, control characters escaped", () => {
+  const st = {
+    runId: 'r',
+    name: 'p',
+    specHash: 'h',
+    state: 'succeeded',
+    startedAt: '2026-12-05T00:00:00.000Z',
+    actor: 'me',
+    params: {},
+    stages: [
+      {
+        id: 'train',
+        uses: 'train',
+        needs: [],
+        state: 'succeeded',
+        outputs: { steps: 3, warnings: '360 of 7473 rows of the train table are longer than maxLength 256\nsecond \u001b[31mline' },
+      },
+    ],
+  } as RunStatus;
+  const text = formatRunStatus(st);
+  assert.match(
+    text,
+    /\n {6}steps: 3\n {6}warning: 360 of 7473 rows of the train table are longer than maxLength 256\n {6}warning: second \\u001b\[31mline/,
+  );
+});

@@ -117,7 +117,9 @@ export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; rea
     const s = st.resumeOf ? withResumeHint(stage) : stage;
     lines.push(stageLine(s));
     if ((s.state === 'succeeded' || s.state === 'cached') && s.outputs) {
-      for (const [k, v] of Object.entries(s.outputs)) lines.push(`      ${k}: ${describeOutput(v)}`);
+      for (const [k, v] of Object.entries(s.outputs))
+        if (k === 'warnings' && typeof v === 'string') lines.push(...v.split('\n').map((w) => `      warning: ${printable(w)}`));
+        else lines.push(`      ${k}: ${describeOutput(v)}`);
       const report = opts.readReport?.(s.outputs.report);
       if (report) lines.push(...report.split('\n').map((l) => `      | ${l}`));
     }

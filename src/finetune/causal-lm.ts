@@ -274,7 +274,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   mkdirSync(tokDir, { recursive: true });
   o.onStatus?.('tokenizing the training rows');
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
-  warnAboutLength(o, o.train, trainTok);
+  warnAboutLength(o, 'train', trainTok);
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const train = packed(await readCausalTable(trainTok.path));
   // Truncation can cut every reply away (a chat template's system prompt alone may fill maxLength): the loss would be
@@ -289,7 +289,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
         await readCausalTable(
           warnAboutLength(
             o,
-            o.validation,
+            'validation',
             await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding }),
           ).path,
         ),
@@ -462,20 +462,23 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   };
 }
 
-/** Says how many rows of `table` lost part of their prompt or were left out to fit maxLength; returns `t`. */
+/**
+ * Says how many rows of the train or validation table lost part of their prompt or were left out to fit
+ * maxLength; returns `t`. The table by its role: its file is a store object named by its hash.
+ */
 function warnAboutLength<T extends { truncatedRows: number; droppedRows: number; droppedExamples: number[]; rows: number }>(
   o: TrainCausalLmOptions,
-  table: string,
+  table: 'train' | 'validation',
   t: T,
 ): T {
   const total = t.rows + t.droppedRows;
   if (t.truncatedRows > 0)
     o.onWarning?.(
-      `${t.truncatedRows} of ${total} rows of ${basename(table)} are longer than maxLength ${o.maxLength}: ${o.chat ? 'the end of their prompt was cut, the reply kept whole' : 'cut to fit'}`,
+      `${t.truncatedRows} of ${total} rows of the ${table} table are longer than maxLength ${o.maxLength}: ${o.chat ? 'the end of their prompt was cut, the reply kept whole' : 'cut to fit'}`,
     );
   if (t.droppedRows > 0)
     o.onWarning?.(
-      `${t.droppedRows} of ${total} rows of ${basename(table)} were left out: the chat template and the reply alone exceed maxLength ${o.maxLength} (rows ${t.droppedExamples.join(', ')}${t.droppedRows > t.droppedExamples.length ? ', …' : ''}); raise maxLength to train on them`,
+      `${t.droppedRows} of ${total} rows of the ${table} table were left out: the chat template and the reply alone exceed maxLength ${o.maxLength} (rows ${t.droppedExamples.join(', ')}${t.droppedRows > t.droppedExamples.length ? ', …' : ''}); raise maxLength to train on them`,
     );
   return t;
 }

@@ -140,3 +140,38 @@ test('classification: a stage stopped after a checkpoint and resumed on another 
     10,
   );
 });
+
+test('causal-lm: rows cut to fit maxLength are a warnings output (shown by status), not only a worker log line at info level', async () => {
+  const model = tinyGpt2Dir(join(dir, 'gpt2-warn'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const table = join(dir, 'lm-long.arrow');
+  const w = new ArrowTableWriter(table, { prompt: 'utf8', response: 'utf8' });
+  const prompts = Array.from({ length: 16 }, (_, i) => (i < 3 ? `a long prompt ${'word '.repeat(40)}${i}` : `short ${i}`));
+  w.writeBatch({ prompt: prompts, response: prompts.map((_, i) => String(i)) });
+  w.close();
+  const h = home('warnings', false);
+  const cfg = {
+    model,
+    task: 'causal-lm',
+    train: await h.store.putFile(table, { mediaType: 'application/vnd.apache.arrow.file' }),
+    method: 'lora',
+    lora: { r: 2, alpha: 4 },
+    lr: 1e-2,
+    maxSteps: 1,
+    batchSize: 8,
+    maxLength: 48,
+    threads: 1,
+    seed: 3,
+  } as TrainConfig;
+  const out = await trainStage.run(cfg, ctx(h, 'warnings'.padEnd(64, '0'), new AbortController().signal));
+  assert.match(String(out.warnings), /^3 of 16 rows of the train table are longer than maxLength 48: cut to fit$/);
+  // Nothing cut: no such output.
+  const short = join(dir, 'lm-short.arrow');
+  const s = new ArrowTableWriter(short, { prompt: 'utf8', response: 'utf8' });
+  s.writeBatch({ prompt: prompts.slice(3), response: prompts.slice(3).map((_, i) => String(i)) });
+  s.close();
+  const clean = await trainStage.run(
+    { ...cfg, train: await h.store.putFile(short, { mediaType: 'application/vnd.apache.arrow.file' }) },
+    ctx(h, 'warnings'.padEnd(64, '1'), new AbortController().signal),
+  );
+  assert.equal(clean.warnings, undefined);
+});

@@ -118,6 +118,7 @@ type Trainer = (
   settings: RunSettings,
   ctx: StageContext,
   onStep: (m: StepReport) => void,
+  onWarning: (message: string) => void,
 ) => Promise<{ steps: number; finalLoss: number; history: HistoryRow[]; resumedFromStep?: number; device: string }>;
 
 /** What each task adds to the shared settings, and which library recipe trains it. */
@@ -141,7 +142,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       onProgress: onStep,
     });
   },
-  async 'causal-lm'(cfg, settings, ctx, onStep) {
+  async 'causal-lm'(cfg, settings, ctx, onStep, onWarning) {
     const { trainCausalLm } = await lib();
     return trainCausalLm({
       ...settings,
@@ -154,7 +155,7 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
       warmupRatio: cfg.warmupRatio,
       onProgress: onStep,
       onStatus: (message) => ctx.progress({ message }),
-      onWarning: (message) => ctx.log(`warning: ${message}`),
+      onWarning,
     });
   },
 };
@@ -281,6 +282,10 @@ export const trainStage: StageKind<TrainConfig> = {
     finalLoss: { type: 'number' },
     baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
     device: { type: 'string', description: "where the training ran: 'cuda', 'webgpu' or 'cpu' (what device: auto chose)" },
+    warnings: {
+      type: 'string',
+      description: 'what the data made training cut or leave out (causal-lm rows over maxLength), a line each; absent when nothing',
+    },
   },
   // The config names the base model; its content is in the key too, so a re-exported local folder or
   // an hf: branch that moved to a new commit misses the cache instead of reusing the old model.
@@ -460,7 +465,13 @@ export const trainStage: StageKind<TrainConfig> = {
           },
           resume: { checkpointDir },
         });
-      const result = await TRAINERS[task](cfg, settings, ctx, onStep);
+      // Rows the data made training cut or leave out: an output, so `status` shows them (a worker's log
+      // at info level, where they went before, is not shown by default) and a cached run keeps them.
+      const warnings: string[] = [];
+      const result = await TRAINERS[task](cfg, settings, ctx, onStep, (message) => {
+        warnings.push(message);
+        ctx.log(`warning: ${message}`);
+      });
       // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
       writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
       const historyPath = join(ctx.workDir, 'history.arrow');
@@ -477,6 +488,7 @@ export const trainStage: StageKind<TrainConfig> = {
         finalLoss: result.finalLoss,
         baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
         device: result.device,
+        ...(warnings.length ? { warnings: warnings.join('\n') } : {}),
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
       // The last checkpoint is an output now, in the store, and the next run of this work starts
