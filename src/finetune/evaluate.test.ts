@@ -94,4 +94,23 @@ test('frozen-feature baseline: base-model embeddings + logistic regression, dete
   assert.ok(a.metrics.accuracy > 0.5, `baseline accuracy ${a.metrics.accuracy} is not above chance`);
   const b = await run();
   assert.deepEqual(b.metrics, a.metrics);
+  // Progress while it embeds: rows done of train + test, rising to all of them.
+  const seen: [number, number][] = [];
+  await frozenFeatureBaseline({
+    modelDir,
+    train,
+    test,
+    labels,
+    pooling: 'mean',
+    seed: 1,
+    maxLength: 32,
+    threads: 2,
+    onProgress: (d, t) => seen.push([d, t]),
+  });
+  assert.ok(seen.length >= 2, JSON.stringify(seen));
+  assert.deepEqual(seen.at(-1), [260, 260]);
+  assert.ok(
+    seen.every(([d], i) => i === 0 || d > seen[i - 1]![0]),
+    'rises',
+  );
 });

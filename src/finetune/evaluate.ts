@@ -106,6 +106,8 @@ export interface BaselineOptions {
   threads?: number;
   /** L2 strength of the logistic regression (default 1e-3). */
   l2?: number;
+  /** Rows embedded so far of all (train and test): embedding is minutes for a large train split. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface BaselineResult {
@@ -119,7 +121,7 @@ export interface BaselineResult {
 export async function baseEmbeddings(
   modelDir: string,
   texts: string[],
-  o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number },
+  o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number; onBatch?: (rows: number) => void },
 ): Promise<Float32Array[]> {
   const { model } = buildBertClassifier(modelDir, { numLabels: 2, pooling: o.pooling, seed: 0 });
   model.graph.outputs = model.graph.outputs.filter((v) => v.name === FEATURES);
@@ -151,6 +153,7 @@ export async function baseEmbeddings(
       idx.forEach((i, k) => {
         out[i] = data.slice(k * dim, (k + 1) * dim);
       });
+      o.onBatch?.(idx.length);
     }
     return out;
   } finally {
@@ -162,8 +165,16 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
+  const total = train.texts.length + test.texts.length;
+  let done = 0;
   const emb = (texts: string[]) =>
-    baseEmbeddings(o.modelDir, texts, { pooling: o.pooling, maxLength, device: o.device, threads: o.threads });
+    baseEmbeddings(o.modelDir, texts, {
+      pooling: o.pooling,
+      maxLength,
+      device: o.device,
+      threads: o.threads,
+      onBatch: (rows) => o.onProgress?.((done += rows), total),
+    });
   const Xtr = await emb(train.texts);
   const Xte = await emb(test.texts);
   const model = fit(Xtr, train.labels, { seed: o.seed, l2: o.l2 });

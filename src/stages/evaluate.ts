@@ -437,6 +437,12 @@ export const evaluateStage: StageKind<Config> = {
         maxLength: cfg.baseline.maxLength ?? manifest.maxLength,
         seed: cfg.baseline.seed ?? 0,
         threads: cfg.threads,
+        // Embedding every train row with the base model is most of evaluate's time (minutes on a large split).
+        onProgress: (done, total) =>
+          ctx.progress({
+            fraction: 0.4 + 0.4 * (done / total),
+            message: `frozen-feature baseline: base model embeddings, ${done} of ${total} rows`,
+          }),
       });
       metrics.baseline = reportToGateMetrics(b.metrics);
       report.baseline = b.metrics;
