@@ -367,6 +367,84 @@ test('maxBadFraction names the first row of each reason, and a wrong field mappi
   });
 });
 
+// A field the mapping names that the data lacks made every row bad: five "missing-field" rows, then advice
+// to quarantine them, which would quarantine every row. It is one error about the mapping.
+test('a column the header lacks is one error at the setting that names it, with the columns there', async () => {
+  const dir = tmp();
+  const rows = Array.from({ length: 8 }, (_, i) => `${i},review number ${i},${i % 2 ? 'pos' : 'neg'}`);
+  writeFileSync(join(dir, 'sst2-small.csv'), ['id,review,sentiment', ...rows].join('\n') + '\n');
+  for (const onBadRow of ['fail', 'quarantine'] as const)
+    await assert.rejects(
+      run(dir, { task: 'classification', path: 'sst2-small.csv', fields: { text: 'reviw', label: 'sentiment' }, onBadRow }),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError, String(e));
+        assert.equal(e.where, 'fields.text');
+        assert.equal(e.message, 'fields.text: no column "reviw" (fields.text) in sst2-small.csv; its columns: "id", "review", "sentiment"');
+        assert.equal(e.hint, 'did you mean "review"? set fields.text to the column meant');
+        return true;
+      },
+    );
+  assert.deepEqual(readdirSync(dir), ['sst2-small.csv'], 'no output left after failure');
+  // The label column too, and the default a task column reads when fields does not name one.
+  await assert.rejects(run(dir, { task: 'classification', path: 'sst2-small.csv', fields: { text: 'review' } }), (e: unknown) => {
+    assert.ok(e instanceof InputError);
+    assert.equal(e.where, 'fields.label');
+    assert.match(
+      e.message,
+      /^fields\.label: no column "label" \(the label column's default; set fields\.label to read another field\) in sst2-small\.csv; /,
+    );
+    return true;
+  });
+  // A parquet file's schema is its columns; a column that is there but null in a row is that row's problem only.
+  writeFileSync(join(dir, 'p.parquet'), parquetFile([null, 'b', 'c'], [0, 1, 0]));
+  await assert.rejects(run(dir, { ...cls, path: 'p.parquet', fields: { text: 'txt' } }), (e: unknown) => {
+    assert.ok(e instanceof InputError);
+    assert.equal(e.message, 'fields.text: no column "txt" (fields.text) in p.parquet; its columns: "text", "label"');
+    assert.equal(e.hint, 'did you mean "text"? set fields.text to the column meant');
+    return true;
+  });
+  await assert.rejects(run(dir, { ...cls, path: 'p.parquet' }), (e: unknown) => e instanceof InputError && e.where === 'p.parquet:1');
+});
+
+test('a field no row read has: one error at the setting (a template field too), without quarantine advice', async () => {
+  const dir = tmp();
+  const rows = Array.from({ length: 12 }, (_, i) => j({ question: `q ${i}`, answer: `a ${i}` }));
+  writeFileSync(join(dir, 'qa.jsonl'), rows.join('\n') + '\n');
+  const cfg = { task: 'instruction', path: 'qa.jsonl', fields: { response: 'answer' } } as const;
+  await assert.rejects(run(dir, { ...cfg, promptTemplate: 'Q: {questoin}' }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.equal(e.where, 'promptTemplate');
+    assert.equal(
+      e.message,
+      'promptTemplate: no field "questoin" (promptTemplate) in the first 5 rows of qa.jsonl (missing-field 5); the first row (qa.jsonl:1) has fields: "question", "answer"',
+    );
+    assert.equal(e.hint, 'did you mean "question"? write the field meant as {name} in promptTemplate');
+    return true;
+  });
+  // Fewer rows than the list of failures: all of them.
+  writeFileSync(join(dir, 'two.jsonl'), rows.slice(0, 2).join('\n') + '\n');
+  await assert.rejects(
+    run(dir, { ...cfg, path: 'two.jsonl', fields: { response: 'anser' }, promptTemplate: '{question}' }),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.equal(e.where, 'fields.response');
+      assert.match(
+        e.message,
+        /^fields\.response: no field "anser" \(fields\.response\) in any of the 2 rows of two\.jsonl \(missing-field 2\); /,
+      );
+      assert.doesNotMatch(`${e.message} ${e.hint}`, /quarantine/);
+      return true;
+    },
+  );
+  // Some rows have it: those that do not are bad rows, listed as before.
+  writeFileSync(join(dir, 'some.jsonl'), [rows[0], j({ answer: 'x' }), j({ answer: 'y' })].join('\n') + '\n');
+  await assert.rejects(run(dir, { ...cfg, path: 'some.jsonl', promptTemplate: '{question}' }), (e: unknown) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, /^some\.jsonl:2: 2 bad row\(s\):\n {2}some\.jsonl:2: missing-field: template field "question" is missing/);
+    return true;
+  });
+});
+
 test('fail mode lists the first 5 bad rows with file:line', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.jsonl'), Array.from({ length: 9 }, (_, i) => (i % 2 ? 'oops' : good(i))).join('\n'));

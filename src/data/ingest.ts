@@ -61,19 +61,89 @@ function cap(s: string, max: number): string {
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
-/** The setting that makes the task read source field `f`, for the hint when every row lacks it. */
-function settingOf(cfg: IngestConfig, f: string): string {
+/**
+ * The setting that makes the task read source field `f`: `path` to change it (`fields.<column>`,
+ * `promptTemplate`), and `note` saying so in an error (a column's default says how to read another).
+ */
+function settingOf(cfg: IngestConfig, f: string): { path: string; note: string } {
   if (cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
     const t = parseTemplate(cfg.promptTemplate);
-    if (!isTemplateError(t) && t.fields.includes(f)) return 'promptTemplate';
+    if (!isTemplateError(t) && t.fields.includes(f)) return { path: 'promptTemplate', note: 'promptTemplate' };
   }
   for (const c of TASK_COLUMNS[cfg.task]) {
     if (c === 'prompt' && cfg.task === 'instruction' && cfg.promptTemplate !== undefined) continue;
-    if (cfg.fields?.[c] === f) return `fields.${c}`;
-    if (cfg.fields?.[c] === undefined && c === f) return `the ${c} column's default; set fields.${c} to read another field`;
+    if (cfg.fields?.[c] === f) return { path: `fields.${c}`, note: `fields.${c}` };
+    if (cfg.fields?.[c] === undefined && c === f)
+      return { path: `fields.${c}`, note: `the ${c} column's default; set fields.${c} to read another field` };
   }
-  return 'fields';
+  return { path: 'fields', note: 'fields' };
 }
+
+/**
+ * Source fields every row must have: each task column's field (the label's too) and the template's
+ * fields outside [[ … ]] sections (those inside are dropped when absent).
+ */
+function requiredFields(cfg: IngestConfig): string[] {
+  const out: string[] = [];
+  for (const c of TASK_COLUMNS[cfg.task]) {
+    if (c === 'prompt' && cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
+      const t = parseTemplate(cfg.promptTemplate);
+      if (!isTemplateError(t))
+        for (const s of t.sections) if (!s.optional) for (const p of s.pieces) if (typeof p !== 'string') out.push(p.field);
+      continue;
+    }
+    out.push(cfg.fields?.[c] ?? c);
+  }
+  return [...new Set(out)];
+}
+
+/** `"a", "b" and 3 more`: names from the data, shortened and bounded. */
+function nameList(names: readonly string[]): string {
+  const listed = names
+    .slice(0, NAME_LIST)
+    .map((n) => JSON.stringify(cap(n, NAME_CHARS)))
+    .join(', ');
+  return listed + (names.length > NAME_LIST ? ` and ${names.length - NAME_LIST} more` : '');
+}
+
+/** `did you mean "review"?` when one of `names` is a plausible misspelling of `name`. */
+function didYouMean(name: string, names: readonly string[]): string {
+  // Bounded: edit distance is quadratic in the names' lengths.
+  const guess = closest(
+    name,
+    names.slice(0, 1000).filter((n) => n.length <= 100),
+  );
+  return guess !== undefined ? `did you mean ${JSON.stringify(cap(guess, NAME_CHARS))}?` : '';
+}
+
+/**
+ * A field the mapping reads that the data does not have: every row would be bad for the same reason,
+ * so it is one error about the mapping, at the setting that names the field, not a list of rows (or
+ * advice to quarantine them all). `seen`: where it is missing ("sst2.csv", "the first 5 rows of a.jsonl");
+ * `has`: what is there instead ("its columns", "the first row (a.jsonl:1) has fields").
+ */
+function absentFieldError(
+  cfg: IngestConfig,
+  name: string,
+  o: { noun: 'column' | 'field'; seen: string; has: string; names: readonly string[] },
+): InputError {
+  const setting = settingOf(cfg, name).path;
+  const guess = didYouMean(name, o.names);
+  const fix =
+    setting === 'promptTemplate'
+      ? `write the ${o.noun} meant as {name} in promptTemplate`
+      : setting === 'fields'
+        ? `map the task's columns to ${o.noun}s the data has`
+        : `set ${setting} to the ${o.noun} meant`;
+  const has = o.names.length === 0 ? `${o.has}: none` : `${o.has}: ${nameList(o.names)}`;
+  return new InputError(`no ${o.noun} ${JSON.stringify(cap(name, NAME_CHARS))} (${settingOf(cfg, name).note}) in ${o.seen}; ${has}`, {
+    where: setting,
+    hint: guess ? `${guess} ${fix}` : fix,
+  });
+}
+
+/** Formats whose records all have the same fields (the header's, the schema's). */
+const FIXED_COLUMNS = new Set(['csv', 'tsv', 'parquet', 'arrow']);
 
 /** Length in code points: UTF-16 length less one per surrogate pair. */
 function codePoints(s: string): number {
@@ -128,6 +198,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
 
   const cols = TASK_COLUMNS[cfg.task];
   const mapRow = makeRowMapper(cfg);
+  const required = requiredFields(cfg);
   const out = new ArrowTableWriter(opts.outPath, ingestColumns(cfg.task));
   let quarantine: ArrowTableWriter | null = null;
   try {
@@ -144,6 +215,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     const missingFields = new Map<string, number>();
     let firstRow: { where: string; names: string[] } | undefined;
     const failures: string[] = [];
+    /** Files the failures are in, for the error when they all lack the same field. */
+    const failedFiles = new Set<string>();
     let firstWhere = '';
     const labels = new Map<string, number>();
     const lengths = new Map<number, number>();
@@ -157,10 +230,13 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       if (onBadRow === 'fail') {
         if (failures.length === 0) firstWhere = `${source}:${row}`;
         failures.push(`${source}:${row}: ${reason}: ${detail}`);
+        failedFiles.add(source);
       } else quarantine!.push({ _source: source, _row: row, reason, detail, raw });
     };
 
     outer: for (const f of files) {
+      // A header or schema gives every record the same fields: one that lacks a field the mapping reads shows it for all.
+      let columnsChecked = !FIXED_COLUMNS.has(f.format);
       const hash = createHash('sha256');
       let bytes = 0;
       const hashing = (chunk: Uint8Array) => {
@@ -208,6 +284,13 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
               bad(f.display, rec.row, lines, rec.bad.reason, rec.bad.detail, rec.raw);
             } else {
               firstRow ??= { where: `${f.display}:${rec.row}`, names: Object.keys(rec.values!) };
+              if (!columnsChecked) {
+                columnsChecked = true;
+                const names = Object.keys(rec.values!);
+                const absent = required.find((n) => !names.includes(n));
+                if (absent !== undefined)
+                  throw absentFieldError(cfg, absent, { noun: 'column', seen: f.display, has: 'its columns', names });
+              }
               const mapped = mapRow(rec.values!);
               if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw, mapped.field);
               else {
@@ -233,6 +316,19 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     report();
 
     if (failures.length > 0) {
+      // Every row read lacks the same field: the mapping is wrong, not the rows (quarantining would take them all).
+      const [lacking] = missingFields.keys();
+      if (rowsOut === 0 && missingFields.size === 1 && missingFields.get(lacking!) === failures.length) {
+        const n = failures.length;
+        const rows = failures.length === FAIL_LIST ? `the first ${n} rows` : n === 1 ? 'the only row' : `any of the ${n} rows`;
+        throw absentFieldError(cfg, lacking!, {
+          noun: 'field',
+          // The reason and count, as the bad-row summaries give them.
+          seen: `${rows} of ${[...failedFiles].join(', ')} (missing-field ${n})`,
+          has: firstRow ? `the first row (${firstRow.where}) has fields` : 'fields there',
+          names: firstRow?.names ?? [],
+        });
+      }
       throw new InputError(
         `${failures.length === FAIL_LIST ? 'at least ' : ''}${failures.length} bad row(s):\n  ${failures.join('\n  ')}`,
         {
@@ -259,20 +355,11 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
         // Every row lacks the same field: the mapping names a field the data does not have.
         const name = only!;
         const has = firstRow?.names ?? [];
-        const listed = has
-          .slice(0, NAME_LIST)
-          .map((n) => JSON.stringify(cap(n, NAME_CHARS)))
-          .join(', ');
-        const more = has.length > NAME_LIST ? ` and ${has.length - NAME_LIST} more` : '';
-        // Bounded: edit distance is quadratic in the names' lengths.
-        const guess = closest(
-          name,
-          has.slice(0, 1000).filter((n) => n.length <= 100),
-        );
+        const guess = didYouMean(name, has);
         hint =
-          `every row lacks field ${JSON.stringify(cap(name, NAME_CHARS))} (${settingOf(cfg, name)}): the mapping is probably wrong` +
-          (firstRow ? `; the first row (${firstRow.where}) has ${has.length === 0 ? 'no fields' : `fields ${listed}${more}`}` : '') +
-          (guess !== undefined ? `; did you mean ${JSON.stringify(cap(guess, NAME_CHARS))}?` : '');
+          `every row lacks field ${JSON.stringify(cap(name, NAME_CHARS))} (${settingOf(cfg, name).note}): the mapping is probably wrong` +
+          (firstRow ? `; the first row (${firstRow.where}) has ${has.length === 0 ? 'no fields' : `fields ${nameList(has)}`}` : '') +
+          (guess ? `; ${guess}` : '');
       }
       throw new InputError(
         `${nBad} of ${nIn} ${unit} are bad (${((100 * nBad) / nIn).toFixed(1)}% > maxBadFraction ${maxBad}): ${top}${firsts.join('')}`,
