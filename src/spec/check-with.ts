@@ -7,11 +7,13 @@
 import type { ErrorObject } from 'ajv';
 import { isObject } from './check-stages.ts';
 import { type CheckContext, report } from './context.ts';
+import { ancestors } from './graph.ts';
 import { toPointer, type Segment } from './paths.ts';
 import { findRefs, forEachString, isWholeRef } from './runtime-refs.ts';
 import { withValidator } from './schema.ts';
 import { describeExpected, humanizeAjvErrors } from './schema-errors.ts';
-import type { StageOutputInfo } from './types.ts';
+import { closest } from './suggest.ts';
+import { TAKES_KEYWORD, type StageOutputInfo } from './types.ts';
 
 type StandInKind =
   /** A real value: every schema error applies. */
@@ -53,6 +55,11 @@ export function checkWith(ctx: CheckContext): Set<string> {
     const value = structuredClone(original);
     const standIns: StandIn[] = [];
     forEachString(original, (text, path) => {
+      if (!takesOutput(ctx, id, kind.withSchema, text, path)) {
+        // Refused already, and the stand-in's schema errors would only say the same less clearly.
+        standIns.push({ kind: 'any', path });
+        return;
+      }
       const s = standInFor(ctx, id, text);
       if (!s) return;
       setAt(value, path, s.value);
@@ -98,6 +105,78 @@ export function checkWith(ctx: CheckContext): Set<string> {
     if (ctx.errors.length === reportedBefore) valid.add(id);
   }
   return valid;
+}
+
+const OUTPUT_NOUN: Record<StageOutputInfo['type'], string> = {
+  table: 'a table',
+  artifact: 'an artifact',
+  json: 'a json document',
+  string: 'a string',
+  number: 'a number',
+  boolean: 'a boolean',
+};
+
+/**
+ * False (and reported) when `text` is a whole reference to a stage output whose type the schema node
+ * at `path` does not take (TAKES_KEYWORD): e.g. split's json `folds` where a table is read, which
+ * fits the artifact-reference schema and would fail only inside the stage.
+ */
+function takesOutput(ctx: CheckContext, stageId: string, schema: object, text: string, path: Segment[]): boolean {
+  const refs = findRefs(text);
+  if (!isWholeRef(text, refs)) return true;
+  const t = refs[0]!.target!;
+  if (t.kind !== 'stage' || t.stage === stageId) return true;
+  const takes = (schemaAt(schema, path) as Record<string, unknown> | undefined)?.[TAKES_KEYWORD];
+  if (!Array.isArray(takes)) return true;
+  const uses = ctx.stages.get(t.stage)?.uses;
+  const upstream = typeof uses === 'string' ? ctx.kinds.get(uses) : undefined;
+  if (!upstream || !Object.prototype.hasOwnProperty.call(upstream.outputs, t.output)) return true;
+  const output = upstream.outputs[t.output]!;
+  if (takes.includes(output.type)) return true;
+  const field = [...path].reverse().find((s): s is string => typeof s === 'string') ?? 'this field';
+  const wanted = (takes as StageOutputInfo['type'][]).map((x) => OUTPUT_NOUN[x] ?? x).join(' or ');
+  report(ctx, ['stages', stageId, 'with', ...path], {
+    code: 'type-mismatch',
+    message: `${field} takes ${wanted}, but ${text} is a${output.type === 'artifact' ? 'n' : ''} ${output.type} output${output.description ? ` (${output.description})` : ''}`,
+    hint: likelyOutput(ctx, stageId, t.stage, field, takes) ?? `use ${wanted} output of a stage '${stageId}' needs`,
+    text,
+  });
+  return false;
+}
+
+/**
+ * The output most likely meant, as `e.g. ${{ … }}`: one of the right type of the same stage named like the
+ * field (test → outputs.test), else one named like the field of another upstream stage (metrics →
+ * evaluate's), else the same stage's outputs of that type.
+ */
+function likelyOutput(ctx: CheckContext, stageId: string, stage: string, field: string, takes: unknown[]): string | undefined {
+  const fitting = (id: string) => {
+    const uses = ctx.stages.get(id)?.uses;
+    const kind = typeof uses === 'string' ? ctx.kinds.get(uses) : undefined;
+    return Object.entries(kind?.outputs ?? {})
+      .filter(([, o]) => takes.includes(o.type))
+      .map(([name]) => name);
+  };
+  const ref = (id: string, output: string) => `\${{ stages.${id}.outputs.${output} }}`;
+  const own = fitting(stage);
+  const named = own.includes(field) ? field : closest(field, own);
+  if (named) return `e.g. ${ref(stage, named)}`;
+  for (const id of ctx.graph.ids)
+    if (id !== stage && ancestors(ctx.graph, stageId).has(id) && fitting(id).includes(field)) return `e.g. ${ref(id, field)}`;
+  return own.length ? `stage '${stage}' has these: ${own.map((o) => ref(stage, o)).join(', ')}` : undefined;
+}
+
+/** The schema node that validates the value at `path` (through properties and items), if the schema says. */
+function schemaAt(schema: unknown, path: readonly Segment[]): unknown {
+  let node = schema as Record<string, unknown> | undefined;
+  for (const s of path) {
+    if (!node || typeof node !== 'object') return undefined;
+    const props = node.properties as Record<string, unknown> | undefined;
+    if (typeof s === 'string' && props && Object.prototype.hasOwnProperty.call(props, s)) node = props[s] as Record<string, unknown>;
+    else if (typeof s === 'number' && node.items && typeof node.items === 'object') node = node.items as Record<string, unknown>;
+    else return undefined;
+  }
+  return node;
 }
 
 function standInFor(ctx: CheckContext, stageId: string, text: string): { value: unknown; standIn: StandInKind } | undefined {

@@ -66,6 +66,10 @@ export function parseSource(text: string, file: string): ParseResult {
         .sort((a, b) => a.line - b.line || a.column - b.column),
     };
   }
+  if (!json) {
+    const merges = mergeKeys(doc, file, lineCounter, locations);
+    if (merges.length > 0) return { ok: false, errors: merges };
+  }
   if (json ? json.value === null : doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
     return {
       ok: false,
@@ -93,6 +97,36 @@ export function parseSource(text: string, file: string): ParseResult {
   const parsed: ParsedSource = { file, text, data, locations, lineCounter };
   const nonJson = nonJsonValues(parsed);
   return nonJson.length ? { ok: false, errors: nonJson } : { ok: true, parsed };
+}
+
+/**
+ * `<<: *defaults` is a YAML 1.1 merge key; YAML 1.2, which tempered reads, has none, so it would be a
+ * field named '<<' (an unknown field, and the fields it was meant to bring in missing). Said once, at
+ * the key, and nothing after it: the other errors would all be its echoes.
+ */
+function mergeKeys(doc: Document, file: string, lc: LineCounter, locations: Map<string, NodeLocation>): SpecError[] {
+  const errors: SpecError[] = [];
+  visit(doc, {
+    Pair(_, pair) {
+      const k = pair.key;
+      // A quoted '<<' is a key like any other.
+      if (!isScalar(k) || k.value !== '<<' || k.type !== 'PLAIN' || !k.range) return;
+      const at = lc.linePos(k.range[0]);
+      let path = '';
+      for (const [pointer, loc] of locations)
+        if (loc.key && loc.key.line === at.line && loc.key.column === at.col) path = humanPath(pointer);
+      errors.push({
+        file,
+        line: at.line,
+        column: at.col,
+        path,
+        code: 'merge-key',
+        message: 'YAML merge keys (<<) are not supported: write the fields out, or use params',
+        hint: 'an alias still stands for a whole value (retry: &r { … } on one stage, retry: *r on another); defaults: gives every stage a retry, timeout and queue',
+      });
+    },
+  });
+  return errors;
 }
 
 /** Deepest nesting of lists and mappings a pipeline file may have. */

@@ -184,6 +184,13 @@ function valueError(list: ErrorObject[], instancePath: string, opts: HumanizeOpt
   let hint: string | undefined = wording?.hint;
   if ([...keywords].some((k) => boundKeywords.includes(k))) {
     message = `must be ${describeExpected(first.parentSchema as Record<string, unknown>, defName)}, got ${show(first.data)}`;
+    // `table: stages.ingest.outputs.table` is a reference without its ${{ }}: plain text to YAML.
+    const bare = typeof first.data === 'string' ? bareReference(first.data) : undefined;
+    if (bare) {
+      message += `, which looks like a ${bare.what} reference`;
+      hint = `write \${{ ${bare.expr} }}`;
+    } else if (keywords.has('type') && describeExpected(first.parentSchema as Record<string, unknown>) === 'an artifact reference')
+      hint = "write ${{ stages.<id>.outputs.<name> }}: an upstream stage's output";
     if (keywords.has('enum') && typeof first.data === 'string') {
       const allowed = ((first.parentSchema as { enum?: unknown[] }).enum ?? []).filter((v): v is string => typeof v === 'string');
       const guess = closest(first.data, allowed);
@@ -261,6 +268,8 @@ export function describeExpected(schema: Record<string, unknown> | undefined, de
   const ref = typeof schema.$ref === 'string' ? schema.$ref.replace('#/$defs/', '') : undefined;
   const wording = DEF_WORDING[defName ?? ''] ?? DEF_WORDING[ref ?? ''];
   if (wording) return wording.expected;
+  // An artifact reference is a mapping only under the hood: people write ${{ stages.<id>.outputs.<name> }}.
+  if (schema.type === 'object' && isObjectSchema(schema.properties) && 'uri' in schema.properties) return 'an artifact reference';
   const types = schema.type === undefined ? [] : Array.isArray(schema.type) ? (schema.type as string[]) : [schema.type as string];
   let text = types.map((t) => TYPE_NOUN[t] ?? t).join(' or ') || 'a value';
   const bounds: string[] = [];
@@ -273,6 +282,21 @@ export function describeExpected(schema: Record<string, unknown> | undefined, de
   if (typeof schema.pattern === 'string') text += ` matching /${schema.pattern}/`;
   if (typeof schema.format === 'string') text += ` in ${schema.format} format`;
   return text;
+}
+
+/** `stages.<id>.outputs.<name>` or `params.<name>` written without `${{ }}` (possibly with stray braces or spaces). */
+function bareReference(text: string): { what: string; expr: string } | undefined {
+  const expr = text
+    .trim()
+    .replace(/^\$?\{+\s*/, '')
+    .replace(/\s*\}+$/, '');
+  if (/^stages\.[A-Za-z_][A-Za-z0-9_-]*\.outputs\.[A-Za-z_][A-Za-z0-9_-]*$/.test(expr)) return { what: 'stage output', expr };
+  if (/^params\.[A-Za-z_][A-Za-z0-9_-]*$/.test(expr)) return { what: 'parameter', expr };
+  return undefined;
+}
+
+function isObjectSchema(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
 export function show(v: unknown): string {

@@ -9,10 +9,19 @@ export interface StageOutputInfo {
   description?: string;
 }
 
+/**
+ * Keyword a node of a `with` schema may carry: which types of stage output a whole
+ * `${{ stages.<id>.outputs.<name> }}` there may be, e.g. `{ ...artifactRefSchema, takes: ['table'] }`.
+ * An artifact reference alone does not say what it points at: a json output (split's folds, a
+ * report) fits the schema and fails only when the stage reads it. Without it, any output whose
+ * type fits the schema is taken (a json output, whose value is unknown, anywhere).
+ */
+export const TAKES_KEYWORD = 'takes';
+
 export interface StageKindInfo {
   kind: string;
   description: string;
-  /** JSON Schema 2020-12 for the stage's `with`. */
+  /** JSON Schema 2020-12 for the stage's `with` (a node may say which output types it takes: TAKES_KEYWORD). */
   withSchema: object;
   outputs: Record<string, StageOutputInfo>;
   codeVersion: string;
@@ -47,6 +56,11 @@ export type ValueShape =
 
 /** A problem a stage kind's check found in its `with`. */
 export interface KindIssue {
+  /**
+   * The upstream stage whose `with` holds the problem, when a rule between two stages finds it there
+   * (e.g. evaluate's production alias that differs from the one deploy promotes); default this stage.
+   */
+  stage?: string;
   /** Inside `with`, e.g. ['lora'] or ['baseline', 'model']. */
   path: Array<string | number>;
   message: string;
@@ -180,6 +194,8 @@ export type SpecErrorCode =
   | 'empty-file'
   /** A value YAML allows but JSON does not (.inf, .nan, !!binary, !!set). */
   | 'bad-value'
+  /** A YAML 1.1 merge key (`<<: *x`), which YAML 1.2 reads as a field named '<<'. */
+  | 'merge-key'
   | 'schema'
   | 'unknown-field'
   | 'missing-field'

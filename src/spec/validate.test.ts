@@ -102,6 +102,33 @@ describe('YAML and JSON syntax', () => {
     });
   });
 
+  // YAML 1.2 has no merge keys: `<<` was an unknown field, and the fields it was meant to bring in "missing".
+  test('a merge key (<<) is one error at the key, and a quoted "<<" is a key like any other', () => {
+    const text = yaml`
+      name: p
+      x-stage: &base
+        uses: ingest
+        with: { source: a.csv }
+      stages:
+        ingest:
+          <<: *base
+          needs: []
+    `;
+    expectOnly(text, {
+      code: 'merge-key',
+      path: 'stages.ingest["<<"]',
+      at: '<<',
+      message: 'YAML merge keys (<<) are not supported: write the fields out, or use params',
+      hint: 'an alias still stands for a whole value (retry: &r { … } on one stage, retry: *r on another); defaults: gives every stage a retry, timeout and queue',
+    });
+    const quoted = errorsOf(text.replace('<<: *base', '"<<": *base'));
+    assert.ok(!quoted.some((e) => e.code === 'merge-key'), JSON.stringify(quoted));
+    assert.ok(
+      quoted.some((e) => e.code === 'unknown-field' && e.message === "unknown field '<<'"),
+      JSON.stringify(quoted),
+    );
+  });
+
   test('an alias bomb is refused quickly', () => {
     let text = 'a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n';
     for (let i = 1; i < 12; i++)
@@ -704,7 +731,36 @@ describe('references', () => {
       code: 'type-mismatch',
       path: 'stages.train.with.data',
       at: '${{ stages.ingest.outputs.rows',
-      message: 'must be a mapping, but ${{ stages.ingest.outputs.rows }} is a number output',
+      message: 'must be an artifact reference, but ${{ stages.ingest.outputs.rows }} is a number output',
+    });
+  });
+
+  // Without ${{ }} a reference is plain text to YAML: "must be a mapping" said nothing of what to write.
+  test('a reference written without ${{ }}', () => {
+    const text = twoStages('      lr: params.lr').replace('data: ${{ stages.ingest.outputs.table }}', 'data: stages.ingest.outputs.table');
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 2, JSON.stringify(errors));
+    assertError(text, errors[0]!, {
+      code: 'with-schema',
+      path: 'stages.train.with.data',
+      at: 'stages.ingest.outputs.table',
+      message: "must be an artifact reference, got 'stages.ingest.outputs.table', which looks like a stage output reference",
+      hint: 'write ${{ stages.ingest.outputs.table }}',
+    });
+    assertError(text, errors[1]!, {
+      code: 'with-schema',
+      path: 'stages.train.with.lr',
+      at: 'params.lr',
+      message: "must be a number > 0, got 'params.lr', which looks like a parameter reference",
+      hint: 'write ${{ params.lr }}',
+    });
+    const file = twoStages('').replace('data: ${{ stages.ingest.outputs.table }}', 'data: train.arrow');
+    expectOnly(file, {
+      code: 'with-schema',
+      path: 'stages.train.with.data',
+      at: 'train.arrow',
+      message: "must be an artifact reference, got 'train.arrow'",
+      hint: "write ${{ stages.<id>.outputs.<name> }}: an upstream stage's output",
     });
   });
 

@@ -42,7 +42,8 @@ export const deployStage: StageKind<Config> = {
         description:
           "e.g. 'f1_macro >= 0.95 && f1_macro > baseline.f1_macro && (!has(production) || f1_macro >= production.f1_macro - 0.005)'",
       },
-      metrics: { ...artifactRefSchema, description: 'evaluation metrics the gate reads (evaluate outputs.metrics)' },
+      // `takes`: the gate reads a JSON document; a table or model folder would fit an artifact reference and fail there.
+      metrics: { ...artifactRefSchema, takes: ['json'], description: 'evaluation metrics the gate reads (evaluate outputs.metrics)' },
     },
   },
   outputs: {
@@ -71,6 +72,8 @@ export const deployStage: StageKind<Config> = {
         hint: `set name: ${registeredName}, or take the version from the stage that registers '${cfg.name}'`,
       });
     }
+    // A name already refused above would only be reported twice, the second time with the wrong fix.
+    if (typeof cfg.gate === 'string' && !issues.length) issues.push(...productionMismatch(cfg, ctx));
     if (typeof cfg.gate === 'string' && !hasRefs(cfg.gate)) {
       for (const i of checkGate(cfg.gate, gateContextShape(cfg, ctx)))
         issues.push({ path: ['gate'], message: `gate: ${i.reason}`, hint: i.hint, offset: i.column - 1 });
@@ -157,6 +160,42 @@ function gateContextShape(cfg: Partial<Config>, ctx: KindCheckContext): Extract<
   const shape = up?.kind.outputShape?.(up.output, up.config, up.context);
   if (shape?.type !== 'object') return undefined;
   return shape.fields.production ? shape : { ...shape, fields: { ...shape.fields, production } };
+}
+
+/**
+ * The gate's production.* must describe the version this stage would replace: an evaluate stage that
+ * compares with another model or alias never does, so every run ends "not promoted", rerun or not.
+ * Reported at evaluate's production, which names what it compares with.
+ */
+function productionMismatch(cfg: Partial<Config>, ctx: KindCheckContext): KindIssue[] {
+  const up = ctx.upstream(cfg.metrics);
+  const production = up?.kind.kind === 'evaluate' && up.output === 'metrics' ? up.config.production : undefined;
+  if (!production || typeof production !== 'object' || hasRefs(production) || typeof cfg.name !== 'string' || hasRefs(cfg.name)) return [];
+  if (cfg.alias !== undefined && (typeof cfg.alias !== 'string' || hasRefs(cfg.alias))) return [];
+  const p = production as { name?: unknown; alias?: unknown };
+  const alias = cfg.alias ?? 'production';
+  const evalAlias = typeof p.alias === 'string' ? p.alias : 'production';
+  const where = `stage '${ctx.stageId}', whose gate reads these metrics, promotes ${cfg.name} to alias ${alias}`;
+  const never = `its gate would never read the version it replaces, and no run would promote`;
+  if (p.name !== cfg.name)
+    return [
+      {
+        stage: up!.stage,
+        path: ['production', 'name'],
+        message: `production compares with '${String(p.name)}', but ${where}: ${never}`,
+        hint: `set name: ${cfg.name}, or the name of stage '${ctx.stageId}' to ${String(p.name)}`,
+      },
+    ];
+  if (evalAlias !== alias)
+    return [
+      {
+        stage: up!.stage,
+        path: p.alias === undefined ? ['production'] : ['production', 'alias'],
+        message: `production compares with ${p.name}'s alias ${evalAlias}${p.alias === undefined ? ' (the default)' : ''}, but ${where}: ${never}`,
+        hint: `set alias: ${alias}${p.alias === undefined ? ' in production' : ''}, or the alias of stage '${ctx.stageId}' to ${evalAlias}`,
+      },
+    ];
+  return [];
 }
 
 /** The `version` ('name@N') evaluate compared against; null when it found none; undefined when it did not compare. */

@@ -219,8 +219,9 @@ export const evaluateStage: StageKind<Config> = {
     additionalProperties: false,
     required: ['model', 'test'],
     properties: {
-      model: { ...artifactRefSchema, description: 'exported model folder (train outputs.model)' },
-      test: artifactRefSchema,
+      // `takes`: an artifact reference alone fits any output stored as a file; the stage reads a model folder and a table.
+      model: { ...artifactRefSchema, takes: ['artifact'], description: 'exported model folder (train outputs.model)' },
+      test: { ...artifactRefSchema, takes: ['table'] },
       baseline: {
         type: 'object',
         additionalProperties: false,
@@ -229,7 +230,7 @@ export const evaluateStage: StageKind<Config> = {
           'the base model: for a classifier, logistic regression on its pooled embeddings (needs train); for a causal LM, the base model itself',
         properties: {
           model: { type: 'string' },
-          train: artifactRefSchema,
+          train: { ...artifactRefSchema, takes: ['table'] },
           pooling: { enum: ['cls', 'mean'] },
           maxLength: { type: 'integer', minimum: 3 },
           seed: { type: 'integer' },

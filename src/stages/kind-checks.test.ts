@@ -40,7 +40,12 @@ function errorsOf(text: string): SpecError[] {
 }
 
 /** The single error, checked against the line and column where `at` (the nth occurrence) sits in the text. */
-function only(text: string, at: string, message: RegExp, opts: { path?: string; hint?: RegExp; nth?: number } = {}): SpecError {
+function only(
+  text: string,
+  at: string,
+  message: RegExp,
+  opts: { path?: string; hint?: RegExp; nth?: number; code?: SpecError['code'] } = {},
+): SpecError {
   const errors = errorsOf(text);
   assert.equal(errors.length, 1, JSON.stringify(errors, null, 1));
   const e = errors[0]!;
@@ -49,7 +54,7 @@ function only(text: string, at: string, message: RegExp, opts: { path?: string; 
   assert.ok(idx >= 0, `text has no ${at}`);
   const lineStart = text.lastIndexOf('\n', idx - 1) + 1;
   assert.deepEqual([e.line, e.column], [text.slice(0, idx).split('\n').length, idx - lineStart + 1], JSON.stringify(e));
-  assert.equal(e.code, 'bad-config');
+  assert.equal(e.code, opts.code ?? 'bad-config');
   if (opts.path) assert.equal(e.path, opts.path);
   assert.match(e.message, message);
   if (opts.hint) assert.match(e.hint ?? '', opts.hint);
@@ -57,6 +62,8 @@ function only(text: string, at: string, message: RegExp, opts: { path?: string; 
 }
 
 const gate = (g: string) => edit([GATE, g]);
+/** The demo's train stage is a classifier: as a causal LM it must drop pooling, which only a classifier uses. */
+const NO_POOLING: [RegExp, string] = [/\n {6}pooling: mean\n/, '\n'];
 
 test('the demo pipeline validates', () => {
   const r = loadSpecText(demo, file, { ...registry, baseDir: pipelines });
@@ -128,7 +135,7 @@ describe('gates', () => {
 
   test('a causal-LM pipeline gates on loss and perplexity, not classification metrics', () => {
     const causal = (g: string) =>
-      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, g]);
+      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], NO_POOLING, [GATE, g]);
     assert.equal(loadSpecText(causal('loss < baseline.loss && perplexity < 20'), file, { ...registry, baseDir: pipelines }).ok, true);
     only(causal('f1_macro >= 0.9'), 'f1_macro >= 0.9', /unknown name 'f1_macro'/, { hint: /loss, perplexity, tokens/ });
   });
@@ -177,11 +184,94 @@ describe('model sources', () => {
   });
 });
 
+describe('what a field takes', () => {
+  // An artifact reference fits any output stored as a file: a json one (split's folds or report) got
+  // through validation and failed inside the stage with a TypeError, retried to the end.
+  test('a json output where a table is read names the output, its type and the table meant', () => {
+    only(
+      edit(['test: ${{ stages.split.outputs.test }}\n      baseline', 'test: ${{ stages.split.outputs.folds }}\n      baseline']),
+      '${{ stages.split.outputs.folds }}',
+      /^test takes a table, but \$\{\{ stages\.split\.outputs\.folds \}\} is a json output \(k-fold pairs/,
+      { code: 'type-mismatch', path: 'stages.evaluate.with.test', hint: /^e\.g\. \$\{\{ stages\.split\.outputs\.test \}\}$/ },
+    );
+    only(
+      edit(['train: ${{ stages.split.outputs.train }}\n      validation', 'train: ${{ stages.split.outputs.report }}\n      validation']),
+      '${{ stages.split.outputs.report }}',
+      /^train takes a table, but \$\{\{ stages\.split\.outputs\.report \}\} is a json output$/,
+      { code: 'type-mismatch', path: 'stages.train.with.train', hint: /^e\.g\. \$\{\{ stages\.split\.outputs\.train \}\}$/ },
+    );
+    only(
+      edit(['        train: ${{ stages.split.outputs.train }}', '        train: ${{ stages.split.outputs.folds }}']),
+      '${{ stages.split.outputs.folds }}',
+      /^train takes a table/,
+      { code: 'type-mismatch', path: 'stages.evaluate.with.baseline.train' },
+    );
+  });
+
+  test('a table where a model or the metrics document is read', () => {
+    only(
+      edit(['      model: ${{ stages.train.outputs.model }}\n      test', '      model: ${{ stages.split.outputs.test }}\n      test']),
+      '${{ stages.split.outputs.test }}',
+      /^model takes an artifact, but \$\{\{ stages\.split\.outputs\.test \}\} is a table output$/,
+      { code: 'type-mismatch', path: 'stages.evaluate.with.model', hint: /^e\.g\. \$\{\{ stages\.train\.outputs\.model \}\}$/ },
+    );
+    const metrics = edit([
+      'metrics: ${{ stages.evaluate.outputs.metrics }}\n      gate',
+      'metrics: ${{ stages.split.outputs.test }}\n      gate',
+    ]);
+    const errors = errorsOf(metrics);
+    assert.deepEqual(
+      errors.map((e) => [e.path, e.code, e.hint]),
+      [['stages.deploy.with.metrics', 'type-mismatch', 'e.g. ${{ stages.evaluate.outputs.metrics }}']],
+    );
+  });
+});
+
+describe("evaluate's production is what deploy promotes", () => {
+  // Compared with another model or alias, the gate's production.* never describes the version deploy
+  // would replace: every run ended "not promoted … rerun the pipeline", and rerunning never helped.
+  test('another alias, another name, or a deploy alias other than the default evaluate compares with', () => {
+    only(
+      edit([
+        '        name: sms-spam-classifier\n      threads',
+        '        name: sms-spam-classifier\n        alias: prodction\n      threads',
+      ]),
+      'prodction',
+      /^production compares with sms-spam-classifier's alias prodction, but stage 'deploy', whose gate reads these metrics, promotes sms-spam-classifier to alias production: its gate would never read the version it replaces/,
+      { path: 'stages.evaluate.with.production.alias', hint: /^set alias: production, or the alias of stage 'deploy' to prodction$/ },
+    );
+    only(
+      edit(['        name: sms-spam-classifier\n      threads', '        name: sms-spam-clasifier\n      threads']),
+      'sms-spam-clasifier',
+      /^production compares with 'sms-spam-clasifier', but stage 'deploy'/,
+      { path: 'stages.evaluate.with.production.name', hint: /^set name: sms-spam-classifier/ },
+    );
+    only(
+      edit(['      alias: production\n', '      alias: staging\n']),
+      'name: sms-spam-classifier\n      threads',
+      /^production compares with sms-spam-classifier's alias production \(the default\), but stage 'deploy', whose gate reads these metrics, promotes sms-spam-classifier to alias staging/,
+      { path: 'stages.evaluate.with.production', hint: /^set alias: staging in production/ },
+    );
+    // Without a gate the metrics decide nothing; the same alias spelt out is no mismatch.
+    const plain = (text: string) => loadSpecText(text, file, { ...registry, baseDir: pipelines }).ok;
+    assert.equal(plain(edit(['      alias: production\n', '      alias: staging\n'], [/ {6}gate: .*\n/, ''])), true);
+    assert.equal(
+      plain(
+        edit([
+          '        name: sms-spam-classifier\n      threads',
+          '        name: sms-spam-classifier\n        alias: production\n      threads',
+        ]),
+      ),
+      true,
+    );
+  });
+});
+
 describe('rules between train fields', () => {
   test('lora without its block, head for causal-lm, early stopping without validation, lr of 1', () => {
     only(edit([/ {6}lora:\n(?: {8}.*\n){3}/, '']), 'lora\n', /method lora needs a lora block/, { path: 'stages.train.with.method' });
     only(
-      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], [GATE, 'loss < 5']),
+      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: head'], NO_POOLING, [GATE, 'loss < 5']),
       'head',
       /method 'head' applies to classification/,
     );
@@ -231,6 +321,7 @@ describe('rules between train fields', () => {
             '      labels: [ham, spam]\n      method: lora',
             '      task: causal-lm\n      chat: { system: terse, endOfTurn: "<|im_end|>" }\n      pack: true\n      recompute: true\n      method: lora',
           ],
+          NO_POOLING,
           [GATE, 'loss < 5'],
         ),
         file,
@@ -241,6 +332,7 @@ describe('rules between train fields', () => {
     only(
       edit(
         ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      labels: [ham, spam]\n      method: lora'],
+        NO_POOLING,
         [GATE, 'loss < 5'],
       ),
       '[ham, spam]',
@@ -249,7 +341,10 @@ describe('rules between train fields', () => {
     );
     // qlora: the pipeline's causal-lm train stage accepts it (with a lora block); classification does not.
     const causal = (method: string) =>
-      edit(['      labels: [ham, spam]\n      method: lora', `      task: causal-lm\n      method: ${method}`], [GATE, 'loss < 5']);
+      edit(['      labels: [ham, spam]\n      method: lora', `      task: causal-lm\n      method: ${method}`], NO_POOLING, [
+        GATE,
+        'loss < 5',
+      ]);
     assert.deepEqual(loadSpecText(causal('qlora'), file, { ...registry, baseDir: pipelines }).ok, true);
     only(edit(['      method: lora', '      method: qlora']), 'qlora', /method 'qlora' applies to task causal-lm/, {
       path: 'stages.train.with.method',
@@ -258,6 +353,7 @@ describe('rules between train fields', () => {
     only(
       edit(
         ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: qlora'],
+        NO_POOLING,
         [/ {6}lora:\n(?: {8}.*\n){3}/, ''],
         [GATE, 'loss < 5'],
       ),
@@ -265,6 +361,31 @@ describe('rules between train fields', () => {
       /method qlora needs a lora block/,
       { path: 'stages.train.with.method' },
     );
+    // Settings the run would ignore: pooling in a causal LM, a lora block beside full or head training,
+    // and epochs beside maxSteps (the run takes maxSteps steps, more or fewer than epochs' worth).
+    only(
+      edit(['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'], [GATE, 'loss < 5']),
+      'mean\n      seed',
+      /^pooling applies to task classification only$/,
+      { path: 'stages.train.with.pooling' },
+    );
+    for (const method of ['full', 'head'])
+      only(
+        edit(['      method: lora', `      method: ${method}`]),
+        'r: 8',
+        /^the lora block applies to methods lora and qlora; method \w+ ignores it$/,
+        {
+          path: 'stages.train.with.lora',
+          hint: /^remove lora, or set method: lora$/,
+        },
+      );
+    only(
+      edit(['      epochs: 1\n', '      epochs: 1\n      maxSteps: 200\n']),
+      '200',
+      /^training runs exactly maxSteps optimizer steps whatever epochs says, so epochs: 1 would be ignored$/,
+      { path: 'stages.train.with.maxSteps', hint: /^keep one: epochs/ },
+    );
+    assert.equal(loadSpecText(edit(['      epochs: 1\n', '      maxSteps: 200\n']), file, { ...registry, baseDir: pipelines }).ok, true);
     const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
     assert.deepEqual(
       lr.map((e) => [e.path, e.code]),
@@ -324,6 +445,16 @@ describe('rules between data stage fields', () => {
       errors.every((e) => e.code === 'unknown-output' && /does not produce '(train|validation)' here: with kfold: 5/.test(e.message)),
     );
     assert.deepEqual([...new Set(errors.map((e) => e.message.match(/'(train|validation)'/)![1]))].sort(), ['train', 'validation']);
+  });
+
+  test('split: shares that do not add up to 1 show their sum without binary rounding noise', () => {
+    // 0.7 + 0.1 + 0.1 is 0.8999999999999999 in binary floating point: no one wrote that number.
+    only(
+      edit(['ratios: { train: 0.8, validation: 0.1, test: 0.1 }', 'ratios: { train: 0.7, validation: 0.1, test: 0.1 }']),
+      '{ train: 0.7',
+      /^ratios add up to 0\.9, expected 1$/,
+      { path: 'stages.split.with.ratios' },
+    );
   });
 
   test('dedupe: MinHash bands × rows must fit in numPerm', () => {
@@ -557,6 +688,7 @@ test('train lists every label the ingest stage admits, through dedupe and split'
 test('a reference to an output the upstream config leaves out (F1 of a causal-LM evaluation) is an error at the reference', () => {
   const text = edit(
     ['      labels: [ham, spam]\n      method: lora', '      task: causal-lm\n      method: lora'],
+    NO_POOLING,
     [GATE, 'loss < 5'],
     ['      description: all-MiniLM', '      tags: { f1: "F1 ${{ stages.evaluate.outputs.f1_macro }}" }\n      description: all-MiniLM'],
   );

