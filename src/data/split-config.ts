@@ -32,7 +32,9 @@ export function checkSplitConfig(cfg: SplitConfig): InputError[] {
     if (cfg.ratios && (o.test ?? 0) > 1) out.push(new InputError('ratios.test must be at most 1', { where: 'ratios.test' }));
   } else if (cfg.ratios && !cfg.counts) {
     const sum = SPLITS.reduce((a, s) => a + (cfg.ratios![s] ?? 0), 0);
-    if (Math.abs(sum - 1) > 1e-6) out.push(new InputError(`ratios add up to ${sum}, expected 1`, { where: 'ratios' }));
+    // 15 significant digits: the float noise of 0.8 + 0.1 goes (0.9, not 0.8999999999999999), a real miss stays visible.
+    if (Math.abs(sum - 1) > 1e-6)
+      out.push(new InputError(`ratios add up to ${Number(sum.toPrecision(15))}, expected 1`, { where: 'ratios' }));
   }
   return out;
 }

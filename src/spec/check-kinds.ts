@@ -79,7 +79,7 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
     for (const issue of kind.check(configOf(id), contextFor(id, 0))) {
       const seg: Segment[] = ['stages', issue.stage ?? id, 'with', ...issue.path];
       const before = ctx.errors.length;
-      report(ctx, seg, { code: 'bad-config', message: withoutFloatNoise(issue.message), hint: issue.hint });
+      report(ctx, seg, { code: 'bad-config', message: issue.message, hint: issue.hint });
       if (issue.offset !== undefined) {
         const at = locateInString(ctx, seg, issue.offset);
         Object.assign(ctx.errors[before]!, { line: at.line, column: at.column });
@@ -87,19 +87,6 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
       }
     }
   }
-}
-
-/**
- * `ratios add up to 0.8999999999999999` reads as a bug: a number a check computed (a sum of shares)
- * carries binary rounding noise that no one wrote. Numbers of more than 15 significant digits (past
- * what a decimal literal keeps exactly) are shown at 15, which drops the noise and nothing else: a sum
- * off by 1e-6 still shows as off.
- */
-export function withoutFloatNoise(message: string): string {
-  return message.replace(/(?<![\w.])-?\d+\.\d+(?:e[+-]?\d+)?(?![\w.])/gi, (m) => {
-    const digits = m.replace(/^-?0*\.?0*|e.*$|\./gi, '');
-    return digits.length > 15 ? String(Number(Number(m).toPrecision(15))) : m;
-  });
 }
 
 /**

@@ -19,7 +19,7 @@ export const dedupeStage: StageKind<Config> = {
   kind: 'dedupe',
   description: 'remove exact and near duplicates (MinHash + LSH); report clusters and label conflicts',
   codeVersion: 'dedupe-1',
-  withSchema: withInputs(dedupeWithSchema, { table: artifactRefSchema }),
+  withSchema: withInputs(dedupeWithSchema, { table: { ...artifactRefSchema, takes: ['table'] } }),
   outputs: {
     table: { type: 'table', description: 'kept rows, with _cluster' },
     clusters: { type: 'table', description: 'cluster id, member, kept, reason' },

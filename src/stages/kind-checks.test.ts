@@ -225,6 +225,21 @@ describe('what a field takes', () => {
       [['stages.deploy.with.metrics', 'type-mismatch', 'e.g. ${{ stages.evaluate.outputs.metrics }}']],
     );
   });
+
+  test("dedupe's and split's table", () => {
+    only(
+      edit(['table: ${{ stages.ingest.outputs.table }}', 'table: ${{ stages.ingest.outputs.report }}']),
+      '${{ stages.ingest.outputs.report }}',
+      /^table takes a table, but \$\{\{ stages\.ingest\.outputs\.report \}\} is a json output/,
+      { code: 'type-mismatch', path: 'stages.dedupe.with.table', hint: /^e\.g\. \$\{\{ stages\.ingest\.outputs\.table \}\}$/ },
+    );
+    only(
+      edit(['table: ${{ stages.dedupe.outputs.table }}', 'table: ${{ stages.dedupe.outputs.report }}']),
+      '${{ stages.dedupe.outputs.report }}',
+      /^table takes a table, but/,
+      { code: 'type-mismatch', path: 'stages.split.with.table' },
+    );
+  });
 });
 
 describe("evaluate's production is what deploy promotes", () => {

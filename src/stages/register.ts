@@ -52,8 +52,8 @@ export const registerStage: StageKind<Config> = {
     required: ['name', 'model'],
     properties: {
       name: { type: 'string', pattern: '^[a-z][a-z0-9._-]*$', description: 'registered model name' },
-      model: { ...artifactRefSchema, description: 'the exported model folder (train outputs.model)' },
-      metrics: { ...artifactRefSchema, description: 'evaluation metrics (evaluate outputs.metrics)' },
+      model: { ...artifactRefSchema, takes: ['artifact'], description: 'the exported model folder (train outputs.model)' },
+      metrics: { ...artifactRefSchema, takes: ['json'], description: 'evaluation metrics (evaluate outputs.metrics)' },
       data: { type: 'object', additionalProperties: artifactRefSchema, description: 'data sets for lineage, e.g. {train: ..., test: ...}' },
       params: { type: 'object', description: 'hyperparameters to record' },
       description: { type: 'string' },

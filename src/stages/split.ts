@@ -23,7 +23,7 @@ export const splitStage: StageKind<Config> = {
   kind: 'split',
   description: 'seeded train/validation/test split, stratified by label, keeping duplicate clusters and groups together',
   codeVersion: 'split-1',
-  withSchema: withInputs(splitWithSchema, { table: artifactRefSchema }),
+  withSchema: withInputs(splitWithSchema, { table: { ...artifactRefSchema, takes: ['table'] } }),
   outputs: {
     train: { type: 'table' },
     validation: { type: 'table' },
