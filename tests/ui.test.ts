@@ -25,6 +25,7 @@ import { loadSpec } from '../src/spec/index.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { ArtifactRef } from '../src/types.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { createUiServer, type UiServer } from '../ui/server.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { useBrowser } from './helpers/browser.ts';
@@ -251,7 +252,20 @@ describe('dashboard in a browser', () => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('#/runs');
     for (const r of runs) await page.locator(`#runs tr[data-run="${r.runId}"]`).waitFor();
+    // The run page's and `tempered status`'s word, and the run a resume continues, as `tempered runs` says.
+    assert.equal(await page.locator(`#runs tr[data-run="${runs[0]!.runId}"] .state`).innerText(), 'succeeded');
+    assert.equal(await page.getAttribute(`#runs tr[data-run="${resumed}"] [data-resumes]`, 'data-resumes'), runs[0]!.runId);
     await page.screenshot({ path: join(SHOTS, 'ui-runs.png') });
+    // Filters come from the hash, even when it changes on the page, and go back into it.
+    await page.evaluate(`location.hash = '#/runs?schedule=no-such-schedule'`);
+    assert.match(await page.locator('#runs-none').innerText(), /no runs with schedule 'no-such-schedule'/);
+    assert.equal(await page.inputValue('label:has-text("schedule") input'), 'no-such-schedule');
+    await page.fill('label:has-text("schedule") input', '');
+    // The pipeline is named e2e: a part of the name finds nothing, and the page says the name must be exact.
+    await page.fill('label:has-text("pipeline") input', 'e2');
+    await page.press('label:has-text("pipeline") input', 'Enter');
+    await page.locator('#runs-none', { hasText: "pipeline 'e2' (exact name)" }).waitFor();
+    assert.equal(new URL(page.url()).hash, '#/runs?pipeline=e2');
     await page.context().close();
   });
 
@@ -265,6 +279,18 @@ describe('dashboard in a browser', () => {
     await page.locator('#chart-loss').waitFor();
     assert.equal(Number(await page.getAttribute('#chart-loss', 'data-points')), history.numRows);
     assert.equal(await page.locator('#chart-loss canvas').count(), 1, 'uPlot drew the curve');
+    // The legend under the cursor shows the loss to 4 significant digits, not rounded to three decimals.
+    const over = (await page.locator('#chart-loss .u-over').boundingBox())!;
+    await page.mouse.move(over.x + over.width * 0.7, over.y + over.height / 2);
+    const lossShown = Number(await page.locator('#chart-loss .u-legend .u-series').nth(1).locator('.u-value').innerText());
+    const losses = history.getChild('loss')!.toArray() as Float64Array;
+    assert.ok(
+      losses.some((x) => Number(x.toPrecision(4)) === lossShown),
+      `${lossShown} is one of the run's losses to 4 significant digits (${[...losses].join(', ')})`,
+    );
+    // A finished run's cancel button is disabled, and looks it.
+    assert.equal(await page.isDisabled('#cancel'), true);
+    assert.notEqual(await page.evaluate(`getComputedStyle(document.getElementById('cancel')).color`), 'rgb(198, 40, 40)');
     const report = JSON.parse(readFileSync(env.store.pathOf(output(run, 'evaluate', 'report')), 'utf8')) as {
       model: { labels: string[]; confusion: number[][] };
     };
@@ -287,7 +313,34 @@ describe('dashboard in a browser', () => {
         label,
       );
     }
+    // No production version when this run evaluated: the heading does not promise one, and the delta says its direction.
+    const evaluation = JSON.parse(readFileSync(env.store.pathOf(output(run, 'evaluate', 'report')), 'utf8')) as { production?: unknown };
+    if (!evaluation.production) assert.equal(await page.locator('#versus-title').innerText(), 'Against baseline');
+    assert.equal(await page.locator('#versus th').last().innerText(), 'Δ F1 fine-tuned − this');
+    // Downloads are named for what they are; an empty count of bad rows reads as none, not as an empty heading.
+    assert.equal(await page.locator('[data-stage-card="ingest"] a[download="ingest-table.arrow"]').count(), 1);
+    const ingestReport = JSON.parse(readFileSync(env.store.pathOf(output(run, 'ingest', 'report')), 'utf8')) as {
+      badRows?: Record<string, number>;
+    };
+    if (ingestReport.badRows && Object.keys(ingestReport.badRows).length === 0) {
+      await page.locator('[data-stage-card="ingest"] summary', { hasText: 'data report' }).click();
+      await page.locator('[data-stage-card="ingest"] h3:has-text("badRows") + p', { hasText: '(none)' }).waitFor();
+    }
     await page.screenshot({ path: join(SHOTS, 'ui-run.png'), fullPage: true });
+    // A node shows its stage's card alone; a second click, or "show all stages", shows them all again.
+    const cards = () => page.locator('[data-stage-card]').count();
+    await page.click('.node[data-stage="train"]');
+    assert.equal(await cards(), 1);
+    await page.click('.node[data-stage="train"]');
+    assert.equal(await cards(), run.stages.length);
+    await page.click('.node[data-stage="split"]');
+    assert.equal(await cards(), 1);
+    await page.click('#all-stages');
+    assert.equal(await cards(), run.stages.length);
+    assert.ok(
+      Number(await page.evaluate('document.documentElement.scrollWidth')) <= 1360,
+      'nothing (a hash, a long output) widens the page past the window',
+    );
     await page.context().close();
   });
 
@@ -379,6 +432,8 @@ describe('dashboard in a browser', () => {
       await log.close();
     }
     await page.locator('tr[data-version="1"]', { hasText: 'staging' }).waitFor();
+    // A first assignment has no version before it.
+    await row(page).locator('td', { hasText: 'set to v1' }).first().waitFor();
     // The model card renders as HTML (marked, sanitised by DOMPurify), not as markdown text.
     await row(page).locator('tr[data-version="1"] button', { hasText: 'card' }).click();
     assert.equal(await page.locator('div.model-card h1').innerText(), 'e2e-clf v1');
@@ -565,12 +620,20 @@ describe('dashboard in a browser', () => {
         await row.locator('[data-next]').evaluateAll((els) => els.map((e) => e.getAttribute('data-next'))),
         next.slice(0, 3),
       );
+      await row.locator('input[data-note]').fill('data migration');
       await row.locator('button[data-op="pause"]').click();
       await page.locator(`#schedules tr[data-schedule="${name}"][data-paused="true"]`).waitFor();
       assert.equal((await state()).paused, true);
+      assert.equal((await state()).note, 'data migration');
+      // Temporal still computes a paused schedule's fire times; none of them happens, so none shows.
+      await row.locator('text=none while paused').waitFor();
+      assert.equal(await row.locator('[data-next]').count(), 0);
+      await row.locator('text=data migration').waitFor();
       await row.locator('button[data-op="unpause"]').click();
       await page.locator(`#schedules tr[data-schedule="${name}"][data-paused="false"]`).waitFor();
       assert.equal((await state()).paused, false);
+      assert.equal((await state()).note, undefined, 'an unpause without a note shows none, as `schedule unpause` without --note');
+      await row.locator('[data-next]').first().waitFor();
       await row.locator('button[data-op="trigger"]').click();
       const action = await waitFor('the triggered run', async () => (await state()).recentActions[0], 30_000, 200);
       assertSucceeded(await waitForRun(env.client, action.runId));
@@ -610,6 +673,27 @@ describe('dashboard in a browser', () => {
       await page.locator('.waiting').waitFor();
       assert.match(await page.locator('.waiting').innerText(), /no worker has picked this run up yet; .*task queue ui-nobody/);
       assert.equal(await page.getAttribute('.node[data-stage="train"]', 'data-state'), 'pending');
+      // Its duration moves on with no new data: a minute later by the page's clock, it reads another.
+      const before = await page.locator('#run-duration').innerText();
+      await page.clock.install();
+      await page.clock.fastForward(60_000);
+      await page.locator('#run-duration').filter({ hasNotText: before }).waitFor();
+      // Cancelled before any worker took it: the run waits still, and says the cancellation waits with it.
+      await page.click('#cancel');
+      await page.locator('.waiting[data-cancel-requested="true"]').waitFor();
+      assert.match(
+        await page.locator('.waiting').innerText(),
+        /cancellation requested; no worker has picked this run up yet, and it ends \(cancelled, nothing run\) when a worker serving task queue ui-nobody takes it/,
+      );
+      assert.equal(await page.isDisabled('#cancel'), true, 'one cancellation is enough');
+      const again = await fetch(`${url}/api/runs/${runId}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.deepEqual(await again.json(), { cancelled: true, alreadyRequested: true });
+      const log = await openAudit(join(env.dir, 'audit.db'));
+      try {
+        assert.equal((await log.query({ run: runId, action: 'run.cancel_requested' })).length, 1, 'the second request wrote no record');
+      } finally {
+        await log.close();
+      }
       await page.context().close();
     } finally {
       await env.client.workflow.getHandle(runId).terminate('test over');
@@ -656,6 +740,64 @@ describe('dashboard in a browser', () => {
     assert.deepEqual(await cells('production.f1_macro'), ['0.8800', '0.9000', ''], 'no delta across different versions');
     assert.deepEqual(await cells('f1_macro'), ['0.9200', '0.9400', '0.0200']);
     await page.context().close();
+  });
+
+  it('says when live updates are lost or fail, and takes them up again from where they were', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const runId = await startPipeline(pipelineFile, {}, 'ui-nobody-live');
+    const ctx = await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } });
+    try {
+      // The first stream says the server failed and ends, as the server's own `failure` does; the next ones go through.
+      const asked: string[] = [];
+      await ctx.route('**/events?*', async (route) => {
+        asked.push(route.request().url());
+        if (asked.length > 1) return route.continue();
+        await route.fulfill({
+          status: 200,
+          headers: { 'content-type': 'text/event-stream' },
+          body: 'event: failure\ndata: {"error":"Temporal is unreachable"}\n\n',
+        });
+      });
+      const page = await ctx.newPage();
+      await page.goto(`${url}/#token=${TOKEN}`);
+      await page.evaluate(`location.hash = ${JSON.stringify(`#/run/${runId}`)}`);
+      await page.locator('#live-lost', { hasText: 'live updates lost, reconnecting… (Temporal is unreachable)' }).waitFor();
+      await page.locator('#live-lost').waitFor({ state: 'detached' });
+      assert.ok(asked.length >= 2, 'it asked again');
+      assert.equal(new URL(asked[1]!).pathname, `/api/runs/${runId}/events`);
+    } finally {
+      await ctx.close();
+      await env.client.workflow.getHandle(runId).terminate('test over');
+    }
+  });
+
+  it("says why a run's reports and history are not shown when they are not in this dashboard's store", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const elsewhere = await createUiServer({
+      paths: statePaths(env.dir),
+      store: new ArtifactStore(mkdtempSync(join(tmpdir(), 'ui-other-store-'))),
+      client: async () => env.client,
+      token: TOKEN,
+      actor: 'ui-tester',
+      taskQueue: TEST_QUEUE,
+    });
+    try {
+      const at = await elsewhere.listen(0, '127.0.0.1');
+      const ctx = await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } });
+      const page = await ctx.newPage();
+      await page.goto(`${at}/#token=${TOKEN}`);
+      await page.evaluate(`location.hash = ${JSON.stringify(`#/run/${runs[0]!.runId}`)}`);
+      await page.locator('#evaluation-unread').waitFor();
+      assert.match(
+        await page.locator('#evaluation-unread').innerText(),
+        /^report not shown: artifact [0-9a-f]+ is not in the store at .*TEMPERED_STORE/,
+      );
+      assert.match(await page.locator('[data-unread="history"]').innerText(), /training history not shown.*not in the store/);
+      assert.match(await page.locator('[data-stage-card="ingest"] [data-unread="report"]').innerText(), /not in the store/);
+      await ctx.close();
+    } finally {
+      await elsewhere.close();
+    }
   });
 
   it('logged no console errors', (t) => {

@@ -9,7 +9,7 @@ import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.
 import { FilePoints } from '../src/store/progress-points.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { jsonDiff, trainingCurves } from './data.ts';
+import { jsonDiff, runCurves, trainingCurves, type RunView } from './data.ts';
 
 describe('trainingCurves from live points', () => {
   it('keeps tokens/s and samples/s, and the newest attempt of a step wins', async () => {
@@ -35,12 +35,64 @@ describe('jsonDiff of several specs', () => {
     const b = { params: { seed: 4, lr: 0.1 }, stages: { split: { with: { ratios: [0.8, 0.2] } } }, tags: {} };
     const c = { params: { seed: 3, lr: 0.1, extra: true }, stages: { split: { with: { ratios: [0.7, 0.3] } } } };
     assert.deepEqual(jsonDiff([a, b, c]), [
-      { path: 'params.extra', values: [undefined, undefined, true] },
+      { path: 'params.extra', values: [undefined, undefined, true], absent: [true, true, false] },
       { path: 'params.seed', values: [3, 4, 3] },
       { path: 'stages.split.with.ratios.0', values: [0.8, 0.8, 0.7] },
       { path: 'stages.split.with.ratios.1', values: [0.2, 0.2, 0.3] },
-      { path: 'tags', values: [{}, {}, undefined] },
+      { path: 'tags', values: [{}, {}, undefined], absent: [false, false, true] },
     ]);
     assert.deepEqual(jsonDiff([a, a]), []);
+  });
+
+  it('lists a stage only one spec has as one line, marked absent in the other', () => {
+    const stage = { uses: 'train', needs: ['split'], with: { epochs: 3, lr: 0.001, lora: { r: 8, alpha: 16 } } };
+    const a = { stages: { split: { with: { seed: 3 } } } };
+    const b = { stages: { split: { with: { seed: 3 } }, train: stage } };
+    const diff = jsonDiff([a, b]);
+    assert.deepEqual(diff, [{ path: 'stages.train', values: [undefined, stage], absent: [true, false] }]);
+    // Sent as JSON the absent value reads null; `absent` says it was not there (a null setting is not absent).
+    assert.deepEqual(JSON.parse(JSON.stringify(diff))[0].values, [null, stage]);
+    assert.deepEqual(jsonDiff([{ x: null }, {}]), [{ path: 'x', values: [null, undefined], absent: [false, true] }]);
+  });
+});
+
+const ABSENT = 'artifact://sha256/' + 'ab'.repeat(32) + ' is not in the store at /x; TEMPERED_STORE is not set';
+/** A store without the artifact, which says why as the real one does. */
+const emptyStore = { localPath: async () => Promise.reject(new Error(ABSENT)) } as unknown as ArtifactStore;
+const historyRef = {
+  uri: `artifact://sha256/${'ab'.repeat(32)}`,
+  sha256: 'ab'.repeat(32),
+  bytes: 10,
+  mediaType: 'application/vnd.apache.arrow.file',
+};
+
+describe('curves whose history is not in this store', () => {
+  it('say why, and draw the live points instead (compare too)', async () => {
+    const paths = statePaths(mkdtempSync(join(tmpdir(), 'ui-data-')));
+    const points = new FilePoints(paths.progress);
+    const stage = {
+      id: 'train',
+      uses: 'train',
+      state: 'succeeded',
+      outputs: { history: historyRef },
+    } as unknown as RunStatus['stages'][number];
+    const none = await trainingCurves(points, emptyStore, 'run-2', 'exec-2', stage);
+    assert.equal(none.unread, ABSENT);
+    assert.deepEqual(none.columns.step, []);
+    appendProgressPoint(progressLogPath(paths.progress, 'run-2', 'exec-2', 'train'), { attempt: 1, t: 1, metrics: { step: 1, loss: 2 } });
+    const view = { status: { runId: 'run-2', stages: [stage] }, execution: 'exec-2' } as unknown as RunView;
+    const cols = await runCurves(points, emptyStore, view);
+    assert.deepEqual([cols?.step, cols?.loss], [[1], [2]]);
+  });
+
+  it('gives compare the live points of a run still training (no history yet)', async () => {
+    const paths = statePaths(mkdtempSync(join(tmpdir(), 'ui-data-')));
+    appendProgressPoint(progressLogPath(paths.progress, 'run-3', 'exec-3', 'train'), { attempt: 1, t: 1, metrics: { step: 5, loss: 1.5 } });
+    const running = { id: 'train', uses: 'train', state: 'running', outputs: {} } as unknown as RunStatus['stages'][number];
+    const pending = { id: 'train', uses: 'train', state: 'pending' } as unknown as RunStatus['stages'][number];
+    const view = (st: RunStatus['stages'][number]) =>
+      ({ status: { runId: 'run-3', stages: [st] }, execution: 'exec-3' }) as unknown as RunView;
+    assert.deepEqual((await runCurves(new FilePoints(paths.progress), emptyStore, view(running)))?.loss, [1.5]);
+    assert.equal(await runCurves(new FilePoints(paths.progress), emptyStore, view(pending)), null);
   });
 });

@@ -35,6 +35,8 @@ export interface RunView {
   reports: Record<string, Record<string, unknown>>;
   /** An evaluate stage's comparison with the production version, by stage id (where it compared with one). */
   production: Record<string, ProductionComparison>;
+  /** Why a report output could not be read (not in this dashboard's store, not JSON), by stage id and output name. */
+  unread: Record<string, Record<string, string>>;
 }
 
 export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
@@ -42,16 +44,18 @@ export async function runView(client: Client, store: ArtifactStore, runId: strin
   const status = await getRunStatus(client, runId);
   const reports: RunView['reports'] = {};
   const production: RunView['production'] = {};
+  const unread: RunView['unread'] = {};
   for (const st of status.stages) {
     for (const [name, ref] of Object.entries(st.outputs ?? {})) {
       if ((name !== 'report' && name !== 'metrics') || !isArtifactRef(ref)) continue;
-      const json = await readJsonArtifact(store, ref);
-      if (json !== undefined) (reports[st.id] ??= {})[name] = json;
+      const read = await readJson(store, ref);
+      if ('json' in read) (reports[st.id] ??= {})[name] = read.json;
+      else if (read.why) (unread[st.id] ??= {})[name] = read.why;
     }
     const compared = st.uses === 'evaluate' ? productionComparison(reports[st.id]?.metrics, reports[st.id]?.report) : undefined;
     if (compared) production[st.id] = compared;
   }
-  return { status, execution: desc.runId, temporalStatus: desc.status.name, reports, production };
+  return { status, execution: desc.runId, temporalStatus: desc.status.name, reports, production, unread };
 }
 
 /** The scores a comparison with production shows, in this order, where present; and which way is better. */
@@ -173,11 +177,23 @@ export function productionComparison(metrics: unknown, report: unknown): Product
  * store hands a verified local copy (fetched from a remote backend when there is one).
  */
 export async function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): Promise<unknown> {
-  if (!ref.mediaType?.includes('json') || ref.bytes > MAX_INLINE_JSON) return undefined;
+  const read = await readJson(store, ref);
+  return 'json' in read ? read.json : undefined;
+}
+
+/** A small JSON artifact, or why the page cannot show it (none where it is not meant to be shown: not JSON, too large). */
+async function readJson(store: ArtifactStore, ref: ArtifactRef): Promise<{ json: unknown } | { why?: string }> {
+  if (!ref.mediaType?.includes('json') || ref.bytes > MAX_INLINE_JSON) return {};
+  let path: string;
   try {
-    return JSON.parse(readFileSync(await store.localPath(ref.uri), 'utf8'));
-  } catch {
-    return undefined;
+    path = await store.localPath(ref.uri);
+  } catch (e) {
+    return { why: (e as Error).message };
+  }
+  try {
+    return { json: JSON.parse(readFileSync(path, 'utf8')) };
+  } catch (e) {
+    return { why: `${ref.uri} is not JSON: ${(e as Error).message}` };
   }
 }
 
@@ -185,18 +201,24 @@ export async function readJsonArtifact(store: ArtifactStore, ref: ArtifactRef): 
 export type Columns = Record<string, (number | null)[]>;
 
 export async function readHistoryArtifact(store: ArtifactStore, ref: unknown): Promise<Columns | undefined> {
-  if (!isArtifactRef(ref)) return undefined;
+  const read = await readHistory(store, ref);
+  return 'columns' in read ? read.columns : undefined;
+}
+
+/** A history's columns, or why the store could not hand it over (not in this store yet: the live points stand in). */
+async function readHistory(store: ArtifactStore, ref: unknown): Promise<{ columns: Columns } | { why?: string }> {
+  if (!isArtifactRef(ref)) return {};
   let path: string;
   try {
     path = await store.localPath(ref.uri);
-  } catch {
-    return undefined; // not in this store (yet): the live points stand in
+  } catch (e) {
+    return { why: (e as Error).message };
   }
   const table = tableFromIPC(readFileSync(path));
   const out: Columns = {};
   // NaN (no validation at that step) becomes null when the response is serialised.
   for (const field of table.schema.fields) out[field.name] = Array.from(table.getChild(field.name)!.toArray() as ArrayLike<number>);
-  return out;
+  return { columns: out };
 }
 
 /** Live metric names as the train stage reports them, by the history column they fill. */
@@ -219,6 +241,8 @@ export interface TrainingCurves {
   source: 'history' | 'live';
   /** Byte offset in the progress log after the points included, to tail from (server-sent events). */
   offset: number;
+  /** Why the finished history could not be read (e.g. not in this dashboard's store), where the stage has one. */
+  unread?: string;
 }
 
 /**
@@ -241,7 +265,9 @@ export async function trainingCurves(
   }
   const byStep = new Map<number, Record<string, number>>();
   for (const p of live.points) if (typeof p.metrics.step === 'number') byStep.set(p.metrics.step, p.metrics);
-  const history = await readHistoryArtifact(store, stage.outputs?.history);
+  const read = await readHistory(store, stage.outputs?.history);
+  const history = 'columns' in read ? read.columns : undefined;
+  const unread = 'why' in read && read.why ? { unread: read.why } : {};
   if (history?.step) {
     const { epoch: _epoch, ...columns } = history;
     for (const col of LIVE_ONLY) columns[col] = history.step.map((s) => byStep.get(s!)?.[col] ?? null);
@@ -250,30 +276,50 @@ export async function trainingCurves(
   const steps = [...byStep.keys()].sort((a, b) => a - b);
   const columns: Columns = { step: steps };
   for (const [col, name] of Object.entries(LIVE_NAMES)) columns[col] = steps.map((s) => byStep.get(s)![name] ?? null);
-  return { columns, source: 'live', offset: live.offset };
+  return { columns, source: 'live', offset: live.offset, ...unread };
+}
+
+/** A run's training curves for compare: the finished history, else the live points its run page draws; null without either. */
+export async function runCurves(points: ProgressPoints, store: ArtifactStore, v: RunView): Promise<Columns | null> {
+  const train = v.status.stages.find(
+    (s) => s.outputs?.history !== undefined || (s.uses === 'train' && s.state !== 'pending' && s.state !== 'skipped'),
+  );
+  if (!train) return null;
+  const c = await trainingCurves(points, store, v.status.runId, v.execution, train);
+  return (c.columns.step?.length ?? 0) > 0 ? c.columns : null;
 }
 
 export interface SpecDiffLine {
   path: string;
   /** The value at `path` in each compared spec, in order (undefined where a spec lacks it). */
   values: unknown[];
+  /** Where a spec lacks the path, by position (JSON has no undefined: `values` reads null there); only when one does. */
+  absent?: boolean[];
 }
 
-/** JSON values flattened to their leaves by dotted path (arrays by index; an empty object or array is a leaf). */
-function leaves(v: unknown, path = '', out = new Map<string, unknown>()): Map<string, unknown> {
-  if (typeof v === 'object' && v !== null && Object.keys(v).length > 0) {
-    for (const [k, x] of Object.entries(v)) leaves(x, path ? `${path}.${k}` : k, out);
-  } else out.set(path, v);
+const branch = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+
+/**
+ * Paths whose values are not the same in all of the given JSON values (the planned specs of runs): down to the leaves
+ * where every spec has the branch, and one line for a whole branch that a spec lacks or holds as another kind of value
+ * (a stage only one run has is one line, not one per setting).
+ */
+export function jsonDiff(values: unknown[], path = '', out: SpecDiffLine[] = []): SpecDiffLine[] {
+  if (new Set(values.map((x) => JSON.stringify(x) ?? 'undefined')).size <= 1) return out;
+  if (values.every((v) => branch(v) && Array.isArray(v) === Array.isArray(values[0]))) {
+    const keys = [...new Set(values.flatMap((v) => Object.keys(v as object)))];
+    if (!Array.isArray(values[0])) keys.sort();
+    for (const k of keys)
+      jsonDiff(
+        values.map((v) => (v as Record<string, unknown>)[k]),
+        path ? `${path}.${k}` : k,
+        out,
+      );
+    return out;
+  }
+  const absent = values.map((v) => v === undefined);
+  out.push({ path, values, ...(absent.some(Boolean) ? { absent } : {}) });
   return out;
-}
-
-/** Leaf paths whose values are not the same in all of the given JSON values (the planned specs of runs). */
-export function jsonDiff(values: unknown[]): SpecDiffLine[] {
-  const flat = values.map((v) => leaves(v));
-  const paths = [...new Set(flat.flatMap((f) => [...f.keys()]))].sort();
-  return paths
-    .map((path) => ({ path, values: flat.map((f) => f.get(path)) }))
-    .filter((d) => new Set(d.values.map((x) => JSON.stringify(x) ?? 'undefined')).size > 1);
 }
 
 /** Numeric outputs (`stage.output`) of a run. */

@@ -42,7 +42,7 @@ import {
   compareRuns,
   diffVersions,
   listModelViews,
-  readHistoryArtifact,
+  runCurves,
   runView,
   trainingCurves,
   type TrainingCurves,
@@ -72,6 +72,7 @@ const OWN = new Map([
   ['app.js', 'text/javascript'],
   ['style.css', 'text/css'],
   ['dag.js', 'text/javascript'],
+  ['format.js', 'text/javascript'],
 ]);
 /** Routes anyone may fetch: the page and its code, which hold no data. Every other route, matched or not, is guarded. */
 const PUBLIC_ROUTES = new Set(['/', '/app/:name', '/vendor/:name']);
@@ -175,6 +176,12 @@ function actionBody<T extends Record<string, unknown>>(body: unknown, fields: Re
       throw new HttpError(400, `field '${name}' must be ${kind === 'text' ? 'a string' : `a ${kind}`}, got ${JSON.stringify(value)}`);
   }
   return body as Partial<T>;
+}
+
+/** Whether a cancellation of this open run was asked for already (its history has the request). */
+async function cancelAlreadyRequested(handle: ReturnType<Client['workflow']['getHandle']>): Promise<boolean> {
+  const events = (await handle.fetchHistory()).events ?? [];
+  return events.some((e) => e.workflowExecutionCancelRequestedEventAttributes);
 }
 
 export async function createUiServer(o: UiOptions): Promise<UiServer> {
@@ -327,10 +334,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         fraction: s.progress?.fraction,
         error: s.error,
       }));
-      const key = JSON.stringify([st.state, stages]);
+      // Where it waits, and whether a cancellation waits with it, change without any stage changing.
+      const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested };
+      const key = JSON.stringify([st.state, waiting, stages]);
       if (key !== lastStages) {
         lastStages = key;
-        send('stages', { state: st.state, endedAt: st.endedAt, stages });
+        send('stages', { state: st.state, endedAt: st.endedAt, ...waiting, stages });
       }
       for (const stage of await points.stages(runId, execution)) {
         const read = await points.read(runId, execution, stage, offsets.get(stage) ?? 0);
@@ -361,6 +370,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const handle = (await o.client()).workflow.getHandle(req.params.id);
     const desc = await handle.describe();
     if (desc.status.name !== 'RUNNING') throw new HttpError(409, `run ${req.params.id} is already ${desc.status.name.toLowerCase()}`);
+    // A second click (or a second person) asks for nothing new: the trail keeps the one request.
+    if (await cancelAlreadyRequested(handle)) return { cancelled: true, alreadyRequested: true };
     await handle.cancel();
     await audit({ action: 'run.cancel_requested', subject: req.params.id, runId: req.params.id, details: { execution: desc.runId } });
     return { cancelled: true };
@@ -403,12 +414,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     if (ids.length < 2) throw new HttpError(400, 'compare takes two or more runs: ?run=<id>&run=<id>[&run=<id>…]');
     if (ids.length > MAX_COMPARED) throw new HttpError(400, `compare takes at most ${MAX_COMPARED} runs (got ${ids.length})`);
     const cmp = await compareRuns(await o.client(), o.store, ids);
-    const curves = await Promise.all(
-      cmp.runs.map(async (v) => {
-        const train = v.status.stages.find((s) => s.outputs?.history !== undefined);
-        return train ? ((await readHistoryArtifact(o.store, train.outputs!.history)) ?? null) : null;
-      }),
-    );
+    const curves = await Promise.all(cmp.runs.map((v) => runCurves(points, o.store, v)));
     return { ...cmp, curves };
   });
 
@@ -502,21 +508,25 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const withRuns = await Promise.all(
       list.map(async (s) => {
         const { view } = await readSchedule(client, s.name);
-        return { ...s, nextRuns: view.nextRuns.slice(0, 3), recent: await recentRuns(client, view, 5) };
+        // Temporal still computes a paused schedule's fire times; none of them happens while it stays paused.
+        return { ...s, nextRuns: view.paused ? [] : view.nextRuns.slice(0, 3), recent: await recentRuns(client, view, 5) };
       }),
     );
     return { schedules: withRuns };
   });
   app.post<{ Params: { name: string; op: string } }>('/api/schedules/:name/:op', async (req) => {
     const { name, op } = req.params;
+    // As `schedule pause --note`: without a note none shows (tempered's own placeholder note is hidden).
+    const note = actionBody<{ note: string }>(req.body, { note: 'text' }).note?.trim() || undefined;
     const client = await o.client();
     const { config } = await readSchedule(client, name);
-    if (op === 'pause') await pauseSchedule(client, name, 'paused from the dashboard');
-    else if (op === 'unpause') await unpauseSchedule(client, name, 'unpaused from the dashboard');
+    if (op === 'pause') await pauseSchedule(client, name, note);
+    else if (op === 'unpause') await unpauseSchedule(client, name, note);
     else if (op === 'trigger') await triggerSchedule(client, name);
     else throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
     const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
-    await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: config.spec.specHash, details: { via: 'ui' } });
+    const details = { via: 'ui', ...(note && op !== 'trigger' ? { note } : {}) };
+    await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: config.spec.specHash, details });
     return { ok: true };
   });
 

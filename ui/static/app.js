@@ -4,6 +4,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import uPlot from 'uplot';
 import { Dag, LineageGraph } from './dag.js';
+import { aliasChangeText, deltaClass, downloadName, fmtSig, runStateWord, shortPaths, streamEvents, tick as tickRun } from './format.js';
 
 const html = htm.bind(h);
 
@@ -56,6 +57,16 @@ function fmtDur(a, b) {
 const State = ({ s }) => html`<span class=${`state ${String(s).toLowerCase()}`}>${String(s).toLowerCase()}</span>`;
 const isRef = (v) => v && typeof v === 'object' && typeof v.uri === 'string' && typeof v.sha256 === 'string';
 
+/** Re-renders once a second while `active`, so elapsed times of running things move without new data. */
+function useTicking(active) {
+  const [, set] = useState(0);
+  useEffect(() => {
+    if (!active) return;
+    const t = setInterval(() => set((n) => n + 1), 1000);
+    return () => clearInterval(t);
+  }, [active]);
+}
+
 function usePoll(fn, deps, everyMs) {
   const [state, set] = useState({ data: undefined, error: undefined });
   useEffect(() => {
@@ -80,32 +91,72 @@ function usePoll(fn, deps, everyMs) {
 }
 
 // ---- Runs -------------------------------------------------------------------------------------
+const RUN_FILTERS = ['status', 'pipeline', 'schedule'];
+const STATUSES = ['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'];
+
+/** What the filters ask for, in words, for the empty list. */
+function filterText(f) {
+  return [
+    f.status && `status ${runStateWord(f.status)}`,
+    f.pipeline && `pipeline '${f.pipeline}' (exact name)`,
+    f.schedule && `schedule '${f.schedule}'`,
+  ]
+    .filter(Boolean)
+    .join(', ');
+}
+
 function RunsPage({ query }) {
-  const [f, setF] = useState({
-    status: query.get('status') ?? '',
-    pipeline: query.get('pipeline') ?? '',
-    schedule: query.get('schedule') ?? '',
-  });
+  // The filters live in the URL: a link or a changed hash shows those runs, and the page can be shared.
+  const f = Object.fromEntries(RUN_FILTERS.map((k) => [k, query.get(k) ?? '']));
+  const setF = (next) => {
+    const qs = new URLSearchParams(Object.entries(next).filter(([, v]) => v)).toString();
+    location.hash = `#/runs${qs ? `?${qs}` : ''}`;
+  };
   const [picked, setPicked] = useState([]);
+  const [refused, setRefused] = useState();
   const qs = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
+  // What is typed and not yet applied stays while another filter changes the hash; a filter the hash changed shows.
+  const [draft, setDraft] = useState(f);
+  const shown = useRef(f);
+  useEffect(() => {
+    const was = shown.current;
+    shown.current = f;
+    setDraft((d) => Object.fromEntries(RUN_FILTERS.map((k) => [k, f[k] !== was[k] ? f[k] : d[k]])));
+  }, [qs]);
+  const field = (k, placeholder, title) =>
+    html`<label
+      >${k}
+      <input
+        value=${draft[k]}
+        onInput=${(e) => setDraft((d) => ({ ...d, [k]: e.target.value }))}
+        onChange=${(e) => setF({ ...f, [k]: e.target.value.trim() })}
+        placeholder=${placeholder}
+        title=${title}
+    /></label>`;
   const { data, error } = usePoll(() => api(`/api/runs?${qs}`), [qs], 3000);
-  const toggle = (id) => setPicked((p) => (p.includes(id) ? p.filter((x) => x !== id) : [...p.slice(-7), id]));
+  const toggle = (id) => {
+    const r = tickRun(picked, id);
+    setPicked(r.picked);
+    setRefused(r.refused);
+  };
+  const asked = filterText(f);
   return html`<h1>Runs</h1>
     <div class="bar">
       <label
         >status
         <select value=${f.status} onChange=${(e) => setF({ ...f, status: e.target.value })}>
-          ${['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'].map((s) => html`<option value=${s}>${s || 'any'}</option>`)}
+          ${STATUSES.map((s) => html`<option value=${s}>${s ? runStateWord(s) : 'any'}</option>`)}
         </select></label
       >
-      <label>pipeline <input value=${f.pipeline} onChange=${(e) => setF({ ...f, pipeline: e.target.value })} placeholder="any" /></label>
-      <label>schedule <input value=${f.schedule} onChange=${(e) => setF({ ...f, schedule: e.target.value })} placeholder="any" /></label>
+      ${field('pipeline', 'exact name; Enter to apply', "the pipeline's exact name; applies on Enter or when the field is left")}
+      ${field('schedule', 'name; Enter to apply', 'applies on Enter or when the field is left')}
       <a
         href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
         id="compare-link"
         class=${picked.length >= 2 ? '' : 'muted'}
         >${picked.length >= 2 ? `compare ${picked.length} runs` : `compare: tick two or more (${picked.length} ticked)`}</a
       >
+      ${refused && html`<span class="warning" id="tick-refused">${refused}</span>`}
     </div>
     ${error && html`<p class="error">${error}</p>`}
     ${data &&
@@ -124,9 +175,15 @@ function RunsPage({ query }) {
           (r) =>
             html`<tr data-run=${r.runId}>
               <td><input type="checkbox" checked=${picked.includes(r.runId)} onChange=${() => toggle(r.runId)} /></td>
-              <td><a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a></td>
+              <td>
+                <a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a>
+                ${r.resumeOf &&
+                html`<br /><span class="muted" data-resumes=${r.resumeOf}
+                    >resumes <a href=${`#/run/${encodeURIComponent(r.resumeOf)}`}>${r.resumeOf}</a></span
+                  >`}
+              </td>
               <td>${r.pipeline}</td>
-              <td><${State} s=${r.status} /></td>
+              <td><${State} s=${runStateWord(r.status)} /></td>
               <td>${r.actor ?? ''}</td>
               <td>${fmtTime(r.startTime)}</td>
               <td class="num">${fmtDur(r.startTime, r.closeTime)}</td>
@@ -134,7 +191,10 @@ function RunsPage({ query }) {
             </tr>`,
         )}
       </table>
-      ${data.runs.length === 0 && html`<p class="muted">no runs match; submit one with <code>tempered submit pipeline.yaml</code></p>`}`}`;
+      ${data.runs.length === 0 &&
+      html`<p class="muted" id="runs-none">
+        ${asked ? `no runs with ${asked}` : html`no runs yet; submit one with <code>tempered submit pipeline.yaml</code>`}
+      </p>`}`}`;
 }
 
 // ---- curves -----------------------------------------------------------------------------------
@@ -208,7 +268,15 @@ function Chart({ title, series, cols, id, extra }) {
       axes: [{ label: 'step' }, {}],
       series: [
         { label: 'step' },
-        ...present.map(([, label, stroke]) => ({ label, stroke, width: 1.5, spanGaps: true, points: { show: false } })),
+        ...present.map(([, label, stroke]) => ({
+          label,
+          stroke,
+          width: 1.5,
+          spanGaps: true,
+          points: { show: false },
+          // Significant digits, not uPlot's fixed three decimals: a learning rate of 3e-4 is not 0.
+          value: (_u, v) => (v == null ? '–' : fmtSig(v)),
+        })),
       ],
       cursor: { drag: { x: true, y: false } },
     };
@@ -450,13 +518,13 @@ function Evaluation({ report, metrics, production }) {
         </table>
       </div>
       <div>
-        <h3>${apart ? 'Against baseline' : 'Against baseline and production'}</h3>
+        <h3 id="versus-title">${apart || !report.production ? 'Against baseline' : 'Against baseline and production'}</h3>
         <table id="versus">
           <tr>
             <th></th>
             <th class="num">accuracy</th>
             <th class="num">macro F1</th>
-            <th class="num">Δ F1 vs fine-tuned</th>
+            <th class="num" title="positive: the fine-tuned model scores higher">Δ F1 fine-tuned − this</th>
           </tr>
           ${rows
             .filter(([, m]) => m)
@@ -491,22 +559,25 @@ function ReportTable({ report }) {
       )}
     </table>
     ${objects.map(([k, v]) =>
-      Array.isArray(v) && v.every((x) => x == null || typeof x !== 'object')
+      Object.keys(v).length === 0
         ? html`<h3>${k}</h3>
-            <p>${v.join(', ') || '(none)'}</p>`
-        : Object.values(v).every((x) => x == null || typeof x !== 'object')
+            <p class="muted">(none)</p>`
+        : Array.isArray(v) && v.every((x) => x == null || typeof x !== 'object')
           ? html`<h3>${k}</h3>
-              <table>
-                ${Object.entries(v).map(
-                  ([a, b]) =>
-                    html`<tr>
-                      <th>${a}</th>
-                      <td class="num">${fmtNum(b)}</td>
-                    </tr>`,
-                )}
-              </table>`
-          : html`<h3>${k}</h3>
-              <${ReportTable} report=${v} />`,
+              <p>${v.join(', ') || '(none)'}</p>`
+          : Object.values(v).every((x) => x == null || typeof x !== 'object')
+            ? html`<h3>${k}</h3>
+                <table>
+                  ${Object.entries(v).map(
+                    ([a, b]) =>
+                      html`<tr>
+                        <th>${a}</th>
+                        <td class="num">${fmtNum(b)}</td>
+                      </tr>`,
+                  )}
+                </table>`
+            : html`<h3>${k}</h3>
+                <${ReportTable} report=${v} />`,
     )}
   </div>`;
 }
@@ -514,12 +585,13 @@ function ReportTable({ report }) {
 // ---- a run ------------------------------------------------------------------------------------
 function StageCard({ s, view }) {
   const reports = view.reports[s.id] ?? {};
+  const unread = view.unread?.[s.id]?.report;
   return html`<div class="card" data-stage-card=${s.id}>
     <div class="bar" style="margin:0">
       <b>${s.id}</b> <span class="muted">${s.uses}</span> <${State} s=${s.state} />
       ${s.attempt > 1 && html`<span>attempt ${s.attempt}</span>`}
       <span class="muted">${s.state === 'cached' ? `cache hit from ${s.cachedFrom?.runId ?? '?'}` : fmtDur(s.startedAt, s.endedAt)}</span>
-      ${s.progress?.message && html`<span class="muted">${s.progress.message}</span>`}
+      ${s.progress?.message && html`<span class="muted" title=${s.progress.message}>${shortPaths(s.progress.message)}</span>`}
     </div>
     ${s.error &&
     html`<p class="error">${s.error.type ? `${s.error.type}: ` : ''}${s.error.message}${s.error.hint ? `\nhint: ${s.error.hint}` : ''}</p>`}
@@ -532,20 +604,26 @@ function StageCard({ s, view }) {
             <th>${k}</th>
             <td>
               ${isRef(v)
-                ? html`<a href=${`/api/artifacts/${v.sha256}`} download=${`${s.id}-${k}`} onClick=${(e) => download(e, v, `${s.id}-${k}`)}
+                ? html`<a
+                      href=${`/api/artifacts/${v.sha256}`}
+                      download=${downloadName(s.id, k, v.mediaType)}
+                      onClick=${(e) => download(e, v, downloadName(s.id, k, v.mediaType))}
                       >${v.sha256.slice(0, 12)}…</a
                     >
                     <span class="muted"> ${fmtBytes(v.bytes)}${v.rows != null ? ` · ${v.rows} rows` : ''} · ${v.mediaType}</span>`
-                : typeof v === 'object' && v !== null
-                  ? html`<details>
-                      <summary class="muted">${JSON.stringify(v).slice(0, 60)}…</summary>
-                      <pre>${JSON.stringify(v, null, 2)}</pre>
-                    </details>`
-                  : html`<span>${fmtNum(v)}</span>`}
+                : typeof v === 'object' && v !== null && Object.keys(v).length === 0
+                  ? html`<span class="muted">${Array.isArray(v) ? 'none' : '{}'}</span>`
+                  : typeof v === 'object' && v !== null
+                    ? html`<details>
+                        <summary class="muted">${JSON.stringify(v).slice(0, 60)}…</summary>
+                        <pre>${JSON.stringify(v, null, 2)}</pre>
+                      </details>`
+                    : html`<span>${fmtNum(v)}</span>`}
             </td>
           </tr>`,
       )}
     </table>`}
+    ${unread && html`<p class="warning" data-unread="report">report not shown: ${unread}</p>`}
     ${['ingest', 'dedupe', 'split'].includes(s.uses) &&
     reports.report &&
     html`<details>
@@ -566,29 +644,19 @@ async function download(e, ref, name) {
   URL.revokeObjectURL(url);
 }
 
-/** Server-sent events through fetch (EventSource cannot send the Authorization header). */
-function streamEvents(path, onEvent, signal) {
-  (async () => {
-    const res = await fetch(path, { headers: token() ? { authorization: `Bearer ${token()}` } : {}, signal });
-    if (!res.ok || !res.body) return;
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buf += value;
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const ev = /^event: (.*)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (ev && data) onEvent(ev, JSON.parse(data));
-      }
-    }
-  })().catch((e) => {
-    if (e.name !== 'AbortError') console.warn('live updates stopped:', e.message);
-  });
+const RESUME_SUCCEEDED =
+  'this run succeeded; resuming reruns it from the stage cache: its stages come back as they were, except those whose inputs changed since';
+
+/** A training stage's curves, or why there are none to draw (its history not in this store, no points yet). */
+function Training({ id, curves }) {
+  const points = curves.columns.step?.length ?? 0;
+  return html`<h2>Training: ${id}</h2>
+    ${curves.unread &&
+    html`<p class="warning" data-unread="history">
+      training history not shown${points > 0 ? ' (the live points are)' : ''}: ${curves.unread}
+    </p>`}
+    ${points === 0 && !curves.unread && html`<p class="muted">no training points yet</p>`}
+    ${points > 0 && html`<${Curves} cols=${curves.columns} />`}`;
 }
 
 function RunPage({ id }) {
@@ -597,6 +665,11 @@ function RunPage({ id }) {
   const [selected, setSelected] = useState();
   const [curves, setCurves] = useState({});
   const [curvesFor, setCurvesFor] = useState();
+  // The offsets a lost live stream starts again from: the curves as last drawn.
+  const curvesNow = useRef(curves);
+  curvesNow.current = curves;
+  const [live, setLive] = useState({});
+  const [cancelAsked, setCancelAsked] = useState(false);
   const reload = () => api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => setError(e.message));
   const loadCurves = () =>
     api(`/api/runs/${encodeURIComponent(id)}/curves`).then((c) => {
@@ -607,6 +680,8 @@ function RunPage({ id }) {
     setView(undefined);
     setCurves({});
     setCurvesFor(undefined);
+    setLive({});
+    setCancelAsked(false);
     // Status and curves in parallel: the curves do not wait for the status to name the training stages.
     reload();
     loadCurves();
@@ -621,96 +696,125 @@ function RunPage({ id }) {
   // Live: stage states and new training points while the run is going.
   const running = view?.status.state === 'running';
   const curvesLoaded = curvesFor !== undefined;
+  useTicking(running);
   useEffect(() => {
     if (!running || !curvesLoaded) return;
     const ctl = new AbortController();
-    const offsets = Object.entries(curves)
-      .map(([s, c]) => `offset.${encodeURIComponent(s)}=${c.offset}`)
-      .join('&');
-    streamEvents(
-      `/api/runs/${encodeURIComponent(id)}/events?${offsets}`,
-      (ev, d) => {
-        if (ev === 'stages')
+    const offsets = () =>
+      Object.entries(curvesNow.current)
+        .map(([s, c]) => `offset.${encodeURIComponent(s)}=${c.offset}`)
+        .join('&');
+    streamEvents({
+      path: () => `/api/runs/${encodeURIComponent(id)}/events?${offsets()}`,
+      headers: () => (token() ? { authorization: `Bearer ${token()}` } : {}),
+      onEvent: (ev, d) => {
+        if (ev === 'stages') {
+          setLive({});
           setView((v) => ({
             ...v,
             status: {
               ...v.status,
               state: d.state,
               endedAt: d.endedAt,
+              waitingForWorker: d.waitingForWorker,
+              cancelRequested: d.cancelRequested,
               stages: v.status.stages.map((s) => {
                 const n = d.stages.find((x) => x.id === s.id);
                 return n ? { ...s, ...n, progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined } : s;
               }),
             },
           }));
-        else if (ev === 'points')
+        } else if (ev === 'points')
           setCurves((all) => {
             return { ...all, [d.stage]: mergePoints(all[d.stage] ?? emptyCurves(), d.points, d.offset) };
           });
+        else if (ev === 'failure') setLive((l) => ({ ...l, failure: d.error }));
         else if (ev === 'end') reload();
       },
-      ctl.signal,
-    );
+      onLost: (why) => setLive((l) => ({ ...l, lost: why })),
+      onLive: () => setLive((l) => ({ ...l, lost: undefined })),
+      signal: ctl.signal,
+    });
     return () => ctl.abort();
   }, [id, running, curvesLoaded]);
   if (error) return html`<p class="error">${error}</p>`;
   if (!view) return html`<p class="muted">loading ${id}…</p>`;
   const st = view.status;
   const evalStage = st.stages.find((s) => s.uses === 'evaluate' && view.reports[s.id]?.report);
+  const evalUnread = evalStage ? undefined : st.stages.find((s) => s.uses === 'evaluate' && view.unread?.[s.id]?.report);
+  const cancelPending = cancelAsked || !!st.cancelRequested;
   return html`<h1>${st.runId} <${State} s=${st.state} /></h1>
     <div class="bar">
       <span>pipeline <b>${st.name}</b></span
       ><span>by ${st.actor}</span><span>started ${fmtTime(st.startedAt)}</span>
-      <span>${fmtDur(st.startedAt, st.endedAt)}</span>
+      <span id="run-duration">${fmtDur(st.startedAt, st.endedAt)}</span>
       ${st.resumeOf && html`<span>resumes <a href=${`#/run/${encodeURIComponent(st.resumeOf)}`}>${st.resumeOf}</a></span>`}
       ${view.webUrl && html`<a href=${view.webUrl} target="_blank" rel="noopener">Temporal Web UI ↗</a>`}
       <button
         class="danger"
         id="cancel"
-        disabled=${st.state !== 'running'}
+        disabled=${st.state !== 'running' || cancelPending}
+        title=${cancelPending ? 'cancellation requested' : undefined}
         onClick=${() =>
           act(
             () => api(`/api/runs/${encodeURIComponent(id)}/cancel`, { method: 'POST' }),
-            () => 'cancellation requested',
+            (r) => {
+              setCancelAsked(true);
+              reload();
+              return r.alreadyRequested ? 'cancellation was already requested' : 'cancellation requested';
+            },
           )}
       >
-        cancel
+        ${cancelPending ? 'cancel requested' : 'cancel'}
       </button>
       <button
         id="resume"
         disabled=${st.state === 'running'}
+        title=${st.state === 'succeeded' ? RESUME_SUCCEEDED : undefined}
         onClick=${() =>
           act(
             () => api(`/api/runs/${encodeURIComponent(id)}/resume`, { method: 'POST' }),
             (r) => {
               location.hash = `#/run/${encodeURIComponent(r.runId)}`;
-              return `resumed as ${r.runId}`;
+              return `resumed as ${r.runId}${st.state === 'succeeded' ? `\nnote: ${RESUME_SUCCEEDED}` : ''}`;
             },
           )}
       >
         resume
       </button>
     </div>
+    ${(live.lost || live.failure) &&
+    html`<p class="warning" id="live-lost">
+      ${live.lost ? 'live updates lost, reconnecting…' : 'live updates failed'}${live.failure ? ` (${live.failure})` : ''}
+    </p>`}
     ${st.gate && html`<p>run gate: <b>${st.gate.outcome}</b> — ${st.gate.reason}</p>`}
     ${st.waitingForWorker &&
-    html`<p class="waiting">
-      waiting: no worker has picked this run up yet; it starts when a worker serving task
-      queue${' '}<code>${st.waitingForWorker}</code>${' '}runs (<code>tempered worker --queue ${st.waitingForWorker}</code>)
-    </p>`}
-    <${Dag} stages=${st.stages} selected=${selected} onSelect=${setSelected} />
-    ${trainStages.map(
-      (s) =>
-        curves[s.id] &&
-        html`<h2>Training: ${s.id}</h2>
-          <${Curves} cols=${curves[s.id].columns} />`,
-    )}
+    (st.cancelRequested
+      ? html`<p class="waiting" data-cancel-requested="true">
+          waiting: cancellation requested; no worker has picked this run up yet, and it ends (cancelled, nothing run) when a worker serving
+          task queue${' '}<code>${st.waitingForWorker}</code>${' '}takes it
+        </p>`
+      : html`<p class="waiting">
+          waiting: no worker has picked this run up yet; it starts when a worker serving task
+          queue${' '}<code>${st.waitingForWorker}</code>${' '}runs (<code>tempered worker --queue ${st.waitingForWorker}</code>)
+        </p>`)}
+    <${Dag} stages=${st.stages} selected=${selected} onSelect=${(sid) => setSelected((cur) => (cur === sid ? undefined : sid))} />
+    ${trainStages.map((s) => curves[s.id] && html`<${Training} id=${s.id} curves=${curves[s.id]} />`)}
+    ${evalUnread &&
+    html`<h2>Evaluation</h2>
+      <p class="warning" id="evaluation-unread">report not shown: ${view.unread[evalUnread.id].report}</p>`}
     ${evalStage &&
     html`<${Evaluation}
       report=${view.reports[evalStage.id].report}
       metrics=${view.reports[evalStage.id].metrics}
       production=${view.production?.[evalStage.id]}
     />`}
-    <h2>Stages</h2>
+    <h2>
+      Stages
+      ${selected &&
+      html`<span class="muted">(${selected} only)</span>
+        <button id="all-stages" onClick=${() => setSelected(undefined)}>show all stages</button>`}
+    </h2>
     <div class="stages">
       ${st.stages.filter((s) => !selected || s.id === selected).map((s) => html`<${StageCard} key=${s.id} s=${s} view=${view} />`)}
     </div>`;
@@ -777,7 +881,7 @@ function VersionDiffView({ name, a, b }) {
                 <td>${m.name}</td>
                 <td class="num">${fmtMetricValue(m.name, m.a)}</td>
                 <td class="num">${fmtMetricValue(m.name, m.b)}</td>
-                <td class=${`num ${m.delta > 0 ? 'pos' : m.delta < 0 ? 'neg' : ''}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
+                <td class=${`num ${deltaClass(m.name, m.delta)}`}>${m.delta === undefined ? '' : fmtNum(m.delta)}</td>
               </tr>`,
           )}
         </table>
@@ -1018,7 +1122,7 @@ function ModelsPage() {
                   <td>${fmtTime(c.at)}</td>
                   <td>${c.alias}</td>
                   <td>${c.kind}</td>
-                  <td>v${c.fromVersion ?? '–'} → v${c.toVersion}</td>
+                  <td>${aliasChangeText(c)}</td>
                   <td>${c.actor}</td>
                   <td class="muted">${c.reason ?? ''}</td>
                 </tr>`,
@@ -1104,9 +1208,10 @@ function overlay(curves, key) {
   return cols;
 }
 
-/** A JSON value in a cell, long ones clipped (the whole value on hover). */
+/** A JSON value in a cell, long ones clipped (the whole value on hover); an absent one is a dash. */
 function Json({ value }) {
-  const text = value === undefined ? '–' : JSON.stringify(value);
+  if (value === undefined) return html`<span class="muted" title="absent">–</span>`;
+  const text = JSON.stringify(value);
   return html`<code title=${text.length > 40 ? text : undefined}>${text.length > 40 ? `${text.slice(0, 39)}…` : text}</code>`;
 }
 
@@ -1160,12 +1265,7 @@ function ComparePage({ query }) {
             ${m.values.map((x) => html`<td class="num">${fmtNum(x)}</td>`)}
             ${m.deltas
               .slice(1)
-              .map(
-                (d) =>
-                  html`<td class=${`num delta ${d > 0 ? 'pos' : d < 0 ? 'neg' : ''}`}>
-                    ${d === undefined || d === null ? '' : fmtNum(d)}
-                  </td>`,
-              )}
+              .map((d) => html`<td class=${`num delta ${deltaClass(m.name, d)}`}>${d === undefined || d === null ? '' : fmtNum(d)}</td>`)}
           </tr>`,
       )}
     </table>
@@ -1200,7 +1300,7 @@ function ComparePage({ query }) {
             (d) =>
               html`<tr data-path=${d.path}>
                 <td>${d.path}</td>
-                ${d.values.map((x) => html`<td><${Json} value=${x} /></td>`)}
+                ${d.values.map((x, i) => html`<td><${Json} value=${d.absent?.[i] ? undefined : x} /></td>`)}
               </tr>`,
           )}
         </table>`}`;
@@ -1209,12 +1309,19 @@ function ComparePage({ query }) {
 // ---- schedules --------------------------------------------------------------------------------
 function SchedulesPage() {
   const [tick, setTick] = useState(0);
+  const [notes, setNotes] = useState({});
   const { data, error } = usePoll(() => api('/api/schedules'), [tick], 3000);
+  // A pause or unpause takes the row's note, as `schedule pause --note` does; without one no note shows.
   const op = (name, what) =>
     act(
-      () => api(`/api/schedules/${encodeURIComponent(name)}/${what}`, { method: 'POST' }),
+      () =>
+        api(`/api/schedules/${encodeURIComponent(name)}/${what}`, {
+          method: 'POST',
+          body: what !== 'trigger' && notes[name]?.trim() ? { note: notes[name].trim() } : undefined,
+        }),
       () => {
         setTick((t) => t + 1);
+        if (what !== 'trigger') setNotes((n) => ({ ...n, [name]: '' }));
         return `${what}: ${name}`;
       },
     );
@@ -1256,6 +1363,14 @@ function SchedulesPage() {
               )}
             </td>
             <td>
+              <input
+                data-note
+                size="18"
+                value=${notes[s.name] ?? ''}
+                onInput=${(e) => setNotes((n) => ({ ...n, [s.name]: e.target.value }))}
+                placeholder="note (optional)"
+                title=${`a note for the ${s.paused ? 'unpause' : 'pause'}, shown with the schedule`}
+              />
               <button data-op=${s.paused ? 'unpause' : 'pause'} onClick=${() => op(s.name, s.paused ? 'unpause' : 'pause')}>
                 ${s.paused ? 'unpause' : 'pause'}
               </button>

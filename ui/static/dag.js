@@ -1,12 +1,16 @@
 // The pipeline's DAG as SVG: stages in columns by their longest path from a root, edges as curves.
 import { h } from 'preact';
 import htm from 'htm';
+import { clipLabel, clipMiddle } from './format.js';
 
 const html = htm.bind(h);
 const W = 170;
 const H = 54;
 const GAP_X = 46;
 const GAP_Y = 18;
+/** About how wide a character of the nodes' 12px font is, bold and plain, to fit text in a node (SVG text does not wrap or clip). */
+const BOLD_W = 7.6;
+const CHAR_W = 6.6;
 const COLORS = {
   succeeded: ['#e6f4ec', '#1f8a4c'],
   cached: ['#efeaf8', '#6a4fb3'],
@@ -67,6 +71,8 @@ export function Dag({ stages, selected, onSelect }) {
         const extra = [s.attempt > 1 ? `attempt ${s.attempt}` : '', s.state === 'cached' ? 'cache hit' : duration(s)]
           .filter(Boolean)
           .join(' · ');
+        // The id gets what the state label leaves; the tooltip has it whole.
+        const idRoom = Math.max(6, Math.floor((W - 28 - s.state.length * CHAR_W) / BOLD_W));
         return html`<g
           class="node"
           data-stage=${s.id}
@@ -75,10 +81,11 @@ export function Dag({ stages, selected, onSelect }) {
           style="cursor:pointer"
           onClick=${() => onSelect?.(s.id)}
         >
+          <title>${s.id} (${s.uses}): ${s.state}${selected === s.id ? '; click again to show all stages' : ''}</title>
           <rect width=${W} height=${H} fill=${fill} stroke=${stroke} stroke-width=${selected === s.id ? 3 : 1.5} rx="6" />
-          <text x="10" y="19" font-weight="600">${s.id}</text>
+          <text x="10" y="19" font-weight="600">${clipMiddle(s.id, idRoom)}</text>
           <text x=${W - 10} y="19" text-anchor="end" fill=${stroke}>${s.state}</text>
-          <text x="10" y="40" fill="#66707a">${s.uses}${extra ? ` · ${extra}` : ''}</text>
+          <text x="10" y="40" fill="#66707a">${clipMiddle(`${s.uses}${extra ? ` · ${extra}` : ''}`, Math.floor((W - 16) / CHAR_W))}</text>
         </g>`;
       })}
     </svg>
@@ -98,7 +105,6 @@ const LINEAGE_COLORS = {
 const LW = 176;
 const LH = 58;
 const LGAP = 34;
-const clip = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
 export function LineageGraph({ graph }) {
   const cols = LINEAGE_COLUMNS.map((k) => graph.nodes.filter((n) => n.kind === k)).filter((c) => c.length > 0);
@@ -132,8 +138,8 @@ export function LineageGraph({ graph }) {
           <title>${n.label}${n.detail ? `\n${n.detail}` : ''}</title>
           <rect width=${LW} height=${LH} fill=${fill} stroke=${stroke} stroke-width="1.5" rx="6" />
           <text x="10" y="15" fill=${stroke} font-size="10">${n.kind}</text>
-          <text x="10" y="32" font-weight="600">${clip(n.label, 22)}</text>
-          <text x="10" y="49" fill="#66707a" font-size="11">${clip(n.detail ?? '', 27)}</text>
+          <text x="10" y="32" font-weight="600">${clipLabel(n.label, 22)}</text>
+          <text x="10" y="49" fill="#66707a" font-size="11">${clipMiddle(n.detail ?? '', 27)}</text>
         </g>`;
         return n.href ? html`<a href=${n.href}>${box}</a>` : box;
       })}
