@@ -87,6 +87,10 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     // needs no worker to replay the workflow for a query.
     const final = await closedRunStatus(client, runId);
     if (final) return final;
+    // Closed with no status attached: a cancelled run's close event carries none (the SDK does not keep
+    // the cancellation's details), nor does a terminated or timed-out one. Read without a worker, its
+    // history alone said "running".
+    return closedWithoutResult(client, runId, desc);
   }
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
@@ -118,11 +122,26 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
   }
   await markStagesNobodyTakes(client, runId, status, pending);
-  if (desc.status.name === 'TERMINATED') status.state = 'cancelled';
   return status;
 }
 
 type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;
+
+async function closedWithoutResult(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
+  // The workflow's own last status when a worker answers the query (it replays the history); else
+  // the history read here. Either way a closed run waits for no worker, and ended as its close says.
+  const { noWorkerAnswered: _, ...status } = await queriedOrFromHistory(client, runId, desc);
+  status.state =
+    desc.status.name === 'COMPLETED'
+      ? 'succeeded'
+      : desc.status.name === 'CANCELLED' || desc.status.name === 'TERMINATED'
+        ? 'cancelled'
+        : 'failed';
+  if (desc.closeTime) status.endedAt = desc.closeTime.toISOString();
+  // A stage whose activity never reported an end was stopped with the run.
+  for (const st of status.stages) if (st.state === 'running') st.state = 'cancelled';
+  return status;
+}
 
 /**
  * The workflow's own status, by query; when no worker can answer it (none polls the run's task

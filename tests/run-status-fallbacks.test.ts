@@ -312,3 +312,39 @@ describe('a stage routed to a queue no worker serves', () => {
     }
   });
 });
+
+describe('a cancelled run read with no worker up', () => {
+  it('is cancelled, with its stopped stage cancelled (its close event carries no status, and its history alone said running)', async () => {
+    const queue = 'cancelled-closed';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    let runId: string;
+    try {
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plannedPipeline('cancelled-closed', [stage('a', []), stage('b', ['a'], { blockUntilCancelled: true }), stage('c', ['b'])]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
+      runId = h.workflowId;
+      await waitFor('b running', async () => (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'b')?.state === 'running');
+      await env.client.workflow.getHandle(runId).cancel();
+      await waitFor('the run closed', async () => (await env.client.workflow.getHandle(runId).describe()).status.name === 'CANCELLED');
+    } finally {
+      await stopCliWorker(worker);
+    }
+    const st = await getRunStatus(env.client, runId);
+    assert.equal(st.state, 'cancelled');
+    assert.ok(st.endedAt, 'it ended');
+    assert.deepEqual(
+      st.stages.map((s) => [s.id, s.state]),
+      [
+        ['a', 'succeeded'],
+        ['b', 'cancelled'],
+        ['c', 'pending'],
+      ],
+    );
+    assert.equal((st as { noWorkerAnswered?: unknown }).noWorkerAnswered, undefined, 'a closed run waits for no worker');
+  });
+});
