@@ -7,6 +7,7 @@
  * backtracking RegExp turns a pattern like `*a*a*a*a*a*a*b` into minutes per file name; and walks
  * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
  */
+import { existsSync } from 'node:fs';
 import { opendir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
@@ -70,6 +71,17 @@ const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function hasGlob(p: string): boolean {
   return /[*?[{]/.test(p);
+}
+
+/**
+ * For validate: a plain local source path (no glob, no URL) that is not on this machine, said as the
+ * run would say it; undefined when it is there or can only be judged when read. Data roots are the
+ * worker's to apply: they are checked when the stage reads.
+ */
+export function missingLocalSource(path: string, baseDir: string): string | undefined {
+  if (hasGlob(path) || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return undefined;
+  const abs = resolve(baseDir, path);
+  return existsSync(abs) ? undefined : `${JSON.stringify(path)} does not exist (resolved to ${abs})`;
 }
 
 /** Index of the `}` closing the `{` at `open`, counting nested braces; -1 when unclosed. */
