@@ -154,7 +154,7 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
   // for it, and one whose queue has no poller at all does not wait out STATUS_QUERY_WAIT_MS.
   const giveUp = new AbortController();
   const timer = setTimeout(() => giveUp.abort(), STATUS_QUERY_WAIT_MS);
-  const pollers = workflowPollers(client, desc.taskQueue).then(
+  const pollers = pollerCount(client, desc.taskQueue, 'workflows').then(
     (n) => {
       if (n === 0) giveUp.abort();
       return n;
@@ -197,7 +197,7 @@ async function markStagesNobodyTakes(client: Client, runId: string, status: RunS
     if (!polled.has(queue))
       polled.set(
         queue,
-        activityPollers(client, queue).then(
+        pollerCount(client, queue, 'stages').then(
           (n) => n > 0,
           () => true,
         ),
@@ -206,21 +206,20 @@ async function markStagesNobodyTakes(client: Client, runId: string, status: RunS
   }
 }
 
-async function activityPollers(client: Client, queue: string): Promise<number> {
+/**
+ * Workers polling `queue` as the server lists them (a killed one stays listed for minutes): for workflow
+ * tasks, or for stages (activities).
+ */
+async function pollerCount(
+  client: Client,
+  queue: string,
+  of: 'workflows' | 'stages',
+  namespace = client.options.namespace,
+): Promise<number> {
   const res = await client.workflowService.describeTaskQueue({
-    namespace: client.options.namespace,
+    namespace,
     taskQueue: { name: queue },
-    taskQueueType: 2,
-  });
-  return (res.pollers ?? []).length;
-}
-
-/** Workers polling a task queue for workflow tasks, as the server lists them (a killed one stays listed for minutes). */
-async function workflowPollers(client: Client, queue: string): Promise<number> {
-  const res = await client.workflowService.describeTaskQueue({
-    namespace: client.options.namespace,
-    taskQueue: { name: queue },
-    taskQueueType: 1,
+    taskQueueType: of === 'workflows' ? 1 : 2,
   });
   return (res.pollers ?? []).length;
 }
@@ -460,8 +459,7 @@ export async function followRun(
 
 /** Whether a worker polls `queue` for workflow tasks (or, with `activities`, for stages). */
 export async function hasWorkers(client: Client, namespace: string, queue: string, activities = false): Promise<boolean> {
-  const res = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: queue }, taskQueueType: activities ? 2 : 1 });
-  return (res.pollers ?? []).length > 0;
+  return (await pollerCount(client, queue, activities ? 'stages' : 'workflows', namespace)) > 0;
 }
 
 /** The input a run was started with, read back from its history. */
