@@ -271,8 +271,10 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
   let finalLoss = history.at(-1)?.loss ?? NaN;
   const started = performance.now();
   const firstStep = step;
+  // Time in validation passes: not training, so not in samples/s (it read as training slowing down after the first pass).
+  let evalMs = 0;
   const progress = (r: HistoryRow) => {
-    const elapsed = (performance.now() - started) / 1000;
+    const elapsed = (performance.now() - started - evalMs) / 1000;
     const sps = ((r.step - firstStep) * perStep) / Math.max(1e-9, elapsed);
     o.onProgress?.({
       step: r.step,
@@ -320,6 +322,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
 
       let stop = false;
       if (o.val && o.evalEvery && (step % o.evalEvery === 0 || step === totalSteps)) {
+        const evalStart = performance.now();
         row.val = await evaluateTable(
           evalSession!,
           prog,
@@ -332,6 +335,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           o.batchSize,
           o.bucket,
         );
+        evalMs += performance.now() - evalStart;
         if (o.earlyStopping) {
           const m = o.earlyStopping.metric;
           const score = m === 'loss' ? row.val.loss : -row.val[m];
@@ -452,8 +456,13 @@ async function evaluateTable(
   const yTrue: string[] = [],
     yPred: string[] = [];
   const C = labels.length;
+  // Token batches go shortest first, as training's are grouped by length: in table order each batch was
+  // padded to its longest row, and a pass cost about as much as training steps over as many rows.
+  // (Precomputed features are one width: kept in order, read as contiguous slices.)
+  const order = Array.from({ length: t.rows }, (_, i) => i);
+  if (!feats) order.sort((a, b) => t.lengths[a]! - t.lengths[b]! || a - b);
   for (let start = 0; start < t.rows; start += batchSize) {
-    const idx = Array.from({ length: Math.min(batchSize, t.rows - start) }, (_, i) => start + i);
+    const idx = order.slice(start, start + batchSize);
     const feeds: Record<string, ort.Tensor> = {};
     if (feats) {
       const x = new Float32Array(idx.length * featureDim);
