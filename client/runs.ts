@@ -122,6 +122,9 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
   }
   await markStagesNobodyTakes(client, runId, status, pending);
+  // A cancellation asked for while stages run: the run ends once its running stage stops. Said, so a
+  // second `cancel` (or the dashboard's button after a reload) does not look like the first went nowhere.
+  if (desc.raw.workflowExtendedInfo?.cancelRequested) status.cancelRequested = true;
   return status;
 }
 

@@ -348,3 +348,37 @@ describe('a cancelled run read with no worker up', () => {
     assert.equal((st as { noWorkerAnswered?: unknown }).noWorkerAnswered, undefined, 'a closed run waits for no worker');
   });
 });
+
+describe('a run whose cancellation was asked for while a stage runs', () => {
+  it('status says so until the stage stops (a second cancel looked like the first went nowhere)', async () => {
+    const queue = 'cancelling';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    try {
+      const h = await submitRun(
+        env.client,
+        {
+          // A stage that does not notice cancellation for a while (a long onnxruntime run does the same).
+          plan: plannedPipeline('cancelling', [stage('slow', [], { sleepMs: 30_000 })]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
+      try {
+        await waitFor('slow running', async () => (await getRunStatus(env.client, h.workflowId)).stages[0]?.state === 'running');
+        assert.equal((await getRunStatus(env.client, h.workflowId)).cancelRequested, undefined);
+        await env.client.workflow.getHandle(h.workflowId).cancel();
+        const st = await getRunStatus(env.client, h.workflowId);
+        assert.equal(st.state, 'running');
+        assert.equal(st.cancelRequested, true);
+        const r = await runCli(['status', h.workflowId], cliEnv);
+        assert.match(r.stdout, /cancelling: a cancellation was requested; the run ends once its running stages stop/);
+      } finally {
+        await env.client.workflow.getHandle(h.workflowId).terminate('test done');
+      }
+    } finally {
+      // Not a graceful stop: that waits for the stage, which does not notice cancellation.
+      worker.kill('SIGKILL');
+      await new Promise((r) => (worker.exitCode !== null || worker.signalCode !== null ? r(undefined) : worker.once('exit', r)));
+    }
+  });
+});

@@ -126,7 +126,10 @@ export interface RunStatus {
   gate?: RunGateResult;
   /** Set (by the client, never the workflow) while no worker has picked the run up: its task queue. */
   waitingForWorker?: string;
-  /** With `waitingForWorker`: a cancellation was asked for, which the run carries out when a worker takes it. */
+  /**
+   * Set by the client: a cancellation was asked for and the run has not ended yet (with `waitingForWorker`:
+   * it ends when a worker takes it; else when its running stages stop).
+   */
   cancelRequested?: boolean;
 }
 
