@@ -80,7 +80,7 @@ export function stageLine(s: StageStatus): string {
   // A running stage with an error is being retried: why it failed last time is what the person needs.
   if (s.state === 'running')
     tail = s.waitingForWorker
-      ? `waiting: no worker polls task queue '${s.waitingForWorker}'; the stage starts when one does (\`tempered worker --queue ${s.waitingForWorker}\`)`
+      ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
       : [progressText(s), s.error?.message].filter(Boolean).join('  ');
   else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
   else if (s.state === 'skipped') tail = s.skippedBecause ?? '';

@@ -182,9 +182,12 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
  * A running stage whose activity no worker has taken, on a task queue no worker polls (a `queue:` nobody
  * serves), reads "running" forever otherwise: it gets `waitingForWorker`. Looked up only for a stage
  * in that state, which a served queue leaves within milliseconds, so a run's status costs nothing more.
+ * A worker whose slots are all busy stops polling, and the server drops it from the list some minutes
+ * later: so the note says none polled lately, not that none exists.
  */
 async function markStagesNobodyTakes(client: Client, runId: string, status: RunStatus, pending: PendingActivityInfo[]): Promise<void> {
-  const scheduled = pending.filter((pa) => pa.state === 1 && pa.activityId);
+  // A retry waiting out its backoff is scheduled too, and no worker could take it yet: first attempts only.
+  const scheduled = pending.filter((pa) => pa.state === 1 && (pa.attempt ?? 1) <= 1 && pa.activityId);
   if (scheduled.length === 0) return;
   const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
   const queueOf = new Map<string, string>();

@@ -290,7 +290,10 @@ describe('a stage routed to a queue no worker serves', () => {
       );
       const submitted = await runCli(['submit', file, '--queue', queue], cliEnv);
       assert.equal(submitted.code, 0, submitted.stderr);
-      assert.match(submitted.stderr, /no worker is polling task queue 'nobody-serves' yet: stage gpu_step waits for one there/);
+      assert.match(
+        submitted.stderr,
+        /no worker of task queue 'nobody-serves' has asked for work lately \(none runs, or all are busy\): stage gpu_step waits for one there/,
+      );
       const runId = /submitted run (\S+)/.exec(submitted.stdout)![1]!;
       try {
         await waitFor(
@@ -301,7 +304,7 @@ describe('a stage routed to a queue no worker serves', () => {
         assert.equal(st.code, 0, st.stderr);
         assert.match(
           st.stdout,
-          /▶ gpu_step\s+probe\s+running .*waiting: no worker polls task queue 'nobody-serves'; the stage starts when one does/,
+          /▶ gpu_step\s+probe\s+running .*waiting: no worker of task queue 'nobody-serves' has asked for work lately \(none runs, or all are busy\); the stage starts when one takes it/,
         );
         assert.match(st.stdout, /✓ first/);
       } finally {

@@ -155,7 +155,9 @@ export async function startAndReport(
       if (!(await hasWorkers(client, ctx.settings().namespace, q, true).catch(() => true))) {
         const ids = input.plan.stages.filter((s) => s.queue === q).map((s) => s.id);
         const which = ids.length === 1 ? `stage ${ids[0]} waits` : `stages ${ids.join(', ')} wait`;
-        console.error(`note: no worker is polling task queue '${q}' yet: ${which} for one there (\`tempered worker --queue ${q}\`)`);
+        console.error(
+          `note: no worker of task queue '${q}' has asked for work lately (none runs, or all are busy): ${which} for one there (\`tempered worker --queue ${q}\`)`,
+        );
       }
     if (!o.wait) return 0;
     const interrupt = untilInterrupted();
