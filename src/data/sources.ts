@@ -74,12 +74,13 @@ function hasGlob(p: string): boolean {
 }
 
 /**
- * For validate: a plain local source path (no glob, no URL) that is not on this machine, said as the
- * run would say it; undefined when it is there or can only be judged when read. Data roots are the
- * worker's to apply: they are checked when the stage reads.
+ * For validate: a plain relative source path (no glob, no URL) that is not beside the pipeline file, said
+ * as the run would say it; undefined when it is there or can only be judged when read. An absolute path
+ * may name a share mounted on the workers only (the submitting machine is anyone's), and data roots are
+ * the worker's to apply: both are checked when the stage reads.
  */
 export function missingLocalSource(path: string, baseDir: string): string | undefined {
-  if (hasGlob(path) || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return undefined;
+  if (isAbsolute(path) || hasGlob(path) || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return undefined;
   const abs = resolve(baseDir, path);
   return existsSync(abs) ? undefined : `${JSON.stringify(path)} does not exist (resolved to ${abs})`;
 }

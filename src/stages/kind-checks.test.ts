@@ -558,6 +558,13 @@ describe('ingest promptTemplate syntax and settings that would be ignored (pipel
       /^"\.\.\/\.\.\/shared\/datasets\/sst2\/trian\.jsonl" does not exist \(resolved to .*trian\.jsonl\)$/,
       { path: 'stages.ingest.with.path', hint: /relative paths start at the pipeline file's folder/ },
     );
+    // An absolute path may be a share the workers mount and the submitting machine does not: read, and judged, there.
+    ok(
+      withTemplate("promptTemplate: 'Review: {text}'", [
+        'path: ../../shared/datasets/sst2/train.jsonl',
+        'path: /mnt/worker-only/train.jsonl',
+      ]),
+    );
   });
 
   test('in a template with ${{ params.x }} filled in, the error points where the file has it and says where that is as written', () => {
