@@ -119,3 +119,11 @@ test("an ONNX file's folder is checked only for the files read beside it", (t) =
     refused(/tokenizer\.json is a symlink/),
   );
 });
+
+test('a folder nested deeper than the walk goes is refused, not left unchecked', (t) => {
+  const f = fixture(t);
+  let d = f.model;
+  for (let i = 0; i <= 8; i++) mkdirSync((d = join(d, `d${i}`)));
+  symlinkSync('/etc/passwd', join(d, 'tokenizer.json'));
+  assert.throws(() => checkModelFolder(f.model, { env: noRoots }), refused(/nests folders deeper than 8 \(d0\/d1\/.*d8\)/));
+});

@@ -105,7 +105,13 @@ export function checkModelFolder(dir: string, opts: { names?: readonly string[];
         });
       const path = join(abs, ent.name);
       if (ent.isDirectory()) {
-        if (depth < FOLDER_WALK_LIMITS.maxDepth) walk(path, depth + 1);
+        // Refused rather than left unchecked: what is below would not be judged at all.
+        if (depth >= FOLDER_WALK_LIMITS.maxDepth)
+          throw new InputError(`the model folder nests folders deeper than ${FOLDER_WALK_LIMITS.maxDepth} (${relative(realDir, path)})`, {
+            where: dir,
+            hint: 'name a folder that holds one model (config.json, tokenizer and weight files)',
+          });
+        walk(path, depth + 1);
       } else check(path, lstatSync(path));
     }
   };
