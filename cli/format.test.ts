@@ -79,6 +79,10 @@ test("a resumed run's ingest that fails on a deleted source says that a resume r
   assert.match(resumed, /put the file back, or submit the pipeline again with a path that exists/);
   assert.doesNotMatch(formatRunStatus(run()), /resumed run/, 'a run that is no resume keeps the plain hint');
   assert.equal(resumed.match(/a resumed run reads its ingest sources again/g)?.length, 1, 'only the missing source gets the advice');
+  // A run recorded before errors carried a code: the ingest error's words still bring the advice.
+  const old = run('p-1');
+  delete old.stages[0]!.error!.code;
+  assert.match(formatRunStatus(old), /a resumed run reads its ingest sources again/);
 });
 
 test("a stage's warnings output prints a line each, as warnings, control characters escaped", () => {

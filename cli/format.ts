@@ -138,7 +138,12 @@ export const RESUME_SOURCE_HINT =
   'a resumed run reads its ingest sources again (their bytes are part of the cache key, so the table the first run ingested is reused only if they are unchanged): put the file back, or submit the pipeline again with a path that exists';
 
 function withResumeHint(s: StageStatus): StageStatus {
-  if (s.state !== 'failed' || s.error?.code !== ('source-missing' satisfies InputErrorCode)) return s;
+  if (s.state !== 'failed' || !s.error) return s;
+  const missing =
+    s.error.code === ('source-missing' satisfies InputErrorCode) ||
+    // A run from before errors carried their code has only the ingest error's words.
+    (s.error.code === undefined && s.uses === 'ingest' && / does not exist\b/.test(s.error.message));
+  if (!missing) return s;
   const hint = s.error!.hint ? `${s.error!.hint}; ${RESUME_SOURCE_HINT}` : RESUME_SOURCE_HINT;
   return { ...s, error: { ...s.error!, hint } };
 }
