@@ -7,23 +7,9 @@ import { ancestors } from './graph.ts';
 import { locate, type Pos } from './parse.ts';
 import { toPointer, type Segment } from './paths.ts';
 import { fillParamRefs, findRefs, forEachString, isWholeRef, writtenOffset } from './runtime-refs.ts';
-import type { KindCheckContext, ParamValue, UpstreamOutput } from './types.ts';
+import type { KindCheckContext, UpstreamOutput } from './types.ts';
 import { isObject } from './check-stages.ts';
-
-/** `with` as the stage will see it: parameters with a value substituted, stage outputs left as references. */
-export function substituteParams(value: unknown, params: Record<string, ParamValue>): unknown {
-  if (typeof value === 'string') {
-    const refs = findRefs(value);
-    if (!refs.length) return value;
-    const known = (r: (typeof refs)[number]) => r.target?.kind === 'param' && Object.prototype.hasOwnProperty.call(params, r.target.name);
-    if (isWholeRef(value, refs)) return known(refs[0]!) ? params[(refs[0]!.target as { name: string }).name] : value;
-    if (!refs.every(known)) return value;
-    return fillParamRefs(value, refs, (name) => params[name]).text;
-  }
-  if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
-  if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
-  return value;
-}
+import { substituteParams } from './plan.ts';
 
 const MAX_UPSTREAM_DEPTH = 32;
 
@@ -31,7 +17,12 @@ export function checkKindRules(ctx: CheckContext, validWith: ReadonlySet<string>
   const configs = new Map<string, Record<string, unknown>>();
   const configOf = (id: string) => {
     let c = configs.get(id);
-    if (!c) configs.set(id, (c = substituteParams(ctx.stages.get(id)!.with ?? {}, ctx.paramValues) as Record<string, unknown>));
+    // `with` as the stage will see it: parameters with a value filled in, stage outputs left as references.
+    if (!c)
+      configs.set(
+        id,
+        (c = substituteParams(ctx.stages.get(id)!.with ?? {}, ctx.paramValues, { unknown: 'keep' }) as Record<string, unknown>),
+      );
     return c;
   };
   const kindOf = (id: string) => {

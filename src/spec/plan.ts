@@ -77,22 +77,28 @@ function mergeRetry(defaults: RetrySpec | undefined, own: RetrySpec | undefined)
 
 /**
  * Replaces `${{ params.x }}`: a string that is exactly one reference becomes the typed value,
- * an embedded one is stringified. Stage-output references stay for run time.
+ * an embedded one is stringified. Stage-output references stay for run time. A parameter with no
+ * value is a bug once the spec is validated (`unknown: 'throw'`, planning); validation itself keeps
+ * such a reference as written (`'keep'`: a parameter without a default that `validate` was not given).
  */
-export function substituteParams(value: unknown, params: Record<string, ParamValue>): unknown {
+export function substituteParams(
+  value: unknown,
+  params: Record<string, ParamValue>,
+  o: { unknown: 'throw' | 'keep' } = { unknown: 'throw' },
+): unknown {
   if (typeof value === 'string') {
-    const refs = findRefs(value).filter((r) => r.target?.kind === 'param');
+    const known = (name: string) => Object.prototype.hasOwnProperty.call(params, name);
+    const refs = findRefs(value).filter((r) => r.target?.kind === 'param' && (o.unknown === 'throw' || known(r.target.name)));
     if (!refs.length) return value;
     const get = (name: string) => {
-      if (!Object.prototype.hasOwnProperty.call(params, name))
-        throw new Error(`planPipeline: no value for parameter '${name}'; validate the spec first`);
+      if (!known(name)) throw new Error(`planPipeline: no value for parameter '${name}'; validate the spec first`);
       return params[name]!;
     };
     if (isWholeRef(value) && refs.length === 1) return get((refs[0]!.target as { name: string }).name);
     return fillParamRefs(value, refs, get).text;
   }
-  if (Array.isArray(value)) return value.map((v) => substituteParams(v, params));
+  if (Array.isArray(value)) return value.map((v) => substituteParams(v, params, o));
   if (value !== null && typeof value === 'object')
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteParams(v, params, o)]));
   return value;
 }
