@@ -24,6 +24,7 @@ interface Format {
     onEvent(ev: string, data: unknown): void;
     onLost?(why: string): void;
     onLive?(): void;
+    onGiveUp?(why: string): void;
     signal?: AbortSignal;
     fetch?: (path: string, init: unknown) => Promise<{ ok: boolean; status: number; body: ReadableStream<Uint8Array> | null }>;
     wait?: (ms: number) => Promise<void>;
@@ -147,6 +148,27 @@ describe('the live stream', () => {
     assert.deepEqual(seen, ['stages', 'points', 'failure', 'points', 'end']);
     assert.deepEqual(lost, ['the stream ended', 'Failed to fetch', 'the server answered 502', 'the stream ended']);
     assert.deepEqual(waits, [1000, 2000, 4000, 1000], 'backs off while it cannot connect; a stream that opened starts over');
+  });
+
+  it('gives up on a refusal (401, 404) instead of retrying it for ever; retries 408 and 429', async () => {
+    for (const [status, tries] of [
+      [401, 1],
+      [404, 1],
+      [429, 2],
+    ] as const) {
+      let asked = 0;
+      const gaveUp: string[] = [];
+      await f.streamEvents({
+        path: () => '/events',
+        headers: () => ({}),
+        onEvent: () => {},
+        onGiveUp: (why) => gaveUp.push(why),
+        fetch: async () => (++asked === 1 ? { ok: false, status, body: null } : sse(['end', {}])),
+        wait: async () => {},
+      });
+      assert.equal(asked, tries, `${status}`);
+      assert.deepEqual(gaveUp, tries === 1 ? [`the server refused the live updates (${status}); reload the page`] : []);
+    }
   });
 
   it('stops when the page leaves (abort)', async () => {

@@ -733,6 +733,7 @@ function RunPage({ id }) {
       },
       onLost: (why) => setLive((l) => ({ ...l, lost: why })),
       onLive: () => setLive((l) => ({ ...l, lost: undefined })),
+      onGiveUp: (why) => setLive((l) => ({ ...l, lost: undefined, failure: why })),
       signal: ctl.signal,
     });
     return () => ctl.abort();

@@ -107,13 +107,28 @@ export function backoffMs(tries) {
  * carries the offsets as they are then; `onLost(error)` on each loss and `onLive()` when a stream is open again.
  * Resolves when the server says `end` or `signal` aborts.
  */
-export async function streamEvents({ path, headers, onEvent, onLost = () => {}, onLive = () => {}, signal, fetch: get = fetch, wait }) {
+export async function streamEvents({
+  path,
+  headers,
+  onEvent,
+  onLost = () => {},
+  onLive = () => {},
+  onGiveUp = onLost,
+  signal,
+  fetch: get = fetch,
+  wait,
+}) {
   const pause = wait ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   for (let tries = 0; !signal?.aborted; ) {
     let ended = false;
     let why;
     try {
       const res = await get(path(), { headers: headers(), signal });
+      // A refusal (a token no longer good, a run that is gone) does not change by asking again.
+      if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+        onGiveUp(`the server refused the live updates (${res.status}); reload the page`);
+        return;
+      }
       if (!res.ok || !res.body) throw new Error(`the server answered ${res.status}`);
       tries = 0;
       onLive();
