@@ -168,18 +168,20 @@ describe('tempered CLI', () => {
     assert.match(audit.stdout, /run\.skipped_unchanged/);
   });
 
-  it('a missing data file is refused at submit (validate), naming the file, line and path, and starts no run', async () => {
+  it('a run over a missing data file fails at once (no retries) with the path and a hint', async () => {
+    const started = Date.now();
     const r = await runCli(['submit', join(FIX, 'missing-data.yaml'), '--wait', '--local-worker'], env, { timeoutMs: 120_000 });
-    assert.equal(r.code, 2, r.stdout + r.stderr);
-    assert.match(
-      r.stderr,
-      /missing-data\.yaml:6:13: error: stages\.ingest\.with\.path: "no-such-file\.jsonl" does not exist \(resolved to \S+no-such-file\.jsonl\)/,
-    );
-    assert.match(r.stderr, /hint: fix the path/);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /ingest\s+ingest\s+failed .*"no-such-file\.jsonl" does not exist/);
+    assert.match(r.stdout, /hint: fix the path/);
     assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
-    assert.doesNotMatch(r.stdout, /submitted run/);
-    // The file gone between submit and the read is the run's input error, at once and not retried:
-    // tests/run-status-fallbacks.test.ts (a resume whose source was deleted).
+    assert.ok(Date.now() - started < 60_000);
+    const failedAudit = await runCli(['audit', '--run', /submitted run (\S+)/.exec(r.stdout)![1]!, '--json'], env);
+    const ended = (JSON.parse(failedAudit.stdout) as { action: string; details: { error?: string } }[]).filter(
+      (x) => x.action === 'run.failed',
+    );
+    assert.equal(ended.length, 1, failedAudit.stdout);
+    assert.match(ended[0]!.details.error ?? '', /stage 'ingest' failed: .*no-such-file\.jsonl/);
   });
 
   it("on a given TEMPORAL_ADDRESS, submit --wait leaves the stages to the queue's workers unless asked", async () => {

@@ -7,7 +7,6 @@
  * backtracking RegExp turns a pattern like `*a*a*a*a*a*a*b` into minutes per file name; and walks
  * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
  */
-import { existsSync } from 'node:fs';
 import { opendir, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
@@ -71,18 +70,6 @@ const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function hasGlob(p: string): boolean {
   return /[*?[{]/.test(p);
-}
-
-/**
- * For validate: a plain relative source path (no glob, no URL) that is not beside the pipeline file, said
- * as the run would say it; undefined when it is there or can only be judged when read. An absolute path
- * may name a share mounted on the workers only (the submitting machine is anyone's), and data roots are
- * the worker's to apply: both are checked when the stage reads.
- */
-export function missingLocalSource(path: string, baseDir: string): string | undefined {
-  if (isAbsolute(path) || hasGlob(path) || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return undefined;
-  const abs = resolve(baseDir, path);
-  return existsSync(abs) ? undefined : `${JSON.stringify(path)} does not exist (resolved to ${abs})`;
 }
 
 /** Index of the `}` closing the `{` at `open`, counting nested braces; -1 when unclosed. */

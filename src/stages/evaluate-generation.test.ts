@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -318,8 +318,6 @@ ${evaluateWith}
 
 test('validation: generation adds exact_match, rouge_l, chrf (and baseline.*) to the names gates may read; bad fields are named', async () => {
   const reg = kindRegistry(await loadStageKinds());
-  // validate checks that a local data file is there.
-  writeFileSync(join(root, 'rows.jsonl'), '{"prompt": "a", "response": "b"}\n');
   const check = (text: string) => loadSpecText(text, join(root, 'pipeline.yaml'), { ...reg, baseDir: root });
   copyFileSync(TINY_GGUF, join(root, 'tiny-llama.gguf'));
   const gate =

@@ -9,7 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -379,8 +379,6 @@ stages:
       metrics: \${{ stages.evaluate.outputs.metrics }}
       gate: "${gate}"
 `;
-  // validate checks that a local data file is there.
-  writeFileSync(join(root, 'rows.jsonl'), '{"instruction": "a", "output": "b"}\n');
   const check = (gate: string) => loadSpecText(pipeline(gate), join(root, 'pipeline.yaml'), { ...reg, baseDir: root });
   for (const gate of [
     INSTRUCT_GATE,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { IngestConfig } from '../data/config.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
-import { missingLocalSource, resolveSources } from '../data/sources.ts';
+import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
 import { isUrl, urlPin } from '../data/download.ts';
 import { MEDIA } from '../types.ts';
@@ -13,7 +13,6 @@ import { issuesFrom } from './checks.ts';
 import type { IngestReport } from '../data/report.ts';
 import type { ArtifactRef } from '../types.ts';
 import type { StageAudit, StageKind } from './types.ts';
-import type { KindIssue } from '../spec/types.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/ingest.ts')) });
@@ -30,21 +29,13 @@ export const ingestStage: StageKind<IngestConfig> = {
     dataHash: { type: 'string', description: 'sha256 over the source files: identifies the raw data' },
     rows: { type: 'number' },
   },
-  check(cfg, context) {
-    // A missing file is known now, not only when a worker reads it (a failed run left in `runs`).
-    const missing =
-      typeof cfg.path === 'string' && !hasRefs(cfg.path) && context.baseDir !== undefined
-        ? missingLocalSource(cfg.path, context.baseDir)
-        : undefined;
-    const where: KindIssue[] = missing
-      ? [{ path: ['path'], message: missing, hint: "fix the path; relative paths start at the pipeline file's folder" }]
-      : [];
+  check(cfg) {
     // A value known only at run time is checked then; a literal promptTemplate's syntax is checked now regardless.
-    if (!hasRefs(cfg)) return [...where, ...issuesFrom(checkIngestConfig(cfg as unknown as IngestConfig))];
+    if (!hasRefs(cfg)) return issuesFrom(checkIngestConfig(cfg as unknown as IngestConfig));
     const t =
       cfg.task === 'instruction' && typeof cfg.promptTemplate === 'string' && !hasRefs(cfg.promptTemplate) ? cfg.promptTemplate : undefined;
     const e = t === undefined ? undefined : checkPromptTemplate(t);
-    return [...where, ...(e instanceof ConfigError ? issuesFrom([e]) : [])];
+    return e instanceof ConfigError ? issuesFrom([e]) : [];
   },
   async externalInputs(cfg, { baseDir, stateDir }) {
     // A URL source is identified by the hash it is pinned to: the download is checked against it.
