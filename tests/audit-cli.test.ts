@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
 import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 
@@ -94,14 +95,7 @@ test('audit --model NAME@alias reads the version the alias points at now and say
     ['r1', 'a'],
     ['r2', 'b'],
   ] as const)
-    await reg.registerVersion({
-      name: 'spam-clf',
-      runId: run,
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
-    });
+    await reg.registerVersion(testVersion('spam-clf', bytes, { runId: run }));
   await reg.setAlias('spam-clf', 'production', 2);
   await reg.close();
   const log = await openAudit(join(home, 'audit.db'));
@@ -159,15 +153,7 @@ async function servedHome(t: { after: (fn: () => void) => void }): Promise<Recor
   const home = mkdtempSync(join(tmpdir(), 'tempered-audit-version-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const reg = await openRegistry(join(home, 'registry.db'));
-  for (const bytes of ['a', 'b', 'c'])
-    await reg.registerVersion({
-      name: 'spam-clf',
-      runId: `r-${bytes}`,
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
-    });
+  for (const bytes of ['a', 'b', 'c']) await reg.registerVersion(testVersion('spam-clf', bytes));
   await reg.close();
   const log = await openAudit(join(home, 'audit.db'));
   await log.append({ action: 'serve.started', subject: 'spam-clf@2', model: 'spam-clf@2', details: { alias: 'production' } });

@@ -21,6 +21,7 @@ import { createSchedule, deleteSchedule, planScheduledRun, readSchedule } from '
 import { openAudit } from '../src/audit/log.ts';
 import { productionComparisonNote } from '../src/registry/diff.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
@@ -707,15 +708,7 @@ describe('dashboard in a browser', () => {
     try {
       // As the register stage stores evaluate's comparison: v2 measured against v1, v3 against v2.
       const register = (run: string, c: string, metrics: Record<string, unknown>) =>
-        reg.registerVersion({
-          name: 'ui-prod-cmp',
-          runId: run,
-          stageId: 'register',
-          specHash: 's',
-          data: [],
-          artifacts: [{ role: 'model', uri: 'u', sha256: c.repeat(64), bytes: 1 }],
-          metrics,
-        });
+        reg.registerVersion(testVersion('ui-prod-cmp', c, { runId: run, metrics }));
       await register('c1', 'a', { f1_macro: 0.9 });
       await register('c2', 'b', { f1_macro: 0.92, production: { f1_macro: 0.88, version: 1, rows: 120 } });
       await register('c3', 'c', { f1_macro: 0.94, production: { f1_macro: 0.9, version: 2, rows: 130 } });

@@ -13,6 +13,7 @@ import type { Page } from 'playwright-core';
 import { useBrowser } from '../tests/helpers/browser.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { createUiServer, type UiServer } from './server.ts';
@@ -31,14 +32,7 @@ before(async () => {
     ['r1', 'a'],
     ['r2', 'b'],
   ] as const)
-    await reg.registerVersion({
-      name: 'spam-clf',
-      runId: run,
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
-    });
+    await reg.registerVersion(testVersion('spam-clf', bytes, { runId: run }));
   await reg.setAlias('spam-clf', 'production', 2);
   await reg.close();
   const log = await openAudit(paths.auditDb);

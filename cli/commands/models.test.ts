@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openRegistry } from '../../src/registry/registry.ts';
+import { testVersion } from '../../src/registry/versions.testing.ts';
 import type { DataRef } from '../../src/registry/types.ts';
 import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
 import { describeBaseModel } from './models.ts';
@@ -21,15 +22,7 @@ test("models show and diff say which version production.* were measured against;
   const env = { TEMPERED_HOME: home };
   const reg = await openRegistry(join(home, 'registry.db'));
   const register = (run: string, bytes: string, data: DataRef[], metrics: Record<string, unknown>) =>
-    reg.registerVersion({
-      name: 'spam',
-      runId: run,
-      stageId: 'register',
-      specHash: 's',
-      data,
-      artifacts: [{ role: 'model', uri: 'u', sha256: sha(bytes), bytes: 1 }],
-      metrics,
-    });
+    reg.registerVersion(testVersion('spam', bytes, { runId: run, data, metrics }));
   const eval_ = { name: 'eval', sha256: sha('e'), rows: 200 };
   await register('r1', 'a', [{ name: 'train', sha256: sha('1'), rows: 800 }, eval_], { f1_macro: 0.9 });
   await reg.setAlias('spam', 'production', 1);

@@ -8,21 +8,14 @@ import { KeptOpen } from '../db/kept-open.ts';
 import { openAudit } from '../audit/log.ts';
 import { ModelFilterError, modelRecords, resolveModelFilter } from './model-filter.ts';
 import { openRegistry } from './registry.ts';
+import { testVersion } from './versions.testing.ts';
 
 test('name and name@N as given; an alias, latest or vN the version it is now; errors say which kind', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'model-filter-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const location = join(dir, 'registry.db');
   const reg = await openRegistry(location);
-  for (const bytes of ['a', 'b'])
-    await reg.registerVersion({
-      name: 'spam-clf',
-      runId: `r-${bytes}`,
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', uri: 'u', sha256: bytes.repeat(64), bytes: 1 }],
-    });
+  for (const bytes of ['a', 'b']) await reg.registerVersion(testVersion('spam-clf', bytes));
   await reg.setAlias('spam-clf', 'production', 1);
   await reg.close();
   const kept = new KeptOpen(() => openRegistry(location));
@@ -66,14 +59,7 @@ test('name@N is checked against the registry where there is one; a model source 
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const location = join(dir, 'registry.db');
   const reg = await openRegistry(location);
-  await reg.registerVersion({
-    name: 'spam-clf',
-    runId: 'r',
-    stageId: 'register',
-    specHash: 's',
-    data: [],
-    artifacts: [{ role: 'model', uri: 'u', sha256: 'a'.repeat(64), bytes: 1 }],
-  });
+  await reg.registerVersion(testVersion('spam-clf', 'a', { runId: 'r' }));
   await reg.close();
   const f = (ref: string) => resolveModelFilter(ref, { location });
   assert.deepEqual(await f('spam-clf@1'), { model: 'spam-clf@1' });
