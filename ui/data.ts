@@ -200,11 +200,6 @@ async function readJson(store: ArtifactStore, ref: ArtifactRef): Promise<{ json:
 /** A training history as columns (step, loss, lr, grad_norm, val_*; throughput from the live points), NaN as null. */
 export type Columns = Record<string, (number | null)[]>;
 
-export async function readHistoryArtifact(store: ArtifactStore, ref: unknown): Promise<Columns | undefined> {
-  const read = await readHistory(store, ref);
-  return 'columns' in read ? read.columns : undefined;
-}
-
 /** A history's columns, or why the store could not hand it over (not in this store yet: the live points stand in). */
 async function readHistory(store: ArtifactStore, ref: unknown): Promise<{ columns: Columns } | { why?: string }> {
   if (!isArtifactRef(ref)) return {};
