@@ -58,12 +58,10 @@ describe('status without a worker', () => {
         },
         { taskQueue: queue },
       );
-      for (let i = 0; ; i++) {
-        const st = await getRunStatus(env.client, h.workflowId);
-        if (st.stages.find((s) => s.id === 'b')?.state === 'running') break;
-        assert.ok(i < 300, 'stage b never started');
-        await sleep(100);
-      }
+      await waitFor(
+        'stage b running',
+        async () => (await getRunStatus(env.client, h.workflowId)).stages.find((s) => s.id === 'b')?.state === 'running',
+      );
       worker.kill('SIGKILL');
       await new Promise((r) => worker.once('exit', r));
 
