@@ -14,7 +14,7 @@ import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { isTextGenerator } from '../../src/serve/types.ts';
 import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
-import { planOrExit, startAndReport } from './runs.ts';
+import { interruptedExit, planOrExit, startAndReport } from './runs.ts';
 import { startServing } from './serve.ts';
 import { isTemplateError, parseTemplate } from '../../src/data/prompt-template.ts';
 import { startUi } from './ui.ts';
@@ -124,7 +124,7 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     { wait: true, json: false, localWorker: true, onSubmitted: (id) => (runId = id) },
   );
   // Ctrl-C while the run went on: startAndReport said what becomes of it; nothing more to show.
-  if (code === 130 || code === 143) {
+  if (interruptedExit(code)) {
     await ui?.server.close();
     return code;
   }

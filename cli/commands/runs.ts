@@ -43,15 +43,23 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
   );
 }
 
+/** A shell's exit status for a command stopped by the signal: 128 + its number. */
+const INTERRUPTED_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/** Whether `code` is what startAndReport returns when Ctrl-C (or SIGTERM) stopped the wait. */
+export function interruptedExit(code: number): boolean {
+  return code === INTERRUPTED_EXIT.SIGINT || code === INTERRUPTED_EXIT.SIGTERM;
+}
+
 /**
  * The first SIGINT or SIGTERM while a command waits on a run: `signal` aborts, `name` says which. A
  * second one exits at once, for a worker that does not stop.
  */
-function untilInterrupted(): { signal: AbortSignal; name(): NodeJS.Signals | undefined; dispose(): void } {
+function untilInterrupted(): { signal: AbortSignal; name(): keyof typeof INTERRUPTED_EXIT | undefined; dispose(): void } {
   const ac = new AbortController();
-  let got: NodeJS.Signals | undefined;
-  const again = (sig: NodeJS.Signals) => process.exit(sig === 'SIGINT' ? 130 : 143);
-  const first = (sig: NodeJS.Signals) => {
+  let got: keyof typeof INTERRUPTED_EXIT | undefined;
+  const again = (sig: keyof typeof INTERRUPTED_EXIT) => process.exit(INTERRUPTED_EXIT[sig]);
+  const first = (sig: keyof typeof INTERRUPTED_EXIT) => {
     got = sig;
     for (const s of ['SIGINT', 'SIGTERM'] as const) {
       process.off(s, first);
@@ -175,7 +183,7 @@ export async function startAndReport(
             : `Follow it with \`tempered status ${handle.workflowId} --watch\`, or end it with \`tempered cancel ${handle.workflowId}\`.`
         }`,
       );
-      return sig === 'SIGINT' ? 130 : 143;
+      return INTERRUPTED_EXIT[sig];
     } finally {
       interrupt.dispose();
     }
