@@ -121,7 +121,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
   }
-  await markStagesNobodyTakes(client, runId, status, pending);
+  await markStagesNobodyTakes(client, runId, desc.runId, status, pending);
   // A cancellation asked for while stages run: the run ends once its running stage stops. Said, so a
   // second `cancel` (or the dashboard's button after a reload) does not look like the first went nowhere.
   if (desc.raw.workflowExtendedInfo?.cancelRequested) status.cancelRequested = true;
@@ -185,19 +185,31 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
  * A worker whose slots are all busy stops polling, and the server drops it from the list some minutes
  * later: so the note says none polled lately, not that none exists.
  */
-async function markStagesNobodyTakes(client: Client, runId: string, status: RunStatus, pending: PendingActivityInfo[]): Promise<void> {
+/** `execution/activityId` (a run id can be reused) → the task queue the activity was scheduled on (bounded: cleared past 1,000). */
+const scheduledQueues = new Map<string, string>();
+
+async function markStagesNobodyTakes(
+  client: Client,
+  runId: string,
+  execution: string,
+  status: RunStatus,
+  pending: PendingActivityInfo[],
+): Promise<void> {
   // A retry waiting out its backoff is scheduled too, and no worker could take it yet: first attempts only.
   const scheduled = pending.filter((pa) => pa.state === 1 && (pa.attempt ?? 1) <= 1 && pa.activityId);
   if (scheduled.length === 0) return;
-  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
-  const queueOf = new Map<string, string>();
-  for (const ev of events) {
-    const a = ev.activityTaskScheduledEventAttributes;
-    if (a?.activityId && a.taskQueue?.name) queueOf.set(a.activityId, a.taskQueue.name);
+  // An activity keeps the queue it was scheduled on: the history is read once per waiting stage, not at
+  // every status a `--wait` or the dashboard asks for while it waits.
+  if (scheduled.some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) {
+    if (scheduledQueues.size > 1000) scheduledQueues.clear();
+    for (const ev of (await client.workflow.getHandle(runId, execution).fetchHistory()).events ?? []) {
+      const a = ev.activityTaskScheduledEventAttributes;
+      if (a?.activityId && a.taskQueue?.name) scheduledQueues.set(`${execution}/${a.activityId}`, a.taskQueue.name);
+    }
   }
   const polled = new Map<string, Promise<boolean>>();
   for (const pa of scheduled) {
-    const queue = queueOf.get(pa.activityId!);
+    const queue = scheduledQueues.get(`${execution}/${pa.activityId}`);
     const st = status.stages.find((s) => s.id === pa.activityId!.replace(/^stage-/, ''));
     if (!queue || !st || st.state !== 'running') continue;
     if (!polled.has(queue))

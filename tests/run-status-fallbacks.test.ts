@@ -298,6 +298,21 @@ describe('a stage routed to a queue no worker serves', () => {
           'gpu_step waiting',
           async () => (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'gpu_step')?.waitingForWorker,
         );
+        // Asked again and again (a --wait, the dashboard), the waiting stage's queue is not read from the history again.
+        const service = env.client.workflowService;
+        const read = service.getWorkflowExecutionHistory.bind(service);
+        let historyReads = 0;
+        service.getWorkflowExecutionHistory = (async (req: Parameters<typeof read>[0]) => (historyReads++, read(req))) as typeof read;
+        try {
+          for (let i = 0; i < 3; i++)
+            assert.equal(
+              (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'gpu_step')?.waitingForWorker,
+              'nobody-serves',
+            );
+        } finally {
+          service.getWorkflowExecutionHistory = read;
+        }
+        assert.equal(historyReads, 0);
         const st = await runCli(['status', runId], cliEnv);
         assert.equal(st.code, 0, st.stderr);
         assert.match(
