@@ -11,6 +11,7 @@ import { describe, it } from 'node:test';
 import type { Client } from '@temporalio/client';
 import { InputError } from '../src/errors.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { gateFrom, gateText } from '../cli/commands/schedule.ts';
@@ -86,17 +87,7 @@ describe('schedule gates', () => {
     const dir = tempDir(t);
     const db = join(dir, 'registry.db');
     const reg = await openRegistry(db);
-    await reg.registerVersion({
-      name: 'clf',
-      runId: 'r1',
-      stageId: 'register',
-      specHash: 'a'.repeat(64),
-      data: [{ name: 'train', sha256: 'b'.repeat(64), rows: 10 }],
-      artifacts: [{ role: 'onnx', uri: `artifact://sha256/${'c'.repeat(64)}`, sha256: 'c'.repeat(64), bytes: 10 }],
-      metrics: { f1_macro: 0.91, accuracy: 0.95 },
-      params: {},
-      actor: 'alice',
-    });
+    await reg.registerVersion(testVersion('clf', 'c', { metrics: { f1_macro: 0.91, accuracy: 0.95 } }));
     await reg.close();
     const bad = await checkMetricTrigger(db, { metricBelow: { model: 'clf', alias: 'latest', metric: 'f1', threshold: 0.9 } });
     assert.equal(bad.problem, "clf@latest (v1) has no metric 'f1' (it has accuracy, f1_macro)");

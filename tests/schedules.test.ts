@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
 import { RunIndex } from '../src/triggers/run-gate.ts';
 import { InputError } from '../src/errors.ts';
 import { waitForRun } from '../client/runs.ts';
@@ -587,17 +588,7 @@ describe('tempered schedule (command line)', () => {
     created.delete('cli-never');
 
     const reg = await openRegistry(join(env.dir, 'registry.db'));
-    await reg.registerVersion({
-      name: 'never-clf',
-      runId: 'r1',
-      stageId: 'register',
-      specHash: 'a'.repeat(64),
-      data: [{ name: 'train', sha256: 'b'.repeat(64), rows: 10 }],
-      artifacts: [{ role: 'onnx', uri: `artifact://sha256/${'c'.repeat(64)}`, sha256: 'c'.repeat(64), bytes: 10 }],
-      metrics: { f1_macro: 0.91 },
-      params: {},
-      actor: 'alice',
-    });
+    await reg.registerVersion(testVersion('never-clf', 'c', { metrics: { f1_macro: 0.91 } }));
     await reg.close();
     const m = await runScheduleCli(
       ['create', 'cli-never', '--pipeline', file, '--every', '1h', '--trigger-metric', 'never-clf@latest:f1:0.9'],
