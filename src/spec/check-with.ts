@@ -166,13 +166,15 @@ function likelyOutput(ctx: CheckContext, stageId: string, stage: string, field: 
   return own.length ? `stage '${stage}' has these: ${own.map((o) => ref(stage, o)).join(', ')}` : undefined;
 }
 
-/** The schema node that validates the value at `path` (through properties and items), if the schema says. */
+/** The schema node that validates the value at `path` (through properties, additionalProperties and items), if the schema says. */
 function schemaAt(schema: unknown, path: readonly Segment[]): unknown {
   let node = schema as Record<string, unknown> | undefined;
   for (const s of path) {
     if (!node || typeof node !== 'object') return undefined;
     const props = node.properties as Record<string, unknown> | undefined;
     if (typeof s === 'string' && props && Object.prototype.hasOwnProperty.call(props, s)) node = props[s] as Record<string, unknown>;
+    else if (typeof s === 'string' && node.additionalProperties && typeof node.additionalProperties === 'object')
+      node = node.additionalProperties as Record<string, unknown>;
     else if (typeof s === 'number' && node.items && typeof node.items === 'object') node = node.items as Record<string, unknown>;
     else return undefined;
   }

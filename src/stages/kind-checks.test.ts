@@ -226,6 +226,29 @@ describe('what a field takes', () => {
     );
   });
 
+  // A lineage data set is read back as a table (evaluate's rows a production version was not trained on);
+  // a json output there registered fine and broke only that later comparison.
+  test("register's lineage data sets", () => {
+    only(
+      edit([
+        '        train: ${{ stages.split.outputs.train }}\n        test: ${{ stages.split.outputs.test }}\n      description',
+        '        train: ${{ stages.split.outputs.folds }}\n        test: ${{ stages.split.outputs.test }}\n      description',
+      ]),
+      '${{ stages.split.outputs.folds }}',
+      /^train takes a table, but \$\{\{ stages\.split\.outputs\.folds \}\} is a json output/,
+      { code: 'type-mismatch', path: 'stages.register.with.data.train', hint: /^e\.g\. \$\{\{ stages\.split\.outputs\.train \}\}$/ },
+    );
+    only(
+      edit([
+        '        test: ${{ stages.split.outputs.test }}\n      description',
+        '        test: ${{ stages.split.outputs.test }}\n        cleaned: ${{ stages.dedupe.outputs.report }}\n      description',
+      ]),
+      '${{ stages.dedupe.outputs.report }}',
+      /^cleaned takes a table, but \$\{\{ stages\.dedupe\.outputs\.report \}\} is a json output/,
+      { code: 'type-mismatch', path: 'stages.register.with.data.cleaned', hint: /\$\{\{ stages\.dedupe\.outputs\.table \}\}/ },
+    );
+  });
+
   test("dedupe's and split's table", () => {
     only(
       edit(['table: ${{ stages.ingest.outputs.table }}', 'table: ${{ stages.ingest.outputs.report }}']),

@@ -54,7 +54,12 @@ export const registerStage: StageKind<Config> = {
       name: { type: 'string', pattern: '^[a-z][a-z0-9._-]*$', description: 'registered model name' },
       model: { ...artifactRefSchema, takes: ['artifact'], description: 'the exported model folder (train outputs.model)' },
       metrics: { ...artifactRefSchema, takes: ['json'], description: 'evaluation metrics (evaluate outputs.metrics)' },
-      data: { type: 'object', additionalProperties: artifactRefSchema, description: 'data sets for lineage, e.g. {train: ..., test: ...}' },
+      data: {
+        type: 'object',
+        // Tables only: evaluate reads a production version's `train` table back to find the rows it was not trained on.
+        additionalProperties: { ...artifactRefSchema, takes: ['table'] },
+        description: 'data sets for lineage, e.g. {train: ..., test: ...}',
+      },
       params: { type: 'object', description: 'hyperparameters to record' },
       description: { type: 'string' },
       intendedUse: { type: 'string' },
