@@ -72,6 +72,21 @@ describe('stage adapter', () => {
     assert.deepEqual(err.details, [{ where: 'data/train.csv', hint: 'name the text column with textColumn' }]);
   });
 
+  // With two train stages, `train.lora.layers` did not say which one failed.
+  it("names a config field by the stage's path in the pipeline", async () => {
+    const probe = kind(async () => {
+      throw new InputError('layers [40] are out of range', { where: 'probe.lora.layers', hint: 'the model has 30 layers' });
+    });
+    const act = stageActivity({ ...probe, withSchema: { type: 'object', properties: { lora: { type: 'object' } } } }, deps());
+    const err = await new MockActivityEnvironment().run(act, request({ stageId: 'train_b' })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.equal(err.message, 'stages.train_b.with.lora.layers: layers [40] are out of range');
+    assert.deepEqual(err.details, [{ where: 'stages.train_b.with.lora.layers', hint: 'the model has 30 layers' }]);
+  });
+
   it("keeps an input error's code in the failure's details, for the CLI's advice", async () => {
     const act = stageActivity(
       kind(async () => {

@@ -6,10 +6,11 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Context, CancelledFailure } from '@temporalio/activity';
-import { IntegrityError } from '../src/errors.ts';
+import { InputError, IntegrityError } from '../src/errors.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
+import { inStage } from '../src/stages/stage-where.ts';
 import type { AnyStageKind, StageAudit, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
@@ -209,7 +210,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           stage: req.stageId,
         });
       }
-      throw asActivityFailure(err);
+      throw asActivityFailure(
+        err instanceof InputError ? inStage(err, { id: req.stageId, kind: kind.kind, withSchema: kind.withSchema }) : err,
+      );
     } finally {
       // The stage's last points are stored before it reports done, so its finished curve is whole;
       // still heartbeating, and for 5 s at most: a slow database must not hold a finished stage.

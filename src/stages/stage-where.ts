@@ -1,0 +1,34 @@
+/**
+ * The library names a config field by its stage kind (`train.lora.layers`): in a pipeline with two
+ * train stages that does not say which one, nor where in the file to look. A stage's input errors
+ * are renamed to the field's path in the pipeline (`stages.train_b.with.lora.layers`), the path
+ * `tempered validate` uses; a kind-named place that is no field of `with` (an engine setting the
+ * stage derives, such as `train.trainable.r`) keeps its name after the stage's.
+ */
+import { InputError } from '../errors.ts';
+
+export interface StagePlace {
+  id: string;
+  kind: string;
+  withSchema: object;
+}
+
+export function stageWhere(where: string | undefined, stage: StagePlace): string | undefined {
+  if (where === undefined || !where.startsWith(`${stage.kind}.`)) return where;
+  const field = where.slice(stage.kind.length + 1);
+  const first = /^[^.[]+/.exec(field)?.[0];
+  const props = (stage.withSchema as { properties?: Record<string, unknown> }).properties;
+  if (first && props && Object.prototype.hasOwnProperty.call(props, first)) return `stages.${stage.id}.with.${field}`;
+  return `stages.${stage.id} (${where})`;
+}
+
+/** The same error, placed in the stage (message, where, hint, code and cause kept). */
+export function inStage(err: InputError, stage: StagePlace): InputError {
+  const where = stageWhere(err.where, stage);
+  if (where === err.where) return err;
+  const prefix = `${err.where}: `;
+  const message = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+  const moved = new InputError(message, { where, hint: err.hint, code: err.code, cause: err.cause });
+  moved.stack = err.stack;
+  return moved;
+}
