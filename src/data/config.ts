@@ -47,6 +47,11 @@ export interface IngestConfig {
   onBadRow?: 'fail' | 'quarantine';
   /** With onBadRow 'quarantine' (in 'fail' mode any bad row fails): fail when bad rows / rows in exceeds this. Default 0.1. */
   maxBadFraction?: number;
+  /**
+   * Keep the first this many good rows, in file order (a trial run). Rows after them are neither
+   * checked nor kept, but the files are still hashed whole. Default: every row.
+   */
+  maxRows?: number;
 }
 
 export type NormalizeStep = 'nfkc' | 'casefold' | 'whitespace' | 'zeroWidth';

@@ -44,6 +44,8 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
     );
   if (cfg.maxLength !== undefined && !(Number.isInteger(cfg.maxLength) && cfg.maxLength > 0))
     bad(`maxLength must be a positive integer, got ${cfg.maxLength}`, 'maxLength');
+  if (cfg.maxRows !== undefined && !(Number.isInteger(cfg.maxRows) && cfg.maxRows > 0))
+    bad(`maxRows must be a positive integer, got ${cfg.maxRows}`, 'maxRows');
   if (cfg.promptTemplate !== undefined) {
     if (cfg.task !== 'instruction') bad('promptTemplate applies to the instruction task only', 'promptTemplate');
     else {

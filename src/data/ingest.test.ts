@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
 import { ingest } from './ingest.ts';
+import { formatDataReport } from './report.ts';
 import { datasetsDir } from './datasets-dir.ts';
 
 const DATASETS = datasetsDir();
@@ -562,4 +564,42 @@ test('a label named __proto__ or constructor is counted as its own label in the 
     ['ham', 1],
   ]);
   assert.equal(Object.getPrototypeOf(r.labels), Object.prototype, 'the label never replaces the prototype');
+});
+
+// A trial run on a subset: the first good rows in file order. Rows after the cap are neither kept nor
+// checked (a bad one there does not fail the run), and each file still hashes whole, so lineage names
+// the data the rows came from, not a prefix no one has.
+test('maxRows keeps the first good rows, checks none after them, and hashes the files whole', async () => {
+  const dir = tmp();
+  const a = [good(1), j({ text: 'x' }), good(3), good(4)].join('\n');
+  const b = [good(5), good(6), '{broken', good(8)].join('\n');
+  writeFileSync(join(dir, 'a.jsonl'), a);
+  writeFileSync(join(dir, 'b.jsonl'), b);
+  const cfg: IngestConfig = { ...cls, path: '*.jsonl', onBadRow: 'quarantine', maxBadFraction: 0.5, maxRows: 4 };
+  const r = await run(dir, cfg);
+  const rows = await readAll(join(dir, 'out.arrow'));
+  assert.deepEqual(
+    rows.map((x) => `${x._source}:${x._row}`),
+    ['a.jsonl:1', 'a.jsonl:3', 'a.jsonl:4', 'b.jsonl:1'],
+  );
+  assert.equal(r.rowsOut, 4);
+  assert.equal(r.rowsIn, 5, 'the bad row before the cap counts');
+  assert.deepEqual(r.badRows, { 'missing-label': 1 });
+  assert.equal(r.maxRows, 4);
+  assert.equal(r.rowsNotTaken, 3, 'b.jsonl:2, the broken line and b.jsonl:4');
+  assert.equal((await readAll(join(dir, 'quarantine.arrow'))).length, 1);
+  assert.match(formatDataReport(r), /maxRows 4: the first 4 good rows in file order; 3 rows after them not read into the table/);
+  const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+  assert.deepEqual(
+    r.sourceFiles.map((f) => [f.path, f.sha256, f.bytes]),
+    [
+      ['a.jsonl', sha(a), a.length],
+      ['b.jsonl', sha(b), b.length],
+    ],
+  );
+  // In fail mode the broken line after the cap fails nothing; without the cap it does.
+  const strict = await run(dir, { ...cls, path: 'b.jsonl', maxRows: 2 });
+  assert.equal(strict.rowsOut, 2);
+  await assert.rejects(run(dir, { ...cls, path: 'b.jsonl' }), /b\.jsonl:3: invalid-json/);
+  await assert.rejects(run(dir, { ...cls, path: 'b.jsonl', maxRows: 0 }), /maxRows must be a positive integer, got 0/);
 });

@@ -207,7 +207,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       rowsOut = 0,
       bytesDone = 0,
       linesIn = 0,
-      badLines = 0;
+      badLines = 0,
+      notTaken = 0;
     const badRows: Record<string, number> = {};
     // For a maxBadFraction error: the first row of each reason, the fields missing-field rows lack,
     // and the field names of the first row that parsed.
@@ -276,6 +277,11 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           },
         }))
           for (const rec of recs) {
+            // Past the cap the records are only counted: the file is read to its end for its hash.
+            if (cfg.maxRows !== undefined && rowsOut >= cfg.maxRows) {
+              notTaken++;
+              continue;
+            }
             rowsIn++;
             const lines = rec.lines ?? 1;
             linesIn += lines;
@@ -387,6 +393,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       dataHash: h,
       textLength: lengthStats(lengths),
       schema: (await describeArrowFile(opts.outPath)).schema,
+      ...(cfg.maxRows !== undefined ? { maxRows: cfg.maxRows, rowsNotTaken: notTaken } : {}),
     };
   } catch (e) {
     out.abort();

@@ -36,6 +36,9 @@ export interface IngestReport {
   textLength: LengthStats;
   /** Output column → Arrow type. */
   schema: Record<string, string>;
+  /** With `maxRows`: the cap, and the records after the last kept row, which were not checked or kept. */
+  maxRows?: number;
+  rowsNotTaken?: number;
 }
 
 export interface DedupeConflict {
@@ -119,6 +122,11 @@ export function formatDataReport(r: DataReport): string {
             .sort()
             .map((k) => [`bad: ${k}`, String(r.badRows[k]), pct(r.badRows[k], r.rowsIn)]),
         ]),
+        ...(r.maxRows !== undefined
+          ? [
+              `maxRows ${r.maxRows}: the first ${r.rowsOut} good rows in file order; ${r.rowsNotTaken ?? 0} rows after them not read into the table`,
+            ]
+          : []),
         ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn
           ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`]
           : []),

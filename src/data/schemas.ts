@@ -70,6 +70,12 @@ export const ingestWithSchema = {
       default: 0.1,
       description: "With onBadRow: quarantine: fail when bad rows / rows in exceeds this. ('fail' fails on any bad row.)",
     },
+    maxRows: {
+      type: 'integer',
+      minimum: 1,
+      description:
+        'Keep the first this many good rows, in file order, for a quick trial run; later rows are not checked or kept (the files are still read whole, so their hashes name all of them). Not a random sample: a file sorted by label gives a skewed subset. Default: every row.',
+    },
   },
 } as const;
 
