@@ -373,6 +373,7 @@ export interface RunSummary {
 export interface RunFilters {
   /** Temporal execution status: Running, Completed, Failed, Canceled, Terminated, TimedOut. */
   status?: string;
+  /** A part of the pipeline's name, in any case: people type what they remember of it. */
   pipeline?: string;
   schedule?: string;
 }
@@ -405,7 +406,7 @@ async function listed(client: Client, query: string, limit: number, pipeline?: s
   const out: RunSummary[] = [];
   for await (const wf of client.workflow.list({ query })) {
     const memo = (wf.memo ?? {}) as Record<string, string>;
-    if (pipeline && memo.pipeline !== pipeline) continue;
+    if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
     if (schedule && scheduled !== schedule) continue;

@@ -98,7 +98,7 @@ const STATUSES = ['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'
 function filterText(f) {
   return [
     f.status && `status ${runStateWord(f.status)}`,
-    f.pipeline && `pipeline '${f.pipeline}' (exact name)`,
+    f.pipeline && `a pipeline name containing '${f.pipeline}'`,
     f.schedule && `schedule '${f.schedule}'`,
   ]
     .filter(Boolean)
@@ -148,7 +148,11 @@ function RunsPage({ query }) {
           ${STATUSES.map((s) => html`<option value=${s}>${s ? runStateWord(s) : 'any'}</option>`)}
         </select></label
       >
-      ${field('pipeline', 'exact name; Enter to apply', "the pipeline's exact name; applies on Enter or when the field is left")}
+      ${field(
+        'pipeline',
+        'name or part; Enter to apply',
+        'runs whose pipeline name contains this, in any case; applies on Enter or when the field is left',
+      )}
       ${field('schedule', 'name; Enter to apply', 'applies on Enter or when the field is left')}
       <a
         href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
