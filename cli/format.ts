@@ -79,9 +79,11 @@ export function stageLine(s: StageStatus): string {
   let tail = '';
   // A running stage with an error is being retried: why it failed last time is what the person needs.
   if (s.state === 'running')
-    tail = s.waitingForWorker
-      ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
-      : [progressText(s), s.error?.message].filter(Boolean).join('  ');
+    tail = s.waitingBehind?.length
+      ? `waiting: task queue '${s.waitingForWorker}' is busy with stage${s.waitingBehind.length > 1 ? 's' : ''} ${s.waitingBehind.join(', ')} of this run; the stage starts when a worker slot there is free`
+      : s.waitingForWorker
+        ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
+        : [progressText(s), s.error?.message].filter(Boolean).join('  ');
   else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
   else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;

@@ -183,7 +183,9 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
  * serves), reads "running" forever otherwise: it gets `waitingForWorker`. Looked up only for a stage
  * in that state, which a served queue leaves within milliseconds, so a run's status costs nothing more.
  * A worker whose slots are all busy stops polling, and the server drops it from the list some minutes
- * later: so the note says none polled lately, not that none exists.
+ * later: so the note says none polled lately, not that none exists. Where stages of this same run have
+ * started on that queue meanwhile (a `gpu:1` worker training one branch while the other waits), the
+ * stage is waiting behind them (`waitingBehind`), whether or not the worker is still listed.
  */
 /** `execution/activityId` (a run id can be reused) → the task queue the activity was scheduled on (bounded: cleared past 1,000). */
 const scheduledQueues = new Map<string, string>();
@@ -198,9 +200,10 @@ async function markStagesNobodyTakes(
   // A retry waiting out its backoff is scheduled too, and no worker could take it yet: first attempts only.
   const scheduled = pending.filter((pa) => pa.state === 1 && (pa.attempt ?? 1) <= 1 && pa.activityId);
   if (scheduled.length === 0) return;
+  const started = pending.filter((pa) => pa.state === 2 && pa.activityId?.startsWith('stage-'));
   // An activity keeps the queue it was scheduled on: the history is read once per waiting stage, not at
   // every status a `--wait` or the dashboard asks for while it waits.
-  if (scheduled.some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) {
+  if ([...scheduled, ...started].some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) {
     if (scheduledQueues.size > 1000) scheduledQueues.clear();
     for (const ev of (await client.workflow.getHandle(runId, execution).fetchHistory()).events ?? []) {
       const a = ev.activityTaskScheduledEventAttributes;
@@ -212,6 +215,14 @@ async function markStagesNobodyTakes(
     const queue = scheduledQueues.get(`${execution}/${pa.activityId}`);
     const st = status.stages.find((s) => s.id === pa.activityId!.replace(/^stage-/, ''));
     if (!queue || !st || st.state !== 'running') continue;
+    const behind = started
+      .filter((o) => scheduledQueues.get(`${execution}/${o.activityId}`) === queue)
+      .map((o) => o.activityId!.replace(/^stage-/, ''));
+    if (behind.length > 0) {
+      st.waitingForWorker = queue;
+      st.waitingBehind = behind;
+      continue;
+    }
     if (!polled.has(queue))
       polled.set(
         queue,

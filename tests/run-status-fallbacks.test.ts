@@ -329,6 +329,60 @@ describe('a stage routed to a queue no worker serves', () => {
   });
 });
 
+describe('a stage whose queue is busy with another stage of the run', () => {
+  // A gpu:1 worker trains one branch while the other waits: that stage read "running" with no progress,
+  // and once the busy worker dropped off the server's poller list, "no worker … (none runs, or all are busy)".
+  it('waits behind that stage, in status and in the CLI', async () => {
+    const home = 'busy-home';
+    const gpu = 'busy-gpu';
+    const worker = await startCliWorker(['--queue', `${home},${gpu}:1`], cliEnv);
+    try {
+      const file = join(env.dir, 'busy.yaml');
+      writeFileSync(
+        file,
+        [
+          'name: busy',
+          'stages:',
+          '  first:',
+          '    uses: probe',
+          '    with: { value: x }',
+          ...['train_a', 'train_b'].flatMap((id) => [
+            `  ${id}:`,
+            '    uses: probe',
+            '    needs: first',
+            `    queue: ${gpu}`,
+            `    with: { value: ${id}, blockUntilCancelled: true }`,
+          ]),
+          '',
+        ].join('\n'),
+      );
+      const submitted = await runCli(['submit', file, '--queue', home], cliEnv);
+      assert.equal(submitted.code, 0, submitted.stderr);
+      const runId = /submitted run (\S+)/.exec(submitted.stdout)![1]!;
+      try {
+        const waiting = await waitFor('a branch waiting behind the other', async () =>
+          (await getRunStatus(env.client, runId)).stages.find((s) => s.waitingBehind !== undefined),
+        );
+        const other = waiting.id === 'train_a' ? 'train_b' : 'train_a';
+        assert.deepEqual([waiting.state, waiting.waitingForWorker, waiting.waitingBehind], ['running', gpu, [other]]);
+        const st = await runCli(['status', runId], cliEnv);
+        assert.equal(st.code, 0, st.stderr);
+        assert.match(
+          st.stdout,
+          new RegExp(
+            `▶ ${waiting.id}\\s+probe\\s+running .*waiting: task queue '${gpu}' is busy with stage ${other} of this run; the stage starts when a worker slot there is free`,
+          ),
+        );
+        assert.doesNotMatch(st.stdout, new RegExp(`▶ ${other}\\s+probe\\s+running .*waiting`));
+      } finally {
+        await env.client.workflow.getHandle(runId).terminate('test done');
+      }
+    } finally {
+      await stopCliWorker(worker);
+    }
+  });
+});
+
 describe('a cancelled run read with no worker up', () => {
   it('is cancelled, with its stopped stage cancelled (its close event carries no status, and its history alone said running)', async () => {
     const queue = 'cancelled-closed';

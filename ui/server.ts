@@ -327,6 +327,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         progress: s.progress?.message,
         fraction: s.progress?.fraction,
         error: s.error,
+        waitingForWorker: s.waitingForWorker,
+        waitingBehind: s.waitingBehind,
       }));
       // Where it waits, and whether a cancellation waits with it, change without any stage changing.
       const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested };

@@ -99,8 +99,13 @@ export interface StageStatus {
     /** An InputError's kind (src/errors.ts InputErrorCode), so the CLI can add advice without reading the message. */
     code?: string;
   };
-  /** Set by the client (never the workflow) for a running stage no worker has taken, on a task queue no worker polls: that queue. */
+  /**
+   * Set by the client (never the workflow) for a running stage no worker has taken: its task queue, when
+   * no worker polls that queue, or when stages of this run hold the queue's worker (`waitingBehind`).
+   */
   waitingForWorker?: string;
+  /** Set by the client with `waitingForWorker`: stages of this run running on that queue meanwhile, which its worker is busy with. */
+  waitingBehind?: string[];
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

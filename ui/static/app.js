@@ -597,6 +597,13 @@ function StageCard({ s, view }) {
       <span class="muted">${s.state === 'cached' ? `cache hit from ${s.cachedFrom?.runId ?? '?'}` : fmtDur(s.startedAt, s.endedAt)}</span>
       ${s.progress?.message && html`<span class="muted" title=${s.progress.message}>${shortPaths(s.progress.message)}</span>`}
     </div>
+    ${s.state === 'running' &&
+    s.waitingForWorker &&
+    html`<p class="waiting" data-waiting-for=${s.waitingForWorker}>
+      ${s.waitingBehind?.length
+        ? `waiting: task queue ${s.waitingForWorker} is busy with ${s.waitingBehind.length > 1 ? 'stages' : 'stage'} ${s.waitingBehind.join(', ')} of this run; this stage starts when a worker slot there is free`
+        : `waiting: no worker of task queue ${s.waitingForWorker} has asked for work lately (none runs, or all are busy); this stage starts when one takes it (tempered worker --queue ${s.waitingForWorker})`}
+    </p>`}
     ${s.error &&
     html`<p class="error">${s.error.type ? `${s.error.type}: ` : ''}${s.error.message}${s.error.hint ? `\nhint: ${s.error.hint}` : ''}</p>`}
     ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
@@ -724,7 +731,17 @@ function RunPage({ id }) {
               cancelRequested: d.cancelRequested,
               stages: v.status.stages.map((s) => {
                 const n = d.stages.find((x) => x.id === s.id);
-                return n ? { ...s, ...n, progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined } : s;
+                // JSON drops undefined fields: what a stage no longer has (a wait, a retried error) is cleared here.
+                return n
+                  ? {
+                      ...s,
+                      ...n,
+                      progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined,
+                      error: n.error,
+                      waitingForWorker: n.waitingForWorker,
+                      waitingBehind: n.waitingBehind,
+                    }
+                  : s;
               }),
             },
           }));

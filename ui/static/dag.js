@@ -67,24 +67,33 @@ export function Dag({ stages, selected, onSelect }) {
       ${edges}
       ${stages.map((s) => {
         const p = pos.get(s.id);
-        const [fill, stroke] = COLORS[s.state] ?? COLORS.pending;
+        // Scheduled but taken by no worker yet (its queue is busy or unserved): not running yet, whatever Temporal says.
+        const waiting = s.state === 'running' && s.waitingForWorker;
+        const label = waiting ? 'waiting' : s.state;
+        const [fill, stroke] = waiting ? COLORS.pending : (COLORS[s.state] ?? COLORS.pending);
         const extra = [s.attempt > 1 ? `attempt ${s.attempt}` : '', s.state === 'cached' ? 'cache hit' : duration(s)]
           .filter(Boolean)
           .join(' · ');
         // The id gets what the state label leaves; the tooltip has it whole.
-        const idRoom = Math.max(6, Math.floor((W - 28 - s.state.length * CHAR_W) / BOLD_W));
+        const idRoom = Math.max(6, Math.floor((W - 28 - label.length * CHAR_W) / BOLD_W));
         return html`<g
           class="node"
           data-stage=${s.id}
           data-state=${s.state}
+          data-waiting=${waiting ? s.waitingForWorker : undefined}
           transform=${`translate(${p.x},${p.y})`}
           style="cursor:pointer"
           onClick=${() => onSelect?.(s.id)}
         >
-          <title>${s.id} (${s.uses}): ${s.state}${selected === s.id ? '; click again to show all stages' : ''}</title>
+          <title>
+            ${s.id} (${s.uses}):
+            ${waiting ? `waiting for a worker of task queue ${s.waitingForWorker}` : s.state}${selected === s.id
+              ? '; click again to show all stages'
+              : ''}
+          </title>
           <rect width=${W} height=${H} fill=${fill} stroke=${stroke} stroke-width=${selected === s.id ? 3 : 1.5} rx="6" />
           <text x="10" y="19" font-weight="600">${clipMiddle(s.id, idRoom)}</text>
-          <text x=${W - 10} y="19" text-anchor="end" fill=${stroke}>${s.state}</text>
+          <text x=${W - 10} y="19" text-anchor="end" fill=${stroke}>${label}</text>
           <text x="10" y="40" fill="#66707a">${clipMiddle(`${s.uses}${extra ? ` · ${extra}` : ''}`, Math.floor((W - 16) / CHAR_W))}</text>
         </g>`;
       })}
