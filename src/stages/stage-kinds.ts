@@ -1,12 +1,12 @@
 /**
  * The stage kinds this build provides, plus those tempered knows of but does not ship yet (the spec
  * validator rejects those with "not available in this version"). Extra kinds can be plugged in
- * with TEMPERED_PLUGINS: a comma-separated list of modules exporting `stageKinds(): StageKind[]`.
+ * with TEMPERED_PLUGINS: a comma-separated list of modules exporting `stageKinds(): StageKind[]`
+ * (plugin-kinds.ts; docs/plugins.md).
  */
-import { pathToFileURL } from 'node:url';
-import { resolve } from 'node:path';
 import type { KindRegistry, StageKindInfo } from '../spec/types.ts';
 import type { AnyStageKind } from './types.ts';
+import { loadPluginKinds, pluginList } from './plugin-kinds.ts';
 
 const ALL_KNOWN = ['ingest', 'dedupe', 'split', 'train', 'evaluate', 'register', 'deploy'] as const;
 
@@ -23,23 +23,10 @@ async function builtinKinds(): Promise<AnyStageKind[]> {
   return mods.flatMap((m) => m.stageKinds());
 }
 
-async function pluginKinds(): Promise<AnyStageKind[]> {
-  const list = (process.env.TEMPERED_PLUGINS ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const out: AnyStageKind[] = [];
-  for (const p of list) {
-    const mod = (await import(pathToFileURL(resolve(p)).href)) as { stageKinds?: () => AnyStageKind[] };
-    if (typeof mod.stageKinds !== 'function') throw new Error(`TEMPERED_PLUGINS: ${p} exports no stageKinds() function`);
-    out.push(...mod.stageKinds());
-  }
-  return out;
-}
-
 export async function loadStageKinds(): Promise<Map<string, AnyStageKind>> {
-  const map = new Map<string, AnyStageKind>();
-  for (const k of [...(await builtinKinds()), ...(await pluginKinds())]) map.set(k.kind, k);
+  const builtins = await builtinKinds();
+  const map = new Map<string, AnyStageKind>(builtins.map((k) => [k.kind, k]));
+  for (const k of await loadPluginKinds(pluginList(), new Set([...map.keys(), ...ALL_KNOWN]))) map.set(k.kind, k);
   return map;
 }
 

@@ -1,0 +1,108 @@
+/**
+ * TEMPERED_PLUGINS modules, loaded for real from files: what a broken plugin gets told, and why a kind
+ * may not take a name already in use (the last one loaded used to win silently, sharing the cache
+ * records of the kind it replaced).
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { loadPluginKinds } from './plugin-kinds.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'tempered-plugins-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const BUILTINS = new Set(['ingest', 'split', 'train']);
+
+const kindSource = (name: string, extra = '') =>
+  `{ kind: '${name}', description: 'd', codeVersion: '${name}-1', withSchema: { type: 'object' }, outputs: { rows: { type: 'number' } }, async run() { return { rows: 1 }; }${extra} }`;
+let n = 0;
+/** A module file of its own (an ES module is loaded once per path), relative to `dir`. */
+function plugin(body: string): string {
+  const name = `p${++n}.mjs`;
+  writeFileSync(join(dir, name), body);
+  return name;
+}
+const exporting = (...kinds: string[]) => plugin(`export function stageKinds() { return [${kinds.join(', ')}]; }\n`);
+
+async function refused(list: string[], message: RegExp, hint?: RegExp): Promise<void> {
+  await assert.rejects(loadPluginKinds(list, BUILTINS, dir), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, message);
+    if (hint) assert.match(e.hint ?? '', hint);
+    return true;
+  });
+}
+
+describe('plugin stage kinds', () => {
+  test("load with their module file's hash in their code version, so an edit of the file misses the cache", async () => {
+    const file = exporting(kindSource('filter'));
+    const [first] = await loadPluginKinds([file], BUILTINS, dir);
+    assert.match(first!.codeVersion, /^filter-1\+file\.[0-9a-f]{12}$/);
+    assert.equal(typeof first!.run, 'function');
+    writeFileSync(join(dir, file), `${`export function stageKinds() { return [${kindSource('filter')}]; }\n`}// edited\n`);
+    const [edited] = await loadPluginKinds([file], BUILTINS, dir);
+    assert.notEqual(edited!.codeVersion, first!.codeVersion);
+  });
+
+  test('a module that is not there, a folder, or one that does not load, names the variable and the module', async () => {
+    await refused(
+      ['my/nope.ts'],
+      /^TEMPERED_PLUGINS: my\/nope\.ts: no module file at .*my\/nope\.ts \(ENOENT\)$/,
+      /relative to the folder the command runs in/,
+    );
+    mkdirSync(join(dir, 'folder'));
+    await refused(['folder'], /^TEMPERED_PLUGINS: folder: .*folder is a folder; name the module file/);
+    await refused([plugin('export function stageKinds( {')], /^TEMPERED_PLUGINS: p\d+\.mjs: the module does not load: /);
+    // A TypeScript plugin outside the checkout, where no package.json makes .ts an ES module.
+    const cjs = join(dir, 'outside.ts');
+    writeFileSync(
+      cjs,
+      "import { join } from 'node:path';\nexport function stageKinds() { return []; }\nexport default await Promise.resolve(join('a'));\n",
+    );
+    await refused(['outside.ts'], /the module does not load: /, /name it \.mts/);
+  });
+
+  test('what the module exports, and what stageKinds() returns, is checked', async () => {
+    await refused([plugin('export const kinds = [];\n')], /exports no stageKinds\(\) function/);
+    await refused(
+      [plugin('export function stageKinds() { return {}; }\n')],
+      /stageKinds\(\) returned an object, not an array of stage kinds/,
+    );
+    await refused([plugin("export function stageKinds() { throw new Error('no config'); }\n")], /stageKinds\(\) threw: no config/);
+  });
+
+  test("each kind's shape: its name, run, outputs' types", async () => {
+    await refused([exporting(kindSource('Bad Name!'))], /stage kind 'Bad Name!': kind must be a name of letters, digits/);
+    await refused(
+      [exporting(`{ kind: 'norun', description: 'd', codeVersion: '1', withSchema: {}, outputs: {} }`)],
+      /stage kind 'norun': run\(config, ctx\) is missing/,
+    );
+    await refused(
+      [
+        exporting(
+          `{ kind: 'odd', description: 'd', codeVersion: '1', withSchema: {}, outputs: { n: { type: 'integer' } }, async run() { return {}; } }`,
+        ),
+      ],
+      /stage kind 'odd': output 'n' has type "integer"; one of table, artifact, json, string, number, boolean/,
+    );
+    await refused([exporting('null')], /stage kind #1: is null, not a stage kind object/);
+  });
+
+  test("a kind may not take a built-in's name, nor another plugin's", async () => {
+    await refused(
+      [exporting(kindSource('split'))],
+      /stage kind 'split' has the name of a built-in kind/,
+      /the built-in kinds are ingest, split, train/,
+    );
+    const twice = exporting(kindSource('export'));
+    await refused([twice, twice], /stage kind 'export' is defined twice/);
+    const other = exporting(kindSource('export'));
+    await refused(
+      [twice, other],
+      new RegExp(`^TEMPERED_PLUGINS: ${other.replace('.', '\\.')}: stage kind 'export' is also defined by ${twice.replace('.', '\\.')}$`),
+    );
+    await refused([exporting(kindSource('dup'), kindSource('dup'))], /stage kind 'dup' is defined twice/);
+  });
+});

@@ -1,0 +1,132 @@
+/**
+ * Stage kinds from the modules TEMPERED_PLUGINS names. A plugin is user code loaded into every worker
+ * and CLI process, so what it hands over is checked before any pipeline can use it: each failure
+ * names the variable, the module and the kind. A kind may not take a built-in's name or another
+ * plugin's (the last one loaded used to win, silently, and shared the other's cache records).
+ *
+ * A plugin kind's code version gets the sha256 of its module file appended: an edit of the file
+ * misses the cache even when its author forgot to bump `codeVersion`. Modules the file imports are
+ * not hashed; their changes still need a new `codeVersion`.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createHash } from 'node:crypto';
+import { InputError } from '../errors.ts';
+import type { AnyStageKind } from './types.ts';
+
+export const PLUGINS_VAR = 'TEMPERED_PLUGINS';
+const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
+const OUTPUT_TYPES = new Set(['table', 'artifact', 'json', 'string', 'number', 'boolean']);
+const HOW = `${PLUGINS_VAR} is a comma-separated list of module files, relative to the folder the command runs in; set the same list on every worker and CLI process`;
+
+/** The modules TEMPERED_PLUGINS names, as written. */
+export function pluginList(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env[PLUGINS_VAR] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+export async function loadPluginKinds(
+  list: readonly string[],
+  builtins: ReadonlySet<string>,
+  cwd = process.cwd(),
+): Promise<AnyStageKind[]> {
+  const out: AnyStageKind[] = [];
+  const from = new Map<string, string>();
+  for (const p of list) {
+    const fail = (message: string, hint = HOW) => new InputError(`${PLUGINS_VAR}: ${p}: ${message}`, { hint });
+    const abs = resolve(cwd, p);
+    let bytes: Buffer;
+    try {
+      if (statSync(abs).isDirectory()) throw fail(`${abs} is a folder; name the module file that exports stageKinds()`);
+      bytes = readFileSync(abs);
+    } catch (e) {
+      if (e instanceof InputError) throw e;
+      throw fail(`no module file at ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    let mod: { stageKinds?: unknown };
+    try {
+      mod = (await import(pathToFileURL(abs).href)) as { stageKinds?: unknown };
+    } catch (e) {
+      const message = (e as Error).message;
+      // tsx reads a .ts file as CommonJS unless a package.json above it says "type": "module"; its imports then fail oddly.
+      const commonJs = /\brequire\(|ES Module|Cannot use import statement|"cjs" output format/.test(message) && abs.endsWith('.ts');
+      throw fail(
+        `the module does not load: ${message}`,
+        commonJs
+          ? 'outside a folder whose package.json says "type": "module" a .ts file is read as CommonJS: name it .mts, or add that package.json'
+          : 'fix the module; it is loaded as an ES module (TypeScript through tsx)',
+      );
+    }
+    if (typeof mod.stageKinds !== 'function')
+      throw fail('exports no stageKinds() function', 'export function stageKinds() { return [myKind]; }');
+    let kinds: unknown;
+    try {
+      kinds = (mod.stageKinds as () => unknown)();
+    } catch (e) {
+      throw fail(`stageKinds() threw: ${(e as Error).message}`, 'stageKinds() must return the kinds without failing');
+    }
+    if (!Array.isArray(kinds)) throw fail(`stageKinds() returned ${describe(kinds)}, not an array of stage kinds`, 'return [kindA, kindB]');
+    const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 12);
+    kinds.forEach((k: unknown, i) => {
+      const problem = shapeProblem(k);
+      const name = typeof (k as AnyStageKind | null)?.kind === 'string' ? `'${(k as AnyStageKind).kind}'` : `#${i + 1}`;
+      if (problem) throw fail(`stage kind ${name}: ${problem}`, 'see docs/plugins.md for what a stage kind holds');
+      const kind = k as AnyStageKind;
+      if (builtins.has(kind.kind))
+        throw fail(
+          `stage kind '${kind.kind}' has the name of a built-in kind`,
+          `give it a name of its own; the built-in kinds are ${[...builtins].join(', ')}`,
+        );
+      const other = from.get(kind.kind);
+      if (other !== undefined)
+        throw fail(
+          other === p ? `stage kind '${kind.kind}' is defined twice` : `stage kind '${kind.kind}' is also defined by ${other}`,
+          'give each kind a name of its own, and name each module once',
+        );
+      from.set(kind.kind, p);
+      out.push(withCodeHash(kind, hash));
+    });
+  }
+  return out;
+}
+
+/** The kind, with its module file's hash in its code version (the cache key's, so an edit misses). */
+function withCodeHash(kind: AnyStageKind, hash: string): AnyStageKind {
+  return Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
+    codeVersion: `${kind.codeVersion}+file.${hash}`,
+  });
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** What is wrong with a stage kind's shape, or undefined. */
+function shapeProblem(k: unknown): string | undefined {
+  if (typeof k !== 'object' || k === null) return `is ${describe(k)}, not a stage kind object`;
+  const o = k as Record<string, unknown>;
+  if (typeof o.kind !== 'string' || !KIND_NAME.test(o.kind))
+    return `kind must be a name of letters, digits, _ and -, starting with a letter; got ${JSON.stringify(o.kind)}`;
+  if (typeof o.description !== 'string') return 'description (a string) is missing';
+  if (typeof o.codeVersion !== 'string' || o.codeVersion === '')
+    return 'codeVersion (a non-empty string, changed whenever what the kind computes changes) is missing';
+  if (typeof o.withSchema !== 'object' || o.withSchema === null) return "withSchema (the JSON Schema of the stage's with) is missing";
+  if (typeof o.outputs !== 'object' || o.outputs === null) return 'outputs (name → { type }) is missing';
+  for (const [name, out] of Object.entries(o.outputs as Record<string, unknown>)) {
+    const type = (out as { type?: unknown } | null)?.type;
+    if (typeof type !== 'string' || !OUTPUT_TYPES.has(type))
+      return `output '${name}' has type ${JSON.stringify(type)}; one of ${[...OUTPUT_TYPES].join(', ')}`;
+  }
+  if (typeof o.run !== 'function') return 'run(config, ctx) is missing';
+  for (const f of ['check', 'externalInputs', 'audit', 'absentOutputs', 'outputShape'])
+    if (o[f] !== undefined && typeof o[f] !== 'function') return `${f} must be a function`;
+  if (o.cacheable !== undefined && typeof o.cacheable !== 'boolean') return 'cacheable must be true or false';
+  if (o.isolation !== undefined && typeof (o.isolation as { module?: unknown } | null)?.module !== 'string')
+    return 'isolation.module must be the module (path or URL) that exports stageKinds() with this kind';
+  return undefined;
+}
