@@ -1,6 +1,6 @@
 /** How errors from the library leave an activity: which are retried, and what they carry. */
 import { ApplicationFailure } from '@temporalio/activity';
-import { InputError, IntegrityError } from '../src/errors.ts';
+import { InputError, IntegrityError, StageContractError } from '../src/errors.ts';
 import { ChildProcessDied } from '../src/isolate/run-in-child.ts';
 
 /**
@@ -30,6 +30,14 @@ export function asActivityFailure(err: unknown): unknown {
           hint: 'the stored object is damaged or missing; its cache records were evicted, so rerunning the pipeline (tempered resume) recomputes it',
         },
       ],
+    });
+  }
+  if (err instanceof StageContractError) {
+    return ApplicationFailure.create({
+      type: 'StageContractError',
+      message: err.message,
+      nonRetryable: true,
+      details: [{ hint: err.hint }],
     });
   }
   if (err instanceof ChildProcessDied) {

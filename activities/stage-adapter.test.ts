@@ -37,7 +37,14 @@ function deps(extra: Partial<ActivityDeps> = {}): ActivityDeps {
 }
 
 function kind(run: (cfg: Record<string, unknown>, ctx: StageContext) => Promise<StageOutputs>): AnyStageKind {
-  return { kind: 'probe', description: 'test stage', codeVersion: 'probe-1', withSchema: { type: 'object' }, outputs: {}, run };
+  return {
+    kind: 'probe',
+    description: 'test stage',
+    codeVersion: 'probe-1',
+    withSchema: { type: 'object' },
+    outputs: { done: { type: 'boolean' }, echoed: { type: 'number' }, n: { type: 'number' }, report: { type: 'json' } },
+    run,
+  };
 }
 
 const request = (over: Partial<StageRequest> = {}): StageRequest => ({
@@ -85,6 +92,32 @@ describe('stage adapter', () => {
     assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
     assert.equal(err.message, 'stages.train_b.with.lora.layers: layers [40] are out of range');
     assert.deepEqual(err.details, [{ where: 'stages.train_b.with.lora.layers', hint: 'the model has 30 layers' }]);
+  });
+
+  // A plugin returned a string for a number output and an untyped table: the stage succeeded, was cached, and
+  // a later stage (or, from the cache, every later run) failed with an error about that stage.
+  it('fails a stage whose outputs break its declaration, without retry and without caching them', async () => {
+    const d = deps();
+    const probe = kind(async (_cfg, ctx) => ({
+      n: 'many' as unknown as number,
+      table: await ctx.store.putJson({ not: 'arrow' }),
+      ghost: { uri: `artifact://sha256/${'0'.repeat(64)}`, sha256: '0'.repeat(64), bytes: 1, mediaType: 'application/json' },
+      extra: 1,
+    }));
+    const act = stageActivity({ ...probe, outputs: { n: { type: 'number' }, table: { type: 'table' }, ghost: { type: 'json' } } }, d);
+    const err = await new MockActivityEnvironment().run(act, request({ cacheKey: 'contract-key' })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.equal(err.type, 'StageContractError');
+    assert.equal(err.nonRetryable, true);
+    assert.match(err.message, /^stage kind 'probe' returned outputs its declaration does not allow: /);
+    assert.match(err.message, /'n' \(number\) is string "many"/);
+    assert.match(err.message, /'table' \(table\) has media type "application\/json"; a table is an Arrow IPC file/);
+    assert.match(err.message, /'ghost' \(json\) refers to 000000000000…, which is not in the store/);
+    assert.match(err.message, /'extra' is not a declared output \(declared: n, table, ghost\)/);
+    assert.equal(await d.cache.get('contract-key'), undefined, 'nothing cached');
   });
 
   it("keeps an input error's code in the failure's details, for the CLI's advice", async () => {

@@ -10,6 +10,7 @@ import { InputError, IntegrityError } from '../src/errors.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
+import { checkStageOutputs } from '../src/stages/output-check.ts';
 import { inStage } from '../src/stages/stage-where.ts';
 import type { AnyStageKind, StageAudit, StageContext } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
@@ -160,6 +161,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         ? await runStageInChild(kind, req.config, ctx, isolation.limits)
         : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
+      await checkStageOutputs(kind, outputs, deps.store);
       let key = req.cacheKey;
       if (key && readInputs) {
         const readKey = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: readInputs });

@@ -43,3 +43,16 @@ export class IntegrityError extends Error {
     this.sha256 = opts.sha256;
   }
 }
+
+/**
+ * A stage kind broke its own contract (its outputs against their declaration). A bug in the kind's
+ * code, most likely a plugin's: another attempt would do the same, so it is not retried.
+ */
+export class StageContractError extends Error {
+  override name = 'StageContractError';
+  readonly hint?: string;
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super(message);
+    this.hint = opts.hint;
+  }
+}

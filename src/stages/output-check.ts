@@ -1,0 +1,85 @@
+/**
+ * A stage's outputs against its kind's declaration, before they are cached or handed downstream. A
+ * kind that returns a string where it declares a number, or a reference to nothing stored, used to
+ * succeed, be cached, and fail a later stage (or a later run, from the cache) with an error about
+ * that stage. Built-in kinds are held to the same contract; plugin kinds are why it exists.
+ * A declared output may be absent: some are produced only for some configs (evaluate's f1_macro).
+ */
+import { StageContractError } from '../errors.ts';
+import type { StageKindInfo } from '../spec/types.ts';
+import type { ArtifactStore } from '../store/artifact-store.ts';
+import { isArtifactRef, MEDIA, type ArtifactRef } from '../types.ts';
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Throws a StageContractError naming every output that breaks the declaration. */
+export async function checkStageOutputs(
+  kind: Pick<StageKindInfo, 'kind' | 'outputs'>,
+  outputs: unknown,
+  store: ArtifactStore,
+): Promise<void> {
+  const problems = await outputProblems(kind, outputs, store);
+  if (problems.length === 0) return;
+  throw new StageContractError(`stage kind '${kind.kind}' returned outputs its declaration does not allow: ${problems.join('; ')}`, {
+    hint: `fix the kind's run() or its outputs; a retry would return the same, so the stage is not retried and nothing was cached`,
+  });
+}
+
+export async function outputProblems(kind: Pick<StageKindInfo, 'outputs'>, outputs: unknown, store: ArtifactStore): Promise<string[]> {
+  if (typeof outputs !== 'object' || outputs === null || Array.isArray(outputs))
+    return [`run() returned ${outputs === null ? 'null' : Array.isArray(outputs) ? 'an array' : typeof outputs}, not an object of outputs`];
+  const problems: string[] = [];
+  const declared = Object.keys(kind.outputs);
+  for (const [name, value] of Object.entries(outputs)) {
+    if (value === undefined) continue;
+    const decl = Object.prototype.hasOwnProperty.call(kind.outputs, name) ? kind.outputs[name] : undefined;
+    if (!decl) {
+      problems.push(`'${name}' is not a declared output (declared: ${declared.join(', ') || 'none'})`);
+      continue;
+    }
+    const problem = await valueProblem(decl.type, value, store);
+    if (problem) problems.push(`'${name}' (${decl.type}) ${problem}`);
+  }
+  return problems;
+}
+
+async function valueProblem(type: string, value: unknown, store: ArtifactStore): Promise<string | undefined> {
+  switch (type) {
+    case 'number':
+    case 'string':
+    case 'boolean':
+      return typeof value === type ? undefined : `is ${show(value)}`;
+    case 'json':
+      // A json output is a stored document or a small value held inline (train's baseModel).
+      return isArtifactRef(value) ? refProblem(value, store) : undefined;
+    case 'table':
+    case 'artifact': {
+      if (!isArtifactRef(value)) return `is ${show(value)}, not an artifact reference from ctx.store (putFile, putJson, putTree)`;
+      const problem = await refProblem(value, store);
+      if (problem) return problem;
+      if (type === 'table' && value.mediaType !== MEDIA.arrow)
+        return `has media type ${JSON.stringify(value.mediaType)}; a table is an Arrow IPC file stored with mediaType '${MEDIA.arrow}'`;
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+async function refProblem(ref: ArtifactRef, store: ArtifactStore): Promise<string | undefined> {
+  if (!HEX64.test(ref.sha256) || ref.uri !== `artifact://sha256/${ref.sha256}`)
+    return `is not a reference the store made (${JSON.stringify(ref.uri)})`;
+  if (store.has(ref.sha256)) return undefined;
+  // Passed through from upstream without being read here: the shared store may hold it where this worker's folder does not.
+  try {
+    await store.verify(ref);
+    return undefined;
+  } catch (e) {
+    return `refers to ${ref.sha256.slice(0, 12)}…, which is not in the store (${(e as Error).message})`;
+  }
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v);
+  return `${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v} ${s === undefined ? '' : s.length > 60 ? `${s.slice(0, 59)}…` : s}`.trim();
+}
