@@ -22,10 +22,24 @@ export function checkKinds(ctx: CheckContext): void {
       report(ctx, seg, {
         code: 'unknown-kind',
         message: `unknown stage kind '${uses}'`,
-        hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${nameList(available)}`,
+        hint: `${guess ? `did you mean '${guess}'? ` : ''}available: ${nameList(available)}; ${pluginsNote()}`,
       });
     }
   }
+}
+
+/**
+ * Where custom kinds come from, and which modules this process loaded them from: the kinds the validator
+ * knows are the built-in ones and those of TEMPERED_PLUGINS (src/stages/stage-kinds.ts), read from this
+ * process's environment.
+ */
+export function pluginsNote(env: Record<string, string | undefined> = globalThis.process?.env ?? {}): string {
+  const modules = (env.TEMPERED_PLUGINS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const loaded = modules.length > 0 ? `loaded here: ${modules.join(', ')}` : 'not set here, so only built-in kinds are known';
+  return `custom stage kinds load from the modules named in TEMPERED_PLUGINS (comma-separated, each exporting stageKinds()), on this machine and on every worker (${loaded})`;
 }
 
 export function checkNeeds(ctx: CheckContext): void {

@@ -357,26 +357,58 @@ describe('durations and retry policies', () => {
 });
 
 describe('stage kinds and with-schemas', () => {
+  /** Runs `fn` with TEMPERED_PLUGINS as given (undefined: unset), as the validating process would have it. */
+  const withPlugins = (value: string | undefined, fn: () => void) => {
+    const saved = process.env.TEMPERED_PLUGINS;
+    if (value === undefined) delete process.env.TEMPERED_PLUGINS;
+    else process.env.TEMPERED_PLUGINS = value;
+    try {
+      fn();
+    } finally {
+      if (saved === undefined) delete process.env.TEMPERED_PLUGINS;
+      else process.env.TEMPERED_PLUGINS = saved;
+    }
+  };
+  const NO_PLUGINS =
+    'custom stage kinds load from the modules named in TEMPERED_PLUGINS (comma-separated, each exporting stageKinds()), on this machine and on every worker (not set here, so only built-in kinds are known)';
+
   test('unknown kind suggests the closest one and lists what exists', () => {
     const text = `name: p\nstages:\n  t:\n    uses: trian\n`;
-    expectOnly(text, {
-      code: 'unknown-kind',
-      path: 'stages.t.uses',
-      at: 'trian',
-      message: "unknown stage kind 'trian'",
-      hint: "did you mean 'train'? available: ingest, dedupe, split, train, evaluate, register",
-    });
+    withPlugins(undefined, () =>
+      expectOnly(text, {
+        code: 'unknown-kind',
+        path: 'stages.t.uses',
+        at: 'trian',
+        message: "unknown stage kind 'trian'",
+        hint: `did you mean 'train'? available: ingest, dedupe, split, train, evaluate, register; ${NO_PLUGINS}`,
+      }),
+    );
   });
 
-  test('unknown kind with nothing close lists the kinds only', () => {
+  test('unknown kind with nothing close lists the kinds only, and says custom kinds come from TEMPERED_PLUGINS', () => {
     const text = `name: p\nstages:\n  t:\n    uses: quantize\n`;
-    expectOnly(text, {
-      code: 'unknown-kind',
-      path: 'stages.t.uses',
-      at: 'quantize',
-      message: "unknown stage kind 'quantize'",
-      hint: 'available: ingest, dedupe, split, train, evaluate, register',
-    });
+    withPlugins(undefined, () =>
+      expectOnly(text, {
+        code: 'unknown-kind',
+        path: 'stages.t.uses',
+        at: 'quantize',
+        message: "unknown stage kind 'quantize'",
+        hint: `available: ingest, dedupe, split, train, evaluate, register; ${NO_PLUGINS}`,
+      }),
+    );
+  });
+
+  test('unknown kind names the TEMPERED_PLUGINS modules this process loaded', () => {
+    const text = `name: p\nstages:\n  t:\n    uses: filter\n`;
+    withPlugins(' ./plugins/text.ts, /opt/kinds.js ,', () =>
+      expectOnly(text, {
+        code: 'unknown-kind',
+        path: 'stages.t.uses',
+        at: 'filter',
+        message: "unknown stage kind 'filter'",
+        hint: /^available: ingest, .*; custom stage kinds load from the modules named in TEMPERED_PLUGINS .*\(loaded here: \.\/plugins\/text\.ts, \/opt\/kinds\.js\)$/,
+      }),
+    );
   });
 
   test('a known kind this version does not provide', () => {
