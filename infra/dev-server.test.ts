@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDevServer, stopProcess } from './dev-server.ts';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { startDevServer, stopProcess, TEMPORAL_CLI_MISSING } from './dev-server.ts';
 import { findTemporalCli } from './temporal-cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-devserver-'));
@@ -77,5 +79,17 @@ describe('dev server start-up', () => {
       /exited during start-up[\s\S]*address already in use/,
     );
     assert.equal(cli.starts(), 4, 'the first start and three more');
+  });
+});
+
+describe('without the Temporal CLI', () => {
+  it('the error names `npx tempered setup`, a command that exists and installs the CLI', () => {
+    assert.match(TEMPORAL_CLI_MISSING, /^the Temporal CLI is not installed; run `npx tempered setup` /);
+    assert.match(TEMPORAL_CLI_MISSING, /TEMPORAL_CLI_PATH/);
+    const help = execFileSync(process.execPath, [fileURLToPath(new URL('../bin/tempered.js', import.meta.url)), 'setup', '--help'], {
+      encoding: 'utf8',
+    });
+    assert.match(help, /^usage: tempered setup\b/);
+    assert.match(help, /Installs the pinned Temporal CLI/);
   });
 });

@@ -72,6 +72,10 @@ function logTail(path: string, lines = 20): string {
  */
 const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
 
+/** Why no dev server can start on a machine without the Temporal CLI, and the ways to install it. */
+export const TEMPORAL_CLI_MISSING =
+  'the Temporal CLI is not installed; run `npx tempered setup` (it installs the pinned, hash-checked CLI into .tempered/bin of this checkout; `npm run demo` and `npm test` run it first too), or set TEMPORAL_CLI_PATH to a temporal binary';
+
 /**
  * Spawns the dev server detached from this process and waits until it is healthy. Its ports are free
  * when chosen but not held: another process (a parallel test's server, say) can take one before the
@@ -80,8 +84,7 @@ const DEV_SERVER_TUNING = ['history.transferProcessorMaxPollRPS=1000'];
  */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServerHandle> {
   const cli = findTemporalCli();
-  if (!cli)
-    throw new Error('the Temporal CLI is not installed; run `npm run demo` or `npm test` once (they install it), or set TEMPORAL_CLI_PATH');
+  if (!cli) throw new Error(TEMPORAL_CLI_MISSING);
   return retryPortRace(async () => launchDevServer(cli, opts, opts.port ?? (await freePort())));
 }
 
