@@ -110,3 +110,84 @@ test("a stage's warnings output prints a line each, as warnings, control charact
     /\n {6}steps: 3\n {6}warning: 360 of 7473 rows of the train table are longer than maxLength 256\n {6}warning: second \\u001b\[31mline/,
   );
 });
+
+const failed = (error: NonNullable<StageStatus['error']>, extra: Partial<StageStatus> = {}): StageStatus => ({
+  id: 'filter',
+  uses: 'filter',
+  needs: [],
+  state: 'failed',
+  attempt: 1,
+  startedAt: '2026-12-05T00:00:00.000Z',
+  endedAt: '2026-12-05T00:00:00.035Z',
+  error,
+  ...extra,
+});
+
+test('a failed stage says whether it was retried: not retried for an input error, gave up after the attempts it had', () => {
+  const input = stageLine(
+    failed({
+      message: 'stages.filter.with.column: column "txt" is not in the table',
+      type: 'InputError',
+      nonRetryable: true,
+      hint: 'columns are: text, label',
+      retryState: 'NON_RETRYABLE_FAILURE',
+    }),
+  );
+  assert.match(input, /^ {2}✗ filter +filter +failed +35ms \(not retried: input error\) {2}stages\.filter\.with\.column: column "txt"/);
+  assert.match(input, /\n {6}hint: columns are: text, label$/);
+  const gaveUp = stageLine(
+    failed(
+      { message: 'simulated failure that never goes away', type: 'Error', retryState: 'MAXIMUM_ATTEMPTS_REACHED', attempts: 3 },
+      { attempt: 3 },
+    ),
+  );
+  assert.match(gaveUp, /failed +35ms \(gave up after 3 attempts\) {2}simulated failure that never goes away$/);
+  assert.doesNotMatch(gaveUp, /attempt 3\)/, 'the attempt is said once');
+  // From the history: a non-retryable error on a later attempt says which.
+  assert.match(
+    stageLine(failed({ message: 'bad', type: 'InputError', retryState: 'NON_RETRYABLE_FAILURE', attempts: 2 }, { attempt: 2 })),
+    /\(not retried after attempt 2: input error\)/,
+  );
+  assert.match(
+    stageLine(failed({ message: 'no', type: 'Refused', nonRetryable: true, retryState: 'NON_RETRYABLE_FAILURE' })),
+    /\(not retried: non-retryable Refused\)/,
+  );
+  // A run recorded before the retry state was kept: an input error is never retried; of others nothing is known.
+  assert.match(stageLine(failed({ message: 'bad', type: 'InputError', nonRetryable: true })), /\(not retried: input error\)/);
+  assert.doesNotMatch(stageLine(failed({ message: 'boom', type: 'Error' })), /retried|gave up/);
+});
+
+test('a heartbeat timeout says what blocks heartbeats and which settings to change', () => {
+  const line = stageLine(
+    failed({ message: 'activity Heartbeat timeout', type: 'TimeoutFailure', retryState: 'MAXIMUM_ATTEMPTS_REACHED', attempts: 3 }),
+  );
+  assert.match(
+    line,
+    /\(gave up after 3 attempts\) {2}activity Heartbeat timeout\n {6}hint: the stage sent no heartbeat within its heartbeatTimeout/,
+  );
+  assert.match(line, /CPU-bound code/);
+  assert.match(line, /raise `heartbeatTimeout:` on the stage/);
+  assert.match(line, /`isolation: \{ module \}` so each attempt runs in a child process/);
+  assert.doesNotMatch(stageLine(failed({ message: 'activity StartToClose timeout', type: 'TimeoutFailure' })), /hint/);
+});
+
+test('a stage whose kind the worker lacks says to set TEMPERED_PLUGINS on the workers of its queue', () => {
+  const line = stageLine(
+    failed({
+      message: 'Activity function filter is not registered on this Worker, available activities: ["ingest","train"]',
+      type: 'NotFoundError',
+      retryState: 'MAXIMUM_ATTEMPTS_REACHED',
+      attempts: 3,
+    }),
+  );
+  assert.match(line, /\(gave up after 3 attempts\) {2}Activity function filter is not registered/);
+  assert.match(
+    line,
+    /\n {6}hint: the kind 'filter' is not loaded by the worker that took the stage: set TEMPERED_PLUGINS .* on every worker that serves the stage's task queue, and restart them$/,
+  );
+  // A hint of the error's own comes first.
+  assert.match(
+    stageLine(failed({ message: 'activity Heartbeat timeout', hint: 'own hint' })),
+    /hint: own hint; the stage sent no heartbeat/,
+  );
+});

@@ -2,6 +2,7 @@
 import type { StageStatus } from '../workflows/types.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { ClientRunStatus } from '../client/runs.ts';
+import { failureHints, retryNote } from '../client/failure-notes.ts';
 import type { InputErrorCode } from '../src/errors.ts';
 
 const ICON: Record<string, string> = {
@@ -75,7 +76,8 @@ export function duration(sec: number): string {
 }
 
 export function stageLine(s: StageStatus): string {
-  const attempt = s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
+  const note = s.state === 'failed' ? retryNote(s) : undefined;
+  const attempt = note ? ` (${note})` : s.attempt && s.attempt > 1 ? ` (attempt ${s.attempt})` : '';
   let tail = '';
   // A running stage with an error is being retried: why it failed last time is what the person needs.
   if (s.state === 'running')
@@ -84,8 +86,10 @@ export function stageLine(s: StageStatus): string {
       : s.waitingForWorker
         ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
         : [progressText(s), s.error?.message].filter(Boolean).join('  ');
-  else if (s.state === 'failed') tail = `${s.error?.message ?? ''}${s.error?.hint ? `\n      hint: ${s.error.hint}` : ''}`;
-  else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
+  else if (s.state === 'failed') {
+    const hint = [s.error?.hint, ...failureHints(s)].filter(Boolean).join('; ');
+    tail = `${s.error?.message ?? ''}${hint ? `\n      hint: ${hint}` : ''}`;
+  } else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
 }

@@ -16,6 +16,7 @@ import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
+import { retryStateName } from './failure-notes.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -288,6 +289,13 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
   };
   for (const ev of events) {
     const time = eventTime(ev);
+    // Written when the stage's last attempt ended (Temporal records no earlier attempt's start): its number.
+    const started = ev.activityTaskStartedEventAttributes;
+    if (started) {
+      const st = byScheduled.get(String(started.scheduledEventId ?? ''));
+      if (st && started.attempt) st.attempt = started.attempt;
+      continue;
+    }
     const a = ev.activityTaskScheduledEventAttributes;
     if (a) {
       const st = a.activityId?.startsWith('stage-') ? byId.get(a.activityId.slice('stage-'.length)) : undefined;
@@ -317,6 +325,7 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
       let f = (failed ?? timedOut)!.failure;
       while (f?.cause && f.activityFailureInfo) f = f.cause;
       const details = decode(f?.applicationFailureInfo?.details?.payloads?.[0]) as { hint?: unknown; code?: unknown } | undefined;
+      const retryState = retryStateName((failed ?? timedOut)!.retryState);
       st.state = 'failed';
       st.error = {
         message: f?.message ?? (timedOut ? 'timed out' : 'failed'),
@@ -324,6 +333,8 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
         ...(f?.applicationFailureInfo?.nonRetryable ? { nonRetryable: true } : {}),
         ...(typeof details?.hint === 'string' ? { hint: details.hint } : {}),
         ...(typeof details?.code === 'string' ? { code: details.code } : {}),
+        ...(retryState ? { retryState } : {}),
+        ...(st.attempt ? { attempts: st.attempt } : {}),
       };
     } else st.state = 'cancelled';
   }

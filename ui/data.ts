@@ -8,6 +8,7 @@ import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
+import { withFailureNotes } from '../client/failure-notes.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
@@ -41,7 +42,8 @@ export interface RunView {
 
 export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
   const desc = await client.workflow.getHandle(runId).describe();
-  const status = await getRunStatus(client, runId);
+  const read = await getRunStatus(client, runId);
+  const status = { ...read, stages: withFailureNotes(read.stages) };
   const reports: RunView['reports'] = {};
   const production: RunView['production'] = {};
   const unread: RunView['unread'] = {};

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { auditRunSubmitted, getRunStatus, listRuns, runInput, submitRun } from '../client/runs.ts';
+import { withFailureNotes } from '../client/failure-notes.ts';
 import {
   auditScheduleChange,
   listSchedules,
@@ -318,7 +319,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     });
     const tick = async () => {
       const st = await getRunStatus(client, runId);
-      const stages = st.stages.map((s) => ({
+      const stages = withFailureNotes(st.stages).map((s) => ({
         id: s.id,
         state: s.state,
         attempt: s.attempt,

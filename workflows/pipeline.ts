@@ -89,8 +89,15 @@ function stageActivity(stage: PlannedStage, defaultQueue: string | undefined): S
   return acts[stage.uses]!;
 }
 
-function failureInfo(err: unknown): StageStatus['error'] {
-  // ActivityFailure wraps the activity's own failure in `cause`.
+/**
+ * A failed stage's error for its status. `maximumAttempts`: the stage's retry limit, which is how many
+ * attempts ran when Temporal says it was reached (the workflow learns no attempt count otherwise). Reads
+ * the failure only: no command is issued, so runs recorded before replay the same.
+ */
+function failureInfo(err: unknown, stageId: string, maximumAttempts: number): StageStatus['error'] {
+  // ActivityFailure wraps the activity's own failure in `cause`, and says how its retries ended.
+  const outer = err as { name?: string; retryState?: unknown; activityId?: unknown } | undefined;
+  const fromStage = outer?.name === 'ActivityFailure' && outer.activityId === `stage-${stageId}`;
   let e = err as { message?: string; cause?: unknown; type?: string; nonRetryable?: boolean; name?: string; details?: unknown[] };
   while (e && e.cause && (e as { name?: string }).name === 'ActivityFailure') e = e.cause as typeof e;
   const info: NonNullable<StageStatus['error']> = {
@@ -101,6 +108,10 @@ function failureInfo(err: unknown): StageStatus['error'] {
   const details = e?.details?.[0] as { hint?: unknown; code?: unknown } | undefined;
   if (typeof details?.hint === 'string') info.hint = details.hint;
   if (typeof details?.code === 'string') info.code = details.code;
+  if (fromStage && typeof outer.retryState === 'string') {
+    info.retryState = outer.retryState.replace(/^RETRY_STATE_/, '');
+    if (info.retryState === 'MAXIMUM_ATTEMPTS_REACHED' && maximumAttempts > 0) info.attempts = maximumAttempts;
+  }
   return info;
 }
 
@@ -174,7 +185,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         st.state = 'cancelled';
       } else {
         st.state = 'failed';
-        st.error = failureInfo(err);
+        st.error = failureInfo(err, stage.id, stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts);
+        if (st.error?.attempts) st.attempt = st.error.attempts;
         if (failFast) {
           stopping = true;
           for (const [id, scope] of scopes) if (id !== stage.id) scope.cancel();

@@ -98,6 +98,16 @@ export interface StageStatus {
     hint?: string;
     /** An InputError's kind (src/errors.ts InputErrorCode), so the CLI can add advice without reading the message. */
     code?: string;
+    /**
+     * Why Temporal stopped retrying the stage's activity, as the ActivityFailure says (`retryState`):
+     * 'MAXIMUM_ATTEMPTS_REACHED', 'NON_RETRYABLE_FAILURE', 'TIMEOUT', … Absent in runs recorded before it was kept.
+     */
+    retryState?: string;
+    /** How many attempts ran, where known (the retry policy's limit when it was reached; the history's last attempt). */
+    attempts?: number;
+    /** Set by the client for display (client/failure-notes.ts): how the retries went, and hints Temporal's own messages lack. */
+    note?: string;
+    moreHints?: string[];
   };
   /**
    * Set by the client (never the workflow) for a running stage no worker has taken: its task queue, when

@@ -8,6 +8,7 @@ import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts'
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, progressText, stageLine } from '../format.ts';
+import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { planOrExit } from './validate.ts';
 
@@ -305,7 +306,15 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       lines.push({ time, event: 'scheduled', activity: scheduled.get(id) });
     } else if (ev.activityTaskStartedEventAttributes) {
       const a = ev.activityTaskStartedEventAttributes;
-      lines.push({ time, event: 'started', activity: scheduled.get(String(a.scheduledEventId)), attempt: a.attempt, worker: a.identity });
+      // Temporal keeps only the last attempt's start; the attempt before it left its error there.
+      lines.push({
+        time,
+        event: 'started',
+        activity: scheduled.get(String(a.scheduledEventId)),
+        attempt: a.attempt,
+        worker: a.identity,
+        previous: a.lastFailure?.message ? `attempt ${(a.attempt ?? 2) - 1} failed: ${a.lastFailure.message}` : undefined,
+      });
     } else if (ev.activityTaskCompletedEventAttributes) {
       const a = ev.activityTaskCompletedEventAttributes;
       const cachedFrom = reusedFrom(client.options.loadedDataConverter.payloadConverter, a.result?.payloads?.[0]);
@@ -317,9 +326,22 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       });
     } else if (ev.activityTaskFailedEventAttributes) {
       const a = ev.activityTaskFailedEventAttributes;
-      lines.push({ time, event: 'failed', activity: scheduled.get(String(a.scheduledEventId)), error: a.failure?.message });
+      lines.push({
+        time,
+        event: 'failed',
+        activity: scheduled.get(String(a.scheduledEventId)),
+        error: a.failure?.message,
+        retries: retryStateWords(a.retryState),
+      });
     } else if (ev.activityTaskTimedOutEventAttributes) {
-      lines.push({ time, event: 'timed out', activity: scheduled.get(String(ev.activityTaskTimedOutEventAttributes.scheduledEventId)) });
+      const a = ev.activityTaskTimedOutEventAttributes;
+      lines.push({
+        time,
+        event: 'timed out',
+        activity: scheduled.get(String(a.scheduledEventId)),
+        error: a.failure?.message,
+        retries: retryStateWords(a.retryState),
+      });
     } else if (ev.activityTaskCanceledEventAttributes) {
       lines.push({ time, event: 'cancelled', activity: scheduled.get(String(ev.activityTaskCanceledEventAttributes.scheduledEventId)) });
     } else if (ev.workflowExecutionStartedEventAttributes) {
@@ -347,6 +369,7 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
       attempt: pa.attempt,
       worker: pa.lastWorkerIdentity,
       state: 'running',
+      previous: pa.lastFailure?.message ? `attempt ${(pa.attempt ?? 2) - 1} failed: ${pa.lastFailure.message}` : undefined,
     });
   }
   lines.sort((a, b) => String(a.time).localeCompare(String(b.time)));

@@ -587,6 +587,12 @@ function ReportTable({ report }) {
 }
 
 // ---- a run ------------------------------------------------------------------------------------
+/** A stage's error as the CLI prints it: type, message, how its retries went (note), and every hint. */
+function errorText(e) {
+  const hints = [e.hint, ...(e.moreHints ?? [])].filter(Boolean);
+  return `${e.type ? `${e.type}: ` : ''}${e.message}${e.note ? ` (${e.note})` : ''}${hints.length ? `\nhint: ${hints.join('; ')}` : ''}`;
+}
+
 function StageCard({ s, view }) {
   const reports = view.reports[s.id] ?? {};
   const unread = view.unread?.[s.id]?.report;
@@ -604,8 +610,7 @@ function StageCard({ s, view }) {
         ? `waiting: task queue ${s.waitingForWorker} is busy with ${s.waitingBehind.length > 1 ? 'stages' : 'stage'} ${s.waitingBehind.join(', ')} of this run; this stage starts when a worker slot there is free`
         : `waiting: no worker of task queue ${s.waitingForWorker} has asked for work lately (none runs, or all are busy); this stage starts when one takes it (tempered worker --queue ${s.waitingForWorker})`}
     </p>`}
-    ${s.error &&
-    html`<p class="error">${s.error.type ? `${s.error.type}: ` : ''}${s.error.message}${s.error.hint ? `\nhint: ${s.error.hint}` : ''}</p>`}
+    ${s.error && html`<p class="error" data-retry=${s.error.note}>${errorText(s.error)}</p>`}
     ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
     ${s.outputs &&
     html`<table class="outputs">
