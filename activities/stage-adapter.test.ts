@@ -420,7 +420,10 @@ describe('stage adapter', () => {
     auditDown = false;
     await new MockActivityEnvironment({ attempt: 2 }).run(act, lookup);
     assert.equal(runs, 1, 'the retry finished attempt 1 instead of running again');
-    const expected = { dataHashes: { 'source:a.jsonl': 'f'.repeat(64) }, details: { files: ['a.jsonl'], value: 1 } };
+    const expected = {
+      dataHashes: { 'source:a.jsonl': 'f'.repeat(64) },
+      details: { files: ['a.jsonl'], value: 1, codeVersion: 'probe-1' },
+    };
     assert.deepEqual(
       seen.map((s) => s.audit),
       [expected],
@@ -428,7 +431,7 @@ describe('stage adapter', () => {
     // A plain run (no lookup) gives the hook the same.
     await new MockActivityEnvironment().run(act, request({ runId: 'run-3' }));
     assert.deepEqual(seen[1]?.audit, expected);
-    // A kind without audit: the hook gets nothing extra.
+    // A kind without audit: the hook gets the code version only.
     const plain: unknown[] = [];
     await new MockActivityEnvironment().run(
       stageActivity(
@@ -437,7 +440,7 @@ describe('stage adapter', () => {
       ),
       request(),
     );
-    assert.deepEqual(plain, [undefined]);
+    assert.deepEqual(plain, [{ details: { codeVersion: 'probe-1' } }]);
   });
 
   it('with a shared store, a stage reads its inputs through links in its scratch folder, which go with it', async () => {

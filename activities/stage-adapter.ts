@@ -70,7 +70,8 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
   const completed = async (req: StageRequest, result: StageResult): Promise<void> => {
     if (!deps.onStageCompleted) return;
     const audit = kind.audit ? await kind.audit(req.config, result.outputs, { store: deps.store }) : undefined;
-    await deps.onStageCompleted(req, result, audit);
+    // Which code produced the outputs: a plugin's version carries its module file's hash.
+    await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
   };
   return async (req) => {
     const actx = Context.current();
