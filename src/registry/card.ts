@@ -52,7 +52,16 @@ export function modelCard(v: ModelVersion): string {
 
   L.push('## Base model', '');
   if (v.lineage.baseModel) {
-    for (const [k, val] of Object.entries(flattenParams(v.lineage.baseModel))) L.push(`- ${k}: \`${cell(canonicalJson(val))}\``);
+    // A model source's identity lists its files ({ name, sha256, bytes }): a table, not one long line of JSON.
+    const { files, ...rest } = v.lineage.baseModel as Record<string, unknown>;
+    const listed = Array.isArray(files) && files.every((f) => typeof f?.name === 'string' && typeof f?.sha256 === 'string');
+    for (const [k, val] of Object.entries(flattenParams(listed ? rest : v.lineage.baseModel)))
+      L.push(`- ${k}: \`${cell(canonicalJson(val))}\``);
+    if (listed && files.length > 0) {
+      L.push('', '| File | Size | SHA-256 |', '|---|---:|---|');
+      for (const f of files as { name: string; sha256: string; bytes?: number }[])
+        L.push(`| ${cell(f.name)} | ${typeof f.bytes === 'number' ? fmtBytes(f.bytes) : ''} | \`${cell(f.sha256)}\` |`);
+    }
   } else L.push('_Trained from scratch or not recorded._');
   L.push('');
 
