@@ -5,6 +5,8 @@ import type { Payload, PayloadConverter } from '@temporalio/common';
 import { runUrl } from '../../infra/connection.ts';
 import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, firstTask, runInput, submitRun } from '../../client/runs.ts';
 import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
+import type { PlannedPipeline } from '../../src/spec/types.ts';
+import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { formatRunStatus, progressText, stageLine } from '../format.ts';
@@ -102,10 +104,12 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
   const localWorker = localWorkerFlag(values, usage);
   const file = positionals[0]!;
   const plan = await planOrExit(ctx, file, values.param ?? [], !!values.json);
+  const baseDir = dirname(resolve(file));
+  await refuseMissingSources(ctx, plan, baseDir);
   const client = await ctx.client({ startServer: true });
   const input: RunInput = {
     plan,
-    options: { baseDir: dirname(resolve(file)), actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
+    options: { baseDir, actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
   };
   return startAndReport(ctx, client, input, {
     wait: !!values.wait,
@@ -114,6 +118,27 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
     queue: values.queue,
     localWorker,
   });
+}
+
+/**
+ * A local ingest source that is not on this machine. With the embedded dev server the workers are this
+ * machine's, so a first stage reading it would only fail: nothing is submitted. Against a cluster a
+ * worker elsewhere may see the path (a shared mount), and an ingest after other stages may read what
+ * they write: the run goes ahead with a warning.
+ */
+async function refuseMissingSources(ctx: CliContext, plan: PlannedPipeline, baseDir: string): Promise<void> {
+  const missing = await missingSources(plan, baseDir, ctx.paths.root);
+  if (missing.length === 0) return;
+  const refuse = ctx.settings().embedded && missing.some((m) => m.first);
+  for (const m of missing) console.error(`${refuse && m.first ? 'error' : 'warning'}: stages.${m.stage}.with.path: ${m.message}`);
+  if (refuse)
+    throw new CliError(
+      `nothing submitted: the run's first stage would fail on a source that is not there; fix the path (relative paths are resolved against ${baseDir}) or put the data there`,
+      2,
+    );
+  console.error(
+    '  submitting anyway: the stage reads the path on the worker that takes it, which may see it (a shared mount at the same path) or find it written by an earlier stage',
+  );
 }
 
 /**

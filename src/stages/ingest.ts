@@ -13,6 +13,8 @@ import { issuesFrom } from './checks.ts';
 import type { IngestReport } from '../data/report.ts';
 import type { ArtifactRef } from '../types.ts';
 import type { StageAudit, StageKind } from './types.ts';
+import type { PlannedPipeline } from '../spec/types.ts';
+import { InputError } from '../errors.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/ingest.ts')) });
@@ -87,6 +89,38 @@ export function sourceFilesAudit(report: Pick<IngestReport, 'sourceFiles' | 'dat
       dataHash: report.dataHash,
     },
   };
+}
+
+/** An ingest stage whose local source is not there when the run is submitted. */
+export interface MissingSource {
+  stage: string;
+  /** No stage runs before it, so nothing in the run can write the file first. */
+  first: boolean;
+  message: string;
+}
+
+/**
+ * The plan's ingest stages whose literal local `path` (no parameters left, not a URL) matches nothing
+ * on this machine, resolved as the stage will resolve it. Found at submit time, not by validate: a
+ * schedule may be created before its first data drop, and a worker elsewhere may see a path this
+ * machine does not.
+ */
+export async function missingSources(plan: PlannedPipeline, baseDir: string, stateDir?: string): Promise<MissingSource[]> {
+  const out: MissingSource[] = [];
+  for (const st of plan.stages) {
+    if (st.uses !== 'ingest') continue;
+    const { path, format } = st.with as { path?: unknown; format?: IngestConfig['format'] };
+    if (typeof path !== 'string' || hasRefs(path) || isUrl(path)) continue;
+    try {
+      await resolveSources(path, baseDir, { format, roots: dataRoots(baseDir, { stateDir }) });
+    } catch (e) {
+      if (e instanceof InputError && e.code === 'source-missing') {
+        const message = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
+        out.push({ stage: st.id, first: st.needs.length === 0, message });
+      }
+    }
+  }
+  return out;
 }
 
 export function stageKinds(): StageKind<any>[] {
