@@ -585,6 +585,12 @@ describe('dashboard in a browser', () => {
     await page.locator('#audit tr[data-action="model.promoted"]').first().waitFor();
     await page.click('#verify');
     assert.match(await page.locator('#verify-result').innerText(), /^intact/);
+    // Details a field a line, wrapped: one unbroken line of JSON made the page thousands of pixels wide.
+    assert.ok(
+      (await page.evaluate('document.documentElement.scrollWidth')) <= (await page.evaluate('window.innerWidth')) + 1,
+      'the audit page fits the window',
+    );
+    assert.ok((await page.locator('#audit .audit-details b', { hasText: 'stage' }).count()) > 0, 'details are named fields');
     await page.screenshot({ path: join(SHOTS, 'ui-audit.png') });
     await page.evaluate(`location.hash = '#/schedules'`);
     await page.locator('text=no schedules').waitFor();

@@ -1212,7 +1212,11 @@ function AuditPage({ query }) {
               <td>${r.actor}</td>
               <td>${r.action}</td>
               <td>${r.subject}</td>
-              <td class="muted" style="max-width:520px">${JSON.stringify(r.details)}</td>
+              <td class="muted audit-details">
+                ${Object.entries(r.details ?? {}).map(
+                  ([k, v]) => html`<div><b>${k}</b> ${typeof v === 'string' ? v : JSON.stringify(v)}</div>`,
+                )}
+              </td>
             </tr>`,
         )}
       </table>
