@@ -587,7 +587,8 @@ describe('dashboard in a browser', () => {
     assert.match(await page.locator('#verify-result').innerText(), /^intact/);
     // Details a field a line, wrapped: one unbroken line of JSON made the page thousands of pixels wide.
     assert.ok(
-      (await page.evaluate('document.documentElement.scrollWidth')) <= (await page.evaluate('window.innerWidth')) + 1,
+      ((await page.evaluate('document.documentElement.scrollWidth')) as number) <=
+        ((await page.evaluate('window.innerWidth')) as number) + 1,
       'the audit page fits the window',
     );
     assert.ok((await page.locator('#audit .audit-details b', { hasText: 'stage' }).count()) > 0, 'details are named fields');
