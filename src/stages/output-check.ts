@@ -5,7 +5,7 @@
  * that stage. Built-in kinds are held to the same contract; plugin kinds are why it exists.
  * A declared output may be absent: some are produced only for some configs (evaluate's f1_macro).
  */
-import { StageContractError } from '../errors.ts';
+import { IntegrityError, StageContractError } from '../errors.ts';
 import type { StageKindInfo } from '../spec/types.ts';
 import type { ArtifactStore } from '../store/artifact-store.ts';
 import { isArtifactRef, MEDIA, type ArtifactRef } from '../types.ts';
@@ -46,15 +46,18 @@ export async function outputProblems(kind: Pick<StageKindInfo, 'outputs'>, outpu
 async function valueProblem(type: string, value: unknown, store: ArtifactStore): Promise<string | undefined> {
   switch (type) {
     case 'number':
+      // NaN and ±Infinity cross a child process's JSON channel as null (a diverged training's finalLoss).
+      return typeof value === 'number' || value === null ? undefined : `is ${show(value)}`;
     case 'string':
     case 'boolean':
       return typeof value === type ? undefined : `is ${show(value)}`;
     case 'json':
-      // A json output is a stored document or a small value held inline (train's baseModel).
-      return isArtifactRef(value) ? refProblem(value, store) : undefined;
+      // A json output is a stored document or a small value held inline (train's baseModel), which may
+      // itself hold a uri and a sha256 (a source file's): only an artifact:// uri is a store reference.
+      return isStoreRef(value) ? refProblem(value, store) : undefined;
     case 'table':
     case 'artifact': {
-      if (!isArtifactRef(value)) return `is ${show(value)}, not an artifact reference from ctx.store (putFile, putJson, putTree)`;
+      if (!isStoreRef(value)) return `is ${show(value)}, not an artifact reference from ctx.store (putFile, putJson, putTree)`;
       const problem = await refProblem(value, store);
       if (problem) return problem;
       if (type === 'table' && value.mediaType !== MEDIA.arrow)
@@ -66,20 +69,28 @@ async function valueProblem(type: string, value: unknown, store: ArtifactStore):
   }
 }
 
+function isStoreRef(v: unknown): v is ArtifactRef {
+  return isArtifactRef(v) && v.uri.startsWith('artifact://');
+}
+
 async function refProblem(ref: ArtifactRef, store: ArtifactStore): Promise<string | undefined> {
   if (!HEX64.test(ref.sha256) || ref.uri !== `artifact://sha256/${ref.sha256}`)
     return `is not a reference the store made (${JSON.stringify(ref.uri)})`;
   if (store.has(ref.sha256)) return undefined;
-  // Passed through from upstream without being read here: the shared store may hold it where this worker's folder does not.
+  // Passed through from upstream without being read here: the shared store may hold it where this worker's
+  // folder does not. Only a missing or damaged object is the kind's fault; a store that does not answer is
+  // thrown, and the stage retried.
   try {
     await store.verify(ref);
     return undefined;
   } catch (e) {
-    return `refers to ${ref.sha256.slice(0, 12)}…, which is not in the store (${(e as Error).message})`;
+    if (e instanceof IntegrityError) return `refers to ${ref.sha256.slice(0, 12)}…, which is not in the store (${e.message})`;
+    throw e;
   }
 }
 
 function show(v: unknown): string {
+  if (v === null) return 'null';
   const s = JSON.stringify(v);
-  return `${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v} ${s === undefined ? '' : s.length > 60 ? `${s.slice(0, 59)}…` : s}`.trim();
+  return `${Array.isArray(v) ? 'an array' : typeof v} ${s === undefined ? '' : s.length > 60 ? `${s.slice(0, 59)}…` : s}`.trim();
 }
