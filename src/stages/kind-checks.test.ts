@@ -226,8 +226,8 @@ describe('what a field takes', () => {
     );
   });
 
-  // A lineage data set is read back as a table (evaluate's rows a production version was not trained on);
-  // a json output there registered fine and broke only that later comparison.
+  // The `train` lineage data set is read back as a table (evaluate's rows a production version was not
+  // trained on); a json output there registered fine and broke only that later comparison.
   test("register's lineage data sets", () => {
     only(
       edit([
@@ -238,15 +238,12 @@ describe('what a field takes', () => {
       /^train takes a table, but \$\{\{ stages\.split\.outputs\.folds \}\} is a json output/,
       { code: 'type-mismatch', path: 'stages.register.with.data.train', hint: /^e\.g\. \$\{\{ stages\.split\.outputs\.train \}\}$/ },
     );
-    only(
-      edit([
-        '        test: ${{ stages.split.outputs.test }}\n      description',
-        '        test: ${{ stages.split.outputs.test }}\n        cleaned: ${{ stages.dedupe.outputs.report }}\n      description',
-      ]),
-      '${{ stages.dedupe.outputs.report }}',
-      /^cleaned takes a table, but \$\{\{ stages\.dedupe\.outputs\.report \}\} is a json output/,
-      { code: 'type-mismatch', path: 'stages.register.with.data.cleaned', hint: /\$\{\{ stages\.dedupe\.outputs\.table \}\}/ },
-    );
+    // Other entries are only recorded: any stored output may be lineage (a report, folds, a plugin's artifact).
+    const recorded = edit([
+      '        test: ${{ stages.split.outputs.test }}\n      description',
+      '        test: ${{ stages.split.outputs.test }}\n        cleaned: ${{ stages.dedupe.outputs.report }}\n      description',
+    ]);
+    assert.equal(loadSpecText(recorded, file, { ...registry, baseDir: pipelines }).ok, true);
   });
 
   test("dedupe's and split's table", () => {

@@ -56,8 +56,10 @@ export const registerStage: StageKind<Config> = {
       metrics: { ...artifactRefSchema, takes: ['json'], description: 'evaluation metrics (evaluate outputs.metrics)' },
       data: {
         type: 'object',
-        // Tables only: evaluate reads a production version's `train` table back to find the rows it was not trained on.
-        additionalProperties: { ...artifactRefSchema, takes: ['table'] },
+        // `train` is read back as a table (evaluate: the rows a production version was not trained on); other
+        // lineage entries are only recorded, and may be any stored output (a report, folds, a plugin's artifact).
+        properties: { train: { ...artifactRefSchema, takes: ['table'] } },
+        additionalProperties: artifactRefSchema,
         description: 'data sets for lineage, e.g. {train: ..., test: ...}',
       },
       params: { type: 'object', description: 'hyperparameters to record' },
