@@ -174,7 +174,7 @@ describe('training in a child process', () => {
     const err = stage(st, 'train').error!;
     assert.equal(err.type, 'InputError');
     assert.equal(err.nonRetryable, true);
-    assert.match(err.message, /train\.lora\.targets/);
+    assert.match(err.message, /^stages\.train\.with\.lora\.targets: /);
     assert.deepEqual(await attempts(st.runId), [1, 1, 1]);
   });
 
