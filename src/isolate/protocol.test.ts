@@ -23,3 +23,21 @@ test('other errors keep their class name and message; integrity errors their cla
   assert.equal(integrity.sha256, 'ab'.repeat(32), 'kept: it makes the failure non-retryable');
   assert.equal(fromWire(toWire('plain string')).message, 'plain string');
 });
+
+// A plugin's own error classes: Temporal takes the failure type from the constructor (retry.nonRetryableErrorTypes
+// names it), and a class merely named 'InputError' is not tempered's, in a child process as in the worker.
+test("a plugin's error class keeps its type across the boundary; a class only named InputError is not one", () => {
+  class BadData extends Error {}
+  const back = fromWire(structuredClone(toWire(new BadData('no rows'))));
+  assert.equal(back.constructor.name, 'BadData');
+  assert.equal(back.message, 'no rows');
+  class Impostor extends Error {
+    override name = 'InputError';
+  }
+  const impostor = fromWire(structuredClone(toWire(new Impostor('looks like input'))));
+  assert.ok(!(impostor instanceof InputError));
+  assert.equal(impostor.name, 'InputError');
+  assert.equal(impostor.constructor.name, 'Impostor');
+  // From a child of an older release, which sent no type: the name decides, as before.
+  assert.ok(fromWire({ name: 'InputError', message: 'x' }) instanceof InputError);
+});

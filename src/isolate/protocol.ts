@@ -38,6 +38,12 @@ export type ChildMessage =
 /** An error as it crosses the boundary: its class by name plus the fields the adapters read. */
 export interface WireError {
   name: string;
+  /**
+   * The error's class: tempered's own (which the parent rebuilds as that class) or the constructor's name,
+   * which Temporal reads as the failure type (`retry.nonRetryableErrorTypes`). Not `name`, which any error
+   * may set: a plugin's own class named 'InputError' is no InputError in the worker either.
+   */
+  type?: string;
   message: string;
   stack?: string;
   where?: string;
@@ -51,7 +57,9 @@ export interface WireError {
 export function toWire(err: unknown): WireError {
   if (err instanceof Error) {
     const e = err as Error & { where?: string; hint?: string; code?: InputErrorCode; sha256?: string };
-    return { name: e.name, message: e.message, stack: e.stack, where: e.where, hint: e.hint, code: e.code, sha256: e.sha256 };
+    const type =
+      err instanceof InputError ? OWN.input : err instanceof IntegrityError ? OWN.integrity : (err.constructor as { name?: string })?.name;
+    return { name: e.name, type, message: e.message, stack: e.stack, where: e.where, hint: e.hint, code: e.code, sha256: e.sha256 };
   }
   return { name: 'Error', message: String(err) };
 }
@@ -62,16 +70,27 @@ export function toWire(err: unknown): WireError {
  */
 export function fromWire(w: WireError): Error {
   let err: Error;
-  if (w.name === 'InputError') {
+  // A child of an older release sent no type: its name decided.
+  const type = w.type ?? (w.name === 'InputError' ? OWN.input : w.name === 'IntegrityError' ? OWN.integrity : w.name);
+  if (type === OWN.input) {
     err = new InputError(w.message, { hint: w.hint, code: w.code });
     // The message already starts with `where`; the constructor would prefix it a second time.
     Object.assign(err, { where: w.where });
-  } else if (w.name === 'IntegrityError') {
+  } else if (type === OWN.integrity) {
     err = new IntegrityError(w.message, { sha256: w.sha256 });
   } else {
-    err = new Error(w.message);
+    err = new (namedErrorClass(type))(w.message);
     err.name = w.name;
   }
   if (w.stack) err.stack = w.stack;
   return err;
+}
+
+/** Tags for tempered's own error classes (a plugin's class may be named like them). */
+const OWN = { input: 'tempered:InputError', integrity: 'tempered:IntegrityError' } as const;
+
+/** An Error subclass whose constructor has `name`, so the failure keeps the type the child's error had. */
+function namedErrorClass(name: string): new (message: string) => Error {
+  if (!/^[A-Za-z_$][\w$]*$/.test(name) || name === 'Error') return Error;
+  return { [name]: class extends Error {} }[name]!;
 }
