@@ -9,11 +9,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { outputProblems } from './output-check.ts';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { MEDIA } from '../types.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-outputs-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const store = new ArtifactStore(join(dir, 'store'));
-const kind = { outputs: { doc: { type: 'json' as const }, n: { type: 'number' as const }, model: { type: 'artifact' as const } } };
+const kind = {
+  outputs: {
+    doc: { type: 'json' as const },
+    n: { type: 'number' as const },
+    model: { type: 'artifact' as const },
+    table: { type: 'table' as const },
+  },
+};
 const absent = { uri: `artifact://sha256/${'b'.repeat(64)}`, sha256: 'b'.repeat(64), bytes: 3, mediaType: 'application/octet-stream' };
 
 describe('the outputs check', () => {
@@ -39,5 +48,16 @@ describe('the outputs check', () => {
       },
     });
     await assert.rejects(outputProblems(kind, { model: absent }, down), /socket hang up/);
+  });
+
+  // Bytes labelled Arrow passed: the stage was cached, and split failed on them three times a run.
+  test('a table output must be an Arrow table, not only labelled one', async () => {
+    const fake = await store.putBytes('hello', { mediaType: MEDIA.arrow });
+    assert.match((await outputProblems(kind, { table: fake }, store)).join(), /^'table' \(table\) is not an Arrow IPC table \(/);
+    const path = join(dir, 't.arrow');
+    const w = new ArrowTableWriter(path, { text: 'utf8' });
+    w.push({ text: 'a' });
+    w.close();
+    assert.deepEqual(await outputProblems(kind, { table: await store.putFile(path, { mediaType: MEDIA.arrow, rows: 1 }) }, store), []);
   });
 });

@@ -9,6 +9,7 @@ import { IntegrityError, StageContractError } from '../errors.ts';
 import type { StageKindInfo } from '../spec/types.ts';
 import type { ArtifactStore } from '../store/artifact-store.ts';
 import { isArtifactRef, MEDIA, type ArtifactRef } from '../types.ts';
+import { readArrowSchema } from '../data/arrow-io.ts';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -60,9 +61,17 @@ async function valueProblem(type: string, value: unknown, store: ArtifactStore):
       if (!isStoreRef(value)) return `is ${show(value)}, not an artifact reference from ctx.store (putFile, putJson, putTree)`;
       const problem = await refProblem(value, store);
       if (problem) return problem;
-      if (type === 'table' && value.mediaType !== MEDIA.arrow)
+      if (type !== 'table') return undefined;
+      if (value.mediaType !== MEDIA.arrow)
         return `has media type ${JSON.stringify(value.mediaType)}; a table is an Arrow IPC file stored with mediaType '${MEDIA.arrow}'`;
-      return undefined;
+      // Labelled Arrow is not yet Arrow: the next stage would fail on it, attempt after attempt, and every run
+      // after from the cache. Its schema is enough to tell (the batches are not read).
+      try {
+        await readArrowSchema(store.pathOf(value));
+        return undefined;
+      } catch (e) {
+        return `is not an Arrow IPC table (${(e as Error).message})`;
+      }
     }
     default:
       return undefined;
