@@ -105,4 +105,36 @@ describe('plugin stage kinds', () => {
     );
     await refused([exporting(kindSource('dup'), kindSource('dup'))], /stage kind 'dup' is defined twice/);
   });
+
+  // Found only when a pipeline used the kind, as a bare error naming no module; and a check that threw
+  // crashed validate with a TypeError.
+  test("a kind's withSchema is compiled at load, and its check is held to returning an array", async () => {
+    await refused(
+      [exporting(kindSource('schema-bad').replace("withSchema: { type: 'object' }", "withSchema: { type: 'objekt' }"))],
+      /^TEMPERED_PLUGINS: p\d+\.mjs: stage kind 'schema-bad' has an invalid withSchema: /,
+    );
+    const [throwing] = await loadPluginKinds(
+      [exporting(kindSource('throws', ', check(cfg) { return Object.keys(cfg.mapping); }'))],
+      BUILTINS,
+      dir,
+    );
+    assert.throws(
+      () => throwing!.check!({}, {} as never),
+      (e: unknown) =>
+        e instanceof InputError &&
+        /^TEMPERED_PLUGINS: p\d+\.mjs: stage kind 'throws': check\(\) threw: Cannot convert undefined or null to object$/.test(e.message),
+    );
+    const [single] = await loadPluginKinds(
+      [exporting(kindSource('single', ", check() { return { path: ['x'], message: 'm' }; }"))],
+      BUILTINS,
+      dir,
+    );
+    assert.throws(() => single!.check!({}, {} as never), /check\(\) returned an object, not an array of issues/);
+    const [fine] = await loadPluginKinds(
+      [exporting(kindSource('fine', ", check() { return [{ path: ['x'], message: 'm' }]; }"))],
+      BUILTINS,
+      dir,
+    );
+    assert.deepEqual(fine!.check!({}, {} as never), [{ path: ['x'], message: 'm' }]);
+  });
 });

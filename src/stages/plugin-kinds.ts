@@ -14,6 +14,8 @@ import { pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import { InputError } from '../errors.ts';
 import type { AnyStageKind } from './types.ts';
+import type { KindIssue } from '../spec/types.ts';
+import { withValidator } from '../spec/schema.ts';
 
 export const PLUGINS_VAR = 'TEMPERED_PLUGINS';
 const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
@@ -86,18 +88,44 @@ export async function loadPluginKinds(
           other === p ? `stage kind '${kind.kind}' is defined twice` : `stage kind '${kind.kind}' is also defined by ${other}`,
           'give each kind a name of its own, and name each module once',
         );
+      try {
+        withValidator(kind.kind, kind.withSchema);
+      } catch (e) {
+        throw fail((e as Error).message, "withSchema must be a JSON Schema (draft 2020-12) of the stage's with");
+      }
       from.set(kind.kind, p);
-      out.push(withCodeHash(kind, hash));
+      out.push(asLoaded(kind, hash, p));
     });
   }
   return out;
 }
 
-/** The kind, with its module file's hash in its code version (the cache key's, so an edit misses). */
-function withCodeHash(kind: AnyStageKind, hash: string): AnyStageKind {
-  return Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
+/**
+ * The kind as tempered uses it: its module file's hash in its code version (the cache key's, so an edit
+ * misses), and its check held to its contract, so a check that throws or returns no array is reported as
+ * the plugin's, not as a bare TypeError from validate.
+ */
+function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKind {
+  const loaded = Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
     codeVersion: `${kind.codeVersion}+file.${hash}`,
   });
+  const check = kind.check;
+  if (check) {
+    const where = `${PLUGINS_VAR}: ${module}: stage kind '${kind.kind}'`;
+    const hint =
+      'check(config, ctx) returns its issues as an array, [] when there are none; config may still hold ${{ … }} references and lack optional fields';
+    loaded.check = (config, ctx) => {
+      let issues: unknown;
+      try {
+        issues = check.call(kind, config, ctx);
+      } catch (e) {
+        throw new InputError(`${where}: check() threw: ${(e as Error)?.message ?? String(e)}`, { hint });
+      }
+      if (!Array.isArray(issues)) throw new InputError(`${where}: check() returned ${describe(issues)}, not an array of issues`, { hint });
+      return issues as KindIssue[];
+    };
+  }
+  return loaded;
 }
 
 function describe(v: unknown): string {
