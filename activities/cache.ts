@@ -44,6 +44,6 @@ export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, ca
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
     const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
-    return hit ? { key, hit } : { key };
+    return hit ? { key, hit, codeVersion: kind.codeVersion } : { key, codeVersion: kind.codeVersion };
   };
 }

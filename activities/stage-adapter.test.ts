@@ -202,6 +202,26 @@ describe('stage adapter', () => {
     assert.equal(await d.cache.get('key-1'), undefined, 'a cancelled stage records nothing in the cache');
   });
 
+  // A stage routed to another queue is looked up by the workflow's worker. With a plugin edited and only that
+  // worker restarted, the old code's outputs went under the new code's key, and hit the cache from then on.
+  it('records under its own code version the outputs of a stage another worker looked up with other code', async () => {
+    const d = deps();
+    const act = stageActivity(
+      kind(async (cfg) => ({ echoed: cfg.value as number })),
+      d,
+    );
+    const same = (await new MockActivityEnvironment().run(act, request({ cacheKeyCodeVersion: 'probe-1' }))) as StageResult;
+    assert.equal(same.cacheKey, 'key-1', 'same code: the looked-up key stands');
+    const res = (await new MockActivityEnvironment().run(
+      act,
+      request({ cacheKey: 'key-new-code', cacheKeyCodeVersion: 'probe-2' }),
+    )) as StageResult;
+    const own = cacheKey({ kind: 'probe', codeVersion: 'probe-1', config: { value: 1 } });
+    assert.equal(res.cacheKey, own);
+    assert.equal(await d.cache.get('key-new-code'), undefined, "nothing under the other code's key");
+    assert.deepEqual((await d.cache.get(own))?.outputs, { echoed: 1 });
+  });
+
   it('records a success in the stage cache under the request key and calls the completion hook once', async () => {
     const completed: StageResult[] = [];
     const d = deps({ onStageCompleted: async (_req, res) => void completed.push(res) });

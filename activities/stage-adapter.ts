@@ -164,7 +164,17 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       await checkStageOutputs(kind, outputs, deps.store);
       let key = req.cacheKey;
-      if (key && readInputs) {
+      if (key && req.cacheKeyCodeVersion !== undefined && req.cacheKeyCodeVersion !== kind.codeVersion) {
+        // Looked up by a worker with other code: these outputs are this code's, and go under this code's key.
+        const inputs =
+          readInputs ??
+          (kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir: deps.stateDir }) : undefined);
+        const own = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: inputs });
+        ctx.log(
+          `the cache lookup ran ${kind.kind} code version ${req.cacheKeyCodeVersion}, this worker ${kind.codeVersion}: outputs are recorded under this code's key (${own.slice(0, 12)}…); restart the workers that run the older code`,
+        );
+        key = own;
+      } else if (key && readInputs) {
         const readKey = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: readInputs });
         if (readKey !== key) {
           ctx.log(

@@ -145,9 +145,11 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       const onOwnQueue = (stageQueue(stage, options.defaultQueue) ?? info.taskQueue) === info.taskQueue;
       const looksItselfUp = onOwnQueue && patched('stage-looks-itself-up');
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
+      let keyCodeVersion: string | undefined;
       if (!looksItselfUp) {
         const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir, ...(useCache ? {} : { read: false }) });
         st.cacheKey = lookup.key;
+        keyCodeVersion = lookup.codeVersion;
         if (useCache && lookup.hit) done = { outputs: lookup.hit.outputs, cachedFrom: lookup.hit.producedBy };
       }
       if (!done) {
@@ -164,6 +166,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           specHash: plan.specHash,
           actor: options.actor,
           cacheKey: st.cacheKey,
+          ...(keyCodeVersion !== undefined ? { cacheKeyCodeVersion: keyCodeVersion } : {}),
           writeCache: stage.cache !== false,
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
         });

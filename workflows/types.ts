@@ -160,6 +160,11 @@ export interface StageRequest {
   actor: string;
   /** Precomputed by the cache lookup; the activity records its outputs under it. */
   cacheKey?: string;
+  /**
+   * The code version `cacheKey` was computed with, by the worker that looked it up. One that runs other code
+   * (a plugin edited and only some workers restarted) records its outputs under a key of its own.
+   */
+  cacheKeyCodeVersion?: string;
   /** Whether to record the outputs in the cache. */
   writeCache: boolean;
   /**
@@ -189,5 +194,7 @@ export interface CacheLookupRequest {
 
 export interface CacheLookupResult {
   key: string;
+  /** The code version the key was computed with (the looking-up worker's kind), absent in lookups recorded before. */
+  codeVersion?: string;
   hit?: { outputs: Record<string, unknown>; producedBy: { runId: string; stageId: string } };
 }
