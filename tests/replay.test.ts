@@ -49,14 +49,37 @@ describe('workflow versioning', () => {
       ],
       { concurrency: 2 },
     );
-    const h = await submitRun(env!.client, { plan, options: { baseDir: env!.dir, actor: 'replay' } }, { taskQueue: TEST_QUEUE });
-    assert.equal((await waitForRun(env!.client, h.workflowId)).state, 'succeeded');
-    const history = await env!.client.workflow.getHandle(h.workflowId).fetchHistory();
-    // protobufjs's own object form (enums as names, bytes as base64) round-trips without the
-    // proto3-JSON helper, which trips over two protobufjs copies in node_modules.
-    const History = temporal.api.history.v1.History;
-    const json = History.toObject(History.fromObject(history), { longs: String, enums: String, bytes: String });
-    writeFileSync(join(DIR, `pipeline-run-${new Date().toISOString().slice(0, 10)}.json`), JSON.stringify(json, null, 1) + '\n');
+    // A run that fails too: a stage retried to its limit and one that fails with an input error, beside one that
+    // succeeds (the failure's retry state is read into the status: that path must replay as well).
+    const failing = plannedPipeline(
+      'replay-failed',
+      [
+        { id: 'ok', uses: 'probe', needs: [], with: { value: 'ok' } },
+        {
+          id: 'flaky',
+          uses: 'probe',
+          needs: [],
+          with: { value: 'f', failUntilAttempt: 9 },
+          retry: { maximumAttempts: 2, initialInterval: 100 },
+        },
+        { id: 'bad', uses: 'probe', needs: ['ok'], with: { value: 'b', inputError: true } },
+      ],
+      { onFailure: 'finish-independent' },
+    );
+    const day = new Date().toISOString().slice(0, 10);
+    for (const [p, state, name] of [
+      [plan, 'succeeded', `pipeline-run-${day}.json`],
+      [failing, 'failed', `pipeline-run-failed-${day}.json`],
+    ] as const) {
+      const h = await submitRun(env!.client, { plan: p, options: { baseDir: env!.dir, actor: 'replay' } }, { taskQueue: TEST_QUEUE });
+      assert.equal((await waitForRun(env!.client, h.workflowId)).state, state);
+      const history = await env!.client.workflow.getHandle(h.workflowId).fetchHistory();
+      // protobufjs's own object form (enums as names, bytes as base64) round-trips without the
+      // proto3-JSON helper, which trips over two protobufjs copies in node_modules.
+      const History = temporal.api.history.v1.History;
+      const json = History.toObject(History.fromObject(history), { longs: String, enums: String, bytes: String });
+      writeFileSync(join(DIR, name), JSON.stringify(json, null, 1) + '\n');
+    }
   });
 
   it('replays every recorded history against the current workflow code', async () => {
