@@ -55,7 +55,13 @@ function pipeline(name: string, filter: string): string {
 
 type Status = {
   state: string;
-  stages: { id: string; state: string; attempt?: number; outputs?: Record<string, unknown>; error?: { message: string; type?: string } }[];
+  stages: {
+    id: string;
+    state: string;
+    attempt?: number;
+    outputs?: Record<string, unknown>;
+    error?: { message: string; type?: string; retryState?: string };
+  }[];
 };
 async function submit(file: string, extra: Record<string, string> = {}): Promise<Status> {
   const r = await runCli(['submit', file, '--wait', '--local-worker'], { ...env, ...extra }, { timeoutMs: 180_000 });
@@ -139,7 +145,7 @@ describe('the example plugin, text-filter', () => {
       filter.error!.message,
       /stage kind 'broken-filter' returned outputs its declaration does not allow: 'dropped' \(number\) is string "some"/,
     );
-    assert.equal(filter.attempt ?? 1, 1, 'not retried');
+    assert.equal(filter.error!.retryState, 'NON_RETRYABLE_FAILURE', 'not retried');
     assert.equal(
       stage(await submit(pipeline('broken', 'broken-filter'), { TEMPERED_PLUGINS: broken }), 'filter').state,
       'failed',

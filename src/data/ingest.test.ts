@@ -603,3 +603,16 @@ test('maxRows keeps the first good rows, checks none after them, and hashes the 
   await assert.rejects(run(dir, { ...cls, path: 'b.jsonl' }), /b\.jsonl:3: invalid-json/);
   await assert.rejects(run(dir, { ...cls, path: 'b.jsonl', maxRows: 0 }), /maxRows must be a positive integer, got 0/);
 });
+
+// Past the cap the file is still read for its hash; the progress went quiet for the rest of it.
+test('maxRows: progress goes on while the rest of the file is read', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'big.jsonl'), Array.from({ length: 20_000 }, (_, i) => good(i)).join('\n'));
+  const seen: (number | undefined)[] = [];
+  await ingest(
+    { ...cls, path: 'big.jsonl', maxRows: 10 },
+    { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'q.arrow'), onProgress: (p) => seen.push(p.fraction) },
+  );
+  assert.ok(seen.length >= 3, `progress reported ${seen.length} times`);
+  assert.equal(seen.at(-1), 1);
+});

@@ -279,7 +279,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           for (const rec of recs) {
             // Past the cap the records are only counted: the file is read to its end for its hash.
             if (cfg.maxRows !== undefined && rowsOut >= cfg.maxRows) {
-              notTaken++;
+              // Still reading (for the hash): progress goes on by bytes.
+              if (++notTaken % 8192 === 0) report();
               continue;
             }
             rowsIn++;
