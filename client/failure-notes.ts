@@ -2,6 +2,7 @@
  * What a failed stage's status leaves unsaid, worded once for `tempered status` and the dashboard: how its
  * retries went, and the cause behind Temporal's own terse messages.
  */
+import { decodeRetryState } from '@temporalio/common';
 import type { StageStatus } from '../workflows/types.ts';
 
 /**
@@ -58,21 +59,9 @@ export function withFailureNotes<T extends StageStatus>(stages: T[]): T[] {
   });
 }
 
-/** temporal.api.enums.v1.RetryState, as the SDK names it in an ActivityFailure (`retryState`). */
-const RETRY_STATES = [
-  undefined,
-  'IN_PROGRESS',
-  'NON_RETRYABLE_FAILURE',
-  'TIMEOUT',
-  'MAXIMUM_ATTEMPTS_REACHED',
-  'RETRY_POLICY_NOT_SET',
-  'INTERNAL_SERVER_ERROR',
-  'CANCEL_REQUESTED',
-];
-
-/** An event's retry state by name: a number from the server, a name in a history read from JSON. */
+/** An event's retry state by name: a number from the server (decoded as the SDK does), a name in a history read from JSON. */
 export function retryStateName(v: unknown): string | undefined {
-  if (typeof v === 'number') return RETRY_STATES[v];
+  if (typeof v === 'number') return decodeRetryState(v);
   if (typeof v === 'string' && v !== '' && v !== 'RETRY_STATE_UNSPECIFIED') return v.replace(/^RETRY_STATE_/, '');
   return undefined;
 }
