@@ -349,20 +349,11 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
         activity: scheduled.get(String(a.scheduledEventId)),
         from: cachedFrom && `${cachedFrom.runId}/${cachedFrom.stageId}`,
       });
-    } else if (ev.activityTaskFailedEventAttributes) {
-      const a = ev.activityTaskFailedEventAttributes;
+    } else if (ev.activityTaskFailedEventAttributes || ev.activityTaskTimedOutEventAttributes) {
+      const a = (ev.activityTaskFailedEventAttributes ?? ev.activityTaskTimedOutEventAttributes)!;
       lines.push({
         time,
-        event: 'failed',
-        activity: scheduled.get(String(a.scheduledEventId)),
-        error: a.failure?.message,
-        retries: retryStateWords(a.retryState),
-      });
-    } else if (ev.activityTaskTimedOutEventAttributes) {
-      const a = ev.activityTaskTimedOutEventAttributes;
-      lines.push({
-        time,
-        event: 'timed out',
+        event: ev.activityTaskFailedEventAttributes ? 'failed' : 'timed out',
         activity: scheduled.get(String(a.scheduledEventId)),
         error: a.failure?.message,
         retries: retryStateWords(a.retryState),
