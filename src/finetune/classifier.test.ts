@@ -120,7 +120,13 @@ test('bad options are InputErrors naming the field', async () => {
   );
   await assert.rejects(
     trainClassifier(options('bad3', { labels: ['neg', 'pos'] })),
-    (e: unknown) => e instanceof InputError && /label "(positive|negative)" is not one of/.test(e.message),
+    // Named as the pipeline holds it (the stage adapter makes it stages.<id>.with.labels), not by a store path.
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'train.labels' &&
+      /^train\.labels: the train table has label "(positive|negative)" \(row \d+\), which is not one of these labels \["neg","pos"\]$/.test(
+        e.message,
+      ),
   );
   await assert.rejects(
     trainClassifier(options('bad4', { lora: { r: 4, alpha: 8, targets: ['nosuchmodule'] } })),

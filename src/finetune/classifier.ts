@@ -220,9 +220,23 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: bucket };
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
-  const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
+  const trainTok = await tokenizeToArrow({
+    input: o.train,
+    output: join(tokDir, 'train.arrow'),
+    tokenizer,
+    task,
+    padding,
+    labelsFrom: { field: 'train.labels', input: 'the train table' },
+  });
   const valTok = o.validation
-    ? await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding })
+    ? await tokenizeToArrow({
+        input: o.validation,
+        output: join(tokDir, 'validation.arrow'),
+        tokenizer,
+        task,
+        padding,
+        labelsFrom: { field: 'train.labels', input: 'the validation table' },
+      })
     : undefined;
   const train = await readTokenTable(trainTok.path);
   const val = valTok ? await readTokenTable(valTok.path) : undefined;

@@ -48,6 +48,12 @@ export interface TokenizeToArrowOptions {
   padding: Padding;
   /** Rows per output record batch. */
   batchRows?: number;
+  /**
+   * The config field the label names come from (`train.labels`), and what the input is (`the train table`):
+   * a row whose label is not among them is then that field's error, named as the user wrote it, not a store
+   * path's.
+   */
+  labelsFrom?: { field: string; input: string };
 }
 
 export interface TokenizeResult {
@@ -106,7 +112,16 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
         const e = full.inputIds.length > maxLength ? tok.encode(texts[i]!, pairs?.[i], { maxLength }) : full;
         if (e !== full) truncatedRows++;
         encoded.push(e);
-        if (raw) labels.push(labelIndex(raw[i], labelType!, task.labelNames, `${input}: row ${rowBase + i}, column ${task.labelColumn}`));
+        if (raw)
+          labels.push(
+            labelIndex(
+              raw[i],
+              labelType!,
+              task.labelNames,
+              `${input}: row ${rowBase + i}, column ${task.labelColumn}`,
+              opts.labelsFrom && { ...opts.labelsFrom, row: rowBase + i },
+            ),
+          );
       }
     } else {
       requireColumn(batch, task.promptColumn, input, 'promptColumn');
@@ -165,7 +180,21 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
   }
 }
 
-function labelIndex(v: unknown, type: DataType, names: string[] | undefined, where: string): number {
+function labelIndex(
+  v: unknown,
+  type: DataType,
+  names: string[] | undefined,
+  where: string,
+  from?: { field: string; input: string; row: number },
+): number {
+  if (typeof v === 'string' && names && from && !names.includes(v))
+    throw new InputError(
+      `${from.input} has label ${JSON.stringify(v)} (row ${from.row}), which is not one of these labels ${JSON.stringify(names)}`,
+      {
+        where: from.field,
+        hint: 'list every class the table holds, in a fixed order; a stage before this one may have renamed them',
+      },
+    );
   if (typeof v === 'string') {
     if (!names)
       throw new InputError(`label ${JSON.stringify(v)} is a string but no labelNames were given`, {
