@@ -183,7 +183,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           key = readKey;
         }
       }
-      const result: StageResult = { outputs, cacheKey: key };
+      const result: StageResult = { outputs, cacheKey: key, ...(actx.info.attempt > 1 ? { attempt: actx.info.attempt } : {}) };
       // The cache record and the audit record are independent writes: side by side, a stage pays
       // for the slower of the two, not their sum. Either failing fails the attempt, and both are
       // idempotent on retry (same key; the audit record's dedupe key). The record's local copy is

@@ -29,6 +29,8 @@ const stages: StageDraft[] = [
   { id: 'flaky', uses: 'probe', needs: [], with: { value: 'flaky', failUntilAttempt: 99 }, retry },
   // A kind no worker of the queue has loaded (a plugin missing from TEMPERED_PLUGINS).
   { id: 'filter', uses: 'filter', needs: [], with: { value: 'f' }, retry: { ...retry, maximumAttempts: 2 } },
+  // Succeeds on its second attempt: its status read as a first-attempt success.
+  { id: 'recovers', uses: 'probe', needs: [], with: { value: 'r', failUntilAttempt: 2 }, retry },
 ];
 
 const byId = (st: RunStatus, id: string): StageStatus => st.stages.find((s) => s.id === id)!;
@@ -64,7 +66,9 @@ describe('a failed stage and its retries', () => {
     assert.equal(filter.error?.retryState, 'MAXIMUM_ATTEMPTS_REACHED');
     assert.equal(filter.error?.attempts, 2);
 
+    assert.deepEqual([byId(final, 'recovers').state, byId(final, 'recovers').attempt], ['succeeded', 2]);
     const text = formatRunStatus(final);
+    assert.match(text, /✓ recovers +probe +succeeded +\S+ \(attempt 2\)/);
     assert.match(text, /✗ bad +probe +failed +\S+ \(not retried: input error\) {2}stages\.bad\.with\.value: bad value "bad"/);
     assert.match(text, /✗ flaky +probe +failed +\S+ \(gave up after 3 attempts\) {2}transient failure on attempt 3/);
     assert.match(text, /✗ filter +filter +failed +\S+ \(gave up after 2 attempts\) {2}Activity function filter is not registered/);
@@ -80,6 +84,7 @@ describe('a failed stage and its retries', () => {
         ['bad', 'failed', 'NON_RETRYABLE_FAILURE', 1, 1],
         ['flaky', 'failed', 'MAXIMUM_ATTEMPTS_REACHED', 3, 3],
         ['filter', 'failed', 'MAXIMUM_ATTEMPTS_REACHED', 2, 2],
+        ['recovers', 'succeeded', undefined, undefined, 2],
       ],
     );
     const text = formatRunStatus({ ...st, state: 'failed' });

@@ -172,6 +172,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         });
         // The stage may have read other inputs than the lookup saw; its key names what it read.
         if (result.cacheKey) st.cacheKey = result.cacheKey;
+        // A stage that succeeded on a retry says so: its status would read as a first-attempt success.
+        if (result.attempt) st.attempt = result.attempt;
         done = result;
       }
       outputs[stage.id] = done.outputs;

@@ -179,6 +179,8 @@ export interface StageResult {
   cacheKey?: string;
   /** Set when the activity found the outputs in the cache (`lookup`) instead of running the stage. */
   cachedFrom?: { runId: string; stageId: string };
+  /** The attempt that produced the outputs, when it was not the first (the workflow learns it from nowhere else). */
+  attempt?: number;
 }
 
 export interface CacheLookupRequest {
