@@ -711,6 +711,31 @@ describe('dashboard in a browser', () => {
     }
   });
 
+  // The workflow runs, but its stage goes to a queue nobody serves: the DAG said "running" with no progress.
+  it('shows a stage routed to a queue no worker serves as waiting, in the DAG and its card', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const file = join(dirname(pipelineFile), 'routed.yaml');
+    // Not from the cache: an earlier run ingested the same file, and a hit needs no worker.
+    writeFileSync(
+      file,
+      'name: e2e-routed\nstages:\n  ingest:\n    uses: ingest\n    queue: ui-nobody-stage\n    cache: false\n    with: { path: data.jsonl, task: classification }\n',
+    );
+    const runId = await startPipeline(file, {});
+    try {
+      const page = await open(`#/run/${runId}`);
+      await page.locator('.node[data-stage="ingest"][data-waiting="ui-nobody-stage"]').waitFor();
+      assert.equal(await page.getAttribute('.node[data-stage="ingest"]', 'data-state'), 'running', 'Temporal says running');
+      assert.match((await page.locator('.node[data-stage="ingest"]').textContent()) ?? '', /waiting/);
+      assert.match(
+        await page.locator('[data-stage-card="ingest"] .waiting[data-waiting-for="ui-nobody-stage"]').innerText(),
+        /no worker of task queue ui-nobody-stage has asked for work lately/,
+      );
+      await page.context().close();
+    } finally {
+      await env.client.workflow.getHandle(runId).terminate('test over');
+    }
+  });
+
   it('says in the version diff which version production.* were measured against, and gives no deltas across different ones', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const reg = await openRegistry(join(env.dir, 'registry.db'));
