@@ -10,19 +10,20 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
-import { startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
+import type { DevServerHandle } from '../infra/dev-server.ts';
 import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../src/util/port-race.ts';
-import { runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
 let server: DevServerHandle;
 let home: string;
 let env: Record<string, string>;
 
 before(async () => {
-  home = mkdtempSync(join(tmpdir(), 'tempered-cli-'));
-  server = await startDevServer({ dbFile: join(home, 'temporal.db'), logFile: join(home, 'server.log'), headless: true });
+  cluster = await startCliServer('tempered-cli-');
+  ({ server, home } = cluster);
   env = {
     TEMPORAL_ADDRESS: server.address,
     TEMPERED_HOME: home,
@@ -32,10 +33,7 @@ before(async () => {
     TEMPERED_PROBE_LOG: join(home, 'probe.log'),
   };
 });
-after(async () => {
-  await stopProcess(server.pid);
-  rmSync(home, { recursive: true, force: true });
-});
+after(async () => cluster?.close());
 
 describe('tempered CLI', () => {
   it('validate accepts a good spec and prints the plan', async () => {

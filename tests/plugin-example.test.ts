@@ -6,34 +6,29 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
-import { runCli } from './helpers/cli.ts';
+import { runCli, startCliServer } from './helpers/cli.ts';
 
 const PLUGIN = fileURLToPath(new URL('../pipelines/plugins/text-filter.ts', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../pipelines/plugins/sms-spam-filtered.yaml', import.meta.url));
-let server: DevServerHandle;
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
 let home: string;
 let env: Record<string, string>;
 
 before(async () => {
-  home = mkdtempSync(join(tmpdir(), 'tempered-plugin-'));
-  server = await startDevServer({ dbFile: join(home, 'temporal.db'), logFile: join(home, 'server.log'), headless: true });
+  cluster = await startCliServer('tempered-plugin-');
+  home = cluster.home;
   env = {
-    TEMPORAL_ADDRESS: server.address,
+    TEMPORAL_ADDRESS: cluster.server.address,
     TEMPERED_HOME: home,
     TEMPERED_TASK_QUEUE: 'plugin-test',
     TEMPERED_ACTOR: 'plugin-author',
     TEMPERED_PLUGINS: PLUGIN,
   };
 });
-after(async () => {
-  await stopProcess(server.pid);
-  rmSync(home, { recursive: true, force: true });
-});
+after(async () => cluster?.close());
 
 /** ingest → dedupe → filter → split over `rows` written to data.jsonl. */
 function pipeline(name: string, filter: string): string {

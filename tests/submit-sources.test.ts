@@ -9,9 +9,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { startDevServer, stopProcess, type DevServerHandle } from '../infra/dev-server.ts';
 import { freePort } from '../src/util/port-race.ts';
-import { runCli } from './helpers/cli.ts';
+import { runCli, startCliServer } from './helpers/cli.ts';
 
 let dir: string;
 before(() => {
@@ -52,21 +51,21 @@ describe('submit with a local ingest source that is not there', () => {
   });
 
   describe('against a Temporal server of its own', () => {
-    let server: DevServerHandle;
+    let cluster: Awaited<ReturnType<typeof startCliServer>>;
     before(async () => {
-      server = await startDevServer({ dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log'), headless: true });
+      cluster = await startCliServer('tempered-sources-server-');
     });
-    after(async () => stopProcess(server.pid));
+    after(async () => cluster?.close());
 
     it('warns and submits: a worker elsewhere may see the path', async () => {
-      const env = { TEMPERED_HOME: join(dir, 'home2'), TEMPORAL_ADDRESS: server.address, TEMPERED_TASK_QUEUE: 'nobody-here' };
+      const env = { TEMPERED_HOME: join(dir, 'home2'), TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_TASK_QUEUE: 'nobody-here' };
       const r = await runCli(['submit', pipeline('data/missing.jsonl')], env);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, /warning: stages\.ingest\.with\.path: "data\/missing\.jsonl" does not exist/);
       assert.match(r.stderr, /submitting anyway: the stage reads the path on the worker that takes it/);
       const runId = /submitted run (\S+)/.exec(r.stdout)?.[1];
       assert.ok(runId, r.stdout);
-      const connection = await Connection.connect({ address: server.address });
+      const connection = await Connection.connect({ address: cluster.server.address });
       try {
         await new Client({ connection }).workflow.getHandle(runId!).terminate('test done');
       } finally {

@@ -1,9 +1,26 @@
 /** Runs the real `tempered` entry point in a child process, or in this process. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
 
 export const BIN = fileURLToPath(new URL('../../bin/tempered.js', import.meta.url));
+
+/** A real dev server for the CLI under test, its database in a fresh state folder (`home`) that `close` removes. */
+export async function startCliServer(prefix: string): Promise<{ server: DevServerHandle; home: string; close(): Promise<void> }> {
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  const server = await startDevServer({ dbFile: join(home, 'temporal.db'), logFile: join(home, 'server.log'), headless: true });
+  return {
+    server,
+    home,
+    async close() {
+      await stopProcess(server.pid);
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
 
 export interface CliResult {
   code: number;
