@@ -22,6 +22,12 @@ export class InputError extends Error {
     this.hint = opts.hint;
     this.code = opts.code;
   }
+
+  /** The message without its `where: ` prefix, for a caller that names the place itself. */
+  get bareMessage(): string {
+    const prefix = `${this.where}: `;
+    return this.where !== undefined && this.message.startsWith(prefix) ? this.message.slice(prefix.length) : this.message;
+  }
 }
 
 /**

@@ -115,8 +115,7 @@ export async function missingSources(plan: PlannedPipeline, baseDir: string, sta
       await resolveSources(path, baseDir, { format, roots: dataRoots(baseDir, { stateDir }) });
     } catch (e) {
       if (e instanceof InputError && e.code === 'source-missing') {
-        const message = e.where && e.message.startsWith(`${e.where}: `) ? e.message.slice(e.where.length + 2) : e.message;
-        out.push({ stage: st.id, first: st.needs.length === 0, message });
+        out.push({ stage: st.id, first: st.needs.length === 0, message: e.bareMessage });
       }
     }
   }

@@ -26,9 +26,7 @@ export function stageWhere(where: string | undefined, stage: StagePlace): string
 export function inStage(err: InputError, stage: StagePlace): InputError {
   const where = stageWhere(err.where, stage);
   if (where === err.where) return err;
-  const prefix = `${err.where}: `;
-  const message = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
-  const moved = new InputError(message, { where, hint: err.hint, code: err.code, cause: err.cause });
+  const moved = new InputError(err.bareMessage, { where, hint: err.hint, code: err.code, cause: err.cause });
   moved.stack = err.stack;
   return moved;
 }
