@@ -9,6 +9,21 @@ import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.t
  * the key alone, for a run that must not reuse outputs). Runs in the cache-lookup local activity and,
  * for stages on the workflow's own task queue, at the start of the stage's activity.
  */
+/** A stage's cache key as this worker's code computes it. */
+export function stageKey(kind: AnyStageKind, config: Record<string, unknown>, externalInputs: string[] | undefined): string {
+  return cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config, externalInputs });
+}
+
+/** The identities of the inputs the config only names (StageKind.externalInputs), if the kind has any. */
+export async function externalInputsOf(
+  kind: AnyStageKind,
+  config: Record<string, unknown>,
+  baseDir: string,
+  stateDir: string,
+): Promise<string[] | undefined> {
+  return kind.externalInputs ? kind.externalInputs(config, { baseDir, stateDir }) : undefined;
+}
+
 export async function lookupStage(
   kind: AnyStageKind,
   cache: StageCache,
@@ -18,12 +33,12 @@ export async function lookupStage(
 ): Promise<StageLookup> {
   let externalInputs: string[] | undefined;
   try {
-    externalInputs = kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir }) : undefined;
+    externalInputs = await externalInputsOf(kind, req.config, req.baseDir, stateDir);
   } catch (e) {
     // A missing source file is the user's to fix: fail the stage at once, with the hint.
     throw asActivityFailure(e);
   }
-  const key = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs });
+  const key = stageKey(kind, req.config, externalInputs);
   if (kind.cacheable === false || !read) return { key };
   const rec = await cache.get(key);
   recordCacheLookup(kind.kind, rec !== undefined);

@@ -13,14 +13,14 @@ import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import { checkStageOutputs } from '../src/stages/output-check.ts';
 import { inStage } from '../src/stages/stage-where.ts';
 import type { AnyStageKind, StageAudit, StageContext } from '../src/stages/types.ts';
-import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
+import type { StageCache } from '../src/store/stage-cache.ts';
 import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
 import { FilePoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
-import { lookupStage } from './cache.ts';
+import { externalInputsOf, lookupStage, stageKey } from './cache.ts';
 import { asActivityFailure } from './failures.ts';
 
 export interface ActivityDeps {
@@ -164,23 +164,19 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       await checkStageOutputs(kind, outputs, deps.store);
       let key = req.cacheKey;
-      if (key && req.cacheKeyCodeVersion !== undefined && req.cacheKeyCodeVersion !== kind.codeVersion) {
-        // Looked up by a worker with other code: these outputs are this code's, and go under this code's key.
-        const inputs =
-          readInputs ??
-          (kind.externalInputs ? await kind.externalInputs(req.config, { baseDir: req.baseDir, stateDir: deps.stateDir }) : undefined);
-        const own = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: inputs });
-        ctx.log(
-          `the cache lookup ran ${kind.kind} code version ${req.cacheKeyCodeVersion}, this worker ${kind.codeVersion}: outputs are recorded under this code's key (${own.slice(0, 12)}…); restart the workers that run the older code`,
-        );
-        key = own;
-      } else if (key && readInputs) {
-        const readKey = cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: req.config, externalInputs: readInputs });
-        if (readKey !== key) {
+      // The key is recomputed when it may not name this attempt's work: another worker looked it up with
+      // other code (a plugin edited and only some workers restarted), or the inputs read differ from those
+      // looked up (a source file changed in between).
+      const otherCode = req.cacheKeyCodeVersion !== undefined && req.cacheKeyCodeVersion !== kind.codeVersion;
+      if (key && (otherCode || readInputs)) {
+        const own = stageKey(kind, req.config, readInputs ?? (await externalInputsOf(kind, req.config, req.baseDir, deps.stateDir)));
+        if (own !== key) {
           ctx.log(
-            `inputs changed between the cache lookup and the read; outputs are recorded under the key of what was read (${readKey.slice(0, 12)}…), not the looked-up one (${key.slice(0, 12)}…)`,
+            otherCode
+              ? `the cache lookup ran ${kind.kind} code version ${req.cacheKeyCodeVersion}, this worker ${kind.codeVersion}: outputs are recorded under this code's key (${own.slice(0, 12)}…); restart the workers that run the older code`
+              : `inputs changed between the cache lookup and the read; outputs are recorded under the key of what was read (${own.slice(0, 12)}…), not the looked-up one (${key.slice(0, 12)}…)`,
           );
-          key = readKey;
+          key = own;
         }
       }
       const result: StageResult = { outputs, cacheKey: key, ...(actx.info.attempt > 1 ? { attempt: actx.info.attempt } : {}) };
