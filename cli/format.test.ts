@@ -136,16 +136,13 @@ test('a failed stage says whether it was retried: not retried for an input error
   assert.match(input, /^ {2}✗ filter +filter +failed +35ms \(not retried: input error\) {2}stages\.filter\.with\.column: column "txt"/);
   assert.match(input, /\n {6}hint: columns are: text, label$/);
   const gaveUp = stageLine(
-    failed(
-      { message: 'simulated failure that never goes away', type: 'Error', retryState: 'MAXIMUM_ATTEMPTS_REACHED', attempts: 3 },
-      { attempt: 3 },
-    ),
+    failed({ message: 'simulated failure that never goes away', type: 'Error', retryState: 'MAXIMUM_ATTEMPTS_REACHED' }, { attempt: 3 }),
   );
   assert.match(gaveUp, /failed +35ms \(gave up after 3 attempts\) {2}simulated failure that never goes away$/);
   assert.doesNotMatch(gaveUp, /attempt 3\)/, 'the attempt is said once');
   // From the history: a non-retryable error on a later attempt says which.
   assert.match(
-    stageLine(failed({ message: 'bad', type: 'InputError', retryState: 'NON_RETRYABLE_FAILURE', attempts: 2 }, { attempt: 2 })),
+    stageLine(failed({ message: 'bad', type: 'InputError', retryState: 'NON_RETRYABLE_FAILURE' }, { attempt: 2 })),
     /\(not retried after attempt 2: input error\)/,
   );
   assert.match(
@@ -159,7 +156,7 @@ test('a failed stage says whether it was retried: not retried for an input error
 
 test('a heartbeat timeout says what blocks heartbeats and which settings to change', () => {
   const line = stageLine(
-    failed({ message: 'activity Heartbeat timeout', type: 'TimeoutFailure', retryState: 'MAXIMUM_ATTEMPTS_REACHED', attempts: 3 }),
+    failed({ message: 'activity Heartbeat timeout', type: 'TimeoutFailure', retryState: 'MAXIMUM_ATTEMPTS_REACHED' }, { attempt: 3 }),
   );
   assert.match(
     line,
@@ -173,12 +170,14 @@ test('a heartbeat timeout says what blocks heartbeats and which settings to chan
 
 test('a stage whose kind the worker lacks says to set TEMPERED_PLUGINS on the workers of its queue', () => {
   const line = stageLine(
-    failed({
-      message: 'Activity function filter is not registered on this Worker, available activities: ["ingest","train"]',
-      type: 'NotFoundError',
-      retryState: 'MAXIMUM_ATTEMPTS_REACHED',
-      attempts: 3,
-    }),
+    failed(
+      {
+        message: 'Activity function filter is not registered on this Worker, available activities: ["ingest","train"]',
+        type: 'NotFoundError',
+        retryState: 'MAXIMUM_ATTEMPTS_REACHED',
+      },
+      { attempt: 3 },
+    ),
   );
   assert.match(line, /\(gave up after 3 attempts\) {2}Activity function filter is not registered/);
   assert.match(

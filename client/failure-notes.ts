@@ -13,7 +13,7 @@ import type { StageStatus } from '../workflows/types.ts';
 export function retryNote(s: StageStatus): string | undefined {
   const e = s.error;
   if (!e) return undefined;
-  const attempts = e.attempts ?? s.attempt;
+  const attempts = s.attempt;
   const after = attempts && attempts > 1 ? ` after attempt ${attempts}` : '';
   const why = e.type === 'InputError' ? 'input error' : `non-retryable ${e.type ?? 'error'}`;
   switch (e.retryState) {

@@ -334,7 +334,6 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
         ...(typeof details?.hint === 'string' ? { hint: details.hint } : {}),
         ...(typeof details?.code === 'string' ? { code: details.code } : {}),
         ...(retryState ? { retryState } : {}),
-        ...(st.attempt ? { attempts: st.attempt } : {}),
       };
     } else st.state = 'cancelled';
   }

@@ -90,11 +90,10 @@ function stageActivity(stage: PlannedStage, defaultQueue: string | undefined): S
 }
 
 /**
- * A failed stage's error for its status. `maximumAttempts`: the stage's retry limit, which is how many
- * attempts ran when Temporal says it was reached (the workflow learns no attempt count otherwise). Reads
- * the failure only: no command is issued, so runs recorded before replay the same.
+ * A failed stage's error for its status, with how its retries ended. Reads the failure only: no command
+ * is issued, so runs recorded before replay the same.
  */
-function failureInfo(err: unknown, stageId: string, maximumAttempts: number): StageStatus['error'] {
+function failureInfo(err: unknown, stageId: string): StageStatus['error'] {
   // ActivityFailure wraps the activity's own failure in `cause`, and says how its retries ended.
   const outer = err as { name?: string; retryState?: unknown; activityId?: unknown } | undefined;
   const fromStage = outer?.name === 'ActivityFailure' && outer.activityId === `stage-${stageId}`;
@@ -108,10 +107,7 @@ function failureInfo(err: unknown, stageId: string, maximumAttempts: number): St
   const details = e?.details?.[0] as { hint?: unknown; code?: unknown } | undefined;
   if (typeof details?.hint === 'string') info.hint = details.hint;
   if (typeof details?.code === 'string') info.code = details.code;
-  if (fromStage && typeof outer.retryState === 'string') {
-    info.retryState = outer.retryState.replace(/^RETRY_STATE_/, '');
-    if (info.retryState === 'MAXIMUM_ATTEMPTS_REACHED' && maximumAttempts > 0) info.attempts = maximumAttempts;
-  }
+  if (fromStage && typeof outer.retryState === 'string') info.retryState = outer.retryState.replace(/^RETRY_STATE_/, '');
   return info;
 }
 
@@ -190,8 +186,9 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         st.state = 'cancelled';
       } else {
         st.state = 'failed';
-        st.error = failureInfo(err, stage.id, stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts);
-        if (st.error?.attempts) st.attempt = st.error.attempts;
+        st.error = failureInfo(err, stage.id);
+        // The workflow learns no attempt count of a failure; when the limit was reached, it is the limit.
+        if (st.error?.retryState === 'MAXIMUM_ATTEMPTS_REACHED') st.attempt = stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts;
         if (failFast) {
           stopping = true;
           for (const [id, scope] of scopes) if (id !== stage.id) scope.cancel();

@@ -103,8 +103,6 @@ export interface StageStatus {
      * 'MAXIMUM_ATTEMPTS_REACHED', 'NON_RETRYABLE_FAILURE', 'TIMEOUT', … Absent in runs recorded before it was kept.
      */
     retryState?: string;
-    /** How many attempts ran, where known (the retry policy's limit when it was reached; the history's last attempt). */
-    attempts?: number;
     /** Set by the client for display (client/failure-notes.ts): how the retries went, and hints Temporal's own messages lack. */
     note?: string;
     moreHints?: string[];
