@@ -6,12 +6,13 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { InputError } from '../src/errors.ts';
+import { loadPluginKinds } from '../src/stages/plugin-kinds.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { ArtifactRef, StageOutputs } from '../src/types.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -479,5 +480,27 @@ describe('stage adapter', () => {
     assert.equal(seen!.path, join(seen!.scratch, '.inputs', input.sha256), 'pruning the cached copy cannot take it');
     assert.equal(existsSync(seen!.scratch), false);
     assert.equal(existsSync(join(store.root, 'sha256', input.sha256.slice(0, 2), input.sha256)), true, 'the cached copy stays');
+  });
+  // The child process loads the plugin's module as written, so the defaults must travel in the config it is sent.
+  it("gives a plugin kind's run its withSchema defaults, inline and in a child process", async () => {
+    const file = join(mkdtempSync(join(root, 'plugin-')), 'limit.mjs');
+    writeFileSync(
+      file,
+      `export function stageKinds() { return [{ kind: 'limit', description: 'd', codeVersion: 'limit-1',
+        withSchema: { type: 'object', properties: { limit: { type: 'integer', default: 7 } } },
+        outputs: { n: { type: 'number' } }, isolation: { module: import.meta.url },
+        async run(cfg) { return { n: cfg.limit }; } }]; }\n`,
+    );
+    const [limit] = await loadPluginKinds([file], new Set(), root);
+    for (const mode of ['inline', 'process'] as const) {
+      const act = stageActivity(limit!, deps({ isolation: { mode, limits: {} } }));
+      const result = (await new MockActivityEnvironment().run(act, request({ kind: 'limit', config: {} }))) as StageResult;
+      assert.equal(result.outputs.n, 7, mode);
+      const given = (await new MockActivityEnvironment().run(
+        act,
+        request({ kind: 'limit', config: { limit: 3 }, cacheKey: 'key-2' }),
+      )) as StageResult;
+      assert.equal(given.outputs.n, 3, `${mode}: a value the file gives is kept`);
+    }
   });
 });

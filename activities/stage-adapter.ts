@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Context, CancelledFailure } from '@temporalio/activity';
 import { InputError, IntegrityError } from '../src/errors.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
+import { configForKind } from '../src/stages/plugin-kinds.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
 import { withTestHooks } from '../src/isolate/test-hooks.ts';
 import { checkStageOutputs } from '../src/stages/output-check.ts';
@@ -159,7 +160,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       // Only a stage that runs needs its scratch folder; a hit returns above without one.
       mkdirSync(workDir, { recursive: true });
       const outputs = inChild
-        ? await runStageInChild(kind, req.config, ctx, isolation.limits)
+        ? await runStageInChild(kind, configForKind(kind, req.config), ctx, isolation.limits)
         : await kind.run(req.config, kind.isolation ? withTestHooks(ctx) : ctx);
       if (actx.cancellationSignal.aborted) throw new CancelledFailure('stage cancelled');
       await checkStageOutputs(kind, outputs, deps.store);

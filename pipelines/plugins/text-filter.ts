@@ -22,7 +22,8 @@ import {
 
 interface Config {
   table: ArtifactRef;
-  column?: string;
+  /** Filled in from the schema's `default` when the file leaves it out. */
+  column: string;
   minChars?: number;
   dropPattern?: string;
 }
@@ -39,7 +40,7 @@ export const textFilter: StageKind<Config> = {
     required: ['table'],
     properties: {
       table: { ...artifactRefSchema, takes: ['table'], description: 'the table to filter, e.g. dedupe outputs.table' },
-      column: { type: 'string', description: "the text column; default 'text'" },
+      column: { type: 'string', default: 'text', description: 'the text column' },
       minChars: { type: 'integer', minimum: 0, description: 'drop texts shorter than this many characters' },
       dropPattern: { type: 'string', description: 'drop texts this regular expression matches' },
     },
@@ -60,7 +61,7 @@ export const textFilter: StageKind<Config> = {
     }
   },
   async run(cfg, ctx) {
-    const column = cfg.column ?? 'text';
+    const column = cfg.column;
     const input = await ctx.store.verify(cfg.table);
     const schema = await readArrowSchema(input);
     if (!schema.fields.some((f) => f.name === column))

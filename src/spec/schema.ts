@@ -40,3 +40,30 @@ export function withValidator(kind: string, schema: object): ValidateFunction {
   }
   return v;
 }
+
+// A second instance because useDefaults writes into the data it validates: validate must see the
+// file as written (its errors point at what the file says), a plugin kind's run the defaults filled in.
+const defaultsAjv = new Ajv2020.default({ allErrors: true, strict: false, allowUnionTypes: true, useDefaults: true, ...COMPILE });
+const defaulters = new WeakMap<object, ValidateFunction | null>();
+
+/**
+ * A copy of `config` with the `default` of each field `schema` gives one filled in where the config
+ * leaves it out (ajv's useDefaults: a field of an object the config has, or that a default creates).
+ * `config` itself is not changed; a schema with no `default` gives `config` back as it is.
+ */
+export function withDefaults<T>(kind: string, schema: object, config: T): T {
+  let fill = defaulters.get(schema);
+  if (fill === undefined) {
+    try {
+      fill = JSON.stringify(schema).includes('"default"') ? defaultsAjv.compile(schema) : null;
+    } catch (e) {
+      throw new Error(`stage kind '${kind}' has an invalid withSchema: ${(e as Error).message}`, { cause: e });
+    }
+    defaulters.set(schema, fill);
+  }
+  if (!fill || typeof config !== 'object' || config === null) return config;
+  const copy = structuredClone(config);
+  // Only the filling is wanted: whether the config is valid is validate's question, asked earlier.
+  fill(copy);
+  return copy;
+}

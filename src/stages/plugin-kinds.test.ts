@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { loadPluginKinds } from './plugin-kinds.ts';
+import { configForKind, loadPluginKinds } from './plugin-kinds.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-plugins-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -136,5 +136,36 @@ describe('plugin stage kinds', () => {
       dir,
     );
     assert.deepEqual(fine!.check!({}, {} as never), [{ path: ['x'], message: 'm' }]);
+  });
+  // `default` in withSchema used to be documentation only: a kind read `cfg.column` as undefined.
+  test("every hook of a kind gets its withSchema's defaults filled in; the caller's config is left as it is", async () => {
+    const schema = `{ type: 'object', properties: {
+      column: { type: 'string', default: 'text' },
+      limit: { type: 'integer', default: 10 },
+      filter: { type: 'object', default: {}, properties: { minLength: { type: 'integer', default: 3 } } },
+    } }`;
+    const body = `, check(cfg) { globalThis.seenBy.check = cfg; return []; },
+      async externalInputs(cfg) { globalThis.seenBy.externalInputs = cfg; return []; },
+      async audit(cfg) { globalThis.seenBy.audit = cfg; return {}; },
+      isolation: { module: 'x', device(cfg) { globalThis.seenBy.device = cfg; return 'cpu'; } }`;
+    const source = kindSource('defaults', body)
+      .replace("withSchema: { type: 'object' }", `withSchema: ${schema}`)
+      .replace('async run() {', 'async run(cfg) { globalThis.seenBy.run = cfg;');
+    const [k] = await loadPluginKinds([exporting(source)], BUILTINS, dir);
+    const seenBy: Record<string, unknown> = {};
+    (globalThis as { seenBy?: unknown }).seenBy = seenBy;
+    const config = { limit: 2, extra: 'kept' };
+    await k!.run(config, {} as never);
+    k!.check!(config, {} as never);
+    await k!.externalInputs!(config, {} as never);
+    await k!.audit!(config, {}, {} as never);
+    k!.isolation!.device!(config);
+    const filled = { limit: 2, extra: 'kept', column: 'text', filter: { minLength: 3 } };
+    assert.deepEqual(seenBy, { run: filled, check: filled, externalInputs: filled, audit: filled, device: filled });
+    assert.deepEqual(config, { limit: 2, extra: 'kept' }, 'the caller keeps the config as the file wrote it');
+    // A stage run in a child process gets its config filled before it is sent: the child loads the module as written.
+    assert.deepEqual(configForKind(k!, config), filled);
+    const builtin = { ...k!, kind: 'split' };
+    assert.equal(configForKind(builtin, config), config, "a built-in kind's code applies its own defaults");
   });
 });

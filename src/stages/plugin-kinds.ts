@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { InputError } from '../errors.ts';
 import type { AnyStageKind } from './types.ts';
 import type { KindIssue } from '../spec/types.ts';
-import { withValidator } from '../spec/schema.ts';
+import { withDefaults, withValidator } from '../spec/schema.ts';
 
 export const PLUGINS_VAR = 'TEMPERED_PLUGINS';
 const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
@@ -90,6 +90,7 @@ export async function loadPluginKinds(
         );
       try {
         withValidator(kind.kind, kind.withSchema);
+        withDefaults(kind.kind, kind.withSchema, {});
       } catch (e) {
         throw fail((e as Error).message, "withSchema must be a JSON Schema (draft 2020-12) of the stage's with");
       }
@@ -109,6 +110,22 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
   const loaded = Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
     codeVersion: `${kind.codeVersion}+file.${hash}`,
   });
+  loadedPlugins.add(loaded);
+  // Every hook that reads the config sees the withSchema's defaults filled in, as run does.
+  const filled = <T>(config: T): T => withDefaults(kind.kind, kind.withSchema, config);
+  loaded.run = (config, ctx) => kind.run.call(kind, filled(config), ctx);
+  if (kind.externalInputs) {
+    const externalInputs = kind.externalInputs;
+    loaded.externalInputs = (config, ctx) => externalInputs.call(kind, filled(config), ctx);
+  }
+  if (kind.audit) {
+    const audit = kind.audit;
+    loaded.audit = (config, outputs, ctx) => audit.call(kind, filled(config), outputs, ctx);
+  }
+  if (kind.isolation?.device) {
+    const device = kind.isolation.device;
+    loaded.isolation = { ...kind.isolation, device: (config) => device.call(kind.isolation, filled(config)) };
+  }
   const check = kind.check;
   if (check) {
     const where = `${PLUGINS_VAR}: ${module}: stage kind '${kind.kind}'`;
@@ -117,7 +134,7 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
     loaded.check = (config, ctx) => {
       let issues: unknown;
       try {
-        issues = check.call(kind, config, ctx);
+        issues = check.call(kind, filled(config), ctx);
       } catch (e) {
         throw new InputError(`${where}: check() threw: ${(e as Error)?.message ?? String(e)}`, { hint });
       }
@@ -126,6 +143,18 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
     };
   }
   return loaded;
+}
+
+const loadedPlugins = new WeakSet<AnyStageKind>();
+
+/**
+ * The config a plugin kind's code gets: its withSchema's defaults filled in. The loaded kind's hooks do
+ * this themselves; a stage run in a child process needs it done before the config is sent, since the
+ * child loads the plugin's module as written. A built-in kind's config is given as it is: its code
+ * applies its own defaults.
+ */
+export function configForKind<T>(kind: AnyStageKind, config: T): T {
+  return loadedPlugins.has(kind) ? withDefaults(kind.kind, kind.withSchema, config) : config;
 }
 
 function describe(v: unknown): string {
