@@ -42,6 +42,15 @@ describe('tempered CLI', () => {
     assert.match(r.stdout, /ok: pipeline 'tiny', 2 stages in order ingest → split/);
   });
 
+  // The plan said `cache: true` for register and deploy, whose outputs are never reused.
+  it('validate --json prints the plan as it runs: a stage of a kind that acts on every run is not cached', async () => {
+    const r = await runCli(['validate', '--json', 'pipelines/sms-spam.yaml'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const { plan } = JSON.parse(r.stdout) as { plan: { stages: { id: string; cache: boolean }[] } };
+    const cache = Object.fromEntries(plan.stages.map((s) => [s.id, s.cache]));
+    assert.deepEqual(cache, { ingest: true, dedupe: true, split: true, train: true, evaluate: true, register: false, deploy: false });
+  });
+
   it('validate reports every error with file:line:column, a hint, exit code 2 and no stack trace', async () => {
     const r = await runCli(['validate', join(FIX, 'bad-pipeline.yaml')], env);
     assert.equal(r.code, 2);

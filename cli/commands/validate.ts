@@ -4,6 +4,7 @@
  */
 import { formatSpecErrors, loadSpec, parseParamOverrides } from '../../src/spec/index.ts';
 import type { KindRegistry, PlannedPipeline } from '../../src/spec/types.ts';
+import type { AnyStageKind } from '../../src/stages/types.ts';
 import { kindRegistry, loadStageKinds } from '../../src/stages/stage-kinds.ts';
 import { parse } from '../args.ts';
 import { CliError } from '../errors.ts';
@@ -32,12 +33,22 @@ export async function validateCmd(argv: string[]): Promise<number> {
   const usage = 'tempered validate <file> [--param k=v ...] [--json]';
   const { values, positionals } = parse(argv, { param: { type: 'string', multiple: true }, json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`validate takes one pipeline file\nusage: ${usage}`, 2);
-  const registry = kindRegistry(await loadStageKinds());
-  const plan = await planOrExit({ registry }, positionals[0]!, values.param ?? [], !!values.json);
-  if (values.json) console.log(JSON.stringify({ ok: true, plan }, null, 2));
+  const kinds = await loadStageKinds();
+  const plan = await planOrExit({ registry: kindRegistry(kinds) }, positionals[0]!, values.param ?? [], !!values.json);
+  if (values.json) console.log(JSON.stringify({ ok: true, plan: asRun(plan, kinds) }, null, 2));
   else
     console.log(
       `ok: pipeline '${plan.name}', ${plan.stages.length} stages in order ${plan.stages.map((s) => s.id).join(' → ')} (spec ${plan.specHash.slice(0, 12)})`,
     );
   return 0;
+}
+
+/**
+ * The plan as the workflow runs it: a stage of a kind whose outputs are never reused (register, deploy,
+ * a plugin's side effect) shows `cache: false` whatever the file says, since it acts on every run. The
+ * spec hash is left as planned: folding the kind's answer into the plan itself would change the hash
+ * of every pipeline with such a stage once, and `skipIfUnchanged` schedules would see a change.
+ */
+function asRun(plan: PlannedPipeline, kinds: ReadonlyMap<string, AnyStageKind>): PlannedPipeline {
+  return { ...plan, stages: plan.stages.map((s) => (kinds.get(s.uses)?.cacheable === false ? { ...s, cache: false } : s)) };
 }
