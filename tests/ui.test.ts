@@ -736,6 +736,25 @@ describe('dashboard in a browser', () => {
     }
   });
 
+  // The card showed the error but not whether it was retried: a user could not tell a stage still retrying from one given up.
+  it("says on a failed stage's card how its retries went", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const file = join(dirname(pipelineFile), 'missing-source.yaml');
+    writeFileSync(
+      file,
+      'name: e2e-missing\nstages:\n  ingest:\n    uses: ingest\n    with: { path: nowhere.jsonl, task: classification }\n',
+    );
+    const st = await waitForRun(env.client, await startPipeline(file, {}));
+    assert.equal(st.state, 'failed');
+    const page = await open(`#/run/${st.runId}`);
+    const error = page.locator('[data-stage-card="ingest"] .error');
+    await error.waitFor();
+    assert.equal(await error.getAttribute('data-retry'), 'not retried: input error');
+    assert.match(await error.innerText(), /^InputError: .*nowhere\.jsonl.* \(not retried: input error\)/);
+    assert.equal(await page.getAttribute('.node[data-stage="ingest"]', 'data-state'), 'failed');
+    await page.context().close();
+  });
+
   it('says in the version diff which version production.* were measured against, and gives no deltas across different ones', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const reg = await openRegistry(join(env.dir, 'registry.db'));
