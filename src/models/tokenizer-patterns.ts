@@ -7,6 +7,7 @@
  * library compiles it and analysed by regex-safety.ts; a pattern that can backtrack exponentially or
  * polynomially is refused with an InputError naming the file and the pattern's JSON path.
  */
+import { createHash } from 'node:crypto';
 import * as tokenizers from '@huggingface/tokenizers';
 import { InputError } from '../errors.ts';
 import { CheckBudget, regexVerdict, type RegexVerdict } from './regex-safety.ts';
@@ -79,15 +80,22 @@ function explain(v: Exclude<RegexVerdict, { kind: 'safe' }>): string {
 const quote = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 117)}...` : s);
 
 /**
- * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly. `budget`:
- * the checker's work for the whole file (checkTokenizerPatterns passes one for all its patterns).
+ * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly, unless its
+ * hash is in `trusted`. `budget`: the checker's work for the whole file (one for all its patterns).
  */
-function checkPattern(regex: unknown, path: string, file: string, budget = new CheckBudget()): void {
+function checkPattern(regex: unknown, path: string, file: string, budget: CheckBudget, trusted: ReadonlySet<string>): void {
   if (typeof regex === 'string' && KNOWN_SAFE_PATTERNS.has(regex)) return;
-  const fail = (what: string) =>
+  const fail = (what: string, trustable = false) =>
     new InputError(
       `${path} ${what}; JavaScript's regex engine backtracks, so such a pattern can hang tokenization. Use the model's tokenizer.json from a source you trust, or rewrite the pattern so that no repeated part can match the same text in two ways`,
-      { where: file, hint: 'tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)' },
+      {
+        where: file,
+        hint: `tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)${
+          trustable
+            ? `; the check refuses some patterns that are safe: if you have read this one and trust it, set ${TRUST_VAR}=${patternHash(regex as string)} (its sha256; comma-separated for several) on every process that loads this model, the workers and \`tempered serve\``
+            : ''
+        }`,
+      },
     );
   if (typeof regex !== 'string') throw fail(`is ${regex === null ? 'null' : typeof regex}, not a string`);
   if (regex.length > MAX_PATTERN_CHARS)
@@ -102,10 +110,33 @@ function checkPattern(regex: unknown, path: string, file: string, budget = new C
   } catch (e) {
     throw new InputError(`${path} ${quote(regex)} is not a valid pattern: ${(e as Error).message}`, { where: file, cause: e });
   }
-  if (re === null) return;
+  if (re === null || trusted.has(patternHash(regex))) return;
   const v = regexVerdict(re, budget);
-  if (v.kind !== 'safe') throw fail(`${quote(regex)} ${explain(v)}`);
+  if (v.kind !== 'safe') throw fail(`${quote(regex)} ${explain(v)}`, true);
 }
+
+/**
+ * Patterns a person vouches for, by the sha256 of their text: the analysis is sound, not complete, so a
+ * safe pattern it cannot prove safe would otherwise keep its model out for good. The hash names one
+ * exact pattern, wherever it is found, and nothing like it.
+ */
+export const TRUST_VAR = 'TEMPERED_TRUSTED_PATTERNS';
+
+export function trustedPatterns(env: NodeJS.ProcessEnv = process.env): ReadonlySet<string> {
+  const hashes = (env[TRUST_VAR] ?? '')
+    .split(',')
+    .map((h) => h.trim().toLowerCase())
+    .filter(Boolean);
+  // A shortened or mistyped hash would trust nothing, silently, and the model would stay refused for no reason given.
+  const bad = hashes.find((h) => !/^[0-9a-f]{64}$/.test(h));
+  if (bad !== undefined)
+    throw new InputError(`${TRUST_VAR}: '${bad}' is not a sha256 (64 hex digits)`, {
+      hint: "copy the whole hash from the refusal's hint; separate several with commas",
+    });
+  return new Set(hashes);
+}
+
+const patternHash = (regex: string) => createHash('sha256').update(regex, 'utf8').digest('hex');
 
 /** Objects nested deeper than this are refused (real tokenizer.json files nest 4 levels). */
 const MAX_DEPTH = 64;
@@ -116,6 +147,7 @@ const MAX_DEPTH = 64;
  */
 export function checkTokenizerPatterns(tokenizerJson: Record<string, unknown>, file: string): void {
   const budget = new CheckBudget();
+  const trusted = trustedPatterns();
   let patterns = 0;
   const walk = (v: unknown, path: string, depth: number) => {
     if (typeof v !== 'object' || v === null) return;
@@ -134,7 +166,7 @@ export function checkTokenizerPatterns(tokenizerJson: Record<string, unknown>, f
               hint: 'tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)',
             },
           );
-        checkPattern(x, `${path}.Regex`, file, budget);
+        checkPattern(x, `${path}.Regex`, file, budget, trusted);
       } else walk(x, `${path}.${k}`, depth + 1);
     }
   };

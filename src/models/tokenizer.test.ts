@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -291,6 +292,39 @@ test('normalizer and decoder Replace patterns are checked too', () => {
   refused(bpeWith({ decoder: replace('(x+x+)+y') }), 'decoder.pattern.Regex', /exponential/);
   // A String pattern is a literal: nothing to backtrack.
   loadFrom(bpeWith({ normalizer: { type: 'Replace', pattern: { String: '(a+)+$' }, content: '' } }));
+});
+
+// The analysis is sound, not complete: a safe pattern it cannot prove safe kept its model out, with no way round.
+test('a refused pattern a person trusts by its sha256 (TEMPERED_TRUSTED_PATTERNS) loads; another hash, or a shortened one, does not', () => {
+  const pattern = '\\s*\\s*\\s*$';
+  const tokenizer = bpeWith({ pre_tokenizer: split(pattern) });
+  const hash = createHash('sha256').update(pattern).digest('hex');
+  const hint = (() => {
+    try {
+      loadFrom(tokenizer);
+    } catch (e) {
+      return (e as InputError).hint ?? '';
+    }
+    return '';
+  })();
+  assert.ok(hint.includes(`TEMPERED_TRUSTED_PATTERNS=${hash}`), `the refusal says how to trust it: ${hint}`);
+  const withTrust = <T>(value: string, fn: () => T): T => {
+    process.env.TEMPERED_TRUSTED_PATTERNS = value;
+    try {
+      return fn();
+    } finally {
+      delete process.env.TEMPERED_TRUSTED_PATTERNS;
+    }
+  };
+  withTrust(`${'0'.repeat(64)}, ${hash.toUpperCase()}`, () => assert.ok(loadFrom(tokenizer).encode('a  b').inputIds.length > 0));
+  withTrust('1'.repeat(64), () => refused(tokenizer, 'pre_tokenizer.pattern.Regex', /polynomial time/));
+  withTrust(hash.slice(0, 12), () =>
+    assert.throws(() => loadFrom(tokenizer), /TEMPERED_TRUSTED_PATTERNS: '[0-9a-f]{12}' is not a sha256 \(64 hex digits\)/),
+  );
+  // Trust skips the backtracking analysis only: a pattern that does not compile is still an error.
+  withTrust(createHash('sha256').update('(a').digest('hex'), () =>
+    assert.throws(() => loadFrom(bpeWith({ pre_tokenizer: split('(a') })), /is not a valid pattern/),
+  );
 });
 
 test('polynomial patterns (\\s*\\s*\\s*$, .*.*=) and patterns beyond the checker are refused', () => {
