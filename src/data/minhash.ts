@@ -313,14 +313,7 @@ export class LshIndex {
    * bucket's chain. Then inserts `id` where needed.
    */
   insert(sig: Signatures, id: number, visit: (other: number) => boolean): void {
-    const need = (id + 1) * this.bands;
-    if (need > this.next.length) {
-      let cap = this.next.length * 2;
-      while (cap < need) cap *= 2;
-      const n = new Int32Array(cap);
-      n.set(this.next);
-      this.next = n;
-    }
+    this.room(id);
     for (let b = 0; b < this.bands; b++) {
       const key = this.bandKey(sig, id, b);
       const table = this.tables[b];
@@ -333,6 +326,38 @@ export class LshIndex {
         this.next[id * this.bands + b] = head;
         table.set(key, id);
       }
+    }
+  }
+  /** Indexes `id` in every band without visiting the ids already there (an index that is only queried later). */
+  add(sig: Signatures, id: number): void {
+    this.room(id);
+    for (let b = 0; b < this.bands; b++) {
+      const key = this.bandKey(sig, id, b);
+      const table = this.tables[b];
+      this.next[id * this.bands + b] = table.get(key);
+      table.set(key, id);
+    }
+  }
+
+  /**
+   * Calls `visit(other)` for indexed ids sharing a bucket with the signature at `id` (not indexed itself), band by
+   * band, until it returns true; an id in several of those buckets is visited once per bucket. True when one did.
+   */
+  query(sig: Signatures, id: number, visit: (other: number) => boolean): boolean {
+    for (let b = 0; b < this.bands; b++) {
+      for (let o = this.tables[b].get(this.bandKey(sig, id, b)); o !== -1; o = this.next[o * this.bands + b]) if (visit(o)) return true;
+    }
+    return false;
+  }
+
+  private room(id: number): void {
+    const need = (id + 1) * this.bands;
+    if (need > this.next.length) {
+      let cap = this.next.length * 2;
+      while (cap < need) cap *= 2;
+      const n = new Int32Array(cap);
+      n.set(this.next);
+      this.next = n;
     }
   }
 }

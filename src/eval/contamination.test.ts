@@ -42,3 +42,46 @@ test("dedupe's normalisation steps can be switched off", () => {
   assert.equal(seen.has(['hello world']), false);
   assert.equal(seen.has(['Hello   world']), true);
 });
+
+// A retrain on new data: a rephrased copy of a training row was scored as unseen, which flatters production.
+test("a near duplicate of a training input (dedupe's defaults: word 3-shingles, Jaccard ≥ 0.8) is seen, as near", () => {
+  const long = 'Congratulations you have won a free ticket to the Bahamas, call now to claim your prize before it expires tonight';
+  const seen = new SeenInputs();
+  seen.add([long]);
+  seen.add(['Are we still meeting for lunch tomorrow at noon near the station']);
+  assert.equal(seen.seenAs([long.toUpperCase()]), 'exact');
+  const oneWordChanged = long.replace('tonight', 'tomorrow');
+  assert.equal(seen.seenAs([oneWordChanged]), 'near');
+  assert.equal(seen.has([oneWordChanged]), true);
+  for (const other of [
+    'Congratulations you have won a free ticket, call now',
+    'Are we still meeting for dinner tonight at eight near the old station',
+    'something else entirely',
+    '',
+  ])
+    assert.equal(seen.seenAs([other]), undefined, other);
+  assert.deepEqual(seen.nearSettings && [seen.nearSettings.shingle, seen.nearSettings.size, seen.nearSettings.threshold], ['word', 3, 0.8]);
+  const exactOnly = new SeenInputs({}, null);
+  exactOnly.add([long]);
+  assert.equal(exactOnly.seenAs([oneWordChanged]), undefined, 'near duplicates off');
+  assert.equal(exactOnly.nearSettings, null);
+});
+
+test('near duplicates are found among many training rows, and the same inputs give the same answers', () => {
+  // Each row's words carry its number: a probe is near row i only when built from row i's words (one word added).
+  const words = (i: number) => Array.from({ length: 14 }, (_, j) => `w${(i * 7 + j * j * 13) % 50}r${i}`).join(' ');
+  const build = () => {
+    const seen = new SeenInputs();
+    for (let i = 0; i < 2000; i++) seen.add([words(i)]);
+    return seen;
+  };
+  const a = build();
+  const probes = Array.from({ length: 200 }, (_, i) => (i % 2 ? `${words(i * 9)} extra` : `${words(5000 + i)}`));
+  const answers = probes.map((p) => a.seenAs([p]));
+  for (let i = 0; i < probes.length; i++) assert.equal(answers[i], i % 2 ? 'near' : undefined, probes[i]);
+  const b = build();
+  assert.deepEqual(
+    probes.map((p) => b.seenAs([p])),
+    answers,
+  );
+});

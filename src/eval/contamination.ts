@@ -2,14 +2,19 @@
  * Which test rows a model was trained on: the task input of every training row (the text of a classification row,
  * text_a + text_b of a pair, the prompt of an instruction row), normalised as dedupe normalises by default (NFKC,
  * case fold, whitespace, zero-width characters: src/data/normalize.ts) and kept as a 53-bit hash, against which test
- * rows are looked up. Pure: the evaluate stage reads the tables.
+ * rows are looked up. A test row is also seen when it is a near duplicate of a training input as dedupe's defaults
+ * find them (MinHash of word 3-shingles, estimated Jaccard ≥ 0.8): a rephrased or re-punctuated copy of a training
+ * row, which dedupe would have merged into it had both been in one table. Pure: the evaluate stage reads the tables.
  *
- * Hashes, not texts, so a training split of millions of long documents costs a few dozen bytes a row. Two different
- * inputs share a key with odds of about n²/2^54 (about 6e-5 at a million rows), and a collision can only count a
- * clean test row as seen (it is left out of a comparison, never let into one).
+ * Hashes, not texts, so a training split of millions of long documents costs a few dozen bytes a row, plus the
+ * near-duplicate signature (256 bytes a row, as dedupe's). Two different inputs share a key with odds of about
+ * n²/2^54 (about 6e-5 at a million rows), and a collision can only count a clean test row as seen (it is left out of
+ * a comparison, never let into one); so can a near-duplicate estimate that errs high.
  */
 import { TASK_COLUMNS, type Task } from '../data/config.ts';
-import { hashString32 } from '../data/minhash.ts';
+import { resolveNear, type ResolvedNear } from '../data/dedupe-config.ts';
+import { Growable } from '../data/growable.ts';
+import { estimateJaccard, hashString32, LshIndex, MinHasher, shingleHashesScratch } from '../data/minhash.ts';
 import { makeNormalizer, type NormalizeOptions } from '../data/normalize.ts';
 
 /** The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`. */
@@ -22,41 +27,95 @@ function key53(s: string): number {
   return hashString32(s, 0x2545f491) * 2097152 + (hashString32(s, 0x6a09e667) >>> 11);
 }
 
+/** How a test row's input matched a training row's: the same after normalisation, or a near duplicate of one. */
+export type SeenAs = 'exact' | 'near';
+
 /** The normalised task inputs of a model's training rows. */
 export class SeenInputs {
   private readonly keys = new Set<number>();
   private readonly normalize: (s: string) => string;
+  private readonly near: { cfg: ResolvedNear; hasher: MinHasher; lsh: LshIndex; sigs: Growable<Uint16Array>; count: number } | null;
 
-  /** `normalize`: dedupe's steps (default all on, as dedupe's default). */
-  constructor(normalize: NormalizeOptions = {}) {
+  /**
+   * `normalize`: dedupe's steps (default all on, as dedupe's default). `near`: the near-duplicate settings, dedupe's
+   * defaults unless given; null for exact inputs only.
+   */
+  constructor(normalize: NormalizeOptions = {}, near: ResolvedNear | null = resolveNear(undefined)) {
     this.normalize = makeNormalizer(normalize);
+    this.near = near && {
+      cfg: near,
+      hasher: new MinHasher(near.numPerm, near.seed),
+      lsh: new LshIndex(near.bands, near.rows, near.numPerm),
+      sigs: new Growable<Uint16Array>(Uint16Array, near.numPerm * 1024),
+      count: 0,
+    };
   }
 
-  /** A row's key: its input columns' normalised texts, joined as dedupe joins them; undefined when one is missing. */
-  private key(values: readonly (string | null | undefined)[]): number | undefined {
+  /** A row's input columns' normalised texts, joined as dedupe joins them; undefined when one is missing. */
+  private text(values: readonly (string | null | undefined)[]): string | undefined {
     let k = '';
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
       if (typeof v !== 'string') return undefined;
       k += (i ? '\u0000' : '') + this.normalize(v);
     }
-    return key53(k);
+    return k;
+  }
+
+  /**
+   * The signature of `text` written at id `near.count`, the slot after the last indexed one: indexed there by add, or
+   * only looked up from there by seenAs. False for a text of empty columns, which has no shingles to compare.
+   */
+  private sign(text: string, columns: number): boolean {
+    const near = this.near!;
+    if (text.length <= columns - 1) return false;
+    near.sigs.reserve(near.cfg.numPerm);
+    near.hasher.signature(shingleHashesScratch(text, near.cfg.shingle, near.cfg.size), near.sigs.data, near.count * near.cfg.numPerm);
+    return true;
   }
 
   /** Records a training row's input (one value per input column, in order). A row with a missing value adds nothing. */
   add(values: readonly (string | null | undefined)[]): void {
-    const k = this.key(values);
-    if (k !== undefined) this.keys.add(k);
+    const text = this.text(values);
+    if (text === undefined) return;
+    const k = key53(text);
+    if (this.keys.has(k)) return;
+    this.keys.add(k);
+    if (this.near && this.sign(text, values.length)) {
+      this.near.lsh.add(this.near.sigs.data, this.near.count);
+      this.near.count++;
+      this.near.sigs.length += this.near.cfg.numPerm;
+    }
   }
 
-  /** Whether a test row's input (same columns, same order) is, after normalisation, a training row's input. */
+  /** How a test row's input (same columns, same order) matches a training row's input, or undefined when it does not. */
+  seenAs(values: readonly (string | null | undefined)[]): SeenAs | undefined {
+    const text = this.text(values);
+    if (text === undefined) return undefined;
+    if (this.keys.has(key53(text))) return 'exact';
+    const near = this.near;
+    if (!near || !this.sign(text, values.length)) return undefined;
+    const { numPerm, threshold } = near.cfg;
+    const found = near.lsh.query(
+      near.sigs.data,
+      near.count,
+      (other) => estimateJaccard(near.sigs.data, other, near.count, numPerm) >= threshold,
+    );
+    return found ? 'near' : undefined;
+  }
+
+  /** Whether a test row's input is, after normalisation, a training row's input or a near duplicate of one. */
   has(values: readonly (string | null | undefined)[]): boolean {
-    const k = this.key(values);
-    return k !== undefined && this.keys.has(k);
+    return this.seenAs(values) !== undefined;
   }
 
   /** Distinct inputs recorded. */
   get size(): number {
     return this.keys.size;
+  }
+
+  /** The near-duplicate settings, or null when only exact inputs count. */
+  get nearSettings(): ResolvedNear | null {
+    return this.near?.cfg ?? null;
   }
 }

@@ -157,6 +157,8 @@ test('causal LM: production is scored only on the test rows it was not trained o
     columns: ['prompt'],
     rows: 16,
     contaminated_rows: 16,
+    near_duplicate_rows: 0,
+    near_duplicates: { shingles: '3 words', estimated_jaccard_at_least: 0.8 },
   });
   assert.ok(
     logs.some((m) =>
@@ -270,7 +272,7 @@ test('causal LM: a production version whose training data cannot be read is scor
   }
 });
 
-test('classifier: production is scored on the test rows whose text, normalised as dedupe does, it was not trained on', async () => {
+test('classifier: production is scored on the test rows whose text, normalised as dedupe does, it was not trained on, nor a near duplicate of it', async () => {
   const { store, ctx, read, promote } = setup('cls');
   const modelDir = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
   const labels = ['negative', 'positive'];
@@ -311,8 +313,14 @@ test('classifier: production is scored on the test rows whose text, normalised a
     ]!,
     label: r.label,
   }));
+  // And 2 near duplicates of its training texts (a word added), as dedupe's defaults would find them.
+  const near = trainTexts
+    .filter((r) => r.text.split(' ').length >= 12)
+    .slice(0, 2)
+    .map((r) => ({ text: `${r.text} indeed`, label: r.label }));
+  assert.equal(near.length, 2);
   const unseen = syntheticRows(20, 9).filter((r) => !trainTexts.some((t) => t.text === r.text));
-  const rows = [...seen, ...unseen];
+  const rows = [...seen, ...near, ...unseen];
   const test = await store.putFile(writeTextTable(join(root, 'cls-test.arrow'), rows), { mediaType: ARROW });
   const freshOnly = await store.putFile(writeTextTable(join(root, 'cls-fresh.arrow'), unseen), { mediaType: ARROW });
   const evaluate = async (model: ArtifactRef, t: ArtifactRef, more: Record<string, unknown> = {}) =>
@@ -321,7 +329,7 @@ test('classifier: production is scored on the test rows whose text, normalised a
   const metrics = await evaluate(cand, test, { production: { name: 'sentiment' } });
   const p = metrics.production;
   assert.equal(metrics.n, rows.length, "the candidate's own scores are over every test row");
-  assert.deepEqual([p.rows, p.contaminated_rows, p.decontaminated], [unseen.length, 10, true]);
+  assert.deepEqual([p.rows, p.contaminated_rows, p.decontaminated], [unseen.length, 12, true]);
   assert.deepEqual(scores(p), await evaluate(prod, freshOnly));
   assert.deepEqual(p.candidate, await evaluate(cand, freshOnly));
   assert.equal(p.n, unseen.length);

@@ -129,7 +129,8 @@ interface ProductionRows {
 
 /**
  * Production's rows: the first maxRows test rows (all without maxRows) whose input (classifier: `text`; causal LM:
- * `prompt`), normalised as dedupe normalises, is not the input of a row of its `train` lineage data. Without that
+ * `prompt`), normalised as dedupe normalises, is neither the input of a row of its `train` lineage data nor a near
+ * duplicate of one (as dedupe's defaults find them: src/eval/contamination.ts). Without that
  * data (registered without lineage, or no longer in the store) it is scored on the fine-tuned model's test rows, as
  * before, and the report, the log and `production.decontaminated` (false) say so.
  */
@@ -160,7 +161,7 @@ async function productionRows(
   const at = new Map(clean.testRows.map((r, i) => [r, i]));
   if (clean.contaminated > 0)
     ctx.log(
-      `${prod.label}: ${clean.contaminated} test rows are in its training data and left out; it is scored on ${clean.rows} rows it was not trained on` +
+      `${prod.label}: ${clean.contaminated} test rows are in its training data${clean.near ? ` (${clean.near} of them as near duplicates)` : ''} and left out; it is scored on ${clean.rows} rows it was not trained on` +
         (cfg.maxRows !== undefined ? ` (the first ${cfg.maxRows} such rows of the test split)` : ''),
     );
   return {
@@ -176,8 +177,16 @@ async function productionRows(
       columns,
       rows: clean.rows,
       contaminated_rows: clean.contaminated,
+      near_duplicate_rows: clean.near,
+      near_duplicates: nearSettings(training.seen),
     },
   };
+}
+
+/** How near a test row's input must be to a training row's to count as seen, for the report. */
+function nearSettings(seen: { nearSettings: { shingle: string; size: number; threshold: number } | null }) {
+  const n = seen.nearSettings;
+  return n ? { shingles: `${n.size} ${n.shingle === 'word' ? 'words' : 'characters'}`, estimated_jaccard_at_least: n.threshold } : null;
 }
 
 /** What gates see of the rows production was scored on (production.rows, .contaminated_rows, .decontaminated). */
@@ -211,7 +220,7 @@ export const evaluateStage: StageKind<Config> = {
   description:
     'classifiers: accuracy, per-class and macro/micro P/R/F1 and confusion matrix; causal LMs: response loss, perplexity and (generation) exact_match, rouge_l, chrf; on the test split, against baselines',
   // 3: production scored on the test rows it was not trained on; production.rows, .contaminated_rows, .decontaminated, .candidate.
-  codeVersion: 'evaluate-3',
+  codeVersion: 'evaluate-4',
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
   isolation: { module: import.meta.url },
   withSchema: {

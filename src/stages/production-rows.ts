@@ -82,14 +82,16 @@ export async function productionTraining(
 export interface CleanRows {
   /** Rows written to `output`: the first `maxRows` (all without it) test rows production was not trained on. */
   rows: number;
-  /** Test rows left out on the way (their input is one of production's training inputs). */
+  /** Test rows left out on the way (their input is one of production's training inputs, or a near duplicate of one). */
   contaminated: number;
+  /** Of those, the ones left out as near duplicates (not the same input after normalisation). */
+  near: number;
   /** The test row each written row is, in order. */
   testRows: number[];
 }
 
 /**
- * Writes the first `maxRows` test rows (all without maxRows) whose input `seen` does not hold to `output`, in the
+ * Writes the first `maxRows` test rows (all without maxRows) whose input `seen` does not hold, nor a near duplicate of it, to `output`, in the
  * test split's order, same columns. Reads the test split no further than it needs.
  */
 export async function writeCleanRows(
@@ -109,6 +111,7 @@ export async function writeCleanRows(
   const w = new ArrowTableWriter(output, schema);
   const testRows: number[] = [];
   let contaminated = 0;
+  let near = 0;
   let row = 0;
   try {
     for await (const b of readArrowBatches(test)) {
@@ -118,8 +121,11 @@ export async function writeCleanRows(
       const keep: number[] = [];
       for (let i = 0; i < b.numRows && testRows.length < limit; i++, row++) {
         for (let c = 0; c < cols.length; c++) values[c] = cols[c]![i]!;
-        if (seen.has(values)) contaminated++;
-        else {
+        const as = seen.seenAs(values);
+        if (as) {
+          contaminated++;
+          if (as === 'near') near++;
+        } else {
           keep.push(i);
           testRows.push(row);
         }
@@ -127,7 +133,7 @@ export async function writeCleanRows(
       if (keep.length === b.numRows) w.writeRecordBatch(b);
       else if (keep.length) w.writeRecordBatch(takeRows(b, keep, w.schema));
     }
-    return { rows: w.close().rows, contaminated, testRows };
+    return { rows: w.close().rows, contaminated, near, testRows };
   } catch (e) {
     w.abort();
     throw e;
