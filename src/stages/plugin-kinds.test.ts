@@ -46,6 +46,14 @@ describe('plugin stage kinds', () => {
     assert.notEqual(edited!.codeVersion, first!.codeVersion);
   });
 
+  // The hash was of the bytes read before the import: an edit saved during the import put one code's outputs under the other's key.
+  test('a module file that changes while it is loaded is refused, not hashed as the code that did not run', async () => {
+    const file = plugin(
+      `import { appendFileSync } from 'node:fs';\nappendFileSync(new URL(import.meta.url), '// saved again\\n');\nexport function stageKinds() { return [${kindSource('racy')}]; }\n`,
+    );
+    await refused([file], /^TEMPERED_PLUGINS: p\d+\.mjs: the module file changed while it was loaded$/, /run the command again/);
+  });
+
   test('a module that is not there, a folder, or one that does not load, names the variable and the module', async () => {
     await refused(
       ['my/nope.ts'],

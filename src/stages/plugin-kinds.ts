@@ -71,6 +71,15 @@ export async function loadPluginKinds(
       throw fail(`stageKinds() threw: ${(e as Error).message}`, 'stageKinds() must return the kinds without failing');
     }
     if (!Array.isArray(kinds)) throw fail(`stageKinds() returned ${describe(kinds)}, not an array of stage kinds`, 'return [kindA, kindB]');
+    // The file is read again after its import: an edit saved in between would put the old code's outputs under
+    // the new code's cache key (or the reverse). Equal reads on both sides bound the import's read.
+    let after: Buffer | undefined;
+    try {
+      after = readFileSync(abs);
+    } catch {
+      after = undefined;
+    }
+    if (!after?.equals(bytes)) throw fail('the module file changed while it was loaded', 'run the command again once the file is saved');
     const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 12);
     kinds.forEach((k: unknown, i) => {
       const problem = shapeProblem(k);
