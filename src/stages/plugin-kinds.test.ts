@@ -155,6 +155,8 @@ describe('plugin stage kinds', () => {
     const body = `, check(cfg) { globalThis.seenBy.check = cfg; return []; },
       async externalInputs(cfg) { globalThis.seenBy.externalInputs = cfg; return []; },
       async audit(cfg) { globalThis.seenBy.audit = cfg; return {}; },
+      absentOutputs(cfg) { globalThis.seenBy.absentOutputs = cfg; return undefined; },
+      outputShape(output, cfg) { globalThis.seenBy.outputShape = cfg; return undefined; },
       isolation: { module: 'x', device(cfg) { globalThis.seenBy.device = cfg; return 'cpu'; } }`;
     const source = kindSource('defaults', body)
       .replace("withSchema: { type: 'object' }", `withSchema: ${schema}`)
@@ -168,8 +170,18 @@ describe('plugin stage kinds', () => {
     await k!.externalInputs!(config, {} as never);
     await k!.audit!(config, {}, {} as never);
     k!.isolation!.device!(config);
+    k!.absentOutputs!(config, {} as never);
+    k!.outputShape!('rows', config, {} as never);
     const filled = { limit: 2, extra: 'kept', column: 'text', filter: { minLength: 3 } };
-    assert.deepEqual(seenBy, { run: filled, check: filled, externalInputs: filled, audit: filled, device: filled });
+    assert.deepEqual(seenBy, {
+      run: filled,
+      check: filled,
+      externalInputs: filled,
+      audit: filled,
+      device: filled,
+      absentOutputs: filled,
+      outputShape: filled,
+    });
     assert.deepEqual(config, { limit: 2, extra: 'kept' }, 'the caller keeps the config as the file wrote it');
     // A stage run in a child process gets its config filled before it is sent: the child loads the module as written.
     assert.deepEqual(configForKind(k!, config), filled);

@@ -131,6 +131,14 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
     const audit = kind.audit;
     loaded.audit = (config, outputs, ctx) => audit.call(kind, filled(config), outputs, ctx);
   }
+  if (kind.absentOutputs) {
+    const absentOutputs = kind.absentOutputs;
+    loaded.absentOutputs = (config, ctx) => absentOutputs.call(kind, filled(config), ctx);
+  }
+  if (kind.outputShape) {
+    const outputShape = kind.outputShape;
+    loaded.outputShape = (output, config, ctx) => outputShape.call(kind, output, filled(config), ctx);
+  }
   if (kind.isolation?.device) {
     const device = kind.isolation.device;
     loaded.isolation = { ...kind.isolation, device: (config) => device.call(kind.isolation, filled(config)) };
