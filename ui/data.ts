@@ -86,8 +86,10 @@ export interface ProductionComparison {
   sameRows: boolean;
   /** Test rows both were scored on: those production was not trained on (undefined in older metrics). */
   rows?: number;
-  /** Test rows left out because production was trained on their input. */
+  /** Test rows left out because production was trained on their input, or a near duplicate of it. */
   contaminatedRows?: number;
+  /** Of those, the near duplicates (reports since evaluate-4; undefined before). */
+  nearDuplicateRows?: number;
   /** False: production's training data could not be read, so it was scored on every test row (undefined in older metrics). */
   decontaminated?: boolean;
   /** Why it was not decontaminated, as the report says. */
@@ -161,11 +163,13 @@ export function productionComparison(metrics: unknown, report: unknown): Product
         ? contamination.decontaminated
         : undefined;
   const contaminatedRows = finite(prod.contaminated_rows) ?? finite(contamination?.contaminated_rows);
+  const nearDuplicateRows = finite(contamination?.near_duplicate_rows);
   return {
     ...(version !== undefined ? { version } : {}),
     sameRows: candidate !== undefined,
     ...(rows !== undefined ? { rows } : {}),
     ...(contaminatedRows !== undefined ? { contaminatedRows } : {}),
+    ...(nearDuplicateRows !== undefined ? { nearDuplicateRows } : {}),
     ...(decontaminated !== undefined ? { decontaminated } : {}),
     ...(typeof contamination?.reason === 'string' ? { reason: contamination.reason } : {}),
     ...(finite(r?.testRows) !== undefined ? { testRows: finite(r?.testRows) } : {}),

@@ -40,7 +40,7 @@ const prodAll = scored(10, 7);
 const gate = reportToGateMetrics;
 
 const classifier = {
-  /** After evaluate-3: production on the rows it was not trained on, beside the candidate on those rows. */
+  /** After evaluate-4: production on the rows it was not trained on (1 of the 4 left out a near duplicate), beside the candidate on those rows. */
   fresh: {
     metrics: {
       ...gate(main),
@@ -64,6 +64,7 @@ const classifier = {
         columns: ['text'],
         rows: 6,
         contaminated_rows: 4,
+        near_duplicate_rows: 1,
       },
     },
   },
@@ -204,8 +205,8 @@ describe('productionComparison', () => {
   it("puts production beside the candidate on the same rows, with the counts, not beside the candidate's all-row scores", () => {
     const c = productionComparison(classifier.fresh.metrics, classifier.fresh.report)!;
     assert.deepEqual(
-      [c.version, c.sameRows, c.rows, c.contaminatedRows, c.decontaminated, c.testRows, c.scored],
-      ['spam-clf@1', true, 6, 4, true, 10, true],
+      [c.version, c.sameRows, c.rows, c.contaminatedRows, c.nearDuplicateRows, c.decontaminated, c.testRows, c.scored],
+      ['spam-clf@1', true, 6, 4, 1, true, 10, true],
     );
     const acc = c.metrics.find((m) => m.name === 'accuracy')!;
     close(acc.candidate, candFresh.accuracy);
@@ -280,7 +281,10 @@ describe('run page, comparison with production', () => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await open('clf-fresh');
     await page.locator('#versus-production').waitFor();
-    assert.equal(await page.locator('#production-rows').innerText(), 'on 6 test rows production was not trained on; 4 left out');
+    assert.equal(
+      await page.locator('#production-rows').innerText(),
+      'on 6 test rows production was not trained on; 4 left out, 1 of them a near duplicate of a training input',
+    );
     assert.deepEqual(
       [await page.getAttribute('#versus-production', 'data-rows'), await page.getAttribute('#versus-production', 'data-contaminated')],
       ['6', '4'],

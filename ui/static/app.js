@@ -346,13 +346,15 @@ function ConfusionMatrix({ labels, matrix }) {
  */
 function VersusProduction({ c }) {
   const left = c.contaminatedRows ?? 0;
+  const n = c.nearDuplicateRows ?? 0;
+  const near = n ? `, ${n} of them ${n === 1 ? 'a near duplicate of a training input' : 'near duplicates of training inputs'}` : '';
   const who = c.version ? `production (${c.version})` : 'production';
   const rows =
     c.decontaminated === false
       ? `on all ${c.rows ?? c.testRows ?? '?'} test rows: production's training data could not be read, so none were left out`
       : c.scored
-        ? `on ${c.rows} test rows production was not trained on; ${left} left out`
-        : `not scored: production was trained on the input of every test row (${left} left out)`;
+        ? `on ${c.rows} test rows production was not trained on; ${left} left out${near}`
+        : `not scored: production was trained on the input of every test row (${left} left out${near})`;
   return html`<div
     id="versus-production"
     data-version=${c.version}
