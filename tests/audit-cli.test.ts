@@ -81,6 +81,10 @@ test('audit anchors catch a cut tail and a wipe that plain verify cannot see', a
   assert.equal((await runCli(['audit', '--verify', '--allow-empty'], env)).code, 0);
   // Deleted file: with an anchor that is tampering, not "nothing yet".
   rmSync(db);
+  // With --allow-empty and no anchor it is a fresh install's log: empty, which the flag accepts.
+  const fresh = await runCli(['audit', '--verify', '--allow-empty'], env);
+  assert.deepEqual([fresh.code, fresh.stdout.trim()], [0, `audit log intact: 0 records (no audit log at ${db} yet)`], fresh.stderr);
+  assert.equal((await runCli(['audit', '--verify'], env)).code, 1, 'without --allow-empty a missing log is no pass');
   const gone = await runCli(['audit', '--verify', '--anchor', head.stdout.trim()], env);
   assert.equal(gone.code, 1);
   assert.match(gone.stdout, /TAMPERED: no audit log/);

@@ -121,6 +121,12 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
       console.log(`AUDIT LOG TAMPERED: no audit log at ${ctx.paths.auditDb}, but an anchor says it held records`);
       return 1;
     }
+    // A fresh install has no log file yet: with --allow-empty that is the empty log the flag accepts.
+    if (values.verify && values['allow-empty']) {
+      if (values.json) console.log(JSON.stringify({ ok: true, checked: 0 }, null, 2));
+      else console.log(`audit log intact: 0 records (no audit log at ${ctx.paths.auditDb} yet)`);
+      return 0;
+    }
     throw new CliError(`no audit log at ${ctx.paths.auditDb} yet; it is written as runs, models and schedules change${sharingHint(ctx)}`);
   }
   const audit = await openAudit(ctx.paths.auditDb);
