@@ -5,9 +5,10 @@
  *
  *   node --import tsx bench/train.bench.ts [full|lora|both] [steps=5] [threads=1] [rounds=1]
  *
- * When bench/.venv has PyTorch (`python3 -m venv bench/.venv && bench/.venv/bin/pip install torch==2.5.1
- * peft==0.13.2 transformers==4.46.3 accelerate==1.1.1`; see bench/fixtures/torch_train_bench.py), the same step is timed in
- * PyTorch with the same thread count (LoRA through PEFT when installed) and the ratio is printed beside it.
+ * When bench/.venv has the reference (`python3 -m venv bench/.venv && bench/.venv/bin/pip install torch transformers
+ * peft accelerate`, the latest releases; see bench/fixtures/torch_train_bench.py), the same step is timed with Hugging Face
+ * transformers' BertForSequenceClassification (SDPA attention) on PyTorch, LoRA through PEFT, with the same thread count,
+ * and the ratio is printed beside it.
  * Both sides report the median step after two warm-up steps (session creation, arena growth), which keeps
  * one descheduled step on a shared machine from moving the ratio. With rounds > 1 the two sides alternate
  * (tempered, PyTorch, tempered, …) so a slow stretch of a shared machine hits both, and the median of the
