@@ -1,0 +1,43 @@
+/**
+ * The README's printed examples are what the CLI prints today: the `validate` errors it shows drifted when
+ * `pipelines/sms-spam.yaml` grew comment lines (its gate moved from line 102 to 106, the README kept 102).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from './helpers/cli.ts';
+
+const root = join(import.meta.dirname, '..');
+const readme = readFileSync(join(root, 'README.md'), 'utf8');
+
+/** The lines of the README's code block that holds `marker`, without their indentation. */
+function block(marker: string): string[] {
+  const blocks = readme.split(/^\s*```.*$/m).filter((_, i) => i % 2 === 1);
+  const found = blocks.find((b) => b.includes(marker));
+  assert.ok(found, `a code block in README.md shows ${marker}`);
+  return found
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
+test("validate's errors for bad-pipeline.yaml and gate-typo.yaml are printed in the README as validate prints them", async (t) => {
+  const shown = block('gate-typo.yaml:');
+  // The README's gate-typo.yaml: sms-spam.yaml with a gate that misspells a metric and reads production unguarded.
+  const dir = mkdtempSync(join(tmpdir(), 'readme-gate-typo-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'pipelines'));
+  const sms = readFileSync(join(root, 'pipelines', 'sms-spam.yaml'), 'utf8');
+  const typo = sms.replace(/^(\s*gate: ).*$/m, '$1"f1_marco >= 0.95 && f1_macro >= production.f1_macro"');
+  assert.notEqual(typo, sms);
+  writeFileSync(join(dir, 'pipelines', 'gate-typo.yaml'), typo);
+  const bad = await runCli(['validate', 'tests/fixtures/bad-pipeline.yaml'], {}, { cwd: root });
+  const gate = await runCli(['validate', 'pipelines/gate-typo.yaml'], {}, { cwd: dir });
+  assert.deepEqual([bad.code, gate.code], [2, 2]);
+  const printed = [...bad.stderr.split('\n'), ...gate.stderr.split('\n')]
+    .map((l) => l.trim())
+    .filter((l) => /^(tests\/fixtures\/bad-pipeline|pipelines\/gate-typo)\.yaml:|^hint: /.test(l));
+  assert.deepEqual(shown, printed);
+});
