@@ -41,3 +41,29 @@ test("validate's errors for bad-pipeline.yaml and gate-typo.yaml are printed in 
     .filter((l) => /^(tests\/fixtures\/bad-pipeline|pipelines\/gate-typo)\.yaml:|^hint: /.test(l));
   assert.deepEqual(shown, printed);
 });
+
+// The CLI table listed some commands without flags they take (serve's --threads, generate's --chat-template, …).
+test("every flag of every command's --help is in the README's CLI table (schedule's in docs/schedules.md)", async () => {
+  const table = readme.slice(readme.indexOf('\n## CLI'), readme.indexOf('\n## Benchmarks'));
+  const rows = new Map(
+    table
+      .split('\n')
+      .filter((l) => l.startsWith('| `'))
+      .map((l) => [/^\| `([a-z]+)/.exec(l)![1]!, l]),
+  );
+  const schedules = readFileSync(join(root, 'docs', 'schedules.md'), 'utf8');
+  const commands = [...rows.keys()];
+  assert.ok(commands.length >= 20, `the table has a row per command: ${commands.join(', ')}`);
+  const missing: string[] = [];
+  for (const command of commands) {
+    const help = await runCli([command, '--help'], {}, { cwd: root });
+    assert.equal(help.code, 0, `${command} --help: ${help.stderr}`);
+    // The usage, not the prose after it (setup's mentions pip's --no-deps).
+    const usage = help.stdout.split('\n\n')[0]!;
+    const flags = new Set(usage.match(/--[a-z][a-z-]*/g) ?? []);
+    flags.delete('--json'); // the table's heading says it once for all
+    const where = command === 'schedule' ? schedules : rows.get(command)!;
+    for (const flag of flags) if (!new RegExp(`${flag}(?![a-z-])`).test(where)) missing.push(`${command} ${flag}`);
+  }
+  assert.deepEqual(missing, []);
+});
