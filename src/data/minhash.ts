@@ -328,26 +328,46 @@ export class LshIndex {
       }
     }
   }
-  /** Indexes `id` in every band without visiting the ids already there (an index that is only queried later). */
-  add(sig: Signatures, id: number): void {
+  /**
+   * Indexes `id` in each band whose bucket holds no id that `same(other)` says stands for it already (as insert does:
+   * near-identical rows do not pile up in one chain), comparing with at most `budget` ids in all; past the budget it
+   * joins the buckets it has not checked. True when it joined at least one.
+   */
+  addUnlessRepresented(sig: Signatures, id: number, same: (other: number) => boolean, budget: number): boolean {
     this.room(id);
+    let joined = false;
+    let left = budget;
     for (let b = 0; b < this.bands; b++) {
       const key = this.bandKey(sig, id, b);
       const table = this.tables[b];
-      this.next[id * this.bands + b] = table.get(key);
-      table.set(key, id);
+      const head = table.get(key);
+      let represented = false;
+      for (let o = head; o !== -1 && left > 0 && !represented; o = this.next[o * this.bands + b], left--) represented = same(o);
+      if (!represented) {
+        this.next[id * this.bands + b] = head;
+        table.set(key, id);
+        joined = true;
+      }
     }
+    return joined;
   }
 
   /**
-   * Calls `visit(other)` for indexed ids sharing a bucket with the signature at `id` (not indexed itself), band by
-   * band, until it returns true; an id in several of those buckets is visited once per bucket. True when one did.
+   * Looks for an indexed id sharing a bucket with the signature at `id` (not indexed itself) for which `match(other)`
+   * holds, asking about each id once and about at most `budget` ids: 'found', 'none', or 'cut' when the budget ran out
+   * first (many indexed rows alike enough to share buckets, none alike enough to match).
    */
-  query(sig: Signatures, id: number, visit: (other: number) => boolean): boolean {
+  find(sig: Signatures, id: number, match: (other: number) => boolean, budget: number): 'found' | 'none' | 'cut' {
+    const asked = new Set<number>();
     for (let b = 0; b < this.bands; b++) {
-      for (let o = this.tables[b].get(this.bandKey(sig, id, b)); o !== -1; o = this.next[o * this.bands + b]) if (visit(o)) return true;
+      for (let o = this.tables[b].get(this.bandKey(sig, id, b)); o !== -1; o = this.next[o * this.bands + b]) {
+        if (asked.has(o)) continue;
+        if (asked.size >= budget) return 'cut';
+        asked.add(o);
+        if (match(o)) return 'found';
+      }
     }
-    return false;
+    return 'none';
   }
 
   private room(id: number): void {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { inputColumns, SeenInputs } from './contamination.ts';
+import { LshIndex } from '../data/minhash.ts';
+import { inputColumns, NEAR_COMPARISONS, SeenInputs } from './contamination.ts';
 
 test("a task's input columns: what the model is asked, not its answer", () => {
   assert.deepEqual(inputColumns('classification'), ['text']);
@@ -83,5 +84,60 @@ test('near duplicates are found among many training rows, and the same inputs gi
   assert.deepEqual(
     probes.map((p) => b.seenAs([p])),
     answers,
+  );
+});
+
+// One 25-word template filled with one word each: training rows alike enough to share LSH buckets. Looked up in full,
+// each test row cost a comparison with every training row (34 ms a row against 200,000 of them).
+test('rows alike enough to share buckets do not make a check cost a comparison with each of them', () => {
+  const template = Array.from({ length: 25 }, (_, j) => `word${j}`);
+  const seen = new SeenInputs();
+  const n = 3000;
+  for (let i = 0; i < n; i++) seen.add([[...template, `extra${i}`].join(' ')]);
+  const probes = 300;
+  const answers = [];
+  for (let i = 0; i < probes; i++) {
+    const changed = [...template];
+    changed[i % 25] = `other${i}`;
+    answers.push(seen.seenAs([[...changed, `extra${i}`].join(' ')]));
+  }
+  assert.ok(seen.nearComparisons <= NEAR_COMPARISONS * (n + probes), `${seen.nearComparisons} comparisons`);
+  // The training rows are near duplicates of one another: most stand for each other and are not indexed again.
+  assert.ok(seen.nearComparisons < 20 * (n + probes), `${seen.nearComparisons} comparisons for ${n + probes} rows`);
+  assert.ok(
+    answers.every((a) => a === undefined || a === 'near'),
+    'a changed template word leaves a row near or not, never exact',
+  );
+  assert.equal(seen.nearChecksCut, 0);
+});
+
+test('LSH find asks about each bucket-mate once, and says when its budget ran out before a match', () => {
+  const numPerm = 8;
+  const lsh = new LshIndex(4, 2, numPerm);
+  // Ten identical signatures share every bucket; the eleventh slot is the one looked up.
+  const sigs = new Uint16Array(numPerm * 11).fill(7);
+  for (let id = 0; id < 10; id++) lsh.addUnlessRepresented(sigs, id, () => false, 100);
+  const asked: number[] = [];
+  assert.equal(
+    lsh.find(sigs, 10, (o) => (asked.push(o), false), 100),
+    'none',
+  );
+  assert.deepEqual(
+    [...asked].sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    'each once, though it is in all 4 buckets',
+  );
+  assert.equal(
+    lsh.find(sigs, 10, () => false, 3),
+    'cut',
+  );
+  assert.equal(
+    lsh.find(sigs, 10, (o) => o === 2, 100),
+    'found',
+  );
+  // A row that one already indexed stands for in every bucket is not indexed again.
+  assert.equal(
+    lsh.addUnlessRepresented(sigs, 10, () => true, 100),
+    false,
   );
 });

@@ -159,6 +159,7 @@ test('causal LM: production is scored only on the test rows it was not trained o
     contaminated_rows: 16,
     near_duplicate_rows: 0,
     near_duplicates: { shingles: '3 words', estimated_jaccard_at_least: 0.8 },
+    near_duplicate_checks_cut: 0,
   });
   assert.ok(
     logs.some((m) =>

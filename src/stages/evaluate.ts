@@ -179,6 +179,7 @@ async function productionRows(
       contaminated_rows: clean.contaminated,
       near_duplicate_rows: clean.near,
       near_duplicates: nearSettings(training.seen),
+      near_duplicate_checks_cut: training.seen.nearChecksCut,
     },
   };
 }
