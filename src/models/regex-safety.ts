@@ -32,7 +32,14 @@
  */
 import { parseRegExpLiteral, type AST } from '@eslint-community/regexpp';
 
-export type RegexVerdict = { kind: 'safe' } | { kind: 'exponential' | 'polynomial' | 'unsupported' | 'too-complex'; reason: string };
+/**
+ * `proven`: the pattern was shown to backtrack super-linearly (an exponential or polynomial ambiguity found); absent
+ * where it was refused because it passed one of the checker's limits or uses what the checker does not model, which
+ * a safe pattern can do too.
+ */
+export type RegexVerdict =
+  | { kind: 'safe' }
+  | { kind: 'exponential' | 'polynomial' | 'unsupported' | 'too-complex'; reason: string; proven?: true };
 
 /** Character positions a pattern may have once bounded repeats are unrolled. */
 const MAX_POSITIONS = 600;
@@ -88,6 +95,8 @@ class Refusal extends Error {
   constructor(
     readonly kind: 'exponential' | 'polynomial' | 'unsupported' | 'too-complex',
     readonly reason: string,
+    /** True where the automaton was shown ambiguous (EDA, IDA); false where a limit of the checker refused it. */
+    readonly proven = false,
   ) {
     super(reason);
   }
@@ -549,7 +558,7 @@ function analyse({ a, info }: Analysed, forwards: boolean, hot = false) {
     });
     for (const [c, q] of diag) {
       if (mixed.has(c) || twice.some(([i, j]) => pc[i] === c && pc[j] === c))
-        throw new Refusal('exponential', `${describe(a.atoms[q])} can match the same text in more than one way inside a repeat`);
+        throw new Refusal('exponential', `${describe(a.atoms[q])} can match the same text in more than one way inside a repeat`, true);
     }
   }
 
@@ -591,6 +600,7 @@ function analyse({ a, info }: Analysed, forwards: boolean, hot = false) {
                   throw new Refusal(
                     'polynomial',
                     `${describe(a.atoms[p])} and ${describe(a.atoms[q])} can share the same text, so a failing match tries every split of it`,
+                    true,
                   );
                 const k = `${x2},${y2},${z2}`;
                 if (seen.has(k)) continue;
@@ -819,7 +829,7 @@ function verdictOf(re: RegExp): RegexVerdict {
       analyse(build(literal.pattern.alternatives, { positions: 0, steps: 0 }), true);
       v = { kind: 'safe' };
     } catch (e) {
-      if (e instanceof Refusal) v = { kind: e.kind, reason: e.reason };
+      if (e instanceof Refusal) v = { kind: e.kind, reason: e.reason, ...(e.proven ? { proven: true as const } : {}) };
       else if (e instanceof SyntaxError) v = { kind: 'unsupported', reason: e.message };
       else if (e instanceof RangeError) v = { kind: 'too-complex', reason: 'nested too deeply' };
       else throw e;

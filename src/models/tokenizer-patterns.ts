@@ -80,8 +80,8 @@ function explain(v: Exclude<RegexVerdict, { kind: 'safe' }>): string {
 const quote = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 117)}...` : s);
 
 /**
- * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly, unless its
- * hash is in `trusted`. `budget`: the checker's work for the whole file (one for all its patterns).
+ * Refuses a pattern the library would compile to a RegExp that can backtrack super-linearly, unless the check
+ * only reached one of its limits and the pattern's hash is in `trusted`. `budget`: the checker's work for the whole file (one for all its patterns).
  */
 function checkPattern(regex: unknown, path: string, file: string, budget: CheckBudget, trusted: ReadonlySet<string>): void {
   if (typeof regex === 'string' && KNOWN_SAFE_PATTERNS.has(regex)) return;
@@ -92,7 +92,7 @@ function checkPattern(regex: unknown, path: string, file: string, budget: CheckB
         where: file,
         hint: `tokenizer.json patterns are checked for catastrophic backtracking before they run (README: hostile input)${
           trustable
-            ? `; the check refuses some patterns that are safe: if you have read this one and trust it, set ${TRUST_VAR}=${patternHash(regex as string)} (its sha256; comma-separated for several) on every process that loads this model, the workers and \`tempered serve\``
+            ? `; this pattern passed a limit of the check, which refuses some safe patterns too: if you have read all of it (${path} in the file) and trust it, set ${TRUST_VAR}=${patternHash(regex as string)} (its sha256; comma-separated for several) on every process that loads this model, the workers and \`tempered serve\``
             : ''
         }`,
       },
@@ -110,14 +110,18 @@ function checkPattern(regex: unknown, path: string, file: string, budget: CheckB
   } catch (e) {
     throw new InputError(`${path} ${quote(regex)} is not a valid pattern: ${(e as Error).message}`, { where: file, cause: e });
   }
-  if (re === null || trusted.has(patternHash(regex))) return;
+  if (re === null) return;
   const v = regexVerdict(re, budget);
-  if (v.kind !== 'safe') throw fail(`${quote(regex)} ${explain(v)}`, true);
+  if (v.kind === 'safe') return;
+  // A shown ambiguity is no matter of trust: only a refusal at one of the checker's limits may be vouched for.
+  if (!v.proven && trusted.has(patternHash(regex))) return;
+  throw fail(`${quote(regex)} ${explain(v)}`, !v.proven);
 }
 
 /**
  * Patterns a person vouches for, by the sha256 of their text: the analysis is sound, not complete, so a
- * safe pattern it cannot prove safe would otherwise keep its model out for good. The hash names one
+ * safe pattern it cannot prove safe (one past a limit: label-blind path counts, sizes, unmodelled syntax) would
+ * otherwise keep its model out for good. A pattern shown to backtrack super-linearly cannot be vouched for. The hash names one
  * exact pattern, wherever it is found, and nothing like it.
  */
 export const TRUST_VAR = 'TEMPERED_TRUSTED_PATTERNS';

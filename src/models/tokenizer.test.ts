@@ -295,19 +295,15 @@ test('normalizer and decoder Replace patterns are checked too', () => {
 });
 
 // The analysis is sound, not complete: a safe pattern it cannot prove safe kept its model out, with no way round.
-test('a refused pattern a person trusts by its sha256 (TEMPERED_TRUSTED_PATTERNS) loads; another hash, or a shortened one, does not', () => {
-  const pattern = '\\s*\\s*\\s*$';
-  const tokenizer = bpeWith({ pre_tokenizer: split(pattern) });
-  const hash = createHash('sha256').update(pattern).digest('hex');
-  const hint = (() => {
+test('a pattern refused at a limit of the check loads when a person vouches for its sha256 (TEMPERED_TRUSTED_PATTERNS); one shown to backtrack does not', () => {
+  const hintOf = (tokenizer: Record<string, unknown>) => {
     try {
       loadFrom(tokenizer);
     } catch (e) {
       return (e as InputError).hint ?? '';
     }
-    return '';
-  })();
-  assert.ok(hint.includes(`TEMPERED_TRUSTED_PATTERNS=${hash}`), `the refusal says how to trust it: ${hint}`);
+    assert.fail('refused');
+  };
   const withTrust = <T>(value: string, fn: () => T): T => {
     process.env.TEMPERED_TRUSTED_PATTERNS = value;
     try {
@@ -316,15 +312,25 @@ test('a refused pattern a person trusts by its sha256 (TEMPERED_TRUSTED_PATTERNS
       delete process.env.TEMPERED_TRUSTED_PATTERNS;
     }
   };
-  withTrust(`${'0'.repeat(64)}, ${hash.toUpperCase()}`, () => assert.ok(loadFrom(tokenizer).encode('a  b').inputIds.length > 0));
-  withTrust('1'.repeat(64), () => refused(tokenizer, 'pre_tokenizer.pattern.Regex', /polynomial time/));
+  const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+  // Seventeen `a*b` in a row: unambiguous, but more label-blind ways through it than the check counts.
+  const safe = 'a*b'.repeat(17) + '$';
+  const tokenizer = bpeWith({ pre_tokenizer: split(safe) });
+  const hash = sha(safe);
+  assert.ok(hintOf(tokenizer).includes(`TEMPERED_TRUSTED_PATTERNS=${hash}`), 'the refusal says how to vouch for it');
+  withTrust(`${'0'.repeat(64)}, ${hash.toUpperCase()}`, () => assert.ok(loadFrom(tokenizer).encode('ab'.repeat(20)).inputIds.length > 0));
+  withTrust('1'.repeat(64), () => refused(tokenizer, 'pre_tokenizer.pattern.Regex', /exponential time/));
   withTrust(hash.slice(0, 12), () =>
     assert.throws(() => loadFrom(tokenizer), /TEMPERED_TRUSTED_PATTERNS: '[0-9a-f]{12}' is not a sha256 \(64 hex digits\)/),
   );
-  // Trust skips the backtracking analysis only: a pattern that does not compile is still an error.
-  withTrust(createHash('sha256').update('(a').digest('hex'), () =>
-    assert.throws(() => loadFrom(bpeWith({ pre_tokenizer: split('(a') })), /is not a valid pattern/),
-  );
+  // Shown to backtrack (an ambiguity found, not a limit passed): no hint, and its hash changes nothing.
+  for (const shown of ['\\s*\\s*\\s*$', '(a+)+$']) {
+    const bad = bpeWith({ pre_tokenizer: split(shown) });
+    assert.doesNotMatch(hintOf(bad), /TEMPERED_TRUSTED_PATTERNS/, shown);
+    withTrust(sha(shown), () => refused(bad, 'pre_tokenizer.pattern.Regex', /(exponential|polynomial) time/));
+  }
+  // A pattern that does not compile is an error, trusted or not.
+  withTrust(sha('(a'), () => assert.throws(() => loadFrom(bpeWith({ pre_tokenizer: split('(a') })), /is not a valid pattern/));
 });
 
 test('polynomial patterns (\\s*\\s*\\s*$, .*.*=) and patterns beyond the checker are refused', () => {
