@@ -1,3 +1,4 @@
+import { configForKind } from '../src/stages/plugin-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
@@ -9,9 +10,12 @@ import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.t
  * the key alone, for a run that must not reuse outputs). Runs in the cache-lookup local activity and,
  * for stages on the workflow's own task queue, at the start of the stage's activity.
  */
-/** A stage's cache key as this worker's code computes it. */
+/**
+ * A stage's cache key as this worker's code computes it: of the config the kind's code gets (a plugin kind's with
+ * its withSchema's defaults filled in, so a changed default misses the cache wherever the schema is defined).
+ */
 export function stageKey(kind: AnyStageKind, config: Record<string, unknown>, externalInputs: string[] | undefined): string {
-  return cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config, externalInputs });
+  return cacheKey({ kind: kind.kind, codeVersion: kind.codeVersion, config: configForKind(kind, config), externalInputs });
 }
 
 /** The identities of the inputs the config only names (StageKind.externalInputs), if the kind has any. */

@@ -19,6 +19,7 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
 import { cacheKey, StageCache } from '../src/store/stage-cache.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
+import { stageKey } from './cache.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'tempered-adapter-'));
@@ -481,6 +482,55 @@ describe('stage adapter', () => {
     assert.equal(existsSync(seen!.scratch), false);
     assert.equal(existsSync(join(store.root, 'sha256', input.sha256.slice(0, 2), input.sha256)), true, 'the cached copy stays');
   });
+  // The key was of the file as written: a default changed in a module the plugin imports reused the old outputs.
+  it("keys a plugin kind's stage by its config with the defaults filled in", async () => {
+    const folder = mkdtempSync(join(root, 'plugin-'));
+    const kindWith = async (name: string, limit: number) => {
+      const file = join(folder, `${name}.mjs`);
+      writeFileSync(
+        file,
+        `export function stageKinds() { return [{ kind: 'keyed', description: 'd', codeVersion: 'keyed-1',
+          withSchema: { type: 'object', properties: { limit: { type: 'integer', default: ${limit} } } },
+          outputs: { n: { type: 'number' } }, async run(cfg) { return { n: cfg.limit }; } }]; }\n`,
+      );
+      return (await loadPluginKinds([file], new Set(), root))[0]!;
+    };
+    const seven = await kindWith('seven', 7);
+    assert.equal(stageKey(seven, {}, undefined), stageKey(seven, { limit: 7 }, undefined), 'the default, or the same value written');
+    assert.notEqual(stageKey(seven, {}, undefined), stageKey(seven, { limit: 8 }, undefined));
+    const eight = await kindWith('eight', 8);
+    assert.equal(stageKey(eight, {}, undefined), stageKey(eight, { limit: 8 }, undefined));
+    const builtin = { ...seven, withSchema: { type: 'object', properties: { limit: { default: 7 } } } };
+    assert.notEqual(
+      stageKey(builtin, {}, undefined),
+      stageKey(builtin, { limit: 7 }, undefined),
+      "a built-in kind's config is keyed as written",
+    );
+  });
+
+  // A child imports the plugin afresh each attempt: an edit since the worker started ran new code under the old key.
+  it('refuses to run a plugin kind in a child process when its module file changed since the worker loaded it', async () => {
+    const file = join(mkdtempSync(join(root, 'plugin-')), 'one.mjs');
+    const source = (n: number) =>
+      `export function stageKinds() { return [{ kind: 'one', description: 'd', codeVersion: 'one-1', withSchema: { type: 'object' },
+        outputs: { n: { type: 'number' } }, isolation: { module: import.meta.url }, async run() { return { n: ${n} }; } }]; }\n`;
+    writeFileSync(file, source(1));
+    const [one] = await loadPluginKinds([file], new Set(), root);
+    const act = stageActivity(one!, deps({ isolation: { mode: 'process', limits: {} } }));
+    const ran = (await new MockActivityEnvironment().run(act, request({ kind: 'one', config: {} }))) as StageResult;
+    assert.equal(ran.outputs.n, 1);
+    writeFileSync(file, source(2));
+    const err = await new MockActivityEnvironment().run(act, request({ kind: 'one', config: {}, cacheKey: 'key-2' })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.equal(err.type, 'InputError');
+    assert.equal(err.nonRetryable, true);
+    assert.match(err.message, /one\.mjs: the module file changed since this worker loaded it, so this stage would run other code/);
+    assert.match(String((err.details?.[0] as { hint?: string })?.hint), /restart the worker/);
+  });
+
   // The child process loads the plugin's module as written, so the defaults must travel in the config it is sent.
   it("gives a plugin kind's run its withSchema defaults, inline and in a child process", async () => {
     const file = join(mkdtempSync(join(root, 'plugin-')), 'limit.mjs');

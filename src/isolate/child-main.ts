@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { isAbsolute, join } from 'node:path';
 import { INPUT_PINS } from '../store/artifact-store.ts';
 import { openArtifactStore } from '../store/open-store.ts';
+import { checkPluginFile } from '../stages/plugin-file.ts';
 import type { AnyStageKind, StageContext } from '../stages/types.ts';
 import type { StageProgress } from '../types.ts';
 import { toWire, type ChildJob, type ChildMessage, type ParentMessage } from './protocol.ts';
@@ -27,7 +28,11 @@ process.on('SIGTERM', () => process.exit(143));
 process.on('disconnect', () => process.exit(1));
 
 async function run(job: ChildJob): Promise<void> {
+  // The plugin's module is imported here afresh, where the worker imported it once: checked before and after the
+  // import, which reads it in between.
+  if (job.pluginFile) checkPluginFile(job.pluginFile);
   const mod = (await import(isAbsolute(job.module) ? pathToFileURL(job.module).href : job.module)) as { stageKinds?: () => AnyStageKind[] };
+  if (job.pluginFile) checkPluginFile(job.pluginFile);
   const kind = mod.stageKinds?.().find((k) => k.kind === job.kind);
   if (!kind) throw new Error(`${job.module} has no stage kind ${job.kind}`);
   const ctx: StageContext = {

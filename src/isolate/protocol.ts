@@ -7,6 +7,7 @@
  * continues from), `log`, then exactly one of `result` or `error`.
  */
 import { InputError, IntegrityError, type InputErrorCode } from '../errors.ts';
+import type { PluginFile } from '../stages/plugin-file.ts';
 import type { StageContext } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
 
@@ -23,6 +24,8 @@ export interface ChildJob
   storeRoot: string;
   /** The shared store behind it (`TEMPERED_STORE`), so the child reads and writes the same objects. */
   storeUrl?: string;
+  /** A plugin kind's TEMPERED_PLUGINS module file as the worker loaded it: the child runs no other code under its key. */
+  pluginFile?: PluginFile;
 }
 
 export type ParentMessage = { type: 'run'; job: ChildJob };

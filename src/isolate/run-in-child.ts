@@ -12,6 +12,7 @@ import type { StageOutputs, StageProgress } from '../types.ts';
 import { fromWire, type ChildMessage, type ParentMessage } from './protocol.ts';
 import type { ChildLimits } from './limits.ts';
 import { processForDevice } from '../engine/cuda.ts';
+import { pluginFileOf } from '../stages/plugin-kinds.ts';
 
 const CHILD_MAIN = fileURLToPath(new URL('./child-main.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
@@ -146,6 +147,7 @@ export function runStageInChild(
               cacheKey: ctx.cacheKey,
               storeRoot: ctx.store.root,
               storeUrl: ctx.store.remote?.url,
+              pluginFile: pluginFileOf(kind),
               workDir: ctx.workDir,
               stateDir: ctx.stateDir,
               resumeFrom: ctx.resumeFrom,

@@ -41,9 +41,23 @@ describe('plugin stage kinds', () => {
     const [first] = await loadPluginKinds([file], BUILTINS, dir);
     assert.match(first!.codeVersion, /^filter-1\+file\.[0-9a-f]{12}$/);
     assert.equal(typeof first!.run, 'function');
-    writeFileSync(join(dir, file), `${`export function stageKinds() { return [${kindSource('filter')}]; }\n`}// edited\n`);
-    const [edited] = await loadPluginKinds([file], BUILTINS, dir);
-    assert.notEqual(edited!.codeVersion, first!.codeVersion);
+    // The same kind in a file edited (a comment added): another code version, so its stages miss the cache.
+    const edited = plugin(`export function stageKinds() { return [${kindSource('filter')}]; }\n// edited\n`);
+    const [second] = await loadPluginKinds([edited], BUILTINS, dir);
+    assert.notEqual(second!.codeVersion, first!.codeVersion);
+    assert.equal((await loadPluginKinds([file], BUILTINS, dir))[0]!.codeVersion, first!.codeVersion, 'loaded again unchanged');
+  });
+
+  // A module loads once per process: the edited file's hash went with the code first imported.
+  test('a module file edited since this process loaded it is refused, not hashed as the code that runs', async () => {
+    const file = exporting(kindSource('reloaded'));
+    await loadPluginKinds([file], BUILTINS, dir);
+    writeFileSync(join(dir, file), `export function stageKinds() { return [${kindSource('reloaded')}]; }\n// edited\n`);
+    await refused(
+      [file],
+      /^TEMPERED_PLUGINS: p\d+\.mjs: the module file changed since this process first loaded it, and a module loads once per process/,
+      /restart the process/,
+    );
   });
 
   // The hash was of the bytes read before the import: an edit saved during the import put one code's outputs under the other's key.
@@ -183,6 +197,10 @@ describe('plugin stage kinds', () => {
       outputShape: filled,
     });
     assert.deepEqual(config, { limit: 2, extra: 'kept' }, 'the caller keeps the config as the file wrote it');
+    // validate asks once per reference: the same config object is filled once, not copied and checked each time.
+    const before = seenBy.absentOutputs;
+    k!.absentOutputs!(config, {} as never);
+    assert.equal(seenBy.absentOutputs, before, 'one filled copy per config object');
     // A stage run in a child process gets its config filled before it is sent: the child loads the module as written.
     assert.deepEqual(configForKind(k!, config), filled);
     const builtin = { ...k!, kind: 'split' };

@@ -11,13 +11,14 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createHash } from 'node:crypto';
 import { InputError } from '../errors.ts';
+import { PLUGINS_VAR, sha256Of, type PluginFile } from './plugin-file.ts';
+
+export { PLUGINS_VAR, type PluginFile } from './plugin-file.ts';
 import type { AnyStageKind } from './types.ts';
 import type { KindIssue } from '../spec/types.ts';
 import { withDefaults, withValidator } from '../spec/schema.ts';
 
-export const PLUGINS_VAR = 'TEMPERED_PLUGINS';
 const KIND_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
 const OUTPUT_TYPES = new Set(['table', 'artifact', 'json', 'string', 'number', 'boolean']);
 const HOW = `${PLUGINS_VAR} is a comma-separated list of module files, relative to the folder the command runs in; set the same list on every worker and CLI process`;
@@ -80,7 +81,16 @@ export async function loadPluginKinds(
       after = undefined;
     }
     if (!after?.equals(bytes)) throw fail('the module file changed while it was loaded', 'run the command again once the file is saved');
-    const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 12);
+    const sha256 = sha256Of(bytes);
+    // An ES module is evaluated once per process: a second import of an edited file runs the code first imported.
+    const first = imported.get(abs);
+    if (first !== undefined && first !== sha256)
+      throw fail(
+        'the module file changed since this process first loaded it, and a module loads once per process: the code that would run is not the code in the file',
+        'restart the process to load the edited file',
+      );
+    imported.set(abs, sha256);
+    const hash = sha256.slice(0, 12);
     kinds.forEach((k: unknown, i) => {
       const problem = shapeProblem(k);
       const name = typeof (k as AnyStageKind | null)?.kind === 'string' ? `'${(k as AnyStageKind).kind}'` : `#${i + 1}`;
@@ -104,7 +114,7 @@ export async function loadPluginKinds(
         throw fail((e as Error).message, "withSchema must be a JSON Schema (draft 2020-12) of the stage's with");
       }
       from.set(kind.kind, p);
-      out.push(asLoaded(kind, hash, p));
+      out.push(asLoaded(kind, { path: abs, sha256 }, p));
     });
   }
   return out;
@@ -115,29 +125,37 @@ export async function loadPluginKinds(
  * misses), and its check held to its contract, so a check that throws or returns no array is reported as
  * the plugin's, not as a bare TypeError from validate.
  */
-function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKind {
+function asLoaded(kind: AnyStageKind, file: PluginFile, module: string): AnyStageKind {
   const loaded = Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
-    codeVersion: `${kind.codeVersion}+file.${hash}`,
+    codeVersion: `${kind.codeVersion}+file.${file.sha256.slice(0, 12)}`,
   });
-  loadedPlugins.add(loaded);
+  loadedPlugins.set(loaded, file);
   // Every hook that reads the config sees the withSchema's defaults filled in, as run does.
   const filled = <T>(config: T): T => withDefaults(kind.kind, kind.withSchema, config);
-  loaded.run = (config, ctx) => kind.run.call(kind, filled(config), ctx);
+  // validate asks absentOutputs and outputShape once per reference to the stage: one filled copy per config object,
+  // or a large config referenced often costs a copy and a schema pass each time (quadratic). Only hooks that read.
+  const memo = new WeakMap<object, unknown>();
+  const filledOnce = <T>(config: T): T => {
+    if (typeof config !== 'object' || config === null) return filled(config);
+    if (!memo.has(config)) memo.set(config, filled(config));
+    return memo.get(config) as T;
+  };
+  loaded.run = (config, ctx) => kind.run.call(loaded, filled(config), ctx);
   if (kind.externalInputs) {
     const externalInputs = kind.externalInputs;
-    loaded.externalInputs = (config, ctx) => externalInputs.call(kind, filled(config), ctx);
+    loaded.externalInputs = (config, ctx) => externalInputs.call(loaded, filled(config), ctx);
   }
   if (kind.audit) {
     const audit = kind.audit;
-    loaded.audit = (config, outputs, ctx) => audit.call(kind, filled(config), outputs, ctx);
+    loaded.audit = (config, outputs, ctx) => audit.call(loaded, filled(config), outputs, ctx);
   }
   if (kind.absentOutputs) {
     const absentOutputs = kind.absentOutputs;
-    loaded.absentOutputs = (config, ctx) => absentOutputs.call(kind, filled(config), ctx);
+    loaded.absentOutputs = (config, ctx) => absentOutputs.call(loaded, filledOnce(config), ctx);
   }
   if (kind.outputShape) {
     const outputShape = kind.outputShape;
-    loaded.outputShape = (output, config, ctx) => outputShape.call(kind, output, filled(config), ctx);
+    loaded.outputShape = (output, config, ctx) => outputShape.call(loaded, output, filledOnce(config), ctx);
   }
   if (kind.isolation?.device) {
     const device = kind.isolation.device;
@@ -151,7 +169,7 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
     loaded.check = (config, ctx) => {
       let issues: unknown;
       try {
-        issues = check.call(kind, filled(config), ctx);
+        issues = check.call(loaded, filledOnce(config), ctx);
       } catch (e) {
         throw new InputError(`${where}: check() threw: ${(e as Error)?.message ?? String(e)}`, { hint });
       }
@@ -162,7 +180,17 @@ function asLoaded(kind: AnyStageKind, hash: string, module: string): AnyStageKin
   return loaded;
 }
 
-const loadedPlugins = new WeakSet<AnyStageKind>();
+const loadedPlugins = new WeakMap<AnyStageKind, PluginFile>();
+/** Module files this process imported, by absolute path: the sha256 of the bytes it imported. */
+const imported = new Map<string, string>();
+
+/**
+ * The module file a loaded plugin kind came from, as loaded; undefined for a built-in kind. A child process that
+ * runs the kind imports its module afresh, so it checks the file is still what the worker loaded (and keyed by).
+ */
+export function pluginFileOf(kind: AnyStageKind): PluginFile | undefined {
+  return loadedPlugins.get(kind);
+}
 
 /**
  * The config a plugin kind's code gets: its withSchema's defaults filled in. The loaded kind's hooks do
