@@ -329,38 +329,36 @@ export class LshIndex {
     }
   }
   /**
-   * Indexes `id` in each band whose bucket holds no id that `same(other)` says stands for it already (as insert does:
-   * near-identical rows do not pile up in one chain), comparing with at most `budget` ids in all; past the budget it
-   * joins the buckets it has not checked. True when it joined at least one.
+   * Indexes `id` in every band, asking nothing of the ids already there: for an index that is only looked up later
+   * (`find`, whose budget bounds what a long bucket costs).
    */
-  addUnlessRepresented(sig: Signatures, id: number, same: (other: number) => boolean, budget: number): boolean {
+  add(sig: Signatures, id: number): void {
     this.room(id);
-    let joined = false;
-    let left = budget;
     for (let b = 0; b < this.bands; b++) {
       const key = this.bandKey(sig, id, b);
       const table = this.tables[b];
-      const head = table.get(key);
-      let represented = false;
-      for (let o = head; o !== -1 && left > 0 && !represented; o = this.next[o * this.bands + b], left--) represented = same(o);
-      if (!represented) {
-        this.next[id * this.bands + b] = head;
-        table.set(key, id);
-        joined = true;
-      }
+      this.next[id * this.bands + b] = table.get(key);
+      table.set(key, id);
     }
-    return joined;
   }
 
   /**
    * Looks for an indexed id sharing a bucket with the signature at `id` (not indexed itself) for which `match(other)`
    * holds, asking about each id once and about at most `budget` ids: 'found', 'none', or 'cut' when the budget ran out
-   * first (many indexed rows alike enough to share buckets, none alike enough to match).
+   * first, which leaves the question open. The bands' buckets are walked in turn, one id from each, so one long bucket
+   * of rows that share it without matching does not use up the budget before a short one with the match is asked.
    */
   find(sig: Signatures, id: number, match: (other: number) => boolean, budget: number): 'found' | 'none' | 'cut' {
     const asked = new Set<number>();
-    for (let b = 0; b < this.bands; b++) {
-      for (let o = this.tables[b].get(this.bandKey(sig, id, b)); o !== -1; o = this.next[o * this.bands + b]) {
+    const at = new Int32Array(this.bands);
+    for (let b = 0; b < this.bands; b++) at[b] = this.tables[b].get(this.bandKey(sig, id, b));
+    for (let open = true; open; ) {
+      open = false;
+      for (let b = 0; b < this.bands; b++) {
+        const o = at[b];
+        if (o === -1) continue;
+        open = true;
+        at[b] = this.next[o * this.bands + b];
         if (asked.has(o)) continue;
         if (asked.size >= budget) return 'cut';
         asked.add(o);

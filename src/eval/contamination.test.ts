@@ -87,39 +87,51 @@ test('near duplicates are found among many training rows, and the same inputs gi
   );
 });
 
-// One 25-word template filled with one word each: training rows alike enough to share LSH buckets. Looked up in full,
-// each test row cost a comparison with every training row (34 ms a row against 200,000 of them).
-test('rows alike enough to share buckets do not make a check cost a comparison with each of them', () => {
-  const template = Array.from({ length: 25 }, (_, j) => `word${j}`);
+// Rows alike enough to share LSH buckets but not to match (30 words in common, 10 of their own): a lookup asked every
+// row of its buckets (34 ms a test row against 200,000 such rows). The budget bounds it; the buckets are walked in turn,
+// so a long bucket of rows that do not match does not use it up before the short one holding the real match.
+test('near duplicates among rows that share buckets without matching: found within the comparison budget', () => {
+  let x = 12345;
+  const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
+  const common = Array.from({ length: 30 }, (_, j) => `common${j}`).join(' ');
+  const rows: string[][] = [];
   const seen = new SeenInputs();
-  const n = 3000;
-  for (let i = 0; i < n; i++) seen.add([[...template, `extra${i}`].join(' ')]);
-  const probes = 300;
-  const answers = [];
-  for (let i = 0; i < probes; i++) {
-    const changed = [...template];
-    changed[i % 25] = `other${i}`;
-    answers.push(seen.seenAs([[...changed, `extra${i}`].join(' ')]));
+  const n = 20_000;
+  for (let i = 0; i < n; i++) {
+    rows.push(Array.from({ length: 10 }, () => `w${next() % 50_000}`));
+    seen.add([`${common} ${rows[i]!.join(' ')}`]);
   }
-  assert.ok(seen.nearComparisons <= NEAR_COMPARISONS * (n + probes), `${seen.nearComparisons} comparisons`);
-  // The training rows are near duplicates of one another: most stand for each other and are not indexed again.
-  assert.ok(seen.nearComparisons < 20 * (n + probes), `${seen.nearComparisons} comparisons for ${n + probes} rows`);
-  assert.ok(
-    answers.every((a) => a === undefined || a === 'near'),
-    'a changed template word leaves a row near or not, never exact',
-  );
-  assert.equal(seen.nearChecksCut, 0);
+  const indexing = seen.nearComparisons;
+  assert.equal(indexing, 0, 'indexing asks nothing of the rows already indexed');
+  // Each probe is a training row with one of its own words changed: Jaccard 35/41 ≈ 0.85, a near duplicate.
+  const probes = 500;
+  let near = 0;
+  for (let p = 0; p < probes; p++) {
+    const words = [...rows[(p * 7919) % n]!];
+    words[p % 10] = `changed${p}`;
+    if (seen.seenAs([`${common} ${words.join(' ')}`]) === 'near') near++;
+  }
+  assert.ok(seen.nearComparisons <= NEAR_COMPARISONS * probes, `${seen.nearComparisons} comparisons`);
+  // MinHash's estimate of 0.85 falls under 0.8 for about 4 % of pairs (128 permutations): that many are missed with or
+  // without a budget. Walking one bucket to its end first found 1,816 of 2,000 on such data (a reviewer's count).
+  assert.ok(near >= 0.94 * probes, `${near} of ${probes} near duplicates found, ${seen.nearChecksCut} checks cut`);
+  // Rows that share the 30 words only are not near: none is reported.
+  let strangers = 0;
+  for (let p = 0; p < 200; p++) {
+    if (seen.seenAs([`${common} ${Array.from({ length: 10 }, () => `v${next() % 50_000}`).join(' ')}`]) !== undefined) strangers++;
+  }
+  assert.equal(strangers, 0);
 });
 
-test('LSH find asks about each bucket-mate once, and says when its budget ran out before a match', () => {
+test('LSH find asks about each bucket-mate once, walks the buckets in turn, and says when its budget ran out', () => {
   const numPerm = 8;
   const lsh = new LshIndex(4, 2, numPerm);
-  // Ten identical signatures share every bucket; the eleventh slot is the one looked up.
-  const sigs = new Uint16Array(numPerm * 11).fill(7);
-  for (let id = 0; id < 10; id++) lsh.addUnlessRepresented(sigs, id, () => false, 100);
+  // Ten identical signatures share every bucket; the last slot is the one looked up.
+  const sigs = new Uint16Array(numPerm * 12).fill(7);
+  for (let id = 0; id < 10; id++) lsh.add(sigs, id);
   const asked: number[] = [];
   assert.equal(
-    lsh.find(sigs, 10, (o) => (asked.push(o), false), 100),
+    lsh.find(sigs, 11, (o) => (asked.push(o), false), 100),
     'none',
   );
   assert.deepEqual(
@@ -128,16 +140,21 @@ test('LSH find asks about each bucket-mate once, and says when its budget ran ou
     'each once, though it is in all 4 buckets',
   );
   assert.equal(
-    lsh.find(sigs, 10, () => false, 3),
+    lsh.find(sigs, 11, () => false, 3),
     'cut',
   );
   assert.equal(
-    lsh.find(sigs, 10, (o) => o === 2, 100),
+    lsh.find(sigs, 11, (o) => o === 2, 100),
     'found',
   );
-  // A row that one already indexed stands for in every bucket is not indexed again.
+  // Row 10 shares only band 3 with the lookup (its other bands differ): asked second, after one id of band 0, not
+  // after all ten of bands 0, 1 and 2.
+  sigs.fill(9, 10 * numPerm, 10 * numPerm + 6);
+  lsh.add(sigs, 10);
+  const order: number[] = [];
   assert.equal(
-    lsh.addUnlessRepresented(sigs, 10, () => true, 100),
-    false,
+    lsh.find(sigs, 11, (o) => (order.push(o), o === 10), 100),
+    'found',
   );
+  assert.ok(order.length <= 4, `asked ${order.join(', ')} before row 10`);
 });

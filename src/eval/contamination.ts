@@ -28,12 +28,11 @@ function key53(s: string): number {
 }
 
 /**
- * Signatures one row's near-duplicate check compares with at most, when indexed and when looked up. Rows alike enough
- * to share LSH buckets but not to match (a template filled with one word each) would otherwise cost a comparison with
- * every one of them: 34 ms a test row against 200,000 such training rows. Real data compares with a handful.
+ * Signatures a test row's near-duplicate check compares with at most. Rows alike enough to share LSH buckets but not
+ * to match (a template filled with one word each) would otherwise cost a comparison with every one of them: 34 ms a
+ * test row against 200,000 such training rows. Real data compares with a handful.
  */
 export const NEAR_COMPARISONS = 512;
-
 /** How a test row's input matched a training row's: the same after normalisation, or a near duplicate of one. */
 export type SeenAs = 'exact' | 'near';
 
@@ -92,14 +91,9 @@ export class SeenInputs {
     this.keys.add(k);
     const near = this.near;
     if (!near || !this.sign(text, values.length)) return;
-    const { numPerm, threshold } = near.cfg;
-    const me = near.count;
-    const same = (other: number) => (this.compared++, estimateJaccard(near.sigs.data, other, me, numPerm) >= threshold);
-    // A row that its near duplicates already stand for in every bucket is left out; its slot is reused.
-    if (near.lsh.addUnlessRepresented(near.sigs.data, me, same, NEAR_COMPARISONS)) {
-      near.count++;
-      near.sigs.length += numPerm;
-    }
+    near.lsh.add(near.sigs.data, near.count);
+    near.count++;
+    near.sigs.length += near.cfg.numPerm;
   }
 
   /** How a test row's input (same columns, same order) matches a training row's input, or undefined when it does not. */
@@ -117,7 +111,10 @@ export class SeenInputs {
     return found === 'found' ? 'near' : undefined;
   }
 
-  /** Test rows whose near-duplicate check stopped at NEAR_COMPARISONS without a match: counted as not seen. */
+  /**
+   * Test rows whose near-duplicate check stopped at NEAR_COMPARISONS without a match: counted as not seen, though some
+   * may be near a training row the check did not reach.
+   */
   get nearChecksCut(): number {
     return this.cut;
   }
