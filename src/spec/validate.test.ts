@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { assertError, errorsOf, expectOnly, posOf, yaml } from './spec-errors.testing.ts';
+import type { StageKindInfo } from './types.ts';
 
 const INGEST = `  ingest:\n    uses: ingest\n    with: { source: a.csv }\n`;
 
@@ -980,3 +981,24 @@ function loadCheck(text: string) {
   const r = checkSpecText(text, 'p.yaml', registry);
   return r.ok ? [] : r.errors;
 }
+
+// A stage referenced 10,000 times was asked 10,000 times, each call copying a plugin kind's config to fill its
+// defaults: validate of a 1.4 MB pipeline took 7.5 s instead of 1.2 s.
+test("a stage kind's absentOutputs is asked once per upstream stage, however often its outputs are referenced", () => {
+  let asked = 0;
+  const counted: StageKindInfo = {
+    kind: 'counted',
+    description: 'd',
+    codeVersion: 'c1',
+    withSchema: { type: 'object' },
+    outputs: { n: { type: 'number' }, m: { type: 'number' } },
+    absentOutputs: () => (asked++, { names: ['m'], because: 'm is never made here' }),
+  };
+  const kinds = new Map([...registry.kinds, ['counted', counted]]);
+  const refs = Array.from({ length: 50 }, (_, i) => `      r${i}: \${{ stages.up.outputs.n }}`).join('\n');
+  const text = `name: p\nstages:\n  up:\n    uses: counted\n  down:\n    uses: counted\n    needs: [up]\n    with:\n${refs}\n      bad: \${{ stages.up.outputs.m }}\n`;
+  const r = checkSpecText(text, 'p.yaml', { ...registry, kinds });
+  assert.equal(r.ok, false);
+  assert.deepEqual(r.ok ? [] : r.errors.map((e) => e.message), ["stage 'up' does not produce 'm' here: m is never made here"]);
+  assert.equal(asked, 1);
+});

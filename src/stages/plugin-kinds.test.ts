@@ -197,13 +197,29 @@ describe('plugin stage kinds', () => {
       outputShape: filled,
     });
     assert.deepEqual(config, { limit: 2, extra: 'kept' }, 'the caller keeps the config as the file wrote it');
-    // validate asks once per reference: the same config object is filled once, not copied and checked each time.
-    const before = seenBy.absentOutputs;
+    // Each call gets a copy of its own: what one hook changes in it, the next does not see.
+    (seenBy.check as { filter: { minLength: number } }).filter.minLength = 99;
     k!.absentOutputs!(config, {} as never);
-    assert.equal(seenBy.absentOutputs, before, 'one filled copy per config object');
+    assert.deepEqual(seenBy.absentOutputs, filled);
     // A stage run in a child process gets its config filled before it is sent: the child loads the module as written.
     assert.deepEqual(configForKind(k!, config), filled);
     const builtin = { ...k!, kind: 'split' };
     assert.equal(configForKind(builtin, config), config, "a built-in kind's code applies its own defaults");
+  });
+  // Hooks were called with a copy of the kind as `this`: a kind written as a class lost its private fields.
+  test('a kind written as a class keeps its own `this`, private fields and all', async () => {
+    const file = plugin(`class Counter {
+  #offset = 10;
+  kind = 'counter'; description = 'd'; codeVersion = 'counter-1';
+  withSchema = { type: 'object', properties: { n: { type: 'integer', default: 3 } } };
+  outputs = { n: { type: 'number' } };
+  async run(cfg) { return { n: cfg.n + this.#offset }; }
+  check(cfg) { return cfg.n + this.#offset > 100 ? [{ path: ['n'], message: 'too big' }] : []; }
+}
+export function stageKinds() { return [new Counter()]; }
+`);
+    const [counter] = await loadPluginKinds([file], BUILTINS, dir);
+    assert.deepEqual(await counter!.run({}, {} as never), { n: 13 });
+    assert.deepEqual(counter!.check!({ n: 95 }, {} as never), [{ path: ['n'], message: 'too big' }]);
   });
 });

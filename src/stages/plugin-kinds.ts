@@ -132,30 +132,22 @@ function asLoaded(kind: AnyStageKind, file: PluginFile, module: string): AnyStag
   loadedPlugins.set(loaded, file);
   // Every hook that reads the config sees the withSchema's defaults filled in, as run does.
   const filled = <T>(config: T): T => withDefaults(kind.kind, kind.withSchema, config);
-  // validate asks absentOutputs and outputShape once per reference to the stage: one filled copy per config object,
-  // or a large config referenced often costs a copy and a schema pass each time (quadratic). Only hooks that read.
-  const memo = new WeakMap<object, unknown>();
-  const filledOnce = <T>(config: T): T => {
-    if (typeof config !== 'object' || config === null) return filled(config);
-    if (!memo.has(config)) memo.set(config, filled(config));
-    return memo.get(config) as T;
-  };
-  loaded.run = (config, ctx) => kind.run.call(loaded, filled(config), ctx);
+  loaded.run = (config, ctx) => kind.run.call(kind, filled(config), ctx);
   if (kind.externalInputs) {
     const externalInputs = kind.externalInputs;
-    loaded.externalInputs = (config, ctx) => externalInputs.call(loaded, filled(config), ctx);
+    loaded.externalInputs = (config, ctx) => externalInputs.call(kind, filled(config), ctx);
   }
   if (kind.audit) {
     const audit = kind.audit;
-    loaded.audit = (config, outputs, ctx) => audit.call(loaded, filled(config), outputs, ctx);
+    loaded.audit = (config, outputs, ctx) => audit.call(kind, filled(config), outputs, ctx);
   }
   if (kind.absentOutputs) {
     const absentOutputs = kind.absentOutputs;
-    loaded.absentOutputs = (config, ctx) => absentOutputs.call(loaded, filledOnce(config), ctx);
+    loaded.absentOutputs = (config, ctx) => absentOutputs.call(kind, filled(config), ctx);
   }
   if (kind.outputShape) {
     const outputShape = kind.outputShape;
-    loaded.outputShape = (output, config, ctx) => outputShape.call(loaded, output, filledOnce(config), ctx);
+    loaded.outputShape = (output, config, ctx) => outputShape.call(kind, output, filled(config), ctx);
   }
   if (kind.isolation?.device) {
     const device = kind.isolation.device;
@@ -169,7 +161,7 @@ function asLoaded(kind: AnyStageKind, file: PluginFile, module: string): AnyStag
     loaded.check = (config, ctx) => {
       let issues: unknown;
       try {
-        issues = check.call(loaded, filledOnce(config), ctx);
+        issues = check.call(kind, filled(config), ctx);
       } catch (e) {
         throw new InputError(`${where}: check() threw: ${(e as Error)?.message ?? String(e)}`, { hint });
       }
