@@ -816,8 +816,24 @@ export function regexVerdict(re: RegExp, shared: CheckBudget = new CheckBudget()
   }
 }
 
+/**
+ * Whether a repeat of the pattern holds a lookaround or a word boundary (`\b`, `\B`): assertions that look at the text
+ * around, which can keep the repeat's ways apart. Outside repeats they cannot (the library writes `$` as two lookaheads
+ * at the end of the pattern, where `(a+)+$` stays exponential).
+ */
+function hasContextAssertion(node: AST.Node, inRepeat = false): boolean {
+  if (node.type === 'Assertion' && (node.kind === 'lookahead' || node.kind === 'lookbehind' || node.kind === 'word')) {
+    if (inRepeat) return true;
+  }
+  const repeat = inRepeat || (node.type === 'Quantifier' && node.max > 1);
+  const children: AST.Node[] =
+    'alternatives' in node ? node.alternatives : 'elements' in node ? node.elements : 'element' in node ? [node.element] : [];
+  return children.some((c) => hasContextAssertion(c, repeat));
+}
+
 function verdictOf(re: RegExp): RegexVerdict {
   let v: RegexVerdict;
+  let literal: AST.RegExpLiteral | undefined;
   if (re.flags.replace(/[gu]/g, '') !== '') v = { kind: 'unsupported', reason: `flags ${re.flags}` };
   else if (nesting(re.source) > MAX_NESTING) v = { kind: 'too-complex', reason: `groups nested more than ${MAX_NESTING} deep` };
   else {
@@ -825,11 +841,14 @@ function verdictOf(re: RegExp): RegexVerdict {
       if (re.source.length > MAX_SOURCE_CHARS)
         throw new Refusal('too-complex', `${re.source.length} characters once compiled, more than ${MAX_SOURCE_CHARS}`);
       charge(re.source.length);
-      const literal = parseRegExpLiteral(re);
+      literal = parseRegExpLiteral(re);
       analyse(build(literal.pattern.alternatives, { positions: 0, steps: 0 }), true);
       v = { kind: 'safe' };
     } catch (e) {
-      if (e instanceof Refusal) v = { kind: e.kind, reason: e.reason, ...(e.proven ? { proven: true as const } : {}) };
+      // The automaton takes lookarounds and word boundaries as always true, so an ambiguity found through them may not
+      // be one: `(?:a(?=b)|a(?!b))+$` runs in linear time per attempt. Proven only where no repeat holds one.
+      const proven = e instanceof Refusal && e.proven && literal !== undefined && !hasContextAssertion(literal.pattern);
+      if (e instanceof Refusal) v = { kind: e.kind, reason: e.reason, ...(proven ? { proven: true as const } : {}) };
       else if (e instanceof SyntaxError) v = { kind: 'unsupported', reason: e.message };
       else if (e instanceof RangeError) v = { kind: 'too-complex', reason: 'nested too deeply' };
       else throw e;
