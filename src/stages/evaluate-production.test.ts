@@ -158,6 +158,7 @@ test('causal LM: production is scored only on the test rows it was not trained o
     rows: 16,
     contaminated_rows: 16,
     near_duplicate_rows: 0,
+    near_duplicate_examples: [],
     near_duplicates: { shingles: '3 words', estimated_jaccard_at_least: 0.8 },
     near_duplicate_checks_cut: 0,
   });
@@ -327,8 +328,12 @@ test('classifier: production is scored on the test rows whose text, normalised a
   const evaluate = async (model: ArtifactRef, t: ArtifactRef, more: Record<string, unknown> = {}) =>
     read((await evaluateStage.run({ model, test: t, threads: 2, ...more }, ctx('evaluate'))).metrics);
 
-  const metrics = await evaluate(cand, test, { production: { name: 'sentiment' } });
+  const out = await evaluateStage.run({ model: cand, test, threads: 2, production: { name: 'sentiment' } }, ctx('evaluate'));
+  const metrics = read(out.metrics);
   const p = metrics.production;
+  // The report says how many were near duplicates, and quotes them.
+  const { contamination } = read(out.report);
+  assert.deepEqual([contamination.near_duplicate_rows, contamination.near_duplicate_examples], [2, near.map((r) => [r.text])]);
   assert.equal(metrics.n, rows.length, "the candidate's own scores are over every test row");
   assert.deepEqual([p.rows, p.contaminated_rows, p.decontaminated], [unseen.length, 12, true]);
   assert.deepEqual(scores(p), await evaluate(prod, freshOnly));

@@ -178,6 +178,7 @@ async function productionRows(
       rows: clean.rows,
       contaminated_rows: clean.contaminated,
       near_duplicate_rows: clean.near,
+      near_duplicate_examples: clean.nearExamples,
       near_duplicates: nearSettings(training.seen),
       near_duplicate_checks_cut: training.seen.nearChecksCut,
     },

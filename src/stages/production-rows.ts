@@ -79,6 +79,9 @@ export async function productionTraining(
   return { checked: true, data, seen, rows };
 }
 
+/** Near-duplicate test inputs the report quotes. */
+const NEAR_EXAMPLES = 5;
+
 export interface CleanRows {
   /** Rows written to `output`: the first `maxRows` (all without it) test rows production was not trained on. */
   rows: number;
@@ -86,6 +89,11 @@ export interface CleanRows {
   contaminated: number;
   /** Of those, the ones left out as near duplicates (not the same input after normalisation). */
   near: number;
+  /**
+   * The inputs of the first few of them (each column's text, cut at 200 characters), so a person can see what passed
+   * for a near duplicate: with a long prompt template around short inputs, two different inputs can.
+   */
+  nearExamples: string[][];
   /** The test row each written row is, in order. */
   testRows: number[];
 }
@@ -112,6 +120,7 @@ export async function writeCleanRows(
   const testRows: number[] = [];
   let contaminated = 0;
   let near = 0;
+  const nearExamples: string[][] = [];
   let row = 0;
   try {
     for await (const b of readArrowBatches(test)) {
@@ -124,7 +133,7 @@ export async function writeCleanRows(
         const as = seen.seenAs(values);
         if (as) {
           contaminated++;
-          if (as === 'near') near++;
+          if (as === 'near' && near++ < NEAR_EXAMPLES) nearExamples.push(values.map((v) => (v.length > 200 ? `${v.slice(0, 197)}...` : v)));
         } else {
           keep.push(i);
           testRows.push(row);
@@ -133,7 +142,7 @@ export async function writeCleanRows(
       if (keep.length === b.numRows) w.writeRecordBatch(b);
       else if (keep.length) w.writeRecordBatch(takeRows(b, keep, w.schema));
     }
-    return { rows: w.close().rows, contaminated, near, testRows };
+    return { rows: w.close().rows, contaminated, near, nearExamples, testRows };
   } catch (e) {
     w.abort();
     throw e;
