@@ -21,7 +21,7 @@ export function dataRoots(baseDir: string, opts: { stateDir?: string; env?: Node
   const env = opts.env ?? process.env;
   const roots = [resolve(baseDir)];
   if (opts.stateDir) roots.push(resolve(opts.stateDir));
-  if (env.TEMPERED_HOME) roots.push(resolve(env.TEMPERED_HOME));
+  if (env.TEMPERED_HOME?.trim()) roots.push(resolve(env.TEMPERED_HOME.trim()));
   const datasets = findDatasetsDir(env);
   if (datasets) roots.push(resolve(datasets));
   for (const r of (env[DATA_ROOTS_ENV] ?? '').split(delimiter)) if (r.trim() !== '') roots.push(resolve(r.trim()));

@@ -15,7 +15,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Same folder as the demo's (infra/state.ts picks the state folder the same way); TEMPERED_MODEL_CACHE overrides. */
 export function testModelCache(env: NodeJS.ProcessEnv = process.env): string {
-  return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(env.TEMPERED_HOME ?? join(ROOT, '.tempered'))).models;
+  return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(env.TEMPERED_HOME?.trim() || join(ROOT, '.tempered'))).models;
 }
 
 const NETWORK_CODES = new Set([
