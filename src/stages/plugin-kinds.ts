@@ -122,29 +122,25 @@ export async function loadPluginKinds(
 
 /**
  * The kind as tempered uses it: its module file's hash in its code version (the cache key's, so an edit
- * misses), and its check held to its contract, so a check that throws or returns no array is reported as
- * the plugin's, not as a bare TypeError from validate.
+ * misses), the withSchema's defaults filled in wherever a hook reads the config, and its check held to its
+ * contract, so a check that throws or returns no array is reported as the plugin's, not as a bare TypeError
+ * from validate. Hooks run with the kind as written as `this` (a class keeps its private fields).
  */
 function asLoaded(kind: AnyStageKind, file: PluginFile, module: string): AnyStageKind {
   const loaded = Object.assign(Object.create(Object.getPrototypeOf(kind) as object) as AnyStageKind, kind, {
     codeVersion: `${kind.codeVersion}+file.${file.sha256.slice(0, 12)}`,
   });
   loadedPlugins.set(loaded, file);
-  // Every hook that reads the config sees the withSchema's defaults filled in, as run does.
+  // Each call gets a filled copy of its own: what one hook changes, the next does not see.
   const filled = <T>(config: T): T => withDefaults(kind.kind, kind.withSchema, config);
-  loaded.run = (config, ctx) => kind.run.call(kind, filled(config), ctx);
-  if (kind.externalInputs) {
-    const externalInputs = kind.externalInputs;
-    loaded.externalInputs = (config, ctx) => externalInputs.call(kind, filled(config), ctx);
-  }
-  if (kind.audit) {
-    const audit = kind.audit;
-    loaded.audit = (config, outputs, ctx) => audit.call(kind, filled(config), outputs, ctx);
-  }
-  if (kind.absentOutputs) {
-    const absentOutputs = kind.absentOutputs;
-    loaded.absentOutputs = (config, ctx) => absentOutputs.call(kind, filled(config), ctx);
-  }
+  const onFilled =
+    <A extends unknown[], R>(hook: (config: any, ...rest: A) => R) =>
+    (config: unknown, ...rest: A): R =>
+      hook.call(kind, filled(config), ...rest);
+  loaded.run = onFilled(kind.run);
+  if (kind.externalInputs) loaded.externalInputs = onFilled(kind.externalInputs);
+  if (kind.audit) loaded.audit = onFilled(kind.audit);
+  if (kind.absentOutputs) loaded.absentOutputs = onFilled(kind.absentOutputs);
   if (kind.outputShape) {
     const outputShape = kind.outputShape;
     loaded.outputShape = (output, config, ctx) => outputShape.call(kind, output, filled(config), ctx);
