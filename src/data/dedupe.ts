@@ -12,7 +12,7 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, arrowSchema, readArrowBatches, readArrowSchema, stringColumn, takeRows } from './arrow-io.ts';
 import type { DedupeConfig } from './config.ts';
 import { Growable } from './growable.ts';
-import { hashString32, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashesScratch, type ShingleKind } from './minhash.ts';
+import { key53, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashesScratch, type ShingleKind } from './minhash.ts';
 import { makeNormalizer } from './normalize.ts';
 import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
@@ -60,11 +60,6 @@ function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label
     throw new InputError(`labelColumn ${JSON.stringify(cfg.labelColumn)} is not in the table`, { where: 'labelColumn' });
   if (label !== null && !DataType.isUtf8(schema.fields.find((f) => f.name === label)!.type)) label = null;
   return { text, label };
-}
-
-/** 53-bit key from two independent 32-bit hashes: collision odds ~n²/2^54 (≈6e-5 at 1M rows). */
-function key53(s: string): number {
-  return hashString32(s, 0x2545f491) * 2097152 + (hashString32(s, 0x6a09e667) >>> 11);
 }
 
 export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOptions): Promise<DedupeReport> {

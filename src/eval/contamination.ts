@@ -14,17 +14,12 @@
 import { TASK_COLUMNS, type Task } from '../data/config.ts';
 import { resolveNear, type ResolvedNear } from '../data/dedupe-config.ts';
 import { Growable } from '../data/growable.ts';
-import { estimateJaccard, hashString32, LshIndex, MinHasher, shingleHashesScratch } from '../data/minhash.ts';
+import { estimateJaccard, key53, LshIndex, MinHasher, shingleHashesScratch } from '../data/minhash.ts';
 import { makeNormalizer, type NormalizeOptions } from '../data/normalize.ts';
 
 /** The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`. */
 export function inputColumns(task: Task): string[] {
   return TASK_COLUMNS[task].filter((c) => c !== 'label' && c !== 'response');
-}
-
-/** 53 bits from two independent 32-bit hashes, as dedupe keys its exact duplicates. */
-function key53(s: string): number {
-  return hashString32(s, 0x2545f491) * 2097152 + (hashString32(s, 0x6a09e667) >>> 11);
 }
 
 /**
