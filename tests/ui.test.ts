@@ -55,6 +55,15 @@ async function startPipeline(file: string, params: Record<string, string>, taskQ
   const h = await submitRun(env.client, { plan: res.plan, options: { baseDir: dirname(file), actor: 'ui-tester' } }, { taskQueue });
   return h.workflowId;
 }
+/** A one-stage pipeline `e2e-<name>` beside the e2e one: an ingest of `path`, with `stageLines` added to the stage. */
+function ingestOnly(name: string, path: string, stageLines = ''): string {
+  const file = join(dirname(pipelineFile), `${name}.yaml`);
+  writeFileSync(
+    file,
+    `name: e2e-${name}\nstages:\n  ingest:\n    uses: ingest\n${stageLines}    with: { path: ${path}, task: classification }\n`,
+  );
+  return file;
+}
 const runPipeline = async (file: string, params: Record<string, string>) => waitForRun(env.client, await startPipeline(file, params));
 
 function assertSucceeded(r: RunStatus) {
@@ -714,13 +723,8 @@ describe('dashboard in a browser', () => {
   // The workflow runs, but its stage goes to a queue nobody serves: the DAG said "running" with no progress.
   it('shows a stage routed to a queue no worker serves as waiting, in the DAG and its card', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
-    const file = join(dirname(pipelineFile), 'routed.yaml');
     // Not from the cache: an earlier run ingested the same file, and a hit needs no worker.
-    writeFileSync(
-      file,
-      'name: e2e-routed\nstages:\n  ingest:\n    uses: ingest\n    queue: ui-nobody-stage\n    cache: false\n    with: { path: data.jsonl, task: classification }\n',
-    );
-    const runId = await startPipeline(file, {});
+    const runId = await startPipeline(ingestOnly('routed', 'data.jsonl', '    queue: ui-nobody-stage\n    cache: false\n'), {});
     try {
       const page = await open(`#/run/${runId}`);
       await page.locator('.node[data-stage="ingest"][data-waiting="ui-nobody-stage"]').waitFor();
@@ -739,12 +743,7 @@ describe('dashboard in a browser', () => {
   // The card showed the error but not whether it was retried: a user could not tell a stage still retrying from one given up.
   it("says on a failed stage's card how its retries went", async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
-    const file = join(dirname(pipelineFile), 'missing-source.yaml');
-    writeFileSync(
-      file,
-      'name: e2e-missing\nstages:\n  ingest:\n    uses: ingest\n    with: { path: nowhere.jsonl, task: classification }\n',
-    );
-    const st = await waitForRun(env.client, await startPipeline(file, {}));
+    const st = await waitForRun(env.client, await startPipeline(ingestOnly('missing', 'nowhere.jsonl'), {}));
     assert.equal(st.state, 'failed');
     const page = await open(`#/run/${st.runId}`);
     const error = page.locator('[data-stage-card="ingest"] .error');
