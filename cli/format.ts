@@ -83,15 +83,23 @@ export function stageLine(s: StageStatus): string {
   if (s.state === 'running')
     tail = s.waitingBehind?.length
       ? `waiting: task queue '${s.waitingForWorker}' is busy with stage${s.waitingBehind.length > 1 ? 's' : ''} ${s.waitingBehind.join(', ')} of this run; the stage starts when a worker slot there is free`
-      : s.waitingForWorker
-        ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
-        : [progressText(s), s.error?.message].filter(Boolean).join('  ');
+      : s.waitingBehindRuns?.length
+        ? `waiting: task queue '${s.waitingForWorker}' is busy with ${busyWithText(s.waitingBehindRuns)}; the stage starts when a worker slot there is free`
+        : s.waitingForWorker
+          ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
+          : [progressText(s), s.error?.message].filter(Boolean).join('  ');
   else if (s.state === 'failed') {
     const hint = [s.error?.hint, ...failureHints(s)].filter(Boolean).join('; ');
     tail = `${s.error?.message ?? ''}${hint ? `\n      hint: ${hint}` : ''}`;
   } else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
+}
+
+/** "stage train of run A, stage train of run B and 2 more": the first few, so that a busy queue's note stays one line. */
+export function busyWithText(busy: { runId: string; stage: string }[], shown = 3): string {
+  const named = busy.slice(0, shown).map((b) => `stage ${b.stage} of run ${b.runId}`);
+  return busy.length > shown ? `${named.join(', ')} and ${busy.length - shown} more` : named.join(', ');
 }
 
 /** Renders a stage's report artifact (data reports, evaluation) when the local store has it. */

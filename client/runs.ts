@@ -55,6 +55,8 @@ interface PendingActivityInfo {
   /** 1: scheduled, no worker has taken it; 2: started; 3: cancel requested. */
   state?: number | null;
   attempt?: number | null;
+  scheduledTime?: { seconds?: unknown; nanos?: number | null } | null;
+  lastStartedTime?: { seconds?: unknown; nanos?: number | null } | null;
   heartbeatDetails?: { payloads?: unknown[] | null } | null;
   lastFailure?: { message?: string | null } | null;
 }
@@ -186,10 +188,17 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
  * A worker whose slots are all busy stops polling, and the server drops it from the list some minutes
  * later: so the note says none polled lately, not that none exists. Where stages of this same run have
  * started on that queue meanwhile (a `gpu:1` worker training one branch while the other waits), the
- * stage is waiting behind them (`waitingBehind`), whether or not the worker is still listed.
+ * stage is waiting behind them (`waitingBehind`), whether or not the worker is still listed; where
+ * stages of other running runs have (that worker training another run), behind those (`waitingBehindRuns`).
  */
 /** `execution/activityId` (a run id can be reused) → the task queue the activity was scheduled on (bounded: cleared past 1,000). */
 const scheduledQueues = new Map<string, string>();
+
+/**
+ * A stage scheduled this recently is most likely being taken as the status is read: other runs are
+ * looked through only for one that waited longer.
+ */
+const TAKEN_SOON_MS = 2_000;
 
 async function markStagesNobodyTakes(
   client: Client,
@@ -204,14 +213,9 @@ async function markStagesNobodyTakes(
   const started = pending.filter((pa) => pa.state === 2 && pa.activityId?.startsWith('stage-'));
   // An activity keeps the queue it was scheduled on: the history is read once per waiting stage, not at
   // every status a `--wait` or the dashboard asks for while it waits.
-  if ([...scheduled, ...started].some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) {
-    if (scheduledQueues.size > 1000) scheduledQueues.clear();
-    for (const ev of (await client.workflow.getHandle(runId, execution).fetchHistory()).events ?? []) {
-      const a = ev.activityTaskScheduledEventAttributes;
-      if (a?.activityId && a.taskQueue?.name) scheduledQueues.set(`${execution}/${a.activityId}`, a.taskQueue.name);
-    }
-  }
-  const polled = new Map<string, Promise<boolean>>();
+  if ([...scheduled, ...started].some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`)))
+    await readScheduledQueues(client, runId, execution);
+  const undecided: { st: StageStatus; queue: string; waitedLong: boolean }[] = [];
   for (const pa of scheduled) {
     const queue = scheduledQueues.get(`${execution}/${pa.activityId}`);
     const st = status.stages.find((s) => s.id === pa.activityId!.replace(/^stage-/, ''));
@@ -224,16 +228,99 @@ async function markStagesNobodyTakes(
       st.waitingBehind = behind;
       continue;
     }
-    if (!polled.has(queue))
-      polled.set(
-        queue,
-        pollerCount(client, queue, 'stages').then(
-          (n) => n > 0,
-          () => true,
-        ),
-      );
-    if (!(await polled.get(queue))) st.waitingForWorker = queue;
+    const scheduledAt = timeMs(pa.scheduledTime);
+    undecided.push({ st, queue, waitedLong: scheduledAt === undefined || Date.now() - scheduledAt > TAKEN_SOON_MS });
   }
+  if (undecided.length === 0) return;
+  // Other runs are looked through whether or not the queue's worker is listed: a busy one stays listed for
+  // minutes after its last poll. The poller list still tells a queue nobody serves from a busy one.
+  const longWaits = new Set(undecided.filter((u) => u.waitedLong).map((u) => u.queue));
+  const [listed, elsewhere] = await Promise.all([
+    Promise.all(
+      [...new Set(undecided.map((u) => u.queue))].map(async (q) =>
+        pollerCount(client, q, 'stages').then(
+          (n) => [q, n > 0] as const,
+          () => [q, true] as const,
+        ),
+      ),
+    ).then((pairs) => new Map(pairs)),
+    longWaits.size > 0 ? stagesRunningOn(client, longWaits, execution).catch(() => new Map<string, BusyStage[]>()) : undefined,
+  ]);
+  for (const { st, queue } of undecided) {
+    const others = elsewhere?.get(queue);
+    if (others?.length) {
+      st.waitingForWorker = queue;
+      st.waitingBehindRuns = others;
+    } else if (!listed.get(queue)) st.waitingForWorker = queue;
+  }
+}
+
+/** Fills `scheduledQueues` from the execution's history. */
+async function readScheduledQueues(client: Client, runId: string, execution: string): Promise<void> {
+  if (scheduledQueues.size > 1000) scheduledQueues.clear();
+  for (const ev of (await client.workflow.getHandle(runId, execution).fetchHistory()).events ?? []) {
+    const a = ev.activityTaskScheduledEventAttributes;
+    if (a?.activityId && a.taskQueue?.name) scheduledQueues.set(`${execution}/${a.activityId}`, a.taskQueue.name);
+  }
+}
+
+/** A stage of another run that a task queue's worker is busy with. */
+export interface BusyStage {
+  runId: string;
+  stage: string;
+}
+
+/** How many running runs, the newest first, are looked through for stages that hold a queue: a bound on what one status costs. */
+const RUNS_LOOKED_THROUGH = 50;
+/** How many of them are described at once. */
+const DESCRIBED_AT_ONCE = 8;
+/** How long looking through other runs may take before the status goes without it. */
+const RUNS_LOOKUP_WAIT_MS = 3_000;
+
+/**
+ * Stages of running runs (but the execution `except`) started on each of `queues`, the longest running
+ * first: what the queue's worker is busy with. Visibility lists a run some moments after it starts or
+ * ends, which the describe of each corrects for the ones it lists; a run of another namespace is not seen.
+ */
+export async function stagesRunningOn(client: Client, queues: Set<string>, except?: string): Promise<Map<string, BusyStage[]>> {
+  const found = new Map<string, (BusyStage & { since: number })[]>();
+  await client.withAbortSignal(AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS), async () => {
+    const runs: { workflowId: string; runId: string }[] = [];
+    const query = `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
+    for await (const wf of client.workflow.list({ query, pageSize: RUNS_LOOKED_THROUGH })) {
+      if (wf.runId !== except) runs.push({ workflowId: wf.workflowId, runId: wf.runId });
+      if (runs.length >= RUNS_LOOKED_THROUGH) break;
+    }
+    const lookAt = async ({ workflowId, runId }: { workflowId: string; runId: string }): Promise<void> => {
+      const desc = await client.workflow.getHandle(workflowId, runId).describe();
+      const started = ((desc.raw.pendingActivities ?? []) as PendingActivityInfo[]).filter(
+        (pa) => pa.state === 2 && pa.activityId?.startsWith('stage-'),
+      );
+      if (started.some((pa) => !scheduledQueues.has(`${runId}/${pa.activityId}`))) await readScheduledQueues(client, workflowId, runId);
+      for (const pa of started) {
+        const queue = scheduledQueues.get(`${runId}/${pa.activityId}`);
+        if (!queue || !queues.has(queue)) continue;
+        const busy = { runId: workflowId, stage: pa.activityId!.replace(/^stage-/, ''), since: timeMs(pa.lastStartedTime) ?? Infinity };
+        found.set(queue, [...(found.get(queue) ?? []), busy]);
+      }
+    };
+    // A run that closed (or was deleted) since it was listed holds nothing: it is left out, not an error.
+    const next = runs.values();
+    await Promise.all(
+      Array.from({ length: Math.min(DESCRIBED_AT_ONCE, runs.length) }, async () => {
+        for (const run of next) await lookAt(run).catch(() => undefined);
+      }),
+    );
+  });
+  // In one order from one status to the next, so a display that redraws on change does not flicker.
+  return new Map(
+    [...found].map(([q, busy]) => [
+      q,
+      busy
+        .sort((a, b) => a.since - b.since || a.runId.localeCompare(b.runId) || a.stage.localeCompare(b.stage))
+        .map(({ runId, stage }) => ({ runId, stage })),
+    ]),
+  );
 }
 
 /**
@@ -262,11 +349,16 @@ function unanswered(e: unknown): boolean {
   return code === 4 || code === 1;
 }
 
+/** A protobuf timestamp in milliseconds since the epoch. */
+function timeMs(t: { seconds?: unknown; nanos?: number | null } | null | undefined): number | undefined {
+  if (!t?.seconds) return undefined;
+  return Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6);
+}
+
 /** Reads an event's time as ISO text. */
 function eventTime(ev: HistoryEvent): string | undefined {
-  const t = ev.eventTime;
-  if (!t?.seconds) return undefined;
-  return new Date(Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6)).toISOString();
+  const ms = timeMs(ev.eventTime);
+  return ms === undefined ? undefined : new Date(ms).toISOString();
 }
 
 /**

@@ -15,6 +15,7 @@ import { openAudit } from '../src/audit/log.ts';
 import type { RunInput } from '../workflows/types.ts';
 import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { BIN, runCli, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { stageLine } from '../cli/format.ts';
 import { probeKind } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 import { waitFor, writeData } from './helpers/schedule-fixtures.ts';
@@ -380,6 +381,69 @@ describe('a stage whose queue is busy with another stage of the run', () => {
     } finally {
       await stopCliWorker(worker);
     }
+  });
+});
+
+describe('a stage whose queue is busy with a stage of another run', () => {
+  // A gpu:1 worker trains run A while run B's train waits: B's stage read "running" while the busy worker
+  // stayed on the server's poller list, then "no worker … (none runs, or all are busy)".
+  it('waits behind that run and stage, in status and in the CLI', async () => {
+    const home = 'others-home';
+    const gpu = 'others-gpu';
+    const worker = await startCliWorker(['--queue', `${home},${gpu}:1`], cliEnv);
+    const runs: string[] = [];
+    try {
+      const submit = async (name: string) => {
+        const h = await submitRun(
+          env.client,
+          {
+            plan: plannedPipeline(name, [{ ...stage('train', [], { blockUntilCancelled: true }), queue: gpu }]),
+            options: { baseDir: env.dir, actor: 'test', noCache: true },
+          },
+          { taskQueue: home },
+        );
+        runs.push(h.workflowId);
+        return h.workflowId;
+      };
+      const a = await submit('others-a');
+      await waitFor('A training', async () => (await env.client.workflow.getHandle(a).describe()).raw.pendingActivities?.[0]?.state === 2);
+      const b = await submit('others-b');
+      const waiting = await waitFor('B waiting behind A', async () => {
+        const st = (await getRunStatus(env.client, b)).stages[0]!;
+        return st.waitingBehindRuns && st;
+      });
+      assert.deepEqual(
+        [waiting.state, waiting.waitingForWorker, waiting.waitingBehind, waiting.waitingBehindRuns],
+        ['running', gpu, undefined, [{ runId: a, stage: 'train' }]],
+      );
+      const trainingA = (await getRunStatus(env.client, a)).stages[0]!;
+      assert.deepEqual(
+        [trainingA.state, trainingA.waitingForWorker],
+        ['running', undefined],
+        'the stage that holds the queue waits for nothing',
+      );
+      const st = await runCli(['status', b], cliEnv);
+      assert.equal(st.code, 0, st.stderr);
+      assert.match(
+        st.stdout,
+        new RegExp(
+          `▶ train\\s+probe\\s+running .*waiting: task queue '${gpu}' is busy with stage train of run ${a}; the stage starts when a worker slot there is free`,
+        ),
+      );
+      assert.doesNotMatch((await runCli(['status', a], cliEnv)).stdout, /waiting/);
+    } finally {
+      await Promise.allSettled(runs.map((id) => env.client.workflow.getHandle(id).terminate('test done')));
+      await stopCliWorker(worker);
+    }
+  });
+
+  it('names the first few of them, and how many more', () => {
+    const busy = ['r1', 'r2', 'r3', 'r4', 'r5'].map((runId) => ({ runId, stage: 'train' }));
+    const line = stageLine({ id: 'train', uses: 'probe', needs: [], state: 'running', waitingForWorker: 'gpu', waitingBehindRuns: busy });
+    assert.match(
+      line,
+      /waiting: task queue 'gpu' is busy with stage train of run r1, stage train of run r2, stage train of run r3 and 2 more; the stage starts when a worker slot there is free$/,
+    );
   });
 });
 

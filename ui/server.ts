@@ -330,6 +330,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         error: s.error,
         waitingForWorker: s.waitingForWorker,
         waitingBehind: s.waitingBehind,
+        waitingBehindRuns: s.waitingBehindRuns,
       }));
       // Where it waits, and whether a cancellation waits with it, change without any stage changing.
       const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested };

@@ -109,11 +109,17 @@ export interface StageStatus {
   };
   /**
    * Set by the client (never the workflow) for a running stage no worker has taken: its task queue, when
-   * no worker polls that queue, or when stages of this run hold the queue's worker (`waitingBehind`).
+   * no worker polls that queue, or when stages of this run (`waitingBehind`) or of other runs
+   * (`waitingBehindRuns`) hold the queue's worker.
    */
   waitingForWorker?: string;
   /** Set by the client with `waitingForWorker`: stages of this run running on that queue meanwhile, which its worker is busy with. */
   waitingBehind?: string[];
+  /**
+   * Set by the client with `waitingForWorker`, where no stage of this run holds the queue: stages of other
+   * running runs started on that queue, which its worker is busy with (the longest running first).
+   */
+  waitingBehindRuns?: { runId: string; stage: string }[];
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

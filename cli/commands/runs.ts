@@ -3,13 +3,23 @@ import { dirname, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Payload, PayloadConverter } from '@temporalio/common';
 import { runUrl } from '../../infra/connection.ts';
-import { auditRunSubmitted, followRun, getRunStatus, hasWorkers, listRuns, firstTask, runInput, submitRun } from '../../client/runs.ts';
+import {
+  auditRunSubmitted,
+  followRun,
+  getRunStatus,
+  hasWorkers,
+  listRuns,
+  firstTask,
+  runInput,
+  stagesRunningOn,
+  submitRun,
+} from '../../client/runs.ts';
 import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
 import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { formatRunStatus, progressText, stageLine } from '../format.ts';
+import { busyWithText, formatRunStatus, progressText, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { planOrExit } from './validate.ts';
@@ -30,7 +40,8 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
       const progressDue = now - lastProgressAt > 5000;
       for (const s of st.stages) {
         // A stage that waited for a worker of its queue prints again when one takes it.
-        const key = `${s.state}:${s.attempt ?? 1}:${s.waitingForWorker ?? ''}`;
+        // And again when what holds its queue changes (another run's stage ended, a third run's took the slot).
+        const key = `${s.state}:${s.attempt ?? 1}:${s.waitingForWorker ?? ''}:${(s.waitingBehindRuns ?? []).map((b) => `${b.runId}/${b.stage}`).join(',')}`;
         // A long step reports nothing new for minutes: the same line again would only scroll the terminal.
         const progress = s.state === 'running' && progressDue && !!s.progress && progressText(s) !== shown.get(s.id);
         if (seen.get(s.id) !== key || progress) {
@@ -189,8 +200,12 @@ export async function startAndReport(
       if (!(await hasWorkers(client, ctx.settings().namespace, q, true).catch(() => true))) {
         const ids = input.plan.stages.filter((s) => s.queue === q).map((s) => s.id);
         const which = ids.length === 1 ? `stage ${ids[0]} waits` : `stages ${ids.join(', ')} wait`;
+        // A worker busy with a long stage of another run has dropped off the poller list by now.
+        const busy = (await stagesRunningOn(client, new Set([q]), handle.firstExecutionRunId).catch(() => undefined))?.get(q);
         console.error(
-          `note: no worker of task queue '${q}' has asked for work lately (none runs, or all are busy): ${which} for one there (\`tempered worker --queue ${q}\`)`,
+          busy?.length
+            ? `note: task queue '${q}' is busy with ${busyWithText(busy)}: ${which} for a worker slot there`
+            : `note: no worker of task queue '${q}' has asked for work lately (none runs, or all are busy): ${which} for one there (\`tempered worker --queue ${q}\`)`,
         );
       }
     if (!o.wait) return 0;

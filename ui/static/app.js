@@ -595,6 +595,12 @@ function errorText(e) {
   return `${e.type ? `${e.type}: ` : ''}${e.message}${e.note ? ` (${e.note})` : ''}${hints.length ? `\nhint: ${hints.join('; ')}` : ''}`;
 }
 
+/** As the CLI says it (cli/format.ts): the first few stages of other runs that hold the queue. */
+function busyWithText(busy, shown = 3) {
+  const named = busy.slice(0, shown).map((b) => `stage ${b.stage} of run ${b.runId}`);
+  return busy.length > shown ? `${named.join(', ')} and ${busy.length - shown} more` : named.join(', ');
+}
+
 function StageCard({ s, view }) {
   const reports = view.reports[s.id] ?? {};
   const unread = view.unread?.[s.id]?.report;
@@ -610,7 +616,9 @@ function StageCard({ s, view }) {
     html`<p class="waiting" data-waiting-for=${s.waitingForWorker}>
       ${s.waitingBehind?.length
         ? `waiting: task queue ${s.waitingForWorker} is busy with ${s.waitingBehind.length > 1 ? 'stages' : 'stage'} ${s.waitingBehind.join(', ')} of this run; this stage starts when a worker slot there is free`
-        : `waiting: no worker of task queue ${s.waitingForWorker} has asked for work lately (none runs, or all are busy); this stage starts when one takes it (tempered worker --queue ${s.waitingForWorker})`}
+        : s.waitingBehindRuns?.length
+          ? `waiting: task queue ${s.waitingForWorker} is busy with ${busyWithText(s.waitingBehindRuns)}; this stage starts when a worker slot there is free`
+          : `waiting: no worker of task queue ${s.waitingForWorker} has asked for work lately (none runs, or all are busy); this stage starts when one takes it (tempered worker --queue ${s.waitingForWorker})`}
     </p>`}
     ${s.error && html`<p class="error" data-retry=${s.error.note}>${errorText(s.error)}</p>`}
     ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
@@ -747,6 +755,7 @@ function RunPage({ id }) {
                       error: n.error,
                       waitingForWorker: n.waitingForWorker,
                       waitingBehind: n.waitingBehind,
+                      waitingBehindRuns: n.waitingBehindRuns,
                     }
                   : s;
               }),
