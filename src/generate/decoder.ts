@@ -139,6 +139,24 @@ export class Decoder {
     return cache;
   }
 
+  /** The first `positions` positions of a one-row cache (a conversation's shared prefix). */
+  sliceCache(cache: KvCache, positions: number): KvCache {
+    const out: KvCache = {};
+    for (const [name, t] of Object.entries(cache)) {
+      const [batch, heads, past, headDim] = t.dims as [number, number, number, number];
+      if (batch !== 1 || positions > past) throw new Error(`cannot take ${positions} positions of a [${t.dims}] cache`);
+      if (positions === past) {
+        out[name] = t;
+        continue;
+      }
+      const src = t.data as Float32Array;
+      const dst = new Float32Array(heads * positions * headDim);
+      for (let h = 0; h < heads; h++) dst.set(src.subarray(h * past * headDim, (h * past + positions) * headDim), h * positions * headDim);
+      out[name] = new ort.Tensor('float32', dst, [1, heads, positions, headDim]);
+    }
+    return out;
+  }
+
   /**
    * One forward pass. `ids` and `positions` are [batch, seq]; `mask` is [batch, past + seq] and covers the
    * cached positions too. Returns the last position's logits [batch × vocab] and the cache with these positions added.

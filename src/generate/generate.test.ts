@@ -8,7 +8,7 @@ import { buildLlamaGraph } from '../models/llama.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { Decoder } from './decoder.ts';
-import { generate, type TokenEvent } from './generate.ts';
+import { generate, PrefixCache, type TokenEvent } from './generate.ts';
 import { argmax } from './sampling.ts';
 
 const FIXTURE = new URL('../models/fixtures/tiny-llama/', import.meta.url).pathname;
@@ -61,6 +61,53 @@ test('KV cache: logits of the prompt pass and of every one-token step equal a fu
     assert.deepEqual(r!.tokens, seq.slice(5));
     assert.equal(r!.finishReason, 'length');
     assert.equal(r!.promptTokens, 5);
+  } finally {
+    await dec.close();
+    await ref.close();
+  }
+});
+
+test("a kept prefix cache: a conversation's next turn computes only its new tokens, and generates what a full pass does", async () => {
+  const dir = tinyLlamaDir(join(tmp, 'tiny-prefix'), 3, { hidden: 32, layers: 2, maxPositions: 128 });
+  const dec = await Decoder.load(dir, { threads: 1 });
+  const ref = await fullRecompute(dir);
+  try {
+    const greedy = { maxNewTokens: 6, eosTokenIds: [] };
+    const pc = new PrefixCache();
+    const turn1 = [5, 17, 3, 60, 22];
+    const [a] = await generate(dec, [turn1], { ...greedy, prefixCache: pc });
+    assert.equal(pc.reused, 0, 'an empty cache reuses nothing');
+    // The last sampled token is never fed back, so the cache holds all but it.
+    assert.deepEqual(pc.tokens, [...turn1, ...a!.tokens.slice(0, -1)]);
+    assert.equal(pc.cache!['past_key_values.0.key']!.dims[2], pc.tokens.length);
+
+    // The next turn: the last prompt, its answer, and new tokens.
+    const turn2 = [...turn1, ...a!.tokens, 9, 4, 11];
+    const [full] = await generate(dec, [turn2], greedy);
+    const held = pc.tokens.length;
+    const kept = dec.sliceCache(pc.cache!, held);
+    const [b] = await generate(dec, [turn2], { ...greedy, prefixCache: pc });
+    assert.equal(pc.reused, held);
+    assert.deepEqual(b!.tokens, full!.tokens);
+    // The logits after the reused prefix against a full recompute of the whole prompt.
+    const rest = turn2.slice(held);
+    const { logits } = await dec.run(i64(rest), i64(rest.map((_, j) => held + j)), i64(turn2.map(() => 1)), 1, kept);
+    const d = maxAbsDiff(logits, await ref.last(turn2));
+    assert.ok(d < 1e-4, `max abs logit difference ${d}`);
+
+    // A prompt that leaves the cached tokens partway (an earlier turn edited): only the shared part is reused.
+    const turn3 = [...turn1.slice(0, 3), 40, 41];
+    const [c] = await generate(dec, [turn3], { ...greedy, prefixCache: pc });
+    assert.equal(pc.reused, 3);
+    assert.deepEqual(c!.tokens, (await generate(dec, [turn3], greedy))[0]!.tokens);
+    // The same prompt again: every token but the last, which gives the logits.
+    await generate(dec, [turn3], { ...greedy, prefixCache: pc });
+    await generate(dec, [turn3], { ...greedy, prefixCache: pc });
+    assert.equal(pc.reused, turn3.length - 1);
+    pc.clear();
+    await generate(dec, [turn3], { ...greedy, prefixCache: pc });
+    assert.equal(pc.reused, 0, 'cleared');
+    await assert.rejects(generate(dec, [turn1, turn3], { ...greedy, prefixCache: pc }), /generate\.prefixCache: .*one row/);
   } finally {
     await dec.close();
     await ref.close();

@@ -5,7 +5,7 @@
  * row is a real token and a row's output does not depend on the rows beside it.
  */
 import { InputError } from '../errors.ts';
-import type { Decoder } from './decoder.ts';
+import type { Decoder, KvCache } from './decoder.ts';
 import { TokenSampler, checkSampling, type SamplingOptions } from './sampling.ts';
 import { TextStream } from './text-stream.ts';
 
@@ -32,6 +32,38 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (e: TokenEvent) => void | Promise<void>;
   /** Aborting ends every unfinished row with finish reason 'cancelled' after the current step. */
   signal?: AbortSignal;
+  /**
+   * One row only: the KV cache of an earlier call (a conversation's previous turn), which this call
+   * reads and then replaces with its own. The prompt's tokens it shares with the earlier call's are
+   * not computed again.
+   */
+  prefixCache?: PrefixCache;
+}
+
+/**
+ * A row's KV cache kept between generate calls, and the tokens it holds. A chat's next prompt is the
+ * last prompt, the answer and a new turn: only the new turn costs a forward pass over its tokens.
+ * The logits can differ from a full recompute by float rounding (tested to 1e-4).
+ */
+export class PrefixCache {
+  tokens: number[] = [];
+  cache: KvCache | null = null;
+  /** Prompt tokens the last call took from the cache instead of computing them. */
+  reused = 0;
+
+  clear(): void {
+    this.tokens = [];
+    this.cache = null;
+    this.reused = 0;
+  }
+}
+
+/** How many of `prompt`'s first tokens the cache holds; at least the last prompt token is always computed, for its logits. */
+function sharedPrefix(cached: number[], prompt: number[]): number {
+  const n = Math.min(cached.length, prompt.length - 1);
+  let k = 0;
+  while (k < n && cached[k] === prompt[k]) k++;
+  return k;
 }
 
 export interface GenerateResult {
@@ -64,6 +96,8 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     });
 
   const B = prompts.length;
+  const pc = o.prefixCache;
+  if (pc && B !== 1) throw new InputError('a prefix cache holds one row; got a batch of ' + B, { where: 'generate.prefixCache' });
   const P = Math.max(...prompts.map((p) => p.length));
   if (P >= decoder.maxPositions)
     throw new InputError(`the prompt has ${P} tokens; the model's context is ${decoder.maxPositions} (max_position_embeddings)`, {
@@ -94,7 +128,14 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     done: null as FinishReason | null,
   }));
 
-  let { logits, cache } = await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+  // With a kept cache, only the prompt's tokens past what it holds go through the model.
+  const reused = pc?.cache ? sharedPrefix(pc.tokens, prompts[0]!) : 0;
+  let { logits, cache } =
+    reused > 0
+      ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, decoder.sliceCache(pc!.cache!, reused))
+      : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+  // The last token sampled is never fed back: the cache holds the prompt and the tokens fed after it.
+  let fed = P;
   for (let step = 0; ; step++) {
     const next = new BigInt64Array(B).fill(BigInt(padId));
     for (let b = 0; b < B; b++) {
@@ -130,6 +171,12 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     mask = grown;
     const stepPos = BigInt64Array.from(prompts, (p) => BigInt(p.length + step));
     ({ logits, cache } = await decoder.run(next, stepPos, mask, B, cache));
+    fed++;
+  }
+  if (pc) {
+    pc.tokens = rows[0]!.seen.slice(0, fed);
+    pc.cache = cache;
+    pc.reused = reused;
   }
   return rows.map((r, b) => ({
     tokens: r.out,
