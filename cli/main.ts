@@ -53,6 +53,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/generate.ts')).generateCmd,
     help: "stream a language model's answer to a prompt (a registered model or a model source)",
   },
+  chat: {
+    run: async () => (await import('./commands/chat.ts')).chatCmd,
+    help: 'talk to a language model in the terminal, turn after turn (a registered model or a model source)',
+  },
   audit: {
     run: async () => (await import('./commands/audit.ts')).auditCmd,
     help: 'read or --verify the audit trail (who ran what, on which data)',

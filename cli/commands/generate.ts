@@ -21,7 +21,7 @@ const USAGE =
   '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--raw] [--chat-template FILE] [--threads N]';
 
 /** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
-async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
+export async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
   if (isModelSource(ref)) {
     if (existsSync(ref) && statSync(ref).isDirectory()) refuseClassifier(ref, ref, ref);
     const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models });
@@ -56,43 +56,50 @@ function refuseClassifier(dir: string, id: string, ref: string): void {
     );
 }
 
-export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    {
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-p': { type: 'string' },
-      'top-k': { type: 'string' },
-      'repetition-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
-      system: { type: 'string' },
-      raw: { type: 'boolean' },
-      'chat-template': { type: 'string' },
-      threads: { type: 'string' },
-    },
-    USAGE,
-  );
-  if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
+/** The flags generate and chat share: sampling, template, threads. */
+export const SAMPLING_FLAGS = {
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  'top-k': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  seed: { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  system: { type: 'string' },
+  'chat-template': { type: 'string' },
+  threads: { type: 'string' },
+} as const;
+
+type SamplingValues = { [K in keyof typeof SAMPLING_FLAGS]?: (typeof SAMPLING_FLAGS)[K] extends { multiple: true } ? string[] : string };
+
+/** The sampling options and thread count the flags ask for; a flag that is no number fails before a model loads. */
+export function samplingFromFlags(values: SamplingValues, defaultMaxTokens: number) {
   const num = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
     const n = Number(v);
     if (!Number.isFinite(n)) throw new CliError(`--${flag} must be a number, got ${JSON.stringify(v)}`, 2);
     return n;
   };
+  return {
+    sampling: {
+      maxNewTokens: num('max-tokens', values['max-tokens']) ?? defaultMaxTokens,
+      temperature: num('temperature', values.temperature) ?? 0,
+      topP: num('top-p', values['top-p']),
+      topK: num('top-k', values['top-k']),
+      repetitionPenalty: num('repetition-penalty', values['repetition-penalty']),
+      seed: num('seed', values.seed),
+      stop: values.stop,
+    },
+    threads: num('threads', values.threads),
+  };
+}
+
+export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...SAMPLING_FLAGS, raw: { type: 'boolean' } }, USAGE);
+  if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
   const [ref, prompt] = positionals as [string, string];
   // Flags first: a typo fails before a model is loaded.
-  const sampling = {
-    maxNewTokens: num('max-tokens', values['max-tokens']) ?? 128,
-    temperature: num('temperature', values.temperature) ?? 0,
-    topP: num('top-p', values['top-p']),
-    topK: num('top-k', values['top-k']),
-    repetitionPenalty: num('repetition-penalty', values['repetition-penalty']),
-    seed: num('seed', values.seed),
-    stop: values.stop,
-  };
-  const threads = num('threads', values.threads);
+  const { sampling, threads } = samplingFromFlags(values, 128);
   const chatTemplate = readChatTemplate(values['chat-template']);
   const { dir, id } = await modelDir(ctx, ref);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });

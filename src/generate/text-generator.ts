@@ -22,6 +22,8 @@ export interface TextGeneratorOptions extends DecoderOptions {
 
 export interface LoadedTextGenerator extends TextGenerator, PromptEncoder {
   readonly decoder: Decoder;
+  /** The system message the fine-tune was trained with, which a conversation without one of its own gets. */
+  readonly trainedSystem?: string;
 }
 
 /** Tokenization and chat rendering of a model folder: cheap and synchronous, so a server can do it on its own thread while the decoder runs elsewhere. */
@@ -98,6 +100,7 @@ export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions 
     id: opts.id ?? dir,
     contextLength: decoder.maxPositions,
     decoder,
+    trainedSystem: trainedSystemPrompt(dir),
     ...promptEncoder(renderChat, tok),
     generate: (prompts, o: GenerateOptions) => generate(decoder, prompts, o),
     close: () => decoder.close(),

@@ -1,0 +1,169 @@
+/**
+ * `tempered chat <model>`: talk to a language model in the terminal, turn after turn. Each line read is a
+ * message (a line ending in `\` goes on to the next); lines starting with `/` are commands. Piped input
+ * works too: every line a message, the answers on stdout, the timings on stderr.
+ */
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { writeFileAtomic } from '../../src/data/atomic.ts';
+import { InputError } from '../../src/errors.ts';
+import { Conversation, type Reply } from '../../src/generate/conversation.ts';
+import { loadTextGenerator } from '../../src/generate/text-generator.ts';
+import { parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { modelDir, SAMPLING_FLAGS, samplingFromFlags } from './generate.ts';
+import { readChatTemplate } from './serve.ts';
+
+const USAGE =
+  'tempered chat <name[@version|@alias] | model source> [--max-tokens 512] [--temperature 0] [--top-p P] [--top-k K]\n' +
+  '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--chat-template FILE] [--threads N]';
+
+const COMMANDS = `commands:
+  /system [TEXT]  show the system message, or set it for the answers that follow
+  /undo           forget the last question and its answer
+  /reset          forget the conversation (the system message stays)
+  /history        show the conversation as the model reads it
+  /save FILE      write the conversation to FILE as JSON ({"messages": [...]}, as the OpenAI API takes it)
+  /exit           leave (so do Ctrl-D, and Ctrl-C at the prompt)
+Ctrl-C while the model answers stops the answer. A message that starts with / is written //.`;
+
+export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, SAMPLING_FLAGS, USAGE);
+  if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
+  const { sampling, threads } = samplingFromFlags(values, 512);
+  const chatTemplate = readChatTemplate(values['chat-template']);
+  const { dir, id } = await modelDir(ctx, positionals[0]!);
+  const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
+  const tty = process.stdin.isTTY === true;
+  try {
+    // A model without a chat template fails here, before the first message is typed.
+    wrapInputError(() => gen.encodeChat([{ role: 'user', content: '' }]));
+    const chat = new Conversation(gen, sampling, values.system);
+    console.error(
+      `[chatting with ${id}: context ${gen.contextLength} tokens${gen.trainedSystem !== undefined && values.system === undefined ? ', with the system message it was trained with' : ''}; /help for commands${tty ? ', Ctrl-D to leave' : ''}]`,
+    );
+    await converse(chat, gen.trainedSystem, tty);
+    return 0;
+  } finally {
+    await gen.close();
+  }
+}
+
+/** Reads messages and commands until the input ends or /exit. */
+async function converse(chat: Conversation, trainedSystem: string | undefined, tty: boolean): Promise<void> {
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? 'you> ' : '' });
+  let answering: AbortController | null = null;
+  // Ctrl-C stops an answer; at the prompt it leaves, as Ctrl-D does.
+  rl.on('SIGINT', () => (answering ? answering.abort() : rl.close()));
+  const say = (text: string) => console.error(text);
+  let pending = '';
+  rl.prompt();
+  for await (const line of rl) {
+    if (line.endsWith('\\')) {
+      pending += line.slice(0, -1) + '\n';
+      if (tty) process.stdout.write('...> ');
+      continue;
+    }
+    const text = pending + line;
+    pending = '';
+    if (text.startsWith('/') && !text.startsWith('//')) {
+      if (runCommand(chat, text, trainedSystem, say) === 'exit') break;
+    } else if (text.trim() !== '') {
+      answering = new AbortController();
+      try {
+        await answer(chat, text.startsWith('//') ? text.slice(1) : text, answering.signal, tty);
+      } finally {
+        answering = null;
+      }
+    }
+    rl.prompt();
+  }
+  rl.close();
+}
+
+async function answer(chat: Conversation, text: string, signal: AbortSignal, tty: boolean): Promise<void> {
+  const t0 = performance.now();
+  let first = 0;
+  if (tty) process.stdout.write('model> ');
+  let reply: Reply;
+  try {
+    reply = await chat.reply(text, {
+      signal,
+      onToken: ({ text: piece }) => {
+        first ||= performance.now();
+        if (piece) process.stdout.write(piece);
+      },
+    });
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    // A message too long for the context is the user's to shorten; the conversation goes on.
+    process.stdout.write('\n');
+    console.error(`error: ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
+    return;
+  }
+  process.stdout.write('\n');
+  const end = performance.now();
+  const rate = reply.newTokens > 1 ? `${((reply.newTokens - 1) / ((end - first) / 1000)).toFixed(1)} tokens/s after it, ` : '';
+  console.error(
+    [
+      reply.droppedExchanges > 0
+        ? `[the ${reply.droppedExchanges} oldest exchange${reply.droppedExchanges > 1 ? 's' : ''} no longer fitted the model's context and ${reply.droppedExchanges > 1 ? 'were' : 'was'} left out]\n`
+        : '',
+      `[${reply.promptTokens} tokens read (${reply.reusedTokens} of them kept from the last turn), ${reply.newTokens} new, finish ${reply.finishReason === 'cancelled' ? 'stopped' : reply.finishReason}; `,
+      `first token ${((first - t0) / 1000).toFixed(2)} s, ${rate}${((end - t0) / 1000).toFixed(2)} s in all]`,
+    ].join(''),
+  );
+}
+
+/** One /command; 'exit' ends the conversation. */
+function runCommand(chat: Conversation, line: string, trainedSystem: string | undefined, say: (text: string) => void): 'exit' | void {
+  const [, name, rest = ''] = /^\/(\S*)\s*([\s\S]*)$/.exec(line)!;
+  const arg = rest.trim();
+  switch (name) {
+    case 'exit':
+    case 'quit':
+      return 'exit';
+    case 'help':
+      return say(COMMANDS);
+    case 'reset':
+      chat.reset();
+      return say('[conversation forgotten]');
+    case 'undo':
+      return say(chat.undo() ? '[last exchange forgotten]' : '[nothing to forget]');
+    case 'system':
+      if (arg === '') {
+        const shown = chat.system ?? trainedSystem;
+        return say(
+          shown === undefined
+            ? '[no system message]'
+            : `[system message${chat.system === undefined ? ' (trained with)' : ''}: ${JSON.stringify(shown)}]`,
+        );
+      }
+      chat.system = arg;
+      return say('[system message set; it applies from the next answer]');
+    case 'history':
+      if (chat.messages.length === 0) return say('[no conversation yet]');
+      return say(chat.messages.map((m) => `${m.role}: ${m.content}`).join('\n'));
+    case 'save': {
+      if (arg === '') return say('error: /save needs a file name');
+      if (existsSync(arg)) return say(`error: ${arg} exists; /save does not overwrite, give another name`);
+      try {
+        writeFileAtomic(arg, JSON.stringify({ messages: chat.messages }, null, 2) + '\n');
+      } catch (e) {
+        return say(`error: could not write ${arg}: ${(e as Error).message}`);
+      }
+      return say(`[${chat.exchanges} exchange${chat.exchanges === 1 ? '' : 's'} saved to ${arg}]`);
+    }
+    default:
+      return say(`error: unknown command /${name}; /help lists them (a message that starts with / is written //)`);
+  }
+}
+
+function wrapInputError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof InputError) throw new CliError(e.message, 2);
+    throw e;
+  }
+}

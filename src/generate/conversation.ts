@@ -1,0 +1,103 @@
+/**
+ * A multi-turn conversation with a loaded language model, as `tempered chat` holds it: the turns so far,
+ * an optional system message, and the KV cache of the last turn, so each answer costs a forward pass
+ * over the new turn only, not the whole conversation again. Knows nothing of terminals.
+ */
+import { InputError } from '../errors.ts';
+import type { ChatMessage } from '../serve/types.ts';
+import { generate, PrefixCache, type FinishReason, type GenerateOptions, type TokenEvent } from './generate.ts';
+import type { LoadedTextGenerator } from './text-generator.ts';
+
+export type ConversationOptions = Omit<GenerateOptions, 'onToken' | 'signal' | 'prefixCache'>;
+
+export interface Reply {
+  text: string;
+  finishReason: FinishReason;
+  /** Tokens of the whole conversation as the model read it. */
+  promptTokens: number;
+  /** Of those, the ones the last turn's cache held (not computed again). */
+  reusedTokens: number;
+  newTokens: number;
+  /** Earlier exchanges left out for good because the conversation no longer fitted the model's context. */
+  droppedExchanges: number;
+}
+
+export class Conversation {
+  /** User and assistant messages, alternating, oldest first. */
+  private turns: ChatMessage[] = [];
+  private readonly cache = new PrefixCache();
+
+  constructor(
+    private readonly gen: LoadedTextGenerator,
+    private readonly opts: ConversationOptions,
+    /** Replaces the model's trained system message (see text-generator.ts) while set. */
+    public system?: string,
+  ) {}
+
+  /** What the model is shown: the system message, if one is set, then the turns. */
+  get messages(): ChatMessage[] {
+    return [...(this.system !== undefined ? [{ role: 'system', content: this.system }] : []), ...this.turns];
+  }
+
+  /** Exchanges (a question and its answer) so far. */
+  get exchanges(): number {
+    return this.turns.length / 2;
+  }
+
+  /** Forgets the turns; the system message stays. */
+  reset(): void {
+    this.turns = [];
+  }
+
+  /** Forgets the last exchange; false when there is none. */
+  undo(): boolean {
+    if (this.turns.length === 0) return false;
+    this.turns.splice(-2, 2);
+    return true;
+  }
+
+  /**
+   * The model's answer to `text`, streamed through `onToken`. An answer stopped by `signal` is kept as far
+   * as it got, since the user has read it; one stopped before its first character leaves no trace. A
+   * message that cannot fit the model's context, even alone, is an InputError and changes nothing.
+   */
+  async reply(text: string, io: { onToken?: (e: TokenEvent) => void | Promise<void>; signal?: AbortSignal } = {}): Promise<Reply> {
+    const asked = [...this.turns, { role: 'user', content: text }];
+    const { ids, dropped } = this.fit(asked);
+    const [r] = await generate(this.gen.decoder, [ids], { ...this.opts, ...io, prefixCache: this.cache });
+    const answer = r!;
+    const kept = asked.slice(dropped * 2);
+    this.turns =
+      answer.finishReason === 'cancelled' && answer.text === ''
+        ? kept.slice(0, -1)
+        : [...kept, { role: 'assistant', content: answer.text }];
+    return {
+      text: answer.text,
+      finishReason: answer.finishReason,
+      promptTokens: ids.length,
+      reusedTokens: this.cache.reused,
+      newTokens: answer.tokens.length,
+      droppedExchanges: dropped,
+    };
+  }
+
+  /**
+   * The prompt's token ids, leaving out the oldest exchanges while the prompt and a full answer
+   * (`maxNewTokens`) would not fit the context. The newest message is never left out.
+   */
+  private fit(turns: ChatMessage[]): { ids: number[]; dropped: number } {
+    const context = this.gen.decoder.maxPositions;
+    const room = Math.min(this.opts.maxNewTokens, Math.floor(context / 2));
+    const system = this.system !== undefined ? [{ role: 'system', content: this.system }] : [];
+    for (let dropped = 0; ; dropped++) {
+      const ids = this.gen.encodeChat([...system, ...turns.slice(dropped * 2)]);
+      const last = dropped * 2 === turns.length - 1;
+      if (ids.length + room <= context || (last && ids.length < context)) return { ids, dropped };
+      if (last)
+        throw new InputError(
+          `the conversation with this message alone is ${ids.length} tokens; the model's context is ${context} (max_position_embeddings)`,
+          { where: 'message', hint: 'send a shorter message' + (system.length ? ' or a shorter system message' : '') },
+        );
+    }
+  }
+}

@@ -1,0 +1,162 @@
+// `tempered chat` as a user runs it: a real CLI process talking to a model folder, through a pipe and in a terminal.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generate } from '../src/generate/generate.ts';
+import { loadTextGenerator } from '../src/generate/text-generator.ts';
+import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
+import type { ChatMessage } from '../src/serve/types.ts';
+import { BIN, runCli } from './helpers/cli.ts';
+
+const home = mkdtempSync(join(tmpdir(), 'tempered-chat-cli-'));
+after(() => rmSync(home, { recursive: true, force: true }));
+const env = { TEMPERED_HOME: join(home, 'state') };
+const TEMPLATE = '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>';
+const tpl = join(home, 'chat.jinja');
+writeFileSync(tpl, TEMPLATE);
+const dir = tinyLlamaDir(join(home, 'model'), 4, { hidden: 32, layers: 2, maxPositions: 256 });
+const flags = ['--chat-template', tpl, '--max-tokens', '8', '--threads', '1'];
+
+/** The model's greedy answer to a whole conversation, computed from scratch by the library. */
+async function answerTo(messages: ChatMessage[], model = dir): Promise<string> {
+  const gen = await loadTextGenerator(model, { threads: 1, chatTemplate: TEMPLATE });
+  try {
+    const [r] = await generate(gen.decoder, [gen.encodeChat(messages)], { maxNewTokens: 8 });
+    return r!.text;
+  } finally {
+    await gen.close();
+  }
+}
+
+test('piped messages: each answer is the model on the whole conversation so far; commands edit and save it', async () => {
+  const saved = join(home, 'conversation.json');
+  const input = [
+    'hello',
+    '/history',
+    'and then? \\',
+    'more',
+    '/undo',
+    '/bogus',
+    '//slash',
+    `/save ${saved}`,
+    `/save ${saved}`,
+    '/system',
+    '/system be nice',
+    '/system',
+    '/reset',
+    '/history',
+    '/exit',
+    'never read',
+    '',
+  ].join('\n');
+  const r = await runCli(['chat', dir, ...flags], env, { input });
+  assert.equal(r.code, 0, r.stderr);
+
+  const e1 = await answerTo([{ role: 'user', content: 'hello' }]);
+  const e2 = await answerTo([
+    { role: 'user', content: 'hello' },
+    { role: 'assistant', content: e1 },
+    { role: 'user', content: 'and then? \nmore' },
+  ]);
+  const e3 = await answerTo([
+    { role: 'user', content: 'hello' },
+    { role: 'assistant', content: e1 },
+    { role: 'user', content: '/slash' },
+  ]);
+  assert.equal(r.stdout, `${e1}\n${e2}\n${e3}\n`, 'three answers: the undone one is forgotten, /exit ends before "never read"');
+
+  assert.match(r.stderr, /^\[chatting with .*model: context 256 tokens; \/help for commands\]/);
+  assert.match(r.stderr, /\nuser: hello\nassistant: /);
+  const kept = [...r.stderr.matchAll(/\[(\d+) tokens read \((\d+) of them kept from the last turn\), (\d+) new, finish length/g)];
+  assert.equal(kept.length, 3);
+  assert.equal(kept[0]![2], '0', 'nothing to keep before the first answer');
+  assert.ok(Number(kept[1]![2]) > 0 && Number(kept[2]![2]) > 0, 'later turns reuse the cache');
+  assert.match(r.stderr, /\[last exchange forgotten\]/);
+  assert.match(r.stderr, /error: unknown command \/bogus; \/help lists them/);
+  assert.match(r.stderr, /\[2 exchanges saved to .*conversation\.json\]/);
+  assert.match(r.stderr, /error: .*conversation\.json exists; \/save does not overwrite/);
+  assert.match(r.stderr, /\[no system message\]\n\[system message set; it applies from the next answer\]\n\[system message: "be nice"\]/);
+  assert.match(r.stderr, /\[conversation forgotten\]\nsystem: be nice\n/);
+  assert.deepEqual(JSON.parse(readFileSync(saved, 'utf8')), {
+    messages: [
+      { role: 'user', content: 'hello' },
+      { role: 'assistant', content: e1 },
+      { role: 'user', content: '/slash' },
+      { role: 'assistant', content: e3 },
+    ],
+  });
+});
+
+test('bad flags and models without a template fail before the first message; a message too long for the context does not end the chat', async () => {
+  const usage = await runCli(['chat'], env);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /usage: tempered chat/);
+  const bad = await runCli(['chat', dir, '--temperature', 'hot'], env);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--temperature must be a number/);
+  const noTemplate = await runCli(['chat', dir], env, { input: 'hello\n' });
+  assert.equal(noTemplate.code, 2);
+  assert.match(noTemplate.stderr, /no chat template/);
+  assert.equal(noTemplate.stdout, '');
+
+  const small = tinyLlamaDir(join(home, 'small'), 4, { hidden: 32, layers: 2, maxPositions: 64 });
+  const r = await runCli(['chat', small, ...flags], env, { input: `${'x'.repeat(100)}\nhi\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /error: message: the conversation with this message alone is \d+ tokens; the model's context is 64 .*\(send a shorter message\)/,
+  );
+  assert.equal(r.stdout, `\n${await answerTo([{ role: 'user', content: 'hi' }], small)}\n`);
+});
+
+test(
+  'in a terminal: Ctrl-C stops an answer and the chat goes on; Ctrl-C at the prompt leaves',
+  { skip: !existsSync('/usr/bin/script') && 'needs util-linux script for a terminal' },
+  async () => {
+    // A long context and answer, so the answer is still being written when Ctrl-C arrives.
+    const long = tinyLlamaDir(join(home, 'long'), 4, { hidden: 32, layers: 2, maxPositions: 8192 });
+    const cmd = [process.execPath, BIN, 'chat', long, '--chat-template', tpl, '--max-tokens', '8000', '--threads', '1'];
+    const child = spawn('script', ['-qfec', cmd.map((a) => `'${a}'`).join(' '), '/dev/null'], {
+      env: { ...process.env, ...env, TERM: 'dumb' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const waiters: { re: RegExp; from: number; resolve: () => void }[] = [];
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      for (const w of [...waiters])
+        if (w.re.test(out.slice(w.from))) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const seen = (re: RegExp, what: string) => {
+      const from = out.length;
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ re, from, resolve })),
+        exited.then(() => assert.fail(`exited before ${what}; output: ${JSON.stringify(out)}`)),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`no ${what} in 120 s; output: ${JSON.stringify(out)}`)), 120_000),
+        ),
+      ]);
+    };
+    try {
+      await seen(/you> /, 'the prompt');
+      child.stdin.write('hello\r');
+      await seen(/model> [^]{20}/, 'an answer under way');
+      child.stdin.write('\x03');
+      await seen(/finish stopped;[^]*you> /, 'the stopped answer and a new prompt');
+      assert.doesNotMatch(out, /8000 new/, 'the answer was cut short');
+      child.stdin.write('/history\r');
+      await seen(/user: hello\r?\nassistant: [^]*you> /, 'the conversation with the stopped answer in it');
+      child.stdin.write('\x03');
+      assert.equal(await exited, 0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  },
+);
