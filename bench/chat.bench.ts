@@ -98,7 +98,9 @@ try {
         `conversation ${ms(sum(a, 'totalMs'))} / ${ms(sum(b, 'totalMs'))} ms (${(sum(b, 'totalMs') / sum(a, 'totalMs')).toFixed(2)}×)`,
     );
     const differ = a.filter((t, i) => t.text !== b[i]!.text).length;
-    console.log(differ === 0 ? 'answers: the same on both sides' : `answers: ${differ} of ${a.length} differ (float rounding can flip a greedy tie)`);
+    console.log(
+      differ === 0 ? 'answers: the same on both sides' : `answers: ${differ} of ${a.length} differ (float rounding can flip a greedy tie)`,
+    );
   }
 } finally {
   await gen.close();
