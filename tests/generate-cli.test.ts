@@ -98,6 +98,28 @@ test('tempered serve <model folder> answers the OpenAI chat route with the given
     assert.equal(j.usage.completion_tokens, 4);
     assert.equal(j.model, `file:${dir}`, "the model source's identity names the model");
     assert.equal((await post({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 17 })).status, 400, '--max-tokens is the limit');
+
+    // The conversation's next turn, as a chat client sends it (all of it again): the first turn comes from the kept cache.
+    const next = await post({
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: j.choices[0]!.message.content },
+        { role: 'user', content: 'more' },
+      ],
+      max_tokens: 4,
+      temperature: 0,
+    });
+    assert.equal(next.status, 200);
+    const n = (await next.json()) as { usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } } };
+    assert.ok(
+      n.usage.prompt_tokens_details.cached_tokens >= 20,
+      `cached ${n.usage.prompt_tokens_details.cached_tokens} of ${n.usage.prompt_tokens}`,
+    );
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    assert.match(
+      metrics,
+      new RegExp(`tempered_cached_prompt_tokens_total\\{model="file:[^"]+"\\} ${n.usage.prompt_tokens_details.cached_tokens}\\n`),
+    );
   } finally {
     child.kill('SIGTERM');
   }

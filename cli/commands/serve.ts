@@ -36,6 +36,8 @@ export function registryModelSource(opts: {
   maxQueueTexts?: number;
   /** Language models: generation threads (the gate's maxConcurrent). */
   generationThreads?: number;
+  /** Language models: each generation thread keeps its last cache for a prompt that starts the same way (default true). */
+  promptCache?: boolean;
   /** Told which registry version each served id (`name@version`) is, as it is loaded (for the audit records). */
   loaded?: (id: string, version: ModelVersion) => void;
 }): ResolveCurrent {
@@ -59,6 +61,7 @@ export function registryModelSource(opts: {
           threads: opts.threads,
           chatTemplate: opts.chatTemplate,
           workers: opts.generationThreads,
+          promptCache: opts.promptCache,
         });
       // Inference runs in worker threads behind a bounded, batching queue, so /health and /metrics answer while the model works.
       const p = await loadPooledPredictor(dir, { threads: opts.threads, workers: opts.workers, maxQueue: opts.maxQueueTexts });
@@ -86,6 +89,7 @@ export function fixedModelSource(
     threads?: number;
     chatTemplate?: string;
     generationThreads?: number;
+    promptCache?: boolean;
     /** Told the resolved source's revision (a commit, a wheel's sha256, 'local'), for the audit records. */
     resolved?: (id: string, revision: string) => void;
   },
@@ -101,7 +105,13 @@ export function fixedModelSource(
     return {
       key: m.id,
       load: () =>
-        loadPooledTextGenerator(m.dir, { id: m.id, threads: o.threads, chatTemplate: o.chatTemplate, workers: o.generationThreads }),
+        loadPooledTextGenerator(m.dir, {
+          id: m.id,
+          threads: o.threads,
+          chatTemplate: o.chatTemplate,
+          workers: o.generationThreads,
+          promptCache: o.promptCache,
+        }),
     };
   };
 }
@@ -119,6 +129,8 @@ export interface ServingOptions {
   logger?: boolean | 'errors';
   /** A Jinja chat template for language models that have none (or to replace theirs). */
   chatTemplate?: string;
+  /** Language models: keep each generation thread's last KV cache for the next prompt that starts the same way (default true). */
+  promptCache?: boolean;
   generation?: GenerationLimits;
 }
 
@@ -140,6 +152,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       threads: o.threads,
       chatTemplate: o.chatTemplate,
       generationThreads: o.generation?.maxConcurrent,
+      promptCache: o.promptCache,
       resolved: (id, revision) => identity.set(id, { details: { revision } }),
     });
   } else {
@@ -159,6 +172,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       workers: o.workers,
       maxQueueTexts: o.maxQueueTexts,
       generationThreads: o.generation?.maxConcurrent,
+      promptCache: o.promptCache,
       loaded: (id, version) =>
         identity.set(id, {
           modelHash: modelHashOf(version.artifacts),
@@ -245,7 +259,8 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const usage =
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
-    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]   (token from TEMPERED_SERVE_TOKEN)';
+    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
+    '    [--no-prompt-cache]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
@@ -261,6 +276,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'max-prompt-tokens': { type: 'string' },
       'max-concurrent': { type: 'string' },
       'max-queue': { type: 'string' },
+      'no-prompt-cache': { type: 'boolean' },
     },
     usage,
   );
@@ -285,6 +301,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     workers: num(values.workers),
     maxQueueTexts: num(values['max-queue-texts']),
     chatTemplate: readChatTemplate(values['chat-template']),
+    promptCache: !values['no-prompt-cache'],
     generation,
   });
   const routes = isTextGenerator(server.model.current)

@@ -75,7 +75,7 @@ export class Conversation {
       text: answer.text,
       finishReason: answer.finishReason,
       promptTokens: ids.length,
-      reusedTokens: this.cache.reused,
+      reusedTokens: answer.cachedTokens,
       newTokens: answer.tokens.length,
       droppedExchanges: dropped,
     };

@@ -43,18 +43,16 @@ export interface GenerateOptions extends SamplingOptions {
 /**
  * A row's KV cache kept between generate calls, and the tokens it holds. A chat's next prompt is the
  * last prompt, the answer and a new turn: only the new turn costs a forward pass over its tokens.
- * The logits can differ from a full recompute by float rounding (tested to 1e-4).
+ * On CPU the logits are the same bits as the decoder's own pass over the whole prompt (generate.test.ts), so
+ * what is generated does not depend on whether a cache was kept.
  */
 export class PrefixCache {
   tokens: number[] = [];
   cache: KvCache | null = null;
-  /** Prompt tokens the last call took from the cache instead of computing them. */
-  reused = 0;
 
   clear(): void {
     this.tokens = [];
     this.cache = null;
-    this.reused = 0;
   }
 }
 
@@ -73,6 +71,8 @@ export interface GenerateResult {
   text: string;
   finishReason: FinishReason;
   promptTokens: number;
+  /** Of the prompt's tokens, those a kept cache (`prefixCache`) held, which were not computed again. */
+  cachedTokens: number;
 }
 
 /** Generates a continuation for each prompt (token ids). Rows share forward passes; each row samples with its own seeded generator. */
@@ -176,12 +176,12 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   if (pc) {
     pc.tokens = rows[0]!.seen.slice(0, fed);
     pc.cache = cache;
-    pc.reused = reused;
   }
   return rows.map((r, b) => ({
     tokens: r.out,
     text: r.text.stoppedText ?? decode(r.out),
     finishReason: r.done!,
     promptTokens: prompts[b]!.length,
+    cachedTokens: reused,
   }));
 }

@@ -83,6 +83,47 @@ test('generations in the thread equal in-thread ones bit for bit: results, strea
   }
 });
 
+test("a conversation's next turn goes to the thread that kept its cache: only the new turn is computed, and the answer is the same", async () => {
+  const pool = await loadPooledTextGenerator(dir, { ...opts, workers: 2 });
+  const uncached = await loadPooledTextGenerator(dir, { ...opts, promptCache: false });
+  try {
+    const greedy = { maxNewTokens: 8, eosTokenIds: [] as number[] };
+    const system = { role: 'system', content: 'You answer in one short sentence, and you never repeat yourself.' };
+    const a1 = [system, { role: 'user', content: 'Tell me about cats' }];
+    const b1 = [system, { role: 'user', content: 'And dogs?' }];
+    // Both conversations start with the same system message; B's first turn must not take A's thread.
+    const [ra1] = await pool.generate([pool.encodeChat(a1)], greedy);
+    const [rb1] = await pool.generate([pool.encodeChat(b1)], greedy);
+    assert.equal(ra1!.cachedTokens, 0);
+    assert.equal(rb1!.cachedTokens, 0, 'B went to the thread with nothing kept, not to A whose cache shares only the system message');
+    const a2 = [...a1, { role: 'assistant', content: ra1!.text }, { role: 'user', content: 'Why?' }];
+    const b2 = [...b1, { role: 'assistant', content: rb1!.text }, { role: 'user', content: 'Why?' }];
+    const [ra2] = await pool.generate([pool.encodeChat(a2)], greedy);
+    const [rb2] = await pool.generate([pool.encodeChat(b2)], greedy);
+    for (const [r, first] of [
+      [ra2!, a1],
+      [rb2!, b1],
+    ] as const)
+      assert.ok(r.cachedTokens >= pool.encodeChat(first).length, `the whole first prompt came from the cache: ${r.cachedTokens} tokens`);
+    assert.equal(pool.stats().cachedPromptTokens, ra2!.cachedTokens + rb2!.cachedTokens);
+    // The same tokens as a pool that keeps nothing.
+    for (const [m, r] of [
+      [a1, ra1],
+      [b1, rb1],
+      [a2, ra2],
+      [b2, rb2],
+    ] as const) {
+      const [u] = await uncached.generate([uncached.encodeChat(m)], greedy);
+      assert.equal(u!.cachedTokens, 0);
+      assert.deepEqual(r!.tokens, u!.tokens);
+    }
+    assert.equal(uncached.stats().cachedPromptTokens, 0);
+  } finally {
+    await pool.close();
+    await uncached.close();
+  }
+});
+
 test('an abort reaches the generation in its thread', async () => {
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
@@ -95,7 +136,7 @@ test('an abort reaches the generation in its thread', async () => {
     const [r] = await running;
     assert.equal(r!.finishReason, 'cancelled');
     assert.ok(r!.tokens.length < 200);
-    assert.deepEqual(pool.stats(), { workers: 1, running: 0, waiting: 0, generations: 1 });
+    assert.deepEqual(pool.stats(), { workers: 1, running: 0, waiting: 0, generations: 1, cachedPromptTokens: 0 });
   } finally {
     release(hold);
     await pool.close();

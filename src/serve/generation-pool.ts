@@ -11,6 +11,11 @@
  * its logits alone by ~1e-6 (padding changes onnxruntime's summation), so a request's tokens would
  * depend on its neighbours. Rows of one request (`n`, a list of prompts) are batched as before.
  *
+ * Each thread keeps the KV cache of its last one-prompt generation (`promptCache`), and a request goes to the
+ * idle thread whose cache shares the longest start with its prompt: a chat client sends the whole conversation
+ * every turn, and then only the new turn is computed. On CPU the logits are the same bits either way
+ * (generate.test.ts), so a request's tokens still do not depend on which request came before it.
+ *
  * Streaming keeps its back-pressure: the thread sends token events and waits when `TOKEN_WINDOW`
  * events are unacknowledged; the server acknowledges each after its `onToken` resolved (the socket
  * drained), so a slow reader still slows its generation, and tokens never pile up without bound.
@@ -26,6 +31,11 @@ export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
   workers?: number;
   /**
+   * Each thread keeps the KV cache of its last one-prompt generation for the next prompt that starts the same
+   * way (default true). Off, a thread holds no memory for it between generations.
+   */
+  promptCache?: boolean;
+  /**
    * Test-only: every generation waits in its thread until `hold[0]` is non-zero (Atomics.notify), so a
    * test can keep a generation in flight for as long as it likes without timing anything.
    */
@@ -39,6 +49,8 @@ export interface GenerationPoolStats {
   /** Generations waiting for a free thread. */
   waiting: number;
   generations: number;
+  /** Prompt tokens taken from a thread's kept cache instead of computed, since start. */
+  cachedPromptTokens: number;
 }
 
 export interface PooledTextGenerator extends TextGenerator, PromptEncoder {
@@ -53,6 +65,7 @@ export interface GenerationThreadSetup {
   main: string;
   dir: string;
   options: { id?: string; threads?: number; device?: TextGeneratorOptions['device']; chatTemplate?: string };
+  promptCache: boolean;
   hold?: Int32Array;
 }
 export type WireOptions = Omit<GenerateOptions, 'onToken' | 'signal'>;
@@ -104,6 +117,22 @@ interface Job {
 interface Slot {
   worker: Worker;
   job?: Job;
+  /** What the thread's kept cache holds, as far as this side knows: its last prompt (`prompt` tokens long) and what it generated. */
+  cached?: { tokens: number[]; prompt: number };
+  /** When it was last given a generation (a count of generations), for picking the thread used longest ago. */
+  lastUsed?: number;
+}
+
+/** Tokens at the end of a thread's last prompt that a continuation of it may tokenize otherwise (see `pick`). */
+const SEAM_TOKENS = 4;
+
+/** How many first tokens two sequences share. */
+function sharedStart(a: number[] | undefined, b: number[]): number {
+  if (!a) return 0;
+  const n = Math.min(a.length, b.length);
+  let k = 0;
+  while (k < n && a[k] === b[k]) k++;
+  return k;
 }
 
 const THREAD_MAIN = new URL('./generation-thread-main.ts', import.meta.url).href;
@@ -132,6 +161,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     main: THREAD_MAIN,
     dir,
     options: { id: opts.id, threads: opts.threads, device: opts.device, chatTemplate: opts.chatTemplate },
+    promptCache: opts.promptCache ?? true,
     hold: opts.hold,
   };
   // The encoder first: a bad chat template fails here, before any thread loads the model.
@@ -147,6 +177,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
   const waiting: Job[] = [];
   let nextJob = 0;
   let generations = 0;
+  let cachedPromptTokens = 0;
   let closed = false;
 
   const post = (slot: Slot, m: GenerationRequest) => slot.worker.postMessage(m);
@@ -181,8 +212,12 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
             job.reject(e);
             if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
           });
-      } else if (m.type === 'done') finish(slot, job, { results: m.results });
-      else if (m.type === 'error') finish(slot, job, { error: fromWire(m) });
+      } else if (m.type === 'done') {
+        if (setup.promptCache && job.prompts.length === 1)
+          slot.cached = { tokens: [...job.prompts[0]!, ...m.results[0]!.tokens], prompt: job.prompts[0]!.length };
+        cachedPromptTokens += m.results.reduce((n, r) => n + r.cachedTokens, 0);
+        finish(slot, job, { results: m.results });
+      } else if (m.type === 'error') finish(slot, job, { error: fromWire(m) });
     });
     // A thread that dies fails only its own generation; a fresh one takes its place.
     replaceOnExit(slot, pool, (code) => {
@@ -197,13 +232,37 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     attach(slot);
   }
 
+  /**
+   * The idle thread for `job`: one whose kept cache the prompt continues, the longest such. A continuation (the
+   * conversation's next turn, or the same prompt again) holds the whole prompt that thread last saw, but for a
+   * few tokens where a re-rendered template may split the seam otherwise. Any other prompt goes to the thread
+   * used longest ago, so that a conversation whose cache merely shares a system message with it is not thrown
+   * away while an older one could go.
+   */
+  const pick = (job: Job): Slot | undefined => {
+    const idle = slots.filter((s) => !s.job);
+    const prompt = job.prompts.length === 1 ? job.prompts[0]! : undefined;
+    let best: Slot | undefined;
+    let bestShared = 0;
+    for (const s of idle) {
+      if (!prompt || !s.cached) continue;
+      const shared = sharedStart(s.cached.tokens, prompt);
+      if (shared > bestShared && shared >= s.cached.prompt - SEAM_TOKENS) [best, bestShared] = [s, shared];
+    }
+    return (
+      best ??
+      idle.reduce<Slot | undefined>((old, s) => (old === undefined || (s.lastUsed ?? -1) < (old.lastUsed ?? -1) ? s : old), undefined)
+    );
+  };
+
   function dispatch(): void {
-    for (const slot of slots) {
-      if (slot.job || waiting.length === 0) continue;
+    while (waiting.length > 0) {
+      const slot = pick(waiting[0]!);
+      if (!slot) return;
       const job = waiting.shift()!;
       slot.job = job;
       job.slot = slot;
-      generations++;
+      slot.lastUsed = generations++;
       const { onToken, signal, ...options } = job.opts;
       job.onAbort = () => {
         if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
@@ -232,7 +291,13 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
         dispatch();
       });
     },
-    stats: () => ({ workers: slots.length, running: slots.filter((s) => s.job).length, waiting: waiting.length, generations }),
+    stats: () => ({
+      workers: slots.length,
+      running: slots.filter((s) => s.job).length,
+      waiting: waiting.length,
+      generations,
+      cachedPromptTokens,
+    }),
     async close() {
       if (closed) return;
       closed = true;

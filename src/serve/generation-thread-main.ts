@@ -4,6 +4,7 @@
  * forward passes the thread reads cancellations and acknowledgements of the token events it streams.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { PrefixCache } from '../generate/generate.ts';
 import { loadTextGenerator } from '../generate/text-generator.ts';
 import { TOKEN_WINDOW, toWire, type GenerationReply, type GenerationRequest, type GenerationThreadSetup } from './generation-pool.ts';
 
@@ -22,6 +23,8 @@ interface Running {
 try {
   const gen = await loadTextGenerator(setup.dir, setup.options);
   const jobs = new Map<number, Running>();
+  // The cache of the last one-prompt generation, for a next prompt that starts the same way (a chat's next turn).
+  const kept = setup.promptCache ? new PrefixCache() : undefined;
   const resume = (r: Running) => {
     const wake = r.wake;
     r.wake = undefined;
@@ -50,6 +53,7 @@ try {
       if (setup.hold) Atomics.wait(setup.hold, 0, 0);
       const results = await gen.generate(m.prompts, {
         ...m.options,
+        ...(kept && m.prompts.length === 1 ? { prefixCache: kept } : {}),
         signal: r.abort.signal,
         ...(m.stream
           ? {

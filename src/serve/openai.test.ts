@@ -105,6 +105,7 @@ test('chat and completions answer in the OpenAI format; streams carry the same t
     prompt_tokens: promptIds.length,
     completion_tokens: ref!.tokens.length,
     total_tokens: promptIds.length + ref!.tokens.length,
+    prompt_tokens_details: { cached_tokens: 0 },
   });
 
   // Streaming: a role chunk, content deltas that add up to the same text, a finish_reason, a usage chunk, [DONE].

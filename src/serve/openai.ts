@@ -183,6 +183,8 @@ export interface OpenAiRouteOptions {
   model: HotSwapModel;
   limits?: GenerationLimits;
   tokens?: Counter;
+  /** Prompt tokens a generation thread's kept cache held (not computed again). */
+  cachedPromptTokens?: Counter;
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions): GenerationGate {
@@ -297,14 +299,28 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       const usage = (results: GenerateResult[]) => {
         const prompt = prompts.reduce((s, p) => s + p.length, 0);
         const completion = results.reduce((s, r) => s + r.tokens.length, 0);
-        return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+        // As OpenAI reports its own prompt caching: the prompt tokens a kept cache held.
+        const cached = results.reduce((s, r) => s + r.cachedTokens, 0);
+        return {
+          prompt_tokens: prompt,
+          completion_tokens: completion,
+          total_tokens: prompt + completion,
+          prompt_tokens_details: { cached_tokens: cached },
+        };
       };
-      if (!body.stream) {
-        const results = await gen.generate(rows, opts);
+      const count = (results: GenerateResult[]) => {
         o.tokens?.inc(
           { model: gen.id },
           results.reduce((s, r) => s + r.tokens.length, 0),
         );
+        o.cachedPromptTokens?.inc(
+          { model: gen.id },
+          results.reduce((s, r) => s + r.cachedTokens, 0),
+        );
+      };
+      if (!body.stream) {
+        const results = await gen.generate(rows, opts);
+        count(results);
         const choices = results.map((r, index) =>
           kind === 'chat'
             ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
@@ -355,10 +371,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
             );
           },
         });
-        o.tokens?.inc(
-          { model: gen.id },
-          results.reduce((s, r) => s + r.tokens.length, 0),
-        );
+        count(results);
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
       } catch (e) {

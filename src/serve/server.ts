@@ -83,6 +83,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const latency = metrics.add(new Histogram('tempered_http_request_duration_seconds', 'HTTP request latency by route.', LATENCY_BUCKETS));
   const predicted = metrics.add(new Counter('tempered_predictions_total', 'Texts classified, by model.'));
   const generated = metrics.add(new Counter('tempered_generated_tokens_total', 'Tokens generated, by model.'));
+  const cachedPromptTokens = metrics.add(
+    new Counter(
+      'tempered_cached_prompt_tokens_total',
+      "Prompt tokens a generation thread's kept cache held (not computed again), by model.",
+    ),
+  );
   const swapFailures = metrics.add(
     new Counter('tempered_model_swap_failures_total', 'Failed checks or loads of a new model version.', true),
   );
@@ -239,7 +245,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     },
   );
 
-  const gate = registerOpenAiRoutes(app, { model, limits: opts.generation, tokens: generated });
+  const gate = registerOpenAiRoutes(app, { model, limits: opts.generation, tokens: generated, cachedPromptTokens });
   metrics.add(new Gauge('tempered_generations_running', 'Generations running now.', () => [{ value: gate.active }]));
   metrics.add(new Gauge('tempered_generations_queued', 'Generations waiting for a slot.', () => [{ value: gate.queued }]));
 
