@@ -22,8 +22,88 @@ export interface DecoderOptions {
   threads?: number;
 }
 
-/** Past keys and values by graph input name (`past_key_values.<l>.key|value`), [batch, kvHeads, past, headDim]. */
-export type KvCache = Record<string, ort.Tensor>;
+/**
+ * The keys and values of the positions a decoder has seen, per layer, position-major ([position, batch, kvHeads,
+ * headDim], as the graph takes them) in buffers with room to grow: a call appends its positions at the end, and
+ * the next call reads the first `length` positions as views of the same buffers. Decoder.run updates it in place.
+ */
+export class KvCache {
+  /** Positions held. */
+  length = 0;
+  private capacity = 0;
+  /** By graph input name (`past_key_values.<l>.key|value`), `capacity` positions each. */
+  private buffers = new Map<string, Float32Array>();
+
+  constructor(
+    readonly batch: number,
+    private readonly layers: number,
+    private readonly kvHeads: number,
+    private readonly headDim: number,
+    /** Growth stops here (the model's context), so a long conversation does not hold twice what it can use. */
+    private readonly maxPositions: number,
+  ) {}
+
+  private get stride(): number {
+    return this.batch * this.kvHeads * this.headDim;
+  }
+
+  /** The graph's past inputs: the held positions, as views (no copy). */
+  feeds(): Record<string, ort.Tensor> {
+    const dims = [this.length, this.batch, this.kvHeads, this.headDim];
+    const out: Record<string, ort.Tensor> = {};
+    for (let l = 0; l < this.layers; l++)
+      for (const kind of ['key', 'value']) {
+        const name = `past_key_values.${l}.${kind}`;
+        const data = this.buffers.get(name)?.subarray(0, this.length * this.stride) ?? new Float32Array(0);
+        out[name] = new ort.Tensor('float32', data, dims);
+      }
+    return out;
+  }
+
+  /** Appends a call's positions (`new_key_values.<l>.key|value` outputs, [seq, batch, kvHeads, headDim]). */
+  append(outputs: Record<string, ort.Tensor>, seq: number): void {
+    const need = this.length + seq;
+    if (need > this.capacity) this.grow(need);
+    for (const [name, buffer] of this.buffers) {
+      const fresh = outputs[name.replace('past_key_values.', 'new_key_values.')]!.data as Float32Array;
+      buffer.set(fresh, this.length * this.stride);
+    }
+    this.length = need;
+  }
+
+  private grow(need: number): void {
+    // Doubling keeps the copies of a long generation to a constant number per position.
+    const capacity = Math.max(need, Math.min(Math.max(2 * this.capacity, 64), this.maxPositions));
+    for (let l = 0; l < this.layers; l++)
+      for (const kind of ['key', 'value']) {
+        const name = `past_key_values.${l}.${kind}`;
+        const bigger = new Float32Array(capacity * this.stride);
+        const old = this.buffers.get(name);
+        if (old) bigger.set(old.subarray(0, this.length * this.stride));
+        this.buffers.set(name, bigger);
+      }
+    this.capacity = capacity;
+  }
+
+  /** Forgets all but the first `positions` positions (a conversation's shared prefix); no copy. */
+  truncate(positions: number): void {
+    if (!Number.isInteger(positions) || positions < 0 || positions > this.length)
+      throw new Error(`cannot keep ${positions} of ${this.length} cached positions`);
+    this.length = positions;
+  }
+
+  /** A cache of its own holding the first `positions` positions. */
+  copy(positions = this.length): KvCache {
+    const c = new KvCache(this.batch, this.layers, this.kvHeads, this.headDim, this.maxPositions);
+    if (positions > this.length) throw new Error(`cannot copy ${positions} of ${this.length} cached positions`);
+    if (positions > 0) {
+      c.grow(positions);
+      for (const [name, buffer] of this.buffers) c.buffers.get(name)!.set(buffer.subarray(0, positions * this.stride));
+      c.length = positions;
+    }
+    return c;
+  }
+}
 
 /** Weights from an exported model.onnx (tempered's causal-LM export): initializers already in [in, out] layout, LoRA merged. */
 export class OnnxInitializerWeights implements LlamaWeights {
@@ -84,7 +164,13 @@ export class Decoder {
     readonly tokenizer: HfTokenizer | null,
     /** Token ids that end generation: config.json's eos_token_id (a number or a list) and the tokenizer's eos. */
     readonly eosTokenIds: number[],
-  ) {}
+  ) {
+    this.fetches = ['logits'];
+    for (let l = 0; l < config.layers; l++) this.fetches.push(`new_key_values.${l}.key`, `new_key_values.${l}.value`);
+  }
+
+  /** The outputs a step reads. */
+  private readonly fetches: string[];
 
   /** A Hugging Face-layout LLaMA folder (config.json, weights, optional tokenizer.json) or a tempered causal-LM export. */
   static async load(dir: string, opts: DecoderOptions = {}): Promise<Decoder> {
@@ -130,36 +216,18 @@ export class Decoder {
 
   /** An empty cache for `batch` rows. */
   emptyCache(batch: number): KvCache {
-    const { kvHeads, headDim } = this.config;
-    const cache: KvCache = {};
-    for (let l = 0; l < this.config.layers; l++) {
-      for (const kind of ['key', 'value'])
-        cache[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]);
-    }
-    return cache;
+    return new KvCache(batch, this.config.layers, this.config.kvHeads, this.config.headDim, this.maxPositions);
   }
 
-  /** The first `positions` positions of a one-row cache (a conversation's shared prefix). */
+  /** A cache of its own with the first `positions` positions of a one-row cache (a conversation's shared prefix). */
   sliceCache(cache: KvCache, positions: number): KvCache {
-    const out: KvCache = {};
-    for (const [name, t] of Object.entries(cache)) {
-      const [batch, heads, past, headDim] = t.dims as [number, number, number, number];
-      if (batch !== 1 || positions > past) throw new Error(`cannot take ${positions} positions of a [${t.dims}] cache`);
-      if (positions === past) {
-        out[name] = t;
-        continue;
-      }
-      const src = t.data as Float32Array;
-      const dst = new Float32Array(heads * positions * headDim);
-      for (let h = 0; h < heads; h++) dst.set(src.subarray(h * past * headDim, (h * past + positions) * headDim), h * positions * headDim);
-      out[name] = new ort.Tensor('float32', dst, [1, heads, positions, headDim]);
-    }
-    return out;
+    return cache.copy(positions);
   }
 
   /**
    * One forward pass. `ids` and `positions` are [batch, seq]; `mask` is [batch, past + seq] and covers the
-   * cached positions too. Returns the last position's logits [batch × vocab] and the cache with these positions added.
+   * cached positions too. Returns the last position's logits [batch × vocab]; `cache` gets these positions
+   * appended (in place: the returned cache is the one given).
    */
   async run(
     ids: BigInt64Array,
@@ -169,19 +237,18 @@ export class Decoder {
     cache: KvCache,
   ): Promise<{ logits: Float32Array; cache: KvCache }> {
     const seq = ids.length / batch;
+    if (cache.batch !== batch || mask.length !== batch * (cache.length + seq))
+      throw new Error(`a mask of [${batch}, ${cache.length} + ${seq}] was expected for a cache of ${cache.batch} rows, got ${mask.length} entries`);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [batch, seq]),
       position_ids: new ort.Tensor('int64', positions, [batch, seq]),
       attention_mask: new ort.Tensor('int64', mask, [batch, mask.length / batch]),
-      ...cache,
+      ...cache.feeds(),
     };
-    const out = await this.session.run(feeds);
-    const next: KvCache = {};
-    for (let l = 0; l < this.config.layers; l++) {
-      next[`past_key_values.${l}.key`] = out[`present.${l}.key`]!;
-      next[`past_key_values.${l}.value`] = out[`present.${l}.value`]!;
-    }
-    return { logits: out.logits!.data as Float32Array, cache: next };
+    // Only the new positions come back: fetching the whole cache would copy it into a new buffer every step.
+    const out = await this.session.run(feeds, this.fetches);
+    cache.append(out, seq);
+    return { logits: out.logits!.data as Float32Array, cache };
   }
 
   async close(): Promise<void> {

@@ -52,7 +52,7 @@ test('KV cache: logits of the prompt pass and of every one-token step equal a fu
       const t = argmax(logits);
       seq.push(t);
       ({ logits, cache } = await dec.run(i64([t]), i64([seq.length - 1]), i64(seq.map(() => 1)), 1, cache));
-      assert.deepEqual(cache['past_key_values.0.key']!.dims, [1, 2, seq.length, 8], 'the cache grows by one position a step');
+      assert.equal(cache.length, seq.length, 'the cache grows by one position a step');
       worst = Math.max(worst, maxAbsDiff(logits, await ref.last(seq)));
     }
     assert.ok(worst < 1e-4, `max abs logit difference ${worst}`);
@@ -79,7 +79,7 @@ test("a kept prefix cache: a conversation's next turn computes only its new toke
     assert.equal(a!.cachedTokens, 0, 'an empty cache reuses nothing');
     // The last sampled token is never fed back, so the cache holds all but it.
     assert.deepEqual(pc.tokens, [...turn1, ...a!.tokens.slice(0, -1)]);
-    assert.equal(pc.cache!['past_key_values.0.key']!.dims[2], pc.tokens.length);
+    assert.equal(pc.cache!.length, pc.tokens.length);
 
     // The next turn: the last prompt, its answer, and new tokens.
     const turn2 = [...turn1, ...a!.tokens, 9, 4, 11];

@@ -128,12 +128,15 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     done: null as FinishReason | null,
   }));
 
-  // With a kept cache, only the prompt's tokens past what it holds go through the model.
+  // With a kept cache, only the prompt's tokens past what it holds go through the model. The cache is taken out
+  // of `pc` while this call grows it in place, so a call that fails leaves `pc` empty, never out of step.
   const reused = pc?.cache ? sharedPrefix(pc.tokens, prompts[0]!) : 0;
-  let { logits, cache } =
-    reused > 0
-      ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, decoder.sliceCache(pc!.cache!, reused))
-      : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+  const kept = reused > 0 ? pc!.cache! : null;
+  pc?.clear();
+  kept?.truncate(reused);
+  let { logits, cache } = kept
+    ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, kept)
+    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
   // The last token sampled is never fed back: the cache holds the prompt and the tokens fed after it.
   let fed = P;
   for (let step = 0; ; step++) {

@@ -105,8 +105,13 @@ export function buildLlamaGraph(dir: string, opts: { packed?: boolean; quantize?
  * The generation graph: the same decoder with a key/value cache, so a prompt runs once and every new token
  * costs one position. Inputs: `input_ids` and `position_ids` int64 [batch, seq], `attention_mask` int64
  * [batch, past + seq] (1 = token; left padding allowed), `past_key_values.<l>.key|value` float32
- * [batch, kvHeads, past, headDim] (past may be 0). Outputs: `logits` [batch, vocab] of the last position and
- * `present.<l>.key|value` [batch, kvHeads, past + seq, headDim] (the past with this call's positions appended).
+ * [past, batch, kvHeads, headDim] (past may be 0). Outputs: `logits` [batch, vocab] of the last position and
+ * `new_key_values.<l>.key|value` [seq, batch, kvHeads, headDim], this call's positions alone.
+ *
+ * The cache is position-major so that the caller can append a call's positions to the end of one buffer and
+ * feed its first `past` positions back as a view, with no copy (src/generate/decoder.ts). Returning the whole
+ * cache each step instead cost a copy of it into a new JavaScript buffer per step: at 2,048 positions of
+ * SmolLM2-135M that was two thirds of a step.
  */
 export function buildLlamaDecoderGraph(cfg: LlamaConfig, w: LlamaWeights): Model {
   return llamaGraph(cfg, w, true);
@@ -126,8 +131,8 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
   const positionIds = kvCache || packed ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const past = kvCache
     ? Array.from({ length: cfg.layers }, (_, l) => ({
-        key: g.input(`past_key_values.${l}.key`, 'float32', ['batch', nkv, 'past', dh]),
-        value: g.input(`past_key_values.${l}.value`, 'float32', ['batch', nkv, 'past', dh]),
+        key: g.input(`past_key_values.${l}.key`, 'float32', ['past', 'batch', nkv, dh]),
+        value: g.input(`past_key_values.${l}.value`, 'float32', ['past', 'batch', nkv, dh]),
       }))
     : [];
   const embed = g.initializer('model.embed_tokens.weight', w.get('model.embed_tokens.weight', [cfg.vocabSize, H]), [cfg.vocabSize, H]);
@@ -179,10 +184,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     let v = heads(proj(a, `${p}.self_attn.v_proj`, H, nkv * dh, cfg.attentionBias), nkv);
     if (kvCache) {
       // The cache holds kv heads before repetition: nh/nkv times smaller than what attention reads.
-      k = g.op('Concat', [past[l]!.key, k], { axis: 2 });
-      v = g.op('Concat', [past[l]!.value, v], { axis: 2 });
-      g.output(k, `present.${l}.key`);
-      g.output(v, `present.${l}.value`);
+      g.output(g.op('Transpose', [k], { perm: [2, 0, 1, 3] }), `new_key_values.${l}.key`);
+      g.output(g.op('Transpose', [v], { perm: [2, 0, 1, 3] }), `new_key_values.${l}.value`);
+      k = g.op('Concat', [g.op('Transpose', [past[l]!.key], { perm: [1, 2, 0, 3] }), k], { axis: 2 });
+      v = g.op('Concat', [g.op('Transpose', [past[l]!.value], { perm: [1, 2, 0, 3] }), v], { axis: 2 });
     }
     const ctx = mergeHeads(g, attend(q, k, v), nh * dh);
     x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
