@@ -238,7 +238,9 @@ export class Decoder {
   ): Promise<{ logits: Float32Array; cache: KvCache }> {
     const seq = ids.length / batch;
     if (cache.batch !== batch || mask.length !== batch * (cache.length + seq))
-      throw new Error(`a mask of [${batch}, ${cache.length} + ${seq}] was expected for a cache of ${cache.batch} rows, got ${mask.length} entries`);
+      throw new Error(
+        `a mask of [${batch}, ${cache.length} + ${seq}] was expected for a cache of ${cache.batch} rows, got ${mask.length} entries`,
+      );
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [batch, seq]),
       position_ids: new ort.Tensor('int64', positions, [batch, seq]),
