@@ -212,7 +212,8 @@ async function markStagesNobodyTakes(
   if (scheduled.length === 0) return;
   const started = pending.filter((pa) => pa.state === 2 && pa.activityId?.startsWith('stage-'));
   // An activity keeps the queue it was scheduled on: the history is read once per waiting stage, not at
-  // every status a `--wait` or the dashboard asks for while it waits.
+  // every status a `--wait` or the dashboard asks for while it waits. Cleared only while no lookup of other runs is under way.
+  if (lookupsRunning === 0 && scheduledQueues.size > 1000) scheduledQueues.clear();
   if ([...scheduled, ...started].some((pa) => !scheduledQueues.has(`${execution}/${pa.activityId}`)))
     await readScheduledQueues(client, runId, execution);
   const undecided: { st: StageStatus; queue: string; waitedLong: boolean }[] = [];
@@ -257,7 +258,6 @@ async function markStagesNobodyTakes(
 
 /** Fills `scheduledQueues` from the execution's history. */
 async function readScheduledQueues(client: Client, runId: string, execution: string): Promise<void> {
-  if (scheduledQueues.size > 1000) scheduledQueues.clear();
   for (const ev of (await client.workflow.getHandle(runId, execution).fetchHistory()).events ?? []) {
     const a = ev.activityTaskScheduledEventAttributes;
     if (a?.activityId && a.taskQueue?.name) scheduledQueues.set(`${execution}/${a.activityId}`, a.taskQueue.name);
@@ -270,27 +270,79 @@ export interface BusyStage {
   stage: string;
 }
 
-/** How many running runs, the newest first, are looked through for stages that hold a queue: a bound on what one status costs. */
+/** Running runs listed at most (their summaries only): a bound on what one lookup costs. */
+const RUNS_LISTED = 500;
+/**
+ * Of those, how many are described, the oldest first: the run whose stage holds a worker slot has usually been
+ * running longer than the runs waiting behind it.
+ */
 const RUNS_LOOKED_THROUGH = 50;
 /** How many of them are described at once. */
 const DESCRIBED_AT_ONCE = 8;
 /** How long looking through other runs may take before the status goes without it. */
 const RUNS_LOOKUP_WAIT_MS = 3_000;
+/**
+ * How long a lookup's answer serves again: `status --watch`, `submit --wait` and the dashboard ask for a
+ * waiting run's status every second or so, and each lookup costs up to 50 describes of the server.
+ */
+const RUNS_LOOKUP_REUSE_MS = 5_000;
+
+type HeldStage = BusyStage & { since: number; execution: string };
+const recentLookups = new WeakMap<Client, Map<string, { at: number; found: Promise<Map<string, HeldStage[]>> }>>();
 
 /**
  * Stages of running runs (but the execution `except`) started on each of `queues`, the longest running
  * first: what the queue's worker is busy with. Visibility lists a run some moments after it starts or
  * ends, which the describe of each corrects for the ones it lists; a run of another namespace is not seen.
+ * A stage whose worker died still counts until the server times it out (its heartbeat timeout, 60 s by default).
  */
 export async function stagesRunningOn(client: Client, queues: Set<string>, except?: string): Promise<Map<string, BusyStage[]>> {
-  const found = new Map<string, (BusyStage & { since: number })[]>();
+  const key = [...queues].sort().join('\n');
+  const lookups = recentLookups.get(client) ?? new Map<string, { at: number; found: Promise<Map<string, HeldStage[]>> }>();
+  recentLookups.set(client, lookups);
+  let hit = lookups.get(key);
+  if (!hit || Date.now() - hit.at > RUNS_LOOKUP_REUSE_MS) {
+    for (const [k, v] of lookups) if (Date.now() - v.at > RUNS_LOOKUP_REUSE_MS) lookups.delete(k);
+    hit = { at: Date.now(), found: lookUpHeldStages(client, queues) };
+    // A failed lookup is not kept: the next status tries again.
+    hit.found.catch(() => lookups.delete(key));
+    lookups.set(key, hit);
+  }
+  const found = await hit.found;
+  return new Map(
+    [...found]
+      .map(([q, held]) => [q, held.filter((h) => h.execution !== except).map(({ runId, stage }) => ({ runId, stage }))] as const)
+      .filter(([, held]) => held.length > 0),
+  );
+}
+
+/** Lookups under way: `scheduledQueues` is cleared only when none is, so that none loses what it just read. */
+let lookupsRunning = 0;
+
+async function lookUpHeldStages(client: Client, queues: Set<string>): Promise<Map<string, HeldStage[]>> {
+  const found = new Map<string, HeldStage[]>();
+  if (lookupsRunning === 0 && scheduledQueues.size > 1000) scheduledQueues.clear();
+  lookupsRunning++;
+  try {
+    await lookUpInto(client, queues, found);
+  } finally {
+    lookupsRunning--;
+  }
+  // In one order from one status to the next, so a display that redraws on change does not flicker.
+  for (const held of found.values())
+    held.sort((a, b) => a.since - b.since || a.runId.localeCompare(b.runId) || a.stage.localeCompare(b.stage));
+  return found;
+}
+
+async function lookUpInto(client: Client, queues: Set<string>, found: Map<string, HeldStage[]>): Promise<void> {
   await client.withAbortSignal(AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS), async () => {
-    const runs: { workflowId: string; runId: string }[] = [];
+    const listed: { workflowId: string; runId: string; startedAt: number }[] = [];
     const query = `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
-    for await (const wf of client.workflow.list({ query, pageSize: RUNS_LOOKED_THROUGH })) {
-      if (wf.runId !== except) runs.push({ workflowId: wf.workflowId, runId: wf.runId });
-      if (runs.length >= RUNS_LOOKED_THROUGH) break;
+    for await (const wf of client.workflow.list({ query, pageSize: 100 })) {
+      listed.push({ workflowId: wf.workflowId, runId: wf.runId, startedAt: wf.startTime.getTime() });
+      if (listed.length >= RUNS_LISTED) break;
     }
+    const runs = listed.sort((a, b) => a.startedAt - b.startedAt).slice(0, RUNS_LOOKED_THROUGH);
     const lookAt = async ({ workflowId, runId }: { workflowId: string; runId: string }): Promise<void> => {
       const desc = await client.workflow.getHandle(workflowId, runId).describe();
       const started = ((desc.raw.pendingActivities ?? []) as PendingActivityInfo[]).filter(
@@ -300,7 +352,12 @@ export async function stagesRunningOn(client: Client, queues: Set<string>, excep
       for (const pa of started) {
         const queue = scheduledQueues.get(`${runId}/${pa.activityId}`);
         if (!queue || !queues.has(queue)) continue;
-        const busy = { runId: workflowId, stage: pa.activityId!.replace(/^stage-/, ''), since: timeMs(pa.lastStartedTime) ?? Infinity };
+        const busy = {
+          runId: workflowId,
+          stage: pa.activityId!.replace(/^stage-/, ''),
+          since: timeMs(pa.lastStartedTime) ?? Infinity,
+          execution: runId,
+        };
         found.set(queue, [...(found.get(queue) ?? []), busy]);
       }
     };
@@ -312,15 +369,6 @@ export async function stagesRunningOn(client: Client, queues: Set<string>, excep
       }),
     );
   });
-  // In one order from one status to the next, so a display that redraws on change does not flicker.
-  return new Map(
-    [...found].map(([q, busy]) => [
-      q,
-      busy
-        .sort((a, b) => a.since - b.since || a.runId.localeCompare(b.runId) || a.stage.localeCompare(b.stage))
-        .map(({ runId, stage }) => ({ runId, stage })),
-    ]),
-  );
 }
 
 /**
