@@ -48,6 +48,7 @@ test('piped messages: each answer is the model on the whole conversation so far;
     '/system',
     '/reset',
     '/history',
+    `/save ${join(home, 'no-such-folder', 'x.json')}`,
     '/exit',
     'never read',
     '',
@@ -80,6 +81,8 @@ test('piped messages: each answer is the model on the whole conversation so far;
   assert.match(r.stderr, /error: .*conversation\.json exists; \/save does not overwrite/);
   assert.match(r.stderr, /\[no system message\]\n\[system message set; it applies from the next answer\]\n\[system message: "be nice"\]/);
   assert.match(r.stderr, /\[conversation forgotten\]\nsystem: be nice\n/);
+  assert.match(r.stderr, /error: .*no-such-folder is not a folder; \/save writes into one that exists/);
+  assert.ok(!existsSync(join(home, 'no-such-folder')), '/save made no folder');
   assert.deepEqual(JSON.parse(readFileSync(saved, 'utf8')), {
     messages: [
       { role: 'user', content: 'hello' },
@@ -97,6 +100,16 @@ test('bad flags and models without a template fail before the first message; a m
   const bad = await runCli(['chat', dir, '--temperature', 'hot'], env);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--temperature must be a number/);
+  // Values that are numbers but not usable: refused at once, not at every message while the chat exits 0.
+  for (const [flag, value, said] of [
+    ['--top-p', '5', /generate\.topP: must be in \(0, 1\], got 5/],
+    ['--max-tokens', '0', /--max-tokens must be a whole number of at least 1, got 0/],
+  ] as const) {
+    const r = await runCli(['chat', dir, ...flags, flag, value], env, { input: 'hello\n' });
+    assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`);
+    assert.match(r.stderr, said);
+    assert.equal(r.stdout, '');
+  }
   const noTemplate = await runCli(['chat', dir], env, { input: 'hello\n' });
   assert.equal(noTemplate.code, 2);
   assert.match(noTemplate.stderr, /no chat template/);
@@ -110,6 +123,18 @@ test('bad flags and models without a template fail before the first message; a m
     /error: message: the conversation with this message alone is \d+ tokens; the model's context is 64 .*\(send a shorter message\)/,
   );
   assert.equal(r.stdout, `\n${await answerTo([{ role: 'user', content: 'hi' }], small)}\n`);
+});
+
+test('input that ends inside a message continued with \\ still gets its answer', async () => {
+  const r = await runCli(['chat', dir, ...flags], env, { input: 'hello\nsecond \\\nline \\' });
+  assert.equal(r.code, 0, r.stderr);
+  const e1 = await answerTo([{ role: 'user', content: 'hello' }]);
+  const e2 = await answerTo([
+    { role: 'user', content: 'hello' },
+    { role: 'assistant', content: e1 },
+    { role: 'user', content: 'second \nline ' },
+  ]);
+  assert.equal(r.stdout, `${e1}\n${e2}\n`);
 });
 
 test(

@@ -3,11 +3,12 @@
  * message (a line ending in `\` goes on to the next); lines starting with `/` are commands. Piped input
  * works too: every line a message, the answers on stdout, the timings on stderr.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, linkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, basename } from 'node:path';
 import { createInterface } from 'node:readline';
-import { writeFileAtomic } from '../../src/data/atomic.ts';
 import { InputError } from '../../src/errors.ts';
 import { Conversation, type Reply } from '../../src/generate/conversation.ts';
+import { checkSampling } from '../../src/generate/sampling.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -23,14 +24,19 @@ const COMMANDS = `commands:
   /undo           forget the last question and its answer
   /reset          forget the conversation (the system message stays)
   /history        show the conversation as the model reads it
-  /save FILE      write the conversation to FILE as JSON ({"messages": [...]}, as the OpenAI API takes it)
+  /save FILE      write the conversation to a new FILE as JSON ({"messages": [...]}, as the OpenAI API takes it)
   /exit           leave (so do Ctrl-D, and Ctrl-C at the prompt)
-Ctrl-C while the model answers stops the answer. A message that starts with / is written //.`;
+Ctrl-C while the model answers stops the answer. A message that starts with / is written //; a line that
+ends with \\ goes on to the next (piped input too).`;
 
 export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, SAMPLING_FLAGS, USAGE);
   if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
   const { sampling, threads } = samplingFromFlags(values, 512);
+  // Checked now, or every message would fail on them one by one.
+  if (!Number.isInteger(sampling.maxNewTokens) || sampling.maxNewTokens < 1)
+    throw new CliError(`--max-tokens must be a whole number of at least 1, got ${sampling.maxNewTokens}`, 2);
+  wrapInputError(() => checkSampling(sampling));
   const chatTemplate = readChatTemplate(values['chat-template']);
   const { dir, id } = await modelDir(ctx, positionals[0]!);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
@@ -78,6 +84,8 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
     }
     rl.prompt();
   }
+  // Input that ended inside a message continued with `\`: it is still a message.
+  if (pending.trim() !== '') await answer(chat, pending.replace(/\n$/, ''), new AbortController().signal, tty);
   rl.close();
 }
 
@@ -141,22 +149,43 @@ function runCommand(chat: Conversation, line: string, trainedSystem: string | un
       }
       chat.system = arg;
       return say('[system message set; it applies from the next answer]');
-    case 'history':
-      if (chat.messages.length === 0) return say('[no conversation yet]');
-      return say(chat.messages.map((m) => `${m.role}: ${m.content}`).join('\n'));
+    case 'history': {
+      const trained = chat.system === undefined && trainedSystem !== undefined ? [`system (trained with): ${trainedSystem}`] : [];
+      const lines = [...trained, ...chat.messages.map((m) => `${m.role}: ${m.content}`)];
+      return say(lines.length === 0 ? '[no conversation yet]' : lines.join('\n'));
+    }
     case 'save': {
       if (arg === '') return say('error: /save needs a file name');
-      if (existsSync(arg)) return say(`error: ${arg} exists; /save does not overwrite, give another name`);
-      try {
-        writeFileAtomic(arg, JSON.stringify({ messages: chat.messages }, null, 2) + '\n');
-      } catch (e) {
-        return say(`error: could not write ${arg}: ${(e as Error).message}`);
-      }
+      const problem = saveConversation(arg, chat.messages);
+      if (problem) return say(`error: ${problem}`);
       return say(`[${chat.exchanges} exchange${chat.exchanges === 1 ? '' : 's'} saved to ${arg}]`);
     }
     default:
       return say(`error: unknown command /${name}; /help lists them (a message that starts with / is written //)`);
   }
+}
+
+/**
+ * Writes the conversation to a new file: whole or not at all (written aside, then linked into place, which fails
+ * on an existing file, so none is ever overwritten, even one made meanwhile). What went wrong, or undefined.
+ */
+function saveConversation(path: string, messages: { role: string; content: string }[]): string | undefined {
+  const dir = dirname(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return `${dir} is not a folder; /save writes into one that exists`;
+  if (existsSync(path)) return `${path} exists; /save does not overwrite, give another name`;
+  const aside = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    writeFileSync(aside, JSON.stringify({ messages }, null, 2) + '\n', { flag: 'wx' });
+    linkSync(aside, path);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return err.code === 'EEXIST' && existsSync(path)
+      ? `${path} exists; /save does not overwrite, give another name`
+      : `could not write ${path}: ${err.message}`;
+  } finally {
+    rmSync(aside, { force: true });
+  }
+  return undefined;
 }
 
 function wrapInputError<T>(fn: () => T): T {

@@ -75,6 +75,15 @@ test('the oldest exchanges are left out when the conversation outgrows the conte
     assert.ok(!chat.messages.some((m) => m.content === 'first question'), 'the oldest went first');
     assert.equal(chat.messages.at(-2)!.content, 'fourth question');
     for (const r of said) assert.ok(r.promptTokens + greedy.maxNewTokens <= 96, `prompt ${r.promptTokens} leaves room for the answer`);
+    // Once full, it leaves out enough that the following turns keep their cache again, not one exchange a turn
+    // (which changed the conversation's start, and so recomputed all of it, at every turn).
+    for (const q of ['fifth question', 'sixth question', 'seventh question', 'eighth question']) said.push(await chat.reply(q));
+    const firstDrop = said.findIndex((r) => r.droppedExchanges > 0);
+    const after = said.slice(firstDrop + 1);
+    assert.ok(
+      after.some((r, i) => r.droppedExchanges === 0 && r.reusedTokens >= said[firstDrop + i]!.promptTokens),
+      `a turn after the first drop reused the whole last prompt: ${JSON.stringify(after.map((r) => [r.droppedExchanges, r.reusedTokens, r.promptTokens]))}`,
+    );
 
     const before = chat.messages;
     await assert.rejects(chat.reply('x'.repeat(200)), (e: unknown) => {

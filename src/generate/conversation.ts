@@ -66,11 +66,9 @@ export class Conversation {
     const { ids, dropped } = this.fit(asked);
     const [r] = await generate(this.gen.decoder, [ids], { ...this.opts, ...io, prefixCache: this.cache });
     const answer = r!;
-    const kept = asked.slice(dropped * 2);
-    this.turns =
-      answer.finishReason === 'cancelled' && answer.text === ''
-        ? kept.slice(0, -1)
-        : [...kept, { role: 'assistant', content: answer.text }];
+    // An answer stopped before its first character leaves the conversation as it was, exchanges left out included.
+    if (!(answer.finishReason === 'cancelled' && answer.text === ''))
+      this.turns = [...asked.slice(dropped * 2), { role: 'assistant', content: answer.text }];
     return {
       text: answer.text,
       finishReason: answer.finishReason,
@@ -82,8 +80,10 @@ export class Conversation {
   }
 
   /**
-   * The prompt's token ids, leaving out the oldest exchanges while the prompt and a full answer
-   * (`maxNewTokens`) would not fit the context. The newest message is never left out.
+   * The prompt's token ids, leaving out the oldest exchanges when the prompt and a full answer (`maxNewTokens`)
+   * would not fit the context. It then leaves out enough for the prompt to take half the room the answer leaves: every exchange left
+   * out changes the conversation's start, so the next turn computes it all again, and dropping one exchange at a
+   * time would do that at every turn once the context is full. The newest message is never left out.
    */
   private fit(turns: ChatMessage[]): { ids: number[]; dropped: number } {
     const context = this.gen.decoder.maxPositions;
@@ -92,11 +92,15 @@ export class Conversation {
     for (let dropped = 0; ; dropped++) {
       const ids = this.gen.encodeChat([...system, ...turns.slice(dropped * 2)]);
       const last = dropped * 2 === turns.length - 1;
-      if (ids.length + room <= context || (last && ids.length < context)) return { ids, dropped };
+      const limit = dropped === 0 ? context : room + Math.floor((context - room) / 2);
+      if (ids.length + room <= limit || (last && ids.length < context)) return { ids, dropped };
       if (last)
         throw new InputError(
           `the conversation with this message alone is ${ids.length} tokens; the model's context is ${context} (max_position_embeddings)`,
-          { where: 'message', hint: 'send a shorter message' + (system.length ? ' or a shorter system message' : '') },
+          {
+            where: 'message',
+            hint: `send a shorter message${system.length > 0 || this.gen.trainedSystem !== undefined ? ' or set a shorter system message (/system)' : ''}`,
+          },
         );
     }
   }
