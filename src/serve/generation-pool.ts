@@ -112,6 +112,8 @@ interface Job {
   failed?: Error;
   slot?: Slot;
   onAbort?: () => void;
+  /** Cancelled before a thread took it: the thread runs it without its kept cache, which stays as it was. */
+  abortedAtStart?: boolean;
 }
 
 interface Slot {
@@ -213,7 +215,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
             if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
           });
       } else if (m.type === 'done') {
-        if (setup.promptCache && job.prompts.length === 1)
+        if (setup.promptCache && job.prompts.length === 1 && !job.abortedAtStart)
           slot.cached = { tokens: [...job.prompts[0]!, ...m.results[0]!.tokens], prompt: job.prompts[0]!.length };
         cachedPromptTokens += m.results.reduce((n, r) => n + r.cachedTokens, 0);
         finish(slot, job, { results: m.results });
@@ -247,7 +249,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     for (const s of idle) {
       if (!prompt || !s.cached) continue;
       const shared = sharedStart(s.cached.tokens, prompt);
-      if (shared > bestShared && shared >= s.cached.prompt - SEAM_TOKENS) [best, bestShared] = [s, shared];
+      if (shared > bestShared && shared >= s.cached.prompt - Math.min(SEAM_TOKENS, s.cached.prompt >> 1)) [best, bestShared] = [s, shared];
     }
     return (
       best ??
@@ -274,7 +276,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
         prompts: job.prompts,
         options,
         stream: onToken !== undefined,
-        aborted: signal?.aborted ?? false,
+        aborted: (job.abortedAtStart = signal?.aborted ?? false),
       });
     }
   }

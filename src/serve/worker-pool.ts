@@ -88,9 +88,10 @@ export function replaceOnExit<S extends { worker: Worker }>(
   onExit: (code: number) => void,
 ): void {
   slot.worker.once('exit', (code) => {
-    onExit(code);
+    // Out of the pool before onExit, which may dispatch waiting work: never to the thread that just exited.
     const i = pool.slots.indexOf(slot);
     if (i >= 0) pool.slots.splice(i, 1);
+    onExit(code);
     if (pool.isClosed()) return;
     pool.start().then(
       (t) => {
