@@ -13,6 +13,8 @@ const inp = JSON.parse(readFileSync(inputsPath, 'utf8')) as {
   batches: number[];
   prompts: number[][];
   new_tokens: number;
+  /** A long prompt: the rate of generation after it, once its first token is out (0 tokens: not measured). */
+  context: number[];
 };
 const t0 = performance.now();
 const dec = await Decoder.load(dir, { threads: Number(threadsArg) });
@@ -35,6 +37,17 @@ for (const batch of inp.batches) {
   if (res.some((r) => r.tokens.length !== inp.new_tokens)) throw new Error('a row ended early');
   out[`gen${batch}_tok_s`] = (batch * inp.new_tokens) / dt;
   out[`gen${batch}_first`] = res[0]!.tokens.slice(0, 8);
+}
+if (inp.context.length > 0) {
+  let first = 0;
+  let n = 0;
+  const res = await generate(dec, [inp.context], {
+    maxNewTokens: inp.new_tokens,
+    eosTokenIds: [],
+    onToken: () => void (n++ === 0 && (first = performance.now())),
+  });
+  out.ctx_decode_tok_s = (inp.new_tokens - 1) / ((performance.now() - first) / 1000);
+  out.ctx_first = res[0]!.tokens.slice(0, 8);
 }
 await dec.close();
 const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));

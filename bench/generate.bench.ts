@@ -4,11 +4,13 @@
  * dequantized to float32, eager, the same thread count, one after the other in one run. Each side runs in its own
  * process, so peak RSS (VmHWM / ru_maxrss) is that side's alone.
  *
- *   nice node --import tsx bench/generate.bench.ts [--threads 2] [--prompt 256] [--new 128] [--batches 1,8] [--repeats 3]
+ *   nice node --import tsx bench/generate.bench.ts [--threads 2] [--prompt 256] [--new 128] [--batches 1,8] [--repeats 3] [--context 2048]
  *
  * Prompt processing: tokens/s of one pass over a `--prompt`-token prompt (median of `--repeats`), last-position
  * logits only on both sides. Generation: batch × `--new` greedy tokens (EOS ignored) / wall time of the whole
- * call, from a 16-token prompt. The reference runs with $TEMPERED_REFERENCE_PYTHON (default bench/.venv).
+ * call, from a 16-token prompt. Generation after a long prompt: batch 1, `--new` greedy tokens after a
+ * `--context`-token prompt, tokens/s from the first new token on (each step then reads the whole cache; 0: not
+ * measured). The reference runs with $TEMPERED_REFERENCE_PYTHON (default bench/.venv).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ const promptLen = Number(arg('prompt', '256'));
 const newTokens = Number(arg('new', '128'));
 const batches = arg('batches', '1,8').split(',').map(Number);
 const repeats = Number(arg('repeats', '3'));
+const contextLen = Number(arg('context', '2048'));
 
 const model = await resolveModelSource(DEFAULT_LLM);
 if (!model.ggufPath) throw new Error(`${DEFAULT_LLM} did not resolve to a GGUF`);
@@ -38,6 +41,7 @@ const inputs = {
   batches,
   prompts: Array.from({ length: Math.max(...batches) }, () => ids(16)),
   new_tokens: newTokens,
+  context: ids(contextLen),
   pad_id: 2,
 };
 const tmp = mkdtempSync(join(tmpdir(), 'tempered-generate-bench-'));
@@ -70,6 +74,9 @@ try {
   const rows: [string, string, boolean][] = [
     [`prompt processing, ${promptLen} tokens (tokens/s)`, 'prefill_tok_s', true],
     ...batches.map((b): [string, string, boolean] => [`generation, batch ${b}, ${newTokens} new tokens (tokens/s)`, `gen${b}_tok_s`, true]),
+    ...(contextLen > 0
+      ? [[`generation after ${contextLen} prompt tokens, batch 1 (tokens/s)`, 'ctx_decode_tok_s', true] as [string, string, boolean]]
+      : []),
     ['peak RSS (MiB)', 'peak_rss_mib', false],
     ['load (s)', 'load_s', false],
   ];
@@ -89,6 +96,12 @@ try {
       const same = JSON.stringify(ours[`gen${b}_first`]) === JSON.stringify(ref[`gen${b}_first`]);
       console.log(
         `batch ${b}: first greedy tokens of row 0 ${same ? 'agree' : `differ (${JSON.stringify(ours[`gen${b}_first`])} vs ${JSON.stringify(ref[`gen${b}_first`])})`}`,
+      );
+    }
+    if (contextLen > 0) {
+      const same = JSON.stringify(ours.ctx_first) === JSON.stringify(ref.ctx_first);
+      console.log(
+        `after ${contextLen} prompt tokens: first greedy tokens ${same ? 'agree' : `differ (${JSON.stringify(ours.ctx_first)} vs ${JSON.stringify(ref.ctx_first)})`}`,
       );
     }
     console.log(`reference: torch ${ref.torch}`);

@@ -40,5 +40,23 @@ with torch.inference_mode():
         assert res.shape[1] - ids.shape[1] == inp["new_tokens"]
         out[f"gen{batch}_tok_s"] = batch * inp["new_tokens"] / dt
         out[f"gen{batch}_first"] = res[0, ids.shape[1]:ids.shape[1] + 8].tolist()
+    if inp["context"]:
+        class FirstTokenClock:
+            # generate() calls put() with the prompt, then with each new token.
+            def __init__(self):
+                self.puts = 0
+                self.first = None
+            def put(self, value):
+                self.puts += 1
+                if self.puts == 2:
+                    self.first = time.perf_counter()
+            def end(self):
+                pass
+        clock = FirstTokenClock()
+        ids = torch.tensor([inp["context"]])
+        res = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=inp["new_tokens"], min_new_tokens=inp["new_tokens"],
+                             do_sample=False, pad_token_id=inp["pad_id"], streamer=clock)
+        out["ctx_decode_tok_s"] = (inp["new_tokens"] - 1) / (time.perf_counter() - clock.first)
+        out["ctx_first"] = res[0, ids.shape[1]:ids.shape[1] + 8].tolist()
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
