@@ -248,8 +248,8 @@ export async function responseLossOn(
         mask[b * P + off + j] = 1n;
       }
     });
-    let { logits, cache } = await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
     const steps = Math.max(...batch.map((r) => r.last - r.first));
+    let { logits, cache } = await decoder.run(ids, pos, mask, B, decoder.emptyCache(B, P + steps));
     for (let k = 0; ; k++) {
       // logits of row b now predict token first + k.
       batch.forEach((r, b) => {

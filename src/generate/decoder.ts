@@ -71,25 +71,42 @@ export class KvCache {
     this.length = need;
   }
 
+  /** Room for `positions` in all, taken now (a caller that knows how long it will generate), so no step copies. */
+  reserve(positions: number): void {
+    if (positions > this.capacity) this.resize(positions);
+  }
+
   private grow(need: number): void {
-    // Doubling keeps the copies of a long generation to a constant number per position.
-    const capacity = Math.max(need, Math.min(Math.max(2 * this.capacity, 64), this.maxPositions));
+    // Doubling keeps the copies of a long generation to a constant number per position; up to the model's
+    // context it stops there, and a caller that goes past it (a loss over longer rows) doubles on.
+    const doubled = Math.max(2 * this.capacity, 64);
+    this.resize(Math.max(need, need <= this.maxPositions ? Math.min(doubled, this.maxPositions) : doubled));
+  }
+
+  private resize(capacity: number): void {
     for (let l = 0; l < this.layers; l++)
       for (const kind of ['key', 'value']) {
         const name = `past_key_values.${l}.${kind}`;
-        const bigger = new Float32Array(capacity * this.stride);
+        const sized = new Float32Array(capacity * this.stride);
         const old = this.buffers.get(name);
-        if (old) bigger.set(old.subarray(0, this.length * this.stride));
-        this.buffers.set(name, bigger);
+        if (old) sized.set(old.subarray(0, this.length * this.stride));
+        this.buffers.set(name, sized);
       }
     this.capacity = capacity;
   }
 
-  /** Forgets all but the first `positions` positions (a conversation's shared prefix); no copy. */
-  truncate(positions: number): void {
+  /**
+   * Forgets all but the first `positions` positions (a conversation's shared prefix), keeping `room` positions
+   * in all for what comes next. No copy, unless the buffers are far larger than that (a generation thread would
+   * otherwise hold its longest conversation's room for good) or too small.
+   */
+  truncate(positions: number, room = 0): void {
     if (!Number.isInteger(positions) || positions < 0 || positions > this.length)
       throw new Error(`cannot keep ${positions} of ${this.length} cached positions`);
     this.length = positions;
+    const want = Math.max(positions, room, 64);
+    if (this.capacity > 4 * want) this.resize(2 * want);
+    this.reserve(room);
   }
 
   /** A cache of its own holding the first `positions` positions. */
@@ -97,7 +114,7 @@ export class KvCache {
     const c = new KvCache(this.batch, this.layers, this.kvHeads, this.headDim, this.maxPositions);
     if (positions > this.length) throw new Error(`cannot copy ${positions} of ${this.length} cached positions`);
     if (positions > 0) {
-      c.grow(positions);
+      c.resize(positions);
       for (const [name, buffer] of this.buffers) c.buffers.get(name)!.set(buffer.subarray(0, positions * this.stride));
       c.length = positions;
     }
@@ -214,9 +231,11 @@ export class Decoder {
     }
   }
 
-  /** An empty cache for `batch` rows. */
-  emptyCache(batch: number): KvCache {
-    return new KvCache(batch, this.config.layers, this.config.kvHeads, this.config.headDim, this.maxPositions);
+  /** An empty cache for `batch` rows, with room for `reserve` positions taken at once (a prompt and its answer). */
+  emptyCache(batch: number, reserve = 0): KvCache {
+    const cache = new KvCache(batch, this.config.layers, this.config.kvHeads, this.config.headDim, this.maxPositions);
+    cache.reserve(reserve);
+    return cache;
   }
 
   /** A cache of its own with the first `positions` positions of a one-row cache (a conversation's shared prefix). */

@@ -117,6 +117,50 @@ test("a kept prefix cache: a conversation's next turn computes only its new toke
   }
 });
 
+test('KvCache: appends at the end, keeps what it held when it grows or is cut back, and gives room back', async () => {
+  const dec = await Decoder.load(FIXTURE, { threads: 1 });
+  try {
+    const stride = 2 * 8; // one row × the fixture's 2 kv heads × head size 8
+    const positions = (n: number, from = 0) => Array.from({ length: n * stride }, (_, i) => from * stride + i);
+    const outputs = (seq: number, from: number) =>
+      Object.fromEntries(
+        [0, 1].flatMap((l) =>
+          ['key', 'value'].map((k) => [
+            `new_key_values.${l}.${k}`,
+            new ort.Tensor('float32', Float32Array.from(positions(seq, from)), [seq, 1, 2, 8]),
+          ]),
+        ),
+      );
+    const held = (c: ReturnType<typeof dec.emptyCache>) => Array.from(c.feeds()['past_key_values.1.value']!.data as Float32Array);
+    const room = (c: ReturnType<typeof dec.emptyCache>) => (c as unknown as { capacity: number }).capacity;
+    const c = dec.emptyCache(1);
+    c.append(outputs(5, 0), 5);
+    assert.equal(room(c), 16, 'the first growth stops at the model context (16 positions)');
+    // Past the context (a loss over longer rows), it still grows, by doubling.
+    for (let p = 5; p < 300; p++) c.append(outputs(1, p), 1);
+    assert.deepEqual(held(c), positions(300));
+    assert.ok(room(c) >= 300 && room(c) < 600, `room ${room(c)}`);
+    assert.deepEqual(c.feeds()['past_key_values.0.key']!.dims, [300, 1, 2, 8]);
+    // Cut back to a short prefix with little room asked for: the buffers shrink, the prefix stays.
+    c.truncate(3, 10);
+    assert.deepEqual(held(c), positions(3));
+    assert.equal(room(c), 128);
+    c.append(outputs(2, 50), 2);
+    assert.deepEqual(held(c), [...positions(3), ...positions(2, 50)]);
+    // Room asked for is taken at once.
+    const r = dec.emptyCache(1, 40);
+    assert.equal(room(r), 40);
+    r.append(outputs(40, 0), 40);
+    assert.equal(room(r), 40, 'no growth within what was reserved');
+    const copy = r.copy(7);
+    r.truncate(0);
+    assert.deepEqual(held(copy), positions(7), 'a copy is its own');
+    assert.throws(() => r.truncate(1), /cannot keep 1 of 0/);
+  } finally {
+    await dec.close();
+  }
+});
+
 test('left-padded batch: every row gives the logits and the tokens it gives alone', async () => {
   const dec = await Decoder.load(FIXTURE, { threads: 1 });
   try {

@@ -133,10 +133,11 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   const reused = pc?.cache ? sharedPrefix(pc.tokens, prompts[0]!) : 0;
   const kept = reused > 0 ? pc!.cache! : null;
   pc?.clear();
-  kept?.truncate(reused);
+  // Room for the prompt and the whole answer at once: no step then copies the cache to grow it.
+  kept?.truncate(reused, P + maxNew - 1);
   let { logits, cache } = kept
     ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, kept)
-    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B));
+    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B, P + maxNew - 1));
   // The last token sampled is never fed back: the cache holds the prompt and the tokens fed after it.
   let fed = P;
   for (let step = 0; ; step++) {
