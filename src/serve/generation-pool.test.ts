@@ -143,6 +143,33 @@ test('an abort reaches the generation in its thread', async () => {
   }
 });
 
+test('a request cancelled while it waits for a thread ends there: no tokens, no thread taken', async () => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
+  try {
+    const first = pool.generate([pool.encode('Once upon')], { maxNewTokens: 4, eosTokenIds: [] });
+    while (pool.stats().running === 0) await tick();
+    const gone = new AbortController();
+    const queued = pool.generate([pool.encode('A long conversation')], { maxNewTokens: 4, eosTokenIds: [], signal: gone.signal });
+    assert.equal(pool.stats().waiting, 1);
+    gone.abort();
+    release(hold);
+    assert.equal((await first)[0]!.tokens.length, 4);
+    const [r] = await queued;
+    assert.deepEqual(r, {
+      tokens: [],
+      text: '',
+      finishReason: 'cancelled',
+      promptTokens: pool.encode('A long conversation').length,
+      cachedTokens: 0,
+    });
+    assert.equal(pool.stats().generations, 1, 'only the first reached a thread');
+  } finally {
+    release(hold);
+    await pool.close();
+  }
+});
+
 test('serve: /health and /metrics answer during a generation, a request beyond the gate gets 429, answers equal in-thread', async (t) => {
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledTextGenerator(dir, { ...opts, hold });

@@ -16,6 +16,8 @@
  * every turn, and then only the new turn is computed. On CPU the logits are the same bits either way
  * (generate.test.ts), so a request's tokens still do not depend on which request came before it.
  *
+ * A request cancelled while it waited for a thread ends there, with no tokens: no thread computes its prompt.
+ *
  * Streaming keeps its back-pressure: the thread sends token events and waits when `TOKEN_WINDOW`
  * events are unacknowledged; the server acknowledges each after its `onToken` resolved (the socket
  * drained), so a slow reader still slows its generation, and tokens never pile up without bound.
@@ -112,8 +114,6 @@ interface Job {
   failed?: Error;
   slot?: Slot;
   onAbort?: () => void;
-  /** Cancelled before a thread took it: the thread runs it without its kept cache, which stays as it was. */
-  abortedAtStart?: boolean;
 }
 
 interface Slot {
@@ -215,11 +215,15 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
             if (slot.job === job) post(slot, { type: 'cancel', job: job.id });
           });
       } else if (m.type === 'done') {
-        if (setup.promptCache && job.prompts.length === 1 && !job.abortedAtStart)
+        if (setup.promptCache && job.prompts.length === 1)
           slot.cached = { tokens: [...job.prompts[0]!, ...m.results[0]!.tokens], prompt: job.prompts[0]!.length };
         cachedPromptTokens += m.results.reduce((n, r) => n + r.cachedTokens, 0);
         finish(slot, job, { results: m.results });
-      } else if (m.type === 'error') finish(slot, job, { error: fromWire(m) });
+      } else if (m.type === 'error') {
+        // A generation that failed leaves its thread's kept cache empty (generate.ts).
+        slot.cached = undefined;
+        finish(slot, job, { error: fromWire(m) });
+      }
     });
     // A thread that dies fails only its own generation; a fresh one takes its place.
     replaceOnExit(slot, pool, (code) => {
@@ -259,6 +263,14 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
 
   function dispatch(): void {
     while (waiting.length > 0) {
+      // Its client gave up while it waited: no thread computes its prompt (seconds for a long conversation) for nobody.
+      if (waiting[0]!.opts.signal?.aborted) {
+        const job = waiting.shift()!;
+        job.resolve(
+          job.prompts.map((p) => ({ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p.length, cachedTokens: 0 })),
+        );
+        continue;
+      }
       const slot = pick(waiting[0]!);
       if (!slot) return;
       const job = waiting.shift()!;
@@ -276,7 +288,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
         prompts: job.prompts,
         options,
         stream: onToken !== undefined,
-        aborted: (job.abortedAtStart = signal?.aborted ?? false),
+        aborted: signal?.aborted ?? false,
       });
     }
   }

@@ -53,8 +53,7 @@ try {
       if (setup.hold) Atomics.wait(setup.hold, 0, 0);
       const results = await gen.generate(m.prompts, {
         ...m.options,
-        // A request cancelled before it started must not throw away a conversation's cache for nothing.
-        ...(kept && m.prompts.length === 1 && !m.aborted ? { prefixCache: kept } : {}),
+        ...(kept && m.prompts.length === 1 ? { prefixCache: kept } : {}),
         signal: r.abort.signal,
         ...(m.stream
           ? {
