@@ -75,16 +75,6 @@ test('the oldest exchanges are left out when the conversation outgrows the conte
     assert.ok(!chat.messages.some((m) => m.content === 'first question'), 'the oldest went first');
     assert.equal(chat.messages.at(-2)!.content, 'fourth question');
     for (const r of said) assert.ok(r.promptTokens + greedy.maxNewTokens <= 96, `prompt ${r.promptTokens} leaves room for the answer`);
-    // Once full, it leaves out enough that the following turns keep their cache again, not one exchange a turn
-    // (which changed the conversation's start, and so recomputed all of it, at every turn).
-    for (const q of ['fifth question', 'sixth question', 'seventh question', 'eighth question']) said.push(await chat.reply(q));
-    const firstDrop = said.findIndex((r) => r.droppedExchanges > 0);
-    const after = said.slice(firstDrop + 1);
-    assert.ok(
-      after.some((r, i) => r.droppedExchanges === 0 && r.reusedTokens >= said[firstDrop + i]!.promptTokens),
-      `a turn after the first drop reused the whole last prompt: ${JSON.stringify(after.map((r) => [r.droppedExchanges, r.reusedTokens, r.promptTokens]))}`,
-    );
-
     const before = chat.messages;
     await assert.rejects(chat.reply('x'.repeat(200)), (e: unknown) => {
       assert.ok(e instanceof InputError);
@@ -92,6 +82,36 @@ test('the oldest exchanges are left out when the conversation outgrows the conte
       return true;
     });
     assert.deepEqual(chat.messages, before, 'the refused message left no trace');
+  } finally {
+    await gen.close();
+  }
+});
+
+test('once the context is full, later turns keep their cache again; the exchange before the new message stays', async () => {
+  const gen = await tiny(256);
+  try {
+    const chat = new Conversation(gen, greedy);
+    const said: Reply[] = [];
+    for (let i = 0; i < 14; i++) said.push(await chat.reply(`question number ${i}`));
+    // One exchange left out a turn would change the conversation's start, and so recompute it all, at every turn.
+    const firstDrop = said.findIndex((r) => r.droppedExchanges > 0);
+    assert.ok(firstDrop > 0, 'the context filled up');
+    const after = said.slice(firstDrop + 1);
+    assert.ok(
+      after.some((r, i) => r.droppedExchanges === 0 && r.reusedTokens >= said[firstDrop + i]!.promptTokens),
+      `a turn after the first drop reused the whole last prompt: ${JSON.stringify(after.map((r) => [r.droppedExchanges, r.reusedTokens, r.promptTokens]))}`,
+    );
+
+    // Paste a document, then ask about it: the document's exchange stays even when the half-room target cannot be met.
+    const doc = new Conversation(gen, greedy);
+    await doc.reply('hi');
+    await doc.reply(`DOCUMENT:${'d'.repeat(150)}`);
+    const asked = await doc.reply(`summarize it ${'q'.repeat(30)}`);
+    assert.equal(asked.droppedExchanges, 1);
+    assert.ok(
+      doc.messages.some((m) => m.content.startsWith('DOCUMENT:')),
+      'the document is still there',
+    );
   } finally {
     await gen.close();
   }

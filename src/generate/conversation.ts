@@ -81,20 +81,22 @@ export class Conversation {
 
   /**
    * The prompt's token ids, leaving out the oldest exchanges when the prompt and a full answer (`maxNewTokens`)
-   * would not fit the context. It then leaves out enough for the prompt to take half the room the answer leaves: every exchange left
-   * out changes the conversation's start, so the next turn computes it all again, and dropping one exchange at a
-   * time would do that at every turn once the context is full. The newest message is never left out.
+   * would not fit the context. Once some must go, it leaves out more, until the prompt takes at most half the
+   * room the answer leaves, but never the exchange just before the new message: every exchange left out changes
+   * the conversation's start, so the next turn computes it all again, and dropping one exchange a turn would do
+   * that at every turn once the context is full. The newest message is never left out.
    */
   private fit(turns: ChatMessage[]): { ids: number[]; dropped: number } {
     const context = this.gen.decoder.maxPositions;
     const room = Math.min(this.opts.maxNewTokens, Math.floor(context / 2));
     const system = this.system !== undefined ? [{ role: 'system', content: this.system }] : [];
-    for (let dropped = 0; ; dropped++) {
-      const ids = this.gen.encodeChat([...system, ...turns.slice(dropped * 2)]);
-      const last = dropped * 2 === turns.length - 1;
-      const limit = dropped === 0 ? context : room + Math.floor((context - room) / 2);
-      if (ids.length + room <= limit || (last && ids.length < context)) return { ids, dropped };
-      if (last)
+    const encode = (dropped: number) => this.gen.encodeChat([...system, ...turns.slice(dropped * 2)]);
+    const exchanges = (turns.length - 1) / 2;
+    let dropped = 0;
+    let ids = encode(0);
+    while (ids.length + room > context) {
+      if (dropped === exchanges) {
+        if (ids.length < context) return { ids, dropped };
         throw new InputError(
           `the conversation with this message alone is ${ids.length} tokens; the model's context is ${context} (max_position_embeddings)`,
           {
@@ -102,6 +104,13 @@ export class Conversation {
             hint: `send a shorter message${system.length > 0 || this.gen.trainedSystem !== undefined ? ' or set a shorter system message (/system)' : ''}`,
           },
         );
+      }
+      ids = encode(++dropped);
     }
+    const half = room + Math.floor((context - room) / 2);
+    while (dropped > 0 && dropped < exchanges - 1 && ids.length + room > half) {
+      ids = encode(++dropped);
+    }
+    return { ids, dropped };
   }
 }
