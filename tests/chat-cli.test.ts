@@ -135,6 +135,11 @@ test('input that ends inside a message continued with \\ still gets its answer',
     { role: 'user', content: 'second \nline ' },
   ]);
   assert.equal(r.stdout, `${e1}\n${e2}\n`);
+  // A command continued to the end of input is still a command.
+  const command = await runCli(['chat', dir, ...flags], env, { input: 'hello\n/reset \\' });
+  assert.equal(command.code, 0, command.stderr);
+  assert.equal(command.stdout, `${e1}\n`);
+  assert.match(command.stderr, /\[conversation forgotten\]/);
 });
 
 test(
@@ -176,8 +181,14 @@ test(
       child.stdin.write('\x03');
       await seen(/finish stopped;[^]*you> /, 'the stopped answer and a new prompt');
       assert.doesNotMatch(out, /8000 new/, 'the answer was cut short');
+      // Ctrl-C in a message continued with \ drops that message, not the chat.
+      child.stdin.write('never sent \\\r');
+      await seen(/\.\.\.> /, 'the continuation prompt');
+      child.stdin.write('\x03');
+      await seen(/\^C\r?\n[^]*you> /, 'a new prompt');
       child.stdin.write('/history\r');
       await seen(/user: hello\r?\nassistant: [^]*you> /, 'the conversation with the stopped answer in it');
+      assert.doesNotMatch(out.slice(out.lastIndexOf('/history')), /never sent/, 'the dropped message is not in the conversation');
       child.stdin.write('\x03');
       assert.equal(await exited, 0);
     } finally {

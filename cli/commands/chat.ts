@@ -3,7 +3,8 @@
  * message (a line ending in `\` goes on to the next); lines starting with `/` are commands. Piped input
  * works too: every line a message, the answers on stdout, the timings on stderr.
  */
-import { existsSync, linkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InputError } from '../../src/errors.ts';
@@ -59,10 +60,31 @@ export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> 
 async function converse(chat: Conversation, trainedSystem: string | undefined, tty: boolean): Promise<void> {
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? 'you> ' : '' });
   let answering: AbortController | null = null;
-  // Ctrl-C stops an answer; at the prompt it leaves, as Ctrl-D does.
-  rl.on('SIGINT', () => (answering ? answering.abort() : rl.close()));
-  const say = (text: string) => console.error(text);
   let pending = '';
+  let interrupted = false;
+  // Ctrl-C stops an answer; with a message half typed it drops that message; at an empty prompt it leaves, as Ctrl-D does.
+  rl.on('SIGINT', () => {
+    if (answering) return answering.abort();
+    if (pending !== '' || rl.line !== '') {
+      pending = '';
+      rl.write(null, { ctrl: true, name: 'u' });
+      process.stdout.write('^C\n');
+      return rl.prompt();
+    }
+    interrupted = true;
+    rl.close();
+  });
+  const say = (text: string) => console.error(text);
+  const handle = async (text: string): Promise<'exit' | void> => {
+    if (text.startsWith('/') && !text.startsWith('//')) return runCommand(chat, text, trainedSystem, say);
+    if (text.trim() === '') return;
+    answering = new AbortController();
+    try {
+      await answer(chat, text.startsWith('//') ? text.slice(1) : text, answering.signal, tty);
+    } finally {
+      answering = null;
+    }
+  };
   rl.prompt();
   for await (const line of rl) {
     if (line.endsWith('\\')) {
@@ -72,20 +94,11 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
     }
     const text = pending + line;
     pending = '';
-    if (text.startsWith('/') && !text.startsWith('//')) {
-      if (runCommand(chat, text, trainedSystem, say) === 'exit') break;
-    } else if (text.trim() !== '') {
-      answering = new AbortController();
-      try {
-        await answer(chat, text.startsWith('//') ? text.slice(1) : text, answering.signal, tty);
-      } finally {
-        answering = null;
-      }
-    }
+    if ((await handle(text)) === 'exit') break;
     rl.prompt();
   }
-  // Input that ended inside a message continued with `\`: it is still a message.
-  if (pending.trim() !== '') await answer(chat, pending.replace(/\n$/, ''), new AbortController().signal, tty);
+  // Input that ended inside a message continued with `\`: it is still a message (or a command).
+  if (!interrupted && pending !== '') await handle(pending.replace(/\n$/, ''));
   rl.close();
 }
 
@@ -166,26 +179,46 @@ function runCommand(chat: Conversation, line: string, trainedSystem: string | un
 }
 
 /**
- * Writes the conversation to a new file: whole or not at all (written aside, then linked into place, which fails
- * on an existing file, so none is ever overwritten, even one made meanwhile). What went wrong, or undefined.
+ * Writes the conversation to a new file, whole or not at all: written and synced aside, then linked into place,
+ * which fails on an existing file, so none is ever overwritten, even one made meanwhile. Where the file system has
+ * no hard links it is created with O_EXCL instead. What went wrong, or undefined.
  */
 function saveConversation(path: string, messages: { role: string; content: string }[]): string | undefined {
   const dir = dirname(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) return `${dir} is not a folder; /save writes into one that exists`;
-  if (existsSync(path)) return `${path} exists; /save does not overwrite, give another name`;
-  const aside = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const exists = `${path} exists; /save does not overwrite, give another name`;
+  if (existsSync(path)) return exists;
+  const text = JSON.stringify({ messages }, null, 2) + '\n';
+  const aside = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let made = false;
   try {
-    writeFileSync(aside, JSON.stringify({ messages }, null, 2) + '\n', { flag: 'wx' });
-    linkSync(aside, path);
+    writeSynced(aside, text);
+    made = true;
+    try {
+      linkSync(aside, path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
+      writeSynced(path, text);
+    }
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    return err.code === 'EEXIST' && existsSync(path)
-      ? `${path} exists; /save does not overwrite, give another name`
-      : `could not write ${path}: ${err.message}`;
+    return err.code === 'EEXIST' && existsSync(path) ? exists : `could not write ${path}: ${err.message}`;
   } finally {
-    rmSync(aside, { force: true });
+    if (made) rmSync(aside, { force: true });
   }
   return undefined;
+}
+
+/** Creates `path` (never over an existing file) with `text`, on disk before it returns. */
+function writeSynced(path: string, text: string): void {
+  const fd = openSync(path, 'wx');
+  try {
+    writeFileSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function wrapInputError<T>(fn: () => T): T {
