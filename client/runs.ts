@@ -288,7 +288,8 @@ const RUNS_LOOKUP_WAIT_MS = 3_000;
 const RUNS_LOOKUP_REUSE_MS = 5_000;
 
 type HeldStage = BusyStage & { since: number; execution: string };
-const recentLookups = new WeakMap<Client, Map<string, { at: number; found: Promise<Map<string, HeldStage[]>> }>>();
+type Lookup = { at: number; found: Promise<{ found: Map<string, HeldStage[]>; complete: boolean }> };
+const recentLookups = new WeakMap<Client, Map<string, Lookup>>();
 
 /**
  * Stages of running runs (but the execution `except`) started on each of `queues`, the longest running
@@ -298,17 +299,19 @@ const recentLookups = new WeakMap<Client, Map<string, { at: number; found: Promi
  */
 export async function stagesRunningOn(client: Client, queues: Set<string>, except?: string): Promise<Map<string, BusyStage[]>> {
   const key = [...queues].sort().join('\n');
-  const lookups = recentLookups.get(client) ?? new Map<string, { at: number; found: Promise<Map<string, HeldStage[]>> }>();
+  const lookups = recentLookups.get(client) ?? new Map<string, Lookup>();
   recentLookups.set(client, lookups);
   let hit = lookups.get(key);
   if (!hit || Date.now() - hit.at > RUNS_LOOKUP_REUSE_MS) {
     for (const [k, v] of lookups) if (Date.now() - v.at > RUNS_LOOKUP_REUSE_MS) lookups.delete(k);
-    hit = { at: Date.now(), found: lookUpHeldStages(client, queues) };
-    // A failed lookup is not kept: the next status tries again.
-    hit.found.catch(() => lookups.delete(key));
-    lookups.set(key, hit);
+    const fresh = { at: Date.now(), found: lookUpHeldStages(client, queues) };
+    // A lookup that failed or ran out of time (its answer may be partial) is not kept: the next status tries again.
+    const forget = () => void (lookups.get(key) === fresh && lookups.delete(key));
+    fresh.found.then(({ complete }) => complete || forget(), forget);
+    lookups.set(key, fresh);
+    hit = fresh;
   }
-  const found = await hit.found;
+  const { found } = await hit.found;
   return new Map(
     [...found]
       .map(([q, held]) => [q, held.filter((h) => h.execution !== except).map(({ runId, stage }) => ({ runId, stage }))] as const)
@@ -319,23 +322,26 @@ export async function stagesRunningOn(client: Client, queues: Set<string>, excep
 /** Lookups under way: `scheduledQueues` is cleared only when none is, so that none loses what it just read. */
 let lookupsRunning = 0;
 
-async function lookUpHeldStages(client: Client, queues: Set<string>): Promise<Map<string, HeldStage[]>> {
+async function lookUpHeldStages(client: Client, queues: Set<string>): Promise<{ found: Map<string, HeldStage[]>; complete: boolean }> {
   const found = new Map<string, HeldStage[]>();
   if (lookupsRunning === 0 && scheduledQueues.size > 1000) scheduledQueues.clear();
   lookupsRunning++;
+  let complete: boolean;
   try {
-    await lookUpInto(client, queues, found);
+    complete = await lookUpInto(client, queues, found);
   } finally {
     lookupsRunning--;
   }
   // In one order from one status to the next, so a display that redraws on change does not flicker.
   for (const held of found.values())
     held.sort((a, b) => a.since - b.since || a.runId.localeCompare(b.runId) || a.stage.localeCompare(b.stage));
-  return found;
+  return { found, complete };
 }
 
-async function lookUpInto(client: Client, queues: Set<string>, found: Map<string, HeldStage[]>): Promise<void> {
-  await client.withAbortSignal(AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS), async () => {
+/** Fills `found`; false when time ran out before every run was looked at (what was found may then be partial). */
+async function lookUpInto(client: Client, queues: Set<string>, found: Map<string, HeldStage[]>): Promise<boolean> {
+  const deadline = AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS);
+  await client.withAbortSignal(deadline, async () => {
     const listed: { workflowId: string; runId: string; startedAt: number }[] = [];
     const query = `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
     for await (const wf of client.workflow.list({ query, pageSize: 100 })) {
@@ -369,6 +375,7 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
       }),
     );
   });
+  return !deadline.aborted;
 }
 
 /**
