@@ -21,6 +21,7 @@ import { createModelServer } from '../src/serve/server.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { runCli } from './helpers/cli.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 const PIPELINE = new URL('../pipelines/instruct.yaml', import.meta.url).pathname;
@@ -140,22 +141,14 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
       }),
       token: 'test-token-123456',
     });
+    const question = 'Is the sentiment of this movie review positive or negative? Answer with one word.\n\na warm , funny and wise film .';
+    let served: string;
     try {
       const url = await server.listen(0, '127.0.0.1');
       const r = await fetch(`${url}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: 'Bearer test-token-123456', 'content-type': 'application/json' },
-        body: JSON.stringify({
-          messages: [
-            {
-              role: 'user',
-              content:
-                'Is the sentiment of this movie review positive or negative? Answer with one word.\n\na warm , funny and wise film .',
-            },
-          ],
-          max_tokens: 2,
-          temperature: 0,
-        }),
+        body: JSON.stringify({ messages: [{ role: 'user', content: question }], max_tokens: 2, temperature: 0 }),
       });
       const body = (await r.json()) as { object: string; model: string; choices: { message: { role: string; content: string } }[] };
       assert.equal(r.status, 200, JSON.stringify(body));
@@ -163,8 +156,21 @@ describe('instruction tuning of the real SmolLM2 through the pipeline', () => {
       assert.equal(body.model, `${NAME}@1`);
       assert.equal(body.choices[0]!.message.role, 'assistant');
       assert.ok(body.choices[0]!.message.content.trim().length > 0, JSON.stringify(body.choices));
+      served = body.choices[0]!.message.content;
     } finally {
       await server.close();
     }
+
+    // What `tempered chat sst2-sentiment-smollm2@production` says to the same question: the same answer, in the terminal.
+    const chat = await runCli(
+      ['chat', `${NAME}@production`, '--max-tokens', '2', '--threads', '2'],
+      { TEMPERED_HOME: env.dir },
+      {
+        input: `${question.replace('\n\n', '\\\n\\\n')}\n`,
+      },
+    );
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.match(chat.stderr, new RegExp(`^\\[chatting with ${NAME}@1: context 8192 tokens`));
+    assert.equal(chat.stdout, `${served}\n`);
   });
 });

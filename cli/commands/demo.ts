@@ -85,8 +85,10 @@ async function servePrediction(ctx: CliContext, status: RunStatus, plan?: Planne
   console.log(`\nserving ${name}@${out.alias} …`);
   const { server, url } = await startServing(ctx, `${name}@${out.alias}`, { token, threads: 2, logger: 'errors' });
   try {
-    if (isTextGenerator(server.model.current)) await askLanguageModel(url, token, plan);
-    else await askClassifier(url, token);
+    if (isTextGenerator(server.model.current)) {
+      await askLanguageModel(url, token, plan);
+      console.log(`  talk to it yourself: npx tempered chat ${name}@${out.alias}`);
+    } else await askClassifier(url, token);
   } finally {
     await server.close();
   }
