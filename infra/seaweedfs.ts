@@ -81,7 +81,10 @@ async function pickPorts(count: number): Promise<{ ports: number[]; admin: numbe
 /** Starts `weed mini` serving S3 on 127.0.0.1 with one access key; resolves once S3 answers. */
 export async function startSeaweed(opts: { dataDir: string; timeoutMs?: number }): Promise<SeaweedHandle> {
   const weed = findWeed();
-  if (!weed) throw new Error('SeaweedFS (weed) is not installed; run `npx tempered setup` (it installs the pinned, hash-checked weed; `npm test` runs it first too), or set WEED_PATH');
+  if (!weed)
+    throw new Error(
+      'SeaweedFS (weed) is not installed; run `npx tempered setup` (it installs the pinned, hash-checked weed; `npm test` runs it first too), or set WEED_PATH',
+    );
   mkdirSync(join(opts.dataDir, 'data'), { recursive: true });
   const accessKeyId = 'tempered';
   const secretAccessKey = 'tempered-secret';

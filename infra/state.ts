@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { statePaths as layout, type StatePaths } from '../src/state-paths.ts';
+import { statePaths as layout, temperedHome, type StatePaths } from '../src/state-paths.ts';
 
 /** Repository root (infra/ sits directly under it). */
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -9,12 +9,10 @@ export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 /**
  * Where tempered keeps its state: artifacts, caches, registry, audit log, the dev server's database
  * and the Temporal CLI binary. `TEMPERED_HOME` moves it; the default is project-local so a clone is
- * self-contained. An empty `TEMPERED_HOME` (`TEMPERED_HOME=$UNSET_VARIABLE`) counts as unset: it
- * resolved to the working folder, which then got a store and a dev server database of its own.
+ * self-contained (an empty `TEMPERED_HOME` counts as unset: `temperedHome`).
  */
 export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
-  const home = env.TEMPERED_HOME?.trim();
-  return resolve(home ? home : join(PROJECT_ROOT, '.tempered'));
+  return resolve(temperedHome(env) ?? join(PROJECT_ROOT, '.tempered'));
 }
 
 export type { StatePaths } from '../src/state-paths.ts';

@@ -6,6 +6,16 @@
 import { join } from 'node:path';
 import { checkDatabaseUrl, DATABASE_URL_ENV } from './db/database.ts';
 
+/**
+ * The state folder `TEMPERED_HOME` names, or undefined when it names none. An empty one
+ * (`TEMPERED_HOME=$UNSET_VARIABLE`) counts as unset: it resolved to the working folder, which then got a
+ * store and a dev server database of its own.
+ */
+export function temperedHome(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const home = env.TEMPERED_HOME?.trim();
+  return home ? home : undefined;
+}
+
 export interface StatePaths {
   root: string;
   /** Content-addressed artifacts. */

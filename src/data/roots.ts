@@ -7,6 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { delimiter, resolve, sep } from 'node:path';
 import { InputError } from '../errors.ts';
+import { temperedHome } from '../state-paths.ts';
 import { findDatasetsDir } from './datasets-dir.ts';
 
 /** Worker setting: extra allowed folders, separated like PATH (':' on POSIX). */
@@ -21,7 +22,8 @@ export function dataRoots(baseDir: string, opts: { stateDir?: string; env?: Node
   const env = opts.env ?? process.env;
   const roots = [resolve(baseDir)];
   if (opts.stateDir) roots.push(resolve(opts.stateDir));
-  if (env.TEMPERED_HOME?.trim()) roots.push(resolve(env.TEMPERED_HOME.trim()));
+  const home = temperedHome(env);
+  if (home) roots.push(resolve(home));
   const datasets = findDatasetsDir(env);
   if (datasets) roots.push(resolve(datasets));
   for (const r of (env[DATA_ROOTS_ENV] ?? '').split(delimiter)) if (r.trim() !== '') roots.push(resolve(r.trim()));

@@ -8,14 +8,14 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors.ts';
-import { statePaths } from '../state-paths.ts';
+import { statePaths, temperedHome } from '../state-paths.ts';
 import { resolveModelSource, type ResolvedModel } from './sources.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Same folder as the demo's (infra/state.ts picks the state folder the same way); TEMPERED_MODEL_CACHE overrides. */
 export function testModelCache(env: NodeJS.ProcessEnv = process.env): string {
-  return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(env.TEMPERED_HOME?.trim() || join(ROOT, '.tempered'))).models;
+  return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(temperedHome(env) ?? join(ROOT, '.tempered'))).models;
 }
 
 const NETWORK_CODES = new Set([
