@@ -51,8 +51,15 @@ test("a near duplicate of a training input (dedupe's defaults: word 3-shingles, 
   seen.add([long]);
   seen.add(['Are we still meeting for lunch tomorrow at noon near the station']);
   assert.equal(seen.seenAs([long.toUpperCase()]), 'exact');
+  assert.equal(seen.lastNearRow, undefined);
   const oneWordChanged = long.replace('tonight', 'tomorrow');
   assert.equal(seen.seenAs([oneWordChanged]), 'near');
+  assert.equal(seen.lastNearRow, 0, 'the training row it was found near');
+  const third =
+    'The quarterly report shows revenue grew in every region while costs stayed flat, and the board expects the same trend to continue through the next two quarters of the year';
+  seen.add([third]);
+  assert.equal(seen.seenAs([`${third} indeed`]), 'near');
+  assert.equal(seen.lastNearRow, 2);
   assert.equal(seen.has([oneWordChanged]), true);
   for (const other of [
     'Congratulations you have won a free ticket, call now',

@@ -38,6 +38,15 @@ export class SeenInputs {
   private readonly near: { cfg: ResolvedNear; hasher: MinHasher; lsh: LshIndex; sigs: Growable<Uint16Array>; count: number } | null;
   private cut = 0;
   private compared = 0;
+  /** Rows given to add so far: the next row's number in the training table. */
+  private added = 0;
+  /** The training row each near-duplicate signature id came from. */
+  private readonly nearRows: number[] = [];
+  /**
+   * After seenAs answered 'near': the number (0-based, in the order add was given them) of the training row it
+   * matched, so a report can quote it beside the test row. Undefined after any other answer.
+   */
+  lastNearRow: number | undefined;
 
   /**
    * `normalize`: dedupe's steps (default all on, as dedupe's default). `near`: the near-duplicate settings, dedupe's
@@ -79,6 +88,7 @@ export class SeenInputs {
 
   /** Records a training row's input (one value per input column, in order). A row with a missing value adds nothing. */
   add(values: readonly (string | null | undefined)[]): void {
+    const row = this.added++;
     const text = this.text(values);
     if (text === undefined) return;
     const k = key53(text);
@@ -87,12 +97,14 @@ export class SeenInputs {
     const near = this.near;
     if (!near || !this.sign(text, values.length)) return;
     near.lsh.add(near.sigs.data, near.count);
+    this.nearRows[near.count] = row;
     near.count++;
     near.sigs.length += near.cfg.numPerm;
   }
 
   /** How a test row's input (same columns, same order) matches a training row's input, or undefined when it does not. */
   seenAs(values: readonly (string | null | undefined)[]): SeenAs | undefined {
+    this.lastNearRow = undefined;
     const text = this.text(values);
     if (text === undefined) return undefined;
     if (this.keys.has(key53(text))) return 'exact';
@@ -100,10 +112,18 @@ export class SeenInputs {
     if (!near || !this.sign(text, values.length)) return undefined;
     const { numPerm, threshold } = near.cfg;
     const me = near.count;
-    const matches = (other: number) => (this.compared++, estimateJaccard(near.sigs.data, other, me, numPerm) >= threshold);
+    let matched = -1;
+    const matches = (other: number) => {
+      this.compared++;
+      const isNear = estimateJaccard(near.sigs.data, other, me, numPerm) >= threshold;
+      if (isNear) matched = other;
+      return isNear;
+    };
     const found = near.lsh.find(near.sigs.data, me, matches, NEAR_COMPARISONS);
     if (found === 'cut') this.cut++;
-    return found === 'found' ? 'near' : undefined;
+    if (found !== 'found') return undefined;
+    this.lastNearRow = this.nearRows[matched];
+    return 'near';
   }
 
   /**

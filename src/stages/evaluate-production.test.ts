@@ -159,6 +159,7 @@ test('causal LM: production is scored only on the test rows it was not trained o
     contaminated_rows: 16,
     near_duplicate_rows: 0,
     near_duplicate_examples: [],
+    near_duplicate_matches: [],
     near_duplicates: { shingles: '3 words', estimated_jaccard_at_least: 0.8 },
     near_duplicate_checks_cut: 0,
   });
@@ -316,10 +317,8 @@ test('classifier: production is scored on the test rows whose text, normalised a
     label: r.label,
   }));
   // And 2 near duplicates of its training texts (a word added), as dedupe's defaults would find them.
-  const near = trainTexts
-    .filter((r) => r.text.split(' ').length >= 12)
-    .slice(0, 2)
-    .map((r) => ({ text: `${r.text} indeed`, label: r.label }));
+  const nearSources = trainTexts.filter((r) => r.text.split(' ').length >= 12).slice(0, 2);
+  const near = nearSources.map((r) => ({ text: `${r.text} indeed`, label: r.label }));
   assert.equal(near.length, 2);
   const unseen = syntheticRows(20, 9).filter((r) => !trainTexts.some((t) => t.text === r.text));
   const rows = [...seen, ...near, ...unseen];
@@ -334,6 +333,11 @@ test('classifier: production is scored on the test rows whose text, normalised a
   // The report says how many were near duplicates, and quotes them.
   const { contamination } = read(out.report);
   assert.deepEqual([contamination.near_duplicate_rows, contamination.near_duplicate_examples], [2, near.map((r) => [r.text])]);
+  // And beside each, the training row it was found near.
+  assert.deepEqual(
+    contamination.near_duplicate_matches,
+    nearSources.map((r) => [r.text]),
+  );
   assert.equal(metrics.n, rows.length, "the candidate's own scores are over every test row");
   assert.deepEqual([p.rows, p.contaminated_rows, p.decontaminated], [unseen.length, 12, true]);
   assert.deepEqual(scores(p), await evaluate(prod, freshOnly));

@@ -156,7 +156,14 @@ async function productionRows(
       report: { decontaminated: false, reason: training.reason, columns },
     };
   }
-  const clean = await writeCleanRows(o.fullTest, training.seen, columns, cfg.maxRows, join(ctx.workDir, 'production-test.arrow'));
+  const clean = await writeCleanRows(
+    o.fullTest,
+    training.seen,
+    columns,
+    cfg.maxRows,
+    join(ctx.workDir, 'production-test.arrow'),
+    training.path,
+  );
   const same = clean.contaminated === 0;
   const at = new Map(clean.testRows.map((r, i) => [r, i]));
   if (clean.contaminated > 0)
@@ -179,6 +186,7 @@ async function productionRows(
       contaminated_rows: clean.contaminated,
       near_duplicate_rows: clean.near,
       near_duplicate_examples: clean.nearExamples,
+      near_duplicate_matches: clean.nearMatches,
       near_duplicates: nearSettings(training.seen),
       near_duplicate_checks_cut: training.seen.nearChecksCut,
     },

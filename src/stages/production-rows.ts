@@ -17,7 +17,7 @@ import { uriFor, type ArtifactStore } from '../store/artifact-store.ts';
 export const TRAINING_DATA = 'train';
 
 export type ProductionTraining =
-  | { checked: true; data: DataRef; seen: SeenInputs; rows: number }
+  | { checked: true; data: DataRef; seen: SeenInputs; rows: number; /** The training table's local file. */ path: string }
   /** Not available: why, in a sentence that follows "production was scored on all test rows: ". */
   | { checked: false; reason: string };
 
@@ -76,7 +76,7 @@ export async function productionTraining(
       seen.add(values);
     }
   }
-  return { checked: true, data, seen, rows };
+  return { checked: true, data, seen, rows, path };
 }
 
 /** Near-duplicate test inputs the report quotes. */
@@ -94,6 +94,8 @@ export interface CleanRows {
    * for a near duplicate: with a long prompt template around short inputs, two different inputs can.
    */
   nearExamples: string[][];
+  /** For each of nearExamples, the input of the training row it was found near (cut the same way). */
+  nearMatches: string[][];
   /** The test row each written row is, in order. */
   testRows: number[];
 }
@@ -108,6 +110,8 @@ export async function writeCleanRows(
   columns: readonly string[],
   maxRows: number | undefined,
   output: string,
+  /** The training table `seen` was filled from, row by row: near duplicates' matches are quoted from it. */
+  trainingTable?: string,
 ): Promise<CleanRows> {
   const schema = await readArrowSchema(test);
   for (const c of columns)
@@ -121,6 +125,7 @@ export async function writeCleanRows(
   let contaminated = 0;
   let near = 0;
   const nearExamples: string[][] = [];
+  const nearRows: (number | undefined)[] = [];
   let row = 0;
   try {
     for await (const b of readArrowBatches(test)) {
@@ -133,7 +138,10 @@ export async function writeCleanRows(
         const as = seen.seenAs(values);
         if (as) {
           contaminated++;
-          if (as === 'near' && near++ < NEAR_EXAMPLES) nearExamples.push(values.map((v) => (v.length > 200 ? `${v.slice(0, 197)}...` : v)));
+          if (as === 'near' && near++ < NEAR_EXAMPLES) {
+            nearExamples.push(values.map(quoted));
+            nearRows.push(seen.lastNearRow);
+          }
         } else {
           keep.push(i);
           testRows.push(row);
@@ -142,9 +150,33 @@ export async function writeCleanRows(
       if (keep.length === b.numRows) w.writeRecordBatch(b);
       else if (keep.length) w.writeRecordBatch(takeRows(b, keep, w.schema));
     }
-    return { rows: w.close().rows, contaminated, near, nearExamples, testRows };
+    const written = w.close().rows;
+    const nearMatches = trainingTable && nearRows.length ? await inputsAt(trainingTable, columns, nearRows) : [];
+    return { rows: written, contaminated, near, nearExamples, nearMatches, testRows };
   } catch (e) {
     w.abort();
     throw e;
   }
+}
+
+/** A column's text as a report quotes it: at most 200 characters. */
+const quoted = (v: string) => (v.length > 200 ? `${v.slice(0, 197)}...` : v);
+
+/** The input columns of the rows numbered `rows` (in table order, 0-based) of `table`, quoted; [] for a row not found. */
+async function inputsAt(table: string, columns: readonly string[], rows: readonly (number | undefined)[]): Promise<string[][]> {
+  const wanted = new Map<number, string[]>();
+  for (const r of rows) if (r !== undefined) wanted.set(r, []);
+  const last = Math.max(-1, ...wanted.keys());
+  let row = 0;
+  for await (const b of readArrowBatches(table)) {
+    if (row > last) break;
+    const cols = columns.map((c) => stringColumn(b, c));
+    for (let i = 0; i < b.numRows; i++, row++)
+      if (wanted.has(row))
+        wanted.set(
+          row,
+          cols.map((c) => quoted(c[i] ?? '')),
+        );
+  }
+  return rows.map((r) => (r === undefined ? [] : wanted.get(r)!));
 }
