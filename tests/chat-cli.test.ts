@@ -181,6 +181,16 @@ test(
       child.stdin.write('\x03');
       await seen(/finish stopped;[^]*you> /, 'the stopped answer and a new prompt');
       assert.doesNotMatch(out, /8000 new/, 'the answer was cut short');
+      // Ctrl-C in a half-typed line drops that line, all of it.
+      child.stdin.write('secret draft');
+      await seen(/secret draft/, 'the typed text echoed');
+      child.stdin.write('\x1b[D\x1b[D\x1b[D'); // the cursor three characters left: only what is left of it would go with Ctrl-U
+      child.stdin.write('\x03');
+      await seen(/\^C\r?\n[^]*you> /, 'a new prompt');
+      // What is typed next is a command of its own, not the rest of the dropped line (which the model would answer).
+      child.stdin.write('/system\r');
+      await seen(/(\[no system message\]|model> )/, 'the command run, or an answer started');
+      assert.doesNotMatch(out.slice(out.lastIndexOf('^C')), /model> /, 'the dropped text went with the next line');
       // Ctrl-C in a message continued with \ drops that message, not the chat.
       child.stdin.write('never sent \\\r');
       await seen(/\.\.\.> /, 'the continuation prompt');
@@ -188,7 +198,11 @@ test(
       await seen(/\^C\r?\n[^]*you> /, 'a new prompt');
       child.stdin.write('/history\r');
       await seen(/user: hello\r?\nassistant: [^]*you> /, 'the conversation with the stopped answer in it');
-      assert.doesNotMatch(out.slice(out.lastIndexOf('/history')), /never sent/, 'the dropped message is not in the conversation');
+      assert.doesNotMatch(
+        out.slice(out.lastIndexOf('/history')),
+        /never sent|secret|draft/,
+        'the dropped messages are not in the conversation',
+      );
       child.stdin.write('\x03');
       assert.equal(await exited, 0);
     } finally {

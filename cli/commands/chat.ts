@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { InputError } from '../../src/errors.ts';
 import { Conversation, type Reply } from '../../src/generate/conversation.ts';
 import { checkSampling } from '../../src/generate/sampling.ts';
+import { syncDirSync } from '../../src/util/durable-write.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -67,7 +68,8 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
     if (answering) return answering.abort();
     if (pending !== '' || rl.line !== '') {
       pending = '';
-      rl.write(null, { ctrl: true, name: 'u' });
+      // The typed line goes whole (a simulated Ctrl-U would delete only left of the cursor, and not at all on a dumb terminal).
+      Object.assign(rl, { line: '', cursor: 0 });
       process.stdout.write('^C\n');
       return rl.prompt();
     }
@@ -201,6 +203,8 @@ function saveConversation(path: string, messages: { role: string; content: strin
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
       writeSynced(path, text);
     }
+    // The new name itself is on disk too.
+    syncDirSync(dir);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     return err.code === 'EEXIST' && existsSync(path) ? exists : `could not write ${path}: ${err.message}`;
@@ -210,15 +214,19 @@ function saveConversation(path: string, messages: { role: string; content: strin
   return undefined;
 }
 
-/** Creates `path` (never over an existing file) with `text`, on disk before it returns. */
+/** Creates `path` (never over an existing file) with `text`, on disk before it returns; a failed write leaves no file. */
 function writeSynced(path: string, text: string): void {
   const fd = openSync(path, 'wx');
   try {
     writeFileSync(fd, text);
     fsyncSync(fd);
-  } finally {
+  } catch (e) {
+    // Created here exclusively, so it is ours to remove: a full disk must not leave half a file behind.
     closeSync(fd);
+    rmSync(path, { force: true });
+    throw e;
   }
+  closeSync(fd);
 }
 
 function wrapInputError<T>(fn: () => T): T {
