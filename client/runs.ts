@@ -341,6 +341,7 @@ async function lookUpHeldStages(client: Client, queues: Set<string>): Promise<{ 
 /** Fills `found`; false when time ran out before every run was looked at (what was found may then be partial). */
 async function lookUpInto(client: Client, queues: Set<string>, found: Map<string, HeldStage[]>): Promise<boolean> {
   const deadline = AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS);
+  let missed = false;
   await client.withAbortSignal(deadline, async () => {
     const listed: { workflowId: string; runId: string; startedAt: number }[] = [];
     const query = `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
@@ -367,15 +368,16 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
         found.set(queue, [...(found.get(queue) ?? []), busy]);
       }
     };
-    // A run that closed (or was deleted) since it was listed holds nothing: it is left out, not an error.
+    // A run that closed (or was deleted) since it was listed holds nothing: it is left out, not an error; but an
+    // answer missing a run it could not read is not kept for the next status.
     const next = runs.values();
     await Promise.all(
       Array.from({ length: Math.min(DESCRIBED_AT_ONCE, runs.length) }, async () => {
-        for (const run of next) await lookAt(run).catch(() => undefined);
+        for (const run of next) await lookAt(run).catch(() => void (missed = true));
       }),
     );
   });
-  return !deadline.aborted;
+  return !deadline.aborted && !missed;
 }
 
 /**

@@ -133,11 +133,13 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   const reused = pc?.cache ? sharedPrefix(pc.tokens, prompts[0]!) : 0;
   const kept = reused > 0 ? pc!.cache! : null;
   pc?.clear();
-  // Room for the prompt and the whole answer at once: no step then copies the cache to grow it.
-  kept?.truncate(reused, P + maxNew - 1);
+  // Room for the prompt and the answer at once, so no step copies the cache to grow it; but not for a long
+  // max_tokens most answers never reach (a thread keeps its cache between requests): doubling covers the rest.
+  const room = Math.min(P + maxNew - 1, 2 * P + 256);
+  kept?.truncate(reused, room);
   let { logits, cache } = kept
     ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, kept)
-    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B, P + maxNew - 1));
+    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B, room));
   // The last token sampled is never fed back: the cache holds the prompt and the tokens fed after it.
   let fed = P;
   for (let step = 0; ; step++) {

@@ -114,6 +114,13 @@ interface Job {
   failed?: Error;
   slot?: Slot;
   onAbort?: () => void;
+  /** Ends the job where it waits when its signal aborts before a thread takes it. */
+  onQueuedAbort?: () => void;
+}
+
+/** What a request cancelled before any thread took it gets: no tokens. */
+function cancelledUnrun(job: Job): GenerateResult[] {
+  return job.prompts.map((p) => ({ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p.length, cachedTokens: 0 }));
 }
 
 interface Slot {
@@ -266,14 +273,13 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
       // Its client gave up while it waited: no thread computes its prompt (seconds for a long conversation) for nobody.
       if (waiting[0]!.opts.signal?.aborted) {
         const job = waiting.shift()!;
-        job.resolve(
-          job.prompts.map((p) => ({ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p.length, cachedTokens: 0 })),
-        );
+        job.resolve(cancelledUnrun(job));
         continue;
       }
       const slot = pick(waiting[0]!);
       if (!slot) return;
       const job = waiting.shift()!;
+      if (job.onQueuedAbort) job.opts.signal?.removeEventListener('abort', job.onQueuedAbort);
       slot.job = job;
       job.slot = slot;
       slot.lastUsed = generations++;
@@ -301,7 +307,16 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     generate(prompts, o) {
       if (closed) return Promise.reject(new Error('generator is closed'));
       return new Promise<GenerateResult[]>((resolve, reject) => {
-        waiting.push({ id: nextJob++, prompts, opts: o, resolve, reject, chain: Promise.resolve() });
+        const job: Job = { id: nextJob++, prompts, opts: o, resolve, reject, chain: Promise.resolve() };
+        waiting.push(job);
+        // Anywhere in the queue, not only at its head when a thread frees: the gate counts it as waiting till then.
+        job.onQueuedAbort = () => {
+          const i = waiting.indexOf(job);
+          if (i < 0) return;
+          waiting.splice(i, 1);
+          job.resolve(cancelledUnrun(job));
+        };
+        o.signal?.addEventListener('abort', job.onQueuedAbort, { once: true });
         dispatch();
       });
     },
