@@ -14,15 +14,12 @@ import { generate } from '../src/generate/generate.ts';
 import { loadTextGenerator } from '../src/generate/text-generator.ts';
 import { DEFAULT_LLM, resolveModelSource } from '../src/models/sources.ts';
 import type { ChatMessage } from '../src/serve/types.ts';
+import { flag } from './common.ts';
 
-const arg = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
-const turns = Number(arg('turns', '8'));
-const maxNewTokens = Number(arg('new', '48'));
-const rounds = Number(arg('rounds', '2'));
-const threads = Number(arg('threads', '2'));
+const turns = Number(flag('turns', '8'));
+const maxNewTokens = Number(flag('new', '48'));
+const rounds = Number(flag('rounds', '2'));
+const threads = Number(flag('threads', '2'));
 
 const MESSAGES = [
   'I am planning a weekend trip to the mountains with two friends. We like hiking but one of us has a bad knee. What should we plan for?',

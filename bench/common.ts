@@ -11,6 +11,12 @@ import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
 /** all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, vocab 30522) at seq 128, two classes. */
 export const MINILM_SIZE = { vocab: 30522, hidden: 384, heads: 12, intermediate: 1536, layers: 6, seq: 128, classes: 2, seed: 1 };
 
+/** The value after `--name` on the command line, or `dflt`. */
+export function flag(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1]! : dflt;
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2;

@@ -18,17 +18,14 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Rng } from '../src/engine/prng.ts';
 import { DEFAULT_LLM, resolveModelSource } from '../src/models/sources.ts';
+import { flag } from './common.ts';
 
-const arg = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
-const threads = Number(arg('threads', '2'));
-const promptLen = Number(arg('prompt', '256'));
-const newTokens = Number(arg('new', '128'));
-const batches = arg('batches', '1,8').split(',').map(Number);
-const repeats = Number(arg('repeats', '3'));
-const contextLen = Number(arg('context', '2048'));
+const threads = Number(flag('threads', '2'));
+const promptLen = Number(flag('prompt', '256'));
+const newTokens = Number(flag('new', '128'));
+const batches = flag('batches', '1,8').split(',').map(Number);
+const repeats = Number(flag('repeats', '3'));
+const contextLen = Number(flag('context', '2048'));
 
 const model = await resolveModelSource(DEFAULT_LLM);
 if (!model.ggufPath) throw new Error(`${DEFAULT_LLM} did not resolve to a GGUF`);

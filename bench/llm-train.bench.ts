@@ -33,21 +33,17 @@ import { basename, join } from 'node:path';
 import { Rng } from '../src/engine/prng.ts';
 import { DEFAULT_LLM, resolveModelSource } from '../src/models/sources.ts';
 import { withMallocTuning } from '../scripts/malloc-tuning.mjs';
-import { median } from './common.ts';
+import { flag, median } from './common.ts';
 
-const arg = (name: string, dflt: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1]! : dflt;
-};
-const steps = Number(arg('steps', '4'));
-const warmup = Number(arg('warmup', '1'));
-const rounds = Number(arg('rounds', '1'));
-const threads = Number(arg('threads', '2'));
-const modes = arg('modes', 'lora,full').split(',').filter(Boolean);
-const qloraModes = arg('qlora', 'qlora+rc,qlora').split(',').filter(Boolean);
-const rssBatch = Number(arg('rss-batch', '0'));
-const batch = Number(arg('batch', '8'));
-const seq = Number(arg('seq', '256'));
+const steps = Number(flag('steps', '4'));
+const warmup = Number(flag('warmup', '1'));
+const rounds = Number(flag('rounds', '1'));
+const threads = Number(flag('threads', '2'));
+const modes = flag('modes', 'lora,full').split(',').filter(Boolean);
+const qloraModes = flag('qlora', 'qlora+rc,qlora').split(',').filter(Boolean);
+const rssBatch = Number(flag('rss-batch', '0'));
+const batch = Number(flag('batch', '8'));
+const seq = Number(flag('seq', '256'));
 const LOSS_TOLERANCE = 1e-3;
 
 const model = await resolveModelSource(DEFAULT_LLM);
