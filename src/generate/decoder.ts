@@ -238,11 +238,6 @@ export class Decoder {
     return cache;
   }
 
-  /** A cache of its own with the first `positions` positions of a one-row cache (a conversation's shared prefix). */
-  sliceCache(cache: KvCache, positions: number): KvCache {
-    return cache.copy(positions);
-  }
-
   /**
    * One forward pass. `ids` and `positions` are [batch, seq]; `mask` is [batch, past + seq] and covers the
    * cached positions too. Returns the last position's logits [batch × vocab]; `cache` gets these positions

@@ -85,7 +85,7 @@ test("a kept prefix cache: a conversation's next turn computes only its new toke
     const turn2 = [...turn1, ...a!.tokens, 9, 4, 11];
     const [full] = await generate(dec, [turn2], greedy);
     const held = pc.tokens.length;
-    const kept = dec.sliceCache(pc.cache!, held);
+    const kept = pc.cache!.copy(held);
     const [b] = await generate(dec, [turn2], { ...greedy, prefixCache: pc });
     assert.equal(b!.cachedTokens, held);
     assert.equal(full!.cachedTokens, 0);

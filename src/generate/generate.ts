@@ -56,12 +56,19 @@ export class PrefixCache {
   }
 }
 
-/** How many of `prompt`'s first tokens the cache holds; at least the last prompt token is always computed, for its logits. */
-function sharedPrefix(cached: number[], prompt: number[]): number {
-  const n = Math.min(cached.length, prompt.length - 1);
+/** How many first tokens two sequences share. */
+export function sharedPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
   let k = 0;
-  while (k < n && cached[k] === prompt[k]) k++;
+  while (k < n && a[k] === b[k]) k++;
   return k;
+}
+
+/** The options generate refuses before it touches the model, so a caller can refuse them first (a chat before its first message). */
+export function checkGenerateOptions(o: Pick<GenerateOptions, 'maxNewTokens'> & SamplingOptions): void {
+  checkSampling(o);
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)
+    throw new InputError(`must be a positive integer, got ${o.maxNewTokens}`, { where: 'generate.maxNewTokens' });
 }
 
 export interface GenerateResult {
@@ -77,9 +84,7 @@ export interface GenerateResult {
 
 /** Generates a continuation for each prompt (token ids). Rows share forward passes; each row samples with its own seeded generator. */
 export async function generate(decoder: Decoder, prompts: number[][], o: GenerateOptions): Promise<GenerateResult[]> {
-  checkSampling(o);
-  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)
-    throw new InputError(`must be a positive integer, got ${o.maxNewTokens}`, { where: 'generate.maxNewTokens' });
+  checkGenerateOptions(o);
   if (prompts.length === 0) throw new InputError('no prompts', { where: 'generate.prompts' });
   const vocab = decoder.config.vocabSize;
   prompts.forEach((p, i) => {
@@ -130,7 +135,8 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
 
   // With a kept cache, only the prompt's tokens past what it holds go through the model. The cache is taken out
   // of `pc` while this call grows it in place, so a call that fails leaves `pc` empty, never out of step.
-  const reused = pc?.cache ? sharedPrefix(pc.tokens, prompts[0]!) : 0;
+  // At least the last prompt token is computed, for its logits.
+  const reused = pc?.cache ? Math.min(sharedPrefix(pc.tokens, prompts[0]!), prompts[0]!.length - 1) : 0;
   const kept = reused > 0 ? pc!.cache! : null;
   pc?.clear();
   // Room for the prompt and the answer at once, so no step copies the cache to grow it; but not for a long

@@ -24,7 +24,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
-import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
+import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEvent } from '../generate/generate.ts';
 import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { TextGenerator } from './types.ts';
 import { replaceOnExit, TS_THREAD } from './worker-pool.ts';
@@ -134,15 +134,6 @@ interface Slot {
 
 /** Tokens at the end of a thread's last prompt that a continuation of it may tokenize otherwise (see `pick`). */
 const SEAM_TOKENS = 4;
-
-/** How many first tokens two sequences share. */
-function sharedStart(a: number[] | undefined, b: number[]): number {
-  if (!a) return 0;
-  const n = Math.min(a.length, b.length);
-  let k = 0;
-  while (k < n && a[k] === b[k]) k++;
-  return k;
-}
 
 const THREAD_MAIN = new URL('./generation-thread-main.ts', import.meta.url).href;
 
@@ -259,7 +250,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     let bestShared = 0;
     for (const s of idle) {
       if (!prompt || !s.cached) continue;
-      const shared = sharedStart(s.cached.tokens, prompt);
+      const shared = sharedPrefix(s.cached.tokens, prompt);
       if (shared > bestShared && shared >= s.cached.prompt - Math.min(SEAM_TOKENS, s.cached.prompt >> 1)) [best, bestShared] = [s, shared];
     }
     return (
