@@ -20,12 +20,22 @@ writeFileSync(tpl, TEMPLATE);
 const dir = tinyLlamaDir(join(home, 'model'), 4, { hidden: 32, layers: 2, maxPositions: 256 });
 const flags = ['--chat-template', tpl, '--max-tokens', '8', '--threads', '1'];
 
-/** The model's greedy answer to a whole conversation, computed from scratch by the library. */
-async function answerTo(messages: ChatMessage[], model = dir): Promise<string> {
+/**
+ * The model's greedy answers to a conversation of these user messages, each computed from scratch by the library
+ * over the whole conversation before it (the earlier answers included).
+ */
+async function answersTo(said: string[], model = dir): Promise<string[]> {
   const gen = await loadTextGenerator(model, { threads: 1, chatTemplate: TEMPLATE });
   try {
-    const [r] = await generate(gen.decoder, [gen.encodeChat(messages)], { maxNewTokens: 8 });
-    return r!.text;
+    const messages: ChatMessage[] = [];
+    const answers: string[] = [];
+    for (const content of said) {
+      messages.push({ role: 'user', content });
+      const [r] = await generate(gen.decoder, [gen.encodeChat(messages)], { maxNewTokens: 8 });
+      messages.push({ role: 'assistant', content: r!.text });
+      answers.push(r!.text);
+    }
+    return answers;
   } finally {
     await gen.close();
   }
@@ -56,17 +66,8 @@ test('piped messages: each answer is the model on the whole conversation so far;
   const r = await runCli(['chat', dir, ...flags], env, { input });
   assert.equal(r.code, 0, r.stderr);
 
-  const e1 = await answerTo([{ role: 'user', content: 'hello' }]);
-  const e2 = await answerTo([
-    { role: 'user', content: 'hello' },
-    { role: 'assistant', content: e1 },
-    { role: 'user', content: 'and then? \nmore' },
-  ]);
-  const e3 = await answerTo([
-    { role: 'user', content: 'hello' },
-    { role: 'assistant', content: e1 },
-    { role: 'user', content: '/slash' },
-  ]);
+  const [e1, e2] = await answersTo(['hello', 'and then? \nmore']);
+  const [, e3] = await answersTo(['hello', '/slash']);
   assert.equal(r.stdout, `${e1}\n${e2}\n${e3}\n`, 'three answers: the undone one is forgotten, /exit ends before "never read"');
 
   assert.match(r.stderr, /^\[chatting with .*model: context 256 tokens; \/help for commands\]/);
@@ -103,7 +104,7 @@ test('bad flags and models without a template fail before the first message; a m
   // Values that are numbers but not usable: refused at once, not at every message while the chat exits 0.
   for (const [flag, value, said] of [
     ['--top-p', '5', /generate\.topP: must be in \(0, 1\], got 5/],
-    ['--max-tokens', '0', /--max-tokens must be a whole number of at least 1, got 0/],
+    ['--max-tokens', '0', /generate\.maxNewTokens: must be a positive integer, got 0/],
   ] as const) {
     const r = await runCli(['chat', dir, ...flags, flag, value], env, { input: 'hello\n' });
     assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`);
@@ -122,18 +123,13 @@ test('bad flags and models without a template fail before the first message; a m
     r.stderr,
     /error: message: the conversation with this message alone is \d+ tokens; the model's context is 64 .*\(send a shorter message\)/,
   );
-  assert.equal(r.stdout, `\n${await answerTo([{ role: 'user', content: 'hi' }], small)}\n`);
+  assert.equal(r.stdout, `\n${(await answersTo(['hi'], small))[0]}\n`);
 });
 
 test('input that ends inside a message continued with \\ still gets its answer', async () => {
   const r = await runCli(['chat', dir, ...flags], env, { input: 'hello\nsecond \\\nline \\' });
   assert.equal(r.code, 0, r.stderr);
-  const e1 = await answerTo([{ role: 'user', content: 'hello' }]);
-  const e2 = await answerTo([
-    { role: 'user', content: 'hello' },
-    { role: 'assistant', content: e1 },
-    { role: 'user', content: 'second \nline ' },
-  ]);
+  const [e1, e2] = await answersTo(['hello', 'second \nline ']);
   assert.equal(r.stdout, `${e1}\n${e2}\n`);
   // A command continued to the end of input is still a command.
   const command = await runCli(['chat', dir, ...flags], env, { input: 'hello\n/reset \\' });

@@ -9,7 +9,7 @@ import { dirname, join, basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InputError } from '../../src/errors.ts';
 import { Conversation, type Reply } from '../../src/generate/conversation.ts';
-import { checkSampling } from '../../src/generate/sampling.ts';
+import { checkGenerateOptions } from '../../src/generate/generate.ts';
 import { syncDirSync } from '../../src/util/durable-write.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { parse } from '../args.ts';
@@ -36,9 +36,7 @@ export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> 
   if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
   const { sampling, threads } = samplingFromFlags(values, 512);
   // Checked now, or every message would fail on them one by one.
-  if (!Number.isInteger(sampling.maxNewTokens) || sampling.maxNewTokens < 1)
-    throw new CliError(`--max-tokens must be a whole number of at least 1, got ${sampling.maxNewTokens}`, 2);
-  wrapInputError(() => checkSampling(sampling));
+  wrapInputError(() => checkGenerateOptions(sampling));
   const chatTemplate = readChatTemplate(values['chat-template']);
   const { dir, id } = await modelDir(ctx, positionals[0]!);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
@@ -62,7 +60,6 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? 'you> ' : '' });
   let answering: AbortController | null = null;
   let pending = '';
-  let interrupted = false;
   // Ctrl-C stops an answer; with a message half typed it drops that message; at an empty prompt it leaves, as Ctrl-D does.
   rl.on('SIGINT', () => {
     if (answering) return answering.abort();
@@ -73,7 +70,6 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
       process.stdout.write('^C\n');
       return rl.prompt();
     }
-    interrupted = true;
     rl.close();
   });
   const say = (text: string) => console.error(text);
@@ -100,7 +96,7 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
     rl.prompt();
   }
   // Input that ended inside a message continued with `\`: it is still a message (or a command).
-  if (!interrupted && pending !== '') await handle(pending.replace(/\n$/, ''));
+  if (pending !== '') await handle(pending.replace(/\n$/, ''));
   rl.close();
 }
 
