@@ -38,8 +38,7 @@ export interface PromptEncoder {
  * The chat renderer of a folder (its own template or `chatTemplate`). A model without a template still
  * serves /v1/completions; chat requests then get the loader's error.
  */
-function loadChatRenderer(dir: string, chatTemplate: string | undefined): PromptEncoder['renderChat'] {
-  const system = trainedSystemPrompt(dir);
+function loadChatRenderer(dir: string, chatTemplate: string | undefined, system = trainedSystemPrompt(dir)): PromptEncoder['renderChat'] {
   let template: ChatTemplate | InputError;
   try {
     template = loadChatTemplate(dir, chatTemplate);
@@ -88,7 +87,8 @@ export function loadPromptEncoder(dir: string, chatTemplate?: string): PromptEnc
 }
 
 export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions = {}): Promise<LoadedTextGenerator> {
-  const renderChat = loadChatRenderer(dir, opts.chatTemplate);
+  const trainedSystem = trainedSystemPrompt(dir);
+  const renderChat = loadChatRenderer(dir, opts.chatTemplate, trainedSystem);
   const decoder = await Decoder.load(dir, opts);
   const tok = decoder.tokenizer;
   if (!tok) {
@@ -100,7 +100,7 @@ export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions 
     id: opts.id ?? dir,
     contextLength: decoder.maxPositions,
     decoder,
-    trainedSystem: trainedSystemPrompt(dir),
+    trainedSystem,
     ...promptEncoder(renderChat, tok),
     generate: (prompts, o: GenerateOptions) => generate(decoder, prompts, o),
     close: () => decoder.close(),
