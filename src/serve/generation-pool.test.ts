@@ -165,6 +165,9 @@ test('a request cancelled while it waits for a thread ends there: no tokens, no 
       promptTokens: pool.encode('A long conversation').length,
       cachedTokens: 0,
     });
+    // One whose client left before it was even queued ends the same way.
+    const [early] = await pool.generate([pool.encode('A')], { maxNewTokens: 4, eosTokenIds: [], signal: AbortSignal.abort() });
+    assert.deepEqual([early!.tokens, early!.finishReason], [[], 'cancelled']);
     assert.equal(pool.stats().generations, 1, 'only the first reached a thread');
   } finally {
     release(hold);

@@ -261,12 +261,6 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
 
   function dispatch(): void {
     while (waiting.length > 0) {
-      // Its client gave up while it waited: no thread computes its prompt (seconds for a long conversation) for nobody.
-      if (waiting[0]!.opts.signal?.aborted) {
-        const job = waiting.shift()!;
-        job.resolve(cancelledUnrun(job));
-        continue;
-      }
       const slot = pick(waiting[0]!);
       if (!slot) return;
       const job = waiting.shift()!;
@@ -299,8 +293,10 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
       if (closed) return Promise.reject(new Error('generator is closed'));
       return new Promise<GenerateResult[]>((resolve, reject) => {
         const job: Job = { id: nextJob++, prompts, opts: o, resolve, reject, chain: Promise.resolve() };
+        // A client that gave up before or while the request waits: no thread computes its prompt (seconds for a
+        // long conversation) for nobody. The gate counts a waiting request until then.
+        if (o.signal?.aborted) return resolve(cancelledUnrun(job));
         waiting.push(job);
-        // Anywhere in the queue, not only at its head when a thread frees: the gate counts it as waiting till then.
         job.onQueuedAbort = () => {
           const i = waiting.indexOf(job);
           if (i < 0) return;
