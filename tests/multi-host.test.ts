@@ -344,13 +344,26 @@ describe('tempered on several hosts', () => {
     let chaosOver = false;
     let stopped = false;
     const pace = new Rng(CHAOS_SEED + 1);
+    // Those waiting for the next run to be submitted (see runJustStarted).
+    const submitted: (() => void)[] = [];
     const submitting = (async () => {
       for (let i = 0; !stopped && (!chaosOver || batch.length < CHAOS_RUNS); i++) {
         const runId = `tiny-chaos-${CHAOS_SEED}-${i}-${randomBytes(3).toString('hex')}`;
         batch.push(await submitRiding(chaosPipeline, { seed: String(100 + i) }, runId, () => stopped));
+        for (const wake of submitted.splice(0)) wake();
         await sleep(500 + Math.floor(pace.next() * 300));
       }
     })();
+    // A fault right after the dev server's restart could fall where no run is in flight: submissions
+    // stall while the server is down and the runs before it end. A run submitted a moment ago runs
+    // for seconds (its probe stage alone holds 1.5 s), so a fault struck just after one is in flight.
+    const runJustStarted = () =>
+      Promise.race([
+        new Promise<void>((resolve) => submitted.push(resolve)),
+        submitting.then(() => {
+          throw new Error('the batch stopped submitting runs before the chaos was over');
+        }),
+      ]);
     // A failed submitter must not leave an unhandled rejection while the faults go on; it is awaited below.
     submitting.catch(() => undefined);
 
@@ -400,11 +413,13 @@ describe('tempered on several hosts', () => {
       // Seeded chaos on the cpu hosts and the servers while the batch runs.
       const actions: (() => Promise<void>)[] = [
         async () => {
+          await runJustStarted();
           fault('restarted SeaweedFS');
           await cluster.s3.server.restart();
           events.push('restarted SeaweedFS');
         },
         async () => {
+          await runJustStarted();
           fault('restarted PostgreSQL');
           await cluster.pg.restart();
           events.push('restarted PostgreSQL');
@@ -412,6 +427,7 @@ describe('tempered on several hosts', () => {
         async () => {
           // A worker that is starting gives up when it cannot reach Temporal: let restarts finish first.
           await Promise.all([takeover, ...restarts.values()]);
+          await runJustStarted();
           fault('restarted the dev server');
           await cluster.restartTemporal();
           events.push('restarted the dev server');
@@ -423,6 +439,7 @@ describe('tempered on several hosts', () => {
           const pause = Math.floor(rand() * 1500);
           // An earlier kill may have hit the same host, whose restart may still be under way.
           await restarts.get(name);
+          await runJustStarted();
           fault(`killed ${name}`);
           await cluster.killWorker(name);
           events.push(`killed ${name}`);
