@@ -8,7 +8,8 @@ import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync,
 import { dirname, join, basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InputError } from '../../src/errors.ts';
-import { Conversation, type Reply } from '../../src/generate/conversation.ts';
+import { Conversation, type ChatSession, type Reply } from '../../src/generate/conversation.ts';
+import { ChatServerError, RemoteConversation } from '../../src/serve/remote-conversation.ts';
 import { checkGenerateOptions } from '../../src/generate/generate.ts';
 import { syncDirSync } from '../../src/util/durable-write.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
@@ -19,7 +20,8 @@ import { readChatTemplate } from './serve.ts';
 
 const USAGE =
   'tempered chat <name[@version|@alias] | model source> [--max-tokens 512] [--temperature 0] [--top-p P] [--top-k K]\n' +
-  '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--chat-template FILE] [--threads N]';
+  '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--chat-template FILE] [--threads N]\n' +
+  '  tempered chat --url http://host:port [model] [the same sampling flags and --system]   (a served model; token from TEMPERED_SERVE_TOKEN)';
 
 const COMMANDS = `commands:
   /system [TEXT]  show the system message, or set it for the answers that follow
@@ -32,11 +34,12 @@ Ctrl-C while the model answers stops the answer. A message that starts with / is
 ends with \\ goes on to the next (piped input too).`;
 
 export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, SAMPLING_FLAGS, USAGE);
-  if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
+  const { values, positionals } = parse(argv, { ...SAMPLING_FLAGS, url: { type: 'string' } }, USAGE);
   const { sampling, threads } = samplingFromFlags(values, 512);
   // Checked now, or every message would fail on them one by one.
   wrapInputError(() => checkGenerateOptions(sampling));
+  if (values.url !== undefined) return chatRemote(values.url, positionals, sampling, values);
+  if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
   const chatTemplate = readChatTemplate(values['chat-template']);
   const { dir, id } = await modelDir(ctx, positionals[0]!);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
@@ -55,8 +58,42 @@ export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> 
   }
 }
 
+/**
+ * `--url`: the model answers from a server (`tempered serve` on another machine, or any OpenAI-compatible one),
+ * which holds its own threads and chat template.
+ */
+async function chatRemote(
+  url: string,
+  positionals: string[],
+  sampling: ReturnType<typeof samplingFromFlags>['sampling'],
+  values: { system?: string; threads?: string; 'chat-template'?: string },
+): Promise<number> {
+  if (positionals.length > 1) throw new CliError(`chat --url takes at most a model name\nusage: ${USAGE}`, 2);
+  for (const flag of ['threads', 'chat-template'] as const)
+    if (values[flag] !== undefined)
+      throw new CliError(`--${flag} is the server's to set (tempered serve --${flag}); chat --url does not take it`, 2);
+  const token = process.env.TEMPERED_SERVE_TOKEN;
+  if (!token)
+    throw new CliError('set TEMPERED_SERVE_TOKEN to the token the server was started with (tempered serve reads the same variable)', 2);
+  let chat: RemoteConversation;
+  try {
+    chat = await RemoteConversation.connect({ url, token, model: positionals[0], sampling }, values.system);
+  } catch (e) {
+    if (e instanceof InputError) throw new CliError(e.message + (e.hint ? ` (${e.hint})` : ''), 2);
+    if (e instanceof ChatServerError) throw new CliError(e.message);
+    throw e;
+  }
+  const tty = process.stdin.isTTY === true;
+  console.error(`[chatting with ${chat.served} at ${chat.baseURL}; /help for commands${tty ? ', Ctrl-D to leave' : ''}]`);
+  await converse(chat, SERVERS_OWN, tty);
+  return 0;
+}
+
+/** The trained system message of a served model: the server knows it, and gives it when none is set here. */
+const SERVERS_OWN = Symbol('the server knows');
+
 /** Reads messages and commands until the input ends or /exit. */
-async function converse(chat: Conversation, trainedSystem: string | undefined, tty: boolean): Promise<void> {
+async function converse(chat: ChatSession, trainedSystem: string | undefined | typeof SERVERS_OWN, tty: boolean): Promise<void> {
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? 'you> ' : '' });
   let answering: AbortController | null = null;
   let pending = '';
@@ -100,7 +137,7 @@ async function converse(chat: Conversation, trainedSystem: string | undefined, t
   rl.close();
 }
 
-async function answer(chat: Conversation, text: string, signal: AbortSignal, tty: boolean): Promise<void> {
+async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty: boolean): Promise<void> {
   const t0 = performance.now();
   let first = 0;
   if (tty) process.stdout.write('model> ');
@@ -114,10 +151,11 @@ async function answer(chat: Conversation, text: string, signal: AbortSignal, tty
       },
     });
   } catch (e) {
-    if (!(e instanceof InputError)) throw e;
-    // A message too long for the context is the user's to shorten; the conversation goes on.
+    if (!(e instanceof InputError) && !(e instanceof ChatServerError)) throw e;
+    // A message too long for the context is the user's to shorten, a server that failed may answer the next
+    // try: either way the message was not answered, and the conversation goes on as it was.
     process.stdout.write('\n');
-    console.error(`error: ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
+    console.error(`error: ${e.message}${e instanceof InputError && e.hint ? ` (${e.hint})` : ''}; the message was not answered`);
     return;
   }
   process.stdout.write('\n');
@@ -128,14 +166,21 @@ async function answer(chat: Conversation, text: string, signal: AbortSignal, tty
       reply.droppedExchanges > 0
         ? `[the ${reply.droppedExchanges} oldest exchange${reply.droppedExchanges > 1 ? 's' : ''} no longer fitted the model's context and ${reply.droppedExchanges > 1 ? 'were' : 'was'} left out]\n`
         : '',
-      `[${reply.promptTokens} tokens read (${reply.reusedTokens} of them kept from the last turn), ${reply.newTokens} new, finish ${reply.finishReason === 'cancelled' ? 'stopped' : reply.finishReason}; `,
+      reply.promptTokens === undefined
+        ? `[${reply.newTokens} new tokens, finish ${reply.finishReason === 'cancelled' ? 'stopped' : reply.finishReason}; `
+        : `[${reply.promptTokens} tokens read (${reply.reusedTokens ?? 0} of them kept from the last turn), ${reply.newTokens} new, finish ${reply.finishReason === 'cancelled' ? 'stopped' : reply.finishReason}; `,
       `first token ${((first - t0) / 1000).toFixed(2)} s, ${rate}${((end - t0) / 1000).toFixed(2)} s in all]`,
     ].join(''),
   );
 }
 
 /** One /command; 'exit' ends the conversation. */
-function runCommand(chat: Conversation, line: string, trainedSystem: string | undefined, say: (text: string) => void): 'exit' | void {
+function runCommand(
+  chat: ChatSession,
+  line: string,
+  trainedSystem: string | undefined | typeof SERVERS_OWN,
+  say: (text: string) => void,
+): 'exit' | void {
   const [, name, rest = ''] = /^\/(\S*)\s*([\s\S]*)$/.exec(line)!;
   const arg = rest.trim();
   switch (name) {
@@ -151,7 +196,9 @@ function runCommand(chat: Conversation, line: string, trainedSystem: string | un
       return say(chat.undo() ? '[last exchange forgotten]' : '[nothing to forget]');
     case 'system':
       if (arg === '') {
-        const shown = chat.system ?? trainedSystem;
+        if (chat.system === undefined && trainedSystem === SERVERS_OWN)
+          return say('[no system message set here; the server gives the model the one it was trained with, if it has one]');
+        const shown = chat.system ?? (trainedSystem === SERVERS_OWN ? undefined : trainedSystem);
         return say(
           shown === undefined
             ? '[no system message]'
@@ -161,7 +208,7 @@ function runCommand(chat: Conversation, line: string, trainedSystem: string | un
       chat.system = arg;
       return say('[system message set; it applies from the next answer]');
     case 'history': {
-      const trained = chat.system === undefined && trainedSystem !== undefined ? [`system (trained with): ${trainedSystem}`] : [];
+      const trained = chat.system === undefined && typeof trainedSystem === 'string' ? [`system (trained with): ${trainedSystem}`] : [];
       const lines = [...trained, ...chat.messages.map((m) => `${m.role}: ${m.content}`)];
       return say(lines.length === 0 ? '[no conversation yet]' : lines.join('\n'));
     }

@@ -7,6 +7,8 @@ import { InputError } from '../errors.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import type { ChatMessage } from '../serve/types.ts';
 import { Conversation, type Reply } from './conversation.ts';
+
+type LocalReply = Awaited<ReturnType<Conversation['reply']>>;
 import { generate } from './generate.ts';
 import { loadTextGenerator, type LoadedTextGenerator } from './text-generator.ts';
 
@@ -67,7 +69,7 @@ test('the oldest exchanges are left out when the conversation outgrows the conte
   try {
     const chat = new Conversation(gen, greedy);
     // Each exchange is about 30 tokens (the byte-level tokenizer: a token a byte): the fourth no longer fits with the rest.
-    const said: Reply[] = [];
+    const said: LocalReply[] = [];
     for (const q of ['first question', 'second question', 'third question', 'fourth question']) said.push(await chat.reply(q));
     const dropped = said.reduce((n, r) => n + r.droppedExchanges, 0);
     assert.ok(dropped >= 1, 'an exchange was left out');
@@ -91,7 +93,7 @@ test('once the context is full, later turns keep their cache again; the exchange
   const gen = await tiny(256);
   try {
     const chat = new Conversation(gen, greedy);
-    const said: Reply[] = [];
+    const said: LocalReply[] = [];
     for (let i = 0; i < 14; i++) said.push(await chat.reply(`question number ${i}`));
     // One exchange left out a turn would change the conversation's start, and so recompute it all, at every turn.
     const firstDrop = said.findIndex((r) => r.droppedExchanges > 0);

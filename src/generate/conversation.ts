@@ -13,16 +13,36 @@ export type ConversationOptions = Omit<GenerateOptions, 'onToken' | 'signal' | '
 export interface Reply {
   text: string;
   finishReason: FinishReason;
-  /** Tokens of the whole conversation as the model read it. */
-  promptTokens: number;
-  /** Of those, the ones the last turn's cache held (not computed again). */
-  reusedTokens: number;
+  /** Tokens of the whole conversation as the model read it (undefined: a server that did not say). */
+  promptTokens: number | undefined;
+  /** Of those, the ones the last turn's cache held (not computed again; undefined: a server that did not say). */
+  reusedTokens: number | undefined;
   newTokens: number;
   /** Earlier exchanges left out for good because the conversation no longer fitted the model's context. */
   droppedExchanges: number;
 }
 
-export class Conversation {
+/** A conversation as `tempered chat` drives it: with a model in this process (Conversation) or a served one (RemoteConversation). */
+export interface ChatSession {
+  /** Replaces the model's trained system message while set. */
+  system?: string;
+  /** What the model is shown: the system message, if one is set, then the turns. */
+  readonly messages: ChatMessage[];
+  /** Exchanges (a question and its answer) so far. */
+  readonly exchanges: number;
+  /** Forgets the turns; the system message stays. */
+  reset(): void;
+  /** Forgets the last exchange; false when there is none. */
+  undo(): boolean;
+  /**
+   * The answer to `text`, streamed through `onToken`. An answer stopped by `signal` is kept as far as it got,
+   * since the user has read it; one stopped before its first character leaves no trace. A message that cannot
+   * fit the model's context, even alone, is an InputError and changes nothing.
+   */
+  reply(text: string, io?: { onToken?: (e: { text: string }) => void | Promise<void>; signal?: AbortSignal }): Promise<Reply>;
+}
+
+export class Conversation implements ChatSession {
   /** User and assistant messages, alternating, oldest first. */
   private turns: ChatMessage[] = [];
   private readonly cache = new PrefixCache();
@@ -61,7 +81,10 @@ export class Conversation {
    * as it got, since the user has read it; one stopped before its first character leaves no trace. A
    * message that cannot fit the model's context, even alone, is an InputError and changes nothing.
    */
-  async reply(text: string, io: { onToken?: (e: TokenEvent) => void | Promise<void>; signal?: AbortSignal } = {}): Promise<Reply> {
+  async reply(
+    text: string,
+    io: { onToken?: (e: TokenEvent) => void | Promise<void>; signal?: AbortSignal } = {},
+  ): Promise<Reply & { promptTokens: number; reusedTokens: number }> {
     const asked = [...this.turns, { role: 'user', content: text }];
     const { ids, dropped } = this.fit(asked);
     const [r] = await generate(this.gen.decoder, [ids], { ...this.opts, ...io, prefixCache: this.cache });
