@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import OpenAI from 'openai';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
@@ -179,6 +180,49 @@ test('chat and completions answer in the OpenAI format; streams carry the same t
     models.data.map((m: any) => m.id),
     ['tiny'],
   );
+});
+
+test("OpenAI's own client works unchanged: chat and completions, streamed and not, the model list, and errors it can read", async (t) => {
+  const gen = await load(dirA, 'tiny@1');
+  const { url } = await serve(t, gen);
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  const [ref] = await generate(gen.decoder, [gen.encodeChat(messages)], { maxNewTokens: 6, eosTokenIds: [] });
+  const asked = { model: 'tiny', messages: messages as OpenAI.ChatCompletionMessageParam[], max_tokens: 6, temperature: 0 };
+
+  const whole = await client.chat.completions.create(asked);
+  assert.equal(whole.choices[0]!.message.content, ref!.text);
+  assert.equal(whole.usage!.completion_tokens, ref!.tokens.length);
+
+  let streamed = '';
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of await client.chat.completions.create({ ...asked, stream: true, stream_options: { include_usage: true } })) {
+    streamed += chunk.choices[0]?.delta?.content ?? '';
+    usage ??= chunk.usage ?? undefined;
+  }
+  assert.equal(streamed, ref!.text);
+  assert.equal(usage!.prompt_tokens, whole.usage!.prompt_tokens);
+
+  const [plain] = await generate(gen.decoder, [gen.encode('Once upon')], { maxNewTokens: 5, eosTokenIds: [] });
+  const completion = await client.completions.create({ model: 'tiny', prompt: 'Once upon', max_tokens: 5, temperature: 0 });
+  assert.equal(completion.choices[0]!.text, plain!.text);
+
+  assert.deepEqual(
+    (await client.models.list()).data.map((m) => m.id),
+    ['tiny'],
+  );
+
+  // Errors come back as the client's own error classes, with the status, code and param it reads.
+  const refused = async (p: Promise<unknown>, status: number, code: string, param: string | null) => {
+    const e = await p.then(
+      () => assert.fail('expected an error'),
+      (err: unknown) => err,
+    );
+    assert.ok(e instanceof OpenAI.APIError, String(e));
+    assert.deepEqual([e.status, e.code, e.param], [status, code, param]);
+  };
+  await refused(client.chat.completions.create({ ...asked, max_tokens: 5000 }), 400, 'max_tokens_exceeded', 'max_tokens');
+  await refused(client.chat.completions.create({ ...asked, model: 'other' }), 404, 'model_not_found', 'model');
+  await refused(new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list(), 401, 'unauthorized', null);
 });
 
 test('auth, oversized and invalid requests get OpenAI error objects', async (t) => {
