@@ -124,6 +124,27 @@ test("a conversation's next turn goes to the thread that kept its cache: only th
   }
 });
 
+test("a kept cache serves only its own scope: another user's request neither reuses it nor learns from it what it held", async () => {
+  const pool = await loadPooledTextGenerator(dir, { ...opts, workers: 1 });
+  try {
+    const greedy = { maxNewTokens: 4, eosTokenIds: [] as number[] };
+    const secret = pool.encodeChat([{ role: 'user', content: 'My PIN is 4817; keep it safe.' }]);
+    const as = (cacheScope: string) => pool.generate([secret], { ...greedy, cacheScope });
+    const [alice] = await as('alice');
+    // The same prompt from another user: without scopes, all but its last token would come from alice's cache.
+    const [mallory] = await as('mallory');
+    assert.equal(mallory!.cachedTokens, 0, "mallory's request read nothing of alice's cache");
+    assert.deepEqual(mallory!.tokens, alice!.tokens);
+    // mallory's generation replaced the thread's cache: alice starts again, then reuses her own.
+    assert.equal((await as('alice'))[0]!.cachedTokens, 0);
+    assert.equal((await as('alice'))[0]!.cachedTokens, secret.length - 1);
+    // No scope given is a scope of its own.
+    assert.equal((await pool.generate([secret], greedy))[0]!.cachedTokens, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
 test('an abort reaches the generation in its thread', async () => {
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
@@ -230,4 +251,16 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
   assert.equal(text, ref2!.text);
   assert.ok(streamed.endsWith('data: [DONE]\n\n'));
   assert.equal(pool.stats().generations, 2);
+
+  // The API's `user` (or `prompt_cache_key`) scopes the kept cache: the same prompt twice reuses it only within one.
+  const cached = async (extra: object) => {
+    const r = (await (await post('/v1/completions', { prompt: 'The cat', max_tokens: 2, temperature: 0, ...extra })).json()) as {
+      usage: { prompt_tokens_details: { cached_tokens: number } };
+    };
+    return r.usage.prompt_tokens_details.cached_tokens;
+  };
+  assert.deepEqual(
+    [await cached({ user: 'u1' }), await cached({ user: 'u1' }), await cached({ user: 'u2' }), await cached({ prompt_cache_key: 'u2' })],
+    [0, direct.encode('The cat').length - 1, 0, 0],
+  );
 });

@@ -72,7 +72,16 @@ export interface GenerationThreadSetup {
 }
 export type WireOptions = Omit<GenerateOptions, 'onToken' | 'signal'>;
 export type GenerationRequest =
-  | { type: 'generate'; job: number; prompts: number[][]; options: WireOptions; stream: boolean; aborted: boolean }
+  | {
+      type: 'generate';
+      job: number;
+      prompts: number[][];
+      options: WireOptions;
+      stream: boolean;
+      aborted: boolean;
+      /** False: the thread's kept cache belongs to another scope, and is dropped before this generation. */
+      keepCache: boolean;
+    }
   | { type: 'ack'; job: number }
   | { type: 'cancel'; job: number }
   | { type: 'close' };
@@ -106,6 +115,8 @@ interface Job {
   id: number;
   prompts: number[][];
   opts: GenerateOptions;
+  /** Whose prompt cache it may read (TextGenerator.generate's cacheScope; '' for none given). */
+  scope: string;
   resolve(r: GenerateResult[]): void;
   reject(e: Error): void;
   /** The server's onToken calls, in order; each acknowledges its event when it resolved. */
@@ -127,7 +138,7 @@ interface Slot {
   worker: Worker;
   job?: Job;
   /** What the thread's kept cache holds, as far as this side knows: its last prompt (`prompt` tokens long) and what it generated. */
-  cached?: { tokens: number[]; prompt: number };
+  cached?: { tokens: number[]; prompt: number; scope: string };
   /** When it was last given a generation (a count of generations), for picking the thread used longest ago. */
   lastUsed?: number;
 }
@@ -214,7 +225,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
           });
       } else if (m.type === 'done') {
         if (setup.promptCache && job.prompts.length === 1)
-          slot.cached = { tokens: [...job.prompts[0]!, ...m.results[0]!.tokens], prompt: job.prompts[0]!.length };
+          slot.cached = { tokens: [...job.prompts[0]!, ...m.results[0]!.tokens], prompt: job.prompts[0]!.length, scope: job.scope };
         cachedPromptTokens += m.results.reduce((n, r) => n + r.cachedTokens, 0);
         finish(slot, job, { results: m.results });
       } else if (m.type === 'error') {
@@ -249,7 +260,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     let best: Slot | undefined;
     let bestShared = 0;
     for (const s of idle) {
-      if (!prompt || !s.cached) continue;
+      if (!prompt || !s.cached || s.cached.scope !== job.scope) continue;
       const shared = sharedPrefix(s.cached.tokens, prompt);
       if (shared > bestShared && shared >= s.cached.prompt - Math.min(SEAM_TOKENS, s.cached.prompt >> 1)) [best, bestShared] = [s, shared];
     }
@@ -280,6 +291,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
         options,
         stream: onToken !== undefined,
         aborted: signal?.aborted ?? false,
+        keepCache: slot.cached?.scope === job.scope,
       });
     }
   }
@@ -292,7 +304,8 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     generate(prompts, o) {
       if (closed) return Promise.reject(new Error('generator is closed'));
       return new Promise<GenerateResult[]>((resolve, reject) => {
-        const job: Job = { id: nextJob++, prompts, opts: o, resolve, reject, chain: Promise.resolve() };
+        const { cacheScope, ...generateOpts } = o;
+        const job: Job = { id: nextJob++, prompts, opts: generateOpts, scope: cacheScope ?? '', resolve, reject, chain: Promise.resolve() };
         // A client that gave up before or while the request waits: no thread computes its prompt (seconds for a
         // long conversation) for nobody. The gate counts a waiting request until then.
         if (o.signal?.aborted) return resolve(cancelledUnrun(job));

@@ -45,6 +45,8 @@ try {
       if (m.type === 'cancel' || r.unacked < TOKEN_WINDOW) resume(r);
       return;
     }
+    // Another scope's conversation: its cache must not shorten (and so reveal anything to) this one.
+    if (!m.keepCache) kept?.clear();
     const r: Running = { abort: new AbortController(), unacked: 0 };
     if (m.aborted) r.abort.abort(new Error('cancelled'));
     jobs.set(m.job, r);

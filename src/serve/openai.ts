@@ -67,6 +67,8 @@ const samplingProps = {
   stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }, { type: 'null' }] },
   seed: { type: ['integer', 'null'] },
   user: { type: 'string' },
+  // Which requests may share kept prompt caches (with `user`; see TextGenerator.generate's cacheScope).
+  prompt_cache_key: { type: 'string' },
   // Accepted for compatibility at their defaults only (see checkUnsupported).
   presence_penalty: { type: ['number', 'null'] },
   frequency_penalty: { type: ['number', 'null'] },
@@ -138,6 +140,8 @@ interface CommonBody {
   n?: number | null;
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean } | null;
+  user?: string;
+  prompt_cache_key?: string;
   stop?: string | string[] | null;
   seed?: number | null;
   presence_penalty?: number | null;
@@ -283,7 +287,10 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         );
       }
       leave = await entered;
-      const opts: GenerateOptions = {
+      // Requests of one user (or cache key) never read another's kept cache, nor learn from cached_tokens what it held.
+      const cacheScope = JSON.stringify([body.user ?? null, body.prompt_cache_key ?? null]);
+      const opts: GenerateOptions & { cacheScope: string } = {
+        cacheScope,
         maxNewTokens,
         // OpenAI's defaults: temperature 1, top_p 1, a fresh seed unless one is given.
         temperature: body.temperature ?? 1,

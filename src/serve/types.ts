@@ -36,8 +36,12 @@ export interface TextGenerator {
   encode(text: string): number[];
   /** Prompt token ids of a conversation rendered with the model's chat template (assistant turn opened). */
   encodeChat(messages: ChatMessage[]): number[];
-  /** Generates for each prompt (token ids); see src/generate. */
-  generate(prompts: number[][], opts: GenerateOptions): Promise<GenerateResult[]>;
+  /**
+   * Generates for each prompt (token ids); see src/generate. `cacheScope`: a generator that keeps prompt caches
+   * between requests reuses one only for a request of the same scope (the OpenAI API's `user`), so what one
+   * scope's prompts hold never shows in another's `cached_tokens` or timing.
+   */
+  generate(prompts: number[][], opts: GenerateOptions & { cacheScope?: string }): Promise<GenerateResult[]>;
   close(): Promise<void> | void;
 }
 
