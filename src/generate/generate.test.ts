@@ -14,6 +14,8 @@ import { argmax } from './sampling.ts';
 const FIXTURE = new URL('../models/fixtures/tiny-llama/', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'tempered-generate-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
+/** A tiny model with room for prompts of some length (the fixture's context is 16). */
+const LONG = tinyLlamaDir(join(tmp, 'long'), 3, { hidden: 32, layers: 2, maxPositions: 128 });
 
 /** Full recompute without a cache: the training graph on the whole sequence, logits of its last position. */
 async function fullRecompute(dir: string) {
@@ -192,6 +194,77 @@ test('left-padded batch: every row gives the logits and the tokens it gives alon
       const d = maxAbsDiff(logits.subarray(i * V, (i + 1) * V), alone.logits);
       assert.ok(d < 1e-5, `row ${i}: max abs difference ${d}`);
     }
+  } finally {
+    await dec.close();
+  }
+});
+
+test('a prompt read in chunks generates what one pass does, batched, sampled and after a kept cache', async () => {
+  const dec = await Decoder.load(LONG, { threads: 1 });
+  try {
+    const long = Array.from({ length: 40 }, (_, i) => 3 + ((i * 7) % 50));
+    const prompts = [long, long.slice(5, 22), [40]];
+    const sampled = { maxNewTokens: 10, eosTokenIds: [], temperature: 1, seed: 5 };
+    const whole = await generate(dec, prompts, { ...sampled, prefillChunkTokens: 1000 });
+    for (const chunk of [1, 7, 16]) {
+      const parts = await generate(dec, prompts, { ...sampled, prefillChunkTokens: chunk });
+      assert.deepEqual(
+        parts.map((r) => r.tokens),
+        whole.map((r) => r.tokens),
+        `chunks of ${chunk}`,
+      );
+    }
+    // A kept cache of a shorter prompt: the rest goes in chunks after it.
+    const pc = new PrefixCache();
+    await generate(dec, [long.slice(0, 9)], { maxNewTokens: 1, eosTokenIds: [], prefixCache: pc });
+    const [after] = await generate(dec, [long], { ...sampled, prefixCache: pc, prefillChunkTokens: 6 });
+    assert.equal(after!.cachedTokens, 9);
+    assert.deepEqual(after!.tokens, whole[0]!.tokens);
+    await assert.rejects(
+      generate(dec, [long], { ...sampled, prefillChunkTokens: 0 }),
+      /generate\.prefillChunkTokens: must be a positive integer/,
+    );
+  } finally {
+    await dec.close();
+  }
+});
+
+test('stopped while the prompt is read, or before the first token: nothing is sampled, and a kept cache holds what was read', async () => {
+  const dec = await Decoder.load(LONG, { threads: 1 });
+  try {
+    const long = Array.from({ length: 30 }, (_, i) => 3 + i);
+    const stop = new AbortController();
+    // The decoder's third pass is a chunk of the prompt: stop the request there.
+    let passes = 0;
+    const run = dec.run.bind(dec);
+    dec.run = (...a: Parameters<Decoder['run']>) => {
+      if (++passes === 3) stop.abort();
+      return run(...a);
+    };
+    const pc = new PrefixCache();
+    const seen: TokenEvent[] = [];
+    const [r] = await generate(dec, [long], {
+      maxNewTokens: 5,
+      eosTokenIds: [],
+      prefixCache: pc,
+      prefillChunkTokens: 4,
+      signal: stop.signal,
+      onToken: (e) => void seen.push(e),
+    });
+    dec.run = run;
+    assert.deepEqual([r!.finishReason, r!.tokens, r!.text, seen.length], ['cancelled', [], '', 0]);
+    assert.equal(passes, 3, 'no pass after the one the stop came in');
+    assert.deepEqual(pc.tokens, long.slice(0, 12), 'the cache holds the three chunks read');
+    const [again] = await generate(dec, [long], { maxNewTokens: 5, eosTokenIds: [], prefixCache: pc });
+    const [fresh] = await generate(dec, [long], { maxNewTokens: 5, eosTokenIds: [] });
+    assert.equal(again!.cachedTokens, 12);
+    assert.deepEqual(again!.tokens, fresh!.tokens);
+
+    // Stopped before it starts (a client that left while queued): no token either.
+    const gone = new AbortController();
+    gone.abort();
+    const [early] = await generate(dec, [[5, 6, 7]], { maxNewTokens: 5, eosTokenIds: [], signal: gone.signal });
+    assert.deepEqual([early!.finishReason, early!.tokens], ['cancelled', []]);
   } finally {
     await dec.close();
   }

@@ -38,7 +38,20 @@ export interface GenerateOptions extends SamplingOptions {
    * not computed again.
    */
   prefixCache?: PrefixCache;
+  /**
+   * Most prompt positions one forward pass computes (default: as many as keep the pass's attention scores near
+   * PREFILL_SCORE_BYTES). A longer prompt goes through in chunks, each reading the cache of those before it.
+   */
+  prefillChunkTokens?: number;
 }
+
+/**
+ * What one prompt pass may spend on attention scores, [rows, heads, chunk, past + chunk] float32, which the graph
+ * writes out (about three times: scores, masked, softmax). A pass over a whole 8,191-token prompt at n = 8 would
+ * hold 8 × 9 × 8,191² × 4 bytes three times, 58 GB, for SmolLM2; in chunks it stays near this however long the prompt.
+ * A prompt of up to about 790 tokens (SmolLM2, one row) still goes in one pass.
+ */
+export const PREFILL_SCORE_BYTES = 64 * 2 ** 20;
 
 /**
  * A row's KV cache kept between generate calls, and the tokens it holds. A chat's next prompt is the
@@ -143,11 +156,35 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   // max_tokens most answers never reach (a thread keeps its cache between requests): doubling covers the rest.
   const room = Math.min(P + maxNew - 1, 2 * P + 256);
   kept?.truncate(reused, room);
-  let { logits, cache } = kept
-    ? await decoder.run(ids.slice(reused), pos.slice(reused), mask, B, kept)
-    : await decoder.run(ids, pos, mask, B, decoder.emptyCache(B, room));
+  let cache = kept ?? decoder.emptyCache(B, room);
+  let logits: Float32Array = new Float32Array(0);
+  const chunk = o.prefillChunkTokens ?? Math.max(32, Math.floor(PREFILL_SCORE_BYTES / (12 * B * decoder.config.heads * P)));
+  if (!(Number.isInteger(chunk) && chunk >= 1))
+    throw new InputError(`must be a positive integer, got ${chunk}`, { where: 'generate.prefillChunkTokens' });
+  // Positions [from, to) of every row: the columns of the [B, P] arrays, the mask up to `to`.
+  const columns = (a: BigInt64Array, from: number, to: number) => {
+    if (B === 1) return a.slice(from, to);
+    const out = new BigInt64Array(B * (to - from));
+    for (let b = 0; b < B; b++) out.set(a.subarray(b * P + from, b * P + to), b * (to - from));
+    return out;
+  };
+  let fed = reused;
+  while (fed < P) {
+    // Stopped while the prompt was read: no token is sampled, and a kept cache holds what was read.
+    if (o.signal?.aborted) break;
+    const to = Math.min(P, fed + chunk);
+    ({ logits, cache } = await decoder.run(columns(ids, fed, to), columns(pos, fed, to), to === P ? mask : columns(mask, 0, to), B, cache));
+    fed = to;
+  }
+  // A request stopped during its prompt pass, even its last chunk, ends with nothing sampled: its answer has no first character yet.
+  if (o.signal?.aborted) {
+    if (pc) {
+      pc.tokens = prompts[0]!.slice(0, fed);
+      pc.cache = cache;
+    }
+    return prompts.map((p) => ({ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p.length, cachedTokens: reused }));
+  }
   // The last token sampled is never fed back: the cache holds the prompt and the tokens fed after it.
-  let fed = P;
   for (let step = 0; ; step++) {
     const next = new BigInt64Array(B).fill(BigInt(padId));
     for (let b = 0; b < B; b++) {
