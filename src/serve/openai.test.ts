@@ -324,7 +324,20 @@ test('what the shape of a request refuses is refused before its prompt is tokeni
     await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'text', text: 'y'.repeat(8161) }] }] }),
   );
   assert.deepEqual([s3, e3.code], [400, 'context_length_exceeded']);
+  // Four prompts each under that limit, more than 32 characters a token for the 512 tokens (twice the context) a request holds.
+  const [s4, e4] = await error(await post(url, '/v1/completions', { prompt: Array(4).fill('z'.repeat(4100)) }));
+  assert.deepEqual([s4, e4.code], [400, 'request_too_large']);
+  assert.match(e4.message, /the prompts have 16400 characters together, more than 32 a token for the 512 tokens one request may hold/);
   assert.equal(tokenized, 0, 'nothing was tokenized');
+  // Prompts are tokenized one at a time: the first too long is refused before the next is tokenized.
+  const [s5, e5] = await error(await post(url, '/v1/completions', { prompt: ['a '.repeat(200), 'b '.repeat(20), 'c '.repeat(20)] }));
+  assert.deepEqual([s5, e5.code], [400, 'context_length_exceeded']);
+  assert.equal(tokenized, 1, 'only the first prompt was tokenized');
+  // Every sequence's prompt and answer together: 4 × (100 + 60) tokens is more than 512.
+  const [s6, e6] = await error(await post(url, '/v1/completions', { prompt: 'd'.repeat(100), n: 4, max_tokens: 60 }));
+  assert.deepEqual([s6, e6.code, e6.param], [400, 'request_too_large', 'n']);
+  assert.match(e6.message, /4 sequence\(s\) of prompt and 60 new tokens hold 640 tokens together; one request may hold at most 512/);
+  tokenized = 0;
   // A 64-bit seed, as OpenAI clients send (past 2^53 the JSON number has lost its low digits): the same answer each time.
   const texts: string[] = [];
   for (const seed of ['9223372036854775807', '9223372036854775807', '1e20']) {

@@ -26,6 +26,12 @@ export interface GenerationLimits {
   maxQueue?: number;
   /** Most sequences per request (`n` × prompts). Default 8. */
   maxChoices?: number;
+  /**
+   * Most tokens one request may hold at once, prompt and answer of every sequence together (what its KV cache and
+   * prompt pass grow with). Default: twice the model's context, so one sequence always fits, and n = 8 does with
+   * 2,048 tokens each at SmolLM2's 8,192.
+   */
+  maxRequestTokens?: number;
 }
 
 /** An error in the OpenAI shape: `{ error: { message, type, param, code } }`. */
@@ -196,6 +202,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     maxTokens: o.limits?.maxTokens ?? 1024,
     defaultMaxTokens: o.limits?.defaultMaxTokens ?? 256,
     maxChoices: o.limits?.maxChoices ?? 8,
+    maxRequestTokens: o.limits?.maxRequestTokens,
     maxPromptTokens: o.limits?.maxPromptTokens,
   };
   for (const [k, v] of Object.entries({ ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue })) {
@@ -243,7 +250,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           'n',
         );
       const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
-      const chars = texts === null ? chatChars((body as ChatBody).messages) : Math.max(...[texts].flat().map((t) => t.length));
+      const requestTokens = L.maxRequestTokens ?? 2 * gen.contextLength;
+      const lengths = texts === null ? [chatChars((body as ChatBody).messages)] : [texts].flat().map((t) => t.length);
+      const chars = Math.max(...lengths);
       if (chars > maxPrompt * MAX_CHARS_PER_TOKEN)
         throw new ApiError(
           400,
@@ -251,16 +260,25 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           `the prompt has ${chars} characters, more than ${MAX_CHARS_PER_TOKEN} a token for the ${maxPrompt} tokens this server takes`,
           kind === 'chat' ? 'messages' : 'prompt',
         );
-      const prompts = texts === null ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, texts);
-      const longest = Math.max(...prompts.map((p) => p.length));
-      if (longest > maxPrompt) {
+      // Eight prompts each under that limit were a megabyte, tokenized one after the other on this thread.
+      const allChars = lengths.reduce((a, b) => a + b, 0);
+      if (allChars > requestTokens * MAX_CHARS_PER_TOKEN)
         throw new ApiError(
           400,
+          'request_too_large',
+          `the prompts have ${allChars} characters together, more than ${MAX_CHARS_PER_TOKEN} a token for the ${requestTokens} tokens one request may hold`,
+          'prompt',
+        );
+      const tooLong = (tokens: number) =>
+        new ApiError(
+          400,
           'context_length_exceeded',
-          `the prompt has ${longest} tokens; this server takes at most ${maxPrompt}`,
+          `the prompt has ${tokens} tokens; this server takes at most ${maxPrompt}`,
           kind === 'chat' ? 'messages' : 'prompt',
         );
-      }
+      const prompts = texts === null ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, texts, maxPrompt, tooLong);
+      const longest = Math.max(...prompts.map((p) => p.length));
+      if (longest > maxPrompt) throw tooLong(longest);
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
       if (asked !== null && asked > L.maxTokens)
@@ -275,6 +293,15 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       }
       const maxNewTokens = asked ?? Math.min(L.defaultMaxTokens, gen.contextLength - longest);
       const rows = prompts.flatMap((p) => Array.from({ length: n }, () => p));
+      // The request's KV cache and prompt pass grow with all its sequences together.
+      const held = rows.reduce((s, p) => s + p.length + maxNewTokens, 0);
+      if (held > requestTokens)
+        throw new ApiError(
+          400,
+          'request_too_large',
+          `${rows.length} sequence(s) of prompt and ${maxNewTokens} new tokens hold ${held} tokens together; one request may hold at most ${requestTokens}: ask for a smaller n, fewer or shorter prompts, or a smaller ${param}`,
+          rows.length > 1 ? 'n' : param,
+        );
       const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
 
       const entered = gate.tryEnter(gone.signal);
@@ -444,12 +471,14 @@ function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[
   return gen.encodeChat(turns);
 }
 
-function promptsOf(gen: TextGenerator, prompt: string | string[]): number[][] {
+/** Each prompt's tokens, refusing the first that is empty or longer than `max` before the next is tokenized. */
+function promptsOf(gen: TextGenerator, prompt: string | string[], max: number, tooLong: (tokens: number) => ApiError): number[][] {
   const texts = typeof prompt === 'string' ? [prompt] : prompt;
   return texts.map((t, i) => {
     const ids = gen.encode(t);
     if (ids.length === 0)
       throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
+    if (ids.length > max) throw tooLong(ids.length);
     return ids;
   });
 }
