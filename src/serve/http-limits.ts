@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
 
 /**
@@ -31,4 +33,26 @@ export function errorsToStderr(write: (line: string) => void = (l) => process.st
     child: () => logger,
   };
   return logger as unknown as FastifyBaseLogger;
+}
+
+/**
+ * Answers what Node's HTTP parser refuses before fastify sees a request (fastify's `clientErrorHandler`): a request
+ * that did not arrive in time, headers too large, bytes that are not HTTP. Fastify's own answer is a body of its own
+ * shape; clients of this server read OpenAI's, `{ error: { message, type, param, code } }`, on every answer.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  // A connection reset has nobody left to answer.
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'request_timeout', `the request did not arrive whole within ${REQUEST_TIMEOUT_MS / 1000} s`]
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'headers_too_large', 'the request headers are larger than the server takes (16 KiB)']
+        : [400, 'malformed_request', `the request is not HTTP this server can read (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code } });
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy();
 }

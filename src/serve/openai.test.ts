@@ -312,7 +312,8 @@ test('what the shape of a request refuses is refused before its prompt is tokeni
     close: () => real.close(),
   };
   const { url } = await serve(t, gen, { bodyLimit: 1 << 20, generation: { maxChoices: 4 } });
-  const error = async (res: Response) => [res.status, ((await res.json()) as { error: { code: string; message: string } }).error] as const;
+  const error = async (res: Response) =>
+    [res.status, ((await res.json()) as { error: { code: string; message: string; param: string | null } }).error] as const;
   // 5 prompts of a context's worth of characters each: refused for their number alone.
   const [s1, e1] = await error(await post(url, '/v1/completions', { prompt: Array(5).fill('ab '.repeat(80)) }));
   assert.deepEqual([s1, e1.code], [400, 'too_many_choices']);

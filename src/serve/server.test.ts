@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { createModelServer, type ServeOptions } from './server.ts';
 import { FakePredictor } from './fake-predictor.testing.ts';
 import type { CurrentModel } from './types.ts';
@@ -250,4 +251,32 @@ test('bad options and an unloadable first model are refused at start', async () 
   await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN, maxBatch: 0 }), /serve\.maxBatch/);
   src.state.failNextLoad = true;
   await assert.rejects(createModelServer({ resolveCurrent: src.resolveCurrent, token: TOKEN }), /corrupt model file/);
+});
+
+test("what Node's HTTP parser refuses is answered in OpenAI's error shape, and the connection closed", async (t) => {
+  const { url } = await start(t);
+  const { port } = new URL(url);
+  /** Sends raw bytes, returns everything the server wrote before it closed the connection. */
+  const raw = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      sock.on('close', () => resolve(got));
+      sock.on('error', reject);
+    });
+  const cases: [string, number, string][] = [
+    [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+    ['POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'malformed_request'],
+    ['\x16\x03\x01 not http at all\r\n\r\n', 400, 'malformed_request'],
+  ];
+  for (const [bytes, status, code] of cases) {
+    const answer = await raw(bytes);
+    const [head, body] = answer.split('\r\n\r\n') as [string, string];
+    assert.match(head, new RegExp(`^HTTP/1\\.1 ${status} `), answer.slice(0, 200));
+    assert.match(head, /\r\nConnection: close/i);
+    const parsed = JSON.parse(body) as { error: { code: string; type: string; message: string; param: null } };
+    assert.deepEqual([parsed.error.code, parsed.error.type, parsed.error.param], [code, 'invalid_request_error', null]);
+    assert.ok(parsed.error.message.length > 10);
+  }
 });

@@ -6,7 +6,7 @@
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
-import { errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
+import { clientErrorHandler, errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
@@ -138,6 +138,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ...(opts.logger === 'errors' ? { loggerInstance: errorsToStderr() } : { logger: opts.logger ?? false }),
     bodyLimit,
     requestTimeout: REQUEST_TIMEOUT_MS,
+    clientErrorHandler,
     // Strict validation: no type coercion, no silently dropped fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
