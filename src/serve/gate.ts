@@ -4,7 +4,8 @@
  */
 export class GenerationGate {
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting: { start: () => void; refuse: (reason: Error) => void }[] = [];
+  private drained: Error | null = null;
 
   constructor(
     readonly maxConcurrent: number,
@@ -24,6 +25,7 @@ export class GenerationGate {
    * `signal` while queued leaves the queue and rejects with the signal's reason.
    */
   tryEnter(signal?: AbortSignal): Promise<() => void> | null {
+    if (this.drained) return Promise.reject(this.drained);
     if (this.running < this.maxConcurrent && this.waiting.length === 0) {
       this.running++;
       return Promise.resolve(this.releaser());
@@ -35,15 +37,31 @@ export class GenerationGate {
         this.running++;
         resolve(this.releaser());
       };
+      const entry = {
+        start,
+        refuse: (reason: Error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(reason);
+        },
+      };
       const onAbort = () => {
-        const i = this.waiting.indexOf(start);
+        const i = this.waiting.indexOf(entry);
         if (i >= 0) this.waiting.splice(i, 1);
         reject(signal!.reason);
       };
       if (signal?.aborted) return reject(signal.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiting.push(start);
+      this.waiting.push(entry);
     });
+  }
+
+  /**
+   * For a server that stops: what waits for a slot, and whatever asks for one from now on, is refused with
+   * `reason`; the generations running go on to their end.
+   */
+  drain(reason: Error): void {
+    this.drained = reason;
+    for (const w of this.waiting.splice(0)) w.refuse(reason);
   }
 
   private releaser(): () => void {
@@ -52,7 +70,7 @@ export class GenerationGate {
       if (done) return;
       done = true;
       this.running--;
-      this.waiting.shift()?.();
+      this.waiting.shift()?.start();
     };
   }
 }

@@ -264,3 +264,44 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
     [0, direct.encode('The cat').length - 1, 0, 0],
   );
 });
+
+test('a server that stops refuses the requests waiting for a slot (503) and lets the running one finish', async (t) => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 60_000,
+    resolveCurrent: async () => ({ key: 'k', load: async () => pool }),
+    generation: { maxConcurrent: 1, maxQueue: 4 },
+  });
+  let closed: Promise<void> | undefined;
+  t.after(async () => {
+    release(hold); // a failed assertion must not leave a generation waiting forever
+    await (closed ?? server.close());
+  });
+  {
+    const url = await server.listen();
+    const post = (body: unknown) =>
+      fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const running = post({ prompt: 'The cat', max_tokens: 4, temperature: 0 });
+    while (pool.stats().running === 0) await tick();
+    const queued = [post({ prompt: 'A', max_tokens: 2 }), post({ prompt: 'B', max_tokens: 2 })];
+    while (server.gate.queued < 2) await tick();
+    closed = server.close();
+    // Let the running generation go at once: were the waiting ones not refused, they would run next and answer 200.
+    release(hold);
+    for (const q of queued) {
+      const res = await q;
+      assert.equal(res.status, 503);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'server_shutting_down');
+    }
+    const res = await running;
+    assert.equal(res.status, 200, 'the generation that was running ends as it would have');
+    assert.equal(((await res.json()) as { choices: { finish_reason: string }[] }).choices[0]!.finish_reason, 'length');
+    await closed;
+  }
+});

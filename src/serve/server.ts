@@ -9,7 +9,7 @@ import { bearerMatches, tokenProblem } from './auth.ts';
 import { clientErrorHandler, errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
-import { openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
+import { ApiError, openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import type { GenerationGate } from './gate.ts';
 import { isTextGenerator, type Prediction, type Predictor, type ResolveCurrent } from './types.ts';
 import { InputError } from '../errors.ts';
@@ -262,6 +262,10 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     },
     async close() {
       closing = true;
+      // Requests still waiting for a generation slot would hold the stop for minutes: they are told to go elsewhere.
+      gate.drain(
+        new ApiError(503, 'server_shutting_down', 'the server is shutting down; retry in a moment (here once it is back, or elsewhere)'),
+      );
       await app.close();
       await model.stop();
     },
