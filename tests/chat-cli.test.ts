@@ -2,13 +2,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generate } from '../src/generate/generate.ts';
 import { loadTextGenerator } from '../src/generate/text-generator.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import type { ChatMessage } from '../src/serve/types.ts';
+import { terminalSafe } from '../cli/commands/generate.ts';
 import { BIN, runCli } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-chat-cli-'));
@@ -64,7 +65,9 @@ test('piped messages: each answer is the model on the whole conversation so far;
     '',
   ].join('\n');
   const r = await runCli(['chat', dir, ...flags], env, { input });
-  assert.equal(r.code, 0, r.stderr);
+  // Piped input, so a script learns from the exit status that three commands failed (all the input was still read).
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /\n\[3 commands failed: exit status 1\]\n$/);
 
   const [e1, e2] = await answersTo(['hello', 'and then? \nmore']);
   const [, e3] = await answersTo(['hello', '/slash']);
@@ -103,8 +106,8 @@ test('bad flags and models without a template fail before the first message; a m
   assert.match(bad.stderr, /--temperature must be a number/);
   // Values that are numbers but not usable: refused at once, not at every message while the chat exits 0.
   for (const [flag, value, said] of [
-    ['--top-p', '5', /generate\.topP: must be in \(0, 1\], got 5/],
-    ['--max-tokens', '0', /generate\.maxNewTokens: must be a positive integer, got 0/],
+    ['--top-p', '5', /tempered: --top-p must be in \(0, 1\], got 5/],
+    ['--max-tokens', '0', /tempered: --max-tokens must be a positive integer, got 0/],
   ] as const) {
     const r = await runCli(['chat', dir, ...flags, flag, value], env, { input: 'hello\n' });
     assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`);
@@ -118,7 +121,9 @@ test('bad flags and models without a template fail before the first message; a m
 
   const small = tinyLlamaDir(join(home, 'small'), 4, { hidden: 32, layers: 2, maxPositions: 64 });
   const r = await runCli(['chat', small, ...flags], env, { input: `${'x'.repeat(100)}\nhi\n` });
-  assert.equal(r.code, 0, r.stderr);
+  // The chat went on to answer "hi"; the message it could not answer makes the exit status 1 (input from a pipe).
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /\n\[1 message not answered: exit status 1\]\n$/);
   assert.match(
     r.stderr,
     /error: message: the conversation with this message alone is \d+ tokens; the model's context is 64 .*\(send a shorter message\)/,
@@ -137,6 +142,81 @@ test('input that ends inside a message continued with \\ still gets its answer',
   assert.equal(command.stdout, `${e1}\n`);
   assert.match(command.stderr, /\[conversation forgotten\]/);
 });
+
+test('/save: a name near the length limit, a folder, a link to nothing; no message names the side file', async () => {
+  const folder = mkdtempSync(join(home, 'save-'));
+  const long = join(folder, `${'c'.repeat(235)}.json`); // 240 bytes, under the 255 a name may have
+  mkdirSync(join(folder, 'sub'));
+  const dangling = join(folder, 'dangling.json');
+  symlinkSync(join(folder, 'nowhere.json'), dangling);
+  const input = [
+    `/save ${long}`,
+    `/save ${join(folder, 'sub')}/`,
+    `/save ${join(folder, 'sub')}`,
+    `/save ${join(folder, 'new')}/`,
+    `/save ${dangling}`,
+    '',
+  ].join('\n');
+  const r = await runCli(['chat', dir, ...flags], env, { input });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`\\[0 exchanges saved to .*${'c'.repeat(235)}\\.json\\]`));
+  assert.deepEqual(JSON.parse(readFileSync(long, 'utf8')), { messages: [] });
+  assert.match(r.stderr, /error: .*\/sub\/ names a folder; \/save needs a file name \(e\.g\. .*\/sub\/conversation\.json\)/);
+  assert.match(r.stderr, /error: .*\/sub names a folder; \/save needs a file name/);
+  assert.match(r.stderr, /error: .*\/new\/ names a folder; \/save needs a file name/);
+  assert.match(r.stderr, /error: .*dangling\.json exists \(as a link\); \/save does not overwrite, give another name/);
+  assert.match(r.stderr, /\[4 commands failed: exit status 1\]/);
+  assert.doesNotMatch(r.stderr, /\.tmp|tempered-save|ENOENT|EEXIST|ENAMETOOLONG/, 'no message names the side file or a bare errno');
+  assert.ok(!existsSync(join(folder, 'nowhere.json')), 'nothing was written through the link');
+  assert.deepEqual(readdirSync(folder).sort(), [`${'c'.repeat(235)}.json`, 'dangling.json', 'sub'], 'no side file left behind');
+  assert.deepEqual(readdirSync(join(folder, 'sub')), []);
+});
+
+test(
+  'in a terminal: control characters of the answers and /history are shown escaped, not sent to the terminal',
+  { skip: !existsSync('/usr/bin/script') && 'needs util-linux script for a terminal' },
+  async () => {
+    // A seed whose sampled first answer has an ESC in it (this tiny model writes random bytes).
+    const gen = await loadTextGenerator(dir, { threads: 1, chatTemplate: TEMPLATE });
+    let seed = 0;
+    let text = '';
+    try {
+      for (; seed < 100; seed++) {
+        const messages: ChatMessage[] = [{ role: 'user', content: 'hello' }];
+        text = (await generate(gen.decoder, [gen.encodeChat(messages)], { maxNewTokens: 8, temperature: 1, seed }))[0]!.text;
+        if (text.includes('\x1b')) break;
+      }
+    } finally {
+      await gen.close();
+    }
+    assert.ok(text.includes('\x1b'), 'a seed whose answer has an ESC');
+    const args = ['chat', dir, ...flags, '--temperature', '1', '--seed', String(seed)];
+    // Piped: the exact bytes.
+    const piped = await runCli(args, env, { input: 'hello\n/history\n' });
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout, `${text}\n`);
+    assert.ok(piped.stderr.includes(`assistant: ${text}\n`), '/history in a pipe is exact too');
+
+    const child = spawn('script', ['-qfec', [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], {
+      env: { ...process.env, ...env, TERM: 'dumb' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (/you> $/.test(out)) {
+        const prompts = out.match(/you> /g)!.length;
+        child.stdin.write(prompts === 1 ? 'hello\r' : prompts === 2 ? '/history\r' : '/exit\r');
+      }
+    });
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0, out);
+    const shown = terminalSafe(text).replace(/\n/g, '\r\n');
+    assert.ok(out.includes(`model> ${shown}`), `the escaped answer in ${JSON.stringify(out)}`);
+    assert.ok(out.includes(`assistant: ${shown}`), `the escaped answer in /history: ${JSON.stringify(out)}`);
+    assert.ok(!out.includes(text), 'the raw answer never reached the terminal');
+  },
+);
 
 test(
   'in a terminal: Ctrl-C stops an answer and the chat goes on; Ctrl-C at the prompt leaves',

@@ -107,7 +107,8 @@ test('chat --url: the oldest exchanges are left out when the server says the con
   const saved = join(home, 'dropped.json');
   const said = ['first question', 'second question', 'third question', 'fourth question'];
   const r = await chat(url, [...said, 'y'.repeat(80), `/save ${saved}`, ''].join('\n'));
-  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.code, 1, `piped input with a message not answered: ${r.stderr}`);
+  assert.match(r.stderr, /\[1 message not answered: exit status 1\]/);
   assert.match(r.stderr, /\[the (\d+ )?oldest exchanges? no longer fitted the model's context and (was|were) left out\]/);
   assert.match(
     r.stderr,
@@ -169,7 +170,7 @@ test('chat --url: a wrong address, token, model or flag fails before the first m
   child.kill('SIGTERM');
   await new Promise((resolve) => child.once('exit', resolve));
   client.stdin!.end('are you there?\n/history\n');
-  assert.equal(await exited, 0, err);
+  assert.equal(await exited, 1, err);
   assert.equal(out, `${first}\n\n`, 'the first answer, then an empty line for the failed turn');
   assert.match(err, /error: could not reach http:\/\/127\.0\.0\.1:\d+\/v1: .*; the message was not answered/);
   assert.match(err, /\nuser: hello\nassistant: /);

@@ -2,14 +2,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
-import { BIN, runCli } from './helpers/cli.ts';
+import { terminalSafe } from '../cli/commands/generate.ts';
+import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));
 after(() => rmSync(home, { recursive: true, force: true }));
@@ -55,6 +56,179 @@ test('tempered generate streams the same text the library generates; bad flags e
     classifier.stderr,
     /is a classifier \(task classification\); generate answers with a language model\. Serve it with `tempered serve .*classifier` and POST \/predict/,
   );
+});
+
+test('terminalSafe: control characters become visible escapes; text, newlines and tabs stay', () => {
+  assert.equal(
+    terminalSafe('a\x1b]0;pwned\x07b\x1b[2Jc\x00d\x7fe\x9bf\x80\x9f\rg\bh\n\ti ü€😀 \u00a0'),
+    'a\\u001b]0;pwned\\u0007b\\u001b[2Jc\\u0000d\\u007fe\\u009bf\\u0080\\u009f\\u000dg\\u0008h\n\ti ü€😀 \u00a0',
+  );
+  assert.equal(terminalSafe('plain text\n'), 'plain text\n');
+});
+
+// A model's output could drive the terminal (ESC and OSC sequences, NUL): on a terminal it is shown escaped, in a pipe exact.
+test(
+  'tempered generate escapes control characters of the answer on a terminal and writes them as they are to a pipe',
+  { skip: !existsSync('/usr/bin/script') && 'needs util-linux script for a terminal' },
+  async () => {
+    // A seed whose sampled answer has an ESC in it (this tiny model writes random bytes).
+    const dec = await Decoder.load(dir, { threads: 1 });
+    const ids = dec.tokenizer!.encode('Once upon').inputIds;
+    let seed = 0;
+    let text = '';
+    for (; seed < 100; seed++) {
+      text = (await generate(dec, [ids], { maxNewTokens: 12, temperature: 1, seed }))[0]!.text;
+      if (text.includes('\x1b')) break;
+    }
+    await dec.close();
+    assert.ok(text.includes('\x1b'), 'a seed whose answer has an ESC');
+    const args = [
+      'generate',
+      dir,
+      'Once upon',
+      '--raw',
+      '--max-tokens',
+      '12',
+      '--temperature',
+      '1',
+      '--seed',
+      String(seed),
+      '--threads',
+      '1',
+    ];
+    const piped = await runCli(args, env);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout, `${text}\n`, 'a pipe gets the exact text');
+
+    const child = spawn('script', ['-qfec', [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], {
+      env: { ...process.env, ...env, TERM: 'dumb' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    assert.equal(await new Promise((r) => child.once('exit', r)), 0, out);
+    // The terminal turns each \n into \r\n; nothing else of the answer reaches it raw.
+    assert.ok(out.includes(terminalSafe(text).replace(/\n/g, '\r\n')), `escaped answer in ${JSON.stringify(out)}`);
+    assert.doesNotMatch(out, /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/, 'no raw control character');
+  },
+);
+
+test('generate: a prompt on stdin with -; a prompt argument over 16 KiB is refused before onnxruntime could crash on it', async () => {
+  const dec = await Decoder.load(dir, { threads: 1 });
+  const prompt = dec.tokenizer!.encode('Once upon\nthere').inputIds;
+  const [ref] = await generate(dec, [prompt], { maxNewTokens: 6 });
+  await dec.close();
+  const flags = ['--raw', '--max-tokens', '6', '--threads', '1'];
+  // One final line break is dropped, as a shell drops it from $(...): `echo "..." | tempered generate MODEL -`.
+  const stdin = await runCli(['generate', dir, '-', ...flags], env, { input: 'Once upon\nthere\n' });
+  assert.equal(stdin.code, 0, stdin.stderr);
+  assert.equal(stdin.stdout, `${ref!.text}\n`);
+  assert.match(stdin.stderr, new RegExp(`: ${prompt.length} prompt tokens, 6 new`));
+
+  // 30 KB on the command line crashed onnxruntime (SIGSEGV, exit 139, no message): now refused at once.
+  const long = 'a'.repeat(30_000);
+  const refused = await runCli(['generate', dir, long, ...flags], env);
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(
+    refused.stderr,
+    /the prompt is 30000 bytes, over the 16 KiB .* pass it on stdin with -, e\.g\. tempered generate MODEL - < prompt\.txt/,
+  );
+  // Bytes, not characters: 6,000 three-byte characters are 18,000 bytes.
+  const wide = await runCli(['generate', dir, '€'.repeat(6000), ...flags], env);
+  assert.equal(wide.code, 2, wide.stderr);
+  assert.match(wide.stderr, /the prompt is 18000 bytes/);
+  // The same prompt on stdin: the model loads and reads it (this one is only too long for the tiny model's context).
+  const onStdin = await runCli(['generate', dir, '-', ...flags], env, { input: long });
+  assert.equal(onStdin.code, 2, onStdin.stderr);
+  assert.match(onStdin.stderr, /tempered: the prompt has 30000 tokens; the model's context is 128/);
+  // Another long argument would crash it as well.
+  const system = await runCli(['generate', dir, 'hi', '--system', long, ...flags], env);
+  assert.equal(system.code, 2, system.stderr);
+  assert.match(system.stderr, /the command line is \d+ bytes, over the 20 KiB .*its longest argument has 30000 bytes/);
+});
+
+/**
+ * Runs each command in this process on a model that is not there, so an error about a flag shows the flag was
+ * checked first; returns the cases that did not exit 2 with the expected message (all of them, for the report).
+ */
+async function refusedBeforeTheModel(cases: [string[], RegExp][]): Promise<string[]> {
+  const wrong: string[] = [];
+  for (const [args, said] of cases) {
+    let r;
+    try {
+      r = await runCliInProcess(args, { ...env, TEMPERED_SERVE_TOKEN: 'flags-test-token-xxxxxxxxxxxxxxxx' });
+    } catch (e) {
+      r = { code: 'threw', stderr: (e as Error).message };
+    }
+    if (r.code !== 2 || !said.test(r.stderr)) wrong.push(`${args.join(' ')}: exit ${r.code}, ${JSON.stringify(r.stderr)}`);
+  }
+  return wrong;
+}
+const none = join(home, 'no-such-model');
+/** The same flags given to generate and chat. */
+const generateAndChat = (flags: string[], said: RegExp): [string[], RegExp][] => [
+  [['generate', none, 'hi', ...flags], said],
+  [['chat', none, ...flags], said],
+];
+
+test('generate and chat check the sampling flags before loading the model, and name the flag, not the option', async () => {
+  const cases = [
+    generateAndChat(['--top-p', '5'], /^--top-p must be in \(0, 1\], got 5$/),
+    generateAndChat(['--top-k', '1.5'], /^--top-k must be an integer >= 0, got 1\.5$/),
+    generateAndChat(['--max-tokens', '0'], /^--max-tokens must be a positive integer, got 0$/),
+    generateAndChat(['--temperature=-1'], /^--temperature must be a number >= 0, got -1$/),
+    generateAndChat(['--repetition-penalty', '0'], /^--repetition-penalty must be a number > 0, got 0$/),
+    generateAndChat(['--seed', '0.5'], /^--seed must be an integer, got 0\.5$/),
+  ].flat();
+  assert.deepEqual(await refusedBeforeTheModel(cases), []);
+});
+
+test('--threads is a whole number from 1 to 256 in generate, chat and serve', async () => {
+  const cases = ['0', '1.5', '-1', '100000', '257', 'x'].flatMap((n): [string[], RegExp][] => {
+    const said = new RegExp(`^--threads must be an integer from 1 to 256, got "${n.replace('.', '\\.')}"$`);
+    return [...generateAndChat([`--threads=${n}`], said), [['serve', none, `--threads=${n}`], said]];
+  });
+  assert.deepEqual(await refusedBeforeTheModel(cases), []);
+});
+
+test('--chat-template: a missing file, a folder, an empty or blank file are refused, naming the file', async () => {
+  const blank = join(home, 'blank.jinja');
+  writeFileSync(blank, ' \n\t\n');
+  const cases = [
+    [home, new RegExp(`^--chat-template: ${home} is a folder; give the template's file$`)],
+    ['/dev/null', /^--chat-template: \/dev\/null is empty; a chat template is a Jinja text$/],
+    [blank, /^--chat-template: .*blank\.jinja is empty/],
+    [join(home, 'nope.jinja'), /^--chat-template: .*nope\.jinja does not exist$/],
+  ].flatMap(([file, said]): [string[], RegExp][] => [
+    ...generateAndChat(['--chat-template', file as string], said as RegExp),
+    [['serve', none, '--chat-template', file as string], said as RegExp],
+  ]);
+  assert.deepEqual(await refusedBeforeTheModel(cases), []);
+});
+
+test('serve checks its number flags before it loads anything, naming the flag', async () => {
+  const cases: [string[], RegExp][] = [
+    [['--port', 'abc'], /^--port must be an integer from 0 to 65535, got "abc"$/],
+    [['--port', '65536'], /^--port must be an integer from 0 to 65535, got "65536"$/],
+    [['--port', '80.5'], /^--port must be an integer from 0 to 65535, got "80\.5"$/],
+    [['--max-tokens', 'abc'], /^--max-tokens must be a positive integer, got "abc"$/],
+    [['--max-prompt-tokens', '0'], /^--max-prompt-tokens must be a positive integer, got "0"$/],
+    [['--max-concurrent', '0'], /^--max-concurrent must be a positive integer, got "0"$/],
+    [['--max-queue=-1'], /^--max-queue must be an integer >= 0, got "-1"$/],
+    [['--max-batch', '1e3'], /^--max-batch must be a positive integer, got "1e3"$/],
+    [['--workers', '0'], /^--workers must be a positive integer, got "0"$/],
+    [['--max-queue-texts', ''], /^--max-queue-texts must be a positive integer, got ""$/],
+    [['--poll-ms', '0'], /^--poll-ms must be an integer from 1 to 2147483647, got "0"$/],
+    [['--poll-ms', '9999999999'], /^--poll-ms must be an integer from 1 to 2147483647, got "9999999999"$/],
+  ];
+  assert.deepEqual(await refusedBeforeTheModel(cases.map(([flags, said]) => [['serve', none, ...flags], said])), []);
+  // What they take still passes: --port 0, --max-queue 0, --threads 256 (the model is then looked for, and is not there).
+  const ok = await runCliInProcess(['serve', none, '--port', '0', '--max-queue', '0', '--threads', '256'], {
+    ...env,
+    TEMPERED_SERVE_TOKEN: 'flags-test-token-xxxxxxxxxxxxxxxx',
+  });
+  assert.equal(ok.code, 1, ok.stderr);
+  assert.match(ok.stderr, /cannot serve/);
 });
 
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {

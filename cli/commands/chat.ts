@@ -4,18 +4,26 @@
  * works too: every line a message, the answers on stdout, the timings on stderr.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, basename } from 'node:path';
+import { closeSync, existsSync, fsyncSync, linkSync, lstatSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import { InputError } from '../../src/errors.ts';
 import { Conversation, type ChatSession, type Reply } from '../../src/generate/conversation.ts';
 import { ChatServerError, RemoteConversation } from '../../src/serve/remote-conversation.ts';
-import { checkGenerateOptions } from '../../src/generate/generate.ts';
 import { syncDirSync } from '../../src/util/durable-write.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { modelDir, SAMPLING_FLAGS, samplingFromFlags } from './generate.ts';
+import {
+  checkedSampling,
+  cliInputError,
+  inputErrorMessage,
+  modelDir,
+  modelTextFor,
+  refuseLongCommandLine,
+  SAMPLING_FLAGS,
+  samplingFromFlags,
+} from './generate.ts';
 import { readChatTemplate } from './serve.ts';
 
 const USAGE =
@@ -35,9 +43,10 @@ ends with \\ goes on to the next (piped input too).`;
 
 export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...SAMPLING_FLAGS, url: { type: 'string' } }, USAGE);
+  refuseLongCommandLine(undefined);
   const { sampling, threads } = samplingFromFlags(values, 512);
   // Checked now, or every message would fail on them one by one.
-  wrapInputError(() => checkGenerateOptions(sampling));
+  checkedSampling(sampling);
   if (values.url !== undefined) return chatRemote(values.url, positionals, sampling, values);
   if (positionals.length !== 1) throw new CliError(`chat takes a model\nusage: ${USAGE}`, 2);
   const chatTemplate = readChatTemplate(values['chat-template']);
@@ -51,8 +60,7 @@ export async function chatCmd(ctx: CliContext, argv: string[]): Promise<number> 
     console.error(
       `[chatting with ${id}: context ${gen.contextLength} tokens${gen.trainedSystem !== undefined && values.system === undefined ? ', with the system message it was trained with' : ''}; /help for commands${tty ? ', Ctrl-D to leave' : ''}]`,
     );
-    await converse(chat, gen.trainedSystem, tty);
-    return 0;
+    return exitStatus(await converse(chat, gen.trainedSystem, tty), tty);
   } finally {
     await gen.close();
   }
@@ -85,15 +93,34 @@ async function chatRemote(
   }
   const tty = process.stdin.isTTY === true;
   console.error(`[chatting with ${chat.served} at ${chat.baseURL}; /help for commands${tty ? ', Ctrl-D to leave' : ''}]`);
-  await converse(chat, SERVERS_OWN, tty);
-  return 0;
+  return exitStatus(await converse(chat, SERVERS_OWN, tty), tty);
 }
 
 /** The trained system message of a served model: the server knows it, and gives it when none is set here. */
 const SERVERS_OWN = Symbol('the server knows');
 
-/** Reads messages and commands until the input ends or /exit. */
-async function converse(chat: ChatSession, trainedSystem: string | undefined | typeof SERVERS_OWN, tty: boolean): Promise<void> {
+/**
+ * Piped input is a script's: it learns from the exit status that something in it failed. In a terminal the user
+ * saw each error as it came.
+ */
+function exitStatus(failed: Failures, tty: boolean): number {
+  if (tty || failed.messages + failed.commands === 0) return 0;
+  const n = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`;
+  console.error(
+    `[${[failed.messages > 0 ? `${n(failed.messages, 'message')} not answered` : '', failed.commands > 0 ? `${n(failed.commands, 'command')} failed` : ''].filter(Boolean).join(', ')}: exit status 1]`,
+  );
+  return 1;
+}
+
+/** What failed in a conversation: messages not answered, commands that said `error:`. */
+interface Failures {
+  messages: number;
+  commands: number;
+}
+
+/** Reads messages and commands until the input ends or /exit; says what failed. */
+async function converse(chat: ChatSession, trainedSystem: string | undefined | typeof SERVERS_OWN, tty: boolean): Promise<Failures> {
+  const failed: Failures = { messages: 0, commands: 0 };
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? 'you> ' : '' });
   let answering: AbortController | null = null;
   let pending = '';
@@ -111,11 +138,15 @@ async function converse(chat: ChatSession, trainedSystem: string | undefined | t
   });
   const say = (text: string) => console.error(text);
   const handle = async (text: string): Promise<'exit' | void> => {
-    if (text.startsWith('/') && !text.startsWith('//')) return runCommand(chat, text, trainedSystem, say);
+    if (text.startsWith('/') && !text.startsWith('//')) {
+      const done = runCommand(chat, text, trainedSystem, say);
+      if (done === 'failed') failed.commands++;
+      return done === 'exit' ? 'exit' : undefined;
+    }
     if (text.trim() === '') return;
     answering = new AbortController();
     try {
-      await answer(chat, text.startsWith('//') ? text.slice(1) : text, answering.signal, tty);
+      if (!(await answer(chat, text.startsWith('//') ? text.slice(1) : text, answering.signal, tty))) failed.messages++;
     } finally {
       answering = null;
     }
@@ -135,9 +166,12 @@ async function converse(chat: ChatSession, trainedSystem: string | undefined | t
   // Input that ended inside a message continued with `\`: it is still a message (or a command).
   if (pending !== '') await handle(pending.replace(/\n$/, ''));
   rl.close();
+  return failed;
 }
 
-async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty: boolean): Promise<void> {
+/** Answers one message; false when it was not answered (the conversation goes on as it was). */
+async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty: boolean): Promise<boolean> {
+  const shown = modelTextFor(process.stdout);
   const t0 = performance.now();
   let first = 0;
   if (tty) process.stdout.write('model> ');
@@ -147,7 +181,7 @@ async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty:
       signal,
       onToken: ({ text: piece }) => {
         first ||= performance.now();
-        if (piece) process.stdout.write(piece);
+        if (piece) process.stdout.write(shown(piece));
       },
     });
   } catch (e) {
@@ -155,8 +189,9 @@ async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty:
     // A message too long for the context is the user's to shorten, a server that failed may answer the next
     // try: either way the message was not answered, and the conversation goes on as it was.
     process.stdout.write('\n');
-    console.error(`error: ${e.message}${e instanceof InputError && e.hint ? ` (${e.hint})` : ''}; the message was not answered`);
-    return;
+    const message = e instanceof InputError ? inputErrorMessage(e) : e.message;
+    console.error(`error: ${message}${e instanceof InputError && e.hint ? ` (${e.hint})` : ''}; the message was not answered`);
+    return false;
   }
   process.stdout.write('\n');
   const end = performance.now();
@@ -172,17 +207,21 @@ async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty:
       `first token ${((first - t0) / 1000).toFixed(2)} s, ${rate}${((end - t0) / 1000).toFixed(2)} s in all]`,
     ].join(''),
   );
+  return true;
 }
 
-/** One /command; 'exit' ends the conversation. */
+/** One /command; 'exit' ends the conversation, 'failed' says it did nothing but say `error:`. */
 function runCommand(
   chat: ChatSession,
   line: string,
   trainedSystem: string | undefined | typeof SERVERS_OWN,
   say: (text: string) => void,
-): 'exit' | void {
+): 'exit' | 'failed' | void {
   const [, name, rest = ''] = /^\/(\S*)\s*([\s\S]*)$/.exec(line)!;
   const arg = rest.trim();
+  const fail = (text: string): 'failed' => (say(`error: ${text}`), 'failed');
+  // What the model wrote (and a system message from its files) goes to the terminal with its control characters shown, not obeyed.
+  const shown = modelTextFor(process.stderr);
   switch (name) {
     case 'exit':
     case 'quit':
@@ -198,11 +237,11 @@ function runCommand(
       if (arg === '') {
         if (chat.system === undefined && trainedSystem === SERVERS_OWN)
           return say('[no system message set here; the server gives the model the one it was trained with, if it has one]');
-        const shown = chat.system ?? (trainedSystem === SERVERS_OWN ? undefined : trainedSystem);
+        const current = chat.system ?? (trainedSystem === SERVERS_OWN ? undefined : trainedSystem);
         return say(
-          shown === undefined
+          current === undefined
             ? '[no system message]'
-            : `[system message${chat.system === undefined ? ' (trained with)' : ''}: ${JSON.stringify(shown)}]`,
+            : `[system message${chat.system === undefined ? ' (trained with)' : ''}: ${shown(JSON.stringify(current))}]`,
         );
       }
       chat.system = arg;
@@ -210,31 +249,38 @@ function runCommand(
     case 'history': {
       const trained = chat.system === undefined && typeof trainedSystem === 'string' ? [`system (trained with): ${trainedSystem}`] : [];
       const lines = [...trained, ...chat.messages.map((m) => `${m.role}: ${m.content}`)];
-      return say(lines.length === 0 ? '[no conversation yet]' : lines.join('\n'));
+      return say(lines.length === 0 ? '[no conversation yet]' : shown(lines.join('\n')));
     }
     case 'save': {
-      if (arg === '') return say('error: /save needs a file name');
+      if (arg === '') return fail('/save needs a file name');
       const problem = saveConversation(arg, chat.messages);
-      if (problem) return say(`error: ${problem}`);
+      if (problem) return fail(problem);
       return say(`[${chat.exchanges} exchange${chat.exchanges === 1 ? '' : 's'} saved to ${arg}]`);
     }
     default:
-      return say(`error: unknown command /${name}; /help lists them (a message that starts with / is written //)`);
+      return fail(`unknown command /${name}; /help lists them (a message that starts with / is written //)`);
   }
 }
 
 /**
  * Writes the conversation to a new file, whole or not at all: written and synced aside, then linked into place,
  * which fails on an existing file, so none is ever overwritten, even one made meanwhile. Where the file system has
- * no hard links it is created with O_EXCL instead. What went wrong, or undefined.
+ * no hard links it is created with O_EXCL instead. What went wrong, or undefined. The side file has a short name
+ * of its own (a name near the 255-byte limit still fits) and no message names it.
  */
 function saveConversation(path: string, messages: { role: string; content: string }[]): string | undefined {
+  if (path.endsWith('/') || path.endsWith(sep) || isFolder(path))
+    return `${path} names a folder; /save needs a file name (e.g. ${join(path, 'conversation.json')})`;
   const dir = dirname(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) return `${dir} is not a folder; /save writes into one that exists`;
-  const exists = `${path} exists; /save does not overwrite, give another name`;
-  if (existsSync(path)) return exists;
+  const exists = () => {
+    const link = lstatOrUndefined(path)?.isSymbolicLink() === true;
+    return `${path} exists${link ? ' (as a link)' : ''}; /save does not overwrite, give another name`;
+  };
+  // lstat, not exists: a link to nothing is there too, and linking onto it fails.
+  if (lstatOrUndefined(path) !== undefined) return exists();
   const text = JSON.stringify({ messages }, null, 2) + '\n';
-  const aside = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const aside = join(dir, `.tempered-save-${randomBytes(6).toString('hex')}.tmp`);
   let made = false;
   try {
     writeSynced(aside, text);
@@ -250,11 +296,30 @@ function saveConversation(path: string, messages: { role: string; content: strin
     syncDirSync(dir);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    return err.code === 'EEXIST' && existsSync(path) ? exists : `could not write ${path}: ${err.message}`;
+    if (err.code === 'EEXIST' && lstatOrUndefined(path) !== undefined) return exists();
+    // Node's message names the paths of the call (the side file among them): the code and its words only.
+    const why = err.code !== undefined ? err.message.replace(/^([A-Z0-9]+: [^,]*),.*$/s, '$1') : err.message;
+    return `could not write ${path}: ${why.split(aside).join(path)}`;
   } finally {
     if (made) rmSync(aside, { force: true });
   }
   return undefined;
+}
+
+function lstatOrUndefined(path: string) {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** Creates `path` (never over an existing file) with `text`, on disk before it returns; a failed write leaves no file. */
@@ -276,7 +341,7 @@ function wrapInputError<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof InputError) throw new CliError(e.message, 2);
+    if (e instanceof InputError) throw cliInputError(e);
     throw e;
   }
 }

@@ -6,7 +6,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
-import { generate } from '../../src/generate/generate.ts';
+import { checkGenerateOptions, generate } from '../../src/generate/generate.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
@@ -14,10 +14,10 @@ import type { ChatMessage } from '../../src/serve/types.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
-import { exportedTask, isModelSource, readChatTemplate } from './serve.ts';
+import { exportedTask, isModelSource, readChatTemplate, threadsFlag } from './serve.ts';
 
 const USAGE =
-  'tempered generate <name[@version|@alias] | model source> "prompt" [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n' +
+  'tempered generate <name[@version|@alias] | model source> <"prompt" | -> [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K]\n' +
   '  [--repetition-penalty R] [--seed N] [--stop STR]... [--system TEXT] [--raw] [--chat-template FILE] [--threads N]';
 
 /** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
@@ -90,19 +90,113 @@ export function samplingFromFlags(values: SamplingValues, defaultMaxTokens: numb
       seed: num('seed', values.seed),
       stop: values.stop,
     },
-    threads: num('threads', values.threads),
+    threads: threadsFlag(values.threads),
   };
+}
+
+/** The flag each generation option comes from, for errors the library raises about the option (`generate.topP`). */
+const FLAG_OF: Record<string, string> = {
+  'generate.maxNewTokens': '--max-tokens',
+  'generate.temperature': '--temperature',
+  'generate.topP': '--top-p',
+  'generate.topK': '--top-k',
+  'generate.repetitionPenalty': '--repetition-penalty',
+  'generate.seed': '--seed',
+  'generate.stop': '--stop',
+  // About the prompt, which the message names itself.
+  'generate.prompts': '',
+};
+
+/** An InputError as the CLI says it: about a flag when it is about a generation option (`--top-p must be in (0, 1], got 5`). */
+export function inputErrorMessage(e: InputError): string {
+  const flag = e.where === undefined ? undefined : FLAG_OF[e.where];
+  return flag === undefined ? e.message : flag === '' ? e.bareMessage : `${flag} ${e.bareMessage}`;
+}
+
+/** A usage error (exit 2) for an InputError: see inputErrorMessage. */
+export function cliInputError(e: InputError): CliError {
+  return new CliError(inputErrorMessage(e), 2);
+}
+
+/** Checks the sampling options the flags ask for, so an unusable value fails before a model loads (exit 2, naming the flag). */
+export function checkedSampling(sampling: ReturnType<typeof samplingFromFlags>['sampling']): void {
+  try {
+    checkGenerateOptions(sampling);
+  } catch (e) {
+    if (e instanceof InputError) throw cliInputError(e);
+    throw e;
+  }
+}
+
+/**
+ * Model text as it may go to a terminal: C0 controls other than newline and tab, DEL and the C1 controls
+ * (U+0080-U+009F) become visible escapes (`\u001b`), so a model's output cannot move the cursor, retitle the
+ * window or send any other escape or OSC sequence to the terminal. Text for a pipe is written as it is.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** How model text is written to `stream`: terminal-safe when the stream is a terminal, exact when it is a pipe or a file. */
+export function modelTextFor(stream: { isTTY?: boolean }): (text: string) => string {
+  return stream.isTTY === true ? terminalSafe : (text) => text;
+}
+
+/**
+ * The most bytes a prompt may have on the command line. onnxruntime-node (1.30) crashes with SIGSEGV when it
+ * creates a session in a process whose command line (/proc/self/cmdline) is much longer: 20 KB worked, 25-30 KB
+ * did not. A longer prompt comes on stdin (`-`).
+ */
+export const MAX_PROMPT_ARG_BYTES = 16 * 1024;
+
+/**
+ * The most bytes of the whole command line: past it, onnxruntime would crash for a long argument other than the
+ * prompt (`--system`).
+ */
+export const MAX_COMMAND_LINE_BYTES = 20 * 1024;
+
+/** Refuses, before a model loads, a command line long enough to crash onnxruntime; `prompt` is the prompt argument, if any. */
+export function refuseLongCommandLine(prompt: string | undefined, argv: readonly string[] = [...process.execArgv, ...process.argv]): void {
+  if (prompt !== undefined && Buffer.byteLength(prompt) > MAX_PROMPT_ARG_BYTES)
+    throw new CliError(
+      `the prompt is ${Buffer.byteLength(prompt)} bytes, over the ${MAX_PROMPT_ARG_BYTES / 1024} KiB a command-line argument may have here ` +
+        `(onnxruntime crashes on long command lines): pass it on stdin with -, e.g. tempered generate MODEL - < prompt.txt`,
+      2,
+    );
+  const bytes = argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+  if (bytes > MAX_COMMAND_LINE_BYTES) {
+    const longest = argv.reduce((a, b) => (Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a), '');
+    throw new CliError(
+      `the command line is ${bytes} bytes, over the ${MAX_COMMAND_LINE_BYTES / 1024} KiB it may have here (onnxruntime crashes on long ` +
+        `command lines); its longest argument has ${Buffer.byteLength(longest)} bytes: shorten it`,
+      2,
+    );
+  }
+}
+
+/** All of stdin, as UTF-8 text, less one final line break (`echo hi | tempered generate MODEL -` asks "hi"). */
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) console.error('[reading the prompt from stdin: end it with Ctrl-D]');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export async function generateCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { ...SAMPLING_FLAGS, raw: { type: 'boolean' } }, USAGE);
   if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
-  const [ref, prompt] = positionals as [string, string];
+  const [ref, promptArg] = positionals as [string, string];
+  refuseLongCommandLine(promptArg);
   // Flags first: a typo fails before a model is loaded.
   const { sampling, threads } = samplingFromFlags(values, 128);
+  checkedSampling(sampling);
   const chatTemplate = readChatTemplate(values['chat-template']);
+  const prompt = promptArg === '-' ? await readStdin() : promptArg;
   const { dir, id } = await modelDir(ctx, ref);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
+  const shown = modelTextFor(process.stdout);
   try {
     const messages: ChatMessage[] = [
       ...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []),
@@ -115,7 +209,7 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
       ...sampling,
       onToken: ({ text }) => {
         first ||= performance.now();
-        if (text) process.stdout.write(text);
+        if (text) process.stdout.write(shown(text));
       },
     });
     const secs = (performance.now() - t0) / 1000;
@@ -126,7 +220,7 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
     );
     return 0;
   } catch (e) {
-    if (e instanceof InputError) throw new CliError(e.message, 2);
+    if (e instanceof InputError) throw cliInputError(e);
     throw e;
   } finally {
     await gen.close();

@@ -4,7 +4,7 @@
  * (a `pypi:`/`hf:` source, a `.gguf` or a model folder) serves a base language model as it is, without the registry.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
@@ -283,24 +283,34 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   if (positionals.length !== 1) throw new CliError(`serve takes one model reference\nusage: ${usage}`, 2);
   const token = process.env.TEMPERED_SERVE_TOKEN;
   if (!token) throw new CliError('set TEMPERED_SERVE_TOKEN to a long random string; clients send it as `Authorization: Bearer <token>`', 2);
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  // Every number is checked here, naming its flag, before a model is looked up or loaded.
+  const int = (flag: keyof typeof values, min: number, max = Number.MAX_SAFE_INTEGER) =>
+    intFlag(flag, values[flag] as string | undefined, min, max);
   const generation: GenerationLimits = {
-    maxTokens: num(values['max-tokens']),
-    maxPromptTokens: num(values['max-prompt-tokens']),
-    maxConcurrent: num(values['max-concurrent']),
-    maxQueue: num(values['max-queue']),
+    maxTokens: int('max-tokens', 1),
+    maxPromptTokens: int('max-prompt-tokens', 1),
+    maxConcurrent: int('max-concurrent', 1),
+    maxQueue: int('max-queue', 0),
   };
+  const port = int('port', 0, 65535) ?? 8080;
+  // A timer longer than 2^31 - 1 ms fires at once (Node's setTimeout), so poll-ms stops there.
+  const pollMs = int('poll-ms', 1, 2 ** 31 - 1) ?? 2000;
+  const maxBatch = int('max-batch', 1);
+  const workers = int('workers', 1);
+  const maxQueueTexts = int('max-queue-texts', 1);
+  const threads = threadsFlag(values.threads);
+  const chatTemplate = readChatTemplate(values['chat-template']);
   const { server, url } = await startServing(ctx, positionals[0]!, {
-    port: num(values.port) ?? 8080,
+    port,
     host: values.host,
     token,
-    pollMs: num(values['poll-ms']) ?? 2000,
-    maxBatch: num(values['max-batch']),
-    threads: num(values.threads),
+    pollMs,
+    maxBatch,
+    threads,
     logger: 'errors',
-    workers: num(values.workers),
-    maxQueueTexts: num(values['max-queue-texts']),
-    chatTemplate: readChatTemplate(values['chat-template']),
+    workers,
+    maxQueueTexts,
+    chatTemplate,
     promptCache: !values['no-prompt-cache'],
     generation,
   });
@@ -316,9 +326,49 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   return 0;
 }
 
-/** `--chat-template FILE`: the file's text. */
+/**
+ * `--flag N` for a whole number from `min` to `max` (digits only: no sign, fraction, exponent, hex or blanks), or
+ * undefined when the flag is not given; anything else is a usage error that names the flag.
+ */
+export function intFlag(flag: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (v === undefined) return undefined;
+  const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= min && n <= max)) {
+    const what =
+      max === Number.MAX_SAFE_INTEGER ? (min === 1 ? 'a positive integer' : `an integer >= ${min}`) : `an integer from ${min} to ${max}`;
+    throw new CliError(`--${flag} must be ${what}, got ${JSON.stringify(v)}`, 2);
+  }
+  return n;
+}
+
+/**
+ * The most inference threads `--threads` takes. onnxruntime starts every one it is asked for (100,000 hung the
+ * process); 256 is more than any CPU this runs on has cores.
+ */
+export const MAX_THREADS = 256;
+
+/** `--threads N` (generate, chat, serve): 1 to MAX_THREADS, or undefined for onnxruntime's default. */
+export function threadsFlag(v: string | undefined): number | undefined {
+  return intFlag('threads', v, 1, MAX_THREADS);
+}
+
+/**
+ * `--chat-template FILE`: the file's text. A file that is missing, a folder, unreadable or has no template in
+ * it (empty, or blanks only: every message would fail on it) is a usage error naming the file.
+ */
 export function readChatTemplate(file: string | undefined): string | undefined {
   if (file === undefined) return undefined;
-  if (!existsSync(file)) throw new CliError(`--chat-template: ${file} does not exist`, 2);
-  return readFileSync(file, 'utf8');
+  let text: string;
+  try {
+    if (statSync(file).isDirectory()) throw new CliError(`--chat-template: ${file} is a folder; give the template's file`, 2);
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new CliError(`--chat-template: ${file} does not exist`, 2);
+    if (err.code === 'EISDIR') throw new CliError(`--chat-template: ${file} is a folder; give the template's file`, 2);
+    throw new CliError(`--chat-template: cannot read ${file} (${err.code ?? err.message})`, 2);
+  }
+  if (text.trim() === '') throw new CliError(`--chat-template: ${file} is empty; a chat template is a Jinja text`, 2);
+  return text;
 }
