@@ -259,7 +259,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const usage =
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
-    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
+    '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
     '    [--no-prompt-cache]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
@@ -274,6 +274,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'chat-template': { type: 'string' },
       'max-tokens': { type: 'string' },
       'max-prompt-tokens': { type: 'string' },
+      'max-request-tokens': { type: 'string' },
       'max-concurrent': { type: 'string' },
       'max-queue': { type: 'string' },
       'no-prompt-cache': { type: 'boolean' },
@@ -289,6 +290,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const generation: GenerationLimits = {
     maxTokens: int('max-tokens', 1),
     maxPromptTokens: int('max-prompt-tokens', 1),
+    maxRequestTokens: int('max-request-tokens', 1),
     maxConcurrent: int('max-concurrent', 1),
     maxQueue: int('max-queue', 0),
   };
