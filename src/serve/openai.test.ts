@@ -325,6 +325,8 @@ test('what the shape of a request refuses is refused before its prompt is tokeni
     await post(url, '/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'text', text: 'y'.repeat(8161) }] }] }),
   );
   assert.deepEqual([s3, e3.code], [400, 'context_length_exceeded']);
+  const [s7, e7] = await error(await post(url, '/v1/completions', { prompt: 'x', stream_options: { include_usage: true } }));
+  assert.deepEqual([s7, e7.code, e7.param], [400, 'invalid_request', 'stream_options']);
   // Four prompts each under that limit, more than 32 characters a token for the 512 tokens (twice the context) a request holds.
   const [s4, e4] = await error(await post(url, '/v1/completions', { prompt: Array(4).fill('z'.repeat(4100)) }));
   assert.deepEqual([s4, e4.code], [400, 'request_too_large']);

@@ -176,6 +176,9 @@ function checkUnsupported(b: CommonBody): void {
   if (b.best_of !== undefined && b.best_of !== null && b.best_of !== 1)
     throw new ApiError(400, 'unsupported_parameter', 'best_of is not supported', 'best_of');
   if (b.suffix) throw new ApiError(400, 'unsupported_parameter', 'suffix is not supported', 'suffix');
+  // As OpenAI's API: a client asking for usage in a stream it did not ask for would wait for a chunk that never comes.
+  if (b.stream_options != null && b.stream !== true)
+    throw new ApiError(400, 'invalid_request', 'stream_options is only allowed with stream: true', 'stream_options');
 }
 
 /** The served model answers to its registry name (`name` of `name@version`) or its full id. */
