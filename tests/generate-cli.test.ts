@@ -180,6 +180,12 @@ test('generate and chat check the sampling flags before loading the model, and n
     generateAndChat(['--repetition-penalty', '0'], /^--repetition-penalty must be a number > 0, got 0$/),
     generateAndChat(['--seed', '0.5'], /^--seed must be an integer, got 0\.5$/),
   ].flat();
+  // --raw skips the chat template: a system message or a template with it would be ignored without a word.
+  for (const flags of [
+    ['--system', 'be brief'],
+    ['--chat-template', '/dev/null'],
+  ])
+    cases.push([['generate', 'no-such-model', 'hi', '--raw', ...flags], /--.* applies to the chat template, which --raw skips/]);
   assert.deepEqual(await refusedBeforeTheModel(cases), []);
 });
 

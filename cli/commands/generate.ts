@@ -189,6 +189,10 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
   if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
   const [ref, promptArg] = positionals as [string, string];
   refuseLongCommandLine(promptArg);
+  // --raw skips the chat template, and with it the system message: either would be ignored without a word.
+  for (const flag of ['system', 'chat-template'] as const)
+    if (values.raw && values[flag] !== undefined)
+      throw new CliError(`--${flag} applies to the chat template, which --raw skips: give one or the other`, 2);
   // Flags first: a typo fails before a model is loaded.
   const { sampling, threads } = samplingFromFlags(values, 128);
   checkedSampling(sampling);
