@@ -42,14 +42,12 @@ export interface ChatSession {
   reply(text: string, io?: { onToken?: (e: { text: string }) => void | Promise<void>; signal?: AbortSignal }): Promise<Reply>;
 }
 
-export class Conversation implements ChatSession {
+/** The turns of a ChatSession and their editing, wherever the model answers. */
+export abstract class ChatTurns {
   /** User and assistant messages, alternating, oldest first. */
-  private turns: ChatMessage[] = [];
-  private readonly cache = new PrefixCache();
+  protected turns: ChatMessage[] = [];
 
   constructor(
-    private readonly gen: LoadedTextGenerator,
-    private readonly opts: ConversationOptions,
     /** Replaces the model's trained system message (see text-generator.ts) while set. */
     public system?: string,
   ) {}
@@ -74,6 +72,18 @@ export class Conversation implements ChatSession {
     if (this.turns.length === 0) return false;
     this.turns.splice(-2, 2);
     return true;
+  }
+}
+
+export class Conversation extends ChatTurns implements ChatSession {
+  private readonly cache = new PrefixCache();
+
+  constructor(
+    private readonly gen: LoadedTextGenerator,
+    private readonly opts: ConversationOptions,
+    system?: string,
+  ) {
+    super(system);
   }
 
   /**

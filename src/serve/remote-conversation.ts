@@ -9,7 +9,7 @@
 import OpenAI from 'openai';
 import { InputError } from '../errors.ts';
 import type { ChatMessage } from './types.ts';
-import type { ChatSession, ConversationOptions, Reply } from '../generate/conversation.ts';
+import { ChatTurns, type ChatSession, type ConversationOptions, type Reply } from '../generate/conversation.ts';
 
 export interface RemoteChatOptions {
   /** The server's address, e.g. http://gpu-box:8080 (the OpenAI API's /v1 is added when missing). */
@@ -26,9 +26,7 @@ export interface RemoteChatOptions {
 /** The server could not be reached, or failed: the turn was not answered, and the conversation is as it was. */
 export class ChatServerError extends Error {}
 
-export class RemoteConversation implements ChatSession {
-  private turns: ChatMessage[] = [];
-
+export class RemoteConversation extends ChatTurns implements ChatSession {
   private constructor(
     private readonly client: OpenAI,
     /** The model's name, as requests name it. */
@@ -37,8 +35,10 @@ export class RemoteConversation implements ChatSession {
     readonly served: string,
     readonly baseURL: string,
     private readonly opts: ConversationOptions,
-    public system?: string,
-  ) {}
+    system?: string,
+  ) {
+    super(system);
+  }
 
   /** Connects and learns which model answers; a wrong address, token or model name fails here, before the first message. */
   static async connect(o: RemoteChatOptions, system?: string): Promise<RemoteConversation> {
@@ -67,24 +67,6 @@ export class RemoteConversation implements ChatSession {
       o.sampling,
       system,
     );
-  }
-
-  get messages(): ChatMessage[] {
-    return [...(this.system !== undefined ? [{ role: 'system', content: this.system }] : []), ...this.turns];
-  }
-
-  get exchanges(): number {
-    return this.turns.length / 2;
-  }
-
-  reset(): void {
-    this.turns = [];
-  }
-
-  undo(): boolean {
-    if (this.turns.length === 0) return false;
-    this.turns.splice(-2, 2);
-    return true;
   }
 
   /**
