@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -71,14 +71,15 @@ function staleAfter(t: { after: (fn: () => void) => void }, ms: number): void {
 
 /**
  * The train fixture on a host that shares only a store (a folder standing in for the bucket) with
- * others, its locks and leases going stale after 3 s.
+ * others, its locks and leases going stale after `staleMs` (10 s: a lease kept by a thread on a
+ * loaded 2-core machine must not be given up for a refresh that came late).
  */
-async function sharedStoreFixture(t: { after: (fn: () => void) => void }) {
+async function sharedStoreFixture(t: { after: (fn: () => void) => void }, staleMs = 10_000) {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlease-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const shared = new FolderBackend(join(dir, 'bucket'));
   const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
-  staleAfter(t, 3000);
+  staleAfter(t, staleMs);
   return { dir, shared, ...(await fixture(dir, store)) };
 }
 
@@ -107,11 +108,20 @@ test('a second attempt cannot write the checkpoint folder while the first still 
 });
 
 test('across hosts sharing only the store: an attempt waits for the live holder of the checkpoint lease, heartbeating, and takes it over once its holder died', async (t) => {
-  // This host's own home and store cache; the other host is represented by its lease alone.
-  const { dir, shared, cfg, ctx } = await sharedStoreFixture(t);
+  // This host's own home and store cache; the other host is represented by its lease alone. While
+  // attempt 2 waits for the live holder, leases go stale after 5 s: it gives up after waiting 6.25 s.
+  const { dir, shared, cfg, ctx } = await sharedStoreFixture(t, 5000);
 
-  // Attempt 1 still runs on the other host and keeps its lease fresh.
-  const other = await acquireSharedLease(shared, `checkpoint-${'k'.repeat(64)}`, { what: 'run r stage train attempt 1', staleMs: 3000 });
+  // Attempt 1 still runs on the other host and keeps its lease fresh. (Refreshed from this thread,
+  // which only waits meanwhile: a keeper thread starting on a loaded machine is the train stage's
+  // own lease's business, below.)
+  const name = `checkpoint-${'k'.repeat(64)}`;
+  const other = await acquireSharedLease(shared, name, {
+    what: 'run r stage train attempt 1',
+    staleMs: 5000,
+    inProcess: true,
+    refreshMs: 200,
+  });
   const waits: string[] = [];
   await assert.rejects(
     trainStage.run(cfg(2), ctx(2, new AbortController().signal, { progress: (p) => void (p.message && waits.push(p.message)) })),
@@ -124,21 +134,35 @@ test('across hosts sharing only the store: an attempt waits for the live holder 
     "the host's folder lock is released when the lease is not had",
   );
 
-  // Its next attempt there dies: a generation above the released one, never refreshed.
+  // Its next attempt there dies: a generation above the released one, never refreshed. (From here
+  // on, leases go stale after 10 s: attempt 4's own, kept by its keeper thread, is not given up.)
+  process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS = '10000';
   await other.release();
   const gens: string[] = [];
-  for await (const k of shared.list(`leases/checkpoint-${'k'.repeat(64)}/`)) gens.push(k);
+  for await (const k of shared.list(`leases/${name}/`)) gens.push(k);
   const next = Math.max(...gens.map((k) => Number(k.slice(-17, -5)))) + 1;
+  const deadKey = `leases/${name}/${String(next).padStart(12, '0')}.json`;
   await shared.putBytes(
-    `leases/checkpoint-${'k'.repeat(64)}/${String(next).padStart(12, '0')}.json`,
+    deadKey,
     Buffer.from(JSON.stringify({ token: 'dead', pid: 1, host: 'gone', what: 'run r stage train attempt 3', since: '' })),
     { ifAbsent: true },
   );
   const taken: string[] = [];
-  const out = await trainStage.run(
+  const running = trainStage.run(
     cfg(2),
     ctx(4, new AbortController().signal, { progress: (p) => void (p.message && taken.push(p.message)) }),
   );
+  let settled = false;
+  running.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  // Once attempt 4 waits for it, the dead generation goes unrefreshed past the stale time: its write
+  // time moves a minute back, as if that minute had passed.
+  while (!settled && !taken.some((m) => /waiting for the checkpoint: .*attempt 3/.test(m))) await new Promise((r) => setTimeout(r, 20));
+  const aMinuteAgo = new Date(Date.now() - 60_000);
+  utimesSync(join(shared.root, ...deadKey.split('/')), aMinuteAgo, aMinuteAgo);
+  const out = await running;
   assert.equal(out.steps, 2);
   assert.ok(
     taken.some((m) => /waiting for the checkpoint: .*attempt 3/.test(m)),
