@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
+import { openAiError } from './openai.ts';
 
 /**
  * Longest a client may take to send a whole request (Node checks every 30 s, so one that stalls is
@@ -49,7 +50,7 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
       : err.code === 'HPE_HEADER_OVERFLOW'
         ? [431, 'headers_too_large', 'the request headers are larger than the server takes (16 KiB)']
         : [400, 'malformed_request', `the request is not HTTP this server can read (${err.code ?? 'parse error'})`];
-  const body = JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code } });
+  const body = JSON.stringify(openAiError(status, code, message));
   if (socket.writable)
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
