@@ -253,7 +253,13 @@ function runCommand(
     }
     case 'save': {
       if (arg === '') return fail('/save needs a file name');
-      const problem = saveConversation(arg, chat.messages);
+      let problem: string | undefined;
+      try {
+        problem = saveConversation(arg, chat.messages);
+      } catch (e) {
+        // A look at the path itself failed (a folder on the way that cannot be read): nothing was written.
+        problem = `could not write ${arg}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+      }
       if (problem) return fail(problem);
       return say(`[${chat.exchanges} exchange${chat.exchanges === 1 ? '' : 's'} saved to ${arg}]`);
     }
@@ -269,16 +275,16 @@ function runCommand(
  * of its own (a name near the 255-byte limit still fits) and no message names it.
  */
 function saveConversation(path: string, messages: { role: string; content: string }[]): string | undefined {
-  if (path.endsWith('/') || path.endsWith(sep) || isFolder(path))
+  if (path.endsWith('/') || path.endsWith(sep) || statSync(path, { throwIfNoEntry: false })?.isDirectory() === true)
     return `${path} names a folder; /save needs a file name (e.g. ${join(path, 'conversation.json')})`;
   const dir = dirname(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) return `${dir} is not a folder; /save writes into one that exists`;
   const exists = () => {
-    const link = lstatOrUndefined(path)?.isSymbolicLink() === true;
+    const link = lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() === true;
     return `${path} exists${link ? ' (as a link)' : ''}; /save does not overwrite, give another name`;
   };
   // lstat, not exists: a link to nothing is there too, and linking onto it fails.
-  if (lstatOrUndefined(path) !== undefined) return exists();
+  if (lstatSync(path, { throwIfNoEntry: false }) !== undefined) return exists();
   const text = JSON.stringify({ messages }, null, 2) + '\n';
   const aside = join(dir, `.tempered-save-${randomBytes(6).toString('hex')}.tmp`);
   let made = false;
@@ -296,7 +302,7 @@ function saveConversation(path: string, messages: { role: string; content: strin
     syncDirSync(dir);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EEXIST' && lstatOrUndefined(path) !== undefined) return exists();
+    if (err.code === 'EEXIST' && lstatSync(path, { throwIfNoEntry: false }) !== undefined) return exists();
     // Node's message names the paths of the call (the side file among them): the code and its words only.
     const why = err.code !== undefined ? err.message.replace(/^([A-Z0-9]+: [^,]*),.*$/s, '$1') : err.message;
     return `could not write ${path}: ${why.split(aside).join(path)}`;
@@ -304,22 +310,6 @@ function saveConversation(path: string, messages: { role: string; content: strin
     if (made) rmSync(aside, { force: true });
   }
   return undefined;
-}
-
-function lstatOrUndefined(path: string) {
-  try {
-    return lstatSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-function isFolder(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 /** Creates `path` (never over an existing file) with `text`, on disk before it returns; a failed write leaves no file. */

@@ -54,7 +54,21 @@ export abstract class ChatTurns {
 
   /** What the model is shown: the system message, if one is set, then the turns. */
   get messages(): ChatMessage[] {
-    return [...(this.system !== undefined ? [{ role: 'system', content: this.system }] : []), ...this.turns];
+    return this.shown(this.turns);
+  }
+
+  /** `turns` (a new message after the conversation) as the model is shown them, the oldest `dropped` exchanges left out. */
+  protected shown(turns: ChatMessage[], dropped = 0): ChatMessage[] {
+    return [...(this.system !== undefined ? [{ role: 'system', content: this.system }] : []), ...turns.slice(dropped * 2)];
+  }
+
+  /**
+   * The conversation after `asked` (the turns and a new message) was answered with `text`. An answer stopped before
+   * its first character leaves the conversation as it was, exchanges left out included; one stopped later stays,
+   * since the user has read it.
+   */
+  protected answered(asked: ChatMessage[], dropped: number, text: string, finishReason: FinishReason): void {
+    if (!(finishReason === 'cancelled' && text === '')) this.turns = [...asked.slice(dropped * 2), { role: 'assistant', content: text }];
   }
 
   /** Exchanges (a question and its answer) so far. */
@@ -99,9 +113,7 @@ export class Conversation extends ChatTurns implements ChatSession {
     const { ids, dropped } = this.fit(asked);
     const [r] = await generate(this.gen.decoder, [ids], { ...this.opts, ...io, prefixCache: this.cache });
     const answer = r!;
-    // An answer stopped before its first character leaves the conversation as it was, exchanges left out included.
-    if (!(answer.finishReason === 'cancelled' && answer.text === ''))
-      this.turns = [...asked.slice(dropped * 2), { role: 'assistant', content: answer.text }];
+    this.answered(asked, dropped, answer.text, answer.finishReason);
     return {
       text: answer.text,
       finishReason: answer.finishReason,
@@ -122,8 +134,7 @@ export class Conversation extends ChatTurns implements ChatSession {
   private fit(turns: ChatMessage[]): { ids: number[]; dropped: number } {
     const context = this.gen.decoder.maxPositions;
     const room = Math.min(this.opts.maxNewTokens, Math.floor(context / 2));
-    const system = this.system !== undefined ? [{ role: 'system', content: this.system }] : [];
-    const encode = (dropped: number) => this.gen.encodeChat([...system, ...turns.slice(dropped * 2)]);
+    const encode = (dropped: number) => this.gen.encodeChat(this.shown(turns, dropped));
     const exchanges = (turns.length - 1) / 2;
     let dropped = 0;
     let ids = encode(0);
@@ -134,7 +145,7 @@ export class Conversation extends ChatTurns implements ChatSession {
           `the conversation with this message alone is ${ids.length} tokens; the model's context is ${context} (max_position_embeddings)`,
           {
             where: 'message',
-            hint: `send a shorter message${system.length > 0 || this.gen.trainedSystem !== undefined ? ' or set a shorter system message (/system)' : ''}`,
+            hint: `send a shorter message${this.system !== undefined || this.gen.trainedSystem !== undefined ? ' or set a shorter system message (/system)' : ''}`,
           },
         );
       }

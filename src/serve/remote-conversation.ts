@@ -82,11 +82,9 @@ export class RemoteConversation extends ChatTurns implements ChatSession {
     let dropped = 0;
     let maxTokens: number | undefined = this.opts.maxNewTokens;
     for (;;) {
-      const system = this.system !== undefined ? [{ role: 'system', content: this.system }] : [];
       try {
-        const r = await this.ask([...system, ...asked.slice(dropped * 2)], maxTokens, io);
-        if (!(r.finishReason === 'cancelled' && r.text === ''))
-          this.turns = [...asked.slice(dropped * 2), { role: 'assistant', content: r.text }];
+        const r = await this.ask(this.shown(asked, dropped), maxTokens, io);
+        this.answered(asked, dropped, r.text, r.finishReason);
         return { ...r, droppedExchanges: dropped };
       } catch (e) {
         if (!(e instanceof OpenAI.APIError && e.status === 400 && e.code === 'context_length_exceeded')) throw asTurnError(e, this.baseURL);
