@@ -272,16 +272,18 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           `the prompts have ${allChars} characters together, more than ${MAX_CHARS_PER_TOKEN} a token for the ${requestTokens} tokens one request may hold`,
           'prompt',
         );
-      const tooLong = (tokens: number) =>
-        new ApiError(
-          400,
-          'context_length_exceeded',
-          `the prompt has ${tokens} tokens; this server takes at most ${maxPrompt}`,
-          kind === 'chat' ? 'messages' : 'prompt',
-        );
-      const prompts = texts === null ? [encodeChat(gen, (body as ChatBody).messages)] : promptsOf(gen, texts, maxPrompt, tooLong);
+      const within = (ids: number[]) => {
+        if (ids.length > maxPrompt)
+          throw new ApiError(
+            400,
+            'context_length_exceeded',
+            `the prompt has ${ids.length} tokens; this server takes at most ${maxPrompt}`,
+            kind === 'chat' ? 'messages' : 'prompt',
+          );
+        return ids;
+      };
+      const prompts = texts === null ? [within(encodeChat(gen, (body as ChatBody).messages))] : promptsOf(gen, texts, within);
       const longest = Math.max(...prompts.map((p) => p.length));
-      if (longest > maxPrompt) throw tooLong(longest);
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
       if (asked !== null && asked > L.maxTokens)
@@ -474,14 +476,13 @@ function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[
   return gen.encodeChat(turns);
 }
 
-/** Each prompt's tokens, refusing the first that is empty or longer than `max` before the next is tokenized. */
-function promptsOf(gen: TextGenerator, prompt: string | string[], max: number, tooLong: (tokens: number) => ApiError): number[][] {
+/** Each prompt's tokens, refusing the first that is empty or that `within` refuses before the next is tokenized. */
+function promptsOf(gen: TextGenerator, prompt: string | string[], within: (ids: number[]) => number[]): number[][] {
   const texts = typeof prompt === 'string' ? [prompt] : prompt;
   return texts.map((t, i) => {
     const ids = gen.encode(t);
     if (ids.length === 0)
       throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
-    if (ids.length > max) throw tooLong(ids.length);
-    return ids;
+    return within(ids);
   });
 }
