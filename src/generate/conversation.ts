@@ -22,6 +22,9 @@ export interface Reply {
   droppedExchanges: number;
 }
 
+/** A served model could not be reached, or failed: the turn was not answered, and the conversation is as it was. */
+export class ChatServerError extends Error {}
+
 /** A conversation as `tempered chat` drives it: with a model in this process (Conversation) or a served one (RemoteConversation). */
 export interface ChatSession {
   /** Replaces the model's trained system message while set. */

@@ -9,7 +9,7 @@
 import OpenAI from 'openai';
 import { InputError } from '../errors.ts';
 import type { ChatMessage } from './types.ts';
-import { ChatTurns, type ChatSession, type ConversationOptions, type Reply } from '../generate/conversation.ts';
+import { ChatServerError, ChatTurns, type ChatSession, type ConversationOptions, type Reply } from '../generate/conversation.ts';
 
 export interface RemoteChatOptions {
   /** The server's address, e.g. http://gpu-box:8080 (the OpenAI API's /v1 is added when missing). */
@@ -22,9 +22,6 @@ export interface RemoteChatOptions {
   /** How often a busy or failing answer is tried again (with backoff) before a turn fails. Default 2. */
   maxRetries?: number;
 }
-
-/** The server could not be reached, or failed: the turn was not answered, and the conversation is as it was. */
-export class ChatServerError extends Error {}
 
 export class RemoteConversation extends ChatTurns implements ChatSession {
   private constructor(
