@@ -111,30 +111,33 @@ for (const b of backends) {
     for (const keeper of ['its keeper thread', 'in-process'] as const)
       test(`a holder that stopped refreshing is taken over; it learns so through its signal (${keeper}) and cannot release its successor's lease`, async (t) => {
         const remote = b.make(t);
+        // A minute to go stale: a holder slowed down by a loaded machine must not give the lease up for
+        // its own silence before its next refresh finds the takeover (that is another test).
         const holder = await acquireSharedLease(remote, 'job', {
           what: 'zombie',
-          staleMs: 5000,
+          staleMs: 60_000,
           refreshMs: 200,
           inProcess: keeper === 'in-process',
         });
-        await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 5000 }), LockBusyError);
-        // A taker whose clock reads 2 minutes later sees the lease unrefreshed for longer than 5 s.
+        await assert.rejects(acquireSharedLease(remote, 'job', { what: 'early', staleMs: 60_000 }), LockBusyError);
+        // A taker whose clock reads 2 minutes later sees the lease unrefreshed for longer than its 5 s.
         // (waitMs: a refresh of the holder landing between the taker's look and its put makes it try
-        // again. It refreshes nothing itself, so the generations left are exactly what it took.)
+        // again, 2 s later. It refreshes nothing itself, so the generations left are exactly what it took.)
         const taker = await acquireSharedLease(remote, 'job', {
           what: 'taker',
           staleMs: 5000,
           now: later,
-          waitMs: 5000,
+          waitMs: 30_000,
           inProcess: true,
           refreshMs: 3_600_000,
         });
-        await aborted(holder.signal, 5000);
+        await aborted(holder.signal, 30_000);
         assert.match(String(holder.signal.reason), /lost the lease/);
         await holder.release();
-        // The taker still holds it: a third writer is refused, naming the taker.
+        // The taker still holds it: a third writer is refused, naming the taker. (With a minute to go
+        // stale: the taker never refreshes, and a slow release must not make its lease stale meanwhile.)
         await assert.rejects(
-          acquireSharedLease(remote, 'job', { what: 'third', staleMs: 5000 }),
+          acquireSharedLease(remote, 'job', { what: 'third', staleMs: 60_000 }),
           (e: unknown) => e instanceof LockBusyError && /taker/.test(e.message),
         );
         assert.equal(taker.signal.aborted, false);
@@ -205,6 +208,37 @@ for (const b of backends) {
       );
     });
 
+    test("a look that missed the holder's generation (taken while it moved on) does not take the lease from it", async (t) => {
+      const remote = b.make(t);
+      const prefix = leasePrefix('job');
+      // The live holder has moved from generation 0 to 1 (its first refresh).
+      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', ...dead, staleMs: 60_000 });
+      const [gen0] = await keys(remote, prefix);
+      const body = JSON.parse((await readText(remote, gen0!))!) as object;
+      await remote.putBytes(`${prefix}000000000001.json`, Buffer.from(JSON.stringify({ ...body, refreshedAt: new Date().toISOString() })), {
+        ifAbsent: true,
+      });
+      await remote.delete(gen0!);
+      // A listing taken between the two (a folder store lists names, then looks each up) saw neither.
+      let missed = false;
+      const racing: ObjectBackend = Object.assign(Object.create(remote) as ObjectBackend, {
+        async *listObjects(p: string) {
+          if (!missed && p === prefix) {
+            missed = true;
+            return;
+          }
+          yield* remote.listObjects(p);
+        },
+      });
+      await assert.rejects(
+        acquireSharedLease(racing, 'job', { what: 'taker', ...dead }),
+        (e: unknown) => e instanceof LockBusyError && /holder/.test(e.message) && /000000000001/.test(e.message),
+      );
+      assert.ok(missed);
+      assert.deepEqual(await keys(remote, prefix), [`${prefix}000000000001.json`], "the taker's generation 0 was withdrawn");
+      await holder.release();
+    });
+
     test('a holder that cannot reach the store gives the lease up before another writer could find it stale', async (t) => {
       const remote = b.make(t);
       let down = false;
@@ -233,19 +267,21 @@ for (const b of backends) {
 
     test("assertHeld knows of a loss at once, while the holder's own thread was blocked when its keeper thread learned it", async (t) => {
       const remote = b.make(t);
-      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 6000, refreshMs: 100 });
+      // A minute to go stale: a keeper slowed down by a loaded machine must not give the lease up for
+      // its own silence before its next refresh finds the takeover.
+      const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 60_000, refreshMs: 100 });
       holder.assertHeld();
       const taker = await acquireSharedLease(remote, 'job', {
         what: 'taker',
         now: later,
-        waitMs: 5000,
+        waitMs: 30_000,
         inProcess: true,
         refreshMs: 3_600_000,
       });
       // A long onnxruntime run (this thread takes no message meanwhile): the keeper thread finds the
       // takeover, and assertHeld knows it from the flag alone.
       let known = false;
-      for (const deadline = Date.now() + 15_000; !known && Date.now() < deadline; ) {
+      for (const deadline = Date.now() + 30_000; !known && Date.now() < deadline; ) {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
         try {
           holder.assertHeld();
@@ -292,6 +328,11 @@ for (const b of backends) {
       // loaded machine, and a refresh (three requests to a store on the same 2 cores) as long again:
       // with 4 s, a CI run beside other heavy jobs saw the keeper give the lease up. So 8 s.
       const holder = await acquireSharedLease(remote, 'job', { what: 'holder', staleMs: 8000, refreshMs: 300 });
+      // Its keeper thread is refreshing (a generation above the first exists) before this thread blocks.
+      for (const deadline = Date.now() + 30_000; !(await keys(remote, 'leases/job/')).some((k) => k > 'leases/job/000000000000.json'); ) {
+        assert.ok(Date.now() < deadline, 'the keeper thread refreshed the lease within 30 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
       // A synchronous onnxruntime run longer than the stale time: no timer of this thread fires meanwhile.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 9000);
       await assert.rejects(acquireSharedLease(remote, 'job', { what: 'taker', staleMs: 8000 }), LockBusyError);

@@ -16,7 +16,9 @@
  * generation, which stays as the newest, so generation numbers only go up.
  *
  * The refreshes run in a thread of their own (lease-keeper-thread.ts) where the backend can be opened
- * again there: the train stage's process blocks its own thread in onnxruntime runs of minutes.
+ * again there: the train stage's process blocks its own thread in onnxruntime runs of minutes. That
+ * thread is started, and ready, before the lease is written: its start (seconds on a busy machine)
+ * does not count against the time the new lease may go unrefreshed.
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
@@ -183,25 +185,60 @@ export async function advanceLease(
  */
 export async function acquireSharedLease(remote: ObjectBackend, name: string, opts: SharedLeaseOptions): Promise<SharedLease> {
   const deadline = Date.now() + (opts.waitMs ?? 0);
-  for (;;) {
-    opts.signal?.throwIfAborted();
-    try {
-      return await tryAcquire(remote, name, opts);
-    } catch (e) {
-      if (!(e instanceof LockBusyError) || Date.now() >= deadline) throw e;
-      opts.onWait?.(e);
-      await sleep(Math.min(2000, Math.max(20, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => {
-        throw e;
-      });
+  const staleMs = opts.staleMs ?? 60_000;
+  const prefix = leasePrefix(name);
+  const owner = newOwner(opts.what, (opts.now ?? Date.now)());
+  // Eight refreshes a stale period: a holder that must give the lease up after all but two of them
+  // has had five tries (a refresh that fails is tried again only at the next period).
+  const timing = { refreshMs: opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 8)), staleMs, now: opts.now };
+  const where = (key: string) => `${remote.url}/${key}`;
+  const inProcess = (gen: number, writtenAt: number) => keptInProcess(remote, prefix, gen, writtenAt, owner, timing, where, opts.log);
+  const reopen = opts.inProcess ? undefined : remote.reopen?.();
+  // The keeper thread is started once a lease is to be taken, and the lease is written only once the
+  // thread can refresh it: a thread that takes seconds to start (its modules loaded on a busy
+  // machine) must not eat into the time the new lease may go unrefreshed.
+  let keeper: Promise<Keeper | undefined> | undefined;
+  const keeperReady = () =>
+    (keeper ??= reopen ? startKeeper(reopen, prefix, owner, timing, where, inProcess, opts.log) : Promise.resolve(undefined));
+  try {
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      try {
+        const { gen, writtenAt, older } = await tryAcquire(remote, prefix, owner, staleMs, opts, keeperReady);
+        const k = await keeper;
+        const lease = k ? k.keep(gen, writtenAt) : inProcess(gen, writtenAt);
+        // The older generations' holders are dead, gone or released: their keys go, so the prefix holds
+        // one object, and a holder that still ran finds a newer generation than its own on its next refresh.
+        for (const g of older) await remote.delete(g.key).catch(() => {});
+        return lease;
+      } catch (e) {
+        if (!(e instanceof LockBusyError) || Date.now() >= deadline) throw e;
+        opts.onWait?.(e);
+        await sleep(Math.min(2000, Math.max(20, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => {
+          throw e;
+        });
+      }
     }
+  } catch (e) {
+    // No lease to keep: a keeper thread started for it ends.
+    await (await keeper)?.stop();
+    throw e;
   }
 }
 
-async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLeaseOptions): Promise<SharedLease> {
-  const staleMs = opts.staleMs ?? 60_000;
+/**
+ * Writes the lease's next generation if it is free (absent, released, stale or its holder gone), or
+ * throws LockBusyError naming the live holder. `beforeWrite` runs between the look and the write.
+ */
+async function tryAcquire(
+  remote: ObjectBackend,
+  prefix: string,
+  owner: LockOwner,
+  staleMs: number,
+  opts: SharedLeaseOptions,
+  beforeWrite: () => Promise<unknown>,
+): Promise<{ gen: number; writtenAt: number; older: Generation[] }> {
   const now = opts.now ?? Date.now;
-  const prefix = leasePrefix(name);
-  const owner = newOwner(opts.what, now());
   const where = (key: string) => `${remote.url}/${key}`;
   let existing = await generations(remote, prefix);
   let newest = existing.at(-1);
@@ -221,6 +258,9 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
     if (age < staleMs && !holderGone(held.owner)) throw new LockBusyError(where(newest.key), held.owner);
   } else if (newest && held && !held.present) throw new LockBusyError(where(newest.key), undefined);
   const gen = newest ? newest.gen + 1 : 0;
+  // (A holder that refreshed meanwhile, or another taker, wrote generation `gen` first: the create
+  // below finds it.)
+  await beforeWrite();
   // Taken before the put: the store's time of the write is no earlier.
   const writtenAt = Date.now();
   const body: LeaseBody = { ...owner, refreshedAt: new Date(now()).toISOString() };
@@ -229,15 +269,26 @@ async function tryAcquire(remote: ObjectBackend, name: string, opts: SharedLease
       where(generationKey(prefix, gen)),
       (await readHeld(remote, generationKey(prefix, gen)).catch(() => undefined))?.owner,
     );
-  // The older generations' holders are dead, gone or released: their keys go, so the prefix holds one
-  // object, and a holder that still ran finds a newer generation than its own on its next refresh.
-  for (const g of existing) await remote.delete(g.key).catch(() => {});
-  // Eight refreshes a stale period: a holder that must give the lease up after all but two of them
-  // has had five tries (a refresh that fails is tried again only at the next period).
-  const timing = { refreshMs: opts.refreshMs ?? Math.max(50, Math.floor(staleMs / 8)), staleMs, now: opts.now };
-  const inProcess = (at: number, atTime: number) => keptInProcess(remote, prefix, at, atTime, owner, timing, where, opts.log);
-  const reopen = opts.inProcess ? undefined : remote.reopen?.();
-  return reopen ? keptInThread(reopen, prefix, gen, writtenAt, owner, timing, where, inProcess, opts.log) : inProcess(gen, writtenAt);
+  // A look taken while the holder moved on can miss its generations altogether (a folder store lists
+  // names, then looks each up: the old one is gone by then, the new one was not yet listed), so the
+  // lease looked free, and generation `gen` is below the holder's. A generation above it means that:
+  // this writer withdraws its own and gives way. (Names only: that listing drops none.)
+  const above = await newestAbove(remote, prefix, gen);
+  if (above !== undefined) {
+    await remote.delete(generationKey(prefix, gen)).catch(() => {});
+    throw new LockBusyError(where(above), (await readHeld(remote, above).catch(() => undefined))?.owner);
+  }
+  return { gen, writtenAt, older: existing };
+}
+
+/** The key of the newest generation above `gen` under `prefix`, by its listed names alone. */
+async function newestAbove(remote: ObjectBackend, prefix: string, gen: number): Promise<string | undefined> {
+  let newest: { gen: number; key: string } | undefined;
+  for await (const key of remote.list(prefix)) {
+    const m = key.startsWith(prefix) ? GENERATION.exec(key.slice(prefix.length)) : null;
+    if (m && Number(m[1]) > gen && Number(m[1]) > (newest?.gen ?? -1)) newest = { gen: Number(m[1]), key };
+  }
+  return newest?.key;
 }
 
 /**
@@ -261,7 +312,8 @@ export class LeaseRefresher {
   private gen: number | undefined;
   private lastOk: number;
   private refreshing: Promise<void> | undefined;
-  private tried = false;
+  /** Whether the first refresh has settled (succeeded or failed). */
+  private settled = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -296,12 +348,14 @@ export class LeaseRefresher {
   }
 
   private tick(): void {
-    // The first tick refreshes before it judges: a keeper thread that took long to start tries once.
-    if (this.tried && !this.check()) return;
-    this.tried = true;
+    // No judgement before the first refresh has settled: a keeper that started late (its lease
+    // already older than it may go unrefreshed) tries once, and gives the lease up only if that fails,
+    // not while that refresh is still under way. (assertHeld still judges before every write.)
+    if (this.settled && !this.check()) return;
     // One refresh at a time: a slow store must not pile up requests.
     this.refreshing ??= this.step(false).then(() => {
       this.refreshing = undefined;
+      this.settled = true;
     });
   }
 
@@ -382,62 +436,80 @@ export interface KeeperSetup {
   owner: LockOwner;
   refreshMs: number;
   staleMs: number;
-  /** KeeperState's buffer, holding the generation to start from. */
+  /** KeeperState's buffer: the generation to start from, once `keep` says it is written. */
   state: SharedArrayBuffer;
 }
 
 /** Messages from the keeper thread. */
 export type KeeperMessage =
+  /** Its modules are loaded and the backend opened: it can refresh a lease at once. */
+  | { type: 'ready' }
   | { type: 'lost'; reason: string }
   | { type: 'log'; message: string }
   /** The answer to `release`: whether the lease was still this holder's. */
   | { type: 'released'; held: boolean };
 
+/** Messages to the keeper thread: `keep` the generation KeeperState holds (just written), `release` it. */
+export type KeeperCommand = { type: 'keep' } | { type: 'release' };
+
 const TS_THREAD = new URL('../serve/ts-thread.mjs', import.meta.url);
+/** How long a keeper thread may take to start before the holder's own thread keeps the lease instead. */
+const KEEPER_START_TIMEOUT_MS = 60_000;
 
 /** `work`, or undefined once `ms` have passed: a store that does not answer must not hold a release. */
 function bounded<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
   return Promise.race([work, sleep(ms, undefined, { ref: false })]);
 }
 
+/** A keeper thread that is ready to refresh: it keeps the generation just written, or is stopped unused. */
+interface Keeper {
+  keep(gen: number, writtenAt: number): SharedLease;
+  stop(): Promise<void>;
+}
+
 /**
- * The lease kept by a thread of its own. Should the thread fail (it could not start, or died), this
+ * Starts a keeper thread and resolves once it is ready to refresh, or (logged) with undefined where it
+ * could not start: the lease is then kept from this thread. Should the thread die after that, this
  * thread refreshes from the last generation the thread wrote (while it is not blocked itself).
  */
-function keptInThread(
+async function startKeeper(
   backend: KeeperSetup['backend'],
   prefix: string,
-  gen: number,
-  writtenAt: number,
   owner: LockOwner,
   timing: { refreshMs: number; staleMs: number },
   where: (key: string) => string,
   fallback: (gen: number, writtenAt: number) => SharedLease,
   log: ((m: string) => void) | undefined,
-): SharedLease {
+): Promise<Keeper | undefined> {
+  const fellBack = `the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`;
   const ac = new AbortController();
   const state = new KeeperState();
-  state.advanced(gen, writtenAt);
   const setup: KeeperSetup = { backend, prefix, owner, refreshMs: timing.refreshMs, staleMs: timing.staleMs, state: state.buffer };
   let worker: Worker;
   try {
     worker = new Worker(TS_THREAD, { workerData: { main: new URL('./lease-keeper-thread.ts', import.meta.url).href, setup } });
   } catch (e) {
     log?.(`could not start the lease keeper thread of ${where(prefix)} (${(e as Error).message}); refreshing the lease from this thread`);
-    return fallback(gen, writtenAt);
+    return undefined;
   }
-  let releasing = false;
+  let kept = false;
+  let stopping = false;
+  let gone = false;
   let inProcess: SharedLease | undefined;
+  let ready: ((ok: boolean) => void) | undefined;
   let released: ((held: boolean) => void) | undefined;
   worker.on('message', (m: KeeperMessage) => {
-    if (m.type === 'lost') ac.abort(m.reason);
+    if (m.type === 'ready') ready?.(true);
+    else if (m.type === 'lost') ac.abort(m.reason);
     else if (m.type === 'log') log?.(m.message);
     else released?.(m.held);
   });
   const exited = new Promise<void>((resolve) =>
     worker.once('exit', () => {
-      if (!releasing && !ac.signal.aborted && !state.lost) {
-        log?.(`the lease keeper thread of ${where(prefix)} stopped; refreshing the lease from this thread`);
+      gone = true;
+      ready?.(false);
+      if (kept && !stopping && !ac.signal.aborted && !state.lost) {
+        log?.(fellBack);
         inProcess = fallback(state.gen, state.writtenAt);
         inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
       }
@@ -445,10 +517,22 @@ function keptInThread(
     }),
   );
   worker.on('error', (e) => log?.(`the lease keeper thread of ${where(prefix)} failed: ${e.message}`));
+  // (The worker stays referenced until it is ready: a process with nothing else to do waits for it.)
+  const started = await bounded(new Promise<boolean>((resolve) => (ready = resolve)), KEEPER_START_TIMEOUT_MS);
+  ready = undefined;
+  if (!started) {
+    if (started === undefined)
+      log?.(`the lease keeper thread of ${where(prefix)} did not start within ${KEEPER_START_TIMEOUT_MS / 1000} s`);
+    log?.(fellBack);
+    stopping = true;
+    await worker.terminate();
+    return undefined;
+  }
   // The lease never keeps a process alive: one that exits without releasing leaves it to go stale.
   // (After the listeners: adding a 'message' listener refs the worker's port again.)
   worker.unref();
-  return {
+
+  const lease: SharedLease = {
     signal: ac.signal,
     assertHeld() {
       if (inProcess) return inProcess.assertHeld();
@@ -464,14 +548,31 @@ function keptInThread(
       ac.signal.throwIfAborted();
     },
     async release() {
-      releasing = true;
+      stopping = true;
       if (inProcess) return inProcess.release();
       const answered = new Promise<boolean>((resolve) => (released = resolve));
       // A process with nothing else to do still waits for its release.
       worker.ref();
-      worker.postMessage({ type: 'release' });
+      worker.postMessage({ type: 'release' } satisfies KeeperCommand);
       if ((await bounded(Promise.race([answered, exited]), RELEASE_TIMEOUT_MS)) === undefined)
         log?.(`could not release the lease ${where(prefix)} within ${RELEASE_TIMEOUT_MS / 1000} s; it goes stale`);
+      await worker.terminate();
+    },
+  };
+  return {
+    keep(gen, writtenAt) {
+      kept = true;
+      state.advanced(gen, writtenAt);
+      if (gone) {
+        // Died between its start and now: nothing refreshes this generation yet.
+        log?.(fellBack);
+        inProcess = fallback(gen, writtenAt);
+        inProcess.signal.addEventListener('abort', () => ac.abort(inProcess!.signal.reason), { once: true });
+      } else worker.postMessage({ type: 'keep' } satisfies KeeperCommand);
+      return lease;
+    },
+    async stop() {
+      stopping = true;
       await worker.terminate();
     },
   };
