@@ -272,7 +272,9 @@ describe('stage adapter', () => {
     const shared = new HeldUploads(join(dir, 'shared'));
     const store = new ArtifactStore(join(dir, 'store'), { remote: shared });
     const cache = new StageCache(join(dir, 'cache'), store);
-    const d = { ...deps(), store, cache };
+    // (A stage that ran longer than awaitRecordUploadAfterMs would wait for the upload: on a loaded
+    // machine this one may take longer than the default second.)
+    const d = { ...deps(), store, cache, awaitRecordUploadAfterMs: 60_000 };
     let timer: NodeJS.Timeout | undefined;
     const res = (await Promise.race([
       new MockActivityEnvironment().run(

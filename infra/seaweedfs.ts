@@ -61,13 +61,32 @@ export interface SeaweedHandle {
 }
 
 /**
+ * The first of the local ports the kernel hands outgoing connections (Linux's ephemeral range), or
+ * 32768 where it cannot be read (other systems begin theirs there or higher).
+ */
+function ephemeralPortsStart(): number {
+  try {
+    const lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (Number.isInteger(lo) && lo > 0) return lo;
+  } catch {
+    /* not Linux */
+  }
+  return 32768;
+}
+
+/**
  * `count` distinct free ports from a random run, plus one for the admin server whose port+10000 is
  * also free: weed 4.48's maintenance worker dials the admin gRPC at the admin port + 10000 whatever
- * `-admin.port.grpc` says.
+ * `-admin.port.grpc` says. All below the ephemeral range: a port in it may be the local end of some
+ * outgoing connection by the time weed restarts on the same ports (EADDRINUSE). (Where that range
+ * begins too low to leave room, anywhere from 20000.)
  */
 async function pickPorts(count: number): Promise<{ ports: number[]; admin: number }> {
+  // base … base+count-1 for the servers, base+count for admin, and base+count+10000 under the range.
+  const below = ephemeralPortsStart() - 10000 - count - 1;
+  const [from, span] = below - 10000 >= 1000 ? [10000, below - 10000] : [20000, 25000];
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 25000);
+    const base = from + Math.floor(Math.random() * span);
     const ports = Array.from({ length: count }, (_, i) => base + i);
     const admin = base + count;
     const all = [...ports, admin, admin + 10000];

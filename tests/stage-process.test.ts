@@ -62,8 +62,10 @@ after(async () => env?.close());
 
 describe('training in a child process', () => {
   it('a step longer than the heartbeat timeout still heartbeats, and the stage completes on its first attempt', async () => {
-    const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), 'sp-slow-')), { heartbeatTimeout: '2s', maxSteps: 2 });
-    const st = await withTestEnv({ TEMPERED_TEST_STEP_BLOCK_MS: '3500' }, async () => waitForRun(env.client, await submit(file)));
+    // Heartbeats go out at most every second: 5 s leaves a loaded machine room for a late one, and
+    // each step blocks 2 s longer than that (a worker that did not heartbeat meanwhile would time out).
+    const file = writeTrainPipeline(mkdtempSync(join(tmpdir(), 'sp-slow-')), { heartbeatTimeout: '5s', maxSteps: 2 });
+    const st = await withTestEnv({ TEMPERED_TEST_STEP_BLOCK_MS: '7000' }, async () => waitForRun(env.client, await submit(file)));
     assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => s.error)));
     assert.deepEqual(await attempts(st.runId), [1, 1, 1], 'no heartbeat timeout and no retry');
     assert.equal(stage(st, 'train').outputs!.steps, 2);

@@ -143,8 +143,10 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     await waiter.write('registry', (q) => q.run('INSERT INTO notes (who) VALUES (?)', ['waiter']));
     release();
     // The stalled writer's transaction was rolled back; its retry (the whole function) then commits.
+    // (At least one retry: on a loaded machine the retry too may sit idle past idleInTransactionMs and
+    // be ended. Each attempt inserts 'stalled', so the rows below show all but one rolled back.)
     assert.equal(await first, 'committed');
-    assert.equal(attempts, 2);
+    assert.ok(attempts >= 2, `the stalled writer was retried (${attempts} attempts)`);
     const rows = (await waiter.all<{ who: string }>('SELECT who FROM notes')).map((r) => r.who).sort();
     assert.deepEqual(rows, ['stalled', 'stalled, later', 'waiter']);
   });

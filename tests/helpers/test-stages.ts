@@ -15,6 +15,11 @@ export interface ProbeConfig {
   failUntilAttempt?: number;
   inputError?: boolean;
   blockUntilCancelled?: boolean;
+  /**
+   * Its sleep stops when ctx.signal aborts (a cancellation, or a heartbeat timeout the worker learned
+   * of), recorded as 'cancelled'. Without it the sleep goes on, like a long onnxruntime run.
+   */
+  stopOnAbort?: boolean;
 }
 
 export interface ExecutionRecord {
@@ -42,6 +47,7 @@ export function probeKind(logFile: string): StageKind<ProbeConfig> {
         failUntilAttempt: { type: 'integer', minimum: 0 },
         inputError: { type: 'boolean' },
         blockUntilCancelled: { type: 'boolean' },
+        stopOnAbort: { type: 'boolean' },
       },
     },
     outputs: { out: { type: 'artifact' }, value: { type: 'string' } },
@@ -66,7 +72,11 @@ export function probeKind(logFile: string): StageKind<ProbeConfig> {
         }
         const steps = Math.max(1, Math.ceil((cfg.sleepMs ?? 0) / 100));
         for (let i = 0; i < steps && cfg.sleepMs; i++) {
-          await sleep(cfg.sleepMs / steps);
+          await sleep(cfg.sleepMs / steps, undefined, cfg.stopOnAbort ? { signal: ctx.signal } : {}).catch(() => {});
+          if (cfg.stopOnAbort && ctx.signal.aborted) {
+            record('cancelled');
+            throw new Error('cancelled');
+          }
           ctx.progress({ fraction: (i + 1) / steps, message: `step ${i + 1}/${steps}` });
         }
         const out = await ctx.store.putJson({ value: cfg.value, inputs: cfg.inputs ?? [] });
