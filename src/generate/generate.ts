@@ -228,7 +228,7 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   }
   return rows.map((r, b) => ({
     tokens: r.out,
-    text: r.text.stoppedText ?? decode(r.out),
+    text: r.text.final(r.out),
     finishReason: r.done!,
     promptTokens: prompts[b]!.length,
     cachedTokens: reused,

@@ -85,3 +85,18 @@ test('text stream: holds back half a character and a possible stop-string start'
   out.push(plain.flush(all));
   assert.equal(out.join(''), 'né 😀 END!');
 });
+
+test('text stream: output cut inside a character (a token limit) ends before it, streamed and whole', () => {
+  const bytes = [...new TextEncoder().encode('né 😀')];
+  const dec = (ids: number[]) => new TextDecoder().decode(Uint8Array.from(ids.map((i) => bytes[i]!)));
+  // Cut after two of the emoji's four bytes.
+  const ids = [0, 1, 2, 3, 4, 5];
+  assert.equal(dec(ids), 'né \uFFFD');
+  const s = new TextStream(dec, []);
+  const deltas: string[] = [];
+  for (let i = 1; i <= ids.length; i++) deltas.push(s.push(ids.slice(0, i)));
+  deltas.push(s.flush(ids));
+  assert.equal(deltas.join(''), 'né ');
+  assert.equal(s.final(ids), 'né ');
+  assert.equal(new TextStream(dec, []).final(bytes.map((_, i) => i)), 'né 😀');
+});

@@ -39,10 +39,22 @@ export class TextStream {
     return this.take(full, safe);
   }
 
-  /** At the end (EOS or length): everything not yet shown. */
+  /** At the end (EOS, length or cancelled): everything not yet shown. */
   flush(ids: number[]): string {
-    const full = this.stoppedText ?? this.decode(ids);
+    const full = this.final(ids);
     return this.take(full, full.length);
+  }
+
+  /**
+   * The whole text at the end. Output cut at a token limit (or stopped) can end inside a character,
+   * whose bytes decode to U+FFFD: that half character is left out, as it was held back while
+   * streaming. (A U+FFFD the model wrote whole, as the bytes EF BF BD, cannot be told from it in the
+   * decoded text; it is left out too when it is the last character.)
+   */
+  final(ids: number[]): string {
+    if (this.stoppedText !== null) return this.stoppedText;
+    const full = this.decode(ids);
+    return full.endsWith('\uFFFD') ? full.slice(0, -1) : full;
   }
 
   private take(full: string, upTo: number): string {
