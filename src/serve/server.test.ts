@@ -87,8 +87,10 @@ test('rejects missing or wrong tokens with 401; /health stays open', async (t) =
 test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', async (t) => {
   const { url, src } = await start(t, { maxBatch: 3, maxChars: 10, bodyLimit: 2048 });
   const cases: [unknown, number, string, RegExp][] = [
-    ['{"inputs": ["a",', 400, 'malformed_json', /not valid JSON/],
+    ['{"inputs": ["a",', 400, 'malformed_json', /not valid JSON: .*JSON/],
     ['', 400, 'malformed_json', /empty/],
+    ['{"inputs": ["a"], "__proto__": {"x": 1}}', 400, 'invalid_request', /"__proto__" key.*refuses/],
+    ['{"inputs": ["a"], "constructor": {"prototype": {}}}', 400, 'invalid_request', /"constructor" object with a "prototype" key/],
     [{ inputs: ['a', 'b', 'c', 'd'] }, 400, 'invalid_request', /^inputs must NOT have more than 3 items/],
     [{ inputs: ['short', 'this is far too long'] }, 400, 'invalid_request', /^inputs\[1\] must NOT have more than 10 characters/],
     [{ inputs: [] }, 400, 'invalid_request', /must NOT have fewer than 1 items/],
@@ -103,7 +105,7 @@ test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', as
     const res = await post(url, body);
     const j = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(res.status, status, `${JSON.stringify(body).slice(0, 60)} → ${JSON.stringify(j)}`);
-    assert.equal(j.error.code, code);
+    assert.equal(j.error.code, code, j.error.message);
     assert.match(j.error.message, re);
   }
   const text = await fetch(`${url}/predict`, { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: 'hello' });

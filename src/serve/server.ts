@@ -4,6 +4,7 @@
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
 import { clientErrorHandler, errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
@@ -177,6 +178,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
       return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
     if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
+    // secure-json-parse refuses these keys (they could reach an object's prototype); the body is
+    // valid JSON, so saying "not valid JSON" would send the client looking for a syntax error.
+    if (err instanceof SyntaxError && /forbidden prototype property/.test(err.message))
+      return reply
+        .code(400)
+        .send(
+          errorBody(
+            'invalid_request',
+            'request body has a "__proto__" key, or a "constructor" object with a "prototype" key: this server refuses them; leave them out',
+          ),
+        );
     if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY')
       return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
     if (err.code === 'overloaded') {
@@ -187,6 +199,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
     return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log', 500));
+  });
+  // fastify's own JSON parser answers every failure "Body is not valid JSON": this one keeps
+  // JSON.parse's word of where, and tells a refused "__proto__" key (valid JSON) apart from it.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    if (body.length === 0) return done(Object.assign(new Error('request body is empty'), { code: 'FST_ERR_CTP_EMPTY_JSON_BODY' }));
+    try {
+      done(null, secureJson.parse(body as string, { protoAction: 'error', constructorAction: 'error' }));
+    } catch (e) {
+      done(e as Error);
+    }
   });
   // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
   app.removeContentTypeParser('text/plain');
