@@ -227,10 +227,12 @@ test('serve checks its number flags before it loads anything, naming the flag', 
     [['--max-queue-texts', ''], /^--max-queue-texts must be a positive integer, got ""$/],
     [['--poll-ms', '0'], /^--poll-ms must be an integer from 1 to 2147483647, got "0"$/],
     [['--poll-ms', '9999999999'], /^--poll-ms must be an integer from 1 to 2147483647, got "9999999999"$/],
+    [['--stop-grace', '1.5'], /^--stop-grace must be an integer from 0 to 86400, got "1\.5"$/],
+    [['--stop-grace', '86401'], /^--stop-grace must be an integer from 0 to 86400, got "86401"$/],
   ];
   assert.deepEqual(await refusedBeforeTheModel(cases.map(([flags, said]) => [['serve', none, ...flags], said])), []);
   // What they take still passes: --port 0, --max-queue 0, --threads 256 (the model is then looked for, and is not there).
-  const ok = await runCliInProcess(['serve', none, '--port', '0', '--max-queue', '0', '--threads', '256'], {
+  const ok = await runCliInProcess(['serve', none, '--port', '0', '--max-queue', '0', '--threads', '256', '--stop-grace', '0'], {
     ...env,
     TEMPERED_SERVE_TOKEN: 'flags-test-token-xxxxxxxxxxxxxxxx',
   });

@@ -260,7 +260,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
     '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
-    '    [--no-prompt-cache]   (token from TEMPERED_SERVE_TOKEN)';
+    '    [--no-prompt-cache] [--stop-grace 20 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
@@ -278,6 +278,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'max-concurrent': { type: 'string' },
       'max-queue': { type: 'string' },
       'no-prompt-cache': { type: 'boolean' },
+      'stop-grace': { type: 'string' },
     },
     usage,
   );
@@ -294,6 +295,9 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     maxConcurrent: int('max-concurrent', 1),
     maxQueue: int('max-queue', 0),
   };
+  // Seconds, up to a day (a timer beyond 2^31 - 1 ms would fire at once).
+  const stopGrace = int('stop-grace', 0, 86_400);
+  if (stopGrace !== undefined) generation.stopGraceMs = stopGrace * 1000;
   const port = int('port', 0, 65535) ?? 8080;
   // A timer longer than 2^31 - 1 ms fires at once (Node's setTimeout), so poll-ms stops there.
   const pollMs = int('poll-ms', 1, 2 ** 31 - 1) ?? 2000;

@@ -6,6 +6,7 @@ export class GenerationGate {
   private running = 0;
   private readonly waiting: { start: () => void; refuse: (reason: Error) => void }[] = [];
   private drained: Error | null = null;
+  private readonly halting = new AbortController();
 
   constructor(
     readonly maxConcurrent: number,
@@ -62,6 +63,20 @@ export class GenerationGate {
   drain(reason: Error): void {
     this.drained = reason;
     for (const w of this.waiting.splice(0)) w.refuse(reason);
+  }
+
+  /** Aborts when the generations running are to stop now (`halt`): each generation's signal follows it. */
+  get halted(): AbortSignal {
+    return this.halting.signal;
+  }
+
+  /**
+   * For a server whose stop has waited long enough: the generations running end after their current
+   * step, as with a client that left, and `reason` is what their clients are told.
+   */
+  halt(reason: Error): void {
+    this.drain(reason);
+    this.halting.abort(reason);
   }
 
   private releaser(): () => void {

@@ -305,3 +305,44 @@ test('a server that stops refuses the requests waiting for a slot (503) and lets
     await closed;
   }
 });
+
+test('a stop that waited its grace out ends the running generations: 503 to a plain request, an error event to a stream', async (t) => {
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold, workers: 2 });
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 60_000,
+    resolveCurrent: async () => ({ key: 'k', load: async () => pool }),
+    generation: { maxConcurrent: 2, maxQueue: 4, stopGraceMs: 200 },
+  });
+  let closed: Promise<void> | undefined;
+  t.after(async () => {
+    release(hold);
+    await (closed ?? server.close());
+  });
+  const url = await server.listen();
+  const post = (body: unknown) =>
+    fetch(`${url}/v1/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const plain = post({ prompt: 'The cat', max_tokens: 50, temperature: 0 });
+  const streamed = post({ prompt: 'A dog', max_tokens: 50, temperature: 0, stream: true });
+  while (pool.stats().running < 2) await tick();
+  closed = server.close();
+  // Both generations are held in their threads past the grace: the stop ends them.
+  await new Promise((r) => setTimeout(r, 400));
+  release(hold);
+  const res = await plain;
+  assert.equal(res.status, 503);
+  const body = (await res.json()) as { error: { code: string; message: string } };
+  assert.equal(body.error.code, 'server_shutting_down');
+  assert.match(body.error.message, /ended this generation after 0.2 s/);
+  const s = await streamed;
+  assert.equal(s.status, 200);
+  const events = (await s.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+  assert.equal(events.at(-1), 'data: [DONE]');
+  assert.equal((JSON.parse(events.at(-2)!.slice(6)) as { error: { code: string } }).error.code, 'server_shutting_down');
+  await closed;
+});

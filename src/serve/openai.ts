@@ -32,6 +32,12 @@ export interface GenerationLimits {
    * 2,048 tokens each at SmolLM2's 8,192.
    */
   maxRequestTokens?: number;
+  /**
+   * When the server stops, how long the generations running may go on; then they end, and their clients
+   * get 503 `server_shutting_down` (as an error event where streaming). Default 20 s: within the 30 s a
+   * platform such as Kubernetes waits before it kills the process, which would cut answers off unsaid.
+   */
+  stopGraceMs?: number;
 }
 
 /** An error in the OpenAI shape: `{ error: { message, type, param, code } }`. */
@@ -208,8 +214,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     maxRequestTokens: o.limits?.maxRequestTokens,
     maxPromptTokens: o.limits?.maxPromptTokens,
   };
-  for (const [k, v] of Object.entries({ ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue })) {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' ? 0 : 1)))
+  const limits = { ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue, stopGraceMs: o.limits?.stopGraceMs };
+  for (const [k, v] of Object.entries(limits)) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' || k === 'stopGraceMs' ? 0 : 1)))
       throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
   }
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
@@ -331,8 +338,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         ...(body.repetition_penalty != null ? { repetitionPenalty: body.repetition_penalty } : {}),
         seed: body.seed == null ? randomInt(2 ** 47) : samplingSeed(body.seed),
         stop,
-        signal: gone.signal,
+        // A stop that waited its grace out ends the generation as a client that left would.
+        signal: AbortSignal.any([gone.signal, gate.halted]),
       };
+      /** The server's stop ended this generation: its client is told so rather than given a cut answer. */
+      const halted = () => (gate.halted.aborted && !gone.signal.aborted ? (gate.halted.reason as ApiError) : undefined);
       const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
       const created = Math.floor(Date.now() / 1000);
       const usage = (results: GenerateResult[]) => {
@@ -360,6 +370,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       if (!body.stream) {
         const results = await gen.generate(rows, opts);
         count(results);
+        const stopped = halted();
+        if (stopped) throw stopped;
         const choices = results.map((r, index) =>
           kind === 'chat'
             ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
@@ -411,6 +423,12 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           },
         });
         count(results);
+        const stopped = halted();
+        if (stopped) {
+          if (!res.destroyed)
+            res.end(`data: ${JSON.stringify(openAiError(stopped.status, stopped.code, stopped.message))}\n\ndata: [DONE]\n\n`);
+          return reply;
+        }
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
       } catch (e) {

@@ -289,7 +289,24 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       gate.drain(
         new ApiError(503, 'server_shutting_down', 'the server is shutting down; retry in a moment (here once it is back, or elsewhere)'),
       );
-      await app.close();
+      // The generations running may finish within the grace; then they end, their clients told why.
+      const graceMs = opts.generation?.stopGraceMs ?? 20_000;
+      const halt = setTimeout(
+        () =>
+          gate.halt(
+            new ApiError(
+              503,
+              'server_shutting_down',
+              `the server is shutting down and ended this generation after ${graceMs / 1000} s; retry in a moment (here once it is back, or elsewhere)`,
+            ),
+          ),
+        graceMs,
+      );
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(halt);
+      }
       await model.stop();
     },
   };
