@@ -21,12 +21,17 @@ export interface TextGeneratorOptions extends DecoderOptions {
 }
 
 export interface LoadedTextGenerator extends TextGenerator, PromptEncoder {
+  encode(text: string): number[];
+  encodeChat(messages: ChatMessage[]): number[];
   readonly decoder: Decoder;
   /** The system message the fine-tune was trained with, which a conversation without one of its own gets. */
   readonly trainedSystem?: string;
 }
 
-/** Tokenization and chat rendering of a model folder: cheap and synchronous, so a server can do it on its own thread while the decoder runs elsewhere. */
+/**
+ * Tokenization and chat rendering of a model folder, synchronous. Mostly cheap, but not for every input (one
+ * 262,000-character word takes seconds), so a server runs it in a thread of its own (src/serve/encoder-thread.ts).
+ */
 export interface PromptEncoder {
   /** The prompt text a conversation becomes (what encodeChat tokenizes). */
   renderChat(messages: ChatMessage[]): string;

@@ -38,7 +38,7 @@ test('generations in the thread equal in-thread ones bit for bit: results, strea
   try {
     assert.equal(pool.id, 'tiny@1');
     assert.equal(pool.contextLength, direct.contextLength);
-    assert.deepEqual(pool.encodeChat(messages), direct.encodeChat(messages));
+    assert.deepEqual(await pool.encodeChat(messages), direct.encodeChat(messages));
     const prompts = [direct.encodeChat(messages), direct.encode('The cat sat'), direct.encode('A')];
     const cases: Omit<GenerateOptions, 'onToken' | 'signal'>[] = [
       { maxNewTokens: 12, eosTokenIds: [] },
@@ -92,19 +92,22 @@ test("a conversation's next turn goes to the thread that kept its cache: only th
     const a1 = [system, { role: 'user', content: 'Tell me about cats' }];
     const b1 = [system, { role: 'user', content: 'And dogs?' }];
     // Both conversations start with the same system message; B's first turn must not take A's thread.
-    const [ra1] = await pool.generate([pool.encodeChat(a1)], greedy);
-    const [rb1] = await pool.generate([pool.encodeChat(b1)], greedy);
+    const [ra1] = await pool.generate([await pool.encodeChat(a1)], greedy);
+    const [rb1] = await pool.generate([await pool.encodeChat(b1)], greedy);
     assert.equal(ra1!.cachedTokens, 0);
     assert.equal(rb1!.cachedTokens, 0, 'B went to the thread with nothing kept, not to A whose cache shares only the system message');
     const a2 = [...a1, { role: 'assistant', content: ra1!.text }, { role: 'user', content: 'Why?' }];
     const b2 = [...b1, { role: 'assistant', content: rb1!.text }, { role: 'user', content: 'Why?' }];
-    const [ra2] = await pool.generate([pool.encodeChat(a2)], greedy);
-    const [rb2] = await pool.generate([pool.encodeChat(b2)], greedy);
+    const [ra2] = await pool.generate([await pool.encodeChat(a2)], greedy);
+    const [rb2] = await pool.generate([await pool.encodeChat(b2)], greedy);
     for (const [r, first] of [
       [ra2!, a1],
       [rb2!, b1],
     ] as const)
-      assert.ok(r.cachedTokens >= pool.encodeChat(first).length, `the whole first prompt came from the cache: ${r.cachedTokens} tokens`);
+      assert.ok(
+        r.cachedTokens >= (await pool.encodeChat(first)).length,
+        `the whole first prompt came from the cache: ${r.cachedTokens} tokens`,
+      );
     assert.equal(pool.stats().cachedPromptTokens, ra2!.cachedTokens + rb2!.cachedTokens);
     // The same tokens as a pool that keeps nothing.
     for (const [m, r] of [
@@ -113,7 +116,7 @@ test("a conversation's next turn goes to the thread that kept its cache: only th
       [a2, ra2],
       [b2, rb2],
     ] as const) {
-      const [u] = await uncached.generate([uncached.encodeChat(m)], greedy);
+      const [u] = await uncached.generate([await uncached.encodeChat(m)], greedy);
       assert.equal(u!.cachedTokens, 0);
       assert.deepEqual(r!.tokens, u!.tokens);
     }
@@ -128,7 +131,7 @@ test("a kept cache serves only its own scope: another user's request neither reu
   const pool = await loadPooledTextGenerator(dir, { ...opts, workers: 1 });
   try {
     const greedy = { maxNewTokens: 4, eosTokenIds: [] as number[] };
-    const secret = pool.encodeChat([{ role: 'user', content: 'My PIN is 4817; keep it safe.' }]);
+    const secret = await pool.encodeChat([{ role: 'user', content: 'My PIN is 4817; keep it safe.' }]);
     const as = (cacheScope: string) => pool.generate([secret], { ...greedy, cacheScope });
     const [alice] = await as('alice');
     // The same prompt from another user: without scopes, all but its last token would come from alice's cache.
@@ -150,7 +153,7 @@ test('an abort reaches the generation in its thread', async () => {
   const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
   try {
     const stop = new AbortController();
-    const running = pool.generate([pool.encode('Once upon')], { maxNewTokens: 200, eosTokenIds: [], signal: stop.signal });
+    const running = pool.generate([await pool.encode('Once upon')], { maxNewTokens: 200, eosTokenIds: [], signal: stop.signal });
     while (pool.stats().running === 0) await tick();
     stop.abort();
     release(hold);
@@ -168,10 +171,10 @@ test('a request cancelled while it waits for a thread ends there: no tokens, no 
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
   try {
-    const first = pool.generate([pool.encode('Once upon')], { maxNewTokens: 4, eosTokenIds: [] });
+    const first = pool.generate([await pool.encode('Once upon')], { maxNewTokens: 4, eosTokenIds: [] });
     while (pool.stats().running === 0) await tick();
     const gone = new AbortController();
-    const queued = pool.generate([pool.encode('A long conversation')], { maxNewTokens: 4, eosTokenIds: [], signal: gone.signal });
+    const queued = pool.generate([await pool.encode('A long conversation')], { maxNewTokens: 4, eosTokenIds: [], signal: gone.signal });
     assert.equal(pool.stats().waiting, 1);
     gone.abort();
     // It ends in the queue while the thread is still held: it does not wait for a thread to free.
@@ -183,11 +186,11 @@ test('a request cancelled while it waits for a thread ends there: no tokens, no 
       tokens: [],
       text: '',
       finishReason: 'cancelled',
-      promptTokens: pool.encode('A long conversation').length,
+      promptTokens: (await pool.encode('A long conversation')).length,
       cachedTokens: 0,
     });
     // One whose client left before it was even queued ends the same way.
-    const [early] = await pool.generate([pool.encode('A')], { maxNewTokens: 4, eosTokenIds: [], signal: AbortSignal.abort() });
+    const [early] = await pool.generate([await pool.encode('A')], { maxNewTokens: 4, eosTokenIds: [], signal: AbortSignal.abort() });
     assert.deepEqual([early!.tokens, early!.finishReason], [[], 'cancelled']);
     assert.equal(pool.stats().generations, 1, 'only the first reached a thread');
   } finally {
@@ -345,4 +348,46 @@ test('a stop that waited its grace out ends the running generations: 503 to a pl
   assert.equal(events.at(-1), 'data: [DONE]');
   assert.equal((JSON.parse(events.at(-2)!.slice(6)) as { error: { code: string } }).error.code, 'server_shutting_down');
   await closed;
+});
+
+test("prompts are tokenized in a thread of the pool's own: a slow one holds not the server's thread, and errors keep their kind", async () => {
+  // A template that refuses one role, as real ones refuse a conversation out of order.
+  const strict = {
+    ...opts,
+    chatTemplate: `{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tool turns here') }}{% endif %}{% endfor %}${CHATML}`,
+  };
+  const direct = await loadTextGenerator(dir, strict);
+  const pool = await loadPooledTextGenerator(dir, strict);
+  try {
+    // One long word is one pre-token for BPE to merge: 200,000 characters take a second or more.
+    const word = 'a'.repeat(200_000);
+    let turns = 0;
+    let done = false;
+    const spin = async () => {
+      while (!done) {
+        turns++;
+        await tick();
+      }
+    };
+    const spinning = spin();
+    const ids = await pool.encode(word);
+    done = true;
+    await spinning;
+    assert.deepEqual(ids, direct.encode(word));
+    assert.ok(turns > 1, `this thread went round its event loop ${turns} time(s) while the prompt was tokenized`);
+    // A chat the template refuses is an input error on this side too (the server answers 400).
+    const tool = [{ role: 'tool' as 'user', content: 'x' }];
+    assert.throws(() => direct.encodeChat(tool), /no tool turns here/);
+    let expected = '';
+    try {
+      direct.encodeChat(tool);
+    } catch (e) {
+      expected = (e as Error).message;
+    }
+    await assert.rejects(pool.encodeChat(tool), (e: unknown) => e instanceof InputError && e.message === expected);
+  } finally {
+    await pool.close();
+    await direct.close();
+  }
+  await assert.rejects(pool.encode('x'), /closed/);
 });

@@ -26,7 +26,8 @@ import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEvent } from '../generate/generate.ts';
 import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
-import type { TextGenerator } from './types.ts';
+import type { ChatMessage, TextGenerator } from './types.ts';
+import { EncoderThread } from './encoder-thread.ts';
 import { replaceOnExit, TS_THREAD } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
@@ -55,7 +56,12 @@ export interface GenerationPoolStats {
   cachedPromptTokens: number;
 }
 
-export interface PooledTextGenerator extends TextGenerator, PromptEncoder {
+export interface PooledTextGenerator extends TextGenerator {
+  /** The prompt text a conversation becomes (what encodeChat tokenizes). */
+  renderChat: PromptEncoder['renderChat'];
+  /** Tokenized in a thread of its own (encoder-thread.ts): a slow prompt holds no other request. */
+  encode(text: string): Promise<number[]>;
+  encodeChat(messages: ChatMessage[]): Promise<number[]>;
   stats(): GenerationPoolStats;
 }
 
@@ -176,13 +182,17 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     hold: opts.hold,
   };
   // The encoder first: a bad chat template fails here, before any thread loads the model.
-  const encoder = loadPromptEncoder(dir, opts.chatTemplate);
+  const { renderChat } = loadPromptEncoder(dir, opts.chatTemplate);
+  const encoderThread = EncoderThread.start(dir, opts.chatTemplate);
   const started = await Promise.allSettled(Array.from({ length: n }, () => startThread(setup)));
-  const failed = started.find((s) => s.status === 'rejected');
+  const encoding = await Promise.allSettled([encoderThread]);
+  const failed = [...started, ...encoding].find((s) => s.status === 'rejected');
   if (failed) {
     await Promise.all(started.map((s) => (s.status === 'fulfilled' ? s.value.worker.terminate() : undefined)));
+    if (encoding[0].status === 'fulfilled') await encoding[0].value.close();
     throw (failed as PromiseRejectedResult).reason;
   }
+  const encoder = (encoding[0] as PromiseFulfilledResult<EncoderThread>).value;
   const ok = started.map((s) => (s as PromiseFulfilledResult<{ worker: Worker; contextLength: number }>).value);
   const slots: Slot[] = [];
   const waiting: Job[] = [];
@@ -300,7 +310,9 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     kind: 'text-generation',
     id: opts.id ?? dir,
     contextLength: ok[0]!.contextLength,
-    ...encoder,
+    renderChat,
+    encode: (text) => encoder.encode(text),
+    encodeChat: (messages) => encoder.encodeChat(messages),
     generate(prompts, o) {
       if (closed) return Promise.reject(new Error('generator is closed'));
       return new Promise<GenerateResult[]>((resolve, reject) => {
@@ -331,6 +343,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
       if (closed) return;
       closed = true;
       for (const j of waiting.splice(0)) j.reject(new Error('generator is closed'));
+      await encoder.close();
       await Promise.all(
         slots.map(
           (s) =>

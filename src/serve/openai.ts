@@ -247,8 +247,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         throw new ApiError(400, 'model_not_supported', `${gen.id} is a classifier, not a language model; use POST /predict`, 'model');
       checkModelName(body.model, gen.id);
       checkUnsupported(body);
-      // What can be refused from the request's shape is, before any tokenizing: tokenizing runs on the
-      // server's thread, and a megabyte of prompts held /health for seconds.
+      // What can be refused from the request's shape is, before any tokenizing: a megabyte of prompts
+      // took seconds to tokenize (in the pool's encoder thread, but every other request waits there).
       const texts = kind === 'chat' ? null : (body as CompletionBody).prompt;
       const promptCount = texts === null || typeof texts === 'string' ? 1 : texts.length;
       const n = body.n ?? 1;
@@ -289,7 +289,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           );
         return ids;
       };
-      const prompts = texts === null ? [within(encodeChat(gen, (body as ChatBody).messages))] : promptsOf(gen, texts, within);
+      const prompts = texts === null ? [within(await encodeChat(gen, (body as ChatBody).messages))] : await promptsOf(gen, texts, within);
       const longest = Math.max(...prompts.map((p) => p.length));
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -486,7 +486,7 @@ function chatChars(messages: ChatBody['messages']): number {
   );
 }
 
-function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[] {
+async function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): Promise<number[]> {
   const turns: ChatMessage[] = messages.map((m) => ({
     role: m.role,
     content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
@@ -495,12 +495,14 @@ function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): number[
 }
 
 /** Each prompt's tokens, refusing the first that is empty or that `within` refuses before the next is tokenized. */
-function promptsOf(gen: TextGenerator, prompt: string | string[], within: (ids: number[]) => number[]): number[][] {
+async function promptsOf(gen: TextGenerator, prompt: string | string[], within: (ids: number[]) => number[]): Promise<number[][]> {
   const texts = typeof prompt === 'string' ? [prompt] : prompt;
-  return texts.map((t, i) => {
-    const ids = gen.encode(t);
+  const out: number[][] = [];
+  for (const [i, t] of texts.entries()) {
+    const ids = await gen.encode(t);
     if (ids.length === 0)
       throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
-    return within(ids);
-  });
+    out.push(within(ids));
+  }
+  return out;
 }
