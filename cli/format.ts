@@ -87,13 +87,18 @@ export function stageLine(s: StageStatus): string {
         ? `waiting: task queue '${s.waitingForWorker}' is busy with ${busyWithText(s.waitingBehindRuns)}; the stage starts when a worker slot there is free`
         : s.waitingForWorker
           ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
-          : [progressText(s), s.error?.message].filter(Boolean).join('  ');
+          : [progressText(s), s.error?.message, s.silentSec !== undefined ? silentText(s.silentSec) : ''].filter(Boolean).join('  ');
   else if (s.state === 'failed') {
     const hint = [s.error?.hint, ...failureHints(s)].filter(Boolean).join('; ');
     tail = `${s.error?.message ?? ''}${hint ? `\n      hint: ${hint}` : ''}`;
   } else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
+}
+
+/** What a running stage whose worker went silent says (the dashboard says the same). */
+export function silentText(sec: number): string {
+  return `no heartbeat from its worker for ${duration(sec)}: the worker may have died or lost the server; the stage is retried on another worker once its heartbeat timeout passes`;
 }
 
 /** "stage train of run A, stage train of run B and 2 more": the first few, so that a busy queue's note stays one line. */

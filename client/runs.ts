@@ -57,6 +57,7 @@ interface PendingActivityInfo {
   attempt?: number | null;
   scheduledTime?: { seconds?: unknown; nanos?: number | null } | null;
   lastStartedTime?: { seconds?: unknown; nanos?: number | null } | null;
+  lastHeartbeatTime?: { seconds?: unknown; nanos?: number | null } | null;
   heartbeatDetails?: { payloads?: unknown[] | null } | null;
   lastFailure?: { message?: string | null } | null;
 }
@@ -110,6 +111,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     );
   const status = await queriedOrFromHistory(client, runId, desc);
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
+  const now = Date.now();
   for (const pa of pending) {
     const id = pa.activityId?.replace(/^stage-/, '');
     const st = status.stages.find((s) => s.id === id);
@@ -123,12 +125,30 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
       if (details?.progress) st.progress = details.progress;
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
+    const silent = silentSec(pa, now);
+    if (silent !== undefined && st.state === 'running') st.silentSec = silent;
   }
   await markStagesNobodyTakes(client, runId, desc.runId, status, pending);
   // A cancellation asked for while stages run: the run ends once its running stage stops. Said, so a
   // second `cancel` (or the dashboard's button after a reload) does not look like the first went nowhere.
   if (desc.raw.workflowExtendedInfo?.cancelRequested) status.cancelRequested = true;
   return status;
+}
+
+/**
+ * Seconds without a heartbeat after which a started stage's worker is called silent: a stage beats every 2 s or
+ * sooner (activities/stage-adapter.ts), which the server sees within a second (the worker's throttle), so 15 s is
+ * seven beats missed, not a busy moment.
+ */
+export const SILENT_AFTER_SEC = 15;
+
+/** How long a started stage's worker has been silent (its last heartbeat, or its start), if over SILENT_AFTER_SEC. */
+function silentSec(pa: PendingActivityInfo, now: number): number | undefined {
+  if (pa.state !== 2) return undefined;
+  const last = Math.max(timeMs(pa.lastHeartbeatTime) ?? 0, timeMs(pa.lastStartedTime) ?? 0);
+  if (last === 0) return undefined;
+  const sec = Math.floor((now - last) / 1000);
+  return sec >= SILENT_AFTER_SEC ? sec : undefined;
 }
 
 type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;

@@ -8,7 +8,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
-import { getRunStatus, submitRun, waitForRun } from '../client/runs.ts';
+import { getRunStatus, SILENT_AFTER_SEC, submitRun, waitForRun } from '../client/runs.ts';
+import { stageLine } from '../cli/format.ts';
+import type { StageStatus } from '../workflows/types.ts';
 import type { PlannedPipeline } from '../src/spec/types.ts';
 import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { startCliWorker, stopCliWorker } from './helpers/cli.ts';
@@ -94,6 +96,50 @@ describe('durability', () => {
       );
     } finally {
       await stopCliWorker(worker);
+    }
+  });
+
+  it("says of a running stage whose worker went silent that it may be dead, long before its heartbeat timeout; a live one's never", async () => {
+    const queue = 'durability-silent';
+    const workerEnv = {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: env.dir,
+      TEMPERED_PLUGINS: new URL('./helpers/probe-plugin.ts', import.meta.url).pathname,
+      TEMPERED_PROBE_LOG: logFile,
+    };
+    const worker = await startCliWorker(['--queue', queue], workerEnv);
+    const h = await submitRun(
+      env.client,
+      {
+        plan: plan('silent', [{ ...stage('a', [], { sleepMs: 120_000, stopOnAbort: true }), heartbeatTimeout: 300_000 }]),
+        options: { baseDir: env.dir, actor: 'test', noCache: true },
+      },
+      { taskQueue: queue },
+    );
+    try {
+      await waitForState(h.workflowId, 'a', 'running');
+      // Longer than SILENT_AFTER_SEC with its worker alive: its heartbeats keep it from reading silent.
+      await sleep((SILENT_AFTER_SEC + 2) * 1000);
+      const live = (await getRunStatus(env.client, h.workflowId)).stages[0]!;
+      assert.equal(live.state, 'running');
+      assert.equal(live.silentSec, undefined, 'a live worker is not silent');
+      worker.kill('SIGKILL');
+      await new Promise((r) => worker.once('exit', r));
+      let silent: StageStatus | undefined;
+      for (const deadline = Date.now() + 60_000; !silent; await sleep(500)) {
+        assert.ok(Date.now() < deadline, 'the stage read silent within a minute of its worker dying');
+        const st = (await getRunStatus(env.client, h.workflowId)).stages[0]!;
+        if (st.silentSec !== undefined) silent = st;
+      }
+      assert.equal(silent.state, 'running', 'still running: the heartbeat timeout (5 min) has not passed');
+      assert.ok(silent.silentSec! >= SILENT_AFTER_SEC);
+      assert.match(stageLine(silent), /no heartbeat from its worker for \d+s: the worker may have died/);
+    } finally {
+      worker.kill('SIGKILL');
+      await env.client.workflow
+        .getHandle(h.workflowId)
+        .terminate('test over')
+        .catch(() => {});
     }
   });
 

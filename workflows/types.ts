@@ -125,6 +125,12 @@ export interface StageStatus {
   cachedFrom?: { runId: string; stageId: string };
   /** Filled by the client from the pending activity's last heartbeat. */
   progress?: Record<string, unknown>;
+  /**
+   * Set by the client for a started stage whose worker has not heartbeaten for this many seconds (it beats every
+   * 2 s or sooner): its worker was likely killed or cut off. The server retries the stage only once the stage's
+   * heartbeat timeout has passed; until then the stage still reads running.
+   */
+  silentSec?: number;
   skippedBecause?: string;
 }
 

@@ -54,6 +54,13 @@ function fmtDur(a, b) {
   if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
   return `${(ms / 60000).toFixed(1)} min`;
 }
+/** Whole seconds as the CLI's duration() writes them: 75 → "1m15s". */
+function fmtSecs(sec) {
+  const s = Math.max(0, Math.round(sec));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
 const State = ({ s }) => html`<span class=${`state ${String(s).toLowerCase()}`}>${String(s).toLowerCase()}</span>`;
 const isRef = (v) => v && typeof v === 'object' && typeof v.uri === 'string' && typeof v.sha256 === 'string';
 
@@ -619,6 +626,12 @@ function StageCard({ s, view }) {
         : s.waitingBehindRuns?.length
           ? `waiting: task queue ${s.waitingForWorker} is busy with ${busyWithText(s.waitingBehindRuns)}; this stage starts when a worker slot there is free`
           : `waiting: no worker of task queue ${s.waitingForWorker} has asked for work lately (none runs, or all are busy); this stage starts when one takes it (tempered worker --queue ${s.waitingForWorker})`}
+    </p>`}
+    ${s.state === 'running' &&
+    s.silentSec !== undefined &&
+    html`<p class="waiting" data-silent=${s.silentSec}>
+      no heartbeat from its worker for ${fmtSecs(s.silentSec)}: the worker may have died or lost the server; the stage is retried on another
+      worker once its heartbeat timeout passes
     </p>`}
     ${s.error && html`<p class="error" data-retry=${s.error.note}>${errorText(s.error)}</p>`}
     ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
