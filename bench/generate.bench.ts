@@ -6,8 +6,9 @@
  *
  *   nice node --import tsx bench/generate.bench.ts [--threads 2] [--prompt 256] [--new 128] [--batches 1,8] [--repeats 3] [--context 2048]
  *
- * Prompt processing: tokens/s of one pass over a `--prompt`-token prompt (median of `--repeats`), last-position
- * logits only on both sides. Generation: batch × `--new` greedy tokens (EOS ignored) / wall time of the whole
+ * Prompt processing: tokens/s of the prompt pass over a `--prompt`-token prompt (median of `--repeats`), last-position
+ * logits only on both sides: on tempered's side, generate() with one new token, so a prompt over ~790 tokens goes
+ * in the chunks every generation reads it in; on the reference's, one `model(...)` call. Generation: batch × `--new` greedy tokens (EOS ignored) / wall time of the whole
  * call, from a 16-token prompt. Generation after a long prompt: batch 1, `--new` greedy tokens after a
  * `--context`-token prompt, tokens/s from the first new token on (each step then reads the whole cache; 0: not
  * measured). The reference runs with $TEMPERED_REFERENCE_PYTHON (default bench/.venv).

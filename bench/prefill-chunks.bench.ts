@@ -1,10 +1,11 @@
 /**
- * A long prompt read in chunks (generate's default, about 64 MiB of attention scores a pass) against the same
- * prompt in one pass (`prefillChunkTokens` past its length), SmolLM2-135M-Instruct, one new token. Each variant
- * runs in a process of its own, alternating round by round, so each peak RSS (VmHWM) is that variant's alone;
- * every process also checks that both variants pick the same token.
+ * A long prompt read in chunks (generate's default: PREFILL_CHUNK_TOKENS, or fewer to keep a pass's attention
+ * scores near 64 MiB) against the same prompt in one pass (`prefillChunkTokens` past its length), and against
+ * chunks of each size `--chunks` lists, SmolLM2-135M-Instruct, one new token. Each variant runs in a process of its
+ * own, alternating round by round, so each peak RSS (VmHWM) is that variant's alone; every variant must pick the
+ * same token.
  *
- *   nice node --import tsx bench/prefill-chunks.bench.ts [--prompt 2000] [--batch 1] [--rounds 3] [--threads 2]
+ *   nice node --import tsx bench/prefill-chunks.bench.ts [--prompt 2000] [--batch 1] [--rounds 3] [--threads 2] [--chunks 128,512]
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -19,6 +20,7 @@ const batch = Number(flag('batch', '1'));
 const rounds = Number(flag('rounds', '3'));
 const threads = Number(flag('threads', '2'));
 const variant = process.argv.includes('--variant') ? flag('variant', '') : undefined;
+const sizes = process.argv.includes('--chunks') ? flag('chunks', '').split(',').filter(Boolean) : [];
 
 if (variant !== undefined) {
   // One variant, in this process: the prompt pass's time and the process's peak RSS, as JSON.
@@ -30,7 +32,11 @@ if (variant !== undefined) {
   const results = await generate(
     dec,
     Array.from({ length: batch }, () => prompt),
-    { maxNewTokens: 1, eosTokenIds: [], ...(variant === 'whole' ? { prefillChunkTokens: promptLen } : {}) },
+    {
+      maxNewTokens: 1,
+      eosTokenIds: [],
+      ...(variant === 'whole' ? { prefillChunkTokens: promptLen } : variant === 'chunks' ? {} : { prefillChunkTokens: Number(variant) }),
+    },
   );
   const ms = performance.now() - t;
   await dec.close();
@@ -46,15 +52,17 @@ if (variant !== undefined) {
     if (r.status !== 0 || !last.startsWith('{')) throw new Error(`${v}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     return JSON.parse(last) as { ms: number; peak_rss_mib: number; token: number };
   };
-  const got: Record<string, { ms: number; peak_rss_mib: number; token: number }[]> = { chunks: [], whole: [] };
-  for (let r = 0; r < rounds; r++) for (const v of ['chunks', 'whole']) got[v]!.push(run(v));
-  if (new Set([...got.chunks!, ...got.whole!].map((x) => x.token)).size !== 1) throw new Error('the variants picked different tokens');
+  const variants = ['chunks', 'whole', ...sizes];
+  const got: Record<string, { ms: number; peak_rss_mib: number; token: number }[]> = Object.fromEntries(variants.map((v) => [v, []]));
+  for (let r = 0; r < rounds; r++) for (const v of variants) got[v]!.push(run(v));
+  if (new Set(Object.values(got).flatMap((xs) => xs.map((x) => x.token))).size !== 1)
+    throw new Error('the variants picked different tokens');
   const fmt = (xs: number[], d = 0) => xs.map((x) => x.toFixed(d)).join(' / ');
   console.log(`SmolLM2-135M, a ${promptLen}-token prompt × ${batch}, ${threads} threads, ${rounds} alternating rounds`);
-  for (const v of ['chunks', 'whole'])
+  for (const v of variants)
     console.log(
-      `${v.padEnd(6)}  prompt pass ${fmt(got[v]!.map((x) => x.ms))} ms   peak RSS ${fmt(got[v]!.map((x) => x.peak_rss_mib))} MiB`,
+      `${(/^\d+$/.test(v) ? `by ${v}` : v).padEnd(8)}  prompt pass ${fmt(got[v]!.map((x) => x.ms))} ms   peak RSS ${fmt(got[v]!.map((x) => x.peak_rss_mib))} MiB`,
     );
   const ratio = median(got.whole!.map((x) => x.ms)) / median(got.chunks!.map((x) => x.ms));
-  console.log(`chunks are ${ratio.toFixed(2)}× one pass (medians); the same first token on both sides`);
+  console.log(`chunks (the default) are ${ratio.toFixed(2)}× one pass (medians); the same first token in every variant`);
 }

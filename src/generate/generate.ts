@@ -39,8 +39,9 @@ export interface GenerateOptions extends SamplingOptions {
    */
   prefixCache?: PrefixCache;
   /**
-   * Most prompt positions one forward pass computes (default: as many as keep the pass's attention scores near
-   * PREFILL_SCORE_BYTES). A longer prompt goes through in chunks, each reading the cache of those before it.
+   * Most prompt positions one forward pass computes (default: PREFILL_CHUNK_TOKENS, fewer where the pass's attention
+   * scores would pass PREFILL_SCORE_BYTES). A longer prompt goes through in chunks, each reading the cache of those
+   * before it.
    */
   prefillChunkTokens?: number;
 }
@@ -49,9 +50,18 @@ export interface GenerateOptions extends SamplingOptions {
  * What one prompt pass may spend on attention scores, [rows, heads, chunk, past + chunk] float32, which the graph
  * writes out (about three times: scores, masked, softmax). A pass over a whole 8,191-token prompt at n = 8 would
  * hold 8 × 9 × 8,191² × 4 bytes three times, 58 GB, for SmolLM2; in chunks it stays near this however long the prompt.
- * A prompt of up to about 790 tokens (SmolLM2, one row) still goes in one pass.
+ * A prompt of up to about 790 tokens (SmolLM2, one row) would fit in one pass; PREFILL_CHUNK_TOKENS cuts it finer.
  */
 export const PREFILL_SCORE_BYTES = 64 * 2 ** 20;
+
+/**
+ * Most prompt positions a pass computes, however little memory more would take: the attention scores of a chunk
+ * of 256 stay near the CPU's caches, and the pass is faster for it. SmolLM2-135M, 2 threads, one row, seconds for
+ * the whole prompt (6 Dec, in one process; bench/prefill-chunks.bench.ts --chunks 932 measures it a process each): 1,200 tokens 1.79–1.87 in chunks of 256 against
+ * 2.49–2.62 in one pass; 800 tokens 1.16 against 1.41–1.58; 2,000 tokens 3.27–3.53 against 4.29–4.55 in chunks of
+ * 932; chunks of 128 or 384 no faster than 256.
+ */
+export const PREFILL_CHUNK_TOKENS = 256;
 
 /**
  * A row's KV cache kept between generate calls, and the tokens it holds. A chat's next prompt is the
@@ -158,7 +168,9 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
   kept?.truncate(reused, room);
   let cache = kept ?? decoder.emptyCache(B, room);
   let logits: Float32Array = new Float32Array(0);
-  const chunk = o.prefillChunkTokens ?? Math.max(32, Math.floor(PREFILL_SCORE_BYTES / (12 * B * decoder.config.heads * P)));
+  const chunk =
+    o.prefillChunkTokens ??
+    Math.min(PREFILL_CHUNK_TOKENS, Math.max(32, Math.floor(PREFILL_SCORE_BYTES / (12 * B * decoder.config.heads * P))));
   if (!(Number.isInteger(chunk) && chunk >= 1))
     throw new InputError(`must be a positive integer, got ${chunk}`, { where: 'generate.prefillChunkTokens' });
   // Positions [from, to) of every row: the columns of the [B, P] arrays, the mask up to `to`.
