@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tableFromIPC } from 'apache-arrow';
 import type { Page } from 'playwright-core';
-import { submitRun, waitForRun } from '../client/runs.ts';
+import { SILENT_AFTER_SEC, submitRun, waitForRun } from '../client/runs.ts';
 import { createSchedule, deleteSchedule, planScheduledRun, readSchedule } from '../client/schedules.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { productionComparisonNote } from '../src/registry/diff.ts';
@@ -30,8 +30,10 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { createUiServer, type UiServer } from '../ui/server.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { useBrowser } from './helpers/browser.ts';
+import { startCliWorker } from './helpers/cli.ts';
 import { writeE2EPipeline } from './helpers/e2e-fixture.ts';
 import { waitFor } from './helpers/schedule-fixtures.ts';
+import { probeKind } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 // The README shows these; a plain test run writes them to a scratch folder so it leaves the checkout as it was.
@@ -737,6 +739,41 @@ describe('dashboard in a browser', () => {
       await page.context().close();
     } finally {
       await env.client.workflow.getHandle(runId).terminate('test over');
+    }
+  });
+
+  // A killed worker's stage read "running" for the whole heartbeat timeout (a minute by default, five here).
+  it("says on a running stage's card that its worker went silent, long before its heartbeat timeout", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const probeLog = join(env.dir, 'ui-probe.log');
+    env.kinds.set('probe', probeKind(probeLog));
+    const worker = await startCliWorker(['--queue', 'ui-silent'], {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: env.dir,
+      TEMPERED_PLUGINS: fileURLToPath(new URL('./helpers/probe-plugin.ts', import.meta.url)),
+      TEMPERED_PROBE_LOG: probeLog,
+    });
+    const file = join(dirname(pipelineFile), 'silent.yaml');
+    writeFileSync(
+      file,
+      'name: e2e-silent\nstages:\n  slow:\n    uses: probe\n    queue: ui-silent\n    heartbeatTimeout: 5m\n    cache: false\n    with: { value: x, sleepMs: 300000, stopOnAbort: true }\n',
+    );
+    const runId = await startPipeline(file, {});
+    try {
+      const page = await open(`#/run/${runId}`);
+      await page.locator('.node[data-stage="slow"][data-state="running"]').waitFor();
+      worker.kill('SIGKILL');
+      const silent = page.locator('[data-stage-card="slow"] .waiting[data-silent]');
+      await silent.waitFor({ timeout: 90_000 });
+      assert.ok(Number(await silent.getAttribute('data-silent')) >= SILENT_AFTER_SEC);
+      assert.match(await silent.innerText(), /no heartbeat from its worker for \d+s: the worker may have died or lost the server/);
+      await page.context().close();
+    } finally {
+      worker.kill('SIGKILL');
+      await env.client.workflow
+        .getHandle(runId)
+        .terminate('test over')
+        .catch(() => {});
     }
   });
 

@@ -331,6 +331,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         waitingForWorker: s.waitingForWorker,
         waitingBehind: s.waitingBehind,
         waitingBehindRuns: s.waitingBehindRuns,
+        silentSec: s.silentSec,
       }));
       // Where it waits, and whether a cancellation waits with it, change without any stage changing.
       const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested };

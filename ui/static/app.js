@@ -769,6 +769,7 @@ function RunPage({ id }) {
                       waitingForWorker: n.waitingForWorker,
                       waitingBehind: n.waitingBehind,
                       waitingBehindRuns: n.waitingBehindRuns,
+                      silentSec: n.silentSec,
                     }
                   : s;
               }),
