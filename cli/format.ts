@@ -102,8 +102,13 @@ export function silentText(sec: number): string {
 }
 
 /** "stage train of run A, stage train of run B and 2 more": the first few, so that a busy queue's note stays one line. */
-export function busyWithText(busy: { runId: string; stage: string }[], shown = 3): string {
-  const named = busy.slice(0, shown).map((b) => `stage ${b.stage} of run ${b.runId}`);
+export function busyWithText(busy: { runId: string; stage: string; silentSec?: number }[], shown = 3): string {
+  const named = busy
+    .slice(0, shown)
+    .map(
+      (b) =>
+        `stage ${b.stage} of run ${b.runId}${b.silentSec !== undefined ? ` (its worker silent for ${duration(b.silentSec)}, likely dead: the slot frees once that stage's heartbeat timeout passes)` : ''}`,
+    );
   return busy.length > shown ? `${named.join(', ')} and ${busy.length - shown} more` : named.join(', ');
 }
 

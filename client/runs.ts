@@ -288,6 +288,8 @@ async function readScheduledQueues(client: Client, runId: string, execution: str
 export interface BusyStage {
   runId: string;
   stage: string;
+  /** Its worker has sent no heartbeat for this many seconds (at least SILENT_AFTER_SEC): likely dead, holding the slot until its heartbeat timeout. */
+  silentSec?: number;
 }
 
 /** Running runs listed at most (their summaries only): a bound on what one lookup costs. */
@@ -334,7 +336,15 @@ export async function stagesRunningOn(client: Client, queues: Set<string>, excep
   const { found } = await hit.found;
   return new Map(
     [...found]
-      .map(([q, held]) => [q, held.filter((h) => h.execution !== except).map(({ runId, stage }) => ({ runId, stage }))] as const)
+      .map(
+        ([q, held]) =>
+          [
+            q,
+            held
+              .filter((h) => h.execution !== except)
+              .map(({ runId, stage, silentSec }) => ({ runId, stage, ...(silentSec !== undefined ? { silentSec } : {}) })),
+          ] as const,
+      )
       .filter(([, held]) => held.length > 0),
   );
 }
@@ -379,11 +389,13 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
       for (const pa of started) {
         const queue = scheduledQueues.get(`${runId}/${pa.activityId}`);
         if (!queue || !queues.has(queue)) continue;
-        const busy = {
+        const silent = silentSec(pa, Date.now());
+        const busy: HeldStage = {
           runId: workflowId,
           stage: pa.activityId!.replace(/^stage-/, ''),
           since: timeMs(pa.lastStartedTime) ?? Infinity,
           execution: runId,
+          ...(silent !== undefined ? { silentSec: silent } : {}),
         };
         found.set(queue, [...(found.get(queue) ?? []), busy]);
       }

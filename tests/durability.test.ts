@@ -116,6 +116,8 @@ describe('durability', () => {
       },
       { taskQueue: queue },
     );
+    const others: string[] = [];
+    let startedWorker = false;
     try {
       await waitForState(h.workflowId, 'a', 'running');
       // Longer than SILENT_AFTER_SEC with its worker alive: its heartbeats keep it from reading silent.
@@ -134,12 +136,35 @@ describe('durability', () => {
       assert.equal(silent.state, 'running', 'still running: the heartbeat timeout (5 min) has not passed');
       assert.ok(silent.silentSec! >= SILENT_AFTER_SEC);
       assert.match(stageLine(silent), /no heartbeat from its worker for \d+s: the worker may have died/);
+      // A run whose stage waits for the queue's slot is told what holds it, and that its worker is silent.
+      // (Its workflow runs on a live worker; only the stage goes to the dead one's queue.)
+      await env.startWorker();
+      startedWorker = true;
+      const next = await submitRun(
+        env.client,
+        { plan: plan('silent-next', [{ ...stage('b', []), queue }]), options: { baseDir: env.dir, actor: 'test', noCache: true } },
+        { taskQueue: 'tempered-test' },
+      );
+      others.push(next.workflowId);
+      let waiting: StageStatus | undefined;
+      for (const deadline = Date.now() + 60_000; !waiting; await sleep(500)) {
+        assert.ok(Date.now() < deadline, 'the waiting stage named the silent holder within a minute');
+        const st = (await getRunStatus(env.client, next.workflowId)).stages[0]!;
+        if (st.waitingBehindRuns?.[0]?.silentSec !== undefined) waiting = st;
+      }
+      assert.deepEqual(
+        waiting.waitingBehindRuns!.map((b) => [b.runId, b.stage]),
+        [[h.workflowId, 'a']],
+      );
+      assert.match(stageLine(waiting), /is busy with stage a of run \S+ \(its worker silent for \d+s, likely dead/);
     } finally {
       worker.kill('SIGKILL');
-      await env.client.workflow
-        .getHandle(h.workflowId)
-        .terminate('test over')
-        .catch(() => {});
+      for (const id of [h.workflowId, ...others])
+        await env.client.workflow
+          .getHandle(id)
+          .terminate('test over')
+          .catch(() => {});
+      if (startedWorker) await env.stopWorker();
     }
   });
 

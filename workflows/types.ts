@@ -119,7 +119,7 @@ export interface StageStatus {
    * Set by the client with `waitingForWorker`, where no stage of this run holds the queue: stages of other
    * running runs started on that queue, which its worker is busy with (the longest running first).
    */
-  waitingBehindRuns?: { runId: string; stage: string }[];
+  waitingBehindRuns?: { runId: string; stage: string; silentSec?: number }[];
   cacheKey?: string;
   /** Run that produced a cached output. */
   cachedFrom?: { runId: string; stageId: string };

@@ -604,7 +604,12 @@ function errorText(e) {
 
 /** As the CLI says it (cli/format.ts): the first few stages of other runs that hold the queue. */
 function busyWithText(busy, shown = 3) {
-  const named = busy.slice(0, shown).map((b) => `stage ${b.stage} of run ${b.runId}`);
+  const named = busy
+    .slice(0, shown)
+    .map(
+      (b) =>
+        `stage ${b.stage} of run ${b.runId}${b.silentSec !== undefined ? ` (its worker silent for ${fmtSecs(b.silentSec)}, likely dead: the slot frees once that stage's heartbeat timeout passes)` : ''}`,
+    );
   return busy.length > shown ? `${named.join(', ')} and ${busy.length - shown} more` : named.join(', ');
 }
 
