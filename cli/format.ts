@@ -98,7 +98,7 @@ export function stageLine(s: StageStatus): string {
 
 /** What a running stage whose worker went silent says (the dashboard says the same). */
 export function silentText(sec: number): string {
-  return `no heartbeat from its worker for ${duration(sec)}: the worker may have died or lost the server; the stage is retried on another worker once its heartbeat timeout passes`;
+  return `no heartbeat from its worker for ${duration(sec)}: the worker may have died or lost the server; once its heartbeat timeout passes the stage is retried on another worker, if it has attempts left`;
 }
 
 /** "stage train of run A, stage train of run B and 2 more": the first few, so that a busy queue's note stays one line. */

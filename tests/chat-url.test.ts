@@ -11,6 +11,7 @@ import { loadTextGenerator } from '../src/generate/text-generator.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import type { ChatMessage } from '../src/serve/types.ts';
 import { BIN, runCli } from './helpers/cli.ts';
+import { startServeProcess } from './helpers/serve-process.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-chat-url-'));
 const servers: ChildProcess[] = [];
@@ -27,22 +28,9 @@ const dir = tinyLlamaDir(join(home, 'model'), 4, { hidden: 32, layers: 2, maxPos
 
 /** `tempered serve` on the tiny model, on a free port; resolves to its address once it listens. */
 async function serve(extra: string[] = []): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [BIN, 'serve', dir, '--port', '0', '--chat-template', tpl, '--threads', '1', ...extra], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  servers.push(child);
-  let out = '';
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /serving .* at (http:\/\/\S+)\s+\(POST \/v1\/chat\/completions/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', () => reject(new Error(`serve exited: ${out}`)));
-  });
-  return { url, child };
+  const s = await startServeProcess([dir, '--chat-template', tpl, '--threads', '1', ...extra], env);
+  servers.push(s.child);
+  return s;
 }
 
 /** The library's greedy answer to each conversation, computed from scratch (no cache, no server). */

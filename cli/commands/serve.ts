@@ -12,7 +12,7 @@ import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
-import { createModelServer, type ModelServer } from '../../src/serve/server.ts';
+import { createModelServer, DEFAULT_STOP_GRACE_MS, type ModelServer } from '../../src/serve/server.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
 import { loadPooledTextGenerator } from '../../src/serve/generation-pool.ts';
 import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
@@ -260,7 +260,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
     '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
-    '    [--no-prompt-cache] [--stop-grace 20 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
+    '    [--no-prompt-cache] [--stop-grace 8 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
@@ -324,9 +324,26 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models'
     : 'POST /predict';
   console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
+  const graceS = (generation.stopGraceMs ?? DEFAULT_STOP_GRACE_MS) / 1000;
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    let told = 0;
+    // One handler for both: a SIGTERM after a Ctrl-C (or the reverse) is a second request to stop, not ignored,
+    // and a second one ends the generations now instead of killing the process mid-answer.
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (told++ === 0) {
+        console.error(
+          isTextGenerator(server.model.current)
+            ? `serve: ${signal}: stopping; generations running may finish for up to ${graceS} s (${signal} again ends them now)`
+            : `serve: ${signal}: stopping once the requests in flight are answered`,
+        );
+        resolve();
+      } else {
+        console.error(`serve: ${signal} again: ending the generations running now`);
+        server.halt();
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
   });
   await server.close();
   return 0;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { loadPromptEncoder } from '../generate/text-generator.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
-import { EncoderThread } from './encoder-thread.ts';
+import { ENCODES_WAITING, EncoderThread } from './encoder-thread.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'tempered-encoder-thread-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -30,4 +30,29 @@ test('a thread that died mid-request fails that request, and the next one starts
 
 test('a thread that cannot load the tokenizer fails its start with the loader’s error', async () => {
   await assert.rejects(EncoderThread.start(join(root, 'missing')), /tokenizer\.json not found/);
+});
+
+test('a prompt whose client left while it waited is dropped at once; beyond ENCODES_WAITING waiting, a prompt is refused as overload', async () => {
+  const here = loadPromptEncoder(dir);
+  const thread = await EncoderThread.start(dir);
+  try {
+    const slow = thread.encode('a'.repeat(100_000));
+    const left = new AbortController();
+    const dropped = thread.encode('The cat sat', left.signal);
+    const kept = Array.from({ length: ENCODES_WAITING - 1 }, (_, i) => thread.encode(`row ${i}`));
+    // One more than may wait: refused at once, as the server's 429.
+    await assert.rejects(thread.encode('one too many'), (e: unknown) => (e as { code?: string }).code === 'overloaded');
+    let settled = false;
+    void slow.finally(() => (settled = true));
+    left.abort(new Error('client closed the connection'));
+    await assert.rejects(dropped, /client closed the connection/);
+    assert.equal(settled, false, 'dropped while the slow prompt still ran');
+    assert.deepEqual(await slow, here.encode('a'.repeat(100_000)));
+    assert.deepEqual(
+      await Promise.all(kept),
+      Array.from({ length: ENCODES_WAITING - 1 }, (_, i) => here.encode(`row ${i}`)),
+    );
+  } finally {
+    await thread.close();
+  }
 });

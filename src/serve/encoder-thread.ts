@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage } from './types.ts';
 import { fromWire, type WireError } from './generation-pool.ts';
+import { OverloadedError, startReadyThread, TS_THREAD } from './worker-pool.ts';
 
 /** To the thread. */
 export type EncoderRequest = { id: number; op: 'encode'; text: string } | { id: number; op: 'encodeChat'; messages: ChatMessage[] };
@@ -24,14 +25,26 @@ export interface EncoderThreadSetup {
   chatTemplate?: string;
 }
 
-const TS_THREAD = new URL('./ts-thread.mjs', import.meta.url);
 const MAIN = new URL('./encoder-thread-main.ts', import.meta.url).href;
 
+/** Prompts waiting for the thread beyond which a request is refused (429): each holds its text in memory meanwhile. */
+export const ENCODES_WAITING = 64;
+
+interface Ask {
+  request: EncoderRequest;
+  resolve: (ids: number[]) => void;
+  reject: (e: Error) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
 export class EncoderThread {
-  private readonly pending = new Map<number, { resolve: (ids: number[]) => void; reject: (e: Error) => void }>();
+  /** Asked, not yet sent: the thread is given one prompt at a time, so one whose client left is dropped here. */
+  private readonly waiting: Ask[] = [];
+  private running: Ask | undefined;
   private nextId = 0;
   private closed = false;
-  /** Undefined once the thread ended unasked: the next request starts another. */
+  /** Undefined once the thread ended unasked: the next prompt starts another. */
   private worker: Worker | undefined;
 
   private constructor(
@@ -47,37 +60,76 @@ export class EncoderThread {
     return new EncoderThread(await startWorker(setup), setup);
   }
 
-  encode(text: string): Promise<number[]> {
-    return this.ask((id) => ({ id, op: 'encode', text }));
+  /** `signal`: the request's client left; a prompt still waiting is dropped (rejects with the signal's reason). */
+  encode(text: string, signal?: AbortSignal): Promise<number[]> {
+    return this.ask({ id: this.nextId++, op: 'encode', text }, signal);
   }
 
-  encodeChat(messages: ChatMessage[]): Promise<number[]> {
-    return this.ask((id) => ({ id, op: 'encodeChat', messages }));
+  encodeChat(messages: ChatMessage[], signal?: AbortSignal): Promise<number[]> {
+    return this.ask({ id: this.nextId++, op: 'encodeChat', messages }, signal);
   }
 
   async close(): Promise<void> {
     this.closed = true;
     const w = this.worker;
     this.worker = undefined;
-    for (const p of this.pending.values()) p.reject(new Error('the prompt encoder is closed'));
-    this.pending.clear();
+    this.rejectAll(new Error('the prompt encoder is closed'));
     await w?.terminate();
   }
 
-  private async ask(request: (id: number) => EncoderRequest): Promise<number[]> {
-    if (this.closed) throw new Error('the prompt encoder is closed');
-    // A thread that died (out of memory on a hostile prompt) is replaced, so later requests are served.
-    // (Requests sent before it is ready wait in its port.)
+  private ask(request: EncoderRequest, signal?: AbortSignal): Promise<number[]> {
+    if (this.closed) return Promise.reject(new Error('the prompt encoder is closed'));
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    if (this.waiting.length >= ENCODES_WAITING)
+      return Promise.reject(
+        new OverloadedError(`${ENCODES_WAITING} prompts are waiting to be tokenized, which is the limit; retry shortly`),
+      );
+    return new Promise<number[]>((resolve, reject) => {
+      const ask: Ask = { request, resolve, reject, signal };
+      if (signal) {
+        ask.onAbort = () => {
+          const i = this.waiting.indexOf(ask);
+          if (i < 0) return; // sent already: its answer is awaited, then dropped by the caller
+          this.waiting.splice(i, 1);
+          reject(signal.reason as Error);
+        };
+        signal.addEventListener('abort', ask.onAbort, { once: true });
+      }
+      this.waiting.push(ask);
+      this.pump();
+    });
+  }
+
+  /** Sends the next waiting prompt when the thread is free. */
+  private pump(): void {
+    if (this.running || this.closed) return;
+    const next = this.waiting.shift();
+    if (!next) return;
+    if (next.onAbort) next.signal!.removeEventListener('abort', next.onAbort);
+    this.running = next;
+    // A thread that died (out of memory on a hostile prompt) is replaced, so later prompts are served.
     const worker = this.worker ?? this.watch(new Worker(TS_THREAD, { workerData: this.setup }));
-    const id = this.nextId++;
-    const answer = new Promise<number[]>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    worker.postMessage(request(id));
-    return answer;
+    worker.postMessage(next.request);
+  }
+
+  /** The prompt sent ends with `outcome`; the next one goes. */
+  private settle(outcome: { ids: number[] } | { error: Error }): void {
+    const done = this.running;
+    this.running = undefined;
+    if (done) {
+      if ('ids' in outcome) done.resolve(outcome.ids);
+      else done.reject(outcome.error);
+    }
+    this.pump();
   }
 
   private rejectAll(e: Error): void {
-    for (const p of this.pending.values()) p.reject(e);
-    this.pending.clear();
+    const all = [...(this.running ? [this.running] : []), ...this.waiting.splice(0)];
+    this.running = undefined;
+    for (const a of all) {
+      if (a.onAbort) a.signal!.removeEventListener('abort', a.onAbort);
+      a.reject(e);
+    }
   }
 
   private watch(worker: Worker): Worker {
@@ -91,34 +143,25 @@ export class EncoderThread {
         void worker.terminate();
         return;
       }
-      if (m.type !== 'ids' && m.type !== 'error') return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (m.type === 'ids') p?.resolve(Array.from(m.ids));
-      else p?.reject(fromWire(m));
+      if ((m.type !== 'ids' && m.type !== 'error') || m.id !== this.running?.request.id) return;
+      this.settle(m.type === 'ids' ? { ids: Array.from(m.ids) } : { error: fromWire(m) });
     });
-    worker.on('error', (e) => this.rejectAll(new Error(`the prompt encoder thread failed: ${e.message}`)));
+    // An uncaught error ends the thread: 'exit' follows, and says it.
+    let failure = '';
+    worker.on('error', (e) => (failure = `: ${e.message}`));
     worker.once('exit', (code) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
-      this.rejectAll(new Error(`the prompt encoder thread ended (exit code ${code}) before it answered`));
+      // The prompt it was on fails (it may be what killed it); those waiting go to its replacement.
+      this.settle({ error: new Error(`the prompt encoder thread ended (exit code ${code}) before it answered${failure}`) });
     });
     return worker;
   }
 }
 
-function startWorker(setup: EncoderThreadSetup): Promise<Worker> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(TS_THREAD, { workerData: setup });
-    const onError = (e: Error) => reject(e);
-    worker.once('error', onError);
-    worker.once('message', (m: EncoderReply) => {
-      worker.off('error', onError);
-      if (m.type === 'ready') resolve(worker);
-      else {
-        void worker.terminate();
-        reject(m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`));
-      }
-    });
-  });
+async function startWorker(setup: EncoderThreadSetup): Promise<Worker> {
+  const { worker } = await startReadyThread<EncoderReply>(setup, (m) =>
+    m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`),
+  );
+  return worker;
 }

@@ -75,7 +75,8 @@ export class GenerationGate {
    * step, as with a client that left, and `reason` is what their clients are told.
    */
   halt(reason: Error): void {
-    this.drain(reason);
+    // A request that never started keeps being told what a drain tells it, not that its generation was ended.
+    if (!this.drained) this.drain(reason);
     this.halting.abort(reason);
   }
 

@@ -5,6 +5,7 @@
  * request beyond the gate gets 429 at once, and a cancel reaches the thread. "In flight" is made
  * certain, not timed: the test holds the generation inside its thread (GenerationPoolOptions.hold).
  */
+import { getEventListeners } from 'node:events';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { loadTextGenerator } from '../generate/text-generator.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { loadPooledTextGenerator } from './generation-pool.ts';
 import { createModelServer } from './server.ts';
+import type { GenerationLimits } from './openai.ts';
 
 const TOKEN = 'generation-pool-token';
 const CHATML =
@@ -268,59 +270,22 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
   );
 });
 
-test('a server that stops refuses the requests waiting for a slot (503) and lets the running one finish', async (t) => {
+/**
+ * A server of a pool whose generations wait in their threads until `hold` is released, closed (and the hold
+ * released) after the test; `stop()` closes it early and is what the test awaits.
+ */
+async function heldServer(t: { after: (fn: () => Promise<void>) => void }, generation: GenerationLimits) {
   const hold = new Int32Array(new SharedArrayBuffer(4));
-  const pool = await loadPooledTextGenerator(dir, { ...opts, hold });
+  const pool = await loadPooledTextGenerator(dir, { ...opts, hold, workers: generation.maxConcurrent ?? 1 });
   const server = await createModelServer({
     token: TOKEN,
     pollMs: 60_000,
     resolveCurrent: async () => ({ key: 'k', load: async () => pool }),
-    generation: { maxConcurrent: 1, maxQueue: 4 },
+    generation,
   });
   let closed: Promise<void> | undefined;
   t.after(async () => {
     release(hold); // a failed assertion must not leave a generation waiting forever
-    await (closed ?? server.close());
-  });
-  {
-    const url = await server.listen();
-    const post = (body: unknown) =>
-      fetch(`${url}/v1/completions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-    const running = post({ prompt: 'The cat', max_tokens: 4, temperature: 0 });
-    while (pool.stats().running === 0) await tick();
-    const queued = [post({ prompt: 'A', max_tokens: 2 }), post({ prompt: 'B', max_tokens: 2 })];
-    while (server.gate.queued < 2) await tick();
-    closed = server.close();
-    // Let the running generation go at once: were the waiting ones not refused, they would run next and answer 200.
-    release(hold);
-    for (const q of queued) {
-      const res = await q;
-      assert.equal(res.status, 503);
-      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'server_shutting_down');
-    }
-    const res = await running;
-    assert.equal(res.status, 200, 'the generation that was running ends as it would have');
-    assert.equal(((await res.json()) as { choices: { finish_reason: string }[] }).choices[0]!.finish_reason, 'length');
-    await closed;
-  }
-});
-
-test('a stop that waited its grace out ends the running generations: 503 to a plain request, an error event to a stream', async (t) => {
-  const hold = new Int32Array(new SharedArrayBuffer(4));
-  const pool = await loadPooledTextGenerator(dir, { ...opts, hold, workers: 2 });
-  const server = await createModelServer({
-    token: TOKEN,
-    pollMs: 60_000,
-    resolveCurrent: async () => ({ key: 'k', load: async () => pool }),
-    generation: { maxConcurrent: 2, maxQueue: 4, stopGraceMs: 200 },
-  });
-  let closed: Promise<void> | undefined;
-  t.after(async () => {
-    release(hold);
     await (closed ?? server.close());
   });
   const url = await server.listen();
@@ -330,13 +295,40 @@ test('a stop that waited its grace out ends the running generations: 503 to a pl
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
       body: JSON.stringify(body),
     });
+  return { pool, server, post, release: () => release(hold), stop: () => (closed = server.close()) };
+}
+
+test('a server that stops refuses the requests waiting for a slot (503) and lets the running one finish', async (t) => {
+  const { pool, server, post, release: go, stop } = await heldServer(t, { maxConcurrent: 1, maxQueue: 4 });
+  const running = post({ prompt: 'The cat', max_tokens: 4, temperature: 0 });
+  while (pool.stats().running === 0) await tick();
+  const queued = [post({ prompt: 'A', max_tokens: 2 }), post({ prompt: 'B', max_tokens: 2 })];
+  while (server.gate.queued < 2) await tick();
+  const closed = stop();
+  // Let the running generation go at once: were the waiting ones not refused, they would run next and answer 200.
+  go();
+  for (const q of queued) {
+    const res = await q;
+    assert.equal(res.status, 503);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'server_shutting_down');
+  }
+  const res = await running;
+  assert.equal(res.status, 200, 'the generation that was running ends as it would have');
+  assert.equal(((await res.json()) as { choices: { finish_reason: string }[] }).choices[0]!.finish_reason, 'length');
+  // Every request unhooked itself from the server-long stop signal.
+  assert.equal(getEventListeners(server.gate.halted, 'abort').length, 0);
+  await closed;
+});
+
+test('a stop that waited its grace out ends the running generations: 503 to a plain request, an error event to a stream', async (t) => {
+  const { pool, post, release: go, stop } = await heldServer(t, { maxConcurrent: 2, maxQueue: 4, stopGraceMs: 200 });
   const plain = post({ prompt: 'The cat', max_tokens: 50, temperature: 0 });
   const streamed = post({ prompt: 'A dog', max_tokens: 50, temperature: 0, stream: true });
   while (pool.stats().running < 2) await tick();
-  closed = server.close();
+  const closed = stop();
   // Both generations are held in their threads past the grace: the stop ends them.
   await new Promise((r) => setTimeout(r, 400));
-  release(hold);
+  go();
   const res = await plain;
   assert.equal(res.status, 503);
   const body = (await res.json()) as { error: { code: string; message: string } };

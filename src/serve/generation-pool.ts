@@ -28,7 +28,7 @@ import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEven
 import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { ChatMessage, TextGenerator } from './types.ts';
 import { EncoderThread } from './encoder-thread.ts';
-import { replaceOnExit, TS_THREAD } from './worker-pool.ts';
+import { replaceOnExit, startReadyThread } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
@@ -60,8 +60,8 @@ export interface PooledTextGenerator extends TextGenerator {
   /** The prompt text a conversation becomes (what encodeChat tokenizes). */
   renderChat: PromptEncoder['renderChat'];
   /** Tokenized in a thread of its own (encoder-thread.ts): a slow prompt holds no other request. */
-  encode(text: string): Promise<number[]>;
-  encodeChat(messages: ChatMessage[]): Promise<number[]>;
+  encode(text: string, signal?: AbortSignal): Promise<number[]>;
+  encodeChat(messages: ChatMessage[], signal?: AbortSignal): Promise<number[]>;
   stats(): GenerationPoolStats;
 }
 
@@ -154,20 +154,12 @@ const SEAM_TOKENS = 4;
 
 const THREAD_MAIN = new URL('./generation-thread-main.ts', import.meta.url).href;
 
-function startThread(setup: GenerationThreadSetup): Promise<{ worker: Worker; contextLength: number }> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(TS_THREAD, { workerData: setup });
-    const onError = (e: Error) => reject(e);
-    worker.once('error', onError);
-    worker.once('message', (m: GenerationReply) => {
-      worker.off('error', onError);
-      if (m.type === 'ready') resolve({ worker, contextLength: m.contextLength });
-      else {
-        void worker.terminate();
-        reject(m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`));
-      }
-    });
-  });
+async function startThread(setup: GenerationThreadSetup): Promise<{ worker: Worker; contextLength: number }> {
+  const { worker, ready } = await startReadyThread<GenerationReply>(setup, (m) =>
+    m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`),
+  );
+  if (ready.type !== 'ready') throw new Error(`unexpected first message ${ready.type}`);
+  return { worker, contextLength: ready.contextLength };
 }
 
 /** Loads the causal LM in `dir` into `workers` threads and returns a TextGenerator whose generations run there. */
@@ -183,9 +175,10 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
   };
   // The encoder first: a bad chat template fails here, before any thread loads the model.
   const { renderChat } = loadPromptEncoder(dir, opts.chatTemplate);
-  const encoderThread = EncoderThread.start(dir, opts.chatTemplate);
+  // Settled at once: a rejection while the generation threads load must not go unhandled (it would end the process).
+  const encoderThread = Promise.allSettled([EncoderThread.start(dir, opts.chatTemplate)]);
   const started = await Promise.allSettled(Array.from({ length: n }, () => startThread(setup)));
-  const encoding = await Promise.allSettled([encoderThread]);
+  const encoding = await encoderThread;
   const failed = [...started, ...encoding].find((s) => s.status === 'rejected');
   if (failed) {
     await Promise.all(started.map((s) => (s.status === 'fulfilled' ? s.value.worker.terminate() : undefined)));
@@ -311,8 +304,8 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     id: opts.id ?? dir,
     contextLength: ok[0]!.contextLength,
     renderChat,
-    encode: (text) => encoder.encode(text),
-    encodeChat: (messages) => encoder.encodeChat(messages),
+    encode: (text, signal) => encoder.encode(text, signal),
+    encodeChat: (messages, signal) => encoder.encodeChat(messages, signal),
     generate(prompts, o) {
       if (closed) return Promise.reject(new Error('generator is closed'));
       return new Promise<GenerateResult[]>((resolve, reject) => {

@@ -34,8 +34,8 @@ export interface GenerationLimits {
   maxRequestTokens?: number;
   /**
    * When the server stops, how long the generations running may go on; then they end, and their clients
-   * get 503 `server_shutting_down` (as an error event where streaming). Default 20 s: within the 30 s a
-   * platform such as Kubernetes waits before it kills the process, which would cut answers off unsaid.
+   * get 503 `server_shutting_down` (as an error event where streaming). Default 8 s (DEFAULT_STOP_GRACE_MS in
+   * server.ts): within the 10 s `docker stop` waits before its kill, which would cut answers off unsaid.
    */
   stopGraceMs?: number;
 }
@@ -216,8 +216,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
   };
   const limits = { ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue, stopGraceMs: o.limits?.stopGraceMs };
   for (const [k, v] of Object.entries(limits)) {
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' || k === 'stopGraceMs' ? 0 : 1)))
-      throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
+    // (A timer beyond 2^31 - 1 ms fires at once.)
+    const max = k === 'stopGraceMs' ? 2 ** 31 - 1 : Number.MAX_SAFE_INTEGER;
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' || k === 'stopGraceMs' ? 0 : 1) && v <= max))
+      throw new InputError(
+        k === 'stopGraceMs' ? `must be an integer from 0 to ${max} (ms), got ${v}` : `must be a positive integer, got ${v}`,
+        { where: `serve.${k}` },
+      );
   }
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
@@ -241,6 +246,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       if (!reply.raw.writableFinished) gone.abort(new Error('client closed the connection'));
     };
     reply.raw.on('close', onClose);
+    // What the generation listens to: the client leaving, or the server's stop once its grace ran out.
+    const stopped = new AbortController();
+    const onGone = () => stopped.abort(gone.signal.reason);
+    const onHalt = () => stopped.abort(gate.halted.reason);
+    gone.signal.addEventListener('abort', onGone, { once: true });
+    if (gate.halted.aborted) onHalt();
+    else gate.halted.addEventListener('abort', onHalt, { once: true });
     try {
       const gen = lease.predictor;
       if (!isTextGenerator(gen))
@@ -289,7 +301,10 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           );
         return ids;
       };
-      const prompts = texts === null ? [within(await encodeChat(gen, (body as ChatBody).messages))] : await promptsOf(gen, texts, within);
+      const prompts =
+        texts === null
+          ? [within(await encodeChat(gen, (body as ChatBody).messages, gone.signal))]
+          : await promptsOf(gen, texts, within, gone.signal);
       const longest = Math.max(...prompts.map((p) => p.length));
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -338,11 +353,16 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         ...(body.repetition_penalty != null ? { repetitionPenalty: body.repetition_penalty } : {}),
         seed: body.seed == null ? randomInt(2 ** 47) : samplingSeed(body.seed),
         stop,
-        // A stop that waited its grace out ends the generation as a client that left would.
-        signal: AbortSignal.any([gone.signal, gate.halted]),
+        // A stop that waited its grace out ends the generation as a client that left would. (One controller a
+        // request, unhooked in `finally`: AbortSignal.any on the server-long gate.halted keeps an entry per request
+        // in Node 20, about 55 bytes each, forever.)
+        signal: stopped.signal,
       };
-      /** The server's stop ended this generation: its client is told so rather than given a cut answer. */
-      const halted = () => (gate.halted.aborted && !gone.signal.aborted ? (gate.halted.reason as ApiError) : undefined);
+      /** The server's stop ended this generation (a row was cut): its client is told so rather than given a cut answer. */
+      const halted = (results: GenerateResult[]) =>
+        gate.halted.aborted && !gone.signal.aborted && results.some((r) => r.finishReason === 'cancelled')
+          ? (gate.halted.reason as ApiError)
+          : undefined;
       const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
       const created = Math.floor(Date.now() / 1000);
       const usage = (results: GenerateResult[]) => {
@@ -370,8 +390,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       if (!body.stream) {
         const results = await gen.generate(rows, opts);
         count(results);
-        const stopped = halted();
-        if (stopped) throw stopped;
+        const cut = halted(results);
+        if (cut) throw cut;
         const choices = results.map((r, index) =>
           kind === 'chat'
             ? { index, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: finishReason(r.finishReason) }
@@ -423,10 +443,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           },
         });
         count(results);
-        const stopped = halted();
-        if (stopped) {
-          if (!res.destroyed)
-            res.end(`data: ${JSON.stringify(openAiError(stopped.status, stopped.code, stopped.message))}\n\ndata: [DONE]\n\n`);
+        const cut = halted(results);
+        if (cut) {
+          if (!res.destroyed) res.end(`data: ${JSON.stringify(openAiError(cut.status, cut.code, cut.message))}\n\ndata: [DONE]\n\n`);
           return reply;
         }
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
@@ -448,6 +467,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       if (e instanceof InputError) return reply.code(400).send(openAiError(400, 'invalid_request', e.message));
       throw e;
     } finally {
+      gate.halted.removeEventListener('abort', onHalt);
       reply.raw.off('close', onClose);
       leave?.();
       lease.release();
@@ -486,20 +506,25 @@ function chatChars(messages: ChatBody['messages']): number {
   );
 }
 
-async function encodeChat(gen: TextGenerator, messages: ChatBody['messages']): Promise<number[]> {
+async function encodeChat(gen: TextGenerator, messages: ChatBody['messages'], signal: AbortSignal): Promise<number[]> {
   const turns: ChatMessage[] = messages.map((m) => ({
     role: m.role,
     content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
   }));
-  return gen.encodeChat(turns);
+  return gen.encodeChat(turns, signal);
 }
 
 /** Each prompt's tokens, refusing the first that is empty or that `within` refuses before the next is tokenized. */
-async function promptsOf(gen: TextGenerator, prompt: string | string[], within: (ids: number[]) => number[]): Promise<number[][]> {
+async function promptsOf(
+  gen: TextGenerator,
+  prompt: string | string[],
+  within: (ids: number[]) => number[],
+  signal: AbortSignal,
+): Promise<number[][]> {
   const texts = typeof prompt === 'string' ? [prompt] : prompt;
   const out: number[][] = [];
   for (const [i, t] of texts.entries()) {
-    const ids = await gen.encode(t);
+    const ids = await gen.encode(t, signal);
     if (ids.length === 0)
       throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
     out.push(within(ids));

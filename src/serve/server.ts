@@ -44,9 +44,20 @@ export interface ModelServer {
   gate: GenerationGate;
   /** Starts listening; returns the base URL, e.g. http://127.0.0.1:43121. */
   listen(port?: number, host?: string): Promise<string>;
-  /** Stops accepting requests, lets in-flight ones finish, then closes the predictor. */
+  /**
+   * Stops accepting requests, lets in-flight ones finish (generations for up to `stopGraceMs`), then closes the
+   * predictor.
+   */
   close(): Promise<void>;
+  /** Ends the generations running now (a second Ctrl-C), their clients told so; close() then finishes at once. */
+  halt(): void;
 }
+
+/**
+ * How long a stop lets the generations running go on by default: within the 10 s `docker stop` waits before its
+ * kill (Kubernetes waits 30), so clients hear why their answer ended rather than lose the connection.
+ */
+export const DEFAULT_STOP_GRACE_MS = 8_000;
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -273,6 +284,14 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   metrics.add(new Gauge('tempered_generations_running', 'Generations running now.', () => [{ value: gate.active }]));
   metrics.add(new Gauge('tempered_generations_queued', 'Generations waiting for a slot.', () => [{ value: gate.queued }]));
 
+  const halted = (when: string) =>
+    gate.halt(
+      new ApiError(
+        503,
+        'server_shutting_down',
+        `the server is shutting down and ended this generation ${when}; retry in a moment (here once it is back, or elsewhere)`,
+      ),
+    );
   return {
     app,
     model,
@@ -290,18 +309,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
         new ApiError(503, 'server_shutting_down', 'the server is shutting down; retry in a moment (here once it is back, or elsewhere)'),
       );
       // The generations running may finish within the grace; then they end, their clients told why.
-      const graceMs = opts.generation?.stopGraceMs ?? 20_000;
-      const halt = setTimeout(
-        () =>
-          gate.halt(
-            new ApiError(
-              503,
-              'server_shutting_down',
-              `the server is shutting down and ended this generation after ${graceMs / 1000} s; retry in a moment (here once it is back, or elsewhere)`,
-            ),
-          ),
-        graceMs,
-      );
+      const graceMs = opts.generation?.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+      const halt = setTimeout(() => halted(`after ${graceMs / 1000} s`), graceMs);
       try {
         await app.close();
       } finally {
@@ -309,5 +318,6 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       }
       await model.stop();
     },
+    halt: () => halted('at once, as the server was told twice to stop'),
   };
 }

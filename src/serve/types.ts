@@ -32,10 +32,13 @@ export interface TextGenerator {
   readonly id: string;
   /** Most tokens of prompt plus output (the model's max_position_embeddings). */
   readonly contextLength: number;
-  /** Prompt token ids of a plain text (a server's generator tokenizes off its thread, so may answer later). */
-  encode(text: string): number[] | Promise<number[]>;
+  /**
+   * Prompt token ids of a plain text. A server's generator tokenizes off its thread, so may answer later; `signal`
+   * (the client left) drops a prompt still waiting there.
+   */
+  encode(text: string, signal?: AbortSignal): number[] | Promise<number[]>;
   /** Prompt token ids of a conversation rendered with the model's chat template (assistant turn opened). */
-  encodeChat(messages: ChatMessage[]): number[] | Promise<number[]>;
+  encodeChat(messages: ChatMessage[], signal?: AbortSignal): number[] | Promise<number[]>;
   /**
    * Generates for each prompt (token ids); see src/generate. `cacheScope`: a generator that keeps prompt caches
    * between requests reuses one only for a request of the same scope (the OpenAI API's `user`), so what one

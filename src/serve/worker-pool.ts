@@ -106,17 +106,34 @@ export function replaceOnExit<S extends { worker: Worker }>(
 }
 const THREAD_MAIN = new URL('./inference-thread-main.ts', import.meta.url).href;
 
-function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
+async function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
+  const { worker, ready } = await startReadyThread<ThreadReply>(
+    setup,
+    (m) => new Error(m.type === 'failed' ? m.message : `unexpected first message ${m.type}`),
+  );
+  if (ready.type !== 'ready') throw new Error(`unexpected first message ${ready.type}`);
+  return { worker, id: ready.id, labels: ready.labels };
+}
+
+/**
+ * A thread running `setup.main` (a TypeScript module, through ts-thread.mjs) once its first message says
+ * `ready`, with that message. A first message of any other type ends the thread and rejects with `failure(m)`;
+ * so does an error before it.
+ */
+export function startReadyThread<R extends { type: string }>(
+  setup: { main: string },
+  failure: (m: R) => Error,
+): Promise<{ worker: Worker; ready: R }> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(TS_THREAD, { workerData: setup });
     const onError = (e: Error) => reject(e);
     worker.once('error', onError);
-    worker.once('message', (m: ThreadReply) => {
+    worker.once('message', (m: R) => {
       worker.off('error', onError);
-      if (m.type === 'ready') resolve({ worker, id: m.id, labels: m.labels });
+      if (m.type === 'ready') resolve({ worker, ready: m });
       else {
         void worker.terminate();
-        reject(new Error(m.type === 'failed' ? m.message : `unexpected first message ${m.type}`));
+        reject(failure(m));
       }
     });
   });

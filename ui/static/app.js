@@ -635,8 +635,8 @@ function StageCard({ s, view }) {
     ${s.state === 'running' &&
     s.silentSec !== undefined &&
     html`<p class="waiting" data-silent=${s.silentSec}>
-      no heartbeat from its worker for ${fmtSecs(s.silentSec)}: the worker may have died or lost the server; the stage is retried on another
-      worker once its heartbeat timeout passes
+      no heartbeat from its worker for ${fmtSecs(s.silentSec)}: the worker may have died or lost the server; once its heartbeat timeout
+      passes the stage is retried on another worker, if it has attempts left
     </p>`}
     ${s.error && html`<p class="error" data-retry=${s.error.note}>${errorText(s.error)}</p>`}
     ${s.skippedBecause && html`<p class="muted">skipped: ${s.skippedBecause}</p>`}
