@@ -335,3 +335,136 @@ test('label conflicts name labels such as __proto__ as their own keys', async ()
     ['ham', 1],
   ]);
 });
+
+// ---- prompt templates: shingles in (nearly) every row are the template, left out of near-duplicate detection ----
+
+const PREFIX =
+  'Is the sentiment of this movie review positive or negative? Read the review below and weigh what its writer thinks of the film as a whole, not single words. Review:';
+const SUFFIX = 'Answer with one word: positive or negative.';
+const render = (input: string) => `${PREFIX}\n\n${input}\n\n${SUFFIX}`;
+/** Short SST-2-like inputs, all different: `cool ?`, `horrible .`, … */
+const SHORT = ['cool', 'horrible', 'amazing', 'drab', 'sweet', 'dull', 'funny', 'a mess', 'a dud', 'wishy-washy', 'terrible', 'disgusting']
+  .flatMap((w) => ['.', '!', '?', '...', ';', ':)', '!!'].map((p) => `${w} ${p}`))
+  .concat(Array.from({ length: 120 }, (_, i) => `film number ${i}`));
+/** Template shingles of PREFIX and SUFFIX: what the report should count. */
+async function templateShingleCount(): Promise<number> {
+  const { shingleHashes } = await import('./minhash.ts');
+  const { makeNormalizer } = await import('./normalize.ts');
+  const norm = makeNormalizer();
+  return new Set([...shingleHashes(norm(PREFIX), 'word', 3), ...shingleHashes(norm(SUFFIX), 'word', 3)]).size;
+}
+
+/**
+ * Rows of one long template around short, different inputs, and pairs of long inputs (60 words) whose second has one
+ * word changed or is re-punctuated: `pairs` maps the second's row to the first's.
+ */
+function templatedRows(seed: number): { rows: { text: string; label: string }[]; pairs: Map<number, number>; short: Set<number> } {
+  const rng = new Rng(seed);
+  const rows: { text: string; label: string }[] = [];
+  const pairs = new Map<number, number>();
+  const short = new Set<number>();
+  for (const s of SHORT) {
+    short.add(rows.length);
+    rows.push({ text: render(s), label: 'x' });
+    if (rows.length % 10 === 0) {
+      const long = Array.from({ length: 60 }, () => `w${rng.int(20000)}`);
+      long[59] = '.';
+      rows.push({ text: render(long.join(' ')), label: 'x' });
+      const copy = [...long];
+      if (pairs.size % 2 === 0) copy[1 + rng.int(57)] = 'changed';
+      else copy[59] = '!'; // re-punctuated
+      pairs.set(rows.length, rows.length - 1);
+      rows.push({ text: render(copy.join(' ')), label: 'x' });
+    }
+  }
+  return { rows, pairs, short };
+}
+
+test('a long prompt template around short inputs: different inputs are not near duplicates, near duplicates of one input are', async () => {
+  const { rows, pairs, short } = templatedRows(21);
+  assert.ok(rows.length >= 250 && pairs.size >= 20, `${rows.length} rows, ${pairs.size} pairs`);
+  const on = await run(rows, {});
+  assert.equal(on.report.near?.templateShingles, await templateShingleCount());
+  assert.equal(on.report.near?.templateSampleRows, rows.length);
+  const keptRows = new Set(on.kept.map((r) => Number(String(r._hash).slice(1))));
+  for (const r of short) assert.ok(keptRows.has(r), `short input ${JSON.stringify(SHORT[[...short].indexOf(r)])} was merged`);
+  for (const [dup, src] of pairs) {
+    assert.ok(!keptRows.has(dup) && keptRows.has(src), `pair ${src}-${dup}`);
+    const cd = on.clusters.find((c) => c.member_row === dup)!,
+      cs = on.clusters.find((c) => c.member_row === src)!;
+    assert.equal(cd.cluster_id, cs.cluster_id);
+    assert.equal(cd.reason, 'near');
+  }
+  assert.deepEqual([on.report.nearRemoved, on.report.exactRemoved, on.report.clusters], [pairs.size, 0, pairs.size]);
+
+  // Whole rows compared (the template switch off, as every dedupe did before it): the template makes short inputs near.
+  const off = await run(rows, { near: { template: false } });
+  assert.deepEqual(off.report.near, { templateShingles: 0, templateSampleRows: 0 });
+  const merged = short.size - off.kept.filter((r) => short.has(Number(String(r._hash).slice(1)))).length;
+  assert.ok(merged > 100, `only ${merged} short inputs merged with the template in`);
+
+  // Deterministic: the same input gives the same report and the same bytes.
+  const again = await run(rows, {});
+  assert.deepEqual(again.report, on.report);
+  assert.ok(readFileSync(join(again.dir, 'out.arrow')).equals(readFileSync(join(on.dir, 'out.arrow'))));
+  assert.ok(readFileSync(join(again.dir, 'clusters.arrow')).equals(readFileSync(join(on.dir, 'clusters.arrow'))));
+});
+
+test('a template is learnt only from 50 rows or more; near.template is checked like the other near settings', async () => {
+  const { rows } = templatedRows(3);
+  const few = await run(rows.slice(0, 40), {});
+  assert.deepEqual(few.report.near, { templateShingles: 0, templateSampleRows: 40 });
+  assert.ok(few.report.nearRemoved > 20, 'a small table compares whole rows, as before');
+  const { dir, path } = table(rows.slice(0, 5));
+  const o = { outPath: join(dir, 'o.arrow'), clustersPath: join(dir, 'c.arrow') };
+  await assert.rejects(
+    dedupe(path, { near: { template: 'yes' } } as unknown as DedupeConfig, o),
+    (e: unknown) => e instanceof InputError && e.where === 'near.template',
+  );
+  assert.deepEqual(readdirSync(dir), ['in.arrow']);
+  const none = await run(rows.slice(0, 5), { near: false });
+  assert.equal(none.report.near, undefined);
+});
+
+test('a table without a template dedupes exactly as with template removal off (sms_spam)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-notemplate-'));
+  await ingest(
+    { path: 'sms_spam/sms_spam.jsonl', task: 'classification' },
+    { baseDir: datasetsDir(), outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') },
+  );
+  for (const near of [{}, { shingle: 'char' as const }]) {
+    const on = await dedupe(join(dir, 'in.arrow'), { near }, { outPath: join(dir, 'on.arrow'), clustersPath: join(dir, 'on.c.arrow') });
+    const off = await dedupe(
+      join(dir, 'in.arrow'),
+      { near: { ...near, template: false } },
+      { outPath: join(dir, 'off.arrow'), clustersPath: join(dir, 'off.c.arrow') },
+    );
+    assert.deepEqual(on.near, { templateShingles: 0, templateSampleRows: 2000 });
+    assert.deepEqual({ ...on, near: undefined }, { ...off, near: undefined });
+    assert.ok(on.nearRemoved > 0);
+    assert.ok(readFileSync(join(dir, 'on.arrow')).equals(readFileSync(join(dir, 'off.arrow'))));
+    assert.ok(readFileSync(join(dir, 'on.c.arrow')).equals(readFileSync(join(dir, 'off.c.arrow'))));
+  }
+});
+
+test('a near-duplicate cluster that is most of the table is still merged, not taken for a template', async () => {
+  const rng = new Rng(7);
+  const spam = Array.from({ length: 60 }, () => `s${rng.int(100000)}`);
+  // 60 % of the rows: the message with one word changed (the first as it is); then plain sentences. And a table of
+  // nothing but such copies: the shingles of the message are in over 90 % of its rows, but hardly a copy holds all of
+  // them (each edit breaks a few), so they are not a template either.
+  for (const [n, copies] of [
+    [300, 180],
+    [300, 300],
+  ]) {
+    const rows = Array.from({ length: n }, (_, i) => {
+      if (i >= copies) return { text: Array.from({ length: 12 }, () => `p${rng.int(100000)}`).join(' '), label: 'x' };
+      const s = [...spam];
+      if (i > 0) s[rng.int(s.length)] = `e${rng.int(100000)}`;
+      return { text: s.join(' '), label: 'x' };
+    });
+    const { report } = await run(rows, {});
+    assert.equal(report.near?.templateShingles, 0, `${copies} of ${n}`);
+    assert.deepEqual([report.largestCluster, report.clusters, report.exactRemoved + report.nearRemoved], [copies, 1, copies - 1]);
+  }
+});

@@ -384,3 +384,155 @@ export class LshIndex {
     }
   }
 }
+
+/*
+ * Template shingles. Instruction data stores a rendered prompt: a long constant instruction around a short input.
+ * The instruction's shingles are in every row, so they dominate every row's shingle set and two different short
+ * inputs in one template pass for near duplicates (`cool ?` and `horrible .` in SST-2's sentiment template). Shingles
+ * found in (nearly) every row of a table are its template, not its content: near-duplicate detection leaves them out.
+ *
+ * The template is learnt from a sample: the table's first TEMPLATE_SAMPLE_ROWS distinct (by normalised text) non-empty
+ * rows, fewer when their distinct shingles pass TEMPLATE_SAMPLE_SHINGLES. A shingle is the template's when it is in at
+ * least TEMPLATE_MIN_SHARE of the sampled rows; and only when at least TEMPLATE_MIN_ROWS rows were sampled and at least
+ * TEMPLATE_MIN_COVERAGE of them hold every such shingle. Everything depends on the input's order only: the same input
+ * gives the same template.
+ */
+
+/**
+ * Rows sampled, the first ones in table order: one cheap read of the first batches, and the same rows for the same
+ * file. A template is in (nearly) every row, so a couple of thousand rows find it as the whole table would, at a
+ * bounded cost. Rows unlike the first ones lose nothing by it: leaving out shingles a row does not have changes nothing
+ * about it, and rows in another template than the sample's compare as they did without this.
+ */
+export const TEMPLATE_SAMPLE_ROWS = 2000;
+/** Distinct shingles the sample holds at most (8 MiB as 32-bit hashes): a table of long documents samples fewer rows. */
+export const TEMPLATE_SAMPLE_SHINGLES = 1 << 21;
+/**
+ * Fewest sampled rows that may have a template. A small table's shared words are as likely a small cluster of near
+ * duplicates as a template, and a share of 90 % of a dozen rows says little: under 50 rows nothing is left out.
+ */
+export const TEMPLATE_MIN_ROWS = 50;
+/**
+ * Share of the sampled rows a shingle must be in to be the template's. A template's own shingles are in every row
+ * rendered with it (the input cannot break a shingle that lies wholly in the template), so 100 % on a table of one
+ * template; 90 % leaves room for a tenth of the rows in another format (or with an optional section left out), and
+ * stays far above a near-duplicate cluster that is most of a table (a spam message copied, with edits, into 60 % of
+ * the rows: each of its shingles is in at most 60 % of them) or a word run common in plain text.
+ */
+export const TEMPLATE_MIN_SHARE = 0.9;
+/**
+ * Share of the sampled rows that must hold every template shingle. A template is whole in each row rendered with it;
+ * a near-duplicate cluster of over 90 % of the rows is not: each copy's edit breaks a few of its shingles, a
+ * different few in each, so hardly any copy holds all of those that 90 % of the rows hold, and the cluster is left
+ * as it is (still merged) rather than taken for a template.
+ */
+export const TEMPLATE_MIN_COVERAGE = 0.5;
+
+/** A table's template shingles: a set of shingle hashes, and `strip` to leave them out of a row's shingles. */
+export class TemplateShingles {
+  static readonly NONE = new TemplateShingles(new Uint32Array(0));
+  /** Open-addressing set of the hashes (hashes are fully mixed: the low bits index it); `zero` stands for hash 0. */
+  private readonly slots: Uint32Array;
+  private readonly zero: boolean;
+  private scratch = new Uint32Array(0);
+
+  /** `hashes`: distinct shingle hashes, sorted. */
+  constructor(readonly hashes: Uint32Array) {
+    let cap = 4;
+    while (cap < hashes.length * 4) cap *= 2;
+    this.slots = new Uint32Array(cap);
+    let zero = false;
+    for (const h of hashes) {
+      if (h === 0) zero = true;
+      else this.slots[this.slot(h)] = h;
+    }
+    this.zero = zero;
+  }
+
+  get size(): number {
+    return this.hashes.length;
+  }
+
+  private slot(h: number): number {
+    const mask = this.slots.length - 1;
+    let i = h & mask;
+    while (this.slots[i] !== 0 && this.slots[i] !== h) i = (i + 1) & mask;
+    return i;
+  }
+
+  has(h: number): boolean {
+    return h === 0 ? this.zero : this.slots[this.slot(h)] === h;
+  }
+
+  /**
+   * `shingles` without the template's, in order: `shingles` itself when there is no template, else a view of a
+   * buffer of this object's, valid until its next call. May be empty: a row that is all template has no content.
+   */
+  strip(shingles: Uint32Array): Uint32Array {
+    if (this.hashes.length === 0) return shingles;
+    if (this.scratch.length < shingles.length) this.scratch = new Uint32Array(Math.max(shingles.length, 2 * this.scratch.length));
+    let m = 0;
+    for (let i = 0; i < shingles.length; i++) if (!this.has(shingles[i])) this.scratch[m++] = shingles[i];
+    return this.scratch.subarray(0, m);
+  }
+}
+
+/**
+ * The rows a table's template is learnt from (see TEMPLATE_SAMPLE_ROWS): the caller adds the shingles of distinct,
+ * non-empty rows in table order until `full`, then asks for `template()`.
+ */
+export class TemplateSample {
+  private readonly sets: Uint32Array[] = [];
+  private shingles = 0;
+
+  /** Rows sampled so far. */
+  get rows(): number {
+    return this.sets.length;
+  }
+
+  get full(): boolean {
+    return this.sets.length >= TEMPLATE_SAMPLE_ROWS || this.shingles >= TEMPLATE_SAMPLE_SHINGLES;
+  }
+
+  /** Adds a row's shingle hashes (copied, as a sorted set, which it returns: MinHash of it is the row's signature). */
+  add(shingles: Uint32Array): Uint32Array {
+    const sorted = shingles.slice().sort();
+    let m = 0;
+    for (let i = 0; i < sorted.length; i++) if (i === 0 || sorted[i] !== sorted[i - 1]) sorted[m++] = sorted[i];
+    const set = m === sorted.length ? sorted : sorted.slice(0, m);
+    this.sets.push(set);
+    this.shingles += set.length;
+    return set;
+  }
+
+  /** The sample's template shingles, TemplateShingles.NONE when it has none (see TEMPLATE_MIN_*). */
+  template(): TemplateShingles {
+    const n = this.sets.length;
+    if (n < TEMPLATE_MIN_ROWS) return TemplateShingles.NONE;
+    // Each row's set holds a shingle once: a run of one hash in all rows' sets, sorted, is the number of rows it is in.
+    const all = new Uint32Array(this.shingles);
+    let at = 0;
+    for (const s of this.sets) {
+      all.set(s, at);
+      at += s.length;
+    }
+    all.sort();
+    const need = Math.ceil(TEMPLATE_MIN_SHARE * n);
+    const found: number[] = [];
+    for (let i = 0; i < all.length; ) {
+      let j = i + 1;
+      while (j < all.length && all[j] === all[i]) j++;
+      if (j - i >= need) found.push(all[i]);
+      i = j;
+    }
+    if (found.length === 0) return TemplateShingles.NONE;
+    const template = new TemplateShingles(Uint32Array.from(found));
+    let whole = 0;
+    for (const s of this.sets) {
+      let hits = 0;
+      for (let i = 0; i < s.length; i++) if (template.has(s[i])) hits++;
+      if (hits === template.size) whole++;
+    }
+    return whole >= Math.ceil(TEMPLATE_MIN_COVERAGE * n) ? template : TemplateShingles.NONE;
+  }
+}
