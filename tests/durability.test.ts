@@ -48,6 +48,14 @@ async function waitForState(runId: string, stageId: string, state: string): Prom
   throw new Error(`stage ${stageId} never reached ${state}`);
 }
 
+/** What a worker process needs to run probe stages against this test's dev server and state. */
+const probeWorkerEnv = () => ({
+  TEMPORAL_ADDRESS: env.server.address,
+  TEMPERED_HOME: env.dir,
+  TEMPERED_PLUGINS: new URL('./helpers/probe-plugin.ts', import.meta.url).pathname,
+  TEMPERED_PROBE_LOG: logFile,
+});
+
 before(async () => {
   env = await startTestEnv(new Map());
   logFile = join(env.dir, 'executions.log');
@@ -58,12 +66,7 @@ after(async () => env?.close());
 describe('durability', () => {
   it('finishes a run after its worker is SIGKILLed mid-stage and a new worker starts', async () => {
     const queue = 'durability-kill';
-    const workerEnv = {
-      TEMPORAL_ADDRESS: env.server.address,
-      TEMPERED_HOME: env.dir,
-      TEMPERED_PLUGINS: new URL('./helpers/probe-plugin.ts', import.meta.url).pathname,
-      TEMPERED_PROBE_LOG: logFile,
-    };
+    const workerEnv = probeWorkerEnv();
     let worker: ChildProcess = await startCliWorker(['--queue', queue], workerEnv);
     try {
       const h = await submitRun(
@@ -101,12 +104,7 @@ describe('durability', () => {
 
   it("says of a running stage whose worker went silent that it may be dead, long before its heartbeat timeout; a live one's never", async () => {
     const queue = 'durability-silent';
-    const workerEnv = {
-      TEMPORAL_ADDRESS: env.server.address,
-      TEMPERED_HOME: env.dir,
-      TEMPERED_PLUGINS: new URL('./helpers/probe-plugin.ts', import.meta.url).pathname,
-      TEMPERED_PROBE_LOG: logFile,
-    };
+    const workerEnv = probeWorkerEnv();
     const worker = await startCliWorker(['--queue', queue], workerEnv);
     const h = await submitRun(
       env.client,
