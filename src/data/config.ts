@@ -80,11 +80,6 @@ export interface DedupeConfig {
         threshold?: number;
         /** Seed of the hash permutations. Default 0. */
         seed?: number;
-        /**
-         * Leave out the table's template shingles: those in nearly every row (a prompt template's constant text), so
-         * two different short inputs in one long template are not near duplicates (minhash.ts, TEMPLATE_*). Default true.
-         */
-        template?: boolean;
       };
   /** Column holding the label, checked for conflicts. Default 'label' when present. */
   labelColumn?: string;

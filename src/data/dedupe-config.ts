@@ -6,8 +6,6 @@ import { InputError } from '../errors.ts';
 import type { DedupeConfig } from './config.ts';
 import { optimalBands, type ShingleKind } from './minhash.ts';
 
-/** A config's `near` settings. */
-export type NearSettings = Exclude<DedupeConfig['near'], false | undefined>;
 export interface ResolvedNear {
   shingle: ShingleKind;
   size: number;
@@ -16,17 +14,11 @@ export interface ResolvedNear {
   rows: number;
   threshold: number;
   seed: number;
-  /**
-   * Leave the table's template shingles (those in nearly every row: a prompt template's constant text) out of the
-   * MinHash sets, so that two different short inputs in one long template are not near duplicates
-   * (minhash.ts, TEMPLATE_*). Default true.
-   */
-  template: boolean;
 }
 
 export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
   if (near === false) return null;
-  const n: NearSettings = near ?? {};
+  const n = near ?? {};
   const shingle = n.shingle ?? 'word';
   if (shingle !== 'char' && shingle !== 'word')
     throw new InputError(`near.shingle must be 'char' or 'word', got ${JSON.stringify(shingle)}`, { where: 'near.shingle' });
@@ -34,7 +26,6 @@ export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
   const numPerm = n.numPerm ?? 128;
   const threshold = n.threshold ?? 0.8;
   const seed = n.seed ?? 0;
-  const template = n.template ?? true;
   if (!Number.isInteger(size) || size < 1)
     throw new InputError(`near.size must be a positive integer, got ${size}`, { where: 'near.size' });
   if (!Number.isInteger(numPerm) || numPerm < 1 || numPerm > 1024)
@@ -42,8 +33,6 @@ export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
   if (!(threshold > 0 && threshold <= 1))
     throw new InputError(`near.threshold must be in (0, 1], got ${threshold}`, { where: 'near.threshold' });
   if (!Number.isInteger(seed)) throw new InputError(`near.seed must be an integer, got ${seed}`, { where: 'near.seed' });
-  if (typeof template !== 'boolean')
-    throw new InputError(`near.template must be true or false, got ${JSON.stringify(template)}`, { where: 'near.template' });
   let bands = n.bands,
     rows = n.rows;
   if (bands === undefined && rows === undefined) ({ bands, rows } = optimalBands(threshold, numPerm, 0.1, 0.9));
@@ -54,5 +43,5 @@ export function resolveNear(near: DedupeConfig['near']): ResolvedNear | null {
       where: 'near.bands',
     });
   }
-  return { shingle, size, numPerm, bands: bands!, rows: rows!, threshold, seed, template };
+  return { shingle, size, numPerm, bands: bands!, rows: rows!, threshold, seed };
 }

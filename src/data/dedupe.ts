@@ -10,14 +10,14 @@
 import { DataType, Field, Int32, Schema, makeData } from 'apache-arrow';
 import { InputError } from '../errors.ts';
 import { ArrowTableWriter, arrowSchema, readArrowBatches, readArrowSchema, stringColumn, takeRows } from './arrow-io.ts';
+import type { DedupeConfig } from './config.ts';
 import { Growable } from './growable.ts';
-import { key53, LshIndex, MinHasher, estimateJaccard, shingleHashesScratch, TemplateSample, TemplateShingles } from './minhash.ts';
+import { key53, LshIndex, MinHasher, estimateJaccard, optimalBands, shingleHashesScratch, type ShingleKind } from './minhash.ts';
 import { makeNormalizer } from './normalize.ts';
 import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
 import { setOwn } from '../util/own-key.ts';
-import type { DedupeConfig } from './config.ts';
-import { resolveNear, type ResolvedNear } from './dedupe-config.ts';
+import { resolveNear } from './dedupe-config.ts';
 
 export interface DedupeOptions {
   outPath: string;
@@ -62,40 +62,6 @@ function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label
   return { text, label };
 }
 
-/** A row's compared text: its text columns normalised, joined by U+0000. */
-function rowKey(cols: string[][], i: number, normalize: (s: string) => string): string {
-  let key = normalize(cols[0][i]);
-  for (let c = 1; c < cols.length; c++) key += '\u0000' + normalize(cols[c][i]);
-  return key;
-}
-
-/**
- * The table's template shingles, learnt from its first distinct non-empty rows (minhash.ts, TemplateSample): a read
- * of the first batches only, before pass 1, so that every row's signature leaves out the same shingles.
- */
-async function learnTemplate(
-  inPath: string,
-  textCols: string[],
-  normalize: (s: string) => string,
-  near: ResolvedNear,
-): Promise<{ template: TemplateShingles; rows: number }> {
-  const sample = new TemplateSample();
-  const sampled = new Set<number>();
-  for await (const batch of readArrowBatches(inPath)) {
-    const cols = textCols.map((c) => stringColumn(batch, c));
-    for (let i = 0; i < batch.numRows && !sample.full; i++) {
-      const key = rowKey(cols, i, normalize);
-      if (key.length <= cols.length - 1) continue; // every column empty: no shingles
-      const k = key53(key);
-      if (sampled.has(k)) continue; // a template is what different rows share: copies count once
-      sampled.add(k);
-      sample.add(shingleHashesScratch(key, near.shingle, near.size));
-    }
-    if (sample.full) break;
-  }
-  return { template: sample.template(), rows: sample.rows };
-}
-
 export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOptions): Promise<DedupeReport> {
   const schema = await readArrowSchema(inPath);
   const { text: textCols, label: labelCol } = pickColumns(schema, cfg);
@@ -105,8 +71,6 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   if (!['keep-first', 'drop-all', 'majority'].includes(policy))
     throw new InputError(`conflicts must be 'keep-first', 'drop-all' or 'majority', got ${JSON.stringify(policy)}`, { where: 'conflicts' });
   const normalize = makeNormalizer(cfg.normalize);
-  const learnt = near?.template ? await learnTemplate(inPath, textCols, normalize, near) : null;
-  const template = learnt?.template ?? TemplateShingles.NONE;
 
   // ---- pass 1: per-row state ----
   const uf = new UnionFind();
@@ -129,7 +93,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
     const labels = labelCol ? stringColumn(batch, labelCol) : null;
     for (let i = 0; i < batch.numRows; i++, row++) {
       uf.add();
-      const key = rowKey(cols, i, normalize);
+      let key = normalize(cols[0][i]);
+      for (let c = 1; c < cols.length; c++) key += '\u0000' + normalize(cols[c][i]);
       if (labels) {
         let id = labelIndex.get(labels[i]);
         if (id === undefined) {
@@ -150,14 +115,12 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
         exactFirst.set(k, row);
       }
       exactOf.push(row);
-      // Not every column empty, and something left once the template's shingles are out: a row that is all
-      // template (its input empty) has no content to compare, and is matched, like an empty row, by its exact key only.
-      const shingles = near && key.length > cols.length - 1 ? template.strip(shingleHashesScratch(key, near.shingle, near.size)) : null;
-      if (near && shingles && shingles.length > 0) {
+      if (near && key.length > cols.length - 1) {
+        // not every column empty
         const sigId = rowOfSig.length;
         rowOfSig.push(row);
         sigs.reserve(near.numPerm);
-        hasher!.signature(shingles, sigs.data, sigId * near.numPerm);
+        hasher!.signature(shingleHashesScratch(key, near.shingle, near.size), sigs.data, sigId * near.numPerm);
         sigs.length += near.numPerm;
         const me = row;
         lsh!.insert(sigs.data, sigId, (other) => {
@@ -316,6 +279,5 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
     conflictCount,
     nearCandidates,
     nearVerified,
-    ...(near ? { near: { templateShingles: template.size, templateSampleRows: learnt?.rows ?? 0 } } : {}),
   };
 }

@@ -66,13 +66,6 @@ export interface DedupeReport {
   /** Candidate pairs from LSH and how many passed verification. */
   nearCandidates: number;
   nearVerified: number;
-  /** There when near duplicates were looked for: what was left out of the MinHash sets (see minhash.ts, TEMPLATE_*). */
-  near?: {
-    /** Template shingles left out of every row's set: 0 when the table has no template or `near.template` is false. */
-    templateShingles: number;
-    /** Distinct non-empty rows the template was learnt from (0 when `near.template` is false). */
-    templateSampleRows: number;
-  };
 }
 
 export interface SplitPart {
@@ -153,10 +146,7 @@ export function formatDataReport(r: DataReport): string {
           ['near duplicates removed', String(r.nearRemoved), pct(r.nearRemoved, r.rowsIn)],
           ['label conflicts removed', String(r.conflictsRemoved), pct(r.conflictsRemoved, r.rowsIn)],
         ]),
-        `clusters: ${r.clusters} (largest ${r.largestCluster}); near candidates ${r.nearCandidates}, verified ${r.nearVerified}` +
-          (r.near?.templateShingles
-            ? `; ${r.near.templateShingles} template shingles (in nearly every one of the first ${r.near.templateSampleRows} rows) left out of the comparison`
-            : ''),
+        `clusters: ${r.clusters} (largest ${r.largestCluster}); near candidates ${r.nearCandidates}, verified ${r.nearVerified}`,
         `label conflicts: ${r.conflictCount}`,
         ...r.conflicts.map((c) => `  cluster ${c.cluster} (${c.reason}): ${countsLine(c.labels)} → ${c.kept ?? 'dropped'}`),
       ].join('\n');

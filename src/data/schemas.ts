@@ -126,12 +126,6 @@ export const dedupeWithSchema = {
             rows: { type: 'integer', minimum: 1 },
             threshold: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.8 },
             seed: { type: 'integer', default: 0 },
-            template: {
-              type: 'boolean',
-              default: true,
-              description:
-                'Leave shingles found in nearly every row (a prompt template) out of near-duplicate detection, so different short inputs in one long template are not merged.',
-            },
           },
         },
       ],

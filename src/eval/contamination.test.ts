@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveNear } from '../data/dedupe-config.ts';
-import { LshIndex, shingleHashes } from '../data/minhash.ts';
+import { LshIndex } from '../data/minhash.ts';
 import { inputColumns, NEAR_COMPARISONS, SeenInputs } from './contamination.ts';
 
 test("a task's input columns: what the model is asked, not its answer", () => {
@@ -103,10 +102,7 @@ test('near duplicates among rows that share buckets without matching: found with
   const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
   const common = Array.from({ length: 30 }, (_, j) => `common${j}`).join(' ');
   const rows: string[][] = [];
-  // The 30 common words are in every row: a template, which the check leaves out by default, and then no two of these
-  // rows share a bucket. What is tested here is the budget of a check that compares whole rows (template off, or rows
-  // alike without a template, such as two templates of half the rows each).
-  const seen = new SeenInputs({}, resolveNear({ template: false }));
+  const seen = new SeenInputs();
   const n = 20_000;
   for (let i = 0; i < n; i++) {
     rows.push(Array.from({ length: 10 }, () => `w${next() % 50_000}`));
@@ -168,81 +164,4 @@ test('LSH find asks about each bucket-mate once, walks the buckets in turn, and 
     'found',
   );
   assert.ok(order.length <= 4, `asked ${order.join(', ')} before row 10`);
-});
-
-// ---- a prompt template around the inputs: the training table's template shingles are left out on both sides ----
-
-const PREFIX =
-  'Is the sentiment of this movie review positive or negative? Read the review below and weigh what its writer thinks of the film as a whole. Review:';
-const render = (input: string) => `${PREFIX}\n\n${input}`;
-/** PREFIX's own word 3-shingles (25): the template, with any shingle the inputs add to it in every row. */
-const PREFIX_SHINGLES = new Set(shingleHashes(PREFIX.toLowerCase(), 'word', 3)).size;
-const longInput = (i: number) => Array.from({ length: 40 }, (_, j) => `r${i}w${(j * 31 + i) % 97}`).join(' ') + ' .';
-
-/** Training prompts: one template around short, different inputs; long inputs at rows 7, 1500 and 2200. */
-function training(rows: number): string[] {
-  return Array.from({ length: rows }, (_, i) =>
-    render(i === 7 || i === 1500 || i === 2200 ? longInput(i) : `review ${i} was cool ${['.', '!', '?'][i % 3]}`),
-  );
-}
-
-test('a template around the inputs: a different short input is not seen, a near duplicate of an input is', () => {
-  // 2,500 training rows learn the template while they are added (its sample is 2,000 rows); 300 learn it at the first
-  // look-up. Either way the rows sampled are indexed afterwards under their own row numbers.
-  for (const n of [2500, 300]) {
-    const build = (near = resolveNear(undefined)) => {
-      const seen = new SeenInputs({}, near);
-      for (const p of training(n)) seen.add([p]);
-      return seen;
-    };
-    const seen = build();
-    // Every input begins with `review`: `whole. review: review` is in every row, and is the template's too.
-    const template = PREFIX_SHINGLES + 1;
-    assert.equal(seen.templateShingles, n >= 2000 ? template : null, 'known once the sample is full');
-    const probes = [
-      render('review 99999 was horrible .'), // a new short input: not seen
-      render('horrible'),
-      render(''),
-      render(`review ${n - 1} was cool ${['.', '!', '?'][(n - 1) % 3]}`), // a training input: exact
-      render(longInput(7).replace(`r7w${(5 * 31 + 7) % 97} `, 'changed ')), // one word of 41 changed: near row 7
-      render(longInput(1500).replace(/ \.$/, ' !')), // re-punctuated: near row 1500 (when there is one)
-      render(longInput(2200).replace(`r2200w${(5 * 31 + 2200) % 97} `, 'changed ')),
-    ];
-    const answers = probes.map((p) => [seen.seenAs([p]), seen.lastNearRow]);
-    assert.equal(seen.templateShingles, template);
-    assert.deepEqual(answers, [
-      [undefined, undefined],
-      [undefined, undefined],
-      [undefined, undefined],
-      ['exact', undefined],
-      ['near', 7],
-      n > 1500 ? ['near', 1500] : [undefined, undefined],
-      n > 2200 ? ['near', 2200] : [undefined, undefined],
-    ]);
-    // The same rows give the same answers.
-    const again = build();
-    assert.deepEqual(
-      probes.map((p) => [again.seenAs([p]), again.lastNearRow]),
-      answers,
-    );
-    // Whole rows compared (template off, as the check was before): every short input in the template passed for seen.
-    const whole = build(resolveNear({ template: false }));
-    assert.equal(whole.templateShingles, 0);
-    assert.equal(whole.seenAs([probes[0]!]), 'near');
-    assert.equal(whole.seenAs([probes[1]!]), 'near');
-  }
-});
-
-test('template learning: a row that is all template is seen only as itself; a small training table has no template', () => {
-  const seen = new SeenInputs();
-  for (let i = 0; i < 100; i++) seen.add([render(`input number ${i}`)]);
-  seen.add([render('')]); // the template alone: nothing of its own to compare
-  assert.equal(seen.seenAs([render('')]), 'exact');
-  assert.equal(seen.seenAs([render('input number 100')]), undefined);
-  assert.equal(seen.templateShingles, PREFIX_SHINGLES + 2); // and `whole. review: input`, `review: input number`
-  const few = new SeenInputs();
-  for (let i = 0; i < 40; i++) few.add([render(`input number ${i}`)]);
-  assert.equal(few.seenAs([render('input number 100')]), 'near', 'under 50 rows, whole rows are compared, as before');
-  assert.equal(few.templateShingles, 0);
-  assert.equal(new SeenInputs({}, null).templateShingles, null);
 });

@@ -6,12 +6,6 @@
  * find them (MinHash of word 3-shingles, estimated Jaccard ≥ 0.8): a rephrased or re-punctuated copy of a training
  * row, which dedupe would have merged into it had both been in one table. Pure: the evaluate stage reads the tables.
  *
- * Template shingles (word 3-shingles in nearly every row, a prompt template's constant text; src/data/minhash.ts,
- * TEMPLATE_*) are left out of both sides' MinHash sets, as dedupe leaves them out: the training table's, learnt from
- * its first distinct inputs (up to 2,000), so that two different short inputs rendered into one long template are not
- * near duplicates. Until then add() keeps those inputs' shingle sets (8 MiB at most) and indexes them once the
- * sample is full or the first test row is looked up.
- *
  * Hashes, not texts, so a training split of millions of long documents costs a few dozen bytes a row, plus the
  * near-duplicate signature (256 bytes a row, as dedupe's). Two different inputs share a key with odds of about
  * n²/2^54 (about 6e-5 at a million rows), and a collision can only count a clean test row as seen (it is left out of
@@ -20,7 +14,7 @@
 import { TASK_COLUMNS, type Task } from '../data/config.ts';
 import { resolveNear, type ResolvedNear } from '../data/dedupe-config.ts';
 import { Growable } from '../data/growable.ts';
-import { estimateJaccard, key53, LshIndex, MinHasher, shingleHashesScratch, TemplateSample, TemplateShingles } from '../data/minhash.ts';
+import { estimateJaccard, key53, LshIndex, MinHasher, shingleHashesScratch } from '../data/minhash.ts';
 import { makeNormalizer, type NormalizeOptions } from '../data/normalize.ts';
 
 /** The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`. */
@@ -41,17 +35,7 @@ export type SeenAs = 'exact' | 'near';
 export class SeenInputs {
   private readonly keys = new Set<number>();
   private readonly normalize: (s: string) => string;
-  private readonly near: {
-    cfg: ResolvedNear;
-    hasher: MinHasher;
-    lsh: LshIndex;
-    sigs: Growable<Uint16Array>;
-    count: number;
-    /** The training rows' template shingles, once learnt. */
-    template: TemplateShingles;
-    /** While the template is learnt: the sample, and the training row each of its shingle sets came from. */
-    learning: { sample: TemplateSample; sets: Uint32Array[]; rows: number[] } | null;
-  } | null;
+  private readonly near: { cfg: ResolvedNear; hasher: MinHasher; lsh: LshIndex; sigs: Growable<Uint16Array>; count: number } | null;
   private cut = 0;
   private compared = 0;
   /** Rows given to add so far: the next row's number in the training table. */
@@ -76,8 +60,6 @@ export class SeenInputs {
       lsh: new LshIndex(near.bands, near.rows, near.numPerm),
       sigs: new Growable<Uint16Array>(Uint16Array, near.numPerm * 1024),
       count: 0,
-      template: TemplateShingles.NONE,
-      learning: near.template ? { sample: new TemplateSample(), sets: [], rows: [] } : null,
     };
   }
 
@@ -93,43 +75,15 @@ export class SeenInputs {
   }
 
   /**
-   * The signature of a row's shingles, less the template's, written at id `near.count`, the slot after the last
-   * indexed one: indexed there by add, or only looked up from there by seenAs. False when no shingle is left: a text of
-   * empty columns, or one that is all template (its input empty), which is found by its exact key only.
+   * The signature of `text` written at id `near.count`, the slot after the last indexed one: indexed there by add, or
+   * only looked up from there by seenAs. False for a text of empty columns, which has no shingles to compare.
    */
-  private sign(shingles: Uint32Array): boolean {
+  private sign(text: string, columns: number): boolean {
     const near = this.near!;
-    const content = near.template.strip(shingles);
-    if (content.length === 0) return false;
+    if (text.length <= columns - 1) return false;
     near.sigs.reserve(near.cfg.numPerm);
-    near.hasher.signature(content, near.sigs.data, near.count * near.cfg.numPerm);
+    near.hasher.signature(shingleHashesScratch(text, near.cfg.shingle, near.cfg.size), near.sigs.data, near.count * near.cfg.numPerm);
     return true;
-  }
-
-  /** A text's shingles (a scratch view); none for a text of empty columns. */
-  private shingles(text: string, columns: number): Uint32Array {
-    const { shingle, size } = this.near!.cfg;
-    return text.length <= columns - 1 ? new Uint32Array(0) : shingleHashesScratch(text, shingle, size);
-  }
-
-  /** Indexes training row `row` by its shingles. */
-  private index(shingles: Uint32Array, row: number): void {
-    const near = this.near!;
-    if (!this.sign(shingles)) return;
-    near.lsh.add(near.sigs.data, near.count);
-    this.nearRows[near.count] = row;
-    near.count++;
-    near.sigs.length += near.cfg.numPerm;
-  }
-
-  /** Ends the template's learning: the template from the rows sampled, which are then indexed in their order. */
-  private learnt(): void {
-    const near = this.near!;
-    const l = near.learning;
-    if (!l) return;
-    near.learning = null;
-    near.template = l.sample.template();
-    for (let i = 0; i < l.sets.length; i++) this.index(l.sets[i]!, l.rows[i]!);
   }
 
   /** Records a training row's input (one value per input column, in order). A row with a missing value adds nothing. */
@@ -141,14 +95,11 @@ export class SeenInputs {
     if (this.keys.has(k)) return;
     this.keys.add(k);
     const near = this.near;
-    if (!near) return;
-    const shingles = this.shingles(text, values.length);
-    if (shingles.length === 0) return;
-    const l = near.learning;
-    if (!l) return this.index(shingles, row);
-    l.sets.push(l.sample.add(shingles));
-    l.rows.push(row);
-    if (l.sample.full) this.learnt();
+    if (!near || !this.sign(text, values.length)) return;
+    near.lsh.add(near.sigs.data, near.count);
+    this.nearRows[near.count] = row;
+    near.count++;
+    near.sigs.length += near.cfg.numPerm;
   }
 
   /** How a test row's input (same columns, same order) matches a training row's input, or undefined when it does not. */
@@ -158,9 +109,7 @@ export class SeenInputs {
     if (text === undefined) return undefined;
     if (this.keys.has(key53(text))) return 'exact';
     const near = this.near;
-    if (!near) return undefined;
-    this.learnt();
-    if (!this.sign(this.shingles(text, values.length))) return undefined;
+    if (!near || !this.sign(text, values.length)) return undefined;
     const { numPerm, threshold } = near.cfg;
     const me = near.count;
     let matched = -1;
@@ -198,15 +147,6 @@ export class SeenInputs {
   /** Distinct inputs recorded. */
   get size(): number {
     return this.keys.size;
-  }
-
-  /**
-   * Template shingles left out of the near-duplicate check (0: none, or `near.template` off); null until known: the
-   * training rows' sample is full or a test row was looked up. Null without the near-duplicate check.
-   */
-  get templateShingles(): number | null {
-    const near = this.near;
-    return !near || near.learning ? null : near.template.size;
   }
 
   /** The near-duplicate settings, or null when only exact inputs count. */
