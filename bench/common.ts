@@ -110,3 +110,27 @@ export async function writeNewFile(path: string, bytes: number, buf: Uint8Array,
     await fh.close();
   }
 }
+
+/**
+ * Asks `${url}/health` every 20 ms, one request at a time, until `stop()`, which resolves to each answer's latency
+ * in ms: how long the server's thread keeps a cheap route waiting while it works.
+ */
+export function probeHealth(url: string): { stop(): Promise<number[]> } {
+  const health: number[] = [];
+  let done = false;
+  const prober = (async () => {
+    while (!done) {
+      const t = performance.now();
+      await (await fetch(`${url}/health`)).arrayBuffer();
+      health.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    async stop() {
+      done = true;
+      await prober;
+      return health;
+    },
+  };
+}

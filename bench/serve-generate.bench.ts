@@ -16,6 +16,7 @@ import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import { loadPooledTextGenerator } from '../src/serve/generation-pool.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import type { TextGenerator } from '../src/serve/types.ts';
+import { probeHealth } from './common.ts';
 
 const [requests, clients, hidden, layers, newTokens, rounds, threads] = [12, 2, 256, 6, 64, 2, 2].map((d, i) =>
   Number(process.argv[2 + i] ?? d),
@@ -64,17 +65,8 @@ interface Round {
 
 async function round(s: Awaited<ReturnType<typeof start>>): Promise<Round> {
   const lat: number[] = [];
-  const health: number[] = [];
-  let next = 0,
-    done = false;
-  const prober = (async () => {
-    while (!done) {
-      const t = performance.now();
-      await (await fetch(`${s.url}/health`)).arrayBuffer();
-      health.push(performance.now() - t);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  let next = 0;
+  const prober = probeHealth(s.url);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
@@ -89,8 +81,7 @@ async function round(s: Awaited<ReturnType<typeof start>>): Promise<Round> {
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  done = true;
-  await prober;
+  const health = await prober.stop();
   const r = {
     rps: requests / secs,
     p50: pct(lat, 50),

@@ -15,7 +15,7 @@ import { DEFAULT_LLM, resolveModelSource } from '../src/models/sources.ts';
 import { loadPooledTextGenerator } from '../src/serve/generation-pool.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import type { TextGenerator } from '../src/serve/types.ts';
-import { median } from './common.ts';
+import { median, probeHealth } from './common.ts';
 
 const [requests, chars, rounds] = [6, 128_000, 2].map((d, i) => Number(process.argv[2 + i] ?? d)) as [number, number, number];
 const TOKEN = 'bench-token-123456';
@@ -35,17 +35,8 @@ async function start(label: string, load: () => Promise<TextGenerator>) {
 }
 
 async function round(s: Awaited<ReturnType<typeof start>>) {
-  const health: number[] = [];
   const took: number[] = [];
-  let done = false;
-  const prober = (async () => {
-    while (!done) {
-      const t = performance.now();
-      await (await fetch(`${s.url}/health`)).arrayBuffer();
-      health.push(performance.now() - t);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  const prober = probeHealth(s.url);
   for (let i = 0; i < requests; i++) {
     const t = performance.now();
     const r = await s.post(String.fromCharCode(97 + (i % 26)).repeat(chars));
@@ -53,8 +44,7 @@ async function round(s: Awaited<ReturnType<typeof start>>) {
     if (r.status !== 400 || body.error?.code !== 'context_length_exceeded') throw new Error(`status ${r.status}: ${JSON.stringify(body)}`);
     took.push(performance.now() - t);
   }
-  done = true;
-  await prober;
+  const health = await prober.stop();
   const r = { request: median(took), h50: pct(health, 50), h99: pct(health, 99), hmax: Math.max(...health), probes: health.length };
   console.log(
     `${s.label.padEnd(10)} a request ${r.request.toFixed(0)} ms (median)  /health p50 ${r.h50.toFixed(1)} ms, p99 ${r.h99.toFixed(1)} ms, max ${r.hmax.toFixed(0)} ms (${r.probes} probes)`,

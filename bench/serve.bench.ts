@@ -22,6 +22,7 @@ import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import type { Predictor } from '../src/serve/types.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
+import { probeHealth } from './common.ts';
 
 const requests = Number(process.argv[2] ?? 200);
 const levels = (process.argv[3] ?? '1,8,32').split(',').map(Number);
@@ -87,18 +88,9 @@ async function startServer(label: string, load: () => Promise<Predictor>) {
 
 async function level(s: Awaited<ReturnType<typeof startServer>>, c: number): Promise<Level> {
   const lat: number[] = [];
-  const health: number[] = [];
   let next = 0,
-    failed = 0,
-    done = false;
-  const prober = (async () => {
-    while (!done) {
-      const t = performance.now();
-      await (await fetch(`${s.url}/health`)).arrayBuffer();
-      health.push(performance.now() - t);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+    failed = 0;
+  const prober = probeHealth(s.url);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: c }, async () => {
@@ -113,8 +105,7 @@ async function level(s: Awaited<ReturnType<typeof startServer>>, c: number): Pro
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  done = true;
-  await prober;
+  const health = await prober.stop();
   const batches = (s.server.model.current as { stats?: () => { batches: number } }).stats?.().batches;
   const out = { rps: requests / secs, p50: pct(lat, 50), p99: pct(lat, 99), health99: pct(health, 99) };
   console.log(
