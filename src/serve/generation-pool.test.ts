@@ -383,3 +383,11 @@ test("prompts are tokenized in a thread of the pool's own: a slow one holds not 
   }
   await assert.rejects(pool.encode('x'), /closed/);
 });
+
+test("a chat template that does not parse fails the pool's load with the loader's error", async () => {
+  await assert.rejects(loadPooledTextGenerator(dir, { ...opts, chatTemplate: '{% for m in messages %}' }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, /template/i);
+    return true;
+  });
+});

@@ -25,7 +25,7 @@
 import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEvent } from '../generate/generate.ts';
-import { loadPromptEncoder, type PromptEncoder, type TextGeneratorOptions } from '../generate/text-generator.ts';
+import type { TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { ChatMessage, TextGenerator } from './types.ts';
 import { EncoderThread } from './encoder-thread.ts';
 import { replaceOnExit, startReadyThread } from './worker-pool.ts';
@@ -57,8 +57,6 @@ export interface GenerationPoolStats {
 }
 
 export interface PooledTextGenerator extends TextGenerator {
-  /** The prompt text a conversation becomes (what encodeChat tokenizes). */
-  renderChat: PromptEncoder['renderChat'];
   /** Tokenized in a thread of its own (encoder-thread.ts): a slow prompt holds no other request. */
   encode(text: string, signal?: AbortSignal): Promise<number[]>;
   encodeChat(messages: ChatMessage[], signal?: AbortSignal): Promise<number[]>;
@@ -158,7 +156,6 @@ async function startThread(setup: GenerationThreadSetup): Promise<{ worker: Work
   const { worker, ready } = await startReadyThread<GenerationReply>(setup, (m) =>
     m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`),
   );
-  if (ready.type !== 'ready') throw new Error(`unexpected first message ${ready.type}`);
   return { worker, contextLength: ready.contextLength };
 }
 
@@ -173,8 +170,8 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     promptCache: opts.promptCache ?? true,
     hold: opts.hold,
   };
-  // The encoder first: a bad chat template fails here, before any thread loads the model.
-  const { renderChat } = loadPromptEncoder(dir, opts.chatTemplate);
+  // The encoder thread loads the tokenizer and chat template beside the generation threads (a bad template fails
+  // its start, and the generation threads are ended); this thread keeps no copy (140 ms and 28 MiB for SmolLM2's).
   // Settled at once: a rejection while the generation threads load must not go unhandled (it would end the process).
   const encoderThread = Promise.allSettled([EncoderThread.start(dir, opts.chatTemplate)]);
   const started = await Promise.allSettled(Array.from({ length: n }, () => startThread(setup)));
@@ -303,7 +300,6 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     kind: 'text-generation',
     id: opts.id ?? dir,
     contextLength: ok[0]!.contextLength,
-    renderChat,
     encode: (text, signal) => encoder.encode(text, signal),
     encodeChat: (messages, signal) => encoder.encodeChat(messages, signal),
     generate(prompts, o) {

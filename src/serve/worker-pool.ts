@@ -111,7 +111,6 @@ async function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: st
     setup,
     (m) => new Error(m.type === 'failed' ? m.message : `unexpected first message ${m.type}`),
   );
-  if (ready.type !== 'ready') throw new Error(`unexpected first message ${ready.type}`);
   return { worker, id: ready.id, labels: ready.labels };
 }
 
@@ -123,14 +122,14 @@ async function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: st
 export function startReadyThread<R extends { type: string }>(
   setup: { main: string },
   failure: (m: R) => Error,
-): Promise<{ worker: Worker; ready: R }> {
+): Promise<{ worker: Worker; ready: Extract<R, { type: 'ready' }> }> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(TS_THREAD, { workerData: setup });
     const onError = (e: Error) => reject(e);
     worker.once('error', onError);
     worker.once('message', (m: R) => {
       worker.off('error', onError);
-      if (m.type === 'ready') resolve({ worker, ready: m });
+      if (m.type === 'ready') resolve({ worker, ready: m as Extract<R, { type: 'ready' }> });
       else {
         void worker.terminate();
         reject(failure(m));
