@@ -390,6 +390,19 @@ test('a token no client could send is refused when the server starts', async () 
     );
 });
 
+test('a stop grace no timer can wait is refused when the server starts', async () => {
+  for (const stopGraceMs of [-1, 1.5, 2 ** 31])
+    await assert.rejects(
+      createModelServer({
+        token: TOKEN,
+        generation: { stopGraceMs },
+        resolveCurrent: async () => ({ key: 'k', load: async () => load(dirA, 'tiny@1') }),
+      }),
+      (e: unknown) => e instanceof InputError && e.where === 'serve.stopGraceMs' && /from 0 to 2147483647/.test(e.message),
+      String(stopGraceMs),
+    );
+});
+
 /** A real generator whose generations wait for `open()`: makes overlap deterministic without timing. */
 function held(gen: LoadedTextGenerator) {
   let open!: () => void;

@@ -214,16 +214,14 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     maxRequestTokens: o.limits?.maxRequestTokens,
     maxPromptTokens: o.limits?.maxPromptTokens,
   };
-  const limits = { ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue, stopGraceMs: o.limits?.stopGraceMs };
-  for (const [k, v] of Object.entries(limits)) {
-    // (A timer beyond 2^31 - 1 ms fires at once.)
-    const max = k === 'stopGraceMs' ? 2 ** 31 - 1 : Number.MAX_SAFE_INTEGER;
-    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' || k === 'stopGraceMs' ? 0 : 1) && v <= max))
-      throw new InputError(
-        k === 'stopGraceMs' ? `must be an integer from 0 to ${max} (ms), got ${v}` : `must be a positive integer, got ${v}`,
-        { where: `serve.${k}` },
-      );
+  for (const [k, v] of Object.entries({ ...L, maxConcurrent: o.limits?.maxConcurrent, maxQueue: o.limits?.maxQueue })) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === 'maxQueue' ? 0 : 1)))
+      throw new InputError(`must be a positive integer, got ${v}`, { where: `serve.${k}` });
   }
+  // A timer beyond 2^31 - 1 ms fires at once.
+  const grace = o.limits?.stopGraceMs;
+  if (grace !== undefined && !(Number.isSafeInteger(grace) && grace >= 0 && grace <= 2 ** 31 - 1))
+    throw new InputError(`must be an integer from 0 to ${2 ** 31 - 1} (ms), got ${grace}`, { where: 'serve.stopGraceMs' });
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
   app.get('/v1/models', async () => {
