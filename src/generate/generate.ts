@@ -56,10 +56,11 @@ export const PREFILL_SCORE_BYTES = 64 * 2 ** 20;
 
 /**
  * Most prompt positions a pass computes, however little memory more would take: the attention scores of a chunk
- * of 256 stay near the CPU's caches, and the pass is faster for it. SmolLM2-135M, 2 threads, one row, seconds for
- * the whole prompt (6 Dec, in one process; bench/prefill-chunks.bench.ts --chunks 932 measures it a process each): 1,200 tokens 1.79–1.87 in chunks of 256 against
- * 2.49–2.62 in one pass; 800 tokens 1.16 against 1.41–1.58; 2,000 tokens 3.27–3.53 against 4.29–4.55 in chunks of
- * 932; chunks of 128 or 384 no faster than 256.
+ * of 256 stay near the CPU's caches, and the pass is faster for it. SmolLM2-135M, 2 threads, one row, ms for the
+ * prompt pass, `nice node --import tsx bench/prefill-chunks.bench.ts` (each variant its own process, 3 rounds, 6 Dec):
+ * 1,200 tokens (`--prompt 1200 --chunks 512`) 1753–2007 in chunks of 256, 1924–2102 of 512, 2775–2992 in one pass;
+ * 2,000 tokens (`--chunks 932`) 3317–3966 against 4360–4817 of 932 and 5914–6258 in one pass; 2,000 tokens again
+ * (`--chunks 128,384`, 10:13, a slower hour) 3802–4439 against 3730–4305 of 128 (within noise) and 3896–4406 of 384.
  */
 export const PREFILL_CHUNK_TOKENS = 256;
 
