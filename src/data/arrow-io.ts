@@ -2,8 +2,9 @@
  * Arrow IPC file I/O for tempered's tables: a streaming writer that appends record batches of a
  * fixed column set and commits atomically, a batch reader, and a cheap describe for artifact refs.
  *
- * Output is byte-identical for identical input: no metadata, no timestamps, no dictionary encoding,
- * and every batch is laid out by the same builder code.
+ * Output is byte-identical for identical input: no timestamps, no dictionary encoding, every batch
+ * laid out by the same builder code, and no metadata but a column's prompt template
+ * (PROMPT_TEMPLATE_METADATA), which is part of what the table says.
  */
 import { open } from 'node:fs/promises';
 import {
@@ -34,6 +35,19 @@ export type NumericKind = 'int32' | 'int64' | 'float32' | 'float64';
 export type ColumnType = 'utf8' | 'bool' | NumericKind | `list<${NumericKind}>` | { fixedSizeList: NumericKind; size: number };
 /** Ordered column set: insertion order is column order. */
 export type ColumnSpec = Record<string, ColumnType>;
+
+/**
+ * Field metadata naming the prompt template a text column was rendered with (ingest's `promptTemplate`, on `prompt`):
+ * near-duplicate detection leaves the template's own text out (src/data/template-shingles.ts). The one metadata a
+ * written table keeps from a schema it is given, so it follows the rows through dedupe and split.
+ */
+export const PROMPT_TEMPLATE_METADATA = 'tempered.promptTemplate';
+
+/** A field as the writer keeps it: name, type, nullability, and its prompt template if it has one. */
+function keptField(f: Field): Field {
+  const template = f.metadata.get(PROMPT_TEMPLATE_METADATA);
+  return new Field(f.name, f.type, f.nullable, template === undefined ? null : new Map([[PROMPT_TEMPLATE_METADATA, template]]));
+}
 
 /** Default rows per record batch: large enough for throughput, small enough to bound memory. */
 export const BATCH_ROWS = 8192;
@@ -172,8 +186,8 @@ export class ArrowTableWriter {
     readonly batchRows = BATCH_ROWS,
   ) {
     this.path = path;
-    // Re-create fields without metadata so a schema read from another file cannot carry any in.
-    this.schema = spec instanceof Schema ? new Schema(spec.fields.map((f) => new Field(f.name, f.type, f.nullable))) : arrowSchema(spec);
+    // Re-create fields so a schema read from another file cannot carry other metadata in.
+    this.schema = spec instanceof Schema ? new Schema(spec.fields.map(keptField)) : arrowSchema(spec);
     this.names = this.schema.fields.map((f) => f.name);
     this.buffer = this.emptyBuffer();
     this.file = new AtomicFile(path);

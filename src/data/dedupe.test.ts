@@ -1,14 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
+import { Field, Schema, Utf8 } from 'apache-arrow';
+import { ArrowTableWriter, columnValues, PROMPT_TEMPLATE_METADATA, readArrowBatches, readArrowSchema } from './arrow-io.ts';
 import type { DedupeConfig } from './config.ts';
 import { dedupe } from './dedupe.ts';
 import { ingest } from './ingest.ts';
 import { Rng } from './rng.ts';
+import { split } from './split.ts';
 import { datasetsDir } from './datasets-dir.ts';
 
 async function readAll(path: string): Promise<Record<string, unknown>[]> {
@@ -264,7 +266,6 @@ test('pairs compare both texts; an empty table gives empty outputs', async () =>
 test('near dedupe agrees with brute-force Jaccard on real text (sms_spam, first 1500 rows)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dedupe-bf-'));
   const src = join(dir, 'src.jsonl');
-  const { writeFileSync } = await import('node:fs');
   writeFileSync(
     src,
     readFileSync(join(datasetsDir(), 'sms_spam', 'sms_spam.jsonl'), 'utf8')
@@ -334,4 +335,106 @@ test('label conflicts name labels such as __proto__ as their own keys', async ()
     ['__proto__', 1],
     ['ham', 1],
   ]);
+});
+
+/** Ingests `rows` (JSONL records) as instruction rows under `promptTemplate`, in a fresh folder. */
+async function ingestInstruction(rows: Record<string, string>[], promptTemplate: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-tpl-'));
+  writeFileSync(join(dir, 'src.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+  await ingest(
+    { path: 'src.jsonl', task: 'instruction', promptTemplate, fields: { response: 'label' } },
+    { baseDir: dir, outPath: join(dir, 'in.arrow'), quarantinePath: join(dir, 'q.arrow') },
+  );
+  return { dir, path: join(dir, 'in.arrow') };
+}
+
+/** The same rows without the template ingest recorded: what dedupe compared before it read one. */
+async function withoutTemplate(path: string, dir: string): Promise<string> {
+  const out = join(dir, 'plain.arrow');
+  const w = new ArrowTableWriter(out, { prompt: 'utf8', response: 'utf8', _source: 'utf8', _row: 'int32', _hash: 'utf8' });
+  for (const r of await readAll(path)) w.push(r);
+  w.close();
+  return out;
+}
+
+const SENTIMENT = 'Is the sentiment of this movie review positive or negative? Answer with one word.\n\n{text}';
+
+test("under ingest's prompt template, different short inputs are not near duplicates, and near copies still are (SST-2)", async () => {
+  const sst2 = readFileSync(join(datasetsDir(), 'sst2', 'train.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, string>);
+  const { dir, path } = await ingestInstruction(sst2, SENTIMENT);
+  const prompt = (await readArrowSchema(path)).fields.find((f) => f.name === 'prompt')!;
+  assert.equal(prompt.metadata.get(PROMPT_TEMPLATE_METADATA), SENTIMENT);
+
+  const tpl = await dedupe(path, {}, { outPath: join(dir, 'out.arrow'), clustersPath: join(dir, 'c.arrow') });
+  const plain = await dedupe(
+    await withoutTemplate(path, dir),
+    {},
+    { outPath: join(dir, 'p.out.arrow'), clustersPath: join(dir, 'p.c.arrow') },
+  );
+  // The review sentences alone, as a classification table: what the template should not change.
+  const cdir = mkdtempSync(join(tmpdir(), 'dedupe-cls-'));
+  await ingest(
+    { path: 'sst2/train.jsonl', task: 'classification' },
+    { baseDir: datasetsDir(), outPath: join(cdir, 'in.arrow'), quarantinePath: join(cdir, 'q.arrow') },
+  );
+  const sentences = await dedupe(join(cdir, 'in.arrow'), {}, { outPath: join(cdir, 'out.arrow'), clustersPath: join(cdir, 'c.arrow') });
+  assert.equal(tpl.templateShingles, 12);
+  assert.deepEqual(
+    [tpl.rowsOut, tpl.exactRemoved, tpl.nearRemoved],
+    [sentences.rowsOut, sentences.exactRemoved, sentences.nearRemoved],
+    'the template changes nothing about which rows are duplicates',
+  );
+  assert.equal(plain.templateShingles, 0);
+  assert.ok(
+    plain.nearRemoved > tpl.nearRemoved + 10,
+    `without the template ${plain.nearRemoved} near removals, with it ${tpl.nearRemoved}`,
+  );
+
+  // The template rides along: dedupe's output and every split file record it.
+  const after = (p: string) =>
+    readArrowSchema(p).then((s) => s.fields.find((f) => f.name === 'prompt')!.metadata.get(PROMPT_TEMPLATE_METADATA));
+  assert.equal(await after(join(dir, 'out.arrow')), SENTIMENT);
+  const parts = await split(
+    join(dir, 'out.arrow'),
+    { ratios: { train: 0.8, validation: 0.1, test: 0.1 }, seed: 1 },
+    { outDir: join(dir, 'split') },
+  );
+  for (const f of Object.values(parts.files)) assert.equal(await after(f), SENTIMENT, f);
+});
+
+test('under a prompt template, planted near copies of long inputs are found as without it', async () => {
+  const { rows, partner } = plantedRows(9, 200);
+  const template = 'You are a careful assistant. Read the message below and say whether it is spam or not spam.\n\nMessage: {text}';
+  const { dir, path } = await ingestInstruction(rows, template);
+  const r = await dedupe(
+    path,
+    { near: { threshold: 0.7, seed: 1 } },
+    { outPath: join(dir, 'out.arrow'), clustersPath: join(dir, 'c.arrow') },
+  );
+  assert.equal(r.nearRemoved, 50);
+  assert.ok(r.templateShingles > 0);
+  const kept = new Set((await readAll(join(dir, 'out.arrow'))).map((x) => Number(x._row) - 1)); // _row: the 1-based line
+  for (const dup of partner.keys()) assert.ok(!kept.has(dup), `planted copy ${dup} was kept`);
+});
+
+test('a prompt-template metadata that is no template fails dedupe, naming the column, and writes nothing', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dedupe-badtpl-'));
+  const path = join(dir, 'in.arrow');
+  const bad = new Map([[PROMPT_TEMPLATE_METADATA, 'Answer {unclosed']]);
+  const schema = new Schema([new Field('prompt', new Utf8(), false, bad), new Field('response', new Utf8(), false)]);
+  const w = new ArrowTableWriter(path, schema);
+  w.push({ prompt: 'Answer x', response: 'y' });
+  w.close();
+  await assert.rejects(
+    dedupe(path, {}, { outPath: join(dir, 'out.arrow'), clustersPath: join(dir, 'c.arrow') }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /column "prompt"'s tempered\.promptTemplate metadata is not a prompt template: unclosed "\{"/.test(e.message),
+  );
+  assert.deepEqual(readdirSync(dir), ['in.arrow']);
+  // Near-duplicate detection off reads no template.
+  await dedupe(path, { near: false }, { outPath: join(dir, 'out.arrow'), clustersPath: join(dir, 'c.arrow') });
 });

@@ -18,6 +18,7 @@ import type { DedupeConflict, DedupeReport } from './report.ts';
 import { UnionFind } from './union-find.ts';
 import { setOwn } from '../util/own-key.ts';
 import { resolveNear } from './dedupe-config.ts';
+import { columnTemplates, TemplateShingles } from './template-shingles.ts';
 
 export interface DedupeOptions {
   outPath: string;
@@ -71,6 +72,9 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
   if (!['keep-first', 'drop-all', 'majority'].includes(policy))
     throw new InputError(`conflicts must be 'keep-first', 'drop-all' or 'majority', got ${JSON.stringify(policy)}`, { where: 'conflicts' });
   const normalize = makeNormalizer(cfg.normalize);
+  const template = near
+    ? TemplateShingles.of([columnTemplates(schema, textCols, 'the table')], normalize, near.shingle, near.size)
+    : TemplateShingles.NONE;
 
   // ---- pass 1: per-row state ----
   const uf = new UnionFind();
@@ -115,12 +119,14 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
         exactFirst.set(k, row);
       }
       exactOf.push(row);
-      if (near && key.length > cols.length - 1) {
-        // not every column empty
+      // Not every column empty, and something left once a prompt template's own shingles are out: a row that is all
+      // template has nothing of its own to compare, and is matched, like an empty row, by its exact key only.
+      const shingles = near && key.length > cols.length - 1 ? template.strip(shingleHashesScratch(key, near.shingle, near.size)) : null;
+      if (near && shingles && shingles.length > 0) {
         const sigId = rowOfSig.length;
         rowOfSig.push(row);
         sigs.reserve(near.numPerm);
-        hasher!.signature(shingleHashesScratch(key, near.shingle, near.size), sigs.data, sigId * near.numPerm);
+        hasher!.signature(shingles, sigs.data, sigId * near.numPerm);
         sigs.length += near.numPerm;
         const me = row;
         lsh!.insert(sigs.data, sigId, (other) => {
@@ -211,7 +217,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
     }
   }
   // ---- pass 2: write ----
-  const outFields = schema.fields.filter((f) => f.name !== '_cluster').map((f) => new Field(f.name, f.type, f.nullable));
+  // The writer keeps a field's prompt template and nothing else of its metadata.
+  const outFields = schema.fields.filter((f) => f.name !== '_cluster');
   const outSchema = new Schema([...outFields, new Field('_cluster', new Int32(), false)]);
   const out = new ArrowTableWriter(opts.outPath, outSchema);
   let clustersOut: ArrowTableWriter | null = null;
@@ -279,5 +286,6 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
     conflictCount,
     nearCandidates,
     nearVerified,
+    templateShingles: template.size,
   };
 }

@@ -5,7 +5,8 @@
  * written (possibly empty) so the stage's output set is fixed, and neither is left behind on error.
  */
 import { InputError } from '../errors.ts';
-import { ArrowTableWriter, describeArrowFile, type ColumnSpec } from './arrow-io.ts';
+import { Field, Schema } from 'apache-arrow';
+import { ArrowTableWriter, arrowSchema, describeArrowFile, PROMPT_TEMPLATE_METADATA, type ColumnSpec } from './arrow-io.ts';
 import type { BadReason } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
@@ -164,6 +165,17 @@ export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
   return spec;
 }
 
+/**
+ * The table ingest writes: the task's columns, with the prompt template (when there is one) recorded on `prompt`, so
+ * that near-duplicate detection downstream can leave its text out (src/data/template-shingles.ts).
+ */
+function ingestSchema(cfg: IngestConfig): Schema {
+  const schema = arrowSchema(ingestColumns(cfg.task));
+  if (cfg.task !== 'instruction' || cfg.promptTemplate === undefined) return schema;
+  const template = new Map([[PROMPT_TEMPLATE_METADATA, cfg.promptTemplate]]);
+  return new Schema(schema.fields.map((f) => (f.name === 'prompt' ? new Field(f.name, f.type, f.nullable, template) : f)));
+}
+
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
   const [broken] = checkIngestConfig(cfg);
   if (broken) throw broken;
@@ -199,7 +211,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   const cols = TASK_COLUMNS[cfg.task];
   const mapRow = makeRowMapper(cfg);
   const required = requiredFields(cfg);
-  const out = new ArrowTableWriter(opts.outPath, ingestColumns(cfg.task));
+  const out = new ArrowTableWriter(opts.outPath, ingestSchema(cfg));
   let quarantine: ArrowTableWriter | null = null;
   try {
     quarantine = new ArrowTableWriter(opts.quarantinePath, QUARANTINE_COLUMNS);

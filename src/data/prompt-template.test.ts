@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isTemplateError, parseTemplate, type ParsedTemplate, type TemplateError } from './prompt-template.ts';
+import { isTemplateError, MAX_TEMPLATE_CHARS, parseTemplate, type ParsedTemplate, type TemplateError } from './prompt-template.ts';
 
 function parsed(t: string): ParsedTemplate {
   const p = parseTemplate(t);
@@ -98,4 +98,10 @@ test("Jinja's {{ field }} is an error, not the literal text that drops the field
 test('a template without a field is an error without an offset', () => {
   error('just text', undefined, /names no \{field\}/);
   error('{{"a": 1}}', undefined, /names no \{field\}/);
+});
+
+test('a template over 65,536 characters is an error: no model context holds the prompt, and dedupe renders it', () => {
+  const at = `${'x'.repeat(MAX_TEMPLATE_CHARS - 3)}{q}`;
+  assert.ok(!isTemplateError(parseTemplate(at)));
+  error(`${at}.`, undefined, /the template has 65537 characters, more than the 65536 a prompt template may have/);
 });

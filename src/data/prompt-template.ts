@@ -56,8 +56,20 @@ function near(t: string, at: number, len = 24): string {
   return JSON.stringify(at + len < t.length ? `${s}…` : s);
 }
 
+/**
+ * Longest template: a prompt of 64 Ki characters is already longer than the context of the models tempered trains.
+ * Bounded because near-duplicate detection renders a table's template several times (src/data/template-shingles.ts),
+ * and a table's template may come from a file.
+ */
+export const MAX_TEMPLATE_CHARS = 65536;
+
 /** The template's structure, or the first thing wrong with it (with its offset). */
 export function parseTemplate(t: string): ParsedTemplate | TemplateError {
+  if (t.length > MAX_TEMPLATE_CHARS)
+    return {
+      message: `the template has ${t.length} characters, more than the ${MAX_TEMPLATE_CHARS} a prompt template may have`,
+      hint: "a prompt this long leaves no room for the input in a model's context: shorten it",
+    };
   const sections: TemplateSection[] = [];
   const fields: string[] = [];
   let cur: TemplateSection = { optional: false, pieces: [] };

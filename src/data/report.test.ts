@@ -39,6 +39,7 @@ test('reports survive JSON and render as readable tables', () => {
       conflictCount: 1,
       nearCandidates: 4,
       nearVerified: 1,
+      templateShingles: 17,
     },
     {
       kind: 'split',
@@ -63,6 +64,7 @@ test('reports survive JSON and render as readable tables', () => {
   assert.match(ing, /physical lines: 14 in, 5 in bad rows \(35\.7%\)/);
   assert.match(dd, /exact duplicates removed\s+1\s+12\.5%/);
   assert.match(dd, /cluster 3 \(near\): ham 1, spam 1 → ham/);
+  assert.match(dd, /compared without the prompt template's own text \(17 shingles\)/);
   assert.match(sp, /^train\s+4\s+66\.7%\s+3\s+1$/m);
   assert.match(sp, /^validation\s+1\s+16\.7%\s+1\s+0$/m);
   assert.match(sp, /leakage: 0 group\(s\) across splits \(ok\)/);

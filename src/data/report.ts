@@ -66,6 +66,11 @@ export interface DedupeReport {
   /** Candidate pairs from LSH and how many passed verification. */
   nearCandidates: number;
   nearVerified: number;
+  /**
+   * Shingles of the prompt template the compared columns were rendered with (ingest's promptTemplate), left out of
+   * near-duplicate detection: 0 when they have none (src/data/template-shingles.ts).
+   */
+  templateShingles: number;
 }
 
 export interface SplitPart {
@@ -147,6 +152,9 @@ export function formatDataReport(r: DataReport): string {
           ['label conflicts removed', String(r.conflictsRemoved), pct(r.conflictsRemoved, r.rowsIn)],
         ]),
         `clusters: ${r.clusters} (largest ${r.largestCluster}); near candidates ${r.nearCandidates}, verified ${r.nearVerified}`,
+        ...(r.templateShingles > 0
+          ? [`near duplicates compared without the prompt template's own text (${r.templateShingles} shingles)`]
+          : []),
         `label conflicts: ${r.conflictCount}`,
         ...r.conflicts.map((c) => `  cluster ${c.cluster} (${c.reason}): ${countsLine(c.labels)} → ${c.kept ?? 'dropped'}`),
       ].join('\n');

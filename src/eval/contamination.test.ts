@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { datasetsDir } from '../data/datasets-dir.ts';
 import { LshIndex } from '../data/minhash.ts';
+import { isTemplateError, parseTemplate } from '../data/prompt-template.ts';
 import { inputColumns, NEAR_COMPARISONS, SeenInputs } from './contamination.ts';
 
 test("a task's input columns: what the model is asked, not its answer", () => {
@@ -164,4 +168,29 @@ test('LSH find asks about each bucket-mate once, walks the buckets in turn, and 
     'found',
   );
   assert.ok(order.length <= 4, `asked ${order.join(', ')} before row 10`);
+});
+
+test("under a prompt template, only the inputs are compared: SST-2's test reviews against its training reviews", () => {
+  const template = 'Is the sentiment of this movie review positive or negative? Answer with one word.\n\n{text}';
+  const parsed = parseTemplate(template);
+  assert.ok(!isTemplateError(parsed));
+  const read = (f: string) =>
+    readFileSync(join(datasetsDir(), 'sst2', f), 'utf8')
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => (JSON.parse(l) as { text: string }).text);
+  const train = read('train.jsonl'),
+    test = [...read('validation.jsonl'), ...read('test.jsonl')];
+  const prompt = (s: string) => template.replace('{text}', s);
+  /** The test rows seen as near duplicates: by the reviews alone, by the prompts, by the prompts without the template. */
+  const near = (seen: SeenInputs, wrap: (s: string) => string) => {
+    for (const s of train) seen.add([wrap(s)]);
+    return test.filter((s) => seen.seenAs([wrap(s)]) === 'near').length;
+  };
+  const reviews = near(new SeenInputs(), (s) => s);
+  const asStored = near(new SeenInputs(), prompt);
+  // The training table's template and the test table's: the same template, read from both.
+  const withTemplate = near(new SeenInputs(undefined, undefined, [[parsed], [parsed]]), prompt);
+  assert.equal(withTemplate, reviews);
+  assert.ok(asStored > reviews, `as stored ${asStored} near matches, the reviews alone ${reviews}`);
 });

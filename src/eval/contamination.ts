@@ -4,7 +4,9 @@
  * case fold, whitespace, zero-width characters: src/data/normalize.ts) and kept as a 53-bit hash, against which test
  * rows are looked up. A test row is also seen when it is a near duplicate of a training input as dedupe's defaults
  * find them (MinHash of word 3-shingles, estimated Jaccard ≥ 0.8): a rephrased or re-punctuated copy of a training
- * row, which dedupe would have merged into it had both been in one table. Pure: the evaluate stage reads the tables.
+ * row, which dedupe would have merged into it had both been in one table. Like dedupe, the near-duplicate check leaves
+ * out the own text of a prompt template the tables record (src/data/template-shingles.ts), so that two different short
+ * inputs in one long template are not near duplicates. Pure: the evaluate stage reads the tables.
  *
  * Hashes, not texts, so a training split of millions of long documents costs a few dozen bytes a row, plus the
  * near-duplicate signature (256 bytes a row, as dedupe's). Two different inputs share a key with odds of about
@@ -16,6 +18,8 @@ import { resolveNear, type ResolvedNear } from '../data/dedupe-config.ts';
 import { Growable } from '../data/growable.ts';
 import { estimateJaccard, key53, LshIndex, MinHasher, shingleHashesScratch } from '../data/minhash.ts';
 import { makeNormalizer, type NormalizeOptions } from '../data/normalize.ts';
+import type { ParsedTemplate } from '../data/prompt-template.ts';
+import { TemplateShingles } from '../data/template-shingles.ts';
 
 /** The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`. */
 export function inputColumns(task: Task): string[] {
@@ -35,7 +39,14 @@ export type SeenAs = 'exact' | 'near';
 export class SeenInputs {
   private readonly keys = new Set<number>();
   private readonly normalize: (s: string) => string;
-  private readonly near: { cfg: ResolvedNear; hasher: MinHasher; lsh: LshIndex; sigs: Growable<Uint16Array>; count: number } | null;
+  private readonly near: {
+    cfg: ResolvedNear;
+    template: TemplateShingles;
+    hasher: MinHasher;
+    lsh: LshIndex;
+    sigs: Growable<Uint16Array>;
+    count: number;
+  } | null;
   private cut = 0;
   private compared = 0;
   /** Rows given to add so far: the next row's number in the training table. */
@@ -52,10 +63,20 @@ export class SeenInputs {
    * `normalize`: dedupe's steps (default all on, as dedupe's default). `near`: the near-duplicate settings, dedupe's
    * defaults unless given; null for exact inputs only.
    */
-  constructor(normalize: NormalizeOptions = {}, near: ResolvedNear | null = resolveNear(undefined)) {
+  constructor(
+    normalize: NormalizeOptions = {},
+    near: ResolvedNear | null = resolveNear(undefined),
+    /**
+     * The prompt templates the input columns were rendered with (src/data/template-shingles.ts, columnTemplates), of
+     * each table compared (the training table's and the test table's): their own text is left out of near-duplicate
+     * checks, as dedupe leaves it out.
+     */
+    templates: ReadonlyArray<ReadonlyArray<ParsedTemplate | null>> = [],
+  ) {
     this.normalize = makeNormalizer(normalize);
     this.near = near && {
       cfg: near,
+      template: TemplateShingles.of(templates, this.normalize, near.shingle, near.size),
       hasher: new MinHasher(near.numPerm, near.seed),
       lsh: new LshIndex(near.bands, near.rows, near.numPerm),
       sigs: new Growable<Uint16Array>(Uint16Array, near.numPerm * 1024),
@@ -76,13 +97,16 @@ export class SeenInputs {
 
   /**
    * The signature of `text` written at id `near.count`, the slot after the last indexed one: indexed there by add, or
-   * only looked up from there by seenAs. False for a text of empty columns, which has no shingles to compare.
+   * only looked up from there by seenAs. False for a text of empty columns, or one that is all prompt template, which
+   * has no shingles of its own to compare.
    */
   private sign(text: string, columns: number): boolean {
     const near = this.near!;
     if (text.length <= columns - 1) return false;
+    const shingles = near.template.strip(shingleHashesScratch(text, near.cfg.shingle, near.cfg.size));
+    if (shingles.length === 0) return false;
     near.sigs.reserve(near.cfg.numPerm);
-    near.hasher.signature(shingleHashesScratch(text, near.cfg.shingle, near.cfg.size), near.sigs.data, near.count * near.cfg.numPerm);
+    near.hasher.signature(shingles, near.sigs.data, near.count * near.cfg.numPerm);
     return true;
   }
 

@@ -143,7 +143,7 @@ async function productionRows(
   const { inputColumns, productionTraining, writeCleanRows } = await lib();
   const columns = inputColumns(o.causal ? 'instruction' : 'classification');
   ctx.progress({ message: `${prod.label}: reading its training rows, to leave them out of its test rows` });
-  const training = await productionTraining(ctx.store, prod.data, columns, ctx.signal);
+  const training = await productionTraining(ctx.store, prod.data, columns, ctx.signal, o.fullTest);
   if (!training.checked) {
     ctx.log(`${prod.label} is scored on all the test rows, some of which it may have been trained on: ${training.reason}`);
     return {

@@ -8,6 +8,7 @@
  */
 import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, readArrowBatches, readArrowSchema, stringColumn, takeRows } from '../data/arrow-io.ts';
+import { columnTemplates } from '../data/template-shingles.ts';
 import { SeenInputs } from '../eval/contamination.ts';
 import { InputError, IntegrityError } from '../errors.ts';
 import type { DataRef } from '../registry/types.ts';
@@ -34,6 +35,11 @@ export async function productionTraining(
   lineage: readonly DataRef[],
   columns: readonly string[],
   signal?: AbortSignal,
+  /**
+   * The test table's file: the prompt template it records (src/data/template-shingles.ts), like the training table's,
+   * is left out of the near-duplicate checks.
+   */
+  testTable?: string,
 ): Promise<ProductionTraining> {
   const data = lineage.find((d) => d.name === TRAINING_DATA);
   if (!data)
@@ -65,7 +71,15 @@ export async function productionTraining(
         reason: `${where} has no text column '${c}' (columns: ${schema.fields.map((x) => x.name).join(', ')})`,
       };
   }
-  const seen = new SeenInputs();
+  const templates = [];
+  try {
+    templates.push(columnTemplates(schema, columns, where));
+  } catch (e) {
+    if (e instanceof InputError) return { checked: false, reason: e.message };
+    throw e;
+  }
+  if (testTable !== undefined) templates.push(columnTemplates(await readArrowSchema(testTable), columns, 'the test table'));
+  const seen = new SeenInputs(undefined, undefined, templates);
   let rows = 0;
   for await (const b of readArrowBatches(path)) {
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('evaluation was aborted');
