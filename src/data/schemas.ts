@@ -39,7 +39,7 @@ export const ingestWithSchema = {
       type: 'string',
       minLength: 1,
       description:
-        'Instruction task: builds the prompt, e.g. "{instruction}[[\\n\\n{input}]]". {name} is a source field; [[...]] is dropped when a field inside is missing or empty (sections do not nest); {{ and }} are literal braces. Not with fields.prompt.',
+        'Instruction task: builds the prompt, e.g. "{instruction}[[\\n\\n{input}]]". {name} is a source field; [[...]] is dropped when a field inside is missing or empty (sections do not nest); {{ and }} are literal braces. Not with fields.prompt. At most 65,536 characters. Recorded on the prompt column, so that dedupe compares near duplicates without its text.',
     },
     header: { type: 'boolean', default: true, description: 'CSV/TSV: first record is a header.' },
     columns: {
