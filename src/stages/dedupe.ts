@@ -18,7 +18,8 @@ type Config = DedupeConfig & { table: ArtifactRef };
 export const dedupeStage: StageKind<Config> = {
   kind: 'dedupe',
   description: 'remove exact and near duplicates (MinHash + LSH); report clusters and label conflicts',
-  codeVersion: 'dedupe-1',
+  // 2: near duplicates compared without the prompt template the table records (src/data/template-shingles.ts).
+  codeVersion: 'dedupe-2',
   withSchema: withInputs(dedupeWithSchema, { table: { ...artifactRefSchema, takes: ['table'] } }),
   outputs: {
     table: { type: 'table', description: 'kept rows, with _cluster' },

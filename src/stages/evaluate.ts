@@ -230,7 +230,8 @@ export const evaluateStage: StageKind<Config> = {
   description:
     'classifiers: accuracy, per-class and macro/micro P/R/F1 and confusion matrix; causal LMs: response loss, perplexity and (generation) exact_match, rouge_l, chrf; on the test split, against baselines',
   // 3: production scored on the test rows it was not trained on; production.rows, .contaminated_rows, .decontaminated, .candidate.
-  codeVersion: 'evaluate-4',
+  // 5: the contamination check compares near duplicates without the prompt template the tables record.
+  codeVersion: 'evaluate-5',
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
   isolation: { module: import.meta.url },
   withSchema: {

@@ -22,7 +22,8 @@ const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await i
 export const ingestStage: StageKind<IngestConfig> = {
   kind: 'ingest',
   description: 'read JSONL, CSV/TSV, Parquet or Arrow files into an Arrow table with provenance; bad rows fail or go to quarantine',
-  codeVersion: 'ingest-1',
+  // 2: an instruction table records its promptTemplate on the prompt column (other tables are byte for byte as in 1).
+  codeVersion: 'ingest-2',
   withSchema: ingestWithSchema,
   outputs: {
     table: { type: 'table', description: 'the ingested rows (task columns + _source, _row, _hash)' },
