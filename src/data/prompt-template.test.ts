@@ -5,7 +5,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isTemplateError, MAX_TEMPLATE_CHARS, parseTemplate, type ParsedTemplate, type TemplateError } from './prompt-template.ts';
+import {
+  isFieldName,
+  isTemplateError,
+  jinjaField,
+  MAX_TEMPLATE_CHARS,
+  parseTemplate,
+  type ParsedTemplate,
+  type TemplateError,
+} from './prompt-template.ts';
 
 function parsed(t: string): ParsedTemplate {
   const p = parseTemplate(t);
@@ -104,4 +112,26 @@ test('a template over 65,536 characters is an error: no model context holds the 
   const at = `${'x'.repeat(MAX_TEMPLATE_CHARS - 3)}{q}`;
   assert.ok(!isTemplateError(parseTemplate(at)));
   error(`${at}.`, undefined, /the template has 65537 characters, more than the 65536 a prompt template may have/);
+});
+
+test('{{ name }} is found by a scan with the verdict of the regular expression it replaced, in time linear in the template', () => {
+  // The expression backtracked cubically on "{{" and a run of spaces (4,000: 30 s); it stays here as the reference.
+  const reference = (t: string) => {
+    const m = /^\{\{\s*([^{}]+?)\s*\}\}(?!\})/.exec(t);
+    return m && isFieldName(m[1]!) ? { text: m[0], name: m[1]! } : null;
+  };
+  const alphabet = ['{', '}', ' ', 'a', '\n', '"'];
+  let compared = 0;
+  const walk = (s: string) => {
+    const j = jinjaField(s, 0);
+    assert.deepEqual(j && isFieldName(j.name) ? j : null, reference(s), JSON.stringify(s));
+    compared++;
+    if (s.length < 9) for (const c of alphabet) walk(s + c);
+  };
+  walk('{{');
+  assert.equal(compared, (6 ** 8 - 1) / 5);
+  // 60,000 spaces: the expression would take days; the scan is immediate, and the verdict the same (not a field).
+  const spaces = `{{${' '.repeat(60000)}{x}`;
+  assert.equal(jinjaField(spaces, 0), null);
+  assert.ok(!isTemplateError(parseTemplate(spaces + '}}')));
 });
