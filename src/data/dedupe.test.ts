@@ -405,10 +405,13 @@ test("under ingest's prompt template, different short inputs are not near duplic
   for (const f of Object.values(parts.files)) assert.equal(await after(f), SENTIMENT, f);
 });
 
-test('under a prompt template, planted near copies of long inputs are found as without it', async () => {
+test('under a prompt template, planted near copies of long inputs are found as without it, and one-word inputs kept apart', async () => {
   const { rows, partner } = plantedRows(9, 200);
+  // 30 different one-word messages after the planted rows: in the template's 20 words, any two share 18 of their 20
+  // shingles as stored (0.9), so without the template left out they would be near duplicates of each other.
+  const words = Array.from({ length: 30 }, (_, i) => ({ text: `word${i}`, label: 'x' }));
   const template = 'You are a careful assistant. Read the message below and say whether it is spam or not spam.\n\nMessage: {text}';
-  const { dir, path } = await ingestInstruction(rows, template);
+  const { dir, path } = await ingestInstruction([...rows, ...words], template);
   const r = await dedupe(
     path,
     { near: { threshold: 0.7, seed: 1 } },

@@ -57,7 +57,7 @@ test("two different short inputs in one long template share none of their own sh
   // 40 words with one changed: 37 of the 43 shingles a pair has are shared (0.86), as without the template.
   const long = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
   const edited = long.replace('w20', 'changed');
-  assert.deepEqual(stripped(tpl, SST2.replace('{text}', long)), stripped(tpl, SST2.replace('{text}', long)));
+  assert.equal(stripped(tpl, SST2.replace('{text}', long)).length, 38 + 2); // its own 38, and 2 across the boundary
   assert.equal(jaccard(stripped(tpl, SST2.replace('{text}', long)), stripped(tpl, SST2.replace('{text}', edited))), 37 / 43);
 });
 
@@ -81,6 +81,17 @@ test("a word the input runs into is not the template's, unless an input starting
   const spaced = stripped(tpl, 'Say yes or no now. Review: great film');
   // "now. review: great", "review: great film": the input's; "no now. review:" is the template's.
   assert.equal(spaced.length, 2);
+});
+
+test('placeholders are characters the template does not hold: a template of the letters q and z', () => {
+  // "grade q q", "q q q" and "z z z" lie in the template; each shingle that reaches the input is the row's.
+  const tpl = templateOf('Grade q q q {text} z z z');
+  assert.equal(tpl.size, 3);
+  assert.equal(stripped(tpl, 'Grade q q q w z z z').length, 3);
+  // An input q makes one more "q q q", the template's own text (as any input quoting the template does); 2 are left.
+  // With q and z as placeholders, "q q z" and "q z z" were taken for the template's, and these rows kept none.
+  assert.equal(stripped(tpl, 'Grade q q q q z z z').length, 2);
+  assert.equal(stripped(tpl, 'Grade q q q z z z z').length, 2);
 });
 
 test("text joined around a dropped [[ … ]] section is the template's too", () => {

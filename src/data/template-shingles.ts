@@ -7,15 +7,20 @@
  * that lie wholly in the template's text. The template is read from the table, never guessed from its rows: a
  * cluster of near copies looks like a template to any guess, and a guess depends on which rows it samples.
  *
- * Which shingles those are is found by rendering a row's compared text twice, with placeholder inputs that differ at
- * every character, through the very normalisation and shingling a row goes through: a shingle found in both
- * renderings touches no input, so every row rendered with the template has it. Then again with the placeholders
- * between spaces: an input that starts or ends with a space makes the template's neighbouring word a whole word. A row
- * whose optional `[[ … ]]` sections were dropped joins the text around them, so each combination of sections is
- * rendered (all of them up to MAX_SECTIONS_COMBINED sections; beyond, all kept and all dropped only).
+ * Which shingles those are is found by rendering a row's compared text twice, with two placeholder characters the
+ * template does not hold as inputs, through the very normalisation and shingling a row goes through: a shingle found
+ * in both renderings touches no input. Then again with the placeholders between spaces: an input that starts or ends
+ * with a space makes the template's neighbouring word a whole word. A row whose optional `[[ … ]]` sections were
+ * dropped joins the text around them, so each combination of sections is rendered (all of them up to
+ * MAX_SECTIONS_COMBINED sections; beyond, all kept and all dropped only).
  *
- * A row's text that equals some of the template's (an input quoting it) loses those shingles too: the same text is
- * the same shingle. That errs towards rows not being near duplicates, never towards merging different rows.
+ * What is compared is then the inputs, not the template, and that can make two rows nearer as well as farther apart:
+ * a row that kept an optional section loses that section's text, as one that dropped it never had it (two rows that
+ * differ only in whether they have a short context are then near duplicates, as their inputs alone are); so do rows
+ * whose input starts or ends with a space, beside ones whose input does not. With char shingles, a character the
+ * normalisation changes by what follows it (a Greek final sigma, a combining mark) can leave a few template shingles
+ * at a boundary unstripped. A row's text that equals some of the template's (an input quoting it) loses those
+ * shingles too: the same text is the same shingle.
  */
 import { DataType, type Schema } from 'apache-arrow';
 import { InputError } from '../errors.ts';
@@ -26,11 +31,23 @@ import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-te
 /** Optional sections whose every combination is rendered: 2^4 renderings at most. */
 export const MAX_SECTIONS_COMBINED = 4;
 
-/** Placeholder inputs: letters (kept by every normalisation step), equal in length, different at every character. */
-const PLACEHOLDERS: ReadonlyArray<readonly [string, string]> = [
-  ['q', 'z'],
-  [' q ', ' z '],
-];
+/**
+ * Placeholder inputs: two characters the template does not hold, so that no window of one rendering that holds a
+ * placeholder is found in the other; then the same between spaces. Private-use characters: every normalisation step
+ * keeps them, and a word of text holds them only when made to.
+ */
+function placeholders(t: ParsedTemplate): Array<readonly [string, string]> {
+  const used = new Set<number>();
+  for (const s of t.sections) for (const p of s.pieces) if (typeof p === 'string') for (const c of p) used.add(c.codePointAt(0)!);
+  // The BMP's private-use area and plane 15's: 6,400 + 65,534 code points, more than a template's 65,536 characters.
+  const free: string[] = [];
+  for (let cp = 0xe000; free.length < 2; cp = cp === 0xf8ff ? 0xf0000 : cp + 1) if (!used.has(cp)) free.push(String.fromCodePoint(cp));
+  const [x, y] = free as [string, string];
+  return [
+    [x, y],
+    [` ${x} `, ` ${y} `],
+  ];
+}
 
 /**
  * The templates recorded on a table's `columns` (by position in `columns`; null where a column has none), parsed. An
@@ -43,7 +60,8 @@ export function columnTemplates(schema: Schema, columns: readonly string[], tabl
     if (f === undefined || t === undefined) return null;
     const where = `${table}: column ${JSON.stringify(name)}'s ${PROMPT_TEMPLATE_METADATA} metadata`;
     const hint = 'the metadata is what ingest wrote; a table written elsewhere should leave it out';
-    if (!DataType.isUtf8(f.type)) throw new InputError(`${where} is on a ${f.type} column, not text`, { where, hint });
+    if (!DataType.isUtf8(f.type) && !DataType.isLargeUtf8(f.type))
+      throw new InputError(`${where} is on a ${f.type} column, not text`, { where, hint });
     const parsed = parseTemplate(t);
     if (isTemplateError(parsed)) throw new InputError(`${where} is not a prompt template: ${parsed.message}`, { where, hint });
     return parsed;
@@ -113,7 +131,7 @@ export class TemplateShingles {
       templates.forEach((t, col) => {
         if (!t) return;
         for (const kept of combinations(t))
-          for (const fills of PLACEHOLDERS) {
+          for (const fills of placeholders(t)) {
             const [a, b] = fills.map((fill) =>
               shingles(templates.map((_, c) => normalize(c === col ? render(t, kept, fill) : fill)).join('\u0000')),
             );
