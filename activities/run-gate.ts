@@ -7,7 +7,8 @@ import { runIndexFor } from '../src/triggers/shared-run-index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
-import type { IngestFingerprint, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
+import type { IngestFingerprint, RunBackends, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
+import { checkBackends } from './backends.ts';
 
 async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): Promise<DataFingerprint[]> {
   return Promise.all(
@@ -19,11 +20,12 @@ async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): 
   );
 }
 
-export function runGateActivities(deps: { store: ArtifactStore; stateDir: string }) {
+export function runGateActivities(deps: { store: ArtifactStore; stateDir: string; backends?: RunBackends }) {
   const paths = statePaths(deps.stateDir);
   const index = () => runIndexFor(paths.registryDb, paths.runs);
   return {
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
+      checkBackends(req.backends, deps.backends, req.runId, true);
       const data = await fingerprints(deps.store, req.ingest);
       const below = req.gate.metricBelow;
       const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));

@@ -19,7 +19,8 @@ import { INPUT_PINS, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { StageProgress } from '../src/types.ts';
 import { FilePoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { statePaths } from '../src/state-paths.ts';
-import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
+import type { RunBackends, RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
+import { checkBackends } from './backends.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { externalInputsOf, lookupStage, stageKey } from './cache.ts';
 import { asActivityFailure } from './failures.ts';
@@ -45,6 +46,8 @@ export interface ActivityDeps {
   awaitRecordUploadAfterMs?: number;
   /** Where per-step training points go (the dashboard's live curves); default the files under the state folder. */
   points?: ProgressPoints;
+  /** This worker's store and database, checked against each run's (backends.ts); unchecked when absent. */
+  backends?: RunBackends;
 }
 
 /**
@@ -75,6 +78,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
   };
   return async (req) => {
+    checkBackends(req.backends, deps.backends, req.runId);
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
     let details: HeartbeatDetails = { resume: previous?.resume };

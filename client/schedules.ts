@@ -27,7 +27,7 @@ import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, typ
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { currentVersion } from '../src/registry/current.ts';
 import { missingMetricText, productionReading } from '../src/triggers/run-gate.ts';
-import type { RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
+import type { RunBackends, RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
 
 /** Overlap policies by their command-line names. */
@@ -146,6 +146,8 @@ interface PlanContext {
   name: string;
   /** Passed on as given: `{}` is an explicit "no gate", which also turns off the file's `triggers`. */
   gate?: RunGateSpec;
+  /** The scheduling process's store and database, recorded in every run the schedule starts (RunOptions.backends). */
+  backends?: RunBackends;
   /**
    * Params the pipeline does not declare are dropped instead of refused (params kept from the
    * schedule when `update` gives it another file); the dropped ones come back in `dropped`.
@@ -210,7 +212,14 @@ async function planFromBytes(o: PlanContext & { file: string; bytes: Buffer; sto
   const specUri = o.storedUri ?? (await o.store.putBytes(o.bytes, { mediaType: mediaTypeOf(o.file) })).uri;
   const input: RunInput = {
     plan: res.plan,
-    options: { baseDir: dirname(o.file), actor: o.actor, specFile: o.file, scheduleId: o.name, ...(o.gate ? { gate: o.gate } : {}) },
+    options: {
+      baseDir: dirname(o.file),
+      actor: o.actor,
+      specFile: o.file,
+      scheduleId: o.name,
+      ...(o.gate ? { gate: o.gate } : {}),
+      ...(o.backends ? { backends: o.backends } : {}),
+    },
   };
   return {
     input,

@@ -626,4 +626,39 @@ describe('tempered on several hosts', () => {
     const verify = await cli(['audit', '--verify'], fourth);
     assert.equal(verify.code, 0, verify.stderr + verify.stdout);
   });
+  it("a worker without the team's store and database refuses the team's runs, naming what differs", async () => {
+    // A worker started in a shell without the exports: it used to take the stages, answer from its own folder,
+    // and leave outputs no other host could read ("not in the store") and audit records in its own file.
+    const stray = await cluster.startWorker('stray', ['--queue', 'stray'], { env: { TEMPERED_STORE: '', TEMPERED_DATABASE_URL: '' } });
+    try {
+      const submitted = await cli(
+        ['submit', tinyPipeline, '--queue', 'stray', '--param', 'seed=77', '--json'],
+        cluster.newHome('submitter'),
+      );
+      assert.equal(submitted.code, 0, submitted.stderr);
+      const runId = (JSON.parse(submitted.stdout) as { runId: string }).runId;
+      const st = await finish(runId);
+      assert.equal(st.state, 'failed');
+      const error = st.stages.find((s) => s.error)?.error;
+      assert.match(
+        error?.message ?? '',
+        new RegExp(
+          `refused run .*: this worker keeps artifacts in this host's folder \\(no TEMPERED_STORE\\), the run in ${cluster.storeUrl}; ` +
+            "keeps the registry and audit log in this host's SQLite file \\(no TEMPERED_DATABASE_URL\\), the run in the database ",
+        ),
+      );
+      assert.equal(error?.type, 'BackendMismatch');
+      // Nothing of the run went into the stray host's own audit log.
+      if (existsSync(join(stray.home, 'audit.db'))) {
+        const own = await openAudit(join(stray.home, 'audit.db'));
+        try {
+          assert.deepEqual(await own.query({ run: runId }), []);
+        } finally {
+          await own.close();
+        }
+      }
+    } finally {
+      await cluster.killWorker('stray');
+    }
+  });
 });

@@ -37,7 +37,7 @@ import { REQUEST_TIMEOUT_MS } from '../src/serve/http-limits.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { openProgressPoints, type ProgressPoints } from '../src/store/progress-points.ts';
-import type { RunInput } from '../workflows/types.ts';
+import type { RunBackends, RunInput } from '../workflows/types.ts';
 import {
   auditView,
   compareRuns,
@@ -101,6 +101,8 @@ export interface UiOptions {
   /** Who acts, for the audit trail. */
   actor: string;
   taskQueue: string;
+  /** This process's store and database, recorded in the runs it resumes (RunOptions.backends). */
+  backends?: RunBackends;
   /** Temporal Web UI link of a run, when a Web UI is known. */
   webUiRunUrl?(runId: string): string | undefined;
   /** Where the workers' training points are read from; default from `paths` (openProgressPoints). */
@@ -384,7 +386,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     if (desc.status.name === 'RUNNING') throw new HttpError(409, `run ${old} is still running`, 'cancel it first or wait for it');
     const input = await runInput(client, old);
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
-    const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor } };
+    const next: RunInput = {
+      plan: input.plan,
+      options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor, ...(o.backends ? { backends: o.backends } : {}) },
+    };
     // On the run's own queue, as `tempered resume`: only that queue's workers would pick it up.
     const handle = await submitRun(client, next, { taskQueue: desc.taskQueue });
     await auditRunSubmitted(dbs.audit, handle.workflowId, next, handle.firstExecutionRunId);

@@ -19,6 +19,7 @@ import {
   CancellationScope,
   defineQuery,
   isCancellation,
+  log,
   patched,
   proxyActivities,
   proxyLocalActivities,
@@ -49,14 +50,25 @@ export const statusQuery = defineQuery<RunStatus>('status');
 
 type StageActivity = (req: StageRequest) => Promise<StageResult>;
 
-const { lookupCache, checkRunGate, recordRunOutcome, auditRunEnded } = proxyLocalActivities<{
+const { lookupCache, checkRunGate, recordRunOutcome } = proxyLocalActivities<{
   lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult>;
   checkRunGate(req: RunGateRequest): Promise<RunGateResult>;
   recordRunOutcome(rec: RunOutcomeRecord): Promise<void>;
-  auditRunEnded(rec: RunEndRecord): Promise<void>;
 }>({
   startToCloseTimeout: '5 minutes',
   retry: { maximumAttempts: 5 },
+});
+
+/**
+ * The run's end record waits out a database that is away (a restart, a failover) for up to half an hour, as a
+ * stage's records do, instead of five quick tries: with five, an outage of a minute at a run's end lost the record and
+ * failed a run whose stages had all succeeded.
+ */
+const { auditRunEnded } = proxyLocalActivities<{ auditRunEnded(rec: RunEndRecord): Promise<void> }>({
+  startToCloseTimeout: '5 minutes',
+  scheduleToCloseTimeout: '30 minutes',
+  // Attempts 1 s, 2 s, 4 s … apart, then a minute: the half hour bounds them (about 35).
+  retry: { maximumAttempts: 100, maximumInterval: '1 minute' },
 });
 
 /** The timeout of a stage without one in inputs recorded before plans came from the planner. */
@@ -113,6 +125,8 @@ function failureInfo(err: unknown, stageId: string): StageStatus['error'] {
 
 export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const { plan, options } = input;
+  // Every activity of the run checks it against its worker's own (activities/backends.ts); absent in older runs.
+  const backends = options.backends ? { backends: options.backends } : {};
   const info = workflowInfo();
   const now = () => new Date(Date.now()).toISOString();
   // The run's start, not its first workflow task: `status` showed this time while the run waited for a worker.
@@ -143,7 +157,13 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
       let keyCodeVersion: string | undefined;
       if (!looksItselfUp) {
-        const lookup = await lookupCache({ kind: stage.uses, config, baseDir: options.baseDir, ...(useCache ? {} : { read: false }) });
+        const lookup = await lookupCache({
+          kind: stage.uses,
+          config,
+          baseDir: options.baseDir,
+          ...(useCache ? {} : { read: false }),
+          ...backends,
+        });
         st.cacheKey = lookup.key;
         keyCodeVersion = lookup.codeVersion;
         if (useCache && lookup.hit) done = { outputs: lookup.hit.outputs, cachedFrom: lookup.hit.producedBy };
@@ -165,6 +185,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           ...(keyCodeVersion !== undefined ? { cacheKeyCodeVersion: keyCodeVersion } : {}),
           writeCache: stage.cache !== false,
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
+          ...backends,
         });
         // The stage may have read other inputs than the lookup saw; its key names what it read.
         if (result.cacheKey) st.cacheKey = result.cacheKey;
@@ -217,6 +238,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         scheduleId: options.scheduleId,
         gate: gate!,
         ingest: fingerprints(),
+        ...backends,
       });
       if (!status.gate.proceed) {
         for (const st of status.stages) {
@@ -264,6 +286,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   status.endedAt = now();
   // How the run ended goes in the audit trail (runs recorded before this was added did without it).
   const audited = patched('audit-run-end');
+  // A record that still cannot be written is logged and the run ends as it did: the audit trail's gap is said on the
+  // worker, and the outcome is the stages', never the audit log's error.
   const auditEnd = (error?: string) =>
     audited
       ? CancellationScope.nonCancellable(() =>
@@ -276,7 +300,10 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
             pipeline: plan.name,
             stages: Object.fromEntries(status.stages.map((st) => [st.id, st.state])),
             ...(error ? { error } : {}),
+            ...backends,
           }),
+        ).catch((e: unknown) =>
+          log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`),
         )
       : Promise.resolve();
   if (cancelled()) {

@@ -20,6 +20,21 @@ export interface RunOptions {
   gate?: RunGateSpec;
   /** Schedule that started the run, for the audit trail. */
   scheduleId?: string;
+  /**
+   * The store and database of the process that submitted (or resumed) the run: a worker whose own differ refuses its
+   * stages (activities/backends.ts). Absent in runs submitted before it was recorded.
+   */
+  backends?: RunBackends;
+}
+
+/**
+ * Which store and database a process uses, by name: `local` for this host's folder and SQLite file, else the bucket
+ * and prefix (`s3://tempered/team`) or `shared folder`, and the database (`postgres:tempered`). Not by host, port or
+ * mount path: workers may reach the same servers and share under other names.
+ */
+export interface RunBackends {
+  store: string;
+  database: string;
 }
 
 /** Retrain-only-when-it-matters checks; the spec's `triggers` (type-only import: erased before bundling). */
@@ -40,6 +55,8 @@ export interface RunGateRequest {
   scheduleId?: string;
   gate: RunGateSpec;
   ingest: IngestFingerprint[];
+  /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
+  backends?: RunBackends;
 }
 
 export interface RunGateResult {
@@ -71,6 +88,8 @@ export interface RunEndRecord {
   stages: Record<string, string>;
   /** The first failed stage's error, when it failed. */
   error?: string;
+  /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
+  backends?: RunBackends;
 }
 
 export interface RunInput {
@@ -177,6 +196,8 @@ export interface StageRequest {
   cacheKeyCodeVersion?: string;
   /** Whether to record the outputs in the cache. */
   writeCache: boolean;
+  /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
+  backends?: RunBackends;
   /**
    * Set when the workflow did no cache lookup of its own: the activity computes the key first and,
    * with `reuse`, returns a hit's recorded outputs without running the stage.
@@ -202,6 +223,8 @@ export interface CacheLookupRequest {
    * as a use and keep its outputs from garbage collection for another horizon. Absent: read it.
    */
   read?: boolean;
+  /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
+  backends?: RunBackends;
 }
 
 export interface CacheLookupResult {

@@ -23,6 +23,7 @@ import { busyWithText, formatRunStatus, progressText, stageLine } from '../forma
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { planOrExit } from './validate.ts';
+import { runBackends } from './sharing.ts';
 
 export { planOrExit };
 
@@ -183,6 +184,8 @@ export async function startAndReport(
     // is refused before a run starts, not after, when a retried submit would start a second one.
     const audit = ctx.auditLog();
     await audit.get();
+    // Its workers must keep artifacts and records where this process does (activities/backends.ts); a resumed run takes the resumer's.
+    input = { ...input, options: { ...input.options, backends: runBackends(ctx) } };
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     await auditRunSubmitted(audit, handle.workflowId, input, handle.firstExecutionRunId).catch((e: Error) => {
       throw new CliError(`run ${handle.workflowId} started, but its submission could not be written to the audit log: ${e.message}`);

@@ -35,11 +35,12 @@ import {
 } from '../schedule-flags.ts';
 import { InputError } from '../../src/errors.ts';
 import { formatSpecErrors } from '../../src/spec/index.ts';
-import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
+import type { RunBackends, RunGateSpec, RunInput } from '../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { hasWorkers } from '../../client/runs.ts';
 import { runIndexFor } from '../../src/triggers/shared-run-index.ts';
+import { runBackends } from './sharing.ts';
 
 const TIMING_USAGE =
   '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
@@ -176,9 +177,9 @@ function neverFires(view: ScheduleView): InputError | undefined {
   });
 }
 
-function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string): RunInput {
+function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string, backends: RunBackends): RunInput {
   const { gate: _old, ...options } = input.options;
-  return { plan: input.plan, options: { ...options, actor: who, ...(gate ? { gate } : {}) } };
+  return { plan: input.plan, options: { ...options, actor: who, backends, ...(gate ? { gate } : {}) } };
 }
 
 /** Options as given, for the audit record (absent ones left out). */
@@ -263,6 +264,7 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
       actor: who,
       name,
       gate,
+      backends: runBackends(ctx),
     });
     await checkMetric(ctx, planned.input, values);
     const { input, spec } = planned;
@@ -326,13 +328,13 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
     const params = values['clear-params'] ? [] : (values.param ?? cur.spec.params);
     // Params kept from the schedule that the new file does not declare are dropped (and said so), not refused.
     const inherited = !values.param && !values['clear-params'];
-    const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate };
+    const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate, backends: runBackends(ctx) };
     // A new file is read and stored afresh; new params alone replan the stored bytes, never the file on disk.
     const planned: PlannedRun = values.pipeline
       ? await planScheduledRun({ ...common, file: values.pipeline, dropUndeclared: inherited })
       : values.param || values['clear-params']
         ? await replanStoredSpec({ ...common, spec: cur.spec })
-        : { input: withGate(cur.input, gate, who), spec: cur.spec };
+        : { input: withGate(cur.input, gate, who, common.backends), spec: cur.spec };
     dropped = planned.dropped ?? [];
     if (values['trigger-metric'] !== undefined || values.pipeline) await checkMetric(ctx, planned.input, values);
     return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };

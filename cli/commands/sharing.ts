@@ -3,6 +3,7 @@
  * CLI, with only one of them keeps the other half where no other host sees it.
  */
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
+import type { RunBackends } from '../../workflows/types.ts';
 import type { CliContext } from '../context.ts';
 
 /**
@@ -25,4 +26,20 @@ export function sharingHint(ctx: CliContext): string {
   return ctx.store().remote && !isDatabaseUrl(ctx.paths.registryDb)
     ? ` (the store ${ctx.store().remote!.url} is shared: a team's registry and audit log are its database; set TEMPERED_DATABASE_URL as on the workers)`
     : '';
+}
+
+/**
+ * This process's store and database by name (workflows/types.ts RunBackends): recorded in the runs it submits, and
+ * checked by a worker against its own (activities/backends.ts).
+ */
+export function runBackends(ctx: CliContext): RunBackends {
+  const db = ctx.paths.registryDb;
+  let database = 'local';
+  if (isDatabaseUrl(db)) {
+    const name = decodeURIComponent(new URL(db).pathname.replace(/^\//, ''));
+    database = `postgres:${name || '(default)'}`;
+  }
+  // A shared folder by kind only: hosts may mount one share at different paths.
+  const url = ctx.store().remote?.url;
+  return { store: url === undefined ? 'local' : url.startsWith('s3://') ? url : 'shared folder', database };
 }

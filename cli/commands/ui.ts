@@ -5,6 +5,7 @@ import { tokenProblem } from '../../src/serve/auth.ts';
 import { createUiServer, isLoopback, type UiServer } from '../../ui/server.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { runBackends } from './sharing.ts';
 
 /** The dashboard's token: given (TEMPERED_UI_TOKEN, else TEMPERED_SERVE_TOKEN), required off loopback, else a random one. */
 export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || process.env.TEMPERED_SERVE_TOKEN || undefined): string {
@@ -39,6 +40,7 @@ export async function startUi(
     token,
     actor: actor(),
     taskQueue: ctx.taskQueue,
+    backends: runBackends(ctx),
     webUiRunUrl: (runId) => runUrl(ctx.settings(), runId),
   });
   let address: string;

@@ -11,7 +11,7 @@ import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
 import { awaitUsableDatabase } from './db.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
-import { sharingMismatch } from './sharing.ts';
+import { runBackends, sharingMismatch } from './sharing.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -52,6 +52,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       onRunEnded: runEndedHook(ctx.auditLog()),
       isolation,
       points: ctx.progressPoints(),
+      backends: runBackends(ctx),
     },
   });
 }

@@ -1,0 +1,37 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ApplicationFailure } from '@temporalio/common';
+import { checkBackends } from './backends.ts';
+
+const team = { store: 's3://tempered/team', database: 'postgres:tempered' };
+const stray = { store: 'local', database: 'local' };
+
+test("a run of this worker's store and database, or of unknown ones, passes", () => {
+  checkBackends(team, { ...team }, 'r1');
+  checkBackends(undefined, team, 'r1'); // submitted before runs recorded it
+  checkBackends(team, undefined, 'r1'); // a worker built without them
+});
+
+test('a run of other ones is refused, naming each setting that differs: retryable for a stage, final for a local activity', () => {
+  const refused = (run: typeof team, mine: typeof team, local: boolean, pattern: RegExp) =>
+    assert.throws(
+      () => checkBackends(run, mine, 'r2', local),
+      (e: unknown) =>
+        e instanceof ApplicationFailure && e.type === 'BackendMismatch' && e.nonRetryable === local && pattern.test(e.message),
+    );
+  refused(
+    team,
+    stray,
+    false,
+    /refused run r2: this worker keeps artifacts in this host's folder \(no TEMPERED_STORE\), the run in s3:\/\/tempered\/team; keeps the registry and audit log in this host's SQLite file \(no TEMPERED_DATABASE_URL\), the run in the database tempered\. Start the worker with .*another worker of the queue takes the next attempt$/,
+  );
+  // A prefix typo alone: the database is the same, so only the store is named.
+  refused(
+    team,
+    { ...team, store: 's3://tempered/tem' },
+    true,
+    /this worker keeps artifacts in s3:\/\/tempered\/tem, the run in s3:\/\/tempered\/team\. Start/,
+  );
+  refused(stray, team, false, /keeps artifacts in s3:\/\/tempered\/team, the run in this host's folder/);
+  refused({ ...team, store: 'shared folder' }, team, false, /the run in a shared folder/);
+});

@@ -1,0 +1,48 @@
+/**
+ * A worker that keeps artifacts or records elsewhere than the run's submitter takes its stages all the same, unless
+ * it checks: a worker started in a shell without TEMPERED_STORE and TEMPERED_DATABASE_URL joins a team's cluster, takes
+ * their stages, answers cache lookups from its own folder, writes outputs no other host can read (the next stage fails
+ * "not in the store") and audit records into its own file. Every activity of a run compares the run's backends with
+ * its worker's and refuses a run of other ones, saying which setting differs; the attempt fails retryably, so another
+ * worker of the queue takes the next one.
+ */
+import { hostname } from 'node:os';
+import { ApplicationFailure } from '@temporalio/common';
+import type { RunBackends } from '../workflows/types.ts';
+
+/** The store (`local`, or `s3://bucket/prefix`) in words. */
+function storeWords(store: string): string {
+  return store === 'local' ? "this host's folder (no TEMPERED_STORE)" : store === 'shared folder' ? 'a shared folder' : store;
+}
+
+function databaseWords(database: string): string {
+  return database === 'local' ? "this host's SQLite file (no TEMPERED_DATABASE_URL)" : `the database ${database.replace(/^postgres:/, '')}`;
+}
+
+/** Runs already warned about on this worker's stderr, so a run's every stage and retry does not repeat it. */
+const warned = new Set<string>();
+
+/**
+ * Throws a `BackendMismatch` failure when the run's store or database is not this worker's: retryable for a stage,
+ * which another worker may take; not for the run's local activities (`local`), which run on the run's own worker and
+ * would only fail there again. Nothing to check when either is unknown: a run submitted before runs recorded it, or a
+ * worker built without them (tests, embedded).
+ */
+export function checkBackends(run: RunBackends | undefined, mine: RunBackends | undefined, runId: string, local = false): void {
+  if (!run || !mine) return;
+  const differ: string[] = [];
+  if (run.store !== mine.store) differ.push(`keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`);
+  if (run.database !== mine.database)
+    differ.push(`keeps the registry and audit log in ${databaseWords(mine.database)}, the run in ${databaseWords(run.database)}`);
+  if (differ.length === 0) return;
+  const message =
+    `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +
+    'Start the worker with the TEMPERED_STORE, TEMPERED_DATABASE_URL and AWS_* of the submitter (or resubmit with the ' +
+    (local ? "workers' settings)" : "workers' settings); another worker of the queue takes the next attempt");
+  if (!warned.has(runId)) {
+    warned.add(runId);
+    if (warned.size > 1000) warned.clear();
+    console.error(`worker: ${message}`);
+  }
+  throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local });
+}
