@@ -352,7 +352,11 @@ describe('S3 artifact store', () => {
     });
     await assert.rejects(
       badCreds.putBytes('x', { mediaType: 'x' }),
-      (e: unknown) => e instanceof InputError && (e as InputError).where === 'AWS_ACCESS_KEY_ID',
+      // Both keys named (the secret was the wrong one here), and "access denied" for the SDK's "Unknown".
+      (e: unknown) =>
+        e instanceof InputError &&
+        (e as InputError).where === 'AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY' &&
+        /was refused \((access denied|SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied) 403\)/.test((e as Error).message),
     );
     // A worker with a wrong store setting stops at once, naming it (before it even looks for Temporal).
     const worker = await runCli(['worker', '--single-host'], {

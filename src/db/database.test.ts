@@ -24,6 +24,14 @@ test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming
       url,
     );
   }
+  // A password with # and @ unencoded: the parser takes part of it for the host; neither is shown, and the hint says why.
+  assert.throws(
+    () => statePaths('/state', { TEMPERED_DATABASE_URL: 'postgres://tempered:p@ss#1@127.0.0.1:15432/tempered' }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /: the URL names no database$/.test(e.message) &&
+      /must be percent-encoded \(%40 %23 %3F %2F\)/.test(e.hint ?? ''),
+  );
   const p = statePaths('/state', { TEMPERED_DATABASE_URL: 'postgresql://tempered:pw@db.example/reg?sslmode=require' });
   assert.equal(p.registryDb, 'postgresql://tempered:pw@db.example/reg?sslmode=require');
   assert.equal(p.auditDb, p.registryDb);

@@ -102,12 +102,24 @@ export function checkDatabaseUrl(location: string, where = DATABASE_URL_ENV): UR
       hint: `only PostgreSQL is: ${example}; unset it to keep the registry and audit log in SQLite files under TEMPERED_HOME`,
     });
   }
+  // `p@ss#1` in a password ends the user part at the first `@` and the URL at `#`: what is left names another host.
+  const encode = /[@#?/]/.test(
+    location
+      .slice(location.indexOf('//') + 2)
+      .split('@')
+      .slice(0, -1)
+      .join('@'),
+  )
+    ? '; a password with @ # ? or / must be percent-encoded (%40 %23 %3F %2F)'
+    : '';
+  // Not shown then: what the URL parser took for the host is part of the password.
+  const shown = encode ? 'the URL' : redactUrl(location);
   if (!u.hostname && !u.searchParams.get('host')) {
-    throw new InputError(`${redactUrl(location)} names no host`, { where, hint: `write it as ${example}` });
+    throw new InputError(`${shown} names no host`, { where, hint: `write it as ${example}${encode}` });
   }
   const db = decodeURIComponent(u.pathname.replace(/^\//, ''));
   if (!db || db.includes('/')) {
-    throw new InputError(`${redactUrl(location)} names no database`, { where, hint: `name one after the host: ${example}` });
+    throw new InputError(`${shown} names no database`, { where, hint: `name one after the host: ${example}${encode}` });
   }
   return u;
 }

@@ -210,8 +210,9 @@ export class S3Backend implements ObjectBackend {
         hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)',
       });
     if (status === 403 || code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'AccessDenied')
-      return new InputError(`${op} on ${where} was refused (${code}${status ? ` ${status}` : ''})`, {
-        where: 'AWS_ACCESS_KEY_ID',
+      // The SDK names an unparsed 403 "Unknown": the status says it.
+      return new InputError(`${op} on ${where} was refused (${code === 'Unknown' ? 'access denied' : code}${status ? ` ${status}` : ''})`, {
+        where: 'AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY',
         hint: 'check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that they may read and write the bucket',
       });
     // A checksum the server computed differently means the bytes changed on the way: send them again.
