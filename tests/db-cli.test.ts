@@ -118,6 +118,27 @@ describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresU
     assert.match(String(rec!.details!.error), /run_index schema is at version 99/);
   });
 
+  test('a worker waits before it polls while the database does not answer, saying so once a minute', async () => {
+    // Nothing listens on port 9: a worker that polled would take stages only to fail them after the database's retries.
+    const said: string[] = [];
+    const stop = new AbortController();
+    let settled = false;
+    const waiting = awaitUsableDatabase('postgres://tempered:secret@127.0.0.1:9/tempered', (m) => said.push(m), {
+      pollMs: 50,
+      sayEveryMs: 60_000,
+      signal: stop.signal,
+    }).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(settled, false, 'still waiting');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(
+      said[0]!,
+      /the database postgres:\/\/tempered@127\.0\.0\.1:9\/tempered did not answer \(.*\); waiting for it before polling/,
+    );
+    stop.abort();
+    await assert.rejects(waiting, { name: 'AbortError' });
+  });
+
   test('a worker waits before it polls while the tables are behind, goes on once migrated, and stops on a newer release', async (t) => {
     const url = await dbs.fresh(t);
     const one = { version: 1, name: 'one', sql: 'CREATE TABLE waits (a INTEGER)' };

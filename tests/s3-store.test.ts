@@ -23,6 +23,7 @@ import { StageCache } from '../src/store/stage-cache.ts';
 import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 import { runCli } from './helpers/cli.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
+import { awaitStore } from '../cli/commands/worker.ts';
 
 let s3: TestS3;
 useTestS3((h) => (s3 = h));
@@ -374,12 +375,27 @@ describe('S3 artifact store', () => {
       down.head('k'),
       (e: unknown) =>
         !(e instanceof InputError) &&
-        /(open|head) on s3:\/\/\S+ at http:\/\/127\.0\.0\.1:9: the store did not answer \(.*ECONNREFUSED.*\) in 5 tries, 3\.8 s apart in all; check that it is running and reachable from this host \(TEMPERED_STORE, AWS_ENDPOINT_URL\)/.test(
+        /(open|head) on s3:\/\/\S+ at http:\/\/127\.0\.0\.1:9: the store did not answer \(.*ECONNREFUSED.*\) in 5 tries, with 3\.8 s of waits between them; check that it is running and reachable from this host \(TEMPERED_STORE, AWS_ENDPOINT_URL\)/.test(
           (e as Error).message,
         ),
     );
     // A budget of 1 s still leaves every request its 4 quick retries (250 + 500 + 1000 + 2000 ms).
     assert.ok(Date.now() - t0 >= 3750, `retried 4 times before giving up, ${Date.now() - t0} ms`);
+    // A worker waits for such a store before it polls, instead of taking stages only to fail them.
+    const said: string[] = [];
+    const stop = new AbortController();
+    let settled = false;
+    const waiting = awaitStore(new ArtifactStore(tmp('down-'), { remote: down }), {
+      pollMs: 50,
+      signal: stop.signal,
+      log: (m) => said.push(m),
+    }).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 4500));
+    assert.equal(settled, false, 'still waiting');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(said[0]!, /the store s3:\/\/\S+ did not answer \(.*\); waiting for it before polling/);
+    stop.abort();
+    await assert.rejects(waiting, { name: 'AbortError' });
     assert.throws(
       () => new S3Backend(s3.freshUrl(), { env: { ...s3.env, TEMPERED_S3_RETRY_S: 'soon' } }),
       /TEMPERED_S3_RETRY_S: "soon" is not a number of seconds/,

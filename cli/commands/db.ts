@@ -83,20 +83,28 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
 export async function awaitUsableDatabase(
   location: string,
   log: (line: string) => void,
-  opts: { schemas?: readonly Schema[]; pollMs?: number; sayEveryMs?: number } = {},
+  opts: { schemas?: readonly Schema[]; pollMs?: number; sayEveryMs?: number; signal?: AbortSignal } = {},
 ): Promise<void> {
   if (!isDatabaseUrl(location)) return;
   const { schemaVersions } = await import('../../src/db/postgres.ts');
   let saidAt = -Infinity;
-  for (;;) {
+  let unanswered = -Infinity;
+  for (; ; await sleep(opts.pollMs ?? 5000, undefined, { signal: opts.signal })) {
     let versions: Awaited<ReturnType<typeof schemaVersions>>;
     try {
       versions = await schemaVersions(location, opts.schemas ?? SHARED_SCHEMAS, { retryForMs: 0 });
     } catch (e) {
       if (e instanceof InputError) throw e;
-      log(`the database ${redactUrl(location)} did not answer (${(e as Error).message}); stages will retry`);
-      return;
+      // Waited for, as the store is: a worker that polled would take stages only to fail them, each after the
+      // database's retries, using up their attempts.
+      if (Date.now() - unanswered >= (opts.sayEveryMs ?? 60_000)) {
+        log(`the database ${redactUrl(location)} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
+        unanswered = Date.now();
+      }
+      continue;
     }
+    if (unanswered > -Infinity) log(`the database ${redactUrl(location)} answers now`);
+    unanswered = -Infinity;
     const newer = versions.filter((v) => v.at > v.known);
     if (newer.length)
       throw new CliError(
@@ -110,6 +118,5 @@ export async function awaitUsableDatabase(
       );
       saidAt = Date.now();
     }
-    await sleep(opts.pollMs ?? 5000);
   }
 }

@@ -12,6 +12,8 @@ import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.
 import { awaitUsableDatabase } from './db.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 import { runBackends, sharingMismatch } from './sharing.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 
 export interface BuildWorkerOptions {
   workflows?: boolean;
@@ -21,6 +23,32 @@ export interface BuildWorkerOptions {
   childMaxRssMb?: number;
   /** The queues whose stages may use CUDA on this worker (`--cuda-queues`); unset: all of them. */
   cudaQueues?: string[];
+}
+
+/** Returns once the shared store answers (at once without one); an InputError (a setting) is thrown. */
+export async function awaitStore(
+  store: ArtifactStore,
+  o: { pollMs?: number; sayEveryMs?: number; signal?: AbortSignal; log?: (m: string) => void } = {},
+): Promise<void> {
+  const remote = store.remote;
+  if (!remote) return;
+  const log = o.log ?? ((m: string) => console.error(`worker: ${m}`));
+  let saidAt = -Infinity;
+  let waited = false;
+  for (; ; await sleep(o.pollMs ?? 5000, undefined, { signal: o.signal })) {
+    try {
+      await remote.head('sha256/00/worker-start-check');
+      if (waited) log(`the store ${remote.url} answers now`);
+      return;
+    } catch (e) {
+      if (e instanceof InputError) throw e;
+      waited = true;
+      if (Date.now() - saidAt >= (o.sayEveryMs ?? 60_000)) {
+        log(`the store ${remote.url} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
+        saidAt = Date.now();
+      }
+    }
+  }
 }
 
 export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWorkerOptions = {}): Promise<Worker> {
@@ -148,14 +176,10 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
-  // than failing its first stage; a store that is down is only reported (stages retry).
-  await ctx
-    .store()
-    .remote?.head('sha256/00/worker-start-check')
-    .catch((e: unknown) => {
-      if (e instanceof InputError) throw e;
-      console.error(`worker: the store ${ctx.store().remote!.url} did not answer (${(e as Error).message}); stages will retry`);
-    });
+  // than failing its first stage; a store or database that does not answer is waited for before it
+  // polls: a worker that polled would take stages only to fail them, each after a minute of retries,
+  // using up their attempts.
+  await awaitStore(store);
   await awaitUsableDatabase(ctx.paths.registryDb, (m) => console.error(`worker: ${m}`));
   await ctx.client({ startServer: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.

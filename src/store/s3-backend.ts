@@ -498,7 +498,7 @@ function isStatus(e: unknown, status: number): boolean {
 function tried(err: unknown): string {
   const meta = (err as { $metadata?: { attempts?: number; totalRetryDelay?: number } }).$metadata;
   const tries = meta?.attempts ?? 1;
-  return tries === 1 ? '1 try' : `${tries} tries, ${((meta?.totalRetryDelay ?? 0) / 1000).toFixed(1)} s apart in all`;
+  return tries === 1 ? '1 try' : `${tries} tries, with ${((meta?.totalRetryDelay ?? 0) / 1000).toFixed(1)} s of waits between them`;
 }
 
 /** Errors of a connection that could not be made or was cut: the store is down, restarting or out of reach. */
