@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
 import { formatDataReport, type DataReport } from '../src/data/report.ts';
-import { isArtifactRef } from '../src/types.ts';
+import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { ensureEmbeddedServer } from '../infra/dev-server.ts';
 import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
@@ -88,9 +88,21 @@ export async function createContext(): Promise<CliContext> {
     async fetchReports(st) {
       const store = getStore();
       if (!store.remote) return;
-      for (const s of st.stages) {
-        const ref = s.outputs?.report;
-        if (isArtifactRef(ref) && !store.has(ref.sha256)) await store.verify(ref).catch(() => undefined);
+      const missing = st.stages
+        .map((s) => s.outputs?.report)
+        .filter((ref): ref is ArtifactRef => isArtifactRef(ref) && !store.has(ref.sha256));
+      for (const [i, ref] of missing.entries()) {
+        const failed = await store.verify(ref).then(
+          () => undefined,
+          (e: Error) => e,
+        );
+        // Said once, and the rest not tried: a store that refused one (a setting, an outage) refuses them all.
+        if (failed) {
+          console.error(
+            `note: ${missing.length - i} stage report(s) could not be read from the store ${store.remote.url}, so the status is shown without them: ${failed.message}`,
+          );
+          return;
+        }
       }
     },
     async client(opts = {}) {

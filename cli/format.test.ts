@@ -35,6 +35,13 @@ test('a running stage that is being retried shows why its last attempt failed', 
   assert.match(stageLine(retrying), /running .*\(attempt 3\)\s+retrying after: PostgreSQL at postgres:\/\/t@db\/t is unavailable$/);
 });
 
+test('a training that went on from its checkpoint says from which step; one that did not, nothing', () => {
+  const done = (resumedFromStep: number | null) =>
+    ({ ...running({}), state: 'succeeded', attempt: 2, outputs: { baseModel: { resumedFromStep } } }) as unknown as StageStatus;
+  assert.match(stageLine(done(330)), /succeeded .*\(attempt 2\)\s+resumed from its checkpoint at step 330$/);
+  assert.match(stageLine(done(null)), /succeeded .*\(attempt 2\)$/);
+});
+
 test('printable writes control characters as escapes: a record cannot fake a line or recolour the terminal', () => {
   assert.equal(printable('a\nb\r\tc'), 'a\\nb\\r\\tc');
   assert.equal(printable('x\u001b[31mRED\u001b[0m'), 'x\\u001b[31mRED\\u001b[0m');

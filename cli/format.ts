@@ -93,7 +93,14 @@ export function stageLine(s: StageStatus): string {
     tail = `${s.error?.message ?? ''}${hint ? `\n      hint: ${hint}` : ''}`;
   } else if (s.state === 'skipped') tail = s.skippedBecause ?? '';
   else if (s.state === 'cached') tail = `reused from ${s.cachedFrom?.runId ?? 'cache'}`;
+  else if (s.state === 'succeeded') tail = resumedText(s.outputs);
   return `  ${ICON[s.state] ?? '?'} ${s.id.padEnd(14)} ${s.uses.padEnd(10)} ${s.state.padEnd(9)} ${secs(s.startedAt, s.endedAt).padStart(7)}${attempt}  ${tail}`.trimEnd();
+}
+
+/** A training that went on from a checkpoint (its attempt before was stopped: a worker killed, a host lost) says from where. */
+function resumedText(outputs: Record<string, unknown> | undefined): string {
+  const step = (outputs?.baseModel as { resumedFromStep?: unknown } | undefined)?.resumedFromStep;
+  return typeof step === 'number' ? `resumed from its checkpoint at step ${step}` : '';
 }
 
 /** What a running stage whose worker went silent says (the dashboard says the same). */

@@ -274,6 +274,17 @@ describe('tempered on several hosts', () => {
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /ingest .*succeeded/);
     assert.match(status.stdout, /\n {6}\| .*rows/i, `the data reports are read from the shared store:\n${status.stdout}`);
+    // A store that refuses the reports (a wrong secret): the status without them, and a note saying why.
+    const refused = await runCliInProcess(
+      ['status', runId],
+      cluster.hostEnv(cluster.newHome('wrong-secret'), { AWS_SECRET_ACCESS_KEY: 'wrong' }),
+    );
+    assert.equal(refused.code, 0, refused.stderr);
+    assert.match(refused.stdout, /ingest .*succeeded/);
+    assert.match(
+      refused.stderr,
+      /note: \d+ stage report\(s\) could not be read from the store s3:\/\/\S+, so the status is shown without them: .*was refused/,
+    );
     const show = await cli(['models', 'show', 'e2e-clf@production', '--json'], fourth);
     assert.equal(show.code, 0, show.stderr);
     assert.equal((JSON.parse(show.stdout) as { version: number }).version, 1);
