@@ -265,6 +265,37 @@ describe('Ctrl-C while submit --wait follows a run', () => {
   });
 });
 
+describe('--wait on a run no worker picks up', () => {
+  it('says the run waits for a worker of its queue, once, while it follows it', async () => {
+    const file = join(env.dir, 'unserved.yaml');
+    writeFileSync(file, ['name: unserved', 'stages:', '  only:', '    uses: probe', '    with: { value: x }', ''].join('\n'));
+    // The journey's case: `resume --wait` on a queue whose worker was gone printed nothing for minutes.
+    const child = spawn(process.execPath, [BIN, 'submit', file, '--queue', 'nobody-at-all', '--wait', '--no-local-worker'], {
+      env: { ...process.env, ...cliEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      const waiting = /waiting: no worker has picked this run up yet; it starts when a worker serving task queue 'nobody-at-all' runs/;
+      for (let i = 0; !waiting.test(stdout); i++) {
+        assert.ok(i < 600, `never said it waits:\n${stdout}\n${stderr}`);
+        await sleep(100);
+      }
+      await sleep(2500); // a few more polls: said once, not at each
+      assert.equal(stdout.match(new RegExp(waiting.source, 'g'))!.length, 1, stdout);
+      child.kill('SIGINT');
+      assert.equal(await Promise.race([exited, sleep(60_000).then(() => 'still running')]), 130, `${stdout}\n${stderr}`);
+      await env.client.workflow.getHandle(/submitted run (\S+)/.exec(stdout)![1]!).terminate('test done');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
+
 describe('a stage routed to a queue no worker serves', () => {
   it('submit says so, and status shows the stage waiting for that queue instead of running', async () => {
     const queue = 'routed-home';

@@ -32,11 +32,20 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
   const seen = new Map<string, string>();
   const shown = new Map<string, string>();
   let lastProgressAt = 0;
+  let runWaiting = '';
   return followRun(
     client,
     runId,
     (st) => {
       if (json) return;
+      // A run no worker has picked up yet (none serves its queue, or only dead ones are still listed) says so once.
+      if ((st.waitingForWorker ?? '') !== runWaiting) {
+        runWaiting = st.waitingForWorker ?? '';
+        if (runWaiting)
+          console.log(
+            `  waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${runWaiting}' runs (\`tempered worker --queue ${runWaiting}\`)`,
+          );
+      }
       const now = Date.now();
       const progressDue = now - lastProgressAt > 5000;
       for (const s of st.stages) {
