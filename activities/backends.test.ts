@@ -15,7 +15,7 @@ test("a run of this worker's store and database, or of unknown ones, passes", ()
 test('a run of other ones is refused, naming each setting that differs: retryable for a stage, final for a local activity', () => {
   const refused = (run: typeof team, mine: typeof team, local: boolean, pattern: RegExp) =>
     assert.throws(
-      () => checkBackends(run, mine, 'r2', local),
+      () => checkBackends(run, mine, 'r2', { local }),
       (e: unknown) =>
         e instanceof ApplicationFailure && e.type === 'BackendMismatch' && e.nonRetryable === local && pattern.test(e.message),
     );
@@ -34,4 +34,19 @@ test('a run of other ones is refused, naming each setting that differs: retryabl
   );
   refused(stray, team, false, /keeps artifacts in s3:\/\/tempered\/team, the run in this host's folder/);
   refused({ ...team, store: 'shared folder' }, team, false, /the run in a shared folder/);
+});
+
+test('a worker that lacks a shared setting the run has is told so (it stops); one that differs otherwise is not', () => {
+  const told: string[] = [];
+  const onLacks = (m: string) => told.push(m);
+  const tryIt = (run: typeof team, mine: typeof team) => {
+    told.length = 0;
+    assert.throws(() => checkBackends(run, mine, 'r3', { onLacks }), ApplicationFailure);
+    return told.length;
+  };
+  assert.equal(tryIt(team, stray), 1); // started without the exports
+  assert.equal(tryIt(team, { ...team, database: 'local' }), 1);
+  // The run lacks them, or names another bucket: which side is wrong is not known, so the worker keeps serving.
+  assert.equal(tryIt(stray, team), 0);
+  assert.equal(tryIt(team, { ...team, store: 's3://tempered/tem' }), 0);
 });

@@ -28,7 +28,21 @@ const warned = new Set<string>();
  * would only fail there again. Nothing to check when either is unknown: a run submitted before runs recorded it, or a
  * worker built without them (tests, embedded).
  */
-export function checkBackends(run: RunBackends | undefined, mine: RunBackends | undefined, runId: string, local = false): void {
+export function checkBackends(
+  run: RunBackends | undefined,
+  mine: RunBackends | undefined,
+  runId: string,
+  o: {
+    local?: boolean;
+    /**
+     * Told when this worker lacks a shared store or database that the run has: the worker, not the run, is the one
+     * misconfigured (started without the exports), and an idle one would otherwise take every retry of the stage. The
+     * worker command stops polling then (cli/commands/worker.ts).
+     */
+    onLacks?: (message: string) => void;
+  } = {},
+): void {
+  const local = o.local ?? false;
   if (!run || !mine) return;
   const differ: string[] = [];
   if (run.store !== mine.store) differ.push(`keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`);
@@ -39,6 +53,8 @@ export function checkBackends(run: RunBackends | undefined, mine: RunBackends | 
     `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +
     'Start the worker with the TEMPERED_STORE, TEMPERED_DATABASE_URL and AWS_* of the submitter (or resubmit with the ' +
     (local ? "workers' settings)" : "workers' settings); another worker of the queue takes the next attempt");
+  const lacks = (mine.store === 'local' && run.store !== 'local') || (mine.database === 'local' && run.database !== 'local');
+  if (lacks) o.onLacks?.(message);
   if (!warned.has(runId)) {
     warned.add(runId);
     if (warned.size > 1000) warned.clear();

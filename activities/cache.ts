@@ -60,10 +60,16 @@ export interface StageLookup extends CacheLookupResult {
 }
 
 /** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */
-export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string, backends?: RunBackends) {
+export function cacheLookupActivity(
+  kinds: ReadonlyMap<string, AnyStageKind>,
+  cache: StageCache,
+  stateDir: string,
+  backends?: RunBackends,
+  onLacks?: (message: string) => void,
+) {
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     // A hit from another store's records would name outputs the run's workers cannot read.
-    checkBackends(req.backends, backends, Context.current().info.workflowExecution?.workflowId ?? '(unknown)', true);
+    checkBackends(req.backends, backends, Context.current().info.workflowExecution?.workflowId ?? '(unknown)', { local: true, onLacks });
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
     const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);

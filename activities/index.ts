@@ -13,10 +13,10 @@ export function createActivities(
   deps: ActivityDeps,
 ): Record<string, (...args: any[]) => Promise<unknown>> {
   const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
-    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir, deps.backends),
+    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir, deps.backends, deps.onLacksRunSettings),
     ...runGateActivities(deps),
     auditRunEnded: async (rec: RunEndRecord) => {
-      checkBackends(rec.backends, deps.backends, rec.runId, true);
+      checkBackends(rec.backends, deps.backends, rec.runId, { local: true, onLacks: deps.onLacksRunSettings });
       await deps.onRunEnded?.(rec);
     },
   };

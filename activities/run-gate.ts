@@ -20,12 +20,17 @@ async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): 
   );
 }
 
-export function runGateActivities(deps: { store: ArtifactStore; stateDir: string; backends?: RunBackends }) {
+export function runGateActivities(deps: {
+  store: ArtifactStore;
+  stateDir: string;
+  backends?: RunBackends;
+  onLacksRunSettings?: (message: string) => void;
+}) {
   const paths = statePaths(deps.stateDir);
   const index = () => runIndexFor(paths.registryDb, paths.runs);
   return {
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
-      checkBackends(req.backends, deps.backends, req.runId, true);
+      checkBackends(req.backends, deps.backends, req.runId, { local: true, onLacks: deps.onLacksRunSettings });
       const data = await fingerprints(deps.store, req.ingest);
       const below = req.gate.metricBelow;
       const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));
@@ -56,6 +61,7 @@ export function runGateActivities(deps: { store: ArtifactStore; stateDir: string
       return decision;
     },
     async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
+      checkBackends(rec.backends, deps.backends, rec.runId, { local: true, onLacks: deps.onLacksRunSettings });
       await index().record(runOwner(rec), {
         runId: rec.runId,
         specHash: rec.specHash,

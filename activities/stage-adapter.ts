@@ -48,6 +48,8 @@ export interface ActivityDeps {
   points?: ProgressPoints;
   /** This worker's store and database, checked against each run's (backends.ts); unchecked when absent. */
   backends?: RunBackends;
+  /** Told when this worker lacks a shared store or database that a run has (backends.ts): the worker stops. */
+  onLacksRunSettings?: (message: string) => void;
 }
 
 /**
@@ -78,7 +80,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
   };
   return async (req) => {
-    checkBackends(req.backends, deps.backends, req.runId);
+    checkBackends(req.backends, deps.backends, req.runId, { onLacks: deps.onLacksRunSettings });
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
     let details: HeartbeatDetails = { resume: previous?.resume };

@@ -637,10 +637,12 @@ describe('tempered on several hosts', () => {
     const verify = await cli(['audit', '--verify'], fourth);
     assert.equal(verify.code, 0, verify.stderr + verify.stdout);
   });
-  it("a worker without the team's store and database refuses the team's runs, naming what differs", async () => {
-    // A worker started in a shell without the exports: it used to take the stages, answer from its own folder,
-    // and leave outputs no other host could read ("not in the store") and audit records in its own file.
+  it("a worker without the team's store and database refuses the team's run and stops; one with them carries the run on", async () => {
+    // A worker started in a shell without the exports: it used to take the stages, answer from its own folder, and
+    // leave outputs no other host could read ("not in the store") and audit records in its own file. Refusing alone
+    // was not enough: idle, it took every retry of the stage, so it now stops after the first refusal.
     const stray = await cluster.startWorker('stray', ['--queue', 'stray'], { env: { TEMPERED_STORE: '', TEMPERED_DATABASE_URL: '' } });
+    const exited = new Promise<number | null>((r) => stray.proc.once('exit', (code) => r(code)));
     try {
       const submitted = await cli(
         ['submit', tinyPipeline, '--queue', 'stray', '--param', 'seed=77', '--json'],
@@ -648,17 +650,20 @@ describe('tempered on several hosts', () => {
       );
       assert.equal(submitted.code, 0, submitted.stderr);
       const runId = (JSON.parse(submitted.stdout) as { runId: string }).runId;
-      const st = await finish(runId);
-      assert.equal(st.state, 'failed');
-      const error = st.stages.find((s) => s.error)?.error;
+      assert.equal(await Promise.race([exited, sleep(120_000).then(() => 'still running')]), 1);
+      const said = readFileSync(join(cluster.dir, 'stray.log'), 'utf8');
       assert.match(
-        error?.message ?? '',
+        said,
         new RegExp(
-          `refused run .*: this worker keeps artifacts in this host's folder \\(no TEMPERED_STORE\\), the run in ${cluster.storeUrl}; ` +
+          `refused run ${runId}: this worker keeps artifacts in this host's folder \\(no TEMPERED_STORE\\), the run in ${cluster.storeUrl}; ` +
             "keeps the registry and audit log in this host's SQLite file \\(no TEMPERED_DATABASE_URL\\), the run in the database ",
         ),
       );
-      assert.equal(error?.type, 'BackendMismatch');
+      assert.match(said, /stopping: it lacks the shared store or database of the runs it is given/);
+      // A worker with the settings takes the next attempt, and the run ends well.
+      await cluster.startWorker('stray-fixed', ['--queue', 'stray']);
+      const st = await finish(runId);
+      assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((x) => [x.id, x.attempt, x.error?.message])));
       // Nothing of the run went into the stray host's own audit log.
       if (existsSync(join(stray.home, 'audit.db'))) {
         const own = await openAudit(join(stray.home, 'audit.db'));
@@ -670,6 +675,7 @@ describe('tempered on several hosts', () => {
       }
     } finally {
       await cluster.killWorker('stray');
+      await cluster.killWorker('stray-fixed');
     }
   });
 });

@@ -71,6 +71,23 @@ const { auditRunEnded } = proxyLocalActivities<{ auditRunEnded(rec: RunEndRecord
   retry: { maximumAttempts: 100, maximumInterval: '1 minute' },
 });
 
+/**
+ * A local activity runs on the run's own worker. Refused there because that worker keeps artifacts or records
+ * elsewhere than the run (activities/backends.ts), it fails the workflow task, not the run: the task is tried again,
+ * on another worker once that one has stopped (a worker started without the team's settings stops itself).
+ */
+function onOtherBackends(e: unknown): void {
+  const cause = (e as { cause?: { name?: string; type?: string; message?: string } } | undefined)?.cause;
+  if (cause?.name === 'ApplicationFailure' && cause.type === 'BackendMismatch') throw new Error(cause.message);
+}
+
+function refusedOnOtherBackends<T>(p: Promise<T>): Promise<T> {
+  return p.catch((e: unknown) => {
+    onOtherBackends(e);
+    throw e;
+  });
+}
+
 /** The timeout of a stage without one in inputs recorded before plans came from the planner. */
 const RECORDED_DEFAULT_TIMEOUT_MS = 2 * 3_600_000;
 
@@ -157,13 +174,15 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
       let keyCodeVersion: string | undefined;
       if (!looksItselfUp) {
-        const lookup = await lookupCache({
-          kind: stage.uses,
-          config,
-          baseDir: options.baseDir,
-          ...(useCache ? {} : { read: false }),
-          ...backends,
-        });
+        const lookup = await refusedOnOtherBackends(
+          lookupCache({
+            kind: stage.uses,
+            config,
+            baseDir: options.baseDir,
+            ...(useCache ? {} : { read: false }),
+            ...backends,
+          }),
+        );
         st.cacheKey = lookup.key;
         keyCodeVersion = lookup.codeVersion;
         if (useCache && lookup.hit) done = { outputs: lookup.hit.outputs, cachedFrom: lookup.hit.producedBy };
@@ -230,16 +249,18 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   for (;;) {
     if (gatePending && ingestDone()) {
       gatePending = false;
-      status.gate = await checkRunGate({
-        pipeline: plan.name,
-        runId: info.workflowId,
-        specHash: plan.specHash,
-        actor: options.actor,
-        scheduleId: options.scheduleId,
-        gate: gate!,
-        ingest: fingerprints(),
-        ...backends,
-      });
+      status.gate = await refusedOnOtherBackends(
+        checkRunGate({
+          pipeline: plan.name,
+          runId: info.workflowId,
+          specHash: plan.specHash,
+          actor: options.actor,
+          scheduleId: options.scheduleId,
+          gate: gate!,
+          ingest: fingerprints(),
+          ...backends,
+        }),
+      );
       if (!status.gate.proceed) {
         for (const st of status.stages) {
           if (st.state === 'pending') {
@@ -302,9 +323,10 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
             ...(error ? { error } : {}),
             ...backends,
           }),
-        ).catch((e: unknown) =>
-          log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`),
-        )
+        ).catch((e: unknown) => {
+          onOtherBackends(e);
+          log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`);
+        })
       : Promise.resolve();
   if (cancelled()) {
     status.state = 'cancelled';
@@ -328,13 +350,16 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   status.state = 'succeeded';
   await auditEnd();
   if (ingestIds.length > 0 && status.gate?.proceed !== false) {
-    await recordRunOutcome({
-      pipeline: plan.name,
-      scheduleId: options.scheduleId,
-      runId: info.workflowId,
-      specHash: plan.specHash,
-      ingest: fingerprints(),
-    });
+    await refusedOnOtherBackends(
+      recordRunOutcome({
+        pipeline: plan.name,
+        scheduleId: options.scheduleId,
+        runId: info.workflowId,
+        specHash: plan.specHash,
+        ingest: fingerprints(),
+        ...backends,
+      }),
+    );
   }
   return status;
 }

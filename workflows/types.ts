@@ -73,6 +73,8 @@ export interface RunOutcomeRecord {
   runId: string;
   specHash: string;
   ingest: IngestFingerprint[];
+  /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
+  backends?: RunBackends;
 }
 
 /** How a run ended, for the audit trail (`run.completed` / `run.failed` / `run.cancelled`). */

@@ -23,6 +23,8 @@ export interface BuildWorkerOptions {
   childMaxRssMb?: number;
   /** The queues whose stages may use CUDA on this worker (`--cuda-queues`); unset: all of them. */
   cudaQueues?: string[];
+  /** Told when this worker lacks a shared store or database that a run has (activities/backends.ts). */
+  onLacksRunSettings?: (message: string) => void;
 }
 
 /** Returns once the shared store answers (at once without one); an InputError (a setting) is thrown. */
@@ -41,7 +43,10 @@ export async function awaitStore(
       if (waited) log(`the store ${remote.url} answers now`);
       return;
     } catch (e) {
-      if (e instanceof InputError) throw e;
+      // Only a store that is away (no answer, or a 5xx / 429) is waited for: another answer (a redirect for a wrong
+      // AWS_REGION, a 400) is a setting, said at once instead of read as "did not answer" for ever.
+      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (e instanceof InputError || (status !== undefined && status < 500 && status !== 429)) throw e;
       waited = true;
       if (Date.now() - saidAt >= (o.sayEveryMs ?? 60_000)) {
         log(`the store ${remote.url} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
@@ -81,6 +86,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       isolation,
       points: ctx.progressPoints(),
       backends: runBackends(ctx),
+      ...(opts.onLacksRunSettings ? { onLacksRunSettings: opts.onLacksRunSettings } : {}),
     },
   });
 }
@@ -184,6 +190,17 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   await ctx.client({ startServer: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.
   const workers: Worker[] = [];
+  // A worker started without the team's TEMPERED_STORE / TEMPERED_DATABASE_URL that meets a team's run stops polling
+  // after refusing it: idle, it would otherwise take every retry of the stage, and the run would fail for want of a
+  // worker that has the settings (activities/backends.ts).
+  let lacking: string | undefined;
+  let stopAll = () => {};
+  const onLacksRunSettings = (message: string) => {
+    if (lacking) return;
+    lacking = message;
+    console.error(`worker: stopping: it lacks the shared store or database of the runs it is given, and would only refuse them`);
+    setImmediate(() => stopAll());
+  };
   for (const slot of slots)
     workers.push(
       await buildWorker(ctx, slot.queue, {
@@ -192,6 +209,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
         childMaxOldSpaceMb,
         childMaxRssMb,
         cudaQueues,
+        onLacksRunSettings,
       }),
     );
   const s = ctx.settings();
@@ -206,6 +224,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);
+  stopAll = () => ended.stop();
   const stop = (signal: string) => {
     console.error(
       `worker: ${signal}: stopping; no new stages are taken, and running ones get 10 s to finish before they are cancelled (and retried elsewhere)`,
@@ -217,6 +236,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const failure = await ended.done;
   await pruner?.stop();
   if (failure) throw failure.error;
+  if (lacking) throw new CliError(lacking);
   return 0;
 }
 
