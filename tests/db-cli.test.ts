@@ -139,6 +139,15 @@ describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresU
     await assert.rejects(waiting, { name: 'AbortError' });
   });
 
+  test('a database that answers with an error of its settings is said at once, not waited for', async (t) => {
+    // The test server speaks no TLS: sslmode=require is a setting to fix, not a server that is away.
+    const url = await dbs.fresh(t);
+    await assert.rejects(
+      awaitUsableDatabase(`${url}${url.includes('?') ? '&' : '?'}sslmode=require`, () => assert.fail('waited'), { pollMs: 50 }),
+      /does not support SSL/,
+    );
+  });
+
   test('a worker waits before it polls while the tables are behind, goes on once migrated, and stops on a newer release', async (t) => {
     const url = await dbs.fresh(t);
     const one = { version: 1, name: 'one', sql: 'CREATE TABLE waits (a INTEGER)' };

@@ -24,6 +24,8 @@ import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 import { runCli } from './helpers/cli.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import { awaitStore } from '../cli/commands/worker.ts';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 let s3: TestS3;
 useTestS3((h) => (s3 = h));
@@ -396,6 +398,24 @@ describe('S3 artifact store', () => {
     assert.match(said[0]!, /the store s3:\/\/\S+ did not answer \(.*\); waiting for it before polling/);
     stop.abort();
     await assert.rejects(waiting, { name: 'AbortError' });
+    // A store that answers, but with a redirect (a wrong AWS_REGION on AWS, a proxy that wants https), is a setting:
+    // the worker stops at once instead of waiting for ever for a store that "did not answer".
+    const redirecting = createServer((_req, res) => {
+      res.writeHead(301, { 'x-amz-bucket-region': 'eu-west-1' });
+      res.end();
+    });
+    await new Promise<void>((r) => redirecting.listen(0, '127.0.0.1', r));
+    try {
+      const at = `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`;
+      const moved = new S3Backend('s3://tempered/team', { env: { ...s3.env, AWS_ENDPOINT_URL: at }, retryMs: 1000 });
+      await assert.rejects(
+        awaitStore(new ArtifactStore(tmp('moved-'), { remote: moved }), { pollMs: 50, log: () => assert.fail('waited') }),
+        (e: unknown) =>
+          e instanceof InputError && /was redirected \(301\)/.test((e as Error).message) && /AWS_REGION/.test((e as Error).message),
+      );
+    } finally {
+      redirecting.close();
+    }
     assert.throws(
       () => new S3Backend(s3.freshUrl(), { env: { ...s3.env, TEMPERED_S3_RETRY_S: 'soon' } }),
       /TEMPERED_S3_RETRY_S: "soon" is not a number of seconds/,

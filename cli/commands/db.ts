@@ -86,7 +86,7 @@ export async function awaitUsableDatabase(
   opts: { schemas?: readonly Schema[]; pollMs?: number; sayEveryMs?: number; signal?: AbortSignal } = {},
 ): Promise<void> {
   if (!isDatabaseUrl(location)) return;
-  const { schemaVersions } = await import('../../src/db/postgres.ts');
+  const { schemaVersions, isTransient } = await import('../../src/db/postgres.ts');
   let saidAt = -Infinity;
   let unanswered = -Infinity;
   for (; ; await sleep(opts.pollMs ?? 5000, undefined, { signal: opts.signal })) {
@@ -94,7 +94,9 @@ export async function awaitUsableDatabase(
     try {
       versions = await schemaVersions(location, opts.schemas ?? SHARED_SCHEMAS, { retryForMs: 0 });
     } catch (e) {
-      if (e instanceof InputError) throw e;
+      // Only a server that is away is waited for: anything else (a TLS setting the server does not speak, say) is
+      // said at once, as before, instead of read as "did not answer" for ever.
+      if (e instanceof InputError || !isTransient((e as Error).cause ?? e)) throw e;
       // Waited for, as the store is: a worker that polled would take stages only to fail them, each after the
       // database's retries, using up their attempts.
       if (Date.now() - unanswered >= (opts.sayEveryMs ?? 60_000)) {

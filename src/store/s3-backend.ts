@@ -215,6 +215,15 @@ export class S3Backend implements ObjectBackend {
         where: 'AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY',
         hint: 'check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that they may read and write the bucket',
       });
+    // AWS answers a request to the wrong region with a redirect; so does a proxy that wants https.
+    if (status === 301 || status === 307 || code === 'PermanentRedirect')
+      return new InputError(
+        `${op} on ${where} was redirected (${status ?? code}): the bucket is in another region, or the endpoint wants another address`,
+        {
+          where: 'AWS_REGION / AWS_ENDPOINT_URL',
+          hint: "set AWS_REGION to the bucket's region, and AWS_ENDPOINT_URL to the address the store answers on (https where it redirects there)",
+        },
+      );
     // A checksum the server computed differently means the bytes changed on the way: send them again.
     if (code === 'BadDigest' || code === 'XAmzContentSHA256Mismatch' || code === 'InvalidDigest') return e;
     // A store that lacks what tempered relies on (conditional writes, checksums) or that is not an S3 API.
