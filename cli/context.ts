@@ -22,6 +22,7 @@ import { KeptOpen } from '../src/db/kept-open.ts';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 
 import { CliError } from './errors.ts';
+import { IntegrityError } from '../src/errors.ts';
 
 export { CliError };
 
@@ -96,7 +97,9 @@ export async function createContext(): Promise<CliContext> {
           () => undefined,
           (e: Error) => e,
         );
-        // Said once, and the rest not tried: a store that refused one (a setting, an outage) refuses them all.
+        // A report the store no longer has (collected, damaged) leaves the others to try; a store that refused one (a
+        // setting, an outage) refuses them all: said once, and the rest not tried.
+        if (failed instanceof IntegrityError) continue;
         if (failed) {
           console.error(
             `note: ${missing.length - i} stage report(s) could not be read from the store ${store.remote.url}, so the status is shown without them: ${failed.message}`,

@@ -35,7 +35,7 @@ import {
 } from '../schedule-flags.ts';
 import { InputError } from '../../src/errors.ts';
 import { formatSpecErrors } from '../../src/spec/index.ts';
-import type { RunBackends, RunGateSpec, RunInput } from '../../workflows/types.ts';
+import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { hasWorkers } from '../../client/runs.ts';
@@ -177,9 +177,9 @@ function neverFires(view: ScheduleView): InputError | undefined {
   });
 }
 
-function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string, backends: RunBackends): RunInput {
+function withGate(input: RunInput, gate: RunGateSpec | undefined, who: string): RunInput {
   const { gate: _old, ...options } = input.options;
-  return { plan: input.plan, options: { ...options, actor: who, backends, ...(gate ? { gate } : {}) } };
+  return { plan: input.plan, options: { ...options, actor: who, ...(gate ? { gate } : {}) } };
 }
 
 /** Options as given, for the audit record (absent ones left out). */
@@ -328,13 +328,15 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
     const params = values['clear-params'] ? [] : (values.param ?? cur.spec.params);
     // Params kept from the schedule that the new file does not declare are dropped (and said so), not refused.
     const inherited = !values.param && !values['clear-params'];
-    const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate, backends: runBackends(ctx) };
+    // The schedule keeps the store and database it was created with: an update from a shell without the team's settings
+    // (a --note from a laptop) must not rebind every later run to that shell's.
+    const common = { params, registry: ctx.registry, store: ctx.store(), actor: who, name, gate, backends: cur.input.options.backends };
     // A new file is read and stored afresh; new params alone replan the stored bytes, never the file on disk.
     const planned: PlannedRun = values.pipeline
       ? await planScheduledRun({ ...common, file: values.pipeline, dropUndeclared: inherited })
       : values.param || values['clear-params']
         ? await replanStoredSpec({ ...common, spec: cur.spec })
-        : { input: withGate(cur.input, gate, who, common.backends), spec: cur.spec };
+        : { input: withGate(cur.input, gate, who), spec: cur.spec };
     dropped = planned.dropped ?? [];
     if (values['trigger-metric'] !== undefined || values.pipeline) await checkMetric(ctx, planned.input, values);
     return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };

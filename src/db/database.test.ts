@@ -24,6 +24,13 @@ test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming
       url,
     );
   }
+  // The common forms (a # or / in the password) fail to parse at all: the hint says to percent-encode too.
+  for (const url of ['postgres://u:p#1@127.0.0.1:5432/tempered', 'postgres://u:pa/ss@127.0.0.1:5432/tempered'])
+    assert.throws(
+      () => statePaths('/state', { TEMPERED_DATABASE_URL: url }),
+      (e: unknown) => e instanceof InputError && /must be percent-encoded/.test(e.hint ?? ''),
+      url,
+    );
   // A password with # and @ unencoded: the parser takes part of it for the host; neither is shown, and the hint says why.
   assert.throws(
     () => statePaths('/state', { TEMPERED_DATABASE_URL: 'postgres://tempered:p@ss#1@127.0.0.1:15432/tempered' }),

@@ -87,21 +87,6 @@ export function redactUrl(location: string): string {
  */
 export function checkDatabaseUrl(location: string, where = DATABASE_URL_ENV): URL {
   const example = 'postgres://user:password@db.example:5432/tempered';
-  let u: URL;
-  try {
-    u = new URL(location);
-  } catch {
-    throw new InputError('is not a valid URL', {
-      where,
-      hint: `write it as ${example}, or unset it to keep the registry and audit log in SQLite files`,
-    });
-  }
-  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
-    throw new InputError(`scheme '${u.protocol.replace(/:$/, '')}' is not supported`, {
-      where,
-      hint: `only PostgreSQL is: ${example}; unset it to keep the registry and audit log in SQLite files under TEMPERED_HOME`,
-    });
-  }
   // `p@ss#1` in a password ends the user part at the first `@` and the URL at `#`: what is left names another host.
   const encode = /[@#?/]/.test(
     location
@@ -112,6 +97,21 @@ export function checkDatabaseUrl(location: string, where = DATABASE_URL_ENV): UR
   )
     ? '; a password with @ # ? or / must be percent-encoded (%40 %23 %3F %2F)'
     : '';
+  let u: URL;
+  try {
+    u = new URL(location);
+  } catch {
+    throw new InputError('is not a valid URL', {
+      where,
+      hint: `write it as ${example}${encode}, or unset it to keep the registry and audit log in SQLite files`,
+    });
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw new InputError(`scheme '${u.protocol.replace(/:$/, '')}' is not supported`, {
+      where,
+      hint: `only PostgreSQL is: ${example}; unset it to keep the registry and audit log in SQLite files under TEMPERED_HOME`,
+    });
+  }
   // Not shown then: what the URL parser took for the host is part of the password.
   const shown = encode ? 'the URL' : redactUrl(location);
   if (!u.hostname && !u.searchParams.get('host')) {
