@@ -218,6 +218,16 @@ describe('resume when an ingest source is gone', () => {
   });
 });
 
+/** The CLI in a child process, for what needs a signal: its output so far in `out`, its exit code from `exited`. */
+function spawnCli(args: string[]) {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...cliEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, out, exited };
+}
+
 describe('Ctrl-C while submit --wait follows a run', () => {
   it('stops waiting and exits 130, says the run is not cancelled, and leaves it on the server', async () => {
     const file = join(env.dir, 'interrupted.yaml');
@@ -236,26 +246,18 @@ describe('Ctrl-C while submit --wait follows a run', () => {
     );
     // The reviewer's case: the waiting command is also the run's worker. Before, the SDK shut that
     // worker down on SIGINT and the command kept following a run nobody served (11 minutes, then SIGINT again).
-    const child = spawn(process.execPath, [BIN, 'submit', file, '--queue', 'interrupted', '--wait', '--local-worker'], {
-      env: { ...process.env, ...cliEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, out, exited } = spawnCli(['submit', file, '--queue', 'interrupted', '--wait', '--local-worker']);
     try {
-      for (let i = 0; !/▶ slow\s+probe\s+running/.test(stdout); i++) {
-        assert.ok(i < 600, `the stage never ran:\n${stdout}\n${stderr}`);
+      for (let i = 0; !/▶ slow\s+probe\s+running/.test(out.stdout); i++) {
+        assert.ok(i < 600, `the stage never ran:\n${out.stdout}\n${out.stderr}`);
         await sleep(100);
       }
       child.kill('SIGINT');
       const code = await Promise.race([exited, sleep(60_000).then(() => 'still running')]);
-      assert.equal(code, 130, `${stdout}\n${stderr}`);
-      const runId = /submitted run (\S+)/.exec(stdout)![1]!;
-      assert.match(stderr, new RegExp(`SIGINT: stopped waiting for run ${runId}; it is not cancelled\. This process was its worker`));
-      assert.match(stderr, /`tempered worker --queue interrupted` carries it on/);
+      assert.equal(code, 130, `${out.stdout}\n${out.stderr}`);
+      const runId = /submitted run (\S+)/.exec(out.stdout)![1]!;
+      assert.match(out.stderr, new RegExp(`SIGINT: stopped waiting for run ${runId}; it is not cancelled\. This process was its worker`));
+      assert.match(out.stderr, /`tempered worker --queue interrupted` carries it on/);
       const desc = await env.client.workflow.getHandle(runId).describe();
       assert.equal(desc.status.name, 'RUNNING', 'the run goes on without the command that followed it');
       await env.client.workflow.getHandle(runId).terminate('test done');
@@ -270,26 +272,18 @@ describe('--wait on a run no worker picks up', () => {
     const file = join(env.dir, 'unserved.yaml');
     writeFileSync(file, ['name: unserved', 'stages:', '  only:', '    uses: probe', '    with: { value: x }', ''].join('\n'));
     // The journey's case: `resume --wait` on a queue whose worker was gone printed nothing for minutes.
-    const child = spawn(process.execPath, [BIN, 'submit', file, '--queue', 'nobody-at-all', '--wait', '--no-local-worker'], {
-      env: { ...process.env, ...cliEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, out, exited } = spawnCli(['submit', file, '--queue', 'nobody-at-all', '--wait', '--no-local-worker']);
     try {
       const waiting = /waiting: no worker has picked this run up yet; it starts when a worker serving task queue 'nobody-at-all' runs/;
-      for (let i = 0; !waiting.test(stdout); i++) {
-        assert.ok(i < 600, `never said it waits:\n${stdout}\n${stderr}`);
+      for (let i = 0; !waiting.test(out.stdout); i++) {
+        assert.ok(i < 600, `never said it waits:\n${out.stdout}\n${out.stderr}`);
         await sleep(100);
       }
       await sleep(2500); // a few more polls: said once, not at each
-      assert.equal(stdout.match(new RegExp(waiting.source, 'g'))!.length, 1, stdout);
+      assert.equal(out.stdout.match(new RegExp(waiting.source, 'g'))!.length, 1, out.stdout);
       child.kill('SIGINT');
-      assert.equal(await Promise.race([exited, sleep(60_000).then(() => 'still running')]), 130, `${stdout}\n${stderr}`);
-      await env.client.workflow.getHandle(/submitted run (\S+)/.exec(stdout)![1]!).terminate('test done');
+      assert.equal(await Promise.race([exited, sleep(60_000).then(() => 'still running')]), 130, `${out.stdout}\n${out.stderr}`);
+      await env.client.workflow.getHandle(/submitted run (\S+)/.exec(out.stdout)![1]!).terminate('test done');
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
