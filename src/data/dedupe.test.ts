@@ -388,10 +388,9 @@ test("under ingest's prompt template, different short inputs are not near duplic
     'the template changes nothing about which rows are duplicates',
   );
   assert.equal(plain.templateShingles, 0);
-  assert.ok(
-    plain.nearRemoved > tpl.nearRemoved + 10,
-    `without the template ${plain.nearRemoved} near removals, with it ${tpl.nearRemoved}`,
-  );
+  // The figures the README and src/data/README.md give: 16 near removals (23,236 LSH candidates) before, none now.
+  assert.deepEqual([plain.nearRemoved, plain.nearCandidates], [16, 23236]);
+  assert.deepEqual([tpl.nearRemoved, tpl.nearCandidates], [0, 0]);
 
   // The template rides along: dedupe's output and every split file record it.
   const after = (p: string) =>
