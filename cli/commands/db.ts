@@ -4,6 +4,7 @@
  * a migration locks out every older worker, so it is a step someone takes, and the audit trail says who.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sayEvery } from './say-every.ts';
 import { AUDIT_SCHEMA } from '../../src/audit/log.ts';
 import { isDatabaseUrl, redactUrl, type Schema } from '../../src/db/database.ts';
 import type { Migrated } from '../../src/db/postgres.ts';
@@ -77,8 +78,9 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
 /**
  * Before a worker polls: on a shared database that this release cannot use yet (tables behind it,
  * `tempered db migrate` not run) it waits, saying so every minute, so that no stage lands on it to
- * fail; on one a newer release migrated it stops. A database that does not answer is only reported:
- * its stages retry, as any other time it is away.
+ * fail; on one a newer release migrated it stops. A database that does not answer is waited for too (a
+ * worker that polled would take stages only to fail them); one that answers with an error of its
+ * settings (a TLS mode it does not speak) is thrown.
  */
 export async function awaitUsableDatabase(
   location: string,
@@ -87,8 +89,10 @@ export async function awaitUsableDatabase(
 ): Promise<void> {
   if (!isDatabaseUrl(location)) return;
   const { schemaVersions, isTransient } = await import('../../src/db/postgres.ts');
-  let saidAt = -Infinity;
-  let unanswered = -Infinity;
+  // Each kind of wait says its line at most once a minute, and the first line of the other kind at once.
+  const sayAway = sayEvery(log, opts.sayEveryMs);
+  const sayBehind = sayEvery(log, opts.sayEveryMs);
+  let waited = false;
   for (; ; await sleep(opts.pollMs ?? 5000, undefined, { signal: opts.signal })) {
     let versions: Awaited<ReturnType<typeof schemaVersions>>;
     try {
@@ -99,14 +103,12 @@ export async function awaitUsableDatabase(
       if (e instanceof InputError || !isTransient((e as Error).cause ?? e)) throw e;
       // Waited for, as the store is: a worker that polled would take stages only to fail them, each after the
       // database's retries, using up their attempts.
-      if (Date.now() - unanswered >= (opts.sayEveryMs ?? 60_000)) {
-        log(`the database ${redactUrl(location)} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
-        unanswered = Date.now();
-      }
+      waited = true;
+      sayAway(`the database ${redactUrl(location)} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
       continue;
     }
-    if (unanswered > -Infinity) log(`the database ${redactUrl(location)} answers now`);
-    unanswered = -Infinity;
+    if (waited) log(`the database ${redactUrl(location)} answers now`);
+    waited = false;
     const newer = versions.filter((v) => v.at > v.known);
     if (newer.length)
       throw new CliError(
@@ -114,11 +116,8 @@ export async function awaitUsableDatabase(
       );
     const behind = versions.filter((v) => v.at > 0 && v.at < v.known);
     if (!behind.length) return;
-    if (Date.now() - saidAt >= (opts.sayEveryMs ?? 60_000)) {
-      log(
-        `waiting for \`tempered db migrate\` before polling: in ${redactUrl(location)} ${behind.map((v) => `${v.scope} is at version ${v.at}, this release needs ${v.known}`).join('; ')}`,
-      );
-      saidAt = Date.now();
-    }
+    sayBehind(
+      `waiting for \`tempered db migrate\` before polling: in ${redactUrl(location)} ${behind.map((v) => `${v.scope} is at version ${v.at}, this release needs ${v.known}`).join('; ')}`,
+    );
   }
 }

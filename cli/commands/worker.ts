@@ -10,6 +10,7 @@ import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
 import { awaitUsableDatabase } from './db.ts';
+import { sayEvery } from './say-every.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 import { runBackends, sharingMismatch } from './sharing.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -35,7 +36,7 @@ export async function awaitStore(
   const remote = store.remote;
   if (!remote) return;
   const log = o.log ?? ((m: string) => console.error(`worker: ${m}`));
-  let saidAt = -Infinity;
+  const sayWaiting = sayEvery(log, o.sayEveryMs);
   let waited = false;
   for (; ; await sleep(o.pollMs ?? 5000, undefined, { signal: o.signal })) {
     try {
@@ -48,10 +49,7 @@ export async function awaitStore(
       const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (e instanceof InputError || (status !== undefined && status < 500 && status !== 429)) throw e;
       waited = true;
-      if (Date.now() - saidAt >= (o.sayEveryMs ?? 60_000)) {
-        log(`the store ${remote.url} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
-        saidAt = Date.now();
-      }
+      sayWaiting(`the store ${remote.url} did not answer (${(e as Error).message}); waiting for it before polling (Ctrl-C stops)`);
     }
   }
 }
