@@ -216,6 +216,14 @@ test('real data: sms_spam accounting, 403 raw exact copies, byte-identical rerun
     { outPath: join(dir, 'raw.arrow'), clustersPath: join(dir, 'raw.c.arrow') },
   );
   assert.deepEqual([raw.rowsOut, raw.exactRemoved, raw.clusters, raw.conflictCount], [5171, 403, 281, 0]);
+  // A table without a prompt template carries no metadata at all: its bytes (and so its cache keys downstream) are as
+  // before templates were recorded.
+  for (const f of ['in.arrow', 'raw.arrow'])
+    assert.deepEqual(
+      (await readArrowSchema(join(dir, f))).fields.filter((x) => x.metadata.size > 0).map((x) => x.name),
+      [],
+      f,
+    );
   const norm = await dedupe(
     join(dir, 'in.arrow'),
     { near: false },
