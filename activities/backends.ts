@@ -8,6 +8,7 @@
  */
 import { hostname } from 'node:os';
 import { ApplicationFailure } from '@temporalio/common';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import type { RunBackends } from '../workflows/types.ts';
 
 /** The store (`local`, or `s3://bucket/prefix`) in words. */
@@ -61,4 +62,21 @@ export function checkBackends(
     console.error(`worker: ${message}`);
   }
   throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local });
+}
+
+/**
+ * The worker's interceptor that runs checkBackends before every activity, on the `backends` of its request (the
+ * workflow puts the run's in each): one place for the stages and the run's local activities alike, so an activity
+ * added later is checked without being told to.
+ */
+export function backendsCheck(mine: RunBackends, onLacks?: (message: string) => void): ActivityInterceptorsFactory {
+  return (ctx) => ({
+    inbound: {
+      async execute(input, next) {
+        const req = input.args[0] as { backends?: RunBackends } | undefined;
+        checkBackends(req?.backends, mine, ctx.info.workflowExecution?.workflowId ?? '(unknown)', { local: ctx.info.isLocal, onLacks });
+        return next(input);
+      },
+    },
+  });
 }

@@ -3,9 +3,7 @@ import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
 import { asActivityFailure } from './failures.ts';
-import type { CacheLookupRequest, CacheLookupResult, RunBackends } from '../workflows/types.ts';
-import { Context } from '@temporalio/activity';
-import { checkBackends } from './backends.ts';
+import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
 
 /**
  * A stage's cache key, and the recorded outputs when the same work was done before (`read: false`:
@@ -60,16 +58,8 @@ export interface StageLookup extends CacheLookupResult {
 }
 
 /** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */
-export function cacheLookupActivity(
-  kinds: ReadonlyMap<string, AnyStageKind>,
-  cache: StageCache,
-  stateDir: string,
-  backends?: RunBackends,
-  onLacks?: (message: string) => void,
-) {
+export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string) {
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
-    // A hit from another store's records would name outputs the run's workers cannot read.
-    checkBackends(req.backends, backends, Context.current().info.workflowExecution?.workflowId ?? '(unknown)', { local: true, onLacks });
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
     const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);

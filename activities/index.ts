@@ -4,7 +4,6 @@
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheLookupActivity } from './cache.ts';
 import { runGateActivities } from './run-gate.ts';
-import { checkBackends } from './backends.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 import type { RunEndRecord } from '../workflows/types.ts';
 
@@ -13,12 +12,9 @@ export function createActivities(
   deps: ActivityDeps,
 ): Record<string, (...args: any[]) => Promise<unknown>> {
   const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
-    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir, deps.backends, deps.onLacksRunSettings),
+    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir),
     ...runGateActivities(deps),
-    auditRunEnded: async (rec: RunEndRecord) => {
-      checkBackends(rec.backends, deps.backends, rec.runId, { local: true, onLacks: deps.onLacksRunSettings });
-      await deps.onRunEnded?.(rec);
-    },
+    auditRunEnded: async (rec: RunEndRecord) => deps.onRunEnded?.(rec),
   };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
   return acts;

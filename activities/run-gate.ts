@@ -7,8 +7,7 @@ import { runIndexFor } from '../src/triggers/shared-run-index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { isArtifactRef } from '../src/types.ts';
-import type { IngestFingerprint, RunBackends, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
-import { checkBackends } from './backends.ts';
+import type { IngestFingerprint, RunGateRequest, RunGateResult, RunOutcomeRecord } from '../workflows/types.ts';
 
 async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): Promise<DataFingerprint[]> {
   return Promise.all(
@@ -20,17 +19,11 @@ async function fingerprints(store: ArtifactStore, ingest: IngestFingerprint[]): 
   );
 }
 
-export function runGateActivities(deps: {
-  store: ArtifactStore;
-  stateDir: string;
-  backends?: RunBackends;
-  onLacksRunSettings?: (message: string) => void;
-}) {
+export function runGateActivities(deps: { store: ArtifactStore; stateDir: string }) {
   const paths = statePaths(deps.stateDir);
   const index = () => runIndexFor(paths.registryDb, paths.runs);
   return {
     async checkRunGate(req: RunGateRequest): Promise<RunGateResult> {
-      checkBackends(req.backends, deps.backends, req.runId, { local: true, onLacks: deps.onLacksRunSettings });
       const data = await fingerprints(deps.store, req.ingest);
       const below = req.gate.metricBelow;
       const current = below && (await currentVersion(paths.registryDb, below.model, below.alias ?? 'production'));
@@ -61,7 +54,6 @@ export function runGateActivities(deps: {
       return decision;
     },
     async recordRunOutcome(rec: RunOutcomeRecord): Promise<void> {
-      checkBackends(rec.backends, deps.backends, rec.runId, { local: true, onLacks: deps.onLacksRunSettings });
       await index().record(runOwner(rec), {
         runId: rec.runId,
         specHash: rec.specHash,

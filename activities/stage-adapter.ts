@@ -20,7 +20,6 @@ import type { StageProgress } from '../src/types.ts';
 import { FilePoints, type ProgressPoints } from '../src/store/progress-points.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { RunBackends, RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
-import { checkBackends } from './backends.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { externalInputsOf, lookupStage, stageKey } from './cache.ts';
 import { asActivityFailure } from './failures.ts';
@@ -46,7 +45,7 @@ export interface ActivityDeps {
   awaitRecordUploadAfterMs?: number;
   /** Where per-step training points go (the dashboard's live curves); default the files under the state folder. */
   points?: ProgressPoints;
-  /** This worker's store and database, checked against each run's (backends.ts); unchecked when absent. */
+  /** This worker's store and database, checked against each run's before every activity (backends.ts backendsCheck); unchecked when absent. */
   backends?: RunBackends;
   /** Told when this worker lacks a shared store or database that a run has (backends.ts): the worker stops. */
   onLacksRunSettings?: (message: string) => void;
@@ -80,7 +79,6 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
   };
   return async (req) => {
-    checkBackends(req.backends, deps.backends, req.runId, { onLacks: deps.onLacksRunSettings });
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;
     let details: HeartbeatDetails = { resume: previous?.resume };

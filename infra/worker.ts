@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { installRuntime } from './runtime.ts';
 import { createActivities } from '../activities/index.ts';
+import { backendsCheck } from '../activities/backends.ts';
 import type { ActivityDeps } from '../activities/stage-adapter.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 
@@ -65,6 +66,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     taskQueue: opts.taskQueue,
     workflowBundle: opts.workflows === false ? undefined : await workflowBundle(),
     activities: createActivities(opts.kinds, opts.deps),
+    // Every activity of a run first checks that the run keeps its artifacts and records where this worker does.
+    ...(opts.deps.backends ? { interceptors: { activity: [backendsCheck(opts.deps.backends, opts.deps.onLacksRunSettings)] } } : {}),
     maxConcurrentActivityTaskExecutions: maxActivities,
     activityTaskPollerBehavior: { type: 'simple-maximum', maximum: activityPollers(maxActivities) },
     // A chain's next stage may go to this worker at once; of stages scheduled together (a fan-out)
