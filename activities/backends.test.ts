@@ -50,3 +50,35 @@ test('a worker that lacks a shared setting the run has is told so (it stops); on
   assert.equal(tryIt(stray, team), 0);
   assert.equal(tryIt(team, { ...team, store: 's3://tempered/tem' }), 0);
 });
+
+test('where both sides know the instance ids, they decide: one database under two names passes, two of one name are refused', () => {
+  const ids = { storeId: 'a0000000-0000-4000-8000-000000000001', databaseId: 'b0000000-0000-4000-8000-000000000001' };
+  const other = { storeId: 'a0000000-0000-4000-8000-000000000002', databaseId: 'b0000000-0000-4000-8000-000000000002' };
+  // A pooler's alias (PgBouncer maps `tempered_rw` onto `tempered`), a second endpoint's bucket name: the same instances.
+  checkBackends({ ...team, ...ids }, { store: 's3://alias/team', database: 'postgres:tempered_rw', ...ids }, 'r4');
+  // Another cluster's servers with the same bucket and database names.
+  assert.throws(
+    () => checkBackends({ ...team, ...ids }, { ...team, ...other }, 'r4'),
+    (e: unknown) =>
+      e instanceof ApplicationFailure &&
+      e.type === 'BackendMismatch' &&
+      e.message.includes(
+        `keeps artifacts in s3://tempered/team, and the run in another store of that name (instance ${ids.storeId} there, ${other.storeId} here); ` +
+          `keeps the registry and audit log in the database tempered, and the run in another database of that name (instance ${ids.databaseId} there, ${other.databaseId} here)`,
+      ),
+  );
+  // Only the database is another one: only it is named.
+  assert.throws(
+    () => checkBackends({ ...team, ...ids }, { ...team, ...ids, databaseId: other.databaseId }, 'r4'),
+    (e: unknown) => e instanceof ApplicationFailure && !/artifacts/.test(e.message) && /another database of that name/.test(e.message),
+  );
+  // Different names and different ids: said by name, as before ids.
+  assert.throws(
+    () => checkBackends({ ...team, ...ids }, { ...team, store: 's3://tempered/tem', ...other, databaseId: ids.databaseId }, 'r4'),
+    /keeps artifacts in s3:\/\/tempered\/tem, the run in s3:\/\/tempered\/team\. Start/,
+  );
+  // One side without ids (a run submitted before them, an id that could not be read): names decide.
+  checkBackends(team, { ...team, ...other }, 'r4');
+  checkBackends({ ...team, ...ids }, team, 'r4');
+  assert.throws(() => checkBackends(team, { store: 's3://alias/team', database: 'postgres:tempered', ...ids }, 'r4'), ApplicationFailure);
+});

@@ -20,6 +20,15 @@ function databaseWords(database: string): string {
   return database === 'local' ? "this host's SQLite file (no TEMPERED_DATABASE_URL)" : `the database ${database.replace(/^postgres:/, '')}`;
 }
 
+/**
+ * Whether a run's store (or database) is not the worker's: by their instance ids where both know them (one database
+ * reached under two names is one; two servers' databases of one name are two), else by name.
+ */
+function differs(runName: string, myName: string, runId: string | undefined, myId: string | undefined): false | 'name' | 'instance' {
+  if (runId !== undefined && myId !== undefined) return runId === myId ? false : runName === myName ? 'instance' : 'name';
+  return runName === myName ? false : 'name';
+}
+
 /** Runs already warned about on this worker's stderr, so a run's every stage and retry does not repeat it. */
 const warned = new Set<string>();
 
@@ -46,9 +55,20 @@ export function checkBackends(
   const local = o.local ?? false;
   if (!run || !mine) return;
   const differ: string[] = [];
-  if (run.store !== mine.store) differ.push(`keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`);
-  if (run.database !== mine.database)
-    differ.push(`keeps the registry and audit log in ${databaseWords(mine.database)}, the run in ${databaseWords(run.database)}`);
+  const store = differs(run.store, mine.store, run.storeId, mine.storeId);
+  if (store)
+    differ.push(
+      store === 'name'
+        ? `keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`
+        : `keeps artifacts in ${storeWords(mine.store)}, and the run in another store of that name (instance ${run.storeId} there, ${mine.storeId} here)`,
+    );
+  const database = differs(run.database, mine.database, run.databaseId, mine.databaseId);
+  if (database)
+    differ.push(
+      database === 'name'
+        ? `keeps the registry and audit log in ${databaseWords(mine.database)}, the run in ${databaseWords(run.database)}`
+        : `keeps the registry and audit log in ${databaseWords(mine.database)}, and the run in another database of that name (instance ${run.databaseId} there, ${mine.databaseId} here)`,
+    );
   if (differ.length === 0) return;
   const message =
     `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +

@@ -25,10 +25,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import pg from 'pg';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { registryModelSource } from '../cli/commands/serve.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { startPostgres } from '../src/db/postgres.testing.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
@@ -674,6 +676,51 @@ describe('tempered on several hosts', () => {
     } finally {
       await cluster.killWorker('stray');
       await cluster.killWorker('stray-fixed');
+    }
+  });
+  it("a worker whose database is another server's of the same name refuses the team's run: told apart by the database's instance id", async () => {
+    // Another cluster's PostgreSQL with a database of the team's name (a staging cluster's URL pasted into a worker):
+    // by name, the same; by the instance id each database keeps, another, so the run is refused there.
+    const other = await startPostgres();
+    try {
+      const name = new URL(cluster.databaseUrl).pathname.slice(1);
+      const admin = new pg.Client({ connectionString: other.url('postgres') });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const twinUrl = other.url(name);
+      await cluster.startWorker('twin', ['--queue', 'twin'], { env: { TEMPERED_DATABASE_URL: twinUrl } });
+      const submitted = await cli(
+        ['submit', tinyPipeline, '--queue', 'twin', '--param', 'seed=78', '--json'],
+        cluster.newHome('submitter-2'),
+      );
+      assert.equal(submitted.code, 0, submitted.stderr);
+      const runId = (JSON.parse(submitted.stdout) as { runId: string }).runId;
+      const refusal = new RegExp(
+        `refused run ${runId}: this worker keeps the registry and audit log in the database ${name}, and the run in another database of that name \\(instance [0-9a-f-]{36} there, [0-9a-f-]{36} here\\)\\. Start`,
+      );
+      const log = () => readFileSync(join(cluster.dir, 'twin.log'), 'utf8');
+      for (let i = 0; !refusal.test(log()); i++) {
+        assert.ok(i < 240, `no refusal in the twin's log:\n${log()}`);
+        await sleep(500);
+      }
+      // Not one of the lacking kind (it has a shared database, just not the team's): it keeps polling, so it is
+      // stopped here, and a worker with the team's settings carries the run on.
+      await cluster.killWorker('twin');
+      await cluster.startWorker('twin-fixed', ['--queue', 'twin']);
+      const st = await finish(runId);
+      assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((x) => [x.id, x.attempt, x.error?.message])));
+      // Nothing of the run went into the other cluster's audit log.
+      const theirs = await openAudit(twinUrl);
+      try {
+        assert.deepEqual(await theirs.query({ run: runId }), []);
+      } finally {
+        await theirs.close();
+      }
+    } finally {
+      await cluster.killWorker('twin');
+      await cluster.killWorker('twin-fixed');
+      await other.stop();
     }
   });
 });

@@ -30,11 +30,17 @@ export interface RunOptions {
 /**
  * Which store and database a process uses, by name: `local` for this host's folder and SQLite file, else the bucket
  * and prefix (`s3://tempered/team`) or `shared folder`, and the database (`postgres:tempered`). Not by host, port or
- * mount path: workers may reach the same servers and share under other names.
+ * mount path: workers may reach the same servers and share under other names. A shared store or database also has
+ * an id kept in it (src/store/instance-id.ts, src/db/instance-id.ts), which is what is compared when both sides know
+ * it: two servers' buckets or databases may have one name, and one database may have two (a pooler's alias).
  */
 export interface RunBackends {
   store: string;
   database: string;
+  /** The shared store's instance id; absent for a local store, or where it could not be read (then names are compared). */
+  storeId?: string;
+  /** The shared database's instance id; likewise. */
+  databaseId?: string;
 }
 
 /** Retrain-only-when-it-matters checks; the spec's `triggers` (type-only import: erased before bundling). */

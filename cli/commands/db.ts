@@ -12,12 +12,20 @@ import { InputError } from '../../src/errors.ts';
 import { REGISTRY_SCHEMA } from '../../src/registry/schema.ts';
 import { PROGRESS_SCHEMA } from '../../src/store/progress-points.ts';
 import { STAGE_CACHE_SCHEMA } from '../../src/store/shared-records.ts';
+import { INSTANCE_SCHEMA } from '../../src/db/instance-id.ts';
 import { RUN_INDEX_SCHEMA } from '../../src/triggers/shared-run-index.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 /** Every scope tempered keeps in a shared database (tests/db-cli.test.ts checks that none is missing). */
-export const SHARED_SCHEMAS: readonly Schema[] = [REGISTRY_SCHEMA, AUDIT_SCHEMA, STAGE_CACHE_SCHEMA, RUN_INDEX_SCHEMA, PROGRESS_SCHEMA];
+export const SHARED_SCHEMAS: readonly Schema[] = [
+  REGISTRY_SCHEMA,
+  AUDIT_SCHEMA,
+  STAGE_CACHE_SCHEMA,
+  RUN_INDEX_SCHEMA,
+  PROGRESS_SCHEMA,
+  INSTANCE_SCHEMA,
+];
 
 export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = 'tempered db migrate [--json]';

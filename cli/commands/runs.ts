@@ -194,7 +194,7 @@ export async function startAndReport(
     const audit = ctx.auditLog();
     await audit.get();
     // Its workers must keep artifacts and records where this process does (activities/backends.ts); a resumed run takes the resumer's.
-    input = { ...input, options: { ...input.options, backends: runBackends(ctx) } };
+    input = { ...input, options: { ...input.options, backends: await runBackends(ctx) } };
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     await auditRunSubmitted(audit, handle.workflowId, input, handle.firstExecutionRunId).catch((e: Error) => {
       throw new CliError(`run ${handle.workflowId} started, but its submission could not be written to the audit log: ${e.message}`);

@@ -264,7 +264,7 @@ async function createCmd(ctx: CliContext, argv: string[]): Promise<number> {
       actor: who,
       name,
       gate,
-      backends: runBackends(ctx),
+      backends: await runBackends(ctx),
     });
     await checkMetric(ctx, planned.input, values);
     const { input, spec } = planned;

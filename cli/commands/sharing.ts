@@ -3,6 +3,8 @@
  * CLI, with only one of them keeps the other half where no other host sees it.
  */
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
+import { databaseInstanceId } from '../../src/db/instance-id.ts';
+import { storeInstanceId } from '../../src/store/instance-id.ts';
 import type { RunBackends } from '../../workflows/types.ts';
 import type { CliContext } from '../context.ts';
 
@@ -29,10 +31,39 @@ export function sharingHint(ctx: CliContext): string {
 }
 
 /**
- * This process's store and database by name (workflows/types.ts RunBackends): recorded in the runs it submits, and
- * checked by a worker against its own (activities/backends.ts).
+ * This process's store and database (workflows/types.ts RunBackends), with the instance ids kept in the shared ones:
+ * recorded in the runs it submits, and checked by a worker against its own (activities/backends.ts). An id that cannot
+ * be read (a database user without CREATE before `tempered db migrate` made its table, a store that is away) is left
+ * out with a warning: the names are compared then, as for runs from before ids.
  */
-export function runBackends(ctx: CliContext): RunBackends {
+export async function runBackends(
+  ctx: CliContext,
+  warn: (m: string) => void = (m) => console.error(`warning: ${m}`),
+): Promise<RunBackends> {
+  const named = backendNames(ctx);
+  const ids: { storeId?: string; databaseId?: string } = {};
+  const remote = ctx.store().remote;
+  const [storeId, databaseId] = await Promise.all([
+    remote
+      ? storeInstanceId(remote).catch((e: Error) => {
+          warn(`could not read the store's instance id (${e.message}); workers will be checked against its name, ${named.store}`);
+          return undefined;
+        })
+      : undefined,
+    isDatabaseUrl(ctx.paths.registryDb)
+      ? databaseInstanceId(ctx.paths.registryDb).catch((e: Error) => {
+          warn(`could not read the database's instance id (${e.message}); workers will be checked against its name, ${named.database}`);
+          return undefined;
+        })
+      : undefined,
+  ]);
+  if (storeId) ids.storeId = storeId;
+  if (databaseId) ids.databaseId = databaseId;
+  return { ...named, ...ids };
+}
+
+/** This process's store and database by name alone. */
+export function backendNames(ctx: CliContext): RunBackends {
   const db = ctx.paths.registryDb;
   let database = 'local';
   if (isDatabaseUrl(db)) {

@@ -40,7 +40,7 @@ export async function startUi(
     token,
     actor: actor(),
     taskQueue: ctx.taskQueue,
-    backends: runBackends(ctx),
+    backends: await runBackends(ctx),
     webUiRunUrl: (runId) => runUrl(ctx.settings(), runId),
   });
   let address: string;

@@ -83,7 +83,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       onRunEnded: runEndedHook(ctx.auditLog()),
       isolation,
       points: ctx.progressPoints(),
-      backends: runBackends(ctx),
+      backends: await runBackends(ctx, (m) => console.error(`worker: ${m}`)),
       ...(opts.onLacksRunSettings ? { onLacksRunSettings: opts.onLacksRunSettings } : {}),
     },
   });
