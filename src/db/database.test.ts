@@ -273,6 +273,35 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     );
   });
 
+  test('a server that does not answer (frozen): a statement gives up after the query timeout, as unavailable, in a transaction too; answered again once back', async (t) => {
+    // Before, nothing ended the wait: TCP keepalives are answered by a frozen server's kernel, and a stage, a run's
+    // records and a stopping worker waited for ever.
+    const url = await db.fresh(t);
+    const sql = 'CREATE TABLE frozen (a TEXT)';
+    const schema: Schema = { scope: 'frozen', sqlite: [], postgres: [{ version: 1, name: 'frozen', sql }] };
+    const d = await openDatabase(url, schema, { queryTimeoutMs: 500, retryForMs: 0 });
+    t.after(() => d.close());
+    // Two connections in the pool, so that the transaction below begins on one that is open (not a new one, whose
+    // connect would time out first).
+    await Promise.all([d.get('SELECT pg_sleep(0.2)'), d.get('SELECT pg_sleep(0.2)')]);
+    const server = db.server();
+    server.pause();
+    try {
+      const unanswered = (e: unknown) => !(e instanceof InputError) && /is unavailable \(Query read timeout;/.test((e as Error).message);
+      await assert.rejects(d.get('SELECT 2 AS two'), unanswered);
+      await assert.rejects(
+        d.write('registry', (q) => q.run('INSERT INTO frozen (a) VALUES (?)', ['x'])),
+        unanswered,
+      );
+    } finally {
+      server.resume();
+    }
+    // The connections that were given up are dropped, not handed out again: the next statements are answered.
+    assert.deepEqual(await d.get('SELECT 3 AS three'), { three: 3 });
+    await d.write('registry', (q) => q.run('INSERT INTO frozen (a) VALUES (?)', ['y']));
+    assert.deepEqual(await d.all('SELECT a FROM frozen'), [{ a: 'y' }]);
+  });
+
   test('a server that stays away: a transient error naming the server (not an input error) once the retry time is spent', async (t) => {
     const url = new URL(await db.fresh(t));
     url.port = String(Number(url.port) === 65535 ? 65534 : Number(url.port) + 1);

@@ -139,6 +139,14 @@ export interface OpenOptions {
    */
   lockTimeoutMs?: number;
   idleInTransactionMs?: number;
+  /**
+   * PostgreSQL: the most one statement waits for the server's answer before the connection is given up and the
+   * statement retried (pg's `query_timeout`); 0 waits for ever. Default 60 s. Neither TCP keepalives (a paused or
+   * overloaded server's kernel still answers them, and a lost route takes the system's 11 minutes) nor the server's
+   * own timeouts end a wait on a server that does not answer; without this, a stage, a run's records and a worker's
+   * stop waited for ever. `tempered db migrate`, whose statements may rewrite large tables, waits for ever.
+   */
+  queryTimeoutMs?: number;
 }
 
 /**

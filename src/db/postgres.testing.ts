@@ -30,6 +30,12 @@ export interface TestPostgres {
   createDatabase(): Promise<string>;
   /** Stops the server (fast shutdown: sessions are cut) and starts it again on the same port and data. */
   restart(): Promise<void>;
+  /**
+   * Freezes the server and its sessions (SIGSTOP), as a hung host or a partition does: connections stay open, and
+   * the kernel still accepts new ones and answers keepalives, but no statement is answered until `resume()`.
+   */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -126,6 +132,12 @@ export async function startPostgres(): Promise<TestPostgres> {
       restart: async () => {
         throw new Error('cannot restart an external server');
       },
+      pause: () => {
+        throw new Error('cannot pause an external server');
+      },
+      resume: () => {
+        throw new Error('cannot resume an external server');
+      },
       stop: async () => {},
     };
   }
@@ -190,6 +202,13 @@ export async function startPostgres(): Promise<TestPostgres> {
       server.once('exit', () => resolve());
       server.kill(signal);
     });
+  // The postmaster and its children (the sessions' backends and its helper processes).
+  const signalAll = (signal: NodeJS.Signals) => {
+    const children = spawnSync('pgrep', ['-P', String(server.pid)], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean);
+    for (const pid of [server.pid!, ...children.map(Number)]) process.kill(pid, signal);
+  };
   // A test process that dies without `stop()` must not leave the server running.
   const onExit = () => server.exitCode === null && server.kill('SIGKILL');
   process.on('exit', onExit);
@@ -210,6 +229,12 @@ export async function startPostgres(): Promise<TestPostgres> {
     async restart() {
       await kill('SIGINT');
       await start();
+    },
+    pause() {
+      signalAll('SIGSTOP');
+    },
+    resume() {
+      signalAll('SIGCONT');
     },
     async stop() {
       process.off('exit', onExit);

@@ -66,12 +66,18 @@ function isConnectionLoss(e: unknown): boolean {
   return isTransient(e);
 }
 
+/** pg's query_timeout ran out: the server did not answer a statement in time (OpenOptions.queryTimeoutMs). */
+function isReadTimeout(e: unknown): boolean {
+  return e instanceof Error && e.message === 'Query read timeout';
+}
+
 export function isTransient(e: unknown): boolean {
   const code = errorCode(e);
   // Class 08: connection exceptions; 57P: the server is shutting down, crashed or starting.
   if (code && (TRANSIENT_CODES.has(code) || code.startsWith('08') || code.startsWith('57P'))) return true;
   const msg = e instanceof Error ? e.message : '';
-  return /Connection terminated|terminating connection|postmaster exit|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery)/i.test(
+  // `Query read timeout`: pg's query_timeout, a server that did not answer (OpenOptions.queryTimeoutMs).
+  return /Query read timeout|Connection terminated|terminating connection|postmaster exit|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery)/i.test(
     msg,
   );
 }
@@ -234,7 +240,10 @@ export class PostgresDatabase implements Database {
           );
           result = await fn(queryable(client));
         } catch (e) {
-          await client.query('ROLLBACK').catch((r: Error) => (broken = r));
+          // A server that did not answer the statement would not answer the ROLLBACK either (it would wait out a
+          // second query_timeout); the connection is dropped instead, which ends the transaction on the server.
+          if (isReadTimeout(e)) broken = e as Error;
+          else await client.query('ROLLBACK').catch((r: Error) => (broken = r));
           throw e;
         }
         try {
@@ -277,6 +286,9 @@ export async function openPostgres(url: string, schema: Schema, opts: OpenOption
   }
 }
 
+/** OpenOptions.queryTimeoutMs's default: far beyond any statement of tempered's own, which are small. */
+const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
+
 function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
   const pool = new pg.Pool({
     connectionString: url,
@@ -287,6 +299,7 @@ function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
     max: 4,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 10_000,
+    ...((opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS) > 0 ? { query_timeout: opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS } : {}),
     // An idle pool does not keep a CLI command's process alive.
     allowExitOnIdle: true,
     types,
@@ -397,7 +410,7 @@ export async function migratePostgres(
   opts: OpenOptions = {},
   onMigrated: (m: Migrated) => void = () => {},
 ): Promise<Migrated[]> {
-  const db = openPostgresPool(url, opts);
+  const db = openPostgresPool(url, { queryTimeoutMs: 0, ...opts });
   try {
     const out: Migrated[] = [];
     for (const schema of schemas) {
