@@ -468,13 +468,16 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
       return undefined;
     }
   };
+  // A stage whose attempts ran out on stopped workers is scheduled again (workflows/pipeline.ts): the attempts of its
+  // earlier schedulings, which the workflow's own status counts in.
+  const earlier = new Map<StageStatus, number>();
   for (const ev of events) {
     const time = eventTime(ev);
     // Written when the stage's last attempt ended (Temporal records no earlier attempt's start): its number.
     const started = ev.activityTaskStartedEventAttributes;
     if (started) {
       const st = byScheduled.get(String(started.scheduledEventId ?? ''));
-      if (st && started.attempt) st.attempt = started.attempt;
+      if (st && started.attempt) st.attempt = (earlier.get(st) ?? 0) + started.attempt;
       continue;
     }
     const a = ev.activityTaskScheduledEventAttributes;
@@ -482,7 +485,14 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
       const st = a.activityId?.startsWith('stage-') ? byId.get(a.activityId.slice('stage-'.length)) : undefined;
       if (!st) continue;
       byScheduled.set(String(ev.eventId), st);
-      Object.assign(st, { state: 'running', attempt: 1, startedAt: time, endedAt: undefined, error: undefined });
+      if (st.state === 'failed' && st.attempt) earlier.set(st, st.attempt);
+      Object.assign(st, {
+        state: 'running',
+        attempt: (earlier.get(st) ?? 0) + 1,
+        startedAt: earlier.has(st) ? st.startedAt : time,
+        endedAt: undefined,
+        error: undefined,
+      });
       continue;
     }
     const done = ev.activityTaskCompletedEventAttributes;

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
-import { getRunStatus, SILENT_AFTER_SEC, submitRun, waitForRun } from '../client/runs.ts';
+import { getRunStatus, SILENT_AFTER_SEC, statusFromHistory, submitRun, waitForRun } from '../client/runs.ts';
 import { stageLine } from '../cli/format.ts';
 import type { StageStatus } from '../workflows/types.ts';
 import type { PlannedPipeline } from '../src/spec/types.ts';
@@ -99,6 +99,78 @@ describe('durability', () => {
       );
     } finally {
       await stopCliWorker(worker);
+    }
+  });
+
+  it('a stage whose last attempt a stopped worker ended is scheduled again, not failed: workers replaced one by one under it', async () => {
+    // An upgrade stops each old worker in turn (SIGTERM); each stop used up one of the stage's attempts, and a
+    // rolling upgrade of three workers under one long training failed it. Here one attempt is all the stage has.
+    const queue = 'durability-stopped';
+    const workerEnv = probeWorkerEnv();
+    const old = await startCliWorker(['--queue', queue], workerEnv);
+    let replacement: ChildProcess | undefined;
+    try {
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plan('stopped', [{ ...stage('a', [], { sleepMs: 15_000, stopOnAbort: true }), retry: { maximumAttempts: 1 } }]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
+      await waitForState(h.workflowId, 'a', 'running');
+      // The new worker first, then the old one stopped: its stage outlives the 10 s grace and is cancelled.
+      replacement = await startCliWorker(['--queue', queue], workerEnv);
+      await stopCliWorker(old);
+      const final = await waitForRun(env.client, h.workflowId);
+      const a = final.stages.find((x) => x.id === 'a')!;
+      assert.equal(final.state, 'succeeded', JSON.stringify(a.error));
+      assert.equal(a.attempt, 2, 'the attempt the stopped worker used, then the one that finished');
+      assert.deepEqual(
+        execs(h.workflowId).map((e) => e.outcome),
+        ['cancelled', 'ok'],
+      );
+      // The status rebuilt from the history (a run past the server's query) counts both schedulings' attempts too.
+      const events = (await env.client.workflow.getHandle(h.workflowId).fetchHistory()).events ?? [];
+      const rebuilt = statusFromHistory(env.client, h.workflowId, final.startedAt, events).stages.find((x) => x.id === 'a')!;
+      assert.deepEqual([rebuilt.state, rebuilt.attempt], ['succeeded', 2]);
+      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityId === 'stage-a');
+      assert.equal(scheduled.length, 2);
+      // From its first scheduling: the stopped attempt's grace (10 s) and the whole second one (15 s); from the second,
+      // 15 s.
+      assert.ok(Date.parse(rebuilt.endedAt!) - Date.parse(rebuilt.startedAt!) >= 20_000, `${rebuilt.startedAt} to ${rebuilt.endedAt}`);
+    } finally {
+      await stopCliWorker(old);
+      if (replacement) await stopCliWorker(replacement);
+    }
+  });
+
+  it('a stopping worker whose stage ignores its cancellation exits within its deadline, saying why', async () => {
+    // A stage blocked on a database that does not answer ignores the cancellation that a stop sends; the worker then
+    // waited for it for minutes, past a platform's SIGKILL. A stage that sleeps through its cancellation stands in.
+    const queue = 'durability-deadline';
+    const logPath = join(env.dir, 'deadline-worker.log');
+    const worker = await startCliWorker(['--queue', queue], probeWorkerEnv(), { logFile: logPath });
+    const h = await submitRun(
+      env.client,
+      {
+        plan: plan('deadline', [{ ...stage('a', [], { sleepMs: 60_000 }), heartbeatTimeout: 120_000 }]),
+        options: { baseDir: env.dir, actor: 'test', noCache: true },
+      },
+      { taskQueue: queue },
+    );
+    try {
+      await waitForState(h.workflowId, 'a', 'running');
+      const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
+      worker.kill('SIGTERM');
+      assert.equal(await exited, 1);
+      assert.match(
+        readFileSync(logPath, 'utf8'),
+        /worker: not stopped 25 s after SIGTERM: some work did not end when cancelled \(most often a call to a store or database that does not answer\); exiting now/,
+      );
+    } finally {
+      await stopCliWorker(worker);
+      await env.client.workflow.getHandle(h.workflowId).terminate('test over');
     }
   });
 

@@ -140,6 +140,20 @@ function failureInfo(err: unknown, stageId: string): StageStatus['error'] {
   return info;
 }
 
+/**
+ * How many times a stage is scheduled again after its attempts ran out on stopped workers: a fleet whose workers are
+ * stopped over and over (a supervisor that stops a busy worker for failing its liveness probe) must still end the run.
+ */
+const STOPPED_WORKER_RESCHEDULES = 5;
+
+/** The stage's retries ran out, and its last attempt ended because its worker was stopped (the SDK's WorkerShutdown). */
+function endedByStoppedWorker(err: unknown): boolean {
+  const outer = err as { name?: string; retryState?: unknown; cause?: unknown } | undefined;
+  if (outer?.name !== 'ActivityFailure' || String(outer.retryState).replace(/^RETRY_STATE_/, '') !== 'MAXIMUM_ATTEMPTS_REACHED')
+    return false;
+  return (outer.cause as { type?: unknown } | undefined)?.type === 'WorkerShutdown';
+}
+
 export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const { plan, options } = input;
   // Every activity of the run checks it against its worker's own (activities/backends.ts); absent in older runs.
@@ -160,6 +174,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
 
   const runOne = async (stage: PlannedStage): Promise<void> => {
     const st = byId.get(stage.id)!;
+    // Attempts used up by stopped workers before the stage was scheduled again (endedByStoppedWorker).
+    let spentAttempts = 0;
     st.state = 'running';
     st.startedAt = now();
     try {
@@ -189,10 +205,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       }
       if (!done) {
         st.attempt = 1;
-        const result = await stageActivity(
-          stage,
-          options.defaultQueue,
-        )({
+        const request = {
           runId: info.workflowId,
           stageId: stage.id,
           kind: stage.uses,
@@ -205,11 +218,28 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           writeCache: stage.cache !== false,
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
           ...backends,
-        });
+        };
+        let result: StageResult;
+        for (let again = 0; ; again++) {
+          try {
+            result = await stageActivity(stage, options.defaultQueue)(request);
+            break;
+          } catch (err) {
+            // Its last attempt ended by a worker that was stopped (SIGTERM: an upgrade, a scale-down): the stage did
+            // not fail, so it is scheduled again with its attempts anew. A rolling upgrade of three workers stopped
+            // each in turn under one training and failed it (the default is 3 attempts).
+            if (again < STOPPED_WORKER_RESCHEDULES && endedByStoppedWorker(err) && patched('stage-again-after-worker-stop')) {
+              spentAttempts += stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts;
+              st.attempt = spentAttempts + 1;
+              continue;
+            }
+            throw err;
+          }
+        }
         // The stage may have read other inputs than the lookup saw; its key names what it read.
         if (result.cacheKey) st.cacheKey = result.cacheKey;
         // A stage that succeeded on a retry says so: its status would read as a first-attempt success.
-        if (result.attempt) st.attempt = result.attempt;
+        if (result.attempt) st.attempt = spentAttempts + result.attempt;
         done = result;
       }
       outputs[stage.id] = done.outputs;
@@ -228,7 +258,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
         st.state = 'failed';
         st.error = failureInfo(err, stage.id);
         // The workflow learns no attempt count of a failure; when the limit was reached, it is the limit.
-        if (st.error?.retryState === 'MAXIMUM_ATTEMPTS_REACHED') st.attempt = stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts;
+        if (st.error?.retryState === 'MAXIMUM_ATTEMPTS_REACHED')
+          st.attempt = spentAttempts + (stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts);
         if (failFast) {
           stopping = true;
           for (const [id, scope] of scopes) if (id !== stage.id) scope.cancel();

@@ -16,6 +16,9 @@ import { runBackends, sharingMismatch } from './sharing.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 
+/** The most a stopping `tempered worker` waits for its work to end: the 10 s grace of its stages, then 15 s. */
+const STOP_DEADLINE_MS = 25_000;
+
 export interface BuildWorkerOptions {
   workflows?: boolean;
   maxActivities?: number;
@@ -222,11 +225,26 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);
-  stopAll = () => ended.stop();
+  // Work that ignores its cancellation (a statement to a database that does not answer, in a stage or in a run's
+  // local activity) held a stopping worker for minutes, past the 30 s a platform (Kubernetes) gives before its
+  // SIGKILL; the SDK's own shutdownForceTime gives up waiting but then spends half a minute more in its clean-up.
+  // Past the deadline the process leaves as if killed: what was in flight is retried elsewhere.
+  const deadline = (why: string) =>
+    setTimeout(() => {
+      console.error(
+        `worker: not stopped ${STOP_DEADLINE_MS / 1000} s after ${why}: some work did not end when cancelled (most often a call to a store or database that does not answer); exiting now. Its stages are retried on other workers after their heartbeat timeout, as after a kill`,
+      );
+      process.exit(1);
+    }, STOP_DEADLINE_MS).unref();
+  stopAll = () => {
+    deadline('it stopped polling');
+    ended.stop();
+  };
   const stop = (signal: string) => {
     console.error(
       `worker: ${signal}: stopping; no new stages are taken, and running ones get 10 s to finish before they are cancelled (and retried elsewhere)`,
     );
+    deadline(signal);
     ended.stop();
   };
   process.once('SIGINT', () => stop('SIGINT'));
