@@ -7,7 +7,7 @@
  * worker of the queue takes the next one.
  */
 import { hostname } from 'node:os';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, ApplicationFailureCategory } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import type { RunBackends } from '../workflows/types.ts';
 
@@ -81,7 +81,9 @@ export function checkBackends(
     if (warned.size > 1000) warned.clear();
     console.error(`worker: ${message}`);
   }
-  throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local });
+  // Benign: the SDK logs it at debug level instead of a 30-line warning with its stack each time; the one line above
+  // says it (the journey's log had 36 lines a refusal).
+  throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local, category: ApplicationFailureCategory.BENIGN });
 }
 
 /**
