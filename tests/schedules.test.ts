@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -44,6 +44,7 @@ import type { KindRegistry } from '../src/spec/types.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import type { RunGateSpec, RunStatus } from '../workflows/types.ts';
 import { runScheduleCli, waitFor, writeData, writePipeline } from './helpers/schedule-fixtures.ts';
+import { runCliInProcess } from './helpers/cli.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
@@ -563,6 +564,36 @@ describe('tempered schedule (command line)', () => {
     created.delete('cli-trig');
     assert.match(del.stdout, /last-successful-run record is cleared/);
     assert.equal(new RunIndex(join(env.dir, 'runs')).last({ schedule: 'cli-trig' }), undefined);
+  });
+
+  it("update records the updater's shared store and database in a schedule created before runs recorded them; a shell without them records nothing", async () => {
+    // A schedule from before 6 Dec 2026 has no store and database, so its runs were never checked by workers, and
+    // `update` kept that (it keeps what a schedule records): there was no way to add them but to delete it.
+    writeData(env.dir, 'legacy.jsonl', 10, 0.3);
+    await schedule('legacy', writePipeline(env.dir, 'legacy-pipe', 'legacy.jsonl'), { everyMs: 3_600_000, overlap: 'skip' }, { paused: true });
+    const backends = async () => (await readSchedule(env.client, 'legacy')).config.input.options.backends;
+    assert.equal(await backends(), undefined);
+    // From a laptop's shell: nothing to record.
+    const plain = await runCliInProcess(['schedule', 'update', 'legacy', '--note', 'from a laptop'], cli);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(await backends(), undefined);
+    // From a shell with the team's shared store.
+    const share = mkdtempSync(join(env.dir, 'share-'));
+    const team = await runScheduleCli(['update', 'legacy', '--note', 'from the team'], { ...cli, TEMPERED_STORE: share });
+    assert.equal(team.code, 0, team.stderr);
+    const recorded = await backends();
+    assert.deepEqual(recorded, {
+      store: 'shared folder',
+      database: 'local',
+      storeId: JSON.parse(readFileSync(join(share, 'instance.json'), 'utf8')).instanceId,
+    });
+    assert.match(
+      team.stderr,
+      /note: schedule legacy recorded no store or database .*; its runs now record this shell's, shared folder and local/,
+    );
+    // Recorded once: a later update from elsewhere keeps it.
+    assert.equal((await runCliInProcess(['schedule', 'update', 'legacy', '--note', 'again'], cli)).code, 0);
+    assert.deepEqual(await backends(), recorded);
   });
 
   it('refuses a schedule that never fires and a metric trigger on a model without that metric', async () => {

@@ -41,6 +41,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { hasWorkers } from '../../client/runs.ts';
 import { runIndexFor } from '../../src/triggers/shared-run-index.ts';
 import { runBackends } from './sharing.ts';
+import type { RunBackends } from '../../workflows/types.ts';
 
 const TIMING_USAGE =
   '(--cron "<expr>" | --every <duration>) [--jitter <d>] [--catchup-window <d>] [--overlap skip|buffer-one|buffer-all|cancel-other|terminate-other|allow-all]';
@@ -322,6 +323,7 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
     throw new UsageError(`give --param (replaces all params) or --clear-params (back to the defaults), not both\nusage: ${USAGE.update}`);
   const cur = (await asUsage(() => readSchedule(client, name))).config;
   let dropped: string[] = [];
+  let adopted: RunBackends | undefined;
   const next = await asUsage(async (): Promise<ScheduleConfig> => {
     const timing = timingFrom(values, cur.timing, 'update');
     const gate = gateFrom(values, cur.input.options.gate, !!values['no-gate']);
@@ -339,7 +341,17 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
         : { input: withGate(cur.input, gate, who), spec: cur.spec };
     dropped = planned.dropped ?? [];
     if (values['trigger-metric'] !== undefined || values.pipeline) await checkMetric(ctx, planned.input, values);
-    return { ...cur, timing, input: planned.input, spec: planned.spec, note: values.note ?? cur.note };
+    // A schedule created before runs recorded their store and database has none, so its runs are never checked: an
+    // update from a shell with shared settings records that shell's (one without, a laptop's, records nothing).
+    let input = planned.input;
+    if (!cur.input.options.backends) {
+      const mine = await runBackends(ctx);
+      if (mine.store !== 'local' || mine.database !== 'local') {
+        input = { ...input, options: { ...input.options, backends: mine } };
+        adopted = mine;
+      }
+    }
+    return { ...cur, timing, input, spec: planned.spec, note: values.note ?? cur.note };
   });
   await asUsage(() => updateSchedule(client, next));
   const never = neverFires((await readSchedule(client, name)).view);
@@ -350,6 +362,10 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
       throw never;
     });
   }
+  if (adopted)
+    console.error(
+      `note: schedule ${name} recorded no store or database (it was created before runs recorded them); its runs now record this shell's, ${adopted.store} and ${adopted.database}, and workers with others refuse them`,
+    );
   if (dropped.length)
     console.error(
       `note: dropped the schedule's --param ${dropped.join(' ')}: pipeline ${next.spec.pipeline} declares no such parameter${dropped.length > 1 ? 's' : ''}`,
