@@ -76,7 +76,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
   },
   db: {
     run: async () => (await import('./commands/db.ts')).dbCmd,
-    help: 'migrate: bring the shared PostgreSQL database (TEMPERED_DATABASE_URL) up to this release, once per upgrade that needs it',
+    help: 'migrate: bring the shared PostgreSQL database (TEMPERED_DATABASE_URL) up to this release, once per upgrade that needs it; status: whether it needs to (read only)',
   },
   store: {
     run: async () => (await import('./commands/store.ts')).storeCmd,

@@ -118,6 +118,34 @@ describe('db migrate with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresU
     assert.match(String(rec!.details!.error), /run_index schema is at version 99/);
   });
 
+  test('db status reads each scope against this release without changing anything', async (t) => {
+    const url = await dbs.fresh(t);
+    const env = { TEMPERED_HOME: home(t), TEMPERED_DATABASE_URL: url };
+    const fresh = await runCli(['db', 'status'], env);
+    assert.equal(fresh.code, 0, fresh.stderr);
+    for (const s of SHARED_SCHEMAS) assert.match(fresh.stdout, new RegExp(`  ${s.scope}: no tables yet`));
+    assert.match(fresh.stdout, /nothing to migrate for this release/);
+    await (await openRegistry(url)).close();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    t.after(() => c.end());
+    await c.query(`INSERT INTO schema_migrations VALUES ('run_index', 99, 'from the future', '2030-01-01')`);
+    const rows = async () => (await c.query('SELECT scope, version FROM schema_migrations ORDER BY scope, version')).rows;
+    const before = await rows();
+    const r = await runCli(['db', 'status'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /  registry: at version 1, up to date/);
+    assert.match(r.stdout, /  run_index: at version 99, newer than this release knows \(1\)/);
+    assert.match(r.stdout, /a newer tempered migrated this database: this release cannot open it; upgrade/);
+    const json = JSON.parse((await runCli(['db', 'status', '--json'], env)).stdout) as {
+      migrate: boolean;
+      newer: boolean;
+      scopes: unknown[];
+    };
+    assert.deepEqual([json.migrate, json.newer, json.scopes.length], [false, true, SHARED_SCHEMAS.length]);
+    assert.deepEqual(await rows(), before, 'nothing created or migrated');
+  });
+
   test('a worker waits before it polls while the database does not answer, saying so once a minute', async () => {
     // Nothing listens on port 9: a worker that polled would take stages only to fail them after the database's retries.
     const said: string[] = [];

@@ -28,10 +28,11 @@ export const SHARED_SCHEMAS: readonly Schema[] = [
 ];
 
 export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered db migrate [--json]';
+  const usage = 'tempered db migrate|status [--json]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
-  if (positionals[0] !== 'migrate' || positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
+  if (!['migrate', 'status'].includes(positionals[0] ?? '') || positionals.length !== 1) throw new CliError(`usage: ${usage}`, 2);
   const url = ctx.paths.registryDb;
+  if (positionals[0] === 'status') return dbStatus(url, ctx.paths.root, !!values.json);
   if (!isDatabaseUrl(url)) {
     if (values.json) console.log(JSON.stringify({ database: null, scopes: [] }));
     else
@@ -80,6 +81,48 @@ export async function dbCmd(ctx: CliContext, argv: string[]): Promise<number> {
       1,
     );
   }
+  return 0;
+}
+
+/**
+ * `tempered db status`: each scope's version in the shared database against the one this release needs, read only
+ * (no lock, no CREATE): what an operator checks with the new release before an upgrade, since `db migrate` applies at
+ * once and a migration locks out every older process.
+ */
+async function dbStatus(url: string, root: string, json: boolean): Promise<number> {
+  if (!isDatabaseUrl(url)) {
+    if (json) console.log(JSON.stringify({ database: null, scopes: [], migrate: false }));
+    else
+      console.log(
+        `TEMPERED_DATABASE_URL is not set: the registry and audit log are SQLite files under ${root}, brought up to date by whatever opens them`,
+      );
+    return 0;
+  }
+  const { schemaVersions } = await import('../../src/db/postgres.ts');
+  const versions = await schemaVersions(url, SHARED_SCHEMAS, { retryForMs: 0 });
+  const behind = versions.filter((v) => v.at > 0 && v.at < v.known);
+  const newer = versions.filter((v) => v.at > v.known);
+  if (json) {
+    console.log(JSON.stringify({ database: redactUrl(url), scopes: versions, migrate: behind.length > 0, newer: newer.length > 0 }));
+    return 0;
+  }
+  console.log(`${redactUrl(url)}:`);
+  for (const v of versions)
+    console.log(
+      v.at === 0
+        ? `  ${v.scope}: no tables yet (the first process of this release to open it creates them)`
+        : v.at === v.known
+          ? `  ${v.scope}: at version ${v.at}, up to date`
+          : v.at < v.known
+            ? `  ${v.scope}: at version ${v.at}, this release needs ${v.known}`
+            : `  ${v.scope}: at version ${v.at}, newer than this release knows (${v.known})`,
+    );
+  if (behind.length)
+    console.log(
+      'this release needs `tempered db migrate`: stop the processes of the older release first (a migration locks them out), then migrate and start the new ones',
+    );
+  else if (newer.length) console.log('a newer tempered migrated this database: this release cannot open it; upgrade');
+  else console.log('nothing to migrate for this release');
   return 0;
 }
 
