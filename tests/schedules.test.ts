@@ -570,7 +570,12 @@ describe('tempered schedule (command line)', () => {
     // A schedule from before 6 Dec 2026 has no store and database, so its runs were never checked by workers, and
     // `update` kept that (it keeps what a schedule records): there was no way to add them but to delete it.
     writeData(env.dir, 'legacy.jsonl', 10, 0.3);
-    await schedule('legacy', writePipeline(env.dir, 'legacy-pipe', 'legacy.jsonl'), { everyMs: 3_600_000, overlap: 'skip' }, { paused: true });
+    await schedule(
+      'legacy',
+      writePipeline(env.dir, 'legacy-pipe', 'legacy.jsonl'),
+      { everyMs: 3_600_000, overlap: 'skip' },
+      { paused: true },
+    );
     const backends = async () => (await readSchedule(env.client, 'legacy')).config.input.options.backends;
     assert.equal(await backends(), undefined);
     // From a laptop's shell: nothing to record.
