@@ -28,7 +28,7 @@ test('a run of other ones is refused, naming each setting that differs: retryabl
     team,
     stray,
     false,
-    /refused run r2: this worker keeps artifacts in this host's folder \(no TEMPERED_STORE\), the run in s3:\/\/tempered\/team; keeps the registry and audit log in this host's SQLite file \(no TEMPERED_DATABASE_URL\), the run in the database tempered\. Start the worker with .*another worker of the queue takes the next attempt$/,
+    /refused run r2: this worker keeps artifacts in this host's folder \(no TEMPERED_STORE\), the run in s3:\/\/tempered\/team; keeps the registry and audit log in this host's SQLite file \(no TEMPERED_DATABASE_URL\), the run in the database tempered\. Start the worker with .*a schedule's run: delete the schedule and create it again with them\); another worker of the queue takes the next attempt$/,
   );
   // A prefix typo alone: the database is the same, so only the store is named.
   refused(

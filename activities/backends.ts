@@ -73,7 +73,8 @@ export function checkBackends(
   const message =
     `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +
     'Start the worker with the TEMPERED_STORE, TEMPERED_DATABASE_URL and AWS_* of the submitter (or resubmit with the ' +
-    (local ? "workers' settings)" : "workers' settings); another worker of the queue takes the next attempt");
+    "workers' settings; a schedule's run: delete the schedule and create it again with them)" +
+    (local ? '' : '; another worker of the queue takes the next attempt');
   const lacks = (mine.store === 'local' && run.store !== 'local') || (mine.database === 'local' && run.database !== 'local');
   if (lacks) o.onLacks?.(message);
   if (!warned.has(runId)) {
