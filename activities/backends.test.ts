@@ -56,11 +56,15 @@ test('a worker that lacks a shared setting the run has is told so (it stops); on
   assert.equal(tryIt(team, { ...team, store: 's3://tempered/tem' }), 0);
 });
 
-test('where both sides know the instance ids, they decide: one database under two names passes, two of one name are refused', () => {
+test('where the names agree and both sides know the instance ids, the ids decide: two of one name are refused; an id never passes another name', () => {
   const ids = { storeId: 'a0000000-0000-4000-8000-000000000001', databaseId: 'b0000000-0000-4000-8000-000000000001' };
   const other = { storeId: 'a0000000-0000-4000-8000-000000000002', databaseId: 'b0000000-0000-4000-8000-000000000002' };
-  // A pooler's alias (PgBouncer maps `tempered_rw` onto `tempered`), a second endpoint's bucket name: the same instances.
-  checkBackends({ ...team, ...ids }, { store: 's3://alias/team', database: 'postgres:tempered_rw', ...ids }, 'r4');
+  // A copy under another name (a bucket synced from the team's, a dump restored as tempered_staging) carries the
+  // original's ids, and is not the original: the names decide.
+  assert.throws(
+    () => checkBackends({ ...team, ...ids }, { store: 's3://staging/team', database: 'postgres:tempered_staging', ...ids }, 'r4'),
+    /keeps artifacts in s3:\/\/staging\/team, the run in s3:\/\/tempered\/team; keeps the registry and audit log in the database tempered_staging, the run in the database tempered\. Start/,
+  );
   // Another cluster's servers with the same bucket and database names.
   assert.throws(
     () => checkBackends({ ...team, ...ids }, { ...team, ...other }, 'r4'),
@@ -68,8 +72,8 @@ test('where both sides know the instance ids, they decide: one database under tw
       e instanceof ApplicationFailure &&
       e.type === 'BackendMismatch' &&
       e.message.includes(
-        `keeps artifacts in s3://tempered/team, and the run in another store of that name (instance ${ids.storeId} there, ${other.storeId} here); ` +
-          `keeps the registry and audit log in the database tempered, and the run in another database of that name (instance ${ids.databaseId} there, ${other.databaseId} here)`,
+        `keeps artifacts in s3://tempered/team, and the run in another store of that name (instance ${ids.storeId} there, ${other.storeId} here; if it is this one, its instance.json was replaced since this worker started: restart the workers); ` +
+          `keeps the registry and audit log in the database tempered, and the run in another database of that name (instance ${ids.databaseId} there, ${other.databaseId} here; if it is this one`,
       ),
   );
   // Only the database is another one: only it is named.

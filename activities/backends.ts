@@ -21,12 +21,14 @@ function databaseWords(database: string): string {
 }
 
 /**
- * Whether a run's store (or database) is not the worker's: by their instance ids where both know them (one database
- * reached under two names is one; two servers' databases of one name are two), else by name.
+ * Whether a run's store (or database) is not the worker's: by name, and, where the names agree and both sides know
+ * them, by instance id (two servers' databases of one name are two). An id never overrules names that differ: a copy
+ * (a bucket synced from another, a database restored from another's dump) carries the original's id under its own
+ * name, and is not the original.
  */
 function differs(runName: string, myName: string, runId: string | undefined, myId: string | undefined): false | 'name' | 'instance' {
-  if (runId !== undefined && myId !== undefined) return runId === myId ? false : runName === myName ? 'instance' : 'name';
-  return runName === myName ? false : 'name';
+  if (runName !== myName) return 'name';
+  return runId !== undefined && myId !== undefined && runId !== myId ? 'instance' : false;
 }
 
 /** Runs already warned about on this worker's stderr, so a run's every stage and retry does not repeat it. */
@@ -60,14 +62,14 @@ export function checkBackends(
     differ.push(
       store === 'name'
         ? `keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`
-        : `keeps artifacts in ${storeWords(mine.store)}, and the run in another store of that name (instance ${run.storeId} there, ${mine.storeId} here)`,
+        : `keeps artifacts in ${storeWords(mine.store)}, and the run in another store of that name (instance ${run.storeId} there, ${mine.storeId} here; if it is this one, its instance.json was replaced since this worker started: restart the workers)`,
     );
   const database = differs(run.database, mine.database, run.databaseId, mine.databaseId);
   if (database)
     differ.push(
       database === 'name'
         ? `keeps the registry and audit log in ${databaseWords(mine.database)}, the run in ${databaseWords(run.database)}`
-        : `keeps the registry and audit log in ${databaseWords(mine.database)}, and the run in another database of that name (instance ${run.databaseId} there, ${mine.databaseId} here)`,
+        : `keeps the registry and audit log in ${databaseWords(mine.database)}, and the run in another database of that name (instance ${run.databaseId} there, ${mine.databaseId} here; if it is this one, its tempered_instance row was replaced since this worker started: restart the workers)`,
     );
   if (differ.length === 0) return;
   const message =

@@ -4,6 +4,7 @@
  * stage cache record on success.
  */
 import { mkdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Context, CancelledFailure } from '@temporalio/activity';
 import { InputError, IntegrityError } from '../src/errors.ts';
@@ -85,7 +86,12 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     const workDir = join(
       deps.store.root,
       'tmp',
-      `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${process.pid}`.replace(/[^A-Za-z0-9._-]/g, '_'),
+      // The random part: a stage scheduled again after a stopped worker (workflows/pipeline.ts) counts its attempts from
+      // 1 again, and its earlier attempt of that number may still run in this process.
+      `stage-${req.runId}-${req.stageId}-${actx.info.attempt}-${randomBytes(3).toString('hex')}-${process.pid}`.replace(
+        /[^A-Za-z0-9._-]/g,
+        '_',
+      ),
     );
     // A silent stage must still heartbeat, or it would never hear that the run was cancelled.
     // Well inside the heartbeat timeout, so a busy machine does not time out a healthy stage.

@@ -65,7 +65,7 @@ describe('store instance id', () => {
         (e: unknown) =>
           e instanceof InputError &&
           e.message.includes(`${b.url}/instance.json is not a tempered store marker`) &&
-          /delete it/.test(e.hint ?? ''),
+          /put back \{"instanceId": "<id>"\} with the id that the workers' start line names/.test(e.hint ?? ''),
         text,
       );
     }

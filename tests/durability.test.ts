@@ -28,7 +28,8 @@ const stage = (id: string, needs: string[], w: Record<string, unknown> = {}): St
   heartbeatTimeout: 3_000,
   retry: { maximumAttempts: 5, initialInterval: 200, backoffCoefficient: 1 },
 });
-const plan = (name: string, stages: StageDraft[]): PlannedPipeline => plannedPipeline(name, stages);
+const plan = (name: string, stages: StageDraft[], extra: Partial<PlannedPipeline> = {}): PlannedPipeline =>
+  plannedPipeline(name, stages, extra);
 
 function execs(runId: string): ExecutionRecord[] {
   if (!existsSync(logFile)) return [];
@@ -46,6 +47,13 @@ async function waitForState(runId: string, stageId: string, state: string): Prom
     await sleep(100);
   }
   throw new Error(`stage ${stageId} never reached ${state}`);
+}
+
+async function waitFor(ok: () => boolean): Promise<void> {
+  for (let i = 0; !ok(); i++) {
+    if (i >= 300) throw new Error('timed out waiting');
+    await sleep(100);
+  }
 }
 
 /** What a worker process needs to run probe stages against this test's dev server and state. */
@@ -102,9 +110,10 @@ describe('durability', () => {
     }
   });
 
-  it('a stage whose last attempt a stopped worker ended is scheduled again, not failed: workers replaced one by one under it', async () => {
+  it('a stage whose last attempt a stopped worker ended is scheduled again, not failed, unless it may run only once', async () => {
     // An upgrade stops each old worker in turn (SIGTERM); each stop used up one of the stage's attempts, and a
-    // rolling upgrade of three workers under one long training failed it. Here one attempt is all the stage has.
+    // rolling upgrade of three workers under one long training failed it. Here `again` has two attempts and is on its
+    // second (the first fails at once) when its worker stops; `once` may run only once (maximumAttempts: 1).
     const queue = 'durability-stopped';
     const workerEnv = probeWorkerEnv();
     const old = await startCliWorker(['--queue', queue], workerEnv);
@@ -113,32 +122,46 @@ describe('durability', () => {
       const h = await submitRun(
         env.client,
         {
-          plan: plan('stopped', [{ ...stage('a', [], { sleepMs: 15_000, stopOnAbort: true }), retry: { maximumAttempts: 1 } }]),
+          plan: plan(
+            'stopped',
+            [
+              {
+                ...stage('again', [], { sleepMs: 30_000, stopOnAbort: true, failUntilAttempt: 2 }),
+                retry: { maximumAttempts: 2, initialInterval: 200 },
+              },
+              { ...stage('once', [], { sleepMs: 30_000, stopOnAbort: true }), retry: { maximumAttempts: 1 } },
+            ],
+            { onFailure: 'finish-independent' },
+          ),
           options: { baseDir: env.dir, actor: 'test', noCache: true },
         },
         { taskQueue: queue },
       );
-      await waitForState(h.workflowId, 'a', 'running');
-      // The new worker first, then the old one stopped: its stage outlives the 10 s grace and is cancelled.
+      await waitFor(() => execs(h.workflowId).some((e) => e.stageId === 'again' && e.outcome === 'failed'));
+      await sleep(1000);
+      // The new worker first, then the old one stopped: its stages outlive the 10 s grace and are cancelled.
       replacement = await startCliWorker(['--queue', queue], workerEnv);
       await stopCliWorker(old);
       const final = await waitForRun(env.client, h.workflowId);
-      const a = final.stages.find((x) => x.id === 'a')!;
-      assert.equal(final.state, 'succeeded', JSON.stringify(a.error));
-      assert.equal(a.attempt, 2, 'the attempt the stopped worker used, then the one that finished');
+      const byId = (id: string) => final.stages.find((x) => x.id === id)!;
+      assert.equal(byId('again').state, 'succeeded', JSON.stringify(byId('again').error));
+      assert.equal(byId('again').attempt, 4, 'two attempts, the second stopped; then two more');
       assert.deepEqual(
-        execs(h.workflowId).map((e) => e.outcome),
-        ['cancelled', 'ok'],
+        execs(h.workflowId)
+          .filter((e) => e.stageId === 'again')
+          .map((e) => e.outcome),
+        ['failed', 'cancelled', 'failed', 'ok'],
       );
+      assert.deepEqual([byId('once').state, byId('once').error?.type, byId('once').attempt], ['failed', 'WorkerShutdown', 1]);
       // The status rebuilt from the history (a run past the server's query) counts both schedulings' attempts too.
       const events = (await env.client.workflow.getHandle(h.workflowId).fetchHistory()).events ?? [];
-      const rebuilt = statusFromHistory(env.client, h.workflowId, final.startedAt, events).stages.find((x) => x.id === 'a')!;
-      assert.deepEqual([rebuilt.state, rebuilt.attempt], ['succeeded', 2]);
-      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityId === 'stage-a');
+      const rebuilt = statusFromHistory(env.client, h.workflowId, final.startedAt, events).stages.find((x) => x.id === 'again')!;
+      assert.deepEqual([rebuilt.state, rebuilt.attempt], ['succeeded', 4]);
+      const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityId === 'stage-again');
       assert.equal(scheduled.length, 2);
-      // From its first scheduling: the stopped attempt's grace (10 s) and the whole second one (15 s); from the second,
-      // 15 s.
-      assert.ok(Date.parse(rebuilt.endedAt!) - Date.parse(rebuilt.startedAt!) >= 20_000, `${rebuilt.startedAt} to ${rebuilt.endedAt}`);
+      // From its first scheduling: the stopped attempt's grace (10 s) and the whole last one (30 s); from the second,
+      // 30 s.
+      assert.ok(Date.parse(rebuilt.endedAt!) - Date.parse(rebuilt.startedAt!) >= 38_000, `${rebuilt.startedAt} to ${rebuilt.endedAt}`);
     } finally {
       await stopCliWorker(old);
       if (replacement) await stopCliWorker(replacement);

@@ -228,8 +228,16 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
             // Its last attempt ended by a worker that was stopped (SIGTERM: an upgrade, a scale-down): the stage did
             // not fail, so it is scheduled again with its attempts anew. A rolling upgrade of three workers stopped
             // each in turn under one training and failed it (the default is 3 attempts).
-            if (again < STOPPED_WORKER_RESCHEDULES && endedByStoppedWorker(err) && patched('stage-again-after-worker-stop')) {
-              spentAttempts += stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts;
+            // One attempt only (`maximumAttempts: 1`) says the stage must never run twice: its stopped attempt may have
+            // done part of its work, so it is not scheduled again.
+            const attempts = stage.retry?.maximumAttempts ?? DEFAULT_RETRY.maximumAttempts;
+            if (
+              attempts > 1 &&
+              again < STOPPED_WORKER_RESCHEDULES &&
+              endedByStoppedWorker(err) &&
+              patched('stage-again-after-worker-stop')
+            ) {
+              spentAttempts += attempts;
               st.attempt = spentAttempts + 1;
               continue;
             }

@@ -13,6 +13,7 @@ import { awaitUsableDatabase } from './db.ts';
 import { sayEvery } from './say-every.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 import { runBackends, sharingMismatch } from './sharing.ts';
+import type { RunBackends } from '../../workflows/types.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 
@@ -29,6 +30,8 @@ export interface BuildWorkerOptions {
   cudaQueues?: string[];
   /** Told when this worker lacks a shared store or database that a run has (activities/backends.ts). */
   onLacksRunSettings?: (message: string) => void;
+  /** This worker's store and database (sharing.ts runBackends), read once for all its queues; read here when absent. */
+  backends?: RunBackends;
 }
 
 /** Returns once the shared store answers (at once without one); an InputError (a setting) is thrown. */
@@ -86,7 +89,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
       onRunEnded: runEndedHook(ctx.auditLog()),
       isolation,
       points: ctx.progressPoints(),
-      backends: await runBackends(ctx, (m) => console.error(`worker: ${m}`)),
+      backends: opts.backends ?? (await runBackends(ctx, (m) => console.error(`worker: ${m}`))),
       ...(opts.onLacksRunSettings ? { onLacksRunSettings: opts.onLacksRunSettings } : {}),
     },
   });
@@ -202,9 +205,11 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     console.error(`worker: stopping: it lacks the shared store or database of the runs it is given, and would only refuse them`);
     setImmediate(() => stopAll());
   };
+  const backends = await runBackends(ctx, (m) => console.error(`worker: ${m}`));
   for (const slot of slots)
     workers.push(
       await buildWorker(ctx, slot.queue, {
+        backends,
         workflows: !values['activities-only'],
         maxActivities: slot.maxActivities,
         childMaxOldSpaceMb,
@@ -221,7 +226,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     )
     .join(', ');
   console.error(
-    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? '' : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
+    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);

@@ -47,6 +47,24 @@ test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming
   assert.equal(redactUrl('postgres://alice:s3cret@db:5432/reg?password=x'), 'postgres://alice@db:5432/reg');
 });
 
+test('TEMPERED_DB_QUERY_TIMEOUT_S that is not a number of seconds is an input error naming it', async () => {
+  const saved = process.env.TEMPERED_DB_QUERY_TIMEOUT_S;
+  try {
+    for (const bad of ['soon', '-1']) {
+      process.env.TEMPERED_DB_QUERY_TIMEOUT_S = bad;
+      await assert.rejects(
+        openDatabase('postgres://u:p@127.0.0.1:9/tempered', { scope: 'x', sqlite: [], postgres: [] }),
+        (e: unknown) =>
+          e instanceof InputError && e.where === 'TEMPERED_DB_QUERY_TIMEOUT_S' && /default 120; 0 waits for ever/.test(e.hint ?? ''),
+        bad,
+      );
+    }
+  } finally {
+    if (saved === undefined) delete process.env.TEMPERED_DB_QUERY_TIMEOUT_S;
+    else process.env.TEMPERED_DB_QUERY_TIMEOUT_S = saved;
+  }
+});
+
 test('? placeholders become $n outside quoted text', () => {
   assert.equal(
     toPostgresParams("SELECT ? , '?', \"a?\" FROM t WHERE a = ? AND b = 'it''s ?'"),

@@ -140,8 +140,9 @@ export interface OpenOptions {
   lockTimeoutMs?: number;
   idleInTransactionMs?: number;
   /**
-   * PostgreSQL: the most one statement waits for the server's answer before the connection is given up and the
-   * statement retried (pg's `query_timeout`); 0 waits for ever. Default 60 s. Neither TCP keepalives (a paused or
+   * PostgreSQL: the most one statement may take, answer included, before the connection is given up (pg's
+   * `query_timeout`; a transient error, retried while the retry time lasts); 0 waits for ever. Default 120 s, or
+   * TEMPERED_DB_QUERY_TIMEOUT_S. The statement is not cancelled on the server: given up, a write may still commit. Neither TCP keepalives (a paused or
    * overloaded server's kernel still answers them, and a lost route takes the system's 11 minutes) nor the server's
    * own timeouts end a wait on a server that does not answer; without this, a stage, a run's records and a worker's
    * stop waited for ever. `tempered db migrate`, whose statements may rewrite large tables, waits for ever.

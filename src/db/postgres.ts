@@ -68,7 +68,9 @@ function isConnectionLoss(e: unknown): boolean {
 
 /** pg's query_timeout ran out: the server did not answer a statement in time (OpenOptions.queryTimeoutMs). */
 function isReadTimeout(e: unknown): boolean {
-  return e instanceof Error && e.message === 'Query read timeout';
+  // Through the causes too: a caller's fn may wrap the driver's error in its own.
+  for (let c = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) if (c.message === 'Query read timeout') return true;
+  return false;
 }
 
 export function isTransient(e: unknown): boolean {
@@ -286,8 +288,24 @@ export async function openPostgres(url: string, schema: Schema, opts: OpenOption
   }
 }
 
-/** OpenOptions.queryTimeoutMs's default: far beyond any statement of tempered's own, which are small. */
-const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
+/**
+ * OpenOptions.queryTimeoutMs's default: far beyond a stage's statements, which are small; gc's sweep of the training
+ * points and an unfiltered audit read of a large log are the longest (TEMPERED_DB_QUERY_TIMEOUT_S raises it; 0: none).
+ */
+const DEFAULT_QUERY_TIMEOUT_MS = 120_000;
+
+function queryTimeoutMs(opts: OpenOptions): number {
+  if (opts.queryTimeoutMs !== undefined) return opts.queryTimeoutMs;
+  const raw = process.env.TEMPERED_DB_QUERY_TIMEOUT_S;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_QUERY_TIMEOUT_MS;
+  const s = Number(raw);
+  if (!Number.isFinite(s) || s < 0)
+    throw new InputError(`TEMPERED_DB_QUERY_TIMEOUT_S=${raw} is not a number of seconds`, {
+      where: 'TEMPERED_DB_QUERY_TIMEOUT_S',
+      hint: 'give the most one statement may wait for the database, in seconds (default 120; 0 waits for ever)',
+    });
+  return s * 1000;
+}
 
 function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
   const pool = new pg.Pool({
@@ -299,7 +317,7 @@ function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
     max: 4,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 10_000,
-    ...((opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS) > 0 ? { query_timeout: opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS } : {}),
+    ...(queryTimeoutMs(opts) > 0 ? { query_timeout: queryTimeoutMs(opts) } : {}),
     // An idle pool does not keep a CLI command's process alive.
     allowExitOnIdle: true,
     types,

@@ -23,7 +23,7 @@ function parseMarker(text: string, where: string): string {
   if (typeof id !== 'string' || !ID.test(id))
     throw new InputError(`${where} is not a tempered store marker (it should hold {"instanceId": "<uuid>"})`, {
       where,
-      hint: `if nothing else wrote it, delete it: the next worker or submit writes a new one (runs submitted before then are refused by workers until resubmitted)`,
+      hint: `put back {"instanceId": "<id>"} with the id that the workers' start line names ("store … (instance <id>)"); deleted, the next worker or submit writes a new id, and workers started before refuse the runs submitted after it until they are restarted`,
     });
   return id;
 }
