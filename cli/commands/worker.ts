@@ -234,10 +234,15 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   // local activity) held a stopping worker for minutes, past the 30 s a platform (Kubernetes) gives before its
   // SIGKILL; the SDK's own shutdownForceTime gives up waiting but then spends half a minute more in its clean-up.
   // Past the deadline the process leaves as if killed: what was in flight is retried elsewhere.
+  // Past the SDK workers, what is left is the clean-up after them (the stage-cache records and training points still
+  // being written): lost, they cost a cache miss or a curve's last points.
+  let workersStopped = false;
   const deadline = (why: string) =>
     setTimeout(() => {
       console.error(
-        `worker: not stopped ${STOP_DEADLINE_MS / 1000} s after ${why}: some work did not end when cancelled (most often a call to a store or database that does not answer); exiting now. Its stages are retried on other workers after their heartbeat timeout, as after a kill`,
+        workersStopped
+          ? `worker: not stopped ${STOP_DEADLINE_MS / 1000} s after ${why}: its stages ended, but writing their last records to the store or database did not (most often one that does not answer); exiting now without them (a stage-cache record lost costs a cache miss)`
+          : `worker: not stopped ${STOP_DEADLINE_MS / 1000} s after ${why}: some work did not end when cancelled (most often a call to a store or database that does not answer); exiting now. Its stages are retried on other workers after their heartbeat timeout, as after a kill`,
       );
       process.exit(1);
     }, STOP_DEADLINE_MS).unref();
@@ -255,6 +260,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
   const failure = await ended.done;
+  workersStopped = true;
   await pruner?.stop();
   if (failure) throw failure.error;
   if (lacking) throw new CliError(lacking);
