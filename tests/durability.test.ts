@@ -126,10 +126,10 @@ describe('durability', () => {
             'stopped',
             [
               {
-                ...stage('again', [], { sleepMs: 30_000, stopOnAbort: true, failUntilAttempt: 2 }),
+                ...stage('again', [], { sleepMs: 120_000, stopOnAbort: true, failUntilAttempt: 2 }),
                 retry: { maximumAttempts: 2, initialInterval: 200 },
               },
-              { ...stage('once', [], { sleepMs: 30_000, stopOnAbort: true }), retry: { maximumAttempts: 1 } },
+              { ...stage('once', [], { sleepMs: 120_000, stopOnAbort: true }), retry: { maximumAttempts: 1 } },
             ],
             { onFailure: 'finish-independent' },
           ),
@@ -139,8 +139,9 @@ describe('durability', () => {
       );
       await waitFor(() => execs(h.workflowId).some((e) => e.stageId === 'again' && e.outcome === 'failed'));
       await sleep(1000);
-      // The new worker first, then the old one stopped: its stages outlive the 10 s grace and are cancelled.
-      replacement = await startCliWorker(['--queue', queue], workerEnv);
+      // The new worker first, then the old one stopped: its stages outlive the 10 s grace and are cancelled. The new
+      // one sleeps a tenth as long (12 s).
+      replacement = await startCliWorker(['--queue', queue], { ...workerEnv, TEMPERED_PROBE_SLEEP_SCALE: '0.1' });
       await stopCliWorker(old);
       const final = await waitForRun(env.client, h.workflowId);
       const byId = (id: string) => final.stages.find((x) => x.id === id)!;
@@ -159,9 +160,9 @@ describe('durability', () => {
       assert.deepEqual([rebuilt.state, rebuilt.attempt], ['succeeded', 4]);
       const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityId === 'stage-again');
       assert.equal(scheduled.length, 2);
-      // From its first scheduling: the stopped attempt's grace (10 s) and the whole last one (30 s); from the second,
-      // 30 s.
-      assert.ok(Date.parse(rebuilt.endedAt!) - Date.parse(rebuilt.startedAt!) >= 38_000, `${rebuilt.startedAt} to ${rebuilt.endedAt}`);
+      // From its first scheduling: the stopped attempt's grace (10 s) and the whole last one (12 s); from the second,
+      // 12 s.
+      assert.ok(Date.parse(rebuilt.endedAt!) - Date.parse(rebuilt.startedAt!) >= 20_000, `${rebuilt.startedAt} to ${rebuilt.endedAt}`);
     } finally {
       await stopCliWorker(old);
       if (replacement) await stopCliWorker(replacement);

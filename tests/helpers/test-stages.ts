@@ -70,9 +70,12 @@ export function probeKind(logFile: string): StageKind<ProbeConfig> {
           record('cancelled');
           throw new Error('cancelled');
         }
-        const steps = Math.max(1, Math.ceil((cfg.sleepMs ?? 0) / 100));
-        for (let i = 0; i < steps && cfg.sleepMs; i++) {
-          await sleep(cfg.sleepMs / steps, undefined, cfg.stopOnAbort ? { signal: ctx.signal } : {}).catch(() => {});
+        // A worker process may sleep less than another (TEMPERED_PROBE_SLEEP_SCALE): a test that stops one worker
+        // under a long stage lets the worker after it finish that stage soon.
+        const sleepMs = (cfg.sleepMs ?? 0) * Number(process.env.TEMPERED_PROBE_SLEEP_SCALE ?? 1);
+        const steps = Math.max(1, Math.ceil(sleepMs / 100));
+        for (let i = 0; i < steps && sleepMs; i++) {
+          await sleep(sleepMs / steps, undefined, cfg.stopOnAbort ? { signal: ctx.signal } : {}).catch(() => {});
           if (cfg.stopOnAbort && ctx.signal.aborted) {
             record('cancelled');
             throw new Error('cancelled');
