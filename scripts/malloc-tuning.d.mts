@@ -1,2 +1,2 @@
 export declare const MALLOC_TUNABLES: string;
-export declare function withMallocTuning(env?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
+export declare function withMallocTuning(env?: NodeJS.ProcessEnv, args?: readonly string[]): NodeJS.ProcessEnv;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs the tempered CLI (`npm run demo`, `npm run tempered -- …`) in a child Node process with glibc
-// malloc tuned for training (see malloc-tuning.mjs); glibc reads the setting only at process start.
+// malloc tuned for training (see malloc-tuning.mjs; not for `serve` and `ui`); glibc reads the setting only at process start.
 // Signals a terminal or supervisor sends are passed on, and the child's exit status is ours.
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -10,7 +10,7 @@ import { withMallocTuning } from './malloc-tuning.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'cli', 'main.ts'), ...process.argv.slice(2)], {
   stdio: 'inherit',
-  env: withMallocTuning(),
+  env: withMallocTuning(process.env, process.argv.slice(2)),
 });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => {

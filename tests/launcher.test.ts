@@ -21,6 +21,9 @@ test('the npm launcher runs the CLI and hands back its exit status', () => {
 test('malloc tuning is added to the environment unless the user set GLIBC_TUNABLES', () => {
   assert.equal(withMallocTuning({ PATH: '/bin' }).GLIBC_TUNABLES, MALLOC_TUNABLES);
   assert.equal(withMallocTuning({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2');
+  // Not for the commands that hold models for long and never train: an untrimmed heap kept every model a swap replaced.
+  assert.equal(withMallocTuning({}, ['worker', '--queue', 'gpu']).GLIBC_TUNABLES, MALLOC_TUNABLES);
+  for (const cmd of ['serve', 'ui']) assert.equal(withMallocTuning({}, [cmd, 'm@production']).GLIBC_TUNABLES, undefined, cmd);
   assert.match(MALLOC_TUNABLES, /^glibc\.malloc\.mmap_threshold=33554432:glibc\.malloc\.trim_threshold=\d+:glibc\.malloc\.mmap_max=0$/);
 });
 
