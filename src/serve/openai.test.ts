@@ -250,6 +250,9 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
     'messages',
   );
   await expectError(await post(url, '/v1/completions', { prompt: 'x', max_tokens: 21 }), 400, 'max_tokens_exceeded', 'max_tokens');
+  // A request that names no max_tokens is held to the server's cap too (it got the default of 256).
+  const uncapped = (await (await post(url, '/v1/completions', { prompt: 'x' })).json()) as any;
+  assert.ok(uncapped.usage.completion_tokens <= 20, JSON.stringify(uncapped.usage));
   await expectError(
     await post(url, '/v1/chat/completions', { messages, max_completion_tokens: 500 }),
     400,

@@ -316,7 +316,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           param,
         );
       }
-      const maxNewTokens = asked ?? Math.min(L.defaultMaxTokens, gen.contextLength - longest);
+      // The default is within the server's cap too (`--max-tokens 64`: a request that names none got 256).
+      const maxNewTokens = asked ?? Math.min(L.defaultMaxTokens, L.maxTokens, gen.contextLength - longest);
       const rows = prompts.flatMap((p) => Array.from({ length: n }, () => p));
       // The request's KV cache and prompt pass grow with all its sequences together.
       const held = rows.reduce((s, p) => s + p.length + maxNewTokens, 0);
