@@ -240,6 +240,15 @@ test('serve checks its number flags before it loads anything, naming the flag', 
   assert.match(ok.stderr, /cannot serve/);
 });
 
+test('serve NAME@latest is refused: serve follows an alias, and took @latest for production without a word', async () => {
+  const r = await runCliInProcess(['serve', 'sentiment@latest'], { ...env, TEMPERED_SERVE_TOKEN: 'latest-test-token-xxxxxxxxxxxxxxxx' });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(
+    r.stderr,
+    /^serve follows an alias, and sentiment@latest is not one: serve sentiment@production \(what a bare sentiment serves\) or another alias, or a fixed version as sentiment@N; to serve the newest version, promote it/,
+  );
+});
+
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {
   const tpl = join(home, 'serve-chat.jinja');
   writeFileSync(tpl, '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>');

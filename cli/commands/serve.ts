@@ -157,6 +157,13 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     });
   } else {
     const { name: n, at } = parseModelRef(ref);
+    // `NAME@latest` reads as the newest version everywhere else (models list, audit, the dashboard); serve follows an
+    // alias, and took it for production without a word.
+    if (/@latest$/.test(ref))
+      throw new CliError(
+        `serve follows an alias, and ${ref} is not one: serve ${n}@production (what a bare ${n} serves) or another alias, or a fixed version as ${n}@N; to serve the newest version, promote it (tempered models promote ${n}@N)`,
+        2,
+      );
     name = n;
     alias = at === 'latest' ? 'production' : String(at);
     if (!databaseExists(ctx.paths.registryDb))
