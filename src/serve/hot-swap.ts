@@ -42,6 +42,12 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   private readonly retiring = new Set<Slot<P>>();
   swaps = 0;
   failures = 0;
+  /**
+   * Why the model served is not the one wanted, since when: the last check could not resolve the alias, or load or
+   * record the version it names (a corrupt or missing artifact, a registry that does not answer). Cleared once a check
+   * finds the wanted model served. /health says it: a replica that cannot follow its alias kept answering "ok".
+   */
+  behind: { phase: 'resolve' | 'load' | 'notify'; wanted?: string; error: string; since: string } | null = null;
 
   constructor(
     private readonly resolveCurrent: ResolveCurrent<P>,
@@ -102,6 +108,14 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     return this.polling;
   }
 
+  private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string): void {
+    this.failures++;
+    const error = e instanceof Error ? e.message : String(e);
+    const since = this.behind?.since ?? new Date().toISOString();
+    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since };
+    this.report(e, phase);
+  }
+
   private report(e: unknown, phase: 'resolve' | 'load' | 'notify' | 'close'): void {
     try {
       this.opts.onError?.(e, phase);
@@ -115,12 +129,12 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     try {
       cur = await this.resolveCurrent();
     } catch (e) {
-      this.failures++;
-      this.report(e, 'resolve');
+      this.fellBehind(e, 'resolve', this.behind?.wanted);
       return false;
     }
     if (!this.slot || this.stopped) return false;
     if (cur.key === this.slot.key) {
+      this.behind = null;
       // The alias went back before a pending swap was recorded: drop the pending model.
       await this.dropPending();
       return false;
@@ -134,8 +148,7 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
         predictor = await cur.load();
       } catch (e) {
         // Keep serving the old model; the next poll tries again.
-        this.failures++;
-        this.report(e, 'load');
+        this.fellBehind(e, 'load', cur.key);
         return false;
       }
       this.pending = { key: cur.key, predictor };
@@ -149,10 +162,10 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
       await this.opts.onSwap?.(old.key, cur.key);
     } catch (e) {
       // Not recorded, so not served yet: the old model stays, the next poll retries the record.
-      this.failures++;
-      this.report(e, 'notify');
+      this.fellBehind(e, 'notify', cur.key);
       return false;
     }
+    this.behind = null;
     this.pending = null;
     this.slot = { key: cur.key, predictor, inflight: 0, retired: false };
     this.swaps++;

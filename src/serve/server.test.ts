@@ -65,6 +65,32 @@ test('predicts over real HTTP and reports health', async (t) => {
   assert.ok(h.uptimeSeconds >= 0);
 });
 
+test('/health says when the server cannot follow its alias, and why, while the old version answers', async (t) => {
+  // A replica whose new version was corrupt in the store kept serving the old one and said "ok": a stale replica
+  // looked healthy (the serve journey).
+  const { server, url, src } = await start(t);
+  const health = async () =>
+    (await (await fetch(`${url}/health`)).json()) as { status: string; model: string; behind?: Record<string, string> };
+  src.state.key = 'spam@2';
+  src.state.failNextLoad = true;
+  assert.equal(await server.model.pollOnce(), false);
+  const h = await health();
+  assert.equal(h.status, 'behind');
+  assert.equal(h.model, 'spam@1');
+  assert.deepEqual([h.behind?.phase, h.behind?.wanted, h.behind?.error], ['load', 'spam@2', 'corrupt model file']);
+  const since = h.behind!.since!;
+  assert.ok(!Number.isNaN(Date.parse(since)));
+  // A registry that does not answer then: still behind, still wanting spam@2, since the first failure.
+  src.state.failResolve = true;
+  await server.model.pollOnce();
+  assert.deepEqual({ ...(await health()).behind }, { phase: 'resolve', wanted: 'spam@2', error: 'registry unavailable', since });
+  // Once it follows again, ok.
+  src.state.failResolve = false;
+  assert.equal(await server.model.pollOnce(), true);
+  const ok = await health();
+  assert.deepEqual([ok.status, ok.model, ok.behind], ['ok', 'spam@2', undefined]);
+});
+
 test('rejects missing or wrong tokens with 401; /health stays open', async (t) => {
   const { url, src } = await start(t);
   for (const headers of [

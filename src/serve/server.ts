@@ -231,11 +231,15 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       .send(errorBody('not_found', `no route ${req.method} ${req.url}; this server has ${routes}, GET /health and GET /metrics`, 404));
   });
 
+  // Behind its alias, a replica still answers 200 (with the version it has): were every replica behind for one cause (a
+  // corrupt artifact in the store), a load balancer that took them out would end a service that still works. The
+  // status and the reason are for monitoring to alert on.
   app.get('/health', async () => ({
-    status: 'ok',
+    status: model.behind ? 'behind' : 'ok',
     model: model.current.id,
     uptimeSeconds: Math.round(uptime() * 1000) / 1000,
     swaps: model.swaps,
+    ...(model.behind ? { behind: model.behind } : {}),
   }));
 
   app.get('/metrics', async (_req, reply) => {
