@@ -47,15 +47,19 @@ export class Counter implements Metric {
   }
 }
 
-/** A gauge whose value is read when scraped (uptime, swap count, current model). */
+/**
+ * A value read when scraped (uptime, current model); `counter` for a count kept elsewhere (swaps, a pool's batches),
+ * which Prometheus's rate() then reads right, a reset (a new pool after a swap) included.
+ */
 export class Gauge implements Metric {
   constructor(
     readonly name: string,
     readonly help: string,
     private readonly read: () => { labels?: Labels; value: number }[],
+    private readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
   render(): string[] {
-    const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`];
     for (const s of this.read()) out.push(`${this.name}${labelText(s.labels ?? {})} ${fmt(s.value)}`);
     return out;
   }

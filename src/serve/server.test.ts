@@ -176,6 +176,9 @@ test('/metrics exposes request counts, latency histogram, model gauge and swaps'
   has('tempered_http_request_duration_seconds_count{route="/predict"} 4');
   has('tempered_model_info{key="spam@2",model="spam@2"} 1');
   has('tempered_model_swaps_total 1');
+  // Every *_total is a counter (a swap count read when scraped was declared a gauge).
+  for (const l of lines.filter((x) => /^# TYPE \w+_total /.test(x))) assert.match(l, / counter$/, l);
+  has('# TYPE tempered_model_swaps_total counter');
   has('tempered_model_swap_failures_total 0');
   has('tempered_predictions_total{model="spam@1"} 3');
   // Buckets are cumulative: each count is ≥ the one before.

@@ -122,7 +122,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       { labels: { model: model.current.id, key: model.key ?? '' }, value: 1 },
     ]),
   );
-  metrics.add(new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }]));
+  metrics.add(
+    new Gauge('tempered_model_swaps_total', 'Times the served model was replaced since start.', () => [{ value: model.swaps }], 'counter'),
+  );
   // Classifiers served through worker-pool.ts report their queue; other models show no series.
   const pool = (pick: 'queued' | 'inflight' | 'batches' | 'rejected') => () => {
     // A language model's generation pool has stats of its own, without these: no series, not `undefined`.
@@ -135,12 +137,18 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   metrics.add(
     new Gauge(
       'tempered_inference_batches_total',
-      'Batches run by the served model (concurrent requests are batched together).',
+      "Batches run by the served model's pool (concurrent requests are batched together); starts again at 0 with each swap.",
       pool('batches'),
+      'counter',
     ),
   );
   metrics.add(
-    new Gauge('tempered_inference_rejected_total', 'Requests refused with 429 because the inference queue was full.', pool('rejected')),
+    new Gauge(
+      'tempered_inference_rejected_total',
+      "Requests refused with 429 because the inference queue was full, by the served model's pool; starts again at 0 with each swap.",
+      pool('rejected'),
+      'counter',
+    ),
   );
   metrics.add(
     new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]),
