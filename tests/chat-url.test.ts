@@ -87,6 +87,11 @@ test('chat --url: each answer is the served model on the whole conversation so f
   assert.equal(kept.length, 4);
   assert.equal(kept[0], 0, 'nothing to keep before the first answer');
   assert.ok(kept[1]! > 0 && kept[2]! > 0, `the server's cache held the earlier turns: ${kept}`);
+  // Another chat (another user) that begins as this one did is given nothing of its cache: each chat has its own
+  // prompt_cache_key. Both used to share one scope, so the second read the first's tokens as kept.
+  const other = await chat(url, ['/system be nice', 'hello', ''].join('\n'));
+  assert.equal(other.code, 0, other.stderr);
+  assert.match(other.stderr, /\[\d+ tokens read \(0 of them kept from the last turn\)/);
 });
 
 test('chat --url: the oldest exchanges are left out when the server says the conversation no longer fits; a message too long alone is not answered', async () => {

@@ -6,6 +6,7 @@
  * the streaming, the retries of busy (429) and failing (5xx) answers, and the error shapes. Knows nothing of
  * terminals.
  */
+import { randomUUID } from 'node:crypto';
 import OpenAI from 'openai';
 import { InputError } from '../errors.ts';
 import type { ChatMessage } from './types.ts';
@@ -24,6 +25,13 @@ export interface RemoteChatOptions {
 }
 
 export class RemoteConversation extends ChatTurns implements ChatSession {
+  /**
+   * This conversation's prompt-cache scope (OpenAI's `prompt_cache_key`): the server keeps a thread's KV cache for
+   * requests of one scope only, and requests that name none share one, where another client's could learn from
+   * `cached_tokens` what this one began with (src/serve/README.md, prompt cache).
+   */
+  private readonly cacheKey = `tempered-chat-${randomUUID()}`;
+
   private constructor(
     private readonly client: OpenAI,
     /** The model's name, as requests name it. */
@@ -109,6 +117,7 @@ export class RemoteConversation extends ChatTurns implements ChatSession {
       messages: messages as OpenAI.ChatCompletionMessageParam[],
       stream: true as const,
       stream_options: { include_usage: true },
+      prompt_cache_key: this.cacheKey,
       ...(maxTokens !== undefined ? { max_tokens: maxTokens } : {}),
       ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
       ...(o.topP !== undefined ? { top_p: o.topP } : {}),
