@@ -215,6 +215,10 @@ describe('audit trail: data, model, serving', () => {
         if (!swapped) await new Promise((r) => setTimeout(r, 50));
       }
       assert.ok(swapped, `a serve.swapped record: ${out}`);
+      // And a line on stderr, where the server's operator looks (swaps were in the audit log only).
+      for (let i = 0; i < 100 && !/serve: production moved: now serving trail-clf@2 \(was trail-clf@1\), \d{4}-/.test(out); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.match(out, /serve: production moved: now serving trail-clf@2 \(was trail-clf@1\), \d{4}-\d\d-\d\dT/);
       seen = { started, swapped, url };
     } finally {
       child.kill('SIGTERM');

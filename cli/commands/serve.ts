@@ -231,6 +231,8 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
           `serve/${instance}/swap-${swapSeq + 1}`,
         );
         swapSeq++;
+        // Served from the moment this returns; said where the server's operator looks, not only in the audit log.
+        console.error(`serve: ${alias} moved: now serving ${to} (was ${from}), ${new Date().toISOString()}`);
       },
       onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
     });
