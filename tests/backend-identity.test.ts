@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -22,15 +22,18 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let s3: TestS3;
 useTestS3((h) => (s3 = h));
+// The folder stores' folders, removed after the file's tests.
+const scratch = mkdtempSync(join(tmpdir(), 'instance-id-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe('store instance id', () => {
   for (const [name, pair] of [
     [
       'folder',
       (): [ObjectBackend, ObjectBackend, ObjectBackend] => {
-        const dir = mkdtempSync(join(tmpdir(), 'instance-folder-'));
+        const dir = mkdtempSync(join(scratch, 'folder-'));
         // The share as another host mounts it: the same folder by another path.
-        return [new FolderBackend(dir), new FolderBackend(`${dir}/.`), new FolderBackend(mkdtempSync(join(tmpdir(), 'instance-folder-')))];
+        return [new FolderBackend(dir), new FolderBackend(`${dir}/.`), new FolderBackend(mkdtempSync(join(scratch, 'folder-')))];
       },
     ],
     [
