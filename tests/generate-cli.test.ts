@@ -229,6 +229,7 @@ test('serve checks its number flags before it loads anything, naming the flag', 
     [['--poll-ms', '9999999999'], /^--poll-ms must be an integer from 1 to 2147483647, got "9999999999"$/],
     [['--stop-grace', '1.5'], /^--stop-grace must be an integer from 0 to 86400, got "1\.5"$/],
     [['--stop-grace', '86401'], /^--stop-grace must be an integer from 0 to 86400, got "86401"$/],
+    [['--drain', '3601'], /^--drain must be an integer from 0 to 3600, got "3601"$/],
   ];
   assert.deepEqual(await refusedBeforeTheModel(cases.map(([flags, said]) => [['serve', none, ...flags], said])), []);
   // What they take still passes: --port 0, --max-queue 0, --threads 256 (the model is then looked for, and is not there).

@@ -132,6 +132,8 @@ export interface ServingOptions {
   /** Language models: keep each generation thread's last KV cache for the next prompt that starts the same way (default true). */
   promptCache?: boolean;
   generation?: GenerationLimits;
+  /** How long a stop keeps serving first, /health at 503 (`--drain`; server.ts ServeOptions.drainMs). */
+  drainMs?: number;
 }
 
 /**
@@ -218,6 +220,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       maxBatch: o.maxBatch,
       logger: o.logger,
       generation: o.generation,
+      drainMs: o.drainMs,
       // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
       // record are retried on the next poll (see HotSwapModel).
       // The record is about the version swapped in (model, modelHash); `from` and `fromModelHash` name the one
@@ -266,7 +269,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N]\n' +
+    'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N] [--drain 0 (seconds)]\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
     '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
     '    [--no-prompt-cache] [--stop-grace 8 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
@@ -288,6 +291,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'max-queue': { type: 'string' },
       'no-prompt-cache': { type: 'boolean' },
       'stop-grace': { type: 'string' },
+      drain: { type: 'string' },
     },
     usage,
   );
@@ -307,6 +311,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   // Seconds, up to a day (a timer beyond 2^31 - 1 ms would fire at once).
   const stopGrace = int('stop-grace', 0, 86_400);
   if (stopGrace !== undefined) generation.stopGraceMs = stopGrace * 1000;
+  const drainS = int('drain', 0, 3_600) ?? 0;
   const port = int('port', 0, 65535) ?? 8080;
   // A timer longer than 2^31 - 1 ms fires at once (Node's setTimeout), so poll-ms stops there.
   const pollMs = int('poll-ms', 1, 2 ** 31 - 1) ?? 2000;
@@ -328,6 +333,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     chatTemplate,
     promptCache: !values['no-prompt-cache'],
     generation,
+    drainMs: drainS * 1000,
   });
   const routes = isTextGenerator(server.model.current)
     ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models'
@@ -341,9 +347,12 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     const onSignal = (signal: NodeJS.Signals) => {
       if (told++ === 0) {
         console.error(
-          isTextGenerator(server.model.current)
-            ? `serve: ${signal}: stopping; generations running may finish for up to ${graceS} s (${signal} again ends them now)`
-            : `serve: ${signal}: stopping once the requests in flight are answered`,
+          (drainS > 0
+            ? `serve: ${signal}: draining for ${drainS} s (/health answers 503, connections close after each answer), then `
+            : `serve: ${signal}: `) +
+            (isTextGenerator(server.model.current)
+              ? `stopping; generations running may finish for up to ${graceS} s (${signal} again ends them now)`
+              : `stopping once the requests in flight are answered`),
         );
         resolve();
       } else {

@@ -3,6 +3,7 @@
  * request limits, Prometheus metrics and hot swap of the model when its alias moves
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
@@ -35,6 +36,12 @@ export interface ServeOptions {
   onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close') => void;
   /** Limits of the text-generation routes (prompt length, max_tokens, concurrent and queued generations). */
   generation?: GenerationLimits;
+  /**
+   * How long a stop keeps serving first, with /health at 503 `draining` and every answer closing its connection, so a
+   * load balancer takes this replica out and its keep-alive clients move on before the listener closes (they lost
+   * requests to a listener that closed at once). Default 0.
+   */
+  drainMs?: number;
 }
 
 export interface ModelServer {
@@ -176,8 +183,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   // While shutting down, answer in-flight requests with `Connection: close`: otherwise their
   // keep-alive sockets would hold app.close() open until the keep-alive timeout.
   let closing = false;
+  let draining = false;
+  // A second stop ends the drain at once.
+  const drainCut = new AbortController();
+  let closed: Promise<void> | undefined;
   app.addHook('onSend', async (_req, reply) => {
-    if (closing) reply.header('connection', 'close');
+    if (closing || draining) reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (req, reply) => {
     if (closing) setImmediate(() => app.server.closeIdleConnections());
@@ -242,13 +253,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   // Behind its alias, a replica still answers 200 (with the version it has): were every replica behind for one cause (a
   // corrupt artifact in the store), a load balancer that took them out would end a service that still works. The
   // status and the reason are for monitoring to alert on.
-  app.get('/health', async () => ({
-    status: model.behind ? 'behind' : 'ok',
-    model: model.current.id,
-    uptimeSeconds: Math.round(uptime() * 1000) / 1000,
-    swaps: model.swaps,
-    ...(model.behind ? { behind: model.behind } : {}),
-  }));
+  app.get('/health', async (_req, reply) => {
+    // A load balancer's health check takes the replica out while it drains; it still answers what reaches it.
+    if (draining) reply.code(503);
+    return {
+      status: draining ? 'draining' : model.behind ? 'behind' : 'ok',
+      model: model.current.id,
+      uptimeSeconds: Math.round(uptime() * 1000) / 1000,
+      swaps: model.swaps,
+      ...(model.behind ? { behind: model.behind } : {}),
+    };
+  });
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', PROMETHEUS_CONTENT_TYPE);
@@ -314,22 +329,34 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       if (addr === null || typeof addr === 'string') throw new Error(`unexpected server address ${String(addr)}`);
       return `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
     },
-    async close() {
-      closing = true;
-      // Requests still waiting for a generation slot would hold the stop for minutes: they are told to go elsewhere.
-      gate.drain(
-        new ApiError(503, 'server_shutting_down', 'the server is shutting down; retry in a moment (here once it is back, or elsewhere)'),
-      );
-      // The generations running may finish within the grace; then they end, their clients told why.
-      const graceMs = opts.generation?.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
-      const halt = setTimeout(() => halted(`after ${graceMs / 1000} s`), graceMs);
-      try {
-        await app.close();
-      } finally {
-        clearTimeout(halt);
-      }
-      await model.stop();
+    close() {
+      // Once: a second call waits for the first (a test's cleanup after its own stop, a signal after a close).
+      return (closed ??= closeOnce());
     },
-    halt: () => halted('at once, as the server was told twice to stop'),
+    halt: () => {
+      drainCut.abort();
+      halted('at once, as the server was told twice to stop');
+    },
   };
+
+  async function closeOnce(): Promise<void> {
+    if ((opts.drainMs ?? 0) > 0 && !drainCut.signal.aborted) {
+      draining = true;
+      await sleep(opts.drainMs, undefined, { signal: drainCut.signal }).catch(() => undefined);
+    }
+    closing = true;
+    // Requests still waiting for a generation slot would hold the stop for minutes: they are told to go elsewhere.
+    gate.drain(
+      new ApiError(503, 'server_shutting_down', 'the server is shutting down; retry in a moment (here once it is back, or elsewhere)'),
+    );
+    // The generations running may finish within the grace; then they end, their clients told why.
+    const graceMs = opts.generation?.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    const halt = setTimeout(() => halted(`after ${graceMs / 1000} s`), graceMs);
+    try {
+      await app.close();
+    } finally {
+      clearTimeout(halt);
+    }
+    await model.stop();
+  }
 }
