@@ -21,14 +21,24 @@ function databaseWords(database: string): string {
 }
 
 /**
- * Whether a run's store (or database) is not the worker's: by name, and, where the names agree and both sides know
- * them, by instance id (two servers' databases of one name are two). An id never overrules names that differ: a copy
- * (a bucket synced from another, a database restored from another's dump) carries the original's id under its own
- * name, and is not the original.
+ * How a run's store (or database) is not the worker's, in words; undefined when it is the same. By name, and, where
+ * the names agree and both sides know them, by instance id (two servers' databases of one name are two). An id never
+ * overrules names that differ: a copy (a bucket synced from another, a database restored from another's dump) carries
+ * the original's id under its own name, and is not the original.
  */
-function differs(runName: string, myName: string, runId: string | undefined, myId: string | undefined): false | 'name' | 'instance' {
-  if (runName !== myName) return 'name';
-  return runId !== undefined && myId !== undefined && runId !== myId ? 'instance' : false;
+function difference(
+  keeps: string,
+  what: 'store' | 'database',
+  marker: string,
+  words: (name: string) => string,
+  runName: string,
+  myName: string,
+  runId: string | undefined,
+  myId: string | undefined,
+): string | undefined {
+  if (runName !== myName) return `${keeps} ${words(myName)}, the run in ${words(runName)}`;
+  if (runId === undefined || myId === undefined || runId === myId) return undefined;
+  return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here; if it is this one, its ${marker} was replaced since this worker started: restart the workers)`;
 }
 
 /** Runs already warned about on this worker's stderr, so a run's every stage and retry does not repeat it. */
@@ -56,21 +66,19 @@ export function checkBackends(
 ): void {
   const local = o.local ?? false;
   if (!run || !mine) return;
-  const differ: string[] = [];
-  const store = differs(run.store, mine.store, run.storeId, mine.storeId);
-  if (store)
-    differ.push(
-      store === 'name'
-        ? `keeps artifacts in ${storeWords(mine.store)}, the run in ${storeWords(run.store)}`
-        : `keeps artifacts in ${storeWords(mine.store)}, and the run in another store of that name (instance ${run.storeId} there, ${mine.storeId} here; if it is this one, its instance.json was replaced since this worker started: restart the workers)`,
-    );
-  const database = differs(run.database, mine.database, run.databaseId, mine.databaseId);
-  if (database)
-    differ.push(
-      database === 'name'
-        ? `keeps the registry and audit log in ${databaseWords(mine.database)}, the run in ${databaseWords(run.database)}`
-        : `keeps the registry and audit log in ${databaseWords(mine.database)}, and the run in another database of that name (instance ${run.databaseId} there, ${mine.databaseId} here; if it is this one, its tempered_instance row was replaced since this worker started: restart the workers)`,
-    );
+  const differ = [
+    difference('keeps artifacts in', 'store', 'instance.json', storeWords, run.store, mine.store, run.storeId, mine.storeId),
+    difference(
+      'keeps the registry and audit log in',
+      'database',
+      'tempered_instance row',
+      databaseWords,
+      run.database,
+      mine.database,
+      run.databaseId,
+      mine.databaseId,
+    ),
+  ].filter((d) => d !== undefined);
   if (differ.length === 0) return;
   const message =
     `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +

@@ -16,6 +16,7 @@ import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
 import { startTestEnv, type TestEnv } from './helpers/temporal-env.ts';
+import { waitFor } from './helpers/schedule-fixtures.ts';
 
 let env: TestEnv;
 let logFile: string;
@@ -47,13 +48,6 @@ async function waitForState(runId: string, stageId: string, state: string): Prom
     await sleep(100);
   }
   throw new Error(`stage ${stageId} never reached ${state}`);
-}
-
-async function waitFor(ok: () => boolean): Promise<void> {
-  for (let i = 0; !ok(); i++) {
-    if (i >= 300) throw new Error('timed out waiting');
-    await sleep(100);
-  }
 }
 
 /** What a worker process needs to run probe stages against this test's dev server and state. */
@@ -137,7 +131,9 @@ describe('durability', () => {
         },
         { taskQueue: queue },
       );
-      await waitFor(() => execs(h.workflowId).some((e) => e.stageId === 'again' && e.outcome === 'failed'));
+      await waitFor('the first attempt of again to fail', async () =>
+        execs(h.workflowId).some((e) => e.stageId === 'again' && e.outcome === 'failed'),
+      );
       await sleep(1000);
       // The new worker first, then the old one stopped: its stages outlive the 10 s grace and are cancelled. The new
       // one sleeps a tenth as long (12 s).

@@ -41,7 +41,6 @@ export async function runBackends(
   warn: (m: string) => void = (m) => console.error(`warning: ${m}`),
 ): Promise<RunBackends> {
   const named = backendNames(ctx);
-  const ids: { storeId?: string; databaseId?: string } = {};
   const remote = ctx.store().remote;
   const [storeId, databaseId] = await Promise.all([
     remote
@@ -57,9 +56,7 @@ export async function runBackends(
         })
       : undefined,
   ]);
-  if (storeId) ids.storeId = storeId;
-  if (databaseId) ids.databaseId = databaseId;
-  return { ...named, ...ids };
+  return { ...named, ...(storeId ? { storeId } : {}), ...(databaseId ? { databaseId } : {}) };
 }
 
 /** This process's store and database by name alone. */
