@@ -237,7 +237,14 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
         // Served from the moment this returns; said where the server's operator looks, not only in the audit log.
         console.error(`serve: ${alias} moved: now serving ${to} (was ${from}), ${new Date().toISOString()}`);
       },
-      onError: (err, phase) => console.error(`serve: ${phase} failed: ${(err as Error).message}`),
+      onError: (err, phase, detail) => {
+        const what = detail?.wanted ? `${phase} of ${detail.wanted}` : phase;
+        const again =
+          detail?.retryInMs === undefined
+            ? ''
+            : `; still serving the version before, loading it again in ${Math.round(detail.retryInMs / 1000)} s`;
+        console.error(`serve: ${what} failed: ${(err as Error).message}${again}`);
+      },
     });
   } catch (e) {
     const hint = e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';

@@ -129,3 +129,69 @@ test('a failing swap callback (the audit append) neither crashes the server nor 
     process.off('unhandledRejection', onUnhandled);
   }
 });
+
+test('a version whose load failed is loaded again after a doubling wait, not on every poll; a new version is tried at once', async () => {
+  // A replica whose new version was corrupt in the store fetched and loaded it on every 2 s poll (the serve journey).
+  let clock = 0;
+  let resolves = 0;
+  let loads = 0;
+  let key = 'm@1';
+  let broken = new Set<string>();
+  const resolve = async () => {
+    resolves++;
+    const k = key;
+    return {
+      key: k,
+      load: async () => {
+        loads++;
+        if (broken.has(k)) throw new Error(`corrupt model file of ${k}`);
+        return new FakePredictor(k);
+      },
+    };
+  };
+  const errors: string[] = [];
+  const m = new HotSwapModel(resolve, {
+    pollMs: 5,
+    maxLoadRetryMs: 20,
+    now: () => clock,
+    onError: (e, phase, d) => errors.push(`${phase} ${d?.wanted} ${d?.retryInMs}: ${(e as Error).message}`),
+  });
+  await m.start();
+  const polls = async (n: number) => {
+    const until = resolves + n;
+    while (resolves < until) await new Promise((r) => setTimeout(r, 2));
+  };
+  broken = new Set(['m@2']);
+  key = 'm@2';
+  await polls(5);
+  assert.equal(loads, 2, 'the first load of m@2 failed, and the clock has not moved: no second');
+  assert.equal(m.behind?.phase, 'load');
+  assert.ok(m.behind?.retryAt);
+  clock = 5;
+  await polls(5);
+  assert.equal(loads, 3, 'one more try once the first wait (pollMs) is over');
+  clock = 14;
+  await polls(5);
+  assert.equal(loads, 3, 'the second wait is twice as long');
+  clock = 15;
+  await polls(5);
+  assert.equal(loads, 4);
+  clock = 15 + 20;
+  await polls(5);
+  assert.equal(loads, 5, 'the wait is capped at maxLoadRetryMs');
+  assert.deepEqual(errors, [
+    'load m@2 5: corrupt model file of m@2',
+    'load m@2 10: corrupt model file of m@2',
+    'load m@2 20: corrupt model file of m@2',
+    'load m@2 20: corrupt model file of m@2',
+  ]);
+  assert.equal(m.current.id, 'm@1');
+  // An explicit check loads at once; a newer version is tried at once too, and served.
+  assert.equal(await m.pollOnce(), false);
+  assert.equal(loads, 6);
+  key = 'm@3';
+  await polls(3);
+  assert.equal(m.current.id, 'm@3');
+  assert.equal(m.behind, null);
+  await m.stop();
+});

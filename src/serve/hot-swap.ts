@@ -29,7 +29,16 @@ export interface HotSwapOptions {
    * with the already-loaded model: no model is served without its record.
    */
   onSwap?: (from: string, to: string) => unknown;
-  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close') => void;
+  /** `retryInMs`: for a failed load, when the timer will try that version again. */
+  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close', detail?: { wanted?: string; retryInMs?: number }) => void;
+  /**
+   * The longest wait before the timer loads a version whose load failed again (default 5 minutes). The wait starts
+   * at `pollMs` and doubles with each failure of that version: a corrupt or missing artifact was otherwise fetched
+   * and loaded on every poll, an LLM's hundreds of megabytes every 2 s on a replica that is serving.
+   */
+  maxLoadRetryMs?: number;
+  /** The clock for that wait (tests). */
+  now?: () => number;
 }
 
 export class HotSwapModel<P extends ServedModel = ServedModel> {
@@ -47,7 +56,9 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
    * record the version it names (a corrupt or missing artifact, a registry that does not answer). Cleared once a check
    * finds the wanted model served. /health says it: a replica that cannot follow its alias kept answering "ok".
    */
-  behind: { phase: 'resolve' | 'load' | 'notify'; wanted?: string; error: string; since: string } | null = null;
+  behind: { phase: 'resolve' | 'load' | 'notify'; wanted?: string; error: string; since: string; retryAt?: string } | null = null;
+  /** The version whose load failed last: how often in a row, and when the timer may load it again. */
+  private failedLoad: { key: string; failures: number; retryAt: number } | null = null;
 
   constructor(
     private readonly resolveCurrent: ResolveCurrent<P>,
@@ -92,7 +103,7 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     this.timer = setTimeout(() => {
       // check() reports its own failures; this catch only keeps a bug there from becoming an
       // unhandled rejection, which would end the whole server process.
-      void this.pollOnce()
+      void this.poll(true)
         .catch((e) => this.report(e, 'resolve'))
         .finally(() => this.schedule());
     }, this.opts.pollMs);
@@ -100,31 +111,40 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     this.timer.unref();
   }
 
-  /** Checks once for a new model; resolves true if it swapped. Overlapping calls share one check. */
+  /**
+   * Checks once for a new model now, loading it even while a failed load of it waits to be tried again; resolves
+   * true if it swapped. Overlapping calls share one check.
+   */
   pollOnce(): Promise<boolean> {
-    this.polling ??= this.check().finally(() => {
+    return this.poll(false);
+  }
+
+  private poll(patient: boolean): Promise<boolean> {
+    this.polling ??= this.check(patient).finally(() => {
       this.polling = null;
     });
     return this.polling;
   }
 
-  private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string): void {
+  private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string, retryInMs?: number): void {
     this.failures++;
     const error = e instanceof Error ? e.message : String(e);
     const since = this.behind?.since ?? new Date().toISOString();
-    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since };
-    this.report(e, phase);
+    const retryAt = retryInMs === undefined ? {} : { retryAt: new Date(Date.now() + retryInMs).toISOString() };
+    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since, ...retryAt };
+    this.report(e, phase, { ...(wanted ? { wanted } : {}), ...(retryInMs === undefined ? {} : { retryInMs }) });
   }
 
-  private report(e: unknown, phase: 'resolve' | 'load' | 'notify' | 'close'): void {
+  private report(e: unknown, phase: 'resolve' | 'load' | 'notify' | 'close', detail?: { wanted?: string; retryInMs?: number }): void {
     try {
-      this.opts.onError?.(e, phase);
+      this.opts.onError?.(e, phase, detail);
     } catch {
       /* an error reporter that throws must not take the server down either */
     }
   }
 
-  private async check(): Promise<boolean> {
+  /** `patient`: a version whose load failed is not loaded again before its wait is over (the timer's polls). */
+  private async check(patient: boolean): Promise<boolean> {
     let cur;
     try {
       cur = await this.resolveCurrent();
@@ -135,6 +155,7 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     if (!this.slot || this.stopped) return false;
     if (cur.key === this.slot.key) {
       this.behind = null;
+      this.failedLoad = null;
       // The alias went back before a pending swap was recorded: drop the pending model.
       await this.dropPending();
       return false;
@@ -144,13 +165,20 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
       predictor = this.pending.predictor;
     } else {
       await this.dropPending();
+      const now = (this.opts.now ?? Date.now)();
+      const failed = this.failedLoad?.key === cur.key ? this.failedLoad : null;
+      if (patient && failed && now < failed.retryAt) return false;
       try {
         predictor = await cur.load();
       } catch (e) {
-        // Keep serving the old model; the next poll tries again.
-        this.fellBehind(e, 'load', cur.key);
+        // Keep serving the old model; a later poll tries again once the wait is over.
+        const failures = (failed?.failures ?? 0) + 1;
+        const wait = Math.min(this.opts.pollMs * 2 ** (failures - 1), this.opts.maxLoadRetryMs ?? 300_000);
+        this.failedLoad = { key: cur.key, failures, retryAt: (this.opts.now ?? Date.now)() + wait };
+        this.fellBehind(e, 'load', cur.key, wait);
         return false;
       }
+      this.failedLoad = null;
       this.pending = { key: cur.key, predictor };
     }
     if (this.stopped) {

@@ -33,7 +33,7 @@ export interface ServeOptions {
   /** Told about swaps and failed swaps, e.g. to write `serve.swapped` audit records. */
   /** Runs before the new model is served; if it throws, the old model keeps serving and it is retried. */
   onSwap?: (from: string, to: string) => unknown;
-  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close') => void;
+  onError?: (err: unknown, phase: 'resolve' | 'load' | 'notify' | 'close', detail?: { wanted?: string; retryInMs?: number }) => void;
   /** Limits of the text-generation routes (prompt length, max_tokens, concurrent and queued generations). */
   generation?: GenerationLimits;
   /**
@@ -115,9 +115,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const model = new HotSwapModel(opts.resolveCurrent, {
     pollMs,
     onSwap: opts.onSwap,
-    onError: (e, phase) => {
+    onError: (e, phase, detail) => {
       if (phase !== 'close') swapFailures.inc();
-      opts.onError?.(e, phase);
+      opts.onError?.(e, phase, detail);
     },
   });
   await model.start();
