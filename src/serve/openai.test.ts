@@ -275,6 +275,13 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
     (await expectError(nowhere, 404, 'not_found')).message,
     /this server has POST \/v1\/chat\/completions, POST \/v1\/completions, GET \/v1\/models/,
   );
+  // A known path asked with the wrong method is 405 with Allow, not "no route".
+  const wrongMethod = await fetch(`${url}/v1/chat/completions?x=1`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(wrongMethod.headers.get('allow'), 'POST');
+  assert.equal((await expectError(wrongMethod, 405, 'method_not_allowed')).message, 'GET is not allowed on /v1/chat/completions; use POST');
+  const deleteModels = await fetch(`${url}/v1/models`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(deleteModels.headers.get('allow'), 'GET, HEAD');
+  await expectError(deleteModels, 405, 'method_not_allowed');
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temperature: 3 }), 400, 'invalid_request');
   await expectError(await post(url, '/v1/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'invalid_request');
   await expectError(

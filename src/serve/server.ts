@@ -243,7 +243,23 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   });
   // Only JSON is accepted; without this, fastify would parse text/plain and answer a vaguer 400.
   app.removeContentTypeParser('text/plain');
+  // A known path asked with another method is 405 with Allow (RFC 9110), not "no route": `GET /predict` is a wrong method.
+  const methodsOf = new Map<string, Set<string>>();
+  app.addHook('onRoute', (r) => {
+    const methods = methodsOf.get(r.url) ?? new Set<string>();
+    for (const m of [r.method].flat()) methods.add(m);
+    methodsOf.set(r.url, methods);
+  });
   app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0]!;
+    const allowed = methodsOf.get(path);
+    if (allowed) {
+      const allow = [...allowed].sort().join(', ');
+      return reply
+        .code(405)
+        .header('allow', allow)
+        .send(errorBody('method_not_allowed', `${req.method} is not allowed on ${path}; use ${allow}`, 405));
+    }
     const routes = isTextGenerator(model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';
     return reply
       .code(404)
