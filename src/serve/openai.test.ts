@@ -593,3 +593,30 @@ test('a LoRA fine-tune registered as a new version is served once the alias move
   const [r] = await generate(lib.decoder, [lib.encode('repeat: cab\n')], { maxNewTokens: 8 });
   assert.equal(afterSwap.choices[0].text, r!.text);
 });
+
+test('a request its client gave up on, streamed or not, is counted as 499 in the metrics, once', async (t) => {
+  // They reached no onResponse, so an operator saw neither them nor their latency.
+  const h = held(await load(dirA, 'tiny@1'));
+  t.after(() => h.open());
+  const { url, server } = await serve(t, h.gen);
+  const given = [false, true].map((stream) => {
+    const ac = new AbortController();
+    const body = JSON.stringify({ prompt: 'x', max_tokens: 3, stream });
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
+    const answer = fetch(`${url}/v1/completions`, { method: 'POST', headers, body, signal: ac.signal }).then((r) => r.text());
+    return { ac, answer };
+  });
+  // One generates (held), one waits for the generation slot.
+  await h.startedAtLeast(1);
+  while (server.gate.queued < 1) await new Promise((r) => setTimeout(r, 5));
+  for (const g of given) g.ac.abort();
+  for (const g of given) await assert.rejects(g.answer, { name: 'AbortError' });
+  const metrics = async () => (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+  while (!/status="499"\} 2/.test(await metrics())) await new Promise((r) => setTimeout(r, 10));
+  h.open();
+  while (server.gate.active + server.gate.queued > 0) await new Promise((r) => setTimeout(r, 10));
+  const m = await metrics();
+  assert.match(m, /tempered_http_requests_total\{route="\/v1\/completions",status="499"\} 2\n/);
+  assert.doesNotMatch(m, /route="\/v1\/completions",status="200"/);
+  assert.match(m, /tempered_http_request_duration_seconds_count\{route="\/v1\/completions"\} 2\n/);
+});

@@ -4,7 +4,7 @@
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
@@ -171,8 +171,19 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   });
 
   const startTimes = new WeakMap<object, bigint>();
+  // A client that went away before its answer (a generation it gave up on, streamed or not) reached no onResponse and
+  // was not counted at all; it is counted as 499, nginx's "client closed request", so abandoned requests show.
+  const record = (req: FastifyRequest, status: string) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    requests.inc({ route, status });
+    const t0 = startTimes.get(req);
+    if (t0 !== undefined) latency.observe({ route }, Number(process.hrtime.bigint() - t0) / 1e9);
+  };
   app.addHook('onRequest', async (req, reply) => {
     startTimes.set(req, process.hrtime.bigint());
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) record(req, '499');
+    });
     if (req.url === '/health' || req.url.startsWith('/health?')) return;
     if (!bearerMatches(req.headers.authorization, opts.token)) {
       // Closed after the answer: whatever body it was sending is not read.
@@ -192,10 +203,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   });
   app.addHook('onResponse', async (req, reply) => {
     if (closing) setImmediate(() => app.server.closeIdleConnections());
-    const route = req.routeOptions.url ?? 'unmatched';
-    requests.inc({ route, status: String(reply.statusCode) });
-    const t0 = startTimes.get(req);
-    if (t0 !== undefined) latency.observe({ route }, Number(process.hrtime.bigint() - t0) / 1e9);
+    record(req, String(reply.statusCode));
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
