@@ -27,6 +27,13 @@ test('a non-loopback bind without TEMPERED_UI_TOKEN is refused (exit 2) and star
   assert.deepEqual(readdirSync(r.home), [], 'nothing was started or written');
 });
 
+test('the serve token does not open the dashboard: an exposed bind with only TEMPERED_SERVE_TOKEN is refused', () => {
+  // Every client of a served model holds the serve token; the dashboard's promotes models.
+  const r = ui(['--host', '0.0.0.0'], { TEMPERED_SERVE_TOKEN: 'a-serve-token-0123456789abcdef' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /set TEMPERED_UI_TOKEN/);
+});
+
 test('a token shorter than 16 characters is refused', () => {
   const r = ui([], { TEMPERED_UI_TOKEN: 'short' });
   assert.equal(r.status, 2, r.stderr);

@@ -18,6 +18,7 @@ interface Format {
   shortPaths(message: string): string;
   aliasChangeText(c: { fromVersion?: number | null; toVersion: number }): string;
   backoffMs(tries: number): number;
+  tokenFromFragment(hash: string): string | null;
   streamEvents(o: {
     path(): string;
     headers(): Record<string, string>;
@@ -34,6 +35,15 @@ interface Format {
 const f = (await import(new URL('./static/format.js', import.meta.url).href)) as Format;
 
 describe('page formatting', () => {
+  it('reads the token of the printed link, and one typed as it is, + included, where URLSearchParams reads a space', () => {
+    for (const token of ['abc+def/ghi=jkl0123456', 'plain-token-0123456789', 'a.b_c~d-0123456789'])
+      assert.equal(f.tokenFromFragment(`#token=${encodeURIComponent(token)}`), token);
+    assert.equal(f.tokenFromFragment('#token=abc+def/0123456789'), 'abc+def/0123456789');
+    assert.equal(f.tokenFromFragment('#/runs&token=xyz0123456789abcdef'), 'xyz0123456789abcdef');
+    for (const hash of ['', '#', '#/runs', '#token=', '#notoken=abc', '#token=%E0%A4%A'])
+      assert.equal(f.tokenFromFragment(hash), null, hash);
+  });
+
   it('shows chart values to significant digits, tiny ones in exponent form', () => {
     assert.equal(f.fmtSig(0.0003), '3e-4');
     assert.equal(f.fmtSig(7.8e-5), '7.8e-5');

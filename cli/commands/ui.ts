@@ -7,8 +7,11 @@ import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { runBackends } from './sharing.ts';
 
-/** The dashboard's token: given (TEMPERED_UI_TOKEN, else TEMPERED_SERVE_TOKEN), required off loopback, else a random one. */
-export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || process.env.TEMPERED_SERVE_TOKEN || undefined): string {
+/**
+ * The dashboard's token: given (TEMPERED_UI_TOKEN), required off loopback, else a random one. Not the serve token: that
+ * one is in every client that calls a served model, and this one promotes models.
+ */
+export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || undefined): string {
   // The server's own test of a loopback bind, which decides whether its reads need the token.
   if (!given && !isLoopback(host))
     throw new CliError(`binding ${host} exposes the dashboard beyond this machine: set TEMPERED_UI_TOKEN to a long random string`, 2);
@@ -18,9 +21,17 @@ export function uiToken(host: string, given = process.env.TEMPERED_UI_TOKEN || p
   return given ?? randomBytes(24).toString('base64url');
 }
 
-/** The dashboard's address with its token in the fragment, encoded: the page reads it back with URLSearchParams, where + is a space and % starts an escape. */
+/** The dashboard's address with its token in the fragment, encoded (a + typed as it is reads as a space elsewhere). */
 export function dashboardLink(address: string, token: string): string {
   return `${address}/#token=${encodeURIComponent(token)}`;
+}
+
+/**
+ * What to print: the link with a token made up here, which nobody else knows; a token the user set is not printed
+ * (it would sit in the process's log, where the serve journey found it), only where it goes.
+ */
+export function printedLink(address: string, token: string, given: string | undefined): string {
+  return token === given ? `${address}/#token=<TEMPERED_UI_TOKEN> (your token in place; it is not printed)` : dashboardLink(address, token);
 }
 
 /**
@@ -32,7 +43,8 @@ export async function startUi(
   o: { port?: number; host?: string; token?: string; anyPortIfBusy?: boolean },
 ): Promise<{ server: UiServer; url: string }> {
   const host = o.host ?? '127.0.0.1';
-  const token = uiToken(host, o.token);
+  const given = process.env.TEMPERED_UI_TOKEN || undefined;
+  const token = uiToken(host, o.token ?? given);
   const server = await createUiServer({
     paths: ctx.paths,
     store: ctx.store(),
@@ -51,7 +63,7 @@ export async function startUi(
     if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !o.anyPortIfBusy) throw e;
     address = await server.listen(0, host);
   }
-  return { server, url: dashboardLink(address, token) };
+  return { server, url: printedLink(address, token, given) };
 }
 
 export async function uiCmd(ctx: CliContext, argv: string[]): Promise<number> {

@@ -4,14 +4,24 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import uPlot from 'uplot';
 import { Dag, LineageGraph } from './dag.js';
-import { aliasChangeText, deltaClass, downloadName, fmtSig, runStateWord, shortPaths, streamEvents, tick as tickRun } from './format.js';
+import {
+  aliasChangeText,
+  deltaClass,
+  downloadName,
+  fmtSig,
+  runStateWord,
+  shortPaths,
+  streamEvents,
+  tick as tickRun,
+  tokenFromFragment,
+} from './format.js';
 
 const html = htm.bind(h);
 
 // ---- token: the link `tempered ui` prints carries it in the fragment; keep it for this tab --------
-const frag = new URLSearchParams(location.hash.slice(1));
-if (frag.get('token')) {
-  sessionStorage.setItem('tempered-token', frag.get('token'));
+const fragToken = tokenFromFragment(location.hash);
+if (fragToken) {
+  sessionStorage.setItem('tempered-token', fragToken);
   history.replaceState(null, '', location.pathname + '#/runs');
 }
 const token = () => sessionStorage.getItem('tempered-token');
@@ -1472,7 +1482,11 @@ function App() {
   else body = html`<${RunsPage} query=${r.query} />`;
   return html`<header>
       <b>tempered</b>${nav.map((n) => html`<a href=${`#/${n}`} class=${page === n ? 'on' : ''}>${n}</a>`)}
-      <span class="who">${token() ? 'token set: actions enabled' : 'no token: read only (open the link `tempered ui` printed)'}</span>
+      <span class="who"
+        >${token()
+          ? 'token set: actions enabled'
+          : 'no token: read only (open the link `tempered ui` printed, or add #token=<TEMPERED_UI_TOKEN> to this address)'}</span
+      >
     </header>
     <main>${body}</main>
     ${banner && html`<div class=${`banner ${banner.ok ? 'ok' : ''}`} id="banner">${banner.text}</div>`}`;

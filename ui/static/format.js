@@ -159,3 +159,17 @@ export async function streamEvents({
     await pause(backoffMs(tries++));
   }
 }
+
+/**
+ * The token in a `#token=…` fragment: the link `tempered ui` prints (URL-encoded) or one a user typed with their
+ * TEMPERED_UI_TOKEN as it is. URLSearchParams would read a typed `+` as a space; a token never holds `%` or `&`.
+ */
+export function tokenFromFragment(hash) {
+  const m = /(?:^#?|&)token=([^&]*)/.exec(hash);
+  if (!m || !m[1]) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+}
