@@ -36,16 +36,20 @@ function find(dir, out = []) {
 }
 
 const args = process.argv.slice(2);
-// The integration files under tests/ go first: they take 10-130 s each against a few seconds for most
-// unit files, and with two files at a time in alphabetical order (tests/ after src/) the run ended on
-// a long integration file beside an idle slot. Unit files last fill the gaps.
-const files = args.some((a) => a.endsWith('.ts')) ? [] : integrationFirst(find(root).sort());
+const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
 const DEADLINE_MIN = Number(process.env.TEMPERED_TEST_DEADLINE_MIN ?? 45);
 const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
 // As /tmp itself: the servers some tests start as another user (PostgreSQL runs as nobody under root)
 // must reach their folders inside it.
 chmodSync(scratch, 0o1777);
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
+// The whole suite runs the integration files under tests/ first: they take 10-130 s each against a
+// few seconds for most unit files, and in name order (tests/ after src/, as `node --test` runs them)
+// the run ended on long integration files beside an idle slot. The short unit files fill the gaps at
+// the end instead. With arguments (a pattern, some files), `node --test` runs them as it does.
+const command = args.length
+  ? ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files]
+  : ['--import', 'tsx', join(root, 'scripts', 'run-test-files.mjs'), ...integrationFirst(files)];
+const r = spawnSync(process.execPath, command, {
   cwd: root,
   stdio: 'inherit',
   env: { ...process.env, TEMPERED_TESTING: '1', TMPDIR: scratch },
