@@ -9,7 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -21,14 +21,10 @@ import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testin
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { resolveModelSource } from '../models/sources.ts';
 import { loadSpecText } from '../spec/load.ts';
-import { ArtifactStore } from '../store/artifact-store.ts';
 import type { ArtifactRef } from '../types.ts';
-import { deployStage } from './deploy.ts';
 import { evaluateStage } from './evaluate.ts';
-import { registerStage } from './register.ts';
 import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
-import { testStageContext } from './stage-context.testing.ts';
-import type { StageContext } from './types.ts';
+import { stageTestbed } from './stage-context.testing.ts';
 
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
 const TEMPLATE =
@@ -49,29 +45,7 @@ function promptTable(path: string, rows: readonly (readonly [string, string])[])
 
 type Metrics = Record<string, any>;
 
-function setup(name: string) {
-  const state = join(root, name);
-  mkdirSync(state, { recursive: true });
-  const store = new ArtifactStore(join(state, 'store'));
-  const logs: string[] = [];
-  const ctx = (stageId: string, runId = 'r1'): StageContext =>
-    testStageContext({
-      root: state,
-      store,
-      baseDir: root,
-      stageId,
-      runId,
-      workDir: mkdtempSync(join(root, 'work-')),
-      log: (m) => void logs.push(m),
-    });
-  const read = (ref: unknown) => JSON.parse(readFileSync(store.pathOf(ref as ArtifactRef), 'utf8')) as Metrics;
-  /** Registers `model` under `name` with the lineage data given, and points `production` at it. */
-  const promote = async (modelName: string, model: ArtifactRef, data?: Record<string, ArtifactRef>) => {
-    const v = await registerStage.run({ name: modelName, model, ...(data ? { data } : {}) }, ctx('register', `reg-${modelName}`));
-    await deployStage.run({ name: modelName, version: v.version as number }, ctx('deploy', `reg-${modelName}`));
-  };
-  return { store, ctx, read, promote, logs };
-}
+const setup = (name: string) => stageTestbed(root, name);
 
 /** The gate-visible scores of a model's own evaluation, without production.* (what production.candidate must equal). */
 function own(m: Metrics): Metrics {

@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, Schema, Utf8 } from 'apache-arrow';
@@ -16,13 +16,8 @@ import { ArrowTableWriter, PROMPT_TEMPLATE_METADATA } from '../data/arrow-io.ts'
 import { Rng } from '../engine/prng.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
 import { resolveModelSource } from '../models/sources.ts';
-import { ArtifactStore } from '../store/artifact-store.ts';
-import type { ArtifactRef } from '../types.ts';
-import { deployStage } from './deploy.ts';
 import { evaluateStage } from './evaluate.ts';
-import { registerStage } from './register.ts';
-import { testStageContext } from './stage-context.testing.ts';
-import type { StageContext } from './types.ts';
+import { stageTestbed } from './stage-context.testing.ts';
 
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
 // The fixture's 64 tokens are capitals and punctuation, no space: its chat template shows a prompt's spaces as `_`.
@@ -83,21 +78,7 @@ function scores(p: Metrics): Metrics {
 const prompt = (input: string) => TEMPLATE.replace('{text}', input);
 
 test('causal LM: production is compared on the test rows whose input alone it was not trained on, the template recorded on either table', async () => {
-  const state = join(root, 'state');
-  mkdirSync(state, { recursive: true });
-  const store = new ArtifactStore(join(state, 'store'));
-  const logs: string[] = [];
-  const ctx = (stageId: string, runId = 'r1'): StageContext =>
-    testStageContext({
-      root: state,
-      store,
-      baseDir: root,
-      stageId,
-      runId,
-      workDir: mkdtempSync(join(root, 'work-')),
-      log: (m) => void logs.push(m),
-    });
-  const read = (ref: unknown) => JSON.parse(readFileSync(store.pathOf(ref as ArtifactRef), 'utf8')) as Metrics;
+  const { store, ctx, read, promote, logs } = stageTestbed(root, 'state');
 
   const trainRecorded = promptTable(join(root, 'train-recorded.arrow'), trainInputs, true);
   const base = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'models') });
@@ -127,11 +108,7 @@ test('causal LM: production is compared on the test rows whose input alone it wa
     ['recorded', trainRecorded],
     ['unrecorded', promptTable(join(root, 'train-unrecorded.arrow'), trainInputs, false)],
   ] as const) {
-    const v = await registerStage.run(
-      { name, model, data: { train: await store.putFile(file, { mediaType: ARROW }) } },
-      ctx('register', `reg-${name}`),
-    );
-    await deployStage.run({ name, version: v.version as number }, ctx('deploy', `reg-${name}`));
+    await promote(name, model, { train: await store.putFile(file, { mediaType: ARROW }) });
   }
   const tests = {
     recorded: await store.putFile(promptTable(join(root, 'test-recorded.arrow'), testInputs, true), { mediaType: ARROW }),

@@ -1,5 +1,9 @@
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ArtifactStore } from '../store/artifact-store.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import type { ArtifactRef } from '../types.ts';
+import { deployStage } from './deploy.ts';
+import { registerStage } from './register.ts';
 import type { StageContext } from './types.ts';
 
 /** A stage's context on a worker whose state folder is `root`, for tests that run a stage kind directly. */
@@ -33,4 +37,33 @@ export function testStageContext(o: {
     progress: o.progress ?? (() => {}),
     log: o.log ?? (() => {}),
   };
+}
+
+/**
+ * A worker's state folder `root/name` with its store, for tests that run the evaluate, register and deploy kinds
+ * directly: contexts whose log lines land in `logs`, a JSON artifact read back, and a model promoted to production.
+ */
+export function stageTestbed(root: string, name: string) {
+  const state = join(root, name);
+  mkdirSync(state, { recursive: true });
+  const store = new ArtifactStore(join(state, 'store'));
+  const logs: string[] = [];
+  const ctx = (stageId: string, runId = 'r1'): StageContext =>
+    testStageContext({
+      root: state,
+      store,
+      baseDir: root,
+      stageId,
+      runId,
+      workDir: mkdtempSync(join(root, 'work-')),
+      log: (m) => void logs.push(m),
+    });
+  // Metrics and reports are read field by field.
+  const read = (ref: unknown) => JSON.parse(readFileSync(store.pathOf(ref as ArtifactRef), 'utf8')) as Record<string, any>;
+  /** Registers `model` under `modelName` with the lineage data given, and points `production` at it. */
+  const promote = async (modelName: string, model: ArtifactRef, data?: Record<string, ArtifactRef>) => {
+    const v = await registerStage.run({ name: modelName, model, ...(data ? { data } : {}) }, ctx('register', `reg-${modelName}`));
+    await deployStage.run({ name: modelName, version: v.version as number }, ctx('deploy', `reg-${modelName}`));
+  };
+  return { store, ctx, read, promote, logs };
 }
