@@ -20,6 +20,7 @@ import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
 import { encodeChatExample, endOfTurnId } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
+import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import type { ChatOptions } from './causal-lm.ts';
 
@@ -48,7 +49,7 @@ export function trainedRendering(modelDir: string): (LmRendering & { maxLength?:
   };
 }
 
-/** The model_type of a model folder's config.json (generation needs the LLaMA family). */
+/** The model_type of a model folder's config.json (generation needs the LLaMA family: llama, mistral, qwen2). */
 export function modelType(modelDir: string): string | undefined {
   const path = join(modelDir, 'config.json');
   if (!existsSync(path)) return undefined;
@@ -125,11 +126,14 @@ export function promptIds(tok: HfTokenizer, modelDir: string, prompt: string, r:
 
 function requireLlama(model: string): void {
   const type = modelType(model);
-  if (type !== 'llama')
-    throw new InputError(`generation needs a LLaMA-family model (model_type "llama"); ${model} is ${JSON.stringify(type)}`, {
-      where: 'evaluate.generation',
-      hint: 'remove generation to score this model by response loss and perplexity only',
-    });
+  if (!isLlamaFamily(type))
+    throw new InputError(
+      `generation needs a LLaMA-family model (model_type ${LLAMA_FAMILY.map((t) => JSON.stringify(t)).join(', ')}); ${model} is ${JSON.stringify(type)}`,
+      {
+        where: 'evaluate.generation',
+        hint: 'remove generation to score this model by response loss and perplexity only',
+      },
+    );
 }
 
 function abortError(signal: AbortSignal): Error {

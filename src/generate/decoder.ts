@@ -1,5 +1,5 @@
 /**
- * A LLaMA-family model ready for generation: its KV-cache graph in an onnxruntime session, the config,
+ * A LLaMA-family model (llama, mistral, qwen2) ready for generation: its KV-cache graph in an onnxruntime session, the config,
  * and (when the folder has one) the tokenizer. `run` is one forward pass over new positions with the
  * cache of the earlier ones; the generation loop is in generate.ts.
  */
@@ -11,7 +11,14 @@ import { runInNewContext } from 'node:vm';
 import * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import { createSessionFromFile, type Device } from '../engine/runtime.ts';
-import { buildLlamaDecoderGraph, readLlamaConfig, type LlamaConfig, type LlamaWeights } from '../models/llama.ts';
+import {
+  LLAMA_FAMILY,
+  buildLlamaDecoderGraph,
+  isLlamaFamily,
+  readLlamaConfig,
+  type LlamaConfig,
+  type LlamaWeights,
+} from '../models/llama.ts';
 import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import { ModelConfig, Weights } from '../models/weights.ts';
 import { loadModel, saveModel } from '../onnx/proto.ts';
@@ -189,14 +196,15 @@ export class Decoder {
   /** The outputs a step reads. */
   private readonly fetches: string[];
 
-  /** A Hugging Face-layout LLaMA folder (config.json, weights, optional tokenizer.json) or a tempered causal-LM export. */
+  /** A Hugging Face-layout LLaMA-family folder (config.json, weights, optional tokenizer.json) or a tempered causal-LM export. */
   static async load(dir: string, opts: DecoderOptions = {}): Promise<Decoder> {
     const raw = ModelConfig.read(dir);
     const type = raw.raw.model_type;
-    if (type !== 'llama') {
-      throw new InputError(`generation supports the LLaMA family (model_type "llama"); this model is ${JSON.stringify(type)}`, {
-        where: `${raw.path}: model_type`,
-      });
+    if (!isLlamaFamily(type)) {
+      throw new InputError(
+        `generation supports the LLaMA family (model_type ${LLAMA_FAMILY.map((t) => JSON.stringify(t)).join(', ')}); this model is ${JSON.stringify(type)}`,
+        { where: `${raw.path}: model_type` },
+      );
     }
     const config = readLlamaConfig(dir);
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;

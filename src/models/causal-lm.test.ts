@@ -19,10 +19,14 @@ async function run(dir: string, ids: number[][], mask: number[][]): Promise<{ da
   return { data: out.logits!.data as Float32Array, dims: out.logits!.dims };
 }
 
-// References: transformers itself (float64, eager attention) and a NumPy float64 re-implementation.
+// References: transformers itself (float64, eager attention) and a NumPy float64 re-implementation. tiny-qwen2 and
+// tiny-mistral (bench/fixtures/make_llama_family_fixtures.py): q/k/v biases and a tied head; a sliding window of 5 on
+// rows of 12.
 for (const [name, suffix] of [
   ['tiny-gpt2', 'logits-hf'],
   ['tiny-llama', 'logits-hf'],
+  ['tiny-qwen2', 'logits-hf'],
+  ['tiny-mistral', 'logits-hf'],
   ['tiny-gpt2', 'logits'],
   ['tiny-llama', 'logits'],
 ] as const) {
@@ -64,6 +68,47 @@ test('causal: a later token never changes earlier logits, and padding never chan
   }
 });
 
+test("Qwen2 and Mistral configs in the hub's older form (rope_theta, no rope_parameters) and the fields their architecture ignores", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'clm-'));
+  const ref = JSON.parse(readFileSync(join(FX, 'tiny-mistral-logits-hf.json'), 'utf8')) as {
+    input_ids: number[][];
+    attention_mask: number[][];
+  };
+  const variant = async (src: string, patch: Record<string, unknown>) => {
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(join(FX, src), dir, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, ...patch }));
+    return (await run(dir, ref.input_ids, ref.attention_mask)).data;
+  };
+  const same = (a: Float32Array, b: Float32Array) => a.every((v, i) => v === b[i]);
+  for (const src of ['tiny-qwen2', 'tiny-mistral']) {
+    const base = await variant(src, {});
+    // Qwen2.5's own config.json: rope_theta at the top, sliding_window set but off (use_sliding_window false), no layer_types.
+    assert.ok(same(base, await variant(src, { rope_parameters: undefined, rope_theta: 1e6, layer_types: undefined })), `${src} rope_theta`);
+    // attention_bias / mlp_bias are LlamaConfig's: Qwen2 has q/k/v biases and Mistral none whatever they say.
+    assert.ok(same(base, await variant(src, { attention_bias: src === 'tiny-mistral', mlp_bias: true })), `${src} bias flags`);
+    assert.ok(!same(base, await variant(src, { rope_parameters: { rope_type: 'default', rope_theta: 1e4 } })), `${src} theta read`);
+  }
+  // Qwen2 ignores sliding_window and max_window_layers while use_sliding_window is false, as transformers does.
+  const qwen = await variant('tiny-qwen2', {});
+  assert.ok(same(qwen, await variant('tiny-qwen2', { sliding_window: 2, max_window_layers: 0 })));
+  // Mistral v0.2+: sliding_window null is full causal attention, which differs from the window of 5 past position 4 only.
+  const windowed = await variant('tiny-mistral', {});
+  const full = await variant('tiny-mistral', { sliding_window: null });
+  const V = 64;
+  let before = 0,
+    after = 0;
+  for (let s = 0; s < 12; s++)
+    for (let v = 0; v < V; v++) {
+      const d = Math.abs(windowed[s * V + v]! - full[s * V + v]!);
+      if (s < 5) before = Math.max(before, d);
+      else after = Math.max(after, d);
+    }
+  assert.ok(before < 1e-5 && after > 0.1, `window changes positions 0-4 by ${before}, 5-11 by ${after}`);
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test('initializers carry Hugging Face names; linear weights are [in, out]', () => {
   const { model } = buildCausalLmGraph(join(FX, 'tiny-llama'));
   const init = model.graph.initializers;
@@ -73,6 +118,10 @@ test('initializers carry Hugging Face names; linear weights are [in, out]', () =
   const gpt = buildCausalLmGraph(join(FX, 'tiny-gpt2')).model.graph.initializers;
   assert.deepEqual(gpt.get('h.0.attn.c_attn.weight')!.dims, [32, 96]);
   assert.ok(!gpt.has('lm_head.weight'), 'GPT-2 head is tied to wte');
+  const qwen = buildCausalLmGraph(join(FX, 'tiny-qwen2')).model.graph.initializers;
+  assert.deepEqual(qwen.get('model.layers.1.self_attn.k_proj.bias')!.dims, [16]);
+  assert.ok(qwen.has('model.layers.0.self_attn.q_proj.bias') && qwen.has('model.layers.0.self_attn.v_proj.bias'));
+  assert.ok(!qwen.has('model.layers.0.self_attn.o_proj.bias') && !qwen.has('lm_head.weight'), 'no o_proj bias; tied head');
 });
 
 test('unsupported config values fail naming the field', () => {
@@ -84,7 +133,26 @@ test('unsupported config values fail naming the field', () => {
     ['tiny-llama', { tie_word_embeddings: 'yes' }, /tie_word_embeddings: must be true or false/],
     ['tiny-gpt2', { activation_function: 'relu' }, /config\.json: activation_function: "relu" is not supported/],
     ['tiny-gpt2', { scale_attn_by_inverse_layer_idx: true }, /scale_attn_by_inverse_layer_idx/],
-    ['tiny-gpt2', { model_type: 't5' }, /model_type: "t5" is not supported; supported: "gpt2", "llama"/],
+    ['tiny-gpt2', { model_type: 't5' }, /model_type: "t5" is not supported; supported: "gpt2", "llama", "mistral", "qwen2"/],
+    // Qwen2's sliding-window layers, rope variants and training-time attention dropout are not implemented.
+    ['tiny-qwen2', { use_sliding_window: true }, /config\.json: use_sliding_window: true is not supported; supported: false/],
+    ['tiny-qwen2', { layer_types: ['full_attention', 'sliding_attention'] }, /config\.json: layer_types: .*"full_attention"/],
+    [
+      'tiny-qwen2',
+      { rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e6 } },
+      /config\.json: rope_parameters\.rope_type: "yarn"/,
+    ],
+    ['tiny-qwen2', { rope_scaling: { type: 'dynamic', factor: 2 } }, /config\.json: rope_scaling: .* not supported/],
+    ['tiny-qwen2', { rope_parameters: { rope_theta: 'big' } }, /config\.json: rope_parameters\.rope_theta: must be a number/],
+    ['tiny-qwen2', { rope_parameters: null, rope_theta: -1 }, /config\.json: rope_theta: must be positive/],
+    ['tiny-qwen2', { partial_rotary_factor: 0.5 }, /config\.json: partial_rotary_factor: 0\.5 is not supported/],
+    ['tiny-qwen2', { attention_dropout: 0.1 }, /config\.json: attention_dropout: 0\.1 is not supported \(attention dropout/],
+    ['tiny-qwen2', { hidden_act: 'gelu' }, /config\.json: hidden_act: "gelu" is not supported/],
+    ['tiny-mistral', { sliding_window: 0 }, /config\.json: sliding_window: must be a positive integer/],
+    ['tiny-mistral', { sliding_window: 2 ** 40 }, /config\.json: sliding_window: is 1099511627776, more than any model/],
+    ['tiny-mistral', { sliding_window: '4096' }, /config\.json: sliding_window: must be a positive integer/],
+    ['tiny-mistral', { num_key_value_heads: 3 }, /config\.json: num_key_value_heads/],
+    ['tiny-mistral', { head_dim: 7 }, /config\.json: head_dim: head_dim 7 must be even/],
     ['tiny-gpt2', { n_embd: 30 }, /n_embd 30 is not a multiple of n_head 4|shape/],
     // Sizes beyond any model are refused before they allocate (a rotary table of 2^31, a graph input per layer of 10^8).
     ['tiny-llama', { head_dim: 2 ** 31 }, /config\.json: head_dim: is 2147483648, more than any model this size field allows \(4096\)/],

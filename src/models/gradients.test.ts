@@ -47,7 +47,7 @@ async function check(
 
 const ids = (rows: number[][]) => ({ data: BigInt64Array.from(rows.flat(), BigInt), dims: [rows.length, rows[0]!.length] });
 
-test('GPT-2, LLaMA and BERT graphs: engine gradients match finite differences', async () => {
+test('GPT-2, LLaMA (llama, qwen2, mistral) and BERT graphs: engine gradients match finite differences', async () => {
   const base = mkdtempSync(join(tmpdir(), 'grad-'));
   const tokens = [
     [72, 101, 108, 108, 111, 44],
@@ -61,6 +61,9 @@ test('GPT-2, LLaMA and BERT graphs: engine gradients match finite differences', 
   for (const [name, dir] of [
     ['gpt2', tinyGpt2Dir(join(base, 'g'), 11, { hidden: 8, layers: 1 })],
     ['llama', tinyLlamaDir(join(base, 'l'), 12, { hidden: 8, layers: 1, heads: 2, kvHeads: 1 })],
+    // q/k/v biases; a sliding window of 3 on rows of 6 (its bias is a constant of the graph: no gradient of its own).
+    ['qwen2', tinyLlamaDir(join(base, 'q'), 14, { hidden: 8, layers: 1, heads: 2, kvHeads: 1, modelType: 'qwen2' })],
+    ['mistral', tinyLlamaDir(join(base, 'm'), 15, { hidden: 8, layers: 1, heads: 2, kvHeads: 1, modelType: 'mistral', slidingWindow: 3 })],
   ] as const) {
     const r = await check(
       buildCausalLmGraph(dir).model,

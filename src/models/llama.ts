@@ -31,6 +31,13 @@ import { readQ4Weights, type Q4LlamaWeights } from './q4-weights.ts';
 import { Q4_OPSET, q4Initializers } from '../engine/quant4.ts';
 import { CHECKPOINTS_METADATA } from '../engine/recompute.ts';
 
+/**
+ * The model_types built by this file: the LLaMA decoder and its close relatives. Mistral is LLaMA with an optional
+ * sliding attention window; Qwen2 is LLaMA with biases on the q/k/v projections (not o_proj).
+ */
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2'] as const;
+export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
+
 export interface LlamaConfig {
   vocabSize: number;
   hidden: number;
@@ -42,20 +49,78 @@ export interface LlamaConfig {
   eps: number;
   ropeTheta: number;
   tieEmbeddings: boolean;
+  /** Biases on q_proj, k_proj and v_proj (LLaMA's attention_bias, always on in Qwen2). */
   attentionBias: boolean;
+  /** A bias on o_proj (when the checkpoint has the tensor); absent: as attentionBias (LLaMA). False for Qwen2. */
+  outputBias?: boolean;
   mlpBias: boolean;
+  /**
+   * Mistral's sliding_window W: a query attends to itself and the W − 1 keys before it, no further back (transformers'
+   * sliding_window_overlay: kv_idx > q_idx − W). Absent: full causal attention.
+   */
+  slidingWindow?: number;
+}
+
+/** Whether a model folder's config.json names a model_type this file builds (no other field is checked). */
+export function isLlamaFamily(modelType: unknown): modelType is LlamaFamilyType {
+  return (LLAMA_FAMILY as readonly unknown[]).includes(modelType);
 }
 
 export function readLlamaConfig(dir: string): LlamaConfig {
   const c = ModelConfig.read(dir);
-  c.oneOf('model_type', ['llama'], 'llama');
+  const type = c.oneOf('model_type', LLAMA_FAMILY, 'llama');
   c.oneOf('hidden_act', ['silu'], 'silu');
   c.unsupportedUnless(
     'rope_scaling',
     () => false,
     'rope_scaling variants (linear, dynamic, llama3, yarn) are not implemented; use a model without rope_scaling',
   );
-  c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
+  // transformers 5 writes rope_theta inside rope_parameters (`{rope_type: "default", rope_theta}`) and reads
+  // rope_scaling as the same field; its other rope types rescale the frequencies.
+  const rope = c.raw.rope_parameters;
+  if (rope !== undefined && rope !== null && (typeof rope !== 'object' || Array.isArray(rope)))
+    throw new InputError(`must be an object, got ${JSON.stringify(rope)}`, { where: `${c.path}: rope_parameters` });
+  const ropeParams = (rope ?? {}) as Record<string, unknown>;
+  const ropeType = ropeParams.rope_type ?? ropeParams.type ?? 'default';
+  if (ropeType !== 'default')
+    throw new InputError(`${JSON.stringify(ropeType)} is not supported (rope scaling variants are not implemented); supported: "default"`, {
+      where: `${c.path}: rope_parameters.rope_type`,
+    });
+  for (const [where, v] of [
+    ['partial_rotary_factor', c.raw.partial_rotary_factor],
+    ['rope_parameters.partial_rotary_factor', ropeParams.partial_rotary_factor],
+  ] as const)
+    if (v !== undefined && v !== null && v !== 1)
+      throw new InputError(`${JSON.stringify(v)} is not supported (rotary embeddings on part of each head); supported: 1`, {
+        where: `${c.path}: ${where}`,
+      });
+  let ropeTheta = c.num('rope_theta', 10000);
+  if (ropeParams.rope_theta !== undefined && ropeParams.rope_theta !== null) {
+    const t = ropeParams.rope_theta;
+    if (typeof t !== 'number' || !Number.isFinite(t))
+      throw new InputError(`must be a number, got ${JSON.stringify(t)}`, { where: `${c.path}: rope_parameters.rope_theta` });
+    ropeTheta = t;
+  }
+  if (!(ropeTheta > 0)) throw new InputError(`must be positive, got ${ropeTheta}`, { where: `${c.path}: rope_theta` });
+  if (type === 'llama') c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
+  // Dropout on the attention probabilities in training: the graph has none, so a model that asks for it is refused
+  // rather than trained differently (released LLaMA, Mistral and Qwen2 configs all say 0.0).
+  c.unsupportedUnless('attention_dropout', (v) => v === 0, 'attention dropout is not implemented for this architecture; supported: 0');
+  let slidingWindow: number | undefined;
+  if (type === 'qwen2') {
+    // Qwen2's window (sliding_window on layers from max_window_layers up) is off in every released model;
+    // transformers ignores sliding_window and max_window_layers while use_sliding_window is false.
+    c.oneOf('use_sliding_window', [false], false);
+    const kinds = c.raw.layer_types;
+    if (kinds !== undefined && kinds !== null && (!Array.isArray(kinds) || kinds.some((k) => k !== 'full_attention')))
+      throw new InputError(`${JSON.stringify(kinds)} is not supported; supported: every layer "full_attention"`, {
+        where: `${c.path}: layer_types`,
+        hint: 'sliding-window layers of Qwen2 are not implemented',
+      });
+  }
+  // Mistral's window applies to every layer (MistralModel reads no layer_types); null in Mistral v0.2 and later.
+  if (type === 'mistral' && c.raw.sliding_window !== undefined && c.raw.sliding_window !== null)
+    slidingWindow = c.int('sliding_window', undefined, 1 << 30);
   // Bounds far beyond real models (the largest have about 128 layers, head_dim 256, hidden 16k): sizes
   // from the file that allocate (rotary tables, a graph input per layer) before any weight is checked.
   const hidden = c.int('hidden_size', undefined, 1 << 17);
@@ -67,6 +132,9 @@ export function readLlamaConfig(dir: string): LlamaConfig {
     });
   const headDim = c.int('head_dim', Math.floor(hidden / heads), 1 << 12);
   if (headDim % 2 !== 0) throw new InputError(`head_dim ${headDim} must be even for rotary embeddings`, { where: `${c.path}: head_dim` });
+  // attention_bias and mlp_bias are LlamaConfig fields: Mistral has no biases and Qwen2 has them on q/k/v only,
+  // whatever those fields say (transformers reads them for llama alone).
+  const llamaBias = type === 'llama' && c.bool('attention_bias', false);
   return {
     vocabSize: c.int('vocab_size', undefined, 1 << 22),
     hidden,
@@ -76,10 +144,12 @@ export function readLlamaConfig(dir: string): LlamaConfig {
     kvHeads,
     headDim,
     eps: c.num('rms_norm_eps', 1e-6),
-    ropeTheta: c.num('rope_theta', 10000),
+    ropeTheta,
     tieEmbeddings: c.bool('tie_word_embeddings', false),
-    attentionBias: c.bool('attention_bias', false),
-    mlpBias: c.bool('mlp_bias', false),
+    attentionBias: type === 'qwen2' || llamaBias,
+    ...(type === 'qwen2' ? { outputBias: false } : {}),
+    mlpBias: type === 'llama' && c.bool('mlp_bias', false),
+    ...(slidingWindow !== undefined ? { slidingWindow } : {}),
   };
 }
 
@@ -140,7 +210,8 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
   // The residual stream between sublayers: what activation recomputation keeps (src/engine/recompute.ts).
   const checkpoints = [x];
   const seqLen = seqLenOf(g, ids);
-  const bias = kvCache ? cachedCausalBias(g, mask, seqLen) : packed ? packedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
+  let bias = kvCache ? cachedCausalBias(g, mask, seqLen) : packed ? packedCausalBias(g, mask, seqLen) : causalBias(g, mask, seqLen);
+  if (cfg.slidingWindow !== undefined) bias = g.op('Add', [bias, windowBias(g, mask, seqLen, cfg.slidingWindow, kvCache)]);
 
   // cos/sin from positions × inverse frequencies, duplicated over both halves (transformers' layout):
   // [seq, dh] for the training graph, [batch, 1, seq, dh] from explicit position_ids for generation.
@@ -190,7 +261,10 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       v = g.op('Concat', [g.op('Transpose', [past[l]!.value], { perm: [1, 2, 0, 3] }), v], { axis: 2 });
     }
     const ctx = mergeHeads(g, attend(q, k, v), nh * dh);
-    x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.attentionBias && w.has(`${p}.self_attn.o_proj.bias`))]);
+    x = g.op('Add', [
+      x,
+      proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, (cfg.outputBias ?? cfg.attentionBias) && w.has(`${p}.self_attn.o_proj.bias`)),
+    ]);
     checkpoints.push(x);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
     const gated = swiGlu(
@@ -242,4 +316,25 @@ function packedCausalBias(g: GraphBuilder, segments: string, seqLen: string): st
   const same = g.op('Equal', [g.op('Unsqueeze', [segments, g.ints([2])]), g.op('Unsqueeze', [segments, g.ints([1])])]);
   const cross = g.op('Where', [same, g.scalar(0), g.scalar(MASK_NEG)]);
   return g.op('Unsqueeze', [g.op('Add', [cross, causal]), g.ints([1])]);
+}
+
+/**
+ * Mistral's sliding window as an additive bias [seq, total]: the key at position j is hidden from the query at
+ * position i when i − j ≥ window (transformers keeps kv_idx > q_idx − window). Positions are indices in the row (the
+ * cache's for generation: left padding shifts a row's queries and keys alike, so their distances are the tokens'),
+ * which in a packed row are also the distances within one example. Never on a key the causal bias already hides
+ * (those have j > i), so the two add to at most one MASK_NEG per key, plus padding's.
+ */
+function windowBias(g: GraphBuilder, mask: string, seqLen: string, window: number, kvCache: boolean): string {
+  const one = g.constant([1], [], 'int64');
+  const scalar = (t: string) => g.op('Squeeze', [t, g.ints([0])]);
+  let qpos: string, kpos: string;
+  if (kvCache) {
+    const total = g.op('Shape', [mask], { start: 1, end: 2 });
+    qpos = g.op('Range', [scalar(g.op('Sub', [total, seqLen])), scalar(total), one]);
+    kpos = g.op('Range', [g.constant([0], [], 'int64'), scalar(total), one]);
+  } else qpos = kpos = positions(g, seqLen);
+  const back = g.op('Sub', [g.op('Unsqueeze', [qpos, g.ints([1])]), g.op('Unsqueeze', [kpos, g.ints([0])])]);
+  const far = g.op('Greater', [back, g.constant([window - 1], [], 'int64')]);
+  return g.op('Where', [far, g.scalar(MASK_NEG), g.scalar(0)]);
 }

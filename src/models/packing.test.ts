@@ -19,7 +19,7 @@ import { IGNORE_INDEX, type CausalEncoding } from './tokenizer.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'packing-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const dir = tinyLlamaDir(join(root, 'llama'), 21, { hidden: 16, layers: 2, heads: 4, kvHeads: 2 });
+const llamaDir = tinyLlamaDir(join(root, 'llama'), 21, { hidden: 16, layers: 2, heads: 4, kvHeads: 2 });
 
 const ex = (ids: number[], scoredFrom: number): CausalEncoding => ({
   inputIds: ids,
@@ -45,79 +45,95 @@ test("first-fit decreasing packing: segments, restarting positions, and no label
   );
   assert.throws(
     () => buildCausalLmGraph(tinyGpt2Dir(join(root, 'gpt2'), 1, { hidden: 8, layers: 1 }), { packed: true }),
-    (e: unknown) => e instanceof InputError && /packing is implemented for llama models, not gpt2/.test(e.message),
+    (e: unknown) =>
+      e instanceof InputError && /packing is implemented for LLaMA-family models \(llama, mistral, qwen2\), not gpt2/.test(e.message),
   );
 });
 
-test("an example's logits in a packed row equal its logits alone, and do not move when its row-mates change", async () => {
-  const plain = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(dir).model), { intraOpNumThreads: 1 });
-  const packed = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(dir, { packed: true }).model), { intraOpNumThreads: 1 });
-  const alone = async (ids: number[]) =>
-    (
-      await plain.run({
-        input_ids: i64(ids, [1, ids.length]),
-        attention_mask: i64(
-          ids.map(() => 1),
-          [1, ids.length],
-        ),
-      })
-    ).logits!.data as Float32Array;
-  const rng = new Rng(5);
-  const draw = (n: number) => Array.from({ length: n }, () => 3 + rng.int(60));
-  const a = draw(5),
-    b = draw(4),
-    c = draw(3);
-  const row = async (examples: number[][]) => {
+// Mistral's window of 3 is shorter than the examples: it counts back within the example, as alone.
+const mistral = tinyLlamaDir(join(root, 'mistral'), 22, {
+  hidden: 16,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  modelType: 'mistral',
+  slidingWindow: 3,
+});
+for (const [name, dir] of [
+  ['llama', llamaDir],
+  ['mistral', mistral],
+] as const)
+  test(`${name}: an example's logits in a packed row equal its logits alone, and do not move when its row-mates change`, async () => {
+    const plain = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(dir).model), { intraOpNumThreads: 1 });
+    const packed = await ort.InferenceSession.create(encodeModel(buildCausalLmGraph(dir, { packed: true }).model), {
+      intraOpNumThreads: 1,
+    });
+    const alone = async (ids: number[]) =>
+      (
+        await plain.run({
+          input_ids: i64(ids, [1, ids.length]),
+          attention_mask: i64(
+            ids.map(() => 1),
+            [1, ids.length],
+          ),
+        })
+      ).logits!.data as Float32Array;
+    const rng = new Rng(5);
+    const draw = (n: number) => Array.from({ length: n }, () => 3 + rng.int(60));
+    const a = draw(5),
+      b = draw(4),
+      c = draw(3);
+    const row = async (examples: number[][]) => {
+      const p = packSequences(
+        examples.map((e) => ex(e, 0)),
+        16,
+        0,
+      );
+      assert.equal(p.rows, 1);
+      const out = await packed.run({
+        input_ids: i64(p.inputIds, [1, 16]),
+        attention_mask: i64(p.segments, [1, 16]),
+        position_ids: i64(p.positionIds, [1, 16]),
+      });
+      return { logits: out.logits!.data as Float32Array, V: out.logits!.dims[2]!, members: p.members[0]! };
+    };
+    let maxDiff = 0;
+    const r = await row([a, b, c]);
+    let at = 0;
+    for (const m of r.members) {
+      const e = [a, b, c][m]!;
+      const ref = await alone(e);
+      for (let k = 0; k < ref.length; k++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[at * r.V + k]! - ref[k]!));
+      at += e.length;
+    }
+    assert.ok(maxDiff < 1e-5, `packed vs alone: max abs logit diff ${maxDiff}`);
+    // The same row with a's tokens replaced: b's and c's logits are unchanged, a's do change.
+    const a2 = draw(5);
+    const r2 = await row([a2, b, c]);
+    assert.deepEqual(r2.members, r.members);
+    assert.deepEqual(r.members, [0, 1, 2]);
+    const slice = (x: Float32Array, from: number, n: number) => Array.from(x.subarray(from * r.V, (from + n) * r.V));
+    assert.deepEqual(slice(r2.logits, 5, 7), slice(r.logits, 5, 7));
+    assert.notDeepEqual(slice(r2.logits, 0, 5), slice(r.logits, 0, 5));
+    // Without the block-diagonal mask b would see a: the unpacked graph on the same row gives other logits for b.
     const p = packSequences(
-      examples.map((e) => ex(e, 0)),
+      [a, b, c].map((e) => ex(e, 0)),
       16,
       0,
     );
-    assert.equal(p.rows, 1);
-    const out = await packed.run({
-      input_ids: i64(p.inputIds, [1, 16]),
-      attention_mask: i64(p.segments, [1, 16]),
-      position_ids: i64(p.positionIds, [1, 16]),
-    });
-    return { logits: out.logits!.data as Float32Array, V: out.logits!.dims[2]!, members: p.members[0]! };
-  };
-  let maxDiff = 0;
-  const r = await row([a, b, c]);
-  let at = 0;
-  for (const m of r.members) {
-    const e = [a, b, c][m]!;
-    const ref = await alone(e);
-    for (let k = 0; k < ref.length; k++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[at * r.V + k]! - ref[k]!));
-    at += e.length;
-  }
-  assert.ok(maxDiff < 1e-5, `packed vs alone: max abs logit diff ${maxDiff}`);
-  // The same row with a's tokens replaced: b's and c's logits are unchanged, a's do change.
-  const a2 = draw(5);
-  const r2 = await row([a2, b, c]);
-  assert.deepEqual(r2.members, r.members);
-  assert.deepEqual(r.members, [0, 1, 2]);
-  const slice = (x: Float32Array, from: number, n: number) => Array.from(x.subarray(from * r.V, (from + n) * r.V));
-  assert.deepEqual(slice(r2.logits, 5, 7), slice(r.logits, 5, 7));
-  assert.notDeepEqual(slice(r2.logits, 0, 5), slice(r.logits, 0, 5));
-  // Without the block-diagonal mask b would see a: the unpacked graph on the same row gives other logits for b.
-  const p = packSequences(
-    [a, b, c].map((e) => ex(e, 0)),
-    16,
-    0,
-  );
-  const leaky = (
-    await plain.run({
-      input_ids: i64(p.inputIds, [1, 16]),
-      attention_mask: i64(
-        Array.from(p.segments, (s) => (s > 0 ? 1 : 0)),
-        [1, 16],
-      ),
-    })
-  ).logits!.data as Float32Array;
-  assert.notDeepEqual(slice(leaky, 5, 4), slice(r.logits, 5, 4));
-  await plain.release();
-  await packed.release();
-});
+    const leaky = (
+      await plain.run({
+        input_ids: i64(p.inputIds, [1, 16]),
+        attention_mask: i64(
+          Array.from(p.segments, (s) => (s > 0 ? 1 : 0)),
+          [1, 16],
+        ),
+      })
+    ).logits!.data as Float32Array;
+    assert.notDeepEqual(slice(leaky, 5, 4), slice(r.logits, 5, 4));
+    await plain.release();
+    await packed.release();
+  });
 
 test('the packed graph trains: engine gradients match finite differences', async () => {
   const small = tinyLlamaDir(join(root, 'small'), 12, { hidden: 8, layers: 1, heads: 2, kvHeads: 1 });

@@ -318,8 +318,16 @@ export function tinyGpt2Dir(dir: string, seed: number, opts: TinyOptions = {}): 
   return dir;
 }
 
-/** A tiny LLaMA causal LM (GQA with 2 query heads per kv head, untied head) with a byte-level BPE tokenizer. */
-export function tinyLlamaDir(dir: string, seed: number, opts: TinyOptions & { kvHeads?: number } = {}): string {
+/**
+ * A tiny LLaMA causal LM (GQA with 2 query heads per kv head, untied head) with a byte-level BPE tokenizer. `modelType`
+ * qwen2 adds q/k/v biases (drawn after every other weight, so a seed gives the same LLaMA weights); mistral takes
+ * `slidingWindow` (absent: null, as Mistral v0.2+).
+ */
+export function tinyLlamaDir(
+  dir: string,
+  seed: number,
+  opts: TinyOptions & { kvHeads?: number; modelType?: 'llama' | 'qwen2' | 'mistral'; slidingWindow?: number } = {},
+): string {
   mkdirSync(dir, { recursive: true });
   const { tokenizer, config: tokCfg, vocabSize } = tinyByteLevelTokenizer();
   const H = opts.hidden ?? 16;
@@ -344,10 +352,20 @@ export function tinyLlamaDir(dir: string, seed: number, opts: TinyOptions & { kv
   }
   add('model.norm.weight', [H], 'ones');
   add('lm_head.weight', [vocabSize, H]);
+  const type = opts.modelType ?? 'llama';
+  if (type === 'qwen2')
+    for (let l = 0; l < L; l++)
+      for (const [m, n] of [
+        ['q_proj', heads],
+        ['k_proj', kv],
+        ['v_proj', kv],
+      ] as const)
+        add(`model.layers.${l}.self_attn.${m}.bias`, [n * dh]);
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt', 'tempered.tiny.seed': String(seed) });
   writeJson(join(dir, 'config.json'), {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
+    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' }[type]],
+    model_type: type,
+    ...(type === 'qwen2' ? { use_sliding_window: false } : type === 'mistral' ? { sliding_window: opts.slidingWindow ?? null } : {}),
     vocab_size: vocabSize,
     hidden_size: H,
     intermediate_size: I,
