@@ -146,11 +146,18 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
   mkdirSync(tmp, { recursive: true });
   const sh = data.manifest.shapes;
   const tensors = (m: Map<string, TypedArray>) => new Map([...m].map(([k, v]) => [k, toSafe(v, sh[k] ?? [v.length])]));
-  writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), { format: 'tempered' });
-  writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), { format: 'tempered' });
-  if (data.history) writeFileSync(join(tmp, HISTORY_FILE), historyText(data.history));
-  if (storeBest) writeSafetensors(join(tmp, BEST_WEIGHTS_FILE), tensors(data.bestParams!), { format: 'tempered' });
-  writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
+  try {
+    writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), { format: 'tempered' });
+    writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), { format: 'tempered' });
+    if (data.history) writeFileSync(join(tmp, HISTORY_FILE), historyText(data.history));
+    if (storeBest) writeSafetensors(join(tmp, BEST_WEIGHTS_FILE), tensors(data.bestParams!), { format: 'tempered' });
+    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
+  } catch (e) {
+    // A checkpoint cut short by a full disk holds most of the space it lacked: freed now, as the
+    // writer lives on (a retry in the same worker) and removeStaleTemps clears only dead writers' folders.
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
   if (existsSync(dir)) {
     const old = `${tmp}.old`;
     renameSync(dir, old);

@@ -219,8 +219,14 @@ export class StageCache {
     // miss (it must parse, name its own key, and every artifact it names is verified), so the stage
     // runs again and writes it afresh. A flush to disk would cost every stage a millisecond or more
     // to save a rerun after a crash.
-    await fsp.writeFile(tmp, text, { flag: 'wx' });
-    await fsp.rename(tmp, p);
+    try {
+      await fsp.writeFile(tmp, text, { flag: 'wx' });
+      await fsp.rename(tmp, p);
+    } catch (e) {
+      // A record cut short by a full disk would hold the space it lacked until the cache is cleared.
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
   }
 
   async evict(key: string): Promise<void> {
