@@ -23,7 +23,11 @@ export function llamaConfigFromGguf(g: GgufFile, ggufFile: string): Record<strin
   if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new InputError(
       `GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${SUPPORTED_GGUF_ARCHITECTURES.join(', ')})`,
-      { where: `${g.path}: general.architecture` },
+      {
+        where: `${g.path}: general.architecture`,
+        // Qwen2 GGUFs store their q/k/v biases and rope layout under their own keys, which this reader does not map.
+        hint: 'Mistral GGUFs use architecture "llama"; for Qwen2 use its Hugging Face folder (config.json + model.safetensors), which loads as model_type qwen2',
+      },
     );
   }
   const k = (name: string) => `${arch}.${name}`;

@@ -202,7 +202,10 @@ test('GGUF files tempered cannot place are refused with the key or tensor named'
   g.metadata.set('general.architecture', 'qwen2');
   assert.throws(
     () => llamaConfigFromGguf(g, 'x.gguf'),
-    (e: unknown) => e instanceof InputError && /architecture "qwen2" is not supported \(supported: llama\)/.test(e.message),
+    (e: unknown) =>
+      e instanceof InputError &&
+      /architecture "qwen2" is not supported \(supported: llama\)/.test(e.message) &&
+      /Hugging Face folder .* model_type qwen2/.test(e.hint ?? ''),
   );
   g.metadata.set('general.architecture', 'llama');
   g.metadata.set('llama.rope.scaling.type', 'yarn');
