@@ -5,9 +5,11 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Context, CancelledFailure } from '@temporalio/activity';
-import { InputError, IntegrityError } from '../src/errors.ts';
+import { DiskFullError, InputError, IntegrityError } from '../src/errors.ts';
+import { diskFullError, isDiskFull } from '../src/util/disk-full.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { configForKind } from '../src/stages/plugin-kinds.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
@@ -230,8 +232,14 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           stage: req.stageId,
         });
       }
+      if (isDiskFull(err) && !(err instanceof DiskFullError)) {
+        // The places a stage writes, TEMPERED_HOME first: of those on one disk, the first is named.
+        const paths = statePaths(deps.stateDir);
+        err = diskFullError(err, [deps.stateDir, deps.store.root, paths.checkpoints, paths.cache, paths.progress, tmpdir()]);
+      }
       throw asActivityFailure(
         err instanceof InputError ? inStage(err, { id: req.stageId, kind: kind.kind, withSchema: kind.withSchema }) : err,
+        actx.info.attempt,
       );
     } finally {
       // The stage's last points are stored before it reports done, so its finished curve is whole;

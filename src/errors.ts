@@ -51,6 +51,35 @@ export class IntegrityError extends Error {
 }
 
 /**
+ * A write found its disk full (ENOSPC, EDQUOT, SQLITE_FULL): an environment fault, which no retry
+ * fixes by itself but freeing space does. The activity adapters retry it after a wait long enough for
+ * someone to free space (or for the retry to land on another worker); the message names the folder
+ * whose disk is full and the hint says what to do. Built by `diskFullError` (util/disk-full.ts).
+ */
+export class DiskFullError extends Error {
+  override name = 'DiskFullError';
+  /** A folder on the disk that is full (the most specific one known). */
+  readonly path: string;
+  /** Bytes free on that disk when the error was built (the failed write's partial file gone). */
+  readonly freeBytes?: number;
+  readonly totalBytes?: number;
+  /** What the failed write needed, where that is known (a file copied into the store). */
+  readonly neededBytes?: number;
+  readonly hint: string;
+  constructor(
+    message: string,
+    opts: { path: string; freeBytes?: number; totalBytes?: number; neededBytes?: number; hint: string; cause?: unknown },
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.path = opts.path;
+    this.freeBytes = opts.freeBytes;
+    this.totalBytes = opts.totalBytes;
+    this.neededBytes = opts.neededBytes;
+    this.hint = opts.hint;
+  }
+}
+
+/**
  * A stage kind broke its own contract (its outputs against their declaration). A bug in the kind's
  * code, most likely a plugin's: another attempt would do the same, so it is not retried.
  */

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { InputError, IntegrityError } from '../errors.ts';
+import { DiskFullError, InputError, IntegrityError } from '../errors.ts';
 import { fromWire, toWire } from './protocol.ts';
 
 test('an InputError crosses the process boundary with its class, message, where, hint and code', () => {
@@ -40,4 +40,39 @@ test("a plugin's error class keeps its type across the boundary; a class only na
   assert.equal(impostor.constructor.name, 'Impostor');
   // From a child of an older release, which sent no type: the name decides, as before.
   assert.ok(fromWire({ name: 'InputError', message: 'x' }) instanceof InputError);
+});
+
+// A stage in its own process that ran out of disk: the worker tells a full disk by the error's code
+// (ENOSPC, SQLITE_FULL), which it lost on the way, so a checkpoint write's ENOSPC came out as a plain Error.
+test('a system error keeps its code and file across the boundary; a DiskFullError its class and fields', () => {
+  const enospc = Object.assign(new Error("ENOSPC: no space left on device, copyfile 'a' -> 'b'"), {
+    code: 'ENOSPC',
+    errno: -28,
+    path: '/x/a',
+    dest: '/y/b',
+  });
+  const back = fromWire(structuredClone(toWire(enospc))) as NodeJS.ErrnoException & { dest?: string };
+  assert.equal(back.code, 'ENOSPC');
+  assert.equal(back.path, '/x/a');
+  assert.equal(back.dest, '/y/b');
+  assert.equal(back.message, enospc.message);
+  const full = new DiskFullError('no space left on the disk that holds /h', {
+    path: '/h',
+    freeBytes: 0,
+    totalBytes: 10,
+    neededBytes: 5,
+    hint: 'free it',
+  });
+  const fullBack = fromWire(structuredClone(toWire(full)));
+  assert.ok(fullBack instanceof DiskFullError);
+  assert.deepEqual(
+    {
+      path: fullBack.path,
+      freeBytes: fullBack.freeBytes,
+      totalBytes: fullBack.totalBytes,
+      neededBytes: fullBack.neededBytes,
+      hint: fullBack.hint,
+    },
+    { path: '/h', freeBytes: 0, totalBytes: 10, neededBytes: 5, hint: 'free it' },
+  );
 });

@@ -6,7 +6,7 @@
  * child → parent: `progress` (fraction, message, metrics), `checkpoint` (resume data: what a retry
  * continues from), `log`, then exactly one of `result` or `error`.
  */
-import { InputError, IntegrityError, type InputErrorCode } from '../errors.ts';
+import { DiskFullError, InputError, IntegrityError, type InputErrorCode } from '../errors.ts';
 import type { PluginFile } from '../stages/plugin-file.ts';
 import type { StageContext } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
@@ -51,18 +51,55 @@ export interface WireError {
   stack?: string;
   where?: string;
   hint?: string;
-  /** InputError: its kind, when it has one. */
-  code?: InputErrorCode;
+  /**
+   * InputError: its kind, when it has one. Any other error: its `code` as Node's system errors
+   * (ENOSPC) and SQLite's (SQLITE_FULL) carry it, so the worker can tell a full disk.
+   */
+  code?: InputErrorCode | string;
   /** IntegrityError: the damaged store object. */
   sha256?: string;
+  /** A system error's file and, for a copy or a rename, its destination. */
+  path?: string;
+  dest?: string;
+  /** DiskFullError: its fields. */
+  diskFull?: { path: string; freeBytes?: number; totalBytes?: number; neededBytes?: number; hint: string };
 }
 
 export function toWire(err: unknown): WireError {
   if (err instanceof Error) {
-    const e = err as Error & { where?: string; hint?: string; code?: InputErrorCode; sha256?: string };
+    const e = err as Error & { where?: string; hint?: string; code?: unknown; sha256?: string; path?: unknown; dest?: unknown };
     const type =
-      err instanceof InputError ? OWN.input : err instanceof IntegrityError ? OWN.integrity : (err.constructor as { name?: string })?.name;
-    return { name: e.name, type, message: e.message, stack: e.stack, where: e.where, hint: e.hint, code: e.code, sha256: e.sha256 };
+      err instanceof InputError
+        ? OWN.input
+        : err instanceof IntegrityError
+          ? OWN.integrity
+          : err instanceof DiskFullError
+            ? OWN.diskFull
+            : (err.constructor as { name?: string })?.name;
+    const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+    return {
+      name: e.name,
+      type,
+      message: e.message,
+      stack: e.stack,
+      where: e.where,
+      hint: e.hint,
+      code: text(e.code),
+      sha256: e.sha256,
+      path: text(e.path),
+      dest: text(e.dest),
+      ...(err instanceof DiskFullError
+        ? {
+            diskFull: {
+              path: err.path,
+              freeBytes: err.freeBytes,
+              totalBytes: err.totalBytes,
+              neededBytes: err.neededBytes,
+              hint: err.hint,
+            },
+          }
+        : {}),
+    };
   }
   return { name: 'Error', message: String(err) };
 }
@@ -76,21 +113,25 @@ export function fromWire(w: WireError): Error {
   // A child of an older release sent no type: its name decided.
   const type = w.type ?? (w.name === 'InputError' ? OWN.input : w.name === 'IntegrityError' ? OWN.integrity : w.name);
   if (type === OWN.input) {
-    err = new InputError(w.message, { hint: w.hint, code: w.code });
+    err = new InputError(w.message, { hint: w.hint, code: w.code as InputErrorCode | undefined });
     // The message already starts with `where`; the constructor would prefix it a second time.
     Object.assign(err, { where: w.where });
   } else if (type === OWN.integrity) {
     err = new IntegrityError(w.message, { sha256: w.sha256 });
+  } else if (type === OWN.diskFull && w.diskFull) {
+    err = new DiskFullError(w.message, w.diskFull);
   } else {
     err = new (namedErrorClass(type))(w.message);
     err.name = w.name;
+    // What tells a system error apart (ENOSPC from EIO) and names its file.
+    for (const k of ['code', 'path', 'dest'] as const) if (w[k] !== undefined) Object.assign(err, { [k]: w[k] });
   }
   if (w.stack) err.stack = w.stack;
   return err;
 }
 
 /** Tags for tempered's own error classes (a plugin's class may be named like them). */
-const OWN = { input: 'tempered:InputError', integrity: 'tempered:IntegrityError' } as const;
+const OWN = { input: 'tempered:InputError', integrity: 'tempered:IntegrityError', diskFull: 'tempered:DiskFullError' } as const;
 
 /** An Error subclass whose constructor has `name`, so the failure keeps the type the child's error had. */
 function namedErrorClass(name: string): new (message: string) => Error {

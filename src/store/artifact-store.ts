@@ -15,6 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants, existsSync, lstatSync, mkdirSync, promises as fsp, readdirSync } from 'node:fs';
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { IntegrityError, InputError } from '../errors.ts';
+import { diskFullError, isDiskFull } from '../util/disk-full.ts';
 import { writeFileDurable } from '../util/durable-write.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { processAlive } from '../util/process-alive.ts';
@@ -263,7 +264,7 @@ export class ArtifactStore {
         await fsp.copyFile(src, staged, fsConstants.COPYFILE_EXCL);
       } catch (e) {
         await fsp.rm(staged, { force: true });
-        throw e;
+        throw isDiskFull(e) ? diskFullError(e, [this.root], { neededBytes: st.size }) : e;
       }
     }
     try {
@@ -284,7 +285,9 @@ export class ArtifactStore {
   async putBytes(data: Uint8Array | string, opts: PutOptions): Promise<ArtifactRef> {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const staged = this.tempPath();
-    await writeFileDurable(staged, buf);
+    await writeFileDurable(staged, buf).catch((e: unknown) => {
+      throw isDiskFull(e) ? diskFullError(e, [this.root], { neededBytes: buf.length }) : e;
+    });
     return this.commit(staged, createHash('sha256').update(buf).digest('hex'), buf.length, opts);
   }
 

@@ -1,0 +1,86 @@
+/**
+ * Telling a full disk from other failures, and saying which disk. Node's ENOSPC from a write names no
+ * file (`ENOSPC: no space left on device, write`) and SQLite's SQLITE_FULL says "database or disk is
+ * full": neither tells a user where to free space. `diskFullError` looks at the folders the failed
+ * work wrote to and names the one on the disk with the least space left.
+ */
+import { existsSync, statSync, statfsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { DiskFullError } from '../errors.ts';
+
+/** Error codes of a write refused for want of space: Node's errno codes and SQLite's. */
+const FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
+
+/** Whether `e` (or an error it was caused by) is a write refused for want of space. */
+export function isDiskFull(e: unknown): boolean {
+  for (let i = 0; i < 8 && e instanceof Error; i++, e = e.cause) {
+    if (e instanceof DiskFullError) return true;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && FULL_CODES.has(code)) return true;
+  }
+  return false;
+}
+
+export function bytesText(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+/** The free and total bytes of the disk that holds `path` (its nearest existing folder), or undefined. */
+export function diskSpace(path: string): { path: string; free: number; total: number; dev: number } | undefined {
+  let p = resolve(path);
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  try {
+    const fs = statfsSync(p);
+    return { path: p, free: fs.bavail * fs.bsize, total: fs.blocks * fs.bsize, dev: statSync(p).dev };
+  } catch {
+    return undefined;
+  }
+}
+
+export const DISK_FULL_HINT =
+  'free space on that disk, or point TEMPERED_HOME (or TMPDIR, for temporary files) at a larger one, then `tempered resume <run>`: ' +
+  'finished stages are reused and a training continues from its last checkpoint. `tempered store gc --collect` deletes the stored ' +
+  'artifacts that nothing keeps (see `tempered store gc` for what it would delete)';
+
+/**
+ * `e`, a full disk's error, as a DiskFullError naming the folder whose disk is full: the file the
+ * error names if it does, else, of `folders` (the places the failed work writes to, most specific
+ * first), one on the disk with the least space left. An error that is one already is returned as it is.
+ */
+export function diskFullError(e: unknown, folders: readonly string[], opts: { neededBytes?: number; hint?: string } = {}): DiskFullError {
+  if (e instanceof DiskFullError) return e;
+  // Where the write failed, when the error says (a copy's destination, an open's or a mkdir's path).
+  const named = [(e as { dest?: unknown })?.dest, (e as { path?: unknown })?.path].find((p): p is string => typeof p === 'string');
+  let where: string | undefined;
+  let space: ReturnType<typeof diskSpace>;
+  if (named !== undefined) {
+    where = dirname(named);
+    space = diskSpace(named);
+  } else {
+    const seen = new Set<number>();
+    for (const folder of folders) {
+      const s = diskSpace(folder);
+      // The first folder listed on each disk is the most specific one the caller knows of.
+      if (!s || seen.has(s.dev)) continue;
+      seen.add(s.dev);
+      if (!space || s.free < space.free) [where, space] = [folder, s];
+    }
+  }
+  where ??= folders[0] ?? '.';
+  const facts = [
+    ...(space ? [`${bytesText(space.free)} free of ${bytesText(space.total)}`] : []),
+    ...(opts.neededBytes !== undefined ? [`this write needed ${bytesText(opts.neededBytes)}`] : []),
+  ];
+  const original = e instanceof Error ? e.message : String(e);
+  return new DiskFullError(`no space left on the disk that holds ${where}${facts.length ? ` (${facts.join('; ')})` : ''}: ${original}`, {
+    path: where,
+    freeBytes: space?.free,
+    totalBytes: space?.total,
+    neededBytes: opts.neededBytes,
+    hint: opts.hint ?? DISK_FULL_HINT,
+    cause: e,
+  });
+}
