@@ -10,33 +10,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier } from '../src/finetune/classifier.ts';
 import { loadPredictor } from '../src/finetune/predictor.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
+import { syntheticRows } from '../src/finetune/synthetic-text.testing.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
+import { exportTinyClassifier } from './tiny-classifier.ts';
 const root = mkdtempSync(join(tmpdir(), 'lone-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const outDir = join(root, 'out');
-await trainClassifier({
-  modelDir: tinyBertDir(join(root, 'model'), 7, { ...TINY_MINILM, hidden: 128, layers: 4, heads: 4, intermediate: 512 }),
-  train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
-  labels: ['negative', 'positive'],
-  method: 'head',
-  lr: 1e-3,
-  maxSteps: 2,
-  batchSize: 16,
-  schedule: 'constant',
-  weightDecay: 0,
-  seed: 1,
-  maxLength: 64,
-  pooling: 'mean',
-  device: 'cpu',
-  threads: 2,
-  checkpointDir: join(root, 'ck'),
-  checkpointEvery: 0,
-  outDir,
-});
+const outDir = await exportTinyClassifier(root, { hidden: 128, layers: 4, threads: 2 });
 const texts = syntheticRows(256, 7).map((r) => r.text);
 const d = await loadPredictor(outDir, { threads: 2 });
 const p = await loadPooledPredictor(outDir, { threads: 2, workers: 1 });

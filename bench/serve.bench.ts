@@ -15,14 +15,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier } from '../src/finetune/classifier.ts';
 import { loadPredictor } from '../src/finetune/predictor.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
+import { syntheticRows } from '../src/finetune/synthetic-text.testing.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import type { Predictor } from '../src/serve/types.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
 import { probeHealth } from './common.ts';
+import { exportTinyClassifier } from './tiny-classifier.ts';
 
 const requests = Number(process.argv[2] ?? 200);
 const levels = (process.argv[3] ?? '1,8,32').split(',').map(Number);
@@ -33,32 +32,7 @@ const rounds = Number(process.argv[7] ?? 2);
 const TOKEN = 'bench-token-123456';
 const root = mkdtempSync(join(tmpdir(), 'bench-serve-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
-const outDir = join(root, 'out');
-await trainClassifier({
-  modelDir: tinyBertDir(join(root, 'model'), 7, {
-    ...TINY_MINILM,
-    hidden,
-    layers,
-    heads: Math.max(1, hidden / 32),
-    intermediate: hidden * 4,
-  }),
-  train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
-  labels: ['negative', 'positive'],
-  method: 'head',
-  lr: 1e-3,
-  maxSteps: 2,
-  batchSize: 16,
-  schedule: 'constant',
-  weightDecay: 0,
-  seed: 1,
-  maxLength: 64,
-  pooling: 'mean',
-  device: 'cpu',
-  threads,
-  checkpointDir: join(root, 'ck'),
-  checkpointEvery: 0,
-  outDir,
-});
+const outDir = await exportTinyClassifier(root, { hidden, layers, threads });
 const texts = syntheticRows(256, 7).map((r) => r.text);
 
 const pct = (xs: number[], p: number) => {
