@@ -5,7 +5,10 @@
 import type { CliContext } from './context.ts';
 import { HelpRequested, UsageError } from './args.ts';
 import { CliError } from './errors.ts';
+import { tmpdir } from 'node:os';
 import { InputError } from '../src/errors.ts';
+import { diskFullError, isDiskFull, lowSpaceNote } from '../src/util/disk-full.ts';
+import { stateDir } from '../infra/state.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
 
@@ -146,8 +149,17 @@ if (isEntry) {
         exitWhenWritten(err instanceof CliError ? err.exitCode : 2);
         return;
       }
-      console.error(`tempered: ${err.message ?? String(err)}`);
-      if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
+      // The state folder and the temp folder: where a command writes.
+      const folders = [stateDir(), tmpdir()];
+      if (isDiskFull(err)) {
+        const full = diskFullError(err, folders);
+        console.error(`tempered: ${full.message}\n  ${full.hint}`);
+      } else {
+        console.error(`tempered: ${err.message ?? String(err)}`);
+        if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
+        const note = lowSpaceNote(folders);
+        if (note) console.error(`  ${note}`);
+      }
       if (process.env.TEMPERED_DEBUG) console.error(err.stack);
       else console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
       exitWhenWritten(1);

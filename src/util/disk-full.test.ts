@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../audit/log.ts';
 import { DiskFullError } from '../errors.ts';
-import { diskFullError, isDiskFull } from './disk-full.ts';
+import { diskFullError, isDiskFull, lowSpaceNote } from './disk-full.ts';
 import { fillDisk, mountTmpfs } from './tmpfs.testing.ts';
 
 /** The error of a write to a file on a full disk (Node's: no path in it). */
@@ -87,3 +87,20 @@ async function fullAndFreed(log: Awaited<ReturnType<typeof openAudit>>, disk: st
     ['run-0', 'run-1', 'run-2', 'after'],
   );
 }
+
+// The Temporal dev server keeps its database under TEMPERED_HOME: on a full disk it answers "shard status
+// unknown", and `tempered submit --wait` ended with "tempered: Failed to describe workflow" and nothing else.
+test('a failure that says nothing of space gets a note while a disk it writes to is full, and none while there is room', (t) => {
+  const disk = mountTmpfs(t, 512);
+  const home = join(disk, 'home');
+  const other = mkdtempSync(join(tmpdir(), 'tempered-other-'));
+  t.after(() => rmSync(other, { recursive: true, force: true }));
+  assert.equal(lowSpaceNote([other, home]), undefined);
+  const filler = fillDisk(disk);
+  assert.match(
+    lowSpaceNote([other, home]) ?? '',
+    /^note: the disk that holds .*\/home has 0 B free of 512\.0 KiB, .*Temporal dev server.*free space there/,
+  );
+  rmSync(filler);
+  assert.equal(lowSpaceNote([other, home]), undefined);
+});

@@ -84,3 +84,21 @@ export function diskFullError(e: unknown, folders: readonly string[], opts: { ne
     cause: e,
   });
 }
+
+/**
+ * A note for a failure whose error says nothing of space while a disk it may have written to is
+ * (nearly) full: the Temporal dev server, whose database is in TEMPERED_HOME, answers "shard status
+ * unknown" and the CLI "Failed to describe workflow" when that disk is full. Undefined when every
+ * disk of `folders` has room (less than 64 MiB free, or 5 % of a small disk, counts as full).
+ */
+export function lowSpaceNote(folders: readonly string[]): string | undefined {
+  const seen = new Set<number>();
+  for (const folder of folders) {
+    const s = diskSpace(folder);
+    if (!s || seen.has(s.dev)) continue;
+    seen.add(s.dev);
+    if (s.free < Math.min(64 * 1024 ** 2, s.total * 0.05))
+      return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (\`tempered resume <run>\` takes a failed run up again)`;
+  }
+  return undefined;
+}
