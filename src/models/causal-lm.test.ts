@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { encodeModel } from '../onnx/proto.ts';
 import { InputError } from '../errors.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
+import { readLlamaConfig } from './llama.ts';
 
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 
@@ -106,6 +107,20 @@ test("Qwen2 and Mistral configs in the hub's older form (rope_theta, no rope_par
       else after = Math.max(after, d);
     }
   assert.ok(before < 1e-5 && after > 0.1, `window changes positions 0-4 by ${before}, 5-11 by ${after}`);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("a Mistral config without sliding_window has transformers' default window of 4096; null has none", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'clm-'));
+  cpSync(join(FX, 'tiny-mistral'), dir, { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  // MistralConfig's sliding_window defaults to 4096: a config.json without the key (hand-written, or from other
+  // tooling) gets that window in transformers, which changes every position from 4096 on.
+  delete cfg.sliding_window;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  assert.equal(readLlamaConfig(dir).slidingWindow, 4096);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, sliding_window: null }));
+  assert.equal(readLlamaConfig(dir).slidingWindow, undefined);
   rmSync(dir, { recursive: true, force: true });
 });
 

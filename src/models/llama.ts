@@ -119,8 +119,8 @@ export function readLlamaConfig(dir: string): LlamaConfig {
       });
   }
   // Mistral's window applies to every layer (MistralModel reads no layer_types); null in Mistral v0.2 and later.
-  if (type === 'mistral' && c.raw.sliding_window !== undefined && c.raw.sliding_window !== null)
-    slidingWindow = c.int('sliding_window', undefined, 1 << 30);
+  // A config without the key gets MistralConfig's default, 4096, as in transformers: not no window.
+  if (type === 'mistral' && c.raw.sliding_window !== null) slidingWindow = c.int('sliding_window', 4096, 1 << 30);
   // Bounds far beyond real models (the largest have about 128 layers, head_dim 256, hidden 16k): sizes
   // from the file that allocate (rotary tables, a graph input per layer) before any weight is checked.
   const hidden = c.int('hidden_size', undefined, 1 << 17);
