@@ -1,7 +1,8 @@
 /**
  * The store on a full disk (a small tmpfs): a put that does not fit fails with a DiskFullError that
  * names the store and what the put needed, leaves nothing in `tmp/` or `sha256/`, and succeeds once
- * space is freed; a stage-cache record that does not fit leaves no partial file.
+ * space is freed; a stage-cache record that does not fit leaves no partial file; a training point that
+ * does not fit leaves no torn line and is reported once, not once a step.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { DiskFullError } from '../errors.ts';
 import { fillDisk, mountTmpfs } from '../util/tmpfs.testing.ts';
 import { ArtifactStore } from './artifact-store.ts';
 import { StageCache } from './stage-cache.ts';
+import { FilePoints } from './progress-points.ts';
 
 const files = (dir: string) => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
 
@@ -79,4 +81,31 @@ test('a stage-cache record that does not fit leaves no partial record behind', a
     files(join(disk, 'cache')).map((e) => e.name),
     [],
   );
+});
+
+test('training points on a full disk: no torn line to spoil the next point, one report until points are written again', async (t) => {
+  const disk = mountTmpfs(t, 256);
+  const reports: unknown[] = [];
+  const points = new FilePoints(join(disk, 'progress'), (e) => reports.push(e));
+  // Points of 2.5 KiB (a stage reporting many metrics): the file's one page keeps room for part of another.
+  const point = (step: number) => ({
+    attempt: 1,
+    t: step,
+    metrics: { step, ...Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`metric_${i}`, 0.123456789 + i])) },
+  });
+  points.append('run', 'exec', 'train', point(1));
+  const filler = fillDisk(disk);
+  for (let step = 2; step <= 4; step++) points.append('run', 'exec', 'train', point(step));
+  assert.equal(reports.length, 1, 'told once');
+  assert.equal((reports[0] as NodeJS.ErrnoException).code, 'ENOSPC');
+  rmSync(filler);
+  points.append('run', 'exec', 'train', point(5));
+  const back = await points.read('run', 'exec', 'train');
+  assert.deepEqual(
+    back.points.map((p) => p.metrics.step),
+    [1, 5],
+  );
+  fillDisk(disk);
+  for (let step = 6; step <= 9; step++) points.append('run', 'exec', 'train', point(step));
+  assert.equal(reports.length, 2, 'told again once points were written in between');
 });

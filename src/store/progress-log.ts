@@ -5,7 +5,7 @@
  * read back from there; the dashboard tails this file instead, from a byte offset, so a live view
  * receives each point once and never the whole history again.
  */
-import { appendFileSync, closeSync, fstatSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 export interface ProgressPoint {
@@ -25,10 +25,30 @@ export function progressLogPath(progressDir: string, runId: string, executionId:
   return join(progressDir, segment(runId), segment(executionId), `${segment(stageId)}.jsonl`);
 }
 
-/** Appends one point. Lines are short and written with one append, so a reader never sees half a line for long. */
+/**
+ * Appends one point. Lines are short and written with one append, so a reader never sees half a line for long.
+ * An append that fails part-way (a full disk takes what fits in the file's last block) is cut off again:
+ * the next point, written once there is space, would otherwise finish that torn line, and both be lost.
+ */
 export function appendProgressPoint(path: string, point: ProgressPoint): void {
   mkdirSync(dirname(path), { recursive: true });
-  appendFileSync(path, JSON.stringify(point) + '\n');
+  const line = Buffer.from(JSON.stringify(point) + '\n');
+  const fd = openSync(path, 'a');
+  try {
+    const size = fstatSync(fd).size;
+    try {
+      for (let off = 0; off < line.length; ) off += writeSync(fd, line, off);
+    } catch (e) {
+      try {
+        ftruncateSync(fd, size);
+      } catch {
+        // the reader skips a torn line; the write's own error is the one to report
+      }
+      throw e;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

@@ -36,15 +36,22 @@ export interface ProgressPoints {
 
 /** One machine: the JSON-lines files of progress-log.ts. */
 export class FilePoints implements ProgressPoints {
+  /** Files whose last append failed: told once, not once a step (a full disk, a training of 100k steps). */
+  private readonly failing = new Set<string>();
+
   constructor(
     private readonly dir: string,
     private readonly onError: (e: unknown) => void = () => {},
   ) {}
 
   append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
+    const path = progressLogPath(this.dir, runId, execution, stageId);
     try {
-      appendProgressPoint(progressLogPath(this.dir, runId, execution, stageId), point);
+      appendProgressPoint(path, point);
+      this.failing.delete(path);
     } catch (e) {
+      if (this.failing.has(path)) return;
+      this.failing.add(path);
       this.onError(e);
     }
   }
