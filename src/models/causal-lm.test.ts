@@ -159,7 +159,15 @@ test('unsupported config values fail naming the field', () => {
     ],
     ['tiny-qwen2', { rope_scaling: { type: 'dynamic', factor: 2 } }, /config\.json: rope_scaling: .* not supported/],
     ['tiny-qwen2', { rope_parameters: { rope_theta: 'big' } }, /config\.json: rope_parameters\.rope_theta: must be a number/],
-    ['tiny-qwen2', { rope_parameters: null, rope_theta: -1 }, /config\.json: rope_theta: must be positive/],
+    ['tiny-qwen2', { rope_parameters: null, rope_theta: -1 }, /config\.json: rope_theta: must be at least 1/],
+    // A base below 1 raises the frequencies along the head instead of lowering them; 1e-300 made them infinite and every
+    // logit NaN, with no error.
+    ['tiny-qwen2', { rope_parameters: null, rope_theta: 1e-300 }, /config\.json: rope_theta: must be at least 1, got 1e-300/],
+    [
+      'tiny-qwen2',
+      { rope_parameters: { rope_type: 'default', rope_theta: 1e-300 } },
+      /config\.json: rope_parameters\.rope_theta: must be at least 1, got 1e-300/,
+    ],
     ['tiny-qwen2', { partial_rotary_factor: 0.5 }, /config\.json: partial_rotary_factor: 0\.5 is not supported/],
     ['tiny-qwen2', { attention_dropout: 0.1 }, /config\.json: attention_dropout: 0\.1 is not supported \(attention dropout/],
     ['tiny-qwen2', { hidden_act: 'gelu' }, /config\.json: hidden_act: "gelu" is not supported/],

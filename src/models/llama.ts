@@ -95,13 +95,21 @@ export function readLlamaConfig(dir: string): LlamaConfig {
         where: `${c.path}: ${where}`,
       });
   let ropeTheta = c.num('rope_theta', 10000);
+  let thetaField = 'rope_theta';
   if (ropeParams.rope_theta !== undefined && ropeParams.rope_theta !== null) {
     const t = ropeParams.rope_theta;
+    thetaField = 'rope_parameters.rope_theta';
     if (typeof t !== 'number' || !Number.isFinite(t))
-      throw new InputError(`must be a number, got ${JSON.stringify(t)}`, { where: `${c.path}: rope_parameters.rope_theta` });
+      throw new InputError(`must be a number, got ${JSON.stringify(t)}`, { where: `${c.path}: ${thetaField}` });
     ropeTheta = t;
   }
-  if (!(ropeTheta > 0)) throw new InputError(`must be positive, got ${ropeTheta}`, { where: `${c.path}: rope_theta` });
+  // The inverse frequencies are theta^(-2i/dh): a base below 1 makes them grow along the head, and a tiny one
+  // (1e-300) overflows them to Infinity in float32, so every logit is NaN. Released models use 10^4 to 10^8.
+  if (!(ropeTheta >= 1))
+    throw new InputError(`must be at least 1, got ${ropeTheta}`, {
+      where: `${c.path}: ${thetaField}`,
+      hint: 'the base of the rotary frequencies (10000 in LLaMA)',
+    });
   if (type === 'llama') c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
   // Dropout on the attention probabilities in training: the graph has none, so a model that asks for it is refused
   // rather than trained differently (released LLaMA, Mistral and Qwen2 configs all say 0.0).
