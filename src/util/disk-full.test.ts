@@ -52,7 +52,7 @@ test('a full disk is told apart, through causes, and the folder on it is named, 
     /^no space left on the disk that holds .*\/home\/checkpoints\/key \(\d+(\.\d)? (B|KiB) free of 256\.0 KiB\): ENOSPC/,
   );
   assert.equal(e.cause, raw);
-  assert.match(e.hint, /free space on that disk.*tempered resume <run>.*tempered store gc --collect/);
+  assert.match(e.hint, /free space on that disk.*tempered resume <run>.*tempered store gc.*--collect/);
   // A file the error names is where the write failed.
   const copy = Object.assign(new Error('ENOSPC: copyfile'), { code: 'ENOSPC', path: join(other, 'a'), dest: join(full, 'b.tmp') });
   assert.equal(diskFullError(copy, [other]).path, full);

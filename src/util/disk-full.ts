@@ -41,9 +41,10 @@ export function diskSpace(path: string): { path: string; free: number; total: nu
 }
 
 export const DISK_FULL_HINT =
-  'free space on that disk, or point TEMPERED_HOME (or TMPDIR, for temporary files) at a larger one, then `tempered resume <run>`: ' +
-  'finished stages are reused and a training continues from its last checkpoint. `tempered store gc --collect` deletes the stored ' +
-  'artifacts that nothing keeps (see `tempered store gc` for what it would delete)';
+  'free space on that disk, or point TEMPERED_HOME (TMPDIR for temporary files) at a larger one, then `tempered resume <run>`: ' +
+  'finished stages are reused and a training continues from its last checkpoint. In TEMPERED_HOME, `tempered store gc` shows ' +
+  'the stored artifacts nothing keeps (`--collect` deletes them, once older than --older-than days), and the model copies ' +
+  'under serving/ can be deleted while no `tempered serve` uses them';
 
 /**
  * `e`, a full disk's error, as a DiskFullError naming the folder whose disk is full: the file the
