@@ -159,6 +159,12 @@ test('unsupported config values fail naming the field', () => {
     ],
     ['tiny-qwen2', { rope_scaling: { type: 'dynamic', factor: 2 } }, /config\.json: rope_scaling: .* not supported/],
     ['tiny-qwen2', { rope_parameters: { rope_theta: 'big' } }, /config\.json: rope_parameters\.rope_theta: must be a number/],
+    // Per layer type (transformers 5's nested form): its rope_theta was not read, and the top-level one (or 10000) used.
+    [
+      'tiny-qwen2',
+      { rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 5e5 } } },
+      /config\.json: rope_parameters\.full_attention: .*per layer type/,
+    ],
     ['tiny-qwen2', { rope_parameters: null, rope_theta: -1 }, /config\.json: rope_theta: must be at least 1/],
     // A base below 1 raises the frequencies along the head instead of lowering them; 1e-300 made them infinite and every
     // logit NaN, with no error.

@@ -86,6 +86,13 @@ export function readLlamaConfig(dir: string): LlamaConfig {
     throw new InputError(`${JSON.stringify(ropeType)} is not supported (rope scaling variants are not implemented); supported: "default"`, {
       where: `${c.path}: rope_parameters.rope_type`,
     });
+  // rope_parameters nested by layer type ({full_attention: {rope_theta, ...}}): the flat fields below would miss its
+  // rope_theta and use another base without a word.
+  for (const [k, v] of Object.entries(ropeParams))
+    if (typeof v === 'object' && v !== null && !Array.isArray(v))
+      throw new InputError('an object is not supported here (rope parameters per layer type); supported: one flat rope_parameters', {
+        where: `${c.path}: rope_parameters.${k}`,
+      });
   for (const [where, v] of [
     ['partial_rotary_factor', c.raw.partial_rotary_factor],
     ['rope_parameters.partial_rotary_factor', ropeParams.partial_rotary_factor],
