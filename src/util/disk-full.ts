@@ -99,7 +99,7 @@ export function lowSpaceNote(folders: readonly string[]): string | undefined {
     if (!s || seen.has(s.dev)) continue;
     seen.add(s.dev);
     if (s.free < Math.min(64 * 1024 ** 2, s.total * 0.05))
-      return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (\`tempered resume <run>\` takes a failed run up again)`;
+      return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (\`tempered status <run>\` says what a run waits for; \`tempered resume <run>\` takes a failed one up again)`;
   }
   return undefined;
 }
