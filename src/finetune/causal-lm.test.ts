@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -180,4 +180,33 @@ test('progress reports each phase, and every step with its loss, learning rate, 
     `eta ${seen.map((m) => m.etaSec)}`,
   );
   assert.equal(seen.at(-1)!.etaSec, 0);
+});
+
+test("the export carries the base's generation_config.json, and its chat_template.jinja unless training set a template", async () => {
+  // Generation stops on generation_config.json's end ids; a chat_template.jinja outranks tokenizer_config.json's
+  // template, so a base's file would override the template a model was tuned with.
+  const base = tinyGpt2Dir(join(root, 'templated-base'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  writeFileSync(join(base, 'generation_config.json'), '{"eos_token_id": [0, 1]}\n');
+  writeFileSync(join(base, 'chat_template.jinja'), "{% for m in messages %}{{ m['content'] }}{% endfor %}");
+  const tuned = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}<|endoftext|>{% endfor %}";
+  const out = async (name: string, o: object) => {
+    const outDir = join(root, name, 'out');
+    await trainCausalLm({
+      ...smallLora(),
+      modelDir: base,
+      maxSteps: 1,
+      checkpointDir: join(root, name, 'ck'),
+      checkpointEvery: 0,
+      outDir,
+      ...o,
+    });
+    return outDir;
+  };
+  const plain = await out('templated-plain', {});
+  assert.equal(readFileSync(join(plain, 'generation_config.json'), 'utf8'), '{"eos_token_id": [0, 1]}\n');
+  assert.equal(readFileSync(join(plain, 'chat_template.jinja'), 'utf8'), readFileSync(join(base, 'chat_template.jinja'), 'utf8'));
+  const chat = await out('templated-chat', { template: undefined, chat: { template: tuned } });
+  assert.equal(existsSync(join(chat, 'chat_template.jinja')), false);
+  assert.equal(JSON.parse(readFileSync(join(chat, 'tokenizer_config.json'), 'utf8')).chat_template, tuned);
+  assert.ok(existsSync(join(chat, 'generation_config.json')));
 });

@@ -379,8 +379,13 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
       r.params,
       join(tmp, 'model.onnx'),
     );
-    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
+    // generation_config.json: the end-of-sequence ids generation stops on (src/generate/decoder.ts). The base's own
+    // chat_template.jinja, which outranks tokenizer_config.json's template, only where training set none: a model
+    // tuned with a template must be served with that one, written below.
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
       if (existsSync(join(o.modelDir, f))) copyFileSync(join(o.modelDir, f), join(tmp, f));
+    if (!task.chat && existsSync(join(o.modelDir, 'chat_template.jinja')))
+      copyFileSync(join(o.modelDir, 'chat_template.jinja'), join(tmp, 'chat_template.jinja'));
     // The weights live in model.onnx (LoRA merged); a GGUF base's file name would point at nothing here.
     const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<
       string,

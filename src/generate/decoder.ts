@@ -212,7 +212,7 @@ export class Decoder {
       ...opts,
       maxPositions: raw.int('max_position_embeddings', 2048),
       tokenizer,
-      eosTokenIds: eosIds(raw, tokenizer),
+      eosTokenIds: eosIds([raw, ModelConfig.readIfPresent(dir, 'generation_config.json')], tokenizer),
     });
   }
 
@@ -312,10 +312,24 @@ function collectGarbage(): void {
   }
 }
 
-function eosIds(cfg: ModelConfig, tok: HfTokenizer | null): number[] {
-  const v = cfg.raw.eos_token_id;
+/**
+ * The ids that end a generation: `eos_token_id` of config.json and of generation_config.json (a number or a list),
+ * and the tokenizer's end-of-sequence token. generation_config.json is what transformers' generate() stops on; it
+ * often lists more than config.json (Qwen2.5-Instruct: <|im_end|> and <|endoftext|>, config.json the first alone),
+ * so a model that ends its answer with the other one ran on to the token limit.
+ */
+function eosIds(configs: (ModelConfig | undefined)[], tok: HfTokenizer | null): number[] {
   const ids = new Set<number>();
-  for (const x of Array.isArray(v) ? v : [v]) if (Number.isInteger(x)) ids.add(x as number);
+  for (const cfg of configs) {
+    const v = cfg?.raw.eos_token_id;
+    if (!cfg || v === undefined || v === null) continue;
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
+      throw new InputError(`must be a token id or a list of token ids, got ${JSON.stringify(v).slice(0, 80)}`, {
+        where: `${cfg.path}: eos_token_id`,
+      });
+    for (const x of list) ids.add(x as number);
+  }
   if (tok?.eosId !== undefined) ids.add(tok.eosId);
   return [...ids];
 }

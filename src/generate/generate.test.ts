@@ -1,9 +1,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { InputError } from '../errors.ts';
 import { buildLlamaGraph } from '../models/llama.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { encodeModel } from '../onnx/proto.ts';
@@ -378,4 +379,33 @@ test('bad requests fail with errors naming the field', async () => {
     await dec.close();
   }
   await assert.rejects(Decoder.load(new URL('../models/fixtures/tiny-gpt2/', import.meta.url).pathname), /LLaMA family/);
+});
+
+test("generation stops on generation_config.json's end-of-sequence ids too; a malformed one is an input error naming it", async () => {
+  // Qwen2.5-Instruct's config.json names <|im_end|> alone and its generation_config.json <|endoftext|> as well, which
+  // transformers stops on: an answer ending with the second ran on to the token limit.
+  const dir = tinyLlamaDir(join(tmp, 'generation-config'), 3, { hidden: 32, layers: 2, maxPositions: 128 });
+  const plain = await Decoder.load(dir, { threads: 1 });
+  const [free] = await generate(plain, [[5, 17, 3]], { maxNewTokens: 6 });
+  await plain.close();
+  const stopAt = free!.tokens[2]!;
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [60_000, stopAt] }));
+  const dec = await Decoder.load(dir, { threads: 1 });
+  try {
+    assert.ok(dec.eosTokenIds.includes(stopAt) && dec.eosTokenIds.includes(60_000));
+    const [r] = await generate(dec, [[5, 17, 3]], { maxNewTokens: 6 });
+    assert.deepEqual(r!.tokens, free!.tokens.slice(0, free!.tokens.indexOf(stopAt)));
+  } finally {
+    await dec.close();
+  }
+  for (const bad of ['"2"', '[1, -1]', '{"a": 1}', '1.5']) {
+    writeFileSync(join(dir, 'generation_config.json'), `{"eos_token_id": ${bad}}`);
+    await assert.rejects(Decoder.load(dir, { threads: 1 }), (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(e.where ?? '', /generation_config\.json: eos_token_id$/);
+      return true;
+    });
+  }
+  writeFileSync(join(dir, 'generation_config.json'), '{not json');
+  await assert.rejects(Decoder.load(dir, { threads: 1 }), /generation_config\.json|not valid JSON/);
 });

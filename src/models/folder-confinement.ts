@@ -49,6 +49,7 @@ export const MODEL_SIDE_FILES = [
   'special_tokens_map.json',
   'vocab.txt',
   'chat_template.jinja',
+  'generation_config.json',
   'tempered-model.json',
 ];
 

@@ -146,6 +146,25 @@ test('hf: downloads into the cache, resumes a cut connection with Range, verifie
   assert.equal(off.dir, r.dir);
 });
 
+test('hf: chat_template.jinja and generation_config.json are fetched with the model when the repository has them', async () => {
+  // A Hub model whose template is only in chat_template.jinja (as transformers now saves it) came without a template.
+  const template = Buffer.from('{% for m in messages %}{{ m.content }}{% endfor %}');
+  const generation = Buffer.from('{"eos_token_id": [2, 7]}');
+  const hub = await startHub({
+    'config.json': config,
+    'chat_template.jinja': template,
+    'generation_config.json': generation,
+    'model.safetensors': weights(2),
+  });
+  const r = await resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_ENDPOINT: hub.url } });
+  assert.deepEqual(
+    r.identity.files.map((f) => f.name),
+    ['chat_template.jinja', 'config.json', 'generation_config.json', 'model.safetensors'],
+  );
+  assert.deepEqual(readFileSync(join(r.dir, 'chat_template.jinja')), template);
+  assert.deepEqual(readFileSync(join(r.dir, 'generation_config.json')), generation);
+});
+
 test('hf: offline with an empty cache fails clearly; 401 names HF_TOKEN; 404 for a missing repo', async () => {
   await assert.rejects(
     resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_HUB_OFFLINE: '1', HF_ENDPOINT: 'http://127.0.0.1:9' } }),
@@ -375,6 +394,21 @@ test('local directory and ONNX file: identity hashes, clear errors', async () =>
     o.identity.files.map((f) => f.name),
     ['model.onnx', 'tokenizer.json'],
   );
+  // The template file outranks tokenizer_config.json's, and generation_config.json says where generation stops: both
+  // are part of the identity, so an edit of either is a new model to the stage cache (it reused the old one).
+  const before = r.identity;
+  writeFileSync(join(dir, 'chat_template.jinja'), '{{ messages[0].content }}');
+  const withTemplate = (await resolveModelSource(dir)).identity;
+  writeFileSync(join(dir, 'chat_template.jinja'), '{{ messages[-1].content }}');
+  const edited = (await resolveModelSource(dir)).identity;
+  writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": [1, 2]}');
+  const withGeneration = (await resolveModelSource(dir)).identity;
+  assert.deepEqual(
+    withGeneration.files.map((f) => f.name),
+    ['chat_template.jinja', 'config.json', 'generation_config.json', 'model.safetensors'],
+  );
+  const ids = [before, withTemplate, edited, withGeneration].map((i) => JSON.stringify(i.files));
+  assert.equal(new Set(ids).size, 4, 'each edit is another identity');
   await assert.rejects(resolveModelSource(join(dir, 'nope')), /not a directory, an .onnx file or a known scheme/);
   await assert.rejects(resolveModelSource('onnx:/nonexistent/m.onnx'), /ONNX model file not found/);
 });

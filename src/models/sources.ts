@@ -110,7 +110,20 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
 // ---------------------------------------------------------------------------------------------
 // Local directories and ONNX files
 
-const MODEL_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+/**
+ * The files of a model besides its weights: fetched from the Hub when there, and part of a model's identity (so of the
+ * cache keys of what is built from it). chat_template.jinja outranks tokenizer_config.json's template, which made an
+ * edit of it invisible to the cache (a train stage reused a model tuned with the old template) and a Hub model whose
+ * template is only there one without a template; generation_config.json holds the ids generation stops on.
+ */
+const MODEL_FILES = [
+  'config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'generation_config.json',
+  'chat_template.jinja',
+];
 
 async function fileIds(dir: string, names: string[]): Promise<ModelFile[]> {
   const out: ModelFile[] = [];

@@ -4,7 +4,7 @@
  * nn.Linear weight [out, in] into the [in, out] layout tempered's MatMul convention uses.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readModelWeights } from '../formats/safetensors-index.ts';
 import { toFloat32 } from '../formats/safetensors.ts';
@@ -24,6 +24,16 @@ export class ModelConfig {
         where: dir,
         hint: 'the model directory must be in Hugging Face layout (config.json, model.safetensors, tokenizer.json)',
       });
+    return ModelConfig.parse(path);
+  }
+
+  /** Another JSON object file of a model folder (`generation_config.json`), read as config.json is; undefined when absent. */
+  static readIfPresent(dir: string, name: string): ModelConfig | undefined {
+    const path = join(dir, name);
+    return existsSync(path) ? ModelConfig.parse(path) : undefined;
+  }
+
+  private static parse(path: string): ModelConfig {
     let raw: unknown;
     try {
       raw = JSON.parse(readFileSync(path, 'utf8'));
@@ -31,7 +41,7 @@ export class ModelConfig {
       throw new InputError(`not valid JSON (${(e as Error).message})`, { where: path, cause: e });
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-      throw new InputError('config.json must be a JSON object', { where: path });
+      throw new InputError(`${basename(path)} must be a JSON object`, { where: path });
     return new ModelConfig(raw as Record<string, unknown>, path);
   }
 
