@@ -91,3 +91,22 @@ test('where the names agree and both sides know the instance ids, the ids decide
   checkBackends({ ...team, ...ids }, team, 'r4');
   assert.throws(() => checkBackends(team, { store: 's3://alias/team', database: 'postgres:tempered', ...ids }, 'r4'), ApplicationFailure);
 });
+
+test("two TEMPERED_HOMEs' local stores are told apart by their ids, and the refusal says so; the home's own runs pass", () => {
+  // A worker of one home whose dev server went away reconnected to the address, where another home's dev server then
+  // answered, and took that home's stages: both stores are 'local' by name (the disk-full journey).
+  const home = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000001' };
+  const otherHome = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000002' };
+  checkBackends(home, { ...home }, 'r5');
+  const told: string[] = [];
+  assert.throws(
+    () => checkBackends(home, otherHome, 'r5', { onLacks: (m) => told.push(m) }),
+    (e: unknown) =>
+      e instanceof ApplicationFailure &&
+      e.type === 'BackendMismatch' &&
+      e.message.includes(
+        `keeps artifacts in this host's folder (no TEMPERED_STORE) under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${home.storeId} there, ${otherHome.storeId} here). Start the worker with the TEMPERED_HOME`,
+      ),
+  );
+  assert.deepEqual(told, [], 'which home is right is not known: the worker keeps serving its own');
+});

@@ -38,6 +38,10 @@ function difference(
 ): string | undefined {
   if (runName !== myName) return `${keeps} ${words(myName)}, the run in ${words(runName)}`;
   if (runId === undefined || myId === undefined || runId === myId) return undefined;
+  // Two hosts' folders, or two TEMPERED_HOMEs' on one host: a worker of one home whose dev server went away reconnects
+  // to the address, where another home's dev server may now answer, and took that home's stages.
+  if (myName === 'local')
+    return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here)`;
   return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here; if it is this one, its ${marker} was replaced since this worker started: restart the workers)`;
 }
 
@@ -82,7 +86,7 @@ export function checkBackends(
   if (differ.length === 0) return;
   const message =
     `worker ${hostname()} (pid ${process.pid}) refused run ${runId}: this worker ${differ.join('; ')}. ` +
-    'Start the worker with the TEMPERED_STORE, TEMPERED_DATABASE_URL and AWS_* of the submitter (or resubmit with the ' +
+    'Start the worker with the TEMPERED_HOME (where nothing is shared), or the TEMPERED_STORE, TEMPERED_DATABASE_URL and AWS_*, of the submitter (or resubmit with the ' +
     "workers' settings; a schedule's run: delete the schedule and create it again with them)" +
     (local ? '' : '; another worker of the queue takes the next attempt');
   const lacks = (mine.store === 'local' && run.store !== 'local') || (mine.database === 'local' && run.database !== 'local');

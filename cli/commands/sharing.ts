@@ -5,6 +5,7 @@
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 import { databaseInstanceId } from '../../src/db/instance-id.ts';
 import { storeInstanceId } from '../../src/store/instance-id.ts';
+import { FolderBackend } from '../../src/store/folder-backend.ts';
 import type { RunBackends } from '../../workflows/types.ts';
 import type { CliContext } from '../context.ts';
 
@@ -41,14 +42,13 @@ export async function runBackends(
   warn: (m: string) => void = (m) => console.error(`warning: ${m}`),
 ): Promise<RunBackends> {
   const named = backendNames(ctx);
-  const remote = ctx.store().remote;
+  const store = ctx.store();
   const [storeId, databaseId] = await Promise.all([
-    remote
-      ? storeInstanceId(remote).catch((e: Error) => {
-          warn(`could not read the store's instance id (${e.message}); workers will be checked against its name, ${named.store}`);
-          return undefined;
-        })
-      : undefined,
+    // A local store has an id too: two TEMPERED_HOMEs on one host are both 'local' by name.
+    storeInstanceId(store.remote ?? new FolderBackend(store.root)).catch((e: Error) => {
+      warn(`could not read the store's instance id (${e.message}); workers will be checked against its name, ${named.store}`);
+      return undefined;
+    }),
     isDatabaseUrl(ctx.paths.registryDb)
       ? databaseInstanceId(ctx.paths.registryDb).catch((e: Error) => {
           warn(`could not read the database's instance id (${e.message}); workers will be checked against its name, ${named.database}`);
