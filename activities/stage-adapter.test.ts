@@ -21,7 +21,7 @@ import { cacheKey, StageCache } from '../src/store/stage-cache.ts';
 import type { StageRequest, StageResult } from '../workflows/types.ts';
 import { stageKey } from './cache.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
-import { fillDisk, mountTmpfs } from '../src/util/tmpfs.testing.ts';
+import { fillDisk, mountTmpfs, NO_TMPFS } from '../src/util/tmpfs.testing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'tempered-adapter-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -140,54 +140,58 @@ describe('stage adapter', () => {
 
   // A full disk came out as "ENOSPC: no space left on device, write", retried at once (three attempts in 3 s)
   // and never saying which disk, nor what to do.
-  it('tells a full disk as a DiskFull failure naming the folder and what to do, retried only after a wait', async (t) => {
-    const disk = mountTmpfs(t, 512);
-    const store = new ArtifactStore(join(disk, 'store'));
-    const d = deps({ store, cache: new StageCache(join(disk, 'cache'), store), stateDir: disk });
-    let filler = '';
-    const raw = stageActivity(
-      kind(async (_cfg, ctx) => {
-        filler = fillDisk(disk);
-        // A write of the stage's own (an Arrow table, a checkpoint): Node's error names no file.
-        writeFileSync(join(ctx.workDir, 'out.arrow'), Buffer.alloc(64 * 1024));
-        return { done: true };
-      }),
-      d,
-    );
-    const err = await new MockActivityEnvironment({ attempt: 2 }).run(raw, request()).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
-    assert.equal(err.type, 'DiskFull');
-    assert.equal(err.nonRetryable, false);
-    assert.equal(err.nextRetryDelay, 60_000, 'the second attempt waits 60 s');
-    assert.match(err.message, new RegExp(`^no space left on the disk that holds ${disk} \\(.* free of 512\\.0 KiB\\): ENOSPC`));
-    const details = err.details?.[0] as { path: string; hint: string };
-    assert.equal(details.path, disk);
-    assert.match(details.hint, /tempered resume <run>/);
-    assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), [], "the stage's scratch folder is gone");
-    rmSync(filler);
+  it(
+    'tells a full disk as a DiskFull failure naming the folder and what to do, retried only after a wait',
+    { skip: NO_TMPFS },
+    async (t) => {
+      const disk = mountTmpfs(t, 512);
+      const store = new ArtifactStore(join(disk, 'store'));
+      const d = deps({ store, cache: new StageCache(join(disk, 'cache'), store), stateDir: disk });
+      let filler = '';
+      const raw = stageActivity(
+        kind(async (_cfg, ctx) => {
+          filler = fillDisk(disk);
+          // A write of the stage's own (an Arrow table, a checkpoint): Node's error names no file.
+          writeFileSync(join(ctx.workDir, 'out.arrow'), Buffer.alloc(64 * 1024));
+          return { done: true };
+        }),
+        d,
+      );
+      const err = await new MockActivityEnvironment({ attempt: 2 }).run(raw, request()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+      assert.equal(err.type, 'DiskFull');
+      assert.equal(err.nonRetryable, false);
+      assert.equal(err.nextRetryDelay, 60_000, 'the second attempt waits 60 s');
+      assert.match(err.message, new RegExp(`^no space left on the disk that holds ${disk} \\(.* free of 512\\.0 KiB\\): ENOSPC`));
+      const details = err.details?.[0] as { path: string; hint: string };
+      assert.equal(details.path, disk);
+      assert.match(details.hint, /tempered resume <run>/);
+      assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), [], "the stage's scratch folder is gone");
+      rmSync(filler);
 
-    // The store's own put knows what it needed.
-    const put = stageActivity(
-      kind(async (_cfg, ctx) => {
-        filler = fillDisk(disk, 16 * 1024);
-        return { report: await ctx.store.putJson({ pad: 'p'.repeat(100_000) }) };
-      }),
-      d,
-    );
-    const err2 = await new MockActivityEnvironment().run(put, request()).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    assert.ok(err2 instanceof ApplicationFailure, `got ${String(err2)}`);
-    assert.equal(err2.type, 'DiskFull');
-    assert.equal(err2.nextRetryDelay, 30_000);
-    assert.match(err2.message, /this write needed 97\.7 KiB\)/);
-    assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), []);
-    rmSync(filler);
-  });
+      // The store's own put knows what it needed.
+      const put = stageActivity(
+        kind(async (_cfg, ctx) => {
+          filler = fillDisk(disk, 16 * 1024);
+          return { report: await ctx.store.putJson({ pad: 'p'.repeat(100_000) }) };
+        }),
+        d,
+      );
+      const err2 = await new MockActivityEnvironment().run(put, request()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err2 instanceof ApplicationFailure, `got ${String(err2)}`);
+      assert.equal(err2.type, 'DiskFull');
+      assert.equal(err2.nextRetryDelay, 30_000);
+      assert.match(err2.message, /this write needed 97\.7 KiB\)/);
+      assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), []);
+      rmSync(filler);
+    },
+  );
 
   it('lets other errors through unchanged, so Temporal retries them', async () => {
     const boom = new Error('connection reset');

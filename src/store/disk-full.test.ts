@@ -9,56 +9,60 @@ import assert from 'node:assert/strict';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskFullError } from '../errors.ts';
-import { fillDisk, mountTmpfs } from '../util/tmpfs.testing.ts';
+import { fillDisk, mountTmpfs, NO_TMPFS } from '../util/tmpfs.testing.ts';
 import { ArtifactStore } from './artifact-store.ts';
 import { StageCache } from './stage-cache.ts';
 import { FilePoints } from './progress-points.ts';
 
 const files = (dir: string) => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
 
-test('a put that does not fit: DiskFullError naming the store and the size, nothing left behind, and it fits once space is freed', async (t) => {
-  const disk = mountTmpfs(t, 512);
-  const store = new ArtifactStore(join(disk, 'store'));
-  const filler = fillDisk(disk, 64 * 1024);
-  const big = Buffer.alloc(200 * 1024, 7);
-  const err = await store.putBytes(big, { mediaType: 'application/octet-stream' }).then(
-    () => assert.fail('the put fitted'),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof DiskFullError, String(err));
-  assert.equal(err.path, store.root);
-  assert.equal(err.neededBytes, big.length);
-  assert.match(
-    err.message,
-    new RegExp(`^no space left on the disk that holds ${store.root} \\(.* free of .*; this write needed 200\\.0 KiB\\)`),
-  );
-  assert.match(err.hint, /tempered resume/);
-  // The partial temp file held the space the disk lacked.
-  assert.deepEqual(files(join(store.root, 'tmp')), []);
-  assert.deepEqual(files(join(store.root, 'sha256')), []);
+test(
+  'a put that does not fit: DiskFullError naming the store and the size, nothing left behind, and it fits once space is freed',
+  { skip: NO_TMPFS },
+  async (t) => {
+    const disk = mountTmpfs(t, 512);
+    const store = new ArtifactStore(join(disk, 'store'));
+    const filler = fillDisk(disk, 64 * 1024);
+    const big = Buffer.alloc(200 * 1024, 7);
+    const err = await store.putBytes(big, { mediaType: 'application/octet-stream' }).then(
+      () => assert.fail('the put fitted'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof DiskFullError, String(err));
+    assert.equal(err.path, store.root);
+    assert.equal(err.neededBytes, big.length);
+    assert.match(
+      err.message,
+      new RegExp(`^no space left on the disk that holds ${store.root} \\(.* free of .*; this write needed 200\\.0 KiB\\)`),
+    );
+    assert.match(err.hint, /tempered resume/);
+    // The partial temp file held the space the disk lacked.
+    assert.deepEqual(files(join(store.root, 'tmp')), []);
+    assert.deepEqual(files(join(store.root, 'sha256')), []);
 
-  // The same for a file copied in.
-  const src = join(disk, 'src.bin');
-  rmSync(filler);
-  writeFileSync(src, big);
-  const filler2 = fillDisk(disk, 64 * 1024);
-  const err2 = await store.putFile(src, { mediaType: 'application/octet-stream' }).then(
-    () => assert.fail('the put fitted'),
-    (e: unknown) => e,
-  );
-  assert.ok(err2 instanceof DiskFullError, String(err2));
-  assert.equal(err2.neededBytes, big.length);
-  assert.deepEqual(files(join(store.root, 'tmp')), []);
-  assert.deepEqual(files(join(store.root, 'sha256')), []);
+    // The same for a file copied in.
+    const src = join(disk, 'src.bin');
+    rmSync(filler);
+    writeFileSync(src, big);
+    const filler2 = fillDisk(disk, 64 * 1024);
+    const err2 = await store.putFile(src, { mediaType: 'application/octet-stream' }).then(
+      () => assert.fail('the put fitted'),
+      (e: unknown) => e,
+    );
+    assert.ok(err2 instanceof DiskFullError, String(err2));
+    assert.equal(err2.neededBytes, big.length);
+    assert.deepEqual(files(join(store.root, 'tmp')), []);
+    assert.deepEqual(files(join(store.root, 'sha256')), []);
 
-  rmSync(filler2);
-  const ref = await store.putFile(src, { mediaType: 'application/octet-stream' });
-  assert.equal(ref.bytes, big.length);
-  assert.equal(await store.verify(ref), store.pathOf(ref));
-  assert.deepEqual(files(join(store.root, 'tmp')), []);
-});
+    rmSync(filler2);
+    const ref = await store.putFile(src, { mediaType: 'application/octet-stream' });
+    assert.equal(ref.bytes, big.length);
+    assert.equal(await store.verify(ref), store.pathOf(ref));
+    assert.deepEqual(files(join(store.root, 'tmp')), []);
+  },
+);
 
-test('a stage-cache record that does not fit leaves no partial record behind', async (t) => {
+test('a stage-cache record that does not fit leaves no partial record behind', { skip: NO_TMPFS }, async (t) => {
   const disk = mountTmpfs(t, 256);
   const cache = new StageCache(join(disk, 'cache'), new ArtifactStore(join(disk, 'store')));
   const key = 'a'.repeat(64);
@@ -83,29 +87,33 @@ test('a stage-cache record that does not fit leaves no partial record behind', a
   );
 });
 
-test('training points on a full disk: no torn line to spoil the next point, one report until points are written again', async (t) => {
-  const disk = mountTmpfs(t, 256);
-  const reports: unknown[] = [];
-  const points = new FilePoints(join(disk, 'progress'), (e) => reports.push(e));
-  // Points of 2.5 KiB (a stage reporting many metrics): the file's one page keeps room for part of another.
-  const point = (step: number) => ({
-    attempt: 1,
-    t: step,
-    metrics: { step, ...Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`metric_${i}`, 0.123456789 + i])) },
-  });
-  points.append('run', 'exec', 'train', point(1));
-  const filler = fillDisk(disk);
-  for (let step = 2; step <= 4; step++) points.append('run', 'exec', 'train', point(step));
-  assert.equal(reports.length, 1, 'told once');
-  assert.equal((reports[0] as NodeJS.ErrnoException).code, 'ENOSPC');
-  rmSync(filler);
-  points.append('run', 'exec', 'train', point(5));
-  const back = await points.read('run', 'exec', 'train');
-  assert.deepEqual(
-    back.points.map((p) => p.metrics.step),
-    [1, 5],
-  );
-  fillDisk(disk);
-  for (let step = 6; step <= 9; step++) points.append('run', 'exec', 'train', point(step));
-  assert.equal(reports.length, 2, 'told again once points were written in between');
-});
+test(
+  'training points on a full disk: no torn line to spoil the next point, one report until points are written again',
+  { skip: NO_TMPFS },
+  async (t) => {
+    const disk = mountTmpfs(t, 256);
+    const reports: unknown[] = [];
+    const points = new FilePoints(join(disk, 'progress'), (e) => reports.push(e));
+    // Points of 2.5 KiB (a stage reporting many metrics): the file's one page keeps room for part of another.
+    const point = (step: number) => ({
+      attempt: 1,
+      t: step,
+      metrics: { step, ...Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`metric_${i}`, 0.123456789 + i])) },
+    });
+    points.append('run', 'exec', 'train', point(1));
+    const filler = fillDisk(disk);
+    for (let step = 2; step <= 4; step++) points.append('run', 'exec', 'train', point(step));
+    assert.equal(reports.length, 1, 'told once');
+    assert.equal((reports[0] as NodeJS.ErrnoException).code, 'ENOSPC');
+    rmSync(filler);
+    points.append('run', 'exec', 'train', point(5));
+    const back = await points.read('run', 'exec', 'train');
+    assert.deepEqual(
+      back.points.map((p) => p.metrics.step),
+      [1, 5],
+    );
+    fillDisk(disk);
+    for (let step = 6; step <= 9; step++) points.append('run', 'exec', 'train', point(step));
+    assert.equal(reports.length, 2, 'told again once points were written in between');
+  },
+);

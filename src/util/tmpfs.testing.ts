@@ -1,14 +1,19 @@
 /**
  * A small disk of its own for tests of what tempered does when a disk fills: a tmpfs mounted in a
- * fresh folder of os.tmpdir(), unmounted after the test. Mounting needs root (CI runs as root); a
- * test that cannot mount fails saying so, since a full disk cannot be faked faithfully (a mock's
- * ENOSPC would not show which bytes a failed write left on the disk).
+ * fresh folder of os.tmpdir(), unmounted after the test. A full disk cannot be faked faithfully (a
+ * mock's ENOSPC would not show which bytes a failed write left on the disk), and mounting needs root:
+ * the tests skip for a user who is not (`NO_TMPFS`), and CI runs as root; as root, a mount that fails
+ * fails the test.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+
+/** The tests' `skip`: a reason where mounting a tmpfs needs privileges this process lacks, else false. */
+export const NO_TMPFS: string | false =
+  process.getuid?.() === 0 ? false : 'mounting a tmpfs (a small disk to fill) needs root; CI runs these as root';
 
 /** Mounts a tmpfs of `sizeKiB` and returns its folder; unmounted and removed after the test `t`. */
 export function mountTmpfs(t: TestContext, sizeKiB: number): string {
