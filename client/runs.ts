@@ -83,6 +83,19 @@ export interface NoWorkerAnswer {
 export type ClientRunStatus = RunStatus & { noWorkerAnswered?: NoWorkerAnswer };
 
 /** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
+/**
+ * Why a run that is still running cannot be resumed, and what to do instead. With no worker answering for it (all of
+ * its queue's workers gone, or its dev server restarted under it), "wait for it" did nothing: a worker carries it on.
+ */
+export async function runningRunRefusal(client: Client, runId: string): Promise<{ message: string; hint: string }> {
+  const queue = (await getRunStatus(client, runId).catch(() => undefined))?.noWorkerAnswered?.taskQueue;
+  if (queue === undefined) return { message: `run ${runId} is still running`, hint: 'cancel it first or wait for it' };
+  return {
+    message: `run ${runId} is still running, but no worker answers for it on task queue '${queue}'`,
+    hint: `start \`tempered worker --queue ${queue}\` and it carries the run on from where it stopped (resume is for a run that ended), or cancel it first and then resume it`,
+  };
+}
+
 export async function getRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
   const handle = client.workflow.getHandle(runId);
   const desc = await handle.describe();

@@ -91,6 +91,13 @@ describe('status without a worker', () => {
       assert.match(r.stdout, /▶ b\s+probe\s+running/);
       const json = JSON.parse((await runCli(['status', h.workflowId, '--json'], cliEnv)).stdout) as { noWorkerAnswered?: unknown };
       assert.deepEqual(json.noWorkerAnswered, { taskQueue: queue, pollersListed: true });
+      // Resume refuses a running run; "wait for it" would do nothing here: a worker carries it on.
+      const resumed = await runCli(['resume', h.workflowId], cliEnv);
+      assert.notEqual(resumed.code, 0);
+      assert.match(
+        resumed.stderr,
+        new RegExp(`still running, but no worker answers for it on task queue '${queue}'; start \`tempered worker --queue ${queue}\``),
+      );
       await env.client.workflow.getHandle(h.workflowId).terminate('test done');
     } finally {
       await stopCliWorker(worker);

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { auditRunSubmitted, getRunStatus, listRuns, runInput, submitRun } from '../client/runs.ts';
+import { auditRunSubmitted, getRunStatus, listRuns, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import {
   auditScheduleChange,
@@ -383,7 +383,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const client = await o.client();
     const old = req.params.id;
     const desc = await client.workflow.getHandle(old).describe();
-    if (desc.status.name === 'RUNNING') throw new HttpError(409, `run ${old} is still running`, 'cancel it first or wait for it');
+    if (desc.status.name === 'RUNNING') {
+      const { message, hint } = await runningRunRefusal(client, old);
+      throw new HttpError(409, message, hint);
+    }
     const input = await runInput(client, old);
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
     const next: RunInput = {

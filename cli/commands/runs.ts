@@ -11,6 +11,7 @@ import {
   listRuns,
   firstTask,
   runInput,
+  runningRunRefusal,
   stagesRunningOn,
   submitRun,
 } from '../../client/runs.ts';
@@ -444,7 +445,10 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     .catch(() => {
       throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
     });
-  if (desc.status.name === 'RUNNING') throw new CliError(`run ${old} is still running; cancel it first or wait for it`);
+  if (desc.status.name === 'RUNNING') {
+    const { message, hint } = await runningRunRefusal(client, old);
+    throw new CliError(`${message}; ${hint}`);
+  }
   if (desc.status.name === 'COMPLETED')
     console.error(
       `note: run ${old} succeeded; resuming reruns it from the stage cache: its stages come back as they were, except those whose inputs changed since (an evaluation against a production version that has moved runs again)`,
