@@ -5,8 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DiskFullError } from '../errors.ts';
+import { diskFullError } from '../util/disk-full.ts';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
 import { Rng } from './prng.ts';
 import { fillDisk, mountTmpfs, NO_TMPFS } from '../util/tmpfs.testing.ts';
@@ -28,7 +30,7 @@ const tensors = (step: number) => ({
 });
 
 test(
-  'a checkpoint that does not fit: the previous one stays intact and newest, no partial folder is left, and the next fits once space is freed',
+  'a checkpoint that does not fit: named as a full disk of its folder, the previous one stays intact and newest, no partial folder is left, and the next fits once space is freed',
   { skip: NO_TMPFS },
   (t) => {
     const disk = mountTmpfs(t, 1024);
@@ -36,10 +38,25 @@ test(
     saveCheckpoint(join(dir, 'step-1'), { manifest: manifest(1), ...tensors(1) });
     // Room for the weights (128 KiB) but not the optimizer state after them.
     const filler = fillDisk(disk, 200 * 1024);
+    // Another disk the stage writes to (TMPDIR's), with less free than the full one has once the
+    // half-written checkpoint is gone: that one was named as the full disk.
+    const other = mountTmpfs(t, 512);
+    writeFileSync(join(other, 'taken'), Buffer.alloc(400 * 1024));
+    let err: unknown;
     assert.throws(
-      () => saveCheckpoint(join(dir, 'step-2'), { manifest: manifest(2), ...tensors(2) }),
-      (e: NodeJS.ErrnoException) => e.code === 'ENOSPC',
+      () => {
+        try {
+          saveCheckpoint(join(dir, 'step-2'), { manifest: manifest(2), ...tensors(2) });
+        } catch (e) {
+          err = e;
+          throw e;
+        }
+      },
+      (e: unknown) => e instanceof DiskFullError && e.path === dir && (e.cause as NodeJS.ErrnoException).code === 'ENOSPC',
     );
+    // As the stage adapter lists the places a stage writes: the checkpoint's own error is kept.
+    assert.equal(diskFullError(err, [disk, dir, other]).path, dir);
+    assert.match((err as Error).message, /^no space left on the disk that holds .*\/checkpoints \(\d+\.\d KiB free of 1\.0 MiB\)/);
     assert.deepEqual(readdirSync(dir), ['step-1'], 'the half-written step-2 folder is removed');
     assert.equal(latestCheckpoint(dir), join(dir, 'step-1'));
     const back = loadCheckpoint(join(dir, 'step-1'));

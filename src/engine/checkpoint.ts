@@ -12,6 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
+import { diskFullError, isDiskFull } from '../util/disk-full.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { RngState } from './prng.ts';
 
@@ -156,7 +157,10 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
     // A checkpoint cut short by a full disk holds most of the space it lacked: freed now, as the
     // writer lives on (a retry in the same worker) and removeStaleTemps clears only dead writers' folders.
     rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    // Named here, where the folder is known: Node's write error names no file, and with the folder gone
+    // the full disk has its space back, so the stage adapter's guess (the listed disk with the least
+    // free) would blame another disk, TMPDIR's say, whenever that one has less.
+    throw isDiskFull(e) ? diskFullError(e, [dirname(dir)]) : e;
   }
   if (existsSync(dir)) {
     const old = `${tmp}.old`;
