@@ -24,3 +24,17 @@ test('the printed link carries a token made up here, never one the user set (it 
   assert.ok(!printed.includes(set), printed);
   assert.match(printed, /^http:\/\/0\.0\.0\.0:8270\/#token=<TEMPERED_UI_TOKEN>/);
 });
+
+test('for a token that holds % or &, the printed line says how to type them, and the page reads the token typed so', async () => {
+  // Typed as it is, the page decoded %41 as A and ended the token at &: the actions then failed 401 with no word why.
+  const { tokenFromFragment } = (await import(new URL('../../ui/static/format.js', import.meta.url).href)) as {
+    tokenFromFragment(hash: string): string | null;
+  };
+  const set = 'abc%41def&ghi0123456789';
+  assert.equal(uiToken('0.0.0.0', set), set, 'the dashboard accepts it');
+  const printed = printedLink('http://0.0.0.0:8270', set, set);
+  assert.ok(!printed.includes(set), printed);
+  assert.match(printed, /write % as %25 and & as %26/);
+  assert.equal(tokenFromFragment(`#token=${set.replaceAll('%', '%25').replaceAll('&', '%26')}`), set);
+  assert.doesNotMatch(printedLink('http://0.0.0.0:8270', 'plain+token/0123456789=', 'plain+token/0123456789='), /write/);
+});

@@ -31,7 +31,12 @@ export function dashboardLink(address: string, token: string): string {
  * (it would sit in the process's log, where the serve journey found it), only where it goes.
  */
 export function printedLink(address: string, token: string, given: string | undefined): string {
-  return token === given ? `${address}/#token=<TEMPERED_UI_TOKEN> (your token in place; it is not printed)` : dashboardLink(address, token);
+  if (token !== given) return dashboardLink(address, token);
+  // The page decodes the fragment (ui/static/format.js tokenFromFragment): typed as it is, a % would start an escape
+  // and a & end the token, and the actions would fail 401 with a token that looks right.
+  const escapes = [...(token.includes('%') ? ['% as %25'] : []), ...(token.includes('&') ? ['& as %26'] : [])];
+  const typed = escapes.length ? `; write ${escapes.join(' and ')}` : '';
+  return `${address}/#token=<TEMPERED_UI_TOKEN> (your token in place${typed}; it is not printed)`;
 }
 
 /**

@@ -162,7 +162,8 @@ export async function streamEvents({
 
 /**
  * The token in a `#token=…` fragment: the link `tempered ui` prints (URL-encoded) or one a user typed with their
- * TEMPERED_UI_TOKEN as it is. URLSearchParams would read a typed `+` as a space; a token never holds `%` or `&`.
+ * TEMPERED_UI_TOKEN as it is. URLSearchParams would read a typed `+` as a space. A TEMPERED_UI_TOKEN may hold `%` or
+ * `&`, which must be typed as `%25` and `%26` (`tempered ui` says so when the token has them).
  */
 export function tokenFromFragment(hash) {
   const m = /(?:^#?|&)token=([^&]*)/.exec(hash);
