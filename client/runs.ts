@@ -82,7 +82,6 @@ export interface NoWorkerAnswer {
 /** A run's status as the client reports it. */
 export type ClientRunStatus = RunStatus & { noWorkerAnswered?: NoWorkerAnswer };
 
-/** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
 /**
  * Why a run that is still running cannot be resumed, and what to do instead. With no worker answering for it (all of
  * its queue's workers gone, or its dev server restarted under it), "wait for it" did nothing: a worker carries it on.
@@ -96,6 +95,7 @@ export async function runningRunRefusal(client: Client, runId: string): Promise<
   };
 }
 
+/** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
 export async function getRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
   const handle = client.workflow.getHandle(runId);
   const desc = await handle.describe();
