@@ -95,6 +95,8 @@ test('where the names agree and both sides know the instance ids, the ids decide
 test("two TEMPERED_HOMEs' local stores are told apart by their ids, and the refusal says so; the home's own runs pass", () => {
   // A worker of one home whose dev server went away reconnected to the address, where another home's dev server then
   // answered, and took that home's stages: both stores are 'local' by name (the disk-full journey).
+  // A store folder deleted to free space (a full disk) gets a new id from the next submit: the refusal said only
+  // "another TEMPERED_HOME or another host", of one home, where restarting the workers is what helps.
   const home = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000001' };
   const otherHome = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000002' };
   checkBackends(home, { ...home }, 'r5');
@@ -105,7 +107,7 @@ test("two TEMPERED_HOMEs' local stores are told apart by their ids, and the refu
       e instanceof ApplicationFailure &&
       e.type === 'BackendMismatch' &&
       e.message.includes(
-        `keeps artifacts in this host's folder (no TEMPERED_STORE) under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${home.storeId} there, ${otherHome.storeId} here). Start the worker with the TEMPERED_HOME`,
+        `keeps artifacts in this host's folder (no TEMPERED_STORE) under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${home.storeId} there, ${otherHome.storeId} here; if it is this one, its store/instance.json was deleted or replaced since this worker started, as with the store folder deleted to free space: restart the workers). Start the worker with the TEMPERED_HOME`,
       ),
   );
   assert.deepEqual(told, [], 'which home is right is not known: the worker keeps serving its own');

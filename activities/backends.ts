@@ -41,7 +41,7 @@ function difference(
   // Two hosts' folders, or two TEMPERED_HOMEs' on one host: a worker of one home whose dev server went away reconnects
   // to the address, where another home's dev server may now answer, and took that home's stages.
   if (myName === 'local')
-    return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here)`;
+    return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here; if it is this one, its store/${marker} was deleted or replaced since this worker started, as with the store folder deleted to free space: restart the workers)`;
   return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here; if it is this one, its ${marker} was replaced since this worker started: restart the workers)`;
 }
 
