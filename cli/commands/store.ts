@@ -1,7 +1,11 @@
-/** `tempered store gc`: deletes the artifacts nothing keeps (src/store/garbage.ts), a dry run unless --collect. */
+/**
+ * `tempered store gc`: deletes the artifacts nothing keeps (src/store/garbage.ts) and this host's
+ * checkpoint folders no run will resume (src/store/local-checkpoints.ts), a dry run unless --collect.
+ */
 import { databaseExists, isDatabaseUrl } from '../../src/db/database.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { collectGarbage, GarbageIncomplete, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
+import type { CheckpointGarbageReason } from '../../src/store/local-checkpoints.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes as fmtBytes } from '../format.ts';
@@ -61,6 +65,9 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
         points: r.points.deleted,
         checkpoints: r.checkpoints.deleted,
         leases: r.leases.deleted,
+        ...(r.localCheckpoints
+          ? { localCheckpoints: r.localCheckpoints.deleted, localCheckpointBytes: r.localCheckpoints.deletedBytes }
+          : {}),
         ...(error ? { error } : {}),
       },
     });
@@ -72,6 +79,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     collect,
     log: (line) => console.error(line),
     points: ctx.progressPoints(),
+    checkpointsDir: ctx.paths.checkpoints,
   }).catch(async (e: unknown) => {
     // A collection that stopped part-way has still deleted what it says: that goes in the trail too.
     if (e instanceof GarbageIncomplete) await audit(e.report, e.message);
@@ -81,6 +89,14 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   console.log(values.json ? JSON.stringify(report) : describeGarbage(report));
   return 0;
 }
+
+const CHECKPOINT_WHY: Record<CheckpointGarbageReason, string> = {
+  finished: 'its stage finished',
+  'completed elsewhere': 'its stage completed (a stage-cache record: every run of it is a cache hit)',
+  abandoned: 'nothing written since the horizon',
+  'stray temps': 'half-written checkpoints of writers that are gone',
+  'interrupted gc': 'left by a collection that was killed',
+};
 
 export function describeGarbage(r: GarbageReport): string {
   const o = r.objects;
@@ -108,6 +124,13 @@ export function describeGarbage(r: GarbageReport): string {
     lines.push(
       `  quarantine: ${r.quarantine.garbage} damaged objects (${fmtBytes(r.quarantine.garbageBytes)}) ${verb === 'deleted' ? 'deleted' : 'to delete'}`,
     );
+  const c = r.localCheckpoints;
+  if (c && (c.garbage || c.kept)) {
+    lines.push(
+      `  local checkpoints (${c.dir}): ${c.kept} folders kept (${fmtBytes(c.keptBytes)}${c.held ? `; ${c.held} held by a running training` : ''}), garbage ${c.garbage} (${fmtBytes(c.garbageBytes)}); ${r.collected ? `deleted ${c.deleted} (${fmtBytes(c.deletedBytes)})` : 'would delete them'}`,
+    );
+    for (const i of c.items) lines.push(`    ${i.name}: ${fmtBytes(i.bytes)}, ${CHECKPOINT_WHY[i.why]} (last written ${i.lastWrite})`);
+  }
   if (!r.collected) lines.push('dry run: nothing was deleted; add --collect to delete');
   return lines.join('\n');
 }

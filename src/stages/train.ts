@@ -15,6 +15,8 @@ import { hashJson } from '../util/canonical-json.ts';
 import { acquireDirLock } from '../util/dir-lock.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
+// Shared with `store gc`, which takes the same lock and reads the same marker.
+import { checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, modelSourceIssues } from './checks.ts';
@@ -70,8 +72,6 @@ export interface TrainConfig {
   /** causal-lm (LLaMA): recompute activations in the backward pass; default true for qlora, false otherwise. */
   recompute?: boolean;
 }
-
-const COMPLETE = 'COMPLETE';
 
 async function writeHistory(
   path: string,
@@ -394,7 +394,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
     const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
-    const staleMs = lockStaleMs();
+    const staleMs = checkpointLockStaleMs();
     const lock = acquireDirLock(`${checkpointDir}.lock`, {
       what,
       staleMs,
@@ -533,12 +533,6 @@ export async function modelIdentityKey(model: string, baseDir: string, stateDir:
   const { resolveModelSource } = await lib();
   const resolved = await resolveModelSource(absoluteModelSource(model, baseDir), { cacheDir: statePaths(stateDir).models });
   return hashJson(resolved.identity);
-}
-
-/** How long a checkpoint lock or shared lease may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
-function lockStaleMs(): number {
-  const v = Number(process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS);
-  return Number.isFinite(v) && v > 0 ? v : 60_000;
 }
 
 export function stageKinds(): StageKind<any>[] {

@@ -19,6 +19,9 @@
  * are also in its history artifact, kept or collected like any other), and so does the working state
  * of trainings abandoned before it: a shared checkpoint (pointer and files) and its lease that nothing
  * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
+ * This host's own checkpoint folders (`checkpointsDir`) go by local-checkpoints.ts's rules: of work
+ * whose stage-cache record stays (done), finished, or unwritten since the horizon, and never while a
+ * running training holds their lock.
  *
  * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops each
  * expired record only if it is still the one judged, then looks at each object (and its mark) again
@@ -33,6 +36,7 @@ import { checkpointLeaseOf } from './shared-checkpoints.ts';
 import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
+import { collectLocalCheckpoints, type LocalCheckpointsReport } from './local-checkpoints.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
@@ -61,6 +65,13 @@ export interface GarbageOptions {
   points?: ProgressPoints;
   /** Requests at once; default REQUESTS_IN_FLIGHT (bench/store-gc.bench.ts compares it with one). */
   inFlight?: number;
+  /**
+   * This host's training checkpoints (`TEMPERED_HOME/checkpoints`): folders of finished, completed
+   * or abandoned trainings go too (local-checkpoints.ts). Left out, they are not looked at.
+   */
+  checkpointsDir?: string;
+  /** How long a checkpoint lock goes unrefreshed before its holder is presumed dead; default checkpointLockStaleMs(). */
+  lockStaleMs?: number;
 }
 
 export interface GarbageReport {
@@ -97,6 +108,8 @@ export interface GarbageReport {
    * horizon, by name: `deleted` fewer when one was taken again meanwhile.
    */
   leases: { old: number; deleted: number };
+  /** This host's checkpoint folders (when GarbageOptions.checkpointsDir was given). */
+  localCheckpoints?: LocalCheckpointsReport;
 }
 
 /** A training's working state in the store, abandoned: the keys of its pointer, files and lease. */
@@ -140,9 +153,12 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
 
   const expired: { key: string; text: string }[] = [];
   let keptRecords = 0;
+  // The keys of work done whose records stay: their local checkpoints are read by no run again.
+  const completed = new Set<string>();
   for await (const { key, text } of opts.cache.records(inFlight)) {
     if (recordTime(text) >= horizon) {
       keptRecords++;
+      completed.add(key);
       mark(text);
     } else expired.push({ key, text });
   }
@@ -197,8 +213,19 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   const quarantined = await space.quarantined(horizon);
   report.quarantine.garbage = quarantined.length;
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
-  if (!opts.collect) return report;
+  const localCheckpoints = (collect: boolean) =>
+    collectLocalCheckpoints({ dir: opts.checkpointsDir!, horizon, completed, collect, staleMs: opts.lockStaleMs });
+  if (!opts.collect) {
+    if (opts.checkpointsDir) report.localCheckpoints = localCheckpoints(false);
+    return report;
+  }
   try {
+    // First: this host's disk, whatever becomes of the store's sweep.
+    if (opts.checkpointsDir) {
+      report.localCheckpoints = localCheckpoints(true);
+      const c = report.localCheckpoints;
+      if (c.deleted) log(`deleted ${c.deleted} local checkpoint folders (${c.deletedBytes} bytes) from ${c.dir}`);
+    }
     await sweep();
   } catch (e) {
     // What was deleted before the failure is reported with it, for the audit trail.

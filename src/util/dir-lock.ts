@@ -131,20 +131,29 @@ export function newOwner(what: string, now: number): LockOwner {
   };
 }
 
+/**
+ * Who holds the lock at `path` so that acquireDirLock would refuse it (a live holder on this machine,
+ * or one elsewhere that refreshed it within `staleMs`), or undefined when it is free or taken over. A
+ * look, not a claim: `store gc` reports with it and takes the lock itself before it deletes.
+ */
+export function lockHolder(path: string, staleMs: number, now: number): { owner: LockOwner | undefined } | undefined {
+  let mtime: number;
+  try {
+    mtime = statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
+  const holder = readOwner(path);
+  return holderAlive(holder) || (now - mtime < staleMs && !holderGone(holder)) ? { owner: holder } : undefined;
+}
+
 export function acquireDirLock(path: string, opts: { what: string; staleMs?: number; refreshMs?: number; now?: () => number }): DirLock {
   const staleMs = opts.staleMs ?? 60_000;
   const now = opts.now ?? Date.now;
   const owner = newOwner(opts.what, now());
   if (!create(path, owner)) {
-    let mtime: number | undefined;
-    try {
-      mtime = statSync(path).mtimeMs;
-    } catch {
-      /* released meanwhile */
-    }
-    const holder = readOwner(path);
-    if (holderAlive(holder) || (mtime !== undefined && now() - mtime < staleMs && !holderGone(holder)))
-      throw new LockBusyError(path, holder);
+    const busy = lockHolder(path, staleMs, now());
+    if (busy) throw new LockBusyError(path, busy.owner);
     // Stale: move it aside atomically (only one taker wins the rename), then create ours.
     const aside = `${path}.stale-${owner.token}`;
     try {

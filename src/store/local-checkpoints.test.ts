@@ -1,0 +1,311 @@
+/**
+ * `store gc` and this host's training checkpoints (local-checkpoints.ts through collectGarbage): real
+ * checkpoint folders (saveCheckpoint), a real folder store and stage cache, real processes holding
+ * locks, and a real (tiny) train stage resuming, or starting afresh, after a collection.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
+import { latestCheckpoint, saveCheckpoint } from '../engine/checkpoint.ts';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
+import { trainStage, type TrainConfig } from '../stages/train.ts';
+import type { StageContext } from '../stages/types.ts';
+import { machineId, processStart } from '../util/process-alive.ts';
+import { ArtifactStore } from './artifact-store.ts';
+import { collectGarbage, type GarbageReport } from './garbage.ts';
+import { StageCache } from './stage-cache.ts';
+
+type T = { after: (fn: () => void) => void };
+const DAY = 24 * 3600_000;
+const HORIZON = 30 * DAY;
+
+function home(t: T, name: string) {
+  const dir = mkdtempSync(join(tmpdir(), `tempered-ckgc-${name}-`));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ArtifactStore(join(dir, 'store'));
+  const cache = new StageCache(join(dir, 'cache'), store);
+  const checkpoints = join(dir, 'checkpoints');
+  mkdirSync(checkpoints, { recursive: true });
+  const gc = (collect: boolean) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, checkpointsDir: checkpoints });
+  return { dir, store, cache, checkpoints, gc };
+}
+
+/** Everything under `dir`, with sizes and times: what a dry run must leave as it was. */
+function snapshot(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string) => {
+    const st = lstatSync(p);
+    out.push(`${p} ${st.size} ${st.mtimeMs}`);
+    if (st.isDirectory()) for (const n of readdirSync(p).sort()) walk(join(p, n));
+  };
+  walk(dir);
+  return out;
+}
+
+/** Sets the times of a tree, deepest first, `days` back. */
+function age(path: string, days: number): void {
+  const when = new Date(Date.now() - days * DAY);
+  const walk = (p: string) => {
+    if (lstatSync(p).isDirectory()) for (const n of readdirSync(p)) walk(join(p, n));
+    utimesSync(p, when, when);
+  };
+  walk(path);
+}
+
+/** A real checkpoint of `step` in `<checkpoints>/<name>/step-N`, `floats` float32 weights. */
+function checkpoint(checkpoints: string, name: string, step: number, floats = 1000): string {
+  const dir = join(checkpoints, name, `step-${step}`);
+  mkdirSync(join(checkpoints, name), { recursive: true });
+  saveCheckpoint(dir, {
+    manifest: {
+      format: 'tempered-checkpoint/1',
+      step,
+      epoch: 0,
+      position: step,
+      rng: { s: [1, 2, 3, 4] } as never,
+      configHash: 'c',
+      evalsWithoutImprovement: 0,
+      shapes: { w: [floats] },
+    },
+    params: new Map([['w', new Float32Array(floats).fill(step)]]),
+    state: new Map([['m', new Float32Array(floats)]]),
+  });
+  return dir;
+}
+
+/** A pid no process has: one that ran and exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+  return Number(r.stdout.toString());
+}
+
+/** A live process other than this one, stopped when the test ends. */
+function liveProcess(t: T): number {
+  const child = spawn('sleep', ['600'], { stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
+  return child.pid!;
+}
+
+/** The lock a train stage of process `pid` holds on a folder, last refreshed an hour ago. */
+function lockOf(folder: string, pid: number): string {
+  const path = `${folder}.lock`;
+  writeFileSync(
+    path,
+    JSON.stringify({
+      token: 'held',
+      pid,
+      host: hostname(),
+      machine: machineId(),
+      pidStart: processStart(pid),
+      what: 'run r stage train attempt 1',
+      since: new Date().toISOString(),
+    }),
+  );
+  const anHourAgo = new Date(Date.now() - 3600_000);
+  utimesSync(path, anHourAgo, anHourAgo);
+  return path;
+}
+
+const key = (c: string) => c.repeat(64);
+
+test('store gc keeps the checkpoints a resume or a running training needs and collects the rest; a dry run deletes nothing', async (t) => {
+  const { checkpoints, cache, gc } = home(t, 'judge');
+  const dead = deadPid();
+  const live = liveProcess(t);
+  const at = (name: string) => join(checkpoints, name);
+
+  // Abandoned: a failed training nobody resumed for 40 days.
+  checkpoint(checkpoints, key('a'), 2);
+  age(at(key('a')), 40);
+  // Recent: a failed training from yesterday, with a half-written checkpoint of its dead writer
+  // (and one of a live writer, which stays).
+  checkpoint(checkpoints, key('b'), 2);
+  mkdirSync(join(at(key('b')), `.step-3.tmp-${dead}`));
+  writeFileSync(join(at(key('b')), `.step-3.tmp-${dead}`, 'weights.safetensors'), Buffer.alloc(5000));
+  mkdirSync(join(at(key('b')), `.step-3.tmp-${live}`));
+  age(at(key('b')), 1);
+  // Completed elsewhere: written an hour ago, but the stage has a record (another worker finished it).
+  checkpoint(checkpoints, key('c'), 2);
+  await cache.put({
+    key: key('c'),
+    kind: 'train',
+    outputs: {},
+    producedBy: { runId: 'r2', stageId: 'train' },
+    createdAt: new Date().toISOString(),
+  });
+  // A record the collection drops (older than the horizon): the next run trains again, so the
+  // recent folder is what it resumes from.
+  checkpoint(checkpoints, key('d'), 2);
+  await cache.put({
+    key: key('d'),
+    kind: 'train',
+    outputs: {},
+    producedBy: { runId: 'r0', stageId: 'train' },
+    createdAt: new Date(Date.now() - 40 * DAY).toISOString(),
+  });
+  // Finished: its stage wrote COMPLETE and was killed before it cleared the rest.
+  checkpoint(checkpoints, key('e'), 4);
+  writeFileSync(join(at(key('e')), 'COMPLETE'), 'now');
+  // Old, but a live training holds its lock (blocked in a long native run, it refreshed nothing for an hour).
+  checkpoint(checkpoints, key('f'), 2);
+  age(at(key('f')), 40);
+  const heldLock = lockOf(at(key('f')), live);
+  // Old, its lock left by a process that is gone.
+  checkpoint(checkpoints, key('g'), 2);
+  age(at(key('g')), 40);
+  const deadLock = lockOf(at(key('g')), dead);
+  // Left aside by a collection that was killed mid-delete: no resume reads it.
+  mkdirSync(join(checkpoints, `.${key('h')}.gc-${dead}-0123abcd`));
+  checkpoint(join(checkpoints, `.${key('h')}.gc-${dead}-0123abcd`), 'x', 3);
+  assert.equal(latestCheckpoint(at(key('h'))), undefined);
+
+  const before = snapshot(checkpoints);
+  const dry = (await gc(false)).localCheckpoints!;
+  assert.deepEqual(snapshot(checkpoints), before, 'a dry run changes nothing');
+  const whys = Object.fromEntries(dry.items.map((i) => [i.name, i.why]));
+  assert.deepEqual(whys, {
+    [key('a')]: 'abandoned',
+    [key('b')]: 'stray temps',
+    [key('c')]: 'completed elsewhere',
+    [key('e')]: 'finished',
+    [key('g')]: 'abandoned',
+    [`.${key('h')}.gc-${dead}-0123abcd`]: 'interrupted gc',
+  });
+  assert.equal(dry.kept, 3, 'b, d and f stay');
+  assert.equal(dry.held, 1);
+  assert.equal(dry.deleted, 0);
+  assert.equal(dry.items.find((i) => i.why === 'stray temps')!.bytes, 5000);
+  assert.ok(dry.garbageBytes > 5 * 8000, `${dry.garbageBytes}`);
+
+  const done = await gc(true);
+  const c = done.localCheckpoints!;
+  assert.equal(c.deleted, dry.garbage);
+  assert.equal(c.deletedBytes, dry.garbageBytes, 'what the dry run announced is what went');
+  assert.deepEqual(
+    readdirSync(checkpoints).sort(),
+    [key('b'), key('d'), key('f'), `${key('f')}.lock`].sort(),
+    'the others are gone, with the lock of the dead holder; nothing is left aside',
+  );
+  assert.ok(existsSync(heldLock), 'the live holder keeps its lock');
+  assert.equal(existsSync(deadLock), false);
+  assert.equal(latestCheckpoint(at(key('b'))), join(at(key('b')), 'step-2'), 'the recent folder keeps its checkpoint');
+  assert.deepEqual(
+    readdirSync(at(key('b'))).sort(),
+    [`.step-3.tmp-${live}`, 'step-2'].sort(),
+    "the dead writer's temp went, the live one's stayed",
+  );
+  assert.ok(latestCheckpoint(at(key('d'))) && latestCheckpoint(at(key('f'))));
+  t.diagnostic(`reclaimed ${c.deletedBytes} bytes in ${c.deleted} folders; kept ${c.keptBytes} bytes in ${c.kept}`);
+
+  const again = (await gc(true)).localCheckpoints!;
+  assert.equal(again.garbage, 0, 'a second collection finds nothing');
+});
+
+test('store gc on a home without checkpoints; an old folder whose lock a holder on another machine refreshed lately stays', async (t) => {
+  const { checkpoints, gc } = home(t, 'none');
+  rmSync(checkpoints, { recursive: true });
+  assert.deepEqual((await gc(true)).localCheckpoints!.items, []);
+  mkdirSync(checkpoints);
+  // Old, and its holder's process ran on another machine and refreshed the lock just now.
+  checkpoint(checkpoints, key('a'), 1);
+  age(join(checkpoints, key('a')), 40);
+  writeFileSync(
+    join(checkpoints, `${key('a')}.lock`),
+    JSON.stringify({ token: 't', pid: 1, host: 'elsewhere', machine: 'elsewhere/boot/ns', what: 'run r stage train attempt 2', since: '' }),
+  );
+  const r: GarbageReport = await gc(true);
+  assert.deepEqual([r.localCheckpoints!.held, r.localCheckpoints!.deleted], [1, 0]);
+  assert.ok(latestCheckpoint(join(checkpoints, key('a'))));
+});
+
+/** A tiny causal-lm train stage (src/stages/train-lock.test.ts's) in a home of its own. */
+async function trainFixture(t: T) {
+  const h = home(t, 'train');
+  const modelDir = tinyGpt2Dir(join(h.dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const tablePath = join(h.dir, 'train.arrow');
+  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
+  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
+  w.close();
+  const trainRef = await h.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = {
+    model: modelDir,
+    task: 'causal-lm',
+    train: trainRef,
+    method: 'lora',
+    lora: { r: 2, alpha: 4 },
+    lr: 1e-2,
+    maxSteps: 6,
+    batchSize: 8,
+    maxLength: 16,
+    checkpointEvery: 1,
+    stepsPerRun: 1,
+    threads: 1,
+  } as TrainConfig;
+  let attempt = 0;
+  /** Runs the stage of `cacheKey`; with `failAt`, it fails once it has a checkpoint of that step. */
+  const run = (cacheKey: string, failAt?: number) => {
+    const ac = new AbortController();
+    const ctx: StageContext = {
+      runId: 'r',
+      stageId: 'train',
+      attempt: ++attempt,
+      baseDir: h.dir,
+      specHash: 's',
+      actor: 't',
+      cacheKey,
+      store: h.store,
+      workDir: join(h.dir, `work-${attempt}`),
+      stateDir: h.dir,
+      signal: ac.signal,
+      progress(p) {
+        const at = /^checkpoint .*step-(\d+)$/.exec(p.message ?? '');
+        if (failAt !== undefined && at && Number(at[1]) >= failAt) ac.abort(new Error('worker lost'));
+      },
+      log() {},
+    };
+    return trainStage.run(cfg, ctx).then((out) => ({
+      steps: out.steps as number,
+      finalLoss: out.finalLoss as number,
+      resumedFromStep: (out.baseModel as { resumedFromStep: number | null }).resumedFromStep,
+    }));
+  };
+  return { ...h, run };
+}
+
+test('after store gc --collect a kept checkpoint still resumes, and a collected one starts the next run from step 0', async (t) => {
+  const { checkpoints, gc, run } = await trainFixture(t);
+  const kept = key('1');
+  const collected = key('2');
+  await assert.rejects(run(kept, 2));
+  await assert.rejects(run(collected, 2));
+  const step = (k: string) => Number(/step-(\d+)$/.exec(latestCheckpoint(join(checkpoints, k))!)![1]);
+  const keptStep = step(kept);
+  assert.ok(keptStep >= 2 && keptStep < 6, `${keptStep}`);
+  // The second failed training is left for 40 days.
+  age(join(checkpoints, collected), 40);
+
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(
+    r.items.map((i) => [i.name, i.why, i.deleted]),
+    [[collected, 'abandoned', true]],
+  );
+  assert.equal(r.kept, 1);
+  t.diagnostic(`a failed tiny LoRA training's folder: ${r.deletedBytes} bytes reclaimed`);
+
+  const resumed = await run(kept);
+  assert.equal(resumed.steps, 6);
+  assert.equal(resumed.resumedFromStep, keptStep, 'the kept checkpoint is resumed from');
+  const fresh = await run(collected);
+  assert.equal(fresh.steps, 6);
+  assert.equal(fresh.resumedFromStep, null, 'the collected one is gone: a clean start from step 0');
+  assert.equal(fresh.finalLoss, resumed.finalLoss, 'the same training either way');
+
+  // Both finished: their folders hold only COMPLETE now, and go.
+  const after = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(after.items.map((i) => i.why).sort(), ['finished', 'finished']);
+  assert.deepEqual(readdirSync(checkpoints), []);
+});

@@ -1,0 +1,271 @@
+/**
+ * Garbage collection of this host's training checkpoints (`TEMPERED_HOME/checkpoints/<cache key>/`,
+ * `step-N/` folders and the token cache a train stage writes there), for `tempered store gc`.
+ *
+ * A train stage that fails and is never resumed leaves its folder for good: gigabytes for an LLM's
+ * full fine-tuning. A folder is garbage when:
+ *
+ * - its stage finished (`COMPLETE` in it: the stage clears the rest itself, a crash in between leaves it);
+ * - its cache key has a stage-cache record that this collection keeps (written or used after the
+ *   horizon), at once whatever the folder's age: the stage completed (here or on another worker), so
+ *   every run of that work, `tempered resume` included, is a cache hit and never reads the folder.
+ *   Only a stage with `cache: false` skips the lookup, and it writes no record. A record that
+ *   expires now does not count: this collection drops it, and the next run of that work trains again
+ *   and may resume from the folder, which is then judged by its age alone;
+ * - nothing in it was written since the horizon (the newest mtime of the folder and all it holds: a
+ *   training writes a `step-N` every `checkpointEvery` steps), as for the rest of gc: a failed run
+ *   left for longer than that is not going to be resumed, or the resume costs a training from step 0.
+ *
+ * and never while its lock (`<folder>.lock`, src/util/dir-lock.ts) is held: a live process on this
+ * machine (a training blocked for minutes in one native run refreshes nothing) or a holder elsewhere
+ * that refreshed it within TEMPERED_CHECKPOINT_LOCK_STALE_MS. Collecting takes that lock itself, as a
+ * train stage does, so a training that starts meanwhile waits (LockBusyError, retried), judges the
+ * folder again under it, then renames it aside (`.<name>.gc-<pid>-<token>`, which nothing reads) before
+ * deleting: a gc killed mid-delete leaves no folder a resume could take for a checkpoint (a resume reads
+ * `<name>/step-N/manifest.json` only), just the aside folder that the next collection deletes once its
+ * gc is dead. A kept folder loses its stray temp folders (`.step-N.tmp-<pid>[.old]` of dead writers:
+ * half-written checkpoints), as the train stage's own `removeStaleTemps` would on its next start.
+ */
+import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { acquireDirLock, LockBusyError, lockHolder } from '../util/dir-lock.ts';
+import { processAlive } from '../util/process-alive.ts';
+
+/** The marker a finished train stage leaves in its folder (src/stages/train.ts). */
+export const COMPLETE = 'COMPLETE';
+
+/** How long a checkpoint lock or shared lease may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
+export function checkpointLockStaleMs(): number {
+  const v = Number(process.env.TEMPERED_CHECKPOINT_LOCK_STALE_MS);
+  return Number.isFinite(v) && v > 0 ? v : 60_000;
+}
+
+/** Why a folder (or part of one) is garbage. */
+export type CheckpointGarbageReason =
+  /** `COMPLETE` in it: its stage finished and only the clean-up was cut short. */
+  | 'finished'
+  /** Its cache key has a stage-cache record that stays: every run of that work is a cache hit. */
+  | 'completed elsewhere'
+  /** Nothing in it written since the horizon. */
+  | 'abandoned'
+  /** Half-written checkpoints (`.step-N.tmp-<pid>`) of writers that are gone, in a folder that stays. */
+  | 'stray temps'
+  /** What a collection killed mid-delete left aside. */
+  | 'interrupted gc';
+
+export interface LocalCheckpointItem {
+  /** The folder's name under the checkpoints folder: the stage's cache key (or `<run>-<stage>`). */
+  name: string;
+  bytes: number;
+  why: CheckpointGarbageReason;
+  /** The newest write in it, ISO. */
+  lastWrite: string;
+  deleted: boolean;
+}
+
+export interface LocalCheckpointsReport {
+  dir: string;
+  /** Folders that stay: written since the horizon of work not done, or held. */
+  kept: number;
+  keptBytes: number;
+  /** Of those kept, folders whose lock a running training holds (whatever their age). */
+  held: number;
+  /** Folders (and stray temps in kept ones) to delete, or deleted. */
+  garbage: number;
+  garbageBytes: number;
+  deleted: number;
+  deletedBytes: number;
+  /** The garbage, one entry a folder, largest first. */
+  items: LocalCheckpointItem[];
+}
+
+export interface LocalCheckpointOptions {
+  /** `TEMPERED_HOME/checkpoints`. */
+  dir: string;
+  /** ms since the epoch: a folder with nothing written since is abandoned. */
+  horizon: number;
+  /** Cache keys with a stage-cache record that stays. */
+  completed: ReadonlySet<string>;
+  collect: boolean;
+  /** Default checkpointLockStaleMs(). */
+  staleMs?: number;
+}
+
+const TEMP = /^\.step-\d+\.tmp-(\d+)(\.old)?$/;
+const ASIDE = /^\..+\.gc-(\d+)-[0-9a-f]+$/;
+
+/** Bytes and newest mtime of a tree, links not followed; zero and -Infinity when it is gone. */
+function measure(path: string): { bytes: number; newest: number } {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return { bytes: 0, newest: -Infinity };
+  }
+  let bytes = st.isDirectory() ? 0 : st.size;
+  let newest = st.mtimeMs;
+  if (st.isDirectory()) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(path);
+    } catch {
+      /* removed meanwhile */
+    }
+    for (const n of names) {
+      const m = measure(join(path, n));
+      bytes += m.bytes;
+      newest = Math.max(newest, m.newest);
+    }
+  }
+  return { bytes, newest };
+}
+
+interface Judged {
+  why?: Exclude<CheckpointGarbageReason, 'stray temps' | 'interrupted gc'>;
+  bytes: number;
+  newest: number;
+  /** Stray temp folders in a folder that stays, by name. */
+  temps: { name: string; bytes: number }[];
+}
+
+function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged {
+  const { bytes, newest } = measure(path);
+  const why = existsSync(join(path, COMPLETE))
+    ? 'finished'
+    : opts.completed.has(name)
+      ? 'completed elsewhere'
+      : newest < opts.horizon
+        ? 'abandoned'
+        : undefined;
+  const temps: Judged['temps'] = [];
+  if (!why)
+    for (const n of readdirSync(path)) {
+      const m = TEMP.exec(n);
+      if (m && !processAlive(Number(m[1]))) temps.push({ name: n, bytes: measure(join(path, n)).bytes });
+    }
+  return { why, bytes, newest, temps };
+}
+
+/** Judges (and, collecting, deletes) the checkpoint folders under `opts.dir`. */
+export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalCheckpointsReport {
+  const staleMs = opts.staleMs ?? checkpointLockStaleMs();
+  const report: LocalCheckpointsReport = {
+    dir: opts.dir,
+    kept: 0,
+    keptBytes: 0,
+    held: 0,
+    garbage: 0,
+    garbageBytes: 0,
+    deleted: 0,
+    deletedBytes: 0,
+    items: [],
+  };
+  const names = existsSync(opts.dir) ? readdirSync(opts.dir).sort() : [];
+  const garbage = (name: string, bytes: number, why: CheckpointGarbageReason, newest: number): LocalCheckpointItem => {
+    const item = { name, bytes, why, lastWrite: new Date(newest).toISOString(), deleted: false };
+    report.items.push(item);
+    report.garbage++;
+    report.garbageBytes += bytes;
+    return item;
+  };
+  const deleted = (item: LocalCheckpointItem) => {
+    item.deleted = true;
+    report.deleted++;
+    report.deletedBytes += item.bytes;
+  };
+  const keep = (bytes: number, held: boolean) => {
+    report.kept++;
+    report.keptBytes += bytes;
+    if (held) report.held++;
+  };
+
+  for (const name of names) {
+    const path = join(opts.dir, name);
+    let st;
+    try {
+      st = lstatSync(path);
+    } catch {
+      continue;
+    }
+    if (!st.isDirectory()) continue;
+    const aside = ASIDE.exec(name);
+    if (aside) {
+      // A collection's own aside folder, left by one that was killed: nothing else reads these names.
+      if (processAlive(Number(aside[1]))) continue;
+      const { bytes, newest } = measure(path);
+      const item = garbage(name, bytes, 'interrupted gc', newest);
+      if (opts.collect) {
+        rmSync(path, { recursive: true, force: true });
+        deleted(item);
+      }
+      continue;
+    }
+    // Temp folders of checkpoint writes live inside a checkpoint folder, never beside it; any other
+    // dot-name is not the train stage's.
+    if (name.startsWith('.')) continue;
+    const lockPath = `${path}.lock`;
+    // Lock times are the wall clock's, whatever the horizon is reckoned from.
+    if (lockHolder(lockPath, staleMs, Date.now())) {
+      keep(measure(path).bytes, true);
+      continue;
+    }
+    const first = judge(path, name, opts);
+    if (!first.why && !first.temps.length) {
+      keep(first.bytes, false);
+      continue;
+    }
+    if (!opts.collect) {
+      if (first.why) garbage(name, first.bytes, first.why, first.newest);
+      else {
+        keep(first.bytes - first.temps.reduce((n, t) => n + t.bytes, 0), false);
+        garbage(
+          name,
+          first.temps.reduce((n, t) => n + t.bytes, 0),
+          'stray temps',
+          first.newest,
+        );
+      }
+      continue;
+    }
+    // The train stage's own lock: a training that starts now waits for it (and retries), one that
+    // started since the look above keeps its folder.
+    let lock;
+    try {
+      lock = acquireDirLock(lockPath, { what: `tempered store gc (pid ${process.pid})`, staleMs });
+    } catch (e) {
+      if (!(e instanceof LockBusyError)) throw e;
+      keep(first.bytes, true);
+      continue;
+    }
+    let release = true;
+    try {
+      // Judged again under the lock: a training may have written (or finished) since the look.
+      const j = judge(path, name, opts);
+      if (j.why) {
+        const item = garbage(name, j.bytes, j.why, j.newest);
+        // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
+        // the name a resume reads; the lock can go as soon as the name is free.
+        const to = join(opts.dir, `.${name}.gc-${process.pid}-${randomBytes(4).toString('hex')}`);
+        renameSync(path, to);
+        lock.release();
+        release = false;
+        rmSync(to, { recursive: true, force: true });
+        deleted(item);
+      } else {
+        const tempBytes = j.temps.reduce((n, t) => n + t.bytes, 0);
+        keep(j.bytes - tempBytes, false);
+        if (j.temps.length) {
+          const item = garbage(name, tempBytes, 'stray temps', j.newest);
+          // Read by nobody (a resume lists `step-N` folders only), so deleted in place.
+          for (const t of j.temps) rmSync(join(path, t.name), { recursive: true, force: true });
+          deleted(item);
+        }
+      }
+    } finally {
+      if (release) lock.release();
+    }
+  }
+  report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
+  return report;
+}
