@@ -222,6 +222,43 @@ test('store gc on a home without checkpoints; an old folder whose lock a holder 
   assert.ok(latestCheckpoint(join(checkpoints, key('a'))));
 });
 
+test('a collection killed mid-delete leaves nothing a resume reads, and the next one finishes the delete', async (t) => {
+  const { checkpoints, gc } = home(t, 'killed');
+  const folder = join(checkpoints, key('a'));
+  checkpoint(checkpoints, key('a'), 1);
+  checkpoint(checkpoints, key('a'), 2);
+  age(folder, 40);
+  // A gc process whose delete of the folder is cut short by SIGKILL, one file into it: node:fs's
+  // rmSync is wrapped in that process only, to delete one file and kill it.
+  const module = new URL('./local-checkpoints.ts', import.meta.url).href;
+  const script = `
+    import fs from 'node:fs';
+    import { syncBuiltinESMExports } from 'node:module';
+    import { join } from 'node:path';
+    const rm = fs.rmSync;
+    fs.rmSync = (p, o) => {
+      if (/\\.gc-\\d+-/.test(p)) { fs.unlinkSync(join(p, 'step-2', 'weights.safetensors')); process.kill(process.pid, 'SIGKILL'); }
+      return rm(p, o);
+    };
+    syncBuiltinESMExports();
+    const { collectLocalCheckpoints } = await import(${JSON.stringify(module)});
+    collectLocalCheckpoints({ dir: ${JSON.stringify(checkpoints)}, horizon: Date.now() - ${HORIZON}, completed: new Set(), collect: true });
+  `;
+  const killed = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+  const left = readdirSync(checkpoints);
+  assert.equal(left.length, 1, `only the aside folder is left, no lock: ${left.join(', ')}`);
+  assert.match(left[0]!, /^\.a{64}\.gc-\d+-[0-9a-f]{8}$/);
+  assert.equal(latestCheckpoint(folder), undefined, 'a resume finds no checkpoint, not a damaged one');
+
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(
+    r.items.map((i) => [i.why, i.deleted]),
+    [['interrupted gc', true]],
+  );
+  assert.deepEqual(readdirSync(checkpoints), []);
+});
+
 /** A tiny causal-lm train stage (src/stages/train-lock.test.ts's) in a home of its own. */
 async function trainFixture(t: T) {
   const h = home(t, 'train');
