@@ -129,8 +129,18 @@ interface Judged {
   temps: { name: string; bytes: number }[];
 }
 
-function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged {
+function readdirOrNone(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
+
+/** Undefined when the folder is gone (a training that took its lock since the look cleared it). */
+function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged | undefined {
   const { bytes, newest } = measure(path);
+  if (newest === -Infinity) return undefined;
   const why = existsSync(join(path, COMPLETE))
     ? 'finished'
     : opts.completed.has(name)
@@ -140,7 +150,7 @@ function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged
         : undefined;
   const temps: Judged['temps'] = [];
   if (!why)
-    for (const n of readdirSync(path)) {
+    for (const n of readdirOrNone(path)) {
       const m = TEMP.exec(n);
       if (m && !processAlive(Number(m[1]))) temps.push({ name: n, bytes: measure(join(path, n)).bytes });
     }
@@ -211,6 +221,7 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       continue;
     }
     const first = judge(path, name, opts);
+    if (!first) continue;
     if (!first.why && !first.temps.length) {
       keep(first.bytes, false);
       continue;
@@ -242,6 +253,7 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     try {
       // Judged again under the lock: a training may have written (or finished) since the look.
       const j = judge(path, name, opts);
+      if (!j) continue;
       if (j.why) {
         const item = garbage(name, j.bytes, j.why, j.newest);
         // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
