@@ -14,16 +14,11 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, sep } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SKIP = new Set(['node_modules', '.git', '.tempered', 'bench']);
-
-function integrationFirst(files) {
-  const integration = (f) => f.startsWith(`tests${sep}`);
-  return [...files.filter(integration), ...files.filter((f) => !integration(f))];
-}
 
 function find(dir, out = []) {
   for (const name of readdirSync(dir)) {
@@ -42,14 +37,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
 // As /tmp itself: the servers some tests start as another user (PostgreSQL runs as nobody under root)
 // must reach their folders inside it.
 chmodSync(scratch, 0o1777);
-// The whole suite runs the integration files under tests/ first: they take 10-130 s each against a
-// few seconds for most unit files, and in name order (tests/ after src/, as `node --test` runs them)
-// the run ended on long integration files beside an idle slot. The short unit files fill the gaps at
-// the end instead. With arguments (a pattern, some files), `node --test` runs them as it does.
-const command = args.length
-  ? ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files]
-  : ['--import', 'tsx', join(root, 'scripts', 'run-test-files.mjs'), ...integrationFirst(files)];
-const r = spawnSync(process.execPath, command, {
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
   cwd: root,
   stdio: 'inherit',
   env: { ...process.env, TEMPERED_TESTING: '1', TMPDIR: scratch },
