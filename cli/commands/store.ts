@@ -92,7 +92,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
 
 const CHECKPOINT_WHY: Record<CheckpointGarbageReason, string> = {
   finished: 'its stage finished',
-  'completed elsewhere': 'its stage completed (a stage-cache record: every run of it is a cache hit)',
+  'completed elsewhere': 'its stage completed since (a stage-cache record: every run that looks it up is a hit)',
   abandoned: 'nothing written since the horizon',
   'stray temps': 'half-written checkpoints of writers that are gone',
   'interrupted gc': 'left by a collection that was killed',

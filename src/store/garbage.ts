@@ -20,8 +20,8 @@
  * of trainings abandoned before it: a shared checkpoint (pointer and files) and its lease that nothing
  * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
  * This host's own checkpoint folders (`checkpointsDir`) go by local-checkpoints.ts's rules: of work
- * whose stage-cache record stays (done), finished, or unwritten since the horizon, and never while a
- * running training holds their lock.
+ * whose stage-cache record stays and came after their last write (done elsewhere), finished, or
+ * unwritten since the horizon, and never while a running training holds their lock.
  *
  * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops each
  * expired record only if it is still the one judged, then looks at each object (and its mark) again
@@ -153,12 +153,13 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
 
   const expired: { key: string; text: string }[] = [];
   let keptRecords = 0;
-  // The keys of work done whose records stay: their local checkpoints are read by no run again.
-  const completed = new Set<string>();
+  // The work done whose records stay, by key, with when it was done: local checkpoints written
+  // before that are read by no run again (local-checkpoints.ts).
+  const completed = new Map<string, number>();
   for await (const { key, text } of opts.cache.records(inFlight)) {
     if (recordTime(text) >= horizon) {
       keptRecords++;
-      completed.add(key);
+      completed.set(key, createdTime(text));
       mark(text);
     } else expired.push({ key, text });
   }
@@ -282,6 +283,16 @@ function recordTime(text: string): number {
     return lastUse(JSON.parse(text) as { createdAt?: unknown; usedAt?: unknown });
   } catch {
     return -Infinity;
+  }
+}
+
+/** When a record's work was done (its `createdAt`, not a hit's `usedAt`), in ms; NaN when unknown. */
+function createdTime(text: string): number {
+  try {
+    const t = (JSON.parse(text) as { createdAt?: unknown }).createdAt;
+    return typeof t === 'string' ? Date.parse(t) : NaN;
+  } catch {
+    return NaN;
   }
 }
 

@@ -242,7 +242,7 @@ test('a collection killed mid-delete leaves nothing a resume reads, and the next
     };
     syncBuiltinESMExports();
     const { collectLocalCheckpoints } = await import(${JSON.stringify(module)});
-    collectLocalCheckpoints({ dir: ${JSON.stringify(checkpoints)}, horizon: Date.now() - ${HORIZON}, completed: new Set(), collect: true });
+    collectLocalCheckpoints({ dir: ${JSON.stringify(checkpoints)}, horizon: Date.now() - ${HORIZON}, completed: new Map(), collect: true });
   `;
   const killed = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
   assert.equal(killed.signal, 'SIGKILL', killed.stderr);
@@ -345,4 +345,27 @@ test('after store gc --collect a kept checkpoint still resumes, and a collected 
   const after = (await gc(true)).localCheckpoints!;
   assert.deepEqual(after.items.map((i) => i.why).sort(), ['finished', 'finished']);
   assert.deepEqual(readdirSync(checkpoints), []);
+});
+
+test('a training of work whose stage-cache record is older than its checkpoints (cache: false, --no-cache) keeps its folder; one the record came after goes', async (t) => {
+  const { checkpoints, cache, gc } = home(t, 'retrain');
+  const record = (k: string, createdAt: Date) =>
+    cache.put({ key: k, kind: 'train', outputs: {}, producedBy: { runId: 'r0', stageId: 'train' }, createdAt: createdAt.toISOString() });
+  // Recorded five days ago; trained again since by a stage with `cache: false` (or a --no-cache
+  // submit), which never looks the record up: its attempt died an hour ago, and its retry or
+  // `tempered resume` reads the folder.
+  await record(key('a'), new Date(Date.now() - 5 * DAY));
+  checkpoint(checkpoints, key('a'), 3);
+  age(join(checkpoints, key('a')), 1 / 24);
+  // Trained here until a day ago, then completed by another worker an hour ago: every run is a hit.
+  checkpoint(checkpoints, key('b'), 3);
+  age(join(checkpoints, key('b')), 1);
+  await record(key('b'), new Date(Date.now() - 3600_000));
+
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(
+    r.items.map((i) => [i.name, i.why, i.deleted]),
+    [[key('b'), 'completed elsewhere', true]],
+  );
+  assert.equal(latestCheckpoint(join(checkpoints, key('a'))), join(checkpoints, key('a'), 'step-3'), 'the retraining resumes');
 });

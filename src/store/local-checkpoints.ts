@@ -7,11 +7,13 @@
  *
  * - its stage finished (`COMPLETE` in it: the stage clears the rest itself, a crash in between leaves it);
  * - its cache key has a stage-cache record that this collection keeps (written or used after the
- *   horizon), at once whatever the folder's age: the stage completed (here or on another worker), so
- *   every run of that work, `tempered resume` included, is a cache hit and never reads the folder.
- *   Only a stage with `cache: false` skips the lookup, and it writes no record. A record that
- *   expires now does not count: this collection drops it, and the next run of that work trains again
- *   and may resume from the folder, which is then judged by its age alone;
+ *   horizon) and that was created after the folder's last write, at once whatever the folder's age:
+ *   the work completed (on another worker) after this training stopped, so every run of it that
+ *   looks the record up, `tempered resume` included, is a cache hit and never reads the folder. A
+ *   folder written after its record is a training that did not look it up (a stage with
+ *   `cache: false`, a `--no-cache` submit whose attempt is retried): its retry or resume reads the
+ *   folder, which is then judged by its age alone. A record that expires now does not count either:
+ *   this collection drops it, and the next run of that work trains again and may resume from the folder;
  * - nothing in it was written since the horizon (the newest mtime of the folder and all it holds: a
  *   training writes a `step-N` every `checkpointEvery` steps), as for the rest of gc: a failed run
  *   left for longer than that is not going to be resumed, or the resume costs a training from step 0.
@@ -85,8 +87,8 @@ export interface LocalCheckpointOptions {
   dir: string;
   /** ms since the epoch: a folder with nothing written since is abandoned. */
   horizon: number;
-  /** Cache keys with a stage-cache record that stays. */
-  completed: ReadonlySet<string>;
+  /** Cache keys with a stage-cache record that stays, each with its record's `createdAt` (ms). */
+  completed: ReadonlyMap<string, number>;
   collect: boolean;
   /** Default checkpointLockStaleMs(). */
   staleMs?: number;
@@ -141,9 +143,11 @@ function readdirOrNone(path: string): string[] {
 function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged | undefined {
   const { bytes, newest } = measure(path);
   if (newest === -Infinity) return undefined;
+  // A record no newer than the folder's last write is one the training that wrote it did not look up.
+  const doneAt = opts.completed.get(name) ?? NaN;
   const why = existsSync(join(path, COMPLETE))
     ? 'finished'
-    : opts.completed.has(name)
+    : doneAt > newest
       ? 'completed elsewhere'
       : newest < opts.horizon
         ? 'abandoned'
