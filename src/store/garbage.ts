@@ -70,7 +70,7 @@ export interface GarbageOptions {
    * or abandoned trainings go too (local-checkpoints.ts). Left out, they are not looked at.
    */
   checkpointsDir?: string;
-  /** How long a checkpoint lock goes unrefreshed before its holder is presumed dead; default checkpointLockStaleMs(). */
+  /** How long a checkpoint lock of a holder on another machine goes unrefreshed before it is taken over; default the horizon's length. */
   lockStaleMs?: number;
 }
 

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -368,4 +368,32 @@ test('a training of work whose stage-cache record is older than its checkpoints 
     [[key('b'), 'completed elsewhere', true]],
   );
   assert.equal(latestCheckpoint(join(checkpoints, key('a'))), join(checkpoints, key('a'), 'step-3'), 'the retraining resumes');
+});
+
+test('a lock of a holder on another machine that has not refreshed it for minutes (a long native run) is not taken over: its writer keeps its temp folder and its lock', async (t) => {
+  const { checkpoints, gc } = home(t, 'remote');
+  const folder = join(checkpoints, key('a'));
+  checkpoint(checkpoints, key('a'), 2);
+  // The writer's pid is meaningless here: it names a process of the other machine.
+  const temp = join(folder, `.step-3.tmp-${deadPid()}`);
+  mkdirSync(temp);
+  writeFileSync(join(temp, 'weights.safetensors'), Buffer.alloc(5000));
+  const lock = `${folder}.lock`;
+  const owner = JSON.stringify({
+    token: 'remote',
+    pid: 4242,
+    host: 'elsewhere',
+    machine: 'elsewhere/boot/ns',
+    what: 'run r stage train attempt 1',
+    since: '',
+  });
+  writeFileSync(lock, owner);
+  // Blocked in one onnxruntime run for three minutes: the lock's refresh timer has not run since.
+  const threeMinutesAgo = new Date(Date.now() - 3 * 60_000);
+  utimesSync(lock, threeMinutesAgo, threeMinutesAgo);
+
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual([r.held, r.deleted], [1, 0]);
+  assert.ok(existsSync(temp), 'the checkpoint being written stays');
+  assert.equal(existsSync(lock) && readFileSync(lock, 'utf8'), owner, 'the lock stays its holder’s: it would abort on its next refresh');
 });

@@ -19,8 +19,11 @@
  *   left for longer than that is not going to be resumed, or the resume costs a training from step 0.
  *
  * and never while its lock (`<folder>.lock`, src/util/dir-lock.ts) is held: a live process on this
- * machine (a training blocked for minutes in one native run refreshes nothing) or a holder elsewhere
- * that refreshed it within TEMPERED_CHECKPOINT_LOCK_STALE_MS. Collecting takes that lock itself, as a
+ * machine (a training blocked for minutes in one native run refreshes nothing), or a holder elsewhere
+ * (a shared folder, another pid namespace) not known to be gone that refreshed it since the horizon.
+ * Such a holder refreshes nothing either while blocked in a native run; a train stage takes its lock
+ * over after TEMPERED_CHECKPOINT_LOCK_STALE_MS, as it must to retry, but a gc is in no hurry, and
+ * taking it over would make that training abort on its next refresh. Collecting takes that lock itself, as a
  * train stage does, so a training that starts meanwhile waits (LockBusyError, retried), judges the
  * folder again under it, then renames it aside (`.<name>.gc-<pid>-<token>`, which nothing reads) before
  * deleting: a gc killed mid-delete leaves no folder a resume could take for a checkpoint (a resume reads
@@ -90,7 +93,10 @@ export interface LocalCheckpointOptions {
   /** Cache keys with a stage-cache record that stays, each with its record's `createdAt` (ms). */
   completed: ReadonlyMap<string, number>;
   collect: boolean;
-  /** Default checkpointLockStaleMs(). */
+  /**
+   * How long the lock of a holder on another machine may go unrefreshed before it is taken over;
+   * default the horizon's length (at least checkpointLockStaleMs()).
+   */
   staleMs?: number;
 }
 
@@ -163,7 +169,7 @@ function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged
 
 /** Judges (and, collecting, deletes) the checkpoint folders under `opts.dir`. */
 export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalCheckpointsReport {
-  const staleMs = opts.staleMs ?? checkpointLockStaleMs();
+  const staleMs = opts.staleMs ?? Math.max(checkpointLockStaleMs(), Date.now() - opts.horizon);
   const report: LocalCheckpointsReport = {
     dir: opts.dir,
     kept: 0,
@@ -247,7 +253,9 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     // started since the look above keeps its folder.
     let lock;
     try {
-      lock = acquireDirLock(lockPath, { what: `tempered store gc (pid ${process.pid})`, staleMs });
+      // Refreshed as a train stage's lock is: a training elsewhere judges it by its own staleness.
+      const refreshMs = Math.max(50, Math.floor(checkpointLockStaleMs() / 4));
+      lock = acquireDirLock(lockPath, { what: `tempered store gc (pid ${process.pid})`, staleMs, refreshMs });
     } catch (e) {
       if (!(e instanceof LockBusyError)) throw e;
       keep(first.bytes, true);
