@@ -36,7 +36,7 @@ import { checkpointLeaseOf } from './shared-checkpoints.ts';
 import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
-import { collectLocalCheckpoints, type LocalCheckpointsReport } from './local-checkpoints.ts';
+import { collectLocalCheckpoints, LocalCheckpointsIncomplete, type LocalCheckpointsReport } from './local-checkpoints.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
@@ -223,7 +223,12 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   try {
     // First: this host's disk, whatever becomes of the store's sweep.
     if (opts.checkpointsDir) {
-      report.localCheckpoints = localCheckpoints(true);
+      try {
+        report.localCheckpoints = localCheckpoints(true);
+      } catch (e) {
+        if (e instanceof LocalCheckpointsIncomplete) report.localCheckpoints = e.report;
+        throw e;
+      }
       const c = report.localCheckpoints;
       if (c.deleted) log(`deleted ${c.deleted} local checkpoint folders (${c.deletedBytes} bytes) from ${c.dir}`);
     }

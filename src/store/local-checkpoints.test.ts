@@ -6,7 +6,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import fs, {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+  type RmOptions,
+} from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
@@ -16,7 +28,7 @@ import { trainStage, type TrainConfig } from '../stages/train.ts';
 import type { StageContext } from '../stages/types.ts';
 import { machineId, processStart } from '../util/process-alive.ts';
 import { ArtifactStore } from './artifact-store.ts';
-import { collectGarbage, type GarbageReport } from './garbage.ts';
+import { collectGarbage, GarbageIncomplete, type GarbageReport } from './garbage.ts';
 import { StageCache } from './stage-cache.ts';
 
 type T = { after: (fn: () => void) => void };
@@ -396,4 +408,37 @@ test('a lock of a holder on another machine that has not refreshed it for minute
   assert.deepEqual([r.held, r.deleted], [1, 0]);
   assert.ok(existsSync(temp), 'the checkpoint being written stays');
   assert.equal(existsSync(lock) && readFileSync(lock, 'utf8'), owner, 'the lock stays its holder’s: it would abort on its next refresh');
+});
+
+test('a collection that fails on one folder (a file held open on NFS) reports the folders it deleted before, for the audit record', async (t) => {
+  const { checkpoints, gc } = home(t, 'fails');
+  for (const c of ['a', 'b']) {
+    checkpoint(checkpoints, key(c), 1);
+    age(join(checkpoints, key(c)), 40);
+  }
+  // NFS keeps a file that a process still has open as `.nfsXXXX`, and the folder's removal fails.
+  const rm = fs.rmSync;
+  fs.rmSync = ((p: string, o?: RmOptions) => {
+    if (p.includes(`.${key('b')}.gc-`))
+      throw Object.assign(new Error(`ENOTEMPTY: directory not empty, rmdir '${p}'`), { code: 'ENOTEMPTY' });
+    return rm(p, o);
+  }) as typeof fs.rmSync;
+  syncBuiltinESMExports();
+  t.after(() => {
+    fs.rmSync = rm;
+    syncBuiltinESMExports();
+  });
+  const e = await gc(true).then(
+    () => assert.fail('the collection succeeded'),
+    (e: unknown) => e,
+  );
+  assert.ok(e instanceof GarbageIncomplete, String(e));
+  const c = e.report.localCheckpoints;
+  assert.ok(c, 'the report says what went before the failure');
+  assert.deepEqual(c.items.map((i) => [i.name, i.deleted]).sort(), [
+    [key('a'), true],
+    [key('b'), false],
+  ]);
+  assert.equal(c.deleted, 1);
+  assert.equal(existsSync(join(checkpoints, key('a'))), false);
 });

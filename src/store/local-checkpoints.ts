@@ -167,6 +167,17 @@ function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged
   return { why, bytes, newest, temps };
 }
 
+/** A collection that stopped part-way, with the report of what it had deleted by then. */
+export class LocalCheckpointsIncomplete extends Error {
+  override name = 'LocalCheckpointsIncomplete';
+  constructor(
+    override readonly cause: unknown,
+    readonly report: LocalCheckpointsReport,
+  ) {
+    super(`the collection of ${report.dir} stopped part-way (${report.deleted} folders deleted): ${(cause as Error)?.message ?? cause}`);
+  }
+}
+
 /** Judges (and, collecting, deletes) the checkpoint folders under `opts.dir`. */
 export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalCheckpointsReport {
   const staleMs = opts.staleMs ?? Math.max(checkpointLockStaleMs(), Date.now() - opts.horizon);
@@ -200,41 +211,51 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     if (held) report.held++;
   };
 
-  for (const name of names) {
+  try {
+    for (const name of names) collectOne(name);
+  } catch (e) {
+    // What went before the failure is reported with it: the audit record names every deleted folder.
+    report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
+    throw new LocalCheckpointsIncomplete(e, report);
+  }
+  report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
+  return report;
+
+  function collectOne(name: string): void {
     const path = join(opts.dir, name);
     let st;
     try {
       st = lstatSync(path);
     } catch {
-      continue;
+      return;
     }
-    if (!st.isDirectory()) continue;
+    if (!st.isDirectory()) return;
     const aside = ASIDE.exec(name);
     if (aside) {
       // A collection's own aside folder, left by one that was killed: nothing else reads these names.
-      if (processAlive(Number(aside[1]))) continue;
+      if (processAlive(Number(aside[1]))) return;
       const { bytes, newest } = measure(path);
       const item = garbage(name, bytes, 'interrupted gc', newest);
       if (opts.collect) {
         rmSync(path, { recursive: true, force: true });
         deleted(item);
       }
-      continue;
+      return;
     }
     // Temp folders of checkpoint writes live inside a checkpoint folder, never beside it; any other
     // dot-name is not the train stage's.
-    if (name.startsWith('.')) continue;
+    if (name.startsWith('.')) return;
     const lockPath = `${path}.lock`;
     // Lock times are the wall clock's, whatever the horizon is reckoned from.
     if (lockHolder(lockPath, staleMs, Date.now())) {
       keep(measure(path).bytes, true);
-      continue;
+      return;
     }
     const first = judge(path, name, opts);
-    if (!first) continue;
+    if (!first) return;
     if (!first.why && !first.temps.length) {
       keep(first.bytes, false);
-      continue;
+      return;
     }
     if (!opts.collect) {
       if (first.why) garbage(name, first.bytes, first.why, first.newest);
@@ -247,7 +268,7 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
           first.newest,
         );
       }
-      continue;
+      return;
     }
     // The train stage's own lock: a training that starts now waits for it (and retries), one that
     // started since the look above keeps its folder.
@@ -259,13 +280,13 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     } catch (e) {
       if (!(e instanceof LockBusyError)) throw e;
       keep(first.bytes, true);
-      continue;
+      return;
     }
     let release = true;
     try {
       // Judged again under the lock: a training may have written (or finished) since the look.
       const j = judge(path, name, opts);
-      if (!j) continue;
+      if (!j) return;
       if (j.why) {
         const item = garbage(name, j.bytes, j.why, j.newest);
         // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
@@ -290,6 +311,4 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       if (release) lock.release();
     }
   }
-  report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
-  return report;
 }
