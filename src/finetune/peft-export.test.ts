@@ -7,10 +7,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { readSafetensors } from '../formats/safetensors.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
-import { LOGIT_IDS, PEFT_FIXTURE, trainReferenceAdapter } from './peft-reference.testing.ts';
+import { mergedLogitsAgainstPeft, PEFT_FIXTURE, trainReferenceAdapter } from './peft-reference.testing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-export-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -45,23 +44,7 @@ test('adapter/: PEFT config and tensor names, shapes and values as transformers 
 
 test("merged model.onnx: logits equal transformers' GGUF base + the peft adapter", async () => {
   const { outDir } = await exported;
-  const [B, T] = [LOGIT_IDS.length, LOGIT_IDS[0]!.length];
-  const session = await ort.InferenceSession.create(readFileSync(join(outDir, 'model.onnx')), { intraOpNumThreads: 1 });
-  const out = await session.run({
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(LOGIT_IDS.flat(), BigInt), [B, T]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]),
-  });
-  await session.release();
-  const got = out.logits!.data as Float32Array;
-  const want = fixture.tensors.get('logits')!.data as Float32Array;
-  const base = fixture.tensors.get('base_logits')!.data as Float32Array;
-  assert.equal(got.length, want.length);
-  let diff = 0,
-    moved = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-    moved = Math.max(moved, Math.abs(want[i]! - base[i]!));
-  }
+  const { diff, moved } = await mergedLogitsAgainstPeft(outDir, fixture);
   assert.ok(moved > 0.1, `the adapter moves peft's logits by ${moved}`);
   assert.ok(diff < 1e-4, `max |logit difference| ${diff} (the adapter moves them by ${moved})`);
 });

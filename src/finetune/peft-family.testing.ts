@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { resolveModelSource } from '../models/sources.ts';
 import { trainCausalLm, type CausalTrainResult } from './causal-lm.ts';
-import { TINY_GGUF } from './peft-reference.testing.ts';
-import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
+import { referenceLoraRun, TINY_GGUF } from './peft-reference.testing.ts';
+import { writeReversalTable } from './reversal-task.testing.ts';
 
 export const FAMILY_MODELS = ['tiny-qwen2', 'tiny-mistral'] as const;
 export type FamilyModel = (typeof FAMILY_MODELS)[number];
@@ -37,25 +37,8 @@ export async function trainFamilyAdapter(
 ): Promise<{ outDir: string; modelDir: string; result: CausalTrainResult }> {
   const modelDir = await familyModelDir(root, name);
   const outDir = join(root, `${name}-out`);
-  const result = await trainCausalLm({
-    modelDir,
-    // Rows of 12 to 20 tokens: longer than Mistral's window of 5, so its mask is trained through.
-    train: writeReversalTable(join(root, `${name}-train.arrow`), 32, 1, (rng) => 5 + rng.int(4)),
-    chat: { template: QA_TEMPLATE },
-    method: 'lora',
-    lora: { r: 4, alpha: 8, layers: [1] },
-    lr: 3e-2,
-    maxSteps: 8,
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    seed: 3,
-    maxLength: 32,
-    device: 'cpu',
-    threads: 1,
-    checkpointDir: join(root, `${name}-ck`),
-    checkpointEvery: 0,
-    outDir,
-  });
+  // Rows of 12 to 20 tokens: longer than Mistral's window of 5, so its mask is trained through.
+  const train = writeReversalTable(join(root, `${name}-train.arrow`), 32, 1, (rng) => 5 + rng.int(4));
+  const result = await trainCausalLm(referenceLoraRun({ modelDir, train, maxSteps: 8, checkpointDir: join(root, `${name}-ck`), outDir }));
   return { outDir, modelDir, result };
 }
