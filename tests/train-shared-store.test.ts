@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../src/data/arrow-io.ts';
 import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
-import { trainStage, type TrainConfig } from '../src/stages/train.ts';
+import { trainStage } from '../src/stages/train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from '../src/stages/train-config.testing.ts';
 import { testStageContext } from '../src/stages/stage-context.testing.ts';
 import type { StageContext } from '../src/stages/types.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
@@ -27,30 +27,14 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   // The base model is a model source both workers can read; everything else is per home.
   const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
   const tablePath = join(dir, 'train.arrow');
-  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
-  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
-  w.close();
+  writeRepeatTable(tablePath);
   const home = (name: string, shared: boolean) => {
     const root = join(dir, name);
     return { root, store: new ArtifactStore(join(root, 'store'), { remote: shared ? s3.backend(url) : undefined }) };
   };
   const a = home('home-a', true);
   const trainRef = await a.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  const cfg = {
-    model: modelDir,
-    task: 'causal-lm',
-    train: trainRef,
-    method: 'lora',
-    lora: { r: 2, alpha: 4 },
-    lr: 1e-2,
-    maxSteps: 4,
-    batchSize: 8,
-    maxLength: 16,
-    checkpointEvery: 1,
-    stepsPerRun: 1,
-    threads: 1,
-    seed: 3,
-  } as TrainConfig;
+  const cfg = tinyLoraTrainConfig(modelDir, trainRef, { maxSteps: 4, seed: 3 });
   const logs: string[] = [];
   const ctx = (
     h: { root: string; store: ArtifactStore },

@@ -16,6 +16,7 @@ import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import type { ArtifactRef } from '../types.ts';
 import { trainStage, type TrainConfig } from './train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import { testStageContext } from './stage-context.testing.ts';
 import type { StageContext } from './types.ts';
 
@@ -87,31 +88,8 @@ async function stoppedResumedAndWhole(
 test('causal-lm: a stage stopped after a checkpoint and resumed on another worker has the uninterrupted history artifact', async () => {
   const model = tinyGpt2Dir(join(dir, 'gpt2'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
   const table = join(dir, 'lm.arrow');
-  const w = new ArrowTableWriter(table, { prompt: 'utf8', response: 'utf8' });
-  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
-  w.close();
-  await stoppedResumedAndWhole(
-    'causal',
-    table,
-    (train) =>
-      ({
-        model,
-        task: 'causal-lm',
-        train,
-        method: 'lora',
-        lora: { r: 2, alpha: 4 },
-        lr: 1e-2,
-        maxSteps: 6,
-        batchSize: 8,
-        maxLength: 16,
-        checkpointEvery: 2,
-        stepsPerRun: 1,
-        threads: 1,
-        seed: 3,
-      }) as TrainConfig,
-    4,
-    6,
-  );
+  writeRepeatTable(table);
+  await stoppedResumedAndWhole('causal', table, (train) => tinyLoraTrainConfig(model, train, { checkpointEvery: 2, seed: 3 }), 4, 6);
 });
 
 test('classification: a stage stopped after a checkpoint and resumed on another worker has the uninterrupted history artifact', async () => {

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
@@ -15,31 +14,16 @@ import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { trainStage, type TrainConfig } from './train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import type { StageContext } from './types.ts';
 
 /** A tiny causal-lm train stage over `store`, its state in `stateDir` (a host's TEMPERED_HOME). */
 async function fixture(dir: string, store: ArtifactStore) {
   const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
   const tablePath = join(dir, 'train.arrow');
-  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
-  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
-  w.close();
+  writeRepeatTable(tablePath);
   const trainRef = await store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  const cfg = (maxSteps: number): TrainConfig =>
-    ({
-      model: modelDir,
-      task: 'causal-lm',
-      train: trainRef,
-      method: 'lora',
-      lora: { r: 2, alpha: 4 },
-      lr: 1e-2,
-      maxSteps,
-      batchSize: 8,
-      maxLength: 16,
-      checkpointEvery: 1,
-      stepsPerRun: 1,
-      threads: 1,
-    }) as TrainConfig;
+  const cfg = (maxSteps: number): TrainConfig => tinyLoraTrainConfig(modelDir, trainRef, { maxSteps });
   const ctx = (attempt: number, signal: AbortSignal, over: Partial<StageContext> = {}): StageContext => ({
     runId: 'r',
     stageId: 'train',

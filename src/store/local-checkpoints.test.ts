@@ -21,10 +21,10 @@ import fs, {
 import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { latestCheckpoint, saveCheckpoint } from '../engine/checkpoint.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
-import { trainStage, type TrainConfig } from '../stages/train.ts';
+import { trainStage } from '../stages/train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from '../stages/train-config.testing.ts';
 import type { StageContext } from '../stages/types.ts';
 import { machineId, processStart } from '../util/process-alive.ts';
 import { ArtifactStore } from './artifact-store.ts';
@@ -276,24 +276,9 @@ async function trainFixture(t: T) {
   const h = home(t, 'train');
   const modelDir = tinyGpt2Dir(join(h.dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
   const tablePath = join(h.dir, 'train.arrow');
-  const w = new ArrowTableWriter(tablePath, { prompt: 'utf8', response: 'utf8' });
-  w.writeBatch({ prompt: Array.from({ length: 32 }, (_, i) => `repeat: ${i}`), response: Array.from({ length: 32 }, (_, i) => String(i)) });
-  w.close();
+  writeRepeatTable(tablePath);
   const trainRef = await h.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  const cfg = {
-    model: modelDir,
-    task: 'causal-lm',
-    train: trainRef,
-    method: 'lora',
-    lora: { r: 2, alpha: 4 },
-    lr: 1e-2,
-    maxSteps: 6,
-    batchSize: 8,
-    maxLength: 16,
-    checkpointEvery: 1,
-    stepsPerRun: 1,
-    threads: 1,
-  } as TrainConfig;
+  const cfg = tinyLoraTrainConfig(modelDir, trainRef);
   let attempt = 0;
   /** Runs the stage of `cacheKey`; with `failAt`, it fails once it has a checkpoint of that step. */
   const run = (cacheKey: string, failAt?: number) => {
