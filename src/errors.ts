@@ -91,3 +91,11 @@ export class StageContractError extends Error {
     this.hint = opts.hint;
   }
 }
+
+/**
+ * `e` and the errors it was caused by, outermost first (at most `depth`): where a caller wrapped a driver's or the
+ * system's error in its own, the kind is read on the one inside.
+ */
+export function* errorChain(e: unknown, depth = 8): Generator<Error> {
+  for (let i = 0; i < depth && e instanceof Error; i++, e = e.cause) yield e;
+}

@@ -12,7 +12,7 @@
  */
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InputError } from '../errors.ts';
+import { errorChain, InputError } from '../errors.ts';
 import {
   DATABASE_URL_ENV,
   redactUrl,
@@ -69,7 +69,7 @@ function isConnectionLoss(e: unknown): boolean {
 /** pg's query_timeout ran out: the server did not answer a statement in time (OpenOptions.queryTimeoutMs). */
 function isReadTimeout(e: unknown): boolean {
   // Through the causes too: a caller's fn may wrap the driver's error in its own.
-  for (let c = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) if (c.message === 'Query read timeout') return true;
+  for (const c of errorChain(e)) if (c.message === 'Query read timeout') return true;
   return false;
 }
 

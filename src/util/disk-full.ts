@@ -6,16 +6,16 @@
  */
 import { existsSync, statSync, statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { DiskFullError } from '../errors.ts';
+import { DiskFullError, errorChain } from '../errors.ts';
 
 /** Error codes of a write refused for want of space: Node's errno codes and SQLite's. */
 const FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
 
 /** Whether `e` (or an error it was caused by) is a write refused for want of space. */
 export function isDiskFull(e: unknown): boolean {
-  for (let i = 0; i < 8 && e instanceof Error; i++, e = e.cause) {
-    if (e instanceof DiskFullError) return true;
-    const code = (e as { code?: unknown }).code;
+  for (const c of errorChain(e)) {
+    if (c instanceof DiskFullError) return true;
+    const code = (c as { code?: unknown }).code;
     if (typeof code === 'string' && FULL_CODES.has(code)) return true;
   }
   return false;
@@ -40,6 +40,19 @@ export function diskSpace(path: string): { path: string; free: number; total: nu
   }
 }
 
+/** Each disk among `folders` once, by the first folder listed on it (the most specific one the caller knows of). */
+function disksOf(folders: readonly string[]): { folder: string; space: NonNullable<ReturnType<typeof diskSpace>> }[] {
+  const seen = new Set<number>();
+  const out: { folder: string; space: NonNullable<ReturnType<typeof diskSpace>> }[] = [];
+  for (const folder of folders) {
+    const space = diskSpace(folder);
+    if (!space || seen.has(space.dev)) continue;
+    seen.add(space.dev);
+    out.push({ folder, space });
+  }
+  return out;
+}
+
 export const DISK_FULL_HINT =
   'free space on that disk, or point TEMPERED_HOME (TMPDIR for temporary files) at a larger one, then `tempered resume <run>`: ' +
   'finished stages are reused and a training continues from its last checkpoint. In TEMPERED_HOME, `tempered store gc` shows ' +
@@ -61,14 +74,7 @@ export function diskFullError(e: unknown, folders: readonly string[], opts: { ne
     where = dirname(named);
     space = diskSpace(named);
   } else {
-    const seen = new Set<number>();
-    for (const folder of folders) {
-      const s = diskSpace(folder);
-      // The first folder listed on each disk is the most specific one the caller knows of.
-      if (!s || seen.has(s.dev)) continue;
-      seen.add(s.dev);
-      if (!space || s.free < space.free) [where, space] = [folder, s];
-    }
+    for (const d of disksOf(folders)) if (!space || d.space.free < space.free) [where, space] = [d.folder, d.space];
   }
   where ??= folders[0] ?? '.';
   const facts = [
@@ -93,11 +99,7 @@ export function diskFullError(e: unknown, folders: readonly string[], opts: { ne
  * disk of `folders` has room (less than 64 MiB free, or 5 % of a small disk, counts as full).
  */
 export function lowSpaceNote(folders: readonly string[]): string | undefined {
-  const seen = new Set<number>();
-  for (const folder of folders) {
-    const s = diskSpace(folder);
-    if (!s || seen.has(s.dev)) continue;
-    seen.add(s.dev);
+  for (const { folder, space: s } of disksOf(folders)) {
     if (s.free < Math.min(64 * 1024 ** 2, s.total * 0.05))
       return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (\`tempered status <run>\` says what a run waits for; \`tempered resume <run>\` takes a failed one up again)`;
   }
