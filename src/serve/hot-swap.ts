@@ -126,13 +126,13 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     return this.polling;
   }
 
-  private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string, retryInMs?: number): void {
+  /** `retry`: for a failed load, when (by the swap's clock) and in how long the timer loads that version again. */
+  private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string, retry?: { at: number; inMs: number }): void {
     this.failures++;
     const error = e instanceof Error ? e.message : String(e);
     const since = this.behind?.since ?? new Date().toISOString();
-    const retryAt = retryInMs === undefined ? {} : { retryAt: new Date(Date.now() + retryInMs).toISOString() };
-    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since, ...retryAt };
-    this.report(e, phase, { ...(wanted ? { wanted } : {}), ...(retryInMs === undefined ? {} : { retryInMs }) });
+    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since, ...(retry ? { retryAt: new Date(retry.at).toISOString() } : {}) };
+    this.report(e, phase, { ...(wanted ? { wanted } : {}), ...(retry ? { retryInMs: retry.inMs } : {}) });
   }
 
   private report(e: unknown, phase: 'resolve' | 'load' | 'notify' | 'close', detail?: { wanted?: string; retryInMs?: number }): void {
@@ -174,8 +174,9 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
         // Keep serving the old model; a later poll tries again once the wait is over.
         const failures = (failed?.failures ?? 0) + 1;
         const wait = Math.min(this.opts.pollMs * 2 ** (failures - 1), this.opts.maxLoadRetryMs ?? 300_000);
-        this.failedLoad = { key: cur.key, failures, retryAt: (this.opts.now ?? Date.now)() + wait };
-        this.fellBehind(e, 'load', cur.key, wait);
+        const at = (this.opts.now ?? Date.now)() + wait;
+        this.failedLoad = { key: cur.key, failures, retryAt: at };
+        this.fellBehind(e, 'load', cur.key, { at, inMs: wait });
         return false;
       }
       this.failedLoad = null;
