@@ -211,7 +211,7 @@ function readIdentity(dir: string): ModelIdentity | null {
   return id;
 }
 
-/** The files a Hub snapshot was checked for (CHECKED_FILE); a snapshot from before the list was kept: the first four. */
+/** The files a Hub snapshot was checked for (CHECKED_FILE). */
 function checkedFiles(dir: string): string[] {
   try {
     const v = JSON.parse(readFileSync(join(dir, CHECKED_FILE), 'utf8')) as unknown;
@@ -219,8 +219,11 @@ function checkedFiles(dir: string): string[] {
   } catch {
     // none yet, or damaged: checked again
   }
-  return MODEL_FILES.slice(0, 4);
+  return FILES_BEFORE_THE_LIST;
 }
+
+/** What every snapshot was checked for before snapshots kept the list (6 Dec 2026). */
+const FILES_BEFORE_THE_LIST = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 function safeSegment(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
