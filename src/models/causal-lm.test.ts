@@ -7,7 +7,8 @@ import * as ort from 'onnxruntime-node';
 import { encodeModel } from '../onnx/proto.ts';
 import { InputError } from '../errors.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
-import { readLlamaConfig } from './llama.ts';
+import { buildLlamaDecoderGraph, readLlamaConfig } from './llama.ts';
+import { Weights } from './weights.ts';
 
 const FX = new URL('./fixtures/', import.meta.url).pathname;
 
@@ -137,6 +138,18 @@ test('initializers carry Hugging Face names; linear weights are [in, out]', () =
   assert.deepEqual(qwen.get('model.layers.1.self_attn.k_proj.bias')!.dims, [16]);
   assert.ok(qwen.has('model.layers.0.self_attn.q_proj.bias') && qwen.has('model.layers.0.self_attn.v_proj.bias'));
   assert.ok(!qwen.has('model.layers.0.self_attn.o_proj.bias') && !qwen.has('lm_head.weight'), 'no o_proj bias; tied head');
+});
+
+test("each graph's metadata names the model's own family, not LLaMA's", () => {
+  for (const family of ['llama', 'qwen2', 'mistral']) {
+    const dir = join(FX, `tiny-${family}`);
+    assert.equal(buildCausalLmGraph(dir).model.metadata['tempered.architecture'], `${family}-causal-lm`);
+    assert.equal(buildCausalLmGraph(dir, { packed: true }).model.metadata['tempered.architecture'], `${family}-causal-lm-packed`);
+    assert.equal(
+      buildLlamaDecoderGraph(readLlamaConfig(dir), Weights.read(dir)).metadata['tempered.architecture'],
+      `${family}-decoder-kv-cache`,
+    );
+  }
 });
 
 test('unsupported config values fail naming the field', () => {

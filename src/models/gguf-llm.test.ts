@@ -42,6 +42,7 @@ test(
     });
     const cfg = readLlamaConfig(m.dir);
     assert.deepEqual(cfg, {
+      modelType: 'llama',
       vocabSize: 49152,
       hidden: 576,
       intermediate: 1536,

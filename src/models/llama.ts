@@ -39,6 +39,8 @@ export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export interface LlamaConfig {
+  /** config.json's model_type; absent (a GGUF file): llama. Named in the graph's metadata only: the graph follows the fields below. */
+  modelType?: LlamaFamilyType;
   vocabSize: number;
   hidden: number;
   intermediate: number;
@@ -151,6 +153,7 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   // whatever those fields say (transformers reads them for llama alone).
   const llamaBias = type === 'llama' && c.bool('attention_bias', false);
   return {
+    modelType: type,
     vocabSize: c.int('vocab_size', undefined, 1 << 22),
     hidden,
     intermediate: c.int('intermediate_size', undefined, 1 << 20),
@@ -299,7 +302,8 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     ? g.op('Transpose', [embed], { perm: [1, 0] })
     : g.initializer('lm_head.weight', w.linear('lm_head.weight', H, cfg.vocabSize), [H, cfg.vocabSize]);
   g.output(g.op('MatMul', [x, head]), 'logits');
-  g.setMetadata('tempered.architecture', kvCache ? 'llama-decoder-kv-cache' : packed ? 'llama-causal-lm-packed' : 'llama-causal-lm');
+  const family = cfg.modelType ?? 'llama';
+  g.setMetadata('tempered.architecture', `${family}-${kvCache ? 'decoder-kv-cache' : packed ? 'causal-lm-packed' : 'causal-lm'}`);
   if (q4) g.setMetadata('tempered.quantization', 'q4 (4-bit blocks of 32 along the input axis, fp32 scale and offset)');
   return g.build();
 }
