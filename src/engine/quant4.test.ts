@@ -69,9 +69,12 @@ test('gradient through the dequantized matmul matches finite differences (float3
   assert.ok(r.relError < 3e-3, `relative error ${r.relError}`);
 });
 
-// hidden 32 (blocks of 32 along every input axis: 32 and the MLP's 96).
-function tinyQ4(dir: string) {
-  const model = tinyLlamaDir(dir, 11, { hidden: 32, heads: 4, kvHeads: 2, layers: 2 });
+// hidden 32 (blocks of 32 along every input axis: 32 and the MLP's 96). Qwen2 adds float32 q/k/v biases beside the
+// 4-bit weights; Mistral's window of 5 is shorter than the test rows (8 and 12 positions), so it hides keys.
+type Family = 'llama' | 'qwen2' | 'mistral';
+const FAMILIES: Family[] = ['llama', 'qwen2', 'mistral'];
+function tinyQ4(dir: string, modelType: Family = 'llama') {
+  const model = tinyLlamaDir(dir, 11, { hidden: 32, heads: 4, kvHeads: 2, layers: 2, modelType, slidingWindow: 5 });
   const q4 = buildCausalLmGraph(model, { quantize: 'q4' }).model;
   return { q4, dequantized: dequantizeQ4Model(q4) };
 }
@@ -94,60 +97,61 @@ function tokens(rows: number, seq: number, seed: number): Dataset {
   };
 }
 
-test('QLoRA trains only the adapters, its backward pass dequantizes afresh, and its losses equal LoRA on the dequantized weights', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-q4-'));
-  try {
-    const { q4, dequantized } = tinyQ4(join(dir, 'm'));
-    const ql = compileTrainStep(q4, OPTS);
-    const ref = compileTrainStep(dequantized, OPTS);
-    assert.ok(
-      ql.params.every((p) => /lora_[AB]/.test(p.name)),
-      `trainable: ${ql.params.map((p) => p.name)}`,
-    );
-    assert.equal(ql.params.length, 2 * 7 * 2);
-    // No float32 copy of a projection in the graph: only 4-bit bytes, block scales and offsets.
-    const floats = [...ql.step.graph.initializers.values()].filter((t) => t.dtype === 'float32' && /_proj\.weight$/.test(t.name));
-    assert.deepEqual(floats, []);
-    const dqNodes = ql.step.graph.nodes.filter((n) => n.opType === 'DequantizeLinear').length;
-    assert.ok(dqNodes > 14, `${dqNodes} DequantizeLinear nodes: the backward pass has its own`);
-    // The forward chain's value feeds its forward MatMul only.
-    for (const w of ['model.layers.1.mlp.down_proj.weight', 'model.layers.0.self_attn.o_proj.weight'])
-      assert.equal(ql.step.graph.nodes.filter((n) => n.inputs.includes(w)).length, 1, w);
+for (const family of FAMILIES)
+  test(`${family}: QLoRA trains only the adapters, its backward pass dequantizes afresh, and its losses equal LoRA on the dequantized weights`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-q4-'));
+    try {
+      const { q4, dequantized } = tinyQ4(join(dir, 'm'), family);
+      const ql = compileTrainStep(q4, OPTS);
+      const ref = compileTrainStep(dequantized, OPTS);
+      assert.ok(
+        ql.params.every((p) => /lora_[AB]/.test(p.name)),
+        `trainable: ${ql.params.map((p) => p.name)}`,
+      );
+      assert.equal(ql.params.length, 2 * 7 * 2);
+      // No float32 copy of a projection in the graph: only 4-bit bytes, block scales and offsets.
+      const floats = [...ql.step.graph.initializers.values()].filter((t) => t.dtype === 'float32' && /_proj\.weight$/.test(t.name));
+      assert.deepEqual(floats, []);
+      const dqNodes = ql.step.graph.nodes.filter((n) => n.opType === 'DequantizeLinear').length;
+      assert.ok(dqNodes > 14, `${dqNodes} DequantizeLinear nodes: the backward pass has its own`);
+      // The forward chain's value feeds its forward MatMul only.
+      for (const w of ['model.layers.1.mlp.down_proj.weight', 'model.layers.0.self_attn.o_proj.weight'])
+        assert.equal(ql.step.graph.nodes.filter((n) => n.inputs.includes(w)).length, 1, w);
 
-    const train = tokens(16, 12, 1);
-    const run = async (prog: typeof ql) => {
-      const tr = new Trainer(prog, { seed: 3, batchSize: 4, maxSteps: 6, schedule: { kind: 'constant', lr: 1e-2 }, threads: 1 });
-      return tr.fit(train);
-    };
-    const a = await run(ql);
-    const b = await run(ref);
-    const la = a.history.map((h) => h.loss);
-    const lb = b.history.map((h) => h.loss);
-    assert.equal(la.length, 6);
-    // Tolerance 1e-5 relative: the same float32 weights and ops, only the session's fusion choices may differ.
-    for (let i = 0; i < la.length; i++) assert.ok(Math.abs(la[i]! - lb[i]!) <= 1e-5 * Math.abs(lb[i]!), `step ${i + 1}: ${la} vs ${lb}`);
-    assert.ok(la.at(-1)! < la[0]!, `loss falls: ${la}`);
+      const train = tokens(16, 12, 1);
+      const run = async (prog: typeof ql) => {
+        const tr = new Trainer(prog, { seed: 3, batchSize: 4, maxSteps: 6, schedule: { kind: 'constant', lr: 1e-2 }, threads: 1 });
+        return tr.fit(train);
+      };
+      const a = await run(ql);
+      const b = await run(ref);
+      const la = a.history.map((h) => h.loss);
+      const lb = b.history.map((h) => h.loss);
+      assert.equal(la.length, 6);
+      // Tolerance 1e-5 relative: the same float32 weights and ops, only the session's fusion choices may differ.
+      for (let i = 0; i < la.length; i++) assert.ok(Math.abs(la[i]! - lb[i]!) <= 1e-5 * Math.abs(lb[i]!), `step ${i + 1}: ${la} vs ${lb}`);
+      assert.ok(la.at(-1)! < la[0]!, `loss falls: ${la}`);
 
-    // Export: the dequantized base with the adapters merged, the same weights either way.
-    const ea = exportInference(ql, a.params);
-    const eb = exportInference(ref, b.params);
-    assert.ok(![...ea.graph.initializers.keys()].some((k) => k.includes('.q4')), 'no 4-bit tensors in the export');
-    assert.ok(!ea.graph.nodes.some((n) => n.opType === 'DequantizeLinear'));
-    const weights = [...eb.graph.initializers].filter(([name, t]) => t.dtype === 'float32' && !/^(const|scalar|ints)(_\d+)?$/.test(name));
-    assert.equal(weights.filter(([name]) => name.endsWith('_proj.weight')).length, 14);
-    for (const [name, t] of weights) {
-      const other = ea.graph.initializers.get(name);
-      assert.ok(other, `${name} in both exports`);
-      const x = other.data as Float32Array,
-        y = t.data as Float32Array;
-      let max = 0;
-      for (let i = 0; i < y.length; i++) max = Math.max(max, Math.abs(x[i]! - y[i]!));
-      assert.ok(max <= 1e-5, `${name}: max diff ${max}`);
+      // Export: the dequantized base with the adapters merged, the same weights either way.
+      const ea = exportInference(ql, a.params);
+      const eb = exportInference(ref, b.params);
+      assert.ok(![...ea.graph.initializers.keys()].some((k) => k.includes('.q4')), 'no 4-bit tensors in the export');
+      assert.ok(!ea.graph.nodes.some((n) => n.opType === 'DequantizeLinear'));
+      const weights = [...eb.graph.initializers].filter(([name, t]) => t.dtype === 'float32' && !/^(const|scalar|ints)(_\d+)?$/.test(name));
+      assert.equal(weights.filter(([name]) => name.endsWith('_proj.weight')).length, 14);
+      for (const [name, t] of weights) {
+        const other = ea.graph.initializers.get(name);
+        assert.ok(other, `${name} in both exports`);
+        const x = other.data as Float32Array,
+          y = t.data as Float32Array;
+        let max = 0;
+        for (let i = 0; i < y.length; i++) max = Math.max(max, Math.abs(x[i]! - y[i]!));
+        assert.ok(max <= 1e-5, `${name}: max diff ${max}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  });
 
 test("onnxruntime's optimized step graph keeps the weights 4-bit: no float32 projection, one dequantization per forward and backward use", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-q4o-'));
@@ -179,34 +183,35 @@ test("onnxruntime's optimized step graph keeps the weights 4-bit: no float32 pro
   }
 });
 
-test('QLoRA adapter gradients (through every dequantized projection) match finite differences', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'tempered-q4g-'));
-  try {
-    const { q4 } = tinyQ4(join(dir, 'm'));
-    const prog = compileTrainStep(q4, { ...OPTS, optimizer: { kind: 'sgd' } });
-    // B starts at zero (A's gradient would be zero): give every adapter a nonzero B.
-    const rng = new Rng(5);
-    for (const p of prog.params)
-      if (p.name.endsWith('lora_B.weight')) p.init = Float32Array.from({ length: p.init.length }, () => rng.uniform(-0.3, 0.3));
-    const t = tokens(2, 8, 2);
-    const feeds = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, new ort.Tensor('int64', v.data as BigInt64Array, v.dims)]));
-    const pickRng = new Rng(9);
-    const r = await programGradCheck(prog, feeds, {
-      dtype: 'float32',
-      h: 1e-2,
-      threads: 1,
-      pick: (p, a) => {
-        let big = 0;
-        for (let i = 1; i < a.length; i++) if (Math.abs(a[i]!) > Math.abs(a[big]!)) big = i;
-        return [big, Math.floor(pickRng.next() * p.init.length)];
-      },
-    });
-    assert.ok(r.checked >= 50, `${r.checked} elements checked`);
-    assert.ok(r.rel < 1e-2, `relative error ${r.rel}`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+for (const family of FAMILIES)
+  test(`${family}: QLoRA adapter gradients (through every dequantized projection) match finite differences`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-q4g-'));
+    try {
+      const { q4 } = tinyQ4(join(dir, 'm'), family);
+      const prog = compileTrainStep(q4, { ...OPTS, optimizer: { kind: 'sgd' } });
+      // B starts at zero (A's gradient would be zero): give every adapter a nonzero B.
+      const rng = new Rng(5);
+      for (const p of prog.params)
+        if (p.name.endsWith('lora_B.weight')) p.init = Float32Array.from({ length: p.init.length }, () => rng.uniform(-0.3, 0.3));
+      const t = tokens(2, 8, 2);
+      const feeds = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, new ort.Tensor('int64', v.data as BigInt64Array, v.dims)]));
+      const pickRng = new Rng(9);
+      const r = await programGradCheck(prog, feeds, {
+        dtype: 'float32',
+        h: 1e-2,
+        threads: 1,
+        pick: (p, a) => {
+          let big = 0;
+          for (let i = 1; i < a.length; i++) if (Math.abs(a[i]!) > Math.abs(a[big]!)) big = i;
+          return [big, Math.floor(pickRng.next() * p.init.length)];
+        },
+      });
+      assert.ok(r.checked >= 50, `${r.checked} elements checked`);
+      assert.ok(r.rel < 1e-2, `relative error ${r.rel}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
 test('full fine-tuning of a 4-bit model is refused with a clear error', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-q4f-'));
