@@ -168,7 +168,10 @@ describe('stage adapter', () => {
       assert.match(err.message, new RegExp(`^no space left on the disk that holds ${disk} \\(.* free of 512\\.0 KiB\\): ENOSPC`));
       const details = err.details?.[0] as { path: string; hint: string };
       assert.equal(details.path, disk);
-      assert.match(details.hint, /tempered resume <run>/);
+      // The run the stage belongs to, by its id: the hint said `tempered resume <run>`, which read like a template
+      // left unfilled.
+      assert.match(details.hint, /then `tempered resume run-1`: finished stages are reused/);
+      assert.doesNotMatch(details.hint, /<run>|RUN_ID/);
       assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), [], "the stage's scratch folder is gone");
       rmSync(filler);
 
@@ -188,6 +191,8 @@ describe('stage adapter', () => {
       assert.equal(err2.type, 'DiskFull');
       assert.equal(err2.nextRetryDelay, 30_000);
       assert.match(err2.message, /this write needed 97\.7 KiB\)/);
+      // Built by the store, which knows no run: the adapter names it.
+      assert.match((err2.details?.[0] as { hint: string }).hint, /then `tempered resume run-1`:/);
       assert.deepEqual(readdirSync(join(disk, 'store', 'tmp')), []);
       rmSync(filler);
     },

@@ -55,7 +55,10 @@ test(
       /^no space left on the disk that holds .*\/home\/checkpoints\/key \(\d+(\.\d)? (B|KiB) free of 256\.0 KiB\): ENOSPC/,
     );
     assert.equal(e.cause, raw);
-    assert.match(e.hint, /free space on that disk.*tempered resume <run>.*tempered store gc.*--collect/);
+    assert.match(
+      e.hint,
+      /free space on that disk.*then resume the failed run \(`tempered resume RUN_ID`; `tempered runs` lists the ids\).*tempered store gc.*--collect/,
+    );
     // A file the error names is where the write failed.
     const copy = Object.assign(new Error('ENOSPC: copyfile'), { code: 'ENOSPC', path: join(other, 'a'), dest: join(full, 'b.tmp') });
     assert.equal(diskFullError(copy, [other]).path, full);
@@ -112,6 +115,16 @@ test(
       lowSpaceNote([other, home]) ?? '',
       /^note: the disk that holds .*\/home has 0 B free of 512\.0 KiB, .*Temporal dev server.*free space there/,
     );
+    // The run the command was about is named in what to run next; without one, the command and where ids are listed.
+    assert.match(
+      lowSpaceNote([other, home], 'spam-1a2b') ?? '',
+      /`tempered status spam-1a2b` says .*`tempered resume spam-1a2b` takes it up/,
+    );
+    assert.match(
+      lowSpaceNote([other, home]) ?? '',
+      /`tempered resume RUN_ID` takes a failed one up again; `tempered runs` lists the ids\)$/,
+    );
+    assert.doesNotMatch(lowSpaceNote([other, home]) ?? '', /<run>/);
     rmSync(filler);
     assert.equal(lowSpaceNote([other, home]), undefined);
   },

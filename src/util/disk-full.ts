@@ -53,25 +53,74 @@ function disksOf(folders: readonly string[]): { folder: string; space: NonNullab
   return out;
 }
 
-export const DISK_FULL_HINT =
-  'free space on that disk, or point TEMPERED_HOME (TMPDIR for temporary files) at a larger one, then `tempered resume <run>`: ' +
-  'finished stages are reused and a training continues from its last checkpoint. In TEMPERED_HOME, `tempered store gc` shows ' +
-  'the stored artifacts nothing keeps (`--collect` deletes them, once older than --older-than days), and the model copies ' +
-  'under serving/ can be deleted while no `tempered serve` uses them';
+/**
+ * What to do about a full disk that stopped a run's work: `runId`, where the caller knows it, is named in the resume
+ * command, so it can be copied as it is; without one the wording says which command, and where to find the id.
+ */
+export function diskFullHint(runId?: string): string {
+  const resume =
+    runId !== undefined
+      ? `then \`tempered resume ${runId}\``
+      : 'then resume the failed run (`tempered resume RUN_ID`; `tempered runs` lists the ids)';
+  return (
+    `free space on that disk, or point TEMPERED_HOME (TMPDIR for temporary files) at a larger one, ${resume}: ` +
+    'finished stages are reused and a training continues from its last checkpoint. ' +
+    FREEING
+  );
+}
+
+/** Where space can be freed in TEMPERED_HOME. */
+const FREEING =
+  'In TEMPERED_HOME, `tempered store gc` shows the stored artifacts nothing keeps (`--collect` deletes them, once older ' +
+  'than --older-than days), and the model copies under serving/ can be deleted while no `tempered serve` uses them';
+
+/** The hint of a full disk met where no run is known (a library write outside a stage, a command about no run). */
+export const DISK_FULL_HINT = diskFullHint();
+
+/**
+ * What to do when `tempered serve` cannot take a new version for want of space: no run to resume, the server goes on
+ * with the version it has and loads the new one again by itself (/health's behind.retryAt).
+ */
+export const SERVE_DISK_FULL_HINT =
+  'free space on that disk (or point TEMPERED_HOME at a larger one and restart the server): until then the server keeps ' +
+  'answering with the version it has, and it loads the new one again by itself at the time /health gives as behind.retryAt. ' +
+  FREEING;
+
+/** `e` with another hint: one built deep in the library knows less of the work than the caller that reports it. */
+export function withHint(e: DiskFullError, hint: string): DiskFullError {
+  if (e.hint === hint) return e;
+  const again = new DiskFullError(e.message, {
+    path: e.path,
+    freeBytes: e.freeBytes,
+    totalBytes: e.totalBytes,
+    neededBytes: e.neededBytes,
+    hint,
+    cause: e.cause,
+  });
+  again.stack = e.stack;
+  return again;
+}
 
 /**
  * `e`, a full disk's error, as a DiskFullError naming the folder whose disk is full: the file the
  * error names if it does, else, of `folders` (the places the failed work writes to, most specific
- * first), one on the disk with the least space left. An error that is one already is returned as it is.
+ * first), one on the disk with the least space left. An error that is one already (or was caused by one) is returned
+ * as it is. `at`: the folder to name whatever file the error names, for a caller that wrote into a temp folder of its
+ * own and has removed it (the error's file is gone, and named a place the user never sees).
  */
-export function diskFullError(e: unknown, folders: readonly string[], opts: { neededBytes?: number; hint?: string } = {}): DiskFullError {
-  if (e instanceof DiskFullError) return e;
+export function diskFullError(
+  e: unknown,
+  folders: readonly string[],
+  opts: { neededBytes?: number; hint?: string; at?: string } = {},
+): DiskFullError {
+  for (const c of errorChain(e)) if (c instanceof DiskFullError) return c;
   // Where the write failed, when the error says (a copy's destination, an open's or a mkdir's path).
-  const named = [(e as { dest?: unknown })?.dest, (e as { path?: unknown })?.path].find((p): p is string => typeof p === 'string');
+  const named =
+    opts.at ?? [(e as { dest?: unknown })?.dest, (e as { path?: unknown })?.path].find((p): p is string => typeof p === 'string');
   let where: string | undefined;
   let space: ReturnType<typeof diskSpace>;
   if (named !== undefined) {
-    where = dirname(named);
+    where = opts.at ?? dirname(named);
     space = diskSpace(named);
   } else {
     for (const d of disksOf(folders)) if (!space || d.space.free < space.free) [where, space] = [d.folder, d.space];
@@ -96,12 +145,17 @@ export function diskFullError(e: unknown, folders: readonly string[], opts: { ne
  * A note for a failure whose error says nothing of space while a disk it may have written to is
  * (nearly) full: the Temporal dev server, whose database is in TEMPERED_HOME, answers "shard status
  * unknown" and the CLI "Failed to describe workflow" when that disk is full. Undefined when every
- * disk of `folders` has room (less than 64 MiB free, or 5 % of a small disk, counts as full).
+ * disk of `folders` has room (less than 64 MiB free, or 5 % of a small disk, counts as full). `runId`: the run the
+ * failed command was about, where it knows one, named in the commands the note suggests.
  */
-export function lowSpaceNote(folders: readonly string[]): string | undefined {
+export function lowSpaceNote(folders: readonly string[], runId?: string): string | undefined {
+  const then =
+    runId !== undefined
+      ? `\`tempered status ${runId}\` says what the run waits for; \`tempered resume ${runId}\` takes it up again if it failed`
+      : '`tempered status RUN_ID` says what a run waits for, `tempered resume RUN_ID` takes a failed one up again; `tempered runs` lists the ids';
   for (const { folder, space: s } of disksOf(folders)) {
     if (s.free < Math.min(64 * 1024 ** 2, s.total * 0.05))
-      return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (\`tempered status <run>\` says what a run waits for; \`tempered resume <run>\` takes a failed one up again)`;
+      return `note: the disk that holds ${folder} has ${bytesText(s.free)} free of ${bytesText(s.total)}, which may be why this failed (a full disk stops the store, the registry and the Temporal dev server, whose database is under TEMPERED_HOME): free space there, then try again (${then})`;
   }
   return undefined;
 }
