@@ -1,4 +1,8 @@
+import { tmpdir } from 'node:os';
+import { Context } from '@temporalio/activity';
 import { configForKind } from '../src/stages/plugin-kinds.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { diskFullError, diskFullHint, isDiskFull, withHint } from '../src/util/disk-full.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
@@ -57,12 +61,26 @@ export interface StageLookup extends CacheLookupResult {
   executionId?: string;
 }
 
-/** The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. */
-export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string) {
+/**
+ * The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. `storeRoot`: the
+ * artifact store's local folder, one of the places a lookup writes.
+ */
+export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string, storeRoot?: string) {
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
-    const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
-    return hit ? { key, hit, codeVersion: kind.codeVersion } : { key, codeVersion: kind.codeVersion };
+    try {
+      const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
+      return hit ? { key, hit, codeVersion: kind.codeVersion } : { key, codeVersion: kind.codeVersion };
+    } catch (e) {
+      if (!isDiskFull(e)) throw e;
+      // A lookup writes too: a record fetched from the shared store is kept here, an old record's use is recorded,
+      // a hit's outputs may be downloaded into the store to be verified. Its full disk reached the workflow as a bare
+      // ENOSPC, retried at once; told as a stage's is, it waits for space like one.
+      const info = Context.current().info;
+      const paths = statePaths(stateDir);
+      const folders = [stateDir, paths.cache, ...(storeRoot !== undefined ? [storeRoot] : []), tmpdir()];
+      throw asActivityFailure(withHint(diskFullError(e, folders), diskFullHint(info.workflowExecution?.workflowId)), info.attempt);
+    }
   };
 }

@@ -1,7 +1,7 @@
 /**
  * The store on a full disk (a small tmpfs): a put that does not fit fails with a DiskFullError that
  * names the store and what the put needed, leaves nothing in `tmp/` or `sha256/`, and succeeds once
- * space is freed; a stage-cache record that does not fit leaves no partial file; a training point that
+ * space is freed; a stage-cache record that does not fit names its folder and size and leaves no partial file; a training point that
  * does not fit leaves no torn line and is reported once, not once a step.
  */
 import { test } from 'node:test';
@@ -62,30 +62,39 @@ test(
   },
 );
 
-test('a stage-cache record that does not fit leaves no partial record behind', { skip: NO_TMPFS }, async (t) => {
-  const disk = mountTmpfs(t, 256);
-  const cache = new StageCache(join(disk, 'cache'), new ArtifactStore(join(disk, 'store')));
-  const key = 'a'.repeat(64);
-  const hex = 'b'.repeat(64);
-  fillDisk(disk, 8 * 1024);
-  await assert.rejects(
-    cache.put({
-      key,
-      kind: 'probe',
-      // A large record (a stage with many outputs), larger than the space left.
-      outputs: {
-        report: { uri: `artifact://sha256/${hex}`, sha256: hex, bytes: 1, mediaType: 'x', schema: { pad: 'z'.repeat(64 * 1024) } },
-      },
-      producedBy: { runId: 'r', stageId: 's' },
-      createdAt: new Date().toISOString(),
-    }),
-    (e: NodeJS.ErrnoException) => e.code === 'ENOSPC',
-  );
-  assert.deepEqual(
-    files(join(disk, 'cache')).map((e) => e.name),
-    [],
-  );
-});
+test(
+  'a stage-cache record that does not fit: DiskFullError naming the cache folder and the size, no partial record behind',
+  { skip: NO_TMPFS },
+  async (t) => {
+    const disk = mountTmpfs(t, 256);
+    const cache = new StageCache(join(disk, 'cache'), new ArtifactStore(join(disk, 'store')));
+    const key = 'a'.repeat(64);
+    const hex = 'b'.repeat(64);
+    fillDisk(disk, 8 * 1024);
+    await assert.rejects(
+      cache.put({
+        key,
+        kind: 'probe',
+        // A large record (a stage with many outputs), larger than the space left.
+        outputs: {
+          report: { uri: `artifact://sha256/${hex}`, sha256: hex, bytes: 1, mediaType: 'x', schema: { pad: 'z'.repeat(64 * 1024) } },
+        },
+        producedBy: { runId: 'r', stageId: 's' },
+        createdAt: new Date().toISOString(),
+      }),
+      (e: unknown) =>
+        e instanceof DiskFullError &&
+        e.path === join(disk, 'cache') &&
+        e.neededBytes !== undefined &&
+        e.neededBytes > 64 * 1024 &&
+        (e.cause as NodeJS.ErrnoException).code === 'ENOSPC',
+    );
+    assert.deepEqual(
+      files(join(disk, 'cache')).map((e) => e.name),
+      [],
+    );
+  },
+);
 
 test(
   'training points on a full disk: no torn line to spoil the next point, one report until points are written again',

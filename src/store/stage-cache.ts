@@ -14,6 +14,7 @@ import { existsSync, promises as fsp, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { IntegrityError, InputError } from '../errors.ts';
+import { diskFullError, isDiskFull } from '../util/disk-full.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { isArtifactRef, type ArtifactRef, type StageOutputs } from '../types.ts';
 import type { ArtifactStore } from './artifact-store.ts';
@@ -212,7 +213,6 @@ export class StageCache {
   }
 
   private async writeLocal(p: string, text: string): Promise<void> {
-    await fsp.mkdir(join(p, '..'), { recursive: true });
     const tmp = `${p}.${randomBytes(4).toString('hex')}.tmp`;
     // Renamed into place, so a reader never sees half a record. Not fsynced: after a power cut a
     // record may be lost, or come back cut short or zeroed, and get() treats each of those as a
@@ -220,12 +220,15 @@ export class StageCache {
     // runs again and writes it afresh. A flush to disk would cost every stage a millisecond or more
     // to save a rerun after a crash.
     try {
+      await fsp.mkdir(join(p, '..'), { recursive: true });
       await fsp.writeFile(tmp, text, { flag: 'wx' });
       await fsp.rename(tmp, p);
     } catch (e) {
       // A record cut short by a full disk would hold the space it lacked until the cache is cleared.
       await fsp.rm(tmp, { force: true });
-      throw e;
+      // Named here, where the folder and the record's size are known: a lookup that refreshes a record writes too,
+      // and reached the workflow as a bare ENOSPC that named no disk.
+      throw isDiskFull(e) ? diskFullError(e, [this.dir], { at: this.dir, neededBytes: Buffer.byteLength(text) }) : e;
     }
   }
 
