@@ -72,8 +72,8 @@ test('where the names agree and both sides know the instance ids, the ids decide
       e instanceof ApplicationFailure &&
       e.type === 'BackendMismatch' &&
       e.message.includes(
-        `keeps artifacts in s3://tempered/team, and the run in another store of that name (instance ${ids.storeId} there, ${other.storeId} here; if it is this one, its instance.json was replaced since this worker started: restart the workers); ` +
-          `keeps the registry and audit log in the database tempered, and the run in another database of that name (instance ${ids.databaseId} there, ${other.databaseId} here; if it is this one`,
+        `keeps artifacts in s3://tempered/team, and the run in another store of that name (instance ${ids.storeId} there, ${other.storeId} here, as this worker's instance.json says); ` +
+          `keeps the registry and audit log in the database tempered, and the run in another database of that name (instance ${ids.databaseId} there, ${other.databaseId} here, as this worker's tempered_instance row says)`,
       ),
   );
   // Only the database is another one: only it is named.
@@ -95,8 +95,8 @@ test('where the names agree and both sides know the instance ids, the ids decide
 test("two TEMPERED_HOMEs' local stores are told apart by their ids, and the refusal says so; the home's own runs pass", () => {
   // A worker of one home whose dev server went away reconnected to the address, where another home's dev server then
   // answered, and took that home's stages: both stores are 'local' by name (the disk-full journey).
-  // A store folder deleted to free space (a full disk) gets a new id from the next submit: the refusal said only
-  // "another TEMPERED_HOME or another host", of one home, where restarting the workers is what helps.
+  // A store folder deleted to free space (a full disk) gets a new id from the next submit: the worker reads its own
+  // marker again before it refuses (KnownBackendIds, cli/commands/sharing.test.ts), so a refusal is of another home.
   const home = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000001' };
   const otherHome = { ...stray, storeId: 'c0000000-0000-4000-8000-000000000002' };
   checkBackends(home, { ...home }, 'r5');
@@ -107,7 +107,7 @@ test("two TEMPERED_HOMEs' local stores are told apart by their ids, and the refu
       e instanceof ApplicationFailure &&
       e.type === 'BackendMismatch' &&
       e.message.includes(
-        `keeps artifacts in this host's folder (no TEMPERED_STORE) under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${home.storeId} there, ${otherHome.storeId} here; if it is this one, its store/instance.json was deleted or replaced since this worker started, as with the store folder deleted to free space: restart the workers). Start the worker with the TEMPERED_HOME`,
+        `keeps artifacts in this host's folder (no TEMPERED_STORE) under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${home.storeId} there, ${otherHome.storeId} here, as this home's store/instance.json says). Start the worker with the TEMPERED_HOME`,
       ),
   );
   assert.deepEqual(told, [], 'which home is right is not known: the worker keeps serving its own');

@@ -40,9 +40,10 @@ function difference(
   if (runId === undefined || myId === undefined || runId === myId) return undefined;
   // Two hosts' folders, or two TEMPERED_HOMEs' on one host: a worker of one home whose dev server went away reconnects
   // to the address, where another home's dev server may now answer, and took that home's stages.
+  // The worker read its own marker again before refusing (KnownBackendIds), so "it was replaced" is ruled out.
   if (myName === 'local')
-    return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here; if it is this one, its store/${marker} was deleted or replaced since this worker started, as with the store folder deleted to free space: restart the workers)`;
-  return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here; if it is this one, its ${marker} was replaced since this worker started: restart the workers)`;
+    return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here, as this home's store/${marker} says)`;
+  return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here, as this worker's ${marker} says)`;
 }
 
 /** Runs already warned about on this worker's stderr, so a run's every stage and retry does not repeat it. */
@@ -101,17 +102,95 @@ export function checkBackends(
   throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local, category: ApplicationFailureCategory.BENIGN });
 }
 
+/** The least time between two reads of a worker's own ids (KnownBackendIds): a run of another store costs one a while. */
+export const REREAD_IDS_EVERY_MS = 30_000;
+
+/**
+ * Every id this worker's own store and database have had since it started. A marker deleted or replaced (the home's
+ * store folder deleted to free space, a bucket emptied, a database restored) gets a new id from the next process that
+ * reads it, usually a submit; with only the id read at start, the workers then refused every run submitted after
+ * until each was restarted. So a run of this worker's backend names with an id it has not seen makes it read its own
+ * again (at most once every REREAD_IDS_EVERY_MS): an id read from its own store is its store's, and runs of the old
+ * id and of the new one both pass. Another store's id (another TEMPERED_HOME's, another cluster's server of one name)
+ * is never read from this worker's own, so it is never learned.
+ */
+export class KnownBackendIds {
+  private readonly storeIds = new Set<string>();
+  private readonly databaseIds = new Set<string>();
+  private lastRead = -Infinity;
+  private reading: Promise<void> | undefined;
+
+  constructor(
+    private readonly mine: RunBackends,
+    private readonly reread?: () => Promise<RunBackends>,
+    private readonly o: { now?: () => number; log?: (m: string) => void } = {},
+  ) {
+    if (mine.storeId) this.storeIds.add(mine.storeId);
+    if (mine.databaseId) this.databaseIds.add(mine.databaseId);
+  }
+
+  /** This worker's backends to check `run` against: with the run's own ids where they are ids this worker has read. */
+  async forRun(run: RunBackends | undefined): Promise<RunBackends> {
+    if (run && this.reread && this.unseen(run)) await this.refresh();
+    const mine = { ...this.mine };
+    if (run?.storeId && this.storeIds.has(run.storeId)) mine.storeId = run.storeId;
+    if (run?.databaseId && this.databaseIds.has(run.databaseId)) mine.databaseId = run.databaseId;
+    return mine;
+  }
+
+  private unseen(run: RunBackends): boolean {
+    const store = run.store === this.mine.store && run.storeId !== undefined && !this.storeIds.has(run.storeId);
+    const database = run.database === this.mine.database && run.databaseId !== undefined && !this.databaseIds.has(run.databaseId);
+    return store || database;
+  }
+
+  private refresh(): Promise<void> {
+    if (this.reading) return this.reading;
+    const now = (this.o.now ?? Date.now)();
+    if (now - this.lastRead < REREAD_IDS_EVERY_MS) return Promise.resolve();
+    this.lastRead = now;
+    const log = this.o.log ?? ((m: string) => console.error(`worker: ${m}`));
+    this.reading = this.reread!()
+      .then((b) => {
+        if (b.store === this.mine.store && b.storeId && !this.storeIds.has(b.storeId)) {
+          this.storeIds.add(b.storeId);
+          log(
+            `this worker's store now has instance id ${b.storeId} (its instance.json was deleted or replaced since the worker started, when it was ${this.mine.storeId ?? 'unread'}); runs of either id are taken`,
+          );
+        }
+        if (b.database === this.mine.database && b.databaseId && !this.databaseIds.has(b.databaseId)) {
+          this.databaseIds.add(b.databaseId);
+          log(
+            `this worker's database now has instance id ${b.databaseId} (its tempered_instance row was deleted or replaced since the worker started, when it was ${this.mine.databaseId ?? 'unread'}); runs of either id are taken`,
+          );
+        }
+      })
+      // Unreadable now (a store away): the run is refused as before and its next attempt reads again.
+      .catch(() => undefined)
+      .finally(() => (this.reading = undefined));
+    return this.reading;
+  }
+}
+
 /**
  * The worker's interceptor that runs checkBackends before every activity, on the `backends` of its request (the
  * workflow puts the run's in each): one place for the stages and the run's local activities alike, so an activity
- * added later is checked without being told to.
+ * added later is checked without being told to. `reread` reads this worker's backends again (KnownBackendIds).
  */
-export function backendsCheck(mine: RunBackends, onLacks?: (message: string) => void): ActivityInterceptorsFactory {
+export function backendsCheck(
+  mine: RunBackends,
+  onLacks?: (message: string) => void,
+  reread?: () => Promise<RunBackends>,
+): ActivityInterceptorsFactory {
+  const known = new KnownBackendIds(mine, reread);
   return (ctx) => ({
     inbound: {
       async execute(input, next) {
-        const req = input.args[0] as { backends?: RunBackends } | undefined;
-        checkBackends(req?.backends, mine, ctx.info.workflowExecution?.workflowId ?? '(unknown)', { local: ctx.info.isLocal, onLacks });
+        const run = (input.args[0] as { backends?: RunBackends } | undefined)?.backends;
+        checkBackends(run, await known.forRun(run), ctx.info.workflowExecution?.workflowId ?? '(unknown)', {
+          local: ctx.info.isLocal,
+          onLacks,
+        });
         return next(input);
       },
     },

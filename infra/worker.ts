@@ -10,6 +10,7 @@ import { createActivities } from '../activities/index.ts';
 import { backendsCheck } from '../activities/backends.ts';
 import type { ActivityDeps } from '../activities/stage-adapter.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
+import type { RunBackends } from '../workflows/types.ts';
 
 const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -52,6 +53,8 @@ export interface WorkerOptions {
   taskQueue: string;
   kinds: ReadonlyMap<string, AnyStageKind>;
   deps: ActivityDeps;
+  /** Reads this worker's store and database ids again, when a run names ids it has not read (activities/backends.ts). */
+  rereadBackends?: () => Promise<RunBackends>;
   /** Whether this worker also runs workflow tasks (a GPU-only worker may run activities alone). */
   workflows?: boolean;
   maxConcurrentActivities?: number;
@@ -67,7 +70,9 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     workflowBundle: opts.workflows === false ? undefined : await workflowBundle(),
     activities: createActivities(opts.kinds, opts.deps),
     // Every activity of a run first checks that the run keeps its artifacts and records where this worker does.
-    ...(opts.deps.backends ? { interceptors: { activity: [backendsCheck(opts.deps.backends, opts.deps.onLacksRunSettings)] } } : {}),
+    ...(opts.deps.backends
+      ? { interceptors: { activity: [backendsCheck(opts.deps.backends, opts.deps.onLacksRunSettings, opts.rereadBackends)] } }
+      : {}),
     maxConcurrentActivityTaskExecutions: maxActivities,
     activityTaskPollerBehavior: { type: 'simple-maximum', maximum: activityPollers(maxActivities) },
     // A chain's next stage may go to this worker at once; of stages scheduled together (a fan-out)

@@ -4,6 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createContext } from '../context.ts';
+import { ApplicationFailure } from '@temporalio/common';
+import { KnownBackendIds, REREAD_IDS_EVERY_MS, checkBackends } from '../../activities/backends.ts';
+import type { RunBackends } from '../../workflows/types.ts';
 import { runBackends } from './sharing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'sharing-'));
@@ -41,4 +44,38 @@ test("a local store has an instance id of its own home: two homes' runs differ b
   assert.match(a.storeId ?? '', /^[0-9a-f-]{36}$/);
   assert.notEqual(a.storeId, b.storeId);
   assert.equal(again.storeId, a.storeId);
+});
+
+test("a worker learns its own home's new store id (its instance.json deleted) and takes runs of both; another home's stays refused", async () => {
+  const home = join(root, 'c');
+  const started = await backendsOf(home);
+  const otherHome = await backendsOf(join(root, 'd'));
+  let reads = 0;
+  let clock = 0;
+  const logged: string[] = [];
+  const known = new KnownBackendIds(
+    started,
+    () => {
+      reads++;
+      return backendsOf(home);
+    },
+    { now: () => clock, log: (m) => logged.push(m) },
+  );
+  const check = async (run: RunBackends) => checkBackends(run, await known.forRun(run), 'r1');
+  await check(started);
+  assert.equal(reads, 0, 'a run of the id read at start reads nothing');
+  // The store folder deleted to free space: the next submit writes a new marker.
+  rmSync(join(home, 'store'), { recursive: true, force: true });
+  const submitted = await backendsOf(home);
+  assert.notEqual(submitted.storeId, started.storeId);
+  await check(submitted);
+  await check(started);
+  assert.equal(reads, 1);
+  assert.match(logged.join('\n'), new RegExp(`store now has instance id ${submitted.storeId} .*when it was ${started.storeId}`));
+  // Another home's run: read again (once a while), and refused as before.
+  clock += REREAD_IDS_EVERY_MS;
+  await assert.rejects(check(otherHome), (e: unknown) => e instanceof ApplicationFailure && e.type === 'BackendMismatch');
+  assert.equal(reads, 2);
+  await assert.rejects(check(otherHome), ApplicationFailure);
+  assert.equal(reads, 2, 'not read again within REREAD_IDS_EVERY_MS');
 });

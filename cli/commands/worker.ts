@@ -81,6 +81,8 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
     kinds: ctx.kinds,
     workflows: opts.workflows,
     maxConcurrentActivities: opts.maxActivities,
+    // Quiet: an id that cannot be read now leaves the run refused, as it was, and its next attempt reads again.
+    rereadBackends: () => runBackends(ctx, () => undefined),
     deps: {
       store: ctx.store(),
       cache: ctx.cache(),

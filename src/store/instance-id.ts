@@ -23,7 +23,7 @@ function parseMarker(text: string, where: string): string {
   if (typeof id !== 'string' || !ID.test(id))
     throw new InputError(`${where} is not a tempered store marker (it should hold {"instanceId": "<uuid>"})`, {
       where,
-      hint: `put back {"instanceId": "<id>"} with the id that the workers' start line names ("store … (instance <id>)"); deleted, the next worker or submit writes a new id, and workers started before refuse the runs submitted after it until they are restarted`,
+      hint: `put back {"instanceId": "<id>"} with the id that the workers' start line names ("store … (instance <id>)"); deleted, the next worker or submit writes a new id, and runs and schedules that recorded the old one are refused by workers started after that`,
     });
   return id;
 }
