@@ -466,6 +466,12 @@ export class ArtifactStore {
         await this.commitLocal(staged, hex);
         return got.bytes;
       } catch (e) {
+        // A full disk is no fault of the transfer: another download would fill it again.
+        if (isDiskFull(e)) {
+          // The part downloaded goes first, so the space named is what the disk has without it.
+          await fsp.rm(staged, { force: true });
+          throw diskFullError(e, [this.root], { at: this.root, neededBytes: expectBytes });
+        }
         if (e instanceof IntegrityError || e instanceof InputError || attempt >= 3) throw e;
         await new Promise((r) => setTimeout(r, 200 * attempt));
       } finally {
@@ -602,6 +608,16 @@ export class ArtifactStore {
         // Another process checked the same tree out first: theirs is identical.
         if (!existsSync(dir)) throw e;
       });
+    } catch (e) {
+      if (!isDiskFull(e)) throw e;
+      // The copy cut short goes first, so the space named is what the disk has without it. Named here: Node's
+      // error names a file in the temp folder just removed, and `tempered serve` reported a bare ENOSPC.
+      await fsp.rm(tmp, { recursive: true, force: true });
+      const needed = await this.readTree(ref).then(
+        (m) => m.files.reduce((sum, f) => sum + f.bytes, 0),
+        () => undefined,
+      );
+      throw diskFullError(e, [parent], { at: parent, neededBytes: needed });
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
     }

@@ -2,15 +2,18 @@
  * The store on a full disk (a small tmpfs): a put that does not fit fails with a DiskFullError that
  * names the store and what the put needed, leaves nothing in `tmp/` or `sha256/`, and succeeds once
  * space is freed; a stage-cache record that does not fit names its folder and size and leaves no partial file; a training point that
- * does not fit leaves no torn line and is reported once, not once a step.
+ * does not fit leaves no torn line and is reported once, not once a step; a tree checked out for serving and an
+ * object fetched from the shared store that do not fit name their folder and size, and leave nothing behind.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskFullError } from '../errors.ts';
 import { fillDisk, mountTmpfs, NO_TMPFS } from '../util/tmpfs.testing.ts';
 import { ArtifactStore } from './artifact-store.ts';
+import { FolderBackend } from './folder-backend.ts';
 import { StageCache } from './stage-cache.ts';
 import { FilePoints } from './progress-points.ts';
 
@@ -124,5 +127,70 @@ test(
     fillDisk(disk);
     for (let step = 6; step <= 9; step++) points.append('run', 'exec', 'train', point(step));
     assert.equal(reports.length, 2, 'told again once points were written in between');
+  },
+);
+
+// `tempered serve` checks the version it loads out of the store into TEMPERED_HOME/serving: a full disk there came out
+// of the hot swap as a bare "ENOSPC: no space left on device, copyfile" naming a temp folder already removed.
+test(
+  'a tree checkout that does not fit: DiskFullError naming the folder it was checked out into and the size of the tree, no half copy left',
+  { skip: NO_TMPFS },
+  async (t) => {
+    const disk = mountTmpfs(t, 512);
+    const other = mkdtempSync(join(tmpdir(), 'tempered-checkout-'));
+    t.after(() => rmSync(other, { recursive: true, force: true }));
+    const store = new ArtifactStore(join(other, 'store'));
+    const model = join(other, 'model');
+    mkdirSync(model);
+    writeFileSync(join(model, 'model.onnx'), Buffer.alloc(300 * 1024, 1));
+    writeFileSync(join(model, 'tokenizer.json'), Buffer.alloc(100 * 1024, 2));
+    const tree = await store.putTree(model);
+    const serving = join(disk, 'serving');
+    const filler = fillDisk(disk, 200 * 1024);
+    const err = await store.checkoutTree(tree, serving).then(
+      () => assert.fail('the checkout fitted'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof DiskFullError, String(err));
+    assert.equal(err.path, serving);
+    assert.equal(err.neededBytes, 400 * 1024);
+    assert.match(
+      err.message,
+      new RegExp(`^no space left on the disk that holds ${serving} \\(.* free of 512\\.0 KiB; this write needed 400\\.0 KiB\\): ENOSPC`),
+    );
+    assert.ok(err.freeBytes! >= 100 * 1024, `the half copy's space is counted free again (${err.freeBytes})`);
+    assert.deepEqual(readdirSync(serving), [], 'no half copy left');
+    rmSync(filler);
+    const dir = await store.checkoutTree(tree, serving);
+    assert.ok(existsSync(join(dir, 'model.onnx')));
+  },
+);
+
+test(
+  "an object fetched from the shared store that does not fit: DiskFullError naming the local store and the object's size, at once, nothing left in tmp/",
+  { skip: NO_TMPFS },
+  async (t) => {
+    const disk = mountTmpfs(t, 512);
+    const other = mkdtempSync(join(tmpdir(), 'tempered-fetch-'));
+    t.after(() => rmSync(other, { recursive: true, force: true }));
+    const remote = new FolderBackend(join(other, 'shared'));
+    const ref = await new ArtifactStore(join(other, 'store'), { remote }).putBytes(Buffer.alloc(300 * 1024, 3), {
+      mediaType: 'application/octet-stream',
+    });
+    const local = new ArtifactStore(join(disk, 'store'), { remote });
+    const filler = fillDisk(disk, 64 * 1024);
+    const started = Date.now();
+    const err = await local.verify(ref).then(
+      () => assert.fail('the fetch fitted'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof DiskFullError, String(err));
+    assert.equal(err.path, local.root);
+    assert.equal(err.neededBytes, 300 * 1024);
+    assert.match(err.message, /; this write needed 300\.0 KiB\): ENOSPC/);
+    assert.ok(Date.now() - started < 200, 'not downloaded again twice, 200 ms and 400 ms apart, to fill the disk again');
+    assert.deepEqual(files(join(local.root, 'tmp')), []);
+    rmSync(filler);
+    assert.equal(await local.verify(ref), local.pathOf(ref));
   },
 );
