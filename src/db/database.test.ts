@@ -320,6 +320,57 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
     assert.deepEqual(await d.all('SELECT a FROM frozen'), [{ a: 'y' }]);
   });
 
+  for (const ender of ['the server (our statement_timeout)', 'a cancel request (the session has a longer statement_timeout of its own)'])
+    test(`a statement that runs past the query timeout is ended on the server by ${ender}: a write the caller was told failed never commits later`, async (t) => {
+      // Before, only the client gave up: the server ran the statement on, so an INSERT outside a transaction committed
+      // after its caller was told it had failed, and a write transaction's statement held the write lock every host
+      // waits for until whatever it waited on was over.
+      const url = new URL(await db.fresh(t));
+      if (ender.startsWith('a cancel')) url.searchParams.set('options', '-c statement_timeout=600000');
+      const schema: Schema = { scope: 'late', sqlite: [], postgres: [{ version: 1, name: 'late', sql: 'CREATE TABLE late (a TEXT)' }] };
+      // lock_timeout far beyond the query timeout, so that only the query timeout can end the lock wait below.
+      const d = await openDatabase(url.toString(), schema, { queryTimeoutMs: 1500, retryForMs: 0, lockTimeoutMs: 600_000 });
+      const next = await openDatabase(url.toString(), schema, { lockTimeoutMs: 100, retryForMs: 3000 });
+      const admin = new pg.Client({ connectionString: url.toString() });
+      await admin.connect();
+      t.after(async () => {
+        await d.close();
+        await next.close();
+        await admin.end();
+      });
+      // Waits until no statement of tempered's runs in this database: the server has ended them, or they ran out.
+      const settled = async () => {
+        for (;;) {
+          const busy = await admin.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tempered' AND state <> 'idle'`,
+          );
+          if (busy.rows[0]!.n === 0) return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      // Ended by the server, the statement did not commit and the caller is told so; given up by the client, it may
+      // have committed just before the cancel came, and the caller is told that instead (and it is not tried again).
+      const told = ender.startsWith('a cancel') ? /did not answer a write in time, so it may or may not be saved/ : /statement timeout/;
+      await assert.rejects(d.run("INSERT INTO late (a) SELECT 'outside a transaction' FROM pg_sleep(20)"), told);
+      // A write transaction whose statement waits for a lock another session holds.
+      await admin.query('SELECT pg_advisory_lock(42)');
+      await assert.rejects(
+        d.write('registry', async (q) => {
+          await q.run("INSERT INTO late (a) VALUES ('in a transaction')");
+          await q.run('SELECT pg_advisory_xact_lock(42)');
+        }),
+        /is unavailable \((Query read timeout|canceling statement due to statement timeout);/,
+      );
+      // The write lock is free again while that other lock is still held: the next writer does not wait for it.
+      await next.write('registry', (q) => q.run("INSERT INTO late (a) VALUES ('the next writer')"));
+      await admin.query('SELECT pg_advisory_unlock(42)');
+      await settled();
+      assert.deepEqual(await next.all('SELECT a FROM late'), [{ a: 'the next writer' }]);
+      // The pool's connections are fit for use after it.
+      await d.write('registry', (q) => q.run("INSERT INTO late (a) VALUES ('after')"));
+      assert.equal((await d.all('SELECT a FROM late')).length, 2);
+    });
+
   test('a server that stays away: a transient error naming the server (not an input error) once the retry time is spent', async (t) => {
     const url = new URL(await db.fresh(t));
     url.port = String(Number(url.port) === 65535 ? 65534 : Number(url.port) + 1);

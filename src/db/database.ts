@@ -142,7 +142,10 @@ export interface OpenOptions {
   /**
    * PostgreSQL: the most one statement may take, answer included, before the connection is given up (pg's
    * `query_timeout`; a transient error, retried while the retry time lasts); 0 waits for ever. Default 120 s, or
-   * TEMPERED_DB_QUERY_TIMEOUT_S. The statement is not cancelled on the server: given up, a write may still commit. Neither TCP keepalives (a paused or
+   * TEMPERED_DB_QUERY_TIMEOUT_S. The server ends the statement itself a little before (the session's
+   * `statement_timeout`, unless it has one of its own), rolling it back; a statement the client gives up on anyway is
+   * cancelled on the server (a cancel request) and its connection dropped. A write outside a transaction that the
+   * client gave up on may have committed before the cancel reached it: that error says so and is not retried. Neither TCP keepalives (a paused or
    * overloaded server's kernel still answers them, and a lost route takes the system's 11 minutes) nor the server's
    * own timeouts end a wait on a server that does not answer; without this, a stage, a run's records and a worker's
    * stop waited for ever. `tempered db migrate`, whose statements may rewrite large tables, waits for ever.

@@ -11,6 +11,7 @@
  * - A refused login or a missing database is an InputError naming TEMPERED_DATABASE_URL.
  */
 import pg from 'pg';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorChain, InputError } from '../errors.ts';
 import {
@@ -59,10 +60,18 @@ function isDriverError(e: unknown): boolean {
   return errorCode(e) !== undefined || (e instanceof Error && e.constructor === Error);
 }
 
+/**
+ * The server ended a statement that ran past statement_timeout, which is set a little below the client's query
+ * timeout (serverTimeoutMs): the same event as a read timeout, seen from the server, which rolled the statement back.
+ */
+function isStatementTimeout(e: unknown): boolean {
+  return errorCode(e) === '57014' && /statement timeout/i.test((e as Error).message);
+}
+
 /** A transient error that is the connection's (class 08, the server going away, or pg's own words), not the transaction's. */
 function isConnectionLoss(e: unknown): boolean {
   const code = errorCode(e);
-  if (code === '40001' || code === '40P01' || code === '55P03') return false;
+  if (code === '40001' || code === '40P01' || code === '55P03' || isStatementTimeout(e)) return false;
   return isTransient(e);
 }
 
@@ -77,6 +86,7 @@ export function isTransient(e: unknown): boolean {
   const code = errorCode(e);
   // Class 08: connection exceptions; 57P: the server is shutting down, crashed or starting.
   if (code && (TRANSIENT_CODES.has(code) || code.startsWith('08') || code.startsWith('57P'))) return true;
+  if (isStatementTimeout(e)) return true;
   const msg = e instanceof Error ? e.message : '';
   // `Query read timeout`: pg's query_timeout, a server that did not answer (OpenOptions.queryTimeoutMs).
   return /Query read timeout|Connection terminated|terminating connection|postmaster exit|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery)/i.test(
@@ -135,13 +145,49 @@ const types = {
     oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-function queryable(c: pg.Pool | pg.PoolClient): Queryable {
+/** The protocol's CancelRequest code (1234 5678). */
+const CANCEL_REQUEST_CODE = 80877102;
+
+/**
+ * Asks the server to cancel the statement `client`'s backend is running, as libpq's PQcancel does: a CancelRequest on
+ * a connection of its own (the client's is busy with the statement), which the server takes without a login. Sent
+ * when the client gave up on a statement the server did not end itself (its answer was late, or the session has a
+ * statement_timeout of its own beyond the query timeout), so that the statement does not run on, holding its locks,
+ * and an INSERT outside a transaction does not commit after its caller was told it failed. Best effort, and not
+ * waited for: a server that answers nothing would not answer this either, so the socket is given up after a while.
+ */
+function cancelBackend(client: pg.PoolClient): void {
+  const c = client as unknown as { processID?: number | null; secretKey?: number | null; host?: string; port?: number };
+  if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || !c.host || !c.port) return;
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  request.writeInt32BE(c.processID, 8);
+  request.writeInt32BE(c.secretKey, 12);
+  // A host that is a folder is a Unix socket's, named as libpq names it.
+  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+  const giveUp = setTimeout(() => socket.destroy(), 5_000);
+  socket.on('connect', () => socket.end(request));
+  socket.on('error', () => {});
+  socket.on('close', () => clearTimeout(giveUp));
+}
+
+async function send(c: pg.PoolClient, sql: string, params?: unknown[]): Promise<pg.QueryResult> {
+  try {
+    return await c.query(sql, params);
+  } catch (e) {
+    if (isReadTimeout(e)) cancelBackend(c);
+    throw e;
+  }
+}
+
+function queryable(c: pg.PoolClient): Queryable {
   return {
     dialect: 'postgres',
-    all: async <T>(sql: string, params: Params = []) => (await c.query(toPostgresParams(sql), params as unknown[])).rows as T[],
+    all: async <T>(sql: string, params: Params = []) => (await send(c, toPostgresParams(sql), params as unknown[])).rows as T[],
     get: async <T>(sql: string, params: Params = []) =>
-      (await c.query(toPostgresParams(sql), params as unknown[])).rows[0] as T | undefined,
-    run: async (sql: string, params: Params = []) => (await c.query(toPostgresParams(sql), params as unknown[])).rowCount ?? 0,
+      (await send(c, toPostgresParams(sql), params as unknown[])).rows[0] as T | undefined,
+    run: async (sql: string, params: Params = []) => (await send(c, toPostgresParams(sql), params as unknown[])).rowCount ?? 0,
   };
 }
 
@@ -149,9 +195,13 @@ class CommitLost extends Error {
   override name = 'CommitLost';
 }
 
+/** A statement outside a transaction that the client gave up on: it may have committed before the cancel reached it. */
+class OutcomeUnknown extends Error {
+  override name = 'OutcomeUnknown';
+}
+
 export class PostgresDatabase implements Database {
   readonly dialect = 'postgres' as const;
-  private readonly direct: Queryable;
 
   /**
    * Sent with every BEGIN: a write holds a lock that every writer on every host waits for, so a
@@ -169,7 +219,6 @@ export class PostgresDatabase implements Database {
     private readonly retryForMs: number,
     limits: { lockTimeoutMs?: number; idleInTransactionMs?: number } = {},
   ) {
-    this.direct = queryable(pool);
     const bound = (name: string, ms: number) =>
       `SELECT set_config('${name}', '${Math.max(1, Math.round(ms))}ms', true) WHERE current_setting('${name}') = '0'`;
     this.bounds = [
@@ -189,7 +238,8 @@ export class PostgresDatabase implements Database {
         if (input) throw input;
         // Only the driver's and the server's errors can be transient: an error of tempered's own
         // (an InputError, say) is thrown as it is, whatever its message says.
-        if (e instanceof CommitLost || e instanceof InputError || !isDriverError(e) || !isTransient(e)) throw e;
+        if (e instanceof CommitLost || e instanceof OutcomeUnknown || e instanceof InputError || !isDriverError(e) || !isTransient(e))
+          throw e;
         const wait = Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
         if (Date.now() + wait > deadline) {
           throw new Error(
@@ -203,13 +253,46 @@ export class PostgresDatabase implements Database {
   }
 
   all<T>(sql: string, params?: Params): Promise<T[]> {
-    return this.retrying(() => this.direct.all<T>(sql, params));
+    return this.retrying(() => this.direct((q) => q.all<T>(sql, params)));
   }
   get<T>(sql: string, params?: Params): Promise<T | undefined> {
-    return this.retrying(() => this.direct.get<T>(sql, params));
+    return this.retrying(() => this.direct((q) => q.get<T>(sql, params)));
   }
   run(sql: string, params?: Params): Promise<number> {
-    return this.retrying(() => this.direct.run(sql, params));
+    return this.retrying(() =>
+      this.direct(async (q) => {
+        try {
+          return await q.run(sql, params);
+        } catch (e) {
+          // A write of its own, committed by the server as it ends: one the client gave up on may have committed before
+          // the cancel came (its answer lost or late), so trying it again could apply it twice. (A statement the
+          // server ended at its statement_timeout did not commit, and is tried again like any transient failure.)
+          if (!isReadTimeout(e)) throw e;
+          throw new OutcomeUnknown(
+            `PostgreSQL at ${this.where} did not answer a write in time, so it may or may not be saved: ${(e as Error).message}`,
+            { cause: e },
+          );
+        }
+      }),
+    );
+  }
+
+  /** One statement outside a transaction, on a pooled connection that is dropped when the statement timed out or lost it. */
+  private async direct<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    const onError = (e: Error) => (broken = e);
+    client.on('error', onError);
+    try {
+      return await fn(queryable(client));
+    } catch (e) {
+      // A connection whose statement timed out still has it running, or just cancelled: not for the next caller.
+      if (isReadTimeout(e) || isConnectionLoss(e)) broken = e as Error;
+      throw e;
+    } finally {
+      client.off('error', onError);
+      client.release(broken);
+    }
   }
 
   write<T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>): Promise<T> {
@@ -235,7 +318,8 @@ export class PostgresDatabase implements Database {
           // BEGIN and the lock in one round trip: a query without parameters may hold several
           // statements. Inside the ROLLBACK's reach: a lock that times out (lock_timeout) leaves the
           // transaction open and aborted, and the connection must not go back to the pool so.
-          await client.query(
+          await send(
+            client,
             lockId === undefined
               ? `${begin}; ${this.bounds}`
               : `${begin}; ${this.bounds}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`,
@@ -243,13 +327,15 @@ export class PostgresDatabase implements Database {
           result = await fn(queryable(client));
         } catch (e) {
           // A server that did not answer the statement would not answer the ROLLBACK either (it would wait out a
-          // second query_timeout); the connection is dropped instead, which ends the transaction on the server.
+          // second query_timeout); the connection is dropped instead (and the statement cancelled, by send), which ends
+          // the transaction on the server without a COMMIT. A statement the server ended itself (statement_timeout)
+          // left the transaction aborted, and the ROLLBACK makes the connection fit for the next caller.
           if (isReadTimeout(e)) broken = e as Error;
           else await client.query('ROLLBACK').catch((r: Error) => (broken = r));
           throw e;
         }
         try {
-          await client.query('COMMIT');
+          await send(client, 'COMMIT');
         } catch (e) {
           if (!isTransient(e)) throw e;
           broken = e as Error;
@@ -307,7 +393,17 @@ function queryTimeoutMs(opts: OpenOptions): number {
   return s * 1000;
 }
 
+/**
+ * The server's statement_timeout for a client query timeout: a little below it (a fifth, at most 5 s), so that the
+ * server ends a slow statement itself, rolls it back and says so before the client gives up. Only a server whose answer
+ * is late by more than that margin, or does not answer at all, leaves the client to give up and cancel (cancelBackend).
+ */
+export function serverTimeoutMs(queryTimeoutMs: number): number {
+  return Math.max(1, Math.round(queryTimeoutMs - Math.min(5_000, queryTimeoutMs / 5)));
+}
+
 function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
+  const timeoutMs = queryTimeoutMs(opts);
   const pool = new pg.Pool({
     connectionString: url,
     // A peer that vanished without a word (power cut, dead route) is noticed by TCP keepalives
@@ -317,7 +413,7 @@ function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
     max: 4,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 10_000,
-    ...(queryTimeoutMs(opts) > 0 ? { query_timeout: queryTimeoutMs(opts) } : {}),
+    ...(timeoutMs > 0 ? { query_timeout: timeoutMs } : {}),
     // An idle pool does not keep a CLI command's process alive.
     allowExitOnIdle: true,
     types,
@@ -326,6 +422,14 @@ function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
   // Idle connections that the server drops (restart, failover) emit here; without a listener the
   // process would crash. The next query opens a new connection.
   pool.on('error', () => {});
+  if (timeoutMs > 0) {
+    // For the session, since a statement outside a transaction needs it too; only where the session has no value of
+    // its own (the URL's `options`, the role's or the database's settings), as with the transaction's bounds. Sent
+    // before anything else on the connection (pg runs a client's queries in order, and the pool emits this before
+    // handing the client out); if it fails, so does the caller's first statement on that connection.
+    const setting = `SELECT set_config('statement_timeout', '${serverTimeoutMs(timeoutMs)}ms', false) WHERE current_setting('statement_timeout') = '0'`;
+    pool.on('connect', (client) => void client.query(setting).catch(() => {}));
+  }
   return new PostgresDatabase(pool, redactUrl(url), opts.retryForMs ?? 15_000, opts);
 }
 
