@@ -12,11 +12,10 @@ import { InputError } from '../errors.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
-import { acquireDirLock } from '../util/dir-lock.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
-import { checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
+import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, modelSourceIssues } from './checks.ts';
@@ -395,9 +394,11 @@ export const trainStage: StageKind<TrainConfig> = {
     mkdirSync(paths.checkpoints, { recursive: true });
     const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
     const staleMs = checkpointLockStaleMs();
-    const lock = acquireDirLock(`${checkpointDir}.lock`, {
+    const lock = await acquireCheckpointLock(`${checkpointDir}.lock`, {
       what,
       staleMs,
+      signal: ctx.signal,
+      onWait: (busy) => ctx.progress({ message: `waiting for the checkpoint: ${busy.message}` }),
     });
     // The folder lock covers this host; with a shared store, the same writer rule holds across hosts
     // (a retry on another worker while the attempt that lost its heartbeat still runs, or a second

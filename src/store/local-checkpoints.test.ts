@@ -26,9 +26,11 @@ import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { trainStage } from '../stages/train.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from '../stages/train-config.testing.ts';
 import type { StageContext } from '../stages/types.ts';
+import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
 import { machineId, processStart } from '../util/process-alive.ts';
 import { ArtifactStore } from './artifact-store.ts';
 import { collectGarbage, GarbageIncomplete, type GarbageReport } from './garbage.ts';
+import { acquireCheckpointLock, GC_HOLDER } from './local-checkpoints.ts';
 import { StageCache } from './stage-cache.ts';
 
 type T = { after: (fn: () => void) => void };
@@ -426,4 +428,34 @@ test('a collection that fails on one folder (a file held open on NFS) reports th
   ]);
   assert.equal(c.deleted, 1);
   assert.equal(existsSync(join(checkpoints, key('a'))), false);
+});
+
+test("a training waits for a collecting gc's hold on its checkpoint lock instead of failing the attempt; any other holder fails it at once", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ck-gc-wait-'));
+  try {
+    const path = join(dir, 'work.lock');
+    const gc = acquireDirLock(path, { what: `${GC_HOLDER} (pid ${process.pid})`, staleMs: 60_000 });
+    const waited: string[] = [];
+    const taking = acquireCheckpointLock(path, {
+      what: 'run r stage train attempt 1',
+      staleMs: 60_000,
+      onWait: (b) => waited.push(b.message),
+    });
+    // gc judges and renames the folder, then lets go.
+    setTimeout(() => gc.release(), 300);
+    const lock = await taking;
+    assert.equal(JSON.parse(readFileSync(path, 'utf8')).what, 'run r stage train attempt 1');
+    assert.equal(waited.length, 1);
+    assert.match(waited[0]!, /held by tempered store gc/);
+    // An earlier attempt of the training that still runs: the stage's retry policy decides, as before.
+    const told: string[] = [];
+    await assert.rejects(
+      acquireCheckpointLock(path, { what: 'run r stage train attempt 2', staleMs: 60_000, onWait: (b) => told.push(b.message) }),
+      (e: unknown) => e instanceof LockBusyError && /held by run r stage train attempt 1/.test(e.message),
+    );
+    assert.deepEqual(told, []);
+    lock.release();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -24,7 +24,7 @@
  * Such a holder refreshes nothing either while blocked in a native run; a train stage takes its lock
  * over after TEMPERED_CHECKPOINT_LOCK_STALE_MS, as it must to retry, but a gc is in no hurry, and
  * taking it over would make that training abort on its next refresh. Collecting takes that lock itself, as a
- * train stage does, so a training that starts meanwhile waits (LockBusyError, retried), judges the
+ * train stage does, so a training that starts meanwhile waits for it (acquireCheckpointLock), judges the
  * folder again under it, then renames it aside (`.<name>.gc-<pid>-<token>`, which nothing reads) before
  * deleting: a gc killed mid-delete leaves no folder a resume could take for a checkpoint (a resume reads
  * `<name>/step-N/manifest.json` only), just the aside folder that the next collection deletes once its
@@ -34,8 +34,38 @@
 import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { acquireDirLock, LockBusyError, lockHolder } from '../util/dir-lock.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { acquireDirLock, LockBusyError, lockHolder, type DirLock } from '../util/dir-lock.ts';
 import { processAlive } from '../util/process-alive.ts';
+
+/** How a collecting gc names itself as a checkpoint lock's holder: what a train stage waits out instead of failing. */
+export const GC_HOLDER = 'tempered store gc';
+
+/** The longest a train stage waits for a gc that holds its checkpoint lock: gc holds it to judge and rename a folder. */
+export const WAIT_FOR_GC_MS = 30_000;
+
+/**
+ * A train stage's lock on its checkpoint folder. Held by a collecting `store gc`, it is free again within moments (a
+ * judge and a rename), so the stage waits for it here: failed with LockBusyError, the attempt counted against the
+ * stage's retries, and a stage allowed one attempt failed the run. Any other live holder (an earlier attempt still
+ * running, a second run of the same work) is thrown at once, as acquireDirLock does.
+ */
+export async function acquireCheckpointLock(
+  path: string,
+  opts: { what: string; staleMs: number; signal?: AbortSignal; onWait?: (busy: LockBusyError) => void },
+): Promise<DirLock> {
+  const deadline = Date.now() + WAIT_FOR_GC_MS;
+  for (let said = false; ; ) {
+    try {
+      return acquireDirLock(path, { what: opts.what, staleMs: opts.staleMs });
+    } catch (e) {
+      if (!(e instanceof LockBusyError) || !e.owner?.what.startsWith(GC_HOLDER) || Date.now() >= deadline) throw e;
+      if (!said) opts.onWait?.(e);
+      said = true;
+      await sleep(100, undefined, { signal: opts.signal });
+    }
+  }
+}
 
 /** The marker a finished train stage leaves in its folder (src/stages/train.ts). */
 export const COMPLETE = 'COMPLETE';
@@ -276,7 +306,7 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     try {
       // Refreshed as a train stage's lock is: a training elsewhere judges it by its own staleness.
       const refreshMs = Math.max(50, Math.floor(checkpointLockStaleMs() / 4));
-      lock = acquireDirLock(lockPath, { what: `tempered store gc (pid ${process.pid})`, staleMs, refreshMs });
+      lock = acquireDirLock(lockPath, { what: `${GC_HOLDER} (pid ${process.pid})`, staleMs, refreshMs });
     } catch (e) {
       if (!(e instanceof LockBusyError)) throw e;
       keep(first.bytes, true);
