@@ -116,6 +116,18 @@ export async function gradCheck(spec: {
 }
 
 /**
+ * A `pick` for programGradCheck: each weight's largest-gradient element, so every check has signal, and `random`
+ * elements drawn from `rng`.
+ */
+export function largestAndRandom(rng: { next(): number }, random: number): (param: ParamInfo, grad: ArrayLike<number>) => number[] {
+  return (p, a) => {
+    let big = 0;
+    for (let i = 1; i < a.length; i++) if (Math.abs(a[i]!) > Math.abs(a[big]!)) big = i;
+    return [big, ...Array.from({ length: random }, () => Math.floor(rng.next() * p.init.length))];
+  };
+}
+
+/**
  * Checks a compiled program end to end: the grad graph's weight gradients against central differences
  * of the eval graph's loss, at the elements `pick` chooses for each weight (all of them by default).
  * A program with dropout is checked with one fixed set of masks (drawn from `maskSeed`), against

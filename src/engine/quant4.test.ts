@@ -14,7 +14,7 @@ import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { transpose2d } from '../models/weights.ts';
 import { compileTrainStep, type CompileOptions } from './compile.ts';
 import { exportInference } from './export.ts';
-import { gradCheck, programGradCheck } from './gradcheck.testing.ts';
+import { gradCheck, largestAndRandom, programGradCheck } from './gradcheck.testing.ts';
 import { Rng } from './prng.ts';
 import { Trainer, type Dataset } from './trainer.ts';
 import { Q4_OPSET, dequantizeQ4, dequantizeQ4Model, q4FromGgufQ4_1, q4Initializers, quantizeQ4 } from './quant4.ts';
@@ -195,17 +195,7 @@ for (const family of FAMILIES)
         if (p.name.endsWith('lora_B.weight')) p.init = Float32Array.from({ length: p.init.length }, () => rng.uniform(-0.3, 0.3));
       const t = tokens(2, 8, 2);
       const feeds = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, new ort.Tensor('int64', v.data as BigInt64Array, v.dims)]));
-      const pickRng = new Rng(9);
-      const r = await programGradCheck(prog, feeds, {
-        dtype: 'float32',
-        h: 1e-2,
-        threads: 1,
-        pick: (p, a) => {
-          let big = 0;
-          for (let i = 1; i < a.length; i++) if (Math.abs(a[i]!) > Math.abs(a[big]!)) big = i;
-          return [big, Math.floor(pickRng.next() * p.init.length)];
-        },
-      });
+      const r = await programGradCheck(prog, feeds, { dtype: 'float32', h: 1e-2, threads: 1, pick: largestAndRandom(new Rng(9), 1) });
       assert.ok(r.checked >= 50, `${r.checked} elements checked`);
       assert.ok(r.rel < 1e-2, `relative error ${r.rel}`);
     } finally {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { compileTrainStep } from '../engine/compile.ts';
-import { programGradCheck } from '../engine/gradcheck.testing.ts';
+import { largestAndRandom, programGradCheck } from '../engine/gradcheck.testing.ts';
 import { Rng } from '../engine/prng.ts';
 import type { Model } from '../onnx/ir.ts';
 import { buildClassifierGraph } from './bert.ts';
@@ -36,12 +36,7 @@ async function check(
     h: 1e-2,
     threads: 1,
     // Two elements per tensor, plus the largest-gradient one so every check has signal.
-    pick: (p, a) => {
-      let big = 0;
-      for (let i = 1; i < a.length; i++) if (Math.abs(a[i]!) > Math.abs(a[big]!)) big = i;
-      const n = p.init.length;
-      return [big, Math.floor(rng.next() * n), Math.floor(rng.next() * n)];
-    },
+    pick: largestAndRandom(rng, 2),
   });
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import { compileTrainStep } from '../engine/compile.ts';
-import { programGradCheck } from '../engine/gradcheck.testing.ts';
+import { largestAndRandom, programGradCheck } from '../engine/gradcheck.testing.ts';
 import { Rng } from '../engine/prng.ts';
 import { encodeModel } from '../onnx/proto.ts';
 import { buildCausalLmGraph } from './causal-lm.ts';
@@ -157,11 +157,7 @@ test('the packed graph trains: engine gradients match finite differences', async
       dtype: 'float32',
       h: 1e-2,
       threads: 1,
-      pick: (q, g) => {
-        let big = 0;
-        for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[big]!)) big = i;
-        return [big, Math.floor(rng.next() * q.init.length), Math.floor(rng.next() * q.init.length)];
-      },
+      pick: largestAndRandom(rng, 2),
     },
   );
   assert.ok(r.rel < 2e-2, `relative error ${r.rel} over ${r.checked} elements`);
