@@ -135,6 +135,10 @@ export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; rea
         ? `waiting: cancellation requested; no worker has picked this run up yet, and it ends (cancelled, nothing run) when a worker serving task queue '${st.waitingForWorker}' takes it`
         : `waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${st.waitingForWorker}' runs (\`tempered worker --queue ${st.waitingForWorker}\`)`,
     );
+  if (st.recordingEnd)
+    lines.push(
+      `closing: every stage has ended (${st.state}); the run closes once its end is written to the audit log, which waits up to half an hour for a database that does not answer (the worker's log says why)`,
+    );
   if (st.cancelRequested && !st.waitingForWorker && st.state === 'running')
     lines.push('cancelling: a cancellation was requested; the run ends once its running stages stop');
   if (st.noWorkerAnswered) {

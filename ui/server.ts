@@ -336,7 +336,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         silentSec: s.silentSec,
       }));
       // Where it waits, and whether a cancellation waits with it, change without any stage changing.
-      const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested };
+      const waiting = { waitingForWorker: st.waitingForWorker, cancelRequested: st.cancelRequested, recordingEnd: st.recordingEnd };
       const key = JSON.stringify([st.state, waiting, stages]);
       if (key !== lastStages) {
         lastStages = key;

@@ -348,25 +348,31 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const audited = patched('audit-run-end');
   // A record that still cannot be written is logged and the run ends as it did: the audit trail's gap is said on the
   // worker, and the outcome is the stages', never the audit log's error.
-  const auditEnd = (error?: string) =>
-    audited
-      ? CancellationScope.nonCancellable(() =>
-          auditRunEnded({
-            runId: info.workflowId,
-            execution: info.runId,
-            state: status.state as RunEndRecord['state'],
-            actor: options.actor,
-            specHash: plan.specHash,
-            pipeline: plan.name,
-            stages: Object.fromEntries(status.stages.map((st) => [st.id, st.state])),
-            ...(error ? { error } : {}),
-            ...backends,
-          }),
-        ).catch((e: unknown) => {
-          onOtherBackends(e);
-          log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`);
-        })
-      : Promise.resolve();
+  // The status says so meanwhile (a query's state only: no command, so recorded histories replay as before).
+  const auditEnd = async (error?: string): Promise<void> => {
+    if (!audited) return;
+    status.recordingEnd = true;
+    try {
+      await CancellationScope.nonCancellable(() =>
+        auditRunEnded({
+          runId: info.workflowId,
+          execution: info.runId,
+          state: status.state as RunEndRecord['state'],
+          actor: options.actor,
+          specHash: plan.specHash,
+          pipeline: plan.name,
+          stages: Object.fromEntries(status.stages.map((st) => [st.id, st.state])),
+          ...(error ? { error } : {}),
+          ...backends,
+        }),
+      ).catch((e: unknown) => {
+        onOtherBackends(e);
+        log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`);
+      });
+    } finally {
+      delete status.recordingEnd;
+    }
+  };
   if (cancelled()) {
     status.state = 'cancelled';
     await auditEnd();

@@ -772,6 +772,7 @@ function RunPage({ id }) {
               endedAt: d.endedAt,
               waitingForWorker: d.waitingForWorker,
               cancelRequested: d.cancelRequested,
+              recordingEnd: d.recordingEnd,
               stages: v.status.stages.map((s) => {
                 const n = d.stages.find((x) => x.id === s.id);
                 // JSON drops undefined fields: what a stage no longer has (a wait, a retried error) is cleared here.
@@ -865,6 +866,11 @@ function RunPage({ id }) {
           waiting: no worker has picked this run up yet; it starts when a worker serving task
           queue${' '}<code>${st.waitingForWorker}</code>${' '}runs (<code>tempered worker --queue ${st.waitingForWorker}</code>)
         </p>`)}
+    ${st.recordingEnd &&
+    html`<p class="waiting" id="recording-end">
+      closing: every stage has ended (${st.state}); the run closes once its end is written to the audit log, which waits up to half an hour
+      for a database that does not answer (the worker's log says why)
+    </p>`}
     <${Dag} stages=${st.stages} selected=${selected} onSelect=${(sid) => setSelected((cur) => (cur === sid ? undefined : sid))} />
     ${trainStages.map((s) => curves[s.id] && html`<${Training} id=${s.id} curves=${curves[s.id]} />`)}
     ${evalUnread &&
