@@ -305,20 +305,19 @@ export interface BusyStage {
   silentSec?: number;
 }
 
-/** Running runs listed at most (their summaries only): a bound on what one lookup costs. */
-const RUNS_LISTED = 500;
-/**
- * Of those, how many are described, the oldest first: the run whose stage holds a worker slot has usually been
- * running longer than the runs waiting behind it.
- */
-const RUNS_LOOKED_THROUGH = 50;
-/** How many of them are described at once. */
+/** Running runs' summaries asked for in one page of the listing (the server's most, by default). */
+const RUNS_LISTED_PER_PAGE = 1000;
+/** How many running runs are described at once. */
 const DESCRIBED_AT_ONCE = 8;
-/** How long looking through other runs may take before the status goes without it. */
+/**
+ * How long looking through other runs may take before the status goes without it, or with what was found by
+ * then: what bounds a lookup's cost, whatever the number of running runs (every one of them is looked at, the
+ * oldest first, as long as this lasts).
+ */
 const RUNS_LOOKUP_WAIT_MS = 3_000;
 /**
  * How long a lookup's answer serves again: `status --watch`, `submit --wait` and the dashboard ask for a
- * waiting run's status every second or so, and each lookup costs up to 50 describes of the server.
+ * waiting run's status every second or so, and each lookup describes every running run.
  */
 const RUNS_LOOKUP_REUSE_MS = 5_000;
 
@@ -386,13 +385,16 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
   const deadline = AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS);
   let missed = false;
   await client.withAbortSignal(deadline, async () => {
+    // Every running run, not the first few: a queue's holder can be any of them (before, only the 50 oldest of the
+    // 500 newest were looked at, and a holder behind more older runs was never found). The summaries are cheap, a
+    // page of a thousand per call; the describes are bounded by the lookup's time, not by a count.
     const listed: { workflowId: string; runId: string; startedAt: number }[] = [];
     const query = `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
-    for await (const wf of client.workflow.list({ query, pageSize: 100 })) {
+    for await (const wf of client.workflow.list({ query, pageSize: RUNS_LISTED_PER_PAGE }))
       listed.push({ workflowId: wf.workflowId, runId: wf.runId, startedAt: wf.startTime.getTime() });
-      if (listed.length >= RUNS_LISTED) break;
-    }
-    const runs = listed.sort((a, b) => a.startedAt - b.startedAt).slice(0, RUNS_LOOKED_THROUGH);
+    // The oldest first: the run whose stage holds a worker slot has usually been running longer than the runs
+    // waiting behind it, so a lookup cut short by its time has most likely found it.
+    const runs = listed.sort((a, b) => a.startedAt - b.startedAt);
     const lookAt = async ({ workflowId, runId }: { workflowId: string; runId: string }): Promise<void> => {
       const desc = await client.workflow.getHandle(workflowId, runId).describe();
       const started = ((desc.raw.pendingActivities ?? []) as PendingActivityInfo[]).filter(

@@ -469,6 +469,52 @@ describe('a stage whose queue is busy with a stage of another run', () => {
     }
   });
 
+  it('finds that run behind more than 50 older running runs', async () => {
+    // Before, only the 50 oldest running runs (of the 500 newest) were looked at: a holder that started after them
+    // was never found, and the waiting stage read "no worker … has asked for work lately", or just running.
+    const home = 'older-home';
+    const gpu = 'older-gpu';
+    const runs: string[] = [];
+    const submit = async (name: string, taskQueue: string) => {
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plannedPipeline(name, [{ ...stage('train', [], { blockUntilCancelled: true }), queue: gpu }]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue },
+      );
+      runs.push(h.workflowId);
+      return h.workflowId;
+    };
+    let worker: Awaited<ReturnType<typeof startCliWorker>> | undefined;
+    try {
+      // Running runs older than the holder that hold nothing: no worker serves their queue, so they never begin.
+      for (let i = 0; i < 60; i++) await submit(`older-idle-${i}`, 'older-nobody-serves');
+      await waitFor(
+        'the older runs listed',
+        async () =>
+          (
+            await env.client.workflow.count(
+              `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND TaskQueue = 'older-nobody-serves'`,
+            )
+          ).count >= 60,
+      );
+      worker = await startCliWorker(['--queue', `${home},${gpu}:1`], cliEnv);
+      const a = await submit('older-a', home);
+      await waitFor('A training', async () => (await env.client.workflow.getHandle(a).describe()).raw.pendingActivities?.[0]?.state === 2);
+      const b = await submit('older-b', home);
+      const waiting = await waitFor('B waiting behind A', async () => {
+        const st = (await getRunStatus(env.client, b)).stages[0]!;
+        return st.waitingBehindRuns && st;
+      });
+      assert.deepEqual([waiting.waitingForWorker, waiting.waitingBehindRuns], [gpu, [{ runId: a, stage: 'train' }]]);
+    } finally {
+      await Promise.allSettled(runs.map((id) => env.client.workflow.getHandle(id).terminate('test done')));
+      if (worker) await stopCliWorker(worker);
+    }
+  });
+
   it('names the first few of them, and how many more', () => {
     const busy = ['r1', 'r2', 'r3', 'r4', 'r5'].map((runId) => ({ runId, stage: 'train' }));
     const line = stageLine({ id: 'train', uses: 'probe', needs: [], state: 'running', waitingForWorker: 'gpu', waitingBehindRuns: busy });
