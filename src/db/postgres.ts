@@ -398,7 +398,7 @@ function queryTimeoutMs(opts: OpenOptions): number {
  * server ends a slow statement itself, rolls it back and says so before the client gives up. Only a server whose answer
  * is late by more than that margin, or does not answer at all, leaves the client to give up and cancel (cancelBackend).
  */
-export function serverTimeoutMs(queryTimeoutMs: number): number {
+function serverTimeoutMs(queryTimeoutMs: number): number {
   return Math.max(1, Math.round(queryTimeoutMs - Math.min(5_000, queryTimeoutMs / 5)));
 }
 
