@@ -22,6 +22,7 @@ import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
+import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { epochBatches } from './loop.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
@@ -109,11 +110,32 @@ function chatTask(modelDir: string, chat: ChatOptions | undefined): Omit<ChatEnc
   return { template: loadChatTemplate(modelDir, chat.template), system: chat.system, endOfTurn: chat.endOfTurn };
 }
 
-/** The base model's weights file: model.safetensors, or the GGUF file a GGUF model folder names in config.json. */
-function baseWeightsFile(modelDir: string): string {
+/** The sha256 of the base model's weights: the GGUF file a GGUF model folder names in config.json, or its safetensors. */
+async function baseWeightsSha256(modelDir: string): Promise<string> {
   const cfg = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const gguf = cfg[GGUF_FILE_KEY];
-  return typeof gguf === 'string' ? join(modelDir, gguf) : join(modelDir, 'model.safetensors');
+  return typeof gguf === 'string' ? (await sha256File(join(modelDir, gguf))).sha256 : modelWeightsSha256(modelDir);
+}
+
+/**
+ * Token ids past config.json's vocab_size (another model's tokenizer.json beside the weights) are refused before the
+ * graph is built, naming both files: onnxruntime failed the first step with "indices element out of data bounds" from
+ * a Gather node, which the stage retried as if transient. Only the ids the rows hold count: a tokenizer with more
+ * entries than the model has rows is fine as long as the text never reaches them.
+ */
+function checkTokenIdsFitModel(modelDir: string, ids: BigInt64Array): void {
+  const vocab = (JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as { vocab_size?: unknown }).vocab_size;
+  if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
+  let max = -1n;
+  for (const id of ids) if (id > max) max = id;
+  if (max < BigInt(vocab)) return;
+  throw new InputError(
+    `the training rows hold token id ${max}, but config.json's vocab_size is ${vocab}: this tokenizer is not the model's (ids from ${vocab} on have no embedding row)`,
+    {
+      where: join(modelDir, 'tokenizer.json'),
+      hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
+    },
+  );
 }
 
 /** Token columns of a causal tokenized table as int64 [rows, seqLen] arrays for the trainer. */
@@ -276,7 +298,9 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
   warnAboutLength(o, 'train', trainTok);
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
-  const train = packed(await readCausalTable(trainTok.path));
+  const unpacked = await readCausalTable(trainTok.path);
+  checkTokenIdsFitModel(o.modelDir, unpacked.data.input_ids!.data as BigInt64Array);
+  const train = packed(unpacked);
   // Truncation can cut every reply away (a chat template's system prompt alone may fill maxLength): the loss would be
   // 0 over 0 tokens and training would change nothing, silently.
   if (!(train.data.labels!.data as BigInt64Array).some((l) => l !== -100n))
@@ -398,7 +422,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
       const tokCfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
       writeFileSync(cfgPath, JSON.stringify({ ...tokCfg, chat_template: task.chat.template.text }, null, 2) + '\n');
     }
-    const baseSha = (await sha256File(baseWeightsFile(o.modelDir))).sha256;
+    const baseSha = await baseWeightsSha256(o.modelDir);
     const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
     writeFileSync(
       join(tmp, MANIFEST),

@@ -21,6 +21,7 @@ import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop
 import { exportClassifier, type ModelManifest } from './export.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
+import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import type { Device } from '../engine/runtime.ts';
 
 export interface LoraOptions {
@@ -246,7 +247,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   if (train.width > config.maxPositions)
     throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
 
-  const baseSha = (await sha256File(join(o.modelDir, 'model.safetensors'))).sha256;
+  const baseSha = await modelWeightsSha256(o.modelDir);
   const hyper = {
     method: o.method,
     lora: o.method === 'lora' ? { ...o.lora, targets: loraTargetPatterns(o.lora!.targets, o.lora!.layers) } : undefined,

@@ -3,10 +3,12 @@
  * (`{ metadata: { total_size }, weight_map: { name: "model-00001-of-00002.safetensors" } }`), the
  * layout Hugging Face uses for models too large for one file.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { InputError } from '../errors.ts';
+import { sha256File } from '../util/hash-file.ts';
 import { numel, bytesPerElement, readSafetensors, writeSafetensors, type SafeTensor, type SafetensorsFile } from './safetensors.ts';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -88,6 +90,33 @@ export function readModelWeights(dir: string): SafetensorsFile {
     where: dir,
     hint: 'point the model source at a directory in Hugging Face layout with safetensors weights',
   });
+}
+
+/**
+ * One sha256 for a model folder's safetensors weights, for a trained model's manifest (`baseModel.sha256`): the file's
+ * own for `model.safetensors`, as before; for a sharded folder (what transformers' save_pretrained writes past its
+ * max_shard_size) the sha256 of `name sha256` lines of the index and each shard in name order, so a changed shard
+ * changes it. Training read `model.safetensors` alone and failed on a sharded folder after all its steps.
+ */
+export async function modelWeightsSha256(dir: string): Promise<string> {
+  if (existsSync(join(dir, SINGLE_FILE))) return (await sha256File(join(dir, SINGLE_FILE))).sha256;
+  const index = join(dir, INDEX_FILE);
+  if (!existsSync(index))
+    throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE} found`, {
+      where: dir,
+      hint: 'point the model source at a directory in Hugging Face layout with safetensors weights',
+    });
+  const shards = [...new Set(readSafetensorsIndex(index).weightMap.values())].sort();
+  const h = createHash('sha256');
+  for (const name of [INDEX_FILE, ...shards]) {
+    if (!existsSync(join(dir, name)))
+      throw new InputError(`shard ${name} listed in the index is missing`, {
+        where: index,
+        hint: 'download the missing shard or fix weight_map',
+      });
+    h.update(`${name} ${(await sha256File(join(dir, name))).sha256}\n`);
+  }
+  return h.digest('hex');
 }
 
 /**

@@ -115,7 +115,13 @@ export async function generate(decoder: Decoder, prompts: number[][], o: Generat
     if (p.length === 0) throw new InputError('a prompt must have at least one token', { where: `generate.prompts[${i}]` });
     const bad = p.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
     if (bad !== undefined)
-      throw new InputError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`, { where: `generate.prompts[${i}]` });
+      throw new InputError(
+        `token id ${bad} is outside the vocabulary (0..${vocab - 1}, config.json's vocab_size): a tokenizer that gives it is not the model's`,
+        {
+          where: `generate.prompts[${i}]`,
+          hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
+        },
+      );
   });
   const stops = (o.stop ?? []).filter((s) => s.length > 0);
   const tok = decoder.tokenizer;

@@ -1,0 +1,73 @@
+// A Hugging Face folder as transformers' save_pretrained writes it for users, brought to causal-LM training: weights
+// sharded past max_shard_size (model.safetensors.index.json + model-0000N-of-0000M.safetensors, no model.safetensors),
+// and the tokenizer mistakes users make (another model's tokenizer.json copied beside the weights).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
+import { INDEX_FILE, readSafetensorsIndex, writeShardedSafetensors } from '../formats/safetensors-index.ts';
+import { trainCausalLm } from './causal-lm.ts';
+import { familyModelDir } from './peft-family.testing.ts';
+import { referenceLoraRun } from './peft-reference.testing.ts';
+import { writeReversalTable } from './reversal-task.testing.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'hf-folder-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+
+/** The tiny Qwen2 fixture with its weights in shards of at most 8 KiB, as save_pretrained(max_shard_size=…) leaves them. */
+async function shardedQwen2(name: string): Promise<string> {
+  const dir = await familyModelDir(join(root, name), 'tiny-qwen2');
+  const single = join(dir, 'model.safetensors');
+  const { tensors } = readSafetensors(single);
+  rmSync(single);
+  writeShardedSafetensors(dir, tensors, { maxShardBytes: 8192 });
+  return dir;
+}
+
+const run = (modelDir: string, name: string) =>
+  referenceLoraRun({
+    modelDir,
+    train: writeReversalTable(join(root, `${name}-train.arrow`), 8, 1),
+    maxSteps: 1,
+    checkpointDir: join(root, `${name}-ck`),
+    outDir: join(root, `${name}-out`),
+  });
+
+test('a sharded folder trains and exports; its manifest identifies the weights by every shard', async () => {
+  const dir = await shardedQwen2('sharded');
+  const shards = [...new Set(readSafetensorsIndex(join(dir, INDEX_FILE)).weightMap.values())].sort();
+  assert.ok(shards.length >= 3, `${shards.length} shards`);
+  // Before: the export hashed model.safetensors, which a sharded folder lacks: ENOENT after every training step.
+  await trainCausalLm(run(dir, 'a'));
+  const manifest = (out: string) => JSON.parse(readFileSync(join(out, 'tempered-model.json'), 'utf8')) as { baseModel: { sha256: string } };
+  const sha = manifest(join(root, 'a-out')).baseModel.sha256;
+  assert.match(sha, /^[0-9a-f]{64}$/);
+
+  // One changed value in the last shard is another base model.
+  const last = join(dir, shards.at(-1)!);
+  const file = readSafetensors(last);
+  const [name, t] = [...file.tensors][0]!;
+  (t.data as Float32Array)[0]! += 1;
+  writeSafetensors(last, new Map([...file.tensors, [name, t]]), file.metadata);
+  await trainCausalLm(run(dir, 'b'));
+  assert.notEqual(manifest(join(root, 'b-out')).baseModel.sha256, sha);
+});
+
+test("training rows with token ids past config.json's vocab_size are refused by name before the first step", async () => {
+  const dir = await familyModelDir(join(root, 'vocab'), 'tiny-qwen2');
+  const cfgPath = join(dir, 'config.json');
+  const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { vocab_size: number };
+  // As if the weights had 40 embedding rows and another model's tokenizer.json had been copied in.
+  writeFileSync(cfgPath, JSON.stringify({ ...cfg, vocab_size: 40 }));
+  // Before: onnxruntime's "indices element out of data bounds" from a Gather node, retried as transient.
+  await assert.rejects(
+    trainCausalLm(run(dir, 'vocab')),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.message.startsWith(`${join(dir, 'tokenizer.json')}: the training rows hold token id `) &&
+      /but config\.json's vocab_size is 40: this tokenizer is not the model's/.test(e.message),
+  );
+});
