@@ -1,4 +1,6 @@
-/** `tempered models list|show|diff|promote|rollback|history`: the model registry. */
+/** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
@@ -74,7 +76,7 @@ async function resolveLatest(reg: Registry, name: string, at: string | number): 
 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered models list | show <name[@v|@alias]> [--card] | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json]';
+    'tempered models list | show <name[@v|@alias]> [--card] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json]';
   helpAsked(argv, usage);
   const [sub, ...rest] = argv;
   const { values, positionals } = parse(
@@ -133,6 +135,41 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           );
         return 0;
       });
+    }
+    case 'pull': {
+      if (positionals.length !== 2) throw new CliError(`usage: ${usage}`, 2);
+      const { name, at } = parseModelRef(positionals[0]!);
+      const dest = resolve(positionals[1]!);
+      // Never over files of the user's: a folder that exists must be empty.
+      if (existsSync(dest) && (!statSync(dest).isDirectory() || readdirSync(dest).length > 0))
+        throw new CliError(`${dest} exists and is not an empty folder; name a new one`, 2);
+      const v = await withRegistry(ctx, async (reg) => reg.getVersion(name, await resolveLatest(reg, name, at)));
+      const tree = v.artifacts.find((a) => a.role === 'model');
+      if (!tree) throw new CliError(`${v.name}@${v.version} has no model artifact`);
+      const checkedOut = await ctx
+        .store()
+        .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
+      // Copied beside the destination, then renamed: an interrupted pull leaves no half folder under the name asked for.
+      mkdirSync(dirname(dest), { recursive: true });
+      const tmp = `${dest}.tmp-${process.pid}`;
+      rmSync(tmp, { recursive: true, force: true });
+      cpSync(checkedOut, tmp, { recursive: true });
+      if (existsSync(dest)) rmdirSync(dest);
+      renameSync(tmp, dest);
+      const files = readdirSync(dest, { recursive: true }).map(String).sort();
+      out({ name: v.name, version: v.version, dir: dest, files }, () =>
+        [
+          `${v.name}@${v.version} → ${dest}`,
+          ...files.map((f) => `  ${f}`),
+          ...(files.includes(join('adapter', 'adapter_config.json'))
+            ? [
+                'the LoRA adapter in PEFT layout is adapter/; in Python, on the base model it was trained from:',
+                `  PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32), '${join(dest, 'adapter')}')`,
+              ]
+            : []),
+        ].join('\n'),
+      );
+      return 0;
     }
     case 'diff': {
       if (positionals.length !== 3) throw new CliError(`usage: ${usage}`, 2);

@@ -142,6 +142,12 @@ function weightFiles(dir: string, where: string): string[] {
     for (const s of shards) if (!existsSync(join(dir, s))) throw new InputError(`shard ${s} named in ${INDEX_FILE} is missing`, { where });
     return [INDEX_FILE, ...shards];
   }
+  // A folder `tempered models pull` wrote (a fine-tune's export) holds its weights in model.onnx: say how to name it.
+  if (existsSync(join(dir, 'model.onnx')))
+    throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE}: this folder holds model.onnx, a tempered export`, {
+      where,
+      hint: `name the graph: onnx:${join(dir, 'model.onnx')}`,
+    });
   const bin = existsSync(join(dir, 'pytorch_model.bin'));
   throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE}${bin ? ' (only pytorch_model.bin, which tempered does not read)' : ''}`, {
     where,

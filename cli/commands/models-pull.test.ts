@@ -1,0 +1,71 @@
+/**
+ * `tempered models pull NAME@ALIAS DIR`: a registered version's files (model.onnx, adapter/ in PEFT layout, tokenizer,
+ * config) into a folder of the user's, for transformers + peft; before it, the export was only reachable by digging
+ * TEMPERED_HOME/serving/<tree hash> out after a chat or serve. A folder with files is never written into, and such a
+ * folder given as a model source says how to name its graph.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRegistry } from '../../src/registry/registry.ts';
+import { statePaths } from '../../src/state-paths.ts';
+import { ArtifactStore } from '../../src/store/artifact-store.ts';
+import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
+
+test('models pull writes a version’s files to a new folder, refuses one with files, and the folder names its graph', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  const env = { TEMPERED_HOME: home };
+  // The files of a LoRA fine-tune's export; the command copies bytes, whatever they hold.
+  const exported = join(root, 'export');
+  mkdirSync(join(exported, 'adapter'), { recursive: true });
+  const files: Record<string, string> = {
+    'model.onnx': 'onnx bytes',
+    'config.json': '{"model_type":"qwen2"}',
+    'tempered-model.json': '{"task":"causal-lm"}',
+    'adapter/adapter_config.json': '{"peft_type":"LORA"}',
+    'adapter/adapter_model.safetensors': 'adapter bytes',
+  };
+  for (const [f, text] of Object.entries(files)) writeFileSync(join(exported, f), text);
+  const paths = statePaths(home);
+  const tree = await new ArtifactStore(paths.store).putTree(exported);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion({
+      name: 'qa',
+      runId: 'r1',
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', ...tree }],
+    });
+    await reg.setAlias('qa', 'production', 1, { actor: 'test' });
+  } finally {
+    await reg.close();
+  }
+
+  const dest = join(root, 'out', 'qa');
+  const pulled = await runCli(['models', 'pull', 'qa@production', dest], env);
+  assert.equal(pulled.code, 0, pulled.stderr);
+  for (const [f, text] of Object.entries(files)) assert.equal(readFileSync(join(dest, f), 'utf8'), text, f);
+  assert.match(pulled.stdout, /^qa@1 → /);
+  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(.*adapter'\)/);
+
+  // The user's folder, now holding files: left alone.
+  writeFileSync(join(dest, 'notes.txt'), 'mine');
+  const again = await runCli(['models', 'pull', 'qa', dest], env);
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /exists and is not an empty folder/);
+  assert.equal(readFileSync(join(dest, 'notes.txt'), 'utf8'), 'mine');
+
+  // Given as a model source, the folder's error names the onnx: form (it said to convert with transformers).
+  await assert.rejects(
+    runCli(['generate', dest, 'hi'], env),
+    (e: Error) =>
+      e.message.includes('this folder holds model.onnx, a tempered export') &&
+      (e as { hint?: string }).hint === `name the graph: onnx:${join(dest, 'model.onnx')}`,
+  );
+});
