@@ -5,11 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
-import { InputError } from '../../src/errors.ts';
+import { DiskFullError, InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
 import { createModelServer, DEFAULT_STOP_GRACE_MS, type ModelServer } from '../../src/serve/server.ts';
@@ -19,6 +20,7 @@ import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import type { GenerationLimits } from '../../src/serve/openai.ts';
 import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../src/serve/types.ts';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
+import { diskFullError, isDiskFull, serveDiskFullHint, withHint } from '../../src/util/disk-full.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
@@ -48,10 +50,12 @@ export function registryModelSource(opts: {
     async load(version): Promise<ServedModel> {
       const tree = version.artifacts.find((a) => a.role === 'model');
       if (!tree) throw new Error(`${version.name}@${version.version} has no model artifact`);
-      const dir = await opts.store.checkoutTree(
-        { uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' },
-        opts.servingDir,
-      );
+      const dir = await opts.store
+        .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir)
+        .catch((e: unknown) => {
+          // The store's hint is a run's (resume it); a server has none, and goes on with the version it has.
+          throw isDiskFull(e) ? withHint(diskFullError(e, [opts.servingDir, opts.store.root]), serveDiskFullHint('swap')) : e;
+        });
       const id = `${version.name}@${version.version}`;
       opts.loaded?.(id, version);
       // Generation runs in worker threads too, one generation per thread, so a long one never blocks /health.
@@ -243,12 +247,16 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
           detail?.retryInMs === undefined
             ? ''
             : `; still serving the version before, loading it again in ${Math.round(detail.retryInMs / 1000)} s`;
-        console.error(`serve: ${what} failed: ${(err as Error).message}${again}`);
+        const hint = err instanceof DiskFullError ? `\n  ${err.hint}` : '';
+        console.error(`serve: ${what} failed: ${(err as Error).message}${again}${hint}`);
       },
     });
   } catch (e) {
-    const hint = e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';
-    throw new CliError(`cannot serve ${name}@${alias}: ${(e as Error).message}${hint}`);
+    const full = isDiskFull(e)
+      ? withHint(diskFullError(e, [ctx.paths.serving, ctx.paths.models, tmpdir()]), serveDiskFullHint('start'))
+      : undefined;
+    const hint = full ? `\n  ${full.hint}` : e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';
+    throw new CliError(`cannot serve ${name}@${alias}: ${(full ?? (e as Error)).message}${hint}`);
   }
   const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
   try {

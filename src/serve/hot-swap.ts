@@ -56,7 +56,15 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
    * record the version it names (a corrupt or missing artifact, a registry that does not answer). Cleared once a check
    * finds the wanted model served. /health says it: a replica that cannot follow its alias kept answering "ok".
    */
-  behind: { phase: 'resolve' | 'load' | 'notify'; wanted?: string; error: string; since: string; retryAt?: string } | null = null;
+  behind: {
+    phase: 'resolve' | 'load' | 'notify';
+    wanted?: string;
+    error: string;
+    /** What to do, where the error says (a full disk: free space in the folder it names). */
+    hint?: string;
+    since: string;
+    retryAt?: string;
+  } | null = null;
   /** The version whose load failed last: how often in a row, and when the timer may load it again. */
   private failedLoad: { key: string; failures: number; retryAt: number } | null = null;
 
@@ -130,8 +138,16 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   private fellBehind(e: unknown, phase: 'resolve' | 'load' | 'notify', wanted?: string, retry?: { at: number; inMs: number }): void {
     this.failures++;
     const error = e instanceof Error ? e.message : String(e);
+    const hint = (e as { hint?: unknown } | undefined)?.hint;
     const since = this.behind?.since ?? new Date().toISOString();
-    this.behind = { phase, ...(wanted ? { wanted } : {}), error, since, ...(retry ? { retryAt: new Date(retry.at).toISOString() } : {}) };
+    this.behind = {
+      phase,
+      ...(wanted ? { wanted } : {}),
+      error,
+      ...(typeof hint === 'string' ? { hint } : {}),
+      since,
+      ...(retry ? { retryAt: new Date(retry.at).toISOString() } : {}),
+    };
     this.report(e, phase, { ...(wanted ? { wanted } : {}), ...(retry ? { retryInMs: retry.inMs } : {}) });
   }
 

@@ -78,13 +78,18 @@ const FREEING =
 export const DISK_FULL_HINT = diskFullHint();
 
 /**
- * What to do when `tempered serve` cannot take a new version for want of space: no run to resume, the server goes on
- * with the version it has and loads the new one again by itself (/health's behind.retryAt).
+ * What to do when `tempered serve` finds its disk full: no run to resume. `swap`: a new version could not be taken, and
+ * the server goes on with the version it has and loads the new one again by itself (/health's behind.retryAt);
+ * `start`: nothing is served yet.
  */
-export const SERVE_DISK_FULL_HINT =
-  'free space on that disk (or point TEMPERED_HOME at a larger one and restart the server): until then the server keeps ' +
-  'answering with the version it has, and it loads the new one again by itself at the time /health gives as behind.retryAt. ' +
-  FREEING;
+export function serveDiskFullHint(when: 'start' | 'swap'): string {
+  return (
+    (when === 'swap'
+      ? 'free space on that disk (or point TEMPERED_HOME at a larger one and restart the server): until then the server ' +
+        'keeps answering with the version it has, and it loads the new one again by itself at the time /health gives as behind.retryAt. '
+      : 'free space on that disk, or point TEMPERED_HOME at a larger one, then start `tempered serve` again. ') + FREEING
+  );
+}
 
 /** `e` with another hint: one built deep in the library knows less of the work than the caller that reports it. */
 export function withHint(e: DiskFullError, hint: string): DiskFullError {
