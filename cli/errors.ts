@@ -8,3 +8,9 @@ export class CliError extends Error {
     super(message);
   }
 }
+
+/**
+ * The run the command at work is about, once it knows one (the run it submitted, the one it resumes or looks at): its
+ * error messages name it in the commands they suggest (`tempered resume <id>`) instead of a placeholder.
+ */
+export const commandRun: { id?: string } = {};

@@ -4,10 +4,10 @@
  */
 import type { CliContext } from './context.ts';
 import { HelpRequested, UsageError } from './args.ts';
-import { CliError } from './errors.ts';
+import { CliError, commandRun } from './errors.ts';
 import { tmpdir } from 'node:os';
 import { InputError } from '../src/errors.ts';
-import { diskFullError, isDiskFull, lowSpaceNote } from '../src/util/disk-full.ts';
+import { diskFullError, diskFullHint, isDiskFull, lowSpaceNote, withHint } from '../src/util/disk-full.ts';
 import { stateDir } from '../infra/state.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
@@ -152,12 +152,12 @@ if (isEntry) {
       // The state folder and the temp folder: where a command writes.
       const folders = [stateDir(), tmpdir()];
       if (isDiskFull(err)) {
-        const full = diskFullError(err, folders);
+        const full = withHint(diskFullError(err, folders), diskFullHint(commandRun.id));
         console.error(`tempered: ${full.message}\n  ${full.hint}`);
       } else {
         console.error(`tempered: ${err.message ?? String(err)}`);
         if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
-        const note = lowSpaceNote(folders);
+        const note = lowSpaceNote(folders, commandRun.id);
         if (note) console.error(`  ${note}`);
       }
       if (process.env.TEMPERED_DEBUG) console.error(err.stack);

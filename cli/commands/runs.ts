@@ -20,6 +20,7 @@ import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
@@ -197,6 +198,7 @@ export async function startAndReport(
     // Its workers must keep artifacts and records where this process does (activities/backends.ts); a resumed run takes the resumer's.
     input = { ...input, options: { ...input.options, backends: await runBackends(ctx) } };
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
+    commandRun.id = handle.workflowId;
     await auditRunSubmitted(audit, handle.workflowId, input, handle.firstExecutionRunId).catch((e: Error) => {
       throw new CliError(`run ${handle.workflowId} started, but its submission could not be written to the audit log: ${e.message}`);
     });
@@ -256,8 +258,8 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   const usage = 'tempered status <run> [--json] [--watch]';
   const { values, positionals } = parse(argv, { json: { type: 'boolean' }, watch: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
+  const runId = (commandRun.id = positionals[0]!);
   const client = await ctx.client();
-  const runId = positionals[0]!;
   const st = values.watch
     ? await followAndPrint(client, runId)
     : await getRunStatus(client, runId).catch((e: Error) => {
@@ -436,6 +438,8 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`resume takes one run id\nusage: ${usage}`, 2);
+  // Until the new run is submitted, a failure leaves this one to resume again.
+  commandRun.id = positionals[0]!;
   const localWorker = localWorkerFlag(values, usage);
   const client = await ctx.client({ startServer: true });
   const old = positionals[0]!;
