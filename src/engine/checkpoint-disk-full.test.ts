@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskFullError } from '../errors.ts';
 import { diskFullError } from '../util/disk-full.ts';
@@ -56,7 +56,10 @@ test(
     );
     // As the stage adapter lists the places a stage writes: the checkpoint's own error is kept.
     assert.equal(diskFullError(err, [disk, dir, other]).path, dir);
-    assert.match((err as Error).message, /^no space left on the disk that holds .*\/checkpoints \(\d+\.\d KiB free of 1\.0 MiB\)/);
+    assert.match(
+      (err as Error).message,
+      /^no space left on the disk that holds .*\/checkpoints \(\d+\.\d KiB free of 1\.0 MiB; this write needed 256\.\d KiB\)/,
+    );
     assert.deepEqual(readdirSync(dir), ['step-1'], 'the half-written step-2 folder is removed');
     assert.equal(latestCheckpoint(dir), join(dir, 'step-1'));
     const back = loadCheckpoint(join(dir, 'step-1'));
@@ -68,5 +71,9 @@ test(
     saveCheckpoint(join(dir, 'step-2'), { manifest: manifest(2), ...tensors(2) });
     assert.equal(latestCheckpoint(dir), join(dir, 'step-2'));
     assert.deepEqual(loadCheckpoint(join(dir, 'step-2')).state.get('w::m'), tensors(2).state.get('w::m'));
+    // What the failed write said it needed is what the checkpoint takes: its files as written (the tensors' 256 KiB,
+    // their headers, the manifest).
+    const written = readdirSync(join(dir, 'step-2')).reduce((n, f) => n + statSync(join(dir, 'step-2', f)).size, 0);
+    assert.equal((err as DiskFullError).neededBytes, written);
   },
 );

@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
+import { encodeSafetensors, readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
 import { diskFullError, isDiskFull } from '../util/disk-full.ts';
 import { processAlive } from '../util/process-alive.ts';
@@ -147,20 +147,33 @@ export function saveCheckpoint(dir: string, data: CheckpointData): void {
   mkdirSync(tmp, { recursive: true });
   const sh = data.manifest.shapes;
   const tensors = (m: Map<string, TypedArray>) => new Map([...m].map(([k, v]) => [k, toSafe(v, sh[k] ?? [v.length])]));
+  const meta = { format: 'tempered' };
+  const history = data.history ? historyText(data.history) : undefined;
+  const manifestText = JSON.stringify(data.manifest, null, 2) + '\n';
   try {
-    writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), { format: 'tempered' });
-    writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), { format: 'tempered' });
-    if (data.history) writeFileSync(join(tmp, HISTORY_FILE), historyText(data.history));
-    if (storeBest) writeSafetensors(join(tmp, BEST_WEIGHTS_FILE), tensors(data.bestParams!), { format: 'tempered' });
-    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
+    writeSafetensors(join(tmp, 'weights.safetensors'), tensors(data.params), meta);
+    writeSafetensors(join(tmp, 'optimizer.safetensors'), tensors(data.state), meta);
+    if (history !== undefined) writeFileSync(join(tmp, HISTORY_FILE), history);
+    if (storeBest) writeSafetensors(join(tmp, BEST_WEIGHTS_FILE), tensors(data.bestParams!), meta);
+    writeFileSync(join(tmp, 'manifest.json'), manifestText);
   } catch (e) {
     // A checkpoint cut short by a full disk holds most of the space it lacked: freed now, as the
     // writer lives on (a retry in the same worker) and removeStaleTemps clears only dead writers' folders.
     rmSync(tmp, { recursive: true, force: true });
+    if (!isDiskFull(e)) throw e;
+    // What the whole checkpoint takes, its files' exact sizes (the tensors and their headers as encoded), counted
+    // only now: the user needs that much free, and a write that fits should not pay for the count.
+    const safetensorsBytes = (m: Map<string, TypedArray>) => encodeSafetensors(tensors(m), meta).reduce((n, c) => n + c.byteLength, 0);
+    const needed =
+      safetensorsBytes(data.params) +
+      safetensorsBytes(data.state) +
+      (storeBest ? safetensorsBytes(data.bestParams!) : 0) +
+      (history !== undefined ? Buffer.byteLength(history) : 0) +
+      Buffer.byteLength(manifestText);
     // Named here, where the folder is known: Node's write error names no file, and with the folder gone
     // the full disk has its space back, so the stage adapter's guess (the listed disk with the least
-    // free) would blame another disk, TMPDIR's say, whenever that one has less.
-    throw isDiskFull(e) ? diskFullError(e, [dirname(dir)]) : e;
+    // free) would blame another disk, TMPDIR's, whenever that one has less.
+    throw diskFullError(e, [dirname(dir)], { at: dirname(dir), neededBytes: needed });
   }
   if (existsSync(dir)) {
     const old = `${tmp}.old`;
