@@ -13,6 +13,11 @@ import { openRegistry } from '../../src/registry/registry.ts';
 import { statePaths } from '../../src/state-paths.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
+import { readSafetensors } from '../../src/formats/safetensors.ts';
+import { trainCausalLm } from '../../src/finetune/causal-lm.ts';
+import { familyModelDir } from '../../src/finetune/peft-family.testing.ts';
+import { referenceLoraRun } from '../../src/finetune/peft-reference.testing.ts';
+import { writeReversalTable } from '../../src/finetune/reversal-task.testing.ts';
 
 test('models pull writes a version’s files to a new folder, refuses one with files, and the folder names its graph', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-'));
@@ -24,7 +29,8 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   mkdirSync(join(exported, 'adapter'), { recursive: true });
   const files: Record<string, string> = {
     'model.onnx': 'onnx bytes',
-    'config.json': '{"model_type":"qwen2"}',
+    // GPT-2 generates nothing here, so no model.safetensors is derived (src/finetune/hf-folder.test.ts covers that).
+    'config.json': '{"model_type":"gpt2"}',
     'tempered-model.json': '{"task":"causal-lm"}',
     'adapter/adapter_config.json': '{"peft_type":"LORA"}',
     'adapter/adapter_model.safetensors': 'adapter bytes',
@@ -68,4 +74,40 @@ test('models pull writes a version’s files to a new folder, refuses one with f
       e.message.includes('this folder holds model.onnx, a tempered export') &&
       (e as { hint?: string }).hint === `name the graph: onnx:${join(dest, 'model.onnx')}`,
   );
+});
+
+test('models pull of a LLaMA-family fine-tune adds model.safetensors for transformers, and config.json says float32', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-lm-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  const modelDir = await familyModelDir(root, 'tiny-qwen2');
+  const base = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(modelDir, 'config.json'), JSON.stringify({ ...base, dtype: 'bfloat16' }));
+  const outDir = join(root, 'out');
+  const train = writeReversalTable(join(root, 'train.arrow'), 8, 1);
+  await trainCausalLm(referenceLoraRun({ modelDir, train, maxSteps: 1, checkpointDir: join(root, 'ck'), outDir }));
+  const paths = statePaths(home);
+  const tree = await new ArtifactStore(paths.store).putTree(outDir);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion({
+      name: 'lm',
+      runId: 'r1',
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', ...tree }],
+    });
+  } finally {
+    await reg.close();
+  }
+  const dest = join(root, 'pulled');
+  const pulled = await runCli(['models', 'pull', 'lm@1', dest], { TEMPERED_HOME: home });
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.match(pulled.stdout, /AutoModelForCausalLM\.from_pretrained\(/);
+  const weights = readSafetensors(join(dest, 'model.safetensors')).tensors;
+  const original = readSafetensors(join(modelDir, 'model.safetensors')).tensors;
+  assert.deepEqual([...weights.keys()].sort(), [...original.keys()].sort());
+  for (const [n, w] of weights) assert.deepEqual([w.dtype, w.shape], ['F32', original.get(n)!.shape], n);
+  assert.equal(JSON.parse(readFileSync(join(dest, 'config.json'), 'utf8')).dtype, 'float32');
 });

@@ -1,5 +1,5 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
@@ -12,6 +12,28 @@ import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes, printable } from '../format.ts';
+
+/**
+ * A LLaMA-family causal LM's export gets model.safetensors beside model.onnx (src/generate/hf-weights.ts), and its
+ * config.json says float32, the dtype of those weights: transformers would otherwise load them as the base's bf16 or
+ * fp16 and give other logits than tempered's. The export in the store is left as it is (the weights twice there).
+ */
+async function writeTransformersWeights(dir: string): Promise<boolean> {
+  const manifest = join(dir, 'tempered-model.json');
+  if (!existsSync(manifest) || (JSON.parse(readFileSync(manifest, 'utf8')) as { task?: unknown }).task !== 'causal-lm') return false;
+  const configPath = join(dir, 'config.json');
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  const [{ isLlamaFamily }, { writeHfSafetensors }] = await Promise.all([
+    import('../../src/models/llama.ts'),
+    import('../../src/generate/hf-weights.ts'),
+  ]);
+  if (!isLlamaFamily(config.model_type) || !existsSync(join(dir, 'model.onnx'))) return false;
+  writeHfSafetensors(dir, join(dir, 'model.safetensors'));
+  const dtype = 'dtype' in config || !('torch_dtype' in config) ? { dtype: 'float32' } : {};
+  const torchDtype = 'torch_dtype' in config ? { torch_dtype: 'float32' } : {};
+  writeFileSync(configPath, JSON.stringify({ ...config, ...dtype, ...torchDtype }, null, 2) + '\n');
+  return true;
+}
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -154,6 +176,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const tmp = `${dest}.tmp-${process.pid}`;
       rmSync(tmp, { recursive: true, force: true });
       cpSync(checkedOut, tmp, { recursive: true });
+      const hf = await writeTransformersWeights(tmp);
       if (existsSync(dest)) rmdirSync(dest);
       renameSync(tmp, dest);
       const files = readdirSync(dest, { recursive: true }).map(String).sort();
@@ -161,6 +184,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         [
           `${v.name}@${v.version} → ${dest}`,
           ...files.map((f) => `  ${f}`),
+          ...(hf
+            ? [
+                `model.safetensors holds the fine-tune's weights (LoRA merged, float32) for transformers: AutoModelForCausalLM.from_pretrained('${dest}')`,
+              ]
+            : []),
           ...(files.includes(join('adapter', 'adapter_config.json'))
             ? [
                 'the LoRA adapter in PEFT layout is adapter/; in Python, on the base model it was trained from:',

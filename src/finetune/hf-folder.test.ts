@@ -3,12 +3,14 @@
 // and the tokenizer mistakes users make (another model's tokenizer.json copied beside the weights).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
 import { INDEX_FILE, readSafetensorsIndex, writeShardedSafetensors } from '../formats/safetensors-index.ts';
+import { Decoder } from '../generate/decoder.ts';
+import { writeHfSafetensors } from '../generate/hf-weights.ts';
 import { trainCausalLm } from './causal-lm.ts';
 import { familyModelDir } from './peft-family.testing.ts';
 import { referenceLoraRun } from './peft-reference.testing.ts';
@@ -45,6 +47,7 @@ test('a sharded folder trains and exports; its manifest identifies the weights b
   const manifest = (out: string) => JSON.parse(readFileSync(join(out, 'tempered-model.json'), 'utf8')) as { baseModel: { sha256: string } };
   const sha = manifest(join(root, 'a-out')).baseModel.sha256;
   assert.match(sha, /^[0-9a-f]{64}$/);
+  await exportLoadsAsHfFolder(dir, join(root, 'a-out'));
 
   // One changed value in the last shard is another base model.
   const last = join(dir, shards.at(-1)!);
@@ -71,3 +74,41 @@ test("training rows with token ids past config.json's vocab_size are refused by 
       /but config\.json's vocab_size is 40: this tokenizer is not the model's/.test(e.message),
   );
 });
+
+/**
+ * The export's weights written for transformers (model.safetensors: Hugging Face names, [out, in]) are the base's tensor
+ * set, and a folder holding only them and config.json decodes as model.onnx does. transformers' own loading of such a
+ * file was measured outside the suite (README, Back to transformers).
+ */
+async function exportLoadsAsHfFolder(baseDir: string, outDir: string): Promise<void> {
+  const hfDir = join(root, 'as-hf');
+  mkdirSync(hfDir);
+  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(outDir, f), join(hfDir, f));
+  writeHfSafetensors(outDir, join(hfDir, 'model.safetensors'));
+  const written = readSafetensors(join(hfDir, 'model.safetensors')).tensors;
+  const base = new Map<string, number[]>();
+  for (const shard of new Set(readSafetensorsIndex(join(baseDir, INDEX_FILE)).weightMap.values()))
+    for (const [n, t] of readSafetensors(join(baseDir, shard)).tensors) base.set(n, t.shape);
+  assert.deepEqual(new Map([...written].map(([n, t]) => [n, t.shape])), new Map([...base].sort(([a], [b]) => (a < b ? -1 : 1))));
+
+  const ids = [3, 17, 40, 9, 22, 5];
+  const logits = async (dir: string) => {
+    const dec = await Decoder.load(dir, { threads: 1 });
+    try {
+      const r = await dec.run(
+        BigInt64Array.from(ids, BigInt),
+        BigInt64Array.from(ids.keys(), BigInt),
+        new BigInt64Array(ids.length).fill(1n),
+        1,
+        dec.emptyCache(1),
+      );
+      return Float32Array.from(r.logits);
+    } finally {
+      await dec.close();
+    }
+  };
+  const [fromOnnx, fromSafetensors] = [await logits(outDir), await logits(hfDir)];
+  let diff = 0;
+  for (let i = 0; i < fromOnnx.length; i++) diff = Math.max(diff, Math.abs(fromOnnx[i]! - fromSafetensors[i]!));
+  assert.ok(diff < 1e-5, `model.safetensors against model.onnx: max |logit difference| ${diff}`);
+}
