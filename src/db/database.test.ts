@@ -328,9 +328,11 @@ describe('postgres connections', { skip: postgresUnavailable() }, () => {
       const url = new URL(await db.fresh(t));
       if (ender.startsWith('a cancel')) url.searchParams.set('options', '-c statement_timeout=600000');
       const schema: Schema = { scope: 'late', sqlite: [], postgres: [{ version: 1, name: 'late', sql: 'CREATE TABLE late (a TEXT)' }] };
-      // lock_timeout far beyond the query timeout, so that only the query timeout can end the lock wait below.
-      const d = await openDatabase(url.toString(), schema, { queryTimeoutMs: 1500, retryForMs: 0, lockTimeoutMs: 600_000 });
-      const next = await openDatabase(url.toString(), schema, { lockTimeoutMs: 100, retryForMs: 3000 });
+      // lock_timeout far beyond the query timeout, so that only the query timeout can end the lock wait below. The
+      // server's timeout is then 4 s: a second before the client's, so that a loaded machine still hears it first.
+      const d = await openDatabase(url.toString(), schema, { queryTimeoutMs: 5000, retryForMs: 0, lockTimeoutMs: 600_000 });
+      // The cancel request is not waited for: the next writer's lock waits are tried again while it lands.
+      const next = await openDatabase(url.toString(), schema, { lockTimeoutMs: 100, retryForMs: 10_000 });
       const admin = new pg.Client({ connectionString: url.toString() });
       await admin.connect();
       t.after(async () => {
