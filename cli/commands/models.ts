@@ -186,7 +186,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           ...files.map((f) => `  ${f}`),
           ...(hf
             ? [
-                `model.safetensors holds the fine-tune's weights (LoRA merged, float32) for transformers: AutoModelForCausalLM.from_pretrained('${dest}')`,
+                `model.safetensors holds the fine-tune's weights (float32, any LoRA merged) for transformers: AutoModelForCausalLM.from_pretrained('${dest}')`,
               ]
             : []),
           ...(files.includes(join('adapter', 'adapter_config.json'))
