@@ -426,7 +426,7 @@ function openPostgresPool(url: string, opts: OpenOptions): PostgresDatabase {
     // For the session, since a statement outside a transaction needs it too; only where the session has no value of
     // its own (the URL's `options`, the role's or the database's settings), as with the transaction's bounds. Sent
     // before anything else on the connection (pg runs a client's queries in order, and the pool emits this before
-    // handing the client out); if it fails, so does the caller's first statement on that connection.
+    // handing the client out); one that fails has most likely lost its connection, and the caller's statement fails with it.
     const setting = `SELECT set_config('statement_timeout', '${serverTimeoutMs(timeoutMs)}ms', false) WHERE current_setting('statement_timeout') = '0'`;
     pool.on('connect', (client) => void client.query(setting).catch(() => {}));
   }
