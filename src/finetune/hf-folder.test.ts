@@ -11,6 +11,7 @@ import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
 import { INDEX_FILE, readSafetensorsIndex, writeShardedSafetensors } from '../formats/safetensors-index.ts';
 import { Decoder } from '../generate/decoder.ts';
 import { writeHfSafetensors } from '../generate/hf-weights.ts';
+import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { trainCausalLm } from './causal-lm.ts';
 import { familyModelDir } from './peft-family.testing.ts';
 import { referenceLoraRun } from './peft-reference.testing.ts';
@@ -73,6 +74,16 @@ test("training rows with token ids past config.json's vocab_size are refused by 
       e.message.startsWith(`${join(dir, 'tokenizer.json')}: the training rows hold token id `) &&
       /but config\.json's vocab_size is 40: this tokenizer is not the model's/.test(e.message),
   );
+});
+
+test('a config.json asking for attention dropout generates (transformers runs eval mode) but is refused for training', async () => {
+  const dir = await familyModelDir(join(root, 'dropout'), 'tiny-qwen2');
+  const cfgPath = join(dir, 'config.json');
+  writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), attention_dropout: 0.1 }));
+  // Before: generate, chat and serve refused it too, naming attention_dropout, though no dropout applies at inference.
+  const dec = await Decoder.load(dir, { threads: 1 });
+  await dec.close();
+  assert.throws(() => buildCausalLmGraph(dir), /config\.json: attention_dropout: 0\.1 is not supported/);
 });
 
 /**

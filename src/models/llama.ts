@@ -68,7 +68,11 @@ export function isLlamaFamily(modelType: unknown): modelType is LlamaFamilyType 
   return (LLAMA_FAMILY as readonly unknown[]).includes(modelType);
 }
 
-export function readLlamaConfig(dir: string): LlamaConfig {
+/**
+ * `generation`: for the KV-cache decoder, which transformers runs in eval mode: dropout rates are not read (a model
+ * whose config asks for attention dropout generates and serves as in transformers; only training refuses it).
+ */
+export function readLlamaConfig(dir: string, opts: { generation?: boolean } = {}): LlamaConfig {
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', LLAMA_FAMILY, 'llama');
   c.oneOf('hidden_act', ['silu'], 'silu');
@@ -122,7 +126,8 @@ export function readLlamaConfig(dir: string): LlamaConfig {
   if (type === 'llama') c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
   // Dropout on the attention probabilities in training: the graph has none, so a model that asks for it is refused
   // rather than trained differently (released LLaMA, Mistral and Qwen2 configs all say 0.0).
-  c.unsupportedUnless('attention_dropout', (v) => v === 0, 'attention dropout is not implemented for this architecture; supported: 0');
+  if (!opts.generation)
+    c.unsupportedUnless('attention_dropout', (v) => v === 0, 'attention dropout is not implemented for this architecture; supported: 0');
   let slidingWindow: number | undefined;
   if (type === 'qwen2') {
     // Qwen2's window (sliding_window on layers from max_window_layers up) is off in every released model;
