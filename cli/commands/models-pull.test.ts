@@ -6,8 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { openAudit } from '../../src/audit/log.ts';
 import { join } from 'node:path';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { statePaths } from '../../src/state-paths.ts';
@@ -60,6 +61,16 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   assert.match(pulled.stdout, /^qa@1 → /);
   assert.match(pulled.stdout, /PeftModel\.from_pretrained\(.*adapter'\)/);
 
+  // Who took which version, and where to, is in the audit trail.
+  const log = await openAudit(paths.auditDb);
+  try {
+    const [rec, ...more] = await log.query({ model: 'qa@1', action: 'model.pulled' });
+    assert.deepEqual(more, []);
+    assert.deepEqual(rec?.details, { dir: dest, host: hostname() });
+  } finally {
+    await log.close();
+  }
+
   // The user's folder, now holding files: left alone.
   writeFileSync(join(dest, 'notes.txt'), 'mine');
   const again = await runCli(['models', 'pull', 'qa', dest], env);
@@ -110,4 +121,44 @@ test('models pull of a LLaMA-family fine-tune adds model.safetensors for transfo
   assert.deepEqual([...weights.keys()].sort(), [...original.keys()].sort());
   for (const [n, w] of weights) assert.deepEqual([w.dtype, w.shape], ['F32', original.get(n)!.shape], n);
   assert.equal(JSON.parse(readFileSync(join(dest, 'config.json'), 'utf8')).dtype, 'float32');
+});
+
+test('a pull that fails leaves no folder, half or whole, and records nothing', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-fail-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  // A LLaMA-family export whose model.onnx is not a graph: writing model.safetensors for transformers fails.
+  const exported = join(root, 'export');
+  mkdirSync(exported);
+  writeFileSync(join(exported, 'model.onnx'), 'not a graph');
+  writeFileSync(join(exported, 'config.json'), '{"model_type":"llama"}');
+  writeFileSync(join(exported, 'tempered-model.json'), '{"task":"causal-lm"}');
+  const paths = statePaths(home);
+  const tree = await new ArtifactStore(paths.store).putTree(exported);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion({
+      name: 'bad',
+      runId: 'r1',
+      stageId: 'register',
+      specHash: 's',
+      data: [],
+      artifacts: [{ role: 'model', ...tree }],
+    });
+  } finally {
+    await reg.close();
+  }
+  const dest = join(root, 'out', 'bad');
+  const pulled = await runCli(['models', 'pull', 'bad@1', dest], { TEMPERED_HOME: home }).catch((e: Error) => ({
+    code: 1,
+    stderr: e.message,
+  }));
+  assert.notEqual(pulled.code, 0);
+  assert.deepEqual(readdirSync(join(root, 'out')), [], 'neither the folder nor its temporary copy is left');
+  const log = await openAudit(paths.auditDb);
+  try {
+    assert.deepEqual(await log.query({ action: 'model.pulled' }), []);
+  } finally {
+    await log.close();
+  }
 });

@@ -1,6 +1,8 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
@@ -171,14 +173,32 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const checkedOut = await ctx
         .store()
         .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
-      // Copied beside the destination, then renamed: an interrupted pull leaves no half folder under the name asked for.
+      // Copied beside the destination, then renamed: an interrupted pull leaves no half folder under the name asked for,
+      // and a failed one (a full disk, weights that cannot be written) leaves nothing at all.
       mkdirSync(dirname(dest), { recursive: true });
       const tmp = `${dest}.tmp-${process.pid}`;
       rmSync(tmp, { recursive: true, force: true });
-      cpSync(checkedOut, tmp, { recursive: true });
-      const hf = await writeTransformersWeights(tmp);
-      if (existsSync(dest)) rmdirSync(dest);
-      renameSync(tmp, dest);
+      let hf: boolean;
+      try {
+        cpSync(checkedOut, tmp, { recursive: true });
+        hf = await writeTransformersWeights(tmp);
+        if (existsSync(dest)) rmdirSync(dest);
+        renameSync(tmp, dest);
+      } catch (e) {
+        rmSync(tmp, { recursive: true, force: true });
+        throw e;
+      }
+      // Weights leaving the registry for a folder of someone's are part of the trail: who took which model, where.
+      await (
+        await ctx.auditLog().get()
+      ).append({
+        action: 'model.pulled',
+        subject: `${v.name}@${v.version}`,
+        model: `${v.name}@${v.version}`,
+        actor: actor(),
+        ...(modelHashOf(v.artifacts) ? { modelHash: modelHashOf(v.artifacts) } : {}),
+        details: { dir: dest, host: hostname() },
+      });
       const files = readdirSync(dest, { recursive: true }).map(String).sort();
       out({ name: v.name, version: v.version, dir: dest, files }, () =>
         [

@@ -32,6 +32,7 @@ export const AUDIT_ACTIONS = [
   'model.registered',
   'model.promoted',
   'model.rolled_back',
+  'model.pulled',
   'serve.started',
   'serve.swapped',
   'serve.stopped',
