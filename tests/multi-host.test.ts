@@ -699,7 +699,7 @@ describe('tempered on several hosts', () => {
       assert.equal(submitted.code, 0, submitted.stderr);
       const runId = (JSON.parse(submitted.stdout) as { runId: string }).runId;
       const refusal = new RegExp(
-        `refused run ${runId}: this worker keeps the registry and audit log in the database ${name}, and the run in another database of that name \\(instance [0-9a-f-]{36} there, [0-9a-f-]{36} here; if it is this one, its tempered_instance row was replaced since this worker started: restart the workers\\)\\. Start`,
+        `refused run ${runId}: this worker keeps the registry and audit log in the database ${name}, and the run in another database of that name \\(instance [0-9a-f-]{36} there, [0-9a-f-]{36} here, as this worker's tempered_instance row says\\)\\. Start`,
       );
       const log = () => readFileSync(join(cluster.dir, 'twin.log'), 'utf8');
       for (let i = 0; !refusal.test(log()); i++) {
