@@ -40,7 +40,8 @@ function difference(
   if (runId === undefined || myId === undefined || runId === myId) return undefined;
   // Two hosts' folders, or two TEMPERED_HOMEs' on one host: a worker of one home whose dev server went away reconnects
   // to the address, where another home's dev server may now answer, and took that home's stages.
-  // The worker read its own marker again before refusing (KnownBackendIds), so "it was replaced" is ruled out.
+  // The worker read its own marker again for this id before refusing (KnownBackendIds; unless that read failed), so
+  // "it was replaced" is ruled out.
   if (myName === 'local')
     return `${keeps} ${words(myName)} under its TEMPERED_HOME, and the run in another one (another TEMPERED_HOME or another host: instance ${runId} there, ${myId} here, as this home's store/${marker} says)`;
   return `${keeps} ${words(myName)}, and the run in another ${what} of that name (instance ${runId} there, ${myId} here, as this worker's ${marker} says)`;
@@ -102,7 +103,7 @@ export function checkBackends(
   throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local, category: ApplicationFailureCategory.BENIGN });
 }
 
-/** The least time between two reads of a worker's own ids (KnownBackendIds): a run of another store costs one a while. */
+/** How long an id that a read of this worker's own did not find is taken for another's (KnownBackendIds), unread for. */
 export const REREAD_IDS_EVERY_MS = 30_000;
 
 /**
@@ -110,14 +111,19 @@ export const REREAD_IDS_EVERY_MS = 30_000;
  * store folder deleted to free space, a bucket emptied, a database restored) gets a new id from the next process that
  * reads it, usually a submit; with only the id read at start, the workers then refused every run submitted after
  * until each was restarted. So a run of this worker's backend names with an id it has not seen makes it read its own
- * again (at most once every REREAD_IDS_EVERY_MS): an id read from its own store is its store's, and runs of the old
- * id and of the new one both pass. Another store's id (another TEMPERED_HOME's, another cluster's server of one name)
- * is never read from this worker's own, so it is never learned.
+ * again: an id read from its own store is its store's, and runs of the old id and of the new one both pass. Another
+ * store's id (another TEMPERED_HOME's, another cluster's server of one name) is never read from this worker's own, so
+ * it is never learned; such an id is not read for again within REREAD_IDS_EVERY_MS, which bounds what another home's
+ * runs cost. That pause is the id's own, and a read counts for an id only if it began after a run named it: a run
+ * names an id only once its submit has written it, so the read sees it if it is this worker's. (One pause for every
+ * id, or a read under way that began before the marker was written, refused a run of the new id unread: for good, for
+ * a run's local activity.)
  */
 export class KnownBackendIds {
   private readonly storeIds = new Set<string>();
   private readonly databaseIds = new Set<string>();
-  private lastRead = -Infinity;
+  /** Ids a read of this worker's own did not find (`store:<id>`, `database:<id>`), and when that read ended. */
+  private readonly foreign = new Map<string, number>();
   private reading: Promise<void> | undefined;
 
   constructor(
@@ -131,44 +137,71 @@ export class KnownBackendIds {
 
   /** This worker's backends to check `run` against: with the run's own ids where they are ids this worker has read. */
   async forRun(run: RunBackends | undefined): Promise<RunBackends> {
-    if (run && this.reread && this.unseen(run)) await this.refresh();
+    if (run && this.reread) await this.readFor(run);
     const mine = { ...this.mine };
     if (run?.storeId && this.storeIds.has(run.storeId)) mine.storeId = run.storeId;
     if (run?.databaseId && this.databaseIds.has(run.databaseId)) mine.databaseId = run.databaseId;
     return mine;
   }
 
-  private unseen(run: RunBackends): boolean {
-    const store = run.store === this.mine.store && run.storeId !== undefined && !this.storeIds.has(run.storeId);
-    const database = run.database === this.mine.database && run.databaseId !== undefined && !this.databaseIds.has(run.databaseId);
-    return store || database;
+  /** Ids of `run`, of this worker's backend names, that it has not read and has not found to be another's lately. */
+  private wanted(run: RunBackends): string[] {
+    const now = this.now();
+    const keys: string[] = [];
+    if (run.store === this.mine.store && run.storeId !== undefined && !this.storeIds.has(run.storeId)) keys.push(`store:${run.storeId}`);
+    if (run.database === this.mine.database && run.databaseId !== undefined && !this.databaseIds.has(run.databaseId))
+      keys.push(`database:${run.databaseId}`);
+    return keys.filter((k) => !(now - (this.foreign.get(k) ?? -Infinity) < REREAD_IDS_EVERY_MS));
   }
 
-  private refresh(): Promise<void> {
-    if (this.reading) return this.reading;
-    const now = (this.o.now ?? Date.now)();
-    if (now - this.lastRead < REREAD_IDS_EVERY_MS) return Promise.resolve();
-    this.lastRead = now;
+  /** One read at a time; a read under way is waited for, then read again if it was not for this run's ids. */
+  private async readFor(run: RunBackends): Promise<void> {
+    for (let keys = this.wanted(run); keys.length > 0; keys = this.wanted(run)) {
+      if (this.reading) {
+        await this.reading;
+        continue;
+      }
+      const reading = this.read(keys);
+      this.reading = reading;
+      try {
+        await reading;
+      } finally {
+        if (this.reading === reading) this.reading = undefined;
+      }
+    }
+  }
+
+  private async read(keys: string[]): Promise<void> {
     const log = this.o.log ?? ((m: string) => console.error(`worker: ${m}`));
-    this.reading = this.reread!()
-      .then((b) => {
-        if (b.store === this.mine.store && b.storeId && !this.storeIds.has(b.storeId)) {
-          this.storeIds.add(b.storeId);
-          log(
-            `this worker's store now has instance id ${b.storeId} (its instance.json was deleted or replaced since the worker started, when it was ${this.mine.storeId ?? 'unread'}); runs of either id are taken`,
-          );
-        }
-        if (b.database === this.mine.database && b.databaseId && !this.databaseIds.has(b.databaseId)) {
-          this.databaseIds.add(b.databaseId);
-          log(
-            `this worker's database now has instance id ${b.databaseId} (its tempered_instance row was deleted or replaced since the worker started, when it was ${this.mine.databaseId ?? 'unread'}); runs of either id are taken`,
-          );
-        }
-      })
-      // Unreadable now (a store away): the run is refused as before and its next attempt reads again.
-      .catch(() => undefined)
-      .finally(() => (this.reading = undefined));
-    return this.reading;
+    try {
+      const b = await this.reread!();
+      if (b.store === this.mine.store && b.storeId && !this.storeIds.has(b.storeId)) {
+        this.storeIds.add(b.storeId);
+        log(
+          `this worker's store now has instance id ${b.storeId} (its instance.json was deleted or replaced since the worker started, when it was ${this.mine.storeId ?? 'unread'}); runs of either id are taken`,
+        );
+      }
+      if (b.database === this.mine.database && b.databaseId && !this.databaseIds.has(b.databaseId)) {
+        this.databaseIds.add(b.databaseId);
+        log(
+          `this worker's database now has instance id ${b.databaseId} (its tempered_instance row was deleted or replaced since the worker started, when it was ${this.mine.databaseId ?? 'unread'}); runs of either id are taken`,
+        );
+      }
+    } catch {
+      // Unreadable now (a store away): the run is refused as before, and a run of that id reads again after the pause.
+    }
+    // From its end: a read slower than the pause would otherwise be followed by another at once, and so on.
+    const ended = this.now();
+    for (const k of keys) {
+      const [what, id] = k.split(':') as ['store' | 'database', string];
+      if (!(what === 'store' ? this.storeIds : this.databaseIds).has(id)) this.foreign.set(k, ended);
+    }
+    // Bounded: an id forgotten reads once more.
+    if (this.foreign.size > 1000) this.foreign.clear();
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
   }
 }
 

@@ -79,3 +79,53 @@ test("a worker learns its own home's new store id (its instance.json deleted) an
   await assert.rejects(check(otherHome), ApplicationFailure);
   assert.equal(reads, 2, 'not read again within REREAD_IDS_EVERY_MS');
 });
+
+test("a worker that read its own ids for another home's run moments ago still reads them for a new id of its own", async () => {
+  // The read for the other home's run left a 30 s pause on all reads: a run of the id its own submit had just written
+  // was then refused without a read (for a run's local activity, for good), as if it were another home's.
+  const home = join(root, 'e');
+  const started = await backendsOf(home);
+  const otherHome = await backendsOf(join(root, 'f'));
+  let reads = 0;
+  const known = new KnownBackendIds(
+    started,
+    () => {
+      reads++;
+      return backendsOf(home);
+    },
+    { now: () => 0, log: () => {} },
+  );
+  const check = async (run: RunBackends) => checkBackends(run, await known.forRun(run), 'r2');
+  await assert.rejects(check(otherHome), ApplicationFailure);
+  assert.equal(reads, 1);
+  rmSync(join(home, 'store'), { recursive: true, force: true });
+  const submitted = await backendsOf(home);
+  await check(submitted);
+  assert.equal(reads, 2);
+  await assert.rejects(check(otherHome), ApplicationFailure);
+  assert.equal(reads, 2, "the other home's id is not read for again within REREAD_IDS_EVERY_MS");
+});
+
+test('a run of a new id that comes while a read begun before its marker was written is under way reads again', async () => {
+  const home = join(root, 'g');
+  const started = await backendsOf(home);
+  const otherHome = await backendsOf(join(root, 'h'));
+  const reads: ((b: RunBackends) => void)[] = [];
+  const known = new KnownBackendIds(started, () => new Promise<RunBackends>((resolve) => reads.push(resolve)), {
+    now: () => 0,
+    log: () => {},
+  });
+  const check = async (run: RunBackends) => checkBackends(run, await known.forRun(run), 'r3');
+  const other = check(otherHome);
+  while (reads.length < 1) await new Promise((r) => setImmediate(r));
+  // The store folder deleted and a run submitted while that read (of the old marker) is under way.
+  rmSync(join(home, 'store'), { recursive: true, force: true });
+  const submitted = await backendsOf(home);
+  const mine = check(submitted);
+  reads[0]!(started);
+  await assert.rejects(other, ApplicationFailure);
+  while (reads.length < 2) await new Promise((r) => setImmediate(r));
+  reads[1]!(submitted);
+  await mine;
+  assert.equal(reads.length, 2);
+});
