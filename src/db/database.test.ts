@@ -6,7 +6,7 @@ import { statePaths } from '../state-paths.ts';
 import { openAudit } from '../audit/log.ts';
 import { openRegistry } from '../registry/registry.ts';
 import { checkDatabaseUrl, openDatabase, redactUrl, type Schema } from './database.ts';
-import { migratePostgres, toPostgresParams } from './postgres.ts';
+import { isTransient, migratePostgres, toPostgresParams } from './postgres.ts';
 import { postgresUnavailable, useDatabases } from './postgres.testing.ts';
 
 test('TEMPERED_DATABASE_URL: a malformed or foreign URL is an input error naming the variable, never a file name', () => {
@@ -70,6 +70,15 @@ test('? placeholders become $n outside quoted text', () => {
     toPostgresParams("SELECT ? , '?', \"a?\" FROM t WHERE a = ? AND b = 'it''s ?'"),
     "SELECT $1 , '?', \"a?\" FROM t WHERE a = $2 AND b = 'it''s ?'",
   );
+});
+
+test("a statement the server ended at tempered's statement_timeout is transient, in the server's language too", () => {
+  // lc_messages is the server's (or the role's or the database's): the words are not English on every server, and the
+  // code alone says it. A German server's, which was thrown at once as a hard error instead of being retried.
+  for (const message of ['canceling statement due to statement timeout', 'storniere Anfrage wegen Zeitüberschreitung der Anweisung']) {
+    const e = Object.assign(new pg.DatabaseError(message, 0, 'error'), { code: '57014' });
+    assert.equal(isTransient(e), true, message);
+  }
 });
 
 describe('postgres connections', { skip: postgresUnavailable() }, () => {

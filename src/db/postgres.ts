@@ -63,9 +63,11 @@ function isDriverError(e: unknown): boolean {
 /**
  * The server ended a statement that ran past statement_timeout, which is set a little below the client's query
  * timeout (serverTimeoutMs): the same event as a read timeout, seen from the server, which rolled the statement back.
+ * By its code alone: the words are in the server's lc_messages, not English everywhere. The code also covers a cancel
+ * (pg_cancel_backend, say), which rolls the statement back too; tempered's own cancel ends a connection no one uses again.
  */
 function isStatementTimeout(e: unknown): boolean {
-  return errorCode(e) === '57014' && /statement timeout/i.test((e as Error).message);
+  return errorCode(e) === '57014';
 }
 
 /** A transient error that is the connection's (class 08, the server going away, or pg's own words), not the transaction's. */
