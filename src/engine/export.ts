@@ -58,6 +58,8 @@ function transpose(src: TypedArray, rows: number, cols: number): Float32Array {
 
 export interface PeftOptions {
   baseModel?: string;
+  /** The base's revision (a Hub commit), written as adapter_config.json's `revision` when given. */
+  revision?: string;
   taskType?: string;
   /** true when the HF base layer stores its weight [in, out] (GPT-2 Conv1D); the adapter tensors are the same. */
   fanInFanOut?: boolean;
@@ -99,6 +101,7 @@ export function exportPeftAdapter(
   const config = {
     peft_type: 'LORA',
     base_model_name_or_path: opts.baseModel ?? null,
+    ...(opts.revision ? { revision: opts.revision } : {}),
     task_type: opts.taskType ?? null,
     r,
     lora_alpha: lora.spec.alpha,

@@ -57,6 +57,8 @@ for (const method of ['full', 'lora'] as const) {
       checkpointDir: join(root, method, 'ck'),
       checkpointEvery: 0,
       outDir,
+      // As the train stage names a Hub model's repo and commit (peftBaseOf).
+      peftBase: { name: 'org/tiny-gpt2', revision: 'c'.repeat(40) },
     });
     const k = 5;
     const mean = (a: { loss: number }[]) => a.reduce((s, h) => s + h.loss, 0) / a.length;
@@ -79,7 +81,9 @@ for (const method of ['full', 'lora'] as const) {
         'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight',
         'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight',
       ]);
-      assert.equal(JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8')).fan_in_fan_out, true);
+      const config = JSON.parse(readFileSync(join(outDir, 'adapter', 'adapter_config.json'), 'utf8'));
+      assert.equal(config.fan_in_fan_out, true);
+      assert.deepEqual([config.base_model_name_or_path, config.revision], ['org/tiny-gpt2', 'c'.repeat(40)]);
     }
   });
 }

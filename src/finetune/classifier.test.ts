@@ -38,7 +38,11 @@ function lossDrop(history: { loss: number }[], k = 8): [number, number] {
 
 // Chance is 0.5 on the balanced synthetic task; each method must clearly learn it.
 for (const [method, over, minAcc] of [
-  ['lora', { lora: { r: 4, alpha: 8 }, lr: 2e-2, epochs: 4, evalEvery: 64 }, 0.8],
+  [
+    'lora',
+    { lora: { r: 4, alpha: 8 }, lr: 2e-2, epochs: 4, evalEvery: 64, peftBase: { name: 'org/tiny-bert', revision: 'b'.repeat(40) } },
+    0.8,
+  ],
   ['full', { lr: 3e-3, epochs: 4, evalEvery: 64 }, 0.8],
   ['head', { lr: 0.05, epochs: 20, train: bigTrain, validation: bigVal, evalEvery: 100 }, 0.65],
 ] as const) {
@@ -66,6 +70,7 @@ for (const [method, over, minAcc] of [
       const cfg = JSON.parse(readFileSync(join(out, 'adapter', 'adapter_config.json'), 'utf8'));
       assert.deepEqual(cfg.target_modules, ['query', 'value']);
       assert.equal(cfg.r, 4);
+      assert.deepEqual([cfg.base_model_name_or_path, cfg.revision], ['org/tiny-bert', 'b'.repeat(40)]);
     }
   });
 }

@@ -320,7 +320,14 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     outputs: { logits: 'logits', embeddings: FEATURES },
     training: { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep },
   };
-  exportClassifier({ outDir: o.outDir, modelDir: o.modelDir, program, weights: r.bestParams ?? r.params, manifest });
+  exportClassifier({
+    outDir: o.outDir,
+    modelDir: o.modelDir,
+    program,
+    weights: r.bestParams ?? r.params,
+    manifest,
+    ...(o.peftBase ? { peftBase: o.peftBase } : {}),
+  });
   return {
     steps: r.steps,
     epochs: r.epochs,

