@@ -629,9 +629,20 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
   }
 }
 
+/**
+ * Runs asked for per page of the listing where only the server's query filters them: the page is the
+ * list's length. Unset, the server sends its largest page (1,000 on the dev server), every run's memo
+ * decoded to show 20: the dashboard's Runs page, refreshed every 3 s, read a thousand runs each time.
+ */
+export function runsPageSize(limit: number, pipeline?: string): number {
+  // The pipeline is matched here, in the memo, so more runs are read than shown; pages stay bounded.
+  return pipeline ? Math.max(limit, FILTERED_PAGE) : Math.max(1, limit);
+}
+const FILTERED_PAGE = 200;
+
 async function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
-  for await (const wf of client.workflow.list({ query })) {
+  for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, pipeline) })) {
     const memo = (wf.memo ?? {}) as Record<string, string>;
     if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
