@@ -123,14 +123,14 @@ async function baseWeightsSha256(modelDir: string): Promise<string> {
  * a Gather node, which the stage retried as if transient. Only the ids the rows hold count: a tokenizer with more
  * entries than the model has rows is fine as long as the text never reaches them.
  */
-function checkTokenIdsFitModel(modelDir: string, ids: BigInt64Array): void {
+function checkTokenIdsFitModel(modelDir: string, ids: BigInt64Array, rows = 'training rows'): void {
   const vocab = (JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as { vocab_size?: unknown }).vocab_size;
   if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
   let max = -1n;
   for (const id of ids) if (id > max) max = id;
   if (max < BigInt(vocab)) return;
   throw new InputError(
-    `the training rows hold token id ${max}, but config.json's vocab_size is ${vocab}: this tokenizer is not the model's (ids from ${vocab} on have no embedding row)`,
+    `the ${rows} hold token id ${max}, but config.json's vocab_size is ${vocab}: this tokenizer is not the model's (ids from ${vocab} on have no embedding row)`,
     {
       where: join(modelDir, 'tokenizer.json'),
       hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
@@ -572,7 +572,8 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
     const acc = new LmLossAccumulator();
     // Not one answer token to score: say so before loading the model.
     if (rows.rows > 0 && rows.unscoredRows === rows.rows) return responseLoss(acc, rows);
-    const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model).model;
+    if (t.rows > 0) checkTokenIdsFitModel(o.model, t.data.input_ids!.data as BigInt64Array, 'evaluation rows');
+    const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model, { inference: true }).model;
     const session = await createSession(
       model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,
       { device: o.device ?? 'cpu', threads: o.threads },

@@ -12,10 +12,10 @@ import { INDEX_FILE, readSafetensorsIndex, writeShardedSafetensors } from '../fo
 import { Decoder } from '../generate/decoder.ts';
 import { writeHfSafetensors } from '../generate/hf-weights.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
-import { trainCausalLm } from './causal-lm.ts';
+import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
 import { familyModelDir } from './peft-family.testing.ts';
 import { referenceLoraRun } from './peft-reference.testing.ts';
-import { writeReversalTable } from './reversal-task.testing.ts';
+import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'hf-folder-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -76,13 +76,26 @@ test("training rows with token ids past config.json's vocab_size are refused by 
   );
 });
 
-test('a config.json asking for attention dropout generates (transformers runs eval mode) but is refused for training', async () => {
+test('a config.json asking for attention dropout generates and is scored (transformers runs eval mode) but is refused for training', async () => {
   const dir = await familyModelDir(join(root, 'dropout'), 'tiny-qwen2');
   const cfgPath = join(dir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), attention_dropout: 0.1 }));
   // Before: generate, chat and serve refused it too, naming attention_dropout, though no dropout applies at inference.
   const dec = await Decoder.load(dir, { threads: 1 });
   await dec.close();
+  // The evaluate stage's loss of the base model (its frozen baseline) was refused the same way.
+  const table = writeReversalTable(join(root, 'dropout.arrow'), 4, 1);
+  const scored = await evaluateCausalLm({ model: dir, table, chat: { template: QA_TEMPLATE }, maxLength: 32, threads: 1 });
+  assert.ok(Number.isFinite(scored.perplexity) && scored.tokens > 0);
+  // Rows whose ids the model has no embedding for (this fixture's tokenizer is larger than its vocabulary): an input
+  // error naming the tokenizer, as in training, not onnxruntime's Gather failure, which a stage retried as transient.
+  await assert.rejects(
+    evaluateCausalLm({ model: dir, table, template: { prompt: '{prompt}\n', addEos: true }, maxLength: 32, threads: 1 }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === join(dir, 'tokenizer.json') &&
+      /the evaluation rows hold token id \d+, but config\.json's vocab_size is 64/.test(e.message),
+  );
   assert.throws(() => buildCausalLmGraph(dir), /config\.json: attention_dropout: 0\.1 is not supported/);
 });
 

@@ -206,7 +206,7 @@ export class Decoder {
         { where: `${raw.path}: model_type` },
       );
     }
-    const config = readLlamaConfig(dir, { generation: true });
+    const config = readLlamaConfig(dir, { inference: true });
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
     return Decoder.create(config, () => readDecoderWeights(dir), {
       ...opts,

@@ -9,11 +9,11 @@ export const CAUSAL_LM_TYPES = ['gpt2', ...LLAMA_FAMILY] as const;
 
 /**
  * `packed`: the graph for packed rows (LLaMA family only; see packing.ts). `quantize: 'q4'`: 4-bit frozen projections
- * (LLaMA family only; QLoRA).
+ * (LLaMA family only; QLoRA). `inference`: the graph is only scored, never trained (readLlamaConfig).
  */
 export function buildCausalLmGraph(
   dir: string,
-  opts: { packed?: boolean; quantize?: 'q4' } = {},
+  opts: { packed?: boolean; quantize?: 'q4'; inference?: boolean } = {},
 ): { model: Model; modelType: (typeof CAUSAL_LM_TYPES)[number] } {
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', CAUSAL_LM_TYPES, 'gpt2' as const);

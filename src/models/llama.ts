@@ -69,10 +69,11 @@ export function isLlamaFamily(modelType: unknown): modelType is LlamaFamilyType 
 }
 
 /**
- * `generation`: for the KV-cache decoder, which transformers runs in eval mode: dropout rates are not read (a model
- * whose config asks for attention dropout generates and serves as in transformers; only training refuses it).
+ * `inference`: for a graph that only runs in eval mode (the KV-cache decoder; the scoring of evaluate), as transformers
+ * generates and evaluates: dropout rates are not read, so a model whose config asks for attention dropout generates,
+ * serves and is scored as in transformers; only training refuses it.
  */
-export function readLlamaConfig(dir: string, opts: { generation?: boolean } = {}): LlamaConfig {
+export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {}): LlamaConfig {
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', LLAMA_FAMILY, 'llama');
   c.oneOf('hidden_act', ['silu'], 'silu');
@@ -126,7 +127,7 @@ export function readLlamaConfig(dir: string, opts: { generation?: boolean } = {}
   if (type === 'llama') c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
   // Dropout on the attention probabilities in training: the graph has none, so a model that asks for it is refused
   // rather than trained differently (released LLaMA, Mistral and Qwen2 configs all say 0.0).
-  if (!opts.generation)
+  if (!opts.inference)
     c.unsupportedUnless('attention_dropout', (v) => v === 0, 'attention dropout is not implemented for this architecture; supported: 0');
   let slidingWindow: number | undefined;
   if (type === 'qwen2') {
@@ -188,8 +189,11 @@ export interface LlamaWeights {
  * `quantize: 'q4'`: the QLoRA graph. The seven projections of every layer are frozen 4-bit weights dequantized in the
  * graph per use (quant4.ts; opset 21); embeddings, norms and an untied lm_head stay float32.
  */
-export function buildLlamaGraph(dir: string, opts: { packed?: boolean; quantize?: 'q4' } = {}): { model: Model; config: LlamaConfig } {
-  const cfg = readLlamaConfig(dir);
+export function buildLlamaGraph(
+  dir: string,
+  opts: { packed?: boolean; quantize?: 'q4'; inference?: boolean } = {},
+): { model: Model; config: LlamaConfig } {
+  const cfg = readLlamaConfig(dir, { inference: opts.inference });
   const w = opts.quantize === 'q4' ? readQ4Weights(dir) : Weights.read(dir);
   return { model: llamaGraph(cfg, w, false, opts.packed ?? false), config: cfg };
 }
