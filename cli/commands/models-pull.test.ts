@@ -20,6 +20,19 @@ import { familyModelDir } from '../../src/finetune/peft-family.testing.ts';
 import { referenceLoraRun } from '../../src/finetune/peft-reference.testing.ts';
 import { writeReversalTable } from '../../src/finetune/reversal-task.testing.ts';
 
+/** Registers `dir` (stored as a tree) as version 1 of `name` in `home`'s registry, as the register stage would. */
+async function registerFolder(home: string, name: string, dir: string, alias?: string): Promise<void> {
+  const paths = statePaths(home);
+  const tree = await new ArtifactStore(paths.store).putTree(dir);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion({ name, runId: 'r1', stageId: 'register', specHash: 's', data: [], artifacts: [{ role: 'model', ...tree }] });
+    if (alias) await reg.setAlias(name, alias, 1, { actor: 'test' });
+  } finally {
+    await reg.close();
+  }
+}
+
 test('models pull writes a version’s files to a new folder, refuses one with files, and the folder names its graph', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
@@ -38,21 +51,7 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   };
   for (const [f, text] of Object.entries(files)) writeFileSync(join(exported, f), text);
   const paths = statePaths(home);
-  const tree = await new ArtifactStore(paths.store).putTree(exported);
-  const reg = await openRegistry(paths.registryDb);
-  try {
-    await reg.registerVersion({
-      name: 'qa',
-      runId: 'r1',
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', ...tree }],
-    });
-    await reg.setAlias('qa', 'production', 1, { actor: 'test' });
-  } finally {
-    await reg.close();
-  }
+  await registerFolder(home, 'qa', exported, 'production');
 
   const dest = join(root, 'out', 'qa');
   const pulled = await runCli(['models', 'pull', 'qa@production', dest], env);
@@ -98,20 +97,7 @@ test('models pull of a LLaMA-family fine-tune adds model.safetensors for transfo
   const train = writeReversalTable(join(root, 'train.arrow'), 8, 1);
   await trainCausalLm(referenceLoraRun({ modelDir, train, maxSteps: 1, checkpointDir: join(root, 'ck'), outDir }));
   const paths = statePaths(home);
-  const tree = await new ArtifactStore(paths.store).putTree(outDir);
-  const reg = await openRegistry(paths.registryDb);
-  try {
-    await reg.registerVersion({
-      name: 'lm',
-      runId: 'r1',
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', ...tree }],
-    });
-  } finally {
-    await reg.close();
-  }
+  await registerFolder(home, 'lm', outDir);
   const dest = join(root, 'pulled');
   const pulled = await runCli(['models', 'pull', 'lm@1', dest], { TEMPERED_HOME: home });
   assert.equal(pulled.code, 0, pulled.stderr);
@@ -134,20 +120,7 @@ test('a pull that fails leaves no folder, half or whole, and records nothing', a
   writeFileSync(join(exported, 'config.json'), '{"model_type":"llama"}');
   writeFileSync(join(exported, 'tempered-model.json'), '{"task":"causal-lm"}');
   const paths = statePaths(home);
-  const tree = await new ArtifactStore(paths.store).putTree(exported);
-  const reg = await openRegistry(paths.registryDb);
-  try {
-    await reg.registerVersion({
-      name: 'bad',
-      runId: 'r1',
-      stageId: 'register',
-      specHash: 's',
-      data: [],
-      artifacts: [{ role: 'model', ...tree }],
-    });
-  } finally {
-    await reg.close();
-  }
+  await registerFolder(home, 'bad', exported);
   const dest = join(root, 'out', 'bad');
   const pulled = await runCli(['models', 'pull', 'bad@1', dest], { TEMPERED_HOME: home }).catch((e: Error) => ({
     code: 1,
