@@ -137,7 +137,7 @@ export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; rea
     );
   if (st.recordingEnd)
     lines.push(
-      `closing: every stage has ended (${st.state}); the run closes once its end is written to the audit log, which waits up to half an hour for a database that does not answer (the worker's log says why)`,
+      `closing: every stage has ended (${st.state}); the run closes once its end is recorded (the audit log's end record, then the outcome later runs' gates read), which waits for a database that does not answer, up to half an hour (the worker's log says why)`,
     );
   if (st.cancelRequested && !st.waitingForWorker && st.state === 'running')
     lines.push('cancelling: a cancellation was requested; the run ends once its running stages stop');

@@ -64,7 +64,7 @@ test('a run waiting to write its end record reads as ended by its stages and clo
   assert.equal((await env.client.workflow.getHandle(h.workflowId).describe()).status.name, 'RUNNING');
   assert.match(
     formatRunStatus(st),
-    /closing: every stage has ended \(succeeded\); the run closes once its end is written to the audit log/,
+    /closing: every stage has ended \(succeeded\); the run closes once its end is recorded \(the audit log's end record/,
   );
   letThrough();
   const final = await waitForRun(env.client, h.workflowId);

@@ -395,16 +395,22 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   status.state = 'succeeded';
   await auditEnd();
   if (ingestIds.length > 0 && status.gate?.proceed !== false) {
-    await refusedOnOtherBackends(
-      recordRunOutcome({
-        pipeline: plan.name,
-        scheduleId: options.scheduleId,
-        runId: info.workflowId,
-        specHash: plan.specHash,
-        ingest: fingerprints(),
-        ...backends,
-      }),
-    );
+    // The outcome's record (for the run gates of later runs) waits for the database too: still closing meanwhile.
+    status.recordingEnd = true;
+    try {
+      await refusedOnOtherBackends(
+        recordRunOutcome({
+          pipeline: plan.name,
+          scheduleId: options.scheduleId,
+          runId: info.workflowId,
+          specHash: plan.specHash,
+          ingest: fingerprints(),
+          ...backends,
+        }),
+      );
+    } finally {
+      delete status.recordingEnd;
+    }
   }
   return status;
 }

@@ -177,8 +177,9 @@ export interface RunStatus {
   /** Set when a run gate ended the run early or let it go on. */
   gate?: RunGateResult;
   /**
-   * Set by the workflow while it writes the run's end record to the audit log, which waits up to half an hour for a
-   * database that does not answer: the state is final, but the run has not closed, and lists still call it running.
+   * Set by the workflow while it writes the run's end record to the audit log (which waits up to half an hour for a
+   * database that does not answer) and then its outcome for later runs' gates: the state is final, but the run has not
+   * closed, and lists still call it running.
    */
   recordingEnd?: boolean;
   /** Set (by the client, never the workflow) while no worker has picked the run up: its task queue. */

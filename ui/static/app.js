@@ -868,8 +868,8 @@ function RunPage({ id }) {
         </p>`)}
     ${st.recordingEnd &&
     html`<p class="waiting" id="recording-end">
-      closing: every stage has ended (${st.state}); the run closes once its end is written to the audit log, which waits up to half an hour
-      for a database that does not answer (the worker's log says why)
+      closing: every stage has ended (${st.state}); the run closes once its end is recorded (the audit log's end record, then the outcome
+      later runs' gates read), which waits for a database that does not answer, up to half an hour (the worker's log says why)
     </p>`}
     <${Dag} stages=${st.stages} selected=${selected} onSelect=${(sid) => setSelected((cur) => (cur === sid ? undefined : sid))} />
     ${trainStages.map((s) => curves[s.id] && html`<${Training} id=${s.id} curves=${curves[s.id]} />`)}
