@@ -428,16 +428,17 @@ async function lastGates(dbs: UiDatabases): Promise<Map<string, string>> {
   return out;
 }
 
-export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { actor?: string }): Promise<AuditRecord[]> {
+/** Oldest first; with `newest`, only the newest that many, read as a page of the log, not the whole of it. */
+export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { newest?: number }): Promise<AuditRecord[]> {
   if (!databaseExists(dbs.paths.auditDb)) return [];
   const log = await dbs.audit.get();
-  const { actor, ...rest } = q;
+  const { newest, ...rest } = q;
+  if (rest.actor === '') delete rest.actor;
   // A version's trail as `tempered audit --model` gives it: with the serve.swapped records that ended its serving.
-  const rows =
-    rest.model !== undefined && rest.run === undefined && rest.afterSeq === undefined && rest.limit === undefined
-      ? await modelRecords(log, rest.model, { action: rest.action })
-      : await log.query(rest);
-  return actor ? rows.filter((r) => r.actor === actor) : rows;
+  if (rest.model !== undefined && rest.run === undefined && rest.afterSeq === undefined && rest.limit === undefined)
+    return modelRecords(log, rest.model, { action: rest.action, actor: rest.actor, newest });
+  if (newest === undefined) return log.query(rest);
+  return (await log.query({ ...rest, newestFirst: true, limit: newest })).reverse();
 }
 
 export interface AuditView {
@@ -459,9 +460,9 @@ export async function auditView(
 ): Promise<AuditView> {
   const filter =
     q.model === undefined ? undefined : await resolveModelFilter(q.model, { location: dbs.paths.registryDb, kept: dbs.registry });
-  const rows = await auditRecords(dbs, { ...q, model: filter?.model });
+  const rows = await auditRecords(dbs, { ...q, model: filter?.model, newest: limit });
   return {
-    records: rows.slice(-limit).reverse(),
+    records: rows.reverse(),
     ...(filter && q.model !== undefined
       ? { model: { ref: q.model, query: filter.model, ...(filter.resolved ? { resolved: filter.resolved } : {}) } }
       : {}),

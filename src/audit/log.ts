@@ -107,7 +107,10 @@ export interface AuditQuery {
   action?: string;
   /** Only records with seq greater than this (for tailing). */
   afterSeq?: number;
+  actor?: string;
   limit?: number;
+  /** The newest first: with `limit`, the newest `limit` records, read without the rest of the log. */
+  newestFirst?: boolean;
 }
 
 const SQLITE: readonly Migration[] = [
@@ -473,7 +476,7 @@ export class AuditLog {
     return undefined;
   }
 
-  /** Matching records, oldest first. */
+  /** Matching records, oldest first (newest first with `newestFirst`). */
   async query(q: AuditQuery = {}): Promise<AuditRecord[]> {
     const where: string[] = [];
     const args: unknown[] = [];
@@ -486,9 +489,11 @@ export class AuditLog {
         where.push('model = ?');
         args.push(q.model);
       } else {
-        // substr avoids LIKE, whose % and _ wildcards could match other model names.
-        where.push('(model = ? OR substr(model, 1, ?) = ?)');
-        args.push(q.model, q.model.length + 1, `${q.model}@`);
+        // Every `name@…` sorts between `name@` and `nameA` ('A' follows '@'), by bytes here and in PostgreSQL
+        // (the column is COLLATE "C"): a range the model index answers, where substr(model, …) read the
+        // whole log, and no LIKE, whose % and _ wildcards could match other model names.
+        where.push('(model = ? OR (model >= ? AND model < ?))');
+        args.push(q.model, `${q.model}@`, `${q.model}A`);
       }
     }
     if (q.action !== undefined) {
@@ -499,7 +504,11 @@ export class AuditLog {
       where.push('seq > ?');
       args.push(q.afterSeq);
     }
-    const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.limit !== undefined ? ' LIMIT ?' : ''}`;
+    if (q.actor !== undefined) {
+      where.push('actor = ?');
+      args.push(q.actor);
+    }
+    const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.newestFirst ? ' DESC' : ''}${q.limit !== undefined ? ' LIMIT ?' : ''}`;
     if (q.limit !== undefined) args.push(q.limit);
     return (await this.db.all<Row>(sql, args)).map(fromRow);
   }

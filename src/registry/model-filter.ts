@@ -105,13 +105,22 @@ export function isFixedVersion(at: string): boolean {
  * records that swapped it out: a record has one `model`, the version swapped in, and names the one
  * swapped out in `details.from`, so `name@2`'s trail shows where a server stopped serving it. Oldest first.
  */
-export async function modelRecords(log: Pick<AuditLog, 'query'>, model: string, q: { action?: string } = {}): Promise<AuditRecord[]> {
-  const records = await log.query({ model, action: q.action });
+export async function modelRecords(
+  log: Pick<AuditLog, 'query'>,
+  model: string,
+  q: { action?: string; actor?: string; newest?: number } = {},
+): Promise<AuditRecord[]> {
+  // `newest`: only the newest that many (a page), read as such from the log; oldest first all the same.
+  const page = q.newest === undefined ? {} : { newestFirst: true, limit: q.newest };
+  const records = await log.query({ model, action: q.action, actor: q.actor, ...page });
+  if (q.newest !== undefined) records.reverse();
   const at = model.lastIndexOf('@');
   if (at < 0 || (q.action !== undefined && q.action !== 'serve.swapped')) return records;
-  const swappedOut = (await log.query({ model: model.slice(0, at), action: 'serve.swapped' })).filter(
+  // Matched on details.from after the query, so not limited there: the model's swaps, not the log.
+  const swappedOut = (await log.query({ model: model.slice(0, at), action: 'serve.swapped', actor: q.actor })).filter(
     (r) => r.details.from === model && r.model !== model,
   );
   if (swappedOut.length === 0) return records;
-  return [...records, ...swappedOut].sort((x, y) => x.seq - y.seq);
+  const all = [...records, ...swappedOut].sort((x, y) => x.seq - y.seq);
+  return q.newest === undefined ? all : all.slice(-q.newest);
 }
