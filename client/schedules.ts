@@ -520,56 +520,116 @@ export interface ScheduleListItem {
  * described for its current spec and state; ones deleted in between are left out.
  */
 export async function listSchedules(client: Client): Promise<ScheduleListItem[]> {
+  return (await listScheduleViews(client)).map((s) => s.item);
+}
+
+/** Schedules described at once while listing them. */
+const DESCRIBED_AT_ONCE = 8;
+
+/**
+ * Every tempered schedule, by name, with its view: one describe each, a few at a time. The dashboard's
+ * Schedules page (polled every 3 s) described each schedule twice, one after another.
+ */
+export async function listScheduleViews(client: Client): Promise<{ item: ScheduleListItem; view: ScheduleView }[]> {
   const names: string[] = [];
   for await (const s of client.schedule.list()) {
     if ((s.memo as Record<string, unknown> | undefined)?.tempered) names.push(s.scheduleId);
   }
-  const out: ScheduleListItem[] = [];
-  for (const name of names.sort()) {
-    try {
-      const { view } = await readSchedule(client, name);
-      out.push({
-        name,
-        pipeline: view.spec.pipeline,
-        specHash: view.spec.specHash,
-        timing: view.timing.cron ? `cron ${view.timing.cron}` : `every ${view.timing.every}`,
-        paused: view.paused,
-        note: view.note,
-        nextRun: view.nextRuns[0],
-      });
-    } catch (e) {
-      if (!(e instanceof InputError)) throw e;
+  names.sort();
+  const views: (ScheduleView | undefined)[] = new Array(names.length);
+  let next = 0;
+  const describeNext = async (): Promise<void> => {
+    while (next < names.length) {
+      const i = next++;
+      try {
+        views[i] = (await readSchedule(client, names[i]!)).view;
+      } catch (e) {
+        // Deleted since it was listed, or not a tempered pipeline's schedule after all.
+        if (!(e instanceof InputError)) throw e;
+      }
     }
-  }
-  return out;
+  };
+  await Promise.all(Array.from({ length: Math.min(DESCRIBED_AT_ONCE, names.length) }, describeNext));
+  return views.flatMap((view) =>
+    view
+      ? [
+          {
+            item: {
+              name: view.name,
+              pipeline: view.spec.pipeline,
+              specHash: view.spec.specHash,
+              timing: view.timing.cron ? `cron ${view.timing.cron}` : `every ${view.timing.every}`,
+              paused: view.paused,
+              note: view.note,
+              nextRun: view.nextRuns[0],
+            },
+            view,
+          },
+        ]
+      : [],
+  );
 }
 
 /** What became of the schedule's recent runs, newest first; reads results from history, so no worker is needed. */
-export async function recentRuns(client: Client, view: ScheduleView, limit = 10): Promise<RecentRun[]> {
+export async function recentRuns(client: Client, view: ScheduleView, limit = 10, closed?: ClosedRuns): Promise<RecentRun[]> {
   const actions = [...view.recentActions].reverse().slice(0, limit);
   return Promise.all(
     actions.map(async (a): Promise<RecentRun> => {
-      const h = client.workflow.getHandle(a.runId, a.executionRunId);
-      try {
-        const d = await h.describe();
-        const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();
-        if (d.status.name === 'COMPLETED') {
-          const st = (await h.result()) as RunStatus;
-          return { ...a, state, ...(st.gate ? { gate: st.gate } : {}) };
-        }
-        if (d.status.name === 'FAILED') {
-          const error = await h.result().then(
-            () => undefined,
-            (e: unknown) => (e instanceof WorkflowFailedError ? (e.cause?.message ?? e.message) : (e as Error).message),
-          );
-          return { ...a, state, error };
-        }
-        return { ...a, state };
-      } catch (e) {
-        return { ...a, state: 'unknown', error: (e as Error).message };
-      }
+      if (!closed) return recentRun(client, a);
+      const key = `${a.runId}/${a.executionRunId}`;
+      const known = closed.get(key);
+      if (known) return { ...a, ...known };
+      const run = await recentRun(client, a);
+      if (run.state !== 'running' && run.state !== 'unknown') closed.remember(key, run);
+      return run;
     }),
   );
+}
+
+/**
+ * What became of runs that have ended, by workflow and execution id: an ended run's state, gate and
+ * error never change, so a caller asking again and again (the dashboard's Schedules page, every 3 s)
+ * reads each from Temporal once instead of a describe and a history fetch per run per poll.
+ */
+export class ClosedRuns {
+  private readonly runs = new Map<string, RecentRun>();
+  constructor(private readonly max = 5000) {}
+  get(key: string): RecentRun | undefined {
+    return this.runs.get(key);
+  }
+  remember(key: string, run: RecentRun): void {
+    this.runs.set(key, run);
+    // The oldest remembered first (a Map keeps insertion order): schedules' recent runs move on.
+    for (const k of this.runs.keys()) {
+      if (this.runs.size <= this.max) break;
+      this.runs.delete(k);
+    }
+  }
+  get size(): number {
+    return this.runs.size;
+  }
+}
+
+async function recentRun(client: Client, a: RecentAction): Promise<RecentRun> {
+  const h = client.workflow.getHandle(a.runId, a.executionRunId);
+  try {
+    const d = await h.describe();
+    const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();
+    if (d.status.name === 'COMPLETED') {
+      const st = (await h.result()) as RunStatus;
+      return { ...a, state, ...(st.gate ? { gate: st.gate } : {}) };
+    }
+    if (d.status.name === 'FAILED') {
+      const error = await h.result().then(
+        () => undefined,
+        (e: unknown) => (e instanceof WorkflowFailedError ? (e.cause?.message ?? e.message) : (e as Error).message),
+      );
+      return { ...a, state, error };
+    }
+    return { ...a, state };
+  } catch (e) {
+    return { ...a, state: 'unknown', error: (e as Error).message };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
