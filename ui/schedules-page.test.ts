@@ -1,104 +1,118 @@
 /**
- * The dashboard's Schedules page (GET /api/schedules, polled every 3 s) asks Temporal a bounded amount
- * per poll: one describe per schedule, and each ended recent run read once, not on every poll. A stand-in
- * Temporal client counts the calls.
+ * The dashboard's Schedules page (GET /api/schedules, polled every 3 s) asks Temporal a bounded amount per poll: one
+ * describe per schedule, and each ended recent run read once, not on every poll. A real dev server and worker run the
+ * schedules' runs; the client the dashboard gets is the real one, with its describes counted on the way through.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
+import { createSchedule, planScheduledRun, readSchedule, triggerSchedule } from '../client/schedules.ts';
 import { statePaths } from '../src/state-paths.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { kindRegistry } from '../src/stages/stage-kinds.ts';
+import { probeKind } from '../tests/helpers/test-stages.ts';
+import { waitFor } from '../tests/helpers/schedule-fixtures.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
 import { createUiServer, type UiServer } from './server.ts';
 
 const TOKEN = 'ui-schedules-token-0123456789';
-const SCHEDULES = 12;
-const RECENT = 5;
+const SCHEDULES = 4;
+const RUNS_EACH = 2;
 const calls = { scheduleDescribes: 0, runDescribes: 0, results: 0 };
-/** Runs still running: the last action of schedule s00. */
-const running = new Set(['s00-run-4']);
 
-const at = new Date('2026-12-01T03:00:00Z');
-function description(name: string) {
-  return {
-    scheduleId: name,
-    action: {
-      type: 'startWorkflow',
-      workflowType: 'pipelineRun',
-      taskQueue: 'q',
-      args: [{ plan: { name: `pipe-${name}`, specHash: 'ab'.repeat(32) }, options: { actor: 'ann' } }],
-      memo: { timing: { cron: '0 3 * * *' } },
+/** The real client, its schedule and run handles' describe and result counted. */
+function counted(real: Client): Client {
+  const schedule = new Proxy(real.schedule, {
+    get(target, prop, receiver) {
+      if (prop !== 'getHandle') return Reflect.get(target, prop, receiver);
+      return (id: string) => {
+        const h = target.getHandle(id);
+        return new Proxy(h, {
+          get: (t, p, r) => (p === 'describe' ? () => (calls.scheduleDescribes++, t.describe()) : Reflect.get(t, p, r)),
+        });
+      };
     },
-    memo: { tempered: true },
-    policies: { overlap: 'SKIP', catchupWindow: 60_000 },
-    spec: { intervals: [] },
-    state: { paused: false },
-    info: {
-      nextActionTimes: [new Date('2026-12-07T03:00:00Z')],
-      recentActions: Array.from({ length: RECENT }, (_, i) => ({
-        action: { workflow: { workflowId: `${name}-run-${i}`, firstExecutionRunId: `exec-${i}` } },
-        scheduledAt: at,
-        takenAt: at,
-      })),
-      runningActions: [],
-      numActionsTaken: RECENT,
-      numActionsSkippedOverlap: 0,
-      numActionsMissedCatchupWindow: 0,
-      createdAt: at,
-      lastUpdatedAt: at,
+  });
+  const workflow = new Proxy(real.workflow, {
+    get(target, prop, receiver) {
+      if (prop !== 'getHandle') return Reflect.get(target, prop, receiver);
+      return (...args: Parameters<typeof target.getHandle>) => {
+        const h = target.getHandle(...args);
+        return new Proxy(h, {
+          get: (t, p, r) =>
+            p === 'describe'
+              ? () => (calls.runDescribes++, t.describe())
+              : p === 'result'
+                ? () => (calls.results++, t.result())
+                : Reflect.get(t, p, r),
+        });
+      };
     },
-  };
+  });
+  return new Proxy(real, {
+    get: (t, p, r) => (p === 'schedule' ? schedule : p === 'workflow' ? workflow : Reflect.get(t, p, r)),
+  });
 }
 
-const client = {
-  schedule: {
-    list: () =>
-      (async function* () {
-        for (let i = 0; i < SCHEDULES; i++) yield { scheduleId: `s${String(i).padStart(2, '0')}`, memo: { tempered: true } };
-      })(),
-    getHandle: (name: string) => ({
-      describe: async () => {
-        calls.scheduleDescribes++;
-        return description(name);
-      },
-    }),
-  },
-  workflow: {
-    getHandle: (id: string) => ({
-      describe: async () => {
-        calls.runDescribes++;
-        return { status: { name: running.has(id) ? 'RUNNING' : 'COMPLETED' } };
-      },
-      result: async () => {
-        calls.results++;
-        return { state: 'succeeded' };
-      },
-    }),
-  },
-} as unknown as Client;
-
-let dir: string;
+let env: TestEnv;
 let ui: UiServer;
 let url: string;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-'));
-  const paths = statePaths(dir, {});
+  env = await startTestEnv(new Map());
+  env.kinds.set('probe', probeKind(join(env.dir, 'executions.log')));
+  await env.startWorker();
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-'));
+  const file = join(dir, 'tiny.yaml');
+  writeFileSync(file, "name: tiny\nstages:\n  only:\n    uses: probe\n    with: { value: 'x' }\n");
+  for (let i = 0; i < SCHEDULES; i++) {
+    const name = `s${i}`;
+    const { input, spec } = await planScheduledRun({
+      file,
+      params: [],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ann',
+      name,
+    });
+    await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing: { cron: '0 3 1 1 *', overlap: 'allow-all' } });
+  }
+  // A second apart: two actions of one schedule in one second would share a workflow id.
+  for (let k = 0; k < RUNS_EACH; k++) {
+    if (k > 0) await sleep(1100);
+    for (let i = 0; i < SCHEDULES; i++) await triggerSchedule(env.client, `s${i}`);
+  }
+  // Every run ended: each schedule's recent actions are closed runs.
+  await waitFor(
+    'every scheduled run to end',
+    async () => {
+      for (let i = 0; i < SCHEDULES; i++) {
+        const { view } = await readSchedule(env.client, `s${i}`);
+        if (view.recentActions.length < RUNS_EACH) return false;
+        for (const a of view.recentActions)
+          if ((await env.client.workflow.getHandle(a.runId, a.executionRunId).describe()).status.name === 'RUNNING') return false;
+      }
+      return true;
+    },
+    120_000,
+  );
+  const paths = statePaths(env.dir, {});
   ui = await createUiServer({
     paths,
-    store: new ArtifactStore(paths.store),
-    client: async () => client,
+    store: env.store,
+    client: async () => counted(env.client),
     token: TOKEN,
     actor: 'tester',
-    taskQueue: 'q',
+    taskQueue: TEST_QUEUE,
   });
   url = await ui.listen(0, '127.0.0.1');
 });
 after(async () => {
   await ui?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await env?.close();
 });
 
 async function poll() {
@@ -110,30 +124,24 @@ async function poll() {
 describe('GET /api/schedules', () => {
   it('describes each schedule once per poll, and reads each ended run once across polls', async () => {
     const first = await poll();
-    assert.equal(first.schedules.length, SCHEDULES);
     assert.deepEqual(
       first.schedules.map((s) => s.name),
-      [...first.schedules.map((s) => s.name)].sort(),
+      Array.from({ length: SCHEDULES }, (_, i) => `s${i}`),
     );
-    assert.equal(first.schedules[0]!.recent.find((r) => r.runId === 's00-run-4')?.state, 'running');
-    assert.equal(first.schedules[1]!.recent.length, RECENT);
-    assert.ok(first.schedules[1]!.recent.every((r) => r.state === 'succeeded'));
+    for (const s of first.schedules)
+      assert.deepEqual(
+        s.recent.map((r) => r.state),
+        Array(RUNS_EACH).fill('succeeded'),
+        s.name,
+      );
     assert.equal(calls.scheduleDescribes, SCHEDULES);
-    assert.equal(calls.runDescribes, SCHEDULES * RECENT);
+    assert.ok(calls.runDescribes <= SCHEDULES * RUNS_EACH, `${calls.runDescribes} run describes for ${SCHEDULES * RUNS_EACH} runs`);
 
     Object.assign(calls, { scheduleDescribes: 0, runDescribes: 0, results: 0 });
     const second = await poll();
     assert.deepEqual(second, first);
     assert.equal(calls.scheduleDescribes, SCHEDULES);
-    // Only the run still running is asked about again.
-    assert.equal(calls.runDescribes, 1);
-    assert.equal(calls.results, 0);
-
-    // Once it has ended, it is read one last time, and its new state shown.
-    running.clear();
-    Object.assign(calls, { scheduleDescribes: 0, runDescribes: 0, results: 0 });
-    const third = await poll();
-    assert.equal(third.schedules[0]!.recent.find((r) => r.runId === 's00-run-4')?.state, 'succeeded');
-    assert.equal(calls.runDescribes, 1);
+    // Ended runs are not asked about again.
+    assert.deepEqual([calls.runDescribes, calls.results], [0, 0]);
   });
 });
