@@ -1,67 +1,62 @@
 /**
- * listRuns reads as many runs from Temporal's listing as it shows: a stand-in client counts the
- * executions handed over page by page, as the SDK's list does, with the server's default page (1,000)
- * when none is asked for.
+ * listRuns reads as many runs from Temporal's listing as it shows. A real dev server holds 60 runs (no worker: they
+ * wait, listed as running); the client's ListWorkflowExecutions calls are counted on their way to the server: the
+ * page size each asks for and the executions each answer carries, every one of which the SDK decodes. Unset, the
+ * server answers with its largest page (1,000 on the dev server).
  */
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Client } from '@temporalio/client';
-import { listRuns } from './runs.ts';
+import { listRuns, submitRun } from './runs.ts';
+import { plannedPipeline } from '../tests/helpers/plans.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
 
-const SERVER_DEFAULT_PAGE = 1000;
+const RUNS = 60;
+let env: TestEnv;
+const calls: { pageSize: number; executions: number }[] = [];
 
-function standIn(total: number, pipelineOf: (i: number) => string) {
-  const seen = { pages: 0, executions: 0, pageSizes: [] as (number | undefined)[] };
-  const client = {
-    workflow: {
-      list(opts: { query?: string; pageSize?: number }) {
-        seen.pageSizes.push(opts.pageSize);
-        const page = opts.pageSize ?? SERVER_DEFAULT_PAGE;
-        return (async function* () {
-          for (let start = 0; start < total; start += page) {
-            // A page arrives whole: every execution on it is decoded, shown or not.
-            seen.pages++;
-            const batch = Array.from({ length: Math.min(page, total - start) }, (_, k) => start + k);
-            seen.executions += batch.length;
-            for (const i of batch)
-              yield {
-                workflowId: `run-${i}`,
-                runId: `exec-${i}`,
-                status: { name: 'COMPLETED' },
-                startTime: new Date(1_700_000_000_000 - i * 1000),
-                closeTime: new Date(1_700_000_000_000 - i * 1000 + 500),
-                memo: { pipeline: pipelineOf(i), actor: 'ann' },
-              };
-          }
-        })();
-      },
-    },
-  };
-  return { client: client as unknown as Client, seen };
-}
+before(async () => {
+  env = await startTestEnv(new Map());
+  // Every 10th run is of the pipeline the filter asks for.
+  for (let i = 0; i < RUNS; i++) {
+    const plan = plannedPipeline(i % 10 === 0 ? 'nightly-spam' : 'other', [
+      { id: 'a', uses: 'probe', needs: [], with: { value: String(i) } },
+    ]);
+    await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE });
+  }
+  const service = env.client.workflowService;
+  const list = service.listWorkflowExecutions.bind(service);
+  service.listWorkflowExecutions = (async (req: { pageSize?: number | null }) => {
+    const res = await list(req as Parameters<typeof list>[0]);
+    calls.push({ pageSize: req.pageSize ?? 0, executions: res.executions?.length ?? 0 });
+    return res;
+  }) as typeof service.listWorkflowExecutions;
+  // Visibility lists a run a moment after it starts.
+  for (let listed = 0; listed < RUNS; await new Promise((r) => setTimeout(r, 200))) listed = (await listRuns(env.client, RUNS)).length;
+});
+after(async () => env?.close());
 
 describe('listRuns reads a bounded page', () => {
-  it('20 runs of 3,000 read one page of 20, not the server default of 1,000', async () => {
-    const { client, seen } = standIn(3000, () => 'p');
-    const runs = await listRuns(client, 20);
-    assert.equal(runs.length, 20);
-    assert.deepEqual(seen.pageSizes, [20]);
-    assert.equal(seen.executions, 20);
+  it(`5 runs of ${RUNS} read one page of 5, not the server's largest`, async () => {
+    calls.length = 0;
+    const runs = await listRuns(env.client, 5);
+    assert.equal(runs.length, 5);
+    assert.deepEqual(calls, [{ pageSize: 5, executions: 5 }]);
   });
 
   it('a pipeline filter (matched in the memo) reads pages of 200 until it has enough', async () => {
-    // Every 10th run is of the pipeline asked for: 20 of them are in the first 200.
-    const { client, seen } = standIn(3000, (i) => (i % 10 === 0 ? 'nightly-spam' : 'other'));
-    const runs = await listRuns(client, 20, { pipeline: 'SPAM' });
-    assert.equal(runs.length, 20);
+    calls.length = 0;
+    const runs = await listRuns(env.client, 3, { pipeline: 'SPAM' });
+    assert.equal(runs.length, 3);
     assert.ok(runs.every((r) => r.pipeline === 'nightly-spam'));
-    assert.equal(seen.executions, 200);
+    assert.deepEqual(
+      calls.map((c) => c.pageSize),
+      [200],
+    );
   });
 
-  it('the dashboard limit of 500 is one page of 500', async () => {
-    const { client, seen } = standIn(3000, () => 'p');
-    assert.equal((await listRuns(client, 500)).length, 500);
-    assert.deepEqual(seen.pageSizes, [500]);
-    assert.equal(seen.pages, 1);
+  it("the dashboard's limit of 500 asks for one page of 500", async () => {
+    calls.length = 0;
+    assert.equal((await listRuns(env.client, 500)).length, RUNS);
+    assert.deepEqual(calls, [{ pageSize: 500, executions: RUNS }]);
   });
 });
