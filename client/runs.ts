@@ -4,6 +4,7 @@
  * a run was started with, and whether any worker polls a task queue.
  */
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   Client,
@@ -383,6 +384,10 @@ async function lookUpHeldStages(client: Client, queues: Set<string>): Promise<{ 
 /** Fills `found`; false when time ran out before every run was looked at (what was found may then be partial). */
 async function lookUpInto(client: Client, queues: Set<string>, found: Map<string, HeldStage[]>): Promise<boolean> {
   const deadline = AbortSignal.timeout(RUNS_LOOKUP_WAIT_MS);
+  // The SDK adds a listener to it for every call made in its scope and never removes one (one per describe, history
+  // read and page of the listing): past Node's default of 10, a `tempered status` that looked through more than a few
+  // runs printed a MaxListenersExceededWarning. They live as long as this lookup's signal, which nothing else holds.
+  setMaxListeners(0, deadline);
   let missed = false;
   await client.withAbortSignal(deadline, async () => {
     // Every running run, not the first few: a queue's holder can be any of them (before, only the 50 oldest of the

@@ -504,11 +504,17 @@ describe('a stage whose queue is busy with a stage of another run', () => {
       const a = await submit('older-a', home);
       await waitFor('A training', async () => (await env.client.workflow.getHandle(a).describe()).raw.pendingActivities?.[0]?.state === 2);
       const b = await submit('older-b', home);
+      // Looking through 60 runs made as many calls on one abort signal, each adding a listener the SDK never removes:
+      // Node warned of a leak (MaxListenersExceededWarning) on every such status.
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => void (w.name === 'MaxListenersExceededWarning' && warnings.push(w.message));
+      process.on('warning', onWarning);
       const waiting = await waitFor('B waiting behind A', async () => {
         const st = (await getRunStatus(env.client, b)).stages[0]!;
         return st.waitingBehindRuns && st;
-      });
+      }).finally(() => process.off('warning', onWarning));
       assert.deepEqual([waiting.waitingForWorker, waiting.waitingBehindRuns], [gpu, [{ runId: a, stage: 'train' }]]);
+      assert.deepEqual(warnings, []);
     } finally {
       await Promise.allSettled(runs.map((id) => env.client.workflow.getHandle(id).terminate('test done')));
       if (worker) await stopCliWorker(worker);
