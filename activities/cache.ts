@@ -2,7 +2,7 @@ import { tmpdir } from 'node:os';
 import { Context } from '@temporalio/activity';
 import { configForKind } from '../src/stages/plugin-kinds.ts';
 import { statePaths } from '../src/state-paths.ts';
-import { diskFullError, diskFullHint, isDiskFull, withHint } from '../src/util/disk-full.ts';
+import { diskFullError, diskFullHint, isDiskFull } from '../src/util/disk-full.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
@@ -80,7 +80,7 @@ export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, ca
       const info = Context.current().info;
       const paths = statePaths(stateDir);
       const folders = [stateDir, paths.cache, ...(storeRoot !== undefined ? [storeRoot] : []), tmpdir()];
-      throw asActivityFailure(withHint(diskFullError(e, folders), diskFullHint(info.workflowExecution?.workflowId)), info.attempt);
+      throw asActivityFailure(diskFullError(e, folders, { hint: diskFullHint(info.workflowExecution?.workflowId) }), info.attempt);
     }
   };
 }

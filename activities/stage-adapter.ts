@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Context, CancelledFailure } from '@temporalio/activity';
 import { InputError, IntegrityError } from '../src/errors.ts';
-import { diskFullError, diskFullHint, isDiskFull, withHint } from '../src/util/disk-full.ts';
+import { diskFullError, diskFullHint, isDiskFull } from '../src/util/disk-full.ts';
 import { isolationFromEnv, type Isolation } from '../src/isolate/limits.ts';
 import { configForKind } from '../src/stages/plugin-kinds.ts';
 import { runStageInChild } from '../src/isolate/run-in-child.ts';
@@ -236,10 +236,9 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
         // The places a stage writes, TEMPERED_HOME first: of those on one disk, the first is named. One built where
         // the write failed (a store put, a checkpoint) names its folder already, but not the run to resume.
         const paths = statePaths(deps.stateDir);
-        err = withHint(
-          diskFullError(err, [deps.stateDir, deps.store.root, paths.checkpoints, paths.cache, paths.progress, tmpdir()]),
-          diskFullHint(req.runId),
-        );
+        err = diskFullError(err, [deps.stateDir, deps.store.root, paths.checkpoints, paths.cache, paths.progress, tmpdir()], {
+          hint: diskFullHint(req.runId),
+        });
       }
       throw asActivityFailure(
         err instanceof InputError ? inStage(err, { id: req.stageId, kind: kind.kind, withSchema: kind.withSchema }) : err,

@@ -7,7 +7,7 @@ import { HelpRequested, UsageError } from './args.ts';
 import { CliError, commandRun } from './errors.ts';
 import { tmpdir } from 'node:os';
 import { InputError } from '../src/errors.ts';
-import { diskFullError, diskFullHint, isDiskFull, lowSpaceNote, withHint } from '../src/util/disk-full.ts';
+import { diskFullError, diskFullHint, isDiskFull, lowSpaceNote } from '../src/util/disk-full.ts';
 import { stateDir } from '../infra/state.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
@@ -152,7 +152,7 @@ if (isEntry) {
       // The state folder and the temp folder: where a command writes.
       const folders = [stateDir(), tmpdir()];
       if (isDiskFull(err)) {
-        const full = withHint(diskFullError(err, folders), diskFullHint(commandRun.id));
+        const full = diskFullError(err, folders, { hint: diskFullHint(commandRun.id) });
         console.error(`tempered: ${full.message}\n  ${full.hint}`);
       } else {
         console.error(`tempered: ${err.message ?? String(err)}`);

@@ -20,7 +20,7 @@ import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import type { GenerationLimits } from '../../src/serve/openai.ts';
 import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../src/serve/types.ts';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
-import { diskFullError, isDiskFull, serveDiskFullHint, withHint } from '../../src/util/disk-full.ts';
+import { diskFullError, isDiskFull, serveDiskFullHint } from '../../src/util/disk-full.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
@@ -54,7 +54,7 @@ export function registryModelSource(opts: {
         .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, opts.servingDir)
         .catch((e: unknown) => {
           // The store's hint is a run's (resume it); a server has none, and goes on with the version it has.
-          throw isDiskFull(e) ? withHint(diskFullError(e, [opts.servingDir, opts.store.root]), serveDiskFullHint('swap')) : e;
+          throw isDiskFull(e) ? diskFullError(e, [opts.servingDir, opts.store.root], { hint: serveDiskFullHint('swap') }) : e;
         });
       const id = `${version.name}@${version.version}`;
       opts.loaded?.(id, version);
@@ -253,7 +253,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     });
   } catch (e) {
     const full = isDiskFull(e)
-      ? withHint(diskFullError(e, [ctx.paths.serving, ctx.paths.models, tmpdir()]), serveDiskFullHint('start'))
+      ? diskFullError(e, [ctx.paths.serving, ctx.paths.models, tmpdir()], { hint: serveDiskFullHint('start') })
       : undefined;
     const hint = full ? `\n  ${full.hint}` : e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';
     throw new CliError(`cannot serve ${name}@${alias}: ${(full ?? (e as Error)).message}${hint}`);

@@ -92,7 +92,7 @@ export function serveDiskFullHint(when: 'start' | 'swap'): string {
 }
 
 /** `e` with another hint: one built deep in the library knows less of the work than the caller that reports it. */
-export function withHint(e: DiskFullError, hint: string): DiskFullError {
+function withHint(e: DiskFullError, hint: string): DiskFullError {
   if (e.hint === hint) return e;
   const again = new DiskFullError(e.message, {
     path: e.path,
@@ -110,15 +110,17 @@ export function withHint(e: DiskFullError, hint: string): DiskFullError {
  * `e`, a full disk's error, as a DiskFullError naming the folder whose disk is full: the file the
  * error names if it does, else, of `folders` (the places the failed work writes to, most specific
  * first), one on the disk with the least space left. An error that is one already (or was caused by one) is returned
- * as it is. `at`: the folder to name whatever file the error names, for a caller that wrote into a temp folder of its
- * own and has removed it (the error's file is gone, and named a place the user never sees).
+ * as it is, with `hint` where one is given: one built deep in the library (a store put, a checkpoint) names its folder
+ * already, but knows less of the work than the caller that reports it (the run to resume, a server's retry). `at`: the
+ * folder to name whatever file the error names, for a caller that wrote into a temp folder of its own and has removed
+ * it (the error's file is gone, and named a place the user never sees).
  */
 export function diskFullError(
   e: unknown,
   folders: readonly string[],
   opts: { neededBytes?: number; hint?: string; at?: string } = {},
 ): DiskFullError {
-  for (const c of errorChain(e)) if (c instanceof DiskFullError) return c;
+  for (const c of errorChain(e)) if (c instanceof DiskFullError) return opts.hint === undefined ? c : withHint(c, opts.hint);
   // Where the write failed, when the error says (a copy's destination, an open's or a mkdir's path).
   const named =
     opts.at ?? [(e as { dest?: unknown })?.dest, (e as { path?: unknown })?.path].find((p): p is string => typeof p === 'string');
