@@ -23,6 +23,7 @@ import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { InputError } from '../src/errors.ts';
 import { formatDuration } from '../src/spec/duration.ts';
+import { forEachInFlight } from '../src/util/in-flight.ts';
 import { decodeSource, loadSpecText, parseParamOverrides, type KindRegistry, type SpecError } from '../src/spec/index.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { currentVersion } from '../src/registry/current.ts';
@@ -537,19 +538,14 @@ export async function listScheduleViews(client: Client): Promise<{ item: Schedul
   }
   names.sort();
   const views: (ScheduleView | undefined)[] = new Array(names.length);
-  let next = 0;
-  const describeNext = async (): Promise<void> => {
-    while (next < names.length) {
-      const i = next++;
-      try {
-        views[i] = (await readSchedule(client, names[i]!)).view;
-      } catch (e) {
-        // Deleted since it was listed, or not a tempered pipeline's schedule after all.
-        if (!(e instanceof InputError)) throw e;
-      }
+  await forEachInFlight(names.keys(), DESCRIBED_AT_ONCE, async (i) => {
+    try {
+      views[i] = (await readSchedule(client, names[i]!)).view;
+    } catch (e) {
+      // Deleted since it was listed, or not a tempered pipeline's schedule after all.
+      if (!(e instanceof InputError)) throw e;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(DESCRIBED_AT_ONCE, names.length) }, describeNext));
+  });
   return views.flatMap((view) =>
     view
       ? [
