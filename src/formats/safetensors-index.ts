@@ -93,13 +93,11 @@ export function readModelWeights(dir: string): SafetensorsFile {
 }
 
 /**
- * One sha256 for a model folder's safetensors weights, for a trained model's manifest (`baseModel.sha256`): the file's
- * own for `model.safetensors`, as before; for a sharded folder (what transformers' save_pretrained writes past its
- * max_shard_size) the sha256 of `name sha256` lines of the index and each shard in name order, so a changed shard
- * changes it. Training read `model.safetensors` alone and failed on a sharded folder after all its steps.
+ * The weight files of a model folder: `[model.safetensors]`, else the index and each shard it names (in name order),
+ * every one checked to be there. The one place a model folder's shards are found (sources.ts's identity, the sha256 below).
  */
-export async function modelWeightsSha256(dir: string): Promise<string> {
-  if (existsSync(join(dir, SINGLE_FILE))) return (await sha256File(join(dir, SINGLE_FILE))).sha256;
+export function modelWeightFiles(dir: string): string[] {
+  if (existsSync(join(dir, SINGLE_FILE))) return [SINGLE_FILE];
   const index = join(dir, INDEX_FILE);
   if (!existsSync(index))
     throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE} found`, {
@@ -107,15 +105,26 @@ export async function modelWeightsSha256(dir: string): Promise<string> {
       hint: 'point the model source at a directory in Hugging Face layout with safetensors weights',
     });
   const shards = [...new Set(readSafetensorsIndex(index).weightMap.values())].sort();
-  const h = createHash('sha256');
-  for (const name of [INDEX_FILE, ...shards]) {
+  for (const name of shards)
     if (!existsSync(join(dir, name)))
       throw new InputError(`shard ${name} listed in the index is missing`, {
         where: index,
         hint: 'download the missing shard or fix weight_map',
       });
-    h.update(`${name} ${(await sha256File(join(dir, name))).sha256}\n`);
-  }
+  return [INDEX_FILE, ...shards];
+}
+
+/**
+ * One sha256 for a model folder's safetensors weights, for a trained model's manifest (`baseModel.sha256`): the file's
+ * own for `model.safetensors`, as before; for a sharded folder (what transformers' save_pretrained writes past its
+ * max_shard_size) the sha256 of `name sha256` lines of the index and each shard in name order, so a changed shard
+ * changes it. Training read `model.safetensors` alone and failed on a sharded folder after all its steps.
+ */
+export async function modelWeightsSha256(dir: string): Promise<string> {
+  const files = modelWeightFiles(dir);
+  if (files[0] === SINGLE_FILE) return (await sha256File(join(dir, SINGLE_FILE))).sha256;
+  const h = createHash('sha256');
+  for (const name of files) h.update(`${name} ${(await sha256File(join(dir, name))).sha256}\n`);
   return h.digest('hex');
 }
 

@@ -33,7 +33,7 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import AdmZip from 'adm-zip';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { InputError, IntegrityError } from '../errors.ts';
-import { INDEX_FILE, SINGLE_FILE, readSafetensorsIndex } from '../formats/safetensors-index.ts';
+import { INDEX_FILE, SINGLE_FILE, modelWeightFiles, readSafetensorsIndex } from '../formats/safetensors-index.ts';
 import { readGguf } from '../formats/gguf.ts';
 import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
@@ -136,12 +136,7 @@ async function fileIds(dir: string, names: string[]): Promise<ModelFile[]> {
 }
 
 function weightFiles(dir: string, where: string): string[] {
-  if (existsSync(join(dir, SINGLE_FILE))) return [SINGLE_FILE];
-  if (existsSync(join(dir, INDEX_FILE))) {
-    const shards = [...new Set(readSafetensorsIndex(join(dir, INDEX_FILE)).weightMap.values())];
-    for (const s of shards) if (!existsSync(join(dir, s))) throw new InputError(`shard ${s} named in ${INDEX_FILE} is missing`, { where });
-    return [INDEX_FILE, ...shards];
-  }
+  if (existsSync(join(dir, SINGLE_FILE)) || existsSync(join(dir, INDEX_FILE))) return modelWeightFiles(dir);
   // A folder `tempered models pull` wrote (a fine-tune's export) holds its weights in model.onnx: say how to name it.
   if (existsSync(join(dir, 'model.onnx')))
     throw new InputError(`no ${SINGLE_FILE} or ${INDEX_FILE}: this folder holds model.onnx, a tempered export`, {
