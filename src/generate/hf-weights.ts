@@ -8,10 +8,11 @@
 import { join } from 'node:path';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import { buildLlamaDecoderGraph, readLlamaConfig, type LlamaWeights } from '../models/llama.ts';
+import { transpose2d } from '../models/weights.ts';
 import { loadModel } from '../onnx/proto.ts';
 import { OnnxInitializerWeights } from './decoder.ts';
 
-export function writeHfSafetensors(exportDir: string, outPath: string): { tensors: number } {
+export function writeHfSafetensors(exportDir: string, outPath: string): void {
   const onnxPath = join(exportDir, 'model.onnx');
   const src = new OnnxInitializerWeights(loadModel(onnxPath), onnxPath);
   const tensors = new Map<string, SafeTensor>();
@@ -24,14 +25,11 @@ export function writeHfSafetensors(exportDir: string, outPath: string): { tensor
     },
     linear: (name, inF, outF) => {
       const data = src.linear(name, inF, outF);
-      const t = new Float32Array(inF * outF);
-      for (let i = 0; i < inF; i++) for (let o = 0; o < outF; o++) t[o * inF + i] = data[i * outF + o]!;
-      tensors.set(name, { dtype: 'F32', shape: [outF, inF], data: t });
+      tensors.set(name, { dtype: 'F32', shape: [outF, inF], data: transpose2d(data, inF, outF) });
       return data;
     },
   };
   buildLlamaDecoderGraph(readLlamaConfig(exportDir), recording);
-  const sorted = new Map([...tensors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  writeSafetensors(outPath, sorted, { format: 'pt' });
-  return { tensors: sorted.size };
+  // encodeSafetensors writes the tensors in name order.
+  writeSafetensors(outPath, tensors, { format: 'pt' });
 }
