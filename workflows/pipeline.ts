@@ -348,12 +348,20 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const audited = patched('audit-run-end');
   // A record that still cannot be written is logged and the run ends as it did: the audit trail's gap is said on the
   // worker, and the outcome is the stages', never the audit log's error.
-  // The status says so meanwhile (a query's state only: no command, so recorded histories replay as before).
-  const auditEnd = async (error?: string): Promise<void> => {
-    if (!audited) return;
+  // While the run's end is recorded the status says so (a query's state only: no command, so recorded histories replay
+  // as before).
+  const closing = async (record: () => Promise<unknown>): Promise<void> => {
     status.recordingEnd = true;
     try {
-      await CancellationScope.nonCancellable(() =>
+      await record();
+    } finally {
+      delete status.recordingEnd;
+    }
+  };
+  const auditEnd = async (error?: string): Promise<void> => {
+    if (!audited) return;
+    await closing(() =>
+      CancellationScope.nonCancellable(() =>
         auditRunEnded({
           runId: info.workflowId,
           execution: info.runId,
@@ -368,10 +376,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       ).catch((e: unknown) => {
         onOtherBackends(e);
         log.error(`the end of run ${info.workflowId} could not be written to the audit log: ${(e as Error).message}`);
-      });
-    } finally {
-      delete status.recordingEnd;
-    }
+      }),
+    );
   };
   if (cancelled()) {
     status.state = 'cancelled';
@@ -396,9 +402,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   await auditEnd();
   if (ingestIds.length > 0 && status.gate?.proceed !== false) {
     // The outcome's record (for the run gates of later runs) waits for the database too: still closing meanwhile.
-    status.recordingEnd = true;
-    try {
-      await refusedOnOtherBackends(
+    await closing(() =>
+      refusedOnOtherBackends(
         recordRunOutcome({
           pipeline: plan.name,
           scheduleId: options.scheduleId,
@@ -407,10 +412,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           ingest: fingerprints(),
           ...backends,
         }),
-      );
-    } finally {
-      delete status.recordingEnd;
-    }
+      ),
+    );
   }
   return status;
 }
