@@ -240,15 +240,22 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     report.keptBytes += bytes;
     if (held) report.held++;
   };
+  /** Counts a judged folder: garbage whole, or kept less its stray temps (garbage). The item to delete, if any. */
+  const tally = (name: string, j: Judged): LocalCheckpointItem | undefined => {
+    if (j.why) return garbage(name, j.bytes, j.why, j.newest);
+    const tempBytes = j.temps.reduce((n, t) => n + t.bytes, 0);
+    keep(j.bytes - tempBytes, false);
+    return j.temps.length ? garbage(name, tempBytes, 'stray temps', j.newest) : undefined;
+  };
 
   try {
     for (const name of names) collectOne(name);
   } catch (e) {
     // What went before the failure is reported with it: the audit record names every deleted folder.
-    report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
     throw new LocalCheckpointsIncomplete(e, report);
+  } finally {
+    report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
   }
-  report.items.sort((a, b) => b.bytes - a.bytes || a.name.localeCompare(b.name));
   return report;
 
   function collectOne(name: string): void {
@@ -283,21 +290,8 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     }
     const first = judge(path, name, opts);
     if (!first) return;
-    if (!first.why && !first.temps.length) {
-      keep(first.bytes, false);
-      return;
-    }
-    if (!opts.collect) {
-      if (first.why) garbage(name, first.bytes, first.why, first.newest);
-      else {
-        keep(first.bytes - first.temps.reduce((n, t) => n + t.bytes, 0), false);
-        garbage(
-          name,
-          first.temps.reduce((n, t) => n + t.bytes, 0),
-          'stray temps',
-          first.newest,
-        );
-      }
+    if (!opts.collect || (!first.why && !first.temps.length)) {
+      tally(name, first);
       return;
     }
     // The train stage's own lock: a training that starts now waits for it (and retries), one that
@@ -317,8 +311,9 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       // Judged again under the lock: a training may have written (or finished) since the look.
       const j = judge(path, name, opts);
       if (!j) return;
+      const item = tally(name, j);
+      if (!item) return;
       if (j.why) {
-        const item = garbage(name, j.bytes, j.why, j.newest);
         // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
         // the name a resume reads; the lock can go as soon as the name is free.
         const to = join(opts.dir, `.${name}.gc-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -326,17 +321,11 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
         lock.release();
         release = false;
         rmSync(to, { recursive: true, force: true });
-        deleted(item);
       } else {
-        const tempBytes = j.temps.reduce((n, t) => n + t.bytes, 0);
-        keep(j.bytes - tempBytes, false);
-        if (j.temps.length) {
-          const item = garbage(name, tempBytes, 'stray temps', j.newest);
-          // Read by nobody (a resume lists `step-N` folders only), so deleted in place.
-          for (const t of j.temps) rmSync(join(path, t.name), { recursive: true, force: true });
-          deleted(item);
-        }
+        // Stray temps, read by nobody (a resume lists `step-N` folders only), so deleted in place.
+        for (const t of j.temps) rmSync(join(path, t.name), { recursive: true, force: true });
       }
+      deleted(item);
     } finally {
       if (release) lock.release();
     }
