@@ -21,6 +21,7 @@ import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { ModelConfig } from '../models/weights.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
 import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
@@ -110,9 +111,8 @@ function chatTask(modelDir: string, chat: ChatOptions | undefined): Omit<ChatEnc
   return { template: loadChatTemplate(modelDir, chat.template), system: chat.system, endOfTurn: chat.endOfTurn };
 }
 
-/** The sha256 of the base model's weights: the GGUF file a GGUF model folder names in config.json, or its safetensors. */
-async function baseWeightsSha256(modelDir: string): Promise<string> {
-  const cfg = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+/** The sha256 of the base model's weights: the GGUF file a GGUF model folder names in config.json (`cfg`), or its safetensors. */
+async function baseWeightsSha256(modelDir: string, cfg: Record<string, unknown>): Promise<string> {
   const gguf = cfg[GGUF_FILE_KEY];
   return typeof gguf === 'string' ? (await sha256File(join(modelDir, gguf))).sha256 : modelWeightsSha256(modelDir);
 }
@@ -123,8 +123,8 @@ async function baseWeightsSha256(modelDir: string): Promise<string> {
  * a Gather node, which the stage retried as if transient. Only the ids the rows hold count: a tokenizer with more
  * entries than the model has rows is fine as long as the text never reaches them.
  */
-function checkTokenIdsFitModel(modelDir: string, ids: BigInt64Array, rows = 'training rows'): void {
-  const vocab = (JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as { vocab_size?: unknown }).vocab_size;
+function checkTokenIdsFitModel(modelDir: string, cfg: Record<string, unknown>, ids: BigInt64Array, rows = 'training rows'): void {
+  const vocab = cfg.vocab_size;
   if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
   let max = -1n;
   for (const id of ids) if (id > max) max = id;
@@ -282,6 +282,8 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   if (o.epochs === undefined && o.maxSteps === undefined) throw new InputError('give epochs or maxSteps', { where: 'train.epochs' });
   // A layer the model lacks would get no adapter (and train as if it were not listed): refuse it before tokenizing.
   if (o.method !== 'full') checkLoraLayers(o.lora!.layers, modelLayerCount(o.modelDir));
+  // The base's config.json, read once: the vocabulary the rows must fit, and what the export copies and names.
+  const baseConfig = ModelConfig.read(o.modelDir).raw;
   mkdirSync(o.checkpointDir, { recursive: true });
   const tokenizer = loadTokenizer(o.modelDir);
   const task = {
@@ -299,7 +301,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   warnAboutLength(o, 'train', trainTok);
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const unpacked = await readCausalTable(trainTok.path);
-  checkTokenIdsFitModel(o.modelDir, unpacked.data.input_ids!.data as BigInt64Array);
+  checkTokenIdsFitModel(o.modelDir, baseConfig, unpacked.data.input_ids!.data as BigInt64Array);
   const train = packed(unpacked);
   // Truncation can cut every reply away (a chat template's system prompt alone may fill maxLength): the loss would be
   // 0 over 0 tokens and training would change nothing, silently.
@@ -411,10 +413,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     if (!task.chat && existsSync(join(o.modelDir, 'chat_template.jinja')))
       copyFileSync(join(o.modelDir, 'chat_template.jinja'), join(tmp, 'chat_template.jinja'));
     // The weights live in model.onnx (LoRA merged); a GGUF base's file name would point at nothing here.
-    const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
+    const { [GGUF_FILE_KEY]: ggufFile, ...exportedConfig } = baseConfig;
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(exportedConfig, null, 2) + '\n');
     // The template the model was tuned with is the one it must be served with (an explicit chat.template included).
     if (task.chat) {
@@ -422,8 +421,8 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
       const tokCfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
       writeFileSync(cfgPath, JSON.stringify({ ...tokCfg, chat_template: task.chat.template.text }, null, 2) + '\n');
     }
-    const baseSha = await baseWeightsSha256(o.modelDir);
-    const cfg = JSON.parse(readFileSync(join(o.modelDir, 'config.json'), 'utf8')) as { _name_or_path?: string };
+    const baseSha = await baseWeightsSha256(o.modelDir, baseConfig);
+    const cfg = baseConfig as { _name_or_path?: string };
     writeFileSync(
       join(tmp, MANIFEST),
       JSON.stringify(
@@ -572,7 +571,8 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
     const acc = new LmLossAccumulator();
     // Not one answer token to score: say so before loading the model.
     if (rows.rows > 0 && rows.unscoredRows === rows.rows) return responseLoss(acc, rows);
-    if (t.rows > 0) checkTokenIdsFitModel(o.model, t.data.input_ids!.data as BigInt64Array, 'evaluation rows');
+    if (t.rows > 0)
+      checkTokenIdsFitModel(o.model, ModelConfig.read(o.model).raw, t.data.input_ids!.data as BigInt64Array, 'evaluation rows');
     const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model, { inference: true }).model;
     const session = await createSession(
       model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,
