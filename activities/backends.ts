@@ -103,6 +103,12 @@ export function checkBackends(
   throw ApplicationFailure.create({ type: 'BackendMismatch', message, nonRetryable: local, category: ApplicationFailureCategory.BENIGN });
 }
 
+/** Which of this worker's backends a read of its ids reads (KnownBackendIds): the others' ids are left out of its answer. */
+export interface BackendsToRead {
+  store: boolean;
+  database: boolean;
+}
+
 /** How long an id that a read of this worker's own did not find is taken for another's (KnownBackendIds), unread for. */
 export const REREAD_IDS_EVERY_MS = 30_000;
 
@@ -128,7 +134,7 @@ export class KnownBackendIds {
 
   constructor(
     private readonly mine: RunBackends,
-    private readonly reread?: () => Promise<RunBackends>,
+    private readonly reread?: (which: BackendsToRead) => Promise<RunBackends>,
     private readonly o: { now?: () => number; log?: (m: string) => void } = {},
   ) {
     if (mine.storeId) this.storeIds.add(mine.storeId);
@@ -174,7 +180,11 @@ export class KnownBackendIds {
   private async read(keys: string[]): Promise<void> {
     const log = this.o.log ?? ((m: string) => console.error(`worker: ${m}`));
     try {
-      const b = await this.reread!();
+      // Only the backend whose id is in question: a store's new id costs no connection to the database, and the reverse.
+      const b = await this.reread!({
+        store: keys.some((k) => k.startsWith('store:')),
+        database: keys.some((k) => k.startsWith('database:')),
+      });
       if (b.store === this.mine.store && b.storeId && !this.storeIds.has(b.storeId)) {
         this.storeIds.add(b.storeId);
         log(
@@ -213,7 +223,7 @@ export class KnownBackendIds {
 export function backendsCheck(
   mine: RunBackends,
   onLacks?: (message: string) => void,
-  reread?: () => Promise<RunBackends>,
+  reread?: (which: BackendsToRead) => Promise<RunBackends>,
 ): ActivityInterceptorsFactory {
   const known = new KnownBackendIds(mine, reread);
   return (ctx) => ({

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { installRuntime } from './runtime.ts';
 import { createActivities } from '../activities/index.ts';
-import { backendsCheck } from '../activities/backends.ts';
+import { backendsCheck, type BackendsToRead } from '../activities/backends.ts';
 import type { ActivityDeps } from '../activities/stage-adapter.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import type { RunBackends } from '../workflows/types.ts';
@@ -54,7 +54,7 @@ export interface WorkerOptions {
   kinds: ReadonlyMap<string, AnyStageKind>;
   deps: ActivityDeps;
   /** Reads this worker's store and database ids again, when a run names ids it has not read (activities/backends.ts). */
-  rereadBackends?: () => Promise<RunBackends>;
+  rereadBackends?: (which: BackendsToRead) => Promise<RunBackends>;
   /** Whether this worker also runs workflow tasks (a GPU-only worker may run activities alone). */
   workflows?: boolean;
   maxConcurrentActivities?: number;

@@ -5,22 +5,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createContext } from '../context.ts';
 import { ApplicationFailure } from '@temporalio/common';
-import { KnownBackendIds, REREAD_IDS_EVERY_MS, checkBackends } from '../../activities/backends.ts';
+import { KnownBackendIds, REREAD_IDS_EVERY_MS, checkBackends, type BackendsToRead } from '../../activities/backends.ts';
 import type { RunBackends } from '../../workflows/types.ts';
 import { runBackends } from './sharing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'sharing-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-async function backendsOf(home: string) {
+async function backendsOf(home: string, o: { database?: string; which?: BackendsToRead } = {}) {
   const saved = { home: process.env.TEMPERED_HOME, store: process.env.TEMPERED_STORE, db: process.env.TEMPERED_DATABASE_URL };
   process.env.TEMPERED_HOME = home;
   delete process.env.TEMPERED_STORE;
-  delete process.env.TEMPERED_DATABASE_URL;
+  if (o.database === undefined) delete process.env.TEMPERED_DATABASE_URL;
+  else process.env.TEMPERED_DATABASE_URL = o.database;
   try {
     const ctx = await createContext();
     try {
-      return await runBackends(ctx, (m) => assert.fail(m));
+      return await runBackends(ctx, (m) => assert.fail(m), o.which);
     } finally {
       await ctx.close();
     }
@@ -33,6 +34,23 @@ async function backendsOf(home: string) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
   }
+}
+
+/**
+ * A worker of `home` that started with `started`'s ids: its reads of its own ids (what each asked to read) are
+ * counted, and `check` checks a run against what it knows.
+ */
+function workerOf(home: string, started: RunBackends, runId: string, o: { now: () => number; log: (m: string) => void }) {
+  const reads: BackendsToRead[] = [];
+  const known = new KnownBackendIds(
+    started,
+    (which) => {
+      reads.push(which);
+      return backendsOf(home);
+    },
+    o,
+  );
+  return { reads, check: async (run: RunBackends) => checkBackends(run, await known.forRun(run), runId) };
 }
 
 test("a local store has an instance id of its own home: two homes' runs differ by it, one home's agree", async () => {
@@ -128,4 +146,19 @@ test('a run of a new id that comes while a read begun before its marker was writ
   reads[1]!(submitted);
   await mine;
   assert.equal(reads.length, 2);
+});
+
+test("a run's new store id makes the worker read its store's id again, and not its database's", async () => {
+  // A database nothing answers at: reading its id would warn, which backendsOf fails on.
+  const unreachable = 'postgres://tempered:x@127.0.0.1:1/tempered';
+  const home = join(root, 'i');
+  const started = await backendsOf(home);
+  const { reads, check } = workerOf(home, started, 'r4', { now: () => 0, log: () => {} });
+  rmSync(join(home, 'store'), { recursive: true, force: true });
+  const submitted = await backendsOf(home);
+  await check(submitted);
+  assert.deepEqual(reads, [{ store: true, database: false }]);
+  // Asked for the store alone, runBackends opens no connection to the database.
+  const storeOnly = await backendsOf(home, { database: unreachable, which: { store: true, database: false } });
+  assert.deepEqual(storeOnly, { store: 'local', storeId: submitted.storeId, database: 'postgres:tempered' });
 });

@@ -6,6 +6,7 @@ import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
 import { databaseInstanceId } from '../../src/db/instance-id.ts';
 import { storeInstanceId } from '../../src/store/instance-id.ts';
 import { FolderBackend } from '../../src/store/folder-backend.ts';
+import type { BackendsToRead } from '../../activities/backends.ts';
 import type { RunBackends } from '../../workflows/types.ts';
 import type { CliContext } from '../context.ts';
 
@@ -35,21 +36,25 @@ export function sharingHint(ctx: CliContext): string {
  * This process's store and database (workflows/types.ts RunBackends), with the instance ids kept in the shared ones:
  * recorded in the runs it submits, and checked by a worker against its own (activities/backends.ts). An id that cannot
  * be read (a database user without CREATE before `tempered db migrate` made its table, a store that is away) is left
- * out with a warning: the names are compared then, as for runs from before ids.
+ * out with a warning: the names are compared then, as for runs from before ids. `which` leaves one of them unread (a
+ * worker reading its ids again for a run's new one: KnownBackendIds).
  */
 export async function runBackends(
   ctx: CliContext,
   warn: (m: string) => void = (m) => console.error(`warning: ${m}`),
+  which: BackendsToRead = { store: true, database: true },
 ): Promise<RunBackends> {
   const named = backendNames(ctx);
   const store = ctx.store();
   const [storeId, databaseId] = await Promise.all([
     // A local store has an id too: two TEMPERED_HOMEs on one host are both 'local' by name.
-    storeInstanceId(store.remote ?? new FolderBackend(store.root)).catch((e: Error) => {
-      warn(`could not read the store's instance id (${e.message}); workers will be checked against its name, ${named.store}`);
-      return undefined;
-    }),
-    isDatabaseUrl(ctx.paths.registryDb)
+    which.store
+      ? storeInstanceId(store.remote ?? new FolderBackend(store.root)).catch((e: Error) => {
+          warn(`could not read the store's instance id (${e.message}); workers will be checked against its name, ${named.store}`);
+          return undefined;
+        })
+      : undefined,
+    which.database && isDatabaseUrl(ctx.paths.registryDb)
       ? databaseInstanceId(ctx.paths.registryDb).catch((e: Error) => {
           warn(`could not read the database's instance id (${e.message}); workers will be checked against its name, ${named.database}`);
           return undefined;

@@ -82,7 +82,7 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
     workflows: opts.workflows,
     maxConcurrentActivities: opts.maxActivities,
     // Quiet: an id that cannot be read now leaves the run refused, as it was, and its next attempt reads again.
-    rereadBackends: () => runBackends(ctx, () => undefined),
+    rereadBackends: (which) => runBackends(ctx, () => undefined, which),
     deps: {
       store: ctx.store(),
       cache: ctx.cache(),
