@@ -189,6 +189,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         throw e;
       }
       // Weights leaving the registry for a folder of someone's are part of the trail: who took which model, where.
+      const modelHash = modelHashOf(v.artifacts);
       await (
         await ctx.auditLog().get()
       ).append({
@@ -196,7 +197,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         subject: `${v.name}@${v.version}`,
         model: `${v.name}@${v.version}`,
         actor: actor(),
-        ...(modelHashOf(v.artifacts) ? { modelHash: modelHashOf(v.artifacts) } : {}),
+        ...(modelHash ? { modelHash } : {}),
         details: { dir: dest, host: hostname() },
       });
       const files = readdirSync(dest, { recursive: true }).map(String).sort();
