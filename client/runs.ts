@@ -87,8 +87,10 @@ export type ClientRunStatus = RunStatus & { noWorkerAnswered?: NoWorkerAnswer };
  * Why a run that is still running cannot be resumed, and what to do instead. With no worker answering for it (all of
  * its queue's workers gone, or its dev server restarted under it), "wait for it" did nothing: a worker carries it on.
  */
-export async function runningRunRefusal(client: Client, runId: string): Promise<{ message: string; hint: string }> {
-  const queue = (await getRunStatus(client, runId).catch(() => undefined))?.noWorkerAnswered?.taskQueue;
+export async function runningRunRefusal(client: Client, runId: string, desc: Description): Promise<{ message: string; hint: string }> {
+  // The caller's describe, and only whether a worker answers: not the whole status (its stages' lookups through every
+  // other running run included, up to RUNS_LOOKUP_WAIT_MS) to print one line.
+  const queue = (await queriedOrFromHistory(client, runId, desc).catch(() => undefined))?.noWorkerAnswered?.taskQueue;
   if (queue === undefined) return { message: `run ${runId} is still running`, hint: 'cancel it first or wait for it' };
   return {
     message: `run ${runId} is still running, but no worker answers for it on task queue '${queue}'`,

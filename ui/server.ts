@@ -387,7 +387,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const old = req.params.id;
     const desc = await client.workflow.getHandle(old).describe();
     if (desc.status.name === 'RUNNING') {
-      const { message, hint } = await runningRunRefusal(client, old);
+      const { message, hint } = await runningRunRefusal(client, old, desc);
       throw new HttpError(409, message, hint);
     }
     const input = await runInput(client, old);

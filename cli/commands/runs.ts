@@ -450,7 +450,7 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
       throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
     });
   if (desc.status.name === 'RUNNING') {
-    const { message, hint } = await runningRunRefusal(client, old);
+    const { message, hint } = await runningRunRefusal(client, old, desc);
     throw new CliError(`${message}; ${hint}`);
   }
   if (desc.status.name === 'COMPLETED')
