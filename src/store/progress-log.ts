@@ -35,12 +35,14 @@ export function appendProgressPoint(path: string, point: ProgressPoint): void {
   const line = Buffer.from(JSON.stringify(point) + '\n');
   const fd = openSync(path, 'a');
   try {
-    const size = fstatSync(fd).size;
+    let off = 0;
     try {
-      for (let off = 0; off < line.length; ) off += writeSync(fd, line, off);
+      for (; off < line.length; ) off += writeSync(fd, line, off);
     } catch (e) {
       try {
-        ftruncateSync(fd, size);
+        // `off`: what of the line got in before the write that failed (a short write, then ENOSPC). Read here, not
+        // before every append: the file's size is asked only of the one that failed.
+        ftruncateSync(fd, fstatSync(fd).size - off);
       } catch {
         // the reader skips a torn line; the write's own error is the one to report
       }
