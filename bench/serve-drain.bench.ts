@@ -20,7 +20,7 @@ import { syntheticRows } from '../src/finetune/synthetic-text.testing.ts';
 import { createModelServer, type ModelServer } from '../src/serve/server.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
 import { flag } from './common.ts';
-import { exportTinyClassifier } from './tiny-classifier.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 
 const clients = Number(flag('clients', '40'));
 const healthMs = Number(flag('health-ms', '500'));

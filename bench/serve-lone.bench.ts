@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { loadPredictor } from '../src/finetune/predictor.ts';
 import { syntheticRows } from '../src/finetune/synthetic-text.testing.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
-import { exportTinyClassifier } from './tiny-classifier.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 const root = mkdtempSync(join(tmpdir(), 'lone-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const outDir = await exportTinyClassifier(root, { hidden: 128, layers: 4, threads: 2 });

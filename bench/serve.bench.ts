@@ -21,7 +21,7 @@ import { createModelServer } from '../src/serve/server.ts';
 import type { Predictor } from '../src/serve/types.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
 import { probeHealth } from './common.ts';
-import { exportTinyClassifier } from './tiny-classifier.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 
 const requests = Number(process.argv[2] ?? 200);
 const levels = (process.argv[3] ?? '1,8,32').split(',').map(Number);

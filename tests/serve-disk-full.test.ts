@@ -12,10 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier } from '../src/finetune/classifier.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { mountTmpfs, NO_TMPFS } from '../src/util/tmpfs.testing.ts';
@@ -41,27 +39,7 @@ test(
       }
       rmSync(root, { recursive: true, force: true });
     });
-    const out = join(root, 'out');
-    await trainClassifier({
-      modelDir: tinyBertDir(join(root, 'model'), 7, TINY_MINILM),
-      train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
-      labels: ['negative', 'positive'],
-      method: 'lora',
-      lora: { r: 4, alpha: 8 },
-      lr: 2e-2,
-      maxSteps: 1,
-      batchSize: 16,
-      schedule: 'constant',
-      weightDecay: 0,
-      seed: 3,
-      maxLength: 32,
-      pooling: 'mean',
-      device: 'cpu',
-      threads: 1,
-      checkpointDir: join(root, 'ck'),
-      checkpointEvery: 0,
-      outDir: out,
-    });
+    const out = await exportTinyClassifier(root);
     // Version 2: the same model with 2 MiB more, which the serving disk has no room for.
     const out2 = join(root, 'out2');
     cpSync(out, out2, { recursive: true });

@@ -1,23 +1,25 @@
 /**
- * The exported classifier the serving benches answer with: a randomly initialised BERT of the size asked with a
- * classifier head, trained two steps (for speed and stop behaviour the weights do not matter).
+ * The exported classifier that the serving tests and benches answer with: a randomly initialised BERT (TINY_MINILM, or
+ * of the size asked) with a classifier head, trained two steps (for what they check — a pool's answers against the
+ * in-thread predictor's, a swap, speed and stop behaviour — the weights do not matter).
  */
 import { join } from 'node:path';
-import { trainClassifier } from '../src/finetune/classifier.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../src/models/tiny.testing.ts';
+import { trainClassifier } from '../finetune/classifier.ts';
+import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 
-/** Trains into `root` and resolves to the export's folder. */
-export async function exportTinyClassifier(root: string, o: { hidden: number; layers: number; threads: number }): Promise<string> {
+/** Trains into `root` and resolves to the export's folder (`<root>/out`). */
+export async function exportTinyClassifier(root: string, o: { hidden?: number; layers?: number; threads?: number } = {}): Promise<string> {
   const outDir = join(root, 'out');
+  const hidden = o.hidden ?? TINY_MINILM.hidden;
   await trainClassifier({
-    modelDir: tinyBertDir(join(root, 'model'), 7, {
-      ...TINY_MINILM,
-      hidden: o.hidden,
-      layers: o.layers,
-      heads: Math.max(1, o.hidden / 32),
-      intermediate: o.hidden * 4,
-    }),
+    modelDir: tinyBertDir(
+      join(root, 'model'),
+      7,
+      o.hidden === undefined && o.layers === undefined
+        ? TINY_MINILM
+        : { ...TINY_MINILM, hidden, layers: o.layers ?? TINY_MINILM.layers, heads: Math.max(1, hidden / 32), intermediate: hidden * 4 },
+    ),
     train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
     labels: ['negative', 'positive'],
     method: 'head',
@@ -30,7 +32,7 @@ export async function exportTinyClassifier(root: string, o: { hidden: number; la
     maxLength: 64,
     pooling: 'mean',
     device: 'cpu',
-    threads: o.threads,
+    threads: o.threads ?? 1,
     checkpointDir: join(root, 'ck'),
     checkpointEvery: 0,
     outDir,

@@ -11,41 +11,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
-import { trainClassifier } from '../finetune/classifier.ts';
 import { loadPredictor } from '../finetune/predictor.ts';
-import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
-import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
+import { syntheticRows } from '../finetune/synthetic-text.testing.ts';
 import { createModelServer, type ModelServer } from './server.ts';
+import { exportTinyClassifier } from './tiny-classifier.testing.ts';
 import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
 import type { Prediction } from './types.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'serve-pool-'));
-const outDir = join(root, 'out');
 const texts = syntheticRows(12, 4).map((r) => r.text);
 const TOKEN = 'pool-test-token';
 
+let outDir: string;
+
 before(async () => {
-  const modelDir = tinyBertDir(join(root, 'model'), 7, TINY_MINILM);
-  await trainClassifier({
-    modelDir,
-    train: writeTextTable(join(root, 'train.arrow'), syntheticRows(64, 1)),
-    labels: ['negative', 'positive'],
-    method: 'lora',
-    lora: { r: 4, alpha: 8 },
-    lr: 2e-2,
-    maxSteps: 2,
-    batchSize: 16,
-    schedule: 'constant',
-    weightDecay: 0.01,
-    seed: 3,
-    maxLength: 32,
-    pooling: 'mean',
-    device: 'cpu',
-    threads: 1,
-    checkpointDir: join(root, 'ck'),
-    checkpointEvery: 0,
-    outDir,
-  });
+  outDir = await exportTinyClassifier(root);
 });
 after(() => rmSync(root, { recursive: true, force: true }));
 
