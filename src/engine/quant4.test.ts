@@ -10,6 +10,7 @@ import { GraphBuilder } from '../onnx/builder.ts';
 import { encodeModel, loadModel } from '../onnx/proto.ts';
 import { dequantize, halfToFloat, readGguf, tensorBytes } from '../formats/gguf.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
+import { LLAMA_FAMILY, type LlamaFamilyType } from '../models/llama.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { transpose2d } from '../models/weights.ts';
 import { compileTrainStep, type CompileOptions } from './compile.ts';
@@ -71,9 +72,7 @@ test('gradient through the dequantized matmul matches finite differences (float3
 
 // hidden 32 (blocks of 32 along every input axis: 32 and the MLP's 96). Qwen2 adds float32 q/k/v biases beside the
 // 4-bit weights; Mistral's window of 5 is shorter than the test rows (8 and 12 positions), so it hides keys.
-type Family = 'llama' | 'qwen2' | 'mistral';
-const FAMILIES: Family[] = ['llama', 'qwen2', 'mistral'];
-function tinyQ4(dir: string, modelType: Family = 'llama') {
+function tinyQ4(dir: string, modelType: LlamaFamilyType = 'llama') {
   const model = tinyLlamaDir(dir, 11, { hidden: 32, heads: 4, kvHeads: 2, layers: 2, modelType, slidingWindow: 5 });
   const q4 = buildCausalLmGraph(model, { quantize: 'q4' }).model;
   return { q4, dequantized: dequantizeQ4Model(q4) };
@@ -97,7 +96,7 @@ function tokens(rows: number, seq: number, seed: number): Dataset {
   };
 }
 
-for (const family of FAMILIES)
+for (const family of LLAMA_FAMILY)
   test(`${family}: QLoRA trains only the adapters, its backward pass dequantizes afresh, and its losses equal LoRA on the dequantized weights`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tempered-q4-'));
     try {
@@ -183,7 +182,7 @@ test("onnxruntime's optimized step graph keeps the weights 4-bit: no float32 pro
   }
 });
 
-for (const family of FAMILIES)
+for (const family of LLAMA_FAMILY)
   test(`${family}: QLoRA adapter gradients (through every dequantized projection) match finite differences`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tempered-q4g-'));
     try {

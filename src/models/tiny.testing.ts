@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../data/atomic.ts';
 import { Rng } from '../engine/prng.ts';
 import { writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
+import type { LlamaFamilyType } from './llama.ts';
 import { bpeModel } from './tokenizer-json.ts';
 
 type Init = (name: string, shape: number[], kind?: 'normal' | 'ones' | 'zeros') => void;
@@ -326,7 +327,7 @@ export function tinyGpt2Dir(dir: string, seed: number, opts: TinyOptions = {}): 
 export function tinyLlamaDir(
   dir: string,
   seed: number,
-  opts: TinyOptions & { kvHeads?: number; modelType?: 'llama' | 'qwen2' | 'mistral'; slidingWindow?: number } = {},
+  opts: TinyOptions & { kvHeads?: number; modelType?: LlamaFamilyType; slidingWindow?: number } = {},
 ): string {
   mkdirSync(dir, { recursive: true });
   const { tokenizer, config: tokCfg, vocabSize } = tinyByteLevelTokenizer();
