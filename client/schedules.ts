@@ -601,9 +601,6 @@ export class ClosedRuns {
       this.runs.delete(k);
     }
   }
-  get size(): number {
-    return this.runs.size;
-  }
 }
 
 async function recentRun(client: Client, a: RecentAction): Promise<RecentRun> {
