@@ -18,12 +18,12 @@ export function buildCausalLmGraph(
   const c = ModelConfig.read(dir);
   const type = c.oneOf('model_type', CAUSAL_LM_TYPES, 'gpt2' as const);
   if (opts.packed && type === 'gpt2')
-    throw new InputError(`sequence packing is implemented for LLaMA-family models (llama, mistral, qwen2), not ${type}`, {
+    throw new InputError(`sequence packing is implemented for LLaMA-family models (${LLAMA_FAMILY.join(', ')}), not ${type}`, {
       where: `${c.path}: model_type`,
       hint: 'turn packing off',
     });
   if (opts.quantize && type === 'gpt2')
-    throw new InputError(`4-bit base weights (QLoRA) are implemented for LLaMA-family models (llama, mistral, qwen2), not ${type}`, {
+    throw new InputError(`4-bit base weights (QLoRA) are implemented for LLaMA-family models (${LLAMA_FAMILY.join(', ')}), not ${type}`, {
       where: `${c.path}: model_type`,
       hint: 'use method lora',
     });
