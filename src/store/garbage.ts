@@ -157,9 +157,10 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   // before that are read by no run again (local-checkpoints.ts).
   const completed = new Map<string, number>();
   for await (const { key, text } of opts.cache.records(inFlight)) {
-    if (recordTime(text) >= horizon) {
+    const { used, created } = recordTimes(text);
+    if (used >= horizon) {
       keptRecords++;
-      completed.set(key, createdTime(text));
+      completed.set(key, created);
       mark(text);
     } else expired.push({ key, text });
   }
@@ -280,24 +281,16 @@ export class GarbageIncomplete extends Error {
 }
 
 /**
- * When a record was last written or used by a hit (`usedAt`), in ms. A record without a valid time
- * counts as expired: dropping it costs one rerun of its stage.
+ * A record's times, in ms, from one parse: `used`, when it was last written or used by a hit (`usedAt`), and `created`,
+ * when its work was done (its `createdAt`; NaN when unknown). A record without a valid time counts as expired
+ * (`used` -Infinity): dropping it costs one rerun of its stage.
  */
-function recordTime(text: string): number {
+function recordTimes(text: string): { used: number; created: number } {
   try {
-    return lastUse(JSON.parse(text) as { createdAt?: unknown; usedAt?: unknown });
+    const rec = JSON.parse(text) as { createdAt?: unknown; usedAt?: unknown };
+    return { used: lastUse(rec), created: typeof rec.createdAt === 'string' ? Date.parse(rec.createdAt) : NaN };
   } catch {
-    return -Infinity;
-  }
-}
-
-/** When a record's work was done (its `createdAt`, not a hit's `usedAt`), in ms; NaN when unknown. */
-function createdTime(text: string): number {
-  try {
-    const t = (JSON.parse(text) as { createdAt?: unknown }).createdAt;
-    return typeof t === 'string' ? Date.parse(t) : NaN;
-  } catch {
-    return NaN;
+    return { used: -Infinity, created: NaN };
   }
 }
 
