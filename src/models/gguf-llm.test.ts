@@ -54,6 +54,7 @@ test(
       ropeTheta: 100000,
       tieEmbeddings: true,
       attentionBias: false,
+      outputBias: false,
       mlpBias: false,
     });
     const raw = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8')) as Record<string, unknown>;

@@ -39,8 +39,8 @@ export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export interface LlamaConfig {
-  /** config.json's model_type; absent (a GGUF file): llama. Named in the graph's metadata only: the graph follows the fields below. */
-  modelType?: LlamaFamilyType;
+  /** config.json's model_type (a GGUF's sidecar says llama). Named in the graph's metadata only: the graph follows the fields below. */
+  modelType: LlamaFamilyType;
   vocabSize: number;
   hidden: number;
   intermediate: number;
@@ -53,8 +53,8 @@ export interface LlamaConfig {
   tieEmbeddings: boolean;
   /** Biases on q_proj, k_proj and v_proj (LLaMA's attention_bias, always on in Qwen2). */
   attentionBias: boolean;
-  /** A bias on o_proj (when the checkpoint has the tensor); absent: as attentionBias (LLaMA). False for Qwen2. */
-  outputBias?: boolean;
+  /** A bias on o_proj (when the checkpoint has the tensor): LLaMA's attention_bias; never in Qwen2 or Mistral. */
+  outputBias: boolean;
   mlpBias: boolean;
   /**
    * Mistral's sliding_window W: a query attends to itself and the W − 1 keys before it, no further back (transformers'
@@ -171,7 +171,7 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
     ropeTheta,
     tieEmbeddings: c.bool('tie_word_embeddings', false),
     attentionBias: type === 'qwen2' || llamaBias,
-    ...(type === 'qwen2' ? { outputBias: false } : {}),
+    outputBias: llamaBias,
     mlpBias: type === 'llama' && c.bool('mlp_bias', false),
     ...(slidingWindow !== undefined ? { slidingWindow } : {}),
   };
@@ -288,10 +288,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
       v = g.op('Concat', [g.op('Transpose', [past[l]!.value], { perm: [1, 2, 0, 3] }), v], { axis: 2 });
     }
     const ctx = mergeHeads(g, attend(q, k, v), nh * dh);
-    x = g.op('Add', [
-      x,
-      proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, (cfg.outputBias ?? cfg.attentionBias) && w.has(`${p}.self_attn.o_proj.bias`)),
-    ]);
+    x = g.op('Add', [x, proj(ctx, `${p}.self_attn.o_proj`, nh * dh, H, cfg.outputBias && w.has(`${p}.self_attn.o_proj.bias`))]);
     checkpoints.push(x);
     const m = rmsNorm(g, x, `${p}.post_attention_layernorm`, w.get(`${p}.post_attention_layernorm.weight`, [H]), cfg.eps);
     const gated = swiGlu(
@@ -311,8 +308,7 @@ function llamaGraph(cfg: LlamaConfig, w: LlamaWeights | Q4LlamaWeights, kvCache:
     ? g.op('Transpose', [embed], { perm: [1, 0] })
     : g.initializer('lm_head.weight', w.linear('lm_head.weight', H, cfg.vocabSize), [H, cfg.vocabSize]);
   g.output(g.op('MatMul', [x, head]), 'logits');
-  const family = cfg.modelType ?? 'llama';
-  g.setMetadata('tempered.architecture', `${family}-${kvCache ? 'decoder-kv-cache' : packed ? 'causal-lm-packed' : 'causal-lm'}`);
+  g.setMetadata('tempered.architecture', `${cfg.modelType}-${kvCache ? 'decoder-kv-cache' : packed ? 'causal-lm-packed' : 'causal-lm'}`);
   if (q4) g.setMetadata('tempered.quantization', 'q4 (4-bit blocks of 32 along the input axis, fp32 scale and offset)');
   return g.build();
 }
