@@ -463,7 +463,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
     if (program.lora)
       exportPeftAdapter(program, r.params, join(tmp, 'adapter'), {
         baseModel: o.peftBase?.name ?? cfg._name_or_path ?? (typeof ggufFile === 'string' ? ggufFile : undefined),
-        ...(o.peftBase?.revision ? { revision: o.peftBase.revision } : {}),
+        revision: o.peftBase?.revision,
         taskType: 'CAUSAL_LM',
         layersToTransform: o.lora?.layers?.length ? adaptedLayers(program.lora.modules) : undefined,
         // GPT2LMHeadModel holds its blocks under `transformer.`, and its Conv1D weights are [in, out].

@@ -326,7 +326,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     program,
     weights: r.bestParams ?? r.params,
     manifest,
-    ...(o.peftBase ? { peftBase: o.peftBase } : {}),
+    peftBase: o.peftBase,
   });
   return {
     steps: r.steps,
