@@ -15,6 +15,7 @@ import {
 } from '@temporalio/client';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
+import { forEachInFlight } from '../src/util/in-flight.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
@@ -424,12 +425,7 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
     };
     // A run that closed (or was deleted) since it was listed holds nothing: it is left out, not an error; but an
     // answer missing a run it could not read is not kept for the next status.
-    const next = runs.values();
-    await Promise.all(
-      Array.from({ length: Math.min(DESCRIBED_AT_ONCE, runs.length) }, async () => {
-        for (const run of next) await lookAt(run).catch(() => void (missed = true));
-      }),
-    );
+    await forEachInFlight(runs, DESCRIBED_AT_ONCE, (run) => lookAt(run).catch(() => void (missed = true)));
   });
   return !deadline.aborted && !missed;
 }
