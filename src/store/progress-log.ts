@@ -31,9 +31,8 @@ export function progressLogPath(progressDir: string, runId: string, executionId:
  * the next point, written once there is space, would otherwise finish that torn line, and both be lost.
  */
 export function appendProgressPoint(path: string, point: ProgressPoint): void {
-  mkdirSync(dirname(path), { recursive: true });
   const line = Buffer.from(JSON.stringify(point) + '\n');
-  const fd = openSync(path, 'a');
+  const fd = openAppend(path);
   try {
     let off = 0;
     try {
@@ -50,6 +49,17 @@ export function appendProgressPoint(path: string, point: ProgressPoint): void {
     }
   } finally {
     closeSync(fd);
+  }
+}
+
+/** `path` opened to append, its folder made by the first point of a stage, not looked for by every one. */
+function openAppend(path: string): number {
+  try {
+    return openSync(path, 'a');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(dirname(path), { recursive: true });
+    return openSync(path, 'a');
   }
 }
 
