@@ -63,6 +63,14 @@ test(
     const copy = Object.assign(new Error('ENOSPC: copyfile'), { code: 'ENOSPC', path: join(other, 'a'), dest: join(full, 'b.tmp') });
     assert.equal(diskFullError(copy, [other]).path, full);
     assert.equal(diskFullError(e, [other]), e, 'one already built is kept');
+    // A caller that knows more of the work (the run to resume, a server's retry) gives its hint to one built deep in
+    // the library: the folder, the space and the cause stay the ones found where the write failed.
+    const told = diskFullError(new Error('wrapped', { cause: e }), [other], { hint: 'then `tempered resume spam-0042`' });
+    assert.equal(told.hint, 'then `tempered resume spam-0042`');
+    assert.deepEqual(
+      [told.message, told.path, told.freeBytes, told.totalBytes, told.cause],
+      [e.message, e.path, e.freeBytes, e.totalBytes, e.cause],
+    );
   },
 );
 
