@@ -109,6 +109,14 @@ export interface BackendsToRead {
   database: boolean;
 }
 
+type BackendKind = keyof BackendsToRead;
+
+/** A worker's two backends: the RunBackends field of each one's id, and what holds that id. */
+const BACKENDS = [
+  { kind: 'store', id: 'storeId', marker: 'instance.json' },
+  { kind: 'database', id: 'databaseId', marker: 'tempered_instance row' },
+] as const satisfies readonly { kind: BackendKind; id: keyof RunBackends; marker: string }[];
+
 /** How long an id that a read of this worker's own did not find is taken for another's (KnownBackendIds), unread for. */
 export const REREAD_IDS_EVERY_MS = 30_000;
 
@@ -126,10 +134,10 @@ export const REREAD_IDS_EVERY_MS = 30_000;
  * a run's local activity.)
  */
 export class KnownBackendIds {
-  private readonly storeIds = new Set<string>();
-  private readonly databaseIds = new Set<string>();
-  /** Ids a read of this worker's own did not find (`store:<id>`, `database:<id>`), and when that read ended. */
-  private readonly foreign = new Map<string, number>();
+  /** Every id of this worker's own store and database that a read has found. */
+  private readonly known = { store: new Set<string>(), database: new Set<string>() };
+  /** Ids a read of this worker's own did not find, and when that read ended. */
+  private readonly foreign = { store: new Map<string, number>(), database: new Map<string, number>() };
   private reading: Promise<void> | undefined;
 
   constructor(
@@ -137,37 +145,37 @@ export class KnownBackendIds {
     private readonly reread?: (which: BackendsToRead) => Promise<RunBackends>,
     private readonly o: { now?: () => number; log?: (m: string) => void } = {},
   ) {
-    if (mine.storeId) this.storeIds.add(mine.storeId);
-    if (mine.databaseId) this.databaseIds.add(mine.databaseId);
+    for (const k of BACKENDS) if (mine[k.id]) this.known[k.kind].add(mine[k.id]!);
   }
 
   /** This worker's backends to check `run` against: with the run's own ids where they are ids this worker has read. */
   async forRun(run: RunBackends | undefined): Promise<RunBackends> {
     if (run && this.reread) await this.readFor(run);
     const mine = { ...this.mine };
-    if (run?.storeId && this.storeIds.has(run.storeId)) mine.storeId = run.storeId;
-    if (run?.databaseId && this.databaseIds.has(run.databaseId)) mine.databaseId = run.databaseId;
+    for (const k of BACKENDS) if (run?.[k.id] && this.known[k.kind].has(run[k.id]!)) mine[k.id] = run[k.id];
     return mine;
   }
 
   /** Ids of `run`, of this worker's backend names, that it has not read and has not found to be another's lately. */
-  private wanted(run: RunBackends): string[] {
+  private wanted(run: RunBackends): Partial<Record<BackendKind, string>> {
     const now = this.now();
-    const keys: string[] = [];
-    if (run.store === this.mine.store && run.storeId !== undefined && !this.storeIds.has(run.storeId)) keys.push(`store:${run.storeId}`);
-    if (run.database === this.mine.database && run.databaseId !== undefined && !this.databaseIds.has(run.databaseId))
-      keys.push(`database:${run.databaseId}`);
-    return keys.filter((k) => !(now - (this.foreign.get(k) ?? -Infinity) < REREAD_IDS_EVERY_MS));
+    const ids: Partial<Record<BackendKind, string>> = {};
+    for (const { kind, id } of BACKENDS) {
+      const runId = run[id];
+      if (run[kind] !== this.mine[kind] || runId === undefined || this.known[kind].has(runId)) continue;
+      if (!(now - (this.foreign[kind].get(runId) ?? -Infinity) < REREAD_IDS_EVERY_MS)) ids[kind] = runId;
+    }
+    return ids;
   }
 
   /** One read at a time; a read under way is waited for, then read again if it was not for this run's ids. */
   private async readFor(run: RunBackends): Promise<void> {
-    for (let keys = this.wanted(run); keys.length > 0; keys = this.wanted(run)) {
+    for (let ids = this.wanted(run); Object.keys(ids).length > 0; ids = this.wanted(run)) {
       if (this.reading) {
         await this.reading;
         continue;
       }
-      const reading = this.read(keys);
+      const reading = this.read(ids);
       this.reading = reading;
       try {
         await reading;
@@ -177,24 +185,17 @@ export class KnownBackendIds {
     }
   }
 
-  private async read(keys: string[]): Promise<void> {
+  private async read(ids: Partial<Record<BackendKind, string>>): Promise<void> {
     const log = this.o.log ?? ((m: string) => console.error(`worker: ${m}`));
     try {
       // Only the backend whose id is in question: a store's new id costs no connection to the database, and the reverse.
-      const b = await this.reread!({
-        store: keys.some((k) => k.startsWith('store:')),
-        database: keys.some((k) => k.startsWith('database:')),
-      });
-      if (b.store === this.mine.store && b.storeId && !this.storeIds.has(b.storeId)) {
-        this.storeIds.add(b.storeId);
+      const b = await this.reread!({ store: ids.store !== undefined, database: ids.database !== undefined });
+      for (const { kind, id, marker } of BACKENDS) {
+        const found = b[id];
+        if (b[kind] !== this.mine[kind] || !found || this.known[kind].has(found)) continue;
+        this.known[kind].add(found);
         log(
-          `this worker's store now has instance id ${b.storeId} (its instance.json was deleted or replaced since the worker started, when it was ${this.mine.storeId ?? 'unread'}); runs of either id are taken`,
-        );
-      }
-      if (b.database === this.mine.database && b.databaseId && !this.databaseIds.has(b.databaseId)) {
-        this.databaseIds.add(b.databaseId);
-        log(
-          `this worker's database now has instance id ${b.databaseId} (its tempered_instance row was deleted or replaced since the worker started, when it was ${this.mine.databaseId ?? 'unread'}); runs of either id are taken`,
+          `this worker's ${kind} now has instance id ${found} (its ${marker} was deleted or replaced since the worker started, when it was ${this.mine[id] ?? 'unread'}); runs of either id are taken`,
         );
       }
     } catch {
@@ -202,12 +203,12 @@ export class KnownBackendIds {
     }
     // From its end: a read slower than the pause would otherwise be followed by another at once, and so on.
     const ended = this.now();
-    for (const k of keys) {
-      const [what, id] = k.split(':') as ['store' | 'database', string];
-      if (!(what === 'store' ? this.storeIds : this.databaseIds).has(id)) this.foreign.set(k, ended);
+    for (const { kind } of BACKENDS) {
+      const wanted = ids[kind];
+      if (wanted !== undefined && !this.known[kind].has(wanted)) this.foreign[kind].set(wanted, ended);
+      // Bounded: an id forgotten reads once more.
+      if (this.foreign[kind].size > 1000) this.foreign[kind].clear();
     }
-    // Bounded: an id forgotten reads once more.
-    if (this.foreign.size > 1000) this.foreign.clear();
   }
 
   private now(): number {
