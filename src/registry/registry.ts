@@ -481,6 +481,32 @@ export class Registry {
     });
   }
 
+  /**
+   * A page of a model's versions, newest first: at most `limit` below version `before` (from the newest
+   * when absent). Only those versions are read and hydrated, so a page costs the same however many
+   * versions the model has (the dashboard's Models page: the newest page, then older ones on request).
+   * `more`: older versions remain below the page.
+   */
+  async listVersionPage(name: string, page: { before?: number; limit: number }): Promise<{ versions: ModelVersion[]; more: boolean }> {
+    if (!Number.isSafeInteger(page.limit) || page.limit < 1)
+      throw new InputError(`limit must be a whole number ≥ 1, got ${page.limit}`, { where: 'limit' });
+    // Beyond INTEGER every version is below it; PostgreSQL would refuse the comparison instead.
+    const before = page.before === undefined || page.before > 2 ** 31 - 1 ? undefined : page.before;
+    return this.db.snapshot(async (q) => {
+      await this.resolveModel(q, name);
+      // One row past the page says whether older ones remain; it is not hydrated.
+      const rows = await q.all<VersionRow>(
+        `SELECT * FROM versions WHERE model = ?${before === undefined ? '' : ' AND version < ?'} ORDER BY version DESC LIMIT ?`,
+        before === undefined ? [name, page.limit + 1] : [name, before, page.limit + 1],
+      );
+      const more = rows.length > page.limit;
+      const shown = rows.slice(0, page.limit);
+      if (shown.length === 0) return { versions: [], more };
+      const range = [name, shown[shown.length - 1]!.version, shown[0]!.version];
+      return { versions: await this.hydrateAll(q, shown, 'v.model = ? AND v.version BETWEEN ? AND ?', range), more };
+    });
+  }
+
   private async resolveModel(q: Queryable, name: string): Promise<void> {
     if (!(await q.get('SELECT 1 AS one FROM models WHERE name = ?', [name]))) {
       const names = (await this.models(q)).map((m) => m.name);
@@ -623,12 +649,17 @@ export class Registry {
     });
   }
 
-  /** Oldest first. Without `alias`, the history of every alias of the model. */
-  aliasHistory(name: string, alias?: string): Promise<AliasChange[]> {
-    return this.history(this.db, name, alias);
+  /**
+   * Oldest first. Without `alias`, the history of every alias of the model. With `newest`, only the
+   * newest that many changes (still oldest first), read without the rest.
+   */
+  aliasHistory(name: string, alias?: string, opts: { newest?: number } = {}): Promise<AliasChange[]> {
+    return this.history(this.db, name, alias, opts.newest);
   }
 
-  private async history(q: Queryable, name: string, alias?: string): Promise<AliasChange[]> {
+  private async history(q: Queryable, name: string, alias?: string, newest?: number): Promise<AliasChange[]> {
+    const where = alias === undefined ? 'model = ?' : 'model = ? AND alias = ?';
+    const args: unknown[] = alias === undefined ? [name] : [name, alias];
     const rows = await q.all<{
       id: number;
       model: string;
@@ -640,10 +671,10 @@ export class Registry {
       reason: string | null;
       at: string;
     }>(
-      alias === undefined
-        ? 'SELECT * FROM alias_history WHERE model = ? ORDER BY id'
-        : 'SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id',
-      alias === undefined ? [name] : [name, alias],
+      newest === undefined
+        ? `SELECT * FROM alias_history WHERE ${where} ORDER BY id`
+        : `SELECT * FROM (SELECT * FROM alias_history WHERE ${where} ORDER BY id DESC LIMIT ?) newest ORDER BY id`,
+      newest === undefined ? args : [...args, newest],
     );
     return rows.map((r) => ({
       id: r.id,
