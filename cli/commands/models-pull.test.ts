@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { openAudit } from '../../src/audit/log.ts';
 import { join } from 'node:path';
@@ -19,6 +19,13 @@ import { trainCausalLm } from '../../src/finetune/causal-lm.ts';
 import { familyModelDir } from '../../src/finetune/peft-family.testing.ts';
 import { referenceLoraRun } from '../../src/finetune/peft-reference.testing.ts';
 import { writeReversalTable } from '../../src/finetune/reversal-task.testing.ts';
+import { trainClassifier } from '../../src/finetune/classifier.ts';
+import { syntheticRows, writeTextTable } from '../../src/finetune/synthetic-text.testing.ts';
+import { createSession, toOrt } from '../../src/engine/runtime.ts';
+import { buildClassifierGraph } from '../../src/models/bert.ts';
+import { buildCausalLmGraph } from '../../src/models/causal-lm.ts';
+import { tinyBertDir, tinyGpt2Dir } from '../../src/models/tiny.testing.ts';
+import type { Model } from '../../src/onnx/ir.ts';
 
 /** Registers `dir` (stored as a tree) as version 1 of `name` in `home`'s registry, as the register stage would. */
 async function registerFolder(home: string, name: string, dir: string, alias?: string): Promise<void> {
@@ -43,10 +50,11 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   mkdirSync(join(exported, 'adapter'), { recursive: true });
   const files: Record<string, string> = {
     'model.onnx': 'onnx bytes',
-    // GPT-2 generates nothing here, so no model.safetensors is derived (src/finetune/hf-folder.test.ts covers that).
-    'config.json': '{"model_type":"gpt2"}',
-    'tempered-model.json': '{"task":"causal-lm"}',
-    'adapter/adapter_config.json': '{"peft_type":"LORA"}',
+    // A mean-pooled classifier (the train stage's default) has no transformers class, so no model.safetensors is
+    // derived (the tests below cover those that have one).
+    'config.json': '{"model_type":"bert"}',
+    'tempered-model.json': '{"task":"classification","pooling":"mean"}',
+    'adapter/adapter_config.json': '{"peft_type":"LORA","task_type":"SEQ_CLS"}',
     'adapter/adapter_model.safetensors': 'adapter bytes',
   };
   for (const [f, text] of Object.entries(files)) writeFileSync(join(exported, f), text);
@@ -58,7 +66,7 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   assert.equal(pulled.code, 0, pulled.stderr);
   for (const [f, text] of Object.entries(files)) assert.equal(readFileSync(join(dest, f), 'utf8'), text, f);
   assert.match(pulled.stdout, /^qa@1 → /);
-  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(.*adapter'\)/);
+  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(AutoModelForSequenceClassification\.from_pretrained\(BASE.*adapter'\)/);
 
   // Who took which version, and where to, is in the audit trail.
   const log = await openAudit(paths.auditDb);
@@ -77,12 +85,18 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   assert.match(again.stderr, /exists and is not an empty folder/);
   assert.equal(readFileSync(join(dest, 'notes.txt'), 'utf8'), 'mine');
 
-  // Given as a model source, the folder's error names the onnx: form (it said to convert with transformers).
+  // A causal LM's folder without model.safetensors (pulled before GPT-2 got one), given as a model source: its error
+  // names the onnx: form (it said to convert with transformers).
+  const old = join(root, 'old-pull');
+  mkdirSync(old);
+  writeFileSync(join(old, 'model.onnx'), 'onnx bytes');
+  writeFileSync(join(old, 'config.json'), '{"model_type":"gpt2"}');
+  writeFileSync(join(old, 'tempered-model.json'), '{"task":"causal-lm"}');
   await assert.rejects(
-    runCli(['generate', dest, 'hi'], env),
+    runCli(['generate', old, 'hi'], env),
     (e: Error) =>
       e.message.includes('this folder holds model.onnx, a tempered export') &&
-      (e as { hint?: string }).hint === `name the graph: onnx:${join(dest, 'model.onnx')}`,
+      (e as { hint?: string }).hint === `name the graph: onnx:${join(old, 'model.onnx')}`,
   );
 });
 
@@ -109,29 +123,256 @@ test('models pull of a LLaMA-family fine-tune adds model.safetensors for transfo
   assert.equal(JSON.parse(readFileSync(join(dest, 'config.json'), 'utf8')).dtype, 'float32');
 });
 
+/** Pulls `exported`, which must fail, under a home of its own in `root`: no folder is left, half or whole, and no record. */
+async function assertPullFailsCleanly(root: string, exported: string): Promise<void> {
+  const home = join(root, 'home-bad');
+  await registerFolder(home, 'bad', exported);
+  const dest = join(root, 'out-bad', 'bad');
+  const pulled = await runCli(['models', 'pull', 'bad@1', dest], { TEMPERED_HOME: home }).catch((e: Error) => ({
+    code: 1,
+    stderr: e.message,
+  }));
+  assert.notEqual(pulled.code, 0);
+  assert.deepEqual(readdirSync(join(root, 'out-bad')), [], 'neither the folder nor its temporary copy is left');
+  const log = await openAudit(statePaths(home).auditDb);
+  try {
+    assert.deepEqual(await log.query({ action: 'model.pulled' }), []);
+  } finally {
+    await log.close();
+  }
+}
+
+/** A copy of the export `outDir` whose model.onnx is not a graph: writing model.safetensors from it fails. */
+function brokenCopy(outDir: string, to: string): string {
+  cpSync(outDir, to, { recursive: true });
+  writeFileSync(join(to, 'model.onnx'), 'not a graph');
+  return to;
+}
+
 test('a pull that fails leaves no folder, half or whole, and records nothing', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-fail-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
-  const home = join(root, 'home');
   // A LLaMA-family export whose model.onnx is not a graph: writing model.safetensors for transformers fails.
   const exported = join(root, 'export');
   mkdirSync(exported);
   writeFileSync(join(exported, 'model.onnx'), 'not a graph');
   writeFileSync(join(exported, 'config.json'), '{"model_type":"llama"}');
   writeFileSync(join(exported, 'tempered-model.json'), '{"task":"causal-lm"}');
-  const paths = statePaths(home);
-  await registerFolder(home, 'bad', exported);
-  const dest = join(root, 'out', 'bad');
-  const pulled = await runCli(['models', 'pull', 'bad@1', dest], { TEMPERED_HOME: home }).catch((e: Error) => ({
-    code: 1,
-    stderr: e.message,
-  }));
-  assert.notEqual(pulled.code, 0);
-  assert.deepEqual(readdirSync(join(root, 'out')), [], 'neither the folder nor its temporary copy is left');
-  const log = await openAudit(paths.auditDb);
+  await assertPullFailsCleanly(root, exported);
+});
+
+/** The logits of `model` (a graph or model.onnx's bytes) in onnxruntime-node. */
+async function logitsOf(model: Model | Uint8Array, feeds: Record<string, number[][]>): Promise<Float32Array> {
+  const session = await createSession(model, { threads: 1 });
   try {
-    assert.deepEqual(await log.query({ action: 'model.pulled' }), []);
+    const ort = Object.fromEntries(
+      Object.entries(feeds).map(([k, rows]) => [
+        k,
+        toOrt('int64', BigInt64Array.from(rows.flat(), BigInt), [rows.length, rows[0]!.length]),
+      ]),
+    );
+    return (await session.run(ort)).logits!.data as Float32Array;
   } finally {
-    await log.close();
+    await session.release();
   }
+}
+
+const maxAbsDiff = (a: Float32Array, b: Float32Array) => {
+  assert.equal(a.length, b.length);
+  return a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
+};
+
+/** Names and shapes of the pulled model.safetensors, every tensor float32. */
+function pulledTensors(dir: string): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const [n, t] of readSafetensors(join(dir, 'model.safetensors')).tensors) {
+    assert.equal(t.dtype, 'F32', n);
+    out[n] = t.shape;
+  }
+  return out;
+}
+
+/**
+ * transformers' state_dict names of one model, `{l}` standing for each layer; checked once against
+ * `GPT2LMHeadModel(config).state_dict()` and `BertForSequenceClassification(config).state_dict()` of transformers 5.25
+ * (GPT-2's tied lm_head.weight left out, as save_pretrained leaves it out).
+ */
+function hfNames(top: Record<string, number[]>, layer: Record<string, number[]>, layers: number): Record<string, number[]> {
+  const out = { ...top };
+  for (let l = 0; l < layers; l++) for (const [n, s] of Object.entries(layer)) out[n.replace('{l}', String(l))] = s;
+  return out;
+}
+
+test('models pull of a GPT-2 full fine-tune writes GPT2LMHeadModel’s weights, which load back as the model.onnx it pulled', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-gpt2-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  const [V, H, P, L] = [257, 16, 32, 2];
+  const modelDir = tinyGpt2Dir(join(root, 'base'), 5, { hidden: H, layers: L, maxPositions: P });
+  const outDir = join(root, 'out');
+  const { lora: _, ...run } = referenceLoraRun({
+    modelDir,
+    train: writeReversalTable(join(root, 'train.arrow'), 8, 1),
+    maxSteps: 2,
+    checkpointDir: join(root, 'ck'),
+    outDir,
+  });
+  await trainCausalLm({ ...run, method: 'full' });
+  await registerFolder(home, 'gpt', outDir);
+  const dest = join(root, 'pulled');
+  const pulled = await runCli(['models', 'pull', 'gpt@1', dest], { TEMPERED_HOME: home });
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.match(pulled.stdout, /AutoModelForCausalLM\.from_pretrained\(/);
+
+  const I = 4 * H;
+  const top = {
+    'transformer.wte.weight': [V, H],
+    'transformer.wpe.weight': [P, H],
+    'transformer.ln_f.weight': [H],
+    'transformer.ln_f.bias': [H],
+  };
+  const layer = {
+    'transformer.h.{l}.ln_1.weight': [H],
+    'transformer.h.{l}.ln_1.bias': [H],
+    'transformer.h.{l}.attn.c_attn.weight': [H, 3 * H],
+    'transformer.h.{l}.attn.c_attn.bias': [3 * H],
+    'transformer.h.{l}.attn.c_proj.weight': [H, H],
+    'transformer.h.{l}.attn.c_proj.bias': [H],
+    'transformer.h.{l}.ln_2.weight': [H],
+    'transformer.h.{l}.ln_2.bias': [H],
+    'transformer.h.{l}.mlp.c_fc.weight': [H, I],
+    'transformer.h.{l}.mlp.c_fc.bias': [I],
+    'transformer.h.{l}.mlp.c_proj.weight': [I, H],
+    'transformer.h.{l}.mlp.c_proj.bias': [H],
+  };
+  assert.deepEqual(pulledTensors(dest), hfNames(top, layer, L));
+  const config = JSON.parse(readFileSync(join(dest, 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.deepEqual([config.dtype, config.architectures, config.tie_word_embeddings], ['float32', ['GPT2LMHeadModel'], true]);
+
+  // tempered's own loader of a Hugging Face causal-LM folder, on the pulled weights, against the export it pulled.
+  const feeds = {
+    input_ids: [
+      [256, 66, 67, 68, 65, 58],
+      [81, 58, 72, 73, 74, 256],
+    ],
+    attention_mask: [
+      [1, 1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 1, 1],
+    ],
+  };
+  const exported = await logitsOf(readFileSync(join(outDir, 'model.onnx')), feeds);
+  assert.ok(maxAbsDiff(await logitsOf(buildCausalLmGraph(dest).model, feeds), exported) < 1e-5);
+  // The fine-tune moved the logits: the comparison above tells its weights from the base's.
+  assert.ok(maxAbsDiff(await logitsOf(buildCausalLmGraph(modelDir).model, feeds), exported) > 1e-3);
+  await assertPullFailsCleanly(root, brokenCopy(outDir, join(root, 'broken')));
+});
+
+test('models pull of a BERT classifier full fine-tune writes BertForSequenceClassification’s weights and labels; mean pooling gets none', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-bert-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  const [H, P, L, I] = [16, 64, 2, 64];
+  const modelDir = tinyBertDir(join(root, 'base'), 7, { hidden: H, layers: L, maxPositions: P, intermediate: I });
+  const V = (JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+  const labels = ['positive', 'negative', 'neutral'];
+  const outDir = join(root, 'out');
+  const rows = syntheticRows(24, 1).map((r, i) => ({ ...r, label: i % 5 === 0 ? 'neutral' : r.label }));
+  // The LoRA reference run's deterministic one-thread settings, for a full fine-tune of the classifier.
+  const {
+    lora: _,
+    chat: __,
+    ...run
+  } = referenceLoraRun({
+    modelDir,
+    train: writeTextTable(join(root, 'train.arrow'), rows),
+    maxSteps: 2,
+    checkpointDir: join(root, 'ck'),
+    outDir,
+  });
+  await trainClassifier({ ...run, labels, method: 'full', pooling: 'pooler' });
+  await registerFolder(home, 'cls', outDir);
+  const dest = join(root, 'pulled');
+  const pulled = await runCli(['models', 'pull', 'cls@1', dest], { TEMPERED_HOME: home });
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.match(pulled.stdout, /AutoModelForSequenceClassification\.from_pretrained\(/);
+
+  const top = {
+    'bert.embeddings.word_embeddings.weight': [V, H],
+    'bert.embeddings.position_embeddings.weight': [P, H],
+    'bert.embeddings.token_type_embeddings.weight': [2, H],
+    'bert.embeddings.LayerNorm.weight': [H],
+    'bert.embeddings.LayerNorm.bias': [H],
+    'bert.pooler.dense.weight': [H, H],
+    'bert.pooler.dense.bias': [H],
+    'classifier.weight': [3, H],
+    'classifier.bias': [3],
+  };
+  const layer = {
+    'bert.encoder.layer.{l}.attention.self.query.weight': [H, H],
+    'bert.encoder.layer.{l}.attention.self.query.bias': [H],
+    'bert.encoder.layer.{l}.attention.self.key.weight': [H, H],
+    'bert.encoder.layer.{l}.attention.self.key.bias': [H],
+    'bert.encoder.layer.{l}.attention.self.value.weight': [H, H],
+    'bert.encoder.layer.{l}.attention.self.value.bias': [H],
+    'bert.encoder.layer.{l}.attention.output.dense.weight': [H, H],
+    'bert.encoder.layer.{l}.attention.output.dense.bias': [H],
+    'bert.encoder.layer.{l}.attention.output.LayerNorm.weight': [H],
+    'bert.encoder.layer.{l}.attention.output.LayerNorm.bias': [H],
+    'bert.encoder.layer.{l}.intermediate.dense.weight': [I, H],
+    'bert.encoder.layer.{l}.intermediate.dense.bias': [I],
+    'bert.encoder.layer.{l}.output.dense.weight': [H, I],
+    'bert.encoder.layer.{l}.output.dense.bias': [H],
+    'bert.encoder.layer.{l}.output.LayerNorm.weight': [H],
+    'bert.encoder.layer.{l}.output.LayerNorm.bias': [H],
+  };
+  assert.deepEqual(pulledTensors(dest), hfNames(top, layer, L));
+  const config = JSON.parse(readFileSync(join(dest, 'config.json'), 'utf8')) as Record<string, unknown>;
+  assert.deepEqual(
+    [config.dtype, config.architectures, config.num_labels, config.problem_type, config.id2label, config.label2id],
+    [
+      'float32',
+      ['BertForSequenceClassification'],
+      3,
+      'single_label_classification',
+      { 0: 'positive', 1: 'negative', 2: 'neutral' },
+      { positive: 0, negative: 1, neutral: 2 },
+    ],
+  );
+
+  // tempered's loader of a Hugging Face BERT folder (a `classifier.*` head of the right shape is reused, else drawn from
+  // the seed: a head under another name would give other logits), against the export it pulled; padding included.
+  const feeds = {
+    input_ids: [
+      [2, 10, 15, 20, 3, 0],
+      [2, 7, 30, 12, 9, 3],
+    ],
+    attention_mask: [
+      [1, 1, 1, 1, 1, 0],
+      [1, 1, 1, 1, 1, 1],
+    ],
+    token_type_ids: [
+      [0, 0, 0, 0, 0, 0],
+      [0, 0, 0, 0, 0, 0],
+    ],
+  };
+  const exported = await logitsOf(readFileSync(join(outDir, 'model.onnx')), feeds);
+  const reloaded = buildClassifierGraph(dest, { numLabels: 3, pooling: 'pooler', seed: 99 }).model;
+  assert.ok(maxAbsDiff(await logitsOf(reloaded, feeds), exported) < 1e-5);
+  const base = buildClassifierGraph(modelDir, { numLabels: 3, pooling: 'pooler', seed: 3 }).model;
+  assert.ok(maxAbsDiff(await logitsOf(base, feeds), exported) > 1e-3, 'the fine-tune moved the logits');
+
+  // A classifier pooled otherwise (the train stage's mean, or cls) computes what BertForSequenceClassification does not:
+  // the pull copies it and says why it wrote no weights for transformers, rather than weights that load and mislead.
+  const meanExport = join(root, 'mean');
+  cpSync(outDir, meanExport, { recursive: true });
+  const manifestPath = join(meanExport, 'tempered-model.json');
+  writeFileSync(manifestPath, JSON.stringify({ ...JSON.parse(readFileSync(manifestPath, 'utf8')), pooling: 'mean' }));
+  await registerFolder(join(root, 'home-mean'), 'mean', meanExport);
+  const meanDest = join(root, 'pulled-mean');
+  const meanPull = await runCli(['models', 'pull', 'mean@1', meanDest], { TEMPERED_HOME: join(root, 'home-mean') });
+  assert.equal(meanPull.code, 0, meanPull.stderr);
+  assert.match(meanPull.stdout, /no model\.safetensors for transformers: this classifier pools with "mean"/);
+  assert.ok(!existsSync(join(meanDest, 'model.safetensors')));
+  assert.ok(existsSync(join(meanDest, 'model.onnx')));
+  await assertPullFailsCleanly(root, brokenCopy(outDir, join(root, 'broken')));
 });

@@ -1,5 +1,5 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
@@ -12,30 +12,9 @@ import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, VersionDiff } from '../../src/registry/types.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
+import { pullNotes, writeTransformersWeights, type TransformersExport } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes, printable } from '../format.ts';
-
-/**
- * A LLaMA-family causal LM's export gets model.safetensors beside model.onnx (src/generate/hf-weights.ts), and its
- * config.json says float32, the dtype of those weights: transformers would otherwise load them as the base's bf16 or
- * fp16 and give other logits than tempered's. The export in the store is left as it is (the weights twice there).
- */
-async function writeTransformersWeights(dir: string): Promise<boolean> {
-  const manifest = join(dir, 'tempered-model.json');
-  if (!existsSync(manifest) || (JSON.parse(readFileSync(manifest, 'utf8')) as { task?: unknown }).task !== 'causal-lm') return false;
-  const configPath = join(dir, 'config.json');
-  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
-  const [{ isLlamaFamily }, { writeHfSafetensors }] = await Promise.all([
-    import('../../src/models/llama.ts'),
-    import('../../src/generate/hf-weights.ts'),
-  ]);
-  if (!isLlamaFamily(config.model_type) || !existsSync(join(dir, 'model.onnx'))) return false;
-  writeHfSafetensors(dir, join(dir, 'model.safetensors'));
-  const dtype = 'dtype' in config || !('torch_dtype' in config) ? { dtype: 'float32' } : {};
-  const torchDtype = 'torch_dtype' in config ? { torch_dtype: 'float32' } : {};
-  writeFileSync(configPath, JSON.stringify({ ...config, ...dtype, ...torchDtype }, null, 2) + '\n');
-  return true;
-}
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -178,7 +157,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       mkdirSync(dirname(dest), { recursive: true });
       const tmp = `${dest}.tmp-${process.pid}`;
       rmSync(tmp, { recursive: true, force: true });
-      let hf: boolean;
+      let hf: TransformersExport | undefined;
       try {
         cpSync(checkedOut, tmp, { recursive: true });
         hf = await writeTransformersWeights(tmp);
@@ -202,21 +181,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       });
       const files = readdirSync(dest, { recursive: true }).map(String).sort();
       out({ name: v.name, version: v.version, dir: dest, files }, () =>
-        [
-          `${v.name}@${v.version} → ${dest}`,
-          ...files.map((f) => `  ${f}`),
-          ...(hf
-            ? [
-                `model.safetensors holds the fine-tune's weights (float32, any LoRA merged) for transformers: AutoModelForCausalLM.from_pretrained('${dest}')`,
-              ]
-            : []),
-          ...(files.includes(join('adapter', 'adapter_config.json'))
-            ? [
-                'the LoRA adapter in PEFT layout is adapter/; in Python, on the base model it was trained from:',
-                `  PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32), '${join(dest, 'adapter')}')`,
-              ]
-            : []),
-        ].join('\n'),
+        [`${v.name}@${v.version} → ${dest}`, ...files.map((f) => `  ${f}`), ...pullNotes(dest, files, hf)].join('\n'),
       );
       return 0;
     }
