@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { AuditLog, openAudit, hashRecord, GENESIS_HASH } from './log.ts';
+import { AuditLog, openAudit, hashRecord, GENESIS_HASH, type AuditEntry, type AuditQuery } from './log.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { parseAnchorText, signAnchor, verifySignedAnchor } from './anchor.ts';
@@ -48,6 +48,49 @@ async function verifyAt(path: string, opts?: Parameters<AuditLog['verify']>[0]) 
   } finally {
     await log.close();
   }
+}
+
+/**
+ * How the database runs the query `log.query(q)` sends, one line a step: SQLite's EXPLAIN QUERY PLAN, or
+ * PostgreSQL's plan, where an index scan that reads all of the index, or a range of the log's seqs rather than
+ * single seqs, says `whole index`.
+ */
+async function queryPlan(log: AuditLog, q: AuditQuery): Promise<string[]> {
+  const db = log.db;
+  let sent: { sql: string; params: readonly unknown[] } | undefined;
+  const all = db.all;
+  db.all = <T>(sql: string, params: readonly unknown[] = []) => (
+    (sent = { sql, params }),
+    all.call<Database, [string, readonly unknown[]], Promise<T[]>>(db, sql, params)
+  );
+  try {
+    await log.query(q);
+  } finally {
+    db.all = all;
+  }
+  const { sql, params } = sent!;
+  if (db.dialect === 'sqlite') return (await db.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((r) => r.detail);
+  const [row] = await db.all<{ 'QUERY PLAN': [{ Plan: PgPlan }] }>(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+  const lines: string[] = [];
+  const walk = (n: PgPlan): void => {
+    const cond = n['Index Cond'] ?? '';
+    const whole = /Index( Only)? Scan$/.test(n['Node Type']) && (!cond || (n['Index Name'] === 'audit_log_pkey' && !/\bseq = /.test(cond)));
+    const scan = whole ? ' (whole index)' : '';
+    lines.push(
+      `${n['Node Type']}${n['Relation Name'] ? ` on ${n['Relation Name']}` : ''}${n['Index Name'] ? ` using ${n['Index Name']}` : ''}${n['Index Cond'] ? ` (${n['Index Cond']})` : ''}${scan}`,
+    );
+    for (const c of n.Plans ?? []) walk(c);
+  };
+  walk(row!['QUERY PLAN'][0].Plan);
+  return lines;
+}
+
+interface PgPlan {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  Plans?: PgPlan[];
 }
 
 /** Tampers with the tables the way an attacker with database access would, bypassing the API. */
@@ -141,6 +184,98 @@ for (const backend of BACKENDS)
       assert.equal(reg.modelHash, sha('c'));
       assert.deepEqual((await log.query({ run: 'run-1' }))[1]!.dataHashes, { train: sha('b') });
       await log.close();
+    });
+
+    test('a run filter finds the run through audit_by_run and audit_by_subject, never by reading the whole log', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      t.after(() => log.close());
+      await fill(log);
+      if (backend === 'postgres') {
+        // PostgreSQL plans from statistics, and rightly reads a table this small whole: give it a log of 20,000
+        // records of other runs (not a chain: nothing here verifies it) and its statistics. SQLite has none unless
+        // ANALYZE runs, which tempered never does, so its plan does not depend on the rows.
+        await log.db.run(
+          `INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, prev_hash, hash)
+           SELECT g, '2026-01-01T00:00:00.000Z', 'worker', 'stage.completed', 'run-' || (g / 40) || '/s' || (g % 40), '{}',
+                  'run-' || (g / 40), 'p' || g, 'h' || g FROM generate_series(100, 20099) AS g`,
+        );
+        await log.db.run('ANALYZE audit_log');
+      }
+      // The Audit page (newest first, a page of 500), `tempered audit --run` (pages of 1000 after a seq),
+      // and either with the page's other filters.
+      for (const q of [
+        { run: 'run-1' },
+        { run: 'run-1', newestFirst: true, limit: 500 },
+        { run: 'run-1', afterSeq: 2, limit: 1000 },
+        { run: 'run-1', action: 'stage.completed', newestFirst: true, limit: 500 },
+        { run: 'run-1', actor: 'alice', model: 'spam-clf', newestFirst: true, limit: 500 },
+      ] satisfies AuditQuery[]) {
+        const plan = await queryPlan(log, q);
+        const what = `${JSON.stringify(q)}:\n${plan.join('\n')}`;
+        // With a model too, a rare model's own index is as good a start (PostgreSQL may take it on its statistics).
+        if (q.model === undefined)
+          for (const index of ['audit_by_run', 'audit_by_subject'])
+            assert.ok(
+              plan.some((l) => l.includes(index)),
+              `${index} unused for ${what}`,
+            );
+        assert.ok(!plan.some((l) => /^SCAN audit_log\b|Seq Scan on audit_log|whole index/.test(l)), `a full scan for ${what}`);
+      }
+    });
+
+    test('a run filter returns the records whose run id or subject is the run, once each, in order, with the other filters and limits', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      t.after(() => log.close());
+      const entries: AuditEntry[] = [
+        { action: 'run.submitted', subject: 'run-a', runId: 'run-a', actor: 'alice' },
+        { action: 'stage.completed', subject: 'run-a/train', runId: 'run-a', actor: 'worker' },
+        { action: 'stage.completed', subject: 'run-b/train', runId: 'run-b', actor: 'worker' },
+        { action: 'run.cancel_requested', subject: 'run-a', actor: 'bob' },
+        { action: 'model.registered', subject: 'clf@1', runId: 'run-a', model: 'clf@1', actor: 'worker' },
+        { action: 'run.note', subject: 'run-a', runId: 'run-c', actor: 'bob' },
+        { action: 'stage.failed', subject: 'run-a/eval', actor: 'worker' },
+        { action: 'run.completed', subject: 'run-a', runId: 'run-a', actor: 'worker' },
+      ];
+      for (const e of entries) await log.append(e);
+      const all = await log.query({});
+      // What a run filter has always meant, over the whole log in JavaScript.
+      const expected = (q: AuditQuery) => {
+        let rs = all.filter(
+          (r) =>
+            (r.runId === q.run || r.subject === q.run) &&
+            (q.action === undefined || r.action === q.action) &&
+            (q.actor === undefined || r.actor === q.actor) &&
+            (q.afterSeq === undefined || r.seq > q.afterSeq),
+        );
+        if (q.newestFirst) rs = rs.reverse();
+        return q.limit === undefined ? rs : rs.slice(0, q.limit);
+      };
+      assert.deepEqual(
+        (await log.query({ run: 'run-a' })).map((r) => r.seq),
+        [1, 2, 4, 5, 6, 8],
+        'run id, subject, or both; a subject under the run (run-a/eval) is not the run',
+      );
+      assert.deepEqual(
+        (await log.query({ run: 'run-c' })).map((r) => r.seq),
+        [6],
+      );
+      for (const run of ['run-a', 'run-b', 'run-c', 'run-z'])
+        for (const q of [
+          { run },
+          { run, newestFirst: true },
+          { run, limit: 2 },
+          { run, newestFirst: true, limit: 2 },
+          { run, afterSeq: 2, limit: 3 },
+          { run, afterSeq: 4, newestFirst: true },
+          { run, action: 'stage.completed' },
+          { run, actor: 'bob', newestFirst: true, limit: 1 },
+          { run, limit: 0 },
+        ] satisfies AuditQuery[])
+          assert.deepEqual(await log.query(q), expected(q), JSON.stringify(q));
+      assert.deepEqual(
+        (await log.query({ run: 'run-a', model: 'clf' })).map((r) => r.seq),
+        [5],
+      );
     });
 
     test('a dedupe key makes a retried append return the first record', async (t) => {

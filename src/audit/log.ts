@@ -145,6 +145,13 @@ const SQLITE: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'audit records by subject',
+    // A run's records are those whose run_id or subject is the run (query({ run })); without this the
+    // subject half read every record: 50–250 ms a poll of the Audit page at 100,000 records.
+    sql: 'CREATE INDEX audit_by_subject ON audit_log (subject);',
+  },
 ];
 
 /** Same tables; seq is BIGINT, and `model` sorts and compares by bytes as in SQLite. */
@@ -179,6 +186,11 @@ const POSTGRES: readonly Migration[] = [
         hash TEXT NOT NULL
       );
     `,
+  },
+  {
+    version: 2,
+    name: 'audit records by subject',
+    sql: 'CREATE INDEX audit_by_subject ON audit_log (subject);',
   },
 ];
 
@@ -481,7 +493,10 @@ export class AuditLog {
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.run !== undefined) {
-      where.push('(run_id = ? OR subject = ?)');
+      // Two index lookups (audit_by_run, audit_by_subject) whose seqs the rest then reads by primary key. Written as
+      // `run_id = ? OR subject = ?`, SQLite (which tempered never gives statistics) takes an action or model index
+      // instead whenever one of those filters is given too, and walks every record of that action.
+      where.push('seq IN (SELECT seq FROM audit_log WHERE run_id = ? UNION SELECT seq FROM audit_log WHERE subject = ?)');
       args.push(q.run, q.run);
     }
     if (q.model !== undefined) {
