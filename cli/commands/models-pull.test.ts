@@ -66,7 +66,10 @@ test('models pull writes a version’s files to a new folder, refuses one with f
   assert.equal(pulled.code, 0, pulled.stderr);
   for (const [f, text] of Object.entries(files)) assert.equal(readFileSync(join(dest, f), 'utf8'), text, f);
   assert.match(pulled.stdout, /^qa@1 → /);
-  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(AutoModelForSequenceClassification\.from_pretrained\(BASE.*adapter'\)/);
+  // Mean pooling has no transformers class: no model.safetensors, and no line loading the adapter into one.
+  assert.match(pulled.stdout, /no model\.safetensors for transformers: this classifier pools with "mean"/);
+  assert.match(pulled.stdout, /adapter\/ \(the LoRA adapter in PEFT layout\) on BertForSequenceClassification gives other logits too/);
+  assert.doesNotMatch(pulled.stdout, /PeftModel/);
 
   // Who took which version, and where to, is in the audit trail.
   const log = await openAudit(paths.auditDb);
@@ -116,6 +119,7 @@ test('models pull of a LLaMA-family fine-tune adds model.safetensors for transfo
   const pulled = await runCli(['models', 'pull', 'lm@1', dest], { TEMPERED_HOME: home });
   assert.equal(pulled.code, 0, pulled.stderr);
   assert.match(pulled.stdout, /AutoModelForCausalLM\.from_pretrained\(/);
+  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(AutoModelForCausalLM\.from_pretrained\(BASE.*adapter'\)/);
   const weights = readSafetensors(join(dest, 'model.safetensors')).tensors;
   const original = readSafetensors(join(modelDir, 'model.safetensors')).tensors;
   assert.deepEqual([...weights.keys()].sort(), [...original.keys()].sort());

@@ -79,22 +79,25 @@ export async function writeTransformersWeights(dir: string): Promise<Transformer
 
 /**
  * The lines after the file list: how transformers loads the folder, or why it cannot, and the adapter on its base with
- * the Auto class of its PEFT task (a classifier's adapter is SEQ_CLS, not a causal LM's).
+ * the Auto class of its PEFT task (a classifier's adapter is SEQ_CLS, not a causal LM's). A classifier with no
+ * transformers form has none through its adapter either: BertForSequenceClassification under it still pools with its
+ * pooler, so the adapter is named without the line that would load it.
  */
 export function pullNotes(dest: string, files: string[], hf: TransformersExport | undefined): string[] {
-  const notes =
-    hf && 'auto' in hf
-      ? [
-          `model.safetensors holds the fine-tune's weights (float32, any LoRA merged) for transformers: ${hf.auto}.from_pretrained('${dest}')`,
-        ]
-      : hf
-        ? [hf.refused]
-        : [];
-  const adapterConfig = join(dest, 'adapter', 'adapter_config.json');
+  if (hf && 'refused' in hf)
+    return [
+      hf.refused,
+      ...(files.includes(join('adapter', 'adapter_config.json'))
+        ? ['adapter/ (the LoRA adapter in PEFT layout) on BertForSequenceClassification gives other logits too, for the same reason']
+        : []),
+    ];
+  const notes = hf
+    ? [`model.safetensors holds the fine-tune's weights (float32, any LoRA merged) for transformers: ${hf.auto}.from_pretrained('${dest}')`]
+    : [];
   if (files.includes(join('adapter', 'adapter_config.json'))) {
     let task: unknown;
     try {
-      task = (JSON.parse(readFileSync(adapterConfig, 'utf8')) as { task_type?: unknown }).task_type;
+      task = (JSON.parse(readFileSync(join(dest, 'adapter', 'adapter_config.json'), 'utf8')) as { task_type?: unknown }).task_type;
     } catch {
       // A note only: an adapter_config.json that does not parse gets the causal LM's class.
     }
