@@ -16,6 +16,7 @@ import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { checkLoraLayers, checkLoraTargets, modelLayerCount } from '../models/lora-targets.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import type { DropoutRates } from '../models/bert.ts';
+import { POOLINGS } from '../models/pooling.ts';
 import { readTokenTable, type TokenTable } from './batches.ts';
 import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
@@ -117,8 +118,8 @@ function validate(o: TrainClassifierOptions): void {
     if (v !== undefined && !(typeof v === 'number' && v >= 0 && v < 1))
       bad(typeof o.dropout === 'number' ? 'dropout' : `dropout.${k}`, `dropout rate must be a number in [0, 1), got ${JSON.stringify(v)}`);
   }
-  if (!['cls', 'mean', 'pooler'].includes(o.pooling))
-    bad('pooling', `pooling must be cls, mean or pooler, got ${JSON.stringify(o.pooling)}`);
+  if (!(POOLINGS as readonly string[]).includes(o.pooling))
+    bad('pooling', `pooling must be ${POOLINGS.join(', ')}, got ${JSON.stringify(o.pooling)}`);
   if (!['cpu', 'webgpu', 'cuda', 'auto'].includes(o.device))
     bad('device', `device must be cpu, webgpu, cuda or auto, got ${JSON.stringify(o.device)}`);
   if (!(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 0))

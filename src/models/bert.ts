@@ -25,7 +25,8 @@ import {
 } from './layers.ts';
 import { ModelConfig, Weights } from './weights.ts';
 
-export type Pooling = 'cls' | 'mean' | 'pooler';
+export type { Pooling } from './pooling.ts';
+import type { Pooling } from './pooling.ts';
 
 export interface BertConfig {
   vocabSize: number;

@@ -15,6 +15,7 @@ import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
+import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { issuesFrom, modelSourceIssues } from './checks.ts';
@@ -59,7 +60,7 @@ interface Config {
   model: ArtifactRef;
   test: ArtifactRef;
   /** Classifier: `train` is required (the logistic-regression head's training rows). Causal LM: `model` only. */
-  baseline?: { model: string; train?: ArtifactRef; pooling?: 'cls' | 'mean'; maxLength?: number; seed?: number };
+  baseline?: { model: string; train?: ArtifactRef; pooling?: Pooling; maxLength?: number; seed?: number };
   production?: { name: string; alias?: string };
   /**
    * Evaluate the first maxRows rows of the test split only (the fine-tuned and base models the same rows), so the cost
@@ -251,7 +252,7 @@ export const evaluateStage: StageKind<Config> = {
         properties: {
           model: { type: 'string' },
           train: { ...artifactRefSchema, takes: ['table'] },
-          pooling: { enum: ['cls', 'mean'] },
+          pooling: { enum: POOLINGS },
           maxLength: { type: 'integer', minimum: 3 },
           seed: { type: 'integer' },
         },

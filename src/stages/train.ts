@@ -11,6 +11,7 @@ import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
+import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
 import { hashJson } from '../util/canonical-json.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
@@ -55,7 +56,7 @@ export interface TrainConfig {
   clipNorm?: number;
   seed?: number;
   maxLength?: number;
-  pooling?: 'cls' | 'mean';
+  pooling?: Pooling;
   device?: 'cpu' | 'webgpu' | 'cuda' | 'auto';
   threads?: number;
   checkpointEvery?: number;
@@ -222,7 +223,12 @@ export const trainStage: StageKind<TrainConfig> = {
       clipNorm: { type: 'number', exclusiveMinimum: 0 },
       seed: { type: 'integer', default: 0 },
       maxLength: { type: 'integer', minimum: 3, default: 128 },
-      pooling: { enum: ['cls', 'mean'], default: 'mean' },
+      pooling: {
+        enum: POOLINGS,
+        default: 'mean',
+        description:
+          "classifier: one vector of a text for the head. mean (masked mean, sentence-transformers'), cls ([CLS]), or pooler (the checkpoint's tanh(dense([CLS])), what transformers' BertForSequenceClassification computes: only this one `tempered models pull` can hand to transformers)",
+      },
       device: { enum: ['cpu', 'webgpu', 'cuda', 'auto'], default: 'cpu' },
       threads: { type: 'integer', minimum: 1 },
       checkpointEvery: { type: 'integer', minimum: 0, default: 50 },
