@@ -15,8 +15,8 @@ import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { createUiServer, type UiServer } from './server.ts';
+import { openDashboard, testUiServer } from './dashboard.testing.ts';
+import type { UiServer } from './server.ts';
 
 const TOKEN = 'ui-audit-token-0123456789';
 let dir: string;
@@ -40,14 +40,7 @@ before(async () => {
     await log.append({ action: 'model.registered', subject: `spam-clf@${v}`, model: `spam-clf@${v}`, actor: 'tester' });
   await log.append({ action: 'serve.started', subject: 'spam-clf@2', model: 'spam-clf@2', actor: 'tester' });
   await log.close();
-  ui = await createUiServer({
-    paths,
-    store: new ArtifactStore(paths.store),
-    client: () => Promise.reject(new Error('no Temporal in this test')),
-    token: TOKEN,
-    actor: 'tester',
-    taskQueue: 'q',
-  });
+  ui = await testUiServer(paths, TOKEN);
   url = await ui.listen(0, '127.0.0.1');
 });
 after(async () => {
@@ -117,14 +110,7 @@ describe('dashboard audit filter by model', () => {
     const log = await openAudit(paths.auditDb);
     await log.append({ action: 'model.registered', subject: 'spam-clf@2', model: 'spam-clf@2', actor: 'tester' });
     await log.close();
-    const other = await createUiServer({
-      paths,
-      store: new ArtifactStore(paths.store),
-      client: () => Promise.reject(new Error('no Temporal in this test')),
-      token: TOKEN,
-      actor: 'tester',
-      taskQueue: 'q',
-    });
+    const other = await testUiServer(paths, TOKEN);
     try {
       const at = await other.listen(0, '127.0.0.1');
       const prod = await audit('spam-clf@production', at);
@@ -142,13 +128,7 @@ describe('dashboard audit page, model filter', () => {
   const chrome = useBrowser();
   const pageErrors: string[] = [];
 
-  async function open(path: string): Promise<Page> {
-    const page = await (await chrome.browser!.newContext({ viewport: { width: 1360, height: 900 } })).newPage();
-    page.on('pageerror', (e) => pageErrors.push(`${path}: ${e.message}`));
-    await page.goto(`${url}/#token=${TOKEN}`);
-    await page.evaluate(`location.hash = ${JSON.stringify(path)}`);
-    return page;
-  }
+  const open = (hash: string) => openDashboard(chrome.browser!, url, TOKEN, hash, pageErrors);
   const rowSubjects = (page: Page) =>
     page.locator('#audit tr[data-action]').evaluateAll((rows) => rows.map((r) => r.querySelectorAll('td')[4]!.textContent));
 

@@ -387,15 +387,56 @@ export class UiDatabases {
   }
 }
 
+/**
+ * Versions the Models page lists per model, and per request for older ones. Twenty: twice the ten a model has
+ * after the year bench/models-page.bench.ts builds, so such a registry still shows every version without a
+ * click, and about five months of weekly retrains; a screenful of rows per model, and the page's answer stays
+ * at most 20 rows a model however long the registry grows.
+ */
+export const VERSION_PAGE = 20;
+/** The most versions one request for older ones may ask for. */
+export const MAX_VERSION_PAGE = 100;
+/** Alias changes the Models page shows per model, the newest (`tempered models history` has them all). */
+export const HISTORY_SHOWN = 10;
+/** The metrics the Models page has columns for, in order; a version's others are on its card and in diffs. */
+export const LISTED_METRICS = ['f1_macro', 'accuracy', 'baseline.f1_macro', 'loss', 'perplexity'];
+
+/** A version as a row of the Models page shows it; the rest (card, artifacts, data) comes with its card. */
+export interface VersionRowView {
+  version: number;
+  createdAt: string;
+  createdBy: string;
+  runId: string;
+  /** Only LISTED_METRICS. */
+  metrics: Record<string, number>;
+}
+
 export interface ModelView {
   name: string;
   aliases: Record<string, number>;
-  versions: (ModelVersion & { card: string })[];
+  /** All the model's versions; `versions` holds the newest VERSION_PAGE of them. */
+  versionCount: number;
+  /** Newest first. */
+  versions: VersionRowView[];
   /** The gate the pipeline's deploy stage last judged with, for the promote form. */
   lastGate?: string;
+  /** The newest HISTORY_SHOWN alias changes, oldest first. */
   history: AliasChange[];
 }
 
+const versionRow = (v: ModelVersion): VersionRowView => ({
+  version: v.version,
+  createdAt: v.createdAt,
+  createdBy: v.createdBy,
+  runId: v.lineage.runId,
+  metrics: Object.fromEntries(LISTED_METRICS.filter((k) => v.metrics[k] !== undefined).map((k) => [k, v.metrics[k]!])),
+});
+
+/**
+ * The Models page: per model what its heading, forms and alias history show, and its newest versions as
+ * rows; older versions (versionPage) and a version's card (versionCard) are read when asked for, so the
+ * answer and what it reads stay the same size however many versions a model has.
+ */
 export async function listModelViews(dbs: UiDatabases): Promise<ModelView[]> {
   if (!databaseExists(dbs.paths.registryDb)) return [];
   const reg = await dbs.registry.get();
@@ -405,12 +446,33 @@ export async function listModelViews(dbs: UiDatabases): Promise<ModelView[]> {
     views.push({
       name: m.name,
       aliases: m.aliases,
-      versions: (await reg.listVersions(m.name)).map((v) => ({ ...v, card: modelCard(v) })).sort((x, y) => y.version - x.version),
+      versionCount: m.versions,
+      versions: (await reg.listVersionPage(m.name, { limit: VERSION_PAGE })).versions.map(versionRow),
       lastGate: gates.get(m.name),
-      history: await reg.aliasHistory(m.name),
+      history: await reg.aliasHistory(m.name, undefined, { newest: HISTORY_SHOWN }),
     });
   }
   return views;
+}
+
+/** Rows of a model's versions below `before`, newest first; `more` when older ones remain. */
+export async function versionPage(
+  dbs: UiDatabases,
+  name: string,
+  page: { before?: number; limit: number },
+): Promise<{ name: string; versions: VersionRowView[]; more: boolean }> {
+  const { versions, more } = await (await dbs.registry.get()).listVersionPage(name, page);
+  return { name, versions: versions.map(versionRow), more };
+}
+
+/** A version's model card (markdown) and the lineage the registry recorded, for when the page opens it. */
+export async function versionCard(
+  dbs: UiDatabases,
+  name: string,
+  version: number,
+): Promise<{ name: string; version: number; card: string; lineage: ModelVersion['lineage'] }> {
+  const v = await (await dbs.registry.get()).getVersion(name, version);
+  return { name, version: v.version, card: modelCard(v), lineage: v.lineage };
 }
 
 async function lastGates(dbs: UiDatabases): Promise<Map<string, string>> {

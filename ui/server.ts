@@ -43,14 +43,19 @@ import {
   auditView,
   compareRuns,
   diffVersions,
+  LISTED_METRICS,
   listModelViews,
+  MAX_VERSION_PAGE,
   runCurves,
   runView,
   trainingCurves,
   type TrainingCurves,
   UiDatabases,
   verifyAudit,
+  versionCard,
   versionLineage,
+  VERSION_PAGE,
+  versionPage,
 } from './data.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -430,7 +435,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   // ---- models -------------------------------------------------------------------------------
-  app.get('/api/models', async () => ({ models: await listModelViews(dbs) }));
+  // The newest versions of each model, without cards: older ones and cards are asked for (the routes below).
+  app.get('/api/models', async () => ({ models: await listModelViews(dbs), metricColumns: LISTED_METRICS, versionPage: VERSION_PAGE }));
 
   const versionNumber = (raw: string | undefined, what: string) => {
     const n = Number(String(raw ?? '').replace(/^v/, ''));
@@ -441,6 +447,32 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   const needRegistry = () => {
     if (!databaseExists(o.paths.registryDb)) throw new HttpError(404, 'no registered models yet');
   };
+
+  /** A model or version the registry does not have is not found (404), with its hint: which there are. */
+  const registryLookup = async <T>(read: () => Promise<T>): Promise<T> => {
+    needRegistry();
+    try {
+      return await read();
+    } catch (e) {
+      if (e instanceof InputError && e.where === 'model') throw new HttpError(404, e.message, e.hint);
+      throw e;
+    }
+  };
+
+  // Older versions of a model, a page at a time: ?before=<version>&limit=<n> (the newest page when no before).
+  app.get<{ Params: { name: string }; Querystring: { before?: string; limit?: string } }>('/api/models/:name/versions', async (req) => {
+    const q = req.query;
+    const before = q.before === undefined ? undefined : versionNumber(q.before, 'before');
+    const limit = q.limit === undefined ? VERSION_PAGE : Number(q.limit);
+    if (q.limit !== undefined && (!/^\d+$/.test(q.limit) || limit < 1 || limit > MAX_VERSION_PAGE))
+      throw new HttpError(400, `limit must be a whole number from 1 to ${MAX_VERSION_PAGE}, got ${JSON.stringify(q.limit)}`);
+    return registryLookup(() => versionPage(dbs, req.params.name, { before, limit }));
+  });
+
+  app.get<{ Params: { name: string; version: string } }>('/api/models/:name/versions/:version/card', async (req) => {
+    const version = versionNumber(req.params.version, 'version');
+    return registryLookup(() => versionCard(dbs, req.params.name, version));
+  });
 
   app.get<{ Params: { name: string; version: string } }>('/api/models/:name/versions/:version/lineage', async (req) => {
     needRegistry();

@@ -917,6 +917,36 @@ function Lineage({ name, version }) {
     ${data.notes.map((n) => html`<p class="muted">${n}</p>`)}`;
 }
 
+/** A version's model card and recorded lineage, read when it is opened (the list carries no cards). */
+function VersionCard({ name, version }) {
+  const { data, error } = usePoll(() => api(`/api/models/${encodeURIComponent(name)}/versions/${version}/card`), [name, version], 0);
+  if (error) return html`<p class="error">${error}</p>`;
+  if (!data) return html`<p class="muted">loading the card of v${version}…</p>`;
+  const l = data.lineage;
+  return html`<div id="version-card" data-version=${version}>
+    <h3>Model card v${version}</h3>
+    <${ModelCard} text=${data.card} />
+    <h3>Recorded lineage</h3>
+    <table>
+      <tr>
+        <th>run</th>
+        <td><a href=${`#/run/${encodeURIComponent(l.runId)}`}>${l.runId}</a> · stage ${l.stageId}</td>
+      </tr>
+      <tr>
+        <th>spec</th>
+        <td>${l.specHash.slice(0, 16)}…</td>
+      </tr>
+      ${l.data.map(
+        (d) =>
+          html`<tr>
+            <th>data ${d.name}</th>
+            <td>${d.sha256.slice(0, 16)}…${d.rows != null ? ` (${d.rows} rows)` : ''}</td>
+          </tr>`,
+      )}
+    </table>
+  </div>`;
+}
+
 const fmtSha = (x) => (x ? `${x.slice(0, 12)}…` : '–');
 /** production.version is a version number, as `models diff` shows it, not a score. */
 const fmtMetricValue = (name, x) => (name === 'production.version' && typeof x === 'number' ? `v${x}` : fmtNum(x));
@@ -1040,7 +1070,17 @@ function ModelsPage() {
   const [card, setCard] = useState();
   const [lineage, setLineage] = useState();
   const [diff, setDiff] = useState({});
+  // By model, the rows shown when the user asked for older versions, and those older ones (a page each time).
+  const [older, setOlder] = useState({});
   const refresh = () => setTick((t) => t + 1);
+  const loadOlder = async (name, shown) => {
+    try {
+      const r = await api(`/api/models/${encodeURIComponent(name)}/versions?before=${shown[shown.length - 1].version}`);
+      setOlder((o) => ({ ...o, [name]: { versions: [...shown, ...r.versions], more: r.more } }));
+    } catch (e) {
+      showBanner({ ok: false, text: e.message });
+    }
+  };
   if (error) return html`<p class="error">${error}</p>`;
   if (!data) return html`<p class="muted">loading…</p>`;
   if (data.models.length === 0)
@@ -1050,9 +1090,18 @@ function ModelsPage() {
     ${data.models.map((m) => {
       const f = form[m.name] ?? { alias: 'production', gate: m.lastGate ?? '' };
       const set = (patch) => setForm({ ...form, [m.name]: { ...f, ...patch } });
-      const keys = ['f1_macro', 'accuracy', 'baseline.f1_macro', 'loss', 'perplexity'].filter((k) =>
-        m.versions.some((v) => v.metrics[k] !== undefined),
-      );
+      // The newest page (refreshed after an action), then the rows loaded before below it. Versions are numbered
+      // 1, 2, … with none removed, so a hole between the two (a page's worth registered since) drops the loaded ones.
+      const edge = m.versions.at(-1)?.version ?? 0;
+      const loaded = (older[m.name]?.versions ?? []).filter((v) => v.version < edge);
+      const joined = loaded.length > 0 && loaded[0].version === edge - 1;
+      const versions = joined ? [...m.versions, ...loaded] : m.versions;
+      const moreOlder = joined ? older[m.name].more : versions.length < m.versionCount;
+      const aliasesOf = (version) =>
+        Object.entries(m.aliases)
+          .filter(([, to]) => to === version)
+          .map(([a]) => a);
+      const keys = data.metricColumns.filter((k) => versions.some((v) => v.metrics[k] !== undefined));
       return html`<div class="card" data-model=${m.name}>
         <h2 style="margin-top:0">
           ${m.name}${' '}
@@ -1101,15 +1150,15 @@ function ModelsPage() {
             <th>aliases</th>
             <th></th>
           </tr>
-          ${m.versions.map(
+          ${versions.map(
             (v) =>
               html`<tr data-version=${v.version}>
                 <td>v${v.version}</td>
                 <td>${fmtTime(v.createdAt)}</td>
                 <td>${v.createdBy}</td>
-                <td><a href=${`#/run/${encodeURIComponent(v.lineage.runId)}`}>${v.lineage.runId}</a></td>
+                <td><a href=${`#/run/${encodeURIComponent(v.runId)}`}>${v.runId}</a></td>
                 ${keys.map((k) => html`<td class="num">${fmtNum(v.metrics[k])}</td>`)}
-                <td>${v.aliases.join(', ')}</td>
+                <td>${aliasesOf(v.version).join(', ')}</td>
                 <td>
                   <button
                     class="primary"
@@ -1140,41 +1189,21 @@ function ModelsPage() {
               </tr>`,
           )}
         </table>
-        ${m.versions
+        <p class="muted" data-shown=${m.name}>
+          ${versions.length} of ${m.versionCount} versions${' '}
+          ${moreOlder && html`<button data-older=${m.name} onClick=${() => loadOlder(m.name, versions)}>older versions</button>`}
+        </p>
+        ${versions
           .filter((v) => card === `${m.name}@${v.version}`)
-          .map(
-            (v) =>
-              html`<h3>Model card v${v.version}</h3>
-                <${ModelCard} text=${v.card} />
-                <h3>Recorded lineage</h3>
-                <table>
-                  <tr>
-                    <th>run</th>
-                    <td><a href=${`#/run/${encodeURIComponent(v.lineage.runId)}`}>${v.lineage.runId}</a> · stage ${v.lineage.stageId}</td>
-                  </tr>
-                  <tr>
-                    <th>spec</th>
-                    <td>${v.lineage.specHash.slice(0, 16)}…</td>
-                  </tr>
-                  ${v.lineage.data.map(
-                    (d) =>
-                      html`<tr>
-                        <th>data ${d.name}</th>
-                        <td>${d.sha256.slice(0, 16)}…${d.rows != null ? ` (${d.rows} rows)` : ''}</td>
-                      </tr>`,
-                  )}
-                </table>`,
-          )}
-        ${m.versions
-          .filter((v) => lineage === `${m.name}@${v.version}`)
-          .map((v) => html`<${Lineage} name=${m.name} version=${v.version} />`)}
-        ${m.versions.length > 1 &&
+          .map((v) => html`<${VersionCard} name=${m.name} version=${v.version} />`)}
+        ${versions.filter((v) => lineage === `${m.name}@${v.version}`).map((v) => html`<${Lineage} name=${m.name} version=${v.version} />`)}
+        ${versions.length > 1 &&
         (() => {
-          const sel = diff[m.name] ?? { a: m.versions[1].version, b: m.versions[0].version, shown: false };
+          const sel = diff[m.name] ?? { a: versions[1].version, b: versions[0].version, shown: false };
           const setSel = (patch) => setDiff({ ...diff, [m.name]: { ...sel, ...patch } });
           const pick = (k) =>
             html`<select data-diff=${k} value=${sel[k]} onChange=${(e) => setSel({ [k]: Number(e.target.value), shown: false })}>
-              ${m.versions.map((v) => html`<option value=${v.version}>v${v.version}</option>`)}
+              ${versions.map((v) => html`<option value=${v.version}>v${v.version}</option>`)}
             </select>`;
           return html`<h3>Compare versions</h3>
             <div class="bar">
@@ -1188,7 +1217,6 @@ function ModelsPage() {
           ${m.history
             .slice()
             .reverse()
-            .slice(0, 10)
             .map(
               (c) =>
                 html`<tr>
