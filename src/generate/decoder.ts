@@ -134,6 +134,8 @@ export class OnnxInitializerWeights implements LlamaWeights {
   constructor(
     private readonly model: Model,
     private readonly where: string,
+    /** What the graph should have been, for the hint of a missing weight. */
+    private readonly expected = 'a causal-LM model.onnx',
   ) {}
 
   has(name: string): boolean {
@@ -145,7 +147,7 @@ export class OnnxInitializerWeights implements LlamaWeights {
     if (!t)
       throw new InputError(`initializer ${JSON.stringify(name)} is missing`, {
         where: this.where,
-        hint: 'expected a causal-LM model.onnx exported by tempered (Hugging Face weight names)',
+        hint: `expected ${this.expected} exported by tempered (Hugging Face weight names)`,
       });
     if (t.dtype !== 'float32')
       throw new InputError(`initializer ${JSON.stringify(name)} is ${t.dtype}, expected float32`, { where: this.where });

@@ -16,9 +16,9 @@ import { readBertConfig, type Pooling } from './bert.ts';
 import { readGpt2Config } from './gpt2.ts';
 import { transpose2d } from './weights.ts';
 
-function exportWeights(exportDir: string): OnnxInitializerWeights {
+function exportWeights(exportDir: string, expected: string): OnnxInitializerWeights {
   const onnxPath = join(exportDir, 'model.onnx');
-  return new OnnxInitializerWeights(loadModel(onnxPath), onnxPath);
+  return new OnnxInitializerWeights(loadModel(onnxPath), onnxPath, expected);
 }
 
 /**
@@ -28,7 +28,7 @@ function exportWeights(exportDir: string): OnnxInitializerWeights {
  */
 export function writeGpt2Safetensors(exportDir: string, outPath: string): { tied: boolean } {
   const cfg = readGpt2Config(exportDir);
-  const src = exportWeights(exportDir);
+  const src = exportWeights(exportDir, 'a GPT-2 model.onnx');
   const pre = src.has('transformer.wte.weight') ? 'transformer.' : '';
   const tensors = new Map<string, SafeTensor>();
   const take = (name: string, shape: number[]) =>
@@ -86,7 +86,7 @@ export function classifierPoolingRefusal(pooling: Pooling | undefined): string |
  */
 export function writeBertClassifierSafetensors(exportDir: string, outPath: string, numLabels: number): void {
   const cfg = readBertConfig(exportDir);
-  const src = exportWeights(exportDir);
+  const src = exportWeights(exportDir, 'a classifier model.onnx');
   const tensors = new Map<string, SafeTensor>();
   const H = cfg.hidden;
   const take = (name: string, shape: number[], prefix = 'bert.') =>
