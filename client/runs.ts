@@ -16,6 +16,8 @@ import {
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { forEachInFlight } from '../src/util/in-flight.ts';
+import { sha256Hex } from '../src/util/canonical-json.ts';
+import { specBody } from '../src/spec/plan.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
@@ -739,6 +741,9 @@ function inputOf(client: Client, runId: string, events: HistoryEvent[]): RunInpu
  * Appends `run.submitted` for a run this client started: who, which spec and params. The run id
  * (workflow id) can be reused once the earlier run closed (`submit --run-id`), so the record is
  * keyed on the execution too; without it a second submission under the same id went unrecorded.
+ * The spec itself goes in too, not only its hash: `plan` (the resolved spec the run follows, whose canonical JSON
+ * hashes to `specHash`) and `spec` (the file's text and its sha256, when submitted from a file), since the run's
+ * history on the server, the only other copy, is deleted after the namespace's retention (a day on the dev server).
  */
 export async function auditRunSubmitted(
   auditDb: string | KeptOpen<AuditLog>,
@@ -757,6 +762,10 @@ export async function auditRunSubmitted(
         pipeline: input.plan.name,
         params: input.plan.params,
         specFile: input.options.specFile,
+        ...(input.options.specText !== undefined
+          ? { spec: { text: input.options.specText, sha256: sha256Hex(input.options.specText) } }
+          : {}),
+        plan: specBody(input.plan),
         resumeOf: input.options.resumeOf,
         ...(input.options.scheduleId ? { scheduleId: input.options.scheduleId } : {}),
         noCache: !!input.options.noCache,

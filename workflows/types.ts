@@ -14,6 +14,12 @@ export interface RunOptions {
   resumeOf?: string;
   /** Path of the spec file as submitted, for the audit trail. */
   specFile?: string;
+  /**
+   * The spec file's text as submitted, for the audit trail (`run.submitted` keeps it): once the server's history is
+   * gone (the dev server keeps it for a day) the hash alone gives no spec back. Absent for runs submitted before it was
+   * kept and for runs a schedule starts.
+   */
+  specText?: string;
   /** Task queue for stages that name none. */
   defaultQueue?: string;
   /** Retrain-only-when-it-matters checks, evaluated once every ingest stage has finished. */

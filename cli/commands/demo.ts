@@ -14,7 +14,7 @@ import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { isTextGenerator } from '../../src/serve/types.ts';
 import { actor, parse } from '../args.ts';
 import type { CliContext } from '../context.ts';
-import { interruptedExit, planOrExit, startAndReport } from './runs.ts';
+import { interruptedExit, loadPlanOrExit, startAndReport } from './runs.ts';
 import { startServing } from './serve.ts';
 import { isTemplateError, parseTemplate } from '../../src/data/prompt-template.ts';
 import { startUi } from './ui.ts';
@@ -109,7 +109,7 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const file = values.pipeline ? resolve(values.pipeline) : DEMO_PIPELINE;
   const started = Date.now();
   console.log(`tempered demo: ${file}`);
-  const plan = await planOrExit(ctx, file, values.param ?? [], false);
+  const { plan, text } = await loadPlanOrExit(ctx, file, values.param ?? [], false);
   console.log(`plan: ${plan.stages.map((s) => s.id).join(' → ')}`);
   const client = await ctx.client({ startServer: true });
   // The dashboard comes up first, so the run can be watched live from its first stage.
@@ -121,7 +121,7 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const code = await startAndReport(
     ctx,
     client,
-    { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file } },
+    { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file, specText: text } },
     // The demo runs its stages here even against a cluster: it is one self-contained walk-through.
     { wait: true, json: false, localWorker: true, onSubmitted: (id) => (runId = id) },
   );

@@ -9,7 +9,8 @@ import { modelCard } from '../../src/registry/card.ts';
 import { productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
-import type { DataRef, VersionDiff } from '../../src/registry/types.ts';
+import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
+import { recordedSpec } from '../../src/audit/run-spec.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { pullNotes, writeTransformersWeights, type TransformersExport } from './models-pull.ts';
@@ -70,6 +71,53 @@ function dataLines(d: VersionDiff): string[] {
   return lines.length ? lines.map(printable) : ['  (none recorded)'];
 }
 
+/**
+ * `models show NAME@V --spec`: the spec file of the run that registered V, from its `run.submitted` record, on stdout
+ * exactly as submitted (so `> pipeline.yaml` gives a file to submit again), and on stderr what a rerun also needs: the
+ * params it ran with and the source files its ingest read, by hash. Without the text (a run recorded before it was
+ * kept, a schedule's run), the resolved plan the run followed, as JSON.
+ */
+async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promise<number> {
+  const { runId, specHash } = v.lineage;
+  const s = await recordedSpec(await ctx.auditLog().get(), runId, specHash);
+  const id = `${v.name}@${v.version}`;
+  if (!s || (s.text === undefined && !s.plan))
+    throw new CliError(
+      `${id}: the audit trail keeps ${s ? 'only the hash' : 'no submission'} of the spec of run ${runId} (spec ${specHash.slice(0, 12)})` +
+        `${s ? ': it was submitted before the trail kept specs' : ''}; the run's history on the Temporal server holds its plan until the namespace's retention deletes it (the dashboard compares runs' specs from it)`,
+    );
+  const bad = [
+    ...(s.planMatches === false ? [`the recorded plan does not hash to the version's spec hash ${specHash}`] : []),
+    ...(s.textMatches === false ? [`the recorded text does not hash to its recorded sha256 ${s.textSha256 ?? '?'}`] : []),
+  ];
+  if (json) {
+    console.log(JSON.stringify({ model: id, ...s, problems: bad }, null, 2));
+    return bad.length ? 1 : 0;
+  }
+  const params = Object.entries(s.params ?? {}).map(
+    ([k, x]) => ` --param ${shellWord(`${k}=${typeof x === 'string' ? x : JSON.stringify(x)}`)}`,
+  );
+  const notes = [
+    `# ${id}: the spec of run ${runId}, submitted by ${s.actor} at ${s.time}${s.specFile ? ` from ${s.specFile}` : ''} (spec ${specHash.slice(0, 12)})`,
+    ...(s.text === undefined
+      ? ['# the trail keeps the resolved plan this run followed, not its file: printed as JSON']
+      : s.textFrom !== runId
+        ? [`# the text is the one run ${s.textFrom ?? '?'} was submitted with (run ${runId} resumed it)`]
+        : []),
+    `# rerun: tempered submit ${s.specFile ? shellWord(s.specFile.split('/').pop()!) : 'FILE'}${params.join('')}`,
+    ...s.sources.map((x) => `# data: ${x.stage} read ${x.path} sha256 ${x.sha256}${x.bytes !== undefined ? ` (${x.bytes} bytes)` : ''}`),
+    ...bad.map((b) => `# warning: ${b}`),
+  ];
+  console.error(notes.map(printable).join('\n'));
+  process.stdout.write(s.text ?? JSON.stringify(s.plan, null, 2) + '\n');
+  return bad.length ? 1 : 0;
+}
+
+/** A word the shell reads as it is: quoted when it holds anything beyond letters, digits and `_.,:/=@+-`. */
+function shellWord(w: string): string {
+  return /^[\w.,:/=@+-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`;
+}
+
 async function resolveLatest(reg: Registry, name: string, at: string | number): Promise<number | string> {
   if (at !== 'latest') return at;
   const m = (await reg.listModels()).find((x) => x.name === name);
@@ -79,7 +127,7 @@ async function resolveLatest(reg: Registry, name: string, at: string | number): 
 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered models list | show <name[@v|@alias]> [--card] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json]';
+    'tempered models list | show <name[@v|@alias]> [--card | --spec] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json]';
   helpAsked(argv, usage);
   const [sub, ...rest] = argv;
   const { values, positionals } = parse(
@@ -89,6 +137,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       alias: { type: 'string' },
       reason: { type: 'string' },
       card: { type: 'boolean' },
+      spec: { type: 'boolean' },
       gate: { type: 'string' },
     },
     usage,
@@ -118,6 +167,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       return withRegistry(ctx, async (reg) => {
         const v = await reg.getVersion(name, await resolveLatest(reg, name, at));
         const note = productionNote(v);
+        if (values.spec) return printSpec(ctx, v, !!values.json);
         if (values.card) console.log(modelCard(v));
         else
           out(v, () =>

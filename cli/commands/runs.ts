@@ -24,10 +24,10 @@ import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
-import { planOrExit } from './validate.ts';
+import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
 
-export { planOrExit };
+export { loadPlanOrExit, planOrExit };
 
 /** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
 function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<RunStatus> {
@@ -126,13 +126,13 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
   const localWorker = localWorkerFlag(values, usage);
   const file = positionals[0]!;
-  const plan = await planOrExit(ctx, file, values.param ?? [], !!values.json);
+  const { plan, text } = await loadPlanOrExit(ctx, file, values.param ?? [], !!values.json);
   const baseDir = dirname(resolve(file));
   await refuseMissingSources(ctx, plan, baseDir);
   const client = await ctx.client({ startServer: true });
   const input: RunInput = {
     plan,
-    options: { baseDir, actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file) },
+    options: { baseDir, actor: actor(), noCache: !!values['no-cache'], specFile: resolve(file), specText: text },
   };
   return startAndReport(ctx, client, input, {
     wait: !!values.wait,

@@ -11,6 +11,16 @@ import { CliError } from '../errors.ts';
 
 /** Loads and plans a spec, printing every error and failing with exit code 2 when there are any. */
 export async function planOrExit(ctx: { registry: KindRegistry }, file: string, params: string[], json: boolean): Promise<PlannedPipeline> {
+  return (await loadPlanOrExit(ctx, file, params, json)).plan;
+}
+
+/** planOrExit, with the file's text as it was read and planned (what a submitted run's audit record keeps). */
+export async function loadPlanOrExit(
+  ctx: { registry: KindRegistry },
+  file: string,
+  params: string[],
+  json: boolean,
+): Promise<{ plan: PlannedPipeline; text: string }> {
   const parsed = parseParamOverrides(params);
   const res =
     parsed.errors.length > 0
@@ -25,7 +35,7 @@ export async function planOrExit(ctx: { registry: KindRegistry }, file: string, 
     else console.error(formatSpecErrors(res.errors));
     throw new CliError(`${res.errors.length} error${res.errors.length === 1 ? '' : 's'} in ${file}`, 2);
   }
-  return res.plan;
+  return { plan: res.plan, text: res.text };
 }
 
 /** Needs no CLI context: main runs it before (and instead of) creating one. */

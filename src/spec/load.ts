@@ -17,7 +17,8 @@ export interface LoadSpecOptions extends KindRegistry {
   baseDir?: string;
 }
 
-export type LoadSpecResult = { ok: true; spec: PipelineSpec; plan: PlannedPipeline } | { ok: false; errors: SpecError[] };
+/** `text`: the file's text as read and planned (the audit trail keeps it beside the plan's hash). */
+export type LoadSpecResult = { ok: true; spec: PipelineSpec; plan: PlannedPipeline; text: string } | { ok: false; errors: SpecError[] };
 export type CheckSpecResult = { ok: true; spec: PipelineSpec } | { ok: false; errors: SpecError[] };
 
 export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise<LoadSpecResult> {
@@ -33,7 +34,7 @@ export function loadSpecText(text: string, file: string, opts: LoadSpecOptions):
   if (!parsed.ok) return parsed;
   const v = validateParsed(parsed.parsed, { ...opts, requireParams: true });
   if (!v.ok) return v;
-  return { ok: true, spec: v.spec, plan: planPipeline(v.spec, v.params) };
+  return { ok: true, spec: v.spec, plan: planPipeline(v.spec, v.params), text };
 }
 
 /** Validates a file without planning it: parameters without a default need not be given. */

@@ -57,6 +57,12 @@ export function planPipeline(spec: PipelineSpec, params: Record<string, ParamVal
   return plan;
 }
 
+/** What `specHash` is the hash of: the plan without its hash (`sha256Hex(canonicalJson(specBody(plan))) === plan.specHash`). */
+export function specBody(plan: PlannedPipeline): Omit<PlannedPipeline, 'specHash'> {
+  const { specHash: _, ...body } = plan;
+  return body;
+}
+
 function ms(d: string | undefined): number | undefined {
   if (d === undefined) return undefined;
   const v = parseDuration(d);

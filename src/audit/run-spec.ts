@@ -1,0 +1,85 @@
+/**
+ * The spec a run followed, as its `run.submitted` record keeps it (client/runs.ts auditRunSubmitted): the file's text
+ * and the resolved plan, each checked against the hash recorded with it. `tempered models show NAME@V --spec` reads it
+ * for the run a version's lineage names.
+ */
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
+import type { AuditLog, AuditRecord } from './log.ts';
+
+export interface RecordedSpec {
+  runId: string;
+  specHash: string;
+  /** The run whose record holds the text: `runId`, or the run it resumes (a resume carries no text of its own when it resumes a run submitted before the text was kept). */
+  textFrom?: string;
+  text?: string;
+  /** sha256 of `text` as recorded, and whether the text still hashes to it. */
+  textSha256?: string;
+  textMatches?: boolean;
+  /** The resolved spec the run followed, and whether its canonical JSON hashes to `specHash`. */
+  plan?: Record<string, unknown>;
+  planMatches?: boolean;
+  params?: Record<string, unknown>;
+  specFile?: string;
+  actor: string;
+  time: string;
+  /** The source files the run's ingest stages read (their `stage.completed` records). */
+  sources: { stage: string; path: string; sha256: string; bytes?: number }[];
+}
+
+/** How many resumes back a text is looked for. */
+const MAX_RESUMES = 50;
+
+async function submitted(audit: AuditLog, runId: string, specHash: string): Promise<AuditRecord | undefined> {
+  const recs = await audit.query({ run: runId, action: 'run.submitted' });
+  // A run id may be reused (submit --run-id); the newest submission with this spec is the one that ran it.
+  return recs.filter((r) => r.runId === runId && r.specHash === specHash).pop();
+}
+
+/** The spec of `runId` with hash `specHash` as the audit trail keeps it; undefined when the trail has no submission of it. */
+export async function recordedSpec(audit: AuditLog, runId: string, specHash: string): Promise<RecordedSpec | undefined> {
+  const first = await submitted(audit, runId, specHash);
+  if (!first) return undefined;
+  const d = first.details;
+  const plan = isObject(d.plan) ? d.plan : undefined;
+  const out: RecordedSpec = {
+    runId,
+    specHash,
+    actor: first.actor,
+    time: first.time,
+    ...(isObject(d.params) ? { params: d.params } : {}),
+    ...(typeof d.specFile === 'string' ? { specFile: d.specFile } : {}),
+    ...(plan ? { plan, planMatches: sha256Hex(canonicalJson(plan)) === specHash } : {}),
+    sources: await sourcesOf(audit, runId),
+  };
+  let rec: AuditRecord | undefined = first;
+  for (let hops = 0; rec && hops <= MAX_RESUMES; hops++) {
+    const spec = rec.details.spec;
+    if (isObject(spec) && typeof spec.text === 'string') {
+      out.textFrom = rec.runId ?? rec.subject;
+      out.text = spec.text;
+      if (typeof spec.sha256 === 'string') out.textSha256 = spec.sha256;
+      out.textMatches = sha256Hex(spec.text) === spec.sha256;
+      break;
+    }
+    const from: unknown = rec.details.resumeOf;
+    rec = typeof from === 'string' && from ? await submitted(audit, from, specHash) : undefined;
+  }
+  return out;
+}
+
+async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['sources']> {
+  const out: RecordedSpec['sources'] = [];
+  for (const r of await audit.query({ run: runId, action: 'stage.completed' })) {
+    const sources = r.details.sources;
+    if (r.runId !== runId || !Array.isArray(sources)) continue;
+    const stage = typeof r.details.stage === 'string' ? r.details.stage : r.subject;
+    for (const s of sources)
+      if (isObject(s) && typeof s.path === 'string' && typeof s.sha256 === 'string')
+        out.push({ stage, path: s.path, sha256: s.sha256, ...(typeof s.bytes === 'number' ? { bytes: s.bytes } : {}) });
+  }
+  return out;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,69 @@
+/**
+ * A registered version's spec can be had back from the audit trail alone, after the run's history on the Temporal
+ * server is gone: `run.submitted` keeps the file's text and the resolved plan (hashing to the spec hash), and
+ * `tempered models show NAME@V --spec` prints the text exactly, with the params and source files a rerun needs.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { auditRunSubmitted } from '../client/runs.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { loadSpec } from '../src/spec/load.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { canonicalJson, sha256Hex } from '../src/util/canonical-json.ts';
+import { runCli, runCliInProcess } from './helpers/cli.ts';
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/tiny-pipeline.yaml', import.meta.url));
+
+test('models show --spec: the spec text a version was trained from, from the audit trail, also through a resume', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const file = join(home, 'tiny.yaml');
+  // A comment the plan drops: the text is kept as written, not rebuilt from the plan.
+  writeFileSync(file, `# kept as written\n${readFileSync(FIXTURE, 'utf8')}`);
+  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '7' } });
+  assert.ok(loaded.ok);
+  const { plan, text } = loaded;
+  const auditDb = join(home, 'audit.db');
+  const options = { baseDir: home, actor: 'alice', specFile: file };
+  await auditRunSubmitted(auditDb, 'run-1', { plan, options: { ...options, specText: text } }, 'exec-1');
+  // A resume whose record has no text of its own (its run was resumed from a submission that kept it).
+  await auditRunSubmitted(auditDb, 'run-2', { plan, options: { ...options, resumeOf: 'run-1' } }, 'exec-2');
+  const audit = await openAudit(auditDb);
+  const [first] = await audit.query({ run: 'run-1', action: 'run.submitted' });
+  // The plan recorded is what the spec hash is the hash of.
+  assert.equal(sha256Hex(canonicalJson(first!.details.plan)), plan.specHash);
+  assert.deepEqual(first!.details.spec, { text, sha256: sha256Hex(text) });
+  // A record from before specs were kept: the hash alone.
+  await audit.append({ action: 'run.submitted', subject: 'run-0', runId: 'run-0', actor: 'bob', specHash: plan.specHash, details: {} });
+  await audit.close();
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'run-2', specHash: plan.specHash }));
+  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'run-0', specHash: plan.specHash }));
+  await reg.close();
+
+  const env = { TEMPERED_HOME: home };
+  // In a process of its own: the text goes to stdout as it is, the notes to stderr.
+  const shown = await runCli(['models', 'show', 'tiny@1', '--spec'], env);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.equal(shown.stdout, text);
+  assert.match(shown.stderr, /the spec of run run-2, submitted by alice/);
+  assert.match(shown.stderr, /the text is the one run run-1 was submitted with/);
+  assert.match(shown.stderr, /rerun: tempered submit tiny\.yaml --param seed=7\n/);
+
+  const json = JSON.parse((await runCliInProcess(['models', 'show', 'tiny@1', '--spec', '--json'], env)).stdout) as Record<string, unknown>;
+  assert.equal(json.text, text);
+  assert.equal(json.planMatches, true);
+  assert.equal(json.textMatches, true);
+  assert.deepEqual(json.problems, []);
+
+  const old = await runCliInProcess(['models', 'show', 'tiny@2', '--spec'], env);
+  assert.equal(old.code, 1);
+  assert.match(old.stderr, /keeps only the hash of the spec of run run-0/);
+});
