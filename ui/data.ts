@@ -576,7 +576,8 @@ const short = (sha: string) => `${sha.slice(0, 12)}…`;
  */
 export async function versionLineage(
   dbs: UiDatabases,
-  client: Client,
+  /** Asked for once the version is known: an unknown one is the registry's 404, whether or not Temporal answers. */
+  client: () => Promise<Client>,
   store: ArtifactStore,
   name: string,
   version: number,
@@ -586,7 +587,7 @@ export async function versionLineage(
   const sources: SourceFileEntry[] = [];
   let runState: string | undefined;
   try {
-    const run = await runView(client, store, v.lineage.runId);
+    const run = await runView(await client(), store, v.lineage.runId);
     runState = run.status.state;
     for (const st of run.status.stages) {
       if (st.uses !== 'ingest') continue;

@@ -142,7 +142,12 @@ describe('dashboard models API', () => {
   });
 
   it("answers an unknown model or version with 404 and the registry's hint, and a bad parameter with 400 naming it", async () => {
-    for (const path of ['/api/models/nope/versions', '/api/models/nope/versions/1/card']) {
+    for (const path of [
+      '/api/models/nope/versions',
+      '/api/models/nope/versions/1/card',
+      '/api/models/nope/versions/1/lineage',
+      '/api/models/nope/diff?a=1&b=2',
+    ]) {
       const r = await get(path);
       assert.equal(r.status, 404, path);
       assert.equal(r.body.error, "model: no model named 'nope'");

@@ -475,13 +475,13 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   });
 
   app.get<{ Params: { name: string; version: string } }>('/api/models/:name/versions/:version/lineage', async (req) => {
-    needRegistry();
-    return versionLineage(dbs, await o.client(), o.store, req.params.name, versionNumber(req.params.version, 'version'));
+    const version = versionNumber(req.params.version, 'version');
+    return registryLookup(() => versionLineage(dbs, () => o.client(), o.store, req.params.name, version));
   });
 
   app.get<{ Params: { name: string }; Querystring: { a?: string; b?: string } }>('/api/models/:name/diff', async (req) => {
-    needRegistry();
-    return diffVersions(dbs, req.params.name, versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b'));
+    const [a, b] = [versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b')];
+    return registryLookup(() => diffVersions(dbs, req.params.name, a, b));
   });
 
   app.post<{ Params: { name: string } }>('/api/models/:name/promote', async (req) => {
