@@ -13,6 +13,21 @@ import { sharingHint } from './sharing.ts';
 /** Data hashes a record's line shows. */
 const DATA_HASHES_SHOWN = 8;
 
+/** A train stage's `device` and `runtime` (src/stages/train.ts): the thread count and CPU can change a model's bytes. */
+function trainedOn(d: Record<string, unknown>): string | undefined {
+  if (typeof d.device !== 'string') return undefined;
+  const rt = (d.runtime && typeof d.runtime === 'object' ? d.runtime : {}) as Record<string, unknown>;
+  const facts = [
+    ...('threads' in rt
+      ? [typeof rt.threads === 'number' ? `${rt.threads} thread${rt.threads === 1 ? '' : 's'}` : "onnxruntime's default threads"]
+      : []),
+    ...(typeof rt.cpus === 'number' ? [`${rt.cpus} cpus`] : []),
+    ...(typeof rt.onnxruntime === 'string' ? [`onnxruntime ${rt.onnxruntime}`] : []),
+    ...(typeof d.resumedFromStep === 'number' ? [`resumed at step ${d.resumedFromStep}`] : []),
+  ];
+  return `trained on ${d.device}${facts.length ? ` (${facts.join(', ')})` : ''}`;
+}
+
 function line(r: AuditRecord): string {
   const extra: string[] = [];
   // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
@@ -30,6 +45,8 @@ function line(r: AuditRecord): string {
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   // A record about a run's stage that is about a model too (register: which version its model is).
   if (r.model && r.model !== r.subject) extra.push(`${r.model}${typeof d.registered === 'string' ? ` (${d.registered})` : ''}`);
+  const trained = trainedOn(r.details);
+  if (trained) extra.push(trained);
   if (r.specHash) extra.push(`spec ${r.specHash.slice(0, 12)}`);
   if (r.modelHash) extra.push(`model ${r.modelHash.slice(0, 12)}`);
   if (r.dataHashes && Object.keys(r.dataHashes).length > 0) {

@@ -5,6 +5,7 @@
  * checkpoint instead of starting over.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
@@ -300,10 +301,26 @@ export const trainStage: StageKind<TrainConfig> = {
     finalLoss: { type: 'number' },
     baseModel: { type: 'json', description: 'identity of the pre-trained model (source, revision, file hashes)' },
     device: { type: 'string', description: "where the training ran: 'cuda', 'webgpu' or 'cpu' (what device: auto chose)" },
+    runtime: {
+      type: 'json',
+      description:
+        "what the attempt that finished the training ran with, beyond the config: onnxruntime's version, threads (null: onnxruntime's default, one per physical core), the machine's CPUs (cpus, cpu), platform and Node.js; the stage's audit record keeps it",
+    },
     warnings: {
       type: 'string',
       description: 'what the data made training cut or leave out (causal-lm rows over maxLength), a line each; absent when nothing',
     },
+  },
+  // Where and with what the model was trained, in the trail beside its data: the thread count can change its bytes.
+  async audit(_cfg, outputs) {
+    const resumedFromStep = (outputs.baseModel as { resumedFromStep?: unknown } | undefined)?.resumedFromStep;
+    return {
+      details: {
+        ...(typeof outputs.device === 'string' ? { device: outputs.device } : {}),
+        ...(outputs.runtime && typeof outputs.runtime === 'object' ? { runtime: outputs.runtime } : {}),
+        ...(typeof resumedFromStep === 'number' ? { resumedFromStep } : {}),
+      },
+    };
   },
   // The config names the base model; its content is in the key too, so a re-exported local folder or
   // an hf: branch that moved to a new commit misses the cache instead of reusing the old model.
@@ -525,6 +542,7 @@ export const trainStage: StageKind<TrainConfig> = {
         finalLoss: result.finalLoss,
         baseModel: { ...resolved.identity, resumedFromStep: result.resumedFromStep ?? null, wallSec: (Date.now() - started) / 1000 },
         device: result.device,
+        runtime: await runtimeFacts(cfg.threads),
         ...(warnings.length ? { warnings: warnings.join('\n') } : {}),
       };
       writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
@@ -544,6 +562,22 @@ export const trainStage: StageKind<TrainConfig> = {
     }
   },
 };
+
+/**
+ * What a training ran with that its config does not say and its result may depend on: a model's bytes were measured
+ * to change with the thread count (16 threads against 1, 2 or 8: README, Reproducing a model) and may with the CPU.
+ */
+async function runtimeFacts(threads: number | undefined): Promise<Record<string, unknown>> {
+  const { env } = await import('onnxruntime-node');
+  return {
+    onnxruntime: env.versions.node ?? env.versions.common,
+    threads: threads ?? null,
+    cpus: availableParallelism(),
+    cpu: cpus()[0]?.model ?? null,
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+  };
+}
 
 /**
  * Hash of what a model source resolves to now: file hashes for a folder or .onnx file, the commit
