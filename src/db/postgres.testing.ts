@@ -6,9 +6,10 @@
  * folder, then `postgres` on a free 127.0.0.1 port, started once per test file. PostgreSQL refuses
  * to run as root, so under root both run as `nobody`. Each test gets its own database on it.
  * TEMPERED_TEST_POSTGRES_URL (a superuser URL of a server of your own) is used instead when set.
+ * `startPostgres({ tls: true })` starts one that takes TCP connections over TLS only (tests of TLS need their own).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -115,10 +116,46 @@ async function adminCreate(adminUrl: string, name: string): Promise<void> {
   }
 }
 
+export interface StartOptions {
+  /**
+   * `ssl=on` with a throwaway self-signed certificate for 127.0.0.1 (made with openssl), and a pg_hba.conf that takes TCP
+   * connections only as `hostssl`; the URLs then say `sslmode=verify-full` with that certificate as `sslrootcert`.
+   * Not with TEMPERED_TEST_POSTGRES_URL.
+   */
+  tls?: boolean;
+}
+
+const OPENSSL = '/usr/bin/openssl';
+
+/** Why `startPostgres({ tls: true })` cannot run here, or undefined when it can. */
+export function tlsPostgresUnavailable(): string | undefined {
+  if (process.env.TEMPERED_TEST_POSTGRES_URL)
+    return "TEMPERED_TEST_POSTGRES_URL is set: a server of your own, whose TLS settings are not the test's";
+  if (!existsSync(OPENSSL)) return `no ${OPENSSL} to make a test certificate`;
+  return postgresUnavailable();
+}
+
+/** A self-signed certificate for 127.0.0.1 and its key in `root`, readable by the server; returns the files. */
+async function makeCertificate(root: string, asUser: { uid?: number; gid?: number }): Promise<{ cert: string; key: string }> {
+  const cert = join(root, 'server.crt');
+  const key = join(root, 'server.key');
+  // An EC key: made in milliseconds, where RSA takes a while on a loaded machine.
+  const request = 'req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1';
+  await run(OPENSSL, [...request.split(' '), '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], {});
+  // The server refuses a key that others may read, and runs as `nobody` under root.
+  chmodSync(key, 0o600);
+  if (asUser.uid !== undefined) {
+    chownSync(key, asUser.uid, asUser.gid!);
+    chownSync(cert, asUser.uid, asUser.gid!);
+  }
+  return { cert, key };
+}
+
 /** Starts a throwaway server (or uses TEMPERED_TEST_POSTGRES_URL). */
-export async function startPostgres(): Promise<TestPostgres> {
+export async function startPostgres(opts: StartOptions = {}): Promise<TestPostgres> {
   const external = process.env.TEMPERED_TEST_POSTGRES_URL;
   const prefix = `t${process.pid}_${Date.now().toString(36)}`;
+  if (external && opts.tls) throw new Error(tlsPostgresUnavailable());
   if (external) {
     const base = new URL(external);
     const url = (db: string) => Object.assign(new URL(base), { pathname: `/${db}` }).toString();
@@ -155,8 +192,18 @@ export async function startPostgres(): Promise<TestPostgres> {
     ['-D', data, '-U', SUPERUSER, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
     asUser,
   );
+  const tlsArgs: string[] = [];
+  let query = '';
+  if (opts.tls) {
+    const { cert, key } = await makeCertificate(root, asUser);
+    const hba = join(root, 'pg_hba.conf');
+    writeFileSync(hba, 'local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n');
+    if (asUser.uid !== undefined) chownSync(hba, NOBODY, NOBODY);
+    tlsArgs.push('-c', 'ssl=on', '-c', `ssl_cert_file=${cert}`, '-c', `ssl_key_file=${key}`, '-c', `hba_file=${hba}`);
+    query = `?sslmode=verify-full&sslrootcert=${encodeURIComponent(cert)}`;
+  }
   let port = await freePort();
-  const url = (db: string) => `postgres://${SUPERUSER}:${PASSWORD}@127.0.0.1:${port}/${db}`;
+  const url = (db: string) => `postgres://${SUPERUSER}:${PASSWORD}@127.0.0.1:${port}/${db}${query}`;
   let server: ChildProcess;
   let log = '';
   const start = async () => {
@@ -183,6 +230,7 @@ export async function startPostgres(): Promise<TestPostgres> {
         'shared_buffers=16MB',
         '-c',
         'max_connections=200',
+        ...tlsArgs,
       ],
       { ...asUser, stdio: ['ignore', 'pipe', 'pipe'] },
     );

@@ -11,7 +11,8 @@
  * - A refused login or a missing database is an InputError naming TEMPERED_DATABASE_URL.
  */
 import pg from 'pg';
-import { connect } from 'node:net';
+import { connect, isIP } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorChain, InputError } from '../errors.ts';
 import {
@@ -147,8 +148,37 @@ const types = {
     oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-/** The protocol's CancelRequest code (1234 5678). */
+/** The protocol's CancelRequest code (1234 5678) and SSLRequest code (1234 5679). */
 const CANCEL_REQUEST_CODE = 80877102;
+const SSL_REQUEST_CODE = 80877103;
+
+/** What cancelBackend reads of a pg Client: the backend's key and how the client reached the server. */
+interface CancelTarget {
+  processID?: number | null;
+  secretKey?: number | null;
+  host?: string;
+  port?: number;
+  /** pg's TLS settings for the connection (from the URL's sslmode/sslrootcert/…, or the ssl option); false: none. */
+  ssl?: boolean | ConnectionOptions;
+  sslNegotiation?: string;
+}
+
+/**
+ * The TLS options pg's Connection.upgradeToSSL gives tls.connect for the client's own connection, so that the cancel
+ * checks the server as that connection did (ca, cert, key, rejectUnauthorized, checkServerIdentity, servername).
+ */
+function tlsOptionsOf(ssl: true | ConnectionOptions, host: string, direct: boolean): ConnectionOptions {
+  const options: ConnectionOptions = { host };
+  if (ssl !== true) {
+    Object.assign(options, ssl);
+    // pg makes the key non-enumerable (it keeps it out of logs), so Object.assign leaves it behind.
+    if ('key' in ssl) options.key = ssl.key;
+  }
+  if (direct) options.ALPNProtocols = ['postgresql'];
+  // SNI must not be an IP address (RFC 6066); tls.connect then checks the certificate against `host`.
+  if (isIP(host) === 0) options.servername = host;
+  return options;
+}
 
 /**
  * Asks the server to cancel the statement `client`'s backend is running, as libpq's PQcancel does: a CancelRequest on
@@ -157,9 +187,15 @@ const CANCEL_REQUEST_CODE = 80877102;
  * statement_timeout of its own beyond the query timeout), so that the statement does not run on, holding its locks,
  * and an INSERT outside a transaction does not commit after its caller was told it failed. Best effort, and not
  * waited for: a server that answers nothing would not answer this either, so the socket is given up after a while.
+ *
+ * The request carries the backend's secret key, which lets whoever reads it cancel that backend's statements. So when
+ * the client's connection is TLS, the cancel is too, with the same settings, negotiated as libpq does: an SSLRequest
+ * and the server's 'S', or a TLS handshake at once under sslnegotiation=direct. A server that answers anything else
+ * ('N': no TLS) gets nothing more: the key is never sent in clear where TLS was asked for. A Unix socket is plain, as
+ * the client's own connection there is (PostgreSQL does no TLS on one).
  */
 function cancelBackend(client: pg.PoolClient): void {
-  const c = client as unknown as { processID?: number | null; secretKey?: number | null; host?: string; port?: number };
+  const c = client as unknown as CancelTarget;
   if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || !c.host || !c.port) return;
   const request = Buffer.alloc(16);
   request.writeInt32BE(16, 0);
@@ -167,11 +203,44 @@ function cancelBackend(client: pg.PoolClient): void {
   request.writeInt32BE(c.processID, 8);
   request.writeInt32BE(c.secretKey, 12);
   // A host that is a folder is a Unix socket's, named as libpq names it.
-  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
-  const giveUp = setTimeout(() => socket.destroy(), 5_000);
-  socket.on('connect', () => socket.end(request));
-  socket.on('error', () => {});
-  socket.on('close', () => clearTimeout(giveUp));
+  const unix = c.host.startsWith('/');
+  const direct = c.sslNegotiation === 'direct';
+  const tls = !unix && c.ssl ? tlsOptionsOf(c.ssl, c.host, direct) : undefined;
+  let secure: TLSSocket | undefined;
+  try {
+    const socket = unix ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+    const giveUp = setTimeout(() => {
+      secure?.destroy();
+      socket.destroy();
+    }, 5_000);
+    socket.on('error', () => {});
+    socket.on('close', () => clearTimeout(giveUp));
+    const overTls = () => {
+      try {
+        secure = tlsConnect({ ...tls, socket });
+      } catch {
+        // Settings tls.connect refuses outright (a malformed key, say) failed the client's own connection too.
+        socket.destroy();
+        return;
+      }
+      secure.on('error', () => socket.destroy());
+      secure.on('secureConnect', () => secure!.end(request));
+    };
+    if (!tls) socket.on('connect', () => socket.end(request));
+    else if (direct) socket.on('connect', overTls);
+    else {
+      socket.on('connect', () => {
+        const sslRequest = Buffer.alloc(8);
+        sslRequest.writeInt32BE(8, 0);
+        sslRequest.writeInt32BE(SSL_REQUEST_CODE, 4);
+        socket.write(sslRequest);
+      });
+      // Exactly the one byte 'S': bytes after it, before the handshake, would be taken unencrypted (CVE-2021-23222).
+      socket.once('data', (answer: Buffer) => (answer.length === 1 && answer[0] === 0x53 ? overTls() : socket.destroy()));
+    }
+  } catch {
+    // Best effort: a cancel that cannot even start leaves the statement to the server's own timeouts.
+  }
 }
 
 async function send(c: pg.PoolClient, sql: string, params?: unknown[]): Promise<pg.QueryResult> {
