@@ -67,3 +67,65 @@ test('models show --spec: the spec text a version was trained from, from the aud
   assert.equal(old.code, 1);
   assert.match(old.stderr, /keeps only the hash of the spec of run run-0/);
 });
+
+test('models diff: which spec fields differ and what the training ran with, from the trail; a difference the spec hash cannot show', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-diff-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const file = join(home, 'tiny.yaml');
+  writeFileSync(file, readFileSync(FIXTURE, 'utf8'));
+  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const kinds = kindRegistry(await loadStageKinds());
+  const planned = async (seed: string) => {
+    const r = await loadSpec(file, { ...kinds, paramOverrides: { seed } });
+    assert.ok(r.ok);
+    return r;
+  };
+  const [seven, nine] = [await planned('7'), await planned('9')];
+  const auditDb = join(home, 'audit.db');
+  const runs = [
+    { id: 'run-a', spec: seven, runtime: { onnxruntime: '1.30.0', threads: 1, cpus: 2 } },
+    // The same spec and data on a worker of 16 CPUs with onnxruntime's default threads: only the trail tells them apart.
+    { id: 'run-b', spec: seven, runtime: { onnxruntime: '1.30.0', threads: null, cpus: 16 } },
+    { id: 'run-c', spec: nine, runtime: { onnxruntime: '1.30.0', threads: 1, cpus: 2 } },
+  ];
+  for (const r of runs)
+    await auditRunSubmitted(
+      auditDb,
+      r.id,
+      { plan: r.spec.plan, options: { baseDir: home, actor: 'alice', specText: r.spec.text } },
+      `x-${r.id}`,
+    );
+  const audit = await openAudit(auditDb);
+  for (const r of runs)
+    await audit.append({
+      action: 'stage.completed',
+      subject: `${r.id}/train`,
+      runId: r.id,
+      actor: 'alice',
+      details: { stage: 'train', kind: 'train', device: 'cpu', runtime: r.runtime },
+    });
+  await audit.close();
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const [i, r] of runs.entries())
+    await reg.registerVersion(testVersion('tiny', 'abc'[i]!, { runId: r.id, specHash: r.spec.plan.specHash }));
+  await reg.close();
+
+  const env = { TEMPERED_HOME: home };
+  type Line = { path: string; values: unknown[] };
+  const diff = async (a: string, b: string) =>
+    JSON.parse((await runCliInProcess(['models', 'diff', 'tiny', a, b, '--json'], env)).stdout) as { spec?: Line[]; trainedWith: Line[] };
+  const sameSpec = await diff('1', '2');
+  assert.equal(sameSpec.spec, undefined);
+  assert.deepEqual(sameSpec.trainedWith, [
+    { path: 'train.runtime.cpus', values: [2, 16] },
+    { path: 'train.runtime.threads', values: [1, null] },
+  ]);
+  const otherSpec = await diff('1', '3');
+  assert.deepEqual(otherSpec.spec, [
+    { path: 'params.seed', values: [7, 9] },
+    { path: 'stages.split.with.seed', values: [7, 9] },
+  ]);
+  assert.deepEqual(otherSpec.trainedWith, []);
+  const human = await runCliInProcess(['models', 'diff', 'tiny', '1', '3'], env);
+  assert.match(human.stdout, /\nspec:\n {2}params\.seed +7 → 9\n {2}stages\.split\.with\.seed +7 → 9\ntrained with:\n {2}\(same\)/);
+});

@@ -10,7 +10,8 @@ import { productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
-import { recordedSpec } from '../../src/audit/run-spec.ts';
+import { recordedSpec, trainedWith } from '../../src/audit/run-spec.ts';
+import type { SpecDiffLine } from '../../ui/data.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { pullNotes, writeTransformersWeights, type TransformersExport } from './models-pull.ts';
@@ -111,6 +112,40 @@ async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promi
   console.error(notes.map(printable).join('\n'));
   process.stdout.write(s.text ?? JSON.stringify(s.plan, null, 2) + '\n');
   return bad.length ? 1 : 0;
+}
+
+/**
+ * How two versions were made beyond what the registry compares: the fields of the spec that differ (from the plans
+ * their runs' `run.submitted` records keep; only when the spec hashes differ) and what their train stages ran with
+ * (device, threads, onnxruntime, CPUs: the thread count was measured to change a model's bytes). null: not recorded.
+ */
+async function howMadeDiff(
+  ctx: CliContext,
+  a: ModelVersion,
+  b: ModelVersion,
+  specChanged: boolean,
+): Promise<{ spec?: SpecDiffLine[] | null; trainedWith: SpecDiffLine[] | null }> {
+  const audit = await ctx.auditLog().get();
+  // The dashboard's comparison of runs' specs, where stages are keyed by id so a line reads stages.train.with.threads.
+  const { jsonDiff } = await import('../../ui/data.ts');
+  const byId = (plan: Record<string, unknown>) => ({
+    ...plan,
+    stages: Object.fromEntries((plan.stages as { id: string }[]).map((st) => [st.id, st])),
+  });
+  const plans = await Promise.all([a, b].map(async (v) => (await recordedSpec(audit, v.lineage.runId, v.lineage.specHash))?.plan));
+  const trained = await Promise.all([a, b].map((v) => trainedWith(audit, v.lineage.runId)));
+  return {
+    ...(specChanged ? { spec: plans[0] && plans[1] ? jsonDiff(plans.map((p) => byId(p!))) : null } : {}),
+    trainedWith: trained.every((t) => Object.keys(t).length) ? jsonDiff(trained) : null,
+  };
+}
+
+function diffLines(lines: SpecDiffLine[] | null, unrecorded: string): string[] {
+  if (lines === null) return [`  (${unrecorded})`];
+  if (!lines.length) return ['  (same)'];
+  const show = (x: unknown) => (x === undefined ? '-' : JSON.stringify(x));
+  const width = Math.max(28, ...lines.map((l) => l.path.length));
+  return lines.map((l) => printable(`  ${l.path.padEnd(width)} ${show(l.values[0])} → ${show(l.values[1])}`));
 }
 
 /** A word the shell reads as it is: quoted when it holds anything beyond letters, digits and `_.,:/=@+-`. */
@@ -241,7 +276,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const num = (x: string) => (/^\d+$/.test(x) ? Number(x) : x);
       return withRegistry(ctx, async (reg) => {
         const d = await reg.diffVersions(name, num(a), num(b));
-        out(d, () =>
+        const how = await howMadeDiff(ctx, await reg.getVersion(name, d.a), await reg.getVersion(name, d.b), d.specHashChanged);
+        out({ ...d, ...how }, () =>
           [
             `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
             'metrics:',
@@ -255,6 +291,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
             'data:',
             ...dataLines(d),
             ...d.artifacts.filter((x) => x.changed).map((x) => `  artifact ${x.role} changed`),
+            ...(how.spec === undefined
+              ? []
+              : ['spec:', ...diffLines(how.spec, "the trail keeps only the spec hashes of these versions' runs")]),
+            'trained with:',
+            ...diffLines(how.trainedWith, "not recorded for these versions' runs (before train's audit record kept it)"),
           ].join('\n'),
         );
         return 0;

@@ -83,3 +83,17 @@ async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/** What each train stage of a run was trained with, by stage id, from its `stage.completed` record (src/stages/train.ts's audit). */
+export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, { device: unknown; runtime?: unknown }>> {
+  const out: Record<string, { device: unknown; runtime?: unknown }> = {};
+  for (const r of await audit.query({ run: runId, action: 'stage.completed' })) {
+    const d = r.details;
+    if (r.runId !== runId || d.kind !== 'train' || typeof d.device !== 'string') continue;
+    out[typeof d.stage === 'string' ? d.stage : r.subject] = {
+      device: d.device,
+      ...(d.runtime !== undefined ? { runtime: d.runtime } : {}),
+    };
+  }
+  return out;
+}
