@@ -11,6 +11,7 @@ import { openAudit } from '../src/audit/log.ts';
 import type { RunEndRecord, StageRequest } from '../workflows/types.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { runEndedHook, stageCompletedHook } from './audit.ts';
+import { sourcesOf as recordedSpecSources } from '../src/audit/run-spec.ts';
 
 const request = (stageId: string): StageRequest =>
   ({ runId: 'run-1', stageId, kind: 'noop', config: {}, baseDir: '/', specHash: 'h', actor: 'tester', writeCache: true }) as StageRequest;
@@ -102,6 +103,32 @@ it("writes what the kind's audit adds into the stage's record: data hashes besid
     assert.equal((await (await audit.get()).verify()).ok, true);
   } finally {
     await audit.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+it('records outputs a stage took from the cache as stage.reused, naming the run that made them, beside what the kind adds', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'audit-reused-'));
+  const hook = stageCompletedHook(stateDir);
+  const outputs = { table: { uri: 'artifact://sha256/' + 'a'.repeat(64), sha256: 'a'.repeat(64), bytes: 1 } };
+  const req = { ...request('ingest'), runId: 'run-2', cacheKey: 'k' };
+  const sources = { sources: [{ path: 'd.jsonl', sha256: 'd'.repeat(64), bytes: 3 }] };
+  await hook(req, { outputs, cacheKey: 'k', cachedFrom: { runId: 'run-1', stageId: 'ingest' } }, { details: sources });
+  await hook(req, { outputs, cacheKey: 'k', cachedFrom: { runId: 'run-1', stageId: 'ingest' } }, { details: sources });
+  const log = await openAudit(join(stateDir, 'audit.db'));
+  try {
+    const records = await log.query({ run: 'run-2' });
+    assert.deepEqual(
+      records.map((r) => [r.action, r.details.reusedFrom, r.dataHashes]),
+      [['stage.reused', { runId: 'run-1', stageId: 'ingest' }, { 'out:table': 'a'.repeat(64) }]],
+    );
+    // What the run's data was, found from the run that registered a model, though its ingest ran in another run.
+    assert.deepEqual(
+      (await recordedSpecSources(log, 'run-2')).map((s) => s.path),
+      ['d.jsonl'],
+    );
+  } finally {
+    await log.close();
     rmSync(stateDir, { recursive: true, force: true });
   }
 });

@@ -34,8 +34,10 @@ export function stageCompletedHook(
   return async (req, res, extra) => {
     const log = await audit.get();
     const inputs = artifactHashes(Object.fromEntries(Object.entries(req.config).filter(([, v]) => isArtifactRef(v))));
+    // Outputs a stage took from the cache (`cachedFrom`): `stage.reused`, naming the run that made them.
+    const reused = res.cachedFrom;
     await log.append({
-      action: 'stage.completed',
+      action: reused ? 'stage.reused' : 'stage.completed',
       subject: `${req.runId}/${req.stageId}`,
       runId: req.runId,
       actor: req.actor,
@@ -48,9 +50,15 @@ export function stageCompletedHook(
         ...Object.fromEntries(Object.entries(inputs).map(([k, v]) => [`in:${k}`, v])),
         ...Object.fromEntries(Object.entries(artifactHashes(res.outputs)).map(([k, v]) => [`out:${k}`, v])),
       },
-      details: { ...extra?.details, stage: req.stageId, kind: req.kind, cacheKey: req.cacheKey },
+      details: {
+        ...extra?.details,
+        stage: req.stageId,
+        kind: req.kind,
+        cacheKey: req.cacheKey,
+        ...(reused ? { reusedFrom: { runId: reused.runId, stageId: reused.stageId } } : {}),
+      },
       // Scheduled runs can reuse a workflow id (same second, backfills); the execution id keeps their records apart.
-      dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/completed`,
+      dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/${reused ? 'reused' : 'completed'}`,
     });
   };
 }

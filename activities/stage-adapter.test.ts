@@ -443,7 +443,9 @@ describe('stage adapter', () => {
     const hit = (await new MockActivityEnvironment(later).run(act, lookup)) as StageResult;
     assert.deepEqual(hit, { outputs: { echoed: 1 }, cacheKey: key, cachedFrom: { runId: 'run-1', stageId: 'stage-a' } });
     assert.equal(runs, 1, 'a hit does not run the stage');
-    assert.equal(completed.length, 1, 'nor calls the completion hook (no audit record for reused outputs)');
+    // The hook hears of the reuse (a stage.reused record: which run's outputs this run took), and of no run.
+    assert.equal(completed.length, 2);
+    assert.deepEqual(completed[1]!.cachedFrom, { runId: 'run-1', stageId: 'stage-a' });
 
     const noReuse = (await new MockActivityEnvironment(later).run(act, { ...lookup, lookup: { reuse: false } })) as StageResult;
     assert.equal(noReuse.cachedFrom, undefined);
@@ -454,9 +456,9 @@ describe('stage adapter', () => {
     const completed: string[] = [];
     let auditDown = true;
     const d = deps({
-      onStageCompleted: async (req) => {
+      onStageCompleted: async (req, res) => {
         if (auditDown) throw new Error('audit store down');
-        completed.push(req.stageId);
+        completed.push(`${req.runId}/${req.stageId}${res.cachedFrom ? ` reused from ${res.cachedFrom.runId}` : ''}`);
       },
     });
     let runs = 0;
@@ -472,14 +474,14 @@ describe('stage adapter', () => {
     assert.deepEqual(retried.outputs, { n: 1 }, "attempt 1's outputs, not a second run");
     assert.equal(retried.cachedFrom, undefined, 'done in this run, not reused from another');
     assert.equal(runs, 1);
-    assert.deepEqual(completed, ['stage-a'], 'the audit record attempt 1 could not write');
+    assert.deepEqual(completed, ['run-1/stage-a'], 'the audit record attempt 1 could not write');
 
     // Another execution (a resumed run) finding the same record reuses it, as before.
     const other = (await new MockActivityEnvironment({
       workflowExecution: { workflowId: 'run-2', runId: 'another-execution' },
     }).run(act, { ...lookup, runId: 'run-2' })) as StageResult;
     assert.deepEqual(other.cachedFrom, { runId: 'run-1', stageId: 'stage-a' });
-    assert.deepEqual(completed, ['stage-a'], 'no completion record for reused outputs');
+    assert.deepEqual(completed, ['run-1/stage-a', 'run-2/stage-a reused from run-1'], 'a reuse record for reused outputs');
   });
 
   it("hands the completion hook what the kind's audit adds, read from the outputs, also when a retry finishes an earlier attempt", async () => {

@@ -163,8 +163,12 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
             outcome = 'succeeded';
             return result;
           }
+          // The run's trail says which outputs it took and from which run: a version registered by a resumed run
+          // otherwise had no record of the data it was trained on or how, and a rerun none of where its model came from.
+          const result: StageResult = { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy };
+          await completed({ ...req, cacheKey: key }, result);
           outcome = 'cached';
-          return { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy };
+          return result;
         }
         req = { ...req, cacheKey: key };
         ctx.cacheKey = key;

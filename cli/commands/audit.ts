@@ -45,6 +45,8 @@ function line(r: AuditRecord): string {
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   // A record about a run's stage that is about a model too (register: which version its model is).
   if (r.model && r.model !== r.subject) extra.push(`${r.model}${typeof d.registered === 'string' ? ` (${d.registered})` : ''}`);
+  const from = (r.details as { reusedFrom?: { runId?: unknown; stageId?: unknown } }).reusedFrom;
+  if (from && typeof from.runId === 'string') extra.push(`reused from ${from.runId}/${String(from.stageId)}`);
   const trained = trainedOn(r.details);
   if (trained) extra.push(trained);
   if (r.specHash) extra.push(`spec ${r.specHash.slice(0, 12)}`);

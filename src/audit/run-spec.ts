@@ -67,9 +67,10 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
   return out;
 }
 
-async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['sources']> {
+/** The source files a run's ingest stages read, or took from the cache with the tables made of them. */
+export async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['sources']> {
   const out: RecordedSpec['sources'] = [];
-  for (const r of await audit.query({ run: runId, action: 'stage.completed' })) {
+  for (const r of await stageRecords(audit, runId)) {
     const sources = r.details.sources;
     if (r.runId !== runId || !Array.isArray(sources)) continue;
     const stage = typeof r.details.stage === 'string' ? r.details.stage : r.subject;
@@ -80,6 +81,13 @@ async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['
   return out;
 }
 
+/** A run's records of its stages: those it ran (`stage.completed`) and those whose outputs it took from the cache (`stage.reused`). */
+async function stageRecords(audit: AuditLog, runId: string): Promise<AuditRecord[]> {
+  return (await audit.query({ run: runId })).filter(
+    (r) => r.runId === runId && (r.action === 'stage.completed' || r.action === 'stage.reused'),
+  );
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -87,7 +95,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** What each train stage of a run was trained with, by stage id, from its `stage.completed` record (src/stages/train.ts's audit). */
 export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, { device: unknown; runtime?: unknown }>> {
   const out: Record<string, { device: unknown; runtime?: unknown }> = {};
-  for (const r of await audit.query({ run: runId, action: 'stage.completed' })) {
+  for (const r of await stageRecords(audit, runId)) {
     const d = r.details;
     if (r.runId !== runId || d.kind !== 'train' || typeof d.device !== 'string') continue;
     out[typeof d.stage === 'string' ? d.stage : r.subject] = {
