@@ -126,6 +126,10 @@ test('models diff: which spec fields differ and what the training ran with, from
     { path: 'stages.split.with.seed', values: [7, 9] },
   ]);
   assert.deepEqual(otherSpec.trainedWith, []);
+  // models show says how the version was trained, from its run's record.
+  const shown = await runCliInProcess(['models', 'show', 'tiny@2'], env);
+  assert.match(shown.stdout, /\n {2}train: trained on cpu \(onnxruntime's default threads, 16 cpus, onnxruntime 1\.30\.0\)\n/);
+  assert.match(shown.stdout, /\n {2}spec: `tempered models show tiny@2 --spec` prints the file it was submitted with\n/);
   const human = await runCliInProcess(['models', 'diff', 'tiny', '1', '3'], env);
   assert.match(human.stdout, /\nspec:\n {2}params\.seed +7 → 9\n {2}stages\.split\.with\.seed +7 → 9\ntrained with:\n {2}\(same\)/);
 });

@@ -14,7 +14,7 @@ import { sharingHint } from './sharing.ts';
 const DATA_HASHES_SHOWN = 8;
 
 /** A train stage's `device` and `runtime` (src/stages/train.ts): the thread count and CPU can change a model's bytes. */
-function trainedOn(d: Record<string, unknown>): string | undefined {
+export function trainedOn(d: Record<string, unknown>): string | undefined {
   if (typeof d.device !== 'string') return undefined;
   const rt = (d.runtime && typeof d.runtime === 'object' ? d.runtime : {}) as Record<string, unknown>;
   const facts = [

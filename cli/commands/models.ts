@@ -14,6 +14,7 @@ import { recordedSpec, trainedWith } from '../../src/audit/run-spec.ts';
 import type { SpecDiffLine } from '../../ui/data.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
+import { trainedOn } from './audit.ts';
 import { pullNotes, writeTransformersWeights, type TransformersExport } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes, printable } from '../format.ts';
@@ -204,13 +205,19 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         const note = productionNote(v);
         if (values.spec) return printSpec(ctx, v, !!values.json);
         if (values.card) console.log(modelCard(v));
-        else
+        else {
+          // A read: no audit database is made where there is none.
+          const trained =
+            values.json || !databaseExists(ctx.paths.auditDb) ? {} : await trainedWith(await ctx.auditLog().get(), v.lineage.runId);
           out(v, () =>
             [
               `${v.name}@${v.version}  created ${v.createdAt} by ${v.createdBy}${v.aliases.length ? `  aliases: ${v.aliases.join(', ')}` : ''}`,
               `lineage: run ${v.lineage.runId} stage ${v.lineage.stageId}, spec ${v.lineage.specHash.slice(0, 12)}, code ${v.lineage.codeVersion ?? '?'}`,
               ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
               v.lineage.baseModel ? `  base model: ${describeBaseModel(v.lineage.baseModel)}` : '',
+              // From the trail: how the model was trained, which the registry does not keep and its bytes may depend on.
+              ...Object.entries(trained).map(([stage, t]) => `  ${stage}: ${trainedOn(t as Record<string, unknown>)}`),
+              `  spec: \`tempered models show ${v.name}@${v.version} --spec\` prints the file it was submitted with`,
               'metrics:',
               ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(nameWidth(Object.keys(v.metrics)))} ${fmtMetric(k, x)}`),
               // production.* are another version's scores: say which (src/registry/production.ts).
@@ -221,6 +228,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               .filter(Boolean)
               .join('\n'),
           );
+        }
         return 0;
       });
     }
