@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { auditRunSubmitted } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
@@ -132,4 +133,34 @@ test('models diff: which spec fields differ and what the training ran with, from
   assert.match(shown.stdout, /\n {2}spec: `tempered models show tiny@2 --spec` prints the file it was submitted with\n/);
   const human = await runCliInProcess(['models', 'diff', 'tiny', '1', '3'], env);
   assert.match(human.stdout, /\nspec:\n {2}params\.seed +7 → 9\n {2}stages\.split\.with\.seed +7 → 9\ntrained with:\n {2}\(same\)/);
+});
+
+test("models show --spec of a schedule's run: the file the schedule keeps in the store, checked against the version's spec hash", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-sched-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const file = join(home, 'tiny.yaml');
+  writeFileSync(file, `# nightly\n${readFileSync(FIXTURE, 'utf8')}`);
+  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '7' } });
+  assert.ok(loaded.ok);
+  // As `tempered schedule create` keeps it: the file's bytes in the store, named by the schedule's record.
+  const stored = await new ArtifactStore(join(home, 'store')).putBytes(loaded.text, { mediaType: 'application/yaml' });
+  const audit = await openAudit(join(home, 'audit.db'));
+  await audit.append({
+    action: 'schedule.created',
+    subject: 'nightly',
+    actor: 'carol',
+    specHash: loaded.plan.specHash,
+    details: { specUri: stored.uri, file, param: ['seed=7'] },
+  });
+  await audit.close();
+  const reg = await openRegistry(join(home, 'registry.db'));
+  // A schedule's run: no client submitted it, so it has no run.submitted.
+  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'nightly-20261206', specHash: loaded.plan.specHash }));
+  await reg.close();
+  const shown = await runCli(['models', 'show', 'tiny@1', '--spec'], { TEMPERED_HOME: home });
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.equal(shown.stdout, loaded.text);
+  assert.match(shown.stderr, /run nightly-20261206 was started by schedule nightly/);
+  assert.match(shown.stderr, /rerun: tempered submit tiny\.yaml --param seed=7\n/);
 });

@@ -1,4 +1,5 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
+import { readFile } from 'node:fs/promises';
 import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -10,7 +11,9 @@ import { productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
-import { recordedSpec, trainedWith } from '../../src/audit/run-spec.ts';
+import { recordedSpec, scheduleSpec, trainedWith } from '../../src/audit/run-spec.ts';
+import { loadSpecText } from '../../src/spec/load.ts';
+import { parseParamOverrides } from '../../src/spec/params.ts';
 import type { SpecDiffLine } from '../../ui/data.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
@@ -81,8 +84,13 @@ function dataLines(d: VersionDiff): string[] {
  */
 async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promise<number> {
   const { runId, specHash } = v.lineage;
-  const s = await recordedSpec(await ctx.auditLog().get(), runId, specHash);
+  const audit = await ctx.auditLog().get();
+  const s = await recordedSpec(audit, runId, specHash);
   const id = `${v.name}@${v.version}`;
+  if (!s) {
+    const fromSchedule = await printScheduledSpec(ctx, await scheduleSpec(audit, specHash), id, runId, specHash, json);
+    if (fromSchedule !== undefined) return fromSchedule;
+  }
   if (!s || (s.text === undefined && !s.plan))
     throw new CliError(
       `${id}: the audit trail keeps ${s ? 'only the hash' : 'no submission'} of the spec of run ${runId} (spec ${specHash.slice(0, 12)})` +
@@ -147,6 +155,47 @@ function diffLines(lines: SpecDiffLine[] | null, unrecorded: string): string[] {
   const show = (x: unknown) => (x === undefined ? '-' : JSON.stringify(x));
   const width = Math.max(28, ...lines.map((l) => l.path.length));
   return lines.map((l) => printable(`  ${l.path.padEnd(width)} ${show(l.values[0])} → ${show(l.values[1])}`));
+}
+
+/**
+ * A run a schedule started has no `run.submitted`: its spec file is the one the schedule keeps in the store, named by
+ * the schedule's newest record with that spec hash, and planned again here to check it gives the version's spec hash.
+ */
+async function printScheduledSpec(
+  ctx: CliContext,
+  sched: Awaited<ReturnType<typeof scheduleSpec>>,
+  id: string,
+  runId: string,
+  specHash: string,
+  json: boolean,
+): Promise<number | undefined> {
+  if (!sched) return undefined;
+  const text = await readFile(await ctx.store().localPath(sched.specUri), 'utf8');
+  const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
+  const planned = loadSpecText(text, sched.file ?? sched.specUri, {
+    ...ctx.registry,
+    paramOverrides: parseParamOverrides(params).overrides,
+  });
+  const planMatches = planned.ok && planned.plan.specHash === specHash;
+  const problems = planMatches ? [] : [`the schedule's file with its params does not plan to the version's spec hash ${specHash}`];
+  if (json) {
+    console.log(
+      JSON.stringify(
+        { model: id, runId, specHash, schedule: sched.schedule, specUri: sched.specUri, specFile: sched.file, text, planMatches, problems },
+        null,
+        2,
+      ),
+    );
+    return problems.length ? 1 : 0;
+  }
+  const notes = [
+    `# ${id}: run ${runId} was started by schedule ${sched.schedule}; its spec file as the schedule keeps it (${sched.specUri}${sched.file ? `, from ${sched.file}` : ''}; set by ${sched.actor} at ${sched.time}; spec ${specHash.slice(0, 12)})`,
+    `# rerun: tempered submit ${sched.file ? shellWord(sched.file.split('/').pop()!) : 'FILE'}${params.map((p) => ` --param ${shellWord(p)}`).join('')}`,
+    ...problems.map((b) => `# warning: ${b}`),
+  ];
+  console.error(notes.map(printable).join('\n'));
+  process.stdout.write(text);
+  return problems.length ? 1 : 0;
 }
 
 /** A word the shell reads as it is: quoted when it holds anything beyond letters, digits and `_.,:/=@+-`. */

@@ -105,3 +105,27 @@ export async function trainedWith(audit: AuditLog, runId: string): Promise<Recor
   }
   return out;
 }
+
+/**
+ * Where a schedule keeps the spec file its runs follow: a run a schedule starts has no `run.submitted` (no client
+ * submitted it), but the schedule's newest `schedule.created` / `schedule.updated` with that spec hash names the file's
+ * bytes in the store (`details.specUri`, content-addressed) and its path.
+ */
+export async function scheduleSpec(
+  audit: AuditLog,
+  specHash: string,
+): Promise<{ schedule: string; specUri: string; file?: string; params?: unknown; actor: string; time: string } | undefined> {
+  const recs = [...(await audit.query({ action: 'schedule.created' })), ...(await audit.query({ action: 'schedule.updated' }))]
+    .filter((r) => r.specHash === specHash && typeof r.details.specUri === 'string' && r.details.specUri)
+    .sort((a, b) => a.seq - b.seq);
+  const r = recs.pop();
+  if (!r) return undefined;
+  return {
+    schedule: r.subject,
+    specUri: r.details.specUri as string,
+    ...(typeof r.details.file === 'string' ? { file: r.details.file } : {}),
+    ...(r.details.param !== undefined ? { params: r.details.param } : {}),
+    actor: r.actor,
+    time: r.time,
+  };
+}
