@@ -31,6 +31,14 @@ export interface SessionOptions {
    * which measured a lower peak RSS (SmolLM2-135M LoRA, batch 2 × 256: 3974 vs 5209 MiB) at no loss of speed.
    */
   memPattern?: boolean;
+  /**
+   * onnxruntime's CPU memory arena (default on, as in onnxruntime). The arena never gives back what it took: a
+   * long-lived session holds its largest run's peak for good. Off, a run's buffers go back to malloc when it ends,
+   * at the cost of page faults on large runs. Served sessions run without it (SERVE_MEM_ARENA in
+   * src/serve/worker-pool.ts, figures in bench/serve-memory.bench.ts); training sessions keep it, since each
+   * attempt runs in a process that exits.
+   */
+  memArena?: boolean;
 }
 
 const PROVIDERS: Record<Exclude<Device, 'auto'>, ort.InferenceSession.ExecutionProviderConfig[]> = {
@@ -113,6 +121,7 @@ async function open(bytes: Uint8Array | string, opts: SessionOptions): Promise<o
         // TEMPERED_ORT_PROFILE=/path/prefix writes onnxruntime's per-op trace (chrome://tracing JSON) for performance work.
         ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
         ...(opts.memPattern === false ? { enableMemPattern: false } : {}),
+        ...(opts.memArena === false ? { enableCpuMemArena: false } : {}),
       };
       const session = await (typeof bytes === 'string' ? ort.InferenceSession.create(bytes, o) : ort.InferenceSession.create(bytes, o));
       landedOn.set(session, d);

@@ -38,6 +38,8 @@ export interface PredictorOptions {
   batchSize?: number;
   /** Padding multiple (default 8). */
   bucket?: number;
+  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server turns it off. */
+  memArena?: boolean;
 }
 
 export function readManifest(folder: string): ModelManifest {
@@ -91,6 +93,7 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
     device: opts.device ?? 'cpu',
     threads: opts.threads,
+    memArena: opts.memArena,
   });
   const batchSize = opts.batchSize ?? 32;
   const bucket = opts.bucket ?? 8;

@@ -27,6 +27,8 @@ import type { Model } from '../onnx/ir.ts';
 export interface DecoderOptions {
   device?: Device;
   threads?: number;
+  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server turns it off. */
+  memArena?: boolean;
 }
 
 /**
@@ -233,7 +235,11 @@ export class Decoder {
     try {
       writeDecoderGraph(config, typeof weights === 'function' ? weights : () => weights, join(tmp, 'decoder.onnx'));
       collectGarbage();
-      const session = await createSessionFromFile(join(tmp, 'decoder.onnx'), { device: opts.device ?? 'cpu', threads: opts.threads });
+      const session = await createSessionFromFile(join(tmp, 'decoder.onnx'), {
+        device: opts.device ?? 'cpu',
+        threads: opts.threads,
+        memArena: opts.memArena,
+      });
       return new Decoder(config, session, opts.maxPositions, opts.tokenizer ?? null, opts.eosTokenIds ?? []);
     } finally {
       // onnxruntime has read or mapped the weights by now; an unlinked mapping stays valid on Linux.

@@ -11,7 +11,7 @@ const port = parentPort!;
 const reply = (m: ThreadReply) => port.postMessage(m);
 
 try {
-  const predictor = await loadPredictor(setup.folder, { threads: setup.threads, device: setup.device });
+  const predictor = await loadPredictor(setup.folder, { threads: setup.threads, device: setup.device, memArena: setup.memArena });
   reply({ type: 'ready', id: predictor.id, labels: predictor.labels });
   port.on('message', async (m: ThreadRequest) => {
     if (m.type === 'close') {

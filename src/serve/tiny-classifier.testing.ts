@@ -9,16 +9,27 @@ import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testin
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 
 /** Trains into `root` and resolves to the export's folder (`<root>/out`). */
-export async function exportTinyClassifier(root: string, o: { hidden?: number; layers?: number; threads?: number } = {}): Promise<string> {
+export async function exportTinyClassifier(
+  root: string,
+  o: { hidden?: number; layers?: number; threads?: number; maxLength?: number } = {},
+): Promise<string> {
   const outDir = join(root, 'out');
   const hidden = o.hidden ?? TINY_MINILM.hidden;
+  const maxLength = o.maxLength ?? 64;
   await trainClassifier({
     modelDir: tinyBertDir(
       join(root, 'model'),
       7,
-      o.hidden === undefined && o.layers === undefined
+      o.hidden === undefined && o.layers === undefined && o.maxLength === undefined
         ? TINY_MINILM
-        : { ...TINY_MINILM, hidden, layers: o.layers ?? TINY_MINILM.layers, heads: Math.max(1, hidden / 32), intermediate: hidden * 4 },
+        : {
+            ...TINY_MINILM,
+            hidden,
+            layers: o.layers ?? TINY_MINILM.layers,
+            heads: Math.max(1, hidden / 32),
+            intermediate: hidden * 4,
+            maxPositions: Math.max(TINY_MINILM.maxPositions, maxLength),
+          },
     ),
     train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
     labels: ['negative', 'positive'],
@@ -29,7 +40,7 @@ export async function exportTinyClassifier(root: string, o: { hidden?: number; l
     schedule: 'constant',
     weightDecay: 0,
     seed: 1,
-    maxLength: 64,
+    maxLength,
     pooling: 'mean',
     device: 'cpu',
     threads: o.threads ?? 1,

@@ -16,6 +16,11 @@ export interface PoolOptions {
   /** onnxruntime intra-op threads per worker. Default: onnxruntime's. */
   threads?: number;
   device?: Device;
+  /**
+   * onnxruntime's CPU memory arena in each thread's session. Default off (SERVE_MEM_ARENA): with it, one large
+   * request leaves the thread holding that request's peak for as long as the server runs.
+   */
+  memArena?: boolean;
   /** Texts waiting for a thread beyond which requests are refused (an empty queue takes any request). Default 256. */
   maxQueue?: number;
   /** How long an idle pool waits for more requests to join a batch. Default 2 ms. */
@@ -48,6 +53,16 @@ export class OverloadedError extends Error {
   readonly statusCode = 429;
 }
 
+/**
+ * Whether served sessions (classifier and generation threads) use onnxruntime's CPU memory arena unless told: off,
+ * unless TEMPERED_SERVE_MEM_ARENA=1. The arena never returns what it took: one request of 64 long texts left a
+ * MiniLM server 424 MiB larger for as long as it ran (46 MiB without it), and after one 2,000-token prompt SmolLM2's
+ * short completions ran at a third of their speed (0.85 against 2.45 a second; what it held, 124 MiB, glibc's heap
+ * holds too without the arena: 218 MiB, 22 with a fixed trim threshold). The cost: page faults, about 1.5× the CPU
+ * time of a batch of long texts; one-text requests the same within noise (bench/serve-memory.bench.ts).
+ */
+export const SERVE_MEM_ARENA = process.env.TEMPERED_SERVE_MEM_ARENA === '1';
+
 /** @internal the messages between the pool and its threads */
 export interface ThreadSetup {
   /** The thread's module (ts-thread.mjs imports it). */
@@ -55,6 +70,7 @@ export interface ThreadSetup {
   folder: string;
   threads?: number;
   device?: Device;
+  memArena: boolean;
   hold?: Int32Array;
 }
 export type ThreadRequest = { type: 'predict'; batch: number; texts: string[] } | { type: 'close' };
@@ -159,6 +175,7 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
     folder,
     threads: positive(opts.threads, 0, 'threads') || undefined,
     device: opts.device,
+    memArena: opts.memArena ?? SERVE_MEM_ARENA,
     hold: opts.hold,
   };
   const started = await Promise.all(Array.from({ length: n }, () => startThread(setup)));
