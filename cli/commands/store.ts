@@ -51,6 +51,18 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
       await reg.close();
     }
   };
+  // A schedule's spec file (`details.specUri` of its records) is read again by `schedule update` and by `models show
+  // --spec` for its runs' versions, long after it was stored: kept, also for deleted schedules (they made models).
+  const scheduleSpecs = async function* (): AsyncIterable<string> {
+    if (!databaseExists(ctx.paths.auditDb)) return;
+    const log = await ctx.auditLog().get();
+    for (const action of ['schedule.created', 'schedule.updated'])
+      for (const r of await log.query({ action })) if (typeof r.details.specUri === 'string') yield r.details.specUri;
+  };
+  const roots = async function* (): AsyncIterable<string> {
+    yield* registryVersions();
+    yield* scheduleSpecs();
+  };
   const audit = async (r: GarbageReport, error?: string) =>
     (await ctx.auditLog().get()).append({
       action: 'store.collected',
@@ -74,7 +86,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
   const report = await collectGarbage({
     store,
     cache: ctx.cache(),
-    roots: registryVersions(),
+    roots: roots(),
     olderThanMs: days * DAY_MS,
     collect,
     log: (line) => console.error(line),
@@ -103,7 +115,7 @@ export function describeGarbage(r: GarbageReport): string {
   const verb = r.collected ? 'deleted' : 'would delete';
   const lines = [
     `${r.store}: objects last written before ${r.horizon} that nothing keeps`,
-    `  kept:    ${o.kept} objects (${fmtBytes(o.keptBytes)}) named by the registry, a stage-cache record after the horizon, a checkpoint or a kept object`,
+    `  kept:    ${o.kept} objects (${fmtBytes(o.keptBytes)}) named by the registry, a schedule (its spec file), a stage-cache record after the horizon, a checkpoint or a kept object`,
     `  recent:  ${o.recent} objects (${fmtBytes(o.recentBytes)}) unreferenced but written after the horizon`,
     `  garbage: ${o.garbage} objects (${fmtBytes(o.garbageBytes)}); ${verb} ${r.collected ? `${o.deleted} (${fmtBytes(o.deletedBytes)})` : 'them'}`,
     `  stage-cache records: ${r.records.kept} kept, ${r.records.expired} older than the horizon${r.collected ? `, ${r.records.dropped} dropped (one written again or used meanwhile stays)` : ' to drop'}`,
