@@ -1,4 +1,4 @@
-/** The dashboard's readers that need no server: curves from a progress log, and the spec diff of N runs. */
+/** The dashboard's readers that need no server: curves from a progress log and a store. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.
 import { FilePoints } from '../src/store/progress-points.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { jsonDiff, runCurves, trainingCurves, type RunView } from './data.ts';
+import { runCurves, trainingCurves, type RunView } from './data.ts';
 
 describe('trainingCurves from live points', () => {
   it('keeps tokens/s and samples/s, and the newest attempt of a step wins', async () => {
@@ -26,33 +26,6 @@ describe('trainingCurves from live points', () => {
     assert.deepEqual(c.columns.loss, [2, 1.4]);
     assert.deepEqual(c.columns.tokensPerSec, [50, 70]);
     assert.deepEqual(c.columns.samplesPerSec, [null, 4]);
-  });
-});
-
-describe('jsonDiff of several specs', () => {
-  it("lists the leaves that are not the same in all, with each spec's value", () => {
-    const a = { params: { seed: 3, lr: 0.1 }, stages: { split: { with: { ratios: [0.8, 0.2] } } }, tags: {} };
-    const b = { params: { seed: 4, lr: 0.1 }, stages: { split: { with: { ratios: [0.8, 0.2] } } }, tags: {} };
-    const c = { params: { seed: 3, lr: 0.1, extra: true }, stages: { split: { with: { ratios: [0.7, 0.3] } } } };
-    assert.deepEqual(jsonDiff([a, b, c]), [
-      { path: 'params.extra', values: [undefined, undefined, true], absent: [true, true, false] },
-      { path: 'params.seed', values: [3, 4, 3] },
-      { path: 'stages.split.with.ratios.0', values: [0.8, 0.8, 0.7] },
-      { path: 'stages.split.with.ratios.1', values: [0.2, 0.2, 0.3] },
-      { path: 'tags', values: [{}, {}, undefined], absent: [false, false, true] },
-    ]);
-    assert.deepEqual(jsonDiff([a, a]), []);
-  });
-
-  it('lists a stage only one spec has as one line, marked absent in the other', () => {
-    const stage = { uses: 'train', needs: ['split'], with: { epochs: 3, lr: 0.001, lora: { r: 8, alpha: 16 } } };
-    const a = { stages: { split: { with: { seed: 3 } } } };
-    const b = { stages: { split: { with: { seed: 3 } }, train: stage } };
-    const diff = jsonDiff([a, b]);
-    assert.deepEqual(diff, [{ path: 'stages.train', values: [undefined, stage], absent: [true, false] }]);
-    // Sent as JSON the absent value reads null; `absent` says it was not there (a null setting is not absent).
-    assert.deepEqual(JSON.parse(JSON.stringify(diff))[0].values, [null, stage]);
-    assert.deepEqual(jsonDiff([{ x: null }, {}]), [{ path: 'x', values: [null, undefined], absent: [false, true] }]);
   });
 });
 

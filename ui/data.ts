@@ -23,6 +23,7 @@ import type { ProgressPoint } from '../src/store/progress-log.ts';
 import type { ProgressPoints } from '../src/store/progress-points.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
+import { jsonDiff, type SpecDiffLine } from '../src/util/json-diff.ts';
 
 /** Reports small enough to send whole: data reports and evaluation reports are JSON of a few KiB. */
 const MAX_INLINE_JSON = 4 << 20;
@@ -288,39 +289,6 @@ export async function runCurves(points: ProgressPoints, store: ArtifactStore, v:
   if (!train) return null;
   const c = await trainingCurves(points, store, v.status.runId, v.execution, train);
   return (c.columns.step?.length ?? 0) > 0 ? c.columns : null;
-}
-
-export interface SpecDiffLine {
-  path: string;
-  /** The value at `path` in each compared spec, in order (undefined where a spec lacks it). */
-  values: unknown[];
-  /** Where a spec lacks the path, by position (JSON has no undefined: `values` reads null there); only when one does. */
-  absent?: boolean[];
-}
-
-const branch = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
-
-/**
- * Paths whose values are not the same in all of the given JSON values (the planned specs of runs): down to the leaves
- * where every spec has the branch, and one line for a whole branch that a spec lacks or holds as another kind of value
- * (a stage only one run has is one line, not one per setting).
- */
-export function jsonDiff(values: unknown[], path = '', out: SpecDiffLine[] = []): SpecDiffLine[] {
-  if (new Set(values.map((x) => JSON.stringify(x) ?? 'undefined')).size <= 1) return out;
-  if (values.every((v) => branch(v) && Array.isArray(v) === Array.isArray(values[0]))) {
-    const keys = [...new Set(values.flatMap((v) => Object.keys(v as object)))];
-    if (!Array.isArray(values[0])) keys.sort();
-    for (const k of keys)
-      jsonDiff(
-        values.map((v) => (v as Record<string, unknown>)[k]),
-        path ? `${path}.${k}` : k,
-        out,
-      );
-    return out;
-  }
-  const absent = values.map((v) => v === undefined);
-  out.push({ path, values, ...(absent.some(Boolean) ? { absent } : {}) });
-  return out;
 }
 
 /** Numeric outputs (`stage.output`) of a run. */

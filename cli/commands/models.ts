@@ -14,7 +14,7 @@ import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/type
 import { recordedSpec, scheduleSpec, trainedWith } from '../../src/audit/run-spec.ts';
 import { loadSpecText } from '../../src/spec/load.ts';
 import { parseParamOverrides } from '../../src/spec/params.ts';
-import type { SpecDiffLine } from '../../ui/data.ts';
+import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { trainedOn } from './audit.ts';
@@ -136,7 +136,6 @@ async function howMadeDiff(
 ): Promise<{ spec?: SpecDiffLine[] | null; trainedWith: SpecDiffLine[] | null }> {
   const audit = await ctx.auditLog().get();
   // The dashboard's comparison of runs' specs, where stages are keyed by id so a line reads stages.train.with.threads.
-  const { jsonDiff } = await import('../../ui/data.ts');
   const byId = (plan: Record<string, unknown>) => ({
     ...plan,
     stages: Object.fromEntries((plan.stages as { id: string }[]).map((st) => [st.id, st])),
