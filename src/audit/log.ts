@@ -29,6 +29,7 @@ export const AUDIT_ACTIONS = [
   'run.cancel_requested',
   'stage.completed',
   'stage.failed',
+  'stage.reused',
   'model.registered',
   'model.promoted',
   'model.rolled_back',
