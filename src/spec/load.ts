@@ -2,7 +2,7 @@
  * Entry points: read a pipeline file, parse, validate and plan it. User mistakes (including a
  * missing or unreadable file) come back as SpecErrors; nothing here throws for them.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { decodeSource } from './decode.ts';
 import { parseSource } from './parse.ts';
@@ -21,6 +21,26 @@ export interface LoadSpecOptions extends KindRegistry {
 export type LoadSpecResult = { ok: true; spec: PipelineSpec; plan: PlannedPipeline; text: string } | { ok: false; errors: SpecError[] };
 export type CheckSpecResult = { ok: true; spec: PipelineSpec } | { ok: false; errors: SpecError[] };
 
+/**
+ * The largest pipeline file taken. A run's workflow input carries the plan and the file's text (which the audit trail
+ * keeps), and Temporal refuses an input over its blob limit (2 MB by default) with an error that names neither the file
+ * nor what to do. A pipeline is a few KB: 512 KiB leaves room for both copies, and a wrong file (a dataset given by
+ * mistake) is refused before it is read whole.
+ */
+export const MAX_SPEC_BYTES = 512 * 1024;
+
+function tooLarge(file: string, bytes: number): SpecError {
+  return {
+    file,
+    line: 0,
+    column: 0,
+    path: '',
+    code: 'file-too-large',
+    message: `the file is ${bytes.toLocaleString('en-US')} bytes; a pipeline file may have at most ${MAX_SPEC_BYTES.toLocaleString('en-US')}`,
+    hint: 'check that this is the pipeline file: a pipeline is a few KB, and the rows it trains on belong in an ingest source, not in the file',
+  };
+}
+
 export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise<LoadSpecResult> {
   const text = await readSource(filePath);
   return typeof text === 'string'
@@ -30,6 +50,8 @@ export async function loadSpec(filePath: string, opts: LoadSpecOptions): Promise
 
 /** Same as loadSpec for text already in memory; `file` is only used in error messages. */
 export function loadSpecText(text: string, file: string, opts: LoadSpecOptions): LoadSpecResult {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > MAX_SPEC_BYTES) return { ok: false, errors: [tooLarge(file, bytes)] };
   const parsed = parseSource(text, file);
   if (!parsed.ok) return parsed;
   const v = validateParsed(parsed.parsed, { ...opts, requireParams: true });
@@ -46,6 +68,8 @@ export async function checkSpec(filePath: string, opts: LoadSpecOptions): Promis
 }
 
 export function checkSpecText(text: string, file: string, opts: LoadSpecOptions): CheckSpecResult {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > MAX_SPEC_BYTES) return { ok: false, errors: [tooLarge(file, bytes)] };
   const parsed = parseSource(text, file);
   if (!parsed.ok) return parsed;
   const v = validateParsed(parsed.parsed, { ...opts, requireParams: false });
@@ -54,6 +78,9 @@ export function checkSpecText(text: string, file: string, opts: LoadSpecOptions)
 
 async function readSource(filePath: string): Promise<string | SpecError> {
   try {
+    // A regular file's size is known before reading it; a pipe's is checked on its text (loadSpecText).
+    const { size } = await stat(filePath);
+    if (size > MAX_SPEC_BYTES) return tooLarge(filePath, size);
     const decoded = decodeSource(await readFile(filePath), filePath);
     return decoded.ok ? decoded.text : decoded.error;
   } catch (e) {

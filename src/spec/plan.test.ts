@@ -1,14 +1,14 @@
 /** Good pipelines plan deterministically: same input, same order and hash; plans survive JSON. */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { registry } from './kinds.testing.ts';
 import { yaml } from './spec-errors.testing.ts';
-import { loadSpec, loadSpecText, checkSpecText } from './load.ts';
+import { loadSpec, loadSpecText, checkSpecText, checkSpec, MAX_SPEC_BYTES } from './load.ts';
 import type { PlannedPipeline } from './types.ts';
 
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url).pathname;
@@ -293,6 +293,32 @@ describe('reading files', () => {
     const r = await loadSpec(dir, registry);
     assert.equal(r.ok, false);
     assert.equal((r as { errors: Array<{ code: string }> }).errors[0]!.code, 'file-unreadable');
+  });
+
+  test('a file over MAX_SPEC_BYTES is a SpecError naming its size, from a file or from text; one at the limit plans', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spec-'));
+    const valid = readFileSync(fixture('basic.yaml'), 'utf8');
+    // A comment pads the file to the size wanted without changing what it says.
+    const padded = (bytes: number) => valid + '#'.repeat(bytes - Buffer.byteLength(valid) - 1) + '\n';
+    const atLimit = join(dir, 'at.yaml');
+    writeFileSync(atLimit, padded(MAX_SPEC_BYTES));
+    assert.equal((await loadSpec(atLimit, registry)).ok, true);
+    const over = join(dir, 'over.yaml');
+    writeFileSync(over, padded(MAX_SPEC_BYTES + 1));
+    for (const r of [
+      await loadSpec(over, registry),
+      await checkSpec(over, registry),
+      loadSpecText(padded(MAX_SPEC_BYTES + 1), over, registry),
+      checkSpecText(padded(MAX_SPEC_BYTES + 1), over, registry),
+    ]) {
+      assert.equal(r.ok, false);
+      const [e, ...more] = (r as { errors: Array<{ code: string; file: string; message: string; hint?: string }> }).errors;
+      assert.equal(more.length, 0);
+      assert.equal(e!.code, 'file-too-large');
+      assert.equal(e!.file, over);
+      assert.match(e!.message, /^the file is 524,289 bytes; a pipeline file may have at most 524,288$/);
+      assert.match(e!.hint!, /ingest source/);
+    }
   });
 
   test('an unreadable file is a SpecError', async (t) => {

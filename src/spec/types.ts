@@ -185,6 +185,8 @@ export interface PlannedPipeline {
 export type SpecErrorCode =
   | 'file-not-found'
   | 'file-unreadable'
+  /** Over MAX_SPEC_BYTES (load.ts). */
+  | 'file-too-large'
   /** The file is not valid UTF-8. */
   | 'bad-encoding'
   | 'yaml-syntax'
