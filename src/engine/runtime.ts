@@ -34,7 +34,7 @@ export interface SessionOptions {
   /**
    * onnxruntime's CPU memory arena (default on, as in onnxruntime). The arena never gives back what it took: a
    * long-lived session holds its largest run's peak for good. Off, a run's buffers go back to malloc when it ends,
-   * at the cost of page faults on large runs. Served sessions run without it (SERVE_MEM_ARENA in
+   * at the cost of page faults on large runs. Served classifiers run without it (SERVE_MEM_ARENA in
    * src/serve/worker-pool.ts, figures in bench/serve-memory.bench.ts); training sessions keep it, since each
    * attempt runs in a process that exits.
    */

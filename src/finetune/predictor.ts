@@ -38,7 +38,7 @@ export interface PredictorOptions {
   batchSize?: number;
   /** Padding multiple (default 8). */
   bucket?: number;
-  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server turns it off. */
+  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server's pool turns it off. */
   memArena?: boolean;
 }
 

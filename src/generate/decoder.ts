@@ -27,7 +27,7 @@ import type { Model } from '../onnx/ir.ts';
 export interface DecoderOptions {
   device?: Device;
   threads?: number;
-  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server turns it off. */
+  /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts; default on). */
   memArena?: boolean;
 }
 

@@ -28,7 +28,7 @@ import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEven
 import type { TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { ChatMessage, TextGenerator } from './types.ts';
 import { EncoderThread } from './encoder-thread.ts';
-import { SERVE_MEM_ARENA, replaceOnExit, startReadyThread } from './worker-pool.ts';
+import { replaceOnExit, startReadyThread } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
@@ -70,7 +70,7 @@ export const TOKEN_WINDOW = 16;
 export interface GenerationThreadSetup {
   main: string;
   dir: string;
-  options: { id?: string; threads?: number; device?: TextGeneratorOptions['device']; memArena: boolean; chatTemplate?: string };
+  options: { id?: string; threads?: number; device?: TextGeneratorOptions['device']; memArena?: boolean; chatTemplate?: string };
   promptCache: boolean;
   hold?: Int32Array;
 }
@@ -170,7 +170,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
       id: opts.id,
       threads: opts.threads,
       device: opts.device,
-      memArena: opts.memArena ?? SERVE_MEM_ARENA,
+      memArena: opts.memArena,
       chatTemplate: opts.chatTemplate,
     },
     promptCache: opts.promptCache ?? true,

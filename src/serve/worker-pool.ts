@@ -54,12 +54,12 @@ export class OverloadedError extends Error {
 }
 
 /**
- * Whether served sessions (classifier and generation threads) use onnxruntime's CPU memory arena unless told: off,
- * unless TEMPERED_SERVE_MEM_ARENA=1. The arena never returns what it took: one request of 64 long texts left a
- * MiniLM server 424 MiB larger for as long as it ran (46 MiB without it), and after one 2,000-token prompt SmolLM2's
- * short completions ran at a third of their speed (0.85 against 2.45 a second; what it held, 124 MiB, glibc's heap
- * holds too without the arena: 218 MiB, 22 with a fixed trim threshold). The cost: page faults, about 1.5× the CPU
- * time of a batch of long texts; one-text requests the same within noise (bench/serve-memory.bench.ts).
+ * Whether the classifier threads' sessions use onnxruntime's CPU memory arena unless told: off, unless
+ * TEMPERED_SERVE_MEM_ARENA=1. The arena never returns what it took: one request of 64 texts of 256 tokens left a
+ * MiniLM server 424 MiB larger for as long as it ran, 46 MiB without it (glibc's defaults). The cost: page faults,
+ * about 1.5× the CPU time of such a batch; one-text requests the same within noise (bench/serve-memory.bench.ts).
+ * Generation threads keep it: after a 2,000-token prompt SmolLM2's server held the same with and without it
+ * (+159 / +157 MiB), its prompt pass being in chunks; what it holds is not the arena's.
  */
 export const SERVE_MEM_ARENA = process.env.TEMPERED_SERVE_MEM_ARENA === '1';
 
