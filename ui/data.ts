@@ -472,10 +472,38 @@ export async function auditRecords(dbs: UiDatabases, q: AuditQuery & { newest?: 
 }
 
 export interface AuditView {
-  /** Newest first, at most `limit`. */
+  /** Newest first, at most `limit`; `run.submitted` without the spec text and plan it keeps (withoutSpecCopy). */
   records: AuditRecord[];
   /** The model filter as the log was queried: an alias (`name@production`) is the version it points at now. */
   model?: { ref: string; query: string; resolved?: NonNullable<ModelFilter['resolved']> };
+}
+
+/**
+ * A `run.submitted` record as the audit page lists it: the spec file's text and the resolved plan it keeps (several KB
+ * each, client/runs.ts) become their sizes. The page polls up to 500 records every 5 s and shows details in a table
+ * cell; `tempered models show NAME@V --spec` and `tempered audit --json` give them whole.
+ */
+function withoutSpecCopy(r: AuditRecord): AuditRecord {
+  const { spec, plan, ...details } = r.details;
+  if (r.action !== 'run.submitted' || (spec === undefined && plan === undefined)) return r;
+  const bytes = (x: unknown) => Buffer.byteLength(JSON.stringify(x) ?? '');
+  const text = (spec as { text?: unknown } | null)?.text;
+  return {
+    ...r,
+    details: {
+      ...details,
+      ...(spec !== undefined
+        ? {
+            spec: {
+              sha256: (spec as { sha256?: unknown } | null)?.sha256,
+              ...(typeof text === 'string' ? { bytes: Buffer.byteLength(text) } : {}),
+              shown: 'tempered models show NAME@V --spec',
+            },
+          }
+        : {}),
+      ...(plan !== undefined ? { plan: `${bytes(plan).toLocaleString('en-US')} bytes of JSON, not shown here` } : {}),
+    },
+  };
 }
 
 /**
@@ -492,7 +520,7 @@ export async function auditView(
     q.model === undefined ? undefined : await resolveModelFilter(q.model, { location: dbs.paths.registryDb, kept: dbs.registry });
   const rows = await auditRecords(dbs, { ...q, model: filter?.model, newest: limit });
   return {
-    records: rows.reverse(),
+    records: rows.reverse().map(withoutSpecCopy),
     ...(filter && q.model !== undefined
       ? { model: { ref: q.model, query: filter.model, ...(filter.resolved ? { resolved: filter.resolved } : {}) } }
       : {}),
