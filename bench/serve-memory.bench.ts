@@ -21,12 +21,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { trainClassifier } from '../src/finetune/classifier.ts';
-import { syntheticRows, writeTextTable } from '../src/finetune/synthetic-text.testing.ts';
+import { syntheticRows } from '../src/finetune/synthetic-text.testing.ts';
 import { DEFAULT_LLM, DEFAULT_MODEL, resolveModelSource } from '../src/models/sources.ts';
 import { loadPooledTextGenerator } from '../src/serve/generation-pool.ts';
 import { createModelServer } from '../src/serve/server.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 import { flag, median } from './common.ts';
 
 const rounds = Number(flag('rounds', '2'));
@@ -162,30 +162,9 @@ async function llmSide(dir: string, memArena: boolean): Promise<LlmRun> {
 
 async function exportMiniLm(): Promise<string> {
   const root = join(tmpdir(), `bench-serve-memory-minilm-${maxLength}`);
-  const outDir = join(root, 'out');
-  if (existsSync(join(outDir, 'model.onnx'))) return outDir;
+  if (existsSync(join(root, 'out', 'model.onnx'))) return join(root, 'out');
   mkdirSync(root, { recursive: true });
-  const model = await resolveModelSource(DEFAULT_MODEL);
-  await trainClassifier({
-    modelDir: model.dir,
-    train: writeTextTable(join(root, 'train.arrow'), syntheticRows(16, 1)),
-    labels: ['negative', 'positive'],
-    method: 'head',
-    lr: 1e-3,
-    maxSteps: 1,
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    seed: 1,
-    maxLength,
-    pooling: 'mean',
-    device: 'cpu',
-    threads,
-    checkpointDir: join(root, 'ck'),
-    checkpointEvery: 0,
-    outDir,
-  });
-  return outDir;
+  return exportTinyClassifier(root, { modelDir: (await resolveModelSource(DEFAULT_MODEL)).dir, maxLength, threads });
 }
 
 const child = flag('child', '');

@@ -1,7 +1,8 @@
 /**
  * The exported classifier that the serving tests and benches answer with: a randomly initialised BERT (TINY_MINILM, or
  * of the size asked) with a classifier head, trained two steps (for what they check — a pool's answers against the
- * in-thread predictor's, a swap, speed and stop behaviour — the weights do not matter).
+ * in-thread predictor's, a swap, speed and stop behaviour — the weights do not matter). `modelDir` puts a real encoder
+ * (all-MiniLM-L6-v2, say) in the tiny BERT's place, for benches that need its size.
  */
 import { join } from 'node:path';
 import { trainClassifier } from '../finetune/classifier.ts';
@@ -11,26 +12,28 @@ import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 /** Trains into `root` and resolves to the export's folder (`<root>/out`). */
 export async function exportTinyClassifier(
   root: string,
-  o: { hidden?: number; layers?: number; threads?: number; maxLength?: number } = {},
+  o: { hidden?: number; layers?: number; threads?: number; maxLength?: number; modelDir?: string } = {},
 ): Promise<string> {
   const outDir = join(root, 'out');
   const hidden = o.hidden ?? TINY_MINILM.hidden;
   const maxLength = o.maxLength ?? 64;
   await trainClassifier({
-    modelDir: tinyBertDir(
-      join(root, 'model'),
-      7,
-      o.hidden === undefined && o.layers === undefined && o.maxLength === undefined
-        ? TINY_MINILM
-        : {
-            ...TINY_MINILM,
-            hidden,
-            layers: o.layers ?? TINY_MINILM.layers,
-            heads: Math.max(1, hidden / 32),
-            intermediate: hidden * 4,
-            maxPositions: Math.max(TINY_MINILM.maxPositions, maxLength),
-          },
-    ),
+    modelDir:
+      o.modelDir ??
+      tinyBertDir(
+        join(root, 'model'),
+        7,
+        o.hidden === undefined && o.layers === undefined && o.maxLength === undefined
+          ? TINY_MINILM
+          : {
+              ...TINY_MINILM,
+              hidden,
+              layers: o.layers ?? TINY_MINILM.layers,
+              heads: Math.max(1, hidden / 32),
+              intermediate: hidden * 4,
+              maxPositions: Math.max(TINY_MINILM.maxPositions, maxLength),
+            },
+      ),
     train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
     labels: ['negative', 'positive'],
     method: 'head',
