@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -163,4 +163,22 @@ test("models show --spec of a schedule's run: the file the schedule keeps in the
   assert.equal(shown.stdout, loaded.text);
   assert.match(shown.stderr, /run nightly-20261206 was started by schedule nightly/);
   assert.match(shown.stderr, /rerun: tempered submit tiny\.yaml --param seed=7\n/);
+});
+
+test('models diff and models show --spec make no audit database where there is none, and say the trail is missing', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-noaudit-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'run-a', specHash: 'a'.repeat(64) }));
+  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'run-b', specHash: 'b'.repeat(64) }));
+  await reg.close();
+  const env = { TEMPERED_HOME: home, TEMPERED_DATABASE_URL: '', TEMPERED_STORE: '' };
+  const diff = await runCliInProcess(['models', 'diff', 'tiny', '1', '2', '--json'], env);
+  assert.equal(diff.code, 0, diff.stderr);
+  const d = JSON.parse(diff.stdout) as { spec?: unknown; trainedWith: unknown };
+  assert.deepEqual([d.spec, d.trainedWith], [null, null]);
+  const spec = await runCliInProcess(['models', 'show', 'tiny@1', '--spec'], env);
+  assert.equal(spec.code, 1);
+  assert.match(spec.stderr, /^tiny@1: no audit log at .*audit\.db, which keeps the spec a run was submitted with$/);
+  assert.equal(existsSync(join(home, 'audit.db')), false);
 });

@@ -84,9 +84,12 @@ function dataLines(d: VersionDiff): string[] {
  */
 async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promise<number> {
   const { runId, specHash } = v.lineage;
+  const id = `${v.name}@${v.version}`;
+  // A read: an audit database is not made where there is none.
+  if (!databaseExists(ctx.paths.auditDb))
+    throw new CliError(`${id}: no audit log at ${ctx.paths.auditDb}, which keeps the spec a run was submitted with${sharingHint(ctx)}`);
   const audit = await ctx.auditLog().get();
   const s = await recordedSpec(audit, runId, specHash);
-  const id = `${v.name}@${v.version}`;
   if (!s) {
     const fromSchedule = await printScheduledSpec(ctx, await scheduleSpec(audit, specHash), id, runId, specHash, json);
     if (fromSchedule !== undefined) return fromSchedule;
@@ -134,6 +137,8 @@ async function howMadeDiff(
   b: ModelVersion,
   specChanged: boolean,
 ): Promise<{ spec?: SpecDiffLine[] | null; trainedWith: SpecDiffLine[] | null }> {
+  // A read: an audit database is not made where there is none (nothing is recorded then).
+  if (!databaseExists(ctx.paths.auditDb)) return { ...(specChanged ? { spec: null } : {}), trainedWith: null };
   const audit = await ctx.auditLog().get();
   // The dashboard's comparison of runs' specs, where stages are keyed by id so a line reads stages.train.with.threads.
   const byId = (plan: Record<string, unknown>) => ({
