@@ -1,6 +1,6 @@
 /**
  * A served session gives back what one large request took: onnxruntime's CPU memory arena kept a batch's peak for
- * as long as the server ran, so serve's sessions run without it (SERVE_MEM_ARENA). Each side runs in a process of
+ * as long as the server ran, so serve's classifier sessions run without it (SERVE_MEM_ARENA). Each side runs in a process of
  * its own, since resident memory is the process's.
  */
 import assert from 'node:assert/strict';
