@@ -53,7 +53,7 @@ const NAMED = /[0-9a-f]{64}/g;
 export interface GarbageOptions {
   store: ArtifactStore;
   cache: StageCache;
-  /** Texts naming objects to keep whatever their age: the registry's versions, as JSON. */
+  /** Texts naming objects to keep whatever their age: the registry's versions as JSON, schedules' spec file URIs. */
   roots: AsyncIterable<string> | Iterable<string>;
   /** Objects and records older than this (and unreferenced, for objects) are garbage. */
   olderThanMs: number;
