@@ -157,12 +157,28 @@ test("models show --spec of a schedule's run: the file the schedule keeps in the
   const reg = await openRegistry(join(home, 'registry.db'));
   // A schedule's run: no client submitted it, so it has no run.submitted.
   await reg.registerVersion(testVersion('tiny', 'a', { runId: 'nightly-20261206', specHash: loaded.plan.specHash }));
+  // A resume of it: `tempered resume` submits the run's input again, which holds the plan and the schedule but no text.
+  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'nightly-20261206-r', specHash: loaded.plan.specHash }));
   await reg.close();
+  await auditRunSubmitted(
+    join(home, 'audit.db'),
+    'nightly-20261206-r',
+    { plan: loaded.plan, options: { baseDir: home, actor: 'dave', scheduleId: 'nightly', resumeOf: 'nightly-20261206' } },
+    'exec-r',
+  );
   const shown = await runCli(['models', 'show', 'tiny@1', '--spec'], { TEMPERED_HOME: home });
   assert.equal(shown.code, 0, shown.stderr);
   assert.equal(shown.stdout, loaded.text);
   assert.match(shown.stderr, /run nightly-20261206 was started by schedule nightly/);
   assert.match(shown.stderr, /rerun: tempered submit tiny\.yaml --param seed=7\n/);
+  // The resume's record has the plan only: the file the schedule keeps, not the plan as JSON.
+  const resumed = await runCli(['models', 'show', 'tiny@2', '--spec'], { TEMPERED_HOME: home });
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(resumed.stdout, loaded.text);
+  assert.match(
+    resumed.stderr,
+    /run nightly-20261206-r was submitted without its file's text \(a resume of a schedule's run\); the spec file schedule nightly keeps/,
+  );
 });
 
 test('models diff and models show --spec make no audit database where there is none, and say the trail is missing', async (t) => {

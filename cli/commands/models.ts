@@ -90,8 +90,10 @@ async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promi
     throw new CliError(`${id}: no audit log at ${ctx.paths.auditDb}, which keeps the spec a run was submitted with${sharingHint(ctx)}`);
   const audit = await ctx.auditLog().get();
   const s = await recordedSpec(audit, runId, specHash);
-  if (!s) {
-    const fromSchedule = await printScheduledSpec(ctx, await scheduleSpec(audit, specHash), id, runId, specHash, json);
+  // No text in the trail: a schedule's run (no run.submitted), or a resume of one (whose run.submitted has the plan but
+  // no text, as the schedule's run it resumes had none): the file the schedule keeps, when it plans to the spec hash.
+  if (!s || s.text === undefined) {
+    const fromSchedule = await printScheduledSpec(ctx, await scheduleSpec(audit, specHash), id, runId, specHash, json, !!s);
     if (fromSchedule !== undefined) return fromSchedule;
   }
   if (!s || (s.text === undefined && !s.plan))
@@ -164,6 +166,8 @@ function diffLines(lines: SpecDiffLine[] | null, unrecorded: string): string[] {
 /**
  * A run a schedule started has no `run.submitted`: its spec file is the one the schedule keeps in the store, named by
  * the schedule's newest record with that spec hash, and planned again here to check it gives the version's spec hash.
+ * `recorded`: the run has a `run.submitted` with the plan but no text (a resume of a schedule's run); the file is then
+ * printed only when it plans to the hash (undefined otherwise: the recorded plan is printed instead).
  */
 async function printScheduledSpec(
   ctx: CliContext,
@@ -172,6 +176,7 @@ async function printScheduledSpec(
   runId: string,
   specHash: string,
   json: boolean,
+  recorded = false,
 ): Promise<number | undefined> {
   if (!sched) return undefined;
   const text = await readFile(await ctx.store().localPath(sched.specUri), 'utf8');
@@ -181,6 +186,7 @@ async function printScheduledSpec(
     paramOverrides: parseParamOverrides(params).overrides,
   });
   const planMatches = planned.ok && planned.plan.specHash === specHash;
+  if (recorded && !planMatches) return undefined;
   const problems = planMatches ? [] : [`the schedule's file with its params does not plan to the version's spec hash ${specHash}`];
   if (json) {
     console.log(
@@ -193,7 +199,7 @@ async function printScheduledSpec(
     return problems.length ? 1 : 0;
   }
   const notes = [
-    `# ${id}: run ${runId} was started by schedule ${sched.schedule}; its spec file as the schedule keeps it (${sched.specUri}${sched.file ? `, from ${sched.file}` : ''}; set by ${sched.actor} at ${sched.time}; spec ${specHash.slice(0, 12)})`,
+    `# ${id}: run ${runId} ${recorded ? `was submitted without its file's text (a resume of a schedule's run); the spec file schedule ${sched.schedule} keeps, which plans to its spec hash` : `was started by schedule ${sched.schedule}; its spec file as the schedule keeps it`} (${sched.specUri}${sched.file ? `, from ${sched.file}` : ''}; set by ${sched.actor} at ${sched.time}; spec ${specHash.slice(0, 12)})`,
     `# rerun: tempered submit ${sched.file ? shellWord(sched.file.split('/').pop()!) : 'FILE'}${params.map((p) => ` --param ${shellWord(p)}`).join('')}`,
     ...problems.map((b) => `# warning: ${b}`),
   ];
