@@ -198,3 +198,44 @@ test('models diff and models show --spec make no audit database where there is n
   assert.match(spec.stderr, /^tiny@1: no audit log at .*audit\.db, which keeps the spec a run was submitted with$/);
   assert.equal(existsSync(join(home, 'audit.db')), false);
 });
+
+test("models show --spec when the schedule's spec file is gone from the store: a resume's plan, or an error naming the file", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-gone-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const file = join(home, 'tiny.yaml');
+  writeFileSync(file, readFileSync(FIXTURE, 'utf8'));
+  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const loaded = await loadSpec(file, kindRegistry(await loadStageKinds()));
+  assert.ok(loaded.ok);
+  const stored = await new ArtifactStore(join(home, 'store')).putBytes(loaded.text, { mediaType: 'application/yaml' });
+  // Deleted as a `store gc` before schedules' spec files were kept deleted it.
+  rmSync(join(home, 'store', 'sha256', stored.sha256.slice(0, 2), stored.sha256));
+  const audit = await openAudit(join(home, 'audit.db'));
+  await audit.append({
+    action: 'schedule.created',
+    subject: 'nightly',
+    actor: 'carol',
+    specHash: loaded.plan.specHash,
+    details: { specUri: stored.uri, file },
+  });
+  await audit.close();
+  await auditRunSubmitted(
+    join(home, 'audit.db'),
+    'nightly-1-r',
+    { plan: loaded.plan, options: { baseDir: home, actor: 'dave', scheduleId: 'nightly', resumeOf: 'nightly-1' } },
+    'exec-r',
+  );
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'nightly-1', specHash: loaded.plan.specHash }));
+  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'nightly-1-r', specHash: loaded.plan.specHash }));
+  await reg.close();
+  const env = { TEMPERED_HOME: home, TEMPERED_STORE: '', TEMPERED_DATABASE_URL: '' };
+  const own = await runCliInProcess(['models', 'show', 'tiny@1', '--spec'], env);
+  assert.equal(own.code, 1);
+  assert.match(
+    own.stderr,
+    /^tiny@1: run nightly-1 was started by schedule nightly, whose spec file .*tiny\.yaml \(artifact:[^)]*\) the store no longer has: artifact [0-9a-f]{64} is not in the store/,
+  );
+  const json = JSON.parse((await runCliInProcess(['models', 'show', 'tiny@2', '--spec', '--json'], env)).stdout) as Record<string, unknown>;
+  assert.deepEqual([json.text, json.planMatches], [undefined, true]);
+});

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { IntegrityError } from '../../src/errors.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
@@ -179,7 +180,18 @@ async function printScheduledSpec(
   recorded = false,
 ): Promise<number | undefined> {
   if (!sched) return undefined;
-  const text = await readFile(await ctx.store().localPath(sched.specUri), 'utf8');
+  let text: string;
+  try {
+    text = await readFile(await ctx.store().localPath(sched.specUri), 'utf8');
+  } catch (e) {
+    // Gone from the store (a `store gc` before 6 Dec 2026 did not keep schedules' spec files) or damaged: a resume's
+    // recorded plan is printed instead; a schedule's own run has nothing else.
+    if (!(e instanceof IntegrityError)) throw e;
+    if (recorded) return undefined;
+    throw new CliError(
+      `${id}: run ${runId} was started by schedule ${sched.schedule}, whose spec file ${sched.file ?? ''} (${sched.specUri}) the store no longer has: ${e.message}`,
+    );
+  }
   const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
   const planned = loadSpecText(text, sched.file ?? sched.specUri, {
     ...ctx.registry,
