@@ -92,7 +92,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** What each train stage of a run was trained with, by stage id, from its `stage.completed` record (src/stages/train.ts's audit). */
+/** What each train stage of a run was trained with, by stage id, from its `stage.completed` or `stage.reused` record (src/stages/train.ts's audit). */
 export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, { device: unknown; runtime?: unknown }>> {
   const out: Record<string, { device: unknown; runtime?: unknown }> = {};
   for (const r of await stageRecords(audit, runId)) {
