@@ -21,13 +21,19 @@ import { runCli, runCliInProcess } from './helpers/cli.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/tiny-pipeline.yaml', import.meta.url));
 
-test('models show --spec: the spec text a version was trained from, from the audit trail, also through a resume', async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-'));
+/** A state folder with the tiny pipeline as tiny.yaml (after `header`, a comment) beside its empty source file. */
+function pipelineHome(t: { after: (fn: () => void) => void }, name: string, header = ''): { home: string; file: string } {
+  const home = mkdtempSync(join(tmpdir(), `tempered-run-spec-${name}`));
   t.after(() => rmSync(home, { recursive: true, force: true }));
   const file = join(home, 'tiny.yaml');
-  // A comment the plan drops: the text is kept as written, not rebuilt from the plan.
-  writeFileSync(file, `# kept as written\n${readFileSync(FIXTURE, 'utf8')}`);
+  writeFileSync(file, `${header}${readFileSync(FIXTURE, 'utf8')}`);
   writeFileSync(join(home, 'tiny.jsonl'), '');
+  return { home, file };
+}
+
+test('models show --spec: the spec text a version was trained from, from the audit trail, also through a resume', async (t) => {
+  // A comment the plan drops: the text is kept as written, not rebuilt from the plan.
+  const { home, file } = pipelineHome(t, '', '# kept as written\n');
   const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '7' } });
   assert.ok(loaded.ok);
   const { plan, text } = loaded;
@@ -70,11 +76,7 @@ test('models show --spec: the spec text a version was trained from, from the aud
 });
 
 test('models diff: which spec fields differ and what the training ran with, from the trail; a difference the spec hash cannot show', async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-diff-'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const file = join(home, 'tiny.yaml');
-  writeFileSync(file, readFileSync(FIXTURE, 'utf8'));
-  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const { home, file } = pipelineHome(t, 'diff-');
   const kinds = kindRegistry(await loadStageKinds());
   const planned = async (seed: string) => {
     const r = await loadSpec(file, { ...kinds, paramOverrides: { seed } });
@@ -136,11 +138,7 @@ test('models diff: which spec fields differ and what the training ran with, from
 });
 
 test("models show --spec of a schedule's run: the file the schedule keeps in the store, checked against the version's spec hash", async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-sched-'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const file = join(home, 'tiny.yaml');
-  writeFileSync(file, `# nightly\n${readFileSync(FIXTURE, 'utf8')}`);
-  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const { home, file } = pipelineHome(t, 'sched-', '# nightly\n');
   const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '7' } });
   assert.ok(loaded.ok);
   // As `tempered schedule create` keeps it: the file's bytes in the store, named by the schedule's record.
@@ -200,11 +198,7 @@ test('models diff and models show --spec make no audit database where there is n
 });
 
 test("models show --spec when the schedule's spec file is gone from the store: a resume's plan, or an error naming the file", async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-gone-'));
-  t.after(() => rmSync(home, { recursive: true, force: true }));
-  const file = join(home, 'tiny.yaml');
-  writeFileSync(file, readFileSync(FIXTURE, 'utf8'));
-  writeFileSync(join(home, 'tiny.jsonl'), '');
+  const { home, file } = pipelineHome(t, 'gone-');
   const loaded = await loadSpec(file, kindRegistry(await loadStageKinds()));
   assert.ok(loaded.ok);
   const stored = await new ArtifactStore(join(home, 'store')).putBytes(loaded.text, { mediaType: 'application/yaml' });
