@@ -137,45 +137,54 @@ test('models diff: which spec fields differ and what the training ran with, from
   assert.match(human.stdout, /\nspec:\n {2}params\.seed +7 → 9\n {2}stages\.split\.with\.seed +7 → 9\ntrained with:\n {2}\(same\)/);
 });
 
-test("models show --spec of a schedule's run: the file the schedule keeps in the store, checked against the version's spec hash", async (t) => {
-  const { home, file } = pipelineHome(t, 'sched-', '# nightly\n');
-  const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '7' } });
+/**
+ * As a schedule leaves things: its spec file in the store (`tempered schedule create`), named by its schedule.created
+ * record; tiny@1 registered by the schedule's run `nightly-1` (no client submitted it: no run.submitted) and tiny@2 by
+ * a resume of it, whose run.submitted holds the plan and the schedule but no text (`tempered resume` submits the run's
+ * input again). `gone`: the spec file then deleted from the store, as a `store gc` before it kept them did.
+ */
+async function scheduledVersions(t: { after: (fn: () => void) => void }, name: string, o: { params?: string[]; gone?: boolean }) {
+  const { home, file } = pipelineHome(t, name, '# nightly\n');
+  const overrides = Object.fromEntries((o.params ?? []).map((p) => p.split('=') as [string, string]));
+  const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: overrides });
   assert.ok(loaded.ok);
-  // As `tempered schedule create` keeps it: the file's bytes in the store, named by the schedule's record.
   const stored = await new ArtifactStore(join(home, 'store')).putBytes(loaded.text, { mediaType: 'application/yaml' });
+  if (o.gone) rmSync(join(home, 'store', 'sha256', stored.sha256.slice(0, 2), stored.sha256));
   const audit = await openAudit(join(home, 'audit.db'));
   await audit.append({
     action: 'schedule.created',
     subject: 'nightly',
     actor: 'carol',
     specHash: loaded.plan.specHash,
-    details: { specUri: stored.uri, file, param: ['seed=7'] },
+    details: { specUri: stored.uri, file, ...(o.params ? { param: o.params } : {}) },
   });
   await audit.close();
+  const options = { baseDir: home, actor: 'dave', scheduleId: 'nightly', resumeOf: 'nightly-1' };
+  await auditRunSubmitted(join(home, 'audit.db'), 'nightly-1-r', { plan: loaded.plan, options }, 'exec-r');
   const reg = await openRegistry(join(home, 'registry.db'));
-  // A schedule's run: no client submitted it, so it has no run.submitted.
-  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'nightly-20261206', specHash: loaded.plan.specHash }));
-  // A resume of it: `tempered resume` submits the run's input again, which holds the plan and the schedule but no text.
-  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'nightly-20261206-r', specHash: loaded.plan.specHash }));
+  for (const [bytes, runId] of [
+    ['a', 'nightly-1'],
+    ['b', 'nightly-1-r'],
+  ])
+    await reg.registerVersion(testVersion('tiny', bytes!, { runId, specHash: loaded.plan.specHash }));
   await reg.close();
-  await auditRunSubmitted(
-    join(home, 'audit.db'),
-    'nightly-20261206-r',
-    { plan: loaded.plan, options: { baseDir: home, actor: 'dave', scheduleId: 'nightly', resumeOf: 'nightly-20261206' } },
-    'exec-r',
-  );
+  return { home, text: loaded.text };
+}
+
+test("models show --spec of a schedule's run: the file the schedule keeps in the store, checked against the version's spec hash", async (t) => {
+  const { home, text } = await scheduledVersions(t, 'sched-', { params: ['seed=7'] });
   const shown = await runCli(['models', 'show', 'tiny@1', '--spec'], { TEMPERED_HOME: home });
   assert.equal(shown.code, 0, shown.stderr);
-  assert.equal(shown.stdout, loaded.text);
-  assert.match(shown.stderr, /run nightly-20261206 was started by schedule nightly/);
+  assert.equal(shown.stdout, text);
+  assert.match(shown.stderr, /run nightly-1 was started by schedule nightly/);
   assert.match(shown.stderr, /rerun: tempered submit tiny\.yaml --param seed=7\n/);
   // The resume's record has the plan only: the file the schedule keeps, not the plan as JSON.
   const resumed = await runCli(['models', 'show', 'tiny@2', '--spec'], { TEMPERED_HOME: home });
   assert.equal(resumed.code, 0, resumed.stderr);
-  assert.equal(resumed.stdout, loaded.text);
+  assert.equal(resumed.stdout, text);
   assert.match(
     resumed.stderr,
-    /run nightly-20261206-r was submitted without its file's text \(a resume of a schedule's run\); the spec file schedule nightly keeps/,
+    /run nightly-1-r was submitted without its file's text \(a resume of a schedule's run\); the spec file schedule nightly keeps/,
   );
 });
 
@@ -198,31 +207,7 @@ test('models diff and models show --spec make no audit database where there is n
 });
 
 test("models show --spec when the schedule's spec file is gone from the store: a resume's plan, or an error naming the file", async (t) => {
-  const { home, file } = pipelineHome(t, 'gone-');
-  const loaded = await loadSpec(file, kindRegistry(await loadStageKinds()));
-  assert.ok(loaded.ok);
-  const stored = await new ArtifactStore(join(home, 'store')).putBytes(loaded.text, { mediaType: 'application/yaml' });
-  // Deleted as a `store gc` before schedules' spec files were kept deleted it.
-  rmSync(join(home, 'store', 'sha256', stored.sha256.slice(0, 2), stored.sha256));
-  const audit = await openAudit(join(home, 'audit.db'));
-  await audit.append({
-    action: 'schedule.created',
-    subject: 'nightly',
-    actor: 'carol',
-    specHash: loaded.plan.specHash,
-    details: { specUri: stored.uri, file },
-  });
-  await audit.close();
-  await auditRunSubmitted(
-    join(home, 'audit.db'),
-    'nightly-1-r',
-    { plan: loaded.plan, options: { baseDir: home, actor: 'dave', scheduleId: 'nightly', resumeOf: 'nightly-1' } },
-    'exec-r',
-  );
-  const reg = await openRegistry(join(home, 'registry.db'));
-  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'nightly-1', specHash: loaded.plan.specHash }));
-  await reg.registerVersion(testVersion('tiny', 'b', { runId: 'nightly-1-r', specHash: loaded.plan.specHash }));
-  await reg.close();
+  const { home } = await scheduledVersions(t, 'gone-', { gone: true });
   const env = { TEMPERED_HOME: home, TEMPERED_STORE: '', TEMPERED_DATABASE_URL: '' };
   const own = await runCliInProcess(['models', 'show', 'tiny@1', '--spec'], env);
   assert.equal(own.code, 1);
