@@ -3,9 +3,10 @@ import { Context } from '@temporalio/activity';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { statePaths } from '../src/state-paths.ts';
-import type { StageAudit } from '../src/stages/types.ts';
+import type { AnyStageKind, StageAudit } from '../src/stages/types.ts';
 import { isArtifactRef } from '../src/types.ts';
 import type { RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
+import type { ActivityDeps } from './stage-adapter.ts';
 
 export function artifactHashes(outputs: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
@@ -61,6 +62,24 @@ export function stageCompletedHook(
       dedupeKey: `${req.runId}/${executionId()}/${req.stageId}/${reused ? 'reused' : 'completed'}`,
     });
   };
+}
+
+/**
+ * Tells the completion hook (stageCompletedHook) of a stage's outputs, with what the kind adds to its record, read
+ * from the outputs so that a retry says the same. The stage's activity calls it when it ran or took the outputs from
+ * the cache, and the workflow's cache lookup when it found them for a stage routed to another queue: one record of
+ * either, built the same way.
+ */
+export async function tellStageCompleted(
+  kind: AnyStageKind,
+  deps: Pick<ActivityDeps, 'store' | 'onStageCompleted'>,
+  req: StageRequest,
+  result: StageResult,
+): Promise<void> {
+  if (!deps.onStageCompleted) return;
+  const audit = kind.audit ? await kind.audit(req.config, result.outputs, { store: deps.store }) : undefined;
+  // Which code produced the outputs: a plugin's version carries its module file's hash.
+  await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
 }
 
 const END_ACTION = { succeeded: 'run.completed', failed: 'run.failed', cancelled: 'run.cancelled' } as const;

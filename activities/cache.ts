@@ -7,7 +7,9 @@ import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheKey, type StageCache } from '../src/store/stage-cache.ts';
 import { recordCacheLookup } from './metrics.ts';
 import { asActivityFailure } from './failures.ts';
-import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
+import { tellStageCompleted } from './audit.ts';
+import type { ActivityDeps } from './stage-adapter.ts';
+import type { CacheLookupRequest, CacheLookupResult, StageRequest } from '../workflows/types.ts';
 
 /**
  * A stage's cache key, and the recorded outputs when the same work was done before (`read: false`:
@@ -63,14 +65,36 @@ export interface StageLookup extends CacheLookupResult {
 
 /**
  * The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. `storeRoot`: the
- * artifact store's local folder, one of the places a lookup writes.
+ * artifact store's local folder, one of the places a lookup writes. `audit`: where a hit for a run's stage
+ * (`req.stage`) is told as that stage's `stage.reused` record.
  */
-export function cacheLookupActivity(kinds: ReadonlyMap<string, AnyStageKind>, cache: StageCache, stateDir: string, storeRoot?: string) {
+export function cacheLookupActivity(
+  kinds: ReadonlyMap<string, AnyStageKind>,
+  cache: StageCache,
+  stateDir: string,
+  storeRoot?: string,
+  audit?: Pick<ActivityDeps, 'store' | 'onStageCompleted'>,
+) {
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
     try {
       const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
+      if (hit && req.stage && audit) {
+        // On a hit the stage is not scheduled (a stage routed to a GPU queue runs no activity there), so the record
+        // of the outputs the run took is written here, or the run's trail would not say how its model was trained.
+        // A retried lookup writes none again: the hook's dedupe key is the run's execution and stage.
+        const stageReq: StageRequest = {
+          ...req.stage,
+          kind: req.kind,
+          config: req.config,
+          baseDir: req.baseDir,
+          cacheKey: key,
+          // Nothing goes into the cache on a hit.
+          writeCache: false,
+        };
+        await tellStageCompleted(kind, audit, stageReq, { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy });
+      }
       return hit ? { key, hit, codeVersion: kind.codeVersion } : { key, codeVersion: kind.codeVersion };
     } catch (e) {
       if (!isDiskFull(e)) throw e;

@@ -26,6 +26,7 @@ import type { RunBackends, RunEndRecord, StageRequest, StageResult } from '../wo
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { externalInputsOf, lookupStage, stageKey } from './cache.ts';
 import { asActivityFailure } from './failures.ts';
+import { tellStageCompleted } from './audit.ts';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -74,13 +75,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
     new FilePoints(statePaths(deps.stateDir).progress, (e) =>
       console.error(`cannot record a training point: ${(e as Error)?.message ?? e}`),
     );
-  /** The completion hook, told what the kind adds to its audit record (read from its outputs, so a retry says the same). */
-  const completed = async (req: StageRequest, result: StageResult): Promise<void> => {
-    if (!deps.onStageCompleted) return;
-    const audit = kind.audit ? await kind.audit(req.config, result.outputs, { store: deps.store }) : undefined;
-    // Which code produced the outputs: a plugin's version carries its module file's hash.
-    await deps.onStageCompleted(req, result, { ...audit, details: { ...audit?.details, codeVersion: kind.codeVersion } });
-  };
+  const completed = (req: StageRequest, result: StageResult): Promise<void> => tellStageCompleted(kind, deps, req, result);
   return async (req) => {
     const actx = Context.current();
     const previous = actx.info.heartbeatDetails as HeartbeatDetails | undefined;

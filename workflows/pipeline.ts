@@ -190,12 +190,16 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
       let done: Pick<StageResult, 'outputs' | 'cachedFrom'> | undefined;
       let keyCodeVersion: string | undefined;
       if (!looksItselfUp) {
+        // `stage`: the lookup records a hit in the run's trail. A local activity's input is not compared on replay (only
+        // its sequence number, id and type, in its marker), so this field needs no patch: histories recorded without it
+        // replay, and an older worker that carries on this run sends none and records nothing.
         const lookup = await refusedOnOtherBackends(
           lookupCache({
             kind: stage.uses,
             config,
             baseDir: options.baseDir,
             ...(useCache ? {} : { read: false }),
+            stage: { runId: info.workflowId, stageId: stage.id, specHash: plan.specHash, actor: options.actor },
             ...backends,
           }),
         );

@@ -245,6 +245,11 @@ export interface CacheLookupRequest {
   read?: boolean;
   /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
   backends?: RunBackends;
+  /**
+   * The run's stage looked up: a hit is written to the run's trail as its `stage.reused` record. Absent in lookups
+   * recorded before 6 Dec 2026, and sent by no older release, whose hits record nothing.
+   */
+  stage?: Pick<StageRequest, 'runId' | 'stageId' | 'specHash' | 'actor'>;
 }
 
 export interface CacheLookupResult {
