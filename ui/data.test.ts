@@ -9,7 +9,10 @@ import { appendProgressPoint, progressLogPath } from '../src/store/progress-log.
 import { FilePoints } from '../src/store/progress-points.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { runCurves, trainingCurves, type RunView } from './data.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { GATE_PAGE, listModelViews, runCurves, trainingCurves, UiDatabases, type RunView } from './data.ts';
 
 describe('trainingCurves from live points', () => {
   it('keeps tokens/s and samples/s, and the newest attempt of a step wins', async () => {
@@ -67,5 +70,51 @@ describe('curves whose history is not in this store', () => {
       ({ status: { runId: 'run-3', stages: [st] }, execution: 'exec-3' }) as unknown as RunView;
     assert.deepEqual((await runCurves(new FilePoints(paths.progress), emptyStore, view(running)))?.loss, [1.5]);
     assert.equal(await runCurves(new FilePoints(paths.progress), emptyStore, view(pending)), null);
+  });
+});
+
+describe("the Models page's last gate of each model", () => {
+  it('reads the newest judgements of each model, not every one in the log, and still finds a gate older than its newest promotions', async () => {
+    const paths = statePaths(mkdtempSync(join(tmpdir(), 'ui-data-gates-')));
+    const reg = await openRegistry(paths.registryDb);
+    for (const name of ['clf', 'hand', 'never']) await reg.registerVersion(testVersion(name, 'a', { runId: `r-${name}` }));
+    await reg.close();
+    const audit = await openAudit(paths.auditDb);
+    const judged = (action: string, model: string, gate?: string | null) =>
+      audit.append({
+        action,
+        subject: `${model}@1`,
+        model: `${model}@1`,
+        details: { alias: 'production', ...(gate !== undefined ? { gate } : {}) },
+      });
+    // clf: 60 promotions and 20 refusals by its pipeline's gate, the newest a refusal.
+    for (let i = 0; i < 60; i++) await judged('model.promoted', 'clf', `f1_macro >= ${i}`);
+    for (let i = 0; i < 20; i++) await judged('model.not_promoted', 'clf', `accuracy >= ${i}`);
+    // hand: one gated promotion, then GATE_PAGE + 5 promotions by hand (no gate) and a deploy without one (null).
+    await judged('model.promoted', 'hand', 'loss <= production.loss');
+    for (let i = 0; i < GATE_PAGE + 5; i++) await judged('model.promoted', 'hand');
+    await judged('model.promoted', 'hand', null);
+    // never: promoted by hand only.
+    await judged('model.promoted', 'never');
+    await audit.close();
+
+    const dbs = new UiDatabases(paths);
+    try {
+      const log = await dbs.audit.get();
+      const query = log.query.bind(log);
+      // Records the log hands back, by the model each query asked about (none: the whole log).
+      const read = new Map<string | undefined, number>();
+      log.query = async (q) => {
+        const got = await query(q);
+        read.set(q?.model, (read.get(q?.model) ?? 0) + got.length);
+        return got;
+      };
+      const gates = Object.fromEntries((await listModelViews(dbs)).map((m) => [m.name, m.lastGate]));
+      assert.deepEqual(gates, { clf: 'accuracy >= 19', hand: 'loss <= production.loss', never: undefined });
+      assert.equal(read.get(undefined), undefined, 'no query over every model');
+      assert.ok(read.get('clf')! <= 2 * GATE_PAGE, `${read.get('clf')} of clf's 80 records read`);
+    } finally {
+      await dbs.close();
+    }
   });
 });

@@ -408,15 +408,17 @@ const versionRow = (v: ModelVersion): VersionRowView => ({
 export async function listModelViews(dbs: UiDatabases): Promise<ModelView[]> {
   if (!databaseExists(dbs.paths.registryDb)) return [];
   const reg = await dbs.registry.get();
-  const gates = await lastGates(dbs);
+  // A read: no audit database is made where there is none.
+  const log = databaseExists(dbs.paths.auditDb) ? await dbs.audit.get() : undefined;
   const views: ModelView[] = [];
   for (const m of await reg.listModels()) {
+    const gate = log && (await lastGate(log, m.name));
     views.push({
       name: m.name,
       aliases: m.aliases,
       versionCount: m.versions,
       versions: (await reg.listVersionPage(m.name, { limit: VERSION_PAGE })).versions.map(versionRow),
-      lastGate: gates.get(m.name),
+      ...(gate !== undefined ? { lastGate: gate } : {}),
       history: await reg.aliasHistory(m.name, undefined, { newest: HISTORY_SHOWN }),
     });
   }
@@ -443,19 +445,28 @@ export async function versionCard(
   return { name, version: v.version, card: modelCard(v), lineage: v.lineage };
 }
 
-async function lastGates(dbs: UiDatabases): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  if (!databaseExists(dbs.paths.auditDb)) return out;
-  const judged = [
-    ...(await auditRecords(dbs, { action: 'model.promoted' })),
-    ...(await auditRecords(dbs, { action: 'model.not_promoted' })),
-  ];
-  for (const r of judged.sort((a, b) => a.seq - b.seq)) {
-    const gate = r.details.gate;
-    const model = r.model ?? r.subject;
-    if (typeof gate === 'string' && model) out.set(model.split('@')[0]!, gate);
-  }
-  return out;
+/** The actions whose records carry the gate a promotion was judged with (deploy's, and promotes by hand with --gate). */
+const JUDGED = ['model.promoted', 'model.not_promoted'];
+/** Records of each action read per model before the rest of its records are: its newest judgements carry a gate but for a run of promotes by hand. */
+export const GATE_PAGE = 20;
+
+/**
+ * The gate a model's promotion was last judged with: the newest `model.promoted` or `model.not_promoted` of it with a
+ * gate. Its newest GATE_PAGE of each, read through the model index; the rest only when no gate is among those
+ * (promotes by hand without one) or one action's page reaches further back than the gate found.
+ */
+async function lastGate(log: AuditLog, name: string): Promise<string | undefined> {
+  const newestGated = (recs: AuditRecord[]) =>
+    recs
+      .filter((r) => typeof r.details.gate === 'string' && (r.model ?? r.subject).split('@')[0] === name)
+      .sort((a, b) => b.seq - a.seq)[0];
+  const pages = await Promise.all(JUDGED.map((action) => log.query({ model: name, action, newestFirst: true, limit: GATE_PAGE })));
+  // Every record of both actions from this seq on is in the pages (-Infinity: every record of both is).
+  const whole = Math.max(...pages.map((p) => (p.length < GATE_PAGE ? -Infinity : p.at(-1)!.seq)));
+  const found = newestGated(pages.flat());
+  if ((found && found.seq >= whole) || whole === -Infinity) return found?.details.gate as string | undefined;
+  const all = await Promise.all(JUDGED.map((action) => log.query({ model: name, action })));
+  return newestGated(all.flat())?.details.gate as string | undefined;
 }
 
 /** Oldest first; with `newest`, only the newest that many, read as a page of the log, not the whole of it. */
