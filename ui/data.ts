@@ -9,7 +9,9 @@ import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
+import { trainedOn } from '../cli/commands/audit.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
+import { recordedSpec, scheduleSpec, trainedWith, type RecordedSpec, type TrainedWith } from '../src/audit/run-spec.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
@@ -543,6 +545,109 @@ export async function verifyAudit(dbs: UiDatabases) {
     return { ok: false, checked: 0, problem: 'empty', message: `no audit log at ${dbs.paths.auditDb}` };
   const log = await dbs.audit.get();
   return { ...(await log.verify()), head: await log.head() };
+}
+
+/** What a train stage ran with, from its audit record (trainedWith), as the page shows it. */
+export interface TrainedWithView {
+  stage: string;
+  /** `tempered models show`'s line: "trained on cpu (1 thread, 2 cpus, onnxruntime 1.30.0, resumed at step 4)". */
+  summary: string;
+  device: string;
+  /** null: onnxruntime's default (one per physical core). */
+  threads?: number | null;
+  onnxruntime?: string;
+  cpus?: number;
+  /** The CPU's model name. */
+  cpu?: string;
+  platform?: string;
+  node?: string;
+  resumedFromStep?: number;
+}
+
+export interface SpecView {
+  runId: string;
+  specHash?: string;
+  /** The spec as the run's `run.submitted` keeps it (recordedSpec); the resolved plan only where the text was not kept. */
+  spec?: RecordedSpec;
+  /** Why there is no text, as `tempered models show NAME@V --spec` says it. */
+  missing?: string;
+  /** Each train stage of the run; empty where none was recorded. */
+  trainedWith: TrainedWithView[];
+  /** Where none was recorded, why (no audit log). */
+  trainedWithMissing?: string;
+}
+
+function trainedWithView(stage: string, t: TrainedWith): TrainedWithView {
+  const rt = record(t.runtime) ?? {};
+  const str = (x: unknown) => (typeof x === 'string' ? x : undefined);
+  const facts = {
+    threads: typeof rt.threads === 'number' || rt.threads === null ? rt.threads : undefined,
+    onnxruntime: str(rt.onnxruntime),
+    cpus: finite(rt.cpus),
+    cpu: str(rt.cpu),
+    platform: str(rt.platform),
+    node: str(rt.node),
+    resumedFromStep: t.resumedFromStep,
+  };
+  return {
+    stage,
+    summary: trainedOn(t) ?? '',
+    device: String(t.device),
+    ...Object.fromEntries(Object.entries(facts).filter(([, x]) => x !== undefined)),
+  };
+}
+
+/**
+ * The spec a run was submitted with and what its train stages ran with, from the audit trail alone (a run's history on
+ * the Temporal server is deleted after the namespace's retention): `recordedSpec` and `trainedWith`, as
+ * `tempered models show NAME@V --spec` and `models show` read them. Without `specHash` (a run's page), the run's newest
+ * `run.submitted` names it. Undefined when the trail has no record of the run at all. No audit log: nothing recorded,
+ * and none is made.
+ */
+export async function specView(dbs: UiDatabases, runId: string, specHash?: string): Promise<SpecView | undefined> {
+  const base = { runId, ...(specHash ? { specHash } : {}) };
+  if (!databaseExists(dbs.paths.auditDb)) {
+    const missing = `not recorded: no audit log at ${dbs.paths.auditDb}, which keeps the spec a run was submitted with and what it trained with`;
+    return { ...base, missing, trainedWith: [], trainedWithMissing: missing };
+  }
+  const log = await dbs.audit.get();
+  if (!specHash) {
+    const submitted = (await log.query({ run: runId, action: 'run.submitted' })).filter((r) => r.runId === runId).pop();
+    // A schedule's run has no run.submitted: its stages' records carry the spec hash.
+    const any = submitted ?? (await log.query({ run: runId, newestFirst: true, limit: 1 }))[0];
+    if (!any) return undefined;
+    specHash = any.specHash;
+  }
+  const s = specHash ? await recordedSpec(log, runId, specHash) : undefined;
+  const trained = Object.entries(await trainedWith(log, runId)).map(([stage, t]) => trainedWithView(stage, t));
+  const short = specHash ? ` (spec ${specHash.slice(0, 12)})` : '';
+  let missing: string | undefined;
+  if (!s) {
+    const sched = specHash ? await scheduleSpec(log, specHash) : undefined;
+    missing = sched
+      ? `not recorded: run ${runId} has no run.submitted record; schedule ${sched.schedule} started it, and keeps its spec file${sched.file ? ` ${sched.file}` : ''} in the store (${sched.specUri}): \`tempered models show NAME@V --spec\` prints it for a version the run registered`
+      : `not recorded: the audit trail keeps no submission of run ${runId}${short}`;
+  } else if (s.text === undefined)
+    missing = s.plan
+      ? `the trail keeps the resolved plan run ${runId} followed${short}, not its file: shown as JSON`
+      : `the audit trail keeps only the hash of the spec of run ${runId}${short}: it was submitted before the trail kept specs`;
+  // The plan is the text's copy where there is a text: sent only where it stands in for one.
+  const spec = s && (s.text !== undefined ? (({ plan: _plan, ...rest }) => rest)(s) : s);
+  return {
+    runId,
+    ...(specHash ? { specHash } : {}),
+    ...(spec ? { spec } : {}),
+    ...(missing ? { missing } : {}),
+    trainedWith: trained,
+    ...(trained.length ? {} : { trainedWithMissing: 'not recorded: no train stage of this run has a record of what it trained with' }),
+  };
+}
+
+/** specView of the run that registered a version, with its spec hash. */
+export async function versionSpec(dbs: UiDatabases, name: string, version: number): Promise<SpecView & { name: string; version: number }> {
+  const v = await (await dbs.registry.get()).getVersion(name, version);
+  const view = await specView(dbs, v.lineage.runId, v.lineage.specHash);
+  return { name, version: v.version, ...view!, specHash: v.lineage.specHash };
 }
 
 export type LineageKind = 'source' | 'data' | 'run' | 'version' | 'alias' | 'serving';

@@ -48,6 +48,8 @@ import {
   MAX_VERSION_PAGE,
   runCurves,
   runView,
+  specView,
+  type SpecView,
   trainingCurves,
   type TrainingCurves,
   UiDatabases,
@@ -56,6 +58,7 @@ import {
   versionLineage,
   VERSION_PAGE,
   versionPage,
+  versionSpec,
 } from './data.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -187,6 +190,28 @@ function actionBody<T extends Record<string, unknown>>(body: unknown, fields: Re
   return body as Partial<T>;
 }
 
+/** A run id as a workflow id can be: not empty, no control characters (fastify refuses one over 100 characters itself, 414). */
+function runIdParam(raw: string): string {
+  if (raw === '' || /[\u0000-\u001f\u007f]/.test(raw))
+    throw new HttpError(400, `a run id is not empty and has no control characters, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+/** `?download=1`: the spec's text as a file; absent: the view as JSON. */
+function wantsDownload(raw: string | undefined): boolean {
+  if (raw === undefined) return false;
+  if (raw === '1') return true;
+  throw new HttpError(400, `download must be 1 (the spec's text as a file) or left out, got ${JSON.stringify(raw)}`);
+}
+
+/** The spec's text exactly as it was submitted, as a file named after the one submitted; 404 where the trail kept none. */
+function sendSpecText(reply: FastifyReply, view: SpecView) {
+  const text = view.spec?.text;
+  if (text === undefined) throw new HttpError(404, `no spec text: ${view.missing ?? 'not recorded'}`);
+  const file = (view.spec?.specFile?.split('/').pop() || `${view.runId}.yaml`).replace(/[^\w.-]/g, '_');
+  return reply.type('text/plain; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(text);
+}
+
 export async function createUiServer(o: UiOptions): Promise<UiServer> {
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: 64 << 10, requestTimeout: REQUEST_TIMEOUT_MS });
   let readsNeedToken = true; // until listen() knows the address
@@ -286,6 +311,15 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string } }>('/api/runs/:id', async (req) => {
     const view = await runView(await o.client(), o.store, req.params.id);
     return { ...view, webUrl: o.webUiRunUrl?.(req.params.id) ?? null };
+  });
+
+  // From the audit trail alone, so it is there after Temporal's retention deleted the run's history.
+  app.get<{ Params: { id: string }; Querystring: { download?: string } }>('/api/runs/:id/spec', async (req, reply) => {
+    const id = runIdParam(req.params.id);
+    const download = wantsDownload(req.query.download);
+    const view = await specView(dbs, id);
+    if (!view) throw new HttpError(404, `the audit log has no record of run ${id}`);
+    return download ? sendSpecText(reply, view) : view;
   });
 
   // Every training stage's curves at once, so the page can ask in parallel with the run's status.
@@ -478,6 +512,17 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const version = versionNumber(req.params.version, 'version');
     return registryLookup(() => versionLineage(dbs, () => o.client(), o.store, req.params.name, version));
   });
+
+  // The spec the version's run was submitted with and what it trained with, from the audit trail.
+  app.get<{ Params: { name: string; version: string }; Querystring: { download?: string } }>(
+    '/api/models/:name/versions/:version/spec',
+    async (req, reply) => {
+      const version = versionNumber(req.params.version, 'version');
+      const download = wantsDownload(req.query.download);
+      const view = await registryLookup(() => versionSpec(dbs, req.params.name, version));
+      return download ? sendSpecText(reply, view) : view;
+    },
+  );
 
   app.get<{ Params: { name: string }; Querystring: { a?: string; b?: string } }>('/api/models/:name/diff', async (req) => {
     const [a, b] = [versionNumber(req.query.a, 'a'), versionNumber(req.query.b, 'b')];

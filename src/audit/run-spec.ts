@@ -92,15 +92,24 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** What a train stage was trained with, as its audit record keeps it (src/stages/train.ts's audit); a type, not an interface, so it reads as a record of details. */
+export type TrainedWith = {
+  device: unknown;
+  runtime?: unknown;
+  /** The checkpoint step a retried attempt went on from. */
+  resumedFromStep?: number;
+};
+
 /** What each train stage of a run was trained with, by stage id, from its `stage.completed` or `stage.reused` record (src/stages/train.ts's audit). */
-export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, { device: unknown; runtime?: unknown }>> {
-  const out: Record<string, { device: unknown; runtime?: unknown }> = {};
+export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, TrainedWith>> {
+  const out: Record<string, TrainedWith> = {};
   for (const r of await stageRecords(audit, runId)) {
     const d = r.details;
     if (r.runId !== runId || d.kind !== 'train' || typeof d.device !== 'string') continue;
     out[typeof d.stage === 'string' ? d.stage : r.subject] = {
       device: d.device,
       ...(d.runtime !== undefined ? { runtime: d.runtime } : {}),
+      ...(typeof d.resumedFromStep === 'number' ? { resumedFromStep: d.resumedFromStep } : {}),
     };
   }
   return out;

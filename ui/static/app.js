@@ -689,13 +689,94 @@ function StageCard({ s, view }) {
 
 /** Downloads go through fetch so the token travels in a header where reads need it. */
 async function download(e, ref, name) {
+  return downloadFrom(e, `/api/artifacts/${ref.sha256}`, name);
+}
+async function downloadFrom(e, path, name) {
   if (!token()) return;
   e.preventDefault();
-  const res = await fetch(`/api/artifacts/${ref.sha256}`, { headers: { authorization: `Bearer ${token()}` } });
+  const res = await fetch(path, { headers: { authorization: `Bearer ${token()}` } });
   const url = URL.createObjectURL(await res.blob());
   const a = Object.assign(document.createElement('a'), { href: url, download: name });
   a.click();
   URL.revokeObjectURL(url);
+}
+
+/**
+ * The spec a run was submitted with and what its train stages ran with, from the audit trail (`path`: a run's or a
+ * version's `/spec` route): the text as submitted, folded, with its sha256 and a download of the exact text, or why
+ * the trail has none; per train stage `models show`'s line and the facts it leaves out (CPU model, platform, Node.js).
+ */
+function RecordedSpec({ path }) {
+  const { data, error } = usePoll(() => api(path), [path], 0);
+  if (error) return html`<p class="error" data-spec-error>${error}</p>`;
+  if (!data) return html`<p class="muted">loading the recorded spec…</p>`;
+  const s = data.spec;
+  const file = (s?.specFile?.split('/').pop() || `${data.runId}.yaml`).replace(/[^\w.-]/g, '_');
+  return html`<div class="recorded-spec" data-spec-run=${data.runId}>
+    <h3>Spec as submitted <span class="muted">(from the audit trail)</span></h3>
+    ${s &&
+    html`<p class="muted">
+      run ${data.runId}, submitted by ${s.actor} at
+      ${fmtTime(s.time)}${s.specFile ? ` from ${s.specFile}` : ''}${s.textFrom && s.textFrom !== data.runId
+        ? ` (the text run ${s.textFrom} was submitted with; this run resumed it)`
+        : ''}${s.params && Object.keys(s.params).length ? ` · params ${JSON.stringify(s.params)}` : ''}
+    </p>`}
+    ${data.missing && html`<p class="muted" data-spec-missing>${data.missing}</p>`}
+    ${s?.textMatches === false &&
+    html`<p class="warning">the recorded text does not hash to its recorded sha256 ${s.textSha256 ?? '?'}</p>`}
+    ${s?.planMatches === false && html`<p class="warning">the recorded plan does not hash to the spec hash ${data.specHash}</p>`}
+    ${s?.text !== undefined &&
+    html`<details class="spec-text">
+      <summary>
+        ${file} · sha256 <code data-spec-sha256>${s.textSha256}</code>${' '}
+        <a href=${`${path}?download=1`} download=${file} data-spec-download onClick=${(e) => downloadFrom(e, `${path}?download=1`, file)}
+          >download</a
+        >
+      </summary>
+      <pre data-spec-text>${s.text}</pre>
+    </details>`}
+    ${s?.text === undefined &&
+    s?.plan &&
+    html`<details class="spec-text">
+      <summary>resolved plan (JSON)</summary>
+      <pre>${JSON.stringify(s.plan, null, 2)}</pre>
+    </details>`}
+    ${s?.sources?.length > 0 &&
+    html`<ul class="muted">
+      ${s.sources.map(
+        (x) => html`<li>data: ${x.stage} read ${x.path} sha256 ${x.sha256}${x.bytes != null ? ` (${x.bytes} bytes)` : ''}</li>`,
+      )}
+    </ul>`}
+    <h3>Trained with</h3>
+    ${data.trainedWithMissing && html`<p class="muted" data-trained-missing>${data.trainedWithMissing}</p>`}
+    ${data.trainedWith.length > 0 &&
+    html`<table class="trained-with">
+      <tr>
+        <th>stage</th>
+        <th>device</th>
+        <th>threads</th>
+        <th>onnxruntime</th>
+        <th>cpus</th>
+        <th>CPU model</th>
+        <th>resumed from step</th>
+      </tr>
+      ${data.trainedWith.map(
+        (t) =>
+          html`<tr
+            data-trained=${t.stage}
+            title=${`${t.summary}${t.platform ? ` · ${t.platform}` : ''}${t.node ? ` · Node.js ${t.node}` : ''}`}
+          >
+            <td>${t.stage}</td>
+            <td>${t.device}</td>
+            <td>${t.threads === null ? "onnxruntime's default" : (t.threads ?? '–')}</td>
+            <td>${t.onnxruntime ?? '–'}</td>
+            <td>${t.cpus ?? '–'}</td>
+            <td>${t.cpu ?? '–'}</td>
+            <td>${t.resumedFromStep ?? '–'}</td>
+          </tr>`,
+      )}
+    </table>`}
+  </div>`;
 }
 
 const RESUME_SUCCEEDED =
@@ -726,10 +807,14 @@ function RunPage({ id }) {
   const [cancelAsked, setCancelAsked] = useState(false);
   const reload = () => api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => setError(e.message));
   const loadCurves = () =>
-    api(`/api/runs/${encodeURIComponent(id)}/curves`).then((c) => {
-      setCurves(c.stages);
-      setCurvesFor(c.states);
-    });
+    api(`/api/runs/${encodeURIComponent(id)}/curves`).then(
+      (c) => {
+        setCurves(c.stages);
+        setCurvesFor(c.states);
+      },
+      // A run Temporal cannot describe: the status read fails too, and says why.
+      () => {},
+    );
   useEffect(() => {
     setView(undefined);
     setCurves({});
@@ -805,7 +890,11 @@ function RunPage({ id }) {
     });
     return () => ctl.abort();
   }, [id, running, curvesLoaded]);
-  if (error) return html`<p class="error">${error}</p>`;
+  const spec = html`<${RecordedSpec} path=${`/api/runs/${encodeURIComponent(id)}/spec`} />`;
+  // The trail keeps the spec after Temporal's retention deleted the run: shown even where the run cannot be.
+  if (error)
+    return html`<p class="error">${error}</p>
+      ${spec}`;
   if (!view) return html`<p class="muted">loading ${id}…</p>`;
   const st = view.status;
   const evalStage = st.stages.find((s) => s.uses === 'evaluate' && view.reports[s.id]?.report);
@@ -890,7 +979,8 @@ function RunPage({ id }) {
     </h2>
     <div class="stages">
       ${st.stages.filter((s) => !selected || s.id === selected).map((s) => html`<${StageCard} key=${s.id} s=${s} view=${view} />`)}
-    </div>`;
+    </div>
+    ${spec}`;
 }
 
 // ---- models -----------------------------------------------------------------------------------
@@ -944,6 +1034,7 @@ function VersionCard({ name, version }) {
           </tr>`,
       )}
     </table>
+    <${RecordedSpec} path=${`/api/models/${encodeURIComponent(name)}/versions/${version}/spec`} />
   </div>`;
 }
 
