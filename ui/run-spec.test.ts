@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
 import { useBrowser } from '../tests/helpers/browser.ts';
 import { auditRunSubmitted } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
@@ -19,10 +20,11 @@ import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { statePaths } from '../src/state-paths.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import type { SpecView, TrainedWithView } from './data.ts';
 import { assertApiRules, openDashboard, testUiServer } from './dashboard.testing.ts';
-import type { UiServer } from './server.ts';
+import { createUiServer, type UiServer } from './server.ts';
 
 const TOKEN = 'ui-run-spec-token-0123456789';
 const FIXTURE = fileURLToPath(new URL('../tests/fixtures/tiny-pipeline.yaml', import.meta.url));
@@ -148,6 +150,40 @@ describe('dashboard recorded spec API', () => {
       const r = await get(path);
       assert.equal(r.status, status, `${path}: ${r.text}`);
       assert.match(r.json().error!, error, path);
+    }
+  });
+
+  it('gives a run Temporal has but the trail has no record of yet as not recorded, not unknown', async () => {
+    // A stand-in for Temporal's answer to describe: run-9 is there, nothing else is.
+    const client = {
+      workflow: {
+        getHandle: (id: string) => ({
+          describe: async () => (id === 'run-9' ? {} : Promise.reject(new Error(`workflow not found for ID: ${id}`))),
+        }),
+      },
+    } as unknown as Client;
+    const paths = statePaths(dir);
+    const server = await createUiServer({
+      paths,
+      store: new ArtifactStore(paths.store),
+      client: async () => client,
+      token: TOKEN,
+      actor: 't',
+      taskQueue: 'q',
+    });
+    try {
+      const at = await server.listen(0, '127.0.0.1');
+      const known = await get('/api/runs/run-9/spec', at);
+      assert.equal(known.status, 200, known.text);
+      assert.equal(known.json().missing, 'not recorded: the audit trail has no record of run run-9 yet');
+      const unknown = await get('/api/runs/nope/spec', at);
+      assert.equal(unknown.status, 404);
+      assert.deepEqual(JSON.parse(unknown.text), {
+        error: 'the audit log has no record of run nope',
+        hint: 'Temporal: workflow not found for ID: nope',
+      });
+    } finally {
+      await server.close();
     }
   });
 

@@ -317,8 +317,19 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string }; Querystring: { download?: string } }>('/api/runs/:id/spec', async (req, reply) => {
     const id = runIdParam(req.params.id);
     const download = wantsDownload(req.query.download);
-    const view = await specView(dbs, id);
-    if (!view) throw new HttpError(404, `the audit log has no record of run ${id}`);
+    let view = await specView(dbs, id);
+    if (!view) {
+      // Not unknown where Temporal has it: a run whose submitter did not audit it and whose first stage has not ended.
+      let why: string | undefined;
+      try {
+        await (await o.client()).workflow.getHandle(id).describe();
+      } catch (e) {
+        why = (e as Error).message;
+      }
+      if (why !== undefined) throw new HttpError(404, `the audit log has no record of run ${id}`, `Temporal: ${why}`);
+      const missing = `not recorded: the audit trail has no record of run ${id} yet`;
+      view = { runId: id, missing, trainedWith: [], trainedWithMissing: missing };
+    }
     return download ? sendSpecText(reply, view) : view;
   });
 
