@@ -61,7 +61,26 @@ before(async () => {
     { plan, options: { baseDir: dir, actor: 'alice', specFile: file, specText: text } },
     'x1',
   );
+  // run-p: a resume of a schedule's run, whose record has the plan but no text.
+  await auditRunSubmitted(paths.auditDb, 'run-p', { plan, options: { baseDir: dir, actor: 'carol' } }, 'xp');
   const audit = await openAudit(paths.auditDb);
+  // nightly-1: started by a schedule (no run.submitted), which keeps the file in the store.
+  const specUri = `artifact://sha256/${sha256Hex(text)}`;
+  await audit.append({
+    action: 'schedule.created',
+    subject: 'nightly',
+    actor: 'alice',
+    specHash: plan.specHash,
+    details: { specUri, file: 'tiny.yaml' },
+  });
+  await audit.append({
+    action: 'stage.completed',
+    subject: 'nightly-1/ingest',
+    runId: 'nightly-1',
+    actor: 'alice',
+    specHash: plan.specHash,
+    details: { stage: 'ingest', kind: 'ingest' },
+  });
   await audit.append({
     action: 'stage.completed',
     subject: 'run-1/train',
@@ -123,7 +142,7 @@ describe('dashboard recorded spec API', () => {
     assert.ok(!audit.text.includes('kept as written'));
   });
 
-  it('says where only the hash was recorded, as models show --spec does, and has no file to download then', async () => {
+  it('says where only the hash or the plan was recorded, or a schedule keeps the file, as models show --spec does, and has no file to download then', async () => {
     const v = (await get('/api/models/tiny/versions/2/spec')).json();
     assert.equal(v.spec?.text, undefined);
     assert.match(
@@ -135,6 +154,19 @@ describe('dashboard recorded spec API', () => {
     const file = await get('/api/models/tiny/versions/2/spec?download=1');
     assert.equal(file.status, 404);
     assert.match(file.json().error!, /^no spec text: the audit trail keeps only the hash/);
+    const planOnly = (await get('/api/runs/run-p/spec')).json();
+    assert.equal(planOnly.spec?.text, undefined);
+    assert.equal(planOnly.spec?.planMatches, true);
+    assert.match(
+      planOnly.missing!,
+      /^the trail keeps the resolved plan run run-p followed \(spec [0-9a-f]{12}\), not its file: shown as JSON$/,
+    );
+    const scheduled = (await get('/api/runs/nightly-1/spec')).json();
+    assert.equal(scheduled.spec, undefined);
+    assert.match(
+      scheduled.missing!,
+      /^not recorded: run nightly-1 has no run.submitted record; schedule nightly started it, and keeps its spec file tiny.yaml in the store \(artifact:\/\/sha256\/[0-9a-f]{64}\)/,
+    );
   });
 
   it('answers unknown runs, models and versions with 404 and bad ones with 400', async () => {
