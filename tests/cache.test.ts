@@ -8,13 +8,11 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ArtifactRef } from '../src/types.ts';
 import type { StageKind } from '../src/stages/types.ts';
 import { join } from 'node:path';
-import { NativeConnection } from '@temporalio/worker';
 import { submitRun, waitForRun } from '../client/runs.ts';
-import { createWorker } from '../infra/worker.ts';
 import type { PlannedPipeline } from '../src/spec/types.ts';
 import { plannedPipeline, type StageDraft } from './helpers/plans.ts';
 import { probeKind, type ExecutionRecord } from './helpers/test-stages.ts';
-import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+import { startActivityWorker, startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
 let logFile: string;
@@ -51,27 +49,6 @@ async function run(p: PlannedPipeline, noCache = false) {
         .sort()
     : [];
   return { status, ran, states: Object.fromEntries(status.stages.map((s) => [s.id, s.state])) };
-}
-
-/** An activity worker on the queue 'elsewhere', sharing the test's store and cache. */
-async function startElsewhereWorker(): Promise<{ stop(): Promise<void> }> {
-  const conn = await NativeConnection.connect({ address: env.server.address });
-  const worker = await createWorker({
-    connection: conn,
-    namespace: 'default',
-    taskQueue: 'elsewhere',
-    kinds: env.kinds,
-    deps: { store: env.store, cache: env.cache, stateDir: env.dir },
-    workflows: false,
-  });
-  const running = worker.run();
-  return {
-    async stop() {
-      worker.shutdown();
-      await running;
-      await conn.close();
-    },
-  };
 }
 
 before(async () => {
@@ -158,7 +135,7 @@ describe('stage cache', () => {
 
   it('a --no-cache run reads no stage-cache record, on its own queue or through the lookup of a routed stage: a record it does not reuse is not kept alive by it', async () => {
     const routed = chain({ ...base, side: 'S-no-cache' }, { side: { queue: 'elsewhere' } });
-    const elsewhere = await startElsewhereWorker();
+    const elsewhere = await startActivityWorker(env, 'elsewhere');
     const get = env.cache.get;
     const read: string[] = [];
     try {
@@ -184,7 +161,7 @@ describe('stage cache', () => {
   it('a stage routed to another task queue is served from the cache with no worker on that queue, and the others look themselves up', async () => {
     const values = { ...base, side: 'S-elsewhere' };
     const routed = chain(values, { side: { queue: 'elsewhere' } });
-    const elsewhere = await startElsewhereWorker();
+    const elsewhere = await startActivityWorker(env, 'elsewhere');
     let first;
     try {
       first = await run(routed);

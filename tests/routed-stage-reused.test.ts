@@ -8,9 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { NativeConnection, type Worker } from '@temporalio/worker';
 import { submitRun, waitForRun } from '../client/runs.ts';
-import { createWorker } from '../infra/worker.ts';
 import { stageCompletedHook } from '../activities/audit.ts';
 import { createActivities } from '../activities/index.ts';
 import { openAudit, type AuditRecord } from '../src/audit/log.ts';
@@ -19,10 +17,10 @@ import type { StageKind } from '../src/stages/types.ts';
 import type { CacheLookupRequest, CacheLookupResult } from '../workflows/types.ts';
 import { plannedPipeline } from './helpers/plans.ts';
 import { probeKind } from './helpers/test-stages.ts';
-import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
+import { startActivityWorker, startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
-let elsewhere: { worker: Worker; running: Promise<void>; conn: NativeConnection } | undefined;
+let elsewhere: { stop(): Promise<void> } | undefined;
 
 /** The probe stage, with a kind's audit that reads its output from the store, as train's reads its report. */
 function auditedProbe(logFile: string): StageKind<Parameters<ReturnType<typeof probeKind>['run']>[0]> {
@@ -64,23 +62,10 @@ before(async () => {
   env.kinds.set('probe', auditedProbe(join(env.dir, 'executions.log')));
   await env.startWorker();
   // The 'gpu' queue's worker: activities only, its own audit hook on the same state folder, as on a GPU host.
-  const conn = await NativeConnection.connect({ address: env.server.address });
-  const worker = await createWorker({
-    connection: conn,
-    namespace: 'default',
-    taskQueue: 'gpu',
-    kinds: env.kinds,
-    deps: { store: env.store, cache: env.cache, stateDir: env.dir, onStageCompleted: stageCompletedHook(env.dir) },
-    workflows: false,
-  });
-  elsewhere = { worker, running: worker.run(), conn };
+  elsewhere = await startActivityWorker(env, 'gpu', { audit: true });
 });
 after(async () => {
-  if (elsewhere) {
-    elsewhere.worker.shutdown();
-    await elsewhere.running.catch(() => undefined);
-    await elsewhere.conn.close();
-  }
+  await elsewhere?.stop();
   await env?.close();
 });
 

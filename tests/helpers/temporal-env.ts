@@ -92,6 +92,39 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
 }
 
 /**
+ * An activity-only worker on `taskQueue` (a `queue:` stage's, as on a GPU host), sharing the env's store, cache and
+ * state folder; `audit`: it writes the stage records too, as a worker of another host does.
+ */
+export async function startActivityWorker(
+  env: Pick<TestEnv, 'server' | 'kinds' | 'store' | 'cache' | 'dir'>,
+  taskQueue: string,
+  opts: { audit?: boolean } = {},
+): Promise<{ stop(): Promise<void> }> {
+  const conn = await NativeConnection.connect({ address: env.server.address });
+  const worker = await createWorker({
+    connection: conn,
+    namespace: 'default',
+    taskQueue,
+    kinds: env.kinds,
+    deps: {
+      store: env.store,
+      cache: env.cache,
+      stateDir: env.dir,
+      ...(opts.audit ? { onStageCompleted: stageCompletedHook(env.dir) } : {}),
+    },
+    workflows: false,
+  });
+  const running = worker.run();
+  return {
+    async stop() {
+      worker.shutdown();
+      await running;
+      await conn.close();
+    },
+  };
+}
+
+/**
  * Validates the pipeline in `file` against the env's stage kinds, as `tempered submit` does, starts it
  * on `taskQueue` (default TEST_QUEUE) and returns its workflow id.
  */
