@@ -17,9 +17,8 @@ import type { Queryable } from '../src/db/database.ts';
 import { postgresUnavailable, startPostgres } from '../src/db/postgres.testing.ts';
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import { statePaths } from '../src/state-paths.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { listModelViews, UiDatabases } from '../ui/data.ts';
-import { createUiServer } from '../ui/server.ts';
+import { testUiServer } from '../ui/dashboard.testing.ts';
 import { median } from './common.ts';
 
 const MODELS = Number(process.argv[2] ?? 30);
@@ -113,14 +112,7 @@ async function measure(label: string, location: string): Promise<void> {
 async function measureAnswer(label: string, location: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-models-page-'));
   const paths = { ...statePaths(dir, {}), registryDb: location, auditDb: join(dir, 'audit.db') };
-  const ui = await createUiServer({
-    paths,
-    store: new ArtifactStore(paths.store),
-    client: () => Promise.reject(new Error('the Models page needs no Temporal')),
-    token: 'bench-token-0123456789',
-    actor: 'bench',
-    taskQueue: 'q',
-  });
+  const ui = await testUiServer(paths, 'bench-token-0123456789');
   try {
     const url = await ui.listen(0, '127.0.0.1');
     const times: number[] = [];
