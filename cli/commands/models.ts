@@ -8,7 +8,7 @@ import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
-import { productionComparisonNote } from '../../src/registry/diff.ts';
+import { diffModelVersions, productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
@@ -354,8 +354,10 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       const [name, a, b] = positionals as [string, string, string];
       const num = (x: string) => (/^\d+$/.test(x) ? Number(x) : x);
       return withRegistry(ctx, async (reg) => {
-        const d = await reg.diffVersions(name, num(a), num(b));
-        const how = await howMadeDiff(ctx, await reg.getVersion(name, d.a), await reg.getVersion(name, d.b), d.specHashChanged);
+        // Read once: the registry's diff and the trail's (howMadeDiff) are of the same two versions.
+        const [va, vb] = [await reg.getVersion(name, num(a)), await reg.getVersion(name, num(b))];
+        const d = diffModelVersions(va, vb);
+        const how = await howMadeDiff(ctx, va, vb, d.specHashChanged);
         out({ ...d, ...how }, () =>
           [
             `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
