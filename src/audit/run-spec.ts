@@ -72,7 +72,7 @@ export async function sourcesOf(audit: AuditLog, runId: string): Promise<Recorde
   const out: RecordedSpec['sources'] = [];
   for (const r of await stageRecords(audit, runId)) {
     const sources = r.details.sources;
-    if (r.runId !== runId || !Array.isArray(sources)) continue;
+    if (!Array.isArray(sources)) continue;
     const stage = typeof r.details.stage === 'string' ? r.details.stage : r.subject;
     for (const s of sources)
       if (isObject(s) && typeof s.path === 'string' && typeof s.sha256 === 'string')
@@ -81,7 +81,7 @@ export async function sourcesOf(audit: AuditLog, runId: string): Promise<Recorde
   return out;
 }
 
-/** A run's records of its stages: those it ran (`stage.completed`) and those whose outputs it took from the cache (`stage.reused`). */
+/** A run's records of its stages (its own, not those whose subject only names it): those it ran (`stage.completed`) and those whose outputs it took from the cache (`stage.reused`). */
 async function stageRecords(audit: AuditLog, runId: string): Promise<AuditRecord[]> {
   return (await audit.query({ run: runId })).filter(
     (r) => r.runId === runId && (r.action === 'stage.completed' || r.action === 'stage.reused'),
@@ -105,7 +105,7 @@ export async function trainedWith(audit: AuditLog, runId: string): Promise<Recor
   const out: Record<string, TrainedWith> = {};
   for (const r of await stageRecords(audit, runId)) {
     const d = r.details;
-    if (r.runId !== runId || d.kind !== 'train' || typeof d.device !== 'string') continue;
+    if (d.kind !== 'train' || typeof d.device !== 'string') continue;
     out[typeof d.stage === 'string' ? d.stage : r.subject] = {
       device: d.device,
       ...(d.runtime !== undefined ? { runtime: d.runtime } : {}),
