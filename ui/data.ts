@@ -458,10 +458,8 @@ export const GATE_PAGE = 20;
  * (promotes by hand without one) or one action's page reaches further back than the gate found.
  */
 async function lastGate(log: AuditLog, name: string): Promise<string | undefined> {
-  const newestGated = (recs: AuditRecord[]) =>
-    recs
-      .filter((r) => typeof r.details.gate === 'string' && (r.model ?? r.subject).split('@')[0] === name)
-      .sort((a, b) => b.seq - a.seq)[0];
+  // A query by model gives only records of `name` and its versions (the model column, not the subject).
+  const newestGated = (recs: AuditRecord[]) => recs.filter((r) => typeof r.details.gate === 'string').sort((a, b) => b.seq - a.seq)[0];
   const pages = await Promise.all(JUDGED.map((action) => log.query({ model: name, action, newestFirst: true, limit: GATE_PAGE })));
   // Every record of both actions from this seq on is in the pages (-Infinity: every record of both is).
   const whole = Math.max(...pages.map((p) => (p.length < GATE_PAGE ? -Infinity : p.at(-1)!.seq)));
