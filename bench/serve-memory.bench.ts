@@ -210,21 +210,29 @@ console.log(
     .join(' ')}; sides: arena on (before), arena off (now), arena off with GLIBC_TUNABLES=${TRIM}`,
 );
 const order = (round: number) => (round % 2 ? sides : [...sides].reverse());
+/** Runs `kind` on every side, alternating their order each round; logs each run with `describe`; the runs by side. */
+const runRounds = <R>(kind: 'classifier' | 'llm', dir: string, describe: (r: R & { load: string }) => string) => {
+  const bySide = new Map<string, (R & { load: string })[]>();
+  for (let round = 1; round <= rounds; round++)
+    for (const s of order(round)) {
+      const r = run<R>(kind, dir, s);
+      bySide.set(s.label, [...(bySide.get(s.label) ?? []), r]);
+      console.log(`${s.label.padEnd(W)} round ${round} (load ${r.load}): ${describe(r)}`);
+    }
+  return bySide;
+};
 if (classifier) {
   const folder = await exportMiniLm();
   console.log(
     `classifier: all-MiniLM-L6-v2 head, maxLength ${maxLength}; ${requests} one-text requests per level (${LEVELS.join(', ')} clients) before and after; large request: 64 texts of ${maxLength} tokens`,
   );
-  const cls = new Map<string, (ClassifierRun & { load: string })[]>();
-  for (let round = 1; round <= rounds; round++)
-    for (const s of order(round)) {
-      const r = run<ClassifierRun>('classifier', folder, s);
-      cls.set(s.label, [...(cls.get(s.label) ?? []), r]);
-      console.log(
-        `${s.label.padEnd(W)} round ${round} (load ${r.load}): RSS ${fmtRss(r)}; large request ${r.largeMs.toFixed(0)} ms (${r.largeCpuMs.toFixed(0)} CPU ms); ` +
-          `req/s at ${LEVELS.join('/')} clients before ${f1(r.before)}, after ${f1(r.after)}; CPU ms a request before ${f1(r.cpuBefore)}, after ${f1(r.cpuAfter)}`,
-      );
-    }
+  const cls = runRounds<ClassifierRun>(
+    'classifier',
+    folder,
+    (r) =>
+      `RSS ${fmtRss(r)}; large request ${r.largeMs.toFixed(0)} ms (${r.largeCpuMs.toFixed(0)} CPU ms); ` +
+      `req/s at ${LEVELS.join('/')} clients before ${f1(r.before)}, after ${f1(r.after)}; CPU ms a request before ${f1(r.cpuBefore)}, after ${f1(r.cpuAfter)}`,
+  );
   console.log(`\nclassifier, median of ${rounds} rounds (throughput and CPU: before and after the large request together):`);
   for (const s of sides) {
     const rs = cls.get(s.label)!;
@@ -239,15 +247,12 @@ if (classifier) {
 if (llm) {
   const dir = (await resolveModelSource(DEFAULT_LLM)).dir;
   console.log(`\ngeneration: SmolLM2-135M-Instruct, one prompt of ${promptTokens} tokens (4 new), then 5 greedy completions of 16 tokens`);
-  const gens = new Map<string, (LlmRun & { load: string })[]>();
-  for (let round = 1; round <= rounds; round++)
-    for (const s of order(round)) {
-      const r = run<LlmRun>('llm', dir, s);
-      gens.set(s.label, [...(gens.get(s.label) ?? []), r]);
-      console.log(
-        `${s.label.padEnd(W)} round ${round} (load ${r.load}): RSS ${fmtRss(r)}; long prompt ${r.largeMs.toFixed(0)} ms (${r.largeCpuMs.toFixed(0)} CPU ms); ${r.shortPerSec.toFixed(2)} short completions/s`,
-      );
-    }
+  const gens = runRounds<LlmRun>(
+    'llm',
+    dir,
+    (r) =>
+      `RSS ${fmtRss(r)}; long prompt ${r.largeMs.toFixed(0)} ms (${r.largeCpuMs.toFixed(0)} CPU ms); ${r.shortPerSec.toFixed(2)} short completions/s`,
+  );
   console.log(`\ngeneration, median of ${rounds} rounds:`);
   for (const s of sides) {
     const rs = gens.get(s.label)!;
