@@ -15,25 +15,18 @@ export async function exportTinyClassifier(
   o: { hidden?: number; layers?: number; threads?: number; maxLength?: number; modelDir?: string } = {},
 ): Promise<string> {
   const outDir = join(root, 'out');
-  const hidden = o.hidden ?? TINY_MINILM.hidden;
   const maxLength = o.maxLength ?? 64;
+  // A width asked for brings its heads and MLP along (32 wide a head, 4× wide an MLP); TINY_MINILM's own are other.
+  const width = o.hidden === undefined ? {} : { hidden: o.hidden, heads: Math.max(1, o.hidden / 32), intermediate: o.hidden * 4 };
   await trainClassifier({
     modelDir:
       o.modelDir ??
-      tinyBertDir(
-        join(root, 'model'),
-        7,
-        o.hidden === undefined && o.layers === undefined && o.maxLength === undefined
-          ? TINY_MINILM
-          : {
-              ...TINY_MINILM,
-              hidden,
-              layers: o.layers ?? TINY_MINILM.layers,
-              heads: Math.max(1, hidden / 32),
-              intermediate: hidden * 4,
-              maxPositions: Math.max(TINY_MINILM.maxPositions, maxLength),
-            },
-      ),
+      tinyBertDir(join(root, 'model'), 7, {
+        ...TINY_MINILM,
+        ...width,
+        layers: o.layers ?? TINY_MINILM.layers,
+        maxPositions: Math.max(TINY_MINILM.maxPositions, maxLength),
+      }),
     train: writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)),
     labels: ['negative', 'positive'],
     method: 'head',
