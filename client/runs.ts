@@ -639,7 +639,7 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
  * list's length. Unset, the server sends its largest page (1,000 on the dev server), every run's memo
  * decoded to show 20: the dashboard's Runs page, refreshed every 3 s, read a thousand runs each time.
  */
-export function runsPageSize(limit: number, pipeline?: string): number {
+function runsPageSize(limit: number, pipeline?: string): number {
   // The pipeline is matched here, in the memo, so more runs are read than shown; pages stay bounded.
   return pipeline ? Math.max(limit, FILTERED_PAGE) : Math.max(1, limit);
 }
