@@ -1,17 +1,21 @@
 /** The dashboard as the light UI tests run it: a real server on real state files, with no Temporal behind it. */
 import assert from 'node:assert/strict';
 import { get as httpGet } from 'node:http';
+import type { Client } from '@temporalio/client';
 import type { Browser, Page } from 'playwright-core';
 import type { StatePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { createUiServer, type UiServer } from './server.ts';
 
-/** A dashboard server on `paths` (not listening yet) whose pages need no Temporal; acting as `tester`. */
-export function testUiServer(paths: StatePaths, token: string): Promise<UiServer> {
+/**
+ * A dashboard server on `paths` (not listening yet) whose pages need no Temporal, or ask `client` (a stand-in for the
+ * few calls a test answers); acting as `tester`.
+ */
+export function testUiServer(paths: StatePaths, token: string, client?: Client): Promise<UiServer> {
   return createUiServer({
     paths,
     store: new ArtifactStore(paths.store),
-    client: () => Promise.reject(new Error('no Temporal in this test')),
+    client: client ? async () => client : () => Promise.reject(new Error('no Temporal in this test')),
     token,
     actor: 'tester',
     taskQueue: 'q',

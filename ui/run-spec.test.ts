@@ -20,11 +20,10 @@ import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { statePaths } from '../src/state-paths.ts';
-import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import type { SpecView, TrainedWithView } from './data.ts';
 import { assertApiRules, openDashboard, testUiServer } from './dashboard.testing.ts';
-import { createUiServer, type UiServer } from './server.ts';
+import type { UiServer } from './server.ts';
 
 const TOKEN = 'ui-run-spec-token-0123456789';
 const FIXTURE = fileURLToPath(new URL('../tests/fixtures/tiny-pipeline.yaml', import.meta.url));
@@ -195,14 +194,7 @@ describe('dashboard recorded spec API', () => {
       },
     } as unknown as Client;
     const paths = statePaths(dir);
-    const server = await createUiServer({
-      paths,
-      store: new ArtifactStore(paths.store),
-      client: async () => client,
-      token: TOKEN,
-      actor: 't',
-      taskQueue: 'q',
-    });
+    const server = await testUiServer(paths, TOKEN, client);
     try {
       const at = await server.listen(0, '127.0.0.1');
       const known = await get('/api/runs/run-9/spec', at);
