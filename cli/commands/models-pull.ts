@@ -6,8 +6,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TransformersExport } from '../../src/models/transformers-folder.ts';
 
-export { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
-
 /**
  * The lines after the file list: how transformers loads the folder, or why it cannot, and the adapter on its base with
  * the Auto class of its PEFT task (a classifier's adapter is SEQ_CLS, not a causal LM's). A classifier with no

@@ -19,7 +19,8 @@ import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { trainedOn } from './audit.ts';
-import { pullNotes, writeTransformersWeights, type TransformersExport } from './models-pull.ts';
+import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
+import { pullNotes } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes, printable } from '../format.ts';
 
