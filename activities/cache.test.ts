@@ -42,7 +42,7 @@ test(
     const report = await store.putJson({ pad: 'p'.repeat(1000) });
     const old = new Date(Date.now() - 3_600_000).toISOString();
     await cache.put({ key, kind: 'probe', outputs: { report }, producedBy: { runId: 'earlier', stageId: 's' }, createdAt: old });
-    const lookup = cacheLookupActivity(new Map([['probe', probe]]), cache, disk, store.root);
+    const lookup = cacheLookupActivity(new Map([['probe', probe]]), { cache, stateDir: disk, store });
     const env = (attempt: number) =>
       new MockActivityEnvironment({ attempt, workflowExecution: { workflowId: 'spam-0042', runId: 'exec-1' } });
     const req = { kind: 'probe', config, baseDir: other };

@@ -64,23 +64,21 @@ export interface StageLookup extends CacheLookupResult {
 }
 
 /**
- * The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. `storeRoot`: the
- * artifact store's local folder, one of the places a lookup writes. `audit`: where a hit for a run's stage
- * (`req.stage`) is told as that stage's `stage.reused` record.
+ * The cache-lookup local activity: computes a stage's key and returns the recorded outputs of a hit. The store's local
+ * folder is one of the places a lookup writes; `onStageCompleted` is where a hit for a run's stage (`req.stage`) is
+ * told as that stage's `stage.reused` record.
  */
 export function cacheLookupActivity(
   kinds: ReadonlyMap<string, AnyStageKind>,
-  cache: StageCache,
-  stateDir: string,
-  storeRoot?: string,
-  audit?: Pick<ActivityDeps, 'store' | 'onStageCompleted'>,
+  deps: Pick<ActivityDeps, 'cache' | 'stateDir' | 'store' | 'onStageCompleted'>,
 ) {
+  const { cache, stateDir } = deps;
   return async function lookupCache(req: CacheLookupRequest): Promise<CacheLookupResult> {
     const kind = kinds.get(req.kind);
     if (!kind) throw new Error(`this worker has no stage kind '${req.kind}'`);
     try {
       const { key, hit } = await lookupStage(kind, cache, stateDir, req, req.read !== false);
-      if (hit && req.stage && audit) {
+      if (hit && req.stage) {
         // On a hit the stage is not scheduled (a stage routed to a GPU queue runs no activity there), so the record
         // of the outputs the run took is written here, or the run's trail would not say how its model was trained.
         // A retried lookup writes none again: the hook's dedupe key is the run's execution and stage.
@@ -93,7 +91,7 @@ export function cacheLookupActivity(
           // Nothing goes into the cache on a hit.
           writeCache: false,
         };
-        await tellStageCompleted(kind, audit, stageReq, { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy });
+        await tellStageCompleted(kind, deps, stageReq, { outputs: hit.outputs, cacheKey: key, cachedFrom: hit.producedBy });
       }
       return hit ? { key, hit, codeVersion: kind.codeVersion } : { key, codeVersion: kind.codeVersion };
     } catch (e) {
@@ -103,7 +101,7 @@ export function cacheLookupActivity(
       // ENOSPC, retried at once; told as a stage's is, it waits for space like one.
       const info = Context.current().info;
       const paths = statePaths(stateDir);
-      const folders = [stateDir, paths.cache, ...(storeRoot !== undefined ? [storeRoot] : []), tmpdir()];
+      const folders = [stateDir, paths.cache, deps.store.root, tmpdir()];
       throw asActivityFailure(diskFullError(e, folders, { hint: diskFullHint(info.workflowExecution?.workflowId) }), info.attempt);
     }
   };

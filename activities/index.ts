@@ -12,7 +12,7 @@ export function createActivities(
   deps: ActivityDeps,
 ): Record<string, (...args: any[]) => Promise<unknown>> {
   const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
-    lookupCache: cacheLookupActivity(kinds, deps.cache, deps.stateDir, deps.store.root, deps),
+    lookupCache: cacheLookupActivity(kinds, deps),
     ...runGateActivities(deps),
     auditRunEnded: async (rec: RunEndRecord) => deps.onRunEnded?.(rec),
   };
