@@ -288,7 +288,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
               v.lineage.baseModel ? `  base model: ${describeBaseModel(v.lineage.baseModel)}` : '',
               // From the trail: how the model was trained, which the registry does not keep and its bytes may depend on.
-              ...Object.entries(trained).map(([stage, t]) => `  ${stage}: ${trainedOn(t as Record<string, unknown>)}`),
+              ...Object.entries(trained).map(([stage, t]) => `  ${stage}: ${trainedOn(t)}`),
               `  spec: \`tempered models show ${v.name}@${v.version} --spec\` prints the file it was submitted with`,
               'metrics:',
               ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(nameWidth(Object.keys(v.metrics)))} ${fmtMetric(k, x)}`),
