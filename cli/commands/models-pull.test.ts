@@ -40,6 +40,14 @@ async function registerFolder(home: string, name: string, dir: string, alias?: s
   }
 }
 
+/** Registers `dir` as version 1 of `name` in `home` and pulls it into `dest` with the CLI, which must succeed: its stdout. */
+async function registerAndPull(home: string, name: string, dir: string, dest: string): Promise<string> {
+  await registerFolder(home, name, dir);
+  const pulled = await runCli(['models', 'pull', `${name}@1`, dest], { TEMPERED_HOME: home });
+  assert.equal(pulled.code, 0, pulled.stderr);
+  return pulled.stdout;
+}
+
 test('models pull writes a version’s files to a new folder, refuses one with files, and the folder names its graph', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
@@ -114,12 +122,10 @@ test('models pull of a LLaMA-family fine-tune adds model.safetensors for transfo
   const train = writeReversalTable(join(root, 'train.arrow'), 8, 1);
   await trainCausalLm(referenceLoraRun({ modelDir, train, maxSteps: 1, checkpointDir: join(root, 'ck'), outDir }));
   const paths = statePaths(home);
-  await registerFolder(home, 'lm', outDir);
   const dest = join(root, 'pulled');
-  const pulled = await runCli(['models', 'pull', 'lm@1', dest], { TEMPERED_HOME: home });
-  assert.equal(pulled.code, 0, pulled.stderr);
-  assert.match(pulled.stdout, /AutoModelForCausalLM\.from_pretrained\(/);
-  assert.match(pulled.stdout, /PeftModel\.from_pretrained\(AutoModelForCausalLM\.from_pretrained\(BASE.*adapter'\)/);
+  const pulled = await registerAndPull(home, 'lm', outDir, dest);
+  assert.match(pulled, /AutoModelForCausalLM\.from_pretrained\(/);
+  assert.match(pulled, /PeftModel\.from_pretrained\(AutoModelForCausalLM\.from_pretrained\(BASE.*adapter'\)/);
   const weights = readSafetensors(join(dest, 'model.safetensors')).tensors;
   const original = readSafetensors(join(modelDir, 'model.safetensors')).tensors;
   assert.deepEqual([...weights.keys()].sort(), [...original.keys()].sort());
@@ -222,11 +228,9 @@ test('models pull of a GPT-2 full fine-tune writes GPT2LMHeadModel’s weights, 
     outDir,
   });
   await trainCausalLm({ ...run, method: 'full' });
-  await registerFolder(home, 'gpt', outDir);
   const dest = join(root, 'pulled');
-  const pulled = await runCli(['models', 'pull', 'gpt@1', dest], { TEMPERED_HOME: home });
-  assert.equal(pulled.code, 0, pulled.stderr);
-  assert.match(pulled.stdout, /AutoModelForCausalLM\.from_pretrained\(/);
+  const pulled = await registerAndPull(home, 'gpt', outDir, dest);
+  assert.match(pulled, /AutoModelForCausalLM\.from_pretrained\(/);
 
   const I = 4 * H;
   const top = {
@@ -294,11 +298,9 @@ test('models pull of a BERT classifier full fine-tune writes BertForSequenceClas
     outDir,
   });
   await trainClassifier({ ...run, labels, method: 'full', pooling: 'pooler' });
-  await registerFolder(home, 'cls', outDir);
   const dest = join(root, 'pulled');
-  const pulled = await runCli(['models', 'pull', 'cls@1', dest], { TEMPERED_HOME: home });
-  assert.equal(pulled.code, 0, pulled.stderr);
-  assert.match(pulled.stdout, /AutoModelForSequenceClassification\.from_pretrained\(/);
+  const pulled = await registerAndPull(home, 'cls', outDir, dest);
+  assert.match(pulled, /AutoModelForSequenceClassification\.from_pretrained\(/);
 
   const top = {
     'bert.embeddings.word_embeddings.weight': [V, H],
@@ -371,11 +373,11 @@ test('models pull of a BERT classifier full fine-tune writes BertForSequenceClas
   cpSync(outDir, meanExport, { recursive: true });
   const manifestPath = join(meanExport, 'tempered-model.json');
   writeFileSync(manifestPath, JSON.stringify({ ...JSON.parse(readFileSync(manifestPath, 'utf8')), pooling: 'mean' }));
-  await registerFolder(join(root, 'home-mean'), 'mean', meanExport);
   const meanDest = join(root, 'pulled-mean');
-  const meanPull = await runCli(['models', 'pull', 'mean@1', meanDest], { TEMPERED_HOME: join(root, 'home-mean') });
-  assert.equal(meanPull.code, 0, meanPull.stderr);
-  assert.match(meanPull.stdout, /no model\.safetensors for transformers: this classifier pools with "mean"/);
+  assert.match(
+    await registerAndPull(join(root, 'home-mean'), 'mean', meanExport, meanDest),
+    /no model\.safetensors for transformers: this classifier pools with "mean"/,
+  );
   assert.ok(!existsSync(join(meanDest, 'model.safetensors')));
   assert.ok(existsSync(join(meanDest, 'model.onnx')));
   await assertPullFailsCleanly(root, brokenCopy(outDir, join(root, 'broken')));
