@@ -9,24 +9,10 @@ import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
 import { sharingHint } from './sharing.ts';
+import { trainedOn } from '../../src/audit/run-spec.ts';
 
 /** Data hashes a record's line shows. */
 const DATA_HASHES_SHOWN = 8;
-
-/** A train stage's `device` and `runtime` (src/stages/train.ts): the thread count and CPU can change a model's bytes. */
-export function trainedOn(d: Record<string, unknown>): string | undefined {
-  if (typeof d.device !== 'string') return undefined;
-  const rt = (d.runtime && typeof d.runtime === 'object' ? d.runtime : {}) as Record<string, unknown>;
-  const facts = [
-    ...('threads' in rt
-      ? [typeof rt.threads === 'number' ? `${rt.threads} thread${rt.threads === 1 ? '' : 's'}` : "onnxruntime's default threads"]
-      : []),
-    ...(typeof rt.cpus === 'number' ? [`${rt.cpus} cpus`] : []),
-    ...(typeof rt.onnxruntime === 'string' ? [`onnxruntime ${rt.onnxruntime}`] : []),
-    ...(typeof d.resumedFromStep === 'number' ? [`resumed at step ${d.resumedFromStep}`] : []),
-  ];
-  return `trained on ${d.device}${facts.length ? ` (${facts.join(', ')})` : ''}`;
-}
 
 function line(r: AuditRecord): string {
   const extra: string[] = [];

@@ -12,13 +12,12 @@ import { diffModelVersions, productionComparisonNote } from '../../src/registry/
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
-import { recordedSpec, scheduleSpec, trainedWith } from '../../src/audit/run-spec.ts';
+import { recordedSpec, scheduleSpec, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
 import { loadSpecText } from '../../src/spec/load.ts';
 import { parseParamOverrides } from '../../src/spec/params.ts';
 import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
-import { trainedOn } from './audit.ts';
 import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
 import { pullNotes } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';

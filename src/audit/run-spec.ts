@@ -92,6 +92,21 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A train stage's `device` and `runtime` (src/stages/train.ts), as one line: `tempered audit`, `models show` and the dashboard print it: the thread count and CPU can change a model's bytes. */
+export function trainedOn(d: Record<string, unknown>): string | undefined {
+  if (typeof d.device !== 'string') return undefined;
+  const rt = (d.runtime && typeof d.runtime === 'object' ? d.runtime : {}) as Record<string, unknown>;
+  const facts = [
+    ...('threads' in rt
+      ? [typeof rt.threads === 'number' ? `${rt.threads} thread${rt.threads === 1 ? '' : 's'}` : "onnxruntime's default threads"]
+      : []),
+    ...(typeof rt.cpus === 'number' ? [`${rt.cpus} cpus`] : []),
+    ...(typeof rt.onnxruntime === 'string' ? [`onnxruntime ${rt.onnxruntime}`] : []),
+    ...(typeof d.resumedFromStep === 'number' ? [`resumed at step ${d.resumedFromStep}`] : []),
+  ];
+  return `trained on ${d.device}${facts.length ? ` (${facts.join(', ')})` : ''}`;
+}
+
 /** What a train stage was trained with, as its audit record keeps it (src/stages/train.ts's audit); a type, not an interface, so it reads as a record of details. */
 export type TrainedWith = {
   device: unknown;
