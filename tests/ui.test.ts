@@ -576,8 +576,12 @@ describe('dashboard in a browser', () => {
     await page.locator('#banner.ok', { hasText: 'v2' }).waitFor();
     assert.equal(await staging(), 2);
     await page.locator('tr[data-version="2"]', { hasText: 'staging' }).waitFor();
+    assert.equal((await page.locator('#rollback-e2e-clf').innerText()).trim(), 'roll back staging');
     await page.click('#rollback-e2e-clf');
-    await page.locator('#banner.ok', { hasText: 'rolled back to v1' }).waitFor();
+    // Either outcome ends the wait, so a refused rollback fails here with the server's words, not a timeout.
+    const outcome = page.locator('#banner', { hasText: /rolled back to|^\d{3}: / });
+    await outcome.waitFor();
+    assert.match(await outcome.innerText(), /rolled back to v1/);
     assert.equal(await staging(), 1);
     const log = await openAudit(join(env.dir, 'audit.db'));
     try {

@@ -240,4 +240,26 @@ describe('dashboard models page', () => {
     await page.context().close();
     assert.deepEqual(pageErrors, []);
   });
+
+  it("keeps both of a model's action fields when they change before the page renders again", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await open('#/models');
+    const inputs = page.locator('[data-model="clf"] .bar input');
+    await inputs.first().waitFor();
+    // Two input events in one task, as autofill or a fast paste gives them: the second must not undo the first.
+    await inputs.evaluateAll((els) => {
+      const [alias, gate] = els as unknown as { value: string; dispatchEvent(e: Event): boolean }[];
+      alias.value = 'staging';
+      alias.dispatchEvent(new Event('input', { bubbles: true }));
+      gate.value = 'f1_macro >= 0.5';
+      gate.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.locator('#rollback-clf', { hasText: 'roll back staging' }).waitFor({ timeout: 5000 });
+    assert.deepEqual(await inputs.evaluateAll((els) => els.map((e) => (e as unknown as { value: string }).value)), [
+      'staging',
+      'f1_macro >= 0.5',
+    ]);
+    await page.context().close();
+    assert.deepEqual(pageErrors, []);
+  });
 });

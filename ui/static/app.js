@@ -1179,8 +1179,11 @@ function ModelsPage() {
       <p class="muted">no registered models yet; a pipeline's register stage creates them</p>`;
   return html`<h1>Models</h1>
     ${data.models.map((m) => {
-      const f = form[m.name] ?? { alias: 'production', gate: m.lastGate ?? '' };
-      const set = (patch) => setForm({ ...form, [m.name]: { ...f, ...patch } });
+      const initial = { alias: 'production', gate: m.lastGate ?? '' };
+      const f = form[m.name] ?? initial;
+      // From the state as it is when the update runs, not as this render saw it: two inputs filled before a
+      // render would otherwise each write the other's old value back.
+      const set = (patch) => setForm((cur) => ({ ...cur, [m.name]: { ...(cur[m.name] ?? initial), ...patch } }));
       // The newest page (refreshed after an action), then the rows loaded before below it. Versions are numbered
       // 1, 2, … with none removed, so a hole between the two (a page's worth registered since) drops the loaded ones.
       const edge = m.versions.at(-1)?.version ?? 0;
