@@ -1,13 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { ingest } from './ingest.ts';
 import { downloadVerified, DownloadStalled } from './download.ts';
+import { sourceFilesAudit } from '../stages/ingest.ts';
 
 const body = ['{"text": "hello", "label": "a"}', '{"text": "world", "label": "b"}'].join('\n') + '\n';
 const sha = createHash('sha256').update(body).digest('hex');
@@ -144,5 +145,60 @@ test('downloads follow redirects within the origin only, cap the size and give u
     for (const r of stalls) r.destroy();
     server.close();
     other.server.close();
+  }
+});
+
+test('a URL source with credentials (presigned query, user:password@) is fetched, and nothing it leaves names them', async () => {
+  const presigned = 'X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRETCRED%2F20261207&X-Amz-Signature=SIGSECRET123';
+  const server = createServer((req, res) => {
+    const basic = `Basic ${Buffer.from('alice:PASS@SECRET').toString('base64')}`;
+    const ok = req.url === `/b/train.jsonl?${presigned}` || (req.url === '/basic/train.jsonl' && req.headers.authorization === basic);
+    res.writeHead(ok ? 200 : 403);
+    res.end(ok ? body : 'denied');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  const secrets = /SIGSECRET|AKIDSECRET|PASS@SECRET|PASS%40SECRET/;
+  try {
+    for (const [url, shown] of [
+      [
+        `http://${host}/b/train.jsonl?${presigned}`,
+        `http://${host}/b/train.jsonl?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED`,
+      ],
+      // fetch refuses a URL with userinfo ("cannot be constructed from a URL that includes credentials: <the URL>"):
+      // it is sent as a Basic Authorization header, as curl does.
+      [`http://alice:PASS%40SECRET@${host}/basic/train.jsonl`, `http://REDACTED@${host}/basic/train.jsonl`],
+    ]) {
+      const dir = mkdtempSync(join(tmpdir(), 'dl-cred-'));
+      const outPath = join(dir, 'o.arrow');
+      const quarantinePath = join(dir, 'q.arrow');
+      const r = await ingest({ path: url!, sha256: sha, task: 'classification' }, { baseDir: '/nonexistent', outPath, quarantinePath });
+      // The report (stored, shown by status and the dashboard) and the audit record made of it name host and path.
+      assert.deepEqual(r.sourceFiles, [{ path: shown, sha256: sha, bytes: body.length }]);
+      assert.doesNotMatch(JSON.stringify(sourceFilesAudit(r)), secrets);
+      // Every row's _source, in the table and in those split from it.
+      assert.ok(readFileSync(outPath).includes(Buffer.from(shown!)));
+      assert.doesNotMatch(readFileSync(outPath).toString('latin1'), secrets);
+    }
+    // An error names the server and the file, never the signature.
+    const dir = mkdtempSync(join(tmpdir(), 'dl-cred-'));
+    for (const [url, why] of [
+      [
+        `http://${host}/b/train.jsonl?X-Amz-Signature=SIGSECRET999&a=1`,
+        `GET http://${host}/b/train.jsonl?X-Amz-Signature=REDACTED&a=1 answered 403`,
+      ],
+      [
+        `http://${host}/b/train.jsonl?${presigned}`,
+        `http://${host}/b/train.jsonl?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED has sha256`,
+      ],
+    ])
+      await assert.rejects(downloadVerified(url!, url!.endsWith('a=1') ? sha : 'f'.repeat(64), dir), (e: unknown) => {
+        assert.ok(e instanceof InputError, String(e));
+        assert.ok(e.message.includes(why!), e.message);
+        assert.doesNotMatch(e.message, secrets);
+        return true;
+      });
+  } finally {
+    server.close();
   }
 });

@@ -14,6 +14,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '../errors.ts';
 import { newFileWriteStream } from '../util/new-file-stream.ts';
+import { redactText, redactUrl } from '../util/redact.ts';
 import { stallGuard } from '../util/stall-guard.ts';
 
 export function isUrl(path: string): boolean {
@@ -53,23 +54,37 @@ export class DownloadStalled extends Error {
   override name = 'DownloadStalled';
 }
 
-/** GET that follows redirects only within the first URL's origin. */
+/**
+ * `https://user:password@host/…` as fetch can send it: the URL without its userinfo and the userinfo as a Basic
+ * `Authorization` header, as curl and wget do (fetch refuses a URL with credentials, and its error repeats them).
+ */
+function withoutUserinfo(url: string): { url: string; headers: Record<string, string> } {
+  const u = new URL(url);
+  if (!u.username && !u.password) return { url, headers: {} };
+  const basic = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  u.username = '';
+  u.password = '';
+  return { url: u.href, headers: { authorization: `Basic ${Buffer.from(basic).toString('base64')}` } };
+}
+
+/** GET that follows redirects only within the first URL's origin (which alone gets the userinfo's credentials). */
 async function getSameOrigin(url: string, signal: AbortSignal, maxRedirects: number): Promise<Response> {
-  const origin = new URL(url).origin;
-  let current = url;
+  const first = withoutUserinfo(url);
+  const origin = new URL(first.url).origin;
+  let current = first.url;
   for (let hop = 0; ; hop++) {
-    const res = await fetch(current, { redirect: 'manual', signal });
+    const res = await fetch(current, { redirect: 'manual', signal, headers: first.headers });
     if (res.status < 300 || res.status >= 400 || !res.headers.has('location')) return res;
     await res.body?.cancel();
     const next = new URL(res.headers.get('location')!, current);
     if (next.origin !== origin) {
-      throw new InputError(`${current} redirects to ${next.origin}, another origin than the source's (${origin})`, {
+      throw new InputError(`${redactUrl(current)} redirects to ${next.origin}, another origin than the source's (${origin})`, {
         where: 'path',
         hint: 'use the final URL in the pipeline if you trust it',
       });
     }
     if (hop + 1 > maxRedirects)
-      throw new InputError(`${url} redirects more than ${maxRedirects} times`, { where: 'path', hint: 'use the final URL' });
+      throw new InputError(`${redactUrl(url)} redirects more than ${maxRedirects} times`, { where: 'path', hint: 'use the final URL' });
     current = next.href;
   }
 }
@@ -82,12 +97,15 @@ export async function downloadVerified(
   opts: DownloadOptions = {},
 ): Promise<{ path: string; bytes: number }> {
   const pin = urlPin(sha256);
+  // Messages name the URL without its credentials: they reach the stage's error in Temporal's history, the run's
+  // audit record and every reader of the dashboard (src/util/redact.ts).
+  const shown = redactUrl(url);
   const maxBytes = opts.maxBytes ?? DOWNLOAD_LIMITS.maxBytes;
   const idleMs = opts.idleMs ?? DOWNLOAD_LIMITS.idleMs;
   // One controller aborts the request on a stall or when the stage is cancelled.
   const guard = stallGuard(idleMs, opts.signal);
   const stallError = () =>
-    new DownloadStalled(`${url} sent nothing for ${idleMs / 1000} s; giving up (the stage's retry policy may try again)`);
+    new DownloadStalled(`${shown} sent nothing for ${idleMs / 1000} s; giving up (the stage's retry policy may try again)`);
   const path = join(dir, `.download-${randomBytes(6).toString('hex')}.tmp`);
   const hash = createHash('sha256');
   let bytes = 0;
@@ -102,14 +120,14 @@ export async function downloadVerified(
     }
     if (!res.ok || !res.body) {
       await res.body?.cancel();
-      const msg = `GET ${url} answered ${res.status} ${res.statusText}`;
+      const msg = `GET ${shown} answered ${res.status} ${res.statusText}`;
       // Server errors may pass; a 4xx will not, so it is the user's to fix.
       if (res.status >= 400 && res.status < 500) throw new InputError(msg, { where: 'path', hint: 'check the URL' });
       throw new Error(msg);
     }
     const declared = Number(res.headers.get('content-length') ?? NaN);
     const tooBig = () =>
-      new InputError(`${url} is larger than the ${maxBytes}-byte download limit`, {
+      new InputError(`${shown} is larger than the ${maxBytes}-byte download limit`, {
         where: 'path',
         hint: 'download it yourself and point the pipeline at the file',
       });
@@ -138,6 +156,8 @@ export async function downloadVerified(
     }
   } catch (e) {
     rmSync(path, { force: true });
+    // fetch's own errors (a URL it cannot parse) may quote the URL as given.
+    if (e instanceof Error && !(e instanceof InputError) && !(e instanceof DownloadStalled)) e.message = redactText(e.message);
     throw e;
   } finally {
     guard.dispose();
@@ -145,7 +165,7 @@ export async function downloadVerified(
   const got = hash.digest('hex');
   if (got !== pin) {
     rmSync(path, { force: true });
-    throw new InputError(`${url} has sha256 ${got}, expected ${pin}`, {
+    throw new InputError(`${shown} has sha256 ${got}, expected ${pin}`, {
       where: 'sha256',
       hint: 'the file changed or the pinned hash is wrong; check the source before updating the hash',
     });

@@ -8,6 +8,7 @@ import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { isUrl, urlPin } from './download.ts';
 import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
 import { formatFromExtension } from './sources.ts';
+import { redactUrl } from '../util/redact.ts';
 
 /** A config error at a field; for a string field, also the offset inside the string the problem is at. */
 export class ConfigError extends InputError {
@@ -82,7 +83,7 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
     }
     if (!cfg.format && !formatFromExtension(new URL(cfg.path).pathname))
       bad(
-        `cannot tell the format of ${cfg.path} from its extension`,
+        `cannot tell the format of ${redactUrl(cfg.path)} from its extension`,
         'format',
         "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
       );

@@ -14,6 +14,7 @@ import { readRecords, type ReadOptions } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
+import { redactUrl } from '../util/redact.ts';
 import { checkIngestConfig } from './ingest-config.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
@@ -185,15 +186,18 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
       opts,
       await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }),
     );
+  // The URL as every row's _source, the report, the audit record and messages name it: without its credentials
+  // (src/util/redact.ts). The sha256 pin, checked on download, is what identifies the bytes.
+  const shown = redactUrl(cfg.path);
   const format = cfg.format ?? formatFromExtension(new URL(cfg.path).pathname);
   if (!format)
-    throw new InputError(`cannot tell the format of ${cfg.path} from its extension`, {
+    throw new InputError(`cannot tell the format of ${shown} from its extension`, {
       where: 'format',
       hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
     });
   const dl = await downloadVerified(cfg.path, cfg.sha256, dirname(opts.outPath), { signal: opts.signal, ...opts.download });
   try {
-    return await ingestFiles(cfg, opts, [{ abs: dl.path, display: cfg.path, format }]);
+    return await ingestFiles(cfg, opts, [{ abs: dl.path, display: shown, format }]);
   } finally {
     rmSync(dl.path, { force: true });
   }
@@ -357,7 +361,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       );
     }
     if (rowsIn === 0)
-      throw new InputError(`no rows found in ${JSON.stringify(cfg.path)}`, { where: 'path', hint: 'check that the files are not empty' });
+      throw new InputError(`no rows found in ${JSON.stringify(redactUrl(cfg.path))}`, {
+        where: 'path',
+        hint: 'check that the files are not empty',
+      });
     const badCount = rowsIn - rowsOut;
     // Lines as well as records: a record spanning many lines (a quoted CSV field) must not hide
     // how much of the file was rejected.

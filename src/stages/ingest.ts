@@ -6,6 +6,7 @@ import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
 import { isUrl, urlPin } from '../data/download.ts';
+import { redactUrl } from '../util/redact.ts';
 import { MEDIA } from '../types.ts';
 import { checkIngestConfig, checkPromptTemplate, ConfigError } from '../data/ingest-config.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
@@ -41,8 +42,9 @@ export const ingestStage: StageKind<IngestConfig> = {
     return e instanceof ConfigError ? issuesFrom([e]) : [];
   },
   async externalInputs(cfg, { baseDir, stateDir }) {
-    // A URL source is identified by the hash it is pinned to: the download is checked against it.
-    if (isUrl(cfg.path)) return [`${cfg.path}:${urlPin(cfg.sha256)}`];
+    // A URL source is identified by the hash it is pinned to: the download is checked against it. Named as the
+    // report names what was read (without credentials: inputsRead below), so the key after the run is the looked-up one.
+    if (isUrl(cfg.path)) return [`${redactUrl(cfg.path)}:${urlPin(cfg.sha256)}`];
     const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots: dataRoots(baseDir, { stateDir }) });
     return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
   },

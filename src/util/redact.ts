@@ -1,0 +1,159 @@
+/**
+ * Credentials inside URLs, hidden wherever a URL is recorded or shown: a dataset source may be a presigned S3 URL
+ * (`?X-Amz-Signature=…`), carry `?token=…` or `https://user:password@host/…`, and the audit log that keeps a run's spec
+ * is append-only (what is written there cannot be taken back), the dashboard shows it to every reader, and stage
+ * errors travel into Temporal's history. What stays: the scheme, host, port, path and every other query parameter, so
+ * a message still says which file on which server; what the fetched bytes were is the source's sha256, recorded apart.
+ *
+ * Text is rewritten in place (never re-serialized through `URL`), so everything but the hidden values is byte for byte
+ * what was given.
+ */
+
+/** What a hidden value reads as. */
+export const REDACTED = 'REDACTED';
+
+/**
+ * Query (and fragment) parameters that carry a credential, lower case: AWS SigV4 presigning, Google Cloud Storage's,
+ * Azure SAS (`sig`), OAuth-style tokens and API keys. Names that merely contain one of the words below are hidden too
+ * (`secretWords`).
+ */
+const SECRET_PARAMS = new Set([
+  'x-amz-signature',
+  'x-amz-credential',
+  'x-amz-security-token',
+  'x-goog-signature',
+  'x-goog-credential',
+  'awsaccesskeyid',
+  'signature',
+  'sig',
+  'token',
+  'access_token',
+  'id_token',
+  'refresh_token',
+  'auth',
+  'authorization',
+  'key',
+  'apikey',
+  'api_key',
+  'api-key',
+  'password',
+  'passwd',
+  'pwd',
+  'secret',
+  'client_secret',
+]);
+
+/** Parameter (and `--param`) names with one of these words in them are taken to hold a secret. */
+const SECRET_WORDS = /token|secret|passw|signature|credential|api[_-]?key|access[_-]?key|private[_-]?key/i;
+
+/** Whether a query parameter or pipeline parameter of this name holds a credential. */
+export function isSecretName(name: string): boolean {
+  const n = name.toLowerCase();
+  return SECRET_PARAMS.has(n) || SECRET_WORDS.test(n);
+}
+
+// scheme://[userinfo@]host…: the authority ends at the first / ? # (or the end); userinfo is what precedes its last @.
+const AUTHORITY = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)/i;
+
+/** Decodes a percent-encoded name leniently: a malformed escape leaves the name as written. */
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' '));
+  } catch {
+    return name;
+  }
+}
+
+/** `a=1&token=x` with the credentials' values hidden; `what` collects the names hidden. */
+function redactParams(part: string, what: string[], where: string): string {
+  return part
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      if (eq < 0) return pair;
+      const name = pair.slice(0, eq);
+      if (!isSecretName(decodedName(name)) || pair.slice(eq + 1) === '' || pair.slice(eq + 1) === REDACTED) return pair;
+      what.push(`${where} ${decodedName(name)}`);
+      return `${name}=${REDACTED}`;
+    })
+    .join('&');
+}
+
+/**
+ * `url` with its credentials hidden: the userinfo (`user:password@`, or a token standing as the user) and the values
+ * of query and fragment parameters named in SECRET_PARAMS or by SECRET_WORDS. Anything that is not `scheme://…` comes
+ * back as it is. `what` collects what was hidden (`userinfo`, `query X-Amz-Signature`), for a record that says so.
+ */
+export function redactUrl(url: string, what: string[] = []): string {
+  const m = AUTHORITY.exec(url);
+  if (!m) return url;
+  const [, scheme, authority] = m as unknown as [string, string, string];
+  const at = authority.lastIndexOf('@');
+  let out = scheme;
+  if (at >= 0 && authority.slice(0, at) !== REDACTED) {
+    what.push('userinfo');
+    out += `${REDACTED}@${authority.slice(at + 1)}`;
+  } else out += authority;
+  let rest = url.slice(m[0].length);
+  const hash = rest.indexOf('#');
+  const fragment = hash >= 0 ? rest.slice(hash + 1) : undefined;
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  if (q >= 0) rest = `${rest.slice(0, q)}?${redactParams(rest.slice(q + 1), what, 'query')}`;
+  out += rest;
+  if (fragment !== undefined) out += `#${redactParams(fragment, what, 'fragment')}`;
+  return out;
+}
+
+// A URL inside text: scheme:// then anything up to white space, a quote or an angle bracket. Punctuation that ends a
+// sentence (`… answered 403.`) is left outside by redactUrl's caller below, so it survives the rewrite.
+const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>`\\]+/gi;
+
+/** `text` (a spec file, an error message) with the credentials of every URL in it hidden. */
+export function redactText(text: string, what: string[] = []): string {
+  if (!text.includes('://')) return text;
+  return text.replace(URL_IN_TEXT, (u) => {
+    const tail = /[.,;:)\]}]+$/.exec(u)?.[0] ?? '';
+    return redactUrl(u.slice(0, u.length - tail.length), what) + tail;
+  });
+}
+
+/**
+ * A JSON value (a plan, params, an audit record's details, an API answer) with the credentials of every URL in its
+ * strings hidden, and the values of keys that name a secret when `secretKeys` (a `--param` named `hf_token`). New
+ * objects where something changed; `what` collects each place as `path: what` (`stages[0].with.path: query sig`).
+ */
+export function redactJson<T>(value: T, what: string[] = [], opts: { secretKeys?: boolean } = {}, path = ''): T {
+  if (typeof value === 'string') {
+    const found: string[] = [];
+    const out = redactText(value, found);
+    for (const f of found) what.push(`${path || '(value)'}: ${f}`);
+    return out as T;
+  }
+  if (Array.isArray(value)) {
+    let changed = false;
+    const out = value.map((v, i) => {
+      const r = redactJson(v, what, opts, `${path}[${i}]`);
+      if (r !== v) changed = true;
+      return r;
+    });
+    return (changed ? out : value) as T;
+  }
+  if (value && typeof value === 'object') {
+    let changed = false;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const p = path ? `${path}.${k}` : k;
+      let r: unknown;
+      if (opts.secretKeys && typeof v === 'string' && v !== '' && v !== REDACTED && isSecretName(k)) {
+        what.push(`${p}: value`);
+        r = REDACTED;
+      } else r = redactJson(v, what, opts, p);
+      if (r !== v) changed = true;
+      // defineProperty: a `__proto__` key from the data stays a key (src/util/own-key.ts).
+      Object.defineProperty(out, k, { value: r, enumerable: true, writable: true, configurable: true });
+    }
+    return (changed ? out : value) as T;
+  }
+  return value;
+}
