@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,9 @@ import { openAudit } from '../audit/log.ts';
 import { changeAlias, GateRefused } from './alias-change.ts';
 import { AliasMovedError, openRegistry } from './registry.ts';
 import { KeptOpen } from '../db/kept-open.ts';
+import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import type { RegisterInput } from './types.ts';
+import { countingQueries, testVersion } from './versions.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
 
@@ -179,3 +181,66 @@ test("a gated promotion reads the candidate's own production.* when they were me
     await log.close();
   }
 });
+
+for (const backend of BACKENDS)
+  describe(backend, { skip: backend === 'postgres' ? postgresUnavailable() : undefined }, () => {
+    const db = useDatabases(backend);
+
+    test('promote and rollback read the versions they move the alias between, not every version of the model', async (t) => {
+      const VERSIONS = 40;
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      const onnx = (v: number) => `${v}`.padEnd(64, 'a');
+      for (let v = 1; v <= VERSIONS; v++)
+        await reg.registerVersion(
+          testVersion('clf', `m${v}`, {
+            metrics: { f1_macro: v / 100, accuracy: v / 100 },
+            artifacts: [
+              { role: 'onnx', uri: `u${v}`, sha256: onnx(v), bytes: v },
+              { role: 'tokenizer', uri: 't', sha256: 'e'.repeat(64), bytes: 1 },
+            ],
+          }),
+        );
+      const kept = new KeptOpen(async () => reg);
+      const rowsRead: Record<string, number> = {};
+      const change = async (label: string, req: Parameters<typeof changeAlias>[2]) => {
+        const read = countingQueries(reg);
+        try {
+          return await changeAlias(kept, auditDb, req);
+        } finally {
+          read.stop();
+          rowsRead[label] = read.rows;
+        }
+      };
+      try {
+        const by = { name: 'clf', alias: 'production', actor: 'alice' };
+        await change('gated promote v3', { ...by, op: 'promote', at: 3, gate: '!has(production) || f1_macro >= production.f1_macro' });
+        await change('gated promote v7 over v3', { ...by, op: 'promote', at: 7, gate: 'f1_macro >= production.f1_macro' });
+        await change('promote latest', { ...by, op: 'promote' });
+        const back = await change('rollback', { ...by, op: 'rollback', expect: VERSIONS });
+        assert.equal(back.version, 7);
+
+        // The whole model is 40 versions, 80 artifacts and 80 metrics; one version hydrated is a handful of
+        // rows, and the alias's history a few more.
+        for (const [label, rows] of Object.entries(rowsRead))
+          assert.ok(rows < 25, `${label}: ${rows} rows read (${JSON.stringify(rowsRead)})`);
+        const log = await openAudit(auditDb);
+        try {
+          assert.deepEqual(
+            (await log.query()).map((r) => [r.action, r.model, r.modelHash]),
+            [
+              ['model.promoted', 'clf@3', onnx(3)],
+              ['model.promoted', 'clf@7', onnx(7)],
+              ['model.promoted', `clf@${VERSIONS}`, onnx(VERSIONS)],
+              ['model.rolled_back', 'clf@7', onnx(7)],
+            ],
+          );
+        } finally {
+          await log.close();
+        }
+      } finally {
+        await reg.close();
+      }
+    });
+  });

@@ -6,11 +6,11 @@
  * candidate's own (evaluate's, production.rows and production.candidate.* included) when they were
  * measured against that version, else that version's registered metrics (src/registry/production.ts).
  */
-import { openAudit, type AuditEntry, type AuditLog } from '../audit/log.ts';
+import { openAudit, type AuditLog } from '../audit/log.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { evaluateGate, GateError } from '../eval/gates.ts';
 import { InputError } from '../errors.ts';
-import { openRegistry, unflattenMetrics, type Registry } from './registry.ts';
+import { openRegistry, unflattenMetrics, type AliasAudit, type Registry } from './registry.ts';
 import { evaluatedProduction, isEvaluateOnlyName, productionMeasuredAgainst } from './production.ts';
 import type { AliasChange } from './types.ts';
 
@@ -95,14 +95,14 @@ export async function changeAlias(
   return useOpen(registryDb, openRegistry, async (reg) => {
     const { name, alias, op } = req;
     let gate: AliasChangeResult['gate'];
-    // The record is built inside the write transaction, so the model hashes it names are read first.
-    const onnx = new Map((await reg.listVersions(name)).map((v) => [v.version, v.artifacts.find((a) => a.role === 'onnx')?.sha256]));
-    const audit = (c: AliasChange): AuditEntry => ({
+    // Built inside the write transaction from the version the alias moves to, which the registry reads
+    // there (a rollback's is known only then): the model's other versions are not read.
+    const audit: AliasAudit = (c, target) => ({
       action: op === 'promote' ? 'model.promoted' : 'model.rolled_back',
       subject: `${name}@${c.toVersion}`,
       model: `${name}@${c.toVersion}`,
       actor: req.actor,
-      modelHash: onnx.get(c.toVersion),
+      modelHash: target.find((a) => a.role === 'onnx')?.sha256,
       details: {
         alias,
         from: c.fromVersion,
@@ -115,10 +115,7 @@ export async function changeAlias(
     });
     let change: AliasChange | undefined;
     if (op === 'promote') {
-      const at = req.at === undefined || req.at === 'latest' ? await latestVersion(reg, name) : req.at;
-      const candidate = await reg.getVersion(name, at);
-      // 'latest' may name a version registered after the hashes above were read.
-      onnx.set(candidate.version, candidate.artifacts.find((a) => a.role === 'onnx')?.sha256);
+      const candidate = await reg.getVersion(name, req.at ?? 'latest');
       let holder: number | null | undefined;
       if (req.gate) {
         holder = await reg.aliasVersion(name, alias);
@@ -172,12 +169,7 @@ export async function changeAlias(
     // that moves the alias again.
     let auditPending: string | undefined;
     await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log)).catch((e: Error) => (auditPending = e.message));
-    return { change, version: (await reg.getVersion(name, alias)).version, gate, ...(auditPending ? { auditPending } : {}) };
+    // Set by the move above (or held already): a rollback or promote never unsets an alias.
+    return { change, version: (await reg.aliasVersion(name, alias))!, gate, ...(auditPending ? { auditPending } : {}) };
   });
-}
-
-async function latestVersion(reg: Registry, name: string): Promise<number> {
-  const m = (await reg.listModels()).find((x) => x.name === name);
-  if (!m) throw new InputError(`no registered model '${name}'`, { where: 'name', hint: 'list them with `tempered models list`' });
-  return m.latestVersion;
 }

@@ -6,10 +6,9 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Queryable } from '../db/database.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { openRegistry, type Registry } from './registry.ts';
-import { testVersion } from './versions.testing.ts';
+import { countingQueries as counting, testVersion } from './versions.testing.ts';
 
 const VERSIONS = 25;
 
@@ -30,27 +29,6 @@ async function register(reg: Registry): Promise<void> {
   await reg.setAlias('clf', 'production', 3);
   await reg.setAlias('clf', 'staging', 3);
   await reg.setAlias('clf', 'canary', 7);
-}
-
-/** Counts the queries a registry's snapshots make and the rows they hand back, until `stop`. */
-function counting(reg: Registry): { queries: number; rows: number; sql: [string, unknown[]][]; stop(): void } {
-  const c = { queries: 0, rows: 0, sql: [] as [string, unknown[]][], stop: () => void (reg.db.snapshot = snapshot) };
-  const snapshot = reg.db.snapshot.bind(reg.db);
-  const rows = async <T>(r: Promise<T>) => {
-    const got = await r;
-    c.rows += Array.isArray(got) ? got.length : got === undefined ? 0 : 1;
-    return got;
-  };
-  reg.db.snapshot = <T>(fn: (q: Queryable) => Promise<T>) =>
-    snapshot((q) =>
-      fn({
-        dialect: q.dialect,
-        all: (sql, params) => (c.queries++, c.sql.push([sql, [...(params ?? [])]]), rows(q.all(sql, params))),
-        get: (sql, params) => (c.queries++, rows(q.get(sql, params))),
-        run: (sql, params) => (c.queries++, q.run(sql, params)),
-      } as Queryable),
-    );
-  return c;
 }
 
 for (const backend of BACKENDS)

@@ -106,6 +106,15 @@ export interface AuditSink {
   append(entry: AuditEntry): unknown | Promise<unknown>;
 }
 
+/** Builds the audit record of an alias move from the change and the artifacts of the version it moved the alias to. */
+export type AliasAudit = (change: AliasChange, target: RegisteredArtifact[]) => AuditEntry;
+
+type ArtifactRow = { role: string; uri: string; sha256: string; bytes: number; media_type: string | null };
+
+function artifactOf(a: ArtifactRow): RegisteredArtifact {
+  return { role: a.role, uri: a.uri, sha256: a.sha256, bytes: a.bytes, ...(a.media_type ? { mediaType: a.media_type } : {}) };
+}
+
 /** Thrown when `setAlias({ expect })` finds the alias moved since the caller read it. Retrying re-reads. */
 export class AliasMovedError extends Error {
   override name = 'AliasMovedError';
@@ -393,7 +402,7 @@ export class Registry {
       return m;
     };
     const artifacts = byVersion(
-      await q.all<{ version_id: unknown; role: string; uri: string; sha256: string; bytes: number; media_type: string | null }>(
+      await q.all<ArtifactRow & { version_id: unknown }>(
         `SELECT a.version_id, a.role, a.uri, a.sha256, a.bytes, a.media_type FROM artifacts a JOIN versions v ON v.id = a.version_id
          WHERE ${where} ORDER BY a.version_id, a.role`,
         args,
@@ -437,15 +446,7 @@ export class Registry {
         },
         params: JSON.parse(r.params_json) as Record<string, unknown>,
         metrics: Object.fromEntries((metrics.get(id) ?? []).map((m) => [m.name, m.value])),
-        artifacts: (artifacts.get(id) ?? []).map(
-          (a): RegisteredArtifact => ({
-            role: a.role,
-            uri: a.uri,
-            sha256: a.sha256,
-            bytes: a.bytes,
-            ...(a.media_type ? { mediaType: a.media_type } : {}),
-          }),
-        ),
+        artifacts: (artifacts.get(id) ?? []).map(artifactOf),
         tags: Object.fromEntries((tags.get(id) ?? []).map((t) => [t.key, t.value])),
         aliases: aliases.get(Number(r.version)) ?? [],
       };
@@ -526,14 +527,15 @@ export class Registry {
    * returns `changed: false` (so a retried promote does not add history). With `expect` (a
    * version, or null for "unset"), the move is a compare-and-swap: if the alias points elsewhere
    * now, nothing changes and AliasMovedError is thrown. `audit` builds the record of the change,
-   * committed to the outbox with it; it runs inside the write transaction, so it must not call the
-   * registry (read what it needs first).
+   * committed to the outbox with it, from the change and the artifacts of the version the alias now
+   * holds (read in the same transaction); it runs inside the write transaction, so it must not call the
+   * registry.
    */
   async setAlias(
     name: string,
     alias: string,
     ref: number | string,
-    opts: { actor?: string; reason?: string; expect?: number | null; audit?: (change: AliasChange) => AuditEntry } = {},
+    opts: { actor?: string; reason?: string; expect?: number | null; audit?: AliasAudit } = {},
   ): Promise<{ changed: boolean; change?: AliasChange }> {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
       throw new InputError(`alias '${alias}' is reserved: it already means a version`, {
@@ -565,9 +567,22 @@ export class Registry {
         actor: opts.actor ?? defaultActor(),
         reason: opts.reason ?? null,
       });
-      if (opts.audit) await this.enqueueAudit(q, opts.audit(change));
+      if (opts.audit) await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion)));
       return { changed: true, change };
     });
+  }
+
+  /**
+   * The artifacts of one version, for the audit record of an alias move: reading that version alone, not the
+   * model's (a rollback's target is known only inside its transaction, so the caller cannot read it first).
+   */
+  private async artifactsOf(q: Queryable, name: string, version: number): Promise<RegisteredArtifact[]> {
+    const rows = await q.all<ArtifactRow>(
+      `SELECT a.role, a.uri, a.sha256, a.bytes, a.media_type FROM artifacts a JOIN versions v ON v.id = a.version_id
+       WHERE v.model = ? AND v.version = ? ORDER BY a.role`,
+      [name, version],
+    );
+    return rows.map(artifactOf);
   }
 
   private async moveAlias(q: Queryable, c: Omit<AliasChange, 'id' | 'at'>): Promise<AliasChange> {
@@ -607,7 +622,7 @@ export class Registry {
   async rollback(
     name: string,
     alias: string,
-    opts: { actor?: string; reason?: string; expect?: number; audit?: (change: AliasChange) => AuditEntry } = {},
+    opts: { actor?: string; reason?: string; expect?: number; audit?: AliasAudit } = {},
   ): Promise<AliasChange> {
     return this.db.write('registry', async (q) => {
       await this.resolveModel(q, name);
@@ -644,7 +659,7 @@ export class Registry {
         actor: opts.actor ?? defaultActor(),
         reason: opts.reason ?? `rollback from v${from}`,
       });
-      if (opts.audit) await this.enqueueAudit(q, opts.audit(change));
+      if (opts.audit) await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion)));
       return change;
     });
   }

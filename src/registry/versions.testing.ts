@@ -1,4 +1,6 @@
-/** Registry versions as tests register them, so each test states only what it is about. */
+/** Registry versions as tests register them, so each test states only what it is about, and a count of what reading them costs. */
+import type { Queryable, WriteLock } from '../db/database.ts';
+import type { Registry } from './registry.ts';
 import type { RegisterInput } from './types.ts';
 
 /**
@@ -15,4 +17,39 @@ export function testVersion(name: string, mark: string, over: Partial<RegisterIn
     artifacts: [{ role: 'model', uri: 'u', sha256: mark.repeat(64), bytes: 1 }],
     ...over,
   };
+}
+
+/**
+ * Counts the queries a registry makes (in its snapshots, its write transactions and outside both) and the rows
+ * they hand back, until `stop`; `sql` lists the reads' statements and parameters.
+ */
+export function countingQueries(reg: Registry): { queries: number; rows: number; sql: [string, unknown[]][]; stop(): void } {
+  const db = reg.db;
+  const { snapshot, write, all, get, run } = db;
+  const c = {
+    queries: 0,
+    rows: 0,
+    sql: [] as [string, unknown[]][],
+    stop: () => void Object.assign(db, { snapshot, write, all, get, run }),
+  };
+  const rows = async <T>(r: Promise<T>) => {
+    const got = await r;
+    c.rows += Array.isArray(got) ? got.length : got === undefined ? 0 : 1;
+    return got;
+  };
+  const counted = (q: Queryable): Queryable => ({
+    dialect: q.dialect,
+    all: (sql, params) => (c.queries++, c.sql.push([sql, [...(params ?? [])]]), rows(q.all(sql, params))),
+    get: (sql, params) => (c.queries++, c.sql.push([sql, [...(params ?? [])]]), rows(q.get(sql, params))),
+    run: (sql, params) => (c.queries++, q.run(sql, params)),
+  });
+  const direct = counted({ dialect: db.dialect, all: all.bind(db), get: get.bind(db), run: run.bind(db) } as Queryable);
+  Object.assign(db, {
+    snapshot: <T>(fn: (q: Queryable) => Promise<T>) => snapshot.call(db, (q) => fn(counted(q))),
+    write: <T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>) => write.call(db, lock, (q) => fn(counted(q))),
+    all: direct.all,
+    get: direct.get,
+    run: direct.run,
+  });
+  return c;
 }
