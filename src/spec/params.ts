@@ -169,9 +169,10 @@ export function resolveParams(
       path: `params.${name}`,
       code: 'unknown-param',
       message: `unknown parameter '${name}' in --param`,
-      hint: known.length
-        ? `${guess ? `did you mean '${guess}'? ` : ''}parameters are: ${nameList(known)}`
-        : `${parsed.file} declares no parameters`,
+      // A setting the file writes as a literal (the demo's lr, its LoRA r) cannot be overridden: say how to make it one.
+      hint: guess
+        ? `did you mean '${guess}'? parameters are: ${nameList(known)}`
+        : `${known.length ? `parameters are: ${nameList(known)}` : `${parsed.file} declares no parameters`}; --param sets only declared ones: to vary a stage setting, declare it under params: in ${parsed.file} (e.g. ${name}: { type: number, default: 0.001 }) and write \${{ params.${name} }} in its place`,
     });
   }
   for (const [name, p] of params) {

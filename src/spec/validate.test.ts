@@ -912,6 +912,22 @@ describe('parameters', () => {
       [['unknown-param', 'params.lt', "unknown parameter 'lt' in --param", "did you mean 'lr'? parameters are: lr"]],
     );
   });
+
+  test('an override of a setting the file writes as a literal says how to make it a parameter', () => {
+    // The demo pipeline declares seed and model only: `--param lr=…` is the first thing a sweep tries.
+    const text = withParams('  seed: { type: integer, default: 1 }');
+    const errors = errorsOf(text, 'p.yaml', { lr: '0.2' });
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.path, e.hint]),
+      [
+        [
+          'unknown-param',
+          'params.lr',
+          'parameters are: seed; --param sets only declared ones: to vary a stage setting, declare it under params: in p.yaml (e.g. lr: { type: number, default: 0.001 }) and write ${{ params.lr }} in its place',
+        ],
+      ],
+    );
+  });
 });
 
 describe('many errors at once', () => {
