@@ -18,6 +18,7 @@ import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { forEachInFlight } from '../src/util/in-flight.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import { specBody } from '../src/spec/plan.ts';
+import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
@@ -751,6 +752,8 @@ export async function auditRunSubmitted(
   input: RunInput,
   executionId?: string,
 ): Promise<void> {
+  // The append-only trail keeps the spec with its credentials hidden, and says where (src/audit/redact-spec.ts).
+  const kept = keptSpec(specBody(input.plan), input.options.specText);
   await useOpen(auditDb, openAudit, (audit) =>
     audit.append({
       action: 'run.submitted',
@@ -760,12 +763,11 @@ export async function auditRunSubmitted(
       specHash: input.plan.specHash,
       details: {
         pipeline: input.plan.name,
-        params: input.plan.params,
+        params: kept.params,
         specFile: input.options.specFile,
-        ...(input.options.specText !== undefined
-          ? { spec: { text: input.options.specText, sha256: sha256Hex(input.options.specText) } }
-          : {}),
-        plan: specBody(input.plan),
+        ...(kept.spec ? { spec: kept.spec } : {}),
+        plan: kept.plan,
+        ...(kept.redacted ? { redacted: kept.redacted } : {}),
         resumeOf: input.options.resumeOf,
         ...(input.options.scheduleId ? { scheduleId: input.options.scheduleId } : {}),
         noCache: !!input.options.noCache,

@@ -120,6 +120,11 @@ async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promi
       : s.textFrom !== runId
         ? [`# the text is the one run ${s.textFrom ?? '?'} was submitted with (run ${runId} resumed it)`]
         : []),
+    ...(s.redacted?.length
+      ? [
+          `# credentials were hidden when the trail recorded this spec, so it is not the file submitted (${s.textSha256 ? `sha256 ${s.textSha256}` : 'its hash is not kept'}): put them back where it says REDACTED before submitting it again (${s.redacted.join('; ')})`,
+        ]
+      : []),
     `# rerun: tempered submit ${s.specFile ? shellWord(s.specFile.split('/').pop()!) : 'FILE'}${params.join('')}`,
     ...s.sources.map((x) => `# data: ${x.stage} read ${x.path} sha256 ${x.sha256}${x.bytes !== undefined ? ` (${x.bytes} bytes)` : ''}`),
     ...bad.map((b) => `# warning: ${b}`),

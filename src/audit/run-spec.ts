@@ -15,9 +15,14 @@ export interface RecordedSpec {
   /** sha256 of `text` as recorded, and whether the text still hashes to it. */
   textSha256?: string;
   textMatches?: boolean;
-  /** The resolved spec the run followed, and whether its canonical JSON hashes to `specHash`. */
+  /** The resolved spec the run followed, and whether its canonical JSON hashes to `specHash` (not said where credentials were hidden in it). */
   plan?: Record<string, unknown>;
   planMatches?: boolean;
+  /**
+   * Where the record hid credentials (src/audit/redact-spec.ts): `text` and `plan` then differ there from the file and
+   * the plan the run followed; `textSha256` is still the file's, and `textMatches` checks the kept text against its own hash.
+   */
+  redacted?: string[];
   params?: Record<string, unknown>;
   specFile?: string;
   actor: string;
@@ -41,6 +46,8 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
   if (!first) return undefined;
   const d = first.details;
   const plan = isObject(d.plan) ? d.plan : undefined;
+  const redacted = Array.isArray(d.redacted) ? d.redacted.filter((x): x is string => typeof x === 'string') : undefined;
+  const planMatches = plan ? sha256Hex(canonicalJson(plan)) === specHash : undefined;
   const out: RecordedSpec = {
     runId,
     specHash,
@@ -48,7 +55,9 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
     time: first.time,
     ...(isObject(d.params) ? { params: d.params } : {}),
     ...(typeof d.specFile === 'string' ? { specFile: d.specFile } : {}),
-    ...(plan ? { plan, planMatches: sha256Hex(canonicalJson(plan)) === specHash } : {}),
+    // A plan with credentials hidden cannot hash to the one the run followed: not a mismatch then.
+    ...(plan ? { plan, ...(planMatches || !redacted?.length ? { planMatches } : {}) } : {}),
+    ...(redacted?.length ? { redacted } : {}),
     sources: await sourcesOf(audit, runId),
   };
   let rec: AuditRecord | undefined = first;
@@ -58,7 +67,8 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
       out.textFrom = rec.runId ?? rec.subject;
       out.text = spec.text;
       if (typeof spec.sha256 === 'string') out.textSha256 = spec.sha256;
-      out.textMatches = sha256Hex(spec.text) === spec.sha256;
+      // Where credentials were hidden, the text kept hashes to `keptSha256`, and `sha256` is the file's.
+      out.textMatches = sha256Hex(spec.text) === (typeof spec.keptSha256 === 'string' ? spec.keptSha256 : spec.sha256);
       break;
     }
     const from: unknown = rec.details.resumeOf;

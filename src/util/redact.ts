@@ -118,15 +118,33 @@ export function redactText(text: string, what: string[] = []): string {
   });
 }
 
+export interface RedactOptions {
+  /** Hide the string values of keys that name a secret (isSecretName): a `--param hf_token=…`. */
+  secretKeys?: boolean;
+  /** Secret strings to hide wherever they appear: such a parameter's value where the plan or the file holds it. */
+  values?: readonly string[];
+}
+
+/** `text` with each of `values` replaced by REDACTED. */
+export function redactValues(text: string, values: readonly string[] | undefined, what: string[] = []): string {
+  let out = text;
+  for (const v of values ?? [])
+    if (out.includes(v)) {
+      out = out.split(v).join(REDACTED);
+      what.push('a secret parameter');
+    }
+  return out;
+}
+
 /**
  * A JSON value (a plan, params, an audit record's details, an API answer) with the credentials of every URL in its
  * strings hidden, and the values of keys that name a secret when `secretKeys` (a `--param` named `hf_token`). New
  * objects where something changed; `what` collects each place as `path: what` (`stages[0].with.path: query sig`).
  */
-export function redactJson<T>(value: T, what: string[] = [], opts: { secretKeys?: boolean } = {}, path = ''): T {
+export function redactJson<T>(value: T, what: string[] = [], opts: RedactOptions = {}, path = ''): T {
   if (typeof value === 'string') {
     const found: string[] = [];
-    const out = redactText(value, found);
+    const out = redactValues(redactText(value, found), opts.values, found);
     for (const f of found) what.push(`${path || '(value)'}: ${f}`);
     return out as T;
   }

@@ -1,0 +1,43 @@
+/**
+ * What a `run.submitted` record keeps of a spec with credentials in it. The audit log is append-only and hash-chained
+ * (a secret written there cannot be removed) and the dashboard shows a run's spec to every reader, so the record keeps
+ * the file's text, the resolved plan and the params with the credentials of URLs hidden (src/util/redact.ts), and the
+ * values of parameters whose names say they are secrets (`hf_token`, `api_key`) wherever they appear. What stays for
+ * an auditor: the original file's sha256 (`spec.sha256`, as before), the kept text's own (`spec.keptSha256`), and
+ * `redacted`, the places that differ; the run's spec hash is still the hash of the plan it ran. Reproducing such a run
+ * needs the credentials back (the workflow's own input, in Temporal's history, still has them: the worker needs them).
+ */
+import { sha256Hex } from '../util/canonical-json.ts';
+import { isSecretName, redactJson, redactText, redactValues, REDACTED } from '../util/redact.ts';
+
+export interface KeptSpec<P> {
+  plan: P;
+  params: Record<string, unknown>;
+  /** `sha256`: of the file as submitted; `keptSha256`: of `text`, where credentials were hidden in it. */
+  spec?: { text: string; sha256: string; keptSha256?: string };
+  /** Where something was hidden (`stages[0].with.path: query X-Amz-Signature`); absent when nothing was. */
+  redacted?: string[];
+}
+
+/** Shorter values of secret-named parameters are not searched for in the text: they would hide unrelated words. */
+const MIN_SECRET_VALUE = 6;
+
+export function keptSpec<P extends { params?: Record<string, unknown> }>(plan: P, text: string | undefined): KeptSpec<P> {
+  const params = plan.params ?? {};
+  const values = Object.entries(params)
+    .filter(([k, v]) => isSecretName(k) && typeof v === 'string' && v.length >= MIN_SECRET_VALUE && v !== REDACTED)
+    .map(([, v]) => v as string);
+  const opts = { secretKeys: true, values };
+  const what: string[] = [];
+  const keptPlan = redactJson(plan, what, opts);
+  const keptParams = redactJson(params, [], opts);
+  let spec: KeptSpec<P>['spec'];
+  if (text !== undefined) {
+    const inText: string[] = [];
+    const kept = redactValues(redactText(text, inText), values, inText);
+    spec = { text: kept, sha256: sha256Hex(text), ...(kept !== text ? { keptSha256: sha256Hex(kept) } : {}) };
+    // A credential only the file holds (a parameter's default the run did not use): said as the text's.
+    if (kept !== text && !what.length) what.push(...inText.map((w) => `spec text: ${w}`));
+  }
+  return { plan: keptPlan, params: keptParams, ...(spec ? { spec } : {}), ...(what.length ? { redacted: [...new Set(what)] } : {}) };
+}
