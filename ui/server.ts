@@ -34,6 +34,7 @@ import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
 import { ModelFilterError } from '../src/registry/model-filter.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
 import { bearerMatches } from '../src/serve/auth.ts';
+import { redactJson, redactText } from '../src/util/redact.ts';
 import { REQUEST_TIMEOUT_MS } from '../src/serve/http-limits.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -209,7 +210,8 @@ function sendSpecText(reply: FastifyReply, view: SpecView) {
   const text = view.spec?.text;
   if (text === undefined) throw new HttpError(404, `no spec text: ${view.missing ?? 'not recorded'}`);
   const file = (view.spec?.specFile?.split('/').pop() || `${view.runId}.yaml`).replace(/[^\w.-]/g, '_');
-  return reply.type('text/plain; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(text);
+  // A record from before the trail hid credentials still holds them: the download hides them too.
+  return reply.type('text/plain; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(redactText(text));
 }
 
 export async function createUiServer(o: UiOptions): Promise<UiServer> {
@@ -235,6 +237,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   ].join('; ');
 
   const authorized = (req: FastifyRequest) => bearerMatches(req.headers.authorization, o.token);
+  // Every reader of the dashboard sees what it sends, so no answer carries a credential inside a URL: a run's plan and
+  // stage errors from Temporal (the workflow's input keeps the URL the worker fetches), and audit records written before
+  // the trail hid them (src/util/redact.ts).
+  app.addHook('preSerialization', async (_req, _reply, payload) => redactJson(payload));
   app.addHook('onRequest', async (req, reply) => {
     const host = hostName(req.headers.host);
     if (!readsNeedToken && host !== undefined && !isLoopback(host)) {
@@ -359,7 +365,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(redactJson(data))}\n\n`);
     let closed = false;
     let lastStages = '';
     const stop = () => {

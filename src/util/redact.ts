@@ -160,8 +160,13 @@ export function redactJson<T>(value: T, what: string[] = [], opts: RedactOptions
   if (value && typeof value === 'object') {
     let changed = false;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
+    for (const [key, v] of Object.entries(value)) {
+      // Keys too: an ingest record's dataHashes are keyed `source:<url>`.
+      const inKey: string[] = [];
+      const k = redactText(key, inKey);
+      if (k !== key) changed = true;
       const p = path ? `${path}.${k}` : k;
+      for (const f of inKey) what.push(`${p} (key): ${f}`);
       let r: unknown;
       if (opts.secretKeys && typeof v === 'string' && v !== '' && v !== REDACTED && isSecretName(k)) {
         what.push(`${p}: value`);

@@ -1,0 +1,78 @@
+/**
+ * The dashboard's answers carry no credential inside a URL, whatever the state they are read from holds: here audit
+ * records written before the trail hid them (a run.submitted with a presigned dataset URL in its text, plan and params,
+ * an ingest record naming the URL, a run.failed whose error quotes it). Real SQLite audit log and registry, the real
+ * server; no Temporal (the same hook answers for the routes that read it).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { sha256Hex } from '../src/util/canonical-json.ts';
+import { testUiServer } from './dashboard.testing.ts';
+import type { UiServer } from './server.ts';
+
+const URL_ = 'https://bob:PWSECRET@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=SIGSECRET';
+const SHOWN = 'https://REDACTED@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED';
+const SECRETS = /PWSECRET|AKIDSECRET|SIGSECRET/;
+let dir: string;
+let ui: UiServer;
+let url: string;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'ui-redaction-'));
+  const paths = statePaths(dir);
+  const text = `name: creds\nstages:\n  ingest:\n    uses: ingest\n    with:\n      path: ${URL_}\n`;
+  const plan = { name: 'creds', params: { src: URL_ }, stages: [{ id: 'ingest', uses: 'ingest', with: { path: URL_ } }] };
+  const specHash = 'e'.repeat(64);
+  const audit = await openAudit(paths.auditDb);
+  // As auditRunSubmitted and the stage hooks wrote them before they hid credentials.
+  const base = { runId: 'run-1', actor: 'alice', specHash };
+  await audit.append({
+    ...base,
+    action: 'run.submitted',
+    subject: 'run-1',
+    details: { pipeline: 'creds', params: plan.params, spec: { text, sha256: sha256Hex(text) }, plan },
+  });
+  await audit.append({
+    ...base,
+    action: 'stage.completed',
+    subject: 'run-1/ingest',
+    dataHashes: { [`source:${URL_}`]: 'a'.repeat(64) },
+    details: { stage: 'ingest', kind: 'ingest', sources: [{ path: URL_, sha256: 'a'.repeat(64), bytes: 10 }] },
+  });
+  await audit.append({ ...base, action: 'run.failed', subject: 'run-1', details: { error: `GET ${URL_} answered 403 Forbidden` } });
+  await audit.close();
+  const reg = await openRegistry(paths.registryDb);
+  await reg.registerVersion(testVersion('creds', 'a', { runId: 'run-1', specHash }));
+  await reg.close();
+  ui = await testUiServer(paths, 'ui-redaction-token-0123456789');
+  url = await ui.listen(0, '127.0.0.1');
+});
+after(async () => {
+  await ui?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('no answer of the dashboard holds a credential from a URL; each still names its host and path', async () => {
+  for (const path of [
+    '/api/audit',
+    '/api/audit?run=run-1',
+    '/api/runs/run-1/spec',
+    '/api/runs/run-1/spec?download=1',
+    '/api/models/creds/versions/1/spec',
+    '/api/models/creds/versions/1/lineage',
+    '/api/models/creds/versions/1/card',
+  ]) {
+    const res = await fetch(`${url}${path}`);
+    const body = await res.text();
+    assert.equal(res.status, 200, `${path}: ${body}`);
+    assert.doesNotMatch(body, SECRETS, path);
+    if (!path.includes('card') && !path.includes('lineage')) assert.ok(body.includes(SHOWN.replace(/^https:\/\//, '')), `${path}: ${body}`);
+  }
+});
