@@ -327,32 +327,58 @@ const RUNS_LOOKUP_WAIT_MS = 3_000;
  * waiting run's status every second or so, and each lookup describes every running run.
  */
 const RUNS_LOOKUP_REUSE_MS = 5_000;
+/**
+ * How long the answer of a lookup cut short by RUNS_LOOKUP_WAIT_MS (or missing a run it could not read) is shown
+ * while the next lookup runs. It was not kept at all, so with more running runs than 3 s can describe every status
+ * of a waiting run (the dashboard's run page, `status --watch`, each second or so) waited the 3 s again.
+ */
+const CUT_SHORT_SHOWN_MS = 60_000;
 
 type HeldStage = BusyStage & { since: number; execution: string };
-type Lookup = { at: number; found: Promise<{ found: Map<string, HeldStage[]>; complete: boolean }> };
-const recentLookups = new WeakMap<Client, Map<string, Lookup>>();
+type Answer = { found: Map<string, HeldStage[]>; complete: boolean };
+/** The lookup under way for a set of queues, and the last one that ended (`at`: when it started). */
+type Lookups = { running?: Promise<Answer>; done?: { at: number; answer: Answer } };
+const recentLookups = new WeakMap<Client, Map<string, Lookups>>();
 
 /**
  * Stages of running runs (but the execution `except`) started on each of `queues`, the longest running
  * first: what the queue's worker is busy with. Visibility lists a run some moments after it starts or
  * ends, which the describe of each corrects for the ones it lists; a run of another namespace is not seen.
  * A stage whose worker died still counts until the server times it out (its heartbeat timeout, 60 s by default).
+ *
+ * A complete answer serves again for RUNS_LOOKUP_REUSE_MS. One cut short is shown at once for CUT_SHORT_SHOWN_MS
+ * while a new lookup runs behind it (one at a time), whose answer the next call shows: a holder that lookup
+ * finds is hidden for no longer than it takes, and no caller waits out the lookup's time again meanwhile.
  */
 export async function stagesRunningOn(client: Client, queues: Set<string>, except?: string): Promise<Map<string, BusyStage[]>> {
   const key = [...queues].sort().join('\n');
-  const lookups = recentLookups.get(client) ?? new Map<string, Lookup>();
-  recentLookups.set(client, lookups);
-  let hit = lookups.get(key);
-  if (!hit || Date.now() - hit.at > RUNS_LOOKUP_REUSE_MS) {
-    for (const [k, v] of lookups) if (Date.now() - v.at > RUNS_LOOKUP_REUSE_MS) lookups.delete(k);
-    const fresh = { at: Date.now(), found: lookUpHeldStages(client, queues) };
-    // A lookup that failed or ran out of time (its answer may be partial) is not kept: the next status tries again.
-    const forget = () => void (lookups.get(key) === fresh && lookups.delete(key));
-    fresh.found.then(({ complete }) => complete || forget(), forget);
-    lookups.set(key, fresh);
-    hit = fresh;
+  const byKey = recentLookups.get(client) ?? new Map<string, Lookups>();
+  recentLookups.set(client, byKey);
+  const now = Date.now();
+  const shown = (d: Lookups['done']) => d !== undefined && now - d.at <= (d.answer.complete ? RUNS_LOOKUP_REUSE_MS : CUT_SHORT_SHOWN_MS);
+  for (const [k, v] of byKey) if (!v.running && !shown(v.done)) byKey.delete(k);
+  const lookups = byKey.get(key) ?? {};
+  byKey.set(key, lookups);
+  const done = shown(lookups.done) ? lookups.done : undefined;
+  let answer: Answer;
+  if (done?.answer.complete) answer = done.answer;
+  else {
+    if (!lookups.running) {
+      const at = Date.now();
+      const running = lookUpHeldStages(client, queues);
+      lookups.running = running;
+      // A failed lookup is not kept (a cut-short answer before it still shows, until its time is up): the next call tries again.
+      running.then(
+        (a) => {
+          lookups.done = { at, answer: a };
+          delete lookups.running;
+        },
+        () => void delete lookups.running,
+      );
+    }
+    answer = done ? done.answer : await lookups.running!;
   }
-  const { found } = await hit.found;
+  const { found } = answer;
   return new Map(
     [...found]
       .map(
