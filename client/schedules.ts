@@ -20,6 +20,7 @@ import {
   type ScheduleSpec,
 } from '@temporalio/client';
 import { openAudit, type AuditLog } from '../src/audit/log.ts';
+import { keptScheduleDetails } from '../src/audit/redact-spec.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { InputError } from '../src/errors.ts';
 import { formatDuration } from '../src/spec/duration.ts';
@@ -642,8 +643,9 @@ export async function auditScheduleChange(
       subject: e.name,
       actor: e.actor,
       ...(e.specHash ? { specHash: e.specHash } : {}),
-      // Canonical JSON refuses undefined; drop absent options rather than fail the record.
-      details: JSON.parse(JSON.stringify(e.details)) as Record<string, unknown>,
+      // Canonical JSON refuses undefined; drop absent options rather than fail the record. The append-only trail keeps
+      // no credential given in a --param (src/audit/redact-spec.ts).
+      details: keptScheduleDetails(JSON.parse(JSON.stringify(e.details)) as Record<string, unknown>),
     }),
   );
 }

@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditRunSubmitted } from '../client/runs.ts';
+import { auditScheduleChange } from '../client/schedules.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
@@ -89,4 +90,20 @@ stages:
   assert.equal(json.planMatches, undefined);
   assert.deepEqual(json.problems, []);
   assert.equal((json.redacted as string[]).length, 4);
+});
+
+test("a schedule's record keeps its --param flags without credentials", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-spec-redaction-sched-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const auditDb = join(home, 'audit.db');
+  await auditScheduleChange(auditDb, 'created', {
+    name: 'nightly',
+    actor: 'alice',
+    details: { param: ['seed=3', 'hf_token=hf_TOKSECRET', 'src=https://h.example/d.jsonl?sig=SIGSECRET&v=2'], file: 'p.yaml' },
+  });
+  assert.doesNotMatch(readFileSync(auditDb).toString('latin1'), SECRETS);
+  const audit = await openAudit(auditDb);
+  const [rec] = await audit.query({ action: 'schedule.created' });
+  await audit.close();
+  assert.deepEqual(rec!.details.param, ['seed=3', 'hf_token=REDACTED', 'src=https://h.example/d.jsonl?sig=REDACTED&v=2']);
 });

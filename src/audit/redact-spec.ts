@@ -41,3 +41,22 @@ export function keptSpec<P extends { params?: Record<string, unknown> }>(plan: P
   }
   return { plan: keptPlan, params: keptParams, ...(spec ? { spec } : {}), ...(what.length ? { redacted: [...new Set(what)] } : {}) };
 }
+
+/**
+ * A schedule record's details (its command's flags as given) as the trail keeps them: URL credentials hidden, and the
+ * value of each `--param name=value` whose name says it is a secret. Such a schedule's runs then cannot be planned again
+ * from the trail alone (`models show --spec` says the file no longer plans to the spec hash); its file in the store can.
+ */
+export function keptScheduleDetails(details: Record<string, unknown>): Record<string, unknown> {
+  const out = redactJson(details);
+  const param = out.param;
+  if (!Array.isArray(param)) return out;
+  return {
+    ...out,
+    param: param.map((p: unknown) => {
+      if (typeof p !== 'string') return p;
+      const eq = p.indexOf('=');
+      return eq > 0 && isSecretName(p.slice(0, eq)) && p.slice(eq + 1) !== '' ? `${p.slice(0, eq)}=${REDACTED}` : p;
+    }),
+  };
+}
