@@ -163,3 +163,32 @@ for (const file of ['minilm-embeddings-st.json', 'minilm-embeddings.json'])
     });
     if (process.env.TEMPERED_VERBOSE) console.log(file, 'worst cosine', worst);
   });
+
+test('mean pooling gives the same bits at any thread count (the trained weights depend on it)', async () => {
+  // MiniLM's width and a training batch's shape: ReduceSum over the tokens split them between threads from 12 on here.
+  const dir = tinyBertDir(mkdtempSync(join(tmpdir(), 'bert-threads-')), 7, { hidden: 384, heads: 12, layers: 1, intermediate: 64 });
+  try {
+    const { model } = buildEncoderGraph(dir, { pooling: 'mean' });
+    const [rows, seq] = [8, 32];
+    const vocab = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+    const ids = BigInt64Array.from({ length: rows * seq }, (_, i) => BigInt((i * 7919) % vocab));
+    const mask = BigInt64Array.from({ length: rows * seq }, (_, i) => (i % seq < seq - (i / seq) * 3 ? 1n : 0n));
+    const feeds = {
+      input_ids: new ort.Tensor('int64', ids, [rows, seq]),
+      attention_mask: new ort.Tensor('int64', mask, [rows, seq]),
+      token_type_ids: new ort.Tensor('int64', new BigInt64Array(rows * seq), [rows, seq]),
+    };
+    const pooled = async (threads: number) => {
+      const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: threads, interOpNumThreads: 1 });
+      try {
+        return Array.from((await s.run(feeds)).embeddings!.data as Float32Array);
+      } finally {
+        await s.release();
+      }
+    };
+    const one = await pooled(1);
+    for (const threads of [2, 12, 16]) assert.deepEqual(await pooled(threads), one, `${threads} threads against 1`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

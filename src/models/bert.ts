@@ -126,8 +126,11 @@ function encoder(g: GraphBuilder, cfg: BertConfig, w: Weights): { hidden: string
 function pool(g: GraphBuilder, cfg: BertConfig, w: Weights, hidden: string, maskF: string, pooling: Pooling): string {
   if (pooling === 'mean') {
     // Masked mean (sentence-transformers): padding contributes nothing; the count is clamped like theirs.
-    const m = g.op('Unsqueeze', [maskF, g.ints([2])]);
-    const summed = g.op('ReduceSum', [g.op('Mul', [hidden, m]), g.ints([1])], { keepdims: 0 });
+    // The sum over tokens as mask [B, 1, S] × hidden [B, S, H]: one dot product per output, added up in the same order
+    // at any thread count. ReduceSum over the middle axis split the tokens between threads from 12 threads on ([8, 32,
+    // 384] in a MiniLM step), so the features, and the trained weights, changed with `threads`.
+    const m = g.op('Unsqueeze', [maskF, g.ints([1])]);
+    const summed = g.op('Squeeze', [g.op('MatMul', [m, hidden]), g.ints([1])]);
     const count = g.op('Max', [g.op('ReduceSum', [maskF, g.ints([1])], { keepdims: 1 }), g.scalar(1e-9)]);
     return g.op('Div', [summed, count]);
   }
