@@ -149,7 +149,7 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
  * worker elsewhere may see the path (a shared mount), and an ingest after other stages may read what
  * they write: the run goes ahead with a warning.
  */
-async function refuseMissingSources(ctx: CliContext, plan: PlannedPipeline, baseDir: string): Promise<void> {
+export async function refuseMissingSources(ctx: CliContext, plan: PlannedPipeline, baseDir: string): Promise<void> {
   const missing = await missingSources(plan, baseDir, ctx.paths.root);
   if (missing.length === 0) return;
   const refuse = ctx.settings().embedded && missing.some((m) => m.first);
@@ -186,7 +186,16 @@ export async function startAndReport(
   ctx: CliContext,
   client: Client,
   input: RunInput,
-  o: { wait: boolean; json: boolean; runId?: string; queue?: string; localWorker?: boolean; onSubmitted?: (runId: string) => void },
+  o: {
+    wait: boolean;
+    json: boolean;
+    runId?: string;
+    queue?: string;
+    localWorker?: boolean;
+    onSubmitted?: (runId: string) => void;
+    /** With `wait`: what the command says and returns once the run has ended, instead of the run's status and 0 or 1. */
+    onEnd?: (final: RunStatus) => Promise<number>;
+  },
 ): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
   const local = o.wait && (o.localWorker ?? ctx.settings().embedded) ? await startLocalWorker(ctx, queue) : undefined;
@@ -243,6 +252,7 @@ export async function startAndReport(
     } finally {
       interrupt.dispose();
     }
+    if (o.onEnd) return await o.onEnd(final);
     if (o.json) console.log(JSON.stringify(final, null, 2));
     else {
       await ctx.fetchReports(final);

@@ -34,6 +34,8 @@ export const AUDIT_ACTIONS = [
   'model.promoted',
   'model.rolled_back',
   'model.pulled',
+  'model.reproduced',
+  'model.not_reproduced',
   'serve.started',
   'serve.swapped',
   'serve.stopped',

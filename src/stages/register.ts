@@ -177,8 +177,11 @@ export const registerStage: StageKind<Config> = {
   },
 };
 
-/** The registry artifacts of a model folder (the tree itself, and its ONNX, tokenizer, config and adapter files). */
-async function modelArtifacts(
+/**
+ * The registry artifacts of a model folder (the tree itself, and its ONNX, tokenizer, config and adapter files):
+ * `tempered models reproduce` takes a rerun's modelHash from them as this stage would have.
+ */
+export async function modelArtifacts(
   model: ArtifactRef,
   store: Pick<ArtifactStore, 'readJson'>,
 ): Promise<{ manifest: { files: TreeEntry[] }; artifacts: RegisteredArtifact[] }> {

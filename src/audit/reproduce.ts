@@ -1,0 +1,179 @@
+/**
+ * `tempered models reproduce NAME@V`: the plan a rerun of a registered version follows, and what the rerun is judged
+ * on. The rerun is the recorded plan without the stages that act on the registry (register, deploy and whatever needs
+ * them), so checking a version registers, promotes and serves nothing; it is judged on the model's bytes (`modelHash`,
+ * src/audit/model-hash.ts), and where they differ, on the data each stage upstream of training made, so the verdict
+ * says where the rerun first went another way: in the data, or in training (with what each training ran with).
+ */
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
+import { parseRefExpression } from '../spec/runtime-refs.ts';
+import type { PlannedPipeline, PlannedStage } from '../spec/types.ts';
+import type { AuditLog } from './log.ts';
+import type { TrainedWith } from './run-spec.ts';
+
+/** Stage kinds whose work is the shared state itself: a registry version, an alias. */
+export const SHARED_STATE_KINDS: readonly string[] = ['register', 'deploy'];
+
+/**
+ * The rerun's plan: the recorded one less register, deploy and their dependents, less its run gate (a gate compares
+ * the data with the pipeline's last run and may end the rerun as "unchanged"), under a name of its own, so that the
+ * outcome a run records for later runs' gates is the reproduction's, not the pipeline's. Its spec hash is its own.
+ */
+export function reproductionPlan(recorded: Omit<PlannedPipeline, 'specHash'>): { plan: PlannedPipeline; dropped: string[] } {
+  const dropped = new Set(recorded.stages.filter((s) => SHARED_STATE_KINDS.includes(s.uses)).map((s) => s.id));
+  // Plan order is topological: a stage's needs come before it.
+  for (const s of recorded.stages) if (s.needs.some((n) => dropped.has(n))) dropped.add(s.id);
+  const stages = recorded.stages
+    .filter((s) => !dropped.has(s.id))
+    .map((s): PlannedStage => ({ ...s, dependents: s.dependents.filter((d) => !dropped.has(d)) }));
+  const { triggers: _, ...rest } = recorded;
+  const body = { ...rest, name: `${recorded.name}-reproduce`, stages };
+  return { plan: { ...body, specHash: sha256Hex(canonicalJson(body)) }, dropped: [...dropped] };
+}
+
+/** The stage whose output `stages.<id>.outputs.<name>` a register stage's `model` is, when it is one whole reference. */
+export function modelSource(register: PlannedStage | undefined): { stage: string; output: string } | undefined {
+  const m = register?.with.model;
+  const inner = typeof m === 'string' ? /^\$\{\{(.*)\}\}$/.exec(m.trim())?.[1] : undefined;
+  const t = inner === undefined ? undefined : parseRefExpression(inner);
+  return t?.kind === 'stage' ? { stage: t.stage, output: t.output } : undefined;
+}
+
+/** `stage` and every stage it needs, directly or not, in plan order. */
+export function upstreamOf(stages: readonly PlannedStage[], stage: string): string[] {
+  const want = new Set([stage]);
+  for (const s of [...stages].reverse()) if (want.has(s.id)) for (const n of s.needs) want.add(n);
+  return stages.filter((s) => want.has(s.id)).map((s) => s.id);
+}
+
+/**
+ * Each stage's output hashes as its `stage.completed` or `stage.reused` record keeps them (`out:<output>`), with an
+ * ingest's `dataHash` (over its source files' bytes), by stage id: what a rerun's data is compared with.
+ */
+export async function stageOutputHashes(audit: AuditLog, runId: string): Promise<Record<string, Record<string, string>>> {
+  const out: Record<string, Record<string, string>> = {};
+  for (const r of await audit.query({ run: runId })) {
+    if (r.runId !== runId || (r.action !== 'stage.completed' && r.action !== 'stage.reused')) continue;
+    const hashes: Record<string, string> = {};
+    for (const [k, v] of Object.entries(r.dataHashes ?? {})) if (k.startsWith('out:')) hashes[k.slice('out:'.length)] = v;
+    if (typeof r.details.dataHash === 'string') hashes.dataHash = r.details.dataHash;
+    out[typeof r.details.stage === 'string' ? r.details.stage : r.subject] = hashes;
+  }
+  return out;
+}
+
+/** A run's data hashes of one stage, by output name; undefined: the trail has no record of the stage. */
+export type StageData = Record<string, string> | undefined;
+
+export interface RunFacts {
+  runId: string;
+  modelHash?: string;
+  /** Each data stage's hashes (its tables, and ingest's `dataHash` over its source files). */
+  data: Record<string, StageData>;
+  trainedWith?: TrainedWith;
+}
+
+export interface StageComparison {
+  stage: string;
+  kind: string;
+  /** null: one of the runs has no record of it. */
+  same: boolean | null;
+  /** The outputs whose hashes differ, with both. */
+  differs: { output: string; original?: string; rerun?: string }[];
+}
+
+export interface Reproduction {
+  reproduced: boolean;
+  original: RunFacts;
+  rerun: RunFacts;
+  /** The data stages upstream of training, in plan order. */
+  stages: StageComparison[];
+  /** Where the rerun first went another way: a data stage, or the training (same data, other bytes). */
+  divergedAt?: { stage: string; kind: string; what: 'data' | 'training' | 'unknown' };
+  /** What each training ran with, where it differs (device, threads, cpus, onnxruntime …). */
+  trainedWithDiffers: { field: string; original: unknown; rerun: unknown }[];
+  /** Set where the threads were not pinned and the runs' thread counts or CPUs differ: the likely cause, and the fix. */
+  threadsNote?: string;
+  verdict: string;
+}
+
+const short = (h: string | undefined) => (h ? `${h.slice(0, 12)}…` : 'none');
+
+/**
+ * The verdict on a rerun: reproduced when the model's bytes are the same. Otherwise the first data stage (in plan
+ * order) whose data differs is where it diverged; with every data stage the same, the training did. `train`: the
+ * training stage's id and kind, and whether its config pinned `threads`.
+ */
+export function compareReproduction(o: {
+  stages: { id: string; kind: string }[];
+  train: { id: string; kind: string; threadsPinned: boolean };
+  original: RunFacts;
+  rerun: RunFacts;
+}): Reproduction {
+  const { original, rerun } = o;
+  const stages = o.stages.map(({ id, kind }): StageComparison => {
+    const a = original.data[id];
+    const b = rerun.data[id];
+    if (!a || !b) return { stage: id, kind, same: null, differs: [] };
+    const differs = [...new Set([...Object.keys(a), ...Object.keys(b)])]
+      .filter((k) => a[k] !== b[k])
+      .map((output) => ({ output, original: a[output], rerun: b[output] }));
+    return { stage: id, kind, same: differs.length === 0, differs };
+  });
+  const trainedWithDiffers = runtimeDiff(original.trainedWith, rerun.trainedWith);
+  const reproduced = !!original.modelHash && original.modelHash === rerun.modelHash;
+  const out: Reproduction = { reproduced, original, rerun, stages, trainedWithDiffers, verdict: '' };
+  if (reproduced) {
+    out.verdict = `reproduced: same model bytes (sha256 ${original.modelHash})`;
+    return out;
+  }
+  const firstData = stages.find((s) => s.same === false);
+  const unknown = stages.find((s) => s.same === null);
+  if (firstData) {
+    out.divergedAt = { stage: firstData.stage, kind: firstData.kind, what: 'data' };
+    const d = firstData.differs[0]!;
+    // Ingest's dataHash is over the source files' bytes: the clearest way to say the source changed.
+    const which = firstData.differs.find((x) => x.output === 'dataHash') ?? d;
+    const name = which.output === 'dataHash' ? 'data hash' : `${which.output} hash`;
+    out.verdict = `NOT reproduced: the data diverged at stage ${firstData.stage} (${firstData.kind}): its ${name} was ${short(which.original)}, the rerun's is ${short(which.rerun)}; the model's sha256 ${short(original.modelHash)} → ${short(rerun.modelHash)}`;
+  } else if (unknown) {
+    out.divergedAt = { stage: unknown.stage, kind: unknown.kind, what: 'unknown' };
+    out.verdict = `NOT reproduced: other model bytes (sha256 ${short(original.modelHash)} → ${short(rerun.modelHash)}); the trail has no record of stage ${unknown.stage}'s data in ${original.data[unknown.stage] ? 'the rerun' : `run ${original.runId}`}, so where it diverged is not known`;
+  } else {
+    out.divergedAt = { stage: o.train.id, kind: o.train.kind, what: 'training' };
+    out.verdict = `NOT reproduced: the training diverged: stage ${o.train.id} had the same data and made other model bytes (sha256 ${short(original.modelHash)} → ${short(rerun.modelHash)})`;
+  }
+  const threadsOrCpus = trainedWithDiffers.filter((d) => d.field === 'runtime.threads' || d.field === 'runtime.cpus');
+  if (!o.train.threadsPinned && threadsOrCpus.length) {
+    const cpus = (t: TrainedWith | undefined) => (rt(t).cpus === undefined ? '?' : String(rt(t).cpus));
+    out.threadsNote =
+      `likely cause: stage ${o.train.id} does not pin \`threads\`, so onnxruntime used its default (one per physical core), ` +
+      `and the original trained on ${threadsText(original.trainedWith)} with ${cpus(original.trainedWith)} cpus, the rerun on ` +
+      `${threadsText(rerun.trainedWith)} with ${cpus(rerun.trainedWith)}; the thread count can change a model's bytes. ` +
+      `Pin it: set \`threads: N\` under stages.${o.train.id}.with in the pipeline (the same N wherever it trains)`;
+  }
+  return out;
+}
+
+function rt(t: TrainedWith | undefined): Record<string, unknown> {
+  return t?.runtime && typeof t.runtime === 'object' ? (t.runtime as Record<string, unknown>) : {};
+}
+
+function threadsText(t: TrainedWith | undefined): string {
+  const n = rt(t).threads;
+  return typeof n === 'number' ? `${n} thread${n === 1 ? '' : 's'}` : "onnxruntime's default threads";
+}
+
+/** The fields of two trainings' device and runtime that differ (`device`, `runtime.threads`, …). */
+function runtimeDiff(a: TrainedWith | undefined, b: TrainedWith | undefined): Reproduction['trainedWithDiffers'] {
+  if (!a || !b) return [];
+  const flat = (t: TrainedWith) => ({
+    device: t.device,
+    ...Object.fromEntries(Object.entries(rt(t)).map(([k, v]) => [`runtime.${k}`, v])),
+    ...(t.resumedFromStep !== undefined ? { resumedFromStep: t.resumedFromStep } : {}),
+  });
+  const [x, y] = [flat(a), flat(b)] as Record<string, unknown>[];
+  return [...new Set([...Object.keys(x!), ...Object.keys(y!)])]
+    .filter((k) => canonicalJson(x![k] ?? null) !== canonicalJson(y![k] ?? null))
+    .map((field) => ({ field, original: x![field], rerun: y![field] }));
+}
