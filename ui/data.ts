@@ -10,7 +10,15 @@ import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
-import { recordedSpec, scheduleSpec, trainedOn, trainedWith, type RecordedSpec, type TrainedWith } from '../src/audit/run-spec.ts';
+import {
+  recordedSpec,
+  scheduleSpec,
+  stageRecords,
+  trainedOn,
+  trainedWith,
+  type RecordedSpec,
+  type TrainedWith,
+} from '../src/audit/run-spec.ts';
 import { databaseExists } from '../src/db/database.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
@@ -615,8 +623,10 @@ export async function specView(dbs: UiDatabases, runId: string, specHash?: strin
     if (!any) return undefined;
     specHash = any.specHash;
   }
-  const s = specHash ? await recordedSpec(log, runId, specHash) : undefined;
-  const trained = Object.entries(await trainedWith(log, runId)).map(([stage, t]) => trainedWithView(stage, t));
+  // Read once for both: the sources in the spec and what each train stage trained with.
+  const stages = await stageRecords(log, runId);
+  const s = specHash ? await recordedSpec(log, runId, specHash, stages) : undefined;
+  const trained = Object.entries(await trainedWith(log, runId, stages)).map(([stage, t]) => trainedWithView(stage, t));
   const short = specHash ? ` (spec ${specHash.slice(0, 12)})` : '';
   let missing: string | undefined;
   if (!s) {

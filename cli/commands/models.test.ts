@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AuditLog, openAudit, type AuditQuery } from '../../src/audit/log.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { testVersion } from '../../src/registry/versions.testing.ts';
 import type { DataRef } from '../../src/registry/types.ts';
@@ -83,6 +84,27 @@ test("models show and diff say which version production.* were measured against;
     ['train'],
   );
   assert.equal(json.metrics.find((m) => m.name === 'production.f1_macro')!.delta, undefined);
+
+  // With an audit log, each run's records are read once for both its spec and what it trained with.
+  const log = await openAudit(join(home, 'audit.db'));
+  for (const run of ['r2', 'r3'])
+    await log.append({ action: 'run.submitted', subject: run, runId: run, actor: 'ann', specHash: 's', details: {} });
+  await log.close();
+  const query = AuditLog.prototype.query;
+  const asked: AuditQuery[] = [];
+  AuditLog.prototype.query = function (q: AuditQuery = {}) {
+    asked.push(q);
+    return query.call(this, q);
+  };
+  try {
+    assert.equal((await runCli(['models', 'diff', 'spam', '2', '3'], env)).code, 0);
+  } finally {
+    AuditLog.prototype.query = query;
+  }
+  assert.deepEqual(
+    asked.filter((q) => q.action === undefined),
+    [{ run: 'r2' }, { run: 'r3' }],
+  );
 
   // v2 was compared with v1, which holds production: the gate reads v2's own comparison.
   const promote = await runCli(

@@ -12,7 +12,7 @@ import { diffModelVersions, productionComparisonNote } from '../../src/registry/
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
-import { recordedSpec, scheduleSpec, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
+import { recordedSpec, scheduleSpec, stageRecords, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
 import { loadSpecText } from '../../src/spec/load.ts';
 import { parseParamOverrides } from '../../src/spec/params.ts';
 import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
@@ -153,8 +153,12 @@ async function howMadeDiff(
     ...plan,
     stages: Object.fromEntries((plan.stages as { id: string }[]).map((st) => [st.id, st])),
   });
-  const plans = await Promise.all([a, b].map(async (v) => (await recordedSpec(audit, v.lineage.runId, v.lineage.specHash))?.plan));
-  const trained = await Promise.all([a, b].map((v) => trainedWith(audit, v.lineage.runId)));
+  // Each run's stage records read once, for its spec's sources and for what it trained with.
+  const stages = await Promise.all([a, b].map((v) => stageRecords(audit, v.lineage.runId)));
+  const plans = await Promise.all(
+    [a, b].map(async (v, i) => (await recordedSpec(audit, v.lineage.runId, v.lineage.specHash, stages[i]))?.plan),
+  );
+  const trained = await Promise.all([a, b].map((v, i) => trainedWith(audit, v.lineage.runId, stages[i])));
   return {
     ...(specChanged ? { spec: plans[0] && plans[1] ? jsonDiff(plans.map((p) => byId(p!))) : null } : {}),
     trainedWith: trained.every((t) => Object.keys(t).length) ? jsonDiff(trained) : null,

@@ -40,8 +40,16 @@ async function submitted(audit: AuditLog, runId: string, specHash: string): Prom
   return recs.filter((r) => r.runId === runId && r.specHash === specHash).pop();
 }
 
-/** The spec of `runId` with hash `specHash` as the audit trail keeps it; undefined when the trail has no submission of it. */
-export async function recordedSpec(audit: AuditLog, runId: string, specHash: string): Promise<RecordedSpec | undefined> {
+/**
+ * The spec of `runId` with hash `specHash` as the audit trail keeps it; undefined when the trail has no submission of it.
+ * `stages`: the run's stage records where the caller has read them (stageRecords) for trainedWith too, so they are read once.
+ */
+export async function recordedSpec(
+  audit: AuditLog,
+  runId: string,
+  specHash: string,
+  stages?: AuditRecord[],
+): Promise<RecordedSpec | undefined> {
   const first = await submitted(audit, runId, specHash);
   if (!first) return undefined;
   const d = first.details;
@@ -58,7 +66,7 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
     // A plan with credentials hidden cannot hash to the one the run followed: not a mismatch then.
     ...(plan ? { plan, ...(planMatches || !redacted?.length ? { planMatches } : {}) } : {}),
     ...(redacted?.length ? { redacted } : {}),
-    sources: await sourcesOf(audit, runId),
+    sources: await sourcesOf(audit, runId, stages),
   };
   let rec: AuditRecord | undefined = first;
   for (let hops = 0; rec && hops <= MAX_RESUMES; hops++) {
@@ -77,10 +85,10 @@ export async function recordedSpec(audit: AuditLog, runId: string, specHash: str
   return out;
 }
 
-/** The source files a run's ingest stages read, or took from the cache with the tables made of them. */
-export async function sourcesOf(audit: AuditLog, runId: string): Promise<RecordedSpec['sources']> {
+/** The source files a run's ingest stages read, or took from the cache with the tables made of them (`stages`: as recordedSpec's). */
+export async function sourcesOf(audit: AuditLog, runId: string, stages?: AuditRecord[]): Promise<RecordedSpec['sources']> {
   const out: RecordedSpec['sources'] = [];
-  for (const r of await stageRecords(audit, runId)) {
+  for (const r of stages ?? (await stageRecords(audit, runId))) {
     const sources = r.details.sources;
     if (!Array.isArray(sources)) continue;
     const stage = typeof r.details.stage === 'string' ? r.details.stage : r.subject;
@@ -91,8 +99,12 @@ export async function sourcesOf(audit: AuditLog, runId: string): Promise<Recorde
   return out;
 }
 
-/** A run's records of its stages (its own, not those whose subject only names it): those it ran (`stage.completed`) and those whose outputs it took from the cache (`stage.reused`). */
-async function stageRecords(audit: AuditLog, runId: string): Promise<AuditRecord[]> {
+/**
+ * A run's records of its stages (its own, not those whose subject only names it): those it ran (`stage.completed`) and
+ * those whose outputs it took from the cache (`stage.reused`). One query over every record of the run: a caller that
+ * wants the spec and what it trained with (the dashboard's spec view, `models diff`) reads them once and passes them on.
+ */
+export async function stageRecords(audit: AuditLog, runId: string): Promise<AuditRecord[]> {
   return (await audit.query({ run: runId })).filter(
     (r) => r.runId === runId && (r.action === 'stage.completed' || r.action === 'stage.reused'),
   );
@@ -125,10 +137,13 @@ export type TrainedWith = {
   resumedFromStep?: number;
 };
 
-/** What each train stage of a run was trained with, by stage id, from its `stage.completed` or `stage.reused` record (src/stages/train.ts's audit). */
-export async function trainedWith(audit: AuditLog, runId: string): Promise<Record<string, TrainedWith>> {
+/**
+ * What each train stage of a run was trained with, by stage id, from its `stage.completed` or `stage.reused` record
+ * (src/stages/train.ts's audit). `stages`: as recordedSpec's.
+ */
+export async function trainedWith(audit: AuditLog, runId: string, stages?: AuditRecord[]): Promise<Record<string, TrainedWith>> {
   const out: Record<string, TrainedWith> = {};
-  for (const r of await stageRecords(audit, runId)) {
+  for (const r of stages ?? (await stageRecords(audit, runId))) {
     const d = r.details;
     if (d.kind !== 'train' || typeof d.device !== 'string') continue;
     out[typeof d.stage === 'string' ? d.stage : r.subject] = {
