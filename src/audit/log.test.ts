@@ -110,6 +110,25 @@ for (const backend of BACKENDS)
     const db = useDatabases(backend);
     const tmpPath = (t: { after: (fn: () => void) => void }) => db.fresh(t, 'audit.db');
 
+    test('no URL credentials go into a record, whoever appends it; the record still verifies', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      const url = 'https://u:PWSECRET@h.example/d.jsonl?X-Amz-Signature=SIGSECRET&v=1';
+      const { record } = await log.append({
+        action: 'run.failed',
+        subject: 'run-1',
+        runId: 'run-1',
+        dataHashes: { [`source:${url}`]: sha('a') },
+        details: { error: `GET ${url} answered 403`, stages: [url] },
+      });
+      const shown = 'https://REDACTED@h.example/d.jsonl?X-Amz-Signature=REDACTED&v=1';
+      for (const r of [record, ...(await log.query({ run: 'run-1' }))]) {
+        assert.deepEqual(r.details, { error: `GET ${shown} answered 403`, stages: [shown] });
+        assert.deepEqual(r.dataHashes, { [`source:${shown}`]: sha('a') });
+      }
+      assert.equal((await log.verify()).ok, true);
+      await log.close();
+    });
+
     test('appended records chain from the genesis hash and verify', async (t) => {
       let tick = Date.parse('2026-03-01T00:00:00Z');
       const log = await openAudit(await tmpPath(t), { now: () => new Date((tick += 1000)) });

@@ -17,6 +17,7 @@ import { InputError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { defaultActor } from './actor.ts';
 import { openDatabase, type Database, type Migration, type OpenOptions, type Queryable, type Schema } from '../db/database.ts';
+import { redactJson } from '../util/redact.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -393,9 +394,11 @@ export class AuditLog {
 
   async append(entry: AuditEntry): Promise<{ record: AuditRecord; appended: boolean }> {
     validateAuditEntry(entry);
-    // Serialise outside the transaction so a bad value fails before taking the write lock.
-    const detailsJson = canonicalJson(entry.details ?? {}, 'audit.details');
-    const dataJson = entry.dataHashes === undefined ? null : canonicalJson(entry.dataHashes, 'audit.dataHashes');
+    // Serialise outside the transaction so a bad value fails before taking the write lock. A record cannot be taken
+    // back, so no URL's credentials go in, whichever caller wrote it (a plugin's error, a source named by its URL):
+    // src/util/redact.ts.
+    const detailsJson = canonicalJson(redactJson(entry.details ?? {}), 'audit.details');
+    const dataJson = entry.dataHashes === undefined ? null : canonicalJson(redactJson(entry.dataHashes), 'audit.dataHashes');
     const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
     const build = (last: LastRecord | undefined): { record: AuditRecord; values: unknown[] } => {
       const base: Omit<AuditRecord, 'hash'> = {
