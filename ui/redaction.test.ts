@@ -1,7 +1,7 @@
 /**
  * The dashboard's answers carry no credential inside a URL, whatever the state they are read from holds: here audit
  * records written before the trail hid them (a run.submitted with a presigned dataset URL in its text, plan and params,
- * an ingest record naming the URL, a run.failed whose error quotes it). Real SQLite audit log and registry, the real
+ * an ingest record naming the URL, a run.failed whose error quotes it, a --param named as a secret). Real SQLite audit log and registry, the real
  * server; no Temporal (the same hook answers for the routes that read it).
  */
 import { after, before, test } from 'node:test';
@@ -19,7 +19,7 @@ import type { UiServer } from './server.ts';
 
 const URL_ = 'https://bob:PWSECRET@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=SIGSECRET';
 const SHOWN = 'https://REDACTED@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED';
-const SECRETS = /PWSECRET|AKIDSECRET|SIGSECRET/;
+const SECRETS = /PWSECRET|AKIDSECRET|SIGSECRET|TOKSECRET/;
 let dir: string;
 let ui: UiServer;
 let url: string;
@@ -28,7 +28,15 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ui-redaction-'));
   const paths = statePaths(dir);
   const text = `name: creds\nstages:\n  ingest:\n    uses: ingest\n    with:\n      path: ${URL_}\n`;
-  const plan = { name: 'creds', params: { src: URL_ }, stages: [{ id: 'ingest', uses: 'ingest', with: { path: URL_ } }] };
+  // A --param named as a secret, substituted into a (plugin) stage's field.
+  const plan = {
+    name: 'creds',
+    params: { src: URL_, hf_token: 'hf_TOKSECRET' },
+    stages: [
+      { id: 'ingest', uses: 'ingest', with: { path: URL_ } },
+      { id: 'fetch', uses: 'fetch', with: { auth: 'Bearer hf_TOKSECRET' } },
+    ],
+  };
   const specHash = 'e'.repeat(64);
   const audit = await openAudit(paths.auditDb);
   // As auditRunSubmitted and the stage hooks wrote them before they hid credentials.

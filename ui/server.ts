@@ -34,7 +34,7 @@ import { changeAlias, GateRefused } from '../src/registry/alias-change.ts';
 import { ModelFilterError } from '../src/registry/model-filter.ts';
 import { AliasMovedError } from '../src/registry/registry.ts';
 import { bearerMatches } from '../src/serve/auth.ts';
-import { redactJson, redactText } from '../src/util/redact.ts';
+import { redactSecrets, redactText } from '../src/util/redact.ts';
 import { REQUEST_TIMEOUT_MS } from '../src/serve/http-limits.ts';
 import type { StatePaths } from '../src/state-paths.ts';
 import type { ArtifactStore } from '../src/store/artifact-store.ts';
@@ -49,6 +49,8 @@ import {
   MAX_VERSION_PAGE,
   runCurves,
   runView,
+  scheduleSpecView,
+  type ScheduleSpecView,
   specView,
   type SpecView,
   trainingCurves,
@@ -207,9 +209,13 @@ function wantsDownload(raw: string | undefined): boolean {
 
 /** The spec's text exactly as it was submitted, as a file named after the one submitted; 404 where the trail kept none. */
 function sendSpecText(reply: FastifyReply, view: SpecView) {
-  const text = view.spec?.text;
-  if (text === undefined) throw new HttpError(404, `no spec text: ${view.missing ?? 'not recorded'}`);
-  const file = (view.spec?.specFile?.split('/').pop() || `${view.runId}.yaml`).replace(/[^\w.-]/g, '_');
+  return sendText(reply, view.spec?.text, view.missing ?? 'not recorded', view.spec?.specFile, `${view.runId}.yaml`);
+}
+
+/** A spec's text as a file named after `path`'s last part (`fallback` without one); 404 with `missing` where there is none. */
+function sendText(reply: FastifyReply, text: string | undefined, missing: string, path: string | undefined, fallback: string) {
+  if (text === undefined) throw new HttpError(404, `no spec text: ${missing}`);
+  const file = (path?.split('/').pop() || fallback).replace(/[^\w.-]/g, '_');
   // A record from before the trail hid credentials still holds them: the download hides them too.
   return reply.type('text/plain; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(redactText(text));
 }
@@ -240,7 +246,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // Every reader of the dashboard sees what it sends, so no answer carries a credential inside a URL: a run's plan and
   // stage errors from Temporal (the workflow's input keeps the URL the worker fetches), and audit records written before
   // the trail hid them (src/util/redact.ts).
-  app.addHook('preSerialization', async (_req, _reply, payload) => redactJson(payload));
+  app.addHook('preSerialization', async (_req, _reply, payload) => redactSecrets(payload));
   app.addHook('onRequest', async (req, reply) => {
     const host = hostName(req.headers.host);
     if (!readsNeedToken && host !== undefined && !isLoopback(host)) {
@@ -365,7 +371,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(redactJson(data))}\n\n`);
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(redactSecrets(data))}\n\n`);
     let closed = false;
     let lastStages = '';
     const stop = () => {
@@ -619,6 +625,18 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       })),
     );
     return { schedules: withRuns };
+  });
+  // The spec file a schedule runs, from the store (as a run's spec: folded on the page, `?download=1` the file).
+  app.get<{ Params: { name: string }; Querystring: { download?: string } }>('/api/schedules/:name/spec', async (req, reply) => {
+    const download = wantsDownload(req.query.download);
+    let view: ScheduleSpecView;
+    try {
+      view = await scheduleSpecView(await o.client(), o.store, req.params.name);
+    } catch (e) {
+      if (e instanceof InputError && e.message.startsWith('no schedule named')) throw new HttpError(404, e.message, e.hint);
+      throw e;
+    }
+    return download ? sendText(reply, view.text, view.missing ?? 'not in the store', view.file, `${view.name}.yaml`) : view;
   });
   app.post<{ Params: { name: string; op: string } }>('/api/schedules/:name/:op', async (req) => {
     const { name, op } = req.params;

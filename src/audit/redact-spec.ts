@@ -8,7 +8,7 @@
  * needs the credentials back (the workflow's own input, in Temporal's history, still has them: the worker needs them).
  */
 import { sha256Hex } from '../util/canonical-json.ts';
-import { isSecretName, redactJson, redactText, redactValues, REDACTED } from '../util/redact.ts';
+import { isSecretName, MIN_SECRET_VALUE, redactJson, redactText, redactValues, REDACTED } from '../util/redact.ts';
 
 export interface KeptSpec<P> {
   plan: P;
@@ -18,9 +18,6 @@ export interface KeptSpec<P> {
   /** Where something was hidden (`stages[0].with.path: query X-Amz-Signature`); absent when nothing was. */
   redacted?: string[];
 }
-
-/** Shorter values of secret-named parameters are not searched for in the text: they would hide unrelated words. */
-const MIN_SECRET_VALUE = 6;
 
 export function keptSpec<P extends { params?: Record<string, unknown> }>(plan: P, text: string | undefined): KeptSpec<P> {
   const params = plan.params ?? {};

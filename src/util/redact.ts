@@ -180,3 +180,25 @@ export function redactJson<T>(value: T, what: string[] = [], opts: RedactOptions
   }
   return value;
 }
+
+/** Values shorter than this are not searched for elsewhere: they would hide unrelated words. */
+export const MIN_SECRET_VALUE = 6;
+
+/**
+ * For an answer read from anywhere (a run's status and plan from Temporal, old audit records): URL credentials hidden,
+ * and the parameters whose names say they are secrets, under any `params` object, hidden there and wherever else their
+ * values appear (the plan's stages they were substituted into).
+ */
+export function redactSecrets<T>(value: T): T {
+  const values = new Set<string>();
+  const collect = (v: unknown, inParams: boolean): void => {
+    if (Array.isArray(v)) for (const x of v) collect(x, false);
+    else if (v && typeof v === 'object')
+      for (const [k, x] of Object.entries(v)) {
+        if (inParams && typeof x === 'string' && x.length >= MIN_SECRET_VALUE && x !== REDACTED && isSecretName(k)) values.add(x);
+        collect(x, k === 'params');
+      }
+  };
+  collect(value, false);
+  return redactJson(value, [], { values: [...values] });
+}
