@@ -108,7 +108,7 @@ function untilInterrupted(): { signal: AbortSignal; name(): keyof typeof INTERRU
 
 export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered submit <file> [--param k=v ...] [--queue Q] [--wait [--local-worker|--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
+    'tempered submit <file> [--param k=v ...] [--sweep] [--queue Q] [--wait [--local-worker|--no-local-worker]] [--no-cache] [--run-id ID] [--json]';
   const { values, positionals } = parse(
     argv,
     {
@@ -120,12 +120,23 @@ export async function submitCmd(ctx: CliContext, argv: string[]): Promise<number
       json: { type: 'boolean' },
       'run-id': { type: 'string' },
       queue: { type: 'string' },
+      sweep: { type: 'boolean' },
     },
     usage,
   );
   if (positionals.length !== 1) throw new CliError(`submit takes one pipeline file\nusage: ${usage}`, 2);
   const localWorker = localWorkerFlag(values, usage);
   const file = positionals[0]!;
+  if (values.sweep)
+    return (await import('./sweep.ts')).submitSweep(ctx, file, {
+      params: values.param ?? [],
+      wait: !!values.wait,
+      json: !!values.json,
+      noCache: !!values['no-cache'],
+      queue: values.queue,
+      localWorker,
+      runId: values['run-id'],
+    });
   const { plan, text } = await loadPlanOrExit(ctx, file, values.param ?? [], !!values.json);
   const baseDir = dirname(resolve(file));
   await refuseMissingSources(ctx, plan, baseDir);
@@ -284,7 +295,12 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
 }
 
 export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const { values } = parse(argv, { json: { type: 'boolean' }, limit: { type: 'string' } }, 'tempered runs [--limit N] [--json]');
+  const { values, positionals } = parse(
+    argv,
+    { json: { type: 'boolean' }, limit: { type: 'string' }, compare: { type: 'boolean' } },
+    'tempered runs [--limit N] [--json] | runs --compare RUN RUN [RUN …] [--json]',
+  );
+  if (values.compare) return (await import('./runs-compare.ts')).compareTrialsCmd(ctx, positionals, !!values.json);
   const client = await ctx.client();
   const runs = await listRuns(client, Number(values.limit ?? 20));
   if (values.json) console.log(JSON.stringify(runs, null, 2));

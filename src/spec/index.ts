@@ -21,7 +21,7 @@ export {
 } from './load.ts';
 export { formatSpecErrors } from './format.ts';
 export { decodeSource } from './decode.ts';
-export { parseParamOverrides, COMMAND_LINE } from './params.ts';
+export { expandParamSweep, parseParamOverrides, COMMAND_LINE } from './params.ts';
 export { planPipeline, DEFAULT_RETRY, DEFAULT_TIMEOUT_MS } from './plan.ts';
 export { resolveStageRefs, listStageRefs, StageRefError, type StageRef } from './runtime-refs.ts';
 export { parseDuration, formatDuration } from './duration.ts';

@@ -141,13 +141,30 @@ export function parseParamOverrides(args: readonly string[]): { overrides: Recor
         path: `params.${name}`,
         code: 'bad-param-override',
         message: `parameter '${name}' is given more than once`,
-        hint: 'pass each --param once',
+        hint: 'pass each --param once; to run once per value (a sweep), submit with --sweep',
       });
       continue;
     }
     overrides[name] = arg.slice(eq + 1);
   }
   return { overrides, errors };
+}
+
+/**
+ * The runs of `submit --sweep`: a parameter given more than once takes each of its values in turn, and every
+ * combination is one run's `--param` arguments (the first parameter named varies slowest; a value repeated counts
+ * once). Malformed arguments are passed on for parseParamOverrides to report.
+ */
+export function expandParamSweep(args: readonly string[]): string[][] {
+  const byName = new Map<string, Set<string>>();
+  for (const arg of args) {
+    const eq = arg.indexOf('=');
+    const name = eq < 0 ? arg : arg.slice(0, eq);
+    byName.set(name, (byName.get(name) ?? new Set()).add(arg));
+  }
+  let runs: string[][] = [[]];
+  for (const values of byName.values()) runs = runs.flatMap((run) => [...values].map((v) => [...run, v]));
+  return runs;
 }
 
 /** Final value of every parameter: override, else default; a parameter with neither is an error. */
