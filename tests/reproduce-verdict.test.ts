@@ -52,23 +52,15 @@ const stages = [
   { id: 'split', kind: 'split' },
 ];
 const rt = (threads: number | null, cpus: number) => ({ onnxruntime: '1.30.0', threads, cpus });
+const judge = (threadsPinned: boolean, original: RunFacts, rerun: RunFacts) =>
+  compareReproduction({ stages, train: { id: 'train', kind: 'train', threadsPinned }, original, rerun });
 
 test('verdicts: same bytes; data diverged at the first stage whose data differs; training diverged, threads unpinned', () => {
-  const same = compareReproduction({
-    stages,
-    train: { id: 'train', kind: 'train', threadsPinned: true },
-    original: facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)),
-    rerun: facts('r2', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)),
-  });
+  const same = judge(true, facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)), facts('r2', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)));
   assert.equal(same.reproduced, true);
   assert.equal(same.verdict, `reproduced: same model bytes (sha256 ${'f'.repeat(64)})`);
 
-  const data = compareReproduction({
-    stages,
-    train: { id: 'train', kind: 'train', threadsPinned: true },
-    original: facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)),
-    rerun: facts('r2', 'e'.repeat(64), 'd'.repeat(64), rt(1, 2)),
-  });
+  const data = judge(true, facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(1, 2)), facts('r2', 'e'.repeat(64), 'd'.repeat(64), rt(1, 2)));
   assert.equal(data.reproduced, false);
   assert.deepEqual(data.divergedAt, { stage: 'split', kind: 'split', what: 'data' });
   assert.match(
@@ -81,22 +73,16 @@ test('verdicts: same bytes; data diverged at the first stage whose data differs;
   );
 
   // The same data, other bytes, on a machine with other CPUs and threads left to onnxruntime.
-  const unpinned = compareReproduction({
-    stages,
-    train: { id: 'train', kind: 'train', threadsPinned: false },
-    original: facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(null, 16)),
-    rerun: facts('r2', 'e'.repeat(64), 'c'.repeat(64), rt(null, 2)),
-  });
+  const unpinned = judge(
+    false,
+    facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(null, 16)),
+    facts('r2', 'e'.repeat(64), 'c'.repeat(64), rt(null, 2)),
+  );
   assert.deepEqual(unpinned.divergedAt, { stage: 'train', kind: 'train', what: 'training' });
   assert.match(unpinned.verdict, /^NOT reproduced: the training diverged: stage train had the same data and made other model bytes/);
   assert.deepEqual(unpinned.trainedWithDiffers, [{ field: 'runtime.cpus', original: 16, rerun: 2 }]);
   assert.match(unpinned.threadsNote!, /does not pin `threads`.*16 cpus.*with 2.*set `threads: N` under stages\.train\.with/);
   // Pinned, the thread count is not the cause: no such note.
-  const pinned = compareReproduction({
-    stages,
-    train: { id: 'train', kind: 'train', threadsPinned: true },
-    original: facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(4, 16)),
-    rerun: facts('r2', 'e'.repeat(64), 'c'.repeat(64), rt(4, 2)),
-  });
+  const pinned = judge(true, facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(4, 16)), facts('r2', 'e'.repeat(64), 'c'.repeat(64), rt(4, 2)));
   assert.equal(pinned.threadsNote, undefined);
 });

@@ -29,6 +29,7 @@ import { specBody } from '../../src/spec/plan.ts';
 import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { modelArtifacts } from '../../src/stages/register.ts';
 import { isArtifactRef } from '../../src/types.ts';
+import { codeVersion } from '../../src/util/code-version.ts';
 import type { RunInput, RunStatus } from '../../workflows/types.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -123,10 +124,19 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
         },
         dedupeKey: `${rerunId}/reproduce`,
       });
-      if (values.json) console.log(JSON.stringify({ model: id, rerunRun: rerunId, leftOut: dropped, ...result }, null, 2));
+      // The registry keeps the code a version was made with; the rerun's is its workers', this checkout's when they run here.
+      const code = { original: v.lineage.codeVersion ?? null, here: codeVersion() };
+      if (values.json)
+        console.log(JSON.stringify({ model: id, rerunRun: rerunId, leftOut: dropped, ...result, codeVersion: code }, null, 2));
       else {
         if (final.state !== 'succeeded') console.log(`\n${formatRunStatus(final)}`);
-        console.log(['', result.verdict, ...('rerun' in result ? details(result) : [])].map(printable).join('\n'));
+        const codeLine =
+          !result.reproduced && code.original !== code.here
+            ? [
+                `  code: ${id} was made by ${code.original ?? 'code not recorded'}; this checkout is ${code.here} (the rerun ran on its workers' code)`,
+              ]
+            : [];
+        console.log(['', result.verdict, ...('rerun' in result ? details(result) : []), ...codeLine].map(printable).join('\n'));
       }
       return result.reproduced ? 0 : 1;
     },

@@ -1,0 +1,155 @@
+/**
+ * `tempered models reproduce NAME@V` on a real dev server and a real `tempered worker`: the version's recorded plan
+ * runs again without register and deploy, with the cache off; the same data and code give the same model bytes
+ * (exit 0, `model.reproduced`, and no new version or alias move), a source file edited since gives other bytes and
+ * names ingest's data hash as where the rerun diverged (exit 1), and a version whose run's spec the trail does not keep
+ * is refused (exit 2) before anything runs.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { openAudit, type AuditRecord } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { writeTrainPipeline } from './helpers/train-fixture.ts';
+
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
+let worker: ChildProcess;
+let env: Record<string, string>;
+let home: string;
+let data: string;
+
+/** Appended to the short training pipeline (helpers/train-fixture.ts: ingest → split → train): the stages that act on the registry. */
+const REGISTER_AND_DEPLOY = `  register:
+    uses: register
+    needs: [train, split]
+    with:
+      name: repro-clf
+      model: \${{ stages.train.outputs.model }}
+      data:
+        train: \${{ stages.split.outputs.train }}
+  deploy:
+    uses: deploy
+    needs: register
+    with:
+      name: repro-clf
+      version: \${{ stages.register.outputs.version }}
+      alias: production
+`;
+
+/** The registry's versions and aliases of repro-clf, and the audit records of reproductions. */
+async function registryState(): Promise<{ versions: number; aliases: Record<string, number>; history: number }> {
+  const reg = await openRegistry(join(home, 'registry.db'));
+  try {
+    const m = (await reg.listModels()).find((x) => x.name === 'repro-clf')!;
+    return { versions: m.versions, aliases: m.aliases, history: (await reg.aliasHistory('repro-clf')).length };
+  } finally {
+    await reg.close();
+  }
+}
+
+async function records(action: string): Promise<AuditRecord[]> {
+  const audit = await openAudit(join(home, 'audit.db'));
+  try {
+    return await audit.query({ action });
+  } finally {
+    await audit.close();
+  }
+}
+
+before(async () => {
+  cluster = await startCliServer('tempered-reproduce-');
+  home = cluster.home;
+  data = join(home, 'project');
+  mkdirSync(data);
+  appendFileSync(writeTrainPipeline(data, { maxSteps: 2 }), REGISTER_AND_DEPLOY);
+  env = {
+    TEMPORAL_ADDRESS: cluster.server.address,
+    TEMPERED_HOME: home,
+    TEMPERED_TASK_QUEUE: 'reproduce-test',
+    TEMPERED_ACTOR: 'auditor',
+  };
+  worker = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+  const first = await runCli(['submit', join(data, 'pipeline.yaml'), '--wait'], env, { timeoutMs: 180_000 });
+  assert.equal(first.code, 0, first.stdout + first.stderr);
+});
+
+after(async () => {
+  if (worker) await stopCliWorker(worker);
+  await cluster?.close();
+});
+
+describe('models reproduce', () => {
+  it('reruns the version without register and deploy: same bytes, exit 0, recorded, the registry untouched', async () => {
+    const before = await registryState();
+    assert.deepEqual(before, { versions: 1, aliases: { production: 1 }, history: 1 });
+    const r = await runCli(['models', 'reproduce', 'repro-clf@1'], env, { timeoutMs: 180_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Progress as submit --wait prints it, then the verdict.
+    assert.match(r.stdout, /without register, deploy/);
+    assert.match(r.stdout, /submitted run train-only-reproduce-/);
+    assert.match(r.stdout, /\nreproduced: same model bytes \(sha256 [0-9a-f]{64}\)\n/);
+    assert.match(r.stdout, /\n {4}ingest +same\n {4}split +same\n/);
+    assert.deepEqual(await registryState(), before);
+    const [rec] = await records('model.reproduced');
+    assert.equal(rec!.model, 'repro-clf@1');
+    assert.equal(rec!.actor, 'auditor');
+    assert.match(rec!.runId!, /^train-only-reproduce-/);
+    assert.equal(rec!.details.rerunModelHash, rec!.modelHash);
+    assert.deepEqual(rec!.details.leftOut, ['register', 'deploy']);
+  });
+
+  it('a source file changed since: exit 1, diverged at ingest by its data hash, --json', async () => {
+    appendFileSync(join(data, 'data.jsonl'), JSON.stringify({ text: 'one more review, quite a good one', label: 'positive' }) + '\n');
+    const r = await runCli(['models', 'reproduce', 'repro-clf@1', '--json'], env, { timeoutMs: 180_000 });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const out = JSON.parse(r.stdout) as {
+      reproduced: boolean;
+      verdict: string;
+      divergedAt: { stage: string; what: string };
+      stages: { stage: string; same: boolean; differs: { output: string }[] }[];
+    };
+    assert.equal(out.reproduced, false);
+    assert.deepEqual(out.divergedAt, { stage: 'ingest', kind: 'ingest', what: 'data' });
+    assert.match(out.verdict, /^NOT reproduced: the data diverged at stage ingest \(ingest\): its data hash was [0-9a-f]{12}…/);
+    assert.ok(out.stages[0]!.differs.some((d) => d.output === 'dataHash'));
+    assert.equal((await registryState()).versions, 1);
+    const [rec] = await records('model.not_reproduced');
+    assert.equal(rec!.model, 'repro-clf@1');
+    assert.deepEqual(rec!.details.divergedAt, { stage: 'ingest', kind: 'ingest', what: 'data' });
+  });
+
+  it('a version whose run the trail keeps no spec of, and an unknown version: exit 2, nothing submitted', async () => {
+    const audit = await openAudit(join(home, 'audit.db'));
+    // A run recorded before specs were kept: its submission has the hash alone.
+    await audit.append({
+      action: 'run.submitted',
+      subject: 'old-run',
+      runId: 'old-run',
+      actor: 'bob',
+      specHash: 'ab'.repeat(32),
+      details: {},
+    });
+    await audit.close();
+    const reg = await openRegistry(join(home, 'registry.db'));
+    await reg.registerVersion(testVersion('old-clf', 'a', { runId: 'old-run', specHash: 'ab'.repeat(32) }));
+    await reg.registerVersion(testVersion('old-clf', 'b', { runId: 'never-submitted', specHash: 'cd'.repeat(32) }));
+    await reg.close();
+    const old = await runCli(['models', 'reproduce', 'old-clf@1'], env);
+    assert.equal(old.code, 2, old.stdout + old.stderr);
+    assert.match(
+      old.stderr,
+      /old-clf@1: the audit trail keeps only the hash of the spec of run old-run .*registered before the trail kept specs/,
+    );
+    const none = await runCli(['models', 'reproduce', 'old-clf@2'], env);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no submission of run never-submitted.*not registered by a pipeline run/);
+    const unknown = await runCli(['models', 'reproduce', 'repro-clf@9'], env);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /repro-clf.*9/);
+    assert.equal((await records('run.submitted')).filter((x) => x.runId?.startsWith('old-clf')).length, 0);
+  });
+});
