@@ -114,3 +114,29 @@ test('redirects: followed within the origin, refused to another origin over plai
     other.server.close();
   }
 });
+
+test('errors name a presigned or userinfo URL without its credentials', { timeout: 60_000 }, async () => {
+  const s = await serve((_req, res) => {
+    res.writeHead(403);
+    res.end();
+  });
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'mdl-'));
+    const host = s.base.replace('http://', '');
+    for (const [url, shown] of [
+      [
+        `${s.base}/m.gguf?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=SIGSECRET`,
+        `${s.base}/m.gguf?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED answered 403`,
+      ],
+      // fetch refuses a URL with userinfo, and its own message quotes it.
+      [`http://u:PWSECRET@${host}/m.gguf`, `cannot reach http://REDACTED@${host}/m.gguf: `],
+    ])
+      await assert.rejects(downloadFile(url!, join(dir, 'm'), { expected: { sha256: sha }, retries: 0 }), (e: unknown) => {
+        assert.ok((e as Error).message.includes(shown!), (e as Error).message);
+        assert.doesNotMatch((e as Error).message, /SECRET/);
+        return true;
+      });
+  } finally {
+    s.server.close();
+  }
+});

@@ -12,6 +12,7 @@ import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { IntegrityError, InputError } from '../errors.ts';
 import { processAlive } from '../util/process-alive.ts';
 import { stallGuard } from '../util/stall-guard.ts';
+import { redactText, redactUrl } from '../util/redact.ts';
 
 export interface Expected {
   sha256?: string;
@@ -59,12 +60,12 @@ export async function fetchWithRedirectPolicy(
     const next = new URL(res.headers.get('location')!, current);
     if (next.origin !== origin) {
       if (next.protocol !== 'https:')
-        throw new InputError(`${current} redirects to ${next.origin}, another origin over plain http; refused`, {
+        throw new InputError(`${redactUrl(current)} redirects to ${next.origin}, another origin over plain http; refused`, {
           hint: 'use an https source',
         });
       headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
     }
-    if (hop + 1 > MAX_REDIRECTS) throw new InputError(`${url} redirects more than ${MAX_REDIRECTS} times`);
+    if (hop + 1 > MAX_REDIRECTS) throw new InputError(`${redactUrl(url)} redirects more than ${MAX_REDIRECTS} times`);
     current = next.href;
   }
 }
@@ -99,7 +100,9 @@ export async function hashFile(path: string): Promise<{ sha256: string; gitSha1:
   return { sha256: h.digest('hex'), gitSha1: g.digest('hex'), bytes };
 }
 
-export function describeHttpFailure(status: number, url: string): string {
+export function describeHttpFailure(status: number, given: string): string {
+  // Named without credentials (a presigned CDN or wheel URL): the message reaches Temporal's history and the trail.
+  const url = redactUrl(given);
   if (status === 401 || status === 403)
     return `${url} answered ${status}: access denied; set HF_TOKEN to a token that can read this repository (gated models need their licence accepted first)`;
   if (status === 404) return `${url} answered 404: no such file, repository or revision`;
@@ -164,6 +167,7 @@ export async function downloadFile(url: string, dest: string, opts: DownloadOpti
 }
 
 async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions): Promise<Downloaded> {
+  const shown = redactUrl(url);
   const doFetch = opts.fetchImpl ?? fetch;
   const part = `${dest}.part`;
   const retries = opts.retries ?? 4;
@@ -183,7 +187,9 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
       } catch (e) {
         if (e instanceof InputError) throw e;
         if (attempt < retries && !opts.signal?.aborted) continue;
-        throw new Error(`cannot reach ${url}: ${guard.stalled ? `no answer for ${idleMs / 1000} s` : (e as Error).message}`, { cause: e });
+        throw new Error(`cannot reach ${shown}: ${guard.stalled ? `no answer for ${idleMs / 1000} s` : redactText((e as Error).message)}`, {
+          cause: e,
+        });
       }
       if (res.status === 416 && have > 0) {
         // The part file is already whole (or longer than the file): verify it as is.
@@ -202,7 +208,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
         const cap = opts.expected?.bytes ?? opts.maxBytes ?? MAX_BYTES;
         const tooBig = (n: number) =>
           new IntegrityError(
-            `${url} sends more than ${cap} bytes (${n} so far)${opts.expected?.bytes !== undefined ? ', its expected size' : ', the download limit'}; the partial file was removed`,
+            `${shown} sends more than ${cap} bytes (${n} so far)${opts.expected?.bytes !== undefined ? ', its expected size' : ', the download limit'}; the partial file was removed`,
           );
         if (total !== undefined && total > cap) {
           await res.body?.cancel();
@@ -228,7 +234,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
           }
           await fh.sync();
         } catch (e) {
-          broken = guard.stalled ? new Error(`no data from ${url} for ${idleMs / 1000} s`, { cause: e }) : e;
+          broken = guard.stalled ? new Error(`no data from ${shown} for ${idleMs / 1000} s`, { cause: e }) : e;
         } finally {
           await fh.close();
         }
@@ -241,7 +247,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
           if (opts.signal?.aborted) throw broken ?? new Error('aborted');
           if (attempt < retries) continue;
           throw new Error(
-            `download of ${url} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`,
+            `download of ${shown} kept breaking off (${written} of ${total ?? '?'} bytes after ${attempt + 1} attempts); run again to resume`,
             { cause: broken ?? undefined },
           );
         }
@@ -262,7 +268,7 @@ async function downloadUnlocked(url: string, dest: string, opts: DownloadOptions
     if (bad) {
       // A corrupt part file must not be resumed by the next run.
       await rm(part, { force: true });
-      throw new IntegrityError(`downloaded ${url} does not match: ${bad}; the partial file was removed, run again to retry`);
+      throw new IntegrityError(`downloaded ${shown} does not match: ${bad}; the partial file was removed, run again to retry`);
     }
     await rename(part, dest);
     return { path: dest, sha256: got.sha256, bytes: got.bytes, resumed };
