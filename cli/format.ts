@@ -4,6 +4,7 @@ import { isArtifactRef } from '../src/types.ts';
 import type { ClientRunStatus } from '../client/runs.ts';
 import { failureHints, retryNote } from '../client/failure-notes.ts';
 import type { InputErrorCode } from '../src/errors.ts';
+import { redactJson } from '../src/util/redact.ts';
 
 const ICON: Record<string, string> = {
   pending: '·',
@@ -122,10 +123,18 @@ export function busyWithText(busy: { runId: string; stage: string; silentSec?: n
 /** Renders a stage's report artifact (data reports, evaluation) when the local store has it. */
 export type ReportReader = (ref: unknown) => string | undefined;
 
+/** A run's parameters as the terminal shows them (status, runs --compare): a secret-named one (hf_token) hidden. */
+export function shownParams(params: Record<string, unknown>): Record<string, unknown> {
+  return redactJson(params, [], { secretKeys: true });
+}
+
 export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
   const lines = [
     `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
   ];
+  const params = Object.entries(shownParams(st.params ?? {}));
+  if (params.length > 0)
+    lines.push(`params  ${params.map(([k, v]) => `${k}=${printable(typeof v === 'string' ? v : JSON.stringify(v))}`).join(' ')}`);
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
   if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
   if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);

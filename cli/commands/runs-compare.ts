@@ -13,7 +13,7 @@ import { isArtifactRef } from '../../src/types.ts';
 import { jsonDiff } from '../../src/util/json-diff.ts';
 import type { RunStatus } from '../../workflows/types.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { duration } from '../format.ts';
+import { duration, shownParams } from '../format.ts';
 
 /** The validation columns a train stage's history holds (NaN at steps without validation). */
 const VALIDATION = ['val_f1_macro', 'val_accuracy', 'val_loss'] as const;
@@ -113,8 +113,8 @@ export async function compareTrials(ctx: CliContext, ids: string[]): Promise<Tri
   }));
   const pick = VALIDATION.map((v) => rows.find((r) => r.name.endsWith(`.${v}`) && r.best !== undefined)).find(Boolean);
   return {
-    runs: statuses.map((st) => ({ runId: st.runId, state: st.state, params: st.params })),
-    params: jsonDiff(statuses.map((st) => st.params)).map((d) => ({ name: d.path, values: d.values })),
+    runs: statuses.map((st) => ({ runId: st.runId, state: st.state, params: shownParams(st.params) })),
+    params: jsonDiff(statuses.map((st) => shownParams(st.params))).map((d) => ({ name: d.path, values: d.values })),
     rows,
     flags,
     ...(pick ? { bestOnValidation: { metric: pick.name, run: pick.best! } } : {}),
