@@ -4,11 +4,13 @@
  * from the progress log the worker writes, models from the registry, records from the audit log.
  */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
 import { getRunStatus, runInput } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
+import { readSchedule } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
 import {
   recordedSpec,
@@ -27,7 +29,7 @@ import { modelRecords, resolveModelFilter, type ModelFilter } from '../src/regis
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion, VersionDiff } from '../src/registry/types.ts';
 import type { StatePaths } from '../src/state-paths.ts';
-import type { ArtifactStore } from '../src/store/artifact-store.ts';
+import { parseUri, type ArtifactStore } from '../src/store/artifact-store.ts';
 import type { ProgressPoint } from '../src/store/progress-log.ts';
 import type { ProgressPoints } from '../src/store/progress-points.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
@@ -648,6 +650,43 @@ export async function specView(dbs: UiDatabases, runId: string, specHash?: strin
     trainedWith: trained,
     ...(trained.length ? {} : { trainedWithMissing: 'not recorded: no train stage of this run has a record of what it trained with' }),
   };
+}
+
+/** The spec file a schedule runs, as the schedule keeps it in the store (GET /api/schedules/:name/spec). */
+export interface ScheduleSpecView {
+  name: string;
+  pipeline: string;
+  specHash: string;
+  /** Where the store keeps the file's exact bytes (content-addressed); `store gc` keeps it. */
+  specUri: string;
+  /** The path the schedule's file was read from, when it was created or last updated. */
+  file: string;
+  params: string[];
+  /** The file's text; absent where the store could not give it (`missing` says why). */
+  text?: string;
+  /** sha256 of the file's bytes: the hash its URI names, which the store checked them against. */
+  textSha256?: string;
+  missing?: string;
+}
+
+/**
+ * The spec file schedule `name` runs, read from the store as `schedule update` reads it to plan again. A file the store
+ * no longer has (a `store gc` before 6 Dec 2026 did not keep them) or cannot read is a `missing` message, not an error:
+ * the schedule still runs, from the plan Temporal keeps in its action.
+ */
+export async function scheduleSpecView(client: Client, store: ArtifactStore, name: string): Promise<ScheduleSpecView> {
+  const { spec } = (await readSchedule(client, name)).view;
+  const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params: spec.params };
+  try {
+    const text = await readFile(await store.localPath(spec.specUri), 'utf8');
+    return { ...base, text, textSha256: parseUri(spec.specUri) };
+  } catch (e) {
+    const where = spec.specUri ? `the store (${spec.specUri})` : 'the store (the schedule names no stored file)';
+    return {
+      ...base,
+      missing: `the spec file of schedule ${name}${spec.file ? ` (${spec.file})` : ''} cannot be read from ${where}: ${(e as Error).message}; \`tempered schedule update ${name} --pipeline FILE\` stores it again`,
+    };
+  }
 }
 
 /** specView of the run that registered a version, with its spec hash. */

@@ -2,10 +2,12 @@
  * The dashboard's Schedules page (GET /api/schedules, polled every 3 s) asks Temporal a bounded amount per poll: one
  * describe per schedule, and each ended recent run read once, not on every poll. A real dev server and worker run the
  * schedules' runs; the client the dashboard gets is the real one, with its describes counted on the way through.
+ * Each schedule's spec file shows folded with its sha256 and a download (GET /api/schedules/:name/spec), read from the
+ * store where the schedule keeps it; one the store lost is a message, in the API and in a real chromium.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +18,10 @@ import { kindRegistry } from '../src/stages/stage-kinds.ts';
 import { probeKind } from '../tests/helpers/test-stages.ts';
 import { waitFor } from '../tests/helpers/schedule-fixtures.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
+import { useBrowser } from '../tests/helpers/browser.ts';
+import { sha256Hex } from '../src/util/canonical-json.ts';
+import { openDashboard } from './dashboard.testing.ts';
+import type { ScheduleSpecView } from './data.ts';
 import { createUiServer, type UiServer } from './server.ts';
 
 const TOKEN = 'ui-schedules-token-0123456789';
@@ -60,13 +66,15 @@ function counted(real: Client): Client {
 let env: TestEnv;
 let ui: UiServer;
 let url: string;
+/** The pipeline file every s<i> schedule was created from. */
+let file: string;
 
 before(async () => {
   env = await startTestEnv(new Map());
   env.kinds.set('probe', probeKind(join(env.dir, 'executions.log')));
   await env.startWorker();
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-'));
-  const file = join(dir, 'tiny.yaml');
+  file = join(dir, 'tiny.yaml');
   writeFileSync(file, "name: tiny\nstages:\n  only:\n    uses: probe\n    with: { value: 'x' }\n");
   for (let i = 0; i < SCHEDULES; i++) {
     const name = `s${i}`;
@@ -143,5 +151,85 @@ describe('GET /api/schedules', () => {
     assert.equal(calls.scheduleDescribes, SCHEDULES);
     // Ended runs are not asked about again.
     assert.deepEqual([calls.runDescribes, calls.results], [0, 0]);
+  });
+});
+
+describe('GET /api/schedules/:name/spec and the Schedules page', () => {
+  const chrome = useBrowser();
+  const get = async (path: string) => {
+    const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const body = await res.text();
+    return { status: res.status, headers: res.headers, text: body, json: () => JSON.parse(body) as ScheduleSpecView & { error?: string } };
+  };
+  let text: string;
+
+  before(async () => {
+    text = readFileSync(file, 'utf8');
+    // A schedule whose spec file the store no longer has (a store gc before schedules' files were kept).
+    const lost = join(mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-lost-')), 'lost.yaml');
+    writeFileSync(lost, `# this copy is lost\n${text}`);
+    const { input, spec } = await planScheduledRun({
+      file: lost,
+      params: [],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ann',
+      name: 'lost',
+    });
+    await createSchedule(env.client, {
+      name: 'lost',
+      taskQueue: TEST_QUEUE,
+      input,
+      spec,
+      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+    });
+    rmSync(env.store.pathOf(spec.specUri));
+  });
+
+  it("gives the file's text as the store keeps it, its sha256 and the exact file; a lost one is a message, an unknown schedule 404", async () => {
+    const r = await get('/api/schedules/s0/spec');
+    assert.equal(r.status, 200, r.text);
+    const v = r.json();
+    assert.deepEqual([v.name, v.pipeline, v.file, v.text, v.textSha256, v.missing], ['s0', 'tiny', file, text, sha256Hex(text), undefined]);
+    const download = await get('/api/schedules/s0/spec?download=1');
+    assert.equal(download.status, 200);
+    assert.equal(download.text, text);
+    assert.equal(download.headers.get('content-disposition'), 'attachment; filename="tiny.yaml"');
+
+    const lost = await get('/api/schedules/lost/spec');
+    assert.equal(lost.status, 200, lost.text);
+    assert.equal(lost.json().text, undefined);
+    assert.match(
+      lost.json().missing!,
+      /^the spec file of schedule lost \(.*lost\.yaml\) cannot be read from the store \(artifact:\/\/sha256\/[0-9a-f]{64}\): .*not in the store.*; `tempered schedule update lost --pipeline FILE` stores it again$/,
+    );
+    const none = await get('/api/schedules/lost/spec?download=1');
+    assert.equal(none.status, 404);
+    assert.match(none.json().error!, /^no spec text: the spec file of schedule lost/);
+    const unknown = await get('/api/schedules/nope/spec');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json().error, "no schedule named 'nope'");
+    assert.equal((await get('/api/schedules/s0/spec?download=yes')).status, 400);
+  });
+
+  it("shows each schedule's spec file folded, its sha256 and download, and the lost one's message", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const errors: string[] = [];
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/schedules', errors);
+    const s0 = page.locator('[data-schedule-spec="s0"]');
+    await s0.locator('[data-spec-sha256]').waitFor();
+    assert.equal(await s0.locator('[data-spec-sha256]').innerText(), sha256Hex(text));
+    assert.equal(await s0.locator('[data-spec-text]').isVisible(), false, 'folded until opened');
+    await s0.locator('details.spec-text summary').click();
+    assert.equal(await s0.locator('[data-spec-text]').textContent(), text);
+    const [download] = await Promise.all([page.waitForEvent('download'), s0.locator('[data-spec-download]').click()]);
+    assert.equal(download.suggestedFilename(), 'tiny.yaml');
+    assert.equal(readFileSync((await download.path())!, 'utf8'), text);
+    const lost = page.locator('[data-schedule-spec="lost"]');
+    await lost.locator('[data-spec-missing]').waitFor();
+    assert.match(await lost.locator('[data-spec-missing]').innerText(), /^the spec file of schedule lost .* stores it again$/);
+    assert.equal(await lost.locator('[data-spec-text]').count(), 0);
+    await page.context().close();
+    assert.deepEqual(errors, []);
   });
 });

@@ -701,6 +701,19 @@ async function downloadFrom(e, path, name) {
   URL.revokeObjectURL(url);
 }
 
+/** A spec file's text, folded, with its sha256 and a download of the exact text (`path`: its `/spec` route). */
+function SpecText({ path, file, sha256, text }) {
+  return html`<details class="spec-text">
+    <summary>
+      ${file} · sha256 <code data-spec-sha256>${sha256}</code>${' '}
+      <a href=${`${path}?download=1`} download=${file} data-spec-download onClick=${(e) => downloadFrom(e, `${path}?download=1`, file)}
+        >download</a
+      >
+    </summary>
+    <pre data-spec-text>${text}</pre>
+  </details>`;
+}
+
 /**
  * The spec a run was submitted with and what its train stages ran with, from the audit trail (`path`: a run's or a
  * version's `/spec` route): the text as submitted, folded, with its sha256 and a download of the exact text, or why
@@ -725,16 +738,7 @@ function RecordedSpec({ path }) {
     ${s?.textMatches === false &&
     html`<p class="warning">the recorded text does not hash to its recorded sha256 ${s.textSha256 ?? '?'}</p>`}
     ${s?.planMatches === false && html`<p class="warning">the recorded plan does not hash to the spec hash ${data.specHash}</p>`}
-    ${s?.text !== undefined &&
-    html`<details class="spec-text">
-      <summary>
-        ${file} · sha256 <code data-spec-sha256>${s.textSha256}</code>${' '}
-        <a href=${`${path}?download=1`} download=${file} data-spec-download onClick=${(e) => downloadFrom(e, `${path}?download=1`, file)}
-          >download</a
-        >
-      </summary>
-      <pre data-spec-text>${s.text}</pre>
-    </details>`}
+    ${s?.text !== undefined && html`<${SpecText} path=${path} file=${file} sha256=${s.textSha256} text=${s.text} />`}
     ${s?.text === undefined &&
     s?.plan &&
     html`<details class="spec-text">
@@ -1506,6 +1510,22 @@ function ComparePage({ query }) {
 }
 
 // ---- schedules --------------------------------------------------------------------------------
+/** The spec file a schedule runs, as it keeps it in the store: folded as a run's spec is, or why the store cannot give it. */
+function ScheduleSpec({ name }) {
+  const path = `/api/schedules/${encodeURIComponent(name)}/spec`;
+  const { data, error } = usePoll(() => api(path), [path], 0);
+  if (error) return html`<p class="error" data-spec-error>${error}</p>`;
+  if (!data) return html`<p class="muted">loading the spec file…</p>`;
+  const file = (data.file.split('/').pop() || `${name}.yaml`).replace(/[^\w.-]/g, '_');
+  return html`<div class="schedule-spec" data-schedule-spec=${name}>
+    <span class="muted"
+      >spec file ${data.file || '(no path recorded)'}${data.params.length ? ` · params ${data.params.join(' ')}` : ''}</span
+    >
+    ${data.missing && html`<p class="warning" data-spec-missing>${data.missing}</p>`}
+    ${data.text !== undefined && html`<${SpecText} path=${path} file=${file} sha256=${data.textSha256} text=${data.text} />`}
+  </div>`;
+}
+
 function SchedulesPage() {
   const [tick, setTick] = useState(0);
   const [notes, setNotes] = useState({});
@@ -1543,7 +1563,7 @@ function SchedulesPage() {
         (s) =>
           html`<tr data-schedule=${s.name} data-paused=${String(s.paused)}>
             <td>${s.name}<br /><a class="muted" href=${`#/runs?schedule=${encodeURIComponent(s.name)}`}>its runs</a></td>
-            <td>${s.pipeline}</td>
+            <td>${s.pipeline}<${ScheduleSpec} name=${s.name} /></td>
             <td>${s.timing}</td>
             <td><${State} s=${s.paused ? 'paused' : 'active'} />${s.note ? html`<br /><span class="muted">${s.note}</span>` : ''}</td>
             <td>
