@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { redactJson, redactText, redactUrl, REDACTED } from './redact.ts';
+import { isSecretName, redactJson, redactText, redactUrl, REDACTED } from './redact.ts';
 
 test('redactUrl hides userinfo and credential parameters, and keeps the rest byte for byte', () => {
   const what: string[] = [];
@@ -42,4 +42,23 @@ test('redactText finds URLs in a spec file or a message; redactJson walks a plan
   assert.equal(plan.stages[0]!.with.path, 'https://h/f?sig=1', 'the input is not changed');
   const clean = { a: ['http://h/x'], b: 1 };
   assert.equal(redactJson(clean), clean, 'nothing to hide: the same object');
+});
+
+test('isSecretName: whole words that name a secret, not words that contain one', () => {
+  for (const name of [
+    'hf_token',
+    'HF_TOKEN',
+    'githubToken',
+    'db-password',
+    'api_key',
+    'apiKey',
+    'AccessKey',
+    'client_secret',
+    'X-Amz-Security-Token',
+    'key',
+    'sig',
+  ])
+    assert.ok(isSecretName(name), name);
+  for (const name of ['max_tokens', 'maxNewTokens', 'tokenizer', 'keyword', 'monkey', 'key_column', 'signal', 'seed', 'path'])
+    assert.ok(!isSecretName(name), name);
 });

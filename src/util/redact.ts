@@ -14,8 +14,8 @@ export const REDACTED = 'REDACTED';
 
 /**
  * Query (and fragment) parameters that carry a credential, lower case: AWS SigV4 presigning, Google Cloud Storage's,
- * Azure SAS (`sig`), OAuth-style tokens and API keys. Names that merely contain one of the words below are hidden too
- * (`secretWords`).
+ * Azure SAS (`sig`), OAuth-style tokens and API keys. Names made of words that name a secret are hidden too
+ * (SECRET_WORDS).
  */
 const SECRET_PARAMS = new Set([
   'x-amz-signature',
@@ -43,13 +43,22 @@ const SECRET_PARAMS = new Set([
   'client_secret',
 ]);
 
-/** Parameter (and `--param`) names with one of these words in them are taken to hold a secret. */
-const SECRET_WORDS = /token|secret|passw|signature|credential|api[_-]?key|access[_-]?key|private[_-]?key/i;
+/**
+ * Names with one of these words (`hf_token`, `githubToken`, `db-password`), or one of these pairs of words
+ * (`api_key`, `accessKey`), are taken to hold a secret. Whole words: `max_tokens` and `tokenizer` are not secrets.
+ */
+const SECRET_WORDS = new Set(['token', 'secret', 'password', 'passwd', 'pwd', 'signature', 'sig', 'credential', 'credentials', 'apikey']);
+const SECRET_PAIRS = new Set(['api key', 'access key', 'private key', 'secret key', 'auth token', 'session token']);
 
 /** Whether a query parameter or pipeline parameter of this name holds a credential. */
 export function isSecretName(name: string): boolean {
-  const n = name.toLowerCase();
-  return SECRET_PARAMS.has(n) || SECRET_WORDS.test(n);
+  if (SECRET_PARAMS.has(name.toLowerCase())) return true;
+  const words = name
+    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter(Boolean);
+  return words.some((w, i) => SECRET_WORDS.has(w) || SECRET_PAIRS.has(`${w} ${words[i + 1]}`));
 }
 
 // scheme://[userinfo@]host…: the authority ends at the first / ? # (or the end); userinfo is what precedes its last @.
