@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import { useBrowser } from '../tests/helpers/browser.ts';
 import { auditRunSubmitted } from '../client/runs.ts';
-import { AuditLog, openAudit, type AuditQuery } from '../src/audit/log.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { auditQueriesOf } from '../src/audit/queries.testing.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
@@ -142,27 +143,17 @@ describe('dashboard recorded spec API', () => {
   });
 
   it("reads the run's records once for the spec's sources and what it trained with", async () => {
-    // Counted through the log's own API: every query the server's audit log answers in this process.
-    const query = AuditLog.prototype.query;
-    const asked: AuditQuery[] = [];
-    AuditLog.prototype.query = function (q: AuditQuery = {}) {
-      asked.push(q);
-      return query.call(this, q);
-    };
-    try {
-      for (const path of ['/api/models/tiny/versions/1/spec', '/api/runs/run-1/spec']) {
-        asked.length = 0;
-        const v = (await get(path)).json();
-        assert.deepEqual([v.spec?.sources.length, v.trainedWith.length], [0, 1], path);
-        // The run's every record (its stages'), beside the run.submitted lookups by action.
-        assert.deepEqual(
-          asked.filter((q) => q.action === undefined),
-          [{ run: 'run-1' }],
-          `${path}: ${JSON.stringify(asked)}`,
-        );
-      }
-    } finally {
-      AuditLog.prototype.query = query;
+    for (const path of ['/api/models/tiny/versions/1/spec', '/api/runs/run-1/spec']) {
+      // Counted through the log's own API: every query the server's audit log answers in this process.
+      let v: SpecView | undefined;
+      const asked = await auditQueriesOf(async () => void (v = (await get(path)).json()));
+      assert.deepEqual([v?.spec?.sources.length, v?.trainedWith.length], [0, 1], path);
+      // The run's every record (its stages'), beside the run.submitted lookups by action.
+      assert.deepEqual(
+        asked.filter((q) => q.action === undefined),
+        [{ run: 'run-1' }],
+        `${path}: ${JSON.stringify(asked)}`,
+      );
     }
   });
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLog, openAudit, type AuditQuery } from '../../src/audit/log.ts';
+import { openAudit } from '../../src/audit/log.ts';
+import { auditQueriesOf } from '../../src/audit/queries.testing.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { testVersion } from '../../src/registry/versions.testing.ts';
 import type { DataRef } from '../../src/registry/types.ts';
@@ -90,17 +91,9 @@ test("models show and diff say which version production.* were measured against;
   for (const run of ['r2', 'r3'])
     await log.append({ action: 'run.submitted', subject: run, runId: run, actor: 'ann', specHash: 's', details: {} });
   await log.close();
-  const query = AuditLog.prototype.query;
-  const asked: AuditQuery[] = [];
-  AuditLog.prototype.query = function (q: AuditQuery = {}) {
-    asked.push(q);
-    return query.call(this, q);
-  };
-  try {
+  const asked = await auditQueriesOf(async () => {
     assert.equal((await runCli(['models', 'diff', 'spam', '2', '3'], env)).code, 0);
-  } finally {
-    AuditLog.prototype.query = query;
-  }
+  });
   assert.deepEqual(
     asked.filter((q) => q.action === undefined),
     [{ run: 'r2' }, { run: 'r3' }],
