@@ -1,6 +1,6 @@
 /**
  * `tempered models reproduce NAME@V` on a real dev server and a real `tempered worker`: the version's recorded plan
- * runs again without register and deploy, with the cache off; the same data and code give the same model bytes
+ * runs again only as far as the stage that made the model (no evaluate, register or deploy), with the cache off; the same data and code give the same model bytes
  * (exit 0, `model.reproduced`, and no new version or alias move), a source file edited since gives other bytes and
  * names ingest's data hash as where the rerun diverged (exit 1), and a version whose run's spec the trail does not keep
  * is refused (exit 2) before anything runs.

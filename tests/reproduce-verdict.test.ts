@@ -25,15 +25,16 @@ const plan = plannedPipeline(
   { triggers: { skipIfUnchanged: true } },
 );
 
-test('the rerun plan: no register, deploy or what needs them, no run gate, a name and spec hash of its own', () => {
-  const { plan: p, dropped } = reproductionPlan(specBody(plan));
-  assert.deepEqual(dropped, ['register', 'deploy', 'notify']);
+test("the rerun plan: the model's stage and what it needs, no run gate, a name and spec hash of its own", () => {
+  const { plan: p, dropped } = reproductionPlan(specBody(plan), 'train');
+  assert.deepEqual(dropped, ['evaluate', 'register', 'deploy', 'notify']);
   assert.deepEqual(
     p.stages.map((s) => s.id),
-    ['ingest', 'split', 'train', 'evaluate'],
+    ['ingest', 'split', 'train'],
   );
   // No stage left points at one taken out.
-  assert.deepEqual(p.stages.find((s) => s.id === 'train')!.dependents, ['evaluate']);
+  assert.deepEqual(p.stages.find((s) => s.id === 'train')!.dependents, []);
+  assert.deepEqual(p.stages.find((s) => s.id === 'split')!.dependents, ['train']);
   assert.equal(p.triggers, undefined);
   assert.equal(p.name, 'clf-reproduce');
   assert.equal(p.specHash, sha256Hex(canonicalJson(specBody(p))));

@@ -74,7 +74,7 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
       `${id}: stages.${stageId}.with.model of run ${runId} is not one stage's output (\`\${{ stages.ID.outputs.model }}\`), so the stage that made the model is not known`,
       2,
     );
-  const { plan, dropped } = reproductionPlan(recorded.plan);
+  const { plan, dropped } = reproductionPlan(recorded.plan, source.stage);
   await refuseMissingSources(ctx, plan, recorded.baseDir);
   const input: RunInput = {
     plan,

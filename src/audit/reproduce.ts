@@ -1,7 +1,7 @@
 /**
  * `tempered models reproduce NAME@V`: the plan a rerun of a registered version follows, and what the rerun is judged
- * on. The rerun is the recorded plan without the stages that act on the registry (register, deploy and whatever needs
- * them), so checking a version registers, promotes and serves nothing; it is judged on the model's bytes (`modelHash`,
+ * on. The rerun is the recorded plan cut down to the stage that made the model and what it needs, so checking a
+ * version registers, promotes and serves nothing; it is judged on the model's bytes (`modelHash`,
  * src/audit/model-hash.ts), and where they differ, on the data each stage upstream of training made, so the verdict
  * says where the rerun first went another way: in the data, or in training (with what each training ran with).
  */
@@ -11,24 +11,28 @@ import type { PlannedPipeline, PlannedStage } from '../spec/types.ts';
 import type { AuditLog } from './log.ts';
 import type { TrainedWith } from './run-spec.ts';
 
-/** Stage kinds whose work is the shared state itself: a registry version, an alias. */
-export const SHARED_STATE_KINDS: readonly string[] = ['register', 'deploy'];
-
 /**
- * The rerun's plan: the recorded one less register, deploy and their dependents, less its run gate (a gate compares
- * the data with the pipeline's last run and may end the rerun as "unchanged"), under a name of its own, so that the
- * outcome a run records for later runs' gates is the reproduction's, not the pipeline's. Its spec hash is its own.
+ * The rerun's plan: the stage that made the model and the stages it needs, nothing else. Register and deploy (the
+ * registry and its aliases) are after it, so checking a version registers, promotes and serves nothing; evaluate and
+ * the like are left out too, since the verdict reads the model's bytes and the data before them, and an LLM's
+ * generated-answer evaluation can take longer than its training. No run gate either (a gate compares the data with the
+ * pipeline's last run and may end the rerun as "unchanged"), and a name of its own, so that the outcome a run records
+ * for later runs' gates is the reproduction's, not the pipeline's. Its spec hash is its own.
  */
-export function reproductionPlan(recorded: Omit<PlannedPipeline, 'specHash'>): { plan: PlannedPipeline; dropped: string[] } {
-  const dropped = new Set(recorded.stages.filter((s) => SHARED_STATE_KINDS.includes(s.uses)).map((s) => s.id));
-  // Plan order is topological: a stage's needs come before it.
-  for (const s of recorded.stages) if (s.needs.some((n) => dropped.has(n))) dropped.add(s.id);
+export function reproductionPlan(
+  recorded: Omit<PlannedPipeline, 'specHash'>,
+  modelStage: string,
+): { plan: PlannedPipeline; dropped: string[] } {
+  const keep = new Set(upstreamOf(recorded.stages, modelStage));
   const stages = recorded.stages
-    .filter((s) => !dropped.has(s.id))
-    .map((s): PlannedStage => ({ ...s, dependents: s.dependents.filter((d) => !dropped.has(d)) }));
+    .filter((s) => keep.has(s.id))
+    .map((s): PlannedStage => ({ ...s, dependents: s.dependents.filter((d) => keep.has(d)) }));
   const { triggers: _, ...rest } = recorded;
   const body = { ...rest, name: `${recorded.name}-reproduce`, stages };
-  return { plan: { ...body, specHash: sha256Hex(canonicalJson(body)) }, dropped: [...dropped] };
+  return {
+    plan: { ...body, specHash: sha256Hex(canonicalJson(body)) },
+    dropped: recorded.stages.filter((s) => !keep.has(s.id)).map((s) => s.id),
+  };
 }
 
 /** The stage whose output `stages.<id>.outputs.<name>` a register stage's `model` is, when it is one whole reference. */
