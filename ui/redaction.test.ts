@@ -4,22 +4,27 @@
  * an ingest record naming the URL, a run.failed whose error quotes it, a --param named as a secret). Real SQLite audit log and registry, the real
  * server; no Temporal (the same hook answers for the routes that read it).
  */
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { auditRunSubmitted } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
+import { loadSpec } from '../src/spec/load.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { useBrowser } from '../tests/helpers/browser.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
-import { testUiServer } from './dashboard.testing.ts';
+import { openDashboard, testUiServer } from './dashboard.testing.ts';
 import type { UiServer } from './server.ts';
 
 const URL_ = 'https://bob:PWSECRET@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=SIGSECRET';
 const SHOWN = 'https://REDACTED@bucket.s3.amazonaws.com/d/train.jsonl?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED';
 const SECRETS = /PWSECRET|AKIDSECRET|SIGSECRET|TOKSECRET/;
+const TOKEN = 'ui-redaction-token-0123456789';
 let dir: string;
 let ui: UiServer;
 let url: string;
@@ -56,10 +61,23 @@ before(async () => {
   });
   await audit.append({ ...base, action: 'run.failed', subject: 'run-1', details: { error: `GET ${URL_} answered 403 Forbidden` } });
   await audit.close();
+  // run-2, as a run is submitted now: the trail hides the credentials and says where.
+  const specFile = join(dir, 'creds.yaml');
+  const specText = `name: creds\nstages:\n  ingest:\n    uses: ingest\n    with:\n      path: ${URL_}\n      sha256: ${'a'.repeat(64)}\n      task: classification\n`;
+  writeFileSync(specFile, specText);
+  const loaded = await loadSpec(specFile, kindRegistry(await loadStageKinds()));
+  assert.ok(loaded.ok);
+  await auditRunSubmitted(
+    paths.auditDb,
+    'run-2',
+    { plan: loaded.plan, options: { baseDir: dir, actor: 'alice', specFile, specText } },
+    'x2',
+  );
   const reg = await openRegistry(paths.registryDb);
   await reg.registerVersion(testVersion('creds', 'a', { runId: 'run-1', specHash }));
+  await reg.registerVersion(testVersion('creds', 'b', { runId: 'run-2', specHash: loaded.plan.specHash }));
   await reg.close();
-  ui = await testUiServer(paths, 'ui-redaction-token-0123456789');
+  ui = await testUiServer(paths, TOKEN);
   url = await ui.listen(0, '127.0.0.1');
 });
 after(async () => {
@@ -83,4 +101,19 @@ test('no answer of the dashboard holds a credential from a URL; each still names
     assert.doesNotMatch(body, SECRETS, path);
     if (!path.includes('card') && !path.includes('lineage')) assert.ok(body.includes(SHOWN.replace(/^https:\/\//, '')), `${path}: ${body}`);
   }
+});
+
+describe('the page', () => {
+  const chrome = useBrowser();
+  test("a version's card says where credentials were hidden, and that the text is not the file submitted", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const errors: string[] = [];
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/models', errors);
+    await page.locator('[data-model="creds"] tr[data-version="2"] button', { hasText: 'card' }).click();
+    const note = page.locator('#version-card[data-version="2"] [data-spec-redacted]');
+    await note.waitFor();
+    assert.match(await note.innerText(), /credentials were hidden .*stages\[0\]\.with\.path: userinfo.*not the file\s+submitted/s);
+    assert.doesNotMatch(await page.content(), SECRETS);
+    assert.deepEqual(errors, []);
+  });
 });

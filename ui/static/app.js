@@ -738,6 +738,11 @@ function RecordedSpec({ path }) {
     ${s?.textMatches === false &&
     html`<p class="warning">the recorded text does not hash to its recorded sha256 ${s.textSha256 ?? '?'}</p>`}
     ${s?.planMatches === false && html`<p class="warning">the recorded plan does not hash to the spec hash ${data.specHash}</p>`}
+    ${s?.redacted?.length > 0 &&
+    html`<p class="muted" data-spec-redacted>
+      credentials were hidden when the trail recorded this spec (${s.redacted.join('; ')}): the text is not the file submitted, whose sha256
+      is the one shown; put them back where it says REDACTED before submitting it again
+    </p>`}
     ${s?.text !== undefined && html`<${SpecText} path=${path} file=${file} sha256=${s.textSha256} text=${s.text} />`}
     ${s?.text === undefined &&
     s?.plan &&
