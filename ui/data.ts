@@ -15,6 +15,7 @@ import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../
 import {
   recordedSpec,
   scheduleSpec,
+  sourcesOf,
   stageRecords,
   trainedOn,
   trainedWith,
@@ -574,8 +575,11 @@ export interface TrainedWithView {
 export interface SpecView {
   runId: string;
   specHash?: string;
-  /** The spec as the run's `run.submitted` keeps it (recordedSpec); the resolved plan only where the text was not kept. */
-  spec?: RecordedSpec;
+  /**
+   * The spec as the run's `run.submitted` keeps it (recordedSpec); the resolved plan only where the text was not kept.
+   * A schedule's run (no `run.submitted`): the file the schedule keeps in the store for its spec hash, `schedule` naming it.
+   */
+  spec?: RecordedSpec & { schedule?: string };
   /** Why there is no text, as `tempered models show NAME@V --spec` says it. */
   missing?: string;
   /** Each train stage of the run; empty where none was recorded. */
@@ -611,7 +615,7 @@ function trainedWithView(stage: string, t: TrainedWith): TrainedWithView {
  * `run.submitted` names it. Undefined when the trail has no record of the run at all. No audit log: nothing recorded,
  * and none is made.
  */
-export async function specView(dbs: UiDatabases, runId: string, specHash?: string): Promise<SpecView | undefined> {
+export async function specView(dbs: UiDatabases, store: ArtifactStore, runId: string, specHash?: string): Promise<SpecView | undefined> {
   const base = { runId, ...(specHash ? { specHash } : {}) };
   if (!databaseExists(dbs.paths.auditDb)) {
     const missing = `not recorded: no audit log at ${dbs.paths.auditDb}, which keeps the spec a run was submitted with and what it trained with`;
@@ -631,17 +635,34 @@ export async function specView(dbs: UiDatabases, runId: string, specHash?: strin
   const trained = Object.entries(await trainedWith(log, runId, stages)).map(([stage, t]) => trainedWithView(stage, t));
   const short = specHash ? ` (spec ${specHash.slice(0, 12)})` : '';
   let missing: string | undefined;
+  let scheduled: SpecView['spec'];
   if (!s) {
+    // A schedule's run: the file the schedule keeps for this spec hash (its schedule.created/updated names both).
     const sched = specHash ? await scheduleSpec(log, specHash) : undefined;
-    missing = sched
-      ? `not recorded: run ${runId} has no run.submitted record; schedule ${sched.schedule} started it, and keeps its spec file${sched.file ? ` ${sched.file}` : ''} in the store (${sched.specUri}): \`tempered models show NAME@V --spec\` prints it for a version the run registered`
-      : `not recorded: the audit trail keeps no submission of run ${runId}${short}`;
+    const kept = sched ? await storedSpecText(store, sched.specUri) : undefined;
+    if (sched && specHash && kept && 'text' in kept)
+      scheduled = {
+        runId,
+        specHash,
+        schedule: sched.schedule,
+        text: kept.text,
+        textSha256: kept.sha256,
+        textMatches: true,
+        ...(sched.file ? { specFile: sched.file } : {}),
+        actor: sched.actor,
+        time: sched.time,
+        sources: await sourcesOf(log, runId, stages),
+      };
+    else
+      missing = sched
+        ? `not recorded: run ${runId} has no run.submitted record; schedule ${sched.schedule} started it, and keeps its spec file${sched.file ? ` ${sched.file}` : ''} in the store (${sched.specUri})${kept && 'error' in kept ? `, which cannot give it: ${kept.error}` : ''}`
+        : `not recorded: the audit trail keeps no submission of run ${runId}${short}`;
   } else if (s.text === undefined)
     missing = s.plan
       ? `the trail keeps the resolved plan run ${runId} followed${short}, not its file: shown as JSON`
       : `the audit trail keeps only the hash of the spec of run ${runId}${short}: it was submitted before the trail kept specs`;
   // The plan is the text's copy where there is a text: sent only where it stands in for one.
-  const spec = s && (s.text !== undefined ? (({ plan: _plan, ...rest }) => rest)(s) : s);
+  const spec = scheduled ?? (s && (s.text !== undefined ? (({ plan: _plan, ...rest }) => rest)(s) : s));
   return {
     runId,
     ...(specHash ? { specHash } : {}),
@@ -677,22 +698,33 @@ export interface ScheduleSpecView {
 export async function scheduleSpecView(client: Client, store: ArtifactStore, name: string): Promise<ScheduleSpecView> {
   const { spec } = (await readSchedule(client, name)).view;
   const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params: spec.params };
+  const kept = await storedSpecText(store, spec.specUri);
+  if ('text' in kept) return { ...base, text: kept.text, textSha256: kept.sha256 };
+  const where = spec.specUri ? `the store (${spec.specUri})` : 'the store (the schedule names no stored file)';
+  return {
+    ...base,
+    missing: `the spec file of schedule ${name}${spec.file ? ` (${spec.file})` : ''} cannot be read from ${where}: ${kept.error}; \`tempered schedule update ${name} --pipeline FILE\` stores it again`,
+  };
+}
+
+/** A spec file a schedule keeps in the store, as text with the sha256 its URI names (the store checks the bytes against it), or why the store cannot give it. */
+async function storedSpecText(store: ArtifactStore, specUri: string): Promise<{ text: string; sha256: string } | { error: string }> {
   try {
-    const text = await readFile(await store.localPath(spec.specUri), 'utf8');
-    return { ...base, text, textSha256: parseUri(spec.specUri) };
+    return { text: await readFile(await store.localPath(specUri), 'utf8'), sha256: parseUri(specUri) };
   } catch (e) {
-    const where = spec.specUri ? `the store (${spec.specUri})` : 'the store (the schedule names no stored file)';
-    return {
-      ...base,
-      missing: `the spec file of schedule ${name}${spec.file ? ` (${spec.file})` : ''} cannot be read from ${where}: ${(e as Error).message}; \`tempered schedule update ${name} --pipeline FILE\` stores it again`,
-    };
+    return { error: (e as Error).message };
   }
 }
 
 /** specView of the run that registered a version, with its spec hash. */
-export async function versionSpec(dbs: UiDatabases, name: string, version: number): Promise<SpecView & { name: string; version: number }> {
+export async function versionSpec(
+  dbs: UiDatabases,
+  store: ArtifactStore,
+  name: string,
+  version: number,
+): Promise<SpecView & { name: string; version: number }> {
   const v = await (await dbs.registry.get()).getVersion(name, version);
-  const view = await specView(dbs, v.lineage.runId, v.lineage.specHash);
+  const view = await specView(dbs, store, v.lineage.runId, v.lineage.specHash);
   return { name, version: v.version, ...view!, specHash: v.lineage.specHash };
 }
 

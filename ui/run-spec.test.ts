@@ -21,6 +21,7 @@ import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { statePaths } from '../src/state-paths.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import type { SpecView, TrainedWithView } from './data.ts';
 import { assertApiRules, openDashboard, testUiServer } from './dashboard.testing.ts';
@@ -65,7 +66,25 @@ before(async () => {
   await auditRunSubmitted(paths.auditDb, 'run-p', { plan, options: { baseDir: dir, actor: 'carol' } }, 'xp');
   const audit = await openAudit(paths.auditDb);
   // nightly-1: started by a schedule (no run.submitted), which keeps the file in the store.
-  const specUri = `artifact://sha256/${sha256Hex(text)}`;
+  const { uri: specUri } = await new ArtifactStore(paths.store).putBytes(text, { mediaType: 'application/yaml' });
+  // weekly-1: the same, but its schedule's file is not in the store (a store gc before schedules' files were kept).
+  const weekly = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '8' } });
+  assert.ok(weekly.ok);
+  await audit.append({
+    action: 'schedule.created',
+    subject: 'weekly',
+    actor: 'alice',
+    specHash: weekly.plan.specHash,
+    details: { specUri: `artifact://sha256/${sha256Hex(`# weekly\n${text}`)}`, file: 'weekly.yaml' },
+  });
+  await audit.append({
+    action: 'stage.completed',
+    subject: 'weekly-1/ingest',
+    runId: 'weekly-1',
+    actor: 'alice',
+    specHash: weekly.plan.specHash,
+    details: { stage: 'ingest', kind: 'ingest' },
+  });
   await audit.append({
     action: 'schedule.created',
     subject: 'nightly',
@@ -176,11 +195,18 @@ describe('dashboard recorded spec API', () => {
       planOnly.missing!,
       /^the trail keeps the resolved plan run run-p followed \(spec [0-9a-f]{12}\), not its file: shown as JSON$/,
     );
+    // A schedule's run: the file its schedule keeps in the store, as models show --spec prints it.
     const scheduled = (await get('/api/runs/nightly-1/spec')).json();
-    assert.equal(scheduled.spec, undefined);
+    assert.deepEqual(
+      [scheduled.spec?.schedule, scheduled.spec?.text, scheduled.spec?.textSha256, scheduled.spec?.specFile, scheduled.missing],
+      ['nightly', text, sha256Hex(text), 'tiny.yaml', undefined],
+    );
+    assert.equal((await get('/api/runs/nightly-1/spec?download=1')).text, text);
+    const lost = (await get('/api/runs/weekly-1/spec')).json();
+    assert.equal(lost.spec, undefined);
     assert.match(
-      scheduled.missing!,
-      /^not recorded: run nightly-1 has no run.submitted record; schedule nightly started it, and keeps its spec file tiny.yaml in the store \(artifact:\/\/sha256\/[0-9a-f]{64}\)/,
+      lost.missing!,
+      /^not recorded: run weekly-1 has no run.submitted record; schedule weekly started it, and keeps its spec file weekly.yaml in the store \(artifact:\/\/sha256\/[0-9a-f]{64}\), which cannot give it: artifact [0-9a-f]{64} is not in the store/,
     );
   });
 
@@ -291,6 +317,12 @@ describe('dashboard recorded spec page', () => {
     await run.locator('[data-spec-sha256]').waitFor();
     assert.equal(await run.locator('[data-spec-text]').textContent(), text);
     assert.deepEqual(await run.locator('tr[data-trained="train"] td').allInnerTexts(), cells);
+    // A schedule's run: the file the schedule keeps, named as its schedule's.
+    await page.evaluate(`location.hash = '#/run/nightly-1'`);
+    const scheduled = page.locator('[data-spec-run="nightly-1"]');
+    await scheduled.locator('[data-spec-sha256]').waitFor();
+    assert.equal(await scheduled.locator('[data-spec-schedule]').innerText(), 'nightly');
+    assert.equal(await scheduled.locator('[data-spec-text]').textContent(), text);
     await page.context().close();
     assert.deepEqual(pageErrors, []);
   });

@@ -329,7 +329,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string }; Querystring: { download?: string } }>('/api/runs/:id/spec', async (req, reply) => {
     const id = runIdParam(req.params.id);
     const download = wantsDownload(req.query.download);
-    let view = await specView(dbs, id);
+    let view = await specView(dbs, o.store, id);
     if (!view) {
       // Not unknown where Temporal has it: a run whose submitter did not audit it and whose first stage has not ended.
       let why: string | undefined;
@@ -542,7 +542,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     async (req, reply) => {
       const version = versionNumber(req.params.version, 'version');
       const download = wantsDownload(req.query.download);
-      const view = await registryLookup(() => versionSpec(dbs, req.params.name, version));
+      const view = await registryLookup(() => versionSpec(dbs, o.store, req.params.name, version));
       return download ? sendSpecText(reply, view) : view;
     },
   );

@@ -726,10 +726,18 @@ function RecordedSpec({ path }) {
   const s = data.spec;
   const file = (s?.specFile?.split('/').pop() || `${data.runId}.yaml`).replace(/[^\w.-]/g, '_');
   return html`<div class="recorded-spec" data-spec-run=${data.runId}>
-    <h3>Spec as submitted <span class="muted">(from the audit trail)</span></h3>
+    <h3>
+      ${s?.schedule
+        ? html`Spec as its schedule keeps it <span class="muted">(from the store, named by the audit trail)</span>`
+        : html`Spec as submitted <span class="muted">(from the audit trail)</span>`}
+    </h3>
     ${s &&
     html`<p class="muted">
-      run ${data.runId}, submitted by ${s.actor} at
+      run ${data.runId},
+      ${s.schedule
+        ? html`started by schedule <span data-spec-schedule>${s.schedule}</span>: the spec file it keeps in the store for this spec hash,
+            set by ${s.actor} at`
+        : `submitted by ${s.actor} at`}
       ${fmtTime(s.time)}${s.specFile ? ` from ${s.specFile}` : ''}${s.textFrom && s.textFrom !== data.runId
         ? ` (the text run ${s.textFrom} was submitted with; this run resumed it)`
         : ''}${s.params && Object.keys(s.params).length ? ` · params ${JSON.stringify(s.params)}` : ''}
