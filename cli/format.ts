@@ -203,3 +203,18 @@ export function printable(text: string): string {
     (c) => named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
 }
+
+/**
+ * Text of others as it may go to a terminal (a model's answer, a recorded spec file): C0 controls other than newline
+ * and tab, DEL and the C1 controls (U+0080-U+009F) become visible escapes (`\u001b`), so the text cannot move the
+ * cursor, retitle the window or send any other escape or OSC sequence to the terminal. Unlike printable, it keeps
+ * the text's lines.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** How such text is written to `stream`: terminal-safe when the stream is a terminal, exact when it is a pipe or a file. */
+export function terminalTextFor(stream: { isTTY?: boolean }): (text: string) => string {
+  return stream.isTTY === true ? terminalSafe : (text) => text;
+}

@@ -9,7 +9,7 @@ import { generate } from '../src/generate/generate.ts';
 import { loadTextGenerator } from '../src/generate/text-generator.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import type { ChatMessage } from '../src/serve/types.ts';
-import { terminalSafe } from '../cli/commands/generate.ts';
+import { terminalSafe } from '../cli/format.ts';
 import { BIN, runCli } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-chat-cli-'));

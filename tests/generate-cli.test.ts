@@ -9,7 +9,7 @@ import { openAudit } from '../src/audit/log.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
-import { terminalSafe } from '../cli/commands/generate.ts';
+import { terminalSafe } from '../cli/format.ts';
 import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));

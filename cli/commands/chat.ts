@@ -14,12 +14,12 @@ import { syncDirSync } from '../../src/util/durable-write.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { terminalTextFor } from '../format.ts';
 import {
   checkedSampling,
   cliInputError,
   inputErrorMessage,
   modelDir,
-  modelTextFor,
   refuseLongCommandLine,
   SAMPLING_FLAGS,
   samplingFromFlags,
@@ -173,7 +173,7 @@ async function converse(chat: ChatSession, trainedSystem: string | undefined | t
 
 /** Answers one message; false when it was not answered (the conversation goes on as it was). */
 async function answer(chat: ChatSession, text: string, signal: AbortSignal, tty: boolean): Promise<boolean> {
-  const shown = modelTextFor(process.stdout);
+  const shown = terminalTextFor(process.stdout);
   const t0 = performance.now();
   let first = 0;
   if (tty) process.stdout.write('model> ');
@@ -223,7 +223,7 @@ function runCommand(
   const arg = rest.trim();
   const fail = (text: string): 'failed' => (say(`error: ${text}`), 'failed');
   // What the model wrote (and a system message from its files) goes to the terminal with its control characters shown, not obeyed.
-  const shown = modelTextFor(process.stderr);
+  const shown = terminalTextFor(process.stderr);
   switch (name) {
     case 'exit':
     case 'quit':

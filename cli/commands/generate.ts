@@ -13,6 +13,7 @@ import { openRegistry } from '../../src/registry/registry.ts';
 import type { ChatMessage } from '../../src/serve/types.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { terminalTextFor } from '../format.ts';
 import { parseModelRef } from './models.ts';
 import { exportedTask, isModelSource, readChatTemplate, threadsFlag } from './serve.ts';
 
@@ -129,20 +130,6 @@ export function checkedSampling(sampling: ReturnType<typeof samplingFromFlags>['
 }
 
 /**
- * Model text as it may go to a terminal: C0 controls other than newline and tab, DEL and the C1 controls
- * (U+0080-U+009F) become visible escapes (`\u001b`), so a model's output cannot move the cursor, retitle the
- * window or send any other escape or OSC sequence to the terminal. Text for a pipe is written as it is.
- */
-export function terminalSafe(text: string): string {
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-/** How model text is written to `stream`: terminal-safe when the stream is a terminal, exact when it is a pipe or a file. */
-export function modelTextFor(stream: { isTTY?: boolean }): (text: string) => string {
-  return stream.isTTY === true ? terminalSafe : (text) => text;
-}
-
-/**
  * The most bytes a prompt may have on the command line. onnxruntime-node (1.30) crashes with SIGSEGV when it
  * creates a session in a process whose command line (/proc/self/cmdline) is much longer: 20 KB worked, 25-30 KB
  * did not. A longer prompt comes on stdin (`-`).
@@ -200,7 +187,7 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
   const prompt = promptArg === '-' ? await readStdin() : promptArg;
   const { dir, id } = await modelDir(ctx, ref);
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
-  const shown = modelTextFor(process.stdout);
+  const shown = terminalTextFor(process.stdout);
   try {
     const messages: ChatMessage[] = [
       ...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []),

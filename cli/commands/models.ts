@@ -21,7 +21,7 @@ import { sharingHint } from './sharing.ts';
 import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
 import { pullNotes } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { humanBytes, printable } from '../format.ts';
+import { humanBytes, printable, terminalTextFor } from '../format.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -130,7 +130,8 @@ async function printSpec(ctx: CliContext, v: ModelVersion, json: boolean): Promi
     ...bad.map((b) => `# warning: ${b}`),
   ];
   console.error(notes.map(printable).join('\n'));
-  process.stdout.write(s.text ?? JSON.stringify(s.plan, null, 2) + '\n');
+  // The text as submitted, which may hold escape sequences (YAML takes them in a comment): shown on a terminal, not sent.
+  process.stdout.write(terminalTextFor(process.stdout)(s.text ?? JSON.stringify(s.plan, null, 2) + '\n'));
   return bad.length ? 1 : 0;
 }
 
@@ -225,7 +226,8 @@ async function printScheduledSpec(
     ...problems.map((b) => `# warning: ${b}`),
   ];
   console.error(notes.map(printable).join('\n'));
-  process.stdout.write(text);
+  // Someone else's file: escape sequences in it are shown on a terminal, not sent to it; a pipe gets its bytes.
+  process.stdout.write(terminalTextFor(process.stdout)(text));
   return problems.length ? 1 : 0;
 }
 
