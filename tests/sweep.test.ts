@@ -58,6 +58,11 @@ describe('submit --sweep', () => {
     assert.match(r.stdout, /run 1 of 4: lr=0\.01 r=2\n/);
     assert.match(r.stdout, /run 4 of 4: lr=0\.05 r=8\n/);
     assert.match(r.stdout, new RegExp(`compare them: tempered runs --compare ${ids.join(' ')}`));
+    // The e2e pipeline deploys behind a gate: the sweep says that trials promote as they end, and how to choose instead.
+    assert.match(
+      r.stderr,
+      /note: every run of the sweep goes through stage deploy: each trial that passes its gate moves e2e-clf@production as it ends, the last to pass keeps it, not the best; .*--param gate=false/,
+    );
     const params = await Promise.all(ids.map(async (id) => (await runInput(client, id)).plan.params));
     assert.deepEqual(
       params.map((p) => [p.lr, p.r, p.seed]),
@@ -68,6 +73,22 @@ describe('submit --sweep', () => {
         [0.05, 8, 3],
       ],
     );
+    for (const id of ids) await client.workflow.getHandle(id).terminate('test done');
+  });
+
+  it('says nothing of promotion when every trial has gate false', async () => {
+    const gated = join(dir, 'gated.yaml');
+    writeFileSync(
+      gated,
+      readFileSync(file, 'utf8')
+        .replace('params:\n', 'params:\n  gate: { type: string, default: "f1_macro >= 0.8" }\n')
+        .replace(/gate: ".*"/, 'gate: ${{ params.gate }}'),
+    );
+    const r = await runCli(['submit', gated, '--sweep', '--param', 'lr=0.01', '--param', 'lr=0.05', '--param', 'gate=false'], env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stderr, /goes through stage deploy/);
+    const ids = [...r.stdout.matchAll(/submitted run (\S+)/g)].map((m) => m[1]!);
+    assert.equal(ids.length, 2);
     for (const id of ids) await client.workflow.getHandle(id).terminate('test done');
   });
 

@@ -38,10 +38,18 @@ export async function submitSweep(ctx: CliContext, file: string, o: SweepOptions
     );
   if (runs.length > MAX_SWEEP_RUNS)
     throw new CliError(`--sweep would submit ${runs.length} runs (every combination of the values given); at most ${MAX_SWEEP_RUNS}`, 2);
-  const planned = [];
+  const planned: { params: string[]; plan: RunInput['plan']; text: string }[] = [];
   for (const params of runs) planned.push({ params, ...(await loadPlanOrExit(ctx, file, params, o.json)) });
   const baseDir = dirname(resolve(file));
   await refuseMissingSources(ctx, planned[0]!.plan, baseDir);
+  // Each trial is a whole run: one that passes the gate moves the alias, in the order the trials end, not to the best.
+  const deploys = planned[0]!.plan.stages.filter(
+    (s) => s.uses === 'deploy' && planned.some((p) => String(p.plan.stages.find((x) => x.id === s.id)?.with.gate ?? '').trim() !== 'false'),
+  );
+  for (const d of deploys)
+    console.error(
+      `note: every run of the sweep goes through stage ${d.id}: each trial that passes its gate moves ${String(d.with.name)}@${String(d.with.alias ?? 'production')} as it ends, the last to pass keeps it, not the best; to choose yourself, make the gate a parameter (\${{ params.gate }}), sweep with --param gate=false, compare with runs --compare and promote the winner with \`tempered models promote NAME@VERSION --reason ...\``,
+    );
   const client = await ctx.client({ startServer: true });
   const ids: string[] = [];
   let failed = 0;
