@@ -6,7 +6,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { openAudit } from '../../src/audit/log.ts';
 import { join } from 'node:path';
@@ -169,6 +180,46 @@ test('a pull that fails leaves no folder, half or whole, and records nothing', a
   writeFileSync(join(exported, 'config.json'), '{"model_type":"llama"}');
   writeFileSync(join(exported, 'tempered-model.json'), '{"task":"causal-lm"}');
   await assertPullFailsCleanly(root, exported);
+});
+
+test('models pull writes nothing through a symbolic link at DIR and never deletes a folder beside it', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-dest-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const home = join(root, 'home');
+  const env = { TEMPERED_HOME: home };
+  const exported = join(root, 'export');
+  mkdirSync(exported);
+  writeFileSync(join(exported, 'model.onnx'), 'onnx bytes');
+  await registerFolder(home, 'm', exported);
+
+  // The temporary copy was <DIR>.tmp-<pid>, emptied first: a folder of the user's by that name (a container's CLI
+  // often has the same small pid) was deleted with everything in it.
+  const dest = join(root, 'pulled');
+  const beside = `${dest}.tmp-${process.pid}`;
+  mkdirSync(beside);
+  writeFileSync(join(beside, 'mine.txt'), 'mine');
+  const pulled = await runCli(['models', 'pull', 'm@1', dest], env);
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.equal(readFileSync(join(beside, 'mine.txt'), 'utf8'), 'mine');
+  assert.deepEqual(readdirSync(root).sort(), ['export', 'home', 'pulled', 'pulled.tmp-' + process.pid]);
+
+  // A link, to an empty folder or to nothing, is refused as a file is, naming it: it was an ENOTDIR from rmdir or rename.
+  const empty = join(root, 'empty');
+  mkdirSync(empty);
+  symlinkSync(empty, join(root, 'to-empty'));
+  symlinkSync(join(root, 'nowhere'), join(root, 'dangling'));
+  for (const link of ['to-empty', 'dangling']) {
+    const res = await runCli(['models', 'pull', 'm@1', join(root, link)], env).catch((e: Error) => ({ code: -1, stderr: e.message }));
+    assert.equal(res.code, 2, res.stderr);
+    assert.match(res.stderr, new RegExp(`${join(root, link)} is a symbolic link`));
+    assert.ok(lstatSync(join(root, link)).isSymbolicLink(), link);
+  }
+  assert.deepEqual(readdirSync(empty), []);
+  assert.deepEqual(
+    readdirSync(root).filter((f) => f.includes('.tmp-')),
+    ['pulled.tmp-' + process.pid],
+    'no temporary copy left',
+  );
 });
 
 /** The logits of `model` (a graph or model.onnx's bytes) in onnxruntime-node. */

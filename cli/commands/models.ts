@@ -1,6 +1,6 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
 import { readFile } from 'node:fs/promises';
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { IntegrityError } from '../../src/errors.ts';
@@ -320,8 +320,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       if (positionals.length !== 2) throw new CliError(`usage: ${usage}`, 2);
       const { name, at } = parseModelRef(positionals[0]!);
       const dest = resolve(positionals[1]!);
-      // Never over files of the user's: a folder that exists must be empty.
-      if (existsSync(dest) && (!statSync(dest).isDirectory() || readdirSync(dest).length > 0))
+      // Never over files of the user's: a folder that exists must be empty, and a link is not followed.
+      const there = lstatSync(dest, { throwIfNoEntry: false });
+      if (there?.isSymbolicLink())
+        throw new CliError(`${dest} is a symbolic link; name a new folder (or the folder it leads to) instead`, 2);
+      if (there && (!there.isDirectory() || readdirSync(dest).length > 0))
         throw new CliError(`${dest} exists and is not an empty folder; name a new one`, 2);
       const v = await withRegistry(ctx, async (reg) => reg.getVersion(name, await resolveLatest(reg, name, at)));
       const tree = v.artifacts.find((a) => a.role === 'model');
@@ -332,14 +335,22 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       // Copied beside the destination, then renamed: an interrupted pull leaves no half folder under the name asked for,
       // and a failed one (a full disk, weights that cannot be written) leaves nothing at all.
       mkdirSync(dirname(dest), { recursive: true });
-      const tmp = `${dest}.tmp-${process.pid}`;
-      rmSync(tmp, { recursive: true, force: true });
+      // A name no other folder has (a fixed <dest>.tmp-<pid> was emptied first, whoever's it was).
+      const tmp = mkdtempSync(`${dest}.tmp-`);
       let hf: TransformersExport | undefined;
       try {
         cpSync(checkedOut, tmp, { recursive: true });
         hf = await writeTransformersWeights(tmp);
-        if (existsSync(dest)) rmdirSync(dest);
-        renameSync(tmp, dest);
+        // Onto nothing or the empty folder checked above, in one step: what appeared there meanwhile is not replaced.
+        try {
+          renameSync(tmp, dest);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+          throw new CliError(
+            `${dest} was made or filled while the pull copied (another pull to it?); nothing was written there, name a new folder`,
+          );
+        }
       } catch (e) {
         rmSync(tmp, { recursive: true, force: true });
         throw e;
