@@ -222,6 +222,35 @@ test('models pull writes nothing through a symbolic link at DIR and never delete
   );
 });
 
+test('models pull of a version whose tempered-model.json or config.json is not a JSON object names the version and the file', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-json-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const cases: [string, Record<string, string>][] = [
+    ['tempered-model.json', { 'tempered-model.json': 'null', 'config.json': '{"model_type":"bert"}' }],
+    ['config.json', { 'tempered-model.json': '{"task":"classification","pooling":"pooler"}', 'config.json': '{"model_type":"bert"' }],
+    ['config.json', { 'tempered-model.json': '{"task":"causal-lm"}', 'config.json': '[1]' }],
+  ];
+  for (const [i, [file, files]] of cases.entries()) {
+    const exported = join(root, `export-${i}`);
+    mkdirSync(exported);
+    writeFileSync(join(exported, 'model.onnx'), 'onnx bytes');
+    for (const [f, text] of Object.entries(files)) writeFileSync(join(exported, f), text);
+    const home = join(root, `home-${i}`);
+    await registerFolder(home, 'bad', exported);
+    // A SyntaxError or TypeError without a file before; an error naming the temporary copy, which is gone, is no better.
+    await assert.rejects(runCli(['models', 'pull', 'bad@1', join(root, `out-${i}`)], { TEMPERED_HOME: home }), (e: Error) => {
+      assert.match(e.message, new RegExp(`^bad@1's ${file.replace('.', '\\.')}: not a JSON object`), file);
+      assert.doesNotMatch(e.message, /\.tmp-/);
+      return true;
+    });
+    assert.deepEqual(
+      readdirSync(root).filter((f) => f.startsWith(`out-${i}`)),
+      [],
+      'nothing left',
+    );
+  }
+});
+
 /** The logits of `model` (a graph or model.onnx's bytes) in onnxruntime-node. */
 async function logitsOf(model: Model | Uint8Array, feeds: Record<string, number[][]>): Promise<Float32Array> {
   const session = await createSession(model, { threads: 1 });

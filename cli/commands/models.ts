@@ -2,8 +2,8 @@
 import { readFile } from 'node:fs/promises';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { IntegrityError } from '../../src/errors.ts';
+import { dirname, join, resolve, sep } from 'node:path';
+import { InputError, IntegrityError } from '../../src/errors.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
@@ -353,6 +353,14 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         }
       } catch (e) {
         rmSync(tmp, { recursive: true, force: true });
+        // The copy named is gone and was never the user's: the version's file is what is wrong.
+        if (e instanceof InputError && e.where?.startsWith(tmp + sep))
+          throw new InputError(e.bareMessage, {
+            where: `${v.name}@${v.version}'s ${e.where.slice(tmp.length + 1)}`,
+            ...(e.hint ? { hint: e.hint } : {}),
+            ...(e.code ? { code: e.code } : {}),
+            cause: e,
+          });
         throw e;
       }
       // Weights leaving the registry for a folder of someone's are part of the trail: who took which model, where.

@@ -27,6 +27,21 @@ function writeConfig(path: string, config: Record<string, unknown>, fields: Reco
   writeFileSync(path, JSON.stringify({ ...config, ...fields, ...dtype, ...torchDtype }, null, 2) + '\n');
 }
 
+/** A JSON object file of the export: anything else (bad JSON, null, a list) is an input error naming the file. */
+function readJsonObject(path: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new InputError(`not a JSON object: ${(e as Error).message}`, { where: path, cause: e });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new InputError(`not a JSON object: ${value === null ? 'null' : Array.isArray(value) ? 'a list' : typeof value}`, {
+      where: path,
+    });
+  return value as Record<string, unknown>;
+}
+
 /**
  * Writes model.safetensors and config.json into the export copy `dir` for a LLaMA-family or GPT-2 causal LM and a BERT
  * classifier pooled as BertForSequenceClassification pools; undefined for a folder that is no such export.
@@ -35,8 +50,8 @@ export async function writeTransformersWeights(dir: string): Promise<Transformer
   const manifestPath = join(dir, 'tempered-model.json');
   const configPath = join(dir, 'config.json');
   if (!existsSync(manifestPath) || !existsSync(configPath) || !existsSync(join(dir, 'model.onnx'))) return undefined;
-  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
-  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  const manifest = readJsonObject(manifestPath) as Manifest;
+  const config = readJsonObject(configPath);
   const weightsPath = join(dir, 'model.safetensors');
   if (manifest.task === 'causal-lm') {
     const { isLlamaFamily } = await import('./llama.ts');
