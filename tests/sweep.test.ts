@@ -153,6 +153,18 @@ describe('submit --sweep', () => {
         .at(-1);
     });
     assert.deepEqual(row('train.val_f1_macro')?.values, lastVal);
+    // The evaluate stage's scores that are no outputs, from its metrics document (a causal LM's exact_match is one).
+    const stored = (ref: unknown) => {
+      assert.ok(isArtifactRef(ref));
+      return join(env.TEMPERED_HOME!, 'store', 'sha256', ref.sha256.slice(0, 2), ref.sha256);
+    };
+    const weighted = statuses.map(
+      (st) =>
+        (JSON.parse(readFileSync(stored(st.stages.find((s) => s.id === 'evaluate')!.outputs!.metrics), 'utf8')) as { f1_weighted: number })
+          .f1_weighted,
+    );
+    assert.deepEqual(row('evaluate.f1_weighted')?.values, weighted);
+    assert.equal(row('evaluate.baseline.f1_macro'), undefined, "the baseline's scores, the same in every trial, are left out");
     const best = lastVal[1]! > lastVal[0]! ? 1 : 0;
     assert.equal(row('train.val_f1_macro')?.best, best);
     assert.deepEqual(cmp.bestOnValidation, { metric: 'train.val_f1_macro', run: best });

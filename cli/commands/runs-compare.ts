@@ -1,9 +1,10 @@
 /**
  * `tempered runs --compare A B …`: the trials of a hyperparameter search side by side in the terminal, as the
  * dashboard's compare page shows them: the parameters that differ, the validation metrics at the end of training
- * (from each train stage's history), every numeric output (test metrics, final loss, the version registered) and
- * where the time went, with the best value of each metric marked and the best run on validation named. Picking on
- * the test split's metrics makes them an optimistic estimate of the winner, so the choice is offered on validation.
+ * (from each train stage's history), every numeric output (test metrics, final loss, the version registered), the
+ * evaluate stage's other scores (from its metrics document) and where the time went, with the best value of each
+ * metric marked and the best run on validation named. Picking on the test split's metrics makes them an optimistic
+ * estimate of the winner, so the choice is offered on validation.
  */
 import { readFileSync } from 'node:fs';
 import { tableFromIPC } from 'apache-arrow';
@@ -24,6 +25,7 @@ function direction(name: string): 1 | -1 | 0 {
   if (name.startsWith('time.') || /^(n|rows|steps|version)$/.test(metric)) return 0;
   if (/loss|perplexity/i.test(metric)) return -1;
   if (/f1|accuracy|exact_match|rouge|chrf|precision|recall/.test(metric)) return 1;
+  // tokens, scored_rows, generated: counts.
   return 0;
 }
 
@@ -38,6 +40,18 @@ async function finalValidation(store: ArtifactStore, st: RunStatus['stages'][num
     if (values.length > 0) out[`${st.id}.${col}`] = values.at(-1)!;
   }
   return out;
+}
+
+/**
+ * The top-level scores of an evaluate stage's metrics document: a causal LM's exact_match, balanced_exact_match, chrf
+ * and the like are there only (its outputs are loss and perplexity), as are a classifier's micro and weighted scores.
+ * The baseline's and production's (nested) are left out: the same in every trial of a sweep, or another model's.
+ */
+async function evaluateMetrics(store: ArtifactStore, st: RunStatus['stages'][number]): Promise<Record<string, number>> {
+  const ref = st.outputs?.metrics;
+  if (!isArtifactRef(ref)) return {};
+  const doc = JSON.parse(readFileSync(await store.localPath(ref.uri), 'utf8')) as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(doc).filter((e): e is [string, number] => typeof e[1] === 'number'));
 }
 
 const seconds = (from?: string, to?: string) => (from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : undefined);
@@ -58,6 +72,8 @@ async function runNumbers(
       // deploy's promoted: which trial moved the alias.
       else if (typeof x === 'boolean') flags[`${s.id}.${k}`] = x;
     }
+    if (s.uses === 'evaluate')
+      for (const [k, x] of Object.entries(await evaluateMetrics(store, s).catch(() => ({})))) metrics[`${s.id}.${k}`] ??= x;
     const sec = s.state === 'succeeded' ? seconds(s.startedAt, s.endedAt) : undefined;
     if (sec !== undefined) times[`time.${s.id}`] = sec;
   }
@@ -104,7 +120,9 @@ export async function compareTrials(ctx: CliContext, ids: string[]): Promise<Tri
     const dir = direction(name);
     if (dir === 0 && !name.startsWith('time.') && new Set(values).size === 1) return [];
     const ranked = values.flatMap((x, i) => (x === undefined ? [] : [{ x, i }]));
-    const best = dir === 0 || ranked.length < 2 ? undefined : ranked.reduce((a, b) => (dir * (b.x - a.x) > 0 ? b : a)).i;
+    const top = dir === 0 || ranked.length < 2 ? undefined : ranked.reduce((a, b) => (dir * (b.x - a.x) > 0 ? b : a));
+    // A tie has no best: marking the first of equals would read as a winner.
+    const best = top && ranked.filter((r) => r.x === top.x).length === 1 ? top.i : undefined;
     return [{ name, values, ...(best !== undefined ? { best } : {}) }];
   });
   const flags = [...new Set(numbers.flatMap((n) => Object.keys(n.flags)))].map((name) => ({
