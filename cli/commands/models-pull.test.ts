@@ -37,6 +37,7 @@ import { buildClassifierGraph } from '../../src/models/bert.ts';
 import { buildCausalLmGraph } from '../../src/models/causal-lm.ts';
 import { tinyBertDir, tinyGpt2Dir } from '../../src/models/tiny.testing.ts';
 import type { Model } from '../../src/onnx/ir.ts';
+import { fillDisk, mountTmpfs, NO_TMPFS } from '../../src/util/tmpfs.testing.ts';
 
 /** Registers `dir` (stored as a tree) as version 1 of `name` in `home`'s registry, as the register stage would. */
 async function registerFolder(home: string, name: string, dir: string, alias?: string): Promise<void> {
@@ -250,6 +251,33 @@ test('models pull of a version whose tempered-model.json or config.json is not a
     );
   }
 });
+
+test(
+  'models pull onto a full disk names that disk, what the copy needed and what to do, and leaves nothing there',
+  { skip: NO_TMPFS },
+  async (t) => {
+    const root = mkdtempSync(join(tmpdir(), 'tempered-models-pull-full-'));
+    t.after(() => rmSync(root, { recursive: true, force: true }));
+    const home = join(root, 'home');
+    const exported = join(root, 'export');
+    mkdirSync(exported);
+    writeFileSync(join(exported, 'model.onnx'), Buffer.alloc(600 << 10, 1));
+    await registerFolder(home, 'm', exported);
+    const disk = mountTmpfs(t, 512);
+    fillDisk(disk, 100 << 10);
+    const dest = join(disk, 'out', 'm');
+    const res = await runCli(['models', 'pull', 'm@1', dest], { TEMPERED_HOME: home });
+    assert.equal(res.code, 1, res.stderr);
+    // It said which disk, but then to point TEMPERED_HOME elsewhere and resume a run: a pull is no run, and its home had room.
+    assert.match(
+      res.stderr,
+      new RegExp(`no space left on the disk that holds ${join(disk, 'out')} \\(.* free of 512\\.0 KiB; this write needed 600\\.0 KiB\\)`),
+    );
+    assert.match(res.stderr, /free space there or pull into a folder on another disk/);
+    assert.doesNotMatch(res.stderr, /resume/);
+    assert.deepEqual(readdirSync(join(disk, 'out')), [], 'neither the folder nor its temporary copy is left');
+  },
+);
 
 /** The logits of `model` (a graph or model.onnx's bytes) in onnxruntime-node. */
 async function logitsOf(model: Model | Uint8Array, feeds: Record<string, number[][]>): Promise<Float32Array> {

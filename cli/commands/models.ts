@@ -1,11 +1,12 @@
 /** `tempered models list|show|pull|diff|promote|rollback|history`: the model registry. */
 import { readFile } from 'node:fs/promises';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { InputError, IntegrityError } from '../../src/errors.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
+import { diskFullError, isDiskFull } from '../../src/util/disk-full.ts';
 import { changeAlias } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { diffModelVersions, productionComparisonNote } from '../../src/registry/diff.ts';
@@ -21,7 +22,7 @@ import { sharingHint } from './sharing.ts';
 import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
 import { pullNotes } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { humanBytes, printable, terminalTextFor } from '../format.ts';
+import { paramsText, humanBytes, printable, terminalTextFor } from '../format.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -297,6 +298,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
             [
               `${v.name}@${v.version}  created ${v.createdAt} by ${v.createdBy}${v.aliases.length ? `  aliases: ${v.aliases.join(', ')}` : ''}`,
               `lineage: run ${v.lineage.runId} stage ${v.lineage.stageId}, spec ${v.lineage.specHash.slice(0, 12)}, code ${v.lineage.codeVersion ?? '?'}`,
+              // The run's parameters: which trial of a sweep this version is (a secret-named one hidden).
+              Object.keys(v.params).length > 0 ? `  params: ${paramsText(v.params)}` : '',
               ...v.lineage.data.map((d) => `  data ${d.name}: ${d.sha256.slice(0, 16)}…${d.rows !== undefined ? ` (${d.rows} rows)` : ''}`),
               v.lineage.baseModel ? `  base model: ${describeBaseModel(v.lineage.baseModel)}` : '',
               // From the trail: how the model was trained, which the registry does not keep and its bytes may depend on.
@@ -338,8 +341,10 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       // A name no other folder has (a fixed <dest>.tmp-<pid> was emptied first, whoever's it was).
       const tmp = mkdtempSync(`${dest}.tmp-`);
       let hf: TransformersExport | undefined;
+      let copied = false;
       try {
         cpSync(checkedOut, tmp, { recursive: true });
+        copied = true;
         hf = await writeTransformersWeights(tmp);
         // Onto nothing or the empty folder checked above, in one step: what appeared there meanwhile is not replaced.
         try {
@@ -353,6 +358,14 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         }
       } catch (e) {
         rmSync(tmp, { recursive: true, force: true });
+        // The disk of DIR, named without the copy (gone): the CLI's own hint would send a full disk to TEMPERED_HOME and a run to resume.
+        if (isDiskFull(e)) {
+          const full = diskFullError(e, [dirname(dest)], {
+            at: dirname(dest),
+            ...(copied ? {} : { neededBytes: folderBytes(checkedOut) }),
+          });
+          throw new CliError(`${full.message}\n  free space there or pull into a folder on another disk; nothing was written to ${dest}`);
+        }
         // The copy named is gone and was never the user's: the version's file is what is wrong.
         if (e instanceof InputError && e.where?.startsWith(tmp + sep))
           throw new InputError(e.bareMessage, {
@@ -488,4 +501,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     default:
       throw new CliError(`unknown models command '${sub ?? ''}'\nusage: ${usage}`, 2);
   }
+}
+
+/** The bytes of the files under `dir`: what a copy of it needs. */
+function folderBytes(dir: string): number {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .reduce((sum, e) => sum + statSync(join(e.parentPath, e.name)).size, 0);
 }
