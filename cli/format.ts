@@ -128,13 +128,18 @@ export function shownParams(params: Record<string, unknown>): Record<string, unk
   return redactJson(params, [], { secretKeys: true });
 }
 
+/** Parameters as one line, `lr=0.01 r=8 model=pypi:…` (status, models show), secret-named ones hidden, control characters escaped. */
+export function paramsText(params: Record<string, unknown>): string {
+  return Object.entries(shownParams(params))
+    .map(([k, v]) => `${k}=${printable(typeof v === 'string' ? v : JSON.stringify(v))}`)
+    .join(' ');
+}
+
 export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
   const lines = [
     `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
   ];
-  const params = Object.entries(shownParams(st.params ?? {}));
-  if (params.length > 0)
-    lines.push(`params  ${params.map(([k, v]) => `${k}=${printable(typeof v === 'string' ? v : JSON.stringify(v))}`).join(' ')}`);
+  if (Object.keys(st.params ?? {}).length > 0) lines.push(`params  ${paramsText(st.params)}`);
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
   if (opts.uiUrl) lines.push(`web ui  ${opts.uiUrl}`);
   if (st.gate) lines.push(`gate    ${st.gate.outcome}: ${st.gate.reason}`);

