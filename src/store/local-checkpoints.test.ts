@@ -142,8 +142,10 @@ test('store gc keeps the checkpoints a resume or a running training needs and co
   writeFileSync(join(at(key('b')), `.step-3.tmp-${dead}`, 'weights.safetensors'), Buffer.alloc(5000));
   mkdirSync(join(at(key('b')), `.step-3.tmp-${live}`));
   age(at(key('b')), 1);
-  // Completed elsewhere: written an hour ago, but the stage has a record (another worker finished it).
+  // Completed elsewhere: written an hour ago, but the stage has a record (another worker finished it). Aged, as said:
+  // written just now, its last write and the record could fall in one millisecond, and the record would not be newer.
   checkpoint(checkpoints, key('c'), 2);
+  age(at(key('c')), 1 / 24);
   await cache.put({
     key: key('c'),
     kind: 'train',
