@@ -6,7 +6,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compareReproduction, modelSource, reproductionPlan, upstreamOf, type RunFacts } from '../src/audit/reproduce.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit } from '../src/audit/log.ts';
+import { compareReproduction, modelSource, planProblem, reproductionPlan, upstreamOf, type RunFacts } from '../src/audit/reproduce.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { runCliInProcess } from './helpers/cli.ts';
 import { specBody } from '../src/spec/plan.ts';
 import { canonicalJson, sha256Hex } from '../src/util/canonical-json.ts';
 import { plannedPipeline } from './helpers/plans.ts';
@@ -86,4 +94,62 @@ test('verdicts: same bytes; data diverged at the first stage whose data differs;
   // Pinned, the thread count is not the cause: no such note.
   const pinned = judge(true, facts('r1', 'f'.repeat(64), 'c'.repeat(64), rt(4, 16)), facts('r2', 'e'.repeat(64), 'c'.repeat(64), rt(4, 2)));
   assert.equal(pinned.threadsNote, undefined);
+});
+
+test("a recorded plan that hashes to the version's spec hash but is no plan is refused before anything is submitted", async (t) => {
+  const known = (k: string) => ['ingest', 'split', 'train', 'evaluate', 'register', 'deploy', 'notify'].includes(k);
+  const body = specBody(plan) as unknown as Record<string, unknown>;
+  const stages = body.stages as Record<string, unknown>[];
+  const with_ = (i: number, over: Record<string, unknown>) => ({
+    ...body,
+    stages: stages.map((s, j) => (j === i ? { ...s, ...over } : s)),
+  });
+  assert.equal(planProblem(body, known), undefined);
+  const tampered: [string, unknown, RegExp][] = [
+    ['no stages', { ...body, stages: undefined }, /stages are not a list/],
+    ['stages a string', { ...body, stages: 'x' }, /stages are not a list/],
+    ['an id with an escape', with_(2, { id: 'train\x1b[2J' }), /stages\[2\]\.id is not a stage id: "train\\u001b\[2J"/],
+    ['an id twice', with_(1, { id: 'ingest', needs: [] }), /stages\[1\]\.id ingest comes twice/],
+    ['an unknown kind', with_(0, { uses: 'shell' }), /stages\[0\] \(ingest\) uses "shell", which is no stage kind here/],
+    ['a stage that needs itself', with_(2, { needs: ['train'] }), /stages\[2\] \(train\)\.needs names a stage that is not an earlier one/],
+    ['a later need', with_(0, { needs: ['split'] }), /stages\[0\] \(ingest\)\.needs/],
+    ['no config', with_(1, { with: null }), /stages\[1\] \(split\) has no config object/],
+  ];
+  for (const [what, p, why] of tampered) assert.match(planProblem(p, known) ?? '', why, what);
+
+  // Through the command: such a record and a version whose spec hash is the plan's (both databases written by hand).
+  const home = mkdtempSync(join(tmpdir(), 'tempered-reproduce-plan-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const paths = statePaths(home);
+  const audit = await openAudit(paths.auditDb);
+  const reg = await openRegistry(paths.registryDb);
+  for (const [i, [, p]] of tampered.entries()) {
+    const hash = sha256Hex(canonicalJson(p));
+    await audit.append({
+      action: 'run.submitted',
+      subject: `run-${i}`,
+      runId: `run-${i}`,
+      actor: 'm',
+      specHash: hash,
+      details: { plan: p },
+    });
+    await reg.registerVersion(testVersion(`m${i}`, 'a', { runId: `run-${i}`, specHash: hash }));
+  }
+  await audit.close();
+  await reg.close();
+  for (const [i, [what, , why]] of tampered.entries()) {
+    // No Temporal to reach: a plan that went on would fail later, with another exit status.
+    const res = await runCliInProcess(['models', 'reproduce', `m${i}@1`, '--no-local-worker'], {
+      TEMPERED_HOME: home,
+      TEMPORAL_ADDRESS: '127.0.0.1:1',
+    }).catch((e: Error) => ({ code: -1, stderr: e.message }));
+    assert.equal(res.code, 2, `${what}: ${res.stderr}`);
+    assert.match(
+      res.stderr,
+      new RegExp(`^m${i}@1: the plan run run-${i}'s run\\.submitted record keeps is not one a run can follow`),
+      what,
+    );
+    assert.match(res.stderr, why, what);
+    assert.doesNotMatch(res.stderr, /[\x00-\x1f\x7f-\x9f]/, what);
+  }
 });

@@ -11,6 +11,7 @@ import { modelHashOf } from '../../src/audit/model-hash.ts';
 import {
   compareReproduction,
   modelSource,
+  planProblem,
   reproductionPlan,
   stageOutputHashes,
   upstreamOf,
@@ -184,6 +185,12 @@ async function recordedPlan(
       2,
     );
   const specFile = s?.specFile;
+  const bad = s?.plan && planProblem(s.plan, (kind) => ctx.kinds.get(kind) !== undefined);
+  if (bad)
+    throw new CliError(
+      `${id}: the plan run ${runId}'s run.submitted record keeps is not one a run can follow (${printable(bad)}); nothing was submitted. \`tempered audit --verify\` checks the trail; to reproduce, submit its pipeline file again with --no-cache and compare the modelHash`,
+      2,
+    );
   if (s?.plan)
     return { plan: s.plan as Omit<PlannedPipeline, 'specHash'>, baseDir: specFile ? dirname(specFile) : process.cwd(), specFile };
   const sched = await scheduleSpec(audit, specHash);

@@ -35,6 +35,39 @@ export function reproductionPlan(
   };
 }
 
+/**
+ * Why a plan read back from the trail is no plan a run can follow, or undefined: its hash matching the version's spec
+ * hash says it is the one recorded, not that the planner made it (the record and the registry are files whoever can
+ * write them can make agree). Checked before anything is submitted: stages a list of objects with an id the
+ * schema allows, seen once, a stage kind `known`, a config object, and needs and dependents that name stages
+ * (needs earlier ones, so the rerun cannot wait for itself).
+ */
+export function planProblem(plan: unknown, known: (kind: string) => boolean): string | undefined {
+  const p = plan as { stages?: unknown; name?: unknown; params?: unknown };
+  if (typeof p.name !== 'string') return 'it has no pipeline name';
+  if (typeof p.params !== 'object' || p.params === null || Array.isArray(p.params)) return 'its params are not an object';
+  if (!Array.isArray(p.stages) || p.stages.length === 0) return 'its stages are not a list of stages';
+  const stages = p.stages.map((st: unknown) => (typeof st === 'object' && st !== null ? st : {}) as Record<string, unknown>);
+  const ids = new Set<string>();
+  for (const [i, x] of stages.entries()) {
+    if (typeof x.id !== 'string' || !/^[a-z][a-z0-9_-]*$/.test(x.id)) return `stages[${i}].id is not a stage id: ${JSON.stringify(x.id)}`;
+    if (ids.has(x.id)) return `stages[${i}].id ${x.id} comes twice`;
+    ids.add(x.id);
+  }
+  const earlier = new Set<string>();
+  for (const [i, x] of stages.entries()) {
+    const at = `stages[${i}] (${x.id as string})`;
+    if (typeof x.uses !== 'string' || !known(x.uses)) return `${at} uses ${JSON.stringify(x.uses)}, which is no stage kind here`;
+    if (typeof x.with !== 'object' || x.with === null || Array.isArray(x.with)) return `${at} has no config object`;
+    const names = (k: 'needs' | 'dependents', among: Set<string>) =>
+      Array.isArray(x[k]) && (x[k] as unknown[]).every((n) => typeof n === 'string' && among.has(n));
+    if (!names('needs', earlier)) return `${at}.needs names a stage that is not an earlier one: ${JSON.stringify(x.needs)}`;
+    if (!names('dependents', ids)) return `${at}.dependents names a stage the plan does not have: ${JSON.stringify(x.dependents)}`;
+    earlier.add(x.id as string);
+  }
+  return undefined;
+}
+
 /** The stage whose output `stages.<id>.outputs.<name>` a register stage's `model` is, when it is one whole reference. */
 export function modelSource(register: PlannedStage | undefined): { stage: string; output: string } | undefined {
   const m = register?.with.model;
