@@ -135,3 +135,27 @@ test("models show names the version's training parameters, a secret-named one hi
   assert.match(show.stdout, /\n {2}params: hf_token=REDACTED lora=\{"r":8\} lr=0\.01\n/);
   assert.doesNotMatch((await runCli(['models', 'show', 'clf@2'], { TEMPERED_HOME: home })).stdout, /params:/);
 });
+
+test('models list, show, show --card and diff write a label or actor from elsewhere with its control characters escaped', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-cli-escapes-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  // A class label comes from the data and becomes a metric name (only '.' and '%' are escaped in it); the actor is
+  // whoever registered, TEMPERED_ACTOR as they set it.
+  const evil = '\x1b]0;pwned\x07\x1b[2J\x9b31m\rfake line';
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const [run, bytes] of [
+    ['r1', 'a'],
+    ['r2', 'b'],
+  ] as const)
+    await reg.registerVersion(
+      testVersion('spam', bytes, { runId: run, actor: evil, metrics: { f1_macro: 0.9, per_class: { [evil]: { f1: 0.5 } } } }),
+    );
+  await reg.close();
+  const env = { TEMPERED_HOME: home };
+  for (const args of [['list'], ['show', 'spam@1'], ['show', 'spam@1', '--card'], ['diff', 'spam', '1', '2']]) {
+    const res = await runCli(['models', ...args], env);
+    assert.equal(res.code, 0, res.stderr);
+    assert.doesNotMatch(res.stdout, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/, `models ${args.join(' ')}: ${JSON.stringify(res.stdout)}`);
+    if (args[0] !== 'list') assert.match(res.stdout, /\\u001b\]0;pwned\\u0007/, `models ${args.join(' ')}`);
+  }
+});

@@ -22,7 +22,7 @@ import { sharingHint } from './sharing.ts';
 import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
 import { pullNotes } from './models-pull.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { paramsText, humanBytes, printable, terminalTextFor } from '../format.ts';
+import { paramsText, humanBytes, printable, terminalSafe, terminalTextFor } from '../format.ts';
 
 async function withRegistry<T>(ctx: CliContext, fn: (r: Registry) => Promise<T>): Promise<T> {
   if (!databaseExists(ctx.paths.registryDb))
@@ -278,6 +278,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
                       .map(([a, v]) => `${a}→v${v}`)
                       .join(' ')}`,
                 )
+                .map(printable)
                 .join('\n'),
         );
         return 0;
@@ -289,7 +290,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         const v = await reg.getVersion(name, await resolveLatest(reg, name, at));
         const note = productionNote(v);
         if (values.spec) return printSpec(ctx, v, !!values.json);
-        if (values.card) console.log(modelCard(v));
+        // Labels (metric names) come from the data and the actor from whoever registered: shown, not sent to the terminal.
+        if (values.card) console.log(terminalSafe(modelCard(v)));
         else {
           // A read: no audit database is made where there is none.
           const trained =
@@ -313,6 +315,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               ...v.artifacts.map((a) => `  ${a.role.padEnd(28)} ${a.sha256.slice(0, 16)}…  ${a.bytes} bytes`),
             ]
               .filter(Boolean)
+              .map(printable)
               .join('\n'),
           );
         }
@@ -422,7 +425,9 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               : ['spec:', ...diffLines(how.spec, "the trail keeps only the spec hashes of these versions' runs")]),
             'trained with:',
             ...diffLines(how.trainedWith, "not recorded for these versions' runs (before train's audit record kept it)"),
-          ].join('\n'),
+          ]
+            .map(printable)
+            .join('\n'),
         );
         return 0;
       });
