@@ -221,6 +221,12 @@ test('models pull writes nothing through a symbolic link at DIR and never delete
     ['pulled.tmp-' + process.pid],
     'no temporary copy left',
   );
+
+  // A file name from the registered folder is listed with its escape sequence shown, not sent to the terminal.
+  writeFileSync(join(exported, '\x1b]0;pwned\x07.txt'), 'x');
+  const listed = await registerAndPull(join(root, 'home2'), 'm', exported, join(root, 'pulled2'));
+  assert.match(listed, /\\u001b\]0;pwned\\u0007\.txt/);
+  assert.doesNotMatch(listed, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
 });
 
 test('models pull of a version whose tempered-model.json or config.json is not a JSON object names the version and the file', async (t) => {

@@ -393,7 +393,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       });
       const files = readdirSync(dest, { recursive: true }).map(String).sort();
       out({ name: v.name, version: v.version, dir: dest, files }, () =>
-        [`${v.name}@${v.version} → ${dest}`, ...files.map((f) => `  ${f}`), ...pullNotes(dest, files, hf)].join('\n'),
+        // File names come from the folder the model was registered from (a base model's files among them).
+        [`${v.name}@${v.version} → ${dest}`, ...files.map((f) => `  ${f}`), ...pullNotes(dest, files, hf)].map(printable).join('\n'),
       );
       return 0;
     }
