@@ -14,7 +14,7 @@ import { isArtifactRef } from '../../src/types.ts';
 import { jsonDiff } from '../../src/util/json-diff.ts';
 import type { RunStatus } from '../../workflows/types.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { duration, shownParams } from '../format.ts';
+import { duration, printable, shownParams } from '../format.ts';
 
 /** The validation columns a train stage's history holds (NaN at steps without validation). */
 const VALIDATION = ['val_f1_macro', 'val_accuracy', 'val_loss'] as const;
@@ -146,7 +146,17 @@ export async function compareTrialsCmd(ctx: CliContext, ids: string[], json: boo
     console.log(JSON.stringify(cmp, null, 2));
     return 0;
   }
-  for (const [i, r] of cmp.runs.entries()) console.log(`#${i + 1}  ${r.runId}  ${r.state}`);
+  console.log(comparisonLines(cmp).join('\n'));
+  return 0;
+}
+
+/**
+ * The comparison as the terminal shows it: each run, the table (params that differ, metrics and times, the best
+ * marked), and the run to choose. Every cell is escaped before the columns are measured: a parameter's value is
+ * whoever submitted it's, and a metric name can hold a class label from the data (per_class.<label>.f1).
+ */
+export function comparisonLines(cmp: TrialComparison): string[] {
+  const lines = cmp.runs.map((r, i) => printable(`#${i + 1}  ${r.runId}  ${r.state}`));
   const table: string[][] = [
     ['', ...cmp.runs.map((_, i) => `#${i + 1}`)],
     ...cmp.params.map((p) => [`params.${p.name}`, ...p.values.map((v) => (v === undefined ? '-' : String(v)))]),
@@ -155,22 +165,22 @@ export async function compareTrialsCmd(ctx: CliContext, ids: string[], json: boo
       ...r.values.map((x, i) => (x === undefined ? '-' : `${r.best === i ? '*' : ''}${r.name.startsWith('time.') ? duration(x) : num(x)}`)),
     ]),
     ...cmp.flags.map((f) => [f.name, ...f.values.map((x) => (x === undefined ? '-' : x ? 'yes' : 'no'))]),
-  ];
+  ].map((row) => row.map(printable));
   const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
-  console.log('');
-  for (const row of table) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
-  console.log(
+  lines.push('');
+  for (const row of table) lines.push(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
+  lines.push(
     '\n* best of the runs (higher for scores, lower for losses); val_*: the last validation of training; -: none (a stage taken from the cache has no time)',
   );
-  if (cmp.params.length === 0) console.log('note: the runs were submitted with the same parameters');
+  if (cmp.params.length === 0) lines.push('note: the runs were submitted with the same parameters');
   const best = cmp.bestOnValidation;
   if (best) {
     const r = cmp.runs[best.run]!;
     const params = cmp.params.map((p) => `${p.name}=${String(p.values[best.run])}`).join(' ');
-    console.log(`best on validation (${best.metric}): #${best.run + 1} ${r.runId}${params ? ` (${params})` : ''}`);
+    lines.push(printable(`best on validation (${best.metric}): #${best.run + 1} ${r.runId}${params ? ` (${params})` : ''}`));
   } else
-    console.log(
+    lines.push(
       'no validation metrics to choose on: give the train stage a validation table and evalEvery; choosing on the test metrics makes them an optimistic estimate',
     );
-  return 0;
+  return lines;
 }
