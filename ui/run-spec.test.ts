@@ -154,6 +154,8 @@ describe('dashboard recorded spec API', () => {
       assert.equal(file.text, text);
       assert.equal(file.headers.get('content-type'), 'text/plain; charset=utf-8');
       assert.equal(file.headers.get('content-disposition'), 'attachment; filename="tiny.yaml"');
+      // Someone's text from the dashboard's origin: never taken for a page, whatever a browser would guess from it.
+      assert.equal(file.headers.get('x-content-type-options'), 'nosniff');
     }
     // The Audit page's list still leaves the text out (f085b64).
     const audit = await get('/api/audit');

@@ -217,7 +217,12 @@ function sendText(reply: FastifyReply, text: string | undefined, missing: string
   if (text === undefined) throw new HttpError(404, `no spec text: ${missing}`);
   const file = (path?.split('/').pop() || fallback).replace(/[^\w.-]/g, '_');
   // A record from before the trail hid credentials still holds them: the download hides them too.
-  return reply.type('text/plain; charset=utf-8').header('content-disposition', `attachment; filename="${file}"`).send(redactText(text));
+  // Someone's text served from the dashboard's origin: never taken for a page, whatever a browser would guess from it.
+  return reply
+    .type('text/plain; charset=utf-8')
+    .header('content-disposition', `attachment; filename="${file}"`)
+    .header('x-content-type-options', 'nosniff')
+    .send(redactText(text));
 }
 
 export async function createUiServer(o: UiOptions): Promise<UiServer> {
@@ -477,6 +482,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       .type('application/octet-stream')
       .header('content-length', statSync(path).size)
       .header('content-disposition', `attachment; filename="${sha.slice(0, 16)}"`)
+      .header('x-content-type-options', 'nosniff')
       .send(createReadStream(path));
   });
 
