@@ -8,8 +8,10 @@
  * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
+import { writeFileDurable } from '../util/durable-write.ts';
 import { classificationGateShape, lmGateMetrics, lmGateShape, NoAnswerTokensError } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -26,6 +28,10 @@ import { InputError } from '../errors.ts';
 import type { ChatOptions } from '../finetune/causal-lm.ts';
 import type { PromptTemplate } from '../models/tokenizer.ts';
 import type { DataRef } from '../registry/types.ts';
+import type { ClassificationReport } from '../eval/metrics.ts';
+
+/** Part of the stage cache's key, and of the baseline memo's (baselineMemo): a change of results bumps it. */
+const EVALUATE_CODE_VERSION = 'evaluate-5';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({
@@ -221,6 +227,35 @@ function scoredOn(p: ProductionRows): string {
   return p.decontaminated ? 'on the test rows it was not trained on' : 'on all the test rows (its training data could not be read)';
 }
 
+/**
+ * A classifier's frozen-feature baseline as scored before, in `TEMPERED_HOME/baselines/<key>.json`: the key hashes all
+ * it depends on (the base model's identity, its file hashes included; the train and test tables; labels, pooling,
+ * length, seed, threads) and this kind's code version, so a change to any of them scores it again. One worker's own
+ * (each worker of a shared store scores it once); delete the folder to score every baseline again.
+ */
+function baselineMemo(stateDir: string, inputs: Record<string, unknown>) {
+  const key = sha256Hex(canonicalJson({ code: EVALUATE_CODE_VERSION, inputs }));
+  const path = join(stateDir, 'baselines', `${key}.json`);
+  return {
+    path,
+    read(): ClassificationReport | undefined {
+      // A file cut short or otherwise unreadable is a miss: the baseline is scored again and the file replaced.
+      try {
+        return JSON.parse(readFileSync(path, 'utf8')) as ClassificationReport;
+      } catch {
+        return undefined;
+      }
+    },
+    async write(metrics: ClassificationReport): Promise<void> {
+      await mkdir(dirname(path), { recursive: true });
+      const tmp = `${path}.${process.pid}.tmp`;
+      await rm(tmp, { force: true });
+      await writeFileDurable(tmp, JSON.stringify(metrics));
+      await rename(tmp, path);
+    },
+  };
+}
+
 async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
   const { resolveModelSource } = await lib();
   return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), { cacheDir: statePaths(ctx.stateDir).models, signal: ctx.signal });
@@ -232,7 +267,7 @@ export const evaluateStage: StageKind<Config> = {
     'classifiers: accuracy, per-class and macro/micro P/R/F1 and confusion matrix; causal LMs: response loss, perplexity and (generation) exact_match, rouge_l, chrf; on the test split, against baselines',
   // 3: production scored on the test rows it was not trained on; production.rows, .contaminated_rows, .decontaminated, .candidate.
   // 5: the contamination check compares near duplicates without the prompt template the tables record.
-  codeVersion: 'evaluate-5',
+  codeVersion: EVALUATE_CODE_VERSION,
   // onnxruntime blocks the thread for a whole run, and a native crash or OOM must not take the worker down.
   isolation: { module: import.meta.url },
   withSchema: {
@@ -450,24 +485,45 @@ export const evaluateStage: StageKind<Config> = {
           where: 'evaluate.baseline.train',
         });
       const base = await resolveBaseline(cfg.baseline, ctx);
-      const b = await frozenFeatureBaseline({
-        modelDir: base.dir,
-        train: await ctx.store.verify(cfg.baseline.train),
-        test: testPath,
-        labels,
+      const settings = {
         pooling: cfg.baseline.pooling ?? manifest.pooling,
         maxLength: cfg.baseline.maxLength ?? manifest.maxLength,
         seed: cfg.baseline.seed ?? 0,
         threads: cfg.threads,
-        // Embedding every train row with the base model is most of evaluate's time (minutes on a large split).
-        onProgress: (done, total) =>
-          ctx.progress({
-            fraction: 0.4 + 0.4 * (done / total),
-            message: `frozen-feature baseline: base model embeddings, ${done} of ${total} rows`,
-          }),
+      };
+      // The baseline does not depend on the fine-tuned model: the trials of a sweep, and a rerun against a moved
+      // production, score the same one, which was most of evaluate's time (115 of 137 s on the demo's split).
+      const memo = baselineMemo(ctx.stateDir, {
+        model: base.identity,
+        train: cfg.baseline.train.sha256,
+        test: cfg.test.sha256,
+        maxRows: cfg.maxRows ?? null,
+        labels,
+        ...settings,
+        threads: settings.threads ?? null,
       });
-      metrics.baseline = reportToGateMetrics(b.metrics);
-      report.baseline = b.metrics;
+      let scored = memo.read();
+      if (scored) ctx.progress({ fraction: 0.8, message: `frozen-feature baseline: the same as scored before (${memo.path})` });
+      else {
+        scored = (
+          await frozenFeatureBaseline({
+            modelDir: base.dir,
+            train: await ctx.store.verify(cfg.baseline.train),
+            test: testPath,
+            labels,
+            ...settings,
+            // Embedding every train row with the base model is most of evaluate's time (minutes on a large split).
+            onProgress: (done, total) =>
+              ctx.progress({
+                fraction: 0.4 + 0.4 * (done / total),
+                message: `frozen-feature baseline: base model embeddings, ${done} of ${total} rows`,
+              }),
+          })
+        ).metrics;
+        await memo.write(scored);
+      }
+      metrics.baseline = reportToGateMetrics(scored);
+      report.baseline = scored;
     }
     // No production version yet: gates see has(production) = false.
     const prod = await productionModel(cfg, ctx.stateDir);
