@@ -10,7 +10,7 @@ import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import { terminalSafe } from '../cli/format.ts';
-import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
+import { BIN, runCli, runCliInProcess, runCliOnTerminal } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-generate-cli-'));
 after(() => rmSync(home, { recursive: true, force: true }));
@@ -100,13 +100,8 @@ test(
     assert.equal(piped.code, 0, piped.stderr);
     assert.equal(piped.stdout, `${text}\n`, 'a pipe gets the exact text');
 
-    const child = spawn('script', ['-qfec', [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], {
-      env: { ...process.env, ...env, TERM: 'dumb' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    assert.equal(await new Promise((r) => child.once('exit', r)), 0, out);
+    const { code, out } = await runCliOnTerminal(args, env);
+    assert.equal(code, 0, out);
     // The terminal turns each \n into \r\n; nothing else of the answer reaches it raw.
     assert.ok(out.includes(terminalSafe(text).replace(/\n/g, '\r\n')), `escaped answer in ${JSON.stringify(out)}`);
     assert.doesNotMatch(out, /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/, 'no raw control character');

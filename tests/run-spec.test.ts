@@ -17,9 +17,8 @@ import { testVersion } from '../src/registry/versions.testing.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { canonicalJson, sha256Hex } from '../src/util/canonical-json.ts';
-import { spawn } from 'node:child_process';
 import { terminalSafe } from '../cli/format.ts';
-import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
+import { runCli, runCliInProcess, runCliOnTerminal } from './helpers/cli.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/tiny-pipeline.yaml', import.meta.url));
 
@@ -77,36 +76,35 @@ test('models show --spec: the spec text a version was trained from, from the aud
   assert.match(old.stderr, /keeps only the hash of the spec of run run-0/);
 });
 
-test("models show --spec to a terminal: a recorded spec's escape sequences are shown, not sent; a pipe gets the exact text", async (t) => {
-  // YAML takes ESC and BEL in a comment, so such a file validates, runs and is recorded as written: a spec of someone
-  // else's, shown to whoever reads the trail, would retitle their terminal and clear their screen.
-  const { home, file } = pipelineHome(t, 'tty-', '# \x1b]0;pwned\x07\x1b[2J\x9b31m hostile\n');
-  const loaded = await loadSpec(file, kindRegistry(await loadStageKinds()));
-  assert.ok(loaded.ok);
-  await auditRunSubmitted(join(home, 'audit.db'), 'run-1', {
-    plan: loaded.plan,
-    options: { baseDir: home, actor: 'mallory', specFile: file, specText: loaded.text },
-  });
-  const reg = await openRegistry(join(home, 'registry.db'));
-  await reg.registerVersion(testVersion('tiny', 'a', { runId: 'run-1', specHash: loaded.plan.specHash }));
-  await reg.close();
-  const args = ['models', 'show', 'tiny@1', '--spec'];
-  const env = { TEMPERED_HOME: home };
-  const piped = await runCli(args, env);
-  assert.equal(piped.code, 0, piped.stderr);
-  assert.equal(piped.stdout, loaded.text, 'a pipe or a file gets the text as submitted');
+test(
+  "models show --spec to a terminal: a recorded spec's escape sequences are shown, not sent; a pipe gets the exact text",
+  { skip: !existsSync('/usr/bin/script') && 'needs util-linux script for a terminal' },
+  async (t) => {
+    // YAML takes ESC and BEL in a comment, so such a file validates, runs and is recorded as written: a spec of someone
+    // else's, shown to whoever reads the trail, would retitle their terminal and clear their screen.
+    const { home, file } = pipelineHome(t, 'tty-', '# \x1b]0;pwned\x07\x1b[2J\x9b31m hostile\n');
+    const loaded = await loadSpec(file, kindRegistry(await loadStageKinds()));
+    assert.ok(loaded.ok);
+    await auditRunSubmitted(join(home, 'audit.db'), 'run-1', {
+      plan: loaded.plan,
+      options: { baseDir: home, actor: 'mallory', specFile: file, specText: loaded.text },
+    });
+    const reg = await openRegistry(join(home, 'registry.db'));
+    await reg.registerVersion(testVersion('tiny', 'a', { runId: 'run-1', specHash: loaded.plan.specHash }));
+    await reg.close();
+    const args = ['models', 'show', 'tiny@1', '--spec'];
+    const env = { TEMPERED_HOME: home };
+    const piped = await runCli(args, env);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout, loaded.text, 'a pipe or a file gets the text as submitted');
 
-  // A terminal of its own (script(1)), as a person reading the spec has.
-  const child = spawn('script', ['-qfec', [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], {
-    env: { ...process.env, ...env, TERM: 'dumb' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  assert.equal(await new Promise((r) => child.once('exit', r)), 0, out);
-  assert.ok(out.includes(terminalSafe(loaded.text).replace(/\n/g, '\r\n')), `escaped text in ${JSON.stringify(out)}`);
-  assert.doesNotMatch(out, /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/, 'no raw control character');
-});
+    // A terminal of its own, as a person reading the spec has.
+    const { code, out } = await runCliOnTerminal(args, env);
+    assert.equal(code, 0, out);
+    assert.ok(out.includes(terminalSafe(loaded.text).replace(/\n/g, '\r\n')), `escaped text in ${JSON.stringify(out)}`);
+    assert.doesNotMatch(out, /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]/, 'no raw control character');
+  },
+);
 
 test('models diff: which spec fields differ and what the training ran with, from the trail; a difference the spec hash cannot show', async (t) => {
   const { home, file } = pipelineHome(t, 'diff-');

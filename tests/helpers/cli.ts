@@ -56,6 +56,24 @@ export function runCli(
 }
 
 /**
+ * The CLI on a terminal of its own (script(1), TERM=dumb), as a person at one runs it: what it wrote there, stdout and
+ * stderr together, each line ending in \r\n as the terminal turns \n; and its exit status.
+ */
+export async function runCliOnTerminal(
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ code: number | null; out: string }> {
+  const child = spawn('script', ['-qfec', [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], {
+    env: { ...process.env, ...env, TERM: 'dumb' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  return { code, out };
+}
+
+/**
  * Starts `tempered worker` in the background; resolves once it polls. Its output is drained (into
  * `logFile` when given): a worker writing to a full pipe nobody reads would block its event loop.
  */
