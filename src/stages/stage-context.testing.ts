@@ -48,7 +48,7 @@ export function stageTestbed(root: string, name: string) {
   mkdirSync(state, { recursive: true });
   const store = new ArtifactStore(join(state, 'store'));
   const logs: string[] = [];
-  const ctx = (stageId: string, runId = 'r1'): StageContext =>
+  const ctx = (stageId: string, runId = 'r1', progress?: StageContext['progress']): StageContext =>
     testStageContext({
       root: state,
       store,
@@ -57,6 +57,7 @@ export function stageTestbed(root: string, name: string) {
       runId,
       workDir: mkdtempSync(join(root, 'work-')),
       log: (m) => void logs.push(m),
+      ...(progress ? { progress } : {}),
     });
   // Metrics and reports are read field by field.
   const read = (ref: unknown) => JSON.parse(readFileSync(store.pathOf(ref as ArtifactRef), 'utf8')) as Record<string, any>;
