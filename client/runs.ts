@@ -17,6 +17,7 @@ import { openAudit, type AuditLog } from '../src/audit/log.ts';
 import { useOpen, type KeptOpen } from '../src/db/kept-open.ts';
 import { forEachInFlight } from '../src/util/in-flight.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
+import { redactJson } from '../src/util/redact.ts';
 import { specBody } from '../src/spec/plan.ts';
 import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
@@ -51,6 +52,8 @@ export async function submitRun(
       actor: input.options.actor,
       resumeOf: input.options.resumeOf ?? '',
       ...(scheduleId ? { scheduleId } : {}),
+      // What tells a sweep's trials apart in a list of runs; a secret-named one is not kept.
+      params: redactJson(input.plan.params, [], { secretKeys: true }),
     },
   });
 }
@@ -627,6 +630,8 @@ export interface RunSummary {
   scheduleId?: string;
   /** The run this one resumes, if it is a resume. */
   resumeOf?: string;
+  /** The parameters it was submitted with (secret-named ones hidden); runs submitted before 7 Dec 2026 have none. */
+  params?: Record<string, unknown>;
 }
 
 export interface RunFilters {
@@ -690,6 +695,7 @@ async function listed(client: Client, query: string, limit: number, pipeline?: s
       execution: wf.runId,
       ...(scheduled ? { scheduleId: scheduled } : {}),
       ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
+      ...(typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
     });
     if (out.length >= limit) break;
   }

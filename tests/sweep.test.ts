@@ -73,6 +73,18 @@ describe('submit --sweep', () => {
         [0.05, 8, 3],
       ],
     );
+    // tempered runs tells the trials apart by their parameters (visibility lists a run a moment after it starts).
+    let listed: { runId: string; params?: Record<string, unknown> }[] = [];
+    for (let i = 0; i < 50 && !ids.every((id) => listed.some((l) => l.runId === id)); i++) {
+      if (i) await new Promise((res) => setTimeout(res, 200));
+      listed = JSON.parse((await runCli(['runs', '--json'], env)).stdout) as typeof listed;
+    }
+    assert.deepEqual(
+      ids.map((id) => listed.find((l) => l.runId === id)?.params),
+      params,
+    );
+    const text = await runCli(['runs'], env);
+    assert.match(text.stdout, new RegExp(`${ids[3]} .*  lr=0\\.05 r=8 seed=3\\n`));
     for (const id of ids) await client.workflow.getHandle(id).terminate('test done');
   });
 

@@ -21,7 +21,7 @@ import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
-import { busyWithText, formatRunStatus, progressText, stageLine } from '../format.ts';
+import { busyWithText, formatRunStatus, paramsText, progressText, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
@@ -309,7 +309,7 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     for (const r of runs) {
       const links = [r.scheduleId && `schedule ${r.scheduleId}`, r.resumeOf && `resumes ${r.resumeOf}`].filter(Boolean).join('  ');
       console.log(
-        `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}`,
+        `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}${r.params && Object.keys(r.params).length ? `  ${paramsText(r.params)}` : ''}`,
       );
     }
   return 0;
