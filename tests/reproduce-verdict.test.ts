@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
@@ -18,6 +18,11 @@ import { runCliInProcess } from './helpers/cli.ts';
 import { specBody } from '../src/spec/plan.ts';
 import { canonicalJson, sha256Hex } from '../src/util/canonical-json.ts';
 import { plannedPipeline } from './helpers/plans.ts';
+import { writeTrainPipeline } from './helpers/train-fixture.ts';
+import { auditScheduleChange } from '../client/schedules.ts';
+import { loadSpec } from '../src/spec/load.ts';
+import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 
 const plan = plannedPipeline(
   'clf',
@@ -152,4 +157,38 @@ test("a recorded plan that hashes to the version's spec hash but is no plan is r
     assert.match(res.stderr, why, what);
     assert.doesNotMatch(res.stderr, /[\x00-\x1f\x7f-\x9f]/, what);
   }
+});
+
+test("a schedule's run whose record hides a secret --param: exit 2 naming the schedule and the hidden param, nothing submitted", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-reproduce-sched-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const file = writeTrainPipeline(home, { maxSteps: 2 });
+  const yaml = readFileSync(file, 'utf8').replace('stages:\n', 'params:\n  api_token:\n    type: string\n    default: none\nstages:\n');
+  writeFileSync(
+    file,
+    `${yaml}  register:\n    uses: register\n    needs: train\n    with:\n      name: sched-clf\n      model: \${{ stages.train.outputs.model }}\n`,
+  );
+  const loaded = await loadSpec(file, { ...kindRegistry(await loadStageKinds()), paramOverrides: { api_token: 'tok-1234567' } });
+  assert.ok(loaded.ok, JSON.stringify(!loaded.ok && loaded.errors));
+  const paths = statePaths(home);
+  const stored = await new ArtifactStore(paths.store).putBytes(loaded.text, { mediaType: 'application/yaml' });
+  // As `schedule create --param api_token=…` records it: the trail keeps the param without its value.
+  await auditScheduleChange(paths.auditDb, 'created', {
+    name: 'nightly',
+    actor: 'carol',
+    specHash: loaded.plan.specHash,
+    details: { specUri: stored.uri, file, param: ['api_token=tok-1234567'] },
+  });
+  const reg = await openRegistry(paths.registryDb);
+  await reg.registerVersion(testVersion('sched-clf', 'a', { runId: 'nightly-1', specHash: loaded.plan.specHash }));
+  await reg.close();
+  const res = await runCliInProcess(['models', 'reproduce', 'sched-clf@1', '--no-local-worker'], {
+    TEMPERED_HOME: home,
+    TEMPORAL_ADDRESS: '127.0.0.1:1',
+  }).catch((e: Error) => ({ code: -1, stderr: e.message }));
+  assert.equal(res.code, 2, res.stderr);
+  assert.match(res.stderr, /run nightly-1 was started by schedule nightly/);
+  assert.match(res.stderr, /hides the value of --param api_token/);
+  assert.doesNotMatch(res.stderr, /not registered by a pipeline run/);
+  assert.doesNotMatch(res.stderr, /tok-1234567/);
 });

@@ -18,14 +18,12 @@ import {
   type Reproduction,
   type RunFacts,
 } from '../../src/audit/reproduce.ts';
-import { recordedSpec, scheduleSpec, trainedOn, trainedWith, type TrainedWith } from '../../src/audit/run-spec.ts';
+import { plannedScheduleSpec, recordedSpec, scheduleSpec, trainedOn, trainedWith, type TrainedWith } from '../../src/audit/run-spec.ts';
 import type { AuditLog } from '../../src/audit/log.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError, IntegrityError } from '../../src/errors.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
-import { loadSpecText } from '../../src/spec/load.ts';
-import { parseParamOverrides } from '../../src/spec/params.ts';
 import { specBody } from '../../src/spec/plan.ts';
 import type { PlannedPipeline } from '../../src/spec/types.ts';
 import { modelArtifacts } from '../../src/stages/register.ts';
@@ -206,9 +204,12 @@ async function recordedPlan(
       );
     }
     const file = resolve(sched.file ?? 'pipeline.yaml');
-    const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
-    const planned = loadSpecText(text, file, { ...ctx.registry, paramOverrides: parseParamOverrides(params).overrides });
-    if (planned.ok && planned.plan.specHash === specHash) return { plan: specBody(planned.plan), baseDir: dirname(file), specFile: file };
+    const planned = plannedScheduleSpec(text, { ...sched, file }, specHash, ctx.registry);
+    if (planned.plan) return { plan: specBody(planned.plan), baseDir: dirname(file), specFile: file };
+    throw new CliError(
+      `${id}: run ${runId} was started by schedule ${sched.schedule}, and ${printable(planned.problem)}; nothing was submitted. To reproduce, submit ${file} again with its params (${planned.params.join(' ') || 'none'}, the hidden ones as the schedule has them) and --no-cache, and compare the modelHash`,
+      2,
+    );
   }
   throw new CliError(
     s

@@ -13,9 +13,7 @@ import { diffModelVersions, productionComparisonNote } from '../../src/registry/
 import { productionNote } from '../../src/registry/production.ts';
 import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
-import { recordedSpec, scheduleSpec, stageRecords, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
-import { loadSpecText } from '../../src/spec/load.ts';
-import { parseParamOverrides } from '../../src/spec/params.ts';
+import { plannedScheduleSpec, recordedSpec, scheduleSpec, stageRecords, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
 import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
@@ -203,14 +201,10 @@ async function printScheduledSpec(
       `${id}: run ${runId} was started by schedule ${sched.schedule}, whose spec file ${sched.file ?? ''} (${sched.specUri}) the store no longer has: ${e.message}`,
     );
   }
-  const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
-  const planned = loadSpecText(text, sched.file ?? sched.specUri, {
-    ...ctx.registry,
-    paramOverrides: parseParamOverrides(params).overrides,
-  });
-  const planMatches = planned.ok && planned.plan.specHash === specHash;
+  const { params, problem } = plannedScheduleSpec(text, sched, specHash, ctx.registry);
+  const planMatches = problem === undefined;
   if (recorded && !planMatches) return undefined;
-  const problems = planMatches ? [] : [`the schedule's file with its params does not plan to the version's spec hash ${specHash}`];
+  const problems = problem === undefined ? [] : [problem];
   if (json) {
     console.log(
       JSON.stringify(

@@ -4,6 +4,11 @@
  * for the run a version's lineage names.
  */
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
+import { loadSpecText, type LoadSpecOptions } from '../spec/load.ts';
+import { formatSpecErrors } from '../spec/format.ts';
+import { parseParamOverrides } from '../spec/params.ts';
+import type { PlannedPipeline } from '../spec/types.ts';
+import { REDACTED } from '../util/redact.ts';
 import type { AuditLog, AuditRecord } from './log.ts';
 
 export interface RecordedSpec {
@@ -177,4 +182,28 @@ export async function scheduleSpec(
     actor: r.actor,
     time: r.time,
   };
+}
+
+/**
+ * A schedule's spec file (`text`, read from the store at `sched.specUri`) planned again with the `--param`s its record
+ * keeps, for `models show --spec` and `models reproduce`: the plan where it gives `specHash`, else why not. The
+ * record hides the value of a secret param (src/audit/redact-spec.ts keptScheduleDetails), so such a schedule's
+ * file cannot plan to the hash its runs ran with; that is said, not taken for a changed file.
+ */
+export function plannedScheduleSpec(
+  text: string,
+  sched: { schedule: string; specUri: string; file?: string; params?: unknown },
+  specHash: string,
+  kinds: Omit<LoadSpecOptions, 'paramOverrides' | 'baseDir'>,
+): { params: string[]; plan: PlannedPipeline; problem?: undefined } | { params: string[]; plan?: undefined; problem: string } {
+  const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
+  const hidden = params.filter((p) => p.endsWith(`=${REDACTED}`)).map((p) => p.slice(0, p.indexOf('=')));
+  const planned = loadSpecText(text, sched.file ?? sched.specUri, { ...kinds, paramOverrides: parseParamOverrides(params).overrides });
+  if (planned.ok && planned.plan.specHash === specHash) return { params, plan: planned.plan };
+  const why = hidden.length
+    ? `schedule ${sched.schedule}'s record hides the value of --param ${hidden.join(', --param ')} (a secret), so its file cannot be planned again as its runs were`
+    : planned.ok
+      ? `schedule ${sched.schedule}'s file with its params plans to spec ${planned.plan.specHash.slice(0, 12)}, not the version's spec hash ${specHash} (this CLI's stage kinds or defaults differ from the ones that planned it)`
+      : `schedule ${sched.schedule}'s file no longer plans with this CLI: ${formatSpecErrors(planned.errors)}`;
+  return { params, problem: why };
 }
