@@ -45,12 +45,12 @@ test("validate's errors for bad-pipeline.yaml and gate-typo.yaml are printed in 
 // The CLI table listed some commands without flags they take (serve's --threads, generate's --chat-template, …).
 test("every command, and every flag of its --help, is in the README's CLI table (schedule's flags in docs/schedules.md)", async () => {
   const table = readme.slice(readme.indexOf('\n## CLI'), readme.indexOf('\n## Benchmarks'));
-  const rows = new Map(
-    table
-      .split('\n')
-      .filter((l) => l.startsWith('| `'))
-      .map((l) => [/^\| `([a-z]+)/.exec(l)![1]!, l]),
-  );
+  // A command may have several rows (`models …` and `models reproduce …`): its flags may be in any of them.
+  const rows = new Map<string, string>();
+  for (const l of table.split('\n').filter((x) => x.startsWith('| `'))) {
+    const command = /^\| `([a-z]+)/.exec(l)![1]!;
+    rows.set(command, `${rows.get(command) ?? ''}${l}\n`);
+  }
   const schedules = readFileSync(join(root, 'docs', 'schedules.md'), 'utf8');
   const commands = [...rows.keys()];
   // Every command `tempered --help` lists has a row (chat once had none).
