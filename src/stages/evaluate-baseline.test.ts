@@ -61,3 +61,23 @@ test('the baseline of the same base model, rows and settings is scored once; ano
   assert.equal(again.filter((e) => embedded(e.messages)).length, 1);
   assert.deepEqual(JSON.parse(readFileSync(memo, 'utf8')).labels, labels);
 });
+
+test('a baseline that cannot be kept (no room, no folder) is reported, and the evaluation still ends with it', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'eval-baseline-nowrite-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const testbed = stageTestbed(root, 'w');
+  const modelDir = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
+  const train = await testbed.store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(48, 1)), { mediaType: ARROW });
+  const test1 = await testbed.store.putFile(writeTextTable(join(root, 'test.arrow'), syntheticRows(16, 9)), { mediaType: ARROW });
+  const model = await testbed.store.putTree(await exportTinyClassifier(join(root, 'a'), { modelDir }));
+  // A file where the memo's folder goes: as root no permission stops a write, but this does, on any disk.
+  writeFileSync(join(root, 'w', 'baselines'), '');
+  const messages: string[] = [];
+  const ctx = testbed.ctx('evaluate', 'r1', (p) => void (p.message && messages.push(p.message)));
+  const out = await evaluateStage.run({ model, test: test1, baseline: { model: modelDir, train, seed: 0 }, threads: 1 }, ctx);
+  assert.equal(typeof (testbed.read(out.metrics).baseline as Record<string, unknown>).accuracy, 'number');
+  assert.ok(
+    messages.some((m) => /frozen-feature baseline not kept for the next evaluation: .*baselines/.test(m)),
+    messages.join('\n'),
+  );
+});

@@ -246,12 +246,21 @@ function baselineMemo(stateDir: string, inputs: Record<string, unknown>) {
         return undefined;
       }
     },
-    async write(metrics: ClassificationReport): Promise<void> {
-      await mkdir(dirname(path), { recursive: true });
+    /** Keeps the scores for the next trial; undefined when kept, else why not. */
+    async write(metrics: ClassificationReport): Promise<string | undefined> {
       const tmp = `${path}.${process.pid}.tmp`;
-      await rm(tmp, { force: true });
-      await writeFileDurable(tmp, JSON.stringify(metrics));
-      await rename(tmp, path);
+      try {
+        await mkdir(dirname(path), { recursive: true });
+        await rm(tmp, { force: true });
+        await writeFileDurable(tmp, JSON.stringify(metrics));
+        await rename(tmp, path);
+        return undefined;
+      } catch (e) {
+        // A memo, not a result: a full disk or an unwritable folder costs the next trial the scoring again, never
+        // this stage its finished work.
+        await rm(tmp, { force: true }).catch(() => {});
+        return (e as Error).message;
+      }
     },
   };
 }
@@ -520,7 +529,8 @@ export const evaluateStage: StageKind<Config> = {
               }),
           })
         ).metrics;
-        await memo.write(scored);
+        const notKept = await memo.write(scored);
+        if (notKept) ctx.progress({ fraction: 0.85, message: `frozen-feature baseline not kept for the next evaluation: ${notKept}` });
       }
       metrics.baseline = reportToGateMetrics(scored);
       report.baseline = scored;
