@@ -12,6 +12,7 @@ import { getRunStatus, runInput } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { readSchedule } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
+import { hiddenInText } from '../src/audit/redact-spec.ts';
 import {
   recordedSpec,
   scheduleSpec,
@@ -662,7 +663,10 @@ export async function specView(dbs: UiDatabases, store: ArtifactStore, runId: st
       ? `the trail keeps the resolved plan run ${runId} followed${short}, not its file: shown as JSON`
       : `the audit trail keeps only the hash of the spec of run ${runId}${short}: it was submitted before the trail kept specs`;
   // The plan is the text's copy where there is a text: sent only where it stands in for one.
-  const spec = scheduled ?? (s && (s.text !== undefined ? (({ plan: _plan, ...rest }) => rest)(s) : s));
+  let spec = scheduled ?? (s && (s.text !== undefined ? (({ plan: _plan, ...rest }) => rest)(s) : s));
+  // The answer hides credentials the record or the store kept (server.ts): the note that the text is not the file needs where.
+  const hidden = spec?.text !== undefined && !spec.redacted?.length ? hiddenInText(spec.text, spec.params) : [];
+  if (spec && hidden.length) spec = { ...spec, redacted: hidden };
   return {
     runId,
     ...(specHash ? { specHash } : {}),

@@ -17,6 +17,7 @@ import { useBrowser } from '../tests/helpers/browser.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { sha256Hex } from '../src/util/canonical-json.ts';
 import { openDashboard, testUiServer } from './dashboard.testing.ts';
 import type { UiServer } from './server.ts';
@@ -73,6 +74,19 @@ before(async () => {
     { plan: loaded.plan, options: { baseDir: dir, actor: 'alice', specFile, specText } },
     'x2',
   );
+  // nightly-1: a schedule's run (no run.submitted), whose schedule keeps its file, URL and all, in the store.
+  const { uri: specUri } = await new ArtifactStore(paths.store).putBytes(text, { mediaType: 'application/yaml' });
+  const log = await openAudit(paths.auditDb);
+  const nightly = { actor: 'alice', specHash: 'f'.repeat(64) };
+  await log.append({ ...nightly, action: 'schedule.created', subject: 'nightly', details: { specUri, file: 'creds.yaml' } });
+  await log.append({
+    ...nightly,
+    action: 'stage.completed',
+    subject: 'nightly-1/ingest',
+    runId: 'nightly-1',
+    details: { stage: 'ingest' },
+  });
+  await log.close();
   const reg = await openRegistry(paths.registryDb);
   await reg.registerVersion(testVersion('creds', 'a', { runId: 'run-1', specHash }));
   await reg.registerVersion(testVersion('creds', 'b', { runId: 'run-2', specHash: loaded.plan.specHash }));
@@ -94,12 +108,26 @@ test('no answer of the dashboard holds a credential from a URL; each still names
     '/api/models/creds/versions/1/spec',
     '/api/models/creds/versions/1/lineage',
     '/api/models/creds/versions/1/card',
+    '/api/runs/nightly-1/spec',
+    '/api/runs/nightly-1/spec?download=1',
   ]) {
     const res = await fetch(`${url}${path}`);
     const body = await res.text();
     assert.equal(res.status, 200, `${path}: ${body}`);
     assert.doesNotMatch(body, SECRETS, path);
     if (!path.includes('card') && !path.includes('lineage')) assert.ok(body.includes(SHOWN.replace(/^https:\/\//, '')), `${path}: ${body}`);
+  }
+});
+
+test("a spec the dashboard hides credentials in says where, also a schedule's file, which the store keeps whole", async () => {
+  for (const run of ['run-2', 'nightly-1']) {
+    const view = (await (await fetch(`${url}/api/runs/${run}/spec`)).json()) as { spec?: { text?: string; redacted?: string[] } };
+    assert.ok(view.spec?.text?.includes(SHOWN), `${run}: ${JSON.stringify(view)}`);
+    // Where the text shown is not the file whose sha256 is shown beside it, the page's note needs this list.
+    assert.ok(
+      (view.spec?.redacted ?? []).some((w) => /userinfo/.test(w)),
+      `${run}: ${JSON.stringify(view.spec?.redacted)}`,
+    );
   }
 });
 

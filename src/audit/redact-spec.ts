@@ -19,11 +19,16 @@ export interface KeptSpec<P> {
   redacted?: string[];
 }
 
-export function keptSpec<P extends { params?: Record<string, unknown> }>(plan: P, text: string | undefined): KeptSpec<P> {
-  const params = plan.params ?? {};
-  const values = Object.entries(params)
+/** The values of secret-named params (`hf_token`), long enough to be hidden wherever else they appear. */
+function secretValues(params: Record<string, unknown>): string[] {
+  return Object.entries(params)
     .filter(([k, v]) => isSecretName(k) && typeof v === 'string' && v.length >= MIN_SECRET_VALUE && v !== REDACTED)
     .map(([, v]) => v as string);
+}
+
+export function keptSpec<P extends { params?: Record<string, unknown> }>(plan: P, text: string | undefined): KeptSpec<P> {
+  const params = plan.params ?? {};
+  const values = secretValues(params);
   const opts = { secretKeys: true, values };
   const what: string[] = [];
   const keptPlan = redactJson(plan, what, opts);
@@ -56,4 +61,16 @@ export function keptScheduleDetails(details: Record<string, unknown>): Record<st
       return eq > 0 && isSecretName(p.slice(0, eq)) && p.slice(eq + 1) !== '' ? `${p.slice(0, eq)}=${REDACTED}` : p;
     }),
   };
+}
+
+/**
+ * Where a spec's text, shown to others (the dashboard passes every answer through redactSecrets), has credentials
+ * hidden that its record kept: a record from before the trail hid them, or a schedule's file in the store. Said as
+ * keptSpec says it (`spec text: query X-Amz-Signature`), so a reader knows the text is not the file whose sha256 is
+ * shown beside it; empty where nothing is hidden.
+ */
+export function hiddenInText(text: string, params: Record<string, unknown> = {}): string[] {
+  const what: string[] = [];
+  redactValues(redactText(text, what), secretValues(params), what);
+  return [...new Set(what)].map((w) => `spec text: ${w}`);
 }

@@ -748,8 +748,9 @@ function RecordedSpec({ path }) {
     ${s?.planMatches === false && html`<p class="warning">the recorded plan does not hash to the spec hash ${data.specHash}</p>`}
     ${s?.redacted?.length > 0 &&
     html`<p class="muted" data-spec-redacted>
-      credentials were hidden when the trail recorded this spec (${s.redacted.join('; ')}): the text is not the file submitted, whose sha256
-      is the one shown; put them back where it says REDACTED before submitting it again
+      credentials were hidden ${s.schedule ? 'here' : 'when the trail recorded this spec'} (${s.redacted.join('; ')}): the text is not the
+      file ${s.schedule ? 'the schedule keeps' : 'submitted'}, whose sha256 is the one shown; put them back where it says REDACTED before
+      submitting it again
     </p>`}
     ${s?.text !== undefined && html`<${SpecText} path=${path} file=${file} sha256=${s.textSha256} text=${s.text} />`}
     ${s?.text === undefined &&
