@@ -12,7 +12,7 @@ import { getRunStatus, runInput } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { readSchedule } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
-import { hiddenInText } from '../src/audit/redact-spec.ts';
+import { hiddenInText, keptParamArgs } from '../src/audit/redact-spec.ts';
 import {
   recordedSpec,
   scheduleSpec,
@@ -701,7 +701,9 @@ export interface ScheduleSpecView {
  */
 export async function scheduleSpecView(client: Client, store: ArtifactStore, name: string): Promise<ScheduleSpecView> {
   const { spec } = (await readSchedule(client, name)).view;
-  const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params: spec.params };
+  // Every reader of the dashboard sees it: a secret --param's value hidden, as the trail's schedule records hide it.
+  const params = keptParamArgs(spec.params);
+  const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params };
   const kept = await storedSpecText(store, spec.specUri);
   if ('text' in kept) return { ...base, text: kept.text, textSha256: kept.sha256 };
   const where = spec.specUri ? `the store (${spec.specUri})` : 'the store (the schedule names no stored file)';

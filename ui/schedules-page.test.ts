@@ -212,6 +212,31 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
     assert.equal((await get('/api/schedules/s0/spec?download=yes')).status, 400);
   });
 
+  it('hides the value of a secret --param the schedule was made with, as the trail and status do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-secret-'));
+    const secretFile = join(dir, 'secret.yaml');
+    writeFileSync(secretFile, `params:\n  api_token:\n    type: string\n    default: none\n${text}`);
+    const { input, spec } = await planScheduledRun({
+      file: secretFile,
+      params: ['api_token=tok-SECRET-0123'],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ann',
+      name: 'secret',
+    });
+    await createSchedule(env.client, {
+      name: 'secret',
+      taskQueue: TEST_QUEUE,
+      input,
+      spec,
+      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+    });
+    const r = await get('/api/schedules/secret/spec');
+    assert.equal(r.status, 200, r.text);
+    assert.doesNotMatch(r.text, /tok-SECRET-0123/);
+    assert.deepEqual(r.json().params, ['api_token=REDACTED']);
+  });
+
   it("shows each schedule's spec file folded, its sha256 and download, and the lost one's message", async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const errors: string[] = [];

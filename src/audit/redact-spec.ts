@@ -53,14 +53,19 @@ export function keptScheduleDetails(details: Record<string, unknown>): Record<st
   const out = redactJson(details);
   const param = out.param;
   if (!Array.isArray(param)) return out;
-  return {
-    ...out,
-    param: param.map((p: unknown) => {
-      if (typeof p !== 'string') return p;
-      const eq = p.indexOf('=');
-      return eq > 0 && isSecretName(p.slice(0, eq)) && p.slice(eq + 1) !== '' ? `${p.slice(0, eq)}=${REDACTED}` : p;
-    }),
-  };
+  return { ...out, param: keptParamArgs(param) };
+}
+
+/**
+ * `--param name=value` flags as others may see them: URL credentials hidden, and the value of each param whose name
+ * says it is a secret (the trail's schedule records, the dashboard's view of a schedule).
+ */
+export function keptParamArgs<T>(params: readonly T[]): T[] {
+  return redactJson(params).map((p) => {
+    if (typeof p !== 'string') return p;
+    const eq = p.indexOf('=');
+    return (eq > 0 && isSecretName(p.slice(0, eq)) && p.slice(eq + 1) !== '' ? `${p.slice(0, eq)}=${REDACTED}` : p) as T;
+  });
 }
 
 /**
