@@ -5,6 +5,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { expandParamSweep } from '../../src/spec/index.ts';
+import { missingSources } from '../../src/stages/ingest.ts';
 import type { RunInput } from '../../workflows/types.ts';
 import { actor } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -41,7 +42,15 @@ export async function submitSweep(ctx: CliContext, file: string, o: SweepOptions
   const planned: { params: string[]; plan: RunInput['plan']; text: string }[] = [];
   for (const params of runs) planned.push({ params, ...(await loadPlanOrExit(ctx, file, params, o.json)) });
   const baseDir = dirname(resolve(file));
-  await refuseMissingSources(ctx, planned[0]!.plan, baseDir);
+  // Every trial's sources, said once each: a swept parameter may name another data file than the first trial's.
+  const said = new Set<string>();
+  for (const [i, p] of planned.entries()) {
+    const missing = (await missingSources(p.plan, baseDir, ctx.paths.root)).map((m) => `${m.stage}\n${m.message}`);
+    if (missing.every((m) => said.has(m))) continue;
+    for (const m of missing) said.add(m);
+    console.error(`run ${i + 1} of ${planned.length} (${varying(p.params, runs)}):`);
+    await refuseMissingSources(ctx, p.plan, baseDir);
+  }
   // Each trial is a whole run: one that passes the gate moves the alias, in the order the trials end, not to the best.
   const deploys = planned[0]!.plan.stages.filter(
     (s) => s.uses === 'deploy' && planned.some((p) => String(p.plan.stages.find((x) => x.id === s.id)?.with.gate ?? '').trim() !== 'false'),
