@@ -691,6 +691,8 @@ export interface ScheduleSpecView {
   text?: string;
   /** sha256 of the file's bytes: the hash its URI names, which the store checked them against. */
   textSha256?: string;
+  /** Where the answer hides credentials the file holds (hiddenInText): `text` is then not the file `textSha256` names. */
+  redacted?: string[];
   missing?: string;
 }
 
@@ -705,7 +707,10 @@ export async function scheduleSpecView(client: Client, store: ArtifactStore, nam
   const params = keptParamArgs(spec.params);
   const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params };
   const kept = await storedSpecText(store, spec.specUri);
-  if ('text' in kept) return { ...base, text: kept.text, textSha256: kept.sha256 };
+  if ('text' in kept) {
+    const hidden = hiddenInText(kept.text);
+    return { ...base, text: kept.text, textSha256: kept.sha256, ...(hidden.length ? { redacted: hidden } : {}) };
+  }
   const where = spec.specUri ? `the store (${spec.specUri})` : 'the store (the schedule names no stored file)';
   return {
     ...base,

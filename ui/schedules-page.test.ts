@@ -215,7 +215,10 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
   it('hides the value of a secret --param the schedule was made with, as the trail and status do', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-secret-'));
     const secretFile = join(dir, 'secret.yaml');
-    writeFileSync(secretFile, `params:\n  api_token:\n    type: string\n    default: none\n${text}`);
+    writeFileSync(
+      secretFile,
+      `# from https://bob:PWSECRET@example.com/x\nparams:\n  api_token:\n    type: string\n    default: none\n${text}`,
+    );
     const { input, spec } = await planScheduledRun({
       file: secretFile,
       params: ['api_token=tok-SECRET-0123'],
@@ -235,6 +238,9 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
     assert.equal(r.status, 200, r.text);
     assert.doesNotMatch(r.text, /tok-SECRET-0123/);
     assert.deepEqual(r.json().params, ['api_token=REDACTED']);
+    // The file's URL credentials are hidden in the answer, which says so: its text is not the file its sha256 names.
+    assert.doesNotMatch(r.text, /PWSECRET/);
+    assert.deepEqual(r.json().redacted, ['spec text: userinfo']);
   });
 
   it("shows each schedule's spec file folded, its sha256 and download, and the lost one's message", async (t) => {

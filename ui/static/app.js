@@ -1536,6 +1536,10 @@ function ScheduleSpec({ name }) {
       >spec file ${data.file || '(no path recorded)'}${data.params.length ? ` · params ${data.params.join(' ')}` : ''}</span
     >
     ${data.missing && html`<p class="warning" data-spec-missing>${data.missing}</p>`}
+    ${data.redacted?.length > 0 &&
+    html`<p class="muted" data-spec-redacted>
+      credentials were hidden here (${data.redacted.join('; ')}): the text is not the file the schedule keeps, whose sha256 is the one shown
+    </p>`}
     ${data.text !== undefined && html`<${SpecText} path=${path} file=${file} sha256=${data.textSha256} text=${data.text} />`}
   </div>`;
 }
