@@ -76,18 +76,7 @@ before(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-'));
   file = join(dir, 'tiny.yaml');
   writeFileSync(file, "name: tiny\nstages:\n  only:\n    uses: probe\n    with: { value: 'x' }\n");
-  for (let i = 0; i < SCHEDULES; i++) {
-    const name = `s${i}`;
-    const { input, spec } = await planScheduledRun({
-      file,
-      params: [],
-      registry: kindRegistry(env.kinds),
-      store: env.store,
-      actor: 'ann',
-      name,
-    });
-    await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing: { cron: '0 3 1 1 *', overlap: 'allow-all' } });
-  }
+  for (let i = 0; i < SCHEDULES; i++) await scheduleOf(`s${i}`, file);
   // A second apart: two actions of one schedule in one second would share a workflow id.
   for (let k = 0; k < RUNS_EACH; k++) {
     if (k > 0) await sleep(1100);
@@ -122,6 +111,13 @@ after(async () => {
   await ui?.close();
   await env?.close();
 });
+
+/** A schedule of `file` (planned with `params`, its file stored) that fires once a year, so only a trigger runs it. */
+async function scheduleOf(name: string, file: string, params: string[] = []) {
+  const { input, spec } = await planScheduledRun({ file, params, registry: kindRegistry(env.kinds), store: env.store, actor: 'ann', name });
+  await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing: { cron: '0 3 1 1 *', overlap: 'allow-all' } });
+  return spec;
+}
 
 async function poll() {
   const res = await fetch(`${url}/api/schedules`, { headers: { authorization: `Bearer ${TOKEN}` } });
@@ -168,21 +164,7 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
     // A schedule whose spec file the store no longer has (a store gc before schedules' files were kept).
     const lost = join(mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-lost-')), 'lost.yaml');
     writeFileSync(lost, `# this copy is lost\n${text}`);
-    const { input, spec } = await planScheduledRun({
-      file: lost,
-      params: [],
-      registry: kindRegistry(env.kinds),
-      store: env.store,
-      actor: 'ann',
-      name: 'lost',
-    });
-    await createSchedule(env.client, {
-      name: 'lost',
-      taskQueue: TEST_QUEUE,
-      input,
-      spec,
-      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
-    });
+    const spec = await scheduleOf('lost', lost);
     rmSync(env.store.pathOf(spec.specUri));
   });
 
@@ -219,21 +201,7 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
       secretFile,
       `# from https://bob:PWSECRET@example.com/x\nparams:\n  api_token:\n    type: string\n    default: none\n${text}`,
     );
-    const { input, spec } = await planScheduledRun({
-      file: secretFile,
-      params: ['api_token=tok-SECRET-0123'],
-      registry: kindRegistry(env.kinds),
-      store: env.store,
-      actor: 'ann',
-      name: 'secret',
-    });
-    await createSchedule(env.client, {
-      name: 'secret',
-      taskQueue: TEST_QUEUE,
-      input,
-      spec,
-      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
-    });
+    await scheduleOf('secret', secretFile, ['api_token=tok-SECRET-0123']);
     const r = await get('/api/schedules/secret/spec');
     assert.equal(r.status, 200, r.text);
     assert.doesNotMatch(r.text, /tok-SECRET-0123/);
