@@ -21,6 +21,7 @@ import { plannedPipeline } from './helpers/plans.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
 import { auditScheduleChange } from '../client/schedules.ts';
 import { loadSpec } from '../src/spec/load.ts';
+import { plannedScheduleSpec } from '../src/audit/run-spec.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 
@@ -188,7 +189,13 @@ test("a schedule's run whose record hides a secret --param: exit 2 naming the sc
   }).catch((e: Error) => ({ code: -1, stderr: e.message }));
   assert.equal(res.code, 2, res.stderr);
   assert.match(res.stderr, /run nightly-1 was started by schedule nightly/);
-  assert.match(res.stderr, /hides the value of --param api_token/);
+  assert.match(res.stderr, /record hides credentials in --param api_token, so its file cannot be planned again/);
   assert.doesNotMatch(res.stderr, /not registered by a pipeline run/);
   assert.doesNotMatch(res.stderr, /tok-1234567/);
+  // A URL's credentials hidden in a param's value (keptScheduleDetails hides those too) are said the same way.
+  const sched = { schedule: 'nightly', specUri: stored.uri, file, params: ['api_token=https://REDACTED@example.com/t'] };
+  assert.match(
+    plannedScheduleSpec(loaded.text, sched, loaded.plan.specHash, kindRegistry(await loadStageKinds())).problem ?? '',
+    /^schedule nightly's record hides credentials in --param api_token, so/,
+  );
 });

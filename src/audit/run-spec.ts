@@ -197,11 +197,12 @@ export function plannedScheduleSpec(
   kinds: Omit<LoadSpecOptions, 'paramOverrides' | 'baseDir'>,
 ): { params: string[]; plan: PlannedPipeline; problem?: undefined } | { params: string[]; plan?: undefined; problem: string } {
   const params = Array.isArray(sched.params) ? sched.params.map(String) : [];
-  const hidden = params.filter((p) => p.endsWith(`=${REDACTED}`)).map((p) => p.slice(0, p.indexOf('=')));
+  // A secret-named param's value, or a URL's credentials in one (`src=https://REDACTED@…`).
+  const hidden = params.filter((p) => p.slice(p.indexOf('=') + 1).includes(REDACTED)).map((p) => p.slice(0, p.indexOf('=')));
   const planned = loadSpecText(text, sched.file ?? sched.specUri, { ...kinds, paramOverrides: parseParamOverrides(params).overrides });
   if (planned.ok && planned.plan.specHash === specHash) return { params, plan: planned.plan };
   const why = hidden.length
-    ? `schedule ${sched.schedule}'s record hides the value of --param ${hidden.join(', --param ')} (a secret), so its file cannot be planned again as its runs were`
+    ? `schedule ${sched.schedule}'s record hides credentials in --param ${hidden.join(', --param ')}, so its file cannot be planned again as its runs were`
     : planned.ok
       ? `schedule ${sched.schedule}'s file with its params plans to spec ${planned.plan.specHash.slice(0, 12)}, not the version's spec hash ${specHash} (this CLI's stage kinds or defaults differ from the ones that planned it)`
       : `schedule ${sched.schedule}'s file no longer plans with this CLI: ${formatSpecErrors(planned.errors)}`;
