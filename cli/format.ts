@@ -137,7 +137,10 @@ export function paramsText(params: Record<string, unknown>): string {
 
 export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
   const lines = [
-    `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
+    // The actor is whoever submitted the run, as they set TEMPERED_ACTOR: shown, not sent to the reader's terminal.
+    printable(
+      `run ${st.runId}  pipeline ${st.name}  ${st.state}  by ${st.actor}  started ${st.startedAt}${st.endedAt ? `  ended ${st.endedAt}` : ''}`,
+    ),
   ];
   if (Object.keys(st.params ?? {}).length > 0) lines.push(`params  ${paramsText(st.params)}`);
   if (st.resumeOf) lines.push(`resumes ${st.resumeOf}`);
