@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StageStatus } from '../workflows/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { duration, formatRunStatus, printable, progressText, stageLine } from './format.ts';
+import { duration, formatRunStatus, printable, progressText, runLine, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
   ({ id: 'train', uses: 'train', state: 'running', progress }) as unknown as StageStatus;
@@ -219,4 +219,17 @@ test("a run's head line escapes control characters: the actor is whoever submitt
   const head = formatRunStatus(st).split('\n')[0]!;
   assert.doesNotMatch(head, /[\x00-\x1f\x7f-\x9f]/);
   assert.match(head, /by eve\\u001b\]0;pwned/);
+});
+
+test('a line of `tempered runs` escapes control characters in the actor, and hides a secret-named param', () => {
+  const line = runLine({
+    runId: 'r-1',
+    pipeline: 'p',
+    status: 'COMPLETED',
+    startTime: new Date('2026-12-05T00:00:00.000Z'),
+    actor: 'eve\u001b]0;pwned\u0007',
+    params: { lr: 0.01, hf_token: 'hf_abcdefghijkl' },
+  });
+  assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f]/);
+  assert.match(line, /2026-12-05T00:00:00\.000Z {2}eve\\u001b\]0;pwned\\u0007 {2}lr=0\.01 hf_token=REDACTED$/);
 });

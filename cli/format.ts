@@ -1,7 +1,7 @@
 /** Human-readable rendering of run status for the terminal. */
 import type { StageStatus } from '../workflows/types.ts';
 import { isArtifactRef } from '../src/types.ts';
-import type { ClientRunStatus } from '../client/runs.ts';
+import type { ClientRunStatus, RunSummary } from '../client/runs.ts';
 import { failureHints, retryNote } from '../client/failure-notes.ts';
 import type { InputErrorCode } from '../src/errors.ts';
 import { redactJson } from '../src/util/redact.ts';
@@ -133,6 +133,14 @@ export function paramsText(params: Record<string, unknown>): string {
   return Object.entries(shownParams(params))
     .map(([k, v]) => `${k}=${printable(typeof v === 'string' ? v : JSON.stringify(v))}`)
     .join(' ');
+}
+
+/** One run of `tempered runs`; the actor is whoever submitted it (TEMPERED_ACTOR as they set it): escaped, as status's. */
+export function runLine(r: RunSummary): string {
+  const links = [r.scheduleId && `schedule ${r.scheduleId}`, r.resumeOf && `resumes ${r.resumeOf}`].filter(Boolean).join('  ');
+  return printable(
+    `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}${r.params && Object.keys(r.params).length ? `  ${paramsText(r.params)}` : ''}`,
+  );
 }
 
 export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {

@@ -21,7 +21,7 @@ import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
-import { busyWithText, formatRunStatus, paramsText, progressText, stageLine } from '../format.ts';
+import { busyWithText, formatRunStatus, progressText, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
@@ -305,13 +305,7 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const runs = await listRuns(client, Number(values.limit ?? 20));
   if (values.json) console.log(JSON.stringify(runs, null, 2));
   else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
-  else
-    for (const r of runs) {
-      const links = [r.scheduleId && `schedule ${r.scheduleId}`, r.resumeOf && `resumes ${r.resumeOf}`].filter(Boolean).join('  ');
-      console.log(
-        `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}${r.params && Object.keys(r.params).length ? `  ${paramsText(r.params)}` : ''}`,
-      );
-    }
+  else for (const r of runs) console.log(runLine(r));
   return 0;
 }
 
