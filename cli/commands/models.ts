@@ -505,7 +505,11 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
 
 /** The bytes of the files under `dir`: what a copy of it needs. */
 function folderBytes(dir: string): number {
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .reduce((sum, e) => sum + statSync(join(e.parentPath, e.name)).size, 0);
+  // Names, not Dirents: Dirent.parentPath is from Node 20.12, and package.json takes any Node 20.
+  let bytes = 0;
+  for (const name of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const st = statSync(join(dir, name));
+    if (st.isFile()) bytes += st.size;
+  }
+  return bytes;
 }
