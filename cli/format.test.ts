@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { StageStatus } from '../workflows/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { duration, formatRunStatus, printable, progressText, runLine, stageLine } from './format.ts';
+import { duration, formatRunStatus, printable, progressText, runJson, runLine, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
   ({ id: 'train', uses: 'train', state: 'running', progress }) as unknown as StageStatus;
@@ -232,4 +232,18 @@ test('a line of `tempered runs` escapes control characters in the actor, and hid
   });
   assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f]/);
   assert.match(line, /2026-12-05T00:00:00\.000Z {2}eve\\u001b\]0;pwned\\u0007 {2}lr=0\.01 hf_token=REDACTED$/);
+});
+
+test("a run's --json hides what its text hides: a secret-named param, its value where the plan took it in, URL credentials", () => {
+  const st = {
+    runId: 'r',
+    params: { lr: 0.01, api_token: 'tok-1234567' },
+    plan: { stages: [{ id: 'ingest', with: { path: 'https://u:pw@data.example/x.jsonl?sig=abc&v=1', header: 'Bearer tok-1234567' } }] },
+  };
+  const out = runJson(st);
+  assert.doesNotMatch(out, /tok-1234567|pw@|sig=abc/);
+  const back = JSON.parse(out) as typeof st;
+  assert.equal(back.params.lr, 0.01);
+  assert.equal(back.plan.stages[0]!.with.header, 'Bearer REDACTED');
+  assert.match(back.plan.stages[0]!.with.path, /^https:\/\/REDACTED@data\.example\/x\.jsonl\?sig=REDACTED&v=1$/);
 });

@@ -4,7 +4,7 @@ import { isArtifactRef } from '../src/types.ts';
 import type { ClientRunStatus, RunSummary } from '../client/runs.ts';
 import { failureHints, retryNote } from '../client/failure-notes.ts';
 import type { InputErrorCode } from '../src/errors.ts';
-import { redactJson } from '../src/util/redact.ts';
+import { redactJson, redactSecrets } from '../src/util/redact.ts';
 
 const ICON: Record<string, string> = {
   pending: '·',
@@ -126,6 +126,14 @@ export type ReportReader = (ref: unknown) => string | undefined;
 /** A run's parameters as the terminal shows them (status, runs --compare): a secret-named one (hf_token) hidden. */
 export function shownParams(params: Record<string, unknown>): Record<string, unknown> {
   return redactJson(params, [], { secretKeys: true });
+}
+
+/**
+ * A run's status or list as `--json` prints it: what the text form hides stays hidden (secret-named params, and their
+ * values where the plan took them in; URL credentials), since JSON output lands in CI logs as often as in scripts.
+ */
+export function runJson(value: unknown): string {
+  return JSON.stringify(redactSecrets(value), null, 2);
 }
 
 /** Parameters as one line, `lr=0.01 r=8 model=pypi:…` (status, models show), secret-named ones hidden, control characters escaped. */

@@ -21,7 +21,7 @@ import { missingSources } from '../../src/stages/ingest.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
-import { busyWithText, formatRunStatus, progressText, runLine, stageLine } from '../format.ts';
+import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { startLocalWorker } from './worker.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
@@ -264,7 +264,7 @@ export async function startAndReport(
       interrupt.dispose();
     }
     if (o.onEnd) return await o.onEnd(final);
-    if (o.json) console.log(JSON.stringify(final, null, 2));
+    if (o.json) console.log(runJson(final));
     else {
       await ctx.fetchReports(final);
       console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
@@ -286,7 +286,7 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
     : await getRunStatus(client, runId).catch((e: Error) => {
         throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
       });
-  if (values.json) console.log(JSON.stringify(st, null, 2));
+  if (values.json) console.log(runJson(st));
   else {
     await ctx.fetchReports(st);
     console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
@@ -303,7 +303,7 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   if (values.compare) return (await import('./runs-compare.ts')).compareTrialsCmd(ctx, positionals, !!values.json);
   const client = await ctx.client();
   const runs = await listRuns(client, Number(values.limit ?? 20));
-  if (values.json) console.log(JSON.stringify(runs, null, 2));
+  if (values.json) console.log(runJson(runs));
   else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
   else for (const r of runs) console.log(runLine(r));
   return 0;
