@@ -8,16 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
-import {
-  compareReproduction,
-  modelSource,
-  planProblem,
-  reproductionPlan,
-  stageOutputHashes,
-  upstreamOf,
-  type Reproduction,
-  type RunFacts,
-} from '../../src/audit/reproduce.ts';
+import { judgeRerun, modelSource, planProblem, reproductionPlan, stageOutputHashes, type Reproduction } from '../../src/audit/reproduce.ts';
 import { plannedScheduleSpec, recordedSpec, scheduleSpec, trainedOn, trainedWith, type TrainedWith } from '../../src/audit/run-spec.ts';
 import type { AuditLog } from '../../src/audit/log.ts';
 import { databaseExists } from '../../src/db/database.ts';
@@ -224,7 +215,7 @@ function failedStage(final: RunStatus): string {
   return f ? `: stage ${f.id} failed: ${f.error?.message ?? 'unknown error'}` : '';
 }
 
-/** The rerun's model and data against the version's and its run's, from the rerun's outputs and the original's trail. */
+/** The rerun's model and data against the version's and its run's: reads the rerun's model and the original's trail. */
 async function compare(
   ctx: CliContext,
   f: { id: string; v: ModelVersion; modelHash: string; audit: AuditLog; rerunId: string; trainStage: string; modelOutput: string },
@@ -235,50 +226,21 @@ async function compare(
   const outputs = Object.fromEntries(final.stages.map((s) => [s.id, s.outputs ?? {}]));
   const model = outputs[f.trainStage]?.[f.modelOutput];
   const rerunHash = isArtifactRef(model) ? modelHashOf((await modelArtifacts(model, ctx.store())).artifacts) : undefined;
-  // The stages whose data the training read: their tables, and ingest's hash of its source files.
-  const dataStages = upstreamOf(plan.stages, f.trainStage)
-    .filter((s) => s !== f.trainStage)
-    .map((s) => ({ id: s, kind: plan.stages.find((x) => x.id === s)!.uses }));
-  const dataOutputs = (kind: string) => {
-    const declared = ctx.kinds.get(kind)?.outputs;
-    return (name: string) => name === 'dataHash' || !declared || declared[name]?.type === 'table';
-  };
-  const pick = (kind: string, hashes: Record<string, string> | undefined) =>
-    hashes && Object.fromEntries(Object.entries(hashes).filter(([k]) => dataOutputs(kind)(k)));
-  const recorded = await stageOutputHashes(f.audit, f.v.lineage.runId);
-  const rerunHashes = (stage: string): Record<string, string> => {
-    const out: Record<string, string> = {};
-    for (const [k, x] of Object.entries(outputs[stage] ?? {})) {
-      if (isArtifactRef(x)) out[k] = x.sha256;
-      else if (k === 'dataHash' && typeof x === 'string') out[k] = x;
-    }
-    return out;
-  };
-  const trained = outputs[f.trainStage] ?? {};
-  const original: RunFacts = {
-    runId: f.v.lineage.runId,
-    modelHash: f.modelHash,
-    data: Object.fromEntries(dataStages.map((s) => [s.id, pick(s.kind, recorded[s.id])])),
-    ...optional('trainedWith', (await trainedWith(f.audit, f.v.lineage.runId))[f.trainStage]),
-  };
-  const rerun: RunFacts = {
-    runId: f.rerunId,
-    ...optional('modelHash', rerunHash),
-    data: Object.fromEntries(dataStages.map((s) => [s.id, pick(s.kind, rerunHashes(s.id))])),
-    ...(typeof trained.device === 'string'
-      ? { trainedWith: { device: trained.device, ...(trained.runtime !== undefined ? { runtime: trained.runtime } : {}) } }
-      : {}),
-  };
-  return compareReproduction({
-    stages: dataStages,
-    train: { id: f.trainStage, kind: plan.stages.find((s) => s.id === f.trainStage)!.uses, threadsPinned },
-    original,
-    rerun,
+  const runId = f.v.lineage.runId;
+  const trained = (await trainedWith(f.audit, runId))[f.trainStage];
+  return judgeRerun({
+    plan,
+    trainStage: f.trainStage,
+    threadsPinned,
+    original: {
+      runId,
+      modelHash: f.modelHash,
+      stageHashes: await stageOutputHashes(f.audit, runId),
+      ...(trained !== undefined ? { trainedWith: trained } : {}),
+    },
+    rerun: { runId: f.rerunId, ...(rerunHash !== undefined ? { modelHash: rerunHash } : {}), outputs },
+    declaredOutputs: (kind) => ctx.kinds.get(kind)?.outputs,
   });
-}
-
-function optional<K extends string, T>(k: K, x: T | undefined): { [P in K]?: T } {
-  return (x === undefined ? {} : { [k]: x }) as { [P in K]?: T };
 }
 
 /** The stage-by-stage lines under the verdict. */

@@ -7,7 +7,8 @@
  */
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { parseRefExpression } from '../spec/runtime-refs.ts';
-import type { PlannedPipeline, PlannedStage } from '../spec/types.ts';
+import type { PlannedPipeline, PlannedStage, StageOutputInfo } from '../spec/types.ts';
+import { isArtifactRef } from '../types.ts';
 import type { AuditLog } from './log.ts';
 import type { TrainedWith } from './run-spec.ts';
 
@@ -132,6 +133,63 @@ export interface Reproduction {
   /** Set where the threads were not pinned and the runs' thread counts or CPUs differ: the likely cause, and the fix. */
   threadsNote?: string;
   verdict: string;
+}
+
+/**
+ * The verdict on a finished rerun, from what each run left: the original's model hash, its stages' recorded output
+ * hashes (`stageOutputHashes`) and what its training ran with (`trainedWith`); the rerun's stage outputs and the hash of
+ * its model (computed as register computes it). Compared are the stages whose data the training read: their tables
+ * (as each kind declares its outputs; every output where the kind is not known here), and ingest's `dataHash` over its
+ * source files.
+ */
+export function judgeRerun(o: {
+  plan: Pick<PlannedPipeline, 'stages'>;
+  trainStage: string;
+  threadsPinned: boolean;
+  original: { runId: string; modelHash: string; stageHashes: Record<string, Record<string, string>>; trainedWith?: TrainedWith };
+  rerun: { runId: string; modelHash?: string; outputs: Record<string, Record<string, unknown>> };
+  /** A stage kind's declared outputs; undefined for a kind not known here. */
+  declaredOutputs: (kind: string) => Record<string, StageOutputInfo> | undefined;
+}): Reproduction {
+  const kindOf = (id: string) => o.plan.stages.find((x) => x.id === id)!.uses;
+  const dataStages = upstreamOf(o.plan.stages, o.trainStage)
+    .filter((s) => s !== o.trainStage)
+    .map((s) => ({ id: s, kind: kindOf(s) }));
+  const pick = (kind: string, hashes: Record<string, string> | undefined) => {
+    const declared = o.declaredOutputs(kind);
+    return (
+      hashes && Object.fromEntries(Object.entries(hashes).filter(([k]) => k === 'dataHash' || !declared || declared[k]?.type === 'table'))
+    );
+  };
+  const rerunHashes = (stage: string): Record<string, string> => {
+    const out: Record<string, string> = {};
+    for (const [k, x] of Object.entries(o.rerun.outputs[stage] ?? {})) {
+      if (isArtifactRef(x)) out[k] = x.sha256;
+      else if (k === 'dataHash' && typeof x === 'string') out[k] = x;
+    }
+    return out;
+  };
+  const trained = o.rerun.outputs[o.trainStage] ?? {};
+  const original: RunFacts = {
+    runId: o.original.runId,
+    modelHash: o.original.modelHash,
+    data: Object.fromEntries(dataStages.map((s) => [s.id, pick(s.kind, o.original.stageHashes[s.id])])),
+    ...(o.original.trainedWith !== undefined ? { trainedWith: o.original.trainedWith } : {}),
+  };
+  const rerun: RunFacts = {
+    runId: o.rerun.runId,
+    ...(o.rerun.modelHash !== undefined ? { modelHash: o.rerun.modelHash } : {}),
+    data: Object.fromEntries(dataStages.map((s) => [s.id, pick(s.kind, rerunHashes(s.id))])),
+    ...(typeof trained.device === 'string'
+      ? { trainedWith: { device: trained.device, ...(trained.runtime !== undefined ? { runtime: trained.runtime } : {}) } }
+      : {}),
+  };
+  return compareReproduction({
+    stages: dataStages,
+    train: { id: o.trainStage, kind: kindOf(o.trainStage), threadsPinned: o.threadsPinned },
+    original,
+    rerun,
+  });
 }
 
 const short = (h: string | undefined) => (h ? `${h.slice(0, 12)}…` : 'none');
