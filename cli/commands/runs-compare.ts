@@ -1,104 +1,52 @@
 /**
  * `tempered runs --compare A B …`: the trials of a hyperparameter search side by side in the terminal, as the
- * dashboard's compare page shows them: the parameters that differ, the validation metrics at the end of training
- * (from each train stage's history), every numeric output (test metrics, final loss, the version registered), the
- * evaluate stage's other scores (from its metrics document) and where the time went, with the best value of each
- * metric marked and the best run on validation named. Picking on the test split's metrics makes them an optimistic
- * estimate of the winner, so the choice is offered on validation.
+ * dashboard's compare page shows them. What is compared and how the best is picked is src/eval/trials.ts; here the
+ * runs and their artifacts are read, and the comparison printed.
  */
 import { readFileSync } from 'node:fs';
 import { tableFromIPC } from 'apache-arrow';
 import { getRunStatus } from '../../client/runs.ts';
+import { compareTrials as compareRuns, VALIDATION_COLUMNS, type TrialArtifacts, type TrialComparison } from '../../src/eval/trials.ts';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { isArtifactRef } from '../../src/types.ts';
-import { jsonDiff } from '../../src/util/json-diff.ts';
 import type { RunStatus } from '../../workflows/types.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { duration, printable, shownParams } from '../format.ts';
 
-/** The validation columns a train stage's history holds (NaN at steps without validation). */
-const VALIDATION = ['val_f1_macro', 'val_accuracy', 'val_loss'] as const;
+export type { TrialComparison };
 
-/** Higher is better, lower is better, or neither (counts, versions, times are not ranked). */
-function direction(name: string): 1 | -1 | 0 {
-  const metric = name.split('.').at(-1)!;
-  if (name.startsWith('time.') || /^(n|rows|steps|version)$/.test(metric)) return 0;
-  if (/loss|perplexity/i.test(metric)) return -1;
-  if (/f1|accuracy|exact_match|rouge|chrf|precision|recall/.test(metric)) return 1;
-  // tokens, scored_rows, generated: counts.
-  return 0;
-}
-
-/** Each validation metric's last value in a train stage's history: the model the stage exported. */
-async function finalValidation(store: ArtifactStore, st: RunStatus['stages'][number]): Promise<Record<string, number>> {
-  const ref = st.outputs?.history;
-  if (!isArtifactRef(ref)) return {};
-  const table = tableFromIPC(readFileSync(await store.localPath(ref.uri)));
-  const out: Record<string, number> = {};
-  for (const col of VALIDATION) {
-    const values = Array.from((table.getChild(col)?.toArray() ?? []) as ArrayLike<number>).filter((x) => !Number.isNaN(x));
-    if (values.length > 0) out[`${st.id}.${col}`] = values.at(-1)!;
+/**
+ * The artifacts the comparison reads from this host's store: each train stage's validation columns, each evaluate
+ * stage's metrics document. One this host cannot read (not fetched from a shared store) is left out, so its rows stay
+ * empty rather than the command failing.
+ */
+async function trialArtifacts(store: ArtifactStore, st: RunStatus): Promise<TrialArtifacts> {
+  const out: TrialArtifacts = { histories: {}, metricsDocs: {} };
+  const read = async (ref: unknown) => (isArtifactRef(ref) ? readFileSync(await store.localPath(ref.uri)) : undefined);
+  for (const s of st.stages) {
+    if (s.uses === 'train')
+      await read(s.outputs?.history)
+        .then((bytes) => {
+          if (!bytes) return;
+          const table = tableFromIPC(bytes);
+          out.histories[s.id] = Object.fromEntries(
+            VALIDATION_COLUMNS.map((col) => [col, table.getChild(col)?.toArray() as ArrayLike<number> | undefined]),
+          );
+        })
+        .catch(() => {});
+    if (s.uses === 'evaluate')
+      await read(s.outputs?.metrics)
+        .then((bytes) => {
+          if (bytes) out.metricsDocs[s.id] = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+        })
+        .catch(() => {});
   }
   return out;
 }
 
-/**
- * The top-level scores of an evaluate stage's metrics document: a causal LM's exact_match, balanced_exact_match, chrf
- * and the like are there only (its outputs are loss and perplexity), as are a classifier's micro and weighted scores.
- * The baseline's and production's (nested) are left out: the same in every trial of a sweep, or another model's.
- */
-async function evaluateMetrics(store: ArtifactStore, st: RunStatus['stages'][number]): Promise<Record<string, number>> {
-  const ref = st.outputs?.metrics;
-  if (!isArtifactRef(ref)) return {};
-  const doc = JSON.parse(readFileSync(await store.localPath(ref.uri), 'utf8')) as Record<string, unknown>;
-  return Object.fromEntries(Object.entries(doc).filter((e): e is [string, number] => typeof e[1] === 'number'));
-}
-
-const seconds = (from?: string, to?: string) => (from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : undefined);
-
-/** A run's numbers: validation at the end of training, numeric outputs, seconds per stage run (not cached) and in all. */
-async function runNumbers(
-  store: ArtifactStore,
-  st: RunStatus,
-): Promise<{ metrics: Record<string, number>; flags: Record<string, boolean>; times: Record<string, number> }> {
-  const metrics: Record<string, number> = {};
-  const flags: Record<string, boolean> = {};
-  const times: Record<string, number> = {};
-  for (const s of st.stages) {
-    // A history this host cannot read (not fetched from a shared store) leaves the validation rows empty, not the command failed.
-    if (s.uses === 'train') Object.assign(metrics, await finalValidation(store, s).catch(() => ({})));
-    for (const [k, x] of Object.entries(s.outputs ?? {})) {
-      if (typeof x === 'number') metrics[`${s.id}.${k}`] = x;
-      // deploy's promoted: which trial moved the alias.
-      else if (typeof x === 'boolean') flags[`${s.id}.${k}`] = x;
-    }
-    if (s.uses === 'evaluate')
-      for (const [k, x] of Object.entries(await evaluateMetrics(store, s).catch(() => ({})))) metrics[`${s.id}.${k}`] ??= x;
-    const sec = s.state === 'succeeded' ? seconds(s.startedAt, s.endedAt) : undefined;
-    if (sec !== undefined) times[`time.${s.id}`] = sec;
-  }
-  const all = seconds(st.startedAt, st.endedAt);
-  if (all !== undefined) times['time.run'] = all;
-  return { metrics, flags, times };
-}
-
 const num = (x: number) => (Number.isInteger(x) ? String(x) : Math.abs(x) >= 1e-3 && Math.abs(x) < 1e5 ? x.toFixed(4) : x.toPrecision(4));
 
-export interface TrialComparison {
-  runs: { runId: string; state: string; params: Record<string, unknown> }[];
-  /** Parameters whose values differ between the runs, by name. */
-  params: { name: string; values: unknown[] }[];
-  /**
-   * Metrics and times, in stage order; `best` is the index of the best run where the metric has a direction. Counts
-   * the same in every run (rows ingested, steps) are left out.
-   */
-  rows: { name: string; values: (number | undefined)[]; best?: number }[];
-  /** Boolean outputs (deploy's `promoted`) that any run has. */
-  flags: { name: string; values: (boolean | undefined)[] }[];
-  /** The run with the best final validation metric (F1, else accuracy, else loss), where any run has one. */
-  bestOnValidation?: { metric: string; run: number };
-}
-
+/** The runs' statuses (reports fetched from a shared store where there is one) and artifacts, compared (src/eval/trials.ts). */
 export async function compareTrials(ctx: CliContext, ids: string[]): Promise<TrialComparison> {
   const client = await ctx.client();
   const statuses = await Promise.all(
@@ -109,34 +57,9 @@ export async function compareTrials(ctx: CliContext, ids: string[]): Promise<Tri
     ),
   );
   for (const st of statuses) await ctx.fetchReports(st);
-  const numbers = await Promise.all(statuses.map((st) => runNumbers(ctx.store(), st)));
-  const names = (pick: (n: (typeof numbers)[number]) => Record<string, number>) => [
-    ...new Set(numbers.flatMap((n) => Object.keys(pick(n)))),
-  ];
-  const validation = names((n) => n.metrics).filter((k) => VALIDATION.some((v) => k.endsWith(`.${v}`)));
-  const others = names((n) => n.metrics).filter((k) => !validation.includes(k));
-  const rows = [...validation, ...others, ...names((n) => n.times)].flatMap((name) => {
-    const values = numbers.map((n) => n.metrics[name] ?? n.times[name]);
-    const dir = direction(name);
-    if (dir === 0 && !name.startsWith('time.') && new Set(values).size === 1) return [];
-    const ranked = values.flatMap((x, i) => (x === undefined ? [] : [{ x, i }]));
-    const top = dir === 0 || ranked.length < 2 ? undefined : ranked.reduce((a, b) => (dir * (b.x - a.x) > 0 ? b : a));
-    // A tie has no best: marking the first of equals would read as a winner.
-    const best = top && ranked.filter((r) => r.x === top.x).length === 1 ? top.i : undefined;
-    return [{ name, values, ...(best !== undefined ? { best } : {}) }];
-  });
-  const flags = [...new Set(numbers.flatMap((n) => Object.keys(n.flags)))].map((name) => ({
-    name,
-    values: numbers.map((n) => n.flags[name]),
-  }));
-  const pick = VALIDATION.map((v) => rows.find((r) => r.name.endsWith(`.${v}`) && r.best !== undefined)).find(Boolean);
-  return {
-    runs: statuses.map((st) => ({ runId: st.runId, state: st.state, params: shownParams(st.params) })),
-    params: jsonDiff(statuses.map((st) => shownParams(st.params))).map((d) => ({ name: d.path, values: d.values })),
-    rows,
-    flags,
-    ...(pick ? { bestOnValidation: { metric: pick.name, run: pick.best! } } : {}),
-  };
+  const artifacts = await Promise.all(statuses.map((st) => trialArtifacts(ctx.store(), st)));
+  // Params as they may be shown: a secret-named --param is REDACTED here as in status.
+  return compareRuns(statuses.map((st, i) => ({ run: { ...st, params: shownParams(st.params) }, artifacts: artifacts[i]! })));
 }
 
 export async function compareTrialsCmd(ctx: CliContext, ids: string[], json: boolean): Promise<number> {

@@ -1,0 +1,48 @@
+/** compareTrials: the rows `tempered runs --compare` shows, the best of each marked, the run to choose on validation. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { compareTrials, type TrialArtifacts, type TrialRun } from './trials.ts';
+
+const run = (runId: string, lr: number, f1: number, loss: number, promoted: boolean): TrialRun => ({
+  runId,
+  state: 'succeeded',
+  params: { lr, seed: 1 },
+  startedAt: '2026-01-01T00:00:00Z',
+  endedAt: '2026-01-01T00:01:00Z',
+  stages: [
+    { id: 'ingest', uses: 'ingest', state: 'cached', outputs: { rows: 10 } },
+    { id: 'train', uses: 'train', state: 'succeeded', startedAt: '2026-01-01T00:00:00Z', endedAt: '2026-01-01T00:00:30Z', outputs: {} },
+    { id: 'evaluate', uses: 'evaluate', state: 'succeeded', outputs: { loss, f1_macro: f1 } },
+    { id: 'deploy', uses: 'deploy', state: 'succeeded', outputs: { promoted } },
+  ],
+});
+const artifacts = (val: number[], doc: Record<string, unknown>): TrialArtifacts => ({
+  histories: { train: { val_f1_macro: Float64Array.from(val) } },
+  metricsDocs: { evaluate: doc },
+});
+
+test('trials side by side: validation first, counts the same everywhere left out, ties unmarked, the best on validation named', () => {
+  const cmp = compareTrials([
+    {
+      run: run('a', 0.1, 0.5, 0.9, false),
+      artifacts: artifacts([0.2, NaN, 0.6, NaN], { f1_macro: 0.1, exact_match: 0.5, baseline: { f1_macro: 1 } }),
+    },
+    { run: run('b', 0.2, 0.7, 0.8, true), artifacts: artifacts([0.4, 0.7], { exact_match: 0.5 }) },
+    // Its history could not be read here: its validation cell is empty.
+    { run: run('c', 0.3, 0.6, 1.2, false), artifacts: { histories: {}, metricsDocs: {} } },
+  ]);
+  assert.deepEqual(cmp.params, [{ name: 'lr', values: [0.1, 0.2, 0.3] }]);
+  const rows = Object.fromEntries(cmp.rows.map((r) => [r.name, r]));
+  assert.deepEqual(
+    cmp.rows.map((r) => r.name),
+    ['train.val_f1_macro', 'evaluate.loss', 'evaluate.f1_macro', 'evaluate.exact_match', 'time.train', 'time.run'],
+  );
+  // The last validation, not NaN; the output wins over the metrics document's value of the same name.
+  assert.deepEqual(rows['train.val_f1_macro'], { name: 'train.val_f1_macro', values: [0.6, 0.7, undefined], best: 1 });
+  assert.deepEqual(rows['evaluate.f1_macro']!.values, [0.5, 0.7, 0.6]);
+  assert.equal(rows['evaluate.loss']!.best, 1);
+  assert.equal(rows['evaluate.exact_match']!.best, undefined);
+  assert.deepEqual(rows['time.run']!.values, [60, 60, 60]);
+  assert.deepEqual(cmp.flags, [{ name: 'deploy.promoted', values: [false, true, false] }]);
+  assert.deepEqual(cmp.bestOnValidation, { metric: 'train.val_f1_macro', run: 1 });
+});

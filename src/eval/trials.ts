@@ -1,0 +1,138 @@
+/**
+ * The trials of a hyperparameter search side by side (`tempered runs --compare`): the parameters that differ, the
+ * validation metrics at the end of training (from each train stage's history), every numeric output (test metrics,
+ * final loss, the version registered), the evaluate stage's other scores (from its metrics document) and where the
+ * time went, with the best value of each metric marked and the best run on validation named. Picking on the test
+ * split's metrics makes them an optimistic estimate of the winner, so the choice is offered on validation.
+ *
+ * Pure: the caller reads the runs' statuses and the artifacts named here (TrialArtifacts) from wherever they are kept.
+ */
+import { jsonDiff } from '../util/json-diff.ts';
+
+/** The validation columns a train stage's history holds (NaN at steps without validation). */
+export const VALIDATION_COLUMNS = ['val_f1_macro', 'val_accuracy', 'val_loss'] as const;
+
+/** What of a run's status the comparison reads (a RunStatus has it). */
+export interface TrialRun {
+  runId: string;
+  state: string;
+  /** As they may be shown: the caller hides secret-named ones. */
+  params: Record<string, unknown>;
+  startedAt?: string;
+  endedAt?: string;
+  stages: { id: string; uses: string; state: string; startedAt?: string; endedAt?: string; outputs?: Record<string, unknown> }[];
+}
+
+/**
+ * A run's stored artifacts the comparison reads, by stage id: each train stage's history columns (`outputs.history`)
+ * and each evaluate stage's metrics document (`outputs.metrics`). A stage left out is one whose artifact could not be
+ * read here (not fetched from a shared store): its rows stay empty.
+ */
+export interface TrialArtifacts {
+  histories: Record<string, Record<string, ArrayLike<number> | undefined>>;
+  metricsDocs: Record<string, Record<string, unknown>>;
+}
+
+export interface TrialComparison {
+  runs: { runId: string; state: string; params: Record<string, unknown> }[];
+  /** Parameters whose values differ between the runs, by name. */
+  params: { name: string; values: unknown[] }[];
+  /**
+   * Metrics and times, in stage order; `best` is the index of the best run where the metric has a direction. Counts
+   * the same in every run (rows ingested, steps) are left out.
+   */
+  rows: { name: string; values: (number | undefined)[]; best?: number }[];
+  /** Boolean outputs (deploy's `promoted`) that any run has. */
+  flags: { name: string; values: (boolean | undefined)[] }[];
+  /** The run with the best final validation metric (F1, else accuracy, else loss), where any run has one. */
+  bestOnValidation?: { metric: string; run: number };
+}
+
+/** Higher is better, lower is better, or neither (counts, versions, times are not ranked). */
+export function metricDirection(name: string): 1 | -1 | 0 {
+  const metric = name.split('.').at(-1)!;
+  if (name.startsWith('time.') || /^(n|rows|steps|version)$/.test(metric)) return 0;
+  if (/loss|perplexity/i.test(metric)) return -1;
+  if (/f1|accuracy|exact_match|rouge|chrf|precision|recall/.test(metric)) return 1;
+  // tokens, scored_rows, generated: counts.
+  return 0;
+}
+
+/** Each validation metric's last value in a train stage's history columns: the model the stage exported. */
+function finalValidation(stage: string, columns: TrialArtifacts['histories'][string] | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const col of VALIDATION_COLUMNS) {
+    const values = Array.from(columns?.[col] ?? []).filter((x) => !Number.isNaN(x));
+    if (values.length > 0) out[`${stage}.${col}`] = values.at(-1)!;
+  }
+  return out;
+}
+
+/**
+ * The top-level scores of an evaluate stage's metrics document: a causal LM's exact_match, balanced_exact_match, chrf
+ * and the like are there only (its outputs are loss and perplexity), as are a classifier's micro and weighted scores.
+ * The baseline's and production's (nested) are left out: the same in every trial of a sweep, or another model's.
+ */
+function evaluateScores(doc: Record<string, unknown> | undefined): Record<string, number> {
+  return Object.fromEntries(Object.entries(doc ?? {}).filter((e): e is [string, number] => typeof e[1] === 'number'));
+}
+
+const seconds = (from?: string, to?: string) => (from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : undefined);
+
+interface TrialNumbers {
+  metrics: Record<string, number>;
+  flags: Record<string, boolean>;
+  times: Record<string, number>;
+}
+
+/** A run's numbers: validation at the end of training, numeric outputs, seconds per stage run (not cached) and in all. */
+function trialNumbers(run: TrialRun, artifacts: TrialArtifacts): TrialNumbers {
+  const metrics: Record<string, number> = {};
+  const flags: Record<string, boolean> = {};
+  const times: Record<string, number> = {};
+  for (const s of run.stages) {
+    if (s.uses === 'train') Object.assign(metrics, finalValidation(s.id, artifacts.histories[s.id]));
+    for (const [k, x] of Object.entries(s.outputs ?? {})) {
+      if (typeof x === 'number') metrics[`${s.id}.${k}`] = x;
+      // deploy's promoted: which trial moved the alias.
+      else if (typeof x === 'boolean') flags[`${s.id}.${k}`] = x;
+    }
+    if (s.uses === 'evaluate')
+      for (const [k, x] of Object.entries(evaluateScores(artifacts.metricsDocs[s.id]))) metrics[`${s.id}.${k}`] ??= x;
+    const sec = s.state === 'succeeded' ? seconds(s.startedAt, s.endedAt) : undefined;
+    if (sec !== undefined) times[`time.${s.id}`] = sec;
+  }
+  const all = seconds(run.startedAt, run.endedAt);
+  if (all !== undefined) times['time.run'] = all;
+  return { metrics, flags, times };
+}
+
+/** The runs side by side, in the order given (`run` indexes in the result are into it). */
+export function compareTrials(trials: { run: TrialRun; artifacts: TrialArtifacts }[]): TrialComparison {
+  const numbers = trials.map((t) => trialNumbers(t.run, t.artifacts));
+  const names = (pick: (n: TrialNumbers) => Record<string, number>) => [...new Set(numbers.flatMap((n) => Object.keys(pick(n))))];
+  const validation = names((n) => n.metrics).filter((k) => VALIDATION_COLUMNS.some((v) => k.endsWith(`.${v}`)));
+  const others = names((n) => n.metrics).filter((k) => !validation.includes(k));
+  const rows = [...validation, ...others, ...names((n) => n.times)].flatMap((name) => {
+    const values = numbers.map((n) => n.metrics[name] ?? n.times[name]);
+    const dir = metricDirection(name);
+    if (dir === 0 && !name.startsWith('time.') && new Set(values).size === 1) return [];
+    const ranked = values.flatMap((x, i) => (x === undefined ? [] : [{ x, i }]));
+    const top = dir === 0 || ranked.length < 2 ? undefined : ranked.reduce((a, b) => (dir * (b.x - a.x) > 0 ? b : a));
+    // A tie has no best: marking the first of equals would read as a winner.
+    const best = top && ranked.filter((r) => r.x === top.x).length === 1 ? top.i : undefined;
+    return [{ name, values, ...(best !== undefined ? { best } : {}) }];
+  });
+  const flags = [...new Set(numbers.flatMap((n) => Object.keys(n.flags)))].map((name) => ({
+    name,
+    values: numbers.map((n) => n.flags[name]),
+  }));
+  const pick = VALIDATION_COLUMNS.map((v) => rows.find((r) => r.name.endsWith(`.${v}`) && r.best !== undefined)).find(Boolean);
+  return {
+    runs: trials.map(({ run }) => ({ runId: run.runId, state: run.state, params: run.params })),
+    params: jsonDiff(trials.map(({ run }) => run.params)).map((d) => ({ name: d.path, values: d.values })),
+    rows,
+    flags,
+    ...(pick ? { bestOnValidation: { metric: pick.name, run: pick.best! } } : {}),
+  };
+}
