@@ -25,3 +25,36 @@ export function writeReversalTable(path: string, n: number, seed: number, wordLe
   wr.close();
   return path;
 }
+
+/**
+ * Full fine-tuning of a tiny causal LM (the GGUF fixture's folder) on a prompt/response table with QA_TEMPLATE as its
+ * chat template, on the CPU, no checkpoints: a model for the evaluate stage's tests. Returns `outDir`.
+ */
+export async function tuneTinyChat(
+  modelDir: string,
+  train: string,
+  outDir: string,
+  o: ({ epochs: number } | { maxSteps: number }) & { seed?: number; threads?: number },
+): Promise<string> {
+  const { trainCausalLm } = await import('./causal-lm.ts');
+  await trainCausalLm({
+    modelDir,
+    train,
+    chat: { template: QA_TEMPLATE },
+    method: 'full',
+    lr: 0.01,
+    ...('epochs' in o ? { epochs: o.epochs } : { maxSteps: o.maxSteps }),
+    batchSize: 8,
+    schedule: 'constant',
+    weightDecay: 0,
+    clipNorm: 1,
+    seed: o.seed ?? 3,
+    maxLength: 32,
+    device: 'cpu',
+    threads: o.threads ?? 2,
+    checkpointEvery: 0,
+    checkpointDir: `${outDir}-ck`,
+    outDir,
+  });
+  return outDir;
+}

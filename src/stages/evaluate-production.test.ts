@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { Rng } from '../engine/prng.ts';
 import { evaluateGate } from '../eval/gates.ts';
-import { trainCausalLm } from '../finetune/causal-lm.ts';
+import { tuneTinyChat } from '../finetune/reversal-task.testing.ts';
 import { trainClassifier } from '../finetune/classifier.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
@@ -27,8 +27,6 @@ import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
 import { stageTestbed } from './stage-context.testing.ts';
 
 const TINY_GGUF = new URL('../formats/fixtures/tiny-llama.gguf', import.meta.url).pathname;
-const TEMPLATE =
-  "{% for m in messages %}{% if m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
 const ARROW = 'application/vnd.apache.arrow.file';
 const INSTRUCT_GATE = (readFileSync(new URL('../../pipelines/instruct.yaml', import.meta.url), 'utf8').match(/^ {6}gate: "(.*)"$/m) ??
   [])[1]!;
@@ -70,27 +68,7 @@ const fresh = all.slice(32);
 
 async function tune(name: string, train: string, o: { epochs?: number; maxSteps?: number }) {
   const base = await resolveModelSource(TINY_GGUF, { cacheDir: join(root, 'models') });
-  const outDir = join(root, `${name}-model`);
-  await trainCausalLm({
-    modelDir: base.dir,
-    train,
-    chat: { template: TEMPLATE },
-    method: 'full',
-    lr: 0.01,
-    ...(o.epochs ? { epochs: o.epochs } : { maxSteps: o.maxSteps! }),
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    clipNorm: 1,
-    seed: 3,
-    maxLength: 32,
-    device: 'cpu',
-    threads: 2,
-    checkpointEvery: 0,
-    checkpointDir: join(root, `${name}-ck`),
-    outDir,
-  });
-  return outDir;
+  return tuneTinyChat(base.dir, train, join(root, `${name}-model`), o.epochs ? { epochs: o.epochs } : { maxSteps: o.maxSteps! });
 }
 
 test('causal LM: production is scored only on the test rows it was not trained on, beside the fine-tuned model on those rows', async () => {

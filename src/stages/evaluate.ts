@@ -228,31 +228,31 @@ function scoredOn(p: ProductionRows): string {
 }
 
 /**
- * A classifier's frozen-feature baseline as scored before, in `TEMPERED_HOME/baselines/<key>.json`: the key hashes all
- * it depends on (the base model's identity, its file hashes included; the train and test tables; labels, pooling,
- * length, seed, threads) and this kind's code version, so a change to any of them scores it again. One worker's own
- * (each worker of a shared store scores it once); delete the folder to score every baseline again.
+ * A baseline as scored before, in `TEMPERED_HOME/baselines/<key>.json`: a classifier's frozen-feature baseline, or a
+ * causal LM's base model scores and answers. The key hashes all it depends on (the base model's identity, its file
+ * hashes included; the tables; the settings) and this kind's code version, so a change to any of them scores it
+ * again. One worker's own (each worker of a shared store scores it once); delete the folder to score every baseline again.
  */
-function baselineMemo(stateDir: string, inputs: Record<string, unknown>) {
+function baselineMemo<T>(stateDir: string, inputs: Record<string, unknown>) {
   const key = sha256Hex(canonicalJson({ code: EVALUATE_CODE_VERSION, inputs }));
   const path = join(stateDir, 'baselines', `${key}.json`);
   return {
     path,
-    read(): ClassificationReport | undefined {
+    read(): T | undefined {
       // A file cut short or otherwise unreadable is a miss: the baseline is scored again and the file replaced.
       try {
-        return JSON.parse(readFileSync(path, 'utf8')) as ClassificationReport;
+        return JSON.parse(readFileSync(path, 'utf8')) as T;
       } catch {
         return undefined;
       }
     },
     /** Keeps the scores for the next trial; undefined when kept, else why not. */
-    async write(metrics: ClassificationReport): Promise<string | undefined> {
+    async write(scores: T): Promise<string | undefined> {
       const tmp = `${path}.${process.pid}.tmp`;
       try {
         await mkdir(dirname(path), { recursive: true });
         await rm(tmp, { force: true });
-        await writeFileDurable(tmp, JSON.stringify(metrics));
+        await writeFileDurable(tmp, JSON.stringify(scores));
         await rename(tmp, path);
         return undefined;
       } catch (e) {
@@ -502,7 +502,7 @@ export const evaluateStage: StageKind<Config> = {
       };
       // The baseline does not depend on the fine-tuned model: the trials of a sweep, and a rerun against a moved
       // production, score the same one, which was most of evaluate's time (115 of 137 s on the demo's split).
-      const memo = baselineMemo(ctx.stateDir, {
+      const memo = baselineMemo<ClassificationReport>(ctx.stateDir, {
         model: base.identity,
         train: cfg.baseline.train.sha256,
         test: cfg.test.sha256,
@@ -593,10 +593,20 @@ interface LmScores {
   /** Test rows scored for the reply loss, and those left out: prompt + reply exceed maxLength, no answer token left. */
   rows: number;
   unscoredRows: number;
+  /** The length prompt + reply were cut to, for the note on rows left out. */
+  maxLength: number;
   outputs?: string[];
   exact?: boolean[];
   truncatedPrompts?: number;
   answers?: AnswerBreakdown[];
+}
+
+type UnscoredCount = { rows: number; unscoredRows: number; maxLength: number };
+
+/** Says how many test rows a model's reply loss left out, if any. */
+function unscoredNote(label: string, l: UnscoredCount): string | undefined {
+  if (l.unscoredRows === 0) return undefined;
+  return `${label}: response-token loss over ${l.rows - l.unscoredRows} of ${l.rows} test rows; ${l.unscoredRows} left out (prompt + reply exceed maxLength ${l.maxLength}, no answer token left)`;
 }
 
 /** Per-answer figures go in the report for label-like answers only (a free-form task has one "answer" per row). */
@@ -635,9 +645,9 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     ctx.progress({ fraction: 0.02 + 0.96 * at(0), message: `${label}: response-token loss` });
     // Rows whose answer maxLength cut off entirely are left out of the loss and said so; when that is every row the
     // error says which model, how many rows and what to change, in the pipeline's terms.
-    const noteUnscored = (l: { rows: number; unscoredRows: number; maxLength: number }) => {
-      if (l.unscoredRows === 0) return;
-      const message = `${label}: response-token loss over ${l.rows - l.unscoredRows} of ${l.rows} test rows; ${l.unscoredRows} left out (prompt + reply exceed maxLength ${l.maxLength}, no answer token left)`;
+    const noteUnscored = (l: UnscoredCount) => {
+      const message = unscoredNote(label, l);
+      if (message === undefined) return;
       ctx.log(message);
       ctx.progress({ fraction: 0.02 + 0.96 * at(1), message });
     };
@@ -669,7 +679,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
       });
       noteUnscored(l);
       done++;
-      return { metrics: lmGateMetrics(l, l.rows - l.unscoredRows), rows: l.rows, unscoredRows: l.unscoredRows };
+      return { metrics: lmGateMetrics(l, l.rows - l.unscoredRows), rows: l.rows, unscoredRows: l.unscoredRows, maxLength: l.maxLength };
     }
     // One decoder session gives both: the loss teacher-forced through its KV cache, then the greedy answers.
     const g = await evaluateGenerative({
@@ -695,6 +705,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
       metrics: { ...lmGateMetrics(g.loss, g.loss.rows - g.loss.unscoredRows), ...g.scores },
       rows: g.loss.rows,
       unscoredRows: g.loss.unscoredRows,
+      maxLength: g.loss.maxLength,
       outputs: g.outputs,
       exact: g.rows.map((r) => r.exact),
       truncatedPrompts: g.truncatedPrompts,
@@ -709,11 +720,48 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     const b = await resolveBaseline(cfg.baseline, ctx);
     // The base model is scored on the same rendering of the records as the fine-tune (its chat settings or prompt template).
     const trained = trainedRendering(modelDir);
-    base = await score('baseline', 'base model', b.dir, {
-      template: trained?.template,
-      chat: trained?.chat,
-      maxLength: cfg.baseline.maxLength ?? trained?.maxLength,
+    const rendering = { template: trained?.template, chat: trained?.chat, maxLength: cfg.baseline.maxLength ?? trained?.maxLength };
+    // The base model's scores and answers do not depend on the fine-tuned model (only on the rendering it was trained
+    // with, in the key): the trials of a sweep, and a rerun against a moved production, ask it the same test rows. Its
+    // answers to every row are kept, so the report's samples and per-answer figures are the same as when scored.
+    const memo = baselineMemo<LmScores>(ctx.stateDir, {
+      task: 'causal-lm',
+      model: b.identity,
+      test: cfg.test.sha256,
+      maxRows: cfg.maxRows ?? null,
+      rendering: {
+        template: rendering.template ?? null,
+        chat: rendering.chat ?? null,
+        maxLength: rendering.maxLength ?? null,
+      },
+      generation: gen
+        ? {
+            maxNewTokens: gen.maxNewTokens ?? GENERATION_DEFAULTS.maxNewTokens,
+            // Batches pad prompts to a common length: another size may change an answer in the last digits.
+            batchSize: gen.batchSize ?? GENERATION_DEFAULTS.batchSize,
+            stop: gen.stop ?? [],
+            exactMatch: gen.exactMatch ?? {},
+          }
+        : null,
+      seed: cfg.baseline.seed ?? 0,
+      threads: cfg.threads ?? null,
     });
+    base = memo.read();
+    if (base) {
+      done++;
+      ctx.progress({ fraction: 0.02 + (0.96 * done) / models, message: `base model: the same as scored before (${memo.path})` });
+      // The run's log says what a scoring would have said.
+      const note = unscoredNote('base model', base);
+      if (note !== undefined) ctx.log(note);
+    } else {
+      base = await score('baseline', 'base model', b.dir, rendering);
+      const notKept = await memo.write(base);
+      if (notKept)
+        ctx.progress({
+          fraction: 0.02 + (0.96 * done) / models,
+          message: `base model scores not kept for the next evaluation: ${notKept}`,
+        });
+    }
     metrics.baseline = base.metrics;
   }
   let production: LmScores | undefined;
