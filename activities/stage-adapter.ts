@@ -107,6 +107,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       specHash: req.specHash,
       actor: req.actor,
       cacheKey: req.cacheKey,
+      ...(req.freshTraining ? { freshTraining: true } : {}),
       // Inputs are hard-linked into the scratch folder as the stage gets them, so a worker's cache
       // pruning never takes a file from under a running stage.
       store: deps.store.pinningInto(join(workDir, INPUT_PINS)),

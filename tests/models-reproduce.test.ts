@@ -3,16 +3,19 @@
  * runs again only as far as the stage that made the model (no evaluate, register or deploy), with the cache off; the same data and code give the same model bytes
  * (exit 0, `model.reproduced`, and no new version or alias move), a source file edited since gives other bytes and
  * names ingest's data hash as where the rerun diverged (exit 1), and a version whose run's spec the trail does not keep
- * is refused (exit 2) before anything runs.
+ * is refused (exit 2) before anything runs. The rerun trains from step 0 though a run of the same work left a checkpoint.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAudit, type AuditRecord } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import type { ArtifactRef } from '../src/types.ts';
+import type { RunStatus } from '../workflows/types.ts';
 import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
 
@@ -21,6 +24,7 @@ let worker: ChildProcess;
 let env: Record<string, string>;
 let home: string;
 let data: string;
+let originalRun: string;
 
 /** Appended to the short training pipeline (helpers/train-fixture.ts: ingest → split → train): the stages that act on the registry. */
 const REGISTER_AND_DEPLOY = `  register:
@@ -65,7 +69,7 @@ before(async () => {
   home = cluster.home;
   data = join(home, 'project');
   mkdirSync(data);
-  appendFileSync(writeTrainPipeline(data, { maxSteps: 2 }), REGISTER_AND_DEPLOY);
+  appendFileSync(writeTrainPipeline(data, { maxSteps: 2, checkpointEvery: 1 }), REGISTER_AND_DEPLOY);
   env = {
     TEMPORAL_ADDRESS: cluster.server.address,
     TEMPERED_HOME: home,
@@ -75,7 +79,14 @@ before(async () => {
   worker = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
   const first = await runCli(['submit', join(data, 'pipeline.yaml'), '--wait'], env, { timeoutMs: 180_000 });
   assert.equal(first.code, 0, first.stdout + first.stderr);
+  originalRun = /submitted run (\S+)/.exec(first.stdout)![1]!;
 });
+
+async function runStatus(runId: string): Promise<RunStatus> {
+  const r = await runCli(['status', runId, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return JSON.parse(r.stdout) as RunStatus;
+}
 
 after(async () => {
   if (worker) await stopCliWorker(worker);
@@ -86,6 +97,15 @@ describe('models reproduce', () => {
   it('reruns the version without register and deploy: same bytes, exit 0, recorded, the registry untouched', async () => {
     const before = await registryState();
     assert.deepEqual(before, { versions: 1, aliases: { production: 1 }, history: 1 });
+    // A checkpoint of the same work left under its key, as a run killed after its step-2 checkpoint leaves one: the
+    // original run's last checkpoint (its `checkpoint` output) put back in the work's folder, which the original emptied.
+    // Before the rerun trained fresh it took this one up (and here failed on it: the settings hash the checkpoint
+    // records is not the rerun's, though its model comes out the same).
+    const train = (await runStatus(originalRun)).stages.find((s) => s.id === 'train')!;
+    const work = join(home, 'checkpoints', train.cacheKey!);
+    rmSync(work, { recursive: true, force: true });
+    const left = join(work, 'step-00000002');
+    await new ArtifactStore(join(home, 'store')).materializeTree(train.outputs!.checkpoint as ArtifactRef, left);
     const r = await runCli(['models', 'reproduce', 'repro-clf@1'], env, { timeoutMs: 180_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     // Progress as submit --wait prints it, then the verdict.
@@ -100,6 +120,13 @@ describe('models reproduce', () => {
     assert.match(rec!.runId!, /^train-only-reproduce-/);
     assert.equal(rec!.details.rerunModelHash, rec!.modelHash);
     assert.deepEqual(rec!.details.leftOut, ['register', 'deploy']);
+    // Trained from step 0: the checkpoint of the same work was neither resumed nor deleted.
+    assert.match(r.stdout, /\n {2}rerun trained from step 0 /);
+    assert.equal(rec!.details.trainedFromStep, 0);
+    const rerunTrain = (await runStatus(rec!.runId!)).stages.find((s) => s.id === 'train')!;
+    assert.equal((rerunTrain.outputs!.baseModel as { resumedFromStep: unknown }).resumedFromStep, null);
+    assert.equal(rerunTrain.cacheKey, train.cacheKey, 'the rerun is the same work');
+    assert.ok(existsSync(left) && readdirSync(left).length > 0, 'the checkpoint the other run left is still there');
   });
 
   it('a source file changed since: exit 1, diverged at ingest by its data hash, --json', async () => {

@@ -220,6 +220,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           cacheKey: st.cacheKey,
           ...(keyCodeVersion !== undefined ? { cacheKeyCodeVersion: keyCodeVersion } : {}),
           writeCache: stage.cache !== false,
+          // An activity's input is not compared on replay, and left out when unset, runs without it send what they did.
+          ...(options.freshTraining ? { freshTraining: true as const } : {}),
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
           ...backends,
         };

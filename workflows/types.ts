@@ -10,6 +10,11 @@ export interface RunOptions {
   /** Who submitted the run (TEMPERED_ACTOR or the OS user). */
   actor: string;
   noCache?: boolean;
+  /**
+   * Training starts from step 0: checkpoints that earlier runs of the same work left (a run killed mid-training) are
+   * ignored, not resumed (`models reproduce`, whose rerun must owe nothing to another run's weights).
+   */
+  freshTraining?: boolean;
   /** Run this one resumes, for lineage. */
   resumeOf?: string;
   /** Path of the spec file as submitted, for the audit trail. */
@@ -216,6 +221,8 @@ export interface StageRequest {
   cacheKeyCodeVersion?: string;
   /** Whether to record the outputs in the cache. */
   writeCache: boolean;
+  /** RunOptions.freshTraining; absent when not set, so requests of runs without it are as before. */
+  freshTraining?: true;
   /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
   backends?: RunBackends;
   /**

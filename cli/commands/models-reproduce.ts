@@ -72,6 +72,8 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
       baseDir: recorded.baseDir,
       actor: actor(),
       noCache: true,
+      // A checkpoint another run of this work left (one killed mid-training) would make the rerun half that run's.
+      freshTraining: true,
       ...(recorded.specFile ? { specFile: recorded.specFile } : {}),
     },
   };
@@ -92,6 +94,7 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
     onEnd: async (final) => {
       const facts = { id, v, modelHash, audit, rerunId, dropped, trainStage: source.stage, modelOutput: source.output };
       const threadsPinned = trainStage.with.threads !== undefined;
+      const fresh = freshTraining(final, source.stage);
       const result =
         final.state === 'succeeded'
           ? await compare(ctx, facts, plan, final, threadsPinned)
@@ -110,6 +113,7 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
           rerunState: final.state,
           ...('rerun' in result ? { rerunModelHash: result.rerun.modelHash ?? null, divergedAt: result.divergedAt ?? null } : {}),
           leftOut: dropped,
+          ...fresh,
           verdict: result.verdict,
         },
         dedupeKey: `${rerunId}/reproduce`,
@@ -117,7 +121,20 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
       // The registry keeps the code a version was made with; the rerun's is its workers', this checkout's when they run here.
       const code = { original: v.lineage.codeVersion ?? null, here: codeVersion() };
       if (values.json)
-        console.log(JSON.stringify({ model: id, rerunRun: rerunId, leftOut: dropped, ...result, codeVersion: code }, null, 2));
+        console.log(
+          JSON.stringify(
+            {
+              model: id,
+              rerunRun: rerunId,
+              leftOut: dropped,
+              ...fresh,
+              ...result,
+              codeVersion: code,
+            },
+            null,
+            2,
+          ),
+        );
       else {
         if (final.state !== 'succeeded') console.log(`\n${formatRunStatus(final)}`);
         const codeLine =
@@ -126,7 +143,15 @@ export async function reproduceCmd(ctx: CliContext, argv: string[]): Promise<num
                 `  code: ${id} was made by ${code.original ?? 'code not recorded'}; this checkout is ${code.here} (the rerun ran on its workers' code)`,
               ]
             : [];
-        console.log(['', result.verdict, ...('rerun' in result ? details(result) : []), ...codeLine].map(printable).join('\n'));
+        const fromLine =
+          fresh.trainedFromStep === undefined
+            ? []
+            : [
+                `  rerun trained from step 0 (checkpoints other runs of this work left were not resumed)${fresh.resumedOwnCheckpointAt ? `; a retry of its own resumed its own checkpoint of step ${fresh.resumedOwnCheckpointAt}` : ''}`,
+              ];
+        console.log(
+          ['', result.verdict, ...('rerun' in result ? details(result) : []), ...fromLine, ...codeLine].map(printable).join('\n'),
+        );
       }
       return result.reproduced ? 0 : 1;
     },
@@ -208,6 +233,17 @@ async function recordedPlan(
       : `${id}: the audit trail has no submission of run ${runId}, which registered it: it was not registered by a pipeline run submitted through tempered (or its trail is kept elsewhere${sharingHint(ctx)}), so there is no plan to rerun`,
     2,
   );
+}
+
+/**
+ * That the rerun trained from step 0 (it resumes no checkpoint of another run: freshTraining), and where a retry of its
+ * own train stage resumed its own checkpoint, as the stage's outputs say; nothing when the stage did not finish.
+ */
+function freshTraining(final: RunStatus, trainStage: string): { trainedFromStep?: 0; resumedOwnCheckpointAt?: number } {
+  const st = final.stages.find((s) => s.id === trainStage);
+  const base = st?.state === 'succeeded' ? (st.outputs?.baseModel as { resumedFromStep?: unknown } | undefined) : undefined;
+  if (!base || typeof base !== 'object' || !('resumedFromStep' in base)) return {};
+  return { trainedFromStep: 0, ...(typeof base.resumedFromStep === 'number' ? { resumedOwnCheckpointAt: base.resumedFromStep } : {}) };
 }
 
 function failedStage(final: RunStatus): string {

@@ -43,6 +43,7 @@ async function run(job: ChildJob): Promise<void> {
     specHash: job.specHash,
     actor: job.actor,
     cacheKey: job.cacheKey,
+    ...(job.freshTraining ? { freshTraining: true } : {}),
     store: openArtifactStore(job.storeRoot, job.storeUrl).pinningInto(join(job.workDir, INPUT_PINS)),
     workDir: job.workDir,
     stateDir: job.stateDir,

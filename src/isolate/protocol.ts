@@ -15,7 +15,17 @@ import type { StageOutputs, StageProgress } from '../types.ts';
 export interface ChildJob
   extends Pick<
     StageContext,
-    'runId' | 'stageId' | 'attempt' | 'baseDir' | 'specHash' | 'actor' | 'cacheKey' | 'workDir' | 'stateDir' | 'resumeFrom'
+    | 'runId'
+    | 'stageId'
+    | 'attempt'
+    | 'baseDir'
+    | 'specHash'
+    | 'actor'
+    | 'cacheKey'
+    | 'freshTraining'
+    | 'workDir'
+    | 'stateDir'
+    | 'resumeFrom'
   > {
   /** Module exporting `stageKinds()`; the child runs the kind named `kind` from it. */
   module: string;

@@ -145,6 +145,7 @@ export function runStageInChild(
               specHash: ctx.specHash,
               actor: ctx.actor,
               cacheKey: ctx.cacheKey,
+              ...(ctx.freshTraining ? { freshTraining: true } : {}),
               storeRoot: ctx.store.root,
               storeUrl: ctx.store.remote?.url,
               pluginFile: pluginFileOf(kind),

@@ -421,7 +421,13 @@ export const trainStage: StageKind<TrainConfig> = {
     const train = await ctx.store.verify(cfg.train);
     const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
-    const checkpointName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
+    // A fresh training (models reproduce) takes a folder of its own run's, beside the work's, which it neither resumes
+    // nor deletes: writing into the work's folder would delete or overwrite the checkpoints a failed run of the work
+    // left for its resume, and mark them COMPLETE at the end, so that resume would restart from step 0; and it would
+    // wait on (or, in a shared store, move the pointer of) a real run of the same work training at the same time. Its
+    // own retries still find its own checkpoints there: they are of this rerun, begun from step 0.
+    const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
+    const checkpointName = ctx.freshTraining ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}` : workName;
     const checkpointDir = join(paths.checkpoints, checkpointName);
     // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
@@ -555,6 +561,8 @@ export const trainStage: StageKind<TrainConfig> = {
       shared?.assertHeld();
       signal.throwIfAborted();
       await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
+      // No later run resumes a fresh training's folder (its name has this run's id), so its COMPLETE has no reader.
+      if (ctx.freshTraining) rmSync(checkpointDir, { recursive: true, force: true });
       return outputs;
     } finally {
       await shared?.release();

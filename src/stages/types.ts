@@ -24,6 +24,11 @@ export interface StageContext {
   actor: string;
   /** Cache key of this execution; stable across retries and resumed runs of the same work. */
   cacheKey?: string;
+  /**
+   * Start from scratch: resume no checkpoint that another run of the same work left (RunOptions.freshTraining). Its
+   * own earlier attempts' checkpoints are still resumed.
+   */
+  freshTraining?: boolean;
   store: ArtifactStore;
   /** Scratch folder on the store's filesystem, removed after the attempt. */
   workDir: string;
