@@ -104,6 +104,37 @@ describe('submit --sweep', () => {
     for (const id of ids) await client.workflow.getHandle(id).terminate('test done');
   });
 
+  it('--json prints one JSON document, an array with one entry per trial, with and without --wait', async () => {
+    // Ingest alone: the trials end in seconds in the CLI's worker.
+    const small = join(dir, 'small.yaml');
+    writeFileSync(
+      small,
+      'name: sweep-json\nparams:\n  data: { type: string, default: a.jsonl }\nstages:\n  ingest:\n    uses: ingest\n    with:\n      path: ${{ params.data }}\n      task: classification\n',
+    );
+    for (const f of ['a', 'b'])
+      writeFileSync(join(dir, `${f}.jsonl`), `{"text":"${f} one","label":"x"}\n{"text":"${f} two","label":"y"}\n`);
+    const sweep = ['submit', small, '--sweep', '--param', 'data=a.jsonl', '--param', 'data=b.jsonl', '--json'];
+    const submitted = await runCli(sweep, env);
+    assert.equal(submitted.code, 0, submitted.stdout + submitted.stderr);
+    const queued = JSON.parse(submitted.stdout) as { runId: string }[];
+    assert.equal(queued.length, 2, submitted.stdout);
+    for (const q of queued) await client.workflow.getHandle(q.runId).terminate('test done');
+    const waited = await runCli(
+      [...sweep, '--wait', '--local-worker'],
+      { ...env, TEMPERED_TASK_QUEUE: 'sweep-json' },
+      { timeoutMs: 120_000 },
+    );
+    assert.equal(waited.code, 0, waited.stdout + waited.stderr);
+    const ended = JSON.parse(waited.stdout) as { runId: string; state: string; params: { data: string } }[];
+    assert.deepEqual(
+      ended.map((r) => [r.state, r.params.data]),
+      [
+        ['succeeded', 'a.jsonl'],
+        ['succeeded', 'b.jsonl'],
+      ],
+    );
+  });
+
   it('plans every combination first: one bad value submits nothing', async () => {
     const r = await runCli(['submit', file, '--sweep', '--param', 'lr=0.01', '--param', 'lr=fast'], env);
     assert.equal(r.code, 2, r.stdout + r.stderr);

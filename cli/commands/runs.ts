@@ -23,6 +23,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
+import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
@@ -206,6 +207,11 @@ export async function startAndReport(
     onSubmitted?: (runId: string) => void;
     /** With `wait`: what the command says and returns once the run has ended, instead of the run's status and 0 or 1. */
     onEnd?: (final: RunStatus) => Promise<number>;
+    /**
+     * With `json`: takes the document the command would print (the submitted run; with `wait`, its final status, its
+     * secrets hidden as runJson hides them) instead of printing it, for a command that prints several runs as one.
+     */
+    onJson?: (doc: unknown) => void;
   },
 ): Promise<number> {
   const queue = o.queue ?? ctx.taskQueue;
@@ -224,8 +230,10 @@ export async function startAndReport(
     });
     o.onSubmitted?.(handle.workflowId);
     const url = runUrl(ctx.settings(), handle.workflowId);
-    if (o.json && !o.wait) console.log(JSON.stringify({ runId: handle.workflowId, url }));
-    else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
+    if (o.json && !o.wait) {
+      if (o.onJson) o.onJson({ runId: handle.workflowId, url });
+      else console.log(JSON.stringify({ runId: handle.workflowId, url }));
+    } else if (!o.json) console.log(`submitted run ${handle.workflowId}${url ? `\n  web ui: ${url}` : ''}`);
     if (!local && !(await hasWorkers(client, ctx.settings().namespace, queue).catch(() => true)))
       console.error(
         `note: no worker is polling task queue '${queue}' yet; the run starts when one does (\`tempered worker --queue ${queue}\`${o.wait ? ', or pass --local-worker to run its stages in this process' : ''}). If your workers serve another queue, submit with --queue NAME (or set TEMPERED_TASK_QUEUE).`,
@@ -264,8 +272,10 @@ export async function startAndReport(
       interrupt.dispose();
     }
     if (o.onEnd) return await o.onEnd(final);
-    if (o.json) console.log(runJson(final));
-    else {
+    if (o.json) {
+      if (o.onJson) o.onJson(redactSecrets(final));
+      else console.log(runJson(final));
+    } else {
       await ctx.fetchReports(final);
       console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
     }

@@ -61,6 +61,12 @@ export async function submitSweep(ctx: CliContext, file: string, o: SweepOptions
     );
   const client = await ctx.client({ startServer: true });
   const ids: string[] = [];
+  // With --json, one document for the sweep, an array of what submit --json prints for one run (as runs --json and
+  // logs --json print theirs): back to back, one per trial, no JSON.parse read them.
+  const docs: unknown[] = [];
+  const printDocs = () => {
+    if (o.json) console.log(JSON.stringify(docs, null, 2));
+  };
   let failed = 0;
   for (const [i, p] of planned.entries()) {
     if (!o.json) console.log(`\nrun ${i + 1} of ${planned.length}: ${varying(p.params, runs)}`);
@@ -74,13 +80,17 @@ export async function submitSweep(ctx: CliContext, file: string, o: SweepOptions
       queue: o.queue,
       localWorker: o.localWorker,
       onSubmitted: (id) => ids.push(id),
+      onJson: (doc) => docs.push(doc),
     });
     if (interruptedExit(code)) {
+      // The trials that ended (or were submitted) are said; the one being waited for goes on, as stderr says.
+      printDocs();
       console.error(`stopped: ${planned.length - i - 1} run(s) of the sweep not submitted`);
       return code;
     }
     if (code !== 0) failed++;
   }
+  printDocs();
   if (!o.json) {
     console.log(`\n${ids.length} runs submitted${o.wait ? `, ${ids.length - failed} succeeded` : ''}: ${ids.join(' ')}`);
     console.log(`  compare them: tempered runs --compare ${ids.join(' ')}`);
