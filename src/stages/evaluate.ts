@@ -8,10 +8,10 @@
  * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
-import { writeFileDurable } from '../util/durable-write.ts';
+import { writeFileAtomic } from '../data/atomic.ts';
 import { classificationGateShape, lmGateMetrics, lmGateShape, NoAnswerTokensError } from '../eval/metrics.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -247,18 +247,13 @@ function baselineMemo<T>(stateDir: string, inputs: Record<string, unknown>) {
       }
     },
     /** Keeps the scores for the next trial; undefined when kept, else why not. */
-    async write(scores: T): Promise<string | undefined> {
-      const tmp = `${path}.${process.pid}.tmp`;
+    write(scores: T): string | undefined {
       try {
-        await mkdir(dirname(path), { recursive: true });
-        await rm(tmp, { force: true });
-        await writeFileDurable(tmp, JSON.stringify(scores));
-        await rename(tmp, path);
+        writeFileAtomic(path, JSON.stringify(scores));
         return undefined;
       } catch (e) {
         // A memo, not a result: a full disk or an unwritable folder costs the next trial the scoring again, never
-        // this stage its finished work.
-        await rm(tmp, { force: true }).catch(() => {});
+        // this stage its finished work. (writeFileAtomic leaves no temp file behind.)
         return (e as Error).message;
       }
     },
@@ -529,7 +524,7 @@ export const evaluateStage: StageKind<Config> = {
               }),
           })
         ).metrics;
-        const notKept = await memo.write(scored);
+        const notKept = memo.write(scored);
         if (notKept) ctx.progress({ fraction: 0.85, message: `frozen-feature baseline not kept for the next evaluation: ${notKept}` });
       }
       metrics.baseline = reportToGateMetrics(scored);
@@ -755,7 +750,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
       if (note !== undefined) ctx.log(note);
     } else {
       base = await score('baseline', 'base model', b.dir, rendering);
-      const notKept = await memo.write(base);
+      const notKept = memo.write(base);
       if (notKept)
         ctx.progress({
           fraction: 0.02 + (0.96 * done) / models,
