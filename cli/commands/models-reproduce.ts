@@ -9,7 +9,15 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { judgeRerun, modelSource, planProblem, reproductionPlan, stageOutputHashes, type Reproduction } from '../../src/audit/reproduce.ts';
-import { plannedScheduleSpec, recordedSpec, scheduleSpec, trainedOn, trainedWith, type TrainedWith } from '../../src/audit/run-spec.ts';
+import {
+  plannedScheduleSpec,
+  recordedSpec,
+  scheduleSpec,
+  stageRecords,
+  trainedOn,
+  trainedWith,
+  type TrainedWith,
+} from '../../src/audit/run-spec.ts';
 import type { AuditLog } from '../../src/audit/log.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError, IntegrityError } from '../../src/errors.ts';
@@ -263,7 +271,9 @@ async function compare(
   const model = outputs[f.trainStage]?.[f.modelOutput];
   const rerunHash = isArtifactRef(model) ? modelHashOf((await modelArtifacts(model, ctx.store())).artifacts) : undefined;
   const runId = f.v.lineage.runId;
-  const trained = (await trainedWith(f.audit, runId))[f.trainStage];
+  // One read of the run's stage records for both: its data hashes and what its training ran with.
+  const records = await stageRecords(f.audit, runId);
+  const trained = (await trainedWith(f.audit, runId, records))[f.trainStage];
   return judgeRerun({
     plan,
     trainStage: f.trainStage,
@@ -271,7 +281,7 @@ async function compare(
     original: {
       runId,
       modelHash: f.modelHash,
-      stageHashes: await stageOutputHashes(f.audit, runId),
+      stageHashes: stageOutputHashes(records),
       ...(trained !== undefined ? { trainedWith: trained } : {}),
     },
     rerun: { runId: f.rerunId, ...(rerunHash !== undefined ? { modelHash: rerunHash } : {}), outputs },

@@ -9,7 +9,7 @@ import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { parseRefExpression } from '../spec/runtime-refs.ts';
 import type { PlannedPipeline, PlannedStage, StageOutputInfo } from '../spec/types.ts';
 import { isArtifactRef } from '../types.ts';
-import type { AuditLog } from './log.ts';
+import type { AuditRecord } from './log.ts';
 import type { TrainedWith } from './run-spec.ts';
 
 /**
@@ -85,13 +85,12 @@ export function upstreamOf(stages: readonly PlannedStage[], stage: string): stri
 }
 
 /**
- * Each stage's output hashes as its `stage.completed` or `stage.reused` record keeps them (`out:<output>`), with an
+ * Each stage's output hashes as its `stage.completed` or `stage.reused` record (`stageRecords`) keeps them (`out:<output>`), with an
  * ingest's `dataHash` (over its source files' bytes), by stage id: what a rerun's data is compared with.
  */
-export async function stageOutputHashes(audit: AuditLog, runId: string): Promise<Record<string, Record<string, string>>> {
+export function stageOutputHashes(stageRecords: readonly AuditRecord[]): Record<string, Record<string, string>> {
   const out: Record<string, Record<string, string>> = {};
-  for (const r of await audit.query({ run: runId })) {
-    if (r.runId !== runId || (r.action !== 'stage.completed' && r.action !== 'stage.reused')) continue;
+  for (const r of stageRecords) {
     const hashes: Record<string, string> = {};
     for (const [k, v] of Object.entries(r.dataHashes ?? {})) if (k.startsWith('out:')) hashes[k.slice('out:'.length)] = v;
     if (typeof r.details.dataHash === 'string') hashes.dataHash = r.details.dataHash;
