@@ -407,7 +407,7 @@ describe('rules between train fields', () => {
     for (const method of ['full', 'head'])
       only(
         edit(['      method: lora', `      method: ${method}`]),
-        'r: 8',
+        'r: ${{ params.r }}',
         /^the lora block applies to methods lora and qlora; method \w+ ignores it$/,
         {
           path: 'stages.train.with.lora',
@@ -421,7 +421,7 @@ describe('rules between train fields', () => {
       { path: 'stages.train.with.maxSteps', hint: /^keep one: epochs/ },
     );
     assert.equal(loadSpecText(edit(['      epochs: 1\n', '      maxSteps: 200\n']), file, { ...registry, baseDir: pipelines }).ok, true);
-    const lr = errorsOf(edit(['lr: 0.003', 'lr: 1']));
+    const lr = errorsOf(edit(['lr: ${{ params.lr }}', 'lr: 1']));
     assert.deepEqual(
       lr.map((e) => [e.path, e.code]),
       [['stages.train.with.lr', 'with-schema']],
