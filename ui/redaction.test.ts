@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditRunSubmitted } from '../client/runs.ts';
-import { openAudit } from '../src/audit/log.ts';
+import { GENESIS_HASH, hashRecord, openAudit, type AuditEntry } from '../src/audit/log.ts';
 import { loadSpec } from '../src/spec/load.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { useBrowser } from '../tests/helpers/browser.ts';
@@ -18,7 +18,7 @@ import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { sha256Hex } from '../src/util/canonical-json.ts';
+import { canonicalJson, sha256Hex } from '../src/util/canonical-json.ts';
 import { openDashboard, testUiServer } from './dashboard.testing.ts';
 import type { UiServer } from './server.ts';
 
@@ -44,24 +44,24 @@ before(async () => {
     ],
   };
   const specHash = 'e'.repeat(64);
-  const audit = await openAudit(paths.auditDb);
   // As auditRunSubmitted and the stage hooks wrote them before they hid credentials.
   const base = { runId: 'run-1', actor: 'alice', specHash };
-  await audit.append({
-    ...base,
-    action: 'run.submitted',
-    subject: 'run-1',
-    details: { pipeline: 'creds', params: plan.params, spec: { text, sha256: sha256Hex(text) }, plan },
-  });
-  await audit.append({
-    ...base,
-    action: 'stage.completed',
-    subject: 'run-1/ingest',
-    dataHashes: { [`source:${URL_}`]: 'a'.repeat(64) },
-    details: { stage: 'ingest', kind: 'ingest', sources: [{ path: URL_, sha256: 'a'.repeat(64), bytes: 10 }] },
-  });
-  await audit.append({ ...base, action: 'run.failed', subject: 'run-1', details: { error: `GET ${URL_} answered 403 Forbidden` } });
-  await audit.close();
+  await appendAsBeforeRedaction(paths.auditDb, [
+    {
+      ...base,
+      action: 'run.submitted',
+      subject: 'run-1',
+      details: { pipeline: 'creds', params: plan.params, spec: { text, sha256: sha256Hex(text) }, plan },
+    },
+    {
+      ...base,
+      action: 'stage.completed',
+      subject: 'run-1/ingest',
+      dataHashes: { [`source:${URL_}`]: 'a'.repeat(64) },
+      details: { stage: 'ingest', kind: 'ingest', sources: [{ path: URL_, sha256: 'a'.repeat(64), bytes: 10 }] },
+    },
+    { ...base, action: 'run.failed', subject: 'run-1', details: { error: `GET ${URL_} answered 403 Forbidden` } },
+  ]);
   // run-2, as a run is submitted now: the trail hides the credentials and says where.
   const specFile = join(dir, 'creds.yaml');
   const specText = `name: creds\nstages:\n  ingest:\n    uses: ingest\n    with:\n      path: ${URL_}\n      sha256: ${'a'.repeat(64)}\n      task: classification\n`;
@@ -94,6 +94,60 @@ before(async () => {
   ui = await testUiServer(paths, TOKEN);
   url = await ui.listen(0, '127.0.0.1');
 });
+/**
+ * Appends records as releases before 7 Dec did, credentials and all, as a valid chain: AuditLog.append now hides URL
+ * credentials itself, so records it writes could not show whether the dashboard hides them too.
+ */
+async function appendAsBeforeRedaction(auditDb: string, entries: AuditEntry[]): Promise<void> {
+  const log = await openAudit(auditDb);
+  try {
+    await log.db.write('audit', async (q) => {
+      let prevHash = GENESIS_HASH;
+      for (const [i, e] of entries.entries()) {
+        const record = {
+          seq: i + 1,
+          time: new Date().toISOString(),
+          actor: e.actor!,
+          action: e.action,
+          subject: e.subject,
+          details: e.details ?? {},
+          runId: e.runId,
+          specHash: e.specHash,
+          ...(e.dataHashes ? { dataHashes: e.dataHashes } : {}),
+          prevHash,
+        };
+        const hash = hashRecord(record);
+        await q.run(
+          'INSERT INTO audit_log (seq, time, actor, action, subject, details_json, run_id, spec_hash, data_hashes_json, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)',
+          [
+            record.seq,
+            record.time,
+            record.actor,
+            record.action,
+            record.subject,
+            canonicalJson(record.details),
+            e.runId,
+            e.specHash,
+            e.dataHashes ? canonicalJson(e.dataHashes) : null,
+            prevHash,
+            hash,
+          ],
+        );
+        await q.run(
+          'INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
+          [record.seq, hash],
+        );
+        prevHash = hash;
+      }
+    });
+    // What the test would otherwise only assume: the rows hold the credentials, and the chain still verifies.
+    assert.match(JSON.stringify(await log.query({})), SECRETS);
+    assert.deepEqual(await log.verify(), { ok: true, checked: entries.length });
+  } finally {
+    await log.close();
+  }
+}
+
 after(async () => {
   await ui?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
