@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -12,7 +13,9 @@ import {
   loadCheckpoint,
   pruneCheckpoints,
   removeStaleTemps,
+  sameSettings,
   saveCheckpoint,
+  settingsHash,
   type CheckpointManifest,
 } from './checkpoint.ts';
 import { Rng } from './prng.ts';
@@ -195,4 +198,14 @@ test("a checkpoint carries early stopping's best step, and its weights when they
   }
   writeFileSync(join(dir, 'step-6', 'manifest.json'), JSON.stringify(at(6, 7)));
   assert.throws(() => loadCheckpoint(join(dir, 'step-6')), InputError);
+});
+
+test('the settings hash ignores key order; a checkpoint with the hash earlier code wrote (JSON.stringify) is the same settings', () => {
+  const given = { hyper: { lora: { r: 4, alpha: 8 }, lr: 0.02 }, seed: 1 };
+  const sorted = { seed: 1, hyper: { lr: 0.02, lora: { alpha: 8, r: 4 } } };
+  assert.equal(settingsHash(given).hash, settingsHash(sorted).hash);
+  const before7Dec = createHash('sha256').update(JSON.stringify(given)).digest('hex');
+  assert.ok(sameSettings(before7Dec, settingsHash(given)), 'a checkpoint written before the upgrade, same config');
+  assert.ok(sameSettings(settingsHash(sorted).hash, settingsHash(given)));
+  assert.ok(!sameSettings(settingsHash({ ...given, seed: 2 }).hash, settingsHash(given)));
 });

@@ -12,6 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { encodeSafetensors, readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
+import { hashJson, sha256Hex } from '../util/canonical-json.ts';
 import { diskFullError, isDiskFull } from '../util/disk-full.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { RngState } from './prng.ts';
@@ -23,6 +24,7 @@ export interface CheckpointManifest {
   /** Micro-batches of the current epoch's order already consumed. */
   position: number;
   rng: RngState;
+  /** settingsHash(the settings).hash; a resume with other settings is refused (sameSettings). */
   configHash: string;
   /** Early-stopping bookkeeping: the best score so far (lower is better), not a step. */
   best?: number;
@@ -34,6 +36,34 @@ export interface CheckpointManifest {
   bestStep?: number;
   evalsWithoutImprovement: number;
   shapes: Record<string, number[]>;
+}
+
+/**
+ * The hash a checkpoint records of the settings its training ran with (manifest.configHash), and the one code before
+ * 7 Dec 2026 recorded for the same settings. The hash is over canonical JSON: the order of an object's keys is no
+ * setting. A stage's cache key (so its checkpoint folder) ignores it too, so a pipeline file submitted again with
+ * `lora: { alpha: 8, r: 4 }` after a run with `{ r: 4, alpha: 8 }` died mid-training, or a plan read back from the
+ * audit trail (canonical JSON, keys sorted: `models reproduce` before it trained in a folder of its own), finds the
+ * checkpoint of the same work. Hashed as JSON.stringify wrote it, the two orders differed, and the resume was refused
+ * as "different training settings": an input error, not retried, that failed the stage.
+ */
+export interface SettingsHash {
+  /** What a checkpoint written now records. */
+  hash: string;
+  /**
+   * sha256 of JSON.stringify(settings), what earlier code recorded: a checkpoint a worker wrote before an upgrade
+   * (its run's config in the key order it had then) is still resumed by an upgraded one.
+   */
+  earlier: string;
+}
+
+export function settingsHash(settings: object): SettingsHash {
+  return { hash: hashJson(settings, 'training settings'), earlier: sha256Hex(JSON.stringify(settings)) };
+}
+
+/** Whether a checkpoint recording `recorded` was written with these settings (now or by earlier code). */
+export function sameSettings(recorded: string, settings: SettingsHash): boolean {
+  return recorded === settings.hash || recorded === settings.earlier;
 }
 
 /** A row of a training history: the step it records, and its metrics (numbers, or objects of them). */

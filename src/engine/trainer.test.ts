@@ -171,7 +171,7 @@ test('resuming from a checkpoint gives bitwise identical weights (full fine-tuni
   );
 });
 
-test('resume is bitwise identical with LoRA dropout and gradient accumulation', async () => {
+test('resume is bitwise identical with LoRA dropout and gradient accumulation, its settings given with their keys in another order', async () => {
   const opts: CompileOptions = {
     loss: ce,
     optimizer: adamw,
@@ -187,7 +187,12 @@ test('resume is bitwise identical with LoRA dropout and gradient accumulation', 
     checkpointDir: dir,
     stopAfterStep: 2,
   }).fit(train);
-  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), base).fit(train, undefined, {
+  // The same settings, as a config read back from canonical JSON (keys sorted) has them: key order is no setting.
+  const sorted = { ...opts, trainable: Object.fromEntries(Object.entries(opts.trainable).sort()) as CompileOptions['trainable'] };
+  const resumed = await new Trainer(compileTrainStep(buildTinyEncoder(CFG), sorted), {
+    ...base,
+    schedule: { lr: 1e-2, kind: 'constant' },
+  }).fit(train, undefined, {
     resumeFrom: join(dir, 'step-00000002'),
   });
   for (const [name, w] of whole.params) {

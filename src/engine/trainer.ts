@@ -3,7 +3,6 @@
  * data order, LR schedule, gradient accumulation, periodic evaluation, early stopping and checkpoints
  * that resume bitwise identically on CPU.
  */
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
@@ -15,7 +14,15 @@ import { DropoutMasker } from './dropout-masks.ts';
 import { learningRate, type ScheduleSpec } from './lr-schedules.ts';
 import { Rng } from './prng.ts';
 import { createSession, toOrt, type Device } from './runtime.ts';
-import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from './checkpoint.ts';
+import {
+  loadCheckpoint,
+  pruneCheckpoints,
+  sameSettings,
+  saveCheckpoint,
+  settingsHash,
+  type CheckpointManifest,
+  type SettingsHash,
+} from './checkpoint.ts';
 import { StepRunner } from './step-runner.ts';
 
 /** A column of examples: dims[0] is the number of examples. */
@@ -180,8 +187,8 @@ export class Trainer {
       );
   }
 
-  /** Hash of everything that must match for a checkpoint to be resumable with these settings. */
-  configHash(): string {
+  /** Hash of everything that must match for a checkpoint to be resumable with these settings (settingsHash). */
+  configHash(): SettingsHash {
     const o = this.opts;
     const cfg = {
       compile: this.program.options,
@@ -201,7 +208,7 @@ export class Trainer {
         : {}),
       ...(o.trimPadding ? { trimBucket: o.trimPadding.bucket } : {}),
     };
-    return createHash('sha256').update(JSON.stringify(cfg)).digest('hex');
+    return settingsHash(cfg);
   }
 
   /** Current trainable weights (name → values). */
@@ -242,7 +249,7 @@ export class Trainer {
     let resumedHistory: readonly StepMetrics[] = [];
     if (fitOpts.resumeFrom) {
       const ck = loadCheckpoint<StepMetrics>(fitOpts.resumeFrom);
-      if (ck.manifest.configHash !== this.configHash())
+      if (!sameSettings(ck.manifest.configHash, this.configHash()))
         throw new InputError('checkpoint was written with different training settings', {
           where: fitOpts.resumeFrom,
           hint: 'resume with the same model, data layout and train options, or start fresh',
@@ -366,7 +373,7 @@ export class Trainer {
           epoch,
           position,
           rng: dropRng.state(),
-          configHash: this.configHash(),
+          configHash: this.configHash().hash,
           best,
           evalsWithoutImprovement: bad,
           shapes,

@@ -4,12 +4,12 @@
  * the train step with the engine (full, LoRA or head-only), train with bucketed batches and
  * checkpoints, and export an inference folder (see export.ts).
  */
-import { createHash } from 'node:crypto';
 import { sha256File } from '../util/hash-file.ts';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import type { Model } from '../onnx/ir.ts';
+import { settingsHash } from '../engine/checkpoint.ts';
 import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engine/compile.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
@@ -271,9 +271,7 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout, classifier: config.classifierDropout },
   };
   const dataHash = (await sha256File(trainTok.path)).sha256;
-  const configHash = createHash('sha256')
-    .update(JSON.stringify({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping }))
-    .digest('hex');
+  const configHash = settingsHash({ hyper, baseSha, dataHash, evalEvery: o.evalEvery, earlyStopping: o.earlyStopping });
 
   const r = await runLoop({
     program,

@@ -16,7 +16,14 @@ import { DropoutMasker } from '../engine/dropout-masks.ts';
 import { learningRate, type ScheduleSpec } from '../engine/lr-schedules.ts';
 import { Rng } from '../engine/prng.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { loadCheckpoint, pruneCheckpoints, saveCheckpoint, type CheckpointManifest } from '../engine/checkpoint.ts';
+import {
+  loadCheckpoint,
+  pruneCheckpoints,
+  sameSettings,
+  saveCheckpoint,
+  type CheckpointManifest,
+  type SettingsHash,
+} from '../engine/checkpoint.ts';
 import { StepRunner } from '../engine/step-runner.ts';
 import { classificationReport } from '../eval/metrics.ts';
 import { makeBatch, type TokenTable } from './batches.ts';
@@ -78,8 +85,8 @@ export interface LoopOptions {
   resume: boolean;
   evalEvery?: number;
   earlyStopping?: { metric: StopMetric; patience: number };
-  /** Must change whenever anything that shapes the trajectory changes (checked on resume). */
-  configHash: string;
+  /** Of everything that shapes the trajectory (checked on resume): settingsHash of it. */
+  configHash: SettingsHash;
   onProgress?: (m: Progress) => void;
   /** Called after each checkpoint is on disk; training awaits what it returns (the upload to a shared store). */
   onCheckpoint?: (dir: string) => unknown;
@@ -200,7 +207,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     const dir = latestCheckpoint(o.checkpointDir);
     if (dir) {
       const ck = loadCheckpoint<HistoryRow>(dir);
-      if (ck.manifest.configHash !== o.configHash)
+      if (!sameSettings(ck.manifest.configHash, o.configHash))
         throw new InputError('the latest checkpoint was written with different training settings, model or data', {
           where: dir,
           hint: 'resume with the same options, or use a fresh checkpointDir (or resume: false)',
@@ -360,7 +367,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           epoch,
           position,
           rng: dropRng.state(),
-          configHash: o.configHash,
+          configHash: o.configHash.hash,
           best,
           bestStep,
           evalsWithoutImprovement: bad,

@@ -153,6 +153,33 @@ test('resuming with changed settings is refused', async () => {
   );
 });
 
+test('the same settings with their keys in another order resume the checkpoint, mid-run and final (a plan read back from the audit trail sorts keys)', async () => {
+  // As the pipeline file has them, and as `models reproduce` read them back from the trail's canonical JSON: the same
+  // cache key, so the same checkpoint folder. The old hash was of JSON.stringify, and refused these.
+  const given: Partial<TrainClassifierOptions> = {
+    maxSteps: 4,
+    checkpointEvery: 2,
+    validation,
+    evalEvery: 2,
+    lora: { r: 4, alpha: 8, dropout: 0.1 },
+    earlyStopping: { metric: 'loss', patience: 5 },
+  };
+  const sorted: Partial<TrainClassifierOptions> = {
+    ...given,
+    lora: { alpha: 8, dropout: 0.1, r: 4 },
+    earlyStopping: { patience: 5, metric: 'loss' },
+  };
+  const a = await trainClassifier(options('order-a', given));
+  for (const step of [2, 4]) {
+    const name = `order-${step}`;
+    cpSync(join(root, 'order-a', 'ck', ckName(step)), join(root, name, 'ck', ckName(step)), { recursive: true });
+    const b = await trainClassifier(options(name, { ...sorted, resume: true }));
+    assert.equal(b.resumedFromStep, step);
+    assert.deepEqual(b.history, a.history);
+    assert.ok(readFileSync(join(root, name, 'out', 'model.onnx')).equals(readFileSync(join(root, 'order-a', 'out', 'model.onnx'))));
+  }
+});
+
 test('several steps per onnxruntime run give the same model bytes as one step per run (full fine-tuning, length-grouped batches)', async () => {
   const over = { method: 'full' as const, groupByLength: true, maxSteps: 10, checkpointEvery: 0, lr: 1e-3 };
   const one = await trainClassifier(options('per-run-1', { ...over, stepsPerRun: 1 }));
