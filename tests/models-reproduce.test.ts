@@ -14,6 +14,8 @@ import { openAudit, type AuditRecord } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import { statePaths } from '../src/state-paths.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
 import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
@@ -99,8 +101,8 @@ describe('models reproduce', () => {
     assert.deepEqual(before, { versions: 1, aliases: { production: 1 }, history: 1 });
     // A checkpoint of the same work left under its key, as a run killed after its step-2 checkpoint leaves one: the
     // original run's last checkpoint (its `checkpoint` output) put back in the work's folder, which the original emptied.
-    // Before the rerun trained fresh it took this one up (and here failed on it: the settings hash the checkpoint
-    // records is not the rerun's, though its model comes out the same).
+    // Before the rerun trained fresh it took this one up (and here failed on it, until checkpoints hashed their
+    // settings over canonical JSON: the rerun's plan, read back from the trail, has lora's keys sorted).
     const train = (await runStatus(originalRun)).stages.find((s) => s.id === 'train')!;
     const work = join(home, 'checkpoints', train.cacheKey!);
     rmSync(work, { recursive: true, force: true });
@@ -123,10 +125,19 @@ describe('models reproduce', () => {
     // Trained from step 0: the checkpoint of the same work was neither resumed nor deleted.
     assert.match(r.stdout, /\n {2}rerun trained from step 0 /);
     assert.equal(rec!.details.trainedFromStep, 0);
-    const rerunTrain = (await runStatus(rec!.runId!)).stages.find((s) => s.id === 'train')!;
+    const rerun = (await runStatus(rec!.runId!)).stages;
+    const rerunTrain = rerun.find((s) => s.id === 'train')!;
     assert.equal((rerunTrain.outputs!.baseModel as { resumedFromStep: unknown }).resumedFromStep, null);
     assert.equal(rerunTrain.cacheKey, train.cacheKey, 'the rerun is the same work');
     assert.ok(existsSync(left) && readdirSync(left).length > 0, 'the checkpoint the other run left is still there');
+    // The check recorded no outputs under the work's keys: later runs of the work reuse the original run's, never a
+    // rerun's (which need not be the same bytes when it does not reproduce).
+    const cache = new StageCache(statePaths(home).cache, new ArtifactStore(join(home, 'store')));
+    assert.deepEqual(
+      rerun.map((s) => s.id),
+      ['ingest', 'split', 'train'],
+    );
+    for (const s of rerun) assert.equal((await cache.get(s.cacheKey!))?.producedBy.runId, originalRun, `${s.id}'s cache record`);
   });
 
   it('a source file changed since: exit 1, diverged at ingest by its data hash, --json', async () => {

@@ -39,7 +39,7 @@ const plan = plannedPipeline(
   { triggers: { skipIfUnchanged: true } },
 );
 
-test("the rerun plan: the model's stage and what it needs, no run gate, a name and spec hash of its own", () => {
+test("the rerun plan: the model's stage and what it needs, no run gate, no stage reading or writing the cache, a name and spec hash of its own", () => {
   const { plan: p, dropped } = reproductionPlan(specBody(plan), 'train');
   assert.deepEqual(dropped, ['evaluate', 'register', 'deploy', 'notify']);
   assert.deepEqual(
@@ -49,6 +49,10 @@ test("the rerun plan: the model's stage and what it needs, no run gate, a name a
   // No stage left points at one taken out.
   assert.deepEqual(p.stages.find((s) => s.id === 'train')!.dependents, []);
   assert.deepEqual(p.stages.find((s) => s.id === 'split')!.dependents, ['train']);
+  assert.deepEqual(
+    p.stages.map((s) => s.cache),
+    [false, false, false],
+  );
   assert.equal(p.triggers, undefined);
   assert.equal(p.name, 'clf-reproduce');
   assert.equal(p.specHash, sha256Hex(canonicalJson(specBody(p))));

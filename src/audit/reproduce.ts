@@ -19,6 +19,13 @@ import type { TrainedWith } from './run-spec.ts';
  * generated-answer evaluation can take longer than its training. No run gate either (a gate compares the data with the
  * pipeline's last run and may end the rerun as "unchanged"), and a name of its own, so that the outcome a run records
  * for later runs' gates is the reproduction's, not the pipeline's. Its spec hash is its own.
+ *
+ * Every stage `cache: false`: it neither reuses nor records outputs. `--no-cache` (RunOptions.noCache) stops the
+ * reuse only, and the rerun recorded its outputs under the work's keys, over the original run's records: a rerun that
+ * did not reproduce (other bytes from other threads or CPUs) then served its model to every later run of the same work,
+ * a resume of a failed one included, which would register it; the records named the check run as their producer; and a
+ * record newer than the checkpoint a failed run left under the key tells `store gc` that the work completed, so gc
+ * deleted that checkpoint, which the rerun's own folder had been made to leave alone.
  */
 export function reproductionPlan(
   recorded: Omit<PlannedPipeline, 'specHash'>,
@@ -27,7 +34,7 @@ export function reproductionPlan(
   const keep = new Set(upstreamOf(recorded.stages, modelStage));
   const stages = recorded.stages
     .filter((s) => keep.has(s.id))
-    .map((s): PlannedStage => ({ ...s, dependents: s.dependents.filter((d) => keep.has(d)) }));
+    .map((s): PlannedStage => ({ ...s, cache: false, dependents: s.dependents.filter((d) => keep.has(d)) }));
   const { triggers: _, ...rest } = recorded;
   const body = { ...rest, name: `${recorded.name}-reproduce`, stages };
   return {
