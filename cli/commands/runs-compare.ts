@@ -1,48 +1,16 @@
 /**
  * `tempered runs --compare A B …`: the trials of a hyperparameter search side by side in the terminal, as the
- * dashboard's compare page shows them. What is compared and how the best is picked is src/eval/trials.ts; here the
- * runs and their artifacts are read, and the comparison printed.
+ * dashboard's compare page shows them. What is compared and how the best is picked is src/eval/trials.ts, what is read
+ * of each run's artifacts src/eval/trial-artifacts.ts (both shared with the page); here the runs are read from
+ * Temporal and the comparison printed.
  */
-import { readFileSync } from 'node:fs';
-import { tableFromIPC } from 'apache-arrow';
 import { getRunStatus } from '../../client/runs.ts';
-import { compareTrials as compareRuns, VALIDATION_COLUMNS, type TrialArtifacts, type TrialComparison } from '../../src/eval/trials.ts';
-import type { ArtifactStore } from '../../src/store/artifact-store.ts';
-import { isArtifactRef } from '../../src/types.ts';
-import type { RunStatus } from '../../workflows/types.ts';
+import { compareTrialRuns } from '../../src/eval/trial-artifacts.ts';
+import type { TrialComparison } from '../../src/eval/trials.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { duration, printable, shownParams } from '../format.ts';
+import { duration, printable } from '../format.ts';
 
 export type { TrialComparison };
-
-/**
- * The artifacts the comparison reads from this host's store: each train stage's validation columns, each evaluate
- * stage's metrics document. One this host cannot read (not fetched from a shared store) is left out, so its rows stay
- * empty rather than the command failing.
- */
-async function trialArtifacts(store: ArtifactStore, st: RunStatus): Promise<TrialArtifacts> {
-  const out: TrialArtifacts = { histories: {}, metricsDocs: {} };
-  const read = async (ref: unknown) => (isArtifactRef(ref) ? readFileSync(await store.localPath(ref.uri)) : undefined);
-  for (const s of st.stages) {
-    if (s.uses === 'train')
-      await read(s.outputs?.history)
-        .then((bytes) => {
-          if (!bytes) return;
-          const table = tableFromIPC(bytes);
-          out.histories[s.id] = Object.fromEntries(
-            VALIDATION_COLUMNS.map((col) => [col, table.getChild(col)?.toArray() as ArrayLike<number> | undefined]),
-          );
-        })
-        .catch(() => {});
-    if (s.uses === 'evaluate')
-      await read(s.outputs?.metrics)
-        .then((bytes) => {
-          if (bytes) out.metricsDocs[s.id] = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
-        })
-        .catch(() => {});
-  }
-  return out;
-}
 
 const num = (x: number) => (Number.isInteger(x) ? String(x) : Math.abs(x) >= 1e-3 && Math.abs(x) < 1e5 ? x.toFixed(4) : x.toPrecision(4));
 
@@ -57,9 +25,7 @@ export async function compareTrials(ctx: CliContext, ids: string[]): Promise<Tri
     ),
   );
   for (const st of statuses) await ctx.fetchReports(st);
-  const artifacts = await Promise.all(statuses.map((st) => trialArtifacts(ctx.store(), st)));
-  // Params as they may be shown: a secret-named --param is REDACTED here as in status.
-  return compareRuns(statuses.map((st, i) => ({ run: { ...st, params: shownParams(st.params) }, artifacts: artifacts[i]! })));
+  return compareTrialRuns(ctx.store(), statuses);
 }
 
 export async function compareTrialsCmd(ctx: CliContext, ids: string[], json: boolean): Promise<number> {
