@@ -24,6 +24,8 @@ import {
   type TrainedWith,
 } from '../src/audit/run-spec.ts';
 import { databaseExists } from '../src/db/database.ts';
+import { compareTrialRuns } from '../src/eval/trial-artifacts.ts';
+import type { TrialComparison } from '../src/eval/trials.ts';
 import { KeptOpen } from '../src/db/kept-open.ts';
 import { modelCard } from '../src/registry/card.ts';
 import { diffModelVersions, productionComparisonNote } from '../src/registry/diff.ts';
@@ -328,6 +330,11 @@ export interface RunComparison {
   data: { name: string; values: (string | undefined)[]; same: boolean }[];
   /** Where the planned specs (params, stage configs) differ. */
   spec: SpecDiffLine[];
+  /**
+   * The runs as `tempered runs --compare` compares them (the same code): params that differ, final validation, evaluate's
+   * scores, stage times, each metric's best and the run to choose. Its `runs` are left out: `runs` above has them.
+   */
+  trials: Omit<TrialComparison, 'runs'>;
 }
 
 /** Two or more runs side by side: the first is the reference the deltas are taken from. */
@@ -347,7 +354,11 @@ export async function compareRuns(client: Client, store: ArtifactStore, ids: str
   });
   // Stages by id rather than by position, so a difference reads `stages.split.with.seed`.
   const plans = inputs.map(({ plan }) => ({ ...plan, stages: Object.fromEntries(plan.stages.map((st) => [st.id, st])) }));
-  return { runs: views, metrics, data, spec: jsonDiff(plans) };
+  const { runs: _runs, ...trials } = await compareTrialRuns(
+    store,
+    views.map((v) => v.status),
+  );
+  return { runs: views, metrics, data, spec: jsonDiff(plans), trials };
 }
 
 /**

@@ -1432,6 +1432,67 @@ function Json({ value }) {
   return html`<code title=${text.length > 40 ? text : undefined}>${text.length > 40 ? `${text.slice(0, 39)}…` : text}</code>`;
 }
 
+/**
+ * The runs as `tempered runs --compare` shows them (the server compares them with the same code, src/eval/trials.ts):
+ * params that differ, the last validation of training, evaluate's scores, stage times, each metric's best marked, and
+ * the run to choose on validation.
+ */
+function Trials({ trials, runs, letters }) {
+  const best = trials.bestOnValidation;
+  const chosen = best && trials.params.map((p) => `${p.name}=${String(p.values[best.run])}`).join(' ');
+  const chosenId = best ? (runs[best.run]?.status.runId ?? '') : '';
+  return html`<h2>
+      Trials <span class="muted">(as <code>tempered runs --compare</code>)</span>
+    </h2>
+    <table id="compare-trials">
+      <tr>
+        <th></th>
+        ${letters.map((l) => html`<th class="num">${l}</th>`)}
+      </tr>
+      ${trials.params.map(
+        (p) =>
+          html`<tr data-param=${p.name}>
+            <td>params.${p.name}</td>
+            ${p.values.map((x) => html`<td class="num"><${Json} value=${x ?? undefined} /></td>`)}
+          </tr>`,
+      )}
+      ${trials.rows.map(
+        (r) =>
+          html`<tr data-row=${r.name}>
+            <td>${r.name}</td>
+            ${r.values.map(
+              (x, i) =>
+                html`<td class=${r.best === i ? 'num best' : 'num'} data-best=${r.best === i ? 'true' : undefined}>
+                  ${x == null ? '–' : `${r.best === i ? '*' : ''}${r.name.startsWith('time.') ? fmtSecs(x) : fmtNum(x)}`}
+                </td>`,
+            )}
+          </tr>`,
+      )}
+      ${trials.flags.map(
+        (f) =>
+          html`<tr data-row=${f.name}>
+            <td>${f.name}</td>
+            ${f.values.map((x) => html`<td class="num">${x === undefined || x === null ? '–' : x ? 'yes' : 'no'}</td>`)}
+          </tr>`,
+      )}
+    </table>
+    <p class="muted">
+      * best of the runs (higher for scores, lower for losses; none on a tie); val_*: the last validation of training; –: none (a stage
+      taken from the cache has no time)
+    </p>
+    ${trials.params.length === 0 && html`<p class="muted" id="compare-same-params">the runs were submitted with the same parameters</p>`}
+    ${best
+      ? html`<p id="compare-best" data-run=${chosenId}>
+          best on validation (${best.metric}): <b>${letters[best.run]}</b>${' '}<a href=${`#/run/${encodeURIComponent(chosenId)}`}
+            >${chosenId}</a
+          >${chosen ? ` (${chosen})` : ''}
+        </p>`
+      : html`<p class="muted" id="compare-best">
+          no validation metrics to choose on: give the train stage a validation table and evalEvery; choosing on the test metrics makes them
+          an optimistic estimate
+        </p>`}`;
+}
+
 function ComparePage({ query }) {
   const ids = [...query.getAll('run'), ...['a', 'b'].map((k) => query.get(k)).filter(Boolean)];
   const qs = ids.map((id) => `run=${encodeURIComponent(id)}`).join('&');
@@ -1469,6 +1530,7 @@ function ComparePage({ query }) {
       <${Chart} id="compare-loss" title="training loss" cols=${overlay(data.curves, 'loss')} series=${series('loss')} />
       <${Chart} id="compare-val" title="validation macro F1" cols=${overlay(data.curves, 'val_f1_macro')} series=${series('F1')} />
     </div>`}
+    <${Trials} trials=${data.trials} runs=${data.runs} letters=${letters} />
     <h2>Metrics</h2>
     <table id="compare-metrics">
       <tr>
