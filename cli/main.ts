@@ -56,6 +56,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/generate.ts')).generateCmd,
     help: "stream a language model's answer to a prompt (a registered model or a model source)",
   },
+  predict: {
+    run: async () => (await import('./commands/predict.ts')).predictCmd,
+    help: "score a JSONL or CSV file's rows with a model into a JSONL or CSV file: a classifier's labels and probabilities, a language model's answers",
+  },
   chat: {
     run: async () => (await import('./commands/chat.ts')).chatCmd,
     help: 'talk to a language model in the terminal, turn after turn (a registered model or a model source)',

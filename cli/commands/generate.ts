@@ -7,10 +7,10 @@ import { existsSync, statSync } from 'node:fs';
 import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { checkGenerateOptions, generate } from '../../src/generate/generate.ts';
-import { loadTextGenerator } from '../../src/generate/text-generator.ts';
+import { loadTextGenerator, promptTokens } from '../../src/generate/text-generator.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
-import type { ChatMessage } from '../../src/serve/types.ts';
+import type { ModelVersion } from '../../src/registry/types.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { terminalTextFor } from '../format.ts';
@@ -23,10 +23,26 @@ const USAGE =
 
 /** A model folder for a registry reference (checked out from the store) or a model source (downloaded into the cache). */
 export async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: string; id: string }> {
+  if (isModelSource(ref) && existsSync(ref) && statSync(ref).isDirectory()) refuseClassifier(ref, ref, ref);
+  const m = await resolveModelRef(ctx, ref);
+  if (m.version) refuseClassifier(m.dir, m.id, ref);
+  return { dir: m.dir, id: m.id };
+}
+
+/**
+ * The folder and identity of `ref`: a registry reference's version (`name`: production, `name@N`, `name@alias`),
+ * checked out from the store, or a model source, downloaded into the cache.
+ */
+export async function resolveModelRef(
+  ctx: CliContext,
+  ref: string,
+): Promise<{ dir: string; id: string; version?: ModelVersion; revision?: string }> {
   if (isModelSource(ref)) {
-    if (existsSync(ref) && statSync(ref).isDirectory()) refuseClassifier(ref, ref, ref);
+    // A model source is a language model's; a classifier's export folder (`models pull` wrote one) is read as it is.
+    if (existsSync(ref) && statSync(ref).isDirectory() && exportedTask(ref) === 'classification')
+      return { dir: ref, id: ref, revision: 'local' };
     const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models });
-    return { dir: m.dir, id: m.identity.source };
+    return { dir: m.dir, id: m.identity.source, revision: m.identity.revision };
   }
   const { name, at } = parseModelRef(ref);
   if (!databaseExists(ctx.paths.registryDb))
@@ -45,8 +61,7 @@ export async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: str
   const dir = await ctx
     .store()
     .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
-  refuseClassifier(dir, `${version.name}@${version.version}`, ref);
-  return { dir, id: `${version.name}@${version.version}` };
+  return { dir, id: `${version.name}@${version.version}`, version };
 }
 
 /** A fine-tuned classifier has no language-model head: the loader would only have said it is no LLaMA. */
@@ -189,11 +204,7 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
   const gen = await loadTextGenerator(dir, { id, threads, chatTemplate });
   const shown = terminalTextFor(process.stdout);
   try {
-    const messages: ChatMessage[] = [
-      ...(values.system !== undefined ? [{ role: 'system', content: values.system }] : []),
-      { role: 'user', content: prompt },
-    ];
-    const ids = values.raw ? gen.encode(prompt) : gen.encodeChat(messages);
+    const ids = promptTokens(gen, prompt, { raw: values.raw, system: values.system });
     const t0 = performance.now();
     let first = 0;
     const [r] = await generate(gen.decoder, [ids], {

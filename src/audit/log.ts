@@ -35,6 +35,7 @@ export const AUDIT_ACTIONS = [
   'model.promoted',
   'model.rolled_back',
   'model.pulled',
+  'model.predicted',
   'model.reproduced',
   'model.not_reproduced',
   'serve.started',

@@ -3,7 +3,7 @@
  * A reader therefore sees either the old file or the complete new one, and a failed write leaves
  * nothing behind (the temp file is deleted).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { syncDirSync } from '../util/durable-write.ts';
@@ -56,8 +56,11 @@ export class AtomicFile {
     }
   }
 
-  /** Flushes, fsyncs and renames over the target. */
-  commit(): void {
+  /**
+   * Flushes, fsyncs and renames over the target. With `replace: false` a file that is at the target by then stays
+   * (EEXIST, this file discarded): linked in rather than renamed, so one made meanwhile is not overwritten either.
+   */
+  commit(o: { replace?: boolean } = {}): void {
     if (this.fd === null) throw new Error(`AtomicFile ${this.path} is already closed`);
     try {
       this.flush();
@@ -68,7 +71,13 @@ export class AtomicFile {
     }
     closeSync(this.fd);
     this.fd = null;
-    renameSync(this.tempPath, this.path);
+    if (o.replace === false) {
+      try {
+        linkSync(this.tempPath, this.path);
+      } finally {
+        rmSync(this.tempPath, { force: true });
+      }
+    } else renameSync(this.tempPath, this.path);
     syncDirSync(dirname(this.path));
   }
 

@@ -56,6 +56,35 @@ function renderTemplate(sections: ParsedTemplate['sections'], values: Record<str
   return out;
 }
 
+/**
+ * The text of source field `f`, read as column `column` (named in the detail), or why the row has none: the field
+ * is missing or null, or not a string. `tempered predict` reads its text field through this too.
+ */
+export function fieldText(values: Record<string, unknown>, f: string, column: string): string | BadRow {
+  const v = field(values, f);
+  if (v === undefined || v === null)
+    return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${column}) is missing`, field: f };
+  if (typeof v !== 'string')
+    return {
+      reason: 'not-string',
+      detail: `field ${JSON.stringify(f)} (${column}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string`,
+    };
+  return v;
+}
+
+/** Why `text` cannot be column `column`'s (empty, a lone surrogate, over `max` code points), or undefined when it can. */
+export function badText(text: string, column: string, max?: number): BadRow | undefined {
+  if (text.trim() === '') return { reason: 'empty-text', detail: `${column} is empty` };
+  // Written as UTF-8 it would silently become U+FFFD: refuse rather than change the text.
+  if (LONE_SURROGATE.test(text))
+    return { reason: 'lone-surrogate', detail: `${column} holds an unpaired UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)` };
+  if (max !== undefined) {
+    const n = tooLong(text, max);
+    if (n !== null) return { reason: 'too-long', detail: `${column} has ${n} characters, maxLength is ${max}` };
+  }
+  return undefined;
+}
+
 export interface RowMapper {
   (values: Record<string, unknown>): TaskRow | BadRow;
 }
@@ -99,31 +128,10 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         row.label = label;
         continue;
       }
-      let text: string;
-      if (c === 'prompt' && template) {
-        const r = renderTemplate(template, values);
-        if (typeof r !== 'string') return r;
-        text = r;
-      } else {
-        const f = source(c);
-        const v = field(values, f);
-        if (v === undefined || v === null)
-          return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${c}) is missing`, field: f };
-        if (typeof v !== 'string')
-          return {
-            reason: 'not-string',
-            detail: `field ${JSON.stringify(f)} (${c}) is ${Array.isArray(v) ? 'an array' : typeof v}, expected string`,
-          };
-        text = v;
-      }
-      if (text.trim() === '') return { reason: 'empty-text', detail: `${c} is empty` };
-      // Written as UTF-8 it would silently become U+FFFD: refuse rather than change the text.
-      if (LONE_SURROGATE.test(text))
-        return { reason: 'lone-surrogate', detail: `${c} holds an unpaired UTF-16 surrogate (a \\uD800-\\uDFFF escape without its pair)` };
-      if (max !== undefined) {
-        const n = tooLong(text, max);
-        if (n !== null) return { reason: 'too-long', detail: `${c} has ${n} characters, maxLength is ${max}` };
-      }
+      const text = c === 'prompt' && template ? renderTemplate(template, values) : fieldText(values, source(c), c);
+      if (typeof text !== 'string') return text;
+      const wrong = badText(text, c, max);
+      if (wrong) return wrong;
       row[c] = text;
     }
     return row;

@@ -111,3 +111,17 @@ export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions 
     close: () => decoder.close(),
   };
 }
+
+/**
+ * A one-prompt question's tokens as `tempered generate` asks it, and `tempered predict` each row: through the chat
+ * template as the user's message (after `system` when given, else the fine-tune's trained system message), or as the
+ * text alone with `raw`.
+ */
+export function promptTokens(enc: PromptEncoder, prompt: string, o: { raw?: boolean; system?: string } = {}): number[] {
+  if (o.raw) return enc.encode(prompt);
+  const messages: ChatMessage[] = [
+    ...(o.system !== undefined ? [{ role: 'system', content: o.system }] : []),
+    { role: 'user', content: prompt },
+  ];
+  return enc.encodeChat(messages);
+}

@@ -1,0 +1,219 @@
+/**
+ * `tempered predict MODEL --input FILE --output FILE`: scores every row of a JSONL or CSV file with a registered model
+ * (or a model source, for language models) into a JSONL or CSV file, and records it in the audit log. The work is
+ * src/predict's; this reads the flags, resolves and loads the model as serve and generate do, shows progress and
+ * turns Ctrl-C into a clean stop (no output file).
+ */
+import { readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { modelHashOf } from '../../src/audit/model-hash.ts';
+import { InputError } from '../../src/errors.ts';
+import { loadTextGenerator } from '../../src/generate/text-generator.ts';
+import { checkPredictPaths, predictFile, type PredictReport, type RowScorer } from '../../src/predict/predict.ts';
+import { CLASSIFIER_BATCH, classifierScorer, lmScorer } from '../../src/predict/scorers.ts';
+import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
+import { actor, parse } from '../args.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { printable } from '../format.ts';
+import { checkedSampling, cliInputError, resolveModelRef, SAMPLING_FLAGS, samplingFromFlags } from './generate.ts';
+import { exportedTask, intFlag, readChatTemplate } from './serve.ts';
+
+const USAGE =
+  'tempered predict <name[@version|@alias] | model source> --input FILE (.jsonl, .csv, .tsv) --output FILE (.jsonl, or .csv) [--force]\n' +
+  '  [--text-field F (text; prompt for language models)] [--id-field id] [--on-bad-row fail|skip] [--threads N]\n' +
+  '  classifiers: [--batch-size 64]\n' +
+  '  language models: [--max-new-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
+  '    [--system TEXT] [--raw] [--chat-template FILE]';
+
+/** Flags that only a causal LM takes: given with a classifier, they would be ignored without a word. */
+const LM_FLAGS = [
+  'max-new-tokens',
+  'temperature',
+  'top-p',
+  'top-k',
+  'repetition-penalty',
+  'seed',
+  'stop',
+  'system',
+  'raw',
+  'chat-template',
+];
+
+const { 'max-tokens': _generateOnly, ...SAMPLING } = SAMPLING_FLAGS;
+
+export async function predictCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      ...SAMPLING,
+      'max-new-tokens': { type: 'string' },
+      input: { type: 'string' },
+      output: { type: 'string' },
+      force: { type: 'boolean' },
+      'text-field': { type: 'string' },
+      'id-field': { type: 'string' },
+      'on-bad-row': { type: 'string' },
+      'batch-size': { type: 'string' },
+      raw: { type: 'boolean' },
+    },
+    USAGE,
+  );
+  if (positionals.length !== 1) throw new CliError(`predict takes one model\nusage: ${USAGE}`, 2);
+  const [ref] = positionals as [string];
+  if (values.input === undefined || values.output === undefined)
+    throw new CliError(`predict needs --input FILE and --output FILE\nusage: ${USAGE}`, 2);
+  const onBadRow = values['on-bad-row'] ?? 'fail';
+  if (onBadRow !== 'fail' && onBadRow !== 'skip')
+    throw new CliError(`--on-bad-row must be fail or skip, got ${JSON.stringify(onBadRow)}`, 2);
+  for (const flag of ['system', 'chat-template'] as const)
+    if (values.raw && values[flag] !== undefined)
+      throw new CliError(`--${flag} applies to the chat template, which --raw skips: give one or the other`, 2);
+  // Every flag is checked before a model is looked up or loaded.
+  const maxNew = intFlag('max-new-tokens', values['max-new-tokens'], 1);
+  const batchSize = intFlag('batch-size', values['batch-size'], 1, 1024);
+  const { sampling, threads } = samplingFromFlags({ ...values, 'max-tokens': maxNew === undefined ? undefined : String(maxNew) }, 128);
+  checkedSampling(sampling);
+  const chatTemplate = readChatTemplate(values['chat-template']);
+  try {
+    checkPredictPaths({ input: values.input, output: values.output, overwrite: values.force });
+  } catch (e) {
+    throw e instanceof InputError ? new CliError(`predict: ${e.message}${e.hint ? `\n  ${e.hint}` : ''}`, 2) : e;
+  }
+
+  const model = await resolveModelRef(ctx, ref);
+  const classifier = exportedTask(model.dir) === 'classification';
+  if (classifier) {
+    const lmOnly = LM_FLAGS.filter((f) => values[f as keyof typeof values] !== undefined);
+    if (lmOnly.length > 0)
+      throw new CliError(
+        `${model.id} is a classifier: ${lmOnly.map((f) => `--${f}`).join(', ')} ${lmOnly.length === 1 ? 'applies' : 'apply'} to language models only`,
+        2,
+      );
+  } else if (batchSize !== undefined)
+    throw new CliError(
+      `${model.id} is a language model, which predict asks one row at a time (as generate does): --batch-size applies to classifiers only`,
+      2,
+    );
+
+  let scorer: RowScorer;
+  let modelHash = model.version ? modelHashOf(model.version.artifacts) : undefined;
+  let close: () => Promise<void> | void;
+  if (classifier) {
+    // serve's /predict path: the same pool, the same sessions and batching of a request's texts.
+    const pool = await loadPooledPredictor(model.dir, { threads, workers: 1 });
+    modelHash ??= pool.id;
+    scorer = classifierScorer(pool, batchSize ?? CLASSIFIER_BATCH);
+    close = () => pool.close();
+  } else {
+    const gen = await loadTextGenerator(model.dir, { id: model.id, threads, chatTemplate });
+    scorer = lmScorer(gen, { raw: values.raw, system: values.system, sampling });
+    close = () => gen.close();
+  }
+
+  const output = resolve(values.output);
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals === 1) {
+      console.error(`\npredict: ${signal}: stopping; nothing is written to ${printable(values.output!)} (${signal} again ends at once)`);
+      controller.abort(new CliError(`interrupted (${signal}); nothing was written to ${printable(values.output!)}`, 130));
+      return;
+    }
+    // The library removes its temp file once the step running ends; ending now, this process removes it itself.
+    const prefix = `.${basename(output)}.${process.pid}.`;
+    for (const f of readdirSync(dirname(output)))
+      if (f.startsWith(prefix) && f.endsWith('.tmp')) rmSync(join(dirname(output), f), { force: true });
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const started = performance.now();
+  const progress = progressLine(started);
+  let report: PredictReport;
+  try {
+    report = await predictFile({
+      input: values.input,
+      output: values.output,
+      scorer,
+      textField: values['text-field'] ?? (classifier ? 'text' : 'prompt'),
+      idField: values['id-field'],
+      onBadRow,
+      overwrite: values.force,
+      signal: controller.signal,
+      onProgress: progress.update,
+      beforeCommit: async (r) => {
+        // Who scored which file with which model, and where the predictions went; no output without its record.
+        await (
+          await ctx.auditLog().get()
+        ).append({
+          action: 'model.predicted',
+          subject: model.id,
+          model: model.id,
+          actor: actor(),
+          ...(modelHash !== undefined ? { modelHash } : {}),
+          dataHashes: { input: r.input.sha256 },
+          details: {
+            task: classifier ? 'classification' : 'causal-lm',
+            input: resolve(values.input!),
+            inputBytes: r.input.bytes,
+            rows: r.rows,
+            badRows: r.badRows,
+            output,
+            outputSha256: r.output.sha256,
+            ...(model.revision !== undefined ? { revision: model.revision } : {}),
+            ...(classifier ? {} : { generation: { ...sampling, raw: values.raw === true, system: values.system ?? null } }),
+          },
+        });
+      },
+    });
+  } catch (e) {
+    progress.end();
+    if (controller.signal.aborted) throw controller.signal.reason;
+    if (e instanceof InputError && e.where?.startsWith('generate.')) throw cliInputError(e);
+    throw e;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await close();
+  }
+  progress.end();
+  const secs = (performance.now() - started) / 1000;
+  console.error(
+    `predict: ${report.rows} rows of ${printable(values.input)} → ${printable(values.output)} with ${printable(model.id)} in ${secs.toFixed(1)} s (${(report.rows / secs).toFixed(1)} rows/s)` +
+      (report.badRows > 0
+        ? `; ${report.badRows} bad rows left out (${Object.entries(report.badReasons)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}), first: ${report.firstBadRows.map((b) => `line ${b.line}: ${printable(b.detail)}`).join('; ')}`
+        : ''),
+  );
+  return 0;
+}
+
+/** Progress on stderr for a run longer than a few seconds: rows, rows/s, how much of the input is read, and the time left. */
+function progressLine(started: number): { update: (p: { rows: number; fraction: number }) => void; end: () => void } {
+  const tty = process.stderr.isTTY === true;
+  let shownAt = started;
+  let shown = false;
+  return {
+    update({ rows, fraction }) {
+      const now = performance.now();
+      if (now - shownAt < (tty ? 1000 : 10_000) || (now - started < 3000 && !shown)) return;
+      shownAt = now;
+      shown = true;
+      const secs = (now - started) / 1000;
+      const eta = fraction > 0 && fraction < 1 ? ` ETA ${duration((secs / fraction) * (1 - fraction))}` : '';
+      const line = `predict: ${rows} rows, ${(rows / secs).toFixed(1)} rows/s, ${Math.round(fraction * 100)}% of the input read,${eta}`;
+      process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+    },
+    end() {
+      if (tty && shown) process.stderr.write('\n');
+    },
+  };
+}
+
+function duration(s: number): string {
+  if (s < 90) return `${Math.ceil(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}

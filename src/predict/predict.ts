@@ -1,0 +1,261 @@
+/**
+ * Scores a file of rows with a model: each row's text through a classifier (its label and class probabilities) or a
+ * causal LM (its answer), one output line per row, in the input's order. The input is read by the readers ingest uses
+ * (src/data/read-records.ts: line limits, UTF-8 checks, CSV quoting bounds, bad rows named by line); the output is
+ * written to a temp file beside the target and renamed into place only once every row is done, so a failed or
+ * interrupted run leaves no partial output.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { AtomicFile } from '../data/atomic.ts';
+import type { BadReason } from '../data/bad-rows.ts';
+import { readRecords } from '../data/read-records.ts';
+import { formatFromExtension, type SourceFormat } from '../data/sources.ts';
+import { badText, fieldText } from '../data/task-fields.ts';
+import { InputError } from '../errors.ts';
+
+/** A row's result as the scorer gives it: its output fields, or why this row has none (a prompt too long for the model). */
+export type Scored = { values: Record<string, unknown> } | { bad: string };
+
+/** What scores the rows: a classifier (batches of texts) or a causal LM (one text at a time). */
+export interface RowScorer {
+  /** Texts scored together. */
+  batchSize: number;
+  /** Output fields in CSV column order (after `id` and `row`). */
+  columns: string[];
+  score(texts: string[], signal?: AbortSignal): Promise<Scored[]>;
+  /** A row's output values as CSV cells, in `columns` order. */
+  csvCells(values: Record<string, unknown>): string[];
+}
+
+export type PredictOutputFormat = 'jsonl' | 'csv';
+
+export interface PredictOptions {
+  input: string;
+  output: string;
+  scorer: RowScorer;
+  /** The field (JSONL) or column (CSV) whose text is scored. */
+  textField: string;
+  /** Copied to each output line as `id` where a row has it. Default 'id'. */
+  idField?: string;
+  /** 'fail' (default): the first bad row ends the run, naming its line; 'skip': it is left out and counted. */
+  onBadRow?: 'fail' | 'skip';
+  /** Replace an output file that exists. Default false: such a file is an error before anything is scored. */
+  overwrite?: boolean;
+  signal?: AbortSignal;
+  /** After each batch. `fraction`: of the input's bytes read. */
+  onProgress?: (p: { rows: number; badRows: number; fraction: number }) => void;
+  /**
+   * Called once every row is written, before the output is put in place; a throw leaves no output. `tempered
+   * predict` appends its audit record here, so an output never exists without its record.
+   */
+  beforeCommit?: (report: PredictReport) => Promise<void>;
+}
+
+export interface BadRowNote {
+  line: number;
+  reason: string;
+  detail: string;
+}
+
+export interface PredictReport {
+  input: { path: string; format: SourceFormat; sha256: string; bytes: number };
+  output: { path: string; format: PredictOutputFormat; sha256: string; bytes: number };
+  /** Rows scored, one output line each. */
+  rows: number;
+  /** Rows left out (`onBadRow: 'skip'`), by reason, and the first few of them. */
+  badRows: number;
+  badReasons: Record<string, number>;
+  firstBadRows: BadRowNote[];
+}
+
+/** Input formats read: the text ones ingest reads (Parquet and Arrow are not taken here). */
+const INPUT_FORMATS: readonly SourceFormat[] = ['jsonl', 'csv', 'tsv'];
+/** Bad rows a report lists. */
+const BAD_LISTED = 5;
+/** A reason of ours beside the readers' BadReason: the scorer refused the row (a prompt longer than the model's context). */
+type PredictBadReason = BadReason | 'rejected';
+
+/** CSV output by the extension, else JSONL. */
+export function outputFormat(path: string): PredictOutputFormat {
+  return path.toLowerCase().endsWith('.csv') ? 'csv' : 'jsonl';
+}
+
+/** One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF, or starts or ends with blanks. */
+export function csvField(v: unknown): string {
+  const s = v === undefined || v === null ? '' : typeof v === 'string' ? v : JSON.stringify(v);
+  return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+function outputMadeMeanwhile(output: string): InputError {
+  return new InputError('the output file was made while the rows were scored; nothing was written', {
+    where: output,
+    hint: 'choose another output file, or --force to replace it',
+  });
+}
+
+/** Checks what can be checked before a model loads: the input is a readable file of a known format, the output free. */
+export function checkPredictPaths(o: Pick<PredictOptions, 'input' | 'output' | 'overwrite'>): SourceFormat {
+  const format = formatFromExtension(o.input);
+  if (!format || !INPUT_FORMATS.includes(format))
+    throw new InputError(`cannot read ${format ?? 'this format'}: predict reads .jsonl (.ndjson), .csv and .tsv files`, {
+      where: o.input,
+      hint: format ? 'export the rows to JSONL or CSV first' : 'name the file by its format (.jsonl, .csv, .tsv)',
+    });
+  let st;
+  try {
+    st = statSync(o.input);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputError(code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? (e as Error).message})`, { where: o.input });
+  }
+  if (!st.isFile()) throw new InputError('not a file', { where: o.input, hint: 'give one file of rows' });
+  if (existsSync(o.output)) {
+    if (realpathSync(o.output) === realpathSync(o.input))
+      throw new InputError('the output is the input file', { where: o.output, hint: 'write the predictions to another file' });
+    if (!o.overwrite)
+      throw new InputError('the output file exists', { where: o.output, hint: 'choose another output file, or --force to replace it' });
+    if (statSync(o.output).isDirectory()) throw new InputError('the output is a folder', { where: o.output, hint: 'name a file' });
+  }
+  return format;
+}
+
+/** Scores every row of `o.input` into `o.output`; see the module comment. */
+export async function predictFile(o: PredictOptions): Promise<PredictReport> {
+  const format = checkPredictPaths(o);
+  const outFormat = outputFormat(o.output);
+  const idField = o.idField ?? 'id';
+  const onBadRow = o.onBadRow ?? 'fail';
+  const display = o.input;
+  const totalBytes = statSync(o.input).size;
+  const inputHash = createHash('sha256');
+  const outputHash = createHash('sha256');
+  let inputBytes = 0;
+  let bytesRead = 0;
+  const out = new AtomicFile(resolve(o.output));
+  const write = (text: string) => {
+    const b = Buffer.from(text, 'utf8');
+    outputHash.update(b);
+    out.write(b);
+  };
+  let rows = 0;
+  let badRows = 0;
+  const badReasons: Record<string, number> = {};
+  const firstBadRows: BadRowNote[] = [];
+  const bad = (line: number, reason: PredictBadReason, detail: string) => {
+    if (onBadRow === 'fail')
+      throw new InputError(`${reason}: ${detail}`, {
+        where: `${display}:${line}`,
+        hint:
+          reason === 'missing-field'
+            ? `name the text's field with --text-field`
+            : 'fix the row, or leave bad rows out with --on-bad-row skip',
+      });
+    badRows++;
+    badReasons[reason] = (badReasons[reason] ?? 0) + 1;
+    if (firstBadRows.length < BAD_LISTED) firstBadRows.push({ line, reason, detail });
+  };
+  let batch: { line: number; id: unknown; text: string }[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    o.signal?.throwIfAborted();
+    const scored = await o.scorer.score(
+      batch.map((r) => r.text),
+      o.signal,
+    );
+    o.signal?.throwIfAborted();
+    let text = '';
+    batch.forEach((r, i) => {
+      const s = scored[i]!;
+      if ('bad' in s) return bad(r.line, 'rejected', s.bad);
+      rows++;
+      const head = r.id === undefined ? { row: r.line } : { id: r.id, row: r.line };
+      text +=
+        outFormat === 'csv'
+          ? [r.id, r.line, ...o.scorer.csvCells(s.values)].map(csvField).join(',') + '\n'
+          : JSON.stringify({ ...head, ...s.values }) + '\n';
+    });
+    write(text);
+    batch = [];
+  };
+  try {
+    if (outFormat === 'csv') write(['id', 'row', ...o.scorer.columns].map(csvField).join(',') + '\n');
+    for await (const records of readRecords(
+      { abs: o.input, display, format },
+      {
+        signal: o.signal,
+        onData: (chunk) => {
+          inputHash.update(chunk);
+          inputBytes += chunk.length;
+        },
+        onBytes: (n) => (bytesRead += n),
+      },
+    )) {
+      for (const rec of records) {
+        if (rec.bad) {
+          bad(rec.row, rec.bad.reason, rec.bad.detail);
+          continue;
+        }
+        const values = rec.values!;
+        const text = fieldText(values, o.textField, 'the text field');
+        const wrong = typeof text === 'string' ? badText(text, 'the text field') : text;
+        if (wrong) {
+          bad(
+            rec.row,
+            wrong.reason,
+            wrong.reason === 'missing-field'
+              ? `${wrong.detail}; the row has ${
+                  Object.keys(values).length === 0
+                    ? 'no fields'
+                    : `fields ${Object.keys(values)
+                        .map((k) => JSON.stringify(k.slice(0, 40)))
+                        .slice(0, 20)
+                        .join(', ')}`
+                }`
+              : wrong.detail,
+          );
+          continue;
+        }
+        const id = Object.hasOwn(values, idField) ? values[idField] : undefined;
+        batch.push({ line: rec.row, id: id === null ? undefined : id, text: text as string });
+        if (batch.length >= o.scorer.batchSize) {
+          await flush();
+          o.onProgress?.({ rows, badRows, fraction: totalBytes > 0 ? Math.min(1, bytesRead / totalBytes) : 1 });
+        }
+      }
+    }
+    await flush();
+    o.onProgress?.({ rows, badRows, fraction: 1 });
+    if (rows === 0)
+      throw new InputError(
+        badRows === 0
+          ? 'no rows in it'
+          : `every row is bad (${Object.entries(badReasons)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}), first: line ${firstBadRows[0]!.line}: ${firstBadRows[0]!.detail}`,
+        { where: display, hint: badRows === 0 ? 'check that the file is not empty' : 'check --text-field and the file' },
+      );
+    const report: PredictReport = {
+      input: { path: display, format, sha256: inputHash.digest('hex'), bytes: inputBytes },
+      output: { path: o.output, format: outFormat, sha256: '', bytes: out.bytes },
+      rows,
+      badRows,
+      badReasons,
+      firstBadRows,
+    };
+    report.output.sha256 = outputHash.digest('hex');
+    // Checked again before the record is written: a file made there while the rows were scored stays.
+    if (!o.overwrite && existsSync(o.output)) throw outputMadeMeanwhile(o.output);
+    await o.beforeCommit?.(report);
+    try {
+      out.commit({ replace: o.overwrite === true });
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'EEXIST' ? outputMadeMeanwhile(o.output) : e;
+    }
+    return report;
+  } catch (e) {
+    out.abort();
+    throw e;
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The two kinds of RowScorer predictFile takes. A classifier is asked as `tempered serve`'s /predict asks it (the
+ * same pooled predictor, src/serve/worker-pool.ts), so the labels and probabilities are the server's. A causal LM is
+ * asked as `tempered generate` asks it (promptTokens, then generate), one row at a time: a row's logits in a batch
+ * differ from its logits alone in the last digits, which can change a token, and each row's answer should be what
+ * generate gives for that prompt.
+ */
+import { InputError } from '../errors.ts';
+import { generate, type GenerateOptions } from '../generate/generate.ts';
+import { promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
+import type { Predictor } from '../serve/types.ts';
+import type { RowScorer, Scored } from './predict.ts';
+
+/** Texts per classifier request: serve's default --max-batch, so a batch is one that a client of the server could send. */
+export const CLASSIFIER_BATCH = 64;
+
+export function classifierScorer(p: Pick<Predictor, 'labels' | 'predict'>, batchSize = CLASSIFIER_BATCH): RowScorer {
+  return {
+    batchSize,
+    columns: ['label', ...p.labels.map((l) => `p_${l}`)],
+    async score(texts) {
+      return (await p.predict(texts)).map((r): Scored => ({ values: { label: r.label, scores: r.scores } }));
+    },
+    csvCells: (v) => [v.label as string, ...p.labels.map((l) => (v.scores as Record<string, number>)[l])].map(String),
+  };
+}
+
+export interface LmScorerOptions {
+  /** The text as the prompt, without the chat template. */
+  raw?: boolean;
+  /** A system message before each row's (replaces the one the fine-tune was trained with). */
+  system?: string;
+  /** Generation settings, as generate takes them (greedy at temperature 0). */
+  sampling: Omit<GenerateOptions, 'onToken' | 'signal' | 'prefixCache'>;
+}
+
+export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScorer {
+  return {
+    batchSize: 1,
+    columns: ['answer', 'finishReason'],
+    async score(texts, signal) {
+      const out: Scored[] = [];
+      for (const text of texts) {
+        try {
+          const ids = promptTokens(gen, text, o);
+          const [r] = await generate(gen.decoder, [ids], { ...o.sampling, signal });
+          out.push({ values: { answer: r!.text, finishReason: r!.finishReason } });
+        } catch (e) {
+          // A prompt longer than the model's context is this row's problem, not the run's.
+          if (e instanceof InputError && e.where?.startsWith('generate.prompts')) out.push({ bad: e.bareMessage });
+          else throw e;
+        }
+      }
+      return out;
+    },
+    csvCells: (v) => [v.answer as string, v.finishReason as string],
+  };
+}

@@ -1,0 +1,221 @@
+// `tempered predict` as a user runs it: a real CLI process, a classifier registered in a real SQLite registry (and
+// its artifact in the folder store), a tiny causal LM folder, real onnxruntime. Its numbers are checked against
+// what serve's pooled predictor and `tempered generate` give for the same rows.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { openAudit } from '../src/audit/log.ts';
+import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
+import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'tempered-predict-cli-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const home = join(root, 'home');
+const env = { TEMPERED_HOME: home, TEMPERED_ACTOR: 'predict-test' };
+
+const clfDir = await exportTinyClassifier(join(root, 'clf'));
+{
+  const paths = statePaths(home);
+  const tree = await new ArtifactStore(paths.store).putTree(clfDir);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion(testVersion('spam', 'a', { artifacts: [{ role: 'model', ...tree }] }));
+    await reg.setAlias('spam', 'production', 1, { actor: 'test' });
+  } finally {
+    await reg.close();
+  }
+}
+const lmDir = tinyLlamaDir(join(root, 'lm'), 4, { hidden: 32, layers: 2, maxPositions: 128 });
+const template = join(root, 'chat.jinja');
+writeFileSync(template, '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] ');
+
+/** Texts of many lengths, some past the model's maxLength (64 tokens), so truncation and padding both count. */
+function reviews(n: number): { id: string; text: string }[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `m${i}`,
+    text: `${'a fine film, '.repeat((i * 7) % 40)}${i % 3 ? 'dull and slow' : 'bright and warm'} ${i}`,
+  }));
+}
+const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+const lines = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+/** A folder of the test's own for its input and outputs. */
+function folder(name: string): string {
+  const dir = join(root, name);
+  mkdirSync(dir);
+  return dir;
+}
+/** What a folder holds besides its inputs (`in-*`): a run that left a temp file behind shows here. */
+const leftovers = (dir: string) => readdirSync(dir).filter((f) => !f.startsWith('in-'));
+
+test("predict: a registered classifier's labels and probabilities equal serve's for the same rows, as JSONL and CSV; audited", async () => {
+  const work = folder('classifier');
+  const rows = reviews(70);
+  const input = join(work, 'in-reviews.jsonl');
+  writeFileSync(input, jsonl(rows));
+  const out = join(work, 'reviews.jsonl');
+  const csv = join(work, 'reviews.csv');
+  const [a, b] = await Promise.all([
+    runCli(['predict', 'spam@production', '--input', input, '--output', out, '--threads', '1'], env),
+    runCli(['predict', 'spam', '--input', input, '--output', csv, '--threads', '1'], env),
+  ]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  assert.match(a.stderr, /70 rows of .* with spam@1 .*rows\/s/);
+
+  // serve's /predict path: the pooled predictor on the same folder, asked with the same batches (64 texts, then 6).
+  const pool = await loadPooledPredictor(clfDir, { threads: 1 });
+  const texts = rows.map((r) => r.text);
+  const expected = [...(await pool.predict(texts.slice(0, 64))), ...(await pool.predict(texts.slice(64)))];
+  await pool.close();
+  assert.deepEqual(
+    lines(out),
+    expected.map((p, i) => ({ id: `m${i}`, row: i + 1, label: p.label, scores: p.scores })),
+  );
+  const table = parseCsv(readFileSync(csv, 'utf8'), { columns: true }) as Record<string, string>[];
+  assert.deepEqual(
+    table,
+    expected.map((p, i) => ({
+      id: `m${i}`,
+      row: String(i + 1),
+      label: p.label,
+      p_negative: String(p.scores.negative),
+      p_positive: String(p.scores.positive),
+    })),
+  );
+
+  const log = await openAudit(statePaths(home).auditDb);
+  const records = (await log.query({ action: 'model.predicted' })).filter((r) => r.details.output === out);
+  await log.close();
+  assert.equal(records.length, 1);
+  const [r] = records;
+  assert.equal(r!.actor, 'predict-test');
+  assert.equal(r!.subject, 'spam@1');
+  assert.match(r!.modelHash ?? '', /^[0-9a-f]{64}$/);
+  assert.match(r!.dataHashes?.input ?? '', /^[0-9a-f]{64}$/);
+  assert.equal(r!.details.rows, 70);
+  assert.equal(r!.details.input, input);
+});
+
+test("predict: a language model's answers equal generate's for the same prompts (greedy, and sampled with a seed)", async () => {
+  const work = folder('lm-answers');
+  const prompts = ['Once upon', 'hello there'];
+  const input = join(work, 'in-prompts.jsonl');
+  writeFileSync(input, jsonl([{ prompt: prompts[0] }, { id: 7, prompt: prompts[1] }]));
+  const flags = ['--chat-template', template, '--threads', '1'];
+  const sampled = ['--temperature', '0.9', '--seed', '3'];
+  const predict = (out: string, more: string[] = []) =>
+    runCli(['predict', lmDir, '--input', input, '--output', join(work, out), '--max-new-tokens', '6', ...flags, ...more], env);
+  const generate = (more: string[] = []) => runCli(['generate', lmDir, prompts[1]!, '--max-tokens', '6', ...flags, ...more], env);
+  const runs = await Promise.all([predict('answers.jsonl'), predict('sampled.jsonl', sampled), generate(), generate(sampled)]);
+  for (const r of runs) assert.equal(r.code, 0, r.stderr);
+  const [greedy, seeded] = runs.slice(2).map((g) => g.stdout.replace(/\n$/, ''));
+  const answers = lines(join(work, 'answers.jsonl'));
+  assert.deepEqual(answers[1], { id: 7, row: 2, answer: greedy, finishReason: 'length' });
+  assert.deepEqual(Object.keys(answers[0]!), ['row', 'answer', 'finishReason']);
+  assert.equal(lines(join(work, 'sampled.jsonl'))[1]!.answer, seeded);
+  assert.notEqual(seeded, greedy, 'sampling gave another answer than greedy, so the settings reached the model');
+});
+
+test('predict: a bad row fails the run naming its line and leaves no output; --on-bad-row skip leaves it out', async () => {
+  const work = folder('bad-rows');
+  const rows = reviews(200).map((r) => JSON.stringify(r));
+  rows[149] = '{"id": "m149", "text": "unterminated';
+  rows[179] = '{"id": "m179", "body": "no text field"}';
+  const input = join(work, 'in-bad.jsonl');
+  writeFileSync(input, rows.join('\n') + '\n');
+  const out = join(work, 'bad.jsonl');
+  const failed = await runCli(['predict', 'spam', '--input', input, '--output', out, '--threads', '1'], env);
+  assert.equal(failed.code, 1, failed.stderr);
+  // Two batches of 64 were written before line 150: nothing of them is left, no temp file either.
+  assert.match(failed.stderr, /in-bad\.jsonl:150: invalid-json: /);
+  assert.match(failed.stderr, /--on-bad-row skip/);
+  assert.deepEqual(leftovers(work), []);
+
+  const skipped = await runCli(['predict', 'spam', '--input', input, '--output', out, '--on-bad-row', 'skip', '--threads', '1'], env);
+  assert.equal(skipped.code, 0, skipped.stderr);
+  assert.match(
+    skipped.stderr,
+    /2 bad rows left out \(invalid-json 1, missing-field 1\), first: line 150: .*; line 180: field "text" .* is missing; the row has fields "id", "body"/,
+  );
+  const written = lines(out);
+  assert.equal(written.length, 198);
+  assert.deepEqual(
+    written.filter((r) => r.row === 150 || r.row === 180),
+    [],
+  );
+  assert.deepEqual([written[149]!.id, written[149]!.row], ['m150', 151]);
+});
+
+test('predict: Ctrl-C stops the run and leaves no output file', async () => {
+  const work = folder('interrupted');
+  const input = join(work, 'in-long.jsonl');
+  writeFileSync(input, jsonl(Array.from({ length: 50 }, (_, i) => ({ prompt: `tell me a long story ${i}` }))));
+  const out = join(work, 'long.jsonl');
+  const child = spawn(
+    process.execPath,
+    [BIN, 'predict', lmDir, '--input', input, '--output', out, '--chat-template', template, '--max-new-tokens', '100', '--threads', '1'],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  // The temp output exists once the model is loaded and the rows are being answered.
+  for (let i = 0; i < 600 && !leftovers(work).some((f) => f.endsWith('.tmp')); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(
+    leftovers(work).some((f) => f.endsWith('.tmp')),
+    `a temp output while it runs; stderr: ${stderr}`,
+  );
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stderr, /interrupted \(SIGINT\); nothing was written to .*long\.jsonl/);
+  assert.deepEqual(leftovers(work), []);
+});
+
+test('predict: an existing output is kept unless --force; unknown models and options of the other kind of model are refused', async () => {
+  const work = folder('force');
+  const input = join(work, 'in-small.jsonl');
+  writeFileSync(input, jsonl(reviews(3)));
+  const out = join(work, 'small.jsonl');
+  writeFileSync(out, 'keep me\n');
+  // Refused before a model loads: in this process, as the CLI's main() says them.
+  const kept = await runCliInProcess(['predict', 'spam', '--input', input, '--output', out], env);
+  assert.equal(kept.code, 2, kept.stderr);
+  assert.match(kept.stderr, /small\.jsonl: the output file exists\n.*--force/);
+  assert.equal(readFileSync(out, 'utf8'), 'keep me\n');
+  await assert.rejects(
+    runCliInProcess(['predict', 'nosuch@production', '--input', input, '--output', join(work, 'x.jsonl')], env),
+    /nosuch/,
+  );
+  const lmFlag = await runCliInProcess(
+    ['predict', 'spam', '--input', input, '--output', join(work, 'y.jsonl'), '--max-new-tokens', '4'],
+    env,
+  );
+  assert.equal(lmFlag.code, 2, lmFlag.stderr);
+  assert.match(lmFlag.stderr, /spam@1 is a classifier: --max-new-tokens applies to language models only/);
+  const clfFlag = await runCliInProcess(['predict', lmDir, '--input', input, '--output', join(work, 'z.jsonl'), '--batch-size', '8'], env);
+  assert.equal(clfFlag.code, 2, clfFlag.stderr);
+  assert.match(clfFlag.stderr, /is a language model.*--batch-size applies to classifiers only/);
+
+  const forced = await runCli(['predict', 'spam', '--input', input, '--output', out, '--force', '--threads', '1'], env);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.deepEqual(
+    lines(out).map((r) => r.id),
+    ['m0', 'm1', 'm2'],
+  );
+  rmSync(out);
+  assert.deepEqual(leftovers(work), []);
+});
