@@ -8,6 +8,7 @@ import { formatDataReport, type DataReport } from '../src/data/report.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { ensureEmbeddedServer } from '../infra/dev-server.ts';
+import { checkNamespace } from '../client/namespace.ts';
 import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
 import { loadStageKinds, kindRegistry } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
@@ -126,6 +127,10 @@ export async function createContext(): Promise<CliContext> {
           : 'check TEMPORAL_ADDRESS and the TLS/API-key settings';
         throw new CliError(`cannot reach Temporal at ${s.address} (${(e as Error).message.split('\n')[0]}): ${how}.`);
       }
+      await checkNamespace(client.workflowService, s).catch((e: Error) => {
+        client = undefined;
+        throw new CliError(e.message);
+      });
       return client;
     },
     async close() {

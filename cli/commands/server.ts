@@ -32,9 +32,16 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
     case 'status': {
       const s = ctx.settings();
       if (!s.embedded) {
-        const ok = await isHealthy(s.address);
-        console.log(`${ok ? 'reachable' : 'NOT reachable'}: Temporal at ${s.address} (from TEMPORAL_ADDRESS), namespace ${s.namespace}`);
-        return ok ? 0 : 1;
+        // Through the client every command uses: its TLS and API key, and the namespace checked. A bare health
+        // check called a TLS cluster unreachable and a namespace it lacks fine.
+        const problem = await ctx.client().then(
+          () => undefined,
+          (e: Error) => e.message,
+        );
+        console.log(
+          problem ? `NOT usable: ${problem}` : `reachable: Temporal at ${s.address} (from TEMPORAL_ADDRESS), namespace ${s.namespace}`,
+        );
+        return problem ? 1 : 0;
       }
       const info = embeddedServerInfo();
       if (!info) {
