@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isSecretName, redactJson, redactText, redactUrl, REDACTED } from './redact.ts';
+import { isSecretName, redactJson, redactSecrets, redactText, redactUrl, REDACTED } from './redact.ts';
 
 test('redactUrl hides userinfo and credential parameters, and keeps the rest byte for byte', () => {
   const what: string[] = [];
@@ -61,4 +61,19 @@ test('isSecretName: whole words that name a secret, not words that contain one',
     assert.ok(isSecretName(name), name);
   for (const name of ['max_tokens', 'maxNewTokens', 'tokenizer', 'keyword', 'monkey', 'key_column', 'signal', 'seed', 'path'])
     assert.ok(!isSecretName(name), name);
+});
+
+test('redactSecrets: a secret-named param is hidden under params whatever its length, and searched for elsewhere from 6 characters', () => {
+  const answer = {
+    runs: [{ params: { hf_token: 'ab12', seed: 3, note: 'ab12' }, name: 'r-ab12' }],
+    plan: { params: { api_key: 'longer-secret' }, stages: [{ with: { auth: 'Bearer longer-secret' } }] },
+  };
+  assert.deepEqual(redactSecrets(answer), {
+    // 'ab12' elsewhere is left: a value that short would hide unrelated words.
+    runs: [{ params: { hf_token: REDACTED, seed: 3, note: 'ab12' }, name: 'r-ab12' }],
+    plan: { params: { api_key: REDACTED }, stages: [{ with: { auth: `Bearer ${REDACTED}` } }] },
+  });
+  // Only under `params`: elsewhere a key is a field of the data, such as a stage's `key` column.
+  const stage = { with: { key: 'id' } };
+  assert.equal(redactSecrets(stage), stage);
 });

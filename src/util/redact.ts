@@ -132,6 +132,8 @@ export interface RedactOptions {
   secretKeys?: boolean;
   /** Secret strings to hide wherever they appear: such a parameter's value where the plan or the file holds it. */
   values?: readonly string[];
+  /** Hide the string values of secret-named keys of every object under a `params` key (a run's `--param`s), whatever their length. */
+  secretParams?: boolean;
 }
 
 /** `text` with each of `values` replaced by REDACTED. */
@@ -177,7 +179,8 @@ export function redactJson<T>(value: T, what: string[] = [], opts: RedactOptions
       const p = path ? `${path}.${k}` : k;
       for (const f of inKey) what.push(`${p} (key): ${f}`);
       let r: unknown;
-      if (opts.secretKeys && typeof v === 'string' && v !== '' && v !== REDACTED && isSecretName(k)) {
+      const byKey = opts.secretKeys || (opts.secretParams && /(^|\.)params$/.test(path));
+      if (byKey && typeof v === 'string' && v !== '' && v !== REDACTED && isSecretName(k)) {
         what.push(`${p}: value`);
         r = REDACTED;
       } else r = redactJson(v, what, opts, p);
@@ -195,8 +198,9 @@ export const MIN_SECRET_VALUE = 6;
 
 /**
  * For an answer read from anywhere (a run's status and plan from Temporal, old audit records): URL credentials hidden,
- * and the parameters whose names say they are secrets, under any `params` object, hidden there and wherever else their
- * values appear (the plan's stages they were substituted into).
+ * and the parameters whose names say they are secrets, under any `params` object, hidden there whatever their length,
+ * and wherever else their values of MIN_SECRET_VALUE characters or more appear (the plan's stages they were
+ * substituted into).
  */
 export function redactSecrets<T>(value: T): T {
   const values = new Set<string>();
@@ -209,5 +213,5 @@ export function redactSecrets<T>(value: T): T {
       }
   };
   collect(value, false);
-  return redactJson(value, [], { values: [...values] });
+  return redactJson(value, [], { values: [...values], secretParams: true });
 }
