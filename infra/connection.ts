@@ -26,22 +26,54 @@ export function temporalSettings(env: NodeJS.ProcessEnv = process.env): Temporal
   const address = env.TEMPORAL_ADDRESS || (running?.address ?? `127.0.0.1:${env.TEMPERED_DEV_PORT ?? 7233}`);
   const namespace = env.TEMPORAL_NAMESPACE ?? 'default';
   let tls: TemporalSettings['tls'];
-  if (env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_KEY || env.TEMPORAL_TLS_CA || env.TEMPORAL_TLS === 'true') {
+  if (env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_KEY || env.TEMPORAL_TLS_CA || tlsFlag(env.TEMPORAL_TLS)) {
     if (!!env.TEMPORAL_TLS_CERT !== !!env.TEMPORAL_TLS_KEY) {
       throw new Error('set both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY (paths to the client certificate and key), or neither');
     }
     tls = {
       serverNameOverride: env.TEMPORAL_TLS_SERVER_NAME,
-      serverRootCACertificate: env.TEMPORAL_TLS_CA ? readFileSync(env.TEMPORAL_TLS_CA) : undefined,
-      clientCertPair: env.TEMPORAL_TLS_CERT
-        ? { crt: readFileSync(env.TEMPORAL_TLS_CERT), key: readFileSync(env.TEMPORAL_TLS_KEY!) }
-        : undefined,
+      serverRootCACertificate: env.TEMPORAL_TLS_CA ? pemFile(env, 'TEMPORAL_TLS_CA') : undefined,
+      clientCertPair: env.TEMPORAL_TLS_CERT ? { crt: pemFile(env, 'TEMPORAL_TLS_CERT'), key: pemFile(env, 'TEMPORAL_TLS_KEY') } : undefined,
     };
   }
   const apiKey = env.TEMPORAL_API_KEY;
   if (apiKey && !tls) tls = true;
   const uiUrl = env.TEMPORAL_UI_URL ?? (embedded ? (running?.uiUrl ?? 'http://127.0.0.1:8233') : undefined);
   return { address, namespace, embedded, tls, apiKey, uiUrl };
+}
+
+const PEM_HOLDS = {
+  TEMPORAL_TLS_CERT: 'the client certificate',
+  TEMPORAL_TLS_KEY: "the client certificate's private key",
+  TEMPORAL_TLS_CA: "the CA certificate that signed the server's",
+} as const;
+
+/**
+ * A TLS file a variable names, read here so that its error names the variable: a missing file was a bare ENOENT,
+ * and a file that is not PEM reached the user as OpenSSL's "PEM routines::no start line" after the connection try.
+ */
+function pemFile(env: NodeJS.ProcessEnv, name: keyof typeof PEM_HOLDS): Buffer {
+  const path = env[name]!;
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'a folder, not a file' : err.message;
+    throw new Error(`${name}=${path}: cannot read it (${why}); set it to the path of ${PEM_HOLDS[name]} (PEM)`);
+  }
+  if (!/-----BEGIN [A-Z0-9 ]+-----/.test(bytes.toString('latin1'))) {
+    throw new Error(`${name}=${path} is not PEM (no "-----BEGIN …-----" line); set it to ${PEM_HOLDS[name]} in PEM form`);
+  }
+  return bytes;
+}
+
+/** TEMPORAL_TLS as Temporal's own tools read it (Go's ParseBool); anything else is refused rather than read as off. */
+function tlsFlag(raw: string | undefined): boolean {
+  if (raw === undefined || raw === '') return false;
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(raw)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(raw)) return false;
+  throw new Error(`TEMPORAL_TLS=${raw}: say true or false (1 or 0)`);
 }
 
 export async function connectClient(s: TemporalSettings = temporalSettings()): Promise<Connection> {
