@@ -5,8 +5,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Connection } from '@temporalio/client';
 import { runCli, startCliServer } from './helpers/cli.ts';
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
 let cluster: Awaited<ReturnType<typeof startCliServer>>;
 
@@ -58,5 +63,53 @@ describe('a cluster of its own', () => {
       assert.match(r.stderr, said, JSON.stringify(env));
       assert.doesNotMatch(r.stderr, /ENOENT|PEM routines|cannot reach/, JSON.stringify(env));
     }
+  });
+});
+
+describe('a run past its retention', () => {
+  it('status, cancel and resume of a run the server has deleted say so from the audit trail, not "no run"', async () => {
+    const env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: cluster.home };
+    const runId = 'retained-run';
+    const sub = await runCli(['submit', join(FIXTURES, 'tiny-pipeline.yaml'), '--run-id', runId], env);
+    assert.equal(sub.code, 0, sub.stderr);
+    // What the namespace's retention does to a closed run; a run no worker took is deleted the same way.
+    const conn = await Connection.connect({ address: cluster.server.address });
+    try {
+      await conn.workflowService.deleteWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: runId } });
+      const client = new Client({ connection: conn });
+      for (let i = 0; i < 100; i++) {
+        if (
+          !(await client.workflow
+            .getHandle(runId)
+            .describe()
+            .then(
+              () => true,
+              () => false,
+            ))
+        )
+          break;
+        await sleep(100);
+      }
+    } finally {
+      await conn.close();
+    }
+    for (const cmd of ['status', 'cancel', 'resume']) {
+      const r = await runCli([cmd, runId], env);
+      assert.equal(r.code, 1, `${cmd}: ${r.stdout}${r.stderr}`);
+      assert.match(
+        r.stderr,
+        /run retained-run is no longer on the Temporal server \(namespace 'default' keeps a run's history for 1 day after it ends \(its retention\), or it was deleted\); the audit trail has it, submitted \S+ by /,
+        cmd,
+      );
+      assert.match(r.stderr, /`tempered audit --run retained-run`/, cmd);
+      assert.equal(
+        /cannot be resumed: submit its pipeline again \(`tempered submit .*tiny-pipeline\.yaml`\)/.test(r.stderr),
+        cmd === 'resume',
+        cmd,
+      );
+    }
+    // A run nobody knows is still just unknown.
+    const none = await runCli(['status', 'never-was'], env);
+    assert.match(none.stderr, /no run 'never-was'; list runs with `tempered runs`/);
   });
 });

@@ -25,6 +25,7 @@ import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLin
 import { retryStateWords } from '../../client/failure-notes.ts';
 import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
+import { runNotOnServer } from './run-gone.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
 
@@ -293,8 +294,8 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   const client = await ctx.client();
   const st = values.watch
     ? await followAndPrint(client, runId)
-    : await getRunStatus(client, runId).catch((e: Error) => {
-        throw new CliError(/not found/i.test(e.message) ? `no run '${runId}'; list runs with \`tempered runs\`` : e.message);
+    : await getRunStatus(client, runId).catch(async (e: Error) => {
+        throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
       });
   if (values.json) console.log(runJson(st));
   else {
@@ -325,8 +326,8 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`cancel takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
   const handle = client.workflow.getHandle(positionals[0]!);
-  const desc = await handle.describe().catch(() => {
-    throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
+  const desc = await handle.describe().catch(async () => {
+    throw await runNotOnServer(ctx, client, positionals[0]!);
   });
   if (desc.status.name !== 'RUNNING') throw new CliError(`run ${positionals[0]} is already ${desc.status.name.toLowerCase()}`);
   await handle.cancel();
@@ -476,8 +477,8 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   const desc = await client.workflow
     .getHandle(old)
     .describe()
-    .catch(() => {
-      throw new CliError(`no run '${old}'; list runs with \`tempered runs\``);
+    .catch(async () => {
+      throw await runNotOnServer(ctx, client, old, { resume: true });
     });
   if (desc.status.name === 'RUNNING') {
     const { message, hint } = await runningRunRefusal(client, old, desc);
