@@ -18,6 +18,7 @@
  *    `--delay-ms N` (with --shared): the worker reaches SeaweedFS and PostgreSQL through a relay that
  *    holds every chunk N ms each way (latency-proxy.ts), as if they ran on other hosts;
  *    `--store-delay-ms M` gives the store a delay of its own.
+ *    With TEMPERED_PAYLOAD_KEY set, every side encrypts its payloads (README, Deployment: encrypting what Temporal keeps).
  * 2. Pipelines per minute: `--pipelines` tiny real pipelines (ingest 40 rows → split → dedupe) submitted
  *    at once to 1 and to 3 `tempered worker` processes. CPU seconds of the server and the workers over
  *    the run show where the time goes.
@@ -33,6 +34,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { startDevServer, stopProcess } from '../infra/dev-server.ts';
 import { createWorker } from '../infra/worker.ts';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { installRuntime } from '../infra/runtime.ts';
 import { stageCompletedHook } from '../activities/audit.ts';
 import { submitRun, waitForRun } from '../client/runs.ts';
@@ -207,7 +209,8 @@ async function main() {
   try {
     console.log(`orchestration bench: dev server ${server.address}; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
     const conn = await Connection.connect({ address: server.address });
-    const client = new Client({ connection: conn });
+    // TEMPERED_PAYLOAD_KEY set: every side encrypts its payloads, as a cluster with the key does (README, Encrypting payloads).
+    const client = new Client({ connection: conn, dataConverter: temporalDataConverter() });
     installRuntime('ERROR');
 
     // --- 1. per-stage overhead, in this process: one worker for tempered, one for the bare workflow.
@@ -271,6 +274,7 @@ async function main() {
       taskQueue: 'bare',
       workflowsPath: fileURLToPath(new URL('./orchestration-workflows.ts', import.meta.url)),
       activities: { echo: async (x: number) => x },
+      dataConverter: temporalDataConverter(),
     });
     const running = [tw.run(), bw.run(), ...(awaiting ? [awaiting.run()] : [])];
 

@@ -7,6 +7,7 @@ import { Client } from '@temporalio/client';
 import { formatDataReport, type DataReport } from '../src/data/report.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { ensureEmbeddedServer } from '../infra/dev-server.ts';
 import { checkNamespace } from '../client/namespace.ts';
 import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
@@ -117,9 +118,16 @@ export async function createContext(): Promise<CliContext> {
         if (h.started) console.error(`Temporal dev server started at ${h.address} (web UI ${h.uiUrl})`);
         s = temporalSettings();
       }
+      // Before connecting: a malformed TEMPERED_PAYLOAD_KEY is its own error, not "cannot reach Temporal".
+      let dataConverter;
+      try {
+        dataConverter = temporalDataConverter();
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
       try {
         const connection = await connectClient(s);
-        client = new Client({ connection, namespace: s.namespace });
+        client = new Client({ connection, namespace: s.namespace, dataConverter });
         await connection.workflowService.getSystemInfo({});
       } catch (e) {
         const how = s.embedded

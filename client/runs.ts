@@ -23,6 +23,7 @@ import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
+import { fetchDecodedHistory, payloadValue } from './payloads.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -41,10 +42,13 @@ export async function submitRun(
   // A run of a schedule (a resume of one) is named as the schedule's own runs are, after the
   // schedule, so that listing the schedule's runs finds it (visibility cannot query the memo).
   const workflowId = opts.runId ?? newRunId(scheduleId ?? input.plan.name);
+  // The spec file's text is for the audit trail (auditRunSubmitted, from this same input), never read by the workflow:
+  // kept out of the history, where it would sit, credentials and all, for whoever reads the namespace.
+  const { specText: _kept, ...options } = input.options;
   return client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
     taskQueue: opts.taskQueue,
-    args: [input],
+    args: [{ ...input, options }],
     // The keys a schedule's runs carry too (client/schedules.ts), scheduleId where a schedule's run is resumed.
     memo: {
       pipeline: input.plan.name,
@@ -142,9 +146,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     if (pa.attempt) st.attempt = pa.attempt;
     const payloads = pa.heartbeatDetails?.payloads;
     if (payloads && payloads.length > 0) {
-      const details = (await client.options.loadedDataConverter.payloadConverter.fromPayload(payloads[0] as never)) as {
-        progress?: Record<string, unknown>;
-      };
+      const details = await payloadValue<{ progress?: Record<string, unknown> }>(client, payloads[0] as never);
       if (details?.progress) st.progress = details.progress;
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
@@ -217,7 +219,7 @@ async function queriedOrFromHistory(client: Client, runId: string, desc: Descrip
   } finally {
     clearTimeout(timer);
   }
-  const events = (await handle.fetchHistory()).events ?? [];
+  const events = (await fetchDecodedHistory(client, runId)).events ?? [];
   return {
     ...statusFromHistory(client, runId, desc.startTime.toISOString(), events),
     noWorkerAnswered: { taskQueue: desc.taskQueue, pollersListed: (await pollers) !== 0 },
@@ -504,7 +506,7 @@ function eventTime(ev: HistoryEvent): string | undefined {
  * A running run's status from its history alone, with no worker to ask: each stage's activity
  * (`stage-<id>`) scheduled, completed (or reused from the cache), failed, timed out or cancelled.
  * A stage the workflow found in the cache by its own lookup (one routed to another queue) shows as
- * pending here; the run's gate verdict is not in it either.
+ * pending here; the run's gate verdict is not in it either. `events` as fetchDecodedHistory gives them: payloads decoded.
  */
 export function statusFromHistory(client: Client, runId: string, startedAt: string, events: HistoryEvent[]): RunStatus {
   const status = pendingStatus(inputOf(client, runId, events), runId, startedAt);
@@ -595,7 +597,7 @@ export async function firstTask(
   { state: 'done' } | { state: 'queued'; cancelRequested: boolean; events: HistoryEvent[] } | { state: 'failing'; message: string }
 > {
   if (historyLength > 5) return { state: 'done' };
-  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
+  const events = (await fetchDecodedHistory(client, runId)).events ?? [];
   if (events.some((e) => e.workflowTaskCompletedEventAttributes)) return { state: 'done' };
   const failed = events.find((e) => e.workflowTaskFailedEventAttributes || e.workflowTaskTimedOutEventAttributes);
   if (!failed) return { state: 'queued', cancelRequested: events.some((e) => e.workflowExecutionCancelRequestedEventAttributes), events };
@@ -759,10 +761,10 @@ export async function hasWorkers(client: Client, namespace: string, queue: strin
 
 /** The input a run was started with, read back from its history. */
 export async function runInput(client: Client, runId: string): Promise<RunInput> {
-  return inputOf(client, runId, (await client.workflow.getHandle(runId).fetchHistory()).events ?? []);
+  return inputOf(client, runId, (await fetchDecodedHistory(client, runId)).events ?? []);
 }
 
-/** The input in a run's history that has been read already. */
+/** The input in a run's history that has been read (and decoded: fetchDecodedHistory) already. */
 function inputOf(client: Client, runId: string, events: HistoryEvent[]): RunInput {
   const started = events.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
   const payload = started?.input?.payloads?.[0];

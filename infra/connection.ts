@@ -7,6 +7,7 @@ import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { embeddedServerInfo } from './dev-server.ts';
 import { installRuntime } from './runtime.ts';
+import { temporalDataConverter } from './payload-codec.ts';
 
 export interface TemporalSettings {
   address: string;
@@ -77,11 +78,14 @@ function tlsFlag(raw: string | undefined): boolean {
 }
 
 export async function connectClient(s: TemporalSettings = temporalSettings()): Promise<Connection> {
+  // A malformed payload key is refused before anything connects (the Client that takes the converter comes later).
+  temporalDataConverter();
   const opts: ConnectionOptions = { address: s.address, tls: s.tls as ConnectionOptions['tls'], apiKey: s.apiKey };
   return Connection.connect(opts);
 }
 
 export async function connectWorker(s: TemporalSettings = temporalSettings()): Promise<NativeConnection> {
+  temporalDataConverter();
   installRuntime();
   const opts: NativeConnectionOptions = { address: s.address, tls: s.tls as NativeConnectionOptions['tls'], apiKey: s.apiKey };
   return NativeConnection.connect(opts);

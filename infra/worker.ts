@@ -5,7 +5,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { DataConverter } from '@temporalio/common';
 import { installRuntime } from './runtime.ts';
+import { temporalDataConverter } from './payload-codec.ts';
 import { createActivities } from '../activities/index.ts';
 import { backendsCheck, type BackendsToRead } from '../activities/backends.ts';
 import type { ActivityDeps } from '../activities/stage-adapter.ts';
@@ -58,6 +60,8 @@ export interface WorkerOptions {
   /** Whether this worker also runs workflow tasks (a GPU-only worker may run activities alone). */
   workflows?: boolean;
   maxConcurrentActivities?: number;
+  /** How payloads are encoded; default: the environment's (TEMPERED_PAYLOAD_KEY), as every tempered client has it. */
+  dataConverter?: DataConverter;
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
@@ -69,6 +73,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     taskQueue: opts.taskQueue,
     workflowBundle: opts.workflows === false ? undefined : await workflowBundle(),
     activities: createActivities(opts.kinds, opts.deps),
+    dataConverter: opts.dataConverter ?? temporalDataConverter(),
     // Every activity of a run first checks that the run keeps its artifacts and records where this worker does.
     ...(opts.deps.backends
       ? { interceptors: { activity: [backendsCheck(opts.deps.backends, opts.deps.onLacksRunSettings, opts.rereadBackends)] } }

@@ -22,7 +22,9 @@ export interface RunOptions {
   /**
    * The spec file's text as submitted, for the audit trail (`run.submitted` keeps it): once the server's history is
    * gone (the dev server keeps it for a day) the hash alone gives no spec back. Absent for runs submitted before it was
-   * kept and for runs a schedule starts.
+   * kept and for runs a schedule starts. Never sent to Temporal since 7 Dec (submitRun leaves it out of the workflow's
+   * input; the workflow never read it), so the history does not keep the file's credentials; runs submitted before
+   * carry it in their input, which a resume passes on to its own `run.submitted` record.
    */
   specText?: string;
   /** Task queue for stages that name none. */

@@ -23,6 +23,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
+import { fetchDecodedHistory } from '../../client/payloads.ts';
 import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
 import { runNotOnServer } from './run-gone.ts';
@@ -369,13 +370,10 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`logs takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
-  const history = await client.workflow
-    .getHandle(positionals[0]!)
-    .fetchHistory()
-    .catch((e: Error) => {
-      if (/not found/i.test(e.message)) throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
-      throw e;
-    });
+  const history = await fetchDecodedHistory(client, positionals[0]!).catch((e: Error) => {
+    if (/not found/i.test(e.message)) throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
+    throw e;
+  });
   const events = history.events ?? [];
   const scheduled = new Map<string, string>();
   const byActivityId = new Map<string, string>();

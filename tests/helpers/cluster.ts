@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
+import { temporalDataConverter } from '../../infra/payload-codec.ts';
 import { startPostgres, type TestPostgres } from '../../src/db/postgres.testing.ts';
 import { startCliWorker, stopCliWorker } from './cli.ts';
 import { startTestS3, type TestS3 } from './seaweedfs.ts';
@@ -74,7 +75,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const databaseUrl = await pg.createDatabase();
   const storeUrl = s3.freshUrl();
   const connection = await Connection.connect({ address: server.address });
-  const client = new Client({ connection });
+  const client = new Client({ connection, dataConverter: temporalDataConverter() });
   const workers = new Map<string, HostWorker>();
   const hostEnv = (home: string, extra: Record<string, string> = {}) => ({
     ...s3.env,

@@ -10,6 +10,7 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
 import { createWorker } from '../../infra/worker.ts';
 import { installRuntime } from '../../infra/runtime.ts';
+import { temporalDataConverter } from '../../infra/payload-codec.ts';
 import { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { StageCache } from '../../src/store/stage-cache.ts';
 import type { AnyStageKind } from '../../src/stages/types.ts';
@@ -41,7 +42,8 @@ export async function startTestEnv(kinds: Map<string, AnyStageKind>, opts: { dir
   const store = new ArtifactStore(join(dir, 'store'));
   const cache = new StageCache(join(dir, 'cache'), store);
   let clientConn = await Connection.connect({ address: server.address });
-  const client = new Client({ connection: clientConn });
+  // As every tempered process: TEMPERED_PAYLOAD_KEY, when set, encrypts what goes to the server.
+  const client = new Client({ connection: clientConn, dataConverter: temporalDataConverter() });
   let worker: Worker | undefined;
   let workerRun: Promise<void> | undefined;
   let workerConn: NativeConnection | undefined;

@@ -1,0 +1,136 @@
+/**
+ * TEMPERED_PAYLOAD_KEY end to end, through the real `tempered` command against a real dev server: a run submitted with
+ * the key completes (client and in-process worker both encrypting), its history holds none of the secrets planted in
+ * its params, read raw by a client without the codec and in the server's own SQLite files, while a client with the key
+ * reads the input back; a process without the key, or with another, is told which key it lacks; a malformed key is
+ * refused before anything connects. The spec file's text does not go to Temporal at all, with or without the key.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import proto from '@temporalio/proto';
+import { runCli, startCliServer } from './helpers/cli.ts';
+import { runInput } from '../client/runs.ts';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
+
+const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
+const TOKEN = 'SECRET123tok';
+const SIGNATURE = 'SIG456deadbeef';
+const SPEC = `name: enc
+params:
+  hf_token: { type: string, default: "" }
+  source_url: { type: string, default: "" }
+stages:
+  ingest:
+    uses: ingest
+    with:
+      path: tiny.jsonl
+      task: classification
+`;
+const KEY = randomBytes(32).toString('base64');
+
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
+let env: Record<string, string>;
+let file: string;
+let connection: Connection;
+
+before(async () => {
+  cluster = await startCliServer('tempered-enc-');
+  env = {
+    TEMPORAL_ADDRESS: cluster.server.address,
+    TEMPERED_HOME: cluster.home,
+    TEMPERED_TASK_QUEUE: 'enc-test',
+    TEMPERED_ACTOR: 'enc-tester',
+  };
+  file = join(cluster.home, 'enc.yaml');
+  writeFileSync(file, SPEC);
+  copyFileSync(join(FIX, 'tiny.jsonl'), join(cluster.home, 'tiny.jsonl'));
+  connection = await Connection.connect({ address: cluster.server.address });
+});
+after(async () => {
+  await connection?.close().catch(() => undefined);
+  await cluster?.close();
+});
+
+async function submit(extra: Record<string, string>): Promise<string> {
+  const params = ['--param', `hf_token=${TOKEN}`, '--param', `source_url=https://b.example/x.csv?X-Amz-Signature=${SIGNATURE}`];
+  const r = await runCli(['submit', file, ...params, '--wait', '--local-worker', '--json'], { ...env, ...extra }, { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const st = JSON.parse(r.stdout) as { runId: string; state: string };
+  assert.equal(st.state, 'succeeded');
+  return st.runId;
+}
+
+/** Every byte of the run's history as the server keeps it, read by a client without any codec. */
+async function rawHistory(runId: string): Promise<Buffer> {
+  const history = await new Client({ connection }).workflow.getHandle(runId).fetchHistory();
+  return Buffer.from(proto.temporal.api.history.v1.History.encode(history).finish());
+}
+
+test('with TEMPERED_PAYLOAD_KEY the run completes, and its history and the server database hold no planted secret', async () => {
+  const runId = await submit({ TEMPERED_PAYLOAD_KEY: KEY });
+  const raw = rawHistory(runId);
+  for (const secret of [TOKEN, SIGNATURE, 'source_url', 'tiny.jsonl'])
+    assert.equal((await raw).indexOf(secret), -1, `${secret} is in the raw history`);
+  // The server's own files: the history, the visibility store (memo) and anything else it wrote.
+  const db = cluster.server.dbFile!;
+  for (const f of [db, `${db}-wal`].filter(existsSync)) {
+    const bytes = readFileSync(f);
+    assert.equal(bytes.indexOf(TOKEN), -1, `${TOKEN} is in ${f}`);
+    assert.equal(bytes.indexOf(SIGNATURE), -1, `${SIGNATURE} is in ${f}`);
+  }
+
+  // With the key, the input reads back, and the status and logs commands work.
+  const input = await runInput(new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), runId);
+  assert.equal(input.plan.params.hf_token, TOKEN);
+  const st = await runCli(['status', runId, '--json'], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
+  assert.equal(st.code, 0, st.stderr);
+  assert.equal((JSON.parse(st.stdout) as { state: string }).state, 'succeeded');
+  const logs = await runCli(['logs', runId], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /stage-ingest.*\n.*completed/);
+
+  // Without the key: told so, not "Unknown encoding". With another key: its id is unknown.
+  const noKey = await runCli(['status', runId], env);
+  assert.equal(noKey.code, 1);
+  assert.match(noKey.stderr, /encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY/);
+  const noKeyLogs = await runCli(['logs', runId], env);
+  assert.match(noKeyLogs.stderr, /this process has no key: set TEMPERED_PAYLOAD_KEY/);
+  const otherKey = await runCli(['status', runId], { ...env, TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('hex') });
+  assert.equal(otherKey.code, 1);
+  assert.match(otherKey.stderr, /encrypted with key id [0-9a-f]{16}, which is unknown here/);
+  // The old key, kept for decryption after a rotation, still reads it.
+  const rotated = await runCli(['status', runId, '--json'], {
+    ...env,
+    TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('base64'),
+    TEMPERED_PAYLOAD_KEYS_OLD: KEY,
+  });
+  assert.equal(rotated.code, 0, rotated.stderr);
+});
+
+test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {
+  const runId = await submit({});
+  const input = await runInput(new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), runId);
+  assert.equal(input.plan.params.hf_token, TOKEN);
+  assert.equal(input.options.specText, undefined, 'the spec text is in the run input');
+  assert.equal((await rawHistory(runId)).indexOf('stages:\n  ingest:'), -1, 'the spec text is in the history');
+  const st = await runCli(['status', runId, '--json'], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
+  assert.equal(st.code, 0, st.stderr);
+  // The audit trail keeps the text, as it did.
+  const audit = await runCli(['audit', '--run', runId, '--json'], env);
+  const submitted = (JSON.parse(audit.stdout) as { action: string; details: { spec?: { text: string } } }[]).find(
+    (r) => r.action === 'run.submitted',
+  );
+  assert.match(submitted?.details.spec?.text ?? '', /^name: enc\n/);
+});
+
+test('a malformed TEMPERED_PAYLOAD_KEY is refused before connecting, naming the variable and how to make a key', async () => {
+  // An address nothing listens on: the key's error comes first, not "cannot reach Temporal".
+  const r = await runCli(['status', 'any'], { ...env, TEMPORAL_ADDRESS: '127.0.0.1:1', TEMPERED_PAYLOAD_KEY: 'hunter2' });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^tempered: TEMPERED_PAYLOAD_KEY is not 32 bytes as base64 .*openssl rand -base64 32/);
+});
