@@ -113,3 +113,22 @@ describe('a run past its retention', () => {
     assert.match(none.stderr, /no run 'never-was'; list runs with `tempered runs`/);
   });
 });
+
+describe('npm run demo against a cluster', () => {
+  it("runs its stages in its own process on a task queue of its own, not the team's", async () => {
+    const env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: cluster.home };
+    const r = await runCli(['demo', '--pipeline', join(FIXTURES, 'tiny-pipeline.yaml'), '--no-ui'], env, { timeoutMs: 180_000 });
+    assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+    const runId = /submitted run (\S+)/.exec(r.stdout)?.[1];
+    assert.ok(runId, r.stdout);
+    const conn = await Connection.connect({ address: cluster.server.address });
+    try {
+      const desc = await new Client({ connection: conn }).workflow.getHandle(runId).describe();
+      // On 'tempered' its worker took colleagues' stages, and their workers the demo's (this checkout's data, this state folder).
+      assert.match(desc.taskQueue, /^tempered-demo-/);
+      assert.equal(desc.status.name, 'COMPLETED');
+    } finally {
+      await conn.close();
+    }
+  });
+});

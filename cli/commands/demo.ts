@@ -5,6 +5,7 @@
  * on /predict, a language model (`--pipeline pipelines/instruct.yaml`) on /v1/chat/completions.
  */
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { runUrl } from '../../infra/connection.ts';
 import { PROJECT_ROOT } from '../../infra/state.ts';
@@ -94,6 +95,11 @@ async function servePrediction(ctx: CliContext, status: RunStatus, plan?: Planne
   }
 }
 
+/** The task queue of the demo's run: the usual one on the embedded dev server, one of this process's own on a cluster. */
+export function demoQueue(ctx: Pick<CliContext, 'settings' | 'taskQueue'>): string {
+  return ctx.settings().embedded ? ctx.taskQueue : `tempered-demo-${hostname()}-${process.pid}`;
+}
+
 export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values } = parse(
     argv,
@@ -122,8 +128,10 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
     ctx,
     client,
     { plan, options: { baseDir: dirname(file), actor: actor(), noCache: !!values['no-cache'], specFile: file, specText: text } },
-    // The demo runs its stages here even against a cluster: it is one self-contained walk-through.
-    { wait: true, json: false, localWorker: true, onSubmitted: (id) => (runId = id) },
+    // The demo runs its stages here even against a cluster: it is one self-contained walk-through. There on a queue of
+    // its own: on the team's queue its worker took colleagues' stages, and their workers took the demo's, which read
+    // this checkout's data and register in this state folder, where the demo then looks for the model.
+    { wait: true, json: false, localWorker: true, queue: demoQueue(ctx), onSubmitted: (id) => (runId = id) },
   );
   // Ctrl-C while the run went on: startAndReport said what becomes of it; nothing more to show.
   if (interruptedExit(code)) {
