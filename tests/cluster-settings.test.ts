@@ -67,7 +67,7 @@ describe('a cluster of its own', () => {
 });
 
 describe('a run past its retention', () => {
-  it('status, cancel and resume of a run the server has deleted say so from the audit trail, not "no run"', async () => {
+  it('status, logs, cancel and resume of a run the server has deleted say so from the audit trail, not "no run"', async () => {
     const env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: cluster.home };
     const runId = 'retained-run';
     const sub = await runCli(['submit', join(FIXTURES, 'tiny-pipeline.yaml'), '--run-id', runId], env);
@@ -93,7 +93,7 @@ describe('a run past its retention', () => {
     } finally {
       await conn.close();
     }
-    for (const cmd of ['status', 'cancel', 'resume']) {
+    for (const cmd of ['status', 'logs', 'cancel', 'resume']) {
       const r = await runCli([cmd, runId], env);
       assert.equal(r.code, 1, `${cmd}: ${r.stdout}${r.stderr}`);
       assert.match(

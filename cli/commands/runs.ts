@@ -370,8 +370,8 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`logs takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
-  const history = await fetchDecodedHistory(client, positionals[0]!).catch((e: Error) => {
-    if (/not found/i.test(e.message)) throw new CliError(`no run '${positionals[0]}'; list runs with \`tempered runs\``);
+  const history = await fetchDecodedHistory(client, positionals[0]!).catch(async (e: Error) => {
+    if (/not found/i.test(e.message)) throw await runNotOnServer(ctx, client, positionals[0]!);
     throw e;
   });
   const events = history.events ?? [];
