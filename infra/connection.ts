@@ -25,7 +25,9 @@ export function temporalSettings(env: NodeJS.ProcessEnv = process.env): Temporal
   const embedded = !env.TEMPORAL_ADDRESS;
   const running = embedded ? embeddedServerInfo() : undefined;
   const address = env.TEMPORAL_ADDRESS || (running?.address ?? `127.0.0.1:${env.TEMPERED_DEV_PORT ?? 7233}`);
-  const namespace = env.TEMPORAL_NAMESPACE ?? 'default';
+  // Set but empty (a template's unset value) is unset, as for TEMPORAL_ADDRESS and Temporal's own CLI: '' reached the
+  // server as a namespace name and came back as "Failed to list workflows".
+  const namespace = env.TEMPORAL_NAMESPACE || 'default';
   let tls: TemporalSettings['tls'];
   if (env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_KEY || env.TEMPORAL_TLS_CA || tlsFlag(env.TEMPORAL_TLS)) {
     if (!!env.TEMPORAL_TLS_CERT !== !!env.TEMPORAL_TLS_KEY) {

@@ -38,6 +38,9 @@ describe('a cluster of its own', () => {
       assert.match(said, /temporal operator namespace create --namespace ml-tema/, args.join(' '));
       assert.doesNotMatch(said, /no run|Status \{|^reachable/m, args.join(' '));
     }
+    // Set but empty is unset: the default namespace (it was "Failed to list workflows").
+    const empty = await runCli(['runs'], { ...env, TEMPORAL_NAMESPACE: '' });
+    assert.equal(empty.code, 0, empty.stderr);
   });
 
   it('a TLS setting that cannot work names its variable and what it should hold, before connecting', async () => {
