@@ -16,6 +16,7 @@ import {
   sameSettings,
   saveCheckpoint,
   settingsHash,
+  settingsMismatch,
   type CheckpointManifest,
 } from './checkpoint.ts';
 import { Rng } from './prng.ts';
@@ -208,4 +209,16 @@ test('the settings hash ignores key order; a checkpoint with the hash earlier co
   assert.ok(sameSettings(before7Dec, settingsHash(given)), 'a checkpoint written before the upgrade, same config');
   assert.ok(sameSettings(settingsHash(sorted).hash, settingsHash(given)));
   assert.ok(!sameSettings(settingsHash({ ...given, seed: 2 }).hash, settingsHash(given)));
+});
+
+test('the recorded settings keep long arrays and strings (a data order) as a digest, and a refusal lists a few differences', () => {
+  const order = Array.from({ length: 200 }, (_, i) => i).join(',');
+  const recorded = settingsHash({ hyper: { lr: 0.01, labels: ['a', 'b'] }, epochBatches: order }).recorded as Record<string, unknown>;
+  assert.deepEqual(recorded.hyper, { labels: ['a', 'b'], lr: 0.01 });
+  assert.match(String(recorded.epochBatches), /^sha256:[0-9a-f]{16} \(\d+ characters\)$/);
+  const many = (x: number) => Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`s${i}`, x]));
+  const e = settingsMismatch('/ck/step-2', { settings: settingsHash(many(1)).recorded }, settingsHash(many(2)), 'training settings');
+  assert.match(e.message, /\n {2}s4: 1 → 2\n {2}… and 3 more$/);
+  assert.doesNotMatch(e.message, /s5/);
+  assert.match(String(e.hint), /delete \/ck\b/);
 });

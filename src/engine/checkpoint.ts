@@ -12,8 +12,9 @@ import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { encodeSafetensors, readSafetensors, writeSafetensors, type SafeTensor } from '../formats/safetensors.ts';
 import type { TypedArray } from '../onnx/dtype.ts';
-import { hashJson, sha256Hex } from '../util/canonical-json.ts';
+import { canonicalJson, hashJson, sha256Hex } from '../util/canonical-json.ts';
 import { diskFullError, isDiskFull } from '../util/disk-full.ts';
+import { jsonDiff } from '../util/json-diff.ts';
 import { processAlive } from '../util/process-alive.ts';
 import type { RngState } from './prng.ts';
 
@@ -26,6 +27,11 @@ export interface CheckpointManifest {
   rng: RngState;
   /** settingsHash(the settings).hash; a resume with other settings is refused (sameSettings). */
   configHash: string;
+  /**
+   * settingsHash(the settings).recorded: what was hashed, so that a refusal can name the settings that differ.
+   * Absent in checkpoints written before 7 Dec 2026, which record the hash only.
+   */
+  settings?: unknown;
   /** Early-stopping bookkeeping: the best score so far (lower is better), not a step. */
   best?: number;
   /**
@@ -55,15 +61,71 @@ export interface SettingsHash {
    * (its run's config in the key order it had then) is still resumed by an upgraded one.
    */
   earlier: string;
+  /**
+   * The settings as a checkpoint records them beside the hash (manifest.settings): canonical JSON, with any array or
+   * string longer than RECORDED_CHARS (a data order, a list of weight shapes) replaced by its digest, so a manifest
+   * stays a few KB and a difference there is still named.
+   */
+  recorded: unknown;
+}
+
+/** The longest canonical JSON of an array or string a checkpoint records as it is. */
+const RECORDED_CHARS = 256;
+
+function recordable(v: unknown): unknown {
+  const text = canonicalJson(v, 'training settings');
+  if (text.length <= RECORDED_CHARS) return JSON.parse(text);
+  // An object is recorded key by key, so a difference inside it is named down to the setting.
+  if (typeof v === 'object' && v !== null && !Array.isArray(v))
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([, x]) => x !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([k, x]) => [k, recordable(x)]),
+    );
+  return `sha256:${sha256Hex(text).slice(0, 16)} (${text.length} characters)`;
 }
 
 export function settingsHash(settings: object): SettingsHash {
-  return { hash: hashJson(settings, 'training settings'), earlier: sha256Hex(JSON.stringify(settings)) };
+  return {
+    hash: hashJson(settings, 'training settings'),
+    earlier: sha256Hex(JSON.stringify(settings)),
+    recorded: recordable(settings),
+  };
 }
 
 /** Whether a checkpoint recording `recorded` was written with these settings (now or by earlier code). */
 export function sameSettings(recorded: string, settings: SettingsHash): boolean {
   return recorded === settings.hash || recorded === settings.earlier;
+}
+
+/** The differing settings a refusal lists; the rest are counted. */
+const CHANGES_SHOWN = 5;
+
+/**
+ * Refuses to resume `dir`, a checkpoint written with other settings than `settings` (sameSettings was false), naming
+ * the settings that differ (`hyper.lr: 0.003 → 0.01`) where the checkpoint recorded them; one written before
+ * checkpoints kept their settings says that it did not. `what` says what else the hash covers (model, data).
+ */
+export function settingsMismatch(
+  dir: string,
+  manifest: Pick<CheckpointManifest, 'settings'>,
+  settings: SettingsHash,
+  what: string,
+): InputError {
+  const head = `the checkpoint was written with different ${what}`;
+  const hint = `resume with the settings it was written with, or train from step 0: delete ${dirname(dir)} (or give another checkpoint folder)`;
+  const unrecorded = `${head}; it records only their hash (written before checkpoints kept their settings), so which differ is not known`;
+  if (manifest.settings === undefined) return new InputError(unrecorded, { where: dir, hint });
+  const show = (x: unknown) => (x === undefined ? '(none)' : JSON.stringify(x));
+  const changes = jsonDiff([manifest.settings, settings.recorded]).map(
+    (d) => `${d.path || '(all)'}: ${show(d.values[0])} → ${show(d.values[1])}`,
+  );
+  // Equal as recorded but not as hashed: a difference inside a value recorded by its digest has the digest differ,
+  // so this is a checkpoint whose settings were edited, or a hash over what is not recorded.
+  if (!changes.length) changes.push("(the recorded settings are the same: the checkpoint's hash does not match them)");
+  const more = changes.length > CHANGES_SHOWN ? [`… and ${changes.length - CHANGES_SHOWN} more`] : [];
+  return new InputError([`${head} (checkpoint → now):`, ...changes.slice(0, CHANGES_SHOWN), ...more].join('\n  '), { where: dir, hint });
 }
 
 /** A row of a training history: the step it records, and its metrics (numbers, or objects of them). */

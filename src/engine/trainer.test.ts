@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -202,6 +202,26 @@ test('resume is bitwise identical with LoRA dropout and gradient accumulation, i
       `${name} differs after resume`,
     );
   }
+});
+
+test('a checkpoint of other settings is refused naming them; one written before checkpoints kept them says they are not recorded', async () => {
+  const opts: CompileOptions = { loss: ce, optimizer: adamw, trainable: { kind: 'lora', r: 2, alpha: 4, targets: ['*query.weight'] } };
+  const train = tokenTask({ n: 32, seq: CFG.seq, vocab: CFG.vocab, seed: 1, task: 'contains' });
+  const base = { seed: 4, batchSize: 8, maxSteps: 2, schedule: { kind: 'constant' as const, lr: 1e-2 }, threads: 1 };
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ckpt-'));
+  await new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, checkpointEvery: 2, checkpointDir: dir }).fit(train);
+  const ck = join(dir, 'step-00000002');
+  const other = new Trainer(compileTrainStep(buildTinyEncoder(CFG), opts), { ...base, schedule: { kind: 'constant', lr: 3e-3 } });
+  await assert.rejects(other.fit(train, undefined, { resumeFrom: ck }), (e: Error) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, /different training settings \(checkpoint → now\):\n {2}schedule\.lr: 0\.01 → 0\.003$/);
+    return true;
+  });
+  const manifestPath = join(ck, 'manifest.json');
+  const { settings, ...older } = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
+  assert.equal((settings as { seed?: unknown }).seed, 4);
+  writeFileSync(manifestPath, JSON.stringify(older));
+  await assert.rejects(other.fit(train, undefined, { resumeFrom: ck }), /records only their hash/);
 });
 
 test('an unavailable device is an InputError naming the field', async () => {

@@ -18,6 +18,7 @@ import {
   loadCheckpoint,
   pruneCheckpoints,
   sameSettings,
+  settingsMismatch,
   saveCheckpoint,
   settingsHash,
   type CheckpointManifest,
@@ -249,11 +250,9 @@ export class Trainer {
     let resumedHistory: readonly StepMetrics[] = [];
     if (fitOpts.resumeFrom) {
       const ck = loadCheckpoint<StepMetrics>(fitOpts.resumeFrom);
-      if (!sameSettings(ck.manifest.configHash, this.configHash()))
-        throw new InputError('checkpoint was written with different training settings', {
-          where: fitOpts.resumeFrom,
-          hint: 'resume with the same model, data layout and train options, or start fresh',
-        });
+      const settings = this.configHash();
+      if (!sameSettings(ck.manifest.configHash, settings))
+        throw settingsMismatch(fitOpts.resumeFrom, ck.manifest, settings, 'training settings');
       for (const [k, v] of ck.params) this.params.set(k, v);
       for (const [k, v] of ck.state) this.state.set(k, v);
       ({ step, epoch, position, best } = ck.manifest);
@@ -367,13 +366,15 @@ export class Trainer {
         const shapes: Record<string, number[]> = {};
         for (const p of prog.params) shapes[p.name] = p.dims;
         for (const s of prog.state) shapes[s.input] = s.dims;
+        const settings = this.configHash();
         const manifest: CheckpointManifest = {
           format: 'tempered-checkpoint/1',
           step,
           epoch,
           position,
           rng: dropRng.state(),
-          configHash: this.configHash().hash,
+          configHash: settings.hash,
+          settings: settings.recorded,
           best,
           evalsWithoutImprovement: bad,
           shapes,

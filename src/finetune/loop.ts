@@ -20,6 +20,7 @@ import {
   loadCheckpoint,
   pruneCheckpoints,
   sameSettings,
+  settingsMismatch,
   saveCheckpoint,
   type CheckpointManifest,
   type SettingsHash,
@@ -208,10 +209,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
     if (dir) {
       const ck = loadCheckpoint<HistoryRow>(dir);
       if (!sameSettings(ck.manifest.configHash, o.configHash))
-        throw new InputError('the latest checkpoint was written with different training settings, model or data', {
-          where: dir,
-          hint: 'resume with the same options, or use a fresh checkpointDir (or resume: false)',
-        });
+        throw settingsMismatch(dir, ck.manifest, o.configHash, 'training settings, model or data');
       for (const p of prog.params) {
         const v = ck.params.get(p.name);
         if (!v) throw new InputError(`checkpoint lacks weight '${p.name}'`, { where: dir });
@@ -368,6 +366,7 @@ export async function runLoop(o: LoopOptions): Promise<LoopResult> {
           position,
           rng: dropRng.state(),
           configHash: o.configHash.hash,
+          settings: o.configHash.recorded,
           best,
           bestStep,
           evalsWithoutImprovement: bad,

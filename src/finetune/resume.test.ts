@@ -145,11 +145,50 @@ test('a dropout rate out of range is an InputError naming the field', async () =
   );
 });
 
-test('resuming with changed settings is refused', async () => {
+test('resuming with changed settings is refused, naming the settings that differ', async () => {
   await trainClassifier(options('changed', { maxSteps: 4 }));
   await assert.rejects(
-    trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, resume: true })),
-    (e: unknown) => e instanceof InputError && /different training settings/.test(e.message),
+    trainClassifier(options('changed', { maxSteps: 4, lr: 2e-2, lora: { r: 8, alpha: 8, dropout: 0.1 }, resume: true })),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.match(e.message, /different training settings/);
+      // Only what changed, each as the checkpoint had it and as it is now.
+      assert.match(e.message, /\n {2}hyper\.lora\.r: 4 → 8\n {2}hyper\.lr: 0\.01 → 0\.02$/);
+      assert.match(String(e.hint), /delete .*changed\/ck/);
+      return true;
+    },
+  );
+});
+
+test('a checkpoint that records only its settings hash (written before 7 Dec) still resumes, and its refusal says which settings is not known', async () => {
+  const over: Partial<TrainClassifierOptions> = { maxSteps: 4, checkpointEvery: 2 };
+  const a = await trainClassifier(options('hash-only-a', over));
+  const ctl = new AbortController();
+  await assert.rejects(
+    trainClassifier(
+      options('hash-only-b', {
+        ...over,
+        signal: ctl.signal,
+        onCheckpoint: (dir) => {
+          if (dir.endsWith(ckName(2))) ctl.abort();
+        },
+      }),
+    ),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  const manifestPath = join(root, 'hash-only-b', 'ck', ckName(2), 'manifest.json');
+  const { settings, ...older } = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
+  assert.ok(settings, 'a checkpoint written now records its settings');
+  writeFileSync(manifestPath, JSON.stringify(older, null, 2) + '\n');
+  await assert.rejects(
+    trainClassifier(options('hash-only-b', { ...over, lr: 2e-2, resume: true })),
+    (e: unknown) => e instanceof InputError && /records only their hash .* which differ is not known/.test(e.message),
+  );
+  const b = await trainClassifier(options('hash-only-b', { ...over, resume: true }));
+  assert.equal(b.resumedFromStep, 2);
+  assert.deepEqual(b.history, a.history);
+  assert.ok(
+    readFileSync(join(root, 'hash-only-b', 'out', 'model.onnx')).equals(readFileSync(join(root, 'hash-only-a', 'out', 'model.onnx'))),
   );
 });
 
