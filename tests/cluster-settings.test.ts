@@ -4,7 +4,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -132,6 +134,43 @@ describe('npm run demo against a cluster', () => {
       assert.equal(desc.status.name, 'COMPLETED');
     } finally {
       await conn.close();
+    }
+  });
+});
+
+describe('a cluster behind TLS', () => {
+  it("a worker whose TLS the server's certificate fails says why and which setting, though the CLI got through", async () => {
+    // A TLS terminator in front of the dev server: a cluster with TLS, as a team's is.
+    const tlsDir = join(FIXTURES, 'tls');
+    const proxy = tls.createServer(
+      { key: readFileSync(join(tlsDir, 'cn-only.key')), cert: readFileSync(join(tlsDir, 'cn-only.crt')), ALPNProtocols: ['h2'] },
+      (down) => {
+        const up = net.connect(cluster.server.port, '127.0.0.1');
+        down.pipe(up).pipe(down);
+        up.on('error', () => down.destroy());
+        down.on('error', () => up.destroy());
+      },
+    );
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const env = {
+        TEMPORAL_ADDRESS: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
+        TEMPORAL_TLS_CA: join(tlsDir, 'ca.crt'),
+        TEMPORAL_TLS_SERVER_NAME: 'localhost',
+        TEMPERED_HOME: cluster.home,
+      };
+      const runs = await runCli(['runs'], env);
+      assert.equal(runs.code, 0, runs.stderr);
+      // Was tonic's debug text alone: "tonic::transport::Error(Transport, ConnectError(… NotValidForNameContext …))".
+      const w = await runCli(['worker'], env);
+      assert.equal(w.code, 1, w.stderr);
+      assert.match(
+        w.stderr,
+        /the worker cannot connect to Temporal at 127\.0\.0\.1:\d+: the server's certificate does not name the host .*TEMPORAL_TLS_SERVER_NAME.* subjectAltName/,
+      );
+      assert.match(w.stderr, /rustls/);
+    } finally {
+      proxy.close();
     }
   });
 });

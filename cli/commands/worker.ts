@@ -1,6 +1,6 @@
 /** `tempered worker`, and the in-process worker of `demo` and of `submit --wait` on the embedded dev server (or with `--local-worker`). */
 import type { Worker } from '@temporalio/worker';
-import { connectWorker } from '../../infra/connection.ts';
+import { connectWorker, type TemporalSettings } from '../../infra/connection.ts';
 import { createWorker } from '../../infra/worker.ts';
 import { installRuntime } from '../../infra/runtime.ts';
 import { parse } from '../args.ts';
@@ -60,6 +60,34 @@ export async function awaitStore(
   }
 }
 
+/** What rustls says of a server certificate it refuses, in words, with what to change. */
+const CERT_REFUSALS: [RegExp, string][] = [
+  [
+    /NotValidForName/,
+    "the server's certificate does not name the host it was asked for (TEMPORAL_TLS_SERVER_NAME, else the address's) in its subjectAltName; a certificate with the name in its CN only is refused here: have it reissued with a subjectAltName, or set TEMPORAL_TLS_SERVER_NAME to a name it has there",
+  ],
+  [
+    /CaUsedAsEndEntity/,
+    'the server presents a CA certificate (basicConstraints CA:TRUE) as its own; it needs a leaf certificate, signed by the CA that TEMPORAL_TLS_CA names',
+  ],
+  [/UnknownIssuer/, "the server's certificate is not signed by the CA in TEMPORAL_TLS_CA (or, without it, by one the system trusts)"],
+  [/Expired/, "the server's certificate has expired"],
+];
+
+/**
+ * The worker's connection is the SDK core's (Rust, rustls), not the CLI's (Node's TLS, which ctx.client already got
+ * through): it checks a server certificate more strictly, so a cluster every other command reaches could still refuse
+ * the worker, and its error reached the user as tonic's debug text naming no setting.
+ */
+export function workerConnectError(s: TemporalSettings, e: Error): CliError {
+  const raw = e.message.split('\n')[0]!;
+  const refusal = s.tls && /InvalidCertificate/.test(raw) ? CERT_REFUSALS.find(([re]) => re.test(raw))?.[1] : undefined;
+  const how = s.tls
+    ? `${refusal ?? 'check TEMPORAL_TLS_CA, TEMPORAL_TLS_SERVER_NAME and the client certificate (TEMPORAL_TLS_CERT/KEY)'}. The worker connects through the Temporal SDK's core, whose TLS (rustls) checks more than the other commands' connection does, so they can reach a server the worker cannot`
+    : 'check TEMPORAL_ADDRESS';
+  return new CliError(`the worker cannot connect to Temporal at ${s.address}: ${how}.\n  (${raw})`);
+}
+
 export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWorkerOptions = {}): Promise<Worker> {
   const s = ctx.settings();
   const isolation = isolationFromEnv();
@@ -73,7 +101,9 @@ export async function buildWorker(ctx: CliContext, queue: string, opts: BuildWor
     .sweepTemp()
     .catch(() => 0);
   if (swept) console.error(`worker: removed ${swept} temp file(s) left by stopped workers`);
-  const connection = await connectWorker(s);
+  const connection = await connectWorker(s).catch((e: Error) => {
+    throw workerConnectError(s, e);
+  });
   return createWorker({
     connection,
     namespace: s.namespace,
