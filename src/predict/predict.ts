@@ -44,7 +44,7 @@ export interface PredictOptions {
   /** Replace an output file that exists. Default false: such a file is an error before anything is scored. */
   overwrite?: boolean;
   signal?: AbortSignal;
-  /** After each batch. `fraction`: of the input's bytes read. */
+  /** After each batch. `fraction`: about how much of the input's bytes the rows taken so far hold. */
   onProgress?: (p: { rows: number; badRows: number; fraction: number }) => void;
   /**
    * Called once every row is written, before the output is put in place; a throw leaves no output. `tempered
@@ -132,7 +132,11 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
   const inputHash = createHash('sha256');
   const outputHash = createHash('sha256');
   let inputBytes = 0;
-  let bytesRead = 0;
+  /**
+   * Bytes of the records taken so far (each record's text and line breaks; blank lines and a header are not counted),
+   * for the share done: the reader reads ahead by whole chunks, a small file at once.
+   */
+  let bytesTaken = 0;
   const out = new AtomicFile(resolve(o.output));
   const write = (text: string) => {
     const b = Buffer.from(text, 'utf8');
@@ -189,10 +193,10 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
           inputHash.update(chunk);
           inputBytes += chunk.length;
         },
-        onBytes: (n) => (bytesRead += n),
       },
     )) {
       for (const rec of records) {
+        bytesTaken += Buffer.byteLength(rec.raw) + (rec.lines ?? 1);
         if (rec.bad) {
           bad(rec.row, rec.bad.reason, rec.bad.detail);
           continue;
@@ -221,7 +225,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
         batch.push({ line: rec.row, id: id === null ? undefined : id, text: text as string });
         if (batch.length >= o.scorer.batchSize) {
           await flush();
-          o.onProgress?.({ rows, badRows, fraction: totalBytes > 0 ? Math.min(1, bytesRead / totalBytes) : 1 });
+          o.onProgress?.({ rows, badRows, fraction: totalBytes > 0 ? Math.min(1, bytesTaken / totalBytes) : 1 });
         }
       }
     }
