@@ -16,6 +16,7 @@ import { exportTinyClassifier } from '../src/serve/tiny-classifier.testing.ts';
 import { loadPooledPredictor } from '../src/serve/worker-pool.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { csvField } from '../src/predict/predict.ts';
 import { BIN, runCli, runCliInProcess } from './helpers/cli.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'tempered-predict-cli-'));
@@ -114,16 +115,25 @@ test("predict: a language model's answers equal generate's for the same prompts 
   const work = folder('lm-answers');
   const prompts = ['Once upon', 'hello there'];
   const input = join(work, 'in-prompts.jsonl');
-  writeFileSync(input, jsonl([{ prompt: prompts[0] }, { id: 7, prompt: prompts[1] }]));
+  // The third prompt is longer than the model's context (128): that row is refused, the others answered.
+  writeFileSync(input, jsonl([{ prompt: prompts[0] }, { id: 7, prompt: prompts[1] }, { prompt: 'word '.repeat(300) }]));
   const flags = ['--chat-template', template, '--threads', '1'];
+  const skip = ['--on-bad-row', 'skip'];
   const sampled = ['--temperature', '0.9', '--seed', '3'];
   const predict = (out: string, more: string[] = []) =>
     runCli(['predict', lmDir, '--input', input, '--output', join(work, out), '--max-new-tokens', '6', ...flags, ...more], env);
   const generate = (more: string[] = []) => runCli(['generate', lmDir, prompts[1]!, '--max-tokens', '6', ...flags, ...more], env);
-  const runs = await Promise.all([predict('answers.jsonl'), predict('sampled.jsonl', sampled), generate(), generate(sampled)]);
+  const runs = await Promise.all([
+    predict('answers.jsonl', skip),
+    predict('sampled.jsonl', [...sampled, ...skip]),
+    generate(),
+    generate(sampled),
+  ]);
   for (const r of runs) assert.equal(r.code, 0, r.stderr);
   const [greedy, seeded] = runs.slice(2).map((g) => g.stdout.replace(/\n$/, ''));
+  assert.match(runs[0]!.stderr, /1 bad rows left out \(rejected 1\), first: line 3: the prompt has \d+ tokens; the model's context is 128/);
   const answers = lines(join(work, 'answers.jsonl'));
+  assert.equal(answers.length, 2);
   assert.deepEqual(answers[1], { id: 7, row: 2, answer: greedy, finishReason: 'length' });
   assert.deepEqual(Object.keys(answers[0]!), ['row', 'answer', 'finishReason']);
   assert.equal(lines(join(work, 'sampled.jsonl'))[1]!.answer, seeded);
@@ -187,8 +197,11 @@ test('predict: Ctrl-C stops the run and leaves no output file', async () => {
 
 test('predict: an existing output is kept unless --force; unknown models and options of the other kind of model are refused', async () => {
   const work = folder('force');
-  const input = join(work, 'in-small.jsonl');
-  writeFileSync(input, jsonl(reviews(3)));
+  // A CSV input this time: a header, then a record a line (rows 2 to 4), one of them quoted over two lines.
+  const input = join(work, 'in-small.csv');
+  const [r0, r1, r2] = reviews(3);
+  const texts = [r0!.text, `${r1!.text}, "quoted"\nover two lines`, r2!.text];
+  writeFileSync(input, `id,text\n${[r0, r1, r2].map((r, i) => `${r!.id},${csvField(texts[i])}\n`).join('')}`);
   const out = join(work, 'small.jsonl');
   writeFileSync(out, 'keep me\n');
   // Refused before a model loads: in this process, as the CLI's main() says them.
@@ -213,8 +226,12 @@ test('predict: an existing output is kept unless --force; unknown models and opt
   const forced = await runCli(['predict', 'spam', '--input', input, '--output', out, '--force', '--threads', '1'], env);
   assert.equal(forced.code, 0, forced.stderr);
   assert.deepEqual(
-    lines(out).map((r) => r.id),
-    ['m0', 'm1', 'm2'],
+    lines(out).map((r) => [r.id, r.row]),
+    [
+      ['m0', 2],
+      ['m1', 3],
+      ['m2', 5],
+    ],
   );
   rmSync(out);
   assert.deepEqual(leftovers(work), []);
