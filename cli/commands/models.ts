@@ -45,6 +45,13 @@ export function parseModelRef(ref: string): { name: string; at: string | number 
 const nameWidth = (names: string[]) => Math.max(28, ...names.map((n) => n.length));
 
 /** Counts (production.rows), version numbers and 0/1 flags read as integers; scores with four decimals. */
+/** Says which scores are training's validation ones (register records them as val_*) and which evaluate's test ones. */
+function validationNote(names: string[]): string[] {
+  return names.some((n) => n.startsWith('val_'))
+    ? ["  (val_*: on the validation rows when training ended, what a sweep's trials are chosen on; the others: evaluate's)"]
+    : [];
+}
+
 function fmtMetric(name: string, x: number): string {
   if (name === 'production.version') return `v${x}`;
   return Number.isInteger(x) ? String(x) : x.toFixed(4);
@@ -305,6 +312,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
               ...Object.entries(v.metrics).map(([k, x]) => `  ${k.padEnd(nameWidth(Object.keys(v.metrics)))} ${fmtMetric(k, x)}`),
               // production.* are another version's scores: say which (src/registry/production.ts).
               ...(note ? [`  (${note})`] : []),
+              ...validationNote(Object.keys(v.metrics)),
               'artifacts:',
               ...v.artifacts.map((a) => `  ${a.role.padEnd(28)} ${a.sha256.slice(0, 16)}…  ${a.bytes} bytes`),
             ]
@@ -410,6 +418,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
                 `  ${m.name.padEnd(nameWidth(d.metrics.map((x) => x.name)))} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
             ),
             ...[productionComparisonNote(d)].flatMap((note) => (note ? [`  (${note})`] : [])),
+            ...validationNote(d.metrics.map((m) => m.name)),
             'params:',
             ...(d.params.length ? d.params.map((p) => `  ${p.key}: ${JSON.stringify(p.a)} → ${JSON.stringify(p.b)}`) : ['  (same)']),
             'data:',

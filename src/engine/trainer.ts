@@ -43,6 +43,11 @@ export interface StepMetrics {
   samplesPerSec: number;
   /** Sequence length the step's batches were fed at (the widest micro-batch), for [rows, seq] data. */
   seqLen?: number;
+  /**
+   * The evaluation on the validation rows at this step, where one ran: set on the step's history row once it has
+   * (after onStep), so a checkpoint's history carries it and a resumed run's history is the uninterrupted run's.
+   */
+  val?: { loss: number; accuracy?: number };
 }
 
 export interface EvalMetrics {
@@ -348,6 +353,9 @@ export class Trainer {
         lastEval = await this.evaluate(evalSession!, val, feedNames, step, epoch);
         if (o.evalFn) lastEval.custom = await o.evalFn({ predict: (d) => this.predictWith(evalSession!, d, feedNames), step, val });
         o.onEval?.(lastEval);
+        const row = history.at(-1);
+        if (row?.step === step)
+          row.val = { loss: lastEval.loss, ...(lastEval.accuracy !== undefined ? { accuracy: lastEval.accuracy } : {}) };
         const monitor = o.monitor ?? 'loss';
         const metric =
           monitor === 'loss'

@@ -25,7 +25,7 @@ import { ModelConfig } from '../models/weights.ts';
 import { readArrowBatches } from '../data/arrow-io.ts';
 import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
-import { epochBatches } from './loop.ts';
+import { epochBatches, exportedValidation } from './loop.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
 
 /** `train` (and `validation`) hold prompt and response columns. */
@@ -86,7 +86,8 @@ export interface CausalTrainResult {
   epochs: number;
   finalLoss: number;
   /** seqLen: the padded length the step trained at (length grouping cuts it per batch). */
-  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; seqLen?: number }[];
+  /** val: the validation loss at the steps that evaluated (a token accuracy is no answer's: left out). */
+  history: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; seqLen?: number; val?: { loss: number } }[];
   resumedFromStep?: number;
   /** Training rows cut to maxLength (chat records: the end of the user message; the reply is kept whole). */
   truncatedRows: number;
@@ -390,7 +391,15 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const r = await trainer.fit(train.data, val?.data, { resumeFrom });
   // An aborted run stops between steps; its weights are not a finished model, so nothing is exported.
   if (r.aborted) throw abortError(o.signal!);
-  const history = r.history.map((h) => ({ step: h.step, epoch: h.epoch, loss: h.loss, lr: h.lr, gradNorm: h.gradNorm, seqLen: h.seqLen }));
+  const history = r.history.map((h) => ({
+    step: h.step,
+    epoch: h.epoch,
+    loss: h.loss,
+    lr: h.lr,
+    gradNorm: h.gradNorm,
+    seqLen: h.seqLen,
+    ...(h.val ? { val: { loss: h.val.loss } } : {}),
+  }));
 
   o.onStatus?.('exporting the model');
   // Export folder, assembled under a temp name and renamed into place.
@@ -454,7 +463,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
           },
           inputs: ['input_ids', 'attention_mask'],
           outputs: { logits: 'logits' },
-          training: { steps: r.step, epochs: r.epoch },
+          training: { steps: r.step, epochs: r.epoch, validation: exportedValidation(history) },
         },
         null,
         2,

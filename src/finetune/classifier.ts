@@ -18,7 +18,7 @@ import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type
 import type { DropoutRates } from '../models/bert.ts';
 import { POOLINGS } from '../models/pooling.ts';
 import { readTokenTable, type TokenTable } from './batches.ts';
-import { runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
+import { exportedValidation, runLoop, type HistoryRow, type Progress, type StopMetric } from './loop.ts';
 import { exportClassifier, type ModelManifest } from './export.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
@@ -317,7 +317,13 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     hyperparameters: hyper,
     inputs: ['input_ids', 'attention_mask', 'token_type_ids'],
     outputs: { logits: 'logits', embeddings: FEATURES },
-    training: { steps: r.steps, epochs: r.epochs, finalLoss: r.finalLoss, bestStep: r.bestStep },
+    training: {
+      steps: r.steps,
+      epochs: r.epochs,
+      finalLoss: r.finalLoss,
+      bestStep: r.bestStep,
+      validation: exportedValidation(r.history, r.bestStep),
+    },
   };
   exportClassifier({
     outDir: o.outDir,

@@ -13,6 +13,7 @@ import type { TrainProgram } from '../engine/compile.ts';
 import type { LoraSpec } from '../engine/lora.ts';
 import type { Pooling } from './bert.ts';
 import { exportInference } from '../engine/export.ts';
+import type { ExportedValidation } from './loop.ts';
 
 export const MODEL_MANIFEST = 'tempered-model.json';
 
@@ -27,7 +28,8 @@ export interface ModelManifest {
   hyperparameters: Record<string, unknown>;
   inputs: string[];
   outputs: { logits: string; embeddings: string };
-  training: { steps: number; epochs: number; finalLoss: number; bestStep?: number };
+  /** validation: the exported weights' scores on the validation rows (register records them as val_*). */
+  training: { steps: number; epochs: number; finalLoss: number; bestStep?: number; validation?: ExportedValidation };
 }
 
 function transpose(data: Float32Array, rows: number, cols: number): Float32Array {

@@ -58,6 +58,21 @@ export interface HistoryRow {
   val?: ValMetrics;
 }
 
+/** The validation scores of an exported model, as its manifest keeps them (`training.validation`). */
+export type ExportedValidation = { step: number; loss: number; accuracy?: number; f1_macro?: number };
+
+/**
+ * The validation scores of the weights a training exports, for its manifest, which `register` reads (val_*): those of
+ * early stopping's best step where it exported that step's weights, else of the last evaluation. Undefined without one.
+ */
+export function exportedValidation(
+  history: readonly { step: number; val?: Omit<ExportedValidation, 'step'> }[],
+  bestStep?: number,
+): ExportedValidation | undefined {
+  const row = bestStep !== undefined ? history.find((h) => h.step === bestStep) : history.findLast((h) => h.val !== undefined);
+  return row?.val ? { step: row.step, ...row.val } : undefined;
+}
+
 export type StopMetric = 'loss' | 'accuracy' | 'f1_macro';
 
 export interface LoopOptions {

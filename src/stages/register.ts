@@ -8,6 +8,7 @@ import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
 import { modelHashOf } from '../audit/model-hash.ts';
 import { registryProductionMetrics } from '../registry/production.ts';
+import { VALIDATION_COLUMNS } from '../eval/trials.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
 
@@ -93,9 +94,10 @@ export const registerStage: StageKind<Config> = {
     const baseModel = (await readManifestJson('base-model.json')) ?? (modelInfo.baseModel as Record<string, unknown> | undefined);
     // production.version ('name@N') and production.decontaminated (boolean) as numbers, so the registry
     // keeps which version production.* were measured against (src/registry/production.ts).
-    const metrics = numericOnly(
-      registryProductionMetrics(cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {}, cfg.name),
-    );
+    const metrics = numericOnly({
+      ...validationMetrics(modelInfo),
+      ...registryProductionMetrics(cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {}, cfg.name),
+    });
     const modelHash = modelHashOf(artifacts);
     const data: DataRef[] = Object.entries(cfg.data ?? {}).map(([name, r]) => ({ name, sha256: r.sha256, uri: r.uri, rows: r.rows }));
     // The workflow id can be reused (submit --run-id, schedules, backfills); the execution id cannot.
@@ -211,6 +213,22 @@ export async function deliverAudit(reg: Registry, stateDir: string): Promise<voi
   } finally {
     await audit.close();
   }
+}
+
+/**
+ * The validation scores training ended with (the manifest's `training.validation`: the exported weights'), under the
+ * names of the train stage's history columns, which `runs --compare` shows as `<stage>.val_*`: what trials are chosen
+ * on, beside evaluate's test metrics. Folders exported before they carried them, and trainings without validation, give none.
+ */
+function validationMetrics(modelInfo: Record<string, unknown>): Record<string, unknown> {
+  const val = (modelInfo.training as { validation?: unknown } | undefined)?.validation;
+  if (!val || typeof val !== 'object') return {};
+  return Object.fromEntries(
+    VALIDATION_COLUMNS.flatMap((col) => {
+      const x = (val as Record<string, unknown>)[col.slice('val_'.length)];
+      return typeof x === 'number' ? [[col, x]] : [];
+    }),
+  );
 }
 
 /** Metrics JSON may hold arrays (confusion matrices) and strings; the registry keeps numbers. */
