@@ -10,6 +10,7 @@ import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } fr
 import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { ensureEmbeddedServer } from '../infra/dev-server.ts';
 import { checkNamespace } from '../client/namespace.ts';
+import { certainFault, tlsMismatchHint } from '../client/reach.ts';
 import { ensureDir, statePaths, type StatePaths } from '../infra/state.ts';
 import { loadStageKinds, kindRegistry } from '../src/stages/stage-kinds.ts';
 import type { AnyStageKind } from '../src/stages/types.ts';
@@ -34,7 +35,12 @@ export interface CliContext {
   registry: KindRegistry;
   taskQueue: string;
   settings(): TemporalSettings;
-  client(opts?: { startServer?: boolean }): Promise<Client>;
+  /**
+   * `patient`: try the address for the SDK's whole connect timeout even where it is certain at once that nothing
+   * answers (a worker, which a supervisor restarts: one that failed in a second would spend systemd's default start
+   * limit of 5 in 10 s during a short outage of the server); the error says the same either way.
+   */
+  client(opts?: { startServer?: boolean; patient?: boolean }): Promise<Client>;
   store(): ArtifactStore;
   /** Formats a report artifact from the local store; undefined when it is not there (see fetchReports). */
   readReport(ref: unknown): string | undefined;
@@ -125,15 +131,18 @@ export async function createContext(): Promise<CliContext> {
       } catch (e) {
         throw new CliError((e as Error).message);
       }
+      const how = s.embedded ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster' : 'check TEMPORAL_ADDRESS';
+      const fault = opts.patient ? undefined : await certainFault(s.address);
+      if (fault) throw new CliError(`cannot reach Temporal at ${s.address} (${fault}): ${how}.`);
       try {
         const connection = await connectClient(s);
         client = new Client({ connection, namespace: s.namespace, dataConverter });
         await connection.workflowService.getSystemInfo({});
       } catch (e) {
-        const how = s.embedded
-          ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster'
-          : 'check TEMPORAL_ADDRESS and the TLS/API-key settings';
-        throw new CliError(`cannot reach Temporal at ${s.address} (${(e as Error).message.split('\n')[0]}): ${how}.`);
+        const found = opts.patient ? await certainFault(s.address) : undefined;
+        if (found) throw new CliError(`cannot reach Temporal at ${s.address} (${found}): ${how}.`);
+        const tls = s.embedded ? '' : ` and TLS: ${tlsMismatchHint(s)}`;
+        throw new CliError(`cannot reach Temporal at ${s.address} (${(e as Error).message.split('\n')[0]}): ${how}${tls}.`);
       }
       await checkNamespace(client.workflowService, s).catch((e: Error) => {
         client = undefined;

@@ -174,3 +174,37 @@ describe('a cluster behind TLS', () => {
     }
   });
 });
+
+describe('an address that does not answer', () => {
+  it('says what is wrong with it: no such host, nothing listening, TLS on one side only', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as net.AddressInfo;
+        srv.close(() => resolve(port));
+      });
+    });
+    const home = { TEMPERED_HOME: cluster.home };
+    // Each was "(Failed to connect before the deadline): check TEMPORAL_ADDRESS and the TLS/API-key settings", after 12-15 s.
+    const [noHost, refused, keyNoTls] = await Promise.all([
+      runCli(['runs'], { ...home, TEMPORAL_ADDRESS: 'no-such-host.invalid:7233' }),
+      runCli(['status', 'x'], { ...home, TEMPORAL_ADDRESS: `127.0.0.1:${closed}` }),
+      // TEMPORAL_API_KEY turns TLS on; the dev server speaks plain text.
+      runCli(['runs'], { ...home, TEMPORAL_ADDRESS: cluster.server.address, TEMPORAL_API_KEY: 'not-a-real-key' }),
+    ]);
+    assert.equal(noHost.code, 1);
+    assert.match(
+      noHost.stderr,
+      /cannot reach Temporal at no-such-host\.invalid:7233 \(could not resolve host 'no-such-host\.invalid'\): check TEMPORAL_ADDRESS\./,
+    );
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      new RegExp(`\\(connection refused: nothing listens on 127\\.0\\.0\\.1:${closed}\\): check TEMPORAL_ADDRESS\\.`),
+    );
+    assert.equal(keyNoTls.code, 1);
+    assert.match(
+      keyNoTls.stderr,
+      /TLS is on \(TEMPORAL_API_KEY implies it\): a server without TLS, as a dev server, never completes the handshake/,
+    );
+  });
+});

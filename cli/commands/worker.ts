@@ -223,7 +223,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   // using up their attempts.
   await awaitStore(store);
   await awaitUsableDatabase(ctx.paths.registryDb, (m) => console.error(`worker: ${m}`));
-  await ctx.client({ startServer: true });
+  await ctx.client({ startServer: true, patient: true });
   // One SDK worker per queue in this process: each polls its own queue with its own stage cap.
   const workers: Worker[] = [];
   // A worker started without the team's TEMPERED_STORE / TEMPERED_DATABASE_URL that meets a team's run stops polling
