@@ -32,9 +32,10 @@ export class InputError extends Error {
 
 /**
  * Kinds of input error that travel with the failure to the CLI. `source-missing`: a pipeline's data
- * source is not there (status adds what a resume needs to know about it).
+ * source is not there (status adds what a resume needs to know about it). `checkpoint-settings`: a checkpoint to
+ * resume was written with other training settings (the train stage adds where a shared store keeps its copy).
  */
-export type InputErrorCode = 'source-missing';
+export type InputErrorCode = 'source-missing' | 'checkpoint-settings';
 
 /** Data integrity broke: a stored artifact does not match its recorded hash or size. */
 export class IntegrityError extends Error {

@@ -116,7 +116,7 @@ export function settingsMismatch(
   const head = `the checkpoint was written with different ${what}`;
   const hint = `resume with the settings it was written with, or train from step 0: delete ${dirname(dir)} (or give another checkpoint folder)`;
   const unrecorded = `${head}; it records only their hash (written before checkpoints kept their settings), so which differ is not known`;
-  if (manifest.settings === undefined) return new InputError(unrecorded, { where: dir, hint });
+  if (manifest.settings === undefined) return new InputError(unrecorded, { where: dir, hint, code: 'checkpoint-settings' });
   const show = (x: unknown) => (x === undefined ? '(none)' : JSON.stringify(x));
   const changes = jsonDiff([manifest.settings, settings.recorded]).map(
     (d) => `${d.path || '(all)'}: ${show(d.values[0])} → ${show(d.values[1])}`,
@@ -125,7 +125,11 @@ export function settingsMismatch(
   // so this is a checkpoint whose settings were edited, or a hash over what is not recorded.
   if (!changes.length) changes.push("(the recorded settings are the same: the checkpoint's hash does not match them)");
   const more = changes.length > CHANGES_SHOWN ? [`… and ${changes.length - CHANGES_SHOWN} more`] : [];
-  return new InputError([`${head} (checkpoint → now):`, ...changes.slice(0, CHANGES_SHOWN), ...more].join('\n  '), { where: dir, hint });
+  return new InputError([`${head} (checkpoint → now):`, ...changes.slice(0, CHANGES_SHOWN), ...more].join('\n  '), {
+    where: dir,
+    hint,
+    code: 'checkpoint-settings',
+  });
 }
 
 /** A row of a training history: the step it records, and its metrics (numbers, or objects of them). */

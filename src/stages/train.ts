@@ -531,6 +531,14 @@ export const trainStage: StageKind<TrainConfig> = {
       const result = await TRAINERS[task](cfg, settings, ctx, onStep, (message) => {
         warnings.push(message);
         ctx.log(`warning: ${message}`);
+      }).catch((e: unknown) => {
+        // Deleting the local folder alone would not do: the next attempt fetches the shared copy back (pullCheckpoint).
+        if (!(e instanceof InputError && e.code === 'checkpoint-settings' && ctx.store.remote)) throw e;
+        throw new InputError(e.bareMessage, {
+          where: e.where,
+          code: e.code,
+          hint: `${e.hint}, and its shared copy, checkpoints/${checkpointName}.json and checkpoint-files/${checkpointName}/ in the store's bucket`,
+        });
       });
       // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
       writeFileSync(join(outDir, 'base-model.json'), JSON.stringify(resolved.identity, null, 2) + '\n');
