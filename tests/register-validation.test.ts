@@ -18,7 +18,7 @@ import { MEDIA, type ArtifactRef } from '../src/types.ts';
 import { runCliInProcess as runCli } from './helpers/cli.ts';
 import { registerStage } from '../src/stages/register.ts';
 import { trainStage, type TrainConfig } from '../src/stages/train.ts';
-import { tinyLoraTrainConfig, writeRepeatTable } from '../src/stages/train-config.testing.ts';
+import { tinyClassifierTrainConfig, tinyLoraTrainConfig, writeRepeatTable } from '../src/stages/train-config.testing.ts';
 import { testStageContext } from '../src/stages/stage-context.testing.ts';
 import { exportedValidation } from '../src/finetune/loop.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -53,22 +53,7 @@ test("a classifier's version carries its training's final validation scores besi
   const table = (file: string, n: number, seed: number) =>
     store.putFile(writeTextTable(join(root, file), syntheticRows(n, seed)), { mediaType: MEDIA.arrow });
   const [train, validation] = [await table('train.arrow', 80, 5), await table('validation.arrow', 24, 6)];
-  const cfg = (lr: number) =>
-    ({
-      model,
-      train,
-      validation,
-      evalEvery: 3,
-      labels: ['negative', 'positive'],
-      method: 'lora',
-      lora: { r: 4, alpha: 8 },
-      lr,
-      maxSteps: 8,
-      batchSize: 8,
-      maxLength: 32,
-      threads: 1,
-      seed: 3,
-    }) as TrainConfig;
+  const cfg = (lr: number) => tinyClassifierTrainConfig(model, train, { lr, validation, evalEvery: 3, seed: 3 });
   const a = await trainAndRegister('cls', 'run-a', cfg(1e-2), { f1_macro: 0.5, accuracy: 0.6, loss: 0.7 });
   const b = await trainAndRegister('cls', 'run-b', cfg(3e-2), { f1_macro: 0.55, accuracy: 0.65, loss: 0.6 });
   assert.deepEqual(Object.keys(a.validation).sort(), ['val_accuracy', 'val_f1_macro', 'val_loss']);

@@ -14,7 +14,8 @@ import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { MEDIA } from '../types.ts';
-import { trainStage, type TrainConfig } from './train.ts';
+import { trainStage } from './train.ts';
+import { tinyClassifierTrainConfig } from './train-config.testing.ts';
 import { testStageContext } from './stage-context.testing.ts';
 
 test('a checkpoint of other settings under the work key is refused naming them and the shared copy to delete', async () => {
@@ -22,20 +23,8 @@ test('a checkpoint of other settings under the work key is refused naming them a
   try {
     const store = new ArtifactStore(join(root, 'store'), { remote: new FolderBackend(join(root, 'shared')) });
     const train = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(48, 5)), { mediaType: MEDIA.arrow });
-    const cfg = (lr: number) =>
-      ({
-        model: tinyBertDir(join(root, 'bert'), 7, TINY_MINILM),
-        train,
-        labels: ['negative', 'positive'],
-        method: 'lora',
-        lora: { r: 4, alpha: 8 },
-        lr,
-        maxSteps: 4,
-        batchSize: 8,
-        maxLength: 32,
-        checkpointEvery: 2,
-        threads: 1,
-      }) as TrainConfig;
+    const model = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
+    const cfg = (lr: number) => tinyClassifierTrainConfig(model, train, { lr, maxSteps: 4, checkpointEvery: 2 });
     const key = 'a'.repeat(64);
     // A run of this work stopped after its step-2 checkpoint, which is in the shared store too.
     const stop = new AbortController();

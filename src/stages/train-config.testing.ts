@@ -32,3 +32,20 @@ export function tinyLoraTrainConfig(model: string, train: ArtifactRef, o: Partia
     ...o,
   } as TrainConfig;
 }
+
+/** A tiny classifier's stage config: LoRA r 4 on `model`, 8 steps of 8 rows at length 32, one thread. */
+export function tinyClassifierTrainConfig(model: string, train: ArtifactRef, o: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    model,
+    train,
+    labels: ['negative', 'positive'],
+    method: 'lora',
+    lora: { r: 4, alpha: 8 },
+    lr: 1e-2,
+    maxSteps: 8,
+    batchSize: 8,
+    maxLength: 32,
+    threads: 1,
+    ...o,
+  } as TrainConfig;
+}

@@ -16,7 +16,7 @@ import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import type { ArtifactRef } from '../types.ts';
 import { trainStage, type TrainConfig } from './train.ts';
-import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
+import { tinyClassifierTrainConfig, tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import { testStageContext } from './stage-context.testing.ts';
 import type { StageContext } from './types.ts';
 
@@ -98,22 +98,7 @@ test('classification: a stage stopped after a checkpoint and resumed on another 
   await stoppedResumedAndWhole(
     'classifier',
     table,
-    (train) =>
-      ({
-        model,
-        task: 'classification',
-        train,
-        labels: ['negative', 'positive'],
-        method: 'lora',
-        lora: { r: 4, alpha: 8 },
-        lr: 1e-2,
-        maxSteps: 10,
-        batchSize: 8,
-        maxLength: 32,
-        checkpointEvery: 3,
-        threads: 1,
-        seed: 3,
-      }) as TrainConfig,
+    (train) => tinyClassifierTrainConfig(model, train, { task: 'classification', maxSteps: 10, checkpointEvery: 3, seed: 3 }),
     6,
     10,
   );
