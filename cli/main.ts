@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { InputError } from '../src/errors.ts';
 import { diskFullError, diskFullHint, isDiskFull, lowSpaceNote } from '../src/util/disk-full.ts';
 import { stateDir } from '../infra/state.ts';
+import { withServerAnswer } from '../client/server-answer.ts';
 
 type Command = (ctx: CliContext, argv: string[]) => Promise<number>;
 
@@ -159,7 +160,7 @@ if (isEntry) {
         const full = diskFullError(err, folders, { hint: diskFullHint(commandRun.id) });
         console.error(`tempered: ${full.message}\n  ${full.hint}`);
       } else {
-        console.error(`tempered: ${err.message ?? String(err)}`);
+        console.error(`tempered: ${err.message === undefined ? String(err) : withServerAnswer(err)}`);
         if (err instanceof InputError && err.hint) console.error(`  ${err.hint}`);
         const note = lowSpaceNote(folders, commandRun.id);
         if (note) console.error(`  ${note}`);

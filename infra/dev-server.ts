@@ -17,6 +17,8 @@ export interface DevServerOptions {
   dbFile: string;
   logFile: string;
   headless?: boolean;
+  /** More `KEY=VALUE` dynamic config (tests: a server with a feature off, as a team's cluster may have it). */
+  dynamicConfig?: string[];
   ip?: string;
   /** How long to wait for the frontend to answer. */
   timeoutMs?: number;
@@ -104,7 +106,7 @@ async function launchDevServer(cli: string, opts: DevServerOptions, port: number
     ip,
     '--log-level',
     'warn',
-    ...DEV_SERVER_TUNING.flatMap((kv) => ['--dynamic-config-value', kv]),
+    ...[...DEV_SERVER_TUNING, ...(opts.dynamicConfig ?? [])].flatMap((kv) => ['--dynamic-config-value', kv]),
   ];
   let uiPort: number | undefined;
   if (opts.headless) {

@@ -4,14 +4,17 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
-import { runCli, startCliServer } from './helpers/cli.ts';
+import { BIN, runCli, startCliServer } from './helpers/cli.ts';
+import { startDevServer, stopProcess } from '../infra/dev-server.ts';
+import { freePort } from '../src/util/port-race.ts';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
@@ -206,5 +209,52 @@ describe('an address that does not answer', () => {
       keyNoTls.stderr,
       /TLS is on \(TEMPORAL_API_KEY implies it\): a server without TLS, as a dev server, never completes the handshake/,
     );
+  });
+});
+
+describe('a cluster with a feature turned off', () => {
+  it("says what the server answered, not only what was tried: the CLI and the dashboard's API", async () => {
+    // Schedules off in the namespace, as a cluster may have them (frontend.enableSchedules).
+    const dir = join(cluster.home, 'no-schedules');
+    mkdirSync(dir);
+    const server = await startDevServer({
+      dbFile: join(dir, 'temporal.db'),
+      logFile: join(dir, 'server.log'),
+      headless: true,
+      dynamicConfig: ['frontend.enableSchedules=false'],
+    });
+    const ui = { kill: () => {} } as { kill(): void };
+    try {
+      const env = { TEMPORAL_ADDRESS: server.address, TEMPERED_HOME: dir };
+      // Was "Failed to list schedules" alone.
+      const said =
+        /Failed to list schedules: the Temporal server said "Schedules are disabled on this namespace\." \(PERMISSION_DENIED\); the namespace has this turned off/;
+      const list = await runCli(['schedule', 'list'], env);
+      assert.equal(list.code, 1, list.stderr);
+      assert.match(list.stderr, said);
+      const port = await freePort();
+      const token = 'cluster-settings-ui-token';
+      const child = spawn(process.execPath, [BIN, 'ui', '--port', String(port)], {
+        env: { ...process.env, ...env, TEMPERED_UI_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      ui.kill = () => child.kill('SIGKILL');
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const seen = (d: Buffer) => {
+          out += d.toString();
+          if (/dashboard: http/.test(out)) resolve();
+        };
+        child.stdout.on('data', seen);
+        child.stderr.on('data', seen);
+        child.once('exit', (code) => reject(new Error(`tempered ui exited ${code}: ${out}`)));
+      });
+      const res = await fetch(`http://127.0.0.1:${port}/api/schedules`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 500);
+      assert.match(((await res.json()) as { error: string }).error, said);
+    } finally {
+      ui.kill();
+      await stopProcess(server.pid);
+    }
   });
 });

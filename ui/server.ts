@@ -17,6 +17,7 @@ import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { auditRunSubmitted, getRunStatus, listRuns, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
+import { withServerAnswer } from '../client/server-answer.ts';
 import {
   auditScheduleChange,
   ClosedRuns,
@@ -284,7 +285,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     if (err instanceof InputError) return reply.code(400).send({ error: err.message, hint: (err as InputError).hint });
     if (/not found/i.test(err.message)) return reply.code(404).send({ error: err.message });
     if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
-    return reply.code(500).send({ error: err.message });
+    return reply.code(500).send({ error: withServerAnswer(err) });
   });
 
   // The Schedules page's ended runs, read from Temporal once each (it polls every 3 s).
