@@ -37,10 +37,20 @@ const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
 // As /tmp itself: the servers some tests start as another user (PostgreSQL runs as nobody under root)
 // must reach their folders inside it.
 chmodSync(scratch, 0o1777);
+// The settings that point tempered at a team's servers and state stay out of the tests: each test starts its own
+// Temporal, store and database, and a CLI it runs inherits this environment, so with a shell set up for the team's
+// cluster (README, Scaling out) tests that set no address of their own submitted to it, wrote into its bucket and
+// database, and TEMPORAL_NAMESPACE failed every test against its own dev server, which has only 'default'.
+const TEAM_SETTINGS = /^(TEMPORAL_(?!CLI_PATH$).+|TEMPERED_(STORE|DATABASE_URL|HOME|TASK_QUEUE|PAYLOAD_KEY|PAYLOAD_KEYS_OLD))$/;
+const dropped = Object.keys(process.env)
+  .filter((k) => TEAM_SETTINGS.test(k))
+  .sort();
+if (dropped.length) console.error(`npm test: left out of the tests' environment, which start servers of their own: ${dropped.join(', ')}`);
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !TEAM_SETTINGS.test(k)));
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, TEMPERED_TESTING: '1', TMPDIR: scratch },
+  env: { ...env, TEMPERED_TESTING: '1', TMPDIR: scratch },
   timeout: DEADLINE_MIN * 60_000,
   killSignal: 'SIGKILL',
 });
