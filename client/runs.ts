@@ -10,6 +10,7 @@ import {
   Client,
   ServiceError,
   WorkflowFailedError,
+  WorkflowNotFoundError,
   type WorkflowHandle,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
@@ -737,8 +738,19 @@ export async function followRun(
     try {
       st = await getRunStatus(client, runId);
     } catch (e) {
-      // The run's first workflow task may not have run yet; keep polling.
+      // The run's first workflow task may not have run yet; keep polling. Not a run the server does not have (never
+      // was, or deleted after its namespace's retention), which is never found: `status --watch` of one polled for ever.
       if (/query|not found|workflow task/i.test((e as Error).message)) {
+        if (
+          await client.workflow
+            .getHandle(runId)
+            .describe()
+            .then(
+              () => false,
+              (d: unknown) => d instanceof WorkflowNotFoundError,
+            )
+        )
+          throw e;
         await sleep(500, undefined, { signal });
         continue;
       }

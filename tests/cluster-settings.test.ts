@@ -101,8 +101,9 @@ describe('a run past its retention', () => {
     } finally {
       await conn.close();
     }
-    for (const cmd of ['status', 'logs', 'cancel', 'resume']) {
-      const r = await runCli([cmd, runId], env);
+    for (const cmd of ['status', 'status --watch', 'logs', 'cancel', 'resume']) {
+      // status --watch polled for ever: bounded here so that the code before the fix fails instead of hanging.
+      const r = await runCli([...cmd.split(' '), runId], env, { timeoutMs: 60_000 });
       assert.equal(r.code, 1, `${cmd}: ${r.stdout}${r.stderr}`);
       assert.match(
         r.stderr,

@@ -293,11 +293,9 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
   const runId = (commandRun.id = positionals[0]!);
   const client = await ctx.client();
-  const st = values.watch
-    ? await followAndPrint(client, runId)
-    : await getRunStatus(client, runId).catch(async (e: Error) => {
-        throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
-      });
+  const st = await (values.watch ? followAndPrint(client, runId) : getRunStatus(client, runId)).catch(async (e: Error) => {
+    throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
+  });
   if (values.json) console.log(runJson(st));
   else {
     await ctx.fetchReports(st);
