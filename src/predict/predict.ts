@@ -82,9 +82,21 @@ export function outputFormat(path: string): PredictOutputFormat {
   return path.toLowerCase().endsWith('.csv') ? 'csv' : 'jsonl';
 }
 
-/** One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF, or starts or ends with blanks. */
+/**
+ * A cell a spreadsheet would run as a formula (OWASP's CSV injection: it begins with =, +, -, @, tab, CR or LF), unless
+ * it is a plain number, which the spreadsheet reads as that number.
+ */
+const FORMULA_START = /^[=+\-@\t\r\n]/;
+const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF, or starts or ends with blanks. A value
+ * that a spreadsheet would run as a formula gets a leading `'` (OWASP's advice), since an input's id column and a
+ * model's answer are whatever the input made them: `=HYPERLINK(…)` would be a link in the sheet of whoever opens it.
+ */
 export function csvField(v: unknown): string {
-  const s = v === undefined || v === null ? '' : typeof v === 'string' ? v : JSON.stringify(v);
+  let s = v === undefined || v === null ? '' : typeof v === 'string' ? v : JSON.stringify(v);
+  if (FORMULA_START.test(s) && !PLAIN_NUMBER.test(s)) s = `'${s}`;
   return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
