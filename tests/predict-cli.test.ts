@@ -120,8 +120,13 @@ test("predict: a language model's answers equal generate's for the same prompts 
   const work = folder('lm-answers');
   const prompts = ['Once upon', 'hello there'];
   const input = join(work, 'in-prompts.jsonl');
-  // The third prompt is longer than the model's context (128): that row is refused, the others answered.
-  writeFileSync(input, jsonl([{ prompt: prompts[0] }, { id: 7, prompt: prompts[1] }, { prompt: 'word '.repeat(300) }]));
+  // The third prompt is longer than the model's context (128): that row is refused, the others answered. The fourth
+  // has more characters than the context's tokens could hold at 32 a token: refused by its length, untokenized, as
+  // serve refuses such a prompt.
+  writeFileSync(
+    input,
+    jsonl([{ prompt: prompts[0] }, { id: 7, prompt: prompts[1] }, { prompt: 'word '.repeat(300) }, { prompt: 'x'.repeat(5000) }]),
+  );
   const flags = ['--chat-template', template, '--threads', '1'];
   const skip = ['--on-bad-row', 'skip'];
   const sampled = ['--temperature', '0.9', '--seed', '3'];
@@ -136,7 +141,10 @@ test("predict: a language model's answers equal generate's for the same prompts 
   ]);
   for (const r of runs) assert.equal(r.code, 0, r.stderr);
   const [greedy, seeded] = runs.slice(2).map((g) => g.stdout.replace(/\n$/, ''));
-  assert.match(runs[0]!.stderr, /1 bad rows left out \(rejected 1\), first: line 3: the prompt has \d+ tokens; the model's context is 128/);
+  assert.match(
+    runs[0]!.stderr,
+    /2 bad rows left out \(rejected 2\), first: line 3: the prompt has \d+ tokens; the model's context is 128.*; line 4: the prompt has 5000 characters, more than 32 a token for the 127 tokens the model's context holds$/m,
+  );
   const answers = lines(join(work, 'answers.jsonl'));
   assert.equal(answers.length, 2);
   assert.deepEqual(answers[1], { id: 7, row: 2, answer: greedy, finishReason: 'length' });

@@ -13,6 +13,16 @@ import type { ChatMessage, TextGenerator } from '../serve/types.ts';
 import { Decoder, type DecoderOptions } from './decoder.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
+/**
+ * Characters a token that no prompt of real text averages: English runs about 4.5, indented code 4.7,
+ * column-aligned tables 10–12, markdown tables with wide rules 15.5 (SmolLM2). Single tokens are longer
+ * (its longest is a newline and 80 spaces), but a prompt that averages more than this over the whole
+ * limit would be almost nothing but such runs. A prompt of more characters than this many times the tokens
+ * it may have is refused before it is tokenized (serve's requests, predict's rows): BPE takes time
+ * superlinear in a word's length (SmolLM2: one word of 64 KB in 1.5 s, of 256 KB in 8.2 s).
+ */
+export const MAX_CHARS_PER_TOKEN = 32;
+
 export interface TextGeneratorOptions extends DecoderOptions {
   /** Reported in responses, e.g. `name@version`. Default: the folder. */
   id?: string;

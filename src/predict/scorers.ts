@@ -7,7 +7,7 @@
  */
 import { InputError } from '../errors.ts';
 import { generate, type GenerateOptions } from '../generate/generate.ts';
-import { promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
+import { MAX_CHARS_PER_TOKEN, promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
 import type { Predictor } from '../serve/types.ts';
 import type { RowScorer, Scored } from './predict.ts';
 
@@ -35,12 +35,21 @@ export interface LmScorerOptions {
 }
 
 export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScorer {
+  // generate takes a prompt shorter than the context. A longer one is refused by its characters before it is
+  // tokenized, as serve refuses it: a hostile row of one long word would otherwise hold the run for hours.
+  const maxPrompt = gen.contextLength - 1;
   return {
     batchSize: 1,
     columns: ['answer', 'finishReason'],
     async score(texts, signal) {
       const out: Scored[] = [];
       for (const text of texts) {
+        if (text.length > maxPrompt * MAX_CHARS_PER_TOKEN) {
+          out.push({
+            bad: `the prompt has ${text.length} characters, more than ${MAX_CHARS_PER_TOKEN} a token for the ${maxPrompt} tokens the model's context holds`,
+          });
+          continue;
+        }
         try {
           const ids = promptTokens(gen, text, o);
           const [r] = await generate(gen.decoder, [ids], { ...o.sampling, signal });

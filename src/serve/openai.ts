@@ -8,6 +8,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
 import { InputError } from '../errors.ts';
+import { MAX_CHARS_PER_TOKEN } from '../generate/text-generator.ts';
 import { GenerationGate } from './gate.ts';
 import type { HotSwapModel } from './hot-swap.ts';
 import type { Counter } from './prometheus.ts';
@@ -488,14 +489,6 @@ export function samplingSeed(seed: number): number {
 function finishReason(r: GenerateResult['finishReason']): string {
   return r === 'cancelled' ? 'stop' : r;
 }
-
-/**
- * Characters a token that no prompt of real text averages: English runs about 4.5, indented code 4.7,
- * column-aligned tables 10–12, markdown tables with wide rules 15.5 (SmolLM2). Single tokens are longer
- * (its longest is a newline and 80 spaces), but a prompt that averages more than this over the whole
- * limit would be almost nothing but such runs; a request refused for it says so.
- */
-const MAX_CHARS_PER_TOKEN = 32;
 
 /** The characters of a conversation's messages, which its prompt is at least as long as. */
 function chatChars(messages: ChatBody['messages']): number {
