@@ -21,6 +21,7 @@ import { trainStage, type TrainConfig } from '../src/stages/train.ts';
 import { tinyClassifierTrainConfig, tinyLoraTrainConfig, writeRepeatTable } from '../src/stages/train-config.testing.ts';
 import { testStageContext } from '../src/stages/stage-context.testing.ts';
 import { exportedValidation } from '../src/finetune/loop.ts';
+import { compareTrialRuns } from '../src/eval/trial-artifacts.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { listModelViews, UiDatabases } from '../ui/data.ts';
 
@@ -45,7 +46,7 @@ async function trainAndRegister(name: string, runId: string, cfg: TrainConfig, m
     { name, model: trained.model as ArtifactRef, metrics: await store.putJson(metrics) },
     ctx('register', runId),
   );
-  return { validation: await lastValidation(trained.history as ArtifactRef), version: registered.version as number };
+  return { trained, validation: await lastValidation(trained.history as ArtifactRef), version: registered.version as number };
 }
 
 test("a classifier's version carries its training's final validation scores beside evaluate's test metrics; models show and diff list them", async () => {
@@ -91,6 +92,31 @@ test("a classifier's version carries its training's final validation scores besi
   } finally {
     await dbs.close();
   }
+});
+
+test("runs --compare and the dashboard's trials give an early-stopped run its exported model's validation scores, as its version has them", async () => {
+  const model = tinyBertDir(join(root, 'bert-es'), 7, TINY_MINILM);
+  const table = (file: string, n: number, seed: number) =>
+    store.putFile(writeTextTable(join(root, file), syntheticRows(n, seed)), { mediaType: MEDIA.arrow });
+  const [train, validation] = [await table('train-es.arrow', 80, 5), await table('validation-es.arrow', 24, 6)];
+  const cfg = tinyClassifierTrainConfig(model, train, {
+    validation,
+    evalEvery: 1,
+    seed: 3,
+    earlyStopping: { metric: 'loss', patience: 2 },
+  });
+  const es = await trainAndRegister('cls-es', 'run-es', cfg, { f1_macro: 0.5 });
+  const reg = await openRegistry(join(root, 'registry.db'));
+  const registered = await reg.getVersion('cls-es', es.version).finally(() => reg.close());
+  // Stopped at step 6 with step 4's weights: the history's last evaluation is of weights that were not exported.
+  assert.equal(es.trained.steps, 6);
+  assert.notEqual(registered.metrics.val_loss, es.validation.val_loss);
+
+  const stages = [{ id: 'train', uses: 'train', state: 'succeeded', outputs: es.trained }];
+  const cmp = await compareTrialRuns(store, [{ runId: 'run-es', state: 'succeeded', params: {}, stages }]);
+  const rows = Object.fromEntries(cmp.rows.map((r) => [r.name, r.values[0]]));
+  for (const col of ['val_f1_macro', 'val_accuracy', 'val_loss'])
+    assert.equal(rows[`train.${col}`], registered.metrics[col], `train.${col}: the registered version's ${col}`);
 });
 
 test('the validation scores a manifest records are those of the exported weights: early stopping best step, else the last evaluation', () => {

@@ -331,7 +331,7 @@ export interface RunComparison {
   /** Where the planned specs (params, stage configs) differ. */
   spec: SpecDiffLine[];
   /**
-   * The runs as `tempered runs --compare` compares them (the same code): params that differ, final validation, evaluate's
+   * The runs as `tempered runs --compare` compares them (the same code): params that differ, the exported model's validation, evaluate's
    * scores, stage times, each metric's best and the run to choose. Its `runs` are left out: `runs` above has them.
    */
   trials: Omit<TrialComparison, 'runs'>;

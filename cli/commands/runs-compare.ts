@@ -59,7 +59,7 @@ export function comparisonLines(cmp: TrialComparison): string[] {
   lines.push('');
   for (const row of table) lines.push(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
   lines.push(
-    '\n* best of the runs (higher for scores, lower for losses); val_*: the last validation of training; -: none (a stage taken from the cache has no time)',
+    "\n* best of the runs (higher for scores, lower for losses); val_*: the exported model's validation (early stopping's best step, else the last evaluation), as models show gives them; -: none (a stage taken from the cache has no time)",
   );
   if (cmp.params.length === 0) lines.push('note: the runs were submitted with the same parameters');
   const best = cmp.bestOnValidation;

@@ -46,3 +46,17 @@ test('trials side by side: validation first, counts the same everywhere left out
   assert.deepEqual(cmp.flags, [{ name: 'deploy.promoted', values: [false, true, false] }]);
   assert.deepEqual(cmp.bestOnValidation, { metric: 'train.val_f1_macro', run: 1 });
 });
+
+test("a train stage's validation is its exported model's: the manifest's scores, else its best step's history row, else the last", () => {
+  const history = { step: Int32Array.from([1, 2, 3, 4]), val_loss: Float64Array.from([0.9, 0.5, 0.7, 0.8]) };
+  const trial = (exported?: TrialArtifacts['exported']) =>
+    compareTrials([
+      { run: run('a', 0.1, 0.5, 0.9, false), artifacts: { histories: { train: history }, metricsDocs: {}, exported } },
+      { run: run('b', 0.2, 0.5, 0.9, false), artifacts: { histories: {}, metricsDocs: {} } },
+    ]).rows.find((r) => r.name === 'train.val_loss')!.values[0];
+  assert.equal(trial({ train: { bestStep: 2, validation: { step: 2, loss: 0.25 } } }), 0.25, 'as register records it');
+  // A folder exported before manifests kept their scores: early stopping's best step, from the history.
+  assert.equal(trial({ train: { bestStep: 2 } }), 0.5);
+  assert.equal(trial({ train: {} }), 0.8);
+  assert.equal(trial(), 0.8);
+});

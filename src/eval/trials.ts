@@ -1,6 +1,6 @@
 /**
  * The trials of a hyperparameter search side by side (`tempered runs --compare`): the parameters that differ, the
- * validation metrics at the end of training (from each train stage's history), every numeric output (test metrics,
+ * validation metrics of each train stage's exported model (what `register` records as its version's val_*), every numeric output (test metrics,
  * final loss, the version registered), the evaluate stage's other scores (from its metrics document) and where the
  * time went, with the best value of each metric marked and the best run on validation named. Picking on the test
  * split's metrics makes them an optimistic estimate of the winner, so the choice is offered on validation.
@@ -11,6 +11,20 @@ import { jsonDiff } from '../util/json-diff.ts';
 
 /** The validation columns a train stage's history holds (NaN at steps without validation). */
 export const VALIDATION_COLUMNS = ['val_f1_macro', 'val_accuracy', 'val_loss'] as const;
+
+/**
+ * An exported model's validation scores (its tempered-model.json's `training.validation`: `{ step, loss, accuracy,
+ * f1_macro }`) under the history's column names, as `register` records them; none where the folder has none.
+ */
+export function validationScores(validation: unknown): Record<string, number> {
+  if (!validation || typeof validation !== 'object') return {};
+  return Object.fromEntries(
+    VALIDATION_COLUMNS.flatMap((col) => {
+      const x = (validation as Record<string, unknown>)[col.slice('val_'.length)];
+      return typeof x === 'number' ? [[col, x]] : [];
+    }),
+  );
+}
 
 /** What of a run's status the comparison reads (a RunStatus has it). */
 export interface TrialRun {
@@ -31,6 +45,11 @@ export interface TrialRun {
 export interface TrialArtifacts {
   histories: Record<string, Record<string, ArrayLike<number> | undefined>>;
   metricsDocs: Record<string, Record<string, unknown>>;
+  /**
+   * Each train stage's exported model's `training` (its tempered-model.json): `bestStep` where early stopping exported
+   * that step's weights, `validation` their scores (folders exported before 7 Dec 2026 have none).
+   */
+  exported?: Record<string, { bestStep?: unknown; validation?: unknown }>;
 }
 
 export interface TrialComparison {
@@ -44,7 +63,7 @@ export interface TrialComparison {
   rows: { name: string; values: (number | undefined)[]; best?: number }[];
   /** Boolean outputs (deploy's `promoted`) that any run has. */
   flags: { name: string; values: (boolean | undefined)[] }[];
-  /** The run with the best final validation metric (F1, else accuracy, else loss), where any run has one. */
+  /** The run with the best exported model's validation metric (F1, else accuracy, else loss), where any run has one. */
   bestOnValidation?: { metric: string; run: number };
 }
 
@@ -58,14 +77,27 @@ export function metricDirection(name: string): 1 | -1 | 0 {
   return 0;
 }
 
-/** Each validation metric's last value in a train stage's history columns: the model the stage exported. */
-function finalValidation(stage: string, columns: TrialArtifacts['histories'][string] | undefined): Record<string, number> {
+/**
+ * The validation scores of the model a train stage exported, what `register` records as its version's val_*: its
+ * manifest's, else (a folder exported before manifests kept them) the history's row of early stopping's best step, else
+ * each column's last evaluation. An early-stopped run's last evaluation is of weights it did not export.
+ */
+function exportedValidation(
+  stage: string,
+  columns: TrialArtifacts['histories'][string] | undefined,
+  exported: { bestStep?: unknown; validation?: unknown } | undefined,
+): Record<string, number> {
+  const prefixed = (scores: Record<string, number>) => Object.fromEntries(Object.entries(scores).map(([k, x]) => [`${stage}.${k}`, x]));
+  const recorded = validationScores(exported?.validation);
+  if (Object.keys(recorded).length > 0) return prefixed(recorded);
+  const at = typeof exported?.bestStep === 'number' && columns?.step ? Array.from(columns.step).indexOf(exported.bestStep) : -1;
   const out: Record<string, number> = {};
   for (const col of VALIDATION_COLUMNS) {
-    const values = Array.from(columns?.[col] ?? []).filter((x) => !Number.isNaN(x));
-    if (values.length > 0) out[`${stage}.${col}`] = values.at(-1)!;
+    const all = Array.from(columns?.[col] ?? []);
+    const values = (at >= 0 ? all.slice(at, at + 1) : all).filter((x) => !Number.isNaN(x));
+    if (values.length > 0) out[col] = values.at(-1)!;
   }
-  return out;
+  return prefixed(out);
 }
 
 /**
@@ -85,13 +117,13 @@ interface TrialNumbers {
   times: Record<string, number>;
 }
 
-/** A run's numbers: validation at the end of training, numeric outputs, seconds per stage run (not cached) and in all. */
+/** A run's numbers: the exported model's validation, numeric outputs, seconds per stage run (not cached) and in all. */
 function trialNumbers(run: TrialRun, artifacts: TrialArtifacts): TrialNumbers {
   const metrics: Record<string, number> = {};
   const flags: Record<string, boolean> = {};
   const times: Record<string, number> = {};
   for (const s of run.stages) {
-    if (s.uses === 'train') Object.assign(metrics, finalValidation(s.id, artifacts.histories[s.id]));
+    if (s.uses === 'train') Object.assign(metrics, exportedValidation(s.id, artifacts.histories[s.id], artifacts.exported?.[s.id]));
     for (const [k, x] of Object.entries(s.outputs ?? {})) {
       if (typeof x === 'number') metrics[`${s.id}.${k}`] = x;
       // deploy's promoted: which trial moved the alias.

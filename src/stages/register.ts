@@ -8,7 +8,7 @@ import { statePaths } from '../state-paths.ts';
 import { codeVersion } from '../util/code-version.ts';
 import { modelHashOf } from '../audit/model-hash.ts';
 import { registryProductionMetrics } from '../registry/production.ts';
-import { VALIDATION_COLUMNS } from '../eval/trials.ts';
+import { validationScores } from '../eval/trials.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import type { StageKind } from './types.ts';
 
@@ -84,18 +84,15 @@ export const registerStage: StageKind<Config> = {
   async run(cfg, ctx) {
     const { modelCard, openRegistry } = await lib();
     const { manifest, artifacts } = await modelArtifacts(cfg.model, ctx.store);
-    const readManifestJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
-      const f = manifest.files.find((x) => x.name === name);
-      return (
-        f && ctx.store.readJson<Record<string, unknown>>({ uri: uriFor(f.sha256), sha256: f.sha256, bytes: f.bytes, mediaType: MEDIA.json })
-      );
-    };
+    const readManifestJson = (name: string) => treeJson(ctx.store, manifest, name);
     const modelInfo = (await readManifestJson('tempered-model.json')) ?? {};
     const baseModel = (await readManifestJson('base-model.json')) ?? (modelInfo.baseModel as Record<string, unknown> | undefined);
-    // production.version ('name@N') and production.decontaminated (boolean) as numbers, so the registry
-    // keeps which version production.* were measured against (src/registry/production.ts).
     const metrics = numericOnly({
-      ...validationMetrics(modelInfo),
+      // The exported weights' validation scores (the manifest's `training.validation`), named as the history's columns,
+      // as `runs --compare` shows them (`<stage>.val_*`); folders exported before they carried them give none.
+      ...validationScores((modelInfo.training as { validation?: unknown } | undefined)?.validation),
+      // production.version ('name@N') and production.decontaminated (boolean) as numbers, so the registry
+      // keeps which version production.* were measured against (src/registry/production.ts).
       ...registryProductionMetrics(cfg.metrics ? await ctx.store.readJson<Record<string, unknown>>(cfg.metrics) : {}, cfg.name),
     });
     const modelHash = modelHashOf(artifacts);
@@ -215,20 +212,14 @@ export async function deliverAudit(reg: Registry, stateDir: string): Promise<voi
   }
 }
 
-/**
- * The validation scores training ended with (the manifest's `training.validation`: the exported weights'), under the
- * names of the train stage's history columns, which `runs --compare` shows as `<stage>.val_*`: what trials are chosen
- * on, beside evaluate's test metrics. Folders exported before they carried them, and trainings without validation, give none.
- */
-function validationMetrics(modelInfo: Record<string, unknown>): Record<string, unknown> {
-  const val = (modelInfo.training as { validation?: unknown } | undefined)?.validation;
-  if (!val || typeof val !== 'object') return {};
-  return Object.fromEntries(
-    VALIDATION_COLUMNS.flatMap((col) => {
-      const x = (val as Record<string, unknown>)[col.slice('val_'.length)];
-      return typeof x === 'number' ? [[col, x]] : [];
-    }),
-  );
+/** A JSON file of a model folder by its name in the folder's tree manifest; undefined where the folder has none. */
+export async function treeJson(
+  store: Pick<ArtifactStore, 'readJson'>,
+  manifest: { files: TreeEntry[] },
+  name: string,
+): Promise<Record<string, unknown> | undefined> {
+  const f = manifest.files.find((x) => x.name === name);
+  return f && store.readJson<Record<string, unknown>>({ uri: uriFor(f.sha256), sha256: f.sha256, bytes: f.bytes, mediaType: MEDIA.json });
 }
 
 /** Metrics JSON may hold arrays (confusion matrices) and strings; the registry keeps numbers. */

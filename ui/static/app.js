@@ -1434,7 +1434,7 @@ function Json({ value }) {
 
 /**
  * The runs as `tempered runs --compare` shows them (the server compares them with the same code, src/eval/trials.ts):
- * params that differ, the last validation of training, evaluate's scores, stage times, each metric's best marked, and
+ * params that differ, the exported model's validation, evaluate's scores, stage times, each metric's best marked, and
  * the run to choose on validation.
  */
 function Trials({ trials, runs, letters }) {
@@ -1477,8 +1477,8 @@ function Trials({ trials, runs, letters }) {
       )}
     </table>
     <p class="muted">
-      * best of the runs (higher for scores, lower for losses; none on a tie); val_*: the last validation of training; –: none (a stage
-      taken from the cache has no time)
+      * best of the runs (higher for scores, lower for losses; none on a tie); val_*: the exported model's validation (early stopping's best
+      step, else the last evaluation), as models show gives them; –: none (a stage taken from the cache has no time)
     </p>
     ${trials.params.length === 0 && html`<p class="muted" id="compare-same-params">the runs were submitted with the same parameters</p>`}
     ${best
