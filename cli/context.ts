@@ -118,18 +118,19 @@ export async function createContext(): Promise<CliContext> {
     },
     async client(opts = {}) {
       if (client) return client;
-      let s = temporalSettings();
-      if (s.embedded && opts.startServer) {
-        const h = await ensureEmbeddedServer({ log: (m) => console.error(m) });
-        if (h.started) console.error(`Temporal dev server started at ${h.address} (web UI ${h.uiUrl})`);
-        s = temporalSettings();
-      }
-      // Before connecting: a malformed TEMPERED_PAYLOAD_KEY is its own error, not "cannot reach Temporal".
+      // Before connecting, and before a dev server is started for a command that a malformed key then fails (it
+      // would be left running): the key's own error, not "cannot reach Temporal".
       let dataConverter;
       try {
         dataConverter = temporalDataConverter();
       } catch (e) {
         throw new CliError((e as Error).message);
+      }
+      let s = temporalSettings();
+      if (s.embedded && opts.startServer) {
+        const h = await ensureEmbeddedServer({ log: (m) => console.error(m) });
+        if (h.started) console.error(`Temporal dev server started at ${h.address} (web UI ${h.uiUrl})`);
+        s = temporalSettings();
       }
       const how = s.embedded ? 'start it with `tempered server start`, or set TEMPORAL_ADDRESS to your cluster' : 'check TEMPORAL_ADDRESS';
       const fault = opts.patient ? undefined : await certainFault(s.address);

@@ -7,7 +7,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -133,4 +134,24 @@ test('a malformed TEMPERED_PAYLOAD_KEY is refused before connecting, naming the 
   const r = await runCli(['status', 'any'], { ...env, TEMPORAL_ADDRESS: '127.0.0.1:1', TEMPERED_PAYLOAD_KEY: 'hunter2' });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^tempered: TEMPERED_PAYLOAD_KEY is not 32 bytes as base64 .*openssl rand -base64 32/);
+  // Without TEMPORAL_ADDRESS, a command that starts the local dev server (resume) is refused before starting one,
+  // which the error would have left running.
+  const home = mkdtempSync(join(tmpdir(), 'tempered-enc-nokey-'));
+  try {
+    const local = await runCli(['resume', 'any'], {
+      TEMPERED_HOME: home,
+      TEMPORAL_ADDRESS: '',
+      TEMPERED_DEV_PORT: String(20000 + Math.floor(Math.random() * 20000)),
+      TEMPERED_PAYLOAD_KEY: 'hunter2',
+    });
+    assert.equal(local.code, 1, local.stderr);
+    assert.match(local.stderr, /^tempered: TEMPERED_PAYLOAD_KEY is not 32 bytes as base64 /);
+    assert.doesNotMatch(local.stderr, /dev server/);
+    assert.deepEqual(readdirSync(home), []);
+  } finally {
+    // A dev server the command did start would outlive it: stopped here, so a failing run leaves none behind.
+    const started = join(home, 'temporal', 'server.json');
+    if (existsSync(started)) process.kill((JSON.parse(readFileSync(started, 'utf8')) as { pid: number }).pid);
+    rmSync(home, { recursive: true, force: true });
+  }
 });
