@@ -25,21 +25,13 @@ const USAGE =
   '  language models: [--max-new-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
   '    [--system TEXT] [--raw] [--chat-template FILE]';
 
-/** Flags that only a causal LM takes: given with a classifier, they would be ignored without a word. */
-const LM_FLAGS = [
-  'max-new-tokens',
-  'temperature',
-  'top-p',
-  'top-k',
-  'repetition-penalty',
-  'seed',
-  'stop',
-  'system',
-  'raw',
-  'chat-template',
-];
-
 const { 'max-tokens': _generateOnly, ...SAMPLING } = SAMPLING_FLAGS;
+
+/**
+ * Flags that only a causal LM takes: given with a classifier, they would be ignored without a word. Derived from
+ * generate's, so that a sampling flag added there is refused here too rather than taken and ignored.
+ */
+const LM_FLAGS = [...Object.keys(SAMPLING).filter((f) => f !== 'threads'), 'max-new-tokens', 'raw'];
 
 export async function predictCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(
