@@ -253,9 +253,10 @@ export class Trainer {
     const rng = new Rng(o.seed);
     let rngState = rng.state();
     let resumedHistory: readonly StepMetrics[] = [];
+    // Once per fit, not per checkpoint: it walks the first epoch's batch order (epochBatches), and the settings are fixed.
+    const settings = this.configHash();
     if (fitOpts.resumeFrom) {
       const ck = loadCheckpoint<StepMetrics>(fitOpts.resumeFrom);
-      const settings = this.configHash();
       if (!sameSettings(ck.manifest.configHash, settings))
         throw settingsMismatch(fitOpts.resumeFrom, ck.manifest, settings, 'training settings');
       for (const [k, v] of ck.params) this.params.set(k, v);
@@ -374,7 +375,6 @@ export class Trainer {
         const shapes: Record<string, number[]> = {};
         for (const p of prog.params) shapes[p.name] = p.dims;
         for (const s of prog.state) shapes[s.input] = s.dims;
-        const settings = this.configHash();
         const manifest: CheckpointManifest = {
           format: 'tempered-checkpoint/1',
           step,
