@@ -74,7 +74,10 @@ test("a classifier's version carries its training's final validation scores besi
   const show = await runCli(['models', 'show', `cls@${a.version}`], env);
   assert.equal(show.code, 0, show.stderr);
   assert.match(show.stdout, new RegExp(`\\n  val_f1_macro +${a.validation.val_f1_macro!.toFixed(4)}\\n`));
-  assert.match(show.stdout, /val_\*: on the validation rows when training ended/);
+  assert.match(
+    show.stdout,
+    /val_\*: the exported weights' on the validation rows \(early stopping's best step, else the last evaluation\)/,
+  );
   const diff = await runCli(['models', 'diff', 'cls', String(a.version), String(b.version)], env);
   assert.equal(diff.code, 0, diff.stderr);
   assert.match(diff.stdout, new RegExp(`\\n  val_loss +${a.validation.val_loss!.toFixed(4)} → ${b.validation.val_loss!.toFixed(4)}  \\(`));

@@ -44,14 +44,16 @@ export function parseModelRef(ref: string): { name: string; at: string | number 
 /** Metric names padded to the longest (28 at least), so long ones such as production.candidate.* stay in the column. */
 const nameWidth = (names: string[]) => Math.max(28, ...names.map((n) => n.length));
 
-/** Counts (production.rows), version numbers and 0/1 flags read as integers; scores with four decimals. */
 /** Says which scores are training's validation ones (register records them as val_*) and which evaluate's test ones. */
 function validationNote(names: string[]): string[] {
   return names.some((n) => n.startsWith('val_'))
-    ? ["  (val_*: on the validation rows when training ended, what a sweep's trials are chosen on; the others: evaluate's)"]
+    ? [
+        "  (val_*: the exported weights' on the validation rows (early stopping's best step, else the last evaluation), what a sweep's trials are chosen on; the others: evaluate's)",
+      ]
     : [];
 }
 
+/** Counts (production.rows), version numbers and 0/1 flags read as integers; scores with four decimals. */
 function fmtMetric(name: string, x: number): string {
   if (name === 'production.version') return `v${x}`;
   return Number.isInteger(x) ? String(x) : x.toFixed(4);
