@@ -4,9 +4,9 @@
  * src/predict's; this reads the flags, resolves and loads the model as serve and generate do, shows progress and
  * turns Ctrl-C into a clean stop (no output file).
  */
-import { readdirSync, rmSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
+import { removeAtomicTemps } from '../../src/data/atomic.ts';
 import { InputError } from '../../src/errors.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { checkPredictPaths, predictFile, type PredictReport, type RowScorer } from '../../src/predict/predict.ts';
@@ -116,9 +116,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
       return;
     }
     // The library removes its temp file once the step running ends; ending now, this process removes it itself.
-    const prefix = `.${basename(output)}.${process.pid}.`;
-    for (const f of readdirSync(dirname(output)))
-      if (f.startsWith(prefix) && f.endsWith('.tmp')) rmSync(join(dirname(output), f), { force: true });
+    removeAtomicTemps(output);
     process.exit(130);
   };
   process.on('SIGINT', onSignal);

@@ -3,10 +3,23 @@
  * A reader therefore sees either the old file or the complete new one, and a failed write leaves
  * nothing behind (the temp file is deleted).
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, writevSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writevSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { syncDirSync } from '../util/durable-write.ts';
+
+/** The start of this process's temp file names for `path`, beside it. */
+const tempPrefix = (path: string) => `.${basename(path)}.${process.pid}.`;
+
+/**
+ * Removes this process's uncommitted temp files for `path`: for a process that must end at once (a second Ctrl-C)
+ * while an AtomicFile is open, whose own abort() would not run.
+ */
+export function removeAtomicTemps(path: string): void {
+  const prefix = tempPrefix(path);
+  for (const f of readdirSync(dirname(path)))
+    if (f.startsWith(prefix) && f.endsWith('.tmp')) rmSync(join(dirname(path), f), { force: true });
+}
 
 export class AtomicFile {
   readonly path: string;
@@ -19,7 +32,7 @@ export class AtomicFile {
   constructor(path: string) {
     this.path = path;
     // Random suffix only names the temp file; it never reaches the output bytes.
-    this.tempPath = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    this.tempPath = join(dirname(path), `${tempPrefix(path)}${randomBytes(4).toString('hex')}.tmp`);
     // Output folders are the caller's choice; creating a missing one is never harmful.
     mkdirSync(dirname(path), { recursive: true });
     this.fd = openSync(this.tempPath, 'wx');
