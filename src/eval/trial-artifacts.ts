@@ -1,7 +1,8 @@
 /**
  * The trials of a search compared from a store: what `tempered runs --compare` and the dashboard's compare page both
- * read of each run (its train stages' validation columns, its evaluate stages' metrics documents) and hand to
- * compareTrials, so the terminal and the page show the same rows, the same best marks and the same run to choose.
+ * read of each run (its train stages' validation columns and exported models' scores, its evaluate stages' metrics
+ * documents) and hand to compareTrials, so the terminal and the page show the same rows, the same best marks and the
+ * same run to choose.
  */
 import { readFileSync } from 'node:fs';
 import { tableFromIPC } from 'apache-arrow';
@@ -15,8 +16,9 @@ type TrialStore = Pick<ArtifactStore, 'localPath' | 'readJson'>;
 
 /**
  * The artifacts the comparison reads from `store` (a shared store's are fetched into the local copy): each train stage's
- * validation columns and exported model's tempered-model.json `training`, each evaluate stage's metrics document. One that cannot be read (not fetched from a shared store,
- * collected) is left out, so its rows stay empty rather than the comparison failing.
+ * validation columns and exported model's tempered-model.json `training`, each evaluate stage's metrics document. One
+ * that cannot be read (not fetched from a shared store, collected) is left out, so its rows stay empty rather than the
+ * comparison failing.
  */
 export async function readTrialArtifacts(store: TrialStore, run: TrialRun): Promise<TrialArtifacts> {
   const exported: NonNullable<TrialArtifacts['exported']> = {};
