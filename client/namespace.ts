@@ -51,6 +51,12 @@ export async function checkNamespace(service: Connection['workflowService'], s: 
   );
 }
 
+/** How long `namespace` keeps a closed run's history, where the server says (undefined where it will not). */
+export async function namespaceRetentionMs(service: Connection['workflowService'], namespace: string): Promise<number | undefined> {
+  const res = await service.describeNamespace({ namespace }).catch(() => undefined);
+  return durationMs(res?.config?.workflowExecutionRetentionTtl);
+}
+
 /** "1 day", "7 days", "36 hours": a retention as people set it. */
 export function retentionWords(ms: number): string {
   const hours = ms / 3_600_000;

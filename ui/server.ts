@@ -17,6 +17,7 @@ import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { auditRunSubmitted, getRunStatus, listRuns, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
+import { runGoneAccount } from '../client/run-gone.ts';
 import { withServerAnswer } from '../client/server-answer.ts';
 import {
   auditScheduleChange,
@@ -326,8 +327,19 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     }
   });
 
-  app.get<{ Params: { id: string } }>('/api/runs/:id', async (req) => {
-    const view = await runView(await o.client(), o.store, req.params.id);
+  app.get<{ Params: { id: string } }>('/api/runs/:id', async (req, reply) => {
+    const client = await o.client();
+    let view: Awaited<ReturnType<typeof runView>>;
+    try {
+      view = await runView(client, o.store, req.params.id);
+    } catch (e) {
+      if (!/not found/i.test((e as Error).message)) throw e;
+      // Past the namespace's retention the trail still has the run: say what `tempered status` says of it.
+      const trail = () => (databaseExists(o.paths.auditDb) ? dbs.audit.get() : Promise.reject(new Error('no audit trail yet')));
+      const gone = await runGoneAccount(trail, client, req.params.id);
+      if (!gone) throw e;
+      return reply.code(404).send({ error: gone.message, hint: gone.next, gone: true });
+    }
     return { ...view, webUrl: o.webUiRunUrl?.(req.params.id) ?? null };
   });
 

@@ -37,6 +37,7 @@ async function api(path, opts = {}) {
       `${res.status}: ${body.error ?? res.statusText}${body.explanation ? `\n${body.explanation}` : ''}${body.hint ? `\n${body.hint}` : ''}`,
     );
     err.status = res.status;
+    err.body = body;
     throw err;
   }
   return body;
@@ -823,7 +824,10 @@ function RunPage({ id }) {
   curvesNow.current = curves;
   const [live, setLive] = useState({});
   const [cancelAsked, setCancelAsked] = useState(false);
-  const reload = () => api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => setError(e.message));
+  // A run past the namespace's retention: the server's account of it from the audit trail, as `tempered status` gives.
+  const [gone, setGone] = useState();
+  const reload = () =>
+    api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => (e.body?.gone ? setGone(e.body) : setError(e.message)));
   const loadCurves = () =>
     api(`/api/runs/${encodeURIComponent(id)}/curves`).then(
       (c) => {
@@ -839,6 +843,7 @@ function RunPage({ id }) {
     setCurvesFor(undefined);
     setLive({});
     setCancelAsked(false);
+    setGone(undefined);
     // Status and curves in parallel: the curves do not wait for the status to name the training stages.
     reload();
     loadCurves();
@@ -910,6 +915,12 @@ function RunPage({ id }) {
   }, [id, running, curvesLoaded]);
   const spec = html`<${RecordedSpec} path=${`/api/runs/${encodeURIComponent(id)}/spec`} />`;
   // The trail keeps the spec after Temporal's retention deleted the run: shown even where the run cannot be.
+  if (gone)
+    return html`<div class="warning" id="run-gone">
+        <p>${gone.error}</p>
+        <p>${gone.hint}</p>
+      </div>
+      ${spec}`;
   if (error)
     return html`<p class="error">${error}</p>
       ${spec}`;
