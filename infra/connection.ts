@@ -3,6 +3,9 @@
  * embedded dev server; with it, tempered talks to that cluster and starts nothing.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import { ChannelCredentials, type CallCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { embeddedServerInfo } from './dev-server.ts';
@@ -83,7 +86,51 @@ export async function connectClient(s: TemporalSettings = temporalSettings()): P
   // A malformed payload key is refused before anything connects (the Client that takes the converter comes later).
   temporalDataConverter();
   const opts: ConnectionOptions = { address: s.address, tls: s.tls as ConnectionOptions['tls'], apiKey: s.apiKey };
-  return Connection.connect(opts);
+  return Connection.connect(ipServerTls(s) ?? opts);
+}
+
+/**
+ * Without TEMPORAL_TLS_SERVER_NAME grpc-js sends the address's host as the TLS server name (SNI), and where that is an
+ * IP address Node printed DEP0123 ("Setting the TLS ServerName to an IP address is not permitted") on every command:
+ * SNI carries no IP addresses (RFC 6066). For such an address the connection gets grpc-js's own TLS credentials, as
+ * the SDK makes them (createSsl), with the server name left out; Node then checks the server's certificate against
+ * the IP address, as it did. With an API key, its header is set as the SDK's apiKey sets it (which refuses credentials).
+ */
+function ipServerTls(s: TemporalSettings): ConnectionOptions | undefined {
+  if (!s.tls) return undefined;
+  const tls = s.tls === true ? {} : s.tls;
+  const host = s.address.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  if (tls.serverNameOverride || !isIP(host)) return undefined;
+  const ssl = ChannelCredentials.createSsl(tls.serverRootCACertificate, tls.clientCertPair?.key, tls.clientCertPair?.crt);
+  return {
+    address: s.address,
+    credentials: new NoIpServerName(ssl),
+    ...(s.apiKey ? { metadata: { Authorization: `Bearer ${s.apiKey}` } } : {}),
+  };
+}
+
+/** `inner`, whose connections send no server name: only used for an IP address (ipServerTls). */
+class NoIpServerName extends ChannelCredentials {
+  constructor(private readonly inner: ChannelCredentials) {
+    super();
+  }
+  _isSecure(): boolean {
+    return this.inner._isSecure();
+  }
+  _equals(other: ChannelCredentials): boolean {
+    return other instanceof NoIpServerName && this.inner._equals(other.inner);
+  }
+  _createSecureConnector(
+    target: Parameters<ChannelCredentials['_createSecureConnector']>[0],
+    options: ChannelOptions,
+    call?: CallCredentials,
+  ): ReturnType<ChannelCredentials['_createSecureConnector']> {
+    const connector = this.inner._createSecureConnector(target, options, call);
+    // grpc-js (1.14) keeps what it gives tls.connect here; tests/cluster-settings.test.ts's IP case fails where it does not.
+    const tlsOptions = (connector as { connectionOptions?: TlsConnectionOptions }).connectionOptions;
+    if (tlsOptions?.servername && isIP(tlsOptions.servername)) delete tlsOptions.servername;
+    return connector;
+  }
 }
 
 export async function connectWorker(s: TemporalSettings = temporalSettings()): Promise<NativeConnection> {

@@ -17,6 +17,7 @@ import { startDevServer, stopProcess } from '../infra/dev-server.ts';
 import { freePort } from '../src/util/port-race.ts';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const TLS_DIR = join(FIXTURES, 'tls');
 
 let cluster: Awaited<ReturnType<typeof startCliServer>>;
 
@@ -145,21 +146,11 @@ describe('npm run demo against a cluster', () => {
 describe('a cluster behind TLS', () => {
   it("a worker whose TLS the server's certificate fails says why and which setting, though the CLI got through", async () => {
     // A TLS terminator in front of the dev server: a cluster with TLS, as a team's is.
-    const tlsDir = join(FIXTURES, 'tls');
-    const proxy = tls.createServer(
-      { key: readFileSync(join(tlsDir, 'cn-only.key')), cert: readFileSync(join(tlsDir, 'cn-only.crt')), ALPNProtocols: ['h2'] },
-      (down) => {
-        const up = net.connect(cluster.server.port, '127.0.0.1');
-        down.pipe(up).pipe(down);
-        up.on('error', () => down.destroy());
-        down.on('error', () => up.destroy());
-      },
-    );
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const proxy = await tlsTerminator('cn-only');
     try {
       const env = {
         TEMPORAL_ADDRESS: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
-        TEMPORAL_TLS_CA: join(tlsDir, 'ca.crt'),
+        TEMPORAL_TLS_CA: join(TLS_DIR, 'ca.crt'),
         TEMPORAL_TLS_SERVER_NAME: 'localhost',
         TEMPERED_HOME: cluster.home,
       };
@@ -177,7 +168,40 @@ describe('a cluster behind TLS', () => {
       proxy.close();
     }
   });
+
+  it('an address given as an IP, without TEMPORAL_TLS_SERVER_NAME, connects without DEP0123', async () => {
+    const proxy = await tlsTerminator('ip');
+    try {
+      // The certificate names 127.0.0.1 and is its own CA: the check against the IP address still passes.
+      const env = {
+        TEMPORAL_ADDRESS: `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
+        TEMPORAL_TLS_CA: join(TLS_DIR, 'ip.crt'),
+        TEMPERED_HOME: cluster.home,
+      };
+      const r = await runCli(['runs'], env);
+      assert.equal(r.code, 0, r.stderr);
+      // Was on every command: grpc-js sent the IP address as the TLS server name.
+      assert.doesNotMatch(r.stderr, /DEP0123|ServerName to an IP address/);
+    } finally {
+      proxy.close();
+    }
+  });
 });
+
+/** A TLS terminator in front of the dev server, as a team's cluster has, with tests/fixtures/tls's `name`.crt and .key. */
+async function tlsTerminator(name: string): Promise<tls.Server> {
+  const proxy = tls.createServer(
+    { key: readFileSync(join(TLS_DIR, `${name}.key`)), cert: readFileSync(join(TLS_DIR, `${name}.crt`)), ALPNProtocols: ['h2'] },
+    (down) => {
+      const up = net.connect(cluster.server.port, '127.0.0.1');
+      down.pipe(up).pipe(down);
+      up.on('error', () => down.destroy());
+      down.on('error', () => up.destroy());
+    },
+  );
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  return proxy;
+}
 
 describe('an address that does not answer', () => {
   it('says what is wrong with it: no such host, nothing listening, TLS on one side only', async () => {
