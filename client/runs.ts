@@ -130,7 +130,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
   if (first.state === 'queued')
     return {
       ...pendingStatus(inputOf(client, runId, first.events), runId, desc.startTime.toISOString()),
-      waitingForWorker: desc.taskQueue,
+      ...((await firstTaskWaits(client, desc.taskQueue, first.events)) ? { waitingForWorker: desc.taskQueue } : {}),
       ...(first.cancelRequested ? { cancelRequested: true } : {}),
     };
   if (first.state === 'failing')
@@ -244,7 +244,7 @@ const scheduledQueues = new Map<string, string>();
  * A stage scheduled this recently is most likely being taken as the status is read: other runs are
  * looked through only for one that waited longer.
  */
-const TAKEN_SOON_MS = 2_000;
+export const TAKEN_SOON_MS = 2_000;
 
 async function markStagesNobodyTakes(
   client: Client,
@@ -469,6 +469,20 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
  * Workers polling `queue` as the server lists them (a killed one stays listed for minutes): for workflow
  * tasks, or for stages (activities).
  */
+/**
+ * Whether a run's first workflow task, queued on `queue`, waits for a worker rather than being taken now. Just
+ * submitted, a served queue's task is still queued for some milliseconds (more on a dev server without tempered's
+ * tuning), and `submit --wait`'s first status read met it there: "no worker has picked this run up yet" while a worker
+ * polled (3 of 6 runs, cluster journey of 7 Dec). So a task scheduled under TAKEN_SOON_MS ago waits only where no
+ * worker polls the queue (none listed); one scheduled earlier waits, listed or not (a dead worker stays listed minutes).
+ */
+async function firstTaskWaits(client: Client, queue: string, events: HistoryEvent[]): Promise<boolean> {
+  const scheduled = events.filter((e) => e.workflowTaskScheduledEventAttributes).pop();
+  const at = scheduled ? timeMs(scheduled.eventTime) : undefined;
+  if (at === undefined || Date.now() - at > TAKEN_SOON_MS) return true;
+  return (await pollerCount(client, queue, 'workflows').catch(() => 1)) === 0;
+}
+
 async function pollerCount(
   client: Client,
   queue: string,
