@@ -466,23 +466,24 @@ async function lookUpInto(client: Client, queues: Set<string>, found: Map<string
 }
 
 /**
- * Workers polling `queue` as the server lists them (a killed one stays listed for minutes): for workflow
- * tasks, or for stages (activities).
- */
-/**
  * Whether a run's first workflow task, queued on `queue`, waits for a worker rather than being taken now. Just
  * submitted, a served queue's task is still queued for some milliseconds (more on a dev server without tempered's
  * tuning), and `submit --wait`'s first status read met it there: "no worker has picked this run up yet" while a worker
  * polled (3 of 6 runs, cluster journey of 7 Dec). So a task scheduled under TAKEN_SOON_MS ago waits only where no
  * worker polls the queue (none listed); one scheduled earlier waits, listed or not (a dead worker stays listed minutes).
+ * `now`: the time of the status read (a test's, so that which side of TAKEN_SOON_MS it falls does not hang on load).
  */
-async function firstTaskWaits(client: Client, queue: string, events: HistoryEvent[]): Promise<boolean> {
+export async function firstTaskWaits(client: Client, queue: string, events: HistoryEvent[], now = Date.now()): Promise<boolean> {
   const scheduled = events.filter((e) => e.workflowTaskScheduledEventAttributes).pop();
   const at = scheduled ? timeMs(scheduled.eventTime) : undefined;
-  if (at === undefined || Date.now() - at > TAKEN_SOON_MS) return true;
+  if (at === undefined || now - at > TAKEN_SOON_MS) return true;
   return (await pollerCount(client, queue, 'workflows').catch(() => 1)) === 0;
 }
 
+/**
+ * Workers polling `queue` as the server lists them (a killed one stays listed for minutes): for workflow
+ * tasks, or for stages (activities).
+ */
 async function pollerCount(
   client: Client,
   queue: string,
