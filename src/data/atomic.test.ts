@@ -1,14 +1,19 @@
 /** AtomicFile's commit without replacing (what `tempered predict` relies on without --force) and removeAtomicTemps. */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AtomicFile, removeAtomicTemps } from './atomic.ts';
 
-test('commit({ replace: false }) keeps a file made at the target meanwhile, and leaves no temp file; replacing commits overwrite', (t) => {
+function scratch(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'atomic-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('commit({ replace: false }) keeps a file made at the target meanwhile, and leaves no temp file; replacing commits overwrite', (t) => {
+  const dir = scratch(t);
   const target = join(dir, 'out.jsonl');
 
   const late = new AtomicFile(target);
@@ -31,8 +36,7 @@ test('commit({ replace: false }) keeps a file made at the target meanwhile, and 
 });
 
 test("removeAtomicTemps removes this process's temp files for a path, not another process's or another path's", (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'atomic-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = scratch(t);
   const target = join(dir, 'out.jsonl');
   const open = new AtomicFile(target);
   open.write(Buffer.from('partial\n'));
