@@ -47,7 +47,8 @@ function options(name: string, over: Partial<TrainClassifierOptions>): TrainClas
   };
 }
 
-async function interruptedThenResumed(name: string, over: Partial<TrainClassifierOptions>, stopAt: number) {
+/** Trains `name` and stops it once step `stopAt`'s checkpoint is on disk, as a worker that died there. */
+async function interrupted(name: string, over: Partial<TrainClassifierOptions>, stopAt: number) {
   const ctl = new AbortController();
   await assert.rejects(
     trainClassifier(
@@ -55,14 +56,18 @@ async function interruptedThenResumed(name: string, over: Partial<TrainClassifie
         ...over,
         signal: ctl.signal,
         onCheckpoint: (dir) => {
-          if (dir.endsWith(`step-${String(stopAt).padStart(8, '0')}`)) ctl.abort();
+          if (dir.endsWith(ckName(stopAt))) ctl.abort();
         },
       }),
     ),
     (e: unknown) => (e as Error).name === 'AbortError',
   );
   assert.equal(existsSync(join(root, name, 'out')), false, 'an interrupted run exports nothing');
-  assert.ok(readdirSync(join(root, name, 'ck')).includes(`step-${String(stopAt).padStart(8, '0')}`));
+  assert.ok(readdirSync(join(root, name, 'ck')).includes(ckName(stopAt)));
+}
+
+async function interruptedThenResumed(name: string, over: Partial<TrainClassifierOptions>, stopAt: number) {
+  await interrupted(name, over, stopAt);
   return trainClassifier(options(name, { ...over, resume: true }));
 }
 
@@ -163,19 +168,7 @@ test('resuming with changed settings is refused, naming the settings that differ
 test('a checkpoint that records only its settings hash (written before 7 Dec) still resumes, and its refusal says which settings is not known', async () => {
   const over: Partial<TrainClassifierOptions> = { maxSteps: 4, checkpointEvery: 2 };
   const a = await trainClassifier(options('hash-only-a', over));
-  const ctl = new AbortController();
-  await assert.rejects(
-    trainClassifier(
-      options('hash-only-b', {
-        ...over,
-        signal: ctl.signal,
-        onCheckpoint: (dir) => {
-          if (dir.endsWith(ckName(2))) ctl.abort();
-        },
-      }),
-    ),
-    (e: unknown) => (e as Error).name === 'AbortError',
-  );
+  await interrupted('hash-only-b', over, 2);
   const manifestPath = join(root, 'hash-only-b', 'ck', ckName(2), 'manifest.json');
   const { settings, ...older } = JSON.parse(readFileSync(manifestPath, 'utf8')) as Record<string, unknown>;
   assert.ok(settings, 'a checkpoint written now records its settings');
@@ -275,37 +268,12 @@ test("a run resumed from a checkpoint has the uninterrupted run's whole history,
 test('a checkpoint written before checkpoints carried the history still resumes: the history starts after it, and later checkpoints carry what there is', async () => {
   const over: Partial<TrainClassifierOptions> = { maxSteps: 10, checkpointEvery: 3 };
   const a = await trainClassifier(options('old-a', over));
-  const ctl = new AbortController();
-  await assert.rejects(
-    trainClassifier(
-      options('old-b', {
-        ...over,
-        signal: ctl.signal,
-        onCheckpoint: (dir) => {
-          if (dir.endsWith(ckName(3))) ctl.abort();
-        },
-      }),
-    ),
-    (e: unknown) => (e as Error).name === 'AbortError',
-  );
+  await interrupted('old-b', over, 3);
   const ck = join(root, 'old-b', 'ck');
   // As an older version wrote it: no history file.
   rmSync(join(ck, ckName(3), HISTORY_FILE));
   // Resumed from it, and stopped again after step 6's checkpoint.
-  const ctl2 = new AbortController();
-  await assert.rejects(
-    trainClassifier(
-      options('old-b', {
-        ...over,
-        resume: true,
-        signal: ctl2.signal,
-        onCheckpoint: (dir) => {
-          if (dir.endsWith(ckName(6))) ctl2.abort();
-        },
-      }),
-    ),
-    (e: unknown) => (e as Error).name === 'AbortError',
-  );
+  await interrupted('old-b', { ...over, resume: true }, 6);
   // A copy of the folder for resuming from step 3 once more below.
   cpSync(ck, join(root, 'old-c', 'ck'), { recursive: true });
   rmSync(join(root, 'old-c', 'ck', ckName(6)), { recursive: true });
