@@ -254,13 +254,12 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
       );
     const report: PredictReport = {
       input: { path: display, format, sha256: inputHash.digest('hex'), bytes: inputBytes },
-      output: { path: o.output, format: outFormat, sha256: '', bytes: out.bytes },
+      output: { path: o.output, format: outFormat, sha256: outputHash.digest('hex'), bytes: out.bytes },
       rows,
       badRows,
       badReasons,
       firstBadRows,
     };
-    report.output.sha256 = outputHash.digest('hex');
     // Checked again before the record is written: a file made there while the rows were scored stays.
     if (!o.overwrite && existsSync(o.output)) throw outputMadeMeanwhile(o.output);
     await o.beforeCommit?.(report);
