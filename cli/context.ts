@@ -136,9 +136,8 @@ export async function createContext(): Promise<CliContext> {
       const fault = opts.patient ? undefined : await certainFault(s.address);
       if (fault) throw new CliError(`cannot reach Temporal at ${s.address} (${fault}): ${how}.`);
       try {
-        const connection = await connectClient(s);
-        client = new Client({ connection, namespace: s.namespace, dataConverter });
-        await connection.workflowService.getSystemInfo({});
+        // Connection.connect has had the server's GetSystemInfo answer (the SDK's ensureConnected): no second call.
+        client = new Client({ connection: await connectClient(s), namespace: s.namespace, dataConverter });
       } catch (e) {
         const found = opts.patient ? await certainFault(s.address) : undefined;
         if (found) throw new CliError(`cannot reach Temporal at ${s.address} (${found}): ${how}.`);
