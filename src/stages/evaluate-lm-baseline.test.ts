@@ -31,11 +31,18 @@ test("a causal LM's base model is asked the test rows once per base model, rows 
     mediaType: 'application/vnd.apache.arrow.file',
   });
   const generation: GenerationConfig = { maxNewTokens: 3, batchSize: 4, samples: 3 };
-  const evaluate = async (model: ArtifactRef, o: { generation?: GenerationConfig; maxRows?: number } = {}) => {
+  const evaluate = async (model: ArtifactRef, o: { generation?: GenerationConfig; maxRows?: number; seed?: number } = {}) => {
     const messages: string[] = [];
     const ctx = testbed.ctx('evaluate', 'r1', (p) => void (p.message && messages.push(p.message)));
     const out = await evaluateStage.run(
-      { model, test: test1, baseline: { model: base.dir }, maxRows: o.maxRows ?? 10, generation: o.generation ?? generation, threads: 1 },
+      {
+        model,
+        test: test1,
+        baseline: { model: base.dir, seed: o.seed },
+        maxRows: o.maxRows ?? 10,
+        generation: o.generation ?? generation,
+        threads: 1,
+      },
       ctx,
     );
     return { metrics: read(out.metrics), report: read(out.report), messages };
@@ -69,6 +76,8 @@ test("a causal LM's base model is asked the test rows once per base model, rows 
   assert.ok(!asked(more.messages));
   assert.deepEqual(baseline(more.report).samples.slice(0, 3), baseline(first.report).samples);
   assert.equal(more.report.samples.length, 5);
+  // Nor is another baseline seed: the loss is teacher-forced and the answers greedy, the seed is the classifier's.
+  assert.ok(!asked((await evaluate(b, { seed: 5 })).messages), 'asked again for another baseline.seed');
 
   // What the base model's answers depend on changes: it is asked again, and kept beside the first.
   assert.ok(asked((await evaluate(b, { generation: { ...generation, maxNewTokens: 2 } })).messages));

@@ -738,7 +738,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
             exactMatch: gen.exactMatch ?? {},
           }
         : null,
-      seed: cfg.baseline.seed ?? 0,
+      // No seed: the loss is teacher-forced and the answers greedy, so baseline.seed (the classifier's) changes nothing.
       threads: cfg.threads ?? null,
     });
     base = memo.read();
