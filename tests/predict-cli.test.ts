@@ -236,6 +236,13 @@ test('predict: an existing output is kept unless --force; unknown models and opt
   );
   assert.equal(lmFlag.code, 2, lmFlag.stderr);
   assert.match(lmFlag.stderr, /spam@1 is a classifier: --max-new-tokens applies to language models only/);
+  // --raw skips the chat template, as in generate: a system message with it would be ignored without a word.
+  const rawSystem = await runCliInProcess(
+    ['predict', 'nosuch', '--input', input, '--output', join(work, 'w.jsonl'), '--raw', '--system', 'be brief'],
+    env,
+  );
+  assert.equal(rawSystem.code, 2, rawSystem.stderr);
+  assert.match(rawSystem.stderr, /--system applies to the chat template, which --raw skips/);
   const clfFlag = await runCliInProcess(['predict', lmDir, '--input', input, '--output', join(work, 'z.jsonl'), '--batch-size', '8'], env);
   assert.equal(clfFlag.code, 2, clfFlag.stderr);
   assert.match(clfFlag.stderr, /is a language model.*--batch-size applies to classifiers only/);

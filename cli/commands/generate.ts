@@ -86,6 +86,13 @@ export const SAMPLING_FLAGS = {
   threads: { type: 'string' },
 } as const;
 
+/** --raw skips the chat template, and with it the system message: either given with it would be ignored without a word. */
+export function refuseRawWithTemplate(values: { raw?: boolean; system?: string; 'chat-template'?: string }): void {
+  for (const flag of ['system', 'chat-template'] as const)
+    if (values.raw && values[flag] !== undefined)
+      throw new CliError(`--${flag} applies to the chat template, which --raw skips: give one or the other`, 2);
+}
+
 type SamplingValues = { [K in keyof typeof SAMPLING_FLAGS]?: (typeof SAMPLING_FLAGS)[K] extends { multiple: true } ? string[] : string };
 
 /** The sampling options and thread count the flags ask for; a flag that is no number fails before a model loads. */
@@ -191,10 +198,7 @@ export async function generateCmd(ctx: CliContext, argv: string[]): Promise<numb
   if (positionals.length !== 2) throw new CliError(`generate takes a model and a prompt\nusage: ${USAGE}`, 2);
   const [ref, promptArg] = positionals as [string, string];
   refuseLongCommandLine(promptArg);
-  // --raw skips the chat template, and with it the system message: either would be ignored without a word.
-  for (const flag of ['system', 'chat-template'] as const)
-    if (values.raw && values[flag] !== undefined)
-      throw new CliError(`--${flag} applies to the chat template, which --raw skips: give one or the other`, 2);
+  refuseRawWithTemplate(values);
   // Flags first: a typo fails before a model is loaded.
   const { sampling, threads } = samplingFromFlags(values, 128);
   checkedSampling(sampling);

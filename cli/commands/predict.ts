@@ -15,7 +15,7 @@ import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
-import { checkedSampling, cliInputError, resolveModelRef, SAMPLING_FLAGS, samplingFromFlags } from './generate.ts';
+import { checkedSampling, cliInputError, refuseRawWithTemplate, resolveModelRef, SAMPLING_FLAGS, samplingFromFlags } from './generate.ts';
 import { exportedTask, intFlag, readChatTemplate } from './serve.ts';
 
 const USAGE =
@@ -57,9 +57,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
   const onBadRow = values['on-bad-row'] ?? 'fail';
   if (onBadRow !== 'fail' && onBadRow !== 'skip')
     throw new CliError(`--on-bad-row must be fail or skip, got ${JSON.stringify(onBadRow)}`, 2);
-  for (const flag of ['system', 'chat-template'] as const)
-    if (values.raw && values[flag] !== undefined)
-      throw new CliError(`--${flag} applies to the chat template, which --raw skips: give one or the other`, 2);
+  refuseRawWithTemplate(values);
   // Every flag is checked before a model is looked up or loaded.
   const maxNew = intFlag('max-new-tokens', values['max-new-tokens'], 1);
   const batchSize = intFlag('batch-size', values['batch-size'], 1, 1024);
