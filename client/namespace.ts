@@ -7,11 +7,6 @@
 import type { Connection } from '@temporalio/client';
 import type { TemporalSettings } from '../infra/connection.ts';
 
-export interface NamespaceFacts {
-  /** How long the namespace keeps a closed run's history, where the server said. */
-  retentionMs?: number;
-}
-
 const NOT_FOUND = 5; // gRPC status code
 
 function grpcCode(e: unknown): number | undefined {
@@ -31,12 +26,12 @@ function durationMs(d: { seconds?: unknown; nanos?: unknown } | null | undefined
  * Throws, with what to do, when the server does not have `s.namespace`. Any other answer (an API key that
  * may not describe namespaces, a server without the call) is left to the command's own calls to report.
  */
-export async function checkNamespace(service: Connection['workflowService'], s: TemporalSettings): Promise<NamespaceFacts> {
+export async function checkNamespace(service: Connection['workflowService'], s: TemporalSettings): Promise<void> {
   try {
-    const res = await service.describeNamespace({ namespace: s.namespace });
-    return { retentionMs: durationMs(res.config?.workflowExecutionRetentionTtl) };
+    await service.describeNamespace({ namespace: s.namespace });
+    return;
   } catch (e) {
-    if (grpcCode(e) !== NOT_FOUND) return {};
+    if (grpcCode(e) !== NOT_FOUND) return;
   }
   // Which names there are helps with a typo; a key that may not list them just leaves them out.
   const names = await service
