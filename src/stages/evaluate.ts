@@ -21,6 +21,7 @@ import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { issuesFrom, modelSourceIssues } from './checks.ts';
+import { modelIdentityKey } from './model-identity.ts';
 import { checkAnswerNormalization, generativeGateShape, type AnswerBreakdown, type AnswerNormalization } from '../eval/generative.ts';
 import type { KindIssue } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
@@ -355,12 +356,18 @@ export const evaluateStage: StageKind<Config> = {
       threads: { type: 'integer', minimum: 1 },
     },
   },
-  // The production comparison depends on which version the alias points at now.
-  async externalInputs(cfg, { stateDir }) {
-    const { currentVersion, versionArtifact } = await lib();
-    if (!cfg.production) return [];
-    const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
-    return [v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none'];
+  // The baseline's scores depend on the files its model source resolves to now (a local folder exported again, an hf:
+  // branch moved), as train's do; the production comparison on which version the alias points at now. Each is named
+  // only when the spec asks for it, so the keys of evaluations without one are those they had before.
+  async externalInputs(cfg, { baseDir, stateDir }) {
+    const inputs: string[] = [];
+    if (cfg.baseline) inputs.push(`baseline:${await modelIdentityKey(cfg.baseline.model, baseDir, stateDir)}`);
+    if (cfg.production) {
+      const { currentVersion, versionArtifact } = await lib();
+      const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');
+      inputs.push(v ? `production:${v.name}@${v.version}:${versionArtifact(v, 'model')?.sha256 ?? ''}` : 'production:none');
+    }
+    return inputs;
   },
   outputs: {
     metrics: {

@@ -14,7 +14,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
-import { hashJson } from '../util/canonical-json.ts';
+import { modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
@@ -593,16 +593,6 @@ async function runtimeFacts(threads: number | undefined): Promise<Record<string,
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
   };
-}
-
-/**
- * Hash of what a model source resolves to now: file hashes for a folder or .onnx file, the commit
- * (asked of the Hub for a branch or tag) and file hashes for hf:, the pinned wheel for pypi:.
- */
-export async function modelIdentityKey(model: string, baseDir: string, stateDir: string): Promise<string> {
-  const { resolveModelSource } = await lib();
-  const resolved = await resolveModelSource(absoluteModelSource(model, baseDir), { cacheDir: statePaths(stateDir).models });
-  return hashJson(resolved.identity);
 }
 
 export function stageKinds(): StageKind<any>[] {
