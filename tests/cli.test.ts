@@ -189,6 +189,12 @@ describe('tempered CLI', () => {
     );
     assert.equal(ended.length, 1, failedAudit.stdout);
     assert.match(ended[0]!.details.error ?? '', /stage 'ingest' failed: .*no-such-file\.jsonl/);
+    // Following the ended run exits as `submit --wait` did, so `status --watch && promote` stops here; a look is 0.
+    const runId = /submitted run (\S+)/.exec(r.stdout)![1]!;
+    const watched = await runCli(['status', runId, '--watch'], env);
+    assert.match(watched.stdout, /ingest\s+ingest\s+failed/);
+    assert.equal(watched.code, 1, 'status --watch of a failed run exits 1');
+    assert.equal((await runCli(['status', runId], env)).code, 0);
   });
 
   it("on a given TEMPORAL_ADDRESS, submit --wait leaves the stages to the queue's workers unless asked", async () => {

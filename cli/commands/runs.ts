@@ -301,7 +301,10 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
     await ctx.fetchReports(st);
     console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
   }
-  return 0;
+  // --watch waits for the end as `submit --wait` does (whose Ctrl-C points here), so it exits as that does: a script
+  // that follows a run with `status --watch && …` must not go on after a failed one. A bare look answers 0 whatever
+  // the run's state: the command did what it was asked.
+  return values.watch && st.state !== 'succeeded' ? 1 : 0;
 }
 
 export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> {
