@@ -42,6 +42,8 @@ export interface StatePaths {
   runs: string;
   /** Per-step metrics of running stages (training curves), one JSON-lines file per stage execution. */
   progress: string;
+  /** The evaluate stage's baseline scores as scored before, one file a base model, rows and settings (this host's). */
+  baselines: string;
 }
 
 export function statePaths(root: string, env: Record<string, string | undefined> = process.env): StatePaths {
@@ -62,5 +64,6 @@ export function statePaths(root: string, env: Record<string, string | undefined>
     checkpoints: join(root, 'checkpoints'),
     runs: join(root, 'runs'),
     progress: join(root, 'progress'),
+    baselines: join(root, 'baselines'),
   };
 }

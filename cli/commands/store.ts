@@ -4,14 +4,13 @@
  */
 import { databaseExists, isDatabaseUrl } from '../../src/db/database.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
-import { collectGarbage, GarbageIncomplete, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
+import { collectGarbage, DEFAULT_HORIZON_DAYS, GarbageIncomplete, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
 import type { CheckpointGarbageReason } from '../../src/store/local-checkpoints.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { humanBytes as fmtBytes } from '../format.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
-export const DEFAULT_HORIZON_DAYS = 30;
 
 export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage = `tempered store gc [--older-than DAYS (default ${DEFAULT_HORIZON_DAYS}, at least ${MIN_HORIZON_MS / DAY_MS})] [--collect [--sole-registry]] [--json]`;
@@ -80,6 +79,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
         ...(r.localCheckpoints
           ? { localCheckpoints: r.localCheckpoints.deleted, localCheckpointBytes: r.localCheckpoints.deletedBytes }
           : {}),
+        ...(r.baselines ? { baselineMemos: r.baselines.deleted } : {}),
         ...(error ? { error } : {}),
       },
     });
@@ -92,6 +92,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     log: (line) => console.error(line),
     points: ctx.progressPoints(),
     checkpointsDir: ctx.paths.checkpoints,
+    baselinesDir: ctx.paths.baselines,
   }).catch(async (e: unknown) => {
     // A collection that stopped part-way has still deleted what it says: that goes in the trail too.
     if (e instanceof GarbageIncomplete) await audit(e.report, e.message);
@@ -143,6 +144,11 @@ export function describeGarbage(r: GarbageReport): string {
     );
     for (const i of c.items) lines.push(`    ${i.name}: ${fmtBytes(i.bytes)}, ${CHECKPOINT_WHY[i.why]} (last written ${i.lastWrite})`);
   }
+  const b = r.baselines;
+  if (b?.old)
+    lines.push(
+      `  baseline memos (${b.dir}) unused since the horizon: ${b.old} (${fmtBytes(b.oldBytes)}); ${r.collected ? `deleted ${b.deleted} (one used meanwhile stays)` : 'would delete them'}`,
+    );
   if (!r.collected) lines.push('dry run: nothing was deleted; add --collect to delete');
   return lines.join('\n');
 }

@@ -9,6 +9,8 @@ import { runEndedHook, stageCompletedHook } from '../../activities/audit.ts';
 import { isolationFromEnv } from '../../src/isolate/limits.ts';
 import { InputError } from '../../src/errors.ts';
 import { cacheLimitBytes, startCachePruner } from '../../src/store/cache-pruner.ts';
+import { startBaselineMemoPruner } from '../../src/store/baseline-memos.ts';
+import { DEFAULT_HORIZON_DAYS } from '../../src/store/garbage.ts';
 import { awaitUsableDatabase } from './db.ts';
 import { sayEvery } from './say-every.ts';
 import { isDatabaseUrl, redactUrl } from '../../src/db/database.ts';
@@ -261,6 +263,8 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
+  // Each worker keeps baseline memos of its own, which a `store gc` on another host never sees.
+  const memoPruner = startBaselineMemoPruner(ctx.paths.baselines, DEFAULT_HORIZON_DAYS * 86_400_000, (m) => console.error(`worker: ${m}`));
   const ended = runTogether(workers);
   // Work that ignores its cancellation (a statement to a database that does not answer, in a stage or in a run's
   // local activity) held a stopping worker for minutes, past the 30 s a platform (Kubernetes) gives before its
@@ -294,6 +298,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const failure = await ended.done;
   workersStopped = true;
   await pruner?.stop();
+  memoPruner.stop();
   if (failure) throw failure.error;
   if (lacking) throw new CliError(lacking);
   return 0;

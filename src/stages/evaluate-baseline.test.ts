@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
@@ -42,7 +42,12 @@ test('the baseline of the same base model, rows and settings is scored once; ano
   const [a, b] = [await trial('a'), await trial('b')];
   const first = await evaluate(a, test1);
   assert.ok(embedded(first.messages), first.messages.join('\n'));
+  // A memo last used 40 days ago: the hit marks it used now, so `store gc` (baseline-memos.ts) keeps it.
+  const [firstMemo] = readdirSync(join(root, 'w', 'baselines')).map((n) => join(root, 'w', 'baselines', n));
+  const longAgo = new Date(Date.now() - 40 * 86_400_000);
+  utimesSync(firstMemo!, longAgo, longAgo);
   const second = await evaluate(b, test1);
+  assert.ok(statSync(firstMemo!).mtimeMs > Date.now() - 3_600_000, 'the hit left the memo looking unused');
   assert.ok(!embedded(second.messages), `the second trial embedded the train rows again:\n${second.messages.join('\n')}`);
   assert.ok(second.messages.some((m) => /frozen-feature baseline: the same as scored before/.test(m)));
   assert.deepEqual(second.baseline, first.baseline);

@@ -7,7 +7,7 @@
  * Causal LMs are scored by response-token loss and perplexity, and with `generation` also by the
  * answers they generate (exact match, ROUGE-L, chrF) with side-by-side samples in the report.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, utimesSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
@@ -233,19 +233,30 @@ function scoredOn(p: ProductionRows): string {
  * causal LM's base model scores and answers. The key hashes all it depends on (the base model's identity, its file
  * hashes included; the tables; the settings) and this kind's code version, so a change to any of them scores it
  * again. One worker's own (each worker of a shared store scores it once); delete the folder to score every baseline again.
+ * Memos unused for gc's horizon are collected by `store gc` and by each worker (src/store/baseline-memos.ts).
  */
 function baselineMemo<T>(stateDir: string, inputs: Record<string, unknown>) {
   const key = sha256Hex(canonicalJson({ code: EVALUATE_CODE_VERSION, inputs }));
-  const path = join(stateDir, 'baselines', `${key}.json`);
+  const path = join(statePaths(stateDir).baselines, `${key}.json`);
   return {
     path,
     read(): T | undefined {
+      let scores: T;
       // A file cut short or otherwise unreadable is a miss: the baseline is scored again and the file replaced.
       try {
-        return JSON.parse(readFileSync(path, 'utf8')) as T;
+        scores = JSON.parse(readFileSync(path, 'utf8')) as T;
       } catch {
         return undefined;
       }
+      // Used now: `store gc` and the worker collect memos by their last use (src/store/baseline-memos.ts), and the
+      // access time alone is not it where the disk is mounted noatime. A memo that cannot be touched is still a hit.
+      try {
+        const now = new Date();
+        utimesSync(path, now, now);
+      } catch {
+        // read-only state folder: the memo may go after the horizon, costing one scoring again
+      }
+      return scores;
     },
     /** Keeps the scores for the next trial; undefined when kept, else why not. */
     write(scores: T): string | undefined {

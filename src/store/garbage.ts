@@ -21,7 +21,8 @@
  * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
  * This host's own checkpoint folders (`checkpointsDir`) go by local-checkpoints.ts's rules: of work
  * whose stage-cache record stays and came after their last write (done elsewhere), finished, or
- * unwritten since the horizon, and never while a running training holds their lock.
+ * unwritten since the horizon, and never while a running training holds their lock. Its baseline memos
+ * (`baselinesDir`) go once unused since the horizon (baseline-memos.ts).
  *
  * A dry run (the default of `tempered store gc`) reports and deletes nothing. Collecting drops each
  * expired record only if it is still the one judged, then looks at each object (and its mark) again
@@ -37,7 +38,11 @@ import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
 import { collectLocalCheckpoints, LocalCheckpointsIncomplete, type LocalCheckpointsReport } from './local-checkpoints.ts';
+import { collectBaselineMemos, type BaselineMemosReport } from './baseline-memos.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
+
+/** `store gc --older-than`'s default, and the horizon a worker collects its own baseline memos at. */
+export const DEFAULT_HORIZON_DAYS = 30;
 
 /** The shortest horizon: a put marks an old object only once it is a day old (FRESHEN_AFTER_MS). */
 export const MIN_HORIZON_MS = 2 * 24 * 60 * 60 * 1000;
@@ -70,6 +75,8 @@ export interface GarbageOptions {
    * or abandoned trainings go too (local-checkpoints.ts). Left out, they are not looked at.
    */
   checkpointsDir?: string;
+  /** This host's baseline memos (`TEMPERED_HOME/baselines`): those unused since the horizon go too. Left out, not looked at. */
+  baselinesDir?: string;
   /** How long a checkpoint lock of a holder on another machine goes unrefreshed before it is taken over; default the horizon's length. */
   lockStaleMs?: number;
 }
@@ -110,6 +117,8 @@ export interface GarbageReport {
   leases: { old: number; deleted: number };
   /** This host's checkpoint folders (when GarbageOptions.checkpointsDir was given). */
   localCheckpoints?: LocalCheckpointsReport;
+  /** This host's baseline memos (when GarbageOptions.baselinesDir was given). */
+  baselines?: BaselineMemosReport;
 }
 
 /** A training's working state in the store, abandoned: the keys of its pointer, files and lease. */
@@ -217,8 +226,10 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
   const localCheckpoints = (collect: boolean) =>
     collectLocalCheckpoints({ dir: opts.checkpointsDir!, horizon, completed, collect, staleMs: opts.lockStaleMs });
+  const baselines = (collect: boolean) => collectBaselineMemos({ dir: opts.baselinesDir!, horizon, collect });
   if (!opts.collect) {
     if (opts.checkpointsDir) report.localCheckpoints = localCheckpoints(false);
+    if (opts.baselinesDir) report.baselines = baselines(false);
     return report;
   }
   try {
@@ -232,6 +243,10 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
       }
       const c = report.localCheckpoints;
       if (c.deleted) log(`deleted ${c.deleted} local checkpoint folders (${c.deletedBytes} bytes) from ${c.dir}`);
+    }
+    if (opts.baselinesDir) {
+      const b = (report.baselines = baselines(true));
+      if (b.deleted) log(`deleted ${b.deleted} baseline memos (${b.deletedBytes} bytes) from ${b.dir}`);
     }
     await sweep();
   } catch (e) {
