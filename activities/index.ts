@@ -3,6 +3,7 @@
  */
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheLookupActivity } from './cache.ts';
+import { recordRunEnded } from './metrics.ts';
 import { runGateActivities } from './run-gate.ts';
 import { stageActivity, type ActivityDeps } from './stage-adapter.ts';
 import type { RunEndRecord } from '../workflows/types.ts';
@@ -14,7 +15,11 @@ export function createActivities(
   const acts: Record<string, (...args: any[]) => Promise<unknown>> = {
     lookupCache: cacheLookupActivity(kinds, deps),
     ...runGateActivities(deps),
-    auditRunEnded: async (rec: RunEndRecord) => deps.onRunEnded?.(rec),
+    auditRunEnded: async (rec: RunEndRecord) => {
+      await deps.onRunEnded?.(rec);
+      // Counted once the record is written: an attempt the audit log refused is tried again and would count twice.
+      recordRunEnded(rec);
+    },
   };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);
   return acts;

@@ -11,6 +11,7 @@ import { submitRun, waitForRun } from '../client/runs.ts';
 import { metricsAddress } from '../infra/runtime.ts';
 import { activityPollers } from '../infra/worker.ts';
 import type { StageKind } from '../src/stages/types.ts';
+import { InputError } from '../src/errors.ts';
 import { plannedPipeline } from './helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
@@ -18,13 +19,19 @@ let env: TestEnv;
 let address: string;
 
 /** A stage that reports a few training steps, as the train stage does. */
-const stepper: StageKind<{ steps: number }> = {
+const stepper: StageKind<{ steps: number; fail?: boolean }> = {
   kind: 'stepper',
   description: 'reports training steps',
   codeVersion: '1',
-  withSchema: { type: 'object', properties: { steps: { type: 'integer' } }, required: ['steps'], additionalProperties: false },
+  withSchema: {
+    type: 'object',
+    properties: { steps: { type: 'integer' }, fail: { type: 'boolean' } },
+    required: ['steps'],
+    additionalProperties: false,
+  },
   outputs: { done: { type: 'number', description: 'steps' } },
   async run(cfg, ctx) {
+    if (cfg.fail) throw new InputError('data.jsonl:3: invalid-json');
     for (let step = 1; step <= cfg.steps; step++) ctx.progress({ metrics: { step, loss: 1 / step, samplesPerSec: 100 + step } });
     return { done: cfg.steps };
   },
@@ -64,6 +71,40 @@ it('serves the SDK metrics and stage durations, cache lookups and throughput aft
   assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="miss"[^}]*\} 1\b/);
   assert.match(text, /tempered_stage_cache_lookups_total\{[^}]*kind="stepper"[^}]*result="hit"[^}]*\} 1\b/);
   assert.match(text, /tempered_train_samples_per_second\{[^}]*stage="fit"[^}]*\} 105\b/);
+});
+
+/** The worker's /metrics once it shows `want` (the exporter publishes on its next collection). */
+async function metricsShowing(want: RegExp): Promise<string> {
+  let text = '';
+  for (let i = 0; i < 40 && !want.test(text); i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 250));
+    text = await (await fetch(`http://${address}/metrics`)).text();
+  }
+  return text;
+}
+
+it('counts runs by how they ended, per pipeline and schedule, and keeps the time of the latest success', async () => {
+  // What an on-call alert reads: a run failed (not a stage attempt, which a retry may undo), and when a schedule's
+  // runs last succeeded. A stage attempt's failure alone said neither.
+  const failing = plannedPipeline('nightly-fail', [{ id: 'fit', uses: 'stepper', needs: [], with: { steps: 1, fail: true } }]);
+  const h = await submitRun(
+    env.client,
+    { plan: failing, options: { baseDir: env.dir, actor: 'metrics-tester' } },
+    { taskQueue: TEST_QUEUE },
+  );
+  assert.equal((await waitForRun(env.client, h.workflowId)).state, 'failed');
+  const scheduled = plannedPipeline('nightly-ok', [{ id: 'fit', uses: 'stepper', needs: [], with: { steps: 2 } }]);
+  const options = { baseDir: env.dir, actor: 'metrics-tester', scheduleId: 'nightly' };
+  const s = await submitRun(env.client, { plan: scheduled, options }, { taskQueue: TEST_QUEUE });
+  assert.equal((await waitForRun(env.client, s.workflowId)).state, 'succeeded');
+  const text = await metricsShowing(/tempered_run_last_success_timestamp_seconds\{[^}]*pipeline="nightly-ok"/);
+  assert.match(text, /tempered_runs_total\{[^}]*outcome="failed"[^}]*pipeline="nightly-fail"[^}]*\} 1\b/);
+  assert.match(text, /tempered_runs_total\{[^}]*outcome="succeeded"[^}]*pipeline="nightly-ok"[^}]*schedule="nightly"[^}]*\} 1\b/);
+  assert.match(text, /tempered_runs_total\{[^}]*outcome="succeeded"[^}]*pipeline="metrics"[^}]*\} 2\b/, "the first test's two runs");
+  const at = /tempered_run_last_success_timestamp_seconds\{[^}]*pipeline="nightly-ok"[^}]*schedule="nightly"[^}]*\} (\S+)/.exec(text);
+  assert.ok(at, text);
+  assert.ok(Math.abs(Number(at[1]) - Date.now() / 1000) < 600, `a Unix time in seconds: ${at[1]}`);
+  assert.doesNotMatch(text, /tempered_run_last_success_timestamp_seconds\{[^}]*pipeline="nightly-fail"/);
 });
 
 it('the worker polls with fewer activity pollers than slots, so a stage can be handed to it eagerly', () => {

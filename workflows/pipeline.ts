@@ -377,6 +377,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           pipeline: plan.name,
           stages: Object.fromEntries(status.stages.map((st) => [st.id, st.state])),
           ...(error ? { error } : {}),
+          ...(options.scheduleId ? { scheduleId: options.scheduleId } : {}),
           ...backends,
         }),
       ).catch((e: unknown) => {

@@ -109,6 +109,8 @@ export interface RunEndRecord {
   stages: Record<string, string>;
   /** The first failed stage's error, when it failed. */
   error?: string;
+  /** The schedule that started the run (or the run it resumes), for the worker's run metrics. */
+  scheduleId?: string;
   /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
   backends?: RunBackends;
 }
