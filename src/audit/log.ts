@@ -46,6 +46,7 @@ export const AUDIT_ACTIONS = [
   'schedule.deleted',
   'store.collected',
   'db.migrated',
+  'home.imported',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number] | (string & {});
 
@@ -201,7 +202,8 @@ const POSTGRES: readonly Migration[] = [
 
 export const AUDIT_SCHEMA: Schema = { scope: 'audit', sqlite: SQLITE, postgres: POSTGRES };
 
-interface Row {
+/** A stored record as its columns hold it: what a verbatim copy of a log carries (insertAuditRows). */
+export interface AuditRow {
   seq: number;
   time: string;
   actor: string;
@@ -245,7 +247,7 @@ export function hashRecord(r: Omit<AuditRecord, 'hash'>): string {
  * Rebuilds a record from its row. JSON columns that no longer parse (a tampered byte) come
  * back as the raw text so the hash check, not a parser crash, reports them.
  */
-function fromRow(row: Row): AuditRecord {
+function fromRow(row: AuditRow): AuditRecord {
   const parse = (s: string): unknown => {
     try {
       return JSON.parse(s);
@@ -325,7 +327,7 @@ export async function openAudit(location: string, opts: AuditOptions = {}): Prom
   return new AuditLog(await openDatabase(location, AUDIT_SCHEMA, opts), opts);
 }
 
-interface LastRecord {
+export interface LastRecord {
   seq: number;
   hash: string;
 }
@@ -362,17 +364,110 @@ async function appendAfter(q: Queryable, values: unknown[], last: LastRecord | u
  * The record this entry already has (its dedupe key) and the last record, in one query: each query is
  * a round trip to a PostgreSQL server, and a worker appends one record per stage.
  */
-async function existingAndLast(q: Queryable, dedupeKey: string | undefined): Promise<{ existing?: Row; last?: LastRecord }> {
+async function existingAndLast(q: Queryable, dedupeKey: string | undefined): Promise<{ existing?: AuditRow; last?: LastRecord }> {
   const rows =
     dedupeKey === undefined
-      ? await q.all<Row & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
-      : await q.all<Row & { pick: number }>(
+      ? await q.all<AuditRow & { pick: number }>('SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1')
+      : await q.all<AuditRow & { pick: number }>(
           `SELECT * FROM (SELECT *, 0 AS pick FROM audit_log WHERE dedupe_key = ?) AS existing
            UNION ALL SELECT * FROM (SELECT *, 1 AS pick FROM audit_log ORDER BY seq DESC LIMIT 1) AS last
            ORDER BY pick`,
           [dedupeKey],
         );
   return { existing: rows.find((r) => r.pick === 0), last: rows.find((r) => r.pick === 1) };
+}
+
+/**
+ * Checks `entry` and returns what builds its record on `last` (the log's last record; undefined for the first) at
+ * `time`: the record and its column values in COLUMNS' order. Serialised once, before any write transaction, so a bad
+ * value fails before the write lock is taken.
+ */
+export function auditRecordBuilder(
+  entry: AuditEntry,
+): (last: LastRecord | undefined, time: Date) => { record: AuditRecord; values: unknown[] } {
+  validateAuditEntry(entry);
+  // A record cannot be taken back, so no URL's credentials go in, whichever caller wrote it (a plugin's error, a
+  // source named by its URL): src/util/redact.ts.
+  const detailsJson = canonicalJson(redactJson(entry.details ?? {}), 'audit.details');
+  const dataJson = entry.dataHashes === undefined ? null : canonicalJson(redactJson(entry.dataHashes), 'audit.dataHashes');
+  const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
+  return (last, time) => {
+    const base: Omit<AuditRecord, 'hash'> = {
+      seq: (last?.seq ?? 0) + 1,
+      time: time.toISOString(),
+      actor: wellFormed(entry.actor ?? defaultActor()),
+      action: entry.action,
+      subject: wellFormed(entry.subject),
+      details: JSON.parse(detailsJson) as Record<string, unknown>,
+      prevHash: last?.hash ?? GENESIS_HASH,
+    };
+    if (entry.runId !== undefined) base.runId = wellFormed(entry.runId);
+    if (entry.model !== undefined) base.model = wellFormed(entry.model);
+    if (entry.specHash !== undefined) base.specHash = wellFormed(entry.specHash);
+    if (dataJson !== null) base.dataHashes = JSON.parse(dataJson) as Record<string, string>;
+    if (entry.modelHash !== undefined) base.modelHash = wellFormed(entry.modelHash);
+    if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
+    const record: AuditRecord = { ...base, hash: hashRecord(base) };
+    const values = [
+      record.seq,
+      record.time,
+      record.actor,
+      record.action,
+      record.subject,
+      detailsJson,
+      record.runId ?? null,
+      record.model ?? null,
+      record.specHash ?? null,
+      dataJson,
+      record.modelHash ?? null,
+      record.dedupeKey ?? null,
+      record.prevHash,
+      record.hash,
+    ];
+    return { record, values };
+  };
+}
+
+/** A stored row's column values in COLUMNS' order, as auditRecordBuilder gives a new record's. */
+export function auditRowValues(r: AuditRow): unknown[] {
+  return [
+    r.seq,
+    r.time,
+    r.actor,
+    r.action,
+    r.subject,
+    r.details_json,
+    r.run_id,
+    r.model,
+    r.spec_hash,
+    r.data_hashes_json,
+    r.model_hash,
+    r.dedupe_key,
+    r.prev_hash,
+    r.hash,
+  ];
+}
+
+/** Rows per INSERT of a verbatim copy: 14 columns each, well under either dialect's limit on parameters. */
+const COPY_BATCH = 500;
+
+/**
+ * Writes records as they are (column values from auditRowValues or auditRecordBuilder, in seq order) and moves the
+ * head to the last: how `tempered import-home` carries a one-machine log into an empty shared database, inside its own
+ * write transaction (holding the audit lock), the caller having checked the log is empty. Every column is copied
+ * byte for byte, JSON text included, so the chain verifies and its records keep their hashes; append cannot do this,
+ * as it gives each record a new time, seq and hash.
+ */
+export async function insertAuditRows(q: Queryable, rows: readonly (readonly unknown[])[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += COPY_BATCH) {
+    const batch = rows.slice(i, i + COPY_BATCH);
+    const one = `(${COLUMNS.split(',')
+      .map(() => '?')
+      .join(',')})`;
+    await q.run(`INSERT INTO audit_log (${COLUMNS}) VALUES ${batch.map(() => one).join(', ')}`, batch.flat());
+  }
+  const last = rows[rows.length - 1];
+  if (last) await q.run(MOVE_HEAD, [last[0], last[13]]);
 }
 
 /** Records read per query while verifying, so a long log is walked without holding it all in memory. */
@@ -394,48 +489,9 @@ export class AuditLog {
   }
 
   async append(entry: AuditEntry): Promise<{ record: AuditRecord; appended: boolean }> {
-    validateAuditEntry(entry);
-    // Serialise outside the transaction so a bad value fails before taking the write lock. A record cannot be taken
-    // back, so no URL's credentials go in, whichever caller wrote it (a plugin's error, a source named by its URL):
-    // src/util/redact.ts.
-    const detailsJson = canonicalJson(redactJson(entry.details ?? {}), 'audit.details');
-    const dataJson = entry.dataHashes === undefined ? null : canonicalJson(redactJson(entry.dataHashes), 'audit.dataHashes');
+    const next = auditRecordBuilder(entry);
+    const build = (last: LastRecord | undefined) => next(last, this.now());
     const dedupeKey = entry.dedupeKey === undefined ? undefined : wellFormed(entry.dedupeKey);
-    const build = (last: LastRecord | undefined): { record: AuditRecord; values: unknown[] } => {
-      const base: Omit<AuditRecord, 'hash'> = {
-        seq: (last?.seq ?? 0) + 1,
-        time: this.now().toISOString(),
-        actor: wellFormed(entry.actor ?? defaultActor()),
-        action: entry.action,
-        subject: wellFormed(entry.subject),
-        details: JSON.parse(detailsJson) as Record<string, unknown>,
-        prevHash: last?.hash ?? GENESIS_HASH,
-      };
-      if (entry.runId !== undefined) base.runId = wellFormed(entry.runId);
-      if (entry.model !== undefined) base.model = wellFormed(entry.model);
-      if (entry.specHash !== undefined) base.specHash = wellFormed(entry.specHash);
-      if (dataJson !== null) base.dataHashes = JSON.parse(dataJson) as Record<string, string>;
-      if (entry.modelHash !== undefined) base.modelHash = wellFormed(entry.modelHash);
-      if (dedupeKey !== undefined) base.dedupeKey = dedupeKey;
-      const record: AuditRecord = { ...base, hash: hashRecord(base) };
-      const values = [
-        record.seq,
-        record.time,
-        record.actor,
-        record.action,
-        record.subject,
-        detailsJson,
-        record.runId ?? null,
-        record.model ?? null,
-        record.specHash ?? null,
-        dataJson,
-        record.modelHash ?? null,
-        record.dedupeKey ?? null,
-        record.prevHash,
-        record.hash,
-      ];
-      return { record, values };
-    };
     if (this.db.dialect === 'postgres' && dedupeKey !== undefined) {
       const done = await this.appendWithoutLock(build, dedupeKey);
       if (done) return done;
@@ -532,7 +588,7 @@ export class AuditLog {
     }
     const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.newestFirst ? ' DESC' : ''}${q.limit !== undefined ? ' LIMIT ?' : ''}`;
     if (q.limit !== undefined) args.push(q.limit);
-    return (await this.db.all<Row>(sql, args)).map(fromRow);
+    return (await this.db.all<AuditRow>(sql, args)).map(fromRow);
   }
 
   /**
@@ -570,7 +626,7 @@ export class AuditLog {
         problem,
         message,
       });
-      for await (const row of pages(q)) {
+      for await (const row of storedAuditRows(q)) {
         if (row.seq !== expectedSeq) {
           return bad(
             expectedSeq,
@@ -631,11 +687,11 @@ export class AuditLog {
   }
 }
 
-/** Every record in seq order, read a page at a time. */
-async function* pages(q: Queryable): AsyncGenerator<Row> {
+/** Every record in seq order as stored, read a page at a time (verify; a verbatim copy of the log). */
+export async function* storedAuditRows(q: Queryable): AsyncGenerator<AuditRow> {
   let after = 0;
   for (;;) {
-    const rows = await q.all<Row>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?', [after, VERIFY_PAGE]);
+    const rows = await q.all<AuditRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?', [after, VERIFY_PAGE]);
     yield* rows;
     if (rows.length < VERIFY_PAGE) return;
     after = rows[rows.length - 1]!.seq;

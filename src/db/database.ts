@@ -28,8 +28,11 @@ export type WriteLock = 'registry' | 'audit';
 export interface Database extends Queryable {
   /** Where the data lives, for messages: a file path, or the URL without its password. */
   readonly where: string;
-  /** Runs `fn` in one write transaction that holds `lock`; commits if it resolves, rolls back if it throws. */
-  write<T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in one write transaction that holds `lock` (or each of several, for a write that spans the registry and
+   * the audit log); commits if it resolves, rolls back if it throws.
+   */
+  write<T>(lock: WriteLock | readonly WriteLock[], fn: (q: Queryable) => Promise<T>): Promise<T>;
   /** Runs `fn` in a read-only transaction that sees one consistent snapshot. */
   snapshot<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;

@@ -366,16 +366,18 @@ export class PostgresDatabase implements Database {
     }
   }
 
-  write<T>(lock: WriteLock, fn: (q: Queryable) => Promise<T>): Promise<T> {
-    return this.transaction('BEGIN', LOCK_ID[lock], fn);
+  write<T>(lock: WriteLock | readonly WriteLock[], fn: (q: Queryable) => Promise<T>): Promise<T> {
+    // Several locks in one order everywhere (by id), so two writers that each take two cannot wait on each other.
+    const ids = (typeof lock === 'string' ? [lock] : [...lock]).map((l) => LOCK_ID[l]).sort((a, b) => a - b);
+    return this.transaction('BEGIN', ids, fn);
   }
 
   snapshot<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
-    return this.transaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', undefined, fn);
+    return this.transaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', [], fn);
   }
 
   /** One transaction on one pooled connection, retried whole while it fails before COMMIT. */
-  transaction<T>(begin: string, lockId: number | undefined, fn: (q: Queryable) => Promise<T>): Promise<T> {
+  transaction<T>(begin: string, lockIds: readonly number[], fn: (q: Queryable) => Promise<T>): Promise<T> {
     return this.retrying(async () => {
       const client = await this.pool.connect();
       let broken: Error | undefined;
@@ -391,9 +393,7 @@ export class PostgresDatabase implements Database {
           // transaction open and aborted, and the connection must not go back to the pool so.
           await send(
             client,
-            lockId === undefined
-              ? `${begin}; ${this.bounds}`
-              : `${begin}; ${this.bounds}; SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${lockId})`,
+            [`${begin}; ${this.bounds}`, ...lockIds.map((id) => `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, ${id})`)].join('; '),
           );
           result = await fn(queryable(client));
         } catch (e) {
@@ -529,7 +529,7 @@ async function migrate(db: PostgresDatabase, schema: Schema, apply: boolean): Pr
   if (at > known) throw newerSchema(schema.scope, at, known);
   if (at > 0 && !apply) throw behindSchema(schema.scope, db.where, at, known);
   let from = at;
-  await db.transaction('BEGIN', LOCK_ID.migrate, async (q) => {
+  await db.transaction('BEGIN', [LOCK_ID.migrate], async (q) => {
     await q.run(`CREATE TABLE IF NOT EXISTS schema_migrations (
       scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,
       PRIMARY KEY (scope, version))`);

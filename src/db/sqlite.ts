@@ -15,7 +15,7 @@
 import BetterSqlite3 from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { Database, Migration, Params, Queryable, Schema } from './database.ts';
+import type { Database, Migration, Params, Queryable, Schema, WriteLock } from './database.ts';
 
 export type Db = BetterSqlite3.Database;
 
@@ -119,7 +119,7 @@ export class SqliteDatabase implements Database {
     return this.inTurn(() => this.direct.run(sql, params));
   }
 
-  write<T>(_lock: string, fn: (q: Queryable) => Promise<T>): Promise<T> {
+  write<T>(_lock: WriteLock | readonly WriteLock[], fn: (q: Queryable) => Promise<T>): Promise<T> {
     // IMMEDIATE takes the file's write lock before the first read, so a read-then-write
     // transaction in another process waits (busy timeout) instead of forking what it read.
     return this.inTurn(() => this.transaction('BEGIN IMMEDIATE', fn));

@@ -9,7 +9,7 @@
  *   An S3 service answers in tens of milliseconds where a database in the same network answers in
  *   one (README, *Orchestration with shared backends*).
  */
-import { keyedRecordsSchema, type Database, type Schema } from '../db/database.ts';
+import { keyedRecordsSchema, type Database, type Queryable, type Schema } from '../db/database.ts';
 import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 import { mapReadAhead } from '../util/in-flight.ts';
@@ -120,5 +120,24 @@ export class DatabaseRecords implements SharedRecords {
       if (rows.length < SCAN_PAGE) return;
       after = rows[rows.length - 1]!.cache_key;
     }
+  }
+}
+
+/**
+ * Adds records to the `stage_cache` table inside the caller's transaction (`tempered import-home`, which carries a
+ * one-machine stage cache into a shared database with the registry): a key the table holds already keeps its record,
+ * which is the one the team's workers use now.
+ */
+export async function insertRecordsIfAbsent(
+  q: Queryable,
+  records: readonly { key: string; text: string }[],
+  updatedAt: string,
+): Promise<void> {
+  for (let i = 0; i < records.length; i += SCAN_PAGE) {
+    const batch = records.slice(i, i + SCAN_PAGE);
+    await q.run(
+      `INSERT INTO stage_cache (cache_key, record_json, updated_at) VALUES ${batch.map(() => '(?, ?, ?)').join(', ')} ON CONFLICT (cache_key) DO NOTHING`,
+      batch.flatMap((r) => [r.key, r.text, updatedAt]),
+    );
   }
 }
