@@ -86,6 +86,10 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
     run: async () => (await import('./commands/db.ts')).dbCmd,
     help: 'migrate: bring the shared PostgreSQL database (TEMPERED_DATABASE_URL) up to this release, once per upgrade that needs it; status: whether it needs to (read only)',
   },
+  'import-home': {
+    run: async () => (await import('./commands/import-home.ts')).importHomeCmd,
+    help: 'move a one-machine TEMPERED_HOME (registry, audit chain, artifacts, stage cache) into the shared TEMPERED_STORE and TEMPERED_DATABASE_URL; --dry-run',
+  },
   store: {
     run: async () => (await import('./commands/store.ts')).storeCmd,
     help: 'gc: delete the artifacts nothing keeps (registry, recent stage-cache records) once older than --older-than days; a dry run unless --collect',
