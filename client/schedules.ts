@@ -583,6 +583,36 @@ export async function recentRuns(client: Client, view: ScheduleView, limit = 10,
   );
 }
 
+/** A schedule's latest ended run, and how many of its latest ended runs in a row did not succeed. */
+export interface LastOutcome {
+  last?: RecentRun;
+  /** Counted among the runs Temporal remembers (its last 10 actions): `failedInARowAtLeast` when older ones may have failed too. */
+  failedInARow: number;
+  failedInARowAtLeast: boolean;
+}
+
+const NOT_SUCCEEDED = new Set(['failed', 'terminated', 'timed_out', 'cancelled']);
+
+/**
+ * How the schedule's runs have been ending, for a list of schedules: a schedule failing night after night shows there,
+ * not only in its own describe. The ended runs are read newest first, one at a time, until one did not fail, so a
+ * healthy schedule costs one run's look-up and a running one is passed over.
+ */
+export async function lastOutcome(client: Client, view: ScheduleView): Promise<LastOutcome> {
+  const actions = [...view.recentActions].reverse();
+  let last: RecentRun | undefined;
+  let failedInARow = 0;
+  for (const a of actions) {
+    const run = await recentRun(client, a);
+    if (run.state === 'running') continue;
+    last ??= run;
+    if (!NOT_SUCCEEDED.has(run.state)) return { last, failedInARow, failedInARowAtLeast: false };
+    failedInARow++;
+  }
+  // Every remembered run failed: the streak began before them unless they are all the schedule ever took.
+  return { last, failedInARow, failedInARowAtLeast: failedInARow > 0 && view.actionsTaken > actions.length };
+}
+
 /**
  * What became of runs that have ended, by workflow and execution id: an ended run's state, gate and
  * error never change, so a caller asking again and again (the dashboard's Schedules page, every 3 s)

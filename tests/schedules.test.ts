@@ -380,6 +380,35 @@ describe('tempered schedule (command line)', () => {
     }
   });
 
+  it("list says how each schedule's latest run ended, and how many in a row failed", async () => {
+    // The on-call view: a schedule failing night after night must show in the list, not only in its own describe.
+    writeFileSync(join(env.dir, 'broken.jsonl'), '{"text": "fine", "label": "ham"}\n{"text": "cut off by a failed copy\n');
+    await schedule('broken', writePipeline(env.dir, 'broken', 'broken.jsonl'), { cron: YEARLY, overlap: 'skip' });
+    for (let i = 0; i < 2; i++) assert.equal((await triggerAndWait('broken')).state, 'failed');
+    const listed = async (want: RegExp) =>
+      waitFor(`'broken' listed as ${want}`, async () => {
+        const l = await runScheduleCli(['list'], cli);
+        return l.code === 0 && want.test(l.stdout) && l.stdout;
+      });
+    const out = await listed(/^broken .*/m);
+    assert.match(
+      out,
+      /^broken\s.*cron 0 0 1 1 \*\s+next \S+ {2}last failed \S+ \(2 in a row\): stage 'ingest' failed: broken\.jsonl:2: 1 bad row\(s\): broken\.jsonl:2: invalid-json/m,
+    );
+    const json = JSON.parse((await runScheduleCli(['list', '--json'], cli)).stdout) as {
+      name: string;
+      lastRun?: { state: string; error?: string };
+      failedInARow: number;
+    }[];
+    const broken = json.find((x) => x.name === 'broken')!;
+    assert.deepEqual([broken.lastRun?.state, broken.failedInARow], ['failed', 2]);
+    assert.match(broken.lastRun?.error ?? '', /invalid-json/);
+
+    writeData(env.dir, 'broken.jsonl', 10, 0.3);
+    assert.equal((await triggerAndWait('broken')).state, 'succeeded');
+    await listed(/^broken\s.* {2}last succeeded \S+$/m);
+  });
+
   it('create, list, describe, trigger, pause, update and delete, each audited', async () => {
     writeData(env.dir, 'cli.jsonl', 10, 0.3);
     const file = writePipeline(env.dir, 'cli-pipe', 'cli.jsonl');

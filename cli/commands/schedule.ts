@@ -7,7 +7,8 @@ import {
   checkMetricTrigger,
   createSchedule,
   deleteSchedule,
-  listSchedules,
+  lastOutcome,
+  listScheduleViews,
   pauseSchedule,
   planScheduledRun,
   readSchedule,
@@ -17,6 +18,7 @@ import {
   triggerSchedule,
   unpauseSchedule,
   updateSchedule,
+  type LastOutcome,
   type PlannedRun,
   type RecentRun,
   type ScheduleChange,
@@ -34,6 +36,7 @@ import {
   parseOverlap,
 } from '../schedule-flags.ts';
 import { InputError } from '../../src/errors.ts';
+import { forEachInFlight } from '../../src/util/in-flight.ts';
 import { formatSpecErrors } from '../../src/spec/index.ts';
 import type { RunGateSpec, RunInput } from '../../workflows/types.ts';
 import { actor, parse, UsageError } from '../args.ts';
@@ -393,16 +396,46 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
 async function listCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, USAGE.list!);
   if (positionals.length > 0) throw new UsageError(`schedule list takes no arguments\nusage: ${USAGE.list}`);
-  const items = await listSchedules(await ctx.client());
+  const client = await ctx.client();
+  const views = await listScheduleViews(client);
+  const outcomes: LastOutcome[] = new Array(views.length);
+  await forEachInFlight(views.keys(), 8, async (i) => void (outcomes[i] = await lastOutcome(client, views[i]!.view)));
+  const items = views.map(({ item }, i) => {
+    const { last, failedInARow, failedInARowAtLeast } = outcomes[i]!;
+    return {
+      ...item,
+      ...(last
+        ? { lastRun: { runId: last.runId, state: last.state, takenAt: last.takenAt, ...(last.error ? { error: last.error } : {}) } }
+        : {}),
+      failedInARow,
+      ...(failedInARowAtLeast ? { failedInARowAtLeast } : {}),
+    };
+  });
   if (values.json) console.log(JSON.stringify(items, null, 2));
   else if (items.length === 0) console.log('no schedules; create one with `tempered schedule create <name> --pipeline <file> --every 1d`');
   else {
     for (const s of items) {
       const state = s.paused ? `paused${s.note ? ` (${s.note})` : ''}` : `next ${s.nextRun ?? '-'}`;
-      console.log(`${s.name.padEnd(24)} ${s.pipeline.padEnd(20)} ${s.specHash.slice(0, 12)}  ${s.timing.padEnd(20)} ${state}`);
+      console.log(
+        `${s.name.padEnd(24)} ${s.pipeline.padEnd(20)} ${s.specHash.slice(0, 12)}  ${s.timing.padEnd(20)} ${state}${lastText(s)}`,
+      );
     }
   }
   return 0;
+}
+
+/** The latest ended run, and a failing streak with the first line of the latest error: what an operator scans for. */
+function lastText(s: {
+  lastRun?: { state: string; takenAt: string; error?: string };
+  failedInARow: number;
+  failedInARowAtLeast?: boolean;
+}): string {
+  if (!s.lastRun) return '';
+  const streak = s.failedInARow > 1 ? ` (${s.failedInARow}${s.failedInARowAtLeast ? '+' : ''} in a row)` : '';
+  // On the schedule's one line: an ingest error's first line only counts the bad rows, its next names them.
+  const oneLine = s.lastRun.error?.replace(/\s*\n\s*/g, ' ');
+  const error = oneLine ? `: ${oneLine.length > 240 ? `${oneLine.slice(0, 240)}…` : oneLine}` : '';
+  return `  last ${s.lastRun.state} ${s.lastRun.takenAt}${streak}${error}`;
 }
 
 function whenText(v: ScheduleView): string {
