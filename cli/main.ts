@@ -100,7 +100,8 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; help: string }> = 
 const CONTEXT_FREE = new Set(['validate', 'setup']);
 
 function help(): string {
-  const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.help}`);
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(width)}  ${c.help}`);
   return `usage: tempered <command> [options]\n\ncommands:\n${rows.join('\n')}\n\nEnvironment: TEMPORAL_ADDRESS (use a cluster instead of the embedded dev server), TEMPORAL_NAMESPACE,\nTEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY/TEMPORAL_TLS_CA, TEMPORAL_API_KEY, TEMPERED_HOME (state folder), TEMPERED_ACTOR, TEMPERED_UI_TOKEN,\nTEMPERED_STORE (s3://bucket/prefix; with AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), TEMPERED_DATABASE_URL\n(postgres://…), TEMPERED_DATA_ROOTS. All of them: the README's Configuration table.`;
 }
 
