@@ -48,13 +48,13 @@ test("every command, and every flag of its --help, is in the README's CLI table 
   // A command may have several rows (`models …` and `models reproduce …`): its flags may be in any of them.
   const rows = new Map<string, string>();
   for (const l of table.split('\n').filter((x) => x.startsWith('| `'))) {
-    const command = /^\| `([a-z]+)/.exec(l)![1]!;
+    const command = /^\| `([a-z][a-z-]*)/.exec(l)![1]!;
     rows.set(command, `${rows.get(command) ?? ''}${l}\n`);
   }
   const schedules = readFileSync(join(root, 'docs', 'schedules.md'), 'utf8');
   const commands = [...rows.keys()];
   // Every command `tempered --help` lists has a row (chat once had none).
-  const listed = (await runCli(['--help'], {}, { cwd: root })).stdout.match(/^ {2}([a-z]+) {2,}/gm)!.map((l) => l.trim());
+  const listed = (await runCli(['--help'], {}, { cwd: root })).stdout.match(/^ {2}([a-z][a-z-]*) {2,}/gm)!.map((l) => l.trim());
   assert.ok(listed.length >= 20, `tempered --help lists its commands: ${listed.join(', ')}`);
   assert.deepEqual(
     listed.filter((c) => !rows.has(c)),
