@@ -14,6 +14,7 @@ export const BAD_REASONS = [
   'too-long', // a text field exceeds maxLength characters
   'lone-surrogate', // a text field or label holds an unpaired UTF-16 surrogate (a JSON \ud800 escape), which UTF-8 cannot store
   'line-too-long', // a physical line exceeds the reader's line limit (64 MiB by default)
+  'invalid-conversation', // chat task: messages is not a valid conversation (roles, order, weights, content)
 ] as const;
 export type BadReason = (typeof BAD_REASONS)[number];
 

@@ -4,14 +4,16 @@
  */
 import type { SourceFormat } from './sources.ts';
 
-export type Task = 'classification' | 'pairs' | 'instruction';
-export type TaskColumn = 'text' | 'label' | 'text_a' | 'text_b' | 'prompt' | 'response';
+export type Task = 'classification' | 'pairs' | 'instruction' | 'chat';
+export type TaskColumn = 'text' | 'label' | 'text_a' | 'text_b' | 'prompt' | 'response' | 'messages';
 
 /** Output columns per task, in order (provenance `_source`, `_row`, `_hash` follow). */
 export const TASK_COLUMNS: Record<Task, readonly TaskColumn[]> = {
   classification: ['text', 'label'],
   pairs: ['text_a', 'text_b', 'label'],
   instruction: ['prompt', 'response'],
+  /** A conversation as canonical JSON text (src/data/conversation.ts). */
+  chat: ['messages'],
 };
 
 export interface IngestConfig {

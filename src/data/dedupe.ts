@@ -19,6 +19,7 @@ import { UnionFind } from './union-find.ts';
 import { setOwn } from '../util/own-key.ts';
 import { resolveNear } from './dedupe-config.ts';
 import { columnTemplates, TemplateShingles } from './template-shingles.ts';
+import { MESSAGES, messagesText } from './conversation.ts';
 
 export interface DedupeOptions {
   outPath: string;
@@ -36,7 +37,7 @@ export const CLUSTER_COLUMNS = arrowSchema({
 });
 
 /** Column sets dedupe compares by default, first match wins. */
-const DEFAULT_TEXT_COLUMNS = [['text'], ['text_a', 'text_b'], ['prompt', 'response']];
+const DEFAULT_TEXT_COLUMNS = [['text'], ['text_a', 'text_b'], ['prompt', 'response'], ['messages']];
 
 function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label: string | null } {
   const names = new Set(schema.fields.map((f) => f.name));
@@ -45,7 +46,7 @@ function pickColumns(schema: Schema, cfg: DedupeConfig): { text: string[]; label
     text = DEFAULT_TEXT_COLUMNS.find((set) => set.every((c) => names.has(c)));
     if (!text)
       throw new InputError(
-        `table has none of the default text columns (text | text_a+text_b | prompt+response); columns are ${[...names].join(', ')}`,
+        `table has none of the default text columns (text | text_a+text_b | prompt+response | messages); columns are ${[...names].join(', ')}`,
         { where: 'columns', hint: 'set columns: [...]' },
       );
   }
@@ -93,7 +94,8 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
 
   let row = 0;
   for await (const batch of readArrowBatches(inPath)) {
-    const cols = textCols.map((c) => stringColumn(batch, c));
+    // A chat table's conversations are compared as their text (role: content lines), not as JSON.
+    const cols = textCols.map((c) => (c === MESSAGES ? stringColumn(batch, c).map(messagesText) : stringColumn(batch, c)));
     const labels = labelCol ? stringColumn(batch, labelCol) : null;
     for (let i = 0; i < batch.numRows; i++, row++) {
       uf.add();

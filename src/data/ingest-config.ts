@@ -34,7 +34,7 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
   const bad = (message: string, where: string, hint?: string, offset?: number) =>
     out.push(new ConfigError(message, { where, hint, offset }));
   const taskKnown = Object.hasOwn(TASK_COLUMNS, cfg.task);
-  if (!taskKnown) bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs' or 'instruction'");
+  if (!taskKnown) bad(`unknown task ${JSON.stringify(cfg.task)}`, 'task', "use 'classification', 'pairs', 'instruction' or 'chat'");
   if (cfg.maxBadFraction !== undefined && !(cfg.maxBadFraction >= 0 && cfg.maxBadFraction <= 1))
     bad(`maxBadFraction must be within [0, 1], got ${cfg.maxBadFraction}`, 'maxBadFraction');
   else if (cfg.maxBadFraction !== undefined && (cfg.onBadRow ?? 'fail') === 'fail')
@@ -71,7 +71,7 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
         );
   }
   if (cfg.labels !== undefined) {
-    if (cfg.task === 'instruction') bad('labels apply to classification and pairs only', 'labels');
+    if (cfg.task === 'instruction' || cfg.task === 'chat') bad('labels apply to classification and pairs only', 'labels');
     else if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length)
       bad('labels must be a non-empty list without repeats', 'labels');
   }

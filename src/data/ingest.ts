@@ -27,6 +27,7 @@ import { setOwn } from '../util/own-key.ts';
 import { closest } from '../spec/suggest.ts';
 import { isTemplateError, parseTemplate } from './prompt-template.ts';
 import { newFileWriteStream } from '../util/new-file-stream.ts';
+import { readConversation, type ConversationMessage } from './conversation.ts';
 
 export interface Progress {
   rows: number;
@@ -325,7 +326,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
                 rowsOut++;
                 if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
                 let len = 0;
-                for (const c of cols) if (c !== 'label') len += codePoints(mapped[c]!);
+                // A conversation's length is its messages' text, not its JSON's.
+                for (const c of cols)
+                  if (c === 'messages') for (const m of readConversation(mapped[c]!) as ConversationMessage[]) len += codePoints(m.content);
+                  else if (c !== 'label') len += codePoints(mapped[c]!);
                 lengths.set(len, (lengths.get(len) ?? 0) + 1);
               }
             }
@@ -395,7 +399,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
 
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};
-    if (cfg.task !== 'instruction') for (const l of labelSet) setOwn(labelCounts, l, labels.get(l) ?? 0);
+    if (TASK_COLUMNS[cfg.task].includes('label')) for (const l of labelSet) setOwn(labelCounts, l, labels.get(l) ?? 0);
 
     out.close();
     quarantine.close();

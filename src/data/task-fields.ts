@@ -6,6 +6,7 @@ import type { BadRow } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig, type TaskColumn } from './config.ts';
 import { InputError } from '../errors.ts';
 import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
+import { conversationJson, parseConversation } from './conversation.ts';
 
 export type TaskRow = Partial<Record<TaskColumn, string>>;
 
@@ -126,6 +127,16 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         if (declared && !declared.has(label))
           return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
         row.label = label;
+        continue;
+      }
+      if (c === 'messages') {
+        const f = source(c);
+        const v = field(values, f);
+        if (v === undefined || v === null)
+          return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (messages) is missing`, field: f };
+        const convo = parseConversation(v, JSON.stringify(f), max);
+        if (!Array.isArray(convo)) return convo;
+        row.messages = conversationJson(convo);
         continue;
       }
       const text = c === 'prompt' && template ? renderTemplate(template, values) : fieldText(values, source(c), c);

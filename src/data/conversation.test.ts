@@ -1,0 +1,110 @@
+// The chat task's ingest: OpenAI-format conversations become one canonical JSON `messages` cell per row; every way a
+// row can be malformed is a bad row naming file:line and what to fix, under --on-bad-row fail and quarantine alike.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { columnValues, readArrowBatches } from './arrow-io.ts';
+import { gsm8kConversations, writeJsonl } from './conversations.testing.ts';
+import { ingest } from './ingest.ts';
+import { dedupe } from './dedupe.ts';
+import type { IngestConfig } from './config.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'ingest-chat-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+
+async function column(path: string, name: string): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for await (const b of readArrowBatches(path)) out.push(...columnValues(b, name));
+  return out;
+}
+
+const run = (dir: string, cfg: Omit<IngestConfig, 'task'>) =>
+  ingest({ task: 'chat', ...cfg }, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'q.arrow') });
+
+test('GSM8K conversations ingest as canonical JSON: weight 1 is implied, _hash ignores how a row spelled it, length counts the text', async () => {
+  const dir = mkdtempSync(join(root, 'good-'));
+  const rows = gsm8kConversations(24);
+  // The same conversation as row 0 with weight: 1 spelled out on its last reply: the same row.
+  const spelled = { messages: rows[1]!.messages.map((m, i, a) => (i === a.length - 1 ? { ...m, weight: 1 } : m)) };
+  writeJsonl(join(dir, 'chat.jsonl'), [...rows, spelled]);
+  const r = await run(dir, { path: 'chat.jsonl' });
+  assert.deepEqual([r.rowsIn, r.rowsOut, r.task], [25, 25, 'chat']);
+  assert.deepEqual(Object.keys(r.schema), ['messages', '_source', '_row', '_hash']);
+  const cells = (await column(join(dir, 'out.arrow'), 'messages')) as string[];
+  assert.deepEqual(JSON.parse(cells[0]!), rows[0]!.messages);
+  assert.equal(cells[24], cells[1]);
+  const hashes = await column(join(dir, 'out.arrow'), '_hash');
+  assert.equal(hashes[24], hashes[1]);
+  // Text length: the contents' characters, not the JSON's.
+  const chars = rows[0]!.messages.reduce((n, m) => n + [...m.content].length, 0);
+  assert.ok(r.textLength.max < cells.reduce((n, c) => Math.max(n, c.length), 0));
+  assert.ok(r.textLength.p50 > 0 && chars > 0);
+  // dedupe compares the conversations' text: the repeated row is an exact duplicate, the rest are kept.
+  const d = await dedupe(join(dir, 'out.arrow'), {}, { outPath: join(dir, 'dd.arrow'), clustersPath: join(dir, 'cl.arrow') });
+  assert.deepEqual([d.rowsOut, d.exactRemoved, d.nearRemoved], [24, 1, 0]);
+});
+
+test('a field name other than messages is read through fields.messages', async () => {
+  const dir = mkdtempSync(join(root, 'field-'));
+  writeJsonl(
+    join(dir, 'c.jsonl'),
+    gsm8kConversations(2).map((r) => ({ conversation: r.messages })),
+  );
+  const r = await run(dir, { path: 'c.jsonl', fields: { messages: 'conversation' } });
+  assert.equal(r.rowsOut, 2);
+});
+
+const u = (content: string) => ({ role: 'user', content });
+const a = (content: string, weight?: unknown) => ({ role: 'assistant', content, ...(weight !== undefined ? { weight } : {}) });
+const BAD: [unknown, RegExp][] = [
+  ['hello', /text that is not JSON/],
+  [{ role: 'user' }, /is object, expected a list/],
+  [[], /empty list/],
+  [[u('hi'), 'ok'], /messages"\[1\] is string, expected \{role, content\}/],
+  [[{ role: 'tool', content: 'x' }, a('ok')], /role is "tool"; use system, user or assistant/],
+  [[u('hi'), { role: 'system', content: 's' }, a('ok')], /system message after the first/],
+  [[u('hi'), { role: 'assistant', content: [{ type: 'text', text: 'ok' }] }], /content parts are not supported/],
+  [[u('hi'), { role: 'assistant', content: null }], /content is null/],
+  [[u('hi')], /last message .* is a user message/],
+  [[u('hi'), a('ok'), u('more?')], /last message .* is a user message/],
+  [[u('hi'), a('ok', 0)], /every assistant message .* has weight 0/],
+  [[u('hi'), a('ok', 0.5)], /weight is 0\.5; use 0 .* or 1/],
+  [[{ ...u('hi'), weight: 1 }, a('ok')], /user message with a weight/],
+  [[u('hi'), { ...a('ok'), tool_calls: [] }], /field "tool_calls"; only role, content and weight/],
+  [[u('   '), a('ok')], /content is empty/],
+];
+
+test('each malformed conversation fails ingest naming file:line and the fix; quarantined, the good rows stay', async () => {
+  const dir = mkdtempSync(join(root, 'bad-'));
+  const good = gsm8kConversations(2);
+  for (const [k, [messages, want]] of BAD.entries()) {
+    writeJsonl(join(dir, 'c.jsonl'), [...good, { messages }]);
+    await assert.rejects(run(dir, { path: 'c.jsonl' }), (e: unknown) => {
+      assert.ok(e instanceof InputError, `case ${k}: ${String(e)}`);
+      assert.equal(e.where, 'c.jsonl:3', `case ${k}`);
+      assert.match(e.message, /c\.jsonl:3: invalid-conversation: /, `case ${k}`);
+      assert.match(e.message, want, `case ${k}`);
+      return true;
+    });
+    const q = await run(dir, { path: 'c.jsonl', onBadRow: 'quarantine', maxBadFraction: 1 });
+    assert.deepEqual([q.rowsOut, q.badRows], [2, { 'invalid-conversation': 1 }], `case ${k}`);
+    assert.deepEqual(await column(join(dir, 'q.arrow'), '_row'), [3]);
+  }
+});
+
+test('maxLength bounds each message, and a missing messages field is the mapping error it is', async () => {
+  const dir = mkdtempSync(join(root, 'len-'));
+  writeJsonl(join(dir, 'c.jsonl'), [{ messages: [u('hi'), a('x'.repeat(11))] }, { messages: [u('hi'), a('short')] }]);
+  await assert.rejects(
+    run(dir, { path: 'c.jsonl', maxLength: 10 }),
+    /c\.jsonl:1: too-long: "messages"\[1\]\.content has 11 characters, maxLength is 10/,
+  );
+  writeJsonl(join(dir, 'c.jsonl'), [{ conversation: [u('hi'), a('ok')] }]);
+  await assert.rejects(
+    run(dir, { path: 'c.jsonl' }),
+    (e: unknown) => e instanceof InputError && /no field "messages"/.test(e.message) && e.where === 'fields.messages',
+  );
+});

@@ -1,0 +1,121 @@
+/**
+ * Multi-turn conversations (the `chat` task): OpenAI's fine-tuning format, `{"messages": [{"role": "system" | "user" |
+ * "assistant", "content": "…", "weight"?: 0 | 1}, …]}`, the one hosted fine-tuning APIs, Axolotl and torchtune read.
+ *
+ * A source row's messages are hostile input, checked here into a BadRow (never a throw) so ingest can fail or
+ * quarantine the row. A good conversation is stored in the table's `messages` column as canonical JSON text: the
+ * messages in order, each `{role, content}` and `weight: 0` only where a reply is not trained on (1 is the default,
+ * so a row that spells it out and one that does not are the same row, with the same `_hash`).
+ */
+import type { BadRow } from './bad-rows.ts';
+import { badText } from './task-fields.ts';
+
+export type ChatRole = 'system' | 'user' | 'assistant';
+
+export interface ConversationMessage {
+  role: ChatRole;
+  content: string;
+  /** Assistant messages only: 0 leaves the reply out of the loss (context only); absent means 1. */
+  weight?: 0;
+}
+
+/** More messages than this is a bad row: the template renders the conversation once per assistant turn. */
+export const MAX_MESSAGES = 1000;
+
+const ROLES: readonly string[] = ['system', 'user', 'assistant'];
+const KEYS: readonly string[] = ['role', 'content', 'weight'];
+
+function bad(detail: string): BadRow {
+  return { reason: 'invalid-conversation', detail };
+}
+
+/**
+ * A source field's value as a conversation, or why it is none. A JSON array (JSONL, Parquet lists) or JSON text of one
+ * (a CSV cell, a table ingest wrote) are both read. `column` names the field in details; `max` bounds each content in
+ * code points as other tasks' maxLength bounds each text field.
+ */
+export function parseConversation(value: unknown, column: string, max?: number): ConversationMessage[] | BadRow {
+  let v = value;
+  if (typeof v === 'string') {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return bad(`${column} is text that is not JSON; expected a list of {role, content} messages`);
+    }
+  }
+  if (!Array.isArray(v)) return bad(`${column} is ${v === null ? 'null' : typeof v}, expected a list of {role, content} messages`);
+  if (v.length === 0) return bad(`${column} is an empty list; a conversation needs a user message and an assistant reply`);
+  if (v.length > MAX_MESSAGES) return bad(`${column} has ${v.length} messages, more than ${MAX_MESSAGES}; split the conversation`);
+  const out: ConversationMessage[] = [];
+  let trained = 0;
+  for (let i = 0; i < v.length; i++) {
+    const at = `${column}[${i}]`;
+    const m: unknown = v[i];
+    if (typeof m !== 'object' || m === null || Array.isArray(m))
+      return bad(`${at} is ${m === null ? 'null' : Array.isArray(m) ? 'a list' : typeof m}, expected {role, content}`);
+    const extra = Object.keys(m).find((k) => !KEYS.includes(k));
+    // tool_calls, name, function_call…: dropping them would train on a different conversation than the one given.
+    if (extra !== undefined)
+      return bad(
+        `${at} has field ${JSON.stringify(extra.slice(0, 40))}; only role, content and weight are read (tool calls are not supported)`,
+      );
+    const { role, content, weight } = m as Record<string, unknown>;
+    if (typeof role !== 'string' || !ROLES.includes(role))
+      return bad(
+        `${at}.role is ${JSON.stringify(typeof role === 'string' ? role.slice(0, 40) : role) ?? 'missing'}; use system, user or assistant`,
+      );
+    if (role === 'system' && i > 0) return bad(`${at} is a system message after the first message; only the first may be system`);
+    if (typeof content !== 'string')
+      return bad(
+        `${at}.content is ${content === undefined ? 'missing' : content === null ? 'null' : Array.isArray(content) ? 'a list (content parts are not supported)' : typeof content}, expected text`,
+      );
+    const wrong = badText(content, `${at}.content`, max);
+    if (wrong)
+      return { ...wrong, reason: wrong.reason === 'too-long' || wrong.reason === 'lone-surrogate' ? wrong.reason : 'invalid-conversation' };
+    const msg: ConversationMessage = { role, content } as ConversationMessage;
+    if (weight !== undefined) {
+      if (role !== 'assistant') return bad(`${at} is a ${role} message with a weight; weight applies to assistant messages only`);
+      if (weight !== 0 && weight !== 1) return bad(`${at}.weight is ${JSON.stringify(weight)}; use 0 (not trained on) or 1`);
+      if (weight === 0) msg.weight = 0;
+    }
+    if (role === 'assistant' && msg.weight === undefined) trained++;
+    out.push(msg);
+  }
+  if (out.at(-1)!.role !== 'assistant')
+    return bad(`the last message of ${column} is a ${out.at(-1)!.role} message; a conversation ends with the assistant's reply`);
+  if (trained === 0) return bad(`every assistant message of ${column} has weight 0; there is nothing to train on`);
+  return out;
+}
+
+/** The table's text of a conversation: canonical JSON, so equal conversations are equal bytes and hash alike. */
+export function conversationJson(messages: readonly ConversationMessage[]): string {
+  return JSON.stringify(
+    messages.map((m) => (m.weight === 0 ? { role: m.role, content: m.content, weight: 0 } : { role: m.role, content: m.content })),
+  );
+}
+
+/**
+ * A `messages` cell read back from a table: the canonical JSON ingest wrote. Anything else (a table edited by hand, a
+ * column of another meaning) is an error message for the caller to raise with the row's place.
+ */
+export function readConversation(text: string): ConversationMessage[] | string {
+  const c = parseConversation(text, 'messages');
+  return Array.isArray(c) ? c : c.detail;
+}
+
+/**
+ * What dedupe and the report compare and count of a conversation: each message as `role: content` on its own lines,
+ * not the JSON (whose keys and quotes would make every short conversation look alike to near-duplicate shingles).
+ */
+export function conversationText(messages: readonly ConversationMessage[]): string {
+  return messages.map((m) => `${m.role}: ${m.content}`).join('\n');
+}
+
+/** The column a chat table keeps its conversations in. */
+export const MESSAGES = 'messages';
+
+/** A `messages` cell as dedupe compares it: its conversation's text, or the cell as it is when it holds no conversation. */
+export function messagesText(cell: string): string {
+  const c = readConversation(cell);
+  return typeof c === 'string' ? cell : conversationText(c);
+}
