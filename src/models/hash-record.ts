@@ -21,7 +21,7 @@ import { readFileSync, statSync, type BigIntStats } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../data/atomic.ts';
-import { hashFile } from './download.ts';
+import { sha256File } from '../util/hash-file.ts';
 
 const VERSION = 1;
 /** Longer than the coarsest timestamp a local file system keeps (FAT's 2 s mtime); ext4, XFS and btrfs keep ns. */
@@ -79,7 +79,8 @@ export async function hashFileRecorded(path: string, recordsDir: string): Promis
   if (rec && rec.v === VERSION && rec.host === host && rec.path === path && same(rec, now))
     return { sha256: rec.sha256, bytes: Number(before.size), hashedBytes: 0 };
   const startedMs = Date.now();
-  const { sha256, bytes } = await hashFile(path);
+  // sha256 alone: download.ts's hashFile also computes a git SHA-1 no caller of this one reads, about half its time.
+  const { sha256, bytes } = await sha256File(path);
   const after = seen(statSync(path, { bigint: true }));
   // Changed while read (the hash may be of neither version), or changed too recently for its times to tell the next
   // write in the same tick from this one: hashed, not recorded.
