@@ -217,6 +217,13 @@ describe('resume when an ingest source is gone', () => {
 
       const resumed = await runCli(['resume', runId, '--wait', '--no-local-worker'], cliEnv);
       assert.equal(resumed.code, 1, resumed.stderr);
+      // Said before the new run starts: what the old run finished (the cache gives it back) and what runs again.
+      assert.match(
+        resumed.stdout,
+        new RegExp(
+          `resuming ${runId} .*\\n  finished in ${runId}, reused from the stage cache unless their inputs changed .*: ingest\\n  to run .*: train\\n`,
+        ),
+      );
       assert.match(resumed.stdout, /✗ ingest .*"d2\.jsonl" does not exist/);
       assert.match(resumed.stdout, /hint: .*a resumed run reads its ingest sources again/);
     } finally {

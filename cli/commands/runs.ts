@@ -29,6 +29,7 @@ import { startLocalWorker } from './worker.ts';
 import { runNotOnServer } from './run-gone.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
+import { resumePreview } from './resume-preview.ts';
 
 export { loadPlanOrExit, planOrExit };
 
@@ -498,6 +499,12 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     console.log(
       `resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)}${input.options.scheduleId ? `, schedule ${input.options.scheduleId}` : ''})`,
     );
+  // Said before the run starts, so whoever resumes at 3 a.m. knows what it will redo; a status that cannot be read
+  // leaves the resume as it was.
+  if (!values.json && desc.status.name !== 'COMPLETED') {
+    const before = await getRunStatus(client, old).catch(() => undefined);
+    for (const line of before ? resumePreview(input.plan, before) : []) console.log(line);
+  }
   // On the run's own queue: a run submitted with --queue is picked up by the workers of that queue only.
   return startAndReport(ctx, client, next, {
     wait: !!values.wait,
