@@ -22,7 +22,8 @@ import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { ModelConfig } from '../models/weights.ts';
-import { readArrowBatches } from '../data/arrow-io.ts';
+import { readArrowBatches, readArrowSchema } from '../data/arrow-io.ts';
+import { MESSAGES } from '../data/conversation.ts';
 import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { epochBatches, exportedValidation } from './loop.ts';
@@ -287,19 +288,28 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
   const baseConfig = ModelConfig.read(o.modelDir).raw;
   mkdirSync(o.checkpointDir, { recursive: true });
   const tokenizer = loadTokenizer(o.modelDir);
+  const promptColumn = o.promptColumn ?? 'prompt';
+  const conversations = await isConversationTable(o.train, promptColumn);
+  if (conversations && o.template)
+    throw new InputError('a conversation table is rendered with the chat template; a prompt template applies to prompt/response tables', {
+      where: 'train.template',
+      hint: 'remove the prompt template (chat settings choose the chat template)',
+    });
   const task = {
     kind: 'causal' as const,
-    promptColumn: o.promptColumn ?? 'prompt',
+    promptColumn,
     responseColumn: o.responseColumn ?? 'response',
     template: o.template,
-    chat: chatTask(o.modelDir, o.chat),
+    // A conversation table is always in the model's chat format: the chat settings only choose the template and tokens.
+    chat: chatTask(o.modelDir, conversations ? (o.chat ?? {}) : o.chat),
+    ...(conversations ? { messagesColumn: MESSAGES } : {}),
   };
   const padding = { kind: 'longest' as const, maxLength: o.maxLength, multipleOf: 8 };
   const tokDir = join(o.checkpointDir, 'tokens');
   mkdirSync(tokDir, { recursive: true });
   o.onStatus?.('tokenizing the training rows');
   const trainTok = await tokenizeToArrow({ input: o.train, output: join(tokDir, 'train.arrow'), tokenizer, task, padding });
-  warnAboutLength(o, 'train', trainTok);
+  warnAboutLength(o, 'train', trainTok, conversations);
   const packed = (t: { data: Dataset; rows: number; seq: number }) => (o.pack ? packTable(t, o.maxLength, tokenizer.padId) : t);
   const unpacked = await readCausalTable(trainTok.path);
   checkTokenIdsFitModel(o.modelDir, baseConfig, unpacked.data.input_ids!.data as BigInt64Array);
@@ -318,6 +328,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
             o,
             'validation',
             await tokenizeToArrow({ input: o.validation, output: join(tokDir, 'validation.arrow'), tokenizer, task, padding }),
+            conversations,
           ).path,
         ),
       )
@@ -441,7 +452,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
           maxLength: o.maxLength,
           template: o.template ?? null,
           chat: task.chat
-            ? { template: task.chat.template.text, system: o.chat!.system ?? null, endOfTurn: o.chat!.endOfTurn ?? null }
+            ? { template: task.chat.template.text, system: o.chat?.system ?? null, endOfTurn: o.chat?.endOfTurn ?? null }
             : null,
           baseModel: { name: cfg._name_or_path ?? o.modelDir, sha256: baseSha, ...(typeof ggufFile === 'string' ? { ggufFile } : {}) },
           method: o.method,
@@ -504,21 +515,30 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
  * Says how many rows of the train or validation table lost part of their prompt or were left out to fit
  * maxLength; returns `t`. The table by its role: its file is a store object named by its hash.
  */
-function warnAboutLength<T extends { truncatedRows: number; droppedRows: number; droppedExamples: number[]; rows: number }>(
-  o: TrainCausalLmOptions,
-  table: 'train' | 'validation',
-  t: T,
-): T {
+function warnAboutLength<
+  T extends { truncatedRows: number; turnsCut: number; droppedRows: number; droppedExamples: number[]; rows: number },
+>(o: TrainCausalLmOptions, table: 'train' | 'validation', t: T, conversations = false): T {
   const total = t.rows + t.droppedRows;
+  const rows = `rows ${t.droppedExamples.join(', ')}${t.droppedRows > t.droppedExamples.length ? ', …' : ''}`;
   if (t.truncatedRows > 0)
     o.onWarning?.(
-      `${t.truncatedRows} of ${total} rows of the ${table} table are longer than maxLength ${o.maxLength}: ${o.chat ? 'the end of their prompt was cut, the reply kept whole' : 'cut to fit'}`,
+      conversations
+        ? `${t.truncatedRows} of ${total} conversations of the ${table} table are longer than maxLength ${o.maxLength}: each was kept up to the end of its last assistant reply that fits, and the ${t.turnsCut} trained ${t.turnsCut === 1 ? 'reply' : 'replies'} after that were left out with the turns around them (no reply is cut in half)`
+        : `${t.truncatedRows} of ${total} rows of the ${table} table are longer than maxLength ${o.maxLength}: ${o.chat ? 'the end of their prompt was cut, the reply kept whole' : 'cut to fit'}`,
     );
   if (t.droppedRows > 0)
     o.onWarning?.(
-      `${t.droppedRows} of ${total} rows of the ${table} table were left out: the chat template and the reply alone exceed maxLength ${o.maxLength} (rows ${t.droppedExamples.join(', ')}${t.droppedRows > t.droppedExamples.length ? ', …' : ''}); raise maxLength to train on them`,
+      conversations
+        ? `${t.droppedRows} of ${total} conversations of the ${table} table were left out: their first trained assistant reply does not end within maxLength ${o.maxLength} (${rows}); raise maxLength to train on them`
+        : `${t.droppedRows} of ${total} rows of the ${table} table were left out: the chat template and the reply alone exceed maxLength ${o.maxLength} (${rows}); raise maxLength to train on them`,
     );
   return t;
+}
+
+/** A chat table (ingest's chat task) has a messages column and no prompt column: its rows are whole conversations. */
+async function isConversationTable(path: string, promptColumn: string): Promise<boolean> {
+  const names = (await readArrowSchema(path)).fields.map((f) => f.name);
+  return names.includes(MESSAGES) && !names.includes(promptColumn);
 }
 
 export interface EvaluateCausalLmOptions {
@@ -554,6 +574,9 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
   const m = manifest?.chat;
   const chat = o.chat ?? (m ? { template: m.template, system: m.system ?? undefined, endOfTurn: m.endOfTurn ?? undefined } : undefined);
   const tokenizer = loadTokenizer(o.model);
+  const promptColumn = o.promptColumn ?? 'prompt';
+  // Conversations: the loss over every trained reply, as training scored it.
+  const conversations = await isConversationTable(o.table, promptColumn);
   const tmpDir = join(dirname(o.table), `.eval-lm-${process.pid}-${Date.now()}`);
   mkdirSync(tmpDir, { recursive: true });
   try {
@@ -563,10 +586,11 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
       tokenizer,
       task: {
         kind: 'causal',
-        promptColumn: o.promptColumn ?? 'prompt',
+        promptColumn,
         responseColumn: o.responseColumn ?? 'response',
-        template,
-        chat: chatTask(o.model, chat),
+        template: conversations ? undefined : template,
+        chat: chatTask(o.model, conversations ? (chat ?? {}) : chat),
+        ...(conversations ? { messagesColumn: MESSAGES } : {}),
       },
       padding: { kind: 'longest', maxLength, multipleOf: 8 },
     });

@@ -145,3 +145,101 @@ function finish({ ids, start, end }: LocatedReply, maxLength: number | undefined
     lossTokens: cut.reduce((c, l) => c + (l === IGNORE_INDEX ? 0 : 1), 0),
   };
 }
+
+/** A multi-turn conversation as one training sequence (see encodeConversation). */
+export interface ConversationEncoding extends CausalEncoding {
+  /** Longer than maxLength: later turns were left out (see turnsCut). */
+  truncated: boolean;
+  /** Trained assistant replies left out because they do not end within maxLength. */
+  turnsCut: number;
+  /** Not even the first trained reply ends within maxLength: no tokens, drop the record. */
+  tooLong: boolean;
+  /** Tokens carrying loss: every trained reply and its end-of-turn token. */
+  lossTokens: number;
+}
+
+/**
+ * A conversation (system?, user, assistant, user, assistant, …) in the model's chat format, with the loss on every
+ * assistant message whose weight is not 0, each up to and including its end-of-turn token; everything else (system and
+ * user turns, role headers, weight-0 replies, template text after an end-of-turn token) is masked.
+ *
+ * encodeChatExample's two renderings, once per trained reply: the conversation before it with the generation prompt,
+ * then with it; each must be a prefix of the next and of the whole conversation's rendering, which is what is
+ * tokenized. A template that renders earlier turns differently once more follow (one that drops past reasoning, say)
+ * is an input error naming the record and the message, not silently misplaced labels. transformers'
+ * `return_assistant_tokens_mask` needs `{% generation %}` markers few templates have; this needs none.
+ *
+ * Over maxLength, the conversation keeps its first turns up to the end of the last trained reply that ends within
+ * maxLength, and leaves out what follows (`turnsCut` replies): a reply is never cut in half, and a cut reply never
+ * teaches the model to stop mid-sentence. When even the first trained reply does not fit, the record is `tooLong`.
+ * `o.system` is used only when the conversation has no system message of its own.
+ */
+export function encodeConversation(
+  tok: HfTokenizer,
+  messages: readonly { role: string; content: string; weight?: number }[],
+  o: ChatEncodingOptions,
+  where = 'record',
+): ConversationEncoding {
+  const eot = endOfTurnId(tok, o.endOfTurn);
+  const withSystem =
+    o.system !== undefined && messages[0]?.role !== 'system' ? [{ role: 'system', content: o.system }, ...messages] : messages;
+  const plain: ChatMessage[] = withSystem.map((m) => ({ role: m.role, content: m.content }));
+  const whole = o.template.render(plain, { addGenerationPrompt: false });
+  const ids = tok.tokenize(whole);
+  const turns: { start: number; end: number }[] = [];
+  const at = (k: number) => `${where}, message ${k - (withSystem.length - messages.length)} (${o.template.source})`;
+  for (let k = 0; k < withSystem.length; k++) {
+    const m = withSystem[k]!;
+    if (m.role !== 'assistant' || m.weight === 0) continue;
+    const head = o.template.render(plain.slice(0, k), { addGenerationPrompt: true });
+    const upTo = o.template.render(plain.slice(0, k + 1), { addGenerationPrompt: false });
+    if (!upTo.startsWith(head))
+      throw new InputError(
+        'the chat template renders the conversation with this reply differently from the conversation before it, so the reply cannot be located',
+        { where: at(k), hint: 'use a template whose add_generation_prompt rendering is a prefix of the rendering with the assistant turn' },
+      );
+    if (!whole.startsWith(upTo))
+      throw new InputError(
+        'the chat template renders the conversation up to this reply differently once later messages follow (it rewrites earlier turns), so the reply cannot be located in the whole conversation',
+        {
+          where: at(k),
+          hint: 'use a template that renders each turn the same whatever follows, or train on each exchange as its own row',
+        },
+      );
+    const headIds = tok.tokenize(head);
+    let start = 0;
+    while (start < headIds.length && start < ids.length && ids[start] === headIds[start]) start++;
+    // A token spanning the header/reply boundary holds reply text: it is scored, as in encodeChatExample.
+    start = Math.max(start, (turns.at(-1)?.end ?? -1) + 1);
+    const end = ids.indexOf(eot, start);
+    const upToIds = tok.tokenize(upTo);
+    if (end < 0 || end >= upToIds.length || upToIds[end] !== eot)
+      throw new InputError(
+        `the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`,
+        { where: at(k), hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one' },
+      );
+    turns.push({ start, end });
+  }
+  const max = o.maxLength ?? Infinity;
+  const kept = turns.filter((t) => t.end < max);
+  if (kept.length === 0)
+    return { inputIds: [], attentionMask: [], labels: [], truncated: true, turnsCut: turns.length, tooLong: true, lossTokens: 0 };
+  // Whole: up to the template's last text; cut: up to the last reply that fits (masked text after it teaches nothing).
+  const n = ids.length <= max ? ids.length : kept.at(-1)!.end + 1;
+  const labels = new Array<number>(n).fill(IGNORE_INDEX);
+  let lossTokens = 0;
+  for (const t of kept)
+    for (let i = t.start; i <= t.end; i++) {
+      labels[i] = ids[i]!;
+      lossTokens++;
+    }
+  return {
+    inputIds: ids.slice(0, n),
+    attentionMask: new Array<number>(n).fill(1),
+    labels,
+    truncated: n < ids.length,
+    turnsCut: turns.length - kept.length,
+    tooLong: false,
+    lossTokens,
+  };
+}

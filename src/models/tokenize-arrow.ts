@@ -11,7 +11,8 @@
 import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, columnValues, readArrowBatches, stringColumn, type ColumnSpec } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
-import { encodeChatExample, type ChatEncodingOptions } from './chat-encoding.ts';
+import { encodeChatExample, encodeConversation, type ChatEncodingOptions } from './chat-encoding.ts';
+import { readConversation } from '../data/conversation.ts';
 import {
   padBatch,
   paddedLength,
@@ -38,6 +39,11 @@ export type TokenizeTask =
       template?: PromptTemplate;
       /** Render each record with the model's chat template instead (loss on the reply and its end-of-turn token; see chat-encoding.ts). */
       chat?: Omit<ChatEncodingOptions, 'maxLength'>;
+      /**
+       * A chat table (ingest's `chat` task): this column holds each row's conversation as JSON, rendered with `chat`
+       * (required), the loss on every trained reply (encodeConversation); the prompt and response columns are not read.
+       */
+      messagesColumn?: string;
     };
 
 export interface TokenizeToArrowOptions {
@@ -61,8 +67,10 @@ export interface TokenizeResult {
   rows: number;
   bytes: number;
   seqLen: number;
-  /** Rows whose tokens did not all fit in maxLength (chat records: their user message was cut, the reply kept). */
+  /** Rows whose tokens did not all fit in maxLength (chat records: their user message was cut, the reply kept; conversations: later turns left out). */
   truncatedRows: number;
+  /** Conversations: trained replies left out of the truncated rows (each whole, with every turn after it). */
+  turnsCut: number;
   /**
    * Chat records left out because the template and the whole reply alone exceed maxLength: a row trained on its prompt
    * alone (or half a reply) teaches nothing or the wrong thing. Callers warn with the count; `rows` excludes them.
@@ -88,6 +96,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
   const encoded: (Encoding | CausalEncoding)[] = [];
   const labels: number[] = [];
   let truncatedRows = 0;
+  let turnsCut = 0;
   let droppedRows = 0;
   const droppedExamples: number[] = [];
   let rowBase = 0;
@@ -122,6 +131,32 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
               opts.labelsFrom && { ...opts.labelsFrom, row: rowBase + i },
             ),
           );
+      }
+    } else if (task.messagesColumn !== undefined) {
+      if (!task.chat)
+        throw new InputError('a conversation table is rendered with a chat template, and none was given', {
+          where: `${input} (${task.messagesColumn})`,
+          hint: "train it with chat settings (the model's own template unless chat.template is given)",
+        });
+      requireColumn(batch, task.messagesColumn, input, 'messagesColumn');
+      const cells = stringColumn(batch, task.messagesColumn);
+      for (let i = 0; i < cells.length; i++) {
+        const where = `${input}: row ${rowBase + i}`;
+        const convo = readConversation(cells[i]!);
+        if (typeof convo === 'string')
+          throw new InputError(`column ${task.messagesColumn} holds no conversation: ${convo}`, {
+            where,
+            hint: 'make the table with an ingest stage of task chat',
+          });
+        const e = encodeConversation(tok, convo, { ...task.chat, maxLength }, where);
+        if (e.tooLong) {
+          droppedRows++;
+          if (droppedExamples.length < 5) droppedExamples.push(rowBase + i);
+          continue;
+        }
+        if (e.truncated) truncatedRows++;
+        turnsCut += e.turnsCut;
+        encoded.push({ inputIds: e.inputIds, attentionMask: e.attentionMask, labels: e.labels });
       }
     } else {
       requireColumn(batch, task.promptColumn, input, 'promptColumn');
@@ -173,7 +208,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       writer.writeBatch(cols);
     }
     const r = writer.close();
-    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, droppedRows, droppedExamples, longest };
+    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, turnsCut, droppedRows, droppedExamples, longest };
   } catch (e) {
     writer.abort();
     throw e;

@@ -1,0 +1,126 @@
+// Multi-turn conversations on the tiny byte-level tokenizer (one token per character, <|endoftext|> = 256) and a small
+// ChatML-like template: the labels are checked token by token against the rendering written out by hand.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { encodeConversation } from './chat-encoding.ts';
+import { ChatTemplate } from './chat-template.ts';
+import { tinyGpt2Dir } from './tiny.testing.ts';
+import { IGNORE_INDEX, loadTokenizer } from './tokenizer.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'convo-enc-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+const tok = loadTokenizer(tinyGpt2Dir(join(root, 'm'), 1));
+const EOT = 256;
+const TEMPLATE =
+  '{% for m in messages %}<{{ m.role }}>{{ m.content }}<|endoftext|>\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}';
+const template = new ChatTemplate(TEMPLATE, 'test template');
+
+const convo = [
+  { role: 'system', content: 'Be brief.' },
+  { role: 'user', content: 'Hi' },
+  { role: 'assistant', content: 'Hello!' },
+  { role: 'user', content: 'Name?' },
+  { role: 'assistant', content: 'Bo' },
+];
+
+/** Characters as byte tokens, `E` as <|endoftext|>; `scored` marks which pieces carry loss. */
+function expected(pieces: [string, boolean][]): { ids: number[]; labels: number[] } {
+  const ids: number[] = [],
+    labels: number[] = [];
+  for (const [text, scored] of pieces)
+    for (const id of text === 'E' ? [EOT] : tok.tokenize(text)) {
+      ids.push(id);
+      labels.push(scored ? id : IGNORE_INDEX);
+    }
+  return { ids, labels };
+}
+
+test('two exchanges: exactly each reply and its <|endoftext|> are scored; system, user turns, headers and the newline after are not', () => {
+  const e = encodeConversation(tok, convo, { template });
+  const want = expected([
+    ['<system>Be brief.', false],
+    ['E', false],
+    ['\n<user>Hi', false],
+    ['E', false],
+    ['\n<assistant>', false],
+    ['Hello!', true],
+    ['E', true],
+    ['\n<user>Name?', false],
+    ['E', false],
+    ['\n<assistant>', false],
+    ['Bo', true],
+    ['E', true],
+    ['\n', false],
+  ]);
+  assert.equal(tok.tokenize('<system>').length, 8, 'one token per character');
+  assert.deepEqual(e.inputIds, want.ids);
+  assert.deepEqual(e.labels, want.labels);
+  assert.deepEqual([e.lossTokens, e.truncated, e.turnsCut, e.tooLong], ['Hello!'.length + 1 + 'Bo'.length + 1, false, 0, false]);
+});
+
+test('weight 0 keeps a reply as context only; chat.system applies to a conversation without its own', () => {
+  const e = encodeConversation(tok, [convo[1]!, { ...convo[2]!, weight: 0 }, convo[3]!, convo[4]!], { template, system: 'S' });
+  const want = expected([
+    ['<system>S', false],
+    ['E', false],
+    ['\n<user>Hi', false],
+    ['E', false],
+    ['\n<assistant>Hello!', false],
+    ['E', false],
+    ['\n<user>Name?', false],
+    ['E', false],
+    ['\n<assistant>', false],
+    ['Bo', true],
+    ['E', true],
+    ['\n', false],
+  ]);
+  assert.deepEqual(e.inputIds, want.ids);
+  assert.deepEqual(e.labels, want.labels);
+  assert.equal(e.lossTokens, 3);
+  // The conversation's own system message wins over chat.system.
+  assert.deepEqual(
+    encodeConversation(tok, convo, { template, system: 'other' }).inputIds,
+    encodeConversation(tok, convo, { template }).inputIds,
+  );
+});
+
+test('over maxLength: the conversation ends after the last reply that fits whole; none fitting drops the row', () => {
+  const whole = encodeConversation(tok, convo, { template });
+  const firstEnd = whole.labels.indexOf(EOT);
+  // Room up to the middle of the second reply: the first exchange stays, the second reply goes whole.
+  const cut = encodeConversation(tok, convo, { template, maxLength: whole.inputIds.length - 3 });
+  assert.deepEqual(cut.inputIds, whole.inputIds.slice(0, firstEnd + 1));
+  assert.deepEqual(cut.labels, whole.labels.slice(0, firstEnd + 1));
+  assert.deepEqual([cut.truncated, cut.turnsCut, cut.lossTokens, cut.tooLong], [true, 1, 'Hello!'.length + 1, false]);
+  // The whole conversation fits, but the template's closing newline does not: the newline goes, both replies stay.
+  const tight = encodeConversation(tok, convo, { template, maxLength: whole.inputIds.length - 1 });
+  assert.deepEqual([tight.inputIds.length, tight.turnsCut, tight.lossTokens], [whole.inputIds.length - 1, 0, whole.lossTokens]);
+  const none = encodeConversation(tok, convo, { template, maxLength: firstEnd });
+  assert.deepEqual([none.tooLong, none.inputIds.length, none.turnsCut], [true, 0, 2]);
+});
+
+test('a template that rewrites earlier turns once more follow, or never ends a turn, is an input error naming the row and message', () => {
+  // Keeps only the last assistant reply's text (as reasoning templates drop past thinking).
+  const rewriting = new ChatTemplate(
+    "{% for m in messages %}<{{ m.role }}>{% if m.role != 'assistant' or loop.last %}{{ m.content }}{% endif %}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+    'rewriting',
+  );
+  assert.throws(
+    () => encodeConversation(tok, convo, { template: rewriting }, 'train.arrow: row 7'),
+    (e: unknown) =>
+      e instanceof InputError && /rewrites earlier turns/.test(e.message) && e.where === 'train.arrow: row 7, message 2 (rewriting)',
+  );
+  const noEnd = new ChatTemplate(
+    '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
+    'no-end',
+  );
+  assert.throws(
+    () => encodeConversation(tok, convo, { template: noEnd }, 'row 0'),
+    (e: unknown) =>
+      e instanceof InputError && /does not end the assistant's reply/.test(e.message) && e.where === 'row 0, message 2 (no-end)',
+  );
+});
