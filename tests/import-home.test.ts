@@ -121,6 +121,9 @@ async function buildHome(t: T): Promise<Home> {
   await record('d'.repeat(64), { report, model: tree });
   // Names an object the home no longer has: a miss on any worker, left out.
   await record('e'.repeat(64), { gone: { uri: `artifact://sha256/${'f'.repeat(64)}`, sha256: 'f'.repeat(64), bytes: 3, mediaType: 'x' } });
+  // A file of its key that is no record (no kind, no producedBy): a miss for the stage cache, left out too.
+  mkdirSync(join(paths.cache, 'aa'), { recursive: true });
+  writeFileSync(join(paths.cache, 'aa', `${'a'.repeat(64)}.json`), JSON.stringify({ key: 'a'.repeat(64), outputs: {} }));
   return { dir, named: [onnx1, onnx2, data, tree, ...treeFiles, report, named], stray, onnx2 };
 }
 
@@ -211,7 +214,8 @@ describe('import-home into PostgreSQL and SeaweedFS', { skip: postgresUnavailabl
     const records = new DatabaseRecords(recordsDb);
     assert.equal(await records.get('d'.repeat(64)), readFileSync(join(paths.cache, 'dd', `${'d'.repeat(64)}.json`), 'utf8'));
     assert.equal(await records.get('e'.repeat(64)), undefined);
-    assert.deepEqual(report.cacheRecords, { copied: 1, skipped: 1 });
+    assert.equal(await records.get('a'.repeat(64)), undefined);
+    assert.deepEqual(report.cacheRecords, { copied: 1, skipped: 2 });
 
     const again = await runCli(['import-home', home.dir], env);
     assert.equal(again.code, 1);

@@ -35,7 +35,7 @@ import { objectKey, TREE_MEDIA, type TreeEntry } from '../store/artifact-store.t
 import { scanNames } from '../store/garbage.ts';
 import type { ObjectBackend } from '../store/object-backend.ts';
 import { insertRecordsIfAbsent, STAGE_CACHE_SCHEMA } from '../store/shared-records.ts';
-import { isArtifactRef, type ArtifactRef } from '../types.ts';
+import { localRecordFiles, recordRefs } from '../store/stage-cache.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
 import { sha256File } from '../util/hash-file.ts';
 import { openRegistry } from './registry.ts';
@@ -174,25 +174,6 @@ interface CacheRecordFile {
   text: string;
 }
 
-async function readCacheRecords(dir: string): Promise<CacheRecordFile[]> {
-  const out: CacheRecordFile[] = [];
-  for (const sub of (await fsp.readdir(dir).catch(() => [] as string[])).sort())
-    for (const name of (await fsp.readdir(join(dir, sub)).catch(() => [] as string[])).sort()) {
-      const key = /^([0-9a-f]{64})\.json$/.exec(name)?.[1];
-      if (!key) continue;
-      const text = await fsp.readFile(join(dir, sub, name), 'utf8').catch(() => undefined);
-      if (text !== undefined) out.push({ key, text });
-    }
-  return out;
-}
-
-function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
-  if (isArtifactRef(value)) out.push(value);
-  else if (Array.isArray(value)) for (const v of value) collectRefs(v, out);
-  else if (value && typeof value === 'object') for (const v of Object.values(value)) collectRefs(v, out);
-  return out;
-}
-
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
 export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeReport> {
@@ -246,7 +227,8 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
   }
   const lastRow = auditRows[auditRows.length - 1];
   const head = lastRow ? { seq: Number(lastRow.seq), hash: lastRow.hash } : null;
-  const cacheFiles = await readCacheRecords(paths.cache);
+  const cacheFiles: CacheRecordFile[] = [];
+  for await (const { key, text } of localRecordFiles(paths.cache)) if (HEX64.test(key)) cacheFiles.push({ key, text });
 
   // The shared database must hold nothing of a registry or an audit log. A dry run creates no tables to find out.
   let target: { registry: Database; close(): Promise<void> } | undefined;
@@ -351,14 +333,8 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
     // A record naming an object neither store has would be a miss on every worker: left out.
     const records: CacheRecordFile[] = [];
     for (const f of cacheFiles) {
-      let refs: ArtifactRef[];
-      try {
-        const rec = JSON.parse(f.text) as { key?: unknown; outputs?: unknown };
-        if (rec?.key !== f.key) continue;
-        refs = collectRefs(rec.outputs);
-      } catch {
-        continue;
-      }
+      const refs = recordRefs(f.text, f.key);
+      if (!refs) continue;
       let whole = true;
       for (const r of refs) if (!HEX64.test(r.sha256) || (await missingOf(r)).length) whole = false;
       if (whole) records.push(f);

@@ -77,6 +77,32 @@ function collectRefs(value: unknown, out: ArtifactRef[] = []): ArtifactRef[] {
   return out;
 }
 
+/**
+ * The references the outputs of `text`, a record of `key`, hold; undefined when it is no well-formed record of that
+ * key, which `get` reads as a miss (`tempered import-home` leaves such a record behind).
+ */
+export function recordRefs(text: string, key: string): ArtifactRef[] | undefined {
+  let rec: unknown;
+  try {
+    rec = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return wellFormed(rec, key) ? collectRefs(rec.outputs) : undefined;
+}
+
+/** The record files of a local cache folder (`<dir>/<ab>/<key>.json`), each with its text; one that cannot be read is skipped. */
+export async function* localRecordFiles(dir: string): AsyncIterable<{ key: string; text: string; path: string }> {
+  for (const sub of (await fsp.readdir(dir).catch(() => [] as string[])).sort())
+    for (const name of (await fsp.readdir(join(dir, sub)).catch(() => [] as string[])).sort()) {
+      const key = /^(.+)\.json$/.exec(name)?.[1];
+      if (!key) continue;
+      const path = join(dir, sub, name);
+      const text = await fsp.readFile(path, 'utf8').catch(() => undefined);
+      if (text !== undefined) yield { key, text, path };
+    }
+}
+
 export interface StageCacheOptions {
   /** A background upload that failed (after the client's own retries); the default writes a warning to stderr. */
   onUploadError?: (key: string, error: unknown) => void;
@@ -269,16 +295,9 @@ export class StageCache {
     for await (const r of this.localRecords()) if (!seen.has(r.key)) yield r;
   }
 
-  /** This host's record files (`<dir>/<ab>/<key>.json`), each with its text; one that cannot be read is skipped. */
-  private async *localRecords(): AsyncIterable<{ key: string; text: string; path: string }> {
-    for (const sub of (await fsp.readdir(this.dir).catch(() => [] as string[])).sort())
-      for (const name of (await fsp.readdir(join(this.dir, sub)).catch(() => [] as string[])).sort()) {
-        const key = /^(.+)\.json$/.exec(name)?.[1];
-        if (!key) continue;
-        const path = join(this.dir, sub, name);
-        const text = await fsp.readFile(path, 'utf8').catch(() => undefined);
-        if (text !== undefined) yield { key, text, path };
-      }
+  /** This host's record files. */
+  private localRecords(): AsyncIterable<{ key: string; text: string; path: string }> {
+    return localRecordFiles(this.dir);
   }
 
   /**
