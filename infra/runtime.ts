@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { DefaultLogger, Runtime, type LogLevel, type LogMetadata } from '@temporalio/worker';
 
 /**
@@ -55,4 +56,30 @@ export function metricsAddress(env: NodeJS.ProcessEnv = process.env): string | u
   if (!m || Number(m[2]) > 65535)
     throw new Error(`TEMPERED_METRICS_ADDRESS=${a} is not host:port (e.g. 127.0.0.1:9464, or 0.0.0.0:9464 to be scraped from elsewhere)`);
   return a;
+}
+
+/**
+ * Why this process could not serve its metrics at `address`, or undefined when it can. The SDK's exporter binds in
+ * its core and says nothing when it cannot: a worker restarted while the old one still held the port (or a second
+ * worker of the host given the same address) ran without metrics, and every scrape read the other process's.
+ */
+export async function metricsAddressRefusal(address: string): Promise<string | undefined> {
+  const at = address.lastIndexOf(':');
+  const host = address.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+  const port = Number(address.slice(at + 1));
+  const code = await new Promise<string | undefined>((resolve) => {
+    const probe = createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(undefined)));
+  });
+  if (code === undefined) return undefined;
+  const why =
+    code === 'EADDRINUSE'
+      ? 'is in use by another process (a worker still running, or another given the same address), so this worker would serve no metrics and a scrape would read that process'
+      : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND'
+        ? 'is not an address of this host'
+        : code === 'EACCES'
+          ? 'needs privileges to bind (a port below 1024)'
+          : `cannot be bound (${code})`;
+  return `TEMPERED_METRICS_ADDRESS=${address} ${why}: give each worker on a host a port of its own`;
 }

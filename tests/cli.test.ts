@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import type { DevServerHandle } from '../infra/dev-server.ts';
 import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../src/util/port-race.ts';
@@ -240,6 +241,23 @@ describe('tempered CLI', () => {
       after.stdout,
       /waiting: cancellation requested; no worker has picked this run up yet, and it ends \(cancelled, nothing run\) when a worker serving task queue 'nobody-q' takes it/,
     );
+  });
+
+  it('a worker whose metrics address another process holds refuses to start, instead of running without metrics', async () => {
+    // As a worker restarted while the old one lingers: the SDK's exporter failed to bind in silence, and every scrape
+    // of the address read the old process's numbers.
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen({ host: '127.0.0.1', port: 0 }, r));
+    const address = `127.0.0.1:${(holder.address() as AddressInfo).port}`;
+    try {
+      // Before, the worker started and polled: the timeout ends it.
+      const r = await runCli(['worker', '--queue', 'metrics-held'], { ...env, TEMPERED_METRICS_ADDRESS: address }, { timeoutMs: 30_000 });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`TEMPERED_METRICS_ADDRESS=${address} is in use by another process .*a port of its own`));
+      assert.doesNotMatch(r.stderr, /worker polling/);
+    } finally {
+      holder.close();
+    }
   });
 
   it('a worker whose store is shared but whose registry is its own file (or the reverse) refuses to start, naming what to set', async () => {

@@ -2,7 +2,7 @@
 import type { Worker } from '@temporalio/worker';
 import { connectWorker, type TemporalSettings } from '../../infra/connection.ts';
 import { createWorker } from '../../infra/worker.ts';
-import { installRuntime } from '../../infra/runtime.ts';
+import { installRuntime, metricsAddress, metricsAddressRefusal } from '../../infra/runtime.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { runEndedHook, stageCompletedHook } from '../../activities/audit.ts';
@@ -217,6 +217,10 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     const mismatch = sharingMismatch(ctx);
     if (mismatch) throw new CliError(`${mismatch}, or pass --single-host if this is the only worker\nusage: ${usage}`, 2);
   }
+  // Before the SDK's exporter is installed, which would run on without its port.
+  const metrics = metricsAddress();
+  const refusal = metrics ? await metricsAddressRefusal(metrics) : undefined;
+  if (refusal) throw new CliError(refusal);
   const store = ctx.store();
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
@@ -260,7 +264,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     )
     .join(', ');
   console.error(
-    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}. Ctrl-C stops it.`,
+    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}${metrics ? `; metrics on http://${metrics}/metrics` : ''}. Ctrl-C stops it.`,
   );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   // Each worker keeps baseline memos of its own, which a `store gc` on another host never sees.
