@@ -9,6 +9,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import BetterSqlite3 from 'better-sqlite3';
 import { join } from 'node:path';
 import { AUDIT_SCHEMA, openAudit, type AuditLog } from '../src/audit/log.ts';
 import { openDatabase } from '../src/db/database.ts';
@@ -222,6 +224,22 @@ describe('import-home into PostgreSQL and SeaweedFS', { skip: postgresUnavailabl
     assert.match(again.stderr, /is not empty: the registry holds 2 model\(s\) \(other, spam-clf\), 4 version\(s\)/);
     assert.match(again.stderr, /the audit log holds \d+ record\(s\), the first run\.submitted by /);
     assert.match(again.stderr, /an audit chain cannot be merged/);
+  });
+
+  test('a registered artifact whose sha256 is a path refuses the import, naming the version, into a shared folder store too', async (t) => {
+    const home = await buildHome(t);
+    const shared = tmp(t, 'shared');
+    const env = await envOf(t, pathToFileURL(shared).href);
+    const db = new BetterSqlite3(statePaths(home.dir, {}).registryDb);
+    db.prepare(
+      "UPDATE artifacts SET sha256 = '../../../../etc/passwd' WHERE role = 'onnx' AND version_id = (SELECT MIN(id) FROM versions)",
+    ).run();
+    db.close();
+    const r = await runCli(['import-home', home.dir], env);
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(r.stderr.includes('spam-clf@1 onnx: "../../../../etc/passwd", which is no sha256'), r.stderr);
+    const reg = await open(t, openRegistry(env.TEMPERED_DATABASE_URL));
+    assert.deepEqual(await reg.listModels(), []);
   });
 
   test('a damaged object refuses the import and leaves the database empty; a dry run writes nothing; a rerun completes', async (t) => {

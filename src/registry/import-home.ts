@@ -298,7 +298,9 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
       if (has === undefined) inShared.set(hex, (has = (await opts.backend.head(objectKey(hex)))?.bytes === bytes));
       return has;
     };
-    const available = async (hex: string, bytes: number) => local.get(hex)?.bytes === bytes || (await sharedHas(hex, bytes));
+    // A name that is no sha256 (an odd row or manifest: a path, say) names nothing, in either store.
+    const available = async (hex: string, bytes: number) =>
+      HEX64.test(hex) && (local.get(hex)?.bytes === bytes || (await sharedHas(hex, bytes)));
     /** A reference and, for a tree, each file its manifest lists: what is in neither store. */
     const missingOf = async (ref: { sha256: string; bytes: number; mediaType?: string | null }): Promise<string[]> => {
       if (!(await available(ref.sha256, ref.bytes))) return [ref.sha256];
@@ -320,7 +322,10 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
     const lost: string[] = [];
     for (const a of rows.artifacts) {
       const missing = await missingOf({ sha256: String(a.sha256), bytes: Number(a.bytes), mediaType: a.media_type as string | null });
-      for (const hex of missing) lost.push(`${byId.get(a.version_id)} ${String(a.role)}: ${hex} (${join(paths.store, objectKey(hex))})`);
+      for (const hex of missing)
+        lost.push(
+          `${byId.get(a.version_id)} ${String(a.role)}: ${HEX64.test(hex) ? `${hex} (${join(paths.store, objectKey(hex))})` : `${JSON.stringify(hex)}, which is no sha256`}`,
+        );
     }
     if (lost.length)
       throw new ImportRefused(
@@ -336,7 +341,7 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
       const refs = recordRefs(f.text, f.key);
       if (!refs) continue;
       let whole = true;
-      for (const r of refs) if (!HEX64.test(r.sha256) || (await missingOf(r)).length) whole = false;
+      for (const r of refs) if ((await missingOf(r)).length) whole = false;
       if (whole) records.push(f);
     }
 
