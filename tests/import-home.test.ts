@@ -16,6 +16,7 @@ import { AUDIT_SCHEMA, openAudit, type AuditLog } from '../src/audit/log.ts';
 import { openDatabase } from '../src/db/database.ts';
 import { postgresUnavailable, useDatabases } from '../src/db/postgres.testing.ts';
 import { schemaVersions } from '../src/db/postgres.ts';
+import { REGISTRY_TABLES } from '../src/registry/import-home.ts';
 import { openRegistry, type Registry } from '../src/registry/registry.ts';
 import { REGISTRY_SCHEMA } from '../src/registry/schema.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -137,6 +138,17 @@ async function dump(reg: Registry) {
   for (const m of models) history.push(...(await reg.aliasHistory(m.name)));
   return { models, versions, history, pending: await reg.pendingAudit() };
 }
+
+test('import-home carries every table and column of the registry schema: a migration that adds one must add it to REGISTRY_TABLES', async (t) => {
+  const file = join(tmp(t, 'schema'), 'registry.db');
+  await (await openRegistry(file)).close();
+  const db = new BetterSqlite3(file, { readonly: true });
+  t.after(() => db.close());
+  const names = (sql: string) => (db.prepare(sql).all() as { name: string }[]).map((r) => r.name).sort();
+  const tables = names("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('schema_migrations', 'sqlite_sequence')");
+  assert.deepEqual(tables, REGISTRY_TABLES.map((r) => r.table).sort());
+  for (const r of REGISTRY_TABLES) assert.deepEqual(names(`PRAGMA table_info(${r.table})`), [...r.columns].sort(), r.table);
+});
 
 describe('import-home into PostgreSQL and SeaweedFS', { skip: postgresUnavailable() }, () => {
   let s3: TestS3;
