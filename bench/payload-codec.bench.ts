@@ -9,11 +9,21 @@
  * after. A stage moves a handful of payloads (its request, its result, a heartbeat or two, the status query's
  * answer), so its cost is a few times these figures; against a stage's round trip through Temporal (about 20 ms on a
  * quiet machine, README *Benchmarks*) it is what to compare.
+ *
+ * Then a stage's failure (an ApplicationFailure with ingest's 250-character missing-field message and its stack), the
+ * way a worker writes it and a client reads it back (errorToFailure, encode; decode, failureToError): without the key
+ * the message stays in clear, with it the failure converter moves message and stack into a payload the codec
+ * encrypts (infra/failure-converter.cjs). A failure is written once per failed attempt.
  */
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
-import { defaultPayloadConverter, type Payload } from '@temporalio/common';
-import { EncryptionCodec, payloadKeysFromEnv } from '../infra/payload-codec.ts';
+import { ApplicationFailure, defaultPayloadConverter, type LoadedDataConverter, type Payload } from '@temporalio/common';
+import {
+  decodeOptionalFailureToOptionalError,
+  encodeErrorToFailure,
+  loadDataConverter,
+} from '@temporalio/common/lib/internal-non-workflow/index.js';
+import { EncryptionCodec, payloadKeysFromEnv, temporalDataConverter } from '../infra/payload-codec.ts';
 import { loadSpec } from '../src/spec/index.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 
@@ -60,3 +70,35 @@ for (const [name, value] of Object.entries(values)) {
   const f = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(', ');
   console.log(`  ${name.padEnd(18)} ${sizes.clear} bytes → ${sizes.encrypted} encrypted; without key ${f(off)} µs, with key ${f(on)} µs`);
 }
+
+const failure = ApplicationFailure.create({
+  type: 'InputError',
+  nonRetryable: true,
+  message:
+    'fields.text: no field "text" (the text column\'s default; set fields.text to read another field) in the only row of bad.jsonl (missing-field 1); the first row (bad.jsonl:1) has fields: "FAILSECRET789rowtext"',
+  details: [{ hint: 'set fields.text to the field meant', code: 'missing-field' }],
+});
+
+async function perFailureUs(dc: LoadedDataConverter): Promise<number> {
+  const once = async () => {
+    const back = await decodeOptionalFailureToOptionalError(dc, await encodeErrorToFailure(dc, failure));
+    if (back?.message !== failure.message) throw new Error(`the failure read back says ${back?.message}`);
+  };
+  for (let i = 0; i < 200; i++) await once();
+  const t0 = performance.now();
+  for (let i = 0; i < rounds; i++) await once();
+  return ((performance.now() - t0) * 1000) / rounds;
+}
+
+const clearDc = loadDataConverter(temporalDataConverter({}));
+const keyedDc = loadDataConverter(temporalDataConverter({ TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('base64') }));
+const off: number[] = [];
+const on: number[] = [];
+for (let r = 0; r < 2; r++) {
+  off.push(await perFailureUs(clearDc));
+  on.push(await perFailureUs(keyedDc));
+}
+const f = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(', ');
+console.log(
+  `  ${"a stage's failure".padEnd(18)} written and read back; without key ${f(off)} µs, with key (message encrypted) ${f(on)} µs`,
+);

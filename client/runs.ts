@@ -24,7 +24,7 @@ import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
-import { fetchDecodedHistory, payloadValue } from './payloads.ts';
+import { decodePayloadsIn, fetchDecodedHistory } from './payloads.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -139,6 +139,8 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     );
   const status = await queriedOrFromHistory(client, runId, desc);
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
+  // Their heartbeats, and the last failure of a stage being retried (its message opened where the key encoded it).
+  await decodePayloadsIn(client, pending);
   const now = Date.now();
   for (const pa of pending) {
     const id = pa.activityId?.replace(/^stage-/, '');
@@ -147,7 +149,9 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
     if (pa.attempt) st.attempt = pa.attempt;
     const payloads = pa.heartbeatDetails?.payloads;
     if (payloads && payloads.length > 0) {
-      const details = await payloadValue<{ progress?: Record<string, unknown> }>(client, payloads[0] as never);
+      const details = client.options.loadedDataConverter.payloadConverter.fromPayload<{ progress?: Record<string, unknown> }>(
+        payloads[0] as never,
+      );
       if (details?.progress) st.progress = details.progress;
     }
     if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };

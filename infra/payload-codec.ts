@@ -16,8 +16,12 @@
  * The codec is installed even without a key: it then encrypts nothing, but a payload it meets encrypted fails with an
  * error that says which variable to set, not the payload converter's `Unknown encoding: binary/encrypted`.
  * Payloads that are not encrypted (runs from before the key was set) pass through either way.
+ *
+ * A failure's message and stack trace are not payloads: with a key, temporalDataConverter also names the failure
+ * converter that moves them into one (infra/failure-converter.cjs), so they are encrypted too.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import proto from '@temporalio/proto';
 
@@ -145,15 +149,30 @@ export class EncryptionCodec implements PayloadCodec {
 const converters = new Map<string, DataConverter>();
 
 /**
+ * The failure converter that moves a failure's message and stack trace into a payload (`encodedAttributes`), which
+ * the codec then encrypts: infra/failure-converter.cjs, a path because the worker bundles it into the workflow sandbox.
+ */
+export const ENCODING_FAILURE_CONVERTER_PATH = fileURLToPath(new URL('./failure-converter.cjs', import.meta.url));
+
+/**
  * The data converter every Temporal client and worker of tempered uses: JSON payloads through the encryption codec,
  * with the keys of `env`. Throws on a malformed key, before anything connects. One per key setting, so that a process
  * building several clients builds one codec.
+ *
+ * With a key to encrypt with, failures' messages and stack traces are encoded too (ENCODING_FAILURE_CONVERTER_PATH):
+ * an error can quote user data. Without one they stay in clear, since nothing would encrypt them. Reading takes no
+ * setting: the SDK's default failure converter, and client/payloads.ts for raw histories, open an encoded failure and
+ * read a clear one as it is, so runs from before the key read as they did.
  */
 export function temporalDataConverter(env: NodeJS.ProcessEnv = process.env): DataConverter {
   const setting = `${env.TEMPERED_PAYLOAD_KEY ?? ''}\n${env.TEMPERED_PAYLOAD_KEYS_OLD ?? ''}`;
   let dc = converters.get(setting);
   if (!dc) {
-    dc = { payloadCodecs: [new EncryptionCodec(payloadKeysFromEnv(env))] };
+    const keys = payloadKeysFromEnv(env);
+    dc = {
+      payloadCodecs: [new EncryptionCodec(keys)],
+      ...(keys.current ? { failureConverterPath: ENCODING_FAILURE_CONVERTER_PATH } : {}),
+    };
     converters.set(setting, dc);
   }
   return dc;

@@ -16,11 +16,20 @@ import type { RunBackends } from '../workflows/types.ts';
 
 const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();
 
-/** Bundles the workflow code once per process (webpack takes a few seconds). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+/**
+ * Bundles the workflow code once per process and failure converter (webpack takes a few seconds). The workflow's own
+ * failures (a failed run's message) are made inside the sandbox, by the converter bundled with it: the data
+ * converter's `failureConverterPath` (TEMPERED_PAYLOAD_KEY's, infra/payload-codec.ts), which a prebuilt bundle does
+ * not take from the worker's options.
+ */
+export function workflowBundle(failureConverterPath?: string): Promise<WorkflowBundleWithSourceMap> {
+  let bundle = bundles.get(failureConverterPath ?? '');
+  if (!bundle) {
+    bundle = bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, failureConverterPath, logger: quietLogger });
+    bundles.set(failureConverterPath ?? '', bundle);
+  }
   return bundle;
 }
 
@@ -67,13 +76,14 @@ export interface WorkerOptions {
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   installRuntime();
   const maxActivities = opts.maxConcurrentActivities ?? DEFAULT_MAX_ACTIVITIES;
+  const dataConverter = opts.dataConverter ?? temporalDataConverter();
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
-    workflowBundle: opts.workflows === false ? undefined : await workflowBundle(),
+    workflowBundle: opts.workflows === false ? undefined : await workflowBundle(dataConverter.failureConverterPath),
     activities: createActivities(opts.kinds, opts.deps),
-    dataConverter: opts.dataConverter ?? temporalDataConverter(),
+    dataConverter,
     // Every activity of a run first checks that the run keeps its artifacts and records where this worker does.
     ...(opts.deps.backends
       ? { interceptors: { activity: [backendsCheck(opts.deps.backends, opts.deps.onLacksRunSettings, opts.rereadBackends)] } }

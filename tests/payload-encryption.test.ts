@@ -33,10 +33,24 @@ stages:
       task: classification
 `;
 const KEY = randomBytes(32).toString('base64');
+/**
+ * Planted in the only field of the only row of bad.jsonl: ingest's error quotes the fields the row has, so the stage's
+ * failure message (and the run's, which quotes the stage's) carries it, as an error quoting a bad row's text would.
+ */
+const FAIL_SECRET = 'FAILSECRET789rowtext';
+const FAIL_SPEC = `name: encfail
+stages:
+  ingest:
+    uses: ingest
+    with:
+      path: bad.jsonl
+      task: classification
+`;
 
 let cluster: Awaited<ReturnType<typeof startCliServer>>;
 let env: Record<string, string>;
 let file: string;
+let failFile: string;
 let connection: Connection;
 
 before(async () => {
@@ -50,6 +64,9 @@ before(async () => {
   file = join(cluster.home, 'enc.yaml');
   writeFileSync(file, SPEC);
   copyFileSync(join(FIX, 'tiny.jsonl'), join(cluster.home, 'tiny.jsonl'));
+  failFile = join(cluster.home, 'encfail.yaml');
+  writeFileSync(failFile, FAIL_SPEC);
+  writeFileSync(join(cluster.home, 'bad.jsonl'), `{"${FAIL_SECRET}": "x"}\n`);
   connection = await Connection.connect({ address: cluster.server.address });
 });
 after(async () => {
@@ -66,6 +83,26 @@ async function submit(extra: Record<string, string>): Promise<string> {
   return st.runId;
 }
 
+/** A run of encfail.yaml, whose ingest fails quoting FAIL_SECRET: its id, once it has failed. */
+async function submitFailing(extra: Record<string, string>): Promise<string> {
+  const r = await runCli(['submit', failFile, '--wait', '--local-worker', '--json'], { ...env, ...extra }, { timeoutMs: 180_000 });
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const st = JSON.parse(r.stdout) as { runId: string; state: string };
+  assert.equal(st.state, 'failed');
+  return st.runId;
+}
+
+/** The secrets of `secrets` that are in the dev server's own files (the history, the visibility store, the WAL). */
+function inServerFiles(secrets: string[]): string[] {
+  const db = cluster.server.dbFile!;
+  const found: string[] = [];
+  for (const f of [db, `${db}-wal`].filter(existsSync)) {
+    const bytes = readFileSync(f);
+    for (const secret of secrets) if (bytes.indexOf(secret) !== -1) found.push(`${secret} in ${f}`);
+  }
+  return found;
+}
+
 /** Every byte of the run's history as the server keeps it, read by a client without any codec. */
 async function rawHistory(runId: string): Promise<Buffer> {
   const history = await new Client({ connection }).workflow.getHandle(runId).fetchHistory();
@@ -78,12 +115,7 @@ test('with TEMPERED_PAYLOAD_KEY the run completes, and its history and the serve
   for (const secret of [TOKEN, SIGNATURE, 'source_url', 'tiny.jsonl'])
     assert.equal((await raw).indexOf(secret), -1, `${secret} is in the raw history`);
   // The server's own files: the history, the visibility store (memo) and anything else it wrote.
-  const db = cluster.server.dbFile!;
-  for (const f of [db, `${db}-wal`].filter(existsSync)) {
-    const bytes = readFileSync(f);
-    assert.equal(bytes.indexOf(TOKEN), -1, `${TOKEN} is in ${f}`);
-    assert.equal(bytes.indexOf(SIGNATURE), -1, `${SIGNATURE} is in ${f}`);
-  }
+  assert.deepEqual(inServerFiles([TOKEN, SIGNATURE]), []);
 
   // With the key, the input reads back, and the status and logs commands work.
   const input = await runInput(new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), runId);
@@ -113,6 +145,38 @@ test('with TEMPERED_PAYLOAD_KEY the run completes, and its history and the serve
   assert.equal(rotated.code, 0, rotated.stderr);
 });
 
+test("with TEMPERED_PAYLOAD_KEY a stage's failure message is encrypted: status and logs read it with the key; without, they and resume say it is encrypted", async () => {
+  const runId = await submitFailing({ TEMPERED_PAYLOAD_KEY: KEY });
+  const raw = await rawHistory(runId);
+  assert.equal(raw.indexOf(FAIL_SECRET), -1, `${FAIL_SECRET} is in the raw history`);
+  // What the history keeps in its place: the failure converter's stand-in.
+  assert.notEqual(raw.indexOf('Encoded failure'), -1, 'no failure was encoded');
+  assert.deepEqual(inServerFiles([FAIL_SECRET]), []);
+
+  // With the key, the stage's and the run's messages read as written: from the run's result, and from the history.
+  const keyed = { ...env, TEMPERED_PAYLOAD_KEY: KEY };
+  const st = await runCli(['status', runId, '--json'], keyed);
+  assert.equal(st.code, 0, st.stderr);
+  const ingest = (JSON.parse(st.stdout) as { stages: { id: string; error?: { message: string } }[] }).stages.find((s) => s.id === 'ingest');
+  assert.match(ingest?.error?.message ?? '', new RegExp(FAIL_SECRET));
+  const text = await runCli(['status', runId], keyed);
+  assert.match(text.stdout, new RegExp(`ingest.*\\n?.*${FAIL_SECRET}`));
+  const logs = await runCli(['logs', runId], keyed);
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, new RegExp(`failed  stage-ingest .*${FAIL_SECRET}`));
+  assert.match(logs.stdout, new RegExp(`run failed  stage 'ingest' failed: .*${FAIL_SECRET}`));
+  assert.doesNotMatch(st.stdout + text.stdout + logs.stdout, /Encoded failure/);
+
+  // Without the key: the codec's error naming the variable, never the stand-in or an empty message (resume said the
+  // run was no longer on the server).
+  for (const cmd of ['status', 'logs', 'resume']) {
+    const r = await runCli([cmd, runId], env);
+    assert.equal(r.code, 1, `${cmd}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY/);
+    assert.doesNotMatch(r.stdout + r.stderr, /Encoded failure/);
+  }
+});
+
 test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {
   const runId = await submit({});
   const input = await runInput(new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), runId);
@@ -121,6 +185,9 @@ test('a run submitted before the key was set still reads with it; the spec text 
   assert.equal((await rawHistory(runId)).indexOf('stages:\n  ingest:'), -1, 'the spec text is in the history');
   const st = await runCli(['status', runId, '--json'], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
   assert.equal(st.code, 0, st.stderr);
+  // A failure recorded in clear reads as it is.
+  const failed = await runCli(['logs', await submitFailing({})], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
+  assert.match(failed.stdout, new RegExp(`run failed  stage 'ingest' failed: .*${FAIL_SECRET}`));
   // The audit trail keeps the text, as it did.
   const audit = await runCli(['audit', '--run', runId, '--json'], env);
   const submitted = (JSON.parse(audit.stdout) as { action: string; details: { spec?: { text: string } } }[]).find(

@@ -23,10 +23,10 @@ import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
-import { fetchDecodedHistory } from '../../client/payloads.ts';
+import { decodePayloadsIn, fetchDecodedHistory } from '../../client/payloads.ts';
 import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
-import { runNotOnServer } from './run-gone.ts';
+import { notOnServerOr, runNotOnServer } from './run-gone.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
 import { resumePreview } from './resume-preview.ts';
@@ -329,8 +329,8 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`cancel takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
   const handle = client.workflow.getHandle(positionals[0]!);
-  const desc = await handle.describe().catch(async () => {
-    throw await runNotOnServer(ctx, client, positionals[0]!);
+  const desc = await handle.describe().catch(async (e: Error) => {
+    throw await notOnServerOr(ctx, client, positionals[0]!, e);
   });
   if (desc.status.name !== 'RUNNING') throw new CliError(`run ${positionals[0]} is already ${desc.status.name.toLowerCase()}`);
   await handle.cancel();
@@ -436,6 +436,8 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   // Temporal writes an attempt's "started" event only when the attempt ends: a running stage shows
   // from the server's view of it, and every line goes in the order things happened, not were written.
   const desc = await client.workflow.getHandle(positionals[0]!).describe();
+  // A retried stage's last failure, its message opened where TEMPERED_PAYLOAD_KEY encoded it, as the history's are.
+  await decodePayloadsIn(client, desc.raw.pendingActivities);
   for (const pa of desc.raw.pendingActivities ?? []) {
     if (!pa.lastStartedTime?.seconds || !RUNNING_ACTIVITY.has(Number(pa.state))) continue;
     const t = new Date(Number(pa.lastStartedTime.seconds) * 1000 + Math.floor((pa.lastStartedTime.nanos ?? 0) / 1e6)).toISOString();
@@ -477,8 +479,8 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   const desc = await client.workflow
     .getHandle(old)
     .describe()
-    .catch(async () => {
-      throw await runNotOnServer(ctx, client, old, { resume: true });
+    .catch(async (e: Error) => {
+      throw await notOnServerOr(ctx, client, old, e, { resume: true });
     });
   if (desc.status.name === 'RUNNING') {
     const { message, hint } = await runningRunRefusal(client, old, desc);
