@@ -147,7 +147,7 @@ export function describeGarbage(r: GarbageReport): string {
   const b = r.baselines;
   if (b?.old)
     lines.push(
-      `  baseline memos (${b.dir}) unused since the horizon: ${b.old} (${fmtBytes(b.oldBytes)}); ${r.collected ? `deleted ${b.deleted} (one used meanwhile stays)` : 'would delete them'}`,
+      `  baseline memos (${b.dir}) unused since the horizon: ${b.old} (${fmtBytes(b.oldBytes)}); ${r.collected ? `deleted ${b.deleted}` : 'would delete them'}`,
     );
   if (!r.collected) lines.push('dry run: nothing was deleted; add --collect to delete');
   return lines.join('\n');

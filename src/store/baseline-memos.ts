@@ -32,8 +32,9 @@ function lastUse(path: string): { usedMs: number; bytes: number } | undefined {
 }
 
 /**
- * Counts (and with `collect`, deletes) the memos in `dir` unused since `horizon` (ms since the epoch). Each is looked at
- * again just before it goes: one an evaluation used meanwhile stays. A missing folder holds none.
+ * Counts (and with `collect`, deletes) the memos in `dir` unused since `horizon` (ms since the epoch), each judged by a
+ * stat just before it goes. An evaluation reading one at that moment still has its scores; one that comes after scores
+ * the baseline again. A missing folder holds none.
  */
 export function collectBaselineMemos(opts: { dir: string; horizon: number; collect: boolean }): BaselineMemosReport {
   const report: BaselineMemosReport = { dir: opts.dir, old: 0, oldBytes: 0, deleted: 0, deletedBytes: 0 };
@@ -51,11 +52,9 @@ export function collectBaselineMemos(opts: { dir: string; horizon: number; colle
     report.old++;
     report.oldBytes += seen.bytes;
     if (!opts.collect) continue;
-    const now = lastUse(path);
-    if (!now || now.usedMs >= opts.horizon) continue;
     rmSync(path, { force: true });
     report.deleted++;
-    report.deletedBytes += now.bytes;
+    report.deletedBytes += seen.bytes;
   }
   return report;
 }
