@@ -2,7 +2,7 @@
 // row can be malformed is a bad row naming file:line and what to fix, under --on-bad-row fail and quarantine alike.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -45,6 +45,17 @@ test('GSM8K conversations ingest as canonical JSON: weight 1 is implied, _hash i
   // dedupe compares the conversations' text: the repeated row is an exact duplicate, the rest are kept.
   const d = await dedupe(join(dir, 'out.arrow'), {}, { outPath: join(dir, 'dd.arrow'), clustersPath: join(dir, 'cl.arrow') });
   assert.deepEqual([d.rowsOut, d.exactRemoved, d.nearRemoved], [24, 1, 0]);
+});
+
+test("the README's example file, tests/fixtures/chat.jsonl, ingests whole", async () => {
+  const dir = mkdtempSync(join(root, 'fixture-'));
+  copyFileSync(new URL('../../tests/fixtures/chat.jsonl', import.meta.url), join(dir, 'chat.jsonl'));
+  const r = await run(dir, { path: 'chat.jsonl' });
+  assert.deepEqual([r.rowsIn, r.rowsOut], [4, 4]);
+  const cells = (await column(join(dir, 'out.arrow'), 'messages')) as string[];
+  // weight 0 is kept, weight 1 (the default) is not spelled out.
+  assert.match(cells[1]!, /"weight":0/);
+  assert.doesNotMatch(cells[2]!, /weight/);
 });
 
 test('a field name other than messages is read through fields.messages', async () => {

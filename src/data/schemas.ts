@@ -26,14 +26,23 @@ export const ingestWithSchema = {
     sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'Required for URL sources: expected sha256 of the file.' },
     format: { enum: ['jsonl', 'csv', 'tsv', 'parquet', 'arrow'], description: "Default: from each file's extension." },
     task: {
-      enum: ['classification', 'pairs', 'instruction'],
-      description: 'Output columns: text,label | text_a,text_b,label | prompt,response.',
+      enum: ['classification', 'pairs', 'instruction', 'chat'],
+      description:
+        'Output columns: text,label | text_a,text_b,label | prompt,response | messages (chat: OpenAI-format conversations, a list of {role: system|user|assistant, content, weight?: 0|1}, stored as JSON text).',
     },
     fields: {
       type: 'object',
       additionalProperties: false,
       description: 'Task column → source field. Default: same name.',
-      properties: { text: fieldName, label: fieldName, text_a: fieldName, text_b: fieldName, prompt: fieldName, response: fieldName },
+      properties: {
+        text: fieldName,
+        label: fieldName,
+        text_a: fieldName,
+        text_b: fieldName,
+        prompt: fieldName,
+        response: fieldName,
+        messages: fieldName,
+      },
     },
     promptTemplate: {
       type: 'string',
@@ -61,7 +70,11 @@ export const ingestWithSchema = {
       uniqueItems: true,
       description: 'Declared label set; default inferred (sorted).',
     },
-    maxLength: { type: 'integer', minimum: 1, description: 'Longest text field in characters; default unlimited.' },
+    maxLength: {
+      type: 'integer',
+      minimum: 1,
+      description: "Longest text field (chat: each message's content) in characters; default unlimited.",
+    },
     onBadRow: { enum: ['fail', 'quarantine'], default: 'fail' },
     maxBadFraction: {
       type: 'number',

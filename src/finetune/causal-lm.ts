@@ -536,7 +536,7 @@ function warnAboutLength<
 }
 
 /** A chat table (ingest's chat task) has a messages column and no prompt column: its rows are whole conversations. */
-async function isConversationTable(path: string, promptColumn: string): Promise<boolean> {
+export async function isConversationTable(path: string, promptColumn: string): Promise<boolean> {
   const names = (await readArrowSchema(path)).fields.map((f) => f.name);
   return names.includes(MESSAGES) && !names.includes(promptColumn);
 }

@@ -18,8 +18,9 @@ import {
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
-import { encodeChatExample, endOfTurnId } from '../models/chat-encoding.ts';
-import { loadChatTemplate } from '../models/chat-template.ts';
+import { encodeChatExample, encodeConversation, endOfTurnId } from '../models/chat-encoding.ts';
+import { loadChatTemplate, type ChatMessage } from '../models/chat-template.ts';
+import { conversationText, MESSAGES, readConversation, type ConversationMessage } from '../data/conversation.ts';
 import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import type { ChatOptions } from './causal-lm.ts';
@@ -57,18 +58,36 @@ export function modelType(modelDir: string): string | undefined {
   return typeof t === 'string' ? t : undefined;
 }
 
-/** The first `maxRows` prompt/response pairs of a table (all of them without maxRows). */
+/**
+ * The first `maxRows` prompt/response pairs of a table (all of them without maxRows). A chat table (a messages column,
+ * no prompt column) gives each row's conversation in `conversations`: its last assistant message is the reference,
+ * and `prompts` holds the conversation before it as `role: content` lines, to show in reports.
+ */
 export async function readPromptResponses(
   table: string,
   o: { promptColumn?: string; responseColumn?: string; maxRows?: number } = {},
-): Promise<{ prompts: string[]; references: string[] }> {
+): Promise<{ prompts: string[]; references: string[]; conversations?: ConversationMessage[][] }> {
   const pc = o.promptColumn ?? 'prompt';
   const rc = o.responseColumn ?? 'response';
   const prompts: string[] = [],
     references: string[] = [];
   const limit = o.maxRows ?? Infinity;
+  let conversations: ConversationMessage[][] | undefined;
   for await (const b of readArrowBatches(table)) {
     if (prompts.length >= limit) break;
+    if (!b.getChild(pc) && b.getChild(MESSAGES)) {
+      conversations ??= [];
+      const cells = stringColumn(b, MESSAGES);
+      for (let i = 0; i < cells.length && prompts.length < limit; i++) {
+        const c = readConversation(cells[i]!);
+        if (typeof c === 'string')
+          throw new InputError(`row ${prompts.length}: column ${MESSAGES} holds no conversation: ${c}`, { where: table });
+        prompts.push(conversationText(c.slice(0, -1)));
+        references.push(c.at(-1)!.content);
+        conversations.push(c);
+      }
+      continue;
+    }
     for (const c of [pc, rc])
       if (!b.getChild(c))
         throw new InputError(`the table has no column ${JSON.stringify(c)} (columns: ${b.schema.fields.map((f) => f.name).join(', ')})`, {
@@ -83,13 +102,18 @@ export async function readPromptResponses(
       references.push(r[i]!);
     }
   }
-  return { prompts, references };
+  return { prompts, references, ...(conversations ? { conversations } : {}) };
 }
 
 export interface GenerateAnswersOptions {
   /** A tempered causal-LM export or a base model folder (LLaMA family). */
   model: string;
   prompts: string[];
+  /**
+   * Chat tables: each row's whole conversation (readPromptResponses). The answer is generated after the messages before
+   * its last one, in the chat format (the model's own template without chat settings); `prompts` only name the rows.
+   */
+  conversations?: readonly (readonly ConversationMessage[])[];
   /** Default: the model's own (its manifest), else the default prompt template. */
   rendering?: LmRendering;
   /** Most new tokens per answer. */
@@ -113,7 +137,21 @@ export interface GeneratedAnswers {
 }
 
 /** The prompt's token ids exactly as training put them before the response. */
-export function promptIds(tok: HfTokenizer, modelDir: string, prompt: string, r: LmRendering): number[] {
+export function promptIds(
+  tok: HfTokenizer,
+  modelDir: string,
+  prompt: string,
+  r: LmRendering,
+  conversation?: readonly ConversationMessage[],
+): number[] {
+  if (conversation) {
+    const chat = r.chat ?? {};
+    const template = loadChatTemplate(modelDir, chat.template);
+    const before: ChatMessage[] = conversation.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+    // As training rendered it: chat.system only where the conversation has no system message.
+    if (chat.system !== undefined && before[0]?.role !== 'system') before.unshift({ role: 'system', content: chat.system });
+    return tok.tokenize(template.render(before, { addGenerationPrompt: true }));
+  }
   if (r.chat) {
     const template = loadChatTemplate(modelDir, r.chat.template);
     const convo = [...(r.chat.system !== undefined ? [{ role: 'system', content: r.chat.system }] : []), { role: 'user', content: prompt }];
@@ -151,8 +189,13 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
   }
 }
 
+/** Conversations are always in the chat format: the model's own template and end-of-turn token unless set. */
+function withChat(r: LmRendering, conversations: unknown): LmRendering {
+  return conversations && !r.chat ? { ...r, chat: {} } : r;
+}
+
 async function answersOn(decoder: Decoder, o: GenerateAnswersOptions): Promise<GeneratedAnswers> {
-  const rendering = o.rendering ?? trainedRendering(o.model) ?? {};
+  const rendering = withChat(o.rendering ?? trainedRendering(o.model) ?? {}, o.conversations);
   const tok = decoder.tokenizer;
   if (!tok) throw new InputError('the model folder has no tokenizer.json', { where: o.model });
   // With a chat template the turn ends with its end-of-turn token, which need not be the model's EOS.
@@ -163,8 +206,8 @@ async function answersOn(decoder: Decoder, o: GenerateAnswersOptions): Promise<G
       where: 'evaluate.generation.maxNewTokens',
     });
   let truncatedPrompts = 0;
-  const ids = o.prompts.map((p) => {
-    const t = promptIds(tok, o.model, p, rendering);
+  const ids = o.prompts.map((p, i) => {
+    const t = promptIds(tok, o.model, p, rendering, o.conversations?.[i]);
     if (t.length <= room) return t;
     truncatedPrompts++;
     return t.slice(t.length - room);
@@ -201,8 +244,12 @@ export function responseEncodings(
   prompts: readonly string[],
   references: readonly string[],
   r: LmRendering & { maxLength: number },
+  conversations?: readonly (readonly ConversationMessage[])[],
 ): CausalEncoding[] {
   const chat = r.chat && { template: loadChatTemplate(modelDir, r.chat.template), system: r.chat.system, endOfTurn: r.chat.endOfTurn };
+  // A conversation's loss is over every trained reply, as training and evaluateCausalLm score it; a row whose first
+  // trained reply does not fit has no tokens, and is counted as unscored.
+  if (conversations) return conversations.map((c, i) => encodeConversation(tok, c, { ...chat!, maxLength: r.maxLength }, `test row ${i}`));
   return prompts.map((p, i) =>
     chat
       ? encodeChatExample(tok, p, references[i]!, { ...chat, maxLength: r.maxLength }, `test row ${i}`)
@@ -304,7 +351,7 @@ export interface GenerativeEvaluation extends GeneratedAnswers {
 export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<GenerativeEvaluation> {
   requireLlama(o.model);
   const trained = trainedRendering(o.model);
-  const rendering = o.rendering ?? trained ?? {};
+  const rendering = withChat(o.rendering ?? trained ?? {}, o.conversations);
   const decoder = await Decoder.load(o.model, { device: o.device, threads: o.threads });
   try {
     const tok = decoder.tokenizer;
@@ -312,7 +359,7 @@ export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<
     const maxLength = o.maxLength ?? trained?.maxLength ?? 256;
     const loss = await responseLossOn(
       decoder,
-      responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }),
+      responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }, o.conversations),
       maxLength,
       o.batchSize,
     );

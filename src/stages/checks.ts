@@ -28,6 +28,19 @@ export function issuesFrom(errors: readonly (InputError & { offset?: number })[]
 }
 
 /**
+ * The task of the ingest stage the table `value` comes from, followed through dedupe and split (which keep its
+ * columns); undefined when unknown (a parameter, a table from elsewhere).
+ */
+export function ingestTask(value: unknown, ctx: KindCheckContext): { stage: string; task: string } | undefined {
+  const up = ctx.upstream(value);
+  if (!up) return undefined;
+  if (up.kind.kind === 'ingest')
+    return typeof up.config.task === 'string' && !hasRefs(up.config.task) ? { stage: up.stage, task: up.config.task } : undefined;
+  if (up.kind.kind === 'dedupe' || up.kind.kind === 'split') return ingestTask(up.config.table, up.context);
+  return undefined;
+}
+
+/**
  * The label set an ingest stage declares for the table `value` comes from, followed through
  * dedupe and split (which keep labels as they are); undefined when unknown.
  */

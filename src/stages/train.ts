@@ -21,7 +21,7 @@ import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoi
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
-import { declaredLabels, modelSourceIssues } from './checks.ts';
+import { declaredLabels, ingestTask, modelSourceIssues } from './checks.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { StageContext, StageKind } from './types.ts';
 
@@ -271,7 +271,7 @@ export const trainStage: StageKind<TrainConfig> = {
         type: 'object',
         additionalProperties: false,
         description:
-          "causal-lm: render each prompt/response record with the model's chat template (template: Jinja text to use instead; system: a system message; endOfTurn: the token ending an assistant turn, default eos_token); the loss is on the reply and that token only",
+          "causal-lm: render each prompt/response record with the model's chat template (template: Jinja text to use instead; system: a system message, for a conversation only where it has none; endOfTurn: the token ending an assistant turn, default eos_token); the loss is on the reply and that token only. A chat table (ingest task chat) is always rendered so, the loss on every assistant reply whose weight is not 0",
         properties: { template: { type: 'string', minLength: 1 }, system: { type: 'string' }, endOfTurn: { type: 'string', minLength: 1 } },
       },
       pack: {
@@ -331,6 +331,14 @@ export const trainStage: StageKind<TrainConfig> = {
     const cfg = raw as Partial<TrainConfig>;
     const issues = modelSourceIssues(cfg.model, ['model'], ctx);
     const causal = cfg.task === 'causal-lm';
+    // A chat table holds conversations (a messages column): only a causal LM trains on them.
+    const source = !causal && !hasRefs(cfg.task) ? ingestTask(cfg.train, ctx) : undefined;
+    if (source?.task === 'chat')
+      issues.push({
+        path: ['task'],
+        message: `stage '${source.stage}' makes a chat table (conversations), which task ${cfg.task ?? 'classification'} cannot train on`,
+        hint: "set task: causal-lm (the conversations are rendered with the model's chat template)",
+      });
     if (causal && cfg.method === 'head')
       issues.push({ path: ['method'], message: "method 'head' applies to classification; use full, lora or qlora for causal-lm" });
     if (!causal && cfg.method === 'qlora')
