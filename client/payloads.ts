@@ -4,8 +4,9 @@
  * decode them here first, as the SDK does for results, queries and memos, so the payload converter reads JSON, and a
  * process without the key gets the codec's error saying so instead of `Unknown encoding: binary/encrypted`.
  */
-import type { Client, WorkflowHandle } from '@temporalio/client';
-import type { DefaultEncodedFailureAttributes, Payload, PayloadCodec } from '@temporalio/common';
+import { Client, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter, type DefaultEncodedFailureAttributes, type Payload, type PayloadCodec } from '@temporalio/common';
+import { PayloadKeyError } from '../infra/payload-codec.ts';
 
 type History = Awaited<ReturnType<WorkflowHandle['fetchHistory']>>;
 
@@ -59,4 +60,59 @@ export async function fetchDecodedHistory(client: Client, runId: string, executi
   const history = await client.workflow.getHandle(runId, execution).fetchHistory();
   await decodePayloadsIn(client, history);
   return history;
+}
+
+/** The field a payload this process cannot decrypt reads as, in a listing: the codec's error (which key, which variable). */
+const UNREADABLE = 'tempered:unreadable';
+
+/** Why `value`, read through listingClient, is not there: the codec's error; undefined for a value that was read. */
+export function unreadableReason(value: unknown): string | undefined {
+  const reason = value && typeof value === 'object' ? (value as Record<string, unknown>)[UNREADABLE] : undefined;
+  return typeof reason === 'string' ? reason : undefined;
+}
+
+/** The client's codecs, but a payload they cannot decrypt decodes to `{ [UNREADABLE]: why }` instead of failing. */
+class UnreadableMarked implements PayloadCodec {
+  constructor(private readonly codecs: PayloadCodec[]) {}
+
+  async encode(payloads: Payload[]): Promise<Payload[]> {
+    for (const codec of this.codecs) payloads = await codec.encode(payloads);
+    return payloads;
+  }
+
+  async decode(payloads: Payload[]): Promise<Payload[]> {
+    return Promise.all(
+      payloads.map(async (p) => {
+        try {
+          return await decodeWith(this.codecs, p);
+        } catch (e) {
+          if (!(e instanceof PayloadKeyError)) throw e;
+          return defaultPayloadConverter.toPayload({ [UNREADABLE]: e.message });
+        }
+      }),
+    );
+  }
+}
+
+const listingClients = new WeakMap<Client, Client>();
+
+/**
+ * A client on `client`'s connection for listing runs: a run's memo is encrypted where TEMPERED_PAYLOAD_KEY was set,
+ * and the SDK decodes every listed run's memo, so one this process has no key for failed the whole listing. Through
+ * this one such a memo's fields read as `unreadableReason` values; what Temporal keeps in clear (ids, status, times,
+ * search attributes) reads as ever.
+ */
+export function listingClient(client: Client): Client {
+  let lister = listingClients.get(client);
+  if (!lister) {
+    lister = new Client({
+      connection: client.connection,
+      namespace: client.options.namespace,
+      identity: client.options.identity,
+      // A listing converts memos and search attributes only: tempered's payload converter is the default one.
+      dataConverter: { payloadCodecs: [new UnreadableMarked(client.options.loadedDataConverter.payloadCodecs)] },
+    });
+    listingClients.set(client, lister);
+  }
+  return lister;
 }

@@ -24,7 +24,8 @@ import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
-import { decodePayloadsIn, fetchDecodedHistory } from './payloads.ts';
+import { PayloadKeyError } from '../infra/payload-codec.ts';
+import { decodePayloadsIn, fetchDecodedHistory, listingClient, unreadableReason } from './payloads.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -654,7 +655,16 @@ export interface RunSummary {
   resumeOf?: string;
   /** The parameters it was submitted with (secret-named ones hidden); runs submitted before 7 Dec 2026 have none. */
   params?: Record<string, unknown>;
+  /**
+   * Why pipeline, actor, params, resumeOf (and scheduleId, unless a schedule started it) are not there: the run's memo
+   * is encrypted (TEMPERED_PAYLOAD_KEY) with a key this process lacks; the codec's error, naming the key id and the
+   * variable. `pipeline` then reads ENCRYPTED_FIELD.
+   */
+  memoEncrypted?: string;
 }
+
+/** What a listing shows for a field of a run's memo that it could not decrypt. */
+export const ENCRYPTED_FIELD = '(encrypted)';
 
 export interface RunFilters {
   /** Temporal execution status: Running, Completed, Failed, Canceled, Terminated, TimedOut. */
@@ -700,16 +710,31 @@ function runsPageSize(limit: number, pipeline?: string): number {
 const FILTERED_PAGE = 200;
 
 async function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
+  try {
+    return await listedBy(client, query, limit, pipeline, schedule);
+  } catch (e) {
+    if (!(e instanceof PayloadKeyError)) throw e;
+    // A run whose memo this process cannot decrypt failed the whole listing: listed again by a client that marks such
+    // a memo instead (listingClient), so that the run shows with what Temporal keeps in clear.
+    return listedBy(listingClient(client), query, limit, pipeline, schedule);
+  }
+}
+
+async function listedBy(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
   for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, pipeline) })) {
-    const memo = (wf.memo ?? {}) as Record<string, string>;
+    const memoEncrypted = Object.values(wf.memo ?? {})
+      .map(unreadableReason)
+      .find((r) => r !== undefined);
+    const memo = (memoEncrypted ? {} : (wf.memo ?? {})) as Record<string, string>;
+    // An encrypted memo's pipeline cannot be matched: such a run is left out of a filtered list.
     if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
     if (schedule && scheduled !== schedule) continue;
     out.push({
       runId: wf.workflowId,
-      pipeline: memo.pipeline ?? '?',
+      pipeline: memoEncrypted ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
       status: wf.status.name,
       startTime: wf.startTime,
       closeTime: wf.closeTime,
@@ -717,7 +742,10 @@ async function listed(client: Client, query: string, limit: number, pipeline?: s
       execution: wf.runId,
       ...(scheduled ? { scheduleId: scheduled } : {}),
       ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
-      ...(typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
+      ...(!memoEncrypted && typeof wf.memo?.params === 'object' && wf.memo.params
+        ? { params: wf.memo.params as Record<string, unknown> }
+        : {}),
+      ...(memoEncrypted ? { memoEncrypted } : {}),
     });
     if (out.length >= limit) break;
   }

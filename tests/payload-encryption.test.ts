@@ -15,7 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { runCli, startCliServer } from './helpers/cli.ts';
-import { runInput } from '../client/runs.ts';
+import { runInput, type RunSummary } from '../client/runs.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { testUiServer } from '../ui/dashboard.testing.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
 
 const FIX = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -109,8 +111,15 @@ async function rawHistory(runId: string): Promise<Buffer> {
   return Buffer.from(proto.temporal.api.history.v1.History.encode(history).finish());
 }
 
+let encrypted: Promise<string> | undefined;
+/** The run submitted with the key and its planted secrets, submitted once for the tests that read it. */
+function encryptedRun(): Promise<string> {
+  encrypted ??= submit({ TEMPERED_PAYLOAD_KEY: KEY });
+  return encrypted;
+}
+
 test('with TEMPERED_PAYLOAD_KEY the run completes, and its history and the server database hold no planted secret', async () => {
-  const runId = await submit({ TEMPERED_PAYLOAD_KEY: KEY });
+  const runId = await encryptedRun();
   const raw = rawHistory(runId);
   for (const secret of [TOKEN, SIGNATURE, 'source_url', 'tiny.jsonl'])
     assert.equal((await raw).indexOf(secret), -1, `${secret} is in the raw history`);
@@ -175,6 +184,43 @@ test("with TEMPERED_PAYLOAD_KEY a stage's failure message is encrypted: status a
     assert.match(r.stderr, /encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY/);
     assert.doesNotMatch(r.stdout + r.stderr, /Encoded failure/);
   }
+});
+
+test('without the key, `tempered runs` and the dashboard list an encrypted run, its memo fields marked encrypted', async () => {
+  const runId = await encryptedRun();
+  const text = await runCli(['runs', '--limit', '100'], env);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`^${runId} +\\(encrypted\\) +COMPLETED +\\d{4}-`, 'm'));
+  // One note, naming the key id and the variable.
+  assert.match(text.stderr, /^note: \d+ run\(s\) listed as \(encrypted\).*encrypted \(key id [0-9a-f]{16}\).*set TEMPERED_PAYLOAD_KEY/m);
+  assert.equal(text.stderr.trim().split('\n').length, 1, text.stderr);
+  const json = await runCli(['runs', '--json', '--limit', '100'], env);
+  assert.equal(json.code, 0, json.stderr);
+  const listed = (JSON.parse(json.stdout) as RunSummary[]).find((r) => r.runId === runId);
+  assert.equal(listed?.pipeline, '(encrypted)');
+  assert.equal(listed?.status, 'COMPLETED');
+  assert.ok(listed?.closeTime, 'no close time');
+  assert.equal(listed?.actor, undefined);
+  assert.match(listed?.memoEncrypted ?? '', /set TEMPERED_PAYLOAD_KEY/);
+
+  // The dashboard's Runs list reads the same listing.
+  const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
+  const ui = await testUiServer(statePaths(uiHome), 'tok', new Client({ connection, dataConverter: temporalDataConverter({}) }));
+  try {
+    const res = await fetch(`${await ui.listen(0, '127.0.0.1')}/api/runs?limit=100`, { headers: { authorization: 'Bearer tok' } });
+    assert.equal(res.status, 200, await res.clone().text());
+    const run = ((await res.json()) as { runs: RunSummary[] }).runs.find((r) => r.runId === runId);
+    assert.equal(run?.pipeline, '(encrypted)');
+    assert.match(run?.memoEncrypted ?? '', /set TEMPERED_PAYLOAD_KEY/);
+  } finally {
+    await ui.close();
+    rmSync(uiHome, { recursive: true, force: true });
+  }
+
+  // With the key, as ever.
+  const keyed = await runCli(['runs', '--limit', '100'], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
+  assert.match(keyed.stdout, new RegExp(`^${runId} +enc +COMPLETED .* enc-tester`, 'm'));
+  assert.equal(keyed.stderr, '');
 });
 
 test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {

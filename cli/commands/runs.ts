@@ -9,6 +9,7 @@ import {
   getRunStatus,
   hasWorkers,
   listRuns,
+  ENCRYPTED_FIELD,
   firstTask,
   runInput,
   runningRunRefusal,
@@ -320,6 +321,11 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   if (values.json) console.log(runJson(runs));
   else if (runs.length === 0) console.log('no runs yet; submit one with `tempered submit <pipeline.yaml>`');
   else for (const r of runs) console.log(runLine(r));
+  // One line per key lacked, however many runs: which key, and the variable that would show their fields.
+  const lacked = new Map<string, number>();
+  for (const r of runs) if (r.memoEncrypted) lacked.set(r.memoEncrypted, (lacked.get(r.memoEncrypted) ?? 0) + 1);
+  for (const [why, n] of lacked)
+    console.error(`note: ${n} run(s) listed as ${ENCRYPTED_FIELD}, without submitter and params, which their memo keeps: ${why}`);
   return 0;
 }
 
