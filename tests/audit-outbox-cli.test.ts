@@ -109,4 +109,11 @@ test('models promote --gate: judged against the version the alias holds, refused
   assert.equal((await runCliInProcess(['audit', '--run', 'r1', '--model', 'spam'], env)).code, 2);
   const unknown = await runCliInProcess(['models', 'history', 'nosuch'], env);
   assert.deepEqual([unknown.code, /no registered model 'nosuch'/.test(unknown.stderr)], [1, true], unknown.stderr);
+  // A rollback says that runs leave the version it took off the alias, and how to put it back.
+  const back = await runCliInProcess(['models', 'rollback', 'spam', '--alias', 'staging'], env);
+  assert.equal(back.code, 0, back.stderr);
+  assert.match(
+    back.stdout,
+    /spam@staging: v1 → v2 \(rolled back by .*\)\nno run's deploy promotes v1 to staging again .*`tempered models promote spam@1 --alias staging` does, by hand/,
+  );
 });

@@ -485,7 +485,10 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       out(
         change,
         () =>
-          `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})`,
+          `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})` +
+          (sub === 'rollback' && change.fromVersion !== null
+            ? `\nno run's deploy promotes v${change.fromVersion} to ${alias} again (a rerun on the same data registers the same version); \`tempered models promote ${name}@${change.fromVersion}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`
+            : ''),
       );
       return 0;
     }

@@ -7,6 +7,7 @@ import { isEvaluateOnlyName } from '../registry/production.ts';
 import { deliverAudit } from './register.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
+import type { AliasChange } from '../registry/types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { KindCheckContext, KindIssue, ValueShape } from '../spec/types.ts';
@@ -94,6 +95,13 @@ export const deployStage: StageKind<Config> = {
       // The gate judges against the alias as it is now, and the move below only happens if it is
       // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
       const holder = await reg.aliasVersion(cfg.name, alias);
+      // A person took this version off the alias: a rerun (a schedule's next run, a resume) that makes the same model
+      // bytes registers the same version, and its gate, which judged it fit before, would put it straight back.
+      const backedOut = holder === cfg.version ? undefined : await rolledBackFrom(reg, cfg.name, alias, cfg.version);
+      if (backedOut) {
+        const explanation = `v${cfg.version} was rolled back from ${alias} by ${backedOut.actor} at ${backedOut.at}${backedOut.reason ? ` (${backedOut.reason})` : ''}: a run does not promote it again; \`tempered models promote ${ref}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`;
+        return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
+      }
       let explanation = 'no gate';
       if (cfg.gate) {
         const context: Record<string, unknown> = { ...candidate };
@@ -205,11 +213,27 @@ function productionEvaluated(p: unknown): string | null | undefined {
   return undefined;
 }
 
+/** The rollback that took `version` off `alias`, when nothing has put it back since (a promotion by hand, or a run's). */
+async function rolledBackFrom(
+  reg: { aliasHistory(name: string, alias: string): Promise<AliasChange[]> },
+  name: string,
+  alias: string,
+  version: number,
+): Promise<AliasChange | undefined> {
+  const history = await reg.aliasHistory(name, alias);
+  for (let i = history.length - 1; i >= 0; i--) {
+    const h = history[i]!;
+    if (h.kind === 'rollback' && h.fromVersion === version) return h;
+    if (h.kind === 'set' && h.toVersion === version) return undefined;
+  }
+  return undefined;
+}
+
 async function notPromoted(
   ctx: StageContext,
   ref: string,
   alias: string,
-  gate: string,
+  gate: string | undefined,
   explanation: string,
   attemptKey: string,
   out: { alias: string; ref: string; explanation: string },
@@ -224,7 +248,7 @@ async function notPromoted(
       runId: ctx.runId,
       actor: ctx.actor,
       specHash: ctx.specHash,
-      details: { alias, gate, explanation },
+      details: { alias, gate: gate ?? null, explanation },
       dedupeKey: `${attemptKey}/not_promoted`,
     });
   } finally {

@@ -210,6 +210,46 @@ test('a deploy retried after another run moved the alias records its second move
   assert.deepEqual(promoted, ['->1 spam@1', '1>2 spam@2', '2>1 spam@1']);
 });
 
+test('a version a person rolled back is not promoted again by a run that registers the same model, until a person promotes it', async (t) => {
+  // The on-call journey: v2 promoted, found bad, rolled back at 3 a.m.; the next scheduled run trained on the same
+  // data, registered the same bytes (v2 again) and its gate, which passed v2 before, put it straight back.
+  const { dir, ctx, model, store } = setup(t);
+  const metrics = await store.putJson(evaluation(0.9));
+  const runOf = async (i: number, bytes: string) => {
+    const c = (stageId: string) => ctx({ runId: `nightly-${i}`, executionId: `e${i}`, stageId });
+    const v = await registerStage.run({ name: 'spam', model: await model(bytes), metrics }, c('register'));
+    return deployStage.run({ name: 'spam', version: v.version as number, gate: 'f1_macro >= 0.8', metrics }, c('deploy'));
+  };
+  assert.equal((await runOf(1, 'm1')).promoted, true);
+  assert.equal((await runOf(2, 'm2')).promoted, true);
+  const reg = await openRegistry(join(dir, 'registry.db'));
+  t.after(() => reg.close());
+  await reg.rollback('spam', 'production', { actor: 'oncall', reason: 'bad answers on short texts' });
+
+  const again = await runOf(3, 'm2');
+  assert.equal(again.ref, 'spam@2');
+  assert.equal(again.promoted, false);
+  assert.match(
+    String(again.explanation),
+    /^v2 was rolled back from production by oncall at \S+ \(bad answers on short texts\): a run does not promote it again; `tempered models promote spam@2` does, by hand$/,
+  );
+  assert.equal(await reg.aliasVersion('spam', 'production'), 1);
+  const audit = await openAudit(join(dir, 'audit.db'));
+  const refused = await audit.query({ action: 'model.not_promoted' });
+  await audit.close();
+  assert.deepEqual(
+    refused.map((r) => [r.subject, r.runId]),
+    [['spam@2', 'nightly-3']],
+  );
+
+  // A new model goes up as before; a person promoting v2 by hand lifts the hold, so a later run may move it back.
+  assert.equal((await runOf(4, 'm3')).promoted, true);
+  await reg.setAlias('spam', 'production', 2, { actor: 'oncall' });
+  await reg.setAlias('spam', 'production', 3, { actor: 'oncall' });
+  assert.equal((await runOf(5, 'm2')).promoted, true);
+  assert.equal(await reg.aliasVersion('spam', 'production'), 2);
+});
+
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
   const { ctx, model, store } = setup(t);
   for (const [i, bytes] of ['a', 'b', 'c'].entries())
