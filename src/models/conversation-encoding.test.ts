@@ -6,8 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
-import { encodeConversation } from './chat-encoding.ts';
-import { ChatTemplate } from './chat-template.ts';
+import { encodeChatExample, encodeConversation } from './chat-encoding.ts';
+import { ChatTemplate, loadChatTemplate } from './chat-template.ts';
+import { realModel } from './real-models.testing.ts';
+import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
 import { tinyGpt2Dir } from './tiny.testing.ts';
 import { IGNORE_INDEX, loadTokenizer } from './tokenizer.ts';
 
@@ -124,3 +126,30 @@ test('a template that rewrites earlier turns once more follow, or never ends a t
       e instanceof InputError && /does not end the assistant's reply/.test(e.message) && e.where === 'row 0, message 2 (no-end)',
   );
 });
+
+const llm = await realModel(DEFAULT_LLM);
+test(
+  "SmolLM2-135M-Instruct's own template: one exchange encodes as encodeChatExample does; two score each reply and its <|im_end|>",
+  { skip: 'skip' in llm ? llm.skip : false },
+  () => {
+    const dir = (llm as ResolvedModel).dir;
+    const real = loadTokenizer(dir);
+    const t = loadChatTemplate(dir);
+    const one = encodeConversation(real, convo.slice(1, 3), { template: t });
+    const single = encodeChatExample(real, 'Hi', 'Hello!', { template: t });
+    assert.deepEqual([one.inputIds, one.labels], [single.inputIds, single.labels]);
+    const two = encodeConversation(real, convo, { template: t });
+    // Scored runs, each contiguous: the two replies, each with <|im_end|> (id 2).
+    const runs: number[][] = [];
+    two.labels.forEach((l, i) => {
+      if (l === IGNORE_INDEX) return;
+      if (two.labels[i - 1] === IGNORE_INDEX) runs.push([]);
+      runs.at(-1)!.push(l);
+    });
+    assert.deepEqual(
+      runs.map((r) => real.decode(r, false)),
+      ['Hello!<|im_end|>', 'Bo<|im_end|>'],
+    );
+    assert.ok(real.decode(two.inputIds, false).startsWith('<|im_start|>system\nBe brief.<|im_end|>'));
+  },
+);

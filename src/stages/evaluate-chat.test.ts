@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { writeJsonl } from '../data/conversations.testing.ts';
 import { ingest } from '../data/ingest.ts';
 import { Rng } from '../engine/prng.ts';
-import { trainCausalLm } from '../finetune/causal-lm.ts';
+import { tuneTinyChat } from '../finetune/reversal-task.testing.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { loadSpecText } from '../spec/load.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
@@ -20,8 +20,6 @@ import { evaluateStage } from './evaluate.ts';
 import { kindRegistry, loadStageKinds } from './stage-kinds.ts';
 import { testStageContext } from './stage-context.testing.ts';
 
-const TEMPLATE =
-  "{% for m in messages %}{% if m.role == 'system' %}S:{% elif m.role == 'user' %}Q:{% else %}A:{% endif %}{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
 const root = mkdtempSync(join(tmpdir(), 'eval-chat-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 
@@ -50,25 +48,8 @@ async function chatTable(name: string, n: number, seed: number): Promise<string>
 test('evaluate on conversations: the last reply generated after the ones before it, scored beside the base model', async () => {
   const base = tinyLlamaDir(join(root, 'base'), 4, { hidden: 32, maxPositions: 64 });
   const outDir = join(root, 'tuned');
-  await trainCausalLm({
-    modelDir: base,
-    train: await chatTable('train', 64, 1),
-    chat: { template: TEMPLATE },
-    method: 'full',
-    lr: 0.01,
-    epochs: 12,
-    batchSize: 8,
-    schedule: 'constant',
-    weightDecay: 0,
-    clipNorm: 1,
-    seed: 3,
-    maxLength: 32,
-    device: 'cpu',
-    threads: 2,
-    checkpointEvery: 0,
-    checkpointDir: join(root, 'ck'),
-    outDir,
-  });
+  // Full fine-tuning, 12 epochs of 8 rows, QA_TEMPLATE as the chat template (the conversations have no system message).
+  await tuneTinyChat(base, await chatTable('train', 64, 1), outDir, { epochs: 12 });
   const state = join(root, 'state');
   const store = new ArtifactStore(join(state, 'store'));
   const ctx = testStageContext({ root: state, store, baseDir: root, stageId: 'evaluate', workDir: mkdtempSync(join(root, 'work-')) });
