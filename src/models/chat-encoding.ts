@@ -187,6 +187,8 @@ export function encodeConversation(
   const whole = o.template.render(plain, { addGenerationPrompt: false });
   const ids = tok.tokenize(whole);
   const turns: { start: number; end: number }[] = [];
+  const max = o.maxLength ?? Infinity;
+  const trained = withSystem.filter((m) => m.role === 'assistant' && m.weight !== 0).length;
   const at = (k: number) => `${where}, message ${k - (withSystem.length - messages.length)} (${o.template.source})`;
   for (let k = 0; k < withSystem.length; k++) {
     const m = withSystem[k]!;
@@ -218,17 +220,18 @@ export function encodeConversation(
         `the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`,
         { where: at(k), hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one' },
       );
+    // Replies end in order: once one ends past maxLength, every later one does. Rendering and tokenizing stop there, so
+    // a conversation of many long turns costs what its first maxLength tokens do, not its turns times its length.
+    if (end >= max) break;
     turns.push({ start, end });
   }
-  const max = o.maxLength ?? Infinity;
-  const kept = turns.filter((t) => t.end < max);
-  if (kept.length === 0)
-    return { inputIds: [], attentionMask: [], labels: [], truncated: true, turnsCut: turns.length, tooLong: true, lossTokens: 0 };
+  if (turns.length === 0)
+    return { inputIds: [], attentionMask: [], labels: [], truncated: true, turnsCut: trained, tooLong: true, lossTokens: 0 };
   // Whole: up to the template's last text; cut: up to the last reply that fits (masked text after it teaches nothing).
-  const n = ids.length <= max ? ids.length : kept.at(-1)!.end + 1;
+  const n = ids.length <= max ? ids.length : turns.at(-1)!.end + 1;
   const labels = new Array<number>(n).fill(IGNORE_INDEX);
   let lossTokens = 0;
-  for (const t of kept)
+  for (const t of turns)
     for (let i = t.start; i <= t.end; i++) {
       labels[i] = ids[i]!;
       lossTokens++;
@@ -238,7 +241,7 @@ export function encodeConversation(
     attentionMask: new Array<number>(n).fill(1),
     labels,
     truncated: n < ids.length,
-    turnsCut: turns.length - kept.length,
+    turnsCut: trained - turns.length,
     tooLong: false,
     lossTokens,
   };

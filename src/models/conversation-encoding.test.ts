@@ -105,6 +105,24 @@ test('over maxLength: the conversation ends after the last reply that fits whole
   assert.deepEqual([none.tooLong, none.inputIds.length, none.turnsCut], [true, 0, 2]);
 });
 
+test('a long conversation over maxLength is rendered only up to its first reply past the limit, not once per turn', () => {
+  let renders = 0;
+  const counting = new (class extends ChatTemplate {
+    override render(...a: Parameters<ChatTemplate['render']>): string {
+      renders++;
+      return super.render(...a);
+    }
+  })(TEMPLATE, 'counting');
+  const long = Array.from({ length: 200 }, (_, i) => [
+    { role: 'user', content: `question ${i}` },
+    { role: 'assistant', content: `answer ${i}` },
+  ]).flat();
+  const e = encodeConversation(tok, long, { template: counting, maxLength: 64 });
+  // The whole conversation once, then two renderings for each of the first two replies (the second ends past 64).
+  assert.equal(renders, 1 + 2 * 2);
+  assert.deepEqual([e.turnsCut, e.lossTokens, e.truncated], [199, 'answer 0'.length + 1, true]);
+});
+
 test('a template that rewrites earlier turns once more follow, or never ends a turn, is an input error naming the row and message', () => {
   // Keeps only the last assistant reply's text (as reasoning templates drop past thinking).
   const rewriting = new ChatTemplate(
