@@ -231,11 +231,18 @@ describe('import-home into PostgreSQL and SeaweedFS', { skip: postgresUnavailabl
     assert.equal(await records.get('a'.repeat(64)), undefined);
     assert.deepEqual(report.cacheRecords, { copied: 1, skipped: 2 });
 
+    // The same home again (a rerun after a lost answer to the COMMIT): imported already, nothing left to do.
     const again = await runCli(['import-home', home.dir], env);
     assert.equal(again.code, 1);
-    assert.match(again.stderr, /is not empty: the registry holds 2 model\(s\) \(other, spam-clf\), 4 version\(s\)/);
-    assert.match(again.stderr, /the audit log holds \d+ record\(s\), the first run\.submitted by /);
-    assert.match(again.stderr, /an audit chain cannot be merged/);
+    assert.ok(again.stderr.includes(`${home.dir} was imported into`), again.stderr);
+    assert.match(again.stderr, new RegExp(`already: its home\\.imported record is seq ${imported.seq}, by ops-carol at `));
+    assert.match(again.stderr, /nothing is left to do/);
+    // Another home: refused, naming what the database holds.
+    const stranger = await runCli(['import-home', (await buildHome(t)).dir], env);
+    assert.equal(stranger.code, 1);
+    assert.match(stranger.stderr, /is not empty: the registry holds 2 model\(s\) \(other, spam-clf\), 4 version\(s\)/);
+    assert.match(stranger.stderr, /the audit log holds \d+ record\(s\), the first run\.submitted by /);
+    assert.match(stranger.stderr, /an audit chain cannot be merged/);
   });
 
   test('a registered artifact whose sha256 is a path refuses the import, naming the version, into a shared folder store too', async (t) => {

@@ -134,8 +134,17 @@ const INSERT_BATCH = 500;
 const HEX64 = /^[0-9a-f]{64}$/;
 const NAMES = /[0-9a-f]{64}/g;
 
-/** What the shared database holds of the registry and the audit log, in words; undefined when nothing. */
-async function heldRecords(q: Queryable, has: { registry: boolean; audit: boolean }): Promise<string | undefined> {
+/**
+ * Refuses the import when the shared database holds anything of a registry or an audit log, saying what. A
+ * `home.imported` record of this very home there is an earlier import that completed (a rerun after a lost answer to
+ * its COMMIT, or after a crash just past it): said so, with nothing left to do, rather than as a stranger's records.
+ */
+async function refuseIfHeld(
+  q: Queryable,
+  has: { registry: boolean; audit: boolean },
+  where: string,
+  home: { dir: string; head: AuditAnchor | null },
+): Promise<void> {
   const count = async (table: string) => Number((await q.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${table}`))?.n ?? 0);
   const held: string[] = [];
   if (has.registry) {
@@ -157,13 +166,28 @@ async function heldRecords(q: Queryable, has: { registry: boolean; audit: boolea
       held.push(
         `the audit log holds ${n} record(s), the first ${first.map((r) => `${r.action} by ${r.actor} at ${r.time}`).join('; ')}${n > 3 ? '; …' : ''}`,
       );
+      // This home's folder, and the chain it had then (another machine's home may sit at the same path).
+      const done = (
+        await q.all<{ seq: number | string; actor: string; time: string; details_json: string }>(
+          "SELECT seq, actor, time, details_json FROM audit_log WHERE action = 'home.imported' AND subject = ? ORDER BY seq",
+          [home.dir],
+        )
+      ).find((r) => {
+        try {
+          return (JSON.parse(r.details_json) as { head?: string }).head === (home.head ? `${home.head.seq}:${home.head.hash}` : undefined);
+        } catch {
+          return false;
+        }
+      });
+      if (done)
+        throw new ImportRefused(
+          `${home.dir} was imported into ${where} already: its home.imported record is seq ${done.seq}, by ${done.actor} at ${done.time} (${held.join('; ')})`,
+          { hint: 'nothing is left to do: the shared backends hold this home; see `tempered audit --action home.imported`' },
+        );
     }
   }
-  return held.length ? held.join('; ') : undefined;
-}
-
-function refusedNotEmpty(where: string, held: string): ImportRefused {
-  return new ImportRefused(`the shared database ${where} is not empty: ${held}`, {
+  if (!held.length) return;
+  throw new ImportRefused(`the shared database ${where} is not empty: ${held.join('; ')}`, {
     hint:
       'import-home moves a home into an empty shared registry and audit log only: an audit chain cannot be merged with another, and versions and aliases of one model from two homes would collide. ' +
       'Point TEMPERED_DATABASE_URL at a new, empty database (CREATE DATABASE …) and run import-home there before anything else writes to it (workers, `tempered db migrate`: import-home creates the tables itself), ' +
@@ -242,8 +266,7 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
       // Opened only where at this release: that reads (a scope behind is refused, naming `tempered db migrate`).
       const db = await openDatabase(opts.database, reg!.at > 0 ? REGISTRY_SCHEMA : AUDIT_SCHEMA);
       try {
-        const held = await heldRecords(db, { registry: reg!.at > 0, audit: aud!.at > 0 });
-        if (held) throw refusedNotEmpty(where, held);
+        await refuseIfHeld(db, { registry: reg!.at > 0, audit: aud!.at > 0 }, where, { dir: home, head });
       } finally {
         await db.close();
       }
@@ -256,8 +279,7 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
       closers.push(
         ...(await Promise.all([openAudit(opts.database), openDatabase(opts.database, STAGE_CACHE_SCHEMA)])).map((d) => () => d.close()),
       );
-      const held = await heldRecords(registry.db, { registry: true, audit: true });
-      if (held) throw refusedNotEmpty(where, held);
+      await refuseIfHeld(registry.db, { registry: true, audit: true }, where, { dir: home, head });
     } catch (e) {
       for (const c of closers) await c();
       throw e;
@@ -429,8 +451,7 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
     });
     log(`writing ${report.versions} versions, ${report.audit.records} audit records and ${records.length} stage-cache records to ${where}`);
     report.imported = await target.registry.write(['registry', 'audit'], async (q) => {
-      const held = await heldRecords(q, { registry: true, audit: true });
-      if (held) throw refusedNotEmpty(where, held);
+      await refuseIfHeld(q, { registry: true, audit: true }, where, { dir: home, head });
       for (const t of REGISTRY_TABLES) {
         const all = rows[t.table];
         for (let i = 0; i < all.length; i += INSERT_BATCH) {
