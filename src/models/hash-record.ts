@@ -13,8 +13,10 @@
  * as unchanged. It is closed here as git closes "racy" index entries: a file changed less than RACY_MS before it was
  * looked at is hashed but not recorded (a later write in that same tick would leave every field as recorded), so a
  * record is only of a file whose times had already settled. Not seen: bytes changed with no write through the file
- * system (a failing disk, a write to the block device), and a network file system whose server clock lags this
- * host's by more than RACY_MS.
+ * system (a failing disk, a write to the block device), a network file system whose server clock lags this host's by
+ * more than RACY_MS, and on NFS a rewrite by another client within this client's attribute cache time (acregmax, 60 s
+ * by default): statSync by path may answer from that cache, where an open would revalidate (close-to-open), so such a
+ * file can match its old record for up to that long.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, type BigIntStats } from 'node:fs';
