@@ -14,12 +14,12 @@
  * looked at is hashed but not recorded (a later write in that same tick would leave every field as recorded), so a
  * record is only of a file whose times had already settled. Not seen: bytes changed with no write through the file
  * system (a failing disk, a write to the block device), a network file system whose server clock lags this host's by
- * more than RACY_MS, and on NFS a rewrite by another client within this client's attribute cache time (acregmax, 60 s
- * by default): statSync by path may answer from that cache, where an open would revalidate (close-to-open), so such a
- * file can match its old record for up to that long.
+ * more than RACY_MS. The file is stat'ed through an open descriptor, not by path: on NFS a stat by path may answer from
+ * the client's attribute cache (acregmax, 60 s by default), so a rewrite by another client could match its old record
+ * for that long, where an open revalidates the attributes with the server (close-to-open consistency).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, type BigIntStats } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../data/atomic.ts';
@@ -59,6 +59,16 @@ function seen(st: BigIntStats): Seen {
 const same = (a: Seen, b: Seen) =>
   a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
+/** The file's attributes as the server has them now (see the NFS note above): read through an open descriptor. */
+function statOpened(path: string): BigIntStats {
+  const fd = openSync(path, 'r');
+  try {
+    return fstatSync(fd, { bigint: true });
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function readRecord(path: string): HashRecord | undefined {
   try {
     const r = JSON.parse(readFileSync(path, 'utf8')) as HashRecord;
@@ -74,7 +84,7 @@ function readRecord(path: string): HashRecord | undefined {
  */
 export async function hashFileRecorded(path: string, recordsDir: string): Promise<RecordedHash> {
   const recordPath = join(recordsDir, `${createHash('sha256').update(path).digest('hex')}.json`);
-  const before = statSync(path, { bigint: true });
+  const before = statOpened(path);
   const now = seen(before);
   const host = hostname();
   const rec = readRecord(recordPath);
@@ -83,7 +93,7 @@ export async function hashFileRecorded(path: string, recordsDir: string): Promis
   const startedMs = Date.now();
   // sha256 alone: download.ts's hashFile also computes a git SHA-1 no caller of this one reads, about half its time.
   const { sha256, bytes } = await sha256File(path);
-  const after = seen(statSync(path, { bigint: true }));
+  const after = seen(statOpened(path));
   // Changed while read (the hash may be of neither version), or changed too recently for its times to tell the next
   // write in the same tick from this one: hashed, not recorded.
   const settled = Number(before.ctimeNs / 1_000_000n) < startedMs - RACY_MS && Number(before.mtimeNs / 1_000_000n) < startedMs - RACY_MS;
