@@ -213,7 +213,10 @@ function productionEvaluated(p: unknown): string | null | undefined {
   return undefined;
 }
 
-/** The rollback that took `version` off `alias`, when nothing has put it back since (a promotion by hand, or a run's). */
+/**
+ * The rollback that took `version` off `alias`, when nothing has put it back since: a promotion (by hand, or a run's),
+ * or a person's later rollback that landed on it.
+ */
 async function rolledBackFrom(
   reg: { aliasHistory(name: string, alias: string): Promise<AliasChange[]> },
   name: string,
@@ -223,8 +226,8 @@ async function rolledBackFrom(
   const history = await reg.aliasHistory(name, alias);
   for (let i = history.length - 1; i >= 0; i--) {
     const h = history[i]!;
+    if (h.toVersion === version) return undefined;
     if (h.kind === 'rollback' && h.fromVersion === version) return h;
-    if (h.kind === 'set' && h.toVersion === version) return undefined;
   }
   return undefined;
 }

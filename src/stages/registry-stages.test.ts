@@ -4,7 +4,7 @@
  * a hostile label, a reused run id, a crash between the registry and the audit write, and a
  * promotion racing the gate do to them.
  */
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -210,9 +210,12 @@ test('a deploy retried after another run moved the alias records its second move
   assert.deepEqual(promoted, ['->1 spam@1', '1>2 spam@2', '2>1 spam@1']);
 });
 
-test('a version a person rolled back is not promoted again by a run that registers the same model, until a person promotes it', async (t) => {
-  // The on-call journey: v2 promoted, found bad, rolled back at 3 a.m.; the next scheduled run trained on the same
-  // data, registered the same bytes (v2 again) and its gate, which passed v2 before, put it straight back.
+/**
+ * The on-call journey: v2 promoted, found bad, rolled back at 3 a.m.; the next scheduled run trained on the same data,
+ * registered the same bytes (v2 again) and its gate, which passed v2 before, put it straight back. `url`: the registry
+ * and audit log on that PostgreSQL database instead of the state folder's SQLite files.
+ */
+async function rolledBackStaysOff(t: { after: (fn: () => void) => void }, url?: string) {
   const { dir, ctx, model, store } = setup(t);
   const metrics = await store.putJson(evaluation(0.9));
   const runOf = async (i: number, bytes: string) => {
@@ -222,7 +225,7 @@ test('a version a person rolled back is not promoted again by a run that registe
   };
   assert.equal((await runOf(1, 'm1')).promoted, true);
   assert.equal((await runOf(2, 'm2')).promoted, true);
-  const reg = await openRegistry(join(dir, 'registry.db'));
+  const reg = await openRegistry(url ?? join(dir, 'registry.db'));
   t.after(() => reg.close());
   await reg.rollback('spam', 'production', { actor: 'oncall', reason: 'bad answers on short texts' });
 
@@ -234,7 +237,7 @@ test('a version a person rolled back is not promoted again by a run that registe
     /^v2 was rolled back from production by oncall at \S+ \(bad answers on short texts\): a run does not promote it again; `tempered models promote spam@2` does, by hand$/,
   );
   assert.equal(await reg.aliasVersion('spam', 'production'), 1);
-  const audit = await openAudit(join(dir, 'audit.db'));
+  const audit = await openAudit(url ?? join(dir, 'audit.db'));
   const refused = await audit.query({ action: 'model.not_promoted' });
   await audit.close();
   assert.deepEqual(
@@ -242,13 +245,31 @@ test('a version a person rolled back is not promoted again by a run that registe
     [['spam@2', 'nightly-3']],
   );
 
-  // A new model goes up as before; a person promoting v2 by hand lifts the hold, so a later run may move it back.
+  // A new model goes up as before; a person promoting another version keeps the hold, promoting v2 lifts it, so a
+  // later run may move it back.
   assert.equal((await runOf(4, 'm3')).promoted, true);
+  await reg.setAlias('spam', 'production', 1, { actor: 'oncall' });
+  assert.equal((await runOf(5, 'm2')).promoted, false);
   await reg.setAlias('spam', 'production', 2, { actor: 'oncall' });
   await reg.setAlias('spam', 'production', 3, { actor: 'oncall' });
-  assert.equal((await runOf(5, 'm2')).promoted, true);
+  assert.equal((await runOf(6, 'm2')).promoted, true);
   assert.equal(await reg.aliasVersion('spam', 'production'), 2);
-});
+
+  // Rolled back from again, then a person's second rollback lands on it (3 → 2): that puts it back as a promotion does.
+  assert.deepEqual(
+    [
+      (await reg.rollback('spam', 'production', { actor: 'oncall' })).toVersion,
+      (await reg.rollback('spam', 'production', { actor: 'oncall' })).toVersion,
+    ],
+    [3, 2],
+  );
+  assert.equal((await runOf(7, 'm4')).promoted, true);
+  const back = await runOf(8, 'm2');
+  assert.equal(back.promoted, true, String(back.explanation));
+}
+
+test('a version a person rolled back is not promoted again by a run that registers the same model, until a person promotes it', (t) =>
+  rolledBackStaysOff(t));
 
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
   const { ctx, model, store } = setup(t);
@@ -303,7 +324,8 @@ test("a version promoted after evaluate found none is not judged on registered m
 describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable() }, () => {
   const dbs = useDatabases('postgres');
 
-  test('register and gated deploy write the registry and the audit log to PostgreSQL, no SQLite files', async (t) => {
+  /** A fresh database, as TEMPERED_DATABASE_URL for the test's stages. */
+  const databaseUrl = async (t: TestContext) => {
     const url = await dbs.fresh(t);
     const saved = process.env.TEMPERED_DATABASE_URL;
     process.env.TEMPERED_DATABASE_URL = url;
@@ -311,6 +333,11 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
       if (saved === undefined) delete process.env.TEMPERED_DATABASE_URL;
       else process.env.TEMPERED_DATABASE_URL = saved;
     });
+    return url;
+  };
+
+  test('register and gated deploy write the registry and the audit log to PostgreSQL, no SQLite files', async (t) => {
+    const url = await databaseUrl(t);
     const { ctx, model, store, dir } = setup(t);
     const v1 = await registerStage.run({ name: 'spam', model: await model('m1'), metrics: await store.putJson(evaluation(0.8)) }, ctx());
     await deployStage.run({ name: 'spam', version: v1.version as number }, ctx({ stageId: 'deploy' }));
@@ -349,6 +376,9 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
     await audit.close();
     assert.equal(existsSync(join(dir, 'registry.db')) || existsSync(join(dir, 'audit.db')), false, 'no SQLite file in the state folder');
   });
+
+  test('a version a person rolled back stays off the alias for runs on PostgreSQL too', async (t) =>
+    rolledBackStaysOff(t, await databaseUrl(t)));
 });
 
 test("register keeps which version evaluate compared with (production.version N, decontaminated 1/0), so a promote gate can read evaluate's like-for-like names", async (t) => {
