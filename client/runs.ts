@@ -115,16 +115,7 @@ export async function runningRunRefusal(client: Client, runId: string, desc: Des
 export async function getRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
   const handle = client.workflow.getHandle(runId);
   const desc = await handle.describe();
-  if (desc.status.name !== 'RUNNING') {
-    // A finished run carries its final status in its result (or failure details), so reading it
-    // needs no worker to replay the workflow for a query.
-    const final = await closedRunStatus(client, runId);
-    if (final) return final;
-    // Closed with no status attached: a cancelled run's close event carries none (the SDK does not keep
-    // the cancellation's details), nor does a terminated or timed-out one. Read without a worker, its
-    // history alone said "running".
-    return closedWithoutResult(client, runId, desc);
-  }
+  if (desc.status.name !== 'RUNNING') return endedRunStatus(client, runId, desc);
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
   const first = desc.status.name === 'RUNNING' ? await firstTask(client, runId, desc.historyLength) : { state: 'done' as const };
@@ -183,6 +174,18 @@ function silentSec(pa: PendingActivityInfo, now: number): number | undefined {
 }
 
 type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;
+
+/** getRunStatus of a run that has ended, for a caller that has described it already (`resume`). */
+export async function endedRunStatus(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
+  // A finished run carries its final status in its result (or failure details), so reading it
+  // needs no worker to replay the workflow for a query.
+  const final = await closedRunStatus(client, runId);
+  if (final) return final;
+  // Closed with no status attached: a cancelled run's close event carries none (the SDK does not keep
+  // the cancellation's details), nor does a terminated or timed-out one. Read without a worker, its
+  // history alone said "running".
+  return closedWithoutResult(client, runId, desc);
+}
 
 async function closedWithoutResult(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
   // The workflow's own last status when a worker answers the query (it replays the history); else

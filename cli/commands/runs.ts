@@ -7,6 +7,7 @@ import {
   auditRunSubmitted,
   followRun,
   getRunStatus,
+  endedRunStatus,
   hasWorkers,
   listRuns,
   ENCRYPTED_FIELD,
@@ -510,7 +511,7 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   // Said before the run starts, so whoever resumes at 3 a.m. knows what it will redo; a status that cannot be read
   // leaves the resume as it was.
   if (!values.json && desc.status.name !== 'COMPLETED') {
-    const before = await getRunStatus(client, old).catch(() => undefined);
+    const before = await endedRunStatus(client, old, desc).catch(() => undefined);
     for (const line of before ? resumePreview(input.plan, before) : []) console.log(line);
   }
   // On the run's own queue: a run submitted with --queue is picked up by the workers of that queue only.
