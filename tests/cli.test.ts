@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -338,12 +338,19 @@ describe('tempered CLI', () => {
     const waiting = JSON.parse((await runCli(['status', 'late-start', '--json'], env)).stdout) as St;
     assert.equal(waiting.waitingForWorker, 'late-q');
     await sleep(1500); // the worker's first task comes measurably later than the submission
+    // A baseline memo unused for 40 days: a worker collects its own at start (no `store gc` elsewhere sees them).
+    const memo = join(env.TEMPERED_HOME!, 'baselines', `${'ab'.repeat(32)}.json`);
+    mkdirSync(join(env.TEMPERED_HOME!, 'baselines'), { recursive: true });
+    writeFileSync(memo, '{}\n');
+    const old = new Date(Date.now() - 40 * 86_400_000);
+    utimesSync(memo, old, old);
     const worker = await startCliWorker(['--queue', 'late-q'], env);
     const connection = await Connection.connect({ address: server.address });
     try {
       await new Client({ connection }).workflow.getHandle('late-start').result();
       const done = JSON.parse((await runCli(['status', 'late-start', '--json'], env)).stdout) as St;
       assert.deepEqual([done.state, done.startedAt], ['succeeded', waiting.startedAt]);
+      assert.equal(existsSync(memo), false, 'the worker left a baseline memo unused for 40 days');
     } finally {
       await connection.close();
       await stopCliWorker(worker);
