@@ -119,3 +119,13 @@ export function messagesText(cell: string): string {
   const c = readConversation(cell);
   return typeof c === 'string' ? cell : conversationText(c);
 }
+
+/**
+ * A `messages` cell's input, as a prompt is an instruction row's: the messages before its last reply, as
+ * conversationText writes them (what evaluate asks a model, and what its contamination check compares); the cell as
+ * it is when it holds no conversation.
+ */
+export function promptText(cell: string): string {
+  const c = readConversation(cell);
+  return typeof c === 'string' ? cell : conversationText(c.slice(0, -1));
+}

@@ -1,6 +1,6 @@
 /**
  * Which test rows a model was trained on: the task input of every training row (the text of a classification row,
- * text_a + text_b of a pair, the prompt of an instruction row), normalised as dedupe normalises by default (NFKC,
+ * text_a + text_b of a pair, the prompt of an instruction row, a conversation before its last reply), normalised as dedupe normalises by default (NFKC,
  * case fold, whitespace, zero-width characters: src/data/normalize.ts) and kept as a 53-bit hash, against which test
  * rows are looked up. A test row is also seen when it is a near duplicate of a training input as dedupe's defaults
  * find them (MinHash of word 3-shingles, estimated Jaccard ≥ 0.8): a rephrased or re-punctuated copy of a training
@@ -21,7 +21,10 @@ import { makeNormalizer, type NormalizeOptions } from '../data/normalize.ts';
 import type { ParsedTemplate } from '../data/prompt-template.ts';
 import { TemplateShingles } from '../data/template-shingles.ts';
 
-/** The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`. */
+/**
+ * The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`;
+ * `messages`, whose cells the evaluate stage reads as the conversation before its last reply (promptText).
+ */
 export function inputColumns(task: Task): string[] {
   return TASK_COLUMNS[task].filter((c) => c !== 'label' && c !== 'response');
 }

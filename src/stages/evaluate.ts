@@ -20,7 +20,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
-import { ingestTask, issuesFrom, modelSourceIssues } from './checks.ts';
+import { issuesFrom, modelSourceIssues } from './checks.ts';
 import type { ConversationMessage } from '../data/conversation.ts';
 import { modelIdentityKey } from './model-identity.ts';
 import { checkAnswerNormalization, generativeGateShape, type AnswerBreakdown, type AnswerNormalization } from '../eval/generative.ts';
@@ -63,15 +63,6 @@ export interface GenerationConfig {
 }
 
 export const GENERATION_DEFAULTS = { maxNewTokens: 16, batchSize: 8, samples: 10 } as const;
-
-/**
- * Production is scored on the test rows its own training data does not hold, found by comparing task inputs; a
- * conversation's input is every message before its last, which that check does not compare yet.
- */
-const CHAT_PRODUCTION = {
-  message: 'comparing with the production version is not supported on conversation tables yet',
-  hint: 'remove production (the fine-tuned and baseline models are still scored on the test conversations)',
-};
 
 interface Config {
   model: ArtifactRef;
@@ -147,7 +138,7 @@ interface ProductionRows {
 
 /**
  * Production's rows: the first maxRows test rows (all without maxRows) whose input (classifier: `text`; causal LM:
- * `prompt`), normalised as dedupe normalises, is neither the input of a row of its `train` lineage data nor a near
+ * `prompt`; a chat table: the conversation before its last reply), normalised as dedupe normalises, is neither the input of a row of its `train` lineage data nor a near
  * duplicate of one (as dedupe's defaults find them: src/eval/contamination.ts). Without that
  * data (registered without lineage, or no longer in the store) it is scored on the fine-tuned model's test rows, as
  * before, and the report, the log and `production.decontaminated` (false) say so.
@@ -156,10 +147,10 @@ async function productionRows(
   cfg: Config,
   ctx: StageContext,
   prod: ProductionModel,
-  o: { fullTest: string; testPath: string; causal: boolean },
+  o: { fullTest: string; testPath: string; causal: boolean; conversations?: boolean },
 ): Promise<ProductionRows> {
   const { inputColumns, productionTraining, writeCleanRows } = await lib();
-  const columns = inputColumns(o.causal ? 'instruction' : 'classification');
+  const columns = inputColumns(o.conversations ? 'chat' : o.causal ? 'instruction' : 'classification');
   ctx.progress({ message: `${prod.label}: reading its training rows, to leave them out of its test rows` });
   const training = await productionTraining(ctx.store, prod.data, columns, ctx.signal, o.fullTest);
   if (!training.checked) {
@@ -413,13 +404,6 @@ export const evaluateStage: StageKind<Config> = {
       ...modelSourceIssues(cfg.baseline?.model, ['baseline', 'model'], ctx),
       ...issuesFrom(checkAnswerNormalization(cfg.generation?.exactMatch, 'generation.exactMatch')),
     ];
-    const source = cfg.production ? ingestTask(cfg.test, ctx) : undefined;
-    if (source?.task === 'chat')
-      issues.push({
-        path: ['production'],
-        message: `stage '${source.stage}' makes a chat table: ${CHAT_PRODUCTION.message}`,
-        hint: CHAT_PRODUCTION.hint,
-      });
     const trained = ctx.upstream(cfg.model);
     if (trained?.kind.kind !== 'train' || hasRefs(trained.config.task)) return issues;
     if (trained.config.task === 'causal-lm') return issues;
@@ -652,12 +636,12 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
   const rows = gen ? await readPromptResponses(testPath) : undefined;
   if (rows && rows.prompts.length === 0)
     throw new InputError('the test table has no rows to generate answers for', { where: 'evaluate.test', hint: 'check the split ratios' });
-  // validate refuses this when it can see the test table comes from a chat ingest (check); a table passed in another way is caught here.
-  if (cfg.production && (await isConversationTable(testPath, 'prompt')))
-    throw new InputError(CHAT_PRODUCTION.message, { where: 'evaluate.production', hint: CHAT_PRODUCTION.hint });
+
   // Production and the rows it is scored on first, so the progress counts the models to score.
   const prod = await productionModel(cfg, ctx.stateDir);
-  const prodRows = prod && (await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: true }));
+  // A chat table's input is each conversation before its last reply: what production's training rows are compared on.
+  const conversations = await isConversationTable(testPath, 'prompt');
+  const prodRows = prod && (await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: true, conversations }));
   const onProdRows =
     prodRows && prodRows.rows !== 0 && !prodRows.same
       ? { table: prodRows.table, records: gen ? await readPromptResponses(prodRows.table) : undefined }

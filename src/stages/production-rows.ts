@@ -9,6 +9,7 @@
 import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, readArrowBatches, readArrowSchema, stringColumn, takeRows } from '../data/arrow-io.ts';
 import { columnTemplates } from '../data/template-shingles.ts';
+import { MESSAGES, promptText } from '../data/conversation.ts';
 import { SeenInputs } from '../eval/contamination.ts';
 import { InputError, IntegrityError } from '../errors.ts';
 import type { DataRef } from '../registry/types.ts';
@@ -83,7 +84,7 @@ export async function productionTraining(
   let rows = 0;
   for await (const b of readArrowBatches(path)) {
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('evaluation was aborted');
-    const cols = columns.map((c) => stringColumn(b, c));
+    const cols = columns.map((c) => inputTexts(b, c));
     const values = new Array<string>(cols.length);
     for (let i = 0; i < b.numRows; i++, rows++) {
       for (let c = 0; c < cols.length; c++) values[c] = cols[c]![i]!;
@@ -91,6 +92,12 @@ export async function productionTraining(
     }
   }
   return { checked: true, data, seen, rows, path };
+}
+
+/** A batch's input column as text: a chat table's conversations as the messages before their last reply (promptText). */
+function inputTexts(b: Parameters<typeof stringColumn>[0], column: string): string[] {
+  const texts = stringColumn(b, column);
+  return column === MESSAGES ? texts.map(promptText) : texts;
 }
 
 /** Near-duplicate test inputs the report quotes. */
@@ -144,7 +151,7 @@ export async function writeCleanRows(
   try {
     for await (const b of readArrowBatches(test)) {
       if (testRows.length >= limit) break;
-      const cols = columns.map((c) => stringColumn(b, c));
+      const cols = columns.map((c) => inputTexts(b, c));
       const values = new Array<string>(cols.length);
       const keep: number[] = [];
       for (let i = 0; i < b.numRows && testRows.length < limit; i++, row++) {
@@ -184,7 +191,7 @@ async function inputsAt(table: string, columns: readonly string[], rows: readonl
   let row = 0;
   for await (const b of readArrowBatches(table)) {
     if (row > last) break;
-    const cols = columns.map((c) => stringColumn(b, c));
+    const cols = columns.map((c) => inputTexts(b, c));
     for (let i = 0; i < b.numRows; i++, row++)
       if (wanted.has(row))
         wanted.set(
