@@ -6,6 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,7 @@ import proto from '@temporalio/proto';
 const { temporal } = proto;
 import { Worker } from '@temporalio/worker';
 import { workflowBundle } from '../infra/worker.ts';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { plannedPipeline } from './helpers/plans.ts';
 import { probeKind } from './helpers/test-stages.ts';
@@ -21,6 +23,13 @@ import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.t
 
 const DIR = fileURLToPath(new URL('./fixtures/histories/', import.meta.url));
 const record = process.env.TEMPERED_RECORD_HISTORY === '1';
+
+/** The committed histories, by file name. */
+function recordedHistories(): [string, ReturnType<typeof temporal.api.history.v1.History.fromObject>][] {
+  const files = existsSync(DIR) ? readdirSync(DIR).filter((f) => f.endsWith('.json')) : [];
+  assert.ok(files.length > 0, 'at least one recorded history is committed');
+  return files.map((f) => [f, temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(join(DIR, f), 'utf8')))]);
+}
 
 describe('workflow versioning', () => {
   let env: TestEnv | undefined;
@@ -83,12 +92,16 @@ describe('workflow versioning', () => {
   });
 
   it('replays every recorded history against the current workflow code', async () => {
-    const files = existsSync(DIR) ? readdirSync(DIR).filter((f) => f.endsWith('.json')) : [];
-    assert.ok(files.length > 0, 'at least one recorded history is committed');
     const bundle = await workflowBundle();
-    for (const f of files) {
-      const history = temporal.api.history.v1.History.fromObject(JSON.parse(readFileSync(join(DIR, f), 'utf8')));
-      await Worker.runReplayHistory({ workflowBundle: bundle }, history, f);
-    }
+    for (const [f, history] of recordedHistories()) await Worker.runReplayHistory({ workflowBundle: bundle }, history, f);
+  });
+
+  // A worker with TEMPERED_PAYLOAD_KEY runs another bundle, its failure converter inside (infra/worker.ts): the runs in
+  // flight when the key is rolled out, recorded in clear, replay on it too, the failed run's failures included.
+  it('replays them as a worker with TEMPERED_PAYLOAD_KEY does, with its bundle and data converter', async () => {
+    const dataConverter = temporalDataConverter({ TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('base64') });
+    assert.ok(dataConverter.failureConverterPath, 'a keyed data converter names no failure converter');
+    const bundle = await workflowBundle(dataConverter.failureConverterPath);
+    for (const [f, history] of recordedHistories()) await Worker.runReplayHistory({ workflowBundle: bundle, dataConverter }, history, f);
   });
 });
