@@ -58,6 +58,16 @@ test("the README's example file, tests/fixtures/chat.jsonl, ingests whole", asyn
   assert.doesNotMatch(cells[2]!, /weight/);
 });
 
+test('weight null is weight absent, as a Parquet list of structs gives it for a user message', async () => {
+  const dir = mkdtempSync(join(root, 'null-'));
+  const plain = [u('hi'), a('ok')];
+  writeJsonl(join(dir, 'c.jsonl'), [{ messages: [{ ...u('hi'), weight: null }, a('ok', null)] }, { messages: plain }]);
+  const r = await run(dir, { path: 'c.jsonl' });
+  assert.equal(r.rowsOut, 2);
+  const cells = await column(join(dir, 'out.arrow'), 'messages');
+  assert.deepEqual(cells, [JSON.stringify(plain), JSON.stringify(plain)]);
+});
+
 test('a field name other than messages is read through fields.messages', async () => {
   const dir = mkdtempSync(join(root, 'field-'));
   writeJsonl(

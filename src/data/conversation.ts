@@ -73,7 +73,8 @@ export function parseConversation(value: unknown, column: string, max?: number):
     if (wrong)
       return { ...wrong, reason: wrong.reason === 'too-long' || wrong.reason === 'lone-surrogate' ? wrong.reason : 'invalid-conversation' };
     const msg: ConversationMessage = { role, content } as ConversationMessage;
-    if (weight !== undefined) {
+    // null is absent: a Parquet or Arrow list of structs has every field in every message, null where not set.
+    if (weight !== undefined && weight !== null) {
       if (role !== 'assistant') return bad(`${at} is a ${role} message with a weight; weight applies to assistant messages only`);
       if (weight !== 0 && weight !== 1) return bad(`${at}.weight is ${JSON.stringify(weight)}; use 0 (not trained on) or 1`);
       if (weight === 0) msg.weight = 0;
