@@ -596,14 +596,15 @@ const NOT_SUCCEEDED = new Set(['failed', 'terminated', 'timed_out', 'cancelled']
 /**
  * How the schedule's runs have been ending, for a list of schedules: a schedule failing night after night shows there,
  * not only in its own describe. The ended runs are read newest first, one at a time, until one did not fail, so a
- * healthy schedule costs one run's look-up and a running one is passed over.
+ * healthy schedule costs one run's look-up and a running one is passed over. Only the latest ended run's error is
+ * shown, and no gate: the others are described, their results not read.
  */
 export async function lastOutcome(client: Client, view: ScheduleView): Promise<LastOutcome> {
   const actions = [...view.recentActions].reverse();
   let last: RecentRun | undefined;
   let failedInARow = 0;
   for (const a of actions) {
-    const run = await recentRun(client, a);
+    const run = await recentRun(client, a, { gate: false, error: !last });
     if (run.state === 'running') continue;
     last ??= run;
     if (!NOT_SUCCEEDED.has(run.state)) return { last, failedInARow, failedInARowAtLeast: false };
@@ -634,16 +635,20 @@ export class ClosedRuns {
   }
 }
 
-async function recentRun(client: Client, a: RecentAction): Promise<RecentRun> {
+/**
+ * `gate: false` / `error: false`: a succeeded run's gate, or a failed run's error, is not wanted, so its result (a
+ * history read) is not fetched: the state alone is one describe.
+ */
+async function recentRun(client: Client, a: RecentAction, want: { gate?: boolean; error?: boolean } = {}): Promise<RecentRun> {
   const h = client.workflow.getHandle(a.runId, a.executionRunId);
   try {
     const d = await h.describe();
     const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();
-    if (d.status.name === 'COMPLETED') {
+    if (d.status.name === 'COMPLETED' && want.gate !== false) {
       const st = (await h.result()) as RunStatus;
       return { ...a, state, ...(st.gate ? { gate: st.gate } : {}) };
     }
-    if (d.status.name === 'FAILED') {
+    if (d.status.name === 'FAILED' && want.error !== false) {
       const error = await h.result().then(
         () => undefined,
         (e: unknown) => (e instanceof WorkflowFailedError ? (e.cause?.message ?? e.message) : (e as Error).message),

@@ -9,6 +9,9 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { InterceptingCall } from '@grpc/grpc-js';
+import { Client, Connection } from '@temporalio/client';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
@@ -19,6 +22,7 @@ import {
   backfillSchedule,
   createSchedule,
   deleteSchedule,
+  lastOutcome,
   pauseSchedule,
   planScheduledRun,
   scheduleOptions,
@@ -403,6 +407,24 @@ describe('tempered schedule (command line)', () => {
     const broken = json.find((x) => x.name === 'broken')!;
     assert.deepEqual([broken.lastRun?.state, broken.failedInARow], ['failed', 2]);
     assert.match(broken.lastRun?.error ?? '', /invalid-json/);
+    // Each schedule's runs are read for the list: their states from a describe each, and one result, the newest
+    // ended run's (its error); the others' results, gates and errors the list does not show, are not fetched.
+    const calls: string[] = [];
+    const counted = await Connection.connect({
+      address: env.server.address,
+      interceptors: [
+        (options, next) => (calls.push(options.method_definition.path.split('/').pop()!), new InterceptingCall(next(options))),
+      ],
+    });
+    try {
+      const client = new Client({ connection: counted, dataConverter: temporalDataConverter() });
+      const v = await view('broken');
+      calls.length = 0;
+      assert.equal((await lastOutcome(client, v)).failedInARow, 2);
+      assert.deepEqual(calls.sort(), ['DescribeWorkflowExecution', 'DescribeWorkflowExecution', 'GetWorkflowExecutionHistory']);
+    } finally {
+      await counted.close();
+    }
 
     writeData(env.dir, 'broken.jsonl', 10, 0.3);
     assert.equal((await triggerAndWait('broken')).state, 'succeeded');
