@@ -80,6 +80,7 @@ test('a field name other than messages is read through fields.messages', async (
 
 const u = (content: string) => ({ role: 'user', content });
 const a = (content: string, weight?: unknown) => ({ role: 'assistant', content, ...(weight !== undefined ? { weight } : {}) });
+const deep = '['.repeat(100_000) + ']'.repeat(100_000);
 const BAD: [unknown, RegExp][] = [
   ['hello', /text that is not JSON/],
   [{ role: 'user' }, /is object, expected a list/],
@@ -96,6 +97,10 @@ const BAD: [unknown, RegExp][] = [
   [[{ ...u('hi'), weight: 1 }, a('ok')], /user message with a weight/],
   [[u('hi'), { ...a('ok'), tool_calls: [] }], /field "tool_calls"; only role, content and weight/],
   [[u('   '), a('ok')], /content is empty/],
+  // JSON text (as a CSV cell holds it) with a role or weight nested 100,000 deep: parsed fine, but a detail quoting it
+  // with JSON.stringify overflowed the stack, a RangeError out of ingest instead of a bad row.
+  [`[{"role":"user","content":"hi"},{"role":"assistant","content":"ok","weight":${deep}}]`, /weight is a list; use 0/],
+  [`[{"role":${deep},"content":"hi"},{"role":"assistant","content":"ok"}]`, /role is a list; use system/],
 ];
 
 test('each malformed conversation fails ingest naming file:line and the fix; quarantined, the good rows stay', async () => {

@@ -30,6 +30,16 @@ function bad(detail: string): BadRow {
 }
 
 /**
+ * A source value as a detail quotes it: a string's first 40 characters, a number or boolean as it is, else its kind.
+ * Never JSON.stringify of the value itself: a list nested 100,000 deep (parsed fine) overflows the stack there.
+ */
+function shown(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.slice(0, 40));
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
+  return v === undefined ? 'missing' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : typeof v;
+}
+
+/**
  * A source field's value as a conversation, or why it is none. A JSON array (JSONL, Parquet lists) or JSON text of one
  * (a CSV cell, a table ingest wrote) are both read. `column` names the field in details; `max` bounds each content in
  * code points as other tasks' maxLength bounds each text field.
@@ -56,14 +66,9 @@ export function parseConversation(value: unknown, column: string, max?: number):
     const extra = Object.keys(m).find((k) => !KEYS.includes(k));
     // tool_calls, name, function_call…: dropping them would train on a different conversation than the one given.
     if (extra !== undefined)
-      return bad(
-        `${at} has field ${JSON.stringify(extra.slice(0, 40))}; only role, content and weight are read (tool calls are not supported)`,
-      );
+      return bad(`${at} has field ${shown(extra)}; only role, content and weight are read (tool calls are not supported)`);
     const { role, content, weight } = m as Record<string, unknown>;
-    if (typeof role !== 'string' || !ROLES.includes(role))
-      return bad(
-        `${at}.role is ${JSON.stringify(typeof role === 'string' ? role.slice(0, 40) : role) ?? 'missing'}; use system, user or assistant`,
-      );
+    if (typeof role !== 'string' || !ROLES.includes(role)) return bad(`${at}.role is ${shown(role)}; use system, user or assistant`);
     if (role === 'system' && i > 0) return bad(`${at} is a system message after the first message; only the first may be system`);
     if (typeof content !== 'string')
       return bad(
@@ -76,7 +81,7 @@ export function parseConversation(value: unknown, column: string, max?: number):
     // null is absent: a Parquet or Arrow list of structs has every field in every message, null where not set.
     if (weight !== undefined && weight !== null) {
       if (role !== 'assistant') return bad(`${at} is a ${role} message with a weight; weight applies to assistant messages only`);
-      if (weight !== 0 && weight !== 1) return bad(`${at}.weight is ${JSON.stringify(weight)}; use 0 (not trained on) or 1`);
+      if (weight !== 0 && weight !== 1) return bad(`${at}.weight is ${shown(weight)}; use 0 (not trained on) or 1`);
       if (weight === 0) msg.weight = 0;
     }
     if (role === 'assistant' && msg.weight === undefined) trained++;
