@@ -712,15 +712,22 @@ function runsPageSize(limit: number, pipeline?: string): number {
 }
 const FILTERED_PAGE = 200;
 
+/** Clients whose listing met a memo they cannot decrypt: they list through listingClient from then on. */
+const listsMarked = new WeakSet<Client>();
+
 async function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
-  try {
-    return await listedBy(client, query, limit, pipeline, schedule);
-  } catch (e) {
-    if (!(e instanceof PayloadKeyError)) throw e;
-    // A run whose memo this process cannot decrypt failed the whole listing: listed again by a client that marks such
-    // a memo instead (listingClient), so that the run shows with what Temporal keeps in clear.
-    return listedBy(listingClient(client), query, limit, pipeline, schedule);
+  if (!listsMarked.has(client)) {
+    try {
+      return await listedBy(client, query, limit, pipeline, schedule);
+    } catch (e) {
+      if (!(e instanceof PayloadKeyError)) throw e;
+      // A run whose memo this process cannot decrypt failed the whole listing: listed again by a client that marks
+      // such a memo instead (listingClient), so that the run shows with what Temporal keeps in clear. And so are the
+      // next listings, which would meet it again (the dashboard's Runs page lists every 3 s): once, not twice each.
+      listsMarked.add(client);
+    }
   }
+  return listedBy(listingClient(client), query, limit, pipeline, schedule);
 }
 
 async function listedBy(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {

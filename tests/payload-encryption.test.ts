@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { runCli, startCliServer } from './helpers/cli.ts';
-import { runInput, type RunSummary } from '../client/runs.ts';
+import { listRuns, runInput, type RunSummary } from '../client/runs.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { testUiServer } from '../ui/dashboard.testing.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
@@ -215,6 +215,25 @@ test('without the key, `tempered runs` and the dashboard list an encrypted run, 
   } finally {
     await ui.close();
     rmSync(uiHome, { recursive: true, force: true });
+  }
+
+  // Where every memo reads, a listing is one list request. A process lists again, through the client that marks such
+  // memos, the listing that met one; its next listings go there at once (the dashboard lists every 3 s): one request
+  // each, not two.
+  const counted = await Connection.connect({ address: cluster.server.address });
+  try {
+    let requests = 0;
+    const service = counted.workflowService;
+    const list = service.listWorkflowExecutions.bind(service);
+    service.listWorkflowExecutions = ((request: Parameters<typeof list>[0]) => (requests++, list(request))) as typeof list;
+    const withKey = new Client({ connection: counted, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) });
+    assert.equal((await listRuns(withKey, 100)).find((r) => r.runId === runId)?.pipeline, 'enc');
+    assert.equal(requests, 1, 'list requests for a listing whose memos all read');
+    const keyless = new Client({ connection: counted, dataConverter: temporalDataConverter({}) });
+    for (let i = 0; i < 3; i++) assert.equal((await listRuns(keyless, 100)).find((r) => r.runId === runId)?.pipeline, '(encrypted)');
+    assert.equal(requests, 1 + 4, 'list requests for three listings without the key');
+  } finally {
+    await counted.close();
   }
 
   // With the key, as ever.
