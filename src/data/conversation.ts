@@ -127,11 +127,20 @@ export function messagesText(cell: string): string {
 }
 
 /**
- * A `messages` cell's input, as a prompt is an instruction row's: the messages before its last reply, as
- * conversationText writes them (what evaluate asks a model, and what its contamination check compares); the cell as
- * it is when it holds no conversation.
+ * What evaluate asks and scores of a conversation: its messages up to its last trained reply (weight not 0), the
+ * reference, after the messages before it. A weight-0 reply after that one is context training never scored (often a
+ * reply the data's author did not want learnt), so it is no reference for exact match, as it carries no reply loss.
+ */
+export function evaluatedPart(messages: readonly ConversationMessage[]): ConversationMessage[] {
+  return messages.slice(0, messages.findLastIndex((m) => m.role === 'assistant' && m.weight !== 0) + 1);
+}
+
+/**
+ * A `messages` cell's input, as a prompt is an instruction row's: the messages before its last trained reply
+ * (evaluatedPart), as conversationText writes them (what evaluate asks a model, and what its contamination check
+ * compares a test conversation by); the cell as it is when it holds no conversation.
  */
 export function promptText(cell: string): string {
   const c = readConversation(cell);
-  return typeof c === 'string' ? cell : conversationText(c.slice(0, -1));
+  return typeof c === 'string' ? cell : conversationText(evaluatedPart(c).slice(0, -1));
 }

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArrowTableWriter } from '../data/arrow-io.ts';
-import { encodeChatExample } from '../models/chat-encoding.ts';
+import { conversationJson, promptText, type ConversationMessage } from '../data/conversation.ts';
+import { encodeChatExample, encodeConversation } from '../models/chat-encoding.ts';
 import { ChatTemplate } from '../models/chat-template.ts';
 import { IGNORE_INDEX, loadTokenizer } from '../models/tokenizer.ts';
 import { tinyGpt2Dir, tinyLlamaDir } from '../models/tiny.testing.ts';
@@ -157,4 +158,38 @@ test('rows whose prompt + reply exceed maxLength are left out of the reply loss 
   };
   await assert.rejects(evaluateCausalLm({ ...common, table: first2 }), refused);
   await assert.rejects(evaluateGenerative({ ...gen, prompts: prompts.slice(0, 2), references: references.slice(0, 2) }), refused);
+});
+
+test("a chat table: evaluate asks its last trained reply (not a weight-0 one after it) after exactly training's tokens before that reply", async () => {
+  const tok = loadTokenizer(llama);
+  const template = new ChatTemplate(TEMPLATE, 'test');
+  const convo: ConversationMessage[] = [
+    { role: 'user', content: 'two plus two?' },
+    { role: 'assistant', content: '4' },
+    { role: 'user', content: 'and times three?' },
+    { role: 'assistant', content: '12' },
+    { role: 'user', content: 'thanks' },
+    { role: 'assistant', content: 'you are welcome', weight: 0 },
+  ];
+  const path = join(root, 'chat.arrow');
+  const w = new ArrowTableWriter(path, { messages: 'utf8' });
+  w.writeBatch({ messages: [conversationJson(convo)] });
+  w.close();
+  const rows = await readPromptResponses(path);
+  assert.deepEqual(rows, {
+    prompts: ['user: two plus two?\nassistant: 4\nuser: and times three?'],
+    references: ['12'],
+    conversations: [convo.slice(0, 4)],
+  });
+  assert.equal(promptText(conversationJson(convo)), rows.prompts[0]);
+  // The prompt's ids are the training sequence's up to that reply's first scored token, chat.system given or not.
+  for (const system of [undefined, 'Be exact.']) {
+    const e = encodeConversation(tok, convo, { template, system });
+    const lastReplyStart = e.labels.findLastIndex((l, i) => l !== IGNORE_INDEX && e.labels[i - 1] === IGNORE_INDEX);
+    assert.deepEqual(
+      promptIds(tok, llama, rows.prompts[0]!, { chat: { template: TEMPLATE, system } }, rows.conversations![0]),
+      e.inputIds.slice(0, lastReplyStart),
+      `system ${system}`,
+    );
+  }
 });

@@ -20,7 +20,7 @@ import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
 import { encodeChatExample, encodeConversation, endOfTurnId } from '../models/chat-encoding.ts';
 import { loadChatTemplate, type ChatMessage } from '../models/chat-template.ts';
-import { conversationText, MESSAGES, readConversation, type ConversationMessage } from '../data/conversation.ts';
+import { conversationText, evaluatedPart, MESSAGES, readConversation, type ConversationMessage } from '../data/conversation.ts';
 import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import type { ChatOptions } from './causal-lm.ts';
@@ -60,8 +60,8 @@ export function modelType(modelDir: string): string | undefined {
 
 /**
  * The first `maxRows` prompt/response pairs of a table (all of them without maxRows). A chat table (a messages column,
- * no prompt column) gives each row's conversation in `conversations`: its last assistant message is the reference,
- * and `prompts` holds the conversation before it as `role: content` lines, to show in reports.
+ * no prompt column) gives each row's conversation up to its last trained reply in `conversations` (evaluatedPart): that
+ * reply is the reference, and `prompts` holds the conversation before it as `role: content` lines, to show in reports.
  */
 export async function readPromptResponses(
   table: string,
@@ -79,9 +79,10 @@ export async function readPromptResponses(
       conversations ??= [];
       const cells = stringColumn(b, MESSAGES);
       for (let i = 0; i < cells.length && prompts.length < limit; i++) {
-        const c = readConversation(cells[i]!);
-        if (typeof c === 'string')
-          throw new InputError(`row ${prompts.length}: column ${MESSAGES} holds no conversation: ${c}`, { where: table });
+        const whole = readConversation(cells[i]!);
+        if (typeof whole === 'string')
+          throw new InputError(`row ${prompts.length}: column ${MESSAGES} holds no conversation: ${whole}`, { where: table });
+        const c = evaluatedPart(whole);
         prompts.push(conversationText(c.slice(0, -1)));
         references.push(c.at(-1)!.content);
         conversations.push(c);
