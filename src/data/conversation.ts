@@ -144,3 +144,15 @@ export function promptText(cell: string): string {
   const c = readConversation(cell);
   return typeof c === 'string' ? cell : conversationText(evaluatedPart(c).slice(0, -1));
 }
+
+/**
+ * Every input a model trained on a `messages` cell was asked: the messages before each trained reply, as
+ * conversationText writes them (the last is promptText's). A test conversation whose input is any of them asks what
+ * training taught, and one that asks the first question of a training conversation is contaminated as much as one that
+ * asks its last. The cell as it is when it holds no conversation.
+ */
+export function trainedInputs(cell: string): string[] {
+  const c = readConversation(cell);
+  if (typeof c === 'string') return [cell];
+  return c.flatMap((m, k) => (m.role === 'assistant' && m.weight !== 0 ? [conversationText(c.slice(0, k))] : []));
+}

@@ -1,6 +1,6 @@
 /**
  * Which test rows a model was trained on: the task input of every training row (the text of a classification row,
- * text_a + text_b of a pair, the prompt of an instruction row, a conversation before its last reply), normalised as dedupe normalises by default (NFKC,
+ * text_a + text_b of a pair, the prompt of an instruction row, a conversation before each trained reply), normalised as dedupe normalises by default (NFKC,
  * case fold, whitespace, zero-width characters: src/data/normalize.ts) and kept as a 53-bit hash, against which test
  * rows are looked up. A test row is also seen when it is a near duplicate of a training input as dedupe's defaults
  * find them (MinHash of word 3-shingles, estimated Jaccard ≥ 0.8): a rephrased or re-punctuated copy of a training
@@ -23,7 +23,8 @@ import { TemplateShingles } from '../data/template-shingles.ts';
 
 /**
  * The columns that are a task's input (what a model is asked), not its answer: `text`; `text_a`, `text_b`; `prompt`;
- * `messages`, whose cells the evaluate stage reads as the conversation before its last reply (promptText).
+ * `messages`, whose cells are read as the conversation before each trained reply in training rows (trainedInputs) and
+ * before the last one in test rows (promptText).
  */
 export function inputColumns(task: Task): string[] {
   return TASK_COLUMNS[task].filter((c) => c !== 'label' && c !== 'response');
@@ -113,20 +114,25 @@ export class SeenInputs {
     return true;
   }
 
-  /** Records a training row's input (one value per input column, in order). A row with a missing value adds nothing. */
-  add(values: readonly (string | null | undefined)[]): void {
+  /**
+   * Records a training row's input (one value per input column, in order), or its inputs: a conversation has one per
+   * trained reply (trainedInputs). An input with a missing value adds nothing.
+   */
+  add(...inputs: (readonly (string | null | undefined)[])[]): void {
     const row = this.added++;
-    const text = this.text(values);
-    if (text === undefined) return;
-    const k = key53(text);
-    if (this.keys.has(k)) return;
-    this.keys.add(k);
-    const near = this.near;
-    if (!near || !this.sign(text, values.length)) return;
-    near.lsh.add(near.sigs.data, near.count);
-    this.nearRows[near.count] = row;
-    near.count++;
-    near.sigs.length += near.cfg.numPerm;
+    for (const values of inputs) {
+      const text = this.text(values);
+      if (text === undefined) continue;
+      const k = key53(text);
+      if (this.keys.has(k)) continue;
+      this.keys.add(k);
+      const near = this.near;
+      if (!near || !this.sign(text, values.length)) continue;
+      near.lsh.add(near.sigs.data, near.count);
+      this.nearRows[near.count] = row;
+      near.count++;
+      near.sigs.length += near.cfg.numPerm;
+    }
   }
 
   /** How a test row's input (same columns, same order) matches a training row's input, or undefined when it does not. */

@@ -138,7 +138,8 @@ interface ProductionRows {
 
 /**
  * Production's rows: the first maxRows test rows (all without maxRows) whose input (classifier: `text`; causal LM:
- * `prompt`; a chat table: the conversation before its last reply), normalised as dedupe normalises, is neither the input of a row of its `train` lineage data nor a near
+ * `prompt`; a chat table: the conversation before its last trained reply, against the conversation before each trained
+ * reply of a training row), normalised as dedupe normalises, is neither the input of a row of its `train` lineage data nor a near
  * duplicate of one (as dedupe's defaults find them: src/eval/contamination.ts). Without that
  * data (registered without lineage, or no longer in the store) it is scored on the fine-tuned model's test rows, as
  * before, and the report, the log and `production.decontaminated` (false) say so.
@@ -639,7 +640,7 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
 
   // Production and the rows it is scored on first, so the progress counts the models to score.
   const prod = await productionModel(cfg, ctx.stateDir);
-  // A chat table's input is each conversation before its last reply: what production's training rows are compared on.
+  // A chat table's input is each conversation before its last trained reply: what production's training rows are compared on.
   const conversations = await isConversationTable(testPath, 'prompt');
   const prodRows = prod && (await productionRows(cfg, ctx, prod, { fullTest, testPath, causal: true, conversations }));
   const onProdRows =

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { Field, Schema, Utf8 } from 'apache-arrow';
 import { ArrowTableWriter, PROMPT_TEMPLATE_METADATA } from '../data/arrow-io.ts';
 import { datasetsDir } from '../data/datasets-dir.ts';
+import { gsm8kConversations, writeJsonl } from '../data/conversations.testing.ts';
+import { ingest } from '../data/ingest.ts';
 import { InputError } from '../errors.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { productionTraining, writeCleanRows } from './production-rows.ts';
@@ -84,4 +86,30 @@ test('a malformed template: on the training table production is scored on all ro
       e instanceof InputError &&
       /the test table: column "prompt"'s tempered\.promptTemplate metadata is not a prompt template/.test(e.message),
   );
+});
+
+test("a chat table: a test conversation asking a training conversation's first question is one production was trained on", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prod-rows-chat-'));
+  const store = new ArtifactStore(join(dir, 'store'));
+  const table = async (name: string, rows: readonly object[]) => {
+    writeJsonl(join(dir, `${name}.jsonl`), rows);
+    const out = join(dir, `${name}.arrow`);
+    await ingest({ path: `${name}.jsonl`, task: 'chat' }, { baseDir: dir, outPath: out, quarantinePath: join(dir, `${name}-q.arrow`) });
+    return out;
+  };
+  // GSM8K: the problem, the worked answer (trained on in rows 1-3 and 5-7), the question for the number, the number.
+  const all = gsm8kConversations(12);
+  const train = all.slice(0, 8);
+  const ref = await store.putFile(await table('train', train), { mediaType: 'application/vnd.apache.arrow.file' });
+  const testPath = await table('test', [
+    // Row 1's first exchange alone: training taught its worked answer after exactly this problem.
+    { messages: train[1]!.messages.slice(0, 2) },
+    // Row 2 whole, another number at the end: what it asks is a training conversation's last input.
+    { messages: train[2]!.messages.map((m, i, a) => (i === a.length - 1 ? { ...m, content: '-1' } : m)) },
+    ...all.slice(8),
+  ]);
+  const training = await productionTraining(store, [{ name: 'train', sha256: ref.sha256 }], ['messages'], undefined, testPath);
+  assert.ok(training.checked);
+  const clean = await writeCleanRows(testPath, training.seen, ['messages'], undefined, join(dir, 'clean.arrow'), training.path);
+  assert.deepEqual([clean.contaminated, clean.near, clean.rows, clean.testRows], [2, 0, 4, [2, 3, 4, 5]]);
 });

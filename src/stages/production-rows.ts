@@ -9,7 +9,7 @@
 import { DataType } from 'apache-arrow';
 import { ArrowTableWriter, readArrowBatches, readArrowSchema, stringColumn, takeRows } from '../data/arrow-io.ts';
 import { columnTemplates } from '../data/template-shingles.ts';
-import { MESSAGES, promptText } from '../data/conversation.ts';
+import { MESSAGES, promptText, trainedInputs } from '../data/conversation.ts';
 import { SeenInputs } from '../eval/contamination.ts';
 import { InputError, IntegrityError } from '../errors.ts';
 import type { DataRef } from '../registry/types.ts';
@@ -84,7 +84,13 @@ export async function productionTraining(
   let rows = 0;
   for await (const b of readArrowBatches(path)) {
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('evaluation was aborted');
-    const cols = columns.map((c) => inputTexts(b, c));
+    // A conversation taught its every trained reply, each after the messages before it: all are its inputs.
+    if (columns.length === 1 && columns[0] === MESSAGES) {
+      for (const cell of stringColumn(b, MESSAGES)) seen.add(...trainedInputs(cell).map((t) => [t]));
+      rows += b.numRows;
+      continue;
+    }
+    const cols = columns.map((c) => stringColumn(b, c));
     const values = new Array<string>(cols.length);
     for (let i = 0; i < b.numRows; i++, rows++) {
       for (let c = 0; c < cols.length; c++) values[c] = cols[c]![i]!;
@@ -94,7 +100,7 @@ export async function productionTraining(
   return { checked: true, data, seen, rows, path };
 }
 
-/** A batch's input column as text: a chat table's conversations as the messages before their last reply (promptText). */
+/** A batch's input column as text: a chat table's conversations as the messages before their last trained reply (promptText). */
 function inputTexts(b: Parameters<typeof stringColumn>[0], column: string): string[] {
   const texts = stringColumn(b, column);
   return column === MESSAGES ? texts.map(promptText) : texts;
