@@ -118,17 +118,29 @@ function locateReply(tok: HfTokenizer, prompt: string, response: string, eot: nu
   // the prompt's ids are not a prefix; that token holds reply text, so it is scored (it is what the model must emit).
   let start = 0;
   while (start < headIds.length && start < ids.length && ids[start] === headIds[start]) start++;
+  return { ids, start, end: replyEnd(tok, ids, start, eot, `${where} (${o.template.source})`) };
+}
+
+/**
+ * The end-of-turn token closing the reply that starts at `start` of `ids`, a rendering that ends with that reply. Its
+ * only one there: a reply whose text holds the token's text (`<|im_end|>` quoted in a reply about chat formats, a
+ * scraped transcript) is tokenized with that token inside it, so its loss would stop there, teaching the model to end
+ * its turn mid-reply, and the rest of the reply would be silently masked: an input error naming the record instead.
+ */
+function replyEnd(tok: HfTokenizer, ids: readonly number[], start: number, eot: number, where: string): number {
   const end = ids.indexOf(eot, start);
-  if (end < 0) {
+  const token = JSON.stringify(tok.decode([eot], false));
+  if (end < 0)
+    throw new InputError(`the chat template does not end the assistant's reply with the end-of-turn token ${token}`, {
+      where,
+      hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one',
+    });
+  if (ids.indexOf(eot, end + 1) >= 0)
     throw new InputError(
-      `the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`,
-      {
-        where: `${where} (${o.template.source})`,
-        hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one',
-      },
+      `the assistant's reply holds the text of the end-of-turn token ${token}, which the tokenizer reads as that token: its loss would stop there and the model learn to end its turn mid-reply`,
+      { where, hint: 'remove or rephrase the token text in the data' },
     );
-  }
-  return { ids, start, end };
+  return end;
 }
 
 function finish({ ids, start, end }: LocatedReply, maxLength: number | undefined, promptTokensCut: number): ChatEncoding {
@@ -213,9 +225,9 @@ export function encodeConversation(
     while (start < headIds.length && start < ids.length && ids[start] === headIds[start]) start++;
     // A token spanning the header/reply boundary holds reply text: it is scored, as in encodeChatExample.
     start = Math.max(start, (turns.at(-1)?.end ?? -1) + 1);
-    const end = ids.indexOf(eot, start);
-    const upToIds = tok.tokenize(upTo);
-    if (end < 0 || end >= upToIds.length || upToIds[end] !== eot)
+    const end = replyEnd(tok, tok.tokenize(upTo), start, eot, at(k));
+    // Tokenized with what follows, the token may merge with it: then it is not where the loss would put it.
+    if (ids[end] !== eot)
       throw new InputError(
         `the chat template does not end the assistant's reply with the end-of-turn token ${JSON.stringify(tok.decode([eot], false))}`,
         { where: at(k), hint: 'name the token that ends an assistant turn (endOfTurn), or use a template that emits one' },

@@ -145,6 +145,25 @@ test('a template that rewrites earlier turns once more follow, or never ends a t
   );
 });
 
+test("a reply holding the end-of-turn token's text is an input error naming the row and message, not a reply scored up to it", () => {
+  // The tokenizer reads the text as the token itself: the loss stopped after 'A', 'BCD' was masked, and the model learnt
+  // to end its turn there.
+  const reply = 'A<|endoftext|>BCD';
+  const cases: [() => unknown, string][] = [
+    [
+      () => encodeConversation(tok, [...convo.slice(0, 4), { role: 'assistant', content: reply }], { template }, 'train.arrow: row 3'),
+      'train.arrow: row 3, message 4 (test template)',
+    ],
+    [() => encodeChatExample(tok, 'Hi', reply, { template }, 'train.arrow: row 3'), 'train.arrow: row 3 (test template)'],
+  ];
+  for (const [encode, where] of cases)
+    assert.throws(
+      encode,
+      (e: unknown) =>
+        e instanceof InputError && /reply holds the text of the end-of-turn token "<\|endoftext\|>"/.test(e.message) && e.where === where,
+    );
+});
+
 const llm = await realModel(DEFAULT_LLM);
 test(
   "SmolLM2-135M-Instruct's own template: one exchange encodes as encodeChatExample does; two score each reply and its <|im_end|>",
