@@ -2,7 +2,8 @@
 // row can be malformed is a bad row naming file:line and what to fix, under --on-bad-row fail and quarantine alike.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Field, Int8, List, Struct, Table, tableToIPC, Utf8, vectorFromArray } from 'apache-arrow';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -66,6 +67,29 @@ test('weight null is weight absent, as a Parquet list of structs gives it for a 
   assert.equal(r.rowsOut, 2);
   const cells = await column(join(dir, 'out.arrow'), 'messages');
   assert.deepEqual(cells, [JSON.stringify(plain), JSON.stringify(plain)]);
+});
+
+test('an Arrow file of list<struct> messages (weight null where unset) ingests as the same conversations in JSONL do', async () => {
+  const dir = mkdtempSync(join(root, 'arrow-'));
+  const rows = gsm8kConversations(4);
+  const type = new List(
+    new Field(
+      'item',
+      new Struct([new Field('role', new Utf8()), new Field('content', new Utf8()), new Field('weight', new Int8(), true)]),
+      true,
+    ),
+  );
+  const messages = vectorFromArray(
+    rows.map((r) => r.messages.map((m) => ({ role: m.role, content: m.content, weight: m.weight ?? null }))),
+    type,
+  );
+  writeFileSync(join(dir, 'c.arrow'), tableToIPC(new Table({ messages }), 'file'));
+  writeJsonl(join(dir, 'c.jsonl'), rows);
+  const r = await run(dir, { path: 'c.arrow' });
+  assert.equal(r.rowsOut, 4);
+  const fromArrow = await column(join(dir, 'out.arrow'), 'messages');
+  await run(dir, { path: 'c.jsonl' });
+  assert.deepEqual(fromArrow, await column(join(dir, 'out.arrow'), 'messages'));
 });
 
 test('a field name other than messages is read through fields.messages', async () => {

@@ -37,15 +37,19 @@ if (workerData.format === 'parquet') {
     }
   });
 } else {
-  // Arrow: one record batch per request, as plain rows (Arrow's own objects cannot cross threads).
-  const plain = (v) =>
-    typeof v === 'bigint'
-      ? Number.isSafeInteger(Number(v))
-        ? Number(v)
-        : v
-      : v !== null && typeof v === 'object' && !ArrayBuffer.isView(v) && typeof v.toJSON === 'function'
-        ? v.toJSON()
-        : v;
+  // Arrow: one record batch per request, as plain rows (Arrow's own objects cannot cross threads). Nested all the way
+  // down: a list's toJSON holds its structs as Arrow rows still (a chat table's list of {role, content} messages).
+  // The depth is the schema's, not the data's.
+  const plain = (v) => {
+    if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v;
+    if (v === null || typeof v !== 'object' || ArrayBuffer.isView(v)) return v;
+    const j = typeof v.toJSON === 'function' ? v.toJSON() : v;
+    if (Array.isArray(j)) return j.map(plain);
+    if (j === null || typeof j !== 'object') return j;
+    const out = Object.create(null);
+    for (const [k, x] of Object.entries(j)) out[k] = plain(x);
+    return out;
+  };
   let iter;
   try {
     const fh = await open(workerData.path, 'r');
