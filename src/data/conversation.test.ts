@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import { Field, Int8, List, Struct, Table, tableToIPC, Utf8, vectorFromArray } from 'apache-arrow';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +91,32 @@ test('an Arrow file of list<struct> messages (weight null where unset) ingests a
   const fromArrow = await column(join(dir, 'out.arrow'), 'messages');
   await run(dir, { path: 'c.jsonl' });
   assert.deepEqual(fromArrow, await column(join(dir, 'out.arrow'), 'messages'));
+});
+
+test('a Parquet file whose message structs have a name field, null in every message, ingests as the JSONL rows do', async () => {
+  const dir = mkdtempSync(join(root, 'parquet-'));
+  const rows = gsm8kConversations(4);
+  const text = (name: string) => ({ name, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' }) as const;
+  const buf = parquetWriteBuffer({
+    columnData: [{ name: 'messages', data: rows.map((r) => r.messages.map((m) => ({ ...m, weight: m.weight ?? null, name: null }))) }],
+    schema: [
+      { name: 'root', num_children: 1 },
+      { name: 'messages', repetition_type: 'OPTIONAL', num_children: 1, converted_type: 'LIST' },
+      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+      { name: 'element', repetition_type: 'OPTIONAL', num_children: 4 },
+      text('role'),
+      text('content'),
+      { name: 'weight', type: 'INT32', repetition_type: 'OPTIONAL' },
+      text('name'),
+    ],
+  });
+  writeFileSync(join(dir, 'c.parquet'), new Uint8Array(buf));
+  writeJsonl(join(dir, 'c.jsonl'), rows);
+  const r = await run(dir, { path: 'c.parquet' });
+  assert.equal(r.rowsOut, 4);
+  const fromParquet = await column(join(dir, 'out.arrow'), 'messages');
+  await run(dir, { path: 'c.jsonl' });
+  assert.deepEqual(fromParquet, await column(join(dir, 'out.arrow'), 'messages'));
 });
 
 test('a field name other than messages is read through fields.messages', async () => {

@@ -63,8 +63,9 @@ export function parseConversation(value: unknown, column: string, max?: number):
     const m: unknown = v[i];
     if (typeof m !== 'object' || m === null || Array.isArray(m))
       return bad(`${at} is ${m === null ? 'null' : Array.isArray(m) ? 'a list' : typeof m}, expected {role, content}`);
-    const extra = Object.keys(m).find((k) => !KEYS.includes(k));
-    // tool_calls, name, function_call…: dropping them would train on a different conversation than the one given.
+    // tool_calls, name, function_call…: dropping them would train on a different conversation than the one given. One
+    // that is null is absent: a Parquet or Arrow list of structs has every field in every message, null where not set.
+    const extra = Object.keys(m).find((k) => !KEYS.includes(k) && (m as Record<string, unknown>)[k] != null);
     if (extra !== undefined)
       return bad(`${at} has field ${shown(extra)}; only role, content and weight are read (tool calls are not supported)`);
     const { role, content, weight } = m as Record<string, unknown>;
@@ -78,7 +79,6 @@ export function parseConversation(value: unknown, column: string, max?: number):
     if (wrong)
       return { ...wrong, reason: wrong.reason === 'too-long' || wrong.reason === 'lone-surrogate' ? wrong.reason : 'invalid-conversation' };
     const msg: ConversationMessage = { role, content } as ConversationMessage;
-    // null is absent: a Parquet or Arrow list of structs has every field in every message, null where not set.
     if (weight !== undefined && weight !== null) {
       if (role !== 'assistant') return bad(`${at} is a ${role} message with a weight; weight applies to assistant messages only`);
       if (weight !== 0 && weight !== 1) return bad(`${at}.weight is ${shown(weight)}; use 0 (not trained on) or 1`);
