@@ -1,6 +1,7 @@
 /**
  * The worker's activities: a cache lookup plus one activity per stage kind, named after the kind.
  */
+import { Context } from '@temporalio/activity';
 import type { AnyStageKind } from '../src/stages/types.ts';
 import { cacheLookupActivity } from './cache.ts';
 import { recordRunEnded } from './metrics.ts';
@@ -16,9 +17,11 @@ export function createActivities(
     lookupCache: cacheLookupActivity(kinds, deps),
     ...runGateActivities(deps),
     auditRunEnded: async (rec: RunEndRecord) => {
+      // Counted on the first attempt, before the record is written: a retry (the audit log refused the record) does
+      // not count the run again, and a run whose record never gets written (an audit database away for the half hour
+      // the run's end waits) is counted all the same.
+      if (Context.current().info.attempt === 1) recordRunEnded(rec);
       await deps.onRunEnded?.(rec);
-      // Counted once the record is written: an attempt the audit log refused is tried again and would count twice.
-      recordRunEnded(rec);
     },
   };
   for (const [name, kind] of kinds) acts[name] = stageActivity(kind, deps);

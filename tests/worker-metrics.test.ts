@@ -9,10 +9,12 @@ import assert from 'node:assert/strict';
 import { freePort } from '../src/util/port-race.ts';
 import { submitRun, waitForRun } from '../client/runs.ts';
 import { metricsAddress } from '../infra/runtime.ts';
-import { activityPollers } from '../infra/worker.ts';
+import { activityPollers, createWorker } from '../infra/worker.ts';
+import { NativeConnection } from '@temporalio/worker';
 import type { StageKind } from '../src/stages/types.ts';
 import { InputError } from '../src/errors.ts';
 import { plannedPipeline } from './helpers/plans.ts';
+import { waitFor } from './helpers/schedule-fixtures.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from './helpers/temporal-env.ts';
 
 let env: TestEnv;
@@ -105,6 +107,47 @@ it('counts runs by how they ended, per pipeline and schedule, and keeps the time
   assert.ok(at, text);
   assert.ok(Math.abs(Number(at[1]) - Date.now() / 1000) < 600, `a Unix time in seconds: ${at[1]}`);
   assert.doesNotMatch(text, /tempered_run_last_success_timestamp_seconds\{[^}]*pipeline="nightly-fail"/);
+});
+
+it('counts a run once, while its end record waits for an audit log that is away and after it is written', async () => {
+  // The run's end record is retried for up to half an hour while the audit database is away: a run counted only once
+  // its record was written went uncounted all that time (or for good), and one counted on every attempt, many times.
+  const queue = 'metrics-audit-away';
+  let attempts = 0;
+  let away = true;
+  const conn = await NativeConnection.connect({ address: env.server.address });
+  const worker = await createWorker({
+    connection: conn,
+    namespace: 'default',
+    taskQueue: queue,
+    kinds: env.kinds,
+    deps: {
+      store: env.store,
+      cache: env.cache,
+      stateDir: env.dir,
+      async onRunEnded() {
+        attempts++;
+        if (away) throw new Error('the audit database is away');
+      },
+    },
+  });
+  const running = worker.run();
+  try {
+    const plan = plannedPipeline('audit-away', [{ id: 'fit', uses: 'stepper', needs: [], with: { steps: 1 } }]);
+    const h = await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'metrics-tester' } }, { taskQueue: queue });
+    const counted = /tempered_runs_total\{[^}]*outcome="succeeded"[^}]*pipeline="audit-away"[^}]*\} 1\b/;
+    await waitFor('three attempts at the end record', async () => attempts >= 3);
+    assert.match(await metricsShowing(counted), counted, 'counted while its end record is retried');
+    away = false;
+    assert.equal((await waitForRun(env.client, h.workflowId)).state, 'succeeded');
+    assert.match(await metricsShowing(counted), counted, 'once, after the retries');
+  } finally {
+    // A worker stops once the run's end record is written: without that, it would wait out the half hour.
+    away = false;
+    worker.shutdown();
+    await running;
+    await conn.close();
+  }
 });
 
 it('the worker polls with fewer activity pollers than slots, so a stage can be handed to it eagerly', () => {
