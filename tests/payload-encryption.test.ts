@@ -242,6 +242,26 @@ test('without the key, `tempered runs` and the dashboard list an encrypted run, 
   assert.equal(keyed.stderr, '');
 });
 
+test('without the key, cancel stops an encrypted run: stopping one needs none of its payloads', async () => {
+  // Submitted with the key to a queue no worker serves, so it is still running when cancelled.
+  const r = await runCli(['submit', file, '--json'], { ...env, TEMPERED_TASK_QUEUE: 'enc-nobody', TEMPERED_PAYLOAD_KEY: KEY });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const { runId } = JSON.parse(r.stdout) as { runId: string };
+  const c = await runCli(['cancel', runId], { ...env, TEMPERED_TASK_QUEUE: 'enc-nobody' });
+  assert.equal(c.code, 0, c.stdout + c.stderr);
+  // Whether a worker took it is in its encrypted history: both outcomes are said, not a guess.
+  assert.match(
+    c.stdout,
+    new RegExp(`cancellation requested for ${runId}; running stages stop .*; if no worker has picked it up yet, it ends`),
+  );
+  // Read without any codec: the server's own record of the request.
+  const history = await new Client({ connection }).workflow.getHandle(runId).fetchHistory();
+  assert.ok(
+    history.events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes),
+    'no cancel request in the history',
+  );
+});
+
 test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {
   const runId = await submit({});
   const input = await runInput(new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), runId);
