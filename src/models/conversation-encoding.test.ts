@@ -12,6 +12,9 @@ import { realModel } from './real-models.testing.ts';
 import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
 import { tinyGpt2Dir } from './tiny.testing.ts';
 import { IGNORE_INDEX, loadTokenizer } from './tokenizer.ts';
+import { tokenizeToArrow } from './tokenize-arrow.ts';
+import { writeJsonl } from '../data/conversations.testing.ts';
+import { ingest } from '../data/ingest.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'convo-enc-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -162,6 +165,29 @@ test("a reply holding the end-of-turn token's text is an input error naming the 
       (e: unknown) =>
         e instanceof InputError && /reply holds the text of the end-of-turn token "<\|endoftext\|>"/.test(e.message) && e.where === where,
     );
+});
+
+test("tokenizing an ingested table, a row's error names the source file and line it came from", async () => {
+  const dir = mkdtempSync(join(root, 'table-'));
+  writeJsonl(join(dir, 'c.jsonl'), [{ messages: convo }, { messages: [convo[1]!, { role: 'assistant', content: 'A<|endoftext|>BCD' }] }]);
+  await ingest({ path: 'c.jsonl', task: 'chat' }, { baseDir: dir, outPath: join(dir, 't.arrow'), quarantinePath: join(dir, 'q.arrow') });
+  const task = {
+    kind: 'causal',
+    promptColumn: 'prompt',
+    responseColumn: 'response',
+    chat: { template },
+    messagesColumn: 'messages',
+  } as const;
+  await assert.rejects(
+    tokenizeToArrow({
+      input: join(dir, 't.arrow'),
+      output: join(dir, 'tok.arrow'),
+      tokenizer: tok,
+      task,
+      padding: { kind: 'longest', maxLength: 256 },
+    }),
+    (e: unknown) => e instanceof InputError && e.where === `${join(dir, 't.arrow')}: row 1 (c.jsonl:2), message 1 (test template)`,
+  );
 });
 
 const llm = await realModel(DEFAULT_LLM);

@@ -23,6 +23,18 @@ import {
   type PromptTemplate,
 } from './tokenizer.ts';
 
+/**
+ * Where ingest read row `i` of `batch`, as ` (file:line)` from its provenance columns, for a record's errors: the
+ * table itself is a store object named by its hash, so its row number alone leaves the person to fix the data
+ * searching for the row. Empty for a table without them.
+ */
+function sourcePlace(batch: Parameters<typeof stringColumn>[0]): (i: number) => string {
+  if (!batch.getChild('_source') || !batch.getChild('_row')) return () => '';
+  const files = stringColumn(batch, '_source');
+  const rows = columnValues(batch, '_row');
+  return (i) => ` (${files[i]}:${String(rows[i])})`;
+}
+
 export type TokenizeTask =
   | {
       kind: 'classification';
@@ -140,8 +152,9 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
         });
       requireColumn(batch, task.messagesColumn, input, 'messagesColumn');
       const cells = stringColumn(batch, task.messagesColumn);
+      const place = sourcePlace(batch);
       for (let i = 0; i < cells.length; i++) {
-        const where = `${input}: row ${rowBase + i}`;
+        const where = `${input}: row ${rowBase + i}${place(i)}`;
         const convo = readConversation(cells[i]!);
         if (typeof convo === 'string')
           throw new InputError(`column ${task.messagesColumn} holds no conversation: ${convo}`, {
@@ -163,9 +176,11 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       requireColumn(batch, task.responseColumn, input, 'responseColumn');
       const prompts = stringColumn(batch, task.promptColumn);
       const responses = stringColumn(batch, task.responseColumn);
+      const place = sourcePlace(batch);
       for (let i = 0; i < prompts.length; i++) {
         if (task.chat) {
-          const e = encodeChatExample(tok, prompts[i]!, responses[i]!, { ...task.chat, maxLength }, `${input}: row ${rowBase + i}`);
+          const where = `${input}: row ${rowBase + i}${place(i)}`;
+          const e = encodeChatExample(tok, prompts[i]!, responses[i]!, { ...task.chat, maxLength }, where);
           if (e.tooLong) {
             droppedRows++;
             if (droppedExamples.length < 5) droppedExamples.push(rowBase + i);
