@@ -152,6 +152,8 @@ const BAD: [unknown, RegExp][] = [
   // with JSON.stringify overflowed the stack, a RangeError out of ingest instead of a bad row.
   [`[{"role":"user","content":"hi"},{"role":"assistant","content":"ok","weight":${deep}}]`, /weight is a list; use 0/],
   [`[{"role":${deep},"content":"hi"},{"role":"assistant","content":"ok"}]`, /role is a list; use system/],
+  // JSON.parse makes __proto__ an own field, not the prototype: refused as a field, its weight never read.
+  ['[{"role":"user","content":"hi"},{"role":"assistant","content":"ok","__proto__":{"weight":0}}]', /has field "__proto__"; only role/],
 ];
 
 test('each malformed conversation fails ingest naming file:line and the fix; quarantined, the good rows stay', async () => {
