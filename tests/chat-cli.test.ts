@@ -10,6 +10,7 @@ import { loadTextGenerator } from '../src/generate/text-generator.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
 import type { ChatMessage } from '../src/serve/types.ts';
 import { terminalSafe } from '../cli/format.ts';
+import { ingest } from '../src/data/ingest.ts';
 import { BIN, runCli } from './helpers/cli.ts';
 
 const home = mkdtempSync(join(tmpdir(), 'tempered-chat-cli-'));
@@ -43,7 +44,7 @@ async function answersTo(said: string[], model = dir): Promise<string[]> {
 }
 
 test('piped messages: each answer is the model on the whole conversation so far; commands edit and save it', async () => {
-  const saved = join(home, 'conversation.json');
+  const saved = join(home, 'conversation.jsonl');
   const input = [
     'hello',
     '/history',
@@ -81,8 +82,8 @@ test('piped messages: each answer is the model on the whole conversation so far;
   assert.ok(Number(kept[1]![2]) > 0 && Number(kept[2]![2]) > 0, 'later turns reuse the cache');
   assert.match(r.stderr, /\[last exchange forgotten\]/);
   assert.match(r.stderr, /error: unknown command \/bogus; \/help lists them/);
-  assert.match(r.stderr, /\[2 exchanges saved to .*conversation\.json\]/);
-  assert.match(r.stderr, /error: .*conversation\.json exists; \/save does not overwrite/);
+  assert.match(r.stderr, /\[2 exchanges saved to .*conversation\.jsonl\]/);
+  assert.match(r.stderr, /error: .*conversation\.jsonl exists; \/save does not overwrite/);
   assert.match(r.stderr, /\[no system message\]\n\[system message set; it applies from the next answer\]\n\[system message: "be nice"\]/);
   assert.match(r.stderr, /\[conversation forgotten\]\nsystem: be nice\n/);
   assert.match(r.stderr, /error: .*no-such-folder is not a folder; \/save writes into one that exists/);
@@ -95,6 +96,13 @@ test('piped messages: each answer is the model on the whole conversation so far;
       { role: 'assistant', content: e3 },
     ],
   });
+  // One line, so the saved file is a training set of one conversation as it is.
+  assert.equal(readFileSync(saved, 'utf8').split('\n').length, 2, 'one line and its newline');
+  const ingested = await ingest(
+    { task: 'chat', path: saved },
+    { baseDir: home, outPath: join(home, 'chat.arrow'), quarantinePath: join(home, 'q.arrow') },
+  );
+  assert.deepEqual([ingested.rowsIn, ingested.rowsOut], [1, 1]);
 });
 
 test('bad flags and models without a template fail before the first message; a message too long for the context does not end the chat', async () => {

@@ -36,7 +36,8 @@ const COMMANDS = `commands:
   /undo           forget the last question and its answer
   /reset          forget the conversation (the system message stays)
   /history        show the conversation as the model reads it
-  /save FILE      write the conversation to a new FILE as JSON ({"messages": [...]}, as the OpenAI API takes it)
+  /save FILE      write the conversation to a new FILE as one line of JSON ({"messages": [...]}, as the OpenAI API and
+                  ingest's chat task take it: name it .jsonl to train on it)
   /exit           leave (so do Ctrl-D, and Ctrl-C at the prompt)
 Ctrl-C while the model answers stops the answer. A message that starts with / is written //; a line that
 ends with \\ goes on to the next (piped input too).`;
@@ -278,7 +279,7 @@ function runCommand(
  */
 function saveConversation(path: string, messages: { role: string; content: string }[]): string | undefined {
   if (path.endsWith('/') || path.endsWith(sep) || statSync(path, { throwIfNoEntry: false })?.isDirectory() === true)
-    return `${path} names a folder; /save needs a file name (e.g. ${join(path, 'conversation.json')})`;
+    return `${path} names a folder; /save needs a file name (e.g. ${join(path, 'conversation.jsonl')})`;
   const dir = dirname(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) return `${dir} is not a folder; /save writes into one that exists`;
   const exists = () => {
@@ -287,7 +288,8 @@ function saveConversation(path: string, messages: { role: string; content: strin
   };
   // lstat, not exists: a link to nothing is there too, and linking onto it fails.
   if (lstatSync(path, { throwIfNoEntry: false }) !== undefined) return exists();
-  const text = JSON.stringify({ messages }, null, 2) + '\n';
+  // One line: a `.jsonl` file of it is a row ingest's chat task reads, and files of it concatenate into a training set.
+  const text = JSON.stringify({ messages }) + '\n';
   const aside = join(dir, `.tempered-save-${randomBytes(6).toString('hex')}.tmp`);
   let made = false;
   try {
