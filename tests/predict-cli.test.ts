@@ -157,6 +157,54 @@ test("predict: a language model's answers equal generate's for the same prompts 
   assert.notEqual(seeded, greedy, 'sampling gave another answer than greedy, so the settings reached the model');
 });
 
+test("predict: rows in OpenAI's chat format are answered as conversations, as generate answers their rendered text", async () => {
+  // A file a chat pipeline ingests (or its test split) is asked as it is, without --text-field: before, each such row
+  // was a missing-field "prompt" bad row whose hint, --text-field messages, only made it a not-string one.
+  const work = folder('conversations');
+  const input = join(work, 'in-chats.jsonl');
+  const turns = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Once upon' },
+    { role: 'assistant', content: 'a time' },
+    { role: 'user', content: 'hello there' },
+  ];
+  writeFileSync(
+    input,
+    jsonl([
+      { messages: turns },
+      // Ending with a reply, as a fine-tuning row does: asked what comes in its place.
+      { id: 'r', messages: [...turns, { role: 'assistant', content: 'the reference', weight: 0 }] },
+      {
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'tool', content: '{}' },
+        ],
+      },
+      { prompt: 'hello there' },
+    ]),
+  );
+  const flags = ['--chat-template', template, '--threads', '1'];
+  const out = join(work, 'answers.jsonl');
+  const rendered = '[system] Be brief.\n[user] Once upon\n[assistant] a time\n[user] hello there\n[assistant] ';
+  const [predicted, generated, single] = await Promise.all([
+    runCli(['predict', lmDir, '--input', input, '--output', out, '--max-new-tokens', '6', '--on-bad-row', 'skip', ...flags], env),
+    runCli(['generate', lmDir, rendered, '--raw', '--max-tokens', '6', '--threads', '1'], env),
+    runCli(['generate', lmDir, 'hello there', '--max-tokens', '6', ...flags], env),
+  ]);
+  for (const r of [predicted, generated, single]) assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    predicted.stderr,
+    /1 bad rows? left out \(invalid-conversation 1\), first: line 3: "messages"\[1\]\.role is "tool"; use system, user or assistant/,
+  );
+  const answers = lines(out);
+  const answer = generated.stdout.replace(/\n$/, '');
+  assert.deepEqual(answers.slice(0, 2), [
+    { row: 1, answer, finishReason: 'length' },
+    { id: 'r', row: 2, answer, finishReason: 'length' },
+  ]);
+  assert.deepEqual(answers[2], { row: 4, answer: single.stdout.replace(/\n$/, ''), finishReason: 'length' });
+});
+
 test('predict: a bad row fails the run naming its line and leaves no output; --on-bad-row skip leaves it out', async () => {
   const work = folder('bad-rows');
   const rows = reviews(200).map((r) => JSON.stringify(r));

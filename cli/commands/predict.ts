@@ -20,7 +20,8 @@ import { exportedTask, intFlag, readChatTemplate } from './serve.ts';
 
 const USAGE =
   'tempered predict <name[@version|@alias] | model source> --input FILE (.jsonl, .csv, .tsv) --output FILE (.jsonl, or .csv) [--force]\n' +
-  '  [--text-field F (text; prompt for language models)] [--id-field id] [--on-bad-row fail|skip] [--threads N]\n' +
+  '  [--text-field F (text; prompt for language models, which also answer {"messages": [...]} rows)] [--id-field id]\n' +
+  '  [--on-bad-row fail|skip] [--threads N]\n' +
   '  classifiers: [--batch-size 64]\n' +
   '  language models: [--max-new-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
   '    [--system TEXT] [--raw] [--chat-template FILE]';

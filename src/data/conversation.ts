@@ -42,9 +42,15 @@ function shown(v: unknown): string {
 /**
  * A source field's value as a conversation, or why it is none. A JSON array (JSONL, Parquet lists) or JSON text of one
  * (a CSV cell, a table ingest wrote) are both read. `column` names the field in details; `max` bounds each content in
- * code points as other tasks' maxLength bounds each text field.
+ * code points as other tasks' maxLength bounds each text field. `toAnswer`: a conversation to be answered (predict's
+ * input), not trained on, so it may end with a user message and need no trained reply.
  */
-export function parseConversation(value: unknown, column: string, max?: number): ConversationMessage[] | BadRow {
+export function parseConversation(
+  value: unknown,
+  column: string,
+  max?: number,
+  o: { toAnswer?: boolean } = {},
+): ConversationMessage[] | BadRow {
   let v = value;
   if (typeof v === 'string') {
     try {
@@ -86,6 +92,10 @@ export function parseConversation(value: unknown, column: string, max?: number):
     }
     if (role === 'assistant' && msg.weight === undefined) trained++;
     out.push(msg);
+  }
+  if (o.toAnswer) {
+    if (out.at(-1)!.role === 'system') return bad(`${column} holds only a system message; add the user's message to answer`);
+    return out;
   }
   if (out.at(-1)!.role !== 'assistant')
     return bad(`the last message of ${column} is a ${out.at(-1)!.role} message; a conversation ends with the assistant's reply`);

@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AtomicFile } from '../data/atomic.ts';
-import type { BadReason } from '../data/bad-rows.ts';
+import type { BadReason, BadRow } from '../data/bad-rows.ts';
+import { MESSAGES, parseConversation, type ConversationMessage } from '../data/conversation.ts';
 import { readRecords } from '../data/read-records.ts';
 import { formatFromExtension, type SourceFormat } from '../data/sources.ts';
 import { badText, fieldText } from '../data/task-fields.ts';
@@ -18,13 +19,18 @@ import { InputError } from '../errors.ts';
 /** A row's result as the scorer gives it: its output fields, or why this row has none (a prompt too long for the model). */
 export type Scored = { values: Record<string, unknown> } | { bad: string };
 
-/** What scores the rows: a classifier (batches of texts) or a causal LM (one text at a time). */
+/** A row's input: its text, or (a scorer that takes them) the messages of a conversation to answer. */
+export type PredictInput = string | ConversationMessage[];
+
+/** What scores the rows: a classifier (batches of texts) or a causal LM (one text or conversation at a time). */
 export interface RowScorer {
   /** Texts scored together. */
   batchSize: number;
   /** Output fields in CSV column order (after `id` and `row`). */
   columns: string[];
-  score(texts: string[], signal?: AbortSignal): Promise<Scored[]>;
+  /** Rows in OpenAI's chat format (`{"messages": [...]}`) are answered as conversations; without it only texts are given. */
+  conversations?: boolean;
+  score(inputs: PredictInput[], signal?: AbortSignal): Promise<Scored[]>;
   /** A row's output values as CSV cells, in `columns` order. */
   csvCells(values: Record<string, unknown>): string[];
 }
@@ -107,6 +113,35 @@ function outputMadeMeanwhile(output: string): InputError {
   });
 }
 
+/**
+ * The field a row holds a conversation in, for a scorer that answers them: the text field when it holds a list (or is
+ * `messages`, whose text is JSON, as in a CSV cell), else `messages` when the text field is missing. So a test file in
+ * the format a chat pipeline ingests is read as it is, without --text-field, and a row with a prompt stays a prompt.
+ */
+function conversationField(values: Record<string, unknown>, textField: string): string | undefined {
+  const v = Object.hasOwn(values, textField) ? values[textField] : undefined;
+  if (Array.isArray(v) || (textField === MESSAGES && v != null)) return textField;
+  if (v == null && Object.hasOwn(values, MESSAGES) && values[MESSAGES] != null) return MESSAGES;
+  return undefined;
+}
+
+/**
+ * A conversation row's messages to answer, or why it has none. One that ends with the user's message is asked as it
+ * is; one that ends with an assistant's reply (a row of a fine-tuning or test file) is asked what comes in place of that
+ * reply, the messages before it, as evaluate asks a test conversation.
+ */
+export function conversationToAnswer(value: unknown, field: string): ConversationMessage[] | BadRow {
+  const messages = parseConversation(value, JSON.stringify(field), undefined, { toAnswer: true });
+  if (!Array.isArray(messages)) return messages;
+  const asked = messages.at(-1)!.role === 'assistant' ? messages.slice(0, -1) : messages;
+  if (!asked.some((m) => m.role === 'user'))
+    return {
+      reason: 'invalid-conversation',
+      detail: `${JSON.stringify(field)} has no user message before its last reply; there is nothing to answer`,
+    };
+  return asked;
+}
+
 /** Checks what can be checked before a model loads: the input is a readable file of a known format, the output free. */
 export function checkPredictPaths(o: Pick<PredictOptions, 'input' | 'output' | 'overwrite'>): SourceFormat {
   const format = formatFromExtension(o.input);
@@ -172,7 +207,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
     badReasons[reason] = (badReasons[reason] ?? 0) + 1;
     if (firstBadRows.length < BAD_LISTED) firstBadRows.push({ line, reason, detail });
   };
-  let batch: { line: number; id: unknown; text: string }[] = [];
+  let batch: { line: number; id: unknown; text: PredictInput }[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
     o.signal?.throwIfAborted();
@@ -195,6 +230,13 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
     write(text);
     batch = [];
   };
+  const take = async (line: number, id: unknown, text: PredictInput) => {
+    batch.push({ line, id: id === null ? undefined : id, text });
+    if (batch.length >= o.scorer.batchSize) {
+      await flush();
+      o.onProgress?.({ rows, badRows, fraction: totalBytes > 0 ? Math.min(1, bytesTaken / totalBytes) : 1 });
+    }
+  };
   try {
     if (outFormat === 'csv') write(['id', 'row', ...o.scorer.columns].map(csvField).join(',') + '\n');
     for await (const records of readRecords(
@@ -214,6 +256,17 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
           continue;
         }
         const values = rec.values!;
+        const id = Object.hasOwn(values, idField) ? values[idField] : undefined;
+        const inConversation = o.scorer.conversations ? conversationField(values, o.textField) : undefined;
+        if (inConversation !== undefined) {
+          const asked = conversationToAnswer(values[inConversation], inConversation);
+          if (!Array.isArray(asked)) {
+            bad(rec.row, asked.reason, asked.detail);
+            continue;
+          }
+          await take(rec.row, id, asked);
+          continue;
+        }
         const text = fieldText(values, o.textField, 'the text field');
         const wrong = typeof text === 'string' ? badText(text, 'the text field') : text;
         if (wrong) {
@@ -233,12 +286,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
           );
           continue;
         }
-        const id = Object.hasOwn(values, idField) ? values[idField] : undefined;
-        batch.push({ line: rec.row, id: id === null ? undefined : id, text: text as string });
-        if (batch.length >= o.scorer.batchSize) {
-          await flush();
-          o.onProgress?.({ rows, badRows, fraction: totalBytes > 0 ? Math.min(1, bytesTaken / totalBytes) : 1 });
-        }
+        await take(rec.row, id, text as string);
       }
     }
     await flush();

@@ -8,8 +8,8 @@
 import { InputError } from '../errors.ts';
 import { generate, type GenerateOptions } from '../generate/generate.ts';
 import { MAX_CHARS_PER_TOKEN, promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
-import type { Predictor } from '../serve/types.ts';
-import type { RowScorer, Scored } from './predict.ts';
+import type { ChatMessage, Predictor } from '../serve/types.ts';
+import type { PredictInput, RowScorer, Scored } from './predict.ts';
 
 /** Texts per classifier request: serve's default --max-batch, so a batch is one that a client of the server could send. */
 export const CLASSIFIER_BATCH = 64;
@@ -18,8 +18,9 @@ export function classifierScorer(p: Pick<Predictor, 'labels' | 'predict'>, batch
   return {
     batchSize,
     columns: ['label', ...p.labels.map((l) => `p_${l}`)],
+    // No `conversations`: predictFile gives a classifier texts only.
     async score(texts) {
-      return (await p.predict(texts)).map((r): Scored => ({ values: { label: r.label, scores: r.scores } }));
+      return (await p.predict(texts as string[])).map((r): Scored => ({ values: { label: r.label, scores: r.scores } }));
     },
     csvCells: (v) => [v.label as string, ...p.labels.map((l) => (v.scores as Record<string, number>)[l])].map(String),
   };
@@ -41,17 +42,23 @@ export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScore
   return {
     batchSize: 1,
     columns: ['answer', 'finishReason'],
-    async score(texts, signal) {
+    conversations: true,
+    async score(inputs, signal) {
       const out: Scored[] = [];
-      for (const text of texts) {
-        if (text.length > maxPrompt * MAX_CHARS_PER_TOKEN) {
+      for (const input of inputs) {
+        const chars = typeof input === 'string' ? input.length : input.reduce((n, m) => n + m.content.length, 0);
+        if (chars > maxPrompt * MAX_CHARS_PER_TOKEN) {
           out.push({
-            bad: `the prompt has ${text.length} characters, more than ${MAX_CHARS_PER_TOKEN} a token for the ${maxPrompt} tokens the model's context holds`,
+            bad: `the ${typeof input === 'string' ? 'prompt' : 'conversation'} has ${chars} characters, more than ${MAX_CHARS_PER_TOKEN} a token for the ${maxPrompt} tokens the model's context holds`,
           });
           continue;
         }
+        if (typeof input !== 'string' && o.raw) {
+          out.push({ bad: 'a conversation is asked through the chat template, which --raw leaves out; drop --raw' });
+          continue;
+        }
         try {
-          const ids = promptTokens(gen, text, o);
+          const ids = typeof input === 'string' ? promptTokens(gen, input, o) : gen.encodeChat(conversationAsked(input, o.system));
           const [r] = await generate(gen.decoder, [ids], { ...o.sampling, signal });
           out.push({ values: { answer: r!.text, finishReason: r!.finishReason } });
         } catch (e) {
@@ -64,4 +71,10 @@ export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScore
     },
     csvCells: (v) => [v.answer as string, v.finishReason as string],
   };
+}
+
+/** A conversation's messages for the template; --system where the conversation has none (its own is what it was given). */
+function conversationAsked(messages: Exclude<PredictInput, string>, system: string | undefined): ChatMessage[] {
+  const asked = messages.map((m) => ({ role: m.role, content: m.content }));
+  return system !== undefined && asked[0]?.role !== 'system' ? [{ role: 'system', content: system }, ...asked] : asked;
 }
