@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
 import { formatDataReport, type DataReport } from '../src/data/report.ts';
+import { formatMetrics } from './format.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
@@ -44,6 +45,8 @@ export interface CliContext {
   store(): ArtifactStore;
   /** Formats a report artifact from the local store; undefined when it is not there (see fetchReports). */
   readReport(ref: unknown): string | undefined;
+  /** Formats an evaluate stage's metrics artifact from the local store (formatMetrics); undefined when it is not there. */
+  readMetrics(ref: unknown): string | undefined;
   /**
    * Brings the stages' report artifacts into the local store from the shared one (TEMPERED_STORE), so
    * readReport finds them on a host that ran none of the stages. A report that cannot be fetched is
@@ -94,11 +97,19 @@ export async function createContext(): Promise<CliContext> {
         return undefined;
       }
     },
+    readMetrics(ref) {
+      if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
+      try {
+        return formatMetrics(JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')));
+      } catch {
+        return undefined;
+      }
+    },
     async fetchReports(st) {
       const store = getStore();
       if (!store.remote) return;
       const missing = st.stages
-        .map((s) => s.outputs?.report)
+        .flatMap((s) => [s.outputs?.report, s.outputs?.metrics])
         .filter((ref): ref is ArtifactRef => isArtifactRef(ref) && !store.has(ref.sha256));
       for (const [i, ref] of missing.entries()) {
         const failed = await store.verify(ref).then(

@@ -1,7 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { StageStatus } from '../workflows/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
+import { createContext } from './context.ts';
 import { duration, formatRunStatus, printable, progressText, runJson, runLine, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
@@ -246,4 +250,47 @@ test("a run's --json hides what its text hides: a secret-named param, its value 
   assert.equal(back.params.lr, 0.01);
   assert.equal(back.plan.stages[0]!.with.header, 'Bearer REDACTED');
   assert.match(back.plan.stages[0]!.with.path, /^https:\/\/REDACTED@data\.example\/x\.jsonl\?sig=REDACTED&v=1$/);
+});
+
+test("status shows an evaluate stage's metrics from the store under the names its gate reads, beside baseline and production", async () => {
+  // Before, only the stage's scalar outputs (loss, perplexity) were shown: the exact match a gate was about was not.
+  const home = mkdtempSync(join(tmpdir(), 'tempered-format-metrics-'));
+  const before = process.env.TEMPERED_HOME;
+  process.env.TEMPERED_HOME = home;
+  try {
+    const ctx = await createContext();
+    const metrics = await ctx.store().putJson({
+      loss: 0.44868875937998115,
+      exact_match: 0.375,
+      generated: 8,
+      baseline: { loss: 1.9857144178275434, exact_match: 0.25, generated: 8 },
+      production: { rows: 6, exact_match: 0.5, decontaminated: true, candidate: { exact_match: 0.3333333333333333 } },
+    });
+    const st = {
+      runId: 'r-1',
+      name: 'p',
+      state: 'succeeded',
+      startedAt: '2026-12-07T00:00:00.000Z',
+      actor: 'me',
+      params: {},
+      stages: [{ id: 'evaluate', uses: 'evaluate', needs: [], state: 'succeeded', outputs: { metrics, loss: 0.44868875937998115 } }],
+    } as unknown as RunStatus;
+    const text = formatRunStatus(st, { readReport: (r) => ctx.readReport(r), readMetrics: (r) => ctx.readMetrics(r) });
+    const table = text
+      .split('\n')
+      .filter((l) => l.startsWith('      | '))
+      .map((l) => l.slice(8).trimEnd());
+    assert.deepEqual(table, [
+      'metric        model  baseline  production  production.candidate',
+      'loss         0.4487    1.9857           -                     -',
+      'exact_match  0.3750    0.2500      0.5000                0.3333',
+      'generated         8         8           -                     -',
+      'rows              -         -           6                     -',
+    ]);
+    await ctx.close();
+  } finally {
+    if (before === undefined) delete process.env.TEMPERED_HOME;
+    else process.env.TEMPERED_HOME = before;
+    rmSync(home, { recursive: true, force: true });
+  }
 });

@@ -151,7 +151,41 @@ export function runLine(r: RunSummary): string {
   );
 }
 
-export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; readReport?: ReportReader } = {}): string {
+/**
+ * An evaluate stage's `metrics` (the numbers its gate reads) as a table: the model's, and beside them each model it was
+ * compared with (`baseline`, `production`, and the candidate on production's rows), each column headed by the prefix a
+ * gate writes (`baseline.exact_match`). Without it a run's status showed the evaluation's loss and perplexity only, and
+ * whoever followed `submit --wait` learnt the scores the gate was about from `models show`, after registration.
+ * Undefined when the value holds no numbers.
+ */
+export function formatMetrics(metrics: unknown): string | undefined {
+  if (typeof metrics !== 'object' || metrics === null || Array.isArray(metrics)) return undefined;
+  const numbers = (v: unknown): Record<string, number> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1])))
+      : {};
+  const m = metrics as Record<string, unknown>;
+  const production = typeof m.production === 'object' && m.production !== null ? (m.production as Record<string, unknown>) : {};
+  const columns = (
+    [
+      ['model', numbers(m)],
+      ['baseline', numbers(m.baseline)],
+      ['production', numbers(production)],
+      ['production.candidate', numbers(production.candidate)],
+    ] as const
+  ).filter(([, v]) => Object.keys(v).length > 0);
+  if (columns.length === 0 || columns[0]![0] !== 'model') return undefined;
+  const names = [...new Set(columns.flatMap(([, v]) => Object.keys(v)))];
+  const cell = (x: number | undefined) => (x === undefined ? '-' : Number.isInteger(x) ? String(x) : x.toFixed(4));
+  const rows = [['metric', ...columns.map(([c]) => c)], ...names.map((n) => [printable(n), ...columns.map(([, v]) => cell(v[n]))])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
+}
+
+export function formatRunStatus(
+  st: ClientRunStatus,
+  opts: { uiUrl?: string; readReport?: ReportReader; readMetrics?: ReportReader } = {},
+): string {
   const lines = [
     // The actor is whoever submitted the run, as they set TEMPERED_ACTOR: shown, not sent to the reader's terminal.
     printable(
@@ -192,6 +226,8 @@ export function formatRunStatus(st: ClientRunStatus, opts: { uiUrl?: string; rea
         else lines.push(`      ${k}: ${describeOutput(v)}`);
       const report = opts.readReport?.(s.outputs.report);
       if (report) lines.push(...report.split('\n').map((l) => `      | ${l}`));
+      const metrics = s.outputs.metrics === undefined ? undefined : opts.readMetrics?.(s.outputs.metrics);
+      if (metrics) lines.push(...metrics.split('\n').map((l) => `      | ${l}`));
     }
   }
   return lines.join('\n');

@@ -282,7 +282,7 @@ export async function startAndReport(
       else console.log(runJson(final));
     } else {
       await ctx.fetchReports(final);
-      console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r) })}`);
+      console.log(`\n${formatRunStatus(final, { readReport: (r) => ctx.readReport(r), readMetrics: (r) => ctx.readMetrics(r) })}`);
     }
     return final.state === 'succeeded' ? 0 : 1;
   } finally {
@@ -302,7 +302,13 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   if (values.json) console.log(runJson(st));
   else {
     await ctx.fetchReports(st);
-    console.log(formatRunStatus(st, { uiUrl: runUrl(ctx.settings(), runId), readReport: (r) => ctx.readReport(r) }));
+    console.log(
+      formatRunStatus(st, {
+        uiUrl: runUrl(ctx.settings(), runId),
+        readReport: (r) => ctx.readReport(r),
+        readMetrics: (r) => ctx.readMetrics(r),
+      }),
+    );
   }
   // --watch waits for the end as `submit --wait` does (whose Ctrl-C points here), so it exits as that does: a script
   // that follows a run with `status --watch && …` must not go on after a failed one. A bare look answers 0 whatever
