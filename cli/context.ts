@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
 import { formatDataReport, type DataReport } from '../src/data/report.ts';
-import { formatMetrics } from './format.ts';
+import { formatMetrics, printable } from './format.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
@@ -91,7 +91,11 @@ export async function createContext(): Promise<CliContext> {
       try {
         const report = JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')) as { kind?: string };
         return report.kind === 'ingest' || report.kind === 'dedupe' || report.kind === 'split'
-          ? formatDataReport(report as DataReport)
+          ? // A quarantined row's detail quotes the data, and a source's name is the user's: neither reaches the terminal raw.
+            formatDataReport(report as DataReport)
+              .split('\n')
+              .map(printable)
+              .join('\n')
           : undefined;
       } catch {
         return undefined;

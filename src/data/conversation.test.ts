@@ -12,6 +12,7 @@ import { columnValues, readArrowBatches } from './arrow-io.ts';
 import { gsm8kConversations, writeJsonl } from './conversations.testing.ts';
 import { ingest } from './ingest.ts';
 import { dedupe } from './dedupe.ts';
+import { formatDataReport } from './report.ts';
 import type { IngestConfig } from './config.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ingest-chat-'));
@@ -186,4 +187,28 @@ test('maxLength bounds each message, and a missing messages field is the mapping
     run(dir, { path: 'c.jsonl' }),
     (e: unknown) => e instanceof InputError && /no field "messages"/.test(e.message) && e.where === 'fields.messages',
   );
+});
+
+test('the ingest report names the first quarantined conversations by file:line and what to fix, as the status prints it', async () => {
+  // Before, a quarantined run's status gave counts by reason only: which rows to fix meant reading the quarantine table.
+  const dir = mkdtempSync(join(root, 'quarantined-'));
+  const [good] = gsm8kConversations(1);
+  const user = { role: 'user', content: 'thanks!' };
+  writeJsonl(join(dir, 'c.jsonl'), [
+    good,
+    { messages: [...good!.messages, { role: 'tool', content: '{}' }] },
+    ...Array.from({ length: 11 }, () => ({ messages: [...good!.messages, user] })),
+  ]);
+  const r = await run(dir, { path: 'c.jsonl', onBadRow: 'quarantine', maxBadFraction: 1 });
+  const last = 'the last message of "messages" is a user message; a conversation ends with the assistant\'s reply';
+  assert.deepEqual(r.firstQuarantined, [
+    `c.jsonl:2: invalid-conversation: "messages"[${good!.messages.length}].role is "tool"; use system, user or assistant`,
+    ...Array.from({ length: 9 }, (_, i) => `c.jsonl:${i + 3}: invalid-conversation: ${last}`),
+  ]);
+  const text = formatDataReport(r);
+  assert.match(
+    text,
+    /\nquarantined rows \(the first 10; the quarantine table has all, each with its raw text\):\n {2}c\.jsonl:2: invalid-conversation: /,
+  );
+  assert.match(text, /\n {2}c\.jsonl:11: invalid-conversation: the last message .*\nlabels: /);
 });

@@ -57,6 +57,8 @@ const FAIL_LIST = 5;
 const REASON_LIST = 5;
 /** Longest detail, field name and field list quoted in a maxBadFraction error: details and names come from the data. */
 const DETAIL_CHARS = 200;
+/** Quarantined rows the report names (file:line, reason, detail); the quarantine table has them all. */
+const QUARANTINED_SHOWN = 10;
 const NAME_CHARS = 40;
 const NAME_LIST = 20;
 
@@ -230,6 +232,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     // For a maxBadFraction error: the first row of each reason, the fields missing-field rows lack,
     // and the field names of the first row that parsed.
     const firstBad = new Map<string, string>();
+    /** The report's first quarantined rows: which line to fix, and why, without reading the quarantine table. */
+    const quarantinedShown: string[] = [];
     const missingFields = new Map<string, number>();
     let firstRow: { where: string; names: string[] } | undefined;
     const failures: string[] = [];
@@ -249,7 +253,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
         if (failures.length === 0) firstWhere = `${source}:${row}`;
         failures.push(`${source}:${row}: ${reason}: ${detail}`);
         failedFiles.add(source);
-      } else quarantine!.push({ _source: source, _row: row, reason, detail, raw });
+      } else {
+        quarantine!.push({ _source: source, _row: row, reason, detail, raw });
+        if (quarantinedShown.length < QUARANTINED_SHOWN) quarantinedShown.push(`${source}:${row}: ${reason}: ${cap(detail, DETAIL_CHARS)}`);
+      }
     };
 
     outer: for (const f of files) {
@@ -418,6 +425,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       textLength: lengthStats(lengths),
       schema: (await describeArrowFile(opts.outPath)).schema,
       ...(cfg.maxRows !== undefined ? { maxRows: cfg.maxRows, rowsNotTaken: notTaken } : {}),
+      ...(quarantinedShown.length > 0 ? { firstQuarantined: quarantinedShown } : {}),
     };
   } catch (e) {
     out.abort();

@@ -39,6 +39,11 @@ export interface IngestReport {
   /** With `maxRows`: the cap, and the records after the last kept row, which were not checked or kept. */
   maxRows?: number;
   rowsNotTaken?: number;
+  /**
+   * With `onBadRow: quarantine`, the first quarantined rows as `file:line: reason: detail` (details shortened): what
+   * the status shows, so the rows to fix are named without reading the quarantine table. Absent when none was.
+   */
+  firstQuarantined?: string[];
 }
 
 export interface DedupeConflict {
@@ -130,6 +135,12 @@ export function formatDataReport(r: DataReport): string {
         ...(r.maxRows !== undefined
           ? [
               `maxRows ${r.maxRows}: the first ${r.rowsOut} good rows in file order; ${r.rowsNotTaken ?? 0} rows after them not read into the table`,
+            ]
+          : []),
+        ...(r.firstQuarantined?.length
+          ? [
+              `quarantined rows${Object.values(r.badRows).reduce((a, b) => a + b, 0) > r.firstQuarantined.length ? ` (the first ${r.firstQuarantined.length}; the quarantine table has all, each with its raw text)` : ''}:`,
+              ...r.firstQuarantined.map((q) => `  ${q}`),
             ]
           : []),
         ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn
