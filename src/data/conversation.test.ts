@@ -140,7 +140,10 @@ const BAD: [unknown, RegExp][] = [
   [[u('hi'), 'ok'], /messages"\[1\] is string, expected \{role, content\}/],
   [[{ role: 'tool', content: 'x' }, a('ok')], /role is "tool"; use system, user or assistant/],
   [[u('hi'), { role: 'system', content: 's' }, a('ok')], /system message after the first/],
-  [[u('hi'), { role: 'assistant', content: [{ type: 'text', text: 'ok' }] }], /content parts are not supported/],
+  [
+    [u('hi'), { role: 'assistant', content: [{ type: 'text', text: 'ok' }] }],
+    /content is a list of content parts, which are not supported; give the message's text as one string/,
+  ],
   [[u('hi'), { role: 'assistant', content: null }], /content is null/],
   [[u('hi')], /last message .* is a user message/],
   [[u('hi'), a('ok'), u('more?')], /last message .* is a user message/],

@@ -77,9 +77,12 @@ export function parseConversation(
     const { role, content, weight } = m as Record<string, unknown>;
     if (typeof role !== 'string' || !ROLES.includes(role)) return bad(`${at}.role is ${shown(role)}; use system, user or assistant`);
     if (role === 'system' && i > 0) return bad(`${at} is a system message after the first message; only the first may be system`);
+    // Content parts (OpenAI's [{type: "text", text}], images) are refused: whoever converts the file says what the text is.
     if (typeof content !== 'string')
       return bad(
-        `${at}.content is ${content === undefined ? 'missing' : content === null ? 'null' : Array.isArray(content) ? 'a list (content parts are not supported)' : typeof content}, expected text`,
+        Array.isArray(content)
+          ? `${at}.content is a list of content parts, which are not supported; give the message's text as one string (join the "text" of its text parts)`
+          : `${at}.content is ${content === undefined ? 'missing' : content === null ? 'null' : typeof content}, expected text`,
       );
     const wrong = badText(content, `${at}.content`, max);
     if (wrong)
