@@ -294,3 +294,58 @@ test("status shows an evaluate stage's metrics from the store under the names it
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test("a status whose metrics artifact is missing or not metrics is shown without the table; a report's row text is printable", async () => {
+  // The store is another's to fill (a shared TEMPERED_STORE): what it holds must neither fail a status nor reach the
+  // terminal raw. A quarantined row's detail quotes the data, here an escape sequence that would retitle the terminal.
+  const home = mkdtempSync(join(tmpdir(), 'tempered-format-hostile-'));
+  const before = process.env.TEMPERED_HOME;
+  process.env.TEMPERED_HOME = home;
+  try {
+    const ctx = await createContext();
+    const store = ctx.store();
+    const notJson = await store.putBytes('{"loss": 0.5', { mediaType: 'application/json' });
+    const missing = { ...notJson, sha256: 'ab'.repeat(32) };
+    const shapes = await Promise.all([[1, 2], 'text', null, { baseline: { loss: 1 } }].map((v) => store.putJson(v)));
+    const report = await store.putJson({
+      kind: 'ingest',
+      task: 'chat',
+      rowsIn: 2,
+      rowsOut: 1,
+      linesIn: 2,
+      badLines: 1,
+      badRows: { 'invalid-conversation': 1 },
+      labels: {},
+      sourceFiles: [],
+      dataHash: 'x',
+      textLength: { p50: 1, p90: 1, p99: 1, max: 1 },
+      schema: {},
+      firstQuarantined: ['c.jsonl:2: invalid-conversation: "messages"[1].role is "\u001b]0;owned\u0007"'],
+    });
+    const stage = (id: string, outputs: Record<string, unknown>) => ({ id, uses: 'evaluate', needs: [], state: 'succeeded', outputs });
+    const st = {
+      runId: 'r-1',
+      name: 'p',
+      state: 'succeeded',
+      startedAt: '2026-12-07T00:00:00.000Z',
+      actor: 'me',
+      params: {},
+      stages: [
+        stage('ingest', { report }),
+        stage('gone', { metrics: missing, loss: 0.5 }),
+        stage('torn', { metrics: notJson, loss: 0.5 }),
+        ...shapes.map((metrics, i) => stage(`shape${i}`, { metrics })),
+      ],
+    } as unknown as RunStatus;
+    const text = formatRunStatus(st, { readReport: (r) => ctx.readReport(r), readMetrics: (r) => ctx.readMetrics(r) });
+    assert.doesNotMatch(text, /\| metric /, 'no metrics table from a missing, torn or misshapen artifact');
+    assert.equal(text.match(/^ {6}loss: 0\.5$/gm)?.length, 2, 'the stages with an unreadable metrics artifact still list their outputs');
+    assert.doesNotMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    assert.match(text, /\n {6}\| {3}c\.jsonl:2: invalid-conversation: "messages"\[1\]\.role is "\\u001b\]0;owned\\u0007"\n/);
+    await ctx.close();
+  } finally {
+    if (before === undefined) delete process.env.TEMPERED_HOME;
+    else process.env.TEMPERED_HOME = before;
+    rmSync(home, { recursive: true, force: true });
+  }
+});
