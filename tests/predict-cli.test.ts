@@ -181,17 +181,31 @@ test("predict: rows in OpenAI's chat format are answered as conversations, as ge
         ],
       },
       { prompt: 'hello there' },
+      // No system message of its own: --system is put before it, as before a prompt row's.
+      { messages: [{ role: 'user', content: 'hello there' }] },
     ]),
   );
-  const flags = ['--chat-template', template, '--threads', '1'];
+  // --system differs from the conversations' own, which it must not replace.
+  const flags = ['--chat-template', template, '--threads', '1', '--system', 'Be long.'];
   const out = join(work, 'answers.jsonl');
   const rendered = '[system] Be brief.\n[user] Once upon\n[assistant] a time\n[user] hello there\n[assistant] ';
-  const [predicted, generated, single] = await Promise.all([
+  const [predicted, generated, single, raw] = await Promise.all([
     runCli(['predict', lmDir, '--input', input, '--output', out, '--max-new-tokens', '6', '--on-bad-row', 'skip', ...flags], env),
     runCli(['generate', lmDir, rendered, '--raw', '--max-tokens', '6', '--threads', '1'], env),
     runCli(['generate', lmDir, 'hello there', '--max-tokens', '6', ...flags], env),
+    // --raw leaves out the template a conversation is rendered with: each such row is refused, saying so.
+    runCli(
+      ['predict', lmDir, '--input', input, '--output', join(work, 'raw.jsonl'), '--raw', '--on-bad-row', 'skip', '--threads', '1'],
+      env,
+    ),
   ]);
-  for (const r of [predicted, generated, single]) assert.equal(r.code, 0, r.stderr);
+  for (const r of [predicted, generated, single, raw]) assert.equal(r.code, 0, r.stderr);
+  assert.match(raw.stderr, /first: line 1: a conversation is asked through the chat template, which --raw leaves out; drop --raw/);
+  assert.deepEqual(
+    lines(join(work, 'raw.jsonl')).map((r) => r.row),
+    [4],
+    'only the prompt row is answered --raw',
+  );
   assert.match(
     predicted.stderr,
     /1 bad rows? left out \(invalid-conversation 1\), first: line 3: "messages"\[1\]\.role is "tool"; use system, user or assistant/,
@@ -202,7 +216,11 @@ test("predict: rows in OpenAI's chat format are answered as conversations, as ge
     { row: 1, answer, finishReason: 'length' },
     { id: 'r', row: 2, answer, finishReason: 'length' },
   ]);
-  assert.deepEqual(answers[2], { row: 4, answer: single.stdout.replace(/\n$/, ''), finishReason: 'length' });
+  const asPrompt = single.stdout.replace(/\n$/, '');
+  assert.deepEqual(answers.slice(2), [
+    { row: 4, answer: asPrompt, finishReason: 'length' },
+    { row: 5, answer: asPrompt, finishReason: 'length' },
+  ]);
 });
 
 test('predict: a bad row fails the run naming its line and leaves no output; --on-bad-row skip leaves it out', async () => {
