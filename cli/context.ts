@@ -71,6 +71,16 @@ export async function createContext(): Promise<CliContext> {
   const audit = new KeptOpen(() => openAudit(paths.auditDb));
   let points: ProgressPoints | undefined;
   const getStore = () => (store ??= openArtifactStore(ensureDir(paths.store)));
+  // A JSON artifact of the local store as `format` shows it; undefined when it is not there (see fetchReports), is not
+  // JSON, or is not what `format` reads: the store is another's to fill, and a status shows what it can without it.
+  const formatStored = (ref: unknown, format: (value: unknown) => string | undefined): string | undefined => {
+    if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
+    try {
+      return format(JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')));
+    } catch {
+      return undefined;
+    }
+  };
   return {
     paths,
     kinds,
@@ -86,10 +96,9 @@ export async function createContext(): Promise<CliContext> {
       (points ??= openProgressPoints(paths.progress, paths.registryDb, (e) =>
         console.error(`cannot record a training point: ${(e as Error)?.message ?? e}`),
       )),
-    readReport(ref) {
-      if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
-      try {
-        const report = JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')) as { kind?: string };
+    readReport: (ref) =>
+      formatStored(ref, (value) => {
+        const report = value as { kind?: string };
         return report.kind === 'ingest' || report.kind === 'dedupe' || report.kind === 'split'
           ? // A quarantined row's detail quotes the data, and a source's name is the user's: neither reaches the terminal raw.
             formatDataReport(report as DataReport)
@@ -97,18 +106,8 @@ export async function createContext(): Promise<CliContext> {
               .map(printable)
               .join('\n')
           : undefined;
-      } catch {
-        return undefined;
-      }
-    },
-    readMetrics(ref) {
-      if (!isArtifactRef(ref) || !getStore().has(ref.sha256)) return undefined;
-      try {
-        return formatMetrics(JSON.parse(readFileSync(getStore().pathOf(ref), 'utf8')));
-      } catch {
-        return undefined;
-      }
-    },
+      }),
+    readMetrics: (ref) => formatStored(ref, formatMetrics),
     async fetchReports(st) {
       const store = getStore();
       if (!store.remote) return;
