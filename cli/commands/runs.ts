@@ -363,8 +363,9 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
     details: { execution: desc.runId },
   });
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does. Whether one took it
-  // is read from its history, which holds its input: without the key that is unknown, and both are said.
-  const first = await firstTask(client, positionals[0]!, desc.historyLength).catch(() => undefined);
+  // is in its history's event types, which the listing client reads without the key too; should that read fail (the
+  // request is made by then), both outcomes are said.
+  const first = await firstTask(listingClient(client), positionals[0]!, desc.historyLength).catch(() => undefined);
   const ends = `it ends (cancelled, nothing run) once a worker serving task queue '${desc.taskQueue}' does`;
   const running = 'running stages stop at their next heartbeat';
   const what =
