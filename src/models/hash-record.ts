@@ -16,7 +16,8 @@
  * system (a failing disk, a write to the block device), a network file system whose server clock lags this host's by
  * more than RACY_MS. The file is stat'ed through an open descriptor, not by path: on NFS a stat by path may answer from
  * the client's attribute cache (acregmax, 60 s by default), so a rewrite by another client could match its old record
- * for that long, where an open revalidates the attributes with the server (close-to-open consistency).
+ * for that long, where an open revalidates the attributes with the server (close-to-open consistency; not on a mount
+ * with `nocto`, which turns that off).
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, type BigIntStats } from 'node:fs';
