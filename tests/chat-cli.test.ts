@@ -169,7 +169,7 @@ test('/save: a name near the length limit, a folder, a link to nothing; no messa
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`\\[0 exchanges saved to .*${'c'.repeat(235)}\\.json\\]`));
   assert.deepEqual(JSON.parse(readFileSync(long, 'utf8')), { messages: [] });
-  assert.match(r.stderr, /error: .*\/sub\/ names a folder; \/save needs a file name \(e\.g\. .*\/sub\/conversation\.json\)/);
+  assert.match(r.stderr, /error: .*\/sub\/ names a folder; \/save needs a file name \(e\.g\. .*\/sub\/conversation\.jsonl\)/);
   assert.match(r.stderr, /error: .*\/sub names a folder; \/save needs a file name/);
   assert.match(r.stderr, /error: .*\/new\/ names a folder; \/save needs a file name/);
   assert.match(r.stderr, /error: .*dangling\.json exists \(as a link\); \/save does not overwrite, give another name/);
