@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { StageStatus } from '../workflows/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
-import { createContext } from './context.ts';
+import { createContext, type CliContext } from './context.ts';
 import { duration, formatRunStatus, printable, progressText, runJson, runLine, stageLine } from './format.ts';
 
 const running = (progress: Record<string, unknown>): StageStatus =>
@@ -252,13 +252,28 @@ test("a run's --json hides what its text hides: a secret-named param, its value 
   assert.match(back.plan.stages[0]!.with.path, /^https:\/\/REDACTED@data\.example\/x\.jsonl\?sig=REDACTED&v=1$/);
 });
 
-test("status shows an evaluate stage's metrics from the store under the names its gate reads, beside baseline and production", async () => {
-  // Before, only the stage's scalar outputs (loss, perplexity) were shown: the exact match a gate was about was not.
-  const home = mkdtempSync(join(tmpdir(), 'tempered-format-metrics-'));
+/** Runs `body` with a context over a fresh TEMPERED_HOME (its store empty), restoring the environment after. */
+async function withFreshHome(body: (ctx: CliContext) => Promise<void>) {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-format-'));
   const before = process.env.TEMPERED_HOME;
   process.env.TEMPERED_HOME = home;
   try {
     const ctx = await createContext();
+    try {
+      await body(ctx);
+    } finally {
+      await ctx.close();
+    }
+  } finally {
+    if (before === undefined) delete process.env.TEMPERED_HOME;
+    else process.env.TEMPERED_HOME = before;
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+test("status shows an evaluate stage's metrics from the store under the names its gate reads, beside baseline and production", async () => {
+  // Before, only the stage's scalar outputs (loss, perplexity) were shown: the exact match a gate was about was not.
+  await withFreshHome(async (ctx) => {
     const metrics = await ctx.store().putJson({
       loss: 0.44868875937998115,
       exact_match: 0.375,
@@ -287,22 +302,13 @@ test("status shows an evaluate stage's metrics from the store under the names it
       'generated         8         8           -                     -',
       'rows              -         -           6                     -',
     ]);
-    await ctx.close();
-  } finally {
-    if (before === undefined) delete process.env.TEMPERED_HOME;
-    else process.env.TEMPERED_HOME = before;
-    rmSync(home, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a status whose metrics artifact is missing or not metrics is shown without the table; a report's row text is printable", async () => {
   // The store is another's to fill (a shared TEMPERED_STORE): what it holds must neither fail a status nor reach the
   // terminal raw. A quarantined row's detail quotes the data, here an escape sequence that would retitle the terminal.
-  const home = mkdtempSync(join(tmpdir(), 'tempered-format-hostile-'));
-  const before = process.env.TEMPERED_HOME;
-  process.env.TEMPERED_HOME = home;
-  try {
-    const ctx = await createContext();
+  await withFreshHome(async (ctx) => {
     const store = ctx.store();
     const notJson = await store.putBytes('{"loss": 0.5', { mediaType: 'application/json' });
     const missing = { ...notJson, sha256: 'ab'.repeat(32) };
@@ -342,10 +348,5 @@ test("a status whose metrics artifact is missing or not metrics is shown without
     assert.equal(text.match(/^ {6}loss: 0\.5$/gm)?.length, 2, 'the stages with an unreadable metrics artifact still list their outputs');
     assert.doesNotMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
     assert.match(text, /\n {6}\| {3}c\.jsonl:2: invalid-conversation: "messages"\[1\]\.role is "\\u001b\]0;owned\\u0007"\n/);
-    await ctx.close();
-  } finally {
-    if (before === undefined) delete process.env.TEMPERED_HOME;
-    else process.env.TEMPERED_HOME = before;
-    rmSync(home, { recursive: true, force: true });
-  }
+  });
 });
