@@ -612,8 +612,9 @@ export class AuditLog {
    * not cut from the end or the whole log wiped by someone who also rewrote the head row, or that
    * the chain was not rewritten wholesale; an `anchor` kept outside the database (see anchor.ts)
    * closes those gaps up to the anchored record. `expectRecords` makes an empty log a failure.
+   * `onRow` sees each stored row as it is checked, from the same snapshot (a verbatim copy of the log reads it once).
    */
-  verify(opts: { anchor?: AuditAnchor; expectRecords?: boolean } = {}): Promise<VerifyResult> {
+  verify(opts: { anchor?: AuditAnchor; expectRecords?: boolean; onRow?: (row: AuditRow) => void } = {}): Promise<VerifyResult> {
     // A read transaction gives one consistent snapshot even while other processes append.
     return this.db.snapshot(async (q): Promise<VerifyResult> => {
       let expectedSeq = 1;
@@ -650,6 +651,7 @@ export class AuditLog {
         if (!canonical || hashRecord(rec) !== row.hash) {
           return bad(row.seq, 'edited', `record ${row.seq} does not match its hash: its content or hash was changed`);
         }
+        opts.onRow?.(row);
         prev = row.hash;
         expectedSeq++;
         checked++;
@@ -687,8 +689,8 @@ export class AuditLog {
   }
 }
 
-/** Every record in seq order as stored, read a page at a time (verify; a verbatim copy of the log). */
-export async function* storedAuditRows(q: Queryable): AsyncGenerator<AuditRow> {
+/** Every record in seq order as stored, read a page at a time. */
+async function* storedAuditRows(q: Queryable): AsyncGenerator<AuditRow> {
   let after = 0;
   for (;;) {
     const rows = await q.all<AuditRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?', [after, VERIFY_PAGE]);

@@ -23,7 +23,6 @@ import {
   auditRowValues,
   insertAuditRows,
   openAudit,
-  storedAuditRows,
   AUDIT_SCHEMA,
   type AuditAnchor,
   type AuditRow,
@@ -234,20 +233,16 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
       await reg.close();
     }
   }
-  let auditRows: AuditRow[] = [];
+  const auditRows: AuditRow[] = [];
   if (hasAudit) {
     const source = await openAudit(paths.auditDb);
     try {
-      const verified = await source.verify();
+      // The rows copied are the ones verified, read once in one snapshot.
+      const verified = await source.verify({ onRow: (r) => auditRows.push(r) });
       if (!verified.ok)
         throw new ImportRefused(`the audit log ${paths.auditDb} does not verify: ${verified.message}`, {
           hint: `a copy would carry a broken chain into the shared log; see \`TEMPERED_HOME=${home} tempered audit --verify\``,
         });
-      auditRows = await source.db.snapshot(async (q) => {
-        const all: AuditRow[] = [];
-        for await (const r of storedAuditRows(q)) all.push(r);
-        return all;
-      });
     } finally {
       await source.close();
     }
