@@ -118,7 +118,7 @@ export async function getRunStatus(client: Client, runId: string): Promise<Clien
   if (desc.status.name !== 'RUNNING') return endedRunStatus(client, runId, desc);
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
-  const first = desc.status.name === 'RUNNING' ? await firstTask(client, runId, desc.historyLength) : { state: 'done' as const };
+  const first = await firstTask(client, runId, desc.historyLength);
   if (first.state === 'queued')
     return {
       ...pendingStatus(inputOf(client, runId, first.events), runId, desc.startTime.toISOString()),
