@@ -16,7 +16,7 @@
 import { InputError } from '../errors.ts';
 import { canonicalJson, sha256Hex } from '../util/canonical-json.ts';
 import { defaultActor } from './actor.ts';
-import { openDatabase, type Database, type Migration, type OpenOptions, type Queryable, type Schema } from '../db/database.ts';
+import { insertRows, openDatabase, type Database, type Migration, type OpenOptions, type Queryable, type Schema } from '../db/database.ts';
 import { redactJson } from '../util/redact.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -448,9 +448,6 @@ export function auditRowValues(r: AuditRow): unknown[] {
   ];
 }
 
-/** Rows per INSERT of a verbatim copy: 14 columns each, well under either dialect's limit on parameters. */
-const COPY_BATCH = 500;
-
 /**
  * Writes records as they are (column values from auditRowValues or auditRecordBuilder, in seq order) and moves the
  * head to the last: how `tempered import-home` carries a one-machine log into an empty shared database, inside its own
@@ -459,13 +456,7 @@ const COPY_BATCH = 500;
  * as it gives each record a new time, seq and hash.
  */
 export async function insertAuditRows(q: Queryable, rows: readonly (readonly unknown[])[]): Promise<void> {
-  for (let i = 0; i < rows.length; i += COPY_BATCH) {
-    const batch = rows.slice(i, i + COPY_BATCH);
-    const one = `(${COLUMNS.split(',')
-      .map(() => '?')
-      .join(',')})`;
-    await q.run(`INSERT INTO audit_log (${COLUMNS}) VALUES ${batch.map(() => one).join(', ')}`, batch.flat());
-  }
+  await insertRows(q, 'audit_log', COLUMNS.split(', '), rows);
   const last = rows[rows.length - 1];
   if (last) await q.run(MOVE_HEAD, [last[0], last[13]]);
 }

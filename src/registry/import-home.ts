@@ -27,7 +27,7 @@ import {
   type AuditAnchor,
   type AuditRow,
 } from '../audit/log.ts';
-import { isDatabaseUrl, openDatabase, redactUrl, type Database, type Queryable } from '../db/database.ts';
+import { insertRows, isDatabaseUrl, openDatabase, redactUrl, type Database, type Queryable } from '../db/database.ts';
 import { InputError } from '../errors.ts';
 import { statePaths } from '../state-paths.ts';
 import { objectKey, TREE_MEDIA, type TreeEntry } from '../store/artifact-store.ts';
@@ -126,9 +126,6 @@ type RegistryTable = (typeof REGISTRY_TABLES)[number]['table'];
 const IDENTITY_TABLES = ['versions', 'alias_history', 'audit_outbox'] as const;
 
 type Rows = Record<RegistryTable, Record<string, unknown>[]>;
-
-/** Rows per INSERT: at most 16 columns, well under either dialect's limit on parameters. */
-const INSERT_BATCH = 500;
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const NAMES = /[0-9a-f]{64}/g;
@@ -447,17 +444,13 @@ export async function importHome(opts: ImportHomeOptions): Promise<ImportHomeRep
     log(`writing ${report.versions} versions, ${report.audit.records} audit records and ${records.length} stage-cache records to ${where}`);
     report.imported = await target.registry.write(['registry', 'audit'], async (q) => {
       await refuseIfHeld(q, { registry: true, audit: true }, where, { dir: home, head });
-      for (const t of REGISTRY_TABLES) {
-        const all = rows[t.table];
-        for (let i = 0; i < all.length; i += INSERT_BATCH) {
-          const batch = all.slice(i, i + INSERT_BATCH);
-          const one = `(${t.columns.map(() => '?').join(', ')})`;
-          await q.run(
-            `INSERT INTO ${t.table} (${t.columns.join(', ')}) VALUES ${batch.map(() => one).join(', ')}`,
-            batch.flatMap((r) => t.columns.map((c) => r[c] ?? null)),
-          );
-        }
-      }
+      for (const t of REGISTRY_TABLES)
+        await insertRows(
+          q,
+          t.table,
+          t.columns,
+          rows[t.table].map((r) => t.columns.map((c) => r[c] ?? null)),
+        );
       // Ids were copied as they were: the next one each table hands out must come after them.
       if (q.dialect === 'postgres')
         for (const t of IDENTITY_TABLES)

@@ -9,7 +9,7 @@
  *   An S3 service answers in tens of milliseconds where a database in the same network answers in
  *   one (README, *Orchestration with shared backends*).
  */
-import { keyedRecordsSchema, type Database, type Queryable, type Schema } from '../db/database.ts';
+import { insertRows, keyedRecordsSchema, type Database, type Queryable, type Schema } from '../db/database.ts';
 import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 import { mapReadAhead } from '../util/in-flight.ts';
@@ -133,11 +133,11 @@ export async function insertRecordsIfAbsent(
   records: readonly { key: string; text: string }[],
   updatedAt: string,
 ): Promise<void> {
-  for (let i = 0; i < records.length; i += SCAN_PAGE) {
-    const batch = records.slice(i, i + SCAN_PAGE);
-    await q.run(
-      `INSERT INTO stage_cache (cache_key, record_json, updated_at) VALUES ${batch.map(() => '(?, ?, ?)').join(', ')} ON CONFLICT (cache_key) DO NOTHING`,
-      batch.flatMap((r) => [r.key, r.text, updatedAt]),
-    );
-  }
+  await insertRows(
+    q,
+    'stage_cache',
+    ['cache_key', 'record_json', 'updated_at'],
+    records.map((r) => [r.key, r.text, updatedAt]),
+    'ON CONFLICT (cache_key) DO NOTHING',
+  );
 }
