@@ -18,8 +18,8 @@ import {
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
-import { encodeChatExample, encodeConversation, endOfTurnId } from '../models/chat-encoding.ts';
-import { loadChatTemplate, type ChatMessage } from '../models/chat-template.ts';
+import { encodeChatExample, encodeConversation, endOfTurnId, withSystemMessage } from '../models/chat-encoding.ts';
+import { loadChatTemplate } from '../models/chat-template.ts';
 import { conversationText, evaluatedPart, MESSAGES, readConversation, type ConversationMessage } from '../data/conversation.ts';
 import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
@@ -148,14 +148,16 @@ export function promptIds(
   if (conversation) {
     const chat = r.chat ?? {};
     const template = loadChatTemplate(modelDir, chat.template);
-    const before: ChatMessage[] = conversation.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
-    // As training rendered it: chat.system only where the conversation has no system message.
-    if (chat.system !== undefined && before[0]?.role !== 'system') before.unshift({ role: 'system', content: chat.system });
+    // As training rendered it (encodeConversation): chat.system only where the conversation has no system message.
+    const before = withSystemMessage(
+      conversation.slice(0, -1).map(({ role, content }) => ({ role, content })),
+      chat.system,
+    );
     return tok.tokenize(template.render(before, { addGenerationPrompt: true }));
   }
   if (r.chat) {
     const template = loadChatTemplate(modelDir, r.chat.template);
-    const convo = [...(r.chat.system !== undefined ? [{ role: 'system', content: r.chat.system }] : []), { role: 'user', content: prompt }];
+    const convo = withSystemMessage([{ role: 'user', content: prompt }], r.chat.system);
     return tok.tokenize(template.render(convo, { addGenerationPrompt: true }));
   }
   const tpl = r.template ?? DEFAULT_PROMPT_TEMPLATE;

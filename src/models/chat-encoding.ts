@@ -19,6 +19,15 @@ import { InputError } from '../errors.ts';
 import type { ChatMessage, ChatTemplate } from './chat-template.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
 
+/**
+ * The messages as the template is given them: a system message first only where the conversation has none, so a
+ * conversation's own system message is what it was trained and asked with. Training, evaluation and predict all ask
+ * this way, so they render the same prompt.
+ */
+export function withSystemMessage<M extends ChatMessage>(messages: readonly M[], system: string | undefined): (M | ChatMessage)[] {
+  return system !== undefined && messages[0]?.role !== 'system' ? [{ role: 'system', content: system }, ...messages] : [...messages];
+}
+
 export interface ChatEncodingOptions {
   template: ChatTemplate;
   /** A system message before the user's; none by default (the template may add its own default). */
@@ -96,10 +105,7 @@ interface LocatedReply {
 }
 
 function locateReply(tok: HfTokenizer, prompt: string, response: string, eot: number, o: ChatEncodingOptions, where: string): LocatedReply {
-  const convo: ChatMessage[] = [
-    ...(o.system !== undefined ? [{ role: 'system', content: o.system }] : []),
-    { role: 'user', content: prompt },
-  ];
+  const convo = withSystemMessage([{ role: 'user', content: prompt }], o.system);
   const head = o.template.render(convo, { addGenerationPrompt: true });
   const full = o.template.render([...convo, { role: 'assistant', content: response }], { addGenerationPrompt: false });
   if (!full.startsWith(head)) {
@@ -193,8 +199,7 @@ export function encodeConversation(
   where = 'record',
 ): ConversationEncoding {
   const eot = endOfTurnId(tok, o.endOfTurn);
-  const withSystem =
-    o.system !== undefined && messages[0]?.role !== 'system' ? [{ role: 'system', content: o.system }, ...messages] : messages;
+  const withSystem: readonly { role: string; content: string; weight?: number }[] = withSystemMessage(messages, o.system);
   const plain: ChatMessage[] = withSystem.map((m) => ({ role: m.role, content: m.content }));
   const whole = o.template.render(plain, { addGenerationPrompt: false });
   const ids = tok.tokenize(whole);

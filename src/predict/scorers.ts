@@ -8,7 +8,8 @@
 import { InputError } from '../errors.ts';
 import { generate, type GenerateOptions } from '../generate/generate.ts';
 import { MAX_CHARS_PER_TOKEN, promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
-import type { ChatMessage, Predictor } from '../serve/types.ts';
+import { withSystemMessage } from '../models/chat-encoding.ts';
+import type { Predictor } from '../serve/types.ts';
 import type { PredictInput, RowScorer, Scored } from './predict.ts';
 
 /** Texts per classifier request: serve's default --max-batch, so a batch is one that a client of the server could send. */
@@ -58,7 +59,15 @@ export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScore
           continue;
         }
         try {
-          const ids = typeof input === 'string' ? promptTokens(gen, input, o) : gen.encodeChat(conversationAsked(input, o.system));
+          const ids =
+            typeof input === 'string'
+              ? promptTokens(gen, input, o)
+              : gen.encodeChat(
+                  withSystemMessage(
+                    input.map(({ role, content }) => ({ role, content })),
+                    o.system,
+                  ),
+                );
           const [r] = await generate(gen.decoder, [ids], { ...o.sampling, signal });
           out.push({ values: { answer: r!.text, finishReason: r!.finishReason } });
         } catch (e) {
@@ -71,10 +80,4 @@ export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScore
     },
     csvCells: (v) => [v.answer as string, v.finishReason as string],
   };
-}
-
-/** A conversation's messages for the template; --system where the conversation has none (its own is what it was given). */
-function conversationAsked(messages: Exclude<PredictInput, string>, system: string | undefined): ChatMessage[] {
-  const asked = messages.map((m) => ({ role: m.role, content: m.content }));
-  return system !== undefined && asked[0]?.role !== 'system' ? [{ role: 'system', content: system }, ...asked] : asked;
 }
