@@ -7,7 +7,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
@@ -259,6 +259,24 @@ describe('import-home into PostgreSQL and SeaweedFS', { skip: postgresUnavailabl
     assert.ok(r.stderr.includes('spam-clf@1 onnx: "../../../../etc/passwd", which is no sha256'), r.stderr);
     const reg = await open(t, openRegistry(env.TEMPERED_DATABASE_URL));
     assert.deepEqual(await reg.listModels(), []);
+  });
+
+  test('a home whose audit chain does not verify is refused, naming the record, and nothing is written or stored', async (t) => {
+    const home = await buildHome(t);
+    const shared = tmp(t, 'shared');
+    const env = await envOf(t, pathToFileURL(shared).href);
+    const db = new BetterSqlite3(statePaths(home.dir, {}).auditDb);
+    db.prepare("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2").run();
+    db.close();
+    const r = await runCli(['import-home', home.dir], env);
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(r.stderr.includes('does not verify: record 2 does not match its hash'), r.stderr);
+    assert.deepEqual(
+      (await schemaVersions(env.TEMPERED_DATABASE_URL, [REGISTRY_SCHEMA, AUDIT_SCHEMA])).map((v) => v.at),
+      [0, 0],
+      'refused before the shared database is opened',
+    );
+    assert.deepEqual(readdirSync(shared), [], 'no object stored');
   });
 
   test('a damaged object refuses the import and leaves the database empty; a dry run writes nothing; a rerun completes', async (t) => {
