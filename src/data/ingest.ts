@@ -27,7 +27,7 @@ import { setOwn } from '../util/own-key.ts';
 import { closest } from '../spec/suggest.ts';
 import { isTemplateError, parseTemplate } from './prompt-template.ts';
 import { newFileWriteStream } from '../util/new-file-stream.ts';
-import { readConversation, type ConversationMessage } from './conversation.ts';
+import { MESSAGES, type ConversationMessage } from './conversation.ts';
 
 export interface Progress {
   rows: number;
@@ -333,9 +333,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
                 rowsOut++;
                 if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
                 let len = 0;
-                // A conversation's length is its messages' text, not its JSON's.
+                // A conversation's length is its messages' text, not its JSON's. The cell is the canonical JSON mapRow
+                // just wrote from a checked conversation: parsed back, not checked again (readConversation) per row.
                 for (const c of cols)
-                  if (c === 'messages') for (const m of readConversation(mapped[c]!) as ConversationMessage[]) len += codePoints(m.content);
+                  if (c === MESSAGES) for (const m of JSON.parse(mapped[c]!) as ConversationMessage[]) len += codePoints(m.content);
                   else if (c !== 'label') len += codePoints(mapped[c]!);
                 lengths.set(len, (lengths.get(len) ?? 0) + 1);
               }
