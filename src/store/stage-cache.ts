@@ -292,12 +292,7 @@ export class StageCache {
         seen.add(r.key);
         yield r;
       }
-    for await (const r of this.localRecords()) if (!seen.has(r.key)) yield r;
-  }
-
-  /** This host's record files. */
-  private localRecords(): AsyncIterable<{ key: string; text: string; path: string }> {
-    return localRecordFiles(this.dir);
+    for await (const r of localRecordFiles(this.dir)) if (!seen.has(r.key)) yield r;
   }
 
   /**
@@ -313,7 +308,7 @@ export class StageCache {
           await this.evict(key);
           evicted.push(key);
         }
-    for await (const { key, text, path } of this.localRecords())
+    for await (const { key, text, path } of localRecordFiles(this.dir))
       if (await this.references(text, sha256)) {
         await fsp.rm(path, { force: true });
         if (!evicted.includes(key)) {
