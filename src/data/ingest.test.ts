@@ -160,6 +160,45 @@ test('csv: duplicate header names fail the whole file at line 1', async () => {
   );
   assert.deepEqual(readdirSync(dir), ['a.csv']);
 });
+test('csv: a header read as one column that holds another delimiter is refused before any row, naming the delimiter', async () => {
+  // Excel in a locale whose decimal mark is the comma saves ';'-separated CSV (with a byte-order mark and CRLF).
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), '\ufeffMessage;Category\r\n"a; ""b""";ham\r\nc;spam\r\n');
+  await assert.rejects(
+    run(dir, { task: 'classification', fields: { text: 'Message', label: 'Category' }, path: 'a.csv' }),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.equal(e.where, 'fields.text');
+      assert.match(e.message, /its columns: "Message;Category"/);
+      assert.equal(e.hint, 'the header line is read as one column, and it holds ";": set delimiter: ";"');
+      return true;
+    },
+  );
+  assert.deepEqual(readdirSync(dir), ['a.csv']);
+  const r = await run(dir, { task: 'classification', fields: { text: 'Message', label: 'Category' }, path: 'a.csv', delimiter: ';' });
+  assert.equal(r.rowsOut, 2);
+  assert.equal((await readAll(join(dir, 'out.arrow')))[0].text, 'a; "b"');
+});
+test('an HTML page saved in place of a data file fails as that file, also among good files with quarantine', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'parts'));
+  writeFileSync(join(dir, 'parts/1.jsonl'), '{"text":"a","label":"ham"}\n');
+  writeFileSync(join(dir, 'parts/2.jsonl'), '<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n</html>\n');
+  writeFileSync(join(dir, 'page.csv'), '\n<html lang="en">\n<body>Sign in</body></html>\n');
+  for (const [path, where, kind] of [
+    ['parts/*.jsonl', 'parts/2.jsonl:1', 'JSON Lines'],
+    ['page.csv', 'page.csv:2', 'CSV'],
+  ]) {
+    await assert.rejects(run(dir, { task: 'classification', path, onBadRow: 'quarantine' }), (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.equal(e.where, where);
+      assert.match(e.message, new RegExp(`an HTML or XML page, not ${kind}`));
+      assert.match(e.hint ?? '', /download the file again/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(dir).sort(), ['page.csv', 'parts']);
+  }
+});
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };
   await expectBad('a.tsv', 'ham\tsay "hi"\nspam\tbuy now\nham no tab here\n', cfg, 3, 'column-count', 2);

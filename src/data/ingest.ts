@@ -130,7 +130,7 @@ function didYouMean(name: string, names: readonly string[]): string {
 function absentFieldError(
   cfg: IngestConfig,
   name: string,
-  o: { noun: 'column' | 'field'; seen: string; has: string; names: readonly string[] },
+  o: { noun: 'column' | 'field'; seen: string; has: string; names: readonly string[]; delimiter?: string },
 ): InputError {
   const setting = settingOf(cfg, name).path;
   const guess = didYouMean(name, o.names);
@@ -143,8 +143,29 @@ function absentFieldError(
   const has = o.names.length === 0 ? `${o.has}: none` : `${o.has}: ${nameList(o.names)}`;
   return new InputError(`no ${o.noun} ${JSON.stringify(cap(name, NAME_CHARS))} (${settingOf(cfg, name).note}) in ${o.seen}; ${has}`, {
     where: setting,
-    hint: guess ? `${guess} ${fix}` : fix,
+    hint: o.delimiter ?? (guess ? `${guess} ${fix}` : fix),
   });
+}
+
+/** Delimiters a spreadsheet or a locale may have written a file with. */
+const DELIMITERS = [',', ';', '\t', '|'];
+
+/**
+ * The delimiter setting a header read as one column calls for: `Message;Category` read with ',' (Excel in a locale
+ * whose decimal mark is the comma writes ';'). Undefined when the header split, or holds no other delimiter.
+ */
+function delimiterHint(names: readonly string[], line: string, delimiter: string): string | undefined {
+  if (names.length !== 1) return undefined;
+  let best: string | undefined,
+    most = 0;
+  for (const d of DELIMITERS) {
+    if (d === delimiter) continue;
+    const n = line.split(d).length - 1;
+    if (n > most) [best, most] = [d, n];
+  }
+  if (best === undefined) return undefined;
+  const shown = best === '\t' ? 'a tab' : JSON.stringify(best);
+  return `the header line is read as one column, and it holds ${shown}: set delimiter: ${JSON.stringify(best)}${best === '\t' ? " (or format: 'tsv')" : ''}`;
 }
 
 /** Formats whose records all have the same fields (the header's, the schema's). */
@@ -293,6 +314,14 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           columns: cfg.columns,
           delimiter: cfg.delimiter,
           quote: cfg.quote,
+          // Checked before any row: with the wrong delimiter every row is a bad row, which would hide the cause.
+          onColumns: (names, line) => {
+            columnsChecked = true;
+            const absent = required.find((n) => !names.includes(n));
+            if (absent === undefined) return;
+            const delimiter = line === null ? undefined : delimiterHint(names, line, cfg.delimiter ?? (f.format === 'tsv' ? '\t' : ','));
+            throw absentFieldError(cfg, absent, { noun: 'column', seen: f.display, has: 'its columns', names, delimiter });
+          },
           signal: opts.signal,
           parquetLimits: opts.parquetLimits,
           onData: snapshot ? undefined : hashing,

@@ -31,6 +31,12 @@ export interface DelimitedOptions {
   delimiter?: string;
   /** Quote character, or false for none. Default '"' for csv, none for tsv (TSV has no quoting). */
   quote?: string | false;
+  /**
+   * Called once with the column names (the header's, `columns`, or the positions) before any record: a caller can
+   * refuse a file whose columns lack what it reads before its first row, which a wrong delimiter makes a bad row.
+   * `line` is the header line as read (without header, null).
+   */
+  onColumns?: (names: string[], line: string | null) => void;
 }
 
 export interface ReadOptions extends DelimitedOptions {
@@ -77,7 +83,21 @@ export function safeJson(v: unknown): string {
   );
 }
 
+/**
+ * A web page saved in place of the data (a download that got a login, error or "not found" page), told by its first
+ * line. As rows it would be a few bad ones, and with `onBadRow: quarantine` the file's data would go missing with
+ * hardly a trace in the report; no JSONL line and no CSV header starts so.
+ */
+function htmlPage(file: SourceFile, row: number, line: string, kind: string): InputError | null {
+  if (!/^\s*<(!doctype\s+html|html[\s>]|head[\s>]|\?xml)/i.test(line)) return null;
+  return new InputError(`the file is an HTML or XML page, not ${kind} (it starts with ${JSON.stringify(line.trim().slice(0, 60))})`, {
+    where: `${file.display}:${row}`,
+    hint: 'it is probably an error or sign-in page saved in place of the data: download the file again (for a private file, with its credentials), or remove it from the source',
+  });
+}
+
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+  let first = true;
   for await (const lines of readLineChunks(file.abs, lineOptions(file, opts))) {
     const out: SourceRecord[] = [];
     for (const l of lines) {
@@ -87,6 +107,11 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
       }
       // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
       if (l.text.trim() === '') continue;
+      if (first) {
+        first = false;
+        const page = htmlPage(file, l.line, l.text, 'JSON Lines');
+        if (page) throw page;
+      }
       if (l.invalidUtf8) {
         out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } });
         continue;
@@ -163,6 +188,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     throw new InputError(`quote must be one character or false, got ${JSON.stringify(quote)}`, { where: 'quote' });
   const header = opts.header ?? true;
   let names: string[] | null = header ? null : (opts.columns ?? null);
+  if (names !== null) opts.onColumns?.(names, null);
 
   const maxLines = opts.maxRecordLines ?? RECORD_LIMITS.lines;
   const maxChars = opts.maxRecordChars ?? RECORD_LIMITS.chars;
@@ -198,6 +224,10 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     const text = rec.map((l) => l.text).join('\n');
     const row = rec[0].line,
       lines = rec.length;
+    if (header && names === null) {
+      const page = htmlPage(file, row, rec[0].text, tsv ? 'TSV' : 'CSV');
+      if (page) throw page;
+    }
     const invalid = rec.some((l) => l.invalidUtf8);
     let records: string[][] = [];
     let error: string | null = null;
@@ -249,9 +279,11 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
           seen.add(n);
         }
         names = fields;
+        opts.onColumns?.(names, text);
         return null;
       }
       names = fields.map((_, i) => String(i + 1));
+      opts.onColumns?.(names, null);
     }
     if (fields.length !== names.length) {
       return { row, lines, raw: text, bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${fields.length}` } };
