@@ -16,6 +16,7 @@
  * marks the record `tooLong` (no tokens) for the caller to drop and count.
  */
 import { InputError } from '../errors.ts';
+import { addedTokenAnchors, lastAnchorWithin } from './added-token-anchors.ts';
 import type { ChatMessage, ChatTemplate } from './chat-template.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
 
@@ -185,7 +186,9 @@ export interface ConversationEncoding extends CausalEncoding {
  * then with it; each must be a prefix of the next and of the whole conversation's rendering, which is what is
  * tokenized. A template that renders earlier turns differently once more follow (one that drops past reasoning, say)
  * is an input error naming the record and the message, not silently misplaced labels. transformers'
- * `return_assistant_tokens_mask` needs `{% generation %}` markers few templates have; this needs none.
+ * `return_assistant_tokens_mask` needs `{% generation %}` markers few templates have; this needs none. The renderings
+ * are tokenized from their turn's opening added token only (added-token-anchors.ts): tokenized whole, a conversation of
+ * n replies cost n tokenizations of ever longer prefixes.
  *
  * Over maxLength, the conversation keeps its first turns up to the end of the last trained reply that ends within
  * maxLength, and leaves out what follows (`turnsCut` replies): a reply is never cut in half, and a cut reply never
@@ -203,6 +206,7 @@ export function encodeConversation(
   const plain: ChatMessage[] = withSystem.map((m) => ({ role: m.role, content: m.content }));
   const whole = o.template.render(plain, { addGenerationPrompt: false });
   const ids = tok.tokenize(whole);
+  const anchors = addedTokenAnchors(tok, whole, ids);
   const turns: { start: number; end: number }[] = [];
   const max = o.maxLength ?? Infinity;
   const trained = withSystem.filter((m) => m.role === 'assistant' && m.weight !== 0).length;
@@ -225,12 +229,17 @@ export function encodeConversation(
           hint: 'use a template that renders each turn the same whatever follows, or train on each exchange as its own row',
         },
       );
-    const headIds = tok.tokenize(head);
+    // Both renderings are prefixes of `whole`: tokenized from the last added token within the header (the turn's
+    // `<|im_start|>`), their ids are `whole`'s up to it and then these (added-token-anchors.ts).
+    const anchor = lastAnchorWithin(anchors, head.length);
+    const from = anchor?.pos ?? 0,
+      offset = anchor?.index ?? 0;
+    const headIds = tok.tokenize(head.slice(from));
     let start = 0;
-    while (start < headIds.length && start < ids.length && ids[start] === headIds[start]) start++;
+    while (start < headIds.length && offset + start < ids.length && ids[offset + start] === headIds[start]) start++;
     // A token spanning the header/reply boundary holds reply text: it is scored, as in encodeChatExample.
-    start = Math.max(start, (turns.at(-1)?.end ?? -1) + 1);
-    const end = replyEnd(tok, tok.tokenize(upTo), start, eot, at(k));
+    start = Math.max(offset + start, (turns.at(-1)?.end ?? -1) + 1);
+    const end = offset + replyEnd(tok, tok.tokenize(upTo.slice(from)), start - offset, eot, at(k));
     // Tokenized with what follows, the token may merge with it: then it is not where the loss would put it.
     if (ids[end] !== eot)
       throw new InputError(

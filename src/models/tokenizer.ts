@@ -74,6 +74,10 @@ export class HfTokenizer {
   readonly vocabSize: number;
   readonly modelType: string;
   readonly modelMaxLength: number | undefined;
+  /** Added tokens the tokenizer matches in raw text, by first character, longest first (added-token-anchors.ts). */
+  readonly addedTokensByFirstChar: ReadonlyMap<string, readonly { content: string; id: number }[]>;
+  /** Ids of every added token, normalized ones too. */
+  readonly addedTokenIds: ReadonlySet<number>;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, file = 'tokenizer.json') {
     // Before the library compiles them: a pattern that backtracks catastrophically would hang encode().
@@ -100,6 +104,21 @@ export class HfTokenizer {
     this.addBosDefault = config.add_bos_token === true;
     const mml = config.model_max_length;
     this.modelMaxLength = typeof mml === 'number' && mml < 1e9 ? mml : undefined;
+    const added = Array.isArray(tokenizerJson.added_tokens) ? (tokenizerJson.added_tokens as Record<string, unknown>[]) : [];
+    const byFirst = new Map<string, { content: string; id: number }[]>();
+    const ids = new Set<number>();
+    for (const t of added) {
+      if (typeof t.content !== 'string' || t.content === '' || typeof t.id !== 'number') continue;
+      ids.add(t.id);
+      // As @huggingface/tokenizers splits: a normalized token is matched in raw text only where there is no normalizer.
+      if (t.normalized === true && tokenizerJson.normalizer) continue;
+      const list = byFirst.get(t.content[0]!) ?? [];
+      list.push({ content: t.content, id: t.id });
+      byFirst.set(t.content[0]!, list);
+    }
+    for (const list of byFirst.values()) list.sort((a, b) => b.content.length - a.content.length);
+    this.addedTokensByFirstChar = byFirst;
+    this.addedTokenIds = ids;
   }
 
   /** Token ids of the text alone, no special tokens, no truncation. */

@@ -1,0 +1,62 @@
+/**
+ * Where a text's added tokens (`<|im_start|>`, `<|im_end|>`, …) fall, in characters and in its token ids.
+ *
+ * The tokenizer cuts a text at its added tokens before anything else and tokenizes the pieces between them on their own,
+ * so the ids of any prefix of the text that holds a given added token are the text's ids up to that token followed by the
+ * ids of the prefix's rest, tokenized from the token on. Chat templates open every turn with such a token: a reply is
+ * located by tokenizing from the last one before it rather than from the start of the conversation, which makes a
+ * conversation of n replies cost its length once instead of n times (encodeConversation).
+ */
+import type { HfTokenizer } from './tokenizer.ts';
+
+export interface Anchor {
+  /** Character offset of the added token's text. */
+  pos: number;
+  /** Its length in characters. */
+  length: number;
+  /** Its position in the text's ids. */
+  index: number;
+}
+
+/**
+ * The added tokens of `text` in order, matched as the tokenizer matches them (at each character the longest added token
+ * that starts there), with their positions in `ids`, the text's tokenization. Empty where the matches disagree with the
+ * added-token ids actually in `ids` (a token only matched after normalization, say): then nothing may be assumed and a
+ * caller tokenizes from the start.
+ */
+export function addedTokenAnchors(tok: HfTokenizer, text: string, ids: readonly number[]): Anchor[] {
+  const byFirst = tok.addedTokensByFirstChar;
+  if (byFirst.size === 0) return [];
+  const anchors: Anchor[] = [];
+  const matchedIds: number[] = [];
+  for (let i = 0; i < text.length; ) {
+    const candidates = byFirst.get(text[i]!);
+    const hit = candidates?.find((t) => text.startsWith(t.content, i));
+    if (!hit) {
+      i++;
+      continue;
+    }
+    anchors.push({ pos: i, length: hit.content.length, index: -1 });
+    matchedIds.push(hit.id);
+    i += hit.content.length;
+  }
+  let k = 0;
+  for (let j = 0; j < ids.length; j++) {
+    if (!tok.addedTokenIds.has(ids[j]!)) continue;
+    if (k >= anchors.length || matchedIds[k] !== ids[j]) return [];
+    anchors[k++]!.index = j;
+  }
+  return k === anchors.length ? anchors : [];
+}
+
+/** The last anchor lying wholly within the first `end` characters, or undefined. `anchors` are in order. */
+export function lastAnchorWithin(anchors: readonly Anchor[], end: number): Anchor | undefined {
+  let lo = 0,
+    hi = anchors.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (anchors[mid]!.pos + anchors[mid]!.length <= end) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo === 0 ? undefined : anchors[lo - 1];
+}
