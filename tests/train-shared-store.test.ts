@@ -72,8 +72,24 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   assert.equal(resumed.steps, 4);
   assert.equal((resumed.baseModel as { resumedFromStep: number | null }).resumedFromStep, pointer.step);
   assert.ok(logs.some((m) => m.includes(`checkpoint at step ${pointer.step}`)));
-  assert.equal(await readText(s3.backend(url), `checkpoints/${key}.json`), undefined, 'a finished stage drops its shared checkpoint');
-  assert.deepEqual(await stepFolders(), [], 'and its files');
+  const finished = JSON.parse((await readText(s3.backend(url), `checkpoints/${key}.json`))!) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(finished), ['finished'], "a finished stage's pointer names no checkpoint, only its finished record");
+  assert.deepEqual(await stepFolders(), [], 'and its files are deleted');
+
+  // Its completion lost (a server restart before the workflow recorded it), the stage is retried on home A, whose
+  // folder still holds the aborted attempt's checkpoints: the record in the bucket is found, nothing is trained.
+  let retrySteps = 0;
+  const retry = await trainStage.run(
+    cfg,
+    ctx(
+      a,
+      key,
+      new AbortController().signal,
+      (p) => void (typeof (p as { metrics?: { step?: number } }).metrics?.step === 'number' && retrySteps++),
+    ),
+  );
+  assert.equal(retrySteps, 0, 'the retry trained nothing');
+  assert.deepEqual(retry, resumed, "it returned home B's outputs");
 
   // An uninterrupted run on a third, local-only home gives the same weights.
   const c = home('home-c', false);

@@ -37,6 +37,7 @@ async function run(job: ChildJob): Promise<void> {
   if (!kind) throw new Error(`${job.module} has no stage kind ${job.kind}`);
   const ctx: StageContext = {
     runId: job.runId,
+    ...(job.executionId !== undefined ? { executionId: job.executionId } : {}),
     stageId: job.stageId,
     attempt: job.attempt,
     baseDir: job.baseDir,

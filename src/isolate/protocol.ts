@@ -16,6 +16,7 @@ export interface ChildJob
   extends Pick<
     StageContext,
     | 'runId'
+    | 'executionId'
     | 'stageId'
     | 'attempt'
     | 'baseDir'

@@ -139,6 +139,7 @@ export function runStageInChild(
               kind: kind.kind,
               config,
               runId: ctx.runId,
+              ...(ctx.executionId !== undefined ? { executionId: ctx.executionId } : {}),
               stageId: ctx.stageId,
               attempt: ctx.attempt,
               baseDir: ctx.baseDir,

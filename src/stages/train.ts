@@ -16,9 +16,10 @@ import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
 import { modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
-import { checkpointLeaseName, dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
+import { checkpointLeaseName, finishSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
+import { finishedOutputs, finishedRecord, writeFinishedMark } from './train-finished.ts';
 import { MEDIA, type ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, ingestTask, modelSourceIssues } from './checks.ts';
@@ -469,6 +470,14 @@ export const trainStage: StageKind<TrainConfig> = {
       : undefined;
     const signal = AbortSignal.any([ctx.signal, lock.signal, ...(shared ? [shared.signal] : [])]);
     try {
+      // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it.
+      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
+      if (finished) {
+        ctx.log(
+          `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
+        );
+        return finished;
+      }
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
       mkdirSync(checkpointDir, { recursive: true });
@@ -567,18 +576,19 @@ export const trainStage: StageKind<TrainConfig> = {
         runtime: await runtimeFacts(cfg.threads),
         ...(warnings.length ? { warnings: warnings.join('\n') } : {}),
       };
-      writeFileSync(join(checkpointDir, COMPLETE), new Date().toISOString());
+      // The mark holds the outputs, so a retry of this attempt whose completion is lost returns them (train-finished.ts).
+      const record = finishedRecord(ctx, outputs);
+      writeFinishedMark(checkpointDir, record);
       // The last checkpoint is an output now, in the store, and the next run of this work starts
       // afresh: the checkpoints (1.6 GB each for an LLM) and token caches would only hold the disk.
-      // COMPLETE goes first, so a crash in between leaves a folder the next attempt clears.
+      // COMPLETE goes first, so a crash in between leaves a folder the next attempt clears (or a retry returns).
       for (const n of readdirSync(checkpointDir)) if (n !== COMPLETE) rmSync(join(checkpointDir, n), { recursive: true, force: true });
-      // Only the lease's holder drops the shared checkpoint: one that lost it would delete the files
-      // of the writer that took it over. (The training itself checks the signal between runs only.)
+      // Only the lease's holder replaces the shared checkpoint with the record: one that lost it would delete the
+      // files of the writer that took it over. (The training itself checks the signal between runs only.)
       shared?.assertHeld();
       signal.throwIfAborted();
-      await dropSharedCheckpoint(ctx.store, checkpointName, ctx.log);
-      // No later run resumes a fresh training's folder (its name has this run's id), so its COMPLETE has no reader.
-      if (ctx.freshTraining) rmSync(checkpointDir, { recursive: true, force: true });
+      await finishSharedCheckpoint(ctx.store, checkpointName, record, ctx.log);
+      // A fresh training's folder (its name has this run's id) is read by its own retries only; `store gc` deletes it.
       return outputs;
     } finally {
       await shared?.release();

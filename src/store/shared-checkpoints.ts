@@ -9,8 +9,9 @@
  *
  * Checkpoints are working state, not artifacts: they live outside the content-addressed objects so
  * that they can be deleted. Once the pointer has moved, the files of older steps go; once the stage
- * has finished (its last checkpoint is then one of its outputs, stored as an artifact), the pointer
- * and all its files go. A stage therefore holds at most about one checkpoint in the bucket, where an
+ * has finished (its last checkpoint is then one of its outputs, stored as an artifact), all its files
+ * go and the pointer holds only the finished record (finishSharedCheckpoint), for a retry whose
+ * completion was lost. A stage therefore holds at most about one checkpoint in the bucket, where an
  * LLM's is 1.6 GB, and none in the worker's artifact cache.
  */
 import { createHash } from 'node:crypto';
@@ -192,7 +193,7 @@ export async function pullCheckpoint(
   const remote = store.remote;
   if (!remote) return undefined;
   const text = await readText(remote, pointerKey(name));
-  if (text === undefined) return undefined;
+  if (text === undefined || finishedOf(text) !== undefined) return undefined;
   const p = parsePointer(text);
   if (typeof p === 'string') {
     log(`ignoring the shared checkpoint of ${name}: ${p}`);
@@ -284,4 +285,43 @@ export async function dropSharedCheckpoint(store: ArtifactStore, name: string, l
   await retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
     log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
   );
+}
+
+/**
+ * Marks `name`'s training finished, with `record` (what the stage returned, and which attempt's run it was), then
+ * deletes its checkpoint files: a retry of that stage whose completion was lost (a worker or server that died
+ * between the stage's return and its record in the workflow's history) finds the record on any worker instead of
+ * training again from step 0. The pointer is rewritten first, so no pointer names deleted files. The record is a few
+ * hundred bytes; the next training of the same work replaces it with its first checkpoint, and `store gc` deletes
+ * it (with its lease) once unwritten for the horizon, as it does an abandoned checkpoint.
+ */
+export async function finishSharedCheckpoint(
+  store: ArtifactStore,
+  name: string,
+  record: unknown,
+  log: CheckpointLog = () => {},
+): Promise<void> {
+  const remote = store.remote;
+  if (!remote) return;
+  await remote.putBytes(pointerKey(name), Buffer.from(JSON.stringify({ finished: record }) + '\n'), { ifAbsent: false });
+  await retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
+    log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
+  );
+}
+
+/** The record finishSharedCheckpoint left for `name`, or undefined (no shared store, no pointer, or a training's pointer). */
+export async function readSharedFinished(store: ArtifactStore, name: string): Promise<unknown> {
+  const remote = store.remote;
+  if (!remote) return undefined;
+  const text = await readText(remote, pointerKey(name));
+  return text === undefined ? undefined : finishedOf(text);
+}
+
+function finishedOf(text: string): unknown {
+  try {
+    const p = JSON.parse(text) as { finished?: unknown } | null;
+    return typeof p === 'object' && p !== null && !Array.isArray(p) ? p.finished : undefined;
+  } catch {
+    return undefined;
+  }
 }

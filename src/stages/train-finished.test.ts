@@ -1,0 +1,125 @@
+/**
+ * A retry of a train stage that had finished (its completion lost: the worker or the Temporal server died before the
+ * workflow recorded it; with `--no-cache` no stage-cache record remembers the result) returns the finished outputs
+ * instead of training again from step 0. Real tiny GPT-2, real onnxruntime training, real store (a folder standing in
+ * for the shared bucket where hosts share one).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { FolderBackend } from '../store/folder-backend.ts';
+import { readText } from '../store/object-backend.ts';
+import type { ArtifactRef } from '../types.ts';
+import { trainStage } from './train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
+import type { StageContext } from './types.ts';
+
+const KEY = 'f'.repeat(64);
+
+async function fixture(t: { after: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainfinished-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const tablePath = writeRepeatTable(join(dir, 'train.arrow'));
+  const bucket = new FolderBackend(join(dir, 'bucket'));
+  /** A host's state folder; `shared`: its store shares the bucket. */
+  const home = (name: string, shared = false) => {
+    const root = join(dir, name);
+    return { root, store: new ArtifactStore(join(root, 'store'), shared ? { remote: bucket } : {}) };
+  };
+  /** Runs the stage as attempt `attempt` of `run` on `h`; says how many training steps it reported. */
+  const attempt = async (
+    h: ReturnType<typeof home>,
+    train: ArtifactRef,
+    o: { run?: string; execution?: string; attempt?: number } = {},
+  ) => {
+    let steps = 0;
+    const logs: string[] = [];
+    const ctx: StageContext = {
+      runId: o.run ?? 'r',
+      executionId: o.execution ?? 'r-exec',
+      stageId: 'train',
+      attempt: o.attempt ?? 1,
+      baseDir: dir,
+      specHash: 's',
+      actor: 't',
+      cacheKey: KEY,
+      store: h.store,
+      workDir: join(h.root, `work-${o.attempt ?? 1}-${Math.random().toString(36).slice(2)}`),
+      stateDir: h.root,
+      signal: new AbortController().signal,
+      progress: (p) => void (typeof p.metrics?.step === 'number' && steps++),
+      log: (m) => void logs.push(m),
+    };
+    const outputs = await trainStage.run(tinyLoraTrainConfig(modelDir, train, { maxSteps: 3, seed: 5 }), ctx);
+    return { outputs, steps, logs };
+  };
+  const putTable = (h: ReturnType<typeof home>) => h.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  return { home, attempt, putTable, bucket };
+}
+
+test("a retry of this run's finished training returns its outputs; another run, or the same id's next execution, trains again", async (t) => {
+  const { home, attempt, putTable } = await fixture(t);
+  const a = home('a');
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  assert.equal(first.steps, 3);
+  assert.deepEqual(readdirSync(join(a.root, 'checkpoints', KEY)), ['COMPLETE'], 'the finished stage deleted its checkpoints');
+
+  const retry = await attempt(a, train, { attempt: 2 });
+  assert.equal(retry.steps, 0, 'the retry trained nothing');
+  assert.deepEqual(retry.outputs, first.outputs, "it returned the finished attempt's outputs");
+  assert.ok(
+    retry.logs.some((m) => m.includes('an earlier attempt of this stage finished its training (3 steps)')),
+    retry.logs.join('\n'),
+  );
+
+  // The folder is the work's (its cache key), shared with every run of it: only this execution's retries reuse it.
+  const reused = await attempt(a, train, { execution: 'r-exec-2' });
+  assert.equal(reused.steps, 3, 'a run id used again (a new execution) trains afresh');
+  const other = await attempt(a, train, { run: 'r2', execution: 'r2-exec' });
+  assert.equal(other.steps, 3, 'another run of the same work trains afresh');
+  assert.equal((other.outputs.model as ArtifactRef).sha256, (first.outputs.model as ArtifactRef).sha256, 'same seed, same model');
+});
+
+test('a retry whose finished outputs are gone from the store trains again', async (t) => {
+  const { home, attempt, putTable } = await fixture(t);
+  const a = home('a');
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  rmSync(a.store.pathOf(first.outputs.history as ArtifactRef));
+  const retry = await attempt(a, train, { attempt: 2 });
+  assert.equal(retry.steps, 3, 'it trained again');
+  assert.ok(
+    retry.logs.some((m) => m.includes('its outputs are not all in the store')),
+    retry.logs.join('\n'),
+  );
+  assert.deepEqual(retry.outputs.history, first.outputs.history, 'and stored the same history again');
+});
+
+test('with a shared store, a retry on another worker finds the finished record there; no checkpoint files are left', async (t) => {
+  const { home, attempt, putTable, bucket } = await fixture(t);
+  const a = home('a', true);
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  const files: string[] = [];
+  for await (const k of bucket.list('checkpoint-files/')) files.push(k);
+  assert.deepEqual(files, [], 'the finished stage deleted its shared checkpoint files');
+  const pointer = JSON.parse((await readText(bucket, `checkpoints/${KEY}.json`))!) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(pointer), ['finished'], 'the pointer holds the record, no checkpoint');
+
+  const b = home('b', true);
+  const retry = await attempt(b, train, { attempt: 2 });
+  assert.equal(retry.steps, 0, 'the retry on worker B trained nothing');
+  assert.deepEqual(retry.outputs, first.outputs);
+
+  // Another run of the work on B trains from step 0: the record is no checkpoint to resume (nor a damaged one).
+  const other = await attempt(b, train, { run: 'r2', execution: 'r2-exec' });
+  assert.equal(other.steps, 3);
+  assert.equal((other.outputs.baseModel as { resumedFromStep: number | null }).resumedFromStep, null);
+  assert.ok(!other.logs.some((m) => m.includes('ignoring the shared checkpoint')), other.logs.join('\n'));
+});
