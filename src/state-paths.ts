@@ -3,7 +3,7 @@
  * artifact store, caches, registry, audit log and checkpoints live. The one place these names are
  * written; infra/state.ts decides which folder, stages get it as `ctx.stateDir`.
  */
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { checkDatabaseUrl, DATABASE_URL_ENV } from './db/database.ts';
 
 /**
@@ -30,7 +30,7 @@ export interface StatePaths {
   registryDb: string;
   /** The audit log's SQLite file, or the TEMPERED_DATABASE_URL (the same PostgreSQL database). */
   auditDb: string;
-  /** Downloaded and unpacked model sources. */
+  /** Downloaded and unpacked model sources: TEMPERED_MODEL_CACHE where set (shared by several homes), else the home's. */
   models: string;
   /** Scratch folders of running stages. */
   work: string;
@@ -50,6 +50,7 @@ export function statePaths(root: string, env: Record<string, string | undefined>
   const url = env[DATABASE_URL_ENV]?.trim() || undefined;
   // A malformed URL fails here, naming the variable, rather than becoming a file name.
   if (url !== undefined) checkDatabaseUrl(url);
+  const modelCache = env.TEMPERED_MODEL_CACHE?.trim() || undefined;
   return {
     root,
     store: join(root, 'store'),
@@ -58,7 +59,7 @@ export function statePaths(root: string, env: Record<string, string | undefined>
     bin: join(root, 'bin'),
     registryDb: url ?? join(root, 'registry.db'),
     auditDb: url ?? join(root, 'audit.db'),
-    models: join(root, 'models'),
+    models: modelCache === undefined ? join(root, 'models') : resolve(modelCache),
     work: join(root, 'work'),
     serving: join(root, 'serving'),
     checkpoints: join(root, 'checkpoints'),

@@ -13,9 +13,9 @@ import { resolveModelSource, type ResolvedModel } from './sources.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Same folder as the demo's (infra/state.ts picks the state folder the same way); TEMPERED_MODEL_CACHE overrides. */
+/** Same folder as the demo's (infra/state.ts picks the state folder the same way; TEMPERED_MODEL_CACHE overrides it). */
 export function testModelCache(env: NodeJS.ProcessEnv = process.env): string {
-  return env.TEMPERED_MODEL_CACHE ?? statePaths(resolve(temperedHome(env) ?? join(ROOT, '.tempered'))).models;
+  return statePaths(resolve(temperedHome(env) ?? join(ROOT, '.tempered')), env).models;
 }
 
 const NETWORK_CODES = new Set([
