@@ -351,7 +351,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     drainMs: drainS * 1000,
   });
   const routes = isTextGenerator(server.model.current)
-    ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models'
+    ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{model}'
     : 'POST /predict';
   console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
   const graceS = (generation.stopGraceMs ?? DEFAULT_STOP_GRACE_MS) / 1000;

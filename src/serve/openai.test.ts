@@ -225,6 +225,114 @@ test("OpenAI's own client works unchanged: chat and completions, streamed and no
   await refused(new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list(), 401, 'unauthorized', null);
 });
 
+test("an app's OpenAI client: models.retrieve, a conversation sent back as the SDK returned it, and a clear refusal of what the server cannot do", async (t) => {
+  const gen = await load(dirA, 'tiny@1');
+  const { url } = await serve(t, gen);
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  const refused = async (p: Promise<unknown>, status: number, code: string, param: string | null, message?: RegExp) => {
+    const e = await p.then(
+      () => assert.fail('expected an error'),
+      (err: unknown) => err,
+    );
+    assert.ok(e instanceof OpenAI.APIError, String(e));
+    assert.deepEqual([e.status, e.code, e.param], [status, code, param], e.message);
+    if (message) assert.match(e.message, message);
+  };
+
+  // GET /v1/models/{model}, by either name a request's `model` takes.
+  assert.deepEqual(
+    [await client.models.retrieve('tiny'), await client.models.retrieve('tiny@1')].map((m) => [m.id, m.object]),
+    [
+      ['tiny', 'model'],
+      ['tiny', 'model'],
+    ],
+  );
+  await refused(client.models.retrieve('gpt-4o'), 404, 'model_not_found', 'model');
+
+  // The stream helper's final message carries `refusal: null, parsed: null`; OpenAI's own assistant messages may be
+  // `content: null` beside a refusal, with `tool_calls: []`. An app appends them to its conversation and sends it again.
+  const hi = [{ role: 'user', content: 'Hi' }] as OpenAI.ChatCompletionMessageParam[];
+  const first = await client.chat.completions.stream({ model: 'tiny', messages: hi, max_tokens: 3, temperature: 0 }).finalChatCompletion();
+  const said = first.choices[0]!.message;
+  assert.ok('refusal' in said && 'parsed' in said, JSON.stringify(said));
+  const conversation = [
+    ...hi,
+    said,
+    { role: 'user', content: 'Go' },
+    { role: 'assistant', content: null, refusal: 'No.', tool_calls: [] },
+    {
+      role: 'user',
+      content: [
+        { type: 'text', text: 'W' },
+        { type: 'text', text: 'hy' },
+      ],
+    },
+  ] as OpenAI.ChatCompletionMessageParam[];
+  const next = await client.chat.completions.create({ model: 'tiny', messages: conversation, max_tokens: 2, temperature: 0 });
+  const asText = [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: said.content! },
+    { role: 'user', content: 'Go' },
+    { role: 'assistant', content: 'No.' },
+    { role: 'user', content: 'Why' },
+  ];
+  assert.equal(next.usage!.prompt_tokens, gen.encodeChat(asText).length);
+
+  // What asks for nothing is taken as frameworks send it.
+  const idle = await client.chat.completions.create({
+    model: 'tiny',
+    messages: messages as OpenAI.ChatCompletionMessageParam[],
+    max_tokens: 1,
+    response_format: { type: 'text' },
+    tools: [],
+    parallel_tool_calls: false,
+    store: false,
+    logit_bias: {},
+    service_tier: 'auto',
+  });
+  assert.equal(idle.choices.length, 1);
+
+  // What the server cannot do is refused as unsupported, saying what, not as an unknown field.
+  const asked = { model: 'tiny', messages: messages as OpenAI.ChatCompletionMessageParam[], max_tokens: 1 };
+  await refused(
+    client.chat.completions.create({ ...asked, tools: [{ type: 'function', function: { name: 'f' } }] }),
+    400,
+    'unsupported_parameter',
+    'tools',
+    /tool \(function\) calling/,
+  );
+  await refused(
+    client.chat.completions.create({ ...asked, response_format: { type: 'json_object' } }),
+    400,
+    'unsupported_parameter',
+    'response_format',
+    /structured output/,
+  );
+  await refused(
+    client.chat.completions.create({
+      ...asked,
+      messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }],
+    }),
+    400,
+    'unsupported_parameter',
+    'messages[0].content[0]',
+    /reads text only, and this is a "image_url" part/,
+  );
+  await refused(
+    client.chat.completions.create({ ...asked, messages: [...asked.messages, { role: 'tool', content: '42', tool_call_id: 'c1' }] }),
+    400,
+    'unsupported_parameter',
+    'messages[2].role',
+    /"tool" message answers a tool call/,
+  );
+  await refused(
+    client.chat.completions.create({ ...asked, messages: [{ role: 'user', content: null } as never] }),
+    400,
+    'invalid_request',
+    'messages[0].content',
+  );
+});
+
 test('auth, oversized and invalid requests get OpenAI error objects', async (t) => {
   const gen = await load(dirA, 'tiny@1');
   const { url } = await serve(t, gen, { bodyLimit: 4096, generation: { maxTokens: 20, maxChoices: 4 } });
@@ -268,8 +376,13 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   await expectError(await post(url, '/v1/completions', { prompt: ['a', 'b', 'c'], n: 2 }), 400, 'too_many_choices', 'n');
   await expectError(await post(url, '/v1/completions', { prompt: 'x'.repeat(5000) }), 413, 'body_too_large');
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temprature: 1 }), 400, 'invalid_request', 'temprature');
-  const tools = await expectError(await post(url, '/v1/chat/completions', { messages, tools: [] }), 400, 'invalid_request', 'tools');
-  assert.equal(tools.message, 'tools: this server does not take this field');
+  const tools = await expectError(
+    await post(url, '/v1/chat/completions', { messages, tools: [{ type: 'function', function: { name: 'f' } }] }),
+    400,
+    'unsupported_parameter',
+    'tools',
+  );
+  assert.equal(tools.message, 'tools: this server does not support tool (function) calling; leave tools out');
   const nowhere = await fetch(`${url}/v1/nothing`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.match(
     (await expectError(nowhere, 404, 'not_found')).message,

@@ -91,12 +91,93 @@ const samplingProps = {
   repetition_penalty: { type: ['number', 'null'], exclusiveMinimum: 0 },
 } as const;
 
+/**
+ * Fields of OpenAI's API for what this server does not do (tool calling, structured output, token logprobs, stored
+ * completions, audio, reasoning): refused as `unsupported_parameter` saying what they ask for, not as unknown fields.
+ * Each is taken at the value that asks for nothing, which is what libraries and frameworks send when the app did not
+ * ask (`response_format: {type: "text"}`, `tools: []`, `store: false`, `parallel_tool_calls`).
+ */
+const UNSUPPORTED_FIELDS: Record<string, { idle: (v: unknown) => boolean; why: string; chatOnly?: true }> = {
+  tools: {
+    idle: (v) => isNone(v) || (Array.isArray(v) && v.length === 0),
+    why: 'this server does not support tool (function) calling; leave tools out',
+    chatOnly: true,
+  },
+  tool_choice: {
+    idle: (v) => isNone(v) || v === 'none' || v === 'auto',
+    why: 'this server does not support tool (function) calling; leave tool_choice out',
+    chatOnly: true,
+  },
+  functions: {
+    idle: (v) => isNone(v) || (Array.isArray(v) && v.length === 0),
+    why: 'this server does not support function calling; leave functions out',
+    chatOnly: true,
+  },
+  function_call: {
+    idle: (v) => isNone(v) || v === 'none' || v === 'auto',
+    why: 'this server does not support function calling; leave function_call out',
+    chatOnly: true,
+  },
+  // Says how tool calls may be made; with no tools it asks for nothing, whatever its value.
+  parallel_tool_calls: {
+    idle: (v) => isNone(v) || typeof v === 'boolean',
+    why: 'must be true or false (it has no effect: this server does not support tool calling)',
+    chatOnly: true,
+  },
+  response_format: {
+    idle: (v) => isNone(v) || (isObject(v) && v.type === 'text' && Object.keys(v).length === 1),
+    why: 'this server does not support structured output (JSON mode, JSON schemas), only {"type": "text"}: ask for JSON in the prompt and parse the answer yourself',
+    chatOnly: true,
+  },
+  top_logprobs: { idle: (v) => isNone(v) || v === 0, why: 'this server does not return logprobs; leave top_logprobs out', chatOnly: true },
+  logit_bias: {
+    idle: (v) => isNone(v) || (isObject(v) && Object.keys(v).length === 0),
+    why: 'this server does not support logit_bias; leave it out',
+  },
+  store: { idle: (v) => isNone(v) || v === false, why: 'this server stores no completions; leave store out or false', chatOnly: true },
+  metadata: {
+    idle: (v) => isNone(v) || (isObject(v) && Object.keys(v).length === 0),
+    why: 'metadata labels stored completions, and this server stores none; leave it out',
+    chatOnly: true,
+  },
+  service_tier: {
+    idle: (v) => isNone(v) || v === 'auto' || v === 'default',
+    why: 'this server has one service tier; leave it out',
+    chatOnly: true,
+  },
+  modalities: {
+    idle: (v) => isNone(v) || (Array.isArray(v) && v.length === 1 && v[0] === 'text'),
+    why: 'this server answers in text only; leave modalities out',
+    chatOnly: true,
+  },
+  audio: { idle: isNone, why: 'this server answers in text only; leave audio out', chatOnly: true },
+  prediction: { idle: isNone, why: 'this server does not support predicted outputs; leave prediction out', chatOnly: true },
+  reasoning_effort: { idle: isNone, why: 'the served model is not a reasoning model; leave it out', chatOnly: true },
+  verbosity: { idle: isNone, why: 'this server does not support verbosity; ask for a short or long answer in the prompt', chatOnly: true },
+  web_search_options: { idle: isNone, why: 'this server does not search the web; leave it out', chatOnly: true },
+};
+
+function isNone(v: unknown): boolean {
+  return v === undefined || v === null;
+}
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+/** Schema entries for those fields: any JSON, so the route says what they ask for instead of "does not take this field". */
+const unsupportedProps = (chat: boolean) =>
+  Object.fromEntries(
+    Object.entries(UNSUPPORTED_FIELDS)
+      .filter(([, f]) => chat || !f.chatOnly)
+      .map(([k]) => [k, {}]),
+  );
+
 const chatSchema = {
   type: 'object',
   required: ['messages'],
   additionalProperties: false,
   properties: {
     ...samplingProps,
+    ...unsupportedProps(true),
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     messages: {
       type: 'array',
@@ -104,10 +185,11 @@ const chatSchema = {
       maxItems: 1024,
       items: {
         type: 'object',
-        required: ['role', 'content'],
+        required: ['role'],
         additionalProperties: false,
         properties: {
-          role: { enum: ['system', 'developer', 'user', 'assistant'] },
+          // `tool` and `function` are OpenAI roles; chatTurns refuses them, saying why.
+          role: { enum: ['system', 'developer', 'user', 'assistant', 'tool', 'function'] },
           name: { type: 'string' },
           content: {
             anyOf: [
@@ -116,13 +198,32 @@ const chatSchema = {
                 type: 'array',
                 items: {
                   type: 'object',
-                  required: ['type', 'text'],
+                  required: ['type'],
                   additionalProperties: false,
-                  properties: { type: { const: 'text' }, text: { type: 'string' } },
+                  // Image, audio and file parts are OpenAI's too; chatTurns refuses them, saying why.
+                  properties: {
+                    type: { type: 'string' },
+                    text: { type: 'string' },
+                    refusal: { type: 'string' },
+                    image_url: {},
+                    input_audio: {},
+                    file: {},
+                  },
                 },
               },
+              { type: 'null' },
             ],
           },
+          // What the OpenAI SDK hands back in an assistant message (`choices[0].message`; the stream helpers'
+          // `finalChatCompletion()` adds `refusal: null, parsed: null`), so an app can send its conversation again
+          // as the SDK gave it. chatTurns takes them at the values that ask for nothing.
+          refusal: { type: ['string', 'null'] },
+          parsed: {},
+          annotations: { type: 'array' },
+          audio: {},
+          tool_calls: { type: ['array', 'null'] },
+          function_call: {},
+          tool_call_id: { type: 'string' },
         },
       },
     },
@@ -135,6 +236,7 @@ const completionSchema = {
   additionalProperties: false,
   properties: {
     ...samplingProps,
+    ...unsupportedProps(false),
     prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }] },
     echo: { type: ['boolean', 'null'] },
     best_of: { type: ['integer', 'null'] },
@@ -164,14 +266,31 @@ interface CommonBody {
   best_of?: number | null;
   suffix?: string | null;
 }
+interface ChatPart {
+  type: string;
+  text?: string;
+  refusal?: string;
+}
+interface ChatBodyMessage {
+  role: string;
+  content?: string | ChatPart[] | null;
+  refusal?: string | null;
+  audio?: unknown;
+  tool_calls?: unknown[] | null;
+  function_call?: unknown;
+}
 interface ChatBody extends CommonBody {
-  messages: { role: string; content: string | { type: 'text'; text: string }[] }[];
+  messages: ChatBodyMessage[];
 }
 interface CompletionBody extends CommonBody {
   prompt: string | string[];
 }
 
 function checkUnsupported(b: CommonBody): void {
+  for (const [field, f] of Object.entries(UNSUPPORTED_FIELDS)) {
+    const v = (b as Record<string, unknown>)[field];
+    if (!f.idle(v)) throw new ApiError(400, 'unsupported_parameter', `${field}: ${f.why}`, field);
+  }
   const zeroOr = (v: number | null | undefined) => v === undefined || v === null || v === 0;
   if (!zeroOr(b.presence_penalty))
     throw new ApiError(400, 'unsupported_parameter', 'presence_penalty is not supported; use repetition_penalty', 'presence_penalty');
@@ -225,9 +344,19 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     throw new InputError(`must be an integer from 0 to ${2 ** 31 - 1} (ms), got ${grace}`, { where: 'serve.stopGraceMs' });
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
-  app.get('/v1/models', async () => {
+  const modelEntry = (id: string) => ({ id: id.split('@')[0], object: 'model', created: 0, owned_by: 'tempered', version: id });
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelEntry(o.model.current.id)] }));
+  // OpenAI's `GET /v1/models/{model}` (the SDK's `models.retrieve`), by the names a request's `model` takes. A wildcard,
+  // so an id with a `/` in it (`hf:org/name`) is found however the client escaped it.
+  app.get<{ Params: { '*': string } }>('/v1/models/*', async (req, reply) => {
     const id = o.model.current.id;
-    return { object: 'list', data: [{ id: id.split('@')[0], object: 'model', created: 0, owned_by: 'tempered', version: id }] };
+    try {
+      checkModelName(req.params['*'], id);
+    } catch (e) {
+      const err = e as ApiError;
+      return reply.code(err.status).send(openAiError(err.status, err.code, err.message, err.param));
+    }
+    return modelEntry(id);
   });
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, (req, reply) => serve(req, reply, 'chat'));
@@ -260,6 +389,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       checkUnsupported(body);
       // What can be refused from the request's shape is, before any tokenizing: a megabyte of prompts
       // took seconds to tokenize (in the pool's encoder thread, but every other request waits there).
+      const turns = kind === 'chat' ? chatTurns((body as ChatBody).messages) : null;
       const texts = kind === 'chat' ? null : (body as CompletionBody).prompt;
       const promptCount = texts === null || typeof texts === 'string' ? 1 : texts.length;
       const n = body.n ?? 1;
@@ -272,7 +402,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         );
       const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
       const requestTokens = L.maxRequestTokens ?? 2 * gen.contextLength;
-      const lengths = texts === null ? [chatChars((body as ChatBody).messages)] : [texts].flat().map((t) => t.length);
+      const lengths = turns ? [turns.reduce((sum, m) => sum + m.content.length, 0)] : [texts!].flat().map((t) => t.length);
       const chars = Math.max(...lengths);
       if (chars > maxPrompt * MAX_CHARS_PER_TOKEN)
         throw new ApiError(
@@ -300,10 +430,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           );
         return ids;
       };
-      const prompts =
-        texts === null
-          ? [within(await encodeChat(gen, (body as ChatBody).messages, gone.signal))]
-          : await promptsOf(gen, texts, within, gone.signal);
+      const prompts = turns ? [within(await gen.encodeChat(turns, gone.signal))] : await promptsOf(gen, texts!, within, gone.signal);
       const longest = Math.max(...prompts.map((p) => p.length));
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -490,20 +617,45 @@ function finishReason(r: GenerateResult['finishReason']): string {
   return r === 'cancelled' ? 'stop' : r;
 }
 
-/** The characters of a conversation's messages, which its prompt is at least as long as. */
-function chatChars(messages: ChatBody['messages']): number {
-  return messages.reduce(
-    (s, m) => s + (typeof m.content === 'string' ? m.content.length : m.content.reduce((t, p) => t + p.text.length, 0)),
-    0,
-  );
-}
-
-async function encodeChat(gen: TextGenerator, messages: ChatBody['messages'], signal: AbortSignal): Promise<number[]> {
-  const turns: ChatMessage[] = messages.map((m) => ({
-    role: m.role,
-    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
-  }));
-  return gen.encodeChat(turns, signal);
+/**
+ * A conversation's text turns. An assistant message is taken as the OpenAI SDK hands it back (`content` null beside a
+ * `refusal`, `tool_calls: []`, the helpers' `parsed`); what this server cannot do (tool messages and calls, image,
+ * audio and file parts) is refused naming the message and saying why, before anything is tokenized.
+ */
+export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
+  return messages.map((m, i) => {
+    const at = `messages[${i}]`;
+    const unsupported = (param: string, message: string) => new ApiError(400, 'unsupported_parameter', message, param);
+    if (m.role === 'tool' || m.role === 'function')
+      throw unsupported(
+        `${at}.role`,
+        `${at}: a "${m.role}" message answers a tool call, and this server does not support tool (function) calling`,
+      );
+    if (m.tool_calls != null && m.tool_calls.length > 0)
+      throw unsupported(`${at}.tool_calls`, `${at}.tool_calls: this server does not support tool (function) calling`);
+    if (m.function_call != null)
+      throw unsupported(`${at}.function_call`, `${at}.function_call: this server does not support function calling`);
+    if (m.audio != null) throw unsupported(`${at}.audio`, `${at}.audio: this server takes text only`);
+    if (m.content == null) {
+      // OpenAI's assistant message may be a refusal alone; any other message needs content.
+      if (m.role === 'assistant') return { role: m.role, content: m.refusal ?? '' };
+      throw new ApiError(400, 'invalid_request', `${at}.content is required for a "${m.role}" message`, `${at}.content`);
+    }
+    if (typeof m.content === 'string') return { role: m.role, content: m.content };
+    const text = m.content.map((p, j) => {
+      const part = `${at}.content[${j}]`;
+      const value = p.type === 'text' ? p.text : p.type === 'refusal' ? p.refusal : undefined;
+      if (p.type !== 'text' && p.type !== 'refusal')
+        throw unsupported(
+          part,
+          `${part}: the served model reads text only, and this is a ${JSON.stringify(p.type)} part; send {"type": "text", "text": "…"} parts`,
+        );
+      if (typeof value !== 'string')
+        throw new ApiError(400, 'invalid_request', `${part}: a "${p.type}" part needs its "${p.type}" string`, part);
+      return value;
+    });
+    return { role: m.role, content: text.join('') };
+  });
 }
 
 /** Each prompt's tokens, refusing the first that is empty or that `within` refuses before the next is tokenized. */

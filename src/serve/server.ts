@@ -268,7 +268,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
         .header('allow', allow)
         .send(errorBody('method_not_allowed', `${req.method} is not allowed on ${path}; use ${allow}`, 405));
     }
-    const routes = isTextGenerator(model.current) ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models' : 'POST /predict';
+    const routes = isTextGenerator(model.current)
+      ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{model}'
+      : 'POST /predict';
     return reply
       .code(404)
       .send(errorBody('not_found', `no route ${req.method} ${req.url}; this server has ${routes}, GET /health and GET /metrics`, 404));
