@@ -59,4 +59,9 @@ test('a schema failure names each field: unknown ones, shapes allowed, values al
   assert.equal(describeValidation(await errorsOf({ prompt: [] })).message, 'prompt must NOT have fewer than 1 items');
   assert.equal(describeValidation(await errorsOf({ prompt: [1, 2] })).message, 'prompt[0] must be string; prompt[1] must be string');
   assert.equal(describeValidation(await errorsOf({ stop: 7 })).message, 'stop must be string or array or null');
+  // A missing field is named as the param, as OpenAI's "Missing required parameter" does.
+  assert.deepEqual(describeValidation(await errorsOf({ messages: [{ content: 'x' }] })), {
+    message: 'messages[0].role is required',
+    param: 'messages[0].role',
+  });
 });

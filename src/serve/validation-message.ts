@@ -34,6 +34,10 @@ export function describeValidation(errors: readonly FastifySchemaValidationError
     if (e.keyword === 'additionalProperties') {
       name = paramOf(e.instancePath, String(e.params.additionalProperty));
       text = `${name}: this server does not take this field`;
+    } else if (e.keyword === 'required') {
+      // ajv says "body must have required property 'messages'", and names the object, not the field, as the param.
+      name = paramOf(e.instancePath, String(e.params.missingProperty));
+      text = `${name} is required`;
     } else if (e.keyword === 'anyOf') {
       text = `${name || 'body'} must be ${[...new Set(typesAt(e.instancePath))].join(' or ')}`;
     } else if (e.keyword === 'type') {
