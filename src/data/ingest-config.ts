@@ -90,6 +90,12 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
   } else if (cfg.sha256 !== undefined) bad('sha256 applies to http(s) URL sources only', 'sha256');
   // CSV/TSV settings on a source that is known to be another format are never read.
   const format = cfg.format ?? formatFromExtension(isUrl(cfg.path) ? new URL(cfg.path).pathname : cfg.path);
+  if ((format === 'parquet' || format === 'arrow') && cfg.encoding !== undefined && cfg.encoding !== 'utf-8')
+    bad(
+      `encoding applies to text sources (JSONL, CSV, TSV) only; this source is ${format}${cfg.format ? '' : ' (from its extension)'}, whose strings are UTF-8, so it would be ignored`,
+      'encoding',
+      'remove it',
+    );
   if (format !== undefined && format !== 'csv' && format !== 'tsv') {
     for (const k of DELIMITED_ONLY)
       if (cfg[k] !== undefined)

@@ -199,6 +199,51 @@ test('an HTML page saved in place of a data file fails as that file, also among 
     assert.deepEqual(readdirSync(dir).sort(), ['page.csv', 'parts']);
   }
 });
+test('a Windows-1252 file: each bad row names its first byte that is not UTF-8, the hint the encoding; encoding: windows-1252 reads it', async () => {
+  const dir = tmp();
+  // Excel on Windows: é (0xE9), the curly apostrophe (0x92), the euro sign (0x80) and a dash (0x96).
+  const win = (s: string) => Buffer.from([...s].map((c) => ({ é: 0xe9, '’': 0x92, '€': 0x80, '–': 0x96 })[c] ?? c.charCodeAt(0)));
+  writeFileSync(join(dir, 'a.csv'), win('text,label\r\nJe t’appelle,ham\r\nplain ascii,ham\r\nGagné 1000€ – vite,spam\r\n'));
+  await assert.rejects(run(dir, { task: 'classification', path: 'a.csv' }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, /a\.csv:2: invalid-utf8: record is not valid UTF-8: byte 0x92 \("’" in Windows-1252\) at byte 5\n/);
+    assert.match(e.message, /a\.csv:4: invalid-utf8: record is not valid UTF-8: byte 0xE9 \("é" in Windows-1252\) at byte 5$/);
+    assert.match(e.hint ?? '', /set encoding: windows-1252/);
+    return true;
+  });
+  await assert.rejects(run(dir, { task: 'classification', path: 'a.csv', onBadRow: 'quarantine', maxBadFraction: 0.5 }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'maxBadFraction', String(e));
+    assert.match(e.hint ?? '', /probably not UTF-8: .*set encoding: windows-1252/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(dir), ['a.csv']);
+  for (const encoding of ['windows-1252', 'latin1'] as const) {
+    const r = await run(dir, { task: 'classification', path: 'a.csv', encoding });
+    assert.equal(r.rowsOut, 3);
+    assert.deepEqual(
+      (await readAll(join(dir, 'out.arrow'))).map((x) => x.text),
+      ['Je t’appelle', 'plain ascii', 'Gagné 1000€ – vite'],
+    );
+  }
+  // A header that is not UTF-8 fails the file: its column names would not match any mapping.
+  writeFileSync(join(dir, 'b.csv'), win('texté,label\nx,ham\n'));
+  await assert.rejects(run(dir, { task: 'classification', path: 'b.csv', fields: { text: 'texté' } }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'b.csv:1', String(e));
+    assert.match(e.message, /the header is not valid UTF-8: byte 0xE9 \("é" in Windows-1252\) at byte 5/);
+    return true;
+  });
+  assert.equal((await run(dir, { task: 'classification', path: 'b.csv', fields: { text: 'texté' }, encoding: 'windows-1252' })).rowsOut, 1);
+  // A UTF-8 file (its byte-order mark says so) read as windows-1252 would be mojibake; a Parquet file's strings are UTF-8.
+  writeFileSync(join(dir, 'c.csv'), '\ufefftext,label\ncafé,ham\n');
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'c.csv', encoding: 'windows-1252' }),
+    /c\.csv: the file starts with a UTF-8 byte-order mark, but encoding is windows-1252/,
+  );
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'd.parquet', encoding: 'latin1' }),
+    (e: unknown) => e instanceof InputError && e.where === 'encoding',
+  );
+});
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };
   await expectBad('a.tsv', 'ham\tsay "hi"\nspam\tbuy now\nham no tab here\n', cfg, 3, 'column-count', 2);

@@ -10,7 +10,7 @@ import { ArrowTableWriter, arrowSchema, describeArrowFile, PROMPT_TEMPLATE_METAD
 import type { BadReason } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
-import { readRecords, type ReadOptions } from './read-records.ts';
+import { ENCODING_ADVICE, readRecords, type ReadOptions } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
@@ -314,6 +314,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           columns: cfg.columns,
           delimiter: cfg.delimiter,
           quote: cfg.quote,
+          encoding: cfg.encoding,
           // Checked before any row: with the wrong delimiter every row is a bad row, which would hide the cause.
           onColumns: (names, line) => {
             columnsChecked = true;
@@ -397,7 +398,11 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
         `${failures.length === FAIL_LIST ? 'at least ' : ''}${failures.length} bad row(s):\n  ${failures.join('\n  ')}`,
         {
           where: firstWhere,
-          hint: "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
+          // Rows that are not UTF-8 are a file in another encoding far more often than bytes gone bad.
+          hint:
+            badRows['invalid-utf8'] !== undefined
+              ? `a file that is not UTF-8: ${ENCODING_ADVICE}`
+              : "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
         },
       );
     }
@@ -417,6 +422,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       const firsts = reasons.slice(0, REASON_LIST).map(([k, v]) => `\n  ${k} ${v}, first: ${firstBad.get(k)}`);
       let hint =
         'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty';
+      if (reasons[0][0] === 'invalid-utf8') hint = `the files are probably not UTF-8: ${ENCODING_ADVICE}`;
       const [only] = missingFields.keys();
       if (rowsOut === 0 && missingFields.size === 1 && missingFields.get(only!) === rowsIn) {
         // Every row lacks the same field: the mapping names a field the data does not have.

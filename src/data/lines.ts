@@ -21,6 +21,8 @@ export interface Line {
   /** Decoded text without the line terminator; lossy (U+FFFD) when `invalidUtf8` is set; a prefix when `tooLong` is. */
   text: string;
   invalidUtf8: boolean;
+  /** With `invalidUtf8`: the first byte that is not UTF-8, and its offset in the line (0-based). */
+  badByte?: { offset: number; value: number };
   /** Set when the line exceeded `maxLineBytes`; `bytes` then holds its full length. */
   tooLong?: boolean;
   bytes?: number;
@@ -35,6 +37,35 @@ export interface LineOptions {
   maxLineBytes?: number;
   /** The file as errors name it (e.g. `data/train.csv`). Default the path. */
   display?: string;
+  /**
+   * The file's encoding when it is not UTF-8: one of `SINGLE_BYTE_ENCODINGS`, which keep ASCII (so `\n` splits lines
+   * as in UTF-8) and give every byte a character (so no line is invalid). Default UTF-8.
+   */
+  encoding?: string;
+}
+
+/**
+ * Encodings a data file may be read in besides UTF-8 (WHATWG names; `latin1` and `iso-8859-1` are read as
+ * windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
+ */
+export const SINGLE_BYTE_ENCODINGS = ['windows-1252', 'latin1', 'iso-8859-1', 'iso-8859-15', 'windows-1250', 'windows-1251'] as const;
+
+/** Offset of the first byte of `b` that does not belong to a well-formed UTF-8 sequence (-1: none). */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length; ) {
+    const c = b[i];
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n === 0 || i + n > b.length) return i;
+    if (n > 1) {
+      // The second byte's range narrows for E0 (no overlongs), ED (no surrogates), F0 and F4 (U+10000..U+10FFFF).
+      const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80,
+        hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+      if (b[i + 1] < lo || b[i + 1] > hi) return i;
+      for (let k = 2; k < n; k++) if (b[i + k] < 0x80 || b[i + k] > 0xbf) return i;
+    }
+    i += n;
+  }
+  return -1;
 }
 
 /** Default longest line: far above any real record, far below V8's string limit. */
@@ -70,16 +101,40 @@ export function notUtf8(file: string, s: UnicodeSniff): InputError {
 const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const lossy = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
-function decodeLine(bytes: Uint8Array, line: number): Line {
+/** Windows-1252's 0x80-0x9F (WHATWG's index; its five unassigned bytes stay C1 controls); the rest is Latin-1. */
+const CP1252_HIGH =
+  '\u20ac\u0081\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u008d\u017d\u008f' +
+  '\u0090\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u009d\u017e\u0178';
+
+/** Text of a line in one of SINGLE_BYTE_ENCODINGS. */
+type Decode = (b: Uint8Array) => string;
+
+/**
+ * The decoder of `encoding`. Node's TextDecoder reads windows-1252 (and its labels latin1, iso-8859-1) as Latin-1,
+ * so Excel's ’ “ ” € – (0x80-0x9F) came out as C1 controls: those 32 bytes are mapped here.
+ */
+export function singleByteDecoder(encoding: string): Decode {
+  if (encoding === 'windows-1252' || encoding === 'latin1' || encoding === 'iso-8859-1')
+    return (b) =>
+      Buffer.from(b.buffer, b.byteOffset, b.byteLength)
+        .toString('latin1')
+        .replace(/[\x80-\x9f]/g, (c) => CP1252_HIGH[c.charCodeAt(0) - 0x80]);
+  const d = new TextDecoder(encoding);
+  return (b) => d.decode(b);
+}
+
+function decodeLine(bytes: Uint8Array, line: number, decoder?: Decode): Line {
   let end = bytes.length;
   if (end > 0 && bytes[end - 1] === 0x0d) end--; // CRLF files
   let start = 0;
   if (line === 1 && end >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) start = 3;
   const view = bytes.subarray(start, end);
+  if (decoder) return { line, text: decoder(view), invalidUtf8: false };
   try {
     return { line, text: fatal.decode(view), invalidUtf8: false };
   } catch {
-    return { line, text: lossy.decode(view), invalidUtf8: true };
+    const offset = firstInvalidUtf8(view);
+    return { line, text: lossy.decode(view), invalidUtf8: true, ...(offset >= 0 ? { badByte: { offset, value: view[offset] } } : {}) };
   }
 }
 
@@ -89,6 +144,7 @@ function decodeLine(bytes: Uint8Array, line: number): Line {
  */
 export async function* readLineChunks(path: string, opts: LineOptions = {}): AsyncGenerator<Line[]> {
   const max = opts.maxLineBytes ?? LINE_LIMIT_BYTES;
+  const decoder = opts.encoding === undefined || opts.encoding === 'utf-8' ? undefined : singleByteDecoder(opts.encoding);
   // The unfinished line is kept as a list of pieces and joined once when its `\n` arrives: joining
   // on every chunk would copy a long line again and again (quadratic in its length).
   let pending: Uint8Array[] = [];
@@ -111,7 +167,7 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     const whole = pending.length === 0 ? tail : Buffer.concat([...pending, tail]);
     pending = [];
     pendingBytes = 0;
-    return decodeLine(whole, ++line);
+    return decodeLine(whole, ++line, decoder);
   };
   const keep = (piece: Uint8Array): void => {
     if (skipping) {
@@ -134,6 +190,11 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
       first = false;
       const s = sniffUnicode(chunk);
       if (s) throw notUtf8(opts.display ?? path, s);
+      if (decoder && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf)
+        throw new InputError(`the file starts with a UTF-8 byte-order mark, but encoding is ${opts.encoding}`, {
+          where: opts.display ?? path,
+          hint: 'it is UTF-8: remove encoding',
+        });
       if (crOnly(chunk)) {
         const file = opts.display ?? path;
         throw new InputError('its lines end in a carriage return alone (classic Mac OS line endings), so it reads as one line', {

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
-import { readLineChunks, type Line } from './lines.ts';
+import { readLineChunks, singleByteDecoder, type Line } from './lines.ts';
 import type { SourceFile } from './sources.ts';
 
 export interface SourceRecord {
@@ -40,6 +40,8 @@ export interface DelimitedOptions {
 }
 
 export interface ReadOptions extends DelimitedOptions {
+  /** Text formats: the file's encoding when not UTF-8 (`SINGLE_BYTE_ENCODINGS`). Default UTF-8. */
+  encoding?: string;
   onBytes?: (n: number) => void;
   /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */
   onData?: (chunk: Uint8Array) => void;
@@ -65,7 +67,30 @@ const lineOptions = (file: SourceFile, opts: ReadOptions) => ({
   onData: opts.onData,
   maxLineBytes: opts.maxLineBytes,
   display: file.display,
+  encoding: opts.encoding,
 });
+
+const cp1252 = singleByteDecoder('windows-1252');
+
+/** What to do about a file that is not UTF-8, for errors and hints. */
+export const ENCODING_ADVICE =
+  'if Windows-1252 reads its bytes right (a file saved by Excel on Windows or by an older Western European program), set encoding: windows-1252 (or iso-8859-15, windows-1250, windows-1251); otherwise convert it to UTF-8, e.g. iconv -f <encoding> -t UTF-8';
+
+/**
+ * Why a line or record is not UTF-8: its first bad byte, and what Windows-1252 makes of it, since a file saved by
+ * Excel on Windows or an older export is the usual cause and the character tells whether that reading is right.
+ */
+export function notUtf8Detail(what: 'line' | 'record', lines: readonly Line[]): string {
+  const l = lines.find((x) => x.badByte !== undefined);
+  if (!l?.badByte) return `${what} is not valid UTF-8`;
+  const { offset, value } = l.badByte;
+  const at = lines.length > 1 ? ` of line ${l.line}` : '';
+  const hex = `0x${value.toString(16).toUpperCase().padStart(2, '0')}`;
+  // Bytes Windows-1252 leaves unassigned (0x81, 0x8D, 0x8F, 0x90, 0x9D) would read as controls: no guess.
+  const char = cp1252(Uint8Array.of(value));
+  const guess = value >= 0xa0 || char.charCodeAt(0) > 0xff ? ` (${JSON.stringify(char)} in Windows-1252)` : '';
+  return `${what} is not valid UTF-8: byte ${hex}${guess} at byte ${offset + 1}${at}`;
+}
 
 function tooLong(l: Line): SourceRecord {
   return {
@@ -113,7 +138,7 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         if (page) throw page;
       }
       if (l.invalidUtf8) {
-        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: 'line is not valid UTF-8' } });
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('line', [l]) } });
         continue;
       }
       let v: unknown;
@@ -228,6 +253,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
       const page = htmlPage(file, row, rec[0].text, tsv ? 'TSV' : 'CSV');
       if (page) throw page;
     }
+    const taken = rec;
     const invalid = rec.some((l) => l.invalidUtf8);
     let records: string[][] = [];
     let error: string | null = null;
@@ -263,7 +289,13 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         where: `${file.display}:${row}`,
         hint: "fix the header's quoting, or set quote: false, or header: false with columns: [...]",
       });
-    if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: 'record is not valid UTF-8' } };
+    // A header that is not UTF-8 would name its columns with U+FFFD: whatever the mapping says, they would not match.
+    if (invalid && header && names === null)
+      throw new InputError(`the header ${notUtf8Detail('record', taken).replace(/^record /, '')}`, {
+        where: `${file.display}:${row}`,
+        hint: `the file is not UTF-8: ${ENCODING_ADVICE}`,
+      });
+    if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('record', taken) } };
     if (error !== null) return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: error.replace(/ at line \d+/, '') } };
     const fields = records[0] ?? [''];
     if (names === null) {
