@@ -134,16 +134,19 @@ test("predict: a language model's answers equal generate's for the same prompts 
   const flags = ['--chat-template', template, '--threads', '1'];
   const skip = ['--on-bad-row', 'skip'];
   const sampled = ['--temperature', '0.9', '--seed', '3'];
-  const predict = (out: string, more: string[] = []) =>
-    runCli(['predict', lmDir, '--input', input, '--output', join(work, out), '--max-new-tokens', '6', ...flags, ...more], env);
+  // --max-tokens, as generate and chat name it; --max-new-tokens, predict's first name for it, still works.
+  const predict = (out: string, more: string[] = [], maxFlag = '--max-tokens') =>
+    runCli(['predict', lmDir, '--input', input, '--output', join(work, out), maxFlag, '6', ...flags, ...more], env);
   const generate = (more: string[] = []) => runCli(['generate', lmDir, prompts[1]!, '--max-tokens', '6', ...flags, ...more], env);
   const runs = await Promise.all([
     predict('answers.jsonl', skip),
-    predict('sampled.jsonl', [...sampled, ...skip]),
+    predict('sampled.jsonl', [...sampled, ...skip], '--max-new-tokens'),
     generate(),
     generate(sampled),
   ]);
   for (const r of runs) assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(runs[0]!.stderr, /deprecated/);
+  assert.match(runs[1]!.stderr, /--max-new-tokens is deprecated; it is --max-tokens now, as in generate and chat/);
   const [greedy, seeded] = runs.slice(2).map((g) => g.stdout.replace(/\n$/, ''));
   assert.match(
     runs[0]!.stderr,
@@ -302,6 +305,22 @@ test('predict: an existing output is kept unless --force; unknown models and opt
   );
   assert.equal(lmFlag.code, 2, lmFlag.stderr);
   assert.match(lmFlag.stderr, /spam@1 is a classifier: --max-new-tokens applies to language models only/);
+  const lmFlagNow = await runCliInProcess(
+    ['predict', 'spam', '--input', input, '--output', join(work, 'y.jsonl'), '--max-tokens', '4'],
+    env,
+  );
+  assert.equal(lmFlagNow.code, 2, lmFlagNow.stderr);
+  assert.match(lmFlagNow.stderr, /spam@1 is a classifier: --max-tokens applies to language models only/);
+  const both = await runCliInProcess(
+    ['predict', lmDir, '--input', input, '--output', join(work, 'y.jsonl'), '--max-tokens', '4', '--max-new-tokens', '5'],
+    env,
+  );
+  assert.equal(both.code, 2, both.stderr);
+  assert.match(both.stderr, /--max-new-tokens is the old name of --max-tokens: give --max-tokens only/);
+  const help = await runCli(['predict', '--help'], env);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /\[--max-tokens 128\]/);
+  assert.match(help.stdout, /--max-new-tokens: the old name of --max-tokens, deprecated; it still works/);
   // --raw skips the chat template, as in generate: a system message with it would be ignored without a word.
   const rawSystem = await runCliInProcess(
     ['predict', 'nosuch', '--input', input, '--output', join(work, 'w.jsonl'), '--raw', '--system', 'be brief'],

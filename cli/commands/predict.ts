@@ -23,22 +23,22 @@ const USAGE =
   '  [--text-field F (text; prompt for language models, which also answer {"messages": [...]} rows)] [--id-field id]\n' +
   '  [--on-bad-row fail|skip] [--threads N]\n' +
   '  classifiers: [--batch-size 64]\n' +
-  '  language models: [--max-new-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
-  '    [--system TEXT] [--raw] [--chat-template FILE]';
-
-const { 'max-tokens': _generateOnly, ...SAMPLING } = SAMPLING_FLAGS;
+  '  language models: [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
+  '    [--system TEXT] [--raw] [--chat-template FILE]\n' +
+  '    (--max-new-tokens: the old name of --max-tokens, deprecated; it still works)';
 
 /**
  * Flags that only a causal LM takes: given with a classifier, they would be ignored without a word. Derived from
  * generate's, so that a sampling flag added there is refused here too rather than taken and ignored.
  */
-const LM_FLAGS = [...Object.keys(SAMPLING).filter((f) => f !== 'threads'), 'max-new-tokens', 'raw'];
+const LM_FLAGS = [...Object.keys(SAMPLING_FLAGS).filter((f) => f !== 'threads'), 'max-new-tokens', 'raw'];
 
 export async function predictCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
     {
-      ...SAMPLING,
+      ...SAMPLING_FLAGS,
+      // generate's and chat's --max-tokens, under the name predict had first.
       'max-new-tokens': { type: 'string' },
       input: { type: 'string' },
       output: { type: 'string' },
@@ -60,7 +60,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
     throw new CliError(`--on-bad-row must be fail or skip, got ${JSON.stringify(onBadRow)}`, 2);
   refuseRawWithTemplate(values);
   // Every flag is checked before a model is looked up or loaded.
-  const maxNew = intFlag('max-new-tokens', values['max-new-tokens'], 1);
+  const maxNew = maxTokensFlag(values);
   const batchSize = intFlag('batch-size', values['batch-size'], 1, 1024);
   const { sampling, threads } = samplingFromFlags({ ...values, 'max-tokens': maxNew === undefined ? undefined : String(maxNew) }, 128);
   checkedSampling(sampling);
@@ -209,4 +209,13 @@ function duration(s: number): string {
   if (s < 90) return `${Math.ceil(s)} s`;
   if (s < 5400) return `${Math.round(s / 60)} min`;
   return `${(s / 3600).toFixed(1)} h`;
+}
+
+/** --max-tokens, or its deprecated name --max-new-tokens (with a note on stderr), checked as a positive integer. */
+function maxTokensFlag(values: { 'max-tokens'?: string; 'max-new-tokens'?: string }): number | undefined {
+  const old = values['max-new-tokens'];
+  if (old === undefined) return intFlag('max-tokens', values['max-tokens'], 1);
+  if (values['max-tokens'] !== undefined) throw new CliError('--max-new-tokens is the old name of --max-tokens: give --max-tokens only', 2);
+  console.error('predict: --max-new-tokens is deprecated; it is --max-tokens now, as in generate and chat');
+  return intFlag('max-new-tokens', old, 1);
 }
