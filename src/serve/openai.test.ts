@@ -248,6 +248,15 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
     ],
   );
   await refused(client.models.retrieve('gpt-4o'), 404, 'model_not_found', 'model');
+  // A base model served as it is has one name, said once ("(now …)" tells a registry name's current version).
+  const { url: baseUrl } = await serve(t, await load(dirA, 'pypi:tiny==1'));
+  await refused(
+    new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: TOKEN, maxRetries: 0 }).models.retrieve('gpt-4o'),
+    404,
+    'model_not_found',
+    'model',
+    /this server serves "pypi:tiny==1"$/,
+  );
 
   // The stream helper's final message carries `refusal: null, parsed: null`; OpenAI's own assistant messages may be
   // `content: null` beside a refusal, with `tool_calls: []`. An app appends them to its conversation and sends it again.

@@ -309,11 +309,12 @@ function checkUnsupported(b: CommonBody): void {
 
 /** The served model answers to its registry name (`name` of `name@version`) or its full id. */
 function checkModelName(asked: string | undefined, id: string): void {
-  if (asked === undefined || asked === id || asked === id.split('@')[0]) return;
+  const name = id.split('@')[0]!;
+  if (asked === undefined || asked === id || asked === name) return;
   throw new ApiError(
     404,
     'model_not_found',
-    `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(id.split('@')[0])} (now ${id})`,
+    `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(name)}${name === id ? '' : ` (now ${id})`}`,
     'model',
   );
 }
