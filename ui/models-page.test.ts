@@ -228,7 +228,18 @@ describe('dashboard models page', () => {
       .locator('td', { hasText: `v${VERSIONS} → v2` })
       .first()
       .waitFor();
+    // The rollback says what `models rollback` says: the version it left is held from runs' deploys until promoted by hand.
+    assert.match(
+      (await page.locator('#rollback-clf').getAttribute('title')) ?? '',
+      /then held: no run's deploy promotes it to staging again/,
+    );
     await page.click('#rollback-clf');
+    const rolled = page.locator('#banner', { hasText: 'rolled back to' });
+    await rolled.waitFor();
+    assert.equal(
+      await rolled.innerText(),
+      `clf@staging rolled back to v${VERSIONS}. v2 is held: no run's deploy promotes it to staging again (a rerun on the same data registers the same version); promoting it by hand does (its row's "promote to staging", or \`tempered models promote clf@2 --alias staging\`)`,
+    );
     await aliasesOf(VERSIONS).filter({ hasText: 'staging' }).waitFor();
     assert.equal(await aliasesOf(2).innerText(), '');
 

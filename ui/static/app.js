@@ -1189,6 +1189,13 @@ function VersionDiffView({ name, a, b }) {
 }
 
 // ---- models (list) ---------------------------------------------------------------------------------
+/** What `models rollback` says too: deploy refuses a version a person rolled back until someone promotes it by hand. */
+function heldNote(name, alias, from) {
+  if (from == null) return '';
+  const cli = `tempered models promote ${name}@${from}${alias === 'production' ? '' : ` --alias ${alias}`}`;
+  return `. v${from} is held: no run's deploy promotes it to ${alias} again (a rerun on the same data registers the same version); promoting it by hand does (its row's "promote to ${alias}", or \`${cli}\`)`;
+}
+
 function ModelsPage() {
   const [tick, setTick] = useState(0);
   const { data, error } = usePoll(() => api('/api/models'), [tick], 0);
@@ -1262,9 +1269,10 @@ function ModelsPage() {
                   }),
                 (r) => {
                   refresh();
-                  return `${m.name}@${f.alias} rolled back to v${r.version}`;
+                  return `${m.name}@${f.alias} rolled back to v${r.version}${heldNote(m.name, f.alias, r.change?.fromVersion)}`;
                 },
               )}
+            title=${`moves ${f.alias} back to the version it held before; the one it leaves is then held: no run's deploy promotes it to ${f.alias} again until someone promotes it by hand`}
           >
             roll back ${f.alias}
           </button>
