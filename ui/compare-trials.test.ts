@@ -37,13 +37,14 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ui-compare-trials-'));
   const paths = statePaths(dir);
   const store = new ArtifactStore(paths.store);
-  const history = (val: number[]) =>
+  // A classifier's history has val_f1_macro; a causal LM's val_loss only (its F1 column holds no value).
+  const history = (val: number[], column = 'val_f1_macro') =>
     store.putBytes(
       tableToIPC(
         tableFromArrays({
           step: Float64Array.from(val, (_, i) => i + 1),
           loss: Float64Array.from(val, (_, i) => 1 / (i + 1)),
-          val_f1_macro: Float64Array.from(val),
+          [column]: Float64Array.from(val),
         }),
         'file',
       ),
@@ -52,7 +53,7 @@ before(async () => {
   const trial = async (
     runId: string,
     params: Record<string, unknown>,
-    train: { val?: number[]; seconds?: number },
+    train: { val?: number[]; column?: string; seconds?: number },
     evaluate: { outputs: Record<string, number>; doc: Record<string, unknown> },
     promoted: boolean,
   ): Promise<RunStatus> => ({
@@ -72,7 +73,7 @@ before(async () => {
         // Without seconds: taken from the cache, so no time of its own.
         state: train.seconds === undefined ? 'cached' : 'succeeded',
         ...(train.seconds === undefined ? {} : { startedAt: at(0), endedAt: at(train.seconds) }),
-        outputs: { steps: 3, ...(train.val ? { history: await history(train.val) } : {}) },
+        outputs: { steps: 3, ...(train.val ? { history: await history(train.val, train.column) } : {}) },
       },
       {
         id: 'evaluate',
@@ -106,6 +107,20 @@ before(async () => {
           { lr: 0.003, seed: 1, hf_token: 'hf_secret_cccc', note: 'plain' },
           {},
           { outputs: { f1_macro: 0.8, loss: 0.4 }, doc: {} },
+          false,
+        ),
+        trial(
+          'lm-a',
+          { lr: 0.002 },
+          { val: [2.3, 2.29], column: 'val_loss', seconds: 135 },
+          { outputs: { loss: 1.62 }, doc: { loss: 1.62, exact_match: 0, rouge_l: 0.34 } },
+          false,
+        ),
+        trial(
+          'lm-b',
+          { lr: 0.008 },
+          { val: [2.2, 2.1], column: 'val_loss', seconds: 219 },
+          { outputs: { loss: 1.58 }, doc: { loss: 1.58, exact_match: 0, rouge_l: 0.36 } },
           false,
         ),
       ])
@@ -204,6 +219,17 @@ describe('compare page, trials', () => {
     // The page's existing parts stay.
     await page.locator('#compare-loss').waitFor();
     assert.ok((await page.locator('#compare-metrics tr').count()) > 1);
+    await page.context().close();
+    assert.deepEqual(errors, []);
+  });
+
+  it("draws a causal LM's validation loss (its runs have no macro F1 to draw)", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const errors: string[] = [];
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/compare?run=lm-a&run=lm-b', errors);
+    await page.locator('#compare-loss').waitFor();
+    await page.locator('#compare-val').waitFor();
+    assert.match(await page.locator('#compare-val h3').innerText(), /^validation loss \(2 points/);
     await page.context().close();
     assert.deepEqual(errors, []);
   });

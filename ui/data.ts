@@ -391,10 +391,24 @@ export const MAX_VERSION_PAGE = 100;
 /** Alias changes the Models page shows per model, the newest (`tempered models history` has them all). */
 export const HISTORY_SHOWN = 10;
 /**
- * The metrics the Models page has columns for, in order; a version's others are on its card and in diffs. val_*: the
- * validation scores training ended with (register records them), what a sweep's trials are chosen on.
+ * The metrics the Models page has columns for, in order (a column no listed version has is not drawn); a version's
+ * others are on its card and in diffs. val_*: the validation scores training ended with (register records them), what
+ * a sweep's trials are chosen on. A causal LM's exact_match and rouge_l score its generated answers, beside the base
+ * model's: without them its rows showed losses only.
  */
-export const LISTED_METRICS = ['f1_macro', 'accuracy', 'baseline.f1_macro', 'loss', 'perplexity', 'val_f1_macro', 'val_loss'];
+export const LISTED_METRICS = [
+  'f1_macro',
+  'accuracy',
+  'baseline.f1_macro',
+  'exact_match',
+  'baseline.exact_match',
+  'rouge_l',
+  'loss',
+  'baseline.loss',
+  'perplexity',
+  'val_f1_macro',
+  'val_loss',
+];
 
 /** A version as a row of the Models page shows it; the rest (card, artifacts, data) comes with its card. */
 export interface VersionRowView {

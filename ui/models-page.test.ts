@@ -183,6 +183,43 @@ describe('dashboard models API', () => {
   });
 });
 
+describe('dashboard models API, causal LM', () => {
+  // Two trials of an instruction tune: the rows must carry what tells them apart beside the base model, or the page
+  // lists loss, perplexity and val_loss only and the generated answers' scores are a card away.
+  it("lists a causal LM's generation scores and its base model's beside them", async () => {
+    const lmDir = mkdtempSync(join(tmpdir(), 'ui-models-lm-'));
+    const paths = statePaths(lmDir);
+    const reg = await openRegistry(paths.registryDb);
+    const scores = (x: number) => ({ loss: 1.6 + x, perplexity: 5 + x, exact_match: x, rouge_l: 0.3 + x, chrf: 0.3 });
+    for (const [v, x] of [
+      ['a', 0.1],
+      ['b', 0.2],
+    ] as const)
+      await reg.registerVersion(testVersion('lm', v, { metrics: { ...scores(x), val_loss: 2.3 - x, baseline: scores(0) } }));
+    await reg.close();
+    await (await openAudit(paths.auditDb)).close();
+    const lmUi = await testUiServer(paths, TOKEN);
+    try {
+      const { status, text, body } = await get('/api/models', await lmUi.listen(0, '127.0.0.1'));
+      assert.equal(status, 200, text);
+      const [lm] = body.models as ModelView[];
+      assert.deepEqual(Object.keys(lm!.versions[0]!.metrics).sort(), [
+        'baseline.exact_match',
+        'baseline.loss',
+        'exact_match',
+        'loss',
+        'perplexity',
+        'rouge_l',
+        'val_loss',
+      ]);
+      assert.equal(lm!.versions[0]!.metrics.rouge_l, 0.5);
+    } finally {
+      await lmUi.close();
+      rmSync(lmDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('dashboard models page', () => {
   const chrome = useBrowser();
   const pageErrors: string[] = [];

@@ -1450,6 +1450,19 @@ function overlay(curves, key) {
   return cols;
 }
 
+/**
+ * The validation curve the runs have, scores before loss: a classifier's macro F1, a causal LM's loss (its history has
+ * no F1 column with a value). The chart was macro F1 only, so a causal LM's runs showed no validation at all.
+ */
+const VALIDATION_CURVES = [
+  { key: 'val_f1_macro', title: 'macro F1', short: 'F1' },
+  { key: 'val_accuracy', title: 'accuracy', short: 'accuracy' },
+  { key: 'val_loss', title: 'loss', short: 'val loss' },
+];
+function validationCurve(curves) {
+  return VALIDATION_CURVES.find(({ key }) => curves.some((c) => c?.[key]?.some((x) => x != null)));
+}
+
 /** A JSON value in a cell, long ones clipped (the whole value on hover); an absent one is a dash. */
 function Json({ value }) {
   if (value === undefined) return html`<span class="muted" title="absent">–</span>`;
@@ -1527,6 +1540,7 @@ function ComparePage({ query }) {
   const n = data.runs.length;
   const series = (what) => data.runs.map((_, i) => [`r${i}`, `${runLetter(i)} ${what}`, RUN_COLORS[i % RUN_COLORS.length]]);
   const drawn = data.curves.some(Boolean);
+  const val = validationCurve(data.curves);
   const letters = data.runs.map((_, i) => runLetter(i));
   return html`<h1>Compare <span class="muted">(${n} runs; deltas against A)</span></h1>
     <table id="compare-runs">
@@ -1553,7 +1567,13 @@ function ComparePage({ query }) {
     ${drawn &&
     html`<div class="grid">
       <${Chart} id="compare-loss" title="training loss" cols=${overlay(data.curves, 'loss')} series=${series('loss')} />
-      <${Chart} id="compare-val" title="validation macro F1" cols=${overlay(data.curves, 'val_f1_macro')} series=${series('F1')} />
+      ${val &&
+      html`<${Chart}
+        id="compare-val"
+        title=${`validation ${val.title}`}
+        cols=${overlay(data.curves, val.key)}
+        series=${series(val.short)}
+      />`}
     </div>`}
     <${Trials} trials=${data.trials} runs=${data.runs} letters=${letters} />
     <h2>Metrics</h2>
