@@ -244,6 +244,41 @@ test('a Windows-1252 file: each bad row names its first byte that is not UTF-8, 
     (e: unknown) => e instanceof InputError && e.where === 'encoding',
   );
 });
+test('inferred labels that differ only in case or spaces, or mix numbers and words, are warnings in the report', async () => {
+  const dir = tmp();
+  const rows = [
+    ['a', 'ham'],
+    ['b', 'Ham'],
+    ['c', 'ham '],
+    ['d', 'spam'],
+    ['e', 0],
+    ['f', 1],
+    ['g', 'spam'],
+  ];
+  writeFileSync(join(dir, 'a.jsonl'), rows.map(([text, label]) => JSON.stringify({ text, label })).join('\n'));
+  const r = await run(dir, { task: 'classification', path: 'a.jsonl' });
+  assert.deepEqual(r.warnings, [
+    'labels that differ only in case or surrounding spaces are classes of their own: "Ham" 1, "ham" 1, "ham " 1; clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+    'labels mix numbers ("0" 1, "1" 1) and words ("Ham" 1, "ham" 1, "ham " 1, "spam" 2), each a class of its own: if the numbers stand for the words, write the words in the data; declare labels: [...] to make the others bad rows',
+  ]);
+  assert.match(formatDataReport(r), /\nwarning: labels that differ only in case/);
+  // Declared labels make other spellings bad rows: nothing to warn of. Clean labels: nothing either.
+  const declared = await run(dir, {
+    task: 'classification',
+    path: 'a.jsonl',
+    labels: ['ham', 'spam'],
+    onBadRow: 'quarantine',
+    maxBadFraction: 1,
+  });
+  assert.equal(declared.warnings, undefined);
+  writeFileSync(join(dir, 'b.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: 'spam' })].join('\n'));
+  assert.equal((await run(dir, { task: 'classification', path: 'b.jsonl' })).warnings, undefined);
+});
+test('a null label (pandas writes NaN so) is named null, not missing', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: null })].join('\n'));
+  await assert.rejects(run(dir, { task: 'classification', path: 'a.jsonl' }), /a\.jsonl:2: missing-label: label field "label" is null/);
+});
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };
   await expectBad('a.tsv', 'ham\tsay "hi"\nspam\tbuy now\nham no tab here\n', cfg, 3, 'column-count', 2);

@@ -181,6 +181,43 @@ function codePoints(s: string): number {
   return n;
 }
 
+/** Most spellings, and classes, a label warning lists. */
+const LABELS_LISTED = 8;
+
+/**
+ * Inferred labels that are each a class of their own though they are likely one: spellings that differ only in case or
+ * surrounding spaces ("ham", "ham ", "Ham"), and numbers beside words (0/1 from one export, ham/spam from another).
+ * Declared labels make the others bad rows instead, so these are warnings of the inferred set only.
+ */
+function labelWarnings(labels: ReadonlyMap<string, number>): string[] {
+  const out: string[] = [];
+  const shown = (ls: readonly string[]) =>
+    ls
+      .slice(0, LABELS_LISTED)
+      .map((l) => `${JSON.stringify(cap(l, NAME_CHARS))} ${labels.get(l)}`)
+      .join(', ') + (ls.length > LABELS_LISTED ? ` and ${ls.length - LABELS_LISTED} more` : '');
+  const spellings = new Map<string, string[]>();
+  for (const l of [...labels.keys()].sort()) {
+    const key = l.trim().toLowerCase();
+    spellings.set(key, [...(spellings.get(key) ?? []), l]);
+  }
+  const alike = [...spellings.values()].filter((ls) => ls.length > 1);
+  if (alike.length > 0)
+    out.push(
+      `labels that differ only in case or surrounding spaces are classes of their own: ${alike
+        .slice(0, LABELS_LISTED)
+        .map((ls) => shown(ls))
+        .join('; ')}; clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
+    );
+  const numbers = [...labels.keys()].filter((l) => /^-?\d+$/.test(l)).sort();
+  const words = [...labels.keys()].filter((l) => !/^-?\d+$/.test(l)).sort();
+  if (numbers.length > 0 && words.length > 0)
+    out.push(
+      `labels mix numbers (${shown(numbers)}) and words (${shown(words)}), each a class of its own: if the numbers stand for the words, write the words in the data; declare labels: [...] to make the others bad rows`,
+    );
+  return out;
+}
+
 export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
   const spec: ColumnSpec = {};
   for (const c of TASK_COLUMNS[task]) spec[c] = 'utf8';
@@ -440,6 +477,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       );
     }
 
+    const warnings = cfg.labels === undefined ? labelWarnings(labels) : [];
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};
     if (TASK_COLUMNS[cfg.task].includes('label')) for (const l of labelSet) setOwn(labelCounts, l, labels.get(l) ?? 0);
@@ -462,6 +500,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       schema: (await describeArrowFile(opts.outPath)).schema,
       ...(cfg.maxRows !== undefined ? { maxRows: cfg.maxRows, rowsNotTaken: notTaken } : {}),
       ...(quarantinedShown.length > 0 ? { firstQuarantined: quarantinedShown } : {}),
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
   } catch (e) {
     out.abort();

@@ -44,6 +44,11 @@ export interface IngestReport {
    * the status shows, so the rows to fix are named without reading the quarantine table. Absent when none was.
    */
   firstQuarantined?: string[];
+  /**
+   * What looks wrong with the data though no row is bad: inferred labels that differ only in case or surrounding
+   * spaces, or that mix numbers and words (each a class of its own). Absent when none.
+   */
+  warnings?: string[];
 }
 
 export interface DedupeConflict {
@@ -95,6 +100,8 @@ export interface SplitReport {
   stratify: string | null;
   /** Largest deviation, over splits and labels, of a label count from its exact proportional share. */
   maxStratifyDeviation: number;
+  /** What the split cannot do with this data: a split without any row of a class. Absent when none. */
+  warnings?: string[];
 }
 
 export type DataReport = IngestReport | DedupeReport | SplitReport;
@@ -147,6 +154,7 @@ export function formatDataReport(r: DataReport): string {
           ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`]
           : []),
         `labels: ${countsLine(r.labels)}`,
+        ...(r.warnings ?? []).map((w) => `warning: ${w}`),
         `text length (chars): p50 ${r.textLength.p50}, p90 ${r.textLength.p90}, p99 ${r.textLength.p99}, max ${r.textLength.max}`,
         `sources: ${r.sourceFiles.length} file(s), data hash ${r.dataHash.slice(0, 16)}…`,
         ...r.sourceFiles.map((f) => `  ${f.path}  ${f.bytes} bytes  sha256 ${f.sha256.slice(0, 16)}…`),
@@ -184,6 +192,7 @@ export function formatDataReport(r: DataReport): string {
           ]),
         ]),
         `leakage: ${r.leakage} group(s) across splits${r.leakage === 0 ? ' (ok)' : ' (BROKEN)'}; max stratification deviation ${r.maxStratifyDeviation.toFixed(2)} rows`,
+        ...(r.warnings ?? []).map((w) => `warning: ${w}`),
       ].join('\n');
     }
   }

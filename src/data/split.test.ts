@@ -7,6 +7,7 @@ import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
 import { Rng } from './rng.ts';
 import { apportion, labelTargets, split } from './split.ts';
+import { formatDataReport } from './report.ts';
 
 async function column(path: string, name: string): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -182,4 +183,23 @@ test('bad config names the field and leaves no files', async () => {
     await assert.rejects(split(path, cfg, { outDir }), (e: unknown) => e instanceof InputError && e.where === where, JSON.stringify(cfg));
   }
   assert.deepEqual(readdirSync(outDir), []);
+});
+
+test('a class a split holds no row of is a warning in the report, naming the split, the class and its rows', async () => {
+  // 100 "ham" and 2 "spam": stratified 80/10/10, the two spam rows cannot reach all three splits.
+  const dir = mkdtempSync(join(tmpdir(), 'split-'));
+  const path = join(dir, 'in.arrow');
+  const w = new ArrowTableWriter(path, { text: 'utf8', label: 'utf8' });
+  for (let i = 0; i < 102; i++) w.push({ text: `row ${i}`, label: i < 100 ? 'ham' : 'spam' });
+  w.close();
+  const r = await split(path, { seed: 1 }, { outDir: join(dir, 'out') });
+  const empty = ['train', 'validation', 'test'].filter((s) => r.splits[s].labels.spam === 0);
+  assert.equal(empty.length, 1, JSON.stringify(r.splits));
+  assert.deepEqual(r.warnings, [
+    `${empty[0]} has no row of label "spam" (2 of 102 rows): its metrics there say nothing about it; more data of it, or larger ${empty[0]} ratios or counts, would give it some`,
+  ]);
+  assert.match(formatDataReport(r), new RegExp(`\nwarning: ${empty[0]} has no row of label "spam"`));
+  // Every class in every split: no warning.
+  const full = await split(makeTable(500, 3, false), { seed: 1 }, { outDir: join(dir, 'out2') });
+  assert.equal(full.warnings, undefined);
 });

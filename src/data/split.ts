@@ -382,6 +382,25 @@ export async function split(
     }
   }
 
+  // A class a split holds no row of: a test split without it measures nothing about it, a train split cannot teach it.
+  // Stratification gives each class its share, but a class with fewer rows than splits (or whole groups) still misses one.
+  const warnings: string[] = [];
+  if (r.stratify)
+    for (const name of names) {
+      if (parts[name].rows === 0) continue;
+      const missing = labelNames.filter((l, li) => labelTotals[li] > 0 && partLabels[names.indexOf(name)][li] === 0);
+      if (missing.length === 0) continue;
+      const listed = missing
+        .slice(0, 10)
+        .map((l) => `${JSON.stringify(l)} (${labelTotals[labelNames.indexOf(l)]} of ${n} rows)`)
+        .join(', ');
+      const more = missing.length > 10 ? ` and ${missing.length - 10} more` : '';
+      const effect = name.endsWith('train') ? 'the model cannot learn it' : 'its metrics there say nothing about it';
+      warnings.push(
+        `${name} has no row of ${r.stratify} ${listed}${more}: ${effect}; more data of it, or larger ${name.endsWith('train') ? 'train' : name.replace(/^fold-\d+-/, '')} ratios or counts, would give it some`,
+      );
+    }
+
   return {
     kind: 'split',
     rowsIn: n,
@@ -391,6 +410,7 @@ export async function split(
     groupBy: r.groupBy,
     stratify: r.stratify,
     maxStratifyDeviation: Math.round(maxDev * 1000) / 1000,
+    ...(warnings.length > 0 ? { warnings } : {}),
     files,
   };
 }

@@ -113,7 +113,11 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         const f = source('label');
         const v = field(values, f);
         if (v === undefined || v === null || v === '')
-          return { reason: 'missing-label', detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : 'missing'}` };
+          return {
+            reason: 'missing-label',
+            // null is what pandas writes for NaN: "missing" would send the user looking for an absent field.
+            detail: `label field ${JSON.stringify(f)} is ${v === '' ? 'empty' : v === null ? 'null' : 'missing'}`,
+          };
         let label: string;
         if (typeof v === 'string') label = v;
         else if ((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'boolean' || typeof v === 'bigint') label = String(v);
