@@ -287,6 +287,18 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
   ];
   assert.equal(next.usage!.prompt_tokens, gen.encodeChat(asText).length);
 
+  // OpenAI pads stream chunks unless told `include_obfuscation: false`; this server never does, and takes the field.
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const c of await client.chat.completions.create({
+    model: 'tiny',
+    messages: hi,
+    max_tokens: 2,
+    stream: true,
+    stream_options: { include_usage: true, include_obfuscation: false },
+  }))
+    usage ??= c.usage ?? undefined;
+  assert.equal(usage?.completion_tokens, 2);
+
   // What asks for nothing is taken as frameworks send it.
   const idle = await client.chat.completions.create({
     model: 'tiny',

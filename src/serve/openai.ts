@@ -76,7 +76,12 @@ const samplingProps = {
   top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
   n: { type: ['integer', 'null'], minimum: 1 },
   stream: { type: ['boolean', 'null'] },
-  stream_options: { type: ['object', 'null'], additionalProperties: false, properties: { include_usage: { type: 'boolean' } } },
+  // `include_obfuscation: false` is what OpenAI's docs tell bandwidth-minded clients to send; this server pads no chunk either way.
+  stream_options: {
+    type: ['object', 'null'],
+    additionalProperties: false,
+    properties: { include_usage: { type: 'boolean' }, include_obfuscation: { type: 'boolean' } },
+  },
   stop: { anyOf: [{ type: 'string' }, { type: 'array', maxItems: 4, items: { type: 'string' } }, { type: 'null' }] },
   seed: { type: ['integer', 'null'] },
   user: { type: 'string' },
