@@ -27,3 +27,26 @@ test('runs --compare escapes control characters in params, metric names and run 
   const table = text.split('\n').slice(cmp.runs.length + 1, cmp.runs.length + 5);
   assert.equal(new Set(table.map((l) => l.length)).size, 1, table.join('\n'));
 });
+
+test('runs --compare says how many test rows the scores are over, and what one row is worth when they are few', () => {
+  const cmp = (rows: number[]): TrialComparison => ({
+    runs: [
+      { runId: 'a', state: 'succeeded', params: { lr: 0.002 } },
+      { runId: 'b', state: 'succeeded', params: { lr: 0.008 } },
+    ],
+    params: [{ name: 'lr', values: [0.002, 0.008] }],
+    rows: [
+      { name: 'evaluate.exact_match', values: [0.25, 0.375], best: 1 },
+      { name: 'evaluate.scored_rows', values: rows },
+      { name: 'evaluate.generated', values: rows },
+    ],
+    flags: [],
+  });
+  const few = comparisonLines(cmp([8, 8])).join('\n');
+  assert.match(few, /evaluate\.scored_rows +8 +8/);
+  assert.match(few, /note: evaluate's scores are over 8 test rows \(evaluate\.scored_rows\): one row is 0\.1250 of a per-row score/);
+  assert.match(comparisonLines(cmp([8, 16])).join('\n'), /over 8–16 test rows/);
+  const many = comparisonLines(cmp([400, 400])).join('\n');
+  assert.match(many, /^evaluate's scores are over 400 test rows \(evaluate\.scored_rows\)$/m);
+  assert.doesNotMatch(many, /one row is/);
+});

@@ -6,7 +6,7 @@
  */
 import { getRunStatus } from '../../client/runs.ts';
 import { compareTrialRuns } from '../../src/eval/trial-artifacts.ts';
-import type { TrialComparison } from '../../src/eval/trials.ts';
+import { isSampleSize, type TrialComparison } from '../../src/eval/trials.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { duration, printable } from '../format.ts';
 
@@ -39,6 +39,32 @@ export async function compareTrialsCmd(ctx: CliContext, ids: string[], json: boo
   return 0;
 }
 
+/** Under this many test rows, one row moves a per-row score by over 1 %: the table's best can be one answer. */
+const FEW_ROWS = 100;
+
+/**
+ * How many test rows each evaluate stage's scores are over, and what one row is worth there: a trial chosen on a
+ * difference smaller than that was chosen on one answer.
+ */
+function sampleSizeNotes(cmp: TrialComparison): string[] {
+  return cmp.rows
+    .filter((r) => isSampleSize(r.name) && !r.name.endsWith('.generated'))
+    .flatMap((r) => {
+      const counts = r.values.filter((x): x is number => x !== undefined && x > 0);
+      if (counts.length === 0) return [];
+      const fewest = Math.min(...counts);
+      const stage = r.name.split('.')[0]!;
+      const over = new Set(counts).size === 1 ? `${fewest} test rows` : `${fewest}–${Math.max(...counts)} test rows`;
+      return [
+        printable(
+          fewest < FEW_ROWS
+            ? `note: ${stage}'s scores are over ${over} (${r.name}): one row is ${num(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (the evaluate report's samples, on each run's page of the dashboard) or evaluate more rows (maxRows)`
+            : `${stage}'s scores are over ${over} (${r.name})`,
+        ),
+      ];
+    });
+}
+
 /**
  * The comparison as the terminal shows it: each run, the table (params that differ, metrics and times, the best
  * marked), and the run to choose. Every cell is escaped before the columns are measured: a parameter's value is
@@ -62,6 +88,7 @@ export function comparisonLines(cmp: TrialComparison): string[] {
     "\n* best of the runs (higher for scores, lower for losses); val_*: the exported model's validation (early stopping's best step, else the last evaluation), as models show gives them; -: none (a stage taken from the cache has no time)",
   );
   if (cmp.params.length === 0) lines.push('note: the runs were submitted with the same parameters');
+  lines.push(...sampleSizeNotes(cmp));
   const best = cmp.bestOnValidation;
   if (best) {
     const r = cmp.runs[best.run]!;

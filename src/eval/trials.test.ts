@@ -60,3 +60,24 @@ test("a train stage's validation is its exported model's: the manifest's scores,
   assert.equal(trial({ train: {} }), 0.8);
   assert.equal(trial(), 0.8);
 });
+
+test('the test rows the scores are over are shown even when every run has the same: 8 rows read otherwise than 800', () => {
+  const lm = (runId: string, lr: number): TrialRun => ({
+    ...run(runId, lr, 0, 1.6, false),
+    stages: [
+      { id: 'ingest', uses: 'ingest', state: 'cached', outputs: { rows: 175 } },
+      { id: 'evaluate', uses: 'evaluate', state: 'succeeded', outputs: { loss: 1.6 } },
+    ],
+  });
+  const doc = (exact: number) => ({ loss: 1.6, tokens: 384, scored_rows: 8, exact_match: exact, generated: 8 });
+  const cmp = compareTrials([
+    { run: lm('a', 0.002), artifacts: { histories: {}, metricsDocs: { evaluate: doc(0.25) } } },
+    { run: lm('b', 0.008), artifacts: { histories: {}, metricsDocs: { evaluate: doc(0.375) } } },
+  ]);
+  const rows = Object.fromEntries(cmp.rows.map((r) => [r.name, r]));
+  assert.deepEqual(rows['evaluate.scored_rows'], { name: 'evaluate.scored_rows', values: [8, 8] });
+  assert.deepEqual(rows['evaluate.generated'], { name: 'evaluate.generated', values: [8, 8] });
+  // Other counts the same everywhere stay out.
+  assert.equal(rows['ingest.rows'], undefined);
+  assert.equal(rows['evaluate.tokens'], undefined);
+});

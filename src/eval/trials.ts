@@ -58,13 +58,22 @@ export interface TrialComparison {
   params: { name: string; values: unknown[] }[];
   /**
    * Metrics and times, in stage order; `best` is the index of the best run where the metric has a direction. Counts
-   * the same in every run (rows ingested, steps) are left out.
+   * the same in every run (rows ingested, steps) are left out, but for the test rows scores are over (isSampleSize).
    */
   rows: { name: string; values: (number | undefined)[]; best?: number }[];
   /** Boolean outputs (deploy's `promoted`) that any run has. */
   flags: { name: string; values: (boolean | undefined)[] }[];
   /** The run with the best exported model's validation metric (F1, else accuracy, else loss), where any run has one. */
   bestOnValidation?: { metric: string; run: number };
+}
+
+/**
+ * How many test rows a stage's scores are over: a classifier's `n`, a causal LM's `scored_rows` (its loss) and
+ * `generated` (its answers). Shown even when every run has the same, unlike other counts: a difference between two
+ * runs' exact_match reads otherwise on 8 rows than on 800 (one row is 1/8 of it).
+ */
+export function isSampleSize(name: string): boolean {
+  return /^[^.]+\.(n|scored_rows|generated)$/.test(name);
 }
 
 /** Higher is better, lower is better, or neither (counts, versions, times are not ranked). */
@@ -148,7 +157,7 @@ export function compareTrials(trials: { run: TrialRun; artifacts: TrialArtifacts
   const rows = [...validation, ...others, ...names((n) => n.times)].flatMap((name) => {
     const values = numbers.map((n) => n.metrics[name] ?? n.times[name]);
     const dir = metricDirection(name);
-    if (dir === 0 && !name.startsWith('time.') && new Set(values).size === 1) return [];
+    if (dir === 0 && !name.startsWith('time.') && !isSampleSize(name) && new Set(values).size === 1) return [];
     const ranked = values.flatMap((x, i) => (x === undefined ? [] : [{ x, i }]));
     const top = dir === 0 || ranked.length < 2 ? undefined : ranked.reduce((a, b) => (dir * (b.x - a.x) > 0 ? b : a));
     // A tie has no best: marking the first of equals would read as a winner.
