@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../db/database.ts';
 import { KeptOpen } from '../db/kept-open.ts';
+import { migratePostgres } from '../db/postgres.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import { progressLogPath, type ProgressPoint } from './progress-log.ts';
 import { DatabasePoints, FilePoints, openProgressPoints, PROGRESS_SCHEMA, type ProgressPoints } from './progress-points.ts';
@@ -137,6 +138,73 @@ for (const backend of BACKENDS)
         assert.equal((await points.read('run-2', 'exec-1', 'train')).points.length, 0);
         assert.equal((await points.read('run-2', 'exec-1', 'evaluate')).points.length, 0);
         assert.equal(await points.prune(2_000, false), 0);
+      } finally {
+        await points.close();
+      }
+    });
+
+    it("a point written again (a write tried again after its answer was lost) is stored once; another attempt's step is its own", async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const [writer, reader] = [open(location), open(location)];
+      try {
+        for (let s = 1; s <= 3; s++) writer.append('run-1', 'exec-1', 'train', point(s));
+        await writer.flush();
+        // The same rows again, as the same write tried twice sends them, and one twice in one batch.
+        for (let s = 1; s <= 3; s++) writer.append('run-1', 'exec-1', 'train', point(s));
+        writer.append('run-1', 'exec-1', 'train', point(4));
+        writer.append('run-1', 'exec-1', 'train', point(4));
+        // A retried attempt resumes from a checkpoint and reports its steps again: those are points of their own.
+        writer.append('run-1', 'exec-1', 'train', point(3, 2));
+        // The same step in another execution of the run, or another stage, is another point too.
+        writer.append('run-1', 'exec-2', 'train', point(1));
+        writer.append('run-1', 'exec-1', 'train-2', point(1));
+        await writer.flush();
+        assert.deepEqual(
+          (await reader.read('run-1', 'exec-1', 'train')).points.map((p) => [p.metrics.step, p.attempt]),
+          [
+            [1, 1],
+            [2, 1],
+            [3, 1],
+            [4, 1],
+            [3, 2],
+          ],
+        );
+        assert.equal((await reader.read('run-1', 'exec-2', 'train')).points.length, 1);
+        assert.equal((await reader.read('run-1', 'exec-1', 'train-2')).points.length, 1);
+      } finally {
+        await writer.close();
+        await reader.close();
+      }
+    });
+
+    it('a table of the first version migrates: its rows stay, and points written after are stored once', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const v1 = { ...PROGRESS_SCHEMA, sqlite: PROGRESS_SCHEMA.sqlite.slice(0, 1), postgres: PROGRESS_SCHEMA.postgres.slice(0, 1) };
+      const old = await openDatabase(location, v1);
+      for (let i = 0; i < 2; i++)
+        await old.run('INSERT INTO progress_points (run_id, execution, stage_id, at_ms, point_json) VALUES (?, ?, ?, ?, ?)', [
+          'run-1',
+          'exec-1',
+          'train',
+          1001,
+          JSON.stringify(point(1)),
+        ]);
+      await old.close();
+      // A SQLite file is migrated by the first process that opens it; PostgreSQL by `tempered db migrate`.
+      if (backend === 'postgres') {
+        await assert.rejects(openDatabase(location, PROGRESS_SCHEMA), /tempered db migrate/);
+        await migratePostgres(location, [PROGRESS_SCHEMA]);
+      }
+      const points = open(location);
+      try {
+        points.append('run-1', 'exec-1', 'train', point(2));
+        points.append('run-1', 'exec-1', 'train', point(2));
+        await points.flush();
+        assert.deepEqual(
+          (await points.read('run-1', 'exec-1', 'train')).points.map((p) => p.metrics.step),
+          [1, 1, 2],
+          'the old rows as they were (a unique key counts their missing step as no step), the new point once',
+        );
       } finally {
         await points.close();
       }

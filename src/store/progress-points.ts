@@ -6,9 +6,11 @@
  * `progress_points` table: the worker that trains and the `tempered ui` process are then on other
  * hosts, and the only things they share are Temporal, the store and the database. There a point
  * read from is a row id instead of a byte offset, and a worker writes its points in batches (every
- * `flushEveryMs`, and when the stage ends), since a small model steps many times a second.
+ * `flushEveryMs`, and when the stage ends), since a small model steps many times a second. A point is
+ * stored once per (run, execution, stage, attempt, step): a write tried again after its answer was lost
+ * (it may have committed) adds nothing, so a failed write can be tried again.
  */
-import { isDatabaseUrl, openDatabase, type Database, type Schema } from '../db/database.ts';
+import { insertRows, isDatabaseUrl, openDatabase, type Database, type Schema } from '../db/database.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { appendProgressPoint, progressLogPath, readProgressPoints, type ProgressPoint } from './progress-log.ts';
 import { existsSync, promises as fsp, readdirSync } from 'node:fs';
@@ -109,18 +111,35 @@ function pointsTable(idColumn: string): string {
   `;
 }
 
+/**
+ * A point's key, so that a write tried again stores nothing twice. Rows written before have no attempt or step (NULL),
+ * which a unique index never counts as equal: they stay as they are.
+ */
+function pointKey(number: string): string {
+  return `
+    ALTER TABLE progress_points ADD COLUMN attempt INTEGER;
+    ALTER TABLE progress_points ADD COLUMN step ${number};
+    CREATE UNIQUE INDEX progress_points_once ON progress_points (run_id, execution, stage_id, attempt, step);
+  `;
+}
+
 export const PROGRESS_SCHEMA: Schema = {
   scope: 'progress_points',
-  sqlite: [{ version: 1, name: 'training points per stage', sql: pointsTable('INTEGER PRIMARY KEY AUTOINCREMENT') }],
-  postgres: [{ version: 1, name: 'training points per stage', sql: pointsTable('BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY') }],
+  sqlite: [
+    { version: 1, name: 'training points per stage', sql: pointsTable('INTEGER PRIMARY KEY AUTOINCREMENT') },
+    { version: 2, name: 'each point once', sql: pointKey('REAL') },
+  ],
+  postgres: [
+    { version: 1, name: 'training points per stage', sql: pointsTable('BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY') },
+    { version: 2, name: 'each point once', sql: pointKey('DOUBLE PRECISION') },
+  ],
 };
 
-/** Rows per INSERT, well under PostgreSQL's 65535 parameters. */
-const BATCH_ROWS = 500;
 /** Rows per read, so a long curve is sent in pieces. */
 const READ_ROWS = 5000;
 
-type Row = [runId: string, execution: string, stageId: string, atMs: number, json: string];
+const COLUMNS = ['run_id', 'execution', 'stage_id', 'attempt', 'step', 'at_ms', 'point_json'] as const;
+type Row = [runId: string, execution: string, stageId: string, attempt: number, step: number | null, atMs: number, json: string];
 
 /** A shared database: the `progress_points` table. */
 export class DatabasePoints implements ProgressPoints {
@@ -134,7 +153,8 @@ export class DatabasePoints implements ProgressPoints {
   ) {}
 
   append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
-    this.queued.push([runId, execution, stageId, point.t, JSON.stringify(point)]);
+    const step = point.metrics.step;
+    this.queued.push([runId, execution, stageId, point.attempt, Number.isFinite(step) ? step! : null, point.t, JSON.stringify(point)]);
     this.timer ??= setTimeout(() => void this.flush(), this.opts.flushEveryMs ?? 1000);
   }
 
@@ -146,17 +166,15 @@ export class DatabasePoints implements ProgressPoints {
     // One write at a time, in order, so a stage's rows get increasing ids.
     this.writing = this.writing.then(async () => {
       if (rows.length === 0) return;
-      try {
-        const db = await this.db.get();
-        for (let i = 0; i < rows.length; i += BATCH_ROWS) {
-          const batch = rows.slice(i, i + BATCH_ROWS);
-          await db.run(
-            `INSERT INTO progress_points (run_id, execution, stage_id, at_ms, point_json) VALUES ${batch.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
-            batch.flat(),
-          );
+      // A write whose answer came too late may have committed (postgres.ts does not try it again): the key makes a
+      // second try store only what the first did not. Transient failures were tried again by the database already.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await insertRows(await this.db.get(), 'progress_points', COLUMNS, rows, 'ON CONFLICT DO NOTHING');
+          return;
+        } catch (e) {
+          if (attempt >= 2 || (e as Error)?.name !== 'OutcomeUnknown') return (this.opts.onError ?? (() => {}))(e);
         }
-      } catch (e) {
-        (this.opts.onError ?? (() => {}))(e);
       }
     });
     return this.writing;
