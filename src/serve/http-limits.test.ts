@@ -12,6 +12,6 @@ test("the serve log writes errors with their stack, in each of pino's call shape
   log.warn('a warning');
   assert.equal(lines.length, 3);
   assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\S+Z Error: boom\n\s+at /);
-  assert.match(lines[1]!, /Z request failed: Error: bang\n\s+at /);
+  assert.match(lines[1]!, /Z request r1: request failed: Error: bang\n\s+at /);
   assert.match(lines[2]!, /Z plain words\n$/);
 });

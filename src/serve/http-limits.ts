@@ -14,13 +14,16 @@ export const REQUEST_TIMEOUT_MS = 30_000;
  * A fastify logger that writes errors only, as text on stderr: a server's log is for its failures (the
  * cause of a 500, which the client is told to look up there), not a JSON line per request.
  */
-export function errorsToStderr(write: (line: string) => void = (l) => process.stderr.write(l)): FastifyBaseLogger {
+export function errorsToStderr(write: (line: string) => void = (l) => process.stderr.write(l), reqId?: string): FastifyBaseLogger {
   const quiet = () => {};
+  // A request's lines name its id, which its client got in `x-request-id` (the openai SDK's `_request_id`) and,
+  // for a 500, in the error's message: the one line of this log that is about its failure.
+  const request = reqId === undefined ? '' : `request ${reqId}`;
   const log = (obj: unknown, msg?: string) => {
     const err = obj instanceof Error ? obj : (obj as { err?: unknown } | null)?.err;
     const what =
       err instanceof Error ? (err.stack ?? err.message) : typeof obj === 'string' ? obj : msg !== undefined ? '' : JSON.stringify(obj);
-    write(`${new Date().toISOString()} ${[typeof obj === 'string' ? '' : msg, what].filter(Boolean).join(': ')}\n`);
+    write(`${new Date().toISOString()} ${[request, typeof obj === 'string' ? '' : msg, what].filter(Boolean).join(': ')}\n`);
   };
   const logger = {
     level: 'error',
@@ -31,7 +34,7 @@ export function errorsToStderr(write: (line: string) => void = (l) => process.st
     debug: quiet,
     trace: quiet,
     silent: quiet,
-    child: () => logger,
+    child: (bindings: { reqId?: unknown }) => (bindings?.reqId === undefined ? logger : errorsToStderr(write, String(bindings.reqId))),
   };
   return logger as unknown as FastifyBaseLogger;
 }

@@ -354,6 +354,57 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
   );
 });
 
+test("every answer carries its request id (the SDK's _request_id); a 500 names it, and so does the log line with its cause", async (t) => {
+  const gen = await load(dirA, 'tiny@1');
+  // Fails as a bug would (not an InputError): the client gets 500, the log the stack.
+  const broken = Object.assign(Object.create(gen) as TextGenerator, {
+    generate: async () => {
+      throw new Error('weights on fire');
+    },
+  });
+  const { url } = await serve(t, broken, { logger: 'errors' });
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  const listed = await client.models.list().withResponse();
+  const again = await client.models.list().withResponse();
+  assert.match(listed.request_id ?? '', /^req_[0-9a-f]{32}$/);
+  assert.notEqual(listed.request_id, again.request_id);
+  const unauthorized = await fetch(`${url}/v1/models`);
+  assert.match(unauthorized.headers.get('x-request-id') ?? '', /^req_[0-9a-f]{32}$/);
+
+  const logged: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => (logged.push(String(chunk)), true)) as typeof process.stderr.write;
+  let failed: unknown, streamed: Response;
+  try {
+    failed = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 2 } as never).then(
+      () => assert.fail('expected a 500'),
+      (e: unknown) => e,
+    );
+    streamed = await post(url, '/v1/chat/completions', { messages, max_tokens: 2, stream: true });
+    await streamed.clone().text();
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.ok(failed instanceof OpenAI.InternalServerError, String(failed));
+  const id = failed.requestID!;
+  assert.match(id, /^req_[0-9a-f]{32}$/);
+  assert.ok(failed.message.includes(`request ${id}`), failed.message);
+  assert.ok(
+    logged.some((l) => l.includes(`request ${id}`) && l.includes('weights on fire')),
+    logged.join(''),
+  );
+  // A stream's headers carry it too, and its error event names it.
+  const streamId = streamed.headers.get('x-request-id')!;
+  assert.match(streamId, /^req_[0-9a-f]{32}$/);
+  // The role chunk went out before the generation failed; the error follows it.
+  const errors = (await sse(streamed)).filter((e) => e !== '[DONE]').map((e) => JSON.parse(e) as { error?: { message: string } });
+  assert.ok(errors.at(-1)?.error?.message.includes(`request ${streamId}`), JSON.stringify(errors));
+  assert.ok(
+    logged.some((l) => l.includes(`request ${streamId}`) && l.includes('weights on fire')),
+    logged.join(''),
+  );
+});
+
 test('auth, oversized and invalid requests get OpenAI error objects', async (t) => {
   const gen = await load(dirA, 'tiny@1');
   const { url } = await serve(t, gen, { bodyLimit: 4096, generation: { maxTokens: 20, maxChoices: 4 } });

@@ -588,7 +588,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         const error =
           e instanceof InputError
             ? openAiError(400, 'invalid_request', e.message)
-            : openAiError(500, 'internal', 'generation failed; see the server log');
+            : openAiError(500, 'internal', `generation failed; the server's log names the cause under request ${req.id}`);
         if (!(e instanceof InputError)) req.log.error(e);
         if (!res.destroyed) res.end(`data: ${JSON.stringify(error)}\n\ndata: [DONE]\n\n`);
       }

@@ -3,6 +3,7 @@
  * request limits, Prometheus metrics and hot swap of the model when its alias moves
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
@@ -166,6 +167,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     bodyLimit,
     requestTimeout: REQUEST_TIMEOUT_MS,
     clientErrorHandler,
+    // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
+    // `APIError.requestID`), and the log's lines about the request name it.
+    genReqId: () => `req_${randomUUID().replace(/-/g, '')}`,
     // Strict validation: no type coercion, no silently dropped fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
@@ -181,6 +185,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   };
   app.addHook('onRequest', async (req, reply) => {
     startTimes.set(req, process.hrtime.bigint());
+    // On the raw response, so a stream's own writeHead (a hijacked reply) carries it too.
+    reply.raw.setHeader('x-request-id', req.id);
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) record(req, '499');
     });
@@ -236,7 +242,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (err.statusCode && err.statusCode < 500)
       return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
-    return reply.code(500).send(errorBody('internal', 'prediction failed; see the server log', 500));
+    return reply
+      .code(500)
+      .send(errorBody('internal', `the server failed on this request; its log names the cause under request ${req.id}`, 500));
   });
   // fastify's own JSON parser answers every failure "Body is not valid JSON": this one keeps
   // JSON.parse's word of where, and tells a refused "__proto__" key (valid JSON) apart from it.
