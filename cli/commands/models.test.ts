@@ -14,7 +14,7 @@ import { openRegistry } from '../../src/registry/registry.ts';
 import { testVersion } from '../../src/registry/versions.testing.ts';
 import type { DataRef } from '../../src/registry/types.ts';
 import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
-import { describeBaseModel } from './models.ts';
+import { describeBaseModel, metricDiffLines } from './models.ts';
 
 const sha = (c: string) => c.repeat(64);
 
@@ -158,4 +158,42 @@ test('models list, show, show --card and diff write a label or actor from elsewh
     assert.doesNotMatch(res.stdout, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/, `models ${args.join(' ')}: ${JSON.stringify(res.stdout)}`);
     if (args[0] !== 'list') assert.match(res.stdout, /\\u001b\]0;pwned\\u0007/, `models ${args.join(' ')}`);
   }
+});
+
+test("models diff lists the metrics that differ, and those the same in both on one line (the base model's as baseline.*)", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-diff-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const reg = await openRegistry(join(home, 'registry.db'));
+  const base = { loss: 1.6486, exact_match: 0, rouge_l: 0.3217, scored_rows: 8 };
+  for (const [mark, rouge] of [
+    ['a', 0.3375],
+    ['b', 0.3821],
+  ] as const)
+    await reg.registerVersion(
+      testVersion('lm', mark, { metrics: { loss: 1.62, exact_match: 0, rouge_l: rouge, scored_rows: 8, baseline: base } }),
+    );
+  await reg.close();
+  const diff = await runCli(['models', 'diff', 'lm', '1', '2'], { TEMPERED_HOME: home });
+  assert.equal(diff.code, 0, diff.stderr);
+  const metrics = diff.stdout.slice(diff.stdout.indexOf('metrics:\n'), diff.stdout.indexOf('\nparams:'));
+  assert.match(metrics, /^ {2}rouge_l +0\.3375 → 0\.3821 {2}\(\+0\.0446\)$/m);
+  assert.match(metrics, /^ {2}the same in both: baseline\.\*, exact_match, loss, scored_rows$/m);
+  assert.equal(metrics.split('\n').length, 3, metrics);
+  // A group with one metric that differs is not summed up as group.*: its same ones are named.
+  assert.deepEqual(
+    metricDiffLines([
+      { name: 'baseline.loss', a: 1, b: 1, delta: 0 },
+      { name: 'baseline.rouge_l', a: 0.1, b: 0.2, delta: 0.1 },
+      { name: 'production.f1_macro', a: 0.5, b: 0.5 },
+    ]),
+    [
+      `  ${'baseline.rouge_l'.padEnd(28)} 0.1000 → 0.2000  (+0.1000)`,
+      `  ${'production.f1_macro'.padEnd(28)} 0.5000 → 0.5000`,
+      '  the same in both: baseline.loss',
+    ],
+  );
+  // There is no `models compare`: the error says which command compares versions and which runs.
+  const compare = await runCli(['models', 'compare', 'lm', '1', '2'], { TEMPERED_HOME: home });
+  assert.equal(compare.code, 2);
+  assert.match(compare.stderr, /`tempered models diff NAME A B` compares two versions.*`tempered runs --compare RUN RUN` the runs/);
 });

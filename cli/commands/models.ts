@@ -72,6 +72,38 @@ export function describeBaseModel(b: Record<string, unknown>): string {
   );
 }
 
+/**
+ * The metrics that differ, one a line with the change, then those the same in both on one line, a group whose every
+ * metric is the same as `group.*`: two trials share their base model's scores (baseline.*, a dozen for a causal LM),
+ * which were a dozen lines of `(+0.0000)` around the few that differ.
+ */
+export function metricDiffLines(metrics: VersionDiff['metrics']): string[] {
+  const same = (m: VersionDiff['metrics'][number]) => m.delta !== undefined && m.a === m.b;
+  const changed = metrics.filter((m) => !same(m));
+  const width = nameWidth(changed.map((m) => m.name));
+  const lines = changed.map(
+    (m) =>
+      `  ${m.name.padEnd(width)} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
+  );
+  const group = (name: string) => name.slice(0, name.lastIndexOf('.'));
+  const whole = new Set(
+    metrics
+      .filter((m) => m.name.includes('.') && metrics.every((o) => group(o.name) !== group(m.name) || same(o)))
+      .map((m) => group(m.name)),
+  );
+  const unchanged = [
+    ...new Set(
+      metrics.filter(same).map((m) => {
+        // The outermost group that is the same throughout: baseline.*, not baseline.per_class.* and baseline.*.
+        const outer = [...whole].filter((g) => m.name.startsWith(`${g}.`)).sort((x, y) => x.length - y.length)[0];
+        return outer === undefined ? m.name : `${outer}.*`;
+      }),
+    ),
+  ];
+  if (unchanged.length > 0) lines.push(`  the same in both: ${unchanged.join(', ')}`);
+  return lines;
+}
+
 /** Data sets by name: changed (same name, other bytes), added, removed, unchanged, with short hashes and rows. */
 function dataLines(d: VersionDiff): string[] {
   const ref = (r: DataRef) => `${r.sha256.slice(0, 12)}…${r.rows !== undefined ? ` (${r.rows} rows)` : ''}`;
@@ -415,10 +447,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           [
             `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
             'metrics:',
-            ...d.metrics.map(
-              (m) =>
-                `  ${m.name.padEnd(nameWidth(d.metrics.map((x) => x.name)))} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
-            ),
+            ...metricDiffLines(d.metrics),
             ...[productionComparisonNote(d)].flatMap((note) => (note ? [`  (${note})`] : [])),
             ...validationNote(d.metrics.map((m) => m.name)),
             'params:',
@@ -512,6 +541,12 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         return 0;
       });
     }
+    case 'compare':
+      // What the dashboard and other tools call it: say which command compares what.
+      throw new CliError(
+        `there is no 'models compare': \`tempered models diff NAME A B\` compares two versions (metrics, params, data, spec), \`tempered runs --compare RUN RUN\` the runs that made them (validation, test scores, times)\nusage: ${usage}`,
+        2,
+      );
     default:
       throw new CliError(`unknown models command '${sub ?? ''}'\nusage: ${usage}`, 2);
   }
