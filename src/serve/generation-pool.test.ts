@@ -257,7 +257,8 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
   assert.ok(streamed.endsWith('data: [DONE]\n\n'));
   assert.equal(pool.stats().generations, 2);
 
-  // The API's `user` (or `prompt_cache_key`) scopes the kept cache: the same prompt twice reuses it only within one.
+  // The API's `user` (or `prompt_cache_key`, or `safety_identifier`, which the openai SDK has replace `user`) scopes the
+  // kept cache: the same prompt twice reuses it only within one.
   const cached = async (extra: object) => {
     const r = (await (await post('/v1/completions', { prompt: 'The cat', max_tokens: 2, temperature: 0, ...extra })).json()) as {
       usage: { prompt_tokens_details: { cached_tokens: number } };
@@ -265,8 +266,16 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
     return r.usage.prompt_tokens_details.cached_tokens;
   };
   assert.deepEqual(
-    [await cached({ user: 'u1' }), await cached({ user: 'u1' }), await cached({ user: 'u2' }), await cached({ prompt_cache_key: 'u2' })],
-    [0, direct.encode('The cat').length - 1, 0, 0],
+    [
+      await cached({ user: 'u1' }),
+      await cached({ user: 'u1' }),
+      await cached({ user: 'u2' }),
+      await cached({ prompt_cache_key: 'u2' }),
+      await cached({ safety_identifier: 'u3' }),
+      await cached({ safety_identifier: 'u3' }),
+      await cached({ safety_identifier: 'u4' }),
+    ],
+    [0, direct.encode('The cat').length - 1, 0, 0, 0, direct.encode('The cat').length - 1, 0],
   );
 });
 

@@ -87,6 +87,9 @@ const samplingProps = {
   user: { type: 'string' },
   // Which requests may share kept prompt caches (with `user`; see TextGenerator.generate's cacheScope).
   prompt_cache_key: { type: 'string' },
+  // OpenAI's successor to `user` for naming an app's end user (the openai SDK marks `user` deprecated): it scopes
+  // the kept cache as `user` does, so apps that moved to it keep their users' caches apart.
+  safety_identifier: { type: ['string', 'null'] },
   // Accepted for compatibility at their defaults only (see checkUnsupported).
   presence_penalty: { type: ['number', 'null'] },
   frequency_penalty: { type: ['number', 'null'] },
@@ -262,6 +265,7 @@ interface CommonBody {
   stream_options?: { include_usage?: boolean } | null;
   user?: string;
   prompt_cache_key?: string;
+  safety_identifier?: string | null;
   stop?: string | string[] | null;
   seed?: number | null;
   presence_penalty?: number | null;
@@ -475,7 +479,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       }
       leave = await entered;
       // Requests of one user (or cache key) never read another's kept cache, nor learn from cached_tokens what it held.
-      const cacheScope = JSON.stringify([body.user ?? null, body.prompt_cache_key ?? null]);
+      const cacheScope = JSON.stringify([body.user ?? null, body.prompt_cache_key ?? null, body.safety_identifier ?? null]);
       const opts: GenerateOptions & { cacheScope: string } = {
         cacheScope,
         maxNewTokens,
