@@ -117,4 +117,28 @@ describe("the Models page's last gate of each model", () => {
       await dbs.close();
     }
   });
+
+  it("leaves out a gate that never passes: a sweep's `false` (choose by hand) would refuse the promotion it prefills", async () => {
+    const paths = statePaths(mkdtempSync(join(tmpdir(), 'ui-data-gates-false-')));
+    const reg = await openRegistry(paths.registryDb);
+    for (const name of ['swept', 'manual']) await reg.registerVersion(testVersion(name, 'a', { runId: `r-${name}` }));
+    await reg.close();
+    const audit = await openAudit(paths.auditDb);
+    const judged = (action: string, model: string, gate: string) =>
+      audit.append({ action, subject: `${model}@1`, model: `${model}@1`, details: { alias: 'production', gate } });
+    // swept: an earlier pipeline's gate, then trials submitted with --param gate=false.
+    await judged('model.promoted', 'swept', 'rouge_l > baseline.rouge_l');
+    await judged('model.not_promoted', 'swept', 'false');
+    await judged('model.not_promoted', 'swept', ' false ');
+    // manual: only ever `false`.
+    await judged('model.not_promoted', 'manual', 'false');
+    await audit.close();
+    const dbs = new UiDatabases(paths);
+    try {
+      const gates = Object.fromEntries((await listModelViews(dbs)).map((m) => [m.name, m.lastGate]));
+      assert.deepEqual(gates, { manual: undefined, swept: 'rouge_l > baseline.rouge_l' });
+    } finally {
+      await dbs.close();
+    }
+  });
 });

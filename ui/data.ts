@@ -493,12 +493,15 @@ export const GATE_PAGE = 20;
 
 /**
  * The gate a model's promotion was last judged with: the newest `model.promoted` or `model.not_promoted` of it with a
- * gate. Its newest GATE_PAGE of each, read through the model index; the rest only when no gate is among those
+ * gate other than `false`. Its newest GATE_PAGE of each, read through the model index; the rest only when no gate is among those
  * (promotes by hand without one) or one action's page reaches further back than the gate found.
  */
 async function lastGate(log: AuditLog, name: string): Promise<string | undefined> {
   // A query by model gives only records of `name` and its versions (the model column, not the subject).
-  const newestGated = (recs: AuditRecord[]) => recs.filter((r) => typeof r.details.gate === 'string').sort((a, b) => b.seq - a.seq)[0];
+  // A gate of `false` says a run never promotes, choose by hand (a sweep's --param gate=false): as the promote form's
+  // gate it would refuse the very promotion by hand it is there for, so the gate before it is the one to offer.
+  const offered = (gate: unknown) => typeof gate === 'string' && gate.trim() !== 'false';
+  const newestGated = (recs: AuditRecord[]) => recs.filter((r) => offered(r.details.gate)).sort((a, b) => b.seq - a.seq)[0];
   const pages = await Promise.all(JUDGED.map((action) => log.query({ model: name, action, newestFirst: true, limit: GATE_PAGE })));
   // Every record of both actions from this seq on is in the pages (-Infinity: every record of both is).
   const whole = Math.max(...pages.map((p) => (p.length < GATE_PAGE ? -Infinity : p.at(-1)!.seq)));
