@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -217,7 +218,7 @@ test('a Windows-1252 file: each bad row names its first byte that is not UTF-8, 
     return true;
   });
   assert.deepEqual(readdirSync(dir), ['a.csv']);
-  for (const encoding of ['windows-1252', 'latin1'] as const) {
+  for (const encoding of ['windows-1252', 'cp1252', 'latin1'] as const) {
     const r = await run(dir, { task: 'classification', path: 'a.csv', encoding });
     assert.equal(r.rowsOut, 3);
     assert.deepEqual(
@@ -278,6 +279,75 @@ test('a null label (pandas writes NaN so) is named null, not missing', async () 
   const dir = tmp();
   writeFileSync(join(dir, 'a.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: null })].join('\n'));
   await assert.rejects(run(dir, { task: 'classification', path: 'a.jsonl' }), /a\.jsonl:2: missing-label: label field "label" is null/);
+});
+test("csv: a column without a name (pandas' index) is left out, and rows of delimiters alone (a spreadsheet's empty rows) are blank", async () => {
+  const dir = tmp();
+  // df.to_csv() without index=False, saved from a spreadsheet with empty rows below and an empty column beside the data.
+  writeFileSync(join(dir, 'a.csv'), ',text,label, \r\n0,hello,ham,\r\n1,"a, b",spam,\r\n,,,\r\n ,, ,\r\n');
+  const r = await run(dir, { task: 'classification', path: 'a.csv' });
+  assert.equal(r.rowsIn, 2);
+  assert.equal(r.linesIn, 2);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x.text, x.label, x._row]),
+    [
+      ['hello', 'ham', 2],
+      ['a, b', 'spam', 3],
+    ],
+  );
+  // A row with a field, however short, is still a row.
+  writeFileSync(join(dir, 'b.csv'), 'text,label\nhello,ham\n,x\n');
+  await assert.rejects(run(dir, { task: 'classification', path: 'b.csv' }), /b\.csv:3: empty-text/);
+});
+test('gzip-compressed text files are read through gunzip and hashed as the file; a cut-short one fails naming the file', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'd'));
+  const jsonl = gzipSync([good(1), good(2)].join('\n'));
+  writeFileSync(join(dir, 'd/a.jsonl.gz'), jsonl);
+  writeFileSync(join(dir, 'd/b.csv.gz'), gzipSync('text,label\n"x, y",ham\n'));
+  // A download saved compressed under the plain name: the magic number says gzip, not the name.
+  writeFileSync(join(dir, 'd/c.csv'), gzipSync('text,label\nz,spam\n'));
+  const r = await run(dir, { task: 'classification', path: 'd' });
+  assert.equal(r.rowsOut, 4);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x._source, x.text]),
+    [
+      ['d/a.jsonl.gz', 'message 1'],
+      ['d/a.jsonl.gz', 'message 2'],
+      ['d/b.csv.gz', 'x, y'],
+      ['d/c.csv', 'z'],
+    ],
+  );
+  assert.equal(r.sourceFiles[0].sha256, createHash('sha256').update(jsonl).digest('hex'));
+  assert.equal(r.sourceFiles[0].bytes, jsonl.length);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'cut.jsonl.gz'), jsonl.subarray(0, jsonl.length - 12));
+  await assert.rejects(run(dir, { task: 'classification', path: 'cut.jsonl.gz', onBadRow: 'quarantine' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'cut.jsonl.gz', String(e));
+    assert.match(e.message, /not a readable gzip file: unexpected end of file/);
+    assert.match(e.hint ?? '', /cut short/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(dir).sort(), ['cut.jsonl.gz', 'd']);
+});
+test('a JSON array file is refused as one, with the conversion; a .json name says how to read JSON Lines', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.json'), JSON.stringify([{ text: 'a', label: 'ham' }], null, 2));
+  writeFileSync(join(dir, 'b.jsonl'), JSON.stringify([{ text: 'a', label: 'ham' }]));
+  await assert.rejects(run(dir, { task: 'classification', path: 'a.json' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'path', String(e));
+    assert.match(e.hint ?? '', /set format: 'jsonl'; one JSON array .* jq -c '\.\[\]'/);
+    return true;
+  });
+  for (const [path, format] of [
+    ['a.json', 'jsonl'],
+    ['b.jsonl', undefined],
+  ] as const)
+    await assert.rejects(run(dir, { task: 'classification', path, format }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === `${path}:1`, String(e));
+      assert.match(e.message, /one JSON array, not JSON Lines/);
+      assert.match(e.hint ?? '', /jq -c/);
+      return true;
+    });
 });
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };

@@ -11,7 +11,9 @@
  * as UTF-8 it would be every line a bad row (NUL bytes, `invalid-utf8`), hiding the one fix that
  * helps, saving it as UTF-8.
  */
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
+import { createGunzip } from 'node:zlib';
 import { InputError } from '../errors.ts';
 import { describeSniff, sniffUnicode, type UnicodeSniff } from '../util/unicode-sniff.ts';
 
@@ -45,10 +47,18 @@ export interface LineOptions {
 }
 
 /**
- * Encodings a data file may be read in besides UTF-8 (WHATWG names; `latin1` and `iso-8859-1` are read as
+ * Encodings a data file may be read in besides UTF-8 (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are read as
  * windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
  */
-export const SINGLE_BYTE_ENCODINGS = ['windows-1252', 'latin1', 'iso-8859-1', 'iso-8859-15', 'windows-1250', 'windows-1251'] as const;
+export const SINGLE_BYTE_ENCODINGS = [
+  'windows-1252',
+  'cp1252',
+  'latin1',
+  'iso-8859-1',
+  'iso-8859-15',
+  'windows-1250',
+  'windows-1251',
+] as const;
 
 /** Offset of the first byte of `b` that does not belong to a well-formed UTF-8 sequence (-1: none). */
 export function firstInvalidUtf8(b: Uint8Array): number {
@@ -114,7 +124,7 @@ type Decode = (b: Uint8Array) => string;
  * so Excel's ’ “ ” € – (0x80-0x9F) came out as C1 controls: those 32 bytes are mapped here.
  */
 export function singleByteDecoder(encoding: string): Decode {
-  if (encoding === 'windows-1252' || encoding === 'latin1' || encoding === 'iso-8859-1')
+  if (encoding === 'windows-1252' || encoding === 'cp1252' || encoding === 'latin1' || encoding === 'iso-8859-1')
     return (b) =>
       Buffer.from(b.buffer, b.byteOffset, b.byteLength)
         .toString('latin1')
@@ -135,6 +145,63 @@ function decodeLine(bytes: Uint8Array, line: number, decoder?: Decode): Line {
   } catch {
     const offset = firstInvalidUtf8(view);
     return { line, text: lossy.decode(view), invalidUtf8: true, ...(offset >= 0 ? { badByte: { offset, value: view[offset] } } : {}) };
+  }
+}
+
+/** gzip's magic number: a file that starts with it is read through gunzip, whatever its name. */
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+/**
+ * The text of a file in chunks of up to 1 MiB: its bytes, or what they gunzip to when it is gzip (`data.jsonl.gz`, or a
+ * download saved compressed). `onData` and `onBytes` see the file's own bytes, so its hash is the file's.
+ */
+async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer> {
+  const raw = createReadStream(path, { highWaterMark: 1 << 20 });
+  const tap = (chunk: Buffer) => {
+    opts.onData?.(chunk);
+    opts.onBytes?.(chunk.length);
+  };
+  const it = (raw as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  const head = await it.next();
+  if (head.done) return;
+  const first = head.value;
+  if (first[0] !== GZIP_MAGIC[0] || first[1] !== GZIP_MAGIC[1]) {
+    tap(first);
+    yield first;
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      tap(r.value);
+      yield r.value;
+    }
+    return;
+  }
+  const gunzip = createGunzip({ chunkSize: 1 << 20 });
+  const feed = (async () => {
+    try {
+      for (let r: IteratorResult<Buffer> = head; !r.done; r = await it.next()) {
+        tap(r.value);
+        if (!gunzip.write(r.value)) await once(gunzip, 'drain');
+      }
+      gunzip.end();
+    } catch (e) {
+      gunzip.destroy(e as Error);
+    }
+  })();
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) yield chunk;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code?.startsWith('Z_'))
+      throw new InputError(`not a readable gzip file: ${(e as Error).message}`, {
+        where: opts.display ?? path,
+        hint: /unexpected end/.test((e as Error).message)
+          ? 'it is cut short (an interrupted download?): download or compress it again'
+          : 'check the file, e.g. with gzip -t',
+        cause: e,
+      });
+    throw e;
+  } finally {
+    raw.destroy();
+    gunzip.destroy();
+    await feed.catch(() => {});
   }
 }
 
@@ -184,7 +251,7 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     pending.push(piece);
     pendingBytes += piece.length;
   };
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+  for await (const chunk of fileText(path, opts)) {
     if (first) {
       // The first read of a file holds min(its size, 1 MiB): enough to tell its encoding.
       first = false;
@@ -203,7 +270,6 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
         });
       }
     }
-    opts.onData?.(chunk);
     const out: Line[] = [];
     let start = 0;
     for (;;) {
@@ -215,7 +281,6 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     }
     // Copy the tail: the stream may reuse the chunk's memory.
     if (start < chunk.length) keep(new Uint8Array(chunk.subarray(start)));
-    opts.onBytes?.(chunk.length);
     if (out.length > 0) yield out;
   }
   if (pendingBytes > 0 || skipping) yield [finish(new Uint8Array(0))];

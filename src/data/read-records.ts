@@ -136,6 +136,14 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         first = false;
         const page = htmlPage(file, l.line, l.text, 'JSON Lines');
         if (page) throw page;
+        // One JSON array of objects (pandas' to_json(orient='records'), a pretty-printed export): as lines it would be
+        // a bad row a line, or one not-object row holding every record.
+        const t = l.text.trim();
+        if (t === '[' || t.startsWith('[{'))
+          throw new InputError('the file is one JSON array, not JSON Lines (one object per line)', {
+            where: `${file.display}:${l.line}`,
+            hint: `convert it, e.g. jq -c '.[]' '${file.display}' > converted.jsonl (pandas: to_json(orient='records', lines=True))`,
+          });
       }
       if (l.invalidUtf8) {
         out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('line', [l]) } });
@@ -201,6 +209,15 @@ function endsInsideQuotes(line: string, inQuote: boolean, delim: string, quote: 
     } else atFieldStart = c === delim;
   }
   return inQuote;
+}
+
+/** Whether `line` holds nothing but delimiters and whitespace (a blank line too); stops at its first other character. */
+function delimitersOnly(line: string, delimiter: string): boolean {
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c !== delimiter && c !== ' ' && c !== '\t' && c !== '\r' && c.trim() !== '') return false;
+  }
+  return true;
 }
 
 export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
@@ -301,17 +318,22 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (names === null) {
       if (header) {
         const seen = new Set<string>();
-        for (const n of fields) {
-          if (n.trim() === '' || seen.has(n)) {
-            throw new InputError(`header has ${n.trim() === '' ? 'an empty' : `a duplicate (${JSON.stringify(n)})`} column name`, {
+        // A column without a name is no field of the records: pandas' to_csv writes its index so (`,text,label`), and
+        // a spreadsheet its empty trailing columns. No mapping can name it, so it is left out rather than refused.
+        names = fields.map((n) => (n.trim() === '' ? '' : n));
+        for (const n of names) {
+          if (n !== '' && seen.has(n)) {
+            throw new InputError(`header has a duplicate (${JSON.stringify(n)}) column name`, {
               where: `${file.display}:${row}`,
               hint: 'fix the header, or set header: false and columns: [...]',
             });
           }
           seen.add(n);
         }
-        names = fields;
-        opts.onColumns?.(names, text);
+        opts.onColumns?.(
+          names.filter((n) => n !== ''),
+          text,
+        );
         return null;
       }
       names = fields.map((_, i) => String(i + 1));
@@ -322,7 +344,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     }
     // Prototype-less: a column named __proto__ is a column like any other.
     const values: Record<string, unknown> = Object.create(null);
-    for (let i = 0; i < names.length; i++) values[names[i]] = fields[i];
+    for (let i = 0; i < names.length; i++) if (names[i] !== '') values[names[i]] = fields[i];
     return { row, lines, raw: text, values };
   };
   /**
@@ -379,7 +401,9 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
           out.push(tooLong(l));
           continue;
         }
-        if (l.text.trim() === '') continue; // blank lines between records are not rows
+        // Blank lines between records are not rows; nor are lines of delimiters alone (`,,,`), every field empty, which a
+        // spreadsheet writes for the empty rows below its data (a TSV's tabs alone are blank to trim() already).
+        if (delimitersOnly(l.text, delimiter)) continue;
       } else if (l.tooLong) {
         taken = l;
         reread(abandon('before an over-long line', out));

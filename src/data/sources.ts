@@ -27,10 +27,26 @@ const EXTENSIONS: Record<string, SourceFormat> = {
   '.ipc': 'arrow',
 };
 
+/**
+ * The format a file's name says; a text format's name may end in `.gz` (the readers gunzip any file that starts with
+ * gzip's magic number). Parquet and Arrow compress inside the file, so `.parquet.gz` is no format.
+ */
 export function formatFromExtension(path: string): SourceFormat | undefined {
-  const lower = path.toLowerCase();
-  for (const [ext, fmt] of Object.entries(EXTENSIONS)) if (lower.endsWith(ext)) return fmt;
+  let lower = path.toLowerCase();
+  const gz = lower.endsWith('.gz');
+  if (gz) lower = lower.slice(0, -3);
+  for (const [ext, fmt] of Object.entries(EXTENSIONS))
+    if (lower.endsWith(ext)) return gz && (fmt === 'parquet' || fmt === 'arrow') ? undefined : fmt;
   return undefined;
+}
+
+/** What to do about a file whose name says no format: set `format`, or, for a JSON array, convert it to JSON Lines. */
+export function formatHint(path: string): string {
+  const set = "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'";
+  if (/\.json(\.gz)?$/i.test(path))
+    return `a .json file of one object per line is JSON Lines: ${set.replace(/'jsonl'.*/, "'jsonl'")}; one JSON array of objects (pandas' to_json(orient='records')) is not read: convert it, e.g. jq -c '.[]' file.json > file.jsonl`;
+  if (/\.(zip|bz2|xz|zst|7z|tar)$/i.test(path)) return `unpack it first (only gzip is read as is), then ${set}`;
+  return set;
 }
 
 export interface SourceFile {
@@ -293,10 +309,13 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       await walk(abs, Infinity, budget, files);
       if (format === undefined) files = files.filter((f) => formatFromExtension(f) !== undefined);
       if (files.length === 0)
-        throw new InputError(`directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow)`, {
-          where: field,
-          code: 'source-missing',
-        });
+        throw new InputError(
+          `directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow; .gz of the first three)`,
+          {
+            where: field,
+            code: 'source-missing',
+          },
+        );
     } else files = [abs];
   }
   const maxFiles = opts.maxFiles ?? SOURCE_LIMITS.maxFiles;
@@ -314,7 +333,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     if (!fmt) {
       throw new InputError(`cannot tell the format of ${display(abs, baseDir)} from its extension`, {
         where: field,
-        hint: "set format: 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow'",
+        hint: formatHint(abs),
       });
     }
     return { abs, display: display(abs, baseDir), format: fmt };
