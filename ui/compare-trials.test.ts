@@ -113,14 +113,14 @@ before(async () => {
           'lm-a',
           { lr: 0.002 },
           { val: [2.3, 2.29], column: 'val_loss', seconds: 135 },
-          { outputs: { loss: 1.62 }, doc: { loss: 1.62, exact_match: 0, rouge_l: 0.34 } },
+          { outputs: { loss: 1.62 }, doc: { loss: 1.62, scored_rows: 8, exact_match: 0, rouge_l: 0.34 } },
           false,
         ),
         trial(
           'lm-b',
           { lr: 0.008 },
           { val: [2.2, 2.1], column: 'val_loss', seconds: 219 },
-          { outputs: { loss: 1.58 }, doc: { loss: 1.58, exact_match: 0, rouge_l: 0.36 } },
+          { outputs: { loss: 1.58 }, doc: { loss: 1.58, scored_rows: 8, exact_match: 0, rouge_l: 0.36 } },
           false,
         ),
       ])
@@ -230,6 +230,11 @@ describe('compare page, trials', () => {
     await page.locator('#compare-loss').waitFor();
     await page.locator('#compare-val').waitFor();
     assert.match(await page.locator('#compare-val h3').innerText(), /^validation loss \(2 points/);
+    // As runs --compare says it: on 8 rows, one answer is 0.125 of exact_match.
+    assert.match(
+      await page.locator('#compare-trials ~ p[data-metric="evaluate.scored_rows"]').innerText(),
+      /^evaluate's scores are over 8 test rows \(evaluate\.scored_rows\): one row is 0\.125\d* of a per-row score/,
+    );
     await page.context().close();
     assert.deepEqual(errors, []);
   });

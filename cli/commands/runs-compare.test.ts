@@ -18,6 +18,7 @@ test('runs --compare escapes control characters in params, metric names and run 
     ],
     flags: [],
     bestOnValidation: { metric: 'train.val_f1_macro', run: 0 },
+    evaluatedOn: [],
   };
   const text = comparisonLines(cmp).join('\n');
   assert.doesNotMatch(text, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, JSON.stringify(text));
@@ -41,6 +42,7 @@ test('runs --compare says how many test rows the scores are over, and what one r
       { name: 'evaluate.generated', values: rows },
     ],
     flags: [],
+    evaluatedOn: [{ metric: 'evaluate.scored_rows', fewest: Math.min(...rows), most: Math.max(...rows) }],
   });
   const few = comparisonLines(cmp([8, 8])).join('\n');
   assert.match(few, /evaluate\.scored_rows +8 +8/);

@@ -6,7 +6,7 @@
  */
 import { getRunStatus } from '../../client/runs.ts';
 import { compareTrialRuns } from '../../src/eval/trial-artifacts.ts';
-import { isSampleSize, type TrialComparison } from '../../src/eval/trials.ts';
+import type { TrialComparison } from '../../src/eval/trials.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { duration, printable } from '../format.ts';
 
@@ -47,22 +47,15 @@ const FEW_ROWS = 100;
  * difference smaller than that was chosen on one answer.
  */
 function sampleSizeNotes(cmp: TrialComparison): string[] {
-  return cmp.rows
-    .filter((r) => isSampleSize(r.name) && !r.name.endsWith('.generated'))
-    .flatMap((r) => {
-      const counts = r.values.filter((x): x is number => x !== undefined && x > 0);
-      if (counts.length === 0) return [];
-      const fewest = Math.min(...counts);
-      const stage = r.name.split('.')[0]!;
-      const over = new Set(counts).size === 1 ? `${fewest} test rows` : `${fewest}–${Math.max(...counts)} test rows`;
-      return [
-        printable(
-          fewest < FEW_ROWS
-            ? `note: ${stage}'s scores are over ${over} (${r.name}): one row is ${num(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (the evaluate report's samples, on each run's page of the dashboard) or evaluate more rows (maxRows)`
-            : `${stage}'s scores are over ${over} (${r.name})`,
-        ),
-      ];
-    });
+  return (cmp.evaluatedOn ?? []).map(({ metric, fewest, most }) => {
+    const stage = metric.split('.')[0]!;
+    const over = fewest === most ? `${fewest} test rows` : `${fewest}–${most} test rows`;
+    return printable(
+      fewest < FEW_ROWS
+        ? `note: ${stage}'s scores are over ${over} (${metric}): one row is ${num(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (the evaluate report's samples, on each run's page of the dashboard) or evaluate more rows (maxRows)`
+        : `${stage}'s scores are over ${over} (${metric})`,
+    );
+  });
 }
 
 /**

@@ -77,6 +77,7 @@ test('the test rows the scores are over are shown even when every run has the sa
   const rows = Object.fromEntries(cmp.rows.map((r) => [r.name, r]));
   assert.deepEqual(rows['evaluate.scored_rows'], { name: 'evaluate.scored_rows', values: [8, 8] });
   assert.deepEqual(rows['evaluate.generated'], { name: 'evaluate.generated', values: [8, 8] });
+  assert.deepEqual(cmp.evaluatedOn, [{ metric: 'evaluate.scored_rows', fewest: 8, most: 8 }]);
   // Other counts the same everywhere stay out.
   assert.equal(rows['ingest.rows'], undefined);
   assert.equal(rows['evaluate.tokens'], undefined);

@@ -65,6 +65,11 @@ export interface TrialComparison {
   flags: { name: string; values: (boolean | undefined)[] }[];
   /** The run with the best exported model's validation metric (F1, else accuracy, else loss), where any run has one. */
   bestOnValidation?: { metric: string; run: number };
+  /**
+   * How many test rows each evaluate stage's scores are over (its `n` or `scored_rows`), fewest and most of the runs,
+   * so the terminal and the dashboard can say what one row is worth: a difference under 1/fewest is a single answer.
+   */
+  evaluatedOn: { metric: string; fewest: number; most: number }[];
 }
 
 /**
@@ -169,8 +174,15 @@ export function compareTrials(trials: { run: TrialRun; artifacts: TrialArtifacts
     values: numbers.map((n) => n.flags[name]),
   }));
   const pick = VALIDATION_COLUMNS.map((v) => rows.find((r) => r.name.endsWith(`.${v}`) && r.best !== undefined)).find(Boolean);
+  const evaluatedOn = rows
+    .filter((r) => isSampleSize(r.name) && !r.name.endsWith('.generated'))
+    .flatMap((r) => {
+      const counts = r.values.filter((x): x is number => x !== undefined && x > 0);
+      return counts.length === 0 ? [] : [{ metric: r.name, fewest: Math.min(...counts), most: Math.max(...counts) }];
+    });
   return {
     runs: trials.map(({ run }) => ({ runId: run.runId, state: run.state, params: run.params })),
+    evaluatedOn,
     params: jsonDiff(trials.map(({ run }) => run.params)).map((d) => ({ name: d.path, values: d.values })),
     rows,
     flags,

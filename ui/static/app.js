@@ -1518,6 +1518,15 @@ function Trials({ trials, runs, letters }) {
       * best of the runs (higher for scores, lower for losses; none on a tie); val_*: the exported model's validation (early stopping's best
       step, else the last evaluation), as models show gives them; –: none (a stage taken from the cache has no time)
     </p>
+    ${(trials.evaluatedOn ?? []).map(
+      ({ metric, fewest, most }) =>
+        html`<p class=${fewest < 100 ? '' : 'muted'} data-metric=${metric} id=${`compare-rows-${metric}`}>
+          ${metric.split('.')[0]}'s scores are over ${fewest === most ? fewest : `${fewest}–${most}`} test rows
+          (${metric})${fewest < 100
+            ? `: one row is ${fmtNum(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (each run's evaluation samples) or evaluate more rows (maxRows)`
+            : ''}
+        </p>`,
+    )}
     ${trials.params.length === 0 && html`<p class="muted" id="compare-same-params">the runs were submitted with the same parameters</p>`}
     ${best
       ? html`<p id="compare-best" data-run=${chosenId}>
