@@ -349,6 +349,21 @@ test('a JSON array file is refused as one, with the conversion; a .json name say
       return true;
     });
 });
+test("csv: Excel's sep= line before the header is skipped when it names the delimiter set, and names it when not", async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), 'sep=;\r\ntext;label\r\n"a; b";ham\r\n');
+  await assert.rejects(run(dir, { task: 'classification', path: 'a.csv' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'a.csv:1', String(e));
+    assert.equal(e.hint, 'set delimiter: ";"');
+    return true;
+  });
+  const r = await run(dir, { task: 'classification', path: 'a.csv', delimiter: ';' });
+  assert.equal(r.rowsIn, 1);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x.text, x.label, x._row]),
+    [['a; b', 'ham', 3]],
+  );
+});
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };
   await expectBad('a.tsv', 'ham\tsay "hi"\nspam\tbuy now\nham no tab here\n', cfg, 3, 'column-count', 2);

@@ -269,6 +269,18 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (header && names === null) {
       const page = htmlPage(file, row, rec[0].text, tsv ? 'TSV' : 'CSV');
       if (page) throw page;
+      // Excel's `sep=;` line names the delimiter before the header: skipped when it is the one set, else it says which.
+      const sep = lines === 1 ? /^sep=(.)$/i.exec(text) : null;
+      if (sep) {
+        if (sep[1] !== delimiter)
+          throw new InputError(`the file's first line ${JSON.stringify(text)} says its delimiter is ${JSON.stringify(sep[1])}`, {
+            where: `${file.display}:${row}`,
+            hint: `set delimiter: ${JSON.stringify(sep[1])}`,
+          });
+        rec = [];
+        recChars = 0;
+        return null;
+      }
     }
     const taken = rec;
     const invalid = rec.some((l) => l.invalidUtf8);
