@@ -113,7 +113,7 @@ const lmFresh = {
   },
 };
 const lmOld = { ...lmScores(0.625, 0.9), production: { ...lmScores(0.5, 1.2), version: 'lm@1' } };
-const causal = {
+const causal: Record<string, { metrics: object; report: object }> = {
   fresh: {
     metrics: lmFresh,
     report: {
@@ -138,7 +138,38 @@ const causal = {
   },
 };
 
+/** Per answer: a class-like answer set (answers repeat) and free-form replies (every reference once). */
+const perAnswer = (answer: string, rows: number, exact: number) => ({
+  answer,
+  rows,
+  exact_match: exact,
+  predicted: rows,
+  precision: exact,
+  f1: exact,
+});
+const lmAnswers = (answers: object) => ({
+  metrics: lmScores(0.5, 1.2),
+  report: {
+    task: 'causal-lm',
+    ...lmScores(0.5, 1.2),
+    baseline: lmScores(0, 1.5),
+    testRows: 4,
+    answers,
+    samples: [{ prompt: 'q1', reference: 'a', baseline: 'b', baseline_exact: false, output: 'a', exact: true }],
+  },
+});
+causal.classes = lmAnswers({
+  model: [perAnswer('positive', 2, 1), perAnswer('negative', 2, 0)],
+  baseline: [perAnswer('positive', 2, 0), perAnswer('negative', 2, 0)],
+});
+causal.free = lmAnswers({
+  model: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a, i) => perAnswer(a, 1, i % 2)),
+  baseline: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a) => perAnswer(a, 1, 0)),
+});
+
 const EVALUATIONS: Record<string, { metrics: object; report: object }> = {
+  'lm-classes': causal.classes,
+  'lm-free': causal.free,
   'clf-fresh': classifier.fresh,
   'clf-raw': classifier.raw,
   'clf-none': classifier.none,
@@ -361,6 +392,22 @@ describe('run page, comparison with production', () => {
     assert.deepEqual(await versusRows(old), ['fine-tuned', 'production (lm@1)']);
     assert.equal(await old.locator('#versus-production').count(), 0);
     await old.context().close();
+    assert.deepEqual(pageErrors, []);
+  });
+
+  it('causal LM: a per-answer table where answers repeat; for free-form answers, each once, a line that says so instead', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const classes = await open('lm-classes');
+    await classes.locator('#per-answer').waitFor();
+    assert.equal(await classes.locator('#per-answer tr').count(), 5);
+    assert.equal(await classes.locator('#per-answer-free').count(), 0);
+    await classes.context().close();
+
+    const free = await open('lm-free');
+    await free.locator('#samples').waitFor();
+    assert.equal(await free.locator('#per-answer').count(), 0);
+    assert.match(await free.locator('#per-answer-free').innerText(), /each of the 4 reference answers occurs once \(free-form answers\)/);
+    await free.context().close();
     assert.deepEqual(pageErrors, []);
   });
 });

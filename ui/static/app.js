@@ -445,6 +445,10 @@ function Evaluation({ report, metrics, production }) {
       [`production${report.production?.version ? ` (${report.production.version})` : ''}`, apart ? undefined : report.production],
     ].filter(([, m]) => m);
     const samples = report.samples ?? [];
+    // Free-form answers (an instruction tune's replies): no reference answer occurs twice, so each answer's recall is
+    // one row's exact match, and a table of every reference pushed the samples, which say more, off the screen.
+    const freeForm = answers.length > 0 && answers.every(([, list]) => list.every((a) => a.rows <= 1));
+    const answerCount = answers[0]?.[1].length ?? 0;
     return html`<h2>Evaluation</h2>
       <table id="versus">
         <tr>
@@ -460,7 +464,13 @@ function Evaluation({ report, metrics, production }) {
         )}
       </table>
       ${apart && html`<${VersusProduction} c=${apart} />`}
+      ${freeForm &&
+      html`<p class="muted" id="per-answer-free">
+        per answer: each of the ${answerCount} reference answers occurs once (free-form answers), so an answer's recall is its row's exact
+        match; compare the answers in the samples below
+      </p>`}
       ${answers.length > 0 &&
+      !freeForm &&
       html`<h3>Per answer <span class="muted">(exact match = recall of that answer)</span></h3>
         <table id="per-answer">
           <tr>
