@@ -2,7 +2,7 @@
  * The `with` config of each data stage, exactly as the library functions accept it. The JSON
  * Schemas in schemas.ts mirror these types; defaults are documented on each field.
  */
-import type { SINGLE_BYTE_ENCODINGS } from './lines.ts';
+import type { ENCODINGS } from './lines.ts';
 import type { SourceFormat } from './sources.ts';
 
 export type Task = 'classification' | 'pairs' | 'instruction' | 'chat';
@@ -26,10 +26,11 @@ export interface IngestConfig {
   format?: SourceFormat;
   task: Task;
   /**
-   * JSONL/CSV/TSV: the files' encoding when not UTF-8, one of SINGLE_BYTE_ENCODINGS (lines.ts): `windows-1252` (also as
-   * `latin1`, `iso-8859-1`), `iso-8859-15`, `windows-1250`, `windows-1251`. Default 'utf-8'.
+   * JSONL/CSV/TSV: the files' encoding when not UTF-8, one of ENCODINGS (lines.ts): `utf-16` (byte order from the
+   * byte-order mark), `windows-1252` (also as `cp1252`, `latin1`, `iso-8859-1`), `iso-8859-15`, `windows-1250`,
+   * `windows-1251`. Default 'utf-8'.
    */
-  encoding?: 'utf-8' | (typeof SINGLE_BYTE_ENCODINGS)[number];
+  encoding?: (typeof ENCODINGS)[number];
   /** Task column → source field name. Default: each task column reads the field of the same name. */
   fields?: Partial<Record<TaskColumn, string>>;
   /**

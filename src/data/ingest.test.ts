@@ -364,6 +364,38 @@ test("csv: Excel's sep= line before the header is skipped when it names the deli
     [['a; b', 'ham', 3]],
   );
 });
+test("encoding: utf-16 reads Excel's Unicode Text (UTF-16 with a byte-order mark, tabs, CRLF) across chunk boundaries; a file that is not UTF-16 is refused", async () => {
+  const dir = tmp();
+  // Over 1 MiB of UTF-16, so chunks end inside characters and surrogate pairs (the emoji).
+  const rows = Array.from({ length: 12_000 }, (_, i) => [`Привет ${i} 😀 ещё`, i % 3 ? 'ham' : 'spam']);
+  const text = ['text\tlabel', ...rows.map((r) => r.join('\t'))].join('\r\n') + '\r\n';
+  writeFileSync(join(dir, 'le.txt'), Buffer.from('\ufeff' + text, 'utf16le'));
+  writeFileSync(join(dir, 'be.tsv'), Buffer.from(text, 'utf16le').swap16());
+  for (const [path, format] of [
+    ['le.txt', 'tsv'],
+    ['be.tsv', undefined],
+  ] as const) {
+    const r = await run(dir, { task: 'classification', path, format, encoding: 'utf-16' });
+    assert.equal(r.rowsOut, rows.length, path);
+    const got = await readAll(join(dir, 'out.arrow'));
+    assert.deepEqual(
+      got.map((x) => [x.text, x.label]),
+      rows,
+      path,
+    );
+  }
+  // Without encoding the file is refused, the hint naming the setting; a UTF-8 file declared utf-16 is refused too.
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'be.tsv' }),
+    (e: unknown) => e instanceof InputError && /set encoding: utf-16/.test(e.hint ?? ''),
+  );
+  writeFileSync(join(dir, 'u8.tsv'), text);
+  await assert.rejects(run(dir, { task: 'classification', path: 'u8.tsv', encoding: 'utf-16' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'u8.tsv', String(e));
+    assert.match(e.message, /encoding is utf-16, but the file has neither a UTF-16 byte-order mark nor the NUL bytes/);
+    return true;
+  });
+});
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };
   await expectBad('a.tsv', 'ham\tsay "hi"\nspam\tbuy now\nham no tab here\n', cfg, 3, 'column-count', 2);

@@ -40,8 +40,9 @@ export interface LineOptions {
   /** The file as errors name it (e.g. `data/train.csv`). Default the path. */
   display?: string;
   /**
-   * The file's encoding when it is not UTF-8: one of `SINGLE_BYTE_ENCODINGS`, which keep ASCII (so `\n` splits lines
-   * as in UTF-8) and give every byte a character (so no line is invalid). Default UTF-8.
+   * The file's encoding when it is not UTF-8: `utf-16` (transcoded to UTF-8 first), or one of `SINGLE_BYTE_ENCODINGS`,
+   * which keep ASCII (so `\n` splits lines as in UTF-8) and give every byte a character (so no line is invalid).
+   * Default UTF-8.
    */
   encoding?: string;
 }
@@ -50,6 +51,19 @@ export interface LineOptions {
  * Encodings a data file may be read in besides UTF-8 (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are read as
  * windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
  */
+/** Every `encoding` a data file may declare: UTF-8 (the default), UTF-16 (transcoded, `fromUtf16`), and the single-byte ones. */
+export const ENCODINGS = [
+  'utf-8',
+  'utf-16',
+  'windows-1252',
+  'cp1252',
+  'latin1',
+  'iso-8859-1',
+  'iso-8859-15',
+  'windows-1250',
+  'windows-1251',
+] as const;
+
 export const SINGLE_BYTE_ENCODINGS = [
   'windows-1252',
   'cp1252',
@@ -102,10 +116,55 @@ export function notUtf8(file: string, s: UnicodeSniff): InputError {
     /^[a-z]+:\/\//i.test(file) || dot <= file.lastIndexOf('/') + 1
       ? iconv
       : `${iconv} '${file}' > '${file.slice(0, dot)}.utf8${file.slice(dot)}'`;
-  return new InputError(`the file is ${family} (${how}); data files must be UTF-8`, {
-    where: file,
-    hint: `save it as UTF-8, e.g. ${example}`,
-  });
+  return new InputError(
+    `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ' unless encoding says otherwise' : ''}`,
+    {
+      where: file,
+      hint: `${family === 'UTF-16' ? 'set encoding: utf-16, or ' : ''}save it as UTF-8, e.g. ${example}`,
+    },
+  );
+}
+
+/**
+ * UTF-16 text (what Excel's "Unicode Text" saves) as UTF-8, chunk by chunk, so that lines split on `\n` bytes as in
+ * any other file. Its byte order comes from its byte-order mark or, without one, its NUL bytes (`sniffUnicode`); a file
+ * that shows neither is refused, since UTF-8 read as UTF-16 would be silently CJK-looking nonsense.
+ */
+async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): AsyncGenerator<Buffer> {
+  let decoder: TextDecoder | undefined;
+  let bytes = 0;
+  const decode = (c?: Buffer): Buffer => {
+    try {
+      return Buffer.from(c === undefined ? decoder!.decode() : decoder!.decode(c, { stream: true }), 'utf8');
+    } catch (e) {
+      throw new InputError(`not valid UTF-16 near byte ${bytes}: ${(e as Error).message}`, {
+        where: display,
+        hint: 'check that the file is UTF-16 (a lone surrogate or an odd byte count says it is not), or remove encoding',
+        cause: e,
+      });
+    }
+  };
+  for await (const c of chunks) {
+    if (decoder === undefined) {
+      const s = sniffUnicode(c);
+      if (s === null || !s.encoding.startsWith('UTF-16'))
+        throw new InputError(
+          `encoding is utf-16, but the file ${s ? `is ${s.encoding}` : 'has neither a UTF-16 byte-order mark nor the NUL bytes of UTF-16 text'}`,
+          {
+            where: display,
+            hint: s ? `convert it: ${describeSniff(s).iconv}` : 'remove encoding (UTF-8 is the default), or set the one the file is in',
+          },
+        );
+      // A byte-order mark is read and dropped (ignoreBOM false); fatal: a lone surrogate is an error, not U+FFFD.
+      decoder = new TextDecoder(s.encoding.toLowerCase(), { fatal: true });
+    }
+    bytes += c.length;
+    yield decode(c);
+  }
+  if (decoder) {
+    const tail = decode();
+    if (tail.length > 0) yield tail;
+  }
 }
 
 const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -211,7 +270,8 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
  */
 export async function* readLineChunks(path: string, opts: LineOptions = {}): AsyncGenerator<Line[]> {
   const max = opts.maxLineBytes ?? LINE_LIMIT_BYTES;
-  const decoder = opts.encoding === undefined || opts.encoding === 'utf-8' ? undefined : singleByteDecoder(opts.encoding);
+  const utf16 = opts.encoding === 'utf-16';
+  const decoder = opts.encoding === undefined || opts.encoding === 'utf-8' || utf16 ? undefined : singleByteDecoder(opts.encoding);
   // The unfinished line is kept as a list of pieces and joined once when its `\n` arrives: joining
   // on every chunk would copy a long line again and again (quadratic in its length).
   let pending: Uint8Array[] = [];
@@ -251,7 +311,7 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     pending.push(piece);
     pendingBytes += piece.length;
   };
-  for await (const chunk of fileText(path, opts)) {
+  for await (const chunk of utf16 ? fromUtf16(fileText(path, opts), opts.display ?? path) : fileText(path, opts)) {
     if (first) {
       // The first read of a file holds min(its size, 1 MiB): enough to tell its encoding.
       first = false;

@@ -40,7 +40,7 @@ export interface DelimitedOptions {
 }
 
 export interface ReadOptions extends DelimitedOptions {
-  /** Text formats: the file's encoding when not UTF-8 (`SINGLE_BYTE_ENCODINGS`). Default UTF-8. */
+  /** Text formats: the file's encoding when not UTF-8 (`ENCODINGS`). Default UTF-8. */
   encoding?: string;
   onBytes?: (n: number) => void;
   /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */

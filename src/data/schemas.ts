@@ -4,7 +4,7 @@
  * descriptions; the library applies them, the schemas only document them.
  */
 import { BAD_REASONS } from './bad-rows.ts';
-import { SINGLE_BYTE_ENCODINGS } from './lines.ts';
+import { ENCODINGS } from './lines.ts';
 
 const DIALECT = 'https://json-schema.org/draft/2020-12/schema';
 const fieldName = { type: 'string', minLength: 1 } as const;
@@ -27,10 +27,10 @@ export const ingestWithSchema = {
     sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'Required for URL sources: expected sha256 of the file.' },
     format: { enum: ['jsonl', 'csv', 'tsv', 'parquet', 'arrow'], description: "Default: from each file's extension." },
     encoding: {
-      enum: ['utf-8', ...SINGLE_BYTE_ENCODINGS],
+      enum: [...ENCODINGS],
       default: 'utf-8',
       description:
-        "JSONL/CSV/TSV: the files' encoding. windows-1252 (also as latin1 or iso-8859-1, read as browsers and Python's cp1252 read them) is what Excel on Windows and older Western European programs save; UTF-16 is refused with the iconv command that converts it.",
+        "JSONL/CSV/TSV: the files' encoding. windows-1252 (also as latin1 or iso-8859-1, read as browsers and Python's cp1252 read them) is what Excel on Windows and older Western European programs save; utf-16 (byte order from its byte-order mark) what Excel's Unicode Text saves.",
     },
     task: {
       enum: ['classification', 'pairs', 'instruction', 'chat'],
