@@ -131,7 +131,7 @@ export function notUtf8(file: string, s: UnicodeSniff): InputError {
  * that shows neither is refused, since UTF-8 read as UTF-16 would be silently CJK-looking nonsense.
  */
 async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): AsyncGenerator<Buffer> {
-  let decoder: TextDecoder | undefined;
+  let decoder: InstanceType<typeof TextDecoder> | undefined;
   let bytes = 0;
   const decode = (c?: Buffer): Buffer => {
     try {
