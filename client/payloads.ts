@@ -51,6 +51,12 @@ function openFailure(client: Client, failure: Record<string, unknown>): void {
     failure.encodedAttributes as Payload,
   );
   if (!attrs || typeof attrs !== 'object') return;
+  // Read through listingClient without the key: the stand-in "Encoded failure" would read as the error itself.
+  if (unreadableReason(attrs) !== undefined) {
+    failure.message = ENCRYPTED_FIELD;
+    failure.stackTrace = '';
+    return;
+  }
   if (typeof attrs.message === 'string') failure.message = attrs.message;
   if (typeof attrs.stack_trace === 'string') failure.stackTrace = attrs.stack_trace;
 }
@@ -60,6 +66,41 @@ export async function fetchDecodedHistory(client: Client, runId: string, executi
   const history = await client.workflow.getHandle(runId, execution).fetchHistory();
   await decodePayloadsIn(client, history);
   return history;
+}
+
+/**
+ * What a reader without the key is shown for a field it cannot decrypt (a memo field, a stage's result or error): the
+ * command says once, beside it, which key and which variable (unreadableReason).
+ */
+export const ENCRYPTED_FIELD = '(encrypted)';
+
+/**
+ * Decodes `root`'s payloads as decodePayloadsIn does; where this process lacks a key for some of them, decodes it
+ * through listingClient instead, each such payload marked and each such failure message ENCRYPTED_FIELD: returns the
+ * codec's error (which key, which variable) then, undefined when everything was read. What Temporal keeps in clear
+ * (event types, times, activity ids, attempts, task queues) reads either way, from the one copy already fetched.
+ */
+export async function decodeOrMark(client: Client, root: unknown): Promise<string | undefined> {
+  try {
+    await decodePayloadsIn(client, root);
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof PayloadKeyError)) throw e;
+    // Payloads decoded before the one that failed pass through the codec again unchanged: they are no longer encrypted.
+    await decodePayloadsIn(listingClient(client), root);
+    return e.message;
+  }
+}
+
+/** The history of a run as fetchDecodedHistory gives it; without the key, its encrypted payloads marked (decodeOrMark). */
+export async function fetchHistoryOrMarked(
+  client: Client,
+  runId: string,
+  execution?: string,
+): Promise<{ history: History; encrypted?: string }> {
+  const history = await client.workflow.getHandle(runId, execution).fetchHistory();
+  const encrypted = await decodeOrMark(client, history);
+  return { history, ...(encrypted ? { encrypted } : {}) };
 }
 
 /** The field a payload this process cannot decrypt reads as, in a listing: the codec's error (which key, which variable). */

@@ -25,7 +25,14 @@ import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
 import { PayloadKeyError } from '../infra/payload-codec.ts';
-import { decodePayloadsIn, fetchDecodedHistory, listingClient, unreadableReason } from './payloads.ts';
+import {
+  decodePayloadsIn,
+  ENCRYPTED_FIELD,
+  fetchDecodedHistory,
+  fetchHistoryOrMarked,
+  listingClient,
+  unreadableReason,
+} from './payloads.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
 
@@ -94,7 +101,16 @@ export interface NoWorkerAnswer {
 }
 
 /** A run's status as the client reports it. */
-export type ClientRunStatus = RunStatus & { noWorkerAnswered?: NoWorkerAnswer };
+export type ClientRunStatus = RunStatus & {
+  noWorkerAnswered?: NoWorkerAnswer;
+  /**
+   * Set where this process lacks the key the run's payloads were encrypted with (TEMPERED_PAYLOAD_KEY): the codec's
+   * error, naming the key id and the variable. The status is then what Temporal keeps in clear (lockedRunStatus):
+   * name, spec hash and actor read ENCRYPTED_FIELD, params are empty, the stages are those whose activity was
+   * scheduled, their outputs absent and their errors' messages ENCRYPTED_FIELD.
+   */
+  encrypted?: string;
+};
 
 /**
  * Why a run that is still running cannot be resumed, and what to do instead. With no worker answering for it (all of
@@ -111,8 +127,91 @@ export async function runningRunRefusal(client: Client, runId: string, desc: Des
   };
 }
 
-/** The run's status; for running stages, attempt and progress come from the server's view of the activity. */
-export async function getRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
+/** Runs (by id) whose payloads a client could not decrypt: its next status of one (`status --watch`, every second) reads what is in clear at once. */
+const lockedRuns = new WeakMap<Client, Set<string>>();
+
+/**
+ * The run's status; for running stages, attempt and progress come from the server's view of the activity. Where this
+ * process lacks the key the run's payloads were encrypted with, the codec's error (PayloadKeyError); with `showClear`,
+ * what Temporal keeps in clear instead (lockedRunStatus), `encrypted` saying which key and variable: for a caller that
+ * shows the status to a person (`status`), not one that needs its params or outputs (comparing trials).
+ */
+export async function getRunStatus(client: Client, runId: string, o: { showClear?: boolean } = {}): Promise<ClientRunStatus> {
+  const locked = lockedRuns.get(client) ?? new Set<string>();
+  lockedRuns.set(client, locked);
+  if (!o.showClear || !locked.has(runId))
+    try {
+      return await readRunStatus(client, runId);
+    } catch (e) {
+      if (!(e instanceof PayloadKeyError) || !o.showClear) throw e;
+      if (locked.size > 1000) locked.clear();
+      locked.add(runId);
+      return lockedRunStatus(client, runId, e.message);
+    }
+  return lockedRunStatus(client, runId);
+}
+
+/**
+ * A run's status from what Temporal keeps in clear, for a process without the key its payloads were encrypted with:
+ * its state and times, and each stage whose activity was scheduled (its id and kind, state, attempts, times, whether
+ * its worker is silent or none takes it, its error's type and retry state), read through listingClient, which marks
+ * what it cannot decrypt. Not in clear, so not here: the plan (the stages not scheduled yet, `needs`), params, actor,
+ * outputs (and so whether a stage's came from the cache), progress, error messages and hints, the run gate's verdict.
+ * The workflow is not queried: its answer is encrypted too.
+ */
+async function lockedRunStatus(client: Client, runId: string, why?: string): Promise<ClientRunStatus> {
+  const lister = listingClient(client);
+  const desc = await lister.workflow.getHandle(runId).describe();
+  const { history, encrypted } = await fetchHistoryOrMarked(client, runId, desc.runId);
+  const events = history.events ?? [];
+  const status: ClientRunStatus = {
+    runId,
+    name: ENCRYPTED_FIELD,
+    specHash: ENCRYPTED_FIELD,
+    state: endedState(desc.status.name) ?? 'running',
+    startedAt: desc.startTime.toISOString(),
+    ...(desc.closeTime ? { endedAt: desc.closeTime.toISOString() } : {}),
+    actor: ENCRYPTED_FIELD,
+    params: {},
+    stages: [],
+    // A run whose history happens to read (no payload written yet under that key) still lacks the key its query needs.
+    encrypted: encrypted ?? why ?? 'its payloads are encrypted with a key this process lacks: set TEMPERED_PAYLOAD_KEY',
+  };
+  applyActivityEvents(lister, status, events, { unplanned: true });
+  if (status.state !== 'running') {
+    for (const st of status.stages) if (st.state === 'running') st.state = 'cancelled';
+    return status;
+  }
+  const first = await firstTask(lister, runId, desc.historyLength);
+  if (first.state === 'queued')
+    return {
+      ...status,
+      ...((await firstTaskWaits(lister, desc.taskQueue, first.events)) ? { waitingForWorker: desc.taskQueue } : {}),
+      ...(first.cancelRequested ? { cancelRequested: true } : {}),
+    };
+  const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
+  await decodePayloadsIn(lister, pending);
+  const now = Date.now();
+  for (const pa of pending) {
+    const st = status.stages.find((s) => s.id === pa.activityId?.replace(/^stage-/, ''));
+    if (!st || st.state !== 'running') continue;
+    if (pa.attempt) st.attempt = pa.attempt;
+    if (pa.lastFailure?.message) st.error = { message: `retrying after: ${pa.lastFailure.message}` };
+    const silent = silentSec(pa, now);
+    if (silent !== undefined) st.silentSec = silent;
+  }
+  await markStagesNobodyTakes(lister, runId, desc.runId, status, pending);
+  if (desc.raw.workflowExtendedInfo?.cancelRequested) status.cancelRequested = true;
+  return status;
+}
+
+/** A closed workflow's status as a run's state (a cancelled or terminated one: cancelled); undefined while it runs. */
+function endedState(name: string): RunStatus['state'] | undefined {
+  if (name === 'RUNNING') return undefined;
+  return name === 'COMPLETED' ? 'succeeded' : name === 'CANCELLED' || name === 'TERMINATED' ? 'cancelled' : 'failed';
+}
+
+async function readRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
   const handle = client.workflow.getHandle(runId);
   const desc = await handle.describe();
   if (desc.status.name !== 'RUNNING') return endedRunStatus(client, runId, desc);
@@ -191,12 +290,7 @@ async function closedWithoutResult(client: Client, runId: string, desc: Descript
   // The workflow's own last status when a worker answers the query (it replays the history); else
   // the history read here. Either way a closed run waits for no worker, and ended as its close says.
   const { noWorkerAnswered: _, ...status } = await queriedOrFromHistory(client, runId, desc);
-  status.state =
-    desc.status.name === 'COMPLETED'
-      ? 'succeeded'
-      : desc.status.name === 'CANCELLED' || desc.status.name === 'TERMINATED'
-        ? 'cancelled'
-        : 'failed';
+  status.state = endedState(desc.status.name) ?? 'failed';
   if (desc.closeTime) status.endedAt = desc.closeTime.toISOString();
   // A stage whose activity never reported an end was stopped with the run.
   for (const st of status.stages) if (st.state === 'running') st.state = 'cancelled';
@@ -533,7 +627,14 @@ function eventTime(ev: HistoryEvent): string | undefined {
  * pending here; the run's gate verdict is not in it either. `events` as fetchDecodedHistory gives them: payloads decoded.
  */
 export function statusFromHistory(client: Client, runId: string, startedAt: string, events: HistoryEvent[]): RunStatus {
-  const status = pendingStatus(inputOf(client, runId, events), runId, startedAt);
+  return applyActivityEvents(client, pendingStatus(inputOf(client, runId, events), runId, startedAt), events);
+}
+
+/**
+ * `status`'s stages as the history's activity events leave them. `unplanned`: a stage not in `status` yet is added
+ * when its activity is scheduled (its kind from the activity type), for a status whose plan could not be read.
+ */
+function applyActivityEvents<S extends RunStatus>(client: Client, status: S, events: HistoryEvent[], o: { unplanned?: boolean } = {}): S {
   const byId = new Map(status.stages.map((s) => [s.id, s]));
   const byScheduled = new Map<string, StageStatus>();
   const converter = client.options.loadedDataConverter.payloadConverter;
@@ -558,7 +659,13 @@ export function statusFromHistory(client: Client, runId: string, startedAt: stri
     }
     const a = ev.activityTaskScheduledEventAttributes;
     if (a) {
-      const st = a.activityId?.startsWith('stage-') ? byId.get(a.activityId.slice('stage-'.length)) : undefined;
+      const id = a.activityId?.startsWith('stage-') ? a.activityId.slice('stage-'.length) : undefined;
+      if (id !== undefined && o.unplanned && !byId.has(id)) {
+        const added: StageStatus = { id, uses: a.activityType?.name ?? '?', needs: [], state: 'pending' };
+        status.stages.push(added);
+        byId.set(id, added);
+      }
+      const st = id === undefined ? undefined : byId.get(id);
       if (!st) continue;
       byScheduled.set(String(ev.eventId), st);
       if (st.state === 'failed' && st.attempt) earlier.set(st, st.attempt);
@@ -666,8 +773,7 @@ export interface RunSummary {
   memoEncrypted?: string;
 }
 
-/** What a listing shows for a field of a run's memo that it could not decrypt. */
-export const ENCRYPTED_FIELD = '(encrypted)';
+export { ENCRYPTED_FIELD };
 
 export interface RunFilters {
   /** Temporal execution status: Running, Completed, Failed, Canceled, Terminated, TimedOut. */
@@ -712,21 +818,13 @@ function runsPageSize(limit: number, pipeline?: string): number {
 }
 const FILTERED_PAGE = 200;
 
-/** Clients whose listing met a memo they cannot decrypt: they list through listingClient from then on. */
-const listsMarked = new WeakSet<Client>();
-
-async function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
-  if (!listsMarked.has(client)) {
-    try {
-      return await listedBy(client, query, limit, pipeline, schedule);
-    } catch (e) {
-      if (!(e instanceof PayloadKeyError)) throw e;
-      // A run whose memo this process cannot decrypt failed the whole listing: listed again by a client that marks
-      // such a memo instead (listingClient), so that the run shows with what Temporal keeps in clear. And so are the
-      // next listings, which would meet it again (the dashboard's Runs page lists every 3 s): once, not twice each.
-      listsMarked.add(client);
-    }
-  }
+/**
+ * Every listing goes through listingClient: with the key it reads every memo as the client itself would (its codec
+ * is the client's, failing over to a mark only where a payload cannot be decrypted), and a run whose memo this process
+ * cannot decrypt shows with what Temporal keeps in clear instead of failing the listing. One list request either way:
+ * listing first through the client and again on a PayloadKeyError sent two for a one-shot `tempered runs` without the key.
+ */
+function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   return listedBy(listingClient(client), query, limit, pipeline, schedule);
 }
 
@@ -785,22 +883,23 @@ export async function waitForRun(client: Client, runId: string): Promise<RunStat
 export async function followRun(
   client: Client,
   runId: string,
-  onStatus: (st: RunStatus) => void = () => {},
+  onStatus: (st: ClientRunStatus) => void = () => {},
   intervalMs = 1000,
   signal?: AbortSignal,
-): Promise<RunStatus> {
+): Promise<ClientRunStatus> {
   for (;;) {
     signal?.throwIfAborted();
-    let st: RunStatus;
+    let st: ClientRunStatus;
     try {
-      st = await getRunStatus(client, runId);
+      // Followed by a person or a script waiting for its end: what is in clear does for one this process lacks the key of.
+      st = await getRunStatus(client, runId, { showClear: true });
     } catch (e) {
       // The run's first workflow task may not have run yet; keep polling. Not a run the server does not have (never
       // was, or deleted after its namespace's retention), which is never found: `status --watch` of one polled for ever.
       if (/query|not found|workflow task/i.test((e as Error).message)) {
         if (
-          await client.workflow
-            .getHandle(runId)
+          await listingClient(client)
+            .workflow.getHandle(runId)
             .describe()
             .then(
               () => false,
@@ -816,7 +915,8 @@ export async function followRun(
     signal?.throwIfAborted();
     onStatus(st);
     if (st.state !== 'running') {
-      const desc = await client.workflow.getHandle(runId).describe();
+      // Whether it has closed needs none of its payloads: read so without the key too (listingClient marks its memo).
+      const desc = await listingClient(client).workflow.getHandle(runId).describe();
       if (desc.status.name !== 'RUNNING') return st;
     }
     await sleep(intervalMs, undefined, { signal });

@@ -14,7 +14,7 @@ import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { kindRegistry, loadStageKinds } from '../src/stages/stage-kinds.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { gateFrom, gateText } from '../cli/commands/schedule.ts';
+import { gateFrom, gateText, runLine } from '../cli/commands/schedule.ts';
 import { backfillSchedule, checkMetricTrigger, planScheduledRun, SpecLoadError } from './schedules.ts';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -114,5 +114,16 @@ describe('schedule backfill', () => {
       assert.ok(e.hint);
       return true;
     });
+  });
+});
+
+describe('schedule describe', () => {
+  it("indents an error's continuation lines under its first, not at the line's start", () => {
+    const run = { runId: 'nightly-2026-12-07T03:00:00Z', executionRunId: 'x', scheduledAt: '', takenAt: '', state: 'failed' };
+    const text = runLine({ ...run, error: "stage 'ingest' failed: 2 rows have no label\n  a.jsonl:1\n  a.jsonl:7" });
+    const [first, ...rest] = text.split('\n');
+    const column = first!.indexOf('failed: ');
+    assert.ok(column > 40, first);
+    assert.deepEqual(rest, [`${' '.repeat(column)}  a.jsonl:1`, `${' '.repeat(column)}  a.jsonl:7`]);
   });
 });

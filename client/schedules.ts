@@ -30,7 +30,10 @@ import type { ArtifactStore } from '../src/store/artifact-store.ts';
 import { currentVersion } from '../src/registry/current.ts';
 import { missingMetricText, productionReading } from '../src/triggers/run-gate.ts';
 import type { RunBackends, RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
+import { PayloadKeyError } from '../infra/payload-codec.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
+import { ENCRYPTED_FIELD, listingClient, unreadableReason } from './payloads.ts';
+import { specCron } from './calendar-text.ts';
 
 /** Overlap policies by their command-line names. */
 export const OVERLAP_POLICIES = {
@@ -112,6 +115,13 @@ export interface ScheduleView {
   missedCatchupWindow: number;
   createdAt: string;
   updatedAt?: string;
+  /**
+   * Set where this process lacks the key the schedule's action and memo were encrypted with (TEMPERED_PAYLOAD_KEY):
+   * the codec's error, naming the key id and the variable. The view is then what Temporal keeps in clear
+   * (lockedView): the spec's fields and the actor read ENCRYPTED_FIELD, params are empty and the gates absent, though
+   * not known to be none; a cron's text is Temporal's calendar written back as cron.
+   */
+  encrypted?: string;
 }
 
 export interface RecentRun extends RecentAction {
@@ -120,6 +130,8 @@ export interface RecentRun extends RecentAction {
   /** The run gate's verdict when the run had one. */
   gate?: RunGateResult;
   error?: string;
+  /** Set where the run's result (its gate) or error is encrypted with a key this process lacks: the codec's error. */
+  encrypted?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,15 +391,81 @@ export async function readSchedule(
   client: Client,
   name: string,
 ): Promise<{ view: ScheduleView; config: ScheduleConfig; raw: ScheduleDescription }> {
-  const d = await describeRaw(client, name);
+  return fromDescription(await describeRaw(client, name), name);
+}
+
+/**
+ * The schedule's view (readSchedule's), read in one describe through listingClient: where this process lacks the key
+ * its action and memo were encrypted with, what Temporal keeps in clear (lockedView) instead of failing. For showing a
+ * schedule, not for changing it: a definition written back without the key would go to Temporal unencrypted.
+ */
+export async function scheduleView(client: Client, name: string): Promise<ScheduleView> {
+  const d = await describeRaw(listingClient(client), name);
+  const why = encryptedReason(d);
+  return why ? lockedView(d, name, why) : fromDescription(d, name).view;
+}
+
+/** Why the description's action or memo is not there: the codec's error, where listingClient marked one; else undefined. */
+function encryptedReason(d: ScheduleDescription): string | undefined {
+  const marked = [d.action.args?.[0], ...Object.values(d.action.memo ?? {}), ...Object.values(d.memo ?? {})];
+  return marked.map(unreadableReason).find((r) => r !== undefined);
+}
+
+/** What a schedule's view holds that Temporal keeps in clear: its state, policies, timetable and actions. */
+function clearView(d: ScheduleDescription, name: string): Omit<ScheduleView, 'spec' | 'timing' | 'actor' | 'gate' | 'pipelineTriggers'> {
+  return {
+    name,
+    taskQueue: d.action.taskQueue,
+    paused: d.state.paused,
+    note: shownNote(d.state.note),
+    nextRuns: d.info.nextActionTimes.map((t) => t.toISOString()),
+    recentActions: d.info.recentActions.map((a) => ({
+      runId: a.action.workflow.workflowId,
+      executionRunId: a.action.workflow.firstExecutionRunId,
+      scheduledAt: a.scheduledAt.toISOString(),
+      takenAt: a.takenAt.toISOString(),
+    })),
+    runningRuns: d.info.runningActions.map((a) => a.workflow.workflowId),
+    actionsTaken: d.info.numActionsTaken,
+    skippedOverlap: d.info.numActionsSkippedOverlap,
+    missedCatchupWindow: d.info.numActionsMissedCatchupWindow,
+    createdAt: d.info.createdAt.toISOString(),
+    updatedAt: iso(d.info.lastUpdatedAt),
+  };
+}
+
+/** A schedule's view from a description whose action and memo this process could not decrypt (`why`). */
+function lockedView(d: ScheduleDescription, name: string, why: string): ScheduleView {
+  if (d.action.workflowType !== WORKFLOW_TYPE) throw notTempered(name, d.action.workflowType);
+  const everyMs = d.spec.intervals?.[0]?.every;
+  const cron = specCron(d.raw.schedule?.spec);
+  return {
+    ...clearView(d, name),
+    spec: { pipeline: ENCRYPTED_FIELD, specHash: ENCRYPTED_FIELD, specUri: ENCRYPTED_FIELD, file: ENCRYPTED_FIELD, params: [] },
+    timing: {
+      ...(everyMs ? { every: formatDuration(everyMs) } : cron ? { cron } : {}),
+      ...(d.spec.jitter ? { jitter: formatDuration(d.spec.jitter) } : {}),
+      catchupWindow: formatDuration(d.policies.catchupWindow),
+      overlap: OVERLAP_BY_POLICY[d.policies.overlap as OverlapPolicy] ?? 'skip',
+    },
+    actor: ENCRYPTED_FIELD,
+    encrypted: why,
+  };
+}
+
+function notTempered(name: string, workflowType: string): InputError {
+  return new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${workflowType})`, {
+    hint: 'manage it with the temporal CLI instead',
+  });
+}
+
+function fromDescription(d: ScheduleDescription, name: string): { view: ScheduleView; config: ScheduleConfig; raw: ScheduleDescription } {
+  const why = encryptedReason(d);
+  if (why) throw new PayloadKeyError(why);
   const input = d.action.args?.[0] as RunInput | undefined;
   const memo = (d.action.memo ?? {}) as Record<string, unknown>;
   const created = (d.memo ?? {}) as Record<string, unknown>;
-  if (d.action.workflowType !== WORKFLOW_TYPE || !input?.plan) {
-    throw new InputError(`schedule '${name}' exists but does not run a tempered pipeline (it starts ${d.action.workflowType})`, {
-      hint: 'manage it with the temporal CLI instead',
-    });
-  }
+  if (d.action.workflowType !== WORKFLOW_TYPE || !input?.plan) throw notTempered(name, d.action.workflowType);
   const spec: ScheduledSpec = {
     pipeline: input.plan.name,
     specHash: input.plan.specHash,
@@ -405,7 +483,7 @@ export async function readSchedule(
     overlap,
   };
   const view: ScheduleView = {
-    name,
+    ...clearView(d, name),
     spec,
     timing: {
       ...(text.cron ? { cron: text.cron } : everyMs ? { every: formatDuration(everyMs) } : {}),
@@ -415,23 +493,7 @@ export async function readSchedule(
     },
     gate: input.options.gate,
     ...(input.plan.triggers ? { pipelineTriggers: input.plan.triggers } : {}),
-    taskQueue: d.action.taskQueue,
     actor: input.options.actor,
-    paused: d.state.paused,
-    note: shownNote(d.state.note),
-    nextRuns: d.info.nextActionTimes.map((t) => t.toISOString()),
-    recentActions: d.info.recentActions.map((a) => ({
-      runId: a.action.workflow.workflowId,
-      executionRunId: a.action.workflow.firstExecutionRunId,
-      scheduledAt: a.scheduledAt.toISOString(),
-      takenAt: a.takenAt.toISOString(),
-    })),
-    runningRuns: d.info.runningActions.map((a) => a.workflow.workflowId),
-    actionsTaken: d.info.numActionsTaken,
-    skippedOverlap: d.info.numActionsSkippedOverlap,
-    missedCatchupWindow: d.info.numActionsMissedCatchupWindow,
-    createdAt: d.info.createdAt.toISOString(),
-    updatedAt: iso(d.info.lastUpdatedAt),
   };
   const config: ScheduleConfig = {
     name,
@@ -515,6 +577,8 @@ export interface ScheduleListItem {
   paused: boolean;
   note?: string;
   nextRun?: string;
+  /** ScheduleView.encrypted: pipeline and specHash read ENCRYPTED_FIELD. */
+  encrypted?: string;
 }
 
 /**
@@ -534,14 +598,17 @@ const DESCRIBED_AT_ONCE = 8;
  */
 export async function listScheduleViews(client: Client): Promise<{ item: ScheduleListItem; view: ScheduleView }[]> {
   const names: string[] = [];
-  for await (const s of client.schedule.list()) {
-    if ((s.memo as Record<string, unknown> | undefined)?.tempered) names.push(s.scheduleId);
+  // Through listingClient: a memo this process cannot decrypt is marked, not failing the listing; such a schedule is
+  // tempered's by the workflow its action starts, which Temporal keeps in clear.
+  for await (const s of listingClient(client).schedule.list()) {
+    const tempered = (s.memo as Record<string, unknown> | undefined)?.tempered;
+    if (unreadableReason(tempered) !== undefined ? s.action?.workflowType === WORKFLOW_TYPE : tempered) names.push(s.scheduleId);
   }
   names.sort();
   const views: (ScheduleView | undefined)[] = new Array(names.length);
   await forEachInFlight(names.keys(), DESCRIBED_AT_ONCE, async (i) => {
     try {
-      views[i] = (await readSchedule(client, names[i]!)).view;
+      views[i] = await scheduleView(client, names[i]!);
     } catch (e) {
       // Deleted since it was listed, or not a tempered pipeline's schedule after all.
       if (!(e instanceof InputError)) throw e;
@@ -559,6 +626,7 @@ export async function listScheduleViews(client: Client): Promise<{ item: Schedul
               paused: view.paused,
               note: view.note,
               nextRun: view.nextRuns[0],
+              ...(view.encrypted ? { encrypted: view.encrypted } : {}),
             },
             view,
           },
@@ -642,18 +710,29 @@ export class ClosedRuns {
 async function recentRun(client: Client, a: RecentAction, want: { gate?: boolean; error?: boolean } = {}): Promise<RecentRun> {
   const h = client.workflow.getHandle(a.runId, a.executionRunId);
   try {
-    const d = await h.describe();
+    // Its state needs none of its payloads: described through listingClient, whose codec marks a memo this process
+    // cannot decrypt instead of failing. Its result (the gate) and error are payloads: without the key, marked.
+    const d = await listingClient(client).workflow.getHandle(a.runId, a.executionRunId).describe();
     const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();
-    if (d.status.name === 'COMPLETED' && want.gate !== false) {
-      const st = (await h.result()) as RunStatus;
-      return { ...a, state, ...(st.gate ? { gate: st.gate } : {}) };
-    }
-    if (d.status.name === 'FAILED' && want.error !== false) {
-      const error = await h.result().then(
-        () => undefined,
-        (e: unknown) => (e instanceof WorkflowFailedError ? (e.cause?.message ?? e.message) : (e as Error).message),
-      );
-      return { ...a, state, error };
+    try {
+      if (d.status.name === 'COMPLETED' && want.gate !== false) {
+        const st = (await h.result()) as RunStatus;
+        return { ...a, state, ...(st.gate ? { gate: st.gate } : {}) };
+      }
+      if (d.status.name === 'FAILED' && want.error !== false) {
+        const error = await h.result().then(
+          () => undefined,
+          (e: unknown) => {
+            if (e instanceof PayloadKeyError) throw e;
+            return e instanceof WorkflowFailedError ? (e.cause?.message ?? e.message) : (e as Error).message;
+          },
+        );
+        return { ...a, state, error };
+      }
+    } catch (e) {
+      if (!(e instanceof PayloadKeyError)) throw e;
+      // The state is in clear; the gate's verdict or the error is not.
+      return { ...a, state, ...(d.status.name === 'FAILED' ? { error: ENCRYPTED_FIELD } : {}), encrypted: e.message };
     }
     return { ...a, state };
   } catch (e) {

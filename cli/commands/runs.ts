@@ -6,6 +6,7 @@ import { runUrl } from '../../infra/connection.ts';
 import {
   auditRunSubmitted,
   followRun,
+  type ClientRunStatus,
   getRunStatus,
   endedRunStatus,
   hasWorkers,
@@ -25,7 +26,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
-import { decodePayloadsIn, fetchDecodedHistory, listingClient } from '../../client/payloads.ts';
+import { decodeOrMark, fetchHistoryOrMarked, listingClient } from '../../client/payloads.ts';
 import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
 import { notOnServerOr, runNotOnServer } from './run-gone.ts';
@@ -36,7 +37,8 @@ import { resumePreview } from './resume-preview.ts';
 export { loadPlanOrExit, planOrExit };
 
 /** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
-function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<RunStatus> {
+function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<ClientRunStatus> {
+  let noted = false;
   const seen = new Map<string, string>();
   const shown = new Map<string, string>();
   let lastProgressAt = 0;
@@ -46,6 +48,10 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
     runId,
     (st) => {
       if (json) return;
+      if (st.encrypted && !noted) {
+        noted = true;
+        console.error(lockedNote(st.encrypted));
+      }
       // A run no worker has picked up yet (none serves its queue, or only dead ones are still listed) says so once.
       if ((st.waitingForWorker ?? '') !== runWaiting) {
         runWaiting = st.waitingForWorker ?? '';
@@ -296,11 +302,15 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
   const runId = (commandRun.id = positionals[0]!);
   const client = await ctx.client();
-  const st = await (values.watch ? followAndPrint(client, runId) : getRunStatus(client, runId)).catch(async (e: Error) => {
-    throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
-  });
+  const st = await (values.watch ? followAndPrint(client, runId) : getRunStatus(client, runId, { showClear: true })).catch(
+    async (e: Error) => {
+      throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
+    },
+  );
   if (values.json) console.log(runJson(st));
   else {
+    // --watch said so with the first status.
+    if (st.encrypted && !values.watch) console.error(lockedNote(st.encrypted));
     await ctx.fetchReports(st);
     console.log(
       formatRunStatus(st, {
@@ -314,6 +324,11 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   // that follows a run with `status --watch && …` must not go on after a failed one. A bare look answers 0 whatever
   // the run's state: the command did what it was asked.
   return values.watch && st.state !== 'succeeded' ? 1 : 0;
+}
+
+/** What a status read without the key lacks, said once beside it; `why`: the codec's error (which key, which variable). */
+function lockedNote(why: string): string {
+  return `note: pipeline, submitter, params, outputs and error messages read ${ENCRYPTED_FIELD} or are left out, and stages not started yet are not listed, as only the run's encrypted payloads hold them: ${why}`;
 }
 
 export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -397,7 +412,9 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
   if (positionals.length !== 1) throw new CliError(`logs takes one run id\nusage: ${usage}`, 2);
   const client = await ctx.client();
-  const history = await fetchDecodedHistory(client, positionals[0]!).catch(async (e: Error) => {
+  // Without the key its payloads are marked, not failing: what Temporal keeps in clear (which stages were scheduled,
+  // started, completed or failed, when, on which queue, by which worker, at which attempt) is the log's substance.
+  const { history, encrypted } = await fetchHistoryOrMarked(client, positionals[0]!).catch(async (e: Error) => {
     if (/not found/i.test(e.message)) throw await runNotOnServer(ctx, client, positionals[0]!);
     throw e;
   });
@@ -460,9 +477,10 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
   }
   // Temporal writes an attempt's "started" event only when the attempt ends: a running stage shows
   // from the server's view of it, and every line goes in the order things happened, not were written.
-  const desc = await client.workflow.getHandle(positionals[0]!).describe();
+  // Its pending activities are all that is read of the description: its memo, encrypted with the rest, is marked.
+  const desc = await listingClient(client).workflow.getHandle(positionals[0]!).describe();
   // A retried stage's last failure, its message opened where TEMPERED_PAYLOAD_KEY encoded it, as the history's are.
-  await decodePayloadsIn(client, desc.raw.pendingActivities);
+  const pendingEncrypted = await decodeOrMark(client, desc.raw.pendingActivities);
   for (const pa of desc.raw.pendingActivities ?? []) {
     if (!pa.lastStartedTime?.seconds || !RUNNING_ACTIVITY.has(Number(pa.state))) continue;
     const t = new Date(Number(pa.lastStartedTime.seconds) * 1000 + Math.floor((pa.lastStartedTime.nanos ?? 0) / 1e6)).toISOString();
@@ -477,6 +495,11 @@ export async function logsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     });
   }
   lines.sort((a, b) => String(a.time).localeCompare(String(b.time)));
+  const lacked = encrypted ?? pendingEncrypted;
+  if (lacked)
+    console.error(
+      `note: error messages read ${ENCRYPTED_FIELD}, and a stage reused from the cache reads completed, as its payloads that say more are encrypted: ${lacked}`,
+    );
   if (values.json) console.log(JSON.stringify(lines, null, 2));
   else
     for (const l of lines)

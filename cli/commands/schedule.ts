@@ -14,6 +14,7 @@ import {
   readSchedule,
   recentRuns,
   replanStoredSpec,
+  scheduleView,
   SpecLoadError,
   triggerSchedule,
   unpauseSchedule,
@@ -26,6 +27,7 @@ import {
   type ScheduleTiming,
   type ScheduleView,
 } from '../../client/schedules.ts';
+import { ENCRYPTED_FIELD } from '../../client/payloads.ts';
 import {
   checkCron,
   checkScheduleName,
@@ -417,11 +419,26 @@ async function listCmd(ctx: CliContext, argv: string[]): Promise<number> {
     for (const s of items) {
       const state = s.paused ? `paused${s.note ? ` (${s.note})` : ''}` : `next ${s.nextRun ?? '-'}`;
       console.log(
-        `${s.name.padEnd(24)} ${s.pipeline.padEnd(20)} ${s.specHash.slice(0, 12)}  ${s.timing.padEnd(20)} ${state}${lastText(s)}`,
+        `${s.name.padEnd(24)} ${s.pipeline.padEnd(20)} ${s.specHash.slice(0, 12).padEnd(12)}  ${s.timing.padEnd(20)} ${state}${lastText(s)}`,
       );
     }
+    noteEncrypted([...views.map(({ item }) => item.encrypted), ...outcomes.map((o) => o.last?.encrypted)], 'schedules list');
   }
   return 0;
+}
+
+/**
+ * One note, whatever the number of schedules and runs read without their key: which key and which variable (the
+ * codec's error, the first met), beside fields that read ENCRYPTED_FIELD.
+ */
+function noteEncrypted(reasons: (string | undefined)[], what: 'schedules list' | 'describe'): void {
+  const why = reasons.find((r) => r !== undefined);
+  if (!why) return;
+  const fields =
+    what === 'describe'
+      ? "the spec, params, gate and submitter, and its runs' errors and gate verdicts,"
+      : "pipelines, spec hashes and the last runs' errors";
+  console.error(`note: ${fields} read ${ENCRYPTED_FIELD} or are left out, as only encrypted payloads hold them: ${why}`);
 }
 
 /** The latest ended run, and a failing streak with the first line of the latest error: what an operator scans for. */
@@ -470,31 +487,35 @@ function specText(g: RunGateSpec): string {
   return parts.join('; ');
 }
 
-function runLine(r: RecentRun): string {
+/** A recent run of `schedule describe`: an error of several lines (an ingest error names its bad rows) continues under its first. */
+export function runLine(r: RecentRun): string {
   let outcome = r.state;
   if (r.gate && !r.gate.proceed) outcome += `, skipped: ${r.gate.outcome} (${r.gate.reason})`;
   else if (r.gate) outcome += `, ${r.gate.outcome}: ${r.gate.reason}`;
   if (r.error) outcome += `: ${r.error}`;
-  return `    ${r.runId.padEnd(40)} ${outcome}`;
+  const lead = `    ${r.runId.padEnd(40)} `;
+  return lead + outcome.split('\n').join(`\n${' '.repeat(lead.length)}`);
 }
 
 async function describeCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, USAGE.describe!);
   const name = oneName(positionals, 'describe');
   const client = await ctx.client();
-  const { view } = await asUsage(() => readSchedule(client, name));
+  // Without the key its action and memo are encrypted: what Temporal keeps in clear is shown (scheduleView).
+  const view = await asUsage(() => scheduleView(client, name));
   const runs = await recentRuns(client, view);
   if (values.json) {
     console.log(JSON.stringify({ ...view, recentRuns: runs }, null, 2));
     return 0;
   }
+  const locked = view.encrypted !== undefined;
   const lines = [
     `schedule ${name}: ${view.paused ? 'PAUSED' : 'active'}${view.note ? ` (note: ${view.note})` : ''}`,
     `  pipeline    ${view.spec.pipeline}, spec ${view.spec.specHash}`,
-    `  spec file   ${view.spec.file} (stored as ${view.spec.specUri})`,
-    `  params      ${view.spec.params.length ? view.spec.params.join(' ') : '(defaults)'}`,
+    locked ? `  spec file   ${ENCRYPTED_FIELD}` : `  spec file   ${view.spec.file} (stored as ${view.spec.specUri})`,
+    `  params      ${locked ? ENCRYPTED_FIELD : view.spec.params.length ? view.spec.params.join(' ') : '(defaults)'}`,
     `  when        ${whenText(view)}, catch-up window ${view.timing.catchupWindow}`,
-    `  gate        ${gateText(view)}`,
+    `  gate        ${locked ? ENCRYPTED_FIELD : gateText(view)}`,
     `  queue       ${view.taskQueue}   actor ${view.actor}`,
     `  created     ${view.createdAt}${view.updatedAt ? `   updated ${view.updatedAt}` : ''}`,
     `  actions     ${view.actionsTaken} taken, ${view.skippedOverlap} skipped by overlap policy, ${view.missedCatchupWindow} missed (catch-up window)`,
@@ -504,6 +525,7 @@ async function describeCmd(ctx: CliContext, argv: string[]): Promise<number> {
   lines.push(runs.length ? '  recent runs (newest first)' : '  recent runs none yet');
   for (const r of runs) lines.push(runLine(r));
   console.log(lines.join('\n'));
+  noteEncrypted([view.encrypted, ...runs.map((r) => r.encrypted)], 'describe');
   return 0;
 }
 
