@@ -596,6 +596,24 @@ describe('stage adapter', () => {
     assert.match(String((err.details?.[0] as { hint?: string })?.hint), /restart the worker/);
   });
 
+  // A train stage's finished record names the execution (src/stages/train-finished.ts): in a child process it had none.
+  it('gives a stage the execution id of its run, inline and in a child process', async () => {
+    const file = join(mkdtempSync(join(root, 'plugin-')), 'exec.mjs');
+    writeFileSync(
+      file,
+      `export function stageKinds() { return [{ kind: 'exec', description: 'd', codeVersion: 'exec-1', withSchema: { type: 'object' },
+        outputs: { e: { type: 'string' } }, isolation: { module: import.meta.url },
+        async run(cfg, ctx) { return { e: ctx.executionId ?? 'none' }; } }]; }\n`,
+    );
+    const [exec] = await loadPluginKinds([file], new Set(), root);
+    for (const mode of ['inline', 'process'] as const) {
+      const act = stageActivity(exec!, deps({ isolation: { mode, limits: {} } }));
+      const env = new MockActivityEnvironment({ workflowExecution: { workflowId: 'r', runId: 'exec-7' } });
+      const result = (await env.run(act, request({ kind: 'exec', config: {}, cacheKey: `key-${mode}` }))) as StageResult;
+      assert.equal(result.outputs.e, 'exec-7', mode);
+    }
+  });
+
   // The child process loads the plugin's module as written, so the defaults must travel in the config it is sent.
   it("gives a plugin kind's run its withSchema defaults, inline and in a child process", async () => {
     const file = join(mkdtempSync(join(root, 'plugin-')), 'limit.mjs');
