@@ -54,7 +54,7 @@ before(async () => {
     runId: string,
     params: Record<string, unknown>,
     train: { val?: number[]; column?: string; seconds?: number },
-    evaluate: { outputs: Record<string, number>; doc: Record<string, unknown> },
+    evaluate: { outputs: Record<string, number>; doc: Record<string, unknown>; samples?: object[] },
     promoted: boolean,
   ): Promise<RunStatus> => ({
     runId,
@@ -80,7 +80,11 @@ before(async () => {
         uses: 'evaluate',
         needs: ['train'],
         state: 'succeeded',
-        outputs: { ...evaluate.outputs, metrics: await store.putJson(evaluate.doc) },
+        outputs: {
+          ...evaluate.outputs,
+          metrics: await store.putJson(evaluate.doc),
+          ...(evaluate.samples ? { report: await store.putJson({ task: 'causal-lm', samples: evaluate.samples }) } : {}),
+        },
       },
       { id: 'deploy', uses: 'deploy', needs: ['evaluate'], state: 'succeeded', outputs: { promoted } },
     ],
@@ -113,14 +117,38 @@ before(async () => {
           'lm-a',
           { lr: 0.002 },
           { val: [2.3, 2.29], column: 'val_loss', seconds: 135 },
-          { outputs: { loss: 1.62 }, doc: { loss: 1.62, scored_rows: 8, exact_match: 0, rouge_l: 0.34 } },
+          {
+            outputs: { loss: 1.62 },
+            doc: { loss: 1.62, scored_rows: 8, exact_match: 0, rouge_l: 0.34 },
+            samples: [
+              {
+                prompt: 'Find the four smallest perfect numbers.',
+                reference: '6, 28, 496, and 8128',
+                baseline: 'base',
+                output: 'A says',
+                exact: false,
+              },
+            ],
+          },
           false,
         ),
         trial(
           'lm-b',
           { lr: 0.008 },
           { val: [2.2, 2.1], column: 'val_loss', seconds: 219 },
-          { outputs: { loss: 1.58 }, doc: { loss: 1.58, scored_rows: 8, exact_match: 0, rouge_l: 0.36 } },
+          {
+            outputs: { loss: 1.58 },
+            doc: { loss: 1.58, scored_rows: 8, exact_match: 0, rouge_l: 0.36 },
+            samples: [
+              {
+                prompt: 'Find the four smallest perfect numbers.',
+                reference: '6, 28, 496, and 8128',
+                baseline: 'base',
+                output: EVIL_NOTE,
+                exact: true,
+              },
+            ],
+          },
           false,
         ),
       ])
@@ -235,6 +263,15 @@ describe('compare page, trials', () => {
       await page.locator('#compare-trials ~ p[data-metric="evaluate.scored_rows"]').innerText(),
       /^evaluate's scores are over 8 test rows \(evaluate\.scored_rows\): one row is 0\.125\d* of a per-row score/,
     );
+    // Each run's answer to the same test row, beside the reference and the base model's; what the model wrote is text.
+    assert.deepEqual(await page.locator('#compare-answers tr[data-prompt] td').allInnerTexts(), [
+      'Find the four smallest perfect numbers.',
+      '6, 28, 496, and 8128',
+      'base',
+      'A says',
+      `${EVIL_NOTE} ✓`,
+    ]);
+    assert.equal(await page.locator('#compare-answers img').count(), 0);
     await page.context().close();
     assert.deepEqual(errors, []);
   });

@@ -19,6 +19,7 @@ test('runs --compare escapes control characters in params, metric names and run 
     flags: [],
     bestOnValidation: { metric: 'train.val_f1_macro', run: 0 },
     evaluatedOn: [],
+    answers: [{ stage: 'evaluate', prompt: `q ${evil}`, reference: evil, outputs: [evil, undefined], exact: [true, undefined] }],
   };
   const text = comparisonLines(cmp).join('\n');
   assert.doesNotMatch(text, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, JSON.stringify(text));
@@ -43,6 +44,7 @@ test('runs --compare says how many test rows the scores are over, and what one r
     ],
     flags: [],
     evaluatedOn: [{ metric: 'evaluate.scored_rows', fewest: Math.min(...rows), most: Math.max(...rows) }],
+    answers: [],
   });
   const few = comparisonLines(cmp([8, 8])).join('\n');
   assert.match(few, /evaluate\.scored_rows +8 +8/);
@@ -51,4 +53,36 @@ test('runs --compare says how many test rows the scores are over, and what one r
   const many = comparisonLines(cmp([400, 400])).join('\n');
   assert.match(many, /^evaluate's scores are over 400 test rows \(evaluate\.scored_rows\)$/m);
   assert.doesNotMatch(many, /one row is/);
+});
+
+test("runs --compare shows the evaluate report's sample rows with each run's answer: what the scores' differences are made of", () => {
+  const cmp: TrialComparison = {
+    runs: [
+      { runId: 'a', state: 'succeeded', params: { lr: 0.002 } },
+      { runId: 'b', state: 'succeeded', params: { lr: 0.008 } },
+    ],
+    params: [{ name: 'lr', values: [0.002, 0.008] }],
+    rows: [],
+    flags: [],
+    evaluatedOn: [],
+    answers: [
+      {
+        stage: 'evaluate',
+        prompt: 'Find the four smallest perfect numbers.',
+        reference: '6, 28, 496, and 8128',
+        baseline: 'The smallest perfect numbers are\nindeed',
+        outputs: ['6, 28, 496, and 8128', 'x'.repeat(300)],
+        exact: [true, false],
+      },
+    ],
+  };
+  const text = comparisonLines(cmp).join('\n');
+  assert.match(
+    text,
+    /answers side by side \(the evaluate report's 1 sample rows; = exact match\):\n\[1\] Find the four smallest perfect numbers\.\n/,
+  );
+  assert.match(
+    text,
+    /\n {4}reference {2}6, 28, 496, and 8128\n {4}baseline {3}The smallest perfect numbers are ⏎ indeed\n {4}#1 = {7}6, 28, 496, and 8128\n {4}#2 {9}x{159}…$/,
+  );
 });

@@ -52,10 +52,34 @@ function sampleSizeNotes(cmp: TrialComparison): string[] {
     const over = fewest === most ? `${fewest} test rows` : `${fewest}–${most} test rows`;
     return printable(
       fewest < FEW_ROWS
-        ? `note: ${stage}'s scores are over ${over} (${metric}): one row is ${num(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (the evaluate report's samples, on each run's page of the dashboard) or evaluate more rows (maxRows)`
+        ? `note: ${stage}'s scores are over ${over} (${metric}): one row is ${num(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side below (evaluate's generation.samples sets how many rows) or evaluate more rows (maxRows)`
         : `${stage}'s scores are over ${over} (${metric})`,
     );
   });
+}
+
+/** A cell of the answers side by side: one line (a line break shown as ⏎), cut at `max` characters. */
+function oneLine(x: string | undefined, max = 160): string {
+  if (x === undefined) return '-';
+  const flat = x.replace(/\r?\n/g, ' ⏎ ');
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
+/**
+ * The evaluate report's sample rows, each run's answer under the prompt and reference (`=` where it matched exactly):
+ * on a few test rows of free-form replies, what the scores' differences are made of.
+ */
+function answerLines(cmp: TrialComparison): string[] {
+  const answers = cmp.answers ?? [];
+  if (answers.length === 0) return [];
+  const cell = (label: string, x: string | undefined) => `    ${label.padEnd(10)} ${oneLine(x)}`;
+  const lines = ['', `answers side by side (the evaluate report's ${answers.length} sample rows; = exact match):`];
+  answers.forEach((a, i) => {
+    lines.push(`[${i + 1}] ${oneLine(a.prompt)}`, cell('reference', a.reference));
+    if (a.baseline !== undefined) lines.push(cell('baseline', a.baseline));
+    a.outputs.forEach((x, r) => lines.push(cell(`#${r + 1}${a.exact[r] ? ' =' : ''}`, x)));
+  });
+  return lines.map((l) => printable(l));
 }
 
 /**
@@ -91,5 +115,6 @@ export function comparisonLines(cmp: TrialComparison): string[] {
     lines.push(
       'no validation metrics to choose on: give the train stage a validation table and evalEvery; choosing on the test metrics makes them an optimistic estimate',
     );
+  lines.push(...answerLines(cmp));
   return lines;
 }

@@ -16,13 +16,15 @@ type TrialStore = Pick<ArtifactStore, 'localPath' | 'readJson'>;
 
 /**
  * The artifacts the comparison reads from `store` (a shared store's are fetched into the local copy): each train stage's
- * validation columns and exported model's tempered-model.json `training`, each evaluate stage's metrics document. One
+ * validation columns and exported model's tempered-model.json `training`, each evaluate stage's metrics document and its
+ * report's sample rows. One
  * that cannot be read (not fetched from a shared store, collected) is left out, so its rows stay empty rather than the
  * comparison failing.
  */
 export async function readTrialArtifacts(store: TrialStore, run: TrialRun): Promise<TrialArtifacts> {
   const exported: NonNullable<TrialArtifacts['exported']> = {};
-  const out: TrialArtifacts = { histories: {}, metricsDocs: {}, exported };
+  const samples: NonNullable<TrialArtifacts['samples']> = {};
+  const out: TrialArtifacts = { histories: {}, metricsDocs: {}, exported, samples };
   const read = async (ref: unknown) => (isArtifactRef(ref) ? readFileSync(await store.localPath(ref.uri)) : undefined);
   for (const s of run.stages) {
     if (s.uses === 'train') {
@@ -45,12 +47,19 @@ export async function readTrialArtifacts(store: TrialStore, run: TrialRun): Prom
           })
           .catch(() => {});
     }
-    if (s.uses === 'evaluate')
+    if (s.uses === 'evaluate') {
       await read(s.outputs?.metrics)
         .then((bytes) => {
           if (bytes) out.metricsDocs[s.id] = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
         })
         .catch(() => {});
+      await read(s.outputs?.report)
+        .then((bytes) => {
+          const report = bytes ? (JSON.parse(bytes.toString('utf8')) as { samples?: unknown }) : undefined;
+          if (Array.isArray(report?.samples)) samples[s.id] = report.samples;
+        })
+        .catch(() => {});
+    }
   }
   return out;
 }

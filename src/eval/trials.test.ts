@@ -82,3 +82,51 @@ test('the test rows the scores are over are shown even when every run has the sa
   assert.equal(rows['ingest.rows'], undefined);
   assert.equal(rows['evaluate.tokens'], undefined);
 });
+
+test("the evaluate reports' sample rows side by side, matched by prompt: each run's answer, the baseline's once", () => {
+  const sample = (prompt: string, output: string, exact: boolean) => ({
+    prompt,
+    reference: `ref ${prompt}`,
+    baseline: `base ${prompt}`,
+    output,
+    exact,
+  });
+  const cmp = compareTrials([
+    {
+      run: run('a', 0.1, 0.5, 0.9, false),
+      artifacts: { histories: {}, metricsDocs: {}, samples: { evaluate: [sample('q1', 'a1', true), sample('q2', 'a2', false)] } },
+    },
+    // Another order, and a row the first run's report does not have.
+    {
+      run: run('b', 0.2, 0.5, 0.9, false),
+      artifacts: { histories: {}, metricsDocs: {}, samples: { evaluate: [sample('q3', 'b3', false), sample('q1', 'b1', false)] } },
+    },
+    { run: run('c', 0.3, 0.5, 0.9, false), artifacts: { histories: {}, metricsDocs: {} } },
+  ]);
+  assert.deepEqual(cmp.answers, [
+    {
+      stage: 'evaluate',
+      prompt: 'q1',
+      reference: 'ref q1',
+      baseline: 'base q1',
+      outputs: ['a1', 'b1', undefined],
+      exact: [true, false, undefined],
+    },
+    {
+      stage: 'evaluate',
+      prompt: 'q2',
+      reference: 'ref q2',
+      baseline: 'base q2',
+      outputs: ['a2', undefined, undefined],
+      exact: [false, undefined, undefined],
+    },
+    {
+      stage: 'evaluate',
+      prompt: 'q3',
+      reference: 'ref q3',
+      baseline: 'base q3',
+      outputs: [undefined, 'b3', undefined],
+      exact: [undefined, false, undefined],
+    },
+  ]);
+});

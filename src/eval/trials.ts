@@ -50,6 +50,19 @@ export interface TrialArtifacts {
    * that step's weights, `validation` their scores (folders exported before 7 Dec 2026 have none).
    */
   exported?: Record<string, { bestStep?: unknown; validation?: unknown }>;
+  /** Each evaluate stage's report's `samples` (a causal LM's generated answers beside the reference and the baseline's). */
+  samples?: Record<string, unknown[]>;
+}
+
+/** One test row's generated answers, each run's in the order given (undefined: that run's report has no such row). */
+export interface AnswersSideBySide {
+  stage: string;
+  prompt: string;
+  reference: string;
+  /** The baseline's answer (the same model in every trial of a pipeline), from the first run that has one. */
+  baseline?: string;
+  outputs: (string | undefined)[];
+  exact: (boolean | undefined)[];
 }
 
 export interface TrialComparison {
@@ -70,6 +83,43 @@ export interface TrialComparison {
    * so the terminal and the dashboard can say what one row is worth: a difference under 1/fewest is a single answer.
    */
   evaluatedOn: { metric: string; fewest: number; most: number }[];
+  /**
+   * The evaluate stages' sample rows, each runs' answers side by side, matched by prompt (trials of one split answer
+   * the same test rows): the scores say which run is ahead, these say at what. Empty where no report has samples.
+   */
+  answers: AnswersSideBySide[];
+}
+
+const text = (x: unknown) => (typeof x === 'string' ? x : undefined);
+
+/** The runs' sample rows matched by stage and prompt, in the order the first run holding each shows it. */
+function answersSideBySide(samples: (Record<string, unknown[]> | undefined)[]): AnswersSideBySide[] {
+  const rows = new Map<string, AnswersSideBySide>();
+  samples.forEach((byStage, run) => {
+    for (const [stage, list] of Object.entries(byStage ?? {}))
+      for (const raw of list) {
+        if (!raw || typeof raw !== 'object') continue;
+        const r = raw as Record<string, unknown>;
+        const prompt = text(r.prompt);
+        if (prompt === undefined) continue;
+        const key = JSON.stringify([stage, prompt]);
+        let row = rows.get(key);
+        if (!row) {
+          row = {
+            stage,
+            prompt,
+            reference: text(r.reference) ?? '',
+            outputs: samples.map(() => undefined),
+            exact: samples.map(() => undefined),
+          };
+          rows.set(key, row);
+        }
+        row.baseline ??= text(r.baseline);
+        row.outputs[run] = text(r.output);
+        row.exact[run] = typeof r.exact === 'boolean' ? r.exact : undefined;
+      }
+  });
+  return [...rows.values()];
 }
 
 /**
@@ -183,6 +233,7 @@ export function compareTrials(trials: { run: TrialRun; artifacts: TrialArtifacts
   return {
     runs: trials.map(({ run }) => ({ runId: run.runId, state: run.state, params: run.params })),
     evaluatedOn,
+    answers: answersSideBySide(trials.map((t) => t.artifacts.samples)),
     params: jsonDiff(trials.map(({ run }) => run.params)).map((d) => ({ name: d.path, values: d.values })),
     rows,
     flags,

@@ -1533,7 +1533,7 @@ function Trials({ trials, runs, letters }) {
         html`<p class=${fewest < 100 ? '' : 'muted'} data-metric=${metric} id=${`compare-rows-${metric}`}>
           ${metric.split('.')[0]}'s scores are over ${fewest === most ? fewest : `${fewest}–${most}`} test rows
           (${metric})${fewest < 100
-            ? `: one row is ${fmtNum(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side (each run's evaluation samples) or evaluate more rows (maxRows)`
+            ? `: one row is ${fmtNum(1 / fewest)} of a per-row score such as exact_match, so a smaller difference is a single answer; read the answers side by side below (evaluate's generation.samples sets how many rows) or evaluate more rows (maxRows)`
             : ''}
         </p>`,
     )}
@@ -1548,6 +1548,37 @@ function Trials({ trials, runs, letters }) {
           no validation metrics to choose on: give the train stage a validation table and evalEvery; choosing on the test metrics makes them
           an optimistic estimate
         </p>`}`;
+}
+
+/**
+ * The evaluate reports' sample rows with each run's answer beside the reference and the baseline's (as `runs --compare`
+ * prints them): what a difference in the scores is made of, on the same test rows.
+ */
+function AnswersSideBySide({ answers, letters }) {
+  if (answers.length === 0) return null;
+  const baseline = answers.some((a) => a.baseline !== undefined);
+  return html`<h2>Answers side by side <span class="muted">(the evaluate reports' sample rows; ✓ exact match)</span></h2>
+    <table id="compare-answers">
+      <tr>
+        <th>prompt</th>
+        <th>reference</th>
+        ${baseline && html`<th>baseline</th>`} ${letters.map((l) => html`<th>${l}</th>`)}
+      </tr>
+      ${answers.map(
+        (a) =>
+          html`<tr data-prompt=${a.prompt}>
+            <td style="white-space:pre-wrap;max-width:320px">${a.prompt}</td>
+            <td style="white-space:pre-wrap">${a.reference}</td>
+            ${baseline && html`<td style="white-space:pre-wrap">${a.baseline ?? '–'}</td>`}
+            ${a.outputs.map(
+              (x, i) =>
+                html`<td style="white-space:pre-wrap" data-run=${letters[i]} data-exact=${a.exact[i] ? 'true' : undefined}>
+                  ${x ?? '–'}${a.exact[i] ? ' ✓' : ''}
+                </td>`,
+            )}
+          </tr>`,
+      )}
+    </table>`;
 }
 
 function ComparePage({ query }) {
@@ -1595,6 +1626,7 @@ function ComparePage({ query }) {
       />`}
     </div>`}
     <${Trials} trials=${data.trials} runs=${data.runs} letters=${letters} />
+    <${AnswersSideBySide} answers=${data.trials.answers ?? []} letters=${letters} />
     <h2>Metrics</h2>
     <table id="compare-metrics">
       <tr>
