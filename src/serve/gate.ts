@@ -7,11 +7,32 @@ export class GenerationGate {
   private readonly waiting: { start: () => void; refuse: (reason: Error) => void }[] = [];
   private drained: Error | null = null;
   private readonly halting = new AbortController();
+  /** How long a generation held its slot, on average (weighted to the recent ones); undefined before the first ended. */
+  private meanHoldMs: number | undefined;
+  /** When each running generation took its slot. */
+  private readonly starts = new Set<{ at: number }>();
 
   constructor(
     readonly maxConcurrent: number,
     readonly maxQueue: number,
+    /** Milliseconds, for the hold times (a test's clock). */
+    private readonly now: () => number = () => performance.now(),
   ) {}
+
+  /**
+   * A refused request's `Retry-After`: the seconds until the generations waiting now will have started, at the
+   * mean time a generation holds its slot (at least 1; at most 30, under the 60 s past which the
+   * openai SDK ignores the header). A fixed 1 s let the SDK spend its 2 retries while 16 queued answers of
+   * 0.7 s each went on: 5 of 24 requests sent at once failed. Clients that retry all at once after it find
+   * the queue empty, as many as it holds.
+   */
+  retryAfterSeconds(): number {
+    // Before any has ended (a server just started, its first answers the slowest), the longest running so far is
+    // what a generation takes at least.
+    const hold = this.meanHoldMs ?? Math.max(0, ...[...this.starts].map((g) => this.now() - g.at));
+    const s = Math.ceil((this.waiting.length * hold) / this.maxConcurrent / 1000);
+    return Math.min(30, Math.max(1, s));
+  }
 
   get active(): number {
     return this.running;
@@ -82,9 +103,14 @@ export class GenerationGate {
 
   private releaser(): () => void {
     let done = false;
+    const entry = { at: this.now() };
+    this.starts.add(entry);
     return () => {
       if (done) return;
       done = true;
+      this.starts.delete(entry);
+      const held = this.now() - entry.at;
+      this.meanHoldMs = this.meanHoldMs === undefined ? held : 0.75 * this.meanHoldMs + 0.25 * held;
       this.running--;
       this.waiting.shift()?.start();
     };

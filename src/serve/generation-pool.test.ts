@@ -238,7 +238,12 @@ test('serve: /health and /metrics answer during a generation, a request beyond t
   while (server.gate.queued < 1) await tick();
   const third = await post('/v1/completions', { prompt: 'x', max_tokens: 2 });
   assert.equal(third.status, 429);
-  assert.equal(third.headers.get('retry-after'), '1');
+  // Whole seconds, from 1 to 30: how many the gate's estimate gives depends on how long the held generation has run (gate.test.ts).
+  assert.ok(
+    Number(third.headers.get('retry-after')) >= 1 && Number(third.headers.get('retry-after')) <= 30,
+    String(third.headers.get('retry-after')),
+  );
+  assert.match(third.headers.get('retry-after') ?? '', /^\d+$/);
   assert.equal(((await third.json()) as { error: { code: string } }).error.code, 'server_busy');
   assert.equal(firstDone, false, '/health, /metrics and the 429 came while the first generation was held in its thread');
 

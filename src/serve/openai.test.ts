@@ -637,7 +637,12 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
   while (server.gate.queued < 1) await new Promise((r) => setTimeout(r, 5));
   const third = await post(url, '/v1/chat/completions', { messages, max_tokens: 3 });
   assert.equal(third.status, 429);
-  assert.equal(third.headers.get('retry-after'), '1');
+  // Whole seconds, from 1 to 30: how many the gate's estimate gives depends on how long the held generation has run (gate.test.ts).
+  assert.ok(
+    Number(third.headers.get('retry-after')) >= 1 && Number(third.headers.get('retry-after')) <= 30,
+    String(third.headers.get('retry-after')),
+  );
+  assert.match(third.headers.get('retry-after') ?? '', /^\d+$/);
   const err = ((await third.json()) as any).error;
   assert.equal(err.type, 'rate_limit_error');
   assert.equal(err.code, 'server_busy');

@@ -470,7 +470,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
 
       const entered = gate.tryEnter(gone.signal);
       if (!entered) {
-        reply.header('retry-after', '1');
+        reply.header('retry-after', String(gate.retryAfterSeconds()));
         throw new ApiError(
           429,
           'server_busy',
