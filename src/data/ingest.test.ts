@@ -387,7 +387,8 @@ test("encoding: utf-16 reads Excel's Unicode Text (UTF-16 with a byte-order mark
   // Without encoding the file is refused, the hint naming the setting; a UTF-8 file declared utf-16 is refused too.
   await assert.rejects(
     run(dir, { task: 'classification', path: 'be.tsv' }),
-    (e: unknown) => e instanceof InputError && /set encoding: utf-16/.test(e.hint ?? ''),
+    (e: unknown) =>
+      e instanceof InputError && /save it as UTF-8, e.g. iconv .*; or, in an ingest stage, set encoding: utf-16$/.test(e.hint ?? ''),
   );
   writeFileSync(join(dir, 'u8.tsv'), text);
   await assert.rejects(run(dir, { task: 'classification', path: 'u8.tsv', encoding: 'utf-16' }), (e: unknown) => {

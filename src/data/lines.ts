@@ -120,7 +120,8 @@ export function notUtf8(file: string, s: UnicodeSniff): InputError {
     `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ' unless encoding says otherwise' : ''}`,
     {
       where: file,
-      hint: `${family === 'UTF-16' ? 'set encoding: utf-16, or ' : ''}save it as UTF-8, e.g. ${example}`,
+      // `tempered predict` reads through here too, and has no encoding setting: the ingest stage's is named as such.
+      hint: `save it as UTF-8, e.g. ${example}${family === 'UTF-16' ? '; or, in an ingest stage, set encoding: utf-16' : ''}`,
     },
   );
 }

@@ -322,7 +322,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (invalid && header && names === null)
       throw new InputError(`the header ${notUtf8Detail('record', taken).replace(/^record /, '')}`, {
         where: `${file.display}:${row}`,
-        hint: `the file is not UTF-8: ${ENCODING_ADVICE}`,
+        hint: 'the file is not UTF-8: convert it to UTF-8 (e.g. iconv -f WINDOWS-1252 -t UTF-8, for a file Excel saved on Windows), or, in an ingest stage, set encoding: windows-1252 (or iso-8859-15, windows-1250, windows-1251)',
       });
     if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('record', taken) } };
     if (error !== null) return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: error.replace(/ at line \d+/, '') } };
