@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
@@ -59,7 +59,7 @@ async function fixture(t: { after: (fn: () => void) => void }) {
     return { outputs, steps, logs };
   };
   const putTable = (h: ReturnType<typeof home>) => h.store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
-  return { home, attempt, putTable, bucket };
+  return { home, attempt, putTable, bucket, modelDir };
 }
 
 test("a retry of this run's finished training returns its outputs; another run, or the same id's next execution, trains again", async (t) => {
@@ -102,7 +102,7 @@ test('a retry whose finished outputs are gone from the store trains again', asyn
 });
 
 test('with a shared store, a retry on another worker finds the finished record there; no checkpoint files are left', async (t) => {
-  const { home, attempt, putTable, bucket } = await fixture(t);
+  const { home, attempt, putTable, bucket, modelDir } = await fixture(t);
   const a = home('a', true);
   const train = await putTable(a);
   const first = await attempt(a, train);
@@ -113,7 +113,10 @@ test('with a shared store, a retry on another worker finds the finished record t
   assert.deepEqual(Object.keys(pointer), ['finished'], 'the pointer holds the record, no checkpoint');
 
   const b = home('b', true);
+  // Nor does it fetch the base model (gigabytes on a worker that never had it): it is not even there.
+  renameSync(modelDir, `${modelDir}.away`);
   const retry = await attempt(b, train, { attempt: 2 });
+  renameSync(`${modelDir}.away`, modelDir);
   assert.equal(retry.steps, 0, 'the retry on worker B trained nothing');
   assert.deepEqual(retry.outputs, first.outputs);
 

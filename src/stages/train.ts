@@ -422,13 +422,6 @@ export const trainStage: StageKind<TrainConfig> = {
         });
     }
     const paths = statePaths(ctx.stateDir);
-    const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
-      cacheDir: paths.models,
-      signal: ctx.signal,
-      onProgress: (message, bytes, total) => ctx.progress({ fraction: total ? bytes / total : undefined, message: `model: ${message}` }),
-    });
-    const train = await ctx.store.verify(cfg.train);
-    const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // Same work, same folder: retries and resumed runs find the checkpoints of earlier attempts.
     // A fresh training (models reproduce) takes a folder of its own run's, beside the work's, which it neither resumes
     // nor deletes: writing into the work's folder would delete or overwrite the checkpoints a failed run of the work
@@ -438,6 +431,23 @@ export const trainStage: StageKind<TrainConfig> = {
     const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
     const checkpointName = ctx.freshTraining ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}` : workName;
     const checkpointDir = join(paths.checkpoints, checkpointName);
+    // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
+    // to wait for or download (a retry on another worker would fetch the base model first). The record is read without
+    // the lock: it is written whole (a rename), and one of this execution's is final.
+    const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
+    if (finished) {
+      ctx.log(
+        `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
+      );
+      return finished;
+    }
+    const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
+      cacheDir: paths.models,
+      signal: ctx.signal,
+      onProgress: (message, bytes, total) => ctx.progress({ fraction: total ? bytes / total : undefined, message: `model: ${message}` }),
+    });
+    const train = await ctx.store.verify(cfg.train);
+    const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
     // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
@@ -470,14 +480,6 @@ export const trainStage: StageKind<TrainConfig> = {
       : undefined;
     const signal = AbortSignal.any([ctx.signal, lock.signal, ...(shared ? [shared.signal] : [])]);
     try {
-      // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it.
-      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
-      if (finished) {
-        ctx.log(
-          `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
-        );
-        return finished;
-      }
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
       mkdirSync(checkpointDir, { recursive: true });
