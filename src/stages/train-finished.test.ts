@@ -13,6 +13,8 @@ import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
+import { checkpointLeaseName } from '../store/shared-checkpoints.ts';
+import { acquireSharedLease } from '../store/shared-lease.ts';
 import type { ArtifactRef } from '../types.ts';
 import { trainStage } from './train.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
@@ -35,7 +37,7 @@ async function fixture(t: { after: (fn: () => void) => void }) {
   const attempt = async (
     h: ReturnType<typeof home>,
     train: ArtifactRef,
-    o: { run?: string; execution?: string; attempt?: number } = {},
+    o: { run?: string; execution?: string; attempt?: number; onMessage?: (m: string) => void } = {},
   ) => {
     let steps = 0;
     const logs: string[] = [];
@@ -52,7 +54,10 @@ async function fixture(t: { after: (fn: () => void) => void }) {
       workDir: join(h.root, `work-${o.attempt ?? 1}-${Math.random().toString(36).slice(2)}`),
       stateDir: h.root,
       signal: new AbortController().signal,
-      progress: (p) => void (typeof p.metrics?.step === 'number' && steps++),
+      progress: (p) => {
+        if (typeof p.metrics?.step === 'number') steps++;
+        if (p.message) o.onMessage?.(p.message);
+      },
       log: (m) => void logs.push(m),
     };
     const outputs = await trainStage.run(tinyLoraTrainConfig(modelDir, train, { maxSteps: 3, seed: 5 }), ctx);
@@ -125,4 +130,28 @@ test('with a shared store, a retry on another worker finds the finished record t
   assert.equal(other.steps, 3);
   assert.equal((other.outputs.baseModel as { resumedFromStep: number | null }).resumedFromStep, null);
   assert.ok(!other.logs.some((m) => m.includes('ignoring the shared checkpoint')), other.logs.join('\n'));
+});
+
+test('a retry that waited for the attempt still running (it lost its heartbeat, not its process) returns what that attempt finished with', async (t) => {
+  const { home, attempt, putTable, bucket } = await fixture(t);
+  const a = home('a', true);
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  // Replayed in the order it happens: attempt 1 holds the lease and has not finished when attempt 2, on worker B, looks
+  // for a record; attempt 2 waits for the lease, and attempt 1 writes its record (under the lease) and releases it.
+  const pointerKey = `checkpoints/${KEY}.json`;
+  const record = (await readText(bucket, pointerKey))!;
+  await bucket.delete(pointerKey);
+  const running = await acquireSharedLease(bucket, checkpointLeaseName(KEY), { what: 'run r stage train attempt 1', inProcess: true });
+  let waiting!: () => void;
+  const waited = new Promise<void>((resolve) => (waiting = resolve));
+  const b = home('b', true);
+  const retry = attempt(b, train, { attempt: 2, onMessage: (m) => void (m.startsWith('waiting for the checkpoint') && waiting()) });
+  retry.catch(() => waiting());
+  await waited;
+  await bucket.putBytes(pointerKey, Buffer.from(record), { ifAbsent: false });
+  await running.release();
+  const r = await retry;
+  assert.equal(r.steps, 0, 'the retry trained nothing once the lease was its');
+  assert.deepEqual(r.outputs, first.outputs);
 });

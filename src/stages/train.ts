@@ -20,7 +20,7 @@ import { checkpointLeaseName, finishSharedCheckpoint, pullCheckpoint, pushCheckp
 // Shared with `store gc`, which takes the same lock and reads the same marker.
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
 import { finishedOutputs, finishedRecord, writeFinishedMark } from './train-finished.ts';
-import { MEDIA, type ArtifactRef } from '../types.ts';
+import { MEDIA, type ArtifactRef, type StageOutputs } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, ingestTask, modelSourceIssues } from './checks.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
@@ -434,13 +434,16 @@ export const trainStage: StageKind<TrainConfig> = {
     // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without
     // the lock: it is written whole (a rename), and one of this execution's is final.
-    const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
-    if (finished) {
-      ctx.log(
-        `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
-      );
+    const earlier = async (): Promise<StageOutputs | undefined> => {
+      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
+      if (finished)
+        ctx.log(
+          `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
+        );
       return finished;
-    }
+    };
+    const finished = await earlier();
+    if (finished) return finished;
     const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
       cacheDir: paths.models,
       signal: ctx.signal,
@@ -480,6 +483,10 @@ export const trainStage: StageKind<TrainConfig> = {
       : undefined;
     const signal = AbortSignal.any([ctx.signal, lock.signal, ...(shared ? [shared.signal] : [])]);
     try {
+      // Looked for again: the attempt whose lock or lease this one waited for (it lost its heartbeat, not its process)
+      // may have finished meanwhile, and its record would be cleared below and trained again from step 0.
+      const finishedMeanwhile = await earlier();
+      if (finishedMeanwhile) return finishedMeanwhile;
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
       mkdirSync(checkpointDir, { recursive: true });
