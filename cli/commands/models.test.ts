@@ -143,12 +143,13 @@ test('models list, show, show --card and diff write a label or actor from elsewh
   // whoever registered, TEMPERED_ACTOR as they set it.
   const evil = '\x1b]0;pwned\x07\x1b[2J\x9b31m\rfake line';
   const reg = await openRegistry(join(home, 'registry.db'));
-  for (const [run, bytes] of [
-    ['r1', 'a'],
-    ['r2', 'b'],
+  // Its F1 differs between the versions, so diff names it rather than summing it up as per_class.*.
+  for (const [run, bytes, f1] of [
+    ['r1', 'a', 0.5],
+    ['r2', 'b', 0.6],
   ] as const)
     await reg.registerVersion(
-      testVersion('spam', bytes, { runId: run, actor: evil, metrics: { f1_macro: 0.9, per_class: { [evil]: { f1: 0.5 } } } }),
+      testVersion('spam', bytes, { runId: run, actor: evil, metrics: { f1_macro: 0.9, per_class: { [evil]: { f1 } } } }),
     );
   await reg.close();
   const env = { TEMPERED_HOME: home };
@@ -190,6 +191,21 @@ test("models diff lists the metrics that differ, and those the same in both on o
       `  ${'baseline.rouge_l'.padEnd(28)} 0.1000 → 0.2000  (+0.1000)`,
       `  ${'production.f1_macro'.padEnd(28)} 0.5000 → 0.5000`,
       '  the same in both: baseline.loss',
+    ],
+  );
+  // A group is the same in both only if every metric under it is, however deep: baseline's direct scores alike, one
+  // of its per-class scores changed. And a change the 4 decimals do not show is given in significant digits.
+  assert.deepEqual(
+    metricDiffLines([
+      { name: 'baseline.f1_macro', a: 0.5, b: 0.5, delta: 0 },
+      { name: 'baseline.per_class.ham.f1', a: 0.4, b: 0.4, delta: 0 },
+      { name: 'baseline.per_class.spam.f1', a: 0.1, b: 0.2, delta: 0.1 },
+      { name: 'f1_macro', a: 0.85, b: 0.850001, delta: 0.000001 },
+    ]),
+    [
+      `  ${'baseline.per_class.spam.f1'.padEnd(28)} 0.1000 → 0.2000  (+0.1000)`,
+      `  ${'f1_macro'.padEnd(28)} 0.8500 → 0.8500  (+0.0000010)`,
+      '  the same in both: baseline.f1_macro, baseline.per_class.ham.*',
     ],
   );
   // There is no `models compare`: the error says which command compares versions and which runs.

@@ -73,6 +73,16 @@ export function describeBaseModel(b: Record<string, unknown>): string {
 }
 
 /**
+ * A change as 4 decimals, or 2 significant digits where those show none: a line among the metrics that differ read
+ * `0.8500 → 0.8500  (+0.0000)`, as if it were the same in both.
+ */
+function signedDelta(d: number): string {
+  const fixed = d.toFixed(4);
+  const shown = d !== 0 && Number(fixed) === 0 ? d.toPrecision(2) : fixed;
+  return `${d >= 0 ? '+' : ''}${shown}`;
+}
+
+/**
  * The metrics that differ, one a line with the change, then those the same in both on one line, a group whose every
  * metric is the same as `group.*`: two trials share their base model's scores (baseline.*, a dozen for a causal LM),
  * which were a dozen lines of `(+0.0000)` around the few that differ.
@@ -83,19 +93,21 @@ export function metricDiffLines(metrics: VersionDiff['metrics']): string[] {
   const width = nameWidth(changed.map((m) => m.name));
   const lines = changed.map(
     (m) =>
-      `  ${m.name.padEnd(width)} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${m.delta >= 0 ? '+' : ''}${m.delta.toFixed(4)})` : ''}`,
+      `  ${m.name.padEnd(width)} ${m.a === undefined ? '-' : fmtMetric(m.name, m.a)} → ${m.b === undefined ? '-' : fmtMetric(m.name, m.b)}${m.delta !== undefined ? `  (${signedDelta(m.delta)})` : ''}`,
   );
-  const group = (name: string) => name.slice(0, name.lastIndexOf('.'));
-  const whole = new Set(
-    metrics
-      .filter((m) => m.name.includes('.') && metrics.every((o) => group(o.name) !== group(m.name) || same(o)))
-      .map((m) => group(m.name)),
-  );
+  // A group is summed up as group.* only where every metric under it, however deep, is the same: baseline's direct
+  // scores alike did not make baseline.per_class.spam.f1, listed above as changed, the same in both.
+  const prefixes = (name: string) =>
+    name
+      .split('.')
+      .slice(0, -1)
+      .map((_, i, parts) => parts.slice(0, i + 1).join('.'));
+  const allSame = (g: string) => metrics.every((o) => !o.name.startsWith(`${g}.`) || same(o));
   const unchanged = [
     ...new Set(
       metrics.filter(same).map((m) => {
         // The outermost group that is the same throughout: baseline.*, not baseline.per_class.* and baseline.*.
-        const outer = [...whole].filter((g) => m.name.startsWith(`${g}.`)).sort((x, y) => x.length - y.length)[0];
+        const outer = prefixes(m.name).find(allSame);
         return outer === undefined ? m.name : `${outer}.*`;
       }),
     ),
