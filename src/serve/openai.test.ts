@@ -464,6 +464,14 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   const wrongMethod = await fetch(`${url}/v1/chat/completions?x=1`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(wrongMethod.headers.get('allow'), 'POST');
   assert.equal((await expectError(wrongMethod, 405, 'method_not_allowed')).message, 'GET is not allowed on /v1/chat/completions; use POST');
+  // A model name fastify cannot decode is answered before its hooks: in OpenAI's shape and with its id all the same,
+  // and only to a client with the token.
+  const undecodable = await fetch(`${url}/v1/models/%E0%A4%A`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.match(undecodable.headers.get('x-request-id') ?? '', /^req_[0-9a-f]{32}$/);
+  assert.match((await expectError(undecodable, 400, 'invalid_request')).message, /"\/v1\/models\/%E0%A4%A" is not valid percent-encoding/);
+  const undecodableNoAuth = await fetch(`${url}/v1/models/%E0%A4%A`);
+  assert.equal(undecodableNoAuth.headers.get('www-authenticate'), 'Bearer');
+  await expectError(undecodableNoAuth, 401, 'unauthorized');
   const deleteModels = await fetch(`${url}/v1/models`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(deleteModels.headers.get('allow'), 'GET, HEAD');
   await expectError(deleteModels, 405, 'method_not_allowed');

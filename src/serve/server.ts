@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
@@ -162,6 +162,13 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     new Gauge('tempered_uptime_seconds', 'Seconds since the server started.', () => [{ value: Math.round(uptime() * 1000) / 1000 }]),
   );
 
+  const unauthorized = (reply: FastifyReply) =>
+    // Closed after the answer: whatever body it was sending is not read.
+    reply
+      .header('www-authenticate', 'Bearer')
+      .header('connection', 'close')
+      .code(401)
+      .send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>', 401));
   const app = Fastify({
     ...(opts.logger === 'errors' ? { loggerInstance: errorsToStderr() } : { logger: opts.logger ?? false }),
     bodyLimit,
@@ -170,6 +177,19 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
     // `APIError.requestID`), and the log's lines about the request name it.
     genReqId: () => `req_${randomUUID().replace(/-/g, '')}`,
+    // A path fastify cannot decode (`GET /v1/models/%E0%A4%A`) is answered before any hook runs: without this, in
+    // fastify's own shape, with no request id, and to a client with no token too.
+    frameworkErrors: (err, req, genericReply) => {
+      const reply = genericReply as unknown as FastifyReply;
+      reply.header('x-request-id', req.id);
+      if (!bearerMatches(req.headers.authorization, opts.token)) return unauthorized(reply);
+      const status = err.code === 'FST_ERR_BAD_URL' ? 400 : (err.statusCode ?? 500);
+      const message =
+        err.code === 'FST_ERR_BAD_URL'
+          ? `the path ${JSON.stringify(req.url.split('?')[0])} is not valid percent-encoding (a "%" must begin a UTF-8 byte as two hex digits); encode a model's name with encodeURIComponent`
+          : err.message;
+      return reply.code(status).send(errorBody(status < 500 ? 'invalid_request' : 'internal', message, status));
+    },
     // Strict validation: no type coercion, no silently dropped fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
@@ -191,11 +211,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       if (!reply.raw.writableFinished) record(req, '499');
     });
     if (req.url === '/health' || req.url.startsWith('/health?')) return;
-    if (!bearerMatches(req.headers.authorization, opts.token)) {
-      // Closed after the answer: whatever body it was sending is not read.
-      reply.header('www-authenticate', 'Bearer').header('connection', 'close');
-      return reply.code(401).send(errorBody('unauthorized', 'missing or wrong bearer token: send Authorization: Bearer <token>', 401));
-    }
+    if (!bearerMatches(req.headers.authorization, opts.token)) return unauthorized(reply);
   });
   // While shutting down, answer in-flight requests with `Connection: close`: otherwise their
   // keep-alive sockets would hold app.close() open until the keep-alive timeout.
