@@ -77,7 +77,21 @@ test('the test rows the scores are over are shown even when every run has the sa
   const rows = Object.fromEntries(cmp.rows.map((r) => [r.name, r]));
   assert.deepEqual(rows['evaluate.scored_rows'], { name: 'evaluate.scored_rows', values: [8, 8] });
   assert.deepEqual(rows['evaluate.generated'], { name: 'evaluate.generated', values: [8, 8] });
-  assert.deepEqual(cmp.evaluatedOn, [{ metric: 'evaluate.scored_rows', fewest: 8, most: 8 }]);
+  // exact_match is over the rows answered (generated), not those the loss kept (scored_rows: a reply too long for
+  // maxLength is left out of the loss only).
+  assert.deepEqual(cmp.evaluatedOn, [{ metric: 'evaluate.generated', fewest: 8, most: 8 }]);
+  const cut = compareTrials([
+    { run: lm('a', 0.002), artifacts: { histories: {}, metricsDocs: { evaluate: { ...doc(0.25), scored_rows: 6 } } } },
+    { run: lm('b', 0.008), artifacts: { histories: {}, metricsDocs: { evaluate: { ...doc(0.375), scored_rows: 7 } } } },
+  ]);
+  assert.deepEqual(cut.evaluatedOn, [{ metric: 'evaluate.generated', fewest: 8, most: 8 }]);
+  // Without generation, the loss's rows are what there is.
+  const { exact_match: _e, generated: _g, ...lossOnly } = doc(0);
+  const loss = compareTrials([
+    { run: lm('a', 0.002), artifacts: { histories: {}, metricsDocs: { evaluate: { ...lossOnly, scored_rows: 6 } } } },
+    { run: lm('b', 0.008), artifacts: { histories: {}, metricsDocs: { evaluate: lossOnly } } },
+  ]);
+  assert.deepEqual(loss.evaluatedOn, [{ metric: 'evaluate.scored_rows', fewest: 6, most: 8 }]);
   // Other counts the same everywhere stay out.
   assert.equal(rows['ingest.rows'], undefined);
   assert.equal(rows['evaluate.tokens'], undefined);
@@ -129,4 +143,23 @@ test("the evaluate reports' sample rows side by side, matched by prompt: each ru
       exact: [undefined, false, undefined],
     },
   ]);
+});
+
+test('a prompt the test table holds twice is two rows side by side, each with its own reference and answers', () => {
+  const sample = (reference: string, output: string) => ({ prompt: 'Write a poem.', reference, output, exact: false });
+  const samples = (a: string, b: string) => ({
+    evaluate: [sample('roses', a), sample('the sea', b), { prompt: 'q2', reference: 'r2', output: 'x' }],
+  });
+  const cmp = compareTrials([
+    { run: run('a', 0.1, 0.5, 0.9, false), artifacts: { histories: {}, metricsDocs: {}, samples: samples('a1', 'a2') } },
+    { run: run('b', 0.2, 0.5, 0.9, false), artifacts: { histories: {}, metricsDocs: {}, samples: samples('b1', 'b2') } },
+  ]);
+  assert.deepEqual(
+    cmp.answers.map((a) => [a.prompt, a.reference, a.outputs]),
+    [
+      ['Write a poem.', 'roses', ['a1', 'b1']],
+      ['Write a poem.', 'the sea', ['a2', 'b2']],
+      ['q2', 'r2', ['x', 'x']],
+    ],
+  );
 });

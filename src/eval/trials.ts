@@ -79,7 +79,7 @@ export interface TrialComparison {
   /** The run with the best exported model's validation metric (F1, else accuracy, else loss), where any run has one. */
   bestOnValidation?: { metric: string; run: number };
   /**
-   * How many test rows each evaluate stage's scores are over (its `n` or `scored_rows`), fewest and most of the runs,
+   * How many test rows each evaluate stage's scores are over (PER_ROW_COUNTS), fewest and most of the runs,
    * so the terminal and the dashboard can say what one row is worth: a difference under 1/fewest is a single answer.
    */
   evaluatedOn: { metric: string; fewest: number; most: number }[];
@@ -92,17 +92,25 @@ export interface TrialComparison {
 
 const text = (x: unknown) => (typeof x === 'string' ? x : undefined);
 
-/** The runs' sample rows matched by stage and prompt, in the order the first run holding each shows it. */
+/**
+ * The runs' sample rows matched by stage and prompt, in the order the first run holding each shows it. A prompt the
+ * test table holds twice (an instruction set's "Write a poem." with two references) is matched occurrence by
+ * occurrence: keyed by prompt alone, a run's second row overwrote its first and the first's reference stayed.
+ */
 function answersSideBySide(samples: (Record<string, unknown[]> | undefined)[]): AnswersSideBySide[] {
   const rows = new Map<string, AnswersSideBySide>();
   samples.forEach((byStage, run) => {
+    const seen = new Map<string, number>();
     for (const [stage, list] of Object.entries(byStage ?? {}))
       for (const raw of list) {
         if (!raw || typeof raw !== 'object') continue;
         const r = raw as Record<string, unknown>;
         const prompt = text(r.prompt);
         if (prompt === undefined) continue;
-        const key = JSON.stringify([stage, prompt]);
+        const occurrence = JSON.stringify([stage, prompt]);
+        const nth = seen.get(occurrence) ?? 0;
+        seen.set(occurrence, nth + 1);
+        const key = JSON.stringify([stage, prompt, nth]);
         let row = rows.get(key);
         if (!row) {
           row = {
@@ -130,6 +138,13 @@ function answersSideBySide(samples: (Record<string, unknown[]> | undefined)[]): 
 export function isSampleSize(name: string): boolean {
   return /^[^.]+\.(n|scored_rows|generated)$/.test(name);
 }
+
+/**
+ * The count a stage's per-row scores are over, first found first: a causal LM's exact_match is over the rows it
+ * `generated` answers for, all of them, while its `scored_rows` (the loss's) leave out a row whose reply does not fit
+ * maxLength, so one row's worth was overstated where the loss left rows out; a classifier's `n`.
+ */
+const PER_ROW_COUNTS = ['generated', 'n', 'scored_rows'];
 
 /** Higher is better, lower is better, or neither (counts, versions, times are not ranked). */
 export function metricDirection(name: string): 1 | -1 | 0 {
@@ -224,12 +239,13 @@ export function compareTrials(trials: { run: TrialRun; artifacts: TrialArtifacts
     values: numbers.map((n) => n.flags[name]),
   }));
   const pick = VALIDATION_COLUMNS.map((v) => rows.find((r) => r.name.endsWith(`.${v}`) && r.best !== undefined)).find(Boolean);
-  const evaluatedOn = rows
-    .filter((r) => isSampleSize(r.name) && !r.name.endsWith('.generated'))
-    .flatMap((r) => {
-      const counts = r.values.filter((x): x is number => x !== undefined && x > 0);
-      return counts.length === 0 ? [] : [{ metric: r.name, fewest: Math.min(...counts), most: Math.max(...counts) }];
-    });
+  const evaluatedOn = [...new Set(rows.filter((r) => isSampleSize(r.name)).map((r) => r.name.split('.')[0]!))].flatMap((stage) => {
+    for (const count of PER_ROW_COUNTS) {
+      const counts = (rows.find((r) => r.name === `${stage}.${count}`)?.values ?? []).filter((x): x is number => x !== undefined && x > 0);
+      if (counts.length > 0) return [{ metric: `${stage}.${count}`, fewest: Math.min(...counts), most: Math.max(...counts) }];
+    }
+    return [];
+  });
   return {
     runs: trials.map(({ run }) => ({ runId: run.runId, state: run.state, params: run.params })),
     evaluatedOn,
