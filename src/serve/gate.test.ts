@@ -25,7 +25,7 @@ test("a refused generation's Retry-After is when the ones waiting now will have 
   const third = await queued[1]!;
   const refill2 = gate.tryEnter()!;
   assert.equal(gate.retryAfterSeconds(), 7);
-  // Never more than 30 s (the openai SDK ignores a Retry-After past 60 s and falls back to its own backoff).
+  // Never more than 30 s (the openai SDK sleeps whatever Retry-After says).
   clock = 404_400;
   third();
   assert.equal(gate.retryAfterSeconds(), 30);

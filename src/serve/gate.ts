@@ -21,10 +21,10 @@ export class GenerationGate {
 
   /**
    * A refused request's `Retry-After`: the seconds until the generations waiting now will have started, at the
-   * mean time a generation holds its slot (at least 1; at most 30, under the 60 s past which the
-   * openai SDK ignores the header). A fixed 1 s let the SDK spend its 2 retries while 16 queued answers of
-   * 0.7 s each went on: 5 of 24 requests sent at once failed. Clients that retry all at once after it find
-   * the queue empty, as many as it holds.
+   * mean time a generation holds its slot (at least 1; at most 30: the openai SDK, 6.30.1 as 6.49.0, sleeps as long
+   * as the header says, with no bound of its own, so a bad estimate must not park its callers for minutes). A fixed
+   * 1 s let the SDK spend its 2 retries while 16 queued answers of 0.7 s each went on: 5 of 24 requests sent at once
+   * failed. Clients that retry all at once after it find the queue empty, as many as it holds.
    */
   retryAfterSeconds(): number {
     // Before any has ended (a server just started, its first answers the slowest), the longest running so far is
