@@ -155,3 +155,30 @@ test('a retry that waited for the attempt still running (it lost its heartbeat, 
   assert.equal(r.steps, 0, 'the retry trained nothing once the lease was its');
   assert.deepEqual(r.outputs, first.outputs);
 });
+
+test("a record that names this execution but whose outputs are not a training's (a broken or hostile bucket) is ignored: the stage trains", async (t) => {
+  const { home, attempt, putTable, bucket } = await fixture(t);
+  const train = await putTable(home('a', true));
+  const forged = (outputs: Record<string, unknown>) =>
+    bucket.putBytes(
+      `checkpoints/${KEY}.json`,
+      Buffer.from(JSON.stringify({ finished: { finishedAt: '', runId: 'r', executionId: 'r-exec', stageId: 'train', outputs } })),
+      { ifAbsent: false },
+    );
+  const stranger = await home('a', true).store.putJson({ not: 'a model' });
+  // An output missing, one of another type, one that names no stored object.
+  // Each retry on a worker of its own: a training that finished leaves its own record behind.
+  for (const [i, outputs] of [
+    { model: stranger, checkpoint: stranger, steps: 3 },
+    { model: 'model.onnx', checkpoint: stranger, history: stranger, steps: 3 },
+    { model: { uri: 'artifact://sha256/../../../etc/passwd', sha256: '../../../etc/passwd' }, checkpoint: stranger, history: stranger },
+  ].entries()) {
+    await forged(outputs);
+    const r = await attempt(home(`b${i}`, true), train, { attempt: 2 });
+    assert.equal(r.steps, 3, `it trained (${JSON.stringify(outputs.model)})`);
+    assert.ok(
+      r.logs.some((m) => m.includes('its outputs are not all in the store as recorded')),
+      r.logs.join('\n'),
+    );
+  }
+});

@@ -15,7 +15,9 @@ import { join } from 'node:path';
 import { IntegrityError } from '../errors.ts';
 import { COMPLETE } from '../store/local-checkpoints.ts';
 import { readSharedFinished } from '../store/shared-checkpoints.ts';
+import type { StageKindInfo } from '../spec/types.ts';
 import { isArtifactRef, type StageOutputs } from '../types.ts';
+import { outputProblems } from './output-check.ts';
 import type { StageContext } from './types.ts';
 
 interface FinishedTraining {
@@ -41,16 +43,35 @@ export function writeFinishedMark(checkpointDir: string, record: FinishedTrainin
 /**
  * The outputs an earlier attempt of `ctx`'s stage, in this execution of its run, finished with: from the local mark,
  * else from the shared store's. Undefined when there is none, when the record is another run's (or a mark of before
- * 7 Dec 2026, a bare date), or when an output is no longer in the store (the stage then trains again).
+ * 7 Dec 2026, a bare date), or when its outputs are not `kind`'s as declared, every artifact whole in the store (the
+ * stage then trains again). A record is a file on a worker's disk or an object in the bucket: one a broken or hostile
+ * writer left under this execution's name must cost a training, not fail the stage for good (outputs that break the
+ * declaration are a StageContractError, never retried, and every retry would return the same record).
  */
-export async function finishedOutputs(ctx: StageContext, checkpointDir: string, checkpointName: string): Promise<StageOutputs | undefined> {
+export async function finishedOutputs(
+  ctx: StageContext,
+  checkpointDir: string,
+  checkpointName: string,
+  kind: Pick<StageKindInfo, 'outputs'>,
+): Promise<StageOutputs | undefined> {
   const rec = ours(ctx, readLocal(checkpointDir)) ?? ours(ctx, await readSharedFinished(ctx.store, checkpointName));
   if (!rec) return undefined;
+  let problems: string[];
   try {
-    for (const v of Object.values(rec.outputs)) if (isArtifactRef(v)) await ctx.store.verifyDeep(v);
+    // A finished training returns every artifact it declares (its model, checkpoint and history).
+    problems = Object.entries(kind.outputs)
+      .filter(([name, d]) => (d.type === 'artifact' || d.type === 'table') && rec.outputs[name] === undefined)
+      .map(([name]) => `'${name}' is missing`);
+    problems.push(...(await outputProblems(kind, rec.outputs, ctx.store)));
+    if (!problems.length) for (const v of Object.values(rec.outputs)) if (isArtifactRef(v)) await ctx.store.verifyDeep(v);
   } catch (e) {
     if (!(e instanceof IntegrityError)) throw e;
-    ctx.log(`an earlier attempt finished this training, but its outputs are not all in the store (${e.message}): training again`);
+    problems = [e.message];
+  }
+  if (problems.length) {
+    ctx.log(
+      `an earlier attempt finished this training, but its outputs are not all in the store as recorded (${problems.join('; ')}): training again`,
+    );
     return undefined;
   }
   return rec.outputs;

@@ -435,7 +435,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without
     // the lock: it is written whole (a rename), and one of this execution's is final.
     const earlier = async (): Promise<StageOutputs | undefined> => {
-      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName);
+      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName, trainStage);
       if (finished)
         ctx.log(
           `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
