@@ -395,14 +395,27 @@ export async function readSchedule(
 }
 
 /**
- * The schedule's view (readSchedule's), read in one describe through listingClient: where this process lacks the key
- * its action and memo were encrypted with, what Temporal keeps in clear (lockedView) instead of failing. For showing a
- * schedule, not for changing it: a definition written back without the key would go to Temporal unencrypted.
+ * The schedule's view (readSchedule's); where this process lacks the key its action and memo were encrypted with, what
+ * Temporal keeps in clear (lockedView) instead of failing. For showing a schedule, not for changing it: a definition
+ * written back without the key would go to Temporal unencrypted.
  */
 export async function scheduleView(client: Client, name: string): Promise<ScheduleView> {
-  const d = await describeRaw(listingClient(client), name);
+  const d = await orMarked(client, (c) => describeRaw(c, name));
   const why = encryptedReason(d);
   return why ? lockedView(d, name, why) : fromDescription(d, name).view;
+}
+
+/**
+ * `read` through the client; where a payload it reads cannot be decrypted here, again through listingClient, which
+ * marks such a payload instead of failing. With the key that is one read, as before, through the caller's client.
+ */
+async function orMarked<T>(client: Client, read: (c: Client) => Promise<T>): Promise<T> {
+  try {
+    return await read(client);
+  } catch (e) {
+    if (!(e instanceof PayloadKeyError)) throw e;
+    return read(listingClient(client));
+  }
 }
 
 /** Why the description's action or memo is not there: the codec's error, where listingClient marked one; else undefined. */
@@ -710,9 +723,9 @@ export class ClosedRuns {
 async function recentRun(client: Client, a: RecentAction, want: { gate?: boolean; error?: boolean } = {}): Promise<RecentRun> {
   const h = client.workflow.getHandle(a.runId, a.executionRunId);
   try {
-    // Its state needs none of its payloads: described through listingClient, whose codec marks a memo this process
-    // cannot decrypt instead of failing. Its result (the gate) and error are payloads: without the key, marked.
-    const d = await listingClient(client).workflow.getHandle(a.runId, a.executionRunId).describe();
+    // Its state needs none of its payloads: without the key, described again through listingClient, whose codec marks
+    // the memo. Its result (the gate) and error are payloads: without the key, marked.
+    const d = await orMarked(client, (c) => c.workflow.getHandle(a.runId, a.executionRunId).describe());
     const state = d.status.name === 'COMPLETED' ? 'succeeded' : d.status.name.toLowerCase();
     try {
       if (d.status.name === 'COMPLETED' && want.gate !== false) {
