@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -329,6 +329,35 @@ test('gzip-compressed text files are read through gunzip and hashed as the file;
   });
   assert.deepEqual(readdirSync(dir).sort(), ['cut.jsonl.gz', 'd']);
 });
+test(
+  'a file refused after its first chunk is closed, not left open (a long-running worker would run out of descriptors)',
+  {
+    skip: !existsSync('/proc/self/fd') && 'needs /proc/self/fd',
+  },
+  async () => {
+    const dir = tmp();
+    // Over one 1 MiB read, so the refusal comes while the file is still being read.
+    for (const [name, gz] of [
+      ['big.jsonl', false],
+      ['big2.jsonl', true],
+    ] as const) {
+      const text = '[\n' + `${good(1)},\n`.repeat(3 << 16);
+      writeFileSync(join(dir, name), gz ? gzipSync(text, { level: 0 }) : text);
+      await assert.rejects(run(dir, { task: 'classification', path: name }), /one JSON array/);
+    }
+    const open = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+        } catch {
+          return false; // closed meanwhile
+        }
+      });
+    // Closing is asynchronous: wait for it (a leak never closes, so a slow machine only waits longer).
+    for (let i = 0; i < 200 && open().length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.deepEqual(open(), []);
+  },
+);
 test('a JSON array file is refused as one, with the conversion; a .json name says how to read JSON Lines', async () => {
   const dir = tmp();
   writeFileSync(join(dir, 'a.json'), JSON.stringify([{ text: 'a', label: 'ham' }], null, 2));

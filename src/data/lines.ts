@@ -226,11 +226,16 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
   if (head.done) return;
   const first = head.value;
   if (first[0] !== GZIP_MAGIC[0] || first[1] !== GZIP_MAGIC[1]) {
-    tap(first);
-    yield first;
-    for (let r = await it.next(); !r.done; r = await it.next()) {
-      tap(r.value);
-      yield r.value;
+    // A reader that stops early (a refused header, maxBadFraction) returns here at a yield: the file must be closed.
+    try {
+      tap(first);
+      yield first;
+      for (let r = await it.next(); !r.done; r = await it.next()) {
+        tap(r.value);
+        yield r.value;
+      }
+    } finally {
+      raw.destroy();
     }
     return;
   }
