@@ -4,11 +4,18 @@
  * hold a lease on the predictor they started with, and the old one is closed only after its last
  * lease is released.
  */
-import type { ResolveCurrent, ServedModel } from './types.ts';
+import type { CurrentModel, ResolveCurrent, ServedModel } from './types.ts';
+
+/** A model's `created`, taken as it finishes loading. */
+function createdOf(cur: CurrentModel<ServedModel>): number {
+  return cur.created ?? Math.floor(Date.now() / 1000);
+}
 
 interface Slot<P> {
   key: string;
   predictor: P;
+  /** Unix seconds: CurrentModel.created, else when it was loaded. */
+  created: number;
   inflight: number;
   retired: boolean;
   closing?: Promise<void>;
@@ -44,7 +51,7 @@ export interface HotSwapOptions {
 export class HotSwapModel<P extends ServedModel = ServedModel> {
   private slot: Slot<P> | null = null;
   /** A loaded model whose onSwap failed: served once a later onSwap succeeds. */
-  private pending: { key: string; predictor: P } | null = null;
+  private pending: { key: string; predictor: P; created: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private polling: Promise<boolean> | null = null;
   private stopped = false;
@@ -77,13 +84,19 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
   async start(): Promise<void> {
     const cur = await this.resolveCurrent();
     const predictor = await cur.load();
-    this.slot = { key: cur.key, predictor, inflight: 0, retired: false };
+    this.slot = { key: cur.key, predictor, created: createdOf(cur), inflight: 0, retired: false };
     this.schedule();
   }
 
   get current(): P {
     if (!this.slot) throw new Error('model not loaded yet: call start() first');
     return this.slot.predictor;
+  }
+
+  /** When the model served was made, in Unix seconds (CurrentModel.created), else when this server loaded it. */
+  get created(): number {
+    if (!this.slot) throw new Error('model not loaded yet: call start() first');
+    return this.slot.created;
   }
 
   get key(): string | null {
@@ -176,9 +189,9 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
       await this.dropPending();
       return false;
     }
-    let predictor: P;
+    let predictor: P, created: number;
     if (this.pending?.key === cur.key) {
-      predictor = this.pending.predictor;
+      ({ predictor, created } = this.pending);
     } else {
       await this.dropPending();
       const now = (this.opts.now ?? Date.now)();
@@ -196,7 +209,8 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
         return false;
       }
       this.failedLoad = null;
-      this.pending = { key: cur.key, predictor };
+      created = createdOf(cur);
+      this.pending = { key: cur.key, predictor, created };
     }
     if (this.stopped) {
       await this.dropPending();
@@ -212,7 +226,7 @@ export class HotSwapModel<P extends ServedModel = ServedModel> {
     }
     this.behind = null;
     this.pending = null;
-    this.slot = { key: cur.key, predictor, inflight: 0, retired: false };
+    this.slot = { key: cur.key, predictor, created, inflight: 0, retired: false };
     this.swaps++;
     old.retired = true;
     this.retiring.add(old);

@@ -34,14 +34,14 @@ interface Opened {
 
 async function serve(
   t: { after(fn: () => Promise<void>): void },
-  gen: TextGenerator | (() => Promise<{ key: string; gen: () => Promise<TextGenerator> }>),
+  gen: TextGenerator | (() => Promise<{ key: string; gen: () => Promise<TextGenerator>; created?: number }>),
   o: Partial<ServeOptions> = {},
 ): Promise<Opened & { server: Awaited<ReturnType<typeof createModelServer>> }> {
   const resolveCurrent =
     typeof gen === 'function'
       ? async () => {
           const c = await gen();
-          return { key: c.key, load: c.gen };
+          return { key: c.key, load: c.gen, ...(c.created !== undefined ? { created: c.created } : {}) };
         }
       : async () => ({ key: gen.id, load: async () => gen });
   const server = await createModelServer({ token: TOKEN, pollMs: 60_000, resolveCurrent, ...o });
@@ -248,15 +248,22 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
     ],
   );
   await refused(client.models.retrieve('gpt-4o'), 404, 'model_not_found', 'model');
-  // A base model served as it is has one name, said once ("(now …)" tells a registry name's current version).
-  const { url: baseUrl } = await serve(t, await load(dirA, 'pypi:tiny==1'));
-  await refused(
-    new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: TOKEN, maxRetries: 0 }).models.retrieve('gpt-4o'),
-    404,
-    'model_not_found',
-    'model',
-    /this server serves "pypi:tiny==1"$/,
+  // `created` is when the model was made (what a registry version says), in seconds; 0 read as 1970 in apps.
+  const { url: datedUrl } = await serve(t, async () => ({ key: 'tiny@1', gen: async () => gen, created: 1_767_225_600 }));
+  const dated = new OpenAI({ baseURL: `${datedUrl}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  assert.deepEqual(
+    [(await dated.models.retrieve('tiny')).created, (await dated.models.list()).data[0]!.created],
+    [1_767_225_600, 1_767_225_600],
   );
+  // A base model served as it is has one name, said once ("(now …)" tells a registry name's current version), and
+  // no registration: its `created` is when the server loaded it.
+  const beforeLoad = Math.floor(Date.now() / 1000);
+  const { url: baseUrl } = await serve(t, await load(dirA, 'pypi:tiny==1'));
+  const afterLoad = Math.floor(Date.now() / 1000);
+  const base = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  const baseCreated = (await base.models.retrieve('pypi:tiny==1')).created;
+  assert.ok(baseCreated >= beforeLoad && baseCreated <= afterLoad, `${beforeLoad} <= ${baseCreated} <= ${afterLoad}`);
+  await refused(base.models.retrieve('gpt-4o'), 404, 'model_not_found', 'model', /this server serves "pypi:tiny==1"$/);
 
   // The stream helper's final message carries `refusal: null, parsed: null`; OpenAI's own assistant messages may be
   // `content: null` beside a refusal, with `tool_calls: []`. An app appends them to its conversation and sends it again.

@@ -354,8 +354,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
     throw new InputError(`must be an integer from 0 to ${2 ** 31 - 1} (ms), got ${grace}`, { where: 'serve.stopGraceMs' });
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
-  const modelEntry = (id: string) => ({ id: id.split('@')[0], object: 'model', created: 0, owned_by: 'tempered', version: id });
-  app.get('/v1/models', async () => ({ object: 'list', data: [modelEntry(o.model.current.id)] }));
+  // `created`: when the model was made (a registry version's registration), else when this server loaded it; 0 read
+  // as 1970 in apps that show it.
+  const modelEntry = () => {
+    const id = o.model.current.id;
+    return { id: id.split('@')[0], object: 'model', created: o.model.created, owned_by: 'tempered', version: id };
+  };
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelEntry()] }));
   // OpenAI's `GET /v1/models/{model}` (the SDK's `models.retrieve`), by the names a request's `model` takes. A wildcard,
   // so an id with a `/` in it (`hf:org/name`) is found however the client escaped it.
   app.get<{ Params: { '*': string } }>('/v1/models/*', async (req, reply) => {
@@ -366,7 +371,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       const err = e as ApiError;
       return reply.code(err.status).send(openAiError(err.status, err.code, err.message, err.param));
     }
-    return modelEntry(id);
+    return modelEntry();
   });
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, (req, reply) => serve(req, reply, 'chat'));

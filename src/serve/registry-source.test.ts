@@ -14,8 +14,15 @@ test('promoting and rolling back in the registry moves the running server', { ti
   const dir = mkdtempSync(join(tmpdir(), 'tempered-serve-reg-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'registry.db');
-  const reg = await openRegistry(path);
-  for (const run of ['r1', 'r2']) {
+  // Each version registered on its own day: the server reports it as the model's `created` (OpenAI's), not its load time.
+  let day = '2026-03-01';
+  const reg = await openRegistry(path, { now: () => new Date(`${day}T12:00:00Z`) });
+  const createdOn = (d: string) => Date.parse(`${d}T12:00:00Z`) / 1000;
+  for (const [run, on] of [
+    ['r1', '2026-03-01'],
+    ['r2', '2026-04-01'],
+  ]) {
+    day = on!;
     await reg.registerVersion({
       name: 'spam',
       runId: run,
@@ -56,10 +63,13 @@ test('promoting and rolling back in the registry moves the running server', { ti
   };
 
   assert.equal(await servedModel(), 'spam@1');
+  assert.equal(server.model.created, createdOn('2026-03-01'));
   await reg.setAlias('spam', 'production', 2, { actor: 'test' });
   await waitFor('spam@2');
+  assert.equal(server.model.created, createdOn('2026-04-01'));
   await reg.rollback('spam', 'production', { actor: 'test' });
   await waitFor('spam@1');
+  assert.equal(server.model.created, createdOn('2026-03-01'));
   await reg.close();
   assert.deepEqual(loaded, ['spam@1', 'spam@2', 'spam@1']);
   assert.equal(server.model.swaps, 2);

@@ -27,6 +27,11 @@ export function registryAliasSource<P extends ServedModel = ServedModel>(opts: R
     } finally {
       await reg.close();
     }
-    return { key: `${version.name}@${version.version}`, load: () => opts.load(version) };
+    const created = Math.floor(Date.parse(version.createdAt) / 1000);
+    return {
+      key: `${version.name}@${version.version}`,
+      load: () => opts.load(version),
+      ...(Number.isFinite(created) ? { created } : {}),
+    };
   };
 }

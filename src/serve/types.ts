@@ -60,6 +60,12 @@ export interface CurrentModel<P extends ServedModel = ServedModel> {
   /** Changes exactly when a different model should be served, e.g. `spam-clf@3` or a hash. */
   key: string;
   load(): Promise<P>;
+  /**
+   * When this model was made, in Unix seconds: a registry version's registration, which is what OpenAI's `created` of a
+   * model says (when it was made, not when a server took it up). Left out (a base model served as it is, whose
+   * publisher's date the server does not know), `/v1/models` says when this server loaded it.
+   */
+  created?: number;
 }
 
 export type ResolveCurrent<P extends ServedModel = ServedModel> = () => Promise<CurrentModel<P>>;
