@@ -329,6 +329,34 @@ test('gzip-compressed text files are read through gunzip and hashed as the file;
   });
   assert.deepEqual(readdirSync(dir).sort(), ['cut.jsonl.gz', 'd']);
 });
+test('a gzip bomb (a small file inflating far past its size) fails naming the file, with maxRows too, leaving nothing behind', async () => {
+  const dir = tmp();
+  // 32 MiB of one row inflated from ~32 KB: a ratio no real export has, but what a bomb is made of.
+  const bomb = gzipSync(Buffer.from(`${good(1)}\n`.repeat((32 << 20) / (good(1).length + 1))));
+  writeFileSync(join(dir, 'bomb.jsonl.gz'), bomb);
+  const limits = { gzipLimits: { maxRatio: 100, minBytes: 1 << 20 } };
+  for (const maxRows of [undefined, 10])
+    await assert.rejects(
+      ingest(
+        { task: 'classification', path: 'bomb.jsonl.gz', ...(maxRows ? { maxRows } : {}) },
+        { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
+      ),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError && e.where === 'bomb.jsonl.gz', String(e));
+        assert.match(e.message, /inflates to more than 100 times its size/);
+        assert.match(e.hint ?? '', /gunzip/);
+        return true;
+      },
+    );
+  assert.deepEqual(readdirSync(dir), ['bomb.jsonl.gz']);
+  // The same limits read a real compressed file (ratio well under 100) as before.
+  writeFileSync(join(dir, 'ok.jsonl.gz'), gzipSync(Array.from({ length: 2000 }, (_, i) => good(i)).join('\n')));
+  const r = await ingest(
+    { task: 'classification', path: 'ok.jsonl.gz' },
+    { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
+  );
+  assert.equal(r.rowsOut, 2000);
+});
 test(
   'a file refused after its first chunk is closed, not left open (a long-running worker would run out of descriptors)',
   {

@@ -44,6 +44,8 @@ export interface IngestOptions {
   signal?: AbortSignal;
   /** Parquet decoding budgets; defaults in PARQUET_LIMITS. */
   parquetLimits?: ReadOptions['parquetLimits'];
+  /** Bounds on what a gzip source may inflate to; defaults in GZIP_LIMITS (lines.ts). */
+  gzipLimits?: ReadOptions['gzipLimits'];
   /** Limits of URL downloads (size, stall time, redirects); defaults in DOWNLOAD_LIMITS. */
   download?: Omit<DownloadOptions, 'signal'>;
   onProgress?: (p: Progress) => void;
@@ -362,6 +364,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           },
           signal: opts.signal,
           parquetLimits: opts.parquetLimits,
+          gzipLimits: opts.gzipLimits,
           onData: snapshot ? undefined : hashing,
           onBytes: (n) => {
             bytesDone += n;

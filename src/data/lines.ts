@@ -13,6 +13,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import { InputError } from '../errors.ts';
 import { describeSniff, sniffUnicode, type UnicodeSniff } from '../util/unicode-sniff.ts';
@@ -45,6 +46,8 @@ export interface LineOptions {
    * Default UTF-8.
    */
   encoding?: string;
+  /** Bounds on a gzip file's inflated size; defaults in GZIP_LIMITS. */
+  gzipLimits?: Partial<typeof GZIP_LIMITS>;
 }
 
 /**
@@ -208,6 +211,12 @@ function decodeLine(bytes: Uint8Array, line: number, decoder?: Decode): Line {
   }
 }
 
+/**
+ * Bounds on what a gzip file may inflate to: `maxRatio` times its own size, or `minBytes` if more. Real text (CSV,
+ * JSONL) compresses 3-20 times; a bomb about 1000.
+ */
+export const GZIP_LIMITS = { maxRatio: 100, minBytes: 1 << 30 };
+
 /** gzip's magic number: a file that starts with it is read through gunzip, whatever its name. */
 const GZIP_MAGIC = [0x1f, 0x8b];
 
@@ -239,6 +248,11 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     }
     return;
   }
+  // Deflate inflates up to ~1000 times: a small hostile file would otherwise stream gigabytes of rows (and, past
+  // maxRows, still be inflated to its end for the count), bounded only by the stage's timeout.
+  const limits = { ...GZIP_LIMITS, ...opts.gzipLimits };
+  const maxOut = Math.max(limits.minBytes, limits.maxRatio * (await stat(path)).size);
+  let inflated = 0;
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
   const feed = (async () => {
     try {
@@ -252,7 +266,20 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     }
   })();
   try {
-    for await (const chunk of gunzip as AsyncIterable<Buffer>) yield chunk;
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      inflated += chunk.length;
+      if (inflated > maxOut) {
+        const file = opts.display ?? path;
+        throw new InputError(
+          `the gzip file inflates to more than ${limits.maxRatio} times its size (over ${inflated} bytes): a gzip bomb, or data far more repetitive than any real export`,
+          {
+            where: file,
+            hint: `if it is real data, decompress it first (gunzip -k '${file}') and read the uncompressed file`,
+          },
+        );
+      }
+      yield chunk;
+    }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code?.startsWith('Z_'))
       throw new InputError(`not a readable gzip file: ${(e as Error).message}`, {

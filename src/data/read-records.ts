@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
-import { readLineChunks, singleByteDecoder, type Line } from './lines.ts';
+import { readLineChunks, singleByteDecoder, type Line, type LineOptions } from './lines.ts';
 import type { SourceFile } from './sources.ts';
 
 export interface SourceRecord {
@@ -42,6 +42,8 @@ export interface DelimitedOptions {
 export interface ReadOptions extends DelimitedOptions {
   /** Text formats: the file's encoding when not UTF-8 (`ENCODINGS`). Default UTF-8. */
   encoding?: string;
+  /** Text formats: bounds on a gzip file's inflated size; defaults in GZIP_LIMITS (lines.ts). */
+  gzipLimits?: LineOptions['gzipLimits'];
   onBytes?: (n: number) => void;
   /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */
   onData?: (chunk: Uint8Array) => void;
@@ -68,6 +70,7 @@ const lineOptions = (file: SourceFile, opts: ReadOptions) => ({
   maxLineBytes: opts.maxLineBytes,
   display: file.display,
   encoding: opts.encoding,
+  gzipLimits: opts.gzipLimits,
 });
 
 const cp1252 = singleByteDecoder('windows-1252');

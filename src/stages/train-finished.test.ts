@@ -13,6 +13,7 @@ import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
+import { collectLocalCheckpoints } from '../store/local-checkpoints.ts';
 import { checkpointLeaseName } from '../store/shared-checkpoints.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -181,4 +182,18 @@ test("a record that names this execution but whose outputs are not a training's 
       r.logs.join('\n'),
     );
   }
+});
+
+test('store gc between the finish and the retry keeps the record (until the horizon): the retry trains nothing', async (t) => {
+  const { home, attempt, putTable } = await fixture(t);
+  const a = home('a');
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  const dir = join(a.root, 'checkpoints');
+  const gc = collectLocalCheckpoints({ dir, horizon: Date.now() - 30 * 86_400_000, completed: new Map(), collect: true });
+  assert.deepEqual(gc.items, [], 'nothing collected');
+  assert.deepEqual(readdirSync(join(dir, KEY)), ['COMPLETE']);
+  const retry = await attempt(a, train, { attempt: 2 });
+  assert.equal(retry.steps, 0, 'the retry trained nothing');
+  assert.deepEqual(retry.outputs, first.outputs);
 });

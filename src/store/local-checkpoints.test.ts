@@ -203,9 +203,10 @@ test('store gc keeps the checkpoints a resume or a running training needs and co
   assert.equal(c.deletedBytes, dry.garbageBytes, 'what the dry run announced is what went');
   assert.deepEqual(
     readdirSync(checkpoints).sort(),
-    [key('b'), key('d'), key('f'), `${key('f')}.lock`].sort(),
+    [key('b'), key('d'), key('e'), key('f'), `${key('f')}.lock`].sort(),
     'the others are gone, with the lock of the dead holder; nothing is left aside',
   );
+  assert.deepEqual(readdirSync(at(key('e'))), ['COMPLETE'], "the finished folder's checkpoints went, its mark stays");
   assert.ok(existsSync(heldLock), 'the live holder keeps its lock');
   assert.equal(existsSync(deadLock), false);
   assert.equal(latestCheckpoint(at(key('b'))), join(at(key('b')), 'step-2'), 'the recent folder keeps its checkpoint');
@@ -342,9 +343,14 @@ test('after store gc --collect a kept checkpoint still resumes, and a collected 
   assert.equal(fresh.resumedFromStep, null, 'the collected one is gone: a clean start from step 0');
   assert.equal(fresh.finalLoss, resumed.finalLoss, 'the same training either way');
 
-  // Both finished: their folders hold only COMPLETE now, and go.
+  // Both finished: their folders hold only COMPLETE now, the record a retry whose completion was lost returns
+  // (src/stages/train-finished.ts), kept until it is as old as the horizon.
   const after = (await gc(true)).localCheckpoints!;
-  assert.deepEqual(after.items.map((i) => i.why).sort(), ['finished', 'finished']);
+  assert.deepEqual(after.items, []);
+  assert.deepEqual(readdirSync(checkpoints).sort(), [kept, collected].sort());
+  for (const k of [kept, collected]) age(join(checkpoints, k), 40);
+  const aged = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(aged.items.map((i) => i.why).sort(), ['abandoned', 'abandoned']);
   assert.deepEqual(readdirSync(checkpoints), []);
 });
 

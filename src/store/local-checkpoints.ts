@@ -5,7 +5,8 @@
  * A train stage that fails and is never resumed leaves its folder for good: gigabytes for an LLM's
  * full fine-tuning. A folder is garbage when:
  *
- * - its stage finished (`COMPLETE` in it: the stage clears the rest itself, a crash in between leaves it);
+ * - its stage finished (`COMPLETE` in it: the stage clears the rest itself, a crash in between leaves it): what is
+ *   beside the mark goes, the mark (the finished record a retry whose completion was lost returns) by the rules below;
  * - its cache key has a stage-cache record that this collection keeps (written or used after the
  *   horizon) and that was created after the folder's last write, at once whatever the folder's age:
  *   the work completed (on another worker) after this training stopped, so every run of it that
@@ -165,6 +166,8 @@ interface Judged {
   newest: number;
   /** Stray temp folders in a folder that stays, by name. */
   temps: { name: string; bytes: number }[];
+  /** A finished folder's entries but its mark: what goes of it (`bytes` counts them alone). */
+  leftovers?: string[];
 }
 
 function readdirOrNone(path: string): string[] {
@@ -181,19 +184,18 @@ function judge(path: string, name: string, opts: LocalCheckpointOptions): Judged
   if (newest === -Infinity) return undefined;
   // A record no newer than the folder's last write is one the training that wrote it did not look up.
   const doneAt = opts.completed.get(name) ?? NaN;
-  const why = existsSync(join(path, COMPLETE))
-    ? 'finished'
-    : doneAt > newest
-      ? 'completed elsewhere'
-      : newest < opts.horizon
-        ? 'abandoned'
-        : undefined;
+  // A finished folder's mark holds its training's outputs, which a retry whose completion was lost returns instead of
+  // training again (src/stages/train-finished.ts): what its clean-up left beside it goes at once, the mark (a few
+  // hundred bytes) by its age as any folder does, so a gc between the finish and the retry costs no training.
+  const leftovers = existsSync(join(path, COMPLETE)) ? readdirOrNone(path).filter((n) => n !== COMPLETE) : [];
+  const why = leftovers.length ? 'finished' : doneAt > newest ? 'completed elsewhere' : newest < opts.horizon ? 'abandoned' : undefined;
   const temps: Judged['temps'] = [];
   if (!why)
     for (const n of readdirOrNone(path)) {
       const m = TEMP.exec(n);
       if (m && !processAlive(Number(m[1]))) temps.push({ name: n, bytes: measure(join(path, n)).bytes });
     }
+  if (why === 'finished') return { why, bytes: leftovers.reduce((n, l) => n + measure(join(path, l)).bytes, 0), newest, temps, leftovers };
   return { why, bytes, newest, temps };
 }
 
@@ -313,7 +315,11 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       if (!j) return;
       const item = tally(name, j);
       if (!item) return;
-      if (j.why) {
+      if (j.leftovers) {
+        // A finished folder keeps its mark; what is beside it is read by nobody (a training clears the whole folder,
+        // a resume never reads one with the mark).
+        for (const n of j.leftovers) rmSync(join(path, n), { recursive: true, force: true });
+      } else if (j.why) {
         // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
         // the name a resume reads; the lock can go as soon as the name is free.
         const to = join(opts.dir, `.${name}.gc-${process.pid}-${randomBytes(4).toString('hex')}`);
