@@ -364,8 +364,10 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
 test("every answer carries its request id (the SDK's _request_id); a 500 names it, and so does the log line with its cause", async (t) => {
   const gen = await load(dirA, 'tiny@1');
   // Fails as a bug would (not an InputError): the client gets 500, the log the stack.
+  let generated = 0;
   const broken = Object.assign(Object.create(gen) as TextGenerator, {
     generate: async () => {
+      generated++;
       throw new Error('weights on fire');
     },
   });
@@ -381,7 +383,7 @@ test("every answer carries its request id (the SDK's _request_id); a 500 names i
   const logged: string[] = [];
   const write = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((chunk: string | Uint8Array) => (logged.push(String(chunk)), true)) as typeof process.stderr.write;
-  let failed: unknown, streamed: Response;
+  let failed: unknown, streamed: Response, once: unknown, retried: number;
   try {
     failed = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 2 } as never).then(
       () => assert.fail('expected a 500'),
@@ -389,10 +391,21 @@ test("every answer carries its request id (the SDK's _request_id); a 500 names i
     );
     streamed = await post(url, '/v1/chat/completions', { messages, max_tokens: 2, stream: true });
     await streamed.clone().text();
+    // A client at the SDK's default retries asks once: a retry of what failed so would fail again (three generations).
+    const calls = generated;
+    once = await new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN }).chat.completions
+      .create({ model: 'tiny', messages, max_tokens: 2 } as never)
+      .then(
+        () => assert.fail('expected a 500'),
+        (e: unknown) => e,
+      );
+    retried = generated - calls - 1;
   } finally {
     process.stderr.write = write;
   }
   assert.ok(failed instanceof OpenAI.InternalServerError, String(failed));
+  assert.ok(once instanceof OpenAI.InternalServerError, String(once));
+  assert.equal(retried, 0, 'the SDK retried a 500');
   const id = failed.requestID!;
   assert.match(id, /^req_[0-9a-f]{32}$/);
   assert.ok(failed.message.includes(`request ${id}`), failed.message);
@@ -658,6 +671,8 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
     String(third.headers.get('retry-after')),
   );
   assert.match(third.headers.get('retry-after') ?? '', /^\d+$/);
+  // Retried by an SDK client (after Retry-After), unlike a 500.
+  assert.equal(third.headers.get('x-should-retry'), null);
   const err = ((await third.json()) as any).error;
   assert.equal(err.type, 'rate_limit_error');
   assert.equal(err.code, 'server_busy');

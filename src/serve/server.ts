@@ -258,8 +258,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (err.statusCode && err.statusCode < 500)
       return reply.code(err.statusCode).send(errorBody('bad_request', err.message, err.statusCode));
     req.log.error(err);
+    // The openai SDK retries a 5xx twice by default, and a failure of the model or of this server is most often the
+    // same again for the same request: three failed generations for one. `x-should-retry: false` (the SDK's own
+    // header) stops that; 429 and 503 (busy, shutting down) go without it, since waiting or another replica helps.
     return reply
       .code(500)
+      .header('x-should-retry', 'false')
       .send(errorBody('internal', `the server failed on this request; its log names the cause under request ${req.id}`, 500));
   });
   // fastify's own JSON parser answers every failure "Body is not valid JSON": this one keeps
