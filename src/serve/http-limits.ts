@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyBaseLogger } from 'fastify';
@@ -9,6 +10,11 @@ import { openAiError } from './openai.ts';
  * its connection for ever. Answers, a stream of tokens say, are not limited by it.
  */
 export const REQUEST_TIMEOUT_MS = 30_000;
+
+/** A request's id, in OpenAI's shape: its answer's `x-request-id` (the openai SDK's `_request_id`). */
+export function newRequestId(): string {
+  return `req_${randomUUID().replace(/-/g, '')}`;
+}
 
 /**
  * A fastify logger that writes errors only, as text on stderr: a server's log is for its failures (the
@@ -56,7 +62,7 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   const body = JSON.stringify(openAiError(status, code, message));
   if (socket.writable)
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${newRequestId()}\r\nConnection: close\r\n\r\n${body}`,
     );
   socket.destroy();
 }

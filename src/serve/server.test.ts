@@ -327,6 +327,8 @@ test("what Node's HTTP parser refuses is answered in OpenAI's error shape, and t
     const [head, body] = answer.split('\r\n\r\n') as [string, string];
     assert.match(head, new RegExp(`^HTTP/1\\.1 ${status} `), answer.slice(0, 200));
     assert.match(head, /\r\nConnection: close/i);
+    // Every answer has an id, these too (a client quoting it is quoting this answer).
+    assert.match(head, /\r\nX-Request-Id: req_[0-9a-f]{32}\r\n/i);
     const parsed = JSON.parse(body) as { error: { code: string; type: string; message: string; param: null } };
     assert.deepEqual([parsed.error.code, parsed.error.type, parsed.error.param], [code, 'invalid_request_error', null]);
     assert.ok(parsed.error.message.length > 10);

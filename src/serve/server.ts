@@ -3,13 +3,12 @@
  * request limits, Prometheus metrics and hot swap of the model when its alias moves
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
-import { clientErrorHandler, errorsToStderr, REQUEST_TIMEOUT_MS } from './http-limits.ts';
+import { clientErrorHandler, errorsToStderr, newRequestId, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { ApiError, openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
@@ -176,7 +175,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     clientErrorHandler,
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
     // `APIError.requestID`), and the log's lines about the request name it.
-    genReqId: () => `req_${randomUUID().replace(/-/g, '')}`,
+    genReqId: newRequestId,
     // A path fastify cannot decode (`GET /v1/models/%E0%A4%A`) is answered before any hook runs: without this, in
     // fastify's own shape, with no request id, and to a client with no token too.
     frameworkErrors: (err, req, genericReply) => {
