@@ -161,6 +161,37 @@ test('csv: duplicate header names fail the whole file at line 1', async () => {
   );
   assert.deepEqual(readdirSync(dir), ['a.csv']);
 });
+test('csv: a duplicated column name the task does not read is left out with a warning; one it reads (an optional template field too) fails the file', async () => {
+  const dir = tmp();
+  // A spreadsheet's two "notes" columns: nothing the task reads, so which one is meant does not matter.
+  writeFileSync(join(dir, 'a.csv'), 'text,notes,label,notes\nhello,a,ham,b\n');
+  const r = await run(dir, { ...csv, path: 'a.csv' });
+  assert.equal(r.rowsOut, 1);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x.text, x.label]),
+    [['hello', 'ham']],
+  );
+  assert.equal(r.warnings?.length, 1);
+  assert.match(
+    r.warnings![0],
+    /a\.csv: column "notes" appears more than once in the header; the task reads no column of that name, so it is left out/,
+  );
+  assert.match(formatDataReport(r), /warning: a\.csv: column "notes"/);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'b.csv'), 'instruction,input,output,input\nAdd,2 and 3,5,x\n');
+  const instruction: IngestConfig = {
+    task: 'instruction',
+    path: 'b.csv',
+    promptTemplate: '{instruction}[[\n\nInput: {input}]]',
+    fields: { response: 'output' },
+  };
+  await assert.rejects(run(dir, instruction), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'b.csv:1', String(e));
+    assert.match(e.message, /header has a duplicate \("input"\) column name/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(dir).sort(), ['a.csv', 'b.csv']);
+});
 test('csv: a header read as one column that holds another delimiter is refused before any row, naming the delimiter', async () => {
   // Excel in a locale whose decimal mark is the comma saves ';'-separated CSV (with a byte-order mark and CRLF).
   const dir = tmp();

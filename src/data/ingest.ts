@@ -90,13 +90,13 @@ function settingOf(cfg: IngestConfig, f: string): { path: string; note: string }
  * Source fields every row must have: each task column's field (the label's too) and the template's
  * fields outside [[ … ]] sections (those inside are dropped when absent).
  */
-function requiredFields(cfg: IngestConfig): string[] {
+function requiredFields(cfg: IngestConfig, withOptional = false): string[] {
   const out: string[] = [];
   for (const c of TASK_COLUMNS[cfg.task]) {
     if (c === 'prompt' && cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
       const t = parseTemplate(cfg.promptTemplate);
       if (!isTemplateError(t))
-        for (const s of t.sections) if (!s.optional) for (const p of s.pieces) if (typeof p !== 'string') out.push(p.field);
+        for (const s of t.sections) if (withOptional || !s.optional) for (const p of s.pieces) if (typeof p !== 'string') out.push(p.field);
       continue;
     }
     out.push(cfg.fields?.[c] ?? c);
@@ -182,6 +182,9 @@ function codePoints(s: string): number {
   }
   return n;
 }
+
+/** Files whose left-out duplicate header names the report's warnings list, one each. */
+const DUPLICATE_FILES = 3;
 
 /** Most spellings, and classes, a label warning lists. */
 const LABELS_LISTED = 8;
@@ -278,6 +281,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   const cols = TASK_COLUMNS[cfg.task];
   const mapRow = makeRowMapper(cfg);
   const required = requiredFields(cfg);
+  // Every field a row may be read from: a header that names one of these twice is refused, any other duplicate left out.
+  const read = requiredFields(cfg, true);
+  /** Files whose header held a name twice that the task does not read, and those names, for the report's warnings. */
+  const leftOutDuplicates: string[] = [];
   const out = new ArrowTableWriter(opts.outPath, ingestSchema(cfg));
   let quarantine: ArrowTableWriter | null = null;
   try {
@@ -355,8 +362,15 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           quote: cfg.quote,
           encoding: cfg.encoding,
           // Checked before any row: with the wrong delimiter every row is a bad row, which would hide the cause.
-          onColumns: (names, line) => {
+          readsColumns: read,
+          onColumns: (names, line, leftOut) => {
             columnsChecked = true;
+            if (leftOut && leftOut.length > 0 && leftOutDuplicates.length <= DUPLICATE_FILES)
+              leftOutDuplicates.push(
+                leftOut.length === 1
+                  ? `${f.display}: column ${JSON.stringify(cap(leftOut[0], NAME_CHARS))} appears more than once in the header; the task reads no column of that name, so it is left out`
+                  : `${f.display}: columns ${nameList(leftOut)} appear more than once in the header; the task reads none of them, so they are left out`,
+              );
             const absent = required.find((n) => !names.includes(n));
             if (absent === undefined) return;
             const delimiter = line === null ? undefined : delimiterHint(names, line, cfg.delimiter ?? (f.format === 'tsv' ? '\t' : ','));
@@ -480,7 +494,11 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       );
     }
 
-    const warnings = cfg.labels === undefined ? labelWarnings(labels) : [];
+    const warnings = [
+      ...leftOutDuplicates.slice(0, DUPLICATE_FILES),
+      ...(leftOutDuplicates.length > DUPLICATE_FILES ? ['more files have such headers'] : []),
+      ...(cfg.labels === undefined ? labelWarnings(labels) : []),
+    ];
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};
     if (TASK_COLUMNS[cfg.task].includes('label')) for (const l of labelSet) setOwn(labelCounts, l, labels.get(l) ?? 0);

@@ -36,7 +36,13 @@ export interface DelimitedOptions {
    * refuse a file whose columns lack what it reads before its first row, which a wrong delimiter makes a bad row.
    * `line` is the header line as read (without header, null).
    */
-  onColumns?: (names: string[], line: string | null) => void;
+  onColumns?: (names: string[], line: string | null, leftOut?: readonly string[]) => void;
+  /**
+   * The header columns the caller reads. A name the header holds twice is refused when it is one of these (or when
+   * this is not given): which of its values is meant cannot be told. Any other is left out of the records, and passed
+   * to `onColumns` as `leftOut` so the caller can say so.
+   */
+  readsColumns?: readonly string[];
 }
 
 export interface ReadOptions extends DelimitedOptions {
@@ -333,21 +339,26 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (names === null) {
       if (header) {
         const seen = new Set<string>();
+        const duplicates = new Set<string>();
         // A column without a name is no field of the records: pandas' to_csv writes its index so (`,text,label`), and
         // a spreadsheet its empty trailing columns. No mapping can name it, so it is left out rather than refused.
         names = fields.map((n) => (n.trim() === '' ? '' : n));
         for (const n of names) {
-          if (n !== '' && seen.has(n)) {
+          if (n === '') continue;
+          if (seen.has(n) && (opts.readsColumns === undefined || opts.readsColumns.includes(n)))
             throw new InputError(`header has a duplicate (${JSON.stringify(n)}) column name`, {
               where: `${file.display}:${row}`,
               hint: 'fix the header, or set header: false and columns: [...]',
             });
-          }
+          if (seen.has(n)) duplicates.add(n);
           seen.add(n);
         }
+        // A duplicate no one reads (a spreadsheet's two "notes" columns) is left out, as a column without a name is.
+        if (duplicates.size > 0) names = names.map((n) => (duplicates.has(n) ? '' : n));
         opts.onColumns?.(
           names.filter((n) => n !== ''),
           text,
+          [...duplicates],
         );
         return null;
       }
