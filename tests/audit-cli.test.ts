@@ -174,6 +174,35 @@ async function servedHome(t: { after: (fn: () => void) => void }): Promise<Recor
   return { TEMPERED_HOME: home };
 }
 
+test('audit names a rollback by its alias and both versions: the version it went back to is not the one rolled back', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-audit-rollback-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home };
+  const reg = await openRegistry(join(home, 'registry.db'));
+  for (const [run, bytes] of [
+    ['r1', 'a'],
+    ['r2', 'b'],
+  ] as const)
+    await reg.registerVersion(testVersion('clf', bytes, { runId: run }));
+  await reg.close();
+  for (const args of [
+    ['models', 'promote', 'clf@2'],
+    ['models', 'promote', 'clf@1'],
+    ['models', 'rollback', 'clf'],
+  ]) {
+    const res = await runCli(args, env);
+    assert.equal(res.code, 0, res.stderr);
+  }
+  const audit = await runCli(['audit'], env);
+  assert.equal(audit.code, 0, audit.stderr);
+  const lines = audit.stdout.trim().split('\n');
+  // Production went v2 → v1 by hand, then back from v1 to v2: the line read `model.rolled_back clf@2`.
+  assert.match(lines[1]!, /model\.promoted +clf@1 +\(production: v2 → v1; /);
+  assert.match(lines[2]!, /model\.rolled_back +clf@production: v1 rolled back to v2 +\(reason "rollback from v1"\)$/);
+  // The record itself is unchanged: its subject is the version production holds now, as --model finds it.
+  assert.match((await runCli(['audit', '--model', 'clf@2'], env)).stdout, /model\.rolled_back/);
+});
+
 test("audit --model NAME@N: a version's trail ends where a server swapped it out (v2 → v3)", async (t) => {
   const env = await servedHome(t);
   const v2 = await runCli(['audit', '--model', 'spam-clf@2'], env);

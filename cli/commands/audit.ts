@@ -26,7 +26,11 @@ function line(r: AuditRecord): string {
       : typeof x === 'string' && name && /^\d+$/.test(x.slice(name.length + 1)) && x.startsWith(`${name}@`)
         ? `v${x.slice(name.length + 1)}`
         : String(x ?? 'v-');
-  if (typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
+  // A rollback's subject is the version the alias went back to: `model.rolled_back clf@2` read as "v2 was rolled back"
+  // when production went from v1 back to v2, so its line names the alias and both versions instead.
+  const rollback = r.action === 'model.rolled_back' && typeof d.alias === 'string' && d.to !== undefined && name !== undefined;
+  const subject = rollback ? `${name}@${d.alias as string}: ${v(d.from)} rolled back to ${v(d.to)}` : r.subject;
+  if (!rollback && typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
   if (typeof d.reason === 'string' && d.reason)
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   // A record about a run's stage that is about a model too (register: which version its model is).
@@ -45,7 +49,7 @@ function line(r: AuditRecord): string {
     extra.push(`data ${shown.join(',')}`);
   }
   return printable(
-    `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${r.subject}${extra.length ? `  (${extra.join('; ')})` : ''}`,
+    `#${String(r.seq).padStart(4)} ${r.time} ${r.actor.padEnd(10)} ${r.action.padEnd(22)} ${subject}${extra.length ? `  (${extra.join('; ')})` : ''}`,
   );
 }
 
