@@ -263,7 +263,7 @@ test('predict: a bad row fails the run naming its line and leaves no output; --o
   assert.deepEqual([written[149]!.id, written[149]!.row], ['m150', 151]);
 });
 
-test('predict: Ctrl-C stops the run and leaves no output file', async () => {
+test('predict: Ctrl-C stops the run and leaves no output file', async (t) => {
   const work = folder('interrupted');
   const input = join(work, 'in-long.jsonl');
   // More rows than it answers before the signal comes, however the load slows this process or speeds up the child.
@@ -283,6 +283,8 @@ test('predict: Ctrl-C stops the run and leaves no output file', async () => {
       r(code);
     }),
   );
+  // A case that fails (or times out) before its Ctrl-C must not leave 5000 answers running on a shared machine.
+  t.after(() => void (ended || child.kill('SIGKILL')));
   // The temp output exists once the model is loaded and the rows are being answered: waited for as long as that takes
   // (30 s at most before: it took 8.5-17 s at load 12-14 on a 2-core VM, 7 Dec), or until the child ends without one.
   while (!ended && !leftovers(work).some((f) => f.endsWith('.tmp'))) await new Promise((r) => setTimeout(r, 50));
