@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Client } from '@temporalio/client';
 import { formatDataReport, type DataReport } from '../src/data/report.ts';
-import { formatMetrics, printable } from './format.ts';
+import { formatEvaluateReport, formatMetrics, printable } from './format.ts';
 import { isArtifactRef, type ArtifactRef } from '../src/types.ts';
 import { connectClient, temporalSettings, TASK_QUEUE, type TemporalSettings } from '../infra/connection.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
@@ -105,7 +105,7 @@ export async function createContext(): Promise<CliContext> {
               .split('\n')
               .map(printable)
               .join('\n')
-          : undefined;
+          : formatEvaluateReport(report);
       }),
     readMetrics: (ref) => formatStored(ref, formatMetrics),
     async fetchReports(st) {

@@ -305,6 +305,42 @@ test("status shows an evaluate stage's metrics from the store under the names it
   });
 });
 
+test("status names the model of the metrics table's baseline column, as the evaluate report recorded it", async () => {
+  // The column said 'baseline' and nothing in the metrics or the report said which model that was.
+  await withFreshHome(async (ctx) => {
+    const store = ctx.store();
+    const metrics = await store.putJson({ loss: 0.45, baseline: { loss: 1.99 } });
+    const identity = (source: string) => ({
+      source,
+      revision: 'ab'.repeat(20),
+      files: [{ path: 'model.onnx', sha256: 'cd'.repeat(32), bytes: 1 }],
+    });
+    const lm = await store.putJson({ task: 'causal-lm', loss: 0.45, baseline_model: identity('hf:HuggingFaceTB/SmolLM2-135M-Instruct') });
+    const clf = await store.putJson({ model: {}, labels: ['a', 'b'], baseline_model: identity('/models/\u001b]0;x\u0007bert') });
+    const stage = (id: string, report: unknown) => ({ id, uses: 'evaluate', needs: [], state: 'succeeded', outputs: { metrics, report } });
+    const st = {
+      runId: 'r-1',
+      name: 'p',
+      state: 'succeeded',
+      startedAt: '2026-12-07T00:00:00.000Z',
+      actor: 'me',
+      params: {},
+      stages: [stage('lm', lm), stage('clf', clf)],
+    } as unknown as RunStatus;
+    const text = formatRunStatus(st, { readReport: (r) => ctx.readReport(r), readMetrics: (r) => ctx.readMetrics(r) });
+    assert.match(
+      text,
+      /\n {6}\| baseline: the base model hf:HuggingFaceTB\/SmolLM2-135M-Instruct \(revision abababababab\)\n {6}\| metric +model +baseline\n/,
+    );
+    // A classifier's baseline is a regression on the model's features; a path's control characters are escaped.
+    assert.match(
+      text,
+      /\| baseline: a logistic regression on the frozen features of \/models\/\\u001b\]0;x\\u0007bert \(revision abababababab\)\n/,
+    );
+    assert.doesNotMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+  });
+});
+
 test("a status whose metrics artifact is missing or not metrics is shown without the table; a report's row text is printable", async () => {
   // The store is another's to fill (a shared TEMPERED_STORE): what it holds must neither fail a status nor reach the
   // terminal raw. A quarantined row's detail quotes the data, here an escape sequence that would retitle the terminal.

@@ -182,6 +182,23 @@ export function formatMetrics(metrics: unknown): string | undefined {
   return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
 }
 
+/**
+ * An evaluate report's line naming the model of the metrics table's `baseline` column, as evaluate resolved it (its
+ * source and revision): the table, and the metrics document, said 'baseline' only. Undefined for a report without
+ * one (no baseline, or evaluated before 7 Dec 2026).
+ */
+export function formatEvaluateReport(report: unknown): string | undefined {
+  const r = typeof report === 'object' && report !== null ? (report as Record<string, unknown>) : {};
+  const b = typeof r.baseline_model === 'object' && r.baseline_model !== null ? (r.baseline_model as Record<string, unknown>) : undefined;
+  if (typeof b?.source !== 'string') return undefined;
+  const rev = typeof b.revision === 'string' ? (/^[0-9a-f]{40,64}$/.test(b.revision) ? b.revision.slice(0, 12) : b.revision) : undefined;
+  const model = `${b.source}${rev ? ` (revision ${rev})` : ''}`;
+  // A classifier's baseline is a logistic regression on the base model's frozen features, a causal LM's the base model.
+  return printable(
+    r.task === 'causal-lm' ? `baseline: the base model ${model}` : `baseline: a logistic regression on the frozen features of ${model}`,
+  );
+}
+
 export function formatRunStatus(
   st: ClientRunStatus,
   opts: { uiUrl?: string; readReport?: ReportReader; readMetrics?: ReportReader } = {},

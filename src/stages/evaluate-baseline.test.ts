@@ -35,7 +35,8 @@ test('the baseline of the same base model, rows and settings is scored once; ano
     const messages: string[] = [];
     const ctx = testbed.ctx('evaluate', 'r1', (p) => void (p.message && messages.push(p.message)));
     const out = await evaluateStage.run({ model, test, baseline: { model: modelDir, train, seed }, threads: 1 }, ctx);
-    return { baseline: read(out.metrics).baseline as Record<string, unknown>, f1: out.f1_macro, messages };
+    const baselineModel = (read(out.report) as { baseline_model?: { source: string; revision: string } }).baseline_model;
+    return { baseline: read(out.metrics).baseline as Record<string, unknown>, baselineModel, f1: out.f1_macro, messages };
   };
   const embedded = (messages: string[]) => messages.some((m) => /frozen-feature baseline: base model embeddings/.test(m));
 
@@ -52,6 +53,10 @@ test('the baseline of the same base model, rows and settings is scored once; ano
   assert.ok(second.messages.some((m) => /frozen-feature baseline: the same as scored before/.test(m)));
   assert.deepEqual(second.baseline, first.baseline);
   assert.equal(typeof second.f1, 'number');
+  // The report names the baseline's model as evaluate resolved it, scored or from the memo: the scores alone do not.
+  assert.ok(first.baselineModel?.source.includes(modelDir), JSON.stringify(first.baselineModel));
+  assert.equal(first.baselineModel?.revision, 'local');
+  assert.deepEqual(second.baselineModel, first.baselineModel);
 
   // What the baseline depends on changes: it is scored again, and kept beside the first.
   assert.ok(embedded((await evaluate(a, test1, 5)).messages));

@@ -66,6 +66,9 @@ test("a causal LM's base model is asked the test rows once per base model, rows 
   assert.ok(second.messages.some((m) => /^base model: the same as scored before/.test(m)));
   assert.deepEqual(second.metrics.baseline, first.metrics.baseline);
   assert.deepEqual(baseline(second.report), baseline(first.report));
+  // The report names the base model as evaluate resolved it, scored or from the memo: its scores alone do not.
+  assert.deepEqual(first.report.baseline_model, base.identity);
+  assert.deepEqual(second.report.baseline_model, base.identity);
   assert.equal(second.report.samples.length, 3);
   assert.equal(typeof second.report.samples[0].baseline, 'string');
   // The fine-tuned model is scored in every trial: b's own answers, not a's.

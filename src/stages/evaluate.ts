@@ -31,6 +31,7 @@ import type { ChatOptions } from '../finetune/causal-lm.ts';
 import type { PromptTemplate } from '../models/tokenizer.ts';
 import type { DataRef } from '../registry/types.ts';
 import type { ClassificationReport } from '../eval/metrics.ts';
+import type { ModelIdentity } from '../models/sources.ts';
 
 /** Part of the stage cache's key, and of the baseline memo's (baselineMemo): a change of results bumps it. */
 const EVALUATE_CODE_VERSION = 'evaluate-5';
@@ -549,6 +550,8 @@ export const evaluateStage: StageKind<Config> = {
       }
       metrics.baseline = reportToGateMetrics(scored);
       report.baseline = scored;
+      // Which model the baseline is: its scores alone do not say (status's table heads their column 'baseline').
+      report.baseline_model = base.identity;
     }
     // No production version yet: gates see has(production) = false.
     const prod = await productionModel(cfg, ctx.stateDir);
@@ -735,8 +738,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
   const main = await score('fine-tuned', 'fine-tuned model', modelDir);
   const metrics: Record<string, unknown> = { ...main.metrics };
   let base: LmScores | undefined;
+  let baseIdentity: ModelIdentity | undefined;
   if (cfg.baseline) {
     const b = await resolveBaseline(cfg.baseline, ctx);
+    baseIdentity = b.identity;
     // The base model is scored on the same rendering of the records as the fine-tune (its chat settings or prompt template).
     const trained = trainedRendering(modelDir);
     const rendering = { template: trained?.template, chat: trained?.chat, maxLength: cfg.baseline.maxLength ?? trained?.maxLength };
@@ -810,6 +815,8 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     // Rows each model's reply loss left out: the prompt (in its template) and the reply exceed maxLength.
     unscoredRows: { model: main.unscoredRows, baseline: base?.unscoredRows, production: production?.unscoredRows },
     ...(prodRows ? { contamination: prodRows.report } : {}),
+    // Which model the baseline is: its scores alone do not say (status's table heads their column 'baseline').
+    ...(baseIdentity ? { baseline_model: baseIdentity } : {}),
   };
   if (gen && rows) {
     const n = Math.min(gen.samples ?? GENERATION_DEFAULTS.samples, rows.prompts.length);
