@@ -346,6 +346,19 @@ test("an app's OpenAI client: models.retrieve, a conversation sent back as the S
     'messages[0].content[0]',
     /reads text only, and this is a "image_url" part/,
   );
+  // An image on a text part is not dropped without a word.
+  await refused(
+    client.chat.completions.create({
+      ...asked,
+      messages: [
+        { role: 'user', content: [{ type: 'text', text: 'What is this?', image_url: { url: 'https://example.com/a.png' } } as never] },
+      ],
+    }),
+    400,
+    'invalid_request',
+    'messages[0].content[0].image_url',
+    /a "text" part takes "text" alone/,
+  );
   await refused(
     client.chat.completions.create({ ...asked, messages: [...asked.messages, { role: 'tool', content: '42', tool_call_id: 'c1' }] }),
     400,

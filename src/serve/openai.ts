@@ -279,6 +279,9 @@ interface ChatPart {
   type: string;
   text?: string;
   refusal?: string;
+  image_url?: unknown;
+  input_audio?: unknown;
+  file?: unknown;
 }
 interface ChatBodyMessage {
   role: string;
@@ -667,6 +670,16 @@ export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
         );
       if (typeof value !== 'string')
         throw new ApiError(400, 'invalid_request', `${part}: a "${p.type}" part needs its "${p.type}" string`, part);
+      // The schema lets any part carry image_url, input_audio or file (so an image part is refused saying why): on a
+      // text part it would be dropped without a word, and the app told nothing of the image it sent.
+      const carried = (['image_url', 'input_audio', 'file'] as const).find((k) => p[k] !== undefined);
+      if (carried)
+        throw new ApiError(
+          400,
+          'invalid_request',
+          `${part}.${carried}: a "${p.type}" part takes "${p.type}" alone, and the served model reads text only`,
+          `${part}.${carried}`,
+        );
       return value;
     });
     return { role: m.role, content: text.join('') };
