@@ -231,6 +231,23 @@ test('an HTML page saved in place of a data file fails as that file, also among 
     assert.deepEqual(readdirSync(dir).sort(), ['page.csv', 'parts']);
   }
 });
+test('an HTML page saved as a headerless TSV (header: false) fails as that file too, not as rows', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'shards'));
+  writeFileSync(join(dir, 'shards/1.tsv'), 'ham\thello\n');
+  writeFileSync(join(dir, 'shards/2.tsv'), '<html>\n<body>Rate limit exceeded</body>\n</html>\n');
+  const cfg: IngestConfig = { task: 'classification', path: 'shards', header: false, columns: ['label', 'text'], onBadRow: 'quarantine' };
+  await assert.rejects(run(dir, cfg), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'shards/2.tsv:1', String(e));
+    assert.match(e.message, /an HTML or XML page, not TSV/);
+    return true;
+  });
+  // An HTML mail in a spam set is data: its line splits into the columns set, as no page's does.
+  rmSync(join(dir, 'shards/2.tsv'));
+  writeFileSync(join(dir, 'mail.tsv'), '<html><body>Buy now</body></html>\tspam\n');
+  const r = await run(dir, { ...cfg, path: 'mail.tsv', columns: ['text', 'label'], onBadRow: 'fail' });
+  assert.equal(r.rowsOut, 1);
+});
 test('a Windows-1252 file: each bad row names its first byte that is not UTF-8, the hint the encoding; encoding: windows-1252 reads it', async () => {
   const dir = tmp();
   // Excel on Windows: é (0xE9), the curly apostrophe (0x92), the euro sign (0x80) and a dash (0x96).

@@ -239,6 +239,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     throw new InputError(`quote must be one character or false, got ${JSON.stringify(quote)}`, { where: 'quote' });
   const header = opts.header ?? true;
   let names: string[] | null = header ? null : (opts.columns ?? null);
+  let firstRecord = true;
   if (names !== null) opts.onColumns?.(names, null);
 
   const maxLines = opts.maxRecordLines ?? RECORD_LIMITS.lines;
@@ -291,6 +292,10 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         return null;
       }
     }
+    // Without a header the first record is data, and a text may well start with `<html>` (a spam set's HTML mail): a
+    // page is told by its first line not splitting into the columns set.
+    const page = !header && firstRecord && names !== null ? htmlPage(file, row, rec[0].text, tsv ? 'TSV' : 'CSV') : null;
+    firstRecord = false;
     const taken = rec;
     const invalid = rec.some((l) => l.invalidUtf8);
     let records: string[][] = [];
@@ -333,6 +338,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         where: `${file.display}:${row}`,
         hint: 'the file is not UTF-8: convert it to UTF-8 (e.g. iconv -f WINDOWS-1252 -t UTF-8, for a file Excel saved on Windows), or, in an ingest stage, set encoding: windows-1252 (or iso-8859-15, windows-1250, windows-1251)',
       });
+    if (page && (invalid || error !== null || (records[0] ?? []).length !== names!.length)) throw page;
     if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('record', taken) } };
     if (error !== null) return { row, lines, raw: text, bad: { reason: 'csv-syntax', detail: error.replace(/ at line \d+/, '') } };
     const fields = records[0] ?? [''];
