@@ -501,6 +501,19 @@ test("encoding: utf-16 reads Excel's Unicode Text (UTF-16 with a byte-order mark
     assert.match(e.message, /encoding is utf-16, but the file has neither a UTF-16 byte-order mark nor the NUL bytes/);
     return true;
   });
+  // A file cut after an odd byte, or one with a surrogate unpaired, says which and where, not the end of its read.
+  const le = (t: string) => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(t, 'utf16le')]);
+  writeFileSync(join(dir, 'odd.tsv'), Buffer.concat([le('text\tlabel\r\nhi\tham\r\n'), Buffer.from([0x41])]));
+  writeFileSync(join(dir, 'lone.tsv'), Buffer.concat([le('text\tlabel\r\nh'), Buffer.from([0x00, 0xd8]), le('\tham\r\n').subarray(2)]));
+  for (const [path, message] of [
+    ['odd.tsv', /the file ends inside a UTF-16 character \(its 43 bytes are an odd count/],
+    ['lone.tsv', /not valid UTF-16 within bytes 1-42 \(a surrogate without its pair/],
+  ] as const)
+    await assert.rejects(run(dir, { task: 'classification', path, encoding: 'utf-16' }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === path, String(e));
+      assert.match(e.message, message);
+      return true;
+    });
 });
 test('tsv without header: named columns, quotes are literal, missing tab is a column-count error', async () => {
   const cfg: Omit<IngestConfig, 'path'> = { task: 'classification', header: false, columns: ['label', 'text'] };

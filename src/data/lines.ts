@@ -141,7 +141,12 @@ async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): Async
     try {
       return Buffer.from(c === undefined ? decoder!.decode() : decoder!.decode(c, { stream: true }), 'utf8');
     } catch (e) {
-      throw new InputError(`not valid UTF-16 near byte ${bytes}: ${(e as Error).message}`, {
+      // The decoder says neither which byte nor why: what it read last (up to 1 MiB) is the place to look.
+      const what =
+        c === undefined
+          ? `the file ends inside a UTF-16 character (its ${bytes} bytes are ${bytes % 2 ? 'an odd count' : 'even, so it ends on the first half of a surrogate pair'})`
+          : `not valid UTF-16 within bytes ${bytes - c.length + 1}-${bytes} (a surrogate without its pair)`;
+      throw new InputError(what, {
         where: display,
         hint: 'check that the file is UTF-16 (a lone surrogate or an odd byte count says it is not), or remove encoding',
         cause: e,
