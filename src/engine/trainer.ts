@@ -45,7 +45,7 @@ export interface StepMetrics {
   seqLen?: number;
   /**
    * The evaluation on the validation rows at this step, where one ran: set on the step's history row once it has
-   * (after onStep), so a checkpoint's history carries it and a resumed run's history is the uninterrupted run's.
+   * (onStep reports such a step after it, with this set), so a checkpoint's history carries it and a resumed run's history is the uninterrupted run's.
    */
   val?: { loss: number; accuracy?: number };
 }
@@ -278,6 +278,7 @@ export class Trainer {
       ...sessOpts,
     });
     const evalSession = val && o.evalEvery ? await createSession(prog.eval, sessOpts) : undefined;
+    const evaluates = (s: number) => Boolean(val && o.evalEvery && (s % o.evalEvery === 0 || s === maxSteps));
     const history: FitResult['history'] = [...resumedHistory];
     let lastEval: EvalMetrics | undefined;
     let stoppedEarly = false,
@@ -347,16 +348,20 @@ export class Trainer {
         const seqLen = Math.max(...widths.slice(i * accumulation, (i + 1) * accumulation).map((w) => w ?? -1));
         if (seqLen > 0) m.seqLen = seqLen;
         history.push(m);
-        o.onStep?.(m);
+        // A step that evaluates is reported once its validation is on it: reported before, a causal LM's progress
+        // line at that step had no val_loss although the history has one (a run ends at every evaluation).
+        if (!(i === run.steps.length - 1 && evaluates(step))) o.onStep?.(m);
       }
 
-      if (val && o.evalEvery && (step % o.evalEvery === 0 || step === maxSteps)) {
+      if (val && evaluates(step)) {
         lastEval = await this.evaluate(evalSession!, val, feedNames, step, epoch);
         if (o.evalFn) lastEval.custom = await o.evalFn({ predict: (d) => this.predictWith(evalSession!, d, feedNames), step, val });
         o.onEval?.(lastEval);
         const row = history.at(-1);
-        if (row?.step === step)
+        if (row?.step === step) {
           row.val = { loss: lastEval.loss, ...(lastEval.accuracy !== undefined ? { accuracy: lastEval.accuracy } : {}) };
+          o.onStep?.(row);
+        }
         const monitor = o.monitor ?? 'loss';
         const metric =
           monitor === 'loss'

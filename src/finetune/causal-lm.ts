@@ -80,6 +80,8 @@ export interface CausalProgress {
   tokensPerSec: number;
   /** Seconds the remaining steps take at this process's mean step time so far. */
   etaSec: number;
+  /** The validation loss, at a step that evaluated (its token accuracy is no answer's: left out, as in the history). */
+  val?: { loss: number };
 }
 
 export interface CausalTrainResult {
@@ -210,8 +212,10 @@ function stepPace(totalSteps: number, rowsPerStep: number, tokensPerRow: number)
     report(m: StepMetrics): CausalProgress {
       steps++;
       ms += (rowsPerStep * 1000) / Math.max(1e-9, m.samplesPerSec);
+      const { val, ...step } = m;
       return {
-        ...m,
+        ...step,
+        ...(val ? { val: { loss: val.loss } } : {}),
         totalSteps,
         tokensPerSec: m.samplesPerSec * tokensPerRow,
         etaSec: (Math.max(0, totalSteps - m.step) * ms) / steps / 1000,

@@ -113,7 +113,7 @@ async function writeHistory(
 }
 
 /** A training step as both recipes report it (the causal-LM one adds tokens per second). */
-type StepReport = Progress & { tokensPerSec?: number };
+type StepReport = Omit<Progress, 'val'> & { tokensPerSec?: number; val?: { loss: number; accuracy?: number; f1_macro?: number } };
 
 type HistoryRow = Parameters<typeof writeHistory>[1][number];
 type Trainer = (
@@ -547,7 +547,10 @@ export const trainStage: StageKind<TrainConfig> = {
             ...(m.tokensPerSec !== undefined ? { tokensPerSec: m.tokensPerSec } : {}),
             etaSec: m.etaSec,
             ...(m.gradNorm !== undefined ? { gradNorm: m.gradNorm } : {}),
-            ...(m.val ? { val_loss: m.val.loss, val_accuracy: m.val.accuracy, val_f1_macro: m.val.f1_macro } : {}),
+            // A causal LM's validation is its loss alone.
+            ...(m.val ? { val_loss: m.val.loss } : {}),
+            ...(m.val?.accuracy !== undefined ? { val_accuracy: m.val.accuracy } : {}),
+            ...(m.val?.f1_macro !== undefined ? { val_f1_macro: m.val.f1_macro } : {}),
           },
           resume: { checkpointDir },
         });
