@@ -377,6 +377,20 @@ test('gzip-compressed text files are read through gunzip and hashed as the file;
   });
   assert.deepEqual(readdirSync(dir).sort(), ['cut.jsonl.gz', 'd']);
 });
+test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'd'));
+  const text = 'text,label\nhello,ham\n';
+  writeFileSync(join(dir, 'd/a.csv'), text);
+  writeFileSync(join(dir, 'd/a.csv.gz'), gzipSync(text));
+  writeFileSync(join(dir, 'd/b.jsonl.gz'), gzipSync(good(2)));
+  const r = await run(dir, { task: 'classification', path: 'd' });
+  assert.deepEqual(
+    r.sourceFiles.map((f) => f.path),
+    ['d/a.csv', 'd/b.jsonl.gz'],
+  );
+  assert.equal(r.rowsOut, 2);
+});
 test('a gzip bomb (a small file inflating far past its size) fails naming the file, with maxRows too, leaving nothing behind', async () => {
   const dir = tmp();
   // 32 MiB of one row inflated from ~32 KB: a ratio no real export has, but what a bomb is made of.

@@ -307,7 +307,13 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     if (st.isDirectory()) {
       files = [];
       await walk(abs, Infinity, budget, files);
-      if (format === undefined) files = files.filter((f) => formatFromExtension(f) !== undefined);
+      if (format === undefined) {
+        files = files.filter((f) => formatFromExtension(f) !== undefined);
+        // `a.csv.gz` beside `a.csv` is a compressed copy, and was ignored before .gz files were read: reading it too
+        // would take every row twice, and change the files (the cache key) of a folder that was read before.
+        const listed = new Set(files);
+        files = files.filter((f) => !(f.toLowerCase().endsWith('.gz') && listed.has(f.slice(0, -3))));
+      }
       if (files.length === 0)
         throw new InputError(
           `directory ${JSON.stringify(path)} holds no data files (.jsonl, .csv, .tsv, .parquet, .arrow; .gz of the first three)`,
