@@ -217,9 +217,14 @@ test('an HTML page saved in place of a data file fails as that file, also among 
   writeFileSync(join(dir, 'parts/1.jsonl'), '{"text":"a","label":"ham"}\n');
   writeFileSync(join(dir, 'parts/2.jsonl'), '<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n</html>\n');
   writeFileSync(join(dir, 'page.csv'), '\n<html lang="en">\n<body>Sign in</body></html>\n');
+  // A tag whose attributes go on the next lines, and a bare body (a proxy's error text).
+  writeFileSync(join(dir, 'wrapped.jsonl'), '<html\n  lang="en">\n</html>\n');
+  writeFileSync(join(dir, 'body.tsv'), '<BODY>\nToo many requests\n</BODY>\n');
   for (const [path, where, kind] of [
     ['parts/*.jsonl', 'parts/2.jsonl:1', 'JSON Lines'],
     ['page.csv', 'page.csv:2', 'CSV'],
+    ['wrapped.jsonl', 'wrapped.jsonl:1', 'JSON Lines'],
+    ['body.tsv', 'body.tsv:1', 'TSV'],
   ]) {
     await assert.rejects(run(dir, { task: 'classification', path, onBadRow: 'quarantine' }), (e: unknown) => {
       assert.ok(e instanceof InputError, String(e));
@@ -228,7 +233,7 @@ test('an HTML page saved in place of a data file fails as that file, also among 
       assert.match(e.hint ?? '', /download the file again/);
       return true;
     });
-    assert.deepEqual(readdirSync(dir).sort(), ['page.csv', 'parts']);
+    assert.deepEqual(readdirSync(dir).sort(), ['body.tsv', 'page.csv', 'parts', 'wrapped.jsonl']);
   }
 });
 test('an HTML page saved as a headerless TSV (header: false) fails as that file too, not as rows', async () => {

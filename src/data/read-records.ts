@@ -123,7 +123,7 @@ export function safeJson(v: unknown): string {
  * hardly a trace in the report; no JSONL line and no CSV header starts so.
  */
 function htmlPage(file: SourceFile, row: number, line: string, kind: string): InputError | null {
-  if (!/^\s*<(!doctype\s+html|html[\s>]|head[\s>]|\?xml)/i.test(line)) return null;
+  if (!/^\s*<(!doctype\s+html|html(?:[\s>]|$)|head(?:[\s>]|$)|body(?:[\s>]|$)|\?xml)/i.test(line)) return null;
   return new InputError(`the file is an HTML or XML page, not ${kind} (it starts with ${JSON.stringify(line.trim().slice(0, 60))})`, {
     where: `${file.display}:${row}`,
     hint: 'it is probably an error or sign-in page saved in place of the data: download the file again (for a private file, with its credentials), or remove it from the source',
