@@ -56,6 +56,8 @@ before(async () => {
     train: { val?: number[]; column?: string; seconds?: number },
     evaluate: { outputs: Record<string, number>; doc: Record<string, unknown>; samples?: object[] },
     promoted: boolean,
+    // A second evaluate stage's sample rows (an out-of-domain test set).
+    ood?: object[],
   ): Promise<RunStatus> => ({
     runId,
     name: 'sms-spam',
@@ -86,6 +88,17 @@ before(async () => {
           ...(evaluate.samples ? { report: await store.putJson({ task: 'causal-lm', samples: evaluate.samples }) } : {}),
         },
       },
+      ...(ood
+        ? [
+            {
+              id: 'evaluate_ood',
+              uses: 'evaluate',
+              needs: ['train'],
+              state: 'succeeded' as const,
+              outputs: { metrics: await store.putJson({}), report: await store.putJson({ task: 'causal-lm', samples: ood }) },
+            },
+          ]
+        : []),
       { id: 'deploy', uses: 'deploy', needs: ['evaluate'], state: 'succeeded', outputs: { promoted } },
     ],
   });
@@ -131,6 +144,7 @@ before(async () => {
             ],
           },
           false,
+          [{ prompt: 'Find the four smallest perfect numbers.', reference: 'six', output: 'A ood', exact: false }],
         ),
         trial(
           'lm-b',
@@ -150,6 +164,7 @@ before(async () => {
             ],
           },
           false,
+          [{ prompt: 'Find the four smallest perfect numbers.', reference: 'six', output: 'B ood', exact: false }],
         ),
       ])
     ).map((st) => [st.runId, st]),
@@ -264,12 +279,22 @@ describe('compare page, trials', () => {
       /^evaluate's scores are over 8 test rows \(evaluate\.scored_rows\): one row is 0\.125\d* of a per-row score/,
     );
     // Each run's answer to the same test row, beside the reference and the base model's; what the model wrote is text.
-    assert.deepEqual(await page.locator('#compare-answers tr[data-prompt] td').allInnerTexts(), [
+    // A second evaluate stage's row with the same prompt is its own row, each named by its stage.
+    assert.deepEqual(await page.locator('#compare-answers tr[data-stage="evaluate"] td').allInnerTexts(), [
+      'evaluate',
       'Find the four smallest perfect numbers.',
       '6, 28, 496, and 8128',
       'base',
       'A says',
       `${EVIL_NOTE} ✓`,
+    ]);
+    assert.deepEqual(await page.locator('#compare-answers tr[data-stage="evaluate_ood"] td').allInnerTexts(), [
+      'evaluate_ood',
+      'Find the four smallest perfect numbers.',
+      'six',
+      '–',
+      'A ood',
+      'B ood',
     ]);
     assert.equal(await page.locator('#compare-answers img').count(), 0);
     await page.context().close();

@@ -85,4 +85,11 @@ test("runs --compare shows the evaluate report's sample rows with each run's ans
     text,
     /\n {4}reference {2}6, 28, 496, and 8128\n {4}baseline {3}The smallest perfect numbers are ⏎ indeed\n {4}#1 = {7}6, 28, 496, and 8128\n {4}#2 {9}x{159}…$/,
   );
+  // Two evaluate stages (in-domain, out-of-domain): each row names its stage, the same prompt in both included.
+  const two = comparisonLines({
+    ...cmp,
+    answers: [cmp.answers[0]!, { ...cmp.answers[0]!, stage: 'evaluate_ood', reference: 'six', outputs: ['six', 'seven'] }],
+  }).join('\n');
+  assert.match(two, /\n\[1\] \(evaluate\) Find the four smallest perfect numbers\.\n {4}reference {2}6, 28, 496, and 8128\n/);
+  assert.match(two, /\n\[2\] \(evaluate_ood\) Find the four smallest perfect numbers\.\n {4}reference {2}six\n/);
 });

@@ -73,9 +73,11 @@ function answerLines(cmp: TrialComparison): string[] {
   const answers = cmp.answers ?? [];
   if (answers.length === 0) return [];
   const cell = (label: string, x: string | undefined) => `    ${label.padEnd(10)} ${oneLine(x)}`;
+  // Several evaluate stages (an in-domain and an out-of-domain test set): each row says whose it is.
+  const stages = new Set(answers.map((a) => a.stage)).size > 1;
   const lines = ['', `answers side by side (the evaluate report's ${answers.length} sample rows; = exact match):`];
   answers.forEach((a, i) => {
-    lines.push(`[${i + 1}] ${oneLine(a.prompt)}`, cell('reference', a.reference));
+    lines.push(`[${i + 1}]${stages ? ` (${a.stage})` : ''} ${oneLine(a.prompt)}`, cell('reference', a.reference));
     if (a.baseline !== undefined) lines.push(cell('baseline', a.baseline));
     a.outputs.forEach((x, r) => lines.push(cell(`#${r + 1}${a.exact[r] ? ' =' : ''}`, x)));
   });

@@ -1557,16 +1557,20 @@ function Trials({ trials, runs, letters }) {
 function AnswersSideBySide({ answers, letters }) {
   if (answers.length === 0) return null;
   const baseline = answers.some((a) => a.baseline !== undefined);
+  // Several evaluate stages (an in-domain and an out-of-domain test set): each row says whose it is.
+  const stages = new Set(answers.map((a) => a.stage)).size > 1;
   return html`<h2>Answers side by side <span class="muted">(the evaluate reports' sample rows; ✓ exact match)</span></h2>
     <table id="compare-answers">
       <tr>
+        ${stages && html`<th>stage</th>`}
         <th>prompt</th>
         <th>reference</th>
         ${baseline && html`<th>baseline</th>`} ${letters.map((l) => html`<th>${l}</th>`)}
       </tr>
       ${answers.map(
         (a) =>
-          html`<tr data-prompt=${a.prompt}>
+          html`<tr data-prompt=${a.prompt} data-stage=${a.stage}>
+            ${stages && html`<td>${a.stage}</td>`}
             <td style="white-space:pre-wrap;max-width:320px">${a.prompt}</td>
             <td style="white-space:pre-wrap">${a.reference}</td>
             ${baseline && html`<td style="white-space:pre-wrap">${a.baseline ?? '–'}</td>`}
