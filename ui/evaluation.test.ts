@@ -139,12 +139,12 @@ const causal: Record<string, { metrics: object; report: object }> = {
 };
 
 /** Per answer: a class-like answer set (answers repeat) and free-form replies (every reference once). */
-const perAnswer = (answer: string, rows: number, exact: number) => ({
+const perAnswer = (answer: string, rows: number, exact: number, predicted = rows) => ({
   answer,
   rows,
   exact_match: exact,
-  predicted: rows,
-  precision: exact,
+  predicted,
+  precision: predicted ? (exact * rows) / predicted : 0,
   f1: exact,
 });
 const lmAnswers = (answers: object) => ({
@@ -163,13 +163,20 @@ causal.classes = lmAnswers({
   baseline: [perAnswer('positive', 2, 0), perAnswer('negative', 2, 0)],
 });
 causal.free = lmAnswers({
-  model: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a, i) => perAnswer(a, 1, i % 2)),
-  baseline: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a) => perAnswer(a, 1, 0)),
+  // A free-form reply that is not its row's reference matches no other row's either: predicted is its exact match.
+  model: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a, i) => perAnswer(a, 1, i % 2, i % 2)),
+  baseline: ['6, 28, 496 and 8128', 'Question: …', 'I -> cook', 'atheism …'].map((a) => perAnswer(a, 1, 0, 0)),
+});
+// Labels that each occur once (a 2-row test set) answered 'positive' to both: not free-form, its precision says so.
+causal.labelsOnce = lmAnswers({
+  model: [perAnswer('negative', 1, 0, 0), perAnswer('positive', 1, 1, 2)],
+  baseline: [perAnswer('negative', 1, 0, 0), perAnswer('positive', 1, 0, 0)],
 });
 
 const EVALUATIONS: Record<string, { metrics: object; report: object }> = {
   'lm-classes': causal.classes,
   'lm-free': causal.free,
+  'lm-labels-once': causal.labelsOnce,
   'clf-fresh': classifier.fresh,
   'clf-raw': classifier.raw,
   'clf-none': classifier.none,
@@ -411,8 +418,25 @@ describe('run page, comparison with production', () => {
     const free = await open('lm-free');
     await free.locator('#samples').waitFor();
     assert.equal(await free.locator('#per-answer').count(), 0);
-    assert.match(await free.locator('#per-answer-free').innerText(), /each of the 4 reference answers occurs once \(free-form answers\)/);
+    assert.match(
+      await free.locator('#per-answer-free').innerText(),
+      /each of the 4 reference answers occurs once and was given on its own row only \(free-form answers\)/,
+    );
     await free.context().close();
+
+    const once = await open('lm-labels-once');
+    await once.locator('#per-answer').waitFor();
+    assert.equal(await once.locator('#per-answer-free').count(), 0);
+    assert.deepEqual(await once.locator('#per-answer tr:nth-child(3) td').allInnerTexts(), [
+      'fine-tuned',
+      'positive',
+      '1',
+      '1',
+      '2',
+      '0.5000',
+      '1',
+    ]);
+    await once.context().close();
     assert.deepEqual(pageErrors, []);
   });
 });

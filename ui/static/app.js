@@ -446,8 +446,11 @@ function Evaluation({ report, metrics, production }) {
     ].filter(([, m]) => m);
     const samples = report.samples ?? [];
     // Free-form answers (an instruction tune's replies): no reference answer occurs twice, so each answer's recall is
-    // one row's exact match, and a table of every reference pushed the samples, which say more, off the screen.
-    const freeForm = answers.length > 0 && answers.every(([, list]) => list.every((a) => a.rows <= 1));
+    // one row's exact match, and a table of every reference pushed the samples, which say more, off the screen. Only
+    // where no answer was given to another row too: labels that each occur once (a 2-row test set) with 'positive'
+    // answered to both keep the table, whose precision shows it.
+    const freeForm =
+      answers.length > 0 && answers.every(([, list]) => list.every((a) => a.rows <= 1 && a.predicted === a.exact_match * a.rows));
     const answerCount = answers[0]?.[1].length ?? 0;
     return html`<h2>Evaluation</h2>
       <table id="versus">
@@ -466,8 +469,8 @@ function Evaluation({ report, metrics, production }) {
       ${apart && html`<${VersusProduction} c=${apart} />`}
       ${freeForm &&
       html`<p class="muted" id="per-answer-free">
-        per answer: each of the ${answerCount} reference answers occurs once (free-form answers), so an answer's recall is its row's exact
-        match; compare the answers in the samples below
+        per answer: each of the ${answerCount} reference answers occurs once and was given on its own row only (free-form answers), so an
+        answer's recall and precision are its row's exact match; compare the answers in the samples below
       </p>`}
       ${answers.length > 0 &&
       !freeForm &&
