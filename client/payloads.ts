@@ -4,7 +4,7 @@
  * decode them here first, as the SDK does for results, queries and memos, so the payload converter reads JSON, and a
  * process without the key gets the codec's error saying so instead of `Unknown encoding: binary/encrypted`.
  */
-import { Client, type WorkflowHandle } from '@temporalio/client';
+import { Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, type DefaultEncodedFailureAttributes, type Payload, type PayloadCodec } from '@temporalio/common';
 import { PayloadKeyError } from '../infra/payload-codec.ts';
 
@@ -101,6 +101,20 @@ export async function fetchHistoryOrMarked(
   const history = await client.workflow.getHandle(runId, execution).fetchHistory();
   const encrypted = await decodeOrMark(client, history);
   return { history, ...(encrypted ? { encrypted } : {}) };
+}
+
+/**
+ * The run's description through the client; where its memo cannot be decrypted here, again through listingClient,
+ * which marks it: for a reader of what Temporal keeps in clear (its execution, status, times, pending activities).
+ * With the key that is one describe through the caller's client, as before.
+ */
+export async function describeOrMarked(client: Client, runId: string, execution?: string): Promise<WorkflowExecutionDescription> {
+  try {
+    return await client.workflow.getHandle(runId, execution).describe();
+  } catch (e) {
+    if (!(e instanceof PayloadKeyError)) throw e;
+    return listingClient(client).workflow.getHandle(runId, execution).describe();
+  }
 }
 
 /** The field a payload this process cannot decrypt reads as, in a listing: the codec's error (which key, which variable). */

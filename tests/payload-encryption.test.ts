@@ -220,6 +220,43 @@ test("with TEMPERED_PAYLOAD_KEY a stage's failure message is encrypted: status a
   assert.match(resume.stderr, /encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY/);
   for (const r of [noKey, noKeyLogs]) assert.match(r.stderr, /^note: .*set TEMPERED_PAYLOAD_KEY/);
   for (const r of [noKey, noKeyLogs, resume]) assert.doesNotMatch(r.stdout + r.stderr, new RegExp(`Encoded failure|${FAIL_SECRET}`));
+
+  // The dashboard's run page without the key shows what `status` does (it answered 500 with the codec's error).
+  const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
+  const ui = await testUiServer(statePaths(uiHome), 'tok', new Client({ connection, dataConverter: temporalDataConverter({}) }));
+  try {
+    const base = await ui.listen(0, '127.0.0.1');
+    const get = (path: string) => fetch(`${base}${path}`, { headers: { authorization: 'Bearer tok' } });
+    const page = await get(`/api/runs/${runId}`);
+    const text = await page.text();
+    assert.equal(page.status, 200, text);
+    const view = JSON.parse(text) as {
+      status: {
+        name: string;
+        state: string;
+        actor: string;
+        encrypted?: string;
+        stages: { id: string; state: string; error?: { message: string } }[];
+      };
+      temporalStatus: string;
+    };
+    assert.deepEqual(
+      [view.status.name, view.status.state, view.status.actor, view.temporalStatus],
+      ['(encrypted)', 'failed', '(encrypted)', 'FAILED'],
+    );
+    assert.deepEqual(
+      view.status.stages.map((s) => [s.id, s.state, s.error?.message]),
+      [['ingest', 'failed', '(encrypted)']],
+    );
+    assert.match(view.status.encrypted ?? '', /key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY/);
+    const curves = await get(`/api/runs/${runId}/curves`);
+    assert.equal(curves.status, 200, await curves.clone().text());
+    assert.deepEqual(await curves.json(), { stages: {}, states: {} });
+    assert.doesNotMatch(text, new RegExp(`Encoded failure|${FAIL_SECRET}|bad\\.jsonl`));
+  } finally {
+    await ui.close();
+    rmSync(uiHome, { recursive: true, force: true });
+  }
 });
 
 test('without the key, `tempered runs` and the dashboard list an encrypted run, its memo fields marked encrypted', async () => {
@@ -347,6 +384,11 @@ test('without the key, schedule list and describe show an encrypted schedule fro
   const update = await runCli(['schedule', 'update', 'encsched', '--every', '2d'], env);
   assert.equal(update.code, 1, update.stdout + update.stderr);
   assert.match(update.stderr, /set TEMPERED_PAYLOAD_KEY/);
+  // So does every other change (pause, trigger...): each reads the definition first, for its audit record.
+  const pause = await runCli(['schedule', 'pause', 'encsched'], env);
+  assert.equal(pause.code, 1, pause.stdout + pause.stderr);
+  assert.match(pause.stderr, /set TEMPERED_PAYLOAD_KEY/);
+  assert.match((await runCli(['schedule', 'describe', 'encsched'], env)).stdout, /^schedule encsched: active/);
 });
 
 test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {

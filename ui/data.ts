@@ -8,7 +8,8 @@ import { readFile } from 'node:fs/promises';
 import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
-import { getRunStatus, runInput } from '../client/runs.ts';
+import { getRunStatus, runInput, type ClientRunStatus } from '../client/runs.ts';
+import { describeOrMarked } from '../client/payloads.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { readSchedule } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
@@ -44,7 +45,8 @@ import { jsonDiff, type SpecDiffLine } from '../src/util/json-diff.ts';
 const MAX_INLINE_JSON = 4 << 20;
 
 export interface RunView {
-  status: RunStatus;
+  /** `encrypted` where this dashboard lacks the run's key: then what Temporal keeps in clear (getRunStatus's showClear). */
+  status: ClientRunStatus;
   /** Temporal's id of the execution shown (a workflow id can be reused). */
   execution: string;
   temporalStatus: string;
@@ -57,8 +59,10 @@ export interface RunView {
 }
 
 export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
-  const desc = await client.workflow.getHandle(runId).describe();
-  const read = await getRunStatus(client, runId);
+  // Its execution and Temporal's status are in clear: read so without TEMPERED_PAYLOAD_KEY too, and the status is what
+  // Temporal keeps in clear then (status.encrypted says which key), as `tempered status` shows it.
+  const desc = await describeOrMarked(client, runId);
+  const read = await getRunStatus(client, runId, { showClear: true });
   const status = { ...read, stages: withFailureNotes(read.stages) };
   const reports: RunView['reports'] = {};
   const production: RunView['production'] = {};

@@ -17,6 +17,7 @@ import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { auditRunSubmitted, getRunStatus, listRuns, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
+import { describeOrMarked } from '../client/payloads.ts';
 import { runGoneAccount } from '../client/run-gone.ts';
 import { withServerAnswer } from '../client/server-answer.ts';
 import {
@@ -366,8 +367,9 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // Every training stage's curves at once, so the page can ask in parallel with the run's status.
   app.get<{ Params: { id: string } }>('/api/runs/:id/curves', async (req) => {
     const client = await o.client();
-    const desc = await client.workflow.getHandle(req.params.id).describe();
-    const status = await getRunStatus(client, req.params.id);
+    // Without TEMPERED_PAYLOAD_KEY, as the run's own page (runView): the stages Temporal keeps in clear.
+    const desc = await describeOrMarked(client, req.params.id);
+    const status = await getRunStatus(client, req.params.id, { showClear: true });
     const stages: Record<string, TrainingCurves> = {};
     const states: Record<string, string> = {};
     for (const stage of status.stages) {
@@ -382,7 +384,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string }; Querystring: Record<string, string> }>('/api/runs/:id/events', async (req, reply) => {
     const client = await o.client();
     const runId = req.params.id;
-    const desc = await client.workflow.getHandle(runId).describe();
+    const desc = await describeOrMarked(client, runId);
     const execution = desc.runId;
     const offsets = new Map<string, number>();
     for (const [k, v] of Object.entries(req.query)) if (k.startsWith('offset.')) offsets.set(k.slice(7), Number(v) || 0);
@@ -403,7 +405,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       openStreams.delete(stop);
     });
     const tick = async () => {
-      const st = await getRunStatus(client, runId);
+      const st = await getRunStatus(client, runId, { showClear: true });
       const stages = withFailureNotes(st.stages).map((s) => ({
         id: s.id,
         state: s.state,

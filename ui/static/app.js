@@ -992,6 +992,11 @@ function RunPage({ id }) {
     html`<p class="warning" id="live-lost">
       ${live.lost ? 'live updates lost, reconnecting…' : 'live updates failed'}${live.failure ? ` (${live.failure})` : ''}
     </p>`}
+    ${st.encrypted &&
+    html`<p class="warning" id="run-encrypted">
+      pipeline, submitter, params, outputs and error messages read (encrypted) or are left out, and stages not started yet are not listed,
+      as only the run's encrypted payloads hold them: ${st.encrypted}
+    </p>`}
     ${st.gate && html`<p>run gate: <b>${st.gate.outcome}</b> — ${st.gate.reason}</p>`}
     ${st.waitingForWorker &&
     (st.cancelRequested
