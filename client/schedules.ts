@@ -35,6 +35,9 @@ import { WORKFLOW_TYPE } from './runs.ts';
 import { ENCRYPTED_FIELD, listingClient, unreadableReason } from './payloads.ts';
 import { specCron } from './calendar-text.ts';
 
+/** A schedule's timing where Temporal's spec is not one cron expression or interval (changed outside tempered). */
+export const NO_TIMING_TEXT = 'not one cron or interval (temporal schedule describe shows it)';
+
 /** Overlap policies by their command-line names. */
 export const OVERLAP_POLICIES = {
   skip: 'SKIP',
@@ -450,13 +453,11 @@ function clearView(d: ScheduleDescription, name: string): Omit<ScheduleView, 'sp
 /** A schedule's view from a description whose action and memo this process could not decrypt (`why`). */
 function lockedView(d: ScheduleDescription, name: string, why: string): ScheduleView {
   if (d.action.workflowType !== WORKFLOW_TYPE) throw notTempered(name, d.action.workflowType);
-  const everyMs = d.spec.intervals?.[0]?.every;
-  const cron = specCron(d.raw.schedule?.spec);
   return {
     ...clearView(d, name),
     spec: { pipeline: ENCRYPTED_FIELD, specHash: ENCRYPTED_FIELD, specUri: ENCRYPTED_FIELD, file: ENCRYPTED_FIELD, params: [] },
     timing: {
-      ...(everyMs ? { every: formatDuration(everyMs) } : cron ? { cron } : {}),
+      ...clearTiming(d),
       ...(d.spec.jitter ? { jitter: formatDuration(d.spec.jitter) } : {}),
       catchupWindow: formatDuration(d.policies.catchupWindow),
       overlap: OVERLAP_BY_POLICY[d.policies.overlap as OverlapPolicy] ?? 'skip',
@@ -464,6 +465,23 @@ function lockedView(d: ScheduleDescription, name: string, why: string): Schedule
     actor: ENCRYPTED_FIELD,
     encrypted: why,
   };
+}
+
+/**
+ * The timing in Temporal's spec as tempered writes one, one interval or one cron expression; neither for a spec
+ * changed outside tempered (several of them, an offset, exclusions, a start or end), which one such text would misstate.
+ */
+function clearTiming(d: ScheduleDescription): { every?: string; cron?: string } {
+  const raw = d.raw.schedule?.spec;
+  const intervals = d.spec.intervals ?? [];
+  if (raw?.excludeStructuredCalendar?.length || raw?.startTime || raw?.endTime) return {};
+  if (intervals.length === 0) {
+    const cron = specCron(raw);
+    return cron ? { cron } : {};
+  }
+  return intervals.length === 1 && !intervals[0]!.offset && !raw?.structuredCalendar?.length
+    ? { every: formatDuration(intervals[0]!.every) }
+    : {};
 }
 
 function notTempered(name: string, workflowType: string): InputError {
@@ -635,7 +653,7 @@ export async function listScheduleViews(client: Client): Promise<{ item: Schedul
               name: view.name,
               pipeline: view.spec.pipeline,
               specHash: view.spec.specHash,
-              timing: view.timing.cron ? `cron ${view.timing.cron}` : `every ${view.timing.every}`,
+              timing: view.timing.cron ? `cron ${view.timing.cron}` : view.timing.every ? `every ${view.timing.every}` : NO_TIMING_TEXT,
               paused: view.paused,
               note: view.note,
               nextRun: view.nextRuns[0],

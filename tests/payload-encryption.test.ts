@@ -389,6 +389,17 @@ test('without the key, schedule list and describe show an encrypted schedule fro
   assert.equal(pause.code, 1, pause.stdout + pause.stderr);
   assert.match(pause.stderr, /set TEMPERED_PAYLOAD_KEY/);
   assert.match((await runCli(['schedule', 'describe', 'encsched'], env)).stdout, /^schedule encsched: active/);
+
+  // An interval is read back as such; a spec changed outside tempered (a second timing) is not shown as one of its parts.
+  assert.equal((await runCli(['schedule', 'update', 'encsched', '--every', '2d'], keyed)).code, 0);
+  assert.match((await runCli(['schedule', 'describe', 'encsched'], env)).stdout, /^  when        every 2d, overlap skip/m);
+  const withCodec = new Client({ connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) });
+  await withCodec.schedule
+    .getHandle('encsched')
+    .update((prev) => ({ ...prev, spec: { ...prev.spec, calendars: [{ hour: 5, minute: 30 }] } }));
+  const outside = await runCli(['schedule', 'describe', 'encsched'], env);
+  assert.match(outside.stdout, /^  when        not one cron or interval \(temporal schedule describe shows it\), overlap skip/m);
+  assert.doesNotMatch(outside.stdout, /every 2d|undefined/);
 });
 
 test('a run submitted before the key was set still reads with it; the spec text never goes to Temporal', async () => {
