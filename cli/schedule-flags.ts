@@ -36,12 +36,21 @@ const CRON_SHORTHANDS = new Set(['@yearly', '@annually', '@monthly', '@weekly', 
  * "0 0 3 * * *" (meant as seconds-first daily) runs at 00:00 on the 3rd of each month.
  */
 export function checkCron(text: string, where = '--cron'): string {
-  const expr = text
-    .trim()
-    .replace(/^(CRON_TZ|TZ)=\S+\s+/, '')
-    .replace(/\s*#.*$/, '');
   const hint =
     'write 5 fields (minute hour day-of-month month day-of-week), e.g. "0 3 * * *" for 03:00 every day, or @daily/@hourly; use --every for intervals';
+  const noZone = text.trim().replace(/^(CRON_TZ|TZ)=\S+\s+/, '');
+  // Temporal takes everything from a '#' on as a comment, also inside a field: "1#2" (Quartz's second Monday) would
+  // fire every Monday, and describe would still show "1#2".
+  const nth = /(\S+)#\S*/.exec(noZone);
+  if (nth)
+    throw new InputError(
+      `'${nth[0]}' asks for an nth weekday of the month, which Temporal's cron has not: it would read '${nth[1]}' alone`,
+      {
+        where,
+        hint: 'Temporal matches day-of-month and day-of-week together (both must hold), so "0 3 8-14 * 1" is 03:00 on the second Monday; a comment goes after a space: "0 3 * * 1 # nightly"',
+      },
+    );
+  const expr = noZone.replace(/\s*#.*$/, '');
   if (expr.startsWith('@every')) throw new InputError(`'${text}' is an interval`, { where, hint: 'use --every instead, e.g. --every 6h' });
   if (expr.startsWith('@')) {
     if (!CRON_SHORTHANDS.has(expr)) throw new InputError(`unknown cron shorthand '${expr}'`, { where, hint });
@@ -55,8 +64,15 @@ export function checkCron(text: string, where = '--cron'): string {
       }`,
       { where, hint },
     );
-  const bad = fields.find((f) => !/^[0-9A-Za-z*/,?LW#-]+$/.test(f));
+  const bad = fields.find((f) => !/^[0-9A-Za-z*/,?-]+$/.test(f));
   if (bad) throw new InputError(`'${bad}' is not a cron field`, { where, hint });
+  // Quartz's '?', last (L) and nearest weekday (W): the server refuses them as out of range, which says nothing.
+  const quartz = fields.find((f) => f.includes('?') || /^(?:\d*L|L-\d+|\d+W|LW)$/i.test(f));
+  if (quartz)
+    throw new InputError(`'${quartz}' is Quartz cron syntax (?, L, W), which Temporal's cron has not`, {
+      where,
+      hint: `use * for "any" and list days or ranges (e.g. "28-31" for the month's last days); ${hint}`,
+    });
   return text.trim();
 }
 

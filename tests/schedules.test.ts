@@ -710,6 +710,14 @@ describe('schedule options', () => {
     rejects(() => checkCron('@every 5m'), '--cron', /is an interval/);
     rejects(() => checkCron('@sometimes'), '--cron', /unknown cron shorthand/);
     rejects(() => checkCron('0 3 * * $'), '--cron', /not a cron field/);
+    // Temporal reads '#' on as a comment even inside a field: the second Monday would fire every Monday.
+    rejects(() => checkCron('0 3 * * 1#2'), '--cron', /'1#2' asks for an nth weekday of the month.*would read '1' alone/);
+    assert.equal(checkCron('0 3 * * 1 # nightly'), '0 3 * * 1 # nightly');
+    // Quartz's ?, L and W: the server's own refusal was "DayOfMonth is not in range [1-31]".
+    for (const q of ['0 3 ? * *', '0 0 L * *', '0 3 15W * *', '0 0 * * 5L'])
+      rejects(() => checkCron(q), '--cron', /is Quartz cron syntax \(\?, L, W\)/);
+    // Names that hold the letters stay names.
+    assert.equal(checkCron('0 3 * JUL SAT'), '0 3 * JUL SAT');
   });
 
   it('parses triggers and overlap policies', () => {
