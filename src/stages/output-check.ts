@@ -9,7 +9,6 @@ import { IntegrityError, StageContractError } from '../errors.ts';
 import type { StageKindInfo } from '../spec/types.ts';
 import type { ArtifactStore } from '../store/artifact-store.ts';
 import { isArtifactRef, MEDIA, type ArtifactRef } from '../types.ts';
-import { readArrowSchema } from '../data/arrow-io.ts';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -67,6 +66,8 @@ async function valueProblem(type: string, value: unknown, store: ArtifactStore):
       // Labelled Arrow is not yet Arrow: the next stage would fail on it, attempt after attempt, and every run
       // after from the cache. Its schema is enough to tell (the batches are not read).
       try {
+        // Loaded here, not at the top: train's kind imports this module, and `tempered validate` loads no Arrow.
+        const { readArrowSchema } = await import('../data/arrow-io.ts');
         await readArrowSchema(store.pathOf(value));
         return undefined;
       } catch (e) {
