@@ -51,22 +51,9 @@ export interface LineOptions {
 }
 
 /**
- * Encodings a data file may be read in besides UTF-8 (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are read as
- * windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
+ * The single-byte encodings a data file may be read in (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are
+ * read as windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
  */
-/** Every `encoding` a data file may declare: UTF-8 (the default), UTF-16 (transcoded, `fromUtf16`), and the single-byte ones. */
-export const ENCODINGS = [
-  'utf-8',
-  'utf-16',
-  'windows-1252',
-  'cp1252',
-  'latin1',
-  'iso-8859-1',
-  'iso-8859-15',
-  'windows-1250',
-  'windows-1251',
-] as const;
-
 export const SINGLE_BYTE_ENCODINGS = [
   'windows-1252',
   'cp1252',
@@ -76,6 +63,9 @@ export const SINGLE_BYTE_ENCODINGS = [
   'windows-1250',
   'windows-1251',
 ] as const;
+
+/** Every `encoding` a data file may declare: UTF-8 (the default), UTF-16 (transcoded, `fromUtf16`), and the single-byte ones. */
+export const ENCODINGS = ['utf-8', 'utf-16', ...SINGLE_BYTE_ENCODINGS] as const;
 
 /** Offset of the first byte of `b` that does not belong to a well-formed UTF-8 sequence (-1: none). */
 export function firstInvalidUtf8(b: Uint8Array): number {
