@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { progressText } from '../../cli/format.ts';
-import { tinyGpt2Dir } from '../models/tiny.testing.ts';
-import { ArtifactStore } from '../store/artifact-store.ts';
-import { trainStage } from './train.ts';
-import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
-import { testStageContext } from './stage-context.testing.ts';
+import { progressText } from '../cli/format.ts';
+import { tinyGpt2Dir } from '../src/models/tiny.testing.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { trainStage } from '../src/stages/train.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from '../src/stages/train-config.testing.ts';
+import { testStageContext } from '../src/stages/stage-context.testing.ts';
 
 test("causal-lm: the progress of a step that evaluated has its val_loss, once per step, and status's line shows it", async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'tempered-train-progress-'));
