@@ -549,6 +549,19 @@ describe('dashboard in a browser', () => {
     await page.context().close();
   });
 
+  it('follows a hash that changed before the page listened for changes (read again once it listens)', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const ctx = await chrome.browser!.newContext();
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => consoleErrors.push(`early hash: ${e.message}`));
+    // After the app's first render, before its effects run (after paint): the hashchange this fires had no listener,
+    // and the page stayed on Runs (the next case's open('#/models') hit that once in CI and waited 30 s for the form).
+    await page.addInitScript(`document.addEventListener('DOMContentLoaded', () => { location.hash = '#/models'; });`);
+    await page.goto(`${url}/`);
+    await page.locator('[data-model="e2e-clf"]').waitFor();
+    await ctx.close();
+  });
+
   it('explains a gate that refuses a promote, and rolls an alias back through the page (audited)', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const staging = async () => {

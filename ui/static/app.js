@@ -1796,6 +1796,7 @@ function route() {
 
 function App() {
   const [r, setR] = useState(route());
+  const hashAtRender = location.hash;
   const [banner, setBanner] = useState();
   showBanner = (b) => {
     setBanner(b);
@@ -1805,6 +1806,9 @@ function App() {
   useEffect(() => {
     const on = () => setR(route());
     addEventListener('hashchange', on);
+    // Effects run after the first paint: a hash that changed between the first render and now fired its hashchange
+    // before anyone listened, and the page stayed on the first route (tests/ui.test.ts waited 30 s on Runs for Models).
+    if (location.hash !== hashAtRender) on();
     return () => removeEventListener('hashchange', on);
   }, []);
   const [page, arg] = r.parts;
