@@ -105,24 +105,29 @@ const samplingProps = {
  * Each is taken at the value that asks for nothing, which is what libraries and frameworks send when the app did not
  * ask (`response_format: {type: "text"}`, `tools: []`, `store: false`, `parallel_tool_calls`).
  */
+/** Tools or functions given as none or an empty list. */
+const noList = (v: unknown) => isNone(v) || (Array.isArray(v) && v.length === 0);
+/** A tool or function choice that forces no call. */
+const noCall = (v: unknown) => isNone(v) || v === 'none' || v === 'auto';
+
 const UNSUPPORTED_FIELDS: Record<string, { idle: (v: unknown) => boolean; why: string; chatOnly?: true }> = {
   tools: {
-    idle: (v) => isNone(v) || (Array.isArray(v) && v.length === 0),
+    idle: noList,
     why: 'this server does not support tool (function) calling; leave tools out',
     chatOnly: true,
   },
   tool_choice: {
-    idle: (v) => isNone(v) || v === 'none' || v === 'auto',
+    idle: noCall,
     why: 'this server does not support tool (function) calling; leave tool_choice out',
     chatOnly: true,
   },
   functions: {
-    idle: (v) => isNone(v) || (Array.isArray(v) && v.length === 0),
+    idle: noList,
     why: 'this server does not support function calling; leave functions out',
     chatOnly: true,
   },
   function_call: {
-    idle: (v) => isNone(v) || v === 'none' || v === 'auto',
+    idle: noCall,
     why: 'this server does not support function calling; leave function_call out',
     chatOnly: true,
   },
