@@ -282,9 +282,7 @@ export async function dropSharedCheckpoint(store: ArtifactStore, name: string, l
   const remote = store.remote;
   if (!remote) return;
   await remote.delete(pointerKey(name));
-  await retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
-    log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
-  );
+  await deleteAllFiles(remote, name, log);
 }
 
 /**
@@ -304,7 +302,12 @@ export async function finishSharedCheckpoint(
   const remote = store.remote;
   if (!remote) return;
   await remote.putBytes(pointerKey(name), Buffer.from(JSON.stringify({ finished: record }) + '\n'), { ifAbsent: false });
-  await retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
+  await deleteAllFiles(remote, name, log);
+}
+
+/** Every file of `name`'s checkpoints, tried three times; what a failed delete still leaves is logged with its prefix. */
+function deleteAllFiles(remote: NonNullable<ArtifactStore['remote']>, name: string, log: CheckpointLog): Promise<void> {
+  return retried(() => removeFiles(remote, name, () => true)).catch((e: Error) =>
     log(`could not delete the shared checkpoint files of ${name} under ${remote.url}/${filesPrefix(name)}: ${e.message}`),
   );
 }
