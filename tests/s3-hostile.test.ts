@@ -15,7 +15,7 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { readText } from '../src/store/object-backend.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { InputError, IntegrityError } from '../src/errors.ts';
-import { dropSharedCheckpoint } from '../src/store/shared-checkpoints.ts';
+import { finishSharedCheckpoint } from '../src/store/shared-checkpoints.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, key: string) => void;
 let handler: Handler = (_req, res) => res.writeHead(500).end();
@@ -56,7 +56,13 @@ test('a listing that ignores the prefix: keys outside it are not returned, and c
     'pre/cache/de/' + 'd'.repeat(64) + '.json',
     `pre/checkpoint-files/${'e'.repeat(64)}/step-00000001/w.bin`,
   ];
-  handler = (_req, res) => {
+  const put: string[] = [];
+  handler = (req, res, key) => {
+    // Finishing rewrites the pointer with the finished record before it deletes the files.
+    if (req.method === 'PUT') {
+      put.push(key);
+      return void res.writeHead(200, { etag: '"e"' }).end();
+    }
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(
       `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bucket</Name><KeyCount>${keys.length}</KeyCount><IsTruncated>false</IsTruncated>` +
@@ -70,8 +76,13 @@ test('a listing that ignores the prefix: keys outside it are not returned, and c
   const dir = mkdtempSync(join(tmpdir(), 'tempered-hostile-'));
   try {
     deleted.length = 0;
-    await dropSharedCheckpoint(new ArtifactStore(join(dir, 'store'), { remote: backend() }), 'e'.repeat(64));
-    assert.deepEqual(deleted, [`pre/checkpoints/${'e'.repeat(64)}.json`, `pre/checkpoint-files/${'e'.repeat(64)}/step-00000001/w.bin`]);
+    const logs: string[] = [];
+    await finishSharedCheckpoint(new ArtifactStore(join(dir, 'store'), { remote: backend() }), 'e'.repeat(64), { steps: 1 }, (m) =>
+      logs.push(m),
+    );
+    assert.deepEqual(put, [`pre/checkpoints/${'e'.repeat(64)}.json`], 'the pointer is rewritten with the finished record');
+    assert.deepEqual(deleted, [`pre/checkpoint-files/${'e'.repeat(64)}/step-00000001/w.bin`]);
+    assert.deepEqual(logs, []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -13,7 +13,7 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
 import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { readText } from '../src/store/object-backend.ts';
-import { dropSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../src/store/shared-checkpoints.ts';
+import { finishSharedCheckpoint, pullCheckpoint, pushCheckpoint, readSharedFinished } from '../src/store/shared-checkpoints.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 type T = { after: (fn: () => void | Promise<void>) => void };
@@ -65,7 +65,7 @@ for (const b of backends) {
       return { dir, remote, home };
     }
 
-    test('a newer checkpoint replaces the older one in the store; another home pulls it whole; a finished stage leaves nothing', async (t) => {
+    test('a newer checkpoint replaces the older one in the store; another home pulls it whole; a finished stage leaves only its record', async (t) => {
       const { dir, remote, home } = setup(t);
       const a = home('a');
       const local = join(dir, 'a', 'checkpoints', NAME);
@@ -90,8 +90,12 @@ for (const b of backends) {
       assert.deepEqual(snapshot(join(there, 'step-00000002')), snapshot(join(local, 'step-00000002')));
       assert.equal(await pullCheckpoint(b2, NAME, there), undefined, 'a checkpoint as new is there already');
 
-      await dropSharedCheckpoint(b2, NAME);
-      assert.deepEqual(await keys(remote), [], 'no pointer and no checkpoint files once the stage finished');
+      await finishSharedCheckpoint(b2, NAME, { steps: 2 });
+      assert.deepEqual(await keys(remote), [`checkpoints/${NAME}.json`], 'no checkpoint files once the stage finished, only its pointer');
+      assert.deepEqual(await readSharedFinished(home('c'), NAME), { steps: 2 }, 'which holds the finished record');
+      const fresh = join(dir, 'c', 'checkpoints', NAME);
+      assert.equal(await pullCheckpoint(home('c'), NAME, fresh), undefined, 'and names no checkpoint to resume from');
+      assert.ok(!existsSync(fresh) || readdirSync(fresh).length === 0);
     });
 
     test('a writer that may no longer move the pointer (its lease lost while the files went up) leaves it where it was', async (t) => {

@@ -90,7 +90,7 @@ function filesOf(dir: string, rel = ''): string[] {
 /**
  * Uploads the checkpoint folder `dir`, points `name`'s pointer at it, then deletes the files of
  * older checkpoints of `name`. A failed upload throws (the trainer's checkpoint is not yet shared);
- * a failed clean-up is only logged: what it left is removed by the next push or the final drop.
+ * a failed clean-up is only logged: what it left is removed by the next push or the finish (finishSharedCheckpoint).
  */
 export async function pushCheckpoint(
   store: ArtifactStore,
@@ -270,19 +270,6 @@ async function retried<T>(fn: () => Promise<T>): Promise<T> {
       await new Promise((r) => setTimeout(r, 1000 * attempt));
     }
   }
-}
-
-/**
- * Forgets `name`'s shared checkpoint once its stage finished, so a later run of the same work starts
- * afresh, and deletes its files. The pointer goes first, so no pointer names deleted files. The files
- * are tried three times (the store may be restarting); what a failed delete still leaves is logged
- * with its prefix, since nothing will read or delete it later.
- */
-export async function dropSharedCheckpoint(store: ArtifactStore, name: string, log: CheckpointLog = () => {}): Promise<void> {
-  const remote = store.remote;
-  if (!remote) return;
-  await remote.delete(pointerKey(name));
-  await deleteAllFiles(remote, name, log);
 }
 
 /**
