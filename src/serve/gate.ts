@@ -1,3 +1,22 @@
+import { createHash } from 'node:crypto';
+
+/** Longest Retry-After the server gives (the openai SDK sleeps whatever it says, with no bound of its own). */
+export const MAX_RETRY_AFTER_S = 30;
+
+/**
+ * The Retry-After for an estimated wait of `estimate` seconds, spread over whole seconds by `key` (a request id): from
+ * the estimate up to half as much again, and over at least 3 values (1–3 s for a 1 s estimate), within 1–30 s (an
+ * estimate at the cap spreads below it: 15–30 s). Derived from a hash of the key, not Math.random: the same request
+ * id always gets the same value (a log line or a test can recompute it), and distinct ids spread evenly.
+ */
+export function retryAfterSpread(estimate: number, key: string): number {
+  const base = Math.min(MAX_RETRY_AFTER_S, Math.max(1, estimate));
+  const width = Math.max(2, Math.ceil(base / 2));
+  const hi = Math.min(MAX_RETRY_AFTER_S, base + width);
+  const lo = Math.max(1, hi - width);
+  return lo + (createHash('sha256').update(key).digest().readUInt32BE(0) % (hi - lo + 1));
+}
+
 /**
  * Admission for generations: at most `maxConcurrent` run at once and at most `maxQueue` wait; anything
  * beyond is refused at once (the server answers 429), so load never piles up without bound.
@@ -24,14 +43,21 @@ export class GenerationGate {
    * mean time a generation holds its slot (at least 1; at most 30: the openai SDK, 6.30.1 as 6.49.0, sleeps as long
    * as the header says, with no bound of its own, so a bad estimate must not park its callers for minutes). A fixed
    * 1 s let the SDK spend its 2 retries while 16 queued answers of 0.7 s each went on: 5 of 24 requests sent at once
-   * failed. Clients that retry all at once after it find the queue empty, as many as it holds.
+   * failed.
+   *
+   * Spread by `key` (the request id): the SDK adds no jitter to a server-given Retry-After, so every client refused in
+   * one burst came back in the same second and was refused again together. See retryAfterSpread for the bounds.
    */
-  retryAfterSeconds(): number {
+  retryAfterSeconds(key: string): number {
+    return retryAfterSpread(this.estimatedWaitSeconds(), key);
+  }
+
+  /** The wait retryAfterSeconds spreads, in whole seconds (0 when nothing waits). */
+  estimatedWaitSeconds(): number {
     // Before any has ended (a server just started, its first answers the slowest), the longest running so far is
     // what a generation takes at least.
     const hold = this.meanHoldMs ?? Math.max(0, ...[...this.starts].map((g) => this.now() - g.at));
-    const s = Math.ceil((this.waiting.length * hold) / this.maxConcurrent / 1000);
-    return Math.min(30, Math.max(1, s));
+    return Math.ceil((this.waiting.length * hold) / this.maxConcurrent / 1000);
   }
 
   get active(): number {

@@ -15,6 +15,7 @@ import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { openRegistry } from '../registry/registry.ts';
 import { registryAliasSource } from './registry-source.ts';
 import { samplingSeed } from './openai.ts';
+import { retryAfterSpread } from './gate.ts';
 import { createModelServer, type ServeOptions } from './server.ts';
 import type { TextGenerator } from './types.ts';
 
@@ -688,6 +689,23 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
   assert.match(third.headers.get('retry-after') ?? '', /^\d+$/);
   // Retried by an SDK client (after Retry-After), unlike a 500.
   assert.equal(third.headers.get('x-should-retry'), null);
+  // A burst refused at one moment is told to come back at different seconds (the SDK adds no jitter of its own), each
+  // its request id's share of the spread (gate.test.ts has its bounds). 12 random ids over 3 values or more are all
+  // the same once in 170,000 runs.
+  const waitBefore = server.gate.estimatedWaitSeconds();
+  const burst = await Promise.all(Array.from({ length: 12 }, () => post(url, '/v1/completions', { prompt: 'x', max_tokens: 3 })));
+  const waitAfter = server.gate.estimatedWaitSeconds();
+  const waits = burst.map((r) => {
+    assert.equal(r.status, 429);
+    const id = r.headers.get('x-request-id')!;
+    const s = Number(r.headers.get('retry-after'));
+    assert.ok(
+      [waitBefore, waitAfter].some((e) => retryAfterSpread(e, id) === s),
+      `${s} for ${id}, wait ${waitBefore}–${waitAfter}`,
+    );
+    return s;
+  });
+  assert.ok(new Set(waits).size > 1, `all told ${waits[0]} s`);
   const err = ((await third.json()) as any).error;
   assert.equal(err.type, 'rate_limit_error');
   assert.equal(err.code, 'server_busy');

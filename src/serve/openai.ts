@@ -483,7 +483,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
 
       const entered = gate.tryEnter(gone.signal);
       if (!entered) {
-        reply.header('retry-after', String(gate.retryAfterSeconds()));
+        reply.header('retry-after', String(gate.retryAfterSeconds(req.id)));
         throw new ApiError(
           429,
           'server_busy',

@@ -12,7 +12,7 @@ import { clientErrorHandler, errorsToStderr, newRequestId, REQUEST_TIMEOUT_MS } 
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { ApiError, openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
-import type { GenerationGate } from './gate.ts';
+import { retryAfterSpread, type GenerationGate } from './gate.ts';
 import { isTextGenerator, type Prediction, type Predictor, type ResolveCurrent } from './types.ts';
 import { InputError } from '../errors.ts';
 
@@ -251,7 +251,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY')
       return reply.code(400).send(errorBody('malformed_json', `request body is not valid JSON: ${err.message}`));
     if (err.code === 'overloaded') {
-      reply.header('retry-after', '1');
+      // A classifier's batch takes well under a second; spread as the generation gate's (gate.ts), for the same reason.
+      reply.header('retry-after', String(retryAfterSpread(1, req.id)));
       return reply.code(429).send(errorBody('server_busy', err.message, 429));
     }
     if (err.statusCode && err.statusCode < 500)

@@ -16,6 +16,7 @@ import { syntheticRows } from '../finetune/synthetic-text.testing.ts';
 import { createModelServer, type ModelServer } from './server.ts';
 import { exportTinyClassifier } from './tiny-classifier.testing.ts';
 import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
+import { retryAfterSpread } from './gate.ts';
 import type { Prediction } from './types.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'serve-pool-'));
@@ -109,7 +110,8 @@ test('while an inference is in flight /health and /metrics answer, queued reques
     while (pool.stats().queued < 3) await tick();
     const refused = await predict([texts[7]!]);
     assert.equal(refused.status, 429);
-    assert.equal(refused.headers.get('retry-after'), '1');
+    // 1–3 s, spread by the request id (gate.test.ts).
+    assert.equal(refused.headers.get('retry-after'), String(retryAfterSpread(1, refused.headers.get('x-request-id')!)));
     assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'server_busy');
     assert.equal(firstDone, false, 'refused while the first inference was still in flight');
 
