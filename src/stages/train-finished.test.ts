@@ -6,22 +6,25 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, renameSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
+import { collectGarbage } from '../store/garbage.ts';
 import { collectLocalCheckpoints } from '../store/local-checkpoints.ts';
 import { checkpointLeaseName } from '../store/shared-checkpoints.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
+import { StageCache } from '../store/stage-cache.ts';
 import type { ArtifactRef } from '../types.ts';
 import { trainStage } from './train.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import type { StageContext } from './types.ts';
 
 const KEY = 'f'.repeat(64);
+const DAY = 86_400_000;
 
 async function fixture(t: { after: (fn: () => void) => void }) {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainfinished-'));
@@ -195,5 +198,31 @@ test('store gc between the finish and the retry keeps the record (until the hori
   assert.deepEqual(readdirSync(join(dir, KEY)), ['COMPLETE']);
   const retry = await attempt(a, train, { attempt: 2 });
   assert.equal(retry.steps, 0, 'the retry trained nothing');
+  assert.deepEqual(retry.outputs, first.outputs);
+});
+
+test("store gc keeps what a kept finished record names, as a shared pointer's: its outputs, older than the mark, outlive it", async (t) => {
+  const { home, attempt, putTable } = await fixture(t);
+  const a = home('a');
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  // Near the horizon: the mark a day short of it, the outputs past it. Outputs are older than the mark when their bytes
+  // were stored less than a day before the training put them again (a put marks an object over a day old only).
+  const at = (days: number) => new Date(Date.now() - days * DAY);
+  const walk = (p: string, when: Date) => {
+    if (lstatSync(p).isDirectory()) for (const n of readdirSync(p)) walk(join(p, n), when);
+    utimesSync(p, when, when);
+  };
+  walk(join(a.store.root, 'sha256'), at(31));
+  walk(join(a.root, 'checkpoints', KEY), at(29));
+  const cache = new StageCache(join(a.root, 'cache'), a.store);
+  const checkpointsDir = join(a.root, 'checkpoints');
+  const gc = await collectGarbage({ store: a.store, cache, roots: [], olderThanMs: 30 * DAY, collect: true, checkpointsDir });
+  assert.deepEqual(gc.localCheckpoints?.items, [], 'the mark is kept');
+  assert.deepEqual(readdirSync(join(checkpointsDir, KEY)), ['COMPLETE']);
+  // The training's input is not the record's to keep: stored again, as a retry's run would find it.
+  await putTable(a);
+  const retry = await attempt(a, train, { attempt: 2 });
+  assert.equal(retry.steps, 0, 'the retry trained nothing: the outputs the mark names are still in the store');
   assert.deepEqual(retry.outputs, first.outputs);
 });

@@ -8,7 +8,8 @@
  * - a stage-cache record written, or used by a hit, after the horizon (older ones are dropped with
  *   what only they keep: the next run of that work computes it again); a hit on an old record marks
  *   its outputs and the record before it hands them out (StageCache.get);
- * - a shared training checkpoint's pointer;
+ * - a shared training checkpoint's pointer, and a finished training's `COMPLETE` mark in this host's checkpoints
+ *   (`checkpointsDir`): the record of outputs a retry whose completion was lost returns (train-finished.ts);
  * - anything a kept JSON object names (a tree manifest names its files, a report its model), read
  *   for every kept object that starts like JSON, whatever its size;
  * - its age: an object written, or stored again by a put (`touched/` marks, artifact-store.ts
@@ -37,7 +38,7 @@ import { checkpointLeaseOf } from './shared-checkpoints.ts';
 import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
 import { lastUse, type StageCache } from './stage-cache.ts';
-import { collectLocalCheckpoints, LocalCheckpointsIncomplete, type LocalCheckpointsReport } from './local-checkpoints.ts';
+import { collectLocalCheckpoints, finishedMarks, LocalCheckpointsIncomplete, type LocalCheckpointsReport } from './local-checkpoints.ts';
 import { collectBaselineMemos, type BaselineMemosReport } from './baseline-memos.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
 
@@ -175,6 +176,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   }
   for await (const text of opts.roots) mark(text);
   for await (const text of space.pointers()) mark(text);
+  if (opts.checkpointsDir) for (const text of finishedMarks(opts.checkpointsDir)) mark(text);
 
   const objects = await space.objects();
   // What kept objects name is kept too, transitively: a tree's files, a report's model. Read whole,

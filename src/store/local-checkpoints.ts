@@ -32,7 +32,7 @@
  * gc is dead. A kept folder loses its stray temp folders (`.step-N.tmp-<pid>[.old]` of dead writers:
  * half-written checkpoints), as the train stage's own `removeStaleTemps` would on its next start.
  */
-import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -70,6 +70,27 @@ export async function acquireCheckpointLock(
 
 /** The marker a finished train stage leaves in its folder (src/stages/train.ts). */
 export const COMPLETE = 'COMPLETE';
+
+/**
+ * The finished records (`COMPLETE` marks) under `dir`, as texts: `store gc` keeps what they name, as it keeps what a
+ * shared checkpoint's pointer names, so that a record it keeps never names outputs it deleted. Without that, outputs
+ * older than their mark (bytes stored less than a day before the training put them again are not marked again) went
+ * before it near the horizon, and a retry whose completion was lost found the record but trained from step 0. A mark
+ * that cannot be read stops the collection, as a pointer does; one cleared meanwhile (a training began) names nothing.
+ */
+export function finishedMarks(dir: string): string[] {
+  const texts: string[] = [];
+  for (const name of readdirOrNone(dir)) {
+    if (name.startsWith('.')) continue;
+    try {
+      texts.push(readFileSync(join(dir, name, COMPLETE), 'utf8'));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
+    }
+  }
+  return texts;
+}
 
 /** How long a checkpoint lock or shared lease may go unrefreshed before its holder is presumed dead (TEMPERED_CHECKPOINT_LOCK_STALE_MS). */
 export function checkpointLockStaleMs(): number {
