@@ -43,6 +43,18 @@ async function contract(writer: ProgressPoints, reader: ProgressPoints): Promise
     ],
   );
   assert.deepEqual((await reader.read('run-1', 'exec-1', 'train', next.offset)).points, [], 'nothing after the last');
+  // A step reported twice in one attempt (a plugin trainer's loss, then its validation metrics): both points, the later
+  // read after the earlier, so the dashboard, which draws a step's newest point, shows the validation.
+  writer.append('run-1', 'exec-1', 'train', { attempt: 2, t: 2000, metrics: { step: 5, loss: 0.5 } });
+  writer.append('run-1', 'exec-1', 'train', { attempt: 2, t: 2000, metrics: { step: 5, loss: 0.5, val_loss: 0.7 } });
+  await writer.flush();
+  assert.deepEqual(
+    (await reader.read('run-1', 'exec-1', 'train', next.offset)).points.map((p) => p.metrics),
+    [
+      { step: 5, loss: 0.5 },
+      { step: 5, loss: 0.5, val_loss: 0.7 },
+    ],
+  );
 }
 
 describe('training points in files', () => {
@@ -204,6 +216,32 @@ for (const backend of BACKENDS)
           (await points.read('run-1', 'exec-1', 'train')).points.map((p) => p.metrics.step),
           [1, 1, 2],
           'the old rows as they were (a unique key counts their missing step as no step), the new point once',
+        );
+      } finally {
+        await points.close();
+      }
+    });
+
+    it('a table of the second version migrates: its rows stay, and a step reported twice after is kept twice', async (t) => {
+      const location = await dbs.fresh(t, 'points.db');
+      const v2 = { ...PROGRESS_SCHEMA, sqlite: PROGRESS_SCHEMA.sqlite.slice(0, 2), postgres: PROGRESS_SCHEMA.postgres.slice(0, 2) };
+      const old = await openDatabase(location, v2);
+      await old.run(
+        'INSERT INTO progress_points (run_id, execution, stage_id, attempt, step, at_ms, point_json) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        ['run-1', 'exec-1', 'train', 1, 1, 1001, JSON.stringify(point(1))],
+      );
+      await old.close();
+      if (backend === 'postgres') await migratePostgres(location, [PROGRESS_SCHEMA]);
+      const points = open(location);
+      try {
+        points.append('run-1', 'exec-1', 'train', { attempt: 1, t: 1001, metrics: { step: 1, val_loss: 2 } });
+        points.append('run-1', 'exec-1', 'train', point(2));
+        points.append('run-1', 'exec-1', 'train', point(2));
+        await points.flush();
+        assert.deepEqual(
+          (await points.read('run-1', 'exec-1', 'train')).points.map((p) => p.metrics),
+          [point(1).metrics, { step: 1, val_loss: 2 }, point(2).metrics],
+          'the old row, the second report of its step, and a point written twice once',
         );
       } finally {
         await points.close();

@@ -7,12 +7,14 @@
  * hosts, and the only things they share are Temporal, the store and the database. There a point
  * read from is a row id instead of a byte offset, and a worker writes its points in batches (every
  * `flushEveryMs`, and when the stage ends), since a small model steps many times a second. A point is
- * stored once per (run, execution, stage, attempt, step): a write tried again after its answer was lost
- * (it may have committed) adds nothing, so a failed write can be tried again.
+ * stored once per (run, execution, stage, point text): a write tried again after its answer was lost
+ * (it may have committed) adds nothing, so a failed write can be tried again, while a step reported
+ * again with other metrics is kept, and read after the first, as in the files.
  */
 import { insertRows, isDatabaseUrl, openDatabase, type Database, type Schema } from '../db/database.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { appendProgressPoint, progressLogPath, readProgressPoints, type ProgressPoint } from './progress-log.ts';
+import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -123,23 +125,51 @@ function pointKey(number: string): string {
   `;
 }
 
+/**
+ * Each report once, not each step: a step reported twice in an attempt (a plugin trainer's loss, then its validation
+ * metrics for the same step) is two points, of which the dashboard draws the later, as it does from the files; keyed by
+ * step, the later was dropped. A write tried again sends the very same rows, so the point's text tells it apart.
+ * Rows written before have no hash (NULL), never equal to another: they stay as they are.
+ */
+const reportKey = `
+  ALTER TABLE progress_points ADD COLUMN point_hash TEXT;
+  DROP INDEX progress_points_once;
+  CREATE UNIQUE INDEX progress_points_report_once ON progress_points (run_id, execution, stage_id, point_hash);
+`;
+
 export const PROGRESS_SCHEMA: Schema = {
   scope: 'progress_points',
   sqlite: [
     { version: 1, name: 'training points per stage', sql: pointsTable('INTEGER PRIMARY KEY AUTOINCREMENT') },
     { version: 2, name: 'each point once', sql: pointKey('REAL') },
+    { version: 3, name: 'each report of a step once', sql: reportKey },
   ],
   postgres: [
     { version: 1, name: 'training points per stage', sql: pointsTable('BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY') },
     { version: 2, name: 'each point once', sql: pointKey('DOUBLE PRECISION') },
+    { version: 3, name: 'each report of a step once', sql: reportKey },
   ],
 };
+
+/** A point's text, hashed: its key (with run, execution and stage) in the table. 128 bits are plenty for one stage's points. */
+function pointHash(json: string): string {
+  return createHash('sha256').update(json).digest('hex').slice(0, 32);
+}
 
 /** Rows per read, so a long curve is sent in pieces. */
 const READ_ROWS = 5000;
 
-const COLUMNS = ['run_id', 'execution', 'stage_id', 'attempt', 'step', 'at_ms', 'point_json'] as const;
-type Row = [runId: string, execution: string, stageId: string, attempt: number, step: number | null, atMs: number, json: string];
+const COLUMNS = ['run_id', 'execution', 'stage_id', 'attempt', 'step', 'at_ms', 'point_json', 'point_hash'] as const;
+type Row = [
+  runId: string,
+  execution: string,
+  stageId: string,
+  attempt: number,
+  step: number | null,
+  atMs: number,
+  json: string,
+  hash: string,
+];
 
 /** A shared database: the `progress_points` table. */
 export class DatabasePoints implements ProgressPoints {
@@ -154,7 +184,8 @@ export class DatabasePoints implements ProgressPoints {
 
   append(runId: string, execution: string, stageId: string, point: ProgressPoint): void {
     const step = point.metrics.step;
-    this.queued.push([runId, execution, stageId, point.attempt, Number.isFinite(step) ? step! : null, point.t, JSON.stringify(point)]);
+    const json = JSON.stringify(point);
+    this.queued.push([runId, execution, stageId, point.attempt, Number.isFinite(step) ? step! : null, point.t, json, pointHash(json)]);
     this.timer ??= setTimeout(() => void this.flush(), this.opts.flushEveryMs ?? 1000);
   }
 
