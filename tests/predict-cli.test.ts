@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { openAudit } from '../src/audit/log.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
@@ -361,4 +362,41 @@ test('predict: an existing output is kept unless --force; unknown models and opt
   );
   rmSync(out);
   assert.deepEqual(leftovers(work), []);
+});
+
+test('predict: --encoding reads a Windows-1252 file (gzipped, padded) as its UTF-8 copy is read; the byte error names the flag', async () => {
+  const work = folder('encoding');
+  const rows = reviews(5).map((r, i) => ({ ...r, text: `${r.text} – “café” ${i} €` }));
+  const text = `id,text\r\n${rows.map((r) => `${r.id},${csvField(r.text)}\r\n`).join('')}`;
+  const utf8 = join(work, 'in-utf8.csv');
+  writeFileSync(utf8, text);
+  const win = join(work, 'in-win.csv.gz');
+  const cp1252: Record<string, number> = { '–': 0x96, '“': 0x93, '”': 0x94, '€': 0x80 };
+  const winBytes = Buffer.from([...text].map((c) => cp1252[c] ?? c.charCodeAt(0)));
+  // What `dd conv=sync` leaves: the gzip data, then zeros up to a whole block.
+  writeFileSync(win, Buffer.concat([gzipSync(winBytes), Buffer.alloc(512)]));
+  const unknown = await runCliInProcess(
+    ['predict', 'spam', '--input', win, '--output', join(work, 'x.jsonl'), '--encoding', 'cp1253'],
+    env,
+  );
+  assert.equal(unknown.code, 2, unknown.stderr);
+  assert.match(unknown.stderr, /--encoding must be one of utf-8, utf-16, windows-1252, cp1252, latin1, .* got "cp1253"/);
+
+  const refused = await runCli(['predict', 'spam', '--input', win, '--output', join(work, 'y.jsonl'), '--threads', '1'], env);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /in-win\.csv\.gz:2: invalid-utf8: record is not valid UTF-8: byte 0x96 \("–" in Windows-1252\)/);
+  assert.match(refused.stderr, /give --encoding windows-1252/);
+
+  const [fromWin, fromUtf8] = await Promise.all([
+    runCli(['predict', 'spam', '--input', win, '--output', join(work, 'win.jsonl'), '--encoding', 'windows-1252', '--threads', '1'], env),
+    runCli(['predict', 'spam', '--input', utf8, '--output', join(work, 'utf8.jsonl'), '--threads', '1'], env),
+  ]);
+  assert.equal(fromWin.code, 0, fromWin.stderr);
+  assert.equal(fromUtf8.code, 0, fromUtf8.stderr);
+  assert.match(
+    fromWin.stderr,
+    /predict: warning: .*in-win\.csv\.gz: 512 zero bytes after the gzip data \(padding, as tape and dd write\) ignored/,
+  );
+  assert.deepEqual(lines(join(work, 'win.jsonl')), lines(join(work, 'utf8.jsonl')));
+  assert.equal(lines(join(work, 'win.jsonl')).length, 5);
 });

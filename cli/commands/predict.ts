@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { removeAtomicTemps } from '../../src/data/atomic.ts';
+import { ENCODINGS } from '../../src/data/lines.ts';
 import { InputError } from '../../src/errors.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
 import { checkPredictPaths, predictFile, type PredictReport, type RowScorer } from '../../src/predict/predict.ts';
@@ -21,7 +22,7 @@ import { exportedTask, intFlag, readChatTemplate } from './serve.ts';
 const USAGE =
   'tempered predict <name[@version|@alias] | model source> --input FILE (.jsonl, .csv, .tsv) --output FILE (.jsonl, or .csv) [--force]\n' +
   '  [--text-field F (text; prompt for language models, which also answer {"messages": [...]} rows)] [--id-field id]\n' +
-  '  [--on-bad-row fail|skip] [--threads N]\n' +
+  '  [--on-bad-row fail|skip] [--threads N] [--encoding windows-1252|latin1|iso-8859-15|windows-1250|windows-1251|utf-16]\n' +
   '  classifiers: [--batch-size 64]\n' +
   '  language models: [--max-tokens 128] [--temperature 0] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed N] [--stop STR]...\n' +
   '    [--system TEXT] [--raw] [--chat-template FILE]\n' +
@@ -46,6 +47,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
       'text-field': { type: 'string' },
       'id-field': { type: 'string' },
       'on-bad-row': { type: 'string' },
+      encoding: { type: 'string' },
       'batch-size': { type: 'string' },
       raw: { type: 'boolean' },
     },
@@ -58,6 +60,12 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
   const onBadRow = values['on-bad-row'] ?? 'fail';
   if (onBadRow !== 'fail' && onBadRow !== 'skip')
     throw new CliError(`--on-bad-row must be fail or skip, got ${JSON.stringify(onBadRow)}`, 2);
+  const encoding = values.encoding;
+  if (encoding !== undefined && !(ENCODINGS as readonly string[]).includes(encoding))
+    throw new CliError(
+      `--encoding must be one of ${ENCODINGS.join(', ')} (an ingest stage's encoding: takes the same), got ${JSON.stringify(encoding)}`,
+      2,
+    );
   refuseRawWithTemplate(values);
   // Every flag is checked before a model is looked up or loaded.
   const maxNew = maxTokensFlag(values);
@@ -130,6 +138,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
       output: values.output,
       scorer,
       textField: values['text-field'] ?? (classifier ? 'text' : 'prompt'),
+      encoding: encoding as (typeof ENCODINGS)[number] | undefined,
       idField: values['id-field'],
       onBadRow,
       overwrite: values.force,
@@ -180,6 +189,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
             .join(', ')}), first: ${report.firstBadRows.map((b) => `line ${b.line}: ${printable(b.detail)}`).join('; ')}`
         : ''),
   );
+  for (const w of report.warnings ?? []) console.error(`predict: warning: ${printable(w)}`);
   return 0;
 }
 

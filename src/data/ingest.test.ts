@@ -382,6 +382,35 @@ test('gzip-compressed text files are read through gunzip and hashed as the file;
   });
   assert.deepEqual(readdirSync(dir).sort(), ['cut.jsonl.gz', 'd']);
 });
+test('gzip: members one after another are read whole; zero padding is warned of, hashed, and not a row; other bytes after the data fail', async () => {
+  const dir = tmp();
+  // `gzip -c a >> x.gz`, then what `dd conv=sync` adds: zeros up to a whole block.
+  const members = Buffer.concat([gzipSync('text,label\nfirst,ham\n'), gzipSync('second,spam\n')]);
+  const padded = Buffer.concat([members, Buffer.alloc(512 - (members.length % 512))]);
+  writeFileSync(join(dir, 'x.csv.gz'), padded);
+  const r = await run(dir, { task: 'classification', path: 'x.csv.gz' });
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x.text, x.label]),
+    [
+      ['first', 'ham'],
+      ['second', 'spam'],
+    ],
+  );
+  assert.equal(r.sourceFiles[0].sha256, createHash('sha256').update(padded).digest('hex'));
+  assert.deepEqual(r.warnings, [
+    `x.csv.gz: ${padded.length - members.length} zero bytes after the gzip data (padding, as tape and dd write) ignored`,
+  ]);
+  assert.match(formatDataReport(r), /\nwarning: x\.csv\.gz: \d+ zero bytes after the gzip data/);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'y.csv.gz'), Buffer.concat([members, Buffer.from('<html>proxy error</html>\n')]));
+  await assert.rejects(run(dir, { task: 'classification', path: 'y.csv.gz' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'y.csv.gz', String(e));
+    assert.equal(e.message, `y.csv.gz: bytes that are not gzip data follow the gzip data, at byte offset ${members.length}`);
+    assert.match(e.hint ?? '', new RegExp(`head -c ${members.length} 'y\\.csv\\.gz' > trimmed\\.gz`));
+    return true;
+  });
+  assert.deepEqual(readdirSync(dir).sort(), ['x.csv.gz', 'y.csv.gz']);
+});
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
   const dir = tmp();
   mkdirSync(join(dir, 'd'));
@@ -511,8 +540,7 @@ test("encoding: utf-16 reads Excel's Unicode Text (UTF-16 with a byte-order mark
   // Without encoding the file is refused, the hint naming the setting; a UTF-8 file declared utf-16 is refused too.
   await assert.rejects(
     run(dir, { task: 'classification', path: 'be.tsv' }),
-    (e: unknown) =>
-      e instanceof InputError && /save it as UTF-8, e.g. iconv .*; or, in an ingest stage, set encoding: utf-16$/.test(e.hint ?? ''),
+    (e: unknown) => e instanceof InputError && /save it as UTF-8, e.g. iconv .*; or set encoding: utf-16$/.test(e.hint ?? ''),
   );
   writeFileSync(join(dir, 'u8.tsv'), text);
   await assert.rejects(run(dir, { task: 'classification', path: 'u8.tsv', encoding: 'utf-16' }), (e: unknown) => {

@@ -285,6 +285,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   const read = requiredFields(cfg, true);
   /** Files whose header held a name twice that the task does not read, and those names, for the report's warnings. */
   const leftOutDuplicates: string[] = [];
+  /** What the readers passed over with a warning (a gzip file's zero padding). */
+  const readWarnings: string[] = [];
   const out = new ArrowTableWriter(opts.outPath, ingestSchema(cfg));
   let quarantine: ArrowTableWriter | null = null;
   try {
@@ -379,6 +381,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           signal: opts.signal,
           parquetLimits: opts.parquetLimits,
           gzipLimits: opts.gzipLimits,
+          onWarning: (w) => readWarnings.push(w),
           onData: snapshot ? undefined : hashing,
           onBytes: (n) => {
             bytesDone += n;
@@ -497,6 +500,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
     const warnings = [
       ...leftOutDuplicates.slice(0, DUPLICATE_FILES),
       ...(leftOutDuplicates.length > DUPLICATE_FILES ? ['more files have such headers'] : []),
+      ...readWarnings.slice(0, DUPLICATE_FILES),
+      ...(readWarnings.length > DUPLICATE_FILES ? [`${readWarnings.length - DUPLICATE_FILES} more such warnings`] : []),
       ...(cfg.labels === undefined ? labelWarnings(labels) : []),
     ];
     const labelSet = cfg.labels ?? [...labels.keys()].sort();

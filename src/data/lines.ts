@@ -13,7 +13,9 @@
  */
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { InputError } from '../errors.ts';
 import { describeSniff, sniffUnicode, type UnicodeSniff } from '../util/unicode-sniff.ts';
@@ -48,7 +50,14 @@ export interface LineOptions {
   encoding?: string;
   /** Bounds on a gzip file's inflated size; defaults in GZIP_LIMITS. */
   gzipLimits?: Partial<typeof GZIP_LIMITS>;
+  /** What was read past, though not wrong enough to refuse the file (a gzip file's trailing zero padding). */
+  onWarning?: (message: string) => void;
+  /** How hints name the encoding setting: `encoding: ` (an ingest stage's, the default) or `--encoding ` (a command's flag). */
+  encodingSetting?: EncodingSetting;
 }
+
+/** The encoding setting as the caller takes it, followed by a value: `encoding: ` (ingest), `--encoding ` (predict). */
+export type EncodingSetting = 'encoding: ' | '--encoding ';
 
 /**
  * The single-byte encodings a data file may be read in (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are
@@ -101,7 +110,7 @@ export function crOnly(b: Uint8Array): boolean {
 }
 
 /** The input error for a data file that `sniffUnicode` recognised. */
-export function notUtf8(file: string, s: UnicodeSniff): InputError {
+export function notUtf8(file: string, s: UnicodeSniff, setting: EncodingSetting = 'encoding: '): InputError {
   const { family, how, iconv } = describeSniff(s);
   // A local file gets the whole command; a URL only the conversion.
   const dot = file.lastIndexOf('.');
@@ -110,11 +119,10 @@ export function notUtf8(file: string, s: UnicodeSniff): InputError {
       ? iconv
       : `${iconv} '${file}' > '${file.slice(0, dot)}.utf8${file.slice(dot)}'`;
   return new InputError(
-    `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ' unless encoding says otherwise' : ''}`,
+    `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ` unless ${setting.replace(/[: ]+$/, '')} says otherwise` : ''}`,
     {
       where: file,
-      // `tempered predict` reads through here too, and has no encoding setting: the ingest stage's is named as such.
-      hint: `save it as UTF-8, e.g. ${example}${family === 'UTF-16' ? '; or, in an ingest stage, set encoding: utf-16' : ''}`,
+      hint: `save it as UTF-8, e.g. ${example}${family === 'UTF-16' ? `; or ${setting === 'encoding: ' ? 'set ' : 'give '}${setting}utf-16` : ''}`,
     },
   );
 }
@@ -247,12 +255,15 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
   // maxRows, still be inflated to its end for the count), bounded only by the stage's timeout.
   const limits = { ...GZIP_LIMITS, ...opts.gzipLimits };
   const maxOut = Math.max(limits.minBytes, limits.maxRatio * (await stat(path)).size);
+  const file = opts.display ?? path;
   let inflated = 0;
+  let fed = 0;
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
   const feed = (async () => {
     try {
       for (let r: IteratorResult<Buffer> = head; !r.done; r = await it.next()) {
         tap(r.value);
+        fed += r.value.length;
         if (!gunzip.write(r.value)) await once(gunzip, 'drain');
       }
       gunzip.end();
@@ -264,7 +275,6 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
       inflated += chunk.length;
       if (inflated > maxOut) {
-        const file = opts.display ?? path;
         throw new InputError(
           `the gzip file inflates to more than ${limits.maxRatio} times its size (over ${inflated} bytes): a gzip bomb, or data far more repetitive than any real export`,
           {
@@ -275,10 +285,16 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
       }
       yield chunk;
     }
+    // zlib reads concatenated members (`cat a.gz b.gz`, RFC 1952) as one stream, and stops, without a word, at a zero
+    // byte after a member: what it did not take is padding (tape, dd) or, past the zeros, data that would go unread.
+    await feed;
+    if (gunzip.bytesWritten < fed) await trailingBytes(path, file, gunzip.bytesWritten, opts.onWarning);
   } catch (e) {
+    const end = (e as NodeJS.ErrnoException).code?.startsWith('Z_') ? await gzipEnd(path, (e as Error).message) : undefined;
+    if (end !== undefined) throw trailingGarbage(file, end, 0);
     if ((e as NodeJS.ErrnoException).code?.startsWith('Z_'))
       throw new InputError(`not a readable gzip file: ${(e as Error).message}`, {
-        where: opts.display ?? path,
+        where: file,
         hint: /unexpected end/.test((e as Error).message)
           ? 'it is cut short (an interrupted download?): download or compress it again'
           : 'check the file, e.g. with gzip -t',
@@ -290,6 +306,75 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     gunzip.destroy();
     await feed.catch(() => {});
   }
+}
+
+function trailingGarbage(file: string, offset: number, zeros: number): InputError {
+  return new InputError(
+    `bytes that are not gzip data follow the gzip data${zeros > 0 ? ` and ${zeros} zero bytes of padding` : ''}, at byte offset ${offset + zeros}`,
+    {
+      where: file,
+      hint: `they would go unread: if the file was appended to (a second file, or a download resumed wrongly), make it again; to read the gzip data alone, head -c ${offset} '${file}' > trimmed.gz`,
+    },
+  );
+}
+
+/**
+ * The bytes of a gzip file from `offset`, where zlib stopped, to its end: zeros are padding, which gzip(1) ignores
+ * too ("trailing garbage ignored"), and are passed over with a warning; anything else is an error naming its offset.
+ */
+async function trailingBytes(path: string, file: string, offset: number, onWarning?: (m: string) => void): Promise<void> {
+  const fh = await open(path);
+  try {
+    const buf = Buffer.alloc(1 << 16);
+    let zeros = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset + zeros);
+      if (bytesRead === 0) break;
+      let i = 0;
+      while (i < bytesRead && buf[i] === 0) i++;
+      if (i < bytesRead) throw trailingGarbage(file, offset, zeros + i);
+      zeros += bytesRead;
+    }
+    onWarning?.(`${file}: ${zeros} zero bytes after the gzip data (padding, as tape and dd write) ignored`);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** How a gzip file's first `length` bytes inflate: whole ('ok'), cut short, or 'bad' (not gzip data there). */
+async function gunzipPrefix(path: string, length: number): Promise<'ok' | 'short' | 'bad'> {
+  const gunzip = createGunzip();
+  try {
+    await pipeline(createReadStream(path, { start: 0, end: length - 1 }), gunzip, new Writable({ write: (_c, _e, done) => done() }));
+    return 'ok';
+  } catch (e) {
+    return /unexpected end/.test((e as Error).message) ? 'short' : 'bad';
+  }
+}
+
+/** Files up to this size are searched for where their gzip data ends (each try inflates the file again). */
+const GZIP_END_SEARCH_BYTES = 64 << 20;
+
+/**
+ * Where the gzip data ends when zlib failed on the header of what follows it (it says neither where nor that the
+ * data before was whole): the least length that fails as 'bad', less the 2 to 4 header bytes zlib needed to refuse it,
+ * is found by bisection; the length that inflates whole just before it is the end. Undefined when the data itself is
+ * broken (no such length), or the file is too large to search.
+ */
+async function gzipEnd(path: string, message: string): Promise<number | undefined> {
+  if (!/incorrect header check|unknown compression method|unknown header flags/.test(message)) return undefined;
+  const size = (await stat(path)).size;
+  if (size > GZIP_END_SEARCH_BYTES) return undefined;
+  let lo = 19, // the shortest gzip member is 20 bytes: a length that fails before it is the first member's
+    hi = size;
+  if ((await gunzipPrefix(path, hi)) !== 'bad') return undefined;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if ((await gunzipPrefix(path, mid)) === 'bad') hi = mid;
+    else lo = mid + 1;
+  }
+  for (let end = hi - 1; end >= Math.max(20, hi - 4); end--) if ((await gunzipPrefix(path, end)) === 'ok') return end;
+  return undefined;
 }
 
 /**
@@ -344,7 +429,7 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
       // The first read of a file holds min(its size, 1 MiB): enough to tell its encoding.
       first = false;
       const s = sniffUnicode(chunk);
-      if (s) throw notUtf8(opts.display ?? path, s);
+      if (s) throw notUtf8(opts.display ?? path, s, opts.encodingSetting);
       if (decoder && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf)
         throw new InputError(`the file starts with a UTF-8 byte-order mark, but encoding is ${opts.encoding}`, {
           where: opts.display ?? path,

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
-import { readLineChunks, singleByteDecoder, type Line, type LineOptions } from './lines.ts';
+import { readLineChunks, singleByteDecoder, type EncodingSetting, type Line, type LineOptions } from './lines.ts';
 import type { SourceFile } from './sources.ts';
 
 export interface SourceRecord {
@@ -50,6 +50,10 @@ export interface ReadOptions extends DelimitedOptions {
   encoding?: string;
   /** Text formats: bounds on a gzip file's inflated size; defaults in GZIP_LIMITS (lines.ts). */
   gzipLimits?: LineOptions['gzipLimits'];
+  /** Text formats: what was read past with a warning (a gzip file's trailing zero padding). */
+  onWarning?: (message: string) => void;
+  /** How hints name the encoding setting; default `encoding: ` (an ingest stage's). */
+  encodingSetting?: EncodingSetting;
   onBytes?: (n: number) => void;
   /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */
   onData?: (chunk: Uint8Array) => void;
@@ -77,13 +81,20 @@ const lineOptions = (file: SourceFile, opts: ReadOptions) => ({
   display: file.display,
   encoding: opts.encoding,
   gzipLimits: opts.gzipLimits,
+  onWarning: opts.onWarning,
+  encodingSetting: opts.encodingSetting,
 });
 
 const cp1252 = singleByteDecoder('windows-1252');
 
-/** What to do about a file that is not UTF-8, for errors and hints. */
-export const ENCODING_ADVICE =
-  'if Windows-1252 reads its bytes right (a file saved by Excel on Windows or by an older Western European program), set encoding: windows-1252 (or iso-8859-15, windows-1250, windows-1251); otherwise convert it to UTF-8, e.g. iconv -f <encoding> -t UTF-8';
+/** What to do about a file that is not UTF-8, for errors and hints, naming the encoding setting as the caller takes it. */
+export function encodingAdvice(setting: EncodingSetting = 'encoding: '): string {
+  const set = setting === 'encoding: ' ? 'set encoding: ' : 'give --encoding ';
+  return `if Windows-1252 reads its bytes right (a file saved by Excel on Windows or by an older Western European program), ${set}windows-1252 (or iso-8859-15, windows-1250, windows-1251); otherwise convert it to UTF-8, e.g. iconv -f <encoding> -t UTF-8`;
+}
+
+/** encodingAdvice for an ingest stage. */
+export const ENCODING_ADVICE = encodingAdvice();
 
 /**
  * Why a line or record is not UTF-8: its first bad byte, and what Windows-1252 makes of it, since a file saved by
@@ -336,7 +347,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
     if (invalid && header && names === null)
       throw new InputError(`the header ${notUtf8Detail('record', taken).replace(/^record /, '')}`, {
         where: `${file.display}:${row}`,
-        hint: 'the file is not UTF-8: convert it to UTF-8 (e.g. iconv -f WINDOWS-1252 -t UTF-8, for a file Excel saved on Windows), or, in an ingest stage, set encoding: windows-1252 (or iso-8859-15, windows-1250, windows-1251)',
+        hint: `the file is not UTF-8: ${encodingAdvice(opts.encodingSetting)}`,
       });
     if (page && (invalid || error !== null || (records[0] ?? []).length !== names!.length)) throw page;
     if (invalid) return { row, lines, raw: text, bad: { reason: 'invalid-utf8', detail: notUtf8Detail('record', taken) } };

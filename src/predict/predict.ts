@@ -11,7 +11,8 @@ import { resolve } from 'node:path';
 import { AtomicFile } from '../data/atomic.ts';
 import type { BadReason, BadRow } from '../data/bad-rows.ts';
 import { MESSAGES, parseConversation, type ConversationMessage } from '../data/conversation.ts';
-import { readRecords } from '../data/read-records.ts';
+import type { ENCODINGS } from '../data/lines.ts';
+import { encodingAdvice, readRecords } from '../data/read-records.ts';
 import { formatFromExtension, type SourceFormat } from '../data/sources.ts';
 import { badText, fieldText } from '../data/task-fields.ts';
 import { InputError } from '../errors.ts';
@@ -43,6 +44,8 @@ export interface PredictOptions {
   scorer: RowScorer;
   /** The field (JSONL) or column (CSV) whose text is scored. */
   textField: string;
+  /** The input's encoding when it is not UTF-8, one of ENCODINGS (src/data/lines.ts), as an ingest stage's `encoding`. Default UTF-8. */
+  encoding?: (typeof ENCODINGS)[number];
   /** Copied to each output line as `id` where a row has it. Default 'id'. */
   idField?: string;
   /** 'fail' (default): the first bad row ends the run, naming its line; 'skip': it is left out and counted. */
@@ -74,6 +77,8 @@ export interface PredictReport {
   badRows: number;
   badReasons: Record<string, number>;
   firstBadRows: BadRowNote[];
+  /** What was read past with a warning (a gzip input's trailing zero padding). Absent when none. */
+  warnings?: string[];
 }
 
 /** Input formats read: the text ones ingest reads (Parquet and Arrow are not taken here). */
@@ -194,6 +199,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
   let badRows = 0;
   const badReasons: Record<string, number> = {};
   const firstBadRows: BadRowNote[] = [];
+  const warnings: string[] = [];
   const bad = (line: number, reason: PredictBadReason, detail: string) => {
     if (onBadRow === 'fail')
       throw new InputError(`${reason}: ${detail}`, {
@@ -201,7 +207,9 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
         hint:
           reason === 'missing-field'
             ? `name the text's field with --text-field`
-            : 'fix the row, or leave bad rows out with --on-bad-row skip',
+            : reason === 'invalid-utf8'
+              ? `a file that is not UTF-8: ${encodingAdvice('--encoding ')}`
+              : 'fix the row, or leave bad rows out with --on-bad-row skip',
       });
     badRows++;
     badReasons[reason] = (badReasons[reason] ?? 0) + 1;
@@ -243,6 +251,9 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
       { abs: o.input, display, format },
       {
         signal: o.signal,
+        encoding: o.encoding,
+        encodingSetting: '--encoding ',
+        onWarning: (w) => warnings.push(w),
         onData: (chunk) => {
           inputHash.update(chunk);
           inputBytes += chunk.length;
@@ -307,6 +318,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
       badRows,
       badReasons,
       firstBadRows,
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
     // Checked again before the record is written: a file made there while the rows were scored stays.
     if (!o.overwrite && existsSync(o.output)) throw outputMadeMeanwhile(o.output);

@@ -1,0 +1,88 @@
+// predictFile reading users' files as ingest does: encodings, gzip. The scorer here echoes each row's text, so the
+// output shows exactly what was read; the reading, not the scorer, is what is under test.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { InputError } from '../errors.ts';
+import { predictFile, type RowScorer } from './predict.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'tempered-predict-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const echo: RowScorer = {
+  batchSize: 4,
+  columns: ['text'],
+  async score(inputs) {
+    return inputs.map((t) => ({ values: { text: t } }));
+  },
+  csvCells: (v) => [String(v.text)],
+};
+
+const texts = ['Félicitations, vous avez gagné 1000 €', 'Je t’appelle après le café', '“Ça va” – très bien'];
+const csv = `text,label\r\n${texts.map((t, i) => `"${t}",${i % 2 ? 'ham' : 'spam'}`).join('\r\n')}\r\n`;
+
+let n = 0;
+async function run(name: string, bytes: Buffer, extra: Partial<Parameters<typeof predictFile>[0]> = {}) {
+  const input = join(dir, `${++n}-${name}`);
+  writeFileSync(input, bytes);
+  const output = join(dir, `${n}-out.jsonl`);
+  const report = await predictFile({ input, output, scorer: echo, textField: 'text', ...extra });
+  return {
+    report,
+    texts: readFileSync(output, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { text: string }).text),
+  };
+}
+
+test('a Windows-1252 file is refused naming its first bad byte and --encoding, and read right with encoding', async () => {
+  // Only the € ’ “ ” – (0x80-0x9F) are not Latin-1: written byte by byte as Windows-1252 has them.
+  const bytes = Buffer.from([...csv].map((c) => ({ '€': 0x80, '’': 0x92, '“': 0x93, '”': 0x94, '–': 0x96 })[c] ?? c.charCodeAt(0)));
+  await assert.rejects(run('win.csv', bytes), (e) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, /invalid-utf8: record is not valid UTF-8: byte 0xE9 \("é" in Windows-1252\) at byte 3/);
+    assert.match(e.where ?? '', /win\.csv:2$/);
+    assert.match(e.hint ?? '', /give --encoding windows-1252/);
+    return true;
+  });
+  assert.deepEqual((await run('win.csv', bytes, { encoding: 'windows-1252' })).texts, texts);
+  // The same names as an ingest stage's encoding: latin1 reads 0x80-0x9F as Windows-1252 does.
+  assert.deepEqual((await run('win.csv', bytes, { encoding: 'latin1' })).texts, texts);
+});
+
+test('a UTF-16 file names --encoding utf-16, and is read with it, gzipped too', async () => {
+  const u16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(csv, 'utf16le')]);
+  await assert.rejects(run('u16.csv', u16), (e) => e instanceof InputError && /give --encoding utf-16$/.test(e.hint ?? ''));
+  assert.deepEqual((await run('u16.csv', u16, { encoding: 'utf-16' })).texts, texts);
+  assert.deepEqual((await run('u16.csv.gz', gzipSync(u16), { encoding: 'utf-16' })).texts, texts);
+});
+
+test('gzip input: concatenated members are read whole, zero padding with a warning, other trailing bytes refused', async () => {
+  const half = csv.indexOf('\r\n"Je');
+  const members = Buffer.concat([gzipSync(csv.slice(0, half + 2)), gzipSync(csv.slice(half + 2))]);
+  const whole = await run('cat.csv.gz', members);
+  assert.deepEqual(whole.texts, texts);
+  assert.equal(whole.report.warnings, undefined);
+
+  const padded = await run('pad.csv.gz', Buffer.concat([members, Buffer.alloc(10240)]));
+  assert.deepEqual(padded.texts, texts);
+  assert.deepEqual(padded.report.warnings, [
+    `${join(dir, `${n}-pad.csv.gz`)}: 10240 zero bytes after the gzip data (padding, as tape and dd write) ignored`,
+  ]);
+
+  await assert.rejects(run('junk.csv.gz', Buffer.concat([members, Buffer.from('junk after it\n')])), (e) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, new RegExp(`bytes that are not gzip data follow the gzip data, at byte offset ${members.length}$`));
+    assert.match(e.hint ?? '', new RegExp(`head -c ${members.length} `));
+    return true;
+  });
+  // Zeros, then more data (a second member): it would go unread, so it is refused as well, at the data's offset.
+  await assert.rejects(
+    run('zm.csv.gz', Buffer.concat([members, Buffer.alloc(100), gzipSync('"lost",ham\n')])),
+    (e) => e instanceof InputError && e.message.endsWith(`and 100 zero bytes of padding, at byte offset ${members.length + 100}`),
+  );
+});
