@@ -114,6 +114,7 @@ export async function loadTextGenerator(dir: string, opts: TextGeneratorOptions 
     kind: 'text-generation',
     id: opts.id ?? dir,
     contextLength: decoder.maxPositions,
+    vocabSize: decoder.config.vocabSize,
     decoder,
     trainedSystem,
     ...promptEncoder(renderChat, tok),

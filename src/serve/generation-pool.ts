@@ -95,7 +95,7 @@ export interface WireError {
   input?: { where?: string; hint?: string };
 }
 export type GenerationReply =
-  | { type: 'ready'; contextLength: number }
+  | { type: 'ready'; contextLength: number; vocabSize: number }
   | ({ type: 'failed' } & WireError)
   | { type: 'token'; job: number; event: TokenEvent }
   | { type: 'done'; job: number; results: GenerateResult[] }
@@ -152,11 +152,11 @@ const SEAM_TOKENS = 4;
 
 const THREAD_MAIN = new URL('./generation-thread-main.ts', import.meta.url).href;
 
-async function startThread(setup: GenerationThreadSetup): Promise<{ worker: Worker; contextLength: number }> {
+async function startThread(setup: GenerationThreadSetup): Promise<{ worker: Worker; contextLength: number; vocabSize: number }> {
   const { worker, ready } = await startReadyThread<GenerationReply>(setup, (m) =>
     m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`),
   );
-  return { worker, contextLength: ready.contextLength };
+  return { worker, contextLength: ready.contextLength, vocabSize: ready.vocabSize };
 }
 
 /** Loads the causal LM in `dir` into `workers` threads and returns a TextGenerator whose generations run there. */
@@ -189,7 +189,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     throw (failed as PromiseRejectedResult).reason;
   }
   const encoder = (encoding[0] as PromiseFulfilledResult<EncoderThread>).value;
-  const ok = started.map((s) => (s as PromiseFulfilledResult<{ worker: Worker; contextLength: number }>).value);
+  const ok = started.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof startThread>>>).value);
   const slots: Slot[] = [];
   const waiting: Job[] = [];
   let nextJob = 0;
@@ -306,6 +306,7 @@ export async function loadPooledTextGenerator(dir: string, opts: GenerationPoolO
     kind: 'text-generation',
     id: opts.id ?? dir,
     contextLength: ok[0]!.contextLength,
+    vocabSize: ok[0]!.vocabSize,
     encode: (text, signal) => encoder.encode(text, signal),
     encodeChat: (messages, signal) => encoder.encodeChat(messages, signal),
     generate(prompts, o) {

@@ -30,7 +30,7 @@ try {
     r.wake = undefined;
     wake?.();
   };
-  reply({ type: 'ready', contextLength: gen.contextLength });
+  reply({ type: 'ready', contextLength: gen.contextLength, vocabSize: gen.vocabSize });
   port.on('message', async (m: GenerationRequest) => {
     if (m.type === 'close') {
       await gen.close();

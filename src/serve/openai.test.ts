@@ -226,6 +226,52 @@ test("OpenAI's own client works unchanged: chat and completions, streamed and no
   await refused(new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list(), 401, 'unauthorized', null);
 });
 
+test('a completion prompt of token ids, one list or several, is generated from those ids; ids the model lacks are refused naming their place', async (t) => {
+  const gen = await load(dirA, 'tiny@1');
+  const { url } = await serve(t, gen, { generation: { maxPromptTokens: 64 } });
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 });
+  const once = gen.encode('Once upon');
+  const hi = gen.encode('Hi there');
+  const [a, b] = await generate(gen.decoder, [once, hi], { maxNewTokens: 4, eosTokenIds: [] });
+  const one = await client.completions.create({ model: 'tiny', prompt: once, max_tokens: 4, temperature: 0 });
+  assert.equal(one.choices[0]!.text, a!.text);
+  assert.equal(one.usage!.prompt_tokens, once.length);
+  const two = await client.completions.create({ model: 'tiny', prompt: [once, hi], max_tokens: 4, temperature: 0 });
+  assert.deepEqual(
+    two.choices.map((c) => [c.index, c.text]),
+    [
+      [0, a!.text],
+      [1, b!.text],
+    ],
+  );
+  // Streamed too.
+  let streamed = '';
+  for await (const c of await client.completions.create({ model: 'tiny', prompt: hi, max_tokens: 4, temperature: 0, stream: true }))
+    streamed += c.choices[0]?.text ?? '';
+  assert.equal(streamed, b!.text);
+
+  const V = gen.vocabSize;
+  const refused = async (prompt: unknown, code: string, param: string, message: RegExp) => {
+    const res = await post(url, '/v1/completions', { prompt, max_tokens: 2 });
+    const e = ((await res.json()) as { error: { code: string; param: string; message: string } }).error;
+    assert.deepEqual([res.status, e.code, e.param], [400, code, param], JSON.stringify(e));
+    assert.match(e.message, message);
+  };
+  await refused(
+    [1, 2, V],
+    'invalid_token_id',
+    'prompt[2]',
+    new RegExp(`prompt\\[2\\] is ${V}, not a token id of the served model \\(integers 0 to ${V - 1}\\)`),
+  );
+  await refused([[1], [3, -1]], 'invalid_token_id', 'prompt[1][1]', /prompt\[1\]\[1\] is -1/);
+  await refused([1.5], 'invalid_token_id', 'prompt[0]', /prompt\[0\] is 1\.5/);
+  await refused([[1], []], 'empty_prompt', 'prompt[1]', /prompt\[1\] has no tokens/);
+  await refused(['Once', 7], 'invalid_request', 'prompt[1]', /a list of token ids.*prompt\[1\] is 7/);
+  await refused([[1], ['x']], 'invalid_request', 'prompt[1][0]', /prompt\[1\]\[0\] is "x", not a token id/);
+  await refused([{ text: 'x' }], 'invalid_request', 'prompt[0]', /prompt\[0\] is \{"text":"x"\}/);
+  await refused(Array(65).fill(1), 'context_length_exceeded', 'prompt', /65 tokens; this server takes at most 64/);
+});
+
 test("an app's OpenAI client: models.retrieve, a conversation sent back as the SDK returned it, and a clear refusal of what the server cannot do", async (t) => {
   const gen = await load(dirA, 'tiny@1');
   const { url } = await serve(t, gen);
@@ -653,6 +699,7 @@ function held(gen: LoadedTextGenerator) {
     kind: 'text-generation',
     id: gen.id,
     contextLength: gen.contextLength,
+    vocabSize: gen.vocabSize,
     async generate(p, o) {
       started++;
       waiters.splice(0).forEach((w) => w());

@@ -250,7 +250,9 @@ const completionSchema = {
   properties: {
     ...samplingProps,
     ...unsupportedProps(false),
-    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, items: { type: 'string' } }] },
+    // A string, a list of strings, a list of token ids, or a list of such lists, as OpenAI's API takes it: which of
+    // them a list is, and every id, is checked by promptParts, naming the element that is wrong.
+    prompt: { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1 }] },
     echo: { type: ['boolean', 'null'] },
     best_of: { type: ['integer', 'null'] },
     suffix: { type: ['string', 'null'] },
@@ -300,7 +302,7 @@ interface ChatBody extends CommonBody {
   messages: ChatBodyMessage[];
 }
 interface CompletionBody extends CommonBody {
-  prompt: string | string[];
+  prompt: string | unknown[];
 }
 
 function checkUnsupported(b: CommonBody): void {
@@ -413,8 +415,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       // What can be refused from the request's shape is, before any tokenizing: a megabyte of prompts
       // took seconds to tokenize (in the pool's encoder thread, but every other request waits there).
       const turns = kind === 'chat' ? chatTurns((body as ChatBody).messages) : null;
-      const texts = kind === 'chat' ? null : (body as CompletionBody).prompt;
-      const promptCount = texts === null || typeof texts === 'string' ? 1 : texts.length;
+      const parts = kind === 'chat' ? null : promptParts((body as CompletionBody).prompt);
+      const texts = parts && 'texts' in parts ? parts.texts : null;
+      const tokenIds = parts && 'ids' in parts ? parts.ids : null;
+      const idsAt = (i: number) => (parts && 'ids' in parts && parts.flat ? 'prompt' : `prompt[${i}]`);
+      const promptCount = parts === null ? 1 : (texts ?? tokenIds!).length;
       const n = body.n ?? 1;
       if (promptCount * n > L.maxChoices)
         throw new ApiError(
@@ -425,7 +430,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         );
       const maxPrompt = Math.min(L.maxPromptTokens ?? Infinity, gen.contextLength - 1);
       const requestTokens = L.maxRequestTokens ?? 2 * gen.contextLength;
-      const lengths = turns ? [turns.reduce((sum, m) => sum + m.content.length, 0)] : [texts!].flat().map((t) => t.length);
+      // Token ids need no tokenizing: their own count is checked below (`within`), each id against the vocabulary.
+      const lengths = turns ? [turns.reduce((sum, m) => sum + m.content.length, 0)] : texts ? texts.map((t) => t.length) : [0];
       const chars = Math.max(...lengths);
       if (chars > maxPrompt * MAX_CHARS_PER_TOKEN)
         throw new ApiError(
@@ -453,7 +459,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           );
         return ids;
       };
-      const prompts = turns ? [within(await gen.encodeChat(turns, gone.signal))] : await promptsOf(gen, texts!, within, gone.signal);
+      const prompts = turns
+        ? [within(await gen.encodeChat(turns, gone.signal))]
+        : tokenIds
+          ? tokenIds.map((ids, i) => checkTokenIds(within(ids), gen.vocabSize, idsAt(i)))
+          : await promptsOf(gen, texts!, typeof (body as CompletionBody).prompt === 'string', within, gone.signal);
       const longest = Math.max(...prompts.map((p) => p.length));
       const asked = (kind === 'chat' ? (body as ChatBody).max_completion_tokens : null) ?? body.max_tokens ?? null;
       const param = kind === 'chat' && (body as ChatBody).max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
@@ -694,17 +704,67 @@ export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
 /** Each prompt's tokens, refusing the first that is empty or that `within` refuses before the next is tokenized. */
 async function promptsOf(
   gen: TextGenerator,
-  prompt: string | string[],
+  texts: string[],
+  single: boolean,
   within: (ids: number[]) => number[],
   signal: AbortSignal,
 ): Promise<number[][]> {
-  const texts = typeof prompt === 'string' ? [prompt] : prompt;
   const out: number[][] = [];
   for (const [i, t] of texts.entries()) {
     const ids = await gen.encode(t, signal);
-    if (ids.length === 0)
-      throw new ApiError(400, 'empty_prompt', `prompt${typeof prompt === 'string' ? '' : `[${i}]`} has no tokens`, 'prompt');
+    if (ids.length === 0) throw new ApiError(400, 'empty_prompt', `prompt${single ? '' : `[${i}]`} has no tokens`, 'prompt');
     out.push(within(ids));
   }
   return out;
+}
+
+/**
+ * A completion's `prompt` in the shapes OpenAI's API takes: a string, a list of strings, a list of token ids (one
+ * prompt, `flat`), or a list of lists of token ids. A list mixing them is refused naming its first element of
+ * another kind, and an empty list of ids as a prompt with no tokens.
+ */
+export function promptParts(prompt: string | unknown[]): { texts: string[] } | { ids: number[][]; flat: boolean } {
+  if (typeof prompt === 'string') return { texts: [prompt] };
+  const shape = 'prompt must be a string, a list of strings, a list of token ids (integers), or a list of lists of token ids';
+  const kindOf = (v: unknown) =>
+    typeof v === 'string' ? 'string' : typeof v === 'number' ? 'number' : Array.isArray(v) ? 'list' : 'other';
+  const first = kindOf(prompt[0]);
+  const odd = prompt.findIndex((v) => kindOf(v) !== first);
+  if (first === 'other' || odd >= 0) {
+    const at = first === 'other' ? 0 : odd;
+    throw new ApiError(
+      400,
+      'invalid_request',
+      `${shape}; prompt[${at}] is ${JSON.stringify(prompt[at])?.slice(0, 40) ?? 'not JSON'}`,
+      `prompt[${at}]`,
+    );
+  }
+  if (first === 'string') return { texts: prompt as string[] };
+  if (first === 'number') return { ids: [prompt as number[]], flat: true };
+  const ids = prompt as unknown[][];
+  ids.forEach((p, i) => {
+    if (p.length === 0) throw new ApiError(400, 'empty_prompt', `prompt[${i}] has no tokens`, `prompt[${i}]`);
+    const j = p.findIndex((v) => typeof v !== 'number');
+    if (j >= 0)
+      throw new ApiError(
+        400,
+        'invalid_request',
+        `${shape}; prompt[${i}][${j}] is ${JSON.stringify(p[j])?.slice(0, 40) ?? 'not JSON'}, not a token id`,
+        `prompt[${i}][${j}]`,
+      );
+  });
+  return { ids: ids as number[][], flat: false };
+}
+
+/** A prompt of token ids as given, once each id is one the model has (an id past its embedding would fail the generation). */
+function checkTokenIds(ids: number[], vocabSize: number, at: string): number[] {
+  const i = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocabSize);
+  if (i >= 0)
+    throw new ApiError(
+      400,
+      'invalid_token_id',
+      `${at}[${i}] is ${ids[i]}, not a token id of the served model (integers 0 to ${vocabSize - 1})`,
+      `${at}[${i}]`,
+    );
+  return ids;
 }

@@ -32,6 +32,8 @@ export interface TextGenerator {
   readonly id: string;
   /** Most tokens of prompt plus output (the model's max_position_embeddings). */
   readonly contextLength: number;
+  /** Token ids the model takes: 0 to vocabSize - 1 (config.json's vocab_size), what a prompt of token ids is checked against. */
+  readonly vocabSize: number;
   /**
    * Prompt token ids of a plain text. A server's generator tokenizes off its thread, so may answer later; `signal`
    * (the client left) drops a prompt still waiting there.
