@@ -347,6 +347,23 @@ test("csv: a column without a name (pandas' index) is left out, and rows of deli
       ['a, b', 'spam', 3],
     ],
   );
+  // The report accounts for every line (`wc -l`: 5 = the header + 2 rows + 2 blank) and names the columns left out.
+  assert.equal(r.blankLines, 2);
+  assert.deepEqual(r.unnamedColumns, { 'a.csv': [1, 4] });
+  const text = formatDataReport(r);
+  assert.match(text, /\nblank lines: 2 skipped, not rows \(empty, or delimiters alone\)\n/);
+  assert.match(text, /\nleft out: a\.csv: columns 1, 4, no name in the header \(column 1: pandas' index, as df\.to_csv\(\) writes it\)\n/);
+  // JSONL: blank lines, with spaces, at the end too; a file without any has neither field.
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'c.jsonl'), `${j({ text: 'a', label: 'ham' })}\n\n  \n${j({ text: 'b', label: 'spam' })}\n\n`);
+  const c = await run(dir, { task: 'classification', path: 'c.jsonl' });
+  assert.deepEqual([c.rowsIn, c.linesIn, c.blankLines, c.unnamedColumns], [2, 2, 3, undefined]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'd.csv'), 'text,label\nhello,ham\n');
+  const d = await run(dir, { task: 'classification', path: 'd.csv' });
+  assert.ok(!('blankLines' in d) && !('unnamedColumns' in d), JSON.stringify(d));
+  assert.doesNotMatch(formatDataReport(d), /blank lines|left out/);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
   // A row with a field, however short, is still a row.
   writeFileSync(join(dir, 'b.csv'), 'text,label\nhello,ham\n,x\n');
   await assert.rejects(run(dir, { task: 'classification', path: 'b.csv' }), /b\.csv:3: empty-text/);

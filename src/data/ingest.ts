@@ -186,6 +186,10 @@ function codePoints(s: string): number {
 /** Files whose left-out duplicate header names the report's warnings list, one each. */
 const DUPLICATE_FILES = 3;
 
+/** Files, and columns of each, whose unnamed header columns the report lists (a wide sheet may have hundreds). */
+const UNNAMED_FILES = 20;
+const UNNAMED_LISTED = 20;
+
 /** Most spellings, and classes, a label warning lists. */
 const LABELS_LISTED = 8;
 
@@ -287,6 +291,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   const leftOutDuplicates: string[] = [];
   /** What the readers passed over with a warning (a gzip file's zero padding). */
   const readWarnings: string[] = [];
+  /** Lines that are no rows (blank, or delimiters alone), and header columns left out for want of a name, per file. */
+  let blankLines = 0;
+  const unnamedColumns: Record<string, number[]> = {};
   const out = new ArrowTableWriter(opts.outPath, ingestSchema(cfg));
   let quarantine: ArrowTableWriter | null = null;
   try {
@@ -365,8 +372,13 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           encoding: cfg.encoding,
           // Checked before any row: with the wrong delimiter every row is a bad row, which would hide the cause.
           readsColumns: read,
-          onColumns: (names, line, leftOut) => {
+          onBlankLine: () => {
+            blankLines++;
+          },
+          onColumns: (names, line, leftOut, unnamed) => {
             columnsChecked = true;
+            if (unnamed && unnamed.length > 0 && Object.keys(unnamedColumns).length < UNNAMED_FILES)
+              setOwn(unnamedColumns, f.display, unnamed.slice(0, UNNAMED_LISTED));
             if (leftOut && leftOut.length > 0 && leftOutDuplicates.length <= DUPLICATE_FILES)
               leftOutDuplicates.push(
                 leftOut.length === 1
@@ -526,6 +538,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       schema: (await describeArrowFile(opts.outPath)).schema,
       ...(cfg.maxRows !== undefined ? { maxRows: cfg.maxRows, rowsNotTaken: notTaken } : {}),
       ...(quarantinedShown.length > 0 ? { firstQuarantined: quarantinedShown } : {}),
+      ...(blankLines > 0 ? { blankLines } : {}),
+      ...(Object.keys(unnamedColumns).length > 0 ? { unnamedColumns } : {}),
       ...(warnings.length > 0 ? { warnings } : {}),
     };
   } catch (e) {

@@ -36,11 +36,12 @@ export interface DelimitedOptions {
    * refuse a file whose columns lack what it reads before its first row, which a wrong delimiter makes a bad row.
    * `line` is the header line as read (without header, null).
    */
-  onColumns?: (names: string[], line: string | null, leftOut?: readonly string[]) => void;
+  onColumns?: (names: string[], line: string | null, leftOut?: readonly string[], unnamed?: readonly number[]) => void;
   /**
    * The header columns the caller reads. A name the header holds twice is refused when it is one of these (or when
    * this is not given): which of its values is meant cannot be told. Any other is left out of the records, and passed
-   * to `onColumns` as `leftOut` so the caller can say so.
+   * to `onColumns` as `leftOut` so the caller can say so. (Columns without a name, also left out, are passed as
+   * `unnamed`, their 1-based positions.)
    */
   readsColumns?: readonly string[];
 }
@@ -50,6 +51,11 @@ export interface ReadOptions extends DelimitedOptions {
   encoding?: string;
   /** Text formats: bounds on a gzip file's inflated size; defaults in GZIP_LIMITS (lines.ts). */
   gzipLimits?: LineOptions['gzipLimits'];
+  /**
+   * Text formats: called for each line that is not a row, blank or (CSV/TSV) delimiters alone, so that a caller can
+   * account for every line of the file.
+   */
+  onBlankLine?: () => void;
   /** Text formats: what was read past with a warning (a gzip file's trailing zero padding). */
   onWarning?: (message: string) => void;
   /** How hints name the encoding setting; default `encoding: ` (an ingest stage's). */
@@ -150,8 +156,11 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         out.push(tooLong(l));
         continue;
       }
-      // Blank lines separate nothing in JSONL; they are not rows, so they are skipped, not counted.
-      if (l.text.trim() === '') continue;
+      // Blank lines separate nothing in JSONL; they are not rows, so they are skipped (and counted apart).
+      if (l.text.trim() === '') {
+        opts.onBlankLine?.();
+        continue;
+      }
       if (first) {
         first = false;
         const page = htmlPage(file, l.line, l.text, 'JSON Lines');
@@ -372,10 +381,15 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         }
         // A duplicate no one reads (a spreadsheet's two "notes" columns) is left out, as a column without a name is.
         if (duplicates.size > 0) names = names.map((n) => (duplicates.has(n) ? '' : n));
+        const unnamed: number[] = [];
+        fields.forEach((n, i) => {
+          if (n.trim() === '') unnamed.push(i + 1);
+        });
         opts.onColumns?.(
           names.filter((n) => n !== ''),
           text,
           [...duplicates],
+          unnamed,
         );
         return null;
       }
@@ -446,7 +460,10 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
         }
         // Blank lines between records are not rows; nor are lines of delimiters alone (`,,,`), every field empty, which a
         // spreadsheet writes for the empty rows below its data (a TSV's tabs alone are blank to trim() already).
-        if (delimitersOnly(l.text, delimiter)) continue;
+        if (delimitersOnly(l.text, delimiter)) {
+          opts.onBlankLine?.();
+          continue;
+        }
       } else if (l.tooLong) {
         taken = l;
         reread(abandon('before an over-long line', out));

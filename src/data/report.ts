@@ -45,6 +45,16 @@ export interface IngestReport {
    */
   firstQuarantined?: string[];
   /**
+   * Lines read that are no rows, so not in `linesIn`: blank ones, and in CSV/TSV lines of delimiters alone (`,,,`, a
+   * spreadsheet's empty rows). With the header and `linesIn` they add up to the file's lines (`wc -l`). Absent when none.
+   */
+  blankLines?: number;
+  /**
+   * CSV/TSV header columns left out because they have no name (pandas' index as `df.to_csv()` writes it, a
+   * spreadsheet's empty trailing columns): source file → their 1-based positions. Absent when none.
+   */
+  unnamedColumns?: Record<string, number[]>;
+  /**
    * What looks wrong with the data though no row is bad: inferred labels that differ only in case or surrounding
    * spaces, or that mix numbers and words (each a class of its own). Absent when none.
    */
@@ -153,6 +163,11 @@ export function formatDataReport(r: DataReport): string {
         ...(r.linesIn !== undefined && r.linesIn !== r.rowsIn
           ? [`physical lines: ${r.linesIn} in, ${r.badLines} in bad rows (${pct(r.badLines, r.linesIn)})`]
           : []),
+        ...(r.blankLines ? [`blank lines: ${r.blankLines} skipped, not rows (empty, or delimiters alone)`] : []),
+        ...Object.entries(r.unnamedColumns ?? {}).map(
+          ([file, cols]) =>
+            `left out: ${file}: ${cols.length === 1 ? 'column' : 'columns'} ${cols.join(', ')}, no name in the header${cols[0] === 1 ? " (column 1: pandas' index, as df.to_csv() writes it)" : ''}`,
+        ),
         `labels: ${countsLine(r.labels)}`,
         ...(r.warnings ?? []).map((w) => `warning: ${w}`),
         `text length (chars): p50 ${r.textLength.p50}, p90 ${r.textLength.p90}, p99 ${r.textLength.p99}, max ${r.textLength.max}`,
