@@ -19,6 +19,7 @@
 import { InputError } from '../errors.ts';
 import { closest, nameList } from '../spec/suggest.ts';
 import type { ValueShape } from '../spec/types.ts';
+import { classScoreAbsence } from './free-form.ts';
 
 export type GateValue = number | boolean;
 
@@ -376,6 +377,10 @@ class Evaluator {
         }
         if (typeof v === 'boolean') return v;
         if (v === undefined || v === null) {
+          const dot = node.name.lastIndexOf('.');
+          const owner = dot < 0 ? this.context : lookup(this.context, node.name.slice(0, dot));
+          const absence = classScoreAbsence(owner, node.name.slice(dot + 1));
+          if (absence) this.fail(`'${node.name}' is ${absence}`, node, node.name);
           const names = availableNames(this.context);
           this.fail(
             `unknown name '${node.name}'${names.length ? ` (available: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''})` : ''}; if it may be absent, guard it with has(${node.name.split('.')[0]})`,

@@ -14,6 +14,8 @@ import {
   sentenceChrf,
   type AnswerNormalization,
 } from './generative.ts';
+import { evaluateGate, GateError } from './gates.ts';
+import { flattenMetrics, unflattenMetrics } from '../registry/registry.ts';
 
 interface Fixture {
   pairs: { prediction: string; reference: string; rougeL: { precision: number; recall: number; fmeasure: number }; chrf: number }[];
@@ -146,8 +148,9 @@ test('per-answer scores: balanced exact match and macro F1 over the reference an
   const preds = ['Ham', 'ham.', 'ham', 'ham', 'ham', 'spam', 'Spam!', 'ham', 'I cannot tell', 'ham'];
   const g = generativeScores(preds, refs, { caseFold: true, stripPunctuation: true });
   assert.equal(g.scores.exact_match, 0.6);
-  close(g.scores.balanced_exact_match, (5 / 6 + 1 / 3 + 0) / 3, 'balanced_exact_match');
-  close(g.scores.answer_f1_macro, 0.38974358974358975, 'answer_f1_macro');
+  close(g.scores.balanced_exact_match!, (5 / 6 + 1 / 3 + 0) / 3, 'balanced_exact_match');
+  close(g.scores.answer_f1_macro!, 0.38974358974358975, 'answer_f1_macro');
+  assert.equal(g.scores.reference_answers, 3);
   assert.deepEqual(
     g.answers.map((a) => [a.answer, a.rows, a.predicted]),
     [
@@ -164,8 +167,36 @@ test('per-answer scores: balanced exact match and macro F1 over the reference an
     refs,
   );
   assert.equal(majority.scores.exact_match, 0.6);
-  close(majority.scores.balanced_exact_match, 1 / 3, 'majority balanced');
-  // Free-form answers (every reference distinct): balanced exact match is exact match.
+  close(majority.scores.balanced_exact_match!, 1 / 3, 'majority balanced');
+});
+
+test('free-form answers (no reference repeats) have no class scores, and a gate that names one says why', () => {
+  // Every reference its own class: balanced exact match would be exact match again, and macro F1 nearly so.
   const free = generativeScores(['a b', 'c', 'x'], ['a b', 'c', 'd']);
-  close(free.scores.balanced_exact_match, free.scores.exact_match, 'free-form');
+  assert.deepEqual(Object.keys(free.scores).sort(), ['chrf', 'exact_match', 'generated', 'reference_answers', 'rouge_l']);
+  assert.equal(free.scores.reference_answers, 3);
+  assert.equal(free.answers.length, 3, 'the per-answer breakdown stays');
+  // As a gate reads an evaluation's metrics (a baseline nested), and a registered version's (flattened and back).
+  const metrics = { ...free.scores, baseline: { ...free.scores } };
+  for (const [context, gate] of [
+    [metrics, 'exact_match >= 0.5 && balanced_exact_match >= 0.7'],
+    [metrics, 'exact_match > baseline.answer_f1_macro'],
+    [unflattenMetrics(flattenMetrics(metrics)), 'answer_f1_macro >= 0.5'],
+  ] as const) {
+    assert.throws(
+      () => evaluateGate(gate, context as Record<string, unknown>, 'stages.deploy.with.gate'),
+      (e: unknown) =>
+        e instanceof GateError &&
+        /is not measured on free-form answers: the 3 reference answers are all different .*gate on exact_match, rouge_l or chrf/.test(
+          e.message,
+        ),
+      gate,
+    );
+  }
+  assert.equal(evaluateGate('exact_match >= 0.5', metrics).passed, true, 'the other scores are gated on as before');
+  // Labels that repeat keep them, and a missing name elsewhere is still the usual unknown name.
+  const labels = generativeScores(['yes', 'no', 'no', 'yes'], ['yes', 'no', 'yes', 'yes']);
+  assert.equal(labels.scores.reference_answers, 2);
+  assert.equal(evaluateGate('balanced_exact_match >= 0.8', labels.scores as unknown as Record<string, unknown>).passed, true);
+  assert.throws(() => evaluateGate('balanced_exact_match >= 0.5', { exact_match: 1 }), /unknown name 'balanced_exact_match'/);
 });

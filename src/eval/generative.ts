@@ -8,6 +8,7 @@
 import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
 import type { ValueShape } from '../spec/types.ts';
+import { isFreeForm } from './free-form.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Exact match
@@ -285,14 +286,18 @@ export interface GenerativeScores {
   /**
    * Exact match averaged over the distinct (normalised) reference answers: each answer's rows weigh the same, so on a
    * one-word-label task it is balanced accuracy (scikit-learn's balanced_accuracy_score) and answering the majority
-   * label every time scores 1/labels, not the majority's share. Equals exact_match when every reference is distinct.
+   * label every time scores 1/labels, not the majority's share. Absent for free-form answers (no reference repeats:
+   * it would equal exact_match; free-form.ts).
    */
-  balanced_exact_match: number;
+  balanced_exact_match?: number;
   /**
    * F1 per distinct reference answer (precision over the rows predicted as that answer), averaged: scikit-learn's
    * f1_score(average='macro', labels=<the reference answers>); a prediction that is none of them counts as wrong.
+   * Absent for free-form answers, as balanced_exact_match.
    */
-  answer_f1_macro: number;
+  answer_f1_macro?: number;
+  /** Distinct (normalised) reference answers: `generated` when every answer is free-form, the label count on labels. */
+  reference_answers: number;
   /** Rows scored. */
   generated: number;
 }
@@ -340,8 +345,14 @@ export function generativeScores(
       exact_match: n ? rows.filter((r) => r.exact).length / n : 0,
       rouge_l: n ? rows.reduce((s, r) => s + r.rougeL, 0) / n : 0,
       chrf: n ? corpusChrf(predictions, references) / 100 : 0,
-      balanced_exact_match: k ? answers.reduce((s, a) => s + a.exact_match, 0) / k : 0,
-      answer_f1_macro: k ? answers.reduce((s, a) => s + a.f1, 0) / k : 0,
+      // Left out, not undefined: a metrics document holds numbers only (the registry refuses anything else).
+      ...(isFreeForm(k, n)
+        ? {}
+        : {
+            balanced_exact_match: k ? answers.reduce((s, a) => s + a.exact_match, 0) / k : 0,
+            answer_f1_macro: k ? answers.reduce((s, a) => s + a.f1, 0) / k : 0,
+          }),
+      reference_answers: k,
       generated: n,
     },
     rows,
@@ -374,5 +385,20 @@ const num: ValueShape = { type: 'number' };
 
 /** The names generativeScores adds to an evaluation's metrics. */
 export function generativeGateShape(): Record<string, ValueShape> {
-  return { exact_match: num, rouge_l: num, chrf: num, balanced_exact_match: num, answer_f1_macro: num, generated: num };
+  // The class scores are not optional: a gate names them where the answers are labels, which validate cannot see, and
+  // requiring has() would let a free-form test set pass such a gate unread. A gate that reads one where it is absent
+  // fails with the reason (free-form.ts).
+  const classScore = (what: string): ValueShape => ({
+    type: 'number',
+    description: `${what}; absent for free-form answers (no reference answer repeats)`,
+  });
+  return {
+    exact_match: num,
+    rouge_l: num,
+    chrf: num,
+    balanced_exact_match: classScore('exact match averaged over the reference answers'),
+    answer_f1_macro: classScore('macro F1 over the reference answers'),
+    reference_answers: num,
+    generated: num,
+  };
 }

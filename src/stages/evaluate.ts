@@ -34,7 +34,7 @@ import type { ClassificationReport } from '../eval/metrics.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 
 /** Part of the stage cache's key, and of the baseline memo's (baselineMemo): a change of results bumps it. */
-const EVALUATE_CODE_VERSION = 'evaluate-5';
+const EVALUATE_CODE_VERSION = 'evaluate-6';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({
