@@ -18,7 +18,7 @@ import {
 import { Decoder } from '../generate/decoder.ts';
 import { generate, type FinishReason } from '../generate/generate.ts';
 import { LmLossAccumulator, responseLoss, tokenNll, type ResponseLoss } from '../eval/metrics.ts';
-import { encodeChatExample, encodeConversation, endOfTurnId, withSystemMessage } from '../models/chat-encoding.ts';
+import { encodeChatExample, encodeConversation, endOfTurnId, tokenizeChat, withSystemMessage } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { conversationText, evaluatedPart, MESSAGES, readConversation, type ConversationMessage } from '../data/conversation.ts';
 import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
@@ -153,12 +153,15 @@ export function promptIds(
       conversation.slice(0, -1).map(({ role, content }) => ({ role, content })),
       chat.system,
     );
-    return tok.tokenize(template.render(before, { addGenerationPrompt: true }));
+    const added = before.length - (conversation.length - 1);
+    const where = (i: number) => (i < added ? 'chat.system' : `test conversation, message ${i - added}`);
+    return tokenizeChat(tok, template, before, { addGenerationPrompt: true }, where).ids;
   }
   if (r.chat) {
     const template = loadChatTemplate(modelDir, r.chat.template);
     const convo = withSystemMessage([{ role: 'user', content: prompt }], r.chat.system);
-    return tok.tokenize(template.render(convo, { addGenerationPrompt: true }));
+    const where = (i: number) => (convo[i]!.role === 'system' ? 'chat.system' : 'test prompt');
+    return tokenizeChat(tok, template, convo, { addGenerationPrompt: true }, where).ids;
   }
   const tpl = r.template ?? DEFAULT_PROMPT_TEMPLATE;
   const ids = tok.tokenize(tpl.prompt.split('{prompt}').join(prompt));

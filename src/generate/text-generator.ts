@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { MODEL_MANIFEST } from '../finetune/export.ts';
+import { tokenizeChat } from '../models/chat-encoding.ts';
 import { loadChatTemplate, type ChatTemplate } from '../models/chat-template.ts';
 import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import type { ChatMessage, TextGenerator } from '../serve/types.ts';
@@ -53,7 +54,7 @@ export interface PromptEncoder {
  * The chat renderer of a folder (its own template or `chatTemplate`). A model without a template still
  * serves /v1/completions; chat requests then get the loader's error.
  */
-function loadChatRenderer(dir: string, chatTemplate: string | undefined, system = trainedSystemPrompt(dir)): PromptEncoder['renderChat'] {
+function loadChatRenderer(dir: string, chatTemplate: string | undefined, system = trainedSystemPrompt(dir)): ChatRenderer {
   let template: ChatTemplate | InputError;
   try {
     template = loadChatTemplate(dir, chatTemplate);
@@ -63,13 +64,13 @@ function loadChatRenderer(dir: string, chatTemplate: string | undefined, system 
   }
   return (messages) => {
     if (template instanceof InputError) throw template;
-    const withSystem =
-      system !== undefined && !messages.some((m) => m.role === 'system' || m.role === 'developer')
-        ? [{ role: 'system', content: system }, ...messages]
-        : messages;
-    return template.render(withSystem, { addGenerationPrompt: true });
+    const added = system !== undefined && !messages.some((m) => m.role === 'system' || m.role === 'developer');
+    return { template, messages: added ? [{ role: 'system', content: system }, ...messages] : messages, added: added ? 1 : 0 };
   };
 }
+
+/** The template and the messages it renders (the trained system message first where the conversation has none). */
+type ChatRenderer = (messages: ChatMessage[]) => { template: ChatTemplate; messages: ChatMessage[]; added: number };
 
 /**
  * The system message a fine-tune was trained (and evaluated) with, from its manifest: a conversation
@@ -89,8 +90,20 @@ function trainedSystemPrompt(dir: string): string | undefined {
   return typeof system === 'string' ? system : undefined;
 }
 
-function promptEncoder(renderChat: PromptEncoder['renderChat'], tok: HfTokenizer): PromptEncoder {
-  return { renderChat, encode: (text) => tok.encode(text).inputIds, encodeChat: (messages) => tok.tokenize(renderChat(messages)) };
+function promptEncoder(chat: ChatRenderer, tok: HfTokenizer): PromptEncoder {
+  return {
+    renderChat: (messages) => {
+      const { template, messages: all } = chat(messages);
+      return template.render(all, { addGenerationPrompt: true });
+    },
+    encode: (text) => tok.encode(text).inputIds,
+    // As training tokenized them: the template's special tokens are tokens, the messages' contents text (tokenizeChat).
+    encodeChat: (messages) => {
+      const { template, messages: all, added } = chat(messages);
+      const where = (i: number) => (i < added ? 'the trained system message' : `messages[${i - added}].content`);
+      return tokenizeChat(tok, template, all, { addGenerationPrompt: true }, where).ids;
+    },
+  };
 }
 
 /** The encoder of a folder without its decoder (the generation pool keeps the decoder in a worker thread). */

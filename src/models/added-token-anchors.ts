@@ -8,6 +8,7 @@
  * conversation of n replies cost its length once instead of n times (encodeConversation).
  */
 import type { HfTokenizer } from './tokenizer.ts';
+import { overlapsSpan, type Span } from './tokenizer-spans.ts';
 
 export interface Anchor {
   /** Character offset of the added token's text. */
@@ -22,16 +23,19 @@ export interface Anchor {
  * The added tokens of `text` in order, matched as the tokenizer matches them (at each character the longest added token
  * that starts there), with their positions in `ids`, the text's tokenization. Empty where the matches disagree with the
  * added-token ids actually in `ids` (a token only matched after normalization, say): then nothing may be assumed and a
- * caller tokenizes from the start.
+ * caller tokenizes from the start. `plain`: the spans tokenized as plain text (tokenizer-spans.ts), where a special token's
+ * text is not a token.
  */
-export function addedTokenAnchors(tok: HfTokenizer, text: string, ids: readonly number[]): Anchor[] {
+export function addedTokenAnchors(tok: HfTokenizer, text: string, ids: readonly number[], plain: readonly Span[] = []): Anchor[] {
   const byFirst = tok.addedTokensByFirstChar;
   if (byFirst.size === 0) return [];
   const anchors: Anchor[] = [];
   const matchedIds: number[] = [];
   for (let i = 0; i < text.length; ) {
     const candidates = byFirst.get(text[i]!);
-    const hit = candidates?.find((t) => text.startsWith(t.content, i));
+    const hit = candidates?.find(
+      (t) => text.startsWith(t.content, i) && (!t.special || plain.length === 0 || !overlapsSpan(plain, i, i + t.content.length)),
+    );
     if (!hit) {
       i++;
       continue;

@@ -17,8 +17,86 @@
  */
 import { InputError } from '../errors.ts';
 import { addedTokenAnchors, lastAnchorWithin } from './added-token-anchors.ts';
-import type { ChatMessage, ChatTemplate } from './chat-template.ts';
+import type { ChatMessage, ChatTemplate, RenderOptions } from './chat-template.ts';
+import { renderWithContentSpans } from './chat-template-spans.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
+import { addedTokenMatches, tokenizeWithPlainSpans, type Span } from './tokenizer-spans.ts';
+
+/** A chat rendering and its ids, with where the messages' contents lie in it. */
+export interface ChatTokens {
+  text: string;
+  ids: number[];
+  /** The contents' characters in `text`, tokenized as plain text; empty where they hold no special token's text. */
+  spans: Span[];
+}
+
+/** The first special added token whose text `text` holds, as the tokenizer would read it; undefined when none. */
+function specialTokenText(tok: HfTokenizer, text: string): string | undefined {
+  return addedTokenMatches(tok, text).find((m) => m.token.special)?.token.content;
+}
+
+function forgedTokenError(tok: HfTokenizer, template: ChatTemplate, content: string, where: string, why: string): InputError {
+  return new InputError(
+    `the message's content holds the text of the special token ${JSON.stringify(specialTokenText(tok, content) ?? '?')}, which ${why}; tokenized as the token it would end the turn and could open another with any role, so it is refused rather than read that way`,
+    {
+      where: `${where} (${template.source})`,
+      hint: "remove or rephrase the token's text, or use a chat template that puts each message's content in unchanged (or only stripped of surrounding whitespace)",
+    },
+  );
+}
+
+/**
+ * A conversation rendered with the chat template and tokenized the way training, evaluation, `generate`, `chat`,
+ * `predict` and `serve` all tokenize one: the template's special tokens are tokens, the messages' contents are text.
+ * A message holding `<|im_end|>\n<|im_start|>system\n…` gets those characters as ordinary pieces, not a turn of its
+ * own (transformers' apply_chat_template + tokenizer reads them as the tokens). Content without a special token's text
+ * gets exactly the ids of tokenizing the whole rendering. Where the template changes content beyond stripping its
+ * whitespace, so that its place in the rendering is unknown, a content holding a special token's text is an
+ * InputError naming the message (`whereMessage(i)`); so is one this tokenizer cannot keep as text
+ * (tokenizer-spans.ts).
+ */
+export function tokenizeChat(
+  tok: HfTokenizer,
+  template: ChatTemplate,
+  messages: ChatMessage[],
+  opts: RenderOptions,
+  whereMessage: (index: number) => string,
+): ChatTokens {
+  const { text, spans } = renderWithContentSpans(template, messages, opts);
+  if (spans !== undefined) {
+    const ids = tokenizeWithPlainSpans(tok, text, spans);
+    if (ids !== undefined) return { text, ids, spans };
+  }
+  const bad = messages.findIndex((m) => specialTokenText(tok, m.content) !== undefined);
+  if (bad < 0) return { text, ids: tok.tokenize(text), spans: [] };
+  throw forgedTokenError(
+    tok,
+    template,
+    messages[bad]!.content,
+    whereMessage(bad),
+    spans === undefined
+      ? 'this chat template changes content in a way its place in the rendering cannot be told from'
+      : 'this tokenizer cannot keep as text',
+  );
+}
+
+/** The ids of a text that is all content: no special token read in it (see tokenizeChat). */
+function plainIds(tok: HfTokenizer, text: string, template: ChatTemplate, where: string): number[] {
+  const ids = tokenizeWithPlainSpans(tok, text, text.length === 0 ? [] : [{ start: 0, end: text.length }]);
+  if (ids === undefined) throw forgedTokenError(tok, template, text, where, 'this tokenizer cannot keep as text');
+  return ids;
+}
+
+/** The spans that overlap [from, to), clipped to it and counted from `from`. */
+function spansWithin(spans: readonly Span[], from: number, to: number): Span[] {
+  const out: Span[] = [];
+  for (const s of spans) {
+    const start = Math.max(s.start, from),
+      end = Math.min(s.end, to);
+    if (start < end) out.push({ start: start - from, end: end - from });
+  }
+  return out;
+}
 
 /**
  * The messages as the template is given them: a system message first only where the conversation has none, so a
@@ -84,7 +162,7 @@ export function encodeChatExample(
   const max = o.maxLength;
   // Scored tokens end at the end-of-turn token; what follows is masked template text that may go.
   if (max === undefined || r.end < max) return finish(r, max, 0);
-  const own = tok.tokenize(prompt);
+  const own = plainIds(tok, prompt, o.template, `${where}: prompt`);
   let keep = own.length - (r.end + 1 - max);
   while (keep > 0) {
     // A prefix of the message's tokens decodes to a prefix of its text (byte-level BPE), less a split character.
@@ -107,8 +185,11 @@ interface LocatedReply {
 
 function locateReply(tok: HfTokenizer, prompt: string, response: string, eot: number, o: ChatEncodingOptions, where: string): LocatedReply {
   const convo = withSystemMessage([{ role: 'user', content: prompt }], o.system);
-  const head = o.template.render(convo, { addGenerationPrompt: true });
-  const full = o.template.render([...convo, { role: 'assistant', content: response }], { addGenerationPrompt: false });
+  const messages = [...convo, { role: 'assistant', content: response }];
+  const whereMessage = (i: number) =>
+    `${where}: ${i === messages.length - 1 ? 'response' : messages[i]!.role === 'system' ? 'chat.system' : 'prompt'}`;
+  const { text: head, ids: headIds } = tokenizeChat(tok, o.template, convo, { addGenerationPrompt: true }, whereMessage);
+  const { text: full, ids } = tokenizeChat(tok, o.template, messages, { addGenerationPrompt: false }, whereMessage);
   if (!full.startsWith(head)) {
     throw new InputError(
       'the chat template renders the conversation with the reply differently from the conversation before it, so the reply cannot be located',
@@ -118,8 +199,6 @@ function locateReply(tok: HfTokenizer, prompt: string, response: string, eot: nu
       },
     );
   }
-  const headIds = tok.tokenize(head);
-  const ids = tok.tokenize(full);
   // Where the reply starts in token space: normally right after the prompt's tokens. When a token spans the
   // boundary (the header's "\n" merging with a reply that starts with spaces, a "A: " header before a word),
   // the prompt's ids are not a prefix; that token holds reply text, so it is scored (it is what the model must emit).
@@ -204,13 +283,22 @@ export function encodeConversation(
   const eot = endOfTurnId(tok, o.endOfTurn);
   const withSystem: readonly { role: string; content: string; weight?: number }[] = withSystemMessage(messages, o.system);
   const plain: ChatMessage[] = withSystem.map((m) => ({ role: m.role, content: m.content }));
-  const whole = o.template.render(plain, { addGenerationPrompt: false });
-  const ids = tok.tokenize(whole);
-  const anchors = addedTokenAnchors(tok, whole, ids);
+  const added = withSystem.length - messages.length;
+  const whereMessage = (k: number) => (k < added ? `${where}, chat.system` : `${where}, message ${k - added}`);
+  const rendered = tokenizeChat(tok, o.template, plain, { addGenerationPrompt: false }, whereMessage);
+  const { text: whole, ids, spans } = rendered;
+  // Each rendering below is a prefix of `whole` (checked): its contents are where they are in `whole`.
+  const tokenizePrefix = (from: number, to: number, k: number) => {
+    const got = tokenizeWithPlainSpans(tok, whole.slice(from, to), spansWithin(spans, from, to));
+    if (got === undefined)
+      throw forgedTokenError(tok, o.template, plain[k]!.content, whereMessage(k), 'this tokenizer cannot keep as text');
+    return got;
+  };
+  const anchors = addedTokenAnchors(tok, whole, ids, spans);
   const turns: { start: number; end: number }[] = [];
   const max = o.maxLength ?? Infinity;
   const trained = withSystem.filter((m) => m.role === 'assistant' && m.weight !== 0).length;
-  const at = (k: number) => `${where}, message ${k - (withSystem.length - messages.length)} (${o.template.source})`;
+  const at = (k: number) => `${whereMessage(k)} (${o.template.source})`;
   for (let k = 0; k < withSystem.length; k++) {
     const m = withSystem[k]!;
     if (m.role !== 'assistant' || m.weight === 0) continue;
@@ -234,12 +322,12 @@ export function encodeConversation(
     const anchor = lastAnchorWithin(anchors, head.length);
     const from = anchor?.pos ?? 0,
       offset = anchor?.index ?? 0;
-    const headIds = tok.tokenize(head.slice(from));
+    const headIds = tokenizePrefix(from, head.length, k);
     let start = 0;
     while (start < headIds.length && offset + start < ids.length && ids[offset + start] === headIds[start]) start++;
     // A token spanning the header/reply boundary holds reply text: it is scored, as in encodeChatExample.
     start = Math.max(offset + start, (turns.at(-1)?.end ?? -1) + 1);
-    const end = offset + replyEnd(tok, tok.tokenize(upTo.slice(from)), start - offset, eot, at(k));
+    const end = offset + replyEnd(tok, tokenizePrefix(from, upTo.length, k), start - offset, eot, at(k));
     // Tokenized with what follows, the token may merge with it: then it is not where the loss would put it.
     if (ids[end] !== eot)
       throw new InputError(

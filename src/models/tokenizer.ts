@@ -45,6 +45,14 @@ export interface PromptTemplate {
   addEos?: boolean;
 }
 
+/** An added token the tokenizer matches in raw text. */
+export interface RawAddedToken {
+  content: string;
+  id: number;
+  /** A control token (tokenizer.json `special`): never read from a message's content (tokenizer-spans.ts). */
+  special: boolean;
+}
+
 export const DEFAULT_PROMPT_TEMPLATE: PromptTemplate = { prompt: '### Instruction:\n{prompt}\n\n### Response:\n' };
 
 function tokenString(v: unknown): string | undefined {
@@ -75,9 +83,16 @@ export class HfTokenizer {
   readonly modelType: string;
   readonly modelMaxLength: number | undefined;
   /** Added tokens the tokenizer matches in raw text, by first character, longest first (added-token-anchors.ts). */
-  readonly addedTokensByFirstChar: ReadonlyMap<string, readonly { content: string; id: number }[]>;
+  readonly addedTokensByFirstChar: ReadonlyMap<string, readonly RawAddedToken[]>;
+  /**
+   * The same table, for keeping message content plain (tokenizer-spans.ts). Its own field so that tests and benchmarks
+   * can switch anchoring off (an empty addedTokensByFirstChar) without changing what is tokenized.
+   */
+  readonly splitTokensByFirstChar: ReadonlyMap<string, readonly RawAddedToken[]>;
   /** Ids of every added token, normalized ones too. */
   readonly addedTokenIds: ReadonlySet<number>;
+  /** A special token is matched only after normalization: where it falls cannot be told in raw text (tokenizer-spans.ts). */
+  readonly hasNormalizedSpecial: boolean;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, file = 'tokenizer.json') {
     // Before the library compiles them: a pattern that backtracks catastrophically would hang encode().
@@ -105,20 +120,28 @@ export class HfTokenizer {
     const mml = config.model_max_length;
     this.modelMaxLength = typeof mml === 'number' && mml < 1e9 ? mml : undefined;
     const added = Array.isArray(tokenizerJson.added_tokens) ? (tokenizerJson.added_tokens as Record<string, unknown>[]) : [];
-    const byFirst = new Map<string, { content: string; id: number }[]>();
+    const byFirst = new Map<string, RawAddedToken[]>();
     const ids = new Set<number>();
+    let normalizedSpecial = false;
     for (const t of added) {
       if (typeof t.content !== 'string' || t.content === '' || typeof t.id !== 'number') continue;
       ids.add(t.id);
-      // As @huggingface/tokenizers splits: a normalized token is matched in raw text only where there is no normalizer.
-      if (t.normalized === true && tokenizerJson.normalizer) continue;
+      const special = t.special === true;
+      // As @huggingface/tokenizers splits: a normalized token (the default for one not special) is matched in raw text
+      // only where there is no normalizer.
+      if ((t.normalized ?? !special) === true && tokenizerJson.normalizer) {
+        normalizedSpecial ||= special;
+        continue;
+      }
       const list = byFirst.get(t.content[0]!) ?? [];
-      list.push({ content: t.content, id: t.id });
+      list.push({ content: t.content, id: t.id, special });
       byFirst.set(t.content[0]!, list);
     }
     for (const list of byFirst.values()) list.sort((a, b) => b.content.length - a.content.length);
     this.addedTokensByFirstChar = byFirst;
+    this.splitTokensByFirstChar = byFirst;
     this.addedTokenIds = ids;
+    this.hasNormalizedSpecial = normalizedSpecial;
   }
 
   /** Token ids of the text alone, no special tokens, no truncation. */
