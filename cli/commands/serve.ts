@@ -14,6 +14,7 @@ import { DiskFullError, InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
 import { createModelServer, DEFAULT_STOP_GRACE_MS, type ModelServer } from '../../src/serve/server.ts';
+import { checkCorsOrigins } from '../../src/serve/cors.ts';
 import { registryAliasSource } from '../../src/serve/registry-source.ts';
 import { loadPooledTextGenerator } from '../../src/serve/generation-pool.ts';
 import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
@@ -138,6 +139,8 @@ export interface ServingOptions {
   generation?: GenerationLimits;
   /** How long a stop keeps serving first, /health at 503 (`--drain`; server.ts ServeOptions.drainMs). */
   drainMs?: number;
+  /** Origins of browser apps allowed to call the server (`--cors-origin`; src/serve/cors.ts). */
+  corsOrigins?: string[];
 }
 
 /**
@@ -225,6 +228,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       logger: o.logger,
       generation: o.generation,
       drainMs: o.drainMs,
+      corsOrigins: o.corsOrigins,
       // A throw here (audit log locked, disk full) keeps the old model serving; the swap and its
       // record are retried on the next poll (see HotSwapModel).
       // The record is about the version swapped in (model, modelHash); `from` and `fromModelHash` name the one
@@ -284,7 +288,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N] [--drain 0 (seconds)]\n' +
+    'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N] [--drain 0 (seconds)] [--cors-origin ORIGIN]...\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
     '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
     '    [--no-prompt-cache] [--stop-grace 8 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
@@ -307,6 +311,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'no-prompt-cache': { type: 'boolean' },
       'stop-grace': { type: 'string' },
       drain: { type: 'string' },
+      'cors-origin': { type: 'string', multiple: true },
     },
     usage,
   );
@@ -335,6 +340,13 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const maxQueueTexts = int('max-queue-texts', 1);
   const threads = threadsFlag(values.threads);
   const chatTemplate = readChatTemplate(values['chat-template']);
+  let corsOrigins: string[];
+  try {
+    corsOrigins = checkCorsOrigins(values['cors-origin'] ?? [], '--cors-origin');
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    throw new CliError(`${e.message}\n  ${e.hint ?? ''}`, 2);
+  }
   const { server, url } = await startServing(ctx, positionals[0]!, {
     port,
     host: values.host,
@@ -349,6 +361,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     promptCache: !values['no-prompt-cache'],
     generation,
     drainMs: drainS * 1000,
+    corsOrigins,
   });
   const routes = isTextGenerator(server.model.current)
     ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{model}'

@@ -5,6 +5,7 @@
  * a lease on the model they started with (hot swap never breaks one), and stop when the client leaves.
  */
 import { randomInt, randomUUID } from 'node:crypto';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
 import { InputError } from '../errors.ts';
@@ -570,7 +571,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       // Server-sent events: one `data:` line per chunk, `data: [DONE]` at the end.
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+      // The headers hooks set on the reply (CORS's, --cors-origin) are not written for a hijacked one unless given here.
+      res.writeHead(200, {
+        ...(reply.getHeaders() as OutgoingHttpHeaders),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+      });
       const includeUsage = body.stream_options?.include_usage === true;
       const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
       const send = async (chunk: unknown) => {

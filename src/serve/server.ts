@@ -4,10 +4,12 @@
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import cors from '@fastify/cors';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
+import { checkCorsOrigins, corsOptions } from './cors.ts';
 import { clientErrorHandler, errorsToStderr, newRequestId, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
@@ -42,6 +44,11 @@ export interface ServeOptions {
    * requests to a listener that closed at once). Default 0.
    */
   drainMs?: number;
+  /**
+   * Origins of browser apps allowed to call the server (CORS, cors.ts), e.g. `https://app.example.com`; none by
+   * default, and no CORS headers then. `*` is refused (the server always takes a token).
+   */
+  corsOrigins?: string[];
 }
 
 export interface ModelServer {
@@ -96,6 +103,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const maxChars = positiveInt(opts.maxChars ?? 8192, 'maxChars');
   const bodyLimit = positiveInt(opts.bodyLimit ?? 1024 * 1024, 'bodyLimit');
   const pollMs = positiveInt(opts.pollMs ?? 5000, 'pollMs');
+  const corsOrigins = checkCorsOrigins(opts.corsOrigins ?? []);
 
   const metrics = new MetricsRegistry();
   const requests = metrics.add(new Counter('tempered_http_requests_total', 'HTTP requests by route and status code.'));
@@ -192,6 +200,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     // Strict validation: no type coercion, no silently dropped fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
+
+  // Before the token check: a browser's preflight comes without the Authorization header it asks to send.
+  if (corsOrigins.length > 0) await app.register(cors, corsOptions(corsOrigins));
 
   const startTimes = new WeakMap<object, bigint>();
   // A client that went away before its answer (a generation it gave up on, streamed or not) reached no onResponse and
