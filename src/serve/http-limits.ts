@@ -49,8 +49,13 @@ export function errorsToStderr(write: (line: string) => void = (l) => process.st
  * Answers what Node's HTTP parser refuses before fastify sees a request (fastify's `clientErrorHandler`): a request
  * that did not arrive in time, headers too large, bytes that are not HTTP. Fastify's own answer is a body of its own
  * shape; clients of this server read OpenAI's, `{ error: { message, type, param, code } }`, on every answer.
+ * `answered` is told each status and code (no hook of fastify's sees these requests, so /metrics counts them here).
  */
-export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+export function clientErrorHandler(answered: (status: number, code: string) => void = () => {}) {
+  return (err: NodeJS.ErrnoException, socket: Socket): void => answerClientError(err, socket, answered);
+}
+
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered: (status: number, code: string) => void): void {
   // A connection reset has nobody left to answer.
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const [status, code, message] =
@@ -60,6 +65,7 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
         ? [431, 'headers_too_large', 'the request headers are larger than the server takes (16 KiB)']
         : [400, 'malformed_request', `the request is not HTTP this server can read (${err.code ?? 'parse error'})`];
   const body = JSON.stringify(openAiError(status, code, message));
+  answered(status, code);
   if (socket.writable)
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${newRequestId()}\r\nConnection: close\r\n\r\n${body}`,

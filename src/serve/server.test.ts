@@ -334,3 +334,47 @@ test("what Node's HTTP parser refuses is answered in OpenAI's error shape, and t
     assert.ok(parsed.error.message.length > 10);
   }
 });
+
+test('/metrics counts every error answer by status and reason, those refused before any route or hook included', async (t) => {
+  const { url } = await start(t, { bodyLimit: 1000 });
+  const { port } = new URL(url);
+  const raw = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      sock.on('close', () => resolve(got));
+      sock.on('error', reject);
+    });
+  const json = { ...auth, 'content-type': 'application/json' };
+  const statuses = [
+    (await fetch(`${url}/predict`, { method: 'POST', headers: json, body: '{"inputs": [' })).status,
+    (await fetch(`${url}/predict`, { method: 'POST', headers: json, body: JSON.stringify({ inputs: ['x'.repeat(2000)] }) })).status,
+    (await fetch(`${url}/predict`, { method: 'POST', headers: json, body: JSON.stringify({ inputs: [] }) })).status,
+    (await fetch(`${url}/wp-login.php`, { headers: auth })).status,
+    (await fetch(`${url}/v1/models/%E0%A4%A`, { headers: auth })).status,
+    (await fetch(`${url}/v1/models/%E0%A4%A`)).status,
+    (await fetch(`${url}/metrics`)).status,
+  ];
+  assert.deepEqual(statuses, [400, 413, 400, 404, 400, 401, 401]);
+  assert.match(await raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+  assert.match(await raw('\x16\x03\x01 not http\r\n\r\n'), /^HTTP\/1\.1 400 /);
+  const metrics = await (await fetch(`${url}/metrics`, { headers: auth })).text();
+  const errors = metrics
+    .split('\n')
+    .filter((l) => l.startsWith('tempered_http_errors_total{'))
+    .sort();
+  assert.deepEqual(errors, [
+    'tempered_http_errors_total{reason="body_too_large",status="413"} 1',
+    'tempered_http_errors_total{reason="headers_too_large",status="431"} 1',
+    'tempered_http_errors_total{reason="invalid_request",status="400"} 2',
+    'tempered_http_errors_total{reason="malformed_json",status="400"} 1',
+    'tempered_http_errors_total{reason="malformed_request",status="400"} 1',
+    'tempered_http_errors_total{reason="not_found",status="404"} 1',
+    'tempered_http_errors_total{reason="unauthorized",status="401"} 2',
+  ]);
+  // The requests no route saw are in the request count too, as route "unparsed".
+  assert.match(metrics, /^tempered_http_requests_total\{route="unparsed",status="400"\} 2$/m);
+  assert.match(metrics, /^tempered_http_requests_total\{route="unparsed",status="401"\} 1$/m);
+  assert.match(metrics, /^tempered_http_requests_total\{route="unparsed",status="431"\} 1$/m);
+});

@@ -85,6 +85,22 @@ function positiveInt(v: number, field: string): number {
   return v;
 }
 
+/**
+ * The OpenAI `code` of an error answer's body (every error this server writes has one), for /metrics; `other` for a
+ * body of another shape (a plugin's own), so the series stay few whatever a client sends.
+ */
+function errorCode(payload: unknown): string {
+  const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
+  // Error bodies are small; a large one is no error of ours.
+  if (text.length === 0 || text.length > 64 * 1024) return 'other';
+  try {
+    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
+    return typeof code === 'string' && /^[a-z_]{1,40}$/.test(code) ? code : 'other';
+  } catch {
+    return 'other';
+  }
+}
+
 /** Builds the server and loads the first model (throws if it cannot be loaded). */
 export async function createModelServer(opts: ServeOptions): Promise<ModelServer> {
   if (typeof opts.token !== 'string' || opts.token.length < 8) {
@@ -108,6 +124,20 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const metrics = new MetricsRegistry();
   const requests = metrics.add(new Counter('tempered_http_requests_total', 'HTTP requests by route and status code.'));
   const latency = metrics.add(new Histogram('tempered_http_request_duration_seconds', 'HTTP request latency by route.', LATENCY_BUCKETS));
+  // Every error answer by status and its OpenAI `code`, those fastify's hooks never see included (bytes Node's parser
+  // refused, 408, 431, a path that is not valid percent-encoding): a client sending bad JSON, or a scanner's 404s, show
+  // here apart from the model's own failures.
+  const refused = metrics.add(
+    new Counter(
+      'tempered_http_errors_total',
+      "Error answers by status and reason (the answer's error code), those refused before any route included.",
+    ),
+  );
+  /** An answer no fastify hook sees (Node's parser refused the request, or fastify did before routing it). */
+  const countUnparsed = (status: number, reason: string) => {
+    refused.inc({ status: String(status), reason });
+    requests.inc({ route: 'unparsed', status: String(status) });
+  };
   const predicted = metrics.add(new Counter('tempered_predictions_total', 'Texts classified, by model.'));
   const generated = metrics.add(new Counter('tempered_generated_tokens_total', 'Tokens generated, by model.'));
   const cachedPromptTokens = metrics.add(
@@ -180,7 +210,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ...(opts.logger === 'errors' ? { loggerInstance: errorsToStderr() } : { logger: opts.logger ?? false }),
     bodyLimit,
     requestTimeout: REQUEST_TIMEOUT_MS,
-    clientErrorHandler,
+    clientErrorHandler: clientErrorHandler(countUnparsed),
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
     // `APIError.requestID`), and the log's lines about the request name it.
     genReqId: newRequestId,
@@ -189,8 +219,13 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     frameworkErrors: (err, req, genericReply) => {
       const reply = genericReply as unknown as FastifyReply;
       reply.header('x-request-id', req.id);
-      if (!bearerMatches(req.headers.authorization, opts.token)) return unauthorized(reply);
+      // No hook runs for this answer: it is counted here.
+      if (!bearerMatches(req.headers.authorization, opts.token)) {
+        countUnparsed(401, 'unauthorized');
+        return unauthorized(reply);
+      }
       const status = err.code === 'FST_ERR_BAD_URL' ? 400 : (err.statusCode ?? 500);
+      countUnparsed(status, status < 500 ? 'invalid_request' : 'internal');
       const message =
         err.code === 'FST_ERR_BAD_URL'
           ? `the path ${JSON.stringify(req.url.split('?')[0])} is not valid percent-encoding (a "%" must begin a UTF-8 byte as two hex digits); encode a model's name with encodeURIComponent`
@@ -230,8 +265,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   // A second stop ends the drain at once.
   const drainCut = new AbortController();
   let closed: Promise<void> | undefined;
-  app.addHook('onSend', async (_req, reply) => {
+  app.addHook('onSend', async (_req, reply, payload) => {
     if (closing || draining) reply.header('connection', 'close');
+    if (reply.statusCode >= 400) refused.inc({ status: String(reply.statusCode), reason: errorCode(payload) });
   });
   app.addHook('onResponse', async (req, reply) => {
     if (closing) setImmediate(() => app.server.closeIdleConnections());
