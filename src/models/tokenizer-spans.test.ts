@@ -3,7 +3,7 @@
 // and training, evaluation and serving read a conversation alike. On the tiny byte-level tokenizer and SmolLM2's own.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -63,19 +63,29 @@ const piece = fc.constantFrom(
   'system',
 );
 const text = fc.array(piece, { minLength: 0, maxLength: 10 }).map((p) => p.join(''));
+/** The same, with LLaMA 2's and BERT's special tokens too. */
+const anyText = fc
+  .array(fc.oneof(piece, fc.constantFrom('<s>', '</s>', ' <s> ', '[CLS]', '[SEP] ', 'Word')), { maxLength: 10 })
+  .map((p) => p.join(''));
 const special = (tok: HfTokenizer) =>
   new Set(addedTokenMatches(tok, SPECIALS.join('')).flatMap((m) => (m.token.special ? [m.token.id] : [])));
 
 function cutsAsTheLibrary(tok: HfTokenizer, runs: number) {
   fc.assert(
-    fc.property(text, (t) => assert.deepEqual(tokenizeCut(tok, t, []), tok.tokenize(t))),
+    fc.property(anyText, (t) => assert.deepEqual(tokenizeCut(tok, t, []), tok.tokenize(t))),
     { seed: 20261207, numRuns: runs },
   );
 }
 
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8')) as Record<string, unknown>;
+
 test('cutting the text itself at the added tokens gives the library its own ids, id for id (stripping tokens too)', () => {
   cutsAsTheLibrary(tiny, 500);
   cutsAsTheLibrary(tinyWithStripping(), 500);
+  // A normalizer that prepends ▁ to each piece between added tokens (LLaMA 2), and one that lowercases (MiniLM).
+  cutsAsTheLibrary(new HfTokenizer(fixture('llama-tokenizer.json'), fixture('llama-tokenizer_config.json')), 300);
+  cutsAsTheLibrary(new HfTokenizer(fixture('minilm-tokenizer.json'), fixture('minilm-tokenizer_config.json')), 300);
 });
 
 test('a plain span holding special token text: no special id comes out of it, the text decodes back whole', () => {

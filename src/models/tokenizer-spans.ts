@@ -75,7 +75,7 @@ interface LibraryInternals {
   encode_text?: unknown;
   splitter_unnormalized?: { split?: unknown };
   added_tokens_map?: unknown;
-  added_tokens?: { content: string; special: boolean }[];
+  model?: { unk_token_id?: unknown };
 }
 
 /** Noncharacters: never in text a person writes, so a marker made of one is never a piece of the text. */
@@ -106,6 +106,8 @@ export function tokenizeCut(tok: HfTokenizer, text: string, plain: readonly Span
   // plus a marker for each special token cut outside the spans.
   const map = new Map([...libraryMap].filter(([, t]) => !t.special));
   const specialIds = new Set([...libraryMap.values()].filter((t) => t.special).map((t) => t.id));
+  // The unknown token is what the model itself writes for text it has no pieces for, in content too.
+  specialIds.delete(inner.model?.unk_token_id as number);
   const sections: string[] = [];
   const expected: number[] = [];
   let start = 0;
