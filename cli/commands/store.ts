@@ -133,6 +133,10 @@ export function describeGarbage(r: GarbageReport): string {
     lines.push(
       `  abandoned trainings (checkpoint, files and lease unwritten since the horizon): ${r.checkpoints.abandoned} (${fmtBytes(r.checkpoints.abandonedBytes)}) ${r.collected ? `deleted ${r.checkpoints.deleted} (one taken up again meanwhile stays)` : 'to delete'}`,
     );
+  if (r.uploads.abandoned)
+    lines.push(
+      `  unfinished uploads begun before the horizon (a worker killed mid-upload; S3 keeps their parts until aborted): ${r.uploads.abandoned} ${r.collected ? `aborted ${r.uploads.aborted}` : 'to abort'}`,
+    );
   if (r.quarantine.garbage)
     lines.push(
       `  quarantine: ${r.quarantine.garbage} damaged objects (${fmtBytes(r.quarantine.garbageBytes)}) ${verb === 'deleted' ? 'deleted' : 'to delete'}`,

@@ -19,7 +19,8 @@
  * The dashboard's live training points of stages that wrote none since the horizon go too (a finished stage's curves
  * are also in its history artifact, kept or collected like any other), and so does the working state
  * of trainings abandoned before it: a shared checkpoint (pointer and files) and its lease that nothing
- * has written since. A training that runs refreshes its lease every few seconds, so it is never one.
+ * has written since. A training that runs refreshes its lease every few seconds, so it is never one. Uploads in parts
+ * begun before the horizon and never finished (a worker killed mid-upload) are aborted: S3 keeps their parts otherwise.
  * This host's own checkpoint folders (`checkpointsDir`) go by local-checkpoints.ts's rules: of work
  * whose stage-cache record stays and came after their last write (done elsewhere), finished, or
  * unwritten since the horizon, and never while a running training holds their lock. Its baseline memos
@@ -33,7 +34,7 @@
 import type { Readable } from 'node:stream';
 import { objectKey, touchedKey, type ArtifactStore } from './artifact-store.ts';
 import { FolderBackend } from './folder-backend.ts';
-import { readText, type ObjectBackend, type StoredObject } from './object-backend.ts';
+import { readText, type ObjectBackend, type StoredObject, type UnfinishedUpload } from './object-backend.ts';
 import { checkpointLeaseOf } from './shared-checkpoints.ts';
 import { leasePrefix } from './shared-lease.ts';
 import type { ProgressPoints } from './progress-points.ts';
@@ -116,6 +117,11 @@ export interface GarbageReport {
    * horizon, by name: `deleted` fewer when one was taken again meanwhile.
    */
   leases: { old: number; deleted: number };
+  /**
+   * Uploads in parts begun before the horizon and never finished (a worker killed while it uploaded a checkpoint file
+   * or an artifact): their parts, which S3 keeps unlisted and billed until aborted. `aborted` once collected.
+   */
+  uploads: { abandoned: number; aborted: number };
   /** This host's checkpoint folders (when GarbageOptions.checkpointsDir was given). */
   localCheckpoints?: LocalCheckpointsReport;
   /** This host's baseline memos (when GarbageOptions.baselinesDir was given). */
@@ -200,6 +206,7 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     points: { old: (await opts.points?.prune(horizon, true)) ?? 0, deleted: 0 },
     checkpoints: { abandoned: 0, abandonedBytes: 0, deleted: 0 },
     leases: { old: 0, deleted: 0 },
+    uploads: { abandoned: 0, aborted: 0 },
   };
   const r = report.objects;
   const touched = await space.touched();
@@ -223,6 +230,8 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
   report.checkpoints.abandoned = checkpoints.length;
   report.checkpoints.abandonedBytes = checkpoints.reduce((n, a) => n + a.bytes, 0);
   report.leases.old = abandoned.length - checkpoints.length;
+  const uploads = await space.unfinishedUploads(horizon);
+  report.uploads.abandoned = uploads.length;
   const quarantined = await space.quarantined(horizon);
   report.quarantine.garbage = quarantined.length;
   report.quarantine.garbageBytes = quarantined.reduce((n, q) => n + q.bytes, 0);
@@ -280,6 +289,11 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
     for (const work of abandoned)
       if (await space.deleteAbandoned(work, horizon)) isCheckpoint(work) ? report.checkpoints.deleted++ : report.leases.deleted++;
+    for (const u of uploads) {
+      await space.abortUpload(u);
+      report.uploads.aborted++;
+    }
+    if (report.uploads.aborted) log(`aborted ${report.uploads.aborted} uploads begun before ${report.horizon} and never finished`);
     // A mark whose object was already gone is litter. (A live object's mark stays: dropping it could
     // race a put that is marking the object now.)
     for (const [hex, at] of touched) if (!objects.has(hex) && at < horizon) await space.dropMark(hex);
@@ -487,6 +501,21 @@ class Space {
     const order = (k: string) => (k.startsWith('checkpoints/') ? 0 : k.startsWith('checkpoint-files/') ? 1 : 2);
     for (const key of [...work.keys].sort((a, b) => order(a) - order(b))) await this.backend.delete(key);
     return true;
+  }
+
+  /**
+   * Uploads in parts begun before the horizon and never finished: their writer was killed, since no upload runs for the
+   * horizon (two days at least). One whose start the store does not say is kept.
+   */
+  async unfinishedUploads(horizon: number): Promise<UnfinishedUpload[]> {
+    const old: UnfinishedUpload[] = [];
+    if (this.backend.unfinishedUploads)
+      for await (const u of this.backend.unfinishedUploads('')) if (u.started && u.started.getTime() < horizon) old.push(u);
+    return old;
+  }
+
+  async abortUpload(upload: UnfinishedUpload): Promise<void> {
+    await this.backend.abortUpload?.(upload);
   }
 
   /** Damaged objects moved aside before the horizon (a quarantine counts from its move: both stores set the time then). */

@@ -24,6 +24,14 @@ export interface StoredObject {
   modified?: Date;
 }
 
+/** An upload begun in parts and neither completed nor aborted (S3 multipart): a writer killed mid-upload leaves one. */
+export interface UnfinishedUpload {
+  key: string;
+  id: string;
+  /** When it began, by the store's clock; undefined when the server did not say (garbage collection keeps it then). */
+  started?: Date;
+}
+
 export interface ObjectBackend {
   /** Where the objects live, for messages and for handing to child processes: `s3://bucket/prefix` or a folder. */
   readonly url: string;
@@ -48,6 +56,13 @@ export interface ObjectBackend {
   list(prefix: string): AsyncIterable<string>;
   /** Every object whose key starts with `prefix`, with its size and write time (one listing, no HEAD each). */
   listObjects(prefix: string): AsyncIterable<StoredObject & { key: string }>;
+  /**
+   * Unfinished uploads of keys starting with `prefix`. S3 keeps their parts, in no listing of objects and billed, until
+   * they are aborted; absent where a backend has none (a folder's writer stages one temp file).
+   */
+  unfinishedUploads?(prefix: string): AsyncIterable<UnfinishedUpload>;
+  /** Aborts an unfinished upload, deleting its parts; one already gone is fine. */
+  abortUpload?(upload: UnfinishedUpload): Promise<void>;
   /** Removes a key; absent keys are fine. */
   delete(key: string): Promise<void>;
   /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */

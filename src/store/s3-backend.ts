@@ -19,7 +19,7 @@ import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
 import { StoreRetryStrategy, storeRetryMs } from './s3-retry.ts';
-import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject } from './object-backend.ts';
+import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject, type UnfinishedUpload } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 
@@ -467,6 +467,42 @@ export class S3Backend implements ObjectBackend {
         throw new Error(`${this.url}: the server cut the listing of ${prefix} short without a continuation token`);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
+  }
+
+  async *unfinishedUploads(prefix: string): AsyncIterable<UnfinishedUpload> {
+    const strip = this.location.prefix ? this.location.prefix.length + 1 : 0;
+    const asked = this.key(prefix);
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    do {
+      const page = await this.call('list uploads', (c, lib) =>
+        c.send(
+          new lib.ListMultipartUploadsCommand({
+            Bucket: this.location.bucket,
+            Prefix: asked,
+            KeyMarker: keyMarker,
+            UploadIdMarker: idMarker,
+          }),
+        ),
+      );
+      // Only keys under the prefix asked for, as in listing(): what is listed here gets aborted.
+      for (const u of page.Uploads ?? [])
+        if (u.Key?.startsWith(asked) && u.UploadId) yield { key: u.Key.slice(strip), id: u.UploadId, started: lastModified(u.Initiated) };
+      if (page.IsTruncated && !page.NextKeyMarker && !page.NextUploadIdMarker)
+        throw new Error(`${this.url}: the server cut the listing of unfinished uploads short without a marker`);
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      idMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker !== undefined || idMarker !== undefined);
+  }
+
+  async abortUpload(upload: UnfinishedUpload): Promise<void> {
+    try {
+      await this.call('abort upload', (c, lib) =>
+        c.send(new lib.AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.key), UploadId: upload.id })),
+      );
+    } catch (e) {
+      if (!isStatus(e, 404)) throw e;
+    }
   }
 
   async delete(key: string): Promise<void> {

@@ -1,0 +1,82 @@
+/**
+ * A worker SIGKILLed while it uploads a large checkpoint file (multipart, as every file over TEMPERED_S3_PART_MB is)
+ * leaves an unfinished upload: S3 keeps its parts, listed by no object listing and billed, until the upload is aborted.
+ * `store gc` aborts those begun before its horizon. Real SeaweedFS, a real child process pushing a real checkpoint.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describeGarbage } from '../cli/commands/store.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { collectGarbage } from '../src/store/garbage.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+
+let s3!: TestS3;
+useTestS3((h) => (s3 = h));
+
+const DAY = 86_400_000;
+const HORIZON = 30 * DAY;
+const ROOT = resolve(import.meta.dirname, '..');
+
+/** The unfinished uploads under `prefix` (the store's key prefix), as S3 lists them. */
+async function unfinished(prefix: string): Promise<string[]> {
+  const { client, sdk } = await rawClient(s3.env);
+  const r = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket: s3.bucket, Prefix: `${prefix}/` }));
+  return (r.Uploads ?? []).map((u) => u.Key!.slice(prefix.length + 1)).sort();
+}
+
+test('store gc aborts the unfinished upload a worker killed mid-checkpoint left, once begun before the horizon', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-gc-uploads-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const url = s3.freshUrl();
+  const prefix = url.slice(`s3://${s3.bucket}/`.length);
+  // A checkpoint whose tensor file takes several 5 MiB parts.
+  const ck = join(dir, 'ck', 'step-00000004');
+  mkdirSync(ck, { recursive: true });
+  writeFileSync(join(ck, 'manifest.json'), JSON.stringify({ step: 4 }));
+  writeFileSync(join(ck, 'params.bin'), Buffer.alloc(60 << 20, 7));
+  const script = `
+    import { ArtifactStore } from ${JSON.stringify(join(ROOT, 'src/store/artifact-store.ts'))};
+    import { S3Backend } from ${JSON.stringify(join(ROOT, 'src/store/s3-backend.ts'))};
+    import { pushCheckpoint } from ${JSON.stringify(join(ROOT, 'src/store/shared-checkpoints.ts'))};
+    const store = new ArtifactStore(${JSON.stringify(join(dir, 'worker'))}, { remote: new S3Backend(${JSON.stringify(url)}, { queueSize: 1 }) });
+    await pushCheckpoint(store, 'work', ${JSON.stringify(ck)});
+    console.log('pushed');
+  `;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: ROOT,
+    env: { ...process.env, ...s3.env, TEMPERED_S3_PART_MB: '5' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  t.after(() => void child.kill('SIGKILL'));
+  // Killed once its upload of params.bin has begun, long before its 12 parts are up.
+  for (let i = 0; i < 600 && (await unfinished(prefix)).length === 0; i++) await sleep(50);
+  child.kill('SIGKILL');
+  await exited;
+  assert.doesNotMatch(out, /pushed/, 'the push was cut short');
+  assert.deepEqual(await unfinished(prefix), ['checkpoint-files/work/step-00000004/params.bin'], 'the kill left the upload unfinished');
+
+  const store = new ArtifactStore(join(dir, 'gc'), { remote: s3.backend(url) });
+  const cache = new StageCache(join(dir, 'cache'), store);
+  const gc = (collect: boolean, now: number) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now });
+  // Begun after the horizon: an upload that may still be going on.
+  const recent = await gc(true, Date.now());
+  assert.deepEqual(recent.uploads, { abandoned: 0, aborted: 0 });
+  assert.equal((await unfinished(prefix)).length, 1);
+  const later = Date.now() + HORIZON + DAY;
+  const dry = await gc(false, later);
+  assert.deepEqual(dry.uploads, { abandoned: 1, aborted: 0 });
+  assert.match(describeGarbage(dry), /unfinished uploads begun before the horizon .*: 1 to abort/);
+  assert.equal((await unfinished(prefix)).length, 1, 'a dry run aborts nothing');
+  const collected = await gc(true, later);
+  assert.deepEqual(collected.uploads, { abandoned: 1, aborted: 1 });
+  assert.deepEqual(await unfinished(prefix), [], 'its parts are gone');
+});
