@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { auditRunSubmitted, getRunStatus, listRuns, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
+import { auditRunSubmitted, getRunStatus, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { describeOrMarked } from '../client/payloads.ts';
 import { runGoneAccount } from '../client/run-gone.ts';
@@ -66,11 +66,15 @@ import {
   versionPage,
   versionSpec,
 } from './data.ts';
+import { listRunPage, type RunPageQuery } from './run-list.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const STATIC = join(HERE, 'static');
 /** Runs one compare page overlays; more curves than this are unreadable anyway. */
 const MAX_COMPARED = 8;
+/** Runs the Runs page asks for at first, and the most one page may ask for. */
+const RUN_PAGE = 50;
+const MAX_RUN_PAGE = 1000;
 const require = createRequire(import.meta.url);
 
 /** The browser libraries, by the name the page imports them under, and the file each package ships. */
@@ -317,15 +321,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // ---- runs ---------------------------------------------------------------------------------
   app.get('/api/info', async () => ({ actor: o.actor, readsNeedToken, webUi: o.webUiRunUrl?.('RUN') ?? null }));
 
-  app.get<{ Querystring: { status?: string; pipeline?: string; schedule?: string; limit?: string } }>('/api/runs', async (req) => {
-    const client = await o.client();
-    const limit = Math.min(500, Math.max(1, Number(req.query.limit ?? 50) || 50));
-    try {
-      return { runs: await listRuns(client, limit, req.query) };
-    } catch (e) {
-      if (/unknown run status/.test((e as Error).message)) throw new HttpError(400, (e as Error).message);
-      throw e;
-    }
+  // A page of runs, newest first: ?status, ?pipeline (part of the name), ?schedule, ?since (7d, or a date), ?id (the
+  // beginning of a run id), ?limit; `more` says a longer page shows older ones.
+  app.get<{ Querystring: RunPageQuery & { limit?: string } }>('/api/runs', async (req) => {
+    const { limit: raw, ...query } = req.query;
+    const limit = Math.min(MAX_RUN_PAGE, Math.max(1, Number(raw ?? RUN_PAGE) || RUN_PAGE));
+    return listRunPage(await o.client(), limit, query);
   });
 
   app.get<{ Params: { id: string } }>('/api/runs/:id', async (req, reply) => {

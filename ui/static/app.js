@@ -109,30 +109,70 @@ function usePoll(fn, deps, everyMs) {
 }
 
 // ---- Runs -------------------------------------------------------------------------------------
-const RUN_FILTERS = ['status', 'pipeline', 'schedule'];
+const RUN_FILTERS = ['status', 'pipeline', 'since', 'id', 'schedule'];
 const STATUSES = ['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'];
+/** Start-time windows; any `<n>h`, `<n>d` or date typed into the URL works too (ui/run-list.ts sinceTime). */
+const SINCE = [
+  ['', 'any time'],
+  ['1h', 'last hour'],
+  ['24h', 'last 24 hours'],
+  ['7d', 'last 7 days'],
+  ['30d', 'last 30 days'],
+];
+/** Runs a page shows at first, and how many more each "show more" adds. */
+const RUN_PAGE = 50;
+/** The sortable columns: a value to compare by, and whether the first click sorts descending. */
+const RUN_SORTS = {
+  started: { key: (r) => Date.parse(r.startTime), desc: true },
+  duration: { key: (r) => (r.closeTime ? Date.parse(r.closeTime) : Date.now()) - Date.parse(r.startTime), desc: true },
+  pipeline: { key: (r) => r.pipeline.toLowerCase(), desc: false },
+  status: { key: (r) => runStateWord(r.status), desc: false },
+  who: { key: (r) => (r.actor ?? '').toLowerCase(), desc: false },
+};
 
 /** What the filters ask for, in words, for the empty list. */
 function filterText(f) {
   return [
     f.status && `status ${runStateWord(f.status)}`,
     f.pipeline && `a pipeline name containing '${f.pipeline}'`,
+    f.since &&
+      (SINCE.some(([v]) => v === f.since) ? `started in the ${SINCE.find(([v]) => v === f.since)[1]}` : `started since ${f.since}`),
+    f.id && `a run id beginning '${f.id}'`,
     f.schedule && `schedule '${f.schedule}'`,
   ]
     .filter(Boolean)
     .join(', ');
 }
 
+/** `runs` in the order `sort` names (`duration`, `-started`, …): started newest first when none. */
+function sortRuns(runs, sort) {
+  const by = RUN_SORTS[sort.replace(/^-/, '')];
+  if (!by) return runs;
+  const dir = sort.startsWith('-') ? -1 : 1;
+  return [...runs].sort((a, b) => {
+    const [x, y] = [by.key(a), by.key(b)];
+    return (x < y ? -1 : x > y ? 1 : 0) * dir;
+  });
+}
+
 function RunsPage({ query }) {
-  // The filters live in the URL: a link or a changed hash shows those runs, and the page can be shared.
+  // The filters, the page's length and its order live in the URL: a link or a changed hash shows those runs, and the
+  // page can be shared or bookmarked (the week's failures of one pipeline is one link).
   const f = Object.fromEntries(RUN_FILTERS.map((k) => [k, query.get(k) ?? '']));
-  const setF = (next) => {
-    const qs = new URLSearchParams(Object.entries(next).filter(([, v]) => v)).toString();
+  // A link may ask for a shorter or longer page; `show more` adds a page to it.
+  const limit = Math.min(1000, Math.max(1, Math.floor(Number(query.get('limit'))) || RUN_PAGE));
+  const sort = query.get('sort') ?? '';
+  const go = (next, o = {}) => {
+    const qs = new URLSearchParams(
+      Object.entries({ ...next, limit: o.limit && o.limit !== RUN_PAGE ? String(o.limit) : '', sort: o.sort ?? sort }).filter(([, v]) => v),
+    ).toString();
     location.hash = `#/runs${qs ? `?${qs}` : ''}`;
   };
+  // A changed filter starts again at the first page.
+  const setF = (next) => go(next);
   const [picked, setPicked] = useState([]);
   const [refused, setRefused] = useState();
-  const qs = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
+  const qs = new URLSearchParams(Object.entries({ ...f, limit: String(limit) }).filter(([, v]) => v)).toString();
   // What is typed and not yet applied stays while another filter changes the hash; a filter the hash changed shows.
   const [draft, setDraft] = useState(f);
   const shown = useRef(f);
@@ -141,39 +181,87 @@ function RunsPage({ query }) {
     shown.current = f;
     setDraft((d) => Object.fromEntries(RUN_FILTERS.map((k) => [k, f[k] !== was[k] ? f[k] : d[k]])));
   }, [qs]);
-  const field = (k, placeholder, title) =>
+  // `/` anywhere but in a field goes to the run id field, as in most list pages.
+  const idField = useRef();
+  useEffect(() => {
+    const on = (e) => {
+      if (e.key !== '/' || e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+      e.preventDefault();
+      idField.current?.focus();
+    };
+    addEventListener('keydown', on);
+    return () => removeEventListener('keydown', on);
+  }, []);
+  const field = (k, label, placeholder, title, o = {}) =>
     html`<label
-      >${k}
+      >${label}
       <input
+        ref=${o.ref}
+        list=${o.list}
+        data-filter=${k}
         value=${draft[k]}
         onInput=${(e) => setDraft((d) => ({ ...d, [k]: e.target.value }))}
         onChange=${(e) => setF({ ...f, [k]: e.target.value.trim() })}
+        onKeyDown=${(e) => e.key === 'Escape' && draft[k] && (setDraft((d) => ({ ...d, [k]: '' })), setF({ ...f, [k]: '' }))}
         placeholder=${placeholder}
         title=${title}
     /></label>`;
-  const { data, error } = usePoll(() => api(`/api/runs?${qs}`), [qs], 3000);
+  // Each answer says which filters it is for: another filter's rows are never shown under this one's, while it loads.
+  const { data: got, error: failed } = usePoll(() => api(`/api/runs?${qs}`).then((d) => ({ ...d, qs })), [qs], 3000);
+  const data = got?.qs === qs ? got : undefined;
+  const error = failed;
+  // The pipelines seen so far, offered as the pipeline field's choices.
+  const seen = useRef(new Set());
+  for (const r of data?.runs ?? []) if (r.pipeline && !r.memoEncrypted) seen.current.add(r.pipeline);
   const toggle = (id) => {
     const r = tickRun(picked, id);
     setPicked(r.picked);
     setRefused(r.refused);
   };
   const asked = filterText(f);
+  const rows = data ? sortRuns(data.runs, sort) : [];
   // A run whose memo is under a key this dashboard lacks (client/runs.ts listRuns): the note says which, and what to set.
   const encrypted = data?.runs.find((r) => r.memoEncrypted);
+  const header = (col, label, cls) => {
+    const on = sort.replace(/^-/, '') === col || (!sort && col === 'started');
+    const desc = sort ? sort.startsWith('-') : col === 'started';
+    const next = on ? (desc ? col : `-${col}`) : RUN_SORTS[col].desc ? `-${col}` : col;
+    return html`<th class=${cls} aria-sort=${on ? (desc ? 'descending' : 'ascending') : 'none'}>
+      <button class="sort" data-sort=${col} onClick=${() => go(f, { limit, sort: next === '-started' ? '' : next })}>
+        ${label}${on ? (desc ? ' ▾' : ' ▴') : ''}
+      </button>
+    </th>`;
+  };
+  const anyFilter = RUN_FILTERS.some((k) => f[k]);
   return html`<h1>Runs</h1>
     <div class="bar">
       <label
         >status
-        <select value=${f.status} onChange=${(e) => setF({ ...f, status: e.target.value })}>
+        <select data-filter="status" value=${f.status} onChange=${(e) => setF({ ...f, status: e.target.value })}>
           ${STATUSES.map((s) => html`<option value=${s}>${s ? runStateWord(s) : 'any'}</option>`)}
         </select></label
       >
       ${field(
         'pipeline',
+        'pipeline',
         'name or part; Enter to apply',
         'runs whose pipeline name contains this, in any case; applies on Enter or when the field is left',
+        { list: 'pipelines-seen' },
       )}
-      ${field('schedule', 'name; Enter to apply', 'applies on Enter or when the field is left')}
+      <datalist id="pipelines-seen">${[...seen.current].sort().map((p) => html`<option value=${p} />`)}</datalist>
+      <label
+        >started
+        <select data-filter="since" value=${f.since} onChange=${(e) => setF({ ...f, since: e.target.value })}>
+          ${[...SINCE, ...(f.since && !SINCE.some(([v]) => v === f.since) ? [[f.since, `since ${f.since}`]] : [])].map(
+            ([v, label]) => html`<option value=${v}>${label}</option>`,
+          )}
+        </select></label
+      >
+      ${field('id', 'run id', 'beginning of an id; / to type', 'runs whose id begins with this (press / to come here); Enter to apply', {
+        ref: idField,
+      })}
+      ${field('schedule', 'schedule', 'name; Enter to apply', 'applies on Enter or when the field is left')}
+      ${anyFilter && html`<button id="runs-clear" onClick=${() => go({}, { sort })}>clear filters</button>`}
       <a
         href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
         id="compare-link"
@@ -182,23 +270,29 @@ function RunsPage({ query }) {
       >
       ${refused && html`<span class="warning" id="tick-refused">${refused}</span>`}
     </div>
-    ${error && html`<p class="error">${error}</p>`}
+    ${error && html`<p class="error" id="runs-error">${error}</p>`}
+    ${!data && !error && html`<p class="muted" id="runs-loading">loading runs…</p>`}
     ${data &&
+    data.runs.length > 0 &&
     html`<table id="runs">
         <tr>
           <th></th>
           <th>run</th>
-          <th>pipeline</th>
-          <th>status</th>
-          <th>who</th>
-          <th>started</th>
-          <th class="num">duration</th>
+          ${header('pipeline', 'pipeline')} ${header('status', 'status')} ${header('who', 'who')} ${header('started', 'started')}
+          ${header('duration', 'duration', 'num')}
           <th>schedule</th>
         </tr>
-        ${data.runs.map(
+        ${rows.map(
           (r) =>
             html`<tr data-run=${r.runId}>
-              <td><input type="checkbox" checked=${picked.includes(r.runId)} onChange=${() => toggle(r.runId)} /></td>
+              <td>
+                <input
+                  type="checkbox"
+                  aria-label=${`tick ${r.runId} to compare`}
+                  checked=${picked.includes(r.runId)}
+                  onChange=${() => toggle(r.runId)}
+                />
+              </td>
               <td>
                 <a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a>
                 ${r.resumeOf &&
@@ -215,14 +309,21 @@ function RunsPage({ query }) {
             </tr>`,
         )}
       </table>
-      ${encrypted &&
-      html`<p class="warning" id="runs-encrypted">
-        runs shown as ${encrypted.pipeline} keep their pipeline, submitter and params in an encrypted memo: ${encrypted.memoEncrypted}
+      <p class="muted" id="runs-count">
+        ${data.more
+          ? html`the newest ${data.runs.length} runs${asked ? ` with ${asked}` : ''}
+              <button id="runs-more" onClick=${() => go(f, { limit: limit + RUN_PAGE })}>show ${RUN_PAGE} more</button>`
+          : `${data.runs.length === 1 ? 'the one run' : `all ${data.runs.length} runs`}${asked ? ` with ${asked}` : ''}`}
       </p>`}
-      ${data.runs.length === 0 &&
-      html`<p class="muted" id="runs-none">
-        ${asked ? `no runs with ${asked}` : html`no runs yet; submit one with <code>tempered submit pipeline.yaml</code>`}
-      </p>`}`}`;
+    ${encrypted &&
+    html`<p class="warning" id="runs-encrypted">
+      runs shown as ${encrypted.pipeline} keep their pipeline, submitter and params in an encrypted memo: ${encrypted.memoEncrypted}
+    </p>`}
+    ${data &&
+    data.runs.length === 0 &&
+    html`<p class="muted" id="runs-none">
+      ${asked ? `no runs with ${asked}` : html`no runs yet; submit one with <code>tempered submit pipeline.yaml</code>`}
+    </p>`}`;
 }
 
 // ---- curves -----------------------------------------------------------------------------------
@@ -643,6 +744,32 @@ function busyWithText(busy, shown = 3) {
   return busy.length > shown ? `${named.join(', ')} and ${busy.length - shown} more` : named.join(', ');
 }
 
+/**
+ * The page's stages with a live `stages` event applied. A stage the page did not list is added: without the run's
+ * key the status has only the stages scheduled so far (what Temporal keeps in clear), so later ones come this way.
+ */
+function liveStages(shown, live) {
+  const known = new Set(shown.map((s) => s.id));
+  const merged = (s, n) => ({
+    ...s,
+    ...n,
+    // JSON drops undefined fields: what a stage no longer has (a wait, a retried error) is cleared here.
+    progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined,
+    error: n.error,
+    waitingForWorker: n.waitingForWorker,
+    waitingBehind: n.waitingBehind,
+    waitingBehindRuns: n.waitingBehindRuns,
+    silentSec: n.silentSec,
+  });
+  return [
+    ...shown.map((s) => {
+      const n = live.find((x) => x.id === s.id);
+      return n ? merged(s, n) : s;
+    }),
+    ...live.filter((n) => !known.has(n.id)).map((n) => merged({ id: n.id, needs: [] }, n)),
+  ];
+}
+
 function StageCard({ s, view }) {
   const reports = view.reports[s.id] ?? {};
   const unread = view.unread?.[s.id]?.report;
@@ -900,22 +1027,7 @@ function RunPage({ id }) {
               waitingForWorker: d.waitingForWorker,
               cancelRequested: d.cancelRequested,
               recordingEnd: d.recordingEnd,
-              stages: v.status.stages.map((s) => {
-                const n = d.stages.find((x) => x.id === s.id);
-                // JSON drops undefined fields: what a stage no longer has (a wait, a retried error) is cleared here.
-                return n
-                  ? {
-                      ...s,
-                      ...n,
-                      progress: n.progress ? { message: n.progress, fraction: n.fraction } : undefined,
-                      error: n.error,
-                      waitingForWorker: n.waitingForWorker,
-                      waitingBehind: n.waitingBehind,
-                      waitingBehindRuns: n.waitingBehindRuns,
-                      silentSec: n.silentSec,
-                    }
-                  : s;
-              }),
+              stages: liveStages(v.status.stages, d.stages),
             },
           }));
         } else if (ev === 'points')

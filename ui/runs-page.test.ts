@@ -1,0 +1,213 @@
+/**
+ * The dashboard's Runs page with more runs than it shows, as a team that has used tempered a while has them: a real dev
+ * server and worker run eight tiny runs of two pipelines (two fail), the last two after a noted time. GET /api/runs
+ * pages (`limit`, `more`, one Temporal list request each), filters by start time (`since`) and run id prefix (`id`),
+ * and names a bad `since`; in a real chromium the filters, the page's length and its order live in the URL, older runs
+ * are one click away, columns sort by click or keyboard, `/` goes to the run id field, and a refused filter is an
+ * error, not an empty table.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Page } from 'playwright-core';
+import { statePaths } from '../src/state-paths.ts';
+import { useBrowser } from '../tests/helpers/browser.ts';
+import { waitFor } from '../tests/helpers/schedule-fixtures.ts';
+import { probeKind } from '../tests/helpers/test-stages.ts';
+import { startTestEnv, submitPipelineFile, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
+import { openDashboard } from './dashboard.testing.ts';
+import { createUiServer, type UiServer } from './server.ts';
+
+const TOKEN = 'ui-runs-page-token-0123456789';
+let env: TestEnv;
+let ui: UiServer;
+let url: string;
+/** Newest first, as the page lists them. */
+let all: string[] = [];
+let failed: string[] = [];
+/** Runs started after `mark`. */
+let late: string[] = [];
+let mark: Date;
+let listRequests = 0;
+
+interface Listed {
+  runs: { runId: string; pipeline: string; status: string }[];
+  more: boolean;
+}
+const list = async (qs: string): Promise<Listed> => {
+  const res = await fetch(`${url}/api/runs?${qs}`);
+  assert.equal(res.status, 200, `${qs}: ${await res.clone().text()}`);
+  return (await res.json()) as Listed;
+};
+
+before(async () => {
+  env = await startTestEnv(new Map());
+  env.kinds.set('probe', probeKind(join(env.dir, 'executions.log')));
+  await env.startWorker();
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-runs-'));
+  const pipeline = (name: string, fail: boolean) => {
+    const file = join(dir, `${name}-${fail}.yaml`);
+    writeFileSync(file, `name: ${name}\nstages:\n  only:\n    uses: probe\n    with: { value: 'x'${fail ? ', inputError: true' : ''} }\n`);
+    return file;
+  };
+  const run = async (file: string) => {
+    const id = await submitPipelineFile(env, file, { actor: 'lead', noCache: true });
+    await env.client.workflow
+      .getHandle(id)
+      .result()
+      .catch(() => undefined);
+    return id;
+  };
+  for (let i = 0; i < 4; i++) await run(pipeline('alpha', false));
+  for (let i = 0; i < 2; i++) failed.push(await run(pipeline('beta', true)));
+  await sleep(1100); // start times are kept to the millisecond: the mark is between the runs, not beside one
+  mark = new Date();
+  await sleep(1100);
+  for (let i = 0; i < 2; i++) late.push(await run(pipeline('alpha', false)));
+  // Every list request the dashboard sends, on the connection every client of it shares.
+  const svc = env.client.connection.workflowService as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const real = svc.listWorkflowExecutions!.bind(svc);
+  svc.listWorkflowExecutions = (...a: unknown[]) => (listRequests++, real(...a));
+  ui = await createUiServer({
+    paths: statePaths(env.dir),
+    store: env.store,
+    client: async () => env.client,
+    token: TOKEN,
+    actor: 'tester',
+    taskQueue: TEST_QUEUE,
+  });
+  url = await ui.listen(0, '127.0.0.1');
+  // Visibility catches up with ended runs a moment after they end.
+  await waitFor('the eight runs listed as ended', async () => {
+    const l = await list('limit=100');
+    return l.runs.length === 8 && l.runs.every((r) => r.status !== 'RUNNING');
+  });
+  all = (await list('limit=100')).runs.map((r) => r.runId);
+  late.reverse();
+  failed.reverse();
+});
+after(async () => {
+  await ui?.close();
+  await env?.close();
+});
+
+describe('GET /api/runs', () => {
+  it('pages with one list request each and says whether older runs are past the page', async () => {
+    listRequests = 0;
+    const first = await list('limit=3');
+    assert.equal(listRequests, 1);
+    assert.deepEqual(
+      first.runs.map((r) => r.runId),
+      all.slice(0, 3),
+    );
+    assert.equal(first.more, true);
+    const whole = await list('limit=8');
+    assert.equal(whole.runs.length, 8);
+    assert.equal(whole.more, false, 'eight runs, eight shown: nothing past the page');
+    assert.equal(listRequests, 2);
+    const failures = await list('pipeline=bet&status=Failed&limit=1');
+    assert.deepEqual(
+      failures.runs.map((r) => r.runId),
+      failed.slice(0, 1),
+    );
+    assert.equal(failures.more, true, 'the other failed beta run is past a page of one');
+  });
+
+  it('filters by start time and by the beginning of a run id', async () => {
+    assert.deepEqual(
+      (await list(`since=${encodeURIComponent(mark.toISOString())}`)).runs.map((r) => r.runId),
+      late,
+    );
+    assert.equal((await list('since=1h')).runs.length, 8);
+    const prefix = failed[0]!.slice(0, -3);
+    assert.deepEqual(
+      (await list(`id=${encodeURIComponent(prefix)}`)).runs.map((r) => r.runId),
+      all.filter((id) => id.startsWith(prefix)),
+    );
+    assert.deepEqual((await list('id=beta-')).runs.map((r) => r.runId).sort(), [...failed].sort());
+    const bad = await fetch(`${url}/api/runs?since=last%20tuesday`);
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /since.*1h, 24h, 7d, 30d.*"last tuesday"/);
+  });
+});
+
+describe('Runs page in chromium', () => {
+  const chrome = useBrowser();
+  const errors: string[] = [];
+  const rows = (page: Page) => page.locator('#runs tr[data-run]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-run')));
+  const hashOf = (page: Page) => page.evaluate<string>('decodeURIComponent(location.hash)');
+  /** The rows once they are `want` (the page polls; a changed hash answers once its list comes). */
+  const rowsBecome = async (page: Page, want: string[]) => {
+    await waitFor(`rows ${want.join(', ')}`, async () => JSON.stringify(await rows(page)) === JSON.stringify(want), 20_000);
+  };
+
+  it('shows older runs a page at a time, the page length in the URL', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?limit=3', errors);
+    await rowsBecome(page, all.slice(0, 3));
+    assert.match(await page.locator('#runs-count').innerText(), /the newest 3 runs/);
+    await page.locator('#runs-more').click();
+    await rowsBecome(page, all);
+    assert.match(await hashOf(page), /limit=53/);
+    assert.match(await page.locator('#runs-count').innerText(), /all 8 runs/);
+    assert.equal(await page.locator('#runs-more').count(), 0);
+    await page.context().close();
+  });
+
+  it('filters by pipeline, state, start time and run id, each in the URL, and clears them', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?pipeline=beta&status=Failed', errors);
+    await rowsBecome(page, failed);
+    assert.match(await page.locator('#runs-count').innerText(), /all 2 runs with status failed, a pipeline name containing 'beta'/);
+    await page.locator('select[data-filter=since]').selectOption('1h');
+    await waitFor('since in the hash', async () => /since=1h/.test(await hashOf(page)));
+    assert.match(await hashOf(page), /pipeline=beta/, 'the other filters stay');
+    await rowsBecome(page, failed);
+    await page.goto(`${url}/#/runs?since=${encodeURIComponent(mark.toISOString())}`);
+    await rowsBecome(page, late);
+    await page.locator('#runs-clear').click();
+    await rowsBecome(page, all);
+    // `/` goes to the run id field; Enter applies what was typed.
+    await page.locator('h1').click();
+    await page.keyboard.press('/');
+    assert.equal(await page.evaluate<string | null>("document.activeElement?.getAttribute('data-filter') ?? null"), 'id');
+    await page.keyboard.type(late[0]!.slice(0, -2));
+    await page.keyboard.press('Enter');
+    await rowsBecome(
+      page,
+      all.filter((id) => id.startsWith(late[0]!.slice(0, -2))),
+    );
+    assert.match(await hashOf(page), new RegExp(`id=${late[0]!.slice(0, -2)}`));
+    await page.context().close();
+  });
+
+  it('sorts by a column header, with the mouse or the keyboard, the order in the URL', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs', errors);
+    await rowsBecome(page, all);
+    const pipelines = () => page.locator('#runs tr[data-run] td:nth-child(3)').allInnerTexts();
+    await page.locator('button[data-sort=pipeline]').click();
+    await waitFor('sorted by pipeline', async () => /sort=pipeline/.test(await hashOf(page)));
+    await waitFor('alpha runs first', async () => (await pipelines()).join() === 'alpha,alpha,alpha,alpha,alpha,alpha,beta,beta');
+    await page.locator('button[data-sort=pipeline]').focus();
+    await page.keyboard.press('Enter');
+    await waitFor('sorted by pipeline, descending', async () => /sort=-pipeline/.test(await hashOf(page)));
+    await waitFor('beta runs first', async () => (await pipelines()).join() === 'beta,beta,alpha,alpha,alpha,alpha,alpha,alpha');
+    assert.equal(await page.getAttribute('button[data-sort=pipeline] >> xpath=..', 'aria-sort'), 'descending');
+    await page.context().close();
+  });
+
+  it('shows a refused filter as an error, not as an empty list', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?since=last%20tuesday', errors);
+    await page.locator('#runs-error').waitFor();
+    assert.match(await page.locator('#runs-error').innerText(), /400: since.*"last tuesday"/);
+    assert.equal(await page.locator('#runs').count(), 0);
+    assert.equal(await page.locator('#runs-none').count(), 0);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  });
+});
