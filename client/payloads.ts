@@ -4,7 +4,7 @@
  * decode them here first, as the SDK does for results, queries and memos, so the payload converter reads JSON, and a
  * process without the key gets the codec's error saying so instead of `Unknown encoding: binary/encrypted`.
  */
-import { Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
+import { Client, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, type DefaultEncodedFailureAttributes, type Payload, type PayloadCodec } from '@temporalio/common';
 import { PayloadKeyError } from '../infra/payload-codec.ts';
 
@@ -104,17 +104,30 @@ export async function fetchHistoryOrMarked(
 }
 
 /**
- * The run's description through the client; where its memo cannot be decrypted here, again through listingClient,
- * which marks it: for a reader of what Temporal keeps in clear (its execution, status, times, pending activities).
- * With the key that is one describe through the caller's client, as before.
+ * `read` through the client; where a payload it reads cannot be decrypted here (PayloadKeyError), `instead` with the
+ * codec's error (which key, which variable), or by default `read` again through listingClient, which marks such a
+ * payload (unreadableReason) instead of failing: for a reader of what Temporal keeps in clear. With the key that is one
+ * read, as before, through the caller's client. Every keyless fallback of a read (a run's status, a schedule's
+ * description, a schedule's run's) goes through here.
  */
-export async function describeOrMarked(client: Client, runId: string, execution?: string): Promise<WorkflowExecutionDescription> {
+export async function orMarked<T>(
+  client: Client,
+  read: (c: Client) => Promise<T>,
+  instead: (why: string) => Promise<T> = () => read(listingClient(client)),
+): Promise<T> {
   try {
-    return await client.workflow.getHandle(runId, execution).describe();
+    return await read(client);
   } catch (e) {
     if (!(e instanceof PayloadKeyError)) throw e;
-    return listingClient(client).workflow.getHandle(runId, execution).describe();
+    return instead(e.message);
   }
+}
+
+/** Why the description's memo is not there: the codec's error, where listingClient marked a field of it; else undefined. */
+export function memoEncrypted(desc: { memo?: Record<string, unknown> }): string | undefined {
+  return Object.values(desc.memo ?? {})
+    .map(unreadableReason)
+    .find((r) => r !== undefined);
 }
 
 /** The field a payload this process cannot decrypt reads as, in a listing: the codec's error (which key, which variable). */

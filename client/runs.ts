@@ -24,14 +24,14 @@ import { keptSpec } from '../src/audit/redact-spec.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
-import { PayloadKeyError } from '../infra/payload-codec.ts';
 import {
   decodePayloadsIn,
   ENCRYPTED_FIELD,
   fetchDecodedHistory,
   fetchHistoryOrMarked,
   listingClient,
-  unreadableReason,
+  memoEncrypted,
+  orMarked,
 } from './payloads.ts';
 
 export const WORKFLOW_TYPE = 'pipelineRun';
@@ -137,18 +137,31 @@ const lockedRuns = new WeakMap<Client, Set<string>>();
  * shows the status to a person (`status`), not one that needs its params or outputs (comparing trials).
  */
 export async function getRunStatus(client: Client, runId: string, o: { showClear?: boolean } = {}): Promise<ClientRunStatus> {
+  if (o.showClear) return (await describedRunStatus(client, runId)).status;
+  return readRunStatus(client, runId, await client.workflow.getHandle(runId).describe());
+}
+
+/**
+ * getRunStatus with `showClear`, and the description it was read from, for a caller that shows the run's execution or
+ * Temporal's status beside it (the dashboard's run page): the run is described once, with the key or without. Through
+ * listingClient, which reads a description as the client does (its codecs are the client's: a description holds no
+ * payload but its memo and search attributes) and marks a memo this process cannot decrypt instead of failing on it.
+ */
+export async function describedRunStatus(client: Client, runId: string): Promise<{ status: ClientRunStatus; desc: Description }> {
   const locked = lockedRuns.get(client) ?? new Set<string>();
   lockedRuns.set(client, locked);
-  if (!o.showClear || !locked.has(runId))
-    try {
-      return await readRunStatus(client, runId);
-    } catch (e) {
-      if (!(e instanceof PayloadKeyError) || !o.showClear) throw e;
-      if (locked.size > 1000) locked.clear();
-      locked.add(runId);
-      return lockedRunStatus(client, runId, e.message);
-    }
-  return lockedRunStatus(client, runId);
+  const desc = await listingClient(client).workflow.getHandle(runId).describe();
+  const inClear = (why?: string): Promise<ClientRunStatus> => {
+    if (locked.size > 1000) locked.clear();
+    locked.add(runId);
+    return lockedRunStatus(client, runId, desc, why);
+  };
+  const memoWhy = memoEncrypted(desc);
+  // A memo that reads does not make the rest readable: a run submitted without the key whose worker has it encrypts
+  // its stages' results (the codec's error says so, once; the run's next status reads what is in clear at once).
+  const status =
+    memoWhy || locked.has(runId) ? await inClear(memoWhy) : await orMarked(client, () => readRunStatus(client, runId, desc), inClear);
+  return { status, desc };
 }
 
 /**
@@ -159,9 +172,8 @@ export async function getRunStatus(client: Client, runId: string, o: { showClear
  * outputs (and so whether a stage's came from the cache), progress, error messages and hints, the run gate's verdict.
  * The workflow is not queried: its answer is encrypted too.
  */
-async function lockedRunStatus(client: Client, runId: string, why?: string): Promise<ClientRunStatus> {
+async function lockedRunStatus(client: Client, runId: string, desc: Description, why?: string): Promise<ClientRunStatus> {
   const lister = listingClient(client);
-  const desc = await lister.workflow.getHandle(runId).describe();
   const { history, encrypted } = await fetchHistoryOrMarked(client, runId, desc.runId);
   const events = history.events ?? [];
   const status: ClientRunStatus = {
@@ -211,9 +223,7 @@ function endedState(name: string): RunStatus['state'] | undefined {
   return name === 'COMPLETED' ? 'succeeded' : name === 'CANCELLED' || name === 'TERMINATED' ? 'cancelled' : 'failed';
 }
 
-async function readRunStatus(client: Client, runId: string): Promise<ClientRunStatus> {
-  const handle = client.workflow.getHandle(runId);
-  const desc = await handle.describe();
+async function readRunStatus(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
   if (desc.status.name !== 'RUNNING') return endedRunStatus(client, runId, desc);
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
@@ -831,10 +841,8 @@ function listed(client: Client, query: string, limit: number, pipeline?: string,
 async function listedBy(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
   for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, pipeline) })) {
-    const memoEncrypted = Object.values(wf.memo ?? {})
-      .map(unreadableReason)
-      .find((r) => r !== undefined);
-    const memo = (memoEncrypted ? {} : (wf.memo ?? {})) as Record<string, string>;
+    const memoWhy = memoEncrypted(wf);
+    const memo = (memoWhy ? {} : (wf.memo ?? {})) as Record<string, string>;
     // An encrypted memo's pipeline cannot be matched: such a run is left out of a filtered list.
     if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
@@ -842,7 +850,7 @@ async function listedBy(client: Client, query: string, limit: number, pipeline?:
     if (schedule && scheduled !== schedule) continue;
     out.push({
       runId: wf.workflowId,
-      pipeline: memoEncrypted ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
+      pipeline: memoWhy ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
       status: wf.status.name,
       startTime: wf.startTime,
       closeTime: wf.closeTime,
@@ -850,10 +858,8 @@ async function listedBy(client: Client, query: string, limit: number, pipeline?:
       execution: wf.runId,
       ...(scheduled ? { scheduleId: scheduled } : {}),
       ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
-      ...(!memoEncrypted && typeof wf.memo?.params === 'object' && wf.memo.params
-        ? { params: wf.memo.params as Record<string, unknown> }
-        : {}),
-      ...(memoEncrypted ? { memoEncrypted } : {}),
+      ...(!memoWhy && typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
+      ...(memoWhy ? { memoEncrypted: memoWhy } : {}),
     });
     if (out.length >= limit) break;
   }

@@ -32,7 +32,7 @@ import { missingMetricText, productionReading } from '../src/triggers/run-gate.t
 import type { RunBackends, RunGateResult, RunGateSpec, RunInput, RunStatus } from '../workflows/types.ts';
 import { PayloadKeyError } from '../infra/payload-codec.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
-import { ENCRYPTED_FIELD, listingClient, unreadableReason } from './payloads.ts';
+import { ENCRYPTED_FIELD, listingClient, orMarked, unreadableReason } from './payloads.ts';
 import { specCron } from './calendar-text.ts';
 
 /** A schedule's timing where Temporal's spec is not one cron expression or interval (changed outside tempered). */
@@ -406,19 +406,6 @@ export async function scheduleView(client: Client, name: string): Promise<Schedu
   const d = await orMarked(client, (c) => describeRaw(c, name));
   const why = encryptedReason(d);
   return why ? lockedView(d, name, why) : fromDescription(d, name).view;
-}
-
-/**
- * `read` through the client; where a payload it reads cannot be decrypted here, again through listingClient, which
- * marks such a payload instead of failing. With the key that is one read, as before, through the caller's client.
- */
-async function orMarked<T>(client: Client, read: (c: Client) => Promise<T>): Promise<T> {
-  try {
-    return await read(client);
-  } catch (e) {
-    if (!(e instanceof PayloadKeyError)) throw e;
-    return read(listingClient(client));
-  }
 }
 
 /** Why the description's action or memo is not there: the codec's error, where listingClient marked one; else undefined. */

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
-import { listRuns, runInput, type RunSummary } from '../client/runs.ts';
+import { getRunStatus, listRuns, runInput, type RunSummary } from '../client/runs.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { testUiServer } from '../ui/dashboard.testing.ts';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
@@ -314,6 +314,63 @@ test('without the key, `tempered runs` and the dashboard list an encrypted run, 
   const keyed = await runCli(['runs', '--limit', '100'], { ...env, TEMPERED_PAYLOAD_KEY: KEY });
   assert.match(keyed.stdout, new RegExp(`^${runId} +enc +COMPLETED .* enc-tester`, 'm'));
   assert.equal(keyed.stderr, '');
+});
+
+test("the dashboard's run page, its curves and `status` describe the run once, with the key or without", async () => {
+  const runId = await encryptedRun();
+  // Counted on the real connection the clients share: every describe request the server gets, whether it read or not.
+  const counted = await Connection.connect({ address: cluster.server.address });
+  let describes = 0;
+  const service = counted.workflowService;
+  const describe = service.describeWorkflowExecution.bind(service);
+  service.describeWorkflowExecution = ((request: Parameters<typeof describe>[0]) => (describes++, describe(request))) as typeof describe;
+  const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
+  const pageOf = async (client: Client, paths: string[]) => {
+    const ui = await testUiServer(statePaths(uiHome), 'tok', client);
+    try {
+      const base = await ui.listen(0, '127.0.0.1');
+      const out: { status: { name: string; state: string; stages: { id: string }[] }; temporalStatus: string }[] = [];
+      for (const path of paths) {
+        const before = describes;
+        const res = await fetch(`${base}${path}`, { headers: { authorization: 'Bearer tok' } });
+        assert.equal(res.status, 200, await res.clone().text());
+        if (!path.endsWith('/curves')) out.push((await res.json()) as (typeof out)[number]);
+        assert.equal(describes - before, 1, `describe requests for ${path}`);
+      }
+      return out;
+    } finally {
+      await ui.close();
+    }
+  };
+  try {
+    const page = `/api/runs/${runId}`;
+    const [keyed] = await pageOf(new Client({ connection: counted, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) }), [
+      page,
+      `${page}/curves`,
+    ]);
+    assert.deepEqual([keyed?.status.name, keyed?.temporalStatus], ['enc', 'COMPLETED']);
+    // Without the key: the first read of the run as every later one (the dashboard polls the page).
+    const keyless = await pageOf(new Client({ connection: counted, dataConverter: temporalDataConverter({}) }), [
+      page,
+      `${page}/curves`,
+      page,
+    ]);
+    for (const view of keyless)
+      assert.deepEqual(
+        [view.status.name, view.status.state, view.temporalStatus, view.status.stages.map((s) => s.id)],
+        ['(encrypted)', 'succeeded', 'COMPLETED', ['ingest']],
+      );
+    // `tempered status` without the key: one describe, its first as its next (--watch).
+    const statusClient = new Client({ connection: counted, dataConverter: temporalDataConverter({}) });
+    for (let i = 0; i < 2; i++) {
+      const before = describes;
+      assert.equal((await getRunStatus(statusClient, runId, { showClear: true })).name, '(encrypted)');
+      assert.equal(describes - before, 1, 'describe requests for a status without the key');
+    }
+  } finally {
+    await counted.close();
+    rmSync(uiHome, { recursive: true, force: true });
+  }
 });
 
 test('without the key, status says where an encrypted run waits, and cancel stops it: neither needs its payloads', async () => {

@@ -8,8 +8,7 @@ import { readFile } from 'node:fs/promises';
 import type { Client } from '@temporalio/client';
 import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
-import { getRunStatus, runInput, type ClientRunStatus } from '../client/runs.ts';
-import { describeOrMarked } from '../client/payloads.ts';
+import { describedRunStatus, runInput, type ClientRunStatus } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { readSchedule } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
@@ -61,8 +60,8 @@ export interface RunView {
 export async function runView(client: Client, store: ArtifactStore, runId: string): Promise<RunView> {
   // Its execution and Temporal's status are in clear: read so without TEMPERED_PAYLOAD_KEY too, and the status is what
   // Temporal keeps in clear then (status.encrypted says which key), as `tempered status` shows it.
-  const desc = await describeOrMarked(client, runId);
-  const read = await getRunStatus(client, runId, { showClear: true });
+  // One describe for both: the status is read from the same description (describedRunStatus).
+  const { status: read, desc } = await describedRunStatus(client, runId);
   const status = { ...read, stages: withFailureNotes(read.stages) };
   const reports: RunView['reports'] = {};
   const production: RunView['production'] = {};
