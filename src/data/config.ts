@@ -50,6 +50,13 @@ export interface IngestConfig {
   quote?: string | false;
   /** Declared label set (classification, pairs); rows with other labels are bad. Default: inferred, sorted. */
   labels?: string[];
+  /**
+   * Classification, pairs: source label → the label it stands for, applied before the label is checked against `labels`
+   * (or counted as a class), e.g. `{ "Ham": "ham", "ham ": "ham", "0": "ham" }` to merge spellings without editing the
+   * data. Keys match the label's text exactly (an integer label as its digits); with `labels`, every value must be one
+   * of them. Default: none (each label is read as it is).
+   */
+  labelMap?: Record<string, string>;
   /** Longest allowed text field in characters (code points). Default: no limit. */
   maxLength?: number;
   /** Default 'fail'. */

@@ -75,6 +75,18 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
     else if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length)
       bad('labels must be a non-empty list without repeats', 'labels');
   }
+  if (cfg.labelMap !== undefined) {
+    if (cfg.task === 'instruction' || cfg.task === 'chat') bad('labelMap applies to classification and pairs only', 'labelMap');
+    else if (cfg.labels !== undefined && cfg.labels.length > 0) {
+      for (const [from, to] of Object.entries(cfg.labelMap))
+        if (!cfg.labels.includes(to))
+          bad(
+            `labelMap maps ${JSON.stringify(from)} to ${JSON.stringify(to)}, which is not one of labels ${JSON.stringify(cfg.labels)}`,
+            `labelMap.${from}`,
+            `map it to one of ${cfg.labels.map((l) => JSON.stringify(l)).join(', ')}, or add ${JSON.stringify(to)} to labels`,
+          );
+    }
+  }
   if (isUrl(cfg.path)) {
     try {
       urlPin(cfg.sha256);

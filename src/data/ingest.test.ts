@@ -312,8 +312,8 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
   writeFileSync(join(dir, 'a.jsonl'), rows.map(([text, label]) => JSON.stringify({ text, label })).join('\n'));
   const r = await run(dir, { task: 'classification', path: 'a.jsonl' });
   assert.deepEqual(r.warnings, [
-    'labels that differ only in case or surrounding spaces are classes of their own: "Ham" 1, "ham" 1, "ham " 1; clean them in the data, or declare labels: [...] to make the other spellings bad rows',
-    'labels mix numbers ("0" 1, "1" 1) and words ("Ham" 1, "ham" 1, "ham " 1, "spam" 2), each a class of its own: if the numbers stand for the words, write the words in the data; declare labels: [...] to make the others bad rows',
+    'labels that differ only in case or surrounding spaces are classes of their own: "Ham" 1, "ham" 1, "ham " 1; merge them with labelMap: {"Ham": "ham", "ham ": "ham"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+    'labels mix numbers ("0" 1, "1" 1) and words ("Ham" 1, "ham" 1, "ham " 1, "spam" 2), each a class of its own: if the numbers stand for the words, map them with labelMap: {"0": "…", "1": "…"} (each to the word it stands for) or write the words in the data; declare labels: [...] to make the others bad rows',
   ]);
   assert.match(formatDataReport(r), /\nwarning: labels that differ only in case/);
   // Declared labels make other spellings bad rows: nothing to warn of. Clean labels: nothing either.
@@ -327,6 +327,72 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
   assert.equal(declared.warnings, undefined);
   writeFileSync(join(dir, 'b.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: 'spam' })].join('\n'));
   assert.equal((await run(dir, { task: 'classification', path: 'b.jsonl' })).warnings, undefined);
+});
+test('labelMap merges label spellings before labels are checked; a target not among labels is refused at its key', async () => {
+  const dir = tmp();
+  const rows = [
+    ['a', 'ham'],
+    ['b', 'Ham'],
+    ['c', 'ham '],
+    ['d', 'spam'],
+    ['e', 0],
+    ['f', 1],
+    ['g', 'spam'],
+  ];
+  writeFileSync(join(dir, 'a.jsonl'), rows.map(([text, label]) => JSON.stringify({ text, label })).join('\n'));
+  const labelMap = { Ham: 'ham', 'ham ': 'ham', '0': 'ham', '1': 'spam' };
+  const r = await run(dir, { task: 'classification', path: 'a.jsonl', labels: ['ham', 'spam'], labelMap });
+  assert.deepEqual([r.rowsIn, r.rowsOut, r.labels, r.warnings], [7, 7, { ham: 4, spam: 3 }, undefined]);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => [x.text, x.label]),
+    [
+      ['a', 'ham'],
+      ['b', 'ham'],
+      ['c', 'ham'],
+      ['d', 'spam'],
+      ['e', 'ham'],
+      ['f', 'spam'],
+      ['g', 'spam'],
+    ],
+  );
+  // A row's content hash is of the label it is given: dedupe compares it as a ham row.
+  const hashes = (await readAll(join(dir, 'out.arrow'))).map((x) => x._hash);
+  assert.equal(
+    hashes[1],
+    createHash('sha256')
+      .update(JSON.stringify(['classification', 'b', 'ham']))
+      .digest('hex'),
+  );
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  // Without labels the targets are classes as inferred; what the map leaves (the numbers) is still warned of.
+  const inferred = await run(dir, { task: 'classification', path: 'a.jsonl', labelMap: { Ham: 'ham', 'ham ': 'ham' } });
+  assert.deepEqual(inferred.labels, { '0': 1, '1': 1, ham: 3, spam: 2 });
+  assert.deepEqual(inferred.warnings?.length, 1);
+  assert.match(inferred.warnings![0]!, /^labels mix numbers \("0" 1, "1" 1\) and words \("ham" 3, "spam" 2\)/);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  // A label neither declared nor mapped is still a bad row, whose hint names labelMap.
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'a.jsonl', labels: ['ham', 'spam'], labelMap: { Ham: 'ham' } }),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(e.message, /a\.jsonl:3: unknown-label: label "ham " is not one of \["ham","spam"\] \(nor a key of labelMap\)/);
+      assert.match(e.hint ?? '', /with labelMap/);
+      return true;
+    },
+  );
+  // Refused before reading, at the key whose target is unknown; and on a task without labels.
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'a.jsonl', labels: ['ham', 'spam'], labelMap: { Ham: 'ham', '0': 'Spam' } }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'labelMap.0' &&
+      /maps "0" to "Spam", which is not one of labels \["ham","spam"\]/.test(e.message),
+  );
+  await assert.rejects(
+    run(dir, { task: 'instruction', path: 'a.jsonl', labelMap: { Ham: 'ham' } }),
+    (e: unknown) => e instanceof InputError && e.where === 'labelMap',
+  );
+  assert.deepEqual(readdirSync(dir), ['a.jsonl']);
 });
 test('a null label (pandas writes NaN so) is named null, not missing', async () => {
   const dir = tmp();

@@ -211,20 +211,39 @@ function labelWarnings(labels: ReadonlyMap<string, number>): string[] {
     spellings.set(key, [...(spellings.get(key) ?? []), l]);
   }
   const alike = [...spellings.values()].filter((ls) => ls.length > 1);
-  if (alike.length > 0)
+  if (alike.length > 0) {
+    // Each spelling onto its group's most common one; among equals, the one already trimmed and in lower case.
+    const merges = alike.flatMap((ls) => {
+      const rank = (l: string) => labels.get(l)! + (l === l.trim().toLowerCase() ? 0.5 : 0);
+      const to = ls.reduce((a, b) => (rank(b) > rank(a) ? b : a));
+      return ls.filter((l) => l !== to).map((l) => [l, to] as const);
+    });
     out.push(
       `labels that differ only in case or surrounding spaces are classes of their own: ${alike
         .slice(0, LABELS_LISTED)
         .map((ls) => shown(ls))
-        .join('; ')}; clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
+        .join(
+          '; ',
+        )}; merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
     );
+  }
   const numbers = [...labels.keys()].filter((l) => /^-?\d+$/.test(l)).sort();
   const words = [...labels.keys()].filter((l) => !/^-?\d+$/.test(l)).sort();
   if (numbers.length > 0 && words.length > 0)
     out.push(
-      `labels mix numbers (${shown(numbers)}) and words (${shown(words)}), each a class of its own: if the numbers stand for the words, write the words in the data; declare labels: [...] to make the others bad rows`,
+      `labels mix numbers (${shown(numbers)}) and words (${shown(words)}), each a class of its own: if the numbers stand for the words, map them with labelMap: ${labelMapExample(
+        numbers.map((n) => [n, '…'] as const),
+      )} (each to the word it stands for) or write the words in the data; declare labels: [...] to make the others bad rows`,
     );
   return out;
+}
+
+/** `{"Ham": "ham", "ham ": "ham"}`: a labelMap for a warning to suggest, bounded (labels come from the data). */
+function labelMapExample(pairs: readonly (readonly [string, string])[]): string {
+  const listed = pairs
+    .slice(0, LABELS_LISTED)
+    .map(([from, to]) => `${JSON.stringify(cap(from, NAME_CHARS))}: ${JSON.stringify(cap(to, NAME_CHARS))}`);
+  return `{${listed.join(', ')}${pairs.length > LABELS_LISTED ? ', …' : ''}}`;
 }
 
 export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
@@ -471,7 +490,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           hint:
             badRows['invalid-utf8'] !== undefined
               ? `a file that is not UTF-8: ${ENCODING_ADVICE}`
-              : "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
+              : badRows['unknown-label'] !== undefined
+                ? 'map other spellings of a label to the declared one with labelMap (e.g. labelMap: {"Ham": "ham"}), fix the rows or labels, or set onBadRow: \'quarantine\''
+                : "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
         },
       );
     }

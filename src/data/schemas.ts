@@ -77,6 +77,14 @@ export const ingestWithSchema = {
       uniqueItems: true,
       description: 'Declared label set; default inferred (sorted).',
     },
+    labelMap: {
+      type: 'object',
+      propertyNames: { minLength: 1 },
+      additionalProperties: { type: 'string', minLength: 1 },
+      minProperties: 1,
+      description:
+        'Classification, pairs: source label → the label it stands for, applied before labels are checked, e.g. {"Ham": "ham", "ham ": "ham", "0": "ham"} to merge spellings without editing the data. Keys match the label text exactly (an integer label as its digits); with labels, every value must be one of them.',
+    },
     maxLength: {
       type: 'integer',
       minimum: 1,

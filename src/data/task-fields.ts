@@ -98,6 +98,8 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
   const cols = TASK_COLUMNS[cfg.task];
   const source = (c: TaskColumn) => cfg.fields?.[c] ?? c;
   const declared = cfg.labels ? new Set(cfg.labels) : null;
+  // A Map: a label spelled `__proto__` or `constructor` is a key like any other.
+  const labelMap = cfg.labelMap ? new Map(Object.entries(cfg.labelMap)) : null;
   let template: ParsedTemplate['sections'] | null = null;
   if (cfg.task === 'instruction' && cfg.promptTemplate !== undefined) {
     const parsed = parseTemplate(cfg.promptTemplate);
@@ -128,8 +130,12 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
           };
         if (LONE_SURROGATE.test(label))
           return { reason: 'lone-surrogate', detail: `label field ${JSON.stringify(f)} holds an unpaired surrogate` };
+        label = labelMap?.get(label) ?? label;
         if (declared && !declared.has(label))
-          return { reason: 'unknown-label', detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}` };
+          return {
+            reason: 'unknown-label',
+            detail: `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}${labelMap ? ' (nor a key of labelMap)' : ''}`,
+          };
         row.label = label;
         continue;
       }
