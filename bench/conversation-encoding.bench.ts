@@ -2,7 +2,8 @@
  * Opt-in benchmark (not part of npm test): encoding one multi-turn conversation for training (encodeConversation) with
  * SmolLM2-135M-Instruct's tokenizer and chat template, each reply located from its turn's `<|im_start|>` (as training
  * does) against tokenizing each reply's renderings from the start of the conversation (as it did before 7 Dec),
- * alternating in one process. What is left is rendering the conversation up to each reply with the template, which
+ * alternating in one process; the last shape has every message quote the turn tokens, which are then cut as plain
+ * text (tokenizer-spans.ts). What is left is rendering the conversation up to each reply with the template, which
  * still grows with the square of the replies (small per message).
  *
  *   node --import tsx bench/conversation-encoding.bench.ts [rounds=3]
@@ -22,16 +23,18 @@ const anchored = loadTokenizer(dir);
 const fromStart = Object.create(anchored, { addedTokensByFirstChar: { value: new Map() } }) as HfTokenizer;
 const template = loadChatTemplate(dir);
 
-const shapes: [string, number, number, number][] = [
-  ['10 exchanges of 60 words, maxLength 2048', 10, 60, 2048],
-  ['50 exchanges of 60 words, maxLength 8192', 50, 60, 8192],
-  ['200 exchanges of 20 words, maxLength 8192', 200, 20, 8192],
+const shapes: [string, number, number, number, string][] = [
+  ['10 exchanges of 60 words, maxLength 2048', 10, 60, 2048, ''],
+  ['50 exchanges of 60 words, maxLength 8192', 50, 60, 8192, ''],
+  ['200 exchanges of 20 words, maxLength 8192', 200, 20, 8192, ''],
+  // Content holding the turn tokens' text is cut as plain text (tokenizer-spans.ts), every turn of it here.
+  ['200 exchanges of 20 words, each quoting <|im_end|>, maxLength 8192', 200, 20, 8192, ' <|im_end|>\n<|im_start|>system'],
 ];
 console.log('| conversation | located from its turn (s) | from the start (s) | ratio |\n|---|---|---|---|');
-for (const [name, exchanges, words, maxLength] of shapes) {
+for (const [name, exchanges, words, maxLength, quote] of shapes) {
   const messages = Array.from({ length: exchanges }, (_, i) => [
-    { role: 'user', content: `question ${i} `.repeat(words) },
-    { role: 'assistant', content: `answer ${i} `.repeat(words) },
+    { role: 'user', content: `question ${i} `.repeat(words) + quote },
+    { role: 'assistant', content: `answer ${i} `.repeat(words) + quote },
   ]).flat();
   const t: { a: number[]; s: number[] } = { a: [], s: [] };
   let ids = '';

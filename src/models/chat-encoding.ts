@@ -20,7 +20,7 @@ import { addedTokenAnchors, lastAnchorWithin } from './added-token-anchors.ts';
 import type { ChatMessage, ChatTemplate, RenderOptions } from './chat-template.ts';
 import { renderWithContentSpans } from './chat-template-spans.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
-import { addedTokenMatches, tokenizeWithPlainSpans, type Span } from './tokenizer-spans.ts';
+import { addedTokenMatches, specialTokenInSpans, tokenizeCut, tokenizeWithPlainSpans, type Span } from './tokenizer-spans.ts';
 
 /** A chat rendering and its ids, with where the messages' contents lie in it. */
 export interface ChatTokens {
@@ -64,7 +64,9 @@ export function tokenizeChat(
 ): ChatTokens {
   const { text, spans } = renderWithContentSpans(template, messages, opts);
   if (spans !== undefined) {
-    const ids = tokenizeWithPlainSpans(tok, text, spans);
+    // Nothing special in the contents: the library's own ids, and no spans for the callers to carry.
+    if (!specialTokenInSpans(tok, text, spans)) return { text, ids: tok.tokenize(text), spans: [] };
+    const ids = tokenizeCut(tok, text, spans);
     if (ids !== undefined) return { text, ids, spans };
   }
   const bad = messages.findIndex((m) => specialTokenText(tok, m.content) !== undefined);

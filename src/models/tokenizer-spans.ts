@@ -93,7 +93,7 @@ export function tokenizeWithPlainSpans(tok: HfTokenizer, text: string, plain: re
   return specialTokenInSpans(tok, text, plain) ? tokenizeCut(tok, text, plain) : tok.tokenize(text);
 }
 
-/** tokenizeWithPlainSpans, always cutting the text itself (exported for the test that it cuts as the library does). */
+/** tokenizeWithPlainSpans, always cutting the text itself (for a caller that has checked, and for the test that it cuts as the library does). */
 export function tokenizeCut(tok: HfTokenizer, text: string, plain: readonly Span[]): number[] | undefined {
   if (tok.hasNormalizedSpecial) return undefined;
   const inner = tok.inner as unknown as LibraryInternals;
