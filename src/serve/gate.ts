@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 
 /** Longest Retry-After the server gives (the openai SDK sleeps whatever it says, with no bound of its own). */
 export const MAX_RETRY_AFTER_S = 30;
@@ -36,7 +37,11 @@ export class GenerationGate {
     readonly maxQueue: number,
     /** Milliseconds, for the hold times (a test's clock). */
     private readonly now: () => number = () => performance.now(),
-  ) {}
+  ) {
+    // Each request in flight listens to `halted` until it ends (openai.ts), so past 10 at once Node printed
+    // "MaxListenersExceededWarning: Possible EventTarget memory leak" on the server's stderr under ordinary load.
+    setMaxListeners(0, this.halting.signal);
+  }
 
   /**
    * A refused request's `Retry-After`: the seconds until the generations waiting now will have started, at the

@@ -51,9 +51,10 @@ async function serve(
   return { url, server, close: () => server.close() };
 }
 
-function post(url: string, path: string, body: unknown, token = TOKEN): Promise<Response> {
+function post(url: string, path: string, body: unknown, token = TOKEN, signal?: AbortSignal): Promise<Response> {
   return fetch(`${url}${path}`, {
     method: 'POST',
+    signal,
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
@@ -268,7 +269,14 @@ test('a completion prompt of token ids, one list or several, is generated from t
   await refused([[1], []], 'empty_prompt', 'prompt[1]', /prompt\[1\] has no tokens/);
   await refused(['Once', 7], 'invalid_request', 'prompt[1]', /a list of token ids.*prompt\[1\] is 7/);
   await refused([[1], ['x']], 'invalid_request', 'prompt[1][0]', /prompt\[1\]\[0\] is "x", not a token id/);
-  await refused([{ text: 'x' }], 'invalid_request', 'prompt[0]', /prompt\[0\] is \{"text":"x"\}/);
+  await refused([{ text: 'x' }], 'invalid_request', 'prompt[0]', /prompt\[0\] is an object/);
+  // A list nested 100,000 deep is named, not stringified (that overflowed the stack: a 500).
+  const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+  for (const body of [`{"prompt": [${deep}]}`, `{"prompt": [[1, ${deep}]]}`, `{"prompt": ["a", ${deep}]}`]) {
+    const res = await post(url, '/v1/completions', body);
+    assert.equal(res.status, 400, body.slice(0, 30));
+    assert.match(((await res.json()) as { error: { message: string } }).error.message, /is a list/);
+  }
   await refused(Array(65).fill(1), 'context_length_exceeded', 'prompt', /65 tokens; this server takes at most 64/);
 });
 
@@ -919,4 +927,62 @@ test('a request its client gave up on, streamed or not, is counted as 499 in the
   assert.match(m, /tempered_http_requests_total\{route="\/v1\/completions",status="499"\} 2\n/);
   assert.doesNotMatch(m, /route="\/v1\/completions",status="200"/);
   assert.match(m, /tempered_http_request_duration_seconds_count\{route="\/v1\/completions"\} 2\n/);
+});
+
+test("a stream's tokens count in /metrics as they are sent, and stop when its client leaves; many requests at once warn of no leak", async (t) => {
+  const real = await load(dirA, 'tiny@1');
+  // Each stream's generation waits after its 3rd token until the test lets it go: a generation caught mid-way.
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let paused = 0;
+  const waiters: (() => void)[] = [];
+  const gen: TextGenerator = {
+    ...real,
+    generate: (p, o) => {
+      let k = 0;
+      return real.generate(p, {
+        ...o,
+        onToken: async (e) => {
+          await o.onToken?.(e);
+          if (++k === 3) {
+            paused++;
+            waiters.splice(0).forEach((w) => w());
+            await released;
+          }
+        },
+      });
+    },
+  };
+  t.after(() => release());
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  t.after(() => void process.off('warning', onWarning));
+  const { url, server } = await serve(t, gen, { generation: { maxConcurrent: 1, maxQueue: 16 } });
+  const tokens = async () => {
+    const m = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    return Number(/^tempered_generated_tokens_total\{model="tiny@1"\} (\d+)$/m.exec(m)?.[1] ?? 0);
+  };
+  const body = { prompt: 'Once upon', max_tokens: 20, temperature: 0, stream: true };
+  const first = await post(url, '/v1/completions', body);
+  while (paused < 1) await new Promise<void>((r) => waiters.push(r));
+  // Three tokens made, none counted before: the counter moved only when a generation ended.
+  assert.equal(await tokens(), 3);
+  // Twelve more wait behind it, each listening for the server's stop: no MaxListenersExceededWarning.
+  const leaving = Array.from({ length: 12 }, () => new AbortController());
+  const queued = leaving.map((c) => post(url, '/v1/completions', body, TOKEN, c.signal).catch((e: Error) => e.name));
+  while (server.gate.queued < 12) await new Promise((r) => setTimeout(r, 5));
+  for (const c of leaving) c.abort();
+  await Promise.all(queued);
+  // The first's client leaves mid-way: its generation ends at its next step, and the counter stops there.
+  await first.body!.cancel();
+  release();
+  while (server.gate.active + server.gate.queued > 0) await new Promise((r) => setTimeout(r, 5));
+  const after = await tokens();
+  assert.ok(after >= 3 && after <= 5, `${after} tokens`);
+  const again = await post(url, '/v1/completions', { prompt: 'x', max_tokens: 2, temperature: 0 });
+  const usage = ((await again.json()) as { usage: { completion_tokens: number } }).usage;
+  assert.equal(await tokens(), after + usage.completion_tokens, 'nothing more from the abandoned generation');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(warnings, []);
 });

@@ -538,11 +538,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
           prompt_tokens_details: { cached_tokens: cached },
         };
       };
+      // A stream's tokens are counted as they are sent (`counted`), so the counter shows a long generation going on, and
+      // that one whose client left stopped; its end adds what no event carried, so the total is its tokens either way.
+      let counted = 0;
       const count = (results: GenerateResult[]) => {
-        o.tokens?.inc(
-          { model: gen.id },
-          results.reduce((s, r) => s + r.tokens.length, 0),
-        );
+        o.tokens?.inc({ model: gen.id }, Math.max(0, results.reduce((s, r) => s + r.tokens.length, 0) - counted));
         o.cachedPromptTokens?.inc(
           { model: gen.id },
           results.reduce((s, r) => s + r.cachedTokens, 0),
@@ -598,6 +598,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         const results = await gen.generate(rows, {
           ...opts,
           onToken: async (e: TokenEvent) => {
+            // A row's last event may be its end-of-sequence token, which is no token of the answer: the end counts it.
+            if (!e.finishReason) {
+              counted++;
+              o.tokens?.inc({ model: gen.id });
+            }
             if (e.text === '' && !e.finishReason) return;
             const fin = e.finishReason ? finishReason(e.finishReason) : null;
             await send(
@@ -739,12 +744,7 @@ export function promptParts(prompt: string | unknown[]): { texts: string[] } | {
   const odd = prompt.findIndex((v) => kindOf(v) !== first);
   if (first === 'other' || odd >= 0) {
     const at = first === 'other' ? 0 : odd;
-    throw new ApiError(
-      400,
-      'invalid_request',
-      `${shape}; prompt[${at}] is ${JSON.stringify(prompt[at])?.slice(0, 40) ?? 'not JSON'}`,
-      `prompt[${at}]`,
-    );
+    throw new ApiError(400, 'invalid_request', `${shape}; prompt[${at}] is ${described(prompt[at])}`, `prompt[${at}]`);
   }
   if (first === 'string') return { texts: prompt as string[] };
   if (first === 'number') return { ids: [prompt as number[]], flat: true };
@@ -756,11 +756,22 @@ export function promptParts(prompt: string | unknown[]): { texts: string[] } | {
       throw new ApiError(
         400,
         'invalid_request',
-        `${shape}; prompt[${i}][${j}] is ${JSON.stringify(p[j])?.slice(0, 40) ?? 'not JSON'}, not a token id`,
+        `${shape}; prompt[${i}][${j}] is ${described(p[j])}, not a token id`,
         `prompt[${i}][${j}]`,
       );
   });
   return { ids: ids as number[][], flat: false };
+}
+
+/**
+ * A JSON value named in an error: a string or number as it is (a string cut to 40 characters), a list or object by its
+ * kind only. Stringifying it whole overflowed the stack on a list nested 100,000 deep (a 500, not a 400).
+ */
+function described(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (Array.isArray(v)) return 'a list';
+  if (v !== null && typeof v === 'object') return 'an object';
+  return String(v);
 }
 
 /** A prompt of token ids as given, once each id is one the model has (an id past its embedding would fail the generation). */
