@@ -1,18 +1,22 @@
 /**
  * A worker SIGKILLed while it uploads a large checkpoint file (multipart, as every file over TEMPERED_S3_PART_MB is)
  * leaves an unfinished upload: S3 keeps its parts, listed by no object listing and billed, until the upload is aborted.
- * `store gc` aborts those begun before its horizon. Real SeaweedFS, a real child process pushing a real checkpoint.
+ * `store gc` aborts those begun before its horizon. Real SeaweedFS, a real child process pushing a real checkpoint; on a
+ * shared folder, the temp file such a writer leaves goes the same way.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeGarbage } from '../cli/commands/store.ts';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
 import { collectGarbage } from '../src/store/garbage.ts';
+import type { ObjectBackend } from '../src/store/object-backend.ts';
+import { pushCheckpoint } from '../src/store/shared-checkpoints.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
 import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
@@ -22,6 +26,21 @@ useTestS3((h) => (s3 = h));
 const DAY = 86_400_000;
 const HORIZON = 30 * DAY;
 const ROOT = resolve(import.meta.dirname, '..');
+
+/** A checkpoint folder of `step` under `parent`. */
+function checkpoint(parent: string, step: number): string {
+  const ck = join(parent, `step-${String(step).padStart(8, '0')}`);
+  mkdirSync(ck, { recursive: true });
+  writeFileSync(join(ck, 'manifest.json'), JSON.stringify({ step }));
+  writeFileSync(join(ck, 'params.bin'), Buffer.alloc(4096, step));
+  return ck;
+}
+
+async function keysOf(backend: ObjectBackend): Promise<string[]> {
+  const out: string[] = [];
+  for await (const k of backend.list('')) out.push(k);
+  return out;
+}
 
 /** The unfinished uploads under `prefix` (the store's key prefix), as S3 lists them. */
 async function unfinished(prefix: string): Promise<string[]> {
@@ -79,4 +98,27 @@ test('store gc aborts the unfinished upload a worker killed mid-checkpoint left,
   const collected = await gc(true, later);
   assert.deepEqual(collected.uploads, { abandoned: 1, aborted: 1 });
   assert.deepEqual(await unfinished(prefix), [], 'its parts are gone');
+});
+
+test('on a shared folder, store gc deletes the temp file a writer killed mid-put left, once unwritten since the horizon', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-gc-uploads-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bucket = new FolderBackend(join(dir, 'shared'));
+  const store = new ArtifactStore(join(dir, 'gc'), { remote: bucket });
+  await pushCheckpoint(store, 'work', checkpoint(join(dir, 'ck'), 4));
+  // What FolderBackend.place leaves when its process is killed between its write and its rename: the next push's file,
+  // under its temp name beside the object. Nothing lists it, and no put of another process removes it.
+  const key = 'checkpoint-files/work/step-00000008/params.bin';
+  const temp = join(bucket.root, ...`${key}.4242.0a1b2c3d.tmp`.split('/'));
+  mkdirSync(dirname(temp), { recursive: true });
+  writeFileSync(temp, Buffer.alloc(1 << 20, 8));
+  assert.ok(!(await keysOf(bucket)).some((k) => k.endsWith('.tmp')), 'no listing shows it');
+  const cache = new StageCache(join(dir, 'cache'), store);
+  const gc = (collect: boolean, now: number) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now });
+  assert.deepEqual((await gc(true, Date.now())).uploads, { abandoned: 0, aborted: 0 }, 'a put that may still be writing it');
+  assert.ok(existsSync(temp));
+  // Aged past the horizon (as is what the push stored: the gc judges that by its own rules).
+  const later = Date.now() + HORIZON + DAY;
+  assert.deepEqual((await gc(true, later)).uploads, { abandoned: 1, aborted: 1 });
+  assert.ok(!existsSync(temp), 'the temp file is gone');
 });

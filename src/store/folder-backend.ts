@@ -9,7 +9,10 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
-import type { ObjectBackend, PutFileOptions, StoredObject } from './object-backend.ts';
+import type { ObjectBackend, PutFileOptions, StoredObject, UnfinishedUpload } from './object-backend.ts';
+
+/** The temp name place() writes an object under before it moves it in. */
+const PUT_TEMP = /\.\d+\.[0-9a-f]{8}\.tmp$/;
 
 export class FolderBackend implements ObjectBackend {
   readonly url: string;
@@ -34,7 +37,7 @@ export class FolderBackend implements ObjectBackend {
     return this.place(key, (tmp) => fsp.writeFile(tmp, bytes), opts.ifAbsent);
   }
 
-  /** Writes the object beside its place with `write`, syncs it, then moves it in (create-only: links it). */
+  /** Writes the object beside its place with `write` (at `<key>.<pid>.<hex>.tmp`: PUT_TEMP), syncs it, then moves it in (create-only: links it). */
   private async place(key: string, write: (tmp: string) => Promise<void>, ifAbsent: boolean): Promise<'stored' | 'exists'> {
     const dest = this.path(key);
     await fsp.mkdir(dirname(dest), { recursive: true });
@@ -93,6 +96,32 @@ export class FolderBackend implements ObjectBackend {
     // Walk the deepest folder the prefix names, then filter by the rest of it.
     const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     for await (const key of walk(dirPart ? this.path(dirPart) : this.root, this.root)) if (key.startsWith(prefix)) yield key;
+  }
+
+  /**
+   * The temp files of writers killed mid-put (`<key>.<pid>.<hex>.tmp`, place()): a put removes its own whatever
+   * happens but a kill, and no listing shows them, so a checkpoint file of gigabytes stayed in a shared folder for good.
+   * Started when last written; no live put leaves its file unwritten for long.
+   */
+  async *unfinishedUploads(prefix: string): AsyncIterable<UnfinishedUpload> {
+    const walk = async function* (dir: string, root: string): AsyncIterable<UnfinishedUpload> {
+      for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) yield* walk(p, root);
+        else if (e.isFile() && PUT_TEMP.test(e.name)) {
+          const st = await fsp.lstat(p).catch(() => undefined);
+          const key = relative(root, p).split(sep).join('/');
+          if (st) yield { key, id: key, started: st.mtime };
+        }
+      }
+    };
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    for await (const u of walk(dirPart ? this.path(dirPart) : this.root, this.root)) if (u.key.startsWith(prefix)) yield u;
+  }
+
+  async abortUpload(upload: UnfinishedUpload): Promise<void> {
+    // Only a name a put could have made: this deletes files.
+    if (PUT_TEMP.test(upload.key)) await fsp.rm(this.path(upload.key), { force: true });
   }
 
   async delete(key: string): Promise<void> {

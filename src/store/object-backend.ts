@@ -57,8 +57,8 @@ export interface ObjectBackend {
   /** Every object whose key starts with `prefix`, with its size and write time (one listing, no HEAD each). */
   listObjects(prefix: string): AsyncIterable<StoredObject & { key: string }>;
   /**
-   * Unfinished uploads of keys starting with `prefix`. S3 keeps their parts, in no listing of objects and billed, until
-   * they are aborted; absent where a backend has none (a folder's writer stages one temp file).
+   * Unfinished uploads of keys starting with `prefix`: S3 keeps their parts, in no listing of objects and billed, until
+   * they are aborted; a folder keeps the temp file a writer killed mid-put left.
    */
   unfinishedUploads?(prefix: string): AsyncIterable<UnfinishedUpload>;
   /** Aborts an unfinished upload, deleting its parts; one already gone is fine. */
