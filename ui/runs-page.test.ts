@@ -148,7 +148,7 @@ describe('Runs page in chromium', () => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?limit=3', errors);
     await rowsBecome(page, all.slice(0, 3));
-    assert.match(await page.locator('#runs-count').innerText(), /the newest 3 runs/);
+    assert.match(await page.locator('#runs-count').innerText(), /^3 runs: the running ones, then those that ended last/);
     await page.locator('#runs-more').click();
     await rowsBecome(page, all);
     assert.match(await hashOf(page), /limit=53/);
@@ -197,6 +197,19 @@ describe('Runs page in chromium', () => {
     await waitFor('sorted by pipeline, descending', async () => /sort=-pipeline/.test(await hashOf(page)));
     await waitFor('beta runs first', async () => (await pipelines()).join() === 'beta,beta,alpha,alpha,alpha,alpha,alpha,alpha');
     assert.equal(await page.getAttribute('button[data-sort=pipeline] >> xpath=..', 'aria-sort'), 'descending');
+    await page.context().close();
+  });
+
+  it('offers, for a run id Temporal does not know, the runs it begins, and opens the one picked', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/run/beta-', errors);
+    await page.locator('#run-prefix-matches').waitFor();
+    assert.match(await page.locator('p.error').innerText(), /not found/);
+    assert.deepEqual(await page.locator('#run-prefix-matches li a').allInnerTexts(), failed);
+    await page.locator('#run-prefix-matches li a').first().click();
+    await page.locator('h1', { hasText: failed[0]! }).waitFor();
+    assert.equal(await page.locator('p.error', { hasText: 'not found' }).count(), 0, "the unknown id's refusal is gone with it");
+    assert.equal(await page.locator('#run-prefix-matches').count(), 0);
     await page.context().close();
   });
 

@@ -311,8 +311,8 @@ function RunsPage({ query }) {
       </table>
       <p class="muted" id="runs-count">
         ${data.more
-          ? html`the newest ${data.runs.length} runs${asked ? ` with ${asked}` : ''}
-              <button id="runs-more" onClick=${() => go(f, { limit: limit + RUN_PAGE })}>show ${RUN_PAGE} more</button>`
+          ? html`${data.runs.length} runs${asked ? ` with ${asked}` : ''}: the running ones, then those that ended last (Temporal lists by
+              end) <button id="runs-more" onClick=${() => go(f, { limit: limit + RUN_PAGE })}>show ${RUN_PAGE} more</button>`
           : `${data.runs.length === 1 ? 'the one run' : `all ${data.runs.length} runs`}${asked ? ` with ${asked}` : ''}`}
       </p>`}
     ${encrypted &&
@@ -972,8 +972,18 @@ function RunPage({ id }) {
   const [cancelAsked, setCancelAsked] = useState(false);
   // A run past the namespace's retention: the server's account of it from the audit trail, as `tempered status` gives.
   const [gone, setGone] = useState();
+  // An id Temporal does not know may be the beginning of one (copied short, or typed from memory): the runs it begins.
+  const [prefixOf, setPrefixOf] = useState();
   const reload = () =>
-    api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => (e.body?.gone ? setGone(e.body) : setError(e.message)));
+    api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => {
+      if (e.body?.gone) return setGone(e.body);
+      setError(e.message);
+      if (e.status === 404)
+        api(`/api/runs?id=${encodeURIComponent(id)}&limit=10`).then(
+          (d) => setPrefixOf(d),
+          () => {},
+        );
+    });
   const loadCurves = () =>
     api(`/api/runs/${encodeURIComponent(id)}/curves`).then(
       (c) => {
@@ -990,6 +1000,9 @@ function RunPage({ id }) {
     setLive({});
     setCancelAsked(false);
     setGone(undefined);
+    // Another run's refusal is not this one's (a link from a refused id's page to the run it meant kept showing it).
+    setError(undefined);
+    setPrefixOf(undefined);
     // Status and curves in parallel: the curves do not wait for the status to name the training stages.
     reload();
     loadCurves();
@@ -1054,7 +1067,21 @@ function RunPage({ id }) {
       ${spec}`;
   if (error)
     return html`<p class="error">${error}</p>
-      ${spec}`;
+      ${prefixOf?.runs.length > 0 &&
+      html`<div id="run-prefix-matches">
+        <p>${prefixOf.runs.length === 1 && !prefixOf.more ? 'The run whose id begins with it:' : `Runs whose id begins with it:`}</p>
+        <ul>
+          ${prefixOf.runs.map(
+            (r) =>
+              html`<li>
+                <a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a> ${r.pipeline} <${State} s=${runStateWord(r.status)} />
+                <span class="muted">${fmtTime(r.startTime)}</span>
+              </li>`,
+          )}
+        </ul>
+        ${prefixOf.more && html`<a href=${`#/runs?id=${encodeURIComponent(id)}`}>all of them on the Runs page</a>`}
+      </div>`}
+      ${!prefixOf?.runs.length && spec}`;
   if (!view) return html`<p class="muted">loading ${id}…</p>`;
   const st = view.status;
   const evalStage = st.stages.find((s) => s.uses === 'evaluate' && view.reports[s.id]?.report);
