@@ -15,9 +15,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { auditRunSubmitted, getRunStatus, runInput, runningRunRefusal, submitRun } from '../client/runs.ts';
+import {
+  auditRunSubmitted,
+  describedRunStatus,
+  getRunStatus,
+  runInput,
+  runningRunRefusal,
+  submitRun,
+  type ClientRunStatus,
+} from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
-import { describeOrMarked } from '../client/payloads.ts';
 import { runGoneAccount } from '../client/run-gone.ts';
 import { withServerAnswer } from '../client/server-answer.ts';
 import {
@@ -369,8 +376,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string } }>('/api/runs/:id/curves', async (req) => {
     const client = await o.client();
     // Without TEMPERED_PAYLOAD_KEY, as the run's own page (runView): the stages Temporal keeps in clear.
-    const desc = await describeOrMarked(client, req.params.id);
-    const status = await getRunStatus(client, req.params.id, { showClear: true });
+    const { status, desc } = await describedRunStatus(client, req.params.id);
     const stages: Record<string, TrainingCurves> = {};
     const states: Record<string, string> = {};
     for (const stage of status.stages) {
@@ -385,8 +391,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.get<{ Params: { id: string }; Querystring: Record<string, string> }>('/api/runs/:id/events', async (req, reply) => {
     const client = await o.client();
     const runId = req.params.id;
-    const desc = await describeOrMarked(client, runId);
-    const execution = desc.runId;
+    // The first tick's status comes with the description that names the execution: the run is described once for both.
+    const first = await describedRunStatus(client, runId);
+    const execution = first.desc.runId;
+    let described: ClientRunStatus | undefined = first.status;
     const offsets = new Map<string, number>();
     for (const [k, v] of Object.entries(req.query)) if (k.startsWith('offset.')) offsets.set(k.slice(7), Number(v) || 0);
     reply.hijack();
@@ -406,9 +414,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       openStreams.delete(stop);
     });
     const tick = async () => {
-      const st = await getRunStatus(client, runId, { showClear: true });
+      const st = described ?? (await getRunStatus(client, runId, { showClear: true }));
+      described = undefined;
       const stages = withFailureNotes(st.stages).map((s) => ({
         id: s.id,
+        // Without the key a stage scheduled after the page was read is new to it: shown with its kind.
+        uses: s.uses,
         state: s.state,
         attempt: s.attempt,
         startedAt: s.startedAt,
