@@ -59,6 +59,9 @@ export interface LineOptions {
 /** The encoding setting as the caller takes it, followed by a value: `encoding: ` (ingest), `--encoding ` (predict). */
 export type EncodingSetting = 'encoding: ' | '--encoding ';
 
+/** The setting's name alone: `encoding`, `--encoding`. */
+const settingName = (setting: EncodingSetting) => setting.replace(/[: ]+$/, '');
+
 /**
  * The single-byte encodings a data file may be read in (WHATWG names; `cp1252` (Python's), `latin1` and `iso-8859-1` are
  * read as windows-1252, as browsers and Python's cp1252 read them: its 0x80-0x9F are printable where Latin-1's are controls).
@@ -119,7 +122,7 @@ export function notUtf8(file: string, s: UnicodeSniff, setting: EncodingSetting 
       ? iconv
       : `${iconv} '${file}' > '${file.slice(0, dot)}.utf8${file.slice(dot)}'`;
   return new InputError(
-    `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ` unless ${setting.replace(/[: ]+$/, '')} says otherwise` : ''}`,
+    `the file is ${family} (${how}); data files must be UTF-8${family === 'UTF-16' ? ` unless ${settingName(setting)} says otherwise` : ''}`,
     {
       where: file,
       hint: `save it as UTF-8, e.g. ${example}${family === 'UTF-16' ? `; or ${setting === 'encoding: ' ? 'set ' : 'give '}${setting}utf-16` : ''}`,
@@ -132,7 +135,8 @@ export function notUtf8(file: string, s: UnicodeSniff, setting: EncodingSetting 
  * any other file. Its byte order comes from its byte-order mark or, without one, its NUL bytes (`sniffUnicode`); a file
  * that shows neither is refused, since UTF-8 read as UTF-16 would be silently CJK-looking nonsense.
  */
-async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): AsyncGenerator<Buffer> {
+async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string, setting: EncodingSetting): AsyncGenerator<Buffer> {
+  const name = settingName(setting);
   let decoder: InstanceType<typeof TextDecoder> | undefined;
   let bytes = 0;
   const decode = (c?: Buffer): Buffer => {
@@ -146,7 +150,7 @@ async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): Async
           : `not valid UTF-16 within bytes ${bytes - c.length + 1}-${bytes} (a surrogate without its pair)`;
       throw new InputError(what, {
         where: display,
-        hint: 'check that the file is UTF-16 (a lone surrogate or an odd byte count says it is not), or remove encoding',
+        hint: `check that the file is UTF-16 (a lone surrogate or an odd byte count says it is not), or remove ${name}`,
         cause: e,
       });
     }
@@ -156,10 +160,10 @@ async function* fromUtf16(chunks: AsyncIterable<Buffer>, display: string): Async
       const s = sniffUnicode(c);
       if (s === null || !s.encoding.startsWith('UTF-16'))
         throw new InputError(
-          `encoding is utf-16, but the file ${s ? `is ${s.encoding}` : 'has neither a UTF-16 byte-order mark nor the NUL bytes of UTF-16 text'}`,
+          `${name} is utf-16, but the file ${s ? `is ${s.encoding}` : 'has neither a UTF-16 byte-order mark nor the NUL bytes of UTF-16 text'}`,
           {
             where: display,
-            hint: s ? `convert it: ${describeSniff(s).iconv}` : 'remove encoding (UTF-8 is the default), or set the one the file is in',
+            hint: s ? `convert it: ${describeSniff(s).iconv}` : `remove ${name} (UTF-8 is the default), or set the one the file is in`,
           },
         );
       // A byte-order mark is read and dropped (ignoreBOM false); fatal: a lone surrogate is an error, not U+FFFD.
@@ -424,16 +428,17 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     pending.push(piece);
     pendingBytes += piece.length;
   };
-  for await (const chunk of utf16 ? fromUtf16(fileText(path, opts), opts.display ?? path) : fileText(path, opts)) {
+  const setting = opts.encodingSetting ?? 'encoding: ';
+  for await (const chunk of utf16 ? fromUtf16(fileText(path, opts), opts.display ?? path, setting) : fileText(path, opts)) {
     if (first) {
       // The first read of a file holds min(its size, 1 MiB): enough to tell its encoding.
       first = false;
       const s = sniffUnicode(chunk);
-      if (s) throw notUtf8(opts.display ?? path, s, opts.encodingSetting);
+      if (s) throw notUtf8(opts.display ?? path, s, setting);
       if (decoder && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf)
-        throw new InputError(`the file starts with a UTF-8 byte-order mark, but encoding is ${opts.encoding}`, {
+        throw new InputError(`the file starts with a UTF-8 byte-order mark, but ${settingName(setting)} is ${opts.encoding}`, {
           where: opts.display ?? path,
-          hint: 'it is UTF-8: remove encoding',
+          hint: `it is UTF-8: remove ${settingName(setting)}`,
         });
       if (crOnly(chunk)) {
         const file = opts.display ?? path;

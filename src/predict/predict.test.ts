@@ -59,6 +59,20 @@ test('a UTF-16 file names --encoding utf-16, and is read with it, gzipped too', 
   await assert.rejects(run('u16.csv', u16), (e) => e instanceof InputError && /give --encoding utf-16$/.test(e.hint ?? ''));
   assert.deepEqual((await run('u16.csv', u16, { encoding: 'utf-16' })).texts, texts);
   assert.deepEqual((await run('u16.csv.gz', gzipSync(u16), { encoding: 'utf-16' })).texts, texts);
+  // A UTF-8 file given an encoding: the hints name the flag, not the stage setting.
+  const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(csv)]);
+  await assert.rejects(run('bom.csv', bom, { encoding: 'windows-1252' }), (e) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, /UTF-8 byte-order mark, but --encoding is windows-1252$/);
+    assert.equal(e.hint, 'it is UTF-8: remove --encoding');
+    return true;
+  });
+  await assert.rejects(run('utf8.csv', Buffer.from(csv), { encoding: 'utf-16' }), (e) => {
+    assert.ok(e instanceof InputError);
+    assert.match(e.message, /--encoding is utf-16, but the file has neither/);
+    assert.match(e.hint ?? '', /^remove --encoding/);
+    return true;
+  });
 });
 
 test('gzip input: concatenated members are read whole, zero padding with a warning, other trailing bytes refused', async () => {
