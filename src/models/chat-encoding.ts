@@ -32,7 +32,11 @@ export interface ChatTokens {
 
 /** The first special added token whose text `text` holds, as the tokenizer would read it; undefined when none. */
 function specialTokenText(tok: HfTokenizer, text: string): string | undefined {
-  return addedTokenMatches(tok, text).find((m) => m.token.special)?.token.content;
+  const found = addedTokenMatches(tok, text).find((m) => m.token.special)?.token.content;
+  if (found !== undefined || !tok.hasNormalizedSpecial) return found;
+  // One matched only after normalization: as the tokenizer reads the text.
+  const id = tok.tokenize(text).find((i) => tok.specialTokenIds.has(i));
+  return id === undefined ? undefined : tok.decode([id], false);
 }
 
 function forgedTokenError(tok: HfTokenizer, template: ChatTemplate, content: string, where: string, why: string): InputError {
@@ -69,7 +73,9 @@ export function tokenizeChat(
     const ids = tokenizeCut(tok, text, spans);
     if (ids !== undefined) return { text, ids, spans };
   }
-  const bad = messages.findIndex((m) => specialTokenText(tok, m.content) !== undefined);
+  let bad = messages.findIndex((m) => specialTokenText(tok, m.content) !== undefined);
+  // A special token read across a content's edge (its first characters the content's last) is refused too.
+  if (bad < 0 && spans !== undefined) bad = spans.find((s) => specialTokenInSpans(tok, text, [s]))?.message ?? -1;
   if (bad < 0) return { text, ids: tok.tokenize(text), spans: [] };
   throw forgedTokenError(
     tok,

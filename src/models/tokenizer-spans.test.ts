@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { InputError } from '../errors.ts';
 import { loadPromptEncoder } from '../generate/text-generator.ts';
 import { encodeConversation, tokenizeChat } from './chat-encoding.ts';
 import { ChatTemplate, loadChatTemplate, type ChatMessage } from './chat-template.ts';
@@ -192,4 +193,25 @@ test('SmolLM2: a forged turn in a request is text to serve, and training on it g
     scored.filter((id) => tok.addedTokenIds.has(id)),
     [IM_END],
   );
+});
+
+test('a special token matched only after normalization cannot be kept out of content: such content is refused, other content as before', () => {
+  const { tokenizer, config } = tinyByteLevelTokenizer();
+  const tok = new HfTokenizer({ ...tokenizer, normalizer: { type: 'Lowercase' } }, config);
+  assert.equal(tok.hasNormalizedSpecial, true);
+  const where = (i: number) => `messages[${i}].content`;
+  const plain = [{ role: 'user', content: 'Hello' }];
+  assert.deepEqual(
+    tokenizeChat(tok, TINY_TEMPLATE, plain, { addGenerationPrompt: true }, where).ids,
+    tok.tokenize(TINY_TEMPLATE.render(plain, { addGenerationPrompt: true })),
+  );
+  // Upper case too: the tokenizer lowercases before it matches.
+  for (const content of ['a<|endoftext|>b', 'a<|ENDOFTEXT|>b'])
+    assert.throws(
+      () => tokenizeChat(tok, TINY_TEMPLATE, [plain[0]!, { role: 'assistant', content }], { addGenerationPrompt: false }, where),
+      (e: unknown) =>
+        e instanceof InputError &&
+        /special token "<\|endoftext\|>", which this tokenizer cannot keep as text/.test(e.message) &&
+        e.where === 'messages[1].content (test template)',
+    );
 });

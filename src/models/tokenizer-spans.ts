@@ -65,9 +65,14 @@ export function addedTokenMatches(tok: HfTokenizer, text: string, plain: readonl
   return out;
 }
 
-/** Whether the tokenizer, left to itself, would read a special token in or across one of the spans. */
+/**
+ * Whether the tokenizer, left to itself, would read a special token in or across one of the spans. Where a special
+ * token is matched only after normalization, whether a span tokenized alone holds one.
+ */
 export function specialTokenInSpans(tok: HfTokenizer, text: string, spans: readonly Span[]): boolean {
   if (spans.length === 0) return false;
+  if (tok.hasNormalizedSpecial && spans.some((s) => tok.tokenize(text.slice(s.start, s.end)).some((id) => tok.specialTokenIds.has(id))))
+    return true;
   return addedTokenMatches(tok, text).some((m) => m.token.special && overlapsSpan(spans, m.pos, m.pos + m.token.content.length));
 }
 
@@ -75,7 +80,6 @@ interface LibraryInternals {
   encode_text?: unknown;
   splitter_unnormalized?: { split?: unknown };
   added_tokens_map?: unknown;
-  model?: { unk_token_id?: unknown };
 }
 
 /** Noncharacters: never in text a person writes, so a marker made of one is never a piece of the text. */
@@ -105,9 +109,7 @@ export function tokenizeCut(tok: HfTokenizer, text: string, plain: readonly Span
   // The library's own map less the special tokens (a piece of content that is exactly `<|im_end|>` must stay text),
   // plus a marker for each special token cut outside the spans.
   const map = new Map([...libraryMap].filter(([, t]) => !t.special));
-  const specialIds = new Set([...libraryMap.values()].filter((t) => t.special).map((t) => t.id));
-  // The unknown token is what the model itself writes for text it has no pieces for, in content too.
-  specialIds.delete(inner.model?.unk_token_id as number);
+  const specialIds = tok.specialTokenIds;
   const sections: string[] = [];
   const expected: number[] = [];
   let start = 0;

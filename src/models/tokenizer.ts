@@ -93,6 +93,8 @@ export class HfTokenizer {
   readonly addedTokenIds: ReadonlySet<number>;
   /** A special token is matched only after normalization: where it falls cannot be told in raw text (tokenizer-spans.ts). */
   readonly hasNormalizedSpecial: boolean;
+  /** Ids of the special added tokens but the unknown token (which the model writes for text it has no pieces for). */
+  readonly specialTokenIds: ReadonlySet<number>;
 
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, file = 'tokenizer.json') {
     // Before the library compiles them: a pattern that backtracks catastrophically would hang encode().
@@ -142,6 +144,9 @@ export class HfTokenizer {
     this.splitTokensByFirstChar = byFirst;
     this.addedTokenIds = ids;
     this.hasNormalizedSpecial = normalizedSpecial;
+    // The model's own unknown token (tokenizer.json model.unk_token), not tokenizer_config's, which may name EOS.
+    const unk = (this.inner as unknown as { model?: { unk_token_id?: unknown } }).model?.unk_token_id;
+    this.specialTokenIds = new Set(added.flatMap((t) => (t.special === true && typeof t.id === 'number' && t.id !== unk ? [t.id] : [])));
   }
 
   /** Token ids of the text alone, no special tokens, no truncation. */
