@@ -15,7 +15,7 @@ import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
 import { collectGarbage } from '../store/garbage.ts';
 import { collectLocalCheckpoints } from '../store/local-checkpoints.ts';
-import { checkpointLeaseName } from '../store/shared-checkpoints.ts';
+import { checkpointLeaseName, pushCheckpoint } from '../store/shared-checkpoints.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { StageCache } from '../store/stage-cache.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -225,4 +225,33 @@ test("store gc keeps what a kept finished record names, as a shared pointer's: i
   const retry = await attempt(a, train, { attempt: 2 });
   assert.equal(retry.steps, 0, 'the retry trained nothing: the outputs the mark names are still in the store');
   assert.deepEqual(retry.outputs, first.outputs);
+});
+
+test("a retry that finds the record only in this worker's mark (its attempt died before it replaced the shared checkpoint) replaces it: no checkpoint files stay in the bucket", async (t) => {
+  const { home, attempt, putTable, bucket } = await fixture(t);
+  const a = home('a', true);
+  const train = await putTable(a);
+  const first = await attempt(a, train);
+  // The bucket as it is when the attempt died between its COMPLETE mark and finishSharedCheckpoint: the pointer names
+  // its last checkpoint, whose files (gigabytes for an LLM) are there.
+  const last = join(a.root, 'last', 'step-3');
+  await a.store.materializeTree(first.outputs.checkpoint as ArtifactRef, last);
+  await pushCheckpoint(a.store, KEY, last);
+  const files = async () => {
+    const out: string[] = [];
+    for await (const k of bucket.list('checkpoint-files/')) out.push(k);
+    return out;
+  };
+  assert.notDeepEqual(await files(), []);
+
+  const retry = await attempt(a, train, { attempt: 2 });
+  assert.equal(retry.steps, 0, 'the retry trained nothing');
+  assert.deepEqual(retry.outputs, first.outputs);
+  assert.deepEqual(await files(), [], "the finished training's checkpoint files are gone from the bucket");
+  const pointer = JSON.parse((await readText(bucket, `checkpoints/${KEY}.json`))!) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(pointer), ['finished'], 'the pointer holds the record');
+  // Which a retry on another worker returns too.
+  const b = await attempt(home('b', true), train, { attempt: 3 });
+  assert.equal(b.steps, 0);
+  assert.deepEqual(b.outputs, first.outputs);
 });

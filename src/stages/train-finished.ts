@@ -20,7 +20,7 @@ import { isArtifactRef, type StageOutputs } from '../types.ts';
 import { outputProblems } from './output-check.ts';
 import type { StageContext } from './types.ts';
 
-interface FinishedTraining {
+export interface FinishedTraining {
   finishedAt: string;
   runId: string;
   executionId: string | null;
@@ -47,14 +47,20 @@ export function writeFinishedMark(checkpointDir: string, record: FinishedTrainin
  * stage then trains again). A record is a file on a worker's disk or an object in the bucket: one a broken or hostile
  * writer left under this execution's name must cost a training, not fail the stage for good (outputs that break the
  * declaration are a StageContractError, never retried, and every retry would return the same record).
+ *
+ * With the record, `unshared` when a shared store's pointer does not hold it yet: the attempt that finished died (or was
+ * cancelled) between its local mark and replacing the shared checkpoint, whose files (gigabytes for an LLM) then stayed
+ * in the bucket until `store gc`'s horizon; the retry that returns the record replaces them.
  */
-export async function finishedOutputs(
+export async function finishedTraining(
   ctx: StageContext,
   checkpointDir: string,
   checkpointName: string,
   kind: Pick<StageKindInfo, 'outputs'>,
-): Promise<StageOutputs | undefined> {
-  const rec = ours(ctx, readLocal(checkpointDir)) ?? ours(ctx, await readSharedFinished(ctx.store, checkpointName));
+): Promise<{ record: FinishedTraining; unshared: boolean } | undefined> {
+  const local = ours(ctx, readLocal(checkpointDir));
+  const shared = ctx.store.remote && ours(ctx, await readSharedFinished(ctx.store, checkpointName));
+  const rec = local ?? shared;
   if (!rec) return undefined;
   let problems: string[];
   try {
@@ -74,7 +80,7 @@ export async function finishedOutputs(
     );
     return undefined;
   }
-  return rec.outputs;
+  return { record: rec, unshared: !!ctx.store.remote && !shared };
 }
 
 function readLocal(checkpointDir: string): unknown {

@@ -16,10 +16,11 @@ import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
 import { modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
+import { LockBusyError } from '../util/dir-lock.ts';
 import { checkpointLeaseName, finishSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
-import { finishedOutputs, finishedRecord, writeFinishedMark } from './train-finished.ts';
+import { finishedRecord, finishedTraining, writeFinishedMark } from './train-finished.ts';
 import { MEDIA, type ArtifactRef, type StageOutputs } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { declaredLabels, ingestTask, modelSourceIssues } from './checks.ts';
@@ -434,16 +435,45 @@ export const trainStage: StageKind<TrainConfig> = {
     // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without
     // the lock: it is written whole (a rename), and one of this execution's is final.
-    const earlier = async (): Promise<StageOutputs | undefined> => {
-      const finished = await finishedOutputs(ctx, checkpointDir, checkpointName, trainStage);
+    const earlier = async () => {
+      const finished = await finishedTraining(ctx, checkpointDir, checkpointName, trainStage);
       if (finished)
         ctx.log(
-          `an earlier attempt of this stage finished its training (${String(finished.steps)} steps): its outputs, not a training from step 0`,
+          `an earlier attempt of this stage finished its training (${String(finished.record.outputs.steps)} steps): its outputs, not a training from step 0`,
         );
       return finished;
     };
+    const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
+    const staleMs = checkpointLockStaleMs();
     const finished = await earlier();
-    if (finished) return finished;
+    if (finished) {
+      // Its attempt died before it replaced the shared checkpoint with the record: done here, by the lease's holder only
+      // (a busy lease is another run of this work training, whose pointer it is now; gc deletes what that leaves).
+      // The outputs are whole either way: what fails here is only logged, and `store gc` deletes the files in time.
+      if (finished.unshared)
+        try {
+          const lease = await acquireSharedLease(ctx.store.remote!, checkpointLeaseName(checkpointName), {
+            what,
+            staleMs,
+            log: ctx.log,
+            inProcess: true,
+            signal: ctx.signal,
+          });
+          try {
+            lease.assertHeld();
+            await finishSharedCheckpoint(ctx.store, checkpointName, finished.record, ctx.log);
+          } finally {
+            await lease.release();
+          }
+        } catch (e) {
+          ctx.log(
+            e instanceof LockBusyError
+              ? `the shared checkpoint of ${checkpointName} is another training's now: left as it is`
+              : `could not replace the shared checkpoint of ${checkpointName} with the finished record (left for store gc): ${(e as Error).message}`,
+          );
+        }
+      return finished.record.outputs;
+    }
     const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
       cacheDir: paths.models,
       signal: ctx.signal,
@@ -455,8 +485,6 @@ export const trainStage: StageKind<TrainConfig> = {
     // process) or a second run of the same config waits (LockBusyError is retried) instead of
     // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
-    const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
-    const staleMs = checkpointLockStaleMs();
     const lock = await acquireCheckpointLock(`${checkpointDir}.lock`, {
       what,
       staleMs,
@@ -486,7 +514,10 @@ export const trainStage: StageKind<TrainConfig> = {
       // Looked for again: the attempt whose lock or lease this one waited for (it lost its heartbeat, not its process)
       // may have finished meanwhile, and its record would be cleared below and trained again from step 0.
       const finishedMeanwhile = await earlier();
-      if (finishedMeanwhile) return finishedMeanwhile;
+      if (finishedMeanwhile) {
+        if (finishedMeanwhile.unshared) await finishSharedCheckpoint(ctx.store, checkpointName, finishedMeanwhile.record, ctx.log);
+        return finishedMeanwhile.record.outputs;
+      }
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
       if (existsSync(join(checkpointDir, COMPLETE))) rmSync(checkpointDir, { recursive: true, force: true });
       mkdirSync(checkpointDir, { recursive: true });
