@@ -428,6 +428,10 @@ test("csv: a column without a name (pandas' index) is left out, and rows of deli
   writeFileSync(join(dir, 'd.csv'), 'text,label\nhello,ham\n');
   const d = await run(dir, { task: 'classification', path: 'd.csv' });
   assert.ok(!('blankLines' in d) && !('unnamedColumns' in d), JSON.stringify(d));
+  assert.match(
+    formatDataReport({ ...d, unnamedColumns: { 'e.csv': [1] } }),
+    /\nleft out: e\.csv: column 1, no name in the header \(pandas' index, as df\.to_csv\(\) writes it\)\n/,
+  );
   assert.doesNotMatch(formatDataReport(d), /blank lines|left out/);
   for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
   // A row with a field, however short, is still a row.

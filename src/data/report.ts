@@ -166,7 +166,7 @@ export function formatDataReport(r: DataReport): string {
         ...(r.blankLines ? [`blank lines: ${r.blankLines} skipped, not rows (empty, or delimiters alone)`] : []),
         ...Object.entries(r.unnamedColumns ?? {}).map(
           ([file, cols]) =>
-            `left out: ${file}: ${cols.length === 1 ? 'column' : 'columns'} ${cols.join(', ')}, no name in the header${cols[0] === 1 ? " (column 1: pandas' index, as df.to_csv() writes it)" : ''}`,
+            `left out: ${file}: ${cols.length === 1 ? 'column' : 'columns'} ${cols.join(', ')}, no name in the header${cols[0] === 1 ? ` (${cols.length > 1 ? 'column 1: ' : ''}pandas' index, as df.to_csv() writes it)` : ''}`,
         ),
         `labels: ${countsLine(r.labels)}`,
         ...(r.warnings ?? []).map((w) => `warning: ${w}`),
