@@ -181,6 +181,11 @@ describe('Runs page in chromium', () => {
       all.filter((id) => id.startsWith(late[0]!.slice(0, -2))),
     );
     assert.match(await hashOf(page), new RegExp(`id=${late[0]!.slice(0, -2)}`));
+    // Escape in a field clears it, and its filter.
+    await page.keyboard.press('Escape');
+    await rowsBecome(page, all);
+    assert.doesNotMatch(await hashOf(page), /id=/);
+    assert.equal(await page.inputValue('input[data-filter=id]'), '');
     await page.context().close();
   });
 

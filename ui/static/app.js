@@ -207,9 +207,8 @@ function RunsPage({ query }) {
         title=${title}
     /></label>`;
   // Each answer says which filters it is for: another filter's rows are never shown under this one's, while it loads.
-  const { data: got, error: failed } = usePoll(() => api(`/api/runs?${qs}`).then((d) => ({ ...d, qs })), [qs], 3000);
+  const { data: got, error } = usePoll(() => api(`/api/runs?${qs}`).then((d) => ({ ...d, qs })), [qs], 3000);
   const data = got?.qs === qs ? got : undefined;
-  const error = failed;
   // The pipelines seen so far, offered as the pipeline field's choices.
   const seen = useRef(new Set());
   for (const r of data?.runs ?? []) if (r.pipeline && !r.memoEncrypted) seen.current.add(r.pipeline);
@@ -244,7 +243,7 @@ function RunsPage({ query }) {
       ${field(
         'pipeline',
         'pipeline',
-        'name or part; Enter to apply',
+        'name or part',
         'runs whose pipeline name contains this, in any case; applies on Enter or when the field is left',
         { list: 'pipelines-seen' },
       )}
@@ -257,10 +256,10 @@ function RunsPage({ query }) {
           )}
         </select></label
       >
-      ${field('id', 'run id', 'beginning of an id; / to type', 'runs whose id begins with this (press / to come here); Enter to apply', {
+      ${field('id', 'run id', 'an id or its start (/)', 'runs whose id begins with this (press / to come here); Enter to apply', {
         ref: idField,
       })}
-      ${field('schedule', 'schedule', 'name; Enter to apply', 'applies on Enter or when the field is left')}
+      ${field('schedule', 'schedule', 'name', 'applies on Enter or when the field is left')}
       ${anyFilter && html`<button id="runs-clear" onClick=${() => go({}, { sort })}>clear filters</button>`}
       <a
         href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
