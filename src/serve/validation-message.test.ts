@@ -65,3 +65,17 @@ test('a schema failure names each field: unknown ones, shapes allowed, values al
     param: 'messages[0].role',
   });
 });
+
+test('a body with thousands of problems names the first ten and counts the rest, in one short message', async () => {
+  // 5,000 unknown fields and 5,000 items of the wrong type (a megabyte holds 100,000: each error was compared with
+  // every other, which held the server's thread for minutes, and the answer named all of them).
+  const body: Record<string, unknown> = { messages: Array.from({ length: 5000 }, () => ({ role: 'user', content: 1 })) };
+  for (let i = 0; i < 5000; i++) body[`k${i}`] = 1;
+  const { message, param } = describeValidation(await errorsOf(body));
+  const named = message.split('; ');
+  assert.equal(named.length, 11, message.slice(0, 300));
+  assert.equal(named[10], 'and 9990 more problems');
+  assert.ok(message.length < 1000, `${message.length} characters`);
+  assert.equal(param, 'k0');
+  assert.equal(named[0], 'k0: this server does not take this field');
+});
