@@ -566,7 +566,8 @@ export const deleteSchedule = (client: Client, name: string) => onHandle(client,
 
 /** Starts one run now; without `overlap` the schedule's own policy applies (so `skip` still holds). */
 export async function triggerSchedule(client: Client, name: string, overlap?: OverlapName): Promise<void> {
-  const policy = overlap ? OVERLAP_POLICIES[overlap] : (await describeRaw(client, name)).policies.overlap;
+  // Its policies are in clear: read without the key too (orMarked), as a trigger writes no payload.
+  const policy = overlap ? OVERLAP_POLICIES[overlap] : (await orMarked(client, (c) => describeRaw(c, name))).policies.overlap;
   await onHandle(client, name, (h) => h.trigger(policy));
 }
 
@@ -583,7 +584,8 @@ export async function backfillSchedule(client: Client, name: string, from: Date,
       where: '--to',
       hint: 'backfill only takes actions whose time has passed; give a --to no later than now (the timetable takes the later ones)',
     });
-  await describeRaw(client, name);
+  // Whether it exists (a clear error if not), without the key too: a backfill writes no payload.
+  await orMarked(client, (c) => describeRaw(c, name));
   await onHandle(client, name, (h) => h.backfill({ start: from, end: to, ...(overlap ? { overlap: OVERLAP_POLICIES[overlap] } : {}) }));
 }
 

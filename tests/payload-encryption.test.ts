@@ -395,9 +395,31 @@ test('without the key, status says where an encrypted run waits, and cancel stop
     history.events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes),
     'no cancel request in the history',
   );
+
+  // The dashboard's Cancel button, without the key, as `tempered cancel` (it answered 500 with the codec's error).
+  const again = await runCli(['submit', file, '--json'], { ...env, TEMPERED_TASK_QUEUE: 'enc-nobody', TEMPERED_PAYLOAD_KEY: KEY });
+  const other = (JSON.parse(again.stdout) as { runId: string }).runId;
+  const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
+  const ui = await testUiServer(statePaths(uiHome), 'tok', new Client({ connection, dataConverter: temporalDataConverter({}) }));
+  try {
+    const res = await fetch(`${await ui.listen(0, '127.0.0.1')}/api/runs/${other}/cancel`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer tok' },
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.deepEqual(await res.json(), { cancelled: true });
+  } finally {
+    await ui.close();
+    rmSync(uiHome, { recursive: true, force: true });
+  }
+  const otherHistory = await new Client({ connection }).workflow.getHandle(other).fetchHistory();
+  assert.ok(
+    otherHistory.events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes),
+    'the dashboard requested no cancel',
+  );
 });
 
-test('without the key, schedule list and describe show an encrypted schedule from what Temporal keeps in clear; update is refused', async () => {
+test('without the key, schedule list and describe show an encrypted schedule from what Temporal keeps in clear; pause, unpause and trigger work and are audited; update and delete are refused, saying why', async () => {
   const keyed = { ...env, TEMPERED_PAYLOAD_KEY: KEY, TEMPERED_TASK_QUEUE: 'enc-sched' };
   const made = await runCli(['schedule', 'create', 'encsched', '--pipeline', failFile, '--cron', '15 4 * * *'], keyed);
   assert.equal(made.code, 0, made.stdout + made.stderr);
@@ -437,15 +459,71 @@ test('without the key, schedule list and describe show an encrypted schedule fro
   assert.match(json.encrypted ?? '', /set TEMPERED_PAYLOAD_KEY/);
   for (const r of [list, described])
     assert.doesNotMatch(r.stdout + r.stderr, new RegExp(`Encoded failure|${FAIL_SECRET}|bad\\.jsonl|encfail`));
-  // Writing the definition back needs the key: without it the action would go to Temporal in clear.
+  // Writing the definition back needs the key: without it the action would go to Temporal in clear. Deleting needs it
+  // for its audit record, which keeps what the schedule ran. Each says why, and what works without the key.
   const update = await runCli(['schedule', 'update', 'encsched', '--every', '2d'], env);
   assert.equal(update.code, 1, update.stdout + update.stderr);
-  assert.match(update.stderr, /set TEMPERED_PAYLOAD_KEY/);
-  // So does every other change (pause, trigger...): each reads the definition first, for its audit record.
-  const pause = await runCli(['schedule', 'pause', 'encsched'], env);
-  assert.equal(pause.code, 1, pause.stdout + pause.stderr);
-  assert.match(pause.stderr, /set TEMPERED_PAYLOAD_KEY/);
+  assert.match(
+    update.stderr,
+    /^tempered: schedule update 'encsched' needs the key the schedule was encrypted with: it writes the schedule's definition back, which without the key would go to Temporal unencrypted; .*set TEMPERED_PAYLOAD_KEY.*\n  hint: pause, unpause, trigger and backfill work without the key/,
+  );
+  const deleted = await runCli(['schedule', 'delete', 'encsched'], env);
+  assert.equal(deleted.code, 1, deleted.stdout + deleted.stderr);
+  assert.match(
+    deleted.stderr,
+    /schedule delete 'encsched' needs the key .*: the audit record of a deletion keeps the pipeline and spec .*set TEMPERED_PAYLOAD_KEY/,
+  );
+  // Pausing, unpausing and triggering write no payload (Temporal keeps the action as it is): they work without the
+  // key, and the trail records who did each, saying which key the spec hash could not be read without.
+  const pause = await runCli(['schedule', 'pause', 'encsched', '--note', 'on call'], env);
+  assert.equal(pause.code, 0, pause.stdout + pause.stderr);
+  assert.match(pause.stdout, /^paused schedule 'encsched' \(note: on call\)$/m);
+  assert.match((await runCli(['schedule', 'describe', 'encsched'], env)).stdout, /^schedule encsched: PAUSED \(note: on call\)$/m);
+  const fired = await runCli(['schedule', 'trigger', 'encsched'], env);
+  assert.equal(fired.code, 0, fired.stdout + fired.stderr);
+  const firedRun = /run (\S+)/.exec(fired.stdout)?.[1];
+  assert.ok(firedRun, fired.stdout);
+  // Started by the server from the encrypted action: its status, without the key, is what is in clear.
+  assert.match((await runCli(['status', firedRun], env)).stdout, /pipeline \(encrypted\)  running/);
+  assert.equal((await runCli(['cancel', firedRun], env)).code, 0);
+  const unpause = await runCli(['schedule', 'unpause', 'encsched'], env);
+  assert.equal(unpause.code, 0, unpause.stdout + unpause.stderr);
   assert.match((await runCli(['schedule', 'describe', 'encsched'], env)).stdout, /^schedule encsched: active/);
+  // The dashboard's spec panel of the schedule says why it has no file to show (it answered 500 with the codec's error).
+  const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
+  const ui = await testUiServer(statePaths(uiHome), 'tok', new Client({ connection, dataConverter: temporalDataConverter({}) }));
+  try {
+    const res = await fetch(`${await ui.listen(0, '127.0.0.1')}/api/schedules/encsched/spec`, { headers: { authorization: 'Bearer tok' } });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    const view = JSON.parse(text) as { pipeline: string; missing?: string; text?: string };
+    assert.equal(view.pipeline, '(encrypted)');
+    assert.match(
+      view.missing ?? '',
+      /^the spec file of schedule encsched is named in its definition, which is encrypted: .*set TEMPERED_PAYLOAD_KEY/,
+    );
+    assert.doesNotMatch(text, /encfail|bad\.jsonl/);
+  } finally {
+    await ui.close();
+    rmSync(uiHome, { recursive: true, force: true });
+  }
+  for (const [action, details] of [
+    ['schedule.paused', { note: 'on call' }],
+    ['schedule.triggered', { runId: firedRun }],
+    ['schedule.unpaused', {}],
+  ] as const) {
+    const records = JSON.parse((await runCli(['audit', '--action', action, '--json'], env)).stdout) as {
+      subject: string;
+      actor: string;
+      specHash?: string;
+      details: Record<string, unknown>;
+    }[];
+    // The trigger made with the key above has its own record: each is found by what it did.
+    const rec = records.find((r) => r.subject === 'encsched' && Object.entries(details).every(([k, v]) => r.details[k] === v));
+    assert.ok(rec, `no ${action} record`);
+    assert.deepEqual([rec.actor, rec.specHash], ['enc-tester', undefined], action);
+    assert.match(String(rec.details.encrypted), /set TEMPERED_PAYLOAD_KEY/, action);
+  }
 
   // An interval is read back as such; a spec changed outside tempered (a second timing) is not shown as one of its parts.
   assert.equal((await runCli(['schedule', 'update', 'encsched', '--every', '2d'], keyed)).code, 0);

@@ -10,7 +10,7 @@ import { tableFromIPC } from 'apache-arrow';
 import { diffLines } from 'diff';
 import { describedRunStatus, runInput, type ClientRunStatus } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
-import { readSchedule } from '../client/schedules.ts';
+import { scheduleView } from '../client/schedules.ts';
 import { openAudit, type AuditLog, type AuditQuery, type AuditRecord } from '../src/audit/log.ts';
 import { hiddenInText, keptParamArgs } from '../src/audit/redact-spec.ts';
 import {
@@ -736,7 +736,19 @@ export interface ScheduleSpecView {
  * the schedule still runs, from the plan Temporal keeps in its action.
  */
 export async function scheduleSpecView(client: Client, store: ArtifactStore, name: string): Promise<ScheduleSpecView> {
-  const { spec } = (await readSchedule(client, name)).view;
+  // Without the key the file's address is in the schedule's encrypted definition: said so, as `schedule describe` does.
+  const view = await scheduleView(client, name);
+  const { spec } = view;
+  if (view.encrypted)
+    return {
+      name,
+      pipeline: spec.pipeline,
+      specHash: spec.specHash,
+      specUri: spec.specUri,
+      file: spec.file,
+      params: [],
+      missing: `the spec file of schedule ${name} is named in its definition, which is encrypted: ${view.encrypted}`,
+    };
   // Every reader of the dashboard sees it: a secret --param's value hidden, as the trail's schedule records hide it.
   const params = keptParamArgs(spec.params);
   const base = { name, pipeline: spec.pipeline, specHash: spec.specHash, specUri: spec.specUri, file: spec.file, params };

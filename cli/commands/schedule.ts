@@ -29,6 +29,7 @@ import {
   NO_TIMING_TEXT,
 } from '../../client/schedules.ts';
 import { ENCRYPTED_FIELD } from '../../client/payloads.ts';
+import { PayloadKeyError } from '../../infra/payload-codec.ts';
 import {
   checkCron,
   checkScheduleName,
@@ -214,6 +215,33 @@ function audit(
   return auditScheduleChange(ctx.paths.auditDb, change, { name, actor: who, specHash, details });
 }
 
+/**
+ * The schedule's definition, for a change that needs it whole: update writes it back (without the key its action
+ * would go to Temporal unencrypted), delete records in the trail what it ran. Without the key that is refused, saying
+ * why and what can be done without it: pause, unpause, trigger and backfill change no payload (scheduleView).
+ */
+async function readForChange(client: Client, name: string, sub: 'update' | 'delete'): ReturnType<typeof readSchedule> {
+  try {
+    return await asUsage(() => readSchedule(client, name));
+  } catch (e) {
+    if (!(e instanceof PayloadKeyError)) throw e;
+    const needs =
+      sub === 'update'
+        ? "it writes the schedule's definition back, which without the key would go to Temporal unencrypted"
+        : 'the audit record of a deletion keeps the pipeline and spec the schedule ran, which only its encrypted definition holds';
+    throw new CliError(
+      `schedule ${sub} '${name}' needs the key the schedule was encrypted with: ${needs}; ${e.message}\n` +
+        `  hint: pause, unpause, trigger and backfill work without the key (\`tempered schedule pause ${name}\` stops its runs)`,
+    );
+  }
+}
+
+/** The audit record's spec hash and details of a change made without reading the schedule's encrypted definition. */
+function keylessAudit(view: ScheduleView, details: Record<string, unknown>): { specHash?: string; details: Record<string, unknown> } {
+  // Without the key the spec hash reads ENCRYPTED_FIELD: left out, and the record says why (which key it lacked).
+  return view.encrypted ? { details: { ...details, encrypted: view.encrypted } } : { specHash: view.spec.specHash, details };
+}
+
 export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
@@ -327,7 +355,7 @@ async function updateCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const client = await ctx.client();
   if (values['clear-params'] && values.param)
     throw new UsageError(`give --param (replaces all params) or --clear-params (back to the defaults), not both\nusage: ${USAGE.update}`);
-  const cur = (await asUsage(() => readSchedule(client, name))).config;
+  const cur = (await readForChange(client, name, 'update')).config;
   let dropped: string[] = [];
   let adopted: RunBackends | undefined;
   const next = await asUsage(async (): Promise<ScheduleConfig> => {
@@ -534,9 +562,11 @@ async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause
   const { values, positionals } = parse(argv, { note: { type: 'string' } }, USAGE[sub]!);
   const name = oneName(positionals, sub);
   const client = await ctx.client();
-  const { config } = await asUsage(() => readSchedule(client, name));
+  // Pausing writes no payload (a separate call, which keeps the action as it is): it works without the key.
+  const view = await asUsage(() => scheduleView(client, name));
   await asUsage(() => (sub === 'pause' ? pauseSchedule : unpauseSchedule)(client, name, values.note));
-  await audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), config.spec.specHash, given(values));
+  const rec = keylessAudit(view, given(values));
+  await audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), rec.specHash, rec.details);
   console.log(`${sub}d schedule '${name}'${values.note ? ` (note: ${values.note})` : ''}`);
   return 0;
 }
@@ -544,7 +574,7 @@ async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause
 /** Waits briefly for the server to act on a trigger: the new run's id, or that the overlap policy skipped it. */
 async function triggerOutcome(client: Client, name: string, before: ScheduleView): Promise<{ runId?: string; skipped?: boolean }> {
   for (let i = 0; i < 40; i++) {
-    const { view } = await readSchedule(client, name);
+    const view = await scheduleView(client, name);
     if (view.actionsTaken > before.actionsTaken) return { runId: view.recentActions.at(-1)?.runId };
     if (view.skippedOverlap > before.skippedOverlap) return { skipped: true };
     await sleep(250);
@@ -557,11 +587,13 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const name = oneName(positionals, 'trigger');
   const overlap = values.overlap === undefined ? undefined : await asUsage(() => parseOverlap(values.overlap!));
   const client = await ctx.client();
-  const { view, config } = await asUsage(() => readSchedule(client, name));
+  // The server starts the run from the action it keeps, encrypted as it is: no payload is written, so no key is needed.
+  const view = await asUsage(() => scheduleView(client, name));
   await asUsage(() => triggerSchedule(client, name, overlap));
   await noteMissingWorker(ctx, client);
   const out = await triggerOutcome(client, name, view);
-  await audit(ctx, 'triggered', name, actor(), config.spec.specHash, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
+  const rec = keylessAudit(view, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
+  await audit(ctx, 'triggered', name, actor(), rec.specHash, rec.details);
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
   else if (out.runId)
     console.log(
@@ -589,15 +621,13 @@ async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
     overlap: values.overlap === undefined ? undefined : parseOverlap(values.overlap),
   }));
   const client = await ctx.client();
-  const { config } = await asUsage(() => readSchedule(client, name));
+  // As trigger: the server takes the actions from the action it keeps, and no payload is written.
+  const view = await asUsage(() => scheduleView(client, name));
   await asUsage(() => backfillSchedule(client, name, from, to, overlap));
-  await audit(ctx, 'backfilled', name, actor(), config.spec.specHash, {
-    from: from.toISOString(),
-    to: to.toISOString(),
-    overlap: overlap ?? config.timing.overlap,
-  });
+  const rec = keylessAudit(view, { from: from.toISOString(), to: to.toISOString(), overlap: overlap ?? view.timing.overlap });
+  await audit(ctx, 'backfilled', name, actor(), rec.specHash, rec.details);
   console.log(
-    `backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? config.timing.overlap}); follow it with \`tempered schedule describe ${name}\``,
+    `backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? view.timing.overlap}); follow it with \`tempered schedule describe ${name}\``,
   );
   return 0;
 }
@@ -606,7 +636,7 @@ async function deleteCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { positionals } = parse(argv, {}, USAGE.delete!);
   const name = oneName(positionals, 'delete');
   const client = await ctx.client();
-  const { config } = await asUsage(() => readSchedule(client, name));
+  const { config } = await readForChange(client, name, 'delete');
   await asUsage(() => deleteSchedule(client, name));
   // A schedule created again under this name starts afresh: its first run is a first run, not
   // compared with the deleted schedule's last success.
