@@ -82,6 +82,9 @@ test('store gc aborts the unfinished upload a worker killed mid-checkpoint left,
   await exited;
   assert.doesNotMatch(out, /pushed/, 'the push was cut short');
   assert.deepEqual(await unfinished(prefix), ['checkpoint-files/work/step-00000004/params.bin'], 'the kill left the upload unfinished');
+  // Another program's upload in the bucket, outside the keys tempered writes: not gc's to abort.
+  const { client, sdk } = await rawClient(s3.env);
+  await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: `${prefix}/exports/report.parquet` }));
 
   const store = new ArtifactStore(join(dir, 'gc'), { remote: s3.backend(url) });
   const cache = new StageCache(join(dir, 'cache'), store);
@@ -89,15 +92,15 @@ test('store gc aborts the unfinished upload a worker killed mid-checkpoint left,
   // Begun after the horizon: an upload that may still be going on.
   const recent = await gc(true, Date.now());
   assert.deepEqual(recent.uploads, { abandoned: 0, aborted: 0 });
-  assert.equal((await unfinished(prefix)).length, 1);
+  assert.equal((await unfinished(prefix)).length, 2);
   const later = Date.now() + HORIZON + DAY;
   const dry = await gc(false, later);
   assert.deepEqual(dry.uploads, { abandoned: 1, aborted: 0 });
   assert.match(describeGarbage(dry), /unfinished uploads begun before the horizon .*: 1 to abort/);
-  assert.equal((await unfinished(prefix)).length, 1, 'a dry run aborts nothing');
+  assert.equal((await unfinished(prefix)).length, 2, 'a dry run aborts nothing');
   const collected = await gc(true, later);
   assert.deepEqual(collected.uploads, { abandoned: 1, aborted: 1 });
-  assert.deepEqual(await unfinished(prefix), [], 'its parts are gone');
+  assert.deepEqual(await unfinished(prefix), ['exports/report.parquet'], "its parts are gone; the other program's upload stays");
 });
 
 test('on a shared folder, store gc deletes the temp file a writer killed mid-put left, once unwritten since the horizon', async (t) => {
@@ -113,6 +116,10 @@ test('on a shared folder, store gc deletes the temp file a writer killed mid-put
   mkdirSync(dirname(temp), { recursive: true });
   writeFileSync(temp, Buffer.alloc(1 << 20, 8));
   assert.ok(!(await keysOf(bucket)).some((k) => k.endsWith('.tmp')), 'no listing shows it');
+  // A file of that shape outside the keys tempered writes is not gc's.
+  const foreign = join(bucket.root, 'exports', 'report.bin.4242.0a1b2c3d.tmp');
+  mkdirSync(dirname(foreign), { recursive: true });
+  writeFileSync(foreign, 'x');
   const cache = new StageCache(join(dir, 'cache'), store);
   const gc = (collect: boolean, now: number) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now });
   assert.deepEqual((await gc(true, Date.now())).uploads, { abandoned: 0, aborted: 0 }, 'a put that may still be writing it');
@@ -121,4 +128,5 @@ test('on a shared folder, store gc deletes the temp file a writer killed mid-put
   const later = Date.now() + HORIZON + DAY;
   assert.deepEqual((await gc(true, later)).uploads, { abandoned: 1, aborted: 1 });
   assert.ok(!existsSync(temp), 'the temp file is gone');
+  assert.ok(existsSync(foreign), 'the file outside the keys tempered writes stays');
 });

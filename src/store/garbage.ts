@@ -387,6 +387,9 @@ export async function scanNames(stream: Readable, mark: (text: string) => void):
  * `sha256/<ab>/<hex>` layout, read as a FolderBackend: objects age by mtime, which a put of stored
  * bytes and a hit on an old record set).
  */
+/** The prefixes whose unfinished uploads gc aborts: what tempered puts (src/store/README.md, S3 layout). */
+const UPLOAD_PREFIXES = ['sha256/', 'checkpoint-files/', 'checkpoints/', 'cache/', 'touched/', 'leases/', 'quarantine/'] as const;
+
 class Space {
   readonly where: string;
   private readonly backend: ObjectBackend;
@@ -505,12 +508,14 @@ class Space {
 
   /**
    * Uploads in parts begun before the horizon and never finished: their writer was killed, since no upload runs for the
-   * horizon (two days at least). One whose start the store does not say is kept.
+   * horizon (two days at least). One whose start the store does not say is kept. Only under the prefixes tempered writes
+   * (UPLOAD_PREFIXES), as everything else gc deletes: a bucket without a prefix may hold another program's uploads.
    */
   async unfinishedUploads(horizon: number): Promise<UnfinishedUpload[]> {
     const old: UnfinishedUpload[] = [];
     if (this.backend.unfinishedUploads)
-      for await (const u of this.backend.unfinishedUploads('')) if (u.started && u.started.getTime() < horizon) old.push(u);
+      for (const prefix of UPLOAD_PREFIXES)
+        for await (const u of this.backend.unfinishedUploads(prefix)) if (u.started && u.started.getTime() < horizon) old.push(u);
     return old;
   }
 
