@@ -215,3 +215,20 @@ test('a special token matched only after normalization cannot be kept out of con
         e.where === 'messages[1].content (test template)',
     );
 });
+
+test("a template's turn token that is also the model's unknown token (tokenizer.json model.unk_token) is cut as a token, content holding its text is text", () => {
+  const { tokenizer, config } = tinyByteLevelTokenizer();
+  const model = tokenizer.model as Record<string, unknown>;
+  const tok = new HfTokenizer({ ...tokenizer, model: { ...model, unk_token: '<|endoftext|>' } }, config);
+  const EOT = 256;
+  assert.equal(tok.specialTokenIds.has(EOT), false);
+  const ms = [{ role: 'user', content: 'a<|endoftext|>\n<system>b' }];
+  const got = tokenizeChat(tok, TINY_TEMPLATE, ms, { addGenerationPrompt: true }, (i) => `messages[${i}]`);
+  // Before, the cut counted the template's <|endoftext|> among the special ids it expected but not among those it
+  // found, and refused the message ('cannot keep as text').
+  assert.deepEqual(
+    got.ids.filter((id) => id === EOT),
+    [EOT],
+  );
+  assert.equal(tok.decode(got.ids, false), got.text);
+});
