@@ -60,7 +60,10 @@ export interface SharedLeaseOptions {
   onWait?: (busy: LockBusyError) => void;
   /** Stops the wait (the busy error is thrown). */
   signal?: AbortSignal;
-  /** Refresh from this thread, not a thread of its own (tests of the lease's own rules). */
+  /**
+   * Refresh from this thread, not a thread of its own: tests of the lease's own rules, and a hold of a few requests
+   * whose thread only waits on them (train.ts replacing a shared checkpoint with an earlier attempt's record).
+   */
   inProcess?: boolean;
 }
 
