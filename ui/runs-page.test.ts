@@ -48,9 +48,15 @@ before(async () => {
   env.kinds.set('probe', probeKind(join(env.dir, 'executions.log')));
   await env.startWorker();
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ui-runs-'));
-  const pipeline = (name: string, fail: boolean) => {
-    const file = join(dir, `${name}-${fail}.yaml`);
-    writeFileSync(file, `name: ${name}\nstages:\n  only:\n    uses: probe\n    with: { value: 'x'${fail ? ', inputError: true' : ''} }\n`);
+  // Alpha takes a learning rate, as a training pipeline does: the late runs were submitted with another one.
+  const pipeline = (name: string, fail: boolean, lr = '') => {
+    const file = join(dir, `${name}-${fail}${lr}.yaml`);
+    const params = lr ? `params:\n  lr: { type: number, default: ${lr} }\n` : '';
+    const value = lr ? "'lr=${{ params.lr }}'" : "'x'";
+    writeFileSync(
+      file,
+      `name: ${name}\n${params}stages:\n  only:\n    uses: probe\n    with: { value: ${value}${fail ? ', inputError: true' : ''} }\n`,
+    );
     return file;
   };
   const run = async (file: string) => {
@@ -61,12 +67,12 @@ before(async () => {
       .catch(() => undefined);
     return id;
   };
-  for (let i = 0; i < 4; i++) await run(pipeline('alpha', false));
+  for (let i = 0; i < 4; i++) await run(pipeline('alpha', false, '0.01'));
   for (let i = 0; i < 2; i++) failed.push(await run(pipeline('beta', true)));
   await sleep(1100); // start times are kept to the millisecond: the mark is between the runs, not beside one
   mark = new Date();
   await sleep(1100);
-  for (let i = 0; i < 2; i++) late.push(await run(pipeline('alpha', false)));
+  for (let i = 0; i < 2; i++) late.push(await run(pipeline('alpha', false, '0.02')));
   // Every list request the dashboard sends, on the connection every client of it shares.
   const svc = env.client.connection.workflowService as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   const real = svc.listWorkflowExecutions!.bind(svc);
@@ -149,6 +155,8 @@ describe('Runs page in chromium', () => {
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?limit=3', errors);
     await rowsBecome(page, all.slice(0, 3));
     assert.match(await page.locator('#runs-count').innerText(), /^3 runs: the running ones, then those that ended last/);
+    // Each run's parameters, as `tempered runs` prints them: what tells two runs of one pipeline apart.
+    assert.equal(await page.locator(`#runs tr[data-run="${late[0]}"] td.params`).innerText(), 'lr=0.02');
     await page.locator('#runs-more').click();
     await rowsBecome(page, all);
     assert.match(await hashOf(page), /limit=53/);
@@ -161,6 +169,7 @@ describe('Runs page in chromium', () => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?pipeline=beta&status=Failed', errors);
     await rowsBecome(page, failed);
+    assert.equal(await page.locator(`#runs tr[data-run="${failed[0]}"] td.params`).innerText(), '', 'beta takes no params');
     assert.match(await page.locator('#runs-count').innerText(), /all 2 runs with status failed, a pipeline name containing 'beta'/);
     await page.locator('select[data-filter=since]').selectOption('1h');
     await waitFor('since in the hash', async () => /since=1h/.test(await hashOf(page)));

@@ -9,6 +9,7 @@ import {
   deltaClass,
   downloadName,
   fmtSig,
+  paramsText,
   runStateWord,
   shortPaths,
   streamEvents,
@@ -277,8 +278,9 @@ function RunsPage({ query }) {
         <tr>
           <th></th>
           <th>run</th>
-          ${header('pipeline', 'pipeline')} ${header('status', 'status')} ${header('who', 'who')} ${header('started', 'started')}
-          ${header('duration', 'duration', 'num')}
+          ${header('pipeline', 'pipeline')}
+          <th title="what the run was submitted with (--param); the same for every run of a pipeline unless set">params</th>
+          ${header('status', 'status')} ${header('who', 'who')} ${header('started', 'started')} ${header('duration', 'duration', 'num')}
           <th>schedule</th>
         </tr>
         ${rows.map(
@@ -300,6 +302,7 @@ function RunsPage({ query }) {
                   >`}
               </td>
               <td title=${r.memoEncrypted}>${r.pipeline}</td>
+              <td class="params">${paramsText(r.params)}</td>
               <td><${State} s=${runStateWord(r.status)} /></td>
               <td>${r.actor ?? ''}</td>
               <td>${fmtTime(r.startTime)}</td>

@@ -58,6 +58,13 @@ export function tick(picked, id, max = 8) {
 }
 
 /** Temporal's execution status in the words the run page and `tempered status` use. */
+/** A run's parameters on one line, as `tempered runs` prints them: `lr=0.01 model=tiny` (secret-named ones come hidden). */
+export function paramsText(params) {
+  return Object.entries(params ?? {})
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+}
+
 export function runStateWord(status) {
   const s = String(status ?? '').toLowerCase();
   return { completed: 'succeeded', canceled: 'cancelled', timedout: 'timed out' }[s] ?? s;
