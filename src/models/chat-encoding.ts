@@ -18,7 +18,7 @@
 import { InputError } from '../errors.ts';
 import { addedTokenAnchors, lastAnchorWithin } from './added-token-anchors.ts';
 import type { ChatMessage, ChatTemplate, RenderOptions } from './chat-template.ts';
-import { renderWithContentSpans } from './chat-template-spans.ts';
+import { renderWithContentSpans, renderWithPlaceholders } from './chat-template-spans.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
 import { addedTokenMatches, specialTokenInSpans, tokenizeCut, tokenizeWithPlainSpans, type Span } from './tokenizer-spans.ts';
 
@@ -56,7 +56,8 @@ function forgedTokenError(tok: HfTokenizer, template: ChatTemplate, content: str
  * own (transformers' apply_chat_template + tokenizer reads them as the tokens). Content without a special token's text
  * gets exactly the ids of tokenizing the whole rendering. Where the template changes content beyond stripping its
  * whitespace, so that its place in the rendering is unknown, a content holding a special token's text is an
- * InputError naming the message (`whereMessage(i)`); so is one this tokenizer cannot keep as text
+ * InputError naming the message (`whereMessage(i)`), and so is one the template turns into a special token's text
+ * (contentMadeSpecial); so is one this tokenizer cannot keep as text
  * (tokenizer-spans.ts).
  */
 export function tokenizeChat(
@@ -66,7 +67,7 @@ export function tokenizeChat(
   opts: RenderOptions,
   whereMessage: (index: number) => string,
 ): ChatTokens {
-  const { text, spans } = renderWithContentSpans(template, messages, opts);
+  const { text, spans, skeleton } = renderWithContentSpans(template, messages, opts);
   if (spans !== undefined) {
     // Nothing special in the contents: the library's own ids, and no spans for the callers to carry.
     if (!specialTokenInSpans(tok, text, spans)) return { text, ids: tok.tokenize(text), spans: [] };
@@ -76,7 +77,18 @@ export function tokenizeChat(
   let bad = messages.findIndex((m) => specialTokenText(tok, m.content) !== undefined);
   // A special token read across a content's edge (its first characters the content's last) is refused too.
   if (bad < 0 && spans !== undefined) bad = spans.find((s) => specialTokenInSpans(tok, text, [s]))?.message ?? -1;
-  if (bad < 0) return { text, ids: tok.tokenize(text), spans: [] };
+  if (bad < 0) {
+    const ids = tok.tokenize(text);
+    const made = spans === undefined ? contentMadeSpecial(tok, template, messages, opts, ids, skeleton) : -1;
+    if (made < 0) return { text, ids, spans: [] };
+    throw new InputError(
+      `the message's content, as this chat template changes it, holds the text of a special token that the template itself does not write there; tokenized as the token it could end the turn and open another with any role, so it is refused rather than read that way`,
+      {
+        where: `${whereMessage(made)} (${template.source})`,
+        hint: "rephrase the message, or use a chat template that puts each message's content in unchanged (or only stripped of surrounding whitespace)",
+      },
+    );
+  }
   throw forgedTokenError(
     tok,
     template,
@@ -86,6 +98,43 @@ export function tokenizeChat(
       ? 'this chat template changes content in a way its place in the rendering cannot be told from'
       : 'this tokenizer cannot keep as text',
   );
+}
+
+/**
+ * Where the template changes content so that its place in the rendering is unknown: the message whose content, as the
+ * template renders it, brings a special token the template does not write with that content a placeholder (`<|IM_END|>`
+ * through `| lower`, which holds no special token's text itself); -1 when none, or when the template cannot be rendered
+ * with placeholders (then nothing can be compared). Counted per special token, so a template that leaves a turn out
+ * for some content is not refused.
+ */
+function contentMadeSpecial(
+  tok: HfTokenizer,
+  template: ChatTemplate,
+  messages: ChatMessage[],
+  opts: RenderOptions,
+  ids: readonly number[],
+  skeleton: string | undefined,
+): number {
+  if (skeleton === undefined) return -1;
+  const counts = (xs: readonly number[]) => {
+    const n = new Map<number, number>();
+    for (const id of xs) if (tok.specialTokenIds.has(id)) n.set(id, (n.get(id) ?? 0) + 1);
+    return n;
+  };
+  const own = counts(tok.tokenize(skeleton));
+  const more = (xs: readonly number[]) => [...counts(xs)].some(([id, n]) => n > (own.get(id) ?? 0));
+  if (!more(ids)) return -1;
+  // The message: the fewest first contents that, given as they are (the rest placeholders), bring a special token more.
+  // A binary search, so an error costs a few renderings, not one per message.
+  let lo = 1,
+    hi = messages.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const r = renderWithPlaceholders(template, messages, opts, (i) => i >= mid);
+    if (r !== undefined && more(tok.tokenize(r.marked))) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo - 1;
 }
 
 /** The ids of a text that is all content: no special token read in it (see tokenizeChat). */

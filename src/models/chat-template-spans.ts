@@ -20,48 +20,67 @@ export interface SpannedRendering {
   text: string;
   /** The contents' places in `text`, in order (a message the template leaves out has none); undefined where unknown. */
   spans: ContentSpan[] | undefined;
+  /** The rendering with every content a placeholder: the template's own text; undefined where it does not render. */
+  skeleton: string | undefined;
 }
 
-/** Private-use characters, in no chat template: a placeholder made of one occurs only where the template put it. */
+/**
+ * Private-use characters, in no chat template: a placeholder made of one occurs only where the template put it. Two not
+ * in the template's text or the roles are used; content may hold them, since no content is in the placeholder
+ * rendering (so content cannot leave a conversation without one, see tokenizeChat's check where spans are unknown).
+ */
 const PLACEHOLDER_CHARS = Array.from({ length: 64 }, (_, i) => String.fromCharCode(0xe000 + i));
 
 const stripped = (s: string): string[] => [s, s.trim(), s.trimStart(), s.trimEnd()];
 
-export function renderWithContentSpans(template: ChatTemplate, messages: ChatMessage[], opts: RenderOptions = {}): SpannedRendering {
-  const text = template.render(messages, opts);
-  if (messages.length === 0) return { text, spans: [] };
-  const seen = [template.text, text, ...messages.map((m) => m.content), ...messages.map((m) => m.role)].join('');
+/** The rendering with the contents of the messages `which` picks (all by default) as placeholders; undefined where it fails. */
+export function renderWithPlaceholders(
+  template: ChatTemplate,
+  messages: ChatMessage[],
+  opts: RenderOptions,
+  which: (index: number) => boolean = () => true,
+): { marked: string; open: string; close: string } | undefined {
+  const seen = [template.text, ...messages.map((m) => m.role)].join('');
   const open = PLACEHOLDER_CHARS.find((c) => !seen.includes(c));
   const close = open && PLACEHOLDER_CHARS.find((c) => c !== open && !seen.includes(c));
-  if (!open || !close) return { text, spans: undefined };
-  let marked: string;
+  if (!open || !close) return undefined;
   try {
-    marked = template.render(
-      messages.map((m, i) => ({ ...m, content: `${open}${i}${close}` })),
+    const marked = template.render(
+      messages.map((m, i) => (which(i) ? { ...m, content: `${open}${i}${close}` } : m)),
       opts,
     );
+    return { marked, open, close };
   } catch {
-    return { text, spans: undefined };
+    return undefined;
   }
+}
+
+export function renderWithContentSpans(template: ChatTemplate, messages: ChatMessage[], opts: RenderOptions = {}): SpannedRendering {
+  const text = template.render(messages, opts);
+  if (messages.length === 0) return { text, spans: [], skeleton: text };
+  const placeheld = renderWithPlaceholders(template, messages, opts);
+  if (placeheld === undefined) return { text, spans: undefined, skeleton: undefined };
+  const { marked, open, close } = placeheld;
+  const unknown = { text, spans: undefined, skeleton: marked };
   // marked = t0 P(i1) t1 P(i2) t2 …: the template's own text between the placeholders.
   const parts = marked.split(open);
   const spans: ContentSpan[] = [];
-  if (!text.startsWith(parts[0]!)) return { text, spans: undefined };
+  if (!text.startsWith(parts[0]!)) return unknown;
   let at = parts[0]!.length;
   for (let k = 1; k < parts.length; k++) {
     const closeAt = parts[k]!.indexOf(close);
     const index = Number(parts[k]!.slice(0, closeAt));
     const after = parts[k]!.slice(closeAt + close.length);
     const message = messages[index];
-    if (closeAt < 0 || !Number.isInteger(index) || message === undefined) return { text, spans: undefined };
+    if (closeAt < 0 || !Number.isInteger(index) || message === undefined) return unknown;
     const last = k === parts.length - 1;
     const fits = stripped(message.content).find(
       (c) => text.startsWith(c, at) && text.startsWith(after, at + c.length) && (!last || at + c.length + after.length === text.length),
     );
-    if (fits === undefined) return { text, spans: undefined };
+    if (fits === undefined) return unknown;
     if (fits.length > 0) spans.push({ start: at, end: at + fits.length, message: index });
     at += fits.length + after.length;
   }
-  if (at !== text.length) return { text, spans: undefined };
-  return { text, spans };
+  if (at !== text.length) return unknown;
+  return { text, spans, skeleton: marked };
 }
