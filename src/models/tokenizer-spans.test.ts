@@ -93,7 +93,12 @@ test('a plain span holding special token text: no special id comes out of it, th
   const tok = tinyWithStripping();
   const t = 'x<|endoftext|> a <|sep|> b<think>c<|endoftext|>';
   const inner = { start: 1, end: 'x<|endoftext|> a <|sep|> b<think>c'.length };
-  const ids = tokenizeWithPlainSpans(tok, t, [inner])!;
+  const ids = tokenizeWithPlainSpans(tok, t, [inner]);
+  // undefined where the library lacks the private fields the cut hands it (package.json pins its version for them).
+  assert.ok(
+    ids,
+    "@huggingface/tokenizers no longer cuts as tokenizer-spans.ts expects (its encode_text, splitter_unnormalized, added_tokens_map): every message holding a special token's text would be refused",
+  );
   // The only special token left is the one after the span; <think> is not special, so it is read in content too.
   assert.deepEqual(
     ids.filter((id) => tok.addedTokenIds.has(id)),
