@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +18,9 @@ import { collectGarbage } from '../src/store/garbage.ts';
 import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { pushCheckpoint } from '../src/store/shared-checkpoints.ts';
 import { StageCache } from '../src/store/stage-cache.ts';
+import { openAudit } from '../src/audit/log.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { runCliInProcess } from './helpers/cli.ts';
 import { rawClient, useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 let s3!: TestS3;
@@ -129,4 +132,29 @@ test('on a shared folder, store gc deletes the temp file a writer killed mid-put
   assert.deepEqual((await gc(true, later)).uploads, { abandoned: 1, aborted: 1 });
   assert.ok(!existsSync(temp), 'the temp file is gone');
   assert.ok(existsSync(foreign), 'the file outside the keys tempered writes stays');
+});
+
+test('`store gc --collect` puts what it aborted in its store.collected audit record, as everything else it deletes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-gc-uploads-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = join(dir, 'shared');
+  // A killed writer's temp file on a shared folder store, unwritten for 40 days.
+  const temp = join(shared, 'checkpoint-files', 'work', 'step-00000008', 'params.bin.4242.0a1b2c3d.tmp');
+  mkdirSync(dirname(temp), { recursive: true });
+  writeFileSync(temp, Buffer.alloc(1024, 8));
+  const old = new Date(Date.now() - 40 * DAY);
+  utimesSync(temp, old, old);
+  const home = join(dir, 'home');
+  const env = { TEMPERED_HOME: home, TEMPERED_STORE: shared, TEMPERED_DATABASE_URL: '', TEMPERED_ACTOR: 'ops' };
+  // This host's registry, the only one (--sole-registry): empty.
+  mkdirSync(home, { recursive: true });
+  await (await openRegistry(join(home, 'registry.db'))).close();
+  const done = await runCliInProcess(['store', 'gc', '--collect', '--sole-registry'], env);
+  assert.equal(done.code, 0, done.stderr);
+  assert.match(done.stdout, /unfinished uploads begun before the horizon .*: 1 aborted 1/);
+  assert.ok(!existsSync(temp));
+  const audit = await openAudit(join(home, 'audit.db'));
+  const gc = (await audit.query({ action: 'store.collected' }))[0];
+  await audit.close();
+  assert.equal((gc?.details as { uploads?: number } | undefined)?.uploads, 1, JSON.stringify(gc?.details));
 });

@@ -76,6 +76,7 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
         points: r.points.deleted,
         checkpoints: r.checkpoints.deleted,
         leases: r.leases.deleted,
+        uploads: r.uploads.aborted,
         ...(r.localCheckpoints
           ? { localCheckpoints: r.localCheckpoints.deleted, localCheckpointBytes: r.localCheckpoints.deletedBytes }
           : {}),
