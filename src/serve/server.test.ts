@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { createModelServer, type ServeOptions } from './server.ts';
 import { FakePredictor } from './fake-predictor.testing.ts';
 import type { CurrentModel } from './types.ts';
@@ -161,6 +162,44 @@ test('validates input with clear 400s, 413 for big bodies, 415 for non-JSON', as
   assert.equal(nf.status, 404);
   assert.match(((await nf.json()) as { error: { message: string } }).error.message, /this server has POST \/predict, GET \/health/);
   assert.equal(src.state.loaded[0]!.calls, 0, 'no invalid request reached the model');
+});
+
+test('a compressed body, or one declared in a charset other than UTF-8, is a 415 saying so, not a JSON syntax error', async (t) => {
+  const { url, src } = await start(t);
+  const json = JSON.stringify({ inputs: ['hi'] });
+  const cases: [Record<string, string>, Buffer | string, string, RegExp][] = [
+    [{ 'content-encoding': 'gzip' }, gzipSync(json), 'unsupported_content_encoding', /Content-Encoding: gzip.*send the JSON uncompressed/],
+    [{ 'content-encoding': 'br' }, json, 'unsupported_content_encoding', /Content-Encoding: br/],
+    [{ 'content-type': 'application/json; charset=utf-16' }, Buffer.from(json, 'utf16le'), 'unsupported_charset', /charset=utf-16.*UTF-8/],
+    // Declared so but sent as UTF-8: read as UTF-8 it would pass, and the client's own words would be wrong elsewhere.
+    [{ 'content-type': 'application/json; charset="UTF-16LE"' }, json, 'unsupported_charset', /charset=UTF-16LE/],
+    [{ 'content-type': 'application/json;charset=iso-8859-1' }, json, 'unsupported_charset', /charset=iso-8859-1/],
+  ];
+  for (const [headers, body, code, re] of cases) {
+    const res = await fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json', ...headers },
+      body,
+    });
+    const j = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(res.status, 415, `${JSON.stringify(headers)} → ${JSON.stringify(j)}`);
+    assert.equal(j.error.code, code, j.error.message);
+    assert.match(j.error.message, re);
+  }
+  const utf8: Record<string, string>[] = [
+    { 'content-type': 'application/json; charset=UTF-8' },
+    { 'content-type': 'application/json; charset="utf-8"' },
+    { 'content-encoding': 'identity' },
+  ];
+  for (const headers of utf8) {
+    const res = await fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json', ...headers },
+      body: json,
+    });
+    assert.equal(res.status, 200, JSON.stringify(headers));
+  }
+  assert.equal(src.state.loaded[0]!.calls, 3, 'only the UTF-8, uncompressed bodies reached the model');
 });
 
 test('a predictor failure is a 500 and the server keeps serving', async (t) => {

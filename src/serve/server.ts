@@ -11,6 +11,7 @@ import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
 import { checkCorsOrigins, corsOptions } from './cors.ts';
 import { clientErrorHandler, errorsToStderr, newRequestId, REQUEST_TIMEOUT_MS } from './http-limits.ts';
+import { bodyEncodingProblem } from './body-encoding.ts';
 import { describeValidation } from './validation-message.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 import { ApiError, openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
@@ -283,6 +284,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       return reply.code(413).send(errorBody('body_too_large', `request body exceeds ${bodyLimit} bytes`, 413));
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
       return reply.code(415).send(errorBody('unsupported_media_type', 'send Content-Type: application/json', 415));
+    if (err.code === 'unsupported_content_encoding' || err.code === 'unsupported_charset')
+      return reply.code(415).send(errorBody(err.code, err.message, 415));
     if (err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return reply.code(400).send(errorBody('malformed_json', 'request body is empty'));
     // secure-json-parse refuses these keys (they could reach an object's prototype); the body is
     // valid JSON, so saying "not valid JSON" would send the client looking for a syntax error.
@@ -316,7 +319,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   // fastify's own JSON parser answers every failure "Body is not valid JSON": this one keeps
   // JSON.parse's word of where, and tells a refused "__proto__" key (valid JSON) apart from it.
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const encoding = bodyEncodingProblem(req.headers);
+    if (encoding) return done(Object.assign(new Error(encoding.message), { code: encoding.code, statusCode: 415 }));
     if (body.length === 0) return done(Object.assign(new Error('request body is empty'), { code: 'FST_ERR_CTP_EMPTY_JSON_BODY' }));
     try {
       done(null, secureJson.parse(body as string, { protoAction: 'error', constructorAction: 'error' }));
