@@ -86,6 +86,23 @@ test("--cors-origin: a named origin's preflight is answered without a token, nam
   }
 });
 
+test('a path that is not percent-encoding, answered before any hook, carries the CORS headers too', async (t) => {
+  const url = await start(t, new FakePredictor('spam@1'), { corsOrigins: [APP] });
+  for (const [headers, status] of [
+    [{ origin: APP, authorization: `Bearer ${TOKEN}` }, 400],
+    [{ origin: APP }, 401],
+  ] as const) {
+    const res = await fetch(`${url}/v1/models/%E0%A4%A`, { headers });
+    assert.equal(res.status, status);
+    assert.equal(res.headers.get('access-control-allow-origin'), APP, 'the page can read why it was refused');
+    assert.equal(res.headers.get('access-control-expose-headers'), 'x-request-id, retry-after, x-should-retry');
+    assert.match(res.headers.get('vary') ?? '', /Origin/);
+  }
+  const evil = await fetch(`${url}/v1/models/%E0%A4%A`, { headers: { origin: 'https://evil.example' } });
+  assert.equal(evil.headers.get('access-control-allow-origin'), null);
+  assert.match(evil.headers.get('vary') ?? '', /Origin/, "a cache keeps the answer apart from an allowed origin's");
+});
+
 test("a stream's answer carries the CORS headers too (it is written outside fastify's reply)", async (t) => {
   const dir = tinyLlamaDir(join(root, 'lm'), 1, { hidden: 32, layers: 2, maxPositions: 64 });
   const gen = await loadTextGenerator(dir, { id: 'tiny@1', threads: 1 });

@@ -52,6 +52,16 @@ export function checkCorsOrigins(origins: readonly string[], where = 'serve.cors
   return [...new Set(origins)];
 }
 
+/**
+ * The CORS headers of an answer no hook sees (fastify's frameworkErrors: a path that is not percent-encoding), as
+ * @fastify/cors writes them on the others, so an allowed page can read why it was refused; none without `origins`.
+ */
+export function corsAnswerHeaders(origins: readonly string[], origin: string | undefined): Record<string, string> {
+  if (origins.length === 0) return {};
+  if (origin === undefined || !origins.includes(origin)) return { vary: 'Origin' };
+  return { 'access-control-allow-origin': origin, 'access-control-expose-headers': EXPOSED_HEADERS.join(', '), vary: 'Origin' };
+}
+
 /** @fastify/cors's options for `origins` (checked by checkCorsOrigins). */
 export function corsOptions(origins: readonly string[]): FastifyCorsOptions {
   const base = {

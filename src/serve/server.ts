@@ -9,7 +9,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import secureJson from 'secure-json-parse';
 import { HotSwapModel } from './hot-swap.ts';
 import { bearerMatches, tokenProblem } from './auth.ts';
-import { checkCorsOrigins, corsOptions } from './cors.ts';
+import { checkCorsOrigins, corsAnswerHeaders, corsOptions } from './cors.ts';
 import { clientErrorHandler, errorsToStderr, newRequestId, REQUEST_TIMEOUT_MS } from './http-limits.ts';
 import { bodyEncodingProblem } from './body-encoding.ts';
 import { describeValidation } from './validation-message.ts';
@@ -219,7 +219,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     // fastify's own shape, with no request id, and to a client with no token too.
     frameworkErrors: (err, req, genericReply) => {
       const reply = genericReply as unknown as FastifyReply;
-      reply.header('x-request-id', req.id);
+      reply.header('x-request-id', req.id).headers(corsAnswerHeaders(corsOrigins, req.headers.origin));
       // No hook runs for this answer: it is counted here.
       if (!bearerMatches(req.headers.authorization, opts.token)) {
         countUnparsed(401, 'unauthorized');
