@@ -496,7 +496,27 @@ test('gzip: members one after another are read whole; zero padding is warned of,
     assert.match(e.hint ?? '', new RegExp(`head -c ${members.length} 'y\\.csv\\.gz' > trimmed\\.gz`));
     return true;
   });
-  assert.deepEqual(readdirSync(dir).sort(), ['x.csv.gz', 'y.csv.gz']);
+  // One byte after the data was 'cut short' (zlib waits for a header's second byte), and a member whose header names
+  // its file (`gzip -c a.csv`: FNAME) is walked past its name.
+  const named = gzipSync('text,label\nfirst,ham\n');
+  named[3] |= 0x08;
+  const withName = Buffer.concat([named.subarray(0, 10), Buffer.from('a.csv\0'), named.subarray(10)]);
+  for (const [file, data, offset] of [
+    ['z.csv.gz', Buffer.concat([members, Buffer.from('x')]), members.length],
+    [
+      'n.csv.gz',
+      Buffer.concat([withName, gzipSync('second,spam\n'), Buffer.from('x')]),
+      withName.length + gzipSync('second,spam\n').length,
+    ],
+  ] as const) {
+    writeFileSync(join(dir, file), data);
+    await assert.rejects(run(dir, { task: 'classification', path: file }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === file, String(e));
+      assert.equal(e.message, `${file}: bytes that are not gzip data follow the gzip data, at byte offset ${offset}`);
+      return true;
+    });
+  }
+  assert.deepEqual(readdirSync(dir).sort(), ['n.csv.gz', 'x.csv.gz', 'y.csv.gz', 'z.csv.gz']);
 });
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
   const dir = tmp();

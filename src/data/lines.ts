@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, createInflateRaw } from 'node:zlib';
 import { InputError } from '../errors.ts';
 import { describeSniff, sniffUnicode, type UnicodeSniff } from '../util/unicode-sniff.ts';
 
@@ -294,7 +294,10 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     await feed;
     if (gunzip.bytesWritten < fed) await trailingBytes(path, file, gunzip.bytesWritten, opts.onWarning);
   } catch (e) {
-    const end = (e as NodeJS.ErrnoException).code?.startsWith('Z_') ? await gzipEnd(path, (e as Error).message) : undefined;
+    // A CRC or deflate error is the data's own; only where a header was expected may the data have ended before.
+    const headerError = /incorrect header check|unknown compression method|unknown header flags|unexpected end/;
+    const end =
+      (e as NodeJS.ErrnoException).code?.startsWith('Z_') && headerError.test((e as Error).message) ? await gzipEnd(path) : undefined;
     if (end !== undefined) throw trailingGarbage(file, end, 0);
     if ((e as NodeJS.ErrnoException).code?.startsWith('Z_'))
       throw new InputError(`not a readable gzip file: ${(e as Error).message}`, {
@@ -345,40 +348,65 @@ async function trailingBytes(path: string, file: string, offset: number, onWarni
   }
 }
 
-/** How a gzip file's first `length` bytes inflate: whole ('ok'), cut short, or 'bad' (not gzip data there). */
-async function gunzipPrefix(path: string, length: number): Promise<'ok' | 'short' | 'bad'> {
-  const gunzip = createGunzip();
-  try {
-    await pipeline(createReadStream(path, { start: 0, end: length - 1 }), gunzip, new Writable({ write: (_c, _e, done) => done() }));
-    return 'ok';
-  } catch (e) {
-    return /unexpected end/.test((e as Error).message) ? 'short' : 'bad';
-  }
-}
-
-/** Files up to this size are searched for where their gzip data ends (each try inflates the file again). */
-const GZIP_END_SEARCH_BYTES = 64 << 20;
-
 /**
- * Where the gzip data ends when zlib failed on the header of what follows it (it says neither where nor that the
- * data before was whole): the least length that fails as 'bad', less the 2 to 4 header bytes zlib needed to refuse it,
- * is found by bisection; the length that inflates whole just before it is the end. Undefined when the data itself is
- * broken (no such length), or the file is too large to search.
+ * Where a gzip file's gzip data ends, when zlib failed after it: zlib reads member after member (RFC 1952) and, at bytes
+ * that do not begin one, says only `incorrect header check` (or, at one byte too few for a header, `unexpected end of
+ * file`), neither where nor that the data before was whole. Here the members are walked: each header read, its deflate
+ * data through inflateRaw, which stops at the data's end and counts the bytes it took (exact, one pass), its 8-byte
+ * trailer (checked by the gunzip that failed) stepped over. The offset of the first byte after a whole member that
+ * cannot begin one (not 1f 8b 08, or reserved flags set); undefined when the file is cut short or its data broken.
  */
-async function gzipEnd(path: string, message: string): Promise<number | undefined> {
-  if (!/incorrect header check|unknown compression method|unknown header flags/.test(message)) return undefined;
-  const size = (await stat(path)).size;
-  if (size > GZIP_END_SEARCH_BYTES) return undefined;
-  let lo = 19, // the shortest gzip member is 20 bytes: a length that fails before it is the first member's
-    hi = size;
-  if ((await gunzipPrefix(path, hi)) !== 'bad') return undefined;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi) / 2);
-    if ((await gunzipPrefix(path, mid)) === 'bad') hi = mid;
-    else lo = mid + 1;
+async function gzipEnd(path: string): Promise<number | undefined> {
+  const fh = await open(path);
+  try {
+    const size = (await fh.stat()).size;
+    const read = async (at: number, n: number): Promise<Buffer> => {
+      const b = Buffer.alloc(n);
+      const { bytesRead } = await fh.read(b, 0, n, at);
+      return b.subarray(0, bytesRead);
+    };
+    for (let member = 0; member < size; ) {
+      const head = await read(member, 10);
+      const magic = [0x1f, 0x8b, 0x08];
+      const notMember = head.subarray(0, 3).some((b, i) => b !== magic[i]) || (head.length > 3 && (head[3] & 0xe0) !== 0);
+      if (notMember) return member === 0 ? undefined : member;
+      if (head.length < 10) return undefined;
+      let at = member + 10;
+      const flags = head[3];
+      if (flags & 0x04) {
+        const xlen = await read(at, 2);
+        if (xlen.length < 2) return undefined;
+        at += 2 + xlen.readUInt16LE(0);
+      }
+      // FNAME, then FCOMMENT: each ends at a zero byte.
+      for (const bit of [0x08, 0x10])
+        if (flags & bit) {
+          for (let found = false; !found; ) {
+            const b = await read(at, 4096);
+            if (b.length === 0) return undefined;
+            const z = b.indexOf(0);
+            found = z !== -1;
+            at += found ? z + 1 : b.length;
+          }
+        }
+      if (flags & 0x02) at += 2;
+      if (at >= size) return undefined;
+      const inflate = createInflateRaw({ chunkSize: 1 << 20 });
+      try {
+        await pipeline(
+          createReadStream(path, { start: at, highWaterMark: 1 << 20 }),
+          inflate,
+          new Writable({ write: (_c, _e, done) => done() }),
+        );
+      } catch {
+        return undefined;
+      }
+      member = at + inflate.bytesWritten + 8;
+    }
+    return undefined;
+  } finally {
+    await fh.close();
   }
-  for (let end = hi - 1; end >= Math.max(20, hi - 4); end--) if ((await gunzipPrefix(path, end)) === 'ok') return end;
-  return undefined;
 }
 
 /**
