@@ -65,6 +65,7 @@ test("--cors-origin: a named origin's preflight is answered without a token, nam
   assert.deepEqual(allowed, SDK_HEADERS.split(','), 'every header the SDK sends, and not x-evil');
   assert.equal(pre.headers.get('access-control-max-age'), '600');
   assert.match(pre.headers.get('vary') ?? '', /Origin/);
+  assert.match(pre.headers.get('x-request-id') ?? '', /^req_[0-9a-f]{32}$/, 'a preflight is an answer: it carries its id too');
 
   // Another site: no Access-Control-Allow-Origin, so its browser refuses to send the request.
   const evil = await preflight(url, '/predict', 'https://evil.example', SDK_HEADERS);

@@ -237,9 +237,6 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
 
-  // Before the token check: a browser's preflight comes without the Authorization header it asks to send.
-  if (corsOrigins.length > 0) await app.register(cors, corsOptions(corsOrigins));
-
   const startTimes = new WeakMap<object, bigint>();
   // A client that went away before its answer (a generation it gave up on, streamed or not) reached no onResponse and
   // was not counted at all; it is counted as 499, nginx's "client closed request", so abandoned requests show.
@@ -249,6 +246,7 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     const t0 = startTimes.get(req);
     if (t0 !== undefined) latency.observe({ route }, Number(process.hrtime.bigint() - t0) / 1e9);
   };
+  // Before CORS's hook, which answers a preflight itself: that answer carries its request id and is timed too.
   app.addHook('onRequest', async (req, reply) => {
     startTimes.set(req, process.hrtime.bigint());
     // On the raw response, so a stream's own writeHead (a hijacked reply) carries it too.
@@ -256,6 +254,10 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) record(req, '499');
     });
+  });
+  // Before the token check: a browser's preflight comes without the Authorization header it asks to send.
+  if (corsOrigins.length > 0) await app.register(cors, corsOptions(corsOrigins));
+  app.addHook('onRequest', async (req, reply) => {
     if (req.url === '/health' || req.url.startsWith('/health?')) return;
     if (!bearerMatches(req.headers.authorization, opts.token)) return unauthorized(reply);
   });
