@@ -755,7 +755,8 @@ test('concurrent generations are bounded: the queue fills, then 429 with Retry-A
     const id = r.headers.get('x-request-id')!;
     const s = Number(r.headers.get('retry-after'));
     assert.ok(
-      [waitBefore, waitAfter].some((e) => retryAfterSpread(e, id) === s),
+      // The estimate grows while the held generation runs: a burst slower than a second (a loaded machine) spans more.
+      Array.from({ length: waitAfter - waitBefore + 1 }, (_, k) => waitBefore + k).some((e) => retryAfterSpread(e, id) === s),
       `${s} for ${id}, wait ${waitBefore}–${waitAfter}`,
     );
     return s;
