@@ -497,7 +497,7 @@ test('gzip: members one after another are read whole; zero padding is warned of,
     return true;
   });
   // One byte after the data was 'cut short' (zlib waits for a header's second byte), and a member whose header names
-  // its file (`gzip -c a.csv`: FNAME) is walked past its name.
+  // its file (`gzip -c a.csv`: FNAME) is walked past its name; padding past a read chunk (1 MiB) is hashed whole.
   const named = gzipSync('text,label\nfirst,ham\n');
   named[3] |= 0x08;
   const withName = Buffer.concat([named.subarray(0, 10), Buffer.from('a.csv\0'), named.subarray(10)]);
@@ -516,6 +516,13 @@ test('gzip: members one after another are read whole; zero padding is warned of,
       return true;
     });
   }
+  const long = Buffer.concat([members, Buffer.alloc(3 << 20)]);
+  writeFileSync(join(dir, 'l.csv.gz'), long);
+  const l = await run(dir, { task: 'classification', path: 'l.csv.gz' });
+  assert.equal(l.rowsOut, 2);
+  assert.equal(l.sourceFiles[0].sha256, createHash('sha256').update(long).digest('hex'));
+  assert.deepEqual(l.warnings, [`l.csv.gz: ${3 << 20} zero bytes after the gzip data (padding, as tape and dd write) ignored`]);
+  for (const f of ['out.arrow', 'quarantine.arrow', 'l.csv.gz']) rmSync(join(dir, f), { force: true });
   assert.deepEqual(readdirSync(dir).sort(), ['n.csv.gz', 'x.csv.gz', 'y.csv.gz', 'z.csv.gz']);
 });
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {

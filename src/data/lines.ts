@@ -11,7 +11,6 @@
  * as UTF-8 it would be every line a bad row (NUL bytes, `invalid-utf8`), hiding the one fix that
  * helps, saving it as UTF-8.
  */
-import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { Writable } from 'node:stream';
@@ -263,18 +262,32 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
   let inflated = 0;
   let fed = 0;
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
+  // Once zlib stops at zero padding, gunzip ends and the loop below destroys it; the rest of the file is still read and
+  // tapped, so the hash is of every byte. A read error there (gunzip already gone) is thrown by `await feed`.
+  const taking = () => !gunzip.destroyed && !gunzip.writableEnded;
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        gunzip.off('drain', done).off('close', done);
+        resolve();
+      };
+      gunzip.on('drain', done).on('close', done);
+    });
   const feed = (async () => {
     try {
       for (let r: IteratorResult<Buffer> = head; !r.done; r = await it.next()) {
         tap(r.value);
         fed += r.value.length;
-        if (!gunzip.write(r.value)) await once(gunzip, 'drain');
+        if (taking() && !gunzip.write(r.value)) await drained();
       }
-      gunzip.end();
+      if (taking()) gunzip.end();
     } catch (e) {
       gunzip.destroy(e as Error);
+      throw e;
     }
   })();
+  // Awaited below, or in `finally`: a rejection while the reader is elsewhere (gzipEnd) is not an unhandled one.
+  feed.catch(() => {});
   try {
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
       inflated += chunk.length;
