@@ -4,7 +4,8 @@
  * accuracy and macro F1, which a constant answer cannot fake. When no reference answer repeats (free-form replies),
  * every row is its own class: balanced exact match is exact match again, and macro F1 nearly so, so they were reported
  * as two more rows that only repeated exact_match (0 for most free-form replies) and could be gated on as if they said
- * something more. generativeScores leaves them out then; a gate that names one fails with the reason from here
+ * something more. generativeScores leaves them out then (the evaluate stage asks the whole test split whether answers
+ * repeat, not the maxRows it evaluates: a label set's first rows may all differ); a gate that names one fails with the reason from here
  * instead of "unknown name", whether it reads the evaluation's metrics or a registered version's.
  */
 

@@ -10,6 +10,7 @@ import {
   exactMatch,
   generativeScores,
   lcsLength,
+  referencesRepeat,
   rougeL,
   sentenceChrf,
   type AnswerNormalization,
@@ -199,4 +200,16 @@ test('free-form answers (no reference repeats) have no class scores, and a gate 
   assert.equal(labels.scores.reference_answers, 2);
   assert.equal(evaluateGate('balanced_exact_match >= 0.8', labels.scores as unknown as Record<string, unknown>).passed, true);
   assert.throws(() => evaluateGate('balanced_exact_match >= 0.5', { exact_match: 1 }), /unknown name 'balanced_exact_match'/);
+  // Rows that do not repeat but come from a test split whose answers do (the first 2 rows of a yes/no set) are labels.
+  const head = generativeScores(['yes', 'yes'], ['yes', 'no'], {}, { answersRepeat: true });
+  assert.deepEqual([head.scores.balanced_exact_match, head.scores.reference_answers], [0.5, 2]);
+});
+
+test('referencesRepeat: whether a (normalised) reference answer repeats', () => {
+  assert.equal(referencesRepeat(['yes', 'no']), false);
+  assert.equal(referencesRepeat(['yes', 'no', 'yes']), true);
+  assert.equal(referencesRepeat(['Yes', 'yes']), false);
+  assert.equal(referencesRepeat(['Yes', 'yes'], { caseFold: true }), true);
+  assert.equal(referencesRepeat(['2 + 2 #### 4', 'so, 3 + 1 #### 4'], { extract: 'gsm8k' }), true);
+  assert.equal(referencesRepeat([]), false);
 });

@@ -322,10 +322,28 @@ export interface GenerativeRowScore {
   chrf: number;
 }
 
+/**
+ * Whether any (normalised) reference answer repeats: labels do, free-form replies do not. Asked of the whole test split,
+ * not of the rows evaluated: the first 2 rows of a positive/negative test set may be one of each, which says nothing
+ * about whether the answers are labels.
+ */
+export function referencesRepeat(references: readonly string[], normalization: AnswerNormalization = {}): boolean {
+  const normalize = answerNormalizer(normalization);
+  const seen = new Set<string>();
+  for (const r of references) {
+    const a = normalize(r, 'reference')!;
+    if (seen.has(a)) return true;
+    seen.add(a);
+  }
+  return false;
+}
+
 export function generativeScores(
   predictions: readonly string[],
   references: readonly string[],
   normalization: AnswerNormalization = {},
+  /** True where the answers are labels though `references` do not repeat (referencesRepeat over the whole test split). */
+  o: { answersRepeat?: boolean } = {},
 ): { scores: GenerativeScores; rows: GenerativeRowScore[]; answers: AnswerBreakdown[] } {
   if (predictions.length !== references.length) throw new Error(`${predictions.length} predictions but ${references.length} references`);
   const normalize = answerNormalizer(normalization);
@@ -346,7 +364,7 @@ export function generativeScores(
       rouge_l: n ? rows.reduce((s, r) => s + r.rougeL, 0) / n : 0,
       chrf: n ? corpusChrf(predictions, references) / 100 : 0,
       // Left out, not undefined: a metrics document holds numbers only (the registry refuses anything else).
-      ...(isFreeForm(k, n)
+      ...(isFreeForm(k, n) && !o.answersRepeat
         ? {}
         : {
             balanced_exact_match: k ? answers.reduce((s, a) => s + a.exact_match, 0) / k : 0,

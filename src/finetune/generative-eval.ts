@@ -339,6 +339,8 @@ export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
   exactMatch?: AnswerNormalization;
   /** Training length the records are cut to (default: the model's manifest, else 256). */
   maxLength?: number;
+  /** Whether the answers are labels: referencesRepeat over the whole test split (default: over `references`). */
+  answersRepeat?: boolean;
 }
 
 export interface GenerativeEvaluation extends GeneratedAnswers {
@@ -371,7 +373,7 @@ export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<
     );
     if (o.signal?.aborted) throw abortError(o.signal);
     const g = await answersOn(decoder, { ...o, rendering });
-    return { ...g, loss, ...generativeScores(g.outputs, o.references, o.exactMatch) };
+    return { ...g, loss, ...generativeScores(g.outputs, o.references, o.exactMatch, { answersRepeat: o.answersRepeat }) };
   } finally {
     await decoder.close();
   }

@@ -156,6 +156,19 @@ test('evaluate: a fine-tuned LLaMA is scored by exact_match, rouge_l and chrf be
     assert.ok(m.answer_f1_macro >= 0 && m.answer_f1_macro <= 1, `${who} answer_f1_macro ${m.answer_f1_macro}`);
   }
 
+  // Whether the answers are labels is asked of the whole test split: its first 2 rows answer two different letters,
+  // yet the split's 16 rows repeat them, so the class scores are measured on those 2 rows, not left out as free-form.
+  const first2 = await readPromptResponses(join(root, 'test.arrow'), { maxRows: 2 });
+  assert.notEqual(first2.references[0], first2.references[1], 'the case needs two different first answers');
+  const two = await evaluateStage.run(
+    { model, test: testRef, maxRows: 2, generation: { maxNewTokens: 4, exactMatch: { caseFold: true } }, threads: 2 },
+    ctx('evaluate', 'r3'),
+  );
+  const twoMetrics = JSON.parse(readFileSync(store.pathOf(two.metrics as never), 'utf8')) as Record<string, any>;
+  assert.deepEqual([twoMetrics.generated, twoMetrics.reference_answers], [2, 2]);
+  assert.equal(typeof twoMetrics.balanced_exact_match, 'number');
+  assert.equal(typeof twoMetrics.answer_f1_macro, 'number');
+
   // An empty test split has nothing to answer: an input error naming the field, before any model loads.
   const empty = await store.putFile(table(join(root, 'empty.arrow'), 0, 3), { mediaType: 'application/vnd.apache.arrow.file' });
   await assert.rejects(
