@@ -327,6 +327,15 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
   assert.equal(declared.warnings, undefined);
   writeFileSync(join(dir, 'b.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: 'spam' })].join('\n'));
   assert.equal((await run(dir, { task: 'classification', path: 'b.jsonl' })).warnings, undefined);
+  // The most common spelling padded with a space is no class name to merge onto; a group padded alone is merged trimmed.
+  const padded = ['ham ', 'ham ', 'ham ', 'Ham', 'Ham', 'ham', ' spam', 'spam ', 'spam ', 'spam'];
+  writeFileSync(join(dir, 'c.jsonl'), padded.map((label, i) => j({ text: `t${i}`, label })).join('\n'));
+  assert.match(
+    (await run(dir, { task: 'classification', path: 'c.jsonl' })).warnings?.[0] ?? '',
+    /merge them with labelMap: \{" spam": "spam", "spam ": "spam", "ham": "Ham", "ham ": "Ham"\}/,
+  );
+  writeFileSync(join(dir, 'd.jsonl'), ['ok ', ' ok', ' ok'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
+  assert.match((await run(dir, { task: 'classification', path: 'd.jsonl' })).warnings?.[0] ?? '', /labelMap: \{" ok": "ok", "ok ": "ok"\}/);
 });
 test('labelMap merges label spellings before labels are checked; a target not among labels is refused at its key', async () => {
   const dir = tmp();

@@ -212,10 +212,12 @@ function labelWarnings(labels: ReadonlyMap<string, number>): string[] {
   }
   const alike = [...spellings.values()].filter((ls) => ls.length > 1);
   if (alike.length > 0) {
-    // Each spelling onto its group's most common one; among equals, the one already trimmed and in lower case.
+    // Each spelling onto its group's most common one without surrounding spaces (a class named "ham " would be a
+    // trap in every report and request after), or onto the most common one trimmed; among equals, the lower-case one.
     const merges = alike.flatMap((ls) => {
-      const rank = (l: string) => labels.get(l)! + (l === l.trim().toLowerCase() ? 0.5 : 0);
-      const to = ls.reduce((a, b) => (rank(b) > rank(a) ? b : a));
+      const rank = (l: string) => labels.get(l)! + (l === l.toLowerCase() ? 0.5 : 0);
+      const trimmed = ls.filter((l) => l === l.trim());
+      const to = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
       return ls.filter((l) => l !== to).map((l) => [l, to] as const);
     });
     out.push(
