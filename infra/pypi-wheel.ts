@@ -197,7 +197,8 @@ export async function fetchPinnedWheel(
   const r = spawnSync(
     'python3',
     ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', ...pipTagArgs(w.file), '-d', dir, `${w.project}==${w.version}`],
-    { stdio: ['ignore', 'inherit', 'inherit'] },
+    // pip's progress on stderr: this runs inside commands whose stdout is their answer (`--json`).
+    { stdio: ['ignore', 2, 'inherit'] },
   );
   if (r.status !== 0 || !existsSync(dest)) throw new Error(`${errors.join('\n  ')}\n  pip: download of ${w.file} failed`);
   const got = createHash('sha256').update(readFileSync(dest)).digest('hex');
@@ -261,9 +262,8 @@ function pipDownload(pin: PinnedWheel, dir: string, log: (m: string) => void): s
   const r = spawnSync(
     'python3',
     ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '-d', dir, `${pin.project}==${pin.version}`],
-    {
-      stdio: 'inherit',
-    },
+    // pip's progress on stderr: this runs inside commands whose stdout is their answer (`--json`).
+    { stdio: ['ignore', 2, 'inherit'] },
   );
   if (r.status !== 0) throw new Error('pip download failed');
   const wheel = wheelFor(pin);

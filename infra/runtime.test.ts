@@ -1,5 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startDevServer, stopProcess } from './dev-server.ts';
 import { WorkerLogger } from './runtime.ts';
 
 test("the worker logger drops only the SDK's warning about a worker that runs no workflows (an --activities-only worker)", () => {
@@ -10,4 +16,50 @@ test("the worker logger drops only the SDK's warning about a worker that runs no
   log.info('below the level');
   log.error('No workflows here, but an error');
   assert.deepEqual(seen, ['WARN Worker failed to heartbeat', 'ERROR No workflows here, but an error']);
+});
+
+test("the SDK core's own logs go through the logger to stderr, never to stdout (where a command's --json goes)", async () => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-runtime-'));
+  const server = await startDevServer({ dbFile: join(home, 'temporal.db'), logFile: join(home, 'server.log'), headless: true });
+  // A worker at a standalone worker's level (WARN) whose server goes away: core retries its polls and says so.
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `import { NativeConnection, Worker } from '@temporalio/worker';
+       import { installRuntime } from './infra/runtime.ts';
+       installRuntime('WARN');
+       const connection = await NativeConnection.connect({ address: ${JSON.stringify(server.address)} });
+       const worker = await Worker.create({ connection, taskQueue: 'runtime-log', activities: { a: async () => 1 } });
+       void worker.run();
+       process.stderr.write('polling\\n');`,
+    ],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let stopping = false;
+      const look = () => {
+        if (!stopping && stderr.includes('polling\n')) {
+          stopping = true;
+          void stopProcess(server.pid);
+        }
+        if (/retried \d+ times/.test(stdout + stderr)) resolve();
+      };
+      child.stdout!.on('data', (d: Buffer) => ((stdout += d.toString()), look()));
+      child.stderr!.on('data', (d: Buffer) => ((stderr += d.toString()), look()));
+      child.on('exit', (code) => reject(new Error(`the worker exited (${code}) before core logged a retry\n${stdout}\n${stderr}`)));
+    });
+  } finally {
+    child.kill('SIGKILL');
+    await stopProcess(server.pid);
+    rmSync(home, { recursive: true, force: true });
+  }
+  assert.equal(stdout, '', 'core wrote to stdout');
+  assert.match(stderr, /\[WARN\] gRPC call poll_\w+ retried \d+ times/);
 });

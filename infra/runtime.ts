@@ -33,15 +33,15 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
       // The SDK shuts every worker down on SIGINT/SIGTERM by default, and says nothing to the command
       // that waits on them: `submit --wait` then followed a run no worker served, and Ctrl-C did nothing.
       ...(o.ownSignals ? { shutdownSignals: [] } : {}),
-      // The SDK's own Prometheus exporter: its worker, poller and task metrics, plus tempered's stage
-      // metrics (activities/metrics.ts) recorded through the same meter.
-      ...(metrics
-        ? {
-            telemetryOptions: {
-              metrics: { prometheus: { bindAddress: metrics, countersTotalSuffix: true, useSecondsForDurations: true } },
-            },
-          }
-        : {}),
+      telemetryOptions: {
+        // The SDK's core writes its own logs (a poll retried while the server is slow or gone) to stdout, coloured,
+        // past the logger: `submit --wait --local-worker --json` printed one above its JSON. Forwarded, they go
+        // through the logger (its level, stderr), at the levels core logged at before.
+        logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
+        // The SDK's own Prometheus exporter: its worker, poller and task metrics, plus tempered's stage
+        // metrics (activities/metrics.ts) recorded through the same meter.
+        ...(metrics ? { metrics: { prometheus: { bindAddress: metrics, countersTotalSuffix: true, useSecondsForDurations: true } } } : {}),
+      },
     });
   } catch {
     /* the host process installed one already */

@@ -98,7 +98,9 @@ export function runStageInChild(
   const child: ChildProcess = fork(CHILD_MAIN, [], {
     execArgv,
     env: withMallocTuning(device.env),
-    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    // What the stage writes to stdout (a plugin's console.log, a library's own output) is the worker's diagnostics: on
+    // its stderr, as the child's stderr is. Inherited, it came out on `submit --local-worker --json`'s stdout, above the JSON.
+    stdio: ['ignore', 2, 'pipe', 'ipc'],
   });
   handle.pid = child.pid;
   const stderr: string[] = [];
