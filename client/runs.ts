@@ -21,6 +21,7 @@ import { sha256Hex } from '../src/util/canonical-json.ts';
 import { redactJson } from '../src/util/redact.ts';
 import { specBody } from '../src/spec/plan.ts';
 import { keptSpec } from '../src/audit/redact-spec.ts';
+import { InputError } from '../src/errors.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
@@ -791,6 +792,10 @@ export interface RunFilters {
   /** A part of the pipeline's name, in any case: people type what they remember of it. */
   pipeline?: string;
   schedule?: string;
+  /** Runs started at or after this instant. */
+  since?: Date;
+  /** The beginning of a run id, as typed: any character, a quote included (`--run-id` takes any). */
+  id?: string;
 }
 
 const EXECUTION_STATUSES = ['Running', 'Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut', 'ContinuedAsNew'];
@@ -799,9 +804,28 @@ const EXECUTION_STATUSES = ['Running', 'Completed', 'Failed', 'Canceled', 'Termi
 export async function listRuns(client: Client, limit = 20, filters: RunFilters = {}): Promise<RunSummary[]> {
   const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
   if (filters.status) {
-    const st = EXECUTION_STATUSES.find((s) => s.toLowerCase() === filters.status!.toLowerCase());
-    if (!st) throw new Error(`unknown run status '${filters.status}'; one of ${EXECUTION_STATUSES.join(', ')}`);
+    const st = EXECUTION_STATUSES.find((s) => s.toLowerCase() === String(filters.status).toLowerCase());
+    if (!st) throw new InputError(`unknown run status '${filters.status}'; one of ${EXECUTION_STATUSES.join(', ')}`, { where: 'status' });
     clauses.push(`ExecutionStatus = '${st}'`);
+  }
+  if (filters.since) {
+    // Temporal refuses a time past year 9999 or before year 1 as 'Failed to list workflows' (and an invalid Date has no
+    // ISO form): named here instead.
+    const t = filters.since.getTime();
+    if (!(t >= Date.UTC(1, 0, 1) && t < Date.UTC(10000, 0, 1)))
+      throw new InputError(`a start time between the years 1 and 9999, not ${filters.since.toString()}`, { where: 'since' });
+    clauses.push(`StartTime >= '${filters.since.toISOString()}'`);
+  }
+  const id = filters.id?.trim();
+  if (id) {
+    // The value is the query's text: a quote is escaped, not dropped (dropping it matched other runs, `--run-id` takes
+    // any id). Temporal's list query matches no id holding a backslash, escaped or not: said so instead of 'none'.
+    if (id.includes('\\'))
+      throw new InputError(`Temporal's run list cannot match a run id holding a backslash: ${JSON.stringify(id)}`, {
+        where: 'id',
+        hint: 'give the id up to the backslash, or open the run by its whole id',
+      });
+    clauses.push(`WorkflowId STARTS_WITH '${id.replace(/'/g, "\\'")}'`);
   }
   const schedule = filters.schedule?.replace(/['\\]/g, '');
   // A resumed run of a schedule was not started by it: it is named after the schedule and says so in

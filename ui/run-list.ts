@@ -1,16 +1,18 @@
 /**
- * The Runs page's listing: client/runs.ts listRuns's filters (status, pipeline, schedule) and what a person who has
- * run a few hundred runs also asks for: runs started since a time (`since`), runs whose id begins with what they
- * copied (`id`), and whether there are more than the page shows (`more`), so older runs are a click away instead of
- * out of reach. One visibility list request per page; only the pipeline filter, kept in the memo, reads more runs
- * than it shows.
+ * The Runs page's listing: client/runs.ts listRuns (its filters: status, pipeline, schedule, start time, run id prefix)
+ * as the page's URL asks for it, and whether there are more than the page shows (`more`), so older runs are a click
+ * away instead of out of reach. One visibility list request per page; only the pipeline filter, kept in the memo, reads
+ * more runs than it shows.
  */
 import type { Client } from '@temporalio/client';
-import { ENCRYPTED_FIELD, listingClient, unreadableReason } from '../client/payloads.ts';
-import { WORKFLOW_TYPE, type RunFilters, type RunSummary } from '../client/runs.ts';
+import { listRuns, type RunSummary } from '../client/runs.ts';
 import { InputError } from '../src/errors.ts';
 
-export interface RunPageQuery extends RunFilters {
+/** The page's query string: each value as typed. */
+export interface RunPageQuery {
+  status?: string;
+  pipeline?: string;
+  schedule?: string;
   /** `1h`, `24h`, `7d`, `30d` (any whole number of h or d) back from now, or a date/time Date.parse reads. */
   since?: string;
   /** The beginning of a run id. */
@@ -22,10 +24,6 @@ export interface RunPage {
   /** Runs past the last one shown match too (a longer page shows them). */
   more: boolean;
 }
-
-const STATUSES = ['Running', 'Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut', 'ContinuedAsNew'];
-/** Runs read per request where the pipeline (in the memo) filters: more are read than shown, in bounded pages. */
-const FILTERED_PAGE = 200;
 
 /** The instant `since` names, relative to `now`; an InputError naming the field when it names none. */
 export function sinceTime(since: string, now = Date.now()): Date {
@@ -39,68 +37,26 @@ export function sinceTime(since: string, now = Date.now()): Date {
   return new Date(t);
 }
 
-/** A value inside a visibility query's single quotes. */
-const quoted = (s: string) => `'${s.replace(/['\\]/g, '')}'`;
-
-/** Newest first; `limit` runs at most, and whether more match. */
-export async function listRunPage(client: Client, limit: number, q: RunPageQuery = {}): Promise<RunPage> {
-  const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
-  if (q.status) {
-    const st = STATUSES.find((s) => s.toLowerCase() === q.status!.toLowerCase());
-    if (!st) throw new InputError(`unknown run status '${q.status}'; one of ${STATUSES.join(', ')}`, { where: 'status' });
-    clauses.push(`ExecutionStatus = '${st}'`);
-  }
-  if (q.since) clauses.push(`StartTime >= '${sinceTime(q.since).toISOString()}'`);
-  if (q.id?.trim()) clauses.push(`WorkflowId STARTS_WITH ${quoted(q.id.trim())}`);
-  const schedule = q.schedule?.replace(/['\\]/g, '') || undefined;
-  // As listRuns: a resumed run of a schedule is named after it; a visibility store without STARTS_WITH lists the
-  // schedule's own runs only.
-  const byName = schedule
-    ? [...clauses, `(TemporalScheduledById = ${quoted(schedule)} OR WorkflowId STARTS_WITH '${schedule}-')`]
-    : clauses;
-  try {
-    return await read(client, byName.join(' AND '), limit, q.pipeline, schedule);
-  } catch (e) {
-    const err = e as { code?: number; cause?: { code?: number } };
-    if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
-    return read(client, [...clauses, `TemporalScheduledById = ${quoted(schedule)}`].join(' AND '), limit, q.pipeline, schedule);
-  }
+/** A query value as one string: a repeated one (`?id=a&id=b`) comes as an array, and is refused naming it. */
+function one(q: Record<string, unknown>, k: keyof RunPageQuery): string | undefined {
+  const v = q[k];
+  if (v === undefined || typeof v === 'string') return v || undefined;
+  throw new InputError(`given ${Array.isArray(v) ? v.length : 'several'} times; give it once`, { where: k });
 }
 
-async function read(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunPage> {
-  const runs: RunSummary[] = [];
-  let more = false;
-  // One more than shown says whether there are more, in the same request.
-  const pageSize = pipeline ? Math.max(limit + 1, FILTERED_PAGE) : limit + 1;
-  for await (const wf of listingClient(client).workflow.list({ query, pageSize })) {
-    const memoEncrypted = Object.values(wf.memo ?? {})
-      .map(unreadableReason)
-      .find((r) => r !== undefined);
-    const memo = (memoEncrypted ? {} : (wf.memo ?? {})) as Record<string, string>;
-    if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
-    const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
-    const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
-    if (schedule && scheduled !== schedule) continue;
-    if (runs.length >= limit) {
-      more = true;
-      break;
-    }
-    runs.push({
-      runId: wf.workflowId,
-      pipeline: memoEncrypted ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
-      status: wf.status.name,
-      startTime: wf.startTime,
-      closeTime: wf.closeTime,
-      actor: memo.actor,
-      execution: wf.runId,
-      ...(scheduled ? { scheduleId: scheduled } : {}),
-      ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
-      ...(!memoEncrypted && typeof wf.memo?.params === 'object' && wf.memo.params
-        ? { params: wf.memo.params as Record<string, unknown> }
-        : {}),
-      ...(memoEncrypted ? { memoEncrypted } : {}),
-    });
-  }
-  // Temporal lists running runs first, then by close time; people read a list of runs by when they started.
-  return { runs: runs.sort((a, b) => b.startTime.getTime() - a.startTime.getTime()), more };
+/**
+ * Newest first; `limit` runs at most, and whether more match. One more than shown is read, in the same request: the
+ * page shows the `limit` newest started of them.
+ */
+export async function listRunPage(client: Client, limit: number, q: RunPageQuery = {}): Promise<RunPage> {
+  const raw = q as Record<string, unknown>;
+  const since = one(raw, 'since');
+  const runs = await listRuns(client, limit + 1, {
+    status: one(raw, 'status'),
+    pipeline: one(raw, 'pipeline'),
+    schedule: one(raw, 'schedule'),
+    id: one(raw, 'id'),
+    ...(since ? { since: sinceTime(since) } : {}),
+  });
+  return { runs: runs.slice(0, limit), more: runs.length > limit };
 }

@@ -114,6 +114,10 @@ describe('GET /api/runs', () => {
     assert.equal(whole.runs.length, 8);
     assert.equal(whole.more, false, 'eight runs, eight shown: nothing past the page');
     assert.equal(listRequests, 2);
+    assert.equal((await list('limit=1.5')).runs.length, 1, 'whole runs');
+    assert.equal((await list('limit=-3')).runs.length, 1);
+    assert.equal((await list('limit=1e9')).runs.length, 8);
+    listRequests = 2;
     const failures = await list('pipeline=bet&status=Failed&limit=1');
     assert.deepEqual(
       failures.runs.map((r) => r.runId),

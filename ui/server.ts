@@ -333,7 +333,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // beginning of a run id), ?limit; `more` says a longer page shows older ones.
   app.get<{ Querystring: RunPageQuery & { limit?: string } }>('/api/runs', async (req) => {
     const { limit: raw, ...query } = req.query;
-    const limit = Math.min(MAX_RUN_PAGE, Math.max(1, Number(raw ?? RUN_PAGE) || RUN_PAGE));
+    // Whole runs: `limit=1.5` asked Temporal for a page of 2.5 and showed two.
+    const limit = Math.min(MAX_RUN_PAGE, Math.max(1, Math.floor(Number(raw ?? RUN_PAGE)) || RUN_PAGE));
     return listRunPage(await o.client(), limit, query);
   });
 

@@ -1,0 +1,91 @@
+/**
+ * The Runs page's filters with the run ids `--run-id` allows (any text: a quote, a backslash, LIKE's wildcards) and
+ * hostile values, against a real dev server's list query (no worker: the runs wait, listed as running). A run id prefix
+ * is the query's text escaped, never cut or spliced in; a start time Temporal cannot read, or a value given twice, is
+ * an InputError naming the field (a 400 on the page), not a 500.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { listRuns, submitRun } from '../client/runs.ts';
+import { InputError } from '../src/errors.ts';
+import { plannedPipeline } from '../tests/helpers/plans.ts';
+import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
+import { listRunPage, type RunPageQuery } from './run-list.ts';
+
+const IDS = ["o'brien-1", 'obrien-1', 'q\\x-1', '50%off-1', '50Xoff-1', 'ünï-1', 'x OR y-1'];
+let env: TestEnv;
+let mark: Date;
+
+before(async () => {
+  env = await startTestEnv(new Map());
+  mark = new Date(Date.now() - 1000);
+  for (const runId of IDS) {
+    const plan = plannedPipeline('p', [{ id: 'a', uses: 'probe', needs: [], with: { value: '1' } }]);
+    await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE, runId });
+  }
+  // Visibility lists a run a moment after it starts.
+  for (let n = 0; n < IDS.length; await new Promise((r) => setTimeout(r, 200))) n = (await listRuns(env.client, 100)).length;
+});
+after(async () => env?.close());
+
+const ids = async (q: RunPageQuery, limit = 50) => (await listRunPage(env.client, limit, q)).runs.map((r) => r.runId).sort();
+const refused = async (q: Record<string, unknown>, where: string, message: RegExp) =>
+  assert.rejects(listRunPage(env.client, 50, q as RunPageQuery), (e: Error) => {
+    assert.ok(e instanceof InputError, `${JSON.stringify(q)}: ${e.stack}`);
+    assert.equal(e.where, where);
+    assert.match(e.message, message);
+    return true;
+  });
+
+describe('run id prefix', () => {
+  it('matches an id holding a quote, and only it', async () => {
+    assert.deepEqual(await ids({ id: "o'brien" }), ["o'brien-1"]);
+    assert.deepEqual(await ids({ id: 'obrien' }), ['obrien-1']);
+  });
+
+  it('cannot widen the query', async () => {
+    assert.deepEqual(await ids({ id: "x' OR WorkflowId != '" }), []);
+    assert.deepEqual(await ids({ id: "' OR '1'='1" }), []);
+    assert.deepEqual(await ids({ id: 'x OR y' }), ['x OR y-1']);
+  });
+
+  it("takes LIKE's wildcards and any letter as themselves", async () => {
+    assert.deepEqual(await ids({ id: '50%' }), ['50%off-1']);
+    assert.deepEqual(await ids({ id: '%' }), []);
+    assert.deepEqual(await ids({ id: 'ün' }), ['ünï-1']);
+  });
+
+  it('says a backslash cannot be matched instead of listing none', async () => {
+    await refused({ id: 'q\\' }, 'id', /backslash/);
+  });
+});
+
+describe('start time', () => {
+  it('filters through listRuns', async () => {
+    assert.equal((await listRuns(env.client, 50, { since: mark })).length, IDS.length);
+    assert.deepEqual(await listRuns(env.client, 50, { since: new Date(Date.now() + 3_600_000) }), []);
+    assert.deepEqual(
+      (await listRuns(env.client, 50, { since: mark, id: 'obr' })).map((r) => r.runId),
+      ['obrien-1'],
+    );
+  });
+
+  it('names one Temporal cannot read', async () => {
+    await refused({ since: '99999999999d' }, 'since', /between the years 1 and 9999/);
+    await refused({ since: '+275760-09-13T00:00:00Z' }, 'since', /between the years 1 and 9999/);
+    await refused({ since: '-001000-01-01T00:00:00Z' }, 'since', /between the years 1 and 9999/);
+  });
+});
+
+describe('a page', () => {
+  it('says whether more match at exactly its length, one past it, and with none', async () => {
+    assert.deepEqual(await listRunPage(env.client, IDS.length).then((p) => [p.runs.length, p.more]), [IDS.length, false]);
+    assert.deepEqual(await listRunPage(env.client, IDS.length - 1).then((p) => [p.runs.length, p.more]), [IDS.length - 1, true]);
+    assert.deepEqual(await listRunPage(env.client, 50, { id: 'none-such' }), { runs: [], more: false });
+  });
+
+  it('refuses a value given twice, naming it', async () => {
+    await refused({ id: ['a', 'b'] }, 'id', /given 2 times/);
+    await refused({ status: ['Running', 'Failed'] }, 'status', /given 2 times/);
+  });
+});
