@@ -442,6 +442,12 @@ test("csv: a column without a name (pandas' index) is left out, and rows of deli
     /\nleft out: e\.csv: column 1, no name in the header \(pandas' index, as df\.to_csv\(\) writes it\)\n/,
   );
   assert.doesNotMatch(formatDataReport(d), /blank lines|left out/);
+  // A sheet's 30 empty trailing columns: 20 listed, the rest counted.
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'w.csv'), `a,text,label${','.repeat(30)}\n1,hello,ham${','.repeat(30)}\n`);
+  const w = await run(dir, { task: 'classification', path: 'w.csv' });
+  assert.deepEqual([w.unnamedColumns?.['w.csv']?.length, w.unnamedColumnsNotListed], [20, { 'w.csv': 10 }]);
+  assert.match(formatDataReport(w), /\nleft out: w\.csv: columns 4, 5, .*, 23 and 10 more, no name in the header\n/);
   for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
   // A row with a field, however short, is still a row.
   writeFileSync(join(dir, 'b.csv'), 'text,label\nhello,ham\n,x\n');

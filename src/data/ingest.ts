@@ -315,6 +315,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   /** Lines that are no rows (blank, or delimiters alone), and header columns left out for want of a name, per file. */
   let blankLines = 0;
   const unnamedColumns: Record<string, number[]> = {};
+  /** Per file listed in unnamedColumns, its unnamed columns past the UNNAMED_LISTED listed there. */
+  const unnamedNotListed: Record<string, number> = {};
   const out = new ArrowTableWriter(opts.outPath, ingestSchema(cfg));
   let quarantine: ArrowTableWriter | null = null;
   try {
@@ -398,8 +400,10 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           },
           onColumns: (names, line, leftOut, unnamed) => {
             columnsChecked = true;
-            if (unnamed && unnamed.length > 0 && Object.keys(unnamedColumns).length < UNNAMED_FILES)
+            if (unnamed && unnamed.length > 0 && Object.keys(unnamedColumns).length < UNNAMED_FILES) {
               setOwn(unnamedColumns, f.display, unnamed.slice(0, UNNAMED_LISTED));
+              if (unnamed.length > UNNAMED_LISTED) setOwn(unnamedNotListed, f.display, unnamed.length - UNNAMED_LISTED);
+            }
             if (leftOut && leftOut.length > 0 && leftOutDuplicates.length <= DUPLICATE_FILES)
               leftOutDuplicates.push(
                 leftOut.length === 1
@@ -563,6 +567,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       ...(quarantinedShown.length > 0 ? { firstQuarantined: quarantinedShown } : {}),
       ...(blankLines > 0 ? { blankLines } : {}),
       ...(Object.keys(unnamedColumns).length > 0 ? { unnamedColumns } : {}),
+      ...(Object.keys(unnamedNotListed).length > 0 ? { unnamedColumnsNotListed: unnamedNotListed } : {}),
       ...(warnings.length > 0 ? { warnings } : {}),
     };
   } catch (e) {

@@ -54,6 +54,8 @@ export interface IngestReport {
    * spreadsheet's empty trailing columns): source file → their 1-based positions. Absent when none.
    */
   unnamedColumns?: Record<string, number[]>;
+  /** A file of `unnamedColumns` with more than the 20 listed there → how many more it has. Absent when none. */
+  unnamedColumnsNotListed?: Record<string, number>;
   /**
    * What looks wrong with the data though no row is bad: inferred labels that differ only in case or surrounding
    * spaces, or that mix numbers and words (each a class of its own). Absent when none.
@@ -166,7 +168,7 @@ export function formatDataReport(r: DataReport): string {
         ...(r.blankLines ? [`blank lines: ${r.blankLines} skipped, not rows (empty, or delimiters alone)`] : []),
         ...Object.entries(r.unnamedColumns ?? {}).map(
           ([file, cols]) =>
-            `left out: ${file}: ${cols.length === 1 ? 'column' : 'columns'} ${cols.join(', ')}, no name in the header${cols[0] === 1 ? ` (${cols.length > 1 ? 'column 1: ' : ''}pandas' index, as df.to_csv() writes it)` : ''}`,
+            `left out: ${file}: ${cols.length === 1 ? 'column' : 'columns'} ${cols.join(', ')}${r.unnamedColumnsNotListed?.[file] ? ` and ${r.unnamedColumnsNotListed[file]} more` : ''}, no name in the header${cols[0] === 1 ? ` (${cols.length > 1 ? 'column 1: ' : ''}pandas' index, as df.to_csv() writes it)` : ''}`,
         ),
         `labels: ${countsLine(r.labels)}`,
         ...(r.warnings ?? []).map((w) => `warning: ${w}`),
