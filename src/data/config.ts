@@ -54,7 +54,8 @@ export interface IngestConfig {
    * Classification, pairs: source label → the label it stands for, applied before the label is checked against `labels`
    * (or counted as a class), e.g. `{ "Ham": "ham", "ham ": "ham", "0": "ham" }` to merge spellings without editing the
    * data. Keys match the label's text exactly (an integer label as its digits); with `labels`, every value must be one
-   * of them. Default: none (each label is read as it is).
+   * of them. Applied once: a value is not looked up again (`{a: b, b: c}` reads a as b; `{a: b, b: a}` swaps them).
+   * Default: none (each label is read as it is).
    */
   labelMap?: Record<string, string>;
   /** Longest allowed text field in characters (code points). Default: no limit. */
