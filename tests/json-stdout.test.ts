@@ -24,6 +24,17 @@ const PLUGIN = `export function stageKinds() {
         return { n: 1 };
       },
     },
+    {
+      kind: 'chatty-inline',
+      description: 'the same, in the worker itself',
+      codeVersion: 'chatty-inline-1',
+      withSchema: { type: 'object', additionalProperties: false, properties: {} },
+      outputs: { n: { type: 'number', description: 'one' } },
+      async run() {
+        console.log('\\x1b[33mchatty-inline\\x1b[0m: a line on stdout');
+        return { n: 1 };
+      },
+    },
   ];
 }
 `;
@@ -34,11 +45,11 @@ before(async () => {
 });
 after(async () => cluster?.close());
 
-test("submit --wait --local-worker --json prints JSON alone on stdout, a stage's own stdout going to stderr", async () => {
+test('submit --wait --local-worker --json prints JSON alone on stdout, what its stages print going to stderr (in a child process or inline)', async () => {
   const plugin = join(cluster.home, 'chatty.mts');
   writeFileSync(plugin, PLUGIN);
   const file = join(cluster.home, 'chatty.yaml');
-  writeFileSync(file, 'name: chatty\nstages:\n  talk: { uses: chatty, with: {} }\n');
+  writeFileSync(file, 'name: chatty\nstages:\n  talk: { uses: chatty, with: {} }\n  inline: { uses: chatty-inline, with: {} }\n');
   const env = {
     TEMPORAL_ADDRESS: cluster.server.address,
     TEMPERED_HOME: cluster.home,
@@ -48,5 +59,6 @@ test("submit --wait --local-worker --json prints JSON alone on stdout, a stage's
   const r = await runCli(['submit', file, '--wait', '--local-worker', '--json'], env, { timeoutMs: 180_000 });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.equal((JSON.parse(r.stdout) as { state: string }).state, 'succeeded', r.stdout);
-  assert.match(r.stderr, /chatty.*: a line on stdout/);
+  assert.match(r.stderr, /chatty\S*: a line on stdout/);
+  assert.match(r.stderr, /chatty-inline\S*: a line on stdout/);
 });

@@ -36,6 +36,21 @@ import { resumePreview } from './resume-preview.ts';
 
 export { loadPlanOrExit, planOrExit };
 
+/**
+ * Until `restore`, what this process writes to stdout goes to stderr: for a `--json` command whose own worker runs the
+ * stages (`--local-worker`), so its stdout is the JSON alone, whatever a stage run inline prints (console.log looks
+ * up its stream's write at each call).
+ */
+function stdoutToStderr(): { restore(): void } {
+  const write = process.stdout.write;
+  process.stdout.write = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
+  return {
+    restore: () => {
+      process.stdout.write = write;
+    },
+  };
+}
+
 /** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
 function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<ClientRunStatus> {
   let noted = false;
@@ -264,6 +279,8 @@ export async function startAndReport(
       }
     if (!o.wait) return 0;
     const interrupt = untilInterrupted();
+    // Stages this process's worker runs inline write where it does: a plugin kind's console.log came out above the JSON.
+    const answerOnly = o.json && local ? stdoutToStderr() : undefined;
     let final: RunStatus;
     try {
       final = await followAndPrint(client, handle.workflowId, o.json, interrupt.signal);
@@ -280,6 +297,7 @@ export async function startAndReport(
       );
       return INTERRUPTED_EXIT[sig];
     } finally {
+      answerOnly?.restore();
       interrupt.dispose();
     }
     if (o.onEnd) return await o.onEnd(final);
