@@ -184,6 +184,24 @@ test('chat and completions answer in the OpenAI format; streams carry the same t
   );
 });
 
+test('a developer message is the system message (its newer OpenAI name): the same prompt, the same answer', async (t) => {
+  const gen = await load(dirA, 'tiny@1');
+  const { url } = await serve(t, gen);
+  const ask = async (role: string) => {
+    const res = await post(url, '/v1/chat/completions', {
+      model: 'tiny',
+      messages: [{ role, content: 'Be brief.' }, messages[1]],
+      max_tokens: 6,
+      temperature: 0,
+    });
+    assert.equal(res.status, 200);
+    const j = (await res.json()) as any;
+    return [j.usage.prompt_tokens, j.choices[0].message.content];
+  };
+  assert.deepEqual(await ask('developer'), await ask('system'));
+  assert.equal((await ask('system'))[0], gen.encodeChat(messages).length);
+});
+
 test("OpenAI's own client works unchanged: chat and completions, streamed and not, the model list, and errors it can read", async (t) => {
   const gen = await load(dirA, 'tiny@1');
   const { url } = await serve(t, gen);

@@ -668,7 +668,11 @@ function finishReason(r: GenerateResult['finishReason']): string {
  * audio and file parts) is refused naming the message and saying why, before anything is tokenized.
  */
 export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
-  return messages.map((m, i) => {
+  return messages.map((raw, i) => {
+    // OpenAI's newer name for the system message, which its SDK's docs now write: the chat templates tempered serves
+    // (LLaMA, Mistral, ChatML families) know `system` only, and SmolLM2's rendered `<|im_start|>developer` and then
+    // added its default system turn as well, a role the model never saw in training.
+    const m = raw.role === 'developer' ? { ...raw, role: 'system' as const } : raw;
     const at = `messages[${i}]`;
     const unsupported = (param: string, message: string) => new ApiError(400, 'unsupported_parameter', message, param);
     if (m.role === 'tool' || m.role === 'function')
