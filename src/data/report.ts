@@ -46,7 +46,9 @@ export interface IngestReport {
   firstQuarantined?: string[];
   /**
    * Lines read that are no rows, so not in `linesIn`: blank ones, and in CSV/TSV lines of delimiters alone (`,,,`, a
-   * spreadsheet's empty rows). With the header and `linesIn` they add up to the file's lines (`wc -l`). Absent when none.
+   * spreadsheet's empty rows). With the header and `linesIn` they add up to the file's lines (`wc -l`), but for an Excel
+   * `sep=` line and, with `maxRows`, the lines of the rows not taken (counted as `rowsNotTaken`, not in `linesIn`).
+   * Absent when none.
    */
   blankLines?: number;
   /**
