@@ -434,6 +434,8 @@ export interface ModelView {
   lastGate?: string;
   /** The newest HISTORY_SHOWN alias changes, oldest first. */
   history: AliasChange[];
+  /** By alias, its last change: who moved it to the version it holds, and when (the heading says so). */
+  aliasSet: Record<string, Pick<AliasChange, 'kind' | 'actor' | 'at'>>;
 }
 
 const versionRow = (v: ModelVersion): VersionRowView => ({
@@ -457,13 +459,22 @@ export async function listModelViews(dbs: UiDatabases): Promise<ModelView[]> {
   const views: ModelView[] = [];
   for (const m of await reg.listModels()) {
     const gate = log && (await lastGate(log, m.name));
+    const history = await reg.aliasHistory(m.name, undefined, { newest: HISTORY_SHOWN });
+    // Each alias's last change, from the history read where it is there (as a rule), else read for that alias alone:
+    // another alias's many moves can push it out of the newest HISTORY_SHOWN.
+    const aliasSet: ModelView['aliasSet'] = {};
+    for (const alias of Object.keys(m.aliases)) {
+      const last = history.findLast((c) => c.alias === alias) ?? (await reg.aliasHistory(m.name, alias, { newest: 1 }))[0];
+      if (last) aliasSet[alias] = { kind: last.kind, actor: last.actor, at: last.at };
+    }
     views.push({
       name: m.name,
       aliases: m.aliases,
       versionCount: m.versions,
       versions: (await reg.listVersionPage(m.name, { limit: VERSION_PAGE })).versions.map(versionRow),
       ...(gate !== undefined ? { lastGate: gate } : {}),
-      history: await reg.aliasHistory(m.name, undefined, { newest: HISTORY_SHOWN }),
+      history,
+      aliasSet,
     });
   }
   return views;

@@ -29,7 +29,7 @@ let url: string;
 /** Every version of clf as the registry reads it, oldest first, and its alias history. */
 let every: ModelVersion[];
 let history: AliasChange[];
-/** clf: 27 versions with listed and unlisted metrics, production → 3, staging → 27 after 12 moves; tiny: 2 versions. */
+/** clf: 27 versions with listed and unlisted metrics, production → 3 (by lead), then staging → 27 after 12 moves; tiny: 2 versions. */
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ui-models-page-'));
   const paths = statePaths(dir);
@@ -45,8 +45,9 @@ before(async () => {
       }),
     );
   for (const v of ['a', 'b']) await reg.registerVersion(testVersion('tiny', v, { runId: `tiny-${v}` }));
+  // Production first: its change is then past the newest HISTORY_SHOWN, as on a registry whose staging moves often.
+  await reg.setAlias('clf', 'production', 3, { actor: 'lead' });
   for (let v = 16; v <= VERSIONS; v++) await reg.setAlias('clf', 'staging', v);
-  await reg.setAlias('clf', 'production', 3);
   every = await reg.listVersions('clf');
   history = await reg.aliasHistory('clf');
   await reg.close();
@@ -92,6 +93,13 @@ describe('dashboard models API', () => {
     assert.deepEqual(clf.aliases, { production: 3, staging: VERSIONS });
     assert.equal(history.length, 13);
     assert.deepEqual(clf.history, history.slice(-HISTORY_SHOWN));
+    // Who moved each alias to the version it holds, and when: production's from outside the newest HISTORY_SHOWN.
+    assert.ok(!clf.history.some((c) => c.alias === 'production'));
+    const last = (alias: string) => history.filter((c) => c.alias === alias).at(-1)!;
+    assert.deepEqual(clf.aliasSet, {
+      production: { kind: 'set', actor: 'lead', at: last('production').at },
+      staging: { kind: 'set', actor: last('staging').actor, at: last('staging').at },
+    });
     assert.deepEqual([body.metricColumns, body.versionPage], [LISTED_METRICS, VERSION_PAGE]);
     // No card, description, artifact or unlisted metric of any version travels with the list.
     for (const absent of ['"card"', '# clf v', 'trained the', '"artifacts"', 'per_class', '"params"'])
@@ -248,6 +256,11 @@ describe('dashboard models page', () => {
     assert.deepEqual(await shown(page), down(VERSIONS, 1));
     assert.equal(await page.locator('button[data-older="clf"]').count(), 0, 'no older versions remain');
     assert.equal(await aliasesOf(3).innerText(), 'production');
+    // The heading says who promoted it and when; the version production holds offers no promotion to it.
+    assert.match(await clf.locator('h2 [data-alias="production"]').innerText(), /^production → v3 \(set by lead, .+\)$/);
+    assert.equal(await clf.locator('tr[data-version="3"] button[data-promote]').count(), 0);
+    assert.equal(await clf.locator('tr[data-version="3"] [data-holds="production"]').innerText(), 'production now');
+    assert.equal(await clf.locator(`tr[data-version="${VERSIONS}"] button[data-promote]`).count(), 1);
 
     // A card opened from an older row is read then: the list had none.
     await clf.locator('tr[data-version="3"] button', { hasText: 'card' }).click();

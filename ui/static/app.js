@@ -1400,11 +1400,11 @@ function ModelsPage() {
       return html`<div class="card" data-model=${m.name}>
         <h2 style="margin-top:0">
           ${m.name}${' '}
-          <span class="muted"
-            >${Object.entries(m.aliases)
-              .map(([a, v]) => `${a} → v${v}`)
-              .join('  ')}</span
-          >
+          ${Object.entries(m.aliases).map(([a, v]) => {
+            const c = m.aliasSet?.[a];
+            const who = c ? ` (${c.kind === 'rollback' ? 'rolled back' : 'set'} by ${c.actor}, ${fmtTime(c.at)})` : '';
+            return html`<span class="muted" data-alias=${a}>${a} → v${v}${who}</span>${' '}`;
+          })}
         </h2>
         <div class="bar">
           <label>alias <input value=${f.alias} onInput=${(e) => set({ alias: e.target.value })} size="10" /></label>
@@ -1456,24 +1456,26 @@ function ModelsPage() {
                 ${keys.map((k) => html`<td class="num">${fmtNum(v.metrics[k])}</td>`)}
                 <td>${aliasesOf(v.version).join(', ')}</td>
                 <td>
-                  <button
-                    class="primary"
-                    data-promote=${v.version}
-                    onClick=${() =>
-                      act(
-                        () =>
-                          api(`/api/models/${encodeURIComponent(m.name)}/promote`, {
-                            method: 'POST',
-                            body: { version: v.version, alias: f.alias, gate: f.gate || undefined, expect: m.aliases[f.alias] ?? null },
-                          }),
-                        (r) => {
-                          refresh();
-                          return `${m.name}@${f.alias} → v${r.version}${r.gate ? `\ngate: ${r.gate.explanation}` : ''}`;
-                        },
-                      )}
-                  >
-                    promote to ${f.alias}
-                  </button>
+                  ${m.aliases[f.alias] === v.version
+                    ? html`<span class="muted" data-holds=${f.alias}>${f.alias} now</span>`
+                    : html`<button
+                        class="primary"
+                        data-promote=${v.version}
+                        onClick=${() =>
+                          act(
+                            () =>
+                              api(`/api/models/${encodeURIComponent(m.name)}/promote`, {
+                                method: 'POST',
+                                body: { version: v.version, alias: f.alias, gate: f.gate || undefined, expect: m.aliases[f.alias] ?? null },
+                              }),
+                            (r) => {
+                              refresh();
+                              return `${m.name}@${f.alias} → v${r.version}${r.gate ? `\ngate: ${r.gate.explanation}` : ''}`;
+                            },
+                          )}
+                      >
+                        promote to ${f.alias}
+                      </button>`}
                   <button onClick=${() => setCard(card === `${m.name}@${v.version}` ? undefined : `${m.name}@${v.version}`)}>card</button>
                   <button
                     data-lineage=${v.version}
