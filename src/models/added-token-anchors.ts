@@ -8,7 +8,7 @@
  * conversation of n replies cost its length once instead of n times (encodeConversation).
  */
 import type { HfTokenizer } from './tokenizer.ts';
-import { overlapsSpan, type Span } from './tokenizer-spans.ts';
+import { addedTokenMatches, type Span } from './tokenizer-spans.ts';
 
 export interface Anchor {
   /** Character offset of the added token's text. */
@@ -27,23 +27,9 @@ export interface Anchor {
  * text is not a token.
  */
 export function addedTokenAnchors(tok: HfTokenizer, text: string, ids: readonly number[], plain: readonly Span[] = []): Anchor[] {
-  const byFirst = tok.addedTokensByFirstChar;
-  if (byFirst.size === 0) return [];
-  const anchors: Anchor[] = [];
-  const matchedIds: number[] = [];
-  for (let i = 0; i < text.length; ) {
-    const candidates = byFirst.get(text[i]!);
-    const hit = candidates?.find(
-      (t) => text.startsWith(t.content, i) && (!t.special || plain.length === 0 || !overlapsSpan(plain, i, i + t.content.length)),
-    );
-    if (!hit) {
-      i++;
-      continue;
-    }
-    anchors.push({ pos: i, length: hit.content.length, index: -1 });
-    matchedIds.push(hit.id);
-    i += hit.content.length;
-  }
+  const matches = addedTokenMatches(tok, text, plain, tok.addedTokensByFirstChar);
+  const anchors: Anchor[] = matches.map((m) => ({ pos: m.pos, length: m.token.content.length, index: -1 }));
+  const matchedIds = matches.map((m) => m.token.id);
   let k = 0;
   for (let j = 0; j < ids.length; j++) {
     if (!tok.addedTokenIds.has(ids[j]!)) continue;

@@ -46,8 +46,13 @@ export function overlapsSpan(spans: readonly Span[], pos: number, end: number): 
  * the library's trie finds them; with `plain` spans, a special token that overlaps one is not a token there (and the
  * search goes on at the next character, as the library's does after a miss).
  */
-export function addedTokenMatches(tok: HfTokenizer, text: string, plain: readonly Span[] = []): AddedTokenMatch[] {
-  const byFirst = tok.splitTokensByFirstChar;
+export function addedTokenMatches(
+  tok: HfTokenizer,
+  text: string,
+  plain: readonly Span[] = [],
+  /** The added tokens by first character; anchoring passes its own table, which tests may empty. */
+  byFirst: ReadonlyMap<string, readonly RawAddedToken[]> = tok.splitTokensByFirstChar,
+): AddedTokenMatch[] {
   const out: AddedTokenMatch[] = [];
   if (byFirst.size === 0) return out;
   for (let i = 0; i < text.length; ) {
