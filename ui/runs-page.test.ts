@@ -231,6 +231,15 @@ describe('Runs page in chromium', () => {
     await page.context().close();
   });
 
+  it('shows the run page for an address that is no percent-encoding, not a blank page', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const thrown: string[] = [];
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/run/50%off', thrown);
+    await page.locator('p.error', { hasText: /50%off.*not found|not found.*50%off/ }).waitFor({ timeout: 15_000 });
+    assert.deepEqual(thrown, []);
+    await page.context().close();
+  });
+
   it('shows a refused filter as an error, not as an empty list', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?since=last%20tuesday', errors);

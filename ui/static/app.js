@@ -1932,9 +1932,18 @@ function SchedulesPage() {
 }
 
 // ---- shell ------------------------------------------------------------------------------------
+/** A part of the address as written where it is no percent-encoding (`#/run/50%`): decodeURIComponent threw, blanking the page. */
+const decodedPart = (p) => {
+  try {
+    return decodeURIComponent(p);
+  } catch {
+    return p;
+  }
+};
+
 function route() {
   const [path, q] = location.hash.replace(/^#/, '').split('?');
-  return { parts: (path || '/runs').split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(q ?? '') };
+  return { parts: (path || '/runs').split('/').filter(Boolean).map(decodedPart), query: new URLSearchParams(q ?? '') };
 }
 
 function App() {
