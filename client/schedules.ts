@@ -765,6 +765,18 @@ async function recentRun(client: Client, a: RecentAction, want: { gate?: boolean
 
 export type ScheduleChange = 'created' | 'updated' | 'paused' | 'unpaused' | 'triggered' | 'backfilled' | 'deleted';
 
+/**
+ * The spec hash and details of the audit record of a change made from what scheduleView read (pause, unpause, trigger,
+ * backfill: none writes a payload, so each works without the key). Without the key the spec hash is in the encrypted
+ * definition: left out, and the record says which key it lacked (`details.encrypted`). The CLI and the dashboard both.
+ */
+export function viewedChangeAudit(
+  view: ScheduleView,
+  details: Record<string, unknown>,
+): { specHash?: string; details: Record<string, unknown> } {
+  return view.encrypted ? { details: { ...details, encrypted: view.encrypted } } : { specHash: view.spec.specHash, details };
+}
+
 /** Appends `schedule.<change>` for the schedule, with who did it, the options and the spec hash. */
 export async function auditScheduleChange(
   auditDb: string | KeptOpen<AuditLog>,

@@ -253,6 +253,15 @@ test("with TEMPERED_PAYLOAD_KEY a stage's failure message is encrypted: status a
     assert.equal(curves.status, 200, await curves.clone().text());
     assert.deepEqual(await curves.json(), { stages: {}, states: {} });
     assert.doesNotMatch(text, new RegExp(`Encoded failure|${FAIL_SECRET}|bad\\.jsonl`));
+    // Resume resubmits the run's input, which only the key reads: refused saying so (it answered 500).
+    const resumed = await fetch(`${base}/api/runs/${runId}/resume`, { method: 'POST', headers: { authorization: 'Bearer tok' } });
+    const refusal = (await resumed.json()) as { error: string; hint: string };
+    assert.equal(resumed.status, 409, JSON.stringify(refusal));
+    assert.match(
+      refusal.error,
+      new RegExp(`^resuming run ${runId} needs the key its input was encrypted with: .*set TEMPERED_PAYLOAD_KEY`),
+    );
+    assert.match(refusal.hint, /TEMPERED_PAYLOAD_KEY/);
   } finally {
     await ui.close();
     rmSync(uiHome, { recursive: true, force: true });
@@ -423,7 +432,7 @@ test('without the key, schedule list and describe show an encrypted schedule fro
   const keyed = { ...env, TEMPERED_PAYLOAD_KEY: KEY, TEMPERED_TASK_QUEUE: 'enc-sched' };
   const made = await runCli(['schedule', 'create', 'encsched', '--pipeline', failFile, '--cron', '15 4 * * *'], keyed);
   assert.equal(made.code, 0, made.stdout + made.stderr);
-  // One run of it, failing with FAIL_SECRET in its error, by a worker with the key.
+  // Runs of it, failing with FAIL_SECRET in its error, by a worker with the key.
   const worker = await startCliWorker(['--queue', 'enc-sched'], keyed);
   try {
     const fired = await runCli(['schedule', 'trigger', 'encsched'], keyed);
@@ -431,6 +440,15 @@ test('without the key, schedule list and describe show an encrypted schedule fro
     const runId = /run (\S+)/.exec(fired.stdout)?.[1];
     assert.ok(runId, fired.stdout);
     assert.equal((await runCli(['status', runId, '--watch'], keyed, { timeoutMs: 180_000 })).code, 1);
+    // Triggered without the key, the server starts the run from the encrypted action as it is: a worker with the key
+    // reads its input and runs it (its stage fails quoting the row, read back with the key).
+    const keyless = await runCli(['schedule', 'trigger', 'encsched'], env);
+    assert.equal(keyless.code, 0, keyless.stdout + keyless.stderr);
+    const keylessRun = /run (\S+)/.exec(keyless.stdout)?.[1];
+    assert.ok(keylessRun, keyless.stdout);
+    assert.equal((await runCli(['status', keylessRun, '--watch'], keyed, { timeoutMs: 180_000 })).code, 1);
+    const ran = await runCli(['status', keylessRun], keyed);
+    assert.match(ran.stdout, new RegExp(`pipeline encfail  failed  by enc-tester[\\s\\S]*ingest +ingest +failed .*${FAIL_SECRET}`));
   } finally {
     await stopCliWorker(worker);
   }
@@ -439,7 +457,10 @@ test('without the key, schedule list and describe show an encrypted schedule fro
 
   const list = await runCli(['schedule', 'list'], env);
   assert.equal(list.code, 0, list.stderr);
-  assert.match(list.stdout, /^encsched +\(encrypted\) +\(encrypted\) +cron 15 4 \* \* \* +next \S+  last failed \S+: \(encrypted\)$/m);
+  assert.match(
+    list.stdout,
+    /^encsched +\(encrypted\) +\(encrypted\) +cron 15 4 \* \* \* +next \S+  last failed \S+ \(2 in a row\): \(encrypted\)$/m,
+  );
   assert.match(list.stderr, /^note: .*set TEMPERED_PAYLOAD_KEY/);
   assert.equal(list.stderr.trim().split('\n').length, 1, list.stderr);
   const described = await runCli(['schedule', 'describe', 'encsched'], env);
@@ -450,7 +471,7 @@ test('without the key, schedule list and describe show an encrypted schedule fro
     /^  when        cron "15 4 \* \* \*" \(UTC\), overlap skip/m,
     /^  gate        \(encrypted\)$/m,
     /^  queue       enc-sched   actor \(encrypted\)$/m,
-    /^  actions     1 taken/m,
+    /^  actions     2 taken/m,
     /^    encsched-\S+ +failed: \(encrypted\)$/m,
   ])
     assert.match(described.stdout, line);
@@ -493,7 +514,44 @@ test('without the key, schedule list and describe show an encrypted schedule fro
   const uiHome = mkdtempSync(join(tmpdir(), 'tempered-enc-ui-'));
   const ui = await testUiServer(statePaths(uiHome), 'tok', new Client({ connection, dataConverter: temporalDataConverter({}) }));
   try {
-    const res = await fetch(`${await ui.listen(0, '127.0.0.1')}/api/schedules/encsched/spec`, { headers: { authorization: 'Bearer tok' } });
+    const base = await ui.listen(0, '127.0.0.1');
+    // Its Pause, Resume and Run now buttons work without the key, as the CLI's (they answered 500 with the codec's error).
+    for (const op of ['pause', 'trigger', 'unpause']) {
+      const res = await fetch(`${base}/api/schedules/encsched/${op}`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer tok', 'content-type': 'application/json' },
+        body: JSON.stringify(op === 'pause' ? { note: 'from the dashboard' } : {}),
+      });
+      assert.equal(res.status, 200, `${op}: ${await res.text()}`);
+    }
+    const uiEnv = { ...env, TEMPERED_HOME: uiHome };
+    for (const [action, details] of [
+      ['schedule.paused', { note: 'from the dashboard', via: 'ui' }],
+      ['schedule.triggered', { via: 'ui' }],
+      ['schedule.unpaused', { via: 'ui' }],
+    ] as const) {
+      const [rec, ...more] = JSON.parse((await runCli(['audit', '--action', action, '--json'], uiEnv)).stdout) as {
+        specHash?: string;
+        details: Record<string, unknown>;
+      }[];
+      assert.equal(more.length, 0, action);
+      assert.deepEqual([rec?.specHash, rec?.details.note, rec?.details.via], [undefined, details.note, details.via], action);
+      assert.match(String(rec?.details.encrypted), /set TEMPERED_PAYLOAD_KEY/, action);
+    }
+    // Records without a spec hash keep the chain whole, and `audit` shows them.
+    const verified = await runCli(['audit', '--verify'], uiEnv);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    const shown = await runCli(['audit'], uiEnv);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /schedule\.paused +encsched/);
+    assert.doesNotMatch(shown.stdout, /undefined|spec \(encrypted/);
+    // A run's spec panel, for a run this dashboard's trail has no record of and Temporal has (it answered 404 with the
+    // codec's error, as if Temporal did not have it).
+    const spec = await fetch(`${base}/api/runs/${firedRun}/spec`, { headers: { authorization: 'Bearer tok' } });
+    const specText = await spec.text();
+    assert.equal(spec.status, 200, specText);
+    assert.match((JSON.parse(specText) as { missing: string }).missing, /^not recorded: the audit trail has no record of run /);
+    const res = await fetch(`${base}/api/schedules/encsched/spec`, { headers: { authorization: 'Bearer tok' } });
     const text = await res.text();
     assert.equal(res.status, 200, text);
     const view = JSON.parse(text) as { pipeline: string; missing?: string; text?: string };
@@ -524,6 +582,8 @@ test('without the key, schedule list and describe show an encrypted schedule fro
     assert.deepEqual([rec.actor, rec.specHash], ['enc-tester', undefined], action);
     assert.match(String(rec.details.encrypted), /set TEMPERED_PAYLOAD_KEY/, action);
   }
+  const verified = await runCli(['audit', '--verify'], env);
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr);
 
   // An interval is read back as such; a spec changed outside tempered (a second timing) is not shown as one of its parts.
   assert.equal((await runCli(['schedule', 'update', 'encsched', '--every', '2d'], keyed)).code, 0);

@@ -25,7 +25,7 @@ import {
   type ClientRunStatus,
 } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
-import { listingClient } from '../client/payloads.ts';
+import { listingClient, orMarked } from '../client/payloads.ts';
 import { runGoneAccount } from '../client/run-gone.ts';
 import { withServerAnswer } from '../client/server-answer.ts';
 import {
@@ -33,10 +33,11 @@ import {
   ClosedRuns,
   listScheduleViews,
   pauseSchedule,
-  readSchedule,
   recentRuns,
+  scheduleView,
   triggerSchedule,
   unpauseSchedule,
+  viewedChangeAudit,
 } from '../client/schedules.ts';
 import type { AuditEntry } from '../src/audit/log.ts';
 import { databaseExists } from '../src/db/database.ts';
@@ -363,7 +364,10 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       // Not unknown where Temporal has it: a run whose submitter did not audit it and whose first stage has not ended.
       let why: string | undefined;
       try {
-        await (await o.client()).workflow.getHandle(id).describe();
+        // Whether Temporal has it is in clear: asked through listingClient, without TEMPERED_PAYLOAD_KEY too.
+        await listingClient(await o.client())
+          .workflow.getHandle(id)
+          .describe();
       } catch (e) {
         why = (e as Error).message;
       }
@@ -484,12 +488,24 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   app.post<{ Params: { id: string } }>('/api/runs/:id/resume', async (req) => {
     const client = await o.client();
     const old = req.params.id;
-    const desc = await client.workflow.getHandle(old).describe();
+    // Described through listingClient: that the run still runs is said without TEMPERED_PAYLOAD_KEY too.
+    const desc = await listingClient(client).workflow.getHandle(old).describe();
     if (desc.status.name === 'RUNNING') {
       const { message, hint } = await runningRunRefusal(client, old, desc);
       throw new HttpError(409, message, hint);
     }
-    const input = await runInput(client, old);
+    // Resuming submits the run's input again, which only the key reads: refused saying so (it was a 500).
+    const input = await orMarked(
+      client,
+      () => runInput(client, old),
+      (why) => {
+        throw new HttpError(
+          409,
+          `resuming run ${old} needs the key its input was encrypted with: ${why}`,
+          'start the dashboard with TEMPERED_PAYLOAD_KEY set, or run `tempered resume` where it is set',
+        );
+      },
+    );
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
     const next: RunInput = {
       plan: input.plan,
@@ -680,15 +696,18 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     const { name, op } = req.params;
     // As `schedule pause --note`: without a note none shows (tempered's own placeholder note is hidden).
     const note = actionBody<{ note: string }>(req.body, { note: 'text' }).note?.trim() || undefined;
+    if (op !== 'pause' && op !== 'unpause' && op !== 'trigger')
+      throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
     const client = await o.client();
-    const { config } = await readSchedule(client, name);
+    // As `schedule pause`/`unpause`/`trigger`: none writes a payload, so they work without TEMPERED_PAYLOAD_KEY, the
+    // schedule read as its view (what Temporal keeps in clear) and the record's spec hash left out then.
+    const view = await scheduleView(client, name);
     if (op === 'pause') await pauseSchedule(client, name, note);
     else if (op === 'unpause') await unpauseSchedule(client, name, note);
-    else if (op === 'trigger') await triggerSchedule(client, name);
-    else throw new HttpError(404, `unknown schedule action '${op}'; one of pause, unpause, trigger`);
+    else await triggerSchedule(client, name);
     const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
-    const details = { via: 'ui', ...(note && op !== 'trigger' ? { note } : {}) };
-    await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: config.spec.specHash, details });
+    const rec = viewedChangeAudit(view, { via: 'ui', ...(note && op !== 'trigger' ? { note } : {}) });
+    await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: rec.specHash, details: rec.details });
     return { ok: true };
   });
 

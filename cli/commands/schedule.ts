@@ -19,6 +19,7 @@ import {
   triggerSchedule,
   unpauseSchedule,
   updateSchedule,
+  viewedChangeAudit,
   type LastOutcome,
   type PlannedRun,
   type RecentRun,
@@ -234,12 +235,6 @@ async function readForChange(client: Client, name: string, sub: 'update' | 'dele
         `  hint: pause, unpause, trigger and backfill work without the key (\`tempered schedule pause ${name}\` stops its runs)`,
     );
   }
-}
-
-/** The audit record's spec hash and details of a change made without reading the schedule's encrypted definition. */
-function keylessAudit(view: ScheduleView, details: Record<string, unknown>): { specHash?: string; details: Record<string, unknown> } {
-  // Without the key the spec hash reads ENCRYPTED_FIELD: left out, and the record says why (which key it lacked).
-  return view.encrypted ? { details: { ...details, encrypted: view.encrypted } } : { specHash: view.spec.specHash, details };
 }
 
 export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -565,7 +560,7 @@ async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause
   // Pausing writes no payload (a separate call, which keeps the action as it is): it works without the key.
   const view = await asUsage(() => scheduleView(client, name));
   await asUsage(() => (sub === 'pause' ? pauseSchedule : unpauseSchedule)(client, name, values.note));
-  const rec = keylessAudit(view, given(values));
+  const rec = viewedChangeAudit(view, given(values));
   await audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), rec.specHash, rec.details);
   console.log(`${sub}d schedule '${name}'${values.note ? ` (note: ${values.note})` : ''}`);
   return 0;
@@ -592,7 +587,7 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
   await asUsage(() => triggerSchedule(client, name, overlap));
   await noteMissingWorker(ctx, client);
   const out = await triggerOutcome(client, name, view);
-  const rec = keylessAudit(view, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
+  const rec = viewedChangeAudit(view, { ...given(values), overlap: overlap ?? view.timing.overlap, ...out });
   await audit(ctx, 'triggered', name, actor(), rec.specHash, rec.details);
   if (values.json) console.log(JSON.stringify({ schedule: name, ...out }));
   else if (out.runId)
@@ -624,7 +619,7 @@ async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
   // As trigger: the server takes the actions from the action it keeps, and no payload is written.
   const view = await asUsage(() => scheduleView(client, name));
   await asUsage(() => backfillSchedule(client, name, from, to, overlap));
-  const rec = keylessAudit(view, { from: from.toISOString(), to: to.toISOString(), overlap: overlap ?? view.timing.overlap });
+  const rec = viewedChangeAudit(view, { from: from.toISOString(), to: to.toISOString(), overlap: overlap ?? view.timing.overlap });
   await audit(ctx, 'backfilled', name, actor(), rec.specHash, rec.details);
   console.log(
     `backfilling schedule '${name}' from ${from.toISOString()} to ${to.toISOString()} (overlap ${overlap ?? view.timing.overlap}); follow it with \`tempered schedule describe ${name}\``,
