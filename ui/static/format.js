@@ -57,7 +57,6 @@ export function tick(picked, id, max = 8) {
   return { picked: [...picked, id] };
 }
 
-/** Temporal's execution status in the words the run page and `tempered status` use. */
 /** A run's parameters on one line, as `tempered runs` prints them: `lr=0.01 model=tiny` (secret-named ones come hidden). */
 export function paramsText(params) {
   return Object.entries(params ?? {})
@@ -65,6 +64,7 @@ export function paramsText(params) {
     .join(' ');
 }
 
+/** Temporal's execution status in the words the run page and `tempered status` use. */
 export function runStateWord(status) {
   const s = String(status ?? '').toLowerCase();
   return { completed: 'succeeded', canceled: 'cancelled', timedout: 'timed out' }[s] ?? s;
