@@ -531,6 +531,23 @@ test('gzip: members one after another are read whole; zero padding is warned of,
       return true;
     });
   }
+  // Members across the walk's 1 MiB window (one runs past it) and one larger than it (hex of a hash chain, 256
+  // characters a row: about 2 bytes to 1 compressed).
+  let seed = createHash('sha256').update('gzip').digest();
+  const hex = () => (seed = createHash('sha256').update(seed).digest()).toString('hex');
+  const hexLines = (n: number) => Array.from({ length: n }, () => `${hex()}${hex()}${hex()}${hex()},ham\n`).join('');
+  const parts = [
+    gzipSync(`text,label\n${hexLines(400)}`),
+    ...Array.from({ length: 21 }, () => gzipSync(hexLines(400))),
+    gzipSync(hexLines(9000)),
+  ];
+  const walked = Buffer.concat(parts);
+  assert.ok(parts[parts.length - 1].length > 1 << 20 && walked.length - parts[parts.length - 1].length > 1 << 20, String(walked.length));
+  writeFileSync(join(dir, 'w.csv.gz'), Buffer.concat([walked, Buffer.from('x')]));
+  await assert.rejects(run(dir, { task: 'classification', path: 'w.csv.gz' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.message.endsWith(`at byte offset ${walked.length}`), String(e));
+    return true;
+  });
   const long = Buffer.concat([members, Buffer.alloc(3 << 20)]);
   writeFileSync(join(dir, 'l.csv.gz'), long);
   const l = await run(dir, { task: 'classification', path: 'l.csv.gz' });
@@ -538,7 +555,7 @@ test('gzip: members one after another are read whole; zero padding is warned of,
   assert.equal(l.sourceFiles[0].sha256, createHash('sha256').update(long).digest('hex'));
   assert.deepEqual(l.warnings, [`l.csv.gz: ${3 << 20} zero bytes after the gzip data (padding, as tape and dd write) ignored`]);
   for (const f of ['out.arrow', 'quarantine.arrow', 'l.csv.gz']) rmSync(join(dir, f), { force: true });
-  assert.deepEqual(readdirSync(dir).sort(), ['n.csv.gz', 'x.csv.gz', 'y.csv.gz', 'z.csv.gz']);
+  assert.deepEqual(readdirSync(dir).sort(), ['n.csv.gz', 'w.csv.gz', 'x.csv.gz', 'y.csv.gz', 'z.csv.gz']);
 });
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
   const dir = tmp();

@@ -15,7 +15,7 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createInflateRaw } from 'node:zlib';
+import { createGunzip, createInflateRaw, inflateRawSync } from 'node:zlib';
 import { InputError } from '../errors.ts';
 import { describeSniff, sniffUnicode, type UnicodeSniff } from '../util/unicode-sniff.ts';
 
@@ -361,25 +361,38 @@ async function trailingBytes(path: string, file: string, offset: number, onWarni
   }
 }
 
+/** How much of a gzip file gzipEnd holds at once: a member within it is inflated in one call. */
+const GZIP_WALK_WINDOW = 1 << 20;
+
 /**
  * Where a gzip file's gzip data ends, when zlib failed after it: zlib reads member after member (RFC 1952) and, at bytes
  * that do not begin one, says only `incorrect header check` (or, at one byte too few for a header, `unexpected end of
  * file`), neither where nor that the data before was whole. Here the members are walked: each header read, its deflate
- * data through inflateRaw, which stops at the data's end and counts the bytes it took (exact, one pass), its 8-byte
- * trailer (checked by the gunzip that failed) stepped over. The offset of the first byte after a whole member that
- * cannot begin one (not 1f 8b 08, or reserved flags set); undefined when the file is cut short or its data broken.
+ * data inflated raw, which stops at the data's end and counts the bytes it took (exact, one pass), its 8-byte trailer
+ * (checked by the gunzip that failed) stepped over. A member within the window read is inflated in one synchronous
+ * call, its output bounded (a file of many small members, `gzip >>` a line at a time, costs no stream each); a larger
+ * one is streamed. The offset of the first byte after a whole member that cannot begin one (not 1f 8b 08, or reserved
+ * flags set); undefined when the file is cut short or its data broken.
  */
 async function gzipEnd(path: string): Promise<number | undefined> {
   const fh = await open(path);
   try {
     const size = (await fh.stat()).size;
-    const read = async (at: number, n: number): Promise<Buffer> => {
-      const b = Buffer.alloc(n);
-      const { bytesRead } = await fh.read(b, 0, n, at);
-      return b.subarray(0, bytesRead);
+    /** The file's bytes from `bufAt`. */
+    let buf = Buffer.alloc(0);
+    let bufAt = 0;
+    /** The file from `at`: at least `n` bytes where it has them, as much of the window as is read. */
+    const from = async (at: number, n: number): Promise<Buffer> => {
+      if (at < bufAt || at + n > bufAt + buf.length) {
+        const b = Buffer.alloc(Math.max(n, GZIP_WALK_WINDOW));
+        const { bytesRead } = await fh.read(b, 0, b.length, at);
+        buf = b.subarray(0, bytesRead);
+        bufAt = at;
+      }
+      return buf.subarray(at - bufAt);
     };
     for (let member = 0; member < size; ) {
-      const head = await read(member, 10);
+      const head = (await from(member, 10)).subarray(0, 10);
       const magic = [0x1f, 0x8b, 0x08];
       const notMember = head.subarray(0, 3).some((b, i) => b !== magic[i]) || (head.length > 3 && (head[3] & 0xe0) !== 0);
       if (notMember) return member === 0 ? undefined : member;
@@ -387,34 +400,48 @@ async function gzipEnd(path: string): Promise<number | undefined> {
       let at = member + 10;
       const flags = head[3];
       if (flags & 0x04) {
-        const xlen = await read(at, 2);
+        const xlen = await from(at, 2);
         if (xlen.length < 2) return undefined;
         at += 2 + xlen.readUInt16LE(0);
       }
       // FNAME, then FCOMMENT: each ends at a zero byte.
       for (const bit of [0x08, 0x10])
-        if (flags & bit) {
+        if (flags & bit)
           for (let found = false; !found; ) {
-            const b = await read(at, 4096);
+            const b = await from(at, 1);
             if (b.length === 0) return undefined;
             const z = b.indexOf(0);
             found = z !== -1;
             at += found ? z + 1 : b.length;
           }
-        }
       if (flags & 0x02) at += 2;
       if (at >= size) return undefined;
-      const inflate = createInflateRaw({ chunkSize: 1 << 20 });
-      try {
-        await pipeline(
-          createReadStream(path, { start: at, highWaterMark: 1 << 20 }),
-          inflate,
-          new Writable({ write: (_c, _e, done) => done() }),
-        );
-      } catch {
-        return undefined;
+      const inflatedBy = (b: Buffer): number | undefined => {
+        try {
+          const r = inflateRawSync(b, { info: true, maxOutputLength: 8 << 20 });
+          return (r as unknown as { engine: { bytesWritten: number } }).engine.bytesWritten;
+        } catch {
+          return undefined;
+        }
+      };
+      let took = inflatedBy(await from(at, 1));
+      // A member that runs past the window's end: read again from its start.
+      if (took === undefined && at > bufAt && bufAt + buf.length < size) took = inflatedBy(await from(at, bufAt + buf.length - at + 1));
+      if (took === undefined) {
+        // Larger than the window (or the output bound), or broken: streamed, from the file.
+        const inflate = createInflateRaw({ chunkSize: 1 << 20 });
+        try {
+          await pipeline(
+            createReadStream(path, { start: at, highWaterMark: 1 << 20 }),
+            inflate,
+            new Writable({ write: (_c, _e, done) => done() }),
+          );
+        } catch {
+          return undefined;
+        }
+        took = inflate.bytesWritten;
       }
-      member = at + inflate.bytesWritten + 8;
+      member = at + took + 8;
     }
     return undefined;
   } finally {
