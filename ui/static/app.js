@@ -976,22 +976,26 @@ function RunPage({ id }) {
   const [gone, setGone] = useState();
   // An id Temporal does not know may be the beginning of one (copied short, or typed from memory): the runs it begins.
   const [prefixOf, setPrefixOf] = useState();
-  const reload = () =>
-    api(`/api/runs/${encodeURIComponent(id)}`).then(setView, (e) => {
-      if (e.body?.gone) return setGone(e.body);
-      setError(e.message);
-      if (e.status === 404)
-        api(`/api/runs?id=${encodeURIComponent(id)}&limit=10`).then(
-          (d) => setPrefixOf(d),
-          () => {},
-        );
-    });
-  const loadCurves = () =>
-    api(`/api/runs/${encodeURIComponent(id)}/curves`).then(
-      (c) => {
+  // The run shown now: an answer for the run shown before (a slow 404 for an id copied short, answered after its
+  // suggestion was clicked) is dropped, not shown as this run's.
+  const idNow = useRef(id);
+  idNow.current = id;
+  const forThis = (asked, f) => (x) => (idNow.current === asked ? f(x) : undefined);
+  const reload = (asked = id) =>
+    api(`/api/runs/${encodeURIComponent(asked)}`).then(
+      forThis(asked, setView),
+      forThis(asked, (e) => {
+        if (e.body?.gone) return setGone(e.body);
+        setError(e.message);
+        if (e.status === 404) api(`/api/runs?id=${encodeURIComponent(asked)}&limit=10`).then(forThis(asked, setPrefixOf), () => {});
+      }),
+    );
+  const loadCurves = (asked = id) =>
+    api(`/api/runs/${encodeURIComponent(asked)}/curves`).then(
+      forThis(asked, (c) => {
         setCurves(c.stages);
         setCurvesFor(c.states);
-      },
+      }),
       // A run Temporal cannot describe: the status read fails too, and says why.
       () => {},
     );
