@@ -364,10 +364,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       // Not unknown where Temporal has it: a run whose submitter did not audit it and whose first stage has not ended.
       let why: string | undefined;
       try {
-        // Whether Temporal has it is in clear: asked through listingClient, without TEMPERED_PAYLOAD_KEY too.
-        await listingClient(await o.client())
-          .workflow.getHandle(id)
-          .describe();
+        // Whether Temporal has it is in clear: asked again through listingClient where a memo cannot be decrypted here.
+        await orMarked(await o.client(), (c) => c.workflow.getHandle(id).describe());
       } catch (e) {
         why = (e as Error).message;
       }
