@@ -91,6 +91,9 @@ function usePoll(fn, deps, everyMs) {
   useEffect(() => {
     let live = true;
     let timer;
+    // A tab left open in the background polled Temporal every few seconds for a page nobody read: the next poll waits
+    // until the tab is shown again, and is sent then.
+    let skipped = false;
     const go = async () => {
       try {
         const data = await fn();
@@ -98,12 +101,21 @@ function usePoll(fn, deps, everyMs) {
       } catch (e) {
         if (live) set((s) => ({ data: s.data, error: e.message }));
       }
-      if (live && everyMs) timer = setTimeout(go, everyMs);
+      if (!live || !everyMs) return;
+      if (document.hidden) skipped = true;
+      else timer = setTimeout(go, everyMs);
     };
+    const shown = () => {
+      if (!live || !skipped || document.hidden) return;
+      skipped = false;
+      go();
+    };
+    if (everyMs) document.addEventListener('visibilitychange', shown);
     go();
     return () => {
       live = false;
       clearTimeout(timer);
+      document.removeEventListener('visibilitychange', shown);
     };
   }, deps);
   return state;
