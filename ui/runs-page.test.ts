@@ -4,7 +4,7 @@
  * pages (`limit`, `more`, one Temporal list request each), filters by start time (`since`) and run id prefix (`id`),
  * and names a bad `since`; in a real chromium the filters, the page's length and its order live in the URL, older runs
  * are one click away, columns sort by click or keyboard, `/` goes to the run id field, and a refused filter is an
- * error, not an empty table.
+ * error, not an empty table. A page in a hidden tab neither polls the runs nor keeps a running run's live stream open.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Page } from 'playwright-core';
+import type { Page, Request } from 'playwright-core';
 import { statePaths } from '../src/state-paths.ts';
 import { useBrowser } from '../tests/helpers/browser.ts';
 import { waitFor } from '../tests/helpers/schedule-fixtures.ts';
@@ -153,6 +153,14 @@ describe('Runs page in chromium', () => {
   const rowsBecome = async (page: Page, want: string[]) => {
     await waitFor(`rows ${want.join(', ')}`, async () => JSON.stringify(await rows(page)) === JSON.stringify(want), 20_000);
   };
+  // Headless chromium has no hidden tab to give (no DevTools command hides a page): the page is told as a browser
+  // tells it, by document.hidden, visibilityState and the visibilitychange event.
+  const setHidden = (page: Page, hidden: boolean) =>
+    page.evaluate(
+      `Object.defineProperty(document, 'hidden', { value: ${hidden}, configurable: true });
+       Object.defineProperty(document, 'visibilityState', { value: '${hidden ? 'hidden' : 'visible'}', configurable: true });
+       document.dispatchEvent(new Event('visibilitychange'))`,
+    );
 
   it('shows older runs a page at a time, the page length in the URL', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
@@ -276,22 +284,14 @@ describe('Runs page in chromium', () => {
     let reads = 0;
     page.on('request', (r) => void (new URL(r.url()).pathname === '/api/runs' && reads++));
     await waitFor('a poll while shown', async () => reads > 0, 20_000);
-    // Headless chromium has no hidden tab to give (no DevTools command hides a page): the page is told as a browser
-    // tells it, by document.hidden, visibilityState and the visibilitychange event.
-    const setHidden = (hidden: boolean) =>
-      page.evaluate(
-        `Object.defineProperty(document, 'hidden', { value: ${hidden}, configurable: true });
-         Object.defineProperty(document, 'visibilityState', { value: '${hidden ? 'hidden' : 'visible'}', configurable: true });
-         document.dispatchEvent(new Event('visibilitychange'))`,
-      );
-    await setHidden(true);
+    await setHidden(page, true);
     const atHiding = reads;
     // The poll already waiting on its timer (3 s) may still go; none after it. Polling on, the page would have read
     // the runs 3 or 4 more times in these 10 s.
     await sleep(10_000);
     assert.ok(reads - atHiding <= 1, `${reads - atHiding} reads while hidden`);
     const whileHidden = reads;
-    await setHidden(false);
+    await setHidden(page, false);
     await waitFor('a read once shown', async () => reads > whileHidden, 20_000);
     assert.deepEqual(await rows(page), all);
     await page.context().close();
@@ -306,5 +306,36 @@ describe('Runs page in chromium', () => {
     assert.equal(await page.locator('#runs-none').count(), 0);
     assert.deepEqual(errors, []);
     await page.context().close();
+  });
+
+  // Last: its run is listed after the eight.
+  it("closes a running run's live stream while its tab is hidden, and opens it again when shown", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const file = join(mkdtempSync(join(tmpdir(), 'tempered-ui-live-')), 'live.yaml');
+    writeFileSync(file, 'name: live\nstages:\n  only:\n    uses: probe\n    with: { value: live, blockUntilCancelled: true }\n');
+    const id = await submitPipelineFile(env, file, { actor: 'lead', noCache: true });
+    const handle = env.client.workflow.getHandle(id);
+    try {
+      const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs', errors);
+      const isStream = (r: Request) => new URL(r.url()).pathname === `/api/runs/${id}/events`;
+      let opened = 0;
+      let ended = 0;
+      page.on('request', (r) => void (isStream(r) && opened++));
+      page.on('requestfailed', (r) => void (isStream(r) && ended++));
+      page.on('requestfinished', (r) => void (isStream(r) && ended++));
+      await page.evaluate(`location.hash = ${JSON.stringify(`#/run/${id}`)}`);
+      await waitFor('the live stream open', async () => opened === 1, 30_000);
+      // The server would read the run's status from Temporal every second for a page nobody sees.
+      await setHidden(page, true);
+      await waitFor('the live stream closed while hidden', async () => ended === 1, 20_000);
+      assert.equal(opened, 1);
+      await setHidden(page, false);
+      await waitFor('the live stream open again once shown', async () => opened === 2, 20_000);
+      await page.context().close();
+    } finally {
+      await handle.cancel();
+      await handle.result().catch(() => undefined);
+    }
+    assert.deepEqual(errors, []);
   });
 });

@@ -86,6 +86,17 @@ function useTicking(active) {
   }, [active]);
 }
 
+/** Whether the page's tab is shown (document.hidden false), kept as the browser changes it. */
+function useShown() {
+  const [shown, set] = useState(!document.hidden);
+  useEffect(() => {
+    const changed = () => set(!document.hidden);
+    document.addEventListener('visibilitychange', changed);
+    return () => document.removeEventListener('visibilitychange', changed);
+  }, []);
+  return shown;
+}
+
 function usePoll(fn, deps, everyMs) {
   const [state, set] = useState({ data: undefined, error: undefined });
   useEffect(() => {
@@ -1036,8 +1047,11 @@ function RunPage({ id }) {
   const running = view?.status.state === 'running';
   const curvesLoaded = curvesFor !== undefined;
   useTicking(running);
+  // The server reads the run's status from Temporal every second for each open stream: a page left in a background
+  // tab closes it, and opens it again when shown, from the offsets drawn (the run may have ended meanwhile: 'end').
+  const shown = useShown();
   useEffect(() => {
-    if (!running || !curvesLoaded) return;
+    if (!running || !curvesLoaded || !shown) return;
     const ctl = new AbortController();
     const offsets = () =>
       Object.entries(curvesNow.current)
@@ -1074,7 +1088,7 @@ function RunPage({ id }) {
       signal: ctl.signal,
     });
     return () => ctl.abort();
-  }, [id, running, curvesLoaded]);
+  }, [id, running, curvesLoaded, shown]);
   const spec = html`<${RecordedSpec} path=${`/api/runs/${encodeURIComponent(id)}/spec`} />`;
   // The trail keeps the spec after Temporal's retention deleted the run: shown even where the run cannot be.
   if (gone)
