@@ -200,6 +200,10 @@ test('a developer message is the system message (its newer OpenAI name): the sam
   };
   assert.deepEqual(await ask('developer'), await ask('system'));
   assert.equal((await ask('system'))[0], gen.encodeChat(messages).length);
+  // Refused as the role it was sent as: an app that sent a developer message is not told of a system one.
+  const res = await post(url, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'developer', content: null }, messages[1]] });
+  assert.equal(res.status, 400);
+  assert.equal(((await res.json()) as any).error.message, 'messages[0].content is required for a "developer" message');
 });
 
 test("OpenAI's own client works unchanged: chat and completions, streamed and not, the model list, and errors it can read", async (t) => {

@@ -688,7 +688,8 @@ export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
     if (m.content == null) {
       // OpenAI's assistant message may be a refusal alone; any other message needs content.
       if (m.role === 'assistant') return { role: m.role, content: m.refusal ?? '' };
-      throw new ApiError(400, 'invalid_request', `${at}.content is required for a "${m.role}" message`, `${at}.content`);
+      // Named as sent: an app that sent a developer message would look for a system one in vain.
+      throw new ApiError(400, 'invalid_request', `${at}.content is required for a "${raw.role}" message`, `${at}.content`);
     }
     if (typeof m.content === 'string') return { role: m.role, content: m.content };
     const text = m.content.map((p, j) => {
