@@ -54,8 +54,9 @@ const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-conc
   timeout: DEADLINE_MIN * 60_000,
   killSignal: 'SIGKILL',
 });
-const orphans = killServersUnder(scratch);
+const { servers: orphans, others } = killProcessesOf(scratch);
 if (orphans.length) console.error(`npm test: stopped ${orphans.length} server process(es) a test file left running: ${orphans.join('; ')}`);
+if (others.length) console.error(`npm test: stopped ${others.length} process(es) of the tests still running: ${others.join('; ')}`);
 // A server killed just now may still be writing into its folder: a scratch folder that will not go is said, not thrown,
 // or its ENOTEMPTY stack trace hid why the run failed (a passed deadline's line below never printed).
 try {
@@ -75,15 +76,19 @@ process.exit(r.status ?? 1);
  * The servers tests start (SeaweedFS, PostgreSQL, Temporal dev servers) are detached so a test can
  * kill and restart them; a test file that crashes or is killed leaves them running. Each keeps its
  * data in the scratch folder, so any process whose command line names that folder is one of them.
+ * The deadline's SIGKILL reaches `node --test` alone: the test files it runs, each its own process, went on (a
+ * hung one for good, writing into the scratch folder as it was deleted: ENOTEMPTY). Every process the run started
+ * has the scratch folder as its TMPDIR, so one whose environment says so is stopped too.
  * Linux only (/proc); elsewhere nothing is found.
  */
-function killServersUnder(dir) {
-  const killed = [];
+function killProcessesOf(dir) {
+  const servers = [];
+  const others = [];
   let pids = [];
   try {
     pids = readdirSync('/proc').filter((n) => /^\d+$/.test(n));
   } catch {
-    return killed;
+    return { servers, others };
   }
   for (const pid of pids) {
     if (Number(pid) === process.pid) continue;
@@ -93,13 +98,20 @@ function killServersUnder(dir) {
     } catch {
       continue; // gone meanwhile
     }
-    if (!cmd.includes(dir)) continue;
+    const server = cmd.includes(dir);
+    if (!server) {
+      try {
+        if (!readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`TMPDIR=${dir}`)) continue;
+      } catch {
+        continue; // gone meanwhile, or another user's (a server as nobody names the folder on its command line)
+      }
+    }
     try {
       process.kill(Number(pid), 'SIGKILL');
-      killed.push(`${pid} ${cmd.slice(0, 80)}`);
+      (server ? servers : others).push(`${pid} ${cmd.slice(0, 80)}`);
     } catch {
       /* gone meanwhile */
     }
   }
-  return killed;
+  return { servers, others };
 }

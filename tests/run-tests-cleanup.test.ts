@@ -1,6 +1,6 @@
 /**
  * npm test's runner stops the servers a test file leaves running: any process whose command line
- * names the run's scratch folder (scripts/run-tests.mjs).
+ * names the run's scratch folder (scripts/run-tests.mjs); and at its deadline, the test files still running.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,6 +35,40 @@ test(
       const pid = Number(readFileSync(pidFile, 'utf8'));
       assert.match(r.stderr, new RegExp(`stopped 1 server process\\(es\\) a test file left running: ${pid} left-server -dir=`));
       assert.equal(running(pid), false, `the left server (pid ${pid}) was stopped`);
+    } finally {
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      } catch {
+        /* stopped, as it should be */
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  'a test file still running at the deadline is stopped with the run, and the run says why it failed',
+  { skip: !existsSync('/proc/self/stat') && 'needs /proc' },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), 'run-tests-deadline-'));
+    const pidFile = join(dir, 'pid');
+    try {
+      const r = spawnSync(process.execPath, ['scripts/run-tests.mjs', join('tests', 'fixtures', 'hangs-past-deadline.ts')], {
+        encoding: 'utf8',
+        env: {
+          ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_TEST_CONTEXT')),
+          HUNG_TEST_PID_FILE: pidFile,
+          // 30 s: time for the file to start on a loaded machine; it then waits 10 minutes.
+          TEMPERED_TEST_DEADLINE_MIN: '0.5',
+        },
+      });
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /the run passed its 0\.5-minute deadline and was killed/);
+      assert.ok(existsSync(pidFile), `the hung file started within the deadline: ${r.stdout}${r.stderr}`);
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      assert.equal(running(pid), false, `the hung test file (pid ${pid}) was stopped`);
+      // With it, tsx's esbuild service.
+      assert.match(r.stderr, new RegExp(`stopped \\d+ process\\(es\\) of the tests still running: (.*; )?${pid} `));
     } finally {
       try {
         process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
