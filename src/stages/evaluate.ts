@@ -34,7 +34,9 @@ import type { ClassificationReport } from '../eval/metrics.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 
 /** Part of the stage cache's key, and of the baseline memo's (baselineMemo): a change of results bumps it. */
-const EVALUATE_CODE_VERSION = 'evaluate-6';
+// 7: whether answers are labels (balanced_exact_match, answer_f1_macro measured) is asked of the whole test split, not of
+// the maxRows evaluated: an evaluate-6 result or baseline memo with maxRows may lack them where this measures them.
+const EVALUATE_CODE_VERSION = 'evaluate-7';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({
