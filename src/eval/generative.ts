@@ -328,14 +328,20 @@ export interface GenerativeRowScore {
  * about whether the answers are labels.
  */
 export function referencesRepeat(references: readonly string[], normalization: AnswerNormalization = {}): boolean {
+  const repeated = repeatFinder(normalization);
+  return references.some(repeated);
+}
+
+/** A reference answer at a time: whether its normalised form came before (referencesRepeat, streamed). */
+export function repeatFinder(normalization: AnswerNormalization = {}): (reference: string) => boolean {
   const normalize = answerNormalizer(normalization);
   const seen = new Set<string>();
-  for (const r of references) {
-    const a = normalize(r, 'reference')!;
+  return (reference) => {
+    const a = normalize(reference, 'reference')!;
     if (seen.has(a)) return true;
     seen.add(a);
-  }
-  return false;
+    return false;
+  };
 }
 
 export function generativeScores(

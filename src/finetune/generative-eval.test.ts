@@ -15,7 +15,7 @@ import { tinyGpt2Dir, tinyLlamaDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
 import { NoAnswerTokensError } from '../eval/metrics.ts';
 import { evaluateCausalLm } from './causal-lm.ts';
-import { evaluateGenerative, generateAnswers, promptIds, readPromptResponses } from './generative-eval.ts';
+import { evaluateGenerative, generateAnswers, promptIds, readPromptResponses, tableReferencesRepeat } from './generative-eval.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'gen-eval-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -192,4 +192,32 @@ test("a chat table: evaluate asks its last trained reply (not a weight-0 one aft
       `system ${system}`,
     );
   }
+});
+
+test('whether a table’s reference answers repeat is read batch by batch from its answers, chat tables and unreadable rows included', async () => {
+  const table = (name: string, batches: Record<string, string[]>[]) => {
+    const path = join(root, name);
+    const w = new ArrowTableWriter(path, Object.fromEntries(Object.keys(batches[0]!).map((k) => [k, 'utf8'])) as never);
+    for (const b of batches) w.writeBatch(b as never);
+    w.close();
+    return path;
+  };
+  // A repeat in a later batch, and only after normalization.
+  const labels = table('labels.arrow', [
+    { prompt: ['a', 'b'], response: ['Yes', 'no'] },
+    { prompt: ['c'], response: ['yes'] },
+  ]);
+  assert.equal(await tableReferencesRepeat(labels), false);
+  assert.equal(await tableReferencesRepeat(labels, { caseFold: true }), true);
+  // A chat table: each conversation's last trained reply is its answer; a cell that is no conversation
+  // and a conversation with no trained reply are passed over (the evaluation refuses them where it reads them).
+  const convo = (reply: string, weight?: 0) =>
+    conversationJson([
+      { role: 'user', content: 'q' },
+      { role: 'assistant', content: reply, ...(weight === undefined ? {} : { weight }) },
+    ]);
+  const chat = table('chat-repeat.arrow', [{ messages: [convo('4'), 'not json', convo('4', 0), convo('5'), convo('4')] }]);
+  assert.equal(await tableReferencesRepeat(chat), true);
+  const free = table('chat-free.arrow', [{ messages: [convo('4'), 'not json', convo('4', 0), convo('5')] }]);
+  assert.equal(await tableReferencesRepeat(free), false);
 });

@@ -10,6 +10,7 @@ import { readArrowBatches, stringColumn } from '../data/arrow-io.ts';
 import type { Device } from '../engine/runtime.ts';
 import {
   generativeScores,
+  repeatFinder,
   type AnswerBreakdown,
   type AnswerNormalization,
   type GenerativeRowScore,
@@ -104,6 +105,33 @@ export async function readPromptResponses(
     }
   }
   return { prompts, references, ...(conversations ? { conversations } : {}) };
+}
+
+/**
+ * Whether any (normalised) reference answer of a table repeats (referencesRepeat), read a batch at a time from its
+ * response column (a chat table: each conversation's last trained reply) and stopping at the first repeat: a label set
+ * stops within its first rows, and a free-form one keeps its distinct answers, never its prompts, in memory. A row the
+ * evaluation would refuse is passed over here: it is refused, naming it, where it is evaluated.
+ */
+export async function tableReferencesRepeat(
+  table: string,
+  normalization: AnswerNormalization = {},
+  o: { promptColumn?: string; responseColumn?: string } = {},
+): Promise<boolean> {
+  const repeats = repeatFinder(normalization);
+  for await (const b of readArrowBatches(table)) {
+    if (!b.getChild(o.promptColumn ?? 'prompt') && b.getChild(MESSAGES)) {
+      for (const cell of stringColumn(b, MESSAGES)) {
+        const whole = typeof cell === 'string' ? readConversation(cell) : 'no conversation';
+        const reply = typeof whole === 'string' ? undefined : evaluatedPart(whole).at(-1);
+        if (reply && repeats(reply.content)) return true;
+      }
+      continue;
+    }
+    if (!b.getChild(o.responseColumn ?? 'response')) continue;
+    for (const r of stringColumn(b, o.responseColumn ?? 'response')) if (typeof r === 'string' && repeats(r)) return true;
+  }
+  return false;
 }
 
 export interface GenerateAnswersOptions {

@@ -49,7 +49,6 @@ const lib = async () => ({
   ...(await import('../models/sources.ts')),
   ...(await import('../registry/current.ts')),
   ...(await import('../eval/contamination.ts')),
-  ...(await import('../eval/generative.ts')),
   ...(await import('./production-rows.ts')),
 });
 
@@ -638,15 +637,14 @@ const MAX_ANSWERS_IN_REPORT = 20;
  * ROUGE-L and chrF; the same for the base model (on the fine-tune's rendering of the records) and the production version.
  */
 async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, fullTest: string, testPath: string) {
-  const { evaluateCausalLm, evaluateGenerative, isConversationTable, readPromptResponses, referencesRepeat, trainedRendering } =
+  const { evaluateCausalLm, evaluateGenerative, isConversationTable, readPromptResponses, tableReferencesRepeat, trainedRendering } =
     await lib();
   const gen = cfg.generation;
   const rows = gen ? await readPromptResponses(testPath) : undefined;
   if (rows && rows.prompts.length === 0)
     throw new InputError('the test table has no rows to generate answers for', { where: 'evaluate.test', hint: 'check the split ratios' });
   // Whether the answers are labels is a property of the whole test split, not of the maxRows evaluated (free-form.ts).
-  const answersRepeat =
-    gen && rows && referencesRepeat((testPath === fullTest ? rows : await readPromptResponses(fullTest)).references, gen.exactMatch);
+  const answersRepeat = gen && (await tableReferencesRepeat(fullTest, gen.exactMatch));
 
   // Production and the rows it is scored on first, so the progress counts the models to score.
   const prod = await productionModel(cfg, ctx.stateDir);
