@@ -146,12 +146,17 @@ export async function getRunStatus(client: Client, runId: string, o: { showClear
  * getRunStatus with `showClear`, and the description it was read from, for a caller that shows the run's execution or
  * Temporal's status beside it (the dashboard's run page): the run is described once, with the key or without. Through
  * listingClient, which reads a description as the client does (its codecs are the client's: a description holds no
- * payload but its memo and search attributes) and marks a memo this process cannot decrypt instead of failing on it.
+ * payload but its memo and search attributes) and marks a memo this process cannot decrypt instead of failing on it:
+ * one describe with the key, two on a keyless process's first read of a run (its client's, refused), one after.
  */
 export async function describedRunStatus(client: Client, runId: string): Promise<{ status: ClientRunStatus; desc: Description }> {
   const locked = lockedRuns.get(client) ?? new Set<string>();
   lockedRuns.set(client, locked);
-  const desc = await listingClient(client).workflow.getHandle(runId).describe();
+  // Through the caller's client first, as every read with the key is (a stand-in client is no connection to list
+  // through); a memo it cannot decrypt sends this read, and every later one of this run, through listingClient.
+  const desc = locked.has(runId)
+    ? await listingClient(client).workflow.getHandle(runId).describe()
+    : await orMarked(client, (c) => c.workflow.getHandle(runId).describe());
   const inClear = (why?: string): Promise<ClientRunStatus> => {
     if (locked.size > 1000) locked.clear();
     locked.add(runId);
